@@ -1,0 +1,3 @@
+"""Switchyard: a local-first model router and terminal workbench for AI coding sessions."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""`python -m app` runs the same command line as `switchyard`."""
+
+from app.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""Helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings, load_settings
+from app.policy import LoadedPolicy, load_policy
+
+
+def add_policy_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--policy",
+        metavar="FILE",
+        type=Path,
+        help="policy file (default: $SWITCHYARD_POLICY, else the shipped model-policy.toml)",
+    )
+
+
+def add_json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON (stable snake_case keys)")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return load_settings(policy=getattr(args, "policy", None))
+
+
+def policy_from(args: argparse.Namespace, settings: Settings | None = None) -> LoadedPolicy:
+    settings = settings or settings_from(args)
+    return load_policy(settings.policy)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)

@@ -1,0 +1,116 @@
+"""``switchyard policy check|show``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.cli.common import add_json_arg, add_policy_arg, console, policy_from, print_json
+from app.policy import Policy, load_policy
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("policy", help="check or show the routing policy")
+    psub = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+
+    check = psub.add_parser("check", help="validate a policy file (exit 0 ok, 2 errors)")
+    check.add_argument("file", nargs="?", type=Path, help="policy file (default: the active one)")
+    check.add_argument("--quiet", "-q", action="store_true", help="no warnings, only errors")
+    check.set_defaults(handler=_check)
+
+    show = psub.add_parser("show", help="render the §1 routing table")
+    add_policy_arg(show)
+    add_json_arg(show)
+    show.set_defaults(handler=_show)
+
+
+def _check(args: argparse.Namespace) -> int:
+    if args.file is not None:
+        loaded = load_policy(args.file)
+    else:
+        loaded = policy_from(args)
+    if not args.quiet:
+        for w in loaded.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    p = loaded.policy
+    print(
+        f"{loaded.path}: ok — policy {p.version}, {len(p.roles)} roles, {len(p.models)} models, "
+        f"{len(p.triggers)} triggers, {len(loaded.warnings)} warnings"
+    )
+    return 0
+
+
+def role_rows(p: Policy) -> list[dict[str, Any]]:
+    rows = []
+    for rid, role in p.roles.items():
+        default = p.model(role.default) if role.default else None
+        rows.append(
+            {
+                "role": rid,
+                "title": role.title,
+                "kind": role.kind,
+                "default": p.resolve(role.default) if role.default else None,
+                "default_display": default.display if default else None,
+                "alternatives": [p.resolve(a) for a in role.alternatives],
+                "provider": default.provider if default else None,
+                "locality": role.locality,
+                "runtimes": role.runtimes,
+                "fallback": p.chain(rid),
+                "local_stand_in": role.local_stand_in,
+                "constraints": role.constraints,
+                "triggers": [t.id for t in p.triggers_for(rid) if t.role == rid],
+            }
+        )
+    return rows
+
+
+def _show(args: argparse.Namespace) -> int:
+    loaded = policy_from(args)
+    p = loaded.policy
+    rows = role_rows(p)
+    if args.json:
+        print_json(
+            {
+                "policy_version": p.version,
+                "path": str(loaded.path),
+                "local_only": p.privacy.local_only,
+                "roles": rows,
+                "budget": p.budget.model_dump(),
+                "tiers": {k: v.models for k, v in p.tiers.items()},
+            }
+        )
+        return 0
+    from rich.table import Table
+
+    table = Table(
+        title=f"Model routing table — policy {p.version} ({loaded.path})",
+        title_justify="left",
+        show_lines=True,
+    )
+    for col in ("Role", "Default model", "Provider", "Local/Cloud", "Runtime", "Fallback"):
+        table.add_column(col, overflow="fold")
+    table.add_column("Constraints", overflow="fold", max_width=38)
+    for r in rows:
+        default = r["default"] or "deterministic"
+        if r["alternatives"]:
+            default += " / " + " / ".join(r["alternatives"])
+        table.add_row(
+            f"[bold]{r['title']}[/]\n[dim]{r['role']}[/]",
+            default,
+            r["provider"] or "—",
+            r["locality"],
+            "/".join(r["runtimes"]) or "—",
+            " → ".join(r["fallback"]) or "—",
+            r["constraints"],
+        )
+    out = console()
+    out.print(table)
+    b = p.budget
+    out.print(
+        f"local_only = {str(p.privacy.local_only).lower()} · budget ${b.session_usd:.2f}/session, "
+        f"${b.day_usd:.2f}/day · tiers: "
+        + "; ".join(f"{k}: {', '.join(v.models)}" for k, v in p.tiers.items())
+    )
+    return 0

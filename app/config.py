@@ -1,0 +1,90 @@
+"""Settings: defaults < user config file (XDG) < ``SWITCHYARD_*`` environment < flags.
+
+The seed's own switches ``SPEC_KIT_CONSENSUS`` and ``SPEC_KIT_CRITIC`` are accepted
+beside ``SWITCHYARD_CONSENSUS`` / ``SWITCHYARD_CRITIC``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from app import paths
+from app.errors import ConfigError
+
+ApproveMode = Literal["ask", "allow", "deny"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHYARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    policy: Path | None = Field(default=None, description="policy file; default: the shipped one")
+    local_only: bool | None = Field(
+        default=None, description="override the policy's privacy.local_only (GR-009)"
+    )
+    data_dir: Path = Field(default_factory=paths.user_data_dir)
+    theme: str = "switchyard-dark"
+    n_threads: int | None = Field(default=None, ge=1, le=256)
+    approve: ApproveMode = "ask"
+    approval_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    vllm_url: str | None = None
+    llamacpp_server_url: str | None = None
+    consensus: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("SPEC_KIT_CONSENSUS", "SWITCHYARD_CONSENSUS", "consensus"),
+    )
+    critic: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("SPEC_KIT_CRITIC", "SWITCHYARD_CRITIC", "critic"),
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=paths.user_config_file())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def audit_db(self) -> Path:
+        return self.data_dir / "audit.sqlite3"
+
+    @property
+    def ledger_db(self) -> Path:
+        return self.data_dir / "ledger.sqlite3"
+
+    @property
+    def memory_db(self) -> Path:
+        return self.data_dir / "memory.sqlite3"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning a bad environment or config file into one clear ConfigError."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            problems.append(f"setting {loc}: {err['msg']}")
+        source = f" (env SWITCHYARD_* or {paths.user_config_file()})"
+        raise ConfigError("; ".join(problems) + source) from None

@@ -1,0 +1,48 @@
+"""One exception family. The CLI turns each into one clear line and an exit code."""
+
+from __future__ import annotations
+
+
+class SwitchyardError(Exception):
+    """Base of every error the product raises on purpose."""
+
+    #: exit code the CLI uses: 2 = cannot work with what it was given, 1 = domain failure
+    exit_code: int = 1
+
+
+class UsageError(SwitchyardError):
+    exit_code = 2
+
+
+class PolicyError(SwitchyardError):
+    """A policy file that cannot be loaded. Carries every problem found, one per line."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class ConfigError(SwitchyardError):
+    exit_code = 2
+
+
+class BudgetExceeded(SwitchyardError):
+    """A reservation would cross a cap (GR-011)."""
+
+
+class BackendUnavailable(SwitchyardError):
+    """A backend cannot serve: unreachable, no key, refused by local_only."""
+
+
+class LocalOnlyViolation(BackendUnavailable):
+    """A non-loopback connection was attempted while local_only is on (GR-009)."""
+
+
+class AuditTamperError(SwitchyardError):
+    """The audit chain does not verify."""
+
+
+class ApprovalDenied(SwitchyardError):
+    """The human (or the headless policy, or a timeout) refused an escalation."""

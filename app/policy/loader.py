@@ -1,0 +1,322 @@
+"""Load and validate a policy file. Every problem becomes ``FILE:LINE: field.path: message``.
+
+Only :class:`~app.errors.PolicyError` ever escapes :func:`load_policy`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.errors import PolicyError
+from app.policy.lines import key_lines, line_for
+from app.policy.schema import (
+    FLAG_SIGNALS,
+    LOCKED_GUARDRAILS,
+    NUMERIC_SIGNALS,
+    UNIT_SIGNALS,
+    Policy,
+)
+from app.resources import default_policy_path
+
+SUPPORTED_MAJOR = 1
+SEED_ROLES = (
+    "architect",
+    "implementer",
+    "librarian",
+    "tutor",
+    "judge",
+    "tier2",
+    "stage0",
+    "ace",
+    "embeddings",
+    "cv",
+)
+SEED_GUARDRAILS = tuple(f"GR-{n:03d}" for n in range(1, 14))
+RETRY_KINDS = (
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connect",
+    "context_length",
+    "bad_output",
+    "auth",
+)
+
+KeyPath = tuple[str | int, ...]
+_TOML_POS = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)\s*$")
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: Policy
+    path: Path
+    warnings: list[str] = field(default_factory=list)
+
+
+def _fmt(path: Path, line: int | None, keypath: KeyPath, message: str) -> str:
+    where = f"{path}:{line}" if line is not None else f"{path}"
+    dotted = ".".join(str(p) for p in keypath) if keypath else "(top level)"
+    return f"{where}: {dotted}: {message}"
+
+
+def _pydantic_message(err: Any) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "missing required key"
+    msg = str(err.get("msg", "invalid value"))
+    if "input" in err and not isinstance(err["input"], dict | list):
+        return f"{msg} (got {err['input']!r})"
+    return msg
+
+
+def load_policy(path: Path | str | None = None) -> LoadedPolicy:
+    """Read, parse, validate and cross-check the policy at ``path`` (default: shipped one)."""
+    file = Path(path) if path is not None else default_policy_path()
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise PolicyError([f"{file}: cannot read policy: no such file"]) from None
+    except IsADirectoryError:
+        raise PolicyError([f"{file}: cannot read policy: is a directory"]) from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError([f"{file}: not UTF-8 text (byte {exc.start})"]) from None
+    except OSError as exc:
+        raise PolicyError([f"{file}: cannot read policy: {exc.strerror}"]) from None
+    return parse_policy(text, file)
+
+
+def parse_policy(text: str, file: Path) -> LoadedPolicy:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = _TOML_POS.match(str(exc))
+        if m:
+            msg = f"{file}:{m['line']}:{m['col']}: toml syntax: {m['msg']}"
+        else:
+            msg = f"{file}: toml syntax: {exc}"
+        raise PolicyError([msg]) from None
+    except (RecursionError, ValueError) as exc:
+        raise PolicyError([f"{file}: toml syntax: {exc}"]) from None
+
+    lines = key_lines(text)
+    try:
+        policy = Policy.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc: KeyPath = tuple(err["loc"])
+            problems.append(_fmt(file, line_for(lines, loc), loc, _pydantic_message(err)))
+        raise PolicyError(problems) from None
+
+    errors, warnings = cross_check(policy)
+    if errors:
+        raise PolicyError([_fmt(file, line_for(lines, p), p, m) for p, m in errors])
+    return LoadedPolicy(
+        policy=policy,
+        path=file,
+        warnings=[_fmt(file, line_for(lines, p), p, m) for p, m in warnings],
+    )
+
+
+Finding = tuple[KeyPath, str]
+
+
+def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
+    """References and ranges a schema cannot express. Returns (errors, warnings)."""
+    errors: list[Finding] = []
+    warnings: list[Finding] = []
+    err = errors.append
+
+    major = int(p.policy.version.split(".")[0])
+    if major != SUPPORTED_MAJOR:
+        err(
+            (
+                ("policy", "version"),
+                f"version {p.policy.version} not supported (this Switchyard reads "
+                f"{SUPPORTED_MAJOR}.x)",
+            )
+        )
+
+    def known(name: str) -> bool:
+        return p.resolve(name) in p.models
+
+    for alias, target in p.aliases.items():
+        if alias in p.models:
+            err((("aliases", alias), "alias shadows a catalog model id"))
+        if target not in p.models:
+            err((("aliases", alias), f"alias points to unknown model {target!r}"))
+
+    for name in p.providers:
+        prov = p.providers[name]
+        if name != "local" and (not prov.base_url or not prov.api_key_env):
+            err((("providers", name), "a cloud provider needs base_url and api_key_env"))
+    for name in p.budget.provider_day_usd:
+        if name not in p.providers:
+            err((("budget", "provider_day_usd", name), f"unknown provider {name!r}"))
+
+    for mid, model in p.models.items():
+        if model.provider not in p.providers:
+            err((("models", mid, "provider"), f"unknown provider {model.provider!r}"))
+        for role in model.escalation_only_roles:
+            if role not in p.roles:
+                err((("models", mid, "escalation_only_roles"), f"unknown role {role!r}"))
+        if model.speed_variant is not None and not known(model.speed_variant):
+            err((("models", mid, "speed_variant"), f"unknown model {model.speed_variant!r}"))
+        if model.provider == "local" and (
+            model.price_in_usd_per_mtok or model.price_out_usd_per_mtok
+        ):
+            err((("models", mid), "local models cost 0 (GR-011 never blocks them)"))
+
+    for missing in sorted(set(SEED_ROLES) - set(p.roles)):
+        err((("roles",), f"the seed's role {missing!r} is missing"))
+
+    for rid, role in p.roles.items():
+        base: KeyPath = ("roles", rid)
+        if role.kind in ("llm", "embedding", "vision") and role.default is None:
+            err(((*base, "default"), "this role needs a default model"))
+        names = [("default", role.default)] if role.default else []
+        names += [("alternatives", a) for a in role.alternatives]
+        names += [("fallback", f) for f in role.fallback]
+        if role.local_stand_in:
+            names.append(("local_stand_in", role.local_stand_in))
+        for key, name in names:
+            if not known(name):
+                err(((*base, key), f"unknown model {name!r} (not in [models] or [aliases])"))
+        if any(not known(n) for _, n in names):
+            continue
+        if role.default:
+            default = p.model(role.default)
+            if default.escalation_only:
+                err(((*base, "default"), "an escalation-only model can never be a default"))
+            is_local = default.provider == "local"
+            if role.locality == "local" and not is_local:
+                err(((*base, "default"), "a local role's default must be a local model"))
+            if role.locality == "cloud" and is_local:
+                err(((*base, "default"), "a cloud role's default must be a cloud model"))
+        for alt in role.alternatives:
+            if p.model(alt).escalation_only:
+                err(((*base, "alternatives"), f"{alt!r} is escalation-only"))
+        for fb in role.fallback:
+            if not p.is_cloud(fb):
+                err(((*base, "fallback"), f"{fb!r} is local; the escalation chain is cloud"))
+        if role.local_stand_in and p.is_cloud(role.local_stand_in):
+            err(((*base, "local_stand_in"), "the stand-in must be a local model"))
+        if role.locality == "cloud" and role.local_stand_in is None:
+            err(((*base, "local_stand_in"), "a cloud role needs a local stand-in"))
+
+    seen_ids: set[str] = set()
+    for i, trig in enumerate(p.triggers):
+        base = ("triggers", i)
+        if trig.id in seen_ids:
+            err(((*base, "id"), f"duplicate trigger id {trig.id!r}"))
+        seen_ids.add(trig.id)
+        if trig.role != "*" and trig.role not in p.roles:
+            err(((*base, "role"), f"unknown role {trig.role!r}"))
+        if trig.signal in FLAG_SIGNALS:
+            if trig.op != "is_true":
+                err(((*base, "op"), f"{trig.signal} is a flag: use op = 'is_true'"))
+            if trig.threshold is not None:
+                err(((*base, "threshold"), f"{trig.signal} is a flag: no threshold"))
+        elif trig.signal in NUMERIC_SIGNALS:
+            if trig.op == "is_true":
+                err(((*base, "op"), f"{trig.signal} is a number: use lt/le/gt/ge"))
+            if trig.threshold is None:
+                err(((*base, "threshold"), "missing threshold"))
+            elif trig.signal in UNIT_SIGNALS and not 0.0 <= trig.threshold <= 1.0:
+                err(((*base, "threshold"), f"{trig.threshold} is out of range 0..1"))
+            elif trig.threshold < 0:
+                err(((*base, "threshold"), f"{trig.threshold} must be >= 0"))
+        else:
+            err(((*base, "signal"), f"unknown signal {trig.signal!r}"))
+        if trig.target is not None:
+            if not known(trig.target):
+                err(((*base, "target"), f"unknown model {trig.target!r}"))
+            elif not p.is_cloud(trig.target):
+                err(((*base, "target"), "an escalation target must be a cloud model"))
+            elif trig.role in p.roles and p.resolve(trig.target) not in p.chain(trig.role):
+                err(((*base, "target"), f"{trig.target!r} is not in {trig.role}'s fallback chain"))
+
+    for rid, rt in p.runtimes.items():
+        if rt.kind == "ollama" or (rt.base_url and ":11434" in rt.base_url):
+            warnings.append(
+                (("runtimes", rid), "Ollama endpoint: §6 allows it for dev bring-up only")
+            )
+        if rt.kind == "llamacpp_inprocess":
+            if rt.model is None or not known(rt.model):
+                err((("runtimes", rid, "model"), "the in-process runtime needs a catalog model"))
+            elif p.model(rt.model).endpoint != "llamacpp_inprocess":
+                err((("runtimes", rid, "model"), "model's endpoint must be llamacpp_inprocess"))
+        elif rt.base_url is None:
+            err((("runtimes", rid, "base_url"), "an HTTP runtime needs base_url"))
+    for i, name in enumerate(p.local_chain.order):
+        if name not in p.runtimes:
+            err((("local_chain", "order", i), f"unknown runtime {name!r}"))
+    if p.local_chain.order and p.local_chain.order[-1] in p.runtimes:
+        if p.runtimes[p.local_chain.order[-1]].kind != "llamacpp_inprocess":
+            err((("local_chain", "order"), "the chain must end in the in-process runtime"))
+
+    for kind in RETRY_KINDS:
+        if kind not in p.retries:
+            err((("retries",), f"missing retry rule {kind!r}"))
+    for tname, tier in p.tiers.items():
+        for m in tier.models:
+            if not known(m):
+                err((("tiers", tname, "models"), f"unknown model {m!r}"))
+    for gr in SEED_GUARDRAILS:
+        if gr not in p.guardrails:
+            err((("guardrails",), f"guardrail {gr} is missing"))
+    for gr, rail in p.guardrails.items():
+        if gr not in SEED_GUARDRAILS:
+            err((("guardrails", gr), "unknown guardrail"))
+        elif not rail.enabled:
+            if gr in LOCKED_GUARDRAILS:
+                err((("guardrails", gr, "enabled"), f"{gr} cannot be switched off"))
+            else:
+                warnings.append((("guardrails", gr, "enabled"), f"{gr} is switched off"))
+
+    for i, rule in enumerate(p.high_risk.rules):
+        for j, pattern in enumerate(rule.lines):
+            try:
+                re.compile(pattern)
+            except (re.error, RecursionError, OverflowError) as exc:
+                err((("high_risk", "rules", i, "lines", j), f"bad regex: {exc}"))
+
+    for i, role in enumerate(p.consensus.pipeline):
+        if role not in p.roles:
+            err((("consensus", "pipeline", i), f"unknown role {role!r}"))
+    if p.consensus.critic_role not in p.roles:
+        err((("consensus", "critic_role"), f"unknown role {p.consensus.critic_role!r}"))
+    if p.consensus.enabled:
+        warnings.append(
+            (
+                ("consensus", "enabled"),
+                "consensus is deprecated (GR-001): the pipeline stays single-owner",
+            )
+        )
+
+    for key in ("default", "local_fallback"):
+        name = getattr(p.embeddings, key)
+        if not known(name):
+            err((("embeddings", key), f"unknown model {name!r}"))
+        elif p.model(name).embedding_dim is None:
+            err((("embeddings", key), f"{name!r} is not an embedding model"))
+
+    weights = p.memory.weight_tfidf + p.memory.weight_embedding + p.memory.weight_dynamic
+    if abs(weights - 1.0) > 1e-6:
+        err((("memory",), f"search weights must sum to 1 (they sum to {weights:g})"))
+    if p.stage0.chunk_overlap >= p.stage0.chunk_lines:
+        err((("stage0", "chunk_overlap"), "overlap must be smaller than chunk_lines"))
+    if p.stage0.top_k > p.stage0.prefilter:
+        err((("stage0", "top_k"), "top_k cannot exceed prefilter"))
+
+    for i, res in enumerate(p.resolutions):
+        warnings.append((("resolutions", i), f"resolved contradiction {res.id}: {res.seed}"))
+    return errors, warnings

@@ -1,0 +1,278 @@
+"""The policy file's schema: strict pydantic models (unknown keys are errors)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Locality = Literal["local", "cloud"]
+RoleKind = Literal["llm", "retrieval", "embedding", "vision"]
+EndpointKind = Literal[
+    "openai_compatible", "anthropic", "llamacpp_inprocess", "sentence_transformers", "tensorrt"
+]
+RuntimeKind = Literal["vllm", "llamacpp_server", "llamacpp_inprocess", "ollama"]
+TriggerOp = Literal["lt", "le", "gt", "ge", "is_true"]
+RetryKind = Literal[
+    "rate_limited", "server_error", "timeout", "connect", "context_length", "bad_output", "auth"
+]
+
+# Signals a trigger may read. Numbers are compared with a threshold; flags with is_true.
+NUMERIC_SIGNALS = frozenset(
+    {
+        "confidence",
+        "plan_steps",
+        "files_touched",
+        "open_questions",
+        "failed_loops",
+        "self_check_confidence",
+        "modules_touched",
+        "tool_calls",
+        "context_estimate",
+        "local_synth_confidence",
+    }
+)
+FLAG_SIGNALS = frozenset(
+    {
+        "tool_heavy",
+        "contradictions_detected",
+        "full_sweep",
+        "interesting_failure",
+        "high_risk",
+        "tier2_opt_in",
+        "user_request",
+    }
+)
+# Signals that are fractions in [0, 1]: their thresholds must be too.
+UNIT_SIGNALS = frozenset({"confidence", "self_check_confidence", "local_synth_confidence"})
+
+# Guardrails whose switch may not be turned off.
+LOCKED_GUARDRAILS = frozenset({"GR-002", "GR-003", "GR-004", "GR-005", "GR-009", "GR-011"})
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicyMeta(Strict):
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    seed: str
+    created: str
+    status: Literal["active", "draft", "deprecated"]
+
+
+class Privacy(Strict):
+    local_only: bool
+
+
+class Budget(Strict):
+    currency: Literal["USD"] = "USD"
+    session_usd: float = Field(ge=0)
+    day_usd: float = Field(ge=0)
+    reservation_ttl_s: float = Field(gt=0, le=86400)
+    provider_day_usd: dict[str, float] = Field(default_factory=dict)
+
+
+class Approvals(Strict):
+    timeout_s: float = Field(gt=0, le=3600)
+
+
+class Hardware(Strict):
+    gpu: str
+    vram_gb: float = Field(gt=0)
+    primary_runtime: str
+    fallback_runtime: str
+    ollama: Literal["dev-only", "allowed", "forbidden"]
+
+
+class LocalServices(Strict):
+    must_run_locally: list[str]
+
+
+class Runtime(Strict):
+    kind: RuntimeKind
+    base_url: str | None = None
+    model: str | None = None
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+
+
+class LocalChain(Strict):
+    order: list[str] = Field(min_length=1)
+
+
+class Provider(Strict):
+    protocol: Literal["openai", "anthropic"]
+    base_url: str | None = None
+    api_key_env: str | None = None
+
+
+class Model(Strict):
+    display: str
+    provider: str
+    endpoint: EndpointKind
+    served_name: str
+    context_window: int = Field(ge=0)
+    params_b: float | None = Field(default=None, gt=0)
+    quant: str | None = None
+    kv_bytes_per_token: int | None = Field(default=None, gt=0)
+    embedding_dim: int | None = Field(default=None, gt=0)
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    price_in_usd_per_mtok: float = Field(default=0.0, ge=0)
+    price_out_usd_per_mtok: float = Field(default=0.0, ge=0)
+    escalation_only_roles: list[str] = Field(default_factory=list)
+    speed_variant: str | None = None
+
+    @property
+    def escalation_only(self) -> bool:
+        return bool(self.escalation_only_roles)
+
+
+class Role(Strict):
+    title: str
+    kind: RoleKind
+    locality: Locality
+    default: str | None = None
+    alternatives: list[str] = Field(default_factory=list)
+    runtimes: list[str] = Field(default_factory=list)
+    fallback: list[str] = Field(default_factory=list)
+    local_stand_in: str | None = None
+    max_output_tokens: int = Field(default=2048, gt=0)
+    max_turns: int | None = Field(default=None, gt=0)
+    prefer_speed: bool = False
+    constraints: str = ""
+
+
+class Trigger(Strict):
+    id: str
+    role: str
+    reason: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+    signal: str
+    op: TriggerOp
+    threshold: float | None = None
+    target: str | None = None
+    seed: str = ""
+
+
+class RetryRule(Strict):
+    max_retries: int = Field(ge=0, le=10)
+    backoff_s: float = Field(ge=0, le=600)
+    max_backoff_s: float = Field(ge=0, le=3600)
+    honour_retry_after: bool
+    cooldown_s: float = Field(ge=0, le=86400)
+
+
+class Consensus(Strict):
+    enabled: bool
+    critic: bool
+    critic_role: str
+    pipeline: list[str]
+    forbidden: list[str]
+    allowed_sidecars: list[str]
+
+
+class Tier(Strict):
+    models: list[str] = Field(min_length=1)
+    note: str = ""
+
+
+class Guardrail(Strict):
+    title: str
+    group: Literal["governance", "evidence", "privacy", "structured_output"]
+    enabled: bool
+
+
+class HighRiskRule(Strict):
+    id: str
+    title: str
+    paths: list[str] = Field(default_factory=list)
+    lines: list[str] = Field(default_factory=list)
+    requires_cross_module: bool = False
+
+
+class HighRisk(Strict):
+    cross_module_min_modules: int = Field(ge=2, le=100)
+    rules: list[HighRiskRule] = Field(min_length=1)
+
+
+class Stage0(Strict):
+    mmr_lambda: float = Field(ge=0, le=1)
+    prefilter: int = Field(ge=1, le=100000)
+    top_k: int = Field(ge=1, le=1000)
+    code_top_k: int = Field(ge=1, le=1000)
+    token_budget: int = Field(ge=256, le=2_000_000)
+    max_file_bytes: int = Field(ge=1024)
+    chunk_lines: int = Field(ge=5, le=2000)
+    chunk_overlap: int = Field(ge=0, le=1000)
+    constitution_files: list[str] = Field(default_factory=list)
+
+
+class Memory(Strict):
+    weight_tfidf: float = Field(ge=0, le=1)
+    weight_embedding: float = Field(ge=0, le=1)
+    weight_dynamic: float = Field(ge=0, le=1)
+    recency_half_life_days: float = Field(gt=0, le=3650)
+
+
+class Embeddings(Strict):
+    default: str
+    local_fallback: str
+
+
+class Ace(Strict):
+    min_pattern_confidence: float = Field(ge=0, le=1)
+    max_harmful_bullets: int = Field(ge=0, le=100)
+    interesting_diff_files: int = Field(ge=1)
+    interesting_diff_insertions: int = Field(ge=1)
+
+
+class Resolution(Strict):
+    id: str
+    seed: str
+    resolution: str
+
+
+class Policy(Strict):
+    policy: PolicyMeta
+    privacy: Privacy
+    budget: Budget
+    approvals: Approvals
+    hardware: Hardware
+    local_services: LocalServices
+    runtimes: dict[str, Runtime]
+    local_chain: LocalChain
+    providers: dict[str, Provider]
+    models: dict[str, Model]
+    aliases: dict[str, str] = Field(default_factory=dict)
+    roles: dict[str, Role]
+    triggers: list[Trigger]
+    retries: dict[RetryKind, RetryRule]
+    consensus: Consensus
+    tiers: dict[str, Tier]
+    guardrails: dict[str, Guardrail]
+    high_risk: HighRisk
+    stage0: Stage0
+    memory: Memory
+    embeddings: Embeddings
+    ace: Ace
+    resolutions: list[Resolution] = Field(default_factory=list)
+
+    @property
+    def version(self) -> str:
+        return self.policy.version
+
+    def resolve(self, name: str) -> str:
+        """A catalog id for ``name``, following aliases (one level)."""
+        return self.aliases.get(name, name)
+
+    def model(self, name: str) -> Model:
+        return self.models[self.resolve(name)]
+
+    def chain(self, role: str) -> list[str]:
+        """The role's escalation chain as catalog ids."""
+        return [self.resolve(m) for m in self.roles[role].fallback]
+
+    def triggers_for(self, role: str) -> list[Trigger]:
+        return [t for t in self.triggers if t.role in (role, "*")]
+
+    def is_cloud(self, model_id: str) -> bool:
+        return self.model(model_id).provider != "local"
