@@ -1,0 +1,1 @@
+"""The hash-chained audit log (GR-005, GR-013)."""

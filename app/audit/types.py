@@ -1,0 +1,70 @@
+"""The audit line and the small interface every layer writes through."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Kinds of line. Keep these stable: the TUI colours by kind and filters on it.
+AUDIT_KINDS = (
+    "route",  # a role was routed to a model (local or cloud)
+    "runtime_fallback",  # a local role moved down the runtime chain (vLLM → llama.cpp …)
+    "escalation",  # a trigger fired and a cloud model was chosen
+    "skip",  # a chain step was skipped (unhealthy, no key, budget, context, local_only …)
+    "approval",  # a human/headless decider allowed an escalation
+    "denial",  # an escalation was denied (by a decider or a timeout)
+    "refusal",  # the router refused a request (e.g. CV/Camera is not an LLM role)
+    "budget_stop",  # a reservation would cross a cap
+    "budget",  # a reservation was settled or released
+    "degradation",  # something weaker took over (sandbox, embeddings …)
+    "local_only_refusal",  # the transport refused a non-loopback host (GR-009)
+    "retry",  # a call was retried after an error
+    "call",  # a model call finished (tokens, cost, latency)
+    "consensus",  # GR-001 decisions
+    "verdict",  # the Judge's verdict
+    "merge",  # a merge was attempted / done
+    "run",  # run lifecycle
+)
+
+
+class AuditLine(BaseModel):
+    """One hash-chained line. ``hash`` covers every other field as canonical JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    seq: int
+    ts: str
+    session: str
+    run: str | None = None
+    kind: str
+    role: str | None = None
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+    reason_codes: list[str] = Field(default_factory=list)
+    values: dict[str, Any] = Field(default_factory=dict)
+    policy_version: str | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    detail: str = ""
+    prev_hash: str
+    hash: str
+
+
+class AuditSink(Protocol):
+    """What a layer needs to write an audit line. :class:`app.audit.log.AuditLog` is one."""
+
+    async def append(
+        self,
+        kind: str,
+        *,
+        session: str,
+        run: str | None = None,
+        role: str | None = None,
+        from_: str | None = None,
+        to: str | None = None,
+        reason_codes: Sequence[str] = (),
+        values: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        detail: str = "",
+    ) -> AuditLine: ...

@@ -1,0 +1,1 @@
+"""Every way Switchyard reaches a model. Knows nothing of roles or escalation."""

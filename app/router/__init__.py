@@ -1,0 +1,1 @@
+"""Routing: decisions over the policy, fallback chains, budget ledger, approvals."""

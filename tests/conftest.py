@@ -1,0 +1,39 @@
+"""Every test runs with its own data dir and config dir, and without cloud keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CLOUD_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("SWITCHYARD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    for name in CLOUD_KEYS:
+        monkeypatch.delenv(name, raising=False)
+    for name in ("SWITCHYARD_POLICY", "SWITCHYARD_LOCAL_ONLY", "SPEC_KIT_CONSENSUS",
+                 "SPEC_KIT_CRITIC", "SWITCHYARD_APPROVE"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+@pytest.fixture
+def policy_path() -> Path:
+    from app.resources import default_policy_path
+
+    return default_policy_path()
+
+
+@pytest.fixture
+def policy():  # type: ignore[no-untyped-def]
+    from app.policy import load_policy
+
+    return load_policy().policy
