@@ -57,7 +57,7 @@ def role_rows(p: Policy) -> list[dict[str, Any]]:
                 "provider": default.provider if default else None,
                 "locality": role.locality,
                 "runtimes": role.runtimes,
-                "fallback": p.chain(rid),
+                "fallback": [p.resolve(m) for m in role.fallback],
                 "local_stand_in": role.local_stand_in,
                 "constraints": role.constraints,
                 "triggers": [t.id for t in p.triggers_for(rid) if t.role == rid],

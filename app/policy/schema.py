@@ -268,8 +268,16 @@ class Policy(Strict):
         return self.models[self.resolve(name)]
 
     def chain(self, role: str) -> list[str]:
-        """The role's escalation chain as catalog ids."""
-        return [self.resolve(m) for m in self.roles[role].fallback]
+        """The role's escalation chain as catalog ids.
+
+        For a cloud-by-default role (Judge, Tier2) the default itself is the first step.
+        """
+        spec = self.roles[role]
+        steps = [self.resolve(m) for m in spec.fallback]
+        if spec.locality == "cloud" and spec.default:
+            default = self.resolve(spec.default)
+            steps = [default, *(m for m in steps if m != default)]
+        return steps
 
     def triggers_for(self, role: str) -> list[Trigger]:
         return [t for t in self.triggers if t.role in (role, "*")]

@@ -1,0 +1,172 @@
+"""``switchyard route explain``: the decision for a role, without calling any model."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, get_args
+
+from app.cli.common import add_json_arg, add_policy_arg, console, policy_from, print_json
+from app.cli.common import settings_from
+from app.errors import UsageError
+from app.policy.schema import Policy
+from app.router.decide import decide
+from app.router.privacy import effective_local_only
+from app.router.types import Decision, RouterState, Signals
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("route", help="explain routing decisions")
+    rsub = p.add_subparsers(dest="route_command", metavar="ACTION", required=True)
+    ex = rsub.add_parser(
+        "explain",
+        help="print the decision for a role without calling any model",
+        description="Evaluate the policy for ROLE with the given signals. Nothing is sent.",
+    )
+    ex.add_argument("--role", required=True, help="role id, e.g. architect, implementer")
+    ex.add_argument(
+        "--signal",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a §3 signal, e.g. confidence=0.74, failed_loops=2, context_estimate=120000",
+    )
+    ex.add_argument("--local-only", action="store_true", help="forbid every cloud call (GR-009)")
+    ex.add_argument(
+        "--approved",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="treat MODEL as already approved for the session",
+    )
+    ex.add_argument("--budget-left", type=float, metavar="USD", help="assume this much is left")
+    ex.add_argument(
+        "--with-keys",
+        action="store_true",
+        help="skip cloud models whose API key is not set, as a real request would",
+    )
+    add_policy_arg(ex)
+    add_json_arg(ex)
+    ex.set_defaults(handler=_explain)
+
+
+def parse_signals(pairs: list[str]) -> Signals:
+    fields = Signals.model_fields
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--signal {pair!r}: expected KEY=VALUE")
+        if key not in fields:
+            raise UsageError(f"--signal {key}: unknown signal (known: {', '.join(sorted(fields))})")
+        kinds = set(get_args(fields[key].annotation)) or {fields[key].annotation}
+        text = raw.strip().lower()
+        try:
+            if bool in kinds:
+                if text not in _TRUE | _FALSE:
+                    raise ValueError("expected true or false")
+                values[key] = text in _TRUE
+            elif int in kinds:
+                values[key] = int(text)
+            else:
+                values[key] = float(text)
+        except ValueError as exc:
+            raise UsageError(f"--signal {key}={raw}: {exc}") from None
+    try:
+        return Signals(**values)
+    except ValueError as exc:
+        raise UsageError(f"--signal: {exc}") from None
+
+
+def missing_keys(policy: Policy) -> dict[str, str]:
+    """Cloud models whose provider's key variable is not set (names only, never values)."""
+    out = {}
+    for mid, model in policy.models.items():
+        prov = policy.providers[model.provider]
+        if model.provider != "local" and prov.api_key_env and not os.environ.get(prov.api_key_env):
+            out[mid] = f"no key: {prov.api_key_env} not set"
+    return out
+
+
+def _explain(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    loaded = policy_from(args, settings)
+    policy = loaded.policy
+    if args.role not in policy.roles:
+        raise UsageError(f"--role {args.role}: unknown role (known: {', '.join(policy.roles)})")
+    signals = parse_signals(args.signal)
+    for m in args.approved:
+        if policy.resolve(m) not in policy.models:
+            raise UsageError(f"--approved {m}: unknown model")
+    left = float("inf") if args.budget_left is None else args.budget_left
+    keys = missing_keys(policy)
+    state = RouterState(
+        local_only=effective_local_only(policy, settings, args.local_only),
+        session_left_usd=left,
+        approved=frozenset(policy.resolve(m) for m in args.approved),
+        unavailable=keys if args.with_keys else {},
+    )
+    decision = decide(policy, args.role, signals, state)
+    if args.json:
+        data = decision.model_dump(mode="json")
+        data["reason_codes"] = decision.reason_codes
+        data["local_only"] = state.local_only
+        print_json(data)
+    else:
+        render(decision, state, keys if not args.with_keys else {})
+    return 0
+
+
+def render(d: Decision, state: RouterState, key_notes: dict[str, str]) -> None:
+    out = console()
+    head = {
+        "escalate": f"[bold yellow]ESCALATE[/] → [bold]{d.target}[/] ({d.provider}, cloud)",
+        "local": f"[bold green]LOCAL[/] → [bold]{d.target}[/] on {d.runtime}",
+        "refuse": f"[bold red]REFUSED[/] ({d.refusal_code})",
+    }[d.action]
+    if d.action == "escalate":
+        head += " [yellow]· approval required[/]" if d.needs_approval else " · pre-approved"
+    out.print(f"[bold]{d.role}[/]: {head}   [dim]policy {d.policy_version}[/]")
+    if state.local_only:
+        out.print("  [magenta]local_only is ON (GR-009): no cloud model can be chosen[/]")
+    if d.reasons:
+        out.print("  [bold]triggers[/]")
+        for r in d.reasons:
+            out.print(f"    {r.code:<34} {r.text}   [dim]({r.trigger})[/]")
+    else:
+        out.print("  triggers: none fired")
+    if d.chain:
+        chain = " → ".join(
+            f"[bold]{m}[/]" if d.action == "escalate" and m == d.target else m for m in d.chain
+        )
+        out.print(f"  chain     {chain}")
+    if d.action == "escalate":
+        out.print(
+            f"  cost      est ${d.est_cost_usd:.4f} "
+            f"({d.est_tokens_in or 'assumed'} in / {d.est_tokens_out} out)"
+        )
+        if d.target in key_notes:
+            out.print(
+                f"  [yellow]note[/]      {key_notes[d.target]}: at call time this step is skipped "
+                "as unavailable and the next one is tried"
+            )
+    if d.local is not None:
+        label = "if denied" if d.action == "escalate" else "serves"
+        sub = f" [yellow](runtime fallback from {d.local.substituted_for})[/]"
+        out.print(
+            f"  local     {d.local.model} on {d.local.runtime} ({label}, window "
+            f"{d.local.context_window}){sub if d.local.substituted_for else ''}"
+        )
+        if d.local.condense:
+            out.print(
+                "  [cyan]note[/]      the prompt exceeds every local window: the Librarian "
+                "condenses it locally (map, then reduce) before this model reads it"
+            )
+    for s in d.skipped:
+        out.print(f"  [dim]skipped   {s.model} @ {s.runtime}: {s.reason} {s.detail}[/]")
+    for n in d.notes:
+        out.print(f"  [cyan]note[/]      {n}")

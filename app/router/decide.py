@@ -1,0 +1,336 @@
+"""``decide(policy, role, signals, state) -> Decision``: pure, total, deterministic (GR-004).
+
+No clock, no randomness, no I/O: everything the decision depends on is an argument.
+The rules it applies are written down at the top of policy/model-policy.toml:
+
+* no trigger → the role stays local, walking the runtime chain (a runtime fallback);
+* a trigger (or the user's request) → an escalation down the role's cloud chain, starting
+  at the trigger's target; each step that cannot serve is skipped with its reason;
+* local_only → no cloud step is ever chosen (GR-009);
+* a health failure alone never yields a cloud target.
+"""
+
+from __future__ import annotations
+
+from app.policy.schema import Policy, Role, Trigger
+from app.router.cost import cost_usd
+from app.router.types import Decision, LocalTarget, Reason, RouterState, Signals, Skip
+
+#: Prompt size assumed when the caller gives no context_estimate (route explain).
+DEFAULT_PROMPT_TOKENS = 2000
+
+_OPS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def evaluate_trigger(trigger: Trigger, signals: Signals) -> Reason | None:
+    """The reason when ``trigger`` fires on ``signals``, else None."""
+    value = getattr(signals, trigger.signal, None)
+    if value is None:
+        return None
+    if trigger.op == "is_true":
+        if value is True:
+            return Reason(
+                code=trigger.reason,
+                trigger=trigger.id,
+                signal=trigger.signal,
+                op="is_true",
+                value=True,
+                text=f"{trigger.signal} == true",
+            )
+        return None
+    if isinstance(value, bool) or trigger.threshold is None:
+        return None
+    t = trigger.threshold
+    fired = {
+        "lt": value < t,
+        "le": value <= t,
+        "gt": value > t,
+        "ge": value >= t,
+    }[trigger.op]
+    if not fired:
+        return None
+    return Reason(
+        code=trigger.reason,
+        trigger=trigger.id,
+        signal=trigger.signal,
+        op=trigger.op,
+        value=float(value),
+        threshold=t,
+        text=f"{trigger.signal} {_fmt(float(value))} {_OPS[trigger.op]} {_fmt(t)}",
+    )
+
+
+def fired_triggers(policy: Policy, role: str, signals: Signals) -> list[tuple[Trigger, Reason]]:
+    out = []
+    for trig in policy.triggers_for(role):
+        reason = evaluate_trigger(trig, signals)
+        if reason is not None:
+            out.append((trig, reason))
+    return out
+
+
+def _window(policy: Policy, state: RouterState, model_id: str) -> int:
+    return state.context_windows.get(model_id, policy.model(model_id).context_window)
+
+
+def _local_model(role: Role) -> str | None:
+    return role.default if role.locality == "local" else role.local_stand_in
+
+
+def local_target(
+    policy: Policy, role_id: str, state: RouterState, tokens_in: int
+) -> tuple[LocalTarget | None, list[Skip]]:
+    """Walk the runtime chain (vLLM → llama.cpp server → in-process) for a local role."""
+    role = policy.roles[role_id]
+    wanted = _local_model(role)
+    skips: list[Skip] = []
+    if wanted is None:
+        return None, skips
+    wanted = policy.resolve(wanted)
+    if role.kind == "embedding":
+        # sentence-transformers in-process; a missing default falls back to the shipped one
+        for model_id in (wanted, policy.resolve(policy.embeddings.local_fallback)):
+            if state.health.get(model_id, True):
+                sub = None if model_id == wanted else f"{wanted} on sentence-transformers"
+                window = _window(policy, state, model_id)
+                return LocalTarget(
+                    model=model_id,
+                    runtime="sentence_transformers",
+                    context_window=window,
+                    substituted_for=sub,
+                ), skips
+            skips.append(Skip(model=model_id, runtime="sentence_transformers", reason="unhealthy"))
+        return None, skips
+    for runtime_id in policy.local_chain.order:
+        runtime = policy.runtimes[runtime_id]
+        model_id = policy.resolve(runtime.model) if runtime.model else wanted
+        if not state.health.get(f"runtime:{runtime_id}", True):
+            skips.append(Skip(model=model_id, runtime=runtime_id, reason="unhealthy"))
+            continue
+        window = _window(policy, state, model_id)
+        needed = tokens_in + min(role.max_output_tokens, max(window // 4, 1))
+        if needed > window:
+            skips.append(
+                Skip(
+                    model=model_id,
+                    runtime=runtime_id,
+                    reason="context_too_small",
+                    detail=f"needs ~{needed} tokens, window {window}",
+                )
+            )
+            continue
+        sub = None
+        if skips:
+            first = skips[0]
+            sub = f"{first.model} on {first.runtime}"
+        return LocalTarget(
+            model=model_id, runtime=runtime_id, context_window=window, substituted_for=sub
+        ), skips
+    # Nothing local fits the prompt: never a reason to leave the machine. The first healthy
+    # runtime serves, after the Librarian condenses the context to fit its window.
+    for skip in skips:
+        if skip.reason == "context_too_small":
+            sub = None if skip is skips[0] else f"{skips[0].model} on {skips[0].runtime}"
+            window = _window(policy, state, skip.model)
+            return LocalTarget(
+                model=skip.model,
+                runtime=skip.runtime,
+                context_window=window,
+                substituted_for=sub,
+                condense=True,
+            ), [s for s in skips if s is not skip]
+    return None, skips
+
+
+def decide(policy: Policy, role: str, signals: Signals, state: RouterState) -> Decision:
+    """Which model serves ``role`` now, and why. Total: every input yields a Decision."""
+    version = policy.version
+    if role not in policy.roles:
+        return Decision(
+            role=role,
+            action="refuse",
+            policy_version=version,
+            refusal_code="UNKNOWN_ROLE",
+            notes=[f"unknown role {role!r}; known: {', '.join(policy.roles)}"],
+        )
+    spec = policy.roles[role]
+    if spec.kind == "vision":
+        return Decision(
+            role=role,
+            action="refuse",
+            policy_version=version,
+            refusal_code="CV_NOT_LLM_ROLE",
+            notes=["CV/Camera is not an LLM role: it is scheduled separately (§1)"],
+        )
+    if spec.kind == "retrieval":
+        return Decision(
+            role=role,
+            action="refuse",
+            policy_version=version,
+            refusal_code="STAGE0_DETERMINISTIC",
+            notes=["Stage0 retrieval is deterministic (TF-IDF + MMR): no model is routed"],
+        )
+
+    tokens_in = signals.context_estimate if signals.context_estimate is not None else 0
+    cost_tokens_in = tokens_in or DEFAULT_PROMPT_TOKENS
+    tokens_out = spec.max_output_tokens
+    local, local_skips = local_target(policy, role, state, tokens_in)
+    fired = fired_triggers(policy, role, signals)
+    reasons = [r for _, r in fired]
+    notes: list[str] = []
+    chain = policy.chain(role)
+
+    def stay_local(extra_skips: list[Skip], more_notes: list[str]) -> Decision:
+        skips = local_skips + extra_skips
+        if local is None:
+            return Decision(
+                role=role,
+                action="refuse",
+                policy_version=version,
+                reasons=reasons,
+                chain=chain,
+                skipped=skips,
+                refusal_code="NO_LOCAL_RUNTIME",
+                est_tokens_in=tokens_in,
+                notes=[*notes, *more_notes, "no local runtime can serve this request"],
+            )
+        step = (
+            policy.local_chain.order.index(local.runtime)
+            if local.runtime in (policy.local_chain.order)
+            else 0
+        )
+        return Decision(
+            role=role,
+            action="local",
+            policy_version=version,
+            target=local.model,
+            provider="local",
+            runtime=local.runtime,
+            reasons=reasons,
+            est_tokens_in=tokens_in,
+            est_tokens_out=tokens_out,
+            chain=chain,
+            chain_step=step,
+            skipped=skips,
+            local=local,
+            notes=[*notes, *more_notes],
+        )
+
+    if not fired:
+        if spec.locality == "cloud":
+            notes.append(
+                f"{spec.title}: cloud only on its trigger or the user's request; served by "
+                "the local stand-in, whose output is advisory (a local verdict can never "
+                "approve a merge, GR-003)"
+            )
+        return stay_local([], [])
+
+    if not chain:
+        return stay_local([], ["the role has no escalation chain"])
+
+    first_trigger = fired[0][0]
+    entry = policy.resolve(first_trigger.target) if first_trigger.target else chain[0]
+    if spec.prefer_speed:
+        variant = policy.model(entry).speed_variant
+        entry = policy.resolve(variant) if variant else entry
+    steps = chain[chain.index(entry) :] if entry in chain else [entry, *chain]
+
+    if state.local_only:
+        blocked = [
+            Skip(model=m, runtime="cloud", reason="local_only", detail="GR-009") for m in steps
+        ]
+        return stay_local(
+            blocked,
+            [
+                "GR-009: local_only forbids every cloud call; the trigger is recorded and the "
+                "role stays local"
+            ],
+        )
+
+    skips: list[Skip] = []
+    for index, model_id in enumerate(steps):
+        model = policy.model(model_id)
+        step_no = chain.index(model_id) if model_id in chain else 0
+        if model_id in state.denied:
+            skips.append(Skip(model=model_id, runtime="cloud", reason="denied"))
+            continue
+        if model.escalation_only and role not in model.escalation_only_roles and index == 0:
+            skips.append(
+                Skip(
+                    model=model_id,
+                    runtime="cloud",
+                    reason="escalation_only",
+                    detail=f"escalation-only for {', '.join(model.escalation_only_roles)}",
+                )
+            )
+            continue
+        if model_id in state.unavailable:
+            skips.append(
+                Skip(
+                    model=model_id,
+                    runtime="cloud",
+                    reason="unavailable",
+                    detail=state.unavailable[model_id],
+                )
+            )
+            continue
+        if not state.health.get(model_id, True):
+            skips.append(Skip(model=model_id, runtime="cloud", reason="unhealthy"))
+            continue
+        if model_id in state.failed:
+            skips.append(
+                Skip(
+                    model=model_id, runtime="cloud", reason="failed", detail=state.failed[model_id]
+                )
+            )
+            continue
+        window = _window(policy, state, model_id)
+        if tokens_in + tokens_out > window:
+            skips.append(
+                Skip(
+                    model=model_id,
+                    runtime="cloud",
+                    reason="context_too_small",
+                    detail=f"needs ~{tokens_in + tokens_out} tokens, window {window}",
+                )
+            )
+            continue
+        est = cost_usd(model, cost_tokens_in, tokens_out)
+        left = state.budget_left(model.provider)
+        if est > left:
+            skips.append(
+                Skip(
+                    model=model_id,
+                    runtime="cloud",
+                    reason="budget",
+                    detail=f"estimated ${est:.4f} > ${left:.4f} left",
+                )
+            )
+            continue
+        if tokens_in == 0:
+            notes.append(f"cost assumes a {DEFAULT_PROMPT_TOKENS}-token prompt")
+        return Decision(
+            role=role,
+            action="escalate",
+            policy_version=version,
+            target=model_id,
+            provider=model.provider,
+            runtime="cloud",
+            reasons=reasons,
+            needs_approval=model_id not in state.approved,
+            est_tokens_in=tokens_in,
+            est_tokens_out=tokens_out,
+            est_cost_usd=est,
+            chain=chain,
+            chain_step=step_no,
+            skipped=local_skips + skips,
+            local=local,
+            notes=notes,
+        )
+    return stay_local(
+        skips, ["every cloud step was skipped: the escalation is unavailable, staying local"]
+    )
