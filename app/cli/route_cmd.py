@@ -6,8 +6,14 @@ import argparse
 import os
 from typing import Any, get_args
 
-from app.cli.common import add_json_arg, add_policy_arg, console, policy_from, print_json
-from app.cli.common import settings_from
+from app.cli.common import (
+    add_json_arg,
+    add_policy_arg,
+    console,
+    policy_from,
+    print_json,
+    settings_from,
+)
 from app.errors import UsageError
 from app.policy.schema import Policy
 from app.router.decide import decide
