@@ -1,0 +1,130 @@
+"""The one small async protocol every backend speaks.
+
+A call takes messages and an optional JSON schema; it streams deltas, ends with a
+:class:`ChatResult` carrying usage (and whether usage was counted by us), and can be
+cancelled by cancelling the task that iterates it. Backends know nothing of roles,
+escalation or budgets: they raise :class:`BackendError` with a ``kind`` and the router
+decides what to do (retry, fall back, stop) and audits it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.errors import BackendUnavailable
+
+ErrorKind = Literal[
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connect",
+    "context_length",
+    "bad_output",
+    "auth",
+    "no_key",
+    "local_only",
+    "cancelled",
+]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Message(Frozen):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(Frozen):
+    messages: list[Message]
+    max_tokens: int = Field(default=1024, gt=0)
+    temperature: float = Field(default=0.2, ge=0, le=2)
+    #: a JSON schema for constrained output (GR-012); the backend maps it to its server's
+    #: structured-output fields or a llama.cpp grammar
+    json_schema: dict[str, Any] | None = None
+    seed: int | None = 0
+    stop: list[str] = Field(default_factory=list)
+
+
+class Usage(Frozen):
+    tokens_in: int = Field(ge=0)
+    tokens_out: int = Field(ge=0)
+    #: True when the server sent no usage and we counted the tokens ourselves
+    counted_locally: bool = False
+
+
+class Delta(Frozen):
+    text: str = ""
+    reasoning: str = ""
+
+
+class ChatResult(Frozen):
+    text: str
+    reasoning: str = ""
+    usage: Usage
+    finish_reason: str
+    model: str
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+
+
+class Health(Frozen):
+    ok: bool
+    detail: str = ""
+    latency_ms: float | None = None
+    context_window: int | None = None
+    models: list[str] = Field(default_factory=list)
+
+
+class BackendError(BackendUnavailable):
+    """A call failed. ``kind`` tells the router which retry rule applies."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+        self.status = status
+        self.retry_after = retry_after
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One model on one runtime or provider."""
+
+    #: catalog model id this backend serves
+    model_id: str
+    #: where it runs: "vllm", "llamacpp_server", "llamacpp_inprocess", "cloud"
+    runtime: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+        """Yield deltas, then exactly one ChatResult. Raise BackendError on failure."""
+        ...
+
+    async def health(self) -> Health: ...
+
+    async def context_window(self) -> int | None:
+        """The window of the model that actually serves, when the backend can tell."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+async def collect(stream: AsyncIterator[Delta | ChatResult]) -> ChatResult:
+    """Drain a stream and return its final result."""
+    result: ChatResult | None = None
+    async for item in stream:
+        if isinstance(item, ChatResult):
+            result = item
+    if result is None:
+        raise BackendError("bad_output", "stream ended without a result")
+    return result
