@@ -1,0 +1,424 @@
+"""The audit log: one SQLite file per data dir holding one hash chain (GR-005, GR-013).
+
+Writers in any number of processes are serialised by SQLite itself: each append reads the
+chain's tail and inserts the next line inside one ``BEGIN IMMEDIATE`` transaction, so two
+writers can never both extend the same tail. Lines are stored as their canonical JSON
+text, which is what gets hashed, exported and verified; the other columns are indexes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Coroutine, Generator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+import aiosqlite
+from pydantic import ValidationError
+
+from app.audit.canonical import (
+    GENESIS_HASH,
+    ChainChecker,
+    Problem,
+    VerifyReport,
+    canonical_json,
+    jsonable,
+    line_hash,
+)
+from app.audit.redact import redact
+from app.audit.types import AUDIT_KINDS, AuditLine
+from app.bus import AuditAppended, Bus
+from app.clock import Clock, SystemClock, iso
+from app.errors import AuditTamperError
+
+BUSY_TIMEOUT_MS = 30_000
+_SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_lines (
+    seq     INTEGER PRIMARY KEY,
+    ts      TEXT NOT NULL,
+    session TEXT NOT NULL,
+    run     TEXT,
+    kind    TEXT NOT NULL,
+    hash    TEXT NOT NULL,
+    line    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_lines_session ON audit_lines (session, seq);
+CREATE INDEX IF NOT EXISTS audit_lines_run ON audit_lines (run, seq);
+-- The head is updated in the same transaction as each insert, so cutting lines off the
+-- end of the chain (which no hash chain detects by itself) shows up in verify().
+CREATE TABLE IF NOT EXISTS audit_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
+-- Append-only against accidents; deliberate tampering is verify()'s job.
+CREATE TRIGGER IF NOT EXISTS audit_lines_no_update BEFORE UPDATE ON audit_lines
+BEGIN SELECT RAISE(ABORT, 'audit lines are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_lines_no_delete BEFORE DELETE ON audit_lines
+BEGIN SELECT RAISE(ABORT, 'audit lines are append-only'); END;
+"""
+
+_KIND_SET = frozenset(AUDIT_KINDS)
+
+
+class AuditLog:
+    """The hash-chained audit log. Implements :class:`app.audit.types.AuditSink`.
+
+    ``log = await AuditLog.open(path)`` … ``await log.close()``, or
+    ``async with AuditLog.open(path) as log:``.
+    """
+
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        *,
+        clock: Clock,
+        bus: Bus | None,
+        policy_version: str | None,
+    ) -> None:
+        self._db = db
+        self.path = path
+        self._clock = clock
+        self._bus = bus
+        self.policy_version = policy_version
+        # One connection cannot nest transactions: coroutines sharing it take turns.
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        db_path: Path,
+        *,
+        clock: Clock | None = None,
+        bus: Bus | None = None,
+        policy_version: str | None = None,
+    ) -> AuditLogOpener:
+        """Open (creating if needed) the chain in ``db_path``. Await it or ``async with`` it."""
+        return AuditLogOpener(cls._open(db_path, clock or SystemClock(), bus, policy_version))
+
+    @classmethod
+    async def _open(
+        cls, db_path: Path, clock: Clock, bus: Bus | None, policy_version: str | None
+    ) -> AuditLog:
+        db_path = Path(db_path)
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(db_path, isolation_level=None)  # we issue BEGIN ourselves
+        try:
+            await _setup(db)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, db_path, clock=clock, bus=bus, policy_version=policy_version)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._db.close()
+
+    async def __aenter__(self) -> AuditLog:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ── write ────────────────────────────────────────────────────────────────────────────
+
+    async def append(
+        self,
+        kind: str,
+        *,
+        session: str,
+        run: str | None = None,
+        role: str | None = None,
+        from_: str | None = None,
+        to: str | None = None,
+        reason_codes: Sequence[str] = (),
+        values: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        detail: str = "",
+    ) -> AuditLine:
+        """Append one line (redacted, hashed, chained) and return it once committed."""
+        if self._closed:
+            raise RuntimeError("the audit log is closed")
+        if kind not in _KIND_SET:
+            raise ValueError(f"unknown audit kind {kind!r}; expected one of {AUDIT_KINDS}")
+        if isinstance(reason_codes, str):  # a lone code, not its characters
+            reason_codes = (reason_codes,)
+        fields: dict[str, Any] = redact(
+            jsonable(
+                {
+                    "session": session,
+                    "run": run,
+                    "kind": kind,
+                    "role": role,
+                    "from": from_,
+                    "to": to,
+                    "reason_codes": [str(c) for c in reason_codes],
+                    "values": dict(values or {}),
+                    "policy_version": self.policy_version,
+                    "provenance": dict(provenance or {}),
+                    "detail": detail,
+                }
+            )
+        )
+        async with self._lock:
+            line = await self._insert(fields)
+            if self._bus is not None:
+                # Under the lock, so this instance publishes in seq order.
+                event = AuditAppended(session=line.session, line=line.model_dump(by_alias=True))
+                await self._bus.publish(event)
+        return line
+
+    async def _insert(self, fields: dict[str, Any]) -> AuditLine:
+        db = self._db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            async with db.execute(
+                "SELECT seq, hash FROM audit_lines ORDER BY seq DESC LIMIT 1"
+            ) as cur:
+                row = await cur.fetchone()
+            seq, prev_hash = (row[0] + 1, row[1]) if row else (1, GENESIS_HASH)
+            # The time is read inside the transaction so ts order follows seq order.
+            body = {**fields, "seq": seq, "ts": iso(self._clock.now()), "prev_hash": prev_hash}
+            body["hash"] = line_hash(body)
+            line = AuditLine.model_validate(body)
+            text = canonical_json(body)
+            await db.execute(
+                "INSERT INTO audit_lines (seq, ts, session, run, kind, hash, line) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, body["ts"], body["session"], body["run"], body["kind"], body["hash"], text),
+            )
+            await db.execute(
+                "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                (seq, body["hash"]),
+            )
+            await db.execute("COMMIT")
+        except BaseException:
+            await _rollback(db)
+            raise
+        return line
+
+    # ── read ─────────────────────────────────────────────────────────────────────────────
+
+    async def last_seq(self) -> int:
+        """The seq of the newest line (0 for an empty chain)."""
+        async with self._lock, self._db.execute("SELECT MAX(seq) FROM audit_lines") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def tail(
+        self, n: int = 20, *, session: str | None = None, run: str | None = None
+    ) -> list[AuditLine]:
+        """The last ``n`` lines (optionally of one session/run), oldest first."""
+        where, params = _where(session, run, 0)
+        sql = f"SELECT seq, line FROM audit_lines{where} ORDER BY seq DESC LIMIT ?"
+        rows = await self._fetch(sql, (*params, max(n, 0)))
+        return [_to_line(seq, text) for seq, text in reversed(rows)]
+
+    async def lines(
+        self,
+        session: str | None = None,
+        run: str | None = None,
+        since_seq: int = 0,
+        *,
+        limit: int | None = None,
+    ) -> list[AuditLine]:
+        """Lines with seq > ``since_seq`` (optionally of one session/run), in seq order."""
+        where, params = _where(session, run, since_seq)
+        sql = f"SELECT seq, line FROM audit_lines{where} ORDER BY seq LIMIT ?"
+        rows = await self._fetch(sql, (*params, -1 if limit is None else limit))
+        return [_to_line(seq, text) for seq, text in rows]
+
+    async def follow(
+        self,
+        session: str | None = None,
+        run: str | None = None,
+        since_seq: int = 0,
+        *,
+        interval: float = 0.5,
+    ) -> AsyncIterator[AuditLine]:
+        """Yield lines after ``since_seq`` as they are committed, by any writer. Never ends."""
+        last = since_seq
+        while True:
+            batch = await self.lines(session, run, last, limit=500)
+            for line in batch:
+                last = line.seq
+                yield line
+            if not batch:
+                await asyncio.sleep(interval)
+
+    async def export_jsonl(
+        self, out: TextIO | Path, session: str | None = None, run: str | None = None
+    ) -> int:
+        """Write lines as JSONL (the stored canonical text, verbatim). Returns the count.
+
+        A full export verifies with ``verify_lines(..)``; one filtered by session or run
+        is a sub-sequence and verifies with ``verify_lines(.., chain=False)``.
+        """
+        if not isinstance(out, Path):
+            return await self._write_jsonl(out, session, run)
+        fh = await asyncio.to_thread(out.open, "w", encoding="utf-8", newline="\n")
+        try:
+            return await self._write_jsonl(fh, session, run)
+        finally:
+            fh.close()
+
+    async def _write_jsonl(self, out: TextIO, session: str | None, run: str | None) -> int:
+        where, params = _where(session, run, 0)
+        count = 0
+        async with self._lock:
+            # One read transaction: a consistent snapshot while other writers go on.
+            await self._db.execute("BEGIN")
+            try:
+                sql = f"SELECT line FROM audit_lines{where} ORDER BY seq"
+                async with self._db.execute(sql, params) as cur:
+                    async for (text,) in cur:
+                        out.write(text + "\n")
+                        count += 1
+            finally:
+                await _rollback(self._db)
+        return count
+
+    async def verify(self) -> VerifyReport:
+        """Check the whole chain: hashes, links, contiguous seqs, index columns, head."""
+        checker = ChainChecker(chain=True)
+        async with self._lock:
+            await self._db.execute("BEGIN")  # lines and head from one snapshot
+            try:
+                await self._check(checker)
+            except Problem as problem:
+                return checker.report(problem)
+            finally:
+                await _rollback(self._db)
+        return checker.report()
+
+    async def _check(self, checker: ChainChecker) -> None:
+        sql = "SELECT seq, hash, session, run, kind, line FROM audit_lines ORDER BY seq"
+        async with self._db.execute(sql) as cur:
+            async for seq, hash_, session, run, kind, text in cur:
+                expected = checker.last_seq + 1
+                if seq != expected:
+                    missing = f"{expected}" if seq == expected + 1 else f"{expected}–{seq - 1}"
+                    raise Problem(expected, f"line {missing} is missing (the chain jumps to {seq})")
+                data = checker.feed(text, where=f"line {seq}")
+                if (hash_, session, run, kind) != (
+                    data["hash"],
+                    data["session"],
+                    data["run"],
+                    data["kind"],
+                ):
+                    raise Problem(seq, f"the index columns of line {seq} do not match its text")
+        async with self._db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
+            head = await cur.fetchone()
+        if head is None:
+            if checker.last_seq:
+                raise Problem(None, "the chain head record is missing")
+            return
+        checker.finish(head_hash=head[1], head_seq=head[0])
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[int, str]]:
+        async with self._lock, self._db.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+
+class AuditLogOpener:
+    """What :meth:`AuditLog.open` returns: awaitable, and an async context manager."""
+
+    def __init__(self, coro: Coroutine[Any, Any, AuditLog]) -> None:
+        self._coro = coro
+        self._log: AuditLog | None = None
+
+    def __await__(self) -> Generator[Any, None, AuditLog]:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> AuditLog:
+        self._log = await self._coro
+        return self._log
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._log is not None:
+            await self._log.close()
+
+
+async def _setup(db: aiosqlite.Connection) -> None:
+    await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    # Switching to WAL needs a moment alone with the file; several processes opening a new
+    # chain at once can see "locked" here despite the busy timeout, so retry briefly.
+    for attempt in range(50):
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.05)
+    await db.execute("PRAGMA synchronous = FULL")  # an audit line is a record: fsync it
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _statements(_SCHEMA):
+            await db.execute(statement)
+        await db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        await db.execute("COMMIT")
+    except BaseException:
+        await _rollback(db)
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split the schema script into statements (triggers hold inner semicolons)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines():
+        if line.strip().startswith("--") or not line.strip():
+            continue
+        buf += line + "\n"
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return out
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    # Nothing open is fine: the COMMIT went through, or BEGIN never did.
+    with contextlib.suppress(sqlite3.OperationalError):
+        await db.execute("ROLLBACK")
+
+
+def _where(session: str | None, run: str | None, since_seq: int) -> tuple[str, tuple[Any, ...]]:
+    clauses = ["seq > ?"]
+    params: list[Any] = [since_seq]
+    if session is not None:
+        clauses.append("session = ?")
+        params.append(session)
+    if run is not None:
+        clauses.append("run = ?")
+        params.append(run)
+    return " WHERE " + " AND ".join(clauses), tuple(params)
+
+
+def _to_line(seq: int, text: str) -> AuditLine:
+    try:
+        return AuditLine.model_validate_json(text)
+    except ValidationError:
+        raise AuditTamperError(
+            f"audit line {seq} is unreadable; run `switchyard audit verify`"
+        ) from None

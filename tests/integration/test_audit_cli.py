@@ -1,0 +1,141 @@
+"""``switchyard audit tail|verify|export`` through the real entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from app.audit import AuditLog, verify_lines
+from app.cli.main import main
+from app.clock import ManualClock
+from app.config import load_settings
+
+
+def _populate() -> Path:
+    db = load_settings().audit_db
+
+    async def run() -> None:
+        clock = ManualClock()
+        async with AuditLog.open(db, clock=clock, policy_version="1.0.0") as log:
+            await log.append(
+                "route", session="s1", run="r1", role="architect", from_="qwen14b", to="qwen32b",
+                reason_codes=["default"], detail="planned",
+            )  # fmt: skip
+            clock.advance(60)
+            await log.append(
+                "runtime_fallback", session="s1", run="r1", role="implementer", from_="vLLM",
+                to="llama.cpp", reason_codes=["unhealthy"], detail="[bold]not markup[/]",
+            )  # fmt: skip
+            await log.append("escalation", session="s2", run="r2", role="judge", to="deepseek")
+
+    asyncio.run(run())
+    return db
+
+
+def test_verify_on_a_new_data_dir(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "verify"]) == 0
+    assert "audit chain ok: 0 lines" in capsys.readouterr().out
+    assert load_settings().audit_db.exists()
+
+
+def test_verify_ok_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    _populate()
+    assert main(["audit", "verify"]) == 0
+    assert "audit chain ok: 3 lines" in capsys.readouterr().out
+    assert main(["audit", "verify", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["lines_checked"] == 3
+    assert report["first_bad_seq"] is None and len(report["head_hash"]) == 64
+
+
+def test_tail_renders_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    _populate()
+    assert main(["audit", "tail"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3
+    assert "2026-01-01 12:00:00" in out[0] and "route" in out[0]
+    assert "qwen14b → qwen32b" in out[0] and "[default]" in out[0]
+    assert "[bold]not markup[/]" in out[1]  # details are text, never rich markup
+    assert "judge" in out[2] and "deepseek" in out[2]
+
+
+def test_tail_filters_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    _populate()
+    assert main(["audit", "tail", "-n", "1", "--session", "s1", "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1
+    line = json.loads(out[0])
+    assert line["seq"] == 2 and line["from"] == "vLLM" and line["kind"] == "runtime_fallback"
+    assert main(["audit", "tail", "--run", "r2", "--json"]) == 0
+    assert [json.loads(x)["seq"] for x in capsys.readouterr().out.splitlines()] == [3]
+
+
+def test_export_to_stdout_and_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _populate()
+    assert main(["audit", "export"]) == 0
+    full = capsys.readouterr().out.splitlines()
+    assert len(full) == 3 and verify_lines(full).ok
+
+    out = tmp_path / "run.jsonl"
+    assert main(["audit", "export", "-o", str(out), "--run", "r1"]) == 0
+    assert "exported 2 audit lines" in capsys.readouterr().err
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x)["seq"] for x in lines] == [1, 2]
+    assert verify_lines(lines, chain=False).ok
+
+    assert main(["audit", "export", "--session", "s2"]) == 0
+    assert [json.loads(x)["seq"] for x in capsys.readouterr().out.splitlines()] == [3]
+
+
+def test_export_to_an_unwritable_path_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", "export", "-o", str(tmp_path / "no" / "such" / "dir.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("switchyard: cannot write") and "Traceback" not in err
+
+
+def test_bad_arguments_are_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["audit", "tail", "-n", "many"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["audit"])
+    assert exc.value.code == 2
+
+
+def test_tail_follow_prints_new_lines(tmp_path: Path) -> None:
+    db = _populate()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli.main", "audit", "tail", "-n", "1", "--follow", "--json",
+         "--interval", "0.02"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    watchdog = threading.Timer(30, proc.kill)  # a hung follow fails the test, not the suite
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["seq"] == 3
+
+        async def more() -> None:
+            async with AuditLog.open(db) as log:
+                await log.append("approval", session="s2", detail="y pressed")
+
+        asyncio.run(more())
+        line = json.loads(proc.stdout.readline())
+        assert line["seq"] == 4 and line["kind"] == "approval"
+    finally:
+        watchdog.cancel()
+        proc.terminate()
+        proc.wait(timeout=10)
