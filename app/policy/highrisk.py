@@ -1,0 +1,312 @@
+"""The High-Risk classifier (GR-002, §7): the policy's ``[high_risk]`` rules over a unified diff.
+
+Pure: text and rules in, a :class:`HighRiskResult` out. No clock, no I/O.
+
+Semantics (the policy file's ``[high_risk]`` comment is the short version):
+
+* ``paths`` are globs matched on each changed file's path, old and new (renames, added and
+  deleted files). fnmatch semantics (``*`` also crosses ``/``), plus ``**/`` matching zero
+  directories, so ``**/auth/**`` matches ``auth/x.py`` as well as ``src/auth/x.py``.
+* ``lines`` are regexes searched in ADDED and REMOVED lines, never in context lines.
+* A rule fires when any of its path or line patterns matches. A rule with
+  ``requires_cross_module`` also needs the changed files to span at least
+  ``cross_module_min_modules`` modules (see :func:`module_of`); without patterns, the span
+  alone fires it.
+* A spec declaring HR = YES makes the change High-Risk on its own; ``spec_hr=False`` (HR = NO)
+  cannot clear a diff that a rule flags: either source is enough.
+"""
+
+from __future__ import annotations
+
+import codecs
+import fnmatch
+import functools
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+from unidiff.errors import UnidiffParseError
+from unidiff.patch import PatchSet
+
+from app.errors import PolicyError, SwitchyardError
+from app.policy.schema import HighRisk, HighRiskRule
+
+FindingSource = Literal["path", "line", "cross_module", "spec"]
+
+#: Top-level directories that hold modules rather than being one (``src/pkg/a.py`` → ``src/pkg``).
+CONTAINER_DIRS = frozenset({"src", "lib", "crates", "packages", "app"})
+#: The module of a file at the repository root.
+ROOT_MODULE = "."
+#: Longest line text a finding carries.
+MAX_LINE_CHARS = 200
+SPEC_RULE_ID = "spec_hr"
+
+_DEV_NULL = "/dev/null"
+# git's "a/", "b/" (and other tools' "c/", "i/", "o/", "w/", "1/", "2/") path prefixes,
+# the same set unidiff strips.
+_VCS_PREFIX = re.compile(r"^[abciow12]/")
+
+
+class DiffParseError(SwitchyardError):
+    """The text is not a unified diff that can be read."""
+
+    exit_code = 2
+
+
+class HighRiskFinding(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rule_id: str
+    title: str
+    #: the changed file; None for a spec finding or a span-only cross-module finding
+    path: str | None = None
+    #: target line for an added line, source line for a removed one, None for a path match
+    line_no: int | None = None
+    #: the line's text without its newline, at most MAX_LINE_CHARS characters
+    line: str | None = None
+    source: FindingSource
+
+
+class HighRiskResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    high_risk: bool
+    reasons: list[HighRiskFinding]
+    #: modules the diff touches (sorted); len() is the ``modules_touched`` signal
+    modules: list[str]
+    #: changed paths, old and new names of renames included (sorted)
+    files: list[str]
+
+    @property
+    def rule_ids(self) -> list[str]:
+        """Ids of the rules that fired (and ``spec_hr``), in policy order, once each."""
+        return list(dict.fromkeys(f.rule_id for f in self.reasons))
+
+
+# ── paths and modules ────────────────────────────────────────────────────────────────────
+
+
+def _clean_path(raw: str | None) -> str | None:
+    """A repository-relative path from a diff header, or None for /dev/null."""
+    if raw is None:
+        return None
+    path = raw.strip()
+    if len(path) >= 2 and path.startswith('"') and path.endswith('"'):
+        # git C-quotes unusual names ("a/t\303\251st.py"): undo the escapes, then UTF-8.
+        inner = path[1:-1].encode("latin-1", "backslashreplace")
+        path = codecs.escape_decode(inner)[0].decode("utf-8", "replace")
+    if path in ("", _DEV_NULL):
+        return None
+    path = _VCS_PREFIX.sub("", path, count=1)
+    while path.startswith("./"):
+        path = path[2:]
+    return path or None
+
+
+def module_of(path: str) -> str:
+    """The top-level module a path belongs to.
+
+    The first path component, or the first two when the first is a container directory
+    (src, lib, crates, packages, app) and the file sits below one more directory:
+    ``app/router/x.py`` → ``app/router``, ``app/config.py`` → ``app``,
+    ``tests/unit/t.py`` → ``tests``, ``Makefile`` → ``.`` (the root).
+    """
+    parts = [p for p in path.split("/") if p]
+    if len(parts) <= 1:
+        return ROOT_MODULE
+    if parts[0] in CONTAINER_DIRS and len(parts) >= 3:
+        return f"{parts[0]}/{parts[1]}"
+    return parts[0]
+
+
+def _glob_variants(glob: str) -> list[str]:
+    """``glob`` with every subset of its ``**/`` removed: fnmatch's ``**/`` needs a directory."""
+    while "**/**/" in glob:  # equivalent, and keeps the 2^n variants few
+        glob = glob.replace("**/**/", "**/")
+    pieces = glob.split("**/")
+    variants = []
+    for keep in itertools.product((True, False), repeat=len(pieces) - 1):
+        out = pieces[0]
+        for k, piece in zip(keep, pieces[1:], strict=True):
+            out += ("**/" if k else "") + piece
+        variants.append(out)
+    return variants
+
+
+@functools.lru_cache(maxsize=512)
+def _glob_regex(glob: str) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{fnmatch.translate(v)})" for v in _glob_variants(glob)))
+
+
+def path_matches(glob: str, path: str) -> bool:
+    """fnmatch (case-sensitive) where ``**/`` also matches zero directories."""
+    return _glob_regex(glob).match(path) is not None
+
+
+# ── the diff, reduced to what the rules read ─────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class _ChangedLine:
+    path: str
+    line_no: int
+    text: str
+
+
+@dataclass(frozen=True)
+class _ChangedFile:
+    paths: tuple[str, ...]  # new name first (when there is one), then the old name if different
+    lines: tuple[_ChangedLine, ...]
+
+
+def _parse(diff_text: str) -> list[_ChangedFile]:
+    try:
+        patch = PatchSet(diff_text)
+    except (UnidiffParseError, ValueError, IndexError) as exc:
+        # unidiff only raises UnidiffParseError in practice; the others guard against a
+        # header it half-reads. Either way the caller gets our error, not a library trace.
+        raise DiffParseError(f"malformed unified diff: {exc}") from None
+    if not patch:
+        raise DiffParseError(
+            "not a unified diff: no file header ('diff --git', or '---'/'+++') found"
+        )
+    files: list[_ChangedFile] = []
+    for pf in patch:
+        source = _clean_path(pf.source_file)
+        target = _clean_path(pf.target_file)
+        paths = tuple(dict.fromkeys(p for p in (target, source) if p is not None))
+        if not paths:
+            raise DiffParseError(f"malformed unified diff: file entry without a path: {pf!r}")
+        lines: list[_ChangedLine] = []
+        for hunk in pf:
+            for ln in hunk:
+                if ln.is_added and target is not None and ln.target_line_no is not None:
+                    lines.append(_ChangedLine(target, ln.target_line_no, _text(ln.value)))
+                elif ln.is_removed and source is not None and ln.source_line_no is not None:
+                    lines.append(_ChangedLine(source, ln.source_line_no, _text(ln.value)))
+        files.append(_ChangedFile(paths, tuple(lines)))
+    return files
+
+
+def _text(value: str) -> str:
+    return value.rstrip("\r\n")
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
+
+
+# ── rules ────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class _CompiledRule:
+    paths: tuple[re.Pattern[str], ...]
+    lines: tuple[re.Pattern[str], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_rule(rule_id: str, paths: tuple[str, ...], lines: tuple[str, ...]) -> _CompiledRule:
+    # Cached by the rule's tuple: one compile per distinct rule per process.
+    try:
+        line_res = tuple(re.compile(p) for p in lines)
+    except re.error as exc:
+        # The loader validates these; a Policy built in code may not have been.
+        raise PolicyError([f"high_risk rule {rule_id!r}: bad regex: {exc}"]) from None
+    return _CompiledRule(tuple(_glob_regex(g) for g in paths), line_res)
+
+
+def _compiled(rule: HighRiskRule) -> _CompiledRule:
+    return _compile_rule(rule.id, tuple(rule.paths), tuple(rule.lines))
+
+
+def _rule_findings(
+    rule: HighRiskRule, files: list[_ChangedFile], *, cross_module: bool
+) -> list[HighRiskFinding]:
+    compiled = _compiled(rule)
+    path_source: FindingSource = "cross_module" if cross_module else "path"
+    line_source: FindingSource = "cross_module" if cross_module else "line"
+    found: list[HighRiskFinding] = []
+    for f in files:
+        if compiled.paths:
+            for path in f.paths:
+                if any(rx.match(path) for rx in compiled.paths):
+                    found.append(
+                        HighRiskFinding(
+                            rule_id=rule.id, title=rule.title, path=path, source=path_source
+                        )
+                    )
+        if compiled.lines:
+            for ln in f.lines:
+                if any(rx.search(ln.text) for rx in compiled.lines):
+                    found.append(
+                        HighRiskFinding(
+                            rule_id=rule.id,
+                            title=rule.title,
+                            path=ln.path,
+                            line_no=ln.line_no,
+                            line=_clip(ln.text),
+                            source=line_source,
+                        )
+                    )
+    return found
+
+
+def _order(findings: list[HighRiskFinding]) -> list[HighRiskFinding]:
+    # Within one rule: by path, path match before its lines, then by line number; a removed
+    # and an added line with the same number keep a stable order by their text.
+    return sorted(
+        findings,
+        key=lambda f: (f.path or "", f.line_no is not None, f.line_no or 0, f.line or ""),
+    )
+
+
+def classify_diff(
+    diff_text: str, rules: HighRisk, *, spec_hr: bool | None = None
+) -> HighRiskResult:
+    """Classify a unified diff against the policy's High-Risk rules.
+
+    ``spec_hr`` is the spec's HR field: True (YES) makes the change High-Risk by itself;
+    False (NO) and None (not stated) leave the verdict to the rules.
+    Raises :class:`DiffParseError` when the text is not a readable unified diff. Blank
+    text is an empty diff: nothing changed, nothing High-Risk (unless the spec says so).
+    """
+    files = _parse(diff_text) if diff_text.strip() else []
+    all_paths = sorted({p for f in files for p in f.paths})
+    modules = sorted({module_of(p) for p in all_paths})
+
+    findings: list[HighRiskFinding] = []
+    if spec_hr is True:
+        findings.append(
+            HighRiskFinding(rule_id=SPEC_RULE_ID, title="The spec declares HR = YES", source="spec")
+        )
+    spans = len(modules) >= rules.cross_module_min_modules
+    for rule in rules.rules:
+        if rule.requires_cross_module:
+            if not spans:
+                continue
+            if not rule.paths and not rule.lines:
+                findings.append(
+                    HighRiskFinding(rule_id=rule.id, title=rule.title, source="cross_module")
+                )
+                continue
+        findings.extend(
+            _order(_rule_findings(rule, files, cross_module=rule.requires_cross_module))
+        )
+
+    return HighRiskResult(
+        high_risk=bool(findings), reasons=findings, modules=modules, files=all_paths
+    )
+
+
+__all__ = [
+    "CONTAINER_DIRS",
+    "DiffParseError",
+    "HighRiskFinding",
+    "HighRiskResult",
+    "classify_diff",
+    "module_of",
+    "path_matches",
+]
