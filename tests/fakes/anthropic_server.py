@@ -1,0 +1,266 @@
+"""A loopback fake of Anthropic's Messages API.
+
+``POST /v1/messages``: a JSON message, or (``"stream": true``) the real SSE sequence:
+``message_start`` (usage.input_tokens) → ``content_block_start`` → ``ping`` →
+``content_block_delta`` (``text_delta``)… → ``content_block_stop`` → ``message_delta``
+(stop_reason, usage.output_tokens) → ``message_stop``. A scripted reply with reasoning
+streams a ``thinking`` block (``thinking_delta``) first. A key is required (401
+otherwise) and so is ``anthropic-version`` (400). The key may come as ``x-api-key`` (the
+API's historical header) or as ``Authorization: Bearer`` (what anthropic SDK 2.x sends);
+``FakeAnthropicServer(accept_bearer=False)`` insists on ``x-api-key``. ``GET /v1/models``
+lists the models.
+
+Faults: see :mod:`tests.fakes.server`; ``"529"`` is ``overloaded_error`` and
+``"error_event"`` sends an ``event: error`` (overloaded) mid-stream, as the real API can.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.fakes.script import Script, Scripted, count_words, pieces
+from tests.fakes.server import Fault, LoopbackServer, Reply, Request
+
+__all__ = ["FakeAnthropicServer"]
+
+_ERROR_TYPES = {
+    400: ("invalid_request_error", "Invalid request."),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: ("permission_error", "Your API key does not have permission to use this resource."),
+    404: ("not_found_error", "model not found"),
+    429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
+    500: ("api_error", "Internal server error"),
+    502: ("api_error", "Bad gateway"),
+    503: ("api_error", "Service unavailable"),
+    504: ("api_error", "Gateway timeout"),
+    529: ("overloaded_error", "Overloaded"),
+}
+
+
+class FakeAnthropicServer(LoopbackServer):
+    """Anthropic's Messages API on 127.0.0.1; see the module docstring."""
+
+    name = "fake-anthropic"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        models: list[str] | None = None,
+        replies: list[str | Scripted] | None = None,
+        default_reply: str = "Hello from the fake.",
+        event_delay: float = 0.0,
+        accept_bearer: bool = True,
+    ) -> None:
+        super().__init__()
+        #: the key a request must carry; None accepts any non-empty key
+        self.api_key = api_key
+        self.accept_bearer = accept_bearer
+        self.models = models or ["claude-opus-4-5", "claude-sonnet-4-5"]
+        self.script = Script(default_reply)
+        self.script.extend(replies or [])
+        self.event_delay = event_delay
+        self._seq = 0
+
+    @property
+    def base_url(self) -> str:
+        """What the SDK is configured with (it appends ``/v1/messages``)."""
+        return self.url
+
+    @property
+    def message_requests(self) -> list[dict[str, Any]]:
+        return [r.json for r in self.requests_to("/v1/messages", "POST")]
+
+    async def handle(self, request: Request) -> Reply:
+        key = request.headers.get("x-api-key")
+        if not key and self.accept_bearer:
+            key = request.bearer()
+        if not key or (self.api_key is not None and key != self.api_key):
+            return _error(401)
+        if not request.headers.get("anthropic-version"):
+            return _error(400, "anthropic-version: header is required")
+        if (request.method, request.path) == ("GET", "/v1/models"):
+            return self._models()
+        if (request.method, request.path) == ("POST", "/v1/messages"):
+            return self._messages(request)
+        return _error(404, f"Not found: {request.method} {request.path}")
+
+    def _models(self) -> Reply:
+        data = [
+            {
+                "type": "model",
+                "id": m,
+                "display_name": m,
+                "created_at": "2025-09-29T00:00:00Z",
+            }
+            for m in self.models
+        ]
+        return Reply.json(
+            {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+        )
+
+    def _messages(self, request: Request) -> Reply:
+        body = request.json
+        if not isinstance(body, dict):
+            return _error(400, "request body is not a JSON object")
+        for name in ("model", "max_tokens", "messages"):
+            if name not in body:
+                return _error(400, f"{name}: Field required")
+        messages = body["messages"]
+        if not isinstance(messages, list) or not messages:
+            return _error(400, "messages: at least one message is required")
+        if any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
+            return _error(
+                400,
+                'messages: Unexpected role "system". The Messages API accepts a top-level '
+                '`system` parameter, not "system" as an input message role.',
+            )
+        scripted = self.script.next(body)
+        text_pieces = pieces(scripted.text)
+        stop_reason = "end_turn"
+        limit = body["max_tokens"]
+        if isinstance(limit, int) and len(text_pieces) > limit:
+            text_pieces, stop_reason = text_pieces[:limit], "max_tokens"
+        thinking_pieces = pieces(scripted.reasoning or "")
+        input_tokens = _input_tokens(body)
+        output_tokens = len(text_pieces) + len(thinking_pieces)
+        self._seq += 1
+        ident = f"msg_fake{self._seq:04d}"
+        model = body["model"]
+
+        if not body.get("stream"):
+            content: list[dict[str, Any]] = []
+            if scripted.reasoning is not None:
+                content.append(
+                    {"type": "thinking", "thinking": scripted.reasoning, "signature": "sig"}
+                )
+            content.append({"type": "text", "text": "".join(text_pieces)})
+            return Reply.json(
+                {
+                    "id": ident,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": content,
+                    "stop_reason": stop_reason,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+                }
+            )
+
+        events = [
+            _event(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": ident,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {
+                            "input_tokens": input_tokens,
+                            "cache_creation_input_tokens": 0,
+                            "cache_read_input_tokens": 0,
+                            "output_tokens": 1,
+                        },
+                    },
+                },
+            )
+        ]
+        index = 0
+        if scripted.reasoning is not None:
+            events += _block(
+                index,
+                {"type": "thinking", "thinking": ""},
+                [{"type": "thinking_delta", "thinking": p} for p in thinking_pieces]
+                + [{"type": "signature_delta", "signature": "sig"}],
+            )
+            index += 1
+        block = _block(
+            index,
+            {"type": "text", "text": ""},
+            [{"type": "text_delta", "text": p} for p in text_pieces],
+        )
+        events += [block[0], _event("ping", {"type": "ping"}), *block[1:]]
+        events += [
+            _event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": output_tokens},
+                },
+            ),
+            _event("message_stop", {"type": "message_stop"}),
+        ]
+        return Reply.sse(events, event_delay=self.event_delay)
+
+    # ── LoopbackServer hooks ───────────────────────────────────────────────────────
+
+    def error_reply(self, status: int, request: Request, fault: Fault) -> Reply:
+        return _error(status)
+
+    def context_length_reply(self, request: Request) -> Reply:
+        return _error(400, "prompt is too long: 210000 tokens > 200000 maximum")
+
+    def invalid_event(self) -> bytes:
+        return (
+            b"event: content_block_delta\n"
+            b'data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_d\n\n'
+        )
+
+    def error_event(self, fault: Fault) -> bytes | None:
+        type_, message = _ERROR_TYPES[529]
+        return _event("error", {"type": "error", "error": {"type": type_, "message": message}})
+
+
+def _input_tokens(body: dict[str, Any]) -> int:
+    total = 0
+    system = body.get("system")
+    if isinstance(system, str):
+        total += count_words(system)
+    elif isinstance(system, list):
+        total += sum(count_words(str(b.get("text", ""))) for b in system if isinstance(b, dict))
+    for message in body["messages"]:
+        content = message.get("content", "") if isinstance(message, dict) else ""
+        if isinstance(content, list):
+            content = " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+        total += 3 + count_words(str(content))
+    return total
+
+
+def _block(index: int, start: dict[str, Any], deltas: list[dict[str, Any]]) -> list[bytes]:
+    return [
+        _event(
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": start},
+        ),
+        *(
+            _event(
+                "content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}
+            )
+            for d in deltas
+        ),
+        _event("content_block_stop", {"type": "content_block_stop", "index": index}),
+    ]
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _error(status: int, message: str | None = None) -> Reply:
+    type_, default = _ERROR_TYPES.get(status, ("api_error", "Error"))
+    return Reply.json(
+        {
+            "type": "error",
+            "error": {"type": type_, "message": message or default},
+            "request_id": "req_fake",
+        },
+        status=status,
+    )
