@@ -32,7 +32,7 @@ from app.audit.redact import redact
 from app.audit.types import AUDIT_KINDS, AuditLine
 from app.bus import AuditAppended, Bus
 from app.clock import Clock, SystemClock, iso
-from app.errors import AuditTamperError
+from app.errors import AuditTamperError, SwitchyardError
 
 BUSY_TIMEOUT_MS = 30_000
 _SCHEMA_VERSION = 1
@@ -108,10 +108,16 @@ class AuditLog:
         cls, db_path: Path, clock: Clock, bus: Bus | None, policy_version: str | None
     ) -> AuditLog:
         db_path = Path(db_path)
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(db_path, isolation_level=None)  # we issue BEGIN ourselves
+        try:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(db_path, isolation_level=None)  # we BEGIN ourselves
+        except (OSError, sqlite3.Error) as exc:
+            raise SwitchyardError(f"cannot open the audit log {db_path}: {exc}") from None
         try:
             await _setup(db)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise SwitchyardError(f"cannot open the audit log {db_path}: {exc}") from None
         except BaseException:
             await db.close()
             raise

@@ -25,7 +25,8 @@ _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{16,}"), REDACTED),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/-]{8,}=*"), rf"\1{REDACTED}"),
     (
-        re.compile(r"(?i)\b((?:x-api-key|\w*api[_-]?key)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&}]+"),
+        # Also x-api-key and OPENAI_API_KEY=…: the prefix before "api" stays as it was.
+        re.compile(r"(?i)(api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&}]+"),
         rf"\1{REDACTED}",
     ),
     # GitHub, Slack and Google key shapes, which show up in tool output.
@@ -33,6 +34,9 @@ _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), REDACTED),
     (re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), REDACTED),
 )
+
+# Cheap first look: most strings contain none of these, so the substitutions are skipped.
+_MAYBE_SHAPED = re.compile(r"(?i)sk-|bearer|api[_-]?key|gh[pousr]_|github_pat_|xox|AIza")
 
 # Mapping keys whose string value is a secret whatever it looks like.
 _SECRET_KEY = re.compile(
@@ -44,12 +48,9 @@ _SECRET_KEY = re.compile(
 def secret_env_values(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """Current values of the key-like environment variables, longest first."""
     env = os.environ if environ is None else environ
-    values = {
-        value
-        for name, value in env.items()
-        if (name in SECRET_ENV_VARS or name.upper().endswith(_SECRET_SUFFIXES))
-        and len(value) >= _MIN_SECRET_LEN
-    }
+    # Names first, values only for the few that match: this runs on every append.
+    names = [n for n in env if n.endswith(_SECRET_SUFFIXES) or n in SECRET_ENV_VARS]
+    values = {v for v in (env[n] for n in names) if len(v) >= _MIN_SECRET_LEN}
     return tuple(sorted(values, key=lambda v: (-len(v), v)))
 
 
@@ -64,8 +65,9 @@ def _env_pattern(values: tuple[str, ...]) -> re.Pattern[str] | None:
 def redact_text(text: str, env_pattern: re.Pattern[str] | None = None) -> str:
     if env_pattern is not None:
         text = env_pattern.sub(REDACTED, text)
-    for pattern, replacement in _SHAPES:
-        text = pattern.sub(replacement, text)
+    if _MAYBE_SHAPED.search(text):
+        for pattern, replacement in _SHAPES:
+            text = pattern.sub(replacement, text)
     return text
 
 

@@ -139,3 +139,14 @@ def test_tail_follow_prints_new_lines(tmp_path: Path) -> None:
         watchdog.cancel()
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_file_that_is_not_a_database_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db = load_settings().audit_db
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"this is not sqlite" * 100)
+    assert main(["audit", "verify"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("switchyard: cannot open the audit log") and "Traceback" not in err

@@ -99,3 +99,21 @@ async def test_several_processes_start_a_new_chain_at_once(tmp_path: Path) -> No
     codes = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), 60)
     assert codes == [0, 0, 0]
     await _assert_contiguous(db, Counter({"p0": 15, "p1": 15, "p2": 15}))
+
+
+async def test_verify_during_writes_sees_a_consistent_snapshot(tmp_path: Path) -> None:
+    db = tmp_path / "audit.sqlite3"
+    async with AuditLog.open(db) as writer, AuditLog.open(db) as checker:
+        proc = await _spawn_writer(db, N, "proc")
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        writing = asyncio.gather(_burst(writer, "w", N), proc.wait())
+        reports = []
+        while not writing.done():
+            reports.append(await checker.verify())
+            await asyncio.sleep(0)
+        await writing
+        reports.append(await checker.verify())
+    assert all(r.ok for r in reports), [r for r in reports if not r.ok][:1]
+    assert reports[-1].lines_checked == 2 * N
