@@ -1,0 +1,127 @@
+"""``switchyard budget``: spend by role, model, provider and day, the caps and what is left."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from app.cli.common import (
+    add_json_arg,
+    add_policy_arg,
+    console,
+    policy_from,
+    print_json,
+    settings_from,
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("budget", help="show spend, caps and what is left today")
+    p.add_argument("--session", metavar="S", help="only this session (and its own cap)")
+    p.add_argument(
+        "--days", metavar="N", type=_positive_int, default=7, help="UTC days, today included"
+    )
+    add_policy_arg(p)
+    add_json_arg(p)
+    p.set_defaults(handler=_budget)
+
+
+async def _collect(args: argparse.Namespace) -> dict[str, Any]:
+    # Lazy: `switchyard --help` should not pay for aiosqlite.
+    from app.paths import ensure_dir
+    from app.router.ledger import BudgetLedger
+
+    settings = settings_from(args)
+    loaded = policy_from(args, settings)
+    ensure_dir(settings.ledger_db.parent)
+    async with await BudgetLedger.open(settings.ledger_db, loaded.policy.budget) as ledger:
+        report = await ledger.report(session=args.session, days=args.days)
+    report["policy_version"] = loaded.policy.version
+    report["ledger_db"] = str(settings.ledger_db)
+    return report
+
+
+def _budget(args: argparse.Namespace) -> int:
+    report = asyncio.run(_collect(args))
+    if args.json:
+        print_json(report)
+    else:
+        _render(report)
+    return 0
+
+
+def _money(x: float | None) -> str:
+    return "—" if x is None else f"${x:.4f}" if 0 < x < 0.01 else f"${x:.2f}"
+
+
+def _render(r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = console()
+    scope = f"session {r['session']}" if r["session"] else "all sessions"
+    total = r["total"]
+    out.print(
+        f"[bold]Spend {r['since']} … {r['until']} UTC[/] · {scope} · "
+        f"{_money(total['cost_usd'])} in {total['calls']} call(s) · policy {r['policy_version']}"
+    )
+    for key, label in (("role", "Role"), ("model", "Model"), ("provider", "Provider")):
+        rows = r[f"by_{key}"]
+        if not rows:
+            continue
+        table = Table(title=f"By {key}", title_justify="left")
+        for col in (label, "Cost", "Calls", "Tokens in", "Tokens out"):
+            table.add_column(col, justify="left" if col == label else "right")
+        for row in rows:
+            table.add_row(
+                str(row[key]),
+                _money(row["cost_usd"]),
+                str(row["calls"]),
+                f"{row['tokens_in']:,}",
+                f"{row['tokens_out']:,}",
+            )
+        out.print(table)
+    if r["by_day"]:
+        days = Table(title="By day (UTC)", title_justify="left")
+        for col in ("Day", "Cost", "Calls"):
+            days.add_column(col, justify="left" if col == "Day" else "right")
+        for row in r["by_day"]:
+            days.add_row(row["day"], _money(row["cost_usd"]), str(row["calls"]))
+        out.print(days)
+
+    caps = Table(title=f"Caps and what is left today ({r['today']['day']})", title_justify="left")
+    for col in ("Cap", "Limit", "Spent", "Reserved", "Left"):
+        caps.add_column(col, justify="left" if col == "Cap" else "right")
+
+    def cap_row(name: str, u: dict[str, Any]) -> None:
+        caps.add_row(
+            name,
+            _money(u["cap_usd"]),
+            _money(u["spent_usd"]),
+            _money(u["reserved_usd"]),
+            _money(u["left_usd"]),
+        )
+
+    if r["session_budget"] is not None:
+        cap_row(f"session {r['session']}", r["session_budget"])
+    else:
+        caps.add_row("per session", _money(r["caps"]["session_usd"]), "", "", "")
+    cap_row("day", r["today"])
+    for name, u in r["today"]["providers"].items():
+        cap_row(f"provider {name}", u)
+    out.print(caps)
+    flight = r["in_flight"]
+    if flight["reservations"]:
+        out.print(
+            f"{flight['reservations']} reservation(s) in flight: {_money(flight['reserved_usd'])}"
+        )

@@ -1,0 +1,776 @@
+"""The budget ledger (GR-011): reserve before a cloud call, settle or release after it.
+
+Every cap check and the reservation it guards happen in one ``BEGIN IMMEDIATE``
+transaction, so concurrent callers (coroutines, ledger instances, processes sharing the
+file) are serialised by SQLite itself and a race can never cross a cap. Money is stored
+as integer nano-dollars so sums are exact and comparisons never wobble.
+
+A reservation left behind by a killed process is never freed: once ``reservation_ttl_s``
+has passed it is settled at its full amount (status ``expired``), lazily, by the next
+reserve, snapshot or report. A cost belongs to the UTC day of its reservation, so a call
+that spans midnight is counted once, on the day its reservation was checked against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, suppress
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import aiosqlite
+from pydantic import BaseModel, ConfigDict
+
+from app.bus import BudgetUpdated, Bus
+from app.clock import Clock, SystemClock, iso
+from app.errors import BudgetExceeded, SwitchyardError
+from app.policy.schema import Budget
+
+SCHEMA_VERSION = 1
+LOCAL_PROVIDER = "local"
+NANO = 1_000_000_000  # nano-dollars per dollar
+
+ReservationStatus = Literal["live", "settled", "released", "expired"]
+
+# Each entry migrates the schema from version i to i + 1.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE reservations (
+            id TEXT PRIMARY KEY,
+            session TEXT NOT NULL,
+            run TEXT NOT NULL DEFAULT '',
+            provider TEXT NOT NULL,
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            amount_nusd INTEGER NOT NULL CHECK (amount_nusd >= 0),
+            day TEXT NOT NULL,
+            created TEXT NOT NULL,
+            expires TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            status TEXT NOT NULL
+                CHECK (status IN ('live', 'settled', 'released', 'expired')),
+            closed TEXT
+        )""",
+        "CREATE INDEX reservations_live ON reservations(expires_at) WHERE status = 'live'",
+        """CREATE TABLE calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts TEXT NOT NULL,
+            day TEXT NOT NULL,
+            session TEXT NOT NULL,
+            run TEXT NOT NULL DEFAULT '',
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            tokens_in INTEGER NOT NULL,
+            tokens_out INTEGER NOT NULL,
+            latency_ms REAL NOT NULL,
+            cost_nusd INTEGER NOT NULL CHECK (cost_nusd >= 0),
+            outcome TEXT NOT NULL,
+            reservation_id TEXT
+        )""",
+        "CREATE INDEX calls_day_provider ON calls(day, provider)",
+        "CREATE INDEX calls_session ON calls(session)",
+    ),
+)
+
+
+# ── Errors ───────────────────────────────────────────────────────────────────────────────
+
+
+class LedgerError(SwitchyardError):
+    """The ledger cannot do what was asked: unknown or closed reservation, bad amount."""
+
+
+class LedgerUnreadable(LedgerError):
+    """The ledger file cannot be opened: not a database, or a newer schema."""
+
+    exit_code = 2
+
+
+class UnknownReservation(LedgerError):
+    pass
+
+
+class ReservationClosed(LedgerError):
+    def __init__(self, reservation_id: str, status: str) -> None:
+        self.reservation_id = reservation_id
+        self.status = status
+        extra = (
+            " (its TTL passed; it was charged at its full amount)" if status == "expired" else ""
+        )
+        super().__init__(f"reservation {reservation_id} is already {status}{extra}")
+
+
+class CapExceeded(BudgetExceeded):
+    """A reservation would cross ``cap`` ("session", "day" or "provider:<name>")."""
+
+    def __init__(
+        self,
+        *,
+        cap: str,
+        limit_usd: float,
+        spent_usd: float,
+        reserved_usd: float,
+        requested_usd: float,
+        session: str,
+        provider: str,
+        model: str,
+    ) -> None:
+        self.cap = cap
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.requested_usd = requested_usd
+        super().__init__(
+            f"budget exceeded: the {cap} cap of ${limit_usd:.2f} would be crossed "
+            f"(spent ${spent_usd:.4f}, reserved ${reserved_usd:.4f}, "
+            f"requested ${requested_usd:.4f} for {provider}/{model}, session {session})"
+        )
+
+
+# ── Records ──────────────────────────────────────────────────────────────────────────────
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Reservation(_Frozen):
+    id: str
+    session: str
+    run: str = ""
+    provider: str
+    role: str
+    model: str
+    amount_usd: float
+    created: str
+    expires: str
+
+
+class CapUsage(_Frozen):
+    """One cap's state. ``cap_usd``/``left_usd`` are None when nothing caps it."""
+
+    cap_usd: float | None
+    spent_usd: float
+    reserved_usd: float
+    left_usd: float | None
+
+
+class BudgetSnapshot(_Frozen):
+    session: str
+    day: str
+    ts: str
+    per_session: CapUsage
+    per_day: CapUsage
+    # Every provider with a cap, plus any uncapped one with spend or reservations today.
+    per_provider: dict[str, CapUsage]
+    reserved_usd: float  # the session's reservations in flight
+    calls: int  # the session's recorded calls
+    by_role: dict[str, float]  # the session's settled cost; free (local) calls left out
+    by_model: dict[str, float]
+    by_provider: dict[str, float]
+
+
+def _nusd(usd: float, what: str) -> int:
+    if not math.isfinite(usd) or usd < 0:
+        raise LedgerError(f"{what} must be a finite amount >= 0, got {usd!r}")
+    return round(usd * NANO)
+
+
+def _check_tokens(tokens_in: int, tokens_out: int) -> None:
+    if tokens_in < 0 or tokens_out < 0:
+        raise LedgerError(f"token counts must be >= 0, got {tokens_in} in, {tokens_out} out")
+
+
+def _usd(nusd: int) -> float:
+    return nusd / NANO
+
+
+def _day(dt: datetime) -> str:
+    return iso(dt)[:10]
+
+
+def _usage(cap: int | None, spent: int, reserved: int) -> CapUsage:
+    return CapUsage(
+        cap_usd=None if cap is None else _usd(cap),
+        spent_usd=_usd(spent),
+        reserved_usd=_usd(reserved),
+        left_usd=None if cap is None else _usd(max(0, cap - spent - reserved)),
+    )
+
+
+# ── Ledger ───────────────────────────────────────────────────────────────────────────────
+
+
+class BudgetLedger:
+    """Reservations and settled calls in one SQLite file; see the module docstring."""
+
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        budget: Budget,
+        clock: Clock,
+        bus: Bus | None,
+    ) -> None:
+        self._db: aiosqlite.Connection | None = db
+        self.path = path
+        self.budget = budget
+        self._clock = clock
+        self._bus = bus
+        self._cap_session = round(budget.session_usd * NANO)
+        self._cap_day = round(budget.day_usd * NANO)
+        self._cap_provider = {k: round(v * NANO) for k, v in budget.provider_day_usd.items()}
+        # One connection cannot hold two transactions: coroutines take turns on it.
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls,
+        db_path: Path | str,
+        budget: Budget,
+        *,
+        clock: Clock | None = None,
+        bus: Bus | None = None,
+        busy_timeout_s: float = 30.0,
+    ) -> BudgetLedger:
+        path = Path(db_path)
+        pending = aiosqlite.connect(path, isolation_level=None)
+        # aiosqlite's worker thread is not a daemon, so a ledger someone forgot to close
+        # (an error path, a failed test) would keep the interpreter from ever exiting.
+        # Dying mid-write is safe: SQLite rolls the transaction back on the next open.
+        worker = getattr(pending, "_thread", None)
+        if isinstance(worker, threading.Thread):
+            worker.daemon = True
+        try:
+            db = await pending
+        except sqlite3.Error as exc:
+            raise LedgerUnreadable(f"{path}: cannot open the budget ledger: {exc}") from None
+        try:
+            db.row_factory = sqlite3.Row
+            # busy_timeout first: switching to WAL and the migration may wait for others.
+            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            await db.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed reservation must survive a power cut, or its call is unpaid.
+            await db.execute("PRAGMA synchronous = FULL")
+            await _migrate(db, path)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise LedgerUnreadable(f"{path}: cannot open the budget ledger: {exc}") from None
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, path, budget, clock or SystemClock(), bus)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            async with self._lock:
+                await db.close()
+
+    async def __aenter__(self) -> BudgetLedger:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ── transactions ─────────────────────────────────────────────────────────────────────
+
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise LedgerError("the budget ledger is closed")
+        return self._db
+
+    @asynccontextmanager
+    async def _txn(self, write: bool) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction (IMMEDIATE: takes the file's write lock up front, so the
+        check and the insert see the same state), or a consistent read snapshot."""
+        async with self._lock:
+            db = self._conn()
+            try:
+                await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as exc:  # e.g. locked for longer than busy_timeout
+                raise LedgerError(f"{self.path}: budget ledger unavailable: {exc}") from exc
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException as exc:
+                # SQLite may already have rolled back (e.g. on a full disk): then this fails.
+                with suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise LedgerError(f"{self.path}: budget ledger error: {exc}") from exc
+                raise
+
+    async def _publish(self, session: str) -> None:
+        if self._bus is not None:
+            snap = await self.snapshot(session)
+            await self._bus.publish(BudgetUpdated(session=session, snapshot=snap.model_dump()))
+
+    # ── reserve / settle / release ───────────────────────────────────────────────────────
+
+    async def reserve(
+        self,
+        *,
+        session: str,
+        provider: str,
+        role: str,
+        model: str,
+        amount_usd: float,
+        run: str | None = None,
+    ) -> Reservation:
+        """Reserve ``amount_usd`` before a call, or raise :class:`CapExceeded`.
+
+        Zero (every local call) is always granted, even on a spent budget, and recorded.
+        """
+        amount = _nusd(amount_usd, "amount_usd")
+        if provider == LOCAL_PROVIDER and amount > 0:
+            raise LedgerError(f"local model {model} cannot cost ${amount_usd}: local is free")
+        now = self._clock.now()
+        day = _day(now)
+        expires = now + timedelta(seconds=self.budget.reservation_ttl_s)
+        res = Reservation(
+            id=uuid.uuid4().hex,
+            session=session,
+            run=run or "",
+            provider=provider,
+            role=role,
+            model=model,
+            amount_usd=_usd(amount),
+            created=iso(now),
+            expires=iso(expires),
+        )
+        refused: CapExceeded | None = None
+        async with self._txn(write=True) as db:
+            await _expire_stale(db, now)
+            if amount > 0:
+                refused = await self._check(db, res, amount, day)
+            if refused is None:
+                await db.execute(
+                    "INSERT INTO reservations (id, session, run, provider, role, model,"
+                    " amount_nusd, day, created, expires, expires_at, status) VALUES (:id,"
+                    " :session, :run, :provider, :role, :model, :amount_nusd, :day, :created,"
+                    " :expires, :expires_at, 'live')",
+                    res.model_dump(exclude={"amount_usd"})
+                    | {"amount_nusd": amount, "day": day, "expires_at": expires.timestamp()},
+                )
+        # Committed either way: expiries found on the way are kept even when refused.
+        if refused is not None:
+            raise refused
+        await self._publish(session)
+        return res
+
+    async def _check(
+        self, db: aiosqlite.Connection, res: Reservation, amount: int, day: str
+    ) -> CapExceeded | None:
+        u = await _sums(db, res.session, day, res.provider)
+        caps: list[tuple[str, int | None, int, int]] = [
+            ("session", self._cap_session, u["s_spent"], u["s_res"]),
+            ("day", self._cap_day, u["d_spent"], u["d_res"]),
+            (
+                f"provider:{res.provider}",
+                self._cap_provider.get(res.provider),
+                u["p_spent"],
+                u["p_res"],
+            ),
+        ]
+        for name, cap, spent, reserved in caps:
+            if cap is not None and spent + reserved + amount > cap:
+                return CapExceeded(
+                    cap=name,
+                    limit_usd=_usd(cap),
+                    spent_usd=_usd(spent),
+                    reserved_usd=_usd(reserved),
+                    requested_usd=_usd(amount),
+                    session=res.session,
+                    provider=res.provider,
+                    model=res.model,
+                )
+        return None
+
+    async def settle(
+        self,
+        reservation_id: str,
+        *,
+        actual_usd: float,
+        tokens_in: int,
+        tokens_out: int,
+        latency_ms: float,
+        outcome: str = "ok",
+    ) -> None:
+        """Record the call's actual cost (even above the reservation) and close it."""
+        await self._close(
+            reservation_id, "settled", actual_usd, tokens_in, tokens_out, latency_ms, outcome
+        )
+
+    async def release(
+        self,
+        reservation_id: str,
+        outcome: str = "failed",
+        *,
+        actual_usd: float = 0.0,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        latency_ms: float = 0.0,
+    ) -> None:
+        """Free a reservation after a failed call; ``actual_usd`` if tokens were billed."""
+        await self._close(
+            reservation_id, "released", actual_usd, tokens_in, tokens_out, latency_ms, outcome
+        )
+
+    async def _close(
+        self,
+        reservation_id: str,
+        status: ReservationStatus,
+        actual_usd: float,
+        tokens_in: int,
+        tokens_out: int,
+        latency_ms: float,
+        outcome: str,
+    ) -> None:
+        cost = _nusd(actual_usd, "actual_usd")
+        _check_tokens(tokens_in, tokens_out)
+        now = self._clock.now()
+        async with self._txn(write=True) as db:
+            row = await _one(db, "SELECT * FROM reservations WHERE id = ?", (reservation_id,))
+            if row is None:
+                raise UnknownReservation(f"unknown reservation {reservation_id}")
+            if row["status"] != "live":
+                raise ReservationClosed(reservation_id, row["status"])
+            await _close_reservation(
+                db, row, status, now, cost, outcome, tokens_in, tokens_out, latency_ms
+            )
+            session = str(row["session"])
+        await self._publish(session)
+
+    async def record_call(
+        self,
+        *,
+        session: str,
+        run: str | None = None,
+        role: str,
+        model: str,
+        provider: str,
+        tokens_in: int,
+        tokens_out: int,
+        latency_ms: float,
+        cost_usd: float,
+        outcome: str = "ok",
+    ) -> None:
+        """Telemetry for a call made without a reservation (its cost still counts)."""
+        cost = _nusd(cost_usd, "cost_usd")
+        _check_tokens(tokens_in, tokens_out)
+        now = self._clock.now()
+        async with self._txn(write=True) as db:
+            await _insert_call(
+                db,
+                ts=iso(now),
+                day=_day(now),
+                session=session,
+                run=run or "",
+                role=role,
+                model=model,
+                provider=provider,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                latency_ms=latency_ms,
+                cost_nusd=cost,
+                outcome=outcome,
+                reservation_id=None,
+            )
+        await self._publish(session)
+
+    # ── reading ──────────────────────────────────────────────────────────────────────────
+
+    async def expire_stale(self) -> int:
+        """Settle every reservation past its TTL at its full amount; how many there were."""
+        now = self._clock.now()
+        async with self._txn(write=False) as db:
+            row = await _one(
+                db,
+                "SELECT 1 FROM reservations WHERE status = 'live' AND expires_at <= ? LIMIT 1",
+                (now.timestamp(),),
+            )
+        if row is None:  # the common case takes no write lock
+            return 0
+        async with self._txn(write=True) as db:
+            return await _expire_stale(db, now)
+
+    async def snapshot(self, session: str) -> BudgetSnapshot:
+        await self.expire_stale()
+        now = self._clock.now()
+        day = _day(now)
+        async with self._txn(write=False) as db:
+            u = await _sums(db, session, day, None)
+            prov_spent = dict(
+                await _pairs(
+                    db,
+                    "SELECT provider, SUM(cost_nusd) FROM calls WHERE day = ? GROUP BY provider",
+                    (day,),
+                )
+            )
+            prov_res = dict(
+                await _pairs(
+                    db,
+                    "SELECT provider, SUM(amount_nusd) FROM reservations"
+                    " WHERE status = 'live' AND day = ? GROUP BY provider",
+                    (day,),
+                )
+            )
+            by: dict[str, dict[str, float]] = {}
+            for col in ("role", "model", "provider"):
+                rows = await _pairs(
+                    db,
+                    f"SELECT {col}, SUM(cost_nusd) FROM calls WHERE session = ?"
+                    f" GROUP BY {col} HAVING SUM(cost_nusd) > 0 ORDER BY {col}",
+                    (session,),
+                )
+                by[col] = {k: _usd(v) for k, v in rows}
+            calls_row = await _one(db, "SELECT COUNT(*) FROM calls WHERE session = ?", (session,))
+        providers = sorted(set(self._cap_provider) | set(prov_spent) | set(prov_res))
+        return BudgetSnapshot(
+            session=session,
+            day=day,
+            ts=iso(now),
+            per_session=_usage(self._cap_session, u["s_spent"], u["s_res"]),
+            per_day=_usage(self._cap_day, u["d_spent"], u["d_res"]),
+            per_provider={
+                p: _usage(self._cap_provider.get(p), prov_spent.get(p, 0), prov_res.get(p, 0))
+                for p in providers
+            },
+            reserved_usd=_usd(u["s_res"]),
+            calls=int(calls_row[0]) if calls_row is not None else 0,
+            by_role=by["role"],
+            by_model=by["model"],
+            by_provider=by["provider"],
+        )
+
+    async def left_usd(self, session: str, provider: str) -> float:
+        """What the next reservation for ``provider`` in ``session`` could still take:
+        the smallest remaining of the session, day and provider-day caps."""
+        day = _day(self._clock.now())
+        async with self._txn(write=False) as db:
+            u = await _sums(db, session, day, provider)
+        left = [
+            self._cap_session - u["s_spent"] - u["s_res"],
+            self._cap_day - u["d_spent"] - u["d_res"],
+        ]
+        cap = self._cap_provider.get(provider)
+        if cap is not None:
+            left.append(cap - u["p_spent"] - u["p_res"])
+        return _usd(max(0, min(left)))
+
+    async def report(self, session: str | None = None, days: int = 7) -> dict[str, Any]:
+        """Spend, calls and tokens by role, model, provider and day over the last ``days``
+        UTC days (today included), plus the caps and what is left today."""
+        if days < 1:
+            raise LedgerError(f"days must be >= 1, got {days}")
+        await self.expire_stale()
+        now = self._clock.now()
+        today = _day(now)
+        since = _day(now - timedelta(days=days - 1))
+        where = "day >= ? AND day <= ?" + (" AND session = ?" if session is not None else "")
+        params: tuple[Any, ...] = (since, today) + ((session,) if session is not None else ())
+        groups: dict[str, list[dict[str, Any]]] = {}
+        async with self._txn(write=False) as db:
+            for col in ("role", "model", "provider", "day"):
+                order = "day" if col == "day" else "SUM(cost_nusd) DESC, " + col
+                rows = await _all(
+                    db,
+                    f"SELECT {col} AS key, SUM(cost_nusd) AS cost, COUNT(*) AS calls,"
+                    f" SUM(tokens_in) AS tin, SUM(tokens_out) AS tout"
+                    f" FROM calls WHERE {where} GROUP BY {col} ORDER BY {order}",
+                    params,
+                )
+                groups[col] = [{col: r["key"], **_totals(r)} for r in rows]
+            total = await _one(
+                db,
+                "SELECT SUM(cost_nusd) AS cost, COUNT(*) AS calls, SUM(tokens_in) AS tin,"
+                f" SUM(tokens_out) AS tout FROM calls WHERE {where}",
+                params,
+            )
+            res_where = "status = 'live'" + (" AND session = ?" if session is not None else "")
+            in_flight = await _one(
+                db,
+                f"SELECT COUNT(*), SUM(amount_nusd) FROM reservations WHERE {res_where}",
+                (session,) if session is not None else (),
+            )
+        snap = await self.snapshot(session or "")
+        out: dict[str, Any] = {
+            "session": session,
+            "days": days,
+            "since": since,
+            "until": today,
+            "total": _totals(total),
+            "by_role": groups["role"],
+            "by_model": groups["model"],
+            "by_provider": groups["provider"],
+            "by_day": groups["day"],
+            "in_flight": {
+                "reservations": int(in_flight[0]) if in_flight else 0,
+                "reserved_usd": _usd(in_flight[1] or 0) if in_flight else 0.0,
+            },
+            "caps": {
+                "session_usd": self.budget.session_usd,
+                "day_usd": self.budget.day_usd,
+                "provider_day_usd": dict(sorted(self.budget.provider_day_usd.items())),
+                "reservation_ttl_s": self.budget.reservation_ttl_s,
+            },
+            "today": {
+                "day": snap.day,
+                **snap.per_day.model_dump(),
+                "providers": {k: v.model_dump() for k, v in snap.per_provider.items()},
+            },
+            "session_budget": snap.per_session.model_dump() if session is not None else None,
+        }
+        return out
+
+
+# ── SQL helpers (each runs inside a transaction the caller holds) ────────────────────────
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+    # IMMEDIATE: two processes opening a fresh file must not both create the tables.
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = await _one(db, "SELECT MAX(version) FROM schema_version", ())
+        current = int(row[0] or 0) if row is not None else 0
+        if current > SCHEMA_VERSION:
+            raise LedgerUnreadable(
+                f"{path}: ledger schema version {current} is newer than this Switchyard "
+                f"understands ({SCHEMA_VERSION})"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            for stmt in _MIGRATIONS[version]:
+                await db.execute(stmt)
+            await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    await db.execute("COMMIT")
+
+
+async def _one(db: aiosqlite.Connection, sql: str, params: Iterable[Any]) -> sqlite3.Row | None:
+    async with db.execute(sql, tuple(params)) as cur:
+        row: sqlite3.Row | None = await cur.fetchone()
+        return row
+
+
+async def _all(db: aiosqlite.Connection, sql: str, params: Iterable[Any]) -> list[sqlite3.Row]:
+    return list(await db.execute_fetchall(sql, tuple(params)))
+
+
+async def _pairs(
+    db: aiosqlite.Connection, sql: str, params: Iterable[Any]
+) -> list[tuple[str, int]]:
+    return [(str(r[0]), int(r[1] or 0)) for r in await _all(db, sql, params)]
+
+
+def _totals(row: sqlite3.Row | None) -> dict[str, Any]:
+    if row is None:
+        return {"cost_usd": 0.0, "calls": 0, "tokens_in": 0, "tokens_out": 0}
+    return {
+        "cost_usd": _usd(row["cost"] or 0),
+        "calls": int(row["calls"] or 0),
+        "tokens_in": int(row["tin"] or 0),
+        "tokens_out": int(row["tout"] or 0),
+    }
+
+
+async def _sums(
+    db: aiosqlite.Connection, session: str, day: str, provider: str | None
+) -> dict[str, int]:
+    """Settled spend and live reservations for the session, the day and the provider-day."""
+    spent = await _one(
+        db,
+        "SELECT COALESCE(SUM(CASE WHEN session = ? THEN cost_nusd END), 0),"
+        " COALESCE(SUM(CASE WHEN day = ? THEN cost_nusd END), 0),"
+        " COALESCE(SUM(CASE WHEN day = ? AND provider = ? THEN cost_nusd END), 0)"
+        " FROM calls WHERE session = ? OR day = ?",
+        (session, day, day, provider, session, day),
+    )
+    reserved = await _one(
+        db,
+        "SELECT COALESCE(SUM(CASE WHEN session = ? THEN amount_nusd END), 0),"
+        " COALESCE(SUM(CASE WHEN day = ? THEN amount_nusd END), 0),"
+        " COALESCE(SUM(CASE WHEN day = ? AND provider = ? THEN amount_nusd END), 0)"
+        " FROM reservations WHERE status = 'live' AND (session = ? OR day = ?)",
+        (session, day, day, provider, session, day),
+    )
+    assert spent is not None and reserved is not None  # aggregates always return a row
+    return {
+        "s_spent": int(spent[0]),
+        "d_spent": int(spent[1]),
+        "p_spent": int(spent[2]),
+        "s_res": int(reserved[0]),
+        "d_res": int(reserved[1]),
+        "p_res": int(reserved[2]),
+    }
+
+
+async def _expire_stale(db: aiosqlite.Connection, now: datetime) -> int:
+    """Charge every live reservation past its TTL at its full amount: its process may have
+    made the call and died before settling, so freeing it could cross a cap."""
+    rows = await _all(
+        db,
+        "SELECT * FROM reservations WHERE status = 'live' AND expires_at <= ?",
+        (now.timestamp(),),
+    )
+    for row in rows:
+        await _close_reservation(db, row, "expired", now, int(row["amount_nusd"]), "expired")
+    return len(rows)
+
+
+async def _close_reservation(
+    db: aiosqlite.Connection,
+    row: sqlite3.Row,
+    status: ReservationStatus,
+    now: datetime,
+    cost_nusd: int,
+    outcome: str,
+    tokens_in: int = 0,
+    tokens_out: int = 0,
+    latency_ms: float = 0.0,
+) -> None:
+    await db.execute(
+        "UPDATE reservations SET status = ?, closed = ? WHERE id = ?",
+        (status, iso(now), row["id"]),
+    )
+    # The cost goes to the reservation's day: that is the day it was checked against.
+    await _insert_call(
+        db,
+        ts=iso(now),
+        **{k: row[k] for k in ("day", "session", "run", "role", "model", "provider")},
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        latency_ms=latency_ms,
+        cost_nusd=cost_nusd,
+        outcome=outcome,
+        reservation_id=row["id"],
+    )
+
+
+_CALL_COLUMNS = (
+    "ts, day, session, run, role, model, provider, tokens_in, tokens_out, latency_ms,"
+    " cost_nusd, outcome, reservation_id"
+)
+
+
+async def _insert_call(db: aiosqlite.Connection, **fields: Any) -> None:
+    """One telemetry row; ``fields`` are exactly the columns in ``_CALL_COLUMNS``."""
+    names = _CALL_COLUMNS.replace(" ", "")
+    placeholders = ", ".join(":" + n for n in names.split(","))
+    await db.execute(f"INSERT INTO calls ({names}) VALUES ({placeholders})", fields)

@@ -1,0 +1,172 @@
+"""``switchyard budget`` over a real ledger file in the isolated data dir."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from app.cli.main import main
+from app.clock import ManualClock
+from app.config import Settings
+from app.paths import ensure_dir
+from app.policy import Policy
+from app.router.ledger import BudgetLedger
+
+
+def _seed(policy: Policy) -> None:
+    """Two settled cloud calls, one local call and one reservation in flight, today."""
+
+    async def go() -> None:
+        db = Settings().ledger_db
+        ensure_dir(db.parent)
+        clock = ManualClock(datetime.now(UTC))
+        async with await BudgetLedger.open(db, policy.budget, clock=clock) as led:
+            for session, role, model, provider, usd in (
+                ("s1", "implementer", "deepseek-reasoner", "deepseek", 0.42),
+                ("s2", "judge", "claude-opus", "anthropic", 1.5),
+            ):
+                res = await led.reserve(
+                    session=session, provider=provider, role=role, model=model, amount_usd=usd
+                )
+                await led.settle(
+                    res.id, actual_usd=usd, tokens_in=12000, tokens_out=800, latency_ms=3000
+                )
+            await led.record_call(
+                session="s1",
+                role="architect",
+                model="qwen3-14b",
+                provider="local",
+                tokens_in=900,
+                tokens_out=300,
+                latency_ms=400,
+                cost_usd=0.0,
+            )
+            await led.reserve(
+                session="s1",
+                provider="deepseek",
+                role="implementer",
+                model="deepseek-reasoner",
+                amount_usd=0.05,
+            )
+
+    asyncio.run(go())
+
+
+def test_json_report_has_stable_keys_and_the_caps(
+    policy: Policy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _seed(policy)
+    assert main(["budget", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {
+        "session",
+        "days",
+        "since",
+        "until",
+        "total",
+        "by_role",
+        "by_model",
+        "by_provider",
+        "by_day",
+        "in_flight",
+        "caps",
+        "today",
+        "session_budget",
+        "policy_version",
+        "ledger_db",
+    }
+    assert data["days"] == 7
+    assert data["total"] == {"cost_usd": 1.92, "calls": 3, "tokens_in": 24900, "tokens_out": 1900}
+    assert [r["role"] for r in data["by_role"]] == ["judge", "implementer", "architect"]
+    assert data["by_provider"][0] == {
+        "provider": "anthropic",
+        "cost_usd": 1.5,
+        "calls": 1,
+        "tokens_in": 12000,
+        "tokens_out": 800,
+    }
+    assert data["caps"]["session_usd"] == policy.budget.session_usd
+    assert data["caps"]["provider_day_usd"] == policy.budget.provider_day_usd
+    today = data["today"]
+    assert today["spent_usd"] == 1.92
+    assert today["reserved_usd"] == 0.05
+    assert today["left_usd"] == pytest.approx(policy.budget.day_usd - 1.97)
+    assert today["providers"]["deepseek"]["left_usd"] == pytest.approx(
+        policy.budget.provider_day_usd["deepseek"] - 0.47
+    )
+    assert data["in_flight"] == {"reservations": 1, "reserved_usd": 0.05}
+    assert data["session_budget"] is None
+    assert data["ledger_db"] == str(Settings().ledger_db)
+
+
+def test_session_filter_and_its_own_cap(policy: Policy, capsys: pytest.CaptureFixture[str]) -> None:
+    _seed(policy)
+    assert main(["budget", "--session", "s1", "--days", "1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["session"] == "s1"
+    assert data["total"]["cost_usd"] == 0.42
+    assert data["session_budget"]["spent_usd"] == 0.42
+    assert data["session_budget"]["left_usd"] == pytest.approx(policy.budget.session_usd - 0.47)
+
+
+def test_table_shows_roles_models_providers_days_and_what_is_left(
+    policy: Policy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _seed(policy)
+    assert main(["budget"]) == 0
+    out = capsys.readouterr().out
+    for text in (
+        "By role",
+        "By model",
+        "By provider",
+        "By day",
+        "Caps and what is left today",
+        "deepseek-reasoner",
+        "implementer",
+        "anthropic",
+        "$1.50",
+        "$0.42",
+        "provider deepseek",
+        "in flight",
+    ):
+        assert text in out, text
+
+
+def test_an_empty_ledger_is_created_and_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert not Settings().ledger_db.exists()
+    assert main(["budget", "--session", "nobody"]) == 0
+    out = capsys.readouterr().out
+    assert "$0.00 in 0 call(s)" in out
+    assert "session nobody" in out
+    assert Settings().ledger_db.exists()
+
+
+def test_bad_days_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["budget", "--days", "0"])
+    assert info.value.code == 2
+    assert "--days" in capsys.readouterr().err
+
+
+def test_a_broken_policy_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[budget]\nsession_usd = -1\n", encoding="utf-8")
+    assert main(["budget", "--policy", str(bad)]) == 2
+    assert "switchyard:" in capsys.readouterr().err
+
+
+def test_a_corrupt_ledger_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    db = Settings().ledger_db
+    ensure_dir(db.parent)
+    db.write_bytes(b"garbage" * 1000)
+    assert main(["budget"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("switchyard: ")
+    assert "cannot open the budget ledger" in err
+    assert "Traceback" not in err

@@ -1,0 +1,81 @@
+"""The ledger's records and errors (pure: no database)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.errors import BudgetExceeded, SwitchyardError
+from app.router.ledger import (
+    CapExceeded,
+    LedgerError,
+    LedgerUnreadable,
+    Reservation,
+    ReservationClosed,
+    UnknownReservation,
+)
+
+
+def test_cap_exceeded_names_the_cap_its_limit_and_the_amounts() -> None:
+    err = CapExceeded(
+        cap="provider:deepseek",
+        limit_usd=5.0,
+        spent_usd=4.2,
+        reserved_usd=0.7,
+        requested_usd=0.25,
+        session="s1",
+        provider="deepseek",
+        model="deepseek-reasoner",
+    )
+    assert isinstance(err, BudgetExceeded)
+    assert err.exit_code == 1
+    assert (err.cap, err.limit_usd, err.spent_usd, err.reserved_usd, err.requested_usd) == (
+        "provider:deepseek",
+        5.0,
+        4.2,
+        0.7,
+        0.25,
+    )
+    text = str(err)
+    for part in (
+        "provider:deepseek cap of $5.00",
+        "spent $4.2000",
+        "reserved $0.7000",
+        "requested $0.2500",
+        "deepseek/deepseek-reasoner",
+        "session s1",
+    ):
+        assert part in text
+    assert "\n" not in text  # the CLI prints one line per error line
+
+
+def test_closed_reservation_says_how_it_was_closed() -> None:
+    assert "already settled" in str(ReservationClosed("r1", "settled"))
+    expired = ReservationClosed("r1", "expired")
+    assert "charged at its full amount" in str(expired)
+    assert expired.status == "expired"
+
+
+def test_ledger_errors_belong_to_the_one_family() -> None:
+    for cls in (LedgerError, UnknownReservation, ReservationClosed, LedgerUnreadable):
+        assert issubclass(cls, SwitchyardError)
+    assert LedgerError.exit_code == 1
+    assert LedgerUnreadable.exit_code == 2
+
+
+def test_reservation_is_frozen_and_strict() -> None:
+    res = Reservation(
+        id="a",
+        session="s",
+        provider="p",
+        role="r",
+        model="m",
+        amount_usd=0.1,
+        created="2026-01-01T00:00:00.000Z",
+        expires="2026-01-01T00:15:00.000Z",
+    )
+    assert res.run == ""
+    with pytest.raises(ValidationError):
+        res.amount_usd = 2.0  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        Reservation.model_validate({**res.model_dump(), "extra": 1})
