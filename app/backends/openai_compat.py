@@ -46,7 +46,8 @@ no API key for a cloud provider (no request is sent)   ``no_key``
 Why a cut splits in two: before the response began nothing reached the caller and the
 server may be gone, so it is a ``connect`` failure (fall back); once the response began
 the server was up and the caller may have seen deltas, so it is a ``server_error`` (the
-router may retry the call from the start).
+router may retry the call from the start). A non-streamed call (:meth:`embed`) is read
+whole by the SDK before it returns, so any drop there counts as ``connect``.
 
 Keys never appear in messages, logs or exceptions: error text taken from a server is
 scrubbed, and the SDK's exception (whose request carries the key) is never chained to
@@ -88,6 +89,7 @@ __all__ = [
     "HealthCache",
     "OpenAICompatBackend",
     "StructuredField",
+    "flavor_for",
     "is_context_length",
     "json_only_instruction",
     "retry_after_seconds",
@@ -277,6 +279,29 @@ class HealthCache:
             value = await probe()
             self._value, self._at = value, self._clock.monotonic()
             return value
+
+
+_RUNTIME_FLAVORS: dict[str, Flavor] = {
+    "vllm": "vllm",
+    "llamacpp_server": "llamacpp",
+    "ollama": "ollama",
+}
+
+
+def flavor_for(*, runtime: str | None, provider: str) -> Flavor:
+    """The flavor for a catalog model: by its local runtime kind, else by its provider.
+
+    ``runtime`` is a policy ``RuntimeKind`` ("vllm", "llamacpp_server", "ollama") or None
+    for a cloud model; ``provider`` is the policy's provider name. An OpenAI-protocol
+    provider we have no dialect for is spoken to as plain OpenAI.
+    """
+    if runtime is not None:
+        if runtime not in _RUNTIME_FLAVORS:
+            raise ValueError(f"no OpenAI-compatible flavor for runtime {runtime!r}")
+        return _RUNTIME_FLAVORS[runtime]
+    if provider in ("deepseek", "moonshot"):
+        return cast(Flavor, provider)
+    return "openai"
 
 
 # ── The backend ────────────────────────────────────────────────────────────────────────────

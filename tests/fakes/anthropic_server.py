@@ -57,7 +57,7 @@ class FakeAnthropicServer(LoopbackServer):
         #: the key a request must carry; None accepts any non-empty key
         self.api_key = api_key
         self.accept_bearer = accept_bearer
-        self.models = models or ["claude-opus-4-5", "claude-sonnet-4-5"]
+        self.models = models or ["claude-opus-4-7", "claude-sonnet-4-6", "claude-haiku-4-5"]
         self.script = Script(default_reply)
         self.script.extend(replies or [])
         self.event_delay = event_delay

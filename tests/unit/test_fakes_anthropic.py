@@ -16,7 +16,7 @@ pytest_plugins = ["tests.fakes.fixtures"]
 
 HEADERS = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"}
 BODY: dict[str, Any] = {
-    "model": "claude-opus-4-5",
+    "model": "claude-opus-4-7",
     "max_tokens": 100,
     "system": "be brief",
     "messages": [{"role": "user", "content": "say hello please"}],
