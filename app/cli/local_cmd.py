@@ -199,20 +199,20 @@ def _plan(args: argparse.Namespace) -> int:
         ),
         title_justify="left",
     )
-    for col in ("Model", "Roles", "Quant", "Weights", "KV (ctx)", "Need", "GPU util", "Placement"):
-        table.add_column(
-            col, overflow="fold", justify="right" if col in ("Weights", "Need") else "left"
-        )
-    table.add_column("Note", overflow="fold", max_width=44)
+    numeric = ("Weights GiB", "KV GiB", "Need GiB", "Util")
+    for col in ("Model", "Roles", "Quant", *numeric[:2], "Context", *numeric[2:], "Placement"):
+        table.add_column(col, overflow="fold", justify="right" if col in numeric else "left")
+    table.add_column("Note", overflow="fold", ratio=1)
     colours = {"resident": "green", "swap": "yellow", "too_large": "red", "unknown": "dim"}
     for m in plan.models:
         table.add_row(
             m.model,
             ", ".join(m.roles),
             m.quant or "—",
-            f"{m.weights_gb:.1f} GB",
-            f"{m.kv_gb:.1f} GB ({m.context})",
-            f"{m.need_gb:.1f} GB",
+            f"{m.weights_gb:.1f}",
+            f"{m.kv_gb:.1f}",
+            str(m.context),
+            f"{m.need_gb:.1f}",
             f"{m.gpu_memory_utilization:.2f}" if m.gpu_memory_utilization is not None else "—",
             f"[{colours[m.placement]}]{m.placement}[/]",
             m.note,
@@ -221,7 +221,7 @@ def _plan(args: argparse.Namespace) -> int:
     out.print(table)
     out.print(
         f"co-resident: {', '.join(plan.resident) or 'none'} "
-        f"({plan.resident_gb:.1f} GB, util {plan.resident_utilization:.2f}) · "
+        f"({plan.resident_gb:.1f} GiB, util {plan.resident_utilization:.2f}) · "
         f"swapped in on demand: {', '.join(plan.swap) or 'none'}"
     )
     return 0
