@@ -1,0 +1,391 @@
+"""The approvals broker: humans approve what leaves the machine.
+
+A cloud escalation asks :meth:`ApprovalBroker.request`. The broker creates a future for
+the request, hands the request to a pluggable *decider* and waits, with a timeout that
+denies. Whoever answers first settles the future: the decider's own answer, or
+:meth:`ApprovalBroker.resolve` (what a UI calls when the user presses y/a/n). Every
+decision, and who made it, is written to the audit log before it is returned.
+
+Nothing here knows there is a screen: the TUI only sees :class:`~app.bus.ApprovalRequested`
+on the bus and calls ``resolve`` back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from typing import Any, Literal, Protocol, TextIO
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.audit.types import AuditSink
+from app.bus import ApprovalRequested, ApprovalResolved, Bus
+from app.clock import Clock, SystemClock
+from app.errors import ApprovalDenied
+
+__all__ = [
+    "AllowDecider",
+    "ApprovalBroker",
+    "ApprovalDecision",
+    "ApprovalRequest",
+    "BusDecider",
+    "Decider",
+    "DecisionKind",
+    "DenyDecider",
+    "TerminalDecider",
+    "decider_for",
+]
+
+DecisionKind = Literal["allow_once", "allow_session", "deny"]
+
+# Audit reason codes. Stable: the escalation pane and the evidence bundle read them.
+APPROVED_ONCE = "APPROVED_ONCE"
+APPROVED_SESSION = "APPROVED_SESSION"
+APPROVED_SESSION_REUSED = "APPROVED_SESSION_REUSED"
+DENIED = "DENIED"
+APPROVAL_TIMEOUT = "APPROVAL_TIMEOUT"
+APPROVER_ERROR = "APPROVER_ERROR"
+
+_CODE_FOR: dict[DecisionKind, str] = {
+    "allow_once": APPROVED_ONCE,
+    "allow_session": APPROVED_SESSION,
+    "deny": DENIED,
+}
+
+SESSION_APPROVAL = "session-approval"
+TIMEOUT = "timeout"
+
+
+class ApprovalRequest(BaseModel):
+    """What a human is asked to approve: one cloud call for one role."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    session: str
+    run: str | None = None
+    role: str
+    model: str
+    provider: str
+    reasons: list[dict[str, Any]] = Field(default_factory=list)  # the triggers that fired
+    values: dict[str, Any] = Field(default_factory=dict)  # their measured values
+    est_cost_usd: float = Field(ge=0)
+    budget_left_usd: float
+    #: set by the broker before a decider sees the request, so a UI can show a countdown
+    timeout_s: float | None = None
+
+
+class ApprovalDecision(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision: DecisionKind
+    decided_by: str
+    reason: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision != "deny"
+
+
+class Decider(Protocol):
+    """Anything that can answer an approval request."""
+
+    async def decide(self, req: ApprovalRequest) -> ApprovalDecision: ...
+
+
+# ── Deciders ─────────────────────────────────────────────────────────────────────────────
+
+
+class AllowDecider:
+    """Headless ``--approve allow``: every escalation is allowed, one at a time."""
+
+    name = "headless:allow"
+
+    async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+        return ApprovalDecision(
+            decision="allow_once", decided_by=self.name, reason="--approve allow"
+        )
+
+
+class DenyDecider:
+    """Headless ``--approve deny``: nothing leaves the machine."""
+
+    name = "headless:deny"
+
+    async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+        return ApprovalDecision(decision="deny", decided_by=self.name, reason="--approve deny")
+
+
+_ANSWERS: dict[str, DecisionKind] = {
+    "y": "allow_once",
+    "yes": "allow_once",
+    "a": "allow_session",
+    "always": "allow_session",
+    "n": "deny",
+    "no": "deny",
+    "": "deny",  # Enter alone takes the safe default
+}
+
+
+def _describe_reason(reason: dict[str, Any]) -> str:
+    code = reason.get("code") or reason.get("reason") or "?"
+    rest = ", ".join(f"{k}={v}" for k, v in reason.items() if k not in ("code", "reason"))
+    return f"{code} ({rest})" if rest else str(code)
+
+
+class TerminalDecider:
+    """Asks on the terminal (the plain CLI without the TUI).
+
+    The prompt goes to stderr so that ``--json`` output on stdout stays clean. The read
+    blocks a worker thread; if the broker times out first, that thread stays parked on
+    ``readline`` until a line arrives and its answer is ignored.
+    """
+
+    name = "terminal"
+    max_tries = 3
+
+    def __init__(self, *, stdin: TextIO | None = None, out: TextIO | None = None) -> None:
+        self._stdin = stdin
+        self._out = out
+
+    async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+        stdin = self._stdin if self._stdin is not None else sys.stdin
+        out = self._out if self._out is not None else sys.stderr
+        if stdin is None or not stdin.isatty():
+            return ApprovalDecision(decision="deny", decided_by=self.name, reason="no terminal")
+        return await asyncio.to_thread(self._ask, req, stdin, out)
+
+    def _ask(self, req: ApprovalRequest, stdin: TextIO, out: TextIO) -> ApprovalDecision:
+        lines = [
+            f"Escalation for role {req.role!r} wants to leave the machine:",
+            f"  model   {req.model} ({req.provider})",
+            f"  cost    ~${req.est_cost_usd:.4f}   budget left ${req.budget_left_usd:.4f}",
+        ]
+        lines += [f"  trigger {_describe_reason(r)}" for r in req.reasons]
+        if req.values:
+            lines.append("  values  " + ", ".join(f"{k}={v}" for k, v in req.values.items()))
+        if req.timeout_s:
+            lines.append(f"  (denied automatically after {req.timeout_s:g}s)")
+        out.write("\n".join(lines) + "\n")
+        for _ in range(self.max_tries):
+            out.write("Approve? [y]es once / [a]lways this session / [N]o: ")
+            out.flush()
+            line = stdin.readline()
+            if not line:
+                return ApprovalDecision(
+                    decision="deny", decided_by=self.name, reason="no answer (end of input)"
+                )
+            answer = _ANSWERS.get(line.strip().lower())
+            if answer is not None:
+                return ApprovalDecision(decision=answer, decided_by=self.name, reason="terminal")
+            out.write("Please answer y, a or n.\n")
+        return ApprovalDecision(decision="deny", decided_by=self.name, reason="no valid answer")
+
+
+class BusDecider:
+    """For a UI: publishes :class:`ApprovalRequested` and waits for :meth:`resolve`.
+
+    The UI may call either this ``resolve`` or the broker's; both settle the request.
+    """
+
+    name = "bus"
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._waiting: dict[str, asyncio.Future[ApprovalDecision]] = {}
+
+    async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+        if self.bus.subscriber_count == 0:
+            # Nobody could ever answer; don't make the session wait out the timeout.
+            return ApprovalDecision(decision="deny", decided_by=self.name, reason="no UI listening")
+        fut: asyncio.Future[ApprovalDecision] = asyncio.get_running_loop().create_future()
+        # Registered before publishing, so a subscriber that answers at once finds it.
+        self._waiting[req.request_id] = fut
+        try:
+            await self.bus.publish(
+                ApprovalRequested(
+                    session=req.session,
+                    request_id=req.request_id,
+                    role=req.role,
+                    model=req.model,
+                    provider=req.provider,
+                    reasons=req.reasons,
+                    est_cost_usd=req.est_cost_usd,
+                    budget_left_usd=req.budget_left_usd,
+                    timeout_s=req.timeout_s or 0.0,
+                )
+            )
+            return await fut
+        finally:
+            self._waiting.pop(req.request_id, None)
+
+    def resolve(self, request_id: str, decision: ApprovalDecision) -> bool:
+        """Answer a pending request; False when it is unknown or already settled."""
+        fut = self._waiting.get(request_id)
+        if fut is None or fut.done():
+            return False
+        fut.set_result(decision)
+        return True
+
+
+def decider_for(mode: Literal["allow", "deny", "ask"], bus: Bus | None = None) -> Decider:
+    """The decider for ``--approve``: ask goes to the UI when there is a bus, else the terminal."""
+    if mode == "allow":
+        return AllowDecider()
+    if mode == "deny":
+        return DenyDecider()
+    return BusDecider(bus) if bus is not None else TerminalDecider()
+
+
+# ── Broker ───────────────────────────────────────────────────────────────────────────────
+
+
+class ApprovalBroker:
+    """Turns approval requests into audited decisions (one audit line per decision)."""
+
+    def __init__(
+        self,
+        decider: Decider,
+        *,
+        audit: AuditSink,
+        bus: Bus | None = None,
+        timeout_s: float,
+        clock: Clock | None = None,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        self.decider = decider
+        self.timeout_s = timeout_s
+        self._audit = audit
+        # A UI decider's bus also gets ApprovalResolved, so its modal closes on a timeout.
+        if bus is None and isinstance(decider, BusDecider):
+            bus = decider.bus
+        self._bus = bus
+        self._clock: Clock = clock or SystemClock()
+        self._pending: dict[str, asyncio.Future[tuple[ApprovalDecision, str]]] = {}
+        self._session_allowed: set[tuple[str, str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # The key includes the provider: the same model name elsewhere is another destination.
+    def is_session_allowed(self, session: str, provider: str, model: str) -> bool:
+        return (session, provider, model) in self._session_allowed
+
+    def pending(self) -> list[str]:
+        """Request ids waiting for a decision."""
+        return list(self._pending)
+
+    def resolve(self, request_id: str, decision: ApprovalDecision) -> bool:
+        """Settle a pending request (a UI keypress). False when unknown or already settled.
+
+        Call it on the broker's event loop.
+        """
+        fut = self._pending.get(request_id)
+        if fut is None or fut.done():
+            return False
+        fut.set_result((decision, _CODE_FOR[decision.decision]))
+        return True
+
+    async def require(self, req: ApprovalRequest) -> ApprovalDecision:
+        """Like :meth:`request`, but a denial raises :class:`~app.errors.ApprovalDenied`."""
+        decision = await self.request(req)
+        if not decision.allowed:
+            raise ApprovalDenied(
+                f"escalation to {req.model} ({req.provider}) denied by "
+                f"{decision.decided_by}: {decision.reason}"
+            )
+        return decision
+
+    async def request(self, req: ApprovalRequest) -> ApprovalDecision:
+        """Decide on ``req``, audit the decision, publish it, and return it."""
+        started = self._clock.monotonic()
+        key = (req.session, req.provider, req.model)
+        if key in self._session_allowed:
+            decision = ApprovalDecision(
+                decision="allow_session",
+                decided_by=SESSION_APPROVAL,
+                reason="allowed for this session earlier",
+            )
+            code = APPROVED_SESSION_REUSED
+        else:
+            req = req.model_copy(update={"timeout_s": self.timeout_s})
+            decision, code = await self._ask(req)
+
+        # GR-005: the line is written before the decision takes effect.
+        await self._audit.append(
+            "approval" if decision.allowed else "denial",
+            session=req.session,
+            run=req.run,
+            role=req.role,
+            to=req.model,
+            reason_codes=[code],
+            values={
+                "model": req.model,
+                "provider": req.provider,
+                "est_cost_usd": req.est_cost_usd,
+                "budget_left_usd": req.budget_left_usd,
+                "reasons": req.reasons,
+                "trigger_values": req.values,
+                "decision": decision.decision,
+                "waited_s": round(self._clock.monotonic() - started, 3),
+            },
+            provenance={"approver": decision.decided_by},
+            detail=decision.reason,
+        )
+        if decision.decision == "allow_session":
+            self._session_allowed.add(key)
+        if self._bus is not None:
+            await self._bus.publish(
+                ApprovalResolved(
+                    session=req.session,
+                    request_id=req.request_id,
+                    decision=decision.decision,
+                    decided_by=decision.decided_by,
+                    reason=decision.reason,
+                )
+            )
+        return decision
+
+    async def _ask(self, req: ApprovalRequest) -> tuple[ApprovalDecision, str]:
+        if req.request_id in self._pending:
+            raise ValueError(f"approval request {req.request_id} is already pending")
+        fut: asyncio.Future[tuple[ApprovalDecision, str]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending[req.request_id] = fut
+        task = asyncio.create_task(self._run_decider(req, fut))
+        # Keep a reference: an unreferenced task can be garbage-collected mid-flight.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await fut
+        except TimeoutError:
+            return (
+                ApprovalDecision(
+                    decision="deny",
+                    decided_by=TIMEOUT,
+                    reason=f"no decision within {self.timeout_s:g}s",
+                ),
+                APPROVAL_TIMEOUT,
+            )
+        finally:
+            self._pending.pop(req.request_id, None)
+            # Whoever did not answer stops asking (a TUI modal closes on ApprovalResolved).
+            task.cancel()
+
+    async def _run_decider(
+        self, req: ApprovalRequest, fut: asyncio.Future[tuple[ApprovalDecision, str]]
+    ) -> None:
+        try:
+            decision = await self.decider.decide(req)
+            result = (decision, _CODE_FOR[decision.decision])
+        except Exception as exc:
+            # A broken decider must fail closed, never let the escalation through.
+            name = getattr(self.decider, "name", type(self.decider).__name__)
+            result = (
+                ApprovalDecision(decision="deny", decided_by=f"{name}:error", reason=repr(exc)),
+                APPROVER_ERROR,
+            )
+        if not fut.done():
+            fut.set_result(result)
