@@ -1,0 +1,290 @@
+"""The router end to end over real SQLite (audit chain, budget ledger) and the real
+approvals broker; backends are scripted in-process doubles of the Backend protocol."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.audit.log import AuditLog
+from app.backends.base import BackendError, ChatRequest, ChatResult, Delta, Health, Message, Usage
+from app.clock import ManualClock
+from app.policy.schema import Policy
+from app.router.approvals import AllowDecider, ApprovalBroker, DenyDecider
+from app.router.ledger import BudgetLedger
+from app.router.service import Router, RouteRefused
+from app.router.types import Signals
+
+
+class ScriptedBackend:
+    def __init__(self, model_id: str, runtime: str, script: list[str | BackendError]) -> None:
+        self.model_id = model_id
+        self.runtime = runtime
+        self.script = script
+        self.calls = 0
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+        self.calls += 1
+        step = self.script.pop(0) if self.script else f"reply from {self.model_id}"
+        if isinstance(step, BackendError):
+            raise step
+        for word in step.split(" "):
+            yield Delta(text=word + " ")
+        yield ChatResult(
+            text=step,
+            usage=Usage(tokens_in=1000, tokens_out=200),
+            finish_reason="stop",
+            model=self.model_id,
+            latency_ms=5.0,
+        )
+
+    async def health(self) -> Health:
+        return Health(ok=True)
+
+    async def context_window(self) -> int | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Resolver:
+    def __init__(self, *, up: set[str], unavailable: dict[str, str] | None = None) -> None:
+        self.up = up
+        self._unavailable = unavailable or {}
+        self.scripts: dict[tuple[str, str], list[str | BackendError]] = {}
+        self.made: dict[tuple[str, str], ScriptedBackend] = {}
+
+    def backend(self, model_id: str, runtime: str) -> ScriptedBackend:
+        key = (model_id, runtime)
+        if key not in self.made:
+            self.made[key] = ScriptedBackend(model_id, runtime, self.scripts.get(key, []))
+        return self.made[key]
+
+    def unavailable(self) -> dict[str, str]:
+        return dict(self._unavailable)
+
+    async def runtime_up(self, runtime: str) -> bool:
+        return runtime in self.up
+
+    def context_windows(self) -> dict[str, int]:
+        return {"smollm2-135m": 8192}
+
+
+REQ = ChatRequest(messages=[Message(role="user", content="plan the fix")], max_tokens=64)
+
+
+async def make_router(
+    tmp_path: Path,
+    policy: Policy,
+    resolver: Resolver,
+    *,
+    decider: object = None,
+    local_only: bool = False,
+) -> tuple[Router, AuditLog, BudgetLedger]:
+    clock = ManualClock()
+    audit = await AuditLog.open(tmp_path / "audit.db", clock=clock, policy_version=policy.version)
+    ledger = await BudgetLedger.open(tmp_path / "ledger.db", policy.budget, clock=clock)
+    broker = ApprovalBroker(
+        decider or AllowDecider(),
+        audit=audit,
+        timeout_s=5,
+        clock=clock,  # type: ignore[arg-type]
+    )
+    slept: list[float] = []
+
+    async def no_sleep(s: float) -> None:
+        slept.append(s)
+
+    router = Router(
+        policy,
+        session="s1",
+        audit=audit,
+        ledger=ledger,
+        approvals=broker,
+        backends=resolver,
+        clock=clock,
+        local_only=local_only,
+        sleep=no_sleep,
+    )
+    return router, audit, ledger
+
+
+ALL_UP = {"vllm", "llamacpp_server", "llamacpp_inprocess"}
+
+
+async def test_vllm_unreachable_falls_back_in_process_with_audit_line(
+    tmp_path: Path, policy: Policy
+) -> None:
+    resolver = Resolver(up={"llamacpp_inprocess"})
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    result = await router.complete("tutor", REQ)
+    assert (result.model, result.runtime) == ("smollm2-135m", "llamacpp_inprocess")
+    kinds = [line.kind for line in result.audit]
+    assert kinds == ["runtime_fallback", "call"]
+    fallback = result.audit[0]
+    assert fallback.detail == "qwen2.5-coder-7b on vLLM unreachable → smollm2-135m in-process"
+    assert "GR005_RUNTIME_FALLBACK" in fallback.reason_codes
+    assert (await audit.verify()).ok
+    await audit.close()
+    await ledger.close()
+
+
+async def test_escalation_approved_reserves_settles_and_records_provenance(
+    tmp_path: Path, policy: Policy
+) -> None:
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    result = await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert result.escalated and result.model == "gpt-5.1-high"
+    assert [line.kind for line in await audit.lines(session="s1")] == [
+        "escalation",
+        "approval",
+        "call",
+    ]
+    call = result.audit[-1]
+    prov = call.provenance
+    assert prov["trigger"] == ["architect_low_confidence"]
+    assert prov["values"] == {"confidence": 0.5}
+    assert prov["policy_version"] == "1.0.0"
+    assert prov["input_hash"].startswith("sha256:")
+    assert prov["approver"] == "headless:allow"
+    assert prov["cost_usd"] == pytest.approx((1000 * 1.25 + 200 * 10.0) / 1e6)
+    snap = await ledger.snapshot("s1")
+    assert snap.by_provider["openai"] == pytest.approx(prov["cost_usd"])
+    await audit.close()
+    await ledger.close()
+
+
+async def test_no_keys_skips_every_cloud_step_and_stays_local(
+    tmp_path: Path, policy: Policy
+) -> None:
+    missing = {m: "no key" for m in policy.chain("architect")}
+    resolver = Resolver(up={"llamacpp_inprocess"}, unavailable=missing)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    result = await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert not result.escalated and result.model == "smollm2-135m"
+    skips = [line for line in result.audit if line.kind == "skip"]
+    assert [s.to for s in skips] == policy.chain("architect")
+    assert all("SKIP_UNAVAILABLE" in s.reason_codes for s in skips)
+    assert result.audit[-2].kind == "runtime_fallback"
+    await audit.close()
+    await ledger.close()
+
+
+async def test_denial_moves_down_and_ends_local(tmp_path: Path, policy: Policy) -> None:
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver, decider=DenyDecider())
+    result = await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert not result.escalated and result.model == "qwen3-14b"
+    kinds = [line.kind for line in await audit.lines(session="s1")]
+    # each cloud step asked separately, each denied; then the local plan goes on
+    assert kinds.count("denial") == len(policy.chain("architect"))
+    assert kinds[-2:] == ["route", "call"]
+    assert (await ledger.snapshot("s1")).by_provider == {}
+    await audit.close()
+    await ledger.close()
+
+
+async def test_cloud_failure_retries_then_moves_to_next_step(
+    tmp_path: Path, policy: Policy
+) -> None:
+    resolver = Resolver(up=ALL_UP)
+    resolver.scripts[("deepseek-reasoner", "cloud")] = [
+        BackendError("server_error", "503", status=503),
+        BackendError("server_error", "503", status=503),
+    ]
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    result = await router.complete("implementer", REQ, Signals(failed_loops=2))
+    assert result.model == "deepseek-chat"
+    kinds = [line.kind for line in await audit.lines(session="s1")]
+    assert kinds == [
+        "escalation",
+        "approval",
+        "retry",
+        "skip",  # reasoner: one retry, then skipped
+        "escalation",
+        "approval",
+        "call",  # chat: its own approval
+    ]
+    snap = await ledger.snapshot("s1")
+    assert snap.reserved_usd == 0  # the failed reservation was released
+    await audit.close()
+    await ledger.close()
+
+
+async def test_local_runtime_failure_marks_it_down_and_falls_back(
+    tmp_path: Path, policy: Policy
+) -> None:
+    resolver = Resolver(up=ALL_UP)
+    resolver.scripts[("qwen3-14b", "vllm")] = [BackendError("connect", "refused")]
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    result = await router.complete("architect", REQ)
+    assert result.runtime == "llamacpp_server"
+    kinds = [line.kind for line in result.audit]
+    assert kinds == ["route", "degradation", "runtime_fallback", "call"]
+    assert resolver.made[("qwen3-14b", "vllm")].calls == 1  # never retried slowly
+    # the next request skips vLLM without trying it (cooldown)
+    again = await router.complete("architect", REQ)
+    assert again.runtime == "llamacpp_server"
+    assert resolver.made[("qwen3-14b", "vllm")].calls == 1
+    await audit.close()
+    await ledger.close()
+
+
+async def test_local_only_never_calls_a_cloud_backend(tmp_path: Path, policy: Policy) -> None:
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver, local_only=True)
+    result = await router.complete("implementer", REQ, Signals(failed_loops=5))
+    assert not result.escalated
+    assert all(rt != "cloud" for (_, rt) in resolver.made)
+    assert {line.kind for line in result.audit} >= {"skip", "route"}
+    assert all(
+        "SKIP_LOCAL_ONLY" in line.reason_codes for line in result.audit if line.kind == "skip"
+    )
+    await audit.close()
+    await ledger.close()
+
+
+async def test_cv_is_refused_and_audited(tmp_path: Path, policy: Policy) -> None:
+    router, audit, ledger = await make_router(tmp_path, policy, Resolver(up=ALL_UP))
+    with pytest.raises(RouteRefused, match="CV_NOT_LLM_ROLE"):
+        await router.complete("cv", REQ)
+    (line,) = await audit.tail(1)
+    assert line.kind == "refusal"
+    await audit.close()
+    await ledger.close()
+
+
+async def test_budget_cap_stops_the_escalation(tmp_path: Path, policy: Policy) -> None:
+    tight = policy.model_copy(
+        update={"budget": policy.budget.model_copy(update={"session_usd": 0.043})}
+    )
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, tight, resolver)
+    # ~0.041 estimated: fits once, then the settled spend leaves too little for the next
+    first = await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert first.escalated
+    second = await router.complete("architect", REQ, Signals(confidence=0.5))
+    # GPT-5.1 no longer fits: the cheaper next step does, after an audited budget skip
+    assert second.model == "deepseek-reasoner"
+    skip = next(line for line in second.audit if line.kind == "skip")
+    assert skip.to == "gpt-5.1-high" and "SKIP_BUDGET" in skip.reason_codes
+    await audit.close()
+    await ledger.close()
+
+    broke = policy.model_copy(
+        update={"budget": policy.budget.model_copy(update={"session_usd": 0.0})}
+    )
+    (tmp_path / "b").mkdir()
+    router, audit, ledger = await make_router(tmp_path / "b", broke, resolver)
+    third = await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert not third.escalated and third.provider == "local"
+    assert [line.reason_codes[0] for line in third.audit if line.kind == "skip"] == [
+        "SKIP_BUDGET",
+        "SKIP_BUDGET",
+    ]
+    await audit.close()
+    await ledger.close()
