@@ -6,6 +6,7 @@ beside ``SWITCHYARD_CONSENSUS`` / ``SWITCHYARD_CRITIC``.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -79,6 +81,7 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning a bad environment or config file into one clear ConfigError."""
     clean = {k: v for k, v in overrides.items() if v is not None}
+    config_file = paths.user_config_file()
     try:
         return Settings(**clean)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -86,5 +89,17 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
             problems.append(f"setting {loc}: {err['msg']}")
-        source = f" (env SWITCHYARD_* or {paths.user_config_file()})"
-        raise ConfigError("; ".join(problems) + source) from None
+        source = f" (env SWITCHYARD_* or {config_file})"
+        raise ConfigError(_one_line("; ".join(problems) + source)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_one_line(f"{config_file}: toml syntax: {exc}")) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{config_file}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{config_file}: cannot read config: {exc.strerror or exc}") from None
+    except SettingsError as exc:  # an environment value pydantic-settings cannot decode
+        raise ConfigError(_one_line(f"settings: {exc}")) from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

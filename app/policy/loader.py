@@ -49,7 +49,10 @@ RETRY_KINDS = (
 )
 
 KeyPath = tuple[str | int, ...]
-_TOML_POS = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)\s*$")
+_TOML_POS = re.compile(
+    r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)\s*$", re.DOTALL
+)
+_TOML_EOF = "(at end of document)"
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,18 @@ class LoadedPolicy:
     warnings: list[str] = field(default_factory=list)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """Escape line breaks and other control characters: one problem, one line."""
+    return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], text)
+
+
 def _fmt(path: Path, line: int | None, keypath: KeyPath, message: str) -> str:
     where = f"{path}:{line}" if line is not None else f"{path}"
     dotted = ".".join(str(p) for p in keypath) if keypath else "(top level)"
-    return f"{where}: {dotted}: {message}"
+    return f"{where}: {_one_line(dotted)}: {_one_line(message)}"
 
 
 def _pydantic_message(err: Any) -> str:
@@ -81,30 +92,44 @@ def load_policy(path: Path | str | None = None) -> LoadedPolicy:
     """Read, parse, validate and cross-check the policy at ``path`` (default: shipped one)."""
     file = Path(path) if path is not None else default_policy_path()
     try:
-        text = file.read_bytes().decode("utf-8")
+        data = file.read_bytes()
     except FileNotFoundError:
         raise PolicyError([f"{file}: cannot read policy: no such file"]) from None
     except IsADirectoryError:
         raise PolicyError([f"{file}: cannot read policy: is a directory"]) from None
-    except UnicodeDecodeError as exc:
-        raise PolicyError([f"{file}: not UTF-8 text (byte {exc.start})"]) from None
     except OSError as exc:
-        raise PolicyError([f"{file}: cannot read policy: {exc.strerror}"]) from None
+        raise PolicyError([f"{file}: cannot read policy: {exc.strerror or exc}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PolicyError([f"{file}:{line}: not UTF-8 text (byte {exc.start})"]) from None
     return parse_policy(text, file)
 
 
+def _toml_error(file: Path, text: str, message: str) -> str:
+    """``FILE:LINE:COL: toml syntax: ...`` from tomllib's message (which ends with the place)."""
+    m = _TOML_POS.match(message)
+    if m:
+        return f"{file}:{m['line']}:{m['col']}: toml syntax: {_one_line(m['msg'])}"
+    if message.endswith(_TOML_EOF):
+        lines = text.split("\n")
+        where = f"{len(lines)}:{len(lines[-1]) + 1}"
+        reason = message[: -len(_TOML_EOF)].rstrip()
+        return f"{file}:{where}: toml syntax: {_one_line(reason)} (at end of file)"
+    return f"{file}: toml syntax: {_one_line(message)}"
+
+
 def parse_policy(text: str, file: Path) -> LoadedPolicy:
+    text = text.removeprefix("\ufeff")  # a byte order mark some editors write
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = _TOML_POS.match(str(exc))
-        if m:
-            msg = f"{file}:{m['line']}:{m['col']}: toml syntax: {m['msg']}"
-        else:
-            msg = f"{file}: toml syntax: {exc}"
-        raise PolicyError([msg]) from None
+        raise PolicyError([_toml_error(file, text, str(exc))]) from None
     except (RecursionError, ValueError) as exc:
-        raise PolicyError([f"{file}: toml syntax: {exc}"]) from None
+        # tomllib's own limits: nesting too deep, an integer too long to convert
+        reason = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
+        raise PolicyError([f"{file}: toml syntax: {_one_line(reason)}"]) from None
 
     lines = key_lines(text)
     try:
@@ -135,8 +160,8 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
     warnings: list[Finding] = []
     err = errors.append
 
-    major = int(p.policy.version.split(".")[0])
-    if major != SUPPORTED_MAJOR:
+    major = p.policy.version.split(".")[0]
+    if len(major) > 6 or int(major) != SUPPORTED_MAJOR:  # ASCII digits (schema pattern)
         err(
             (
                 ("policy", "version"),
@@ -165,9 +190,9 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
     for mid, model in p.models.items():
         if model.provider not in p.providers:
             err((("models", mid, "provider"), f"unknown provider {model.provider!r}"))
-        for role in model.escalation_only_roles:
-            if role not in p.roles:
-                err((("models", mid, "escalation_only_roles"), f"unknown role {role!r}"))
+        for only in model.escalation_only_roles:
+            if only not in p.roles:
+                err((("models", mid, "escalation_only_roles"), f"unknown role {only!r}"))
         if model.speed_variant is not None and not known(model.speed_variant):
             err((("models", mid, "speed_variant"), f"unknown model {model.speed_variant!r}"))
         if model.provider == "local" and (
@@ -259,9 +284,9 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
     for i, name in enumerate(p.local_chain.order):
         if name not in p.runtimes:
             err((("local_chain", "order", i), f"unknown runtime {name!r}"))
-    if p.local_chain.order and p.local_chain.order[-1] in p.runtimes:
-        if p.runtimes[p.local_chain.order[-1]].kind != "llamacpp_inprocess":
-            err((("local_chain", "order"), "the chain must end in the in-process runtime"))
+    last = p.local_chain.order[-1] if p.local_chain.order else None
+    if last in p.runtimes and p.runtimes[last].kind != "llamacpp_inprocess":
+        err((("local_chain", "order"), "the chain must end in the in-process runtime"))
 
     for kind in RETRY_KINDS:
         if kind not in p.retries:
@@ -289,9 +314,9 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
             except (re.error, RecursionError, OverflowError) as exc:
                 err((("high_risk", "rules", i, "lines", j), f"bad regex: {exc}"))
 
-    for i, role in enumerate(p.consensus.pipeline):
-        if role not in p.roles:
-            err((("consensus", "pipeline", i), f"unknown role {role!r}"))
+    for i, step in enumerate(p.consensus.pipeline):
+        if step not in p.roles:
+            err((("consensus", "pipeline", i), f"unknown role {step!r}"))
     if p.consensus.critic_role not in p.roles:
         err((("consensus", "critic_role"), f"unknown role {p.consensus.critic_role!r}"))
     if p.consensus.enabled:

@@ -51,11 +51,12 @@ LOCKED_GUARDRAILS = frozenset({"GR-002", "GR-003", "GR-004", "GR-005", "GR-009",
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # nan/inf are valid TOML but no policy number means them: a nan threshold never fires
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PolicyMeta(Strict):
-    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    version: str = Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
     seed: str
     created: str
     status: Literal["active", "draft", "deprecated"]

@@ -1,0 +1,178 @@
+"""Settings: defaults < user config file (XDG) < SWITCHYARD_* environment < flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app import paths
+from app.cli.main import main
+from app.config import Settings, load_settings
+from app.errors import ConfigError
+from app.resources import default_policy_path
+
+
+def _config(tmp_path: Path, text: str | bytes) -> Path:
+    """Write the user config file where conftest's XDG_CONFIG_HOME says it lives."""
+    target = tmp_path / "config" / "switchyard" / "config.toml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        target.write_bytes(text)
+    else:
+        target.write_text(text, encoding="utf-8")
+    return target
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert isinstance(s, Settings)
+    assert s.policy is None and s.local_only is None
+    assert (s.approve, s.consensus, s.critic) == ("ask", False, False)
+    assert s.approval_timeout_s == 60.0
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("1", True), ("false", False)])
+def test_local_only_from_env(value: str, expected: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHYARD_LOCAL_ONLY", value)
+    assert load_settings().local_only is expected
+
+
+@pytest.mark.parametrize("name", ["SPEC_KIT_CONSENSUS", "SWITCHYARD_CONSENSUS"])
+def test_consensus_switch_from_env(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, "true")
+    s = load_settings()
+    assert s.consensus is True and s.critic is False
+
+
+@pytest.mark.parametrize("name", ["SPEC_KIT_CRITIC", "SWITCHYARD_CRITIC"])
+def test_critic_switch_from_env(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, "true")
+    s = load_settings()
+    assert s.critic is True and s.consensus is False
+
+
+def test_config_file_lives_under_xdg_config_home(tmp_path: Path) -> None:
+    assert paths.user_config_file() == tmp_path / "config" / "switchyard" / "config.toml"
+
+
+def test_xdg_config_home_is_read_on_every_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """platformdirs must not cache: a second XDG_CONFIG_HOME in one process is honoured."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other"))
+    assert paths.user_config_file() == tmp_path / "other" / "switchyard" / "config.toml"
+
+
+def test_data_dir_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().data_dir == tmp_path / "data"  # SWITCHYARD_DATA_DIR (conftest)
+    monkeypatch.delenv("SWITCHYARD_DATA_DIR")
+    assert load_settings().data_dir == tmp_path / "xdg-data" / "switchyard"
+
+
+def test_user_config_file_is_read(tmp_path: Path) -> None:
+    _config(
+        tmp_path,
+        'theme = "mono"\nlocal_only = true\napprove = "deny"\nconsensus = true\nn_threads = 4\n',
+    )
+    s = load_settings()
+    assert (s.theme, s.local_only, s.approve, s.consensus, s.n_threads) == (
+        "mono",
+        True,
+        "deny",
+        True,
+        4,
+    )
+
+
+def test_env_beats_file_and_flags_beat_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _config(tmp_path, 'approve = "deny"\npolicy = "/from/file.toml"\n')
+    assert load_settings().approve == "deny"
+    monkeypatch.setenv("SWITCHYARD_APPROVE", "allow")
+    monkeypatch.setenv("SWITCHYARD_POLICY", "/from/env.toml")
+    s = load_settings()
+    assert (s.approve, s.policy) == ("allow", Path("/from/env.toml"))
+    assert load_settings(policy=Path("/from/flag.toml")).policy == Path("/from/flag.toml")
+    assert load_settings(policy=None).policy == Path("/from/env.toml")  # None = flag not given
+
+
+def _one_line_error(**overrides: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(**overrides)
+    message = str(info.value)
+    assert "\n" not in message and message
+    assert info.value.exit_code == 2
+    return message
+
+
+def test_bad_env_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHYARD_APPROVE", "maybe")
+    message = _one_line_error()
+    assert message.startswith("setting approve: Input should be 'ask', 'allow' or 'deny'")
+
+
+def test_bad_spec_kit_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEC_KIT_CONSENSUS", "perhaps")
+    assert "SPEC_KIT_CONSENSUS" in _one_line_error()
+
+
+def test_out_of_range_env_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHYARD_N_THREADS", "0")
+    assert "setting n_threads:" in _one_line_error()
+
+
+def test_bad_file_value_and_unknown_key(tmp_path: Path) -> None:
+    target = _config(tmp_path, 'approve = "maybe"\ncolour = "blue"\n')
+    message = _one_line_error()
+    assert "setting approve:" in message and "setting colour:" in message
+    assert str(target) in message
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("theme = \n", "toml syntax: Invalid value (at line 1, column 9)"),
+        ("a = 1\na = 2\n", "toml syntax: Cannot overwrite a value (at line 2, column 6)"),
+        (b'theme = "\xff"\n', "not UTF-8 text"),
+    ],
+    ids=["syntax", "duplicate", "not-utf8"],
+)
+def test_unreadable_config_file_is_a_config_error(
+    content: str | bytes, expected: str, tmp_path: Path
+) -> None:
+    target = _config(tmp_path, content)
+    message = _one_line_error()
+    assert message.startswith(f"{target}: ") and expected in message
+
+
+def test_cli_turns_a_bad_setting_into_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWITCHYARD_APPROVE", "maybe")
+    assert main(["policy", "show"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("switchyard: setting approve:")
+
+
+def test_cli_turns_a_broken_config_file_into_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = _config(tmp_path, "theme = \n")
+    assert main(["policy", "check"]) == 2
+    _, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"switchyard: {target}: toml syntax: Invalid value (at line 1, column 9)"
+    ]
+
+
+def test_cli_reads_the_policy_from_the_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "mine.toml"
+    copy.write_text(default_policy_path().read_text(encoding="utf-8"), encoding="utf-8")
+    _config(tmp_path, f"policy = {json.dumps(str(copy))}\n")
+    assert main(["policy", "show", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["path"] == str(copy)

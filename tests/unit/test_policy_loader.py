@@ -1,0 +1,469 @@
+"""The shipped policy loads; each kind of bad policy is one clear ``FILE:LINE`` line and exit 2."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app.cli.main import main
+from app.errors import PolicyError
+from app.policy import load_policy
+from app.policy.loader import SEED_GUARDRAILS, SEED_ROLES, parse_policy
+from app.resources import default_policy_path
+
+SEED = default_policy_path().read_text(encoding="utf-8")
+SEED_LINES = SEED.split("\n")
+
+
+def line_of(needle: str, *, after: str | None = None) -> int:
+    """1-based number of the first seed line equal to ``needle`` (stripped), after ``after``."""
+    start = 0 if after is None else line_of(after)
+    for number, text in enumerate(SEED_LINES[start:], start=start + 1):
+        if text.strip() == needle:
+            return number
+    raise AssertionError(f"{needle!r} not in the seed policy")
+
+
+def replace_line(number: int, new: str) -> str:
+    lines = list(SEED_LINES)
+    lines[number - 1] = new
+    return "\n".join(lines)
+
+
+def insert_after(number: int, new: str) -> str:
+    lines = list(SEED_LINES)
+    lines.insert(number, new)
+    return "\n".join(lines)
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value).splitlines() == info.value.problems
+    return info.value.problems
+
+
+# ── The shipped policy ──────────────────────────────────────────────────────────────
+
+
+def test_shipped_policy_loads_without_errors() -> None:
+    loaded = load_policy()
+    assert loaded.path == default_policy_path()
+    assert loaded.policy.version == "1.0.0"
+    assert loaded.policy.privacy.local_only is False
+    # The only warnings are the resolved contradictions C1..C9, each at its own line.
+    assert len(loaded.warnings) == 9
+    for i, warning in enumerate(loaded.warnings):
+        line = line_of('id = "C1"') - 1 + 5 * i
+        assert SEED_LINES[line - 1] == "[[resolutions]]"
+        assert warning.startswith(f"{loaded.path}:{line}: resolutions.{i}: ")
+        assert f"resolved contradiction C{i + 1}: " in warning
+
+
+def test_parse_policy_matches_load_policy(tmp_path: Path) -> None:
+    target = tmp_path / "p.toml"
+    loaded = parse_policy(SEED, target)
+    assert loaded.path == target
+    assert loaded.policy == load_policy().policy
+
+
+def test_all_seed_roles_in_seed_order() -> None:
+    policy = load_policy().policy
+    assert tuple(policy.roles) == SEED_ROLES
+    assert SEED_ROLES == (
+        "architect",
+        "implementer",
+        "librarian",
+        "tutor",
+        "judge",
+        "tier2",
+        "stage0",
+        "ace",
+        "embeddings",
+        "cv",
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    default: str | None
+    locality: str
+    fallback: list[str]  # the seed's fallback column, aliases resolved
+    alternatives: list[str]
+    stand_in: str | None = None
+    kind: str = "llm"
+
+
+SEED_TABLE = {
+    "architect": Row(
+        "qwen3-14b", "local", ["gpt-5.1-high", "deepseek-reasoner"], ["ministral-3-14b"]
+    ),
+    "implementer": Row(
+        "qwen2.5-coder-32b",
+        "local",
+        ["deepseek-reasoner", "deepseek-chat", "claude-sonnet-4.5", "gpt-5.1-high"],
+        [],
+    ),
+    "librarian": Row(
+        "llama-3.1-8b",
+        "local",
+        ["kimi-k2-instruct", "kimi-k2-thinking", "moonshot-v1-128k", "claude-sonnet-4.5"],
+        ["qwen3-14b"],
+    ),
+    "tutor": Row("qwen2.5-coder-7b", "local", ["claude-haiku-4.5", "gpt-5.1-low"], []),
+    "judge": Row(
+        "gpt-5.1-high",
+        "cloud",
+        ["claude-opus-4.5", "claude-sonnet-4.5", "deepseek-reasoner"],
+        ["claude-opus-4.5"],
+        stand_in="qwen3-14b",
+    ),
+    "tier2": Row("claude-sonnet-4.5", "cloud", ["gpt-5.1-high"], [], stand_in="llama-3.1-8b"),
+    "stage0": Row(None, "local", [], [], kind="retrieval"),
+    "ace": Row("llama-3.1-8b", "local", ["kimi-k2-instruct", "moonshot-v1-128k"], ["qwen3-14b"]),
+    "embeddings": Row(
+        "bge-m3", "local", ["text-embedding-3-small"], ["all-minilm-l6-v2"], kind="embedding"
+    ),
+    "cv": Row("yolo-trt", "local", [], [], kind="vision"),
+}
+
+
+@pytest.mark.parametrize("rid", SEED_ROLES)
+def test_seed_role_defaults_and_fallbacks(rid: str) -> None:
+    policy = load_policy().policy
+    role, want = policy.roles[rid], SEED_TABLE[rid]
+    assert (policy.resolve(role.default) if role.default else None) == want.default
+    assert role.locality == want.locality
+    assert role.kind == want.kind
+    assert [policy.resolve(m) for m in role.fallback] == want.fallback
+    # The escalation chain: a cloud role's own default first, then its fallbacks.
+    first = [want.default] if want.locality == "cloud" else []
+    assert policy.chain(rid) == first + [m for m in want.fallback if m not in first]
+    assert [policy.resolve(a) for a in role.alternatives] == want.alternatives
+    assert role.local_stand_in == want.stand_in
+    # The escalation chain leaves the machine; the default of a local role never does.
+    assert all(policy.is_cloud(m) for m in policy.chain(rid))
+    if role.default:
+        assert policy.is_cloud(role.default) == (want.locality == "cloud")
+
+
+def test_seed_aliases_and_escalation_only_models() -> None:
+    policy = load_policy().policy
+    assert policy.roles["architect"].fallback == ["gpt-5.1-high", "deepseek-r2"]
+    assert policy.resolve("deepseek-r2") == "deepseek-reasoner"
+    assert policy.resolve("deepseek-coder") == "deepseek-chat"
+    assert policy.resolve("notebooklm") == "claude-sonnet-4.5"
+    only = {mid: m.escalation_only_roles for mid, m in policy.models.items() if m.escalation_only}
+    assert only == {
+        "deepseek-chat": ["implementer"],
+        "deepseek-reasoner": ["implementer"],
+        "kimi-k2-instruct": ["librarian", "ace"],
+        "kimi-k2-thinking": ["librarian", "ace"],
+        "kimi-k2-thinking-turbo": ["librarian", "ace"],
+        "moonshot-v1-128k": ["librarian", "ace"],
+    }
+    assert all(
+        m.price_in_usd_per_mtok == 0 for m in policy.models.values() if m.provider == "local"
+    )
+
+
+def test_seed_triggers_guardrails_and_tables() -> None:
+    policy = load_policy().policy
+    assert len(policy.triggers) == 17
+    first = policy.triggers[0]
+    assert (first.id, first.role, first.signal, first.op, first.threshold) == (
+        "architect_low_confidence",
+        "architect",
+        "confidence",
+        "lt",
+        0.75,
+    )
+    failed = next(t for t in policy.triggers if t.id == "implementer_failed_loops")
+    assert (failed.threshold, failed.target) == (2, "deepseek-reasoner")
+    assert [t.id for t in policy.triggers_for("tutor")] == ["user_request"]
+    assert tuple(policy.guardrails) == SEED_GUARDRAILS
+    assert all(g.enabled for g in policy.guardrails.values())
+    assert policy.local_chain.order == ["vllm", "llamacpp_server", "llamacpp_inprocess"]
+    assert policy.consensus.enabled is False and policy.consensus.critic is False
+    assert policy.embeddings.default == "bge-m3"
+    assert policy.tiers["premium_judge"].models == ["gpt-5.1-high", "claude-opus-4.5"]
+
+
+# ── Mutations of the shipped file ─────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class Mutation:
+    make: Callable[[], str | bytes]  # the broken file's content
+    expected: Callable[[str], list[str]]  # the exact problem lines, given the file name
+
+
+def _toml_syntax() -> str:
+    return replace_line(line_of('status = "active"'), 'status = "active')
+
+
+def _exact(line: Callable[[], int], text: str) -> Callable[[str], list[str]]:
+    return lambda f: [f"{f}:{line()}: {text}"]
+
+
+MUTATIONS: dict[str, Mutation] = {
+    "unknown key in [roles.tutor]": Mutation(
+        lambda: insert_after(line_of("[roles.tutor]"), 'colour = "blue"'),
+        _exact(lambda: line_of("[roles.tutor]") + 1, "roles.tutor.colour: unknown key"),
+    ),
+    "fallback to an unknown model": Mutation(
+        lambda: replace_line(
+            line_of('fallback = ["gpt-5.1-high", "deepseek-r2"]'),
+            'fallback = ["gpt-5.1-high", "x"]',
+        ),
+        _exact(
+            lambda: line_of('fallback = ["gpt-5.1-high", "deepseek-r2"]'),
+            "roles.architect.fallback: unknown model 'x' (not in [models] or [aliases])",
+        ),
+    ),
+    "architect confidence threshold 1.5": Mutation(
+        lambda: replace_line(line_of("threshold = 0.75"), "threshold = 1.5"),
+        _exact(
+            lambda: line_of("threshold = 0.75"), "triggers.0.threshold: 1.5 is out of range 0..1"
+        ),
+    ),
+    "escalation-only model as a default": Mutation(
+        lambda: replace_line(
+            line_of('default = "gpt-5.1-high"', after="[roles.judge]"),
+            'default = "deepseek-reasoner"',
+        ),
+        _exact(
+            lambda: line_of('default = "gpt-5.1-high"', after="[roles.judge]"),
+            "roles.judge.default: an escalation-only model can never be a default",
+        ),
+    ),
+    "local role with a cloud default": Mutation(
+        lambda: replace_line(
+            line_of('default = "qwen2.5-coder-7b"'), 'default = "claude-haiku-4.5"'
+        ),
+        _exact(
+            lambda: line_of('default = "qwen2.5-coder-7b"'),
+            "roles.tutor.default: a local role's default must be a local model",
+        ),
+    ),
+    "GR-003 switched off": Mutation(
+        lambda: replace_line(
+            line_of("enabled = true", after="[guardrails.GR-003]"), "enabled = false"
+        ),
+        _exact(
+            lambda: line_of("enabled = true", after="[guardrails.GR-003]"),
+            "guardrails.GR-003.enabled: GR-003 cannot be switched off",
+        ),
+    ),
+    "alias to an unknown model": Mutation(
+        lambda: replace_line(line_of('haiku = "claude-haiku-4.5"'), 'haiku = "claude-haiku-9"'),
+        _exact(
+            lambda: line_of('haiku = "claude-haiku-4.5"'),
+            "aliases.haiku: alias points to unknown model 'claude-haiku-9'",
+        ),
+    ),
+    "version 2.0.0": Mutation(
+        lambda: replace_line(line_of('version = "1.0.0"'), 'version = "2.0.0"'),
+        _exact(
+            lambda: line_of('version = "1.0.0"'),
+            "policy.version: version 2.0.0 not supported (this Switchyard reads 1.x)",
+        ),
+    ),
+    "version that is not x.y.z": Mutation(
+        lambda: replace_line(line_of('version = "1.0.0"'), 'version = "١.0.0"'),
+        _exact(
+            lambda: line_of('version = "1.0.0"'),
+            "policy.version: String should match pattern '^[0-9]+\\.[0-9]+\\.[0-9]+$' "
+            "(got '١.0.0')",
+        ),
+    ),
+    "memory weights not summing to 1": Mutation(
+        lambda: replace_line(line_of("weight_dynamic = 0.2"), "weight_dynamic = 0.3"),
+        _exact(
+            lambda: line_of("[memory]"), "memory: search weights must sum to 1 (they sum to 1.1)"
+        ),
+    ),
+    "a nan threshold (it would never fire)": Mutation(
+        lambda: replace_line(line_of("threshold = 8"), "threshold = nan"),
+        _exact(
+            lambda: line_of("threshold = 8"),
+            "triggers.1.threshold: Input should be a finite number (got nan)",
+        ),
+    ),
+    "an infinite budget": Mutation(
+        lambda: replace_line(line_of("session_usd = 5.0"), "session_usd = inf"),
+        _exact(
+            lambda: line_of("session_usd = 5.0"),
+            "budget.session_usd: Input should be a finite number (got inf)",
+        ),
+    ),
+    "a number as text": Mutation(
+        lambda: replace_line(line_of("session_usd = 5.0"), 'session_usd = "five"'),
+        _exact(
+            lambda: line_of("session_usd = 5.0"),
+            "budget.session_usd: Input should be a valid number, unable to parse string as a "
+            "number (got 'five')",
+        ),
+    ),
+    "a missing required key": Mutation(
+        lambda: replace_line(line_of('status = "active"'), ""),
+        _exact(lambda: line_of("[policy]"), "policy.status: missing required key"),
+    ),
+    "a missing seed role": Mutation(
+        lambda: "\n".join(
+            SEED_LINES[: line_of("[roles.cv]") - 1] + SEED_LINES[line_of("[roles.cv]") + 7 :]
+        ),
+        _exact(lambda: line_of("[roles.architect]"), "roles: the seed's role 'cv' is missing"),
+    ),
+    "a trigger target outside the role's chain": Mutation(
+        lambda: replace_line(
+            line_of('target = "deepseek-reasoner" # stuck loops → the thinking model'),
+            'target = "claude-opus-4.5"',
+        ),
+        _exact(
+            lambda: line_of('target = "deepseek-reasoner" # stuck loops → the thinking model'),
+            "triggers.4.target: 'claude-opus-4.5' is not in implementer's fallback chain",
+        ),
+    ),
+    "a bad high-risk regex": Mutation(
+        lambda: replace_line(line_of("lines = []"), "lines = ['(unclosed']"),
+        _exact(
+            lambda: line_of("lines = []"),
+            "high_risk.rules.4.lines.0: bad regex: "
+            "missing ), unterminated subpattern at position 0",
+        ),
+    ),
+    "a multi-line key name": Mutation(
+        lambda: insert_after(line_of("[roles.tutor]"), '"two\\nlines" = 1'),
+        _exact(lambda: line_of("[roles.tutor]") + 1, "roles.tutor.two\\nlines: unknown key"),
+    ),
+}
+
+
+def _write(tmp_path: Path, content: str | bytes) -> Path:
+    target = tmp_path / "model-policy.toml"
+    if isinstance(content, bytes):
+        target.write_bytes(content)
+    else:
+        target.write_text(content, encoding="utf-8")
+    return target
+
+
+def _assert_cli_exit_2(
+    target: Path, problems: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["policy", "check", str(target)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [f"switchyard: {p}" for p in problems]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", list(MUTATIONS))
+def test_mutation_is_one_clear_line(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mutation = MUTATIONS[name]
+    target = _write(tmp_path, mutation.make())
+    problems = problems_of(target)
+    assert problems == mutation.expected(str(target))
+    _assert_cli_exit_2(target, problems, capsys)
+
+
+def test_toml_syntax_error_names_file_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = _write(tmp_path, _toml_syntax())
+    problems = problems_of(target)
+    assert len(problems) == 1
+    line = line_of('status = "active"')
+    assert re.fullmatch(rf"{re.escape(str(target))}:{line}:\d+: toml syntax: \S.*", problems[0])
+    _assert_cli_exit_2(target, problems, capsys)
+
+
+def test_toml_error_at_end_of_file_still_has_a_line(tmp_path: Path) -> None:
+    target = _write(tmp_path, SEED.rstrip("\n") + "\n[unclosed")
+    problems = problems_of(target)
+    last = len(SEED.rstrip("\n").split("\n")) + 1
+    assert re.fullmatch(rf"{re.escape(str(target))}:{last}:\d+: toml syntax: .*", problems[0])
+    assert len(problems) == 1
+
+
+def test_duplicate_key_is_a_syntax_error(tmp_path: Path) -> None:
+    line = line_of('status = "active"')
+    target = _write(tmp_path, insert_after(line, 'status = "draft"'))
+    [problem] = problems_of(target)
+    assert problem.startswith(f"{target}:{line + 1}:") and "toml syntax" in problem
+
+
+def test_line_numbers_ignore_unicode_line_separators(tmp_path: Path) -> None:
+    # These are legal in a TOML comment and do not end a TOML line (str.splitlines disagrees).
+    text = replace_line(1, "# a comment with \u2028, \u2029 and \x85 inside")
+    text = text.replace("threshold = 0.75", "threshold = 1.5")
+    target = _write(tmp_path, text)
+    line = line_of("threshold = 0.75")
+    assert problems_of(target) == [
+        f"{target}:{line}: triggers.0.threshold: 1.5 is out of range 0..1"
+    ]
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "nope.toml"
+    problems = problems_of(target)
+    assert problems == [f"{target}: cannot read policy: no such file"]
+    _assert_cli_exit_2(target, problems, capsys)
+
+
+def test_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    problems = problems_of(tmp_path)
+    assert problems == [f"{tmp_path}: cannot read policy: is a directory"]
+    _assert_cli_exit_2(tmp_path, problems, capsys)
+
+
+def test_non_utf8_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = SEED.encode("utf-8")
+    offset = data.index(b'title = "Tutor')
+    target = _write(tmp_path, data[:offset] + b"\xff\xfe" + data[offset:])
+    problems = problems_of(target)
+    assert problems == [f"{target}:{line_of('[roles.tutor]') + 1}: not UTF-8 text (byte {offset})"]
+    _assert_cli_exit_2(target, problems, capsys)
+
+
+def test_several_problems_are_all_reported(tmp_path: Path) -> None:
+    text = SEED.replace("threshold = 0.75", "threshold = 1.5").replace(
+        'haiku = "claude-haiku-4.5"', 'haiku = "nope"'
+    )
+    target = _write(tmp_path, text)
+    problems = problems_of(target)
+    assert len(problems) == 2
+    assert all(p.startswith(f"{target}:") for p in problems)
+    assert any("triggers.0.threshold" in p for p in problems)
+    assert any("aliases.haiku" in p for p in problems)
+
+
+def test_switching_off_an_unlocked_guardrail_is_a_warning(tmp_path: Path) -> None:
+    line = line_of("enabled = true", after="[guardrails.GR-010]")
+    target = _write(tmp_path, replace_line(line, "enabled = false"))
+    loaded = load_policy(target)
+    assert f"{target}:{line}: guardrails.GR-010.enabled: GR-010 is switched off" in loaded.warnings
+
+
+def test_ollama_runtime_is_a_warning(tmp_path: Path) -> None:
+    line = line_of('base_url = "http://127.0.0.1:8080/v1"')
+    target = _write(tmp_path, replace_line(line, 'base_url = "http://127.0.0.1:11434/v1"'))
+    loaded = load_policy(target)
+    header = line_of("[runtimes.llamacpp_server]")
+    assert any(
+        w.startswith(f"{target}:{header}: runtimes.llamacpp_server: Ollama")
+        for w in loaded.warnings
+    )
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    target = _write(tmp_path, b"\xef\xbb\xbf" + SEED.encode("utf-8"))
+    assert load_policy(target).policy == load_policy().policy
