@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.fakes.fixtures", "tests.socket_guard"]
+
 CLOUD_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
 
 
@@ -19,8 +21,13 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     for name in CLOUD_KEYS:
         monkeypatch.delenv(name, raising=False)
-    for name in ("SWITCHYARD_POLICY", "SWITCHYARD_LOCAL_ONLY", "SPEC_KIT_CONSENSUS",
-                 "SPEC_KIT_CRITIC", "SWITCHYARD_APPROVE"):
+    for name in (
+        "SWITCHYARD_POLICY",
+        "SWITCHYARD_LOCAL_ONLY",
+        "SPEC_KIT_CONSENSUS",
+        "SPEC_KIT_CRITIC",
+        "SWITCHYARD_APPROVE",
+    ):
         monkeypatch.delenv(name, raising=False)
     yield
 

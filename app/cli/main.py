@@ -16,6 +16,8 @@ COMMAND_MODULES = (
     "app.cli.route_cmd",
     "app.cli.audit_cmd",
     "app.cli.budget_cmd",
+    "app.cli.local_cmd",
+    "app.cli.ask_cmd",
 )
 
 Handler = Callable[[argparse.Namespace], int]

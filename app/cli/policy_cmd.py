@@ -27,10 +27,7 @@ def register(sub: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    if args.file is not None:
-        loaded = load_policy(args.file)
-    else:
-        loaded = policy_from(args)
+    loaded = load_policy(args.file) if args.file is not None else policy_from(args)
     if not args.quiet:
         for w in loaded.warnings:
             print(f"warning: {w}", file=sys.stderr)

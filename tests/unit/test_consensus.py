@@ -89,7 +89,7 @@ def _with_consensus(policy: Policy, *, enabled: bool, critic: bool = False) -> P
         ("architect", ["qwen3-14b"]),
         ("implementer", ["qwen2.5-coder-32b"]),
         ("judge", ["gpt-5.1-high"]),
-        ("tier2", ["claude-sonnet-4.5"]),  # the alias notebooklm, resolved
+        ("tier2", ["claude-sonnet-4.6"]),  # the alias notebooklm, resolved
         ("stage0", []),  # deterministic retrieval: no model owns it
     ],
 )

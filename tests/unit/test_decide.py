@@ -138,7 +138,7 @@ def test_budget_and_context_skips(policy: Policy) -> None:
     big = decide(policy, "implementer", Signals(failed_loops=3, context_estimate=150_000), FREE)
     reasons = {s.model: s.reason for s in big.skipped if s.runtime == "cloud"}
     assert reasons["deepseek-reasoner"] == "context_too_small"
-    assert big.target == "claude-sonnet-4.5"
+    assert big.target == "claude-sonnet-4.6"
 
 
 def test_session_approval_removes_the_prompt(policy: Policy) -> None:

@@ -31,9 +31,9 @@ def _v(
 
 
 CLOUD_APPROVE = _v()
-OPUS_APPROVE = _v(model="claude-opus-4.5", provider="anthropic")
-CLOUD_REJECT = _v("reject", model="claude-sonnet-4.5", provider="anthropic")
-CLOUD_NEEDS_WORK = _v("needs_work", model="claude-sonnet-4.5", provider="anthropic")
+OPUS_APPROVE = _v(model="claude-opus-4.7", provider="anthropic")
+CLOUD_REJECT = _v("reject", model="claude-sonnet-4.6", provider="anthropic")
+CLOUD_NEEDS_WORK = _v("needs_work", model="claude-sonnet-4.6", provider="anthropic")
 CLOUD_APPROVE_UNCITED = _v(cited=False)
 CLOUD_REJECT_UNCITED = _v("reject", cited=False)
 LOCAL_APPROVE = _v(model="qwen3-14b", provider="local", local=True)
@@ -174,7 +174,7 @@ _local_verdicts = st.builds(
 )
 _any_verdicts = st.builds(
     VerdictRecord,
-    model=st.sampled_from(["gpt-5.1-high", "claude-opus-4.5", "qwen3-14b"]),
+    model=st.sampled_from(["gpt-5.1-high", "claude-opus-4.7", "qwen3-14b"]),
     provider=st.sampled_from(["local", "openai", "anthropic", "deepseek"]),
     local=st.booleans(),
     verdict=_verdict_kind,

@@ -65,10 +65,10 @@ index 3c4d5e6..7f8a9b0 100644
 """
 
 UNSAFE_CTYPES = """\
-diff --git a/app/backends/native.py b/app/backends/native.py
+diff --git a/app/util/native.py b/app/util/native.py
 index 4d5e6f7..8a9b0c1 100644
---- a/app/backends/native.py
-+++ b/app/backends/native.py
+--- a/app/util/native.py
++++ b/app/util/native.py
 @@ -1,4 +1,6 @@
  \"\"\"Load the native helper library.\"\"\"
 +import ctypes
@@ -92,10 +92,10 @@ UNSAFE_RUST = """\
 """
 
 SECRETS_LINE = """\
-diff --git a/app/backends/openai_client.py b/app/backends/openai_client.py
+diff --git a/app/util/openai_client.py b/app/util/openai_client.py
 index 5e6f7a8..9b0c1d2 100644
---- a/app/backends/openai_client.py
-+++ b/app/backends/openai_client.py
+--- a/app/util/openai_client.py
++++ b/app/util/openai_client.py
 @@ -12,3 +12,4 @@ def make_client(base_url: str) -> OpenAI:
      http = build_http_client(base_url)
 +    api_key = os.environ["OPENAI_API_KEY"]
@@ -268,9 +268,9 @@ def test_unsafe_and_ffi_lines(policy: Policy, diff: str) -> None:
 def test_ctypes_findings_carry_target_line_numbers(policy: Policy) -> None:
     r = classify_diff(UNSAFE_CTYPES, policy.high_risk)
     assert [(f.path, f.line_no) for f in r.reasons] == [
-        ("app/backends/native.py", 2),
-        ("app/backends/native.py", 4),
-        ("app/backends/native.py", 5),
+        ("app/util/native.py", 2),
+        ("app/util/native.py", 4),
+        ("app/util/native.py", 5),
     ]
     assert r.reasons[0].line == "import ctypes"
 

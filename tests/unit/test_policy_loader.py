@@ -105,24 +105,24 @@ SEED_TABLE = {
     "implementer": Row(
         "qwen2.5-coder-32b",
         "local",
-        ["deepseek-reasoner", "deepseek-chat", "claude-sonnet-4.5", "gpt-5.1-high"],
+        ["deepseek-reasoner", "deepseek-chat", "claude-sonnet-4.6", "gpt-5.1-high"],
         [],
     ),
     "librarian": Row(
         "llama-3.1-8b",
         "local",
-        ["kimi-k2-instruct", "kimi-k2-thinking", "moonshot-v1-128k", "claude-sonnet-4.5"],
+        ["kimi-k2-instruct", "kimi-k2-thinking", "moonshot-v1-128k", "claude-sonnet-4.6"],
         ["qwen3-14b"],
     ),
     "tutor": Row("qwen2.5-coder-7b", "local", ["claude-haiku-4.5", "gpt-5.1-low"], []),
     "judge": Row(
         "gpt-5.1-high",
         "cloud",
-        ["claude-opus-4.5", "claude-sonnet-4.5", "deepseek-reasoner"],
-        ["claude-opus-4.5"],
+        ["claude-opus-4.7", "claude-sonnet-4.6", "deepseek-reasoner"],
+        ["claude-opus-4.7"],
         stand_in="qwen3-14b",
     ),
-    "tier2": Row("claude-sonnet-4.5", "cloud", ["gpt-5.1-high"], [], stand_in="llama-3.1-8b"),
+    "tier2": Row("claude-sonnet-4.6", "cloud", ["gpt-5.1-high"], [], stand_in="llama-3.1-8b"),
     "stage0": Row(None, "local", [], [], kind="retrieval"),
     "ace": Row("llama-3.1-8b", "local", ["kimi-k2-instruct", "moonshot-v1-128k"], ["qwen3-14b"]),
     "embeddings": Row(
@@ -156,7 +156,7 @@ def test_seed_aliases_and_escalation_only_models() -> None:
     assert policy.roles["architect"].fallback == ["gpt-5.1-high", "deepseek-r2"]
     assert policy.resolve("deepseek-r2") == "deepseek-reasoner"
     assert policy.resolve("deepseek-coder") == "deepseek-chat"
-    assert policy.resolve("notebooklm") == "claude-sonnet-4.5"
+    assert policy.resolve("notebooklm") == "claude-sonnet-4.6"
     only = {mid: m.escalation_only_roles for mid, m in policy.models.items() if m.escalation_only}
     assert only == {
         "deepseek-chat": ["implementer"],
@@ -190,7 +190,7 @@ def test_seed_triggers_guardrails_and_tables() -> None:
     assert policy.local_chain.order == ["vllm", "llamacpp_server", "llamacpp_inprocess"]
     assert policy.consensus.enabled is False and policy.consensus.critic is False
     assert policy.embeddings.default == "bge-m3"
-    assert policy.tiers["premium_judge"].models == ["gpt-5.1-high", "claude-opus-4.5"]
+    assert policy.tiers["premium_judge"].models == ["gpt-5.1-high", "claude-opus-4.7"]
 
 
 # ── Mutations of the shipped file ─────────────────────────────────────────────────────
@@ -322,11 +322,11 @@ MUTATIONS: dict[str, Mutation] = {
     "a trigger target outside the role's chain": Mutation(
         lambda: replace_line(
             line_of('target = "deepseek-reasoner" # stuck loops → the thinking model'),
-            'target = "claude-opus-4.5"',
+            'target = "claude-opus-4.7"',
         ),
         _exact(
             lambda: line_of('target = "deepseek-reasoner" # stuck loops → the thinking model'),
-            "triggers.4.target: 'claude-opus-4.5' is not in implementer's fallback chain",
+            "triggers.4.target: 'claude-opus-4.7' is not in implementer's fallback chain",
         ),
     ),
     "a bad high-risk regex": Mutation(
