@@ -261,6 +261,38 @@ def _strip_patterns(schema: Any) -> Any:
     return schema
 
 
+#: a bounded number becomes a choice from this many steps in the grammar
+NUMBER_GRID_STEPS = 20
+#: an integer range up to this wide becomes an enum of its values
+INTEGER_ENUM_MAX = 256
+
+
+def _bounded_as_enum(schema: Any) -> Any:
+    """Let the grammar enforce what llama.cpp's converter ignores: minimum/maximum.
+
+    A number with both bounds becomes a choice from a grid (e.g. 0, 0.05, ... 1 for a
+    confidence); a small integer range becomes an enum. Post-validation still checks the
+    caller's real schema, so this only narrows what the model may emit.
+    """
+    if isinstance(schema, list):
+        return [_bounded_as_enum(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _bounded_as_enum(v) for k, v in schema.items()}
+    lo, hi, kind = out.get("minimum"), out.get("maximum"), out.get("type")
+    if not (isinstance(lo, int | float) and isinstance(hi, int | float) and lo <= hi):
+        return out
+    if kind == "integer" and hi - lo <= INTEGER_ENUM_MAX:
+        rest = {k: v for k, v in out.items() if k not in ("type", "minimum", "maximum")}
+        return {**rest, "enum": list(range(int(lo), int(hi) + 1))}
+    if kind == "number":
+        step = (hi - lo) / NUMBER_GRID_STEPS
+        grid = sorted({round(lo + i * step, 4) for i in range(NUMBER_GRID_STEPS + 1)})
+        rest = {k: v for k, v in out.items() if k not in ("type", "minimum", "maximum")}
+        return {**rest, "enum": grid}
+    return out
+
+
 def _grammar(shared: SharedModel, schema: dict[str, Any]) -> Any:
     """A llama.cpp grammar for ``schema``, cached per model and schema.
 
@@ -275,7 +307,8 @@ def _grammar(shared: SharedModel, schema: dict[str, Any]) -> Any:
     from llama_cpp import llama_grammar
 
     grammar: Any = None
-    for candidate in (schema, _strip_patterns(schema)):
+    narrowed = _bounded_as_enum(schema)
+    for candidate in (narrowed, _strip_patterns(narrowed), schema, _strip_patterns(schema)):
         try:
             grammar = llama_grammar.LlamaGrammar.from_json_schema(
                 json.dumps(candidate), verbose=False

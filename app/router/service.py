@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.audit.types import AuditLine, AuditSink
-from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Delta
+from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Delta, Message
 from app.bus import Bus, TokenDelta
 from app.clock import Clock, SystemClock
 from app.errors import BudgetExceeded, SwitchyardError
@@ -275,17 +275,25 @@ class Router:
         if d.notes:
             values["notes"] = d.notes
         if d.local.substituted_for:
-            first = next(s for s in d.skipped if s.runtime != "cloud")
-            why = SKIP_LABEL.get(first.reason, first.reason.replace("_", " "))
             src_model, _, src_rt = d.local.substituted_for.partition(" on ")
+            gone = [s for s in d.skipped if s.runtime != "cloud"]
+            steps = []
+            for skip in gone:
+                why = SKIP_LABEL.get(skip.reason, skip.reason.replace("_", " "))
+                where = RUNTIME_LABEL.get(skip.runtime, skip.runtime)
+                steps.append(
+                    f"{where} {why}"
+                    if skip.model == src_model
+                    else f"{skip.model} on {where} {why}"
+                )
+            values["skipped"] = [s.model_dump() for s in gone]
             await write(
                 "runtime_fallback",
                 from_=f"{src_model}@{src_rt}",
                 to=f"{d.target}@{d.runtime}",
                 reason_codes=["GR005_RUNTIME_FALLBACK", *d.reason_codes],
                 values=values,
-                detail=f"{src_model} on {RUNTIME_LABEL.get(src_rt, src_rt)} {why} → "
-                f"{d.target} {label}",
+                detail=f"{src_model} on {', '.join(steps)} → {d.target} {label}",
             )
         else:
             await write(
@@ -461,17 +469,39 @@ class Router:
                 delay = backoff_delay(rule, attempt, exc.retry_after) if rule else None
                 if delay is None:
                     raise
+                repair = exc.kind == "bad_output"
                 await write(
                     "retry",
                     to=backend.model_id,
                     reason_codes=[f"RETRY_{exc.kind.upper()}"],
                     values={"attempt": attempt, "delay_s": delay, "status": exc.status},
-                    detail=f"{backend.model_id}: {exc}; retry {attempt} in {delay:g}s",
+                    detail=f"{backend.model_id}: {exc}; "
+                    + (
+                        "one repair attempt (GR-012)"
+                        if repair
+                        else f"retry {attempt} in {delay:g}s"
+                    ),
                 )
+                if repair:
+                    request = repair_request(request, str(exc))
                 await self._sleep(delay)
 
 
+def repair_request(request: ChatRequest, problem: str) -> ChatRequest:
+    """GR-012's one repair attempt: say what was wrong and sample differently."""
+    note = Message(
+        role="user",
+        content=f"Your previous reply was rejected: {problem}. Reply again with the complete "
+        "answer only, fixing exactly that problem"
+        + (" and matching the JSON schema." if request.json_schema else "."),
+    )
+    seed = None if request.seed is None else request.seed + 1
+    return request.model_copy(update={"messages": [*request.messages, note], "seed": seed})
+
+
 def _skip_text(skip: Skip) -> str:
+    if skip.detail.startswith(skip.reason):
+        return f"{skip.model}: {skip.detail}"
     reason = skip.reason.replace("_", " ")
     return f"{skip.model}: {reason}{(' — ' + skip.detail) if skip.detail else ''}"
 

@@ -125,7 +125,10 @@ async def test_vllm_unreachable_falls_back_in_process_with_audit_line(
     kinds = [line.kind for line in result.audit]
     assert kinds == ["runtime_fallback", "call"]
     fallback = result.audit[0]
-    assert fallback.detail == "qwen2.5-coder-7b on vLLM unreachable → smollm2-135m in-process"
+    assert fallback.detail == (
+        "qwen2.5-coder-7b on vLLM unreachable, llama.cpp server unreachable → "
+        "smollm2-135m in-process"
+    )
     assert "GR005_RUNTIME_FALLBACK" in fallback.reason_codes
     assert (await audit.verify()).ok
     await audit.close()

@@ -1,0 +1,187 @@
+"""Which backend object serves a (model, runtime) pair, and what is reachable now.
+
+This is the router's :class:`~app.router.service.BackendResolver`. It builds every HTTP
+client through the guarded factory (GR-009), reads API keys from the usual variables by
+name only, and probes local runtimes with a short, cached health check.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from app.audit.types import AuditSink
+from app.backends.base import Backend
+from app.backends.http import LocalOnly, make_async_client_httpx2
+from app.clock import Clock, SystemClock
+from app.policy.schema import Policy
+
+PROBE_TIMEOUT_S = 0.5
+PROBE_TTL_S = 5.0
+
+
+def _root(base_url: str) -> str:
+    base = base_url.rstrip("/")
+    return base[: -len("/v1")] if base.endswith("/v1") else base
+
+
+class BackendRegistry:
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        local_only: LocalOnly,
+        audit: AuditSink | None = None,
+        session: str = "",
+        n_threads: int | None = None,
+        runtime_urls: dict[str, str] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.policy = policy
+        self._clock = clock or SystemClock()
+        self._n_threads = n_threads
+        self._urls = {
+            rid: (runtime_urls or {}).get(rid) or rt.base_url or ""
+            for rid, rt in policy.runtimes.items()
+        }
+        # One guarded client for every HTTP backend: the SDKs take httpx2 clients.
+        self._client = make_async_client_httpx2(local_only=local_only, audit=audit, session=session)
+        self._backends: dict[tuple[str, str], Backend] = {}
+        self._probes: dict[str, tuple[float, bool]] = {}
+        self._windows: dict[str, int] = {}
+        self.last_probe_ms = 0.0
+
+    def url(self, runtime: str) -> str:
+        return self._urls.get(runtime, "")
+
+    # ── BackendResolver ──────────────────────────────────────────────────────────────
+
+    def backend(self, model_id: str, runtime: str) -> Backend:
+        key = (model_id, runtime)
+        if key not in self._backends:
+            self._backends[key] = self._make(model_id, runtime)
+        return self._backends[key]
+
+    def unavailable(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for mid, model in self.policy.models.items():
+            if model.provider == "local":
+                continue
+            env = self.policy.providers[model.provider].api_key_env
+            if env and not os.environ.get(env):
+                out[mid] = f"unavailable: no key ({env} not set)"
+        return out
+
+    async def runtime_up(self, runtime: str) -> bool:
+        now = self._clock.monotonic()
+        cached = self._probes.get(runtime)
+        if cached is not None and now - cached[0] < PROBE_TTL_S:
+            return cached[1]
+        up = await self._probe(runtime)
+        self._probes[runtime] = (now, up)
+        return up
+
+    def context_windows(self) -> dict[str, int]:
+        return dict(self._windows)
+
+    async def aclose(self) -> None:
+        for backend in self._backends.values():
+            await backend.aclose()
+        await self._client.aclose()
+
+    # ── internals ────────────────────────────────────────────────────────────────────
+
+    async def _probe(self, runtime: str) -> bool:
+        spec = self.policy.runtimes.get(runtime)
+        if spec is None:
+            return False
+        if spec.kind == "llamacpp_inprocess":
+            from app.backends.llamacpp import (
+                embedded_window,
+                find_embedded_gguf,
+                llama_cpp_available,
+            )
+
+            ok = find_embedded_gguf() is not None and llama_cpp_available()
+            window = embedded_window() if ok else None
+            if window and spec.model:
+                self._windows[self.policy.resolve(spec.model)] = window
+            return ok
+        base = self.url(runtime)
+        if not base:
+            return False
+        started = time.perf_counter()
+        try:
+            health = await self._client.get(f"{_root(base)}/health", timeout=PROBE_TIMEOUT_S)
+            models = await self._client.get(f"{base.rstrip('/')}/models", timeout=PROBE_TIMEOUT_S)
+            # llama.cpp's server has no /health: /v1/models answering is enough
+            ok = models.status_code == 200 and health.status_code in (200, 404)
+            if ok:
+                self._learn_windows(models.json())
+        except Exception:  # any transport failure (refused, timeout, local_only) = down
+            ok = False
+        self.last_probe_ms = (time.perf_counter() - started) * 1000
+        return ok
+
+    def _learn_windows(self, body: Any) -> None:
+        """vLLM reports each served model's max_model_len: the window that really serves."""
+        served = {m.served_name: mid for mid, m in self.policy.models.items()}
+        served.update({mid: mid for mid in self.policy.models})
+        data = body.get("data", []) if isinstance(body, dict) else []
+        for entry in data if isinstance(data, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            mid = served.get(str(entry.get("id", "")))
+            window = entry.get("max_model_len")
+            if mid and isinstance(window, int) and window > 0:
+                self._windows[mid] = window
+
+    def _make(self, model_id: str, runtime: str) -> Backend:
+        model = self.policy.model(model_id)
+        if runtime == "llamacpp_inprocess":
+            from app.backends.llamacpp import LlamaCppBackend
+
+            return LlamaCppBackend(model_id=model_id, n_threads=self._n_threads)
+        from app.backends.openai_compat import OpenAICompatBackend, flavor_for
+
+        if runtime != "cloud":
+            spec = self.policy.runtimes[runtime]
+            return OpenAICompatBackend(
+                model_id=model_id,
+                # the launcher serves llama.cpp models under their catalog id (--model_alias)
+                served_name=model.served_name if spec.kind == "vllm" else model_id,
+                runtime=runtime,
+                flavor=flavor_for(runtime=spec.kind, provider=model.provider),
+                base_url=self.url(runtime),
+                api_key=None,
+                client=self._client,
+            )
+        provider = self.policy.providers[model.provider]
+        key_env = provider.api_key_env
+        api_key = os.environ.get(key_env) if key_env else None
+        if provider.protocol == "anthropic":
+            from app.backends.anthropic_backend import AnthropicBackend
+
+            return AnthropicBackend(
+                model_id=model_id,
+                served_name=model.served_name,
+                base_url=provider.base_url or "",
+                api_key=api_key,
+                key_env=key_env,
+                client=self._client,
+            )
+        kwargs: dict[str, Any] = {}
+        if model.reasoning_effort:
+            kwargs["reasoning_effort"] = model.reasoning_effort
+        return OpenAICompatBackend(
+            model_id=model_id,
+            served_name=model.served_name,
+            runtime="cloud",
+            flavor=flavor_for(runtime=None, provider=model.provider),
+            base_url=provider.base_url or "",
+            api_key=api_key,
+            key_env=key_env,
+            client=self._client,
+            **kwargs,
+        )

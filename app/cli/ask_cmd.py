@@ -1,0 +1,185 @@
+"""``switchyard ask``: one routed request to whatever serves the role."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.cli.common import add_json_arg, add_policy_arg, console, policy_from, settings_from
+from app.cli.route_cmd import parse_signals
+from app.errors import UsageError
+
+DEFAULT_SYSTEM = "You are a concise, accurate assistant for a software developer."
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "ask",
+        help="one routed request, streamed to the terminal",
+        description="Route PROMPT for ROLE through the policy, stream the answer, then print "
+        "the model, tokens, cost and the audit lines the request produced.",
+    )
+    p.add_argument("prompt", help="the request text")
+    p.add_argument("--role", required=True, help="role id, e.g. tutor, architect, implementer")
+    p.add_argument("--signal", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--approve",
+        choices=("allow", "deny", "ask"),
+        help="how escalations are approved (default: $SWITCHYARD_APPROVE or ask)",
+    )
+    p.add_argument("--schema", type=Path, metavar="FILE", help="JSON schema the answer must fit")
+    p.add_argument("--local-only", action="store_true", help="forbid every cloud call (GR-009)")
+    p.add_argument("--max-tokens", type=int, default=256, metavar="N")
+    p.add_argument("--system", default=DEFAULT_SYSTEM, help="system prompt")
+    add_policy_arg(p)
+    add_json_arg(p)
+    p.set_defaults(handler=_ask)
+
+
+def _load_schema(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--schema {path}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"--schema {path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--schema {path}: cannot read: {exc}") from None
+    if not isinstance(data, dict) or data.get("type") not in ("object", None):
+        raise UsageError(f"--schema {path}: expected a JSON schema object with type 'object'")
+    return data
+
+
+def _ask(args: argparse.Namespace) -> int:
+    if args.max_tokens <= 0:
+        raise UsageError("--max-tokens must be > 0")
+    settings = settings_from(args)
+    policy = policy_from(args, settings).policy
+    if args.role not in policy.roles:
+        raise UsageError(f"--role {args.role}: unknown role (known: {', '.join(policy.roles)})")
+    signals = parse_signals(args.signal)
+    schema = _load_schema(args.schema) if args.schema else None
+    return asyncio.run(_run(args, settings, policy, signals, schema))
+
+
+async def _run(
+    args: argparse.Namespace, settings: Any, policy: Any, signals: Any, schema: Any
+) -> int:
+    from app.backends.base import ChatRequest, Delta, Message
+    from app.router.session import open_session
+
+    out = console()
+    messages = [Message(role="system", content=args.system)]
+    if schema is not None:
+        messages[0] = Message(
+            role="system",
+            content=args.system
+            + " Reply with JSON only, matching this schema: "
+            + json.dumps(schema, separators=(",", ":")),
+        )
+    messages.append(Message(role="user", content=args.prompt))
+    request = ChatRequest(messages=messages, max_tokens=args.max_tokens, json_schema=schema)
+    streamed = not args.json and schema is None
+
+    async def on_delta(delta: Delta) -> None:
+        if streamed and delta.text:
+            sys.stdout.write(delta.text)
+            sys.stdout.flush()
+
+    async with open_session(
+        settings, policy, approve=args.approve, local_only=args.local_only
+    ) as session:
+        from app.router.service import RouteFailed, RouteRefused
+
+        failure: str | None = None
+        result = None
+        try:
+            result = await session.router.complete(args.role, request, signals, on_delta=on_delta)
+        except (RouteRefused, RouteFailed) as exc:
+            failure = str(exc)
+        lines = await session.audit.lines(session=session.id)
+
+    if streamed and result is not None:
+        sys.stdout.write("\n")
+    parsed: Any = None
+    if result is not None and schema is not None:
+        from app.backends.jsonschema_check import errors
+
+        try:
+            parsed = json.loads(result.text)
+        except json.JSONDecodeError as exc:
+            failure = f"the answer is not JSON ({exc.msg} at {exc.lineno}:{exc.colno})"
+        else:
+            problems = errors(parsed, schema)
+            if problems:
+                failure = "the answer does not fit the schema: " + "; ".join(
+                    str(p) for p in problems[:5]
+                )
+
+    if args.json:
+        data: dict[str, Any] = {
+            "session": session.id,
+            "role": args.role,
+            "ok": failure is None,
+            "error": failure,
+            "audit": [line.model_dump(mode="json", by_alias=True) for line in lines],
+        }
+        if result is not None:
+            data.update(
+                model=result.model,
+                runtime=result.runtime,
+                provider=result.provider,
+                escalated=result.escalated,
+                text=result.text,
+                json=parsed,
+                tokens_in=result.tokens_in,
+                tokens_out=result.tokens_out,
+                usage_counted_locally=result.usage_counted_locally,
+                cost_usd=result.cost_usd,
+                latency_ms=round(result.latency_ms, 1),
+                finish_reason=result.finish_reason,
+            )
+        json.dump(data, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0 if failure is None else 1
+
+    if result is not None and schema is not None:
+        sys.stdout.write(result.text + "\n")
+    out.print()
+    if result is not None:
+        counted = " (counted locally)" if result.usage_counted_locally else ""
+        out.print(
+            f"[bold]model[/] {result.model} · {result.runtime} · [bold]tokens[/] "
+            f"{result.tokens_in} in / {result.tokens_out} out{counted} · [bold]cost[/] "
+            f"${result.cost_usd:.4f} · {result.latency_ms / 1000:.1f}s"
+        )
+    out.print(f"[bold]audit[/] (session {session.id})")
+    for line in lines:
+        colour = {
+            "runtime_fallback": "yellow",
+            "escalation": "magenta",
+            "skip": "dim",
+            "denial": "red",
+            "refusal": "red",
+            "budget_stop": "red",
+            "approval": "green",
+        }.get(line.kind, "white")
+        text = line.detail or " ".join(line.reason_codes)
+        out.print(f"  #{line.seq:<5} [{colour}]{line.kind:<16}[/] {text}", markup=True)
+    if failure is not None:
+        out.print(f"[bold red]stopped:[/] {failure}")
+        return 1
+    assert result is not None
+    if not result.escalated and result.decision.reasons:
+        codes = ", ".join(result.decision.reason_codes)
+        out.print(
+            f"[bold]final:[/] {codes} fired, but no cloud step could serve; "
+            f"answered locally by {result.model}"
+        )
+    return 0

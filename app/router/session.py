@@ -1,0 +1,125 @@
+"""Wire one working session: audit chain, budget ledger, approvals, backends, router.
+
+The CLI, the pipeline and the TUI all start here, so the core runs the same headless
+as under the TUI.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from app.audit.log import AuditLog
+from app.backends.registry import BackendRegistry
+from app.bus import Bus
+from app.clock import Clock, SystemClock
+from app.config import ApproveMode, Settings
+from app.paths import ensure_dir
+from app.policy.schema import Policy
+from app.router.approvals import ApprovalBroker, Decider, decider_for
+from app.router.ledger import BudgetLedger
+from app.router.privacy import effective_local_only
+from app.router.service import Router
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass
+class Session:
+    id: str
+    policy: Policy
+    settings: Settings
+    audit: AuditLog
+    ledger: BudgetLedger
+    approvals: ApprovalBroker
+    backends: BackendRegistry
+    router: Router
+    bus: Bus | None
+    #: GR-009 for this session; a spec may turn it on mid-session, never off
+    local_only: bool
+
+    def require_local_only(self) -> None:
+        self.local_only = True
+
+
+@asynccontextmanager
+async def open_session(
+    settings: Settings,
+    policy: Policy,
+    *,
+    approve: ApproveMode | None = None,
+    decider: Decider | None = None,
+    bus: Bus | None = None,
+    session_id: str | None = None,
+    local_only: bool = False,
+    clock: Clock | None = None,
+) -> AsyncIterator[Session]:
+    clock = clock or SystemClock()
+    sid = session_id or new_session_id()
+    ensure_dir(settings.data_dir)
+    audit = await AuditLog.open(
+        settings.audit_db, clock=clock, bus=bus, policy_version=policy.version
+    )
+    ledger = await BudgetLedger.open(settings.ledger_db, policy.budget, clock=clock, bus=bus)
+    holder: dict[str, Session] = {}
+
+    def is_local_only() -> bool:
+        return holder["s"].local_only if "s" in holder else False
+
+    backends = BackendRegistry(
+        policy,
+        local_only=is_local_only,
+        audit=audit,
+        session=sid,
+        n_threads=settings.n_threads,
+        runtime_urls={
+            k: v
+            for k, v in (
+                ("vllm", settings.vllm_url),
+                ("llamacpp_server", settings.llamacpp_server_url),
+            )
+            if v
+        },
+        clock=clock,
+    )
+    broker = ApprovalBroker(
+        decider or decider_for(approve or settings.approve, bus),
+        audit=audit,
+        bus=bus,
+        timeout_s=min(settings.approval_timeout_s, policy.approvals.timeout_s),
+        clock=clock,
+    )
+    router = Router(
+        policy,
+        session=sid,
+        audit=audit,
+        ledger=ledger,
+        approvals=broker,
+        backends=backends,
+        clock=clock,
+        bus=bus,
+        local_only=is_local_only,
+    )
+    session = Session(
+        id=sid,
+        policy=policy,
+        settings=settings,
+        audit=audit,
+        ledger=ledger,
+        approvals=broker,
+        backends=backends,
+        router=router,
+        bus=bus,
+        local_only=effective_local_only(policy, settings, local_only),
+    )
+    holder["s"] = session
+    try:
+        yield session
+    finally:
+        await backends.aclose()
+        await ledger.close()
+        await audit.close()
