@@ -1,0 +1,283 @@
+"""`switchyard ask` end to end: the real embedded model, loopback fakes for vLLM and the
+cloud, real SQLite for the audit chain and the ledger."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.cli.main import main
+from app.resources import default_policy_path
+from tests.fakes.openai_server import FakeOpenAIServer
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _no_local_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point both HTTP runtimes at closed loopback ports: nothing else on the machine counts."""
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    monkeypatch.setenv("SWITCHYARD_N_THREADS", "2")
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    rc = main([*argv, "--json"])
+    out = capsys.readouterr().out
+    return rc, json.loads(out)
+
+
+def policy_pointing(tmp_path: Path, **urls: str) -> Path:
+    """A copy of the shipped policy with providers' base_url replaced (provider=url)."""
+    text = default_policy_path().read_text(encoding="utf-8")
+    for provider, url in urls.items():
+        marker = f"[providers.{provider}]\nprotocol = "
+        head, sep, tail = text.partition(marker)
+        assert sep, provider
+        line_end = tail.index("base_url = ")
+        old_line = tail[line_end : tail.index("\n", line_end)]
+        tail = tail.replace(old_line, f'base_url = "{url}"', 1)
+        text = head + sep + tail
+    path = tmp_path / "policy.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_tutor_is_answered_in_process_with_the_fallback_audited(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc, data = run_json(
+        ["ask", "--role", "tutor", "--max-tokens", "12", "what is a closure?"], capsys
+    )
+    assert rc == 0, data
+    assert data["model"] == "smollm2-135m" and data["runtime"] == "llamacpp_inprocess"
+    assert data["tokens_out"] > 0 and data["text"].strip()
+    fallback = [a for a in data["audit"] if a["kind"] == "runtime_fallback"]
+    assert len(fallback) == 1
+    assert fallback[0]["detail"].startswith("qwen2.5-coder-7b on vLLM unreachable")
+    assert fallback[0]["detail"].endswith("→ smollm2-135m in-process")
+
+
+def test_tutor_streams_text_and_prints_the_audit_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc = main(["ask", "--role", "tutor", "--max-tokens", "8", "say hi"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "model smollm2-135m" in out
+    assert "runtime_fallback" in out and "vLLM unreachable" in out
+
+
+def test_no_keys_skips_every_cloud_step_and_ends_with_a_clear_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc = main(
+        [
+            "ask",
+            "--role",
+            "architect",
+            "--signal",
+            "confidence=0.5",
+            "--approve",
+            "allow",
+            "--max-tokens",
+            "8",
+            "plan it",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "gpt-5.1-high: unavailable: no key (OPENAI_API_KEY not set)" in out
+    assert "deepseek-reasoner: unavailable: no key (DEEPSEEK_API_KEY not set)" in out
+    assert "final: ARCHITECT_LOW_CONFIDENCE fired, but no cloud step could serve" in out
+
+
+def test_a_plan_schema_returns_json_that_validates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "goal": {"type": "string", "maxLength": 80},
+            "steps": {
+                "type": "array",
+                "items": {"type": "string", "maxLength": 60},
+                "minItems": 1,
+                "maxItems": 3,
+            },
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+        "required": ["goal", "steps", "confidence"],
+    }
+    path = tmp_path / "plan.schema.json"
+    path.write_text(json.dumps(schema))
+    rc, data = run_json(
+        [
+            "ask",
+            "--role",
+            "architect",
+            "--schema",
+            str(path),
+            "--max-tokens",
+            "300",
+            "Plan a fix for an off-by-one error",
+        ],
+        capsys,
+    )
+    assert rc == 0, data["error"]
+    plan = data["json"]
+    assert set(plan) >= {"goal", "steps", "confidence"}
+    assert 0 <= plan["confidence"] <= 1 and 1 <= len(plan["steps"]) <= 3
+
+
+def test_vllm_serves_when_it_is_up(
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    vllm = fake_openai_factory(
+        "vllm", replies=["Use a for loop."], models=["Qwen/Qwen2.5-Coder-7B-Instruct"]
+    )
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
+    rc, data = run_json(["ask", "--role", "tutor", "how do I loop?"], capsys)
+    assert rc == 0
+    assert (data["model"], data["runtime"]) == ("qwen2.5-coder-7b", "vllm")
+    assert data["text"] == "Use a for loop."
+    assert [a["kind"] for a in data["audit"]] == ["route", "call"]
+    assert vllm.chat_requests[-1]["model"] == "Qwen/Qwen2.5-Coder-7B-Instruct"
+
+
+def test_vllm_without_the_model_falls_back_and_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    vllm = fake_openai_factory("vllm", models=["some/other-model"])
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
+    rc, data = run_json(["ask", "--role", "tutor", "--max-tokens", "8", "hi"], capsys)
+    assert rc == 0 and data["runtime"] == "llamacpp_inprocess"
+    kinds = [a["kind"] for a in data["audit"]]
+    assert "degradation" in kinds and "runtime_fallback" in kinds
+
+
+def test_approved_escalation_reaches_the_cloud_fake_and_is_costed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cloud = fake_openai_factory("openai", replies=["A plan from the cloud."])
+    policy = policy_pointing(tmp_path, openai=cloud.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-canary-0123456789abcdef")
+    rc, data = run_json(
+        [
+            "ask",
+            "--policy",
+            str(policy),
+            "--role",
+            "architect",
+            "--signal",
+            "confidence=0.5",
+            "--approve",
+            "allow",
+            "plan it",
+        ],
+        capsys,
+    )
+    assert rc == 0, data
+    assert data["escalated"] and data["model"] == "gpt-5.1-high"
+    assert data["text"] == "A plan from the cloud." and data["cost_usd"] > 0
+    kinds = [a["kind"] for a in data["audit"]]
+    assert kinds == ["escalation", "approval", "call"]
+    call = data["audit"][-1]
+    assert call["provenance"]["approver"] == "headless:allow"
+    assert "sk-test-canary" not in json.dumps(data)
+    assert cloud.chat_requests[-1]["model"] == "gpt-5.1"
+
+
+def test_local_only_sends_nothing_to_the_cloud_even_with_a_key(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cloud = fake_openai_factory("openai")
+    policy = policy_pointing(tmp_path, openai=cloud.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-canary-0123456789abcdef")
+    rc, data = run_json(
+        [
+            "ask",
+            "--policy",
+            str(policy),
+            "--role",
+            "architect",
+            "--signal",
+            "confidence=0.5",
+            "--approve",
+            "allow",
+            "--local-only",
+            "--max-tokens",
+            "8",
+            "x",
+        ],
+        capsys,
+    )
+    assert rc == 0 and not data["escalated"]
+    assert cloud.chat_requests == []
+    assert all("SKIP_LOCAL_ONLY" in a["reason_codes"] for a in data["audit"] if a["kind"] == "skip")
+
+
+def test_denied_escalation_goes_on_locally(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cloud = fake_openai_factory("openai")
+    policy = policy_pointing(tmp_path, openai=cloud.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-canary-0123456789abcdef")
+    rc, data = run_json(
+        [
+            "ask",
+            "--policy",
+            str(policy),
+            "--role",
+            "architect",
+            "--signal",
+            "confidence=0.5",
+            "--approve",
+            "deny",
+            "--max-tokens",
+            "8",
+            "x",
+        ],
+        capsys,
+    )
+    assert rc == 0 and not data["escalated"]
+    assert "denial" in [a["kind"] for a in data["audit"]]
+    assert cloud.chat_requests == []
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [(None, "no such file"), ("{not json", "invalid JSON"), ("[1]", "JSON schema object")],
+)
+def test_bad_schema_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, needle: str
+) -> None:
+    path = tmp_path / "s.json"
+    if content is not None:
+        path.write_text(content)
+    rc = main(["ask", "--role", "tutor", "--schema", str(path), "x"])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and str(path) in err
