@@ -18,10 +18,12 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: demo test check bench screenshots sysdeps clean
 
 demo: $(VENV)/.stamp-demo sysdeps
-	$(BIN)/switchyard policy check
-	$(BIN)/switchyard policy show
+	$(BIN)/switchyard policy check -q
 	$(BIN)/switchyard route explain --role architect --signal confidence=0.74
 	$(BIN)/switchyard route explain --role implementer --signal failed_loops=2 --local-only
+	$(BIN)/switchyard ask --role tutor --max-tokens 96 "In two sentences: what is a closure?"
+	$(BIN)/switchyard ask --role architect --signal confidence=0.5 --approve allow \
+	  --max-tokens 64 "Plan a fix for an off-by-one error in parse()"
 
 test: $(VENV)/.stamp-test sysdeps
 	$(BIN)/ruff check .

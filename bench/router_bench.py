@@ -1,0 +1,149 @@
+"""P1 (our side): one routed request on the real request path, with a mocked backend.
+
+The path is the one `switchyard ask` takes for an escalated request: decide (pure) →
+state (runtime probes cached, session approval, ledger budget reads) → escalation audit
+line → budget reservation → backend call (an in-process mock that answers at once) →
+settle → call audit line. SQLite (WAL, synchronous=FULL for the audit chain) is real.
+
+Run: python -m bench.router_bench [--n 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from app.audit.log import AuditLog
+from app.backends.base import ChatRequest, ChatResult, Delta, Health, Message, Usage
+from app.policy import load_policy
+from app.router.approvals import AllowDecider, ApprovalBroker
+from app.router.ledger import BudgetLedger
+from app.router.service import Router
+from app.router.types import Signals
+
+
+class MockBackend:
+    runtime = "cloud"
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+        yield Delta(text="ok")
+        yield ChatResult(
+            text="ok",
+            usage=Usage(tokens_in=200, tokens_out=20),
+            finish_reason="stop",
+            model=self.model_id,
+        )
+
+    async def health(self) -> Health:
+        return Health(ok=True)
+
+    async def context_window(self) -> int | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class MockResolver:
+    def __init__(self) -> None:
+        self._backends: dict[str, MockBackend] = {}
+
+    def backend(self, model_id: str, runtime: str) -> MockBackend:
+        return self._backends.setdefault(model_id, MockBackend(model_id))
+
+    def unavailable(self) -> dict[str, str]:
+        return {}
+
+    async def runtime_up(self, runtime: str) -> bool:
+        return True
+
+    def context_windows(self) -> dict[str, int]:
+        return {}
+
+
+async def run(n: int, workdir: Path) -> dict[str, Any]:
+    loaded = load_policy()
+    policy = loaded.policy.model_copy(
+        update={
+            "budget": loaded.policy.budget.model_copy(
+                update={"session_usd": 1e6, "day_usd": 1e6, "provider_day_usd": {}}
+            )
+        }
+    )
+    audit = await AuditLog.open(workdir / "audit.db", policy_version=policy.version)
+    ledger = await BudgetLedger.open(workdir / "ledger.db", policy.budget)
+    broker = ApprovalBroker(AllowDecider(), audit=audit, timeout_s=5)
+    router = Router(
+        policy,
+        session="bench",
+        audit=audit,
+        ledger=ledger,
+        approvals=broker,
+        backends=MockResolver(),
+    )
+    # the first request is approved for the session; later ones reuse it (as a human
+    # pressing `a` would), so the timed path holds no approval prompt
+    broker.decider = _SessionAllow()
+    request = ChatRequest(messages=[Message(role="user", content="plan the fix")], max_tokens=64)
+    signals = Signals(confidence=0.5)
+    await router.complete("architect", request, signals)
+    latencies = []
+    start = time.perf_counter()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        result = await router.complete("architect", request, signals)
+        latencies.append(time.perf_counter() - t0)
+        assert result.escalated
+    wall = time.perf_counter() - start
+    report = await audit.verify()
+    await audit.close()
+    await ledger.close()
+    latencies.sort()
+    return {
+        "requests": n,
+        "rps": n / wall,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(0.99 * (n - 1))] * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000,
+        "audit_lines": report.lines_checked,
+        "audit_ok": report.ok,
+    }
+
+
+class _SessionAllow:
+    name = "bench:allow-session"
+
+    async def decide(self, req: Any) -> Any:
+        from app.router.approvals import ApprovalDecision
+
+        return ApprovalDecision(decision="allow_session", decided_by=self.name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=10_000)
+    args = parser.parse_args()
+    from bench._common import machine_info, write_result
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = asyncio.run(run(args.n, Path(tmp)))
+    data["machine"] = machine_info()
+    write_result("router", data)
+    print(
+        f"router: {data['requests']} routed requests (mock backend): {data['rps']:.0f} req/s, "
+        f"p50 {data['p50_ms']:.2f} ms, p99 {data['p99_ms']:.2f} ms, "
+        f"{data['audit_lines']} audit lines verified={data['audit_ok']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
