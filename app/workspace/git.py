@@ -1,0 +1,152 @@
+"""The one way this package runs ``git``: argv only, a clean environment, no hooks.
+
+Hooks are switched off for every call. The worktree's commits carry code a model wrote,
+and a hook (pre-commit, post-checkout, …) would run it outside the sandbox (GR-010); the
+merge keeps them off too, so a hook cannot leave a half-merged checkout behind.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from app.errors import SwitchyardError
+
+#: Config given to every call: no hooks, no pager, no prompts for credentials.
+_BASE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.pager=cat")
+
+# Variables that would point git at another repository or index than the one we name
+# (they are set when Switchyard runs inside a git hook, say).
+_GIT_LOCATION_VARS = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+)
+
+
+class GitError(SwitchyardError):
+    """A git command failed. ``message`` is git's own text (stderr, else stdout)."""
+
+    def __init__(self, args: Sequence[str], returncode: int, message: str) -> None:
+        self.args_ = list(args)
+        self.returncode = returncode
+        self.message = message.strip()
+        super().__init__(f"git {' '.join(args[:2])} failed: {self.message or returncode}")
+
+
+class NotAGitRepo(SwitchyardError):
+    """The path is not inside a git work tree (or has no commit yet)."""
+
+    exit_code = 2
+
+
+def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
+    # English messages: they are shown to the user and fed back to the model.
+    env.update(
+        LC_ALL="C",
+        LANG="C",
+        GIT_TERMINAL_PROMPT="0",
+        GIT_MERGE_AUTOEDIT="no",
+        GIT_EDITOR="true",
+        GIT_OPTIONAL_LOCKS="0",
+    )
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_git(
+    cwd: Path,
+    *args: str,
+    check: bool = True,
+    input_text: str | None = None,
+    env: Mapping[str, str] | None = None,
+    config: Sequence[str] = (),
+) -> subprocess.CompletedProcess[str]:
+    """Run ``git -C cwd ARGS``; raise :class:`GitError` on a non-zero exit when ``check``."""
+    cfg: list[str] = []
+    for item in config:
+        cfg += ["-c", item]
+    argv = ["git", *_BASE_CONFIG, *cfg, "-C", str(cwd), *args]
+    try:
+        proc = subprocess.run(
+            argv,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            env=git_env(env),
+            stdin=None if input_text is not None else subprocess.DEVNULL,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise SwitchyardError("git is not installed (not found on PATH)") from None
+    if check and proc.returncode != 0:
+        raise GitError(list(args), proc.returncode, proc.stderr.strip() or proc.stdout.strip())
+    return proc
+
+
+def git_out(cwd: Path, *args: str, config: Sequence[str] = ()) -> str:
+    """stdout of a git command that must succeed, without its trailing newline."""
+    return run_git(cwd, *args, config=config).stdout.rstrip("\n")
+
+
+def repo_root(path: Path) -> Path:
+    """The top of the work tree that holds ``path``; :class:`NotAGitRepo` otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise NotAGitRepo(f"{path}: no such directory")
+    proc = run_git(path, "rev-parse", "--show-toplevel", check=False)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise NotAGitRepo(f"{path}: not a git work tree ({proc.stderr.strip() or 'no top level'})")
+    return Path(proc.stdout.strip()).resolve()
+
+
+def rev_parse(cwd: Path, rev: str) -> str | None:
+    """The full sha of ``rev`` as a commit, or None when it does not name one."""
+    proc = run_git(cwd, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+
+
+def current_branch(cwd: Path) -> str | None:
+    """``refs/heads/<name>`` HEAD points at, or None when HEAD is detached."""
+    proc = run_git(cwd, "symbolic-ref", "--quiet", "HEAD", check=False)
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+
+
+def has_identity(cwd: Path) -> bool:
+    """Whether commits can be made here without a fallback identity."""
+    for key in ("user.name", "user.email"):
+        if run_git(cwd, "config", "--get", key, check=False).returncode != 0:
+            return False
+    return True
+
+
+def first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+__all__ = [
+    "GitError",
+    "NotAGitRepo",
+    "current_branch",
+    "first_line",
+    "git_env",
+    "git_out",
+    "has_identity",
+    "repo_root",
+    "rev_parse",
+    "run_git",
+]

@@ -1,0 +1,362 @@
+"""A git worktree per run: the Implementer's diffs land here, never in the user's checkout.
+
+``Worktree.create(repo, run_id)`` adds ``REPO/.switchyard/worktrees/<run-id>`` on a new
+branch ``switchyard/<run-id>`` at the user's HEAD. The state dir is git-ignored, and
+``git worktree add`` writes only under ``.git/worktrees/`` and the new branch ref: the
+user's HEAD, index and work tree stay exactly as they were (see
+:func:`checkout_fingerprint`, which the tests compare before and after).
+
+The calls are synchronous and take milliseconds to a few seconds (a large checkout);
+async callers run them with ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.errors import SwitchyardError
+from app.evidence.runid import validate_run_id
+from app.paths import STATE_DIR_NAME, repo_state_dir
+from app.workspace.git import (
+    NotAGitRepo,
+    current_branch,
+    git_out,
+    has_identity,
+    repo_root,
+    rev_parse,
+    run_git,
+)
+
+BRANCH_PREFIX = "switchyard/"
+WORKTREES_DIR = "worktrees"
+#: Identity for commits in a repo where the user has none configured (CI, a fresh box).
+FALLBACK_IDENTITY = ("user.name=Switchyard", "user.email=switchyard@localhost")
+#: Longest git message kept in an ApplyResult (it is fed back to the model).
+MAX_REASON_CHARS = 4000
+
+
+class WorkspaceError(SwitchyardError):
+    """A worktree cannot be created, found or changed as asked."""
+
+
+class ApplyResult(BaseModel):
+    """One diff attempt. ``reason`` is git's own message when the diff did not apply."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ok: bool
+    attempt: int
+    #: "" when ok; otherwise why (git's message for a diff that does not apply)
+    reason: str = ""
+    #: the commit on the run branch holding the attempt (None when not applied)
+    commit: str | None = None
+    #: paths the diff touches (new and old names of renames)
+    files: list[str] = Field(default_factory=list)
+    #: the commit the attempt was applied on
+    parent: str
+
+
+# ── the user's checkout ──────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class CheckoutFingerprint:
+    """What must not change in the user's checkout: HEAD, the index and the work tree.
+
+    Read without writing anything (no index refresh, no ``write-tree``); ignored files,
+    and so ``.switchyard/``, are not part of it.
+    """
+
+    head: str | None
+    head_ref: str | None
+    #: sha256 of ``git ls-files -s``: every index entry's mode, blob and stage
+    index: str
+    #: ``git status --porcelain=v2`` with untracked files
+    status: str
+    #: sha256 over the content of every modified and untracked file
+    content: str
+
+    def differences(self, other: CheckoutFingerprint) -> list[str]:
+        names = ("head", "head_ref", "index", "status", "content")
+        return [n for n in names if getattr(self, n) != getattr(other, n)]
+
+
+def checkout_fingerprint(repo: Path) -> CheckoutFingerprint:
+    top = repo_root(repo)
+    index = run_git(top, "ls-files", "-s", "-z").stdout
+    status = run_git(top, "status", "--porcelain=v2", "-z", "--untracked-files=all").stdout
+    listed = run_git(
+        top, "ls-files", "-z", "--modified", "--others", "--exclude-standard"
+    ).stdout.split("\0")
+    content = hashlib.sha256()
+    for rel in sorted({p for p in listed if p}):
+        content.update(rel.encode("utf-8", "surrogateescape") + b"\0")
+        content.update(_file_digest(top / rel).encode() + b"\0")
+    return CheckoutFingerprint(
+        head=rev_parse(top, "HEAD"),
+        head_ref=current_branch(top),
+        index=hashlib.sha256(index.encode("utf-8", "surrogateescape")).hexdigest(),
+        status=status,
+        content=content.hexdigest(),
+    )
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        if path.is_symlink():
+            return "link:" + os.readlink(path)
+        if not path.is_file():
+            return "missing" if not path.exists() else "not-a-file"
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        return f"unreadable:{exc.errno}"
+
+
+def dirty_paths(repo: Path, *, untracked: bool = True) -> list[str]:
+    """Paths with uncommitted changes (staged, unstaged and, if asked, untracked)."""
+    mode = "--untracked-files=all" if untracked else "--untracked-files=no"
+    out = run_git(repo, "status", "--porcelain=v1", "-z", mode).stdout
+    paths: list[str] = []
+    records = iter(out.split("\0"))
+    for rec in records:
+        if len(rec) < 4:
+            continue
+        paths.append(rec[3:])
+        if rec[0] in "RC":  # a rename's source follows as its own record
+            next(records, None)
+    return paths
+
+
+# ── the worktree ─────────────────────────────────────────────────────────────────────────
+
+
+class Worktree:
+    """A run's worktree. Build with :meth:`create` (or :meth:`open` for an existing one)."""
+
+    def __init__(
+        self,
+        *,
+        repo: Path,
+        path: Path,
+        run_id: str,
+        branch: str,
+        base: str,
+        notes: tuple[str, ...] = (),
+        user_dirty: tuple[str, ...] = (),
+    ) -> None:
+        self.repo = repo
+        self.path = path
+        self.run_id = run_id
+        self.branch = branch
+        #: the user's HEAD when the run started; every attempt is measured against it
+        self.base = base
+        #: things the caller should tell the user (e.g. uncommitted changes left behind)
+        self.notes = notes
+        #: paths that were dirty in the user's checkout at creation (not carried over)
+        self.user_dirty = user_dirty
+        self.attempts = 0
+
+    # ── lifecycle ────────────────────────────────────────────────────────────────────────
+
+    @classmethod
+    def create(cls, repo: Path, run_id: str, *, base: str = "HEAD") -> Worktree:
+        top = repo_root(repo)
+        validate_run_id(run_id)
+        base_sha = rev_parse(top, base)
+        if base_sha is None:
+            if base == "HEAD":
+                raise NotAGitRepo(f"{top}: the repository has no commit yet")
+            raise WorkspaceError(f"{base!r} does not name a commit in {top}")
+        branch = BRANCH_PREFIX + run_id
+        if rev_parse(top, f"refs/heads/{branch}") is not None:
+            raise WorkspaceError(f"branch {branch} already exists: run ids must be unique")
+        root = repo_state_dir(top) / WORKTREES_DIR
+        path = root / run_id
+        if path.exists() or _meta_path(root, run_id).exists():
+            raise WorkspaceError(f"{path} already exists: run ids must be unique")
+        dirty = tuple(dirty_paths(top))
+        notes: list[str] = []
+        if dirty:
+            shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+            notes.append(
+                f"the checkout has {len(dirty)} uncommitted change(s) ({shown}); the run works"
+                f" on the last commit {base_sha[:12]} and does not carry them over"
+            )
+        if (top / ".gitmodules").exists():
+            notes.append("submodules are not checked out in the run's worktree")
+        root.mkdir(parents=True, exist_ok=True)
+        run_git(top, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
+        _write_meta(root, run_id, {"run_id": run_id, "branch": branch, "base": base_sha})
+        return cls(
+            repo=top,
+            path=path,
+            run_id=run_id,
+            branch=branch,
+            base=base_sha,
+            notes=tuple(notes),
+            user_dirty=dirty,
+        )
+
+    @classmethod
+    def open(cls, repo: Path, run_id: str) -> Worktree:
+        """The worktree :meth:`create` made for ``run_id`` (e.g. after a restart)."""
+        top = repo_root(repo)
+        validate_run_id(run_id)
+        root = top / STATE_DIR_NAME / WORKTREES_DIR
+        try:
+            meta = json.loads(_meta_path(root, run_id).read_text(encoding="utf-8"))
+            base, branch = str(meta["base"]), str(meta["branch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise WorkspaceError(f"no worktree for run {run_id} in {top}") from None
+        path = root / run_id
+        if not (path / ".git").exists():
+            raise WorkspaceError(f"the worktree of run {run_id} is gone ({path})")
+        return cls(repo=top, path=path, run_id=run_id, branch=branch, base=base)
+
+    def remove(self, *, delete_branch: bool = False) -> None:
+        """Delete the worktree (and, if asked, its branch). Safe to call twice."""
+        run_git(self.repo, "worktree", "remove", "--force", "--force", str(self.path), check=False)
+        if self.path.exists():
+            _rmtree(self.path)
+        run_git(self.repo, "worktree", "prune", check=False)
+        with contextlib.suppress(FileNotFoundError):
+            _meta_path(self.path.parent, self.run_id).unlink()
+        if delete_branch:
+            run_git(self.repo, "branch", "--quiet", "-D", self.branch, check=False)
+
+    # ── attempts ─────────────────────────────────────────────────────────────────────────
+
+    def head(self) -> str:
+        return git_out(self.path, "rev-parse", "HEAD")
+
+    def reset(self, to: str | None = None) -> None:
+        """Put the worktree back at ``to`` (default: the base): tracked and untracked files.
+
+        Ignored files (build outputs, node_modules) are kept: they are the project's
+        caches, and its build tool decides when they are stale.
+        """
+        run_git(self.path, "reset", "--hard", "--quiet", to or self.base)
+        run_git(self.path, "clean", "-ffdq")
+
+    def apply_diff(
+        self, diff_text: str, *, message: str | None = None, from_base: bool = True
+    ) -> ApplyResult:
+        """Check, apply and commit one diff attempt on the run branch.
+
+        ``from_base`` (the default) resets to the base first, so each attempt is a whole
+        diff against the user's HEAD; False stacks it on the previous attempt. Hunk line
+        counts are recounted (``--recount``): models often miscount them, and the change is
+        the same. Classify the committed change (:meth:`diff`), not the model's text.
+        """
+        self.attempts += 1
+        n = self.attempts
+        if from_base:
+            self.reset()
+        parent = self.head()
+
+        def failed(reason: str, files: list[str] | None = None) -> ApplyResult:
+            text = reason.strip()[:MAX_REASON_CHARS]
+            return ApplyResult(ok=False, attempt=n, reason=text, files=files or [], parent=parent)
+
+        if not diff_text.strip():
+            return failed("the diff is empty")
+        text = diff_text if diff_text.endswith("\n") else diff_text + "\n"
+        opts = ("--recount", "--whitespace=nowarn")
+        check = run_git(
+            self.path, "apply", "--check", "--index", *opts, "-", input_text=text, check=False
+        )
+        if check.returncode != 0:
+            return failed(check.stderr or check.stdout or "git apply --check failed")
+        files = _diff_paths(self.path, text)
+        state = [f for f in files if f == STATE_DIR_NAME or f.startswith(STATE_DIR_NAME + "/")]
+        if state:
+            return failed(f"the diff touches Switchyard's state dir: {', '.join(state)}", files)
+        applied = run_git(self.path, "apply", "--index", *opts, "-", input_text=text, check=False)
+        if applied.returncode != 0:
+            self.reset(parent)
+            return failed(applied.stderr or "git apply failed", files)
+        config = ["commit.gpgsign=false"]
+        if not has_identity(self.path):
+            config += FALLBACK_IDENTITY
+        msg = message or f"switchyard run {self.run_id}: attempt {n}"
+        commit = run_git(
+            self.path, "commit", "--quiet", "--no-verify", "-m", msg, config=config, check=False
+        )
+        if commit.returncode != 0:
+            self.reset(parent)
+            out = commit.stdout + commit.stderr
+            if "nothing to commit" in out or "nothing added to commit" in out:
+                return failed("the diff changes nothing", files)
+            return failed(f"git commit failed: {out}", files)
+        return ApplyResult(ok=True, attempt=n, commit=self.head(), files=files, parent=parent)
+
+    def diff(self) -> str:
+        """The run's change so far: base → HEAD of the run branch, as git writes it."""
+        return run_git(self.path, "diff", "--binary", "--no-color", self.base, "HEAD").stdout
+
+    def changed_files(self) -> list[str]:
+        out = run_git(self.path, "diff", "--name-only", "-z", self.base, "HEAD").stdout
+        return [p for p in out.split("\0") if p]
+
+
+def _diff_paths(cwd: Path, text: str) -> list[str]:
+    """Every path a patch names (both names of a rename), from ``git apply --numstat``."""
+    out = run_git(cwd, "apply", "--numstat", "-z", "--recount", "-", input_text=text).stdout
+    fields = out.split("\0")
+    paths: list[str] = []
+    i = 0
+    while i < len(fields):
+        rec = fields[i]
+        i += 1
+        if not rec:
+            continue
+        parts = rec.split("\t", 2)
+        if len(parts) < 3:
+            continue
+        if parts[2]:
+            paths.append(parts[2])
+        else:  # a rename: the old and new names follow as their own fields
+            paths += [p for p in fields[i : i + 2] if p]
+            i += 2
+    return sorted(set(paths))
+
+
+def _meta_path(root: Path, run_id: str) -> Path:
+    return root / f"{run_id}.json"
+
+
+def _write_meta(root: Path, run_id: str, meta: dict[str, Any]) -> None:
+    _meta_path(root, run_id).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def _rmtree(path: Path) -> None:
+    # Build tools leave read-only files and dirs (Go's module cache); make them writable.
+    def retry(func: Callable[..., Any], p: str, _exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), stat.S_IRWXU)
+            os.chmod(p, stat.S_IRWXU)
+            func(p)
+
+    shutil.rmtree(path, onerror=retry)
+
+
+__all__ = [
+    "BRANCH_PREFIX",
+    "ApplyResult",
+    "CheckoutFingerprint",
+    "WorkspaceError",
+    "Worktree",
+    "checkout_fingerprint",
+    "dirty_paths",
+]
