@@ -1,0 +1,1 @@
+"""The single-owner pipeline: Stage0 → Architect → Implementer → Judge (§2)."""
