@@ -1,0 +1,183 @@
+"""Reading what the merge gate and ``evidence show`` need out of a bundle.
+
+Verify the bundle first (:func:`app.evidence.bundle.verify_bundle`): these readers
+trust the bytes and only check their shape.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from app.evidence.bundle import (
+    COST,
+    HIGHRISK,
+    VERDICT,
+    EvidenceError,
+    Manifest,
+    TestLoopRecord,
+)
+from app.policy.gate import (
+    HIGH_RISK_JUDGE,
+    TESTS,
+    GateInput,
+    GateResult,
+    VerdictRecord,
+    merge_gate,
+)
+
+_LOOP_FILE = re.compile(r"^loop-(\d+)\.json$")
+_VERDICT_FIELDS = tuple(VerdictRecord.model_fields)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EvidenceError(f"{path.name}: cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise EvidenceError(f"{path.name}: not valid JSON ({exc})") from None
+
+
+def read_verdicts(bundle: Path) -> list[VerdictRecord]:
+    """``verdict.json`` → the gate's records; no file means no verdict.
+
+    Accepts ``{"verdicts": [...]}``, a bare list, or one verdict object. Each needs the
+    :class:`VerdictRecord` fields; anything else it carries (findings …) is left out.
+    """
+    path = Path(bundle) / VERDICT
+    if not path.exists():
+        return []
+    data = read_json(path)
+    if isinstance(data, dict) and "verdicts" in data:
+        data = data["verdicts"]
+    items = data if isinstance(data, list) else [data]
+    out: list[VerdictRecord] = []
+    for n, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            raise EvidenceError(f"{VERDICT}: verdict {n} is not an object")
+        fields = {k: item[k] for k in _VERDICT_FIELDS if k in item}
+        if isinstance(fields.get("verdict"), str):
+            fields["verdict"] = fields["verdict"].replace("-", "_")  # "needs-work"
+        try:
+            out.append(VerdictRecord.model_validate(fields))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise EvidenceError(f"{VERDICT}: verdict {n}: {loc}: {err['msg']}") from None
+    return out
+
+
+def read_test_loops(bundle: Path) -> list[TestLoopRecord]:
+    """Every ``tests/loop-N.json``, in loop order."""
+    folder = Path(bundle) / "tests"
+    found: list[tuple[int, Path]] = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = _LOOP_FILE.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+    out: list[TestLoopRecord] = []
+    for _, p in sorted(found):
+        try:
+            out.append(TestLoopRecord.model_validate(read_json(p)))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise EvidenceError(f"tests/{p.name}: {err['loc']}: {err['msg']}") from None
+    return out
+
+
+def read_high_risk(bundle: Path) -> bool | None:
+    """``highrisk.json``'s ``high_risk``; None when the bundle has no classification."""
+    path = Path(bundle) / HIGHRISK
+    if not path.exists():
+        return None
+    data = read_json(path)
+    value = data.get("high_risk") if isinstance(data, dict) else None
+    if not isinstance(value, bool):
+        raise EvidenceError(f"{HIGHRISK}: no boolean high_risk field")
+    return value
+
+
+def read_cost(bundle: Path) -> dict[str, Any] | None:
+    path = Path(bundle) / COST
+    if not path.exists():
+        return None
+    data = read_json(path)
+    return data if isinstance(data, dict) else {"value": data}
+
+
+class GateFacts(BaseModel):
+    """What a bundle says about the merge gate's inputs (all but the human's approval)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tests_green: bool
+    high_risk: bool
+    verdicts: list[VerdictRecord]
+    local_only: bool
+    #: how each fact was read (shown to the human; "CODE: message")
+    notes: list[str]
+    last_loop: TestLoopRecord | None = None
+
+    def gate(self, *, human_approved: bool) -> GateResult:
+        return merge_gate(
+            GateInput(
+                tests_green=self.tests_green,
+                high_risk=self.high_risk,
+                verdicts=self.verdicts,
+                human_approved=human_approved,
+                local_only=self.local_only,
+            )
+        )
+
+
+def gate_facts(bundle: Path, manifest: Manifest) -> GateFacts:
+    """Read the gate's inputs from a (verified) bundle, failing safe where one is missing.
+
+    Tests are green only when the last loop passed on the very commit the manifest seals
+    as the branch tip; a bundle without ``highrisk.json`` counts as High-Risk.
+    """
+    notes: list[str] = []
+    loops = read_test_loops(bundle)
+    last = loops[-1] if loops else None
+    green = False
+    if last is None:
+        notes.append(f"{TESTS}: no test loop is recorded")
+    elif not last.ok:
+        why = "timed out" if last.timed_out else f"exited {last.exit_code}"
+        notes.append(f"{TESTS}: the last test loop ({last.loop}) {why}")
+    elif manifest.head is None or last.commit != manifest.head:
+        notes.append(
+            f"{TESTS}: the last test loop ran on {str(last.commit)[:12]}, not on the sealed"
+            f" branch tip {str(manifest.head)[:12]}"
+        )
+    else:
+        green = True
+    high_risk = read_high_risk(bundle)
+    if high_risk is None:
+        notes.append(f"{HIGH_RISK_JUDGE}: the bundle has no {HIGHRISK}: treated as High-Risk")
+        high_risk = True
+    return GateFacts(
+        tests_green=green,
+        high_risk=high_risk,
+        verdicts=read_verdicts(bundle),
+        local_only=manifest.local_only,
+        notes=notes,
+        last_loop=last,
+    )
+
+
+__all__ = [
+    "GateFacts",
+    "gate_facts",
+    "read_cost",
+    "read_high_risk",
+    "read_json",
+    "read_test_loops",
+    "read_verdicts",
+]

@@ -1,0 +1,417 @@
+"""Bring a run's branch into the user's branch, only when the gate holds, and atomically.
+
+Two steps, so a UI can show what it found before a human decides:
+
+1. :func:`prepare_merge` reads and verifies the evidence bundle and the checkout and
+   returns a :class:`MergePlan`: the gate's inputs from the bundle (tests green on the
+   sealed commit, High-Risk, verdicts; see :func:`app.evidence.read.gate_facts`) and
+   every precondition that fails ("CODE: message").
+2. :func:`execute_merge` evaluates :func:`app.policy.gate.merge_gate` with the human's
+   answer, writes a ``merge`` audit line before acting (GR-005), and merges.
+
+The merge happens whole or not at all. It needs a checkout without uncommitted changes
+to tracked files (any, not only those the merge touches: a failed merge is then undone
+exactly by resetting to the previous HEAD), and refuses to overwrite a file that exists
+but is not tracked. ``git merge --no-ff`` merges the sealed commit (not the branch name,
+which could move); on any failure, an interruption included, the merge is aborted and
+HEAD, index and work tree are reset and checked against their state before.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.audit.types import AuditSink
+from app.errors import SwitchyardError
+from app.evidence.bundle import (
+    MANIFEST,
+    MERGE_READY,
+    EvidenceError,
+    file_entry,
+    resolve_run,
+    verify_bundle,
+)
+from app.evidence.read import GateFacts, gate_facts
+from app.policy.gate import HUMAN, GateResult
+from app.workspace.git import (
+    current_branch,
+    first_line,
+    git_out,
+    has_identity,
+    repo_root,
+    rev_parse,
+    run_git,
+)
+from app.workspace.worktree import (
+    FALLBACK_IDENTITY,
+    CheckoutFingerprint,
+    checkout_fingerprint,
+    dirty_paths,
+)
+
+# Precondition codes (the gate's own codes are GR-006, HUMAN, GR-002, …).
+EVIDENCE = "EVIDENCE"
+STATUS = "STATUS"
+DIRTY = "DIRTY"
+GIT = "GIT"
+
+Confirm = Callable[["MergePlan"], Awaitable[bool]]
+
+
+class MergeRollbackError(SwitchyardError):
+    """A failed merge could not be undone exactly: the checkout needs a human's look."""
+
+
+class MergePlan(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    bundle: str
+    repo: str
+    task: str = ""
+    status: str | None = None
+    session: str
+    policy_version: str | None = None
+    #: the run branch and the sealed commit to merge
+    branch: str | None = None
+    tip: str | None = None
+    #: the user's branch (``refs/heads/…``) and its HEAD now
+    target_ref: str | None = None
+    before_head: str | None = None
+    #: paths the merge brings in
+    files: list[str] = Field(default_factory=list)
+    already_merged: bool = False
+    facts: GateFacts | None = None
+    #: failed preconditions, "CODE: message": each refuses the merge whatever the gate says
+    problems: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+    def gate(self, *, human_approved: bool) -> GateResult | None:
+        return None if self.facts is None else self.facts.gate(human_approved=human_approved)
+
+    def blockers(self) -> list[str]:
+        """Everything but the human's answer that refuses the merge (empty: ask the human)."""
+        gate = self.gate(human_approved=True)
+        return [*self.problems, *(gate.reasons if gate else [])]
+
+
+class MergeOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    #: merged now, or found already merged
+    ok: bool
+    merged: bool = False
+    already_merged: bool = False
+    #: why not, "CODE: message" (the gate's reasons, failed preconditions, git's error)
+    reasons: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    gate: GateResult | None = None
+    target_ref: str | None = None
+    before_head: str | None = None
+    after_head: str | None = None
+    tip: str | None = None
+
+
+# ── 1. prepare ───────────────────────────────────────────────────────────────────────────
+
+
+def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None = None) -> MergePlan:
+    """Read the bundle and the checkout. Raises UnknownRun / NotAGitRepo (exit 2).
+
+    ``sealed_sha256`` is the manifest hash the audit chain recorded for the run (see
+    :func:`app.evidence.bundle.sealed_hash`); when given, the manifest must match it.
+    """
+    top = repo_root(repo)
+    path = resolve_run(top, run)
+    run_id = path.name
+    problems: list[str] = []
+    notes: list[str] = []
+    report = verify_bundle(path)
+    manifest = report.manifest
+    if not report.ok or manifest is None:
+        problems += [f"{EVIDENCE}: {p}" for p in report.problems]
+        return MergePlan(
+            run_id=run_id,
+            bundle=str(path),
+            repo=str(top),
+            session=f"merge-{run_id}",
+            problems=problems,
+        )
+    if sealed_sha256 is not None:
+        actual = file_entry(path / MANIFEST).sha256
+        if actual != sealed_sha256:
+            problems.append(
+                f"{EVIDENCE}: manifest.json is not the one sealed in the audit log"
+                f" ({actual[:12]}… ≠ {sealed_sha256[:12]}…)"
+            )
+    if manifest.status != MERGE_READY:
+        why = f": {manifest.reason}" if manifest.reason else ""
+        problems.append(f"{STATUS}: the run ended {manifest.status}{why}")
+    facts: GateFacts | None = None
+    try:
+        facts = gate_facts(path, manifest)
+        notes += facts.notes
+    except EvidenceError as exc:
+        problems.append(f"{EVIDENCE}: {exc}")
+
+    target = current_branch(top)
+    before = rev_parse(top, "HEAD")
+    if target is None:
+        problems.append(f"{GIT}: HEAD is detached; check out the branch to merge into")
+    tip = manifest.head
+    files: list[str] = []
+    already = False
+    if tip is None or rev_parse(top, tip) != tip:
+        problems.append(f"{GIT}: the sealed commit {tip} is not in the repository")
+    else:
+        if manifest.branch:
+            moved = rev_parse(top, f"refs/heads/{manifest.branch}")
+            if moved is not None and moved != tip:
+                problems.append(
+                    f"{GIT}: branch {manifest.branch} moved to {moved[:12]} after the bundle"
+                    f" sealed {tip[:12]}"
+                )
+        if before is not None:
+            already = _is_ancestor(top, tip, before)
+            if not already:
+                files = _incoming_paths(top, before, tip)
+    dirty = dirty_paths(top, untracked=False)
+    if dirty and not already:
+        shown = ", ".join(dirty[:5]) + (" …" if len(dirty) > 5 else "")
+        problems.append(
+            f"{DIRTY}: the checkout has uncommitted changes ({shown}); commit or stash them"
+            " first: Switchyard merges only into a clean checkout, so a failed merge can be"
+            " undone exactly"
+        )
+    in_the_way = _untracked_in_the_way(top, before, files)
+    if in_the_way:
+        problems.append(
+            f"{DIRTY}: the merge would overwrite files that are not tracked:"
+            f" {', '.join(in_the_way[:5])}"
+        )
+    return MergePlan(
+        run_id=run_id,
+        bundle=str(path),
+        repo=str(top),
+        task=manifest.task,
+        status=manifest.status,
+        session=manifest.session or f"merge-{run_id}",
+        policy_version=manifest.policy_version,
+        branch=manifest.branch,
+        tip=manifest.head,
+        target_ref=target,
+        before_head=before,
+        files=files,
+        already_merged=already,
+        facts=facts,
+        problems=problems,
+        notes=notes,
+    )
+
+
+# ── 2. execute ───────────────────────────────────────────────────────────────────────────
+
+
+async def execute_merge(
+    plan: MergePlan, *, human_approved: bool, audit: AuditSink | None
+) -> MergeOutcome:
+    """Evaluate the gate with the human's answer; merge when it holds. Audited (kind merge).
+
+    Runs git synchronously (a merge takes moments; an interruption must not leave it half
+    done in a thread). The TUI calls it from a worker.
+    """
+    gate = plan.gate(human_approved=human_approved)
+    common = {
+        "run_id": plan.run_id,
+        "gate": gate,
+        "target_ref": plan.target_ref,
+        "before_head": plan.before_head,
+        "tip": plan.tip,
+        "notes": [*plan.notes, *(gate.notes if gate else [])],
+    }
+
+    async def record(outcome: str, reasons: list[str], detail: str, **values: object) -> None:
+        if audit is None:
+            return
+        await audit.append(
+            "merge",
+            session=plan.session,
+            run=plan.run_id,
+            from_=plan.branch,
+            to=_short_ref(plan.target_ref),
+            reason_codes=[r.partition(":")[0] for r in reasons] or [outcome],
+            values={"outcome": outcome, "tip": plan.tip, "before": plan.before_head, **values},
+            detail=detail,
+        )
+
+    if plan.already_merged and not any(p.startswith(EVIDENCE) for p in plan.problems):
+        await record("already_merged", [], f"{plan.tip} is already in {plan.target_ref}")
+        return MergeOutcome(ok=True, already_merged=True, after_head=plan.before_head, **common)
+    reasons = [*plan.problems, *(gate.reasons if gate else [])]
+    if not reasons:
+        # The checkout may have moved while the human read the plan.
+        reasons = _still_as_planned(plan)
+    if reasons:
+        await record("refused", reasons, "; ".join(reasons))
+        return MergeOutcome(ok=False, reasons=reasons, **common)
+
+    assert plan.tip is not None and plan.target_ref is not None
+    await record("merging", [], f"merging {plan.tip[:12]} into {plan.target_ref}")
+    top = Path(plan.repo)
+    try:
+        after = _merge_atomically(top, plan, gate)
+    except _MergeFailed as exc:
+        reason = f"{GIT}: {exc}"
+        await record("failed", [reason], f"merge failed and was undone: {exc}")
+        return MergeOutcome(ok=False, reasons=[reason], **common)
+    await record("merged", [], f"merged as {after[:12]}", after=after)
+    return MergeOutcome(ok=True, merged=True, after_head=after, **common)
+
+
+async def merge_run(
+    repo: Path,
+    run: str,
+    *,
+    audit: AuditSink | None,
+    confirm: Confirm | None = None,
+    sealed_sha256: str | None = None,
+) -> MergeOutcome:
+    """Prepare, ask ``confirm`` (the human) only when nothing else blocks, execute.
+
+    Without ``confirm`` there is no human approval, and the gate refuses (HUMAN).
+    """
+    plan = prepare_merge(repo, run, sealed_sha256=sealed_sha256)
+    human = False
+    if confirm is not None and not plan.already_merged and not plan.blockers():
+        human = await confirm(plan)
+    return await execute_merge(plan, human_approved=human, audit=audit)
+
+
+# ── git ──────────────────────────────────────────────────────────────────────────────────
+
+
+class _MergeFailed(Exception):
+    pass
+
+
+def _merge_atomically(top: Path, plan: MergePlan, gate: GateResult | None) -> str:
+    assert plan.tip is not None
+    before = checkout_fingerprint(top)
+    config = [] if has_identity(top) else list(FALLBACK_IDENTITY)
+    try:
+        proc = run_git(
+            top,
+            "merge",
+            "--no-ff",
+            "--no-edit",
+            "-m",
+            _message(plan, gate),
+            plan.tip,
+            config=config,
+            check=False,
+        )
+        if proc.returncode != 0:
+            conflicts = [ln.strip() for ln in proc.stdout.splitlines() if "CONFLICT" in ln]
+            raise _MergeFailed(
+                "; ".join(conflicts)
+                or first_line(proc.stderr)
+                or first_line(proc.stdout)
+                or f"git merge exited {proc.returncode}"
+            )
+        after = git_out(top, "rev-parse", "HEAD")
+        parents = git_out(top, "rev-list", "--parents", "-n", "1", after).split()[1:]
+        if parents != [plan.before_head, plan.tip] or current_branch(top) != plan.target_ref:
+            raise _MergeFailed(f"the merge commit {after[:12]} is not the one expected")
+        if dirty_paths(top, untracked=False):
+            raise _MergeFailed("the checkout is not clean after the merge")
+        return after
+    except BaseException:
+        _undo(top, before)
+        raise
+
+
+def _undo(top: Path, before: CheckoutFingerprint) -> None:
+    """Abort and reset to the previous HEAD; check the checkout is as it was."""
+    git_dir = Path(git_out(top, "rev-parse", "--absolute-git-dir"))
+    if (git_dir / "MERGE_HEAD").exists():
+        run_git(top, "merge", "--abort", check=False)
+    if before.head_ref and current_branch(top) != before.head_ref:
+        run_git(top, "symbolic-ref", "HEAD", before.head_ref, check=False)
+    if before.head is not None:
+        run_git(top, "reset", "--hard", "--quiet", before.head, check=False)
+    now = checkout_fingerprint(top)
+    if now != before:
+        raise MergeRollbackError(
+            f"the failed merge could not be undone exactly in {top}"
+            f" ({', '.join(before.differences(now))} differ); HEAD was {before.head}"
+        )
+
+
+def _still_as_planned(plan: MergePlan) -> list[str]:
+    top = Path(plan.repo)
+    if rev_parse(top, "HEAD") != plan.before_head or current_branch(top) != plan.target_ref:
+        return [f"{GIT}: the checkout moved since the merge was prepared; try again"]
+    if dirty_paths(top, untracked=False):
+        return [f"{DIRTY}: the checkout has uncommitted changes now; commit or stash them"]
+    if _untracked_in_the_way(top, plan.before_head, plan.files):
+        return [f"{DIRTY}: untracked files now stand where the merge writes"]
+    return []
+
+
+def _is_ancestor(top: Path, commit: str, of: str) -> bool:
+    proc = run_git(top, "merge-base", "--is-ancestor", commit, of, check=False)
+    return proc.returncode == 0
+
+
+def _incoming_paths(top: Path, head: str, tip: str) -> list[str]:
+    base = run_git(top, "merge-base", head, tip, check=False).stdout.strip()
+    if not base:
+        return []
+    out = run_git(top, "diff", "--name-only", "--no-renames", "-z", base, tip).stdout
+    return sorted(p for p in out.split("\0") if p)
+
+
+def _untracked_in_the_way(top: Path, head: str | None, files: list[str]) -> list[str]:
+    """Paths the merge writes that exist on disk but are not tracked (untracked or
+    ignored: git would overwrite an ignored file, and undoing would then delete it)."""
+    if not files or head is None:
+        return []
+    out = run_git(top, "ls-tree", "-r", "-z", "--name-only", head, "--", *files).stdout
+    tracked = {p for p in out.split("\0") if p}
+    return [p for p in files if p not in tracked and os.path.lexists(top / p)]
+
+
+def _message(plan: MergePlan, gate: GateResult | None) -> str:
+    lines = [f"switchyard: merge run {plan.run_id}", ""]
+    if plan.task:
+        lines += [plan.task.strip(), ""]
+    lines.append(f"Evidence: .switchyard/runs/{plan.run_id}/ (manifest.json)")
+    if gate is not None and gate.approving_verdict is not None:
+        v = gate.approving_verdict
+        lines.append(f"Judge: {v.who} approved")
+    lines.append(f"Approved-by: a human ({HUMAN})")
+    return "\n".join(lines) + "\n"
+
+
+def _short_ref(ref: str | None) -> str | None:
+    return ref.removeprefix("refs/heads/") if ref else None
+
+
+__all__ = [
+    "DIRTY",
+    "EVIDENCE",
+    "GIT",
+    "STATUS",
+    "Confirm",
+    "MergeOutcome",
+    "MergePlan",
+    "MergeRollbackError",
+    "execute_merge",
+    "merge_run",
+    "prepare_merge",
+]
