@@ -1,0 +1,261 @@
+"""The task brief: ``TASK_BRIEF.md`` for people and models, ``brief.json`` for machines.
+
+Sections, in order: Project constitution, Spec snapshot, Memories, Code context, Docs,
+Risks, Approach, Metadata. Nothing is generated: the constitution and the spec are
+copied, memories, risks and approach bullets are what the caller passed in (from the
+memory overlay and the playbook), chunks are what retrieval picked. A section with
+nothing in it says so with an ``(empty: ...)`` marker, never filler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from app.errors import UsageError
+from app.stage0.context import context_estimate
+from app.stage0.result import CorpusInfo, QueryParams, SelectedChunk
+
+if TYPE_CHECKING:
+    from app.stage0.engine import Stage0
+
+BRIEF_MD = "TASK_BRIEF.md"
+BRIEF_JSON = "brief.json"
+
+SECTIONS = (
+    "Project constitution",
+    "Spec snapshot",
+    "Memories",
+    "Code context",
+    "Docs",
+    "Risks",
+    "Approach",
+    "Metadata",
+)
+NO_CONSTITUTION = "(none found)"
+EMPTY_SPEC = "(empty: no spec file given)"
+EMPTY_MEMORIES = "(empty: no memories given)"
+EMPTY_CODE = "(empty: no code chunk matched the task)"
+EMPTY_DOCS = "(empty: no doc chunk matched the task)"
+EMPTY_BULLETS = "(empty: no memories or playbook bullets matched)"
+
+_LANGS = {
+    ".py": "python",
+    ".pyi": "python",
+    ".md": "markdown",
+    ".rst": "rst",
+    ".toml": "toml",
+    ".json": "json",
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".sh": "bash",
+    ".js": "javascript",
+    ".ts": "typescript",
+    ".rs": "rust",
+    ".go": "go",
+    ".c": "c",
+    ".h": "c",
+    ".cfg": "ini",
+    ".ini": "ini",
+    ".html": "html",
+    ".css": "css",
+}
+
+
+class BriefSource(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    text: str
+
+
+class BriefMetadata(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    query: str
+    params: QueryParams
+    corpus_hash: str
+    corpus: CorpusInfo
+    chunk_ids: list[str]
+    budget_used: int
+    reserved_tokens: int  # what constitution, spec, memories and bullets take
+
+
+class Brief(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str
+    constitution: BriefSource | None
+    spec: BriefSource | None
+    memories: list[str]
+    code: list[SelectedChunk]
+    docs: list[SelectedChunk]
+    risks: list[str]
+    approach: list[str]
+    metadata: BriefMetadata
+
+    @property
+    def chunks(self) -> list[SelectedChunk]:
+        return [*self.code, *self.docs]
+
+    def chunk(self, chunk_id: str) -> SelectedChunk | None:
+        for c in self.chunks:
+            if c.id == chunk_id:
+                return c
+        return None
+
+    def to_json(self) -> str:
+        data = self.model_dump(mode="json")
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    def to_markdown(self) -> str:
+        return render_markdown(self)
+
+
+def make_brief(
+    engine: Stage0,
+    task: str,
+    *,
+    spec: Path | None,
+    memories: Sequence[str],
+    risks: Sequence[str],
+    approach: Sequence[str],
+    context_window: int | None,
+) -> Brief:
+    constitution = find_constitution(engine)
+    spec_src = read_spec(spec) if spec is not None else None
+    memories = [m.strip() for m in memories if m.strip()]
+    risks = [r.strip() for r in risks if r.strip()]
+    approach = [a.strip() for a in approach if a.strip()]
+    fixed = [
+        constitution.text if constitution else "",
+        spec_src.text if spec_src else "",
+        *memories,
+        *risks,
+        *approach,
+        task,
+    ]
+    reserve = context_estimate(fixed)
+    result = engine.query(task, context_window=context_window, reserve=reserve)
+    selected = result.selected
+    return Brief(
+        task=task,
+        constitution=constitution,
+        spec=spec_src,
+        memories=memories,
+        code=[c for c in selected if not _is_doc(c.path)],
+        docs=[c for c in selected if _is_doc(c.path)],
+        risks=risks,
+        approach=approach,
+        metadata=BriefMetadata(
+            query=task,
+            params=result.params,
+            corpus_hash=result.corpus.hash,
+            corpus=result.corpus,
+            chunk_ids=[c.id for c in selected],
+            budget_used=result.budget_used,
+            reserved_tokens=reserve,
+        ),
+    )
+
+
+def _is_doc(path: str) -> bool:
+    from app.stage0.chunker import is_doc_path
+
+    return is_doc_path(path)
+
+
+def find_constitution(engine: Stage0) -> BriefSource | None:
+    """The first of the policy's ``constitution_files`` the repository has."""
+    from app.stage0.corpus import GitError, decode, run_git
+
+    for name in engine.config.constitution_files:
+        if engine.rev is None:
+            path = engine.repo / name
+            if path.is_file():
+                return BriefSource(path=name, text=decode(path.read_bytes()).rstrip())
+        else:
+            try:
+                data = run_git(engine.repo, "show", f"{engine.rev}:{name}")
+            except GitError:
+                continue
+            return BriefSource(path=name, text=decode(data).rstrip())
+    return None
+
+
+def read_spec(path: Path) -> BriefSource:
+    from app.stage0.corpus import decode
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--spec {path}: cannot read: {exc.strerror or exc}") from None
+    return BriefSource(path=str(path), text=decode(data).rstrip())
+
+
+def _fence(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _chunk_md(c: SelectedChunk) -> list[str]:
+    lang = _LANGS.get(PurePosixPath(c.path).suffix.lower(), "")
+    what = f" · {c.kind} `{c.symbol}`" if c.symbol else f" · {c.kind}"
+    fence = _fence(c.text)
+    return [
+        f"### `{c.path}:{c.start}-{c.end}`{what} · id `{c.id}` · relevance {c.relevance:.3f}",
+        "",
+        f"{fence}{lang}",
+        c.text,
+        fence,
+        "",
+    ]
+
+
+def _bullets(items: Sequence[str], empty: str) -> list[str]:
+    if not items:
+        return [empty, ""]
+    return [*(f"- {' '.join(i.split())}" for i in items), ""]
+
+
+def render_markdown(brief: Brief) -> str:
+    out = ["# Task brief", "", f"**Task:** {' '.join(brief.task.split())}", ""]
+    out += ["## Project constitution", ""]
+    if brief.constitution is None:
+        out += [NO_CONSTITUTION, ""]
+    else:
+        out += [f"From `{brief.constitution.path}`:", "", brief.constitution.text, ""]
+    out += ["## Spec snapshot", ""]
+    if brief.spec is None:
+        out += [EMPTY_SPEC, ""]
+    else:
+        out += [f"From `{brief.spec.path}`:", "", brief.spec.text, ""]
+    out += ["## Memories", "", *_bullets(brief.memories, EMPTY_MEMORIES)]
+    out += ["## Code context", ""]
+    out += [line for c in brief.code for line in _chunk_md(c)] or [EMPTY_CODE, ""]
+    out += ["## Docs", ""]
+    out += [line for c in brief.docs for line in _chunk_md(c)] or [EMPTY_DOCS, ""]
+    out += ["## Risks", "", *_bullets(brief.risks, EMPTY_BULLETS)]
+    out += ["## Approach", "", *_bullets(brief.approach, EMPTY_BULLETS)]
+    meta = json.dumps(
+        brief.metadata.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False
+    )
+    out += ["## Metadata", "", "```json", meta, "```", ""]
+    return "\n".join(out)
+
+
+def write_brief(brief: Brief, out_dir: Path) -> tuple[Path, Path]:
+    """Write both files atomically (a reader never sees half a brief)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / BRIEF_MD, out_dir / BRIEF_JSON
+    for path, text in ((md, brief.to_markdown()), (js, brief.to_json())):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return md, js

@@ -1,0 +1,110 @@
+"""One index build: scan → cached analysis of new contents → assembled matrix.
+
+A content already in the cache is not read, chunked or tokenized again, whatever path
+or commit it appears under. What was read and what was tokenized is reported, so
+tests (and the progress display) can see that an edit re-indexes one file only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from app.stage0.cache import BlobData, Stage0Cache
+from app.stage0.chunker import chunk_mode
+from app.stage0.corpus import Progress, Scan
+from app.stage0.index import DEFAULT_WEIGHTING, Index, analyze, assemble, blob_key
+
+Reader = Callable[[list[str]], dict[str, bytes]]
+
+#: Analyzed contents are written to the cache in batches of this many.
+_BATCH = 256
+
+
+@dataclass
+class BuildReport:
+    files: int = 0  # files indexed (text files with at least one chunk or empty)
+    chunks: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    read: list[str] = field(default_factory=list)  # paths read from disk or git
+    tokenized: list[str] = field(default_factory=list)  # paths chunked + tokenized
+    corpus_hash: str = ""
+
+
+def build_index(
+    scan: Scan,
+    cache: Stage0Cache,
+    *,
+    chunk_lines: int,
+    overlap: int,
+    reader: Reader | None = None,
+    weighting: str = DEFAULT_WEIGHTING,
+    progress: Progress | None = None,
+) -> tuple[Index, BuildReport]:
+    report = BuildReport(skipped=Counter(scan.skipped), read=list(scan.read))
+    keyed = [
+        (e.path, e.blob, blob_key(e.blob, chunk_mode(e.path), chunk_lines, overlap))
+        for e in scan.entries
+    ]
+    have = cache.get(k for _, _, k in keyed)
+    todo: dict[str, tuple[str, str]] = {}  # key -> (first path, blob)
+    for path, blob, key in keyed:
+        if key not in have and key not in todo:
+            todo[key] = (path, blob)
+    if todo:
+        missing_blobs = [b for _, b in todo.values() if b not in scan.contents]
+        contents = dict(scan.contents)
+        if missing_blobs:
+            if reader is None:
+                raise RuntimeError("contents missing from the scan and no reader given")
+            contents.update(reader(missing_blobs))
+            report.read.extend(p for p, b in todo.values() if b in missing_blobs)
+        batch: dict[str, tuple[BlobData, list[str]]] = {}
+        total = len(todo)
+        for i, (key, (path, blob)) in enumerate(sorted(todo.items(), key=lambda kv: kv[1])):
+            if progress is not None and i % 32 == 0:
+                progress("index", i, total)
+            raw = contents.get(blob)
+            if raw is None:
+                report.skipped["unreadable"] += 1
+                continue
+            batch[key] = analyze(raw, chunk_mode(path), chunk_lines, overlap)
+            have[key] = batch[key][0]
+            report.tokenized.append(path)
+            if len(batch) >= _BATCH:
+                cache.put(batch)
+                batch = {}
+        if batch:
+            cache.put(batch)
+        if progress is not None:
+            progress("index", total, total)
+    files = []
+    digest = hashlib.sha1(f"{weighting}\0{chunk_lines}\0{overlap}\n".encode())
+    for path, _, key in keyed:
+        data = have.get(key)
+        if data is None:
+            continue
+        if data.binary:
+            report.skipped["binary"] += 1
+            continue
+        files.append((path, key, data))
+        digest.update(f"{path}\0{key}\n".encode("utf-8", "surrogateescape"))
+    index = assemble(files, weighting)
+    report.files = len(files)
+    report.chunks = len(index)
+    report.corpus_hash = digest.hexdigest()[:16]
+    report.read.sort()
+    report.tokenized.sort()
+    return index, report
+
+
+def load_texts(cache: Stage0Cache, index: Index, rows: list[int]) -> dict[int, str]:
+    """Texts of some chunks, by row."""
+    texts = cache.texts(index.refs[r].key for r in rows)
+    out = {}
+    for r in rows:
+        ref = index.refs[r]
+        out[r] = texts[ref.key][ref.ordinal]
+    return out

@@ -1,0 +1,180 @@
+"""The on-disk cache: per-content chunks and term counts, and the last scan's stats.
+
+One SQLite file, ``REPO/.switchyard/stage0/cache.sqlite``:
+
+- ``blob``: for each (content, chunker settings) key, the chunks' line ranges, kinds and
+  symbols, their term counts (a local vocabulary plus CSR arrays) and, apart, their
+  texts. Keys hash the content, never the path, so a file that moves, or comes back in
+  an older commit, is not tokenized again.
+- ``stat``: size, mtime, ctime, inode and blob id of every working-tree file at the last
+  scan, so an unchanged file is not even read.
+
+Nothing here is pickled: a repository that ships a ``.switchyard`` directory cannot run
+code through it. A cache that cannot be read is deleted and rebuilt: it is derived data.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.stage0.corpus import StatRow
+
+if TYPE_CHECKING:
+    import numpy as np
+
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class PieceMeta:
+    start: int
+    end: int
+    kind: str
+    symbol: str | None
+    tokens: int  # estimated LLM tokens of the text (app.router.cost.estimate_tokens)
+    digest: str  # sha1 of the text: chunk ids are made from it
+
+
+@dataclass(frozen=True, slots=True)
+class BlobData:
+    """What one file's content gives, independent of its path."""
+
+    binary: bool
+    pieces: tuple[PieceMeta, ...]
+    terms: tuple[str, ...]  # sorted local vocabulary
+    indptr: np.ndarray  # int32, len(pieces) + 1
+    indices: np.ndarray  # int32 positions in ``terms``, sorted within each piece
+    counts: np.ndarray  # int32 term counts
+
+
+class Stage0Cache:
+    """Blob and stat tables in one SQLite file (``path=None``: in memory only)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._mem: dict[str, BlobData] = {}
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path is None:
+            return self._init(sqlite3.connect(":memory:"))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._init(sqlite3.connect(self.path, timeout=30))
+        except sqlite3.DatabaseError:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            return self._init(sqlite3.connect(self.path, timeout=30))
+
+    @staticmethod
+    def _init(db: sqlite3.Connection) -> sqlite3.Connection:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS stat (
+                path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER,
+                ino INTEGER, blob TEXT, racy INTEGER);
+            CREATE TABLE IF NOT EXISTS blob (
+                key TEXT PRIMARY KEY, meta TEXT NOT NULL, arrays BLOB NOT NULL,
+                texts BLOB NOT NULL);
+            """
+        )
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None or row[0] != SCHEMA_VERSION:
+            with db:
+                db.execute("DELETE FROM stat")
+                db.execute("DELETE FROM blob")
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        return db
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ── stat ──────────────────────────────────────────────────────────────────────────
+    def stats(self) -> dict[str, StatRow]:
+        rows = self._db.execute("SELECT path, size, mtime_ns, ctime_ns, ino, blob, racy FROM stat")
+        return {r[0]: StatRow(r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows}
+
+    def update_stats(self, changed: dict[str, StatRow], present: Iterable[str]) -> None:
+        keep = set(present)
+        with self._db:
+            gone = [(p,) for (p,) in self._db.execute("SELECT path FROM stat") if p not in keep]
+            self._db.executemany("DELETE FROM stat WHERE path = ?", gone)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (p, s.size, s.mtime_ns, s.ctime_ns, s.ino, s.blob, int(s.racy))
+                    for p, s in sorted(changed.items())
+                ],
+            )
+
+    # ── blobs ─────────────────────────────────────────────────────────────────────────
+    def get(self, keys: Iterable[str]) -> dict[str, BlobData]:
+        import numpy as np
+
+        found: dict[str, BlobData] = {}
+        todo = []
+        for key in keys:
+            hit = self._mem.get(key)
+            if hit is not None:
+                found[key] = hit
+            else:
+                todo.append(key)
+        for i in range(0, len(todo), 500):
+            part = todo[i : i + 500]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT key, meta, arrays FROM blob WHERE key IN ({marks})"
+            for key, meta_json, arrays in self._db.execute(sql, part):
+                meta: dict[str, Any] = json.loads(meta_json)
+                n_p, n_nz = len(meta["pieces"]), meta["nnz"]
+                flat = np.frombuffer(arrays, dtype="<i4")
+                data = BlobData(
+                    binary=meta["binary"],
+                    pieces=tuple(PieceMeta(*p) for p in meta["pieces"]),
+                    terms=tuple(meta["terms"]),
+                    indptr=flat[: n_p + 1],
+                    indices=flat[n_p + 1 : n_p + 1 + n_nz],
+                    counts=flat[n_p + 1 + n_nz :],
+                )
+                self._mem[key] = data
+                found[key] = data
+        return found
+
+    def put(self, items: dict[str, tuple[BlobData, list[str]]]) -> None:
+        import numpy as np
+
+        rows = []
+        for key, (data, texts) in sorted(items.items()):
+            self._mem[key] = data
+            meta = {
+                "binary": data.binary,
+                "pieces": [
+                    [p.start, p.end, p.kind, p.symbol, p.tokens, p.digest] for p in data.pieces
+                ],
+                "terms": list(data.terms),
+                "nnz": len(data.indices),
+            }
+            flat = np.concatenate([data.indptr, data.indices, data.counts]).astype("<i4")
+            packed = zlib.compress(json.dumps(texts, ensure_ascii=False).encode("utf-8"), 1)
+            rows.append((key, json.dumps(meta, ensure_ascii=False), flat.tobytes(), packed))
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO blob VALUES (?, ?, ?, ?)", rows)
+
+    def texts(self, keys: Iterable[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        todo = sorted(set(keys))
+        for i in range(0, len(todo), 500):
+            part = todo[i : i + 500]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT key, texts FROM blob WHERE key IN ({marks})"
+            for key, packed in self._db.execute(sql, part):
+                out[key] = json.loads(zlib.decompress(packed).decode("utf-8"))
+        return out

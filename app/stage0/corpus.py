@@ -1,0 +1,235 @@
+"""Which files Stage0 reads: the working tree as git sees it, or a committed tree.
+
+The working tree comes from ``git ls-files --cached --others --exclude-standard``:
+tracked files and untracked ones that no ignore rule hides, so ``.gitignore`` is
+respected. A committed tree (``rev``) comes from ``git ls-tree`` and is read with
+``git cat-file``, never checked out; the retrieval benchmark indexes parent commits
+this way without touching the repository.
+
+Every file is known by its git blob id (``sha1("blob <size>\\0" + bytes)``), computed here
+for working-tree files, so both sources share one per-content cache. A working-tree
+file whose size, mtime, ctime and inode match the last scan is not read again, unless
+it changed within :data:`RACY_NS` of that scan (git's "racily clean" rule: a write in
+the same clock tick as the scan would otherwise go unseen).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.errors import UsageError
+from app.paths import STATE_DIR_NAME
+
+#: A file modified this close to a scan is re-hashed on the next scan.
+RACY_NS = 2_000_000_000
+BINARY_SNIFF = 8192
+
+Progress = Callable[[str, int, int], None]
+
+
+class NotAGitRepo(UsageError):
+    """Stage0 reads what git tracks; a plain directory cannot be indexed."""
+
+
+class GitError(UsageError):
+    """A git command failed on what the user gave (bad revision, broken repository)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    path: str  # POSIX, relative to the repository root
+    blob: str  # git blob id of the content
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatRow:
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    blob: str
+    racy: bool
+
+
+@dataclass
+class Scan:
+    """A listing of the files to index, with counts of what was left out and why."""
+
+    entries: list[FileEntry]
+    skipped: Counter[str] = field(default_factory=Counter)
+    #: contents already in memory (read to hash them), by blob id
+    contents: dict[str, bytes] = field(default_factory=dict)
+    #: paths read from disk in this scan (a working-tree scan only)
+    read: list[str] = field(default_factory=list)
+    #: new stat rows to remember (a working-tree scan only)
+    stats: dict[str, StatRow] = field(default_factory=dict)
+
+
+def git_blob_id(data: bytes) -> str:
+    h = hashlib.sha1(b"blob %d\0" % len(data))
+    h.update(data)
+    return h.hexdigest()
+
+
+def is_binary(data: bytes) -> bool:
+    return b"\0" in data[:BINARY_SNIFF]
+
+
+def run_git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args],
+            input=stdin,
+            capture_output=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise UsageError("git is not installed (Stage0 reads the repository through it)") from None
+    if done.returncode != 0:
+        msg = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise GitError(f"git {args[0]} failed in {repo}: {msg[-1] if msg else 'no message'}")
+    return done.stdout
+
+
+def check_repo(repo: Path, *, worktree: bool = True) -> Path:
+    """``repo`` resolved, or :class:`NotAGitRepo` (exit 2) with one line.
+
+    ``worktree=False`` also accepts a bare repository (committed trees only).
+    """
+    if not repo.exists():
+        raise NotAGitRepo(f"{repo}: no such directory")
+    if not repo.is_dir():
+        raise NotAGitRepo(f"{repo}: not a directory")
+    try:
+        out = run_git(repo, "rev-parse", "--is-inside-work-tree", "--is-bare-repository")
+    except GitError:
+        raise NotAGitRepo(f"{repo}: not a git repository") from None
+    inside, bare = [*out.split(), b"", b""][:2]
+    if inside != b"true" and not (bare == b"true" and not worktree):
+        what = "has no working tree" if bare == b"true" else "is not a git repository"
+        raise NotAGitRepo(f"{repo}: {what}")
+    return repo.resolve()
+
+
+def list_worktree(repo: Path) -> list[str]:
+    out = run_git(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    paths = {p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p}
+    prefix = STATE_DIR_NAME + "/"
+    return sorted(p for p in paths if not p.startswith(prefix))
+
+
+def scan_worktree(
+    repo: Path,
+    max_file_bytes: int,
+    known: dict[str, StatRow],
+    progress: Progress | None = None,
+    now_ns: Callable[[], int] = time.time_ns,
+) -> Scan:
+    """List, stat and (where the stat changed) hash the working tree's files."""
+    started = now_ns()
+    paths = list_worktree(repo)
+    scan = Scan(entries=[])
+    total = len(paths)
+    for i, rel in enumerate(paths):
+        if progress is not None and i % 64 == 0:
+            progress("scan", i, total)
+        full = repo / rel
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            scan.skipped["missing"] += 1
+            continue
+        except OSError:
+            scan.skipped["unreadable"] += 1
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            scan.skipped["not_a_file"] += 1
+            continue
+        if st.st_size > max_file_bytes:
+            scan.skipped["too_large"] += 1
+            continue
+        old = known.get(rel)
+        if (
+            old is not None
+            and not old.racy
+            and (old.size, old.mtime_ns, old.ctime_ns, old.ino)
+            == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        ):
+            scan.entries.append(FileEntry(rel, old.blob, old.size))
+            continue
+        try:
+            data = full.read_bytes()
+        except OSError:
+            scan.skipped["unreadable"] += 1
+            continue
+        if len(data) > max_file_bytes:  # grew between stat and read
+            scan.skipped["too_large"] += 1
+            continue
+        blob = git_blob_id(data)
+        scan.read.append(rel)
+        scan.contents[blob] = data
+        racy = st.st_mtime_ns >= started - RACY_NS or st.st_ctime_ns >= started - RACY_NS
+        scan.stats[rel] = StatRow(
+            len(data), st.st_mtime_ns, st.st_ctime_ns, st.st_ino, blob, racy=racy
+        )
+        scan.entries.append(FileEntry(rel, blob, len(data)))
+    if progress is not None:
+        progress("scan", total, total)
+    return scan
+
+
+def scan_tree(repo: Path, rev: str, max_file_bytes: int) -> Scan:
+    """The files of a committed tree (blob ids and sizes straight from git)."""
+    out = run_git(repo, "ls-tree", "-r", "-l", "-z", "--full-tree", rev)
+    scan = Scan(entries=[])
+    for record in out.split(b"\0"):
+        if not record:
+            continue
+        head, _, raw_path = record.partition(b"\t")
+        mode, kind, blob, size = head.split()
+        path = raw_path.decode("utf-8", "surrogateescape")
+        if kind != b"blob" or mode == b"120000":
+            scan.skipped["not_a_file"] += 1
+            continue
+        if int(size) > max_file_bytes:
+            scan.skipped["too_large"] += 1
+            continue
+        scan.entries.append(FileEntry(path, blob.decode("ascii"), int(size)))
+    scan.entries.sort(key=lambda e: e.path)
+    return scan
+
+
+def read_blobs(repo: Path, blobs: Iterable[str]) -> dict[str, bytes]:
+    """Contents of blobs by id, in one ``git cat-file --batch`` call."""
+    wanted = sorted(set(blobs))
+    if not wanted:
+        return {}
+    out = run_git(repo, "cat-file", "--batch", stdin="".join(b + "\n" for b in wanted).encode())
+    found: dict[str, bytes] = {}
+    pos = 0
+    for blob in wanted:
+        eol = out.index(b"\n", pos)
+        header = out[pos:eol].split()
+        pos = eol + 1
+        if len(header) < 3 or header[1] == b"missing":
+            continue
+        size = int(header[2])
+        found[blob] = out[pos : pos + size]
+        pos += size + 1  # content, then a newline
+    return found
+
+
+def decode(data: bytes) -> str:
+    """Text of a file: UTF-8 (a BOM dropped), undecodable bytes replaced."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    return data.decode("utf-8", "replace")

@@ -1,0 +1,375 @@
+"""The Stage0 façade: ``Stage0(repo, policy).query(text)`` and ``.brief(task, out_dir)``.
+
+Two lanes share one token budget:
+
+- ``chunks``: MMR over every chunk (code, docs, config): ``top_k`` picks;
+- ``code``: the "Shadow Code Brain", MMR over code units only (functions, methods,
+  classes) with their own idf: ``code_top_k`` picks among units the first lane did not
+  take, within what the first lane left of the budget.
+
+The budget is the policy's ``token_budget`` (or the caller's), shrunk to half of the
+context window of the model that will read the brief when that is given (the other
+half is left for the prompt around it and the answer); a brief also subtracts what its
+constitution, spec and memories take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.paths import repo_state_dir
+from app.policy.schema import Policy
+from app.router.cost import estimate_tokens
+from app.stage0 import explain as explain_mod
+from app.stage0.build import BuildReport, build_index, load_texts
+from app.stage0.cache import Stage0Cache
+from app.stage0.corpus import (
+    Progress,
+    check_repo,
+    read_blobs,
+    scan_tree,
+    scan_worktree,
+)
+from app.stage0.index import DEFAULT_WEIGHTING, ChunkRef, Index
+from app.stage0.mmr import Candidate, Selection, mmr_select
+from app.stage0.result import (
+    CorpusInfo,
+    ExplainEntry,
+    Lane,
+    LaneExplain,
+    QueryParams,
+    QueryResult,
+    SelectedChunk,
+    rnd,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from app.stage0.brief import Brief
+
+#: Share of the reader's context window a brief may fill.
+READER_SHARE = 0.5
+#: Tokens the brief adds around each chunk (its location line and code fence).
+CHUNK_OVERHEAD = 6
+
+
+def effective_budget(
+    policy_budget: int, requested: int | None = None, context_window: int | None = None
+) -> int:
+    """The token budget after the reader's context window."""
+    budget = policy_budget if requested is None else requested
+    if context_window is not None:
+        budget = min(budget, int(context_window * READER_SHARE))
+    return max(0, budget)
+
+
+def chunk_cost(ref: ChunkRef) -> int:
+    return ref.tokens + estimate_tokens(f"{ref.path}:{ref.start}-{ref.end}") + CHUNK_OVERHEAD
+
+
+def ranked_rows(relevance: np.ndarray, refs: Sequence[ChunkRef], limit: int) -> list[int]:
+    """Rows with relevance > 0, best first (ties by path, line), the first ``limit``
+    plus every row tied with the last of them (so the cut never depends on sort order)."""
+    import numpy as np
+
+    matched = np.flatnonzero(relevance > 0)
+    if len(matched) > limit:
+        rounded = np.round(relevance[matched], 12)
+        cut = np.partition(rounded, len(rounded) - limit)[len(rounded) - limit]
+        matched = matched[rounded >= cut]
+    return sorted(
+        matched.tolist(), key=lambda r: (-round(float(relevance[r]), 12), refs[r].sort_key())
+    )
+
+
+@dataclass
+class _Lane:
+    index: Index
+    rows: list[int]  # candidate rows, relevance order
+    relevance: np.ndarray
+    selection: Selection
+    explain: LaneExplain | None
+
+
+class Stage0:
+    """Deterministic retrieval over one repository (no LLM anywhere).
+
+    ``rev=None`` reads the working tree (tracked + untracked-not-ignored files);
+    ``rev="<commit>"`` reads that commit's tree through git without checking it out.
+    The per-content cache lives in ``REPO/.switchyard/stage0/`` unless ``cache`` or
+    ``cache_dir`` says otherwise (the benchmark shares one cache across commits).
+    """
+
+    def __init__(
+        self,
+        repo: Path | str,
+        policy: Policy,
+        *,
+        rev: str | None = None,
+        cache: Stage0Cache | None = None,
+        cache_dir: Path | None = None,
+        weighting: str = DEFAULT_WEIGHTING,
+        progress: Progress | None = None,
+    ) -> None:
+        self.repo = check_repo(Path(repo), worktree=rev is None)
+        self.policy = policy
+        self.config = policy.stage0
+        self.rev = rev
+        self.weighting = weighting
+        self.progress = progress
+        self._owns_cache = cache is None
+        if cache is None:
+            folder = cache_dir if cache_dir is not None else repo_state_dir(self.repo) / "stage0"
+            cache = Stage0Cache(folder / "cache.sqlite")
+        self.cache = cache
+        self._index: Index | None = None
+        self._code: Index | None = None
+        self.report = BuildReport()
+
+    def close(self) -> None:
+        if self._owns_cache:
+            self.cache.close()
+
+    def __enter__(self) -> Stage0:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ── index ────────────────────────────────────────────────────────────────────────
+    def refresh(self) -> BuildReport:
+        """Scan the files again and rebuild the index (changed contents only re-read)."""
+        cfg = self.config
+        if self.rev is None:
+            scan = scan_worktree(
+                self.repo, cfg.max_file_bytes, self.cache.stats(), progress=self.progress
+            )
+            reader = None
+        else:
+            scan = scan_tree(self.repo, self.rev, cfg.max_file_bytes)
+            repo = self.repo
+
+            def reader(blobs: list[str]) -> dict[str, bytes]:
+                return read_blobs(repo, blobs)
+
+        index, report = build_index(
+            scan,
+            self.cache,
+            chunk_lines=cfg.chunk_lines,
+            overlap=cfg.chunk_overlap,
+            reader=reader,
+            weighting=self.weighting,
+            progress=self.progress,
+        )
+        if self.rev is None:
+            self.cache.update_stats(scan.stats, (e.path for e in scan.entries))
+        self._index = index
+        self._code = index.subset([i for i, r in enumerate(index.refs) if r.is_code_unit])
+        self.report = report
+        return report
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self.refresh()
+        assert self._index is not None
+        return self._index
+
+    @property
+    def code_index(self) -> Index:
+        if self._code is None:
+            self.refresh()
+        assert self._code is not None
+        return self._code
+
+    def corpus_info(self) -> CorpusInfo:
+        index = self.index
+        return CorpusInfo(
+            hash=self.report.corpus_hash,
+            files=self.report.files,
+            chunks=len(index),
+            code_units=len(self.code_index),
+            skipped=dict(sorted(self.report.skipped.items())),
+        )
+
+    # ── query ────────────────────────────────────────────────────────────────────────
+    def query(
+        self,
+        text: str,
+        k: int | None = None,
+        budget_tokens: int | None = None,
+        explain: bool = False,
+        *,
+        context_window: int | None = None,
+        reserve: int = 0,
+    ) -> QueryResult:
+        """The chunks (and code units) for ``text`` by MMR within the token budget.
+
+        ``context_window``: of the model that will read the result (shrinks the budget);
+        ``reserve``: tokens the caller's own sections take out of that budget.
+        """
+        cfg = self.config
+        top_k = cfg.top_k if k is None else k
+        budget = effective_budget(cfg.token_budget, budget_tokens, context_window)
+        for_chunks = max(0, budget - reserve)
+        main = self._lane(self.index, "chunks", text, top_k, for_chunks, set(), explain)
+        taken = {self.index.refs[main.rows[i]].id for i in main.selection.picked}
+        left = for_chunks - main.selection.used
+        code = self._lane(self.code_index, "code", text, cfg.code_top_k, left, taken, explain)
+        params = QueryParams(
+            weighting=self.weighting,
+            mmr_lambda=cfg.mmr_lambda,
+            prefilter=cfg.prefilter,
+            top_k=top_k,
+            code_top_k=cfg.code_top_k,
+            token_budget=cfg.token_budget,
+            budget_tokens=budget,
+            context_window=context_window,
+            chunk_lines=cfg.chunk_lines,
+            chunk_overlap=cfg.chunk_overlap,
+        )
+        lanes = [lane.explain for lane in (main, code) if lane.explain is not None]
+        return QueryResult(
+            query=text,
+            params=params,
+            corpus=self.corpus_info(),
+            chunks=self._selected(main, "chunks"),
+            code_units=self._selected(code, "code"),
+            budget_used=main.selection.used + code.selection.used,
+            explain=lanes if explain else None,
+        )
+
+    def _lane(
+        self,
+        index: Index,
+        lane: Lane,
+        text: str,
+        k: int,
+        budget: int,
+        exclude: set[str],
+        explain: bool,
+    ) -> _Lane:
+        import numpy as np
+
+        cfg = self.config
+        relevance = index.relevance(text)
+        matched = int(np.count_nonzero(relevance > 0))
+        want = cfg.prefilter + len(exclude) + (explain_mod.BELOW_PREFILTER_SHOWN if explain else 0)
+        ranked = [
+            r for r in ranked_rows(relevance, index.refs, want) if index.refs[r].id not in exclude
+        ]
+        rows, below = ranked[: cfg.prefilter], ranked[cfg.prefilter :]
+        candidates = [
+            Candidate(float(relevance[r]), chunk_cost(index.refs[r]), index.refs[r].sort_key())
+            for r in rows
+        ]
+        sim = index.similarity(rows)
+        selection = mmr_select(candidates, sim, lam=cfg.mmr_lambda, k=k, budget=budget)
+        info = None
+        if explain:
+            q = index.query_vector(text)
+            entries: list[ExplainEntry] = []
+            for pos, row in enumerate(rows):
+                entries.append(
+                    explain_mod.entry(
+                        index,
+                        row,
+                        q,
+                        lane,
+                        rank=pos + 1,
+                        outcome=selection.outcomes[pos],
+                        relevance=float(relevance[row]),
+                        cost=candidates[pos].cost,
+                        k=k,
+                        prefilter=cfg.prefilter,
+                    )
+                )
+            for pos, row in enumerate(below[: explain_mod.BELOW_PREFILTER_SHOWN]):
+                entries.append(
+                    explain_mod.entry(
+                        index,
+                        row,
+                        q,
+                        lane,
+                        rank=len(rows) + pos + 1,
+                        outcome=None,
+                        relevance=float(relevance[row]),
+                        cost=chunk_cost(index.refs[row]),
+                        k=k,
+                        prefilter=cfg.prefilter,
+                    )
+                )
+            info = LaneExplain(
+                lane=lane,
+                matched=matched,
+                candidates=len(rows),
+                below_prefilter=max(0, matched - len(exclude & _ids(index, relevance)) - len(rows)),
+                k=k,
+                budget=budget,
+                used=selection.used,
+                entries=entries,
+            )
+        return _Lane(index, rows, relevance, selection, info)
+
+    def _selected(self, lane: _Lane, name: Lane) -> list[SelectedChunk]:
+        rows = [lane.rows[i] for i in lane.selection.picked]
+        texts = load_texts(self.cache, lane.index, rows)
+        out = []
+        for pos, row in zip(lane.selection.picked, rows, strict=True):
+            ref = lane.index.refs[row]
+            outcome = lane.selection.outcomes[pos]
+            out.append(
+                SelectedChunk(
+                    id=ref.id,
+                    path=ref.path,
+                    start=ref.start,
+                    end=ref.end,
+                    kind=ref.kind,
+                    symbol=ref.symbol,
+                    lane=name,
+                    relevance=rnd(outcome.relevance),
+                    redundancy=rnd(outcome.redundancy),
+                    mmr=rnd(outcome.mmr),
+                    tokens=chunk_cost(ref),
+                    text=texts[row],
+                )
+            )
+        return out
+
+    # ── brief ────────────────────────────────────────────────────────────────────────
+    def brief(
+        self,
+        task: str,
+        out_dir: Path | str | None = None,
+        *,
+        spec: Path | str | None = None,
+        memories: Sequence[str] = (),
+        risks: Sequence[str] = (),
+        approach: Sequence[str] = (),
+        context_window: int | None = None,
+    ) -> Brief:
+        """Build the task brief; with ``out_dir``, write TASK_BRIEF.md and brief.json."""
+        from app.stage0.brief import make_brief, write_brief
+
+        brief = make_brief(
+            self,
+            task,
+            spec=Path(spec) if spec is not None else None,
+            memories=memories,
+            risks=risks,
+            approach=approach,
+            context_window=context_window,
+        )
+        if out_dir is not None:
+            write_brief(brief, Path(out_dir))
+        return brief
+
+
+def _ids(index: Index, relevance: Any) -> set[str]:
+    import numpy as np
+
+    return {index.refs[r].id for r in np.flatnonzero(relevance > 0).tolist()}

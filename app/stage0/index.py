@@ -1,0 +1,343 @@
+"""The TF-IDF index: per-content term counts, assembled into one sparse matrix.
+
+Building: every file's content is chunked and tokenized once (``analyze``) and cached
+by content; a build assembles the cached counts of the current files into a count
+matrix (rows: chunks in path/line order; columns: the sorted vocabulary), adds each
+chunk's path tokens, and weights it. Editing one file re-tokenizes that file only;
+the matrix and the idf are recomputed from counts, which is quick.
+
+Weighting (chosen by measurement, ``bench/retrieval_quality.py``; the figures are in
+:data:`DEFAULT_WEIGHTING`'s comment):
+
+- ``tfidf``: scikit-learn's ``TfidfTransformer(sublinear_tf=True)``: 1 + ln tf, smooth
+  idf, l2 norm; relevance is the cosine with the query weighted the same way.
+- ``bm25``: Okapi BM25 (k1 1.2, b 0.75, Lucene's idf) over the same counts; relevance
+  is the sum over the query's distinct terms, divided by the best score of the query.
+
+Whatever the relevance weighting, redundancy (MMR) is the cosine between the
+sublinear TF-IDF vectors, and explain's "top terms" are their largest weights.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from app.router.cost import estimate_tokens
+from app.stage0.cache import BlobData, PieceMeta
+from app.stage0.chunker import (
+    CHUNKER_VERSION,
+    CODE_UNIT_KINDS,
+    assign_ids,
+    is_doc_path,
+    make_pieces,
+    normalize_newlines,
+    text_digest,
+)
+from app.stage0.tokenize import TOKENIZER_VERSION, split_identifier, tokenize
+
+if TYPE_CHECKING:
+    import numpy as np
+    from scipy.sparse import csr_matrix
+
+WEIGHTINGS = ("tfidf", "bm25")
+# Measured with bench/retrieval_quality.py (file-level MRR over the 200 most recent
+# qualifying commits, same chunks, same queries): see the table in the module
+# docstring of that benchmark and the numbers below.
+DEFAULT_WEIGHTING = "bm25"
+BM25_K1 = 1.2
+BM25_B = 0.75
+#: How many times a chunk's path tokens (directories and file stem) are counted in it.
+PATH_WEIGHT = 1
+#: How many extra times a unit's symbol tokens are counted (they are in its text once).
+SYMBOL_WEIGHT = 1
+
+FEATURES_VERSION = f"p{PATH_WEIGHT}s{SYMBOL_WEIGHT}"
+
+
+def blob_key(blob: str, mode: str, chunk_lines: int, overlap: int) -> str:
+    """Cache key of one content under one chunker configuration."""
+    return (
+        f"{blob}:{mode}:{chunk_lines}:{overlap}:"
+        f"c{CHUNKER_VERSION}t{TOKENIZER_VERSION}{FEATURES_VERSION}"
+    )
+
+
+def analyze(data: bytes, mode: str, chunk_lines: int, overlap: int) -> tuple[BlobData, list[str]]:
+    """Chunk and tokenize one file's content (binary content gives no chunks)."""
+    import numpy as np
+
+    from app.stage0.corpus import decode, is_binary
+
+    empty = np.zeros(0, dtype=np.int32)
+    if is_binary(data):
+        return BlobData(True, (), (), np.zeros(1, dtype=np.int32), empty, empty), []
+    text = normalize_newlines(decode(data))
+    pieces = make_pieces(mode, text, chunk_lines, overlap)
+    per_piece: list[Counter[str]] = []
+    for p in pieces:
+        counts = Counter(tokenize(p.text))
+        if p.symbol and SYMBOL_WEIGHT:
+            for tok in split_identifier(p.symbol.rpartition(".")[2]):
+                counts[tok] += SYMBOL_WEIGHT
+        per_piece.append(counts)
+    terms = sorted(set().union(*per_piece)) if per_piece else []
+    local = {t: i for i, t in enumerate(terms)}
+    indptr = [0]
+    indices: list[int] = []
+    values: list[int] = []
+    for counts in per_piece:
+        for t in sorted(counts, key=local.__getitem__):
+            indices.append(local[t])
+            values.append(counts[t])
+        indptr.append(len(indices))
+    meta = tuple(
+        PieceMeta(p.start, p.end, p.kind, p.symbol, estimate_tokens(p.text), text_digest(p.text))
+        for p in pieces
+    )
+    return (
+        BlobData(
+            False,
+            meta,
+            tuple(terms),
+            np.asarray(indptr, dtype=np.int32),
+            np.asarray(indices, dtype=np.int32),
+            np.asarray(values, dtype=np.int32),
+        ),
+        [p.text for p in pieces],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRef:
+    """A chunk in the index, without its text (see :meth:`Index.texts`)."""
+
+    id: str
+    path: str
+    start: int
+    end: int
+    kind: str
+    symbol: str | None
+    tokens: int
+    key: str  # blob key of its file's content
+    ordinal: int  # position among its file's pieces
+
+    @property
+    def is_code_unit(self) -> bool:
+        return self.kind in CODE_UNIT_KINDS
+
+    @property
+    def is_doc(self) -> bool:
+        return is_doc_path(self.path)
+
+    def sort_key(self) -> tuple[str, int, int, str]:
+        return (self.path, self.start, self.end, self.id)
+
+
+def _path_terms(path: str) -> list[str]:
+    """Tokens of a path: directories and the file's stem (not its suffix)."""
+    stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
+    return tokenize(stem)
+
+
+class Index:
+    """Chunks, vocabulary and weighted matrices; built by :func:`assemble`."""
+
+    def __init__(
+        self,
+        refs: list[ChunkRef],
+        terms: list[str],
+        counts: csr_matrix,
+        weighting: str = DEFAULT_WEIGHTING,
+    ) -> None:
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r} (known: {', '.join(WEIGHTINGS)})")
+        self.refs = refs
+        self.terms = terms
+        self.vocab = {t: i for i, t in enumerate(terms)}
+        self.counts = counts
+        self.weighting = weighting
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    # ── weights ──────────────────────────────────────────────────────────────────────
+    @cached_property
+    def _transformer(self) -> Any:
+        from sklearn.feature_extraction.text import TfidfTransformer
+
+        tr = TfidfTransformer(norm="l2", use_idf=True, smooth_idf=True, sublinear_tf=True)
+        return tr.fit(self.counts) if len(self.refs) else tr
+
+    @cached_property
+    def tfidf(self) -> csr_matrix:
+        """Sublinear TF-IDF rows, l2-normalized (cosine = dot product)."""
+        if not len(self.refs):
+            return self.counts.astype("float64")
+        return self._canonical(self._transformer.transform(self.counts))
+
+    @cached_property
+    def bm25(self) -> csr_matrix:
+        import numpy as np
+
+        counts = self.counts.astype(np.float64)
+        n = counts.shape[0]
+        df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
+        idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        lengths = np.asarray(counts.sum(axis=1)).ravel()
+        avg = float(lengths.mean()) if n else 1.0
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths / (avg or 1.0))
+        tf = counts.data
+        row_norm = np.repeat(norm, np.diff(counts.indptr))
+        counts.data = idf[counts.indices] * tf * (BM25_K1 + 1) / (tf + row_norm)
+        return self._canonical(counts)
+
+    @staticmethod
+    def _canonical(m: csr_matrix) -> csr_matrix:
+        from scipy.sparse import csr_matrix
+
+        out = csr_matrix(m)
+        out.sum_duplicates()
+        out.sort_indices()
+        return out
+
+    # ── queries ──────────────────────────────────────────────────────────────────────
+    def query_counts(self, text: str) -> csr_matrix:
+        import numpy as np
+        from scipy.sparse import csr_matrix
+
+        counts = Counter(t for t in tokenize(text) if t in self.vocab)
+        cols = sorted(self.vocab[t] for t in counts)
+        vals = [float(counts[self.terms[c]]) for c in cols]
+        return csr_matrix(
+            (np.asarray(vals), np.asarray(cols, dtype=np.int32), np.asarray([0, len(cols)])),
+            shape=(1, len(self.terms)),
+        )
+
+    def query_vector(self, text: str) -> csr_matrix:
+        """The query in the relevance weighting's space (1 × vocabulary)."""
+        q = self.query_counts(text)
+        if self.weighting == "tfidf":
+            return self._canonical(self._transformer.transform(q)) if q.nnz else q
+        q.data[:] = 1.0  # BM25: each distinct query term once
+        return q
+
+    def relevance(self, text: str) -> np.ndarray:
+        """Relevance of every chunk to ``text``, in [0, 1] (1 = the best match)."""
+        import numpy as np
+
+        q = self.query_vector(text)
+        if not q.nnz or not len(self.refs):
+            return np.zeros(len(self.refs))
+        matrix = self.tfidf if self.weighting == "tfidf" else self.bm25
+        scores = np.asarray((matrix @ q.T).todense()).ravel()
+        if self.weighting == "bm25":
+            top = float(scores.max())
+            if top > 0:
+                scores = scores / top
+        return scores
+
+    def contributions(self, q: csr_matrix, row: int) -> list[tuple[str, float]]:
+        """Each term of query vector ``q``'s share of a chunk's raw score, largest first."""
+        matrix = self.tfidf if self.weighting == "tfidf" else self.bm25
+        doc = matrix.getrow(row)
+        weights = dict(zip(doc.indices.tolist(), doc.data.tolist(), strict=True))
+        pairs = [
+            (self.terms[c], v * weights[c])
+            for c, v in zip(q.indices.tolist(), q.data.tolist(), strict=True)
+            if c in weights
+        ]
+        return sorted(pairs, key=lambda p: (-p[1], p[0]))
+
+    def top_terms(self, row: int, n: int = 8) -> list[tuple[str, float]]:
+        doc = self.tfidf.getrow(row)
+        pairs = [
+            (self.terms[c], w) for c, w in zip(doc.indices.tolist(), doc.data.tolist(), strict=True)
+        ]
+        return sorted(pairs, key=lambda p: (-p[1], p[0]))[:n]
+
+    def similarity(self, rows: Sequence[int]) -> np.ndarray:
+        """Cosine similarity between the given chunks (dense, len(rows)²)."""
+        import numpy as np
+
+        if not rows:
+            return np.zeros((0, 0))
+        sub = self.tfidf[list(rows)]
+        return np.asarray((sub @ sub.T).todense())
+
+    def subset(self, rows: Sequence[int]) -> Index:
+        """An index over some chunks only, with its own idf (the code-unit index)."""
+        import numpy as np
+
+        picked = self.counts[np.asarray(rows, dtype=np.int64)] if rows else self.counts[:0]
+        used = np.unique(picked.indices)
+        sub = self._canonical(picked[:, used])
+        return Index(
+            [self.refs[r] for r in rows], [self.terms[c] for c in used], sub, self.weighting
+        )
+
+
+def assemble(
+    files: Sequence[tuple[str, str, BlobData]],
+    weighting: str = DEFAULT_WEIGHTING,
+) -> Index:
+    """One index over files given as (path, blob key, data), in path order."""
+    import numpy as np
+    from scipy.sparse import csr_matrix
+
+    files = sorted(files, key=lambda f: f[0])
+    path_terms = {path: Counter(_path_terms(path)) for path, _, _ in files}
+    vocab_set: set[str] = set()
+    for path, _, data in files:
+        vocab_set.update(data.terms)
+        if data.pieces and PATH_WEIGHT:
+            vocab_set.update(path_terms[path])
+    terms = sorted(vocab_set)
+    vocab = {t: i for i, t in enumerate(terms)}
+
+    refs: list[ChunkRef] = []
+    indptrs: list[np.ndarray] = []
+    indices: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    offset = 0
+    path_rows: list[int] = []
+    path_cols: list[int] = []
+    path_vals: list[int] = []
+    for path, key, data in files:
+        if not data.pieces:
+            continue
+        mapping = np.fromiter((vocab[t] for t in data.terms), dtype=np.int32, count=len(data.terms))
+        indices.append(mapping[data.indices])
+        values.append(data.counts)
+        indptrs.append(data.indptr[1:] + offset)
+        offset += int(data.indptr[-1])
+        ids = assign_ids(path, ((p.kind, p.symbol, p.digest) for p in data.pieces))
+        for ordinal, (p, cid) in enumerate(zip(data.pieces, ids, strict=True)):
+            row = len(refs)
+            refs.append(
+                ChunkRef(cid, path, p.start, p.end, p.kind, p.symbol, p.tokens, key, ordinal)
+            )
+            if PATH_WEIGHT:
+                for t, c in path_terms[path].items():
+                    path_rows.append(row)
+                    path_cols.append(vocab[t])
+                    path_vals.append(c * PATH_WEIGHT)
+    n, v = len(refs), len(terms)
+    indptr = np.concatenate([np.zeros(1, dtype=np.int64), *[i.astype(np.int64) for i in indptrs]])
+    counts = csr_matrix(
+        (
+            np.concatenate(values).astype(np.float64) if values else np.zeros(0),
+            np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32),
+            indptr,
+        ),
+        shape=(n, v),
+    )
+    if path_rows:
+        extra = csr_matrix(
+            (np.asarray(path_vals, dtype=np.float64), (path_rows, path_cols)), shape=(n, v)
+        )
+        counts = counts + extra
+    return Index(refs, terms, Index._canonical(counts), weighting)

@@ -1,0 +1,293 @@
+"""Retrieval quality on a repository's own history: Stage0 vs bm25s, same chunks.
+
+For each of the N most recent qualifying commits (default 200):
+
+- query: the commit message (subject and body; ``Signed-off-by:``-style trailers
+  dropped);
+- truth: the non-test Python source files the commit modified (status M, so each one
+  exists in the parent tree);
+- corpus: every file of the parent commit's tree, read through git (``ls-tree`` and
+  ``cat-file``): the repository is never checked out, written or modified.
+
+A commit qualifies when it is not a merge, touches at most ``MAX_FILES`` files (mass
+edits such as reformatting or licence headers say nothing about where a change
+belongs) and modifies at least one non-test ``.py`` file. A test file is one under a
+``test``/``tests``/``testing`` directory, or named ``test_*.py``, ``*_test.py`` or
+``conftest.py``.
+
+Both systems rank the same chunks (Stage0's chunker) for the same query; a file ranks
+as its best chunk. Reported: R@1, R@5, R@10 (the share of a commit's truth files in
+the top k files, averaged over commits) and MRR (1 / rank of the first truth file).
+
+- Stage0: the index's relevance ranking (before MMR, which picks a diverse few and
+  is not a ranking), one row per weighting asked for;
+- bm25s: ``bm25s.tokenize(texts, stopwords="en")`` and ``bm25s.BM25()`` with its
+  defaults (Lucene BM25, k1 1.5, b 0.75), as its README shows it;
+- ``--ablations`` adds bm25s with each chunk's path prepended to its text (Stage0
+  indexes path tokens too), and Stage0 variants, to show where the difference comes
+  from.
+
+One Stage0 cache (keyed by content) serves all commits, so each parent tree only
+tokenizes the files that changed since the previous one.
+
+Run: python -m bench.retrieval_quality --repo GIT_DIR [--n 200] [--weighting tfidf,bm25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from bench._common import print_machine, print_ratio, write_result
+
+MAX_FILES = 20
+KS = (1, 5, 10)
+_TRAILER = re.compile(r"^[A-Za-z][A-Za-z-]*-by:\s|^Co-authored-by:\s", re.I)
+_TEST_DIRS = {"test", "tests", "testing"}
+
+
+@dataclass
+class Case:
+    commit: str
+    parent: str
+    query: str
+    truth: list[str]
+
+
+@dataclass
+class Scores:
+    name: str
+    ranks: list[list[int]] = field(default_factory=list)  # per case: rank of each truth file
+    seconds: float = 0.0
+
+    def add(self, ranked_files: Sequence[str], truth: Sequence[str]) -> None:
+        pos = {f: i + 1 for i, f in enumerate(ranked_files)}
+        self.ranks.append([pos.get(t, 0) for t in truth])
+
+    def recall(self, k: int) -> float:
+        per = [sum(1 for r in rs if 0 < r <= k) / len(rs) for rs in self.ranks]
+        return sum(per) / len(per) if per else 0.0
+
+    def mrr(self) -> float:
+        per = [1.0 / min(r for r in rs if r > 0) if any(rs) else 0.0 for rs in self.ranks]
+        return sum(per) / len(per) if per else 0.0
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            **{f"r@{k}": round(self.recall(k), 4) for k in KS},
+            "mrr": round(self.mrr(), 4),
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def is_test_path(path: str) -> bool:
+    p = PurePosixPath(path)
+    if any(part.lower() in _TEST_DIRS for part in p.parts[:-1]):
+        return True
+    name = p.name.lower()
+    return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
+
+
+def clean_message(message: str) -> str:
+    lines = [ln for ln in message.strip().splitlines() if not _TRAILER.match(ln.strip())]
+    return "\n".join(lines).strip()
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, check=True, text=False
+    ).stdout
+    return out.decode("utf-8", "replace")
+
+
+def collect_cases(repo: Path, n: int, rev: str = "HEAD") -> list[Case]:
+    """The ``n`` most recent qualifying commits reachable from ``rev``."""
+    log = git(
+        repo,
+        "log",
+        "--no-merges",
+        "--no-renames",
+        "--name-status",
+        "--format=%x1e%H%x1f%P%x1f%B%x1f",
+        rev,
+    )
+    cases: list[Case] = []
+    for record in log.split("\x1e"):
+        if not record.strip():
+            continue
+        commit, parents, message, files = record.split("\x1f", 3)
+        parent_list = parents.split()
+        if len(parent_list) != 1:
+            continue  # a root commit has no parent tree to search
+        changes = [ln.split("\t") for ln in files.strip().splitlines() if "\t" in ln]
+        if not changes or len(changes) > MAX_FILES:
+            continue
+        truth = sorted(
+            p[1] for p in changes if p[0] == "M" and p[1].endswith(".py") and not is_test_path(p[1])
+        )
+        query = clean_message(message)
+        if truth and query:
+            cases.append(Case(commit, parent_list[0], query, truth))
+        if len(cases) >= n:
+            break
+    return cases
+
+
+def files_by_best_chunk(scores: Any, paths: Sequence[str]) -> list[str]:
+    """Files ordered by their best chunk's score (ties by path); unmatched files last."""
+    best: dict[str, float] = {}
+    for score, path in zip(scores.tolist(), paths, strict=True):
+        if score > best.get(path, float("-inf")):
+            best[path] = score
+    return [p for p, s in sorted(best.items(), key=lambda kv: (-kv[1], kv[0])) if s > 0]
+
+
+class Bm25sRanker:
+    def __init__(self, with_path: bool = False) -> None:
+        self.with_path = with_path
+        self._tokens: dict[str, list[str]] = {}  # chunk id -> tokens (stable per content)
+
+    def rank(
+        self, ids: Sequence[str], paths: Sequence[str], texts: Sequence[str], query: str
+    ) -> list[str]:
+        import bm25s
+
+        todo = [i for i, cid in enumerate(ids) if cid not in self._tokens]
+        if todo:
+            docs = [(f"{paths[i]}\n{texts[i]}" if self.with_path else texts[i]) for i in todo]
+            toks = bm25s.tokenize(docs, stopwords="en", return_ids=False, show_progress=False)
+            for i, t in zip(todo, toks, strict=True):
+                self._tokens[ids[i]] = t
+        corpus = [self._tokens[cid] for cid in ids]
+        retriever = bm25s.BM25()
+        retriever.index(_as_ids(corpus), show_progress=False)
+        q = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
+        vocab = retriever.vocab_dict
+        q = [t for t in q if t in vocab]
+        if not q:
+            return []
+        return files_by_best_chunk(retriever.get_scores(q), paths)
+
+
+def _as_ids(corpus: list[list[str]]) -> Any:
+    """Token lists as the ``Tokenized`` (ids + vocab) that ``BM25.index`` takes."""
+    from bm25s.tokenization import Tokenized
+
+    vocab: dict[str, int] = {}
+    ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in corpus]
+    return Tokenized(ids=ids, vocab=vocab)
+
+
+def evaluate(
+    repo: Path,
+    cases: Sequence[Case],
+    weightings: Sequence[str],
+    ablations: bool,
+    progress: Callable[[str], None],
+) -> list[Scores]:
+    from app.policy import load_policy
+    from app.stage0.build import load_texts
+    from app.stage0.cache import Stage0Cache
+    from app.stage0.engine import Stage0
+
+    policy = load_policy().policy
+    rows = [Scores(f"stage0 ({w})") for w in weightings]
+    bm25 = Scores("bm25s")
+    systems: list[tuple[Scores, Bm25sRanker]] = [(bm25, Bm25sRanker())]
+    if ablations:
+        systems.append((Scores("bm25s + path in text"), Bm25sRanker(with_path=True)))
+    with tempfile.TemporaryDirectory(prefix="stage0-rq-") as tmp:
+        cache = Stage0Cache(Path(tmp) / "cache.sqlite")
+        text_memo: dict[str, str] = {}
+        for n, case in enumerate(cases, start=1):
+            engines = {}
+            for w, scores in zip(weightings, rows, strict=True):
+                t0 = time.perf_counter()
+                s0 = Stage0(repo, policy, rev=case.parent, cache=cache, weighting=w)
+                s0.refresh()
+                index = s0.index
+                rel = index.relevance(case.query)
+                ranked = files_by_best_chunk(rel, [r.path for r in index.refs])
+                scores.seconds += time.perf_counter() - t0
+                scores.add(ranked, case.truth)
+                engines[w] = s0
+            index = next(iter(engines.values())).index
+            ids = [r.id for r in index.refs]
+            paths = [r.path for r in index.refs]
+            missing = [i for i, cid in enumerate(ids) if cid not in text_memo]
+            for row, text in load_texts(cache, index, missing).items():
+                text_memo[ids[row]] = text
+            texts = [text_memo[cid] for cid in ids]
+            for scores, ranker in systems:
+                t0 = time.perf_counter()
+                ranked = ranker.rank(ids, paths, texts, case.query)
+                scores.seconds += time.perf_counter() - t0
+                scores.add(ranked, case.truth)
+            if n % 20 == 0 or n == len(cases):
+                progress(f"  {n}/{len(cases)} commits")
+        cache.close()
+    return [*rows, *(s for s, _ in systems)]
+
+
+def print_table(repo: str, cases: int, rows: Sequence[Scores]) -> None:
+    print(f"\n{repo}: {cases} commits")
+    print(f"{'system':<28} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'MRR':>7} {'time':>8}")
+    for s in rows:
+        r = s.row()
+        print(
+            f"{s.name:<28} {r['r@1']:>7.3f} {r['r@5']:>7.3f} {r['r@10']:>7.3f} "
+            f"{r['mrr']:>7.3f} {r['seconds']:>7.1f}s"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repo", required=True, type=Path, help="git repository (bare is fine)")
+    ap.add_argument("--n", type=int, default=200, help="commits to evaluate (most recent)")
+    ap.add_argument("--rev", default="HEAD", help="newest commit to start from")
+    ap.add_argument("--weighting", default="bm25,tfidf", help="Stage0 weightings to compare")
+    ap.add_argument("--ablations", action="store_true", help="add bm25s with paths in text")
+    ap.add_argument("--name", help="result name (default: retrieval_quality_<repo dir>)")
+    args = ap.parse_args(argv)
+    repo = args.repo.resolve()
+    label = repo.parent.name if repo.name in {"repo", ".git"} else repo.name
+    print_machine()
+    weightings = [w.strip() for w in args.weighting.split(",") if w.strip()]
+    cases = collect_cases(repo, args.n, args.rev)
+    print(f"{repo}: {len(cases)} qualifying commits (asked for {args.n})", flush=True)
+    if not cases:
+        return 1
+    rows = evaluate(repo, cases, weightings, args.ablations, lambda m: print(m, flush=True))
+    print_table(label, len(cases), rows)
+    bm25 = next(s for s in rows if s.name == "bm25s")
+    for s in rows:
+        if s.name.startswith("stage0"):
+            print_ratio(
+                f"mrr {label} {s.name}", s.mrr(), bm25.mrr(), "bm25s", higher_is_better=True
+            )
+    name = args.name or f"retrieval_quality_{label}"
+    path = write_result(
+        name,
+        {
+            "repo": label,
+            "head": git(repo, "rev-parse", args.rev).strip(),
+            "commits": len(cases),
+            "max_files": MAX_FILES,
+            "rows": [s.row() for s in rows],
+        },
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
