@@ -218,7 +218,11 @@ def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None = None) -> 
 
 
 async def execute_merge(
-    plan: MergePlan, *, human_approved: bool, audit: AuditSink | None
+    plan: MergePlan,
+    *,
+    human_approved: bool,
+    audit: AuditSink | None,
+    approver: str | None = None,
 ) -> MergeOutcome:
     """Evaluate the gate with the human's answer; merge when it holds. Audited (kind merge).
 
@@ -245,7 +249,14 @@ async def execute_merge(
             from_=plan.branch,
             to=_short_ref(plan.target_ref),
             reason_codes=[r.partition(":")[0] for r in reasons] or [outcome],
-            values={"outcome": outcome, "tip": plan.tip, "before": plan.before_head, **values},
+            values={
+                "outcome": outcome,
+                "tip": plan.tip,
+                "before": plan.before_head,
+                "human_approved": human_approved,
+                "approver": approver if human_approved else None,
+                **values,
+            },
             detail=detail,
         )
 
@@ -279,17 +290,19 @@ async def merge_run(
     *,
     audit: AuditSink | None,
     confirm: Confirm | None = None,
+    approver: str | None = None,
     sealed_sha256: str | None = None,
 ) -> MergeOutcome:
     """Prepare, ask ``confirm`` (the human) only when nothing else blocks, execute.
 
     Without ``confirm`` there is no human approval, and the gate refuses (HUMAN).
+    ``approver`` says who confirmed, for the audit line ("cli --yes", "tui", …).
     """
     plan = prepare_merge(repo, run, sealed_sha256=sealed_sha256)
     human = False
     if confirm is not None and not plan.already_merged and not plan.blockers():
         human = await confirm(plan)
-    return await execute_merge(plan, human_approved=human, audit=audit)
+    return await execute_merge(plan, human_approved=human, audit=audit, approver=approver)
 
 
 # ── git ──────────────────────────────────────────────────────────────────────────────────

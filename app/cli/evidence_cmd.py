@@ -1,0 +1,247 @@
+"""``switchyard evidence show|verify RUN``: what a run's bundle holds, and whether it is intact."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.cli.common import add_json_arg, print_json, settings_from
+from app.evidence.bundle import (
+    MANIFEST,
+    BundleReport,
+    EvidenceError,
+    file_entry,
+    resolve_run,
+    verify_bundle,
+)
+from app.evidence.read import audit_seal, gate_facts, read_cost
+from app.workspace.git import NotAGitRepo, repo_root
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("evidence", help="show or verify a run's evidence bundle")
+    esub = p.add_subparsers(dest="evidence_command", metavar="ACTION", required=True)
+
+    show = esub.add_parser(
+        "show",
+        help="files, status, verdicts, costs and gate status of a run",
+        description="RUN is a run id or a unique prefix of one.",
+    )
+    _common(show)
+    show.set_defaults(handler=_show)
+
+    verify = esub.add_parser(
+        "verify",
+        help="check every file against the manifest (exit 0 ok, 1 tampered, 2 unknown run)",
+        description="RUN is a run id or a unique prefix of one.",
+    )
+    _common(verify)
+    verify.set_defaults(handler=_verify)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="run id, or a unique prefix of one")
+    p.add_argument("--repo", type=Path, metavar="PATH", help="the repository (default: here)")
+    add_json_arg(p)
+
+
+def repo_from(args: argparse.Namespace) -> Path:
+    """The repository's top level; a plain directory holding ``.switchyard/`` also does."""
+    path: Path = (args.repo or Path.cwd()).resolve()
+    try:
+        return repo_root(path)
+    except NotAGitRepo:
+        if (path / ".switchyard").is_dir():
+            return path
+        raise
+
+
+# ── verify ───────────────────────────────────────────────────────────────────────────────
+
+
+def check(args: argparse.Namespace) -> tuple[BundleReport, dict[str, Any]]:
+    """Verify the bundle and its seal in the audit chain. Returns the report and seal info."""
+    path = resolve_run(repo_from(args), args.run)
+    report = verify_bundle(path)
+    seal: dict[str, Any] = {"sealed": None, "seq": None}
+    if report.manifest is not None:
+        found = asyncio.run(audit_seal(settings_from(args).audit_db, path.name))
+        if found is not None:
+            sealed_sha, seq = found
+            actual = file_entry(path / MANIFEST).sha256
+            seal = {"sealed": sealed_sha == actual, "seq": seq}
+            if sealed_sha != actual:
+                problem = (
+                    f"{MANIFEST}: sha256 {actual[:12]}… is not the {sealed_sha[:12]}… sealed in"
+                    f" the audit log (line {seq}): the bundle was rewritten"
+                )
+                problems = [*report.problems, problem]
+                report = report.model_copy(update={"ok": False, "problems": problems})
+    return report, seal
+
+
+def _verify(args: argparse.Namespace) -> int:
+    report, seal = check(args)
+    if args.json:
+        data = report.model_dump(exclude={"manifest"})
+        data.update(seal_in_audit=seal["sealed"], seal_seq=seal["seq"])
+        print_json(data)
+        return 0 if report.ok else 1
+    if report.ok:
+        anchored = (
+            f", sealed in the audit log (line {seal['seq']})"
+            if seal["sealed"]
+            else ", not sealed in this machine's audit log"
+        )
+        print(f"evidence ok: run {report.run_id}, {report.files_checked} files{anchored}")
+        return 0
+    print(f"evidence TAMPERED: run {report.run_id} ({report.path})", file=sys.stderr)
+    for problem in report.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
+
+
+# ── show ─────────────────────────────────────────────────────────────────────────────────
+
+
+def summary(args: argparse.Namespace) -> dict[str, Any]:
+    report, seal = check(args)
+    path = Path(report.path)
+    m = report.manifest
+    data: dict[str, Any] = {
+        "run_id": report.run_id,
+        "path": report.path,
+        "finalized": m is not None,
+        "verify": {"ok": report.ok, "problems": report.problems, "sealed": seal["sealed"]},
+    }
+    if m is None:
+        data["files"] = [
+            {"name": p.relative_to(path).as_posix(), "size": p.stat().st_size, "sha256": None}
+            for p in sorted(path.rglob("*"))
+            if p.is_file()
+        ]
+        return data
+    data.update(
+        task=m.task,
+        status=m.status,
+        reason=m.reason,
+        created=m.created,
+        sealed_at=m.finalized,
+        base=m.base,
+        branch=m.branch,
+        head=m.head,
+        policy_version=m.policy_version,
+        local_only=m.local_only,
+        files=[{"name": n, "size": e.size, "sha256": e.sha256} for n, e in m.files.items()],
+    )
+    try:
+        facts = gate_facts(path, m)
+        data["cost"] = read_cost(path)
+    except EvidenceError as exc:
+        data["gate"] = {"ok": False, "reasons": [f"EVIDENCE: {exc}"], "notes": []}
+        return data
+    gate = facts.gate(human_approved=True)
+    reasons = list(gate.reasons)
+    if m.status != "merge_ready":
+        why = f": {m.reason}" if m.reason else ""
+        reasons.insert(0, f"STATUS: the run ended {m.status}{why}")
+    if not report.ok:
+        reasons.insert(0, "EVIDENCE: the bundle does not verify")
+    last = facts.last_loop
+    data.update(
+        tests={
+            "green": facts.tests_green,
+            "last_loop": None if last is None else last.model_dump(exclude={"argv", "log"}),
+        },
+        high_risk=facts.high_risk,
+        verdicts=[v.model_dump() for v in facts.verdicts],
+        gate={
+            "ok": not reasons,
+            "assumes_human_approval": True,
+            "reasons": reasons,
+            "notes": [*facts.notes, *gate.notes],
+        },
+    )
+    return data
+
+
+def _show(args: argparse.Namespace) -> int:
+    data = summary(args)
+    if args.json:
+        print_json(data)
+        return 0
+    out: list[str] = []
+    status = data.get("status") or "not finalized"
+    out.append(f"run {data['run_id']}  {status}")
+    if data.get("task"):
+        out.append(f"  task      {data['task']}")
+    if data.get("reason"):
+        out.append(f"  reason    {data['reason']}")
+    if data["finalized"]:
+        out.append(f"  created   {data['created']}   sealed {data['sealed_at']}")
+        out.append(
+            f"  branch    {data['branch'] or '—'}   base {_short(data['base'])}"
+            f" → head {_short(data['head'])}"
+        )
+        out.append(
+            f"  policy    {data['policy_version'] or '—'}"
+            f"   local_only {'yes' if data['local_only'] else 'no'}"
+        )
+    v = data["verify"]
+    out.append("  evidence  " + ("ok" if v["ok"] else "TAMPERED: " + "; ".join(v["problems"])))
+    if "tests" in data:
+        last = data["tests"]["last_loop"]
+        if last is None:
+            out.append("  tests     no loop recorded")
+        else:
+            out.append(
+                f"  tests     {'green' if data['tests']['green'] else 'not green'}: loop"
+                f" {last['loop']} exit {last['exit_code']}"
+                f"{' (timed out)' if last['timed_out'] else ''} under {last['runner']}"
+            )
+        out.append(f"  risk      {'High-Risk' if data['high_risk'] else 'not High-Risk'}")
+        verdicts = data["verdicts"] or []
+        if not verdicts:
+            out.append("  verdicts  none")
+        for i, rec in enumerate(verdicts):
+            label = "verdicts" if i == 0 else ""
+            where = "local" if rec["local"] else "cloud"
+            cites = "citations resolve" if rec["citations_resolved"] else "citations DO NOT resolve"
+            out.append(
+                f"  {label:<9} {rec['verdict']} by {rec['model']} ({rec['provider']}, {where});"
+                f" {cites}"
+            )
+    if data.get("cost") is not None:
+        out.append(f"  cost      {_cost(data['cost'])}")
+    if "gate" in data:
+        g = data["gate"]
+        if g["ok"]:
+            out.append("  gate      holds, given a human's confirmation at merge time")
+        else:
+            out.append("  gate      refuses:")
+            out += [f"              {r}" for r in g["reasons"]]
+        out += [f"  note      {n}" for n in g.get("notes", [])]
+    out.append("  files")
+    for f in data["files"]:
+        digest = (f["sha256"] or "")[:12] or "—"
+        out.append(f"    {f['size']:>10}  {digest:<12}  {f['name']}")
+    print("\n".join(out))
+    return 0
+
+
+def _short(sha: str | None) -> str:
+    return sha[:12] if sha else "—"
+
+
+def _cost(cost: dict[str, Any]) -> str:
+    for key in ("total_usd", "usd", "total"):
+        value = cost.get(key)
+        if isinstance(value, int | float):
+            return f"${value:.4f}".rstrip("0").rstrip(".") if value else "$0"
+    return ", ".join(f"{k}={v}" for k, v in sorted(cost.items())[:6]) or "—"
+
+
+__all__ = ["check", "register", "repo_from", "summary"]

@@ -1,0 +1,146 @@
+"""``switchyard merge RUN``: bring a run's branch into the current branch when the gate holds.
+
+The human's confirmation is the interactive prompt, or ``--yes`` on the command line.
+Without a terminal and without ``--yes`` there is no human, and the gate refuses.
+Exit codes: 0 merged (or already merged), 1 refused or failed, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.audit.log import AuditLog
+from app.cli.common import add_json_arg, print_json, settings_from
+from app.config import Settings
+from app.evidence.bundle import EvidenceError, read_manifest, resolve_run
+from app.evidence.read import audit_seal
+from app.paths import ensure_dir
+from app.workspace.git import repo_root
+from app.workspace.merge import Confirm, MergeOutcome, MergePlan, merge_run
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="merge a run's branch into the current branch, only when the gate holds",
+        description=(
+            "Merge the branch of RUN (a run id or a unique prefix) into the checked-out"
+            " branch: only with green tests, a cloud Judge's approval for a High-Risk change,"
+            " and a human's confirmation. All or nothing: a failed merge changes nothing."
+        ),
+    )
+    p.add_argument("run", metavar="RUN", help="run id, or a unique prefix of one")
+    p.add_argument("--repo", type=Path, metavar="PATH", help="the repository (default: here)")
+    p.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="confirm the merge: counts as the human's approval",
+    )
+    add_json_arg(p)
+    p.set_defaults(handler=_merge)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    top = repo_root((args.repo or Path.cwd()).resolve())
+    run_id = resolve_run(top, args.run).name  # unknown or ambiguous: exit 2 before anything
+    settings = settings_from(args)
+    ensure_dir(settings.data_dir)
+    outcome = asyncio.run(_merge_async(args, top, run_id, settings))
+    _render(args, outcome)
+    return 0 if outcome.ok else 1
+
+
+async def _merge_async(
+    args: argparse.Namespace, top: Path, run_id: str, settings: Settings
+) -> MergeOutcome:
+    policy_version = None
+    with contextlib.suppress(EvidenceError):
+        policy_version = read_manifest(top / ".switchyard" / "runs" / run_id).policy_version
+    seal = await audit_seal(settings.audit_db, run_id)
+    confirm, approver = _confirmer(args)
+    async with AuditLog.open(settings.audit_db, policy_version=policy_version) as log:
+        outcome = await merge_run(
+            top,
+            run_id,
+            audit=log,
+            confirm=confirm,
+            approver=approver,
+            sealed_sha256=seal[0] if seal else None,
+        )
+    if confirm is None and not outcome.ok and any(r.startswith("HUMAN") for r in outcome.reasons):
+        note = "no terminal to ask for a confirmation: pass --yes to confirm as the human"
+        outcome = outcome.model_copy(update={"notes": [*outcome.notes, note]})
+    return outcome
+
+
+def _confirmer(args: argparse.Namespace) -> tuple[Confirm | None, str | None]:
+    if args.yes:
+
+        async def yes(plan: MergePlan) -> bool:
+            return True
+
+        return yes, "cli --yes"
+    if not sys.stdin.isatty():
+        return None, None
+
+    async def ask(plan: MergePlan) -> bool:
+        out = sys.stderr if args.json else sys.stdout
+        print(_describe(plan), file=out)
+        print("merge? [y/N] ", end="", file=out, flush=True)
+        try:
+            answer = await asyncio.to_thread(sys.stdin.readline)
+        except (EOFError, OSError):
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    return ask, "cli prompt"
+
+
+def _describe(plan: MergePlan) -> str:
+    target = (plan.target_ref or "HEAD").removeprefix("refs/heads/")
+    lines = [f"merge run {plan.run_id} into {target}?"]
+    if plan.task:
+        lines.append(f"  task      {plan.task}")
+    lines.append(
+        f"  branch    {plan.branch} @ {(plan.tip or '?')[:12]} → {target}"
+        f" @ {(plan.before_head or '?')[:12]}"
+    )
+    more = len(plan.files) - 8
+    shown = ", ".join(plan.files[:8]) + (f" and {more} more" if more > 0 else "")
+    lines.append(f"  files     {shown or '—'}")
+    if plan.facts is not None:
+        lines.append(f"  risk      {'High-Risk' if plan.facts.high_risk else 'not High-Risk'}")
+        for v in plan.facts.verdicts:
+            local = " (local: advice only)" if v.is_local else ""
+            lines.append(f"  verdict   {v.verdict} by {v.who}{local}")
+    lines += [f"  note      {n}" for n in plan.notes]
+    return "\n".join(lines)
+
+
+def _render(args: argparse.Namespace, outcome: MergeOutcome) -> None:
+    if args.json:
+        print_json(outcome.model_dump(mode="json"))
+        return
+    target = (outcome.target_ref or "HEAD").removeprefix("refs/heads/")
+    if outcome.merged:
+        print(
+            f"merged run {outcome.run_id} into {target}:"
+            f" {(outcome.before_head or '')[:12]} → {(outcome.after_head or '')[:12]}"
+        )
+    elif outcome.already_merged:
+        print(f"run {outcome.run_id} is already merged into {target}")
+    else:
+        print(f"merge refused: run {outcome.run_id} (nothing was changed)", file=sys.stderr)
+        for reason in outcome.reasons:
+            print(f"  {reason}", file=sys.stderr)
+    for note in outcome.notes:
+        print(f"  note: {note}", file=sys.stderr)
+
+
+__all__ = ["register"]
