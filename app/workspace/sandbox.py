@@ -54,6 +54,8 @@ DEFAULT_MAX_OUTPUT_CHARS = 2_000_000
 MAX_LINE_CHARS = 65_536
 #: After the command exits, how long stragglers may keep the output pipe open.
 DRAIN_GRACE_S = 2.0
+#: How often the runner looks whether the command has exited.
+POLL_S = 0.05
 PROBE_TIMEOUT_S = 15.0
 
 # Secret stores under $HOME that a test has no business reading: hidden under bwrap.
@@ -236,7 +238,8 @@ async def run_sandboxed(
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-                await proc.wait()
+                await _reaped(proc)
+            _close(proc)
     finally:
         if plan.private_tmp is not None:
             shutil.rmtree(plan.private_tmp, ignore_errors=True)
@@ -308,37 +311,55 @@ async def _supervise(
     on_line: LineCallback | None,
     timeout_s: float,
 ) -> bool:
-    """Pump output until the command ends; True when the time limit killed it."""
+    """Pump output until the command ends; True when the time limit killed it.
+
+    The exit is seen by polling ``returncode``: ``Process.wait()`` also waits for the
+    output pipe to close, which a straggling background process can hold open for ever.
+    """
     assert proc.stdout is not None
     loop = asyncio.get_running_loop()
     pump = asyncio.create_task(_pump(proc.stdout, out, on_line))
-    waiter = asyncio.create_task(proc.wait())
     timed_out = False
     try:
-        waiting = {pump, waiter}
         end = loop.time() + timeout_s
-        while not waiter.done():
+        while proc.returncode is None:
             remaining = end - loop.time()
             if remaining <= 0:
                 timed_out = True
                 break
-            done, waiting = await asyncio.wait(
-                waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-            )
-            if pump in done and (exc := pump.exception()) is not None:
+            if pump.done():  # output closed, command still running
+                await asyncio.sleep(min(POLL_S, remaining))
+            else:
+                await asyncio.wait({pump}, timeout=min(POLL_S, remaining))
+            if pump.done() and (exc := pump.exception()) is not None:
                 raise exc  # the callback failed: the finally blocks kill the command
         # On a timeout this kills the command; otherwise stragglers holding the pipe.
         _kill_group(proc.pid)
-        await waiter
+        await _reaped(proc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(pump), DRAIN_GRACE_S)
     finally:
-        for task in (pump, waiter):
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if not pump.done():
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
     return timed_out
+
+
+async def _reaped(proc: asyncio.subprocess.Process, limit_s: float = 10.0) -> None:
+    """Wait (bounded) until the killed command's exit status is in."""
+    for _ in range(int(limit_s / 0.01)):
+        if proc.returncode is not None:
+            return
+        await asyncio.sleep(0.01)
+
+
+def _close(proc: asyncio.subprocess.Process) -> None:
+    # Releases the pipe even if an escaped straggler still holds its other end.
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        with contextlib.suppress(Exception):
+            transport.close()
 
 
 async def _pump(stream: asyncio.StreamReader, out: _Output, on_line: LineCallback | None) -> None:
@@ -453,24 +474,31 @@ def _bwrap(argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[P
     var_run = Path("/var/run")
     if var_run.is_dir() and not var_run.is_symlink():
         out += ["--tmpfs", "/var/run"]
-    home = Path.home()
-    for rel in MASKED_HOME_PATHS:
-        p = home / rel
-        if p.is_symlink():
-            continue  # its target is what would need hiding; leave ordinary dirs alone
-        if p.is_dir():
-            out += ["--tmpfs", str(p)]
-        elif p.is_file():
-            out += ["--ro-bind", "/dev/null", str(p)]
+    # Read-only views first, so the masks below hide secrets inside them too.
     for p in ro:
         if Path(p).exists():
             out += ["--ro-bind", str(p), str(p)]
+    for p in _masked_paths(Path.home()):
+        out += ["--tmpfs", str(p)] if p.is_dir() else ["--ro-bind", "/dev/null", str(p)]
     out += ["--bind", str(cwd), str(cwd), "--chdir", str(cwd)]
     out += ["--unshare-all", "--new-session", "--die-with-parent", "--cap-drop", "ALL"]
     out += ["--clearenv"]
     for key, value in env.items():
         out += ["--setenv", key, value]
     return [*out, "--", *argv]
+
+
+def _masked_paths(home: Path) -> list[Path]:
+    """The secret stores that exist under ``home``, symlinks resolved (a mount needs the
+    real path, and the target is what holds the secrets)."""
+    out: list[Path] = []
+    for rel in MASKED_HOME_PATHS:
+        p = home / rel
+        if p.exists():
+            real = p.resolve()
+            if real.is_dir() or real.is_file():
+                out.append(real)
+    return out
 
 
 def _with_limits(argv: list[str], memory_mb: int) -> list[str]:
