@@ -478,8 +478,10 @@ def _bwrap(argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[P
     for p in ro:
         if Path(p).exists():
             out += ["--ro-bind", str(p), str(p)]
+    # A masked file reads as empty: /dev/null over it (a dev-bind, since plain binds are
+    # nodev and would make it unreadable instead; writes to it go nowhere).
     for p in _masked_paths(Path.home()):
-        out += ["--tmpfs", str(p)] if p.is_dir() else ["--ro-bind", "/dev/null", str(p)]
+        out += ["--tmpfs", str(p)] if p.is_dir() else ["--dev-bind", "/dev/null", str(p)]
     out += ["--bind", str(cwd), str(cwd), "--chdir", str(cwd)]
     out += ["--unshare-all", "--new-session", "--die-with-parent", "--cap-drop", "ALL"]
     out += ["--clearenv"]

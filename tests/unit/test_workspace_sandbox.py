@@ -1,0 +1,145 @@
+"""The sandbox's command lines, environment, output buffer and audit line (no processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.workspace import sandbox
+from app.workspace.sandbox import (
+    DEGRADED_CODE,
+    SandboxProbe,
+    SandboxResult,
+    _base_env,
+    _bwrap,
+    _Output,
+    _wrap,
+    sandbox_degradation_line,
+)
+
+
+def _pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_bwrap_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".aws").mkdir()
+    (home / ".netrc").write_text("secret")
+    monkeypatch.setenv("HOME", str(home))
+    wt = tmp_path / "repo" / ".switchyard" / "worktrees" / "r1"
+    wt.mkdir(parents=True)
+    ro = tmp_path / "repo"
+    argv = _bwrap(["pytest", "-q"], cwd=wt, env={"PATH": "/usr/bin", "HOME": "/tmp"}, ro=[ro])
+    assert argv[:5] == ["bwrap", "--ro-bind", "/", "/", "--dev"]
+    for flag in ("--unshare-all", "--new-session", "--die-with-parent", "--clearenv"):
+        assert flag in argv
+    assert "--share-net" not in argv
+    assert _pairs(argv, "--cap-drop") == ["ALL"]
+    assert {"/tmp", "/run", str(home / ".ssh"), str(home / ".aws")} <= set(_pairs(argv, "--tmpfs"))
+    assert _pairs(argv, "--dev-bind") == ["/dev/null"]  # over ~/.netrc
+    assert argv[argv.index("--dev-bind") + 2] == str(home / ".netrc")
+    assert _pairs(argv, "--chdir") == [str(wt)]
+    # Order matters: private /tmp, then read-only views, then masks, then the worktree.
+    i_tmp = argv.index("/tmp", argv.index("--tmpfs"))
+    i_ro = argv.index(str(ro))
+    i_mask = argv.index(str(home / ".ssh"))
+    i_wt = argv.index("--bind")
+    assert i_tmp < i_ro < i_mask < i_wt
+    assert argv[i_wt : i_wt + 3] == ["--bind", str(wt), str(wt)]
+    assert argv[-3:] == ["--", "pytest", "-q"]
+    envs = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a == "--setenv"}
+    assert envs == {"PATH": "/usr/bin", "HOME": "/tmp"}
+
+
+def test_a_symlinked_secret_store_is_masked_at_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tmp_path / "vault" / "ssh"
+    real.mkdir(parents=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".ssh").symlink_to(real)
+    monkeypatch.setenv("HOME", str(home))
+    argv = _bwrap(["true"], cwd=tmp_path, env={}, ro=[])
+    assert str(real) in _pairs(argv, "--tmpfs")
+
+
+def test_unshare_command_line(tmp_path: Path) -> None:
+    argv = _wrap("unshare", ["make", "test"], cwd=tmp_path, env={}, ro=[])
+    assert argv[0] == "unshare"
+    for flag in ("--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child"):
+        assert flag in argv
+    assert argv[-2:] == ["make", "test"]
+    assert _wrap("rlimit", ["make", "test"], cwd=tmp_path, env={}, ro=[]) == ["make", "test"]
+
+
+def test_memory_limit_wrapper(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: "/usr/bin/prlimit")
+    assert sandbox._with_limits(["x"], 100) == [
+        "/usr/bin/prlimit",
+        f"--as={100 * 1024 * 1024}",
+        "--core=0",
+        "--",
+        "x",
+    ]
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    shim = sandbox._with_limits(["x", "y"], 100)
+    assert shim[1] == "-c" and "RLIMIT_AS" in shim[2] and shim[3:] == [str(100 << 20), "x", "y"]
+
+
+def test_environment_is_built_not_inherited(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nope")
+    monkeypatch.setenv("GOPATH", "/opt/go")
+    env = _base_env("/tmp", "/tmp")
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert env["GOPATH"] == "/opt/go" and env["HOME"] == "/tmp" and env["CI"] == "true"
+
+
+def test_output_keeps_head_and_tail() -> None:
+    out = _Output(400)
+    lines = [f"line {i:03d}\n" for i in range(200)]
+    for line in lines:
+        out.add(line)
+    text, truncated = out.text()
+    assert truncated and text.startswith("line 000\n") and text.endswith("line 199\n")
+    assert "lines not kept" in text and len(text) < 450
+    small = _Output(400)
+    small.add("a\n")
+    assert small.text() == ("a\n", False)
+
+
+def _result(runner: str, degraded: bool) -> SandboxResult:
+    return SandboxResult(
+        argv=["true"],
+        cwd="/w",
+        exit_code=0,
+        output="",
+        timed_out=False,
+        runner=runner,  # type: ignore[arg-type]
+        degraded=degraded,
+        reason="" if not degraded else "bwrap is not installed; using rlimit (…)",
+        duration_s=0.1,
+        timeout_s=10,
+        memory_mb=None,
+    )
+
+
+def test_degradation_line() -> None:
+    line = sandbox_degradation_line(_result("rlimit", True))
+    assert line["kind"] == "degradation" and line["reason_codes"] == [DEGRADED_CODE]
+    assert (line["from_"], line["to"]) == ("bwrap", "rlimit")
+    assert "bwrap is not installed" in line["detail"]
+    probe = SandboxProbe(runner="unshare", degraded=True, reason="why", runners={})
+    assert sandbox_degradation_line(probe)["to"] == "unshare"
+    with pytest.raises(ValueError, match="not degraded"):
+        sandbox_degradation_line(_result("bwrap", False))
+
+
+def test_probe_reason_names_every_missing_runner() -> None:
+    status = {"bwrap": "bwrap is not installed", "unshare": "unshare is not permitted here: x"}
+    reason = sandbox._degraded_reason("rlimit", {**status, "rlimit": "ok"})
+    assert reason.startswith("bwrap is not installed; unshare is not permitted here: x")
+    assert "using rlimit" in reason
