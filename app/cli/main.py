@@ -18,6 +18,13 @@ COMMAND_MODULES = (
     "app.cli.budget_cmd",
     "app.cli.local_cmd",
     "app.cli.ask_cmd",
+    "app.cli.run_cmd",
+    "app.cli.evidence_cmd",
+    "app.cli.merge_cmd",
+    "app.cli.stage0_cmd",
+    "app.cli.memory_cmd",
+    "app.cli.tui_cmd",
+    "app.cli.spec_cmd",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -1,0 +1,153 @@
+"""``switchyard run``: the whole pipeline, headless, with progress on the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.cli.common import (
+    add_json_arg,
+    add_policy_arg,
+    console,
+    policy_from,
+    print_json,
+    settings_from,
+)
+from app.errors import UsageError
+
+ROLES_THAT_ESCALATE = ("architect", "implementer", "librarian", "tutor", "judge", "ace")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the pipeline on a task: Stage0 → Architect → Implementer → Judge",
+        description="Plan, implement in a git worktree, test in a sandbox, judge, and record "
+        "the evidence bundle. Exit 0 when a merge-ready result exists, 1 when the run ended "
+        "without one (the reason is printed), 2 for usage errors.",
+    )
+    p.add_argument("task", help="what to do, e.g. 'make the failing parser test pass'")
+    p.add_argument("--repo", type=Path, default=Path("."), help="the git repository (default .)")
+    p.add_argument("--spec", type=Path, metavar="FILE", help="a spec with a §8 overrides block")
+    p.add_argument(
+        "--escalate",
+        action="append",
+        default=[],
+        choices=ROLES_THAT_ESCALATE,
+        metavar="ROLE",
+        help="the user's explicit escalation request for ROLE (§3); repeatable",
+    )
+    p.add_argument("--approve", choices=("deny", "allow", "ask"), help="escalation approvals")
+    p.add_argument("--local-only", action="store_true", help="forbid every cloud call (GR-009)")
+    p.add_argument("--test-command", metavar="CMD", help="the project's test command")
+    add_policy_arg(p)
+    add_json_arg(p)
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    policy = policy_from(args, settings).policy
+    repo = args.repo.resolve()
+    if not (repo / ".git").exists():
+        from app.workspace.git import NotAGitRepo, repo_root
+
+        try:
+            repo = repo_root(repo)
+        except NotAGitRepo:
+            raise UsageError(f"--repo {args.repo}: not a git repository") from None
+    spec = None
+    if args.spec is not None:
+        from app.policy.spec import read_spec
+
+        spec = read_spec(args.spec)
+    return asyncio.run(_pipeline(args, settings, policy, repo, spec))
+
+
+async def _pipeline(
+    args: argparse.Namespace, settings: Any, policy: Any, repo: Path, spec: Any
+) -> int:
+    from app.bus import Bus
+    from app.pipeline.runner import RunOptions, run_pipeline
+    from app.router.session import open_session
+
+    bus = Bus()
+    local_only = args.local_only or bool(spec and spec.local_only)
+    options = RunOptions(
+        repo=repo,
+        spec=args.spec,
+        escalate=frozenset(args.escalate),
+        test_command=args.test_command,
+        spec_high_risk=spec.high_risk if spec else None,
+    )
+    async with open_session(
+        settings, policy, approve=args.approve, bus=bus, local_only=local_only
+    ) as session:
+        printer = asyncio.create_task(_progress(bus, quiet=args.json))
+        await asyncio.sleep(0)
+        try:
+            outcome = await run_pipeline(session, args.task, options)
+        finally:
+            await asyncio.sleep(0.05)
+            printer.cancel()
+    if args.json:
+        print_json(
+            {
+                "run_id": outcome.run_id,
+                "outcome": outcome.outcome,
+                "reason": outcome.reason,
+                "bundle": str(outcome.bundle) if outcome.bundle else None,
+                "tests_green": outcome.tests_green,
+                "high_risk": outcome.high_risk,
+                "gate": outcome.gate.model_dump() if outcome.gate else None,
+                "session": session.id,
+            }
+        )
+    else:
+        out = console()
+        colour = "green" if outcome.outcome == "merge_ready" else "red"
+        out.print(f"[bold {colour}]{outcome.outcome}[/] run {outcome.run_id}: {outcome.reason}")
+        out.print(f"evidence: {outcome.bundle}")
+        if outcome.outcome == "merge_ready":
+            out.print(f"merge with: switchyard merge {outcome.run_id} --repo {repo}")
+    return 0 if outcome.outcome == "merge_ready" else 1
+
+
+async def _progress(bus: Any, *, quiet: bool) -> None:
+    """Print the run as it happens (stderr when --json keeps stdout for the result)."""
+    from rich.console import Console
+
+    from app.bus import AuditAppended, Notice, StageChanged, TestLoopFinished
+
+    out = Console(stderr=quiet, highlight=False)
+    sub = bus.subscribe(maxsize=4096, kinds=(StageChanged, Notice, TestLoopFinished, AuditAppended))
+    async for event in sub:
+        if isinstance(event, StageChanged):
+            where = f" · {event.model} @ {event.runtime}" if event.model else ""
+            out.print(f"[cyan]{event.stage:<11}[/] {event.status}{where} {event.detail}")
+        elif isinstance(event, TestLoopFinished):
+            mark = "[green]PASS[/]" if event.passed else "[red]FAIL[/]"
+            how = f"exit {event.exit_code}, {event.runner}"
+            out.print(f"[cyan]tests[/]       loop {event.loop} {mark} ({how})")
+        elif isinstance(event, Notice):
+            out.print(f"[yellow]note[/]        {event.text}")
+        elif isinstance(event, AuditAppended):
+            line = event.line
+            if line.get("kind") in (
+                "escalation",
+                "approval",
+                "denial",
+                "skip",
+                "runtime_fallback",
+                "degradation",
+                "budget_stop",
+                "refusal",
+                "verdict",
+            ):
+                out.print(
+                    f"[magenta]audit #{line.get('seq')}[/] {line.get('kind')}: {line.get('detail')}"
+                )
+    sys.stdout.flush()

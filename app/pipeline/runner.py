@@ -1,0 +1,609 @@
+"""The canonical single-owner pipeline (§2): Stage0 → Architect → Implementer → Judge.
+
+Every step is published on the bus, written as an audit line where it routes or
+degrades, and recorded in the run's evidence bundle. The user's checkout is never
+touched: attempts live in a git worktree on their own branch; the merge is a separate,
+gated command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from app.audit.types import AuditLine
+from app.bus import (
+    DiffUpdated,
+    Event,
+    Notice,
+    PlanUpdated,
+    RunFinished,
+    StageChanged,
+    TestLoopFinished,
+    TestOutput,
+)
+from app.evidence.bundle import CRITIQUE, HIGHRISK, PLAN, EvidenceBundle, bundle_seal_line
+from app.evidence.runid import new_run_id
+from app.pipeline import prompts
+from app.pipeline.control import RunControl
+from app.pipeline.judge import EvidenceIndex, check_verdict
+from app.pipeline.schemas import CritiqueReport, ImplementerOutput, Plan, Reflection, Verdict
+from app.pipeline.signals import diff_files, diff_signals, plan_signals
+from app.pipeline.structured import Answer, ask_model
+from app.policy.consensus import critic_enabled, run_spec_consensus
+from app.policy.gate import GateInput, GateResult, VerdictRecord, merge_gate
+from app.policy.highrisk import HighRiskResult, classify_diff
+from app.router.service import RouteFailed, RouteRefused
+from app.router.session import Session
+from app.router.types import Signals
+from app.workspace.sandbox import (
+    SandboxResult,
+    probe_sandbox,
+    run_sandboxed,
+    sandbox_degradation_line,
+)
+from app.workspace.testcmd import TestCommand, detect_test_command
+from app.workspace.worktree import Worktree
+
+Outcome = Literal["merge_ready", "stopped", "failed"]
+#: implementation attempts at most: the policy's 2 failed loops, the escalation, one more
+MAX_ATTEMPTS = 4
+#: characters of source shown to the Implementer (the embedded model's window is small)
+FILE_CONTEXT_CHARS = 6000
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    repo: Path
+    spec: Path | None = None
+    escalate: frozenset[str] = frozenset()
+    tutor: bool = False
+    test_command: str | None = None
+    max_attempts: int = MAX_ATTEMPTS
+    test_timeout_s: float = 300.0
+    #: spec overrides (§8): HR = YES makes the change High-Risk on its own
+    spec_high_risk: bool | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    outcome: Outcome
+    reason: str
+    bundle: Path | None
+    tests_green: bool = False
+    high_risk: bool = False
+    gate: GateResult | None = None
+
+
+class _Stop(Exception):
+    """No progress is possible: the run stops with this audited reason."""
+
+
+class PipelineRun:
+    def __init__(
+        self, session: Session, task: str, options: RunOptions, control: RunControl
+    ) -> None:
+        self.s = session
+        self.task = task
+        self.opt = options
+        self.control = control
+        self.policy = session.policy
+        self.run_id = new_run_id(session.router.clock.now())
+        self.bundle: EvidenceBundle | None = None
+        self.worktree: Worktree | None = None
+        self.plan: Plan | None = None
+        self.final_diff = ""
+        self.loops = 0
+        self.test_logs: list[str] = []
+        self.failures: list[str] = []
+        self.tests_green = False
+        self.high_risk: HighRiskResult | None = None
+        self.verdicts: list[VerdictRecord] = []
+        self.said_degraded = False
+
+    # ── plumbing ─────────────────────────────────────────────────────────────────────
+
+    async def emit(self, event: Event) -> None:
+        if self.s.bus is not None:
+            await self.s.bus.publish(event)
+
+    async def audit(self, kind: str, **kw: Any) -> AuditLine:
+        return await self.s.audit.append(kind, session=self.s.id, run=self.run_id, **kw)
+
+    async def stage(self, stage: str, status: str, **kw: Any) -> None:
+        await self.emit(
+            StageChanged(session=self.s.id, run=self.run_id, stage=stage, status=status, **kw)
+        )
+
+    def wants_escalation(self, role: str) -> bool:
+        return role in self.opt.escalate or self.control.user_requested(role)
+
+    # ── the run ──────────────────────────────────────────────────────────────────────
+
+    async def run(self) -> RunOutcome:
+        repo = self.opt.repo
+        self.bundle = EvidenceBundle.create(repo, self.run_id, task=self.task, session=self.s.id)
+        await self.audit("run", detail=f"run started: {self.task}", values={"repo": str(repo)})
+        await run_spec_consensus(
+            self.policy,
+            "architect",
+            enabled=self.s.settings.consensus,
+            audit=self.s.audit,
+            session=self.s.id,
+            run=self.run_id,
+        )
+        outcome: Outcome = "failed"
+        reason = ""
+        gate: GateResult | None = None
+        try:
+            brief_text = await self.stage0()
+            await self.architect(brief_text)
+            await self.implement()
+            gate = await self.judge()
+            outcome = "merge_ready" if gate.ok else "stopped"
+            reason = (
+                "tests green; the gate holds but for the human's confirmation (switchyard merge)"
+                if gate.ok
+                else "; ".join(gate.reasons)
+            )
+        except _Stop as stop:
+            outcome, reason = "stopped", str(stop)
+        except (RouteRefused, RouteFailed) as exc:
+            outcome, reason = "stopped", str(exc)
+        except asyncio.CancelledError:
+            outcome, reason = "stopped", "cancelled by the user"
+            raise
+        finally:
+            await self.finish(outcome, reason)
+        return RunOutcome(
+            run_id=self.run_id,
+            outcome=outcome,
+            reason=reason,
+            bundle=self.bundle.path if self.bundle else None,
+            tests_green=self.tests_green,
+            high_risk=bool(self.high_risk and self.high_risk.high_risk),
+            gate=gate,
+        )
+
+    async def stage0(self) -> str:
+        assert self.bundle is not None
+        await self.stage("stage0", "started", role="stage0", detail="TF-IDF + MMR, no LLM")
+        decision = await self.s.router.decide("architect", Signals())
+        window = decision.local.context_window if decision.local else None
+        playbook = await self._playbook()
+
+        def build() -> str:
+            from app.stage0.engine import Stage0
+
+            with Stage0(self.opt.repo, self.policy) as engine:
+                brief = engine.brief(
+                    self.task,
+                    self.bundle.path if self.bundle else None,
+                    spec=self.opt.spec,
+                    approach=playbook,
+                    context_window=window,
+                )
+            return brief.to_markdown()
+
+        text = await asyncio.to_thread(build)
+        await self.stage("stage0", "finished", role="stage0", detail="TASK_BRIEF.md written")
+        # what the planner reads must fit its window with room for its answer
+        budget_chars = max(2000, ((window or 8192) - 1200) * 3)
+        return prompts.clip(text, budget_chars)
+
+    async def _playbook(self) -> list[str]:
+        """Top playbook bullets (ACE): helpful first, at most the policy's harmful ones."""
+        path = self.s.settings.memory_db
+        if not path.exists():
+            return []
+        from app.memory.store import MemoryStore
+
+        async with MemoryStore.open(path, clock=self.s.router.clock) as store:
+            bullets = await store.playbook()
+        helpful = [b.text for b in bullets if b.helpful >= b.harmful][:5]
+        harmful = [f"avoid: {b.text}" for b in bullets if b.harmful > b.helpful]
+        return helpful + harmful[: self.policy.ace.max_harmful_bullets]
+
+    async def architect(self, brief: str) -> None:
+        assert self.bundle is not None
+        router = self.s.router
+        self.control.current_role = "architect"
+        await self.stage("architect", "started", role="architect", detail="draft")
+        first = Signals(user_request=self.wants_escalation("architect"))
+        draft = await ask_model(
+            router,
+            "architect",
+            Plan,
+            prompts.architect_draft(self.task, brief),
+            first,
+            run=self.run_id,
+            max_tokens=400,
+        )
+        await self._role_stage("architect", draft, "draft")
+        plan = draft.value
+        if plan is not None:
+            await self._publish_plan(plan)
+            questions = await router.complete(
+                "architect",
+                _chat(prompts.architect_interrogate(self.task, plan), 160),
+                Signals(),
+                run=self.run_id,
+            )
+            signals = Signals(**plan_signals(plan), user_request=self.wants_escalation("architect"))
+            final = await ask_model(
+                router,
+                "architect",
+                Plan,
+                prompts.architect_final(self.task, brief, plan, questions.text),
+                signals,
+                run=self.run_id,
+                max_tokens=400,
+            )
+            await self._role_stage("architect", final, "final")
+            if final.value is not None:
+                plan = final.value
+            escalation_lost = (
+                final.result is not None
+                and bool(final.result.decision.reasons)
+                and not final.result.escalated
+            )
+            if escalation_lost:
+                await self.emit(
+                    Notice(
+                        session=self.s.id,
+                        level="warning",
+                        text="the escalation was denied or unavailable: going on with the "
+                        "local plan, marked low-confidence",
+                    )
+                )
+        if plan is None:
+            raise _Stop(f"architect: no valid plan ({draft.error})")
+        self.plan = plan
+        self.bundle.write_json(PLAN, plan.model_dump())
+        await self._publish_plan(plan)
+        await self.stage(
+            "architect",
+            "finished",
+            role="architect",
+            detail=f"{len(plan.steps)} steps, confidence {plan.confidence:.2f}",
+        )
+
+    async def _publish_plan(self, plan: Plan) -> None:
+        await self.emit(PlanUpdated(session=self.s.id, run=self.run_id, plan=plan.model_dump()))
+
+    async def _role_stage(self, role: str, answer: Answer[Any], what: str) -> None:
+        r = answer.result
+        if r is not None:
+            await self.stage(
+                role,
+                "started",
+                role=role,
+                model=r.model,
+                runtime=r.runtime,
+                detail=what + ("" if answer.ok else f": {answer.error}"),
+            )
+
+    # ── implementer ──────────────────────────────────────────────────────────────────
+
+    async def implement(self) -> None:
+        assert self.bundle is not None and self.plan is not None
+        self.control.current_role = "implementer"
+        await self.stage("implementer", "started", role="implementer")
+        wt = await asyncio.to_thread(Worktree.create, self.opt.repo, self.run_id)
+        self.worktree = wt
+        for note in wt.notes:
+            await self.emit(Notice(session=self.s.id, level="warning", text=note))
+        cmd = detect_test_command(wt.path, repo=self.opt.repo, configured=self.opt.test_command)
+        baseline = await self.test_loop(cmd, attempt=None)
+        if baseline.ok:
+            await self.emit(
+                Notice(session=self.s.id, text="the tests already pass before any change")
+            )
+        failed = 0
+        self_check: float | None = None
+        feedback = ""
+        modules = 0
+        for attempt in range(1, self.opt.max_attempts + 1):
+            if self.control.stopping:
+                raise _Stop("stopped by the user")
+            signals = Signals(
+                failed_loops=failed,
+                self_check_confidence=self_check,
+                modules_touched=modules or None,
+                user_request=self.wants_escalation("implementer"),
+            )
+            answer = await ask_model(
+                self.s.router,
+                "implementer",
+                ImplementerOutput,
+                prompts.implementer(self.task, self.plan, self._files(wt.path), feedback),
+                signals,
+                run=self.run_id,
+                max_tokens=700,
+            )
+            await self._role_stage("implementer", answer, f"attempt {attempt}")
+            if answer.value is None:
+                failed += 1
+                feedback = answer.error or "no valid answer"
+                self.failures.append(f"attempt {attempt}: {feedback}")
+                self.bundle.write_diff(attempt, f"# no diff: {feedback}\n")
+                continue
+            out = answer.value
+            self_check = out.self_check_confidence
+            modules = diff_signals(out.diff)["modules_touched"]
+            self.bundle.write_diff(attempt, out.diff)
+            await self.emit(
+                DiffUpdated(session=self.s.id, run=self.run_id, attempt=attempt, diff=out.diff)
+            )
+            applied = await asyncio.to_thread(wt.apply_diff, out.diff)
+            if not applied.ok:
+                failed += 1
+                feedback = f"the diff did not apply: {applied.reason}"
+                self.failures.append(f"attempt {attempt}: {feedback}")
+                await self.emit(
+                    Notice(
+                        session=self.s.id, level="warning", text=f"attempt {attempt}: {feedback}"
+                    )
+                )
+                continue
+            result = await self.test_loop(cmd, attempt=attempt)
+            if result.ok:
+                self.tests_green = True
+                self.final_diff = await asyncio.to_thread(wt.diff)
+                await self.stage(
+                    "implementer",
+                    "finished",
+                    role="implementer",
+                    detail=f"tests green after attempt {attempt}",
+                )
+                return
+            failed += 1
+            tail = "\n".join(result.output.splitlines()[-30:])
+            feedback = f"the tests failed (exit {result.exit_code}):\n{tail}"
+            self.failures.append(f"attempt {attempt}: tests failed (exit {result.exit_code})")
+            await asyncio.to_thread(wt.reset)
+        await self.reflect()
+        raise _Stop(
+            f"implementer: {failed} failed loops in {self.opt.max_attempts} attempts; "
+            "no further progress is possible (see the audit for escalations)"
+        )
+
+    def _files(self, root: Path) -> dict[str, str]:
+        assert self.plan is not None
+        wanted = [f for step in self.plan.steps for f in step.files]
+        if not any((root / f).is_file() for f in wanted):
+            # the plan named nothing real: show the repo's small source files instead
+            wanted = sorted(
+                str(p.relative_to(root))
+                for p in root.rglob("*.py")
+                if ".switchyard" not in p.parts and p.stat().st_size < 4000
+            )
+        files: dict[str, str] = {}
+        budget = FILE_CONTEXT_CHARS
+        for rel in dict.fromkeys(wanted):
+            path = root / rel
+            if not path.is_file() or budget <= 0:
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")[:budget]
+            files[rel] = text
+            budget -= len(text)
+        return files
+
+    async def test_loop(self, cmd: TestCommand, attempt: int | None) -> SandboxResult:
+        assert self.bundle is not None and self.worktree is not None
+        loop = self.loops
+        self.loops += 1
+        await self.stage("tests", "started", detail=" ".join(cmd.argv))
+
+        async def on_line(line: str) -> None:
+            await self.emit(
+                TestOutput(session=self.s.id, run=self.run_id, loop=loop, text=line + "\n")
+            )
+
+        if not self.said_degraded:
+            # GR-005: a weaker sandbox is audited before it runs anything
+            self.said_degraded = True
+            probe = await asyncio.to_thread(probe_sandbox)
+            if probe.degraded:
+                line = sandbox_degradation_line(probe)
+                await self.audit(line.pop("kind"), role="implementer", **line)
+        result = await run_sandboxed(
+            cmd.argv, cwd=self.worktree.path, timeout_s=self.opt.test_timeout_s, on_line=on_line
+        )
+        self.bundle.write_test_loop(
+            loop, result, attempt=attempt, commit=await asyncio.to_thread(self.worktree.head)
+        )
+        self.test_logs.append(result.output)
+        await self.emit(
+            TestLoopFinished(
+                session=self.s.id,
+                run=self.run_id,
+                loop=loop,
+                passed=result.ok,
+                exit_code=result.exit_code,
+                runner=result.runner,
+            )
+        )
+        return result
+
+    async def reflect(self) -> None:
+        """ACE: after an interesting failure, learn patterns; the curator keeps the good ones."""
+        if not self.failures:
+            return
+        answer = await ask_model(
+            self.s.router,
+            "ace",
+            Reflection,
+            prompts.reflector(self.task, self.failures),
+            Signals(interesting_failure=True),
+            run=self.run_id,
+            max_tokens=400,
+        )
+        if answer.value is None:
+            return
+        keep = [
+            p
+            for p in answer.value.patterns
+            if p.confidence >= self.policy.ace.min_pattern_confidence
+        ]
+        if not keep:
+            return
+        from app.memory.store import MemoryStore
+        from app.paths import ensure_dir
+
+        ensure_dir(self.s.settings.memory_db.parent)
+        async with MemoryStore.open(self.s.settings.memory_db, clock=self.s.router.clock) as store:
+            for p in keep:
+                bullet = await store.add_bullet(p.pattern, tags=["ace"], source=self.run_id)
+                await store.rate_bullet(bullet, helpful=int(p.helpful), harmful=int(not p.helpful))
+
+    # ── judge ────────────────────────────────────────────────────────────────────────
+
+    async def judge(self) -> GateResult:
+        assert self.bundle is not None and self.worktree is not None
+        self.control.current_role = "judge"
+        hr = classify_diff(self.final_diff, self.policy.high_risk, spec_hr=self.opt.spec_high_risk)
+        self.high_risk = hr
+        self.bundle.write_json(HIGHRISK, hr.model_dump())
+        if critic_enabled(self.policy, self.s.settings.critic):
+            critique = await ask_model(
+                self.s.router,
+                self.policy.consensus.critic_role,
+                CritiqueReport,
+                prompts.critic(self.task, self.plan, self.final_diff),
+                Signals(),
+                run=self.run_id,
+                max_tokens=500,
+            )
+            self.bundle.write_json(
+                CRITIQUE,
+                critique.value.model_dump() if critique.value else {"error": critique.error},
+            )
+        await self.stage(
+            "judge",
+            "started",
+            role="judge",
+            detail="High-Risk: cloud Judge required" if hr.high_risk else "",
+        )
+        lines = await self.s.audit.lines(session=self.s.id, run=self.run_id)
+        answer = await ask_model(
+            self.s.router,
+            "judge",
+            Verdict,
+            prompts.judge(
+                self.task,
+                prompts.clip(self.final_diff, 6000),
+                prompts.clip(self.test_logs[-1] if self.test_logs else "", 2000),
+                [f"{r.rule_id}: {r.path}" for r in hr.reasons],
+                "",
+            ),
+            Signals(high_risk=hr.high_risk, user_request=self.wants_escalation("judge")),
+            run=self.run_id,
+            max_tokens=400,
+        )
+        records: list[dict[str, Any]] = []
+        if answer.value is not None and answer.result is not None:
+            ev = EvidenceIndex(
+                root=self.worktree.path,
+                changed=frozenset(diff_files(self.final_diff)),
+                tests="\n".join(self.test_logs),
+                audit_seqs=frozenset(line.seq for line in lines),
+            )
+            problems = check_verdict(answer.value, ev)
+            r = answer.result
+            record = VerdictRecord(
+                model=r.model,
+                provider=r.provider,
+                local=not r.escalated,
+                verdict=answer.value.verdict,
+                citations_resolved=not problems,
+            )
+            self.verdicts.append(record)
+            records.append(
+                {
+                    **record.model_dump(),
+                    **answer.value.model_dump(),
+                    "citation_problems": problems,
+                    "advisory": not r.escalated,
+                }
+            )
+            await self.audit(
+                "verdict",
+                to=r.model,
+                reason_codes=["GR003_LOCAL_ADVISORY"] if not r.escalated else [],
+                values={
+                    "verdict": answer.value.verdict,
+                    "citations_resolved": not problems,
+                    "problems": problems[:5],
+                },
+                detail=f"{r.model}: {answer.value.verdict}"
+                + (" (local: advisory only, GR-003)" if not r.escalated else "")
+                + (f"; rejected: {problems[0]}" if problems else ""),
+            )
+        else:
+            await self.audit(
+                "verdict",
+                reason_codes=["JUDGE_NO_VERDICT"],
+                detail=f"no valid verdict: {answer.error}",
+            )
+        self.bundle.write_verdicts(records)
+        await self.stage("judge", "finished", role="judge")
+        # merge-ready means: everything holds except the human's confirmation at merge time
+        return merge_gate(
+            GateInput(
+                tests_green=self.tests_green,
+                high_risk=hr.high_risk,
+                verdicts=self.verdicts,
+                human_approved=True,
+                local_only=self.s.local_only,
+            )
+        )
+
+    # ── evidence ─────────────────────────────────────────────────────────────────────
+
+    async def finish(self, outcome: Outcome, reason: str) -> None:
+        assert self.bundle is not None
+        wt = self.worktree
+        await self.audit(
+            "run",
+            reason_codes=[f"RUN_{outcome.upper()}"],
+            detail=reason,
+            values={"outcome": outcome, "loops": self.loops},
+        )
+        self.bundle.write_json("cost.json", (await self.s.ledger.snapshot(self.s.id)).model_dump())
+        await self.bundle.export_audit(self.s.audit)
+        manifest = self.bundle.finalize(
+            status=outcome,
+            task=self.task,
+            base=wt.base if wt else None,
+            branch=wt.branch if wt else None,
+            head=await asyncio.to_thread(wt.head) if wt else None,
+            policy_version=self.policy.version,
+            session=self.s.id,
+            local_only=self.s.local_only,
+            reason=reason,
+        )
+        seal = bundle_seal_line(manifest, self.bundle.manifest_sha256)
+        seal.pop("run", None)
+        await self.audit(seal.pop("kind"), **seal)
+        if wt is not None:
+            await asyncio.to_thread(wt.remove)  # the branch stays for the merge
+        await self.emit(
+            RunFinished(session=self.s.id, run=self.run_id, outcome=outcome, reason=reason)
+        )
+
+
+def _chat(messages: list[Any], max_tokens: int) -> Any:
+    from app.backends.base import ChatRequest
+
+    return ChatRequest(messages=messages, max_tokens=max_tokens)
+
+
+async def run_pipeline(
+    session: Session, task: str, options: RunOptions, control: RunControl | None = None
+) -> RunOutcome:
+    """Run the whole pipeline headless; events go to ``session.bus``."""
+    return await PipelineRun(session, task, options, control or RunControl()).run()
