@@ -157,6 +157,8 @@ def _embedding_info(
     return {
         "state": "on",
         "model": embedder.key.label(),
+        "model_id": embedder.key.model_id,
+        "dim": embedder.key.dim,
         "fallback": embedder.key.model_id != default,
     }
 
@@ -166,8 +168,8 @@ def _embedding_line(info: dict[str, Any]) -> str:
         return "embeddings: off (--no-embed)"
     if info["state"] == "unavailable":
         return "embeddings: unavailable (audited); TF-IDF and dynamic score only"
-    note = " · fallback (audited)" if info["fallback"] else ""
-    return f"embeddings: {info['model']}{note}"
+    note = " · local fallback (audited)" if info["fallback"] else ""
+    return f"embeddings: {info['model_id']} ({info['dim']}-dim){note}"
 
 
 # ── add ──────────────────────────────────────────────────────────────────────────────────
