@@ -1,0 +1,150 @@
+"""``switchyard tui`` and ``switchyard demo``: the full-screen workbench.
+
+Textual and the app are imported inside the handlers, so the rest of the CLI never
+loads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from app.cli.common import add_policy_arg, settings_from
+from app.errors import UsageError
+
+DEMO_EXAMPLE = "parser-bug"
+DEMO_TASK = "make the failing parser test pass"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "tui",
+        help="open the full-screen workbench on a repository",
+        description="Watch the plan, the diff, the tests, every escalation and the money "
+        "spent, live; approve or refuse what leaves the machine; review evidence and merge.",
+    )
+    p.add_argument("task", nargs="?", help="start this task at once")
+    _common(p)
+    p.add_argument("--repo", type=Path, metavar="PATH", help="the repository (default: here)")
+    p.add_argument("--local-only", action="store_true", help="forbid every cloud call (GR-009)")
+    add_policy_arg(p)
+    p.set_defaults(handler=_tui)
+
+    d = sub.add_parser(
+        "demo",
+        help="the workbench on the shipped example repo, with the embedded model",
+        description="Copy the shipped example (a parser with an off-by-one bug) to a scratch "
+        "git repository and run the demo task on it in the workbench.",
+    )
+    _common(d)
+    d.set_defaults(handler=_demo)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--theme",
+        metavar="NAME",
+        help="switchyard-dark, switchyard-light or switchyard-high-contrast "
+        "(default: $SWITCHYARD_THEME or the config's theme)",
+    )
+
+
+def _tui(args: argparse.Namespace) -> int:
+    from app.workspace.git import NotAGitRepo, repo_root
+
+    where = (args.repo or Path.cwd()).resolve()
+    if not where.is_dir():
+        raise UsageError(f"--repo {where}: no such directory")
+    try:
+        repo = repo_root(where)
+    except NotAGitRepo:
+        repo = where  # the workbench still opens; a run will say it needs git
+    return run_tui(
+        args,
+        repo=repo,
+        task=args.task,
+        local_only=args.local_only,
+        policy=getattr(args, "policy", None),
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    source, notice = _demo_source()
+    if source is None:
+        repo = Path.cwd().resolve()
+    else:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        repo = _scratch_repo(source, settings.data_dir / "demo" / f"{source.name}-{stamp}")
+    if notice:
+        print(f"switchyard: {notice}", file=sys.stderr)
+    return run_tui(args, repo=repo, task=DEMO_TASK, notice=notice)
+
+
+def _demo_source() -> tuple[Path | None, str | None]:
+    from app.resources import data_dir
+
+    try:
+        examples = data_dir("examples")
+    except FileNotFoundError:
+        return None, "the example repo is not shipped in this build: using the current directory"
+    candidates = [examples / DEMO_EXAMPLE, *sorted(p for p in examples.iterdir() if p.is_dir())]
+    for path in candidates:
+        if path.is_dir() and any(path.iterdir()):
+            return path, None
+    return None, f"{examples} holds no example repo: using the current directory"
+
+
+def _scratch_repo(source: Path, target: Path) -> Path:
+    """A fresh git repo holding a copy of ``source``: runs never touch the shipped files."""
+    from app.workspace.git import run_git
+    from app.workspace.worktree import FALLBACK_IDENTITY
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".switchyard", "__pycache__"))
+    run_git(target, "init", "-q", "-b", "main")
+    run_git(target, "add", "-A")
+    run_git(target, "commit", "-q", "-m", "demo: the example as shipped", config=FALLBACK_IDENTITY)
+    return target
+
+
+def run_tui(
+    args: argparse.Namespace,
+    *,
+    repo: Path,
+    task: str | None = None,
+    local_only: bool = False,
+    policy: Path | None = None,
+    notice: str | None = None,
+) -> int:
+    settings = settings_from(args)
+    from app.tui.app import SwitchyardApp
+    from app.tui.defaults import connect_default, pipeline_runner
+    from app.tui.themes import check_theme_name
+
+    theme = check_theme_name(args.theme or settings.theme)
+    _log_to_file(settings.data_dir / "logs" / "tui.log")
+    app = SwitchyardApp(
+        connect=connect_default(local_only=local_only, policy=policy),
+        runner=pipeline_runner(repo),
+        repo=repo,
+        theme=theme,
+        start_task=task,
+        start_notice=notice,
+    )
+    return app.run() or 0
+
+
+def _log_to_file(path: Path) -> None:
+    """Diagnostics go to a file: never into the panes, never over the screen."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("switchyard")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)

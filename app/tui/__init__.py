@@ -1,0 +1,1 @@
+"""The Textual app: the product's face. The only package that imports Textual."""

@@ -1,0 +1,61 @@
+"""The Switchyard app: wires themes, stylesheets, the palette and the main screen onto
+:class:`~app.tui.core.CoreApp`. No logic lives here."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePath
+from typing import ClassVar, cast
+
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from app.clock import Clock
+from app.tui.commands import SwitchyardCommands
+from app.tui.core import CoreApp
+from app.tui.defaults import Connect, Runner, Tutor, ask_tutor
+from app.tui.screens.main import MainScreen
+from app.tui.themes import DEFAULT_THEME, load_themes, stylesheets
+
+
+class SwitchyardApp(CoreApp):
+    TITLE = "Switchyard"
+    CSS_PATH = cast("list[str | PurePath]", stylesheets())
+    COMMANDS = CoreApp.COMMANDS | {SwitchyardCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        *,
+        connect: Connect,
+        runner: Runner,
+        repo: Path,
+        tutor: Tutor = ask_tutor,
+        theme: str = DEFAULT_THEME,
+        clock: Clock | None = None,
+        start_task: str | None = None,
+        start_notice: str | None = None,
+        themes_dir: Path | None = None,
+    ) -> None:
+        # Loaded first: App.__init__ already asks for the theme variable defaults.
+        self._themes = load_themes(themes_dir)
+        super().__init__(
+            connect=connect,
+            runner=runner,
+            tutor=tutor,
+            repo=repo,
+            clock=clock,
+            start_task=start_task,
+            start_notice=start_notice,
+        )
+        for t in self._themes.values():
+            self.register_theme(t)
+        self.theme = theme
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        # Our variables exist under any theme (also Textual's own), so the stylesheet parses.
+        return dict(self._themes[DEFAULT_THEME].variables)
+
+    def get_default_screen(self) -> Screen[None]:
+        return MainScreen()

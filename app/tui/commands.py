@@ -1,0 +1,125 @@
+"""The command palette (ctrl+p): the common actions by name.
+
+new task, runs, policy, budget, theme, plus escalate, stop, tutor and the escalation
+pane's kind filter. Each command is a (title, help, callback) triple built per screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, cast
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from app.audit.types import AUDIT_KINDS
+
+if TYPE_CHECKING:
+    from app.tui.core import CoreApp
+    from app.tui.screens.main import MainScreen
+
+Command = tuple[str, str, Callable[[], object]]
+
+
+def _home(app: CoreApp) -> MainScreen | None:
+    from app.tui.screens.main import MainScreen
+
+    home = app.home
+    if not isinstance(home, MainScreen):
+        return None
+    while app.screen is not home and len(app.screen_stack) > 1:
+        app.pop_screen()
+    return home
+
+
+def _on_home(app: CoreApp, do: Callable[[MainScreen], object]) -> None:
+    home = _home(app)
+    if home is not None:
+        do(home)
+
+
+def _push(app: CoreApp, screen_name: str) -> None:
+    from app.tui.screens.evidence import EvidenceScreen
+    from app.tui.screens.policy import PolicyScreen
+    from app.tui.screens.tutor import TutorScreen
+
+    screens = {"evidence": EvidenceScreen, "policy": PolicyScreen, "tutor": TutorScreen}
+    app.push_screen(screens[screen_name]())
+
+
+def _set_theme(app: CoreApp, name: str) -> None:
+    app.theme = name
+
+
+def _filter(app: CoreApp, text: str) -> None:
+    _on_home(app, lambda s: s.escalations.set_filter(text))
+
+
+def commands(app: CoreApp) -> list[Command]:
+    out: list[Command] = [
+        (
+            "New task",
+            "type a task for a new run",
+            partial(_on_home, app, lambda s: s.action_new_task()),
+        ),
+        (
+            "Runs",
+            "review evidence bundles, merge when the gate holds",
+            partial(_push, app, "evidence"),
+        ),
+        (
+            "Policy",
+            "the routing table, triggers and budget caps in force",
+            partial(_push, app, "policy"),
+        ),
+        (
+            "Budget",
+            "the budget meter, full screen (escape to restore)",
+            partial(_on_home, app, lambda s: s.maximize(s.budget)),
+        ),
+        (
+            "Escalate",
+            "ask to escalate the role at work (it still needs your approval)",
+            partial(_on_home, app, lambda s: s.action_escalate()),
+        ),
+        ("Stop run", "stop the run after its current step", app.stop_run),
+        ("Tutor", "ask the tutor: questions first", partial(_push, app, "tutor")),
+    ]
+    for name in sorted(app.available_themes):
+        if name.startswith("switchyard"):
+            out.append(
+                (f"Theme: {name}", "switch the colour theme", partial(_set_theme, app, name))
+            )
+    out.append(
+        (
+            "Escalations: all kinds",
+            "clear the escalation pane's filter",
+            partial(_filter, app, ""),
+        )
+    )
+    for kind in AUDIT_KINDS:
+        out.append(
+            (
+                f"Escalations: only {kind}",
+                f"show only {kind} lines in the escalation pane",
+                partial(_filter, app, kind),
+            )
+        )
+    return out
+
+
+class SwitchyardCommands(Provider):
+    def _commands(self) -> list[Command]:
+        return commands(cast("CoreApp", self.app))
+
+    async def discover(self) -> Hits:
+        for title, help_text, callback in self._commands():
+            if not title.startswith("Escalations: only"):
+                yield DiscoveryHit(title, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, callback in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), callback, help=help_text)

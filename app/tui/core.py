@@ -1,0 +1,281 @@
+"""The app's link to the core: the session, the run, approvals, the tutor, evidence.
+
+Everything that waits on the core runs in a worker (``exit_on_error=False``); every
+worker is started here, on the app, so one ``Worker.StateChanged`` handler sees every
+failure. Results come back as typed messages posted to whoever asked. The UI touches
+the core only through the session's handles: the bus (via the bridge), the approvals
+broker's ``resolve``, the run's :class:`RunControl`, the audit log for a merge line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual import work
+from textual.app import App
+from textual.message import Message
+from textual.message_pump import MessagePump
+from textual.worker import Worker, WorkerState
+
+from app.bus import Bus
+from app.clock import Clock, SystemClock
+from app.errors import SwitchyardError
+from app.pipeline.control import RunControl
+from app.router.approvals import ApprovalDecision, DecisionKind
+
+if TYPE_CHECKING:
+    from app.pipeline.schemas import TutorTurn
+    from app.router.session import Session
+    from app.tui.defaults import Connect, Runner, Tutor
+    from app.tui.evidence_data import RunView
+    from app.workspace.merge import MergeOutcome
+
+log = logging.getLogger("switchyard.tui")
+
+DECIDED_BY = "tui:keypress"
+
+
+# ── results, as messages ─────────────────────────────────────────────────────────────────
+
+
+class SessionReady(Message):
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+
+
+class RunStarted(Message):
+    def __init__(self, task: str) -> None:
+        super().__init__()
+        self.task = task
+
+
+class RunDone(Message):
+    """The runner returned (its RunOutcome, or whatever a scripted runner returns)."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__()
+        self.result = result
+
+
+class TutorAnswered(Message):
+    def __init__(self, question: str, turn: TutorTurn) -> None:
+        super().__init__()
+        self.question = question
+        self.turn = turn
+
+
+class RunLoaded(Message):
+    def __init__(self, view: RunView) -> None:
+        super().__init__()
+        self.view = view
+
+
+class RunsListed(Message):
+    def __init__(self, runs: list[Any]) -> None:
+        super().__init__()
+        self.runs = runs
+
+
+class MergeDone(Message):
+    def __init__(self, outcome: MergeOutcome) -> None:
+        super().__init__()
+        self.outcome = outcome
+
+
+class WorkFailed(Message):
+    """A worker failed; ``group`` says which kind of work ("run", "tutor", …)."""
+
+    def __init__(self, group: str, text: str) -> None:
+        super().__init__()
+        self.group = group
+        self.text = text
+
+
+def describe_error(error: BaseException | None) -> str:
+    if isinstance(error, SwitchyardError):
+        return str(error) or type(error).__name__
+    if isinstance(error, ModuleNotFoundError) and (error.name or "").startswith("app."):
+        return f"{error.name} is not available in this build"
+    if error is None:
+        return "unknown error"
+    return f"{type(error).__name__}: {error}"
+
+
+# ── the base app ─────────────────────────────────────────────────────────────────────────
+
+
+class CoreApp(App[int]):
+    """Holds the session and starts every worker. Screens call these methods."""
+
+    def __init__(
+        self,
+        *,
+        connect: Connect,
+        runner: Runner,
+        tutor: Tutor,
+        repo: Path,
+        clock: Clock | None = None,
+        start_task: str | None = None,
+        start_notice: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.bus = Bus()
+        self.repo = repo
+        self.clock: Clock = clock or SystemClock()
+        self.session: Session | None = None
+        self.control: RunControl | None = None
+        self.start_task = start_task
+        #: said once the screen is up (e.g. the demo fell back to the current directory)
+        self.start_notice = start_notice
+        self._connect = connect
+        self._runner = runner
+        self._tutor = tutor
+        self._stack = AsyncExitStack()
+        #: where session and run results go (the main screen, once mounted)
+        self.home: MessagePump | None = None
+
+    # ── session ──────────────────────────────────────────────────────────────────────────
+
+    @work(exclusive=True, group="session", exit_on_error=False)
+    async def open_session(self) -> None:
+        session = await self._stack.enter_async_context(self._connect(self.bus))
+        self.session = session
+        if self.home is not None:
+            self.home.post_message(SessionReady(session))
+        if self.start_task:
+            self.start_run(self.start_task)
+
+    async def on_unmount(self) -> None:
+        # Workers were cancelled; let them unwind before the session's stores close.
+        for worker in list(self.workers):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(worker.wait(), timeout=5)
+        await self._stack.aclose()
+
+    # ── the run ──────────────────────────────────────────────────────────────────────────
+
+    @property
+    def running(self) -> bool:
+        return any(w.group == "run" and w.is_running for w in self.workers)
+
+    def start_run(self, task: str) -> bool:
+        """Start ``task``; False (and a notice) when there is no session or a run is on."""
+        if self.session is None:
+            self.notify("the session is still opening", severity="warning")
+            return False
+        if self.running:
+            self.notify("a run is in progress: press x to stop it first", severity="warning")
+            return False
+        self.control = RunControl()
+        if self.home is not None:
+            self.home.post_message(RunStarted(task))
+        self._run(self.session, task, self.control)
+        return True
+
+    @work(exclusive=True, group="run", exit_on_error=False)
+    async def _run(self, session: Session, task: str, control: RunControl) -> None:
+        result = await self._runner(session, task, control)
+        if self.home is not None:
+            self.home.post_message(RunDone(result))
+
+    def escalate(self, role: str | None = None) -> str:
+        """The user's explicit escalation request for the role at work (§3)."""
+        if self.control is None or not self.running:
+            self.notify("no run in progress: nothing to escalate", severity="warning")
+            return ""
+        target = self.control.request_escalation(role or None)
+        if target:
+            self.notify(f"escalation requested for {target}: it asks before leaving the machine")
+        else:
+            self.notify("no role is at work yet", severity="warning")
+        return target
+
+    def stop_run(self) -> None:
+        if self.control is None or not self.running:
+            self.notify("no run in progress", severity="warning")
+            return
+        self.control.request_stop()
+        self.notify("stop requested: the run stops after its current step")
+
+    # ── approvals ────────────────────────────────────────────────────────────────────────
+
+    def resolve_approval(self, request_id: str, decision: DecisionKind, reason: str) -> bool:
+        """Answer the broker (on the app's loop, which is the broker's)."""
+        if self.session is None:
+            return False
+        done = self.session.approvals.resolve(
+            request_id, ApprovalDecision(decision=decision, decided_by=DECIDED_BY, reason=reason)
+        )
+        if not done:
+            self.notify("that request was already decided (timeout?)", severity="warning")
+        return done
+
+    # ── tutor ────────────────────────────────────────────────────────────────────────────
+
+    @work(exclusive=True, group="tutor", exit_on_error=False)
+    async def ask_tutor(self, question: str, reply_to: MessagePump) -> None:
+        if self.session is None:
+            raise SwitchyardError("the session is still opening")
+        turn = await self._tutor(self.session, question)
+        reply_to.post_message(TutorAnswered(question, turn))
+
+    # ── evidence ─────────────────────────────────────────────────────────────────────────
+
+    @work(exclusive=True, group="evidence", exit_on_error=False)
+    async def list_runs(self, reply_to: MessagePump) -> None:
+        from app.tui.evidence_data import runs
+
+        reply_to.post_message(RunsListed(await asyncio.to_thread(runs, self.repo)))
+
+    @work(exclusive=True, group="evidence", exit_on_error=False)
+    async def load_run(self, run_id: str, reply_to: MessagePump) -> None:
+        from app.tui.evidence_data import load_run_view
+
+        seal = await self._sealed(run_id)
+        view = await asyncio.to_thread(load_run_view, self.repo, run_id, seal)
+        reply_to.post_message(RunLoaded(view))
+
+    @work(exclusive=True, group="merge", exit_on_error=False)
+    async def merge(self, run_id: str, reply_to: MessagePump) -> None:
+        """The keypress is the human's approval; the gate and the checkout decide the rest.
+
+        A refused merge is still executed as "refused", so it leaves its audit line.
+        """
+        from app.workspace.merge import execute_merge, prepare_merge
+
+        seal = await self._sealed(run_id)
+        plan = await asyncio.to_thread(prepare_merge, self.repo, run_id, sealed_sha256=seal)
+        audit = self.session.audit if self.session is not None else None
+        outcome = await execute_merge(plan, human_approved=True, audit=audit, approver=DECIDED_BY)
+        reply_to.post_message(MergeDone(outcome))
+
+    async def _sealed(self, run_id: str) -> str | None:
+        if self.session is None:
+            return None
+        from app.evidence.bundle import sealed_hash
+
+        found = sealed_hash(await self.session.audit.lines(run=run_id), run_id)
+        return found[0] if found else None
+
+    # ── the one error handler ────────────────────────────────────────────────────────────
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        group = event.worker.group
+        error = event.worker.error
+        text = describe_error(error)
+        if not isinstance(error, SwitchyardError):
+            log.error("worker %s failed", group, exc_info=error)
+        self.notify(text, title=f"{group} failed", severity="error", timeout=8)
+        failed = WorkFailed(group, text)
+        if self.home is not None:
+            self.home.post_message(failed)
+        if self.screen is not self.home:
+            self.screen.post_message(WorkFailed(group, text))

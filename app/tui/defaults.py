@@ -1,0 +1,90 @@
+"""The real core behind the app: a session on the bus, the pipeline, the tutor.
+
+The app takes each as a callable, so tests and screenshots plug a scripted session in.
+Core modules are imported inside the functions: the first frame must not wait for them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.bus import Bus
+    from app.pipeline.control import RunControl
+    from app.pipeline.schemas import TutorTurn
+    from app.router.session import Session
+
+#: Runs one task to its end; its return value is shown when it ends (a RunOutcome).
+Runner = Callable[["Session", str, "RunControl"], Awaitable[Any]]
+#: Asks the tutor role one question and returns its structured turn.
+Tutor = Callable[["Session", str], Awaitable["TutorTurn"]]
+#: Opens the session the app works in, wired to the app's bus.
+Connect = Callable[["Bus"], AbstractAsyncContextManager["Session"]]
+
+TUTOR_SYSTEM = (
+    "You are a patient programming tutor. Ask the learner questions first that lead them "
+    "to the answer; give a short hint; put a full answer last, for when they are stuck. "
+    "Reply with JSON only, matching this schema: "
+)
+
+
+def connect_default(*, local_only: bool = False, policy: Path | None = None) -> Connect:
+    """The user's settings and policy; approvals answered in the TUI (a BusDecider)."""
+
+    @asynccontextmanager
+    async def connect(bus: Bus) -> AsyncIterator[Session]:
+        from app.config import load_settings
+        from app.policy import load_policy
+        from app.router.approvals import BusDecider
+        from app.router.session import open_session
+
+        settings = load_settings(policy=policy)
+        loaded = load_policy(settings.policy)
+        async with open_session(
+            settings,
+            loaded.policy,
+            decider=BusDecider(bus),
+            bus=bus,
+            local_only=local_only,
+        ) as session:
+            yield session
+
+    return connect
+
+
+def pipeline_runner(repo: Path, *, tutor: bool = False) -> Runner:
+    """The real pipeline (``app.pipeline.runner.run_pipeline``) on ``repo``."""
+
+    async def run(session: Session, task: str, control: RunControl) -> Any:
+        from app.pipeline.runner import RunOptions, run_pipeline  # type: ignore[import-not-found,unused-ignore]
+
+        options = RunOptions(repo=repo, tutor=tutor)
+        return await run_pipeline(session, task, options, control)
+
+    return run
+
+
+async def ask_tutor(session: Session, question: str) -> TutorTurn:
+    """One routed request for the ``tutor`` role with the TutorTurn schema (GR-012)."""
+    from app.backends.base import ChatRequest, Message
+    from app.errors import SwitchyardError
+    from app.pipeline.schemas import TutorTurn, schema_of
+
+    schema = schema_of(TutorTurn)
+    request = ChatRequest(
+        messages=[
+            Message(role="system", content=TUTOR_SYSTEM + json.dumps(schema)),
+            Message(role="user", content=question),
+        ],
+        max_tokens=512,
+        json_schema=schema,
+    )
+    result = await session.router.complete("tutor", request)
+    try:
+        return TutorTurn.model_validate_json(result.text)
+    except ValueError as exc:
+        raise SwitchyardError(f"the tutor's reply does not fit TutorTurn: {exc}") from None

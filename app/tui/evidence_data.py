@@ -1,0 +1,130 @@
+"""What the evidence screen shows of one run, read from its bundle on disk.
+
+Read-only and synchronous (called in a thread worker). Everything that can fail is
+caught and reported as a problem line: a broken bundle is something to show, not a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.errors import SwitchyardError
+from app.evidence.bundle import (
+    AUDIT,
+    COST,
+    PLAN,
+    TASK_BRIEF,
+    VERDICT,
+    BundleReport,
+    RunInfo,
+    list_runs,
+    resolve_run,
+    verify_bundle,
+)
+from app.workspace.merge import MergePlan, prepare_merge
+
+_NUMBERED = re.compile(r"-(\d+)\.")
+
+
+@dataclass
+class LoopLog:
+    name: str
+    log: str
+    record: dict[str, Any] | None = None
+
+
+@dataclass
+class RunView:
+    run_id: str
+    path: Path
+    report: BundleReport
+    brief: str = ""
+    plan: dict[str, Any] | None = None
+    diffs: list[tuple[str, str]] = field(default_factory=list)
+    loops: list[LoopLog] = field(default_factory=list)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    cost: dict[str, Any] | None = None
+    merge: MergePlan | None = None
+    #: what could not be read, "what: why"
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def blockers(self) -> list[str]:
+        """Why a merge would be refused now (empty: the gate holds, pressing m merges)."""
+        if self.merge is None:
+            return self.problems or ["EVIDENCE: the merge could not be prepared"]
+        return self.merge.blockers()
+
+
+def runs(repo: Path) -> list[RunInfo]:
+    return list(reversed(list_runs(repo)))  # newest first
+
+
+def _numbered(path: Path) -> int:
+    m = _NUMBERED.search(path.name)
+    return int(m.group(1)) if m else 0
+
+
+def _text(path: Path, problems: list[str]) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        problems.append(f"{path.name}: {exc.strerror or exc}")
+        return ""
+
+
+def _json(path: Path, problems: list[str]) -> Any:
+    raw = _text(path, problems)
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        problems.append(f"{path.name}: not JSON ({exc})")
+        return None
+
+
+def load_run_view(repo: Path, run_id: str, sealed_sha256: str | None = None) -> RunView:
+    path = resolve_run(repo, run_id)
+    problems: list[str] = []
+    view = RunView(run_id=path.name, path=path, report=verify_bundle(path), problems=problems)
+    view.brief = _text(path / TASK_BRIEF, problems)
+    plan = _json(path / PLAN, problems)
+    view.plan = plan if isinstance(plan, dict) else None
+    diffs = path / "diffs"
+    if diffs.is_dir():
+        for p in sorted(diffs.glob("*.diff"), key=_numbered):
+            view.diffs.append((p.stem, _text(p, problems)))
+    tests = path / "tests"
+    if tests.is_dir():
+        for p in sorted(tests.glob("loop-*.log"), key=_numbered):
+            record = _json(p.with_suffix(".json"), problems)
+            view.loops.append(
+                LoopLog(p.stem, _text(p, problems), record if isinstance(record, dict) else None)
+            )
+    verdict = _json(path / VERDICT, problems)
+    if isinstance(verdict, dict) and isinstance(verdict.get("verdicts"), list):
+        verdict = verdict["verdicts"]
+    if isinstance(verdict, dict):
+        verdict = [verdict]
+    view.verdicts = [v for v in verdict or [] if isinstance(v, dict)]
+    for n, raw in enumerate(_text(path / AUDIT, problems).splitlines(), 1):
+        if raw.strip():
+            try:
+                view.audit.append(json.loads(raw))
+            except ValueError:
+                problems.append(f"{AUDIT}: line {n} is not JSON")
+    cost = _json(path / COST, problems)
+    view.cost = cost if isinstance(cost, dict) else None
+    try:
+        view.merge = prepare_merge(repo, view.run_id, sealed_sha256=sealed_sha256)
+    except SwitchyardError as exc:
+        problems.append(f"merge: {exc}")
+    return view

@@ -1,0 +1,118 @@
+"""Budget meter: spend against the caps per session, day and provider, reservations in
+flight, and cost per role. The model is the ledger's latest snapshot
+(``BudgetLedger.snapshot(...).model_dump()``), as it arrives on the bus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from app.tui.widgets.pane import Pane, style_of
+
+WARN_AT = 0.6
+OVER_AT = 0.9
+
+
+def money(usd: float | None) -> str:
+    if usd is None:
+        return "—"
+    return f"${usd:.2f}" if usd >= 0.995 or usd == 0 else f"${usd:.3f}"
+
+
+def percent(share: float) -> str:
+    if share <= 0:
+        return "0%"
+    return "<1%" if share < 0.01 else f"{100 * share:.0f}%"
+
+
+def level(used: float, cap: float | None) -> str:
+    if not cap:
+        return "budget-ok" if not used else "budget-warn"
+    share = used / cap
+    return "budget-ok" if share < WARN_AT else "budget-warn" if share < OVER_AT else "budget-over"
+
+
+def meter(label: str, usage: dict[str, Any], variables: dict[str, str], *, width: int = 8) -> Text:
+    """``label ███▒░░░ 8% $0.42/$5.00``: spent in the level colour, reserved beside it."""
+    cap = usage.get("cap_usd")
+    spent = float(usage.get("spent_usd") or 0.0)
+    reserved = float(usage.get("reserved_usd") or 0.0)
+    text = Text(no_wrap=True, end="")
+    text.append(f"{label[:8]:<9}")
+    if cap:
+        filled = min(width, round(width * spent / cap))
+        held = min(width - filled, round(width * reserved / cap))
+        if spent > 0 and filled == 0:
+            filled = 1  # any spend is visible
+        colour = variables.get(level(spent + reserved, cap), "")
+        text.append("█" * filled, style_of(colour))
+        text.append("▒" * held, style_of(variables.get("budget-reserved", "")))
+        text.append("░" * (width - filled - held), style_of(variables.get("budget-track", "")))
+        text.append(f" {percent((spent + reserved) / cap):>4}", style_of(colour, bold=True))
+        text.append(f" {money(spent)}/{money(cap)[1:]}", style_of(variables.get("dim-text", "")))
+    else:
+        text.append(f"{money(spent)} (no cap)", style_of(variables.get("dim-text", "")))
+    return text
+
+
+def render_budget(snapshot: dict[str, Any] | None, variables: dict[str, str]) -> Text:
+    dim = style_of(variables.get("dim-text", ""))
+    if not snapshot:
+        return Text("no spend yet · local models cost $0", style=dim)
+    lines: list[Text] = [
+        meter("session", snapshot.get("per_session") or {}, variables),
+        meter("day", snapshot.get("per_day") or {}, variables),
+    ]
+    providers: dict[str, Any] = snapshot.get("per_provider") or {}
+    # Providers with spend or reservations first; idle capped ones after, as context.
+    active = [p for p, u in providers.items() if u.get("spent_usd") or u.get("reserved_usd")]
+    for name in active:
+        lines.append(meter(name, providers[name], variables))
+    reserved = float(snapshot.get("reserved_usd") or 0.0)
+    held = Text(no_wrap=True, end="")
+    held.append(f"{'reserved':<9}")
+    held.append(
+        f"{money(reserved)} in flight",
+        style_of(variables.get("budget-reserved" if reserved else "dim-text", "")),
+    )
+    lines.append(held)
+    by_role: dict[str, float] = snapshot.get("by_role") or {}
+    if by_role:
+        lines.append(Text("cost by role", style=style_of(variables.get("dim-text", ""), bold=True)))
+        for role, usd in sorted(by_role.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(Text(f" {role:<12} {money(usd):>8}", no_wrap=True, end=""))
+    idle = [p for p in providers if p not in active]
+    if idle:
+        lines.append(Text("idle caps: " + ", ".join(idle), style=dim, end=""))
+    calls = snapshot.get("calls")
+    if calls is not None:
+        lines.append(Text(f"{calls} calls this session", style=dim, end=""))
+    return Text("\n").join(lines)
+
+
+class BudgetPane(Pane):
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.snapshot: dict[str, Any] | None = None
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(id="budget-body")
+
+    def show(self, snapshot: dict[str, Any]) -> None:
+        self.snapshot = snapshot
+        self.redraw()
+
+    def redraw(self) -> None:
+        self.border_title = "Budget"
+        snap = self.snapshot or {}
+        session = snap.get("per_session") or {}
+        cap = session.get("cap_usd")
+        spent = float(session.get("spent_usd") or 0.0)
+        self.border_subtitle = f"{money(spent)} / {money(cap)}" if cap else money(spent)
+        body = render_budget(self.snapshot, self.app.theme_variables)
+        self.query_one("#budget-body", Static).update(body)

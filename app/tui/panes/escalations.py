@@ -1,0 +1,181 @@
+"""Escalations: every audit line, live, coloured by kind, filterable by kind.
+
+The pane's model is :attr:`EscalationsPane.lines`, every line received, in order; the
+view shows the ones the filter lets through. The filter is a few words: a word keeps the
+kinds it starts (``esc den`` → escalation, denial), ``-word`` drops them (``-call``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import Input
+
+from app.audit.types import AUDIT_KINDS
+from app.tui.themes import audit_colour
+from app.tui.widgets.lineview import LineView
+from app.tui.widgets.pane import Pane, style_of
+
+#: Short labels keep the detail column aligned in a narrow pane.
+KIND_LABEL: dict[str, str] = {
+    "route": "ROUTE",
+    "runtime_fallback": "FALLBK",
+    "escalation": "ESCAL",
+    "skip": "SKIP",
+    "approval": "APPROVE",
+    "denial": "DENY",
+    "refusal": "REFUSE",
+    "budget_stop": "BUDGET!",
+    "budget": "BUDGET",
+    "degradation": "DEGRADE",
+    "local_only_refusal": "LOCAL!",
+    "retry": "RETRY",
+    "call": "CALL",
+    "consensus": "CONSENS",
+    "verdict": "VERDICT",
+    "merge": "MERGE",
+    "run": "RUN",
+}
+
+
+def parse_filter(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """``"esc den -call"`` → (kinds kept, kinds dropped). Unknown words match nothing."""
+    keep: set[str] = set()
+    drop: set[str] = set()
+    for word in text.replace(",", " ").lower().split():
+        target = drop if word.startswith("-") else keep
+        prefix = word.lstrip("-+")
+        if prefix:
+            target.update(k for k in AUDIT_KINDS if k.startswith(prefix))
+    return frozenset(keep), frozenset(drop)
+
+
+def line_matches(line: dict[str, Any], keep: frozenset[str], drop: frozenset[str]) -> bool:
+    kind = str(line.get("kind", ""))
+    return (not keep or kind in keep) and kind not in drop
+
+
+def clock_time(ts: str) -> str:
+    """ISO UTC → local HH:MM:SS (the audit chain stores UTC)."""
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
+    except ValueError:
+        return ts[11:19]
+
+
+_DECISION_WORD = {
+    "allow_once": "approved once",
+    "allow_session": "approved for the session",
+    "deny": "denied",
+}
+
+
+def describe(line: dict[str, Any]) -> str:
+    detail = str(line.get("detail") or "")
+    values = line.get("values") or {}
+    if line.get("kind") in ("approval", "denial") and "decision" in values:
+        # The broker's detail is only the decider's reason; say what was decided, by whom.
+        word = _DECISION_WORD.get(str(values["decision"]), str(values["decision"]))
+        approver = (line.get("provenance") or {}).get("approver", "?")
+        target = f"{values.get('model') or line.get('to')} ({values.get('provider', '?')})"
+        return f"{word}: {target} by {approver}" + (f" · {detail}" if detail else "")
+    if detail:
+        return detail
+    src, dst = line.get("from"), line.get("to")
+    move = f"{src or ''} → {dst}" if dst else ""
+    codes = " ".join(str(c) for c in line.get("reason_codes") or [])
+    return " ".join(p for p in (move, codes) if p)
+
+
+def format_line(line: dict[str, Any], variables: dict[str, str]) -> Text:
+    kind = str(line.get("kind", "?"))
+    colour = audit_colour(variables, kind)
+    text = Text(no_wrap=True, end="")
+    text.append(clock_time(str(line.get("ts", ""))), style_of(variables.get("dim-text", "")))
+    text.append(" ")
+    text.append(f"{KIND_LABEL.get(kind, kind.upper()[:7]):<8}", style_of(colour, bold=True))
+    role = line.get("role")
+    if role:
+        text.append(f"{role} ", style_of(variables.get("dim-text", "")))
+    text.append(describe(line), style_of(colour))
+    return text
+
+
+class EscalationsPane(Pane):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f", "filter", "filter kinds"),
+        Binding("escape", "close_filter", "close filter", show=False),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        #: every audit line received (the model); the view shows the filtered ones
+        self.lines: list[dict[str, Any]] = []
+        self.filter_text = ""
+        self._keep: frozenset[str] = frozenset()
+        self._drop: frozenset[str] = frozenset()
+        self._shown = 0
+
+    def compose(self) -> ComposeResult:
+        yield LineView(id="audit-view")
+        yield Input(
+            placeholder="kinds, e.g. esc den -call (enter)",
+            id="audit-filter",
+            classes="pane-filter",
+        )
+
+    @property
+    def view(self) -> LineView:
+        return self.query_one("#audit-view", LineView)
+
+    def add_lines(self, lines: list[dict[str, Any]]) -> None:
+        self.lines.extend(lines)
+        shown = [ln for ln in lines if line_matches(ln, self._keep, self._drop)]
+        if shown and self.is_mounted:
+            variables = self.app.theme_variables
+            self.view.append(format_line(ln, variables) for ln in shown)
+        self._shown += len(shown)
+        self._update_titles()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip()
+        self._keep, self._drop = parse_filter(self.filter_text)
+        self.redraw()
+
+    def shown_lines(self) -> list[dict[str, Any]]:
+        return [ln for ln in self.lines if line_matches(ln, self._keep, self._drop)]
+
+    def redraw(self) -> None:
+        shown = self.shown_lines()
+        self._shown = len(shown)
+        variables = self.app.theme_variables
+        self.view.set_lines(format_line(ln, variables) for ln in shown)
+        self._update_titles()
+
+    def _update_titles(self) -> None:
+        self.border_title = "Escalations"
+        count = f"{self._shown}/{len(self.lines)}" if self.filter_text else f"{len(self.lines)}"
+        where = f"{self.filter_text} · " if self.filter_text else ""
+        self.border_subtitle = f"{where}{count} lines"
+
+    def action_filter(self) -> None:
+        box = self.query_one("#audit-filter", Input)
+        box.value = self.filter_text
+        box.add_class("open")
+        box.focus()
+
+    def action_close_filter(self) -> None:
+        box = self.query_one("#audit-filter", Input)
+        if box.has_class("open"):
+            box.remove_class("open")
+            self.view.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "audit-filter":
+            event.stop()
+            self.set_filter(event.value)
+            self.action_close_filter()

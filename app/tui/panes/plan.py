@@ -1,0 +1,129 @@
+"""Plan: the stages of the run, then the Architect's plan.json steps with their status,
+and its confidence in the border.
+
+A step's status is the plan's own (``steps[i].status`` or a ``step_status`` list, when
+the pipeline sends one); otherwise it follows the implementer: pending before it starts,
+active while it works, done when the run is merge-ready, failed when it fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from app.tui.widgets.pane import Pane, style_of
+
+MARK = {"done": "✓", "active": "▶", "pending": "·", "failed": "✗", "skipped": "–"}
+STAGE_MARK = {"started": "▶", "finished": "✓", "failed": "✗", "skipped": "–"}
+STAGE_STYLE = {
+    "started": "step-active",
+    "finished": "step-done",
+    "failed": "step-failed",
+    "skipped": "step-pending",
+}
+
+
+def step_statuses(plan: dict[str, Any], stages: dict[str, str], outcome: str | None) -> list[str]:
+    steps = plan.get("steps") or []
+    given = plan.get("step_status")
+    out: list[str] = []
+    impl = stages.get("implementer")
+    for i, step in enumerate(steps):
+        own = step.get("status") if isinstance(step, dict) else None
+        if own is None and isinstance(given, list) and i < len(given):
+            own = given[i]
+        if isinstance(own, str) and own in MARK:
+            out.append(own)
+        elif outcome == "merge_ready":
+            out.append("done")
+        elif outcome == "failed" and impl is not None:
+            out.append("failed")
+        elif impl == "started":
+            out.append("active")
+        elif impl == "finished":
+            out.append("done")
+        else:
+            out.append("pending")
+    return out
+
+
+def render_plan(
+    plan: dict[str, Any] | None,
+    stages: dict[str, str],
+    outcome: str | None,
+    variables: dict[str, str],
+) -> Text:
+    dim = style_of(variables.get("dim-text", ""))
+    parts: list[Text] = []
+    if stages:
+        strip = Text(no_wrap=True, end="")
+        for n, (stage, status) in enumerate(stages.items()):
+            if n:
+                strip.append(" › ", dim)
+            style = style_of(variables.get(STAGE_STYLE.get(status, "dim-text"), ""))
+            strip.append(f"{STAGE_MARK.get(status, '·')} {stage}", style)
+        parts.append(strip)
+    if plan is None:
+        parts.append(Text("no plan yet · type a task below and press enter", style=dim))
+        return Text("\n").join(parts)
+    goal = str(plan.get("goal") or "")
+    if goal:
+        parts.append(Text.assemble(("goal ", dim), (goal, style_of("", bold=True))))
+    statuses = step_statuses(plan, stages, outcome)
+    for n, (step, status) in enumerate(zip(plan.get("steps") or [], statuses, strict=False), 1):
+        title = str(step.get("title", "")) if isinstance(step, dict) else str(step)
+        style = style_of(variables.get(f"step-{status}", variables.get("step-pending", "")))
+        line = Text(no_wrap=False)
+        line.append(
+            f"{MARK[status]} {n} ", style_of(variables.get(f"step-{status}", ""), bold=True)
+        )
+        line.append(title, style if status != "pending" else None)
+        files = step.get("files") if isinstance(step, dict) else None
+        if files:
+            line.append("  " + ", ".join(str(f) for f in files[:3]), dim)
+        parts.append(line)
+    for label, key in (("risk", "risks"), ("open", "open_questions")):
+        for item in plan.get(key) or []:
+            parts.append(Text.assemble((f"{label} ", dim), (str(item), dim)))
+    return Text("\n").join(parts)
+
+
+class PlanPane(Pane):
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.plan: dict[str, Any] | None = None
+        #: stage → last status, in the order the stages first appeared
+        self.stages: dict[str, str] = {}
+        self.outcome: str | None = None
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(id="plan-body")
+
+    def reset(self) -> None:
+        self.plan, self.stages, self.outcome = None, {}, None
+        self.redraw()
+
+    def show_plan(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+        self.redraw()
+
+    def stage(self, stage: str, status: str) -> None:
+        self.stages[stage] = status
+        self.redraw()
+
+    def finished(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.redraw()
+
+    def redraw(self) -> None:
+        conf = self.plan.get("confidence") if self.plan else None
+        self.border_title = "Plan" if conf is None else f"Plan ── conf {float(conf):.2f}"
+        steps = len(self.plan.get("steps") or []) if self.plan else 0
+        self.border_subtitle = f"{steps} steps" if steps else ""
+        body = render_plan(self.plan, self.stages, self.outcome, self.app.theme_variables)
+        self.query_one("#plan-body", Static).update(body)

@@ -1,0 +1,1 @@
+"""The screens: main, approval (modal), evidence, tutor, policy."""

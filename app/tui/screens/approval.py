@@ -1,0 +1,141 @@
+"""The approval modal: what wants to leave the machine, and the human's keypress.
+
+It shows the role, each trigger with its values, the target model, the estimated cost,
+the budget left and a countdown. ``y``/``a``/``n`` dismiss it with the decision; the
+caller hands that to the broker. The broker owns the timeout: when it denies (or anyone
+else decides first) an ApprovalResolved arrives and :meth:`settled` closes the modal.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from app.bus import ApprovalRequested
+from app.clock import Clock
+from app.router.approvals import DecisionKind
+from app.tui.panes.budget import money
+from app.tui.widgets.pane import style_of
+
+OPS = {"lt": "<", "le": "≤", "gt": ">", "ge": "≥", "eq": "=", "ne": "≠", "true": "is", "is": "is"}
+
+
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def trigger_line(reason: dict[str, Any]) -> str:
+    """``IMPLEMENTER_FAILED_LOOPS: failed_loops = 2 (≥ 2)``"""
+    code = reason.get("code") or reason.get("trigger") or "?"
+    signal = reason.get("signal")
+    if signal is None:
+        return str(code)
+    measured = f"{signal} = {_num(reason.get('value'))}"
+    threshold = reason.get("threshold")
+    if threshold is not None:
+        op = str(reason.get("op", ""))
+        measured += f" ({OPS.get(op, op)} {_num(threshold)})"
+    return f"{code}: {measured}"
+
+
+class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
+    """Dismissed with (decision, reason) on a key, or None when settled elsewhere."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer('allow_once')", "approve once"),
+        Binding("a", "answer('allow_session')", "approve session"),
+        Binding("n", "answer('deny')", "deny"),
+        Binding("escape", "answer('deny')", "deny", show=False),
+    ]
+
+    def __init__(self, request: ApprovalRequested, clock: Clock) -> None:
+        super().__init__(classes="approval")
+        self.request = request
+        self.clock = clock
+        self.opened_at = clock.monotonic()
+        #: set when the broker settled the request while another screen was on top
+        self.settled_event: str | None = None
+
+    @property
+    def remaining_s(self) -> float:
+        return max(0.0, self.request.timeout_s - (self.clock.monotonic() - self.opened_at))
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="approval-box"):
+            yield Static(id="approval-body")
+            yield Static(id="approval-countdown")
+            yield Static(
+                "[b]y[/] approve once   [b]a[/] approve for this session   [b]n[/] deny",
+                id="approval-keys",
+            )
+
+    def on_mount(self) -> None:
+        box = self.query_one("#approval-box")
+        box.border_title = "Escalation wants to leave the machine"
+        box.border_subtitle = f"request {self.request.request_id[:8]}"
+        self.query_one("#approval-body", Static).update(self._body())
+        self._tick()
+        self.set_interval(0.25, self._tick, name="approval-countdown")
+
+    def _body(self) -> Text:
+        r = self.request
+        v = self.app.theme_variables
+        dim = style_of(v.get("dim-text", ""))
+        strong = style_of(v.get("accent", ""), bold=True)
+        text = Text()
+        rows: list[tuple[str, Text | str]] = [
+            ("role", Text(r.role, style=strong)),
+            ("target", Text(f"{r.model} ({r.provider})", style=style_of("", bold=True))),
+        ]
+        for reason in r.reasons or [{}]:
+            rows.append(("trigger", trigger_line(reason) if reason else "requested by the user"))
+        rows += [
+            ("est. cost", f"~{money(r.est_cost_usd)}"),
+            ("budget left", money(r.budget_left_usd)),
+        ]
+        for n, (label, value) in enumerate(rows):
+            if n:
+                text.append("\n")
+            text.append(f"{label:<12}", dim)
+            text.append_text(value if isinstance(value, Text) else Text(value))
+        for reason in r.reasons:
+            why = reason.get("text")
+            if why:
+                text.append(f"\n{'':<12}{why}", dim)
+        return text
+
+    def _tick(self) -> None:
+        left = self.remaining_s
+        total = self.request.timeout_s or 1.0
+        width = 30
+        filled = math.ceil(width * left / total) if left > 0 else 0
+        v = self.app.theme_variables
+        colour = v.get("budget-ok" if left > total / 3 else "budget-over", "")
+        bar = Text()
+        bar.append("█" * filled, style_of(colour))
+        bar.append("░" * (width - filled), style_of(v.get("budget-track", "")))
+        label = f" {math.ceil(left)}s, then denied" if left > 0 else " timing out: denied"
+        bar.append(label, style_of(colour, bold=True))
+        self.query_one("#approval-countdown", Static).update(bar)
+
+    def action_answer(self, decision: DecisionKind) -> None:
+        key = {"allow_once": "y", "allow_session": "a", "deny": "n"}[decision]
+        self.dismiss((decision, f"{key} pressed"))
+
+    def settled(self, decision: str) -> None:
+        """The broker decided (timeout, or another decider): close without answering."""
+        if self.app.screen is self:
+            self.dismiss(None)
+        else:
+            self.settled_event = decision
+
+    def on_screen_resume(self) -> None:
+        if self.settled_event is not None:
+            self.dismiss(None)

@@ -1,0 +1,265 @@
+"""Evidence review: the runs of this repo, and one run's bundle: brief, plan, diffs, test
+logs, the verdict with its citations, audit lines, costs and the manifest check.
+
+``m`` merges, and only when the gate holds; otherwise the screen says why (and the
+refused attempt is still audited by the merge function).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, cast
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+
+from app.evidence.bundle import RunInfo
+from app.tui.core import CoreApp, MergeDone, RunLoaded, RunsListed, WorkFailed
+from app.tui.evidence_data import RunView
+from app.tui.panes.diff import render_file, split_files
+from app.tui.panes.escalations import format_line
+from app.tui.panes.plan import render_plan
+from app.tui.panes.tests import line_style_key
+from app.tui.widgets.lineview import LineView
+from app.tui.widgets.pane import style_of
+
+TABS = (
+    ("brief", "Brief"),
+    ("plan", "Plan"),
+    ("diffs", "Diffs"),
+    ("tests", "Tests"),
+    ("verdict", "Verdict"),
+    ("audit", "Audit"),
+    ("cost", "Cost"),
+    ("manifest", "Manifest"),
+)
+
+
+def _lines(text: str, style: str = "") -> list[Text]:
+    return [Text(line, style=style, end="") for line in text.splitlines()]
+
+
+class EvidenceScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("m", "merge", "merge"),
+        Binding("r", "refresh", "refresh"),
+        Binding("escape", "app.pop_screen", "back"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="evidence")
+        self.runs: list[RunInfo] = []
+        self.view: RunView | None = None
+        self.last_merge: Any = None
+
+    @property
+    def core(self) -> CoreApp:
+        return cast(CoreApp, self.app)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="evidence-title")
+        with Horizontal(id="evidence-body"):
+            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="run-detail"):
+                with TabbedContent(id="run-tabs"):
+                    for tab_id, title in TABS:
+                        with TabPane(title, id=f"tab-{tab_id}"):
+                            yield LineView(id=f"ev-{tab_id}", follow=False)
+                yield Static(id="gate")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        table.add_columns("run", "status", "task")
+        table.border_title = "Runs"
+        self.query_one("#evidence-title", Static).update(
+            Text.assemble(
+                (" Evidence ", style_of(self.app.theme_variables.get("primary", ""), bold=True)),
+                (
+                    f"─ {self.core.repo.name}",
+                    style_of(self.app.theme_variables.get("dim-text", "")),
+                ),
+            )
+        )
+        self._gate_text(Text("loading runs…"))
+        self.core.list_runs(self)
+
+    def action_refresh(self) -> None:
+        self.core.list_runs(self)
+
+    def on_runs_listed(self, message: RunsListed) -> None:
+        self.runs = list(message.runs)
+        table = self.query_one("#runs", DataTable)
+        table.clear()
+        for run in self.runs:
+            table.add_row(run.run_id, run.status or "unsealed", run.task, key=run.run_id)
+        if not self.runs:
+            self._gate_text(
+                Text(f"no runs yet in {self.core.repo.name}/.switchyard/runs: start a task first")
+            )
+            return
+        table.focus()
+        self.core.load_run(self.runs[0].run_id, self)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value
+        if key and (self.view is None or self.view.run_id != key):
+            self.core.load_run(key, self)
+
+    def on_run_loaded(self, message: RunLoaded) -> None:
+        self.view = view = message.view
+        v = self.app.theme_variables
+        dim = style_of(v.get("dim-text", ""))
+        self._set("brief", _lines(view.brief) or [Text("no task brief", style=dim)])
+        self._set(
+            "plan",
+            [render_plan(view.plan, {}, view.report.manifest.status, v)]
+            if view.plan and view.report.manifest
+            else [Text("no plan.json", style=dim)],
+        )
+        diffs: list[Text] = []
+        for name, text in view.diffs:
+            diffs.append(Text(f"── {name} ──", style=style_of(v.get("diff-hunk", ""), bold=True)))
+            for f in split_files(text):
+                diffs += render_file(f, v)
+        self._set("diffs", diffs or [Text("no diffs", style=dim)])
+        tests: list[Text] = []
+        for loop in view.loops:
+            rec = loop.record or {}
+            ok = rec.get("ok")
+            key = "test-pass" if ok else "test-fail"
+            head = (
+                f"── {loop.name} · {rec.get('runner', '?')} · exit {rec.get('exit_code', '?')} ──"
+            )
+            tests.append(Text(head, style=style_of(v.get(key, ""), bold=True)))
+            for line in loop.log.splitlines():
+                k = line_style_key(line)
+                tests.append(Text(line, style=style_of(v.get(k, "")) if k else "", end=""))
+        self._set("tests", tests or [Text("no test loops", style=dim)])
+        self._set("verdict", self._verdict_lines(view, v))
+        self._set("audit", [format_line(line, v) for line in view.audit] or [Text("no audit")])
+        cost = json.dumps(view.cost, indent=2, sort_keys=True) if view.cost else "no cost.json"
+        self._set("cost", _lines(cost))
+        self._set("manifest", self._manifest_lines(view, v))
+        self._show_gate()
+
+    def _set(self, tab: str, lines: list[Text]) -> None:
+        self.query_one(f"#ev-{tab}", LineView).set_lines(lines)
+
+    def _verdict_lines(self, view: RunView, v: dict[str, str]) -> list[Text]:
+        dim = style_of(v.get("dim-text", ""))
+        if not view.verdicts:
+            return [Text("no verdict: the Judge did not run", style=dim)]
+        out: list[Text] = []
+        for verdict in view.verdicts:
+            local = verdict.get("local") or verdict.get("provider") == "local"
+            word = str(verdict.get("verdict", "?"))
+            colour = v.get("test-pass" if word == "approve" else "test-fail", "")
+            head = Text()
+            head.append(f"{word.upper()} ", style_of(colour, bold=True))
+            head.append(f"by {verdict.get('model', '?')} ({verdict.get('provider', '?')})")
+            if local:
+                head.append("  local: advice only (GR-003)", dim)
+            resolved = verdict.get("citations_resolved")
+            if resolved is not None:
+                head.append(
+                    "  citations resolve ✓" if resolved else "  citations do not resolve ✗",
+                    style_of(v.get("test-pass" if resolved else "test-fail", "")),
+                )
+            out.append(head)
+            if verdict.get("summary"):
+                out += _lines(str(verdict["summary"]))
+            for finding in verdict.get("findings") or []:
+                line = Text("  ")
+                line.append(f"[{finding.get('severity', '?')}] ", style_of(colour))
+                line.append(str(finding.get("message", "")))
+                line.append(f"  ← {finding.get('cite', '?')}", dim)
+                out.append(line)
+        return out
+
+    def _manifest_lines(self, view: RunView, v: dict[str, str]) -> list[Text]:
+        report = view.report
+        good = style_of(v.get("test-pass", ""), bold=True)
+        bad = style_of(v.get("test-fail", ""), bold=True)
+        out = [
+            Text(
+                f"✓ bundle verified: {report.files_checked} files match the manifest"
+                if report.ok
+                else "✗ the bundle does not verify",
+                style=good if report.ok else bad,
+            )
+        ]
+        out += [Text(f"  {p}", style=bad) for p in report.problems]
+        m = report.manifest
+        if m is not None:
+            for label, value in (
+                ("status", f"{m.status}{': ' + m.reason if m.reason else ''}"),
+                ("task", m.task),
+                ("session", m.session or "—"),
+                ("branch", f"{m.branch or '—'} @ {(m.head or '—')[:12]}"),
+                ("base", (m.base or "—")[:12]),
+                ("policy", m.policy_version or "—"),
+                ("local_only", str(m.local_only).lower()),
+                ("finalized", m.finalized),
+            ):
+                out.append(Text(f"{label:<11}{value}", end=""))
+            for name, entry in m.files.items():
+                out.append(Text(f"  {entry.sha256[:12]}  {entry.size:>7}  {name}", end=""))
+        return out
+
+    def _show_gate(self) -> None:
+        view = self.view
+        if view is None:
+            return
+        v = self.app.theme_variables
+        text = Text()
+        blockers = view.blockers
+        if blockers:
+            text.append("✗ merge refused", style_of(v.get("test-fail", ""), bold=True))
+            text.append(" (the gate does not hold):")
+            for reason in blockers:
+                text.append(f"\n  {reason}")
+        else:
+            target = (view.merge.target_ref if view.merge else None) or "HEAD"
+            text.append("✓ the gate holds", style_of(v.get("test-pass", ""), bold=True))
+            text.append(f": press m to merge into {target.removeprefix('refs/heads/')}")
+        notes = view.merge.notes if view.merge else []
+        for note in notes:
+            text.append(f"\n  note: {note}", style_of(v.get("dim-text", "")))
+        self._gate_text(text)
+
+    def _gate_text(self, text: Text) -> None:
+        gate = self.query_one("#gate", Static)
+        gate.border_title = "Merge gate"
+        gate.update(text)
+
+    def action_merge(self) -> None:
+        if self.view is None:
+            self.notify("open a run first", severity="warning")
+            return
+        self.core.merge(self.view.run_id, self)
+
+    def on_merge_done(self, message: MergeDone) -> None:
+        outcome = self.last_merge = message.outcome
+        if outcome.merged:
+            self.notify(f"merged run {outcome.run_id} ({(outcome.after_head or '')[:12]})")
+        elif outcome.already_merged:
+            self.notify(f"run {outcome.run_id} is already merged")
+        else:
+            text = Text()
+            text.append("✗ merge refused", style_of(self.app.theme_variables.get("test-fail", "")))
+            text.append(" (nothing was changed):")
+            for reason in outcome.reasons:
+                text.append(f"\n  {reason}")
+            self._gate_text(text)
+            self.notify("merge refused: " + "; ".join(outcome.reasons), severity="error")
+        if outcome.ok:
+            self.core.load_run(outcome.run_id, self)
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        if message.group in ("evidence", "merge"):
+            self._gate_text(Text(f"{message.group}: {message.text}"))

@@ -1,0 +1,66 @@
+"""The header line: the session, the role at work and the model serving it, the run's
+state, and the session's spend against its cap."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from app.tui.widgets.pane import style_of
+
+RUNTIME_LABEL = {
+    "vllm": "vLLM",
+    "llamacpp_server": "llama.cpp server",
+    "llamacpp_inprocess": "llama.cpp",
+    "cloud": "cloud",
+}
+
+
+class SessionHeader(Widget):
+    DEFAULT_CSS = """
+    SessionHeader { height: 1; background: $panel; color: $foreground; }
+    """
+
+    session: reactive[str] = reactive("")
+    role: reactive[str] = reactive("")
+    model: reactive[str] = reactive("")
+    runtime: reactive[str] = reactive("")
+    state: reactive[str] = reactive("starting")
+    spend: reactive[str] = reactive("")
+    local_only: reactive[bool] = reactive(False)
+
+    def render(self) -> Table:
+        variables = self.app.theme_variables
+        dim = style_of(variables.get("dim-text", ""))
+        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        text.append(" Switchyard ", style_of(variables.get("primary", ""), bold=True))
+        text.append("─ ", dim)
+        text.append(f"session {self.session[:8] or '…'}")
+        if self.role:
+            text.append(" · ", dim)
+            text.append(self.role, style_of(variables.get("accent", ""), bold=True))
+        if self.model:
+            where = RUNTIME_LABEL.get(self.runtime, self.runtime)
+            text.append(" · ", dim)
+            text.append(f"{self.model}{' @ ' + where if where else ''}")
+        text.append(" · ", dim)
+        text.append(self.state, style_of(variables.get(_STATE_COLOUR.get(self.state, ""), "")))
+        if self.local_only:
+            text.append("  LOCAL-ONLY", style_of(variables.get("warning", ""), bold=True))
+        grid = Table.grid(expand=True)
+        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        grid.add_column(justify="right", no_wrap=True)
+        grid.add_row(text, Text(f" {self.spend} ", style=style_of("", bold=True)))
+        return grid
+
+
+_STATE_COLOUR = {
+    "running": "step-active",
+    "awaiting approval": "audit-escalation",
+    "merge_ready": "step-done",
+    "failed": "step-failed",
+    "stopped": "budget-warn",
+    "error": "step-failed",
+}

@@ -1,0 +1,106 @@
+"""A virtual list of styled lines: only the rows on screen are rendered.
+
+Panes that can grow large (audit lines, test output) keep their own model and hand this
+view ready-made ``Text`` lines; a 10k-line flood costs one append, not 10k widgets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.cells import cell_len
+from rich.style import Style
+from rich.text import Text
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+
+class LineView(ScrollView, can_focus=True):
+    DEFAULT_CSS = """
+    LineView { height: 1fr; background: $surface; }
+    """
+
+    def __init__(
+        self,
+        *,
+        follow: bool = True,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        #: keep the newest line in view while the user has not scrolled up
+        self.follow = follow
+        self._lines: list[Text] = []
+        self._width = 0
+        self._cache: LRUCache[tuple[int, Style], Strip] = LRUCache(1024)
+
+    @property
+    def line_count(self) -> int:
+        return len(self._lines)
+
+    @property
+    def lines(self) -> list[Text]:
+        return self._lines
+
+    def plain_lines(self) -> list[str]:
+        return [line.plain for line in self._lines]
+
+    def set_lines(self, lines: Iterable[Text]) -> None:
+        self._lines = list(lines)
+        self._width = max((cell_len(t.plain) for t in self._lines), default=0)
+        self._cache.clear()
+        self._resize()
+        if self.follow:
+            self.scroll_end(animate=False, immediate=False, x_axis=False)
+        else:
+            self.scroll_home(animate=False)
+
+    def append(self, lines: Iterable[Text]) -> None:
+        new = list(lines)
+        if not new:
+            return
+        at_end = self.is_vertical_scroll_end or self.max_scroll_y == 0
+        self._lines.extend(new)
+        self._width = max(self._width, max(cell_len(t.plain) for t in new))
+        self._resize()
+        if self.follow and at_end:
+            self.scroll_end(animate=False, immediate=False, x_axis=False)
+
+    def replace_last(self, line: Text) -> None:
+        """Rewrite the newest line (a partial line of streamed output)."""
+        if not self._lines:
+            self.append([line])
+            return
+        self._lines[-1] = line
+        self._width = max(self._width, cell_len(line.plain))
+        self._cache.clear()
+        self._resize()
+
+    def clear(self) -> None:
+        self.set_lines([])
+
+    def _resize(self) -> None:
+        self.virtual_size = Size(self._width, len(self._lines))
+        self.refresh()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._cache.clear()
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.scrollable_content_region.width
+        base = self.rich_style
+        if index >= len(self._lines):
+            return Strip.blank(width, base)
+        key = (index, base)
+        strip = self._cache.get(key)
+        if strip is None:
+            text = self._lines[index]
+            strip = Strip(text.render(self.app.console), cell_len(text.plain)).apply_style(base)
+            self._cache[key] = strip
+        return strip.crop_extend(scroll_x, scroll_x + width, base)

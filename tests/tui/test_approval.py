@@ -1,0 +1,153 @@
+"""The approval modal: shown on request, y/a/n answered through the real broker and
+audited, the broker's timeout denies and closes it, and 'e' asks to escalate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from textual.widgets import Static
+
+from app.clock import ManualClock
+from app.tui import bridge
+from app.tui.core import DECIDED_BY, RunDone
+from app.tui.screens.approval import ApprovalScreen
+from tests.tui.helpers import Messages, settle, until
+from tests.tui.scripted import ScriptedRun
+
+
+def _modal_text(screen: ApprovalScreen) -> str:
+    parts = [
+        str(screen.query_one(f"#{name}", Static).render())
+        for name in ("approval-body", "approval-countdown", "approval-keys")
+    ]
+    return "\n".join(parts)
+
+
+async def test_escalation_request_shows_the_modal(make_app: Any) -> None:
+    seen = Messages()
+    app = make_app()
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        await settle(pilot)
+        asked = seen.of(bridge.ApprovalAsked)
+        assert len(asked) == 1
+        request = asked[0].event
+        assert (request.role, request.model, request.provider) == (
+            "implementer",
+            "deepseek-reasoner",
+            "deepseek",
+        )
+        screen = app.screen
+        assert isinstance(screen, ApprovalScreen)
+        assert screen.request.request_id == request.request_id
+        text = _modal_text(screen)
+        for expected in (
+            "implementer",
+            "deepseek-reasoner (deepseek)",
+            "IMPLEMENTER_FAILED_LOOPS: failed_loops = 2 (≥ 2)",
+            "~$0.012",
+            "$5.00",
+            "60s, then denied",
+            "approve once",
+        ):
+            assert expected in text, (expected, text)
+        assert app.session is not None
+        assert app.session.approvals.pending() == [request.request_id]
+
+
+@pytest.mark.parametrize(
+    ("key", "decision", "kind", "code"),
+    [
+        ("y", "allow_once", "approval", "APPROVED_ONCE"),
+        ("a", "allow_session", "approval", "APPROVED_SESSION"),
+        ("n", "deny", "denial", "DENIED"),
+    ],
+)
+async def test_each_key_decides_through_the_broker_and_is_audited(
+    make_app: Any, clock: ManualClock, key: str, decision: str, kind: str, code: str
+) -> None:
+    seen = Messages()
+    run = ScriptedRun(clock)
+    app = make_app(run=run)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        request_id = seen.of(bridge.ApprovalAsked)[0].event.request_id
+        await pilot.press(key)
+        await until(pilot, lambda: seen.of(RunDone), what="the run to end")
+        await settle(pilot)
+        assert not isinstance(app.screen, ApprovalScreen)
+
+        # The broker's answer, as the UI saw it on the bus.
+        settled = [m.event for m in seen.of(bridge.ApprovalSettled)]
+        assert [(e.request_id, e.decision, e.decided_by) for e in settled] == [
+            (request_id, decision, DECIDED_BY)
+        ]
+        assert run.decision == decision
+
+        # The audit line, in the real chain and in the pane that shows it live.
+        assert app.session is not None
+        lines = await app.session.audit.lines(session=app.session.id)
+        decided = [ln for ln in lines if ln.kind in ("approval", "denial")]
+        assert len(decided) == 1
+        line = decided[0]
+        assert (line.kind, line.reason_codes, line.provenance["approver"]) == (
+            kind,
+            [code],
+            DECIDED_BY,
+        )
+        assert line.values["decision"] == decision
+        assert line.detail == f"{key} pressed"
+        batched = [ln for m in seen.of(bridge.AuditBatch) for ln in m.lines]
+        assert any(ln["seq"] == line.seq and ln["kind"] == kind for ln in batched)
+        pane_kinds = [ln["kind"] for ln in app.screen.escalations.lines]
+        assert kind in pane_kinds
+        outcome = seen.of(RunDone)[0].result.outcome
+        assert outcome == ("stopped" if decision == "deny" else "merge_ready")
+
+
+async def test_the_timeout_denies_and_closes_the_modal(make_app: Any) -> None:
+    seen = Messages()
+    app = make_app(approval_timeout_s=0.4)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: seen.of(bridge.ApprovalAsked), what="the request")
+        await until(pilot, lambda: seen.of(RunDone), what="the run to end")
+        await settle(pilot)
+        assert not isinstance(app.screen, ApprovalScreen)
+        settled = seen.of(bridge.ApprovalSettled)[0].event
+        assert (settled.decision, settled.decided_by) == ("deny", "timeout")
+        assert app.session is not None
+        lines = await app.session.audit.lines(session=app.session.id)
+        denial = [ln for ln in lines if ln.kind == "denial"]
+        assert [d.reason_codes for d in denial] == [["APPROVAL_TIMEOUT"]]
+        assert seen.of(RunDone)[0].result.outcome == "stopped"
+        assert app.screen.header.state == "stopped"
+
+
+async def test_a_late_keypress_after_the_timeout_changes_nothing(make_app: Any) -> None:
+    seen = Messages()
+    app = make_app(approval_timeout_s=0.3)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: seen.of(RunDone), what="the run to end")
+        await pilot.press("y")  # the modal is gone: y is not bound on the main screen
+        await settle(pilot)
+        assert app.session is not None
+        lines = await app.session.audit.lines(session=app.session.id)
+        assert [ln.kind for ln in lines if ln.kind in ("approval", "denial")] == ["denial"]
+
+
+async def test_e_requests_escalation_of_the_role_at_work(make_app: Any, clock: ManualClock) -> None:
+    run = ScriptedRun(clock, stop_before="escalation")
+    app = make_app(run=run)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, run.reached.is_set, what="the implementer at work")
+        await settle(pilot)
+        assert app.screen.role == "implementer"
+        await pilot.press("e")
+        assert app.control is not None
+        assert app.control.escalate == {"implementer"}
+        assert app.control.user_requested("implementer")
+        run.go_on.set()
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        await pilot.press("n")
+        await until(pilot, lambda: not app.running, what="the run to end")
