@@ -559,10 +559,23 @@ class MemoryStore:
     # ── playbook bullets (for the ACE curator) ───────────────────────────────────────────
 
     async def add_bullet(
-        self, text: str, *, tags: Iterable[str] = (), source: str = "", priority: int = 0
+        self,
+        text: str,
+        *,
+        tags: Iterable[str] = (),
+        source: str = "",
+        priority: int = 0,
+        source_key: str | None = None,
     ) -> int:
-        """A new active playbook bullet."""
-        return await self.add(text, kind="playbook", tags=tags, source=source, priority=priority)
+        """A new active playbook bullet (with a ``source_key``: at most one per key)."""
+        return await self.add(
+            text,
+            kind="playbook",
+            tags=tags,
+            source=source,
+            priority=priority,
+            source_key=source_key,
+        )
 
     async def rate_bullet(self, bullet_id: int, *, helpful: int = 0, harmful: int = 0) -> Memory:
         """Count a bullet as helpful and/or harmful ``n`` more times."""

@@ -175,7 +175,8 @@ async def test_playbook_rate_merge_and_list(db_path: Path, clock: ManualClock) -
     async with MemoryStore.open(db_path, clock=clock, weights=WEIGHTS) as store:
         a = await store.add_bullet("run the tests before the diff", tags=["tests"], priority=2)
         b = await store.add_bullet("tests first, then the diff", tags=["loop"], priority=6)
-        c = await store.add_bullet("keep commits small")
+        c = await store.add_bullet("keep commits small", source_key="ace:small-commits")
+        assert await store.add_bullet("keep commits small", source_key="ace:small-commits") == c
         await store.rate_bullet(a, helpful=3, harmful=1)
         await store.rate_bullet(b, helpful=1)
         await store.rate_bullet(c, helpful=5)
