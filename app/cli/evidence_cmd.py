@@ -49,12 +49,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def repo_from(args: argparse.Namespace) -> Path:
-    """The repository's top level; a plain directory holding ``.switchyard/`` also does."""
+    """The repository's top level; outside git, the directory itself (bundles need no git)."""
     path: Path = (args.repo or Path.cwd()).resolve()
     try:
         return repo_root(path)
     except NotAGitRepo:
-        if (path / ".switchyard").is_dir():
+        if path.is_dir():
             return path
         raise
 

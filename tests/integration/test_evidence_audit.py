@@ -1,0 +1,263 @@
+"""A bundle's audit.jsonl from the real chain, its seal, and ``switchyard evidence``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.audit.log import AuditLog
+from app.cli import main as cli_main
+from app.cli.main import main
+from app.clock import ManualClock
+from app.config import load_settings
+from app.evidence.bundle import (
+    AUDIT,
+    MANIFEST,
+    EvidenceBundle,
+    Manifest,
+    bundle_seal_line,
+    file_entry,
+    read_manifest,
+    verify_bundle,
+)
+from tests.unit.test_evidence_bundle import CLOUD_APPROVE, HEAD, sandbox_result
+
+RUN = "20260101-120000-abc123"
+
+
+@pytest.fixture(autouse=True)
+def _commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Registered in COMMAND_MODULES by the integrator; added here until then.
+    mods = (*cli_main.COMMAND_MODULES, "app.cli.evidence_cmd", "app.cli.merge_cmd")
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", tuple(dict.fromkeys(mods)))
+
+
+async def _record(
+    repo: Path, *, seal: bool = True, status: str = "merge_ready"
+) -> tuple[Path, Manifest]:
+    clock = ManualClock()
+    db = load_settings().audit_db
+    async with AuditLog.open(db, clock=clock, policy_version="1.0.0") as log:
+        b = EvidenceBundle.create(repo, RUN, task="fix add()", session="s1", clock=clock)
+        await log.append("run", session="s1", run=RUN, detail="started")
+        await log.append("route", session="s0", run="other-run", role="architect")
+        await log.append("route", session="s1", run=RUN, role="architect", to="qwen14b")
+        await log.append(
+            "degradation", session="s1", run=RUN, reason_codes=["GR010_SANDBOX_DEGRADED"]
+        )
+        await log.append("route", session="s0", run="other-run", role="judge")
+        await log.append("verdict", session="s1", run=RUN, role="judge", detail="approve")
+        b.write_text("TASK_BRIEF.md", "# fix add()\n")
+        b.write_test_loop(1, sandbox_result(0), attempt=1, commit=HEAD)
+        b.write_json("highrisk.json", {"high_risk": False})
+        b.write_verdicts([CLOUD_APPROVE])
+        b.write_json("cost.json", {"total_usd": 0.42})
+        assert await b.export_audit(log) == 4
+        manifest = b.finalize(
+            status=status,  # type: ignore[arg-type]
+            head=HEAD,
+            branch=f"switchyard/{RUN}",
+            policy_version="1.0.0",
+        )
+        if seal:
+            await log.append(**bundle_seal_line(manifest, b.manifest_sha256), session="s1")
+    return b.path, manifest
+
+
+def record(repo: Path, **kwargs: object) -> tuple[Path, Manifest]:
+    return asyncio.run(_record(repo, **kwargs))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[Path]:
+    r = tmp_path / "repo"
+    r.mkdir()
+    yield r
+
+
+def test_the_export_holds_this_runs_lines_and_verifies(repo: Path) -> None:
+    path, manifest = record(repo)
+    lines = [json.loads(x) for x in (path / AUDIT).read_text().splitlines()]
+    assert [x["run"] for x in lines] == [RUN] * 4
+    assert [x["seq"] for x in lines] == [1, 3, 4, 6]  # a sub-sequence of the chain
+    assert manifest.audit is not None
+    assert (manifest.audit.lines, manifest.audit.head_seq) == (4, 6)
+    assert manifest.audit.head_hash == lines[-1]["hash"]
+    assert verify_bundle(path).ok
+
+
+def _rewrite_audit(path: Path, lines: list[str], *, anchor: bool = False) -> None:
+    """Change audit.jsonl and fix the manifest's entry for it, as a careful forger would."""
+    (path / AUDIT).write_text("".join(x + "\n" for x in lines))
+    data = json.loads((path / MANIFEST).read_text())
+    data["files"][AUDIT] = file_entry(path / AUDIT).model_dump()
+    if anchor:
+        last = json.loads(lines[-1])
+        data["audit"] = {"lines": len(lines), "head_seq": last["seq"], "head_hash": last["hash"]}
+    (path / MANIFEST).write_text(json.dumps(data))
+
+
+def test_an_edited_audit_line_is_caught_even_with_a_fixed_manifest(repo: Path) -> None:
+    path, _ = record(repo)
+    lines = (path / AUDIT).read_text().splitlines()
+    edited = json.loads(lines[1])
+    edited["to"] = "some-cloud-model"
+    lines[1] = json.dumps(edited, sort_keys=True, separators=(",", ":"))
+    _rewrite_audit(path, lines)
+    report = verify_bundle(path)
+    assert not report.ok
+    assert any("does not match its hash" in p for p in report.problems), report.problems
+
+
+def test_a_removed_audit_line_is_caught(repo: Path) -> None:
+    path, _ = record(repo)
+    lines = (path / AUDIT).read_text().splitlines()
+    _rewrite_audit(path, lines[:-1])  # cut the tail: only the anchor knows
+    report = verify_bundle(path)
+    assert not report.ok and any("cut off" in p for p in report.problems), report.problems
+
+
+def test_a_foreign_line_is_caught(repo: Path) -> None:
+    path, _ = record(repo)
+    lines = (path / AUDIT).read_text().splitlines()
+    # A genuine line of another run, slipped in (hash intact, seq in order).
+    db = load_settings().audit_db
+
+    async def other() -> str:
+        async with AuditLog.open(db) as log:
+            return (await log.lines(run="other-run"))[0].model_dump_json(by_alias=True)
+
+    foreign = json.loads(asyncio.run(other()))
+    text = json.dumps(foreign, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    _rewrite_audit(path, [lines[0], text, *lines[1:]], anchor=True)
+    report = verify_bundle(path)
+    assert not report.ok
+    assert any("belongs to run 'other-run'" in p for p in report.problems), report.problems
+
+
+def test_a_reordered_audit_file_is_caught(repo: Path) -> None:
+    path, _ = record(repo)
+    lines = (path / AUDIT).read_text().splitlines()
+    _rewrite_audit(path, [lines[1], lines[0], *lines[2:]])
+    assert not verify_bundle(path).ok
+
+
+# ── the CLI ──────────────────────────────────────────────────────────────────────────────
+
+
+def test_verify_ok_with_the_seal(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    record(repo)
+    assert main(["evidence", "verify", RUN, "--repo", str(repo)]) == 0
+    out = capsys.readouterr().out
+    assert f"evidence ok: run {RUN}" in out and "sealed in the audit log (line 7)" in out
+    assert main(["evidence", "verify", "20260101", "--repo", str(repo), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True and data["problems"] == [] and data["seal_in_audit"] is True
+    assert data["run_id"] == RUN and data["files_checked"] == 8
+
+
+def test_verify_without_a_seal_is_ok_and_says_so(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record(repo, seal=False)
+    assert main(["evidence", "verify", RUN, "--repo", str(repo)]) == 0
+    assert "not sealed in this machine's audit log" in capsys.readouterr().out
+
+
+def test_verify_tampered_exits_1_with_the_problems(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = record(repo)
+    (path / "cost.json").write_text('{"total_usd": 0.01}')
+    (path / "notes.txt").write_text("added later")
+    assert main(["evidence", "verify", RUN, "--repo", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert "evidence TAMPERED" in err
+    assert "cost.json: sha256" in err and "notes.txt: not listed" in err
+    assert main(["evidence", "verify", RUN, "--repo", str(repo), "--json"]) == 1
+    assert len(json.loads(capsys.readouterr().out)["problems"]) == 2
+
+
+def test_a_wholesale_rewrite_is_caught_by_the_seal(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = record(repo)
+    (path / "cost.json").write_text('{"total_usd": 0.01}')
+    data = json.loads((path / MANIFEST).read_text())
+    data["files"]["cost.json"] = file_entry(path / "cost.json").model_dump()
+    (path / MANIFEST).write_text(json.dumps(data))
+    assert verify_bundle(path).ok  # consistent with itself…
+    assert main(["evidence", "verify", RUN, "--repo", str(repo)]) == 1
+    assert "is not the" in capsys.readouterr().err  # …but not with the chain
+
+
+def test_unknown_and_ambiguous_runs_exit_2(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evidence", "verify", "nope", "--repo", str(repo)]) == 2
+    assert "no run 'nope'" in capsys.readouterr().err
+    record(repo)
+    EvidenceBundle.create(repo, "20260101-999999-zzz", clock=ManualClock())
+    assert main(["evidence", "show", "2026", "--repo", str(repo)]) == 2
+    assert "ambiguous" in capsys.readouterr().err
+
+
+def test_show(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record(repo)
+    monkeypatch.chdir(repo)  # --repo defaults to here
+    assert main(["evidence", "show", RUN]) == 0
+    out = capsys.readouterr().out
+    assert f"run {RUN}  merge_ready" in out
+    assert "task      fix add()" in out
+    assert "evidence  ok" in out
+    assert "tests     green: loop 1 exit 0 under bwrap" in out
+    assert "risk      not High-Risk" in out
+    assert "approve by claude (anthropic, cloud); citations resolve" in out
+    assert "cost      $0.42" in out
+    assert "gate      holds, given a human's confirmation" in out
+    assert "audit.jsonl" in out and "tests/loop-1.log" in out
+
+    assert main(["evidence", "show", RUN, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["status"] == "merge_ready" and data["verify"]["ok"] is True
+    assert data["gate"] == {
+        "ok": True,
+        "assumes_human_approval": True,
+        "reasons": [],
+        "notes": [],
+    }
+    assert data["tests"]["green"] is True and data["high_risk"] is False
+    assert data["verdicts"][0]["verdict"] == "approve"
+    assert data["cost"] == {"total_usd": 0.42}
+    names = {f["name"]: f for f in data["files"]}
+    assert names["audit.jsonl"]["size"] > 0 and len(names["cost.json"]["sha256"]) == 64
+
+
+def test_show_a_refused_and_a_tampered_run(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = record(repo, status="failed")
+    (path / "highrisk.json").write_text('{"high_risk": true}')
+    assert main(["evidence", "show", RUN, "--repo", str(repo)]) == 0
+    out = capsys.readouterr().out
+    assert "evidence  TAMPERED" in out and "gate      refuses:" in out
+    assert "EVIDENCE: the bundle does not verify" in out
+    assert "STATUS: the run ended failed" in out
+
+
+def test_show_an_unfinalized_run(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b = EvidenceBundle.create(repo, RUN, task="crashed", clock=ManualClock())
+    b.write_text("TASK_BRIEF.md", "x")
+    assert main(["evidence", "show", RUN, "--repo", str(repo), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["finalized"] is False and data["verify"]["ok"] is False
+    assert {f["name"] for f in data["files"]} == {"TASK_BRIEF.md", "run.json"}
+    assert main(["evidence", "verify", RUN, "--repo", str(repo)]) == 1
+    assert "was not finalized" in capsys.readouterr().err
+
+
+def test_manifest_reads_back(repo: Path) -> None:
+    path, manifest = record(repo)
+    assert read_manifest(path) == manifest
