@@ -70,10 +70,12 @@ async def _merge_async(
             run_id,
             audit=log,
             confirm=confirm,
+            approved=args.yes,
             approver=approver,
             sealed_sha256=seal[0] if seal else None,
         )
-    if confirm is None and not outcome.ok and any(r.startswith("HUMAN") for r in outcome.reasons):
+    no_human = any(r.startswith("HUMAN") for r in outcome.reasons)
+    if confirm is None and not args.yes and no_human:
         note = "no terminal to ask for a confirmation: pass --yes to confirm as the human"
         outcome = outcome.model_copy(update={"notes": [*outcome.notes, note]})
     return outcome
@@ -81,11 +83,7 @@ async def _merge_async(
 
 def _confirmer(args: argparse.Namespace) -> tuple[Confirm | None, str | None]:
     if args.yes:
-
-        async def yes(plan: MergePlan) -> bool:
-            return True
-
-        return yes, "cli --yes"
+        return None, "cli --yes"
     if not sys.stdin.isatty():
         return None, None
 

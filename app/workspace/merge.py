@@ -290,17 +290,19 @@ async def merge_run(
     *,
     audit: AuditSink | None,
     confirm: Confirm | None = None,
+    approved: bool = False,
     approver: str | None = None,
     sealed_sha256: str | None = None,
 ) -> MergeOutcome:
     """Prepare, ask ``confirm`` (the human) only when nothing else blocks, execute.
 
-    Without ``confirm`` there is no human approval, and the gate refuses (HUMAN).
+    ``approved`` is a confirmation the human gave up front (``--yes``). Without it and
+    without ``confirm`` there is no human approval, and the gate refuses (HUMAN).
     ``approver`` says who confirmed, for the audit line ("cli --yes", "tui", …).
     """
     plan = prepare_merge(repo, run, sealed_sha256=sealed_sha256)
-    human = False
-    if confirm is not None and not plan.already_merged and not plan.blockers():
+    human = approved
+    if not human and confirm is not None and not plan.already_merged and not plan.blockers():
         human = await confirm(plan)
     return await execute_merge(plan, human_approved=human, audit=audit, approver=approver)
 

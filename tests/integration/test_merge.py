@@ -1,0 +1,417 @@
+"""``switchyard merge``: only through the gate, and all or nothing, in real repos."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.audit.log import AuditLog
+from app.cli import main as cli_main
+from app.cli.main import main
+from app.clock import ManualClock
+from app.config import load_settings
+from app.evidence.bundle import EvidenceBundle, bundle_seal_line
+from app.policy.gate import VerdictRecord
+from app.workspace import merge as merge_mod
+from app.workspace.merge import MergePlan, merge_run, prepare_merge
+from app.workspace.sandbox import SandboxResult, run_sandboxed, sandbox_degradation_line
+from app.workspace.testcmd import detect_test_command
+from app.workspace.worktree import Worktree, checkout_fingerprint
+from tests.integration.test_workspace_repo import commit, git, make_repo
+from tests.integration.test_workspace_worktree import FIX, NEW_FILE
+
+CLOUD = VerdictRecord(
+    model="claude", provider="anthropic", local=False, verdict="approve", citations_resolved=True
+)
+LOCAL = VerdictRecord(
+    model="qwen32b", provider="local", local=True, verdict="approve", citations_resolved=True
+)
+
+
+@pytest.fixture(autouse=True)
+def _commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    mods = (*cli_main.COMMAND_MODULES, "app.cli.evidence_cmd", "app.cli.merge_cmd")
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", tuple(dict.fromkeys(mods)))
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path)
+
+
+def fake_tests(exit_code: int) -> SandboxResult:
+    return SandboxResult(
+        argv=["python", "-m", "pytest"],
+        cwd="/w",
+        exit_code=exit_code,
+        output="1 passed\n" if exit_code == 0 else "1 failed\n",
+        timed_out=False,
+        runner="bwrap",
+        degraded=False,
+        reason="",
+        duration_s=0.5,
+        timeout_s=600,
+        memory_mb=4096,
+    )
+
+
+def make_run(
+    repo: Path,
+    run_id: str = "run-1",
+    *,
+    diff: str = FIX,
+    tests_ok: bool = True,
+    high_risk: bool | None = False,
+    verdicts: Sequence[VerdictRecord] = (CLOUD,),
+    status: str = "merge_ready",
+    seal: bool = False,
+) -> Path:
+    """A finished run as the pipeline leaves it: the branch, a sealed bundle."""
+    wt = Worktree.create(repo, run_id)
+    applied = wt.apply_diff(diff)
+    assert applied.ok, applied.reason
+    b = EvidenceBundle.create(repo, run_id, task="fix add()", session="s1", clock=ManualClock())
+    b.write_diff(1, diff)
+    b.write_test_loop(1, fake_tests(0 if tests_ok else 1), attempt=1, commit=wt.head())
+    if high_risk is not None:
+        b.write_json("highrisk.json", {"high_risk": high_risk})
+    b.write_verdicts(list(verdicts))
+    m = b.finalize(
+        status=status,  # type: ignore[arg-type]
+        base=wt.base,
+        branch=wt.branch,
+        head=wt.head(),
+        session="s1",
+    )
+    if seal:
+
+        async def write() -> None:
+            async with AuditLog.open(load_settings().audit_db) as log:
+                await log.append(**bundle_seal_line(m, b.manifest_sha256), session="s1")
+
+        asyncio.run(write())
+    wt.remove()  # the branch stays
+    return b.path
+
+
+def merge_lines() -> list[Any]:
+    async def read() -> list[Any]:
+        async with AuditLog.open(load_settings().audit_db) as log:
+            return [x for x in await log.lines() if x.kind == "merge"]
+
+    return asyncio.run(read())
+
+
+def assert_refused(
+    repo: Path, args: list[str], capsys: pytest.CaptureFixture[str], *codes: str
+) -> str:
+    before = checkout_fingerprint(repo)
+    assert main(["merge", *args, "--repo", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert "merge refused" in err and "nothing was changed" in err
+    for code in codes:
+        assert f"  {code}: " in err, err
+    assert checkout_fingerprint(repo) == before
+    return err
+
+
+# ── through the gate ─────────────────────────────────────────────────────────────────────
+
+
+def test_gate_holds_and_yes_merges(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(repo, seal=True)
+    before = git(repo, "rev-parse", "HEAD")
+    tip = git(repo, "rev-parse", "switchyard/run-1")
+    assert main(["merge", "run", "--repo", str(repo), "--yes"]) == 0  # a prefix will do
+    out = capsys.readouterr().out
+    assert out.startswith("merged run run-1 into main:")
+    head = git(repo, "rev-parse", "HEAD")
+    assert git(repo, "rev-list", "--parents", "-n", "1", head).split()[1:] == [before, tip]
+    assert git(repo, "status", "--porcelain") == ""
+    assert (repo / "calc.py").read_text().endswith("a + b\n")
+    message = git(repo, "log", "-1", "--format=%B")
+    assert "switchyard: merge run run-1" in message and "Judge: claude (anthropic)" in message
+    outcomes = [(x.values["outcome"], x.values["approver"]) for x in merge_lines()]
+    assert outcomes == [("merging", "cli --yes"), ("merged", "cli --yes")]
+    line = merge_lines()[-1]
+    assert line.run == "run-1" and line.session == "s1" and line.to == "main"
+    assert line.from_ == "switchyard/run-1" and line.values["after"] == head
+
+    # Twice is fine: nothing to do.
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 0
+    assert "already merged" in capsys.readouterr().out
+    assert git(repo, "rev-parse", "HEAD") == head
+
+
+def test_red_tests_are_refused(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(repo, tests_ok=False)
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "GR-006")
+    assert "the last test loop (1) exited 1" in err
+    (line,) = merge_lines()
+    assert line.values["outcome"] == "refused" and line.reason_codes == ["GR-006"]
+
+
+def test_high_risk_with_only_a_local_verdict_is_refused(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_run(repo, high_risk=True, verdicts=[LOCAL])
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "GR-002")
+    assert "GR-003: local model qwen32b (local) cannot approve a merge" in err
+
+
+def test_missing_classification_counts_as_high_risk(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_run(repo, high_risk=None, verdicts=[])
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "GR-002")
+    assert "no highrisk.json: treated as High-Risk" in err
+
+
+def test_a_cloud_rejection_blocks(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(repo, verdicts=[CLOUD.model_copy(update={"verdict": "reject"})])
+    assert_refused(repo, ["run-1", "--yes"], capsys, "JUDGE")
+
+
+def test_no_human_no_merge(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(repo)
+    # pytest's stdin is not a terminal, and there is no --yes.
+    err = assert_refused(repo, ["run-1"], capsys, "HUMAN")
+    assert "pass --yes to confirm as the human" in err
+
+
+def test_the_prompt_is_the_humans_answer(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_run(repo)
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Tty("n\n"))
+    err = assert_refused(repo, ["run-1"], capsys, "HUMAN")
+    assert "pass --yes" not in err
+    monkeypatch.setattr(sys, "stdin", Tty("y\n"))
+    assert main(["merge", "run-1", "--repo", str(repo)]) == 0
+    out = capsys.readouterr().out
+    assert "merge run run-1 into main?" in out and "files     calc.py" in out
+    assert merge_lines()[-1].values["approver"] == "cli prompt"
+
+
+def test_nobody_is_asked_when_something_else_blocks(repo: Path) -> None:
+    make_run(repo, tests_ok=False)
+    asked: list[MergePlan] = []
+
+    async def confirm(plan: MergePlan) -> bool:
+        asked.append(plan)
+        return True
+
+    outcome = asyncio.run(merge_run(repo, "run-1", audit=None, confirm=confirm))
+    assert not outcome.ok and asked == []
+
+
+# ── preconditions ────────────────────────────────────────────────────────────────────────
+
+
+def test_status_other_than_merge_ready_is_refused(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_run(repo, status="stopped")
+    assert_refused(repo, ["run-1", "--yes"], capsys, "STATUS")
+
+
+def test_a_tampered_bundle_is_refused(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = make_run(repo, tests_ok=False)
+    # Forge green tests: the manifest no longer matches.
+    loop = path / "tests" / "loop-1.json"
+    data = json.loads(loop.read_text())
+    loop.write_text(json.dumps({**data, "exit_code": 0, "ok": True}))
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "EVIDENCE")
+    assert "tests/loop-1.json: sha256" in err
+
+
+def test_a_bundle_not_matching_its_seal_is_refused(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = make_run(repo, seal=True)
+    manifest = path / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"task": "fix add()"', '"task": "other"'))
+    assert_refused(repo, ["run-1", "--yes"], capsys, "EVIDENCE")
+
+
+def test_a_dirty_checkout_is_refused_and_kept(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_run(repo)
+    (repo / "README.md").write_text("# my unsaved work\n")
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "DIRTY")
+    assert "README.md" in err and "clean checkout" in err
+    assert (repo / "README.md").read_text() == "# my unsaved work\n"
+
+
+def test_untracked_and_ignored_files_in_the_way_are_refused(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_run(repo, diff=NEW_FILE)
+    (repo / "notes").mkdir()
+    (repo / "notes" / "new.txt").write_text("mine, untracked\n")
+    assert_refused(repo, ["run-1", "--yes"], capsys, "DIRTY")
+    commit(repo, {".gitignore": "notes/\n"}, "ignore notes")
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "DIRTY")
+    assert "notes/new.txt" in err
+    assert (repo / "notes" / "new.txt").read_text() == "mine, untracked\n"
+    # Untracked files elsewhere are no obstacle.
+    (repo / "notes" / "new.txt").unlink()
+    (repo / "scratch.txt").write_text("unrelated\n")
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 0
+    assert (repo / "scratch.txt").read_text() == "unrelated\n"
+
+
+def test_a_moved_branch_or_detached_head_is_refused(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_run(repo)
+    tip = git(repo, "rev-parse", "switchyard/run-1")
+    git(repo, "branch", "-f", "switchyard/run-1", "main")
+    assert_refused(repo, ["run-1", "--yes"], capsys, "GIT")
+    git(repo, "branch", "-f", "switchyard/run-1", tip)
+    git(repo, "checkout", "-q", "--detach")
+    assert_refused(repo, ["run-1", "--yes"], capsys, "GIT")
+
+
+def test_unknown_run_and_not_a_repo_exit_2(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["merge", "nope", "--repo", str(repo), "--yes"]) == 2
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert main(["merge", "run-1", "--repo", str(plain), "--yes"]) == 2
+    assert "not a git work tree" in capsys.readouterr().err
+
+
+# ── all or nothing ───────────────────────────────────────────────────────────────────────
+
+
+def test_a_conflicting_merge_is_aborted_and_nothing_changes(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_run(repo)
+    commit(repo, {"calc.py": "def add(a, b):\n    return b + a  # the user's fix\n"}, "user")
+    (repo / "untracked.txt").write_text("kept\n")
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "GIT")
+    assert "CONFLICT (content): Merge conflict in calc.py" in err
+    assert not (repo / ".git" / "MERGE_HEAD").exists()
+    assert (repo / "calc.py").read_text().endswith("# the user's fix\n")
+    assert [x.values["outcome"] for x in merge_lines()] == ["merging", "failed"]
+
+
+def test_an_interruption_after_the_merge_commit_is_undone(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_run(repo)
+    before = checkout_fingerprint(repo)
+    real = merge_mod.git_out
+
+    def interrupted(cwd: Path, *args: str, config: Sequence[str] = ()) -> str:
+        if args == ("rev-parse", "HEAD"):  # right after `git merge` made its commit
+            raise KeyboardInterrupt
+        return real(cwd, *args, config=config)
+
+    monkeypatch.setattr(merge_mod, "git_out", interrupted)
+
+    async def yes(plan: MergePlan) -> bool:
+        return True
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(merge_run(repo, "run-1", audit=None, confirm=yes))
+    assert checkout_fingerprint(repo) == before
+    assert git(repo, "log", "-1", "--format=%s") == "initial"
+
+
+def test_json_output(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(repo, tests_ok=False)
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is False and data["merged"] is False and data["run_id"] == "run-1"
+    assert data["reasons"][0].startswith("GR-006:")
+    assert data["gate"]["ok"] is False and data["target_ref"] == "refs/heads/main"
+
+
+def test_prepare_reports_without_changing_anything(repo: Path) -> None:
+    make_run(repo)
+    before = checkout_fingerprint(repo)
+    plan = prepare_merge(repo, "run-1")
+    assert plan.problems == [] and plan.blockers() == []
+    assert plan.files == ["calc.py"] and plan.target_ref == "refs/heads/main"
+    assert plan.facts is not None and plan.facts.tests_green
+    gate = plan.gate(human_approved=False)
+    assert gate is not None and gate.reasons == ["HUMAN: a merge needs a human's approval"]
+    assert checkout_fingerprint(repo) == before
+
+
+# ── the whole way, as the pipeline will drive it ────────────────────────────────────────
+
+
+def test_end_to_end_worktree_sandbox_evidence_merge(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = "20260101-120000-e2e000"
+    before = checkout_fingerprint(repo)
+    wrong = FIX.replace("a + b", "a * b")
+
+    async def pipeline() -> None:
+        async with AuditLog.open(load_settings().audit_db, policy_version="1.0.0") as log:
+            wt = Worktree.create(repo, run_id)
+            b = EvidenceBundle.create(repo, run_id, task="fix add()", session="s1")
+            cmd = detect_test_command(wt.path, repo=repo, python=sys.executable)
+            for loop, diff in enumerate((wrong, FIX), start=1):
+                applied = wt.apply_diff(diff)
+                b.write_diff(loop, diff)
+                assert applied.ok
+                lines: list[str] = []
+
+                async def pane(line: str, lines: list[str] = lines) -> None:
+                    lines.append(line)
+
+                result = await run_sandboxed(cmd.argv, cwd=wt.path, on_line=pane, timeout_s=120)
+                if result.degraded:
+                    line = sandbox_degradation_line(result)
+                    await log.append(**line, session="s1", run=run_id)
+                b.write_test_loop(loop, result, attempt=applied.attempt, commit=wt.head())
+                await log.append(
+                    "run",
+                    session="s1",
+                    run=run_id,
+                    values={"loop": loop, "exit": result.exit_code},
+                )
+                assert result.ok == (loop == 2), result.output
+                assert lines == result.output.splitlines()
+                assert checkout_fingerprint(repo) == before  # untouched until the merge
+            b.write_json("highrisk.json", {"high_risk": False})
+            b.write_verdicts([CLOUD])
+            await b.export_audit(log)
+            m = b.finalize(status="merge_ready", base=wt.base, branch=wt.branch, head=wt.head())
+            await log.append(**bundle_seal_line(m, b.manifest_sha256), session="s1")
+            wt.remove()
+
+    asyncio.run(pipeline())
+    assert checkout_fingerprint(repo) == before
+    assert main(["evidence", "verify", run_id, "--repo", str(repo)]) == 0
+    assert main(["merge", run_id, "--repo", str(repo), "--yes"]) == 0
+    capsys.readouterr()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
