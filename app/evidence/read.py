@@ -6,6 +6,7 @@ trust the bytes and only check their shape.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from app.audit.log import AuditLog
 from app.evidence.bundle import (
     COST,
     HIGHRISK,
@@ -20,6 +22,7 @@ from app.evidence.bundle import (
     EvidenceError,
     Manifest,
     TestLoopRecord,
+    sealed_hash,
 )
 from app.policy.gate import (
     HIGH_RISK_JUDGE,
@@ -172,8 +175,22 @@ def gate_facts(bundle: Path, manifest: Manifest) -> GateFacts:
     )
 
 
+async def audit_seal(db: Path, run_id: str) -> tuple[str, int] | None:
+    """The manifest hash the audit chain in ``db`` sealed for ``run_id`` (and its seq).
+
+    None when the chain has no seal line for the run, or there is no chain at all (the
+    database is never created here).
+    """
+    if not await asyncio.to_thread(Path(db).exists):
+        return None
+    async with AuditLog.open(db) as log:
+        lines = await log.lines(run=run_id)
+    return sealed_hash(lines, run_id)
+
+
 __all__ = [
     "GateFacts",
+    "audit_seal",
     "gate_facts",
     "read_cost",
     "read_high_risk",
