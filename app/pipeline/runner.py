@@ -201,7 +201,9 @@ class PipelineRun:
             return []
         from app.memory.store import MemoryStore
 
-        async with MemoryStore.open(path, clock=self.s.router.clock) as store:
+        async with MemoryStore.open(
+            path, clock=self.s.router.clock, weights=self.policy.memory
+        ) as store:
             bullets = await store.playbook()
         helpful = [b.text for b in bullets if b.helpful >= b.harmful][:5]
         harmful = [f"avoid: {b.text}" for b in bullets if b.harmful > b.helpful]
@@ -455,9 +457,14 @@ class PipelineRun:
         from app.paths import ensure_dir
 
         ensure_dir(self.s.settings.memory_db.parent)
-        async with MemoryStore.open(self.s.settings.memory_db, clock=self.s.router.clock) as store:
+        async with MemoryStore.open(
+            self.s.settings.memory_db, clock=self.s.router.clock, weights=self.policy.memory
+        ) as store:
             for p in keep:
-                bullet = await store.add_bullet(p.pattern, tags=["ace"], source=self.run_id)
+                # the curator: one bullet per pattern text, rated again when it recurs
+                bullet = await store.add_bullet(
+                    p.pattern, tags=["ace"], source=self.run_id, source_key=f"ace:{p.pattern}"
+                )
                 await store.rate_bullet(bullet, helpful=int(p.helpful), harmful=int(not p.helpful))
 
     # ── judge ────────────────────────────────────────────────────────────────────────
@@ -591,9 +598,26 @@ class PipelineRun:
         await self.audit(seal.pop("kind"), **seal)
         if wt is not None:
             await asyncio.to_thread(wt.remove)  # the branch stays for the merge
+        await self._remember(outcome, reason)
         await self.emit(
             RunFinished(session=self.s.id, run=self.run_id, outcome=outcome, reason=reason)
         )
+
+    async def _remember(self, outcome: Outcome, reason: str) -> None:
+        """Keep the outcome as a memory the git harvester and later briefs can use."""
+        from app.memory.store import MemoryStore
+        from app.paths import ensure_dir
+
+        ensure_dir(self.s.settings.memory_db.parent)
+        async with MemoryStore.open(
+            self.s.settings.memory_db, clock=self.s.router.clock, weights=self.policy.memory
+        ) as store:
+            await store.record_outcome(
+                self.run_id,
+                f"{self.task}: {outcome} ({reason})",
+                outcome == "merge_ready",
+                tags=["run", outcome],
+            )
 
 
 def _chat(messages: list[Any], max_tokens: int) -> Any:

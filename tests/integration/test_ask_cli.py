@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from app.cli.main import main
-from app.resources import default_policy_path
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.policy import policy_pointing
 
 
 def closed_port() -> int:
@@ -35,22 +35,6 @@ def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
     rc = main([*argv, "--json"])
     out = capsys.readouterr().out
     return rc, json.loads(out)
-
-
-def policy_pointing(tmp_path: Path, **urls: str) -> Path:
-    """A copy of the shipped policy with providers' base_url replaced (provider=url)."""
-    text = default_policy_path().read_text(encoding="utf-8")
-    for provider, url in urls.items():
-        marker = f"[providers.{provider}]\nprotocol = "
-        head, sep, tail = text.partition(marker)
-        assert sep, provider
-        line_end = tail.index("base_url = ")
-        old_line = tail[line_end : tail.index("\n", line_end)]
-        tail = tail.replace(old_line, f'base_url = "{url}"', 1)
-        text = head + sep + tail
-    path = tmp_path / "policy.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_tutor_is_answered_in_process_with_the_fallback_audited(
