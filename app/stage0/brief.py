@@ -126,7 +126,8 @@ def make_brief(
     memories: Sequence[str],
     risks: Sequence[str],
     approach: Sequence[str],
-    context_window: int | None,
+    budget_tokens: int | None = None,
+    context_window: int | None = None,
 ) -> Brief:
     constitution = find_constitution(engine)
     spec_src = read_spec(spec) if spec is not None else None
@@ -142,7 +143,9 @@ def make_brief(
         task,
     ]
     reserve = context_estimate(fixed)
-    result = engine.query(task, context_window=context_window, reserve=reserve)
+    result = engine.query(
+        task, budget_tokens=budget_tokens, context_window=context_window, reserve=reserve
+    )
     selected = result.selected
     return Brief(
         task=task,

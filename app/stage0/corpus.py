@@ -9,8 +9,8 @@ this way without touching the repository.
 Every file is known by its git blob id (``sha1("blob <size>\\0" + bytes)``), computed here
 for working-tree files, so both sources share one per-content cache. A working-tree
 file whose size, mtime, ctime and inode match the last scan is not read again, unless
-it changed within :data:`RACY_NS` of that scan (git's "racily clean" rule: a write in
-the same clock tick as the scan would otherwise go unseen).
+its mtime was within :data:`RACY_NS` of that scan (git's "racily clean" rule: a write
+in the same clock tick as the scan would otherwise go unseen).
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def scan_worktree(
         blob = git_blob_id(data)
         scan.read.append(rel)
         scan.contents[blob] = data
-        racy = st.st_mtime_ns >= started - RACY_NS or st.st_ctime_ns >= started - RACY_NS
+        racy = st.st_mtime_ns >= started - RACY_NS
         scan.stats[rel] = StatRow(
             len(data), st.st_mtime_ns, st.st_ctime_ns, st.st_ino, blob, racy=racy
         )

@@ -350,6 +350,7 @@ class Stage0:
         memories: Sequence[str] = (),
         risks: Sequence[str] = (),
         approach: Sequence[str] = (),
+        budget_tokens: int | None = None,
         context_window: int | None = None,
     ) -> Brief:
         """Build the task brief; with ``out_dir``, write TASK_BRIEF.md and brief.json."""
@@ -362,6 +363,7 @@ class Stage0:
             memories=memories,
             risks=risks,
             approach=approach,
+            budget_tokens=budget_tokens,
             context_window=context_window,
         )
         if out_dir is not None:

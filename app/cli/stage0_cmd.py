@@ -1,0 +1,250 @@
+"""``switchyard stage0 query|brief``: deterministic retrieval and the task brief (no LLM)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.cli.common import add_json_arg, add_policy_arg, console, policy_from, print_json
+from app.errors import UsageError
+
+if TYPE_CHECKING:
+    from app.policy.schema import Policy
+    from app.stage0.engine import Stage0
+    from app.stage0.result import QueryResult
+
+#: Below this many files to scan (or contents to tokenize) no progress bar is shown.
+PROGRESS_MIN = 300
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("stage0", help="deterministic retrieval and task briefs (no LLM)")
+    ssub = p.add_subparsers(dest="stage0_command", metavar="ACTION", required=True)
+
+    q = ssub.add_parser(
+        "query",
+        help="the chunks Stage0 would give a model for TEXT",
+        description="TF-IDF relevance + MMR within the token budget, over the repository's "
+        "git-visible files. The index is cached in REPO/.switchyard/stage0/.",
+    )
+    q.add_argument("text", metavar="TEXT", help="the query")
+    _common(q)
+    q.add_argument("--k", type=int, metavar="N", help="chunks to pick (default: policy top_k)")
+    q.add_argument("--explain", action="store_true", help="why each candidate was picked/dropped")
+    add_json_arg(q)
+    q.set_defaults(handler=_query)
+
+    b = ssub.add_parser(
+        "brief",
+        help="write TASK_BRIEF.md and brief.json for TASK",
+        description="Constitution, spec, memories, code and docs picked for TASK, risks, "
+        "approach and metadata. Nothing is generated; empty sections say so.",
+    )
+    b.add_argument("task", metavar="TASK", help="the task, in words")
+    _common(b)
+    b.add_argument("--out", type=Path, metavar="DIR", help="default: REPO/.switchyard/brief")
+    b.add_argument("--spec", type=Path, metavar="FILE", help="spec file to snapshot")
+    b.add_argument("--memory", action="append", default=[], metavar="TEXT", help="a memory")
+    b.add_argument("--risk", action="append", default=[], metavar="TEXT", help="a risk bullet")
+    b.add_argument(
+        "--approach", action="append", default=[], metavar="TEXT", help="an approach bullet"
+    )
+    add_json_arg(b)
+    b.set_defaults(handler=_brief)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo", type=Path, default=Path("."), metavar="PATH", help="default: .")
+    p.add_argument("--budget", type=int, metavar="TOKENS", help="default: policy token_budget")
+    p.add_argument(
+        "--reader",
+        metavar="MODEL",
+        help="the model that will read the result: the budget shrinks to its context window",
+    )
+    add_policy_arg(p)
+
+
+class _Progress:
+    """A rich progress bar on stderr, only on a terminal and only for big jobs."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self._bar is None:
+            if total < PROGRESS_MIN or done >= total:
+                return
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._bar = Progress(
+                TextColumn("stage0 {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._bar.start()
+        task = self._tasks.get(phase)
+        if task is None:
+            label = {"scan": "scanning files", "index": "tokenizing"}.get(phase, phase)
+            task = self._tasks[phase] = self._bar.add_task(label, total=total)
+        self._bar.update(task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _engine(args: argparse.Namespace, progress: _Progress | None) -> tuple[Stage0, Policy]:
+    from app.stage0.engine import Stage0
+
+    policy = policy_from(args).policy
+    if args.budget is not None and args.budget < 0:
+        raise UsageError("--budget: must be 0 or more")
+    return Stage0(args.repo, policy, progress=progress), policy
+
+
+def _reader_window(policy: Policy, reader: str | None) -> int | None:
+    if reader is None:
+        return None
+    model_id = policy.resolve(reader)
+    if model_id not in policy.models:
+        raise UsageError(f"--reader {reader}: unknown model")
+    return policy.models[model_id].context_window or None
+
+
+def _with_engine(args: argparse.Namespace) -> tuple[Stage0, Policy, _Progress | None]:
+    progress = _Progress() if sys.stderr.isatty() else None
+    try:
+        engine, policy = _engine(args, progress)
+        try:
+            engine.refresh()
+        except BaseException:
+            engine.close()
+            raise
+    finally:
+        if progress is not None:
+            progress.close()
+    engine.progress = None
+    return engine, policy, progress
+
+
+def _query(args: argparse.Namespace) -> int:
+    if args.k is not None and args.k < 1:
+        raise UsageError("--k: must be 1 or more")
+    engine, policy, _ = _with_engine(args)
+    with engine:
+        result = engine.query(
+            args.text,
+            k=args.k,
+            budget_tokens=args.budget,
+            explain=args.explain,
+            context_window=_reader_window(policy, args.reader),
+        )
+    if args.json:
+        print_json(result.model_dump(mode="json"))
+        return 0
+    _render_query(result)
+    return 0
+
+
+def _render_query(result: QueryResult) -> None:
+    from rich.table import Table
+
+    out = console()
+    c, p = result.corpus, result.params
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(c.skipped.items())) or "none"
+    out.print(
+        f"corpus {c.hash}: {c.files} files, {c.chunks} chunks, {c.code_units} code units "
+        f"(skipped: {skipped})"
+    )
+    table = Table(box=None, pad_edge=False)
+    for col in ("#", "lane", "location", "symbol", "relevance", "mmr", "tokens"):
+        table.add_column(
+            col, justify="right" if col in {"#", "relevance", "mmr", "tokens"} else "left"
+        )
+    for i, ch in enumerate(result.selected, start=1):
+        table.add_row(
+            str(i),
+            ch.lane,
+            ch.location,
+            ch.symbol or "",
+            f"{ch.relevance:.3f}",
+            f"{ch.mmr:.3f}",
+            str(ch.tokens),
+        )
+    if result.selected:
+        out.print(table)
+    else:
+        out.print("no chunk matches the query")
+    out.print(
+        f"budget: {result.budget_used}/{p.budget_tokens} tokens · λ {p.mmr_lambda} · "
+        f"prefilter {p.prefilter} · top_k {p.top_k} · code_top_k {p.code_top_k} · {p.weighting}"
+    )
+    for lane in result.explain or []:
+        ex = Table(title=f"explain: {lane.lane} lane", box=None, pad_edge=False)
+        for col in ("rank", "status", "rel", "red", "mmr", "location", "top terms", "why"):
+            ex.add_column(col)
+        for e in lane.entries:
+            terms = " ".join(f"{t.term}:{t.weight:.2f}" for t in e.matched_terms[:3])
+            ex.add_row(
+                str(e.rank),
+                e.status,
+                f"{e.relevance:.3f}",
+                f"{e.redundancy:.3f}",
+                "" if e.mmr is None else f"{e.mmr:.3f}",
+                f"{e.path}:{e.start}-{e.end}",
+                terms,
+                e.reason,
+            )
+        out.print(ex)
+        out.print(
+            f"{lane.lane}: {lane.matched} matched, {lane.candidates} candidates, "
+            f"{lane.below_prefilter} below the prefilter, {lane.used}/{lane.budget} tokens"
+        )
+
+
+def _brief(args: argparse.Namespace) -> int:
+    from app.paths import repo_state_dir
+    from app.stage0.brief import BRIEF_JSON, BRIEF_MD
+
+    if args.spec is not None and not args.spec.is_file():
+        raise UsageError(f"--spec {args.spec}: no such file")
+    engine, policy, _ = _with_engine(args)
+    with engine:
+        out_dir = args.out if args.out is not None else repo_state_dir(engine.repo) / "brief"
+        brief = engine.brief(
+            args.task,
+            out_dir,
+            spec=args.spec,
+            memories=args.memory,
+            risks=args.risk,
+            approach=args.approach,
+            budget_tokens=args.budget,
+            context_window=_reader_window(policy, args.reader),
+        )
+    md, js = out_dir / BRIEF_MD, out_dir / BRIEF_JSON
+    if args.json:
+        print_json(
+            {
+                "brief_md": str(md),
+                "brief_json": str(js),
+                "chunk_ids": brief.metadata.chunk_ids,
+                "corpus_hash": brief.metadata.corpus_hash,
+                "budget_used": brief.metadata.budget_used,
+            }
+        )
+        return 0
+    out = console()
+    out.print(f"wrote {md}")
+    out.print(f"wrote {js}")
+    out.print(
+        f"{len(brief.code)} code chunks, {len(brief.docs)} doc chunks, "
+        f"{brief.metadata.budget_used}/{brief.metadata.params.budget_tokens} tokens "
+        f"(+{brief.metadata.reserved_tokens} for constitution, spec and bullets)"
+    )
+    return 0

@@ -1,0 +1,154 @@
+"""``switchyard stage0``: byte-identical JSON (twice, and after a restart), exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import app.cli.main as cli_main
+from tests.integration.test_stage0_corpus import make_repo, write
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = "app.cli.stage0_cmd"
+
+_RUN = """
+import sys
+import app.cli.main as m
+if "app.cli.stage0_cmd" not in m.COMMAND_MODULES:
+    m.COMMAND_MODULES = (*m.COMMAND_MODULES, "app.cli.stage0_cmd")
+sys.exit(m.main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(autouse=True)
+def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    if MODULE not in cli_main.COMMAND_MODULES:
+        monkeypatch.setattr(cli_main, "COMMAND_MODULES", (*cli_main.COMMAND_MODULES, MODULE))
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = cli_main.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _subprocess(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _RUN, *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ),
+        timeout=120,
+        check=False,
+    )
+
+
+def test_query_json_is_byte_identical_twice_and_after_a_restart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = make_repo(tmp_path)
+    argv = ("stage0", "query", "reserve budget settle", "--repo", str(repo), "--json")
+    rc1, cold, _ = _run(capsys, *argv)
+    rc2, warm, _ = _run(capsys, *argv)
+    restarted = _subprocess(*argv)
+    assert rc1 == rc2 == restarted.returncode == 0, restarted.stderr
+    assert cold == warm == restarted.stdout
+    data = json.loads(cold)
+    assert data["chunks"][0]["path"] == "pkg/ledger.py"
+    assert data["explain"] is None
+    explained = _subprocess(*argv, "--explain")
+    assert json.loads(explained.stdout)["explain"][0]["entries"]
+    assert _run(capsys, *argv, "--explain")[1] == explained.stdout
+
+
+def test_human_output_names_chunks_and_the_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    repo = make_repo(tmp_path)
+    rc, out, _ = _run(capsys, "stage0", "query", "parse tokens", "--repo", str(repo), "--explain")
+    assert rc == 0
+    assert "pkg/parser.py:" in out and "budget:" in out and "picked #1" in out
+
+
+def test_a_directory_that_is_not_a_repository_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    write(plain, {"a.py": "X = 1\n"})
+    for action in ("query", "brief"):
+        rc, out, err = _run(capsys, "stage0", action, "x", "--repo", str(plain))
+        assert rc == 2 and out == ""
+        assert err == f"switchyard: {plain}: not a git repository\n"
+    assert not (plain / ".switchyard").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--k", "0"], "--k: must be 1 or more"),
+        (["--budget", "-1"], "--budget: must be 0 or more"),
+        (["--reader", "no-such-model"], "--reader no-such-model: unknown model"),
+    ],
+)
+def test_bad_arguments_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    repo = make_repo(tmp_path)
+    rc, _, err = _run(capsys, "stage0", "query", "x", "--repo", str(repo), *extra)
+    assert rc == 2 and err == f"switchyard: {message}\n"
+
+
+def test_brief_writes_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = make_repo(tmp_path)
+    spec = tmp_path / "spec.md"
+    spec.write_text("Refuse negative reservations.\n")
+    rc, out, _ = _run(
+        capsys,
+        "stage0",
+        "brief",
+        "refuse a negative reservation",
+        "--repo",
+        str(repo),
+        "--spec",
+        str(spec),
+        "--risk",
+        "no partial rows",
+        "--json",
+    )
+    assert rc == 0
+    data = json.loads(out)
+    default_out = repo / ".switchyard" / "brief"
+    assert data["brief_md"] == str(default_out / "TASK_BRIEF.md")
+    md = (default_out / "TASK_BRIEF.md").read_text()
+    assert "Refuse negative reservations." in md and "- no partial rows" in md
+    brief = json.loads((default_out / "brief.json").read_text())
+    assert brief["metadata"]["chunk_ids"] == data["chunk_ids"]
+    rc, _, err = _run(capsys, "stage0", "brief", "x", "--repo", str(repo), "--spec", "nope.md")
+    assert rc == 2 and err == "switchyard: --spec nope.md: no such file\n"
+
+
+def test_a_reader_model_shrinks_the_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.policy import load_policy
+
+    policy = load_policy().policy
+    model, window = next(
+        (m, v.context_window) for m, v in policy.models.items() if v.context_window
+    )
+    repo = make_repo(tmp_path)
+    rc, out, _ = _run(
+        capsys, "stage0", "query", "ledger", "--repo", str(repo), "--reader", model, "--json"
+    )
+    assert rc == 0
+    params = json.loads(out)["params"]
+    assert params["context_window"] == window
+    assert params["budget_tokens"] == min(8000, window // 2)

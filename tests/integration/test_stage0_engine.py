@@ -1,0 +1,160 @@
+"""Stage0 on a real git repo: retrieval, the per-content cache, explain, budget, lanes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.policy.schema import Policy
+from app.stage0.engine import Stage0
+from tests.integration.test_stage0_corpus import PARSER, backdate, make_repo, write
+
+STATUSES = {"picked", "budget", "redundancy", "rank", "below_prefilter"}
+
+
+def _with(policy: Policy, **stage0: object) -> Policy:
+    return policy.model_copy(update={"stage0": policy.stage0.model_copy(update=stage0)})
+
+
+def test_the_right_method_comes_first(tmp_path: Path, policy: Policy) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        result = s0.query("reserve an amount before the cloud call")
+        top = result.chunks[0]
+        assert (top.path, top.symbol, top.kind) == (
+            "pkg/ledger.py",
+            "BudgetLedger.reserve",
+            "method",
+        )
+        lines = (repo / top.path).read_text().split("\n")
+        assert top.text == "\n".join(lines[top.start - 1 : top.end])
+        top = s0.query("retry backoff delay").chunks[0]
+        assert top.symbol == "HTTPClient.retry_backoff"
+
+
+def test_editing_one_file_reindexes_that_file_only(tmp_path: Path, policy: Policy) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        cold = s0.refresh()
+    assert len(cold.read) == len(cold.tokenized) == 7  # every text file once
+    with Stage0(repo, policy) as s0:  # a new process would do the same: all from disk
+        warm = s0.refresh()
+        ids_before = {r.path: r.id for r in s0.index.refs if r.path == "pkg/ledger.py"}
+    assert (warm.read, warm.tokenized) == ([], [])
+    write(repo, {"pkg/parser.py": PARSER.replace("unbalanced", "mismatched")})
+    with Stage0(repo, policy) as s0:
+        edited = s0.refresh()
+        assert (edited.read, edited.tokenized) == (["pkg/parser.py"], ["pkg/parser.py"])
+        assert s0.query("mismatched parenthesis").chunks[0].symbol == "parse_tokens"
+        ids_after = {r.path: r.id for r in s0.index.refs if r.path == "pkg/ledger.py"}
+    assert ids_after == ids_before
+    backdate(repo, "pkg/parser.py")
+    with Stage0(repo, policy) as s0:
+        again = s0.refresh()  # re-read once (its stat changed), never re-tokenized
+    assert again.read == ["pkg/parser.py"] and again.tokenized == []
+
+
+def test_a_file_restored_to_old_content_is_not_tokenized_again(
+    tmp_path: Path, policy: Policy
+) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        s0.refresh()
+    write(repo, {"pkg/parser.py": "X = 1\n"})
+    with Stage0(repo, policy) as s0:
+        assert s0.refresh().tokenized == ["pkg/parser.py"]
+    write(repo, {"pkg/parser.py": PARSER})
+    with Stage0(repo, policy) as s0:
+        report = s0.refresh()
+    assert report.read == ["pkg/parser.py"] and report.tokenized == []
+
+
+def test_a_broken_cache_file_is_rebuilt(tmp_path: Path, policy: Policy) -> None:
+    repo = make_repo(tmp_path)
+    cache = repo / ".switchyard" / "stage0" / "cache.sqlite"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"this is not sqlite" * 100)
+    with Stage0(repo, policy) as s0:
+        assert s0.query("budget ledger").chunks
+
+
+def test_results_are_identical_cold_and_warm(tmp_path: Path, policy: Policy) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        cold = s0.query("parse tokens", explain=True).model_dump_json()
+    with Stage0(repo, policy) as s0:
+        warm = s0.query("parse tokens", explain=True).model_dump_json()
+    assert cold == warm
+
+
+def test_explain_says_why_each_candidate_was_picked_or_dropped(
+    tmp_path: Path, policy: Policy
+) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, _with(policy, prefilter=3)) as s0:
+        result = s0.query("reservation budget ledger settle release", k=2, explain=True)
+    assert result.explain is not None
+    main = result.explain[0]
+    assert (main.lane, main.k, main.candidates) == ("chunks", 2, 3)
+    assert main.matched == main.candidates + main.below_prefilter
+    statuses = [e.status for e in main.entries]
+    assert statuses.count("picked") == 2 and "below_prefilter" in statuses
+    assert set(statuses) <= STATUSES
+    for e in main.entries:
+        assert e.top_terms and e.matched_terms and e.reason
+        assert e.top_terms == sorted(e.top_terms, key=lambda t: (-t.weight, t.term))
+        assert 0 < e.relevance <= 1
+        if e.status == "below_prefilter":
+            assert e.mmr is None and e.rank > 3
+        else:
+            assert e.mmr == pytest.approx(0.7 * e.relevance - 0.3 * e.redundancy, abs=1e-5)
+    picked = [e for e in main.entries if e.status == "picked"]
+    assert [e.id for e in picked] == [c.id for c in result.chunks]
+    assert picked[0].redundancy == 0.0
+
+
+def test_the_budget_shrinks_to_the_readers_window(tmp_path: Path, policy: Policy) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        wide = s0.query("budget ledger reserve settle release parse tokens request")
+        narrow = s0.query(
+            "budget ledger reserve settle release parse tokens request",
+            context_window=400,
+            explain=True,
+        )
+    assert wide.params.budget_tokens == 8000
+    assert narrow.params.budget_tokens == 200 and narrow.params.context_window == 400
+    assert 0 < narrow.budget_used <= 200 < wide.budget_used
+    assert sum(c.tokens for c in narrow.selected) == narrow.budget_used
+    assert narrow.explain is not None
+    assert any(e.status == "budget" for lane in narrow.explain for e in lane.entries)
+
+
+def test_the_code_lane_holds_code_units_the_main_lane_did_not_take(
+    tmp_path: Path, policy: Policy
+) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        result = s0.query("budget ledger reserve settle release", k=1)
+        assert s0.report.files == 7 and len(s0.code_index) < len(s0.index)
+    assert len(result.chunks) == 1
+    assert result.code_units
+    assert {c.kind for c in result.code_units} <= {"function", "method", "class"}
+    assert not {c.id for c in result.code_units} & {c.id for c in result.chunks}
+    assert all(c.lane == "code" for c in result.code_units)
+
+
+def test_both_weightings_rank_the_obvious_match_first(tmp_path: Path, policy: Policy) -> None:
+    repo = make_repo(tmp_path)
+    for weighting in ("tfidf", "bm25"):
+        with Stage0(repo, policy, weighting=weighting) as s0:
+            top = s0.query("tokenize arithmetic expression operator").chunks[0]
+        assert top.symbol == "tokenize_expression", weighting
+
+
+def test_a_query_that_matches_nothing_selects_nothing(tmp_path: Path, policy: Policy) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        result = s0.query("zzzz qqqq", explain=True)
+    assert result.chunks == [] and result.code_units == [] and result.budget_used == 0
