@@ -331,7 +331,7 @@ def plan_serve(
     limits = [w for w in (trained, window_cap, n_ctx) if w]
     # no header, no catalog figure, no flag: llama.cpp server's own default is 2048
     window = min(limits) if limits else 2048
-    threads = settings.n_threads or os.cpu_count() or 1
+    threads = settings.n_threads or llamacpp.default_threads()
     argv = [
         sys.executable,
         "-m",

@@ -27,7 +27,7 @@ def _no_local_servers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Point both HTTP runtimes at closed loopback ports: nothing else on the machine counts."""
     monkeypatch.setenv("SWITCHYARD_VLLM_URL", f"http://127.0.0.1:{closed_port()}/v1")
     monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
-    monkeypatch.setenv("SWITCHYARD_N_THREADS", "2")
+    monkeypatch.setenv("SWITCHYARD_N_THREADS", "1")
     monkeypatch.setenv("COLUMNS", "200")
 
 
