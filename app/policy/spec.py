@@ -1,13 +1,20 @@
 """The §8 "Model & Runtime (Spec Overrides)" block of a spec: what a run takes from it.
 
 `switchyard run --spec FILE` applies local_only, HR and the overrides; the compliance
-lint (`switchyard spec lint`) checks the rest of the block against the policy.
+lint (`switchyard spec lint`, :mod:`app.policy.spec_lint`) checks the rest of the block
+against the policy. For the lint every line of the block is also kept as an
+:class:`SpecEntry` (its section, key, raw value and line number in the file).
+
+Two forms exist (seed §8): the full one (roles YES/NO, routing mode, thresholds, tiers,
+privacy, High-Risk, overrides) and the infrastructure-only one ("Roles exercised: none").
+The parser never raises on odd text: it only records what it recognises.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +24,48 @@ HEADING = re.compile(r"^#{1,6}\s*Model\s*&\s*Runtime\s*\(Spec Overrides\)\s*$", 
 _LOCAL_ONLY = re.compile(r"local_only\s*=\s*(\S+)", re.I)
 _HR = re.compile(r"^\s*-?\s*HR\s*=\s*(\S+)", re.I)
 _POLICY = re.compile(r"^Policy:\s*(\S+)\s*\(version:\s*([^)]+)\)", re.I)
+_POLICY_LINE = re.compile(r"^\s*Policy\s*:\s*(.*)$", re.I)
+_ITEM = re.compile(r"^\s*[-*+]\s+(.*)$")
+_KEY_VALUE = re.compile(r"^([^:=]{1,80}?)\s*:\s*(.*)$")
+_ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_ -]{0,40}?)\s*=\s*(.*)$")
+_SECTION = re.compile(r"^([A-Za-z][^:]{0,80}):\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_ROLES_NONE = re.compile(r"^\s*Roles exercised\s*:", re.I)
+
+Form = Literal["full", "infrastructure_only"]
+#: sections of the full form, by the first words of their header line
+SECTIONS = (
+    ("roles exercised", "roles"),
+    ("primary tiers", "tiers"),
+    ("tiers", "tiers"),
+    ("privacy", "privacy"),
+    ("high-risk", "high_risk"),
+    ("high risk", "high_risk"),
+    ("overrides", "overrides"),
+)
+_OVERRIDE_NONE = ("<none | list>", "<none|list>", "none", "<none>", "n/a")
+
+
+class SpecError(UsageError):
+    """A spec file the program cannot work with: missing, unreadable, or without a block."""
+
+
+class SpecEntry(BaseModel):
+    """One recognised line of the block."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: "" at the top level, else roles | tiers | privacy | high_risk | overrides | other
+    section: str
+    #: normalised key: "policy", "routing mode", "architect/planner", "fast_local",
+    #: "local_only", "hr", ... ("" for a bare list item, e.g. an override)
+    key: str
+    #: the key as written
+    name: str
+    #: the raw value after ``:`` or ``=`` (for local_only: without its ``#`` comment)
+    value: str
+    #: line number in the file (1-based)
+    line: int
 
 
 class SpecBlock(BaseModel):
@@ -31,6 +80,34 @@ class SpecBlock(BaseModel):
     high_risk: bool | None = None
     overrides: list[str] = Field(default_factory=list)
     infrastructure_only: bool = False
+    #: every recognised line, in order (what the compliance lint reads)
+    entries: list[SpecEntry] = Field(default_factory=list)
+    #: a second "Model & Runtime (Spec Overrides)" heading in the same file, if any
+    duplicate_heading_line: int | None = None
+
+    @property
+    def form(self) -> Form:
+        return "infrastructure_only" if self.infrastructure_only else "full"
+
+    def find(self, key: str, section: str | None = None) -> list[SpecEntry]:
+        """Entries with this normalised key (in this section, when given)."""
+        return [
+            e for e in self.entries if e.key == key and (section is None or e.section == section)
+        ]
+
+    def section(self, name: str) -> list[SpecEntry]:
+        return [e for e in self.entries if e.section == name]
+
+
+def normalise_key(text: str) -> str:
+    """Lower case, markdown emphasis and backticks gone, inner spaces single."""
+    t = text.replace("*", "").replace("`", "").strip().lower()
+    return re.sub(r"\s+", " ", t)
+
+
+def clean_value(text: str) -> str:
+    """A value without markdown emphasis, backticks and surrounding space."""
+    return text.replace("**", "").replace("`", "").strip()
 
 
 def find_block(text: str, path: str) -> SpecBlock:
@@ -45,29 +122,109 @@ def find_block(text: str, path: str) -> SpecBlock:
                 if heading and len(heading[1]) <= level:  # the next section of this rank
                     end = j
                     break
-            return _parse(path, i + 1, lines[i:end])
-    raise UsageError(f"{path}: no '## Model & Runtime (Spec Overrides)' block")
+            duplicate = next(
+                (k + 1 for k in range(end, len(lines)) if HEADING.match(lines[k].strip())),
+                None,
+            )
+            return _parse(path, i + 1, lines[i:end], duplicate)
+    raise SpecError(f"{path}: no '## Model & Runtime (Spec Overrides)' block")
 
 
 def _bool(raw: str) -> bool | None:
-    word = raw.strip().strip("`").rstrip(",;").lower()
+    word = raw.strip().strip("`*").rstrip(",;.").strip("`*").lower()
     return {"true": True, "false": False}.get(word)
 
 
-def _parse(path: str, start: int, lines: list[str]) -> SpecBlock:
+def _yes_no(raw: str) -> bool | None:
+    word = raw.strip().strip("`*").rstrip(",;.").strip("`*").upper()
+    return True if word == "YES" else False if word == "NO" else None
+
+
+def _section_of(header: str) -> str:
+    h = normalise_key(header)
+    for prefix, name in SECTIONS:
+        if h.startswith(prefix):
+            return name
+    return "other"
+
+
+def _entries(start: int, lines: list[str]) -> list[SpecEntry]:
+    out: list[SpecEntry] = []
+    section = ""
+    in_fence = False
+
+    def add(sec: str, name: str, value: str, n: int) -> None:
+        out.append(
+            SpecEntry(section=sec, key=normalise_key(name), name=name.strip(), value=value, line=n)
+        )
+
+    for i, raw in enumerate(lines[1:], start=1):
+        n = start + i
+        if _FENCE.match(raw):
+            in_fence = not in_fence
+            continue
+        line = raw.strip()
+        if not line:
+            continue  # a blank line does not end a list
+        item = _ITEM.match(raw)
+        if item is not None:
+            body = item[1].strip()
+            if "local_only" in body.lower():
+                m = _LOCAL_ONLY.search(body.split("#", 1)[0])
+                add("privacy", "local_only", m[1] if m else "", n)
+                continue
+            if m := _HR.match(body):
+                add("high_risk", "HR", body.split("=", 1)[1].strip(), n)
+                continue
+            if section == "overrides":
+                add(section, "", body, n)
+                continue
+            if m := _KEY_VALUE.match(body):
+                add(section or "other", m[1], m[2].strip(), n)
+            else:
+                add(section or "other", "", body, n)
+            continue
+        section = ""
+        if m := _POLICY_LINE.match(line):
+            add("", "Policy", m[1].strip(), n)
+            continue
+        if "local_only" in line.lower():
+            m = _LOCAL_ONLY.search(line.split("#", 1)[0])
+            add("", "local_only", m[1] if m else "", n)
+            continue
+        if _HR.match(line):
+            add("", "HR", line.split("=", 1)[1].strip(), n)
+            continue
+        if m := _SECTION.match(line):
+            section = _section_of(m[1])
+            add("", m[1], "", n)
+            continue
+        if m := _KEY_VALUE.match(line):
+            add("", m[1], m[2].strip(), n)
+            continue
+        if m := _ASSIGN.match(line):
+            add("", m[1], m[2].strip(), n)
+            continue
+        add("", "", line, n)  # prose (e.g. "This spec is **infrastructure-only** ...")
+    return out
+
+
+def _parse(path: str, start: int, lines: list[str], duplicate: int | None = None) -> SpecBlock:
     data: dict[str, object] = {"path": path, "start_line": start, "lines": lines}
     overrides: list[str] = []
     in_overrides = False
     for line in lines:
         body = line.split("#", 1)[0] if "local_only" in line else line
         if m := _POLICY.match(line.strip()):
-            data["policy_ref"], data["policy_version"] = m[1], m[2].strip()
+            data["policy_ref"], data["policy_version"] = m[1].strip("`"), m[2].strip()
         if m := _LOCAL_ONLY.search(body):
             data["local_only"] = _bool(m[1])
         if m := _HR.match(line):
-            word = m[1].strip().upper()
-            data["high_risk"] = True if word == "YES" else False if word == "NO" else None
-        if "infrastructure-only" in line.lower():
+            data["high_risk"] = _yes_no(m[1])
+        lowered = line.lower()
+        if "infrastructure-only" in lowered or (
+            _ROLES_NONE.match(line) and "none" in lowered.split(":", 1)[1]
+        ):
             data["infrastructure_only"] = True
         if line.strip().lower().startswith("overrides"):
             in_overrides = True
@@ -76,11 +233,13 @@ def _parse(path: str, start: int, lines: list[str]) -> SpecBlock:
             item = line.strip()
             if item.startswith("-"):
                 value = item[1:].strip()
-                if value and value.lower() not in ("<none | list>", "none", "<none>"):
+                if value and value.lower() not in _OVERRIDE_NONE:
                     overrides.append(value)
             elif item:
                 in_overrides = False
     data["overrides"] = overrides
+    data["entries"] = _entries(start, lines)
+    data["duplicate_heading_line"] = duplicate
     return SpecBlock.model_validate(data)
 
 
@@ -88,7 +247,17 @@ def read_spec(path: Path) -> SpecBlock:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"{path}: no such spec file") from None
+        raise SpecError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, not a spec file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read spec: {exc}") from None
+        raise SpecError(f"{path}: cannot read spec: {_reason(exc)}") from None
     return find_block(text, str(path))
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start})"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
