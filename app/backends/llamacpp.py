@@ -265,6 +265,8 @@ def _strip_patterns(schema: Any) -> Any:
 NUMBER_GRID_STEPS = 20
 #: an integer range up to this wide becomes an enum of its values
 INTEGER_ENUM_MAX = 256
+#: the longest repetition bound handed to the grammar (see _bounded_as_enum)
+GRAMMAR_REPEAT_MAX = 1000
 
 
 def _bounded_as_enum(schema: Any) -> Any:
@@ -279,6 +281,11 @@ def _bounded_as_enum(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out = {k: _bounded_as_enum(v) for k, v in schema.items()}
+    # A long bound becomes a rule repeated that many times in the grammar: llama.cpp
+    # crashed (SIGSEGV) on maxLength 40000. Bounds that large are left to post-validation.
+    for key in ("maxLength", "maxItems"):
+        if isinstance(out.get(key), int) and out[key] > GRAMMAR_REPEAT_MAX:
+            del out[key]
     lo, hi, kind = out.get("minimum"), out.get("maximum"), out.get("type")
     if not (isinstance(lo, int | float) and isinstance(hi, int | float) and lo <= hi):
         return out
