@@ -31,6 +31,7 @@ class BuildReport:
     read: list[str] = field(default_factory=list)  # paths read from disk or git
     tokenized: list[str] = field(default_factory=list)  # paths chunked + tokenized
     corpus_hash: str = ""
+    keys: set[str] = field(default_factory=set)  # cache keys of every listed content
 
 
 def build_index(
@@ -48,7 +49,8 @@ def build_index(
         (e.path, e.blob, blob_key(e.blob, chunk_mode(e.path), chunk_lines, overlap))
         for e in scan.entries
     ]
-    have = cache.get(k for _, _, k in keyed)
+    report.keys = {k for _, _, k in keyed}
+    have = cache.get(report.keys)
     todo: dict[str, tuple[str, str]] = {}  # key -> (first path, blob)
     for path, blob, key in keyed:
         if key not in have and key not in todo:

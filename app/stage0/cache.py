@@ -168,6 +168,20 @@ class Stage0Cache:
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO blob VALUES (?, ?, ?, ?)", rows)
 
+    def prune(self, live: Iterable[str], *, slack: float = 1.0) -> int:
+        """Delete contents no current file has, once they outnumber the live ones by
+        ``slack`` (so switching branches back and forth stays cheap). Returns how many."""
+        keep = set(live)
+        (total,) = self._db.execute("SELECT COUNT(*) FROM blob").fetchone()
+        if total - len(keep) <= slack * max(len(keep), 1):
+            return 0
+        dead = [(k,) for (k,) in self._db.execute("SELECT key FROM blob") if k not in keep]
+        with self._db:
+            self._db.executemany("DELETE FROM blob WHERE key = ?", dead)
+        for (key,) in dead:
+            self._mem.pop(key, None)
+        return len(dead)
+
     def texts(self, keys: Iterable[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         todo = sorted(set(keys))

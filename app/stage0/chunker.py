@@ -1,7 +1,8 @@
 """Chunks along code structure: Python by ``ast``, everything else in line windows.
 
 Python files give one chunk per function, method and class header (the class line, its
-docstring and attributes up to the first method); what is left at module level (imports,
+docstring and attributes up to the first method); comments above a def belong to it.
+What is left at module level (imports,
 constants, ``if __name__`` blocks) and inside classes between methods goes into line
 windows. A unit longer than three windows is itself cut into windows that keep its
 symbol. A file that does not parse is chunked in plain windows.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 #: Bumped whenever the chunks a file gives change: it is part of every cache key.
-CHUNKER_VERSION = "1"
+CHUNKER_VERSION = "2"
 
 PYTHON_SUFFIXES = frozenset({".py", ".pyi"})
 DOC_SUFFIXES = frozenset({".md", ".rst", ".txt"})
@@ -192,7 +193,7 @@ class _PythonChunker:
         for node in defs:
             if node.lineno < cursor:  # overlapping (e.g. ``class A: def f(): ...``)
                 continue
-            start = max(cursor, self._start_of(node))
+            start = self._start_of(node, cursor)
             end = node.end_lineno or node.lineno
             gap_kind = "module" if cls is None else ("class" if not header_done else "block")
             self._gap(cursor, start - 1, gap_kind, cls)
@@ -237,12 +238,20 @@ class _PythonChunker:
         if any(line.strip() for line in body):
             self.pieces.append(Piece(start, end, kind, symbol, "\n".join(body)))
 
-    def _start_of(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> int:
-        """First line of a def: its decorators, and comment lines right above them."""
+    def _start_of(
+        self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef, floor: int
+    ) -> int:
+        """First line of a def: its decorators, and the comments above them (blank lines
+        between included), down to the first line of code above or ``floor``."""
         start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-        while start > 1 and self.lines[start - 2].lstrip().startswith("#"):
-            start -= 1
-        return start
+        top = start
+        while top > floor and (
+            not self.lines[top - 2].strip() or self.lines[top - 2].lstrip().startswith("#")
+        ):
+            top -= 1
+        while top < start and not self.lines[top - 1].lstrip().startswith("#"):
+            top += 1  # blank lines before the first comment stay outside
+        return top
 
 
 def _defs_in(body: list[ast.stmt]) -> list[ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef]:

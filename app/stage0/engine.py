@@ -167,6 +167,7 @@ class Stage0:
         )
         if self.rev is None:
             self.cache.update_stats(scan.stats, (e.path for e in scan.entries))
+            self.cache.prune(report.keys)
         self._index = index
         self._code = index.subset([i for i, r in enumerate(index.refs) if r.is_code_unit])
         self.report = report

@@ -158,3 +158,16 @@ def test_a_query_that_matches_nothing_selects_nothing(tmp_path: Path, policy: Po
     with Stage0(repo, policy) as s0:
         result = s0.query("zzzz qqqq", explain=True)
     assert result.chunks == [] and result.code_units == [] and result.budget_used == 0
+
+
+def test_contents_no_file_has_any_more_are_pruned(tmp_path: Path, policy: Policy) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        s0.refresh()
+    for i in range(12):  # 12 dead versions of one file: more than the 7 live contents
+        write(repo, {"pkg/parser.py": f"VERSION = {i}\n"})
+        with Stage0(repo, policy) as s0:
+            s0.refresh()
+            (rows,) = s0.cache._db.execute("SELECT COUNT(*) FROM blob").fetchone()
+        assert rows <= 2 * 7 + 1
+    assert rows < 7 + 12

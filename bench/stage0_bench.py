@@ -1,0 +1,290 @@
+"""Stage0 vs bm25s on the Python standard library that ships with this interpreter.
+
+The stdlib (``sysconfig.get_paths()["stdlib"]``, without ``site-packages`` and
+``__pycache__``) is not a git repository, and Stage0 reads what git lists; so the
+benchmark copies it into a temporary directory (mtimes kept), runs ``git init`` and
+commits it. Nothing else is special-cased: Stage0 runs exactly as on a user's repo.
+
+Both systems get the same chunks (Stage0's chunker) of the same files:
+
+- cold index: Stage0 from an empty cache (list, read, hash, chunk, tokenize, write the
+  cache, assemble, weight) vs bm25s (read, chunk, ``bm25s.tokenize``, ``BM25.index``);
+- warm re-index after one file changed: Stage0 in a new object (as after a restart;
+  one file re-read and re-tokenized, the rest from the cache) vs bm25s re-tokenizing
+  only that file's chunks (its other tokens kept in memory: the most generous
+  baseline, bm25s has no incremental index) and indexing everything again;
+- query + MMR: the p50 over a fixed query set of Stage0's whole ``query()`` (two
+  lanes, MMR, texts) vs bm25s retrieving the pre-filter's 150 chunks and running the
+  same MMR over them (Stage0's similarity matrix for those rows).
+
+Run: python -m bench.stage0_bench [--repeat 3] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench._common import ms, percentile, print_machine, print_ratio, write_result
+
+QUERIES = (
+    "json decode error with line and column",
+    "thread pool executor shutdown wait",
+    "parse http cookie header",
+    "tarfile extract members safely filter",
+    "asyncio event loop run until complete",
+    "format a datetime with strftime",
+    "unittest mock patch object attribute",
+    "subprocess run capture output timeout",
+    "zipfile read compressed member",
+    "argparse add mutually exclusive group",
+    "logging handler rotating file",
+    "sqlite3 connection commit rollback",
+    "email message parse multipart",
+    "pathlib glob recursive pattern",
+    "heapq merge sorted iterables",
+    "csv dialect sniffer delimiter",
+    "socket create connection timeout",
+    "decimal context rounding precision",
+    "urllib parse quote unquote",
+    "shutil copy tree ignore patterns",
+)
+TOUCHED = "json/decoder.py"
+
+
+def copy_stdlib(dest: Path) -> Path:
+    src = Path(sysconfig.get_paths()["stdlib"])
+    repo = dest / "stdlib"
+    shutil.copytree(
+        src,
+        repo,
+        symlinks=True,
+        ignore=shutil.ignore_patterns("site-packages", "__pycache__", "*.pyc"),
+    )
+    git = ["git", "-C", str(repo), "-c", "user.name=bench", "-c", "user.email=b@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "stdlib", "--no-verify"], check=True)
+    return repo
+
+
+def _prepare(s0: Any) -> None:
+    """Force the lazily computed matrices a first query would need."""
+    for index in (s0.index, s0.code_index):
+        _ = index.tfidf
+        if index.weighting == "bm25":
+            _ = index.bm25
+
+
+def stage0_cold(repo: Path, cache_dir: Path, policy: Any) -> tuple[float, Any]:
+    from app.stage0.engine import Stage0
+
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    s0 = Stage0(repo, policy, cache_dir=cache_dir)
+    s0.refresh()
+    _prepare(s0)
+    return time.perf_counter() - t0, s0
+
+
+def stage0_warm(repo: Path, cache_dir: Path, policy: Any) -> tuple[float, Any]:
+    from app.stage0.engine import Stage0
+
+    t0 = time.perf_counter()
+    s0 = Stage0(repo, policy, cache_dir=cache_dir)
+    s0.refresh()
+    _prepare(s0)
+    return time.perf_counter() - t0, s0
+
+
+class Bm25sSide:
+    """bm25s over Stage0's chunks, with tokens remembered per file for the warm run."""
+
+    def __init__(self, repo: Path, paths: Sequence[str], chunk_lines: int, overlap: int) -> None:
+        self.repo = repo
+        self.paths = list(paths)
+        self.chunk_lines = chunk_lines
+        self.overlap = overlap
+        self.tokens: dict[str, list[list[str]]] = {}
+        self.chunks: dict[str, list[Any]] = {}
+        self.retriever: Any = None
+
+    def _file(self, path: str) -> None:
+        import bm25s
+
+        from app.stage0.chunker import chunk_text
+        from app.stage0.corpus import decode
+
+        chunks = chunk_text(
+            path, decode((self.repo / path).read_bytes()), self.chunk_lines, self.overlap
+        )
+        self.chunks[path] = chunks
+        self.tokens[path] = bm25s.tokenize(
+            [c.text for c in chunks], stopwords="en", return_ids=False, show_progress=False
+        )
+
+    def _index(self) -> None:
+        import bm25s
+        from bm25s.tokenization import Tokenized
+
+        vocab: dict[str, int] = {}
+        ids = [
+            [vocab.setdefault(t, len(vocab)) for t in doc]
+            for path in self.paths
+            for doc in self.tokens[path]
+        ]
+        self.retriever = bm25s.BM25()
+        self.retriever.index(Tokenized(ids=ids, vocab=vocab), show_progress=False)
+
+    def cold(self) -> float:
+        t0 = time.perf_counter()
+        for path in self.paths:
+            self._file(path)
+        self._index()
+        return time.perf_counter() - t0
+
+    def warm(self, changed: str) -> float:
+        t0 = time.perf_counter()
+        self._file(changed)
+        self._index()
+        return time.perf_counter() - t0
+
+    def query(self, text: str, s0: Any, prefilter: int) -> float:
+        import bm25s
+        import numpy as np
+
+        from app.stage0.engine import chunk_cost
+        from app.stage0.mmr import Candidate, mmr_select
+
+        t0 = time.perf_counter()
+        q = bm25s.tokenize([text], stopwords="en", return_ids=False, show_progress=False)[0]
+        q = [t for t in q if t in self.retriever.vocab_dict]
+        if q:
+            scores = self.retriever.get_scores(q)
+            top = np.argsort(-scores, kind="stable")[:prefilter]
+            top = [int(r) for r in top if scores[r] > 0]
+            refs = s0.index.refs
+            best = float(scores[top[0]]) if top else 1.0
+            cands = [
+                Candidate(float(scores[r]) / best, chunk_cost(refs[r]), refs[r].sort_key())
+                for r in top
+            ]
+            cfg = s0.config
+            mmr_select(
+                cands,
+                s0.index.similarity(top),
+                lam=cfg.mmr_lambda,
+                k=cfg.top_k,
+                budget=cfg.token_budget,
+            )
+        return time.perf_counter() - t0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=3, help="query passes (p50 over all)")
+    ap.add_argument("--keep", type=Path, help="keep the stdlib copy in DIR (reused if present)")
+    args = ap.parse_args(argv)
+
+    from app.policy import load_policy
+
+    info = print_machine()
+    policy = load_policy().policy
+    with tempfile.TemporaryDirectory(prefix="stage0-bench-") as tmp:
+        base = args.keep or Path(tmp)
+        repo = base / "stdlib"
+        if not repo.exists():
+            t0 = time.perf_counter()
+            repo = copy_stdlib(base)
+            print(f"stdlib copied and committed in {time.perf_counter() - t0:.1f} s: {repo}")
+        cache_dir = Path(tmp) / "cache"
+
+        cold_s0, s0 = stage0_cold(repo, cache_dir, policy)
+        rep = s0.report
+        print(
+            f"corpus: {rep.files} files, {rep.chunks} chunks, {len(s0.code_index)} code units, "
+            f"skipped {dict(sorted(rep.skipped.items()))}"
+        )
+        paths = sorted({r.path for r in s0.index.refs})
+        bm = Bm25sSide(repo, paths, s0.config.chunk_lines, s0.config.chunk_overlap)
+        cold_bm = bm.cold()
+        s0.close()
+
+        warm_nochange, s0 = stage0_warm(repo, cache_dir, policy)
+        assert s0.report.read == [] and s0.report.tokenized == [], s0.report
+        s0.close()
+        target = repo / TOUCHED
+        target.write_text(target.read_text() + "\n# touched by the benchmark\n")
+        warm_s0, s0 = stage0_warm(repo, cache_dir, policy)
+        assert s0.report.tokenized == [TOUCHED], s0.report.tokenized
+        warm_bm = bm.warm(TOUCHED)
+
+        for q in QUERIES:  # one untimed pass: first-call costs (imports, caches)
+            s0.query(q)
+            bm.query(q, s0, s0.config.prefilter)
+        lat_s0: list[float] = []
+        lat_bm: list[float] = []
+        for _ in range(args.repeat):
+            for q in QUERIES:
+                t0 = time.perf_counter()
+                s0.query(q)
+                lat_s0.append(time.perf_counter() - t0)
+                lat_bm.append(bm.query(q, s0, s0.config.prefilter))
+        s0.close()
+
+    p50_s0, p50_bm = percentile(lat_s0, 50), percentile(lat_bm, 50)
+    print()
+    print(f"{'':34} {'stage0':>12} {'bm25s':>12}")
+    print(f"{'cold index':34} {cold_s0:>10.2f} s {cold_bm:>10.2f} s")
+    print(f"{'warm re-index (1 file touched)':34} {ms(warm_s0):>12} {ms(warm_bm):>12}")
+    print(f"{'warm re-index (nothing changed)':34} {ms(warm_nochange):>12} {'n/a':>12}")
+    print(f"{'query + MMR p50':34} {ms(p50_s0):>12} {ms(p50_bm):>12}")
+    print(
+        f"{'query + MMR p90':34} {ms(percentile(lat_s0, 90)):>12} {ms(percentile(lat_bm, 90)):>12}"
+    )
+    print()
+    r_cold = print_ratio("stage0 cold index", cold_s0, cold_bm, "bm25s")
+    r_warm = print_ratio("stage0 warm re-index", warm_s0, warm_bm, "bm25s")
+    r_query = print_ratio("stage0 query+MMR p50", p50_s0, p50_bm, "bm25s")
+    path = write_result(
+        "stage0_bench",
+        {
+            "corpus": {
+                "files": rep.files,
+                "chunks": rep.chunks,
+                "skipped": dict(rep.skipped),
+                "python": sys.version.split()[0],
+            },
+            "seconds": {
+                "stage0_cold": cold_s0,
+                "bm25s_cold": cold_bm,
+                "stage0_warm_one_file": warm_s0,
+                "bm25s_warm_one_file": warm_bm,
+                "stage0_warm_nothing_changed": warm_nochange,
+                "stage0_query_p50": p50_s0,
+                "bm25s_query_p50": p50_bm,
+                "stage0_query_mean": statistics.fmean(lat_s0),
+                "bm25s_query_mean": statistics.fmean(lat_bm),
+            },
+            "ratios": {"cold": r_cold, "warm": r_warm, "query_p50": r_query},
+            "queries": list(QUERIES),
+            "cores": info["cores"],
+            "pid": os.getpid(),
+        },
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
