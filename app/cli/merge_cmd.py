@@ -17,7 +17,7 @@ from typing import Any
 from app.audit.log import AuditLog
 from app.cli.common import add_json_arg, print_json, settings_from
 from app.config import Settings
-from app.evidence.bundle import EvidenceError, read_manifest, resolve_run
+from app.evidence.bundle import EvidenceError, read_manifest, resolve_run, runs_dir
 from app.evidence.read import audit_seal
 from app.paths import ensure_dir
 from app.workspace.git import repo_root
@@ -61,7 +61,7 @@ async def _merge_async(
 ) -> MergeOutcome:
     policy_version = None
     with contextlib.suppress(EvidenceError):
-        policy_version = read_manifest(top / ".switchyard" / "runs" / run_id).policy_version
+        policy_version = read_manifest(runs_dir(top) / run_id).policy_version
     seal = await audit_seal(settings.audit_db, run_id)
     confirm, approver = _confirmer(args)
     async with AuditLog.open(settings.audit_db, policy_version=policy_version) as log:

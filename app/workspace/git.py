@@ -57,6 +57,8 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         GIT_MERGE_AUTOEDIT="no",
         GIT_EDITOR="true",
         GIT_OPTIONAL_LOCKS="0",
+        # Paths we pass are file names, never patterns.
+        GIT_LITERAL_PATHSPECS="1",
     )
     if extra:
         env.update(extra)

@@ -280,6 +280,9 @@ async def execute_merge(
         reason = f"{GIT}: {exc}"
         await record("failed", [reason], f"merge failed and was undone: {exc}")
         return MergeOutcome(ok=False, reasons=[reason], **common)
+    except MergeRollbackError as exc:
+        await record("rollback_failed", [f"{GIT}: {exc}"], str(exc))
+        raise
     await record("merged", [], f"merged as {after[:12]}", after=after)
     return MergeOutcome(ok=True, merged=True, after_head=after, **common)
 
@@ -396,7 +399,8 @@ def _untracked_in_the_way(top: Path, head: str | None, files: list[str]) -> list
     ignored: git would overwrite an ignored file, and undoing would then delete it)."""
     if not files or head is None:
         return []
-    out = run_git(top, "ls-tree", "-r", "-z", "--name-only", head, "--", *files).stdout
+    # The whole listing rather than pathspecs: no argv limit, no pathspec magic in names.
+    out = run_git(top, "ls-tree", "-r", "-z", "--name-only", head).stdout
     tracked = {p for p in out.split("\0") if p}
     return [p for p in files if p not in tracked and os.path.lexists(top / p)]
 

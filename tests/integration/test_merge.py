@@ -151,6 +151,15 @@ def test_gate_holds_and_yes_merges(repo: Path, capsys: pytest.CaptureFixture[str
     assert git(repo, "rev-parse", "HEAD") == head
 
 
+def test_merges_into_a_branch_that_moved_on(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(repo)
+    commit(repo, {"docs/usage.md": "use it\n"}, "user work meanwhile")
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 0
+    assert (repo / "calc.py").read_text().endswith("a + b\n")
+    assert (repo / "docs" / "usage.md").read_text() == "use it\n"
+    assert git(repo, "status", "--porcelain") == ""
+
+
 def test_red_tests_are_refused(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_run(repo, tests_ok=False)
     err = assert_refused(repo, ["run-1", "--yes"], capsys, "GR-006")
