@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,7 +349,10 @@ def _rmtree(path: Path) -> None:
             os.chmod(p, stat.S_IRWXU)
             func(p)
 
-    shutil.rmtree(path, onerror=retry)
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=retry)
+    else:
+        shutil.rmtree(path, onerror=retry)
 
 
 __all__ = [
