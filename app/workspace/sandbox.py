@@ -230,7 +230,10 @@ async def run_sandboxed(
                 start_new_session=True,  # its own process group: one kill reaches all
             )
         except OSError as exc:
-            raise SandboxError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+            # As a shell would: 127 not found, 126 not executable; a failed run, not a crash.
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            out.add(f"{argv[0]}: {exc.strerror or exc}\n")
+            return _result(argv, plan, code, out, False, started, timeout_s, memory_mb)
         try:
             timed_out = await _supervise(proc, out, on_line, timeout_s)
         finally:
@@ -244,6 +247,19 @@ async def run_sandboxed(
         if plan.private_tmp is not None:
             shutil.rmtree(plan.private_tmp, ignore_errors=True)
     code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
+    return _result(argv, plan, code, out, timed_out, started, timeout_s, memory_mb)
+
+
+def _result(
+    argv: Sequence[str],
+    plan: _Plan,
+    code: int,
+    out: _Output,
+    timed_out: bool,
+    started: float,
+    timeout_s: float,
+    memory_mb: int | None,
+) -> SandboxResult:
     text, truncated = out.text()
     return SandboxResult(
         argv=list(argv),
@@ -514,11 +530,15 @@ def _with_limits(argv: list[str], memory_mb: int) -> list[str]:
 
 # Runs as argv[0..]: sets RLIMIT_AS and RLIMIT_CORE, then execs the rest.
 _RLIMIT_SHIM = (
-    "import os,resource,sys;"
-    "n=int(sys.argv[1]);"
-    "resource.setrlimit(resource.RLIMIT_AS,(n,n));"
-    "resource.setrlimit(resource.RLIMIT_CORE,(0,0));"
-    "os.execvp(sys.argv[2],sys.argv[2:])"
+    "import os,resource,sys\n"
+    "n=int(sys.argv[1])\n"
+    "resource.setrlimit(resource.RLIMIT_AS,(n,n))\n"
+    "resource.setrlimit(resource.RLIMIT_CORE,(0,0))\n"
+    "try:\n"
+    " os.execvp(sys.argv[2],sys.argv[2:])\n"
+    "except OSError as e:\n"
+    " sys.stderr.write(f'{sys.argv[2]}: {e.strerror}\\n')\n"
+    " sys.exit(127)"
 )
 
 # Brings lo up (SIOCGIFFLAGS/SIOCSIFFLAGS, IFF_UP) in the new net namespace, then execs.
@@ -531,7 +551,11 @@ _LO_UP_SHIM = (
     " s.close()\n"
     "except OSError:\n"
     " pass\n"
-    "os.execvp(sys.argv[1],sys.argv[1:])"
+    "try:\n"
+    " os.execvp(sys.argv[1],sys.argv[1:])\n"
+    "except OSError as e:\n"
+    " sys.stderr.write(f'{sys.argv[1]}: {e.strerror}\\n')\n"
+    " sys.exit(127)"
 )
 
 

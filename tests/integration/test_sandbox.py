@@ -302,3 +302,5 @@ async def test_bad_input_is_a_sandbox_error(wt: Path) -> None:
 async def test_a_missing_program_is_a_failed_run_not_a_crash(runner: Runner, wt: Path) -> None:
     result = await run_sandboxed(["no-such-program-xyz"], cwd=wt, runner=runner)
     assert result.exit_code != 0 and not result.timed_out
+    bare = await run_sandboxed(["no-such-program-xyz"], cwd=wt, runner=runner, memory_mb=None)
+    assert bare.exit_code != 0 and "no-such-program-xyz" in bare.output
