@@ -39,12 +39,13 @@ from app.router.service import RouteFailed, RouteRefused
 from app.router.session import Session
 from app.router.types import Signals
 from app.workspace.sandbox import (
+    DEFAULT_MEMORY_MB,
     SandboxResult,
     probe_sandbox,
     run_sandboxed,
     sandbox_degradation_line,
 )
-from app.workspace.testcmd import TestCommand, detect_test_command
+from app.workspace.testcmd import TestCommand, detect_test_command, load_repo_config
 from app.workspace.worktree import Worktree
 
 Outcome = Literal["merge_ready", "stopped", "failed"]
@@ -412,8 +413,15 @@ class PipelineRun:
             if probe.degraded:
                 line = sandbox_degradation_line(probe)
                 await self.audit(line.pop("kind"), role="implementer", **line)
+        config = load_repo_config(self.opt.repo)
         result = await run_sandboxed(
-            cmd.argv, cwd=self.worktree.path, timeout_s=self.opt.test_timeout_s, on_line=on_line
+            cmd.argv,
+            cwd=self.worktree.path,
+            timeout_s=config.test_timeout_s or self.opt.test_timeout_s,
+            memory_mb=config.test_memory_mb or DEFAULT_MEMORY_MB,
+            on_line=on_line,
+            # the project's own interpreter may live under a /tmp the sandbox makes private
+            readonly_paths=(self.opt.repo,),
         )
         self.bundle.write_test_loop(
             loop, result, attempt=attempt, commit=await asyncio.to_thread(self.worktree.head)
