@@ -271,6 +271,25 @@ def test_a_slow_local_failure_falls_back_at_once(
     assert any(a["kind"] == "runtime_fallback" for a in lines)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: Router.complete (app/router/service.py) marks a failed local runtime "
+    "down with the 'connect' rule's cooldown (30 s) whatever the error kind; a context-length "
+    "error is the request's, not the runtime's (the policy's context_length cooldown_s is 0, "
+    "and the cloud path already exempts it), yet every later role leaves vLLM for 30 s and "
+    "the audit calls vLLM 'unreachable'",
+)
+def test_a_local_context_length_error_does_not_take_the_runtime_down(
+    env: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env["servers"]["vllm"].fail_next("context_length", path=CHAT)
+    lines = run_pipeline(env, capsys)["lines"]
+    implementer = [a for a in lines if a["kind"] == "call" and a["role"] == "implementer"]
+    assert implementer and implementer[0]["to"] == "qwen2.5-coder-32b@vllm", implementer
+    fallbacks = [a["detail"] for a in lines if a["kind"] == "runtime_fallback"]
+    assert not any("unreachable" in d for d in fallbacks), fallbacks
+
+
 # ── clear stops and the last fallback ────────────────────────────────────────────────────
 
 
