@@ -2,15 +2,16 @@
 
 One subscription; a timer drains it once per frame (~1/30 s) and turns the batch into
 Textual messages posted to one target (the main screen). High-rate events are merged
-inside the frame: consecutive audit lines become one :class:`AuditBatch`, consecutive
-test output or tokens of one stream one message, and only the newest budget snapshot is
-kept. Everything else is posted one message per event, in bus order. Nothing is ever
-dropped here: audit lines are ``never_drop`` on the bus (the publisher waits when the
-queue is full) and every drained line goes into a batch.
+inside the frame (see :func:`translate`): a frame's audit lines become one
+:class:`AuditBatch`, each test loop's output one message, only the newest budget snapshot
+is kept. Everything else is one message per event, in bus order. Nothing is dropped
+here: audit lines are ``never_drop`` on the bus (the publisher waits when the queue is
+full) and every drained line goes into a batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,7 +121,7 @@ class CoreNotice(BusMessage):
         self.event = event
 
 
-_ONE_TO_ONE: dict[type[Event], type[BusMessage]] = {
+_ONE_TO_ONE: dict[type[Event], Callable[[Any], BusMessage]] = {
     PlanUpdated: PlanChanged,
     DiffUpdated: DiffChanged,
     StageChanged: StageMoved,
@@ -133,36 +134,52 @@ _ONE_TO_ONE: dict[type[Event], type[BusMessage]] = {
 
 
 def translate(events: list[Event]) -> list[BusMessage]:
-    """One frame of events → messages, order kept, high-rate runs merged. Pure."""
+    """One frame of events → messages. Pure.
+
+    High-rate kinds are merged into one message per frame and stream, placed where the
+    first of them came: every audit line of the frame in one :class:`AuditBatch`, each
+    test loop's (or token stream's) text in one message, only the newest budget
+    snapshot. Each pane therefore sees its own events in bus order; the order *between*
+    kinds may tighten (a later audit line joins the frame's batch), which no pane needs.
+    """
     out: list[BusMessage] = []
-    budget_at: int | None = None
+    merged: dict[tuple[Any, ...], BusMessage] = {}
     for event in events:
-        last = out[-1] if out else None
         if isinstance(event, AuditAppended):
-            if isinstance(last, AuditBatch):
-                last.lines.append(event.line)
+            batch = merged.get(("audit",))
+            if isinstance(batch, AuditBatch):
+                batch.lines.append(event.line)
             else:
-                out.append(AuditBatch([event.line]))
+                merged[("audit",)] = message = AuditBatch([event.line])
+                out.append(message)
         elif isinstance(event, TestOutput):
-            if isinstance(last, TestText) and (last.run, last.loop) == (event.run, event.loop):
-                last.text += event.text
+            key = ("test", event.run, event.loop)
+            text = merged.get(key)
+            if isinstance(text, TestText):
+                text.text += event.text
             else:
-                out.append(TestText(event.run, event.loop, event.text))
+                merged[key] = message = TestText(event.run, event.loop, event.text)
+                out.append(message)
         elif isinstance(event, TokenDelta):
-            if isinstance(last, TokenText) and (last.role, last.model) == (event.role, event.model):
-                last.text += event.text
+            key = ("tokens", event.role, event.model)
+            tokens = merged.get(key)
+            if isinstance(tokens, TokenText):
+                tokens.text += event.text
             else:
-                out.append(TokenText(event.role, event.model, event.text))
+                merged[key] = message = TokenText(event.role, event.model, event.text)
+                out.append(message)
         elif isinstance(event, BudgetUpdated):
             # A snapshot is the whole state: an older one in the same frame is stale.
-            if budget_at is not None:
-                out.pop(budget_at)
-            budget_at = len(out)
-            out.append(BudgetChanged(event.snapshot))
+            budget = merged.get(("budget",))
+            if isinstance(budget, BudgetChanged):
+                budget.snapshot = event.snapshot
+            else:
+                merged[("budget",)] = message = BudgetChanged(event.snapshot)
+                out.append(message)
         else:
             kind = _ONE_TO_ONE.get(type(event))
             if kind is not None:
-                out.append(kind(event))  # type: ignore[call-arg]
+                out.append(kind(event))
     return out
 
 
@@ -184,13 +201,13 @@ class BusBridge:
         bus: Bus,
         target: MessagePump,
         *,
-        frame_s: float = FRAME_S,
-        queue_size: int = QUEUE_SIZE,
+        frame_s: float | None = None,
+        queue_size: int | None = None,
     ) -> None:
         self.bus = bus
         self.target = target
-        self.frame_s = frame_s
-        self.queue_size = queue_size
+        self.frame_s = frame_s or FRAME_S
+        self.queue_size = queue_size or QUEUE_SIZE
         self.stats = BridgeStats()
         self._sub: Subscription | None = None
         self._timer: Timer | None = None

@@ -34,6 +34,7 @@ REQUIRED_VARIABLES: tuple[str, ...] = (
     "diff-del-bg",
     "diff-hunk",
     "diff-file",
+    "pane-border",
     "dim-text",
     "syntax-theme",
 )

@@ -41,6 +41,7 @@ from app.router.session import Session, open_session
 SESSION_ID = "3f2a9c1d7e0b"
 RUN_ID = "20260101-120000-a1b2c3"
 TASK = "make the failing parser test pass"
+REQUEST_ID = "7c1e04b2d9aa4f0f"
 START = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 PLAN: dict[str, Any] = {
@@ -297,6 +298,7 @@ class ScriptedRun:
         )
         decision = await session.approvals.request(
             ApprovalRequest(
+                request_id=REQUEST_ID,
                 session=sid,
                 run=run,
                 role="implementer",

@@ -65,6 +65,7 @@ class EvidenceScreen(Screen[None]):
         with Horizontal(id="evidence-body"):
             yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
             with Vertical(id="run-detail"):
+                yield Static(id="run-head")
                 with TabbedContent(id="run-tabs"):
                     for tab_id, title in TABS:
                         with TabPane(title, id=f"tab-{tab_id}"):
@@ -74,7 +75,7 @@ class EvidenceScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
-        table.add_columns("run", "status", "task")
+        table.add_columns("run", "status")
         table.border_title = "Runs"
         self.query_one("#evidence-title", Static).update(
             Text.assemble(
@@ -96,7 +97,7 @@ class EvidenceScreen(Screen[None]):
         table = self.query_one("#runs", DataTable)
         table.clear()
         for run in self.runs:
-            table.add_row(run.run_id, run.status or "unsealed", run.task, key=run.run_id)
+            table.add_row(run.run_id, run.status or "unsealed", key=run.run_id)
         if not self.runs:
             self._gate_text(
                 Text(f"no runs yet in {self.core.repo.name}/.switchyard/runs: start a task first")
@@ -114,6 +115,7 @@ class EvidenceScreen(Screen[None]):
         self.view = view = message.view
         v = self.app.theme_variables
         dim = style_of(v.get("dim-text", ""))
+        self.query_one("#run-head", Static).update(self._head(view, v))
         self._set("brief", _lines(view.brief) or [Text("no task brief", style=dim)])
         self._set(
             "plan",
@@ -146,6 +148,20 @@ class EvidenceScreen(Screen[None]):
         self._set("cost", _lines(cost))
         self._set("manifest", self._manifest_lines(view, v))
         self._show_gate()
+
+    def _head(self, view: RunView, v: dict[str, str]) -> Text:
+        m = view.report.manifest
+        dim = style_of(v.get("dim-text", ""))
+        head = Text(no_wrap=True, overflow="ellipsis")
+        head.append(view.run_id, style_of(v.get("primary", ""), bold=True))
+        if m is None:
+            head.append("  not sealed", style_of(v.get("test-fail", "")))
+            return head
+        ok = m.status == "merge_ready"
+        head.append(f"  {m.status}", style_of(v.get("test-pass" if ok else "test-fail", "")))
+        head.append(f"  {m.task}")
+        head.append(f"\n{m.branch or '—'} @ {(m.head or '—')[:12]} · created {m.created}", dim)
+        return head
 
     def _set(self, tab: str, lines: list[Text]) -> None:
         self.query_one(f"#ev-{tab}", LineView).set_lines(lines)
@@ -218,16 +234,29 @@ class EvidenceScreen(Screen[None]):
         v = self.app.theme_variables
         text = Text()
         blockers = view.blockers
+        plan = view.merge
         if blockers:
-            text.append("✗ merge refused", style_of(v.get("test-fail", ""), bold=True))
-            text.append(" (the gate does not hold):")
+            text.append("✗ the gate does not hold", style_of(v.get("test-fail", ""), bold=True))
+            text.append(": m would be refused, because")
             for reason in blockers:
                 text.append(f"\n  {reason}")
         else:
-            target = (view.merge.target_ref if view.merge else None) or "HEAD"
+            target = ((plan.target_ref if plan else None) or "HEAD").removeprefix("refs/heads/")
             text.append("✓ the gate holds", style_of(v.get("test-pass", ""), bold=True))
-            text.append(f": press m to merge into {target.removeprefix('refs/heads/')}")
-        notes = view.merge.notes if view.merge else []
+            files = ", ".join(plan.files[:4]) if plan else ""
+            text.append(f": m merges into {target} ({files or 'no file changes'})")
+        facts = plan.facts if plan else None
+        if facts is not None:
+            verdicts = ", ".join(
+                f"{r.verdict} by {r.who}{' (advice)' if r.is_local else ''}" for r in facts.verdicts
+            )
+            text.append(
+                f"\n  tests {'green' if facts.tests_green else 'not green'}"
+                f" · {'High-Risk' if facts.high_risk else 'not High-Risk'}"
+                f" · verdicts: {verdicts or 'none'}",
+                style_of(v.get("dim-text", "")),
+            )
+        notes = plan.notes if plan else []
         for note in notes:
             text.append(f"\n  note: {note}", style_of(v.get("dim-text", "")))
         self._gate_text(text)

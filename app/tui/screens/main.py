@@ -43,6 +43,7 @@ class MainScreen(Screen[None]):
         Binding("t", "tutor", "tutor"),
         Binding("x", "stop", "stop run"),
         Binding("slash", "new_task", "task", show=False),
+        Binding("escape", "leave_input", "keys", show=False),
     ]
 
     def __init__(self) -> None:
@@ -65,7 +66,9 @@ class MainScreen(Screen[None]):
             yield TestsPane(id="tests")
             yield EscalationsPane(id="escalations")
             yield BudgetPane(id="budget")
-        yield Input(placeholder="task: describe the change, then enter", id="task")
+        yield Input(
+            placeholder="task: describe the change, then enter (esc: back to the keys)", id="task"
+        )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -220,6 +223,11 @@ class MainScreen(Screen[None]):
         box = self.query_one("#task", Input)
         box.value = ""
         box.focus()
+
+    def action_leave_input(self) -> None:
+        """Out of the task input, so single-letter keys act again."""
+        if isinstance(self.focused, Input):
+            self.escalations.view.focus()
 
     def action_escalate(self) -> None:
         self.core.escalate(self.role or None)

@@ -16,6 +16,7 @@ from textual.widgets import Footer, Static
 from app.policy.schema import Policy
 from app.tui.core import CoreApp
 from app.tui.panes.budget import money
+from app.tui.screens.approval import OPS
 
 
 def policy_table(policy: Policy) -> Table:
@@ -25,7 +26,9 @@ def policy_table(policy: Policy) -> Table:
     for rid, role in policy.roles.items():
         default = policy.resolve(role.default) if role.default else "deterministic"
         triggers = ", ".join(
-            f"{t.signal} {t.op} {t.threshold:g}" if t.threshold is not None else t.signal
+            f"{t.signal} {OPS.get(t.op, t.op)} {t.threshold:g}"
+            if t.threshold is not None
+            else t.signal
             for t in policy.triggers_for(rid)
             if t.role == rid
         )

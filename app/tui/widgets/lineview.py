@@ -33,6 +33,8 @@ class LineView(ScrollView, can_focus=True):
         super().__init__(name=name, id=id, classes=classes)
         #: keep the newest line in view while the user has not scrolled up
         self.follow = follow
+        #: sticky: true until the user scrolls away from the end, true again at the end
+        self._at_end = True
         self._lines: list[Text] = []
         self._width = 0
         self._cache: LRUCache[tuple[int, Style], Strip] = LRUCache(1024)
@@ -50,24 +52,56 @@ class LineView(ScrollView, can_focus=True):
 
     def set_lines(self, lines: Iterable[Text]) -> None:
         self._lines = list(lines)
+        for line in self._lines:
+            line.expand_tabs()
         self._width = max((cell_len(t.plain) for t in self._lines), default=0)
         self._cache.clear()
         self._resize()
         if self.follow:
-            self.scroll_end(animate=False, immediate=False, x_axis=False)
+            self._at_end = True
+            self._to_end()
         else:
-            self.scroll_home(animate=False)
+            self.scroll_to(0, 0, animate=False, immediate=True)
 
     def append(self, lines: Iterable[Text]) -> None:
         new = list(lines)
         if not new:
             return
-        at_end = self.is_vertical_scroll_end or self.max_scroll_y == 0
+        for line in new:
+            line.expand_tabs()
         self._lines.extend(new)
         self._width = max(self._width, max(cell_len(t.plain) for t in new))
         self._resize()
-        if self.follow and at_end:
-            self.scroll_end(animate=False, immediate=False, x_axis=False)
+        # Decided by where the user left the view, not by geometry that a pending
+        # refresh has not caught up with yet.
+        if self.follow and self._at_end:
+            self._to_end()
+
+    def _to_end(self) -> None:
+        # At once (forced: the scrollbar may not be laid out yet), since a screen under a
+        # modal may not refresh for a while; and again after the next refresh, when a
+        # scrollbar that just appeared has taken its row.
+        self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
+        self.call_after_refresh(self._follow_up)
+
+    def _follow_up(self) -> None:
+        if self.follow and self._at_end:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
+
+    def on_resize(self) -> None:
+        if self.follow and self._at_end:
+            self._to_end()
+
+    def watch_show_horizontal_scrollbar(self, shown: bool) -> None:
+        # The scrollbar takes a row from the view: the end moved down by one.
+        self._follow_up()
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if new_value >= self.max_scroll_y:
+            self._at_end = True
+        elif new_value < old_value:
+            self._at_end = False  # the user scrolled up: stop following
 
     def replace_last(self, line: Text) -> None:
         """Rewrite the newest line (a partial line of streamed output)."""

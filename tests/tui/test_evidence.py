@@ -1,0 +1,124 @@
+"""Evidence review: lists runs, opens one, refuses a merge the gate does not allow (and
+says why), merges by keypress when it does. Real bundles, a real git repo."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from textual.widgets import Static
+
+from app.clock import ManualClock
+from app.tui.core import MergeDone, RunLoaded, RunsListed
+from app.tui.screens.evidence import EvidenceScreen
+from app.tui.widgets.lineview import LineView
+from tests.tui.helpers import Messages, settle, until
+from tests.tui.scripted import make_run
+
+
+def _head(repo: Path) -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+async def _open_evidence(app: Any, pilot: Any, seen: Messages) -> EvidenceScreen:
+    await until(pilot, lambda: app.session is not None, what="the session")
+    await pilot.press("escape", "v")  # out of the task input first
+    await until(pilot, lambda: seen.of(RunLoaded), what="a run to load")
+    await settle(pilot)
+    screen = app.screen
+    assert isinstance(screen, EvidenceScreen)
+    return screen
+
+
+async def test_the_evidence_screen_refuses_a_merge_when_the_gate_does_not_hold(
+    make_app: Any, repo: Path, clock: ManualClock
+) -> None:
+    make_run(repo, "20260101-110000-bad001", green=False, clock=clock)
+    before = _head(repo)
+    seen = Messages()
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        screen = await _open_evidence(app, pilot, seen)
+        assert [r.run_id for r in seen.of(RunsListed)[0].runs] == ["20260101-110000-bad001"]
+        view = screen.view
+        assert view is not None
+        assert view.report.ok, view.report.problems
+        assert any(b.startswith("GR-006") for b in view.blockers)
+        gate = str(screen.query_one("#gate", Static).render())
+        assert "the gate does not hold" in gate and "GR-006" in gate
+
+        await pilot.press("m")
+        await until(pilot, lambda: seen.of(MergeDone), what="the merge answer")
+        await settle(pilot)
+        outcome = seen.of(MergeDone)[0].outcome
+        assert not outcome.ok and not outcome.merged
+        assert any(r.startswith("GR-006") for r in outcome.reasons)
+        assert not any(r.startswith("HUMAN") for r in outcome.reasons)  # m was the approval
+        assert _head(repo) == before
+        assert app.session is not None
+        merges = [ln for ln in await app.session.audit.lines() if ln.kind == "merge"]
+        assert [ln.values["outcome"] for ln in merges] == ["refused"]
+        assert "(nothing was changed)" in str(screen.query_one("#gate", Static).render())
+
+
+async def test_the_evidence_screen_merges_by_keypress_when_the_gate_holds(
+    make_app: Any, repo: Path, clock: ManualClock
+) -> None:
+    make_run(repo, "20260101-110000-good01", green=True, clock=clock)
+    before = _head(repo)
+    seen = Messages()
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        screen = await _open_evidence(app, pilot, seen)
+        assert screen.view is not None and screen.view.blockers == []
+        assert "the gate holds" in str(screen.query_one("#gate", Static).render())
+        await pilot.press("m")
+        await until(pilot, lambda: seen.of(MergeDone), what="the merge")
+        outcome = seen.of(MergeDone)[0].outcome
+        assert outcome.merged, outcome.reasons
+        assert _head(repo) != before
+        assert app.session is not None
+        merges = [ln for ln in await app.session.audit.lines() if ln.kind == "merge"]
+        assert [ln.values["outcome"] for ln in merges] == ["merging", "merged"]
+        assert merges[-1].values.get("approver") in (None, "tui:keypress")
+
+
+async def test_a_run_shows_every_part_of_its_bundle(
+    make_app: Any, repo: Path, clock: ManualClock
+) -> None:
+    make_run(repo, "20260101-110000-good01", green=True, clock=clock)
+    seen = Messages()
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        screen = await _open_evidence(app, pilot, seen)
+
+        def text(tab: str) -> str:
+            return "\n".join(screen.query_one(f"#ev-{tab}", LineView).plain_lines())
+
+        assert "make the failing parser test pass" in text("brief")
+        assert "fix the off-by-one in parse()" in text("plan")
+        assert "+    for i in range(len(tokens)):" in text("diffs")
+        assert "15 passed" in text("tests") and "bwrap" in text("tests")
+        verdict = text("verdict")
+        assert "local: advice only (GR-003)" in verdict
+        assert "← src/parser.py:9" in verdict and "← test:test_parse_tail" in verdict
+        assert "total_usd" in text("cost")
+        assert "bundle verified" in text("manifest")
+
+
+async def test_no_runs_says_so(make_app: Any) -> None:
+    seen = Messages()
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        await pilot.press("escape", "v")
+        await until(pilot, lambda: seen.of(RunsListed), what="the run list")
+        await settle(pilot)
+        assert "no runs yet" in str(app.screen.query_one("#gate", Static).render())
+        await pilot.press("m")  # nothing to merge: a notice, no crash
+        await pilot.press("escape")
+        await settle(pilot)
+        assert app.screen is app.home

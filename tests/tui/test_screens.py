@@ -1,0 +1,90 @@
+"""Tutor mode, the command palette (themes, actions), the policy screen, worker errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from textual.widgets import Collapsible, Static
+
+from app.errors import SwitchyardError
+from app.tui.core import TutorAnswered, WorkFailed
+from app.tui.screens.policy import PolicyScreen
+from app.tui.screens.tutor import TutorScreen
+from tests.tui.helpers import Messages, settle, until
+
+
+async def test_tutor_asks_questions_first(make_app: Any) -> None:
+    seen = Messages()
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        await pilot.press("escape", "t")
+        await settle(pilot)
+        assert isinstance(app.screen, TutorScreen)
+        await pilot.press(*"why does parse drop a token?", "enter")
+        await until(pilot, lambda: seen.of(TutorAnswered), what="the tutor")
+        await settle(pilot)
+        answered = seen.of(TutorAnswered)[0]
+        assert answered.question == "why does parse drop a token?"
+        shown = str(app.screen.query_one("#tutor-questions", Static).render())
+        assert shown.startswith("first, think about these:")
+        assert "range(n - 1)" in shown
+        answer = app.screen.query_one("#answer", Collapsible)
+        assert answer.collapsed  # the answer waits until asked for
+        await pilot.press("r")
+        assert not answer.collapsed
+
+
+async def test_a_failing_worker_is_reported_once_not_raised(make_app: Any) -> None:
+    async def broken_tutor(session: Any, question: str) -> Any:
+        raise SwitchyardError("tutor: no model can serve this role")
+
+    seen = Messages()
+    app = make_app(task=None)
+    app._tutor = broken_tutor
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        await pilot.press("escape", "t", *"hello", "enter")
+        await until(pilot, lambda: seen.of(WorkFailed), what="the failure")
+        await settle(pilot)
+        failed = seen.of(WorkFailed)
+        assert {(f.group, f.text) for f in failed} == {
+            ("tutor", "tutor: no model can serve this role")
+        }
+        shown = str(app.screen.query_one("#tutor-questions", Static).render())
+        assert "could not answer" in shown
+        assert app.is_running
+
+
+async def test_palette_switches_theme_and_opens_policy(make_app: Any) -> None:
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        assert app.theme == "switchyard-dark"
+        await pilot.press("ctrl+p", *"switchyard-light")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.theme == "switchyard-light"
+        assert app.theme_variables["audit-escalation"] == "#9c2b9c"
+
+        await pilot.press("ctrl+p", *"Policy")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, PolicyScreen)
+        table = app.screen.query_one("#policy-table", Static).content
+        assert isinstance(table, Table)
+        assert "implementer" in list(table.columns[0].cells)
+
+
+async def test_palette_filters_the_escalation_pane(make_app: Any) -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        await pilot.press("ctrl+p", *"only escalation")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.home.escalations.filter_text == "escalation"
