@@ -156,9 +156,10 @@ class Router:
         )
         provider_left: dict[str, float] = {}
         if with_budget:
-            for name in self.policy.providers:
-                if name != "local":
-                    provider_left[name] = await self.ledger.left_usd(self.session, name)
+            # one read for every provider
+            provider_left = await self.ledger.left_usd_many(
+                self.session, [name for name in self.policy.providers if name != "local"]
+            )
         return RouterState(
             local_only=self.local_only,
             provider_left_usd=provider_left,
