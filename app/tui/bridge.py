@@ -143,39 +143,34 @@ def translate(events: list[Event]) -> list[BusMessage]:
     kinds may tighten (a later audit line joins the frame's batch), which no pane needs.
     """
     out: list[BusMessage] = []
-    merged: dict[tuple[Any, ...], BusMessage] = {}
+    audit: AuditBatch | None = None
+    budget: BudgetChanged | None = None
+    texts: dict[tuple[str, int], TestText] = {}
+    tokens: dict[tuple[str, str], TokenText] = {}
     for event in events:
         if isinstance(event, AuditAppended):
-            batch = merged.get(("audit",))
-            if isinstance(batch, AuditBatch):
-                batch.lines.append(event.line)
-            else:
-                merged[("audit",)] = message = AuditBatch([event.line])
-                out.append(message)
+            if audit is None:
+                audit = AuditBatch([])
+                out.append(audit)
+            audit.lines.append(event.line)
         elif isinstance(event, TestOutput):
-            key = ("test", event.run, event.loop)
-            text = merged.get(key)
-            if isinstance(text, TestText):
-                text.text += event.text
-            else:
-                merged[key] = message = TestText(event.run, event.loop, event.text)
-                out.append(message)
+            text = texts.get((event.run, event.loop))
+            if text is None:
+                text = texts[(event.run, event.loop)] = TestText(event.run, event.loop, "")
+                out.append(text)
+            text.text += event.text
         elif isinstance(event, TokenDelta):
-            key = ("tokens", event.role, event.model)
-            tokens = merged.get(key)
-            if isinstance(tokens, TokenText):
-                tokens.text += event.text
-            else:
-                merged[key] = message = TokenText(event.role, event.model, event.text)
-                out.append(message)
+            stream = tokens.get((event.role, event.model))
+            if stream is None:
+                stream = tokens[(event.role, event.model)] = TokenText(event.role, event.model, "")
+                out.append(stream)
+            stream.text += event.text
         elif isinstance(event, BudgetUpdated):
             # A snapshot is the whole state: an older one in the same frame is stale.
-            budget = merged.get(("budget",))
-            if isinstance(budget, BudgetChanged):
-                budget.snapshot = event.snapshot
-            else:
-                merged[("budget",)] = message = BudgetChanged(event.snapshot)
-                out.append(message)
+            if budget is None:
+                budget = BudgetChanged(event.snapshot)
+                out.append(budget)
+            budget.snapshot = event.snapshot
         else:
             kind = _ONE_TO_ONE.get(type(event))
             if kind is not None:
