@@ -22,12 +22,14 @@ from app.errors import UsageError
 
 HEADING = re.compile(r"^#{1,6}\s*Model\s*&\s*Runtime\s*\(Spec Overrides\)\s*$", re.I)
 _LOCAL_ONLY = re.compile(r"local_only\s*=\s*(\S+)", re.I)
-_HR = re.compile(r"^\s*-?\s*HR\s*=\s*(\S+)", re.I)
+# applied to stripped lines only: "^\s*-?\s*" would backtrack quadratically on long blank runs
+_HR = re.compile(r"^-?\s*HR\s*=\s*(\S+)", re.I)
 _POLICY = re.compile(r"^Policy:\s*(\S+)\s*\(version:\s*([^)]+)\)", re.I)
 _POLICY_LINE = re.compile(r"^\s*Policy\s*:\s*(.*)$", re.I)
 _ITEM = re.compile(r"^\s*[-*+]\s+(.*)$")
-_KEY_VALUE = re.compile(r"^([^:=]{1,80}?)\s*:\s*(.*)$")
-_ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_ -]{0,40}?)\s*=\s*(.*)$")
+# keys are bounded and stripped afterwards (no "\s*" next to a class holding spaces)
+_KEY_VALUE = re.compile(r"^([^:=]{1,80}):(.*)$")
+_ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_ -]{0,40})=(.*)$")
 _SECTION = re.compile(r"^([A-Za-z][^:]{0,80}):\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ROLES_NONE = re.compile(r"^\s*Roles exercised\s*:", re.I)
@@ -219,7 +221,7 @@ def _parse(path: str, start: int, lines: list[str], duplicate: int | None = None
             data["policy_ref"], data["policy_version"] = m[1].strip("`"), m[2].strip()
         if m := _LOCAL_ONLY.search(body):
             data["local_only"] = _bool(m[1])
-        if m := _HR.match(line):
+        if m := _HR.match(line.strip()):
             data["high_risk"] = _yes_no(m[1])
         lowered = line.lower()
         if "infrastructure-only" in lowered or (

@@ -52,11 +52,12 @@ _COMPARISON = re.compile(
 )
 _THOUSANDS = re.compile(r"(?<=[0-9]),(?=[0-9]{3}\b)")
 _LOOPS = re.compile(r"^\s*(?P<num>[0-9]+)\s+failed\b", re.I)
-_POLICY_REF = re.compile(r"^(?P<ref>.+?)\s*\(\s*version\s*:\s*(?P<version>[^)]*)\)", re.I)
+_VERSION = re.compile(r"\(\s*version\s*:(?P<version>[^)]*)\)", re.I)
 _MD_LINK = re.compile(r"^\[[^\]]*\]\((?P<target>[^)]*)\)$")
 _PLACEHOLDER = re.compile(r"<[^<>]*>")
 _NOTE = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
-_SPLIT = re.compile(r"\s*(?:\+|/|,|&|\bor\b|\band\b)\s*", re.I)
+# no "\s*" around the separators: a long run of blanks would backtrack quadratically
+_SPLIT = re.compile(r"\+|/|,|&|\bor\b|\band\b", re.I)
 _TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)*")
 _WORD = re.compile(r"^\s*[*`_]*(?P<word>[A-Za-z]+(?:/[A-Za-z]+)?)")
 
@@ -217,15 +218,15 @@ class _Linter:
         )
         if entry is None:
             return
-        m = _POLICY_REF.match(entry.value)
-        if m is None:
+        m = _VERSION.search(entry.value)
+        if m is None or not entry.value[: m.start()].strip():
             self.error(
                 entry.line,
                 "policy",
                 f"expected 'PATH (version: X.Y.Z)', got {entry.value!r}",
             )
             return
-        ref = clean_value(m["ref"])
+        ref = clean_value(entry.value[: m.start()])
         link = _MD_LINK.match(ref)
         if link is not None:
             ref = link["target"].strip()
