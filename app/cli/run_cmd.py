@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,8 +90,16 @@ async def _pipeline(
     ) as session:
         printer = asyncio.create_task(_progress(bus, quiet=args.json))
         await asyncio.sleep(0)
+        work = asyncio.create_task(run_pipeline(session, args.task, options))
+        # SIGTERM stops the run like Ctrl-C: the evidence bundle is still sealed
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, work.cancel)
         try:
-            outcome = await run_pipeline(session, args.task, options)
+            outcome = await work
+        except asyncio.CancelledError:
+            print("switchyard: run stopped; its evidence bundle was sealed", file=sys.stderr)
+            return 130
         finally:
             await asyncio.sleep(0.05)
             printer.cancel()

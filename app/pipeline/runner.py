@@ -155,10 +155,14 @@ class PipelineRun:
         except (RouteRefused, RouteFailed) as exc:
             outcome, reason = "stopped", str(exc)
         except asyncio.CancelledError:
-            outcome, reason = "stopped", "cancelled by the user"
+            # the user stopped the run: seal what exists, then let the cancellation through
+            await asyncio.shield(self.finish("stopped", "cancelled by the user"))
             raise
-        finally:
-            await self.finish(outcome, reason)
+        except Exception as exc:
+            # a bug must not leave an unsealed bundle behind; it still surfaces
+            await self.finish("failed", f"internal error: {exc!r}")
+            raise
+        await self.finish(outcome, reason)
         return RunOutcome(
             run_id=self.run_id,
             outcome=outcome,

@@ -265,3 +265,31 @@ def test_denied_escalations_end_in_a_clear_audited_stop(
     assert fakes["deepseek"].chat_requests == []  # nothing left the machine
     assert checkout_fingerprint(repo) == before
     assert main(["evidence", "verify", out["run_id"], "--repo", str(repo)]) == 0
+
+
+async def test_a_cancelled_run_still_seals_its_evidence(repo: Path, fakes: dict[str, Any]) -> None:
+    import asyncio
+
+    from app.bus import Bus, TestLoopFinished
+    from app.config import load_settings
+    from app.evidence.bundle import verify_bundle
+    from app.pipeline.runner import RunOptions, run_pipeline
+    from app.policy import load_policy
+    from app.router.session import open_session
+
+    bus = Bus()
+    sub = bus.subscribe(kinds=(TestLoopFinished,))
+    settings = load_settings()
+    policy = load_policy(fakes["policy"]).policy
+    before = checkout_fingerprint(repo)
+    async with open_session(settings, policy, approve="allow", bus=bus) as session:
+        work = asyncio.create_task(run_pipeline(session, TASK, RunOptions(repo=repo)))
+        await asyncio.wait_for(sub.get(), 60)  # the baseline test loop finished
+        work.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await work
+    (bundle,) = (repo / ".switchyard" / "runs").iterdir()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["status"] == "stopped" and "cancelled" in manifest["reason"]
+    assert verify_bundle(bundle).ok
+    assert checkout_fingerprint(repo) == before
