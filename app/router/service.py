@@ -24,7 +24,7 @@ from app.errors import BudgetExceeded, SwitchyardError
 from app.policy.schema import Policy
 from app.router.approvals import ApprovalBroker, ApprovalRequest
 from app.router.cost import cost_usd, estimate_tokens
-from app.router.decide import decide
+from app.router.decide import decide, fired_triggers
 from app.router.ledger import BudgetLedger
 from app.router.retry import HealthBook, backoff_delay, rule_for
 from app.router.types import Decision, RouterState, Signals, Skip
@@ -141,7 +141,7 @@ class Router:
     # ── state ────────────────────────────────────────────────────────────────────────
 
     async def _state(
-        self, denied: set[str], failed: dict[str, str], with_budget: bool
+        self, denied: set[str], failed: dict[str, str], with_budget: bool, local_only: bool
     ) -> RouterState:
         health = self.health.down()
         for runtime in self.policy.local_chain.order:
@@ -161,7 +161,7 @@ class Router:
                 self.session, [name for name in self.policy.providers if name != "local"]
             )
         return RouterState(
-            local_only=self.local_only,
+            local_only=local_only,
             provider_left_usd=provider_left,
             health=health,
             unavailable=self.backends.unavailable(),
@@ -180,11 +180,14 @@ class Router:
     ) -> Decision:
         denied = denied or set()
         failed = failed or {}
+        local_only = self.local_only
         # Budget reads touch the ledger: only pay for them when a trigger may escalate.
-        d = decide(self.policy, role, signals, await self._state(denied, failed, False))
-        if d.action == "escalate":
-            d = decide(self.policy, role, signals, await self._state(denied, failed, True))
-        return d
+        # One pass is enough: a budget can only add skips to a cloud chain, so when
+        # decide() would not escalate without the budgets read, it decides the same with
+        # them; and it can only escalate when a trigger fires outside local_only.
+        with_budget = not local_only and bool(fired_triggers(self.policy, role, signals))
+        state = await self._state(denied, failed, with_budget, local_only)
+        return decide(self.policy, role, signals, state)
 
     # ── one request ──────────────────────────────────────────────────────────────────
 
