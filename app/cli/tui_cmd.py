@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +15,6 @@ from typing import Any
 
 from app.cli.common import add_policy_arg, settings_from
 from app.errors import UsageError
-
-DEMO_EXAMPLE = "parser-bug"
-DEMO_TASK = "make the failing parser test pass"
 
 
 def register(sub: Any) -> None:
@@ -75,42 +71,17 @@ def _tui(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    source, notice = _demo_source()
-    if source is None:
-        repo = Path.cwd().resolve()
-    else:
+    from app.pipeline.demo import DEMO_TASK, prepare_demo_repo
+
+    notice: str | None = None
+    try:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        repo = _scratch_repo(source, settings.data_dir / "demo" / f"{source.name}-{stamp}")
-    if notice:
+        repo = prepare_demo_repo(settings.data_dir / "demo" / stamp)
+    except FileNotFoundError:
+        repo = Path.cwd().resolve()
+        notice = "the example repo is not shipped in this build: the demo runs in " + str(repo)
         print(f"switchyard: {notice}", file=sys.stderr)
     return run_tui(args, repo=repo, task=DEMO_TASK, notice=notice)
-
-
-def _demo_source() -> tuple[Path | None, str | None]:
-    from app.resources import data_dir
-
-    try:
-        examples = data_dir("examples")
-    except FileNotFoundError:
-        return None, "the example repo is not shipped in this build: using the current directory"
-    candidates = [examples / DEMO_EXAMPLE, *sorted(p for p in examples.iterdir() if p.is_dir())]
-    for path in candidates:
-        if path.is_dir() and any(path.iterdir()):
-            return path, None
-    return None, f"{examples} holds no example repo: using the current directory"
-
-
-def _scratch_repo(source: Path, target: Path) -> Path:
-    """A fresh git repo holding a copy of ``source``: runs never touch the shipped files."""
-    from app.workspace.git import run_git
-    from app.workspace.worktree import FALLBACK_IDENTITY
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".switchyard", "__pycache__"))
-    run_git(target, "init", "-q", "-b", "main")
-    run_git(target, "add", "-A")
-    run_git(target, "commit", "-q", "-m", "demo: the example as shipped", config=FALLBACK_IDENTITY)
-    return target
 
 
 def run_tui(

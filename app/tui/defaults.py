@@ -60,7 +60,7 @@ def pipeline_runner(repo: Path, *, tutor: bool = False) -> Runner:
     """The real pipeline (``app.pipeline.runner.run_pipeline``) on ``repo``."""
 
     async def run(session: Session, task: str, control: RunControl) -> Any:
-        from app.pipeline.runner import RunOptions, run_pipeline  # type: ignore[import-not-found,unused-ignore]
+        from app.pipeline.runner import RunOptions, run_pipeline
 
         options = RunOptions(repo=repo, tutor=tutor)
         return await run_pipeline(session, task, options, control)

@@ -53,12 +53,15 @@ async def shoot(scene_name: str, theme: str, out: Path) -> Path:
         async with app.run_test(size=SIZE) as pilot:
             await scenes.still(scene)(pilot)
             name = f"{scene_name}-{theme.removeprefix('switchyard-')}.svg"
-            saved = Path(app.save_screenshot(name, str(out)))
-    # librsvg drops leading/trailing spaces of a text run unless told to keep them.
-    svg = saved.read_text(encoding="utf-8")
-    if 'xml:space="preserve"' not in svg:
-        saved.write_text(svg.replace("<svg ", '<svg xml:space="preserve" ', 1), encoding="utf-8")
-    return saved
+            return Path(app.save_screenshot(name, str(out)))
+
+
+def keep_spaces(svg: Path) -> Path:
+    """librsvg drops leading/trailing spaces of a text run unless told to keep them."""
+    text = svg.read_text(encoding="utf-8")
+    if 'xml:space="preserve"' not in text:
+        svg.write_text(text.replace("<svg ", '<svg xml:space="preserve" ', 1), encoding="utf-8")
+    return svg
 
 
 def to_png(svg: Path) -> Path | None:
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     missing_png = False
     for scene_name in args.screen or list(scenes.SCENES):
         for short in args.theme or list(THEMES):
-            svg = asyncio.run(shoot(scene_name, THEMES[short], args.out))
+            svg = keep_spaces(asyncio.run(shoot(scene_name, THEMES[short], args.out)))
             png = to_png(svg)
             missing_png = missing_png or png is None
             print(f"{svg}" + (f"  {png}" if png else ""))

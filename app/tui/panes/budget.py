@@ -85,7 +85,7 @@ def render_budget(snapshot: dict[str, Any] | None, variables: dict[str, str]) ->
         lines.append(Text("cost by role", style=style_of(variables.get("dim-text", ""), bold=True)))
         for role, usd in sorted(by_role.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(Text(f" {role:<12} {money(usd):>8}", no_wrap=True, end=""))
-    idle = [p for p in providers if p not in active]
+    idle = [p for p, u in providers.items() if p not in active and u.get("cap_usd")]
     if idle:
         lines.append(Text("idle caps: " + ", ".join(idle), style=dim, end=""))
     calls = snapshot.get("calls")

@@ -40,7 +40,7 @@ def split_files(diff: str) -> list[FileDiff]:
     """A unified diff → one entry per file (``diff --git`` or bare ``---``/``+++`` pairs).
 
     Tolerant: a model's diff may lack the git header; text outside any file is kept as a
-    file named "(text)" so nothing is hidden.
+    file named "(not a unified diff)" so nothing is hidden.
     """
     files: list[FileDiff] = []
     current: FileDiff | None = None
@@ -64,7 +64,7 @@ def split_files(diff: str) -> list[FileDiff]:
             i += 2
             continue
         elif current is None:
-            current = FileDiff(path="(text)")
+            current = FileDiff(path="(not a unified diff)")
             files.append(current)
             current.lines.append(line)
         elif line.startswith(("index ", "new file", "deleted file", "similarity", "rename ")) and (

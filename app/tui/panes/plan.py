@@ -68,7 +68,8 @@ def render_plan(
             strip.append(f"{STAGE_MARK.get(status, '·')} {stage}", style)
         parts.append(strip)
     if plan is None:
-        parts.append(Text("no plan yet · type a task below and press enter", style=dim))
+        hint = "the Architect is planning…" if stages else "type a task below and press enter"
+        parts.append(Text(f"no plan yet · {hint}", style=dim))
         return Text("\n").join(parts)
     goal = str(plan.get("goal") or "")
     if goal:

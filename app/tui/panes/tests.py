@@ -32,6 +32,11 @@ class Loop:
     runner: str = ""
 
 
+def loop_name(number: int) -> str:
+    # The pipeline runs the tests once before any change: loop 0, expected to fail.
+    return "baseline" if number == 0 else f"loop {number}"
+
+
 def line_style_key(line: str) -> str | None:
     if _FAIL.search(line):
         return "test-fail"
@@ -108,7 +113,7 @@ class TestsPane(Pane):
 
     def _header(self, loop: Loop) -> Text:
         style = style_of(self.colour("dim-text"), bold=True)
-        return Text(f"── loop {loop.number} ──", style=style, end="")
+        return Text(f"── {loop_name(loop.number)} ──", style=style, end="")
 
     def _row(self, line: str) -> Text:
         key = line_style_key(line)
@@ -119,7 +124,7 @@ class TestsPane(Pane):
         mark = "✓ passed" if loop.passed else "✗ failed"
         runner = f" · {loop.runner}" if loop.runner else ""
         return Text(
-            f"{mark} · loop {loop.number} · exit {loop.exit_code}{runner}",
+            f"{mark} · {loop_name(loop.number)} · exit {loop.exit_code}{runner}",
             style=self.style(key, bold=True),
             end="",
         )
@@ -146,7 +151,7 @@ class TestsPane(Pane):
             return
         last = self.loops[max(self.loops)]
         runner = f" · {last.runner}" if last.runner else ""
-        self.border_title = f"Tests ── loop {last.number}{runner}"
+        self.border_title = f"Tests ── {loop_name(last.number)}{runner}"
         marks = [
             f"{n} {'✓' if lp.passed else '✗' if lp.passed is False else '…'}"
             for n, lp in sorted(self.loops.items())

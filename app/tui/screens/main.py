@@ -29,6 +29,9 @@ from app.tui.widgets.header import SessionHeader
 if TYPE_CHECKING:
     from app.bus import ApprovalRequested
 
+#: audit kinds whose ``to`` is the model now serving the line's role
+_SERVING = frozenset({"route", "runtime_fallback", "call"})
+
 _SEVERITY: dict[str, SeverityLevel] = {
     "info": "information",
     "warning": "warning",
@@ -52,6 +55,8 @@ class MainScreen(Screen[None]):
         #: the role at work and the model serving it, from StageChanged
         self.role = ""
         self.pending_approvals: dict[str, ApprovalScreen] = {}
+        #: characters of model output streamed since the stage began (liveness)
+        self.streamed = 0
 
     @property
     def core(self) -> CoreApp:
@@ -143,6 +148,17 @@ class MainScreen(Screen[None]):
 
     def on_audit_batch(self, message: bridge.AuditBatch) -> None:
         self.escalations.add_lines(message.lines)
+        # StageChanged names the role; the audit line names the model that serves it.
+        for line in reversed(message.lines):
+            serving = line.get("kind") in _SERVING and line.get("role") == self.role
+            if serving and line.get("to"):
+                model, _, runtime = str(line["to"]).partition("@")
+                self.header.model, self.header.runtime = model, runtime or "cloud"
+                break
+
+    def on_token_text(self, message: bridge.TokenText) -> None:
+        self.streamed += len(message.text)
+        self.header.activity = f"{message.role} writing · {self.streamed:,} chars"
 
     def on_test_text(self, message: bridge.TestText) -> None:
         self.tests.add_text(message.loop, message.text)
@@ -167,16 +183,21 @@ class MainScreen(Screen[None]):
     def on_stage_moved(self, message: bridge.StageMoved) -> None:
         e = message.event
         self.plan.stage(e.stage, e.status)
-        if e.status == "started":
-            self.role = e.role or self.role
-            self.header.role = e.role or e.stage
-            self.header.model = e.model
-            self.header.runtime = e.runtime
+        self.streamed = 0
+        # A stage without a role of its own (the sandboxed tests) is worth naming.
+        running = e.status == "started" and e.stage not in (e.role, self.role)
+        self.header.activity = e.stage if running else ""
+        if e.status == "started" and e.role and e.role != self.role:
+            self.role = self.header.role = e.role
+            self.header.model, self.header.runtime = e.model, e.runtime
+        elif e.status == "started" and e.model:
+            self.header.model, self.header.runtime = e.model, e.runtime
 
     def on_run_ended(self, message: bridge.RunEnded) -> None:
         e = message.event
         self.plan.finished(e.outcome)
         self.header.state = e.outcome
+        self.header.activity = ""
         severity: SeverityLevel = "information" if e.outcome == "merge_ready" else "warning"
         why = f": {e.reason}" if e.reason else ""
         self.notify(f"run {e.run} ended {e.outcome}{why}", severity=severity, timeout=8)

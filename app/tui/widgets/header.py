@@ -30,6 +30,8 @@ class SessionHeader(Widget):
     state: reactive[str] = reactive("starting")
     spend: reactive[str] = reactive("")
     local_only: reactive[bool] = reactive(False)
+    #: what is happening inside the run (the stage, tokens streaming)
+    activity: reactive[str] = reactive("")
 
     def render(self) -> Table:
         variables = self.app.theme_variables
@@ -47,6 +49,8 @@ class SessionHeader(Widget):
             text.append(f"{self.model}{' @ ' + where if where else ''}")
         text.append(" · ", dim)
         text.append(self.state, style_of(variables.get(_STATE_COLOUR.get(self.state, ""), "")))
+        if self.activity and self.state in ("running", "awaiting approval"):
+            text.append(f" · {self.activity}", dim)
         if self.local_only:
             text.append("  LOCAL-ONLY", style_of(variables.get("warning", ""), bold=True))
         grid = Table.grid(expand=True)

@@ -1,0 +1,67 @@
+"""Start-up: the app and its command import no heavy stack, and the CLI wiring works."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.cli.main import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("torch", "llama_cpp", "sentence_transformers", "sklearn")
+
+
+def test_the_app_imports_no_heavy_library() -> None:
+    code = (
+        "import json, sys\n"
+        "import app.cli.tui_cmd, app.tui.app, app.tui.screens.evidence, app.tui.screens.tutor\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert json.loads(done.stdout) == []
+
+
+def test_tui_and_demo_are_commands() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["tui", "--theme", "switchyard-light", "--repo", ".", "fix it"])
+    assert (args.theme, args.repo, args.task) == ("switchyard-light", Path("."), "fix it")
+    args = parser.parse_args(["demo", "--theme", "switchyard-high-contrast"])
+    assert args.theme == "switchyard-high-contrast"
+
+
+def test_an_unknown_theme_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["tui", "--repo", str(tmp_path), "--theme", "neon"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "unknown theme 'neon'" in err and "switchyard-dark" in err
+
+
+def test_a_missing_repo_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tui", "--repo", "/no/such/dir"]) == 2
+    assert "no such directory" in capsys.readouterr().err
+
+
+def test_every_theme_file_loads_with_every_variable() -> None:
+    from app.tui.themes import REQUIRED_VARIABLES, load_themes, stylesheets
+
+    themes = load_themes()
+    assert set(themes) >= {"switchyard-dark", "switchyard-light", "switchyard-high-contrast"}
+    for theme in themes.values():
+        assert set(REQUIRED_VARIABLES) <= set(theme.variables), theme.name
+    assert [p.name for p in stylesheets()] == ["main.tcss", "screens.tcss"]
+
+
+def test_a_broken_theme_file_names_the_file_and_field(tmp_path: Path) -> None:
+    from app.tui.themes import ThemeError, load_themes
+
+    (tmp_path / "bad.toml").write_text('[theme]\nname = "bad"\nprimary = "#fff"\n')
+    with pytest.raises(ThemeError, match=r"bad\.toml: \[variables\] is missing audit-route"):
+        load_themes(tmp_path)
