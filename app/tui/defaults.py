@@ -6,7 +6,6 @@ Core modules are imported inside the functions: the first frame must not wait fo
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -28,7 +27,7 @@ Connect = Callable[["Bus"], AbstractAsyncContextManager["Session"]]
 TUTOR_SYSTEM = (
     "You are a patient programming tutor. Ask the learner questions first that lead them "
     "to the answer; give a short hint; put a full answer last, for when they are stuck. "
-    "Reply with JSON only, matching this schema: "
+    "Reply with JSON only."
 )
 
 
@@ -69,22 +68,19 @@ def pipeline_runner(repo: Path, *, tutor: bool = False) -> Runner:
 
 
 async def ask_tutor(session: Session, question: str) -> TutorTurn:
-    """One routed request for the ``tutor`` role with the TutorTurn schema (GR-012)."""
-    from app.backends.base import ChatRequest, Message
+    """One routed request for the ``tutor`` role, answered as a TutorTurn (GR-012: the
+    schema is sent for constrained decoding, one repair attempt, then a clear error)."""
+    from app.backends.base import Message
     from app.errors import SwitchyardError
-    from app.pipeline.schemas import TutorTurn, schema_of
+    from app.pipeline.schemas import TutorTurn
+    from app.pipeline.structured import ask_model
+    from app.router.types import Signals
 
-    schema = schema_of(TutorTurn)
-    request = ChatRequest(
-        messages=[
-            Message(role="system", content=TUTOR_SYSTEM + json.dumps(schema)),
-            Message(role="user", content=question),
-        ],
-        max_tokens=512,
-        json_schema=schema,
-    )
-    result = await session.router.complete("tutor", request)
-    try:
-        return TutorTurn.model_validate_json(result.text)
-    except ValueError as exc:
-        raise SwitchyardError(f"the tutor's reply does not fit TutorTurn: {exc}") from None
+    messages = [
+        Message(role="system", content=TUTOR_SYSTEM),
+        Message(role="user", content=question),
+    ]
+    answer = await ask_model(session.router, "tutor", TutorTurn, messages, Signals())
+    if answer.value is None:
+        raise SwitchyardError(answer.error or "the tutor gave no answer")
+    return answer.value

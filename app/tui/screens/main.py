@@ -166,6 +166,9 @@ class MainScreen(Screen[None]):
     def on_loop_finished(self, message: bridge.LoopFinished) -> None:
         e = message.event
         self.tests.loop_finished(e.loop, e.passed, e.exit_code, e.runner)
+        if "tests" in self.plan.stages:
+            # The pipeline starts a "tests" stage per loop; the loop's end closes it.
+            self.plan.stage("tests", "finished" if e.passed else "failed")
 
     def on_budget_changed(self, message: bridge.BudgetChanged) -> None:
         self.budget.show(message.snapshot)
