@@ -6,13 +6,19 @@ line → budget reservation → backend call (an in-process mock that answers at
 settle → call audit line. SQLite (WAL, synchronous=FULL for the audit chain) is real.
 
 Run: python -m bench.router_bench [--n 10000]
+
+``--serve`` answers the P1 harness (``bench/p1_router.py``) over stdin, so that this side
+and LiteLLM's run in alternating chunks: ``warm N``, ``run N`` (one line of JSON with the
+latencies in µs), ``quit`` (the audit chain verified, one line of JSON).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -70,7 +76,36 @@ class MockResolver:
         return {}
 
 
-async def run(n: int, workdir: Path) -> dict[str, Any]:
+class Bench:
+    """The router of one session, on real SQLite files in ``workdir``."""
+
+    def __init__(self, router: Router, audit: AuditLog, ledger: BudgetLedger) -> None:
+        self.router, self.audit, self.ledger = router, audit, ledger
+        self.request = ChatRequest(
+            messages=[Message(role="user", content="plan the fix")], max_tokens=64
+        )
+        self.signals = Signals(confidence=0.5)
+
+    async def one(self) -> None:
+        result = await self.router.complete("architect", self.request, self.signals)
+        assert result.escalated
+
+    async def timed(self, n: int) -> list[float]:
+        latencies = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await self.one()
+            latencies.append(time.perf_counter() - t0)
+        return latencies
+
+    async def close(self) -> dict[str, Any]:
+        report = await self.audit.verify()
+        await self.audit.close()
+        await self.ledger.close()
+        return {"audit_lines": report.lines_checked, "audit_ok": report.ok}
+
+
+async def setup(workdir: Path) -> Bench:
     loaded = load_policy()
     policy = loaded.policy.model_copy(
         update={
@@ -93,20 +128,17 @@ async def run(n: int, workdir: Path) -> dict[str, Any]:
     # the first request is approved for the session; later ones reuse it (as a human
     # pressing `a` would), so the timed path holds no approval prompt
     broker.decider = _SessionAllow()
-    request = ChatRequest(messages=[Message(role="user", content="plan the fix")], max_tokens=64)
-    signals = Signals(confidence=0.5)
-    await router.complete("architect", request, signals)
-    latencies = []
+    bench = Bench(router, audit, ledger)
+    await bench.one()
+    return bench
+
+
+async def run(n: int, workdir: Path) -> dict[str, Any]:
+    bench = await setup(workdir)
     start = time.perf_counter()
-    for _ in range(n):
-        t0 = time.perf_counter()
-        result = await router.complete("architect", request, signals)
-        latencies.append(time.perf_counter() - t0)
-        assert result.escalated
+    latencies = await bench.timed(n)
     wall = time.perf_counter() - start
-    report = await audit.verify()
-    await audit.close()
-    await ledger.close()
+    closing = await bench.close()
     latencies.sort()
     return {
         "requests": n,
@@ -114,9 +146,25 @@ async def run(n: int, workdir: Path) -> dict[str, Any]:
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[int(0.99 * (n - 1))] * 1000,
         "mean_ms": statistics.fmean(latencies) * 1000,
-        "audit_lines": report.lines_checked,
-        "audit_ok": report.ok,
+        **closing,
     }
+
+
+async def serve(workdir: Path) -> None:
+    """The stdin protocol of the module docstring."""
+    bench = await setup(workdir)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        cmd, _, arg = line.strip().partition(" ")
+        if cmd in ("quit", ""):
+            print(json.dumps(await bench.close()), flush=True)
+            return
+        latencies = await bench.timed(int(arg or 0))
+        if cmd == "run":
+            print(json.dumps({"lat_us": [round(x * 1e6) for x in latencies]}), flush=True)
+        else:
+            print(json.dumps({"warmed": len(latencies)}), flush=True)
 
 
 class _SessionAllow:
@@ -131,9 +179,14 @@ class _SessionAllow:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--serve", action="store_true", help="answer the P1 harness on stdin")
     args = parser.parse_args()
     from bench._common import machine_info, write_result
 
+    if args.serve:
+        with tempfile.TemporaryDirectory() as tmp:
+            asyncio.run(serve(Path(tmp)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         data = asyncio.run(run(args.n, Path(tmp)))
     data["machine"] = machine_info()

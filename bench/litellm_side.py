@@ -1,0 +1,118 @@
+"""P1, their side: LiteLLM's Router serving one routed request with a mocked backend.
+
+Runs in the benchmark's own LiteLLM venv (``bench/.venv-litellm``), never in the
+project's: it imports nothing from ``app``. Offline: ``LITELLM_LOCAL_MODEL_COST_MAP`` and
+``LITELLM_OFFLINE_MODE`` are set before the import, every completion carries
+``mock_response``, and the harness starts this process inside ``unshare -n`` (no network
+interface but loopback) where it may. Elsewhere ``--socket-guard`` refuses every
+non-loopback connection made through Python's socket module (LiteLLM's Rust core would
+not go through it: the harness says which of the two was used).
+
+The Router gets what ours has for the same request: a primary deployment for the role,
+a fallback to a second provider, and LiteLLM's defaults otherwise. It is driven over
+stdin by the harness, so that both sides run in alternating chunks on one machine:
+
+    warm N   → N untimed requests
+    run N    → N timed requests; one line of JSON: {"lat_us": [...]}
+    quit
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+os.environ.setdefault("LITELLM_TELEMETRY", "False")
+
+MESSAGES = [{"role": "user", "content": "plan the fix"}]
+MODEL_LIST = [
+    {
+        "model_name": "architect",
+        "litellm_params": {"model": "openai/gpt-4o", "api_key": "sk-bench-not-a-key-000000"},
+    },
+    {
+        "model_name": "architect-fallback",
+        "litellm_params": {
+            "model": "anthropic/claude-3-5-sonnet-20240620",
+            "api_key": "sk-ant-bench-not-a-key-000000",
+        },
+    },
+]
+FALLBACKS = [{"architect": ["architect-fallback"]}]
+
+
+def guard_sockets() -> None:
+    """Refuse any connection that leaves the machine (Python's socket module only)."""
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if self.family == socket.AF_UNIX or host in ("127.0.0.1", "::1", "localhost"):
+            return real_connect(self, address)
+        raise OSError(f"bench socket guard: connection to {address!r} refused")
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+
+
+def make_router() -> Any:
+    import litellm
+    from litellm import Router
+
+    litellm.telemetry = False
+    return Router(model_list=MODEL_LIST, fallbacks=FALLBACKS)
+
+
+async def one(router: Any) -> None:
+    response = await router.acompletion(
+        model="architect", messages=MESSAGES, mock_response="ok", max_tokens=64
+    )
+    assert response.choices[0].message.content == "ok", response
+
+
+async def serve() -> None:
+    router = make_router()
+    await one(router)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        cmd, _, arg = line.strip().partition(" ")
+        if cmd == "quit":
+            return
+        n = int(arg or 0)
+        lat: list[int] = []
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            await one(router)
+            lat.append((time.perf_counter_ns() - t0) // 1000)
+        out = {"lat_us": lat} if cmd == "run" else {"warmed": n}
+        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--socket-guard", action="store_true")
+    parser.add_argument("--version", action="store_true", help="print litellm's version")
+    args = parser.parse_args()
+    if args.socket_guard:
+        guard_sockets()
+    if args.version:
+        from importlib.metadata import version
+
+        print(version("litellm"))
+        return
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""P1: router overhead, side by side with LiteLLM's Router, and the import of each core.
+
+- Request: ours is ``bench/router_bench.py`` (decide, escalation audit line, reserve,
+  mocked backend, settle, call audit line; real SQLite files); theirs is
+  ``bench/litellm_side.py`` (``Router.acompletion`` with a model_list, a fallback and
+  ``mock_response``). Both processes stay up and take turns: ``--chunks`` chunks of
+  ``--n / --chunks`` requests each, alternating which side goes first, so both share the
+  machine's load. The p50 and p99 are over all ``--n`` requests of each side.
+- Import: a fresh interpreter running ``import app.router.service`` (our venv) against
+  one running ``import litellm; from litellm import Router`` (the LiteLLM venv), wall time
+  of the whole process, alternating, the median of ``--imports`` each. Interpreter start-up
+  (``python -c pass``) is measured too and reported beside them.
+
+LiteLLM is pinned to exactly ``LITELLM_VERSION`` in a venv of the benchmark's own
+(``bench/.venv-litellm``, created on first use, never a project dependency). Its side runs
+inside ``unshare -n`` where that is permitted (no network but loopback); elsewhere with a
+Python socket guard, which LiteLLM's Rust core would not go through: the output says which.
+
+Goals: p50 at least 20× lower than LiteLLM's Router; the import at least 5× faster.
+
+Run: python -m bench.p1_router [--n 10000] [--chunks 10] [--imports 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from bench._common import percentile, print_machine, print_ratio, write_result
+
+LITELLM_VERSION = "1.110.2"
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+VENV = BENCH / ".venv-litellm"
+OFFLINE_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_OFFLINE_MODE": "true",
+    "LITELLM_TELEMETRY": "False",
+}
+P50_GOAL, IMPORT_GOAL = 20.0, 5.0
+
+
+def venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def ensure_litellm() -> str:
+    """The LiteLLM venv's python, with exactly LITELLM_VERSION; created when missing."""
+    py = venv_python()
+    if not py.exists():
+        print(f"creating {VENV.relative_to(ROOT)} (litellm=={LITELLM_VERSION}) …", flush=True)
+        base = getattr(sys, "_base_executable", None) or sys.executable
+        subprocess.run([base, "-m", "venv", str(VENV)], check=True)
+    have = subprocess.run(
+        [str(py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if have != LITELLM_VERSION:
+        subprocess.run(
+            [
+                str(py),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                f"litellm=={LITELLM_VERSION}",
+            ],
+            check=True,
+        )
+    return LITELLM_VERSION
+
+
+def isolation() -> tuple[list[str], list[str], str]:
+    """(command prefix, extra args for their side, what was used)."""
+    try:
+        ok = subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    except OSError:
+        ok = False
+    if ok:
+        return ["unshare", "-n"], [], "unshare -n (a network namespace with loopback only)"
+    return [], ["--socket-guard"], "Python socket guard (unshare -n not permitted here)"
+
+
+class Side:
+    """One side's long-lived process, driven over stdin."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        self.lat_us: list[int] = []
+
+    def ask(self, line: str) -> dict[str, Any]:
+        stdin: IO[str] | None = self.proc.stdin
+        stdout: IO[str] | None = self.proc.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(line + "\n")
+        stdin.flush()
+        reply = stdout.readline()
+        if not reply:
+            raise RuntimeError(f"{self.name}: the benchmark process died ({line!r})")
+        data: dict[str, Any] = json.loads(reply)
+        return data
+
+    def run(self, n: int) -> None:
+        self.lat_us.extend(self.ask(f"run {n}")["lat_us"])
+
+    def quit(self) -> dict[str, Any]:
+        try:
+            stdin = self.proc.stdin
+            assert stdin is not None
+            stdin.write("quit\n")
+            stdin.flush()
+            stdout = self.proc.stdout
+            assert stdout is not None
+            last = stdout.readline()
+            self.proc.wait(timeout=60)
+            return json.loads(last) if last.strip() else {}
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def summary(lat_us: list[int]) -> dict[str, float]:
+    ms = [x / 1000 for x in lat_us]
+    return {
+        "requests": len(ms),
+        "p50_ms": statistics.median(ms),
+        "p90_ms": percentile(ms, 90),
+        "p99_ms": percentile(ms, 99),
+        "mean_ms": statistics.fmean(ms),
+    }
+
+
+def wall(cmd: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=10_000, help="routed requests per side")
+    ap.add_argument("--chunks", type=int, default=10, help="alternating chunks per side")
+    ap.add_argument("--warm", type=int, default=200, help="untimed requests per side first")
+    ap.add_argument("--imports", type=int, default=5, help="fresh imports per side")
+    args = ap.parse_args(argv)
+    print_machine()
+    version = ensure_litellm()
+    prefix, guard, how = isolation()
+    print(f"LiteLLM {version} (bench/.venv-litellm), their side isolated by {how}")
+    env = {**os.environ, **OFFLINE_ENV}
+    ours_cmd = [sys.executable, "-m", "bench.router_bench", "--serve"]
+    theirs_cmd = [*prefix, str(venv_python()), str(BENCH / "litellm_side.py"), *guard]
+
+    ours = Side("switchyard", ours_cmd, env)
+    theirs = Side("litellm", theirs_cmd, env)
+    try:
+        ours.ask(f"warm {args.warm}")
+        theirs.ask(f"warm {args.warm}")
+        per = max(1, args.n // args.chunks)
+        for i in range(args.chunks):
+            pair = (ours, theirs) if i % 2 == 0 else (theirs, ours)
+            for side in pair:
+                side.run(per)
+    finally:
+        closing = ours.quit()
+        theirs.quit()
+    s_ours, s_theirs = summary(ours.lat_us), summary(theirs.lat_us)
+
+    # Imports: fresh processes, alternating; interpreter start-up alone beside them.
+    our_import = [sys.executable, "-c", "import app.router.service"]
+    their_import = [
+        *prefix,
+        str(venv_python()),
+        "-c",
+        "import litellm; from litellm import Router",
+    ]
+    t_ours: list[float] = []
+    t_theirs: list[float] = []
+    for i in range(args.imports):
+        if i % 2 == 0:
+            t_ours.append(wall([*prefix, *our_import], env))
+            t_theirs.append(wall(their_import, env))
+        else:
+            t_theirs.append(wall(their_import, env))
+            t_ours.append(wall([*prefix, *our_import], env))
+    bare_ours = statistics.median(
+        wall([*prefix, sys.executable, "-c", "pass"], env) for _ in range(3)
+    )
+    bare_theirs = statistics.median(
+        wall([*prefix, str(venv_python()), "-c", "pass"], env) for _ in range(3)
+    )
+    imp_ours, imp_theirs = statistics.median(t_ours), statistics.median(t_theirs)
+
+    print(
+        f"router: switchyard p50 {s_ours['p50_ms']:.3f} ms · p99 {s_ours['p99_ms']:.2f} ms · "
+        f"mean {s_ours['mean_ms']:.3f} ms ({s_ours['requests']} requests, "
+        f"{closing.get('audit_lines')} audit lines verified={closing.get('audit_ok')})"
+    )
+    print(
+        f"router: LiteLLM    p50 {s_theirs['p50_ms']:.3f} ms · p99 {s_theirs['p99_ms']:.2f} ms · "
+        f"mean {s_theirs['mean_ms']:.3f} ms ({s_theirs['requests']} requests)"
+    )
+    print(
+        f"import: app.router.service {imp_ours * 1000:.0f} ms · litellm + Router "
+        f"{imp_theirs * 1000:.0f} ms (median of {args.imports}, whole process; "
+        f"bare interpreter {bare_ours * 1000:.0f} / {bare_theirs * 1000:.0f} ms)"
+    )
+    load = os.getloadavg()
+    print(f"load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    r_p50 = print_ratio(
+        "router_p50", s_ours["p50_ms"], s_theirs["p50_ms"], f"LiteLLM {version} Router p50"
+    )
+    r_imp = print_ratio("router_import", imp_ours, imp_theirs, f"import litellm {version} + Router")
+    print(
+        f"goals: p50 ≥ {P50_GOAL:g}×: {'reached' if r_p50 >= P50_GOAL else 'NOT reached'}; "
+        f"import ≥ {IMPORT_GOAL:g}×: {'reached' if r_imp >= IMPORT_GOAL else 'NOT reached'}"
+    )
+    path = write_result(
+        "p1_router",
+        {
+            "litellm_version": version,
+            "isolation": how,
+            "switchyard": {**s_ours, **closing},
+            "litellm": s_theirs,
+            "import_s": {
+                "switchyard": t_ours,
+                "litellm": t_theirs,
+                "switchyard_median": imp_ours,
+                "litellm_median": imp_theirs,
+                "bare_interpreter_switchyard": bare_ours,
+                "bare_interpreter_litellm": bare_theirs,
+            },
+            "ratio_p50": r_p50,
+            "ratio_import": r_imp,
+            "goals": {"p50": P50_GOAL, "import": IMPORT_GOAL},
+            "loadavg": load,
+            "chunks": args.chunks,
+        },
+    )
+    print(f"results: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
