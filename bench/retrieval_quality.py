@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repo", required=True, type=Path, help="git repository (bare is fine)")
     ap.add_argument("--n", type=int, default=200, help="commits to evaluate (most recent)")
     ap.add_argument("--rev", default="HEAD", help="newest commit to start from")
-    ap.add_argument("--weighting", default="bm25,tfidf", help="Stage0 weightings to compare")
+    ap.add_argument("--weighting", default="tfidf,bm25", help="Stage0 weightings to compare")
     ap.add_argument("--ablations", action="store_true", help="add bm25s with paths in text")
     ap.add_argument("--name", help="result name (default: retrieval_quality_<repo dir>)")
     args = ap.parse_args(argv)

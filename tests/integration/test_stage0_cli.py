@@ -62,9 +62,9 @@ def test_query_json_is_byte_identical_twice_and_after_a_restart(
     data = json.loads(cold)
     assert data["chunks"][0]["path"] == "pkg/ledger.py"
     assert data["explain"] is None
-    explained = _subprocess(*argv, "--explain")
-    assert json.loads(explained.stdout)["explain"][0]["entries"]
-    assert _run(capsys, *argv, "--explain")[1] == explained.stdout
+    explained = _run(capsys, *argv, "--explain")[1]
+    assert json.loads(explained)["explain"][0]["entries"]
+    assert _run(capsys, *argv, "--explain")[1] == explained
 
 
 def test_human_output_names_chunks_and_the_budget(
