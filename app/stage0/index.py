@@ -10,8 +10,10 @@ Weighting (chosen by measurement, ``bench/retrieval_quality.py``; the figures ar
 the comment above :data:`DEFAULT_WEIGHTING`): each chunk's path tokens count
 :data:`PATH_WEIGHT` times in it, then
 
-- ``tfidf``: scikit-learn's ``TfidfTransformer(sublinear_tf=True)``: 1 + ln tf, smooth
-  idf, l2 norm; relevance is the cosine with the query weighted the same way.
+- ``tfidf``: scikit-learn's ``TfidfTransformer(sublinear_tf=True)`` over the counts
+  (1 + ln tf, smooth idf, l2 norm); queries go through a ``TfidfVectorizer`` with the
+  code tokenizer as its analyzer and the same vocabulary and idf; relevance is the
+  cosine.
 - ``bm25``: Okapi BM25 (k1 1.2, b 0.75, Lucene's idf) over the same counts; relevance
   is the sum over the query's distinct terms, divided by the best score of the query.
 
@@ -234,11 +236,37 @@ class Index:
             shape=(1, len(self.terms)),
         )
 
+    @cached_property
+    def vectorizer(self) -> Any:
+        """A fitted ``TfidfVectorizer`` whose analyzer is the code tokenizer.
+
+        It is fitted from the cached counts (vocabulary and idf set, not learned again
+        from the texts), so a query goes through exactly the pipeline documents went
+        through: tokenize → count → 1 + ln tf → idf → l2.
+        """
+        import numpy as np
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vec = TfidfVectorizer(
+            analyzer=tokenize,
+            norm="l2",
+            use_idf=True,
+            smooth_idf=True,
+            sublinear_tf=True,
+            dtype=np.float64,
+        )
+        vec.vocabulary_ = self.vocab
+        if len(self.refs):
+            vec.idf_ = self._transformer.idf_
+        return vec
+
     def query_vector(self, text: str) -> csr_matrix:
         """The query in the relevance weighting's space (1 × vocabulary)."""
-        q = self.query_counts(text)
         if self.weighting == "tfidf":
-            return self._canonical(self._transformer.transform(q)) if q.nnz else q
+            if not self.vocab or not len(self.refs):
+                return self.query_counts(text)
+            return self._canonical(self.vectorizer.transform([text]))
+        q = self.query_counts(text)
         q.data[:] = 1.0  # BM25: each distinct query term once
         return q
 
