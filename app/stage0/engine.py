@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.paths import repo_state_dir
 from app.policy.schema import Policy
@@ -34,10 +34,9 @@ from app.stage0.corpus import (
     scan_worktree,
 )
 from app.stage0.index import DEFAULT_WEIGHTING, ChunkRef, Index
-from app.stage0.mmr import Candidate, Selection, mmr_select
+from app.stage0.mmr import Candidate, Outcome, Selection, mmr_select
 from app.stage0.result import (
     CorpusInfo,
-    ExplainEntry,
     Lane,
     LaneExplain,
     QueryParams,
@@ -273,42 +272,34 @@ class Stage0:
         info = None
         if explain:
             q = index.query_vector(text)
-            entries: list[ExplainEntry] = []
-            for pos, row in enumerate(rows):
-                entries.append(
-                    explain_mod.entry(
-                        index,
-                        row,
-                        q,
-                        lane,
-                        rank=pos + 1,
-                        outcome=selection.outcomes[pos],
-                        relevance=float(relevance[row]),
-                        cost=candidates[pos].cost,
-                        k=k,
-                        prefilter=cfg.prefilter,
-                    )
+            shown: list[tuple[int, Outcome | None, int]] = [
+                (row, selection.outcomes[i], candidates[i].cost) for i, row in enumerate(rows)
+            ]
+            shown += [
+                (row, None, chunk_cost(index.refs[row]))
+                for row in below[: explain_mod.BELOW_PREFILTER_SHOWN]
+            ]
+            entries = [
+                explain_mod.entry(
+                    index,
+                    row,
+                    q,
+                    lane,
+                    rank=rank,
+                    outcome=outcome,
+                    relevance=float(relevance[row]),
+                    cost=cost,
+                    k=k,
+                    prefilter=cfg.prefilter,
                 )
-            for pos, row in enumerate(below[: explain_mod.BELOW_PREFILTER_SHOWN]):
-                entries.append(
-                    explain_mod.entry(
-                        index,
-                        row,
-                        q,
-                        lane,
-                        rank=len(rows) + pos + 1,
-                        outcome=None,
-                        relevance=float(relevance[row]),
-                        cost=chunk_cost(index.refs[row]),
-                        k=k,
-                        prefilter=cfg.prefilter,
-                    )
-                )
+                for rank, (row, outcome, cost) in enumerate(shown, start=1)
+            ]
+            excluded = sum(1 for r in np.flatnonzero(relevance > 0) if index.refs[r].id in exclude)
             info = LaneExplain(
                 lane=lane,
                 matched=matched,
                 candidates=len(rows),
-                below_prefilter=max(0, matched - len(exclude & _ids(index, relevance)) - len(rows)),
+                below_prefilter=max(0, matched - excluded - len(rows)),
                 k=k,
                 budget=budget,
                 used=selection.used,
@@ -370,9 +361,3 @@ class Stage0:
         if out_dir is not None:
             write_brief(brief, Path(out_dir))
         return brief
-
-
-def _ids(index: Index, relevance: Any) -> set[str]:
-    import numpy as np
-
-    return {index.refs[r].id for r in np.flatnonzero(relevance > 0).tolist()}
