@@ -17,7 +17,9 @@ from app.stage0.chunker import chunk_mode
 from app.stage0.corpus import Progress, Scan
 from app.stage0.index import DEFAULT_WEIGHTING, Index, analyze, assemble, blob_key
 
-Reader = Callable[[list[str]], dict[str, bytes]]
+#: Reads contents the scan did not (given as (path, blob id)); returns them by blob id and
+#: leaves out any it cannot read or whose content no longer has that id.
+Reader = Callable[[list[tuple[str, str]]], dict[str, bytes]]
 
 #: Analyzed contents are written to the cache in batches of this many.
 _BATCH = 256
@@ -32,6 +34,8 @@ class BuildReport:
     tokenized: list[str] = field(default_factory=list)  # paths chunked + tokenized
     corpus_hash: str = ""
     keys: set[str] = field(default_factory=set)  # cache keys of every listed content
+    #: listed but not indexed: unreadable now, or changed since its stat was taken
+    unread: list[str] = field(default_factory=list)
 
 
 def build_index(
@@ -56,13 +60,16 @@ def build_index(
         if key not in have and key not in todo:
             todo[key] = (path, blob)
     if todo:
-        missing_blobs = [b for _, b in todo.values() if b not in scan.contents]
+        # A content the scan did not read (its stat matched) but the cache lacks: new
+        # chunker settings, or pruned. Read it now.
+        wanted = [(p, b) for p, b in todo.values() if b not in scan.contents]
         contents = dict(scan.contents)
-        if missing_blobs:
+        if wanted:
             if reader is None:
                 raise RuntimeError("contents missing from the scan and no reader given")
-            contents.update(reader(missing_blobs))
-            report.read.extend(p for p, b in todo.values() if b in missing_blobs)
+            got = reader(wanted)
+            contents.update(got)
+            report.read.extend(p for p, b in wanted if b in got)
         batch: dict[str, tuple[BlobData, list[str]]] = {}
         total = len(todo)
         for i, (key, (path, blob)) in enumerate(sorted(todo.items(), key=lambda kv: kv[1])):
@@ -70,7 +77,7 @@ def build_index(
                 progress("index", i, total)
             raw = contents.get(blob)
             if raw is None:
-                report.skipped["unreadable"] += 1
+                report.unread.append(path)
                 continue
             batch[key] = analyze(raw, chunk_mode(path), chunk_lines, overlap)
             have[key] = batch[key][0]
@@ -87,6 +94,7 @@ def build_index(
     for path, _, key in keyed:
         data = have.get(key)
         if data is None:
+            report.skipped["unreadable"] += 1
             continue
         if data.binary:
             report.skipped["binary"] += 1

@@ -228,6 +228,23 @@ def read_blobs(repo: Path, blobs: Iterable[str]) -> dict[str, bytes]:
     return found
 
 
+def read_worktree(repo: Path, wanted: Iterable[tuple[str, str]]) -> dict[str, bytes]:
+    """Contents of working-tree files given as (path, expected blob id), by blob id.
+
+    A file that cannot be read, or whose content no longer has the expected id (it
+    changed after its stat was taken), is left out.
+    """
+    found: dict[str, bytes] = {}
+    for path, blob in wanted:
+        try:
+            data = (repo / path).read_bytes()
+        except OSError:
+            continue
+        if git_blob_id(data) == blob:
+            found[blob] = data
+    return found
+
+
 def decode(data: bytes) -> str:
     """Text of a file: UTF-8 (a BOM dropped), undecodable bytes replaced."""
     if data.startswith(b"\xef\xbb\xbf"):

@@ -30,6 +30,7 @@ from app.stage0.corpus import (
     Progress,
     check_repo,
     read_blobs,
+    read_worktree,
     scan_tree,
     scan_worktree,
 )
@@ -143,17 +144,20 @@ class Stage0:
     def refresh(self) -> BuildReport:
         """Scan the files again and rebuild the index (changed contents only re-read)."""
         cfg = self.config
+        repo = self.repo
         if self.rev is None:
             scan = scan_worktree(
-                self.repo, cfg.max_file_bytes, self.cache.stats(), progress=self.progress
+                repo, cfg.max_file_bytes, self.cache.stats(), progress=self.progress
             )
-            reader = None
-        else:
-            scan = scan_tree(self.repo, self.rev, cfg.max_file_bytes)
-            repo = self.repo
 
-            def reader(blobs: list[str]) -> dict[str, bytes]:
-                return read_blobs(repo, blobs)
+            def reader(wanted: list[tuple[str, str]]) -> dict[str, bytes]:
+                return read_worktree(repo, wanted)
+
+        else:
+            scan = scan_tree(repo, self.rev, cfg.max_file_bytes)
+
+            def reader(wanted: list[tuple[str, str]]) -> dict[str, bytes]:
+                return read_blobs(repo, (b for _, b in wanted))
 
         index, report = build_index(
             scan,
@@ -165,7 +169,10 @@ class Stage0:
             progress=self.progress,
         )
         if self.rev is None:
-            self.cache.update_stats(scan.stats, (e.path for e in scan.entries))
+            # A file listed but not indexed loses its stat row: the next scan reads it.
+            unread = set(report.unread)
+            present = (e.path for e in scan.entries if e.path not in unread)
+            self.cache.update_stats(scan.stats, present)
             self.cache.prune(report.keys)
         self._index = index
         self._code = index.subset([i for i, r in enumerate(index.refs) if r.is_code_unit])

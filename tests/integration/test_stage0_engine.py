@@ -171,3 +171,36 @@ def test_contents_no_file_has_any_more_are_pruned(tmp_path: Path, policy: Policy
             (rows,) = s0.cache._db.execute("SELECT COUNT(*) FROM blob").fetchone()
         assert rows <= 2 * 7 + 1
     assert rows < 7 + 12
+
+
+def test_new_chunker_settings_reread_files_whose_stat_did_not_change(
+    tmp_path: Path, policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.stage0.index as index_mod
+
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        s0.refresh()
+    monkeypatch.setattr(index_mod, "FEATURES_VERSION", "test-bump")
+    with Stage0(repo, policy) as s0:
+        report = s0.refresh()
+        assert s0.query("parse tokens").chunks
+    assert len(report.read) == len(report.tokenized) == 7 and not report.skipped
+
+
+def test_a_stat_row_that_lies_is_dropped_and_the_file_read_next_time(
+    tmp_path: Path, policy: Policy
+) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        s0.refresh()
+        with s0.cache._db as db:  # as if the file changed without its stat changing
+            db.execute("UPDATE stat SET blob = ? WHERE path = 'pkg/parser.py'", ("0" * 40,))
+    with Stage0(repo, policy) as s0:
+        report = s0.refresh()
+        assert report.unread == ["pkg/parser.py"] and report.skipped == {"unreadable": 1}
+        assert "pkg/parser.py" not in {r.path for r in s0.index.refs}
+    with Stage0(repo, policy) as s0:
+        report = s0.refresh()
+        assert report.read == ["pkg/parser.py"] and not report.skipped
+        assert "pkg/parser.py" in {r.path for r in s0.index.refs}
