@@ -36,7 +36,6 @@ RUNTIME_LABEL = {
     "sentence_transformers": "sentence-transformers",
     "cloud": "cloud",
 }
-SKIP_LABEL = {"unhealthy": "unreachable"}
 #: a request never walks more steps than this (every chain in the policy is shorter)
 MAX_STEPS = 16
 
@@ -144,6 +143,8 @@ class Router:
         self, denied: set[str], failed: dict[str, str], with_budget: bool, local_only: bool
     ) -> RouterState:
         health = self.health.down()
+        # a local runtime that failed this request only (e.g. its window was too small)
+        health.update({k: False for k in failed if k.startswith("runtime:")})
         for runtime in self.policy.local_chain.order:
             key = f"runtime:{runtime}"
             if key not in health and not await self.backends.runtime_up(runtime):
@@ -243,27 +244,51 @@ class Router:
                 result.audit = lines
                 return result
             try:
-                result = await self._serve_local(d, request, run, on_delta, write)
+                result = await self._serve_local(d, request, run, on_delta, write, failed)
             except BackendError as exc:
                 last_error = exc
                 assert d.runtime is not None
                 if d.runtime == "llamacpp_inprocess":
                     raise RouteFailed(f"{d.target} in-process failed: {exc}") from None
+                key = f"runtime:{d.runtime}"
+                where = RUNTIME_LABEL[d.runtime]
+                if exc.kind == "context_length":
+                    # the prompt, not the server: skip it for this request only
+                    failed[key] = "context length exceeded"
+                    await write(
+                        "degradation",
+                        from_=f"{d.target}@{d.runtime}",
+                        reason_codes=["RUNTIME_SKIPPED", "ERR_CONTEXT_LENGTH"],
+                        values={"error": exc.kind},
+                        detail=f"{d.target} on {where}: the prompt exceeds its window "
+                        f"({exc}); skipped for this request, not marked down",
+                    )
+                    continue
+                # a failed local deployment is marked down at once: no slow retries
                 rule = rule_for(self.policy, "connect")
                 cooldown = rule.cooldown_s if rule else 30.0
-                self.health.mark_down(f"runtime:{d.runtime}", cooldown, str(exc))
+                self.health.mark_down(key, cooldown, f"{exc.kind}: {exc}")
                 await write(
                     "degradation",
                     from_=f"{d.target}@{d.runtime}",
                     reason_codes=["RUNTIME_DOWN", f"ERR_{exc.kind.upper()}"],
                     values={"cooldown_s": cooldown, "error": exc.kind},
-                    detail=f"{d.target} on {RUNTIME_LABEL[d.runtime]} failed ({exc}); "
-                    f"marked down for {cooldown:g}s",
+                    detail=f"{d.target} on {where} failed ({exc}); marked down for {cooldown:g}s",
                 )
                 continue
             result.audit = lines
             return result
         raise RouteFailed(f"{role}: no step could serve the request ({last_error})")
+
+    def _why_local(self, skip: Skip, failed: dict[str, str]) -> str:
+        """How a local runtime step is described in the runtime-fallback line."""
+        if skip.reason != "unhealthy":
+            return skip.reason.replace("_", " ")
+        key = f"runtime:{skip.runtime}"
+        if key in failed:
+            return failed[key]
+        down = self.health.reason(key)
+        return f"down ({down.split(':', 1)[0]})" if down else "unreachable"
 
     async def _serve_local(
         self,
@@ -272,6 +297,7 @@ class Router:
         run: str | None,
         on_delta: DeltaHook | None,
         write: Callable[..., Awaitable[AuditLine]],
+        failed: dict[str, str],
     ) -> RoutedResult:
         assert d.target is not None and d.runtime is not None and d.local is not None
         label = RUNTIME_LABEL.get(d.runtime, d.runtime)
@@ -283,7 +309,7 @@ class Router:
             gone = [s for s in d.skipped if s.runtime != "cloud"]
             steps = []
             for skip in gone:
-                why = SKIP_LABEL.get(skip.reason, skip.reason.replace("_", " "))
+                why = self._why_local(skip, failed)
                 where = RUNTIME_LABEL.get(skip.runtime, skip.runtime)
                 steps.append(
                     f"{where} {why}"
@@ -469,6 +495,8 @@ class Router:
                 return final
             except BackendError as exc:
                 attempt += 1
+                if d.runtime != "cloud" and exc.kind != "bad_output":
+                    raise  # local: marked down and the runtime chain moves on, at once
                 rule = rule_for(self.policy, exc.kind)
                 delay = backoff_delay(rule, attempt, exc.retry_after) if rule else None
                 if delay is None:
