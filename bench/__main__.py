@@ -1,0 +1,194 @@
+"""``make bench``: every benchmark in turn, each in its own interpreter, within 15 minutes.
+
+Prints the machine once, each benchmark's output as it comes (without its own machine
+lines), and at the end every ``RATIO`` line again with what failed or did not run. Each
+benchmark writes its JSON under ``bench/results/``; this writes ``summary.json`` there.
+
+- P1 router vs LiteLLM's Router (``bench.p1_router``)
+- P2 Stage0 vs bm25s (``bench.stage0_bench``), and retrieval quality
+  (``bench.retrieval_quality``) on each repository in ``SWITCHYARD_BENCH_REPOS``
+  (git dirs, separated by ``:``), else on this project's own history
+- P3 streaming through the adapter vs raw llama-cpp-python (``bench.stream_bench``)
+- P4 decode tokens/s vs the memory-bandwidth bound (``bench.decode_bench``)
+- P5 the TUI's first frame and a 10k-event flood vs an empty Textual app (``bench.tui_bench``)
+- P6 embeddings through the memory pipeline vs raw sentence-transformers (``bench.embed_bench``)
+
+Benchmarks run one at a time: they would otherwise measure each other. A benchmark that
+would not fit in what is left of the budget is reported as not run.
+
+Run: python -m bench [--budget 900] [--only P1,P4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench._common import RESULTS, machine_info, print_machine
+
+ROOT = Path(__file__).resolve().parent.parent
+RATIO = re.compile(r"^RATIO .+")
+MACHINE_LINE = re.compile(r"^(machine|packages): ")
+
+
+@dataclass
+class Bench:
+    key: str
+    title: str
+    args: list[str]
+    #: seconds it needs on this machine at most (under the load of other work); it is
+    #: stopped past this, and not started when less than ``need_s`` is left
+    timeout_s: float
+    need_s: float
+    ratios: list[str] = field(default_factory=list)
+    status: str = "not run"
+    seconds: float = 0.0
+
+
+def repos() -> list[Path]:
+    listed = [Path(p) for p in os.environ.get("SWITCHYARD_BENCH_REPOS", "").split(":") if p]
+    if listed:
+        return listed
+    own = subprocess.run(
+        ["git", "rev-parse", "--absolute-git-dir"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    return [Path(own)] if own else []
+
+
+def plan() -> list[Bench]:
+    py = [sys.executable, "-m"]
+    out = [
+        Bench("P1", "router overhead vs LiteLLM Router", [*py, "bench.p1_router"], 240, 90),
+        Bench("P2", "Stage0 vs bm25s", [*py, "bench.stage0_bench"], 240, 120),
+    ]
+    for repo in repos():
+        name = repo.parent.name if repo.name in (".git", "repo") else repo.name
+        out.append(
+            Bench(
+                "P2",
+                f"retrieval quality on {name}",
+                [*py, "bench.retrieval_quality", "--repo", str(repo), "--n", "200"],
+                180,
+                40,
+            )
+        )
+    out += [
+        Bench("P3", "streaming vs raw llama-cpp-python", [*py, "bench.stream_bench"], 180, 60),
+        Bench("P4", "decode vs memory bandwidth", [*py, "bench.decode_bench"], 150, 45),
+        Bench("P5", "TUI first frame and flood", [*py, "bench.tui_bench"], 150, 45),
+        Bench("P6", "embeddings vs sentence-transformers", [*py, "bench.embed_bench"], 180, 60),
+    ]
+    return out
+
+
+def run(bench: Bench, timeout_s: float) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        bench.args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,  # its own process group: a stop ends its helpers too
+    )
+    assert proc.stdout is not None
+    stopped = threading.Event()
+
+    def stop() -> None:
+        stopped.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    watchdog = threading.Timer(timeout_s, stop)
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            if MACHINE_LINE.match(line):
+                continue
+            print(f"  {line}", flush=True)
+            if RATIO.match(line):
+                bench.ratios.append(line)
+        code = proc.wait()
+    finally:
+        watchdog.cancel()
+    bench.seconds = time.perf_counter() - t0
+    if stopped.is_set():
+        bench.status = f"stopped after {timeout_s:.0f} s"
+    elif code != 0:
+        bench.status = f"failed (exit {code})"
+    elif not bench.ratios:
+        bench.status = "printed no ratio"
+    else:
+        bench.status = "ok"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", type=float, default=900.0, help="seconds for everything")
+    ap.add_argument("--only", default="", help="comma-separated keys, e.g. P1,P4")
+    args = ap.parse_args(argv)
+    only = {k.strip().upper() for k in args.only.split(",") if k.strip()}
+
+    start = time.perf_counter()
+    info = print_machine(machine_info())
+    load = os.getloadavg()
+    print(f"load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    benches = [b for b in plan() if not only or b.key in only]
+    for bench in benches:
+        left = args.budget - (time.perf_counter() - start)
+        if left < bench.need_s:
+            bench.status = f"not run: {left:.0f} s left of the {args.budget:.0f} s budget"
+            print(f"\n── {bench.key} {bench.title}: {bench.status}", flush=True)
+            continue
+        print(f"\n── {bench.key} {bench.title}", flush=True)
+        run(bench, min(bench.timeout_s, left))
+        print(f"── {bench.key} {bench.status} in {bench.seconds:.0f} s", flush=True)
+
+    total = time.perf_counter() - start
+    print(f"\n══ summary ({total:.0f} s of the {args.budget:.0f} s budget) ══")
+    for bench in benches:
+        for line in bench.ratios:
+            print(f"{bench.key}  {line}")
+        if bench.status != "ok":
+            print(f"{bench.key}  {bench.title}: {bench.status}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "summary.json").write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "seconds": total,
+                "budget_s": args.budget,
+                "benchmarks": [
+                    {
+                        "key": b.key,
+                        "title": b.title,
+                        "status": b.status,
+                        "seconds": round(b.seconds, 1),
+                        "ratios": b.ratios,
+                    }
+                    for b in benches
+                ],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0 if all(b.status == "ok" for b in benches) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
