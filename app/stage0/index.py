@@ -17,8 +17,10 @@ the comment above :data:`DEFAULT_WEIGHTING`): each chunk's path tokens count
 - ``bm25``: Okapi BM25 (k1 1.2, b 0.75, Lucene's idf) over the same counts; relevance
   is the sum over the query's distinct terms, divided by the best score of the query.
 
-Whatever the relevance weighting, redundancy (MMR) is the cosine between the
-sublinear TF-IDF vectors, and explain's "top terms" are their largest weights.
+Whatever the relevance weighting, explain's "top terms" are the largest sublinear
+TF-IDF weights of a chunk (path tokens included), and redundancy (MMR) is the cosine
+between the TF-IDF vectors of the chunks' texts alone: two chunks are not redundant
+because they live in the same folder.
 """
 
 from __future__ import annotations
@@ -169,7 +171,8 @@ class Index:
         self,
         refs: list[ChunkRef],
         terms: list[str],
-        counts: csr_matrix,
+        text_counts: csr_matrix,
+        path_counts: csr_matrix | None = None,
         weighting: str = DEFAULT_WEIGHTING,
     ) -> None:
         if weighting not in WEIGHTINGS:
@@ -177,8 +180,16 @@ class Index:
         self.refs = refs
         self.terms = terms
         self.vocab = {t: i for i, t in enumerate(terms)}
-        self.counts = counts
+        self.text_counts = text_counts
+        self.path_counts = path_counts if path_counts is not None else text_counts[:, :0]
         self.weighting = weighting
+
+    @cached_property
+    def counts(self) -> csr_matrix:
+        """What relevance is computed from: text counts plus the weighted path tokens."""
+        if self.path_counts.shape != self.text_counts.shape or not self.path_counts.nnz:
+            return self.text_counts
+        return self._canonical(self.text_counts + self.path_counts)
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -304,24 +315,43 @@ class Index:
         ]
         return sorted(pairs, key=lambda p: (-p[1], p[0]))[:n]
 
+    @cached_property
+    def text_tfidf(self) -> csr_matrix:
+        """Sublinear TF-IDF rows of the text alone (paths left out), l2-normalized."""
+        from sklearn.feature_extraction.text import TfidfTransformer
+
+        if not len(self.refs):
+            return self.text_counts.astype("float64")
+        tr = TfidfTransformer(norm="l2", use_idf=True, smooth_idf=True, sublinear_tf=True)
+        return self._canonical(tr.fit_transform(self.text_counts))
+
     def similarity(self, rows: Sequence[int]) -> np.ndarray:
-        """Cosine similarity between the given chunks (dense, len(rows)²)."""
+        """Cosine similarity between the given chunks' texts (dense, len(rows)²).
+
+        Paths are left out: two chunks are not redundant because they share a folder.
+        """
         import numpy as np
 
         if not rows:
             return np.zeros((0, 0))
-        sub = self.tfidf[list(rows)]
+        sub = self.text_tfidf[list(rows)]
         return np.asarray((sub @ sub.T).todense())
 
     def subset(self, rows: Sequence[int]) -> Index:
         """An index over some chunks only, with its own idf (the code-unit index)."""
         import numpy as np
 
-        picked = self.counts[np.asarray(rows, dtype=np.int64)] if rows else self.counts[:0]
-        used = np.unique(picked.indices)
-        sub = self._canonical(picked[:, used])
+        picked = np.asarray(rows, dtype=np.int64)
+        text = self.text_counts[picked] if rows else self.text_counts[:0]
+        path = self.path_counts[picked] if rows and self.path_counts.nnz else None
+        used = np.unique(np.concatenate([text.indices, path.indices if path is not None else []]))
+        used = used.astype(np.int64)
         return Index(
-            [self.refs[r] for r in rows], [self.terms[c] for c in used], sub, self.weighting
+            [self.refs[r] for r in rows],
+            [self.terms[c] for c in used],
+            self._canonical(text[:, used]),
+            self._canonical(path[:, used]) if path is not None else None,
+            self.weighting,
         )
 
 
@@ -380,9 +410,7 @@ def assemble(
         ),
         shape=(n, v),
     )
-    if path_rows:
-        extra = csr_matrix(
-            (np.asarray(path_vals, dtype=np.float64), (path_rows, path_cols)), shape=(n, v)
-        )
-        counts = counts + extra
-    return Index(refs, terms, Index._canonical(counts), weighting)
+    paths = csr_matrix(
+        (np.asarray(path_vals, dtype=np.float64), (path_rows, path_cols)), shape=(n, v)
+    )
+    return Index(refs, terms, Index._canonical(counts), Index._canonical(paths), weighting)
