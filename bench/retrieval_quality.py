@@ -19,13 +19,18 @@ Both systems rank the same chunks (Stage0's chunker) for the same query; a file 
 as its best chunk. Reported: R@1, R@5, R@10 (the share of a commit's truth files in
 the top k files, averaged over commits) and MRR (1 / rank of the first truth file).
 
+Also reported, closer to what a brief holds: at chunk level, a truth chunk is one of
+a truth file's chunks that overlaps a line the commit changed (``git diff -U0``, the
+parent's side); cMRR is 1 / rank of the first truth chunk, cHit@15 the share of
+commits with one in the top 15 chunks. For Stage0, "brief" is the share of commits
+where ``query()`` (MMR, both lanes, the policy's budget) picked a truth chunk.
+
 - Stage0: the index's relevance ranking (before MMR, which picks a diverse few and
   is not a ranking), one row per weighting asked for;
 - bm25s: ``bm25s.tokenize(texts, stopwords="en")`` and ``bm25s.BM25()`` with its
   defaults (Lucene BM25, k1 1.5, b 0.75), as its README shows it;
 - ``--ablations`` adds bm25s with each chunk's path prepended to its text (Stage0
-  indexes path tokens too), and Stage0 variants, to show where the difference comes
-  from.
+  indexes path tokens too), to show how much of the difference that is.
 
 One Stage0 cache (keyed by content) serves all commits, so each parent tree only
 tokenizes the files that changed since the previous one.
@@ -50,6 +55,8 @@ from bench._common import print_machine, print_ratio, write_result
 
 MAX_FILES = 20
 KS = (1, 5, 10)
+CHUNK_K = 15
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+")
 _TRAILER = re.compile(r"^[A-Za-z][A-Za-z-]*-by:\s|^Co-authored-by:\s", re.I)
 _TEST_DIRS = {"test", "tests", "testing"}
 
@@ -66,11 +73,14 @@ class Case:
 class Scores:
     name: str
     ranks: list[list[int]] = field(default_factory=list)  # per case: rank of each truth file
+    chunk_ranks: list[int] = field(default_factory=list)  # per case: first truth chunk's rank
+    brief_hits: list[bool] = field(default_factory=list)  # Stage0: a truth chunk was picked
     seconds: float = 0.0
 
-    def add(self, ranked_files: Sequence[str], truth: Sequence[str]) -> None:
-        pos = {f: i + 1 for i, f in enumerate(ranked_files)}
-        self.ranks.append([pos.get(t, 0) for t in truth])
+    def add(self, scores: Any, paths: Sequence[str], case: Case, truth_rows: set[int]) -> None:
+        pos = {f: i + 1 for i, f in enumerate(files_by_best_chunk(scores, paths))}
+        self.ranks.append([pos.get(t, 0) for t in case.truth])
+        self.chunk_ranks.append(first_truth_rank(scores, truth_rows))
 
     def recall(self, k: int) -> float:
         per = [sum(1 for r in rs if 0 < r <= k) / len(rs) for rs in self.ranks]
@@ -80,13 +90,66 @@ class Scores:
         per = [1.0 / min(r for r in rs if r > 0) if any(rs) else 0.0 for rs in self.ranks]
         return sum(per) / len(per) if per else 0.0
 
+    def chunk_mrr(self) -> float:
+        per = [1.0 / r if r else 0.0 for r in self.chunk_ranks]
+        return sum(per) / len(per) if per else 0.0
+
+    def chunk_hit(self, k: int) -> float:
+        per = [1.0 if 0 < r <= k else 0.0 for r in self.chunk_ranks]
+        return sum(per) / len(per) if per else 0.0
+
     def row(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             **{f"r@{k}": round(self.recall(k), 4) for k in KS},
             "mrr": round(self.mrr(), 4),
+            "chunk_mrr": round(self.chunk_mrr(), 4),
+            f"chunk_hit@{CHUNK_K}": round(self.chunk_hit(CHUNK_K), 4),
             "seconds": round(self.seconds, 2),
         }
+        if self.brief_hits:
+            out["brief_hit"] = round(sum(self.brief_hits) / len(self.brief_hits), 4)
+        return out
+
+
+def first_truth_rank(scores: Any, truth_rows: set[int]) -> int:
+    """1-based rank of the best-ranked truth chunk (ties by row, i.e. path then line);
+    0 when no truth chunk scores above zero."""
+    import numpy as np
+
+    order = np.argsort(-scores, kind="stable")
+    for rank, row in enumerate(order.tolist(), start=1):
+        if scores[row] <= 0:
+            return 0
+        if row in truth_rows:
+            return rank
+    return 0
+
+
+def changed_lines(repo: Path, case: Case) -> dict[str, list[tuple[int, int]]]:
+    """Line ranges of the parent's version of each truth file that the commit touched
+    (a pure insertion counts as the lines around it)."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    diff = git(repo, "diff", "-U0", "--no-renames", case.parent, case.commit, "--", *case.truth)
+    path = None
+    for line in diff.splitlines():
+        if line.startswith("--- "):
+            path = line[6:] if line.startswith("--- a/") else None
+        elif line.startswith("@@") and path is not None:
+            m = _HUNK.match(line)
+            if m:
+                start, count = int(m.group(1)), int(m.group(2) or "1")
+                span = (start, start + count - 1) if count else (start, start + 1)
+                out.setdefault(path, []).append(span)
+    return out
+
+
+def truth_chunk_rows(refs: Sequence[Any], spans: dict[str, list[tuple[int, int]]]) -> set[int]:
+    return {
+        i
+        for i, r in enumerate(refs)
+        if any(r.start <= hi and lo <= r.end for lo, hi in spans.get(r.path, ()))
+    }
 
 
 def is_test_path(path: str) -> bool:
@@ -156,10 +219,12 @@ class Bm25sRanker:
         self.with_path = with_path
         self._tokens: dict[str, list[str]] = {}  # chunk id -> tokens (stable per content)
 
-    def rank(
+    def scores(
         self, ids: Sequence[str], paths: Sequence[str], texts: Sequence[str], query: str
-    ) -> list[str]:
+    ) -> Any:
+        """bm25s's score of every chunk for ``query``."""
         import bm25s
+        import numpy as np
 
         todo = [i for i, cid in enumerate(ids) if cid not in self._tokens]
         if todo:
@@ -174,8 +239,8 @@ class Bm25sRanker:
         vocab = retriever.vocab_dict
         q = [t for t in q if t in vocab]
         if not q:
-            return []
-        return files_by_best_chunk(retriever.get_scores(q), paths)
+            return np.zeros(len(ids))
+        return np.asarray(retriever.get_scores(q), dtype=np.float64)
 
 
 def _as_ids(corpus: list[list[str]]) -> Any:
@@ -209,18 +274,21 @@ def evaluate(
         cache = Stage0Cache(Path(tmp) / "cache.sqlite")
         text_memo: dict[str, str] = {}
         for n, case in enumerate(cases, start=1):
-            engines = {}
+            spans = changed_lines(repo, case)
+            truth_rows: set[int] = set()
+            index = None
             for w, scores in zip(weightings, rows, strict=True):
                 t0 = time.perf_counter()
                 s0 = Stage0(repo, policy, rev=case.parent, cache=cache, weighting=w)
                 s0.refresh()
                 index = s0.index
                 rel = index.relevance(case.query)
-                ranked = files_by_best_chunk(rel, [r.path for r in index.refs])
                 scores.seconds += time.perf_counter() - t0
-                scores.add(ranked, case.truth)
-                engines[w] = s0
-            index = next(iter(engines.values())).index
+                truth_rows = truth_chunk_rows(index.refs, spans)
+                scores.add(rel, [r.path for r in index.refs], case, truth_rows)
+                picked = {c.id for c in s0.query(case.query).selected}
+                scores.brief_hits.append(any(index.refs[r].id in picked for r in truth_rows))
+            assert index is not None
             ids = [r.id for r in index.refs]
             paths = [r.path for r in index.refs]
             missing = [i for i, cid in enumerate(ids) if cid not in text_memo]
@@ -229,9 +297,9 @@ def evaluate(
             texts = [text_memo[cid] for cid in ids]
             for scores, ranker in systems:
                 t0 = time.perf_counter()
-                ranked = ranker.rank(ids, paths, texts, case.query)
+                chunk_scores = ranker.scores(ids, paths, texts, case.query)
                 scores.seconds += time.perf_counter() - t0
-                scores.add(ranked, case.truth)
+                scores.add(chunk_scores, paths, case, truth_rows)
             if n % 20 == 0 or n == len(cases):
                 progress(f"  {n}/{len(cases)} commits")
         cache.close()
@@ -240,13 +308,20 @@ def evaluate(
 
 def print_table(repo: str, cases: int, rows: Sequence[Scores]) -> None:
     print(f"\n{repo}: {cases} commits")
-    print(f"{'system':<28} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'MRR':>7} {'time':>8}")
+    head = f"{'system':<24} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6}"
+    print(f"{head} │ {'cMRR':>6} {'cHit@15':>7} {'brief':>6} {'time':>7}")
     for s in rows:
         r = s.row()
+        brief = f"{r['brief_hit']:>6.3f}" if "brief_hit" in r else f"{'-':>6}"
         print(
-            f"{s.name:<28} {r['r@1']:>7.3f} {r['r@5']:>7.3f} {r['r@10']:>7.3f} "
-            f"{r['mrr']:>7.3f} {r['seconds']:>7.1f}s"
+            f"{s.name:<24} {r['r@1']:>6.3f} {r['r@5']:>6.3f} {r['r@10']:>6.3f} {r['mrr']:>6.3f}"
+            f" │ {r['chunk_mrr']:>6.3f} {r[f'chunk_hit@{CHUNK_K}']:>7.3f} {brief}"
+            f" {r['seconds']:>6.1f}s"
         )
+    print(
+        "file level: R@k, MRR · chunk level: cMRR (first chunk overlapping a changed line), "
+        f"cHit@{CHUNK_K} · brief: a changed chunk among those query() picks"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

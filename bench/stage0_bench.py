@@ -81,9 +81,8 @@ def copy_stdlib(dest: Path) -> Path:
 def _prepare(s0: Any) -> None:
     """Force the lazily computed matrices a first query would need."""
     for index in (s0.index, s0.code_index):
-        _ = index.tfidf
-        if index.weighting == "bm25":
-            _ = index.bm25
+        index.relevance("prepare the weighted matrices")
+        _ = index.text.tfidf
 
 
 def stage0_cold(repo: Path, cache_dir: Path, policy: Any) -> tuple[float, Any]:

@@ -278,7 +278,6 @@ class Stage0:
         selection = mmr_select(candidates, sim, lam=cfg.mmr_lambda, k=k, budget=budget)
         info = None
         if explain:
-            q = index.query_vector(text)
             shown: list[tuple[int, Outcome | None, int]] = [
                 (row, selection.outcomes[i], candidates[i].cost) for i, row in enumerate(rows)
             ]
@@ -290,7 +289,7 @@ class Stage0:
                 explain_mod.entry(
                     index,
                     row,
-                    q,
+                    text,
                     lane,
                     rank=rank,
                     outcome=outcome,

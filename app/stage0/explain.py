@@ -7,8 +7,6 @@ TF-IDF terms, each query term's contribution to its relevance, its redundancy pe
 
 from __future__ import annotations
 
-from typing import Any
-
 from app.stage0.index import Index
 from app.stage0.mmr import BELOW_PREFILTER, BUDGET, PICKED, RANK, REDUNDANCY, Outcome
 from app.stage0.result import ExplainEntry, Lane, TermWeight, rnd
@@ -40,7 +38,7 @@ def reason(
 def entry(
     index: Index,
     row: int,
-    query_vector: Any,
+    query: str,
     lane: Lane,
     *,
     rank: int,
@@ -71,6 +69,6 @@ def entry(
         reason=reason(status, rank=rank, pick=pick, cost=cost, left=left, k=k, prefilter=prefilter),
         top_terms=[TermWeight(term=t, weight=rnd(w)) for t, w in index.top_terms(row, TOP_TERMS)],
         matched_terms=[
-            TermWeight(term=t, weight=rnd(w)) for t, w in index.contributions(query_vector, row)
+            TermWeight(term=t, weight=rnd(w)) for t, w in index.contributions(query, row)
         ],
     )

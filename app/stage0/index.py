@@ -1,26 +1,30 @@
 """The TF-IDF index: per-content term counts, assembled into one sparse matrix.
 
 Building: every file's content is chunked and tokenized once (``analyze``) and cached
-by content; a build assembles the cached counts of the current files into a count
-matrix (rows: chunks in path/line order; columns: the sorted vocabulary), adds each
-chunk's path tokens, and weights it. Editing one file re-tokenizes that file only;
-the matrix and the idf are recomputed from counts, which is quick.
+by content; a build assembles the cached counts of the current files into count
+matrices (rows: chunks in path/line order; columns: the sorted vocabulary) and
+weights them. Editing one file re-tokenizes that file only; the matrices and the idf
+are recomputed from counts, which is quick.
 
-Weighting (chosen by measurement, ``bench/retrieval_quality.py``; the figures are in
-the comment above :data:`DEFAULT_WEIGHTING`): each chunk's path tokens count
-:data:`PATH_WEIGHT` times in it, then
+Two fields per chunk: its text, and its path's tokens (directories and file stem),
+which every chunk of a file shares. Relevance is ``(text + w · path) / (1 + w)``, each
+field scored on its own (see :class:`Index`); the path ranks files, the text ranks
+chunks within them. The weighting (chosen by measurement with
+``bench/retrieval_quality.py``; the figures are in the comment above
+:data:`DEFAULT_WEIGHTING`) is one of:
 
 - ``tfidf``: scikit-learn's ``TfidfTransformer(sublinear_tf=True)`` over the counts
   (1 + ln tf, smooth idf, l2 norm); queries go through a ``TfidfVectorizer`` with the
-  code tokenizer as its analyzer and the same vocabulary and idf; relevance is the
-  cosine.
-- ``bm25``: Okapi BM25 (k1 1.2, b 0.75, Lucene's idf) over the same counts; relevance
-  is the sum over the query's distinct terms, divided by the best score of the query.
+  code tokenizer as its analyzer and the same vocabulary and idf; a field's score is
+  the cosine.
+- ``bm25``: Okapi BM25 (k1 1.2, b 0.75, Lucene's idf) over the same counts; a field's
+  score is the sum over the query's distinct terms, divided by the field's best score
+  for that query.
 
-Whatever the relevance weighting, explain's "top terms" are the largest sublinear
-TF-IDF weights of a chunk (path tokens included), and redundancy (MMR) is the cosine
-between the TF-IDF vectors of the chunks' texts alone: two chunks are not redundant
-because they live in the same folder.
+Whatever the weighting, explain's "top terms" are the largest sublinear TF-IDF
+weights of a chunk's text, and redundancy (MMR) is the cosine between the TF-IDF
+vectors of the chunks' texts: two chunks are not redundant because they live in the
+same folder.
 """
 
 from __future__ import annotations
@@ -71,12 +75,12 @@ WEIGHTINGS = ("tfidf", "bm25")
 DEFAULT_WEIGHTING = "tfidf"
 BM25_K1 = 1.2
 BM25_B = 0.75
-#: How many times a chunk's path tokens (directories and file stem) are counted in it.
-PATH_WEIGHT = 8
+#: Weight of the path field against the text field (see :class:`Index`).
+PATH_WEIGHT = 0.5
 #: How many extra times a unit's symbol tokens are counted (they are in its text once).
 SYMBOL_WEIGHT = 0
 
-FEATURES_VERSION = f"p{PATH_WEIGHT}s{SYMBOL_WEIGHT}"
+FEATURES_VERSION = f"s{SYMBOL_WEIGHT}"
 
 
 def blob_key(blob: str, mode: str, chunk_lines: int, overlap: int) -> str:
@@ -164,50 +168,27 @@ def _path_terms(path: str) -> list[str]:
     return tokenize(stem)
 
 
-class Index:
-    """Chunks, vocabulary and weighted matrices; built by :func:`assemble`."""
+class _Field:
+    """One field's counts and their weighting (TF-IDF or BM25), computed lazily."""
 
-    def __init__(
-        self,
-        refs: list[ChunkRef],
-        terms: list[str],
-        text_counts: csr_matrix,
-        path_counts: csr_matrix | None = None,
-        weighting: str = DEFAULT_WEIGHTING,
-    ) -> None:
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {weighting!r} (known: {', '.join(WEIGHTINGS)})")
-        self.refs = refs
-        self.terms = terms
-        self.vocab = {t: i for i, t in enumerate(terms)}
-        self.text_counts = text_counts
-        self.path_counts = path_counts if path_counts is not None else text_counts[:, :0]
+    def __init__(self, counts: csr_matrix, weighting: str) -> None:
+        self.counts = counts
         self.weighting = weighting
+        self.empty = counts.shape[0] == 0 or counts.nnz == 0
 
     @cached_property
-    def counts(self) -> csr_matrix:
-        """What relevance is computed from: text counts plus the weighted path tokens."""
-        if self.path_counts.shape != self.text_counts.shape or not self.path_counts.nnz:
-            return self.text_counts
-        return self._canonical(self.text_counts + self.path_counts)
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    # ── weights ──────────────────────────────────────────────────────────────────────
-    @cached_property
-    def _transformer(self) -> Any:
+    def transformer(self) -> Any:
         from sklearn.feature_extraction.text import TfidfTransformer
 
         tr = TfidfTransformer(norm="l2", use_idf=True, smooth_idf=True, sublinear_tf=True)
-        return tr.fit(self.counts) if len(self.refs) else tr
+        return tr if self.empty else tr.fit(self.counts)
 
     @cached_property
     def tfidf(self) -> csr_matrix:
         """Sublinear TF-IDF rows, l2-normalized (cosine = dot product)."""
-        if not len(self.refs):
+        if self.empty:
             return self.counts.astype("float64")
-        return self._canonical(self._transformer.transform(self.counts))
+        return _canonical(self.transformer.transform(self.counts))
 
     @cached_property
     def bm25(self) -> csr_matrix:
@@ -223,16 +204,96 @@ class Index:
         tf = counts.data
         row_norm = np.repeat(norm, np.diff(counts.indptr))
         counts.data = idf[counts.indices] * tf * (BM25_K1 + 1) / (tf + row_norm)
-        return self._canonical(counts)
+        return _canonical(counts)
 
-    @staticmethod
-    def _canonical(m: csr_matrix) -> csr_matrix:
-        from scipy.sparse import csr_matrix
+    @property
+    def matrix(self) -> csr_matrix:
+        return self.tfidf if self.weighting == "tfidf" else self.bm25
 
-        out = csr_matrix(m)
-        out.sum_duplicates()
-        out.sort_indices()
-        return out
+    def query(self, counts: csr_matrix, vectorizer: Any = None, text: str = "") -> csr_matrix:
+        """The query in this field's space: TF-IDF (through ``vectorizer`` when given)
+        or, for BM25, each distinct query term once."""
+        if self.empty or not counts.nnz:
+            return counts
+        if self.weighting == "tfidf":
+            if vectorizer is not None:
+                return _canonical(vectorizer.transform([text]))
+            return _canonical(self.transformer.transform(counts))
+        q = counts.copy()
+        q.data[:] = 1.0
+        return q
+
+    def scores(self, q: csr_matrix) -> np.ndarray:
+        import numpy as np
+
+        if self.empty or not q.nnz:
+            return np.zeros(self.counts.shape[0])
+        return np.asarray((self.matrix @ q.T).todense()).ravel()
+
+
+def _canonical(m: csr_matrix) -> csr_matrix:
+    from scipy.sparse import csr_matrix
+
+    out = csr_matrix(m)
+    out.sum_duplicates()
+    out.sort_indices()
+    return out
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """One query's per-field vectors, raw scores and the scale that maps them to [0, 1]."""
+
+    text_q: csr_matrix
+    path_q: csr_matrix
+    text_scale: float  # multiplies the text field's raw scores
+    path_scale: float  # multiplies the path field's raw scores
+    relevance: np.ndarray
+
+
+class Index:
+    """Chunks, vocabulary and weighted matrices; built by :func:`assemble`.
+
+    Relevance is ``(text + w · path) / (1 + w)`` with ``w`` = :data:`PATH_WEIGHT`, where
+    ``text`` and ``path`` are each field's score for the query (cosine for TF-IDF; for
+    BM25, the score divided by the field's best for that query), so it lies in [0, 1].
+    The path field is a chunk's path tokens (directories, file stem): every chunk of a
+    file shares it, so it ranks files while the text ranks chunks within them.
+    """
+
+    def __init__(
+        self,
+        refs: list[ChunkRef],
+        terms: list[str],
+        text_counts: csr_matrix,
+        path_counts: csr_matrix | None = None,
+        weighting: str = DEFAULT_WEIGHTING,
+        path_weight: float | None = None,
+    ) -> None:
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r} (known: {', '.join(WEIGHTINGS)})")
+        self.refs = refs
+        self.terms = terms
+        self.vocab = {t: i for i, t in enumerate(terms)}
+        self.text_counts = text_counts
+        if path_counts is None or path_counts.shape != text_counts.shape:
+            from scipy.sparse import csr_matrix
+
+            path_counts = csr_matrix(text_counts.shape, dtype="float64")
+        self.path_counts = path_counts
+        self.weighting = weighting
+        self.path_weight = PATH_WEIGHT if path_weight is None else path_weight
+        self.text = _Field(text_counts, weighting)
+        self.path = _Field(self.path_counts, weighting)
+        self._last: tuple[str, _Scored] | None = None
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    @property
+    def tfidf(self) -> csr_matrix:
+        """The text field's sublinear TF-IDF rows, l2-normalized."""
+        return self.text.tfidf
 
     # ── queries ──────────────────────────────────────────────────────────────────────
     def query_counts(self, text: str) -> csr_matrix:
@@ -249,7 +310,7 @@ class Index:
 
     @cached_property
     def vectorizer(self) -> Any:
-        """A fitted ``TfidfVectorizer`` whose analyzer is the code tokenizer.
+        """A fitted ``TfidfVectorizer`` for the text field, the code tokenizer its analyzer.
 
         It is fitted from the cached counts (vocabulary and idf set, not learned again
         from the texts), so a query goes through exactly the pipeline documents went
@@ -267,63 +328,64 @@ class Index:
             dtype=np.float64,
         )
         vec.vocabulary_ = self.vocab
-        if len(self.refs):
-            vec.idf_ = self._transformer.idf_
+        if not self.text.empty:
+            vec.idf_ = self.text.transformer.idf_
         return vec
 
-    def query_vector(self, text: str) -> csr_matrix:
-        """The query in the relevance weighting's space (1 × vocabulary)."""
-        if self.weighting == "tfidf":
-            if not self.vocab or not len(self.refs):
-                return self.query_counts(text)
-            return self._canonical(self.vectorizer.transform([text]))
-        q = self.query_counts(text)
-        q.data[:] = 1.0  # BM25: each distinct query term once
-        return q
+    def _score(self, text: str) -> _Scored:
+        if self._last is not None and self._last[0] == text:
+            return self._last[1]
+        counts = self.query_counts(text)
+        vec = self.vectorizer if self.weighting == "tfidf" and not self.text.empty else None
+        text_q = self.text.query(counts, vec, text)
+        path_q = self.path.query(counts)
+        t_raw, p_raw = self.text.scores(text_q), self.path.scores(path_q)
+        w = self.path_weight
+        t_scale, p_scale = 1.0 / (1 + w), w / (1 + w)
+        if self.weighting == "bm25":
+            t_top = float(t_raw.max()) if len(t_raw) else 0.0
+            p_top = float(p_raw.max()) if len(p_raw) else 0.0
+            t_scale = t_scale / t_top if t_top > 0 else 0.0
+            p_scale = p_scale / p_top if p_top > 0 else 0.0
+        if not p_raw.any():  # no path term in the query: the text alone
+            t_scale *= 1 + w
+        scored = _Scored(text_q, path_q, t_scale, p_scale, t_scale * t_raw + p_scale * p_raw)
+        self._last = (text, scored)
+        return scored
 
     def relevance(self, text: str) -> np.ndarray:
-        """Relevance of every chunk to ``text``, in [0, 1] (1 = the best match)."""
+        """Relevance of every chunk to ``text``, in [0, 1]."""
         import numpy as np
 
-        q = self.query_vector(text)
-        if not q.nnz or not len(self.refs):
-            return np.zeros(len(self.refs))
-        matrix = self.tfidf if self.weighting == "tfidf" else self.bm25
-        scores = np.asarray((matrix @ q.T).todense()).ravel()
-        if self.weighting == "bm25":
-            top = float(scores.max())
-            if top > 0:
-                scores = scores / top
-        return scores
+        if not len(self.refs):
+            return np.zeros(0)
+        return self._score(text).relevance
 
-    def contributions(self, q: csr_matrix, row: int) -> list[tuple[str, float]]:
-        """Each term of query vector ``q``'s share of a chunk's raw score, largest first."""
-        matrix = self.tfidf if self.weighting == "tfidf" else self.bm25
-        doc = matrix.getrow(row)
-        weights = dict(zip(doc.indices.tolist(), doc.data.tolist(), strict=True))
-        pairs = [
-            (self.terms[c], v * weights[c])
-            for c, v in zip(q.indices.tolist(), q.data.tolist(), strict=True)
-            if c in weights
-        ]
+    def contributions(self, text: str, row: int) -> list[tuple[str, float]]:
+        """Each query term's share of a chunk's relevance (they add up to it)."""
+        sc = self._score(text)
+        share: dict[int, float] = {}
+        for field, q, scale in (
+            (self.text, sc.text_q, sc.text_scale),
+            (self.path, sc.path_q, sc.path_scale),
+        ):
+            if field.empty or not q.nnz or not scale:
+                continue
+            doc = field.matrix.getrow(row)
+            weights = dict(zip(doc.indices.tolist(), doc.data.tolist(), strict=True))
+            for c, v in zip(q.indices.tolist(), q.data.tolist(), strict=True):
+                if c in weights:
+                    share[c] = share.get(c, 0.0) + scale * v * weights[c]
+        pairs = [(self.terms[c], v) for c, v in share.items()]
         return sorted(pairs, key=lambda p: (-p[1], p[0]))
 
     def top_terms(self, row: int, n: int = 8) -> list[tuple[str, float]]:
-        doc = self.tfidf.getrow(row)
+        """The chunk's text's largest TF-IDF weights."""
+        doc = self.text.tfidf.getrow(row)
         pairs = [
             (self.terms[c], w) for c, w in zip(doc.indices.tolist(), doc.data.tolist(), strict=True)
         ]
         return sorted(pairs, key=lambda p: (-p[1], p[0]))[:n]
-
-    @cached_property
-    def text_tfidf(self) -> csr_matrix:
-        """Sublinear TF-IDF rows of the text alone (paths left out), l2-normalized."""
-        from sklearn.feature_extraction.text import TfidfTransformer
-
-        if not len(self.refs):
-            return self.text_counts.astype("float64")
-        tr = TfidfTransformer(norm="l2", use_idf=True, smooth_idf=True, sublinear_tf=True)
-        return self._canonical(tr.fit_transform(self.text_counts))
 
     def similarity(self, rows: Sequence[int]) -> np.ndarray:
         """Cosine similarity between the given chunks' texts (dense, len(rows)²).
@@ -334,7 +396,7 @@ class Index:
 
         if not rows:
             return np.zeros((0, 0))
-        sub = self.text_tfidf[list(rows)]
+        sub = self.text.tfidf[list(rows)]
         return np.asarray((sub @ sub.T).todense())
 
     def subset(self, rows: Sequence[int]) -> Index:
@@ -342,16 +404,16 @@ class Index:
         import numpy as np
 
         picked = np.asarray(rows, dtype=np.int64)
-        text = self.text_counts[picked] if rows else self.text_counts[:0]
-        path = self.path_counts[picked] if rows and self.path_counts.nnz else None
-        used = np.unique(np.concatenate([text.indices, path.indices if path is not None else []]))
-        used = used.astype(np.int64)
+        text = self.text_counts[picked]
+        path = self.path_counts[picked]
+        used = np.unique(np.concatenate([text.indices, path.indices])).astype(np.int64)
         return Index(
             [self.refs[r] for r in rows],
             [self.terms[c] for c in used],
-            self._canonical(text[:, used]),
-            self._canonical(path[:, used]) if path is not None else None,
+            _canonical(text[:, used]),
+            _canonical(path[:, used]),
             self.weighting,
+            self.path_weight,
         )
 
 
@@ -368,7 +430,7 @@ def assemble(
     vocab_set: set[str] = set()
     for path, _, data in files:
         vocab_set.update(data.terms)
-        if data.pieces and PATH_WEIGHT:
+        if data.pieces:
             vocab_set.update(path_terms[path])
     terms = sorted(vocab_set)
     vocab = {t: i for i, t in enumerate(terms)}
@@ -395,11 +457,10 @@ def assemble(
             refs.append(
                 ChunkRef(cid, path, p.start, p.end, p.kind, p.symbol, p.tokens, key, ordinal)
             )
-            if PATH_WEIGHT:
-                for t, c in path_terms[path].items():
-                    path_rows.append(row)
-                    path_cols.append(vocab[t])
-                    path_vals.append(c * PATH_WEIGHT)
+            for t, c in path_terms[path].items():
+                path_rows.append(row)
+                path_cols.append(vocab[t])
+                path_vals.append(c)
     n, v = len(refs), len(terms)
     indptr = np.concatenate([np.zeros(1, dtype=np.int64), *[i.astype(np.int64) for i in indptrs]])
     counts = csr_matrix(
@@ -413,4 +474,4 @@ def assemble(
     paths = csr_matrix(
         (np.asarray(path_vals, dtype=np.float64), (path_rows, path_cols)), shape=(n, v)
     )
-    return Index(refs, terms, Index._canonical(counts), Index._canonical(paths), weighting)
+    return Index(refs, terms, _canonical(counts), _canonical(paths), weighting)

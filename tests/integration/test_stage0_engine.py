@@ -204,3 +204,30 @@ def test_a_stat_row_that_lies_is_dropped_and_the_file_read_next_time(
         report = s0.refresh()
         assert report.read == ["pkg/parser.py"] and not report.skipped
         assert "pkg/parser.py" in {r.path for r in s0.index.refs}
+
+
+def test_term_contributions_add_up_to_the_relevance(tmp_path: Path, policy: Policy) -> None:
+    repo = make_repo(tmp_path)
+    for weighting in ("tfidf", "bm25"):
+        with Stage0(repo, policy, weighting=weighting) as s0:
+            query = "ledger reserve settle parse tokens"
+            rel = s0.index.relevance(query)
+            assert rel.min() >= 0 and rel.max() <= 1 + 1e-9
+            for row in range(len(s0.index)):
+                total = sum(w for _, w in s0.index.contributions(query, row))
+                assert total == pytest.approx(rel[row], abs=1e-9), (weighting, row)
+
+
+def test_the_path_ranks_files_and_the_text_ranks_chunks_within_them(
+    tmp_path: Path, policy: Policy
+) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        refs = s0.index.refs
+        rel = s0.index.relevance("ledger release")
+    best = max(range(len(refs)), key=lambda r: rel[r])
+    assert refs[best].symbol == "BudgetLedger.release"  # path "ledger" + text "release"
+    in_file = sorted(
+        (r for r in range(len(refs)) if refs[r].path == "pkg/ledger.py"), key=lambda r: -rel[r]
+    )
+    assert all(rel[r] > 0 for r in in_file)  # every chunk of the file shares its path
