@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -42,7 +43,6 @@ from app.audit.canonical import (
     VerifyReport,
     canonical_json,
     jsonable,
-    line_hash,
 )
 from app.audit.redact import _MAYBE_SHAPED, _SECRET_KEY, redact, secret_env_values
 from app.audit.types import AUDIT_KINDS, AuditLine
@@ -541,9 +541,10 @@ def _insert_line(
         seq, prev_hash = (row[0] + 1, row[1]) if row else (1, GENESIS_HASH)
         # The time is read inside the transaction so ts order follows seq order.
         body = {**fields, "seq": seq, "ts": iso(clock.now()), "prev_hash": prev_hash}
-        body["hash"] = line_hash(body)
+        unhashed = canonical_json(body)  # what line_hash() hashes: no "hash" in it yet
+        body["hash"] = hashlib.sha256(unhashed.encode("utf-8")).hexdigest()
         line = AuditLine.model_validate(body)
-        text = canonical_json(body)
+        text = _with_hash(unhashed, body["hash"])
         db.execute(
             "INSERT INTO audit_lines (seq, ts, session, run, kind, hash, line) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -634,6 +635,17 @@ def _redact(fields: dict[str, Any]) -> dict[str, Any]:
                 ):
                     return fields
     return cast(dict[str, Any], redact(fields))
+
+
+def _with_hash(unhashed: str, digest: str) -> str:
+    """``canonical_json(body)`` once ``hash`` is in ``body``, from the text without it.
+
+    Sorted, "hash" comes between "from" and "kind"; before it stand only "detail" and
+    "from", a string and a string or null once the line has validated, in which every
+    quote is escaped: so the first ``,"kind":`` in the text is the key itself.
+    """
+    cut = unhashed.index(',"kind":')
+    return f'{unhashed[:cut]},"hash":"{digest}"{unhashed[cut:]}'
 
 
 def _statements(script: str) -> list[str]:
