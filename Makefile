@@ -17,13 +17,15 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: demo test check bench screenshots sysdeps clean
 
+# The main job: the workbench on the shipped example repo, served by the embedded model.
+# Without a terminal (a pipe, CI) it runs the same pipeline headless instead.
 demo: $(VENV)/.stamp-demo sysdeps
-	$(BIN)/switchyard policy check -q
-	$(BIN)/switchyard route explain --role architect --signal confidence=0.74
-	$(BIN)/switchyard route explain --role implementer --signal failed_loops=2 --local-only
-	$(BIN)/switchyard ask --role tutor --max-tokens 96 "In two sentences: what is a closure?"
-	$(BIN)/switchyard ask --role architect --signal confidence=0.5 --approve allow \
-	  --max-tokens 64 "Plan a fix for an off-by-one error in parse()"
+	@if [ -t 0 ] && [ -t 1 ]; then \
+	  $(BIN)/switchyard demo; \
+	else \
+	  echo "no terminal: running the demo pipeline headless (switchyard run --demo)"; \
+	  $(BIN)/switchyard run --demo --approve deny || true; \
+	fi
 
 test: $(VENV)/.stamp-test sysdeps
 	$(BIN)/ruff check .
@@ -41,6 +43,11 @@ check: $(VENV)/.stamp-test
 
 bench: $(VENV)/.stamp-test
 	$(BIN)/python -m bench
+
+# SVGs of each screen and theme from the real app (run_test + save_screenshot over a
+# scripted session), and PNGs made from them with rsvg-convert.
+screenshots: $(VENV)/.stamp-test sysdeps
+	$(BIN)/python -m app.tui.screenshots
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)

@@ -31,7 +31,12 @@ def register(sub: Any) -> None:
         "the evidence bundle. Exit 0 when a merge-ready result exists, 1 when the run ended "
         "without one (the reason is printed), 2 for usage errors.",
     )
-    p.add_argument("task", help="what to do, e.g. 'make the failing parser test pass'")
+    p.add_argument("task", nargs="?", help="what to do, e.g. 'make the failing parser test pass'")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="run on a fresh copy of the shipped example repository (examples/parser-bug)",
+    )
     p.add_argument("--repo", type=Path, default=Path("."), help="the git repository (default .)")
     p.add_argument("--spec", type=Path, metavar="FILE", help="a spec with a §8 overrides block")
     p.add_argument(
@@ -53,6 +58,14 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     policy = policy_from(args, settings).policy
+    if args.demo:
+        from app.paths import ensure_dir
+        from app.pipeline.demo import DEMO_TASK, prepare_demo_repo
+
+        args.repo = prepare_demo_repo(ensure_dir(settings.data_dir / "demo"))
+        args.task = args.task or DEMO_TASK
+    if not args.task:
+        raise UsageError("a TASK is required (or --demo)")
     repo = args.repo.resolve()
     if not (repo / ".git").exists():
         from app.workspace.git import NotAGitRepo, repo_root
