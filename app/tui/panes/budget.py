@@ -36,8 +36,13 @@ def level(used: float, cap: float | None) -> str:
     return "budget-ok" if share < WARN_AT else "budget-warn" if share < OVER_AT else "budget-over"
 
 
+def amounts(usage: dict[str, Any]) -> str:
+    cap = usage.get("cap_usd")
+    return f" {money(float(usage.get('spent_usd') or 0.0))}/{money(cap)[1:]}" if cap else ""
+
+
 def meter(label: str, usage: dict[str, Any], variables: dict[str, str], *, width: int = 8) -> Text:
-    """``label ███▒░░░ 8% $0.42/$5.00``: spent in the level colour, reserved beside it."""
+    """``label ███▒░░░ 8% $0.42/5.00``: spent in the level colour, reserved beside it."""
     cap = usage.get("cap_usd")
     spent = float(usage.get("spent_usd") or 0.0)
     reserved = float(usage.get("reserved_usd") or 0.0)
@@ -53,25 +58,30 @@ def meter(label: str, usage: dict[str, Any], variables: dict[str, str], *, width
         text.append("▒" * held, style_of(variables.get("budget-reserved", "")))
         text.append("░" * (width - filled - held), style_of(variables.get("budget-track", "")))
         text.append(f" {percent((spent + reserved) / cap):>4}", style_of(colour, bold=True))
-        text.append(f" {money(spent)}/{money(cap)[1:]}", style_of(variables.get("dim-text", "")))
+        text.append(amounts(usage), style_of(variables.get("dim-text", "")))
     else:
         text.append(f"{money(spent)} (no cap)", style_of(variables.get("dim-text", "")))
     return text
 
 
-def render_budget(snapshot: dict[str, Any] | None, variables: dict[str, str]) -> Text:
+def render_budget(
+    snapshot: dict[str, Any] | None, variables: dict[str, str], room: int = 40
+) -> Text:
     dim = style_of(variables.get("dim-text", ""))
     if not snapshot:
         return Text("no spend yet · local models cost $0", style=dim)
-    lines: list[Text] = [
-        meter("session", snapshot.get("per_session") or {}, variables),
-        meter("day", snapshot.get("per_day") or {}, variables),
-    ]
     providers: dict[str, Any] = snapshot.get("per_provider") or {}
-    # Providers with spend or reservations first; idle capped ones after, as context.
+    # Providers with spend or reservations get a meter; idle capped ones a mention.
     active = [p for p, u in providers.items() if u.get("spent_usd") or u.get("reserved_usd")]
-    for name in active:
-        lines.append(meter(name, providers[name], variables))
+    meters = [
+        ("session", snapshot.get("per_session") or {}),
+        ("day", snapshot.get("per_day") or {}),
+        *((p, providers[p]) for p in active),
+    ]
+    # One bar width for all, so the bars and figures line up: what the words leave.
+    words = 9 + 5 + max(len(amounts(u)) for _, u in meters)
+    width = max(3, min(16, room - words))
+    lines = [meter(label, usage, variables, width=width) for label, usage in meters]
     reserved = float(snapshot.get("reserved_usd") or 0.0)
     held = Text(no_wrap=True, end="")
     held.append(f"{'reserved':<9}")
@@ -114,5 +124,9 @@ class BudgetPane(Pane):
         cap = session.get("cap_usd")
         spent = float(session.get("spent_usd") or 0.0)
         self.border_subtitle = f"{money(spent)} / {money(cap)}" if cap else money(spent)
-        body = render_budget(self.snapshot, self.app.theme_variables)
+        room = max(self.content_region.width - 1, 0) or 40  # less the scrollbar; 40 unlaid
+        body = render_budget(self.snapshot, self.app.theme_variables, room)
         self.query_one("#budget-body", Static).update(body)
+
+    def on_resize(self) -> None:
+        self.redraw()

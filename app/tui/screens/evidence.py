@@ -276,6 +276,11 @@ class EvidenceScreen(Screen[None]):
         outcome = self.last_merge = message.outcome
         if outcome.merged:
             self.notify(f"merged run {outcome.run_id} ({(outcome.after_head or '')[:12]})")
+        elif outcome.already_merged and outcome.tip and outcome.tip == outcome.before_head:
+            # The run's branch adds no commit: "already merged" would read like success.
+            self.notify(
+                f"nothing to merge: run {outcome.run_id} made no commit", severity="warning"
+            )
         elif outcome.already_merged:
             self.notify(f"run {outcome.run_id} is already merged")
         else:

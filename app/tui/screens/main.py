@@ -45,6 +45,7 @@ class MainScreen(Screen[None]):
         Binding("v", "evidence", "evidence"),
         Binding("t", "tutor", "tutor"),
         Binding("x", "stop", "stop run"),
+        Binding("z", "zoom", "zoom pane"),
         Binding("slash", "new_task", "task", show=False),
         Binding("escape", "leave_input", "keys", show=False),
     ]
@@ -249,9 +250,18 @@ class MainScreen(Screen[None]):
         box.focus()
 
     def action_leave_input(self) -> None:
-        """Out of the task input, so single-letter keys act again."""
-        if isinstance(self.focused, Input):
+        """Undo a zoom, or leave the task input so single-letter keys act again."""
+        if self.maximized is not None:
+            self.minimize()
+        elif isinstance(self.focused, Input):
             self.escalations.view.focus()
+
+    def action_zoom(self) -> None:
+        """The focused pane full screen, or back (escape also restores)."""
+        if self.maximized is not None:
+            self.minimize()
+        elif self.focused is not None:
+            self.maximize(self.focused)
 
     def action_escalate(self) -> None:
         self.core.escalate(self.role or None)

@@ -21,6 +21,8 @@ def style_of(colour: str, *, bold: bool = False, dim: bool = False, bg: bool = F
 class Pane(Vertical):
     """Panes draw their content from a model with the theme's colours (``colour``)."""
 
+    ALLOW_MAXIMIZE = True  # "z" or the palette's Budget shows one pane full screen
+
     def on_mount(self) -> None:
         self.app.theme_changed_signal.subscribe(self, self._theme_changed)
         self.redraw()
