@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 from app.bus import ApprovalRequested
 from app.clock import Clock
@@ -50,7 +50,7 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer('allow_once')", "approve once"),
-        Binding("a", "answer('allow_session')", "approve session"),
+        Binding("a", "answer('allow_session')", "approve for the session"),
         Binding("n", "answer('deny')", "deny"),
         Binding("escape", "answer('deny')", "deny", show=False),
     ]
@@ -75,6 +75,7 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
                 "[b]y[/] approve once   [b]a[/] approve for this session   [b]n[/] deny",
                 id="approval-keys",
             )
+        yield Footer()  # the modal's own keys, where the user looks for them
 
     def on_mount(self) -> None:
         box = self.query_one("#approval-box")
