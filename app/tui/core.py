@@ -129,6 +129,8 @@ class CoreApp(App[int]):
         self.repo = repo
         self.clock: Clock = clock or SystemClock()
         self.session: Session | None = None
+        #: why the session could not open (then nothing can run; the UI says so)
+        self.session_error: str | None = None
         self.control: RunControl | None = None
         self.start_task = start_task
         #: said once the screen is up (e.g. the demo fell back to the current directory)
@@ -167,7 +169,8 @@ class CoreApp(App[int]):
     def start_run(self, task: str) -> bool:
         """Start ``task``; False (and a notice) when there is no session or a run is on."""
         if self.session is None:
-            self.notify("the session is still opening", severity="warning")
+            why = self.session_error or "the session is still opening"
+            self.notify(f"cannot start a run: {why}", severity="warning")
             return False
         if self.running:
             self.notify("a run is in progress: press x to stop it first", severity="warning")
@@ -271,6 +274,8 @@ class CoreApp(App[int]):
         group = event.worker.group
         error = event.worker.error
         text = describe_error(error)
+        if group == "session":
+            self.session_error = text
         if not isinstance(error, SwitchyardError):
             log.error("worker %s failed", group, exc_info=error)
         self.notify(text, title=f"{group} failed", severity="error", timeout=8)

@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 from textual.widgets import Collapsible, Static
 
+from app.clock import ManualClock
 from app.errors import SwitchyardError
 from app.tui.core import TutorAnswered, WorkFailed
 from app.tui.screens.policy import PolicyScreen
@@ -88,3 +89,35 @@ async def test_palette_filters_the_escalation_pane(make_app: Any) -> None:
         await pilot.press("enter")
         await settle(pilot)
         assert app.home.escalations.filter_text == "escalation"
+
+
+async def test_a_session_that_cannot_open_is_said_once_and_blocks_runs(
+    make_app: Any, repo: Any
+) -> None:
+    from contextlib import asynccontextmanager
+
+    from app.tui.app import SwitchyardApp
+    from tests.tui.scripted import ScriptedRun
+
+    @asynccontextmanager
+    async def broken(bus: Any) -> Any:
+        raise SwitchyardError("policy.toml:3: budget.session_usd: must be >= 0")
+        yield  # pragma: no cover
+
+    seen = Messages()
+    app = SwitchyardApp(
+        connect=broken, runner=ScriptedRun(ManualClock()), repo=repo, start_task=None
+    )
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: seen.of(WorkFailed), what="the failure")
+        await settle(pilot)
+        failed = seen.of(WorkFailed)[0]
+        assert (failed.group, failed.text) == (
+            "session",
+            "policy.toml:3: budget.session_usd: must be >= 0",
+        )
+        assert app.home.header.state == "error"
+        await pilot.press(*"fix it", "enter")
+        await settle(pilot)
+        assert not app.running
+        assert app.session_error is not None and app.is_running
