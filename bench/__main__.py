@@ -65,6 +65,12 @@ def repos() -> list[Path]:
     return [Path(own)] if own else []
 
 
+def llama_threads() -> int:
+    from app.backends.llamacpp import default_threads
+
+    return default_threads()
+
+
 def plan() -> list[Bench]:
     py = [sys.executable, "-m"]
     out = [
@@ -83,7 +89,15 @@ def plan() -> list[Bench]:
             )
         )
     out += [
-        Bench("P3", "streaming vs raw llama-cpp-python", [*py, "bench.stream_bench"], 180, 60),
+        Bench(
+            "P3",
+            "streaming vs raw llama-cpp-python",
+            # Both sides on the product's thread count: on a shared machine, llama.cpp
+            # workers that spin on every core collapse (bench/decode_bench.py says more).
+            [*py, "bench.stream_bench", "--threads", str(llama_threads())],
+            180,
+            60,
+        ),
         Bench("P4", "decode vs memory bandwidth", [*py, "bench.decode_bench"], 150, 45),
         Bench("P5", "TUI first frame and flood", [*py, "bench.tui_bench"], 150, 45),
         Bench("P6", "embeddings vs sentence-transformers", [*py, "bench.embed_bench"], 180, 60),
