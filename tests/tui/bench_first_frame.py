@@ -1,10 +1,11 @@
 """Time to the first frame of ``switchyard tui``, and what start-up imported.
 
 Run: ``python -m tests.tui.bench_first_frame [--runs 5]`` (a benchmark, not a test: no
-timed assertions anywhere). Each run is a fresh interpreter that builds the real app
-(the user's session factory and the real pipeline runner, in a scratch data dir), runs
-it headless at 160x48 and reports when Textual says the first frame is on screen
-(``Ready``), and whether torch, llama_cpp or sentence_transformers were loaded by then.
+timed assertions anywhere). Each run is a fresh interpreter that runs the real
+``switchyard tui`` command (settings, theme check, the app with the user's session factory
+and the real pipeline runner, in a scratch data dir) headless at 160x48, and reports when
+the first frame has been drawn (the first refresh after mount), and whether torch,
+llama_cpp or sentence_transformers were loaded by then.
 """
 
 from __future__ import annotations
@@ -23,20 +24,24 @@ CHILD = r"""
 import time
 t0 = time.perf_counter()
 import json, sys
-from pathlib import Path
-from app.tui.app import SwitchyardApp
-from app.tui.defaults import connect_default, pipeline_runner
+import app.tui.app as tui_app
+from app.cli.main import main
+
 t_import = time.perf_counter()
-app = SwitchyardApp(connect=connect_default(), runner=pipeline_runner(Path.cwd()), repo=Path.cwd())
+run = tui_app.SwitchyardApp.run
 
-def ready() -> None:
-    heavy = sorted(m for m in ("torch", "llama_cpp", "sentence_transformers") if m in sys.modules)
-    print(json.dumps({"import_s": t_import - t0, "first_frame_s": time.perf_counter() - t0,
-                      "heavy": heavy}), flush=True)
-    app.exit()
+def first_frame(self, *args, **kwargs):
+    def ready() -> None:
+        heavy = [m for m in ("torch", "llama_cpp", "sentence_transformers") if m in sys.modules]
+        print(json.dumps({"import_s": t_import - t0, "first_frame_s": time.perf_counter() - t0,
+                          "heavy": sorted(heavy)}), flush=True)
+        self.exit()
 
-app.call_after_refresh(ready)
-app.run(headless=True, size=(160, 48))
+    self.call_after_refresh(ready)
+    return run(self, headless=True, size=(160, 48))
+
+tui_app.SwitchyardApp.run = first_frame
+main(["tui", "--repo", "."])  # the real command: settings, theme check, app, session
 """
 
 
