@@ -165,7 +165,9 @@ class Router:
             local_only=local_only,
             provider_left_usd=provider_left,
             health=health,
-            unavailable=self.backends.unavailable(),
+            # a model with no key is not skipped here: the human is asked first, and an
+            # approved escalation then ends in an audited "unavailable: no key" (below)
+            unavailable={},
             failed=dict(failed),
             approved=approved,
             denied=frozenset(denied),
@@ -405,6 +407,17 @@ class Router:
                 denied.add(d.target)
                 return None
             approver = decision.decided_by
+        missing = self.backends.unavailable().get(d.target)
+        if missing is not None:
+            failed[d.target] = missing
+            await write(
+                "skip",
+                to=d.target,
+                reason_codes=["SKIP_UNAVAILABLE"],
+                values={"reason": "unavailable", "detail": missing, "approver": approver},
+                detail=f"{d.target}: {missing}",
+            )
+            return None
         try:
             reservation = await self.ledger.reserve(
                 session=self.session,

@@ -260,7 +260,13 @@ async def execute_merge(
             detail=detail,
         )
 
-    if plan.already_merged and not any(p.startswith(EVIDENCE) for p in plan.problems):
+    # "already merged" is a success only for a run that produced a merge-ready result:
+    # a stopped run with no commit has its tip at the base, which is no merge at all
+    if (
+        plan.already_merged
+        and plan.status == MERGE_READY
+        and not any(p.startswith(EVIDENCE) for p in plan.problems)
+    ):
         await record("already_merged", [], f"{plan.tip} is already in {plan.target_ref}")
         return MergeOutcome(ok=True, already_merged=True, after_head=plan.before_head, **common)
     reasons = [*plan.problems, *(gate.reasons if gate else [])]

@@ -265,6 +265,9 @@ def test_denied_escalations_end_in_a_clear_audited_stop(
     assert fakes["deepseek"].chat_requests == []  # nothing left the machine
     assert checkout_fingerprint(repo) == before
     assert main(["evidence", "verify", out["run_id"], "--repo", str(repo)]) == 0
+    # a stopped run has nothing to merge: refused, even though its tip is the base
+    assert main(["merge", out["run_id"], "--repo", str(repo), "--yes"]) == 1
+    assert checkout_fingerprint(repo) == before
 
 
 async def test_a_cancelled_run_still_seals_its_evidence(repo: Path, fakes: dict[str, Any]) -> None:
