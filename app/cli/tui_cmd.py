@@ -116,6 +116,8 @@ def _log_to_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("switchyard")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    # modules log under their import names (app.*); keep "switchyard" for our own lines
+    for name in ("app", "switchyard"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
