@@ -7,8 +7,8 @@ text, which is what gets hashed, exported and verified; the other columns are in
 
 An append is one function that runs the whole transaction (:class:`SQLiteRunner`): on the
 event loop when the file's write lock is free at once (tens of microseconds, no fsync in
-WAL + NORMAL), else on the connection's thread, which waits for the lock. Checkpoints run
-on a connection of their own in a worker thread, never on the loop.
+WAL + NORMAL), else on the connection's thread, which waits for the lock. Checkpoints (two
+fsyncs) run on that thread too, never on the loop.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from app.clock import Clock, SystemClock, iso
 from app.errors import AuditTamperError, SwitchyardError
 
 BUSY_TIMEOUT_MS = 30_000
-#: a passive checkpoint (in a worker thread) after this many write transactions: a few
-#: pages each, so about SQLite's default of 1000 pages
+#: a passive checkpoint (on the connection's thread) after this many write transactions:
+#: a few pages each, so about SQLite's default of 1000 pages
 CHECKPOINT_EVERY = 200
 #: WAL + NORMAL: a committed line survives a crash of the process at any point; a power
 #: cut or an OS crash may lose the last lines committed before it (the chain that remains
@@ -118,8 +118,9 @@ class SQLiteRunner:
     context switch: hundreds of microseconds on a loaded machine). So ``run`` tries it on
     the event loop with ``busy_timeout = 0`` and only when another connection holds the
     lock runs it on the thread, where the busy timeout waits. Automatic checkpoints (two
-    fsyncs) are off on this connection: every ``checkpoint_every`` write transactions a
-    passive checkpoint runs in a worker thread on a connection of its own.
+    fsyncs, inside a commit) are off on this connection: every ``checkpoint_every`` write
+    transactions, one goes to the thread behind a passive checkpoint, so the WAL starts
+    over as SQLite's own would, and the one request that pays waits off the loop.
 
     The caller serialises: one ``run`` (or ``waiting`` block) at a time per connection.
     """
@@ -137,7 +138,6 @@ class SQLiteRunner:
         self.busy_timeout_ms = busy_timeout_ms
         self.checkpoint_every = checkpoint_every
         self._writes = 0
-        self._checkpoint: asyncio.Future[None] | None = None
 
     async def setup(self) -> None:
         """After the file's own set-up (which waits with the busy timeout)."""
@@ -147,7 +147,11 @@ class SQLiteRunner:
     async def run(self, fn: TxnFn[T], *, inline: bool = True, write: bool = True) -> T:
         """``fn`` on the loop if it can go at once (``inline``), else on the thread."""
         result: T
-        if inline:
+        if write and self._writes >= self.checkpoint_every:
+            # This one goes to the thread, behind a checkpoint: the event loop goes on.
+            self._writes = 0
+            result = await self._on_thread(fn, checkpoint=True)
+        elif inline:
             try:
                 result = fn(self.db._conn, True)
             except Busy:
@@ -156,14 +160,11 @@ class SQLiteRunner:
             result = await self._on_thread(fn)
         if write:
             self._writes += 1
-            if self._writes >= self.checkpoint_every and self._checkpoint is None:
-                self._writes = 0
-                self._checkpoint = asyncio.ensure_future(self._run_checkpoint())
         return result
 
-    async def _on_thread(self, fn: TxnFn[T]) -> T:
+    async def _on_thread(self, fn: TxnFn[T], *, checkpoint: bool = False) -> T:
         execute = cast(Callable[..., Awaitable[T]], self.db._execute)
-        return await execute(_waiting_call, self.db, self.busy_timeout_ms, fn)
+        return await execute(_waiting_call, self.db, self.busy_timeout_ms, fn, checkpoint)
 
     @contextlib.asynccontextmanager
     async def waiting(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -175,43 +176,26 @@ class SQLiteRunner:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await self.db.execute("PRAGMA busy_timeout = 0")
 
-    async def _run_checkpoint(self) -> None:
-        try:
-            await asyncio.to_thread(_checkpoint, self.path)
-        finally:
-            self._checkpoint = None
 
-    async def close(self) -> None:
-        """Wait for a checkpoint in progress (the caller then closes the connection)."""
-        if self._checkpoint is not None:
-            with contextlib.suppress(Exception):
-                await self._checkpoint
+def _waiting_call(
+    adb: aiosqlite.Connection, busy_timeout_ms: int, fn: TxnFn[T], checkpoint: bool
+) -> T:
+    """On the connection's thread: ``fn`` may wait ``busy_timeout_ms`` for the lock.
 
-
-def _waiting_call(adb: aiosqlite.Connection, busy_timeout_ms: int, fn: TxnFn[T]) -> T:
-    """On the connection's thread: ``fn`` may wait ``busy_timeout_ms`` for the lock."""
+    ``checkpoint``: first copy the WAL into the database (passive: it waits for no one
+    and skips what a reader still needs), so that the transaction after it can start
+    the WAL from the beginning again rather than let it grow.
+    """
     conn = adb._conn
+    if checkpoint:
+        with contextlib.suppress(sqlite3.Error):  # one that cannot run now runs next time
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
     try:
         return fn(conn, False)
     finally:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("PRAGMA busy_timeout = 0")
-
-
-def _checkpoint(path: Path) -> None:
-    """A passive checkpoint: copies what it can without waiting for anyone; never fails
-    a request (a checkpoint that cannot run now runs next time)."""
-    try:
-        conn = sqlite3.connect(path, isolation_level=None)
-    except sqlite3.Error:
-        return
-    try:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    except sqlite3.Error:
-        pass
-    finally:
-        conn.close()
 
 
 def rollback_quietly(conn: sqlite3.Connection) -> None:
@@ -284,7 +268,6 @@ class AuditLog:
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._runner.close()
             await self._db.close()
 
     async def __aenter__(self) -> AuditLog:

@@ -406,7 +406,6 @@ class BudgetLedger:
         if self._db is not None:
             db, self._db = self._db, None
             async with self._lock:
-                await self._runner.close()
                 await db.close()
 
     async def __aenter__(self) -> BudgetLedger:
