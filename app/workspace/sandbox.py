@@ -491,7 +491,7 @@ def _bwrap(argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[P
     if var_run.is_dir() and not var_run.is_symlink():
         out += ["--tmpfs", "/var/run"]
     # Read-only views first, so the masks below hide secrets inside them too.
-    for p in ro:
+    for p in [*ro, *_hidden_toolchain(argv)]:
         if Path(p).exists():
             out += ["--ro-bind", str(p), str(p)]
     # A masked file reads as empty: /dev/null over it (a dev-bind, since plain binds are
@@ -504,6 +504,29 @@ def _bwrap(argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[P
     for key, value in env.items():
         out += ["--setenv", key, value]
     return [*out, "--", *argv]
+
+
+#: mounted private inside the sandbox: whatever lives under them is hidden
+PRIVATE_MOUNTS = (Path("/tmp"), Path("/run"), Path("/var/run"))
+
+
+def _hidden_toolchain(argv: Sequence[str]) -> list[Path]:
+    """The interpreter or tool the command needs, where a private mount would hide it.
+
+    A checkout (and its .venv) under /tmp — a CI clone, say — would otherwise vanish
+    behind the sandbox's own /tmp, and the command would not even start.
+    """
+    found = [Path(sys.prefix), Path(sys.base_prefix)]
+    exe = shutil.which(argv[0]) if argv else None
+    if exe:
+        found.append(Path(exe).resolve().parent.parent)
+    out: list[Path] = []
+    for path in found:
+        real = path.resolve()
+        hidden = any(real == m or m in real.parents for m in PRIVATE_MOUNTS)
+        if hidden and real not in out and real.is_dir():
+            out.append(real)
+    return out
 
 
 def _masked_paths(home: Path) -> list[Path]:
