@@ -132,9 +132,12 @@ class SQLiteRunner:
         *,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         checkpoint_every: int = CHECKPOINT_EVERY,
+        synchronous: str = "NORMAL",
     ) -> None:
         self.db = db
         self.path = path
+        # A commit that fsyncs (synchronous FULL or EXTRA) never runs on the loop.
+        self.inline_writes = synchronous.upper() in ("NORMAL", "OFF")
         self.busy_timeout_ms = busy_timeout_ms
         self.checkpoint_every = checkpoint_every
         self._writes = 0
@@ -151,7 +154,7 @@ class SQLiteRunner:
             # This one goes to the thread, behind a checkpoint: the event loop goes on.
             self._writes = 0
             result = await self._on_thread(fn, checkpoint=True)
-        elif inline:
+        elif inline and (self.inline_writes or not write):
             try:
                 result = fn(self.db._conn, True)
             except Busy:
@@ -221,7 +224,7 @@ class AuditLog:
         policy_version: str | None,
     ) -> None:
         self._db = db
-        self._runner = SQLiteRunner(db, path)
+        self._runner = SQLiteRunner(db, path, synchronous=SYNCHRONOUS)
         self.path = path
         self._clock = clock
         self._bus = bus

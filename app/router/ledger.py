@@ -351,7 +351,9 @@ class BudgetLedger:
         busy_timeout_ms: int = 30_000,
     ) -> None:
         self._db: aiosqlite.Connection | None = db
-        self._runner = SQLiteRunner(db, path, busy_timeout_ms=busy_timeout_ms)
+        self._runner = SQLiteRunner(
+            db, path, busy_timeout_ms=busy_timeout_ms, synchronous=SYNCHRONOUS
+        )
         self.path = path
         self.budget = budget
         self._clock = clock
