@@ -104,6 +104,7 @@ class PipelineRun:
         self.high_risk: HighRiskResult | None = None
         self.verdicts: list[VerdictRecord] = []
         self.said_degraded = False
+        self.constitution = ""
 
     # ── plumbing ─────────────────────────────────────────────────────────────────────
 
@@ -191,6 +192,9 @@ class PipelineRun:
                     approach=playbook,
                     context_window=window,
                 )
+            # the constitution gate: the Judge checks the diff against these rules
+            if brief.constitution is not None:
+                self.constitution = f"{brief.constitution.path}:\n{brief.constitution.text}"
             return brief.to_markdown()
 
         text = await asyncio.to_thread(build)
@@ -517,7 +521,7 @@ class PipelineRun:
                 prompts.clip(self.final_diff, 6000),
                 prompts.clip(self.test_logs[-1] if self.test_logs else "", 2000),
                 [f"{r.rule_id}: {r.path}" for r in hr.reasons],
-                "",
+                prompts.clip(self.constitution, 3000),
             ),
             Signals(high_risk=hr.high_risk, user_request=self.wants_escalation("judge")),
             run=self.run_id,

@@ -188,6 +188,9 @@ def audit_kinds(bundle: Path) -> list[dict[str, Any]]:
 def test_full_pipeline_escalates_fixes_judges_and_merges(
     repo: Path, fakes: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (repo / "CONSTITUTION.md").write_text("Rule 1: every fix keeps the parser tests green.\n")
+    git(repo, "add", "CONSTITUTION.md")
+    git(repo, "commit", "-q", "-m", "constitution")
     before = checkout_fingerprint(repo)
     rc, out = run(
         [
@@ -225,6 +228,9 @@ def test_full_pipeline_escalates_fixes_judges_and_merges(
     assert verdicts[0]["model"] == "gpt-5.1-high" and not verdicts[0]["local"]
     assert verdicts[0]["citations_resolved"]
     assert ("judge", "gpt-5.1-high") in escalations
+    # the constitution gate: the Judge is given the repo's rules to cite
+    judge_asks = [b for b in fakes["cloud"].chat_requests if "Judge" in system_of(b)]
+    assert "Rule 1: every fix keeps the parser tests green." in json.dumps(judge_asks[-1])
     # the user's checkout is untouched until the merge
     assert checkout_fingerprint(repo) == before
     assert main(["evidence", "verify", out["run_id"], "--repo", str(repo)]) == 0
