@@ -7,7 +7,7 @@ benchmark writes its JSON under ``bench/results/``; this writes ``summary.json``
 - P1 router vs LiteLLM's Router (``bench.p1_router``)
 - P2 Stage0 vs bm25s (``bench.stage0_bench``), and retrieval quality
   (``bench.retrieval_quality``) on each repository in ``SWITCHYARD_BENCH_REPOS``
-  (git dirs, separated by ``:``), else on this project's own history
+  (work trees or bare git dirs, separated by ``:``), else on this project's own history
 - P3 streaming through the adapter vs raw llama-cpp-python (``bench.stream_bench``)
 - P4 decode tokens/s vs the memory-bandwidth bound (``bench.decode_bench``)
 - P5 the TUI's first frame and a 10k-event flood vs an empty Textual app (``bench.tui_bench``)
@@ -60,7 +60,7 @@ def repos() -> list[Path]:
     if listed:
         return listed
     own = subprocess.run(
-        ["git", "rev-parse", "--absolute-git-dir"], capture_output=True, text=True, cwd=ROOT
+        ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
     return [Path(own)] if own else []
 
