@@ -3,7 +3,9 @@
 The path is the one `switchyard ask` takes for an escalated request: decide (pure) →
 state (runtime probes cached, session approval, ledger budget reads) → escalation audit
 line → budget reservation → backend call (an in-process mock that answers at once) →
-settle → call audit line. SQLite (WAL, synchronous=FULL for the audit chain) is real.
+settle → call audit line. The SQLite files are real, in a temporary directory on disk,
+with the product's settings (WAL, ``synchronous = NORMAL``: see app/audit/log.py and
+app/router/ledger.py for what that keeps and what a power cut may lose).
 
 Run: python -m bench.router_bench [--n 10000]
 
