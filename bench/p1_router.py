@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"router: switchyard p50 {s_ours['p50_ms']:.3f} ms · p99 {s_ours['p99_ms']:.2f} ms · "
         f"mean {s_ours['mean_ms']:.3f} ms ({s_ours['requests']} requests, "
-        f"{closing.get('audit_lines')} audit lines verified={closing.get('audit_ok')})"
+        f"{closing.get('audit_lines')} audit lines verified={closing.get('audit_ok')}; "
+        f"SQLite WAL, synchronous {closing.get('synchronous')})"
     )
     print(
         f"router: LiteLLM    p50 {s_theirs['p50_ms']:.3f} ms · p99 {s_theirs['p99_ms']:.2f} ms · "

@@ -104,7 +104,14 @@ class Bench:
         report = await self.audit.verify()
         await self.audit.close()
         await self.ledger.close()
-        return {"audit_lines": report.lines_checked, "audit_ok": report.ok}
+        from app.audit import log
+        from app.router import ledger
+
+        return {
+            "audit_lines": report.lines_checked,
+            "audit_ok": report.ok,
+            "synchronous": {"audit": log.SYNCHRONOUS, "ledger": ledger.SYNCHRONOUS},
+        }
 
 
 async def setup(workdir: Path) -> Bench:
