@@ -24,8 +24,6 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Coroutine,
-    Generator,
     Mapping,
     Sequence,
 )
@@ -49,6 +47,7 @@ from app.audit.types import AUDIT_KINDS, AuditLine
 from app.bus import AuditAppended, Bus
 from app.clock import Clock, SystemClock, iso
 from app.errors import AuditTamperError, SwitchyardError
+from app.opener import Opener
 
 BUSY_TIMEOUT_MS = 30_000
 #: a passive checkpoint (on the connection's thread) after this many write transactions:
@@ -464,28 +463,8 @@ class AuditLog:
         return [(int(r[0]), str(r[1])) for r in rows]
 
 
-class AuditLogOpener:
-    """What :meth:`AuditLog.open` returns: awaitable, and an async context manager."""
-
-    def __init__(self, coro: Coroutine[Any, Any, AuditLog]) -> None:
-        self._coro = coro
-        self._log: AuditLog | None = None
-
-    def __await__(self) -> Generator[Any, None, AuditLog]:
-        return self._coro.__await__()
-
-    async def __aenter__(self) -> AuditLog:
-        self._log = await self._coro
-        return self._log
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._log is not None:
-            await self._log.close()
+#: what :meth:`AuditLog.open` returns: awaitable, and an async context manager
+AuditLogOpener = Opener[AuditLog]
 
 
 async def _setup(db: aiosqlite.Connection) -> None:

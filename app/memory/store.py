@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +51,7 @@ from app.memory.types import (
     clean_tags,
     clean_text,
 )
+from app.opener import Opener
 from app.policy.schema import Memory as MemoryPolicy
 
 BUSY_TIMEOUT_MS = 30_000
@@ -753,28 +754,8 @@ class MemoryStore:
             await self._db.execute("COMMIT")
 
 
-class MemoryStoreOpener:
-    """What :meth:`MemoryStore.open` returns: awaitable, and an async context manager."""
-
-    def __init__(self, coro: Coroutine[Any, Any, MemoryStore]) -> None:
-        self._coro = coro
-        self._store: MemoryStore | None = None
-
-    def __await__(self) -> Generator[Any, None, MemoryStore]:
-        return self._coro.__await__()
-
-    async def __aenter__(self) -> MemoryStore:
-        self._store = await self._coro
-        return self._store
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._store is not None:
-            await self._store.close()
+#: what :meth:`MemoryStore.open` returns: awaitable, and an async context manager
+MemoryStoreOpener = Opener[MemoryStore]
 
 
 async def _setup(db: aiosqlite.Connection) -> None:
