@@ -85,4 +85,4 @@ sysdeps:
 	fi
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/.venv-litellm bench/results
