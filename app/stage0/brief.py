@@ -41,8 +41,8 @@ SECTIONS = (
 NO_CONSTITUTION = "(none found)"
 EMPTY_SPEC = "(empty: no spec file given)"
 EMPTY_MEMORIES = "(empty: no memories given)"
-EMPTY_CODE = "(empty: no code chunk matched the task)"
-EMPTY_DOCS = "(empty: no doc chunk matched the task)"
+EMPTY_CODE = "(empty: no code chunk matched the task within the budget)"
+EMPTY_DOCS = "(empty: no doc chunk matched the task within the budget)"
 EMPTY_BULLETS = "(empty: no memories or playbook bullets matched)"
 
 _LANGS = {
@@ -147,13 +147,15 @@ def make_brief(
         task, budget_tokens=budget_tokens, context_window=context_window, reserve=reserve
     )
     selected = result.selected
+    code = [c for c in selected if not _is_doc(c.path)]
+    docs = [c for c in selected if _is_doc(c.path)]
     return Brief(
         task=task,
         constitution=constitution,
         spec=spec_src,
         memories=memories,
-        code=[c for c in selected if not _is_doc(c.path)],
-        docs=[c for c in selected if _is_doc(c.path)],
+        code=code,
+        docs=docs,
         risks=risks,
         approach=approach,
         metadata=BriefMetadata(
@@ -161,7 +163,8 @@ def make_brief(
             params=result.params,
             corpus_hash=result.corpus.hash,
             corpus=result.corpus,
-            chunk_ids=[c.id for c in selected],
+            # in the order the brief presents them: code context, then docs
+            chunk_ids=[c.id for c in [*code, *docs]],
             budget_used=result.budget_used,
             reserved_tokens=reserve,
         ),
