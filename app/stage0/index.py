@@ -6,25 +6,22 @@ matrices (rows: chunks in path/line order; columns: the sorted vocabulary) and
 weights them. Editing one file re-tokenizes that file only; the matrices and the idf
 are recomputed from counts, which is quick.
 
-Two fields per chunk: its text, and its path's tokens (directories and file stem),
-which every chunk of a file shares. Relevance is ``(text + w · path) / (1 + w)``, each
-field scored on its own (see :class:`Index`); the path ranks files, the text ranks
-chunks within them. The weighting (chosen by measurement with
+A chunk's document is its text plus its path's tokens (directories and file stem)
+counted :data:`PATH_WEIGHT` times. The weighting (chosen by measurement with
 ``bench/retrieval_quality.py``; the figures are in the comment above
 :data:`DEFAULT_WEIGHTING`) is one of:
 
 - ``tfidf``: scikit-learn's ``TfidfTransformer(sublinear_tf=True)`` over the counts
   (1 + ln tf, smooth idf, l2 norm); queries go through a ``TfidfVectorizer`` with the
-  code tokenizer as its analyzer and the same vocabulary and idf; a field's score is
-  the cosine.
-- ``bm25``: Okapi BM25 (k1 1.2, b 0.75, Lucene's idf) over the same counts; a field's
-  score is the sum over the query's distinct terms, divided by the field's best score
-  for that query.
+  code tokenizer as its analyzer and the same vocabulary and idf; relevance is the
+  cosine.
+- ``bm25``: Okapi BM25 (k1 1.2, b 0.75, Lucene's idf) over the same counts; relevance
+  is the sum over the query's distinct terms, divided by the query's best score.
 
 Whatever the weighting, explain's "top terms" are the largest sublinear TF-IDF
-weights of a chunk's text, and redundancy (MMR) is the cosine between the TF-IDF
-vectors of the chunks' texts: two chunks are not redundant because they live in the
-same folder.
+weights of a chunk's text (its path left out), and redundancy (MMR) is the cosine
+between the TF-IDF vectors of the chunks' texts: two chunks are not redundant because
+they live in the same folder.
 """
 
 from __future__ import annotations
@@ -52,7 +49,7 @@ if TYPE_CHECKING:
     import numpy as np
     from scipy.sparse import csr_matrix
 
-WEIGHTINGS = ("tfidf", "bm25")
+WEIGHTINGS = ("tfidf", "bm25", "hybrid")
 # Chosen with bench/retrieval_quality.py: file-level MRR over the 200 most recent
 # qualifying commits of four repositories (click, requests, attrs, httpx), same chunks
 # and queries for every variant. Mean MRR (requests / click / attrs / httpx):
@@ -75,8 +72,8 @@ WEIGHTINGS = ("tfidf", "bm25")
 DEFAULT_WEIGHTING = "tfidf"
 BM25_K1 = 1.2
 BM25_B = 0.75
-#: Weight of the path field against the text field (see :class:`Index`).
-PATH_WEIGHT = 0.5
+#: How many times a chunk's path tokens (directories, file stem) count in it.
+PATH_WEIGHT = 8
 #: How many extra times a unit's symbol tokens are counted (they are in its text once).
 SYMBOL_WEIGHT = 0
 
@@ -169,11 +166,12 @@ def _path_terms(path: str) -> list[str]:
 
 
 class _Field:
-    """One field's counts and their weighting (TF-IDF or BM25), computed lazily."""
+    """Counts and their TF-IDF and BM25 weights, computed lazily."""
 
-    def __init__(self, counts: csr_matrix, weighting: str) -> None:
+    def __init__(self, counts: csr_matrix) -> None:
+        counts = _canonical(counts)
+        counts.eliminate_zeros()
         self.counts = counts
-        self.weighting = weighting
         self.empty = counts.shape[0] == 0 or counts.nnz == 0
 
     @cached_property
@@ -206,29 +204,25 @@ class _Field:
         counts.data = idf[counts.indices] * tf * (BM25_K1 + 1) / (tf + row_norm)
         return _canonical(counts)
 
-    @property
-    def matrix(self) -> csr_matrix:
-        return self.tfidf if self.weighting == "tfidf" else self.bm25
-
-    def query(self, counts: csr_matrix, vectorizer: Any = None, text: str = "") -> csr_matrix:
-        """The query in this field's space: TF-IDF (through ``vectorizer`` when given)
-        or, for BM25, each distinct query term once."""
+    def query_tfidf(self, counts: csr_matrix, vectorizer: Any, text: str) -> csr_matrix:
+        """The query as TF-IDF through ``vectorizer`` (same vocabulary and idf)."""
         if self.empty or not counts.nnz:
             return counts
-        if self.weighting == "tfidf":
-            if vectorizer is not None:
-                return _canonical(vectorizer.transform([text]))
-            return _canonical(self.transformer.transform(counts))
+        return _canonical(vectorizer.transform([text]))
+
+    @staticmethod
+    def query_bm25(counts: csr_matrix) -> csr_matrix:
+        """The query for BM25: each distinct term once."""
         q = counts.copy()
         q.data[:] = 1.0
         return q
 
-    def scores(self, q: csr_matrix) -> np.ndarray:
+    def scores(self, matrix: csr_matrix, q: csr_matrix) -> np.ndarray:
         import numpy as np
 
         if self.empty or not q.nnz:
             return np.zeros(self.counts.shape[0])
-        return np.asarray((self.matrix @ q.T).todense()).ravel()
+        return np.asarray((matrix @ q.T).todense()).ravel()
 
 
 def _canonical(m: csr_matrix) -> csr_matrix:
@@ -241,24 +235,28 @@ def _canonical(m: csr_matrix) -> csr_matrix:
 
 
 @dataclass(frozen=True)
-class _Scored:
-    """One query's per-field vectors, raw scores and the scale that maps them to [0, 1]."""
+class _Part:
+    """One term of a relevance sum: ``scale · (matrix @ q)``."""
 
-    text_q: csr_matrix
-    path_q: csr_matrix
-    text_scale: float  # multiplies the text field's raw scores
-    path_scale: float  # multiplies the path field's raw scores
+    matrix: csr_matrix
+    q: csr_matrix
+    scale: float
+
+
+@dataclass(frozen=True)
+class _Scored:
+    parts: tuple[_Part, ...]
     relevance: np.ndarray
 
 
 class Index:
     """Chunks, vocabulary and weighted matrices; built by :func:`assemble`.
 
-    Relevance is ``(text + w · path) / (1 + w)`` with ``w`` = :data:`PATH_WEIGHT`, where
-    ``text`` and ``path`` are each field's score for the query (cosine for TF-IDF; for
-    BM25, the score divided by the field's best for that query), so it lies in [0, 1].
-    The path field is a chunk's path tokens (directories, file stem): every chunk of a
-    file shares it, so it ranks files while the text ranks chunks within them.
+    A chunk's document is its text plus its path's tokens (directories, file stem)
+    counted ``path_weight`` times (:data:`PATH_WEIGHT`). Relevance is the cosine with
+    the query for TF-IDF, and for BM25 the score divided by the query's best score, so
+    it lies in [0, 1] either way. The texts alone (no path) give redundancy and the
+    top terms.
     """
 
     def __init__(
@@ -272,19 +270,23 @@ class Index:
     ) -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r} (known: {', '.join(WEIGHTINGS)})")
+        from scipy.sparse import csr_matrix
+
         self.refs = refs
         self.terms = terms
         self.vocab = {t: i for i, t in enumerate(terms)}
-        self.text_counts = text_counts
         if path_counts is None or path_counts.shape != text_counts.shape:
-            from scipy.sparse import csr_matrix
-
             path_counts = csr_matrix(text_counts.shape, dtype="float64")
+        self.text_counts = text_counts
         self.path_counts = path_counts
         self.weighting = weighting
         self.path_weight = PATH_WEIGHT if path_weight is None else path_weight
-        self.text = _Field(text_counts, weighting)
-        self.path = _Field(self.path_counts, weighting)
+        if self.path_weight and path_counts.nnz:
+            self.field = _Field(text_counts + self.path_weight * path_counts)
+            self.plain = _Field(text_counts)
+        else:
+            self.field = _Field(text_counts)
+            self.plain = self.field
         self._last: tuple[str, _Scored] | None = None
 
     def __len__(self) -> int:
@@ -292,8 +294,8 @@ class Index:
 
     @property
     def tfidf(self) -> csr_matrix:
-        """The text field's sublinear TF-IDF rows, l2-normalized."""
-        return self.text.tfidf
+        """The texts' sublinear TF-IDF rows (paths left out), l2-normalized."""
+        return self.plain.tfidf
 
     # ── queries ──────────────────────────────────────────────────────────────────────
     def query_counts(self, text: str) -> csr_matrix:
@@ -310,7 +312,7 @@ class Index:
 
     @cached_property
     def vectorizer(self) -> Any:
-        """A fitted ``TfidfVectorizer`` for the text field, the code tokenizer its analyzer.
+        """A fitted ``TfidfVectorizer`` whose analyzer is the code tokenizer.
 
         It is fitted from the cached counts (vocabulary and idf set, not learned again
         from the texts), so a query goes through exactly the pipeline documents went
@@ -328,28 +330,31 @@ class Index:
             dtype=np.float64,
         )
         vec.vocabulary_ = self.vocab
-        if not self.text.empty:
-            vec.idf_ = self.text.transformer.idf_
+        if not self.field.empty:
+            vec.idf_ = self.field.transformer.idf_
         return vec
 
     def _score(self, text: str) -> _Scored:
+        import numpy as np
+
         if self._last is not None and self._last[0] == text:
             return self._last[1]
         counts = self.query_counts(text)
-        vec = self.vectorizer if self.weighting == "tfidf" and not self.text.empty else None
-        text_q = self.text.query(counts, vec, text)
-        path_q = self.path.query(counts)
-        t_raw, p_raw = self.text.scores(text_q), self.path.scores(path_q)
-        w = self.path_weight
-        t_scale, p_scale = 1.0 / (1 + w), w / (1 + w)
-        if self.weighting == "bm25":
-            t_top = float(t_raw.max()) if len(t_raw) else 0.0
-            p_top = float(p_raw.max()) if len(p_raw) else 0.0
-            t_scale = t_scale / t_top if t_top > 0 else 0.0
-            p_scale = p_scale / p_top if p_top > 0 else 0.0
-        if not p_raw.any():  # no path term in the query: the text alone
-            t_scale *= 1 + w
-        scored = _Scored(text_q, path_q, t_scale, p_scale, t_scale * t_raw + p_scale * p_raw)
+        field = self.field
+        parts: list[_Part] = []
+        share = 0.5 if self.weighting == "hybrid" else 1.0
+        if self.weighting in ("tfidf", "hybrid"):
+            q = field.query_tfidf(counts, self.vectorizer, text)
+            parts.append(_Part(field.tfidf, q, share))
+        if self.weighting in ("bm25", "hybrid"):
+            q = field.query_bm25(counts)
+            top = float(field.scores(field.bm25, q).max()) if len(self.refs) else 0.0
+            parts.append(_Part(field.bm25, q, share / top if top > 0 else 0.0))
+        relevance = np.zeros(len(self.refs))
+        for part in parts:
+            if part.scale:
+                relevance += part.scale * field.scores(part.matrix, part.q)
+        scored = _Scored(tuple(parts), relevance)
         self._last = (text, scored)
         return scored
 
@@ -363,25 +368,21 @@ class Index:
 
     def contributions(self, text: str, row: int) -> list[tuple[str, float]]:
         """Each query term's share of a chunk's relevance (they add up to it)."""
-        sc = self._score(text)
         share: dict[int, float] = {}
-        for field, q, scale in (
-            (self.text, sc.text_q, sc.text_scale),
-            (self.path, sc.path_q, sc.path_scale),
-        ):
-            if field.empty or not q.nnz or not scale:
-                continue
-            doc = field.matrix.getrow(row)
+        if self.field.empty:
+            return []
+        for part in self._score(text).parts:
+            doc = part.matrix.getrow(row)
             weights = dict(zip(doc.indices.tolist(), doc.data.tolist(), strict=True))
-            for c, v in zip(q.indices.tolist(), q.data.tolist(), strict=True):
+            for c, v in zip(part.q.indices.tolist(), part.q.data.tolist(), strict=True):
                 if c in weights:
-                    share[c] = share.get(c, 0.0) + scale * v * weights[c]
+                    share[c] = share.get(c, 0.0) + part.scale * v * weights[c]
         pairs = [(self.terms[c], v) for c, v in share.items()]
         return sorted(pairs, key=lambda p: (-p[1], p[0]))
 
     def top_terms(self, row: int, n: int = 8) -> list[tuple[str, float]]:
         """The chunk's text's largest TF-IDF weights."""
-        doc = self.text.tfidf.getrow(row)
+        doc = self.plain.tfidf.getrow(row)
         pairs = [
             (self.terms[c], w) for c, w in zip(doc.indices.tolist(), doc.data.tolist(), strict=True)
         ]
@@ -396,7 +397,7 @@ class Index:
 
         if not rows:
             return np.zeros((0, 0))
-        sub = self.text.tfidf[list(rows)]
+        sub = self.plain.tfidf[list(rows)]
         return np.asarray((sub @ sub.T).todense())
 
     def subset(self, rows: Sequence[int]) -> Index:

@@ -134,3 +134,15 @@ def test_a_small_reader_window_keeps_the_brief_inside_it(tmp_path: Path, policy:
     meta = brief.metadata
     assert meta.params.budget_tokens == 300
     assert meta.reserved_tokens + meta.budget_used <= 300
+
+
+def test_a_task_that_matches_nothing_gives_marked_empty_chunk_sections(
+    tmp_path: Path, policy: Policy
+) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        brief = s0.brief("zzqx vvkw", None)
+    sec = _sections(brief.to_markdown())
+    assert sec["Code context"] == "(empty: no code chunk matched the task within the budget)"
+    assert sec["Docs"] == "(empty: no doc chunk matched the task within the budget)"
+    assert brief.metadata.chunk_ids == []

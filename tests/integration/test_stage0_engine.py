@@ -147,7 +147,7 @@ def test_the_code_lane_holds_code_units_the_main_lane_did_not_take(
 
 def test_both_weightings_rank_the_obvious_match_first(tmp_path: Path, policy: Policy) -> None:
     repo = make_repo(tmp_path)
-    for weighting in ("tfidf", "bm25"):
+    for weighting in ("tfidf", "bm25", "hybrid"):
         with Stage0(repo, policy, weighting=weighting) as s0:
             top = s0.query("tokenize arithmetic expression operator").chunks[0]
         assert top.symbol == "tokenize_expression", weighting
@@ -208,7 +208,7 @@ def test_a_stat_row_that_lies_is_dropped_and_the_file_read_next_time(
 
 def test_term_contributions_add_up_to_the_relevance(tmp_path: Path, policy: Policy) -> None:
     repo = make_repo(tmp_path)
-    for weighting in ("tfidf", "bm25"):
+    for weighting in ("tfidf", "bm25", "hybrid"):
         with Stage0(repo, policy, weighting=weighting) as s0:
             query = "ledger reserve settle parse tokens"
             rel = s0.index.relevance(query)
@@ -218,9 +218,7 @@ def test_term_contributions_add_up_to_the_relevance(tmp_path: Path, policy: Poli
                 assert total == pytest.approx(rel[row], abs=1e-9), (weighting, row)
 
 
-def test_the_path_ranks_files_and_the_text_ranks_chunks_within_them(
-    tmp_path: Path, policy: Policy
-) -> None:
+def test_path_tokens_count_for_every_chunk_of_the_file(tmp_path: Path, policy: Policy) -> None:
     repo = make_repo(tmp_path)
     with Stage0(repo, policy) as s0:
         refs = s0.index.refs
