@@ -9,9 +9,7 @@ the ledger and the evidence bundle are all real.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,8 @@ from typing import Any
 import pytest
 
 from app.cli.main import main
-from app.resources import data_dir
 from app.workspace.worktree import checkout_fingerprint
+from tests.fakes.demo_repo import diff_of, git, make_repo
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
 
@@ -48,36 +46,9 @@ Overrides (must be rare):
 """
 
 
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True)
-    return out.stdout
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    dest = tmp_path / "parser-bug"
-    shutil.copytree(data_dir("examples") / "parser-bug", dest)
-    git(dest, "init", "-q", "-b", "main")
-    git(dest, "config", "user.name", "Test")
-    git(dest, "config", "user.email", "test@example.invalid")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "demo")
-    return dest
-
-
-def diff_of(repo: Path, old: str, new: str, path: str = "parser.py") -> str:
-    """A real unified diff, made by git on a scratch copy."""
-    scratch = repo.parent / "scratch"
-    if scratch.exists():
-        shutil.rmtree(scratch)
-    shutil.copytree(repo, scratch)
-    target = scratch / path
-    text = target.read_text()
-    assert old in text
-    target.write_text(text.replace(old, new, 1))
-    out = git(scratch, "diff")
-    shutil.rmtree(scratch)
-    return out
+    return make_repo(tmp_path)
 
 
 def plan_json(confidence: float) -> str:

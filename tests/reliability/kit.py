@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
-import subprocess
 import sys
 import traceback
 from collections.abc import Iterable
@@ -24,7 +22,9 @@ import pytest
 from app.audit import AuditLog
 from app.cli.main import main
 from app.config import load_settings
-from app.resources import data_dir
+from tests.fakes.demo_repo import diff_of as diff_of  # re-exported for the R tests
+from tests.fakes.demo_repo import git as git
+from tests.fakes.demo_repo import make_repo as make_repo
 
 TASK = "Make the failing parser test pass: parse() drops the last token."
 #: exits 0 once parse() keeps the last token (GR-006: this exit code is the truth)
@@ -38,37 +38,6 @@ LOCAL_MODELS = [
     "Qwen/Qwen2.5-Coder-7B-Instruct",
 ]
 CLOUD_KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
-
-
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True)
-    return out.stdout
-
-
-def make_repo(tmp_path: Path) -> Path:
-    dest = tmp_path / "parser-bug"
-    shutil.copytree(data_dir("examples") / "parser-bug", dest)
-    git(dest, "init", "-q", "-b", "main")
-    git(dest, "config", "user.name", "Test")
-    git(dest, "config", "user.email", "test@example.invalid")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "demo")
-    return dest
-
-
-def diff_of(repo: Path, old: str, new: str, path: str = "parser.py") -> str:
-    """A real unified diff, made by git on a scratch copy."""
-    scratch = repo.parent / "scratch"
-    if scratch.exists():
-        shutil.rmtree(scratch)
-    shutil.copytree(repo, scratch)
-    target = scratch / path
-    text = target.read_text()
-    assert old in text
-    target.write_text(text.replace(old, new, 1))
-    out = git(scratch, "diff")
-    shutil.rmtree(scratch)
-    return out
 
 
 def fix_diff(repo: Path) -> str:
