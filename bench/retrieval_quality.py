@@ -35,7 +35,7 @@ where ``query()`` (MMR, both lanes, the policy's budget) picked a truth chunk.
 One Stage0 cache (keyed by content) serves all commits, so each parent tree only
 tokenizes the files that changed since the previous one.
 
-Run: python -m bench.retrieval_quality --repo GIT_DIR [--n 200] [--weighting tfidf,bm25]
+Run: python -m bench.retrieval_quality --repo GIT_DIR [--n 200] [--weighting hybrid,tfidf,bm25]
 """
 
 from __future__ import annotations
@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repo", required=True, type=Path, help="git repository (bare is fine)")
     ap.add_argument("--n", type=int, default=200, help="commits to evaluate (most recent)")
     ap.add_argument("--rev", default="HEAD", help="newest commit to start from")
-    ap.add_argument("--weighting", default="tfidf,bm25", help="Stage0 weightings to compare")
+    ap.add_argument("--weighting", default="hybrid,tfidf,bm25", help="Stage0 weightings to compare")
     ap.add_argument("--ablations", action="store_true", help="add bm25s with paths in text")
     ap.add_argument("--name", help="result name (default: retrieval_quality_<repo dir>)")
     args = ap.parse_args(argv)

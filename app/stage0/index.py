@@ -17,6 +17,7 @@ counted :data:`PATH_WEIGHT` times. The weighting (chosen by measurement with
   cosine.
 - ``bm25``: Okapi BM25 (k1 1.2, b 0.75, Lucene's idf) over the same counts; relevance
   is the sum over the query's distinct terms, divided by the query's best score.
+- ``hybrid`` (the default): the mean of the two.
 
 Whatever the weighting, explain's "top terms" are the largest sublinear TF-IDF
 weights of a chunk's text (its path left out), and redundancy (MMR) is the cosine
@@ -50,26 +51,30 @@ if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
 WEIGHTINGS = ("tfidf", "bm25", "hybrid")
-# Chosen with bench/retrieval_quality.py: file-level MRR over the 200 most recent
-# qualifying commits of four repositories (click, requests, attrs, httpx), same chunks
-# and queries for every variant. Mean MRR (requests / click / attrs / httpx):
+# Chosen with bench/retrieval_quality.py on the 200 most recent qualifying commits of
+# four repositories (click, requests, attrs, httpx); same chunks and queries for every
+# variant. Means over the four: file-level MRR (the benchmark's headline), chunk-level
+# MRR (first chunk overlapping a changed line) and "brief": the share of commits where
+# query() (MMR, both lanes, 8000 tokens) picked a changed chunk: what a brief is for.
 #
-#   bm25  k1 1.2 b 0.75, path ×1  0.383  (0.368 / 0.416 / 0.277 / 0.470)
-#   bm25  k1 1.2 b 0.75, path ×3  0.389  (0.376 / 0.419 / 0.279 / 0.481)
-#   bm25  k1 1.2 b 0.75, path ×8  0.391  (0.380 / 0.423 / 0.279 / 0.483)
-#   tfidf sublinear, l2, path ×1  0.381  (0.381 / 0.390 / 0.249 / 0.504)
-#   tfidf sublinear, l2, path ×2  0.410  (0.414 / 0.419 / 0.259 / 0.546)
-#   tfidf sublinear, l2, path ×4  0.423  (0.427 / 0.435 / 0.265 / 0.565)
-#   tfidf sublinear, l2, path ×8  0.433  (0.448 / 0.441 / 0.266 / 0.577)  ← chosen
-#   tfidf sublinear, l2, path ×16 0.439  (0.451 / 0.441 / 0.275 / 0.590)
-#   tfidf sublinear, l2, path ×24 0.441  (0.452 / 0.439 / 0.275 / 0.598)
+#   path tokens ×8 in each chunk   file MRR  chunk MRR  brief
+#   tfidf  (sublinear, l2, cosine)    0.433      0.205  0.505
+#   bm25   (k1 1.2, b 0.75)           0.391      0.240  0.543
+#   hybrid (mean of the two)          0.404      0.241  0.561   ← chosen
 #
-# (BM25's k1 1.5 or 2.0 and b 0.3-0.9 moved its MRR by at most ±0.02 on click and
-# requests; counting a unit's symbol once more moved TF-IDF's by less than 0.01, so
-# it is not counted twice.) TF-IDF beats BM25 on three repositories of four, by 0.04
-# on average; path weights past 8 gain less than the noise (about ±0.01 here) and
-# would let the path drown a chunk's text, so the default stops at 8.
-DEFAULT_WEIGHTING = "tfidf"
+#   path weight: file / chunk MRR  ×0 (no path)     ×1             ×3             ×8
+#   tfidf                           0.345 / 0.176  0.387 / 0.186  0.420 / 0.198  0.433 / 0.205
+#   bm25                            0.359 / 0.225  0.380 / 0.234  0.388 / 0.237  0.391 / 0.240
+#
+# Hybrid picks a changed chunk most often (best or within 0.005 of the best on each
+# repository) and ranks chunks as well as BM25; TF-IDF alone ranks files best but
+# chunks worst. Path weights past 8 gain less than the noise at file level (tfidf ×16
+# 0.439, ×24 0.441) and would let the path drown the text. Scoring the path as a
+# separate field, (text + w·path) / (1 + w), did worse for both weightings (best: tfidf
+# w 0.5 0.379 / 0.189, bm25 w 0.25 0.376 / 0.230). BM25's k1 1.5-2.0 and b 0.3-0.9
+# moved its file MRR by at most 0.02; counting a unit's symbol a second time, by
+# less than 0.01, so it is counted once (in its text).
+DEFAULT_WEIGHTING = "hybrid"
 BM25_K1 = 1.2
 BM25_B = 0.75
 #: How many times a chunk's path tokens (directories, file stem) count in it.
