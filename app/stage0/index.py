@@ -259,9 +259,9 @@ class Index:
 
     A chunk's document is its text plus its path's tokens (directories, file stem)
     counted ``path_weight`` times (:data:`PATH_WEIGHT`). Relevance is the cosine with
-    the query for TF-IDF, and for BM25 the score divided by the query's best score, so
-    it lies in [0, 1] either way. The texts alone (no path) give redundancy and the
-    top terms.
+    the query for TF-IDF, the score divided by the query's best score for BM25, and
+    the mean of the two for hybrid, so it lies in [0, 1]. The texts alone (no path)
+    give redundancy and the top terms.
     """
 
     def __init__(
@@ -347,18 +347,22 @@ class Index:
         counts = self.query_counts(text)
         field = self.field
         parts: list[_Part] = []
+        raws = []
         share = 0.5 if self.weighting == "hybrid" else 1.0
         if self.weighting in ("tfidf", "hybrid"):
             q = field.query_tfidf(counts, self.vectorizer, text)
             parts.append(_Part(field.tfidf, q, share))
+            raws.append(field.scores(field.tfidf, q))
         if self.weighting in ("bm25", "hybrid"):
             q = field.query_bm25(counts)
-            top = float(field.scores(field.bm25, q).max()) if len(self.refs) else 0.0
+            raw = field.scores(field.bm25, q)
+            top = float(raw.max()) if len(raw) else 0.0
             parts.append(_Part(field.bm25, q, share / top if top > 0 else 0.0))
+            raws.append(raw)
         relevance = np.zeros(len(self.refs))
-        for part in parts:
+        for part, raw in zip(parts, raws, strict=True):
             if part.scale:
-                relevance += part.scale * field.scores(part.matrix, part.q)
+                relevance += part.scale * raw
         scored = _Scored(tuple(parts), relevance)
         self._last = (text, scored)
         return scored
