@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.stage0.cache import BlobData, Stage0Cache
-from app.stage0.chunker import chunk_mode
+from app.stage0.chunker import CHUNKER_VERSION, chunk_mode
 from app.stage0.corpus import Progress, Scan
-from app.stage0.index import DEFAULT_WEIGHTING, Index, analyze, assemble, blob_key
+from app.stage0.index import DEFAULT_WEIGHTING, FEATURES_VERSION, Index, analyze, blob_key
+from app.stage0.snapshot import Counts, Listed, empty, merge
+from app.stage0.tokenize import TOKENIZER_VERSION
 
 #: Reads contents the scan did not (given as (path, blob id)); returns them by blob id and
 #: leaves out any it cannot read or whose content no longer has that id.
@@ -49,15 +51,18 @@ def build_index(
     progress: Progress | None = None,
 ) -> tuple[Index, BuildReport]:
     report = BuildReport(skipped=Counter(scan.skipped), read=list(scan.read))
-    keyed = [
+    keyed = sorted(
         (e.path, e.blob, blob_key(e.blob, chunk_mode(e.path), chunk_lines, overlap))
         for e in scan.entries
-    ]
+    )
     report.keys = {k for _, _, k in keyed}
-    have = cache.get(report.keys)
+    params = f"{chunk_lines}:{overlap}:c{CHUNKER_VERSION}t{TOKENIZER_VERSION}{FEATURES_VERSION}"
+    prev = last_counts(cache, params) or empty(params)
+    known = prev.by_file()
+    have = cache.get(k for p, _, k in keyed if (p, k) not in known)
     todo: dict[str, tuple[str, str]] = {}  # key -> (first path, blob)
     for path, blob, key in keyed:
-        if key not in have and key not in todo:
+        if (path, key) not in known and key not in have and key not in todo:
             todo[key] = (path, blob)
     if todo:
         # A content the scan did not read (its stat matched) but the cache lacks: new
@@ -89,25 +94,52 @@ def build_index(
             cache.put(batch)
         if progress is not None:
             progress("index", total, total)
-    files = []
+    listed: list[Listed] = []
     digest = hashlib.sha1(f"{weighting}\0{chunk_lines}\0{overlap}\n".encode())
     for path, _, key in keyed:
-        data = have.get(key)
-        if data is None:
+        row = known.get((path, key))
+        data = have.get(key) if row is None else None
+        if row is None and data is None:
             report.skipped["unreadable"] += 1
             continue
-        if data.binary:
+        listed.append(Listed(path, key, row, data))
+        if row.binary if row is not None else data.binary:  # type: ignore[union-attr]
             report.skipped["binary"] += 1
             continue
-        files.append((path, key, data))
+        report.files += 1
         digest.update(f"{path}\0{key}\n".encode("utf-8", "surrogateescape"))
-    index = assemble(files, weighting)
-    report.files = len(files)
+    unchanged = all(x.prev is not None for x in listed) and len(listed) == len(prev.files)
+    counts = prev if unchanged else merge(prev, listed, params)
+    if not unchanged:
+        keep_counts(cache, counts)
+    index = Index(counts.refs, counts.terms, counts.text, counts.path, weighting)
     report.chunks = len(index)
     report.corpus_hash = digest.hexdigest()[:16]
     report.read.sort()
     report.tokenized.sort()
     return index, report
+
+
+def last_counts(cache: Stage0Cache, params: str) -> Counts | None:
+    """The last build's counts: in memory, else from ``index.npz`` beside the cache."""
+    from app.stage0 import snapshot
+
+    hit = cache.snapshot
+    if isinstance(hit, Counts) and hit.params == params:
+        return hit
+    if cache.snapshot_file is None:
+        return None
+    loaded = snapshot.load(cache.snapshot_file, params)
+    cache.snapshot = loaded
+    return loaded
+
+
+def keep_counts(cache: Stage0Cache, counts: Counts) -> None:
+    from app.stage0 import snapshot
+
+    cache.snapshot = counts
+    if cache.snapshot_file is not None:
+        snapshot.save(counts, cache.snapshot_file)
 
 
 def load_texts(cache: Stage0Cache, index: Index, rows: list[int]) -> dict[int, str]:

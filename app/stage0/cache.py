@@ -9,6 +9,9 @@ One SQLite file, ``REPO/.switchyard/stage0/cache.sqlite``:
 - ``stat``: size, mtime, ctime, inode and blob id of every working-tree file at the last
   scan, so an unchanged file is not even read.
 
+Beside it, ``index.npz`` keeps the last build's assembled counts (see
+:mod:`app.stage0.snapshot`).
+
 Nothing here is pickled: a repository that ships a ``.switchyard`` directory cannot run
 code through it. A cache that cannot be read is deleted and rebuilt: it is derived data.
 """
@@ -60,6 +63,9 @@ class Stage0Cache:
         self.path = path
         self._mem: dict[str, BlobData] = {}
         self._db = self._open()
+        #: the last build's assembled counts (app.stage0.snapshot.Counts), and its file
+        self.snapshot: Any = None
+        self.snapshot_file = path.with_name("index.npz") if path is not None else None
 
     def _open(self) -> sqlite3.Connection:
         if self.path is None:

@@ -27,8 +27,9 @@ they live in the same folder.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,6 @@ from app.stage0.cache import BlobData, PieceMeta
 from app.stage0.chunker import (
     CHUNKER_VERSION,
     CODE_UNIT_KINDS,
-    assign_ids,
     is_doc_path,
     make_pieces,
     normalize_newlines,
@@ -164,10 +164,36 @@ class ChunkRef:
         return (self.path, self.start, self.end, self.id)
 
 
-def _path_terms(path: str) -> list[str]:
+def path_terms(path: str) -> list[str]:
     """Tokens of a path: directories and the file's stem (not its suffix)."""
     stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
     return tokenize(stem)
+
+
+class SortedVocab(Mapping[str, int]):
+    """term → column over a sorted list of terms, by binary search (no dict to build
+    for a vocabulary of a hundred thousand terms when a query needs a handful)."""
+
+    def __init__(self, terms: list[str]) -> None:
+        self.terms = terms
+
+    def __getitem__(self, term: str) -> int:
+        i = bisect_left(self.terms, term)
+        if i < len(self.terms) and self.terms[i] == term:
+            return i
+        raise KeyError(term)
+
+    def __contains__(self, term: object) -> bool:
+        if not isinstance(term, str):
+            return False
+        i = bisect_left(self.terms, term)
+        return i < len(self.terms) and self.terms[i] == term
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.terms)
+
+    def __len__(self) -> int:
+        return len(self.terms)
 
 
 class _Field:
@@ -178,6 +204,7 @@ class _Field:
         counts.eliminate_zeros()
         self.counts = counts
         self.empty = counts.shape[0] == 0 or counts.nnz == 0
+        self._csc: dict[int, tuple[csr_matrix, Any]] = {}
 
     @cached_property
     def transformer(self) -> Any:
@@ -223,11 +250,25 @@ class _Field:
         return q
 
     def scores(self, matrix: csr_matrix, q: csr_matrix) -> np.ndarray:
+        """``matrix @ q`` for a sparse query: the query terms' columns, added up in
+        column order (a query has a handful of terms; the corpus has many rows)."""
         import numpy as np
 
+        out = np.zeros(self.counts.shape[0])
         if self.empty or not q.nnz:
-            return np.zeros(self.counts.shape[0])
-        return np.asarray((matrix @ q.T).todense()).ravel()
+            return out
+        csc = self._columns(matrix)
+        for col, weight in zip(q.indices.tolist(), q.data.tolist(), strict=True):
+            lo, hi = csc.indptr[col], csc.indptr[col + 1]
+            out[csc.indices[lo:hi]] += weight * csc.data[lo:hi]
+        return out
+
+    def _columns(self, matrix: csr_matrix) -> Any:
+        key = id(matrix)
+        hit = self._csc.get(key)
+        if hit is None or hit[0] is not matrix:
+            hit = self._csc[key] = (matrix, matrix.tocsc())
+        return hit[1]
 
 
 def _canonical(m: csr_matrix) -> csr_matrix:
@@ -279,7 +320,7 @@ class Index:
 
         self.refs = refs
         self.terms = terms
-        self.vocab = {t: i for i, t in enumerate(terms)}
+        self.vocab = SortedVocab(terms)
         if path_counts is None or path_counts.shape != text_counts.shape:
             path_counts = csr_matrix(text_counts.shape, dtype="float64")
         self.text_counts = text_counts
@@ -307,9 +348,14 @@ class Index:
         import numpy as np
         from scipy.sparse import csr_matrix
 
-        counts = Counter(t for t in tokenize(text) if t in self.vocab)
-        cols = sorted(self.vocab[t] for t in counts)
-        vals = [float(counts[self.terms[c]]) for c in cols]
+        counts: Counter[int] = Counter()
+        for t in tokenize(text):
+            try:
+                counts[self.vocab[t]] += 1
+            except KeyError:
+                continue
+        cols = sorted(counts)
+        vals = [float(counts[c]) for c in cols]
         return csr_matrix(
             (np.asarray(vals), np.asarray(cols, dtype=np.int32), np.asarray([0, len(cols)])),
             shape=(1, len(self.terms)),
@@ -419,69 +465,9 @@ class Index:
         used = np.unique(np.concatenate([text.indices, path.indices])).astype(np.int64)
         return Index(
             [self.refs[r] for r in rows],
-            [self.terms[c] for c in used],
+            [self.terms[c] for c in used.tolist()],
             _canonical(text[:, used]),
             _canonical(path[:, used]),
             self.weighting,
             self.path_weight,
         )
-
-
-def assemble(
-    files: Sequence[tuple[str, str, BlobData]],
-    weighting: str = DEFAULT_WEIGHTING,
-) -> Index:
-    """One index over files given as (path, blob key, data), in path order."""
-    import numpy as np
-    from scipy.sparse import csr_matrix
-
-    files = sorted(files, key=lambda f: f[0])
-    path_terms = {path: Counter(_path_terms(path)) for path, _, _ in files}
-    vocab_set: set[str] = set()
-    for path, _, data in files:
-        vocab_set.update(data.terms)
-        if data.pieces:
-            vocab_set.update(path_terms[path])
-    terms = sorted(vocab_set)
-    vocab = {t: i for i, t in enumerate(terms)}
-
-    refs: list[ChunkRef] = []
-    indptrs: list[np.ndarray] = []
-    indices: list[np.ndarray] = []
-    values: list[np.ndarray] = []
-    offset = 0
-    path_rows: list[int] = []
-    path_cols: list[int] = []
-    path_vals: list[int] = []
-    for path, key, data in files:
-        if not data.pieces:
-            continue
-        mapping = np.fromiter((vocab[t] for t in data.terms), dtype=np.int32, count=len(data.terms))
-        indices.append(mapping[data.indices])
-        values.append(data.counts)
-        indptrs.append(data.indptr[1:] + offset)
-        offset += int(data.indptr[-1])
-        ids = assign_ids(path, ((p.kind, p.symbol, p.digest) for p in data.pieces))
-        for ordinal, (p, cid) in enumerate(zip(data.pieces, ids, strict=True)):
-            row = len(refs)
-            refs.append(
-                ChunkRef(cid, path, p.start, p.end, p.kind, p.symbol, p.tokens, key, ordinal)
-            )
-            for t, c in path_terms[path].items():
-                path_rows.append(row)
-                path_cols.append(vocab[t])
-                path_vals.append(c)
-    n, v = len(refs), len(terms)
-    indptr = np.concatenate([np.zeros(1, dtype=np.int64), *[i.astype(np.int64) for i in indptrs]])
-    counts = csr_matrix(
-        (
-            np.concatenate(values).astype(np.float64) if values else np.zeros(0),
-            np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32),
-            indptr,
-        ),
-        shape=(n, v),
-    )
-    paths = csr_matrix(
-        (np.asarray(path_vals, dtype=np.float64), (path_rows, path_cols)), shape=(n, v)
-    )
-    return Index(refs, terms, _canonical(counts), _canonical(paths), weighting)

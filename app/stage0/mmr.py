@@ -82,6 +82,8 @@ def mmr_select(
 
     n = len(candidates)
     rel = np.asarray([c.relevance for c in candidates], dtype=np.float64)
+    tie_rank = np.empty(n, dtype=np.int64)
+    tie_rank[sorted(range(n), key=lambda i: candidates[i].tie)] = np.arange(n)
     redundancy = np.zeros(n)
     open_ = np.ones(n, dtype=bool)
     decided: dict[int, Outcome] = {}
@@ -89,10 +91,9 @@ def mmr_select(
     used = 0
     while len(picked) < k and open_.any():
         scores = lam * rel - (1 - lam) * redundancy
-        best = min(
-            np.flatnonzero(open_).tolist(),
-            key=lambda i: (-round(float(scores[i]), _PLACES), candidates[i].tie),
-        )
+        rounded = np.where(open_, np.round(scores, _PLACES), -np.inf)
+        tied = np.flatnonzero(open_ & (rounded == rounded.max()))
+        best = int(tied[np.argmin(tie_rank[tied])])
         open_[best] = False
         if used + candidates[best].cost > budget:
             decided[best] = Outcome(

@@ -229,3 +229,47 @@ def test_path_tokens_count_for_every_chunk_of_the_file(tmp_path: Path, policy: P
         (r for r in range(len(refs)) if refs[r].path == "pkg/ledger.py"), key=lambda r: -rel[r]
     )
     assert all(rel[r] > 0 for r in in_file)  # every chunk of the file shares its path
+
+
+def _same_index(a: Stage0, b: Stage0) -> None:
+    ia, ib = a.index, b.index
+    assert ia.terms == ib.terms
+    assert ia.refs == ib.refs
+    for name in ("text_counts", "path_counts"):
+        ma, mb = getattr(ia, name), getattr(ib, name)
+        assert (ma != mb).nnz == 0 and ma.shape == mb.shape
+        assert ma.indices.tolist() == mb.indices.tolist()
+
+
+def test_an_incremental_build_equals_a_build_from_scratch(tmp_path: Path, policy: Policy) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        s0.refresh()
+    write(repo, {"pkg/parser.py": "def brand_new_function(zeta):\n    return zeta\n"})
+    write(repo, {"pkg/extra.py": "class Fresh:\n    '''Quux widget.'''\n"})
+    (repo / "docs" / "guide.md").unlink()
+    query = "brand new quux widget ledger"
+    with Stage0(repo, policy) as warm:
+        report = warm.refresh()
+        assert report.tokenized == ["pkg/extra.py", "pkg/parser.py"]
+        with Stage0(repo, policy, cache_dir=tmp_path / "scratch") as cold:
+            _same_index(warm, cold)
+            assert "tokens" not in warm.index.vocab  # parse_tokens is gone with its file
+            explained = warm.query(query, explain=True).model_dump_json()
+            assert explained == cold.query(query, explain=True).model_dump_json()
+
+
+def test_a_stale_or_broken_snapshot_is_ignored(tmp_path: Path, policy: Policy) -> None:
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        s0.refresh()
+        expected = s0.query("ledger").model_dump_json()
+    snap = repo / ".switchyard" / "stage0" / "index.npz"
+    assert snap.exists()
+    snap.write_bytes(b"garbage")
+    with Stage0(repo, policy) as s0:
+        assert s0.query("ledger").model_dump_json() == expected
+    small = _with(policy, chunk_lines=20)  # other chunker settings: snapshot not used
+    with Stage0(repo, small) as s0:
+        s0.refresh()
+        assert s0.cache.snapshot.params.startswith("20:")
