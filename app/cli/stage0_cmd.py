@@ -187,7 +187,7 @@ def _render_query(result: QueryResult) -> None:
     )
     for lane in result.explain or []:
         ex = Table(title=f"explain: {lane.lane} lane", box=None, pad_edge=False)
-        for col in ("rank", "status", "rel", "red", "mmr", "location", "top terms", "why"):
+        for col in ("rank", "status", "rel", "red", "mmr", "location", "matched terms", "why"):
             ex.add_column(col)
         for e in lane.entries:
             terms = " ".join(f"{t.term}:{t.weight:.2f}" for t in e.matched_terms[:3])
