@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Coroutine, Generator
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 
 class Closable(Protocol):
@@ -36,3 +36,21 @@ class Opener(Generic[T]):
     ) -> None:
         if self._opened is not None:
             await self._opened.close()
+
+
+class ClosedOnExit:
+    """``async with thing:`` closes it on exit; subclasses define ``async close()``."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

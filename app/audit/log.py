@@ -28,7 +28,6 @@ from collections.abc import (
     Sequence,
 )
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TextIO, TypeVar, cast
 
 import aiosqlite
@@ -47,7 +46,7 @@ from app.audit.types import AUDIT_KINDS, AuditLine
 from app.bus import AuditAppended, Bus
 from app.clock import Clock, SystemClock, iso
 from app.errors import AuditTamperError, SwitchyardError
-from app.opener import Opener
+from app.opener import ClosedOnExit, Opener
 
 BUSY_TIMEOUT_MS = 30_000
 #: a passive checkpoint (on the connection's thread) after this many write transactions:
@@ -206,7 +205,7 @@ def rollback_quietly(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
-class AuditLog:
+class AuditLog(ClosedOnExit):
     """The hash-chained audit log. Implements :class:`app.audit.types.AuditSink`.
 
     ``log = await AuditLog.open(path)`` … ``await log.close()``, or
@@ -271,17 +270,6 @@ class AuditLog:
         if not self._closed:
             self._closed = True
             await self._db.close()
-
-    async def __aenter__(self) -> AuditLog:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ── write ────────────────────────────────────────────────────────────────────────────
 

@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import aiosqlite
@@ -51,7 +50,7 @@ from app.memory.types import (
     clean_tags,
     clean_text,
 )
-from app.opener import Opener
+from app.opener import ClosedOnExit, Opener
 from app.policy.schema import Memory as MemoryPolicy
 
 BUSY_TIMEOUT_MS = 30_000
@@ -79,7 +78,7 @@ class _TfidfIndex:
     matrix: Any  # scipy sparse (n_docs × n_terms)
 
 
-class MemoryStore:
+class MemoryStore(ClosedOnExit):
     """Memories, their vectors, playbook bullets and session outcomes in one SQLite file."""
 
     def __init__(
@@ -152,17 +151,6 @@ class MemoryStore:
         if not self._closed:
             self._closed = True
             await self._db.close()
-
-    async def __aenter__(self) -> MemoryStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def embedder(self) -> TextEmbedder | None:

@@ -31,7 +31,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, TypeVar, cast
 
 import aiosqlite
@@ -41,6 +40,7 @@ from app.audit.log import Busy, SQLiteRunner, is_busy, rollback_quietly
 from app.bus import BudgetUpdated, Bus
 from app.clock import Clock, SystemClock, iso
 from app.errors import BudgetExceeded, SwitchyardError
+from app.opener import ClosedOnExit
 from app.policy.schema import Budget
 
 SCHEMA_VERSION = 2
@@ -333,7 +333,7 @@ def _usage(cap: int | None, spent: int, reserved: int) -> CapUsage:
 # ── Ledger ───────────────────────────────────────────────────────────────────────────────
 
 
-class BudgetLedger:
+class BudgetLedger(ClosedOnExit):
     """Reservations and settled calls in one SQLite file; see the module docstring.
 
     Each operation is one transaction run by one function (:class:`SQLiteRunner`): the
@@ -409,17 +409,6 @@ class BudgetLedger:
             db, self._db = self._db, None
             async with self._lock:
                 await db.close()
-
-    async def __aenter__(self) -> BudgetLedger:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ── transactions ─────────────────────────────────────────────────────────────────────
 
