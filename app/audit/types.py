@@ -26,6 +26,10 @@ AUDIT_KINDS = (
     "verdict",  # the Judge's verdict
     "merge",  # a merge was attempted / done
     "run",  # run lifecycle
+    "synthesis",  # a Tier2 synthesis was accepted, rejected (retried) or dropped (GR-008)
+    "condense",  # the Librarian condensed context to fit a window (map, then reduce)
+    "advice",  # an escalation-only second opinion was recorded (§2: advice, never decides)
+    "tutor",  # a tutor turn, or the policy's turn cap reached
 )
 
 
