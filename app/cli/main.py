@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "app.cli.memory_cmd",
     "app.cli.tui_cmd",
     "app.cli.spec_cmd",
+    "app.cli.tutor_cmd",
+    "app.cli.librarian_cmd",
 )
 
 Handler = Callable[[argparse.Namespace], int]
