@@ -11,6 +11,7 @@
 ``tests/loop-N``       every test loop: the output (``.log``) and the result (``.json``)
 ``highrisk.json``      the High-Risk classification of the change
 ``critique.json``      the critic sidecar's report
+``second_opinion.json``  the escalation-only second opinions (advice, never a decision)
 ``verdict.json``       the Judge's verdict(s)
 ``audit.jsonl``        this run's audit lines, exported from the chain
 ``cost.json``          the cost summary
@@ -59,6 +60,7 @@ BRIEF = "brief.json"
 PLAN = "plan.json"
 HIGHRISK = "highrisk.json"
 CRITIQUE = "critique.json"
+SECOND_OPINION = "second_opinion.json"
 VERDICT = "verdict.json"
 AUDIT = "audit.jsonl"
 COST = "cost.json"
@@ -644,6 +646,7 @@ __all__ = [
     "MERGE_READY",
     "PLAN",
     "RUN_INFO",
+    "SECOND_OPINION",
     "TASK_BRIEF",
     "VERDICT",
     "AuditAnchor",

@@ -24,12 +24,20 @@ from app.bus import (
     TestLoopFinished,
     TestOutput,
 )
-from app.evidence.bundle import CRITIQUE, HIGHRISK, PLAN, EvidenceBundle, bundle_seal_line
+from app.evidence.bundle import (
+    CRITIQUE,
+    HIGHRISK,
+    PLAN,
+    SECOND_OPINION,
+    EvidenceBundle,
+    bundle_seal_line,
+)
 from app.evidence.runid import new_run_id
 from app.pipeline import prompts
 from app.pipeline.control import RunControl
 from app.pipeline.judge import EvidenceIndex, check_verdict
 from app.pipeline.schemas import CritiqueReport, ImplementerOutput, Plan, Reflection, Verdict
+from app.pipeline.second_opinion import AdviceRecord, Occasion, ask_second_opinion
 from app.pipeline.signals import diff_files, diff_signals, plan_signals
 from app.pipeline.structured import Answer, ask_model
 from app.policy.consensus import critic_enabled, run_spec_consensus
@@ -105,6 +113,7 @@ class PipelineRun:
         self.verdicts: list[VerdictRecord] = []
         self.said_degraded = False
         self.constitution = ""
+        self.advice: list[AdviceRecord] = []
 
     # ── plumbing ─────────────────────────────────────────────────────────────────────
 
@@ -270,6 +279,12 @@ class PipelineRun:
                         "local plan, marked low-confidence",
                     )
                 )
+                if plan.confidence < 0.75:
+                    await self.advise(
+                        "low_confidence",
+                        "Plan:\n" + plan.model_dump_json(indent=1),
+                        value=plan.confidence,
+                    )
         if plan is None:
             raise _Stop(f"architect: no valid plan ({draft.error})")
         self.plan = plan
@@ -376,6 +391,11 @@ class PipelineRun:
             feedback = f"the tests failed (exit {result.exit_code}):\n{tail}"
             self.failures.append(f"attempt {attempt}: tests failed (exit {result.exit_code})")
             await asyncio.to_thread(wt.reset)
+        await self.advise(
+            "failure",
+            "\n".join(self.failures) + "\n\nLast feedback:\n" + prompts.clip(feedback, 3000),
+            value=failed,
+        )
         await self.reflect()
         raise _Stop(
             f"implementer: {failed} failed loops in {self.opt.max_attempts} attempts; "
@@ -483,6 +503,31 @@ class PipelineRun:
                 )
                 await store.rate_bullet(bullet, helpful=int(p.helpful), harmful=int(not p.helpful))
 
+    async def advise(self, occasion: Occasion, subject: str, value: float | None = None) -> None:
+        """The escalation-only second opinion (§2): into the evidence, never into a decision."""
+        assert self.bundle is not None
+        record = await ask_second_opinion(
+            self.s.router,
+            occasion,
+            self.task,
+            subject,
+            run=self.run_id,
+            value=value,
+            user_request=self.wants_escalation("second_opinion"),
+        )
+        self.advice.append(record)
+        self.bundle.write_json(
+            SECOND_OPINION, {"advisory": True, "opinions": [a.model_dump() for a in self.advice]}
+        )
+        if record.opinion is not None:
+            await self.emit(
+                Notice(
+                    session=self.s.id,
+                    text=f"second opinion from {record.model} (advice only, in the evidence): "
+                    + prompts.clip(record.opinion.assessment, 200),
+                )
+            )
+
     # ── judge ────────────────────────────────────────────────────────────────────────
 
     async def judge(self) -> GateResult:
@@ -504,6 +549,14 @@ class PipelineRun:
             self.bundle.write_json(
                 CRITIQUE,
                 critique.value.model_dump() if critique.value else {"error": critique.error},
+            )
+        asked = self.wants_escalation("second_opinion")
+        if hr.high_risk or asked:
+            reasons = "\n".join(f"- {r.rule_id}: {r.path}" for r in hr.reasons)
+            await self.advise(
+                "high_risk" if hr.high_risk else "user_request",
+                f"High-Risk reasons:\n{reasons or '(none)'}\n\nDiff:\n"
+                + prompts.clip(self.final_diff, 6000),
             )
         await self.stage(
             "judge",

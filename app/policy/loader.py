@@ -234,8 +234,10 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
                 err(((*base, "fallback"), f"{fb!r} is local; the escalation chain is cloud"))
         if role.local_stand_in and p.is_cloud(role.local_stand_in):
             err(((*base, "local_stand_in"), "the stand-in must be a local model"))
-        if role.locality == "cloud" and role.local_stand_in is None:
+        if role.locality == "cloud" and role.local_stand_in is None and not role.sidecar:
             err(((*base, "local_stand_in"), "a cloud role needs a local stand-in"))
+        if role.sidecar and role.local_stand_in:
+            err(((*base, "local_stand_in"), "a sidecar is escalation-only: no local stand-in"))
 
     seen_ids: set[str] = set()
     for i, trig in enumerate(p.triggers):

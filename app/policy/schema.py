@@ -139,6 +139,8 @@ class Role(Strict):
     local_stand_in: str | None = None
     max_output_tokens: int = Field(default=2048, gt=0)
     max_turns: int | None = Field(default=None, gt=0)
+    #: a non-authoritative sidecar (§2): cloud only on its triggers, no local stand-in
+    sidecar: bool = False
     prefer_speed: bool = False
     constraints: str = ""
 

@@ -187,6 +187,7 @@ def decide(policy: Policy, role: str, signals: Signals, state: RouterState) -> D
     def stay_local(extra_skips: list[Skip], more_notes: list[str]) -> Decision:
         skips = local_skips + extra_skips
         if local is None:
+            sidecar = spec.sidecar
             return Decision(
                 role=role,
                 action="refuse",
@@ -194,9 +195,16 @@ def decide(policy: Policy, role: str, signals: Signals, state: RouterState) -> D
                 reasons=reasons,
                 chain=chain,
                 skipped=skips,
-                refusal_code="NO_LOCAL_RUNTIME",
+                refusal_code="SIDECAR_NOT_REACHED" if sidecar else "NO_LOCAL_RUNTIME",
                 est_tokens_in=tokens_in,
-                notes=[*notes, *more_notes, "no local runtime can serve this request"],
+                notes=[
+                    *notes,
+                    *more_notes,
+                    f"{spec.title} is escalation-only: no trigger fired or no cloud step "
+                    "could serve, so there is none (it is advice, nothing waits on it)"
+                    if sidecar
+                    else "no local runtime can serve this request",
+                ],
             )
         step = (
             policy.local_chain.order.index(local.runtime)
@@ -221,7 +229,7 @@ def decide(policy: Policy, role: str, signals: Signals, state: RouterState) -> D
         )
 
     if not fired:
-        if spec.locality == "cloud":
+        if spec.locality == "cloud" and not spec.sidecar:
             notes.append(
                 f"{spec.title}: cloud only on its trigger or the user's request; served by "
                 "the local stand-in, whose output is advisory (a local verdict can never "

@@ -18,6 +18,7 @@ import pytest
 
 from app.cli.main import main
 from app.workspace.worktree import checkout_fingerprint
+from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.demo_repo import diff_of, git, make_repo
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
@@ -84,6 +85,7 @@ def fakes(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     fake_openai_factory: Callable[..., FakeOpenAIServer],
+    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
 ) -> dict[str, Any]:
     fix = diff_of(repo, "range(len(tokens) - 1)", "range(len(tokens))")
     wrong = diff_of(repo, '"""Split ``text``', '"""Split the ``text``')  # applies, tests fail
@@ -133,7 +135,25 @@ def fakes(
     cloud.script.respond_with(openai)
     deepseek = fake_openai_factory("deepseek")
     deepseek.script.queue(impl_json(fix, 0.9))
-    policy = policy_pointing(tmp_path, openai=cloud.base_url, deepseek=deepseek.base_url)
+    # the second opinion (Sonnet) argues against the merge: it is advice and decides nothing
+    sonnet = fake_anthropic_factory()
+    sonnet.script.queue(
+        json.dumps(
+            {
+                "assessment": "do not merge: this touches the public API",
+                "likely_causes": [],
+                "risks": ["callers of parse() see one more token"],
+                "suggestions": ["check the callers"],
+                "confidence": 0.9,
+            }
+        )
+    )
+    policy = policy_pointing(
+        tmp_path,
+        openai=cloud.base_url,
+        deepseek=deepseek.base_url,
+        anthropic=sonnet.base_url,
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
@@ -141,10 +161,18 @@ def fakes(
     monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed}/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-openai-0000000000000000")
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-canary-deepseek-000000000000000")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-canary-anthropic-0000000000000")
     monkeypatch.setenv("COLUMNS", "200")
     spec = tmp_path / "spec.md"
     spec.write_text(SPEC)
-    return {"policy": policy, "vllm": vllm, "cloud": cloud, "deepseek": deepseek, "spec": spec}
+    return {
+        "policy": policy,
+        "vllm": vllm,
+        "cloud": cloud,
+        "deepseek": deepseek,
+        "sonnet": sonnet,
+        "spec": spec,
+    }
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
@@ -199,6 +227,17 @@ def test_full_pipeline_escalates_fixes_judges_and_merges(
     assert verdicts[0]["model"] == "gpt-5.1-high" and not verdicts[0]["local"]
     assert verdicts[0]["citations_resolved"]
     assert ("judge", "gpt-5.1-high") in escalations
+    # §2: the High-Risk change got an escalation-only second opinion, kept as advice only
+    advice = json.loads((bundle / "second_opinion.json").read_text())
+    (opinion,) = advice["opinions"]
+    assert opinion["occasion"] == "high_risk" and opinion["model"] == "claude-sonnet-4.6"
+    assert opinion["opinion"]["assessment"].startswith("do not merge")
+    assert ("second_opinion", "claude-sonnet-4.6") in escalations
+    assert any(a["kind"] == "advice" and "ADVISORY_ONLY" in a["reason_codes"] for a in lines)
+    assert len(fakes["sonnet"].message_requests) == 1
+    # ... and it decided nothing: the Judge is never shown it, the gate holds on the verdict
+    judge_prompts = [b for b in fakes["cloud"].chat_requests if "Judge" in system_of(b)]
+    assert "do not merge" not in json.dumps(judge_prompts)
     # the constitution gate: the Judge is given the repo's rules to cite
     judge_asks = [b for b in fakes["cloud"].chat_requests if "Judge" in system_of(b)]
     assert "Rule 1: every fix keeps the parser tests green." in json.dumps(judge_asks[-1])
@@ -240,6 +279,13 @@ def test_denied_escalations_end_in_a_clear_audited_stop(
     assert any(a["kind"] == "denial" for a in lines)
     assert any(a["kind"] == "run" and "RUN_STOPPED" in a["reason_codes"] for a in lines)
     assert fakes["deepseek"].chat_requests == []  # nothing left the machine
+    assert fakes["sonnet"].message_requests == []
+    # the failed loops asked for a second opinion; denied, so none, and the run says so
+    advice = json.loads((Path(out["bundle"]) / "second_opinion.json").read_text())
+    assert [(o["occasion"], o["opinion"]) for o in advice["opinions"]][-1] == ("failure", None)
+    assert any(
+        a["kind"] == "advice" and "SECOND_OPINION_SKIPPED" in a["reason_codes"] for a in lines
+    )
     assert checkout_fingerprint(repo) == before
     assert main(["evidence", "verify", out["run_id"], "--repo", str(repo)]) == 0
     # a stopped run has nothing to merge: refused, even though its tip is the base

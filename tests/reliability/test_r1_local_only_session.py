@@ -13,6 +13,7 @@ the socket guard records any attempt to get past it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,12 @@ def test_a_full_local_only_session_never_leaves_the_machine(
         no_traceback(err)
         assert rc == 0, (role, data, err)
         assert data["runtime"] == "vllm", (role, data)
+    # the second-opinion sidecar has no local stand-in: under local_only it is refused
+    for signal in ("failed_loops=2", "confidence=0.5"):
+        argv = ["ask", "--role", "second_opinion", "--local-only", "--approve", "allow"]
+        rc, data, err = run_json([*argv, "--signal", signal, "a question"], capsys)
+        no_traceback(err)
+        assert rc == 1 and "SIDECAR_NOT_REACHED" in json.dumps(data), (signal, data, err)
 
     # ── zero non-loopback attempts, at the socket level ─────────────────────────────
     socket_guard.assert_no_attempts()
@@ -162,7 +169,14 @@ def test_a_full_local_only_session_never_leaves_the_machine(
 
     # ── the audit: every trigger fired, and every escalation was a GR-009 skip ──────
     lines = audit_lines()
-    fired = {code for line in lines if line["kind"] == "route" for code in line["reason_codes"]}
+    # a sidecar's trigger shows on its refusal: it has no local route to take instead
+    fired = {
+        code
+        for line in lines
+        if line["kind"] == "route"
+        or (line["kind"] == "refusal" and policy.roles[line["role"]].sidecar)
+        for code in line["reason_codes"]
+    }
     wanted = {t.reason for t in policy.triggers}
     assert wanted <= fired, f"triggers that never fired: {sorted(wanted - fired)}"
     skipped_roles = {

@@ -42,7 +42,7 @@ def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 def _bad_policy(tmp_path: Path) -> Path:
     text = default_policy_path().read_text(encoding="utf-8")
     bad = tmp_path / "bad.toml"
-    bad.write_text(text.replace("threshold = 0.75", "threshold = 1.5"), encoding="utf-8")
+    bad.write_text(text.replace("threshold = 0.75", "threshold = 1.5", 1), encoding="utf-8")
     return bad
 
 
@@ -51,10 +51,10 @@ def test_check_ok_prints_warnings_to_stderr(capsys: pytest.CaptureFixture[str]) 
     out, err = capsys.readouterr()
     path = default_policy_path()
     assert out.splitlines() == [
-        f"{path}: ok — policy 1.0.0, 10 roles, 21 models, 17 triggers, 9 warnings"
+        f"{path}: ok — policy 1.0.0, 11 roles, 21 models, 20 triggers, 10 warnings"
     ]
     warnings = err.splitlines()
-    assert len(warnings) == 9
+    assert len(warnings) == 10
     assert all(w.startswith(f"warning: {path}:") for w in warnings)
     assert "resolved contradiction C1" in warnings[0]
 
@@ -107,7 +107,7 @@ def test_show_json_is_stable(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["policy_version"] == "1.0.0"
     assert data["path"] == str(default_policy_path())
     assert data["local_only"] is False
-    assert [r["role"] for r in data["roles"]] == list(SEED_ROLES)
+    assert [r["role"] for r in data["roles"]] == [*SEED_ROLES, "second_opinion"]
     assert all(set(r) == ROW_KEYS for r in data["roles"])
     rows = {r["role"]: r for r in data["roles"]}
     assert rows["architect"]["default"] == "qwen3-14b"
@@ -197,8 +197,8 @@ def test_installed_script_runs() -> None:
     script = Path(sys.executable).parent / "switchyard"
     done = _run(str(script), "policy", "check")
     assert done.returncode == 0, done.stderr
-    assert "ok — policy 1.0.0, 10 roles" in done.stdout
-    assert done.stderr.count("warning: ") == 9
+    assert "ok — policy 1.0.0, 11 roles" in done.stdout
+    assert done.stderr.count("warning: ") == 10
 
 
 def test_python_dash_m_app() -> None:

@@ -55,8 +55,8 @@ def test_shipped_policy_loads_without_errors() -> None:
     assert loaded.path == default_policy_path()
     assert loaded.policy.version == "1.0.0"
     assert loaded.policy.privacy.local_only is False
-    # The only warnings are the resolved contradictions C1..C9, each at its own line.
-    assert len(loaded.warnings) == 9
+    # The only warnings are the resolved contradictions C1..C10, each at its own line.
+    assert len(loaded.warnings) == 10
     for i, warning in enumerate(loaded.warnings):
         line = line_of('id = "C1"') - 1 + 5 * i
         assert SEED_LINES[line - 1] == "[[resolutions]]"
@@ -73,7 +73,10 @@ def test_parse_policy_matches_load_policy(tmp_path: Path) -> None:
 
 def test_all_seed_roles_in_seed_order() -> None:
     policy = load_policy().policy
-    assert tuple(policy.roles) == SEED_ROLES
+    # the seed's table, in its order, then the §2 sidecar (not a table row: C10)
+    assert tuple(policy.roles) == (*SEED_ROLES, "second_opinion")
+    assert policy.roles["second_opinion"].sidecar
+    assert [r for r, spec in policy.roles.items() if spec.sidecar] == ["second_opinion"]
     assert SEED_ROLES == (
         "architect",
         "implementer",
@@ -173,7 +176,8 @@ def test_seed_aliases_and_escalation_only_models() -> None:
 
 def test_seed_triggers_guardrails_and_tables() -> None:
     policy = load_policy().policy
-    assert len(policy.triggers) == 17
+    # the seed's 17, then the second-opinion sidecar's failure, High-Risk, confidence
+    assert len(policy.triggers) == 20
     first = policy.triggers[0]
     assert (first.id, first.role, first.signal, first.op, first.threshold) == (
         "architect_low_confidence",
@@ -248,6 +252,25 @@ MUTATIONS: dict[str, Mutation] = {
         _exact(
             lambda: line_of('default = "qwen2.5-coder-7b"'),
             "roles.tutor.default: a local role's default must be a local model",
+        ),
+    ),
+    "a sidecar given a local stand-in": Mutation(
+        lambda: insert_after(
+            line_of("sidecar = true", after="[roles.second_opinion]"),
+            'local_stand_in = "qwen3-14b"',
+        ),
+        _exact(
+            lambda: line_of("sidecar = true", after="[roles.second_opinion]") + 1,
+            "roles.second_opinion.local_stand_in: a sidecar is escalation-only: no local stand-in",
+        ),
+    ),
+    "a cloud role that is not a sidecar needs a stand-in": Mutation(
+        lambda: replace_line(
+            line_of("sidecar = true", after="[roles.second_opinion]"), "sidecar = false"
+        ),
+        _exact(
+            lambda: line_of("[roles.second_opinion]"),
+            "roles.second_opinion.local_stand_in: a cloud role needs a local stand-in",
         ),
     ),
     "GR-003 switched off": Mutation(
@@ -404,7 +427,7 @@ def test_duplicate_key_is_a_syntax_error(tmp_path: Path) -> None:
 def test_line_numbers_ignore_unicode_line_separators(tmp_path: Path) -> None:
     # These are legal in a TOML comment and do not end a TOML line (str.splitlines disagrees).
     text = replace_line(1, "# a comment with \u2028, \u2029 and \x85 inside")
-    text = text.replace("threshold = 0.75", "threshold = 1.5")
+    text = text.replace("threshold = 0.75", "threshold = 1.5", 1)
     target = _write(tmp_path, text)
     line = line_of("threshold = 0.75")
     assert problems_of(target) == [
@@ -435,7 +458,7 @@ def test_non_utf8_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_several_problems_are_all_reported(tmp_path: Path) -> None:
-    text = SEED.replace("threshold = 0.75", "threshold = 1.5").replace(
+    text = SEED.replace("threshold = 0.75", "threshold = 1.5", 1).replace(
         'haiku = "claude-haiku-4.5"', 'haiku = "nope"'
     )
     target = _write(tmp_path, text)

@@ -1,0 +1,149 @@
+"""The escalation-only second opinion (§2): advice on a failure or a High-Risk change.
+
+A sidecar, never an owner. It is asked only when one of its triggers fires (repeated
+failed loops, a High-Risk change, a low-confidence plan) or the user asks, so the router
+treats it as any escalation: an approval, a budget, never under local_only, and no local
+stand-in. Whatever it says is written to the evidence bundle and the audit log as
+advice; nothing in the pipeline reads it back to decide (the tests, the Judge and the
+merge gate do). A denied or unavailable escalation means no second opinion, audited, and
+the run goes on exactly as it would have.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.backends.base import Message
+from app.pipeline.schemas import Strict
+from app.pipeline.structured import ask_model
+from app.router.service import RouteFailed, Router, RouteRefused
+from app.router.types import Signals
+
+ROLE = "second_opinion"
+Occasion = Literal["failure", "high_risk", "low_confidence", "user_request"]
+
+SYSTEM = (
+    "You are a senior engineer giving a second opinion on another model's work. You do "
+    "not rewrite it and you do not approve or reject it: you point out the likely cause "
+    "of a failure or the risks of a change, and what to try or check next. Be specific: "
+    "name files, functions and tests. Reply with JSON only."
+)
+
+
+class SecondOpinion(Strict):
+    """What the sidecar may say: an assessment and suggestions, no verdict field."""
+
+    assessment: str = Field(max_length=1500)
+    likely_causes: list[str] = Field(default_factory=list, max_length=6)
+    risks: list[str] = Field(default_factory=list, max_length=6)
+    suggestions: list[str] = Field(default_factory=list, max_length=6)
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class AdviceRecord(BaseModel):
+    """One second opinion as the evidence keeps it (``second_opinion.json``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    occasion: Occasion
+    advisory: Literal[True] = True
+    model: str | None = None
+    provider: str | None = None
+    opinion: SecondOpinion | None = None
+    #: why there is no opinion (denied, unavailable, not triggered, bad reply)
+    skipped: str | None = None
+
+
+def occasion_signals(occasion: Occasion, *, value: float | None, user: bool) -> Signals:
+    """The signals that fire the sidecar's trigger for ``occasion`` (pure)."""
+    if occasion == "failure":
+        return Signals(failed_loops=int(value or 0), user_request=user)
+    if occasion == "high_risk":
+        return Signals(high_risk=True, user_request=user)
+    if occasion == "low_confidence":
+        return Signals(confidence=value, user_request=user)
+    return Signals(user_request=True)
+
+
+def messages_for(occasion: Occasion, task: str, subject: str) -> list[Message]:
+    what = {
+        "failure": "The implementation attempts below failed. What is the likely cause, "
+        "and what should the next attempt do differently?",
+        "high_risk": "The change below is classified High-Risk. What could go wrong, and "
+        "what should the reviewer check before merging?",
+        "low_confidence": "The plan below has low confidence. What is missing or wrong?",
+        "user_request": "The user asked for a second opinion on the work below.",
+    }[occasion]
+    return [
+        Message(role="system", content=SYSTEM),
+        Message(role="user", content=f"Task: {task}\n\n{what}\n\n{subject}"),
+    ]
+
+
+async def ask_second_opinion(
+    router: Router,
+    occasion: Occasion,
+    task: str,
+    subject: str,
+    *,
+    run: str,
+    value: float | None = None,
+    user_request: bool = False,
+) -> AdviceRecord:
+    """Ask the sidecar once; always returns a record and writes one ``advice`` audit line.
+
+    Never raises for a refused, denied or failed route: advice is optional by design.
+    """
+    signals = occasion_signals(occasion, value=value, user=user_request)
+    spec = router.policy.roles.get(ROLE)
+    record: AdviceRecord
+    try:
+        answer = await ask_model(
+            router,
+            ROLE,
+            SecondOpinion,
+            messages_for(occasion, task, subject),
+            signals,
+            run=run,
+            max_tokens=spec.max_output_tokens if spec else 1024,
+        )
+    except (RouteRefused, RouteFailed) as exc:
+        record = AdviceRecord(occasion=occasion, skipped=str(exc))
+    else:
+        r = answer.result
+        if answer.value is not None and r is not None:
+            record = AdviceRecord(
+                occasion=occasion, model=r.model, provider=r.provider, opinion=answer.value
+            )
+        else:
+            record = AdviceRecord(
+                occasion=occasion,
+                model=r.model if r else None,
+                provider=r.provider if r else None,
+                skipped=answer.error or "no valid reply",
+            )
+    await router.audit.append(
+        "advice",
+        session=router.session,
+        run=run,
+        role=ROLE,
+        to=record.model,
+        reason_codes=[
+            f"SECOND_OPINION_{occasion.upper()}",
+            "ADVISORY_ONLY" if record.opinion else "SECOND_OPINION_SKIPPED",
+        ],
+        values={
+            "occasion": occasion,
+            "confidence": record.opinion.confidence if record.opinion else None,
+            "suggestions": len(record.opinion.suggestions) if record.opinion else 0,
+        },
+        detail=(
+            f"second opinion from {record.model} on the {occasion.replace('_', ' ')}: "
+            "advice only, it never decides"
+            if record.opinion
+            else f"no second opinion on the {occasion.replace('_', ' ')}: {record.skipped}"
+        ),
+    )
+    return record
