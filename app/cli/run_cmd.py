@@ -20,7 +20,16 @@ from app.cli.common import (
 )
 from app.errors import UsageError
 
-ROLES_THAT_ESCALATE = ("architect", "implementer", "librarian", "tutor", "judge", "ace")
+#: second_opinion asks the §2 sidecar for advice on the change before the Judge
+ROLES_THAT_ESCALATE = (
+    "architect",
+    "implementer",
+    "librarian",
+    "tutor",
+    "judge",
+    "ace",
+    "second_opinion",
+)
 
 
 def register(sub: Any) -> None:
