@@ -38,7 +38,7 @@ from app.pipeline.control import RunControl
 from app.pipeline.judge import EvidenceIndex, check_verdict
 from app.pipeline.schemas import CritiqueReport, ImplementerOutput, Plan, Reflection, Verdict
 from app.pipeline.second_opinion import AdviceRecord, Occasion, ask_second_opinion
-from app.pipeline.signals import diff_files, diff_signals, plan_signals
+from app.pipeline.signals import diff_files, diff_signals, interesting_failure, plan_signals
 from app.pipeline.structured import Answer, ask_model
 from app.policy.consensus import critic_enabled, run_spec_consensus
 from app.policy.gate import GateInput, GateResult, VerdictRecord, merge_gate
@@ -385,6 +385,8 @@ class PipelineRun:
                     role="implementer",
                     detail=f"tests green after attempt {attempt}",
                 )
+                # green after failed loops, or a large diff: still worth a reflection
+                await self.reflect()
                 return
             failed += 1
             tail = "\n".join(result.output.splitlines()[-30:])
@@ -469,13 +471,14 @@ class PipelineRun:
 
     async def reflect(self) -> None:
         """ACE: after an interesting failure, learn patterns; the curator keeps the good ones."""
-        if not self.failures:
+        why = interesting_failure(self.failures, self.final_diff, self.policy.ace)
+        if not why:
             return
         answer = await ask_model(
             self.s.router,
             "ace",
             Reflection,
-            prompts.reflector(self.task, self.failures),
+            prompts.reflector(self.task, [*self.failures, *why[len(self.failures) > 0 :]]),
             Signals(interesting_failure=True),
             run=self.run_id,
             max_tokens=400,

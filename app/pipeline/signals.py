@@ -6,6 +6,7 @@ from unidiff.patch import PatchSet
 
 from app.pipeline.schemas import Plan
 from app.policy.highrisk import module_of
+from app.policy.schema import Ace
 
 
 def plan_signals(plan: Plan) -> dict[str, int | float]:
@@ -34,3 +35,27 @@ def diff_files(diff: str) -> list[str]:
 def diff_signals(diff: str) -> dict[str, int]:
     files = diff_files(diff)
     return {"files_touched": len(files), "modules_touched": len({module_of(f) for f in files})}
+
+
+def diff_insertions(diff: str) -> int:
+    """Added lines of a unified diff (``+`` lines outside the file headers)."""
+    return sum(
+        1 for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")
+    )
+
+
+def interesting_failure(failures: list[str], diff: str, ace: Ace) -> list[str]:
+    """Why a run is worth reflecting on (ACE), or nothing when it is not.
+
+    A compile/test failure on the way, or a diff larger than the policy's bounds (more
+    than ``interesting_diff_files`` files or ``interesting_diff_insertions`` insertions),
+    even when the run ended green.
+    """
+    why = [f"{len(failures)} failed loop(s)"] if failures else []
+    files = len(diff_files(diff)) if diff else 0
+    if files > ace.interesting_diff_files:
+        why.append(f"the diff touches {files} files (> {ace.interesting_diff_files})")
+    added = diff_insertions(diff) if diff else 0
+    if added > ace.interesting_diff_insertions:
+        why.append(f"the diff inserts {added} lines (> {ace.interesting_diff_insertions})")
+    return why
