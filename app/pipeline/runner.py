@@ -59,6 +59,9 @@ from app.workspace.worktree import Worktree
 Outcome = Literal["merge_ready", "stopped", "failed"]
 #: implementation attempts at most: the policy's 2 failed loops, the escalation, one more
 MAX_ATTEMPTS = 4
+#: memories of earlier sessions in the brief (the playbook goes to Approach instead)
+MEMORIES_IN_BRIEF = 5
+BRIEF_MEMORY_KINDS = ("note", "commit", "outcome")
 #: characters of source shown to the Implementer (the embedded model's window is small)
 FILE_CONTEXT_CHARS = 6000
 
@@ -189,6 +192,7 @@ class PipelineRun:
         decision = await self.s.router.decide("architect", Signals())
         window = decision.local.context_window if decision.local else None
         playbook = await self._playbook()
+        memories = await self._memories()
 
         def build() -> str:
             from app.stage0.engine import Stage0
@@ -198,6 +202,7 @@ class PipelineRun:
                     self.task,
                     self.bundle.path if self.bundle else None,
                     spec=self.opt.spec,
+                    memories=memories,
                     approach=playbook,
                     context_window=window,
                 )
@@ -211,6 +216,27 @@ class PipelineRun:
         # what the planner reads must fit its window with room for its answer
         budget_chars = max(2000, ((window or 8192) - 1200) * 3)
         return prompts.clip(text, budget_chars)
+
+    async def _memories(self) -> list[str]:
+        """What earlier sessions learned about this task (notes, commits, outcomes).
+
+        TF-IDF and the dynamic score only: the run must not wait for torch to load an
+        embedding model. Searching is read-only; the memories put in the brief are then
+        marked used, explicitly.
+        """
+        path = self.s.settings.memory_db
+        if not path.exists():
+            return []
+        from app.memory.store import MemoryStore
+
+        async with MemoryStore.open(
+            path, clock=self.s.router.clock, weights=self.policy.memory
+        ) as store:
+            hits = await store.search(
+                self.task, k=MEMORIES_IN_BRIEF, kinds=BRIEF_MEMORY_KINDS, use_embeddings=False
+            )
+            await store.mark_used(h.memory.id for h in hits)
+        return [f"[{h.memory.kind}] {h.memory.text}" for h in hits]
 
     async def _playbook(self) -> list[str]:
         """Top playbook bullets (ACE): helpful first, at most the policy's harmful ones."""

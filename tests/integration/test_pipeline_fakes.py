@@ -257,6 +257,12 @@ def test_full_pipeline_escalates_fixes_judges_and_merges(
 def test_denied_escalations_end_in_a_clear_audited_stop(
     repo: Path, fakes: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # a memory of an earlier session reaches the brief (and is marked used, explicitly)
+    note = "parse() once dropped the last token: the range bound was off by one"
+    assert main(["memory", "add", note, "--no-embed", "--json"]) == 0
+    unrelated = "the logo is drawn in teal"
+    assert main(["memory", "add", unrelated, "--no-embed", "--json"]) == 0
+    capsys.readouterr()
     before = checkout_fingerprint(repo)
     rc, out = run(
         [
@@ -275,6 +281,11 @@ def test_denied_escalations_end_in_a_clear_audited_stop(
     )
     assert rc == 1
     assert out["outcome"] == "stopped" and "implementer" in out["reason"]
+    brief = json.loads((Path(out["bundle"]) / "brief.json").read_text())
+    assert brief["memories"] == [f"[note] {note}"]
+    assert main(["memory", "search", "parse last token", "--no-embed", "--json"]) == 0
+    (hit,) = json.loads(capsys.readouterr().out)["hits"][:1]
+    assert hit["text"] == note and hit["use_count"] == 1
     lines = audit_kinds(Path(out["bundle"]))
     assert any(a["kind"] == "denial" for a in lines)
     assert any(a["kind"] == "run" and "RUN_STOPPED" in a["reason_codes"] for a in lines)
