@@ -1,4 +1,8 @@
-"""``switchyard stage0 query|brief``: deterministic retrieval and the task brief (no LLM)."""
+"""``switchyard stage0 query|brief``: deterministic retrieval and the task brief.
+
+Retrieval and the brief involve no LLM. ``brief --synth`` adds the opt-in Tier2
+synthesis over the brief (role ``tier2``, citation-grounded, GR-008).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,19 @@ from app.errors import UsageError
 
 if TYPE_CHECKING:
     from app.policy.schema import Policy
+    from app.stage0.brief import Brief
     from app.stage0.engine import Stage0
     from app.stage0.result import QueryResult
+    from app.stage0.tier2 import Tier2Result
 
 #: Below this many files to scan (or contents to tokenize) no progress bar is shown.
 PROGRESS_MIN = 300
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("stage0", help="deterministic retrieval and task briefs (no LLM)")
+    p = sub.add_parser(
+        "stage0", help="deterministic retrieval and task briefs (no LLM unless brief --synth)"
+    )
     ssub = p.add_subparsers(dest="stage0_command", metavar="ACTION", required=True)
 
     q = ssub.add_parser(
@@ -50,6 +58,28 @@ def register(sub: Any) -> None:
     b.add_argument("--risk", action="append", default=[], metavar="TEXT", help="a risk bullet")
     b.add_argument(
         "--approach", action="append", default=[], metavar="TEXT", help="an approach bullet"
+    )
+    t = b.add_argument_group(
+        "Tier2 synthesis",
+        "With --synth, the brief's sources are summarized by role tier2 as claims that each "
+        "cite a chunk id (GR-008), checked, retried once, else dropped: the brief stands on "
+        "its own. Cloud only after approval; otherwise the local stand-in.",
+    )
+    t.add_argument(
+        "--synth",
+        action="store_true",
+        help="opt in to Tier2 for this session and write synthesis.json beside brief.json",
+    )
+    t.add_argument(
+        "--approve", choices=("deny", "allow", "ask"), help="escalation approvals (with --synth)"
+    )
+    t.add_argument(
+        "--local-only", action="store_true", help="forbid every cloud call (GR-009, with --synth)"
+    )
+    t.add_argument(
+        "--session",
+        metavar="ID",
+        help="reuse a session id: its accepted synthesis of the same brief is cached",
     )
     add_json_arg(b)
     b.set_defaults(handler=_brief)
@@ -208,12 +238,32 @@ def _render_query(result: QueryResult) -> None:
         )
 
 
+def _check_synth_args(args: argparse.Namespace) -> None:
+    if not args.synth:
+        for flag, given in (
+            ("--approve", args.approve is not None),
+            ("--local-only", args.local_only),
+            ("--session", args.session is not None),
+        ):
+            if given:
+                raise UsageError(f"{flag}: only with --synth")
+        return
+    if args.session is not None:
+        from app.stage0.tier2 import SAFE_SESSION_ID
+
+        if not SAFE_SESSION_ID.match(args.session):
+            raise UsageError(
+                f"--session {args.session!r}: use 1-64 letters, digits, '.', '_' or '-'"
+            )
+
+
 def _brief(args: argparse.Namespace) -> int:
     from app.paths import repo_state_dir
     from app.stage0.brief import BRIEF_JSON, BRIEF_MD
 
     if args.spec is not None and not args.spec.is_file():
         raise UsageError(f"--spec {args.spec}: no such file")
+    _check_synth_args(args)
     engine, policy, _ = _with_engine(args)
     with engine:
         out_dir = args.out if args.out is not None else repo_state_dir(engine.repo) / "brief"
@@ -228,16 +278,33 @@ def _brief(args: argparse.Namespace) -> int:
             context_window=_reader_window(policy, args.reader),
         )
     md, js = out_dir / BRIEF_MD, out_dir / BRIEF_JSON
+    repo = engine.repo
+    synth: Tier2Result | None = None
+    synth_path: Path | None = None
+    if args.synth:
+        import asyncio
+
+        synth = asyncio.run(_synthesize(args, policy, brief, repo))
+    if synth is not None and synth.synthesis is not None:
+        from app.stage0.tier2 import write_synthesis
+
+        synth_path = write_synthesis(synth, out_dir)
+    else:
+        from app.stage0.tier2 import SYNTHESIS_JSON
+
+        # a synthesis.json left from an earlier brief would pass for this brief's
+        (out_dir / SYNTHESIS_JSON).unlink(missing_ok=True)
     if args.json:
-        print_json(
-            {
-                "brief_md": str(md),
-                "brief_json": str(js),
-                "chunk_ids": brief.metadata.chunk_ids,
-                "corpus_hash": brief.metadata.corpus_hash,
-                "budget_used": brief.metadata.budget_used,
-            }
-        )
+        data: dict[str, Any] = {
+            "brief_md": str(md),
+            "brief_json": str(js),
+            "chunk_ids": brief.metadata.chunk_ids,
+            "corpus_hash": brief.metadata.corpus_hash,
+            "budget_used": brief.metadata.budget_used,
+        }
+        if synth is not None:
+            data["synthesis"] = _synth_json(synth, synth_path)
+        print_json(data)
         return 0
     out = console()
     out.print(f"wrote {md}")
@@ -247,4 +314,67 @@ def _brief(args: argparse.Namespace) -> int:
         f"{brief.metadata.budget_used}/{brief.metadata.params.budget_tokens} tokens "
         f"(+{brief.metadata.reserved_tokens} for constitution, spec and bullets)"
     )
+    if synth is not None:
+        _render_synth(out, synth, synth_path)
     return 0
+
+
+async def _synthesize(
+    args: argparse.Namespace, policy: Policy, brief: Brief, repo: Path
+) -> Tier2Result:
+    from app.cli.common import settings_from
+    from app.paths import repo_state_dir
+    from app.router.session import open_session
+    from app.stage0.tier2 import synthesize
+
+    settings = settings_from(args)
+    async with open_session(
+        settings,
+        policy,
+        approve=args.approve,
+        local_only=args.local_only,
+        session_id=args.session,
+    ) as session:
+        return await synthesize(
+            session,
+            brief,
+            opt_in=True,
+            cache_dir=repo_state_dir(repo) / "tier2",
+        )
+
+
+def _synth_json(synth: Tier2Result, path: Path | None) -> dict[str, Any]:
+    syn = synth.synthesis
+    return {
+        "status": synth.status,
+        "accepted": syn is not None,
+        "synthesis_json": str(path) if path is not None else None,
+        "session": synth.session,
+        "brief_sha": synth.brief_sha,
+        "model": synth.model,
+        "runtime": synth.runtime,
+        "escalated": synth.escalated,
+        "cached": synth.cached,
+        "attempts": synth.attempts,
+        "claims": len(syn.claims) if syn is not None else 0,
+        "contradictions": len(syn.contradictions) if syn is not None else 0,
+        "contradictions_detected": synth.contradictions_detected,
+        "problems": synth.problems,
+        "reason": synth.reason,
+    }
+
+
+def _render_synth(out: Any, synth: Tier2Result, path: Path | None) -> None:
+    from rich.markup import escape
+
+    syn = synth.synthesis
+    if syn is None:
+        out.print(f"tier2: dropped (the brief stands on its own): {escape(synth.reason)}")
+        return
+    where = "cloud" if synth.escalated else "local"
+    how = "cached, no call" if synth.cached else f"attempt {synth.attempts}"
+    out.print(f"wrote {path}")
+    out.print(
+        f"tier2: {len(syn.claims)} claims, {len(syn.contradictions)} contradictions · "
+        f"{synth.model} ({where}) · {how} · session {synth.session}"
+    )
