@@ -52,6 +52,8 @@ class Settings(BaseSettings):
         default=False,
         validation_alias=AliasChoices("SPEC_KIT_CRITIC", "SWITCHYARD_CRITIC", "critic"),
     )
+    #: opt every session in to the Tier2 synthesis (cloud, after approval; §1)
+    tier2: bool = Field(default=False, validation_alias=AliasChoices("SWITCHYARD_TIER2", "tier2"))
 
     @classmethod
     def settings_customise_sources(

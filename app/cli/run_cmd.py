@@ -56,6 +56,12 @@ def register(sub: Any) -> None:
         metavar="ROLE",
         help="the user's explicit escalation request for ROLE (§3); repeatable",
     )
+    p.add_argument(
+        "--synth",
+        action="store_true",
+        help="opt this session in to the Tier2 synthesis of the brief (cloud after approval; "
+        "also SWITCHYARD_TIER2=true or the spec's 'Stage0 Tier2 (NotebookLM): YES')",
+    )
     p.add_argument("--approve", choices=("deny", "allow", "ask"), help="escalation approvals")
     p.add_argument("--local-only", action="store_true", help="forbid every cloud call (GR-009)")
     p.add_argument("--test-command", metavar="CMD", help="the project's test command")
@@ -106,6 +112,7 @@ async def _pipeline(
         escalate=frozenset(args.escalate),
         test_command=args.test_command,
         spec_high_risk=spec.high_risk if spec else None,
+        tier2=args.synth or settings.tier2 or bool(spec and spec.tier2),
     )
     async with open_session(
         settings, policy, approve=args.approve, bus=bus, local_only=local_only

@@ -6,6 +6,7 @@
 ``run.json``           run id, task, session, created (written first, so a crashed run
                        still says what it was)
 ``TASK_BRIEF.md``      Stage0's task brief; ``brief.json`` its structured form
+``synthesis.json``     the opted-in Tier2 synthesis: accepted, cached or dropped (why)
 ``plan.json``          the Architect's plan
 ``diffs/attempt-N``    every diff attempt, as the model wrote it (``.diff``)
 ``tests/loop-N``       every test loop: the output (``.log``) and the result (``.json``)
@@ -61,6 +62,7 @@ PLAN = "plan.json"
 HIGHRISK = "highrisk.json"
 CRITIQUE = "critique.json"
 SECOND_OPINION = "second_opinion.json"
+SYNTHESIS = "synthesis.json"
 VERDICT = "verdict.json"
 AUDIT = "audit.jsonl"
 COST = "cost.json"
@@ -647,6 +649,7 @@ __all__ = [
     "PLAN",
     "RUN_INFO",
     "SECOND_OPINION",
+    "SYNTHESIS",
     "TASK_BRIEF",
     "VERDICT",
     "AuditAnchor",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from app.audit.types import AuditLine
 from app.bus import (
@@ -29,6 +29,7 @@ from app.evidence.bundle import (
     HIGHRISK,
     PLAN,
     SECOND_OPINION,
+    SYNTHESIS,
     EvidenceBundle,
     bundle_seal_line,
 )
@@ -56,6 +57,9 @@ from app.workspace.sandbox import (
 from app.workspace.testcmd import TestCommand, detect_test_command, load_repo_config
 from app.workspace.worktree import Worktree
 
+if TYPE_CHECKING:
+    from app.stage0.brief import Brief
+
 Outcome = Literal["merge_ready", "stopped", "failed"]
 #: implementation attempts at most: the policy's 2 failed loops, the escalation, one more
 MAX_ATTEMPTS = 4
@@ -72,6 +76,8 @@ class RunOptions:
     spec: Path | None = None
     escalate: frozenset[str] = frozenset()
     tutor: bool = False
+    #: the session opted in to the Tier2 synthesis of the brief (§1; cloud after approval)
+    tier2: bool = False
     test_command: str | None = None
     max_attempts: int = MAX_ATTEMPTS
     test_timeout_s: float = 300.0
@@ -117,6 +123,8 @@ class PipelineRun:
         self.said_degraded = False
         self.constitution = ""
         self.advice: list[AdviceRecord] = []
+        #: the Tier2 synthesis marked two sources as contradicting (a Librarian trigger)
+        self.contradictions = False
 
     # ── plumbing ─────────────────────────────────────────────────────────────────────
 
@@ -194,7 +202,7 @@ class PipelineRun:
         playbook = await self._playbook()
         memories = await self._memories()
 
-        def build() -> str:
+        def build() -> Brief:
             from app.stage0.engine import Stage0
 
             with Stage0(self.opt.repo, self.policy) as engine:
@@ -209,13 +217,53 @@ class PipelineRun:
             # the constitution gate: the Judge checks the diff against these rules
             if brief.constitution is not None:
                 self.constitution = f"{brief.constitution.path}:\n{brief.constitution.text}"
-            return brief.to_markdown()
+            return brief
 
-        text = await asyncio.to_thread(build)
+        brief = await asyncio.to_thread(build)
         await self.stage("stage0", "finished", role="stage0", detail="TASK_BRIEF.md written")
+        text = brief.to_markdown()
+        if self.opt.tier2:
+            text += await self.tier2(brief)
         # what the planner reads must fit its window with room for its answer
         budget_chars = max(2000, ((window or 8192) - 1200) * 3)
         return prompts.clip(text, budget_chars)
+
+    async def tier2(self, brief: Brief) -> str:
+        """The opted-in Tier2 synthesis (GR-008): checked claims for the planner, or nothing.
+
+        A dropped synthesis costs the run nothing: the brief stands on its own. Either way
+        the result (with its problems) goes into the evidence.
+        """
+        assert self.bundle is not None
+        from app.paths import repo_state_dir
+        from app.stage0.tier2 import synthesize
+
+        await self.stage("tier2", "started", role="tier2", detail="citation-grounded synthesis")
+        result = await synthesize(
+            self.s,
+            brief,
+            session=self.s.id,
+            run=self.run_id,
+            opt_in=True,
+            cache_dir=repo_state_dir(self.opt.repo) / "tier2",
+        )
+        self.contradictions = result.contradictions_detected
+        self.bundle.write_json(SYNTHESIS, result.model_dump(mode="json"))
+        await self.stage(
+            "tier2",
+            "finished",
+            role="tier2",
+            model=result.model,
+            detail=f"{result.status}: {result.reason}" if result.reason else result.status,
+        )
+        if result.synthesis is None:
+            return ""
+        lines = ["", "## Tier2 synthesis (every claim checked against the brief)", ""]
+        for claim in result.synthesis.claims:
+            lines.append(f"- {claim.text} [{', '.join(claim.cites)}]")
+        for pair in result.synthesis.contradictions:
+            lines.append(f"- CONTRADICTION {pair.a} vs {pair.b}: {pair.note}")
+        return "\n".join(lines) + "\n"
 
     async def _memories(self) -> list[str]:
         """What earlier sessions learned about this task (notes, commits, outcomes).

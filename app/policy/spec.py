@@ -100,6 +100,13 @@ class SpecBlock(BaseModel):
     def section(self, name: str) -> list[SpecEntry]:
         return [e for e in self.entries if e.section == name]
 
+    @property
+    def tier2(self) -> bool | None:
+        """``Stage0 Tier2 (NotebookLM): YES`` opts the run in to Tier2 (None: not said)."""
+        for entry in self.find("stage0 tier2 (notebooklm)", "roles"):
+            return _yes_no(entry.value)
+        return None
+
 
 def normalise_key(text: str) -> str:
     """Lower case, markdown emphasis and backticks gone, inner spaces single."""

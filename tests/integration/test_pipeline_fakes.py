@@ -9,6 +9,7 @@ the ledger and the evidence bundle are all real.
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,29 @@ def system_of(body: dict[str, Any]) -> str:
     return str(body["messages"][0]["content"])
 
 
+ADVICE = {
+    "assessment": "do not merge: this touches the public API",
+    "likely_causes": [],
+    "risks": ["callers of parse() see one more token"],
+    "suggestions": ["check the callers"],
+    "confidence": 0.9,
+}
+
+
+def sonnet_reply(body: dict[str, Any]) -> str:
+    """Claude serves two sidecars here: the Tier2 synthesis and the second opinion."""
+    content = body["messages"][0]["content"]
+    user = content if isinstance(content, str) else " ".join(b["text"] for b in content)
+    if "Sources:" not in user:
+        return json.dumps(ADVICE)
+    # cite the first source the brief lists, quoting its first line verbatim
+    found = re.search(r"=== source (\S+) · [^\n]*===\n\s*([^\n]{8,})", user)
+    assert found, user[:500]
+    claim = {"text": "parse() is where tokens are split", "cites": [found[1]]}
+    claim["quote"] = found[2].strip()[:40]
+    return json.dumps({"claims": [claim], "contradictions": []})
+
+
 @pytest.fixture
 def fakes(
     repo: Path,
@@ -137,17 +161,7 @@ def fakes(
     deepseek.script.queue(impl_json(fix, 0.9))
     # the second opinion (Sonnet) argues against the merge: it is advice and decides nothing
     sonnet = fake_anthropic_factory()
-    sonnet.script.queue(
-        json.dumps(
-            {
-                "assessment": "do not merge: this touches the public API",
-                "likely_causes": [],
-                "risks": ["callers of parse() see one more token"],
-                "suggestions": ["check the callers"],
-                "confidence": 0.9,
-            }
-        )
-    )
+    sonnet.script.respond_with(sonnet_reply)
     policy = policy_pointing(
         tmp_path,
         openai=cloud.base_url,
@@ -203,6 +217,7 @@ def test_full_pipeline_escalates_fixes_judges_and_merges(
             str(fakes["spec"]),
             "--approve",
             "allow",
+            "--synth",
         ],
         capsys,
     )
@@ -227,6 +242,14 @@ def test_full_pipeline_escalates_fixes_judges_and_merges(
     assert verdicts[0]["model"] == "gpt-5.1-high" and not verdicts[0]["local"]
     assert verdicts[0]["citations_resolved"]
     assert ("judge", "gpt-5.1-high") in escalations
+    # §1 Tier2 (opted in with --synth): Claude's synthesis passed the citation check and
+    # reached the planner
+    synthesis = json.loads((bundle / "synthesis.json").read_text())
+    assert synthesis["status"] == "accepted" and synthesis["model"] == "claude-sonnet-4.6"
+    assert ("tier2", "claude-sonnet-4.6") in escalations
+    assert any(a["kind"] == "synthesis" and "TIER2_ACCEPTED" in a["reason_codes"] for a in lines)
+    drafts = [b for b in fakes["vllm"].chat_requests if "Architect" in system_of(b)]
+    assert "## Tier2 synthesis" in json.dumps(drafts[0])
     # §2: the High-Risk change got an escalation-only second opinion, kept as advice only
     advice = json.loads((bundle / "second_opinion.json").read_text())
     (opinion,) = advice["opinions"]
@@ -234,7 +257,7 @@ def test_full_pipeline_escalates_fixes_judges_and_merges(
     assert opinion["opinion"]["assessment"].startswith("do not merge")
     assert ("second_opinion", "claude-sonnet-4.6") in escalations
     assert any(a["kind"] == "advice" and "ADVISORY_ONLY" in a["reason_codes"] for a in lines)
-    assert len(fakes["sonnet"].message_requests) == 1
+    assert len(fakes["sonnet"].message_requests) == 2  # the synthesis, the second opinion
     # ... and it decided nothing: the Judge is never shown it, the gate holds on the verdict
     judge_prompts = [b for b in fakes["cloud"].chat_requests if "Judge" in system_of(b)]
     assert "do not merge" not in json.dumps(judge_prompts)

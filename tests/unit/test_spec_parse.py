@@ -118,3 +118,12 @@ def test_read_spec_errors_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no '## Model & Runtime"):
         read_spec(tmp_path / "empty.md")
     assert SpecError("x").exit_code == 2
+
+
+def test_the_roles_tier2_line_opts_a_run_in_to_the_synthesis() -> None:
+    assert find_block(SEED_FULL, "t.md").tier2 is None  # "YES/NO": not said
+    assert find_block(RUN_SPEC, "t.md").tier2 is None  # no roles list at all
+    roles = {"Stage0 Tier2 (NotebookLM)": "YES"}
+    assert find_block(filled(roles), "t.md").tier2 is True
+    roles = {"Stage0 Tier2 (NotebookLM)": "NO"}
+    assert find_block(filled(roles), "t.md").tier2 is False
