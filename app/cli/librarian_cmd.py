@@ -1,0 +1,185 @@
+"""``switchyard librarian``: condense what Stage0 finds for a question to a token budget."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.cli.common import (
+    add_json_arg,
+    add_policy_arg,
+    console,
+    policy_from,
+    print_json,
+    settings_from,
+)
+from app.errors import UsageError
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.pipeline.librarian import Condensed
+    from app.policy.schema import Policy
+
+#: tokens of condensed context when --budget is not given
+DEFAULT_BUDGET = 2000
+#: below this a budget cannot hold a single cited point
+MIN_BUDGET = 64
+#: audit kinds worth showing after the result (the map/reduce calls are in `audit tail`)
+SHOWN_KINDS = (
+    "escalation",
+    "approval",
+    "denial",
+    "skip",
+    "refusal",
+    "budget_stop",
+    "degradation",
+    "condense",
+)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "librarian",
+        help="condense what Stage0 finds for QUESTION to a token budget (map, then reduce)",
+        description="Gather the chunks Stage0 picks for QUESTION (or, with --full-sweep, every "
+        "chunk of the repository), then condense them with the Librarian: locally, in groups "
+        "that fit the local model's window, then merged; Kimi only on the policy's triggers "
+        "(a full sweep, > 100k tokens, contradictions) and with your approval. Every point "
+        "keeps the path:lines ids it comes from. Exit 0 with a result, 1 when no model could "
+        "condense or nothing was found, 2 for usage errors.",
+    )
+    p.add_argument("question", metavar="QUESTION", help="what the condensed context is for")
+    p.add_argument("--repo", type=Path, default=Path("."), metavar="PATH", help="default: .")
+    p.add_argument(
+        "--full-sweep",
+        action="store_true",
+        help="every chunk of the corpus, not Stage0's selection (fires the full-sweep trigger)",
+    )
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=DEFAULT_BUDGET,
+        metavar="TOKENS",
+        help=f"tokens of condensed context (default {DEFAULT_BUDGET})",
+    )
+    p.add_argument(
+        "--approve",
+        choices=("deny", "allow", "ask"),
+        help="how escalations are approved (default: $SWITCHYARD_APPROVE or ask)",
+    )
+    p.add_argument("--local-only", action="store_true", help="forbid every cloud call (GR-009)")
+    add_policy_arg(p)
+    add_json_arg(p)
+    p.set_defaults(handler=_librarian)
+
+
+def _librarian(args: argparse.Namespace) -> int:
+    question = args.question.strip()
+    if not question:
+        raise UsageError("QUESTION must not be empty")
+    if args.budget < MIN_BUDGET:
+        raise UsageError(f"--budget {args.budget}: must be at least {MIN_BUDGET} tokens")
+    settings = settings_from(args)
+    policy = policy_from(args, settings).policy
+    if "librarian" not in policy.roles:
+        raise UsageError("the policy has no [roles.librarian]")
+    sources = gather(args.repo, policy, question, full_sweep=args.full_sweep)
+    return asyncio.run(_run(args, settings, policy, question, sources))
+
+
+def gather(repo: Path, policy: Policy, question: str, *, full_sweep: bool) -> list[tuple[str, str]]:
+    """``(path:start-end, text)`` sources: Stage0's selection for ``question``, or every
+    chunk of the corpus in path order (``full_sweep``)."""
+    from app.stage0.build import load_texts
+    from app.stage0.engine import Stage0
+
+    with Stage0(repo, policy) as engine:
+        engine.refresh()
+        if not full_sweep:
+            return [(c.location, c.text) for c in engine.query(question).selected]
+        index = engine.index
+        rows = sorted(range(len(index)), key=lambda r: index.refs[r].sort_key())
+        texts = load_texts(engine.cache, index, rows)
+        return [
+            (f"{index.refs[r].path}:{index.refs[r].start}-{index.refs[r].end}", texts[r])
+            for r in rows
+        ]
+
+
+async def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    policy: Policy,
+    question: str,
+    sources: list[tuple[str, str]],
+) -> int:
+    from app.pipeline.librarian import condense
+    from app.router.session import open_session
+
+    if not sources:
+        message = "Stage0 found nothing for the question" + (
+            "" if args.full_sweep else " (try --full-sweep)"
+        )
+        if args.json:
+            print_json({"ok": False, "error": message, "question": question, "sources": 0})
+        else:
+            console().print(f"[bold red]nothing to condense:[/] {message}")
+        return 1
+    async with open_session(
+        settings, policy, approve=args.approve, local_only=args.local_only
+    ) as session:
+        result = await condense(
+            session.router,
+            question,
+            sources,
+            args.budget,
+            full_sweep=args.full_sweep,
+        )
+        lines = await session.audit.lines(session=session.id)
+    failed = "LIBRARIAN_ROUTE_FAILED" in result.reason_codes
+    if args.json:
+        data = result.model_dump(mode="json")
+        data.update(
+            ok=not failed,
+            session=session.id,
+            question=question,
+            full_sweep=args.full_sweep,
+            sources=len(sources),
+            source_ids=[sid for sid, _ in sources],
+            audit=[line.model_dump(mode="json", by_alias=True) for line in lines],
+        )
+        print_json(data)
+        return 1 if failed else 0
+    _render(result, len(sources), session.id, [ln for ln in lines if ln.kind in SHOWN_KINDS])
+    return 1 if failed else 0
+
+
+def _render(result: Condensed, n_sources: int, session: str, lines: list[Any]) -> None:
+    from rich.markup import escape
+
+    out = console()
+    out.print(result.text, markup=False, highlight=False)
+    out.print()
+    if not result.condensed:
+        out.print(
+            f"[bold]unchanged:[/] {n_sources} sources, ~{result.tokens_in} tokens fit the "
+            f"budget of {result.budget}; no model was called"
+        )
+        return
+    conf = "" if result.confidence is None else f" · confidence {result.confidence:.2f}"
+    by = ", ".join(result.models) or "no model"
+    out.print(
+        f"[bold]condensed[/] {n_sources} sources ~{result.tokens_in} → ~{result.tokens_out} "
+        f"tokens (budget {result.budget}) · {result.groups} group(s), {result.map_calls} map "
+        f"call(s), {result.reduce_rounds} reduce round(s), {result.calls} call(s) · by {by}"
+        + (" [magenta](escalated)[/]" if result.escalated else "")
+        + conf
+    )
+    for note in result.notes:
+        out.print(f"[yellow]note[/] {escape(note)}")
+    out.print(f"[bold]audit[/] (session {session})")
+    for line in lines:
+        text = line.detail or " ".join(line.reason_codes)
+        out.print(f"  #{line.seq:<5} {line.kind:<12} {text}", markup=False, highlight=False)
