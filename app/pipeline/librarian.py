@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,7 +35,13 @@ from app.backends.base import ChatRequest, Message
 from app.pipeline.schemas import Strict, schema_of
 from app.router.cost import estimate_tokens
 from app.router.decide import fired_triggers
-from app.router.service import RoutedResult, RouteFailed, Router, RouteRefused, request_tokens
+from app.router.service import (
+    RouteFailed,
+    Router,
+    RouteRefused,
+    RouteStaysLocal,
+    request_tokens,
+)
 from app.router.types import Decision, Signals
 from app.stage0.context import context_estimate
 
@@ -298,43 +303,6 @@ def _reduce_user(task: str, points: Sequence[NotePoint], target: int) -> str:
     )
 
 
-# ── Cloud calls without the router's local fallback ─────────────────────────────────────
-
-
-class _StayLocal(Exception):
-    """The router would serve this request locally (no trigger, denied, unavailable)."""
-
-    def __init__(self, decision: Decision) -> None:
-        self.decision = decision
-        super().__init__("; ".join(decision.notes) or "the router chose a local model")
-
-
-class _CloudOnly(Router):
-    """The session's router (same audit, ledger, approvals, health, local_only) for a
-    request built for a cloud window: where the router would fall back to a local model
-    after a denial, it raises :class:`_StayLocal` before any call or audit line, so a
-    prompt too big for the local window is never sent to it; the Librarian condenses
-    locally instead."""
-
-    @classmethod
-    def of(cls, router: Router) -> _CloudOnly:
-        return cls(
-            router.policy,
-            session=router.session,
-            audit=router.audit,
-            ledger=router.ledger,
-            approvals=router.approvals,
-            backends=router.backends,
-            health=router.health,
-            clock=router.clock,
-            bus=router.bus,
-            local_only=lambda: router.local_only,
-        )
-
-    async def _serve_local(self, d: Decision, *args: Any, **kwargs: Any) -> RoutedResult:
-        raise _StayLocal(d)
-
-
 # ── The job ─────────────────────────────────────────────────────────────────────────────
 
 
@@ -423,7 +391,7 @@ class _Job:
 
     async def _ask(
         self,
-        via: Router,
+        cloud_only: bool,
         system: str,
         user: str,
         extra: Signals,
@@ -431,7 +399,7 @@ class _Job:
         known: Sequence[str],
     ) -> tuple[_Notes | None, str | None]:
         """Notes from one request with one GR-012 repair; (None, why) when unusable.
-        RouteRefused / RouteFailed / _StayLocal go to the caller."""
+        RouteRefused / RouteFailed / RouteStaysLocal go to the caller."""
         messages = [Message(role="system", content=system), Message(role="user", content=user)]
         request = ChatRequest(
             messages=messages, max_tokens=max(1, max_tokens), json_schema=SCHEMA, temperature=0
@@ -439,7 +407,9 @@ class _Job:
         problem = ""
         for attempt in range(2):
             signals = extra.model_copy(update={"context_estimate": request_tokens(request)})
-            result = await via.complete(ROLE, request, signals, run=self.run)
+            result = await self.router.complete(
+                ROLE, request, signals, run=self.run, cloud_only=cloud_only
+            )
             self.calls += 1
             try:
                 parsed = LibrarianNotes.model_validate_json(_unfence(result.text))
@@ -491,13 +461,18 @@ class _Job:
         return (WHOLE_SYSTEM if whole else MAP_SYSTEM), _map_user(self.task, pieces, target)
 
     async def _map_group(
-        self, via: Router, pieces: Sequence[_Piece], extra: Signals, max_tokens: int, whole: bool
+        self,
+        cloud_only: bool,
+        pieces: Sequence[_Piece],
+        extra: Signals,
+        max_tokens: int,
+        whole: bool,
     ) -> tuple[_Notes | None, str | None]:
         system, user = self._map_request(pieces, max(64, self.budget), whole)
         known = _unique(p.id for p in pieces)
         before = self.calls
         try:
-            return await self._ask(via, system, user, extra, max_tokens, known)
+            return await self._ask(cloud_only, system, user, extra, max_tokens, known)
         except RouteFailed as exc:
             return None, str(exc)
         finally:
@@ -525,7 +500,7 @@ class _Job:
         out: list[_Notes] = []
         for n, group in enumerate(groups, start=1):
             chosen = [pieces[i] for i in group]
-            notes, why = await self._map_group(self.router, chosen, Signals(), out_room, False)
+            notes, why = await self._map_group(False, chosen, Signals(), out_room, False)
             if notes is None:
                 self.codes.append("LIBRARIAN_MAP_UNUSABLE")
                 self.notes.append(
@@ -547,16 +522,15 @@ class _Job:
         groups = [[pieces[i] for i in g] for g in pack(costs, capacity, balanced=True)]
         if len(groups) > 1:
             self.codes.append("LIBRARIAN_MAP_REDUCE")
-        via = _CloudOnly.of(self.router)
         out: list[_Notes] = []
         for n, group in enumerate(groups):
             try:
                 notes, why = await self._map_group(
-                    via, group, self.flags, out_room, whole=len(groups) == 1
+                    True, group, self.flags, out_room, whole=len(groups) == 1
                 )
-            except (_StayLocal, RouteRefused) as exc:
+            except (RouteStaysLocal, RouteRefused) as exc:
                 decision = exc.decision
-                if isinstance(exc, _StayLocal) and not decision.reasons:
+                if isinstance(exc, RouteStaysLocal) and not decision.reasons:
                     # no trigger fires for this part on its own: it is mapped locally
                     out += await self.map_local([(p.id, p.text) for p in group])
                     continue
@@ -613,7 +587,7 @@ class _Job:
             known = _unique(s for p in points for s in p.sources)
             try:
                 got, why = await self._ask(
-                    self.router,
+                    False,
                     REDUCE_SYSTEM,
                     _reduce_user(self.task, points, target),
                     Signals(),
@@ -671,10 +645,8 @@ class _Job:
             return None
         out_room = min(self.max_output, max(1024, self.budget * 2))
         try:
-            got, problem = await self._ask(
-                _CloudOnly.of(self.router), system, user, signals, out_room, known
-            )
-        except (_StayLocal, RouteRefused) as exc:
+            got, problem = await self._ask(True, system, user, signals, out_room, known)
+        except (RouteStaysLocal, RouteRefused) as exc:
             self._declined(exc.decision, "kept the local result")
             return None
         except RouteFailed as exc:

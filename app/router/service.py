@@ -51,6 +51,16 @@ class RouteRefused(SwitchyardError):
         super().__init__(f"{decision.role}: {decision.refusal_code}: {why}")
 
 
+class RouteStaysLocal(SwitchyardError):
+    """``complete(..., cloud_only=True)`` would have served the request locally (no
+    trigger, denied, unavailable): raised before any call, so a prompt sized for a cloud
+    window never reaches a small local model."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        super().__init__("; ".join(decision.notes) or "the router chose a local model")
+
+
 class RouteFailed(SwitchyardError):
     """Every step that could serve failed; the last error is attached."""
 
@@ -202,6 +212,7 @@ class Router:
         *,
         run: str | None = None,
         on_delta: DeltaHook | None = None,
+        cloud_only: bool = False,
     ) -> RoutedResult:
         signals = signals or Signals()
         if signals.context_estimate is None:
@@ -245,6 +256,8 @@ class Router:
                     continue
                 result.audit = lines
                 return result
+            if cloud_only:
+                raise RouteStaysLocal(d)
             try:
                 result = await self._serve_local(d, request, run, on_delta, write, failed)
             except BackendError as exc:

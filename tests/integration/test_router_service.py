@@ -291,3 +291,21 @@ async def test_budget_cap_stops_the_escalation(tmp_path: Path, policy: Policy) -
     ]
     await audit.close()
     await ledger.close()
+
+
+async def test_cloud_only_raises_before_any_local_call(tmp_path: Path, policy: Policy) -> None:
+    from app.router.service import RouteStaysLocal
+
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver, decider=DenyDecider())
+    with pytest.raises(RouteStaysLocal) as caught:
+        await router.complete("architect", REQ, Signals(confidence=0.5), cloud_only=True)
+    assert caught.value.decision.action == "local"
+    assert resolver.made == {}  # no backend was even built
+    kinds = [line.kind for line in await audit.lines(session="s1")]
+    assert "call" not in kinds and "route" not in kinds and "denial" in kinds
+    # without a trigger there is nothing cloud to try: the same, at once
+    with pytest.raises(RouteStaysLocal):
+        await router.complete("architect", REQ, Signals(), cloud_only=True)
+    await audit.close()
+    await ledger.close()
