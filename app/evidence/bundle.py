@@ -7,6 +7,7 @@
                        still says what it was)
 ``TASK_BRIEF.md``      Stage0's task brief; ``brief.json`` its structured form
 ``synthesis.json``     the opted-in Tier2 synthesis: accepted, cached or dropped (why)
+``condensed.json``     the Librarian's condensation, when the brief exceeded the window
 ``plan.json``          the Architect's plan
 ``diffs/attempt-N``    every diff attempt, as the model wrote it (``.diff``)
 ``tests/loop-N``       every test loop: the output (``.log``) and the result (``.json``)
@@ -63,6 +64,7 @@ HIGHRISK = "highrisk.json"
 CRITIQUE = "critique.json"
 SECOND_OPINION = "second_opinion.json"
 SYNTHESIS = "synthesis.json"
+CONDENSED = "condensed.json"
 VERDICT = "verdict.json"
 AUDIT = "audit.jsonl"
 COST = "cost.json"
@@ -641,6 +643,7 @@ def _opt_str(value: Any) -> str | None:
 
 __all__ = [
     "AUDIT",
+    "CONDENSED",
     "COST",
     "CRITIQUE",
     "HIGHRISK",

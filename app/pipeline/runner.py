@@ -25,6 +25,7 @@ from app.bus import (
     TestOutput,
 )
 from app.evidence.bundle import (
+    CONDENSED,
     CRITIQUE,
     HIGHRISK,
     PLAN,
@@ -44,6 +45,7 @@ from app.pipeline.structured import Answer, ask_model
 from app.policy.consensus import critic_enabled, run_spec_consensus
 from app.policy.gate import GateInput, GateResult, VerdictRecord, merge_gate
 from app.policy.highrisk import HighRiskResult, classify_diff
+from app.router.cost import estimate_tokens
 from app.router.service import RouteFailed, RouteRefused
 from app.router.session import Session
 from app.router.types import Signals
@@ -66,6 +68,9 @@ MAX_ATTEMPTS = 4
 #: memories of earlier sessions in the brief (the playbook goes to Approach instead)
 MEMORIES_IN_BRIEF = 5
 BRIEF_MEMORY_KINDS = ("note", "commit", "outcome")
+#: the planner's brief must leave this much of its window for the plan
+PLANNER_ANSWER_TOKENS = 1200
+PLANNER_MIN_TOKENS = 600
 #: characters of source shown to the Implementer (the embedded model's window is small)
 FILE_CONTEXT_CHARS = 6000
 
@@ -222,11 +227,42 @@ class PipelineRun:
         brief = await asyncio.to_thread(build)
         await self.stage("stage0", "finished", role="stage0", detail="TASK_BRIEF.md written")
         text = brief.to_markdown()
-        if self.opt.tier2:
-            text += await self.tier2(brief)
+        synthesis = await self.tier2(brief) if self.opt.tier2 else ""
+        text += synthesis
         # what the planner reads must fit its window with room for its answer
-        budget_chars = max(2000, ((window or 8192) - 1200) * 3)
-        return prompts.clip(text, budget_chars)
+        budget_tokens = max(PLANNER_MIN_TOKENS, (window or 8192) - PLANNER_ANSWER_TOKENS)
+        if estimate_tokens(text) > budget_tokens:
+            text = await self.librarian(brief, synthesis, budget_tokens)
+        return prompts.clip(text, budget_tokens * 3)
+
+    async def librarian(self, brief: Brief, synthesis: str, budget_tokens: int) -> str:
+        """The brief does not fit the planner's window: the Librarian condenses it (map,
+        then reduce; Kimi only on its triggers). The full brief stays in the evidence."""
+        assert self.bundle is not None
+        from app.pipeline.librarian import condense
+
+        await self.stage(
+            "librarian", "started", role="librarian", detail="the brief exceeds the window"
+        )
+        result = await condense(
+            self.s.router,
+            self.task,
+            brief_sources(brief, synthesis),
+            budget_tokens,
+            run=self.run_id,
+            contradictions_detected=self.contradictions,
+        )
+        self.bundle.write_json(CONDENSED, result.model_dump(mode="json"))
+        await self.stage(
+            "librarian",
+            "finished",
+            role="librarian",
+            model=result.model,
+            detail=f"{result.tokens_in} → {result.tokens_out} tokens",
+        )
+        return f"# Task brief (condensed by the Librarian)\n\n**Task:** {self.task}\n\n" + (
+            result.text
+        )
 
     async def tier2(self, brief: Brief) -> str:
         """The opted-in Tier2 synthesis (GR-008): checked claims for the planner, or nothing.
@@ -764,6 +800,27 @@ class PipelineRun:
                 outcome == "merge_ready",
                 tags=["run", outcome],
             )
+
+
+def brief_sources(brief: Brief, synthesis: str = "") -> list[tuple[str, str]]:
+    """The brief as citable (id, text) sources for the Librarian, in the brief's order.
+
+    The metadata block is left out: it is for machines, and brief.json keeps it.
+    """
+    out: list[tuple[str, str]] = []
+    if brief.constitution is not None:
+        out.append((f"constitution:{brief.constitution.path}", brief.constitution.text))
+    if brief.spec is not None:
+        out.append((f"spec:{brief.spec.path}", brief.spec.text))
+    out += [(f"memory:{i}", m) for i, m in enumerate(brief.memories, start=1)]
+    out += [(f"{c.path}:{c.start}-{c.end}", c.text) for c in (*brief.code, *brief.docs)]
+    if brief.risks:
+        out.append(("risks", "\n".join(f"- {r}" for r in brief.risks)))
+    if brief.approach:
+        out.append(("approach", "\n".join(f"- {a}" for a in brief.approach)))
+    if synthesis.strip():
+        out.append(("tier2", synthesis.strip()))
+    return out
 
 
 def _chat(messages: list[Any], max_tokens: int) -> Any:

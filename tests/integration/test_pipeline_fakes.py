@@ -118,6 +118,11 @@ def fakes(
 
     def local(body: dict[str, Any]) -> str:
         system = system_of(body)
+        if "Librarian" in system:
+            user = str(body["messages"][-1]["content"])
+            ids = re.findall(r'id="([^"]+)"', user) or re.findall(r"\[([^\]]+)\]", user)
+            point = {"text": "every rule keeps the parser tests green", "sources": ids[:1]}
+            return json.dumps({"points": [point], "contradictions": [], "confidence": 0.9})
         if "Socratic" in system:
             return "Q: is it the loop bound? A: yes, range stops one short."
         if "Architect" in system:
@@ -353,3 +358,32 @@ async def test_a_cancelled_run_still_seals_its_evidence(repo: Path, fakes: dict[
     assert manifest["status"] == "stopped" and "cancelled" in manifest["reason"]
     assert verify_bundle(bundle).ok
     assert checkout_fingerprint(repo) == before
+
+
+def test_a_brief_over_the_planners_window_is_condensed_by_the_librarian(
+    repo: Path, fakes: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ~40k tokens of constitution: more than qwen3-14b's 32k window can read with a plan
+    rules = "".join(f"Rule {n}: module {n} keeps its tests green.\n" for n in range(3500))
+    (repo / "CONSTITUTION.md").write_text(rules)
+    git(repo, "add", "CONSTITUTION.md")
+    git(repo, "commit", "-q", "-m", "a long constitution")
+    rc, out = run(
+        ["run", TASK, "--repo", str(repo), "--policy", str(fakes["policy"]), "--approve", "deny"],
+        capsys,
+    )
+    assert rc == 1 and out["outcome"] == "stopped"  # denied escalations, as above
+    bundle = Path(out["bundle"])
+    condensed = json.loads((bundle / "condensed.json").read_text())
+    assert condensed["condensed"] and condensed["map_calls"] >= 2
+    assert condensed["tokens_out"] <= condensed["budget"] < condensed["tokens_in"]
+    assert "constitution:CONSTITUTION.md" in condensed["text"]  # the id survives to cite
+    lines = audit_kinds(bundle)
+    assert any(a["kind"] == "condense" and a["role"] == "librarian" for a in lines)
+    # the planner read the condensed brief, not a clipped head of the constitution
+    drafts = [b for b in fakes["vllm"].chat_requests if "Architect" in system_of(b)]
+    first = json.dumps(drafts[0])
+    assert "condensed by the Librarian" in first and "Rule 3000" not in first
+    # the full brief is still the evidence
+    assert "Rule 3499:" in (bundle / "TASK_BRIEF.md").read_text()
+    assert main(["evidence", "verify", out["run_id"], "--repo", str(repo)]) == 0
