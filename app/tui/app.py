@@ -12,7 +12,7 @@ from textual.screen import Screen
 from app.clock import Clock
 from app.tui.commands import SwitchyardCommands
 from app.tui.core import CoreApp
-from app.tui.defaults import Connect, Runner, Tutor, ask_tutor
+from app.tui.defaults import Connect, Runner, Tutor, open_tutor
 from app.tui.screens.main import MainScreen
 from app.tui.themes import DEFAULT_THEME, load_themes, stylesheets
 
@@ -31,7 +31,7 @@ class SwitchyardApp(CoreApp):
         connect: Connect,
         runner: Runner,
         repo: Path,
-        tutor: Tutor = ask_tutor,
+        tutor: Tutor = open_tutor,
         theme: str = DEFAULT_THEME,
         clock: Clock | None = None,
         start_task: str | None = None,

@@ -30,6 +30,7 @@ from app.router.approvals import ApprovalDecision, DecisionKind
 
 if TYPE_CHECKING:
     from app.pipeline.schemas import TutorTurn
+    from app.pipeline.tutor import TutorReply, TutorSession
     from app.router.session import Session
     from app.tui.defaults import Connect, Runner, Tutor
     from app.tui.evidence_data import RunView
@@ -64,10 +65,19 @@ class RunDone(Message):
 
 
 class TutorAnswered(Message):
-    def __init__(self, question: str, turn: TutorTurn) -> None:
+    """One tutor turn came back (the core's reply: turn n of max, questions first)."""
+
+    def __init__(self, reply: TutorReply) -> None:
         super().__init__()
-        self.question = question
-        self.turn = turn
+        self.reply = reply
+
+    @property
+    def question(self) -> str:
+        return self.reply.question
+
+    @property
+    def turn(self) -> TutorTurn:
+        return self.reply.turn
 
 
 class RunLoaded(Message):
@@ -138,6 +148,7 @@ class CoreApp(App[int]):
         self._connect = connect
         self._runner = runner
         self._tutor = tutor
+        self._tutor_session: TutorSession | None = None
         self._stack = AsyncExitStack()
         #: where session and run results go (the main screen, once mounted)
         self.home: MessagePump | None = None
@@ -221,12 +232,30 @@ class CoreApp(App[int]):
 
     # ── tutor ────────────────────────────────────────────────────────────────────────────
 
-    @work(exclusive=True, group="tutor", exit_on_error=False)
-    async def ask_tutor(self, question: str, reply_to: MessagePump) -> None:
+    @property
+    def tutor(self) -> TutorSession | None:
+        """The tutor conversation in progress (opened on first use); None without a session."""
         if self.session is None:
-            raise SwitchyardError("the session is still opening")
-        turn = await self._tutor(self.session, question)
-        reply_to.post_message(TutorAnswered(question, turn))
+            return None
+        if self._tutor_session is None:
+            self._tutor_session = self._tutor(self.session, self.repo)
+        return self._tutor_session
+
+    def new_tutor(self) -> bool:
+        """Forget the conversation: the next question starts a new one, with a fresh cap."""
+        if any(w.group == "tutor" and w.is_running for w in self.workers):
+            self.notify("the tutor is still answering", severity="warning")
+            return False
+        self._tutor_session = None
+        return True
+
+    @work(exclusive=True, group="tutor", exit_on_error=False)
+    async def ask_tutor(self, question: str, reply_to: MessagePump, escalate: bool = False) -> None:
+        tutor = self.tutor
+        if tutor is None:
+            raise SwitchyardError(self.session_error or "the session is still opening")
+        reply = await tutor.ask(question, escalate=escalate)
+        reply_to.post_message(TutorAnswered(reply))
 
     # ── evidence ─────────────────────────────────────────────────────────────────────────
 

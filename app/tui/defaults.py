@@ -14,21 +14,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from app.bus import Bus
     from app.pipeline.control import RunControl
-    from app.pipeline.schemas import TutorTurn
+    from app.pipeline.tutor import TutorSession
     from app.router.session import Session
 
 #: Runs one task to its end; its return value is shown when it ends (a RunOutcome).
 Runner = Callable[["Session", str, "RunControl"], Awaitable[Any]]
-#: Asks the tutor role one question and returns its structured turn.
-Tutor = Callable[["Session", str], Awaitable["TutorTurn"]]
+#: Opens a tutor conversation on the session, about the repository in view.
+Tutor = Callable[["Session", Path], "TutorSession"]
 #: Opens the session the app works in, wired to the app's bus.
 Connect = Callable[["Bus"], AbstractAsyncContextManager["Session"]]
-
-TUTOR_SYSTEM = (
-    "You are a patient programming tutor. Ask the learner questions first that lead them "
-    "to the answer; give a short hint; put a full answer last, for when they are stuck. "
-    "Reply with JSON only."
-)
 
 
 def connect_default(*, local_only: bool = False, policy: Path | None = None) -> Connect:
@@ -67,20 +61,9 @@ def pipeline_runner(repo: Path, *, tutor: bool = False) -> Runner:
     return run
 
 
-async def ask_tutor(session: Session, question: str) -> TutorTurn:
-    """One routed request for the ``tutor`` role, answered as a TutorTurn (GR-012: the
-    schema is sent for constrained decoding, one repair attempt, then a clear error)."""
-    from app.backends.base import Message
-    from app.errors import SwitchyardError
-    from app.pipeline.schemas import TutorTurn
-    from app.pipeline.structured import ask_model
-    from app.router.types import Signals
+def open_tutor(session: Session, repo: Path) -> TutorSession:
+    """The core's :class:`~app.pipeline.tutor.TutorSession` (turn cap, memory, questions
+    first), grounded in ``repo``; the app keeps one per conversation."""
+    from app.pipeline.tutor import TutorSession
 
-    messages = [
-        Message(role="system", content=TUTOR_SYSTEM),
-        Message(role="user", content=question),
-    ]
-    answer = await ask_model(session.router, "tutor", TutorTurn, messages, Signals())
-    if answer.value is None:
-        raise SwitchyardError(answer.error or "the tutor gave no answer")
-    return answer.value
+    return TutorSession.for_session(session, repo=repo)

@@ -66,6 +66,18 @@ async def tutor(pilot: Pilot[Any]) -> None:
     await settle(pilot)
 
 
+async def tutor_at_cap(pilot: Pilot[Any]) -> None:
+    """The tutor after every turn the policy allows: the input is off, the screen says why."""
+    app: Any = pilot.app
+    await tutor(pilot)
+    while not app.tutor.capped:
+        used = app.tutor.turns_used
+        await pilot.press("slash", *f"my reply number {used}", "enter")
+        await until(pilot, lambda used=used: app.tutor.turns_used > used, what="a turn")
+    await until(pilot, lambda: app.screen.query_one("#tutor-input").disabled, what="the cap")
+    await settle(pilot)
+
+
 async def policy(pilot: Pilot[Any]) -> None:
     app = pilot.app
     await session_open(pilot)

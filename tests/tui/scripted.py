@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.backends.base import Message
 from app.bus import (
     Bus,
     DiffUpdated,
@@ -34,9 +35,12 @@ from app.clock import ManualClock
 from app.config import Settings
 from app.pipeline.control import RunControl
 from app.pipeline.schemas import TutorTurn
+from app.pipeline.structured import Answer
+from app.pipeline.tutor import TutorSession
 from app.policy import load_policy
 from app.router.approvals import ApprovalRequest, BusDecider
 from app.router.session import Session, open_session
+from app.router.types import Signals
 
 SESSION_ID = "3f2a9c1d7e0b"
 RUN_ID = "20260101-120000-a1b2c3"
@@ -363,15 +367,23 @@ def _chunks(text: str, size: int = 97) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-async def scripted_tutor(session: Session, question: str) -> TutorTurn:
-    return TutorTurn(
-        questions=[
-            "What does range(n - 1) yield for n = 4, and which index is missing?",
-            "Which test input would show the last token being dropped?",
-        ],
-        hint="Compare the loop bound with the indices the list actually has.",
-        answer="range(len(tokens) - 1) stops one short; iterate over range(len(tokens)).",
-    )
+TUTOR_TURN = TutorTurn(
+    questions=[
+        "What does range(n - 1) yield for n = 4, and which index is missing?",
+        "Which test input would show the last token being dropped?",
+    ],
+    hint="Compare the loop bound with the indices the list actually has.",
+    answer="range(len(tokens) - 1) stops one short; iterate over range(len(tokens)).",
+)
+
+
+def scripted_tutor(session: Session, repo: Path, *, max_turns: int | None = None) -> TutorSession:
+    """The real core conversation (cap, memory, questions first); only the model is scripted."""
+
+    async def model(messages: list[Message], signals: Signals) -> Answer[TutorTurn]:
+        return Answer(TUTOR_TURN, None)
+
+    return TutorSession(session.router, max_turns=max_turns, model=model)
 
 
 # ── a repo with evidence ─────────────────────────────────────────────────────────────────

@@ -31,15 +31,31 @@ async def test_tutor_asks_questions_first(make_app: Any) -> None:
         shown = str(app.screen.query_one("#tutor-questions", Static).render())
         assert shown.startswith("first, think about these:")
         assert "range(n - 1)" in shown
+        title = str(app.screen.query_one("#tutor-title", Static).render())
+        assert title.endswith("turn 1/6")
         answer = app.screen.query_one("#answer", Collapsible)
         assert answer.collapsed  # the answer waits until asked for
+        assert app.tutor.last.answer is None  # held back in the core, not only folded
         await pilot.press("r")
+        await settle(pilot)
         assert not answer.collapsed
+        assert app.tutor.last.answer == answered.turn.answer
+        shown = str(app.screen.query_one("#tutor-answer", Static).render())
+        assert shown.startswith("range(len(tokens) - 1) stops one short")
 
 
 async def test_a_failing_worker_is_reported_once_not_raised(make_app: Any) -> None:
-    async def broken_tutor(session: Any, question: str) -> Any:
-        raise SwitchyardError("tutor: no model can serve this role")
+    class Broken:
+        max_turns = 6
+        turns_used = 0
+        capped = False
+        last = None
+
+        async def ask(self, question: str, *, escalate: bool = False) -> Any:
+            raise SwitchyardError("tutor: no model can serve this role")
+
+    def broken_tutor(session: Any, repo: Any) -> Any:
+        return Broken()
 
     seen = Messages()
     app = make_app(task=None)

@@ -59,6 +59,11 @@ def test_tutor_screen(snap_compare: Any, make_app: Any) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=scenes.still(scenes.tutor))
 
 
+def test_tutor_screen_at_the_turn_cap(snap_compare: Any, make_app: Any) -> None:
+    app = make_app(task=None)
+    assert snap_compare(app, terminal_size=SIZE, run_before=scenes.still(scenes.tutor_at_cap))
+
+
 def test_policy_screen(snap_compare: Any, make_app: Any) -> None:
     app = make_app(task=None)
     assert snap_compare(app, terminal_size=SIZE, run_before=scenes.still(scenes.policy))

@@ -1,0 +1,108 @@
+"""The tutor screen over the core's TutorSession: the turn counter, conversation memory,
+the cap (input disabled, said clearly, audited), a new session, /escalate."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual.widgets import Collapsible, Input, Static
+
+from app.backends.base import Message
+from app.pipeline.schemas import TutorTurn
+from app.pipeline.structured import Answer
+from app.pipeline.tutor import TutorSession
+from app.router.types import Signals
+from app.tui.core import TutorAnswered
+from app.tui.screens.tutor import TutorScreen
+from tests.tui.helpers import Messages, settle, until
+from tests.tui.scripted import scripted_tutor
+
+
+def text_of(app: Any, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def open_tutor(pilot: Any) -> None:
+    app = pilot.app
+    await until(pilot, lambda: app.session is not None, what="the session")
+    await pilot.press("escape", "t")
+    await until(pilot, lambda: isinstance(app.screen, TutorScreen), what="the tutor")
+
+
+async def ask(pilot: Any, seen: Messages, text: str) -> TutorAnswered:
+    before = len(seen.of(TutorAnswered))
+    if not pilot.app.screen.query_one("#tutor-input", Input).has_focus:
+        await pilot.press("slash")  # the screen's key for "ask again"
+    await pilot.press(*text, "enter")
+    await until(pilot, lambda: len(seen.of(TutorAnswered)) > before, what="the tutor")
+    await settle(pilot)
+    return seen.of(TutorAnswered)[-1]
+
+
+async def test_the_cap_disables_the_input_with_a_clear_message(make_app: Any) -> None:
+    seen = Messages()
+    app = make_app(task=None)
+    app._tutor = partial(scripted_tutor, max_turns=2)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await open_tutor(pilot)
+        assert text_of(app, "#tutor-title").endswith("no turn yet · 2 allowed")
+        first = await ask(pilot, seen, "why is the last token dropped?")
+        assert first.reply.label == "turn 1/2" and first.reply.answer is None
+        assert not app.screen.query_one("#tutor-input", Input).disabled
+        second = await ask(pilot, seen, "range(3) gives 0 1 2, so index 3 is missing")
+        assert second.reply.label == "turn 2/2"
+        # the second turn shows its answer: the learner has replied to the questions
+        assert not app.screen.query_one("#answer", Collapsible).collapsed
+        box = app.screen.query_one("#tutor-input", Input)
+        assert box.disabled
+        assert "press n for a new one" in box.placeholder
+        cap = text_of(app, "#tutor-cap")
+        assert "All 2 turns of this session are used" in cap
+        assert "roles.tutor.max_turns" in cap and "Press n" in cap
+        assert text_of(app, "#tutor-title").endswith("turn 2/2")
+        lines = [line for line in await app.session.audit.lines() if line.kind == "tutor"]
+        assert [line.values["turn"] for line in lines] == [1, 2]
+        assert [line.detail.split(":")[0] for line in lines] == ["turn 1 of 2", "turn 2 of 2"]
+
+        await pilot.press("n")  # a new session: a fresh cap, the input back
+        await settle(pilot)
+        assert not box.disabled and text_of(app, "#tutor-cap") == ""
+        assert text_of(app, "#tutor-title").endswith("no turn yet · 2 allowed")
+        again = await ask(pilot, seen, "and for an empty list?")
+        assert again.reply.label == "turn 1/2"
+
+
+async def test_the_conversation_is_carried_and_escalate_is_the_users_request(
+    make_app: Any,
+) -> None:
+    calls: list[tuple[list[Message], Signals]] = []
+
+    def recording(session: Any, repo: Path) -> TutorSession:
+        async def model(messages: list[Message], signals: Signals) -> Answer[TutorTurn]:
+            calls.append((messages, signals))
+            return Answer(TutorTurn(questions=[f"question {len(calls)}?"], answer="a"), None)
+
+        return TutorSession(session.router, model=model)
+
+    seen = Messages()
+    app = make_app(task=None)
+    app._tutor = recording
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await open_tutor(pilot)
+        await ask(pilot, seen, "what is a closure?")
+        await pilot.press("escape")  # leave and come back: the conversation is kept
+        await settle(pilot)
+        await pilot.press("t")
+        await until(pilot, lambda: isinstance(app.screen, TutorScreen), what="the tutor")
+        await settle(pilot)
+        assert "question 1?" in text_of(app, "#tutor-questions")
+        await ask(pilot, seen, "/escalate a function with its variables?")
+        assert [signals.user_request for _, signals in calls] == [False, True]
+        messages = calls[1][0]
+        assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+        assert messages[1].content == "what is a closure?"
+        assert messages[3].content == "a function with its variables?"
+        assert "escalation requested: it stayed local" in text_of(app, "#tutor-questions")
+        assert text_of(app, "#tutor-title").endswith("turn 2/6")
