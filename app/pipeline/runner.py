@@ -80,7 +80,6 @@ class RunOptions:
     repo: Path
     spec: Path | None = None
     escalate: frozenset[str] = frozenset()
-    tutor: bool = False
     #: the session opted in to the Tier2 synthesis of the brief (§1; cloud after approval)
     tier2: bool = False
     test_command: str | None = None

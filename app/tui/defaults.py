@@ -49,13 +49,13 @@ def connect_default(*, local_only: bool = False, policy: Path | None = None) -> 
     return connect
 
 
-def pipeline_runner(repo: Path, *, tutor: bool = False) -> Runner:
+def pipeline_runner(repo: Path) -> Runner:
     """The real pipeline (``app.pipeline.runner.run_pipeline``) on ``repo``."""
 
     async def run(session: Session, task: str, control: RunControl) -> Any:
         from app.pipeline.runner import RunOptions, run_pipeline
 
-        options = RunOptions(repo=repo, tutor=tutor)
+        options = RunOptions(repo=repo)
         return await run_pipeline(session, task, options, control)
 
     return run
