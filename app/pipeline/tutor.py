@@ -312,7 +312,13 @@ class TutorSession:
             )
             self._replies.append(reply)
             of = f" of {self.max_turns}" if self.max_turns is not None else ""
-            held = "answer held back" if reply.answer_withheld else "answer shown"
+            held = (
+                "answer held back"
+                if reply.answer_withheld
+                else "answer shown"
+                if reply.turn.answer
+                else "no answer given"
+            )
             await self._audit(
                 ["TUTOR_TURN"],
                 {
