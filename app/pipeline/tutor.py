@@ -303,7 +303,7 @@ class TutorSession:
                 n=n,
                 max_turns=self.max_turns,
                 question=question,
-                turn=answer.value,
+                turn=distinct_questions(answer.value),
                 answer_shown=n > 1 or last_allowed,
                 escalate_requested=escalate,
                 escalated=bool(result and result.escalated),
@@ -387,3 +387,15 @@ class TutorSession:
             values=values,
             detail=detail,
         )
+
+
+def distinct_questions(turn: TutorTurn) -> TutorTurn:
+    """The turn with repeated questions dropped (small models loop); order kept."""
+    seen: set[str] = set()
+    kept: list[str] = []
+    for q in turn.questions:
+        key = " ".join(q.lower().split())
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(q)
+    return turn.model_copy(update={"questions": kept or turn.questions[:1]})

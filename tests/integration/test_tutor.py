@@ -344,3 +344,15 @@ async def test_grounded_in_a_repository_and_a_plain_folder_is_only_a_note(
     reply = await loose.ask("what is a closure?")
     assert reply.n == 1 and loose.grounding is None
     assert loose.grounding_note is not None and "not a git repository" in loose.grounding_note
+
+
+def test_repeated_questions_are_shown_once_in_order() -> None:
+    from app.pipeline.schemas import TutorTurn
+    from app.pipeline.tutor import distinct_questions
+
+    turn = TutorTurn(
+        questions=["What does range(3) yield?", "what does  range(3) yield?", "Why -1?"],
+        hint="",
+        answer="",
+    )
+    assert distinct_questions(turn).questions == ["What does range(3) yield?", "Why -1?"]
