@@ -39,7 +39,7 @@ from app.pipeline import prompts
 from app.pipeline.control import RunControl
 from app.pipeline.judge import EvidenceIndex, check_verdict
 from app.pipeline.schemas import CritiqueReport, ImplementerOutput, Plan, Reflection, Verdict
-from app.pipeline.second_opinion import AdviceRecord, Occasion, ask_second_opinion
+from app.pipeline.second_opinion import AdviceRecord, Occasion, ask_second_opinion, triggered
 from app.pipeline.signals import diff_files, diff_signals, interesting_failure, plan_signals
 from app.pipeline.structured import Answer, ask_model
 from app.policy.consensus import critic_enabled, run_spec_consensus
@@ -388,12 +388,11 @@ class PipelineRun:
                         "local plan, marked low-confidence",
                     )
                 )
-                if plan.confidence < 0.75:
-                    await self.advise(
-                        "low_confidence",
-                        "Plan:\n" + plan.model_dump_json(indent=1),
-                        value=plan.confidence,
-                    )
+                await self.advise(
+                    "low_confidence",
+                    "Plan:\n" + plan.model_dump_json(indent=1),
+                    value=plan.confidence,
+                )
         if plan is None:
             raise _Stop(f"architect: no valid plan ({draft.error})")
         self.plan = plan
@@ -583,15 +582,18 @@ class PipelineRun:
         why = interesting_failure(self.failures, self.final_diff, self.policy.ace)
         if not why:
             return
-        answer = await ask_model(
-            self.s.router,
-            "ace",
-            Reflection,
-            prompts.reflector(self.task, [*self.failures, *why[len(self.failures) > 0 :]]),
-            Signals(interesting_failure=True),
-            run=self.run_id,
-            max_tokens=400,
-        )
+        try:
+            answer = await ask_model(
+                self.s.router,
+                "ace",
+                Reflection,
+                prompts.reflector(self.task, [*self.failures, *why[len(self.failures) > 0 :]]),
+                Signals(interesting_failure=True),
+                run=self.run_id,
+                max_tokens=400,
+            )
+        except RouteRefused:
+            return  # audited by the router; a lesson not learned never stops a run
         if answer.value is None:
             return
         keep = [
@@ -616,8 +618,15 @@ class PipelineRun:
                 await store.rate_bullet(bullet, helpful=int(p.helpful), harmful=int(not p.helpful))
 
     async def advise(self, occasion: Occasion, subject: str, value: float | None = None) -> None:
-        """The escalation-only second opinion (§2): into the evidence, never into a decision."""
+        """The escalation-only second opinion (§2): into the evidence, never into a decision.
+
+        Asked only when the sidecar's policy trigger fires for the occasion (or the user
+        asked for it).
+        """
         assert self.bundle is not None
+        user = self.wants_escalation("second_opinion")
+        if not triggered(self.policy, occasion, value=value, user=user):
+            return
         record = await ask_second_opinion(
             self.s.router,
             occasion,
@@ -625,7 +634,7 @@ class PipelineRun:
             subject,
             run=self.run_id,
             value=value,
-            user_request=self.wants_escalation("second_opinion"),
+            user_request=user,
         )
         self.advice.append(record)
         self.bundle.write_json(

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.backends.base import Message
 from app.pipeline.schemas import Strict
 from app.pipeline.structured import ask_model
+from app.policy.schema import Policy
+from app.router.decide import fired_triggers
 from app.router.service import RouteFailed, Router, RouteRefused
 from app.router.types import Signals
 
@@ -65,6 +67,18 @@ def occasion_signals(occasion: Occasion, *, value: float | None, user: bool) -> 
     if occasion == "low_confidence":
         return Signals(confidence=value, user_request=user)
     return Signals(user_request=True)
+
+
+def triggered(policy: Policy, occasion: Occasion, *, value: float | None, user: bool) -> bool:
+    """Whether the sidecar's policy triggers fire for this occasion (pure).
+
+    The pipeline asks only then: an occasion below its threshold (a plan at 0.8 when the
+    policy says < 0.75) is no reason for a second opinion, nor for an audit line.
+    """
+    if ROLE not in policy.roles:
+        return False
+    signals = occasion_signals(occasion, value=value, user=user)
+    return bool(fired_triggers(policy, ROLE, signals))
 
 
 def messages_for(occasion: Occasion, task: str, subject: str) -> list[Message]:

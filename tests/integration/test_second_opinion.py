@@ -112,3 +112,18 @@ async def test_a_malformed_second_opinion_is_kept_as_skipped(
     assert record.skipped is not None and "SecondOpinion" in record.skipped
     await audit.close()
     await ledger.close()
+
+
+def test_the_pipeline_asks_only_when_the_policy_trigger_fires(policy: Policy) -> None:
+    from app.pipeline.second_opinion import triggered
+
+    assert not triggered(policy, "low_confidence", value=0.8, user=False)
+    assert triggered(policy, "low_confidence", value=0.6, user=False)
+    assert not triggered(policy, "failure", value=1, user=False)
+    assert triggered(policy, "failure", value=2, user=False)
+    assert triggered(policy, "high_risk", value=None, user=False)
+    assert triggered(policy, "low_confidence", value=0.9, user=True)  # the user asked
+    older = policy.model_copy(
+        update={"roles": {k: v for k, v in policy.roles.items() if k != "second_opinion"}}
+    )
+    assert not triggered(older, "high_risk", value=None, user=True)  # a policy without it
