@@ -199,12 +199,16 @@ def decide(policy: Policy, role: str, signals: Signals, state: RouterState) -> D
                 est_tokens_in=tokens_in,
                 notes=[
                     *notes,
-                    *more_notes,
-                    f"{spec.title} is escalation-only: no trigger fired or no cloud step "
-                    "could serve, so there is none (it is advice, nothing waits on it)"
-                    if sidecar
-                    else "no local runtime can serve this request",
-                ],
+                    f"{spec.title}: "
+                    + (
+                        "no cloud step could serve (denied, unavailable, over budget or "
+                        "local_only), so there is none; it is advice, nothing waits on it"
+                        if fired
+                        else "no trigger fired; it is escalation-only, so there is none"
+                    ),
+                ]
+                if sidecar
+                else [*notes, *more_notes, "no local runtime can serve this request"],
             )
         step = (
             policy.local_chain.order.index(local.runtime)
