@@ -67,7 +67,7 @@ class ApprovalRequested(Event):
 
 class ApprovalResolved(Event):
     request_id: str
-    decision: Literal["allow_once", "allow_session", "deny"]
+    decision: Literal["allow_once", "allow_session", "deny", "deny_all"]
     decided_by: str
     reason: str = ""
 

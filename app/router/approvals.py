@@ -37,13 +37,16 @@ __all__ = [
     "decider_for",
 ]
 
-DecisionKind = Literal["allow_once", "allow_session", "deny"]
+#: ``deny_all`` denies this escalation and every later step of the role's chain for the same
+#: request: the role stays local without asking again for each cloud model.
+DecisionKind = Literal["allow_once", "allow_session", "deny", "deny_all"]
 
 # Audit reason codes. Stable: the escalation pane and the evidence bundle read them.
 APPROVED_ONCE = "APPROVED_ONCE"
 APPROVED_SESSION = "APPROVED_SESSION"
 APPROVED_SESSION_REUSED = "APPROVED_SESSION_REUSED"
 DENIED = "DENIED"
+DENIED_ALL = "DENIED_ALL"
 APPROVAL_TIMEOUT = "APPROVAL_TIMEOUT"
 APPROVER_ERROR = "APPROVER_ERROR"
 
@@ -51,6 +54,7 @@ _CODE_FOR: dict[DecisionKind, str] = {
     "allow_once": APPROVED_ONCE,
     "allow_session": APPROVED_SESSION,
     "deny": DENIED,
+    "deny_all": DENIED_ALL,
 }
 
 SESSION_APPROVAL = "session-approval"
@@ -85,7 +89,7 @@ class ApprovalDecision(BaseModel):
 
     @property
     def allowed(self) -> bool:
-        return self.decision != "deny"
+        return self.decision in ("allow_once", "allow_session")
 
 
 class Decider(Protocol):
@@ -124,6 +128,8 @@ _ANSWERS: dict[str, DecisionKind] = {
     "always": "allow_session",
     "n": "deny",
     "no": "deny",
+    "d": "deny_all",
+    "deny all": "deny_all",
     "": "deny",  # Enter alone takes the safe default
 }
 
@@ -169,7 +175,9 @@ class TerminalDecider:
             lines.append(f"  (denied automatically after {req.timeout_s:g}s)")
         out.write("\n".join(lines) + "\n")
         for _ in range(self.max_tries):
-            out.write("Approve? [y]es once / [a]lways this session / [N]o: ")
+            out.write(
+                "Approve? [y]es once / [a]lways this session / [N]o / [d]eny all, stay local: "
+            )
             out.flush()
             line = stdin.readline()
             if not line:
@@ -179,7 +187,7 @@ class TerminalDecider:
             answer = _ANSWERS.get(line.strip().lower())
             if answer is not None:
                 return ApprovalDecision(decision=answer, decided_by=self.name, reason="terminal")
-            out.write("Please answer y, a or n.\n")
+            out.write("Please answer y, a, n or d.\n")
         return ApprovalDecision(decision="deny", decided_by=self.name, reason="no valid answer")
 
 

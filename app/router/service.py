@@ -418,6 +418,8 @@ class Router:
             )
             if not decision.allowed:
                 denied.add(d.target)
+                if decision.decision == "deny_all":
+                    denied.update(d.chain)  # the rest of the chain is not asked again
                 return None
             approver = decision.decided_by
         missing = self.backends.unavailable().get(d.target)

@@ -309,3 +309,29 @@ async def test_cloud_only_raises_before_any_local_call(tmp_path: Path, policy: P
         await router.complete("architect", REQ, Signals(), cloud_only=True)
     await audit.close()
     await ledger.close()
+
+
+async def test_deny_all_keeps_the_role_local_without_asking_each_step(
+    tmp_path: Path, policy: Policy
+) -> None:
+    from app.router.approvals import ApprovalDecision, ApprovalRequest
+
+    asked: list[str] = []
+
+    class DenyAll:
+        name = "test:deny-all"
+
+        async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+            asked.append(req.model)
+            return ApprovalDecision(decision="deny_all", decided_by=self.name)
+
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver, decider=DenyAll())
+    result = await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert not result.escalated and result.model == "qwen3-14b"
+    assert asked == ["gpt-5.1-high"]  # the first step only; the rest of the chain is not asked
+    lines = await audit.lines(session="s1")
+    assert [line.kind for line in lines] == ["escalation", "denial", "route", "call"]
+    assert lines[1].reason_codes == ["DENIED_ALL"]
+    await audit.close()
+    await ledger.close()

@@ -62,6 +62,7 @@ async def test_escalation_request_shows_the_modal(make_app: Any) -> None:
         ("y", "allow_once", "approval", "APPROVED_ONCE"),
         ("a", "allow_session", "approval", "APPROVED_SESSION"),
         ("n", "deny", "denial", "DENIED"),
+        ("d", "deny_all", "denial", "DENIED_ALL"),
     ],
 )
 async def test_each_key_decides_through_the_broker_and_is_audited(
@@ -103,7 +104,7 @@ async def test_each_key_decides_through_the_broker_and_is_audited(
         pane_kinds = [ln["kind"] for ln in app.screen.escalations.lines]
         assert kind in pane_kinds
         outcome = seen.of(RunDone)[0].result.outcome
-        assert outcome == ("stopped" if decision == "deny" else "merge_ready")
+        assert outcome == ("stopped" if decision.startswith("deny") else "merge_ready")
 
 
 async def test_the_timeout_denies_and_closes_the_modal(make_app: Any) -> None:

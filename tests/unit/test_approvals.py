@@ -406,6 +406,7 @@ async def test_terminal_decider_denies_without_a_tty(monkeypatch: pytest.MonkeyP
         ("YES\n", "allow_once", "terminal"),
         ("a\n", "allow_session", "terminal"),
         ("n\n", "deny", "terminal"),
+        ("d\n", "deny_all", "terminal"),
         ("\n", "deny", "terminal"),
         ("maybe\ny\n", "allow_once", "terminal"),
         ("x\nx\nx\ny\n", "deny", "no valid answer"),

@@ -52,6 +52,7 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
         Binding("y", "answer('allow_once')", "approve once"),
         Binding("a", "answer('allow_session')", "approve for the session"),
         Binding("n", "answer('deny')", "deny"),
+        Binding("d", "answer('deny_all')", "deny all: stay local"),
         Binding("escape", "answer('deny')", "deny", show=False),
     ]
 
@@ -72,7 +73,8 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
             yield Static(id="approval-body")
             yield Static(id="approval-countdown")
             yield Static(
-                "[b]y[/] approve once   [b]a[/] approve for this session   [b]n[/] deny",
+                "[b]y[/] approve once   [b]a[/] for the session   [b]n[/] deny   "
+                "[b]d[/] deny all, stay local",
                 id="approval-keys",
             )
         yield Footer()  # the modal's own keys, where the user looks for them
@@ -127,7 +129,7 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
         self.query_one("#approval-countdown", Static).update(bar)
 
     def action_answer(self, decision: DecisionKind) -> None:
-        key = {"allow_once": "y", "allow_session": "a", "deny": "n"}[decision]
+        key = {"allow_once": "y", "allow_session": "a", "deny": "n", "deny_all": "d"}[decision]
         self.dismiss((decision, f"{key} pressed"))
 
     def settled(self, decision: str) -> None:
