@@ -36,8 +36,10 @@ from app.evidence.bundle import (
 )
 from app.evidence.runid import new_run_id
 from app.pipeline import prompts
+from app.pipeline.briefing import brief_sources, synthesis_markdown
 from app.pipeline.control import RunControl
 from app.pipeline.judge import EvidenceIndex, check_verdict
+from app.pipeline.recall import curate, playbook_bullets, recall_memories, remember_outcome
 from app.pipeline.schemas import CritiqueReport, ImplementerOutput, Plan, Reflection, Verdict
 from app.pipeline.second_opinion import AdviceRecord, Occasion, ask_second_opinion, triggered
 from app.pipeline.signals import diff_files, diff_signals, interesting_failure, plan_signals
@@ -65,9 +67,6 @@ if TYPE_CHECKING:
 Outcome = Literal["merge_ready", "stopped", "failed"]
 #: implementation attempts at most: the policy's 2 failed loops, the escalation, one more
 MAX_ATTEMPTS = 4
-#: memories of earlier sessions in the brief (the playbook goes to Approach instead)
-MEMORIES_IN_BRIEF = 5
-BRIEF_MEMORY_KINDS = ("note", "commit", "outcome")
 #: the planner's brief must leave this much of its window for the plan
 PLANNER_ANSWER_TOKENS = 1200
 PLANNER_MIN_TOKENS = 600
@@ -203,8 +202,8 @@ class PipelineRun:
         await self.stage("stage0", "started", role="stage0", detail="TF-IDF + MMR, no LLM")
         decision = await self.s.router.decide("architect", Signals())
         window = decision.local.context_window if decision.local else None
-        playbook = await self._playbook()
-        memories = await self._memories()
+        playbook = await playbook_bullets(self.s)
+        memories = await recall_memories(self.s, self.task)
 
         def build() -> Brief:
             from app.stage0.engine import Stage0
@@ -291,50 +290,7 @@ class PipelineRun:
             model=result.model,
             detail=f"{result.status}: {result.reason}" if result.reason else result.status,
         )
-        if result.synthesis is None:
-            return ""
-        lines = ["", "## Tier2 synthesis (every claim checked against the brief)", ""]
-        for claim in result.synthesis.claims:
-            lines.append(f"- {claim.text} [{', '.join(claim.cites)}]")
-        for pair in result.synthesis.contradictions:
-            lines.append(f"- CONTRADICTION {pair.a} vs {pair.b}: {pair.note}")
-        return "\n".join(lines) + "\n"
-
-    async def _memories(self) -> list[str]:
-        """What earlier sessions learned about this task (notes, commits, outcomes).
-
-        TF-IDF and the dynamic score only: the run must not wait for torch to load an
-        embedding model. Searching is read-only; the memories put in the brief are then
-        marked used, explicitly.
-        """
-        path = self.s.settings.memory_db
-        if not path.exists():
-            return []
-        from app.memory.store import MemoryStore
-
-        async with MemoryStore.open(
-            path, clock=self.s.router.clock, weights=self.policy.memory
-        ) as store:
-            hits = await store.search(
-                self.task, k=MEMORIES_IN_BRIEF, kinds=BRIEF_MEMORY_KINDS, use_embeddings=False
-            )
-            await store.mark_used(h.memory.id for h in hits)
-        return [f"[{h.memory.kind}] {h.memory.text}" for h in hits]
-
-    async def _playbook(self) -> list[str]:
-        """Top playbook bullets (ACE): helpful first, at most the policy's harmful ones."""
-        path = self.s.settings.memory_db
-        if not path.exists():
-            return []
-        from app.memory.store import MemoryStore
-
-        async with MemoryStore.open(
-            path, clock=self.s.router.clock, weights=self.policy.memory
-        ) as store:
-            bullets = await store.playbook()
-        helpful = [b.text for b in bullets if b.helpful >= b.harmful][:5]
-        harmful = [f"avoid: {b.text}" for b in bullets if b.harmful > b.helpful]
-        return helpful + harmful[: self.policy.ace.max_harmful_bullets]
+        return synthesis_markdown(result.synthesis)
 
     async def architect(self, brief: str) -> None:
         assert self.bundle is not None
@@ -594,28 +550,8 @@ class PipelineRun:
             )
         except RouteRefused:
             return  # audited by the router; a lesson not learned never stops a run
-        if answer.value is None:
-            return
-        keep = [
-            p
-            for p in answer.value.patterns
-            if p.confidence >= self.policy.ace.min_pattern_confidence
-        ]
-        if not keep:
-            return
-        from app.memory.store import MemoryStore
-        from app.paths import ensure_dir
-
-        ensure_dir(self.s.settings.memory_db.parent)
-        async with MemoryStore.open(
-            self.s.settings.memory_db, clock=self.s.router.clock, weights=self.policy.memory
-        ) as store:
-            for p in keep:
-                # the curator: one bullet per pattern text, rated again when it recurs
-                bullet = await store.add_bullet(
-                    p.pattern, tags=["ace"], source=self.run_id, source_key=f"ace:{p.pattern}"
-                )
-                await store.rate_bullet(bullet, helpful=int(p.helpful), harmful=int(not p.helpful))
+        if answer.value is not None:
+            await curate(self.s, self.run_id, answer.value.patterns)
 
     async def advise(self, occasion: Occasion, subject: str, value: float | None = None) -> None:
         """The escalation-only second opinion (§2): into the evidence, never into a decision.
@@ -788,47 +724,10 @@ class PipelineRun:
         await self.audit(seal.pop("kind"), **seal)
         if wt is not None:
             await asyncio.to_thread(wt.remove)  # the branch stays for the merge
-        await self._remember(outcome, reason)
+        await remember_outcome(self.s, self.run_id, self.task, outcome, reason)
         await self.emit(
             RunFinished(session=self.s.id, run=self.run_id, outcome=outcome, reason=reason)
         )
-
-    async def _remember(self, outcome: Outcome, reason: str) -> None:
-        """Keep the outcome as a memory the git harvester and later briefs can use."""
-        from app.memory.store import MemoryStore
-        from app.paths import ensure_dir
-
-        ensure_dir(self.s.settings.memory_db.parent)
-        async with MemoryStore.open(
-            self.s.settings.memory_db, clock=self.s.router.clock, weights=self.policy.memory
-        ) as store:
-            await store.record_outcome(
-                self.run_id,
-                f"{self.task}: {outcome} ({reason})",
-                outcome == "merge_ready",
-                tags=["run", outcome],
-            )
-
-
-def brief_sources(brief: Brief, synthesis: str = "") -> list[tuple[str, str]]:
-    """The brief as citable (id, text) sources for the Librarian, in the brief's order.
-
-    The metadata block is left out: it is for machines, and brief.json keeps it.
-    """
-    out: list[tuple[str, str]] = []
-    if brief.constitution is not None:
-        out.append((f"constitution:{brief.constitution.path}", brief.constitution.text))
-    if brief.spec is not None:
-        out.append((f"spec:{brief.spec.path}", brief.spec.text))
-    out += [(f"memory:{i}", m) for i, m in enumerate(brief.memories, start=1)]
-    out += [(f"{c.path}:{c.start}-{c.end}", c.text) for c in (*brief.code, *brief.docs)]
-    if brief.risks:
-        out.append(("risks", "\n".join(f"- {r}" for r in brief.risks)))
-    if brief.approach:
-        out.append(("approach", "\n".join(f"- {a}" for a in brief.approach)))
-    if synthesis.strip():
-        out.append(("tier2", synthesis.strip()))
-    return out
 
 
 def _chat(messages: list[Any], max_tokens: int) -> Any:
