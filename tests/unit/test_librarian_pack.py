@@ -5,16 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.pipeline.librarian import (
-    LibrarianNotes,
-    NotePoint,
-    _clip,
-    _pieces,
-    _unfence,
-    pack,
-    render_notes,
-    render_sources,
-)
+from app.pipeline.librarian import LibrarianNotes, NotePoint, pack, render_notes, render_sources
+from app.pipeline.librarian.packing import _clip, _pieces, _unfence
 from app.router.cost import estimate_tokens
 
 

@@ -1,38 +1,47 @@
-"""The Librarian: condense long context to a token budget, keeping what it cites.
-
-``await condense(router, task, sources, budget)`` takes ordered ``(id, text)`` sources
-(brief sections, Stage0 chunks named ``path:start-end``) and returns a text that fits
-``budget`` tokens:
-
-* everything fits already → the sources, unchanged, and no model call;
-* a librarian trigger fires (§3: ``context_estimate > 100k``, a full sweep,
-  contradictions, tool-heavy) → the router escalates to Kimi, with the human's approval,
-  within the budget caps and never under local_only (the router decides, asks and
-  audits): Kimi's window takes the whole job in one call (or in a few big groups);
-* otherwise, or when that escalation is denied or unavailable → locally: MAP packs the
-  sources, in order, into groups that fit the local model's window and asks for notes
-  on each; REDUCE merges the notes, again while they exceed the budget (bounded); a last
-  resort clips with an explicit marker;
-* a local synthesis whose confidence is below the policy's threshold makes one more
-  request with ``local_synth_confidence`` so the router may escalate (approval again);
-  denied or unavailable, the local result stands.
-
-Every note point keeps the ids of the sources it comes from, so a reader can cite them.
-One ``condense`` audit line records what happened (the router audits every call itself).
-Grouping is deterministic: the same sources and budget give the same groups.
-"""
+"""The condensation job: map, reduce, the Kimi escalation on its triggers, the audit
+line; and the entry point :func:`condense`."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from app.audit.types import AuditSink
 from app.backends.base import ChatRequest, Message
-from app.pipeline.schemas import Strict, schema_of
+from app.pipeline.librarian.notes import (
+    EXCERPT_CHARS,
+    MAX_REDUCE_ROUNDS,
+    MIN_CAPACITY,
+    ROLE,
+    WINDOW_SHARE,
+    Condensed,
+    LibrarianNotes,
+    NotePoint,
+    Source,
+)
+from app.pipeline.librarian.packing import (
+    _clip,
+    _Piece,
+    _pieces,
+    _point_line,
+    _problem,
+    _source_block,
+    _unfence,
+    _unique,
+    pack,
+    render_notes,
+    render_sources,
+)
+from app.pipeline.librarian.prompts import (
+    MAP_SYSTEM,
+    REDUCE_SYSTEM,
+    SCHEMA,
+    WHOLE_SYSTEM,
+    _map_user,
+    _reduce_user,
+)
 from app.router.cost import estimate_tokens
 from app.router.decide import fired_triggers
 from app.router.service import (
@@ -44,266 +53,6 @@ from app.router.service import (
 )
 from app.router.types import Decision, Signals
 from app.stage0.context import context_estimate
-
-__all__ = [
-    "MAX_REDUCE_ROUNDS",
-    "ROLE",
-    "Condensed",
-    "LibrarianNotes",
-    "NotePoint",
-    "Source",
-    "condense",
-    "pack",
-    "render_notes",
-    "render_sources",
-]
-
-ROLE = "librarian"
-#: reduce rounds after the map step before the last resort (clipping)
-MAX_REDUCE_ROUNDS = 3
-#: share of a window a prompt may fill: room for the estimate's error (no tokenizer here)
-WINDOW_SHARE = 0.9
-#: a group never holds less than this many tokens of sources (tiny windows still progress)
-MIN_CAPACITY = 128
-#: characters of a source kept when its group's notes are unusable
-EXCERPT_CHARS = 240
-CLIP_MARKER = "[… clipped by the Librarian to fit {budget} tokens: kept {kept} of {total} {what} …]"
-
-#: an ``(id, text)`` pair: ``id`` is what a reader cites (``path:start-end``, a section name)
-Source = tuple[str, str]
-
-
-# ── What the model answers (GR-012) ─────────────────────────────────────────────────────
-
-
-class NotePoint(Strict):
-    """One fact, decision or constraint, with the ids of the sources it comes from."""
-
-    text: str = Field(min_length=1, max_length=600)
-    sources: list[str] = Field(default_factory=list, max_length=12)
-
-
-class LibrarianNotes(Strict):
-    """The Librarian's notes on one group of sources (map) or on notes (reduce)."""
-
-    points: list[NotePoint] = Field(default_factory=list, max_length=40)
-    contradictions: list[str] = Field(default_factory=list, max_length=8)
-    confidence: float = Field(ge=0, le=1)
-
-
-class Condensed(BaseModel):
-    """What :func:`condense` returns; ``text`` is what the reader gets."""
-
-    model_config = ConfigDict(frozen=True)
-
-    text: str
-    #: False: the sources fitted the budget and ``text`` is them, unchanged
-    condensed: bool
-    #: the model whose answer the final text comes from (None: no usable model answer)
-    model: str | None
-    #: every model whose answer was used, in order
-    models: list[str] = Field(default_factory=list)
-    #: a cloud model's answer is in the result
-    escalated: bool = False
-    #: model calls made (repairs included)
-    calls: int = 0
-    tokens_in: int
-    tokens_out: int
-    budget: int
-    confidence: float | None = None
-    points: list[NotePoint] = Field(default_factory=list)
-    contradictions: list[str] = Field(default_factory=list)
-    #: what happened, in words (denials, unusable replies, clipping)
-    notes: list[str] = Field(default_factory=list)
-    reason_codes: list[str] = Field(default_factory=list)
-    groups: int = 0
-    map_calls: int = 0
-    reduce_rounds: int = 0
-    clipped: bool = False
-
-
-# ── Rendering and packing (pure) ────────────────────────────────────────────────────────
-
-
-def _source_block(source_id: str, text: str, part: str = "") -> str:
-    attr = f' part="{part}"' if part else ""
-    return f'<source id="{source_id}"{attr}>\n{text}\n</source>'
-
-
-def render_sources(sources: Iterable[Source]) -> str:
-    """The sources as a reader (and a model) sees them: each wrapped with its id."""
-    return "\n".join(_source_block(sid, text) for sid, text in sources)
-
-
-def _point_line(point: NotePoint) -> str:
-    cite = f" [{', '.join(point.sources)}]" if point.sources else ""
-    return f"- {point.text}{cite}"
-
-
-def render_notes(points: Sequence[NotePoint], contradictions: Sequence[str] = ()) -> str:
-    """Notes as text: one line per point, its source ids in brackets."""
-    lines = [_point_line(p) for p in points]
-    if contradictions:
-        lines += ["", "Contradictions:", *(f"- {c}" for c in contradictions)]
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class _Piece:
-    """A source, or a part of one too big for a group (it keeps the source's id)."""
-
-    id: str
-    text: str
-    part: str = ""
-
-    def render(self) -> str:
-        return _source_block(self.id, self.text, self.part)
-
-    @property
-    def cost(self) -> int:
-        return estimate_tokens(self.render()) + 1
-
-
-def _split_text(text: str, capacity: int) -> list[str]:
-    """``text`` in consecutive parts of at most ``capacity`` tokens (lines kept whole)."""
-    parts: list[str] = []
-    current: list[str] = []
-    used = 0
-    for line in text.splitlines(keepends=True):
-        while estimate_tokens(line) > capacity:  # one line longer than a whole group
-            cut = max(1, capacity * 3)
-            if current:
-                parts.append("".join(current))
-                current, used = [], 0
-            parts.append(line[:cut])
-            line = line[cut:]
-        if not line:
-            continue
-        cost = estimate_tokens(line)
-        if current and used + cost > capacity:
-            parts.append("".join(current))
-            current, used = [], 0
-        current.append(line)
-        used += cost
-    if current or not parts:
-        parts.append("".join(current))
-    return parts
-
-
-def _pieces(sources: Iterable[Source], capacity: int) -> list[_Piece]:
-    out: list[_Piece] = []
-    for sid, text in sources:
-        piece = _Piece(sid, text)
-        if piece.cost <= capacity:
-            out.append(piece)
-            continue
-        overhead = _Piece(sid, "", "99/99").cost + 2
-        parts = _split_text(text, max(1, capacity - overhead))
-        out += [_Piece(sid, p, f"{i}/{len(parts)}") for i, p in enumerate(parts, start=1)]
-    return out
-
-
-def pack(costs: Sequence[int], capacity: int, *, balanced: bool = False) -> list[list[int]]:
-    """Indexes of ``costs`` in order, grouped so no group exceeds ``capacity`` (an item
-    bigger than ``capacity`` gets a group of its own). Deterministic.
-
-    Greedy by default (fill each group); ``balanced``: as many groups as greedy needs at
-    least, each near the same size, so no group is a small remainder (a cloud group that
-    small would not fire the context trigger on its own)."""
-    target = float(capacity)
-    if balanced and costs:
-        total = sum(costs)
-        target = total / max(1, -(-total // max(1, capacity)))
-    groups: list[list[int]] = []
-    used = 0
-    for i, cost in enumerate(costs):
-        if groups and used + cost <= capacity and used + cost / 2 <= target:
-            groups[-1].append(i)
-            used += cost
-        else:
-            groups.append([i])
-            used = cost
-    return groups
-
-
-def _clip(blocks: Sequence[str], budget: int, what: str) -> tuple[str, int]:
-    """As many whole ``blocks`` as fit with an explicit marker, and how many that is; when
-    none fits, the head of the first one (then 0 whole blocks were kept)."""
-    total = len(blocks)
-
-    def marker(kept: int) -> str:
-        return CLIP_MARKER.format(budget=budget, kept=kept, total=total, what=what)
-
-    kept: list[str] = []
-    for block in blocks:
-        if estimate_tokens("\n".join([*kept, block, marker(len(kept) + 1)])) > budget:
-            break
-        kept.append(block)
-    lines = [*kept, marker(len(kept))]
-    if not kept and blocks:
-        room = max(0, budget - estimate_tokens(marker(0)) - 2) * 3
-        if blocks[0][:room]:
-            lines.insert(0, blocks[0][:room] + " …")
-    text = "\n".join(lines)
-    while estimate_tokens(text) > budget and len(text) > 1:  # a budget below the marker
-        text = text[: max(1, len(text) * budget // estimate_tokens(text) - 1)]
-    return text, len(kept)
-
-
-def _unique(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
-_FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*)\n\s*```\s*$", re.DOTALL)
-
-
-def _unfence(text: str) -> str:
-    match = _FENCE.match(text)
-    return match.group(1) if match else text
-
-
-def _problem(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(root)"
-    return f"{where}: {first['msg']}"
-
-
-# ── Prompts ─────────────────────────────────────────────────────────────────────────────
-
-MAP_SYSTEM = (
-    "You are the Librarian. You condense long context for another model that has a small "
-    "window. Read the sources and write short notes that keep what the task needs: facts, "
-    "names, signatures, decisions, constraints, numbers. Each point says one thing and lists "
-    "in `sources` the exact `id` of every source it comes from (copy the id attribute, never "
-    "invent one). Put statements that contradict each other in `contradictions`. Set "
-    "`confidence` (0 to 1) to how well the notes cover what the task needs from these "
-    "sources. Reply with JSON only, matching the schema."
-)
-REDUCE_SYSTEM = (
-    "You are the Librarian. Merge the notes below into one shorter set for the task: drop "
-    "repeats and what the task does not need, merge points that say the same thing, and "
-    "keep every point's source ids in brackets as its `sources` (never invent one). Set "
-    "`confidence` (0 to 1) to how well the merged notes serve the task. Reply with JSON "
-    "only, matching the schema."
-)
-WHOLE_SYSTEM = MAP_SYSTEM + " The sources are the whole context: be complete but brief."
-
-SCHEMA = schema_of(LibrarianNotes)
-
-
-def _map_user(task: str, pieces: Sequence[_Piece], target: int) -> str:
-    body = "\n".join(p.render() for p in pieces)
-    return f"Task: {task}\n\nWrite at most about {target} tokens of notes.\n\nSources:\n{body}"
-
-
-def _reduce_user(task: str, points: Sequence[NotePoint], target: int) -> str:
-    return (
-        f"Task: {task}\n\nMerge into at most about {target} tokens of notes.\n\n"
-        f"Notes:\n{render_notes(points)}"
-    )
-
-
-# ── The job ─────────────────────────────────────────────────────────────────────────────
 
 
 @dataclass
