@@ -17,7 +17,7 @@ from app.evidence.bundle import (
     resolve_run,
     verify_bundle,
 )
-from app.evidence.read import audit_seal, gate_facts, read_cost
+from app.evidence.read import audit_seal, gate_facts, read_cost, read_sidecars
 from app.workspace.git import NotAGitRepo, repo_root
 
 
@@ -140,6 +140,7 @@ def summary(args: argparse.Namespace) -> dict[str, Any]:
     try:
         facts = gate_facts(path, m)
         data["cost"] = read_cost(path)
+        data["sidecars"] = read_sidecars(path)
     except EvidenceError as exc:
         data["gate"] = {"ok": False, "reasons": [f"EVIDENCE: {exc}"], "notes": []}
         return data
@@ -214,6 +215,8 @@ def _show(args: argparse.Namespace) -> int:
                 f"  {label:<9} {rec['verdict']} by {rec['model']} ({rec['provider']}, {where});"
                 f" {cites}"
             )
+    for i, line in enumerate(data.get("sidecars") or []):
+        out.append(f"  {'sidecars' if i == 0 else '':<9} {line}")
     if data.get("cost") is not None:
         out.append(f"  cost      {_cost(data['cost'])}")
     if "gate" in data:

@@ -106,6 +106,52 @@ def read_high_risk(bundle: Path) -> bool | None:
     return value
 
 
+def read_sidecars(bundle: Path) -> list[str]:
+    """One line per non-authoritative helper the run used (Tier2, Librarian, second
+    opinions), for a reviewer; none of it feeds the gate. Missing files say nothing."""
+    try:
+        return _sidecar_lines(bundle)
+    except (AttributeError, TypeError):  # valid JSON of the wrong shape
+        return ["(a sidecar file has an unexpected shape)"]
+
+
+def _sidecar_lines(bundle: Path) -> list[str]:
+    out: list[str] = []
+    path = bundle / "synthesis.json"
+    if path.is_file():
+        t = read_json(path)
+        synth = t.get("synthesis") or {}
+        if synth:
+            claims = len(synth.get("claims") or [])
+            pairs = len(synth.get("contradictions") or [])
+            out.append(
+                f"tier2 {t.get('status')} by {t.get('model')}: {claims} checked claim(s), "
+                f"{pairs} contradiction(s)"
+            )
+        else:
+            out.append(f"tier2 {t.get('status')}: {t.get('reason') or 'no synthesis'}")
+    path = bundle / "condensed.json"
+    if path.is_file():
+        c = read_json(path)
+        by = ", ".join(c.get("models") or []) or "no model"
+        out.append(
+            f"librarian condensed ~{c.get('tokens_in')} → ~{c.get('tokens_out')} tokens "
+            f"(budget {c.get('budget')}) by {by}"
+        )
+    path = bundle / "second_opinion.json"
+    if path.is_file():
+        for o in read_json(path).get("opinions") or []:
+            occasion = str(o.get("occasion", "?")).replace("_", " ")
+            opinion = o.get("opinion")
+            if opinion:
+                text = " ".join(str(opinion.get("assessment", "")).split())
+                text = text if len(text) <= 100 else text[:99] + "…"
+                out.append(f"advice on the {occasion} from {o.get('model')}: {text}")
+            else:
+                out.append(f"no second opinion on the {occasion} (denied or unavailable)")
+    return out
+
+
 def read_cost(bundle: Path) -> dict[str, Any] | None:
     path = Path(bundle) / COST
     if not path.exists():
@@ -195,6 +241,7 @@ __all__ = [
     "read_cost",
     "read_high_risk",
     "read_json",
+    "read_sidecars",
     "read_test_loops",
     "read_verdicts",
 ]

@@ -273,6 +273,14 @@ def test_full_pipeline_escalates_fixes_judges_and_merges(
     assert checkout_fingerprint(repo) == before
     assert main(["evidence", "verify", out["run_id"], "--repo", str(repo)]) == 0
     capsys.readouterr()
+    # the reviewer sees the sidecars in `evidence show`, apart from the gate
+    assert main(["evidence", "show", out["run_id"], "--repo", str(repo), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["sidecars"] == [
+        "tier2 accepted by claude-sonnet-4.6: 1 checked claim(s), 0 contradiction(s)",
+        "advice on the high risk from claude-sonnet-4.6: do not merge: this touches the public API",
+    ]
+    assert shown["gate"]["ok"]
     # keys never reach the evidence
     blob = "".join(p.read_text(errors="replace") for p in bundle.rglob("*") if p.is_file())
     assert "sk-canary" not in blob
@@ -387,3 +395,7 @@ def test_a_brief_over_the_planners_window_is_condensed_by_the_librarian(
     # the full brief is still the evidence
     assert "Rule 3499:" in (bundle / "TASK_BRIEF.md").read_text()
     assert main(["evidence", "verify", out["run_id"], "--repo", str(repo)]) == 0
+    capsys.readouterr()
+    assert main(["evidence", "show", out["run_id"], "--repo", str(repo), "--json"]) == 0
+    sidecars = json.loads(capsys.readouterr().out)["sidecars"]
+    assert sidecars[0].startswith("librarian condensed ~") and "by llama-3.1-8b" in sidecars[0]
