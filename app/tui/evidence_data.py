@@ -25,6 +25,7 @@ from app.evidence.bundle import (
     resolve_run,
     verify_bundle,
 )
+from app.evidence.read import read_sidecars
 from app.workspace.merge import MergePlan, prepare_merge
 
 _NUMBERED = re.compile(r"-(\d+)\.")
@@ -49,6 +50,8 @@ class RunView:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
     cost: dict[str, Any] | None = None
+    #: Tier2, Librarian, second opinions: advice for the reviewer, never the gate's input
+    sidecars: list[str] = field(default_factory=list)
     merge: MergePlan | None = None
     #: what could not be read, "what: why"
     problems: list[str] = field(default_factory=list)
@@ -123,6 +126,10 @@ def load_run_view(repo: Path, run_id: str, sealed_sha256: str | None = None) -> 
                 problems.append(f"{AUDIT}: line {n} is not JSON")
     cost = _json(path / COST, problems)
     view.cost = cost if isinstance(cost, dict) else None
+    try:
+        view.sidecars = read_sidecars(path)
+    except SwitchyardError as exc:
+        problems.append(f"sidecars: {exc}")
     try:
         view.merge = prepare_merge(repo, view.run_id, sealed_sha256=sealed_sha256)
     except SwitchyardError as exc:

@@ -506,6 +506,25 @@ def make_run(repo: Path, run_id: str, *, green: bool, clock: ManualClock) -> Pat
     bundle.write_json(
         "cost.json", {"total_usd": 0.0094, "by_role": {"implementer": 0.0094}, "calls": 6}
     )
+    bundle.write_json(
+        "second_opinion.json",
+        {
+            "advisory": True,
+            "opinions": [
+                {
+                    "occasion": "user_request",
+                    "model": "claude-sonnet-4.6",
+                    "opinion": {
+                        "assessment": "the bound fix is right; add a test for an empty input",
+                        "likely_causes": [],
+                        "risks": [],
+                        "suggestions": ["test parse('')"],
+                        "confidence": 0.8,
+                    },
+                }
+            ],
+        },
+    )
     status = "merge_ready" if green else "failed"
     bundle.finalize(
         status=status,

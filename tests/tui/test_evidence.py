@@ -105,6 +105,8 @@ async def test_a_run_shows_every_part_of_its_bundle(
         verdict = text("verdict")
         assert "local: advice only (GR-003)" in verdict
         assert "← src/parser.py:9" in verdict and "← test:test_parse_tail" in verdict
+        assert "sidecars: advice for you, never read by the gate" in verdict
+        assert "advice on the user request from claude-sonnet-4.6: the bound fix" in verdict
         assert "total_usd" in text("cost")
         assert "bundle verified" in text("manifest")
 

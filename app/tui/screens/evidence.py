@@ -168,9 +168,13 @@ class EvidenceScreen(Screen[None]):
 
     def _verdict_lines(self, view: RunView, v: dict[str, str]) -> list[Text]:
         dim = style_of(v.get("dim-text", ""))
-        if not view.verdicts:
-            return [Text("no verdict: the Judge did not run", style=dim)]
         out: list[Text] = []
+        if view.sidecars:
+            out.append(Text("sidecars: advice for you, never read by the gate", style=dim))
+            out += [Text(f"  {line}") for line in view.sidecars]
+            out.append(Text(""))
+        if not view.verdicts:
+            return [*out, Text("no verdict: the Judge did not run", style=dim)]
         for verdict in view.verdicts:
             local = verdict.get("local") or verdict.get("provider") == "local"
             word = str(verdict.get("verdict", "?"))
