@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli.common import add_json_arg, add_policy_arg, console, policy_from, settings_from
+from app.cli.common import (
+    add_json_arg,
+    add_policy_arg,
+    add_session_args,
+    console,
+    policy_from,
+    settings_from,
+)
 from app.cli.route_cmd import parse_signals
 from app.errors import UsageError
 
@@ -26,13 +33,8 @@ def register(sub: Any) -> None:
     p.add_argument("prompt", help="the request text")
     p.add_argument("--role", required=True, help="role id, e.g. tutor, architect, implementer")
     p.add_argument("--signal", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument(
-        "--approve",
-        choices=("allow", "deny", "ask"),
-        help="how escalations are approved (default: $SWITCHYARD_APPROVE or ask)",
-    )
+    add_session_args(p)
     p.add_argument("--schema", type=Path, metavar="FILE", help="JSON schema the answer must fit")
-    p.add_argument("--local-only", action="store_true", help="forbid every cloud call (GR-009)")
     p.add_argument("--max-tokens", type=int, default=256, metavar="N")
     p.add_argument("--system", default=DEFAULT_SYSTEM, help="system prompt")
     add_policy_arg(p)

@@ -21,6 +21,25 @@ def add_policy_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_session_args(
+    p: argparse.ArgumentParser, *, with_approve: bool = True, when: str = ""
+) -> None:
+    """``--approve`` and ``--local-only``, the same on every command that opens a session.
+
+    ``when`` qualifies both helps, e.g. "with --synth".
+    """
+    tail = f", {when}" if when else ""
+    if with_approve:
+        p.add_argument(
+            "--approve",
+            choices=("deny", "allow", "ask"),
+            help=f"how escalations are approved (default: $SWITCHYARD_APPROVE or ask{tail})",
+        )
+    p.add_argument(
+        "--local-only", action="store_true", help=f"forbid every cloud call (GR-009{tail})"
+    )
+
+
 def add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (stable snake_case keys)")
 

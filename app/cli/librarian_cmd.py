@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from app.cli.common import (
     add_json_arg,
     add_policy_arg,
+    add_session_args,
     console,
     policy_from,
     print_json,
@@ -64,12 +65,7 @@ def register(sub: Any) -> None:
         metavar="TOKENS",
         help=f"tokens of condensed context (default {DEFAULT_BUDGET})",
     )
-    p.add_argument(
-        "--approve",
-        choices=("deny", "allow", "ask"),
-        help="how escalations are approved (default: $SWITCHYARD_APPROVE or ask)",
-    )
-    p.add_argument("--local-only", action="store_true", help="forbid every cloud call (GR-009)")
+    add_session_args(p)
     add_policy_arg(p)
     add_json_arg(p)
     p.set_defaults(handler=_librarian)

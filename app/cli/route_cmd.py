@@ -9,6 +9,7 @@ from typing import Any, get_args
 from app.cli.common import (
     add_json_arg,
     add_policy_arg,
+    add_session_args,
     console,
     policy_from,
     print_json,
@@ -40,7 +41,7 @@ def register(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="a §3 signal, e.g. confidence=0.74, failed_loops=2, context_estimate=120000",
     )
-    ex.add_argument("--local-only", action="store_true", help="forbid every cloud call (GR-009)")
+    add_session_args(ex, with_approve=False)
     ex.add_argument(
         "--approved",
         action="append",

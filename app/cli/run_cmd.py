@@ -13,6 +13,7 @@ from typing import Any
 from app.cli.common import (
     add_json_arg,
     add_policy_arg,
+    add_session_args,
     console,
     policy_from,
     print_json,
@@ -62,8 +63,7 @@ def register(sub: Any) -> None:
         help="opt this session in to the Tier2 synthesis of the brief (cloud after approval; "
         "also SWITCHYARD_TIER2=true or the spec's 'Stage0 Tier2 (NotebookLM): YES')",
     )
-    p.add_argument("--approve", choices=("deny", "allow", "ask"), help="escalation approvals")
-    p.add_argument("--local-only", action="store_true", help="forbid every cloud call (GR-009)")
+    add_session_args(p)
     p.add_argument("--test-command", metavar="CMD", help="the project's test command")
     add_policy_arg(p)
     add_json_arg(p)

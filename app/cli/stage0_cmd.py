@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.cli.common import add_json_arg, add_policy_arg, console, policy_from, print_json
+from app.cli.common import (
+    add_json_arg,
+    add_policy_arg,
+    add_session_args,
+    console,
+    policy_from,
+    print_json,
+)
 from app.errors import UsageError
 
 if TYPE_CHECKING:
@@ -70,12 +77,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="opt in to Tier2 for this session and write synthesis.json beside brief.json",
     )
-    t.add_argument(
-        "--approve", choices=("deny", "allow", "ask"), help="escalation approvals (with --synth)"
-    )
-    t.add_argument(
-        "--local-only", action="store_true", help="forbid every cloud call (GR-009, with --synth)"
-    )
+    add_session_args(t, when="with --synth")
     t.add_argument(
         "--session",
         metavar="ID",

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from app.cli.common import add_policy_arg, settings_from
+from app.cli.common import add_policy_arg, add_session_args, settings_from
 from app.errors import UsageError
 
 
@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
     p.add_argument("task", nargs="?", help="start this task at once")
     _common(p)
     p.add_argument("--repo", type=Path, metavar="PATH", help="the repository (default: here)")
-    p.add_argument("--local-only", action="store_true", help="forbid every cloud call (GR-009)")
+    add_session_args(p, with_approve=False)
     add_policy_arg(p)
     p.set_defaults(handler=_tui)
 

@@ -21,6 +21,7 @@ from rich.markup import escape
 from app.cli.common import (
     add_json_arg,
     add_policy_arg,
+    add_session_args,
     console,
     policy_from,
     print_json,
@@ -63,13 +64,12 @@ def register(sub: Any) -> None:
         help="the user's explicit request for the tutor's cloud fallback, with approval "
         "(interactive: for every turn)",
     )
-    p.add_argument("--approve", choices=("deny", "allow", "ask"), help="escalation approvals")
+    add_session_args(p)
     p.add_argument(
         "--reveal",
         action="store_true",
         help="print the answer even on a first turn (skips the questions-first hold)",
     )
-    p.add_argument("--local-only", action="store_true", help="forbid every cloud call (GR-009)")
     add_policy_arg(p)
     add_json_arg(p)
     p.set_defaults(handler=_tutor)
