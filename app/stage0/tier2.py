@@ -31,6 +31,7 @@ from app.audit.types import AuditSink
 from app.backends.base import ChatRequest, Message
 from app.errors import SwitchyardError
 from app.pipeline.schemas import schema_of
+from app.pipeline.structured import unfence
 from app.router.cost import estimate_tokens
 from app.router.service import RoutedResult, Router, RouteRefused
 from app.router.types import Signals
@@ -89,7 +90,6 @@ SYSTEM = (
 Status = Literal["accepted", "cached", "dropped"]
 #: a session id that is also a safe directory name (anything else is hashed for the cache)
 SAFE_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
 
 
 class Tier2Result(BaseModel):
@@ -204,11 +204,6 @@ def _short_problems(problems: list[str]) -> list[str]:
         p if len(p) <= PROBLEM_CHARS else p[: PROBLEM_CHARS - 1] + "…"
         for p in problems[:PROBLEMS_SHOWN]
     ]
-
-
-def _unfence(text: str) -> str:
-    m = _FENCE.match(text)
-    return m.group(1) if m else text
 
 
 # ── the window ───────────────────────────────────────────────────────────────────────────
@@ -429,7 +424,7 @@ async def synthesize(
             return dropped(_one_line(why))
         attempts = attempt
         last = result
-        text = _unfence(result.text)
+        text = unfence(result.text)
         report = validate_synthesis(text, brief)
         if report.ok:
             accepted = parse_synthesis(text)

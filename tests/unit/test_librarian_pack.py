@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from app.pipeline.librarian import LibrarianNotes, NotePoint, pack, render_notes, render_sources
-from app.pipeline.librarian.packing import _clip, _pieces, _unfence
+from app.pipeline.librarian.packing import _clip, _pieces
+from app.pipeline.structured import unfence
 from app.router.cost import estimate_tokens
 
 
@@ -89,7 +90,7 @@ def test_clip_never_exceeds_a_tiny_budget() -> None:
 
 def test_notes_schema_is_bounded_and_fences_are_tolerated() -> None:
     raw = '```json\n{"points": [{"text": "t", "sources": ["a"]}], "confidence": 0.5}\n```'
-    notes = LibrarianNotes.model_validate_json(_unfence(raw))
+    notes = LibrarianNotes.model_validate_json(unfence(raw))
     assert notes.points[0].sources == ["a"] and notes.confidence == 0.5
     with pytest.raises(ValidationError):
         LibrarianNotes.model_validate_json('{"points": [], "confidence": 2}')

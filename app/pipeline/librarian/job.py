@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from app.audit.types import AuditSink
 from app.backends.base import ChatRequest, Message
 from app.pipeline.librarian.notes import (
@@ -26,9 +24,7 @@ from app.pipeline.librarian.packing import (
     _Piece,
     _pieces,
     _point_line,
-    _problem,
     _source_block,
-    _unfence,
     _unique,
     pack,
     render_notes,
@@ -37,11 +33,11 @@ from app.pipeline.librarian.packing import (
 from app.pipeline.librarian.prompts import (
     MAP_SYSTEM,
     REDUCE_SYSTEM,
-    SCHEMA,
     WHOLE_SYSTEM,
     _map_user,
     _reduce_user,
 )
+from app.pipeline.structured import ask_model
 from app.router.cost import estimate_tokens
 from app.router.decide import fired_triggers
 from app.router.service import (
@@ -150,41 +146,29 @@ class _Job:
         """Notes from one request with one GR-012 repair; (None, why) when unusable.
         RouteRefused / RouteFailed / RouteStaysLocal go to the caller."""
         messages = [Message(role="system", content=system), Message(role="user", content=user)]
-        request = ChatRequest(
-            messages=messages, max_tokens=max(1, max_tokens), json_schema=SCHEMA, temperature=0
+        # each request's own size is its context estimate (the router measures it)
+        answer = await ask_model(
+            self.router,
+            ROLE,
+            LibrarianNotes,
+            messages,
+            extra.model_copy(update={"context_estimate": None}),
+            run=self.run,
+            max_tokens=max(1, max_tokens),
+            cloud_only=cloud_only,
+            temperature=0,
         )
-        problem = ""
-        for attempt in range(2):
-            signals = extra.model_copy(update={"context_estimate": request_tokens(request)})
-            result = await self.router.complete(
-                ROLE, request, signals, run=self.run, cloud_only=cloud_only
-            )
-            self.calls += 1
-            try:
-                parsed = LibrarianNotes.model_validate_json(_unfence(result.text))
-            except ValidationError as exc:
-                problem = _problem(exc)
-                if attempt == 0:
-                    request = request.model_copy(
-                        update={
-                            "messages": [
-                                *messages,
-                                Message(role="assistant", content=result.text[:1000]),
-                                Message(
-                                    role="user",
-                                    content=f"That reply was rejected ({problem}). Reply "
-                                    "again with JSON only, matching the schema exactly.",
-                                ),
-                            ]
-                        }
-                    )
-                continue
-            self.model = result.model
-            if result.model not in self.models:
-                self.models.append(result.model)
-            self.escalated = self.escalated or result.escalated
-            return self._cleaned(parsed, known), None
-        return None, f"the reply does not fit the notes schema ({problem})"
+        self.calls += answer.calls
+        if answer.route_failed:
+            raise RouteFailed(answer.error or f"{ROLE}: no step could serve")
+        if answer.value is None or answer.result is None:
+            return None, answer.error
+        result = answer.result
+        self.model = result.model
+        if result.model not in self.models:
+            self.models.append(result.model)
+        self.escalated = self.escalated or result.escalated
+        return self._cleaned(answer.value, known), None
 
     def _cleaned(self, notes: LibrarianNotes, known: Sequence[str]) -> _Notes:
         """Drop source ids the model invented; a point left with none is attributed to

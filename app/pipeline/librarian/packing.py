@@ -3,11 +3,8 @@ window, explicit clipping as the last resort."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-from pydantic import ValidationError
 
 from app.pipeline.librarian.notes import (
     CLIP_MARKER,
@@ -144,17 +141,3 @@ def _clip(blocks: Sequence[str], budget: int, what: str) -> tuple[str, int]:
 
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
-
-
-_FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*)\n\s*```\s*$", re.DOTALL)
-
-
-def _unfence(text: str) -> str:
-    match = _FENCE.match(text)
-    return match.group(1) if match else text
-
-
-def _problem(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(root)"
-    return f"{where}: {first['msg']}"

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.pipeline.librarian.notes import (
-    LibrarianNotes,
     NotePoint,
 )
 from app.pipeline.librarian.packing import (
     _Piece,
     render_notes,
 )
-from app.pipeline.schemas import schema_of
 
 MAP_SYSTEM = (
     "You are the Librarian. You condense long context for another model that has a small "
@@ -31,8 +29,6 @@ REDUCE_SYSTEM = (
     "only, matching the schema."
 )
 WHOLE_SYSTEM = MAP_SYSTEM + " The sources are the whole context: be complete but brief."
-
-SCHEMA = schema_of(LibrarianNotes)
 
 
 def _map_user(task: str, pieces: Sequence[_Piece], target: int) -> str:
