@@ -24,9 +24,11 @@ class ScriptedBackend:
         self.runtime = runtime
         self.script = script
         self.calls = 0
+        self.requests: list[ChatRequest] = []
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
         self.calls += 1
+        self.requests.append(request)
         step = self.script.pop(0) if self.script else f"reply from {self.model_id}"
         if isinstance(step, BackendError):
             raise step
@@ -51,9 +53,16 @@ class ScriptedBackend:
 
 
 class Resolver:
-    def __init__(self, *, up: set[str], unavailable: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        up: set[str],
+        unavailable: dict[str, str] | None = None,
+        windows: dict[str, int] | None = None,
+    ) -> None:
         self.up = up
         self._unavailable = unavailable or {}
+        self.windows = windows if windows is not None else {"smollm2-135m": 8192}
         self.scripts: dict[tuple[str, str], list[str | BackendError]] = {}
         self.made: dict[tuple[str, str], ScriptedBackend] = {}
 
@@ -70,7 +79,12 @@ class Resolver:
         return runtime in self.up
 
     def context_windows(self) -> dict[str, int]:
-        return {"smollm2-135m": 8192}
+        return dict(self.windows)
+
+    def sent(self, key: tuple[str, str]) -> list[ChatRequest]:
+        """Every request the backend for ``key`` was sent (none if it was never made)."""
+        made = self.made.get(key)
+        return made.requests if made is not None else []
 
 
 REQ = ChatRequest(messages=[Message(role="user", content="plan the fix")], max_tokens=64)

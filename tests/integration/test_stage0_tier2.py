@@ -19,7 +19,7 @@ import pytest
 import app.backends.llamacpp as llamacpp
 from app.audit.log import AuditLog
 from app.audit.types import AuditLine
-from app.backends.base import BackendError, ChatRequest, ChatResult, Delta
+from app.backends.base import BackendError, ChatRequest
 from app.cli.main import main
 from app.clock import ManualClock
 from app.policy.schema import Policy
@@ -33,7 +33,7 @@ from app.stage0.tier2 import SYNTHESIS_JSON, brief_sha, cache_path, synthesize
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
-from tests.integration.test_router_service import Resolver, ScriptedBackend
+from tests.integration.test_router_service import Resolver
 from tests.integration.test_stage0_corpus import make_repo
 from tests.socket_guard import SocketGuard
 
@@ -45,45 +45,11 @@ DOC = "# Ledger\nReserve, then settle. Never settle twice."
 A, B = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
 
 
-# ── doubles ──────────────────────────────────────────────────────────────────────────────
-
-
-class Recording(ScriptedBackend):
-    """The router tests' scripted backend, keeping every request it was sent."""
-
-    def __init__(self, model_id: str, runtime: str, script: list[str | BackendError]) -> None:
-        super().__init__(model_id, runtime, script)
-        self.requests: list[ChatRequest] = []
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
-        self.requests.append(request)
-        async for item in super().stream(request):
-            yield item
-
-
-class RecordingResolver(Resolver):
-    def __init__(self, *, up: set[str], windows: dict[str, int] | None = None) -> None:
-        super().__init__(up=up)
-        self.windows = windows if windows is not None else {"smollm2-135m": 8192}
-
-    def backend(self, model_id: str, runtime: str) -> Recording:
-        key = (model_id, runtime)
-        if key not in self.made:
-            self.made[key] = Recording(model_id, runtime, self.scripts.get(key, []))
-        made = self.made[key]
-        assert isinstance(made, Recording)
-        return made
-
-    def context_windows(self) -> dict[str, int]:
-        return dict(self.windows)
-
-    def sent(self, key: tuple[str, str]) -> list[ChatRequest]:
-        made = self.made.get(key)
-        return made.requests if isinstance(made, Recording) else []
+# ── the world a test runs in ─────────────────────────────────────────────────────────────
 
 
 class World:
-    def __init__(self, tmp_path: Path, policy: Policy, resolver: RecordingResolver) -> None:
+    def __init__(self, tmp_path: Path, policy: Policy, resolver: Resolver) -> None:
         self.tmp_path = tmp_path
         self.policy = policy
         self.resolver = resolver
@@ -136,7 +102,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path, policy: Policy) -> AsyncIterator[World]:
-    w = World(tmp_path, policy, RecordingResolver(up=ALL_UP))
+    w = World(tmp_path, policy, Resolver(up=ALL_UP))
     await w.open()
     yield w
     await w.close()
@@ -355,7 +321,7 @@ async def test_duplicate_problems_are_reported_once(world: World, brief: Brief) 
 async def test_denied_with_no_local_runtime_is_dropped_not_raised(
     tmp_path: Path, policy: Policy, brief: Brief
 ) -> None:
-    w = World(tmp_path, policy, RecordingResolver(up=set()))
+    w = World(tmp_path, policy, Resolver(up=set()))
     await w.open()
     try:
         result = await synthesize(w.router(decider=DenyDecider()), brief, opt_in=True)
@@ -373,7 +339,7 @@ async def test_denied_with_no_local_runtime_is_dropped_not_raised(
 async def test_a_failed_local_runtime_is_dropped_with_an_audit_line(
     tmp_path: Path, policy: Policy, brief: Brief
 ) -> None:
-    resolver = RecordingResolver(up={"llamacpp_inprocess"})
+    resolver = Resolver(up={"llamacpp_inprocess"})
     resolver.scripts[("smollm2-135m", "llamacpp_inprocess")] = [
         BackendError("server_error", "model crashed")
     ]
@@ -397,7 +363,7 @@ async def test_the_prompt_is_clipped_to_the_smallest_window_that_may_serve(
         _chunk(f"{i:012x}", f"line {i} " + "word " * 500, f"pkg/mod{i}.py") for i in range(30)
     ]
     brief = make_brief(chunks)
-    resolver = RecordingResolver(up={"llamacpp_inprocess"}, windows={"smollm2-135m": 4096})
+    resolver = Resolver(up={"llamacpp_inprocess"}, windows={"smollm2-135m": 4096})
     resolver.scripts[("smollm2-135m", "llamacpp_inprocess")] = [
         reply([{"text": "x", "cites": [chunks[-1].id]}])
     ]

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from app.audit.log import AuditLog
-from app.backends.base import ChatRequest, ChatResult, Delta
 from app.errors import SwitchyardError, UsageError
 from app.pipeline.tutor import (
     FIRST_TURN,
@@ -29,7 +28,6 @@ from tests.fakes.demo_repo import make_repo
 from tests.integration.test_router_service import (
     ALL_UP,
     Resolver,
-    ScriptedBackend,
     make_router,
 )
 
@@ -47,32 +45,6 @@ def turn_json(n: int, *, answer: str | None = None, questions: int = 2) -> str:
     )
 
 
-class RecordingBackend(ScriptedBackend):
-    """The scripted backend that also keeps every request it was sent."""
-
-    def __init__(self, model_id: str, runtime: str, script: list[Any]) -> None:
-        super().__init__(model_id, runtime, script)
-        self.requests: list[ChatRequest] = []
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
-        self.requests.append(request)
-        async for item in super().stream(request):
-            yield item
-
-
-class RecordingResolver(Resolver):
-    def backend(self, model_id: str, runtime: str) -> ScriptedBackend:
-        key = (model_id, runtime)
-        if key not in self.made:
-            self.made[key] = RecordingBackend(model_id, runtime, self.scripts.get(key, []))
-        return self.made[key]
-
-    def sent(self, key: tuple[str, str] = LOCAL) -> list[ChatRequest]:
-        backend = self.made[key]
-        assert isinstance(backend, RecordingBackend)
-        return backend.requests
-
-
 def with_max_turns(policy: Policy, max_turns: int | None) -> Policy:
     tutor = policy.roles["tutor"].model_copy(update={"max_turns": max_turns})
     return policy.model_copy(update={"roles": {**policy.roles, "tutor": tutor}})
@@ -86,7 +58,7 @@ Opener = Callable[..., Awaitable[tuple[Router, AuditLog]]]
 
 
 @pytest.fixture
-async def routed(tmp_path: Path, resolver: RecordingResolver) -> AsyncIterator[Opener]:
+async def routed(tmp_path: Path, resolver: Resolver) -> AsyncIterator[Opener]:
     """``await routed(policy, decider=...)`` → (router, audit); closed even when a test fails
     (an open SQLite connection's thread would keep the test process alive)."""
     opened: list[tuple[AuditLog, BudgetLedger]] = []
@@ -105,14 +77,14 @@ async def routed(tmp_path: Path, resolver: RecordingResolver) -> AsyncIterator[O
 
 
 @pytest.fixture
-def resolver() -> RecordingResolver:
-    r = RecordingResolver(up=ALL_UP)
+def resolver() -> Resolver:
+    r = Resolver(up=ALL_UP)
     r.scripts[LOCAL] = [turn_json(n) for n in range(1, 12)]
     return r
 
 
 async def test_six_turns_then_the_seventh_is_refused_and_audited(
-    routed: Opener, policy: Policy, resolver: RecordingResolver
+    routed: Opener, policy: Policy, resolver: Resolver
 ) -> None:
     assert policy.roles["tutor"].max_turns == 6  # the shipped policy
     router, audit = await routed(policy)
@@ -127,7 +99,7 @@ async def test_six_turns_then_the_seventh_is_refused_and_audited(
         await tutor.ask("one more?")
     assert isinstance(refused.value, SwitchyardError) and refused.value.exit_code == 1
     assert "all 6 turns" in str(refused.value) and "roles.tutor.max_turns" in str(refused.value)
-    assert len(resolver.sent()) == 6  # the 7th never reached a model
+    assert len(resolver.sent(LOCAL)) == 6  # the 7th never reached a model
     lines = await tutor_lines(audit)
     assert [line.reason_codes for line in lines] == [["TUTOR_TURN"]] * 6 + [["TUTOR_TURN_CAP"]]
     assert [line.detail.split(":")[0] for line in lines[:6]] == [
@@ -142,7 +114,7 @@ async def test_six_turns_then_the_seventh_is_refused_and_audited(
 
 
 async def test_the_cap_is_the_policys_and_none_means_no_cap(
-    routed: Opener, policy: Policy, resolver: RecordingResolver
+    routed: Opener, policy: Policy, resolver: Resolver
 ) -> None:
     router, audit = await routed(with_max_turns(policy, 2))
     tutor = TutorSession(router)
@@ -172,14 +144,14 @@ async def test_the_cap_is_the_policys_and_none_means_no_cap(
 
 
 async def test_the_conversation_is_sent_back_each_turn(
-    routed: Opener, policy: Policy, resolver: RecordingResolver
+    routed: Opener, policy: Policy, resolver: Resolver
 ) -> None:
     router, _ = await routed(with_max_turns(policy, 3))
     tutor = TutorSession(router)
     await tutor.ask("why does parse drop the last token?")
     await tutor.ask("range(3) stops at 2")
     await tutor.ask("so range(len(tokens))?")
-    first, second, third = resolver.sent()
+    first, second, third = resolver.sent(LOCAL)
     assert [m.role for m in first.messages] == ["system", "user"]
     assert [m.role for m in third.messages] == [
         "system",
@@ -206,7 +178,7 @@ async def test_the_conversation_is_sent_back_each_turn(
 
 
 async def test_questions_first_the_first_answer_is_held_until_a_reply_or_reveal(
-    routed: Opener, policy: Policy, resolver: RecordingResolver
+    routed: Opener, policy: Policy, resolver: Resolver
 ) -> None:
     router, audit = await routed(policy)
     tutor = TutorSession(router)
@@ -232,17 +204,17 @@ async def test_questions_first_the_first_answer_is_held_until_a_reply_or_reveal(
 
 
 async def test_with_a_single_turn_nothing_is_held(
-    routed: Opener, policy: Policy, resolver: RecordingResolver
+    routed: Opener, policy: Policy, resolver: Resolver
 ) -> None:
     router, _ = await routed(with_max_turns(policy, 1))
     tutor = TutorSession(router)
     only = await tutor.ask("what is a closure?")
     assert only.answer == "answer 1" and only.turns_left == 0
-    assert LAST_TURN in resolver.sent()[0].messages[0].content
+    assert LAST_TURN in resolver.sent(LOCAL)[0].messages[0].content
 
 
 async def test_without_escalate_it_stays_local(
-    routed: Opener, policy: Policy, resolver: RecordingResolver
+    routed: Opener, policy: Policy, resolver: Resolver
 ) -> None:
     router, audit = await routed(policy)
     reply = await TutorSession(router).ask("what is a closure?")
@@ -253,7 +225,7 @@ async def test_without_escalate_it_stays_local(
 
 
 async def test_escalate_is_the_users_request_approved_then_served_in_the_cloud(
-    routed: Opener, policy: Policy, resolver: RecordingResolver
+    routed: Opener, policy: Policy, resolver: Resolver
 ) -> None:
     resolver.scripts[HAIKU] = [turn_json(1, answer="from haiku")]
     router, audit = await routed(policy)
@@ -275,7 +247,7 @@ async def test_escalate_is_the_users_request_approved_then_served_in_the_cloud(
 
 
 async def test_escalate_denied_stays_local_and_says_so(
-    routed: Opener, policy: Policy, resolver: RecordingResolver
+    routed: Opener, policy: Policy, resolver: Resolver
 ) -> None:
     router, audit = await routed(policy, decider=DenyDecider())
     reply = await TutorSession(router).ask("explain closures", escalate=True)
@@ -289,7 +261,7 @@ async def test_escalate_denied_stays_local_and_says_so(
 
 
 async def test_a_malformed_reply_raises_and_does_not_count(
-    routed: Opener, policy: Policy, resolver: RecordingResolver
+    routed: Opener, policy: Policy, resolver: Resolver
 ) -> None:
     # not JSON, then (the repair attempt) no questions at all: both rejected
     resolver.scripts[LOCAL] = [
@@ -308,11 +280,11 @@ async def test_a_malformed_reply_raises_and_does_not_count(
     reply = await tutor.ask("what is a closure?")  # the one turn is still there
     assert reply.n == 1 and reply.questions == ["question 1.1?", "question 1.2?"]
     # the failed attempt is not part of the conversation
-    assert [m.role for m in resolver.sent()[-1].messages] == ["system", "user"]
+    assert [m.role for m in resolver.sent(LOCAL)[-1].messages] == ["system", "user"]
 
 
 async def test_an_empty_question_is_a_usage_error(
-    routed: Opener, policy: Policy, resolver: RecordingResolver
+    routed: Opener, policy: Policy, resolver: Resolver
 ) -> None:
     router, audit = await routed(policy)
     tutor = TutorSession(router)
@@ -322,7 +294,7 @@ async def test_an_empty_question_is_a_usage_error(
 
 
 async def test_grounded_in_a_repository_and_a_plain_folder_is_only_a_note(
-    tmp_path: Path, routed: Opener, policy: Policy, resolver: RecordingResolver
+    tmp_path: Path, routed: Opener, policy: Policy, resolver: Resolver
 ) -> None:
     repo = make_repo(tmp_path)
     router, _ = await routed(policy)
@@ -331,7 +303,7 @@ async def test_grounded_in_a_repository_and_a_plain_folder_is_only_a_note(
     await tutor.ask("the loop bound?")
     assert tutor.grounding is not None and tutor.grounding_note is None
     assert any(s.startswith("parser.py:") for s in tutor.grounding.sources)
-    first, second = resolver.sent()
+    first, second = resolver.sent(LOCAL)
     assert "def parse" in first.messages[0].content
     assert (
         second.messages[0].content.split("\n\n", 1)[1]
