@@ -21,6 +21,7 @@ AUDIT_KINDS = (
     "degradation",  # something weaker took over (sandbox, embeddings …)
     "local_only_refusal",  # the transport refused a non-loopback host (GR-009)
     "retry",  # a call was retried after an error
+    "repair",  # a structured reply did not fit; the one repair attempt (GR-012)
     "call",  # a model call finished (tokens, cost, latency)
     "consensus",  # GR-001 decisions
     "verdict",  # the Judge's verdict

@@ -53,8 +53,8 @@ from app.backends.openai_compat import (
     status_kind,
     transport_kind,
 )
-from app.backends.tokens import count_messages, count_text
 from app.clock import Clock, SystemClock
+from app.tokens import count_messages, count_text
 
 __all__ = ["AnthropicBackend"]
 

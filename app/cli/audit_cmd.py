@@ -29,6 +29,7 @@ KIND_STYLES = {
     "degradation": "yellow",
     "local_only_refusal": "bold red",
     "retry": "yellow",
+    "repair": "yellow",
     "call": "white",
     "consensus": "cyan",
     "verdict": "magenta",

@@ -22,11 +22,11 @@ from app.cli.common import (
 from app.errors import UsageError
 
 if TYPE_CHECKING:
+    from app.pipeline.tier2 import Tier2Result
     from app.policy.schema import Policy
     from app.stage0.brief import Brief
     from app.stage0.engine import Stage0
     from app.stage0.result import QueryResult
-    from app.stage0.tier2 import Tier2Result
 
 #: Below this many files to scan (or contents to tokenize) no progress bar is shown.
 PROGRESS_MIN = 300
@@ -251,7 +251,7 @@ def _check_synth_args(args: argparse.Namespace) -> None:
                 raise UsageError(f"{flag}: only with --synth")
         return
     if args.session is not None:
-        from app.stage0.tier2 import SAFE_SESSION_ID
+        from app.pipeline.tier2 import SAFE_SESSION_ID
 
         if not SAFE_SESSION_ID.match(args.session):
             raise UsageError(
@@ -288,11 +288,11 @@ def _brief(args: argparse.Namespace) -> int:
 
         synth = asyncio.run(_synthesize(args, policy, brief, repo))
     if synth is not None and synth.synthesis is not None:
-        from app.stage0.tier2 import write_synthesis
+        from app.pipeline.tier2 import write_synthesis
 
         synth_path = write_synthesis(synth, out_dir)
     else:
-        from app.stage0.tier2 import SYNTHESIS_JSON
+        from app.pipeline.tier2 import SYNTHESIS_JSON
 
         # a synthesis.json left from an earlier brief would pass for this brief's
         (out_dir / SYNTHESIS_JSON).unlink(missing_ok=True)
@@ -326,8 +326,8 @@ async def _synthesize(
 ) -> Tier2Result:
     from app.cli.common import settings_from
     from app.paths import repo_state_dir
+    from app.pipeline.tier2 import synthesize
     from app.router.session import open_session
-    from app.stage0.tier2 import synthesize
 
     settings = settings_from(args)
     async with open_session(

@@ -1,54 +1,141 @@
-"""The Judge's citations must resolve to evidence (pure checks over what the run holds)."""
+"""The Judge (§1): rare, budget-gated, after the diff and its tests; must cite evidence.
+
+The cloud Judge is required when the change is High-Risk (GR-002); otherwise the local
+stand-in's verdict is advice that can never approve a merge (GR-003). A verdict whose
+citations do not resolve to this run's evidence is recorded as rejected. The merge gate
+reads the records, not a model's say-so.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from app.pipeline.schemas import Verdict
+from app.evidence.bundle import HIGHRISK
+from app.pipeline import prompts
+from app.pipeline.critic import critique
+from app.pipeline.schemas import Plan, Verdict
+from app.pipeline.second_opinion import advise
+from app.pipeline.signals import diff_files
+from app.pipeline.structured import ask_model
+from app.pipeline.verdict_check import EvidenceIndex, check_verdict
+from app.policy.gate import GateInput, GateResult, VerdictRecord, merge_gate
+from app.policy.highrisk import HighRiskResult, classify_diff
+from app.router.types import Signals
 
-_PATH_LINE = re.compile(r"^(?P<path>[^\s:]+):(?P<line>\d+)$")
+if TYPE_CHECKING:
+    from app.pipeline.context import RunContext
+
+ROLE = "judge"
+VERDICT_TOKENS = 400
 
 
 @dataclass(frozen=True)
-class EvidenceIndex:
-    """What a citation may point at in this run."""
-
-    root: Path  # the run's worktree
-    changed: frozenset[str]  # files the diff touched
-    tests: str  # every test log of the run, concatenated
-    audit_seqs: frozenset[int]
+class Judgement:
+    gate: GateResult
+    high_risk: HighRiskResult
+    verdicts: list[VerdictRecord]
 
 
-def resolve_citation(cite: str, ev: EvidenceIndex) -> str | None:
-    """None when ``cite`` points at real evidence, else why not."""
-    cite = cite.strip().strip("`")
-    if cite.startswith("test:"):
-        name = cite[5:].strip()
-        return None if name and name in ev.tests else f"{cite}: no such test in the logs"
-    if cite.startswith("audit:"):
-        raw = cite[6:].strip().lstrip("#")
-        if not raw.isdigit():
-            return f"{cite}: not an audit line number"
-        return None if int(raw) in ev.audit_seqs else f"{cite}: no such audit line in this run"
-    m = _PATH_LINE.match(cite)
-    if not m:
-        return f"{cite}: not path:line, test:NAME or audit:SEQ"
-    path, line = m["path"], int(m["line"])
-    if path not in ev.changed:
-        return f"{cite}: {path} is not a file this change touched"
-    target = ev.root / path
-    try:
-        count = len(target.read_text(encoding="utf-8", errors="replace").splitlines())
-    except OSError:
-        return f"{cite}: {path} cannot be read"
-    return None if 1 <= line <= count else f"{cite}: line {line} is outside {path} (1–{count})"
-
-
-def check_verdict(verdict: Verdict, ev: EvidenceIndex) -> list[str]:
-    """Problems with the verdict's citations; an approval without evidence is one."""
-    problems = [p for f in verdict.findings if (p := resolve_citation(f.cite, ev))]
-    if verdict.verdict == "approve" and not verdict.findings:
-        problems.append("an approval must cite at least one piece of evidence")
-    return problems
+async def judge(
+    ctx: RunContext,
+    plan: Plan | None,
+    *,
+    diff: str,
+    test_logs: list[str],
+    tests_green: bool,
+    worktree: Path,
+    constitution: str,
+) -> Judgement:
+    ctx.control.current_role = ROLE
+    hr = classify_diff(diff, ctx.policy.high_risk, spec_hr=ctx.options.spec_high_risk)
+    ctx.bundle.write_json(HIGHRISK, hr.model_dump())
+    await critique(ctx, plan, diff)
+    asked = ctx.wants_escalation("second_opinion")
+    if hr.high_risk or asked:
+        reasons = "\n".join(f"- {r.rule_id}: {r.path}" for r in hr.reasons)
+        await advise(
+            ctx,
+            "high_risk" if hr.high_risk else "user_request",
+            f"High-Risk reasons:\n{reasons or '(none)'}\n\nDiff:\n" + prompts.clip(diff, 6000),
+        )
+    await ctx.stage(
+        ROLE,
+        "started",
+        role=ROLE,
+        detail="High-Risk: cloud Judge required" if hr.high_risk else "",
+    )
+    lines = await ctx.session.audit.lines(session=ctx.session.id, run=ctx.run_id)
+    answer = await ask_model(
+        ctx.router,
+        ROLE,
+        Verdict,
+        prompts.judge(
+            ctx.task,
+            prompts.clip(diff, 6000),
+            prompts.clip(test_logs[-1] if test_logs else "", 2000),
+            [f"{r.rule_id}: {r.path}" for r in hr.reasons],
+            prompts.clip(constitution, 3000),
+        ),
+        Signals(high_risk=hr.high_risk, user_request=ctx.wants_escalation(ROLE)),
+        run=ctx.run_id,
+        max_tokens=VERDICT_TOKENS,
+    )
+    verdicts: list[VerdictRecord] = []
+    records: list[dict[str, Any]] = []
+    if answer.value is not None and answer.result is not None:
+        ev = EvidenceIndex(
+            root=worktree,
+            changed=frozenset(diff_files(diff)),
+            tests="\n".join(test_logs),
+            audit_seqs=frozenset(line.seq for line in lines),
+        )
+        problems = check_verdict(answer.value, ev)
+        r = answer.result
+        record = VerdictRecord(
+            model=r.model,
+            provider=r.provider,
+            local=not r.escalated,
+            verdict=answer.value.verdict,
+            citations_resolved=not problems,
+        )
+        verdicts.append(record)
+        records.append(
+            {
+                **record.model_dump(),
+                **answer.value.model_dump(),
+                "citation_problems": problems,
+                "advisory": not r.escalated,
+            }
+        )
+        await ctx.audit(
+            "verdict",
+            to=r.model,
+            reason_codes=["GR003_LOCAL_ADVISORY"] if not r.escalated else [],
+            values={
+                "verdict": answer.value.verdict,
+                "citations_resolved": not problems,
+                "problems": problems[:5],
+            },
+            detail=f"{r.model}: {answer.value.verdict}"
+            + (" (local: advisory only, GR-003)" if not r.escalated else "")
+            + (f"; rejected: {problems[0]}" if problems else ""),
+        )
+    else:
+        await ctx.audit(
+            "verdict", reason_codes=["JUDGE_NO_VERDICT"], detail=f"no valid verdict: {answer.error}"
+        )
+    ctx.bundle.write_verdicts(records)
+    await ctx.stage(ROLE, "finished", role=ROLE)
+    # merge-ready means: everything holds except the human's confirmation at merge time
+    gate = merge_gate(
+        GateInput(
+            tests_green=tests_green,
+            high_risk=hr.high_risk,
+            verdicts=verdicts,
+            human_approved=True,
+            local_only=ctx.session.local_only,
+        )
+    )
+    return Judgement(gate=gate, high_risk=hr, verdicts=verdicts)

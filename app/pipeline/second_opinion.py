@@ -11,17 +11,22 @@ the run goes on exactly as it would have.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.backends.base import Message
+from app.evidence.bundle import SECOND_OPINION
+from app.pipeline.prompts import clip
 from app.pipeline.schemas import Strict
 from app.pipeline.structured import ask_model
 from app.policy.schema import Policy
 from app.router.decide import fired_triggers
 from app.router.service import RouteFailed, Router, RouteRefused
 from app.router.types import Signals
+
+if TYPE_CHECKING:
+    from app.pipeline.context import RunContext
 
 ROLE = "second_opinion"
 Occasion = Literal["failure", "high_risk", "low_confidence", "user_request"]
@@ -161,3 +166,28 @@ async def ask_second_opinion(
         ),
     )
     return record
+
+
+async def advise(
+    ctx: RunContext, occasion: Occasion, subject: str, value: float | None = None
+) -> None:
+    """A run's second opinion: into the evidence and the audit, never into a decision.
+
+    Asked only when the sidecar's policy trigger fires for the occasion (or the user
+    asked for it).
+    """
+    user = ctx.wants_escalation(ROLE)
+    if not triggered(ctx.policy, occasion, value=value, user=user):
+        return
+    record = await ask_second_opinion(
+        ctx.router, occasion, ctx.task, subject, run=ctx.run_id, value=value, user_request=user
+    )
+    ctx.advice.append(record)
+    ctx.bundle.write_json(
+        SECOND_OPINION, {"advisory": True, "opinions": [a.model_dump() for a in ctx.advice]}
+    )
+    if record.opinion is not None:
+        await ctx.notice(
+            f"second opinion from {record.model} (advice only, in the evidence): "
+            + clip(record.opinion.assessment, 200)
+        )

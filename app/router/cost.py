@@ -12,8 +12,3 @@ def cost_usd(model: Model, tokens_in: int, tokens_out: int) -> float:
     return (
         tokens_in * model.price_in_usd_per_mtok + tokens_out * model.price_out_usd_per_mtok
     ) / 1_000_000
-
-
-def estimate_tokens(text: str) -> int:
-    """A conservative token estimate without a tokenizer: ~3.5 characters per token."""
-    return max(1, (len(text) * 2 + 6) // 7)

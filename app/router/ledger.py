@@ -36,12 +36,12 @@ from typing import Any, Literal, TypeVar, cast
 import aiosqlite
 from pydantic import BaseModel, ConfigDict
 
-from app.audit.log import Busy, SQLiteRunner, is_busy, rollback_quietly
 from app.bus import BudgetUpdated, Bus
 from app.clock import Clock, SystemClock, iso
 from app.errors import BudgetExceeded, SwitchyardError
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
+from app.sqlite import Busy, SQLiteRunner, is_busy, rollback_quietly
 
 SCHEMA_VERSION = 2
 #: WAL + NORMAL: durable against a crash of the process, not against a power cut (above).

@@ -40,7 +40,7 @@ class PieceMeta:
     end: int
     kind: str
     symbol: str | None
-    tokens: int  # estimated LLM tokens of the text (app.router.cost.estimate_tokens)
+    tokens: int  # estimated LLM tokens of the text (app.tokens.count_text)
     digest: str  # sha1 of the text: chunk ids are made from it
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from app.router.cost import estimate_tokens
+from app.tokens import count_text
 
 
 def context_estimate(texts: Iterable[str]) -> int:
     """Estimated tokens of all ``texts`` together (empty texts count for nothing).
 
-    Uses the router's tokenizer-free estimate, so the number compares directly with
-    the ``context_estimate`` signal thresholds in the policy.
+    Uses the one shared counter (:mod:`app.tokens`), so the number compares directly
+    with the ``context_estimate`` signal thresholds in the policy.
     """
-    return sum(estimate_tokens(t) for t in texts if t)
+    return sum(count_text(t) for t in texts if t)

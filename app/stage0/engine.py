@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 from app.paths import repo_state_dir
 from app.policy.schema import Policy
-from app.router.cost import estimate_tokens
 from app.stage0 import explain as explain_mod
 from app.stage0.build import BuildReport, build_index, load_texts
 from app.stage0.cache import Stage0Cache
@@ -45,6 +44,7 @@ from app.stage0.result import (
     SelectedChunk,
     rnd,
 )
+from app.tokens import count_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,7 +68,7 @@ def effective_budget(
 
 
 def chunk_cost(ref: ChunkRef) -> int:
-    return ref.tokens + estimate_tokens(f"{ref.path}:{ref.start}-{ref.end}") + CHUNK_OVERHEAD
+    return ref.tokens + count_text(f"{ref.path}:{ref.start}-{ref.end}") + CHUNK_OVERHEAD
 
 
 def ranked_rows(relevance: np.ndarray, refs: Sequence[ChunkRef], limit: int) -> list[int]:

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from app.router.cost import estimate_tokens
 from app.stage0.cache import BlobData, PieceMeta
 from app.stage0.chunker import (
     CHUNKER_VERSION,
@@ -45,6 +44,7 @@ from app.stage0.chunker import (
     text_digest,
 )
 from app.stage0.tokenize import TOKENIZER_VERSION, split_identifier, tokenize
+from app.tokens import count_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,7 +122,7 @@ def analyze(data: bytes, mode: str, chunk_lines: int, overlap: int) -> tuple[Blo
             values.append(counts[t])
         indptr.append(len(indices))
     meta = tuple(
-        PieceMeta(p.start, p.end, p.kind, p.symbol, estimate_tokens(p.text), text_digest(p.text))
+        PieceMeta(p.start, p.end, p.kind, p.symbol, count_text(p.text), text_digest(p.text))
         for p in pieces
     )
     return (

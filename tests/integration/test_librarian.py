@@ -16,9 +16,9 @@ from app.backends.base import ChatRequest, ChatResult, Delta, Health, Usage
 from app.pipeline.librarian import MAP_SYSTEM, REDUCE_SYSTEM, condense, render_sources
 from app.policy.schema import Policy
 from app.router.approvals import DenyDecider
-from app.router.cost import estimate_tokens
 from app.router.ledger import BudgetLedger
 from app.router.service import Router, request_tokens
+from app.tokens import count_text
 from tests.integration.test_router_service import ALL_UP, Resolver, make_router
 
 Responder = Callable[[ChatRequest], str]
@@ -43,7 +43,7 @@ class AnsweringBackend:
         yield Delta(text=text)
         yield ChatResult(
             text=text,
-            usage=Usage(tokens_in=request_tokens(request), tokens_out=estimate_tokens(text)),
+            usage=Usage(tokens_in=request_tokens(request), tokens_out=count_text(text)),
             finish_reason="stop",
             model=self.model_id,
             latency_ms=1.0,
@@ -160,7 +160,7 @@ async def test_too_big_for_a_small_window_maps_in_groups_then_reduces(
     assert result.calls == result.map_calls + len(
         [r for r in backends.requests(LOCAL) if is_reduce(r)]
     )
-    assert result.tokens_out <= 400 and estimate_tokens(result.text) <= 400
+    assert result.tokens_out <= 400 and count_text(result.text) <= 400
     # every source id survives into the result, so a reader can cite it
     for sid, _ in given:
         assert sid in result.text
@@ -334,7 +334,7 @@ async def test_a_job_too_big_for_kimi_goes_to_kimi_in_big_balanced_groups(
     assert {"LIBRARIAN_CONTEXT_LARGE", "LIBRARIAN_ESCALATED"} <= set(result.reason_codes)
     kinds = [ln.kind for ln in await audit.lines(session="s1")]
     assert kinds.count("escalation") == 2 and kinds.count("approval") == 2
-    assert estimate_tokens(result.text) <= 4000
+    assert count_text(result.text) <= 4000
     await close(audit, ledger)
 
 
@@ -368,7 +368,7 @@ async def test_reduce_that_cannot_shrink_ends_clipped_with_a_marker(
     result = await condense(router, "q", sources(30), 120)
     assert result.clipped and "LIBRARIAN_CLIPPED" in result.reason_codes
     assert "clipped by the Librarian" in result.text
-    assert estimate_tokens(result.text) <= 120
+    assert count_text(result.text) <= 120
     assert result.reduce_rounds <= 3
     await close(audit, ledger)
 
@@ -382,7 +382,7 @@ async def test_no_runtime_at_all_clips_the_sources_and_says_so(
     result = await condense(router, "q", sources(10), 200, run="r1")
     assert result.model is None and result.calls == 0 and result.clipped
     assert "LIBRARIAN_ROUTE_FAILED" in result.reason_codes
-    assert estimate_tokens(result.text) <= 200 and "src/mod000.py:1-20" in result.text
+    assert count_text(result.text) <= 200 and "src/mod000.py:1-20" in result.text
     (line,) = await condense_lines(audit)
     assert "LIBRARIAN_ROUTE_FAILED" in line.reason_codes
     await close(audit, ledger)

@@ -17,8 +17,8 @@ from app.cli.main import main
 from app.config import load_settings
 from app.pipeline.librarian import REDUCE_SYSTEM, condense
 from app.policy import load_policy
-from app.router.cost import estimate_tokens
 from app.router.session import open_session
+from app.tokens import count_text
 from tests.fakes.demo_repo import make_repo
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
@@ -119,7 +119,7 @@ async def test_over_100k_tokens_denied_is_condensed_locally(fakes: dict[str, Any
         == result.map_calls + sum(1 for a in asks if a["messages"][0]["content"] == REDUCE_SYSTEM)
     )
     for body in asks:  # each map request fits the 32k window with its answer
-        size = sum(estimate_tokens(m["content"]) + 4 for m in body["messages"])
+        size = sum(count_text(m["content"]) + 4 for m in body["messages"])
         assert size + body["max_tokens"] <= 32768
     kinds = [ln.kind for ln in lines]
     assert kinds.count("denial") >= 1 and "approval" not in kinds

@@ -31,8 +31,8 @@ from app.backends.openai_compat import (
     retry_after_seconds,
     scrub,
 )
-from app.backends.tokens import count_messages, count_text
 from app.clock import ManualClock
+from app.tokens import count_messages, count_text
 from tests.fakes.openai_server import FakeOpenAIServer, embedding_for
 from tests.fakes.script import Scripted
 from tests.socket_guard import block_non_loopback

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from app.pipeline.librarian import LibrarianNotes, NotePoint, pack, render_notes, render_sources
 from app.pipeline.librarian.packing import _clip, _pieces
 from app.pipeline.structured import unfence
-from app.router.cost import estimate_tokens
+from app.tokens import count_text
 
 
 def test_pack_is_greedy_in_order_and_never_overfills() -> None:
@@ -71,7 +71,7 @@ def test_render_keeps_ids() -> None:
 def test_clip_keeps_whole_blocks_and_says_so() -> None:
     blocks = [f"- point {i} " + "z" * 100 for i in range(50)]
     text, kept = _clip(blocks, 200, "points")
-    assert estimate_tokens(text) <= 200
+    assert count_text(text) <= 200
     assert 0 < kept < 50
     assert text.splitlines()[:kept] == blocks[:kept]
     assert f"kept {kept} of 50 points" in text and "clipped by the Librarian" in text
@@ -79,13 +79,13 @@ def test_clip_keeps_whole_blocks_and_says_so() -> None:
 
 def test_clip_cuts_the_first_block_when_none_fits() -> None:
     text, kept = _clip(["w" * 5000], 100, "sources")
-    assert kept == 0 and estimate_tokens(text) <= 100
+    assert kept == 0 and count_text(text) <= 100
     assert text.startswith("www") and "kept 0 of 1 sources" in text
 
 
 def test_clip_never_exceeds_a_tiny_budget() -> None:
     text, _ = _clip(["abc" * 100], 5, "sources")
-    assert estimate_tokens(text) <= 5
+    assert count_text(text) <= 5
 
 
 def test_notes_schema_is_bounded_and_fences_are_tolerated() -> None:

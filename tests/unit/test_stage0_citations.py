@@ -14,6 +14,7 @@ from app.stage0.citations import (
     validate_synthesis,
 )
 from app.stage0.context import context_estimate
+from app.tokens import count_text
 from app.stage0.result import CorpusInfo, QueryParams, SelectedChunk
 
 CODE = 'def reserve(self, amount):\n    """Hold   amount until settled."""\n    return amount'
@@ -149,7 +150,9 @@ def test_contradictions_are_checked_and_detected(brief: Brief) -> None:
     assert contradictions_detected(json.dumps(bad), brief) is False
 
 
-def test_context_estimate_sums_the_router_estimate() -> None:
+def test_context_estimate_sums_the_shared_counter() -> None:
     assert context_estimate([]) == 0
     assert context_estimate(["", ""]) == 0
-    assert context_estimate(["x" * 7, "y" * 14]) == 2 + 4
+    # one shared counter (app.tokens): a 7-letter word is 2 tokens, a 14-letter one 3
+    assert context_estimate(["x" * 7, "y" * 14]) == count_text("x" * 7) + count_text("y" * 14)
+    assert context_estimate(["x" * 7, "y" * 14]) == 2 + 3

@@ -38,7 +38,6 @@ from app.pipeline.librarian.prompts import (
     _reduce_user,
 )
 from app.pipeline.structured import ask_model
-from app.router.cost import estimate_tokens
 from app.router.decide import fired_triggers
 from app.router.service import (
     RouteFailed,
@@ -49,6 +48,7 @@ from app.router.service import (
 )
 from app.router.types import Decision, Signals
 from app.stage0.context import context_estimate
+from app.tokens import count_text
 
 
 @dataclass
@@ -309,7 +309,7 @@ class _Job:
         out_room = self._out_room(window)
         overhead = self._overhead(REDUCE_SYSTEM, _reduce_user(self.task, [], self.budget))
         capacity = self._capacity(window, out_room, overhead)
-        groups = pack([estimate_tokens(_point_line(p)) + 1 for p in current.points], capacity)
+        groups = pack([count_text(_point_line(p)) + 1 for p in current.points], capacity)
         target = max(64, self.budget // max(1, len(groups)))
         merged: list[NotePoint] = []
         contradictions = list(current.contradictions)
@@ -345,7 +345,7 @@ class _Job:
         return _Notes(merged, _unique(contradictions)[:8], conf), stop
 
     def _tokens(self, notes: _Notes) -> int:
-        return estimate_tokens(render_notes(notes.points, notes.contradictions))
+        return count_text(render_notes(notes.points, notes.contradictions))
 
     # ── the low-confidence escalation ──
 
@@ -455,7 +455,7 @@ async def condense(
     if result is not None:
         points, contradictions = result.points, result.contradictions
         text = render_notes(points, contradictions)
-        if estimate_tokens(text) > budget:
+        if count_text(text) > budget:
             lines = [_point_line(p) for p in points]
             lines += [f"- contradiction: {c}" for c in contradictions]
             text, kept = _clip(lines, budget, "points")
@@ -469,7 +469,7 @@ async def condense(
         job.notes.append(f"clipped to {kept} of {len(blocks)} sources")
     if clipped:
         job.codes.append("LIBRARIAN_CLIPPED")
-    tokens_out = estimate_tokens(text)
+    tokens_out = count_text(text)
     codes = _unique(job.codes)
     condensed = Condensed(
         text=text,

@@ -11,7 +11,7 @@ from app.pipeline.librarian.notes import (
     NotePoint,
     Source,
 )
-from app.router.cost import estimate_tokens
+from app.tokens import clip_text, count_text
 
 
 def _source_block(source_id: str, text: str, part: str = "") -> str:
@@ -50,7 +50,7 @@ class _Piece:
 
     @property
     def cost(self) -> int:
-        return estimate_tokens(self.render()) + 1
+        return count_text(self.render()) + 1
 
 
 def _split_text(text: str, capacity: int) -> list[str]:
@@ -59,7 +59,7 @@ def _split_text(text: str, capacity: int) -> list[str]:
     current: list[str] = []
     used = 0
     for line in text.splitlines(keepends=True):
-        while estimate_tokens(line) > capacity:  # one line longer than a whole group
+        while count_text(line) > capacity:  # one line longer than a whole group
             cut = max(1, capacity * 3)
             if current:
                 parts.append("".join(current))
@@ -68,7 +68,7 @@ def _split_text(text: str, capacity: int) -> list[str]:
             line = line[cut:]
         if not line:
             continue
-        cost = estimate_tokens(line)
+        cost = count_text(line)
         if current and used + cost > capacity:
             parts.append("".join(current))
             current, used = [], 0
@@ -125,17 +125,17 @@ def _clip(blocks: Sequence[str], budget: int, what: str) -> tuple[str, int]:
 
     kept: list[str] = []
     for block in blocks:
-        if estimate_tokens("\n".join([*kept, block, marker(len(kept) + 1)])) > budget:
+        if count_text("\n".join([*kept, block, marker(len(kept) + 1)])) > budget:
             break
         kept.append(block)
     lines = [*kept, marker(len(kept))]
     if not kept and blocks:
-        room = max(0, budget - estimate_tokens(marker(0)) - 2) * 3
-        if blocks[0][:room]:
-            lines.insert(0, blocks[0][:room] + " …")
+        head = clip_text(blocks[0], budget - count_text(marker(0)) - 2)
+        if head:
+            lines.insert(0, head + " …")
     text = "\n".join(lines)
-    while estimate_tokens(text) > budget and len(text) > 1:  # a budget below the marker
-        text = text[: max(1, len(text) * budget // estimate_tokens(text) - 1)]
+    while count_text(text) > budget and len(text) > 1:  # a budget below the marker
+        text = text[: max(1, len(text) * budget // count_text(text) - 1)]
     return text, len(kept)
 
 

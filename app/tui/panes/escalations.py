@@ -34,6 +34,7 @@ KIND_LABEL: dict[str, str] = {
     "degradation": "DEGRADE",
     "local_only_refusal": "LOCAL!",
     "retry": "RETRY",
+    "repair": "REPAIR",
     "call": "CALL",
     "consensus": "CONSENS",
     "verdict": "VERDICT",

@@ -31,13 +31,13 @@ from app.audit.types import AuditSink
 from app.backends.base import ChatRequest, Message
 from app.errors import SwitchyardError
 from app.pipeline.schemas import schema_of
-from app.pipeline.structured import unfence
-from app.router.cost import estimate_tokens
 from app.router.service import RoutedResult, Router, RouteRefused
+from app.router.structured import Answer, ReplyRejected, complete_structured, unfence
 from app.router.types import Signals
 from app.stage0.brief import Brief
 from app.stage0.citations import Synthesis, parse_synthesis, validate_synthesis
 from app.stage0.context import context_estimate
+from app.tokens import clip_text, count_text
 
 __all__ = [
     "ROLE",
@@ -63,7 +63,6 @@ DEFAULT_WINDOW = 8192
 MAX_SOURCE_TOKENS = 24_000
 #: room kept in the window for the retry (the rejected reply and its problems)
 RETRY_RESERVE = 1400
-REPLY_SHOWN = 2400  # characters of a rejected reply shown back to the model
 PROBLEMS_SHOWN = 8
 PROBLEM_CHARS = 200
 MIN_SOURCE_CHARS = 80  # below this a source is listed by id only
@@ -85,6 +84,12 @@ SYSTEM = (
     "quote out when unsure); report as contradictions only pairs of listed sources that "
     "disagree, with a one-line note. Use only the sources, never outside knowledge. Reply "
     "with JSON only: claims (each: text, cites, quote), contradictions (each: a, b, note)."
+)
+
+#: what the one repair turn adds to the problems the citation check found
+REPAIR_HINT = (
+    "Cite only the source ids listed above, and copy a quote character for character from "
+    "a source it cites or leave the quote out."
 )
 
 Status = Literal["accepted", "cached", "dropped"]
@@ -145,11 +150,6 @@ def _source_list(brief: Brief) -> list[tuple[str, str, str]]:
     return out
 
 
-def _clip_chars(tokens: int) -> int:
-    # inverse of estimate_tokens (~3.5 characters a token), rounded down
-    return max(0, (tokens * 7 - 6) // 2)
-
-
 def _render_sources(brief: Brief, budget_tokens: int) -> str:
     """The sources, each in full while the budget lasts, then clipped, then by id only.
 
@@ -158,14 +158,14 @@ def _render_sources(brief: Brief, budget_tokens: int) -> str:
     listed = [(f"=== {header} ===", text) for _sid, header, text in _source_list(brief)]
     if not listed:
         return "(the brief holds no citable source)"
-    left = budget_tokens - sum(estimate_tokens(head) + 4 for head, _ in listed)
+    left = budget_tokens - sum(count_text(head) + 4 for head, _ in listed)
     parts: list[str] = []
     for head, text in listed:
         body = text
-        if estimate_tokens(text) > left:
-            chars = _clip_chars(left - estimate_tokens(CLIPPED))
-            body = text[:chars].rstrip() + CLIPPED if chars >= MIN_SOURCE_CHARS else LEFT_OUT
-        left -= estimate_tokens(body)
+        if count_text(text) > left:
+            kept = clip_text(text, left - count_text(CLIPPED)).rstrip()
+            body = kept + CLIPPED if len(kept) >= MIN_SOURCE_CHARS else LEFT_OUT
+        left -= count_text(body)
         parts.append(f"{head}\n{body}\n=== end ===")
     return "\n\n".join(parts)
 
@@ -177,25 +177,6 @@ def synthesis_messages(brief: Brief, *, source_tokens: int = MAX_SOURCE_TOKENS) 
     return [
         Message(role="system", content=SYSTEM),
         Message(role="user", content=f"Task: {task}\n\nSources:\n\n{sources}"),
-    ]
-
-
-def _retry_messages(first: list[Message], reply: str, problems: list[str]) -> list[Message]:
-    shown = _short_problems(problems)
-    more = len(problems) - len(shown)
-    listing = "\n".join(f"- {p}" for p in shown) + (f"\n- … and {more} more" if more else "")
-    clipped = reply if len(reply) <= REPLY_SHOWN else reply[:REPLY_SHOWN] + "…"
-    return [
-        *first,
-        Message(role="assistant", content=clipped),
-        Message(
-            role="user",
-            content="That synthesis was rejected by the citation check:\n"
-            f"{listing}\n"
-            "Reply again with the complete synthesis, fixing exactly these problems: cite "
-            "only the source ids listed above, and copy a quote character for character "
-            "from a source it cites or leave the quote out. JSON only.",
-        ),
     ]
 
 
@@ -384,77 +365,16 @@ async def synthesize(
     overhead = context_estimate([SYSTEM, brief.task]) + 64
     room = int(window * 0.9) - max_tokens - overhead - RETRY_RESERVE
     first = synthesis_messages(brief, source_tokens=max(0, room))
-    schema = schema_of(Synthesis)
-    signals = Signals(tier2_opt_in=opt_in)
-    messages = first
-    problems: list[str] = []
-    attempts = 0
-    last: RoutedResult | None = None
+    request = ChatRequest(messages=first, max_tokens=max_tokens, json_schema=schema_of(Synthesis))
 
-    def dropped(reason: str) -> Tier2Result:
-        return Tier2Result(
-            status="dropped",
-            synthesis=None,
-            session=sid,
-            brief_sha=sha,
-            attempts=attempts,
-            problems=problems,
-            reason=reason,
-            model=last.model if last else None,
-            runtime=last.runtime if last else None,
-            escalated=last.escalated if last else False,
-        )
+    def parse(text: str) -> Synthesis:
+        report = validate_synthesis(unfence(text), brief)
+        if not report.ok:
+            # a claim citing one id twice is one problem
+            raise ReplyRejected(list(dict.fromkeys(report.problems)))
+        return parse_synthesis(unfence(text))
 
-    for attempt in (1, 2):
-        request = ChatRequest(messages=messages, max_tokens=max_tokens, json_schema=schema)
-        try:
-            result = await router.complete(ROLE, request, signals, run=run)
-        except SwitchyardError as exc:
-            # refused (no local runtime, ...) or failed on every step: the brief stands
-            code = "ROUTE_REFUSED" if isinstance(exc, RouteRefused) else "ROUTE_FAILED"
-            why = f"{ROLE} could not be served: {exc}"
-            problems.append(why)
-            await write(
-                [TIER2_DROPPED, code],
-                f"synthesis dropped: {_one_line(str(exc))}; the brief stands on its own",
-                last.model if last else None,
-                attempts=attempts,
-                problems=_short_problems(problems),
-            )
-            return dropped(_one_line(why))
-        attempts = attempt
-        last = result
-        text = unfence(result.text)
-        report = validate_synthesis(text, brief)
-        if report.ok:
-            accepted = parse_synthesis(text)
-            await write(
-                [TIER2_ACCEPTED],
-                f"synthesis accepted from {result.model}: {len(accepted.claims)} claims, "
-                f"{len(accepted.contradictions)} contradictions, attempt {attempt}",
-                result.model,
-                attempts=attempt,
-                claims=len(accepted.claims),
-                contradictions=len(accepted.contradictions),
-                escalated=result.escalated,
-            )
-            out = Tier2Result(
-                status="accepted",
-                synthesis=accepted,
-                session=sid,
-                brief_sha=sha,
-                attempts=attempt,
-                problems=problems,
-                model=result.model,
-                runtime=result.runtime,
-                escalated=result.escalated,
-                contradictions_detected=bool(accepted.contradictions),
-            )
-            if cache_dir is not None:
-                _store(cache_dir, sid, sha, out)
-            return out
-        found = list(dict.fromkeys(report.problems))  # a claim citing one id twice: once
-        problems.extend(found)
+    async def rejected(result: RoutedResult, found: list[str], attempt: int) -> None:
         shown = _short_problems(found)
         await write(
             [TIER2_REJECTED],
@@ -464,21 +384,93 @@ async def synthesize(
             attempt=attempt,
             problems=shown,
         )
-        messages = _retry_messages(first, result.text, found)
-        if not result.escalated:
-            # served locally although opted in (denied, no key, over budget, local_only):
-            # the retry stays local rather than asking the human a second time
-            signals = Signals(tier2_opt_in=False)
 
+    try:
+        # GR-012's one owner validates (schema and citations) and makes the one repair
+        answer = await complete_structured(
+            router,
+            ROLE,
+            request,
+            parse,
+            Signals(tier2_opt_in=opt_in),
+            run=run,
+            on_rejected=rejected,
+            repair_hint=REPAIR_HINT,
+        )
+    except SwitchyardError as exc:
+        answer = Answer(None, None, str(exc), route_failed=True)
+        refused = isinstance(exc, RouteRefused)
+    else:
+        refused = False
+    last = answer.result
+    problems = list(answer.problems)
+
+    def dropped(reason: str) -> Tier2Result:
+        return Tier2Result(
+            status="dropped",
+            synthesis=None,
+            session=sid,
+            brief_sha=sha,
+            attempts=answer.calls,
+            problems=problems,
+            reason=reason,
+            model=last.model if last else None,
+            runtime=last.runtime if last else None,
+            escalated=last.escalated if last else False,
+        )
+
+    accepted = answer.value
+    if accepted is not None:
+        assert last is not None
+        await write(
+            [TIER2_ACCEPTED],
+            f"synthesis accepted from {last.model}: {len(accepted.claims)} claims, "
+            f"{len(accepted.contradictions)} contradictions, attempt {answer.calls}",
+            last.model,
+            attempts=answer.calls,
+            claims=len(accepted.claims),
+            contradictions=len(accepted.contradictions),
+            escalated=last.escalated,
+        )
+        out = Tier2Result(
+            status="accepted",
+            synthesis=accepted,
+            session=sid,
+            brief_sha=sha,
+            attempts=answer.calls,
+            problems=problems,
+            model=last.model,
+            runtime=last.runtime,
+            escalated=last.escalated,
+            contradictions_detected=bool(accepted.contradictions),
+        )
+        if cache_dir is not None:
+            _store(cache_dir, sid, sha, out)
+        return out
+    if not answer.rejected:
+        # refused (no local runtime, ...) or failed on every step: the brief stands
+        code = "ROUTE_REFUSED" if refused else "ROUTE_FAILED"
+        error = answer.error or "no reply"
+        why = f"{ROLE} could not be served: {error}"
+        problems.append(why)
+        await write(
+            [TIER2_DROPPED, code],
+            f"synthesis dropped: {_one_line(error)}; the brief stands on its own",
+            last.model if last else None,
+            attempts=answer.calls,
+            problems=_short_problems(problems),
+        )
+        return dropped(_one_line(why))
     await write(
         [TIER2_DROPPED],
-        f"synthesis dropped after {attempts} rejected attempts; the brief stands on its own",
+        f"synthesis dropped after {answer.calls} rejected attempts; the brief stands on its own",
         last.model if last else None,
-        attempts=attempts,
+        attempts=answer.calls,
         problems=_short_problems(problems),
     )
     return dropped(
-        f"rejected twice by the citation check ({len(problems)} problems; last: "
+        f"rejected {'twice' if answer.calls == 2 else 'once'} by the citation check "
+        f"({len(problems)} problems; last: "
         f"{_short_problems(problems[-1:])[0]})"
     )
 

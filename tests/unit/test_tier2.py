@@ -7,11 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.router.cost import estimate_tokens
-from app.stage0.brief import Brief, BriefMetadata
-from app.stage0.citations import Claim, Synthesis
-from app.stage0.result import CorpusInfo, QueryParams, SelectedChunk
-from app.stage0.tier2 import (
+from app.pipeline.tier2 import (
     Tier2Result,
     brief_sha,
     cache_path,
@@ -19,6 +15,10 @@ from app.stage0.tier2 import (
     synthesis_messages,
     write_synthesis,
 )
+from app.stage0.brief import Brief, BriefMetadata
+from app.stage0.citations import Claim, Synthesis
+from app.stage0.result import CorpusInfo, QueryParams, SelectedChunk
+from app.tokens import count_text
 
 
 def _chunk(cid: str, text: str, path: str = "pkg/ledger.py", start: int = 10) -> SelectedChunk:
@@ -127,11 +127,11 @@ def test_sources_are_clipped_to_the_budget_but_every_id_stays(budget: int) -> No
     # every id is listed; the headers and markers alone may exceed a tiny budget
     assert all(f"source {c.id} ·" in sources for c in chunks)
     assert "source memory:1" in sources
-    full = sum(estimate_tokens(c.text) for c in chunks)
-    assert estimate_tokens(sources) < full
-    markers = 11 * estimate_tokens("(left out to fit the window)\n=== end ===\n\n")
-    headers = sum(estimate_tokens(h) + 4 for h in sources.splitlines() if h.startswith("=== so"))
-    assert estimate_tokens(sources) <= max(budget, headers) + markers
+    full = sum(count_text(c.text) for c in chunks)
+    assert count_text(sources) < full
+    markers = 11 * count_text("(left out to fit the window)\n=== end ===\n\n")
+    headers = sum(count_text(h) + 4 for h in sources.splitlines() if h.startswith("=== so"))
+    assert count_text(sources) <= max(budget, headers) + markers
 
 
 def test_a_large_budget_keeps_every_source_whole() -> None:

@@ -22,6 +22,7 @@ from app.audit.types import AuditLine
 from app.backends.base import BackendError, ChatRequest
 from app.cli.main import main
 from app.clock import ManualClock
+from app.pipeline.tier2 import SYNTHESIS_JSON, brief_sha, cache_path, synthesize
 from app.policy.schema import Policy
 from app.router.approvals import AllowDecider, ApprovalBroker, Decider, DenyDecider
 from app.router.ledger import BudgetLedger
@@ -29,7 +30,6 @@ from app.router.service import Router
 from app.stage0.brief import Brief, BriefMetadata
 from app.stage0.citations import validate_synthesis
 from app.stage0.result import CorpusInfo, QueryParams, SelectedChunk
-from app.stage0.tier2 import SYNTHESIS_JSON, brief_sha, cache_path, synthesize
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing

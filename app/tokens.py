@@ -1,11 +1,15 @@
-"""A local, deterministic token counter for servers that report no usage.
+"""The one token counter (a leaf): budgets, windows, context estimates and usage.
 
-The llama.cpp server sends no usage in a stream, so the backend counts the tokens itself
-and marks the usage ``counted_locally``. No real tokenizer ships offline for the models we
-route (tiktoken is not a dependency, and each local model has its own vocabulary), so this
-is a documented heuristic, tuned to land near BPE tokenizers (cl100k/o200k, Qwen, Llama 3)
-on English prose and code, erring high rather than low: a budget estimate that is a little
-high is harmless, one that is low is not.
+Every layer that needs a token count without a real tokenizer uses this module: Stage0
+sizing chunks and briefs, the Librarian packing notes, the router's ``context_estimate``
+and reservations, and the backends counting usage for servers that report none (the
+llama.cpp server sends no usage in a stream, so that usage is marked ``counted_locally``).
+
+No real tokenizer ships offline for the models we route (tiktoken is not a dependency,
+and each local model has its own vocabulary), so this is a documented heuristic, tuned
+to land near BPE tokenizers (cl100k/o200k, Qwen, Llama 3) on English prose and code,
+erring high rather than low: a budget estimate that is a little high is harmless, one
+that is low is not.
 
 The rules, applied to pre-tokenizer pieces much like those BPE tokenizers split on:
 
@@ -25,7 +29,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["MESSAGE_OVERHEAD", "REPLY_PRIMING", "count_messages", "count_text"]
+__all__ = [
+    "MESSAGE_OVERHEAD",
+    "REPLY_PRIMING",
+    "clip_text",
+    "count_messages",
+    "count_text",
+]
 
 MESSAGE_OVERHEAD = 4
 REPLY_PRIMING = 3
@@ -52,6 +62,17 @@ def count_text(text: str) -> int:
         else:
             total += 1  # a digit group, a whitespace run, or one other character
     return total
+
+
+def clip_text(text: str, tokens: int) -> str:
+    """The longest head of ``text`` (to within a few characters) that counts at most
+    ``tokens``: a first cut at 4 characters a token, then shrunk in proportion."""
+    if tokens <= 0:
+        return ""
+    head = text[: tokens * 4]
+    while head and (n := count_text(head)) > tokens:
+        head = head[: max(0, len(head) * tokens // n - 1)]
+    return head
 
 
 def count_messages(contents: Iterable[str]) -> int:

@@ -1,0 +1,103 @@
+"""What the roles of one run share: the session, the task, the options, the evidence
+bundle, and the ways to speak (bus events, audit lines, stage changes).
+
+A role is a module with a small async function that takes a :class:`RunContext` and
+returns a typed result; it keeps nothing of its own between calls. The runner (headless,
+the TUI) and the ACP agent build a context and call the same roles; what differs between
+them is only who listens on the bus and who decides approvals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from app.bus import Event, Notice, StageChanged
+
+if TYPE_CHECKING:
+    from app.audit.types import AuditLine
+    from app.evidence.bundle import EvidenceBundle
+    from app.pipeline.control import RunControl
+    from app.pipeline.second_opinion import AdviceRecord
+    from app.policy.schema import Policy
+    from app.router.service import Router
+    from app.router.session import Session
+    from app.router.structured import Answer
+
+#: implementation attempts at most: the policy's 2 failed loops, the escalation, one more
+MAX_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    repo: Path
+    spec: Path | None = None
+    escalate: frozenset[str] = frozenset()
+    #: the session opted in to the Tier2 synthesis of the brief (§1; cloud after approval)
+    tier2: bool = False
+    test_command: str | None = None
+    max_attempts: int = MAX_ATTEMPTS
+    test_timeout_s: float = 300.0
+    #: spec overrides (§8): HR = YES makes the change High-Risk on its own
+    spec_high_risk: bool | None = None
+
+
+class RunStopped(Exception):
+    """No progress is possible: the run stops with this audited reason."""
+
+
+@dataclass
+class RunContext:
+    session: Session
+    task: str
+    options: RunOptions
+    control: RunControl
+    run_id: str
+    bundle: EvidenceBundle
+    #: second opinions recorded so far (all of them go to second_opinion.json)
+    advice: list[AdviceRecord] = field(default_factory=list)
+
+    @property
+    def policy(self) -> Policy:
+        return self.session.policy
+
+    @property
+    def router(self) -> Router:
+        return self.session.router
+
+    @property
+    def repo(self) -> Path:
+        return self.options.repo
+
+    async def emit(self, event: Event) -> None:
+        if self.session.bus is not None:
+            await self.session.bus.publish(event)
+
+    async def notice(self, text: str, level: Literal["info", "warning", "error"] = "info") -> None:
+        await self.emit(Notice(session=self.session.id, level=level, text=text))
+
+    async def audit(self, kind: str, **kw: Any) -> AuditLine:
+        return await self.session.audit.append(kind, session=self.session.id, run=self.run_id, **kw)
+
+    async def stage(self, stage: str, status: str, **kw: Any) -> None:
+        await self.emit(
+            StageChanged(session=self.session.id, run=self.run_id, stage=stage, status=status, **kw)
+        )
+
+    def wants_escalation(self, role: str) -> bool:
+        """The user asked to escalate ``role`` (a run flag, or a key pressed; §3)."""
+        return role in self.options.escalate or self.control.user_requested(role)
+
+    async def role_stage(self, role: str, answer: Answer[Any], what: str) -> None:
+        """Say which model is at work for ``role`` (and why its answer failed, if it did)."""
+        r = answer.result
+        if r is not None:
+            await self.stage(
+                role,
+                "started",
+                role=role,
+                model=r.model,
+                runtime=r.runtime,
+                detail=what + ("" if answer.ok else f": {answer.error}"),
+            )

@@ -1,0 +1,71 @@
+"""One backend call: stream it, forward its deltas, retry what the policy says to retry.
+
+A local runtime is never retried here: it is marked down and the runtime chain moves on
+at once. A cloud call is retried on rate limits, server errors and timeouts as the
+policy's ``[retries]`` say, with a ``retry`` audit line before each wait. A reply that
+does not fit its schema is not this layer's business: the structured-output owner
+(:mod:`app.router.structured`) validates and makes the one repair (GR-012).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from app.backends.base import Backend, BackendError, ChatRequest, ChatResult
+from app.bus import Bus, TokenDelta
+from app.policy.schema import Policy
+from app.router.retry import backoff_delay, rule_for
+from app.router.routed import DeltaHook, Write
+
+#: error kinds the router never repeats: a reply's content is the structured owner's
+NEVER_RETRIED = frozenset({"bad_output", "context_length", "local_only", "cancelled"})
+
+
+async def call_backend(
+    backend: Backend,
+    request: ChatRequest,
+    *,
+    policy: Policy,
+    session: str,
+    role: str,
+    cloud: bool,
+    write: Write,
+    on_delta: DeltaHook | None,
+    bus: Bus | None,
+    sleep: Callable[[float], Awaitable[None]],
+) -> ChatResult:
+    attempt = 0
+    while True:
+        try:
+            final: ChatResult | None = None
+            async for item in backend.stream(request):
+                if isinstance(item, ChatResult):
+                    final = item
+                    continue
+                if on_delta is not None:
+                    await on_delta(item)
+                if bus is not None and item.text:
+                    await bus.publish(
+                        TokenDelta(
+                            session=session, role=role, model=backend.model_id, text=item.text
+                        )
+                    )
+            if final is None:
+                raise BackendError("bad_output", "stream ended without a result")
+            return final
+        except BackendError as exc:
+            attempt += 1
+            if not cloud or exc.kind in NEVER_RETRIED:
+                raise
+            rule = rule_for(policy, exc.kind)
+            delay = backoff_delay(rule, attempt, exc.retry_after) if rule else None
+            if delay is None:
+                raise
+            await write(
+                "retry",
+                to=backend.model_id,
+                reason_codes=[f"RETRY_{exc.kind.upper()}"],
+                values={"attempt": attempt, "delay_s": delay, "status": exc.status},
+                detail=f"{backend.model_id}: {exc}; retry {attempt} in {delay:g}s",
+            )
+            await sleep(delay)

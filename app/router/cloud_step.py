@@ -1,0 +1,176 @@
+"""Serving a request in the cloud: the escalation line, the human's approval, the budget
+reservation, the call, the settlement and the call line, each before it takes effect
+(GR-005, GR-011, GR-013). ``None`` from a step means: decide again (denied, unavailable,
+over budget, failed); what happened is already in the audit."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from app.backends.base import BackendError
+from app.errors import BudgetExceeded
+from app.router.approvals import ApprovalRequest
+from app.router.calling import call_backend
+from app.router.cost import cost_usd
+from app.router.retry import rule_for
+from app.router.routed import DeltaHook, RoutedResult, Write, call_values, input_hash, routed
+from app.router.types import Decision
+
+if TYPE_CHECKING:
+    from app.backends.base import ChatRequest
+    from app.router.service import Router
+
+
+def provenance_of(d: Decision, request: ChatRequest) -> dict[str, Any]:
+    """GR-013's minimal provenance of an escalation (no content, a hash of it)."""
+    return {
+        "trigger": [r.trigger for r in d.reasons],
+        "values": {r.signal: r.value for r in d.reasons},
+        "policy_version": d.policy_version,
+        "input_hash": input_hash(request),
+        "model": d.target,
+        "est_cost_usd": round(d.est_cost_usd, 6),
+    }
+
+
+async def escalate(
+    router: Router,
+    d: Decision,
+    request: ChatRequest,
+    run: str | None,
+    on_delta: DeltaHook | None,
+    write: Write,
+    denied: set[str],
+    failed: dict[str, str],
+) -> RoutedResult | None:
+    """Announce ``d``, ask for approval when it needs one, then serve it."""
+    assert d.target is not None and d.provider is not None
+    values = {r.signal: r.value for r in d.reasons}
+    origin = d.local.model if d.local else None
+    await write(
+        "escalation",
+        from_=origin,
+        to=d.target,
+        reason_codes=d.reason_codes,
+        values={**values, "chain_step": d.chain_step, "est_cost_usd": d.est_cost_usd},
+        provenance=provenance_of(d, request),
+        detail=f"{', '.join(r.text for r in d.reasons)} → {d.target}",
+    )
+    approver = "session-approval"
+    if d.needs_approval:
+        decision = await router.approvals.request(
+            ApprovalRequest(
+                session=router.session,
+                run=run,
+                role=d.role,
+                model=d.target,
+                provider=d.provider,
+                reasons=[r.model_dump() for r in d.reasons],
+                values=values,
+                est_cost_usd=d.est_cost_usd,
+                budget_left_usd=min(await router.ledger.left_usd(router.session, d.provider), 1e12),
+            )
+        )
+        if not decision.allowed:
+            denied.add(d.target)
+            if decision.decision == "deny_all":
+                denied.update(d.chain)  # the rest of the chain is not asked again
+            return None
+        approver = decision.decided_by
+    return await serve_cloud(router, d, request, run, on_delta, write, failed, approver)
+
+
+async def serve_cloud(
+    router: Router,
+    d: Decision,
+    request: ChatRequest,
+    run: str | None,
+    on_delta: DeltaHook | None,
+    write: Write,
+    failed: dict[str, str],
+    approver: str,
+) -> RoutedResult | None:
+    """An approved cloud step: reachable? reserve, call, settle (or release), audit."""
+    assert d.target is not None and d.provider is not None
+    missing = router.backends.unavailable().get(d.target)
+    if missing is not None:
+        failed[d.target] = missing
+        await write(
+            "skip",
+            to=d.target,
+            reason_codes=["SKIP_UNAVAILABLE"],
+            values={"reason": "unavailable", "detail": missing, "approver": approver},
+            detail=f"{d.target}: {missing}",
+        )
+        return None
+    try:
+        reservation = await router.ledger.reserve(
+            session=router.session,
+            provider=d.provider,
+            role=d.role,
+            model=d.target,
+            amount_usd=d.est_cost_usd,
+            run=run,
+        )
+    except BudgetExceeded as exc:
+        await write(
+            "budget_stop",
+            to=d.target,
+            reason_codes=["GR011_BUDGET_CAP"],
+            values={"est_cost_usd": d.est_cost_usd},
+            detail=str(exc),
+        )
+        failed[d.target] = f"budget: {exc}"
+        return None
+    backend = router.backends.backend(d.target, "cloud")
+    try:
+        result = await call_backend(
+            backend,
+            request,
+            policy=router.policy,
+            session=router.session,
+            role=d.role,
+            cloud=True,
+            write=write,
+            on_delta=on_delta,
+            bus=router.bus,
+            sleep=router.sleep,
+        )
+    except BackendError as exc:
+        await router.ledger.release(reservation.id)
+        rule = rule_for(router.policy, exc.kind)
+        if rule is not None and rule.cooldown_s > 0 and exc.kind != "context_length":
+            router.health.mark_down(d.target, rule.cooldown_s, str(exc))
+        failed[d.target] = f"{exc.kind}: {exc}"
+        await write(
+            "skip",
+            to=d.target,
+            reason_codes=["SKIP_FAILED", f"ERR_{exc.kind.upper()}"],
+            values={"error": exc.kind, "status": exc.status},
+            detail=f"{d.target} failed ({exc}); moving down the chain",
+        )
+        return None
+    model = router.policy.model(d.target)
+    actual = cost_usd(model, result.usage.tokens_in, result.usage.tokens_out)
+    await router.ledger.settle(
+        reservation.id,
+        actual_usd=actual,
+        tokens_in=result.usage.tokens_in,
+        tokens_out=result.usage.tokens_out,
+        latency_ms=result.latency_ms,
+    )
+    await write(
+        "call",
+        to=d.target,
+        reason_codes=d.reason_codes,
+        values=call_values(result, actual),
+        provenance={
+            **provenance_of(d, request),
+            "approver": approver,
+            "cost_usd": round(actual, 6),
+        },
+        detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, ${actual:.4f}",
+    )
+    out = routed(d, result, actual, escalated=True)
+    out.approver = approver
+    return out

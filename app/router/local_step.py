@@ -1,0 +1,107 @@
+"""Serving a request on a local runtime: the route (or runtime-fallback) line, the call,
+the zero-cost ledger record and the call line, in that order (GR-005)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from app.router.calling import call_backend
+from app.router.routed import (
+    RUNTIME_LABEL,
+    DeltaHook,
+    RoutedResult,
+    Write,
+    call_values,
+    routed,
+)
+from app.router.types import Decision, Skip
+
+if TYPE_CHECKING:
+    from app.backends.base import ChatRequest
+    from app.router.service import Router
+
+
+def why_local(router: Router, skip: Skip, failed: dict[str, str]) -> str:
+    """How a local runtime step is described in the runtime-fallback line."""
+    if skip.reason != "unhealthy":
+        return skip.reason.replace("_", " ")
+    key = f"runtime:{skip.runtime}"
+    if key in failed:
+        return failed[key]
+    down = router.health.reason(key)
+    return f"down ({down.split(':', 1)[0]})" if down else "unreachable"
+
+
+async def serve_local(
+    router: Router,
+    d: Decision,
+    request: ChatRequest,
+    run: str | None,
+    on_delta: DeltaHook | None,
+    write: Write,
+    failed: dict[str, str],
+) -> RoutedResult:
+    assert d.target is not None and d.runtime is not None and d.local is not None
+    label = RUNTIME_LABEL.get(d.runtime, d.runtime)
+    values: dict[str, Any] = {"runtime": d.runtime, "window": d.local.context_window}
+    if d.notes:
+        values["notes"] = d.notes
+    if d.local.substituted_for:
+        src_model, _, src_rt = d.local.substituted_for.partition(" on ")
+        gone = [s for s in d.skipped if s.runtime != "cloud"]
+        steps = []
+        for skip in gone:
+            why = why_local(router, skip, failed)
+            where = RUNTIME_LABEL.get(skip.runtime, skip.runtime)
+            steps.append(
+                f"{where} {why}" if skip.model == src_model else f"{skip.model} on {where} {why}"
+            )
+        values["skipped"] = [s.model_dump() for s in gone]
+        await write(
+            "runtime_fallback",
+            from_=f"{src_model}@{src_rt}",
+            to=f"{d.target}@{d.runtime}",
+            reason_codes=["GR005_RUNTIME_FALLBACK", *d.reason_codes],
+            values=values,
+            detail=f"{src_model} on {', '.join(steps)} → {d.target} {label}",
+        )
+    else:
+        await write(
+            "route",
+            to=f"{d.target}@{d.runtime}",
+            reason_codes=d.reason_codes,
+            values=values,
+            detail=f"{d.role} → {d.target} ({label})",
+        )
+    backend = router.backends.backend(d.target, d.runtime)
+    result = await call_backend(
+        backend,
+        request,
+        policy=router.policy,
+        session=router.session,
+        role=d.role,
+        cloud=False,
+        write=write,
+        on_delta=on_delta,
+        bus=router.bus,
+        sleep=router.sleep,
+    )
+    await router.ledger.record_call(
+        session=router.session,
+        run=run,
+        role=d.role,
+        model=d.target,
+        provider="local",
+        tokens_in=result.usage.tokens_in,
+        tokens_out=result.usage.tokens_out,
+        latency_ms=result.latency_ms,
+        cost_usd=0.0,
+        outcome="ok",
+    )
+    await write(
+        "call",
+        to=f"{d.target}@{d.runtime}",
+        values=call_values(result, 0.0),
+        detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, $0",
+    )
+    return routed(d, result, 0.0, escalated=False)

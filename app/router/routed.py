@@ -1,0 +1,138 @@
+"""What a routed request returns and how it fails: the result, the errors, the
+resolver protocol the router gets its backends from, and small pure helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from app.audit.types import AuditLine
+from app.backends.base import Backend, ChatRequest, ChatResult, Delta
+from app.errors import SwitchyardError
+from app.router.types import Decision, Skip
+from app.tokens import count_messages
+
+RUNTIME_LABEL = {
+    "vllm": "vLLM",
+    "llamacpp_server": "llama.cpp server",
+    "llamacpp_inprocess": "in-process",
+    "sentence_transformers": "sentence-transformers",
+    "cloud": "cloud",
+}
+
+DeltaHook = Callable[[Delta], Awaitable[None]]
+#: writes one audit line for the request at hand (role, session and run filled in)
+Write = Callable[..., Awaitable[AuditLine]]
+
+
+class RouteRefused(SwitchyardError):
+    """The router cannot serve this request at all (e.g. CV/Camera, no local runtime)."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        why = "; ".join(decision.notes) or decision.refusal_code or "refused"
+        super().__init__(f"{decision.role}: {decision.refusal_code}: {why}")
+
+
+class RouteStaysLocal(SwitchyardError):
+    """``complete(..., cloud_only=True)`` would have served the request locally (no
+    trigger, denied, unavailable): raised before any call, so a prompt sized for a cloud
+    window never reaches a small local model."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        super().__init__("; ".join(decision.notes) or "the router chose a local model")
+
+
+class RouteFailed(SwitchyardError):
+    """Every step that could serve failed; the last error is attached."""
+
+
+class BackendResolver(Protocol):
+    """Where the router gets backends and what it knows about reachability."""
+
+    def backend(self, model_id: str, runtime: str) -> Backend: ...
+
+    def unavailable(self) -> dict[str, str]:
+        """Cloud models that cannot be reached at all (e.g. no API key), with why."""
+        ...
+
+    async def runtime_up(self, runtime: str) -> bool:
+        """A cached health probe of a local runtime."""
+        ...
+
+    def context_windows(self) -> dict[str, int]:
+        """Windows of models as they actually serve (GGUF metadata, max_model_len)."""
+        ...
+
+
+@dataclass
+class RoutedResult:
+    text: str
+    reasoning: str
+    model: str
+    runtime: str
+    provider: str
+    tokens_in: int
+    tokens_out: int
+    usage_counted_locally: bool
+    cost_usd: float
+    latency_ms: float
+    finish_reason: str
+    decision: Decision
+    escalated: bool
+    approver: str | None = None
+    audit: list[AuditLine] = field(default_factory=list)
+
+
+def input_hash(request: ChatRequest) -> str:
+    """sha256 of the request's messages (provenance without the content, GR-013)."""
+    blob = json.dumps(
+        [m.model_dump() for m in request.messages], sort_keys=True, separators=(",", ":")
+    )
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def request_tokens(request: ChatRequest) -> int:
+    """The prompt's tokens by the shared counter (the ``context_estimate`` signal)."""
+    return count_messages(m.content for m in request.messages)
+
+
+def skip_text(skip: Skip) -> str:
+    if skip.detail.startswith(skip.reason):
+        return f"{skip.model}: {skip.detail}"
+    reason = skip.reason.replace("_", " ")
+    return f"{skip.model}: {reason}{(' — ' + skip.detail) if skip.detail else ''}"
+
+
+def call_values(result: ChatResult, cost: float) -> dict[str, Any]:
+    return {
+        "tokens_in": result.usage.tokens_in,
+        "tokens_out": result.usage.tokens_out,
+        "usage_counted_locally": result.usage.counted_locally,
+        "latency_ms": round(result.latency_ms, 1),
+        "cost_usd": round(cost, 6),
+        "finish_reason": result.finish_reason,
+    }
+
+
+def routed(d: Decision, result: ChatResult, cost: float, *, escalated: bool) -> RoutedResult:
+    assert d.target is not None
+    return RoutedResult(
+        text=result.text,
+        reasoning=result.reasoning,
+        model=d.target,
+        runtime=d.runtime or "",
+        provider=d.provider or "local",
+        tokens_in=result.usage.tokens_in,
+        tokens_out=result.usage.tokens_out,
+        usage_counted_locally=result.usage.counted_locally,
+        cost_usd=cost,
+        latency_ms=result.latency_ms,
+        finish_reason=result.finish_reason,
+        decision=d,
+        escalated=escalated,
+    )
