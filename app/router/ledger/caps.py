@@ -1,0 +1,100 @@
+"""The caps (session, day, provider-day) and the running totals they are checked against.
+
+A cap is crossed when spent + reserved + requested would exceed it; reaching it exactly
+is allowed. Everything here is in nano-dollars (:mod:`app.router.ledger.money`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from app.policy.schema import Budget
+from app.router.ledger.errors import CapExceeded
+from app.router.ledger.money import NANO, usd
+from app.router.ledger.records import Reservation
+
+
+class Sums:
+    """Settled spend and live reservations for a session, a day and that day's providers."""
+
+    __slots__ = ("d_res", "d_spent", "per_provider", "s_res", "s_spent")
+
+    def __init__(self) -> None:
+        self.s_spent = self.s_res = self.d_spent = self.d_res = 0
+        self.per_provider: dict[str, tuple[int, int]] = {}
+
+    def provider(self, name: str) -> tuple[int, int]:
+        return self.per_provider.get(name, (0, 0))
+
+
+def sums(db: sqlite3.Connection, session: str, day: str) -> Sums:
+    """One read of the running totals (kept by triggers, see :mod:`.schema`): the cost of
+    the sums no longer grows with the number of calls and reservations on file."""
+    u = Sums()
+    rows = db.execute(
+        "SELECT scope, provider, spent_nusd, reserved_nusd FROM totals"
+        " WHERE (scope = 'session' AND key = ?) OR (scope IN ('day', 'provider_day') AND key = ?)",
+        (session, day),
+    ).fetchall()
+    for scope, provider, spent, reserved in rows:
+        if scope == "session":
+            u.s_spent, u.s_res = int(spent), int(reserved)
+        elif scope == "day":
+            u.d_spent, u.d_res = int(spent), int(reserved)
+        else:
+            u.per_provider[str(provider)] = (int(spent), int(reserved))
+    return u
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """A budget's caps in nano-dollars; a provider not in ``provider`` has no cap of its own."""
+
+    session: int
+    day: int
+    provider: Mapping[str, int]
+
+    @classmethod
+    def of(cls, budget: Budget) -> Caps:
+        return cls(
+            session=round(budget.session_usd * NANO),
+            day=round(budget.day_usd * NANO),
+            provider={k: round(v * NANO) for k, v in budget.provider_day_usd.items()},
+        )
+
+    def check(self, u: Sums, res: Reservation, amount: int) -> CapExceeded | None:
+        """The first cap that reserving ``amount`` for ``res`` would cross, if any."""
+        p_spent, p_res = u.provider(res.provider)
+        caps: list[tuple[str, int | None, int, int]] = [
+            ("session", self.session, u.s_spent, u.s_res),
+            ("day", self.day, u.d_spent, u.d_res),
+            (f"provider:{res.provider}", self.provider.get(res.provider), p_spent, p_res),
+        ]
+        for name, cap, spent, reserved in caps:
+            if cap is not None and spent + reserved + amount > cap:
+                return CapExceeded(
+                    cap=name,
+                    limit_usd=usd(cap),
+                    spent_usd=usd(spent),
+                    reserved_usd=usd(reserved),
+                    requested_usd=usd(amount),
+                    session=res.session,
+                    provider=res.provider,
+                    model=res.model,
+                )
+        return None
+
+    def left_usd(self, u: Sums, providers: Iterable[str]) -> dict[str, float]:
+        """Per provider: the smallest remaining of the session, day and provider-day caps."""
+        base = min(self.session - u.s_spent - u.s_res, self.day - u.d_spent - u.d_res)
+        out: dict[str, float] = {}
+        for provider in providers:
+            left = base
+            cap = self.provider.get(provider)
+            if cap is not None:
+                p_spent, p_res = u.provider(provider)
+                left = min(left, cap - p_spent - p_res)
+            out[provider] = usd(max(0, left))
+        return out

@@ -1,0 +1,32 @@
+"""Money as integer nano-dollars, so sums are exact and cap comparisons never wobble, and
+the UTC day a cost is counted on."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from app.clock import iso
+from app.router.ledger.errors import LedgerError
+
+NANO = 1_000_000_000  # nano-dollars per dollar
+
+
+def nusd(usd: float, what: str) -> int:
+    """``usd`` in nano-dollars; a caller's amount, so anything but a finite >= 0 is refused."""
+    if not math.isfinite(usd) or usd < 0:
+        raise LedgerError(f"{what} must be a finite amount >= 0, got {usd!r}")
+    return round(usd * NANO)
+
+
+def usd(amount_nusd: int) -> float:
+    return amount_nusd / NANO
+
+
+def utc_day(dt: datetime) -> str:
+    return iso(dt)[:10]
+
+
+def check_tokens(tokens_in: int, tokens_out: int) -> None:
+    if tokens_in < 0 or tokens_out < 0:
+        raise LedgerError(f"token counts must be >= 0, got {tokens_in} in, {tokens_out} out")

@@ -1,0 +1,57 @@
+"""The ledger's records as callers see them: a reservation, one cap's usage, a snapshot."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from app.router.ledger.money import usd
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Reservation(_Frozen):
+    id: str
+    session: str
+    run: str = ""
+    provider: str
+    role: str
+    model: str
+    amount_usd: float
+    created: str
+    expires: str
+
+
+class CapUsage(_Frozen):
+    """One cap's state. ``cap_usd``/``left_usd`` are None when nothing caps it."""
+
+    cap_usd: float | None
+    spent_usd: float
+    reserved_usd: float
+    left_usd: float | None
+
+
+class BudgetSnapshot(_Frozen):
+    session: str
+    day: str
+    ts: str
+    per_session: CapUsage
+    per_day: CapUsage
+    # Every provider with a cap, plus any uncapped one with spend or reservations today.
+    per_provider: dict[str, CapUsage]
+    reserved_usd: float  # the session's reservations in flight
+    calls: int  # the session's recorded calls
+    by_role: dict[str, float]  # the session's settled cost; free (local) calls left out
+    by_model: dict[str, float]
+    by_provider: dict[str, float]
+
+
+def usage(cap: int | None, spent: int, reserved: int) -> CapUsage:
+    """A cap's usage from nano-dollar amounts; ``cap`` None: uncapped."""
+    return CapUsage(
+        cap_usd=None if cap is None else usd(cap),
+        spent_usd=usd(spent),
+        reserved_usd=usd(reserved),
+        left_usd=None if cap is None else usd(max(0, cap - spent - reserved)),
+    )

@@ -1,0 +1,194 @@
+"""The ledger's tables and their migrations.
+
+``reservations`` and ``calls`` hold the rows; ``totals`` holds the running sums the cap
+checks read (session, day, provider-day), kept by triggers in the same transaction as the
+rows they sum, whoever writes, so a check costs the same with ten calls on file or a
+million.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from app.router.ledger.errors import LedgerUnreadable
+
+SCHEMA_VERSION = 2
+
+
+def _add_totals(row: str, column: str, amount: str) -> str:
+    """An upsert adding ``amount`` to the session, day and provider-day totals of ``row``."""
+    return (
+        f"INSERT INTO totals (scope, key, provider, {column}) VALUES"
+        f" ('session', {row}.session, '', {amount}), ('day', {row}.day, '', {amount}),"
+        f" ('provider_day', {row}.day, {row}.provider, {amount})"
+        f" ON CONFLICT (scope, key, provider)"
+        f" DO UPDATE SET {column} = {column} + excluded.{column};"
+    )
+
+
+def _sub_totals(row: str, column: str, amount: str) -> str:
+    return " ".join(
+        f"UPDATE totals SET {column} = {column} - {amount}"
+        f" WHERE scope = '{scope}' AND key = {row}.{key} AND provider = {provider};"
+        for scope, key, provider in (
+            ("session", "session", "''"),
+            ("day", "day", "''"),
+            ("provider_day", "day", f"{row}.provider"),
+        )
+    )
+
+
+def _trigger(name: str, event: str, table: str, when: str, *statements: str) -> str:
+    when_sql = f" WHEN {when}" if when else ""
+    return (
+        f"CREATE TRIGGER {name} AFTER {event} ON {table}{when_sql} BEGIN {' '.join(statements)} END"
+    )
+
+
+_TOTAL_SCOPES = (
+    ("session", "session", "''", "session"),
+    ("day", "day", "''", "day"),
+    ("provider_day", "day", "provider", "day, provider"),
+)
+
+# Each entry migrates the schema from version i to i + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE reservations (
+            id TEXT PRIMARY KEY,
+            session TEXT NOT NULL,
+            run TEXT NOT NULL DEFAULT '',
+            provider TEXT NOT NULL,
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            amount_nusd INTEGER NOT NULL CHECK (amount_nusd >= 0),
+            day TEXT NOT NULL,
+            created TEXT NOT NULL,
+            expires TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            status TEXT NOT NULL
+                CHECK (status IN ('live', 'settled', 'released', 'expired')),
+            closed TEXT
+        )""",
+        "CREATE INDEX reservations_live ON reservations(expires_at) WHERE status = 'live'",
+        """CREATE TABLE calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts TEXT NOT NULL,
+            day TEXT NOT NULL,
+            session TEXT NOT NULL,
+            run TEXT NOT NULL DEFAULT '',
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            tokens_in INTEGER NOT NULL,
+            tokens_out INTEGER NOT NULL,
+            latency_ms REAL NOT NULL,
+            cost_nusd INTEGER NOT NULL CHECK (cost_nusd >= 0),
+            outcome TEXT NOT NULL,
+            reservation_id TEXT
+        )""",
+        "CREATE INDEX calls_day_provider ON calls(day, provider)",
+        "CREATE INDEX calls_session ON calls(session)",
+    ),
+    # v2: running totals for the cap checks, kept by triggers in the writing transaction
+    # (whoever writes), and filled from the rows already on file.
+    (
+        """CREATE TABLE totals (
+            scope TEXT NOT NULL CHECK (scope IN ('session', 'day', 'provider_day')),
+            key TEXT NOT NULL,
+            provider TEXT NOT NULL DEFAULT '',
+            spent_nusd INTEGER NOT NULL DEFAULT 0,
+            reserved_nusd INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (scope, key, provider)
+        ) WITHOUT ROWID""",
+        _trigger(
+            "calls_totals_ins",
+            "INSERT",
+            "calls",
+            "",
+            _add_totals("NEW", "spent_nusd", "NEW.cost_nusd"),
+        ),
+        _trigger(
+            "calls_totals_del",
+            "DELETE",
+            "calls",
+            "",
+            _sub_totals("OLD", "spent_nusd", "OLD.cost_nusd"),
+        ),
+        _trigger(
+            "calls_totals_upd",
+            "UPDATE",
+            "calls",
+            "",
+            _sub_totals("OLD", "spent_nusd", "OLD.cost_nusd"),
+            _add_totals("NEW", "spent_nusd", "NEW.cost_nusd"),
+        ),
+        _trigger(
+            "reservations_totals_ins",
+            "INSERT",
+            "reservations",
+            "NEW.status = 'live'",
+            _add_totals("NEW", "reserved_nusd", "NEW.amount_nusd"),
+        ),
+        _trigger(
+            "reservations_totals_del",
+            "DELETE",
+            "reservations",
+            "OLD.status = 'live'",
+            _sub_totals("OLD", "reserved_nusd", "OLD.amount_nusd"),
+        ),
+        _trigger(
+            "reservations_totals_upd_old",
+            "UPDATE",
+            "reservations",
+            "OLD.status = 'live'",
+            _sub_totals("OLD", "reserved_nusd", "OLD.amount_nusd"),
+        ),
+        _trigger(
+            "reservations_totals_upd_new",
+            "UPDATE",
+            "reservations",
+            "NEW.status = 'live'",
+            _add_totals("NEW", "reserved_nusd", "NEW.amount_nusd"),
+        ),
+        *(
+            f"INSERT INTO totals (scope, key, provider, spent_nusd) SELECT '{scope}', {key},"
+            f" {provider}, SUM(cost_nusd) FROM calls WHERE true GROUP BY {group}"
+            for scope, key, provider, group in _TOTAL_SCOPES
+        ),
+        *(
+            f"INSERT INTO totals (scope, key, provider, reserved_nusd) SELECT '{scope}', {key},"
+            f" {provider}, SUM(amount_nusd) FROM reservations WHERE status = 'live'"
+            f" GROUP BY {group} ON CONFLICT (scope, key, provider)"
+            " DO UPDATE SET reserved_nusd = reserved_nusd + excluded.reserved_nusd"
+            for scope, key, provider, group in _TOTAL_SCOPES
+        ),
+    ),
+)
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the file at ``path`` to :data:`SCHEMA_VERSION`, in one transaction."""
+    # IMMEDIATE: two processes opening a fresh file must not both create the tables.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        current = int(row[0] or 0) if row is not None else 0
+        if current > SCHEMA_VERSION:
+            raise LedgerUnreadable(
+                f"{path}: ledger schema version {current} is newer than this Switchyard "
+                f"understands ({SCHEMA_VERSION})"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            for stmt in MIGRATIONS[version]:
+                db.execute(stmt)
+        if current < SCHEMA_VERSION:
+            # One row: the version the file is at now.
+            db.execute("DELETE FROM schema_version")
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
