@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.cli import audit_lines
 from app.cli.common import (
     add_json_arg,
     add_policy_arg,
@@ -164,18 +165,7 @@ async def _run(
             f"${result.cost_usd:.4f} · {result.latency_ms / 1000:.1f}s"
         )
     out.print(f"[bold]audit[/] (session {session.id})")
-    for line in lines:
-        colour = {
-            "runtime_fallback": "yellow",
-            "escalation": "magenta",
-            "skip": "dim",
-            "denial": "red",
-            "refusal": "red",
-            "budget_stop": "red",
-            "approval": "green",
-        }.get(line.kind, "white")
-        text = line.detail or " ".join(line.reason_codes)
-        out.print(f"  #{line.seq:<5} [{colour}]{line.kind:<16}[/] {text}", markup=True)
+    audit_lines.print_brief(out, lines)
     if failure is not None:
         out.print(f"[bold red]stopped:[/] {failure}")
         return 1

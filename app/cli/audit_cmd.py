@@ -11,31 +11,10 @@ from typing import Any
 from app.audit.canonical import VerifyReport, canonical_json
 from app.audit.log import AuditLog, AuditLogOpener
 from app.audit.types import AuditLine
+from app.cli import audit_lines
 from app.cli.common import add_json_arg, console, print_json, settings_from
 from app.errors import AuditTamperError, UsageError
 from app.paths import ensure_dir
-
-# Same families of colour as the escalation pane: red stops, yellow degrades, green allows.
-KIND_STYLES = {
-    "route": "cyan",
-    "runtime_fallback": "yellow",
-    "escalation": "bold magenta",
-    "skip": "dim",
-    "approval": "green",
-    "denial": "red",
-    "refusal": "red",
-    "budget_stop": "bold red",
-    "budget": "blue",
-    "degradation": "yellow",
-    "local_only_refusal": "bold red",
-    "retry": "yellow",
-    "repair": "yellow",
-    "call": "white",
-    "consensus": "cyan",
-    "verdict": "magenta",
-    "merge": "bold green",
-    "run": "bold",
-}
 
 
 def register(sub: Any) -> None:
@@ -87,7 +66,7 @@ async def _tail_async(args: argparse.Namespace) -> None:
             sys.stdout.write(canonical_json(line.model_dump(by_alias=True)) + "\n")
             sys.stdout.flush()
         else:
-            out.print(render_line(line), soft_wrap=True)
+            out.print(audit_lines.full(line), soft_wrap=True)
 
     async with _open(args) as log:
         head = await log.last_seq()
@@ -98,24 +77,6 @@ async def _tail_async(args: argparse.Namespace) -> None:
             since = lines[-1].seq if lines else head
             async for line in log.follow(args.session, args.run, since, interval=args.interval):
                 show(line)
-
-
-def render_line(line: AuditLine) -> Any:
-    """One line of text: seq, time, kind (coloured), role, from → to, reason codes, detail."""
-    from rich.text import Text
-
-    text = Text()
-    text.append(f"{line.seq:>5} ", style="dim")
-    text.append(line.ts[:19].replace("T", " ") + " ", style="dim")
-    text.append(f"{line.kind:<18}", style=KIND_STYLES.get(line.kind, ""))
-    text.append(f" {line.role or '—'}", style="bold")
-    if line.from_ or line.to:
-        text.append(f"  {line.from_ or '—'} → {line.to or '—'}")
-    if line.reason_codes:
-        text.append("  [" + ", ".join(line.reason_codes) + "]", style="italic")
-    if line.detail:
-        text.append(f"  {line.detail}", style="dim")
-    return text
 
 
 # ── verify ───────────────────────────────────────────────────────────────────────────────

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.cli import audit_lines
 from app.cli.common import (
     add_json_arg,
     add_policy_arg,
@@ -19,6 +20,7 @@ from app.cli.common import (
 from app.errors import UsageError
 
 if TYPE_CHECKING:
+    from app.audit.types import AuditLine
     from app.config import Settings
     from app.pipeline.librarian import Condensed
     from app.policy.schema import Policy
@@ -148,11 +150,11 @@ async def _run(
         )
         print_json(data)
         return 1 if failed else 0
-    _render(result, len(sources), session.id, [ln for ln in lines if ln.kind in SHOWN_KINDS])
+    _render(result, len(sources), session.id, lines)
     return 1 if failed else 0
 
 
-def _render(result: Condensed, n_sources: int, session: str, lines: list[Any]) -> None:
+def _render(result: Condensed, n_sources: int, session: str, lines: list[AuditLine]) -> None:
     from rich.markup import escape
 
     out = console()
@@ -176,6 +178,4 @@ def _render(result: Condensed, n_sources: int, session: str, lines: list[Any]) -
     for note in result.notes:
         out.print(f"[yellow]note[/] {escape(note)}")
     out.print(f"[bold]audit[/] (session {session})")
-    for line in lines:
-        text = line.detail or " ".join(line.reason_codes)
-        out.print(f"  #{line.seq:<5} {line.kind:<12} {text}", markup=False, highlight=False)
+    audit_lines.print_brief(out, lines, kinds=SHOWN_KINDS)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.cli import audit_lines
 from app.cli.common import (
     add_json_arg,
     add_policy_arg,
@@ -30,6 +31,18 @@ ROLES_THAT_ESCALATE = (
     "judge",
     "ace",
     "second_opinion",
+)
+#: audit kinds printed as the run goes (the routes and calls are in `switchyard audit`)
+SHOWN_KINDS = (
+    "escalation",
+    "approval",
+    "denial",
+    "skip",
+    "runtime_fallback",
+    "degradation",
+    "budget_stop",
+    "refusal",
+    "verdict",
 )
 
 
@@ -159,6 +172,7 @@ async def _progress(bus: Any, *, quiet: bool) -> None:
     """Print the run as it happens (stderr when --json keeps stdout for the result)."""
     from rich.console import Console
 
+    from app.audit.types import AuditLine
     from app.bus import AuditAppended, Notice, StageChanged, TestLoopFinished
 
     out = Console(stderr=quiet, highlight=False)
@@ -173,20 +187,7 @@ async def _progress(bus: Any, *, quiet: bool) -> None:
             out.print(f"[cyan]tests[/]       loop {event.loop} {mark} ({how})")
         elif isinstance(event, Notice):
             out.print(f"[yellow]note[/]        {event.text}")
-        elif isinstance(event, AuditAppended):
-            line = event.line
-            if line.get("kind") in (
-                "escalation",
-                "approval",
-                "denial",
-                "skip",
-                "runtime_fallback",
-                "degradation",
-                "budget_stop",
-                "refusal",
-                "verdict",
-            ):
-                out.print(
-                    f"[magenta]audit #{line.get('seq')}[/] {line.get('kind')}: {line.get('detail')}"
-                )
+        elif isinstance(event, AuditAppended) and event.line.get("kind") in SHOWN_KINDS:
+            line = AuditLine.model_validate(event.line)
+            audit_lines.print_brief(out, [line], prefix="audit ")
     sys.stdout.flush()

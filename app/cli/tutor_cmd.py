@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
+from app.cli import audit_lines
 from app.cli.common import (
     add_json_arg,
     add_policy_arg,
@@ -294,7 +295,4 @@ def _print_reveal(out: Any, tutor: TutorSession) -> None:
 
 
 def _print_audit(out: Any, lines: list[AuditLine]) -> None:
-    for line in lines:
-        if line.kind in SHOWN_KINDS:
-            text = line.detail or " ".join(line.reason_codes)
-            out.print(f"[dim]audit #{line.seq} {line.kind}: {escape(text)}[/]")
+    audit_lines.print_brief(out, lines, kinds=SHOWN_KINDS, prefix="audit ", style="dim")
