@@ -75,6 +75,7 @@ async def _run(
     args: argparse.Namespace, settings: Any, policy: Any, signals: Any, schema: Any
 ) -> int:
     from app.backends.base import ChatRequest, Delta, Message
+    from app.cli.terminal_decider import decider_for
     from app.router.session import open_session
 
     out = console()
@@ -96,7 +97,10 @@ async def _run(
             sys.stdout.flush()
 
     async with open_session(
-        settings, policy, approve=args.approve, local_only=args.local_only
+        settings,
+        policy,
+        decider=decider_for(args.approve or settings.approve),
+        local_only=args.local_only,
     ) as session:
         from app.router.service import RouteFailed, RouteRefused
         from app.router.structured import complete_structured, schema_parser

@@ -54,4 +54,5 @@ async def ask_model(
         run=run,
         on_delta=on_delta,
         cloud_only=cloud_only,
+        expected=model.__name__,
     )

@@ -293,6 +293,14 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
     for kind in RETRY_KINDS:
         if kind not in p.retries:
             err((("retries",), f"missing retry rule {kind!r}"))
+    repair = p.retries.get("bad_output")
+    if repair is not None and repair.max_retries > 1:
+        err(
+            (
+                ("retries", "bad_output", "max_retries"),
+                "GR-012 allows one repair attempt at most (0 or 1)",
+            )
+        )
     for tname, tier in p.tiers.items():
         for m in tier.models:
             if not known(m):

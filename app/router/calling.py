@@ -2,9 +2,11 @@
 
 A local runtime is never retried here: it is marked down and the runtime chain moves on
 at once. A cloud call is retried on rate limits, server errors and timeouts as the
-policy's ``[retries]`` say, with a ``retry`` audit line before each wait. A reply that
-does not fit its schema is not this layer's business: the structured-output owner
-(:mod:`app.router.structured`) validates and makes the one repair (GR-012).
+policy's ``[retries]`` say, with a ``retry`` audit line before each wait. A malformed
+protocol message (``bad_output``: a body or chunk that is not the API's JSON) is a server
+fault, retried by the server-error rule with the request unchanged. Whether a reply's
+*content* fits its schema is not this layer's business: the structured-output owner
+(:mod:`app.router.structured`) validates it and makes the one repair (GR-012).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from app.policy.schema import Policy
 from app.router.retry import backoff_delay, rule_for
 from app.router.routed import DeltaHook, Write
 
-#: error kinds the router never repeats: a reply's content is the structured owner's
-NEVER_RETRIED = frozenset({"bad_output", "context_length", "local_only", "cancelled"})
+#: error kinds the router never repeats
+NEVER_RETRIED = frozenset({"context_length", "local_only", "cancelled"})
+#: the retry rule for a malformed protocol message: the server's (``retries.bad_output``
+#: is the structured owner's repair count, GR-012)
+_RULE_KIND = {"bad_output": "server_error"}
 
 
 async def call_backend(
@@ -57,7 +62,7 @@ async def call_backend(
             attempt += 1
             if not cloud or exc.kind in NEVER_RETRIED:
                 raise
-            rule = rule_for(policy, exc.kind)
+            rule = rule_for(policy, _RULE_KIND.get(exc.kind, exc.kind))
             delay = backoff_delay(rule, attempt, exc.retry_after) if rule else None
             if delay is None:
                 raise

@@ -193,7 +193,8 @@ def _room(router: Router, served: RoutedResult, request: ChatRequest) -> int | N
 
 
 def repairs_allowed(router: Router) -> int:
-    """The policy's repair attempts: ``retries.bad_output.max_retries`` (0 or 1)."""
+    """The policy's repair attempts: ``retries.bad_output.max_retries`` (the loader allows
+    0 or 1; clamped here too, so no policy can raise the worst case)."""
     rule = router.policy.retries.get("bad_output")
     return min(1, rule.max_retries) if rule is not None else 1
 
@@ -214,12 +215,14 @@ async def complete_structured(
     cloud_only: bool = False,
     on_rejected: OnRejected | None = None,
     repair_hint: str = "",
+    expected: str = "the schema",
 ) -> Answer[T]:
     """Route ``request`` for ``role`` and return the parsed reply, or why there is none.
 
     RouteRefused (and RouteStaysLocal with ``cloud_only``) reach the caller; a route that
     failed on every step comes back as an Answer with ``route_failed``. ``on_rejected``
-    lets a caller record a rejection in its own terms (before the repair is made).
+    lets a caller record a rejection in its own terms (before the repair is made);
+    ``expected`` names what the reply had to be, for the error.
     """
     try:
         first = await router.complete(
@@ -235,7 +238,7 @@ async def complete_structured(
         await on_rejected(first, found, 1)
     problem = "; ".join(found)
     if repairs_allowed(router) < 1:
-        error = f"{role} reply rejected: {problem}"
+        error = f"{role} reply does not fit {expected}: {problem}"
         return Answer(None, first, error, 1, text=first.text, problems=seen, rejected=True)
     room = _room(router, first, request)
     retry = repair_request(request, first, found, room=room, hint=repair_hint)
@@ -267,7 +270,7 @@ async def complete_structured(
     return Answer(
         None,
         second,
-        f"{role} reply rejected after one repair (GR-012): {'; '.join(found)}",
+        f"{role} reply does not fit {expected} after one repair (GR-012): {'; '.join(found)}",
         calls=2,
         text=second.text,
         problems=seen,

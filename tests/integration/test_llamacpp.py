@@ -18,6 +18,7 @@ from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, De
 from app.backends.base import collect as collect_result
 from app.backends.jsonschema_check import errors as schema_errors
 from app.backends.llamacpp import LlamaCppBackend
+from app.router.structured import ReplyRejected, schema_parser
 
 pytestmark = pytest.mark.skipif(
     not llamacpp.llama_cpp_available() or llamacpp.find_embedded_gguf() is None,
@@ -114,44 +115,49 @@ async def test_json_schema_output_is_constrained_and_validated(backend: LlamaCpp
     items = [it async for it in backend.stream(req)]
     result = items[-1]
     assert isinstance(result, ChatResult) and result.finish_reason == "stop"
-    # JSON is released whole, once it validates: the deltas are exactly the result
+    # JSON streams as it is written: the deltas are exactly the result
     assert "".join(it.text for it in items if isinstance(it, Delta)) == result.text
     value = json.loads(result.text)
     assert schema_errors(value, schema) == []
     assert isinstance(value["answer"], str) and 0 <= value["confidence"] <= 1
 
 
-async def test_what_the_grammar_cannot_enforce_is_caught_afterwards(
+async def test_what_the_grammar_cannot_enforce_is_returned_for_the_owner_to_catch(
     backend: LlamaCppBackend,
 ) -> None:
-    # The grammar makes an integer; no integer satisfies minimum 1 and maximum 0.
+    # The grammar makes an integer; no integer satisfies minimum 1 and maximum 0. The
+    # backend returns what the model wrote (GR-012: it never validates); the one owner's
+    # validator (app.router.structured) is what rejects it.
     schema = {
         "type": "object",
         "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 0}},
         "required": ["n"],
     }
-    with pytest.raises(BackendError) as info:
-        await collect_result(
-            backend.stream(ask("Pick a number n.", max_tokens=16, json_schema=schema))
-        )
-    assert info.value.kind == "bad_output"
-    assert str(info.value).startswith("$.n: ")
-    assert "minimum 1" in str(info.value) or "maximum 0" in str(info.value)
+    result = await collect_result(
+        backend.stream(ask("Pick a number n.", max_tokens=48, json_schema=schema))
+    )
+    assert isinstance(json.loads(result.text)["n"], int)
+    with pytest.raises(ReplyRejected) as info:
+        schema_parser(schema)(result.text)
+    assert info.value.problem.startswith("$.n: ")
+    assert "minimum 1" in info.value.problem or "maximum 0" in info.value.problem
 
 
-async def test_truncated_json_is_retried_then_reported(backend: LlamaCppBackend) -> None:
-    # The grammar enforces minLength, so no reply fits in 8, then 16 tokens.
+async def test_truncated_json_is_returned_as_such_in_one_generation(
+    backend: LlamaCppBackend,
+) -> None:
+    # The grammar enforces minLength, so no reply fits in 8 tokens. The backend makes one
+    # generation and says it was cut off; more room and the repair are the owner's.
     schema = {
         "type": "object",
         "properties": {"essay": {"type": "string", "minLength": 400}},
         "required": ["essay"],
     }
-    with pytest.raises(BackendError) as info:
-        await collect_result(
-            backend.stream(ask("Write an essay.", max_tokens=8, json_schema=schema))
-        )
-    assert info.value.kind == "bad_output"
-    assert str(info.value) == "output truncated at 16 tokens (finish_reason=length)"
+    result = await collect_result(
+        backend.stream(ask("Write an essay.", max_tokens=8, json_schema=schema))
+    )
+    assert result.finish_reason == "length"
+    assert result.usage.tokens_out == 8
 
 
 async def test_prompt_longer_than_the_window_is_a_context_length_error() -> None:

@@ -216,9 +216,10 @@ LOCAL = [
          handled=("degradation", "ERR_TIMEOUT"), served="local"),
     Case("cut-stream", "vllm", "cut_stream", opts={"after": 2},
          handled=("degradation", "ERR_SERVER_ERROR"), served="local"),
-    # GR-012's one repair attempt is the only retry a local runtime gets
+    # a malformed protocol message is a server fault: marked down like the others (the
+    # content of a reply is GR-012's one owner's, app.router.structured, not the router's)
     Case("invalid-json", "vllm", "invalid_json", opts={"after": 1},
-         handled=("retry", "RETRY_BAD_OUTPUT"), served="local"),
+         handled=("degradation", "ERR_BAD_OUTPUT"), served="local"),
     Case("context-length", "vllm", "context_length",
          handled=("degradation", "ERR_CONTEXT_LENGTH"), served="local"),
     Case("500-every-time", "vllm", "500", times=20,

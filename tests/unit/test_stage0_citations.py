@@ -14,8 +14,8 @@ from app.stage0.citations import (
     validate_synthesis,
 )
 from app.stage0.context import context_estimate
-from app.tokens import count_text
 from app.stage0.result import CorpusInfo, QueryParams, SelectedChunk
+from app.tokens import count_text
 
 CODE = 'def reserve(self, amount):\n    """Hold   amount until settled."""\n    return amount'
 
