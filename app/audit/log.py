@@ -9,72 +9,33 @@ An append is one function that runs the whole transaction (:mod:`app.sqlite`): o
 event loop when the file's write lock is free at once (tens of microseconds, no fsync in
 WAL + NORMAL), else on the connection's thread, which waits for the lock. Checkpoints (two
 fsyncs) run on that thread too, never on the loop.
+
+The file's schema and that transaction are in :mod:`app.audit.store`; the redaction every
+line goes through first is in :mod:`app.audit.quick_redact`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import json
-import os
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 import aiosqlite
 from pydantic import ValidationError
 
-from app.audit.canonical import (
-    GENESIS_HASH,
-    ChainChecker,
-    Problem,
-    VerifyReport,
-    canonical_json,
-    jsonable,
-)
-from app.audit.redact import _MAYBE_SHAPED, _SECRET_KEY, redact, secret_env_values
+from app.audit.canonical import ChainChecker, Problem, VerifyReport, jsonable
+from app.audit.quick_redact import redact_fields
+from app.audit.store import SYNCHRONOUS, insert_line, rollback, setup
 from app.audit.types import AUDIT_KINDS, AuditLine
 from app.bus import AuditAppended, Bus
-from app.clock import Clock, SystemClock, iso
+from app.clock import Clock, SystemClock
 from app.errors import AuditTamperError, SwitchyardError
 from app.opener import ClosedOnExit, Opener
-from app.sqlite import BUSY_TIMEOUT_MS, Busy, SQLiteRunner, is_busy, rollback_quietly
+from app.sqlite import SQLiteRunner
 
-#: WAL + NORMAL: a committed line survives a crash of the process at any point; a power
-#: cut or an OS crash may lose the last lines committed before it (the chain that remains
-#: still verifies: each line and the head are written in one transaction). FULL would
-#: fsync every append, about 3 ms each on this project's machines.
-SYNCHRONOUS = "NORMAL"
-_SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_lines (
-    seq     INTEGER PRIMARY KEY,
-    ts      TEXT NOT NULL,
-    session TEXT NOT NULL,
-    run     TEXT,
-    kind    TEXT NOT NULL,
-    hash    TEXT NOT NULL,
-    line    TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_lines_session ON audit_lines (session, seq);
-CREATE INDEX IF NOT EXISTS audit_lines_run ON audit_lines (run, seq);
--- The head is updated in the same transaction as each insert, so cutting lines off the
--- end of the chain (which no hash chain detects by itself) shows up in verify().
-CREATE TABLE IF NOT EXISTS audit_head (
-    id   INTEGER PRIMARY KEY CHECK (id = 1),
-    seq  INTEGER NOT NULL,
-    hash TEXT NOT NULL
-);
--- Append-only against accidents; deliberate tampering is verify()'s job.
-CREATE TRIGGER IF NOT EXISTS audit_lines_no_update BEFORE UPDATE ON audit_lines
-BEGIN SELECT RAISE(ABORT, 'audit lines are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_lines_no_delete BEFORE DELETE ON audit_lines
-BEGIN SELECT RAISE(ABORT, 'audit lines are append-only'); END;
-"""
+__all__ = ["SYNCHRONOUS", "AuditLog", "AuditLogOpener"]
 
 _KIND_SET = frozenset(AUDIT_KINDS)
 
@@ -130,7 +91,7 @@ class AuditLog(ClosedOnExit):
             raise SwitchyardError(f"cannot open the audit log {db_path}: {exc}") from None
         log = cls(db, db_path, clock=clock, bus=bus, policy_version=policy_version)
         try:
-            await _setup(db)
+            await setup(db)
             await log._runner.setup()
         except sqlite3.Error as exc:
             await db.close()
@@ -168,7 +129,7 @@ class AuditLog(ClosedOnExit):
             raise ValueError(f"unknown audit kind {kind!r}; expected one of {AUDIT_KINDS}")
         if isinstance(reason_codes, str):  # a lone code, not its characters
             reason_codes = (reason_codes,)
-        fields: dict[str, Any] = _redact(
+        fields: dict[str, Any] = redact_fields(
             jsonable(
                 {
                     "session": session,
@@ -195,7 +156,7 @@ class AuditLog(ClosedOnExit):
 
     async def _insert(self, fields: dict[str, Any]) -> AuditLine:
         clock = self._clock
-        return await self._runner.run(lambda db, inline: _insert_line(db, inline, fields, clock))
+        return await self._runner.run(lambda db, inline: insert_line(db, inline, fields, clock))
 
     # ── read ─────────────────────────────────────────────────────────────────────────────
 
@@ -279,7 +240,7 @@ class AuditLog(ClosedOnExit):
                         out.write(text + "\n")
                         count += 1
             finally:
-                await _rollback(self._db)
+                await rollback(self._db)
         return count
 
     async def verify(self) -> VerifyReport:
@@ -292,7 +253,7 @@ class AuditLog(ClosedOnExit):
             except Problem as problem:
                 return checker.report(problem)
             finally:
-                await _rollback(self._db)
+                await rollback(self._db)
         return checker.report()
 
     async def _check(self, checker: ChainChecker) -> None:
@@ -327,172 +288,6 @@ class AuditLog(ClosedOnExit):
 
 #: what :meth:`AuditLog.open` returns: awaitable, and an async context manager
 AuditLogOpener = Opener[AuditLog]
-
-
-async def _setup(db: aiosqlite.Connection) -> None:
-    await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    # Switching to WAL needs a moment alone with the file; several processes opening a new
-    # chain at once can see "locked" here despite the busy timeout, so retry briefly.
-    for attempt in range(50):
-        try:
-            await db.execute("PRAGMA journal_mode = WAL")
-            break
-        except sqlite3.OperationalError:
-            if attempt == 49:
-                raise
-            await asyncio.sleep(0.05)
-    await db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _statements(_SCHEMA):
-            await db.execute(statement)
-        await db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-        await db.execute("COMMIT")
-    except BaseException:
-        await _rollback(db)
-        raise
-
-
-def _insert_line(
-    db: sqlite3.Connection, inline: bool, fields: dict[str, Any], clock: Clock
-) -> AuditLine:
-    """Read the tail and append the next line in one ``BEGIN IMMEDIATE`` transaction."""
-    try:
-        db.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
-        if inline and is_busy(exc):
-            raise Busy from exc
-        raise
-    try:
-        row = db.execute("SELECT seq, hash FROM audit_lines ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev_hash = (row[0] + 1, row[1]) if row else (1, GENESIS_HASH)
-        # The time is read inside the transaction so ts order follows seq order.
-        body = {**fields, "seq": seq, "ts": iso(clock.now()), "prev_hash": prev_hash}
-        unhashed = canonical_json(body)  # what line_hash() hashes: no "hash" in it yet
-        body["hash"] = hashlib.sha256(unhashed.encode("utf-8")).hexdigest()
-        line = AuditLine.model_validate(body)
-        text = _with_hash(unhashed, body["hash"])
-        db.execute(
-            "INSERT INTO audit_lines (seq, ts, session, run, kind, hash, line) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (seq, body["ts"], body["session"], body["run"], body["kind"], body["hash"], text),
-        )
-        db.execute(
-            "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            (seq, body["hash"]),
-        )
-        db.execute("COMMIT")
-    except BaseException as exc:
-        rollback_quietly(db)
-        if inline and is_busy(exc):
-            raise Busy from exc
-        raise
-    return line
-
-
-# ── Redaction, the quick way when there is nothing to redact ─────────────────────────────
-#
-# redact() walks every string of a line through case-insensitive regexes (about 60 µs a
-# line, most of an append's CPU). Nearly every line holds nothing to redact, which one look
-# at the line's compact JSON text can prove: no secret value from the environment in it,
-# none of the key shapes redact() looks for, and no key that redact() blanks by name. The
-# look is written against redact.py's patterns as they are below: if they change, it is
-# off and every line takes redact() itself.
-
-_SHAPED_AS_WRITTEN = r"(?i)sk-|bearer|api[_-]?key|gh[pousr]_|github_pat_|xox|AIza"
-_SECRET_KEY_AS_WRITTEN = (
-    r"(?i)^(authorization|proxy-authorization|x-api-key|api[_-]?key|[a-z0-9_]*_api_key|"
-    r"password|secret|client_secret|access_token|refresh_token|auth_token|id_token)$"
-)
-_SHORTCUT = (
-    _MAYBE_SHAPED.pattern == _SHAPED_AS_WRITTEN and _SECRET_KEY.pattern == _SECRET_KEY_AS_WRITTEN
-)
-# What _MAYBE_SHAPED finds, in lower case (it ignores case).
-_SHAPES = (
-    "sk-",
-    "bearer",
-    "apikey",
-    "api_key",
-    "api-key",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "github_pat_",
-    "xox",
-    "aiza",
-)
-# How every key _SECRET_KEY matches ends in compact JSON ("…token":), and a key ending in a
-# newline, which its $ also matches ("password\n").
-_SECRET_KEY_ENDS = ('authorization":', 'key":', 'password":', 'secret":', 'token":', '\\n":')
-# The only non-ASCII characters that an ignore-case pattern matches to ASCII letters
-# (İ ı ſ K); lower() maps no other one to ASCII. A line holding one takes redact().
-_FOLDS_TO_ASCII = re.compile("[\u0130\u0131\u017f\u212a]")
-# A secret holding a character JSON escapes would not be found in the text as it is.
-_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
-_env_seen: tuple[tuple[Any, ...], tuple[str, ...]] | None = None
-
-
-def _secret_values() -> tuple[str, ...]:
-    """``secret_env_values()``, recomputed only when the environment has changed."""
-    global _env_seen
-    data = getattr(os.environ, "_data", None)
-    if not isinstance(data, dict):
-        return secret_env_values()
-    snapshot = tuple(data.items())
-    if _env_seen is None or _env_seen[0] != snapshot:
-        _env_seen = (snapshot, secret_env_values())
-    return _env_seen[1]
-
-
-def _redact(fields: dict[str, Any]) -> dict[str, Any]:
-    """``redact(fields)`` for plain JSON values (``jsonable``'s output): equal to it."""
-    if _SHORTCUT:
-        values = _secret_values()
-        if not any(_JSON_ESCAPED.search(v) for v in values):
-            text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
-            if not _FOLDS_TO_ASCII.search(text):
-                low = text.lower()
-                if not (
-                    any(v in text for v in values)
-                    or any(s in low for s in _SHAPES)
-                    or any(k in low for k in _SECRET_KEY_ENDS)
-                ):
-                    return fields
-    return cast(dict[str, Any], redact(fields))
-
-
-def _with_hash(unhashed: str, digest: str) -> str:
-    """``canonical_json(body)`` once ``hash`` is in ``body``, from the text without it.
-
-    Sorted, "hash" comes between "from" and "kind"; before it stand only "detail" and
-    "from", a string and a string or null once the line has validated, in which every
-    quote is escaped: so the first ``,"kind":`` in the text is the key itself.
-    """
-    cut = unhashed.index(',"kind":')
-    return f'{unhashed[:cut]},"hash":"{digest}"{unhashed[cut:]}'
-
-
-def _statements(script: str) -> list[str]:
-    """Split the schema script into statements (triggers hold inner semicolons)."""
-    out: list[str] = []
-    buf = ""
-    for line in script.splitlines():
-        if line.strip().startswith("--") or not line.strip():
-            continue
-        buf += line + "\n"
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    return out
-
-
-async def _rollback(db: aiosqlite.Connection) -> None:
-    # Nothing open is fine: the COMMIT went through, or BEGIN never did.
-    with contextlib.suppress(sqlite3.OperationalError):
-        await db.execute("ROLLBACK")
 
 
 def _where(session: str | None, run: str | None, since_seq: int) -> tuple[str, tuple[Any, ...]]:
