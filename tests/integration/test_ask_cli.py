@@ -265,3 +265,34 @@ def test_bad_schema_file_is_a_usage_error(
     rc = main(["ask", "--role", "tutor", "--schema", str(path), "x"])
     err = capsys.readouterr().err
     assert rc == 2 and needle in err and str(path) in err
+
+
+def test_a_schema_never_met_ends_after_the_documented_generations_with_one_repair(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """GR-012: one validation, one repair, one repair line; then exit 1 and a clear line."""
+    from app.router.structured import MAX_STRUCTURED_GENERATIONS
+
+    vllm = fake_openai_factory(
+        "vllm", default_reply="Sure! Here is the plan: fix it.", models=["Qwen/Qwen3-14B-AWQ"]
+    )
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
+    path = tmp_path / "plan.schema.json"
+    path.write_text(json.dumps({"type": "object", "properties": {"goal": {"type": "string"}}}))
+    argv = ["ask", "--role", "architect", "--schema", str(path), "plan the fix"]
+    rc, data = run_json(argv, capsys)
+    assert rc == 1 and data["ok"] is False
+    assert len(vllm.chat_requests) == MAX_STRUCTURED_GENERATIONS
+    repairs = [a for a in data["audit"] if a["kind"] == "repair"]
+    assert len(repairs) == 1 and repairs[0]["reason_codes"] == ["GR012_REPAIR"]
+    assert data["error"].startswith(
+        f"no answer fits the schema after {MAX_STRUCTURED_GENERATIONS} generation(s)"
+    )
+    # the same, as a person reads it: one clear line, no traceback
+    rc = main(argv)
+    out = capsys.readouterr().out
+    assert rc == 1 and "Traceback" not in out
+    assert "stopped: no answer fits the schema" in out
