@@ -113,6 +113,7 @@ async def _run(
     question: str,
     sources: list[tuple[str, str]],
 ) -> int:
+    from app.cli.terminal_decider import decider_for
     from app.pipeline.librarian import condense
     from app.router.session import open_session
 
@@ -126,7 +127,10 @@ async def _run(
             console().print(f"[bold red]nothing to condense:[/] {message}")
         return 1
     async with open_session(
-        settings, policy, approve=args.approve, local_only=args.local_only
+        settings,
+        policy,
+        decider=decider_for(args.approve or settings.approve),
+        local_only=args.local_only,
     ) as session:
         result = await condense(
             session.router,

@@ -114,6 +114,7 @@ async def _pipeline(
     args: argparse.Namespace, settings: Any, policy: Any, repo: Path, spec: Any
 ) -> int:
     from app.bus import Bus
+    from app.cli.terminal_decider import decider_for
     from app.pipeline.runner import RunOptions, run_pipeline
     from app.router.session import open_session
 
@@ -128,7 +129,11 @@ async def _pipeline(
         tier2=args.synth or settings.tier2 or bool(spec and spec.tier2),
     )
     async with open_session(
-        settings, policy, approve=args.approve, bus=bus, local_only=local_only
+        settings,
+        policy,
+        decider=decider_for(args.approve or settings.approve, bus),
+        bus=bus,
+        local_only=local_only,
     ) as session:
         printer = asyncio.create_task(_progress(bus, quiet=args.json))
         await asyncio.sleep(0)

@@ -325,6 +325,7 @@ async def _synthesize(
     args: argparse.Namespace, policy: Policy, brief: Brief, repo: Path
 ) -> Tier2Result:
     from app.cli.common import settings_from
+    from app.cli.terminal_decider import decider_for
     from app.paths import repo_state_dir
     from app.pipeline.tier2 import synthesize
     from app.router.session import open_session
@@ -333,7 +334,7 @@ async def _synthesize(
     async with open_session(
         settings,
         policy,
-        approve=args.approve,
+        decider=decider_for(args.approve or settings.approve),
         local_only=args.local_only,
         session_id=args.session,
     ) as session:

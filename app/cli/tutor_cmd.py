@@ -112,11 +112,15 @@ def _repo(path: Path | None) -> Path | None:
 async def _one_turn(
     args: argparse.Namespace, settings: Any, policy: Any, repo: Path | None, question: str
 ) -> int:
+    from app.cli.terminal_decider import decider_for
     from app.pipeline.tutor import TutorSession
     from app.router.session import open_session
 
     async with open_session(
-        settings, policy, approve=args.approve, local_only=args.local_only
+        settings,
+        policy,
+        decider=decider_for(args.approve or settings.approve),
+        local_only=args.local_only,
     ) as session:
         tutor = TutorSession.for_session(session, repo=repo)
         failure: SwitchyardError | None = None
@@ -157,6 +161,7 @@ async def _one_turn(
 
 def _interactive(args: argparse.Namespace, settings: Any, policy: Any, repo: Path | None) -> int:
     """One event loop across turns; lines are read between them, with nothing running."""
+    from app.cli.terminal_decider import decider_for
     from app.pipeline.tutor import TutorReplyInvalid, TutorSession, TutorTurnCapReached
     from app.router.service import RouteRefused
     from app.router.session import open_session
@@ -166,7 +171,12 @@ def _interactive(args: argparse.Namespace, settings: Any, policy: Any, repo: Pat
         stack = AsyncExitStack()
         session = runner.run(
             stack.enter_async_context(
-                open_session(settings, policy, approve=args.approve, local_only=args.local_only)
+                open_session(
+                    settings,
+                    policy,
+                    decider=decider_for(args.approve or settings.approve),
+                    local_only=args.local_only,
+                )
             )
         )
         try:

@@ -7,15 +7,16 @@ denies. Whoever answers first settles the future: the decider's own answer, or
 decision, and who made it, is written to the audit log before it is returned.
 
 Nothing here knows there is a screen: the TUI only sees :class:`~app.bus.ApprovalRequested`
-on the bus and calls ``resolve`` back.
+on the bus and calls ``resolve`` back. A face with a prompt of its own (the CLI's
+terminal) passes it in: :func:`decider_for` takes it as ``ask``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
-from typing import Any, Literal, Protocol, TextIO
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,7 +34,7 @@ __all__ = [
     "Decider",
     "DecisionKind",
     "DenyDecider",
-    "TerminalDecider",
+    "UnattendedDecider",
     "decider_for",
 ]
 
@@ -121,76 +122,6 @@ class DenyDecider:
         return ApprovalDecision(decision="deny", decided_by=self.name, reason="--approve deny")
 
 
-_ANSWERS: dict[str, DecisionKind] = {
-    "y": "allow_once",
-    "yes": "allow_once",
-    "a": "allow_session",
-    "always": "allow_session",
-    "n": "deny",
-    "no": "deny",
-    "d": "deny_all",
-    "deny all": "deny_all",
-    "": "deny",  # Enter alone takes the safe default
-}
-
-
-def _describe_reason(reason: dict[str, Any]) -> str:
-    code = reason.get("code") or reason.get("reason") or "?"
-    rest = ", ".join(f"{k}={v}" for k, v in reason.items() if k not in ("code", "reason"))
-    return f"{code} ({rest})" if rest else str(code)
-
-
-class TerminalDecider:
-    """Asks on the terminal (the plain CLI without the TUI).
-
-    The prompt goes to stderr so that ``--json`` output on stdout stays clean. The read
-    blocks a worker thread; if the broker times out first, that thread stays parked on
-    ``readline`` until a line arrives and its answer is ignored.
-    """
-
-    name = "terminal"
-    max_tries = 3
-
-    def __init__(self, *, stdin: TextIO | None = None, out: TextIO | None = None) -> None:
-        self._stdin = stdin
-        self._out = out
-
-    async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
-        stdin = self._stdin if self._stdin is not None else sys.stdin
-        out = self._out if self._out is not None else sys.stderr
-        if stdin is None or not stdin.isatty():
-            return ApprovalDecision(decision="deny", decided_by=self.name, reason="no terminal")
-        return await asyncio.to_thread(self._ask, req, stdin, out)
-
-    def _ask(self, req: ApprovalRequest, stdin: TextIO, out: TextIO) -> ApprovalDecision:
-        lines = [
-            f"Escalation for role {req.role!r} wants to leave the machine:",
-            f"  model   {req.model} ({req.provider})",
-            f"  cost    ~${req.est_cost_usd:.4f}   budget left ${req.budget_left_usd:.4f}",
-        ]
-        lines += [f"  trigger {_describe_reason(r)}" for r in req.reasons]
-        if req.values:
-            lines.append("  values  " + ", ".join(f"{k}={v}" for k, v in req.values.items()))
-        if req.timeout_s:
-            lines.append(f"  (denied automatically after {req.timeout_s:g}s)")
-        out.write("\n".join(lines) + "\n")
-        for _ in range(self.max_tries):
-            out.write(
-                "Approve? [y]es once / [a]lways this session / [N]o / [d]eny all, stay local: "
-            )
-            out.flush()
-            line = stdin.readline()
-            if not line:
-                return ApprovalDecision(
-                    decision="deny", decided_by=self.name, reason="no answer (end of input)"
-                )
-            answer = _ANSWERS.get(line.strip().lower())
-            if answer is not None:
-                return ApprovalDecision(decision=answer, decided_by=self.name, reason="terminal")
-            out.write("Please answer y, a, n or d.\n")
-        return ApprovalDecision(decision="deny", decided_by=self.name, reason="no valid answer")
-
-
 class BusDecider:
     """For a UI: publishes :class:`ApprovalRequested` and waits for :meth:`resolve`.
 
@@ -237,13 +168,30 @@ class BusDecider:
         return True
 
 
-def decider_for(mode: Literal["allow", "deny", "ask"], bus: Bus | None = None) -> Decider:
-    """The decider for ``--approve``: ask goes to the UI when there is a bus, else the terminal."""
+class UnattendedDecider:
+    """``ask`` with nobody to ask (no UI on a bus, no prompt from a face): fail closed."""
+
+    name = "unattended"
+
+    async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+        return ApprovalDecision(decision="deny", decided_by=self.name, reason="nobody to ask")
+
+
+def decider_for(
+    mode: Literal["allow", "deny", "ask"],
+    bus: Bus | None = None,
+    *,
+    ask: Callable[[], Decider] | None = None,
+) -> Decider:
+    """The decider for ``--approve``: ask goes to the UI when there is a bus, else to the
+    face's own prompt (``ask``, e.g. the CLI's terminal); with neither, it denies."""
     if mode == "allow":
         return AllowDecider()
     if mode == "deny":
         return DenyDecider()
-    return BusDecider(bus) if bus is not None else TerminalDecider()
+    if bus is not None:
+        return BusDecider(bus)
+    return ask() if ask is not None else UnattendedDecider()
 
 
 # ── Broker ───────────────────────────────────────────────────────────────────────────────

@@ -12,6 +12,7 @@ import pytest
 
 from app.audit.types import AuditLine
 from app.bus import ApprovalRequested, ApprovalResolved, Bus
+from app.cli.terminal_decider import TerminalDecider, decider_for
 from app.clock import ManualClock
 from app.errors import ApprovalDenied
 from app.router.approvals import (
@@ -22,9 +23,8 @@ from app.router.approvals import (
     BusDecider,
     DecisionKind,
     DenyDecider,
-    TerminalDecider,
-    decider_for,
 )
+from app.router.approvals import decider_for as core_decider_for
 
 
 class RecordingSink:
@@ -193,6 +193,12 @@ def test_decider_for() -> None:
     bus = Bus()
     ask = decider_for("ask", bus=bus)
     assert isinstance(ask, BusDecider) and ask.bus is bus
+
+
+async def test_the_cores_ask_without_a_bus_or_a_prompt_fails_closed() -> None:
+    assert isinstance(core_decider_for("ask", ask=TerminalDecider), TerminalDecider)
+    d = await core_decider_for("ask").decide(make_req())
+    assert (d.decision, d.decided_by, d.reason) == ("deny", "unattended", "nobody to ask")
 
 
 def test_timeout_must_be_positive() -> None:
