@@ -14,16 +14,12 @@ from typing import Any
 from app.audit.types import AuditSink
 from app.backends.base import Backend
 from app.backends.http import LocalOnly, make_async_client_httpx2
+from app.backends.runtimes import api_root, resolve_url
 from app.clock import Clock, SystemClock
 from app.policy.schema import Policy
 
 PROBE_TIMEOUT_S = 0.5
 PROBE_TTL_S = 5.0
-
-
-def _root(base_url: str) -> str:
-    base = base_url.rstrip("/")
-    return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
 class BackendRegistry:
@@ -35,6 +31,7 @@ class BackendRegistry:
         audit: AuditSink | None = None,
         session: str = "",
         n_threads: int | None = None,
+        #: runtime id → URL that beats the policy's (``runtimes.url_overrides(settings)``)
         runtime_urls: dict[str, str] | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -42,8 +39,7 @@ class BackendRegistry:
         self._clock = clock or SystemClock()
         self._n_threads = n_threads
         self._urls = {
-            rid: (runtime_urls or {}).get(rid) or rt.base_url or ""
-            for rid, rt in policy.runtimes.items()
+            rid: resolve_url(policy, rid, runtime_urls or {}) or "" for rid in policy.runtimes
         }
         # One guarded client for every HTTP backend: the SDKs take httpx2 clients.
         self._client = make_async_client_httpx2(local_only=local_only, audit=audit, session=session)
@@ -113,8 +109,8 @@ class BackendRegistry:
             return False
         started = time.perf_counter()
         try:
-            health = await self._client.get(f"{_root(base)}/health", timeout=PROBE_TIMEOUT_S)
-            models = await self._client.get(f"{base.rstrip('/')}/models", timeout=PROBE_TIMEOUT_S)
+            health = await self._client.get(f"{api_root(base)}/health", timeout=PROBE_TIMEOUT_S)
+            models = await self._client.get(f"{base}/models", timeout=PROBE_TIMEOUT_S)
             # llama.cpp's server has no /health: /v1/models answering is enough
             ok = models.status_code == 200 and health.status_code in (200, 404)
             if ok:

@@ -70,6 +70,7 @@ def register(sub: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from app.backends import launcher
+    from app.backends.supervisor import supervise
 
     settings = settings_from(args)
     policy = policy_from(args, settings).policy
@@ -103,20 +104,18 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     what = f"{spec.model} for role {spec.role} on {spec.runtime}"
     print(f"starting {what} at {spec.base_url} (log: {log_path})", flush=True)
-    return launcher.supervise(
-        spec.argv, spec.base_url, log_path=log_path, timeout_s=timeout, out=sys.stdout
-    )
+    return supervise(spec.argv, spec.base_url, log_path=log_path, timeout_s=timeout, out=sys.stdout)
 
 
 # ── status ───────────────────────────────────────────────────────────────────────────────
 
 
 def _status(args: argparse.Namespace) -> int:
-    from app.backends import launcher
+    from app.backends.local_status import local_status
 
     settings = settings_from(args)
     policy = policy_from(args, settings).policy
-    status = launcher.local_status(policy, settings)
+    status = local_status(policy, settings)
     if args.json:
         data = status.model_dump()
         for ep, raw in zip(status.endpoints, data["endpoints"], strict=True):

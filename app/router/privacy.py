@@ -1,15 +1,9 @@
-"""Which switch decides local_only (GR-009): a flag beats the settings beats the policy."""
+"""The router's name for the local_only rule (GR-009). The rule itself is defined once,
+in :mod:`app.backends.local_only`, where the launcher can use it too (backends import
+nothing from the router)."""
 
 from __future__ import annotations
 
-from app.config import Settings
-from app.policy.schema import Policy
+from app.backends.local_only import effective_local_only
 
-
-def effective_local_only(policy: Policy, settings: Settings, flag: bool = False) -> bool:
-    """True when any layer turns local_only on; nothing below can turn it back off."""
-    if flag:
-        return True
-    if settings.local_only is not None:
-        return settings.local_only or policy.privacy.local_only
-    return policy.privacy.local_only
+__all__ = ["effective_local_only"]

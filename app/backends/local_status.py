@@ -1,0 +1,131 @@
+"""What ``switchyard local status`` reports: each HTTP runtime of the local chain probed
+once, the in-process runtime's readiness, and which runtime would serve each local role.
+
+The runtimes' URLs and the local_only switch come from the same functions the router
+uses (:mod:`app.backends.runtimes`, :mod:`app.backends.local_only`), so the status says
+what a session would see.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from app.backends import llamacpp
+from app.backends.base import Frozen
+from app.backends.http import make_client
+from app.backends.local_only import effective_local_only
+from app.backends.machine import LOCAL_EXTRA_HINT
+from app.backends.probe import PROBE_TIMEOUT_S, EndpointStatus, probe_endpoint
+from app.backends.runtimes import local_llm_roles, runtime_url
+from app.config import Settings
+from app.policy.schema import Policy
+
+
+class InprocessStatus(Frozen):
+    runtime: str = llamacpp.RUNTIME
+    available: bool
+    model: str
+    gguf: str | None
+    context_window: int | None
+    llama_cpp_installed: bool
+    detail: str = ""
+
+
+class RoleStatus(Frozen):
+    role: str
+    model: str
+    served_name: str
+    chain: list[str]
+    #: the first runtime of the chain that can serve now (None: nothing can)
+    serving: str | None
+    #: per HTTP runtime: is the role's model among the ones it lists
+    listed: dict[str, bool] = Field(default_factory=dict)
+
+
+class LocalStatus(Frozen):
+    endpoints: list[EndpointStatus]
+    inprocess: InprocessStatus
+    roles: list[RoleStatus]
+
+
+def inprocess_status(policy: Policy) -> InprocessStatus:
+    spec = policy.runtimes.get("llamacpp_inprocess")
+    model = (spec.model if spec and spec.model else None) or llamacpp.EMBEDDED_MODEL_ID
+    path = llamacpp.find_embedded_gguf()
+    installed = llamacpp.llama_cpp_available()
+    window = llamacpp.gguf_window(path) if path else None
+    if path is None:
+        detail = f"no embedded GGUF ({LOCAL_EXTRA_HINT})"
+    elif not installed:
+        detail = f"llama-cpp-python is not installed ({LOCAL_EXTRA_HINT})"
+    else:
+        detail = path.name
+    return InprocessStatus(
+        available=path is not None and installed,
+        model=model,
+        gguf=str(path) if path else None,
+        context_window=window,
+        llama_cpp_installed=installed,
+        detail=detail,
+    )
+
+
+def probe_local_chain(
+    policy: Policy, settings: Settings, *, timeout: float = PROBE_TIMEOUT_S
+) -> dict[str, EndpointStatus]:
+    """Each HTTP runtime of the local chain that has a URL, probed once, by runtime id."""
+    local_only = effective_local_only(policy, settings)
+    endpoints: dict[str, EndpointStatus] = {}
+    with make_client(local_only=local_only, timeout=timeout) as client:
+        for runtime in policy.local_chain.order:
+            kind = policy.runtimes[runtime].kind if runtime in policy.runtimes else runtime
+            if kind == "llamacpp_inprocess":
+                continue
+            url = runtime_url(policy, settings, runtime)
+            if url:
+                endpoints[runtime] = probe_endpoint(
+                    runtime, url, local_only=local_only, timeout=timeout, client=client
+                )
+    return endpoints
+
+
+def role_status(
+    policy: Policy,
+    role: str,
+    endpoints: dict[str, EndpointStatus],
+    inproc: InprocessStatus,
+) -> RoleStatus:
+    """Who would serve ``role`` now: the first runtime of the chain that is up."""
+    model_id = policy.resolve(policy.roles[role].default or "")
+    model = policy.models[model_id]
+    listed = {
+        rt: (model.served_name in ep.models or model_id in ep.models)
+        for rt, ep in endpoints.items()
+        if ep.up
+    }
+    serving = None
+    for runtime in policy.local_chain.order:
+        if runtime in endpoints and endpoints[runtime].up:
+            serving = runtime
+            break
+        if runtime == llamacpp.RUNTIME and inproc.available:
+            serving = runtime
+            break
+    return RoleStatus(
+        role=role,
+        model=model_id,
+        served_name=model.served_name,
+        chain=list(policy.local_chain.order),
+        serving=serving,
+        listed=listed,
+    )
+
+
+def local_status(
+    policy: Policy, settings: Settings, *, timeout: float = PROBE_TIMEOUT_S
+) -> LocalStatus:
+    """Probe every HTTP runtime of the local chain once, and say who would serve each role."""
+    endpoints = probe_local_chain(policy, settings, timeout=timeout)
+    inproc = inprocess_status(policy)
+    roles = [role_status(policy, rid, endpoints, inproc) for rid in local_llm_roles(policy)]
+    return LocalStatus(endpoints=list(endpoints.values()), inprocess=inproc, roles=roles)

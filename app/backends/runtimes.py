@@ -1,0 +1,48 @@
+"""Where each local runtime listens, and which roles run on one: the one definition.
+
+The router's registry and the launcher (``switchyard local``) both ask here, so a URL
+set in the settings (``SWITCHYARD_VLLM_URL`` / ``SWITCHYARD_LLAMACPP_SERVER_URL``) means
+the same thing to the runtime that is probed, the one that is started and the one the
+router calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from app.config import Settings
+from app.policy.schema import Policy
+
+
+def url_overrides(settings: Settings) -> dict[str, str]:
+    """The runtime URLs the settings set, by runtime id (unset ones left out)."""
+    urls = {"vllm": settings.vllm_url, "llamacpp_server": settings.llamacpp_server_url}
+    return {runtime: url for runtime, url in urls.items() if url}
+
+
+def resolve_url(policy: Policy, runtime: str, overrides: Mapping[str, str]) -> str | None:
+    """The base URL (``.../v1``) of an HTTP runtime: an override wins over the policy's
+    ``[runtimes.ID] base_url``; None when neither says."""
+    spec = policy.runtimes.get(runtime)
+    url = overrides.get(runtime) or (spec.base_url if spec else None)
+    return url.rstrip("/") if url else None
+
+
+def runtime_url(policy: Policy, settings: Settings, runtime: str) -> str | None:
+    """The base URL the router uses for ``runtime`` under these settings."""
+    return resolve_url(policy, runtime, url_overrides(settings))
+
+
+def api_root(base_url: str) -> str:
+    """``http://h:p/v1`` → ``http://h:p`` (where vLLM serves /health)."""
+    base = base_url.rstrip("/")
+    return base.removesuffix("/v1")
+
+
+def local_llm_roles(policy: Policy) -> list[str]:
+    """The LLM roles whose default model runs on this machine."""
+    return [
+        rid
+        for rid, r in policy.roles.items()
+        if r.kind == "llm" and r.locality == "local" and r.default
+    ]

@@ -1,0 +1,78 @@
+"""The one definition of where a local runtime listens, and of the local_only switch,
+shared by the router's registry and the launcher (``switchyard local``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.backends.local_only import effective_local_only
+from app.backends.registry import BackendRegistry
+from app.backends.runtimes import api_root, resolve_url, runtime_url, url_overrides
+from app.config import Settings
+from app.policy import Policy
+from app.router import privacy
+
+
+def with_local_only(policy: Policy, on: bool) -> Policy:
+    return policy.model_copy(
+        update={"privacy": policy.privacy.model_copy(update={"local_only": on})}
+    )
+
+
+@pytest.mark.parametrize(
+    ("policy_on", "setting", "flag", "expected"),
+    [
+        (False, None, False, False),
+        (False, False, False, False),
+        (False, True, False, True),
+        (False, None, True, True),
+        (True, None, False, True),
+        # the bug the launcher had: the settings may turn local_only on, never off
+        (True, False, False, True),
+        (True, False, True, True),
+    ],
+)
+def test_local_only_can_be_turned_on_by_any_layer_and_off_by_none(
+    policy: Policy, policy_on: bool, setting: bool | None, flag: bool, expected: bool
+) -> None:
+    settings = Settings(local_only=setting)
+    assert effective_local_only(with_local_only(policy, policy_on), settings, flag) is expected
+
+
+def test_the_router_asks_the_same_local_only_rule() -> None:
+    assert privacy.effective_local_only is effective_local_only
+
+
+def test_settings_urls_beat_the_policy_and_lose_their_trailing_slash(policy: Policy) -> None:
+    assert runtime_url(policy, Settings(), "vllm") == "http://127.0.0.1:8000/v1"
+    assert runtime_url(policy, Settings(), "llamacpp_server") == "http://127.0.0.1:8080/v1"
+    settings = Settings(vllm_url="http://gpu-box:9000/v1/")
+    assert url_overrides(settings) == {"vllm": "http://gpu-box:9000/v1/"}
+    assert runtime_url(policy, settings, "vllm") == "http://gpu-box:9000/v1"
+    assert runtime_url(policy, settings, "llamacpp_server") == "http://127.0.0.1:8080/v1"
+    # the in-process runtime has no URL; an unknown runtime has none either
+    assert runtime_url(policy, settings, "llamacpp_inprocess") is None
+    assert runtime_url(policy, settings, "nope") is None
+    # a settings URL counts even for a runtime the policy does not list
+    assert resolve_url(policy, "nope", {"nope": "http://127.0.0.1:1/v1"}) == (
+        "http://127.0.0.1:1/v1"
+    )
+
+
+def test_api_root_is_where_health_is_served() -> None:
+    assert api_root("http://h:8000/v1") == "http://h:8000"
+    assert api_root("http://h:8000/v1/") == "http://h:8000"
+    assert api_root("http://h:8000") == "http://h:8000"
+
+
+async def test_the_registry_and_the_launcher_agree_on_every_runtime_url(policy: Policy) -> None:
+    settings = Settings(
+        vllm_url="http://127.0.0.1:9001/v1/", llamacpp_server_url="http://127.0.0.1:9002/v1"
+    )
+    registry = BackendRegistry(policy, local_only=True, runtime_urls=url_overrides(settings))
+    try:
+        for runtime in policy.runtimes:
+            assert registry.url(runtime) == (runtime_url(policy, settings, runtime) or "")
+        assert registry.url("vllm") == "http://127.0.0.1:9001/v1"
+    finally:
+        await registry.aclose()
