@@ -1,24 +1,32 @@
 """Typed, immutable events and an asyncio publish/subscribe bus.
 
-Each subscriber has its own bounded queue. What happens when it is full depends on the
-event's delivery class:
+Publishing never waits on a subscriber: the audit log publishes each line under its
+own lock, and a UI that stopped reading (a closed pipe, a crashed screen) must not stall
+the router, the ledger or the audit chain (R8). Each subscriber has its own queue with a
+soft size and a hard limit. What happens when the queue is at its soft size depends on
+the event's delivery class:
 
-* ``never_drop`` (audit lines, approvals, stage changes, results): the publisher waits for
-  room — back-pressure — and the event is delivered, in order.
+* ``never_drop`` (audit lines, approvals, stage changes, results): queued all the same,
+  in order, up to the hard limit. A subscriber that falls that far behind is detached:
+  its subscription closes (what was queued can still be read) and every ``on_detached``
+  listener is told why; the audit log turns that into a ``degradation`` line. Never a
+  silent drop, never a stalled producer.
 * ``coalesce`` (token deltas, test output): merged into the newest queued event with the
   same key, so a slow subscriber gets the same text in fewer, larger events.
 * ``latest`` (budget snapshots): replaces the queued event with the same key.
 
 Adjacent coalescable events are merged even when there is room, which batches a token
 stream for a UI that renders once per frame. Order per publisher is preserved for
-everything that is not merged.
+everything that is not merged. A consumer closes its subscription when it ends: use it
+as a context manager (``with bus.subscribe(...) as sub:``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
+from types import TracebackType
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -150,20 +158,38 @@ class Notice(Event):
 # ── Bus ──────────────────────────────────────────────────────────────────────────────────
 
 
-class Subscription:
-    """One subscriber's bounded queue. Iterate it, or ``await get()``."""
+#: a never-drop queue may hold this many times its soft size before it is detached
+HARD_LIMIT_FACTOR = 64
+#: ... and never fewer than this many events (a small soft size is for coalescing)
+MIN_HARD_LIMIT = 4096
 
-    def __init__(self, bus: Bus, maxsize: int, kinds: tuple[type[Event], ...] | None) -> None:
+
+class Subscription:
+    """One subscriber's queue. Iterate it, or ``await get()``; close it when done (or use
+    it as a context manager)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        maxsize: int,
+        kinds: tuple[type[Event], ...] | None,
+        *,
+        name: str = "subscriber",
+        limit: int | None = None,
+    ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
         self._bus = bus
         self.maxsize = maxsize
+        #: never-drop events beyond this detach the subscriber
+        self.limit = max(limit or max(MIN_HARD_LIMIT, HARD_LIMIT_FACTOR * maxsize), maxsize)
         self.kinds = kinds
+        self.name = name
         self._items: deque[Event] = deque()
         self._not_empty = asyncio.Event()
-        self._not_full = asyncio.Event()
-        self._not_full.set()
         self.closed = False
+        #: why the bus detached this subscriber (None: attached, or closed by its consumer)
+        self.detached: str | None = None
         self.coalesced = 0  # events merged or replaced, for the meter and the benchmark
 
     def wants(self, event: Event) -> bool:
@@ -193,18 +219,25 @@ class Subscription:
                 return True
         return False
 
+    def offer(self, event: Event) -> str | None:
+        """Queue ``event`` without waiting. Returns why the subscriber must be detached
+        (it fell behind by the hard limit), or None."""
+        if self.closed or self._merge_into_queue(event):
+            return None
+        if len(self._items) >= self.limit:
+            return (
+                f"{self.name} fell behind by {len(self._items)} events "
+                f"(limit {self.limit}); detached so that no producer waits on it"
+            )
+        self._items.append(event)
+        self._not_empty.set()
+        return None
+
     async def put(self, event: Event) -> None:
-        while not self.closed:
-            if self._merge_into_queue(event):
-                return
-            if len(self._items) < self.maxsize:
-                self._items.append(event)
-                self._not_empty.set()
-                if len(self._items) >= self.maxsize:
-                    self._not_full.clear()
-                return
-            self._not_full.clear()
-            await self._not_full.wait()
+        """Queue ``event`` (never waits; kept for callers that await it)."""
+        why = self.offer(event)
+        if why is not None:
+            self._bus.detach(self, why, event)
 
     async def get(self) -> Event:
         while not self._items:
@@ -215,29 +248,35 @@ class Subscription:
         event = self._items.popleft()
         if not self._items:
             self._not_empty.clear()
-        self._not_full.set()
         return event
 
     def get_nowait(self) -> Event | None:
         if not self._items:
             return None
-        event = self._items.popleft()
-        self._not_full.set()
-        return event
+        return self._items.popleft()
 
     def drain(self) -> list[Event]:
         """Everything queued now, in order (a UI takes one batch per frame)."""
         items = list(self._items)
         self._items.clear()
         self._not_empty.clear()
-        self._not_full.set()
         return items
 
     def close(self) -> None:
         self.closed = True
         self._bus._subscribers.discard(self)
         self._not_empty.set()
-        self._not_full.set()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iter()
@@ -250,27 +289,53 @@ class Subscription:
                 return
 
 
+#: told when the bus detaches a subscriber: (its name, why, the event that did not fit)
+DetachListener = Callable[[str, str, Event], None]
+
+
 class Bus:
-    """Asyncio pub/sub. ``publish`` awaits back-pressure from full never-drop queues."""
+    """Asyncio pub/sub. ``publish`` never waits on a subscriber (see the module doc)."""
 
     def __init__(self) -> None:
         self._subscribers: set[Subscription] = set()
-        self._lock = asyncio.Lock()
+        self._detach_listeners: list[DetachListener] = []
+        #: (name, why) of every subscriber detached so far
+        self.detached: list[tuple[str, str]] = []
 
     def subscribe(
-        self, maxsize: int = 1024, kinds: tuple[type[Event], ...] | None = None
+        self,
+        maxsize: int = 1024,
+        kinds: tuple[type[Event], ...] | None = None,
+        *,
+        name: str = "subscriber",
+        limit: int | None = None,
     ) -> Subscription:
-        sub = Subscription(self, maxsize, kinds)
+        sub = Subscription(self, maxsize, kinds, name=name, limit=limit)
         self._subscribers.add(sub)
         return sub
+
+    def on_detached(self, listener: DetachListener) -> None:
+        self._detach_listeners.append(listener)
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    def detach(self, sub: Subscription, why: str, event: Event) -> None:
+        sub.detached = why
+        sub.close()
+        self.detached.append((sub.name, why))
+        for listener in list(self._detach_listeners):
+            listener(sub.name, why, event)
+
+    def publish_nowait(self, event: Event) -> None:
+        """Deliver ``event`` to every subscriber that wants it, in publish order."""
+        for sub in list(self._subscribers):
+            if sub.wants(event):
+                why = sub.offer(event)
+                if why is not None:
+                    self.detach(sub, why, event)
+
     async def publish(self, event: Event) -> None:
-        # One publish at a time keeps every subscriber's order identical to publish order.
-        async with self._lock:
-            for sub in list(self._subscribers):
-                if sub.wants(event):
-                    await sub.put(event)
+        """Same as :meth:`publish_nowait`: it never waits (an ``async`` API for callers)."""
+        self.publish_nowait(event)

@@ -29,7 +29,7 @@ from app.audit.canonical import ChainChecker, Problem, VerifyReport, jsonable
 from app.audit.quick_redact import redact_fields
 from app.audit.store import SYNCHRONOUS, insert_line, rollback, setup
 from app.audit.types import AUDIT_KINDS, AuditLine
-from app.bus import AuditAppended, Bus
+from app.bus import AuditAppended, Bus, Event
 from app.clock import Clock, SystemClock
 from app.errors import AuditTamperError, SwitchyardError
 from app.opener import ClosedOnExit, Opener
@@ -65,6 +65,29 @@ class AuditLog(ClosedOnExit):
         # One connection cannot nest transactions: coroutines sharing it take turns.
         self._lock = asyncio.Lock()
         self._closed = False
+        self._pending: set[asyncio.Task[AuditLine]] = set()
+        if bus is not None:
+            bus.on_detached(self._subscriber_detached)
+
+    def _subscriber_detached(self, name: str, why: str, event: Event) -> None:
+        """GR-005: a subscriber the bus let go (it stopped reading) is a degradation line.
+
+        Called inside a publish, possibly under this log's own lock: the line is written
+        by a task of its own, after the append that overflowed the queue.
+        """
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.append(
+                "degradation",
+                session=event.session,
+                reason_codes=["GR005_SUBSCRIBER_DETACHED"],
+                values={"subscriber": name},
+                detail=f"live view '{name}' detached: {why}",
+            )
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     @classmethod
     def open(
@@ -103,6 +126,8 @@ class AuditLog(ClosedOnExit):
 
     async def close(self) -> None:
         if not self._closed:
+            if self._pending:  # a detachment line still being written
+                await asyncio.gather(*self._pending, return_exceptions=True)
             self._closed = True
             await self._db.close()
 
@@ -149,9 +174,10 @@ class AuditLog(ClosedOnExit):
         async with self._lock:
             line = await self._insert(fields)
             if self._bus is not None:
-                # Under the lock, so this instance publishes in seq order.
+                # Under the lock, so this instance publishes in seq order; publishing never
+                # waits on a subscriber (a dead one is detached), so neither does an append.
                 event = AuditAppended(session=line.session, line=line.model_dump(by_alias=True))
-                await self._bus.publish(event)
+                self._bus.publish_nowait(event)
         return line
 
     async def _insert(self, fields: dict[str, Any]) -> AuditLine:

@@ -1,7 +1,7 @@
 """Which switch decides local_only (GR-009): a flag beats the settings beats the policy.
 
 It lives beside the transport that enforces it (``http.py``) so the launcher and the
-router ask the same function; the router re-exports it from ``app.router.privacy``.
+router's session ask the same function.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Any, get_args
 
+from app.backends.local_only import effective_local_only
 from app.cli.common import (
     add_json_arg,
     add_policy_arg,
@@ -18,7 +19,6 @@ from app.cli.common import (
 from app.errors import UsageError
 from app.policy.schema import Policy
 from app.router.decide import decide
-from app.router.privacy import effective_local_only
 from app.router.types import Decision, RouterState, Signals
 
 _TRUE = {"1", "true", "yes", "on", "y"}

@@ -12,7 +12,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from app.audit.log import AuditLog
+from app.backends.local_only import effective_local_only
 from app.backends.registry import BackendRegistry
+from app.backends.runtimes import url_overrides
 from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.config import ApproveMode, Settings
@@ -20,7 +22,6 @@ from app.paths import ensure_dir
 from app.policy.schema import Policy
 from app.router.approvals import ApprovalBroker, Decider, decider_for
 from app.router.ledger import BudgetLedger
-from app.router.privacy import effective_local_only
 from app.router.service import Router
 
 
@@ -76,14 +77,7 @@ async def open_session(
         audit=audit,
         session=sid,
         n_threads=settings.n_threads,
-        runtime_urls={
-            k: v
-            for k, v in (
-                ("vllm", settings.vllm_url),
-                ("llamacpp_server", settings.llamacpp_server_url),
-            )
-            if v
-        },
+        runtime_urls=url_overrides(settings),
         clock=clock,
     )
     broker = ApprovalBroker(

@@ -99,7 +99,8 @@ async def test_a_10k_flood_renders_without_dropping_an_audit_line(
     make_app: Any, monkeypatch: pytest.MonkeyPatch, queue_size: int | None, capsys: Any
 ) -> None:
     if queue_size is not None:
-        # A small queue makes the publisher wait on the UI: never_drop, not drop.
+        # A small soft size: the publisher never waits, and no never-drop line is lost
+        # (the hard limit, 64 times the soft size, is what detaches a dead view).
         monkeypatch.setattr(bridge, "QUEUE_SIZE", queue_size)
     total = 10_000
     seen = Messages()

@@ -1,4 +1,5 @@
-"""The event bus: order per publisher, no loss of never-drop events, back-pressure."""
+"""The event bus: order per publisher, no loss of never-drop events, and a publisher that
+never waits on a subscriber (R8: a dead one is detached, and says so)."""
 
 from __future__ import annotations
 
@@ -76,17 +77,47 @@ async def test_never_drop_events_survive_a_slow_subscriber() -> None:
     assert seqs == list(range(n))
 
 
-async def test_back_pressure_blocks_the_publisher_until_room() -> None:
+async def test_a_full_queue_never_makes_the_publisher_wait() -> None:
+    """R8: a never-drop event is queued past the soft size, at once, in order."""
     bus = Bus()
     sub = bus.subscribe(maxsize=2)
-    await bus.publish(audit(0))
+    for i in range(3):
+        await asyncio.wait_for(bus.publish(audit(i)), 0.1)
+    assert [e.line["seq"] for e in sub.drain()] == [0, 1, 2]
+
+
+async def test_a_subscriber_that_stops_reading_is_detached_not_waited_on() -> None:
+    bus = Bus()
+    told: list[tuple[str, str, int]] = []
+    bus.on_detached(lambda name, why, event: told.append((name, why, event.line["seq"])))
+    dead = bus.subscribe(maxsize=2, limit=100, name="tui")
+    alive = bus.subscribe(maxsize=2, limit=100_000)
+    for i in range(10_000):
+        await asyncio.wait_for(bus.publish(audit(i)), 0.1)
+    assert dead.closed and dead.detached is not None and "fell behind by 100" in dead.detached
+    assert told == [("tui", dead.detached, 100)]
+    assert bus.detached == [("tui", dead.detached)]
+    # what it had queued is still there to read; nothing after the detachment
+    assert [e.line["seq"] for e in dead.drain()] == list(range(100))
+    assert [e.line["seq"] for e in alive.drain()] == list(range(10_000))
+
+
+async def test_a_consumer_that_raises_closes_its_subscription() -> None:
+    bus = Bus()
+
+    async def consumer() -> None:
+        with bus.subscribe(kinds=(AuditAppended,), name="printer") as sub:
+            async for _event in sub:
+                raise BrokenPipeError("stdout closed")
+
+    task = asyncio.create_task(consumer())
+    await asyncio.sleep(0)
     await bus.publish(audit(1))
-    third = asyncio.create_task(bus.publish(audit(2)))
-    await asyncio.sleep(0.01)
-    assert not third.done(), "a full never-drop queue must make the publisher wait"
-    assert (await sub.get()).line["seq"] == 0
-    await asyncio.wait_for(third, 1)
-    assert [e.line["seq"] for e in sub.drain()] == [1, 2]
+    with pytest.raises(BrokenPipeError):
+        await task
+    assert bus.subscriber_count == 0
+    for i in range(5000):  # nobody left to wait on, nothing queued for a dead consumer
+        await asyncio.wait_for(bus.publish(audit(i)), 0.1)
 
 
 async def test_token_deltas_coalesce_without_losing_text() -> None:
@@ -118,7 +149,7 @@ async def test_full_queue_merges_into_the_newest_event_with_the_same_key() -> No
     sub = bus.subscribe(maxsize=2)
     await bus.publish(TestOutput(loop=1, text="a"))
     await bus.publish(audit(1))
-    # queue full: the next output line merges into the queued one instead of blocking
+    # queue full: the next output line merges into the queued one
     await asyncio.wait_for(bus.publish(TestOutput(loop=1, text="b")), 1)
     events = sub.drain()
     assert events[0].text == "ab"

@@ -10,7 +10,6 @@ from app.backends.registry import BackendRegistry
 from app.backends.runtimes import api_root, resolve_url, runtime_url, url_overrides
 from app.config import Settings
 from app.policy import Policy
-from app.router import privacy
 
 
 def with_local_only(policy: Policy, on: bool) -> Policy:
@@ -39,8 +38,13 @@ def test_local_only_can_be_turned_on_by_any_layer_and_off_by_none(
     assert effective_local_only(with_local_only(policy, policy_on), settings, flag) is expected
 
 
-def test_the_router_asks_the_same_local_only_rule() -> None:
-    assert privacy.effective_local_only is effective_local_only
+def test_there_is_one_local_only_rule() -> None:
+    """The router's session and the launcher ask the same function; no other copy."""
+    import app.backends.local_status as status
+    import app.router.session as session
+
+    assert session.effective_local_only is effective_local_only
+    assert status.effective_local_only is effective_local_only
 
 
 def test_settings_urls_beat_the_policy_and_lose_their_trailing_slash(policy: Policy) -> None:
