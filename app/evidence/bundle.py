@@ -24,177 +24,78 @@ Every file is written atomically (a temp file, fsync, rename), so a crash leaves
 the old file or the new one. After :meth:`EvidenceBundle.finalize` the bundle is sealed:
 nothing more may be written. :func:`verify_bundle` re-checks every hash, reports files
 that are missing or not listed, and verifies ``audit.jsonl`` line by line.
+
+The concerns live in modules of their own, all re-exported here: the file names
+(:mod:`~app.evidence.layout`), the records (:mod:`~app.evidence.records`), crash-safe
+file writes (:mod:`~app.evidence.files`), sealing (:mod:`~app.evidence.seal`),
+verifying (:mod:`~app.evidence.verify`) and finding runs (:mod:`~app.evidence.runs`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from app.audit.canonical import jsonable, verify_lines
+from app.audit.canonical import jsonable
 from app.clock import Clock, SystemClock, iso
-from app.errors import SwitchyardError, UsageError
+from app.evidence.errors import EvidenceError, UnknownRun
+from app.evidence.files import (
+    atomic_write,
+    dumps,
+    file_entry,
+    fsync_dir,
+    fsync_file,
+    opt_str,
+    read_json_object,
+    walk,
+)
+from app.evidence.layout import (
+    AUDIT,
+    BRIEF,
+    CONDENSED,
+    COST,
+    CRITIQUE,
+    HIGHRISK,
+    MANIFEST,
+    PLAN,
+    RUN_INFO,
+    RUNS_DIR,
+    SECOND_OPINION,
+    SYNTHESIS,
+    TASK_BRIEF,
+    TMP_PREFIX,
+    VERDICT,
+    check_name,
+    diff_name,
+    loop_log_name,
+    loop_result_name,
+    runs_dir,
+)
+from app.evidence.records import (
+    FORMAT,
+    MERGE_READY,
+    AuditAnchor,
+    BundleReport,
+    FileEntry,
+    Manifest,
+    RunInfo,
+    RunStatus,
+    TestLoopRecord,
+)
 from app.evidence.runid import validate_run_id
-from app.paths import STATE_DIR_NAME, repo_state_dir
+from app.evidence.runs import list_runs, resolve_run
+from app.evidence.seal import SEALED_CODE, audit_anchor, bundle_seal_line, sealed_hash
+from app.evidence.verify import read_manifest, verify_bundle
+from app.paths import repo_state_dir
 
 if TYPE_CHECKING:
     from app.audit.log import AuditLog
-    from app.audit.types import AuditLine
     from app.policy.gate import VerdictRecord
     from app.workspace.sandbox import SandboxResult
-
-FORMAT = 1
-RUNS_DIR = "runs"
-
-MANIFEST = "manifest.json"
-RUN_INFO = "run.json"
-TASK_BRIEF = "TASK_BRIEF.md"
-BRIEF = "brief.json"
-PLAN = "plan.json"
-HIGHRISK = "highrisk.json"
-CRITIQUE = "critique.json"
-SECOND_OPINION = "second_opinion.json"
-SYNTHESIS = "synthesis.json"
-CONDENSED = "condensed.json"
-VERDICT = "verdict.json"
-AUDIT = "audit.jsonl"
-COST = "cost.json"
-
-#: How a run ended. Only ``merge_ready`` may be merged.
-RunStatus = Literal["merge_ready", "failed", "stopped"]
-MERGE_READY: RunStatus = "merge_ready"
-#: reason code of the audit line that records a sealed bundle's manifest hash
-SEALED_CODE = "EVIDENCE_SEALED"
-
-_TMP_PREFIX = ".tmp-"
-_NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-
-
-class EvidenceError(SwitchyardError):
-    """A bundle cannot be written or read as asked."""
-
-
-class UnknownRun(SwitchyardError):
-    """No bundle matches the run id (or prefix) given."""
-
-    exit_code = 2
-
-
-def diff_name(attempt: int) -> str:
-    return f"diffs/attempt-{attempt}.diff"
-
-
-def loop_log_name(loop: int) -> str:
-    return f"tests/loop-{loop}.log"
-
-
-def loop_result_name(loop: int) -> str:
-    return f"tests/loop-{loop}.json"
-
-
-# ── records ──────────────────────────────────────────────────────────────────────────────
-
-
-class FileEntry(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    sha256: str
-    size: int
-
-
-class AuditAnchor(BaseModel):
-    """The end of ``audit.jsonl``: a cut-off tail shows up as a mismatch here."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    lines: int
-    head_seq: int | None = None
-    head_hash: str | None = None
-
-
-class Manifest(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    format: int = FORMAT
-    run_id: str
-    task: str = ""
-    session: str | None = None
-    #: the user's HEAD the run started from, the run branch and its tip when sealed
-    base: str | None = None
-    branch: str | None = None
-    head: str | None = None
-    created: str
-    finalized: str
-    policy_version: str | None = None
-    local_only: bool = False
-    status: RunStatus
-    #: why the run ended as it did (empty for merge_ready)
-    reason: str = ""
-    files: dict[str, FileEntry]
-    audit: AuditAnchor | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-
-class TestLoopRecord(BaseModel):
-    """``tests/loop-N.json``: what the merge gate reads to decide "tests green" (GR-006)."""
-
-    __test__: ClassVar[bool] = False  # not a pytest test class
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    loop: int
-    attempt: int | None = None
-    #: the worktree commit the tests ran on; the merge checks it is the branch tip
-    commit: str | None = None
-    argv: list[str]
-    exit_code: int
-    timed_out: bool
-    ok: bool
-    runner: str
-    degraded: bool
-    reason: str = ""
-    duration_s: float
-    log: str
-
-
-class RunInfo(BaseModel):
-    """One row of :func:`list_runs`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    run_id: str
-    path: str
-    finalized: bool
-    status: str | None = None
-    task: str = ""
-    created: str | None = None
-
-
-class BundleReport(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    ok: bool
-    run_id: str
-    path: str
-    problems: list[str]
-    files_checked: int = 0
-    manifest: Manifest | None = None
-
-
-# ── writing ──────────────────────────────────────────────────────────────────────────────
-
-
-def runs_dir(repo: Path) -> Path:
-    return Path(repo) / STATE_DIR_NAME / RUNS_DIR
 
 
 class EvidenceBundle:
@@ -298,17 +199,17 @@ class EvidenceBundle:
         if self.sealed:
             raise EvidenceError(f"the bundle of run {self.run_id} is sealed; audit not written")
         target = self.path / AUDIT
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=self.path)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.path)
         os.close(fd)
         try:
             count = await log.export_jsonl(Path(tmp), run=self.run_id)
-            _fsync_file(Path(tmp))
+            fsync_file(Path(tmp))
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         return count
 
     # ── sealing ──────────────────────────────────────────────────────────────────────────
@@ -330,12 +231,12 @@ class EvidenceBundle:
         """Hash every file and write ``manifest.json`` last. The bundle is sealed after it."""
         if self.sealed:
             raise EvidenceError(f"the bundle of run {self.run_id} is already sealed")
-        info = _read_json_object(self.path / RUN_INFO)
+        info = read_json_object(self.path / RUN_INFO)
         files: dict[str, FileEntry] = {}
-        for rel, path in _walk(self.path):
+        for rel, path in walk(self.path):
             if rel == MANIFEST:
                 continue
-            if Path(rel).name.startswith(_TMP_PREFIX):
+            if Path(rel).name.startswith(TMP_PREFIX):
                 path.unlink()  # a write that crashed half-way: never evidence
                 continue
             if path.is_symlink() or not path.is_file():
@@ -344,7 +245,7 @@ class EvidenceBundle:
         manifest = Manifest(
             run_id=self.run_id,
             task=task if task is not None else str(info.get("task") or ""),
-            session=session if session is not None else _opt_str(info.get("session")),
+            session=session if session is not None else opt_str(info.get("session")),
             base=base,
             branch=branch,
             head=head,
@@ -355,7 +256,7 @@ class EvidenceBundle:
             status=status,
             reason=reason,
             files=dict(sorted(files.items())),
-            audit=_audit_anchor(self.path / AUDIT) if AUDIT in files else None,
+            audit=audit_anchor(self.path / AUDIT) if AUDIT in files else None,
             extra=jsonable(dict(extra or {})),
         )
         atomic_write(self.path / MANIFEST, dumps(manifest).encode("utf-8"))
@@ -367,290 +268,20 @@ class EvidenceBundle:
         return file_entry(self.path / MANIFEST).sha256
 
 
-def bundle_seal_line(manifest: Manifest, manifest_sha256: str) -> dict[str, Any]:
-    """The audit line that anchors a sealed bundle in the chain, as ``append`` kwargs.
-
-    With it, ``evidence verify`` also catches a bundle rewritten wholesale (files and a
-    recomputed manifest), which the manifest alone cannot.
-    """
-    return {
-        "kind": "run",
-        "run": manifest.run_id,
-        "reason_codes": [SEALED_CODE],
-        "values": {"manifest_sha256": manifest_sha256, "status": manifest.status},
-        "detail": f"evidence bundle sealed ({manifest.status}, {len(manifest.files)} files)",
-    }
-
-
-def sealed_hash(lines: Iterable[AuditLine], run_id: str) -> tuple[str, int] | None:
-    """The manifest sha256 (and line seq) of the newest seal line for ``run_id``, if any."""
-    found: tuple[str, int] | None = None
-    for line in lines:
-        if line.run == run_id and line.kind == "run" and SEALED_CODE in line.reason_codes:
-            value = line.values.get("manifest_sha256")
-            if isinstance(value, str):
-                found = (value, line.seq)
-    return found
-
-
-# ── verifying ────────────────────────────────────────────────────────────────────────────
-
-
-def verify_bundle(path: Path) -> BundleReport:
-    """Check a bundle against its manifest: hashes, sizes, missing and unlisted files,
-    and the audit lines (each line's hash, order, run, and the anchored tail)."""
-    path = Path(path)
-    run_id = path.name
-    problems: list[str] = []
-
-    def report(manifest: Manifest | None = None, checked: int = 0) -> BundleReport:
-        return BundleReport(
-            ok=not problems,
-            run_id=run_id,
-            path=str(path),
-            problems=problems,
-            files_checked=checked,
-            manifest=manifest,
-        )
-
-    if not path.is_dir():
-        problems.append(f"no bundle at {path}")
-        return report()
-    try:
-        manifest = read_manifest(path)
-    except EvidenceError as exc:
-        problems.append(str(exc))
-        return report()
-    if manifest.run_id != run_id:
-        problems.append(f"{MANIFEST}: run id {manifest.run_id!r} is not the bundle's {run_id!r}")
-
-    checked = 0
-    for rel, entry in manifest.files.items():
-        try:
-            check_name(rel)
-        except UsageError:
-            problems.append(f"{MANIFEST} lists an invalid name {rel!r}")
-            continue
-        target = path / rel
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            problems.append(f"{rel}: not a regular file")
-            continue
-        if not target.exists():
-            problems.append(f"{rel}: missing (listed in the manifest)")
-            continue
-        actual = file_entry(target)
-        checked += 1
-        if actual.sha256 != entry.sha256:
-            problems.append(
-                f"{rel}: sha256 {actual.sha256[:12]}… does not match the manifest's"
-                f" {entry.sha256[:12]}… (the file was changed)"
-            )
-        elif actual.size != entry.size:
-            problems.append(f"{rel}: size {actual.size} is not the manifest's {entry.size}")
-    for rel, _ in _walk(path):
-        if rel != MANIFEST and rel not in manifest.files:
-            problems.append(f"{rel}: not listed in the manifest (a file was added)")
-
-    if AUDIT in manifest.files and (path / AUDIT).is_file():
-        problems.extend(_audit_problems(path / AUDIT, manifest))
-    elif manifest.audit is not None and AUDIT not in manifest.files:
-        problems.append(f"{MANIFEST} anchors audit lines but does not list {AUDIT}")
-    return report(manifest, checked)
-
-
-def _audit_problems(path: Path, manifest: Manifest) -> list[str]:
-    problems: list[str] = []
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = [line for line in text.splitlines() if line.strip()]
-    anchor = manifest.audit or AuditAnchor(lines=0)
-    report = verify_lines(lines, chain=False, head_hash=anchor.head_hash, head_seq=anchor.head_seq)
-    if not report.ok:
-        problems.append(f"{AUDIT}: {report.problem}")
-        return problems
-    if len(lines) != anchor.lines:
-        problems.append(f"{AUDIT}: {len(lines)} lines, the manifest says {anchor.lines}")
-    for n, raw in enumerate(lines, start=1):
-        run = json.loads(raw).get("run")
-        if run != manifest.run_id:
-            problems.append(f"{AUDIT}: line {n} belongs to run {run!r}, not {manifest.run_id!r}")
-            break
-    return problems
-
-
-def read_manifest(path: Path) -> Manifest:
-    target = Path(path) / MANIFEST
-    if not target.exists():
-        raise EvidenceError(f"{MANIFEST} is missing (the run was not finalized)")
-    try:
-        return Manifest.model_validate_json(target.read_bytes())
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top)"
-        raise EvidenceError(f"{MANIFEST} is not a valid manifest ({loc}: {err['msg']})") from None
-    except OSError as exc:
-        raise EvidenceError(f"{MANIFEST} cannot be read: {exc.strerror or exc}") from None
-
-
-# ── finding runs ─────────────────────────────────────────────────────────────────────────
-
-
-def list_runs(repo: Path) -> list[RunInfo]:
-    """Every bundle under the repo's state dir, oldest first."""
-    root = runs_dir(repo)
-    if not root.is_dir():
-        return []
-    out: list[RunInfo] = []
-    for path in root.iterdir():
-        if not path.is_dir() or path.name.startswith("."):
-            continue
-        info = _read_json_object(path / RUN_INFO)
-        manifest: Manifest | None = None
-        with contextlib.suppress(EvidenceError):
-            manifest = read_manifest(path)
-        out.append(
-            RunInfo(
-                run_id=path.name,
-                path=str(path),
-                finalized=manifest is not None,
-                status=manifest.status if manifest else None,
-                task=manifest.task if manifest else str(info.get("task") or ""),
-                created=manifest.created if manifest else _opt_str(info.get("created")),
-            )
-        )
-    return sorted(out, key=lambda r: (r.created or "", r.run_id))
-
-
-def resolve_run(repo: Path, ref: str) -> Path:
-    """The bundle directory for a run id or a unique prefix of one."""
-    root = runs_dir(repo)
-    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if ref in names:
-        return root / ref
-    matches = [n for n in names if ref and n.startswith(ref)]
-    if len(matches) == 1:
-        return root / matches[0]
-    if not matches:
-        raise UnknownRun(f"no run {ref!r} in {root}")
-    shown = ", ".join(matches[:5]) + (" …" if len(matches) > 5 else "")
-    raise UsageError(f"run {ref!r} is ambiguous: {shown}")
-
-
-# ── helpers ──────────────────────────────────────────────────────────────────────────────
-
-
-def check_name(name: str) -> str:
-    """A bundle-relative file name: plain parts, no '..', not the manifest, no temp names."""
-    parts = name.split("/")
-    if (
-        not name
-        or name == MANIFEST
-        or any(not _NAME_PART.match(p) or p in (".", "..") for p in parts)
-        or parts[-1].startswith(_TMP_PREFIX)
-    ):
-        raise UsageError(f"invalid evidence file name {name!r}")
-    return name
-
-
-def dumps(obj: Any) -> str:
-    if isinstance(obj, BaseModel):
-        obj = obj.model_dump(mode="json", by_alias=True)
-    return json.dumps(jsonable(obj), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def file_entry(path: Path) -> FileEntry:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return FileEntry(sha256=digest.hexdigest(), size=size)
-
-
-def atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename itself is only durable once the directory is synced.
-    with contextlib.suppress(OSError):
-        _fsync_file(path)
-
-
-def _walk(root: Path) -> list[tuple[str, Path]]:
-    """Every non-directory entry under ``root`` (symlinks included, not followed)."""
-    out: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        # A symlinked directory is an entry in its own right: list it, do not descend.
-        for d in list(dirnames):
-            if (here / d).is_symlink():
-                dirnames.remove(d)
-                filenames.append(d)
-        for f in filenames:
-            p = here / f
-            out.append((p.relative_to(root).as_posix(), p))
-    return sorted(out)
-
-
-def _audit_anchor(path: Path) -> AuditAnchor:
-    count, last = 0, None
-    with path.open(encoding="utf-8") as fh:
-        for raw in fh:
-            if raw.strip():
-                count += 1
-                last = raw
-    if last is None:
-        return AuditAnchor(lines=0)
-    try:
-        data = json.loads(last)
-    except ValueError:
-        raise EvidenceError(f"{AUDIT}: the last line is not JSON") from None
-    return AuditAnchor(lines=count, head_seq=data.get("seq"), head_hash=data.get("hash"))
-
-
-def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 __all__ = [
     "AUDIT",
+    "BRIEF",
     "CONDENSED",
     "COST",
     "CRITIQUE",
+    "FORMAT",
     "HIGHRISK",
     "MANIFEST",
     "MERGE_READY",
     "PLAN",
+    "RUNS_DIR",
     "RUN_INFO",
+    "SEALED_CODE",
     "SECOND_OPINION",
     "SYNTHESIS",
     "TASK_BRIEF",
@@ -665,13 +296,18 @@ __all__ = [
     "RunStatus",
     "TestLoopRecord",
     "UnknownRun",
+    "atomic_write",
     "bundle_seal_line",
+    "check_name",
     "diff_name",
+    "dumps",
+    "file_entry",
     "list_runs",
     "loop_log_name",
     "loop_result_name",
     "read_manifest",
     "resolve_run",
+    "runs_dir",
     "sealed_hash",
     "verify_bundle",
 ]

@@ -1,0 +1,108 @@
+"""Files in a bundle: crash-safe writes, hashing, walking, and lenient JSON reads.
+
+Every write is atomic (a temp file, fsync, rename, then fsync of the directory), so a
+crash leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.audit.canonical import jsonable
+from app.evidence.layout import TMP_PREFIX
+from app.evidence.records import FileEntry
+
+
+def dumps(obj: Any) -> str:
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json", by_alias=True)
+    return json.dumps(jsonable(obj), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def file_entry(path: Path) -> FileEntry:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return FileEntry(sha256=digest.hexdigest(), size=size)
+
+
+def atomic_write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(target.parent)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    # The rename itself is only durable once the directory is synced.
+    with contextlib.suppress(OSError):
+        fsync_file(path)
+
+
+def walk(root: Path) -> list[tuple[str, Path]]:
+    """Every non-directory entry under ``root`` (symlinks included, not followed)."""
+    out: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        # A symlinked directory is an entry in its own right: list it, do not descend.
+        for d in list(dirnames):
+            if (here / d).is_symlink():
+                dirnames.remove(d)
+                filenames.append(d)
+        for f in filenames:
+            p = here / f
+            out.append((p.relative_to(root).as_posix(), p))
+    return sorted(out)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; ``{}`` when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+__all__ = [
+    "atomic_write",
+    "dumps",
+    "file_entry",
+    "fsync_dir",
+    "fsync_file",
+    "opt_str",
+    "read_json_object",
+    "walk",
+]
