@@ -3,6 +3,9 @@ the result a caller gets."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.pipeline.schemas import Strict
@@ -38,6 +41,31 @@ class LibrarianNotes(Strict):
     points: list[NotePoint] = Field(default_factory=list, max_length=40)
     contradictions: list[str] = Field(default_factory=list, max_length=8)
     confidence: float = Field(ge=0, le=1)
+
+
+# ── What the job carries between its steps ──────────────────────────────────────────────
+
+
+@dataclass
+class NoteSet:
+    """Notes the job holds between steps: cleaned points (known source ids only), the
+    contradictions seen, and the lowest confidence behind them."""
+
+    points: list[NotePoint]
+    contradictions: list[str]
+    confidence: float
+
+    @classmethod
+    def merge(cls, parts: Sequence[NoteSet]) -> NoteSet:
+        """The map groups' notes as one set, in order (the reduce step merges them)."""
+        return cls(
+            [p for n in parts for p in n.points],
+            list(dict.fromkeys(c for n in parts for c in n.contradictions))[:8],
+            min((n.confidence for n in parts), default=0.0),
+        )
+
+
+# ── What a caller gets ──────────────────────────────────────────────────────────────────
 
 
 class Condensed(BaseModel):

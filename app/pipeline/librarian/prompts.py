@@ -31,6 +31,11 @@ REDUCE_SYSTEM = (
 WHOLE_SYSTEM = MAP_SYSTEM + " The sources are the whole context: be complete but brief."
 
 
+def map_prompt(task: str, pieces: Sequence[_Piece], target: int, whole: bool) -> tuple[str, str]:
+    """(system, user) of a map request; ``whole``: the pieces are the entire context."""
+    return (WHOLE_SYSTEM if whole else MAP_SYSTEM), _map_user(task, pieces, target)
+
+
 def _map_user(task: str, pieces: Sequence[_Piece], target: int) -> str:
     body = "\n".join(p.render() for p in pieces)
     return f"Task: {task}\n\nWrite at most about {target} tokens of notes.\n\nSources:\n{body}"
