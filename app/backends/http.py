@@ -2,8 +2,11 @@
 
 Every HTTP client in the process comes from here. Its transport looks at the request's
 host before anything touches a socket: loopback always passes; while ``local_only`` is
-on, any other host is refused, one audit line is written and :class:`LocalOnlyRefused`
-is raised. Policy checks above this are a courtesy; this is the guarantee.
+on, a local runtime endpoint the policy names on another host (a GPU box on the LAN)
+passes only when every address it resolves to is loopback or private, and the request
+then goes to the address that was checked (:mod:`app.hosts`); any other host is
+refused, one audit line is written and :class:`LocalOnlyRefused` is raised. Policy
+checks above this are a courtesy; this is the guarantee.
 
 Two HTTP stacks live in the process: ``httpx`` (our own calls: health probes, the CLI)
 and ``httpx2``, which the openai and anthropic SDKs are built on. The anthropic SDK
@@ -23,6 +26,16 @@ import httpx2
 
 from app.audit.types import AuditSink
 from app.errors import LocalOnlyViolation
+from app.hosts import (
+    HostPort,
+    Resolver,
+    SyncResolver,
+    default_port,
+    named_host_refusal,
+    normal_host,
+    resolve,
+    resolve_sync,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -64,13 +77,22 @@ class LocalOnlyRefused(httpx.ConnectError, httpx2.ConnectError, LocalOnlyViolati
     """
 
     def __init__(
-        self, host: str, scheme: str = "", *, request: httpx.Request | httpx2.Request | None = None
+        self,
+        host: str,
+        scheme: str = "",
+        *,
+        request: httpx.Request | httpx2.Request | None = None,
+        why: str = "",
     ) -> None:
         self.host = host
         self.scheme = scheme
+        #: why a named local host was refused ("" for a host the policy does not name)
+        self.why = why
         #: set when the audit line could not be written; the refusal stands regardless
         self.audit_error: BaseException | None = None
         message = f"local_only is on: refused non-loopback host {host!r} (GR-009)"
+        if why:
+            message += f": {why}"
         super().__init__(message, request=request)  # type: ignore[arg-type]
 
 
@@ -116,6 +138,9 @@ def guard_url(url: str, local_only: bool) -> None:
 # ── The guard, shared by every transport ─────────────────────────────────────────────────
 
 
+Request = httpx.Request | httpx2.Request
+
+
 class _Guard:
     def __init__(
         self,
@@ -123,18 +148,52 @@ class _Guard:
         audit: AuditSink | None,
         session: str,
         on_refusal: Callable[[str], None] | None,
+        named: frozenset[HostPort] = frozenset(),
+        resolver: Resolver = resolve,
+        sync_resolver: SyncResolver = resolve_sync,
     ) -> None:
         self.local_only = local_only
         self.audit = audit
         self.session = session
         self.on_refusal = on_refusal
+        self.named = named
+        self.resolver = resolver
+        self.sync_resolver = sync_resolver
 
-    def refusal(self, request: httpx.Request | httpx2.Request) -> LocalOnlyRefused | None:
+    def _named(self, request: Request) -> HostPort | None:
+        """(host, port) when the request needs the named-host check, None when it passes
+        at once (loopback, or local_only off). Raises nothing."""
         host = request.url.host
         # Read on every request: local_only may be switched on mid-session.
         if is_loopback_host(host) or not _is_local_only(self.local_only):
             return None
-        return LocalOnlyRefused(host, request.url.scheme, request=request)
+        return normal_host(host), request.url.port or default_port(request.url.scheme)
+
+    def _verdict(
+        self, request: Request, key: HostPort, addresses: list[str]
+    ) -> LocalOnlyRefused | None:
+        host, port = key
+        if key not in self.named:
+            return LocalOnlyRefused(request.url.host, request.url.scheme, request=request)
+        why = named_host_refusal(host, port, self.named, addresses)
+        if why is not None:
+            return LocalOnlyRefused(request.url.host, request.url.scheme, request=request, why=why)
+        _pin(request, addresses[0])
+        return None
+
+    async def admit(self, request: Request) -> LocalOnlyRefused | None:
+        key = self._named(request)
+        if key is None:
+            return None
+        addresses = await self.resolver(*key) if key in self.named else []
+        return self._verdict(request, key, addresses)
+
+    def admit_sync(self, request: Request) -> LocalOnlyRefused | None:
+        key = self._named(request)
+        if key is None:
+            return None
+        addresses = self.sync_resolver(*key) if key in self.named else []
+        return self._verdict(request, key, addresses)
 
     async def audit_refusal(self, refused: LocalOnlyRefused) -> None:
         if self.audit is None:
@@ -145,8 +204,10 @@ class _Guard:
                 REFUSAL_KIND,
                 session=self.session,
                 reason_codes=[REFUSAL_REASON],
-                values={"host": refused.host, "scheme": refused.scheme},
-                detail="non-loopback host refused while local_only is on",
+                values={"host": refused.host, "scheme": refused.scheme}
+                | ({"why": refused.why} if refused.why else {}),
+                detail="non-loopback host refused while local_only is on"
+                + (f": {refused.why}" if refused.why else ""),
             )
         except Exception as exc:
             # The refusal must stand even if the log is broken; keep the failure visible.
@@ -173,14 +234,16 @@ class GuardedAsyncTransport(httpx.AsyncBaseTransport):
         audit: AuditSink | None = None,
         session: str = "",
         inner: httpx.AsyncBaseTransport | None = None,
+        named: frozenset[HostPort] = frozenset(),
+        resolver: Resolver = resolve,
     ) -> None:
-        self._guard = _Guard(local_only, audit, session, None)
+        self._guard = _Guard(local_only, audit, session, None, named, resolver)
         # trust_env here only means SSL_CERT_FILE/DIR (corporate CAs); proxies from the
         # environment are a client-level setting, switched off in the factory.
         self._inner = inner if inner is not None else httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        refused = self._guard.refusal(request)
+        refused = await self._guard.admit(request)
         if refused is not None:
             await self._guard.audit_refusal(refused)
             raise refused
@@ -200,12 +263,14 @@ class GuardedTransport(httpx.BaseTransport):
         *,
         on_refusal: Callable[[str], None] | None = None,
         inner: httpx.BaseTransport | None = None,
+        named: frozenset[HostPort] = frozenset(),
+        resolver: SyncResolver = resolve_sync,
     ) -> None:
-        self._guard = _Guard(local_only, None, "", on_refusal)
+        self._guard = _Guard(local_only, None, "", on_refusal, named, sync_resolver=resolver)
         self._inner = inner if inner is not None else httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        refused = self._guard.refusal(request)
+        refused = self._guard.admit_sync(request)
         if refused is not None:
             self._guard.notify(refused)
             raise refused
@@ -225,12 +290,14 @@ class GuardedAsyncTransport2(httpx2.AsyncBaseTransport):
         audit: AuditSink | None = None,
         session: str = "",
         inner: httpx2.AsyncBaseTransport | None = None,
+        named: frozenset[HostPort] = frozenset(),
+        resolver: Resolver = resolve,
     ) -> None:
-        self._guard = _Guard(local_only, audit, session, None)
+        self._guard = _Guard(local_only, audit, session, None, named, resolver)
         self._inner = inner if inner is not None else httpx2.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        refused = self._guard.refusal(request)
+        refused = await self._guard.admit(request)
         if refused is not None:
             await self._guard.audit_refusal(refused)
             raise refused
@@ -258,6 +325,7 @@ def make_async_client(
     timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
     base_url: str = "",
     headers: Mapping[str, str] | None = None,
+    named: frozenset[HostPort] = frozenset(),
 ) -> httpx.AsyncClient:
     """An httpx AsyncClient whose transport enforces local_only (GR-009).
 
@@ -265,7 +333,7 @@ def make_async_client(
     at run time) reports ``APIConnectionError`` with the refusal in its cause chain.
     """
     return httpx.AsyncClient(
-        transport=GuardedAsyncTransport(local_only, audit=audit, session=session),
+        transport=GuardedAsyncTransport(local_only, audit=audit, session=session, named=named),
         timeout=timeout,
         base_url=base_url,
         headers=headers,
@@ -280,10 +348,11 @@ def make_client(
     timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
     base_url: str = "",
     headers: Mapping[str, str] | None = None,
+    named: frozenset[HostPort] = frozenset(),
 ) -> httpx.Client:
     """A sync httpx Client with the same guard (health probes, CLI)."""
     return httpx.Client(
-        transport=GuardedTransport(local_only, on_refusal=on_refusal),
+        transport=GuardedTransport(local_only, on_refusal=on_refusal, named=named),
         timeout=timeout,
         base_url=base_url,
         headers=headers,
@@ -299,13 +368,23 @@ def make_async_client_httpx2(
     timeout: httpx2.Timeout | float = DEFAULT_TIMEOUT2,
     base_url: str = "",
     headers: Mapping[str, str] | None = None,
+    named: frozenset[HostPort] = frozenset(),
 ) -> httpx2.AsyncClient:
     """An httpx2 AsyncClient with the guard: the one to give ``openai.AsyncOpenAI`` and
     ``anthropic.AsyncAnthropic`` as ``http_client``."""
     return httpx2.AsyncClient(
-        transport=GuardedAsyncTransport2(local_only, audit=audit, session=session),
+        transport=GuardedAsyncTransport2(local_only, audit=audit, session=session, named=named),
         timeout=timeout,
         base_url=base_url,
         headers=headers,
         **_CLIENT_DEFAULTS,
     )
+
+
+def _pin(request: Request, address: str) -> None:
+    """Send ``request`` to the address that was checked, not to whatever the name
+    resolves to a moment later (the Host header and TLS name stay the host's)."""
+    host = request.url.host
+    request.url = request.url.copy_with(host=address)
+    if request.url.scheme == "https":
+        request.extensions = {**request.extensions, "sni_hostname": host}

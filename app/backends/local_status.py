@@ -76,7 +76,8 @@ def probe_local_chain(
     """Each HTTP runtime of the local chain that has a URL, probed once, by runtime id."""
     local_only = effective_local_only(policy, settings)
     endpoints: dict[str, EndpointStatus] = {}
-    with make_client(local_only=local_only, timeout=timeout) as client:
+    named = policy.named_local_hosts()
+    with make_client(local_only=local_only, timeout=timeout, named=named) as client:
         for runtime in policy.local_chain.order:
             kind = policy.runtimes[runtime].kind if runtime in policy.runtimes else runtime
             if kind == "llamacpp_inprocess":

@@ -42,7 +42,9 @@ class BackendRegistry:
             rid: resolve_url(policy, rid, runtime_urls or {}) or "" for rid in policy.runtimes
         }
         # One guarded client for every HTTP backend: the SDKs take httpx2 clients.
-        self._client = make_async_client_httpx2(local_only=local_only, audit=audit, session=session)
+        self._client = make_async_client_httpx2(
+            local_only=local_only, audit=audit, session=session, named=policy.named_local_hosts()
+        )
         self._backends: dict[tuple[str, str], Backend] = {}
         self._probes: dict[str, tuple[float, bool]] = {}
         self._windows: dict[str, int] = {}

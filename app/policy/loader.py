@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.errors import PolicyError
+from app.hosts import host_port, is_loopback_name, is_provider_host, parse_host_port
 from app.policy.lines import key_lines, line_for
 from app.policy.schema import (
     FLAG_SIGNALS,
@@ -283,6 +285,7 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
                 err((("runtimes", rid, "model"), "model's endpoint must be llamacpp_inprocess"))
         elif rt.base_url is None:
             err((("runtimes", rid, "base_url"), "an HTTP runtime needs base_url"))
+    _check_local_hosts(p, err)
     for i, name in enumerate(p.local_chain.order):
         if name not in p.runtimes:
             err((("local_chain", "order", i), f"unknown runtime {name!r}"))
@@ -355,3 +358,43 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
     for i, res in enumerate(p.resolutions):
         warnings.append((("resolutions", i), f"resolved contradiction {res.id}: {res.seed}"))
     return errors, warnings
+
+
+def _check_local_hosts(p: Policy, err: Callable[[Finding], None]) -> None:
+    """Named local hosts (GR-009): well-formed, and never a cloud provider's endpoint.
+
+    A runtime URL or a ``[privacy] local_hosts`` entry on a provider's host would let a
+    cloud API through the local_only guard under a local name. Loopback is always local
+    (a test's fake provider and a fake vLLM may share 127.0.0.1).
+    """
+    provider_eps = {
+        hp for prov in p.providers.values() if prov.base_url and (hp := host_port(prov.base_url))
+    }
+
+    def cloud(hp: tuple[str, int]) -> bool:
+        if is_loopback_name(hp[0]):
+            return False
+        return is_provider_host(hp[0]) or hp in provider_eps
+
+    for rid, rt in p.runtimes.items():
+        hp = host_port(rt.base_url) if rt.base_url else None
+        if rt.base_url and hp is None:
+            err((("runtimes", rid, "base_url"), f"not a URL with a host: {rt.base_url!r}"))
+        elif hp is not None and cloud(hp):
+            err(
+                (
+                    ("runtimes", rid, "base_url"),
+                    f"{hp[0]} is a cloud provider's host: it cannot serve a local runtime",
+                )
+            )
+    for i, entry in enumerate(p.privacy.local_hosts):
+        hp = parse_host_port(entry)
+        if hp is None or "/" in entry.split("://", 1)[-1]:
+            err((("privacy", "local_hosts", i), f"expected host:port, got {entry!r}"))
+        elif cloud(hp):
+            err(
+                (
+                    ("privacy", "local_hosts", i),
+                    f"{hp[0]} is a cloud provider's host: it can never be named local",
+                )
+            )

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.hosts import HostPort, named_local_hosts
+
 Locality = Literal["local", "cloud"]
 RoleKind = Literal["llm", "retrieval", "embedding", "vision"]
 EndpointKind = Literal[
@@ -64,6 +66,9 @@ class PolicyMeta(Strict):
 
 class Privacy(Strict):
     local_only: bool
+    #: local runtime endpoints on other hosts ("gpu-box.lan:8000") that local_only still
+    #: lets through, besides the runtimes' own base_url hosts (checked by address)
+    local_hosts: list[str] = Field(default_factory=list)
 
 
 class Budget(Strict):
@@ -287,3 +292,8 @@ class Policy(Strict):
 
     def is_cloud(self, model_id: str) -> bool:
         return self.model(model_id).provider != "local"
+
+    def named_local_hosts(self) -> frozenset[HostPort]:
+        """The non-loopback hosts local_only still lets through (checked by address)."""
+        urls = [rt.base_url for rt in self.runtimes.values() if rt.base_url]
+        return named_local_hosts(urls, self.privacy.local_hosts)

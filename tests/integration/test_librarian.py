@@ -298,7 +298,8 @@ async def test_a_full_sweep_escalates_to_kimi_in_one_call(tmp_path: Path, policy
     backends = Backends({"llama-3.1-8b": 2048})
     router, audit, ledger = await make_router(tmp_path, policy, backends)
     given = sources(20)
-    result = await condense(router, "survey", given, 500, run="r1", full_sweep=True)
+    # a budget Kimi's 20 notes fit (each names its path twice: ~25 tokens by app.tokens)
+    result = await condense(router, "survey", given, 800, run="r1", full_sweep=True)
 
     assert result.escalated and result.model == "kimi-k2-instruct" and result.calls == 1
     assert backends.requests(LOCAL) == []  # the sweep was Kimi's alone
