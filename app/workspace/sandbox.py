@@ -16,33 +16,60 @@ group (and, under bwrap and unshare, the whole pid namespace); a memory limit
 
 A degraded runner must be audited before it runs (GR-005): call :func:`probe_sandbox`
 first and write :func:`sandbox_degradation_line` when it says ``degraded``.
+
+The parts live in modules of their own, re-exported here: the runners and the command
+line and environment each builds (:mod:`~app.workspace.sandbox_runners`), the probe
+(:mod:`~app.workspace.sandbox_probe`) and the supervision of the running command
+(:mod:`~app.workspace.sandbox_process`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from app.errors import SwitchyardError
+from app.workspace.sandbox_probe import (
+    PROBE_TIMEOUT_S,
+    SandboxProbe,
+    degraded_reason,
+    probe_sandbox,
+)
+from app.workspace.sandbox_process import (
+    DRAIN_GRACE_S,
+    MAX_LINE_CHARS,
+    POLL_S,
+    LineCallback,
+    Output,
+    close_pipe,
+    kill_group,
+    reaped,
+    supervise,
+)
+from app.workspace.sandbox_runners import (
+    MASKED_HOME_PATHS,
+    PASSTHROUGH_ENV,
+    PRIVATE_MOUNTS,
+    RUNNERS,
+    WEAKNESS,
+    Runner,
+    base_env,
+    bwrap,
+    with_limits,
+    wrap,
+)
 
-Runner = Literal["bwrap", "unshare", "rlimit"]
-RUNNERS: tuple[Runner, ...] = ("bwrap", "unshare", "rlimit")
 DEGRADED_CODE = "GR010_SANDBOX_DEGRADED"
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -50,67 +77,18 @@ DEFAULT_MEMORY_MB = 4096
 #: Output kept in the result (the callback still sees every line): a quarter from the
 #: start, the rest from the end, where test runners print their summary.
 DEFAULT_MAX_OUTPUT_CHARS = 2_000_000
-#: A line longer than this is passed on in pieces rather than buffered without end.
-MAX_LINE_CHARS = 65_536
-#: After the command exits, how long stragglers may keep the output pipe open.
-DRAIN_GRACE_S = 2.0
-#: How often the runner looks whether the command has exited.
-POLL_S = 0.05
-PROBE_TIMEOUT_S = 15.0
 
-# Secret stores under $HOME that a test has no business reading: hidden under bwrap.
-MASKED_HOME_PATHS = (
-    ".ssh",
-    ".gnupg",
-    ".aws",
-    ".azure",
-    ".kube",
-    ".docker",
-    ".config/gcloud",
-    ".config/gh",
-    ".netrc",
-    ".git-credentials",
-    ".pypirc",
-    ".npmrc",
-    ".cargo/credentials",
-    ".cargo/credentials.toml",
-)
-# Toolchain locations passed through when set, so `cargo`, `go` and friends still find
-# their installs although HOME points into the sandbox.
-PASSTHROUGH_ENV = (
-    "RUSTUP_HOME",
-    "CARGO_HOME",
-    "GOROOT",
-    "GOPATH",
-    "GOMODCACHE",
-    "GOFLAGS",
-    "JAVA_HOME",
-    "VIRTUAL_ENV",
-)
-
-_WEAKNESS: dict[Runner, str] = {
-    "unshare": "no network, but writes are not confined to the worktree",
-    "rlimit": "no network or filesystem isolation: only time and memory limits",
-}
-
-LineCallback = Callable[[str], Awaitable[None]]
+# The names these helpers had before they moved; the unit tests reach them through here.
+_base_env = base_env
+_wrap = wrap
+_bwrap = bwrap
+_with_limits = with_limits
+_degraded_reason = degraded_reason
+_Output = Output
 
 
 class SandboxError(SwitchyardError):
     """The sandbox could not start the command (not a failure of the command itself)."""
-
-
-class SandboxProbe(BaseModel):
-    """Which runner this machine allows, and why the stronger ones are not used."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    runner: Runner
-    degraded: bool
-    #: "" for bwrap; why bwrap (and unshare) could not be used otherwise
-    reason: str
-    #: each runner → "ok" or why it is unavailable
-    runners: dict[str, str]
 
 
 class SandboxResult(BaseModel):
@@ -136,62 +114,6 @@ class SandboxResult(BaseModel):
         return self.exit_code == 0 and not self.timed_out
 
 
-# ── probing ──────────────────────────────────────────────────────────────────────────────
-
-_probe_lock = threading.Lock()
-_probe_cache: SandboxProbe | None = None
-
-
-def probe_sandbox(*, refresh: bool = False) -> SandboxProbe:
-    """Find the strongest runner that works here. Probed once per process, then cached."""
-    global _probe_cache
-    with _probe_lock:
-        if _probe_cache is None or refresh:
-            _probe_cache = _probe()
-        return _probe_cache
-
-
-def _probe() -> SandboxProbe:
-    status: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="switchyard-probe-") as tmp:
-        cwd = Path(tmp)
-        for runner in ("bwrap", "unshare"):
-            tool = shutil.which(runner)
-            if tool is None:
-                status[runner] = f"{runner} is not installed"
-                continue
-            argv = _wrap(runner, ["true"], cwd=cwd, env=_base_env("/tmp", "/tmp"), ro=())
-            try:
-                proc = subprocess.run(
-                    argv,
-                    cwd=cwd,
-                    env=_base_env("/tmp", "/tmp"),
-                    capture_output=True,
-                    text=True,
-                    errors="replace",
-                    timeout=PROBE_TIMEOUT_S,
-                    check=False,
-                )
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                status[runner] = f"{runner} cannot run here: {exc}"
-                continue
-            if proc.returncode == 0:
-                status[runner] = "ok"
-            else:
-                msg = _first_line(proc.stderr) or f"exit {proc.returncode}"
-                status[runner] = f"{runner} is not permitted here: {msg}"
-    status["rlimit"] = "ok"
-    runner = next(r for r in RUNNERS if status[r] == "ok")
-    reason = "" if runner == "bwrap" else _degraded_reason(runner, status)
-    return SandboxProbe(runner=runner, degraded=runner != "bwrap", reason=reason, runners=status)
-
-
-def _degraded_reason(runner: Runner, status: Mapping[str, str]) -> str:
-    stronger = [status[r] for r in RUNNERS[: RUNNERS.index(runner)] if status.get(r) != "ok"]
-    why = "; ".join(stronger) or "a weaker runner was asked for"
-    return f"{why}; using {runner} ({_WEAKNESS[runner]})"
-
-
 # ── running ──────────────────────────────────────────────────────────────────────────────
 
 
@@ -215,7 +137,7 @@ async def run_sandboxed(
     hides them (a repo's ``.venv`` under /tmp, say). Cancelling the call kills the command.
     """
     plan = await asyncio.to_thread(_prepare, argv, cwd, runner, env, readonly_paths, memory_mb)
-    out = _Output(max_output_chars)
+    out = Output(max_output_chars)
     started = time.monotonic()
     timed_out = False
     try:
@@ -235,14 +157,14 @@ async def run_sandboxed(
             out.add(f"{argv[0]}: {exc.strerror or exc}\n")
             return _result(argv, plan, code, out, False, started, timeout_s, memory_mb)
         try:
-            timed_out = await _supervise(proc, out, on_line, timeout_s)
+            timed_out = await supervise(proc, out, on_line, timeout_s)
         finally:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-                await _reaped(proc)
-            _close(proc)
+                await reaped(proc)
+            close_pipe(proc)
     finally:
         if plan.private_tmp is not None:
             shutil.rmtree(plan.private_tmp, ignore_errors=True)
@@ -254,7 +176,7 @@ def _result(
     argv: Sequence[str],
     plan: _Plan,
     code: int,
-    out: _Output,
+    out: Output,
     timed_out: bool,
     started: float,
     timeout_s: float,
@@ -309,281 +231,16 @@ def _prepare(
     elif chosen == probe.runner:
         reason = probe.reason
     else:
-        reason = f"{chosen} was asked for; using it ({_WEAKNESS[chosen]})"
+        reason = f"{chosen} was asked for; using it ({WEAKNESS[chosen]})"
     # Weaker runners share the host's /tmp: give the command a private HOME and TMPDIR.
     private_tmp = None if chosen == "bwrap" else tempfile.mkdtemp(prefix="switchyard-sbx-")
     home = private_tmp or "/tmp"
-    full_env = _base_env(home, home)
+    full_env = base_env(home, home)
     full_env.update(env or {})
-    full = _wrap(chosen, list(argv), cwd=cwd, env=full_env, ro=readonly_paths)
+    full = wrap(chosen, list(argv), cwd=cwd, env=full_env, ro=readonly_paths)
     if memory_mb is not None:
-        full = _with_limits(full, memory_mb)
+        full = with_limits(full, memory_mb)
     return _Plan(full, cwd, full_env, chosen, reason, private_tmp)
-
-
-async def _supervise(
-    proc: asyncio.subprocess.Process,
-    out: _Output,
-    on_line: LineCallback | None,
-    timeout_s: float,
-) -> bool:
-    """Pump output until the command ends; True when the time limit killed it.
-
-    The exit is seen by polling ``returncode``: ``Process.wait()`` also waits for the
-    output pipe to close, which a straggling background process can hold open for ever.
-    """
-    assert proc.stdout is not None
-    loop = asyncio.get_running_loop()
-    pump = asyncio.create_task(_pump(proc.stdout, out, on_line))
-    timed_out = False
-    try:
-        end = loop.time() + timeout_s
-        while proc.returncode is None:
-            remaining = end - loop.time()
-            if remaining <= 0:
-                timed_out = True
-                break
-            if pump.done():  # output closed, command still running
-                await asyncio.sleep(min(POLL_S, remaining))
-            else:
-                await asyncio.wait({pump}, timeout=min(POLL_S, remaining))
-            if pump.done() and (exc := pump.exception()) is not None:
-                raise exc  # the callback failed: the finally blocks kill the command
-        # On a timeout this kills the command; otherwise stragglers holding the pipe.
-        _kill_group(proc.pid)
-        await _reaped(proc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(pump), DRAIN_GRACE_S)
-    finally:
-        if not pump.done():
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-    return timed_out
-
-
-async def _reaped(proc: asyncio.subprocess.Process, limit_s: float = 10.0) -> None:
-    """Wait (bounded) until the killed command's exit status is in."""
-    for _ in range(int(limit_s / 0.01)):
-        if proc.returncode is not None:
-            return
-        await asyncio.sleep(0.01)
-
-
-def _close(proc: asyncio.subprocess.Process) -> None:
-    # Releases the pipe even if an escaped straggler still holds its other end.
-    transport = getattr(proc, "_transport", None)
-    if transport is not None:
-        with contextlib.suppress(Exception):
-            transport.close()
-
-
-async def _pump(stream: asyncio.StreamReader, out: _Output, on_line: LineCallback | None) -> None:
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    pending = ""
-
-    async def emit(line: str) -> None:
-        out.add(line + "\n")
-        if on_line is not None:
-            await on_line(line)
-
-    while chunk := await stream.read(65_536):
-        pending += decoder.decode(chunk)
-        *lines, pending = pending.split("\n")
-        for line in lines:
-            await emit(line)
-        while len(pending) > MAX_LINE_CHARS:
-            await emit(pending[:MAX_LINE_CHARS])
-            pending = pending[MAX_LINE_CHARS:]
-    pending += decoder.decode(b"", final=True)
-    if pending:
-        await emit(pending)
-
-
-class _Output:
-    """Keeps the first quarter and the last three quarters of at most ``limit`` chars."""
-
-    def __init__(self, limit: int) -> None:
-        self.head_limit = limit // 4
-        self.tail_limit = limit - self.head_limit
-        self.head: list[str] = []
-        self.head_size = 0
-        self.tail: deque[str] = deque()
-        self.tail_size = 0
-        self.dropped = 0
-
-    def add(self, line: str) -> None:
-        if not self.tail and self.head_size + len(line) <= self.head_limit:
-            self.head.append(line)
-            self.head_size += len(line)
-            return
-        self.tail.append(line)
-        self.tail_size += len(line)
-        while self.tail_size > self.tail_limit and len(self.tail) > 1:
-            self.tail_size -= len(self.tail.popleft())
-            self.dropped += 1
-
-    def text(self) -> tuple[str, bool]:
-        middle = [f"[… {self.dropped} lines not kept …]\n"] if self.dropped else []
-        return "".join([*self.head, *middle, *self.tail]), bool(self.dropped)
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-# ── command lines ────────────────────────────────────────────────────────────────────────
-
-
-def _base_env(home: str, tmp: str) -> dict[str, str]:
-    env = {
-        "PATH": os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin",
-        "HOME": home,
-        "TMPDIR": tmp,
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "TERM": "dumb",
-        "NO_COLOR": "1",
-        # Test runners stay non-interactive (no watch mode, no prompts) under CI.
-        "CI": "true",
-    }
-    for name in PASSTHROUGH_ENV:
-        if os.environ.get(name):
-            env[name] = os.environ[name]
-    real_home = Path.home()
-    for name, sub in (("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")):
-        if name not in env and (real_home / sub).is_dir():
-            env[name] = str(real_home / sub)
-    return env
-
-
-def _wrap(
-    runner: Runner, argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[Path]
-) -> list[str]:
-    if runner == "bwrap":
-        return _bwrap(argv, cwd=cwd, env=env, ro=ro)
-    if runner == "unshare":
-        # A fresh net namespace has its loopback down; bring it up (as bwrap does) so
-        # tests that serve on 127.0.0.1 behave alike under both runners.
-        shim = [sys.executable, "-c", _LO_UP_SHIM]
-        return [
-            "unshare",
-            "--user",
-            "--map-root-user",
-            "--net",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            *shim,
-            *argv,
-        ]
-    return argv
-
-
-def _bwrap(argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[Path]) -> list[str]:
-    out = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    # Private /tmp and /run: the host's service sockets (docker, dbus, ssh-agent) live
-    # there, and a read-only bind does not stop connect() on a unix socket.
-    out += ["--tmpfs", "/tmp", "--tmpfs", "/run"]
-    var_run = Path("/var/run")
-    if var_run.is_dir() and not var_run.is_symlink():
-        out += ["--tmpfs", "/var/run"]
-    # Read-only views first, so the masks below hide secrets inside them too.
-    for p in [*ro, *_hidden_toolchain(argv)]:
-        if Path(p).exists():
-            out += ["--ro-bind", str(p), str(p)]
-    # A masked file reads as empty: /dev/null over it (a dev-bind, since plain binds are
-    # nodev and would make it unreadable instead; writes to it go nowhere).
-    for p in _masked_paths(Path.home()):
-        out += ["--tmpfs", str(p)] if p.is_dir() else ["--dev-bind", "/dev/null", str(p)]
-    out += ["--bind", str(cwd), str(cwd), "--chdir", str(cwd)]
-    out += ["--unshare-all", "--new-session", "--die-with-parent", "--cap-drop", "ALL"]
-    out += ["--clearenv"]
-    for key, value in env.items():
-        out += ["--setenv", key, value]
-    return [*out, "--", *argv]
-
-
-#: mounted private inside the sandbox: whatever lives under them is hidden
-PRIVATE_MOUNTS = (Path("/tmp"), Path("/run"), Path("/var/run"))
-
-
-def _hidden_toolchain(argv: Sequence[str]) -> list[Path]:
-    """The interpreter or tool the command needs, where a private mount would hide it.
-
-    A checkout (and its .venv) under /tmp — a CI clone, say — would otherwise vanish
-    behind the sandbox's own /tmp, and the command would not even start.
-    """
-    found = [Path(sys.prefix), Path(sys.base_prefix)]
-    exe = shutil.which(argv[0]) if argv else None
-    if exe:
-        found.append(Path(exe).resolve().parent.parent)
-    out: list[Path] = []
-    for path in found:
-        real = path.resolve()
-        hidden = any(real == m or m in real.parents for m in PRIVATE_MOUNTS)
-        if hidden and real not in out and real.is_dir():
-            out.append(real)
-    return out
-
-
-def _masked_paths(home: Path) -> list[Path]:
-    """The secret stores that exist under ``home``, symlinks resolved (a mount needs the
-    real path, and the target is what holds the secrets)."""
-    out: list[Path] = []
-    for rel in MASKED_HOME_PATHS:
-        p = home / rel
-        if p.exists():
-            real = p.resolve()
-            if real.is_dir() or real.is_file():
-                out.append(real)
-    return out
-
-
-def _with_limits(argv: list[str], memory_mb: int) -> list[str]:
-    limit = memory_mb * 1024 * 1024
-    prlimit = shutil.which("prlimit")
-    if prlimit is not None:
-        return [prlimit, f"--as={limit}", "--core=0", "--", *argv]
-    # No prlimit: set the limit in a tiny Python shim that then execs the command.
-    return [sys.executable, "-c", _RLIMIT_SHIM, str(limit), *argv]
-
-
-# Runs as argv[0..]: sets RLIMIT_AS and RLIMIT_CORE, then execs the rest.
-_RLIMIT_SHIM = (
-    "import os,resource,sys\n"
-    "n=int(sys.argv[1])\n"
-    "resource.setrlimit(resource.RLIMIT_AS,(n,n))\n"
-    "resource.setrlimit(resource.RLIMIT_CORE,(0,0))\n"
-    "try:\n"
-    " os.execvp(sys.argv[2],sys.argv[2:])\n"
-    "except OSError as e:\n"
-    " sys.stderr.write(f'{sys.argv[2]}: {e.strerror}\\n')\n"
-    " sys.exit(127)"
-)
-
-# Brings lo up (SIOCGIFFLAGS/SIOCSIFFLAGS, IFF_UP) in the new net namespace, then execs.
-_LO_UP_SHIM = (
-    "import fcntl,os,socket,struct,sys\n"
-    "try:\n"
-    " s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-    " f=struct.unpack('16sh',fcntl.ioctl(s,0x8913,struct.pack('16sh',b'lo',0)))[1]\n"
-    " fcntl.ioctl(s,0x8914,struct.pack('16sh',b'lo',f|1))\n"
-    " s.close()\n"
-    "except OSError:\n"
-    " pass\n"
-    "try:\n"
-    " os.execvp(sys.argv[1],sys.argv[1:])\n"
-    "except OSError as e:\n"
-    " sys.stderr.write(f'{sys.argv[1]}: {e.strerror}\\n')\n"
-    " sys.exit(127)"
-)
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 # ── audit ────────────────────────────────────────────────────────────────────────────────
@@ -608,8 +265,19 @@ def sandbox_degradation_line(result: SandboxResult | SandboxProbe) -> dict[str, 
 
 
 __all__ = [
+    "DEFAULT_MAX_OUTPUT_CHARS",
+    "DEFAULT_MEMORY_MB",
+    "DEFAULT_TIMEOUT_S",
     "DEGRADED_CODE",
+    "DRAIN_GRACE_S",
+    "MASKED_HOME_PATHS",
+    "MAX_LINE_CHARS",
+    "PASSTHROUGH_ENV",
+    "POLL_S",
+    "PRIVATE_MOUNTS",
+    "PROBE_TIMEOUT_S",
     "RUNNERS",
+    "LineCallback",
     "Runner",
     "SandboxError",
     "SandboxProbe",

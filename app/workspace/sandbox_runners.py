@@ -1,0 +1,214 @@
+"""The sandbox's runners, strongest first, and the command line and environment each
+one gives a command (see :mod:`app.workspace.sandbox` for what each runner confines).
+
+Everything here is pure: it builds argv lists and environments and runs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+Runner = Literal["bwrap", "unshare", "rlimit"]
+RUNNERS: tuple[Runner, ...] = ("bwrap", "unshare", "rlimit")
+
+#: what a degraded runner does not confine, for the GR-005 audit line
+WEAKNESS: dict[Runner, str] = {
+    "unshare": "no network, but writes are not confined to the worktree",
+    "rlimit": "no network or filesystem isolation: only time and memory limits",
+}
+
+# Secret stores under $HOME that a test has no business reading: hidden under bwrap.
+MASKED_HOME_PATHS = (
+    ".ssh",
+    ".gnupg",
+    ".aws",
+    ".azure",
+    ".kube",
+    ".docker",
+    ".config/gcloud",
+    ".config/gh",
+    ".netrc",
+    ".git-credentials",
+    ".pypirc",
+    ".npmrc",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+)
+# Toolchain locations passed through when set, so `cargo`, `go` and friends still find
+# their installs although HOME points into the sandbox.
+PASSTHROUGH_ENV = (
+    "RUSTUP_HOME",
+    "CARGO_HOME",
+    "GOROOT",
+    "GOPATH",
+    "GOMODCACHE",
+    "GOFLAGS",
+    "JAVA_HOME",
+    "VIRTUAL_ENV",
+)
+#: mounted private inside the sandbox: whatever lives under them is hidden
+PRIVATE_MOUNTS = (Path("/tmp"), Path("/run"), Path("/var/run"))
+
+
+def base_env(home: str, tmp: str) -> dict[str, str]:
+    """The minimal environment a command starts from: built, never inherited."""
+    env = {
+        "PATH": os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": tmp,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "TERM": "dumb",
+        "NO_COLOR": "1",
+        # Test runners stay non-interactive (no watch mode, no prompts) under CI.
+        "CI": "true",
+    }
+    for name in PASSTHROUGH_ENV:
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    real_home = Path.home()
+    for name, sub in (("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")):
+        if name not in env and (real_home / sub).is_dir():
+            env[name] = str(real_home / sub)
+    return env
+
+
+def wrap(
+    runner: Runner, argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[Path]
+) -> list[str]:
+    """``argv`` as ``runner`` runs it."""
+    if runner == "bwrap":
+        return bwrap(argv, cwd=cwd, env=env, ro=ro)
+    if runner == "unshare":
+        # A fresh net namespace has its loopback down; bring it up (as bwrap does) so
+        # tests that serve on 127.0.0.1 behave alike under both runners.
+        shim = [sys.executable, "-c", _LO_UP_SHIM]
+        return [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--net",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            *shim,
+            *argv,
+        ]
+    return argv
+
+
+def bwrap(argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[Path]) -> list[str]:
+    out = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    # Private /tmp and /run: the host's service sockets (docker, dbus, ssh-agent) live
+    # there, and a read-only bind does not stop connect() on a unix socket.
+    out += ["--tmpfs", "/tmp", "--tmpfs", "/run"]
+    var_run = Path("/var/run")
+    if var_run.is_dir() and not var_run.is_symlink():
+        out += ["--tmpfs", "/var/run"]
+    # Read-only views first, so the masks below hide secrets inside them too.
+    for p in [*ro, *_hidden_toolchain(argv)]:
+        if Path(p).exists():
+            out += ["--ro-bind", str(p), str(p)]
+    # A masked file reads as empty: /dev/null over it (a dev-bind, since plain binds are
+    # nodev and would make it unreadable instead; writes to it go nowhere).
+    for p in _masked_paths(Path.home()):
+        out += ["--tmpfs", str(p)] if p.is_dir() else ["--dev-bind", "/dev/null", str(p)]
+    out += ["--bind", str(cwd), str(cwd), "--chdir", str(cwd)]
+    out += ["--unshare-all", "--new-session", "--die-with-parent", "--cap-drop", "ALL"]
+    out += ["--clearenv"]
+    for key, value in env.items():
+        out += ["--setenv", key, value]
+    return [*out, "--", *argv]
+
+
+def _hidden_toolchain(argv: Sequence[str]) -> list[Path]:
+    """The interpreter or tool the command needs, where a private mount would hide it.
+
+    A checkout (and its .venv) under /tmp — a CI clone, say — would otherwise vanish
+    behind the sandbox's own /tmp, and the command would not even start.
+    """
+    found = [Path(sys.prefix), Path(sys.base_prefix)]
+    exe = shutil.which(argv[0]) if argv else None
+    if exe:
+        found.append(Path(exe).resolve().parent.parent)
+    out: list[Path] = []
+    for path in found:
+        real = path.resolve()
+        hidden = any(real == m or m in real.parents for m in PRIVATE_MOUNTS)
+        if hidden and real not in out and real.is_dir():
+            out.append(real)
+    return out
+
+
+def _masked_paths(home: Path) -> list[Path]:
+    """The secret stores that exist under ``home``, symlinks resolved (a mount needs the
+    real path, and the target is what holds the secrets)."""
+    out: list[Path] = []
+    for rel in MASKED_HOME_PATHS:
+        p = home / rel
+        if p.exists():
+            real = p.resolve()
+            if real.is_dir() or real.is_file():
+                out.append(real)
+    return out
+
+
+def with_limits(argv: list[str], memory_mb: int) -> list[str]:
+    """``argv`` under a memory limit (RLIMIT_AS) and no core dumps."""
+    limit = memory_mb * 1024 * 1024
+    prlimit = shutil.which("prlimit")
+    if prlimit is not None:
+        return [prlimit, f"--as={limit}", "--core=0", "--", *argv]
+    # No prlimit: set the limit in a tiny Python shim that then execs the command.
+    return [sys.executable, "-c", _RLIMIT_SHIM, str(limit), *argv]
+
+
+# Runs as argv[0..]: sets RLIMIT_AS and RLIMIT_CORE, then execs the rest.
+_RLIMIT_SHIM = (
+    "import os,resource,sys\n"
+    "n=int(sys.argv[1])\n"
+    "resource.setrlimit(resource.RLIMIT_AS,(n,n))\n"
+    "resource.setrlimit(resource.RLIMIT_CORE,(0,0))\n"
+    "try:\n"
+    " os.execvp(sys.argv[2],sys.argv[2:])\n"
+    "except OSError as e:\n"
+    " sys.stderr.write(f'{sys.argv[2]}: {e.strerror}\\n')\n"
+    " sys.exit(127)"
+)
+
+# Brings lo up (SIOCGIFFLAGS/SIOCSIFFLAGS, IFF_UP) in the new net namespace, then execs.
+_LO_UP_SHIM = (
+    "import fcntl,os,socket,struct,sys\n"
+    "try:\n"
+    " s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+    " f=struct.unpack('16sh',fcntl.ioctl(s,0x8913,struct.pack('16sh',b'lo',0)))[1]\n"
+    " fcntl.ioctl(s,0x8914,struct.pack('16sh',b'lo',f|1))\n"
+    " s.close()\n"
+    "except OSError:\n"
+    " pass\n"
+    "try:\n"
+    " os.execvp(sys.argv[1],sys.argv[1:])\n"
+    "except OSError as e:\n"
+    " sys.stderr.write(f'{sys.argv[1]}: {e.strerror}\\n')\n"
+    " sys.exit(127)"
+)
+
+
+__all__ = [
+    "MASKED_HOME_PATHS",
+    "PASSTHROUGH_ENV",
+    "PRIVATE_MOUNTS",
+    "RUNNERS",
+    "WEAKNESS",
+    "Runner",
+    "base_env",
+    "bwrap",
+    "with_limits",
+    "wrap",
+]
