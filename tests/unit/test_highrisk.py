@@ -22,6 +22,7 @@ from app.policy.highrisk import (
     path_matches,
 )
 from app.policy.schema import HighRisk, HighRiskRule, Policy
+from tests.ci import missing
 
 # ── diffs, one per High-Risk family, plus the ones that must stay low-risk ──────────────
 
@@ -433,10 +434,11 @@ def _git(repo: Path, *args: str) -> str:
     return done.stdout
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs the git binary")
 def test_real_git_diff_with_rename_delete_and_async_refactor(
     tmp_path: Path, policy: Policy
 ) -> None:
+    if shutil.which("git") is None:
+        missing("needs the git binary")
     repo = tmp_path / "repo"
     files = {
         "app/pipeline/session.py": "def step(store, task):\n    return store.load(task)\n",
