@@ -85,7 +85,8 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    policy = policy_from(args, settings).policy
+    loaded = policy_from(args, settings)
+    policy = loaded.policy
     if args.demo:
         from app.paths import ensure_dir
         from app.pipeline.demo import DEMO_TASK, prepare_demo_repo
@@ -102,16 +103,40 @@ def _run(args: argparse.Namespace) -> int:
             repo = repo_root(repo)
         except NotAGitRepo:
             raise UsageError(f"--repo {args.repo}: not a git repository") from None
-    spec = None
-    if args.spec is not None:
-        from app.policy.spec import read_spec
+    overrides = _spec_overrides(args.spec, loaded) if args.spec is not None else None
+    if overrides is not None:
+        policy = overrides.apply(policy)
+    return asyncio.run(_pipeline(args, settings, policy, repo, overrides))
 
-        spec = read_spec(args.spec)
-    return asyncio.run(_pipeline(args, settings, policy, repo, spec))
+
+def _spec_overrides(path: Path, loaded: Any) -> Any:
+    """Lint the spec first (§8): whatever it rejects stops the run before any model call,
+    exit 2 with FILE:LINE; whatever it accepts is applied."""
+    from app.policy.spec import read_spec
+    from app.policy.spec_lint import lint_block
+    from app.policy.spec_overrides import spec_overrides
+
+    block = read_spec(path)
+    report = lint_block(block, loaded, spec_dir=path.parent)
+    if report.errors:
+        raise UsageError(
+            f"{path}: the spec's §8 block is not compliant; nothing was run\n"
+            + "\n".join(str(p) for p in report.errors)
+        )
+    overrides = spec_overrides(block, loaded.policy)
+    if not overrides.exercised("implementer"):
+        line = next(
+            (e.line for e in block.section("roles") if "implementer" in e.key), block.start_line
+        )
+        raise UsageError(
+            f"{path}:{line}: roles.Implementer/Rust Ace: the spec marks it NO, and "
+            "`switchyard run` implements a change: use a spec that exercises the Implementer"
+        )
+    return overrides
 
 
 async def _pipeline(
-    args: argparse.Namespace, settings: Any, policy: Any, repo: Path, spec: Any
+    args: argparse.Namespace, settings: Any, policy: Any, repo: Path, overrides: Any
 ) -> int:
     from app.bus import Bus
     from app.cli.terminal_decider import decider_for
@@ -119,19 +144,20 @@ async def _pipeline(
     from app.router.session import open_session
 
     bus = Bus()
-    local_only = args.local_only or bool(spec and spec.local_only)
+    local_only = args.local_only or bool(overrides and overrides.local_only)
     options = RunOptions(
         repo=repo,
         spec=args.spec,
         escalate=frozenset(args.escalate),
         test_command=args.test_command,
-        spec_high_risk=spec.high_risk if spec else None,
-        tier2=args.synth or settings.tier2 or bool(spec and spec.tier2),
+        overrides=overrides,
+        tier2=args.synth or settings.tier2 or bool(overrides and overrides.tier2),
     )
     async with open_session(
         settings,
         policy,
-        decider=decider_for(args.approve or settings.approve, bus),
+        # the progress printer is no UI that answers: `ask` prompts on the terminal
+        decider=decider_for(args.approve or settings.approve),
         bus=bus,
         local_only=local_only,
     ) as session:

@@ -26,6 +26,8 @@ CRITIQUE = "critique.json"
 SECOND_OPINION = "second_opinion.json"
 SYNTHESIS = "synthesis.json"
 CONDENSED = "condensed.json"
+#: what the spec's §8 block changed for the run (roles, HR, thresholds, caps)
+SPEC_OVERRIDES = "spec_overrides.json"
 VERDICT = "verdict.json"
 AUDIT = "audit.jsonl"
 COST = "cost.json"

@@ -16,7 +16,7 @@ from app.bus import PlanUpdated
 from app.evidence.bundle import PLAN
 from app.pipeline import prompts
 from app.pipeline.context import RunStopped
-from app.pipeline.schemas import Plan
+from app.pipeline.schemas import Plan, PlanStep
 from app.pipeline.second_opinion import advise
 from app.pipeline.signals import plan_signals
 from app.pipeline.structured import ask_model
@@ -34,6 +34,8 @@ QUESTION_TOKENS = 160
 async def plan(ctx: RunContext, brief: str) -> Plan:
     """The run's plan (also written to the evidence), or :class:`RunStopped`."""
     ctx.control.current_role = ROLE
+    if not ctx.exercised(ROLE):
+        return await _the_task_as_plan(ctx)
     await ctx.stage(ROLE, "started", role=ROLE, detail="draft")
     first = Signals(user_request=ctx.wants_escalation(ROLE))
     draft = await ask_model(
@@ -61,6 +63,31 @@ async def plan(ctx: RunContext, brief: str) -> Plan:
         detail=f"{len(current.steps)} steps, confidence {current.confidence:.2f}",
     )
     return current
+
+
+async def _the_task_as_plan(ctx: RunContext) -> Plan:
+    """The spec marks the Architect NO (§8): no planner is asked; the plan is the task as
+    the human wrote it, one step, and says so."""
+    value = Plan(
+        goal=ctx.task[:300],
+        steps=[
+            PlanStep(title=ctx.task[:160], rationale="the spec does not exercise the Architect")
+        ],
+        confidence=1.0,
+        open_questions=[],
+    )
+    await ctx.audit(
+        "route",
+        role=ROLE,
+        reason_codes=["SPEC_ARCHITECT_NOT_EXERCISED"],
+        detail="the spec marks 'Architect/Planner: NO': no planner is asked; the task is the plan",
+    )
+    ctx.bundle.write_json(PLAN, value.model_dump())
+    await publish_plan(ctx, value)
+    await ctx.stage(
+        ROLE, "finished", role=ROLE, detail="not exercised (spec §8): the task is the plan"
+    )
+    return value
 
 
 async def _final(ctx: RunContext, brief: str, draft: Plan) -> Plan:

@@ -71,7 +71,17 @@ async def prepare_brief(ctx: RunContext) -> Briefing:
     # what the planner reads must fit its window with room for its answer
     budget_tokens = max(PLANNER_MIN_TOKENS, (window or 8192) - PLANNER_ANSWER_TOKENS)
     if count_text(text) > budget_tokens:
-        text = await _condense(ctx, brief, synthesis, budget_tokens, contradictions)
+        if ctx.exercised("librarian"):
+            text = await _condense(ctx, brief, synthesis, budget_tokens, contradictions)
+        else:
+            await ctx.audit(
+                "degradation",
+                role="librarian",
+                reason_codes=["SPEC_LIBRARIAN_NOT_EXERCISED"],
+                values={"tokens": count_text(text), "budget": budget_tokens},
+                detail="the brief exceeds the planner's window and the spec marks 'Librarian: "
+                "NO': the brief is clipped, not condensed (the whole brief is in the evidence)",
+            )
     return Briefing(prompts.clip(text, budget_tokens * 3), constitution, contradictions)
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from app.pipeline.control import RunControl
     from app.pipeline.second_opinion import AdviceRecord
     from app.policy.schema import Policy
+    from app.policy.spec_overrides import SpecOverrides
     from app.router.service import Router
     from app.router.session import Session
     from app.router.structured import Answer
@@ -39,8 +40,8 @@ class RunOptions:
     test_command: str | None = None
     max_attempts: int = MAX_ATTEMPTS
     test_timeout_s: float = 300.0
-    #: spec overrides (§8): HR = YES makes the change High-Risk on its own
-    spec_high_risk: bool | None = None
+    #: what the spec's §8 block changes for this run (roles, HR, …; linted before)
+    overrides: SpecOverrides | None = None
 
 
 class RunStopped(Exception):
@@ -84,6 +85,11 @@ class RunContext:
         await self.emit(
             StageChanged(session=self.session.id, run=self.run_id, stage=stage, status=status, **kw)
         )
+
+    def exercised(self, role: str) -> bool:
+        """False only when the run's spec marks ``role`` NO (§8)."""
+        overrides = self.options.overrides
+        return overrides is None or overrides.exercised(role)
 
     def wants_escalation(self, role: str) -> bool:
         """The user asked to escalate ``role`` (a run flag, or a key pressed; §3)."""

@@ -22,6 +22,8 @@ async def critique(ctx: RunContext, plan: Plan | None, diff: str) -> CritiqueRep
     """The critique when the sidecar is on (SPEC_KIT_CRITIC / the policy), else None."""
     if not critic_enabled(ctx.policy, ctx.session.settings.critic):
         return None
+    if not ctx.exercised(ctx.policy.consensus.critic_role):
+        return None  # the spec marks the critic's role NO (§8): no critique this run
     answer = await ask_model(
         ctx.router,
         ctx.policy.consensus.critic_role,

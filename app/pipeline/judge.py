@@ -49,7 +49,8 @@ async def judge(
     constitution: str,
 ) -> Judgement:
     ctx.control.current_role = ROLE
-    hr = classify_diff(diff, ctx.policy.high_risk, spec_hr=ctx.options.spec_high_risk)
+    spec_hr = ctx.options.overrides.high_risk if ctx.options.overrides else None
+    hr = classify_diff(diff, ctx.policy.high_risk, spec_hr=spec_hr)
     ctx.bundle.write_json(HIGHRISK, hr.model_dump())
     await critique(ctx, plan, diff)
     asked = ctx.wants_escalation("second_opinion")
@@ -66,6 +67,23 @@ async def judge(
         role=ROLE,
         detail="High-Risk: cloud Judge required" if hr.high_risk else "",
     )
+    if not ctx.exercised(ROLE):
+        if not hr.high_risk:
+            await ctx.audit(
+                "verdict",
+                reason_codes=["SPEC_JUDGE_NOT_EXERCISED"],
+                detail="the spec marks 'Auditor/Judge: NO' and the change is not High-Risk: "
+                "no Judge is asked",
+            )
+            ctx.bundle.write_verdicts([])
+            await ctx.stage(ROLE, "finished", role=ROLE, detail="not exercised (spec §8)")
+            return Judgement(gate=_gate(ctx, hr, [], tests_green), high_risk=hr, verdicts=[])
+        await ctx.audit(
+            "verdict",
+            reason_codes=["GR002_JUDGE_REQUIRED"],
+            detail="the spec marks 'Auditor/Judge: NO', but the change is High-Risk: "
+            "GR-002 requires the cloud Judge all the same",
+        )
     lines = await ctx.session.audit.lines(session=ctx.session.id, run=ctx.run_id)
     answer = await ask_model(
         ctx.router,
@@ -128,8 +146,14 @@ async def judge(
         )
     ctx.bundle.write_verdicts(records)
     await ctx.stage(ROLE, "finished", role=ROLE)
+    return Judgement(gate=_gate(ctx, hr, verdicts, tests_green), high_risk=hr, verdicts=verdicts)
+
+
+def _gate(
+    ctx: RunContext, hr: HighRiskResult, verdicts: list[VerdictRecord], tests_green: bool
+) -> GateResult:
     # merge-ready means: everything holds except the human's confirmation at merge time
-    gate = merge_gate(
+    return merge_gate(
         GateInput(
             tests_green=tests_green,
             high_risk=hr.high_risk,
@@ -138,4 +162,3 @@ async def judge(
             local_only=ctx.session.local_only,
         )
     )
-    return Judgement(gate=gate, high_risk=hr, verdicts=verdicts)

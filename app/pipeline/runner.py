@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from app.bus import RunFinished
-from app.evidence.bundle import EvidenceBundle, bundle_seal_line
+from app.evidence.bundle import SPEC_OVERRIDES, EvidenceBundle, bundle_seal_line
 from app.evidence.runid import new_run_id
 from app.pipeline import architect, implementer
 from app.pipeline.brief import prepare_brief
@@ -125,6 +125,16 @@ async def run_pipeline(
     bundle = EvidenceBundle.create(options.repo, run_id, task=task, session=session.id)
     ctx = RunContext(session, task, options, control or RunControl(), run_id, bundle)
     await ctx.audit("run", detail=f"run started: {task}", values={"repo": str(options.repo)})
+    if options.overrides is not None:
+        # §8: what the spec changes for this run is in the evidence and the audit
+        changes = options.overrides.describe()
+        bundle.write_json(SPEC_OVERRIDES, options.overrides.model_dump(mode="json"))
+        await ctx.audit(
+            "run",
+            reason_codes=["SPEC_OVERRIDES_APPLIED"],
+            values={"spec": options.overrides.path, "changes": changes},
+            detail=f"spec {options.overrides.path}: " + ("; ".join(changes) or "no change"),
+        )
     await run_spec_consensus(
         ctx.policy,
         "architect",

@@ -23,6 +23,7 @@ from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.demo_repo import diff_of, git, make_repo
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
+from tests.fakes.spec import seed_spec
 
 LOCAL_MODELS = [
     "Qwen/Qwen3-14B-AWQ",
@@ -31,21 +32,8 @@ LOCAL_MODELS = [
     "Qwen/Qwen2.5-Coder-7B-Instruct",
 ]
 TASK = "Make the failing parser test pass: parse() drops the last token."
-SPEC = """# Fix the parser
-
-## Model & Runtime (Spec Overrides)
-
-Policy: docs/MODEL-POLICY.md (version: 1.0.0)
-
-Privacy:
-- local_only = false
-
-High-risk:
-- HR = YES (if YES → cloud Judge required)
-
-Overrides (must be rare):
-- <none | list>
-"""
+# a spec the §8 linter accepts (run --spec lints first): High-Risk, the Judge exercised
+SPEC = seed_spec(hr="YES")
 
 
 @pytest.fixture

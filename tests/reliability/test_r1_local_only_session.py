@@ -22,6 +22,7 @@ import pytest
 
 from app.policy import load_policy
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.spec import seed_spec
 from tests.reliability.kit import (
     CLOUD_KEY_VARS,
     FAST_TEST,
@@ -41,21 +42,8 @@ from tests.reliability.kit import (
 )
 from tests.socket_guard import SocketGuard
 
-SPEC = """# Fix the parser (High-Risk, local only)
-
-## Model & Runtime (Spec Overrides)
-
-Policy: docs/MODEL-POLICY.md (version: 1.0.0)
-
-Privacy:
-- local_only = true
-
-High-risk:
-- HR = YES
-
-Overrides (must be rare):
-- none
-"""
+# a spec the §8 linter accepts (run --spec lints first): High-Risk, the Judge exercised
+SPEC = seed_spec(hr="YES")
 
 # (role, signals) for the asks: together with the run they fire every trigger in the policy
 ASKS: list[tuple[str, list[str]]] = [

@@ -28,6 +28,7 @@ from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
 from tests.fakes.server import Fault, Reply, Request
+from tests.fakes.spec import seed_spec
 from tests.reliability.kit import (
     FAST_TEST,
     LOCAL_MODELS,
@@ -45,21 +46,8 @@ from tests.reliability.kit import (
     verdict_json,
 )
 
-SPEC = """# Fix the parser
-
-## Model & Runtime (Spec Overrides)
-
-Policy: docs/MODEL-POLICY.md (version: 1.0.0)
-
-Privacy:
-- local_only = false
-
-High-risk:
-- HR = YES
-
-Overrides (must be rare):
-- none
-"""
+# a spec the §8 linter accepts (run --spec lints first): High-Risk, the Judge exercised
+SPEC = seed_spec(hr="YES")
 
 
 class EchoingOpenAI(FakeOpenAIServer):

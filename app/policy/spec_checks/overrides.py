@@ -1,9 +1,14 @@
-"""The overrides list: present, and either "none" or each override listed."""
+"""The overrides list: present, and either "none" or overrides Switchyard applies.
+
+Each item is read by :func:`app.policy.spec_overrides.parse_override`, the same reader
+``run --spec`` applies, so an override the lint accepts is never ignored.
+"""
 
 from __future__ import annotations
 
 from app.policy.spec import clean_value
 from app.policy.spec_checks.findings import Findings
+from app.policy.spec_overrides import RoleModel, Threshold, is_none, parse_override
 
 
 def check_overrides(f: Findings) -> None:
@@ -14,10 +19,36 @@ def check_overrides(f: Findings) -> None:
         f.error(f.heading, "overrides", "missing 'Overrides (must be rare):' and its list")
         return
     if clean_value(header.value):
-        return  # "Overrides: none" on one line
-    if not [e for e in f.block.section("overrides") if clean_value(e.value)]:
+        if not is_none(header.value):
+            f.error(
+                header.line,
+                "overrides",
+                "list each override on its own '- ' line ('Overrides: none' is fine inline)",
+            )
+        return
+    items = [e for e in f.block.section("overrides") if clean_value(e.value)]
+    if not items:
         f.error(
             header.line,
             "overrides",
             "overrides are not listed: write '- none' or list each override",
         )
+        return
+    seen: dict[str, int] = {}
+    for e in items:
+        if is_none(e.value):
+            continue
+        change = parse_override(e.value, e.line, f.policy)
+        if isinstance(change, str):
+            f.error(e.line, "overrides", change)
+            continue
+        what = (
+            f"role {change.role}"
+            if isinstance(change, RoleModel)
+            else change.trigger
+            if isinstance(change, Threshold)
+            else f"budget {change.scope}"
+        )
+        if what in seen:
+            f.error(e.line, "overrides", f"{what} is overridden twice (first on line {seen[what]})")
+        seen.setdefault(what, e.line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from app.policy.schema import Policy
 from app.policy.spec import SpecEntry, clean_value
 from app.policy.spec_checks.findings import Findings, first_word
 
@@ -23,7 +24,7 @@ def _compact(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
-def role_names(f: Findings) -> dict[str, str]:
+def compact_role_names(policy: Policy) -> dict[str, str]:
     """Compact spelling → policy role id: the §8 names, the policy's titles and ids."""
     names: dict[str, str] = {}
     for title, rid in ROLE_LINES:
@@ -32,11 +33,16 @@ def role_names(f: Findings) -> dict[str, str]:
         names[rid] = rid
         for part in title.split("/"):
             names.setdefault(_compact(part), rid)
-    for rid, role in f.policy.roles.items():
+    for rid, role in policy.roles.items():
         if rid in {r for _, r in ROLE_LINES}:
             names.setdefault(_compact(role.title), rid)
             names.setdefault(_compact(role.title.split("(")[0]), rid)
+        names.setdefault(_compact(rid), rid)
     return names
+
+
+def role_names(f: Findings) -> dict[str, str]:
+    return compact_role_names(f.policy)
 
 
 def check_roles(f: Findings) -> dict[str, bool | None]:

@@ -14,13 +14,13 @@ ROUTING_MODE = "local-first with escalation"
 #: providers whose models §4/§5 call Kimi and DeepSeek
 FAMILY_PROVIDERS = {"kimi": "moonshot", "deepseek": "deepseek"}
 
-_OPS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "≤": "le", "≥": "ge", "=<": "le", "=>": "ge"}
-_OP_TEXT = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-_COMPARISON = re.compile(
+OPS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "≤": "le", "≥": "ge", "=<": "le", "=>": "ge"}
+OP_TEXT = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+COMPARISON = re.compile(
     r"(?P<op><=|>=|=<|=>|≤|≥|<|>)\s*(?P<num>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[kK]\b)?"
 )
-_THOUSANDS = re.compile(r"(?<=[0-9]),(?=[0-9]{3}\b)")
-_LOOPS = re.compile(r"^\s*(?P<num>[0-9]+)\s+failed\b", re.I)
+THOUSANDS = re.compile(r"(?<=[0-9]),(?=[0-9]{3}\b)")
+LOOPS = re.compile(r"^\s*(?P<num>[0-9]+)\s+failed\b", re.I)
 
 
 def check_routing(f: Findings, *, required: bool) -> None:
@@ -74,15 +74,15 @@ def check_comparison(f: Findings, e: SpecEntry, field: str, role: str, signal: s
     if trig is None or trig.threshold is None or trig.op == "is_true":
         f.error(e.line, field, f"the policy has no {role} trigger on {signal}")
         return
-    want = f"{signal} {_OP_TEXT[trig.op]} {_num(trig.threshold)}"
-    text = _THOUSANDS.sub("", clean_value(e.value))
-    m = _COMPARISON.search(text)
+    want = f"{signal} {OP_TEXT[trig.op]} {_num(trig.threshold)}"
+    text = THOUSANDS.sub("", clean_value(e.value))
+    m = COMPARISON.search(text)
     if m is None:
         f.error(e.line, field, f"cannot read a threshold in {e.value.strip()!r} (policy: {want})")
         return
     named = text[: m.start()].strip().lower().replace(" ", "_")
     number = float(m["num"]) * (1000 if m["unit"] else 1)
-    op = _OPS[m["op"]]
+    op = OPS[m["op"]]
     same = math.isclose(number, trig.threshold, rel_tol=1e-9, abs_tol=1e-12)
     if named not in ("", signal) or not same or op != trig.op:
         f.error(
@@ -99,7 +99,7 @@ def check_loops(f: Findings, e: SpecEntry) -> None:
         f.error(e.line, "implementer_escalation", "the policy has no failed_loops trigger")
         return
     want = _num(trig.threshold)
-    m = _LOOPS.match(clean_value(e.value))
+    m = LOOPS.match(clean_value(e.value))
     if m is None:
         f.error(
             e.line,
@@ -114,7 +114,7 @@ def check_loops(f: Findings, e: SpecEntry) -> None:
             e.line,
             "implementer_escalation",
             f"{m['num']} failed loops disagrees with the policy's trigger {trig.id} "
-            f"(failed_loops {_OP_TEXT.get(trig.op, trig.op)} {want})",
+            f"(failed_loops {OP_TEXT.get(trig.op, trig.op)} {want})",
         )
 
 
