@@ -78,6 +78,13 @@ def register(sub: Any) -> None:
     )
     add_session_args(p)
     p.add_argument("--test-command", metavar="CMD", help="the project's test command")
+    p.add_argument(
+        "--allow-unsandboxed",
+        action="store_true",
+        help="where neither bwrap nor `unshare -rn` works, run the test command with no "
+        "sandbox (network on, writes unconfined; audited) instead of stopping; refused "
+        "under local_only (GR-010; also [sandbox] allow_unsandboxed in the policy)",
+    )
     add_policy_arg(p)
     add_json_arg(p)
     p.set_defaults(handler=_run)
@@ -150,6 +157,7 @@ async def _pipeline(
         spec=args.spec,
         escalate=frozenset(args.escalate),
         test_command=args.test_command,
+        allow_unsandboxed=args.allow_unsandboxed,
         overrides=overrides,
         tier2=args.synth or settings.tier2 or bool(overrides and overrides.tier2),
     )

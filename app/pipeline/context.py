@@ -42,6 +42,9 @@ class RunOptions:
     test_timeout_s: float = 300.0
     #: what the spec's §8 block changes for this run (roles, HR, …; linted before)
     overrides: SpecOverrides | None = None
+    #: the user's explicit opt-in to running the test command with no sandbox (network
+    #: on) where neither bwrap nor unshare works; audited, refused under local_only
+    allow_unsandboxed: bool = False
 
 
 class RunStopped(Exception):

@@ -1,5 +1,14 @@
 """The project's own test command, run in the sandbox inside the run's worktree (GR-006,
-GR-010): its exit code is the truth the Implementer's loop is judged by."""
+GR-010): its exit code is the truth the Implementer's loop is judged by.
+
+The sandbox fails closed. Before the first loop the runner is decided once for the run
+(:func:`~app.workspace.sandbox.decide_sandbox`): bwrap; else ``unshare -rn`` (no network),
+audited as a downgrade; else nothing, and the run stops with an audited refusal before
+any test runs, unless the user opted in to a run with no sandbox (``--allow-unsandboxed``
+or the policy's ``[sandbox] allow_unsandboxed``), which local_only refuses regardless.
+The command's environment is built from an allowlist without the provider keys (nor any
+variable the policy's providers name), with the hub-offline variables under local_only.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +17,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from app.bus import TestLoopFinished, TestOutput
+from app.pipeline.context import RunStopped
 from app.workspace.sandbox import (
     DEFAULT_MEMORY_MB,
+    SandboxDecision,
     SandboxResult,
+    decide_sandbox,
     probe_sandbox,
     run_sandboxed,
-    sandbox_degradation_line,
+    sandbox_decision_line,
 )
 from app.workspace.testcmd import load_repo_config
 
@@ -34,10 +46,17 @@ class TestLoop:
     command: TestCommand
     loops: int = 0
     logs: list[str] = field(default_factory=list)
-    _said_degraded: bool = False
+    #: where the command runs, decided (and audited) before the first loop
+    sandbox: SandboxDecision | None = None
 
     async def run(self, attempt: int | None) -> SandboxResult:
+        """One loop; :class:`RunStopped` before any test runs when no sandbox may run it."""
         ctx = self.ctx
+        decision = self.sandbox
+        if decision is None or (decision.runner == "rlimit" and ctx.session.local_only):
+            # decided once, again only if local_only came on after a run with no sandbox
+            decision = await self._decide()
+        assert decision.runner is not None
         loop = self.loops
         self.loops += 1
         await ctx.stage("tests", "started", detail=" ".join(self.command.argv))
@@ -47,13 +66,6 @@ class TestLoop:
                 TestOutput(session=ctx.session.id, run=ctx.run_id, loop=loop, text=line + "\n")
             )
 
-        if not self._said_degraded:
-            # GR-005: a weaker sandbox is audited before it runs anything
-            self._said_degraded = True
-            probe = await asyncio.to_thread(probe_sandbox)
-            if probe.degraded:
-                line = sandbox_degradation_line(probe)
-                await ctx.audit(line.pop("kind"), role="implementer", **line)
         config = load_repo_config(ctx.repo)
         result = await run_sandboxed(
             self.command.argv,
@@ -63,6 +75,9 @@ class TestLoop:
             on_line=on_line,
             # the project's own interpreter may live under a /tmp the sandbox makes private
             readonly_paths=(ctx.repo,),
+            runner=decision.runner,
+            local_only=ctx.session.local_only,
+            secrets=provider_key_names(ctx),
         )
         ctx.bundle.write_test_loop(
             loop, result, attempt=attempt, commit=await asyncio.to_thread(self.worktree.head)
@@ -79,3 +94,29 @@ class TestLoop:
             )
         )
         return result
+
+    async def _decide(self) -> SandboxDecision:
+        """Decide the runner for the run and audit it (GR-005: before anything runs); a
+        refusal stops the run here, with the tests not run and the checkout untouched."""
+        ctx = self.ctx
+        probe = await asyncio.to_thread(probe_sandbox)
+        if ctx.options.allow_unsandboxed:
+            opt_in: str | None = "--allow-unsandboxed"
+        elif ctx.policy.sandbox.allow_unsandboxed:
+            opt_in = "the policy's [sandbox] allow_unsandboxed"
+        else:
+            opt_in = None
+        decision = decide_sandbox(probe, local_only=ctx.session.local_only, opt_in=opt_in)
+        line = sandbox_decision_line(decision)
+        if line is not None:
+            await ctx.audit(line.pop("kind"), role="implementer", **line)
+        if decision.runner is None:
+            await ctx.stage("tests", "failed", detail="not run: no sandbox (GR-010)")
+            raise RunStopped(decision.reason)
+        self.sandbox = decision
+        return decision
+
+
+def provider_key_names(ctx: RunContext) -> list[str]:
+    """The variables the policy's providers read their keys from (never passed on)."""
+    return sorted({p.api_key_env for p in ctx.policy.providers.values() if p.api_key_env})

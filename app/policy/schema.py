@@ -71,6 +71,14 @@ class Privacy(Strict):
     local_hosts: list[str] = Field(default_factory=list)
 
 
+class Sandbox(Strict):
+    """GR-010: where the project's test command runs (see ``[sandbox]`` in the policy)."""
+
+    #: run the test command with no sandbox at all (network on, writes unconfined) where
+    #: neither bwrap nor ``unshare -rn`` works; audited; refused under local_only
+    allow_unsandboxed: bool = False
+
+
 class Budget(Strict):
     currency: Literal["USD"] = "USD"
     session_usd: float = Field(ge=0)
@@ -242,6 +250,7 @@ class Resolution(Strict):
 class Policy(Strict):
     policy: PolicyMeta
     privacy: Privacy
+    sandbox: Sandbox = Field(default_factory=Sandbox)
     budget: Budget
     approvals: Approvals
     hardware: Hardware

@@ -8,18 +8,23 @@ Runners, strongest first; the first that works on this machine is used:
   parent. Well-known secret stores under ``$HOME`` (~/.ssh, ~/.aws, …) are hidden.
 * ``unshare``: ``unshare -rn`` with a pid namespace. No network, but the filesystem is
   not confined: degraded.
-* ``rlimit``: a plain subprocess with time and memory limits only: degraded.
+* ``rlimit``: a plain subprocess with time and memory limits only, the network on: no
+  sandbox at all. Never chosen by default: it needs an explicit opt-in, and is refused
+  under local_only (the sandbox fails closed; :mod:`~app.workspace.sandbox_policy`).
 
-Every runner: a clean, minimal environment; a time limit that kills the whole process
-group (and, under bwrap and unshare, the whole pid namespace); a memory limit
-(RLIMIT_AS); output merged and streamed line by line to an optional async callback.
+Every runner: an environment built from an allowlist (:func:`app.subprocess_env.command_env`:
+no provider keys; the hub-offline variables under local_only); a time limit that kills the
+whole process group (and, under bwrap and unshare, the whole pid namespace); a memory
+limit (RLIMIT_AS); output merged and streamed line by line to an optional async callback.
 
 A degraded runner must be audited before it runs (GR-005): call :func:`probe_sandbox`
-first and write :func:`sandbox_degradation_line` when it says ``degraded``.
+first, then :func:`decide_sandbox`, and write :func:`sandbox_decision_line` (or
+:func:`sandbox_degradation_line` for a probe or result that says ``degraded``).
 
 The parts live in modules of their own, re-exported here: the runners and the command
 line and environment each builds (:mod:`~app.workspace.sandbox_runners`), the probe
-(:mod:`~app.workspace.sandbox_probe`) and the supervision of the running command
+(:mod:`~app.workspace.sandbox_probe`), which runner the rules allow
+(:mod:`~app.workspace.sandbox_policy`) and the supervision of the running command
 (:mod:`~app.workspace.sandbox_process`).
 """
 
@@ -39,7 +44,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from app.errors import SwitchyardError
+from app.subprocess_env import command_env
+from app.workspace.sandbox_policy import (
+    DEGRADED_CODE,
+    LOCAL_ONLY_CODE,
+    NO_SANDBOX_CODE,
+    UNSANDBOXED_CODE,
+    SandboxDecision,
+    SandboxError,
+    SandboxUnavailable,
+    decide_sandbox,
+    sandbox_decision_line,
+)
 from app.workspace.sandbox_probe import (
     PROBE_TIMEOUT_S,
     SandboxProbe,
@@ -70,8 +86,6 @@ from app.workspace.sandbox_runners import (
     wrap,
 )
 
-DEGRADED_CODE = "GR010_SANDBOX_DEGRADED"
-
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MEMORY_MB = 4096
 #: Output kept in the result (the callback still sees every line): a quarter from the
@@ -85,10 +99,6 @@ _bwrap = bwrap
 _with_limits = with_limits
 _degraded_reason = degraded_reason
 _Output = Output
-
-
-class SandboxError(SwitchyardError):
-    """The sandbox could not start the command (not a failure of the command itself)."""
 
 
 class SandboxResult(BaseModel):
@@ -128,15 +138,30 @@ async def run_sandboxed(
     runner: Runner | None = None,
     readonly_paths: Sequence[Path] = (),
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+    local_only: bool = False,
+    allow_unsandboxed: bool = False,
+    secrets: Sequence[str] = (),
 ) -> SandboxResult:
     """Run ``argv`` in ``cwd`` (the worktree, the one writable place) and collect its output.
 
-    ``env`` adds to the minimal environment. ``runner`` forces a runner (tests, or a
-    user who wants a weaker one); by default the strongest available is used.
+    ``env`` adds to the minimal environment; ``secrets`` names variables (the policy's
+    ``api_key_env``) removed from it with the provider keys, and ``local_only`` adds the
+    hub-offline variables. ``runner`` forces a runner (tests, or a caller that decided
+    with :func:`decide_sandbox`); by default the strongest available is used, but never
+    ``rlimit`` (no sandbox) unless ``allow_unsandboxed``, and never ``rlimit`` under
+    ``local_only``: :class:`SandboxUnavailable` then, and nothing runs.
     ``readonly_paths`` stay visible read-only under bwrap even where a private mount
     hides them (a repo's ``.venv`` under /tmp, say). Cancelling the call kills the command.
     """
-    plan = await asyncio.to_thread(_prepare, argv, cwd, runner, env, readonly_paths, memory_mb)
+    plan = await asyncio.to_thread(
+        _prepare,
+        argv,
+        cwd,
+        runner,
+        _EnvRules(env or {}, local_only, allow_unsandboxed, tuple(secrets)),
+        readonly_paths,
+        memory_mb,
+    )
     out = Output(max_output_chars)
     started = time.monotonic()
     timed_out = False
@@ -200,6 +225,14 @@ def _result(
 
 
 @dataclass(frozen=True)
+class _EnvRules:
+    extra: Mapping[str, str]
+    local_only: bool
+    allow_unsandboxed: bool
+    secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class _Plan:
     argv: list[str]
     cwd: Path
@@ -213,7 +246,7 @@ def _prepare(
     argv: Sequence[str],
     cwd: Path,
     runner: Runner | None,
-    env: Mapping[str, str] | None,
+    rules: _EnvRules,
     readonly_paths: Sequence[Path],
     memory_mb: int | None,
 ) -> _Plan:
@@ -223,7 +256,19 @@ def _prepare(
     if not cwd.is_dir():
         raise SandboxError(f"{cwd}: no such directory")
     probe = probe_sandbox()
-    chosen = runner or probe.runner
+    if runner is None:
+        # fail closed: the strongest runner, but no sandbox at all only when allowed
+        opt_in = "the caller (allow_unsandboxed)" if rules.allow_unsandboxed else None
+        decision = decide_sandbox(probe, local_only=rules.local_only, opt_in=opt_in)
+        if decision.runner is None:
+            raise SandboxUnavailable(decision.reason)
+        chosen: Runner = decision.runner
+    elif runner == "rlimit" and rules.local_only:
+        raise SandboxUnavailable(
+            "the rlimit runner leaves the network on: refused under local_only (GR-009, GR-010)"
+        )
+    else:
+        chosen = runner
     if probe.runners.get(chosen) != "ok":
         raise SandboxError(f"sandbox runner {chosen} is unavailable: {probe.runners.get(chosen)}")
     if chosen == "bwrap":
@@ -235,8 +280,9 @@ def _prepare(
     # Weaker runners share the host's /tmp: give the command a private HOME and TMPDIR.
     private_tmp = None if chosen == "bwrap" else tempfile.mkdtemp(prefix="switchyard-sbx-")
     home = private_tmp or "/tmp"
-    full_env = base_env(home, home)
-    full_env.update(env or {})
+    full_env = command_env(
+        home, home, local_only=rules.local_only, extra=rules.extra, secrets=rules.secrets
+    )
     full = wrap(chosen, list(argv), cwd=cwd, env=full_env, ro=readonly_paths)
     if memory_mb is not None:
         full = with_limits(full, memory_mb)
@@ -270,19 +316,26 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "DEGRADED_CODE",
     "DRAIN_GRACE_S",
+    "LOCAL_ONLY_CODE",
     "MASKED_HOME_PATHS",
     "MAX_LINE_CHARS",
+    "NO_SANDBOX_CODE",
     "PASSTHROUGH_ENV",
     "POLL_S",
     "PRIVATE_MOUNTS",
     "PROBE_TIMEOUT_S",
     "RUNNERS",
+    "UNSANDBOXED_CODE",
     "LineCallback",
     "Runner",
+    "SandboxDecision",
     "SandboxError",
     "SandboxProbe",
     "SandboxResult",
+    "SandboxUnavailable",
+    "decide_sandbox",
     "probe_sandbox",
     "run_sandboxed",
+    "sandbox_decision_line",
     "sandbox_degradation_line",
 ]

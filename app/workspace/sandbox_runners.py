@@ -6,12 +6,13 @@ Everything here is pure: it builds argv lists and environments and runs nothing.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
+
+from app.subprocess_env import TOOLCHAIN_ENV, command_env
 
 Runner = Literal["bwrap", "unshare", "rlimit"]
 RUNNERS: tuple[Runner, ...] = ("bwrap", "unshare", "rlimit")
@@ -39,44 +40,17 @@ MASKED_HOME_PATHS = (
     ".cargo/credentials",
     ".cargo/credentials.toml",
 )
-# Toolchain locations passed through when set, so `cargo`, `go` and friends still find
-# their installs although HOME points into the sandbox.
-PASSTHROUGH_ENV = (
-    "RUSTUP_HOME",
-    "CARGO_HOME",
-    "GOROOT",
-    "GOPATH",
-    "GOMODCACHE",
-    "GOFLAGS",
-    "JAVA_HOME",
-    "VIRTUAL_ENV",
-)
+# Toolchain locations passed through when set (the allowlist lives with the others in
+# app.subprocess_env; this is its old name here).
+PASSTHROUGH_ENV = TOOLCHAIN_ENV
 #: mounted private inside the sandbox: whatever lives under them is hidden
 PRIVATE_MOUNTS = (Path("/tmp"), Path("/run"), Path("/var/run"))
 
 
 def base_env(home: str, tmp: str) -> dict[str, str]:
-    """The minimal environment a command starts from: built, never inherited."""
-    env = {
-        "PATH": os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin",
-        "HOME": home,
-        "TMPDIR": tmp,
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "TERM": "dumb",
-        "NO_COLOR": "1",
-        # Test runners stay non-interactive (no watch mode, no prompts) under CI.
-        "CI": "true",
-    }
-    for name in PASSTHROUGH_ENV:
-        if os.environ.get(name):
-            env[name] = os.environ[name]
-    real_home = Path.home()
-    for name, sub in (("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")):
-        if name not in env and (real_home / sub).is_dir():
-            env[name] = str(real_home / sub)
-    return env
+    """The minimal environment a command starts from: built, never inherited
+    (:func:`app.subprocess_env.command_env`, without local_only or additions)."""
+    return command_env(home, tmp)
 
 
 def wrap(

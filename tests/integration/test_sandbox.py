@@ -20,11 +20,14 @@ from pathlib import Path
 import pytest
 
 from app.audit.log import AuditLog
+from app.workspace import sandbox_probe
 from app.workspace.sandbox import (
     DEGRADED_CODE,
     RUNNERS,
     Runner,
     SandboxError,
+    SandboxProbe,
+    SandboxUnavailable,
     probe_sandbox,
     run_sandboxed,
     sandbox_degradation_line,
@@ -304,3 +307,61 @@ async def test_a_missing_program_is_a_failed_run_not_a_crash(runner: Runner, wt:
     assert result.exit_code != 0 and not result.timed_out
     bare = await run_sandboxed(["no-such-program-xyz"], cwd=wt, runner=runner, memory_mb=None)
     assert bare.exit_code != 0 and "no-such-program-xyz" in bare.output
+
+
+# ── failing closed (GR-010) ──────────────────────────────────────────────────────────────
+
+
+@pytest.fixture
+def no_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine as one where neither bwrap nor unshare works (the probe's answer)."""
+    runners = {
+        "bwrap": "bwrap is not installed",
+        "unshare": "unshare is not permitted here: Operation not permitted",
+        "rlimit": "ok",
+    }
+    fake = SandboxProbe(
+        runner="rlimit",
+        degraded=True,
+        reason="bwrap is not installed; unshare is not permitted here; using rlimit (…)",
+        runners=runners,
+    )
+    monkeypatch.setattr(sandbox_probe, "_probe_cache", fake)
+
+
+@pytest.mark.usefixtures("no_sandbox")
+async def test_with_no_sandbox_nothing_runs_unless_allowed(wt: Path) -> None:
+    touch = ["sh", "-c", "touch ran"]
+    with pytest.raises(SandboxUnavailable, match="no sandbox can run the test command"):
+        await run_sandboxed(touch, cwd=wt)
+    assert not (wt / "ran").exists()
+    for kwargs in ({"local_only": True, "allow_unsandboxed": True}, {"local_only": True}):
+        with pytest.raises(SandboxUnavailable, match="refused under local_only"):
+            await run_sandboxed(touch, cwd=wt, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(SandboxUnavailable, match="refused under local_only"):
+        await run_sandboxed(touch, cwd=wt, runner="rlimit", local_only=True)
+    assert not (wt / "ran").exists()
+    allowed = await run_sandboxed(touch, cwd=wt, allow_unsandboxed=True)
+    assert allowed.ok and allowed.runner == "rlimit" and allowed.degraded
+    assert (wt / "ran").exists()
+
+
+@pytest.mark.parametrize("ns_runner", NAMESPACED)
+async def test_the_environment_takes_local_only_and_drops_secrets(
+    ns_runner: Runner, wt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOPATH", "/opt/go-with-a-token-in-it")
+    code = "import json, os; print(json.dumps(dict(os.environ)))"
+    result = await run_sandboxed(
+        py(code),
+        cwd=wt,
+        runner=ns_runner,
+        env={"ANTHROPIC_API_KEY": "sk-ant-extra", "HF_HUB_OFFLINE": "0", "EXTRA": "1"},
+        local_only=True,
+        secrets=["GOPATH"],
+    )
+    env = json.loads(result.output.strip().splitlines()[-1])
+    assert "ANTHROPIC_API_KEY" not in env and "GOPATH" not in env
+    assert env["EXTRA"] == "1"
+    # an addition cannot undo local_only
+    assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"

@@ -9,12 +9,17 @@ import pytest
 from app.workspace import sandbox
 from app.workspace.sandbox import (
     DEGRADED_CODE,
+    LOCAL_ONLY_CODE,
+    NO_SANDBOX_CODE,
+    UNSANDBOXED_CODE,
     SandboxProbe,
     SandboxResult,
     _base_env,
     _bwrap,
     _Output,
     _wrap,
+    decide_sandbox,
+    sandbox_decision_line,
     sandbox_degradation_line,
 )
 
@@ -143,3 +148,68 @@ def test_probe_reason_names_every_missing_runner() -> None:
     reason = sandbox._degraded_reason("rlimit", {**status, "rlimit": "ok"})
     assert reason.startswith("bwrap is not installed; unshare is not permitted here: x")
     assert "using rlimit" in reason
+
+
+# ── which runner the rules allow (GR-010: the sandbox fails closed) ──────────────────────
+
+_NO_BWRAP = "bwrap is not permitted here: setting up uid map: Permission denied"
+_NO_UNSHARE = "unshare is not installed"
+
+
+def _probe(runner: str) -> SandboxProbe:
+    runners = {
+        "bwrap": "ok" if runner == "bwrap" else _NO_BWRAP,
+        "unshare": "ok" if runner in ("bwrap", "unshare") else _NO_UNSHARE,
+        "rlimit": "ok",
+    }
+    reason = "" if runner == "bwrap" else sandbox._degraded_reason(runner, runners)  # type: ignore[arg-type]
+    return SandboxProbe(
+        runner=runner,  # type: ignore[arg-type]
+        degraded=runner != "bwrap",
+        reason=reason,
+        runners=runners,
+    )
+
+
+@pytest.mark.parametrize("local_only", [False, True])
+@pytest.mark.parametrize("opt_in", [None, "--allow-unsandboxed"])
+def test_bwrap_and_unshare_need_no_opt_in(local_only: bool, opt_in: str | None) -> None:
+    strong = decide_sandbox(_probe("bwrap"), local_only=local_only, opt_in=opt_in)
+    assert (strong.runner, strong.degraded, strong.reason_codes) == ("bwrap", False, [])
+    assert sandbox_decision_line(strong) is None
+    weak = decide_sandbox(_probe("unshare"), local_only=local_only, opt_in=opt_in)
+    assert (weak.runner, weak.degraded, weak.reason_codes) == ("unshare", True, [DEGRADED_CODE])
+    assert weak.opt_in is None  # nothing was opted in to
+    line = sandbox_decision_line(weak)
+    assert line is not None and line["kind"] == "degradation" and line["to"] == "unshare"
+    assert _NO_BWRAP in line["detail"] and "no network" in line["detail"]
+
+
+def test_no_sandbox_is_refused_without_an_opt_in() -> None:
+    d = decide_sandbox(_probe("rlimit"), local_only=False)
+    assert d.refused and d.runner is None and d.reason_codes == [NO_SANDBOX_CODE]
+    assert _NO_BWRAP in d.reason and _NO_UNSHARE in d.reason
+    assert "--allow-unsandboxed" in d.reason and "allow_unsandboxed = true" in d.reason
+    line = sandbox_decision_line(d)
+    assert line is not None
+    assert (line["kind"], line["from_"], line["to"]) == ("refusal", "bwrap", None)
+    assert line["values"]["runners"]["unshare"] == _NO_UNSHARE
+
+
+def test_the_opt_in_runs_without_a_sandbox_audited_as_a_downgrade() -> None:
+    d = decide_sandbox(_probe("rlimit"), local_only=False, opt_in="--allow-unsandboxed")
+    assert (d.runner, d.degraded) == ("rlimit", True)
+    assert d.reason_codes == [DEGRADED_CODE, UNSANDBOXED_CODE]
+    line = sandbox_decision_line(d)
+    assert line is not None and line["kind"] == "degradation" and line["to"] == "rlimit"
+    assert line["values"]["opt_in"] == "--allow-unsandboxed"
+    assert "allowed by --allow-unsandboxed" in line["detail"]
+
+
+@pytest.mark.parametrize("opt_in", [None, "--allow-unsandboxed"])
+def test_local_only_refuses_no_sandbox_even_with_the_opt_in(opt_in: str | None) -> None:
+    d = decide_sandbox(_probe("rlimit"), local_only=True, opt_in=opt_in)
+    assert d.refused and d.reason_codes == [LOCAL_ONLY_CODE]
+    assert "refused under local_only" in d.reason
+    line = sandbox_decision_line(d)
+    assert line is not None and line["kind"] == "refusal" and line["values"]["local_only"]
