@@ -14,47 +14,36 @@ the SDK's own retries are off, as for every backend.
 * Sampling: this SDK's Messages API takes no temperature or seed, so none is sent.
 * Auth: the SDK sends the key and its own ``anthropic-version``; 2.x sends the key as
   ``Authorization: Bearer``.
-* Errors: the same kinds as :mod:`app.backends.openai_compat` (its table applies), with
-  Anthropic's own words: ``prompt is too long`` → ``context_length``; 529
-  ``overloaded_error`` → ``server_error``; an ``error`` event inside a stream is mapped by
-  its type (``overloaded_error``/``api_error`` → ``server_error``, ``rate_limit_error`` →
-  ``rate_limited``).
+* Errors: mapped by :mod:`app.backends.provider_errors` (its table applies), as for the
+  OpenAI-compatible backend, whose streaming loop this backend shares
+  (:func:`app.backends.provider_common.relay`); with Anthropic's own words: ``prompt is
+  too long`` → ``context_length``; 529 ``overloaded_error`` → ``server_error``; an
+  ``error`` event inside a stream is mapped by its type (``overloaded_error``/``api_error``
+  → ``server_error``, ``rate_limit_error`` → ``rate_limited``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import anthropic
-import anyio
 import httpx2
-import pydantic
+from anthropic.types import RawMessageStreamEvent
 
-from app.backends.base import (
-    BackendError,
-    ChatRequest,
-    ChatResult,
-    Delta,
-    ErrorKind,
-    Health,
-    Usage,
-)
-from app.backends.openai_compat import (
+from app.backends.base import BackendError, ChatRequest, ChatResult, Delta, ErrorKind, Health
+from app.backends.provider_common import (
+    BadStreamItem,
     HealthCache,
-    error_message_of,
-    is_context_length,
+    SdkStream,
+    StreamState,
     json_only_instruction,
-    local_only_refusal,
-    retry_after_seconds,
-    scrub,
-    status_kind,
-    transport_kind,
+    no_key_message,
+    relay,
 )
+from app.backends.provider_errors import ErrorMapper, SdkErrors
 from app.clock import Clock, SystemClock
-from app.tokens import count_messages, count_text
 
 __all__ = ["AnthropicBackend"]
 
@@ -69,23 +58,23 @@ _TYPE_KINDS: dict[str, ErrorKind] = {
     "timeout_error": "timeout",
     "request_too_large": "context_length",
 }
-_ERRORS = (anthropic.AnthropicError, httpx2.HTTPError, anyio.EndOfStream, OSError)
-
-
-class _BadEvent(Exception):
-    """A stream event that parsed as JSON but is not what the Messages API sends."""
+_SDK_ERRORS = SdkErrors.of(anthropic, base=anthropic.AnthropicError)
+_INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 @dataclass
-class _Stream:
-    model: str
-    started: bool = False
-    text: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
+class _Events(StreamState):
+    """What one streamed Messages call has gathered so far."""
+
     stop_reason: str | None = None
     stopped: bool = False
-    tokens_in: int | None = None
-    tokens_out: int | None = None
+
+    END = "message_stop"
+
+    def finish(self) -> str | None:
+        if not self.stopped and self.stop_reason is None:
+            return None
+        return self.stop_reason or "end_turn"
 
     def feed(self, event: object) -> Delta | None:
         kind = getattr(event, "type", None)
@@ -107,13 +96,13 @@ class _Stream:
             if delta_type == "text_delta":
                 text = getattr(delta, "text", None)
                 if not isinstance(text, str):
-                    raise _BadEvent("text_delta without text")
+                    raise BadStreamItem("text_delta without text")
                 self.text.append(text)
                 return Delta(text=text) if text else None
             if delta_type == "thinking_delta":
                 thought = getattr(delta, "thinking", None)
                 if not isinstance(thought, str):
-                    raise _BadEvent("thinking_delta without thinking")
+                    raise BadStreamItem("thinking_delta without thinking")
                 self.reasoning.append(thought)
                 return Delta(reasoning=thought) if thought else None
         elif kind == "message_delta":
@@ -126,11 +115,8 @@ class _Stream:
         elif kind == "message_stop":
             self.stopped = True
         elif not isinstance(kind, str):
-            raise _BadEvent("event without a type")
+            raise BadStreamItem("event without a type")
         return None
-
-
-_INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 class AnthropicBackend:
@@ -166,45 +152,42 @@ class AnthropicBackend:
         self._clock: Clock = clock or SystemClock()
         self._sdk: anthropic.AsyncAnthropic | None = None
         self._health = HealthCache(health_ttl_s, self._clock)
+        self._errors = ErrorMapper(
+            _SDK_ERRORS,
+            label=f"{model_id} (anthropic)",
+            base_url=self.base_url,
+            api_key=self._api_key,
+            clock=self._clock,
+            type_kinds=_TYPE_KINDS,
+        )
 
     def __repr__(self) -> str:  # never the key
         return f"AnthropicBackend(model_id={self.model_id!r}, base_url={self.base_url!r})"
 
     # ── chat ──────────────────────────────────────────────────────────────────────────
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
-        """Yield text/thinking deltas, then one :class:`ChatResult`; raise BackendError."""
-        sdk = self._require_sdk()
+    def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+        """Text/thinking deltas, then one :class:`ChatResult`; raises BackendError.
+
+        Nothing is sent before the first step of the iteration (a missing key raises there).
+        """
         system, messages = self._split(request)
-        state = _Stream(model=self.served_name)
-        t0 = self._clock.monotonic()
-        ttft: float | None = None
-        failure: BackendError | None = None
-        try:
-            events = await sdk.messages.create(
+        params = self._params(request, system)
+
+        async def open_stream() -> SdkStream:
+            events: anthropic.AsyncStream[RawMessageStreamEvent]
+            events = await self._require_sdk().messages.create(
                 model=self.served_name,
                 max_tokens=request.max_tokens,
                 messages=cast(Any, messages),
                 stream=True,
-                **self._params(request, system),
+                **params,
             )
-            state.started = True
-            try:
-                async for event in events:
-                    delta = state.feed(event)
-                    if delta is not None:
-                        if ttft is None:
-                            ttft = (self._clock.monotonic() - t0) * 1000.0
-                        yield delta
-            finally:
-                await events.close()
-        except _ERRORS as exc:
-            failure = self._map(exc, started=state.started)
-        except (json.JSONDecodeError, pydantic.ValidationError, _BadEvent) as exc:
-            failure = self._error("bad_output", f"malformed reply ({type(exc).__name__})")
-        if failure is not None:
-            raise failure
-        yield self._result(state, system, messages, t0, ttft)
+            return events
+
+        prompt = ([system] if system else []) + [m["content"] for m in messages]
+        state = _Events(model=self.served_name)
+        return relay(open_stream, state, prompt, errors=self._errors, clock=self._clock)
 
     def _split(self, request: ChatRequest) -> tuple[str, list[dict[str, str]]]:
         """Anthropic takes system text apart from the turns."""
@@ -224,37 +207,6 @@ class AnthropicBackend:
             params["stop_sequences"] = list(request.stop)
         return params
 
-    def _result(
-        self,
-        state: _Stream,
-        system: str,
-        messages: list[dict[str, str]],
-        t0: float,
-        ttft: float | None,
-    ) -> ChatResult:
-        if not state.stopped and state.stop_reason is None:
-            if not state.text and not state.reasoning:
-                raise self._error("bad_output", "the stream ended without a reply")
-            raise self._error("server_error", "the stream ended before message_stop (cut?)")
-        if state.tokens_in is not None and state.tokens_out is not None:
-            usage = Usage(tokens_in=state.tokens_in, tokens_out=state.tokens_out)
-        else:
-            contents = ([system] if system else []) + [m["content"] for m in messages]
-            usage = Usage(
-                tokens_in=count_messages(contents),
-                tokens_out=count_text("".join(state.text)) + count_text("".join(state.reasoning)),
-                counted_locally=True,
-            )
-        return ChatResult(
-            text="".join(state.text),
-            reasoning="".join(state.reasoning),
-            usage=usage,
-            finish_reason=state.stop_reason or "end_turn",
-            model=state.model,
-            latency_ms=(self._clock.monotonic() - t0) * 1000.0,
-            ttft_ms=ttft,
-        )
-
     # ── health ────────────────────────────────────────────────────────────────────────
 
     async def health(self) -> Health:
@@ -271,14 +223,14 @@ class AnthropicBackend:
 
     async def _probe(self) -> Health:
         if self._api_key is None:
-            return Health(ok=False, detail=self._no_key_message())
+            return Health(ok=False, detail=no_key_message(self.key_env))
         sdk = self._require_sdk()
         t0 = self._clock.monotonic()
         try:
             page = await sdk.models.list(limit=100, timeout=self.health_timeout_s)
             models = [m.id for m in page.data]
         except Exception as exc:  # a probe reports; it never raises
-            return Health(ok=False, detail=self._map(exc, started=False).args[0])
+            return Health(ok=False, detail=self._errors.map(exc, started=False).args[0])
         return Health(
             ok=True,
             detail="ok",
@@ -286,11 +238,11 @@ class AnthropicBackend:
             models=models,
         )
 
-    # ── errors ────────────────────────────────────────────────────────────────────────
+    # ── the SDK ───────────────────────────────────────────────────────────────────────
 
     def _require_sdk(self) -> anthropic.AsyncAnthropic:
         if self._api_key is None:
-            raise BackendError("no_key", self._no_key_message())
+            raise BackendError("no_key", no_key_message(self.key_env))
         if self._sdk is None:
             self._sdk = anthropic.AsyncAnthropic(
                 api_key=self._api_key,
@@ -301,60 +253,3 @@ class AnthropicBackend:
                 timeout=self._client.timeout,
             )
         return self._sdk
-
-    def _no_key_message(self) -> str:
-        return f"unavailable: no key ({self.key_env or 'API key'} not set)"
-
-    def _error(
-        self,
-        kind: ErrorKind,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> BackendError:
-        text = scrub(f"{self.model_id} (anthropic): {message}", [self._api_key])
-        return BackendError(kind, text, status=status, retry_after=retry_after)
-
-    def _map(self, exc: BaseException, *, started: bool) -> BackendError:
-        refused = local_only_refusal(exc)
-        if refused is not None:
-            return self._error("local_only", str(refused))
-        if isinstance(exc, anthropic.APITimeoutError):
-            return self._error("timeout", "timed out" + (" mid-stream" if started else ""))
-        if isinstance(exc, anthropic.APIConnectionError):
-            if started:
-                return self._error("server_error", "the stream was cut mid-way")
-            return self._error("connect", f"cannot reach {self.base_url}")
-        if isinstance(exc, anthropic.APIStatusError):
-            status = exc.status_code
-            message, type_, code = error_message_of(exc.body)
-            if status < 400:  # an ``error`` event inside a 200 stream
-                if is_context_length(message, type_, code):
-                    kind: ErrorKind = "context_length"
-                else:
-                    kind = _TYPE_KINDS.get(type_, "server_error")
-                return self._error(kind, f"error in stream: {message or type_ or 'error'}")
-            kind = status_kind(status, message, type_, code)
-            if kind == "server_error" and type_ in _TYPE_KINDS and status < 500:
-                kind = _TYPE_KINDS[type_]
-            retry_after = None
-            if kind == "rate_limited":
-                retry_after = retry_after_seconds(exc.response.headers, self._clock.now())
-            return self._error(
-                kind,
-                f"HTTP {status}: {message or type_ or 'error'}",
-                status=status,
-                retry_after=retry_after,
-            )
-        if isinstance(exc, anthropic.APIResponseValidationError):
-            return self._error("bad_output", "the reply does not fit the API's schema")
-        transport = transport_kind(exc, started=started)
-        if transport is not None:
-            what = {
-                "timeout": "timed out" + (" mid-stream" if started else ""),
-                "connect": f"cannot reach {self.base_url}",
-                "server_error": "the stream was cut mid-way",
-            }[transport]
-            return self._error(transport, f"{what} ({type(exc).__name__})")
-        return self._error("server_error", f"unexpected failure ({type(exc).__name__})")

@@ -1,4 +1,5 @@
-"""The core never imports the UI, and the CLI never imports the heavy ML stacks.
+"""The core never imports the UI, the CLI never imports the heavy ML stacks, and a cloud
+backend loads only its own provider's SDK.
 
 Each check runs in a fresh interpreter and looks at ``sys.modules``. The walk over
 ``app`` finds modules at run time, so modules added later are checked too.
@@ -143,6 +144,23 @@ def test_cli_does_not_load_heavy_libraries_or_textual() -> None:
     assert result["rc"] == 0
     assert result["loaded"] == [], (
         f"the CLI loaded {result['loaded']} (first asked for by: {result['by']})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "sdks"),
+    [
+        ("app.backends.anthropic_backend", ["anthropic"]),
+        ("app.backends.provider_errors", []),  # the mapping both backends share
+        ("app.backends.provider_common", []),
+        ("app.backends.openai_compat", ["openai"]),  # the control: the check can fail
+    ],
+)
+def test_a_cloud_backend_loads_only_its_own_sdk(module: str, sdks: list[str]) -> None:
+    script = f"import {module}\nprint(json.dumps({{'loaded': loaded(), 'by': offenders}}))\n"
+    result = _run(script, ("openai", "anthropic"))
+    assert result["loaded"] == sdks, (
+        f"{module} loaded {result['loaded']} (first asked for by: {result['by']})"
     )
 
 

@@ -1,0 +1,184 @@
+"""What the SDK adapters share besides their error mapping (:mod:`.provider_errors`).
+
+Used by :mod:`app.backends.openai_compat` and :mod:`app.backends.anthropic_backend`;
+imports neither SDK.
+
+* :func:`relay` drives one streamed call: it opens the SDK's stream, feeds each item to
+  the adapter's :class:`StreamState`, yields the deltas (timing the first), closes the
+  stream, maps any failure, and ends with one :class:`ChatResult`.
+* :class:`HealthCache`: one health probe shared by concurrent callers, reused a while.
+* :func:`json_only_instruction`: GR-012 for a model without constrained decoding.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import pydantic
+
+from app.backends.base import ChatResult, Delta, Health, Usage
+from app.backends.provider_errors import ErrorMapper
+from app.clock import Clock
+from app.tokens import count_messages, count_text
+
+__all__ = [
+    "BadStreamItem",
+    "HealthCache",
+    "StreamState",
+    "json_only_instruction",
+    "no_key_message",
+    "relay",
+]
+
+
+class BadStreamItem(Exception):
+    """A stream item that parsed as JSON but is not what the API sends."""
+
+
+@dataclass
+class StreamState(ABC):
+    """What one streamed call has gathered so far; a subclass reads its API's items."""
+
+    #: the served model, until the stream names it
+    model: str
+    #: the response began (see the cut rule in :mod:`.provider_errors`)
+    started: bool = False
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+    #: what a complete stream ends with, for the message when it did not
+    END = "its finish"
+
+    @abstractmethod
+    def feed(self, item: object) -> Delta | None:
+        """Take one item of the stream; the delta it carries, if any. Raise BadStreamItem."""
+
+    @abstractmethod
+    def finish(self) -> str | None:
+        """The finish reason, or None while the stream has not ended properly."""
+
+    def result(
+        self, prompt: list[str], *, errors: ErrorMapper, latency_ms: float, ttft_ms: float | None
+    ) -> ChatResult:
+        """The call's result; ``prompt`` (the texts sent) is counted if usage never came."""
+        finish = self.finish()
+        if finish is None:
+            if not self.text and not self.reasoning:
+                raise errors.error("bad_output", "the stream ended without a reply")
+            raise errors.error("server_error", f"the stream ended before {self.END} (cut?)")
+        text, reasoning = "".join(self.text), "".join(self.reasoning)
+        if self.tokens_in is not None and self.tokens_out is not None:
+            usage = Usage(tokens_in=self.tokens_in, tokens_out=self.tokens_out)
+        else:
+            usage = Usage(
+                tokens_in=count_messages(prompt),
+                tokens_out=count_text(text) + count_text(reasoning),
+                counted_locally=True,
+            )
+        return ChatResult(
+            text=text,
+            reasoning=reasoning,
+            usage=usage,
+            finish_reason=finish,
+            model=self.model,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+        )
+
+
+class SdkStream(Protocol):
+    """An SDK's async stream (``openai.AsyncStream``, ``anthropic.AsyncStream``)."""
+
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+
+    async def close(self) -> None: ...
+
+
+async def relay(
+    open_stream: Callable[[], Awaitable[SdkStream]],
+    state: StreamState,
+    prompt: list[str],
+    *,
+    errors: ErrorMapper,
+    clock: Clock,
+) -> AsyncIterator[Delta | ChatResult]:
+    """Yield the deltas of the stream ``open_stream`` opens, then one :class:`ChatResult`.
+
+    Every failure is raised as a :class:`~app.backends.base.BackendError`, outside the
+    ``except`` block, so the SDK's exception (whose request carries the key) is not its
+    context. Whatever ``open_stream`` raises itself (no key) goes through untouched.
+    """
+    t0 = clock.monotonic()
+    ttft: float | None = None
+    failure = None
+    try:
+        items = await open_stream()
+        state.started = True
+        try:
+            async for item in items:
+                delta = state.feed(item)
+                if delta is not None:
+                    if ttft is None:
+                        ttft = (clock.monotonic() - t0) * 1000.0
+                    yield delta
+        finally:
+            await items.close()
+    except errors.catches as exc:
+        failure = errors.map(exc, started=state.started)
+    except (json.JSONDecodeError, pydantic.ValidationError, BadStreamItem) as exc:
+        failure = errors.error("bad_output", f"malformed reply ({type(exc).__name__})")
+    if failure is not None:
+        raise failure
+    latency = (clock.monotonic() - t0) * 1000.0
+    yield state.result(prompt, errors=errors, latency_ms=latency, ttft_ms=ttft)
+
+
+class HealthCache:
+    """One probe result, reused for ``ttl_s``; concurrent callers share one probe."""
+
+    def __init__(self, ttl_s: float, clock: Clock) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._value: Health | None = None
+        self._at = 0.0
+        self._lock: anyio.Lock | None = None
+
+    def _fresh(self) -> Health | None:
+        if self._value is not None and self._clock.monotonic() - self._at < self.ttl_s:
+            return self._value
+        return None
+
+    async def get(self, probe: Callable[[], Awaitable[Health]]) -> Health:
+        cached = self._fresh()
+        if cached is not None:
+            return cached
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            cached = self._fresh()  # a concurrent caller probed while we waited
+            if cached is not None:
+                return cached
+            value = await probe()
+            self._value, self._at = value, self._clock.monotonic()
+            return value
+
+
+def json_only_instruction(schema: Mapping[str, Any]) -> str:
+    """The system message that asks a model without constrained decoding for JSON."""
+    return (
+        "Reply with a single JSON object and nothing else: no prose, no Markdown fences. "
+        "It must validate against this JSON Schema:\n"
+        + json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    )
+
+
+def no_key_message(key_env: str | None) -> str:
+    """Why a cloud backend without its key is unavailable (the key is never shown)."""
+    return f"unavailable: no key ({key_env or 'API key'} not set)"

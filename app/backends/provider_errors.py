@@ -1,0 +1,355 @@
+"""How a provider SDK's failures become a :class:`~app.backends.base.BackendError`.
+
+One mapping for both cloud-capable adapters (:mod:`app.backends.openai_compat`,
+:mod:`app.backends.anthropic_backend`). The ``openai`` and ``anthropic`` SDKs are
+generated alike (the same exception hierarchy under the same names), so an adapter hands
+its SDK's classes to an :class:`ErrorMapper` (:meth:`SdkErrors.of`) and this module never
+imports either SDK. Retries, backoff and fallbacks belong to the router, which reads the
+``kind``.
+
+Error kinds (every SDK and transport failure ends as one of these, never as a traceback):
+
+====================================================  =========================================
+failure                                               kind
+====================================================  =========================================
+429 (Retry-After / retry-after-ms → ``retry_after``)   ``rate_limited``
+429 ``insufficient_quota`` (no credit: waiting won't   ``auth``
+help)
+500, 502, 503, 504, 529, any other 5xx                ``server_error``
+a read/connect/write timeout, 408                      ``timeout``
+refused, reset or dropped before the response began   ``connect``
+dropped after the response began (a cut stream)        ``server_error``
+401, 403                                               ``auth``
+the server's own context-window wording (vLLM,         ``context_length``
+llama.cpp, OpenAI, DeepSeek, Kimi, Anthropic)
+an ``error`` event inside a stream                     by its words and ``type`` (the adapter's
+                                                      table), else ``server_error``
+a body or chunk that is not JSON or not the expected   ``bad_output``
+shape; a stream that ends without a result
+the local_only guard refused the host (GR-009)         ``local_only``
+no API key for a cloud provider (no request is sent)   ``no_key``
+404 (model not served), other 4xx                      ``server_error`` (``status`` is kept)
+====================================================  =========================================
+
+Why a cut splits in two: before the response began nothing reached the caller and the
+server may be gone, so it is a ``connect`` failure (fall back); once the response began
+the server was up and the caller may have seen deltas, so it is a ``server_error`` (the
+router may retry the call from the start). A non-streamed call is read whole by the SDK
+before it returns, so any drop there counts as ``connect``.
+
+Keys never appear in messages, logs or exceptions: every message is scrubbed, and the
+SDK's exception (whose request carries the key) is never chained to ours (callers raise
+the mapped error outside their ``except`` block, so ``__context__`` is empty too).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from types import ModuleType
+from typing import Protocol
+
+import anyio
+import httpx
+import httpx2
+
+from app.backends.base import BackendError, ErrorKind
+from app.clock import Clock
+from app.errors import LocalOnlyViolation
+
+__all__ = [
+    "TRANSPORT_ERRORS",
+    "ErrorMapper",
+    "SdkErrors",
+    "error_message_of",
+    "is_context_length",
+    "local_only_refusal",
+    "retry_after_seconds",
+    "scrub",
+    "status_kind",
+    "transport_kind",
+]
+
+#: what a call may raise, besides its SDK's own errors, that is the server's or the network's
+#: doing (either HTTP stack)
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    httpx.HTTPError,
+    httpx2.HTTPError,
+    anyio.EndOfStream,
+    OSError,
+)
+_MAX_MESSAGE = 300
+_CONTEXT_WORDING = re.compile(
+    r"maximum context length"  # OpenAI, vLLM, DeepSeek
+    r"|context_length_exceeded"  # OpenAI's code
+    r"|longer than the maximum model length"  # vLLM: "The decoder prompt (length N) is …"
+    r"|exceeds? the available context size"  # llama.cpp server
+    r"|exceed_context_size_error"  # llama.cpp server's type
+    r"|exceeded model token limit"  # Kimi (Moonshot)
+    r"|prompt is too long"  # Anthropic
+    r"|exceed context limit"  # Anthropic: "input length and `max_tokens` exceed context limit"
+    r"|context window",
+    re.IGNORECASE,
+)
+_KEY_SHAPES = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{6,}")
+
+
+# ── The pieces ─────────────────────────────────────────────────────────────────────────────
+
+
+def is_context_length(*texts: object) -> bool:
+    """True when any of the texts (message, code, type) is a context-window refusal."""
+    return any(isinstance(t, str) and _CONTEXT_WORDING.search(t) for t in texts)
+
+
+def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` without the given secrets or anything shaped like an API key, shortened."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    text = _KEY_SHAPES.sub("[redacted]", text)
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None, now: datetime) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+def local_only_refusal(exc: BaseException) -> LocalOnlyViolation | None:
+    """The local_only refusal behind ``exc`` (the SDKs wrap it), if there is one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, LocalOnlyViolation):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def error_message_of(body: object) -> tuple[str, str, str]:
+    """(message, type, code) from an error body in any of the servers' shapes."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping):
+            return (
+                _str(inner.get("message")),
+                _str(inner.get("type")),
+                _str(inner.get("code")),
+            )
+        if isinstance(inner, str):
+            return inner, "", ""
+    if isinstance(body, str):
+        return body, "", ""
+    return "", "", ""
+
+
+def status_kind(status: int, message: str, type_: str, code: str) -> ErrorKind:
+    """The error kind for an HTTP error status and the server's words."""
+    if is_context_length(message, type_, code):
+        return "context_length"
+    if status == 429:
+        if "insufficient_quota" in (type_, code):
+            return "auth"
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth"
+    if status == 408:
+        return "timeout"
+    return "server_error"
+
+
+def transport_kind(exc: BaseException, *, started: bool) -> ErrorKind | None:
+    """The kind of a raw transport failure from either HTTP stack (None: not one)."""
+    if isinstance(exc, httpx.TimeoutException | httpx2.TimeoutException | TimeoutError):
+        return "timeout"
+    if isinstance(
+        exc,
+        httpx.TransportError | httpx2.TransportError | anyio.EndOfStream | ConnectionError,
+    ):
+        return "server_error" if started else "connect"
+    return None
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+# ── One SDK's errors, mapped ───────────────────────────────────────────────────────────────
+
+
+class _Headers(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+class _ApiError(Protocol):
+    """``APIError``: what both SDKs' errors below their base have."""
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def body(self) -> object: ...
+
+
+class _StatusError(_ApiError, Protocol):
+    """``APIStatusError``: an HTTP error status, or an ``error`` event in a 200 stream."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def response(self) -> _Headers: ...
+
+
+@dataclass(frozen=True)
+class SdkErrors:
+    """One SDK's exception classes, as the ``openai`` and ``anthropic`` SDKs both name them."""
+
+    #: the root of everything the SDK raises (``OpenAIError``, ``AnthropicError``)
+    base: type[Exception]
+    #: ``APIError``: raised bare for an ``error`` event inside an OpenAI-protocol stream
+    api: type[_ApiError]
+    status: type[_StatusError]
+    connection: type[Exception]
+    #: a connection error too
+    timeout: type[Exception]
+    validation: type[Exception]
+
+    @classmethod
+    def of(cls, sdk: ModuleType, *, base: type[Exception]) -> SdkErrors:
+        """The classes of ``sdk`` (the module), whose root error is ``base``."""
+        return cls(
+            base=base,
+            api=sdk.APIError,
+            status=sdk.APIStatusError,
+            connection=sdk.APIConnectionError,
+            timeout=sdk.APITimeoutError,
+            validation=sdk.APIResponseValidationError,
+        )
+
+
+class ErrorMapper:
+    """One backend's failures as :class:`BackendError`: labelled, scrubbed, of one kind.
+
+    ``label`` starts every message (``"<model id> (<flavor>)"``); ``base_url`` is named
+    when the server cannot be reached; ``api_key`` is scrubbed from every message.
+    ``type_kinds`` maps an error body's ``type`` to a kind, for errors whose HTTP status
+    says nothing (an ``error`` event inside a stream, a 4xx of no other kind).
+    """
+
+    def __init__(
+        self,
+        sdk: SdkErrors,
+        *,
+        label: str,
+        base_url: str,
+        api_key: str | None,
+        clock: Clock,
+        type_kinds: Mapping[str, ErrorKind] | None = None,
+    ) -> None:
+        self._sdk = sdk
+        self._label = label
+        self._base_url = base_url
+        self._api_key = api_key
+        self._clock = clock
+        self._type_kinds: Mapping[str, ErrorKind] = type_kinds or {}
+        #: what a call catches and hands to :meth:`map`
+        self.catches: tuple[type[BaseException], ...] = (sdk.base, *TRANSPORT_ERRORS)
+
+    def error(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> BackendError:
+        """A :class:`BackendError` of ``kind``, its message labelled and scrubbed."""
+        text = scrub(f"{self._label}: {message}", [self._api_key])
+        return BackendError(kind, text, status=status, retry_after=retry_after)
+
+    def map(self, exc: BaseException, *, started: bool) -> BackendError:
+        """The error for a failure of a call; ``started``: the response had begun."""
+        refused = local_only_refusal(exc)
+        if refused is not None:
+            return self.error("local_only", str(refused))
+        transport = self._transport_kind(exc, started=started)
+        if transport is not None:
+            what = {
+                "timeout": "timed out" + (" mid-stream" if started else ""),
+                "connect": f"cannot reach {self._base_url}",
+                "server_error": "the stream was cut mid-way",
+            }[transport]
+            if not isinstance(exc, self._sdk.connection):  # a raw one: say which
+                what += f" ({type(exc).__name__})"
+            return self.error(transport, what)
+        if isinstance(exc, self._sdk.status):
+            return self._status(exc)
+        if isinstance(exc, self._sdk.validation):
+            return self.error("bad_output", "the reply does not fit the API's schema")
+        if isinstance(exc, self._sdk.api):  # an error event inside an OpenAI-protocol stream
+            message, type_, code = error_message_of(exc.body)
+            return self._stream_event(message or exc.message, type_, code)
+        return self.error("server_error", f"unexpected failure ({type(exc).__name__})")
+
+    def _transport_kind(self, exc: BaseException, *, started: bool) -> ErrorKind | None:
+        if isinstance(exc, self._sdk.timeout):
+            return "timeout"
+        if isinstance(exc, self._sdk.connection):
+            return "server_error" if started else "connect"
+        return transport_kind(exc, started=started)
+
+    def _status(self, exc: _StatusError) -> BackendError:
+        status = exc.status_code
+        message, type_, code = error_message_of(exc.body)
+        if status < 400:  # an ``error`` event inside a 200 stream (how Anthropic's SDK says it)
+            return self._stream_event(message, type_, code)
+        kind = status_kind(status, message, type_, code)
+        if kind == "server_error" and type_ in self._type_kinds and status < 500:
+            kind = self._type_kinds[type_]
+        retry_after = None
+        if kind == "rate_limited":
+            retry_after = retry_after_seconds(exc.response.headers, self._clock.now())
+        return self.error(
+            kind,
+            f"HTTP {status}: {message or type_ or 'error'}",
+            status=status,
+            retry_after=retry_after,
+        )
+
+    def _stream_event(self, message: str, type_: str, code: str) -> BackendError:
+        kind: ErrorKind
+        if is_context_length(message, type_, code):
+            kind = "context_length"
+        else:
+            kind = self._type_kinds.get(type_, "server_error")
+        return self.error(kind, f"error in stream: {message or type_ or 'error'}")
