@@ -3,14 +3,19 @@
 
 The choice of runtime is a small pure function (:func:`choose_runtime`) over the VRAM
 fit plan and two facts about the machine (is vLLM installed, is there a GPU), so it is
-tested without either; :func:`plan_serve` turns the choice into the exact command. The
-neighbours hold the other concerns: :mod:`~app.backends.machine` (the facts),
+tested without either; :func:`plan_serve` turns the choice into the exact command, and
+under local_only refuses a model that is neither a local path nor already in the hub
+cache (nothing may be downloaded). :func:`serve_env` is the server's environment: an
+allowlist without provider keys, offline under local_only. The neighbours hold the
+other concerns: :mod:`~app.backends.machine` (the facts),
 :mod:`~app.backends.local_status` (``local status``), :mod:`~app.backends.supervisor`
 (running the command). Their public names are importable from here as well.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -44,6 +49,7 @@ from app.backends.vram import FitPlan, ModelFit, fit_plan
 from app.config import Settings
 from app.errors import UsageError
 from app.policy.schema import Model, Policy
+from app.subprocess_env import HUB_OFFLINE, server_env
 
 __all__ = [
     "SERVER_EXTRA_HINT",
@@ -57,13 +63,16 @@ __all__ = [
     "choose_runtime",
     "free_port",
     "gpu_present",
+    "hub_cache_dir",
     "inprocess_status",
     "local_llm_roles",
     "local_status",
     "missing_server_deps",
     "plan_serve",
     "probe_endpoint",
+    "require_local_model",
     "runtime_url",
+    "serve_env",
     "stop_process_group",
     "supervise",
     "vllm_available",
@@ -266,9 +275,11 @@ def plan_serve(
     has_vllm: bool | None = None,
     has_gpu: bool | None = None,
     plan: FitPlan | None = None,
+    local_only: bool = False,
 ) -> ServeSpec:
     """Decide how to serve ``role``'s model. Pure apart from the two machine probes,
-    which callers (and tests) can answer with ``has_vllm`` / ``has_gpu``."""
+    which callers (and tests) can answer with ``has_vllm`` / ``has_gpu``, and, under
+    ``local_only``, the look into the hub cache (:func:`require_local_model`)."""
     role_model = _local_role_model(policy, role)
     model = policy.models[role_model]
     notes: list[str] = []
@@ -293,9 +304,17 @@ def plan_serve(
 
     port = _listen_port(runtime_url(policy, settings, chosen), chosen, host, port, notes)
     base_url = f"http://{host}:{port}/v1"
+    if local_only:
+        notes.append(
+            "local_only: the server starts offline ("
+            + ", ".join(f"{k}={v}" for k, v in list(HUB_OFFLINE.items())[:2])
+            + ", …): it loads only what is on this machine"
+        )
 
     if chosen == "vllm":
         assert fit is not None and fit.gpu_memory_utilization is not None
+        if local_only:
+            require_local_model(model.served_name)
         window = n_ctx or fit.max_model_len
         if fit.reduced_context:
             notes.append(fit.note)
@@ -335,6 +354,71 @@ def plan_serve(
         timeout_s=DEFAULT_TIMEOUT_S["llamacpp_server"],
         notes=notes,
     )
+
+
+# ── local_only: nothing is downloaded ───────────────────────────────────────────────────
+
+# A Hugging Face repo id: "name" or "owner/name" (letters, digits, "-", "_", ".").
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
+# What vLLM reads first in a snapshot: a transformers config, or a Mistral-format one.
+_CONFIG_FILES = ("config.json", "params.json")
+
+
+def hub_cache_dir() -> Path:
+    """Where the Hugging Face stack (and vLLM through it) caches models, found the way
+    huggingface_hub finds it: HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub, else
+    XDG_CACHE_HOME (or ~/.cache)/huggingface/hub."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return Path(os.environ[name]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "huggingface" / "hub"
+
+
+def _cached(repo_id: str, cache: Path) -> bool:
+    """Whether ``repo_id``'s default revision is in ``cache`` as the hub would find it
+    offline: ``refs/main`` names a snapshot that holds the model's config."""
+    folder = cache / ("models--" + repo_id.replace("/", "--"))
+    try:
+        commit = (folder / "refs" / "main").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    snapshot = folder / "snapshots" / commit
+    return (
+        bool(commit) and "/" not in commit and any((snapshot / f).is_file() for f in _CONFIG_FILES)
+    )
+
+
+def require_local_model(name: str) -> None:
+    """Under local_only a server may load only what is on this machine: a local path,
+    or a hub id already in the cache. Anything else is a :class:`UsageError` (exit 2)
+    that says how to fetch it first; nothing is started."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return
+    cache = hub_cache_dir()
+    if _HUB_ID.match(name) and _cached(name, cache):
+        return
+    if not _HUB_ID.match(name):
+        raise UsageError(
+            f"local_only: the model {name!r} is not on this machine (no such path) and "
+            "is not a Hugging Face id; serve a local path"
+        )
+    raise UsageError(
+        f"local_only: {name} is neither a local path nor in the Hugging Face cache "
+        f"({cache}), and nothing may be downloaded under local_only (GR-009); fetch it "
+        f"first while local_only is off: `huggingface-cli download {name}` "
+        f"(or `hf download {name}`), then serve again"
+    )
+
+
+def serve_env(policy: Policy, *, local_only: bool) -> dict[str, str]:
+    """The environment of the server process: an allowlist (no provider keys, nor any
+    variable the policy's providers name in ``api_key_env``); offline under local_only."""
+    keys = [p.api_key_env for p in policy.providers.values() if p.api_key_env]
+    return server_env(local_only=local_only, secrets=keys)
 
 
 def check_runnable(spec: ServeSpec) -> None:

@@ -1,7 +1,9 @@
 """Run a local model server until told to stop (``switchyard local serve``).
 
 The child gets its own session (process group), waits to answer its health probe, and
-the whole group is taken down on SIGINT/SIGTERM or when it is no longer wanted.
+the whole group is taken down on SIGINT/SIGTERM or when it is no longer wanted. Its
+environment is never inherited: the caller's (``launcher.serve_env``), else the server
+allowlist of :mod:`app.subprocess_env`; the provider keys are removed from either.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TextIO
 
 from app.backends.http import make_client
 from app.backends.probe import PROBE_TIMEOUT_S, probe_endpoint
+from app.subprocess_env import server_env, without_secrets
 
 STOP_GRACE_S = 10.0
 
@@ -104,8 +107,12 @@ def supervise(
 
     The child gets its own session (process group), so stopping it also stops whatever
     it spawned (vLLM's engine workers), and a Ctrl-C in the terminal reaches us first.
+    ``env`` is the child's whole environment (without the provider keys, whatever it
+    holds); None: the server allowlist, online (callers that know local_only pass
+    ``launcher.serve_env``).
     """
     stop = stop or threading.Event()
+    child_env = without_secrets(env) if env is not None else server_env(local_only=False)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with _stop_on_signals(stop), log_path.open("ab") as log:
         try:
@@ -115,7 +122,7 @@ def supervise(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=env,
+                env=child_env,
             )
         except OSError as exc:
             print(f"switchyard: cannot start {argv[0]}: {exc.strerror or exc}", file=out)

@@ -25,6 +25,10 @@ def register(sub: Any) -> None:
     serve = lsub.add_parser(
         "serve",
         help="start a role's model on vLLM (GPU) or llama.cpp's server, until Ctrl-C",
+        description="Start a role's model on vLLM (GPU) or llama.cpp's server, until Ctrl-C. "
+        "The server gets an allowlisted environment (no provider keys). Under local_only it "
+        "starts offline, and a model that is neither a local path nor in the Hugging Face "
+        "cache is refused (exit 2): fetch it first while local_only is off.",
     )
     serve.add_argument("--role", required=True, help="a local LLM role, e.g. implementer")
     serve.add_argument(
@@ -70,10 +74,13 @@ def register(sub: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from app.backends import launcher
+    from app.backends.local_only import effective_local_only
     from app.backends.supervisor import supervise
 
     settings = settings_from(args)
     policy = policy_from(args, settings).policy
+    # under local_only the model must already be here, and the server starts offline
+    local_only = effective_local_only(policy, settings)
     if args.port is not None and not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: not a port number")
     if args.n_ctx is not None and args.n_ctx < 256:
@@ -88,6 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
         gguf=args.gguf,
         n_ctx=args.n_ctx,
         gpu_gb=args.gpu_gb,
+        local_only=local_only,
     )
     if args.dry_run:
         if args.json:
@@ -104,7 +112,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     what = f"{spec.model} for role {spec.role} on {spec.runtime}"
     print(f"starting {what} at {spec.base_url} (log: {log_path})", flush=True)
-    return supervise(spec.argv, spec.base_url, log_path=log_path, timeout_s=timeout, out=sys.stdout)
+    return supervise(
+        spec.argv,
+        spec.base_url,
+        log_path=log_path,
+        timeout_s=timeout,
+        out=sys.stdout,
+        env=launcher.serve_env(policy, local_only=local_only),
+    )
 
 
 # ── status ───────────────────────────────────────────────────────────────────────────────

@@ -1,34 +1,25 @@
-"""The one way this package runs ``git``: argv only, a clean environment, no hooks.
+"""The one way this package runs ``git``: argv only, an allowlisted environment, no hooks.
 
 Hooks are switched off for every call. The worktree's commits carry code a model wrote,
 and a hook (pre-commit, post-checkout, …) would run it outside the sandbox (GR-010); the
 merge keeps them off too, so a hook cannot leave a half-merged checkout behind.
+
+The environment is built, not inherited (:func:`app.subprocess_env.git_env`): HOME and
+git's own configuration variables, so the user's identity and settings apply; never a
+provider key, never a variable that points git at another repository or at a remote.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from app import subprocess_env
 from app.errors import SwitchyardError
 
 #: Config given to every call: no hooks, no pager, no prompts for credentials.
 _BASE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.pager=cat")
-
-# Variables that would point git at another repository or index than the one we name
-# (they are set when Switchyard runs inside a git hook, say).
-_GIT_LOCATION_VARS = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-)
 
 
 class GitError(SwitchyardError):
@@ -48,21 +39,8 @@ class NotAGitRepo(SwitchyardError):
 
 
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
-    # English messages: they are shown to the user and fed back to the model.
-    env.update(
-        LC_ALL="C",
-        LANG="C",
-        GIT_TERMINAL_PROMPT="0",
-        GIT_MERGE_AUTOEDIT="no",
-        GIT_EDITOR="true",
-        GIT_OPTIONAL_LOCKS="0",
-        # Paths we pass are file names, never patterns.
-        GIT_LITERAL_PATHSPECS="1",
-    )
-    if extra:
-        env.update(extra)
-    return env
+    """The environment of every git call (see :mod:`app.subprocess_env`), plus ``extra``."""
+    return subprocess_env.git_env(extra)
 
 
 def run_git(

@@ -382,3 +382,72 @@ def test_serve_starts_the_embedded_model_on_llama_cpp_server(tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ── local_only: nothing is downloaded ────────────────────────────────────────────────────
+
+
+def _snapshot(cache: Path, repo_id: str, config: str | None, ref: bool = True) -> None:
+    folder = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = "f" * 40
+    snap = folder / "snapshots" / commit
+    snap.mkdir(parents=True)
+    if config:
+        (snap / config).write_text("{}")
+    if ref:
+        (folder / "refs").mkdir()
+        (folder / "refs" / "main").write_text(commit + "\n")
+
+
+def test_under_local_only_only_a_local_path_or_a_cached_id_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: Policy
+) -> None:
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    assert launcher.hub_cache_dir() == cache
+    _snapshot(cache, "org/cached", "config.json")
+    _snapshot(cache, "mistralai/ministral", "params.json")  # a Mistral-format checkpoint
+    _snapshot(cache, "org/no-ref", "config.json", ref=False)  # offline cannot resolve main
+    _snapshot(cache, "org/half", None)  # an interrupted download
+    local_dir = tmp_path / "weights"
+    local_dir.mkdir()
+    for ok in ("org/cached", "mistralai/ministral", str(local_dir)):
+        launcher.require_local_model(ok)
+    for refused in ("org/no-ref", "org/half", "org/never-fetched"):
+        with pytest.raises(UsageError, match=f"huggingface-cli download {refused}"):
+            launcher.require_local_model(refused)
+    with pytest.raises(UsageError, match="no such path"):
+        launcher.require_local_model(str(tmp_path / "gone" / "weights"))
+
+    settings = load_settings()
+    with pytest.raises(UsageError, match="local_only"):
+        plan_serve(policy, settings, "implementer", has_vllm=True, has_gpu=True, local_only=True)
+    online = plan_serve(policy, settings, "implementer", has_vllm=True, has_gpu=True)
+    assert online.runtime == "vllm"  # without local_only nothing is checked
+
+
+def test_the_hub_cache_is_found_as_huggingface_hub_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert launcher.hub_cache_dir() == tmp_path / ".cache" / "huggingface" / "hub"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert launcher.hub_cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert launcher.hub_cache_dir() == tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "legacy"))
+    assert launcher.hub_cache_dir() == tmp_path / "legacy"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "new"))
+    assert launcher.hub_cache_dir() == tmp_path / "new"
+
+
+def test_the_server_environment_is_the_allowlist(
+    monkeypatch: pytest.MonkeyPatch, policy: Policy
+) -> None:
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-canary")
+    monkeypatch.setenv("SOME_TEAM_SECRET", "hunter2")
+    env = launcher.serve_env(policy, local_only=True)
+    assert "DEEPSEEK_API_KEY" not in env and "SOME_TEAM_SECRET" not in env
+    assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1"

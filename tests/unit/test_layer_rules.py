@@ -26,6 +26,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # the leaves use nothing above them
     "app.tokens": ("app.",),
     "app.sqlite": ("app.",),
+    # the environment of every subprocess: used by the workspace and the backends alike
+    "app.subprocess_env": ("app.",),
     "app.bus": ("app.pipeline", "app.router", "app.backends", "app.cli", "app.tui"),
     "app.audit": ("app.pipeline", "app.router", "app.backends", "app.cli", "app.tui"),
 }
