@@ -1,11 +1,11 @@
 """Redaction, the quick way when there is nothing to redact.
 
-redact() walks every string of a line through case-insensitive regexes (about 60 µs a
-line, most of an append's CPU). Nearly every line holds nothing to redact, which one look
-at the line's compact JSON text can prove: no secret value from the environment in it,
-none of the key shapes redact() looks for, and no key that redact() blanks by name. The
-look is written against redact.py's patterns as they are below: if they change, it is
-off and every line takes redact() itself.
+redact() walks every string of a line through the masker's regexes (about 60 µs a line,
+most of an append's CPU). Nearly every line holds nothing to redact, which one look at
+the line's compact JSON text can prove: no secret value from the environment in it, none
+of the markers without which no shape of the masker can match (the masker itself skips
+its patterns on the same look, :func:`app.audit.masking.maybe_secret`), and no key that
+redact() blanks by name.
 """
 
 from __future__ import annotations
@@ -15,33 +15,15 @@ import os
 import re
 from typing import Any, cast
 
-from app.audit.redact import _MAYBE_SHAPED, _SECRET_KEY, redact, secret_env_values
+from app.audit.masking import SECRET_KEY, maybe_secret
+from app.audit.redact import redact, secret_env_values
 
-_SHAPED_AS_WRITTEN = r"(?i)sk-|bearer|api[_-]?key|gh[pousr]_|github_pat_|xox|AIza"
 _SECRET_KEY_AS_WRITTEN = (
     r"(?i)^(authorization|proxy-authorization|x-api-key|api[_-]?key|[a-z0-9_]*_api_key|"
     r"password|secret|client_secret|access_token|refresh_token|auth_token|id_token)$"
 )
-_SHORTCUT = (
-    _MAYBE_SHAPED.pattern == _SHAPED_AS_WRITTEN and _SECRET_KEY.pattern == _SECRET_KEY_AS_WRITTEN
-)
-# What _MAYBE_SHAPED finds, in lower case (it ignores case).
-_SHAPES = (
-    "sk-",
-    "bearer",
-    "apikey",
-    "api_key",
-    "api-key",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "github_pat_",
-    "xox",
-    "aiza",
-)
-# How every key _SECRET_KEY matches ends in compact JSON ("…token":), and a key ending in a
+_SHORTCUT = SECRET_KEY.pattern == _SECRET_KEY_AS_WRITTEN
+# How every key SECRET_KEY matches ends in compact JSON ("…token":), and a key ending in a
 # newline, which its $ also matches ("password\n").
 _SECRET_KEY_ENDS = ('authorization":', 'key":', 'password":', 'secret":', 'token":', '\\n":')
 # The only non-ASCII characters that an ignore-case pattern matches to ASCII letters
@@ -74,7 +56,7 @@ def redact_fields(fields: dict[str, Any]) -> dict[str, Any]:
                 low = text.lower()
                 if not (
                     any(v in text for v in values)
-                    or any(s in low for s in _SHAPES)
+                    or maybe_secret(text)
                     or any(k in low for k in _SECRET_KEY_ENDS)
                 ):
                     return fields

@@ -25,6 +25,13 @@ the old file or the new one. After :meth:`EvidenceBundle.finalize` the bundle is
 nothing more may be written. :func:`verify_bundle` re-checks every hash, reports files
 that are missing or not listed, and verifies ``audit.jsonl`` line by line.
 
+Every file is masked before it is written (DESIGN decision 3; the one masker,
+:mod:`app.audit.masking`): the values of the key variables and the common key shapes
+never reach a bundle, and the manifest hashes the masked bytes. ``audit.jsonl`` is no
+exception in effect: its lines are the audit log's, masked when they were appended, and
+copied verbatim (masking them again would break their hash chain). Stage0 writes
+``TASK_BRIEF.md`` and ``brief.json`` itself, masked (:func:`app.stage0.brief.write_brief`).
+
 The concerns live in modules of their own, all re-exported here: the file names
 (:mod:`~app.evidence.layout`), the records (:mod:`~app.evidence.records`), crash-safe
 file writes (:mod:`~app.evidence.files`), sealing (:mod:`~app.evidence.seal`),
@@ -41,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.audit.canonical import jsonable
+from app.audit.masking import mask_bytes
 from app.clock import Clock, SystemClock, iso
 from app.evidence.errors import EvidenceError, UnknownRun
 from app.evidence.files import (
@@ -49,6 +57,7 @@ from app.evidence.files import (
     file_entry,
     fsync_dir,
     fsync_file,
+    masked_dumps,
     opt_str,
     read_json_object,
     walk,
@@ -143,19 +152,27 @@ class EvidenceBundle:
     # ── files ────────────────────────────────────────────────────────────────────────────
 
     def write_bytes(self, name: str, data: bytes) -> Path:
+        """Write ``name`` (its text masked: undecodable bytes are kept as they are)."""
         if self.sealed:
             raise EvidenceError(f"the bundle of run {self.run_id} is sealed; {name} not written")
         target = self.path / check_name(name)
-        atomic_write(target, data)
+        atomic_write(target, mask_bytes(data))
         return target
 
     def write_text(self, name: str, text: str) -> Path:
         return self.write_bytes(name, text.encode("utf-8", "surrogateescape"))
 
     def write_json(self, name: str, obj: Any) -> Path:
-        return self.write_text(name, dumps(obj))
+        # Masked as values first: a key named like a secret loses its value whole, and
+        # a line-anchored shape (APP_SECRET=…) still sees the newlines JSON escapes.
+        return self.write_text(name, masked_dumps(obj))
 
     def write_diff(self, attempt: int, diff_text: str) -> Path:
+        """``diffs/attempt-N.diff``, masked. Safe for the merge: this copy is for people
+        and the gate's reading only. What the merge applies is the sealed commit of the
+        run's git branch (``manifest.head``, see :mod:`app.workspace.merge`), made by
+        applying the model's unmasked diff in the worktree and tested there; nothing
+        ever applies a bundle's diff file, so masking it cannot change what is merged."""
         return self.write_text(diff_name(attempt), diff_text)
 
     def write_test_loop(
@@ -260,7 +277,7 @@ class EvidenceBundle:
             audit=audit_anchor(self.path / AUDIT) if AUDIT in files else None,
             extra=jsonable(dict(extra or {})),
         )
-        atomic_write(self.path / MANIFEST, dumps(manifest).encode("utf-8"))
+        atomic_write(self.path / MANIFEST, masked_dumps(manifest).encode("utf-8"))
         self.sealed = True
         return manifest
 
@@ -307,6 +324,7 @@ __all__ = [
     "list_runs",
     "loop_log_name",
     "loop_result_name",
+    "masked_dumps",
     "read_manifest",
     "resolve_run",
     "runs_dir",

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.audit.canonical import jsonable
+from app.audit.masking import mask_value
 from app.evidence.layout import TMP_PREFIX
 from app.evidence.records import FileEntry
 
@@ -25,6 +26,13 @@ def dumps(obj: Any) -> str:
     if isinstance(obj, BaseModel):
         obj = obj.model_dump(mode="json", by_alias=True)
     return json.dumps(jsonable(obj), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def masked_dumps(obj: Any) -> str:
+    """:func:`dumps` of ``obj`` with every secret in its values masked."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json", by_alias=True)
+    return dumps(mask_value(jsonable(obj))[0])
 
 
 def file_entry(path: Path) -> FileEntry:
@@ -102,6 +110,7 @@ __all__ = [
     "file_entry",
     "fsync_dir",
     "fsync_file",
+    "masked_dumps",
     "opt_str",
     "read_json_object",
     "walk",

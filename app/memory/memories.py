@@ -1,4 +1,10 @@
-"""Memories themselves: adding (idempotent per source key), reading, recording a use."""
+"""Memories themselves: adding (idempotent per source key), reading, recording a use.
+
+Every memory is masked before it is stored or embedded (DESIGN decision 3): its text,
+tags, source, source key and meta lose the values of the key variables and the common
+key shapes (:mod:`app.audit.masking`). Masking is deterministic, so a source key still
+makes an add idempotent: the key is looked up as it is stored, masked.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from app.audit.masking import Masker, mask_text
 from app.clock import Clock, iso
 from app.errors import SwitchyardError, UsageError
 from app.memory.db import MemoryDB, small
@@ -73,7 +80,8 @@ class Memories:
         if new_id is not None:
             return new_id
         assert source_key is not None
-        existing = await self._db.read(functools.partial(_id_for_source_key, key=source_key))
+        stored_key = mask_text(source_key)[0]
+        existing = await self._db.read(functools.partial(_id_for_source_key, key=stored_key))
         if existing is None:  # pragma: no cover - a concurrent delete
             raise SwitchyardError(f"memory with source key {source_key!r} vanished")
         return existing
@@ -112,12 +120,17 @@ class Memories:
         return result
 
     async def existing_source_keys(self, keys: Iterable[str]) -> set[str]:
-        wanted = sorted(set(keys))
+        """Those of ``keys`` that are stored (each looked up masked, as it is stored)."""
+        stored: dict[str, list[str]] = {}
+        for key in set(keys):
+            stored.setdefault(mask_text(key)[0], []).append(key)
+        wanted = sorted(stored)
         if not wanted:
             return set()
-        return await self._db.read(
+        found = await self._db.read(
             functools.partial(_source_keys_in, wanted=wanted), inline=small(len(wanted))
         )
+        return {key for masked in found for key in stored[masked]}
 
     async def get(self, memory_id: int) -> Memory | None:
         self._db.check_open()
@@ -163,13 +176,18 @@ def _prepare(item: NewMemory, now: datetime) -> NewMemory:
         if created.tzinfo is None:
             raise UsageError("a memory's created time must be timezone-aware")
         created = min(created, now)  # a clock skewed ahead never makes a memory "newer"
+    masker = Masker.from_environment()
+    source_key = item.source_key
     return replace(
         item,
-        text=clean_text(item.text),
+        text=clean_text(masker.text(item.text)),
         kind=check_kind(item.kind),
-        tags=clean_tags(item.tags),
+        tags=tuple(sorted({masker.text(t) for t in clean_tags(item.tags)})),
+        source=masker.text(item.source),
+        source_key=masker.text(source_key) if source_key is not None else None,
         priority=check_priority(item.priority),
         created=created,
+        meta=masker.walk(dict(item.meta)),
     )
 
 

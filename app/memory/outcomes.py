@@ -1,5 +1,6 @@
 """Session outcomes: how each run ended, kept once per run and turned into an ``outcome``
-memory that a later brief can recall."""
+memory that a later brief can recall. A summary is masked before it is stored (see
+:mod:`app.memory.memories`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from app.audit.masking import Masker
 from app.clock import Clock, iso
 from app.errors import SwitchyardError, UsageError
 from app.memory.db import MemoryDB, small
@@ -37,11 +39,12 @@ class Outcomes:
         run_id = run_id.strip()
         if not run_id:
             raise UsageError("an outcome needs a run id")
+        masker = Masker.from_environment()  # the memory made from it is masked again
         row = (
             run_id,
-            clean_text(summary),
+            clean_text(masker.text(summary)),
             int(success),
-            json.dumps(list(clean_tags(tags))),
+            json.dumps(sorted({masker.text(t) for t in clean_tags(tags)})),
             iso(self._clock.now()),
         )
         await self._db.write(functools.partial(_insert, row=row))

@@ -1,5 +1,6 @@
 """Playbook bullets for the ACE curator: ``playbook`` memories rated helpful or harmful,
-retired (deprecated) or folded into one another (merged)."""
+retired (deprecated) or folded into one another (merged). Every text is masked before
+it is stored (see :mod:`app.memory.memories`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 
+from app.audit.masking import mask_text
 from app.clock import iso
 from app.errors import SwitchyardError, UsageError
 from app.memory.db import MemoryDB, small
@@ -77,7 +79,7 @@ class Playbook:
             raise UsageError("merge needs at least one other bullet")
         if into in merged:
             raise UsageError(f"cannot merge bullet {into} into itself")
-        new_text = clean_text(text) if text is not None else None
+        new_text = clean_text(mask_text(text)[0]) if text is not None else None
         result = await self._db.write(
             functools.partial(_merge, into=into, merged=merged, new_text=new_text),
             inline=small(len(merged) + 1),
@@ -110,7 +112,7 @@ def _deprecate(conn: sqlite3.Connection, *, bullet_id: int, reason: str) -> Memo
     bullet = _bullet(conn, bullet_id)
     meta = dict(bullet.meta)
     if reason:
-        meta["deprecated_reason"] = reason
+        meta["deprecated_reason"] = mask_text(reason)[0]
     conn.execute(
         "UPDATE memories SET status = ?, meta = ? WHERE id = ?",
         (STATUS_DEPRECATED, dumps(meta), bullet_id),

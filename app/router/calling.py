@@ -7,12 +7,19 @@ protocol message (``bad_output``: a body or chunk that is not the API's JSON) is
 fault, retried by the server-error rule with the request unchanged. Whether a reply's
 *content* fits its schema is not this layer's business: the structured-output owner
 (:mod:`app.router.structured`) validates it and makes the one repair (GR-012).
+
+What leaves the machine is masked (:func:`mask_request`, called by the cloud step for
+every cloud call, whoever asked: the pipeline, ``switchyard ask``, the gateway). A local
+runtime's request is not: vLLM and llama.cpp run on this machine (or on a host the policy
+names as local, GR-009), nothing leaves, and the local model may need the real text, a
+configuration line it must quote exactly in a diff's context for the diff to apply.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from app.audit.masking import Masker
 from app.backends.base import Backend, BackendError, ChatRequest, ChatResult
 from app.bus import Bus, TokenDelta
 from app.policy.schema import Policy
@@ -24,6 +31,22 @@ NEVER_RETRIED = frozenset({"context_length", "local_only", "cancelled"})
 #: the retry rule for a malformed protocol message: the server's (``retries.bad_output``
 #: is the structured owner's repair count, GR-012)
 _RULE_KIND = {"bad_output": "server_error"}
+
+
+def mask_request(request: ChatRequest) -> tuple[ChatRequest, int]:
+    """``request`` with every secret in its messages masked, and how many were masked.
+
+    The messages are the whole prompt (a brief quoting a settings file, test output, a
+    diff); the JSON schema and the stop strings are Switchyard's own. The masked request
+    is what the provider receives on every try. A reply cannot give a masked value back:
+    a cloud diff whose context quotes a masked line does not apply, and fails its loop
+    like any diff that does not apply.
+    """
+    masker = Masker.from_environment()
+    messages = [m.model_copy(update={"content": masker.text(m.content)}) for m in request.messages]
+    if not masker.count:
+        return request, 0
+    return request.model_copy(update={"messages": messages}), masker.count
 
 
 async def call_backend(

@@ -1,7 +1,15 @@
 """Serving a request in the cloud: the escalation line, the human's approval, the budget
 reservation, the call, the settlement and the call line, each before it takes effect
 (GR-005, GR-011, GR-013). ``None`` from a step means: decide again (denied, unavailable,
-over budget, failed); what happened is already in the audit."""
+over budget, failed); what happened is already in the audit.
+
+Every cloud call sends the request masked (:func:`app.router.calling.mask_request`):
+a repository secret quoted into a brief, a test log or a diff never reaches a provider.
+How many secrets were masked is the ``secrets_masked`` value of the ``call`` line (and
+of the ``skip`` line when the call failed: the masked request did leave); the secrets
+themselves are never written. The provenance's ``input_hash`` stays the hash of the
+request as the caller built it, so the escalation line and the call line agree.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from app.backends.base import BackendError
 from app.errors import BudgetExceeded
 from app.router.approvals import ApprovalRequest
-from app.router.calling import call_backend
+from app.router.calling import call_backend, mask_request
 from app.router.cost import cost_usd
 from app.router.retry import rule_for
 from app.router.routed import DeltaHook, RoutedResult, Write, call_values, input_hash, routed
@@ -123,10 +131,11 @@ async def serve_cloud(
         failed[d.target] = f"budget: {exc}"
         return None
     backend = router.backends.backend(d.target, "cloud")
+    outgoing, masked = mask_request(request)
     try:
         result = await call_backend(
             backend,
-            request,
+            outgoing,
             policy=router.policy,
             session=router.session,
             role=d.role,
@@ -146,7 +155,7 @@ async def serve_cloud(
             "skip",
             to=d.target,
             reason_codes=["SKIP_FAILED", f"ERR_{exc.kind.upper()}"],
-            values={"error": exc.kind, "status": exc.status},
+            values={"error": exc.kind, "status": exc.status, "secrets_masked": masked},
             detail=f"{d.target} failed ({exc}); moving down the chain",
         )
         return None
@@ -163,7 +172,7 @@ async def serve_cloud(
         "call",
         to=d.target,
         reason_codes=d.reason_codes,
-        values=call_values(result, actual),
+        values={**call_values(result, actual), "secrets_masked": masked},
         provenance={
             **provenance_of(d, request),
             "approver": approver,

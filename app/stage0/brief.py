@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from app.audit.masking import mask_value
 from app.errors import UsageError
 from app.stage0.context import context_estimate
 from app.stage0.result import CorpusInfo, QueryParams, SelectedChunk
@@ -256,10 +257,21 @@ def render_markdown(brief: Brief) -> str:
     return "\n".join(out)
 
 
+def masked_brief(brief: Brief) -> Brief:
+    """``brief`` with every secret masked: what is written to a file (DESIGN decision 3).
+
+    Code chunks come masked from Stage0's analysis already; the constitution, the spec,
+    the task and the memories are read or passed in as they are, and are masked here.
+    """
+    data, count = mask_value(brief.model_dump(mode="json"))
+    return Brief.model_validate(data) if count else brief
+
+
 def write_brief(brief: Brief, out_dir: Path) -> tuple[Path, Path]:
-    """Write both files atomically (a reader never sees half a brief)."""
+    """Write both files atomically (a reader never sees half a brief), secrets masked."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / BRIEF_MD, out_dir / BRIEF_JSON
+    brief = masked_brief(brief)
     for path, text in ((md, brief.to_markdown()), (js, brief.to_json())):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(text, encoding="utf-8")

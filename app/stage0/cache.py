@@ -14,6 +14,12 @@ Beside it, ``index.npz`` keeps the last build's assembled counts (see
 
 Nothing here is pickled: a repository that ships a ``.switchyard`` directory cannot run
 code through it. A cache that cannot be read is deleted and rebuilt: it is derived data.
+
+Texts are masked before they are analyzed (:func:`app.stage0.index.analyze`), so neither
+the texts nor the vocabulary hold a secret. What is masked depends on the environment
+(the values of key variables) and on the patterns' version: the cache records their
+fingerprint (:func:`app.audit.masking.masking_fingerprint`) and, when it changes, drops
+every analyzed content and the snapshot, so no text masked under other rules survives.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.audit.masking import masking_fingerprint
 from app.stage0.corpus import StatRow
 
 if TYPE_CHECKING:
@@ -66,6 +73,7 @@ class Stage0Cache:
         #: the last build's assembled counts (app.stage0.snapshot.Counts), and its file
         self.snapshot: Any = None
         self.snapshot_file = path.with_name("index.npz") if path is not None else None
+        self._check_masking()
 
     def _open(self) -> sqlite3.Connection:
         if self.path is None:
@@ -82,6 +90,8 @@ class Stage0Cache:
     def _init(db: sqlite3.Connection) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # a dropped content is overwritten, not left in a free page (see _check_masking)
+        db.execute("PRAGMA secure_delete=ON")
         db.executescript(
             """
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -100,6 +110,19 @@ class Stage0Cache:
                 db.execute("DELETE FROM blob")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         return db
+
+    def _check_masking(self) -> None:
+        """Drop what was analyzed under other masking rules (see the module's doc)."""
+        now = masking_fingerprint()
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'masking'").fetchone()
+        if row is not None and row[0] == now:
+            return
+        with self._db:
+            self._db.execute("DELETE FROM stat")
+            self._db.execute("DELETE FROM blob")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('masking', ?)", (now,))
+        if self.snapshot_file is not None:
+            self.snapshot_file.unlink(missing_ok=True)
 
     def close(self) -> None:
         self._db.close()

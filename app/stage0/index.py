@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from app.audit.masking import mask_text
 from app.stage0.cache import BlobData, PieceMeta
 from app.stage0.chunker import (
     CHUNKER_VERSION,
@@ -102,7 +103,10 @@ def analyze(data: bytes, mode: str, chunk_lines: int, overlap: int) -> tuple[Blo
     empty = np.zeros(0, dtype=np.int32)
     if is_binary(data):
         return BlobData(True, (), (), np.zeros(1, dtype=np.int32), empty, empty), []
-    text = normalize_newlines(decode(data))
+    # Masked before anything is chunked or counted: the cache (a file under .switchyard)
+    # then holds no secret in its texts nor in its vocabulary, and a brief cannot quote
+    # one. Lines are kept, so chunks cite the file's own line numbers.
+    text, _ = mask_text(normalize_newlines(decode(data)))
     pieces = make_pieces(mode, text, chunk_lines, overlap)
     per_piece: list[Counter[str]] = []
     for p in pieces:

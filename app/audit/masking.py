@@ -1,0 +1,407 @@
+"""The one secret masker: every file Switchyard writes and every cloud request go through it.
+
+What counts as a secret (DESIGN decision 3, GR-009):
+
+- the current values of key-like environment variables (``*_API_KEY``, ``*_TOKEN``,
+  ``*_SECRET``, ``*_PASSWORD`` …), wherever they appear, whatever they look like;
+- the shapes keys commonly have: ``sk-…``, ``Bearer …``, ``x-api-key: …``, GitHub, Slack
+  and Google keys, AWS access key ids (``AKIA…``/``ASIA…``), private key PEM blocks;
+- ``.env``-style assignments to secret-named variables (``APP_SECRET=…``,
+  ``export GITHUB_TOKEN=…``, ``DB_PASSWORD="…"``) and string literals assigned to such
+  constants (``SECRET_KEY = "…"``).
+
+What does not: ordinary code. A variable named ``token`` is not a secret, nor is
+``password = os.environ[...]``, ``api_key: str`` or ``f(api_key=api_key)``. The
+patterns are case-sensitive where case carries the meaning (``.env`` names are upper
+case), an unquoted value must look like a key (a digit in it, no call or subscript), and
+a quoted value assigned with spaces (Python) must not be a plain word.
+
+Masking keeps the line structure: a masked value never removes a newline, so a masked
+file, diff or chunk cites the same line numbers as the original. Each family of
+patterns runs only when a cheap look at the text (:func:`maybe_secret`) says it could
+match: the audit log's quick path (:mod:`app.audit.quick_redact`) relies on that look.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+REDACTED = "[REDACTED]"
+#: Bumped whenever what is masked changes: caches of masked text key on it.
+MASKING_VERSION = "2"
+
+SECRET_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
+SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_SECRET_KEY", "_PASSWORD", "_ACCESS_KEY")
+_MIN_SECRET_LEN = 8  # shorter values ("1", "true") would redact ordinary words
+
+# ── the cheap look ─────────────────────────────────────────────────────────────────────────
+#: Substrings (lower case) one of which a text holds, lowered, before a case-insensitive
+#: shape can match it.
+CI_MARKERS = (
+    "sk-",
+    "bearer",
+    "apikey",
+    "api_key",
+    "api-key",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xox",
+    "aiza",
+)
+#: Substrings (as written) one of which a text holds before a case-sensitive shape can.
+CS_MARKERS = (
+    "AKIA",
+    "ASIA",
+    "PRIVATE KEY",
+    "PRIVATE_KEY",
+    "SECRET",
+    "TOKEN",
+    "PASSWORD",
+    "PASSWD",
+    "ACCESS_KEY",
+    "CREDENTIALS",
+)
+
+
+def maybe_secret(text: str) -> bool:
+    """False only when no shape can match ``text`` (environment values aside)."""
+    if any(m in text for m in CS_MARKERS):
+        return True
+    low = text.lower()
+    return any(m in low for m in CI_MARKERS)
+
+
+# ── shapes ─────────────────────────────────────────────────────────────────────────────────
+# Each shape names the secret group ``s``; only that span is replaced, so a reader still
+# sees what was there (``x-api-key: [REDACTED]``). A check may turn a match down.
+Check = Callable[["re.Match[str]"], bool]
+
+_KEYLIKE = re.compile(r"[A-Za-z0-9._~+/=-]{8,}")
+_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+_PLAIN_WORD = re.compile(r"[a-z_.-]*")
+# A name, not a key: X-API-Key, ANTHROPIC_API_KEY, access_token, your-api-key (words
+# joined by - or _, no digit)
+_NAME_LIKE = re.compile(r"[A-Za-z]+(?:[-_]+[A-Za-z]+)+")
+# sk-toggleable__label-arrow is a CSS class: lower-case words joined by - or _
+_WORDS = re.compile(r"[a-z]+(?:[-_]+[a-z]+)+")
+_PLACEHOLDER_START = ("$", "%", "{", "<")
+
+
+def _keylike(value: str) -> bool:
+    """An unquoted value that reads like a key, not like code (``api_key``,
+    ``os.environ[``, ``str)``, ``settings.API_KEY`` do not)."""
+    if not _KEYLIKE.fullmatch(value) or _DOTTED_NAME.fullmatch(value):
+        return False
+    if any(c.isdigit() for c in value):
+        return True
+    mixed = any(c.isupper() for c in value) and any(c.islower() for c in value)
+    return len(value) >= 16 and mixed and not any(c in "._" for c in value)
+
+
+def _literal(value: str) -> bool:
+    """A quoted value that can be a key: long enough, not a name or a template."""
+    return (
+        len(value) >= _MIN_SECRET_LEN
+        and not value.startswith(_PLACEHOLDER_START)
+        and not _NAME_LIKE.fullmatch(value)
+    )
+
+
+def _sk_value(m: re.Match[str]) -> bool:
+    return not _WORDS.fullmatch(m.group("s")[3:])
+
+
+def _api_key_value(m: re.Match[str]) -> bool:
+    return _literal(m.group("s")) if m.group("q") else _keylike(m.group("s"))
+
+
+def _bearer_value(m: re.Match[str]) -> bool:
+    value = m.group("s")
+    return any(c.isdigit() for c in value) or "." in value or len(value) >= 20
+
+
+def _assigned_value(m: re.Match[str]) -> bool:
+    """``NAME=value`` (.env, shell) is a literal; ``NAME = value`` (code) only when quoted
+    and more than a word or a name (``ACCESS_TOKEN = "access_token"`` names a field)."""
+    value, quoted = m.group("s"), bool(m.group("q"))
+    if value.startswith(_PLACEHOLDER_START) or any(c in value for c in "()[]"):
+        return False
+    if not m.group("sp"):
+        return len(value) >= (4 if quoted else 6)
+    return quoted and _literal(value) and not _PLAIN_WORD.fullmatch(value)
+
+
+_NOT_MASKED = r"(?!\[REDACTED\])"
+_SECRET_NAME = (
+    r"(?:[A-Z][A-Z0-9]*_)*"
+    r"(?:SECRET|SECRET_KEY|TOKEN|AUTH_TOKEN|PASSWORD|PASSWD|PRIVATE_KEY|ACCESS_KEY|CREDENTIALS)"
+)
+
+_CI_SHAPES: tuple[tuple[re.Pattern[str], Check | None], ...] = (
+    # OpenAI/Anthropic/DeepSeek/Moonshot style: sk-…, sk-ant-…, sk-proj-…
+    (re.compile(r"(?<![A-Za-z0-9_-])(?P<s>sk-[A-Za-z0-9_-]{16,})"), _sk_value),
+    # the token ends before a full stop that ends the sentence
+    (
+        re.compile(r"(?i)\bbearer\s+(?P<s>[A-Za-z0-9._~+/-]{7,}[A-Za-z0-9_~+/-]=*)"),
+        _bearer_value,
+    ),
+    # x-api-key, api_key=…, OPENAI_API_KEY=…, "api_key": "…": the name stays as it was.
+    (
+        re.compile(
+            r"(?i)api[_-]?key[\"']?\s*[:=]\s*(?P<q>[\"']?)" + _NOT_MASKED + r"(?P<s>[^\s\"',;&}]+)"
+        ),
+        _api_key_value,
+    ),
+    # GitHub, Slack and Google key shapes, which show up in tool output.
+    (re.compile(r"\b(?P<s>gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"), None),
+    (re.compile(r"\b(?P<s>xox[abprs]-[A-Za-z0-9-]{10,})"), None),
+    (re.compile(r"\b(?P<s>AIza[0-9A-Za-z_-]{35})"), None),
+)
+_CS_SHAPES: tuple[tuple[re.Pattern[str], Check | None], ...] = (
+    # AWS access key ids (long-lived AKIA…, temporary ASIA…)
+    (re.compile(r"\b(?P<s>(?:AKIA|ASIA)[0-9A-Z]{16})\b"), None),
+    # APP_SECRET=…, export GH_TOKEN=…, +DB_PASSWORD="…" (a diff line), SECRET_KEY = "…";
+    # at a line start (also after a JSON-escaped newline) or after a blank or ``;``.
+    (
+        re.compile(
+            r"(?m)(?:^|(?<=\\n)|(?<=[\s;]))[+-]?(?:export[ \t]+)?"
+            + _SECRET_NAME
+            + r"(?P<sp>[ \t]*)=[ \t]*(?P<q>[\"'])?"
+            + _NOT_MASKED
+            + r"(?P<s>(?(q)[^\"'\r\n]+|[^\s\"'#;]+))"
+        ),
+        _assigned_value,
+    ),
+)
+
+# Private keys: the BEGIN/END lines stay, every line between them is masked (keeping a
+# diff's leading +/-/space), and so are the lines next to a marker whose partner is not in
+# the text (a key cut by a chunk, a log tail or a diff hunk).
+_PEM_BLOCK = re.compile(
+    r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)(.*?)(-----END [A-Z0-9 ]*PRIVATE KEY"
+    r"(?: BLOCK)?-----)",
+    re.S,
+)
+_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+# a body line (base64) after an optional diff mark; a header (Proc-Type: …) or a blank
+_PEM_LINE = re.compile(r"([ \t]*)([A-Za-z0-9+/=]+)([ \t]*\r?)")
+_PEM_HEADER = re.compile(r"[+\- ]?[ \t]*(?:[A-Za-z-]+:[^\n]*)?[ \t]*\r?")
+_PEM_HEADERS = re.compile(r"(?m)^[+\- ]?[ \t]*[A-Za-z-]+: [^\n]*$")
+_PEM_BODY_CHARS = re.compile(r"[A-Za-z0-9+/=\s\\-]*")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{16,}")
+#: a body's lines are this long (64 in PEM, 70 in OpenSSH keys) but for its last
+_PEM_FULL_LINE = 40
+
+
+# ── environment ────────────────────────────────────────────────────────────────────────────
+
+
+def secret_env_values(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Current values of the key-like environment variables, longest first."""
+    env = os.environ if environ is None else environ
+    # Names first, values only for the few that match: this runs on every append.
+    names = [n for n in env if n.endswith(SECRET_SUFFIXES) or n in SECRET_ENV_VARS]
+    values = {v for v in (env[n] for n in names) if len(v) >= _MIN_SECRET_LEN}
+    return tuple(sorted(values, key=lambda v: (-len(v), v)))
+
+
+@lru_cache(maxsize=8)
+def env_pattern(values: tuple[str, ...]) -> re.Pattern[str] | None:
+    # Keyed on the values themselves, so a changed environment compiles a new pattern.
+    if not values:
+        return None
+    return re.compile("|".join(re.escape(v) for v in values))
+
+
+def masking_fingerprint(environ: Mapping[str, str] | None = None) -> str:
+    """Changes when what would be masked changes (the patterns' version, the secret
+    values): a cache of masked text made under another fingerprint must be rebuilt.
+
+    A short hash of the values, never the values; it can only confirm a guess of every
+    secret at once, which a guesser holding them does not need.
+    """
+    blob = "\0".join(("switchyard-masking", MASKING_VERSION, *secret_env_values(environ)))
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+# ── the masker ─────────────────────────────────────────────────────────────────────────────
+
+
+def _keep_lines(secret: str) -> str:
+    """The placeholder for ``secret``, with as many line breaks as it had."""
+    return REDACTED + "\n" * secret.count("\n")
+
+
+class Masker:
+    """Masks text and JSON-like values with one environment snapshot; counts what it did.
+
+    ``count`` is the number of secrets replaced (a private key block counts once).
+    """
+
+    def __init__(self, env: re.Pattern[str] | None = None) -> None:
+        self.env = env
+        self.count = 0
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Masker:
+        return cls(env_pattern(secret_env_values(environ)))
+
+    # text ────────────────────────────────────────────────────────────────────────────────
+    def text(self, text: str) -> str:
+        if self.env is not None:
+            text, n = self.env.subn(lambda m: _keep_lines(m.group(0)), text)
+            self.count += n
+        if not maybe_secret(text):
+            return text
+        low = text.lower()
+        if any(m in low for m in CI_MARKERS):
+            for pattern, check in _CI_SHAPES:
+                text = self._shape(pattern, check, text)
+        if any(m in text for m in CS_MARKERS):
+            for pattern, check in _CS_SHAPES:
+                text = self._shape(pattern, check, text)
+            if "PRIVATE KEY" in text:
+                text = self._pem(text)
+        return text
+
+    def _shape(self, pattern: re.Pattern[str], check: Check | None, text: str) -> str:
+        def replace(m: re.Match[str]) -> str:
+            if check is not None and not check(m):
+                return m.group(0)
+            self.count += 1
+            whole, base = m.group(0), m.start()
+            start, end = m.start("s") - base, m.end("s") - base
+            return whole[:start] + _keep_lines(m.group("s")) + whole[end:]
+
+        return pattern.sub(replace, text)
+
+    def _pem(self, text: str) -> str:
+        def block(m: re.Match[str]) -> str:
+            if not _is_pem_body(m.group(2)):
+                return m.group(0)  # code that names the markers, not a key
+            self.count += 1
+            mark = _diff_mark(text[text.rfind("\n", 0, m.start()) + 1 : m.start()])
+            body = "\n".join(_masked_line(line, mark) for line in m.group(2).split("\n"))
+            return m.group(1) + body + m.group(3)
+
+        text = _PEM_BLOCK.sub(block, text)
+        lines = text.split("\n")
+        for i, line in enumerate(lines):
+            # a lone marker on a line of its own, or ending (starting) the line that opens
+            # (closes) a string: KEY = """-----BEGIN …; code naming a marker is neither
+            begin, end = _PEM_BEGIN.search(line), _PEM_END.search(line)
+            if begin and not end and not line[begin.end() :].strip():
+                self._pem_run(lines, range(i + 1, len(lines)), _diff_mark(line[: begin.start()]))
+            elif end and not begin and not line[: end.start()].strip(" \t+-"):
+                self._pem_run(lines, range(i - 1, -1, -1), _diff_mark(line[: end.start()]))
+        return "\n".join(lines)
+
+    def _pem_run(self, lines: list[str], order: range, mark: str) -> None:
+        """Mask the body lines next to a lone marker, walking away from it.
+
+        The body is full-length lines with one shorter line last: walking forward from a
+        BEGIN (past headers and blanks), the run ends after its first short line;
+        walking back from an END, only the line next to it may be short.
+        """
+        forward = order.step > 0
+        masked, started = False, False
+        for j in order:
+            line = lines[j][len(mark) :] if mark and lines[j].startswith(mark) else lines[j]
+            m = _PEM_LINE.fullmatch(line)
+            if m is None:
+                if forward and not started and _PEM_HEADER.fullmatch(lines[j]):
+                    continue  # headers and the blank line before the body
+                break
+            full = len(m.group(2)) >= _PEM_FULL_LINE
+            if not (full or (forward or not started)):
+                break
+            lines[j] = _masked_line(lines[j], mark)
+            masked = started = True
+            if forward and not full:
+                break
+        if masked:
+            self.count += 1
+
+    # values ──────────────────────────────────────────────────────────────────────────────
+    def walk(self, obj: Any) -> Any:
+        """A copy of ``obj`` (str/dict/list/tuple, nested) with every secret replaced.
+
+        Tuples come back as lists (audit lines are JSON); numbers, None and bools pass
+        through. A string under a key named like a secret (``password``, ``api_key``,
+        ``Authorization`` …) is replaced whole.
+        """
+        if isinstance(obj, str):
+            return self.text(obj)
+        if isinstance(obj, Mapping):
+            out: dict[Any, Any] = {}
+            for key, value in obj.items():
+                clean_key = self.text(key) if isinstance(key, str) else key
+                if isinstance(key, str) and isinstance(value, str) and SECRET_KEY.match(key):
+                    if value and value != REDACTED:
+                        self.count += 1
+                    out[clean_key] = REDACTED if value else value
+                else:
+                    out[clean_key] = self.walk(value)
+            return out
+        if isinstance(obj, list | tuple):
+            return [self.walk(v) for v in obj]
+        return obj
+
+
+def _is_pem_body(body: str) -> bool:
+    """Base64 lines (and headers, blanks, diff marks, escaped newlines), some key in them."""
+    rest = _PEM_HEADERS.sub("", body)
+    return bool(_PEM_BODY_CHARS.fullmatch(rest)) and len(_BASE64_RUN.findall(rest)) > 0
+
+
+def _diff_mark(prefix: str) -> str:
+    """The diff mark (+ or -) before a marker, when its line is a diff line."""
+    return prefix[:1] if prefix[:1] in ("+", "-") and not prefix[1:].strip() else ""
+
+
+def _masked_line(line: str, mark: str) -> str:
+    """A body line masked; its indentation kept, and the diff mark its marker line has."""
+    marked = bool(mark) and line.startswith(mark)
+    rest = line[len(mark) :] if marked else line
+    if not rest.strip(" \t\r"):
+        return line  # a blank line (or a one-line body's nothing)
+    lead = rest[: len(rest) - len(rest.lstrip(" \t"))]
+    cr = "\r" if line.endswith("\r") else ""
+    return (mark if marked else "") + lead + REDACTED + cr
+
+
+# Mapping keys whose string value is a secret whatever it looks like.
+SECRET_KEY = re.compile(
+    r"(?i)^(authorization|proxy-authorization|x-api-key|api[_-]?key|[a-z0-9_]*_api_key|"
+    r"password|secret|client_secret|access_token|refresh_token|auth_token|id_token)$"
+)
+
+
+def mask_text(text: str) -> tuple[str, int]:
+    """``text`` with every secret masked (this environment's), and how many there were."""
+    masker = Masker.from_environment()
+    return masker.text(text), masker.count
+
+
+def mask_value(obj: Any) -> tuple[Any, int]:
+    """:meth:`Masker.walk` with this environment's secrets, and how many there were."""
+    masker = Masker.from_environment()
+    return masker.walk(obj), masker.count
+
+
+def mask_bytes(data: bytes) -> bytes:
+    """Bytes as a file holds them: decoded as UTF-8 (undecodable bytes kept as they
+    were), masked, encoded back."""
+    text = data.decode("utf-8", "surrogateescape")
+    masked, n = mask_text(text)
+    return masked.encode("utf-8", "surrogateescape") if n else data

@@ -1,0 +1,116 @@
+"""What leaves the machine is masked: every cloud call's messages lose their secrets
+before the backend sees them, on every try, and the call (or skip) line says how many;
+a local runtime gets the text as it is."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.audit.masking import REDACTED
+from app.backends.base import BackendError, ChatRequest, Message
+from app.policy.schema import Policy
+from app.router.calling import mask_request
+from app.router.types import Signals
+from tests.integration.test_router_service import ALL_UP, Resolver, make_router
+
+AWS_ID = "AKIAIOSFODNN7EXAMPLE"
+
+
+@pytest.fixture
+def canary(monkeypatch: pytest.MonkeyPatch) -> str:
+    value = f"canary-{uuid.uuid4().hex}"
+    monkeypatch.setenv("DEEPSEEK_API_KEY", value)
+    return value
+
+
+def brief_request(canary: str) -> ChatRequest:
+    return ChatRequest(
+        messages=[
+            Message(role="system", content="You are the Architect."),
+            Message(
+                role="user",
+                content=(
+                    "## Code context\n```python\n"
+                    f'DEEPSEEK_KEY = "{canary}"\nAWS_ID = "{AWS_ID}"\n```\n'
+                    f"## Test output\nAPP_SECRET=s3cr3t-value-42\nsaw {canary}\n"
+                ),
+            ),
+        ],
+        max_tokens=64,
+    )
+
+
+def test_mask_request_counts_and_leaves_a_clean_request_as_it_is(canary: str) -> None:
+    request = brief_request(canary)
+    masked, count = mask_request(request)
+    assert count == 4
+    sent = "".join(m.content for m in masked.messages)
+    assert canary not in sent and AWS_ID not in sent and "s3cr3t-value-42" not in sent
+    assert sent.count(REDACTED) == 4
+    assert masked.max_tokens == request.max_tokens
+    assert canary in request.messages[1].content  # the caller's request is not changed
+    clean = ChatRequest(messages=[Message(role="user", content="plan the fix")])
+    assert mask_request(clean) == (clean, 0)
+
+
+async def test_a_cloud_call_is_masked_and_the_count_audited(
+    tmp_path: Path, policy: Policy, canary: str
+) -> None:
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    request = brief_request(canary)
+    result = await router.complete("architect", request, Signals(confidence=0.5))
+    assert result.escalated
+    sent = resolver.sent((result.model, "cloud"))
+    assert len(sent) == 1
+    body = sent[0].model_dump_json()
+    assert canary not in body and AWS_ID not in body and "s3cr3t-value-42" not in body
+    assert REDACTED in body
+    call = result.audit[-1]
+    assert call.kind == "call" and call.values["secrets_masked"] == 4
+    # the escalation and the call name the same input (the caller's request)
+    escalation = next(line for line in result.audit if line.kind == "escalation")
+    assert call.provenance["input_hash"] == escalation.provenance["input_hash"]
+    await audit.close()
+    await ledger.close()
+
+
+async def test_every_try_and_a_failed_step_send_the_masked_request(
+    tmp_path: Path, policy: Policy, canary: str
+) -> None:
+    resolver = Resolver(up=ALL_UP)
+    resolver.scripts[("deepseek-reasoner", "cloud")] = [
+        BackendError("server_error", "503", status=503),
+        BackendError("server_error", "503", status=503),
+    ]
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    result = await router.complete("implementer", brief_request(canary), Signals(failed_loops=2))
+    assert result.model == "deepseek-chat"
+    tries = resolver.sent(("deepseek-reasoner", "cloud")) + resolver.sent(
+        ("deepseek-chat", "cloud")
+    )
+    assert len(tries) == 3
+    assert not [r for r in tries if canary in r.model_dump_json()]
+    lines = await audit.lines(session="s1")
+    skip = next(line for line in lines if line.kind == "skip")
+    call = next(line for line in lines if line.kind == "call")
+    assert skip.values["secrets_masked"] == call.values["secrets_masked"] == 4
+    await audit.close()
+    await ledger.close()
+
+
+async def test_a_local_runtime_gets_the_text_as_it_is(
+    tmp_path: Path, policy: Policy, canary: str
+) -> None:
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    result = await router.complete("architect", brief_request(canary))
+    assert not result.escalated
+    (sent,) = resolver.sent((result.model, result.runtime))
+    assert canary in sent.messages[1].content and AWS_ID in sent.messages[1].content
+    assert "secrets_masked" not in result.audit[-1].values
+    await audit.close()
+    await ledger.close()

@@ -1,0 +1,291 @@
+"""The one masker (app.audit.masking): what it masks, what it leaves alone, and how.
+
+Every file Switchyard writes and every cloud request go through it, so a miss leaks a
+key and a false positive rewrites ordinary code a model reads: both directions are
+tested, and the masker is run over this repository's own code, which must not change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.audit.masking import (
+    REDACTED,
+    Masker,
+    mask_bytes,
+    mask_text,
+    mask_value,
+    masking_fingerprint,
+)
+from app.audit.quick_redact import redact_fields
+from app.audit.redact import RedactingFormatter, redact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+AWS_ID = "AKIAIOSFODNN7EXAMPLE"
+PEM_BODY = [
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj",
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKk",
+    "Q2xhc3NpY2FsIGJhc2U2NCBmaWxsZXIgbGluZSBmb3IgYSB0ZXN0IGtleQ==",
+]
+PEM = "\n".join(["-----BEGIN RSA PRIVATE KEY-----", *PEM_BODY, "-----END RSA PRIVATE KEY-----"])
+
+
+def masked(text: str) -> str:
+    return Masker(None).text(text)
+
+
+def assert_gone(out: str, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in out, out
+    assert REDACTED in out
+
+
+# ── what is masked ───────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        (f"aws_access_key_id = {AWS_ID}", AWS_ID, "aws_access_key_id = "),
+        ("creds: ASIAY34FZKBOKMUTVV7A,", "ASIAY34FZKBOKMUTVV7A", "creds: "),
+        ("APP_SECRET=s3cr3t-value-42", "s3cr3t-value-42", "APP_SECRET="),
+        ("export GITHUB_TOKEN=abcdef123456", "abcdef123456", "export GITHUB_TOKEN="),
+        ('DB_PASSWORD="hunter22"', "hunter22", 'DB_PASSWORD="'),
+        ("DB_PASSWORD='pass word 1'", "pass word 1", "DB_PASSWORD='"),
+        ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG", "wJalrXUtnFEMI/K7MDENG", "AWS_"),
+        ("GCP_PRIVATE_KEY=MIIEvQIBADANBgkq", "MIIEvQIBADANBgkq", "GCP_PRIVATE_KEY="),
+        ("+SESSION_SECRET=changeme-now", "changeme-now", "+SESSION_SECRET="),  # a diff line
+        ("  SLACK_TOKEN=xoxq-not-a-slack-shape", "xoxq-not-a-slack-shape", "  SLACK_TOKEN="),
+        ("env: CI=1 DEPLOY_TOKEN=tok987654 make", "tok987654", "DEPLOY_TOKEN="),
+        ('SECRET_KEY = "django-insecure-x8#k2!p"', "django-insecure-x8#k2!p", "SECRET_KEY = "),
+        ("API_TOKEN = 'Zm9vYmFyYmF6cXV4'", "Zm9vYmFyYmF6cXV4", "API_TOKEN = "),
+        ('{"text": "A=1\\nAPP_SECRET=s3cr3t-value-42\\n"}', "s3cr3t-value-42", '"text"'),
+        ("Authorization: Bearer tok_0123456789", "tok_0123456789", "Bearer "),
+        ("sk-" + "Ab1" * 8, "Ab1" * 8, ""),
+        ("x-api-key: abc123secretvalue", "abc123secretvalue", "x-api-key: "),
+        ('api_key = "0123456789abcdef"', "0123456789abcdef", "api_key = "),
+    ],
+)
+def test_shapes_are_masked_and_the_name_stays(text: str, secret: str, kept: str) -> None:
+    masker = Masker(None)
+    out = masker.text(text)
+    assert_gone(out, secret)
+    assert kept in out
+    assert masker.count == 1
+
+
+def test_a_private_key_block_keeps_its_markers_and_its_lines() -> None:
+    text = f"key = '''\n{PEM}\n'''\nprint(key)\n"
+    masker = Masker(None)
+    out = masker.text(text)
+    assert_gone(out, *PEM_BODY)
+    assert out.count("\n") == text.count("\n")
+    assert "-----BEGIN RSA PRIVATE KEY-----" in out and "-----END RSA PRIVATE KEY-----" in out
+    assert "print(key)" in out
+    assert masker.count == 1
+
+
+def test_a_private_key_in_a_diff_keeps_the_diff_marks() -> None:
+    diff = "\n".join(["@@ -0,0 +1,5 @@", *("+" + line for line in PEM.splitlines()), " context"])
+    out = masked(diff)
+    assert_gone(out, *PEM_BODY)
+    lines = out.splitlines()
+    assert [line[0] for line in lines[1:6]] == ["+"] * 5
+    assert lines[2] == "+" + REDACTED
+    assert lines[-1] == " context"
+
+
+def test_a_body_line_starting_with_plus_is_not_taken_for_a_diff_mark() -> None:
+    body = "+" + PEM_BODY[0][1:]
+    out = masked(f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n")
+    assert out.splitlines()[1] == REDACTED
+
+
+@pytest.mark.parametrize("keep", [slice(0, 3), slice(2, None)])
+def test_a_key_cut_in_half_is_masked_on_either_side_of_its_marker(keep: slice) -> None:
+    """A chunk, a log tail or a hunk may hold one marker and part of the body."""
+    part = "\n".join(PEM.splitlines()[keep]) + "\nnext = 1\n"
+    out = masked("intro\n" + part)
+    shown = [line for line in PEM_BODY if line in part]
+    assert shown
+    assert_gone(out, *shown)
+    assert "next = 1" in out and out.startswith("intro\n")
+    assert out.count("\n") == part.count("\n") + 1
+
+
+def test_a_private_key_in_a_json_string() -> None:
+    """A service-account file holds its key on one line, newlines escaped."""
+    body = "\\n".join(PEM_BODY)
+    text = json.dumps({"private_key": "x"})[:-3] + (
+        f'"-----BEGIN PRIVATE KEY-----\\n{body}\\n-----END PRIVATE KEY-----\\n"}}'
+    )
+    out = masked(text)
+    assert_gone(out, *PEM_BODY)
+
+
+def test_environment_values_are_masked_whatever_their_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "plain-looking-value-1234")
+    monkeypatch.setenv("PAYMENTS_SECRET", "payments-value-5678")
+    monkeypatch.setenv("PATH_TOKEN", "short")  # too short to mask safely
+    out, count = mask_text("a plain-looking-value-1234 b payments-value-5678 c short")
+    assert out == f"a {REDACTED} b {REDACTED} c short"
+    assert count == 2
+
+
+def test_a_multi_line_environment_value_keeps_the_line_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DEPLOY_PRIVATE_TOKEN", "line-one-abc\nline-two-def")
+    out, count = mask_text("x\nline-one-abc\nline-two-def\ny")
+    assert out == f"x\n{REDACTED}\n\ny" and count == 1
+
+
+# ── what is left alone ───────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "token = tokens[0]",
+        "for token in tokenize(text):",
+        'password = os.environ["DB_PASSWORD"]',
+        "PASSWORD = os.environ.get('PASSWORD')",
+        "def connect(api_key: str, token: str | None = None) -> None:",
+        "client = OpenAI(api_key=api_key)",
+        "self.api_key = settings.OPENAI_API_KEY",
+        'api_key = os.getenv("OPENAI_API_KEY")',
+        'TOKEN = re.compile(r"\\s*(?:(\\d+)|(.))")',
+        'ACCESS_TOKEN = "access_token"',
+        'ENV_API_KEY = "ANTHROPIC_API_KEY"',
+        'api_key = "X-API-Key"',
+        'api_key="<your-api-key>"',
+        "SECRET_KEY = None",
+        "MAX_TOKENS=4096",
+        "TOKEN=${TOKEN}",
+        "export GITHUB_TOKEN=$(gh auth token)",
+        "PASSWORD=",
+        "PWD=/home/dev/project",
+        '<div class="sk-toggleable__label-arrow">',
+        "Use bearer authentication.",
+        "the -----BEGIN PUBLIC KEY----- block",
+        'BEGIN = "-----BEGIN RSA PRIVATE KEY-----"\nEND = "-----END RSA PRIVATE KEY-----"',
+        'if line.startswith("-----BEGIN PRIVATE KEY-----"):\n    pass\nelse:\n    pass',
+        "    pass\nif line == '-----END PRIVATE KEY-----':",
+        "ASIAN markets, AKIA in a word",
+        "sk-learn",
+    ],
+)
+def test_ordinary_code_and_text_are_left_alone(text: str) -> None:
+    masker = Masker(None)
+    assert masker.text(text) == text
+    assert masker.count == 0
+
+
+def test_this_repository_s_own_code_is_left_alone() -> None:
+    """app/, the demo and the shipped policy hold no secret: masking changes nothing."""
+    masker = Masker(None)
+    changed = []
+    for root in ("app", "examples", "policy"):
+        for path in sorted((ROOT / root).rglob("*")):
+            if path.suffix not in {".py", ".md", ".toml", ".json", ".txt"}:
+                continue
+            text = path.read_text(encoding="utf-8")
+            if masker.text(text) != text:
+                changed.append(str(path.relative_to(ROOT)))
+    assert changed == []
+
+
+# ── the values walk, the counts, bytes ───────────────────────────────────────────────────
+
+
+def test_values_are_walked_and_counted() -> None:
+    data = {
+        "password": "anything",
+        "log": f"APP_SECRET=s3cr3t-value-42\n{AWS_ID}",
+        "list": ("sk-" + "Zy9" * 8, 3, None, True),
+        "empty_secret": {"secret": ""},
+    }
+    out, count = mask_value(data)
+    assert out == {
+        "password": REDACTED,
+        "log": f"APP_SECRET={REDACTED}\n{REDACTED}",
+        "list": [REDACTED, 3, None, True],
+        "empty_secret": {"secret": ""},
+    }
+    assert count == 4
+
+
+def test_bytes_keep_what_is_not_utf8() -> None:
+    data = b"\xff\xfe APP_SECRET=s3cr3t-value-42\n\x80"
+    out = mask_bytes(data)
+    assert out.startswith(b"\xff\xfe APP_SECRET=" + REDACTED.encode())
+    assert out.endswith(b"\n\x80")
+    assert mask_bytes(b"\xff nothing here") == b"\xff nothing here"
+
+
+def test_the_fingerprint_follows_the_secret_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    before = masking_fingerprint()
+    monkeypatch.setenv("OPENAI_API_KEY", "value-of-the-key-1")
+    after = masking_fingerprint()
+    assert before != after
+    assert "value-of-the-key-1" not in after
+    monkeypatch.setenv("UNRELATED", "value-of-the-key-2")
+    assert masking_fingerprint() == after
+
+
+def test_the_log_formatter_masks_messages_and_tracebacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MOONSHOT_API_KEY", "moonshot-canary-value-9")
+    formatter = RedactingFormatter("%(levelname)s %(message)s")
+    try:
+        raise RuntimeError("upstream said: moonshot-canary-value-9")
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    args = ("moonshot-canary-value-9", AWS_ID)
+    record = logging.LogRecord("app.x", logging.ERROR, __file__, 1, "%s, %s", args, exc_info)
+    out = formatter.format(record)
+    assert_gone(out, "moonshot-canary-value-9", AWS_ID)
+    assert "RuntimeError" in out
+
+
+# ── properties ───────────────────────────────────────────────────────────────────────────
+
+_SECRETS = [
+    AWS_ID,
+    "APP_SECRET=s3cr3t-value-42",
+    "sk-" + "Ab1" * 8,
+    PEM,
+    "\n".join(PEM.splitlines()[:3]),
+    'SECRET_KEY = "django-insecure-x8#k2!p"',
+    "Bearer tok_0123456789",
+]
+_FILLER = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
+_PIECES = st.lists(st.one_of(_FILLER, st.sampled_from(_SECRETS)), max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_PIECES)
+def test_masking_keeps_lines_and_is_idempotent(pieces: list[str]) -> None:
+    text = "\n".join(pieces)
+    once = masked(text)
+    assert once.count("\n") == text.count("\n")
+    assert masked(once) == once
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["detail", "password", "values", "k"]), _PIECES))
+def test_the_audit_quick_path_equals_redact(fields: dict[str, list[str]]) -> None:
+    plain = {k: "\n".join(v) if k != "values" else v for k, v in fields.items()}
+    assert redact_fields(plain) == redact(plain)
