@@ -7,6 +7,7 @@ Each is a cheap probe that never imports a heavy stack unless the answer needs i
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -56,7 +57,13 @@ def gpu_present(*, vllm_ok: bool | None = None) -> bool:
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
-            done = subprocess.run([smi, "-L"], capture_output=True, timeout=10, check=False)
+            done = subprocess.run(
+                [smi, "-L"],
+                capture_output=True,
+                timeout=10,
+                check=False,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},  # nothing else needed
+            )
             if done.returncode == 0 and b"GPU" in done.stdout:
                 return True
         except (OSError, subprocess.SubprocessError):

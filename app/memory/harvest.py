@@ -11,7 +11,6 @@ swept in as well.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from typing import Any
 from app.errors import UsageError
 from app.memory.store import MemoryStore
 from app.memory.types import NewMemory
+from app.subprocess_env import git_env
 
 #: files listed in a commit memory's text (all of them are kept in its meta)
 TEXT_FILES = 20
@@ -246,7 +246,8 @@ def _count(text: str) -> int | None:
 
 
 async def _git(repo: Path, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "LC_ALL": "C"}
+    # an allowlist, not the parent's environment: no provider key reaches git (GR-009)
+    env = git_env({"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "LC_ALL": "C"})
     command: Sequence[str] = (
         "git",
         "-C",

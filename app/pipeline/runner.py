@@ -26,6 +26,7 @@ from app.pipeline.control import RunControl
 from app.pipeline.implementer import Implementation
 from app.pipeline.judge import Judgement, judge
 from app.pipeline.recall import remember_outcome
+from app.pipeline.testloop import sandbox_preflight
 from app.policy.consensus import run_spec_consensus
 from app.policy.gate import GateResult
 from app.router.service import RouteFailed, RouteRefused
@@ -58,6 +59,7 @@ class _Progress:
 
 
 async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]:
+    await sandbox_preflight(ctx)
     briefing = await prepare_brief(ctx)
     plan = await architect.plan(ctx, briefing.text)
     wt = await asyncio.to_thread(Worktree.create, ctx.repo, ctx.run_id)

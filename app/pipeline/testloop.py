@@ -99,14 +99,7 @@ class TestLoop:
         """Decide the runner for the run and audit it (GR-005: before anything runs); a
         refusal stops the run here, with the tests not run and the checkout untouched."""
         ctx = self.ctx
-        probe = await asyncio.to_thread(probe_sandbox)
-        if ctx.options.allow_unsandboxed:
-            opt_in: str | None = "--allow-unsandboxed"
-        elif ctx.policy.sandbox.allow_unsandboxed:
-            opt_in = "the policy's [sandbox] allow_unsandboxed"
-        else:
-            opt_in = None
-        decision = decide_sandbox(probe, local_only=ctx.session.local_only, opt_in=opt_in)
+        decision = await _decision(ctx)
         line = sandbox_decision_line(decision)
         if line is not None:
             await ctx.audit(line.pop("kind"), role="implementer", **line)
@@ -115,6 +108,28 @@ class TestLoop:
             raise RunStopped(decision.reason)
         self.sandbox = decision
         return decision
+
+
+async def _decision(ctx: RunContext) -> SandboxDecision:
+    probe = await asyncio.to_thread(probe_sandbox)
+    if ctx.options.allow_unsandboxed:
+        opt_in: str | None = "--allow-unsandboxed"
+    elif ctx.policy.sandbox.allow_unsandboxed:
+        opt_in = "the policy's [sandbox] allow_unsandboxed"
+    else:
+        opt_in = None
+    return decide_sandbox(probe, local_only=ctx.session.local_only, opt_in=opt_in)
+
+
+async def sandbox_preflight(ctx: RunContext) -> None:
+    """Before any model call: a run whose tests could not run at all stops now, audited,
+    rather than after it has spent model calls (or an approved cloud escalation)."""
+    decision = await _decision(ctx)
+    if decision.runner is None:
+        line = sandbox_decision_line(decision)
+        if line is not None:
+            await ctx.audit(line.pop("kind"), role="implementer", **line)
+        raise RunStopped(decision.reason)
 
 
 def provider_key_names(ctx: RunContext) -> list[str]:

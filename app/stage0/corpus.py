@@ -27,6 +27,7 @@ from pathlib import Path
 
 from app.errors import UsageError
 from app.paths import STATE_DIR_NAME
+from app.subprocess_env import git_env
 
 #: A file modified this close to a scan is re-hashed on the next scan.
 RACY_NS = 2_000_000_000
@@ -91,6 +92,7 @@ def run_git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
             input=stdin,
             capture_output=True,
             check=False,
+            env=git_env(),  # an allowlist: no provider key reaches git (GR-009)
         )
     except FileNotFoundError:
         raise UsageError("git is not installed (Stage0 reads the repository through it)") from None

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.subprocess_env import without_secrets
+
 SIZE = (160, 48)
 THEMES = {
     "dark": "switchyard-dark",
@@ -69,7 +71,7 @@ def to_png(svg: Path) -> Path | None:
     if tool is None:
         return None
     png = svg.with_suffix(".png")
-    subprocess.run([tool, "-o", str(png), str(svg)], check=True)
+    subprocess.run([tool, "-o", str(png), str(svg)], check=True, env=without_secrets(os.environ))
     return png
 
 

@@ -91,7 +91,7 @@ def world(
         "sys.exit('len(tokens) - 1' in open('parser.py').read())"
     )
     command = f'{sys.executable} -c "{code}" {marker}'
-    return {"repo": repo, "marker": marker, "command": command, "tmp": tmp_path}
+    return {"repo": repo, "marker": marker, "command": command, "tmp": tmp_path, "vllm": vllm}
 
 
 def no_sandbox_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, how: str) -> None:
@@ -184,6 +184,7 @@ def test_no_sandbox_stops_the_run_before_any_test(
     assert "no sandbox can run the test command" in out["reason"]
     assert "--allow-unsandboxed" in out["reason"]  # says how to opt in
     assert not world["marker"].exists()  # the test command never ran
+    assert world["vllm"].chat_requests == []  # nor any model: it stops before spending calls
     assert loops_in_bundle(result) == []
     refusals = sandbox_lines(result["lines"])
     assert [(a["kind"], a["reason_codes"]) for a in refusals] == [("refusal", ["GR010_NO_SANDBOX"])]
