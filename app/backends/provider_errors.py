@@ -56,6 +56,7 @@ import anyio
 import httpx
 import httpx2
 
+from app.audit.masking import mask_text
 from app.backends.base import BackendError, ErrorKind
 from app.clock import Clock
 from app.errors import LocalOnlyViolation
@@ -111,6 +112,7 @@ def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[redacted]")
     text = _KEY_SHAPES.sub("[redacted]", text)
+    text = mask_text(text)[0]  # the shared masker: every other key shape, env values
     text = " ".join(text.split())
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 

@@ -113,9 +113,12 @@ def run_tui(
 
 def _log_to_file(path: Path) -> None:
     """Diagnostics go to a file: never into the panes, never over the screen."""
+    from app.audit.redact import RedactingFormatter
+
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # secrets are masked in every file written, the diagnostic log included (GR-009)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     # modules log under their import names (app.*); keep "switchyard" for our own lines
     for name in ("app", "switchyard"):
         logger = logging.getLogger(name)

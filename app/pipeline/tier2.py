@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.audit.masking import mask_text
 from app.audit.types import AuditSink
 from app.backends.base import ChatRequest, Message
 from app.errors import SwitchyardError
@@ -232,7 +233,7 @@ def cache_path(cache_dir: Path, session: str, sha: str) -> Path:
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(mask_text(text)[0], encoding="utf-8")  # secrets masked in every file
     os.replace(tmp, path)
 
 
