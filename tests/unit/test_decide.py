@@ -249,7 +249,8 @@ no_trigger = dict(
 )
 @given(
     role=st.sampled_from(ROLES),
-    ctx=count,
+    # at most the librarian's 100k: a larger context is a trigger of its own, not health
+    ctx=st.none() | st.integers(min_value=0, max_value=100_000),
     state=state_st,
 )
 def test_a_health_failure_alone_never_yields_a_cloud_target(
