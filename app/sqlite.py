@@ -9,6 +9,7 @@ process's lock, and checkpoints (fsyncs) never run on the loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -135,3 +136,23 @@ def rollback_quietly(conn: sqlite3.Connection) -> None:
     # Nothing open is fine: the COMMIT went through, or BEGIN never did.
     with contextlib.suppress(sqlite3.Error):
         conn.execute("ROLLBACK")
+
+
+async def use_wal(
+    db: aiosqlite.Connection, synchronous: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> None:
+    """The stores' journal set-up: a busy timeout first, then WAL and ``synchronous``.
+
+    Switching to WAL needs a moment alone with the file: several processes opening a new
+    file at once can see "locked" here despite the busy timeout, so it is retried briefly.
+    """
+    await db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+    for attempt in range(50):
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.05)
+    await db.execute(f"PRAGMA synchronous = {synchronous}")

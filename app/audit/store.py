@@ -8,7 +8,6 @@ writers can never both extend the same tail.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import sqlite3
@@ -19,7 +18,7 @@ import aiosqlite
 from app.audit.canonical import GENESIS_HASH, canonical_json
 from app.audit.types import AuditLine
 from app.clock import Clock, iso
-from app.sqlite import BUSY_TIMEOUT_MS, Busy, is_busy, rollback_quietly
+from app.sqlite import Busy, is_busy, rollback_quietly, use_wal
 
 #: WAL + NORMAL: a committed line survives a crash of the process at any point; a power
 #: cut or an OS crash may lose the last lines committed before it (the chain that remains
@@ -57,18 +56,7 @@ BEGIN SELECT RAISE(ABORT, 'audit lines are append-only'); END;
 
 async def setup(db: aiosqlite.Connection) -> None:
     """WAL, the durability above, and the tables (created if missing), before any append."""
-    await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    # Switching to WAL needs a moment alone with the file; several processes opening a new
-    # chain at once can see "locked" here despite the busy timeout, so retry briefly.
-    for attempt in range(50):
-        try:
-            await db.execute("PRAGMA journal_mode = WAL")
-            break
-        except sqlite3.OperationalError:
-            if attempt == 49:
-                raise
-            await asyncio.sleep(0.05)
-    await db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
+    await use_wal(db, SYNCHRONOUS)
     await db.execute("BEGIN IMMEDIATE")
     try:
         for statement in _statements(SCHEMA):

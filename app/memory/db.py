@@ -23,7 +23,7 @@ import aiosqlite
 from app.clock import Clock
 from app.errors import SwitchyardError
 from app.memory.migrations import migrate
-from app.sqlite import BUSY_TIMEOUT_MS, Busy, SQLiteRunner, is_busy, rollback_quietly
+from app.sqlite import Busy, SQLiteRunner, is_busy, rollback_quietly, use_wal
 
 #: WAL + NORMAL: the store holds derived knowledge, not a record; a power cut may lose the
 #: last transactions, never leave the file inconsistent
@@ -108,16 +108,7 @@ class MemoryDB:
 
 
 async def _setup(db: aiosqlite.Connection) -> None:
-    await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    for attempt in range(50):  # WAL needs a moment alone with a new file
-        try:
-            await db.execute("PRAGMA journal_mode = WAL")
-            break
-        except sqlite3.OperationalError:
-            if attempt == 49:
-                raise
-            await asyncio.sleep(0.05)
-    await db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
+    await use_wal(db, SYNCHRONOUS)
     await db.execute("PRAGMA foreign_keys = ON")
 
 

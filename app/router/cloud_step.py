@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from app.backends.base import BackendError
 from app.errors import BudgetExceeded
 from app.router.approvals import ApprovalRequest
-from app.router.calling import call_backend, mask_request
+from app.router.calling import mask_request
 from app.router.cost import cost_usd
 from app.router.retry import rule_for
 from app.router.routed import DeltaHook, RoutedResult, Write, call_values, input_hash, routed
@@ -130,21 +130,9 @@ async def serve_cloud(
         )
         failed[d.target] = f"budget: {exc}"
         return None
-    backend = router.backends.backend(d.target, "cloud")
     outgoing, masked = mask_request(request)
     try:
-        result = await call_backend(
-            backend,
-            outgoing,
-            policy=router.policy,
-            session=router.session,
-            role=d.role,
-            cloud=True,
-            write=write,
-            on_delta=on_delta,
-            bus=router.bus,
-            sleep=router.sleep,
-        )
+        result = await router.call(d, outgoing, write, on_delta)
     except BackendError as exc:
         await router.ledger.release(reservation.id)
         rule = rule_for(router.policy, exc.kind)

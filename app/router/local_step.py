@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.router.calling import call_backend
 from app.router.routed import (
     RUNTIME_LABEL,
     DeltaHook,
@@ -73,19 +72,7 @@ async def serve_local(
             values=values,
             detail=f"{d.role} → {d.target} ({label})",
         )
-    backend = router.backends.backend(d.target, d.runtime)
-    result = await call_backend(
-        backend,
-        request,
-        policy=router.policy,
-        session=router.session,
-        role=d.role,
-        cloud=False,
-        write=write,
-        on_delta=on_delta,
-        bus=router.bus,
-        sleep=router.sleep,
-    )
+    result = await router.call(d, request, write, on_delta)
     await router.ledger.record_call(
         session=router.session,
         run=run,

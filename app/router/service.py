@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.audit.types import AuditLine, AuditSink
-from app.backends.base import BackendError, ChatRequest
+from app.backends.base import BackendError, ChatRequest, ChatResult
 from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.policy.schema import Policy
 from app.router.approvals import ApprovalBroker
+from app.router.calling import call_backend
 from app.router.cloud_step import escalate
 from app.router.decide import decide, fired_triggers
 from app.router.ledger import BudgetLedger
@@ -34,6 +35,7 @@ from app.router.routed import (
     RouteFailed,
     RouteRefused,
     RouteStaysLocal,
+    Write,
     request_tokens,
     skip_text,
 )
@@ -234,6 +236,24 @@ class Router:
             result.audit = lines
             return result
         raise RouteFailed(f"{role}: no step could serve the request ({last_error})")
+
+    async def call(
+        self, d: Decision, request: ChatRequest, write: Write, on_delta: DeltaHook | None
+    ) -> ChatResult:
+        """One call on ``d``'s backend (retried as the policy says when it is a cloud one)."""
+        assert d.target is not None and d.runtime is not None
+        return await call_backend(
+            self.backends.backend(d.target, d.runtime),
+            request,
+            policy=self.policy,
+            session=self.session,
+            role=d.role,
+            cloud=d.runtime == "cloud",
+            write=write,
+            on_delta=on_delta,
+            bus=self.bus,
+            sleep=self.sleep,
+        )
 
     async def repeat(
         self,

@@ -24,7 +24,7 @@ from app.router.ledger.money import check_tokens, nusd, usd, utc_day
 from app.router.ledger.records import BudgetSnapshot, Reservation
 from app.router.ledger.schema import migrate
 from app.router.ledger.transactions import ReservationStatus, connect, on_thread, transaction
-from app.sqlite import SQLiteRunner
+from app.sqlite import SQLiteRunner, use_wal
 
 #: WAL + NORMAL: durable against a crash of the process, not against a power cut (see the
 #: package docstring).
@@ -77,9 +77,7 @@ class BudgetLedger(ClosedOnExit):
         try:
             db.row_factory = sqlite3.Row
             # busy_timeout first: switching to WAL and the migration may wait for others.
-            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
+            await use_wal(db, SYNCHRONOUS, busy_timeout_ms=int(busy_timeout_s * 1000))
             await on_thread(db, migrate, path)
             ledger = cls(db, path, budget, clock or SystemClock(), bus, int(busy_timeout_s * 1000))
             await ledger._runner.setup()
