@@ -1,8 +1,15 @@
 """The one small async protocol every backend speaks.
 
-A call takes messages and an optional JSON schema; it streams deltas, ends with a
-:class:`ChatResult` carrying usage (and whether usage was counted by us), and can be
-cancelled by cancelling the task that iterates it. Backends know nothing of roles,
+A call takes messages, optional tools and an optional JSON schema; it streams deltas
+(text, reasoning, tool-call fragments), ends with a :class:`ChatResult` carrying the
+text, the complete tool calls and the usage (and whether usage was counted by us), and
+can be cancelled by cancelling the task that iterates it.
+
+Tool calls are the OpenAI shape, which every protocol maps onto: a call has an id, a
+function name and its arguments as the JSON text the model wrote (streamed in fragments,
+like OpenAI's ``function.arguments``); a tool result is a ``tool`` message naming the
+call it answers. Adapters translate to their API (Anthropic ``tool_use``/``tool_result``
+blocks; the in-process model's prompted ``<tool_call>`` blocks). Backends know nothing of roles,
 escalation or budgets: they raise :class:`BackendError` with a ``kind`` and the router
 decides what to do (retry, fall back, stop) and audits it.
 """
@@ -34,9 +41,36 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ToolSpec(Frozen):
+    """A function the model may call (OpenAI ``tools[].function``)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    description: str = ""
+    #: JSON schema of the arguments (an object schema)
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+
+
+class ToolCall(Frozen):
+    """A call the model made: ``arguments`` is the JSON text it wrote."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
 class Message(Frozen):
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    #: an assistant turn's calls (its ``content`` may be empty, or text before them)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    #: a ``tool`` message: the call it answers (``content`` is the result)
+    tool_call_id: str | None = None
+    #: a tool result may say it is an error (Anthropic's ``is_error``)
+    is_error: bool = False
+
+
+#: ``auto``/``none``/``required``, or the name of the one tool the model must call
+ToolChoice = str
 
 
 class ChatRequest(Frozen):
@@ -48,6 +82,12 @@ class ChatRequest(Frozen):
     json_schema: dict[str, Any] | None = None
     seed: int | None = 0
     stop: list[str] = Field(default_factory=list)
+    tools: list[ToolSpec] = Field(default_factory=list)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    #: provider headers a client asked to pass on unchanged (``anthropic-beta``, …); an
+    #: adapter sends only the ones its API knows
+    passthrough_headers: dict[str, str] = Field(default_factory=dict)
 
 
 class Usage(Frozen):
@@ -57,14 +97,25 @@ class Usage(Frozen):
     counted_locally: bool = False
 
 
+class ToolCallDelta(Frozen):
+    """A fragment of the ``index``-th call: id and name come first, arguments in pieces."""
+
+    index: int = Field(ge=0)
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 class Delta(Frozen):
     text: str = ""
     reasoning: str = ""
+    tool_calls: list[ToolCallDelta] = Field(default_factory=list)
 
 
 class ChatResult(Frozen):
     text: str
     reasoning: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
     usage: Usage
     finish_reason: str
     model: str

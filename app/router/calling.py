@@ -43,7 +43,19 @@ def mask_request(request: ChatRequest) -> tuple[ChatRequest, int]:
     like any diff that does not apply.
     """
     masker = Masker.from_environment()
-    messages = [m.model_copy(update={"content": masker.text(m.content)}) for m in request.messages]
+    messages = [
+        m.model_copy(
+            update={
+                "content": masker.text(m.content),
+                # a tool's result or a call's arguments can quote a file as well
+                "tool_calls": [
+                    c.model_copy(update={"arguments": masker.text(c.arguments)})
+                    for c in m.tool_calls
+                ],
+            }
+        )
+        for m in request.messages
+    ]
     if not masker.count:
         return request, 0
     return request.model_copy(update={"messages": messages}), masker.count

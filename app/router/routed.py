@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.audit.types import AuditLine
-from app.backends.base import Backend, ChatRequest, ChatResult, Delta
+from app.backends.base import Backend, ChatRequest, ChatResult, Delta, ToolCall
 from app.errors import SwitchyardError
 from app.router.types import Decision, Skip
 from app.tokens import count_messages
@@ -86,6 +86,8 @@ class RoutedResult:
     escalated: bool
     approver: str | None = None
     audit: list[AuditLine] = field(default_factory=list)
+    #: the calls the model made (finish_reason "tool_calls")
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 def input_hash(request: ChatRequest) -> str:
@@ -97,8 +99,13 @@ def input_hash(request: ChatRequest) -> str:
 
 
 def request_tokens(request: ChatRequest) -> int:
-    """The prompt's tokens by the shared counter (the ``context_estimate`` signal)."""
-    return count_messages(m.content for m in request.messages)
+    """The prompt's tokens by the shared counter (the ``context_estimate`` signal): the
+    messages, the calls and results they carry, and the tools on offer."""
+    texts = [m.content for m in request.messages]
+    texts += [f"{c.name} {c.arguments}" for m in request.messages for c in m.tool_calls]
+    if request.tools:
+        texts.append(json.dumps([t.model_dump() for t in request.tools], separators=(",", ":")))
+    return count_messages(texts)
 
 
 def skip_text(skip: Skip) -> str:
@@ -116,6 +123,7 @@ def call_values(result: ChatResult, cost: float) -> dict[str, Any]:
         "latency_ms": round(result.latency_ms, 1),
         "cost_usd": round(cost, 6),
         "finish_reason": result.finish_reason,
+        **({"tool_calls": len(result.tool_calls)} if result.tool_calls else {}),
     }
 
 
@@ -135,4 +143,5 @@ def routed(d: Decision, result: ChatResult, cost: float, *, escalated: bool) -> 
         finish_reason=result.finish_reason,
         decision=d,
         escalated=escalated,
+        tool_calls=list(result.tool_calls),
     )
