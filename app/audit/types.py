@@ -31,6 +31,7 @@ AUDIT_KINDS = (
     "condense",  # the Librarian condensed context to fit a window (map, then reduce)
     "advice",  # an escalation-only second opinion was recorded (§2: advice, never decides)
     "tutor",  # a tutor turn, or the policy's turn cap reached
+    "request",  # a gateway request: who asked, for what, and how it ended
 )
 
 

@@ -44,6 +44,7 @@ KIND_STYLES = MappingProxyType(
         "condense": "blue",
         "advice": "magenta",
         "tutor": "cyan",
+        "request": "blue",
     }
 )
 

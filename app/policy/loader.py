@@ -286,6 +286,7 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
         elif rt.base_url is None:
             err((("runtimes", rid, "base_url"), "an HTTP runtime needs base_url"))
     _check_local_hosts(p, err)
+    _check_gateway(p, err)
     for i, name in enumerate(p.local_chain.order):
         if name not in p.runtimes:
             err((("local_chain", "order", i), f"unknown runtime {name!r}"))
@@ -398,3 +399,20 @@ def _check_local_hosts(p: Policy, err: Callable[[Finding], None]) -> None:
                     f"{hp[0]} is a cloud provider's host: it can never be named local",
                 )
             )
+
+
+def _check_gateway(p: Policy, err: Callable[[Finding], None]) -> None:
+    """The gateway serves LLM roles of this policy; aliases and auto name served roles."""
+    g = p.gateway
+    for i, rid in enumerate(g.roles):
+        if rid not in p.roles:
+            err((("gateway", "roles", i), f"unknown role {rid!r}"))
+        elif p.roles[rid].kind != "llm":
+            err((("gateway", "roles", i), f"{rid} is not an LLM role"))
+    if g.auto_role not in g.roles:
+        err((("gateway", "auto_role"), f"{g.auto_role!r} is not one of gateway.roles"))
+    for pattern, rid in g.aliases.items():
+        if rid not in g.roles:
+            err((("gateway", "aliases", pattern), f"{rid!r} is not one of gateway.roles"))
+    if not g.escalate_suffix or g.escalate_suffix.strip() != g.escalate_suffix:
+        err((("gateway", "escalate_suffix"), "a non-empty suffix without spaces"))

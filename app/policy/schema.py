@@ -79,6 +79,31 @@ class Sandbox(Strict):
     allow_unsandboxed: bool = False
 
 
+class Gateway(Strict):
+    """``switchyard serve``: which model ids clients may ask for, and what they mean."""
+
+    #: the roles served as model ids (the Judge runs inside the pipeline only)
+    roles: list[str] = Field(
+        default_factory=lambda: ["architect", "implementer", "librarian", "tutor"]
+    )
+    #: what the model id ``auto`` serves
+    auto_role: str = "implementer"
+    #: other model names (shell-style patterns, lower case) → role; Claude Code's own
+    #: names by default, so it works with no model flag
+    aliases: dict[str, str] = Field(
+        default_factory=lambda: {
+            "claude-opus*": "architect",
+            "claude-sonnet*": "implementer",
+            "claude-haiku*": "tutor",
+            "claude-3-5-haiku*": "tutor",
+        }
+    )
+    #: a model id ending in this is the user's explicit request to escalate (§3)
+    escalate_suffix: str = "+escalate"
+    #: seconds between keep-alives while a request waits for an approval
+    keepalive_s: float = Field(default=10.0, gt=0, le=120)
+
+
 class Budget(Strict):
     currency: Literal["USD"] = "USD"
     session_usd: float = Field(ge=0)
@@ -251,6 +276,7 @@ class Policy(Strict):
     policy: PolicyMeta
     privacy: Privacy
     sandbox: Sandbox = Field(default_factory=Sandbox)
+    gateway: Gateway = Field(default_factory=Gateway)
     budget: Budget
     approvals: Approvals
     hardware: Hardware

@@ -13,6 +13,7 @@ request as the caller built it, so the escalation line and the call line agree.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from app.backends.base import BackendError
@@ -133,6 +134,12 @@ async def serve_cloud(
     outgoing, masked = mask_request(request)
     try:
         result = await router.call(d, outgoing, write, on_delta)
+    except asyncio.CancelledError:
+        # The caller went away mid-call (a client disconnected, a run was stopped): the
+        # provider may bill what it generated, so the reservation is settled at its full
+        # estimate (never crossing a cap by guessing low), and the audit says so.
+        await asyncio.shield(_cancelled(router, reservation.id, d, write))
+        raise
     except BackendError as exc:
         await router.ledger.release(reservation.id)
         rule = rule_for(router.policy, exc.kind)
@@ -171,3 +178,22 @@ async def serve_cloud(
     out = routed(d, result, actual, escalated=True)
     out.approver = approver
     return out
+
+
+async def _cancelled(router: Router, reservation_id: str, d: Decision, write: Write) -> None:
+    await router.ledger.settle(
+        reservation_id,
+        actual_usd=d.est_cost_usd,
+        tokens_in=d.est_tokens_in,
+        tokens_out=0,
+        latency_ms=0.0,
+        outcome="cancelled",
+    )
+    await write(
+        "budget",
+        to=d.target,
+        reason_codes=["CALL_CANCELLED", "SETTLED_AT_ESTIMATE"],
+        values={"est_cost_usd": round(d.est_cost_usd, 6)},
+        detail=f"{d.target}: the call was cancelled mid-way; settled at the reserved "
+        f"${d.est_cost_usd:.4f} (the provider may bill what it generated)",
+    )

@@ -177,7 +177,7 @@ def decide(policy: Policy, role: str, signals: Signals, state: RouterState) -> D
 
     tokens_in = signals.context_estimate if signals.context_estimate is not None else 0
     cost_tokens_in = tokens_in or DEFAULT_PROMPT_TOKENS
-    tokens_out = spec.max_output_tokens
+    tokens_out = signals.output_tokens or spec.max_output_tokens
     local, local_skips = local_target(policy, role, state, tokens_in)
     fired = fired_triggers(policy, role, signals)
     reasons = [r for _, r in fired]

@@ -48,6 +48,9 @@ class Signals(Frozen):
     tier2_opt_in: bool = False
     # Any role
     user_request: bool = False
+    #: the reply's output cap when the caller sets one (the gateway: the client's
+    #: max_tokens): the budget reservation covers it, not the role's default
+    output_tokens: int | None = Field(default=None, ge=1)
 
 
 class RouterState(Frozen):

@@ -40,6 +40,7 @@ KIND_LABEL: dict[str, str] = {
     "verdict": "VERDICT",
     "merge": "MERGE",
     "run": "RUN",
+    "request": "REQUEST",
 }
 
 
