@@ -155,6 +155,25 @@ class Notice(Event):
     text: str
 
 
+class RequestServed(Event):
+    """One gateway request as it ended (the workbench's requests view)."""
+
+    request: str
+    protocol: str
+    client: str
+    model_asked: str
+    role: str
+    model: str | None = None
+    runtime: str | None = None
+    escalated: bool = False
+    status: int = 200
+    outcome: str = "ok"
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+
+
 # ── Bus ──────────────────────────────────────────────────────────────────────────────────
 
 

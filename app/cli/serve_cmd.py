@@ -1,0 +1,100 @@
+"""``switchyard serve``: the HTTP gateway (OpenAI Chat Completions and Responses,
+Anthropic Messages) over the router, for Codex CLI, Claude Code, aider and Continue."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+from app.cli.common import add_policy_arg, add_session_args, policy_from, settings_from
+from app.errors import UsageError
+from app.hosts import is_loopback_name
+
+TOKEN_ENV = "SWITCHYARD_GATEWAY_TOKEN"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="the HTTP gateway: your coding agent's requests under the policy",
+        description="Serve OpenAI Chat Completions, OpenAI Responses and Anthropic Messages "
+        "on HOST:PORT. Every request is routed by the policy: the model id is a role "
+        "(architect, implementer, librarian, tutor, auto, or an alias such as Claude "
+        "Code's own names); escalations need approval and budget; everything is audited.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=4000, help="port (default 4000; 0: any free)")
+    p.add_argument(
+        "--token",
+        help=f"a token every request must carry (Authorization: Bearer, or x-api-key); "
+        f"required off loopback; also ${TOKEN_ENV}",
+    )
+    p.add_argument(
+        "--max-body-mb", type=float, default=16.0, metavar="MB", help="request size limit"
+    )
+    p.add_argument(
+        "--tui",
+        action="store_true",
+        help="run inside the workbench: live traffic, and approvals by keypress",
+    )
+    add_session_args(p)
+    add_policy_arg(p)
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: not a port number")
+    if args.max_body_mb <= 0:
+        raise UsageError("--max-body-mb must be > 0")
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if not is_loopback_name(args.host) and token is None:
+        raise UsageError(
+            f"--host {args.host}: binding off loopback needs a token (--token or ${TOKEN_ENV}); "
+            "every request must then carry it"
+        )
+    settings = settings_from(args)
+    policy = policy_from(args, settings).policy
+    from app.gateway.app import GatewayConfig
+
+    config = GatewayConfig(max_body_bytes=int(args.max_body_mb * 1024 * 1024), token=token)
+    if args.tui:
+        from app.cli.tui_cmd import run_gateway_workbench
+
+        return run_gateway_workbench(args, settings, policy, config)
+    return _run(_headless(args, settings, policy, config))
+
+
+def _run(coro: Any) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return int(asyncio.run(coro))
+    return int(uvloop.run(coro))
+
+
+async def _headless(args: argparse.Namespace, settings: Any, policy: Any, config: Any) -> int:
+    from app.cli.terminal_decider import decider_for
+    from app.gateway.server import serve
+    from app.router.session import open_session
+
+    def ready(host: str, port: int) -> None:
+        print(
+            f"switchyard serve: listening on http://{host}:{port} "
+            f"(OpenAI base URL http://{host}:{port}/v1; Anthropic base URL http://{host}:{port})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async with open_session(
+        settings,
+        policy,
+        decider=decider_for(args.approve or settings.approve),
+        local_only=args.local_only,
+    ) as session:
+        print(f"switchyard serve: session {session.id}", file=sys.stderr, flush=True)
+        await serve(session, host=args.host, port=args.port, config=config, on_ready=ready)
+    return 0

@@ -1,0 +1,185 @@
+"""Replies in Anthropic's Messages shape: the event stream Claude Code reads
+(``message_start``, a ``content_block_*`` triple per text or ``tool_use`` block,
+``message_delta`` with the stop reason and usage, ``message_stop``), or one message.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from app.backends.base import Delta, ToolCall, ToolCallDelta
+from app.router.service import RoutedResult
+
+_STOP = {
+    "stop": "end_turn",
+    "end_turn": "end_turn",
+    "length": "max_tokens",
+    "max_tokens": "max_tokens",
+    "tool_calls": "tool_use",
+    "tool_use": "tool_use",
+    "stop_sequence": "stop_sequence",
+}
+
+
+def anthropic_stop(reason: str, tool_calls: bool) -> str:
+    if tool_calls:
+        return "tool_use"
+    return _STOP.get(reason, "end_turn")
+
+
+def _input_of(call: ToolCall) -> Any:
+    try:
+        value = json.loads(call.arguments or "{}")
+    except json.JSONDecodeError:
+        return {"_raw_arguments": call.arguments}  # a model's broken JSON, kept visible
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def message_object(message_id: str, model: str, result: RoutedResult) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if result.text:
+        content.append({"type": "text", "text": result.text})
+    for call in result.tool_calls:
+        content.append(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": _input_of(call)}
+        )
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": anthropic_stop(result.finish_reason, bool(result.tool_calls)),
+        "stop_sequence": None,
+        "usage": {"input_tokens": result.tokens_in, "output_tokens": result.tokens_out},
+    }
+
+
+class MessagesStream:
+    """Anthropic stream events for one streamed message."""
+
+    def __init__(self, message_id: str, model: str, input_tokens: int) -> None:
+        self.id = message_id
+        self.model = model
+        self.input_tokens = input_tokens
+        self._index = -1
+        self._open: str | None = None  # "text" | "tool" while a block is open
+        self._calls: dict[int, int] = {}  # call fragment index → block index
+        self._call_open: int | None = None
+        self._any_call = False
+
+    def start(self) -> list[tuple[str, dict[str, Any]]]:
+        message: dict[str, Any] = {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": 1},
+        }
+        return [("message_start", {"type": "message_start", "message": message})]
+
+    def _close(self) -> list[tuple[str, dict[str, Any]]]:
+        if self._open is None:
+            return []
+        self._open = None
+        self._call_open = None
+        return [("content_block_stop", {"type": "content_block_stop", "index": self._index})]
+
+    def delta(self, d: Delta) -> list[tuple[str, dict[str, Any]]]:
+        events: list[tuple[str, dict[str, Any]]] = []
+        if d.text:
+            if self._open != "text":
+                events += self._close()
+                self._index += 1
+                self._open = "text"
+                events.append(
+                    (
+                        "content_block_start",
+                        {
+                            "type": "content_block_start",
+                            "index": self._index,
+                            "content_block": {"type": "text", "text": ""},
+                        },
+                    )
+                )
+            events.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": self._index,
+                        "delta": {"type": "text_delta", "text": d.text},
+                    },
+                )
+            )
+        for f in d.tool_calls:
+            if f.index not in self._calls:
+                events += self._close()
+                self._index += 1
+                self._calls[f.index] = self._index
+                self._open, self._call_open, self._any_call = "tool", f.index, True
+                block = {
+                    "type": "tool_use",
+                    "id": f.id or f"toolu_{self._index}",
+                    "name": f.name or "",
+                    "input": {},
+                }
+                events.append(
+                    (
+                        "content_block_start",
+                        {
+                            "type": "content_block_start",
+                            "index": self._index,
+                            "content_block": block,
+                        },
+                    )
+                )
+            elif self._call_open != f.index:
+                # Anthropic's blocks do not interleave: a late fragment of an earlier call
+                # cannot be sent in order; the calls are complete in the final message
+                continue
+            if f.arguments:
+                events.append(
+                    (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": self._calls[f.index],
+                            "delta": {"type": "input_json_delta", "partial_json": f.arguments},
+                        },
+                    )
+                )
+        return events
+
+    def finish(
+        self, result: RoutedResult, text_if_unstreamed: str = ""
+    ) -> list[tuple[str, dict[str, Any]]]:
+        events: list[tuple[str, dict[str, Any]]] = []
+        if text_if_unstreamed:
+            events += self.delta(Delta(text=text_if_unstreamed))
+        for i, call in enumerate(result.tool_calls):
+            if i not in self._calls:  # a backend that gave calls only at the end
+                frag = ToolCallDelta(index=i, id=call.id, name=call.name, arguments=call.arguments)
+                events += self.delta(Delta(tool_calls=[frag]))
+        events += self._close()
+        events.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": anthropic_stop(
+                            result.finish_reason, bool(result.tool_calls)
+                        ),
+                        "stop_sequence": None,
+                    },
+                    "usage": {"output_tokens": result.tokens_out},
+                },
+            )
+        )
+        events.append(("message_stop", {"type": "message_stop"}))
+        return events

@@ -1,0 +1,430 @@
+"""The gateway's ASGI application (Starlette): routes, authentication, limits, and the
+streaming of one request's events in its protocol's shape.
+
+Every request goes through the router (decide, approval, budget, audit, the local_only
+transport); this module only parses, calls :func:`app.gateway.flow.run_request`, and
+renders. Streams are written chunk by chunk as the backend sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from app.backends.base import Delta, Message
+from app.bus import RequestServed
+from app.gateway import anthropic_out as ant
+from app.gateway import openai_out as oai
+from app.gateway.errors import GatewayError, Protocol, error_body
+from app.gateway.flow import Done, KeepAlive, new_request_id, run_request
+from app.gateway.ids import resolve_model, served_ids
+from app.gateway.inbound import (
+    Inbound,
+    anthropic_messages,
+    parse_chat,
+    parse_messages,
+    parse_responses,
+)
+from app.gateway.signals import header_values, signals_for
+from app.router.session import Session
+from app.tokens import count_messages
+
+#: request bodies above this are refused with 413 (Claude Code's long sessions stay far
+#: below: 200k tokens of text is about 1 MB)
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+#: responses kept for ``previous_response_id`` while the server runs
+KEPT_RESPONSES = 256
+
+
+@dataclass
+class GatewayConfig:
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    #: every request must carry it (Authorization: Bearer, or x-api-key) when set
+    token: str | None = None
+
+
+@dataclass
+class _State:
+    session: Session
+    config: GatewayConfig
+    responses: OrderedDict[str, list[Message]] = field(default_factory=OrderedDict)
+
+
+def build_app(session: Session, config: GatewayConfig | None = None) -> Starlette:
+    state = _State(session, config or GatewayConfig())
+
+    def route(protocol: Protocol, handler: Callable[[_State, Request], Any]) -> Callable[..., Any]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                _authenticate(state, request)
+                result: Response = await handler(state, request)
+                return result
+            except GatewayError as err:
+                return JSONResponse(error_body(protocol, err), status_code=err.status)
+
+        return endpoint
+
+    routes = [
+        Route("/v1/chat/completions", route("chat", _chat), methods=["POST"]),
+        Route("/v1/responses", route("responses", _responses), methods=["POST"]),
+        Route("/v1/messages", route("messages", _messages), methods=["POST"]),
+        Route("/v1/messages/count_tokens", route("messages", _count_tokens), methods=["POST"]),
+        Route("/v1/models", route("chat", _models), methods=["GET"]),
+        Route("/v1/embeddings", route("chat", _embeddings), methods=["POST"]),
+        Route("/health", _health, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def _authenticate(state: _State, request: Request) -> None:
+    token = state.config.token
+    if token is None:
+        return
+    given = request.headers.get("x-api-key") or ""
+    auth = request.headers.get("authorization") or ""
+    if auth.lower().startswith("bearer "):
+        given = given or auth[7:].strip()
+    if not given or not secrets.compare_digest(given.encode(), token.encode()):
+        raise GatewayError(401, "authentication", "missing or wrong gateway token")
+
+
+async def _body(state: _State, request: Request) -> Any:
+    limit = state.config.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise GatewayError(413, "too_large", f"request body over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, "too_large", f"request body over the {limit}-byte limit")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks) or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GatewayError(400, "invalid_request", f"malformed JSON: {exc}") from None
+
+
+def _client(request: Request) -> str:
+    agent = request.headers.get("user-agent") or "unknown client"
+    session = request.headers.get("x-claude-code-session-id")
+    return f"{agent} (session {session})" if session else agent
+
+
+# ── the three protocols ──────────────────────────────────────────────────────────────────
+
+
+async def _prepared(state: _State, request: Request, inbound: Inbound) -> tuple[str, Any, str, str]:
+    policy = state.session.policy
+    resolved = resolve_model(policy, inbound.model)
+    signals = signals_for(
+        inbound.request,
+        header_values(request.headers, "x-switchyard-signal"),
+        user_request=resolved.user_request,
+        escalate_header=request.headers.get("x-switchyard-escalate"),
+    )
+    passthrough = {
+        k: v for k, v in request.headers.items() if k in ("anthropic-beta", "anthropic-version")
+    }
+    if passthrough:
+        inbound.request = inbound.request.model_copy(update={"passthrough_headers": passthrough})
+    return resolved.role, signals, new_request_id(), _client(request)
+
+
+def _served(
+    state: _State,
+    rid: str,
+    inbound: Inbound,
+    role: str,
+    client: str,
+    done: Done | None,
+    status: int,
+    outcome: str,
+    t0: float,
+) -> None:
+    """The workbench's requests view hears of every request as it ends."""
+    r = done.result if done else None
+    bus = state.session.bus
+    if bus is None:
+        return
+    bus.publish_nowait(
+        RequestServed(
+            session=state.session.id,
+            request=rid,
+            protocol=inbound.protocol,
+            client=client,
+            model_asked=inbound.model,
+            role=role,
+            model=r.model if r else None,
+            runtime=r.runtime if r else None,
+            escalated=bool(r and r.escalated),
+            status=status,
+            outcome=outcome,
+            tokens_in=r.tokens_in if r else 0,
+            tokens_out=r.tokens_out if r else 0,
+            cost_usd=r.cost_usd if r else 0.0,
+            latency_ms=(time.perf_counter() - t0) * 1000,
+        )
+    )
+
+
+async def _events(
+    state: _State, request: Request, inbound: Inbound
+) -> tuple[str, str, str, AsyncIterator[Delta | KeepAlive | Done]]:
+    role, signals, rid, client = await _prepared(state, request, inbound)
+    events = run_request(
+        state.session,
+        inbound,
+        role,
+        signals,
+        request_id=rid,
+        client=client,
+        keepalive_s=state.session.policy.gateway.keepalive_s,
+    )
+    return role, rid, client, events
+
+
+async def _collect(events: AsyncIterator[Delta | KeepAlive | Done]) -> Done:
+    async with contextlib.aclosing(events):  # type: ignore[type-var]
+        async for event in events:
+            if isinstance(event, Done):
+                return event
+    raise GatewayError(502, "upstream", "the request ended without a result")
+
+
+def _structured_text(done: Done) -> str:
+    """A structured reply is released whole, once it validated (GR-012)."""
+    return done.result.text if done.value is not None else ""
+
+
+async def _chat(state: _State, request: Request) -> Response:
+    inbound = parse_chat(await _body(state, request))
+    role, rid, client, events = await _events(state, request, inbound)
+    completion_id = "chatcmpl-" + rid[3:]
+    t0 = time.perf_counter()
+    if not inbound.stream:
+        try:
+            done = await _collect(events)
+        except GatewayError as err:
+            _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
+            raise
+        _served(state, rid, inbound, role, client, done, 200, "ok", t0)
+        return JSONResponse(oai.chat_completion(completion_id, inbound.model, done.result))
+    enc = oai.ChatStream(completion_id, inbound.model, include_usage=inbound.include_usage)
+
+    async def body() -> AsyncIterator[bytes]:
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            try:
+                async for event in events:
+                    if isinstance(event, KeepAlive):
+                        yield b": keep-alive\n\n"
+                    elif isinstance(event, Done):
+                        _served(state, rid, inbound, role, client, event, 200, "ok", t0)
+                        for chunk in enc.done(event.result, _structured_text(event)):
+                            yield oai.sse(chunk)
+                    else:
+                        for chunk in enc.delta(event):
+                            yield oai.sse(chunk)
+            except GatewayError as err:
+                _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
+                yield oai.sse(error_body("chat", err))
+        yield b"data: [DONE]\n\n"
+
+    return _stream(body())
+
+
+async def _responses(state: _State, request: Request) -> Response:
+    inbound = parse_responses(await _body(state, request))
+    earlier: list[Message] = []
+    if inbound.previous_response_id is not None:
+        kept = state.responses.get(inbound.previous_response_id)
+        if kept is None:
+            raise GatewayError(
+                400,
+                "invalid_request",
+                f"previous_response_id {inbound.previous_response_id!r} is not known: this "
+                "server keeps responses only while it runs (send the whole input instead)",
+            )
+        earlier = kept
+    if earlier:
+        inbound.request = inbound.request.model_copy(
+            update={"messages": [*earlier, *inbound.request.messages]}
+        )
+    role, rid, client, events = await _events(state, request, inbound)
+    response_id = "resp_" + rid[3:]
+    t0 = time.perf_counter()
+
+    def keep(done: Done) -> None:
+        reply = Message(
+            role="assistant", content=done.result.text, tool_calls=done.result.tool_calls
+        )
+        state.responses[response_id] = [*inbound.request.messages, reply]
+        while len(state.responses) > KEPT_RESPONSES:
+            state.responses.popitem(last=False)
+
+    if not inbound.stream:
+        try:
+            done = await _collect(events)
+        except GatewayError as err:
+            _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
+            raise
+        keep(done)
+        _served(state, rid, inbound, role, client, done, 200, "ok", t0)
+        body = oai.response_complete(
+            response_id, inbound.model, done.result, inbound.previous_response_id
+        )
+        return JSONResponse(body)
+    enc = oai.ResponsesStream(response_id, inbound.model, inbound.previous_response_id)
+
+    async def stream() -> AsyncIterator[bytes]:
+        for kind, event in enc.start():
+            yield oai.sse(event, kind)
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            try:
+                async for item in events:
+                    if isinstance(item, KeepAlive):
+                        yield b": keep-alive\n\n"
+                    elif isinstance(item, Done):
+                        keep(item)
+                        _served(state, rid, inbound, role, client, item, 200, "ok", t0)
+                        for kind, event in enc.finish(item.result, _structured_text(item)):
+                            yield oai.sse(event, kind)
+                    else:
+                        for kind, event in enc.delta(item):
+                            yield oai.sse(event, kind)
+            except GatewayError as err:
+                _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
+                failed = {
+                    "type": "response.failed",
+                    "sequence_number": enc.seq,
+                    "response": {
+                        **enc._response("failed", None),
+                        "error": {"code": err.kind, "message": err.message},
+                    },
+                }
+                yield oai.sse(failed, "response.failed")
+
+    return _stream(stream())
+
+
+async def _messages(state: _State, request: Request) -> Response:
+    inbound = parse_messages(await _body(state, request))
+    role, rid, client, events = await _events(state, request, inbound)
+    message_id = "msg_" + rid[3:]
+    t0 = time.perf_counter()
+    if not inbound.stream:
+        try:
+            done = await _collect(events)
+        except GatewayError as err:
+            _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
+            raise
+        _served(state, rid, inbound, role, client, done, 200, "ok", t0)
+        return JSONResponse(ant.message_object(message_id, inbound.model, done.result))
+    prompt = count_messages(m.content for m in inbound.request.messages)
+    enc = ant.MessagesStream(message_id, inbound.model, prompt)
+
+    async def stream() -> AsyncIterator[bytes]:
+        for kind, event in enc.start():
+            yield oai.sse(event, kind)
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            try:
+                async for item in events:
+                    if isinstance(item, KeepAlive):
+                        yield oai.sse({"type": "ping"}, "ping")
+                    elif isinstance(item, Done):
+                        _served(state, rid, inbound, role, client, item, 200, "ok", t0)
+                        for kind, event in enc.finish(item.result, _structured_text(item)):
+                            yield oai.sse(event, kind)
+                    else:
+                        for kind, event in enc.delta(item):
+                            yield oai.sse(event, kind)
+            except GatewayError as err:
+                _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
+                yield oai.sse(error_body("messages", err), "error")
+
+    return _stream(stream())
+
+
+async def _count_tokens(state: _State, request: Request) -> Response:
+    body = await _body(state, request)
+    if not isinstance(body, dict):
+        raise GatewayError(400, "invalid_request", "request: expected a JSON object")
+    messages = anthropic_messages(body)
+    texts = [m.content for m in messages]
+    texts += [f"{c.name} {c.arguments}" for m in messages for c in m.tool_calls]
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools:
+        texts.append(json.dumps(tools, separators=(",", ":")))
+    return JSONResponse({"input_tokens": count_messages(texts)})
+
+
+async def _models(state: _State, request: Request) -> Response:
+    created = int(time.time())
+    data = [
+        {
+            "id": i,
+            "object": "model",
+            "created": created,
+            "owned_by": "switchyard",
+            "type": "model",
+            "display_name": i,
+        }
+        for i in served_ids(state.session.policy)
+    ]
+    return JSONResponse({"object": "list", "data": data, "has_more": False})
+
+
+async def _embeddings(state: _State, request: Request) -> Response:
+    body = await _body(state, request)
+    if not isinstance(body, dict):
+        raise GatewayError(400, "invalid_request", "request: expected a JSON object")
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise GatewayError(400, "invalid_request", "input: a string or a list of strings")
+    from app.memory.embeddings import load_embedder
+
+    session = state.session
+    embedder = await load_embedder(
+        session.policy, audit=session.audit, session=session.id, run=new_request_id()
+    )
+    if embedder is None:
+        raise GatewayError(503, "unavailable", "no local embedding model can be loaded")
+    vectors = await asyncio.to_thread(embedder.embed, texts)
+    tokens = count_messages(texts)
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
+                for i, v in enumerate(vectors)
+            ],
+            "model": embedder.key.model_id,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
+
+
+def _stream(body: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )

@@ -1,0 +1,182 @@
+"""One gateway request through the router: decide, approval, budget, the call, the audit.
+
+:func:`run_request` yields events as they happen: each delta the moment the backend
+sends it (nothing is buffered), a keep-alive while the request waits (an approval held
+for the human, a slow first token), then the result or a failure. A structured request
+(``response_format``/``text.format`` with a schema) goes through GR-012's one owner, so
+its reply is validated (and repaired once) before it is released: that one is not
+streamed token by token.
+
+The request is bracketed by two ``request`` audit lines (who asked, for which model and
+role; how it ended) around the router's own route/escalation/call lines, all under one
+run id (``gw-…``). A client that disconnects cancels the call: a cloud reservation is
+settled at its estimate by the router, and the closing line says the client went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from app.backends.base import Delta
+from app.gateway.errors import GatewayError
+from app.gateway.inbound import Inbound
+from app.router.service import RoutedResult, RouteFailed, RouteRefused
+from app.router.session import Session
+from app.router.structured import complete_structured, schema_parser
+from app.router.types import Signals
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Nothing to send yet (an approval is held, the model is thinking)."""
+
+
+@dataclass(frozen=True)
+class Done:
+    result: RoutedResult
+    #: the validated value of a structured request
+    value: Any = None
+
+
+Event = Delta | KeepAlive | Done
+
+
+def new_request_id() -> str:
+    return "gw-" + uuid.uuid4().hex[:16]
+
+
+async def run_request(
+    session: Session,
+    inbound: Inbound,
+    role: str,
+    signals: Signals,
+    *,
+    request_id: str,
+    client: str,
+    keepalive_s: float,
+) -> AsyncIterator[Event]:
+    """Events for one request; raises :class:`GatewayError` for an audited failure."""
+    router = session.router
+    request = inbound.request
+    await session.audit.append(
+        "request",
+        session=session.id,
+        run=request_id,
+        role=role,
+        reason_codes=["GATEWAY_REQUEST"],
+        values={
+            "protocol": inbound.protocol,
+            "model": inbound.model,
+            "client": client,
+            "stream": inbound.stream,
+            "tools": len(request.tools),
+            "tool_actions": signals.tool_calls,
+            "user_request": signals.user_request,
+            "max_tokens": request.max_tokens,
+        },
+        detail=f"{client}: {inbound.protocol} {inbound.model} → {role}",
+    )
+    queue: asyncio.Queue[Delta] = asyncio.Queue()
+    structured = request.json_schema is not None
+
+    async def on_delta(delta: Delta) -> None:
+        if not structured:
+            queue.put_nowait(delta)
+
+    async def work() -> tuple[RoutedResult, Any]:
+        if structured:
+            assert request.json_schema is not None
+            answer = await complete_structured(
+                router, role, request, schema_parser(request.json_schema), signals, run=request_id
+            )
+            if answer.value is None:
+                if answer.route_failed or answer.result is None:
+                    raise RouteFailed(answer.error or "no step could serve")
+                raise GatewayError(
+                    502, "upstream", f"the reply does not fit the schema: {answer.error}"
+                )
+            assert answer.result is not None
+            return answer.result, answer.value
+        result = await router.complete(role, request, signals, run=request_id, on_delta=on_delta)
+        return result, None
+
+    task = asyncio.create_task(work())
+    outcome = "client went away"
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait(
+                {getter, task}, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getter in done:
+                yield getter.result()
+                continue
+            getter.cancel()
+            if task in done:
+                while not queue.empty():  # the last deltas before the result
+                    yield queue.get_nowait()
+                result, value = _finished(task)
+                outcome = "ok"
+                await _close_line(session, request_id, role, "ok", result)
+                yield Done(result, value)
+                return
+            yield KeepAlive()
+    except GatewayError as err:
+        outcome = f"error: {err.message}"
+        await _close_line(session, request_id, role, outcome, None, status=err.status)
+        raise
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.shield(_close_line(session, request_id, role, outcome, None, status=499))
+
+
+def _finished(task: asyncio.Task[tuple[RoutedResult, Any]]) -> tuple[RoutedResult, Any]:
+    try:
+        return task.result()
+    except RouteRefused as exc:
+        raise GatewayError(403, "refused", str(exc)) from None
+    except RouteFailed as exc:
+        raise GatewayError(503, "unavailable", f"no model could serve the request: {exc}") from None
+
+
+async def _close_line(
+    session: Session,
+    request_id: str,
+    role: str,
+    outcome: str,
+    result: RoutedResult | None,
+    *,
+    status: int = 200,
+) -> None:
+    values: dict[str, Any] = {"outcome": outcome, "status": status}
+    detail = f"{role}: {outcome}"
+    if result is not None:
+        values.update(
+            model=result.model,
+            runtime=result.runtime,
+            escalated=result.escalated,
+            tokens_in=result.tokens_in,
+            tokens_out=result.tokens_out,
+            cost_usd=round(result.cost_usd, 6),
+            latency_ms=round(result.latency_ms, 1),
+            finish_reason=result.finish_reason,
+        )
+        detail = (
+            f"{role} served by {result.model} ({result.runtime}): {result.tokens_in} in / "
+            f"{result.tokens_out} out, ${result.cost_usd:.4f}"
+        )
+    await session.audit.append(
+        "request",
+        session=session.id,
+        run=request_id,
+        role=role,
+        reason_codes=["GATEWAY_DONE" if status == 200 else "GATEWAY_FAILED"],
+        values=values,
+        detail=detail,
+    )

@@ -1,0 +1,429 @@
+"""Each protocol's request, read into the router's one request type (pure).
+
+OpenAI Chat Completions, OpenAI Responses and Anthropic Messages all become a
+:class:`~app.backends.base.ChatRequest`: system prompts, text, tool definitions, the
+assistant's earlier tool calls and the tool results, sampling, stop sequences, the output
+cap and structured output. What cannot be carried (images, audio, server-side tools) is
+refused with a clear 400 naming it, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.backends.base import ChatRequest, Message, ToolCall, ToolSpec
+from app.gateway.errors import GatewayError, Protocol
+
+#: the output cap when a client sends none (OpenAI's APIs allow that)
+DEFAULT_MAX_TOKENS = 4096
+
+
+@dataclass
+class Inbound:
+    protocol: Protocol
+    model: str
+    request: ChatRequest
+    stream: bool
+    #: chat: ``stream_options.include_usage``
+    include_usage: bool = False
+    #: responses: the conversation this one continues
+    previous_response_id: str | None = None
+    #: the schema's name (chat's ``json_schema.name``), for the response
+    schema_name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def bad(message: str) -> GatewayError:
+    return GatewayError(400, "invalid_request", message)
+
+
+def _obj(body: Any, where: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise bad(f"{where}: expected a JSON object")
+    return body
+
+
+def _text_of(content: Any, where: str) -> str:
+    """A message's content as text: a string, or parts of type text / input_text /
+    output_text. Anything else (an image, audio, a file) is refused by name."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise bad(f"{where}: content must be a string or a list of parts")
+    out: list[str] = []
+    for i, part in enumerate(content):
+        part = _obj(part, f"{where}[{i}]")
+        kind = part.get("type")
+        if kind in ("text", "input_text", "output_text"):
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise bad(f"{where}[{i}].text: expected a string")
+            out.append(text)
+        elif kind in ("thinking", "redacted_thinking", "reasoning"):
+            continue  # a model's own reasoning is not sent back as prompt
+        else:
+            raise bad(
+                f"{where}[{i}]: content of type {kind!r} is not supported by Switchyard's "
+                "gateway (text, tool calls and tool results are)"
+            )
+    return "".join(out)
+
+
+def _arguments(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value if value is not None else {}, separators=(",", ":"))
+
+
+def _int(body: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise bad(f"{key}: expected a positive integer")
+        return value
+    return None
+
+
+def _build(fields: dict[str, Any]) -> ChatRequest:
+    try:
+        return ChatRequest.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        raise bad(f"{where}: {first['msg']}") from None
+
+
+def _sampling(body: dict[str, Any], fields: dict[str, Any]) -> None:
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+            raise bad("temperature: expected a number from 0 to 2")
+        fields["temperature"] = float(temperature)
+    seed = body.get("seed")
+    fields["seed"] = seed if isinstance(seed, int) else None
+
+
+def _stop(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return list(value)
+    raise bad(f"{where}: expected a string or a list of strings")
+
+
+# ── OpenAI Chat Completions ──────────────────────────────────────────────────────────────
+
+
+def parse_chat(body: Any) -> Inbound:
+    body = _obj(body, "request")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad("model: required")
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise bad("messages: a non-empty list is required")
+    messages = [_chat_message(m, f"messages[{i}]") for i, m in enumerate(raw_messages)]
+    fields: dict[str, Any] = {
+        "messages": messages,
+        "max_tokens": _int(body, "max_completion_tokens", "max_tokens") or DEFAULT_MAX_TOKENS,
+        "stop": _stop(body.get("stop"), "stop"),
+    }
+    _sampling(body, fields)
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise bad("tools: expected a list")
+    fields["tools"] = [_chat_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
+    fields["tool_choice"] = _chat_tool_choice(body.get("tool_choice"))
+    if isinstance(body.get("parallel_tool_calls"), bool):
+        fields["parallel_tool_calls"] = body["parallel_tool_calls"]
+    schema_name: str | None = None
+    fmt = body.get("response_format")
+    if fmt is not None:
+        fmt = _obj(fmt, "response_format")
+        if fmt.get("type") == "json_schema":
+            spec = _obj(fmt.get("json_schema"), "response_format.json_schema")
+            schema = spec.get("schema")
+            if not isinstance(schema, dict):
+                raise bad("response_format.json_schema.schema: expected a JSON schema object")
+            fields["json_schema"] = schema
+            schema_name = spec.get("name") if isinstance(spec.get("name"), str) else None
+        elif fmt.get("type") == "json_object":
+            fields["json_schema"] = {"type": "object"}
+        elif fmt.get("type") != "text":
+            raise bad(f"response_format.type: {fmt.get('type')!r} is not supported")
+    options = body.get("stream_options") or {}
+    return Inbound(
+        protocol="chat",
+        model=model,
+        request=_build(fields),
+        stream=bool(body.get("stream")),
+        include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+        schema_name=schema_name,
+    )
+
+
+def _chat_message(raw: Any, where: str) -> Message:
+    m = _obj(raw, where)
+    role = m.get("role")
+    if role in ("system", "developer"):
+        return Message(role="system", content=_text_of(m.get("content"), f"{where}.content"))
+    if role == "user":
+        return Message(role="user", content=_text_of(m.get("content"), f"{where}.content"))
+    if role == "assistant":
+        calls = []
+        for i, c in enumerate(m.get("tool_calls") or []):
+            c = _obj(c, f"{where}.tool_calls[{i}]")
+            fn = _obj(c.get("function"), f"{where}.tool_calls[{i}].function")
+            if not isinstance(fn.get("name"), str):
+                raise bad(f"{where}.tool_calls[{i}].function.name: required")
+            calls.append(
+                ToolCall(
+                    id=str(c.get("id") or f"call_{i}"),
+                    name=fn["name"],
+                    arguments=_arguments(fn.get("arguments")),
+                )
+            )
+        text = _text_of(m.get("content"), f"{where}.content")
+        return Message(role="assistant", content=text, tool_calls=calls)
+    if role == "tool":
+        call_id = m.get("tool_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            raise bad(f"{where}.tool_call_id: required for a tool message")
+        return Message(
+            role="tool",
+            content=_text_of(m.get("content"), f"{where}.content"),
+            tool_call_id=call_id,
+        )
+    raise bad(f"{where}.role: {role!r} is not system, developer, user, assistant or tool")
+
+
+def _chat_tool(raw: Any, where: str) -> ToolSpec:
+    t = _obj(raw, where)
+    if t.get("type", "function") != "function":
+        raise bad(f"{where}.type: only function tools are supported, got {t.get('type')!r}")
+    fn = _obj(t.get("function"), f"{where}.function")
+    return _tool(fn.get("name"), fn.get("description"), fn.get("parameters"), where)
+
+
+def _tool(name: Any, description: Any, parameters: Any, where: str) -> ToolSpec:
+    if not isinstance(name, str) or not name:
+        raise bad(f"{where}: a tool needs a name")
+    params = parameters if isinstance(parameters, dict) else {"type": "object"}
+    return ToolSpec(name=name, description=description or "", parameters=params)
+
+
+def _chat_tool_choice(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value in ("auto", "none", "required"):
+        return str(value)
+    if isinstance(value, dict):
+        fn = value.get("function")
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            return str(fn["name"])
+    raise bad("tool_choice: expected auto, none, required or a named function")
+
+
+# ── OpenAI Responses ─────────────────────────────────────────────────────────────────────
+
+
+def parse_responses(body: Any) -> Inbound:
+    body = _obj(body, "request")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad("model: required")
+    messages: list[Message] = []
+    instructions = body.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        messages.append(Message(role="system", content=instructions))
+    raw = body.get("input")
+    if isinstance(raw, str):
+        messages.append(Message(role="user", content=raw))
+    elif isinstance(raw, list):
+        messages += _response_items(raw)
+    else:
+        raise bad("input: expected a string or a list of items")
+    fields: dict[str, Any] = {
+        "messages": messages,
+        "max_tokens": _int(body, "max_output_tokens") or DEFAULT_MAX_TOKENS,
+    }
+    _sampling(body, fields)
+    tools: list[ToolSpec] = []
+    for i, t in enumerate(body.get("tools") or []):
+        t = _obj(t, f"tools[{i}]")
+        if t.get("type") != "function":
+            raise bad(f"tools[{i}].type: only function tools are supported, got {t.get('type')!r}")
+        tools.append(_tool(t.get("name"), t.get("description"), t.get("parameters"), f"tools[{i}]"))
+    fields["tools"] = tools
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        fields["tool_choice"] = choice.get("name")
+    elif choice in ("auto", "none", "required"):
+        fields["tool_choice"] = choice
+    if isinstance(body.get("parallel_tool_calls"), bool):
+        fields["parallel_tool_calls"] = body["parallel_tool_calls"]
+    text = body.get("text")
+    if isinstance(text, dict) and isinstance(text.get("format"), dict):
+        fmt = text["format"]
+        if fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+            fields["json_schema"] = fmt["schema"]
+        elif fmt.get("type") == "json_object":
+            fields["json_schema"] = {"type": "object"}
+    previous = body.get("previous_response_id")
+    return Inbound(
+        protocol="responses",
+        model=model,
+        request=_build(fields),
+        stream=bool(body.get("stream")),
+        previous_response_id=previous if isinstance(previous, str) else None,
+    )
+
+
+def _response_items(items: list[Any]) -> list[Message]:
+    out: list[Message] = []
+    pending: list[ToolCall] = []
+
+    def flush() -> None:
+        if pending:
+            out.append(Message(role="assistant", tool_calls=list(pending)))
+            pending.clear()
+
+    for i, raw in enumerate(items):
+        item = _obj(raw, f"input[{i}]")
+        kind = item.get("type", "message")
+        if kind == "function_call":
+            pending.append(
+                ToolCall(
+                    id=str(item.get("call_id") or item.get("id") or f"call_{i}"),
+                    name=str(item.get("name") or ""),
+                    arguments=_arguments(item.get("arguments")),
+                )
+            )
+            continue
+        flush()
+        if kind == "function_call_output":
+            output = item.get("output")
+            text = output if isinstance(output, str) else _text_of(output, f"input[{i}].output")
+            out.append(Message(role="tool", content=text, tool_call_id=str(item.get("call_id"))))
+        elif kind == "message":
+            role = item.get("role")
+            text = _text_of(item.get("content"), f"input[{i}].content")
+            if role in ("system", "developer"):
+                out.append(Message(role="system", content=text))
+            elif role in ("user", "assistant"):
+                out.append(Message(role=role, content=text))
+            else:
+                raise bad(f"input[{i}].role: {role!r} is not system, developer, user or assistant")
+        elif kind == "reasoning":
+            continue  # the model's own summary of its reasoning: not prompt
+        else:
+            raise bad(f"input[{i}].type: {kind!r} is not supported by Switchyard's gateway")
+    flush()
+    return out
+
+
+# ── Anthropic Messages ───────────────────────────────────────────────────────────────────
+
+
+def parse_messages(body: Any) -> Inbound:
+    body = _obj(body, "request")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad("model: required")
+    max_tokens = _int(body, "max_tokens")
+    if max_tokens is None:
+        raise bad("max_tokens: required")
+    messages = anthropic_messages(body)
+    fields: dict[str, Any] = {
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "stop": _stop(body.get("stop_sequences"), "stop_sequences"),
+    }
+    _sampling(body, fields)
+    tools: list[ToolSpec] = []
+    for i, t in enumerate(body.get("tools") or []):
+        t = _obj(t, f"tools[{i}]")
+        if t.get("type") not in (None, "custom"):
+            raise bad(
+                f"tools[{i}]: server tool {t.get('type')!r} is not supported by Switchyard's "
+                "gateway (custom tools are)"
+            )
+        tools.append(
+            _tool(t.get("name"), t.get("description"), t.get("input_schema"), f"tools[{i}]")
+        )
+    fields["tools"] = tools
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        fields["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}.get(
+            str(kind), choice.get("name") if kind == "tool" else None
+        )
+        if choice.get("disable_parallel_tool_use") is True:
+            fields["parallel_tool_calls"] = False
+    return Inbound(
+        protocol="messages", model=model, request=_build(fields), stream=bool(body.get("stream"))
+    )
+
+
+def anthropic_messages(body: dict[str, Any]) -> list[Message]:
+    """The system prompt and the turns (also what ``count_tokens`` counts)."""
+    out: list[Message] = []
+    system = body.get("system")
+    if system:
+        out.append(Message(role="system", content=_text_of(system, "system")))
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise bad("messages: a non-empty list is required")
+    for i, m in enumerate(raw):
+        m = _obj(m, f"messages[{i}]")
+        role, content, where = m.get("role"), m.get("content"), f"messages[{i}]"
+        if role not in ("user", "assistant"):
+            raise bad(f"{where}.role: {role!r} is not user or assistant")
+        if isinstance(content, str):
+            out.append(Message(role=role, content=content))
+            continue
+        if not isinstance(content, list):
+            raise bad(f"{where}.content: expected a string or a list of blocks")
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        for j, block in enumerate(content):
+            block = _obj(block, f"{where}.content[{j}]")
+            kind = block.get("type")
+            if kind == "tool_use" and role == "assistant":
+                calls.append(
+                    ToolCall(
+                        id=str(block.get("id") or f"toolu_{j}"),
+                        name=str(block.get("name") or ""),
+                        arguments=_arguments(block.get("input")),
+                    )
+                )
+            elif kind == "tool_result" and role == "user":
+                if text:  # text before a result stays before it
+                    out.append(Message(role="user", content="".join(text)))
+                    text = []
+                result = block.get("content")
+                out.append(
+                    Message(
+                        role="tool",
+                        content=_text_of(result, f"{where}.content[{j}].content"),
+                        tool_call_id=str(block.get("tool_use_id")),
+                        is_error=bool(block.get("is_error")),
+                    )
+                )
+            else:
+                text.append(_text_of([block], f"{where}.content[{j}]"))
+        if role == "assistant":
+            out.append(Message(role="assistant", content="".join(text), tool_calls=calls))
+        elif text:
+            out.append(Message(role="user", content="".join(text)))
+    return out
