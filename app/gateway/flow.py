@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from app.backends.base import Delta
 from app.gateway.errors import GatewayError
 from app.gateway.inbound import Inbound
@@ -130,10 +132,13 @@ async def run_request(
         await _close_line(session, request_id, role, outcome, None, status=err.status)
         raise
     finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await asyncio.shield(_close_line(session, request_id, role, outcome, None, status=499))
+        # The server cancels a disconnected client's stream with an anyio cancel scope,
+        # which cancels every await inside it again: the clean-up needs a shielded scope.
+        with anyio.CancelScope(shield=True):
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await _close_line(session, request_id, role, outcome, None, status=499)
 
 
 def _finished(task: asyncio.Task[tuple[RoutedResult, Any]]) -> tuple[RoutedResult, Any]:

@@ -1,0 +1,440 @@
+"""`switchyard serve` end to end: a real server subprocess on loopback, the openai and
+anthropic SDKs as real clients, loopback fakes behind it (vLLM for the local roles, the
+OpenAI and Anthropic clouds), real SQLite for the audit and the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.fakes.anthropic_server import FakeAnthropicServer
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.policy import policy_pointing
+from tests.reliability.kit import LOCAL_MODELS, audit_lines, closed_port
+
+REPLY = "The loop stops one short; use range(len(tokens))."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Gateway:
+    url: str
+    proc: subprocess.Popen[str]
+    vllm: FakeOpenAIServer
+    cloud: FakeOpenAIServer
+    claude: FakeAnthropicServer
+
+    @property
+    def openai(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="anything", max_retries=0)
+
+    @property
+    def anthropic(self) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.url, api_key="anything", max_retries=0)
+
+
+def start_gateway(
+    tmp_path: Path,
+    vllm: FakeOpenAIServer,
+    cloud: FakeOpenAIServer,
+    claude: FakeAnthropicServer,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> Gateway:
+    policy = policy_pointing(tmp_path, openai=cloud.base_url, anthropic=claude.url)
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "SWITCHYARD_VLLM_URL": vllm.base_url,
+        "SWITCHYARD_LLAMACPP_SERVER_URL": f"http://127.0.0.1:{closed_port()}/v1",
+        "SWITCHYARD_POLICY": str(policy),
+        "OPENAI_API_KEY": "sk-gateway-test-openai-0123456789",
+        "ANTHROPIC_API_KEY": "sk-ant-gateway-test-0123456789",
+        **(env or {}),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port), *args],
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return Gateway(f"http://127.0.0.1:{port}", proc, vllm, cloud, claude)
+
+
+@pytest.fixture
+def fakes(
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
+) -> tuple[FakeOpenAIServer, FakeOpenAIServer, FakeAnthropicServer]:
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply=REPLY)
+    cloud = fake_openai_factory("openai", default_reply="A plan from GPT.")
+    claude = fake_anthropic_factory(default_reply="Advice from Claude.")
+    return vllm, cloud, claude
+
+
+def _gateway(
+    tmp_path: Path, fakes: tuple[Any, Any, Any], *args: str, **kw: Any
+) -> Iterator[Gateway]:
+    gw = start_gateway(tmp_path, *fakes, *args, **kw)
+    try:
+        yield gw
+    finally:
+        gw.proc.terminate()
+        try:
+            gw.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            gw.proc.kill()
+
+
+@pytest.fixture
+def gw(tmp_path: Path, fakes: tuple[Any, Any, Any]) -> Iterator[Gateway]:
+    yield from _gateway(tmp_path, fakes, "--approve", "deny")
+
+
+@pytest.fixture
+def gw_allow(tmp_path: Path, fakes: tuple[Any, Any, Any]) -> Iterator[Gateway]:
+    yield from _gateway(tmp_path, fakes, "--approve", "allow")
+
+
+def lines_of(kind: str | None = None) -> list[dict[str, Any]]:
+    return [ln for ln in audit_lines() if kind is None or ln["kind"] == kind]
+
+
+# ── the openai SDK: chat and responses ───────────────────────────────────────────────────
+
+
+def test_chat_non_stream_and_stream_are_served_locally_and_audited(gw: Gateway) -> None:
+    client = gw.openai
+    reply = client.chat.completions.create(
+        model="implementer", messages=[{"role": "user", "content": "why does parse drop one?"}]
+    )
+    assert reply.choices[0].message.content == REPLY
+    assert reply.choices[0].finish_reason == "stop" and reply.usage and reply.usage.total_tokens > 0
+    pieces, usage = [], None
+    for chunk in client.chat.completions.create(
+        model="implementer",
+        messages=[{"role": "user", "content": "again"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        if chunk.usage:
+            usage = chunk.usage
+    assert "".join(pieces) == REPLY and len(pieces) > 1 and usage is not None
+    requests = lines_of("request")
+    assert [ln["reason_codes"] for ln in requests] == [["GATEWAY_REQUEST"], ["GATEWAY_DONE"]] * 2
+    assert requests[0]["values"]["client"].startswith("OpenAI/Python")
+    assert requests[1]["values"]["model"] == "qwen2.5-coder-32b"
+    route = lines_of("route")[0]
+    assert route["role"] == "implementer" and route["run"] == requests[0]["run"]
+    assert gw.vllm.chat_requests[0]["model"] == "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ"
+
+
+def test_responses_non_stream_and_stream(gw: Gateway) -> None:
+    client = gw.openai
+    done = client.responses.create(model="auto", input="fix it", instructions="be brief")
+    assert done.output_text == REPLY and done.status == "completed"
+    kinds: list[str] = []
+    with client.responses.stream(model="architect", input="plan it") as stream:
+        for event in stream:
+            kinds.append(event.type)
+        final = stream.get_final_response()
+    assert final.output_text == REPLY
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert "response.content_part.added" in kinds and "response.output_text.delta" in kinds
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    sent = gw.vllm.chat_requests[0]["messages"]
+    assert sent[0] == {"role": "system", "content": "be brief"}
+
+
+def test_previous_response_id_continues_within_the_server_or_is_refused(gw: Gateway) -> None:
+    client = gw.openai
+    first = client.responses.create(model="tutor", input="what is a closure?")
+    client.responses.create(model="tutor", input="and a generator?", previous_response_id=first.id)
+    sent = gw.vllm.chat_requests[-1]["messages"]
+    assert [m["content"] for m in sent] == ["what is a closure?", REPLY, "and a generator?"]
+    with pytest.raises(openai.BadRequestError, match="previous_response_id"):
+        client.responses.create(model="tutor", input="x", previous_response_id="resp_unknown")
+
+
+def test_structured_output_goes_through_the_one_owner(
+    tmp_path: Path,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
+) -> None:
+    vllm = fake_openai_factory(
+        "vllm", models=LOCAL_MODELS, replies=["not json", json.dumps({"goal": "fix parse"})]
+    )
+    fakes = (vllm, fake_openai_factory("openai"), fake_anthropic_factory())
+    for gw in _gateway(tmp_path, fakes, "--approve", "deny"):
+        schema = {
+            "type": "object",
+            "properties": {"goal": {"type": "string"}},
+            "required": ["goal"],
+        }
+        reply = gw.openai.chat.completions.create(
+            model="architect",
+            messages=[{"role": "user", "content": "plan"}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "plan", "schema": schema},
+            },
+        )
+        assert json.loads(reply.choices[0].message.content or "") == {"goal": "fix parse"}
+        sent = vllm.chat_requests[0]
+        assert sent["structured_outputs"]["json"] == schema  # constrained decoding on vLLM
+        assert [ln["reason_codes"] for ln in lines_of("repair")] == [["GR012_REPAIR"]]
+
+
+# ── the anthropic SDK ────────────────────────────────────────────────────────────────────
+
+
+def test_messages_stream_non_stream_and_count_tokens(gw: Gateway) -> None:
+    client = gw.anthropic
+    msg = client.messages.create(
+        model="claude-sonnet-4-5",  # Claude Code's own name: an alias of the implementer
+        max_tokens=256,
+        system=[{"type": "text", "text": "You are terse."}],
+        messages=[{"role": "user", "content": "why?"}],
+    )
+    assert msg.content[0].type == "text" and msg.content[0].text == REPLY
+    assert msg.stop_reason == "end_turn" and msg.usage.output_tokens > 0
+    events: list[str] = []
+    with client.messages.stream(
+        model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        for event in stream:
+            events.append(event.type)
+        final = stream.get_final_message()
+    assert final.content[0].text == REPLY  # type: ignore[union-attr]
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert "content_block_delta" in events and "message_delta" in events
+    served = [ln["role"] for ln in lines_of("route")]
+    assert served == ["implementer", "tutor"]
+    counted = client.messages.count_tokens(
+        model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hello there"}]
+    )
+    assert counted.input_tokens > 0
+
+
+# ── translation across protocols, with approvals ─────────────────────────────────────────
+
+
+def test_an_openai_client_reaches_the_anthropic_cloud_and_back(gw_allow: Gateway) -> None:
+    """Chat Completions in, Anthropic Messages out (the tutor escalates to Haiku on the
+    user's request: the model id's suffix), with the approval and the budget audited."""
+    reply = gw_allow.openai.chat.completions.create(
+        model="tutor+escalate", messages=[{"role": "user", "content": "explain closures"}]
+    )
+    assert reply.choices[0].message.content == "Advice from Claude."
+    sent = gw_allow.claude.requests[-1]
+    assert sent.path.startswith("/v1/messages") and sent.json["model"] == "claude-haiku-4-5"
+    kinds = [ln["kind"] for ln in lines_of()]
+    assert "escalation" in kinds and "approval" in kinds and "call" in kinds
+    call = next(ln for ln in lines_of("call") if ln["to"] == "claude-haiku-4.5")
+    assert call["values"]["cost_usd"] > 0
+
+
+def test_an_anthropic_client_reaches_the_openai_cloud_and_back(gw_allow: Gateway) -> None:
+    msg = gw_allow.anthropic.messages.create(
+        model="architect",
+        max_tokens=300,
+        messages=[{"role": "user", "content": "plan the fix"}],
+        extra_headers={"x-switchyard-signal": "confidence=0.5"},
+    )
+    assert msg.content[0].text == "A plan from GPT."  # type: ignore[union-attr]
+    assert gw_allow.cloud.chat_requests[-1]["model"] == "gpt-5.1"
+    # the reservation covered the client's max_tokens, and was settled from the usage
+    escalation = lines_of("escalation")[0]
+    assert "ARCHITECT_LOW_CONFIDENCE" in escalation["reason_codes"]
+
+
+def test_a_responses_client_reaches_the_anthropic_cloud(gw_allow: Gateway) -> None:
+    done = gw_allow.openai.responses.create(
+        model="tutor", input="why?", extra_headers={"x-switchyard-escalate": "1"}
+    )
+    assert done.output_text == "Advice from Claude."
+
+
+def test_headless_deny_serves_the_escalation_locally(gw: Gateway) -> None:
+    msg = gw.anthropic.messages.create(
+        model="architect+escalate", max_tokens=100, messages=[{"role": "user", "content": "x"}]
+    )
+    assert msg.content[0].text == REPLY  # type: ignore[union-attr]
+    assert gw.cloud.chat_requests == [] and gw.claude.requests == []
+    assert [ln["kind"] for ln in lines_of("denial")]
+
+
+def test_local_only_holds_for_every_route(tmp_path: Path, fakes: tuple[Any, Any, Any]) -> None:
+    for gw in _gateway(tmp_path, fakes, "--approve", "allow", "--local-only"):
+        for model in ("architect+escalate", "tutor+escalate", "implementer+escalate"):
+            reply = gw.openai.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "x"}]
+            )
+            assert reply.choices[0].message.content == REPLY
+        assert gw.cloud.chat_requests == [] and gw.claude.requests == []
+        skips = [ln for ln in lines_of("skip") if "SKIP_LOCAL_ONLY" in ln["reason_codes"]]
+        assert skips
+
+
+# ── faults ───────────────────────────────────────────────────────────────────────────────
+
+
+def test_a_cloud_429_is_retried_and_a_cut_stream_moves_on(gw_allow: Gateway) -> None:
+    gw_allow.cloud.fail_next("429", 1, retry_after=0)
+    reply = gw_allow.openai.chat.completions.create(
+        model="architect+escalate", messages=[{"role": "user", "content": "x"}]
+    )
+    assert reply.choices[0].message.content == "A plan from GPT."
+    assert any("RETRY_RATE_LIMITED" in ln["reason_codes"] for ln in lines_of("retry"))
+    gw_allow.cloud.fail_next("500", 5)
+    reply = gw_allow.openai.chat.completions.create(
+        model="architect+escalate", messages=[{"role": "user", "content": "y"}]
+    )
+    # GPT failed on every try: the chain's next step (DeepSeek) has no key, so the
+    # architect is served locally, every move audited
+    assert reply.choices[0].message.content == REPLY
+    skipped = [ln for ln in lines_of("skip") if "SKIP_FAILED" in ln["reason_codes"]]
+    assert skipped and skipped[0]["to"] == "gpt-5.1-high"
+
+
+def test_a_client_that_disconnects_mid_stream_cancels_and_settles(
+    tmp_path: Path,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
+) -> None:
+    slow = fake_openai_factory("openai", default_reply=" ".join(["word"] * 60), event_delay=0.1)
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply=REPLY)
+    for gw in _gateway(tmp_path, (vllm, slow, fake_anthropic_factory()), "--approve", "allow"):
+
+        async def go() -> None:
+            async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
+                body = {
+                    "model": "architect+escalate",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "plan"}],
+                }
+                async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+                    async for line in resp.aiter_lines():
+                        if '"content"' in line:
+                            break  # the first token: hang up
+
+        asyncio.run(go())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            closing = [ln for ln in lines_of("request") if ln["values"].get("status") == 499]
+            if closing:
+                break
+            time.sleep(0.1)
+        assert closing and closing[0]["values"]["outcome"] == "client went away", [
+            (ln["kind"], ln["reason_codes"], ln["detail"]) for ln in lines_of()
+        ]
+        budget = [ln for ln in lines_of("budget") if "CALL_CANCELLED" in ln["reason_codes"]]
+        assert budget and budget[0]["to"] == "gpt-5.1-high"
+
+
+# ── abuse ────────────────────────────────────────────────────────────────────────────────
+
+
+def test_off_loopback_without_a_token_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "needs a token" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_token_is_required_of_every_request_when_set(
+    tmp_path: Path, fakes: tuple[Any, Any, Any]
+) -> None:
+    for gw in _gateway(tmp_path, fakes, "--approve", "deny", "--token", "s3cret-token-0001"):
+        with pytest.raises(openai.AuthenticationError):
+            gw.openai.chat.completions.create(
+                model="tutor", messages=[{"role": "user", "content": "x"}]
+            )
+        with pytest.raises(anthropic.AuthenticationError):
+            gw.anthropic.messages.create(
+                model="tutor", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+            )
+        ok = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="s3cret-token-0001")
+        assert ok.chat.completions.create(
+            model="tutor", messages=[{"role": "user", "content": "x"}]
+        )
+        ok2 = anthropic.Anthropic(base_url=gw.url, api_key="s3cret-token-0001")
+        assert ok2.messages.create(
+            model="tutor", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
+        assert "s3cret-token-0001" not in json.dumps(audit_lines())
+
+
+def test_bad_input_gets_each_protocols_error_shape(
+    tmp_path: Path, fakes: tuple[Any, Any, Any]
+) -> None:
+    for gw in _gateway(tmp_path, fakes, "--approve", "deny", "--max-body-mb", "0.01"):
+        with httpx.Client(base_url=gw.url, timeout=10) as http:
+            big = http.post("/v1/chat/completions", content=b"x" * 20_000)
+            assert big.status_code == 413 and big.json()["error"]["type"] == "invalid_request_error"
+            bad = http.post("/v1/messages", content=b"{not json")
+            assert bad.status_code == 400 and bad.json()["type"] == "error"
+            assert bad.json()["error"]["type"] == "invalid_request_error"
+            unknown = http.post(
+                "/v1/chat/completions",
+                json={"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]},
+            )
+            assert unknown.status_code == 404
+            message = unknown.json()["error"]["message"]
+            assert (
+                "architect" in message and "implementer" in message and "claude-sonnet*" in message
+            )
+            image = http.post(
+                "/v1/messages",
+                json={
+                    "model": "tutor",
+                    "max_tokens": 10,
+                    "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}],
+                },
+            )
+            assert (
+                image.status_code == 400
+                and "'image' is not supported" in image.json()["error"]["message"]
+            )
+        assert gw.vllm.chat_requests == []
