@@ -4,7 +4,12 @@ Built on an ``httpx2`` client from :func:`app.backends.http.make_async_client_ht
 (the only HTTP stack this SDK accepts), so the local_only guard sits in its transport;
 the SDK's own retries are off, as for every backend.
 
-* Streaming: ``text_delta`` → :attr:`Delta.text`, ``thinking_delta`` → :attr:`Delta.reasoning`.
+* Streaming: ``text_delta`` → :attr:`Delta.text`, ``thinking_delta`` → :attr:`Delta.reasoning`;
+  a ``tool_use`` block's ``content_block_start`` (id, name) and its ``input_json_delta``
+  pieces → :attr:`Delta.tool_calls` fragments (a call with no input streamed gets ``{}``
+  at its ``content_block_stop``); ``stop_reason: tool_use`` → finish ``tool_calls``.
+* Requests (tools, tool calls and results, tool_choice, passthrough headers): see
+  :mod:`app.backends.anthropic_request`.
 * Usage: input tokens from ``message_start`` (cache writes and reads included, so the
   router's estimate errs high), output tokens from the last ``message_delta``. The router
   prices it; the backend only reports it. If a stream carried no usage at all, the tokens
@@ -24,25 +29,35 @@ the SDK's own retries are off, as for every backend.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import anthropic
 import httpx2
 from anthropic.types import RawMessageStreamEvent
 
-from app.backends.base import BackendError, ChatRequest, ChatResult, Delta, ErrorKind, Health
+from app.backends.anthropic_request import anthropic_request
+from app.backends.base import (
+    BackendError,
+    ChatRequest,
+    ChatResult,
+    Delta,
+    ErrorKind,
+    Health,
+    ToolCallDelta,
+)
 from app.backends.provider_common import (
     BadStreamItem,
     HealthCache,
     SdkStream,
     StreamState,
-    json_only_instruction,
     no_key_message,
     relay,
 )
 from app.backends.provider_errors import ErrorMapper, SdkErrors
+from app.backends.tool_calls import ToolCallAssembler, request_seed
 from app.clock import Clock, SystemClock
 
 __all__ = ["AnthropicBackend"]
@@ -68,13 +83,18 @@ class _Events(StreamState):
 
     stop_reason: str | None = None
     stopped: bool = False
+    #: a tool_use block's index in the message → the call's index
+    tool_blocks: dict[int, int] = field(default_factory=dict)
 
     END = "message_stop"
 
     def finish(self) -> str | None:
         if not self.stopped and self.stop_reason is None:
             return None
-        return self.stop_reason or "end_turn"
+        reason = self.stop_reason or "end_turn"
+        if reason == "tool_use" or (reason == "end_turn" and self.calls.started):
+            return "tool_calls"
+        return reason
 
     def feed(self, event: object) -> Delta | None:
         kind = getattr(event, "type", None)
@@ -90,9 +110,15 @@ class _Events(StreamState):
             out = getattr(usage, "output_tokens", None)
             if isinstance(out, int):
                 self.tokens_out = out
+        elif kind == "content_block_start":
+            return self._block_start(event)
+        elif kind == "content_block_stop":
+            return self._block_stop(event)
         elif kind == "content_block_delta":
             delta = getattr(event, "delta", None)
             delta_type = getattr(delta, "type", None)
+            if delta_type == "input_json_delta":
+                return self._input_piece(event, getattr(delta, "partial_json", None))
             if delta_type == "text_delta":
                 text = getattr(delta, "text", None)
                 if not isinstance(text, str):
@@ -117,6 +143,40 @@ class _Events(StreamState):
         elif not isinstance(kind, str):
             raise BadStreamItem("event without a type")
         return None
+
+    def _block_start(self, event: object) -> Delta | None:
+        block = getattr(event, "content_block", None)
+        if getattr(block, "type", None) != "tool_use":
+            return None
+        index, ident, name = (
+            getattr(event, "index", None),
+            getattr(block, "id", None),
+            getattr(block, "name", None),
+        )
+        if not isinstance(index, int) or not isinstance(ident, str) or not isinstance(name, str):
+            raise BadStreamItem("tool_use block without an index, id or name")
+        position = len(self.tool_blocks)
+        self.tool_blocks[index] = position
+        # the input streams as input_json_delta; a block that carries it whole is read too
+        given = getattr(block, "input", None)
+        first = json.dumps(given) if isinstance(given, dict) and given else ""
+        return self._calls(self.calls.feed(position, ident, name, first))
+
+    def _input_piece(self, event: object, piece: object) -> Delta | None:
+        position = self.tool_blocks.get(getattr(event, "index", -1))
+        if position is None or not isinstance(piece, str):
+            raise BadStreamItem("input_json_delta outside a tool_use block")
+        return self._calls(self.calls.feed(position, None, None, piece))
+
+    def _block_stop(self, event: object) -> Delta | None:
+        position = self.tool_blocks.get(getattr(event, "index", -1))
+        if position is None or self.calls.has_arguments(position):
+            return None
+        return self._calls(self.calls.feed(position, None, None, "{}"))  # a call with no input
+
+    @staticmethod
+    def _calls(calls: list[ToolCallDelta]) -> Delta | None:
+        return Delta(tool_calls=calls) if calls else None
 
 
 class AnthropicBackend:
@@ -167,45 +227,27 @@ class AnthropicBackend:
     # ── chat ──────────────────────────────────────────────────────────────────────────
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
-        """Text/thinking deltas, then one :class:`ChatResult`; raises BackendError.
+        """Text, thinking and tool-call deltas, then one :class:`ChatResult`; raises
+        BackendError.
 
         Nothing is sent before the first step of the iteration (a missing key raises there).
         """
-        system, messages = self._split(request)
-        params = self._params(request, system)
+        sent = anthropic_request(request)
 
         async def open_stream() -> SdkStream:
             events: anthropic.AsyncStream[RawMessageStreamEvent]
             events = await self._require_sdk().messages.create(
                 model=self.served_name,
                 max_tokens=request.max_tokens,
-                messages=cast(Any, messages),
+                messages=cast(Any, sent.messages),
                 stream=True,
-                **params,
+                **sent.params,
             )
             return events
 
-        prompt = ([system] if system else []) + [m["content"] for m in messages]
-        state = _Events(model=self.served_name)
-        return relay(open_stream, state, prompt, errors=self._errors, clock=self._clock)
-
-    def _split(self, request: ChatRequest) -> tuple[str, list[dict[str, str]]]:
-        """Anthropic takes system text apart from the turns."""
-        system = [m.content for m in request.messages if m.role == "system"]
-        if request.json_schema is not None:
-            system.append(json_only_instruction(request.json_schema))
-        turns = [
-            {"role": m.role, "content": m.content} for m in request.messages if m.role != "system"
-        ]
-        return "\n\n".join(system), turns
-
-    def _params(self, request: ChatRequest, system: str) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        if system:
-            params["system"] = system
-        if request.stop:
-            params["stop_sequences"] = list(request.stop)
-        return params
+        calls = ToolCallAssembler(seed=request_seed(request))
+        state = _Events(model=self.served_name, calls=calls)
+        return relay(open_stream, state, sent.prompt, errors=self._errors, clock=self._clock)
 
     # ── health ────────────────────────────────────────────────────────────────────────
 

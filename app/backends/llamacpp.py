@@ -18,6 +18,8 @@ With no GPU and no keys, a role is served here by the small GGUF model the PyPI 
   has the right shape. The reply is returned as written, cut off or not: validating it
   (bounds, lengths, uniqueness, which a grammar cannot enforce) and the one repair belong
   to :mod:`app.router.structured`, the only owner of both.
+* Tool calls: prompted ``<tool_call>`` blocks, read from the reply as it streams, and a
+  grammar when a call is forced (:mod:`app.backends.llamacpp_tools`).
 
 The backend never logs prompts or replies.
 """
@@ -54,6 +56,7 @@ from app.backends.llamacpp_model import (
     loaded_models,
     unload_all,
 )
+from app.backends.llamacpp_tools import ReplyReader, plan_tools
 
 __all__ = [
     "EMBEDDED_MODEL_ID",
@@ -316,28 +319,34 @@ class LlamaCppBackend:
         """
         started = time.perf_counter()
         shared = await self.shared_model()
+        plan = plan_tools(request)
+        schema = plan.forced_schema or request.json_schema
         grammar = None
-        if request.json_schema is not None:
-            grammar = await asyncio.to_thread(grammar_for, shared, request.json_schema)
-        messages = [m.model_dump() for m in request.messages]
+        if schema is not None:
+            grammar = await asyncio.to_thread(grammar_for, shared, schema)
+        reader = ReplyReader(plan)
         ttft: float | None = None
-        parts: list[str] = []
         outcome: _Outcome | None = None
-        async for item in self._run(shared, messages, request, request.max_tokens, grammar):
+        async for item in self._run(shared, plan.messages, request, request.max_tokens, grammar):
             if isinstance(item, _Outcome):
                 outcome = item
-            else:
+                continue
+            for delta in reader.feed(item):
                 if ttft is None:
                     ttft = (time.perf_counter() - started) * 1000
-                parts.append(item)
-                yield Delta(text=item)
+                yield delta
         assert outcome is not None  # _run always ends with one
+        for delta in reader.close():
+            ttft = ttft if ttft is not None else (time.perf_counter() - started) * 1000
+            yield delta
+        finish = outcome.finish_reason
         yield ChatResult(
-            text="".join(parts),
+            text="".join(reader.text),
+            tool_calls=list(reader.calls),
             usage=Usage(
                 tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out, counted_locally=True
             ),
-            finish_reason=outcome.finish_reason,
+            finish_reason="tool_calls" if reader.calls and finish == "stop" else finish,
             model=self.model_id,
             latency_ms=(time.perf_counter() - started) * 1000,
             ttft_ms=ttft,

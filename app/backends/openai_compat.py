@@ -33,6 +33,7 @@ from app.backends.openai_request import (
     chat_messages,
     chat_params,
     flavor_for,
+    prompt_texts,
 )
 from app.backends.openai_stream import ChunkState, field_of
 from app.backends.provider_common import (
@@ -51,6 +52,7 @@ from app.backends.provider_errors import (
     scrub,
     transport_kind,
 )
+from app.backends.tool_calls import ToolCallAssembler, request_seed
 from app.clock import Clock, SystemClock
 
 __all__ = [
@@ -132,7 +134,8 @@ class OpenAICompatBackend:
     # ── chat ──────────────────────────────────────────────────────────────────────────
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
-        """Text/reasoning deltas, then one :class:`ChatResult`; raises BackendError.
+        """Text, reasoning and tool-call deltas, then one :class:`ChatResult`; raises
+        BackendError.
 
         Nothing is sent before the first step of the iteration (a missing key raises there).
         """
@@ -155,8 +158,9 @@ class OpenAICompatBackend:
             )
             return chunks
 
-        prompt = [m["content"] for m in messages]
-        state = ChunkState(model=self.served_name)
+        prompt = prompt_texts(messages, params)
+        calls = ToolCallAssembler(seed=request_seed(request))
+        state = ChunkState(model=self.served_name, calls=calls)
         return relay(open_stream, state, prompt, errors=self._errors, clock=self._clock)
 
     # ── embeddings ────────────────────────────────────────────────────────────────────

@@ -9,13 +9,34 @@
 * sampling: ``reasoning_effort`` is sent when the catalog sets it (GPT-5.1), and then no
   temperature (reasoning models refuse one); ``seed`` only to the flavors that honour it.
   OpenAI gets ``max_completion_tokens``, the others ``max_tokens``.
+* tools: function ``tools``; an assistant's calls as ``tool_calls`` (content null when it
+  said nothing else); a result as a ``tool`` message with its ``tool_call_id`` (a result
+  marked ``is_error`` starts "Error: ", the protocol having no flag for it; one naming
+  no call goes as a user message). ``tool_choice`` and ``parallel_tool_calls`` are sent
+  only with tools (OpenAI refuses them otherwise), and only where the server takes them:
+
+  ==========  ===============================================================================
+  flavor      tool_choice
+  ==========  ===============================================================================
+  openai,     auto / none / required / ``{"type": "function", "function": {"name": …}}``;
+  vllm,       ``parallel_tool_calls`` too (not DeepSeek)
+  deepseek
+  llamacpp    auto / none / required (the server reads a named choice as auto): a named
+              choice is ``required`` with only that tool on offer; ``parallel_tool_calls``
+  moonshot    auto / none (Kimi refuses a forced choice): required or a named tool is
+              ``auto``, the named tool alone on offer, and a system message that says to
+              call it
+  ollama      none of it (ignored): ``none`` sends no tools; required or a named tool is
+              a system message, the named tool alone on offer
+  ==========  ===============================================================================
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal, cast
 
-from app.backends.base import ChatRequest
+from app.backends.base import ChatRequest, Message, ToolSpec
 from app.backends.provider_common import json_only_instruction
 
 __all__ = [
@@ -25,6 +46,7 @@ __all__ = [
     "chat_messages",
     "chat_params",
     "flavor_for",
+    "prompt_texts",
 ]
 
 Flavor = Literal["vllm", "llamacpp", "openai", "deepseek", "moonshot", "ollama"]
@@ -33,6 +55,10 @@ StructuredField = Literal["structured_outputs", "guided_json"]
 CLOUD_FLAVORS: frozenset[str] = frozenset({"openai", "deepseek", "moonshot"})
 #: flavors that honour ``seed`` (the cloud ones that don't may reject or ignore it)
 _SEED_FLAVORS = frozenset({"vllm", "llamacpp", "ollama", "openai"})
+#: flavors that take a forced tool_choice (required, a named function)
+_FORCING_FLAVORS = frozenset({"openai", "vllm", "llamacpp", "deepseek"})
+#: flavors that take ``parallel_tool_calls``
+_PARALLEL_FLAVORS = frozenset({"openai", "vllm", "llamacpp"})
 _RUNTIME_FLAVORS: dict[str, Flavor] = {
     "vllm": "vllm",
     "llamacpp_server": "llamacpp",
@@ -56,16 +82,63 @@ def flavor_for(*, runtime: str | None, provider: str) -> Flavor:
     return "openai"
 
 
-def chat_messages(request: ChatRequest, flavor: Flavor) -> list[dict[str, str]]:
-    """The request's messages; a cloud flavor asked for JSON gets the schema as a message."""
-    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+def chat_messages(request: ChatRequest, flavor: Flavor) -> list[dict[str, Any]]:
+    """The request's messages; a cloud flavor asked for JSON gets the schema as a message,
+    and a flavor that cannot force a tool call is told to make one."""
+    messages = [_message(m) for m in request.messages]
+    notes: list[str] = []
     if request.json_schema is not None and flavor in CLOUD_FLAVORS:
-        # After the caller's own system messages, so it is the last word on format.
-        at = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
-        messages.insert(
-            at, {"role": "system", "content": json_only_instruction(request.json_schema)}
-        )
+        notes.append(json_only_instruction(request.json_schema))
+    forced = _forced_note(request, flavor)
+    if forced:
+        notes.append(forced)
+    # After the caller's own system messages, so they are the last word on format.
+    at = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
+    messages[at:at] = [{"role": "system", "content": note} for note in notes]
     return messages
+
+
+def prompt_texts(messages: list[dict[str, Any]], params: dict[str, Any]) -> list[str]:
+    """What is sent, as texts to count when the server reports no usage."""
+    texts = [str(m.get("content") or "") for m in messages]
+    for m in messages:
+        for call in m.get("tool_calls", []):
+            texts.append(f"{call['function']['name']} {call['function']['arguments']}")
+    if params.get("tools"):
+        texts.append(json.dumps(params["tools"], separators=(",", ":")))
+    return texts
+
+
+def _message(m: Message) -> dict[str, Any]:
+    if m.role == "tool":
+        content = f"Error: {m.content}" if m.is_error else m.content
+        if m.tool_call_id is None:
+            return {"role": "user", "content": f"Tool result: {content}"}
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": content}
+    if m.role == "assistant" and m.tool_calls:
+        return {
+            "role": "assistant",
+            "content": m.content or None,
+            "tool_calls": [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in m.tool_calls
+            ],
+        }
+    return {"role": m.role, "content": m.content}
+
+
+def _forced_note(request: ChatRequest, flavor: Flavor) -> str | None:
+    """For a flavor that cannot force a call: the instruction that asks for one."""
+    choice = request.tool_choice
+    if not request.tools or flavor in _FORCING_FLAVORS or choice in (None, "auto", "none"):
+        return None
+    if choice == "required":
+        return "Reply by calling one or more of the tools; do not answer in text."
+    return f"Reply by calling the tool {choice}; do not answer in text."
 
 
 def chat_params(
@@ -91,7 +164,42 @@ def chat_params(
         params["stop"] = list(request.stop)
     if request.json_schema is not None:
         params.update(_structured(request.json_schema, flavor, structured_field))
+    params.update(_tool_params(request, flavor))
     return params
+
+
+def _tool_params(request: ChatRequest, flavor: Flavor) -> dict[str, Any]:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` as this flavor takes them."""
+    choice, tools = request.tool_choice, list(request.tools)
+    if not tools or (flavor == "ollama" and choice == "none"):
+        return {}
+    named = choice not in (None, "auto", "none", "required")
+    if named and flavor in ("llamacpp", "moonshot", "ollama"):
+        # the server cannot be told which tool: it is offered that one alone
+        tools = [t for t in tools if t.name == choice] or tools
+    params: dict[str, Any] = {"tools": [_tool(t) for t in tools]}
+    if choice is not None and flavor != "ollama":
+        params["tool_choice"] = _choice(choice, flavor)
+    if request.parallel_tool_calls is not None and flavor in _PARALLEL_FLAVORS:
+        params["parallel_tool_calls"] = request.parallel_tool_calls
+    return params
+
+
+def _choice(choice: str, flavor: Flavor) -> str | dict[str, Any]:
+    if choice in ("auto", "none"):
+        return choice
+    if flavor == "moonshot":
+        return "auto"  # Kimi refuses a forced choice; the system message asks instead
+    if choice == "required" or flavor == "llamacpp":
+        return "required"  # llama.cpp: the named tool is the only one on offer
+    return {"type": "function", "function": {"name": choice}}
+
+
+def _tool(spec: ToolSpec) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": spec.name, "parameters": spec.parameters}
+    if spec.description:
+        function["description"] = spec.description
+    return {"type": "function", "function": function}
 
 
 def _structured(

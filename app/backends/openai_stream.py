@@ -5,6 +5,10 @@
   locally (:mod:`app.tokens`) and the usage says ``counted_locally``.
 * reasoning: DeepSeek's ``reasoning_content`` (and vLLM's ``reasoning`` /
   ``reasoning_content``) deltas become :attr:`Delta.reasoning`.
+* tool calls: ``delta.tool_calls`` fragments (``index``, ``id``, ``function.name``, then
+  ``function.arguments`` in pieces) go through the state's assembler, which evens out
+  the servers' habits (see :mod:`app.backends.tool_calls`); a reply with calls that a
+  server ends with ``stop`` (Ollama, older llama.cpp servers) finishes ``tool_calls``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.backends.base import Delta
+from app.backends.base import Delta, ToolCallDelta
 from app.backends.provider_common import BadStreamItem, StreamState
 
 __all__ = ["ChunkState", "field_of"]
@@ -33,6 +37,8 @@ class ChunkState(StreamState):
     finish_reason: str | None = None
 
     def finish(self) -> str | None:
+        if self.finish_reason == "stop" and self.calls.started:
+            return "tool_calls"
         return self.finish_reason
 
     def feed(self, item: object) -> Delta | None:
@@ -46,6 +52,7 @@ class ChunkState(StreamState):
         if not isinstance(choices, list):
             raise BadStreamItem("choices is not a list")
         text, reasoning = "", ""
+        calls: list[ToolCallDelta] = []
         for choice in choices[:1]:
             delta = field_of(choice, "delta")
             if delta is not None:
@@ -56,6 +63,7 @@ class ChunkState(StreamState):
                 if thought is not None and not isinstance(thought, str):
                     raise BadStreamItem("delta reasoning is not a string")
                 text, reasoning = content or "", thought or ""
+                calls = self._tool_calls(field_of(delta, "tool_calls"))
             finish = field_of(choice, "finish_reason")
             if isinstance(finish, str) and finish:
                 self.finish_reason = finish
@@ -64,7 +72,27 @@ class ChunkState(StreamState):
             self.text.append(text)
         if reasoning:
             self.reasoning.append(reasoning)
-        return Delta(text=text, reasoning=reasoning) if text or reasoning else None
+        if not (text or reasoning or calls):
+            return None
+        return Delta(text=text, reasoning=reasoning, tool_calls=calls)
+
+    def _tool_calls(self, fragments: object) -> list[ToolCallDelta]:
+        if fragments is None:
+            return []
+        if not isinstance(fragments, list):
+            raise BadStreamItem("delta tool_calls is not a list")
+        out: list[ToolCallDelta] = []
+        for fragment in fragments:
+            index, ident = field_of(fragment, "index"), field_of(fragment, "id")
+            function = field_of(fragment, "function")
+            name, arguments = field_of(function, "name"), field_of(function, "arguments")
+            if index is not None and (not isinstance(index, int) or index < 0):
+                raise BadStreamItem("tool call index is not a count")
+            for value in (ident, name, arguments):
+                if value is not None and not isinstance(value, str):
+                    raise BadStreamItem("tool call id, name or arguments is not a string")
+            out += self.calls.feed(index, ident, name, arguments or "")
+        return out
 
     def _usage(self, usage: object) -> None:
         if usage is None:

@@ -5,7 +5,9 @@ imports neither SDK.
 
 * :func:`relay` drives one streamed call: it opens the SDK's stream, feeds each item to
   the adapter's :class:`StreamState`, yields the deltas (timing the first), closes the
-  stream, maps any failure, and ends with one :class:`ChatResult`.
+  stream, maps any failure, and ends with one :class:`ChatResult`. Tool-call fragments
+  go through the state's :class:`~app.backends.tool_calls.ToolCallAssembler`; when the
+  server sent no usage, the calls the model wrote count as output tokens.
 * :class:`HealthCache`: one health probe shared by concurrent callers, reused a while.
 * :func:`json_only_instruction`: GR-012 for a model without constrained decoding.
 """
@@ -23,6 +25,7 @@ import pydantic
 
 from app.backends.base import ChatResult, Delta, Health, Usage
 from app.backends.provider_errors import ErrorMapper
+from app.backends.tool_calls import IncompleteToolCall, ToolCallAssembler, calls_tokens
 from app.clock import Clock
 from app.tokens import count_messages, count_text
 
@@ -52,6 +55,7 @@ class StreamState(ABC):
     reasoning: list[str] = field(default_factory=list)
     tokens_in: int | None = None
     tokens_out: int | None = None
+    calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
 
     #: what a complete stream ends with, for the message when it did not
     END = "its finish"
@@ -70,21 +74,29 @@ class StreamState(ABC):
         """The call's result; ``prompt`` (the texts sent) is counted if usage never came."""
         finish = self.finish()
         if finish is None:
-            if not self.text and not self.reasoning:
+            if not self.text and not self.reasoning and not self.calls.started:
                 raise errors.error("bad_output", "the stream ended without a reply")
             raise errors.error("server_error", f"the stream ended before {self.END} (cut?)")
+        calls, failure = [], None
+        try:
+            calls = self.calls.calls()
+        except IncompleteToolCall as exc:  # raised below: no exception context rides along
+            failure = errors.error("bad_output", f"malformed reply ({exc})")
+        if failure is not None:
+            raise failure
         text, reasoning = "".join(self.text), "".join(self.reasoning)
         if self.tokens_in is not None and self.tokens_out is not None:
             usage = Usage(tokens_in=self.tokens_in, tokens_out=self.tokens_out)
         else:
             usage = Usage(
                 tokens_in=count_messages(prompt),
-                tokens_out=count_text(text) + count_text(reasoning),
+                tokens_out=count_text(text) + count_text(reasoning) + calls_tokens(calls),
                 counted_locally=True,
             )
         return ChatResult(
             text=text,
             reasoning=reasoning,
+            tool_calls=calls,
             usage=usage,
             finish_reason=finish,
             model=self.model,

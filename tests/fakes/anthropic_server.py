@@ -12,6 +12,14 @@ lists the models.
 
 Faults: see :mod:`tests.fakes.server`; ``"529"`` is ``overloaded_error`` and
 ``"error_event"`` sends an ``event: error`` (overloaded) mid-stream, as the real API can.
+
+Tool use: a scripted reply with ``tool_calls`` ends with ``tool_use`` blocks after its
+text (no text block when it has no text) and ``stop_reason: tool_use``; streamed, each
+is ``content_block_start`` (id, name, ``input: {}``), an empty ``input_json_delta``,
+then the input JSON in ``argument_chunk``-character ``partial_json`` pieces, then
+``content_block_stop``. Tools, ``tool_choice`` and tool blocks are checked as the API
+checks them (:mod:`tests.fakes.anthropic_tools`); bodies are kept in
+:attr:`message_requests`, headers (``anthropic-beta`` …) in :attr:`requests`.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.fakes.script import Script, Scripted, count_words, pieces
+from tests.fakes.anthropic_tools import check_tools, content_words, tool_ids, use_input
+from tests.fakes.script import Script, Scripted, ScriptedCall, count_words, fragments, pieces
 from tests.fakes.server import Fault, LoopbackServer, Reply, Request
 
 __all__ = ["FakeAnthropicServer"]
@@ -52,6 +61,7 @@ class FakeAnthropicServer(LoopbackServer):
         default_reply: str = "Hello from the fake.",
         event_delay: float = 0.0,
         accept_bearer: bool = True,
+        argument_chunk: int = 7,
     ) -> None:
         super().__init__()
         #: the key a request must carry; None accepts any non-empty key
@@ -61,6 +71,8 @@ class FakeAnthropicServer(LoopbackServer):
         self.script = Script(default_reply)
         self.script.extend(replies or [])
         self.event_delay = event_delay
+        #: characters per ``partial_json`` piece of a streamed tool input
+        self.argument_chunk = argument_chunk
         self._seq = 0
 
     @property
@@ -116,6 +128,9 @@ class FakeAnthropicServer(LoopbackServer):
                 'messages: Unexpected role "system". The Messages API accepts a top-level '
                 '`system` parameter, not "system" as an input message role.',
             )
+        refused = check_tools(body)
+        if refused is not None:
+            return _error(400, refused)
         scripted = self.script.next(body)
         text_pieces = pieces(scripted.text)
         stop_reason = "end_turn"
@@ -123,10 +138,15 @@ class FakeAnthropicServer(LoopbackServer):
         if isinstance(limit, int) and len(text_pieces) > limit:
             text_pieces, stop_reason = text_pieces[:limit], "max_tokens"
         thinking_pieces = pieces(scripted.reasoning or "")
+        calls = scripted.tool_calls if stop_reason == "end_turn" else ()
+        if calls:
+            stop_reason = "tool_use"
         input_tokens = _input_tokens(body)
         output_tokens = len(text_pieces) + len(thinking_pieces)
+        output_tokens += sum(count_words(f"{c.name} {c.arguments_text}") for c in calls)
         self._seq += 1
         ident = f"msg_fake{self._seq:04d}"
+        ids = tool_ids(self._seq, calls)
         model = body["model"]
 
         if not body.get("stream"):
@@ -135,7 +155,12 @@ class FakeAnthropicServer(LoopbackServer):
                 content.append(
                     {"type": "thinking", "thinking": scripted.reasoning, "signature": "sig"}
                 )
-            content.append({"type": "text", "text": "".join(text_pieces)})
+            if text_pieces or not calls:
+                content.append({"type": "text", "text": "".join(text_pieces)})
+            content += [
+                {"type": "tool_use", "id": i, "name": c.name, "input": use_input(c)}
+                for c, i in zip(calls, ids, strict=True)
+            ]
             return Reply.json(
                 {
                     "id": ident,
@@ -181,12 +206,18 @@ class FakeAnthropicServer(LoopbackServer):
                 + [{"type": "signature_delta", "signature": "sig"}],
             )
             index += 1
-        block = _block(
-            index,
-            {"type": "text", "text": ""},
-            [{"type": "text_delta", "text": p} for p in text_pieces],
-        )
-        events += [block[0], _event("ping", {"type": "ping"}), *block[1:]]
+        blocks: list[bytes] = []
+        if text_pieces or not calls:
+            blocks += _block(
+                index,
+                {"type": "text", "text": ""},
+                [{"type": "text_delta", "text": p} for p in text_pieces],
+            )
+            index += 1
+        for call, call_id in zip(calls, ids, strict=True):
+            blocks += self._tool_block(index, call, call_id)
+            index += 1
+        events += [blocks[0], _event("ping", {"type": "ping"}), *blocks[1:]]
         events += [
             _event(
                 "message_delta",
@@ -199,6 +230,16 @@ class FakeAnthropicServer(LoopbackServer):
             _event("message_stop", {"type": "message_stop"}),
         ]
         return Reply.sse(events, event_delay=self.event_delay)
+
+    def _tool_block(self, index: int, call: ScriptedCall, call_id: str) -> list[bytes]:
+        start = {"type": "tool_use", "id": call_id, "name": call.name, "input": {}}
+        text = call.arguments_text
+        deltas = [{"type": "input_json_delta", "partial_json": ""}]
+        deltas += [
+            {"type": "input_json_delta", "partial_json": p}
+            for p in fragments(text, self.argument_chunk)
+        ]
+        return _block(index, start, deltas)
 
     # ── LoopbackServer hooks ───────────────────────────────────────────────────────
 
@@ -228,9 +269,7 @@ def _input_tokens(body: dict[str, Any]) -> int:
         total += sum(count_words(str(b.get("text", ""))) for b in system if isinstance(b, dict))
     for message in body["messages"]:
         content = message.get("content", "") if isinstance(message, dict) else ""
-        if isinstance(content, list):
-            content = " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
-        total += 3 + count_words(str(content))
+        total += 3 + content_words(content)
     return total
 
 

@@ -25,6 +25,13 @@ llamacpp), ``GET /v1/models``, ``POST /v1/embeddings`` (deterministic vectors fr
 the text). Paths work with and without the ``/v1`` prefix. Replies come from
 :class:`~tests.fakes.script.Script` (``server.script.queue("text", ...)``), faults from
 :meth:`~tests.fakes.server.LoopbackServer.fail_next`.
+
+Tool calls: a scripted reply with ``tool_calls`` answers with them after its text
+(``finish_reason: tool_calls``): whole in ``message.tool_calls``, or streamed as the
+servers do: per call, a chunk with ``index``, ``id``, ``type`` and ``function.name``,
+then chunks of ``function.arguments`` pieces (``argument_chunk`` characters each). The
+request's ``tools``, ``tool_choice`` and tool messages are checked as the servers check
+them (:mod:`tests.fakes.openai_tools`); the bodies are kept in :attr:`chat_requests`.
 """
 
 from __future__ import annotations
@@ -36,6 +43,14 @@ import math
 import struct
 from typing import Any, Literal
 
+from tests.fakes.openai_tools import (
+    call_ids,
+    calls_words,
+    check_tools,
+    message_calls,
+    prompt_words,
+    stream_calls,
+)
 from tests.fakes.script import Script, Scripted, count_words, pieces
 from tests.fakes.server import Fault, LoopbackServer, Reply, Request
 
@@ -71,6 +86,7 @@ class FakeOpenAIServer(LoopbackServer):
         reasoning: str = "Let me think step by step.",
         embedding_dim: int = 8,
         event_delay: float = 0.0,
+        argument_chunk: int = 7,
     ) -> None:
         if flavor not in FLAVORS:
             raise ValueError(f"unknown flavor {flavor!r}; one of {FLAVORS}")
@@ -89,6 +105,8 @@ class FakeOpenAIServer(LoopbackServer):
         self.reasoning = reasoning
         self.embedding_dim = embedding_dim
         self.event_delay = event_delay
+        #: characters per streamed piece of a tool call's arguments
+        self.argument_chunk = argument_chunk
         #: False: /health answers 503 (a server still loading its model)
         self.healthy = True
         self._seq = 0
@@ -171,6 +189,9 @@ class FakeOpenAIServer(LoopbackServer):
         refused = self._check_response_format(body.get("response_format"))
         if refused is not None:
             return refused
+        tool_refusal = check_tools(self.flavor, body)
+        if tool_refusal is not None:
+            return self._error(*tool_refusal)
 
         scripted = self.script.next(body)
         reasoning = scripted.reasoning
@@ -182,14 +203,21 @@ class FakeOpenAIServer(LoopbackServer):
         if isinstance(limit, int) and len(text_pieces) > limit:
             text_pieces, finish = text_pieces[:limit], "length"
         reasoning_pieces = pieces(reasoning or "")
-        usage = self._usage(messages, text_pieces, reasoning_pieces)
+        calls = scripted.tool_calls if finish == "stop" else ()
+        if calls:
+            finish = "tool_calls"
+        usage = self._usage(messages, text_pieces, reasoning_pieces, calls_words(calls))
         self._seq += 1
         ident = f"chatcmpl-fake-{self._seq}"
+        ids = call_ids(self.flavor, self._seq, calls)
 
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": "".join(text_pieces)}
             if reasoning is not None:
                 message["reasoning_content"] = reasoning
+            if calls:
+                message["content"] = message["content"] or None
+                message["tool_calls"] = message_calls(calls, ids)
             return Reply.json(
                 {
                     "id": ident,
@@ -223,6 +251,7 @@ class FakeOpenAIServer(LoopbackServer):
         events = [chunk({"role": "assistant", "content": ""})]
         events += [chunk({"content": None, "reasoning_content": p}) for p in reasoning_pieces]
         events += [chunk({"content": p}) for p in text_pieces]
+        events += [chunk(d) for d in stream_calls(calls, ids, self.argument_chunk)]
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if self.flavor == "moonshot":
             events.append(chunk({}, finish, usage=usage))
@@ -305,11 +334,11 @@ class FakeOpenAIServer(LoopbackServer):
             )
         return None
 
-    def _usage(self, messages: list[Any], text: list[str], reasoning: list[str]) -> dict[str, Any]:
-        prompt = sum(
-            4 + count_words(str(m.get("content", ""))) for m in messages if isinstance(m, dict)
-        )
-        completion = len(text) + len(reasoning)
+    def _usage(
+        self, messages: list[Any], text: list[str], reasoning: list[str], calls: int = 0
+    ) -> dict[str, Any]:
+        prompt = prompt_words(messages)
+        completion = len(text) + len(reasoning) + calls
         usage: dict[str, Any] = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,

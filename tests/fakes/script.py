@@ -1,7 +1,13 @@
-"""Scripted model replies shared by the fakes: a queue, or a callable, or a default."""
+"""Scripted model replies shared by the fakes: a queue, or a callable, or a default.
+
+A reply is text, optionally reasoning before it, and optionally tool calls after it
+(:class:`ScriptedCall`): each fake streams those calls the way its real API does, the
+arguments cut into :func:`fragments`.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import deque
@@ -9,15 +15,46 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Responder", "Script", "Scripted", "count_words", "pieces"]
+__all__ = [
+    "Responder",
+    "Script",
+    "Scripted",
+    "ScriptedCall",
+    "count_words",
+    "fragments",
+    "pieces",
+]
+
+
+@dataclass(frozen=True)
+class ScriptedCall:
+    """A tool call the fake's model makes.
+
+    ``arguments`` is a JSON object (sent as ``json.dumps`` of it) or the exact text to
+    send (which need not be valid JSON). ``id`` None: the fake makes one in its API's
+    style.
+    """
+
+    name: str
+    arguments: dict[str, Any] | str = "{}"
+    id: str | None = None
+
+    @property
+    def arguments_text(self) -> str:
+        if isinstance(self.arguments, str):
+            return self.arguments
+        return json.dumps(self.arguments)
 
 
 @dataclass(frozen=True)
 class Scripted:
-    """One reply: the answer text and, for reasoning models, the reasoning before it."""
+    """One reply: the answer text, for reasoning models the reasoning before it, and the
+    tool calls after it (a reply with calls finishes as the API says: ``tool_calls`` /
+    ``tool_use``)."""
 
     text: str
     reasoning: str | None = None
+    tool_calls: tuple[ScriptedCall, ...] = ()
 
 
 #: ``callable(request_json) -> str | Scripted``
@@ -66,6 +103,12 @@ _PIECE = re.compile(r"\S+\s*|\s+")
 def pieces(text: str) -> list[str]:
     """Split a reply into stream pieces (a word and the space after it); joins back exactly."""
     return _PIECE.findall(text)
+
+
+def fragments(text: str, size: int) -> list[str]:
+    """``text`` cut every ``size`` characters, as the APIs stream a call's arguments
+    (mid-word, mid-string, mid-escape); joins back exactly."""
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def count_words(text: str) -> int:
