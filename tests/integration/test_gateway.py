@@ -343,8 +343,8 @@ def test_a_client_that_disconnects_mid_stream_cancels_and_settles(
     vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply=REPLY)
     for gw in _gateway(tmp_path, (vllm, slow, fake_anthropic_factory()), "--approve", "allow"):
 
-        async def go() -> None:
-            async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
+        async def go(url: str) -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
                 body = {
                     "model": "architect+escalate",
                     "stream": True,
@@ -355,7 +355,7 @@ def test_a_client_that_disconnects_mid_stream_cancels_and_settles(
                         if '"content"' in line:
                             break  # the first token: hang up
 
-        asyncio.run(go())
+        asyncio.run(go(gw.url))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             closing = [ln for ln in lines_of("request") if ln["values"].get("status") == 499]
