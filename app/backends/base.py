@@ -80,6 +80,9 @@ class ChatRequest(Frozen):
     #: a JSON schema for constrained output (GR-012); the backend maps it to its server's
     #: structured-output fields or a llama.cpp grammar
     json_schema: dict[str, Any] | None = None
+    #: a GBNF grammar for constrained plain text (the Implementer's edit blocks); the
+    #: in-process llama.cpp backend decodes with it, other backends ignore it
+    grammar: str | None = None
     seed: int | None = 0
     stop: list[str] = Field(default_factory=list)
     tools: list[ToolSpec] = Field(default_factory=list)

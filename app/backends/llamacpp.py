@@ -47,7 +47,7 @@ from app.backends.base import (
     Health,
     Usage,
 )
-from app.backends.llamacpp_grammar import grammar_for
+from app.backends.llamacpp_grammar import gbnf_grammar, grammar_for
 from app.backends.llamacpp_model import (
     INSTALL_HINT,
     SharedModel,
@@ -324,6 +324,8 @@ class LlamaCppBackend:
         grammar = None
         if schema is not None:
             grammar = await asyncio.to_thread(grammar_for, shared, schema)
+        elif request.grammar is not None:
+            grammar = await asyncio.to_thread(gbnf_grammar, shared, request.grammar)
         reader = ReplyReader(plan)
         ttft: float | None = None
         outcome: _Outcome | None = None

@@ -87,3 +87,15 @@ def grammar_for(shared: SharedModel, schema: dict[str, Any]) -> Any:
         grammar = llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
     shared.grammars[key] = grammar
     return grammar
+
+
+def gbnf_grammar(shared: SharedModel, text: str) -> Any:
+    """A llama.cpp grammar from GBNF text (the edit format's), cached per model."""
+    key = "gbnf:" + text
+    cached = shared.grammars.get(key)
+    if cached is None:
+        from llama_cpp import llama_grammar
+
+        cached = llama_grammar.LlamaGrammar.from_string(text, verbose=False)
+        shared.grammars[key] = cached
+    return cached
