@@ -14,6 +14,7 @@ request as the caller built it, so the escalation line and the call line agree.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from app.backends.base import BackendError
@@ -51,17 +52,28 @@ async def escalate(
     write: Write,
     denied: set[str],
     failed: dict[str, str],
+    *,
+    inputs: Mapping[str, Any] | None = None,
 ) -> RoutedResult | None:
-    """Announce ``d``, ask for approval when it needs one, then serve it."""
+    """Announce ``d``, ask for approval when it needs one, then serve it.
+
+    ``inputs``: what decide() read (app.router.recorded); None for a repair's repeat.
+    """
     assert d.target is not None and d.provider is not None
     values = {r.signal: r.value for r in d.reasons}
     origin = d.local.model if d.local else None
+    recorded = {"inputs": inputs} if inputs is not None else {}
     await write(
         "escalation",
         from_=origin,
         to=d.target,
         reason_codes=d.reason_codes,
-        values={**values, "chain_step": d.chain_step, "est_cost_usd": d.est_cost_usd},
+        values={
+            **values,
+            "chain_step": d.chain_step,
+            "est_cost_usd": d.est_cost_usd,
+            **recorded,
+        },
         provenance=provenance_of(d, request),
         detail=f"{', '.join(r.text for r in d.reasons)} → {d.target}",
     )
@@ -167,7 +179,7 @@ async def serve_cloud(
         "call",
         to=d.target,
         reason_codes=d.reason_codes,
-        values={**call_values(result, actual), "secrets_masked": masked},
+        values={**call_values(result, actual), "secrets_masked": masked, "provider": d.provider},
         provenance={
             **provenance_of(d, request),
             "approver": approver,

@@ -3,6 +3,7 @@ the zero-cost ledger record and the call line, in that order (GR-005)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from app.router.routed import (
@@ -39,12 +40,16 @@ async def serve_local(
     on_delta: DeltaHook | None,
     write: Write,
     failed: dict[str, str],
+    *,
+    inputs: Mapping[str, Any] | None = None,
 ) -> RoutedResult:
     assert d.target is not None and d.runtime is not None and d.local is not None
     label = RUNTIME_LABEL.get(d.runtime, d.runtime)
     values: dict[str, Any] = {"runtime": d.runtime, "window": d.local.context_window}
     if d.notes:
         values["notes"] = d.notes
+    if inputs is not None:
+        values["inputs"] = inputs  # what decide() read (app.router.recorded)
     if d.local.substituted_for:
         src_model, _, src_rt = d.local.substituted_for.partition(" on ")
         gone = [s for s in d.skipped if s.runtime != "cloud"]

@@ -26,6 +26,7 @@ from app.router.cloud_step import escalate
 from app.router.decide import decide, fired_triggers
 from app.router.ledger import BudgetLedger
 from app.router.local_step import serve_local
+from app.router.recorded import record_inputs
 from app.router.retry import HealthBook, rule_for
 from app.router.routed import (
     RUNTIME_LABEL,
@@ -133,8 +134,13 @@ class Router:
         denied: set[str] | None = None,
         failed: dict[str, str] | None = None,
     ) -> Decision:
-        denied = denied or set()
-        failed = failed or {}
+        d, _ = await self._decide_recorded(role, signals, denied or set(), failed or {}, 0)
+        return d
+
+    async def _decide_recorded(
+        self, role: str, signals: Signals, denied: set[str], failed: dict[str, str], step: int
+    ) -> tuple[Decision, dict[str, Any]]:
+        """:meth:`decide`, and the inputs it read as the decision line records them."""
         local_only = self.local_only
         # Budget reads touch the ledger: only pay for them when a trigger may escalate.
         # One pass is enough: a budget can only add skips to a cloud chain, so when
@@ -142,7 +148,8 @@ class Router:
         # them; and it can only escalate when a trigger fires outside local_only.
         with_budget = not local_only and bool(fired_triggers(self.policy, role, signals))
         state = await self._state(denied, failed, with_budget, local_only)
-        return decide(self.policy, role, signals, state)
+        d = decide(self.policy, role, signals, state)
+        return d, record_inputs(signals, state, step, budget_read=with_budget)
 
     # ── one request ──────────────────────────────────────────────────────────────────
 
@@ -164,14 +171,19 @@ class Router:
         failed: dict[str, str] = {}
         said_skips: set[tuple[str, str]] = set()
         last_error: BackendError | None = None
+        req: int | None = None  # the seq of this request's first line (recorded.py)
 
         async def write(kind: str, **kw: Any) -> AuditLine:
+            nonlocal req
+            if req is not None:
+                kw["values"] = {**(kw.get("values") or {}), "req": req}
             line = await self.audit.append(kind, session=self.session, run=run, role=role, **kw)
+            req = line.seq if req is None else req
             lines.append(line)
             return line
 
-        for _ in range(MAX_STEPS):
-            d = await self.decide(role, signals, denied, failed)
+        for step in range(MAX_STEPS):
+            d, inputs = await self._decide_recorded(role, signals, denied, failed, step)
             for skip in d.skipped:
                 # failures and denials were audited when they happened
                 if skip.model in failed or skip.model in denied:
@@ -189,11 +201,14 @@ class Router:
                 await write(
                     "refusal",
                     reason_codes=[d.refusal_code or "REFUSED", *d.reason_codes],
+                    values={"inputs": inputs},
                     detail="; ".join(d.notes),
                 )
                 raise RouteRefused(d)
             if d.action == "escalate":
-                result = await escalate(self, d, request, run, on_delta, write, denied, failed)
+                result = await escalate(
+                    self, d, request, run, on_delta, write, denied, failed, inputs=inputs
+                )
                 if result is None:
                     continue
                 result.audit = lines
@@ -201,7 +216,9 @@ class Router:
             if cloud_only:
                 raise RouteStaysLocal(d)
             try:
-                result = await serve_local(self, d, request, run, on_delta, write, failed)
+                result = await serve_local(
+                    self, d, request, run, on_delta, write, failed, inputs=inputs
+                )
             except BackendError as exc:
                 last_error = exc
                 assert d.runtime is not None
@@ -276,8 +293,13 @@ class Router:
             local = Signals(context_estimate=request_tokens(request))
             return await self.complete(role, request, local, run=run, on_delta=on_delta)
         lines: list[AuditLine] = []
+        # the repair belongs to the request it repairs (a simulation adds its cost there)
+        first = previous.audit[0] if previous.audit else None
+        of = first.values.get("req", first.seq) if first is not None else None
 
         async def write(kind: str, **kw: Any) -> AuditLine:
+            if of is not None:
+                kw["values"] = {**(kw.get("values") or {}), "req": of}
             line = await self.audit.append(kind, session=self.session, run=run, role=role, **kw)
             lines.append(line)
             return line

@@ -1,0 +1,94 @@
+"""What a decision line records of ``decide()``'s inputs, and how it is read back.
+
+Every ``route``, ``runtime_fallback``, ``escalation`` and ``refusal`` line the router
+writes for a request carries ``values["inputs"]``: the Signals and the RouterState that
+``decide()`` read for it, so the decision can be replayed under another policy
+(``switchyard policy simulate``). Defaults are left out to keep lines short. Every line a
+request writes after its first carries ``values["req"]``, the seq of that first line:
+one request may decide several times (a denial, a failure), and lines of concurrent
+requests interleave.
+
+Lines written before this record existed have no ``inputs``: a simulation counts them
+as unsimulated, never guesses them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from app.router.types import Frozen, RouterState, Signals
+
+INPUTS_VERSION = 1
+#: the line kinds that record one decide() each
+DECISION_KINDS = frozenset({"route", "runtime_fallback", "escalation", "refusal"})
+
+
+def record_inputs(
+    signals: Signals, state: RouterState, step: int, *, budget_read: bool
+) -> dict[str, Any]:
+    """``values["inputs"]`` of the line that carries the decision made from these inputs.
+
+    ``step`` counts the decisions of one request (0 first). ``budget_read``: the router
+    read the ledger for this decision (it does only when a trigger may escalate).
+    """
+    out: dict[str, Any] = {
+        "v": INPUTS_VERSION,
+        "step": step,
+        "signals": signals.model_dump(exclude_defaults=True),
+    }
+    if state.local_only:
+        out["local_only"] = True
+    down = sorted(k for k, ok in state.health.items() if not ok)
+    if down:
+        out["down"] = down
+    if state.failed:
+        out["failed"] = dict(state.failed)
+    if state.denied:
+        out["denied"] = sorted(state.denied)
+    if state.approved:
+        out["approved"] = sorted(state.approved)
+    if state.unavailable:
+        out["unavailable"] = dict(state.unavailable)
+    if state.context_windows:
+        out["windows"] = dict(state.context_windows)
+    if budget_read:
+        out["left"] = dict(state.provider_left_usd)
+        if math.isfinite(state.session_left_usd):
+            out["session_left"] = state.session_left_usd
+        if math.isfinite(state.day_left_usd):
+            out["day_left"] = state.day_left_usd
+    return out
+
+
+class RecordedInputs(Frozen):
+    """``values["inputs"]`` read back (the schema :func:`record_inputs` writes)."""
+
+    v: Literal[1]
+    step: int = Field(ge=0)
+    signals: Signals
+    local_only: bool = False
+    down: list[str] = Field(default_factory=list)
+    failed: dict[str, str] = Field(default_factory=dict)
+    denied: list[str] = Field(default_factory=list)
+    approved: list[str] = Field(default_factory=list)
+    unavailable: dict[str, str] = Field(default_factory=dict)
+    windows: dict[str, int] = Field(default_factory=dict)
+    #: what the ledger said was left per provider, when it was read
+    left: dict[str, float] | None = None
+    session_left: float | None = None
+    day_left: float | None = None
+
+
+def read_inputs(values: dict[str, Any]) -> RecordedInputs | None:
+    """The recorded inputs of a decision line's ``values``; None when it has none or they
+    do not read (a line from before the record, or from a newer version)."""
+    raw = values.get("inputs")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return RecordedInputs.model_validate(raw)
+    except ValidationError:
+        return None
