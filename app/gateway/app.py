@@ -288,10 +288,21 @@ async def _responses(state: _State, request: Request) -> Response:
         keep(done)
         _served(state, rid, inbound, role, client, done, 200, "ok", t0)
         body = oai.response_complete(
-            response_id, inbound.model, done.result, inbound.previous_response_id
+            response_id,
+            inbound.model,
+            done.result,
+            inbound.previous_response_id,
+            custom=frozenset(inbound.extra.get("custom_tools", ())),
+            namespaces=inbound.extra.get("namespaces"),
         )
         return JSONResponse(body)
-    enc = oai.ResponsesStream(response_id, inbound.model, inbound.previous_response_id)
+    enc = oai.ResponsesStream(
+        response_id,
+        inbound.model,
+        inbound.previous_response_id,
+        custom=frozenset(inbound.extra.get("custom_tools", ())),
+        namespaces=inbound.extra.get("namespaces"),
+    )
 
     async def stream() -> AsyncIterator[bytes]:
         for kind, event in enc.start():

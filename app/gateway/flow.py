@@ -79,6 +79,12 @@ async def run_request(
             "tool_actions": signals.tool_calls,
             "user_request": signals.user_request,
             "max_tokens": request.max_tokens,
+            # hosted tools (web search, …) only their own provider can run: left out
+            **(
+                {"dropped_tools": inbound.extra["dropped_tools"]}
+                if inbound.extra.get("dropped_tools")
+                else {}
+            ),
         },
         detail=f"{client}: {inbound.protocol} {inbound.model} → {role}",
     )

@@ -258,12 +258,7 @@ def parse_responses(body: Any) -> Inbound:
         "max_tokens": _int(body, "max_output_tokens") or DEFAULT_MAX_TOKENS,
     }
     _sampling(body, fields)
-    tools: list[ToolSpec] = []
-    for i, t in enumerate(body.get("tools") or []):
-        t = _obj(t, f"tools[{i}]")
-        if t.get("type") != "function":
-            raise bad(f"tools[{i}].type: only function tools are supported, got {t.get('type')!r}")
-        tools.append(_tool(t.get("name"), t.get("description"), t.get("parameters"), f"tools[{i}]"))
+    tools, custom, namespaces, dropped = _response_tools(body.get("tools") or [])
     fields["tools"] = tools
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "function":
@@ -286,7 +281,55 @@ def parse_responses(body: Any) -> Inbound:
         request=_build(fields),
         stream=bool(body.get("stream")),
         previous_response_id=previous if isinstance(previous, str) else None,
+        extra={"custom_tools": custom, "namespaces": namespaces, "dropped_tools": dropped},
     )
+
+
+#: a custom (freeform) tool becomes a function with one string argument
+CUSTOM_PARAMETERS = {
+    "type": "object",
+    "properties": {"input": {"type": "string"}},
+    "required": ["input"],
+}
+
+
+def _response_tools(
+    raw: Any,
+) -> tuple[list[ToolSpec], set[str], dict[str, str], list[str]]:
+    """Function tools (namespaces flattened), custom tools as one-string functions, and
+    the hosted tools only OpenAI can run (web search, file search, …): those are left out
+    and named in the request's audit line, since a client like Codex offers them on
+    every request and no local or other cloud model can run them."""
+    if not isinstance(raw, list):
+        raise bad("tools: expected a list")
+    tools: list[ToolSpec] = []
+    custom: set[str] = set()
+    namespaces: dict[str, str] = {}
+    dropped: list[str] = []
+    for i, t in enumerate(raw):
+        t = _obj(t, f"tools[{i}]")
+        kind = t.get("type")
+        where = f"tools[{i}]"
+        if kind == "function":
+            tools.append(_tool(t.get("name"), t.get("description"), t.get("parameters"), where))
+        elif kind == "namespace":
+            ns = str(t.get("name") or "")
+            for j, inner in enumerate(t.get("tools") or []):
+                inner = _obj(inner, f"{where}.tools[{j}]")
+                if inner.get("type", "function") != "function":
+                    dropped.append(f"{ns}.{inner.get('name')}")
+                    continue
+                params = inner.get("parameters")
+                spec = _tool(inner.get("name"), inner.get("description"), params, where)
+                tools.append(spec)
+                namespaces[spec.name] = ns
+        elif kind == "custom":
+            spec = _tool(t.get("name"), t.get("description"), CUSTOM_PARAMETERS, where)
+            tools.append(spec)
+            custom.add(spec.name)
+        else:
+            dropped.append(str(kind))
+    return tools, custom, namespaces, dropped
 
 
 def _response_items(items: list[Any]) -> list[Message]:
@@ -301,6 +344,15 @@ def _response_items(items: list[Any]) -> list[Message]:
     for i, raw in enumerate(items):
         item = _obj(raw, f"input[{i}]")
         kind = item.get("type", "message")
+        if kind == "custom_tool_call":
+            pending.append(
+                ToolCall(
+                    id=str(item.get("call_id") or item.get("id") or f"call_{i}"),
+                    name=str(item.get("name") or ""),
+                    arguments=json.dumps({"input": str(item.get("input") or "")}),
+                )
+            )
+            continue
         if kind == "function_call":
             pending.append(
                 ToolCall(
@@ -311,7 +363,7 @@ def _response_items(items: list[Any]) -> list[Message]:
             )
             continue
         flush()
-        if kind == "function_call_output":
+        if kind in ("function_call_output", "custom_tool_call_output"):
             output = item.get("output")
             text = output if isinstance(output, str) else _text_of(output, f"input[{i}].output")
             out.append(Message(role="tool", content=text, tool_call_id=str(item.get("call_id"))))
@@ -387,8 +439,11 @@ def anthropic_messages(body: dict[str, Any]) -> list[Message]:
     for i, m in enumerate(raw):
         m = _obj(m, f"messages[{i}]")
         role, content, where = m.get("role"), m.get("content"), f"messages[{i}]"
+        if role == "system":  # Claude Code sends mid-conversation system turns too
+            out.append(Message(role="system", content=_text_of(content, f"{where}.content")))
+            continue
         if role not in ("user", "assistant"):
-            raise bad(f"{where}.role: {role!r} is not user or assistant")
+            raise bad(f"{where}.role: {role!r} is not user, assistant or system")
         if isinstance(content, str):
             out.append(Message(role=role, content=content))
             continue

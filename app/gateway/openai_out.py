@@ -205,21 +205,61 @@ def message_item(item_id: str, text: str, status: str = "completed") -> dict[str
     }
 
 
-def function_item(call: ToolCall, item_id: str, status: str = "completed") -> dict[str, Any]:
-    return {
+def function_item(
+    call: ToolCall,
+    item_id: str,
+    status: str = "completed",
+    *,
+    custom: frozenset[str] = frozenset(),
+    namespaces: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A function call item; a custom (freeform) tool's call as ``custom_tool_call`` with
+    its one string ``input``; a namespaced tool's call names its namespace."""
+    done = status == "completed"
+    if call.name in custom:
+        text = ""
+        if done:
+            try:
+                value = json.loads(call.arguments or "{}")
+                text = str(value.get("input", "")) if isinstance(value, dict) else str(value)
+            except json.JSONDecodeError:
+                text = call.arguments
+        return {
+            "type": "custom_tool_call",
+            "id": item_id,
+            "call_id": call.id,
+            "name": call.name,
+            "input": text,
+            "status": status,
+        }
+    item = {
         "type": "function_call",
         "id": item_id,
         "call_id": call.id,
         "name": call.name,
-        "arguments": call.arguments if status == "completed" else "",
+        "arguments": call.arguments if done else "",
         "status": status,
     }
+    ns = (namespaces or {}).get(call.name)
+    if ns:
+        item["namespace"] = ns
+    return item
 
 
 class ResponsesStream:
     """The Responses API's event sequence for one streamed response."""
 
-    def __init__(self, response_id: str, model: str, previous: str | None) -> None:
+    def __init__(
+        self,
+        response_id: str,
+        model: str,
+        previous: str | None,
+        *,
+        custom: frozenset[str] = frozenset(),
+        namespaces: dict[str, str] | None = None,
+    ) -> None:
+        self.custom = custom
+        self.namespaces = namespaces or {}
         self.id = response_id
         self.model = model
         self.previous = previous
@@ -311,7 +351,9 @@ class ResponsesStream:
                 out_index = len(self.output)
                 item_id = f"fc_{self.id[5:]}_{out_index}"
                 call = ToolCall(id=f.id or f"call_{out_index}", name=f.name or "", arguments="")
-                item = function_item(call, item_id, "in_progress")
+                item = function_item(
+                    call, item_id, "in_progress", custom=self.custom, namespaces=self.namespaces
+                )
                 self.output.append(item)
                 state = self._calls[f.index] = [out_index, item_id, call, []]
                 events.append(
@@ -319,6 +361,8 @@ class ResponsesStream:
                 )
             if f.arguments:
                 state[3].append(f.arguments)
+                if state[2].name in self.custom:
+                    continue  # a freeform tool's input is sent whole, when the call ends
                 events.append(
                     self._event(
                         "response.function_call_arguments.delta",
@@ -354,15 +398,18 @@ class ResponsesStream:
             complete = ToolCall(
                 id=call.id, name=done.name if done else call.name, arguments=arguments
             )
-            self.output[out_index] = function_item(complete, item_id)
-            events.append(
-                self._event(
-                    "response.function_call_arguments.done",
-                    item_id=item_id,
-                    output_index=out_index,
-                    arguments=arguments,
-                )
+            self.output[out_index] = function_item(
+                complete, item_id, custom=self.custom, namespaces=self.namespaces
             )
+            if complete.name not in self.custom:
+                events.append(
+                    self._event(
+                        "response.function_call_arguments.done",
+                        item_id=item_id,
+                        output_index=out_index,
+                        arguments=arguments,
+                    )
+                )
             events.append(
                 self._event(
                     "response.output_item.done", output_index=out_index, item=self.output[out_index]
@@ -375,13 +422,20 @@ class ResponsesStream:
 
 
 def response_complete(
-    response_id: str, model: str, result: RoutedResult, previous: str | None
+    response_id: str,
+    model: str,
+    result: RoutedResult,
+    previous: str | None,
+    *,
+    custom: frozenset[str] = frozenset(),
+    namespaces: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     output: list[dict[str, Any]] = []
     if result.text:
         output.append(message_item(f"msg_{response_id[5:]}_0", result.text))
     for call in result.tool_calls:
-        output.append(function_item(call, f"fc_{response_id[5:]}_{len(output)}"))
+        item_id = f"fc_{response_id[5:]}_{len(output)}"
+        output.append(function_item(call, item_id, custom=custom, namespaces=namespaces))
     return response_object(
         response_id,
         model,

@@ -3,6 +3,7 @@ process's event loop, on the session the caller opened."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from collections.abc import Callable
 
@@ -25,7 +26,12 @@ async def serve(
     config: GatewayConfig,
     on_ready: Callable[[str, int], None] | None = None,
 ) -> None:
-    """Serve until cancelled (or the server is told to exit)."""
+    """Serve until cancelled (or the server is told to exit).
+
+    Cancelled (the workbench quits, its worker is cancelled): stop listening, cancel the
+    requests in flight so each writes its closing audit line while the session is still
+    open, and close the connections; then the cancellation goes on.
+    """
     server = uvicorn.Server(
         uvicorn.Config(
             build_app(session, config),
@@ -50,4 +56,25 @@ async def serve(
             on_ready(str(bound[0]), int(bound[1]))
 
         server.startup = startup  # type: ignore[method-assign]
-    await server.serve()
+    try:
+        await server.serve()
+    except asyncio.CancelledError:
+        await _stop(server)
+        raise
+
+
+#: how long a cancelled server waits for its requests' handlers to finish unwinding
+STOP_WAIT_S = 5.0
+
+
+async def _stop(server: uvicorn.Server) -> None:
+    server.should_exit = server.force_exit = True
+    for listening in getattr(server, "servers", []):
+        listening.close()
+    tasks = list(server.server_state.tasks)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+    for connection in list(server.server_state.connections):
+        connection.shutdown()
