@@ -1,0 +1,145 @@
+"""A request held for an approval stays alive: the gateway sends the protocol's own
+keep-alive (an SSE comment for OpenAI, an Anthropic ``ping`` event) until the human
+decides, then streams the reply. The gateway runs in this test's event loop on uvicorn,
+with a decider that takes its time; loopback fakes behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.config import load_settings
+from app.gateway.app import GatewayConfig
+from app.gateway.server import serve
+from app.policy import load_policy
+from app.router.approvals import ApprovalDecision, ApprovalRequest
+from app.router.session import open_session
+from tests.fakes.anthropic_server import FakeAnthropicServer
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.policy import policy_pointing
+from tests.reliability.kit import LOCAL_MODELS, closed_port
+
+
+class SlowDecider:
+    """Decides after ``seconds`` (a human reading the modal)."""
+
+    name = "test:slow"
+
+    def __init__(self, seconds: float, decision: str) -> None:
+        self.seconds = seconds
+        self.decision = decision
+
+    async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+        await asyncio.sleep(self.seconds)
+        return ApprovalDecision(decision=self.decision, decided_by=self.name, reason="test")  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _held(
+    tmp_path: Path,
+    monkeypatch: Any,
+    cloud: FakeOpenAIServer,
+    vllm: FakeOpenAIServer,
+    claude: FakeAnthropicServer,
+    decision: str,
+    path: str,
+    body: dict[str, Any],
+) -> list[str]:
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-held-test-0123456789abcdef")
+    policy = load_policy(
+        policy_pointing(tmp_path, openai=cloud.base_url, anthropic=claude.url)
+    ).policy
+    policy = policy.model_copy(
+        update={"gateway": policy.gateway.model_copy(update={"keepalive_s": 0.2})}
+    )
+    port = free_port()
+    lines: list[str] = []
+    async with open_session(load_settings(), policy, decider=SlowDecider(1.2, decision)) as session:
+        server = asyncio.create_task(
+            serve(session, host="127.0.0.1", port=port, config=GatewayConfig())
+        )
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.1).close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+            async with (
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+                client.stream("POST", path, json=body) as resp,
+            ):
+                assert resp.status_code == 200
+                async for line in resp.aiter_lines():
+                    if line:
+                        lines.append(line)
+        finally:
+            server.cancel()
+            await asyncio.gather(server, return_exceptions=True)
+    return lines
+
+
+async def test_an_openai_stream_held_for_approval_gets_keepalives_then_the_cloud_reply(
+    tmp_path: Path,
+    monkeypatch: Any,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
+) -> None:
+    cloud = fake_openai_factory("openai", default_reply="from the cloud")
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="from vLLM")
+    body = {
+        "model": "architect+escalate",
+        "stream": True,
+        "messages": [{"role": "user", "content": "plan"}],
+    }
+    lines = await _held(
+        tmp_path, monkeypatch, cloud, vllm, fake_anthropic_factory(), "allow_once",
+        "/v1/chat/completions", body,
+    )  # fmt: skip
+    first_data = next(i for i, ln in enumerate(lines) if ln.startswith("data:"))
+    keepalives = [ln for ln in lines[:first_data] if ln.startswith(": keep-alive")]
+    assert len(keepalives) >= 3  # ~1.2 s held, one every 0.2 s
+    chunks = [json.loads(ln[6:]) for ln in lines if ln.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "from the cloud" and len(cloud.chat_requests) == 1
+    assert lines[-1] == "data: [DONE]"
+    assert vllm.chat_requests == []
+
+
+async def test_an_anthropic_stream_held_and_denied_pings_then_is_served_locally(
+    tmp_path: Path,
+    monkeypatch: Any,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
+) -> None:
+    cloud = fake_openai_factory("openai", default_reply="from the cloud")
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="from vLLM")
+    body = {
+        "model": "architect+escalate",
+        "max_tokens": 100,
+        "stream": True,
+        "messages": [{"role": "user", "content": "plan"}],
+    }
+    lines = await _held(
+        tmp_path, monkeypatch, cloud, vllm, fake_anthropic_factory(), "deny_all",
+        "/v1/messages", body,
+    )  # fmt: skip
+    events = [ln.removeprefix("event: ") for ln in lines if ln.startswith("event:")]
+    assert events[0] == "message_start"
+    pings = events[1 : events.index("content_block_start")]
+    assert len(pings) >= 3 and set(pings) == {"ping"}
+    assert events[-1] == "message_stop"
+    assert cloud.chat_requests == [] and vllm.chat_requests
