@@ -67,12 +67,16 @@ $(VENV)/.stamp-test: pyproject.toml $(VENV)/.stamp-torch
 	$(PIP) install -q -e ".[local,embed,dev]"
 	touch $@ $(VENV)/.stamp-demo
 
-# The sandbox (bubblewrap) and the SVG→PNG converter. As root: installed when missing.
-# Elsewhere: say what to install and go on; the product reports a degraded sandbox (GR-005).
+# The sandbox (bubblewrap), the SVG→PNG converter and PostgreSQL (the team store's tests
+# start a throwaway cluster; Debian keeps initdb under /usr/lib/postgresql/N/bin). As
+# root: installed when missing. Elsewhere: say what to install and go on; the product
+# reports a degraded sandbox (GR-005), and the PostgreSQL tests skip (fail under CI=true).
 sysdeps:
 	@missing=""; \
 	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
 	command -v rsvg-convert >/dev/null 2>&1 || missing="$$missing librsvg2-bin"; \
+	{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 \
+	  || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing"; \

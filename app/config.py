@@ -6,6 +6,7 @@ beside ``SWITCHYARD_CONSENSUS`` / ``SWITCHYARD_CRITIC``.
 
 from __future__ import annotations
 
+import getpass
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -54,6 +55,14 @@ class Settings(BaseSettings):
     )
     #: opt every session in to the Tier2 synthesis (cloud, after approval; §1)
     tier2: bool = Field(default=False, validation_alias=AliasChoices("SWITCHYARD_TIER2", "tier2"))
+    #: the team store (docs/team.md): ``postgresql://…`` keeps the ledger and the audit log
+    #: in a shared database; unset, both stay in SQLite files in data_dir
+    database_url: str | None = None
+    #: when that database cannot be reached, use the SQLite files instead (audited)
+    database_fallback: bool = False
+    #: who this machine's spend and audit lines belong to in the team store
+    user: str = Field(default_factory=lambda: _os_user(), min_length=1, max_length=64)
+    team: str = Field(default="default", min_length=1, max_length=64)
 
     @classmethod
     def settings_customise_sources(
@@ -78,6 +87,13 @@ class Settings(BaseSettings):
     @property
     def memory_db(self) -> Path:
         return self.data_dir / "memory.sqlite3"
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
+        return "unknown"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fakes.fixtures", "tests.socket_guard"]
+pytest_plugins = ["tests.fakes.fixtures", "tests.socket_guard", "tests.pg"]
 
 CLOUD_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
 

@@ -32,6 +32,28 @@ def line_hash(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
+def chain_line(
+    fields: Mapping[str, Any], seq: int, prev_hash: str, ts: str
+) -> tuple[AuditLine, str]:
+    """Line ``seq`` after ``prev_hash``: the validated line and its canonical text (what
+    is stored, exported and verified), hashed once."""
+    body = {**fields, "seq": seq, "ts": ts, "prev_hash": prev_hash}
+    unhashed = canonical_json(body)  # what line_hash() hashes: no "hash" in it yet
+    body["hash"] = hashlib.sha256(unhashed.encode("utf-8")).hexdigest()
+    return AuditLine.model_validate(body), _with_hash(unhashed, body["hash"])
+
+
+def _with_hash(unhashed: str, digest: str) -> str:
+    """``canonical_json(body)`` once ``hash`` is in ``body``, from the text without it.
+
+    Sorted, "hash" comes between "from" and "kind"; before it stand only "detail" and
+    "from", a string and a string or null once the line has validated, in which every
+    quote is escaped: so the first ``,"kind":`` in the text is the key itself.
+    """
+    cut = unhashed.index(',"kind":')
+    return f'{unhashed[:cut]},"hash":"{digest}"{unhashed[cut:]}'
+
+
 def jsonable(obj: Any) -> Any:
     """Turn ``obj`` into plain JSON values that survive a dump/load round trip unchanged.
 
@@ -164,6 +186,20 @@ def _parse(raw: str | Mapping[str, Any], *, seq_hint: int | None, where: str) ->
         seq = data.get("seq") if isinstance(data.get("seq"), int) else seq_hint
         raise Problem(seq, f"line {seq} is malformed ({loc}: {first['msg']})") from None
     return data
+
+
+def check_row(
+    checker: ChainChecker, seq: int, hash_: str, session: str, run: str | None, kind: str, text: str
+) -> None:
+    """Feed one stored line to ``checker`` with its index columns: seqs contiguous, and
+    the columns (what queries filter on) equal to the hashed text."""
+    expected = checker.last_seq + 1
+    if seq != expected:
+        missing = f"{expected}" if seq == expected + 1 else f"{expected}–{seq - 1}"
+        raise Problem(expected, f"line {missing} is missing (the chain jumps to {seq})")
+    data = checker.feed(text, where=f"line {seq}")
+    if (hash_, session, run, kind) != (data["hash"], data["session"], data["run"], data["kind"]):
+        raise Problem(seq, f"the index columns of line {seq} do not match its text")
 
 
 def verify_lines(

@@ -16,31 +16,28 @@ line goes through first is in :mod:`app.audit.quick_redact`.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import aiosqlite
 from pydantic import ValidationError
 
-from app.audit.canonical import ChainChecker, Problem, VerifyReport, jsonable
-from app.audit.quick_redact import redact_fields
+from app.audit.base import AuditBase
+from app.audit.canonical import ChainChecker, Problem, VerifyReport, check_row
 from app.audit.store import SYNCHRONOUS, insert_line, rollback, setup
-from app.audit.types import AUDIT_KINDS, AuditLine
-from app.bus import AuditAppended, Bus, Event
+from app.audit.types import AuditLine
+from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.errors import AuditTamperError, SwitchyardError
-from app.opener import ClosedOnExit, Opener
+from app.opener import Opener
 from app.sqlite import SQLiteRunner
 
 __all__ = ["SYNCHRONOUS", "AuditLog", "AuditLogOpener"]
 
-_KIND_SET = frozenset(AUDIT_KINDS)
 
-
-class AuditLog(ClosedOnExit):
+class AuditLog(AuditBase):
     """The hash-chained audit log. Implements :class:`app.audit.types.AuditSink`.
 
     ``log = await AuditLog.open(path)`` … ``await log.close()``, or
@@ -56,38 +53,10 @@ class AuditLog(ClosedOnExit):
         bus: Bus | None,
         policy_version: str | None,
     ) -> None:
+        super().__init__(clock=clock, bus=bus, policy_version=policy_version)
         self._db = db
         self._runner = SQLiteRunner(db, path, synchronous=SYNCHRONOUS)
         self.path = path
-        self._clock = clock
-        self._bus = bus
-        self.policy_version = policy_version
-        # One connection cannot nest transactions: coroutines sharing it take turns.
-        self._lock = asyncio.Lock()
-        self._closed = False
-        self._pending: set[asyncio.Task[AuditLine]] = set()
-        if bus is not None:
-            bus.on_detached(self._subscriber_detached)
-
-    def _subscriber_detached(self, name: str, why: str, event: Event) -> None:
-        """GR-005: a subscriber the bus let go (it stopped reading) is a degradation line.
-
-        Called inside a publish, possibly under this log's own lock: the line is written
-        by a task of its own, after the append that overflowed the queue.
-        """
-        if self._closed:
-            return
-        task = asyncio.get_running_loop().create_task(
-            self.append(
-                "degradation",
-                session=event.session,
-                reason_codes=["GR005_SUBSCRIBER_DETACHED"],
-                values={"subscriber": name},
-                detail=f"live view '{name}' detached: {why}",
-            )
-        )
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
 
     @classmethod
     def open(
@@ -114,7 +83,7 @@ class AuditLog(ClosedOnExit):
             raise SwitchyardError(f"cannot open the audit log {db_path}: {exc}") from None
         log = cls(db, db_path, clock=clock, bus=bus, policy_version=policy_version)
         try:
-            await setup(db)
+            await setup(db, str(db_path))
             await log._runner.setup()
         except sqlite3.Error as exc:
             await db.close()
@@ -124,61 +93,10 @@ class AuditLog(ClosedOnExit):
             raise
         return log
 
-    async def close(self) -> None:
-        if not self._closed:
-            if self._pending:  # a detachment line still being written
-                await asyncio.gather(*self._pending, return_exceptions=True)
-            self._closed = True
-            await self._db.close()
+    async def _close_store(self) -> None:
+        await self._db.close()
 
     # ── write ────────────────────────────────────────────────────────────────────────────
-
-    async def append(
-        self,
-        kind: str,
-        *,
-        session: str,
-        run: str | None = None,
-        role: str | None = None,
-        from_: str | None = None,
-        to: str | None = None,
-        reason_codes: Sequence[str] = (),
-        values: Mapping[str, Any] | None = None,
-        provenance: Mapping[str, Any] | None = None,
-        detail: str = "",
-    ) -> AuditLine:
-        """Append one line (redacted, hashed, chained) and return it once committed."""
-        if self._closed:
-            raise RuntimeError("the audit log is closed")
-        if kind not in _KIND_SET:
-            raise ValueError(f"unknown audit kind {kind!r}; expected one of {AUDIT_KINDS}")
-        if isinstance(reason_codes, str):  # a lone code, not its characters
-            reason_codes = (reason_codes,)
-        fields: dict[str, Any] = redact_fields(
-            jsonable(
-                {
-                    "session": session,
-                    "run": run,
-                    "kind": kind,
-                    "role": role,
-                    "from": from_,
-                    "to": to,
-                    "reason_codes": [str(c) for c in reason_codes],
-                    "values": dict(values or {}),
-                    "policy_version": self.policy_version,
-                    "provenance": dict(provenance or {}),
-                    "detail": detail,
-                }
-            )
-        )
-        async with self._lock:
-            line = await self._insert(fields)
-            if self._bus is not None:
-                # Under the lock, so this instance publishes in seq order; publishing never
-                # waits on a subscriber (a dead one is detached), so neither does an append.
-                event = AuditAppended(session=line.session, line=line.model_dump(by_alias=True))
-                self._bus.publish_nowait(event)
-        return line
 
     async def _insert(self, fields: dict[str, Any]) -> AuditLine:
         clock = self._clock
@@ -219,40 +137,6 @@ class AuditLog(ClosedOnExit):
         rows = await self._fetch(sql, (*params, -1 if limit is None else limit))
         return [_to_line(seq, text) for seq, text in rows]
 
-    async def follow(
-        self,
-        session: str | None = None,
-        run: str | None = None,
-        since_seq: int = 0,
-        *,
-        interval: float = 0.5,
-    ) -> AsyncIterator[AuditLine]:
-        """Yield lines after ``since_seq`` as they are committed, by any writer. Never ends."""
-        last = since_seq
-        while True:
-            batch = await self.lines(session, run, last, limit=500)
-            for line in batch:
-                last = line.seq
-                yield line
-            if not batch:
-                await asyncio.sleep(interval)
-
-    async def export_jsonl(
-        self, out: TextIO | Path, session: str | None = None, run: str | None = None
-    ) -> int:
-        """Write lines as JSONL (the stored canonical text, verbatim). Returns the count.
-
-        A full export verifies with ``verify_lines(..)``; one filtered by session or run
-        is a sub-sequence and verifies with ``verify_lines(.., chain=False)``.
-        """
-        if not isinstance(out, Path):
-            return await self._write_jsonl(out, session, run)
-        fh = await asyncio.to_thread(out.open, "w", encoding="utf-8", newline="\n")
-        try:
-            return await self._write_jsonl(fh, session, run)
-        finally:
-            fh.close()
-
     async def _write_jsonl(self, out: TextIO, session: str | None, run: str | None) -> int:
         where, params = _where(session, run, 0)
         count = 0
@@ -286,18 +170,7 @@ class AuditLog(ClosedOnExit):
         sql = "SELECT seq, hash, session, run, kind, line FROM audit_lines ORDER BY seq"
         async with self._db.execute(sql) as cur:
             async for seq, hash_, session, run, kind, text in cur:
-                expected = checker.last_seq + 1
-                if seq != expected:
-                    missing = f"{expected}" if seq == expected + 1 else f"{expected}–{seq - 1}"
-                    raise Problem(expected, f"line {missing} is missing (the chain jumps to {seq})")
-                data = checker.feed(text, where=f"line {seq}")
-                if (hash_, session, run, kind) != (
-                    data["hash"],
-                    data["session"],
-                    data["run"],
-                    data["kind"],
-                ):
-                    raise Problem(seq, f"the index columns of line {seq} do not match its text")
+                check_row(checker, seq, hash_, session, run, kind, text)
         async with self._db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
             head = await cur.fetchone()
         if head is None:

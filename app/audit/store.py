@@ -9,16 +9,16 @@ writers can never both extend the same tail.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sqlite3
 from typing import Any
 
 import aiosqlite
 
-from app.audit.canonical import GENESIS_HASH, canonical_json
+from app.audit.canonical import GENESIS_HASH, chain_line
 from app.audit.types import AuditLine
 from app.clock import Clock, iso
 from app.sqlite import Busy, is_busy, rollback_quietly, use_wal
+from app.store.errors import SchemaTooNew
 
 #: WAL + NORMAL: a committed line survives a crash of the process at any point; a power
 #: cut or an OS crash may lose the last lines committed before it (the chain that remains
@@ -54,11 +54,16 @@ BEGIN SELECT RAISE(ABORT, 'audit lines are append-only'); END;
 """
 
 
-async def setup(db: aiosqlite.Connection) -> None:
+async def setup(db: aiosqlite.Connection, what: str = "") -> None:
     """WAL, the durability above, and the tables (created if missing), before any append."""
     await use_wal(db, SYNCHRONOUS)
     await db.execute("BEGIN IMMEDIATE")
     try:
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        found = int(row[0]) if row else 0
+        if found > SCHEMA_VERSION:
+            raise SchemaTooNew(f"audit log {what}", found, SCHEMA_VERSION)
         for statement in _statements(SCHEMA):
             await db.execute(statement)
         await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -82,20 +87,16 @@ def insert_line(
         row = db.execute("SELECT seq, hash FROM audit_lines ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev_hash = (row[0] + 1, row[1]) if row else (1, GENESIS_HASH)
         # The time is read inside the transaction so ts order follows seq order.
-        body = {**fields, "seq": seq, "ts": iso(clock.now()), "prev_hash": prev_hash}
-        unhashed = canonical_json(body)  # what line_hash() hashes: no "hash" in it yet
-        body["hash"] = hashlib.sha256(unhashed.encode("utf-8")).hexdigest()
-        line = AuditLine.model_validate(body)
-        text = _with_hash(unhashed, body["hash"])
+        line, text = chain_line(fields, seq, prev_hash, iso(clock.now()))
         db.execute(
             "INSERT INTO audit_lines (seq, ts, session, run, kind, hash, line) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (seq, body["ts"], body["session"], body["run"], body["kind"], body["hash"], text),
+            (seq, line.ts, line.session, line.run, line.kind, line.hash, text),
         )
         db.execute(
             "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            (seq, body["hash"]),
+            (seq, line.hash),
         )
         db.execute("COMMIT")
     except BaseException as exc:
@@ -104,17 +105,6 @@ def insert_line(
             raise Busy from exc
         raise
     return line
-
-
-def _with_hash(unhashed: str, digest: str) -> str:
-    """``canonical_json(body)`` once ``hash`` is in ``body``, from the text without it.
-
-    Sorted, "hash" comes between "from" and "kind"; before it stand only "detail" and
-    "from", a string and a string or null once the line has validated, in which every
-    quote is escaped: so the first ``,"kind":`` in the text is the key itself.
-    """
-    cut = unhashed.index(',"kind":')
-    return f'{unhashed[:cut]},"hash":"{digest}"{unhashed[cut:]}'
 
 
 def _statements(script: str) -> list[str]:

@@ -1,4 +1,10 @@
-"""``switchyard audit tail|verify|export``: read, check and export the audit chain."""
+"""``switchyard audit tail|verify|export|chains``: read, check and export the audit log.
+
+On a machine's own SQLite file there is one chain. On the team store (docs/team.md) each
+Switchyard instance writes a chain of its own: ``tail`` shows this user's lines (``--team``
+everyone's, each with its user and host), ``verify`` checks every chain (or ``--chain``),
+``export`` writes one chain (or one run's or session's lines), ``chains`` lists them.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,20 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from rich.text import Text
+
+from app.audit.base import AuditBase
 from app.audit.canonical import VerifyReport, canonical_json
-from app.audit.log import AuditLog, AuditLogOpener
 from app.audit.types import AuditLine
 from app.cli import audit_lines
-from app.cli.common import add_json_arg, console, print_json, settings_from
+from app.cli.common import add_json_arg, console, policy_from, print_json, settings_from
+from app.config import Settings
 from app.errors import AuditTamperError, UsageError
-from app.paths import ensure_dir
+
+if TYPE_CHECKING:
+    from app.audit.pg_log import PgAuditLog
 
 
 def register(sub: Any) -> None:
@@ -26,10 +37,13 @@ def register(sub: Any) -> None:
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
     tail.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
     _add_filters(tail)
+    tail.add_argument("--team", action="store_true", help="everyone's lines (team store)")
+    tail.add_argument("--user", metavar="U", help="this user's lines (team store)")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
     tail.set_defaults(handler=_tail)
 
-    verify = asub.add_parser("verify", help="check the hash chain (exit 0 ok, 1 tampered)")
+    verify = asub.add_parser("verify", help="check the hash chain(s) (exit 0 ok, 1 tampered)")
+    verify.add_argument("--chain", metavar="C", help="only this chain (team store)")
     add_json_arg(verify)
     verify.set_defaults(handler=_verify)
 
@@ -38,16 +52,40 @@ def register(sub: Any) -> None:
     _add_filters(export)
     export.set_defaults(handler=_export)
 
+    chains = asub.add_parser("chains", help="list the team store's chains (who, where, lines)")
+    add_json_arg(chains)
+    chains.set_defaults(handler=_chains)
+
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session", metavar="S", help="only this session's lines")
     p.add_argument("--run", metavar="R", help="only this run's lines")
+    if p.prog.endswith("export") or p.prog.endswith("tail"):
+        p.add_argument("--chain", metavar="C", help="one chain of the team store")
 
 
-def _open(args: argparse.Namespace) -> AuditLogOpener:
+async def _open(args: argparse.Namespace, *, chain: str | None = None) -> AuditBase:
+    from app.router.stores import database_url, open_audit
+
     settings = settings_from(args)
-    ensure_dir(settings.data_dir)
-    return AuditLog.open(settings.audit_db)
+    if database_url(settings) is None:
+        for flag in ("team", "user", "chain"):
+            if getattr(args, flag, None):
+                raise UsageError(
+                    f"--{flag} reads the team store: set SWITCHYARD_DATABASE_URL "
+                    "(this machine's audit log is one SQLite chain)"
+                )
+        return await open_audit(settings)
+    local_only, named = _privacy(args, settings)
+    return await open_audit(settings, local_only=local_only, named=named, chain=chain)
+
+
+def _privacy(args: argparse.Namespace, settings: Settings) -> tuple[bool, Any]:
+    """local_only and the named local hosts: the database must pass them (GR-009)."""
+    from app.backends.local_only import effective_local_only
+
+    policy = policy_from(args, settings).policy
+    return effective_local_only(policy, settings), policy.named_local_hosts()
 
 
 # ── tail ─────────────────────────────────────────────────────────────────────────────────
@@ -61,14 +99,22 @@ def _tail(args: argparse.Namespace) -> int:
 async def _tail_async(args: argparse.Namespace) -> None:
     out = console()
 
-    def show(line: AuditLine) -> None:
+    def show(line: AuditLine, who: dict[str, str] | None = None) -> None:
         if args.json:
-            sys.stdout.write(canonical_json(line.model_dump(by_alias=True)) + "\n")
+            data = line.model_dump(by_alias=True)
+            sys.stdout.write(canonical_json({**(who or {}), **data}) + "\n")
             sys.stdout.flush()
         else:
-            out.print(audit_lines.full(line), soft_wrap=True)
+            text = audit_lines.full(line)
+            if who:
+                text = Text(f"{who['user']}@{who['host']} ", style="bold") + text
+            out.print(text, soft_wrap=True)
 
-    async with _open(args) as log:
+    log = await _open(args, chain=args.chain)
+    try:
+        if log.shared and args.chain is None:
+            await _team_tail(args, cast("PgAuditLog", log), show)
+            return
         head = await log.last_seq()
         lines = await log.tail(args.n, session=args.session, run=args.run)
         for line in lines:
@@ -77,27 +123,74 @@ async def _tail_async(args: argparse.Namespace) -> None:
             since = lines[-1].seq if lines else head
             async for line in log.follow(args.session, args.run, since, interval=args.interval):
                 show(line)
+    finally:
+        await log.close()
+
+
+async def _team_tail(args: argparse.Namespace, log: PgAuditLog, show: Any) -> None:
+    user = None if args.team else (args.user or settings_from(args).user)
+    kw: dict[str, Any] = {"user": user, "session": args.session, "run": args.run}
+    batch = await log.team_tail(args.n, **kw)
+    after = ("", "", 0)
+    while True:
+        for t in batch:
+            show(t.line, {"user": t.user, "host": t.host, "chain": t.chain})
+            after = (t.line.ts, t.chain, t.line.seq)
+        if not args.follow:
+            return
+        await asyncio.sleep(args.interval)
+        batch = await log.team_tail(500, after=after, **kw)
 
 
 # ── verify ───────────────────────────────────────────────────────────────────────────────
 
 
 def _verify(args: argparse.Namespace) -> int:
-    report = asyncio.run(_verify_async(args))
+    reports = asyncio.run(_verify_async(args))
+    bad = [r for r in reports if not r[3].ok]
     if args.json:
-        print_json(report.model_dump())
-    if not report.ok:
-        raise AuditTamperError(f"audit chain does not verify: {report.problem}")
+        if len(reports) == 1 and reports[0][0] is None:
+            print_json(reports[0][3].model_dump())
+        else:
+            print_json(
+                {
+                    "ok": not bad,
+                    "chains": [
+                        {"chain": c, "user": u, "host": h, **r.model_dump()}
+                        for c, u, h, r in reports
+                    ],
+                }
+            )
+    if bad:
+        chain, user, host, report = bad[0]
+        where = f" {chain} ({user}@{host})" if chain else ""
+        more = f" ({len(bad)} chains fail)" if len(bad) > 1 else ""
+        raise AuditTamperError(f"audit chain{where} does not verify: {report.problem}{more}")
     if not args.json:
-        head = (report.head_hash or "")[:12] or "—"
-        print(f"audit chain ok: {report.lines_checked} lines, head {head}")
+        if len(reports) == 1 and reports[0][0] is None:
+            report = reports[0][3]
+            head = (report.head_hash or "")[:12] or "—"
+            print(f"audit chain ok: {report.lines_checked} lines, head {head}")
+        else:
+            lines = sum(r.lines_checked for *_, r in reports)
+            print(f"team audit ok: {len(reports)} chain(s), {lines} lines")
     return 0
 
 
-async def _verify_async(args: argparse.Namespace) -> VerifyReport:
-    async with _open(args) as log:
-        report: VerifyReport = await log.verify()
-    return report
+Report = tuple[str | None, str, str, VerifyReport]
+
+
+async def _verify_async(args: argparse.Namespace) -> list[Report]:
+    log = await _open(args)
+    try:
+        if not log.shared:
+            return [(None, "", "", await log.verify())]
+        found = await cast("PgAuditLog", log).verify_chains(args.chain)
+        if args.chain is not None and not found:
+            raise UsageError(f"no audit chain {args.chain} (see `switchyard audit chains`)")
+        return [(r.chain, r.user, r.host, r.report) for r in found]
+    finally:
+        await log.close()
 
 
 # ── export ───────────────────────────────────────────────────────────────────────────────
@@ -114,7 +207,39 @@ def _export(args: argparse.Namespace) -> int:
 
 
 async def _export_async(args: argparse.Namespace) -> int:
-    async with _open(args) as log:
+    log = await _open(args, chain=args.chain)
+    try:
+        if log.shared and args.chain is None:
+            raise UsageError(
+                "the team store holds a chain per instance: name one with --chain "
+                "(see `switchyard audit chains`)"
+            )
         target = args.output if args.output is not None else sys.stdout
         count: int = await log.export_jsonl(target, session=args.session, run=args.run)
+    finally:
+        await log.close()
     return count
+
+
+# ── chains ───────────────────────────────────────────────────────────────────────────────
+
+
+def _chains(args: argparse.Namespace) -> int:
+    rows = asyncio.run(_chains_async(args))
+    if args.json:
+        print_json({"chains": rows})
+        return 0
+    for r in rows:
+        print(f"{r['chain']}  {r['user']}@{r['host']}  started {r['started']}  {r['lines']} lines")
+    return 0
+
+
+async def _chains_async(args: argparse.Namespace) -> list[dict[str, Any]]:
+    log = await _open(args)
+    try:
+        if not log.shared:
+            raise UsageError("audit chains lists the team store's: set SWITCHYARD_DATABASE_URL")
+        infos = await cast("PgAuditLog", log).chains()
+    finally:
+        await log.close()
+    return [i.model_dump() for i in infos]

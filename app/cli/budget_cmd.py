@@ -38,17 +38,22 @@ def register(sub: Any) -> None:
 
 
 async def _collect(args: argparse.Namespace) -> dict[str, Any]:
-    # Lazy: `switchyard --help` should not pay for aiosqlite.
-    from app.paths import ensure_dir
-    from app.router.ledger import BudgetLedger
+    # Lazy: `switchyard --help` should not pay for aiosqlite (or asyncpg).
+    from app.backends.local_only import effective_local_only
+    from app.router.stores import open_ledger
 
     settings = settings_from(args)
     loaded = policy_from(args, settings)
-    ensure_dir(settings.ledger_db.parent)
-    async with await BudgetLedger.open(settings.ledger_db, loaded.policy.budget) as ledger:
+    policy = loaded.policy
+    async with await open_ledger(
+        settings,
+        policy.budget,
+        local_only=effective_local_only(policy, settings),
+        named=policy.named_local_hosts(),
+    ) as ledger:
         report = await ledger.report(session=args.session, days=args.days)
-    report["policy_version"] = loaded.policy.version
-    report["ledger_db"] = str(settings.ledger_db)
+    report["policy_version"] = policy.version
+    report.setdefault("ledger_db", str(settings.ledger_db))
     return report
 
 
@@ -70,12 +75,17 @@ def _render(r: dict[str, Any]) -> None:
 
     out = console()
     scope = f"session {r['session']}" if r["session"] else "all sessions"
+    if r.get("team"):
+        scope += f" · team {r['team']} ({r['ledger_db']})"
     total = r["total"]
     out.print(
         f"[bold]Spend {r['since']} … {r['until']} UTC[/] · {scope} · "
         f"{_money(total['cost_usd'])} in {total['calls']} call(s) · policy {r['policy_version']}"
     )
-    for key, label in (("role", "Role"), ("model", "Model"), ("provider", "Provider")):
+    groups = [("role", "Role"), ("model", "Model"), ("provider", "Provider")]
+    if r.get("by_user"):
+        groups.append(("user", "User"))
+    for key, label in groups:
         rows = r[f"by_{key}"]
         if not rows:
             continue
@@ -116,7 +126,9 @@ def _render(r: dict[str, Any]) -> None:
         cap_row(f"session {r['session']}", r["session_budget"])
     else:
         caps.add_row("per session", _money(r["caps"]["session_usd"]), "", "", "")
-    cap_row("day", r["today"])
+    cap_row("team day" if r.get("team") else "day", r["today"])
+    if r.get("team") and r["today"].get("user"):
+        cap_row(f"user {r['user']}", r["today"]["user"])
     for name, u in r["today"]["providers"].items():
         cap_row(f"provider {name}", u)
     out.print(caps)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cli.common import add_json_arg, print_json, settings_from
+from app.config import Settings
 from app.evidence.bundle import (
     MANIFEST,
     BundleReport,
@@ -62,13 +63,25 @@ def repo_from(args: argparse.Namespace) -> Path:
 # ── verify ───────────────────────────────────────────────────────────────────────────────
 
 
+async def _seal(settings: Settings, run_id: str) -> tuple[str, int] | None:
+    """The manifest hash the audit sealed for ``run_id``: in this machine's chain, or in
+    the team audit when the store is shared (the run's session chain)."""
+    from app.evidence.seal import sealed_hash
+    from app.router.stores import database_url, open_audit, store_privacy
+
+    if database_url(settings) is None:
+        return await audit_seal(settings.audit_db, run_id)
+    async with await open_audit(settings, **store_privacy(settings)) as log:
+        return sealed_hash(await log.run_lines(run_id), run_id)
+
+
 def check(args: argparse.Namespace) -> tuple[BundleReport, dict[str, Any]]:
     """Verify the bundle and its seal in the audit chain. Returns the report and seal info."""
     path = resolve_run(repo_from(args), args.run)
     report = verify_bundle(path)
     seal: dict[str, Any] = {"sealed": None, "seq": None}
     if report.manifest is not None:
-        found = asyncio.run(audit_seal(settings_from(args).audit_db, path.name))
+        found = asyncio.run(_seal(settings_from(args), path.name))
         if found is not None:
             sealed_sha, seq = found
             actual = file_entry(path / MANIFEST).sha256

@@ -116,11 +116,11 @@ async def _with_store(
     work: Callable[[MemoryStore, dict[str, Any]], Awaitable[T]],
 ) -> T:
     """Open the memory DB (and, unless --no-embed, the audited embedder) and run ``work``."""
-    from app.audit.log import AuditLog
     from app.clock import SystemClock
     from app.memory.embeddings import load_embedder
     from app.memory.store import MemoryStore
     from app.paths import ensure_dir
+    from app.router.stores import open_audit, store_privacy
 
     settings = settings_from(args)
     loaded = policy_from(args, settings)
@@ -130,10 +130,10 @@ async def _with_store(
     embedder: Embedder | None = None
     async with contextlib.AsyncExitStack() as stack:
         if not args.no_embed:
-            ensure_dir(settings.audit_db.parent)
-            audit = await stack.enter_async_context(
-                AuditLog.open(settings.audit_db, clock=clock, policy_version=policy.version)
+            audit = await open_audit(
+                settings, clock=clock, policy_version=policy.version, **store_privacy(settings)
             )
+            stack.push_async_callback(audit.close)
             embedder = await load_embedder(policy, audit=audit, session=uuid.uuid4().hex[:12])
         info = _embedding_info(args, policy.resolve(policy.embeddings.default), embedder)
         store = await stack.enter_async_context(

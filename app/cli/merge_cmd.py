@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.audit.log import AuditLog
 from app.cli.common import add_json_arg, print_json, settings_from
 from app.config import Settings
 from app.evidence.bundle import EvidenceError, read_manifest, resolve_run, runs_dir
 from app.evidence.read import audit_seal
+from app.evidence.seal import sealed_hash
 from app.paths import ensure_dir
+from app.router.stores import database_url, open_audit, store_privacy
 from app.workspace.git import repo_root
 from app.workspace.merge import Confirm, MergeOutcome, MergePlan, merge_run
 
@@ -62,9 +63,13 @@ async def _merge_async(
     policy_version = None
     with contextlib.suppress(EvidenceError):
         policy_version = read_manifest(runs_dir(top) / run_id).policy_version
-    seal = await audit_seal(settings.audit_db, run_id)
+    team = database_url(settings) is not None
+    seal = None if team else await audit_seal(settings.audit_db, run_id)
     confirm, approver = _confirmer(args)
-    async with AuditLog.open(settings.audit_db, policy_version=policy_version) as log:
+    log = await open_audit(settings, policy_version=policy_version, **store_privacy(settings))
+    async with log:
+        if team:  # the run's seal line is in its session's chain of the team audit
+            seal = sealed_hash(await log.run_lines(run_id), run_id)
         outcome = await merge_run(
             top,
             run_id,

@@ -23,6 +23,7 @@ from app.policy.schema import (
     NUMERIC_SIGNALS,
     UNIT_SIGNALS,
     Policy,
+    Runtime,
 )
 from app.resources import default_policy_path
 
@@ -283,7 +284,7 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
                 err((("runtimes", rid, "model"), "the in-process runtime needs a catalog model"))
             elif p.model(rt.model).endpoint != "llamacpp_inprocess":
                 err((("runtimes", rid, "model"), "model's endpoint must be llamacpp_inprocess"))
-        elif rt.base_url is None:
+        elif not rt.urls:
             err((("runtimes", rid, "base_url"), "an HTTP runtime needs base_url"))
     _check_local_hosts(p, err)
     _check_gateway(p, err)
@@ -378,16 +379,17 @@ def _check_local_hosts(p: Policy, err: Callable[[Finding], None]) -> None:
         return is_provider_host(hp[0]) or hp in provider_eps
 
     for rid, rt in p.runtimes.items():
-        hp = host_port(rt.base_url) if rt.base_url else None
-        if rt.base_url and hp is None:
-            err((("runtimes", rid, "base_url"), f"not a URL with a host: {rt.base_url!r}"))
-        elif hp is not None and cloud(hp):
-            err(
-                (
-                    ("runtimes", rid, "base_url"),
-                    f"{hp[0]} is a cloud provider's host: it cannot serve a local runtime",
+        for where, url in _runtime_urls(rt):
+            hp = host_port(url)
+            if hp is None:
+                err((("runtimes", rid, *where), f"not a URL with a host: {url!r}"))
+            elif cloud(hp):
+                err(
+                    (
+                        ("runtimes", rid, *where),
+                        f"{hp[0]} is a cloud provider's host: it cannot serve a local runtime",
+                    )
                 )
-            )
     for i, entry in enumerate(p.privacy.local_hosts):
         hp = parse_host_port(entry)
         if hp is None or "/" in entry.split("://", 1)[-1]:
@@ -416,3 +418,12 @@ def _check_gateway(p: Policy, err: Callable[[Finding], None]) -> None:
             err((("gateway", "aliases", pattern), f"{rid!r} is not one of gateway.roles"))
     if not g.escalate_suffix or g.escalate_suffix.strip() != g.escalate_suffix:
         err((("gateway", "escalate_suffix"), "a non-empty suffix without spaces"))
+
+
+def _runtime_urls(rt: Runtime) -> list[tuple[KeyPath, str]]:
+    """Each endpoint URL of a runtime with where it stands in the file."""
+    found: list[tuple[KeyPath, str]] = []
+    if rt.base_url:
+        found.append((("base_url",), rt.base_url))
+    found += [(("base_urls", i), url) for i, url in enumerate(rt.base_urls)]
+    return found

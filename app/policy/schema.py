@@ -110,6 +110,9 @@ class Budget(Strict):
     day_usd: float = Field(ge=0)
     reservation_ttl_s: float = Field(gt=0, le=86400)
     provider_day_usd: dict[str, float] = Field(default_factory=dict)
+    #: each user's day cap in a shared (team) store, where day_usd and provider_day_usd
+    #: are the whole team's; in a machine's own SQLite file every cost is its user's
+    user_day_usd: float | None = Field(default=None, ge=0)
 
 
 class Approvals(Strict):
@@ -131,8 +134,17 @@ class LocalServices(Strict):
 class Runtime(Strict):
     kind: RuntimeKind
     base_url: str | None = None
+    #: more endpoints serving the same models (two GPU boxes): requests spread across the
+    #: healthy ones; ``base_url``, when set, is the first
+    base_urls: list[str] = Field(default_factory=list)
     model: str | None = None
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+
+    @property
+    def urls(self) -> list[str]:
+        """Every endpoint of this runtime, ``base_url`` first, without repeats."""
+        listed = [self.base_url] if self.base_url else []
+        return list(dict.fromkeys(u.rstrip("/") for u in [*listed, *self.base_urls]))
 
 
 class LocalChain(Strict):
@@ -330,5 +342,5 @@ class Policy(Strict):
 
     def named_local_hosts(self) -> frozenset[HostPort]:
         """The non-loopback hosts local_only still lets through (checked by address)."""
-        urls = [rt.base_url for rt in self.runtimes.values() if rt.base_url]
+        urls = [u for rt in self.runtimes.values() for u in rt.urls]
         return named_local_hosts(urls, self.privacy.local_hosts)

@@ -24,7 +24,7 @@ from app.router.approvals import ApprovalBroker
 from app.router.calling import call_backend
 from app.router.cloud_step import escalate
 from app.router.decide import decide, fired_triggers
-from app.router.ledger import BudgetLedger
+from app.router.ledger.api import Ledger
 from app.router.local_step import serve_local
 from app.router.recorded import record_inputs
 from app.router.retry import HealthBook, rule_for
@@ -64,7 +64,7 @@ class Router:
         *,
         session: str,
         audit: AuditSink,
-        ledger: BudgetLedger,
+        ledger: Ledger,
         approvals: ApprovalBroker,
         backends: BackendResolver,
         health: HealthBook | None = None,

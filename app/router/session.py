@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from app.audit.log import AuditLog
+from app.audit.base import AuditBase
 from app.backends.local_only import effective_local_only
 from app.backends.registry import BackendRegistry
 from app.backends.runtimes import url_overrides
@@ -21,8 +21,11 @@ from app.config import ApproveMode, Settings
 from app.paths import ensure_dir
 from app.policy.schema import Policy
 from app.router.approvals import ApprovalBroker, Decider, decider_for
-from app.router.ledger import BudgetLedger
+from app.router.ledger.api import Ledger
 from app.router.service import Router
+from app.router.stores import Stores, open_stores
+from app.store.postgres import checked_host
+from app.store.url import DatabaseUrl
 
 
 def new_session_id() -> str:
@@ -34,16 +37,21 @@ class Session:
     id: str
     policy: Policy
     settings: Settings
-    audit: AuditLog
-    ledger: BudgetLedger
+    audit: AuditBase
+    ledger: Ledger
     approvals: ApprovalBroker
     backends: BackendRegistry
     router: Router
     bus: Bus | None
     #: GR-009 for this session; a spec may turn it on mid-session, never off
     local_only: bool
+    #: the team database the ledger and the audit log are in (None: SQLite files)
+    store_url: DatabaseUrl | None = None
 
     def require_local_only(self) -> None:
+        if self.store_url is not None and not self.local_only:
+            # the team database is an egress path too: refused unless it is local
+            checked_host(self.store_url, local_only=True, named=self.policy.named_local_hosts())
         self.local_only = True
 
 
@@ -62,10 +70,38 @@ async def open_session(
     clock = clock or SystemClock()
     sid = session_id or new_session_id()
     ensure_dir(settings.data_dir)
-    audit = await AuditLog.open(
-        settings.audit_db, clock=clock, bus=bus, policy_version=policy.version
-    )
-    ledger = await BudgetLedger.open(settings.ledger_db, policy.budget, clock=clock, bus=bus)
+    starts_local_only = effective_local_only(policy, settings, local_only)
+    async with (
+        open_stores(
+            settings,
+            policy.budget,
+            session=sid,
+            policy_version=policy.version,
+            local_only=starts_local_only,
+            named=policy.named_local_hosts(),
+            clock=clock,
+            bus=bus,
+        ) as stores,
+        _wired(
+            settings, policy, stores, sid, approve, decider, bus, starts_local_only, clock
+        ) as session,
+    ):
+        yield session
+
+
+@asynccontextmanager
+async def _wired(
+    settings: Settings,
+    policy: Policy,
+    stores: Stores,
+    sid: str,
+    approve: ApproveMode | None,
+    decider: Decider | None,
+    bus: Bus | None,
+    local_only: bool,
+    clock: Clock,
+) -> AsyncIterator[Session]:
+    audit, ledger = stores.audit, stores.ledger
     holder: dict[str, Session] = {}
 
     def is_local_only() -> bool:
@@ -108,12 +144,11 @@ async def open_session(
         backends=backends,
         router=router,
         bus=bus,
-        local_only=effective_local_only(policy, settings, local_only),
+        local_only=local_only,
+        store_url=stores.url,
     )
     holder["s"] = session
     try:
         yield session
     finally:
         await backends.aclose()
-        await ledger.close()
-        await audit.close()

@@ -58,9 +58,13 @@ class Caps:
 
     @classmethod
     def of(cls, budget: Budget) -> Caps:
+        # One machine's file holds one user's costs: the user's day cap is its day cap.
+        day = budget.day_usd
+        if budget.user_day_usd is not None:
+            day = min(day, budget.user_day_usd)
         return cls(
             session=round(budget.session_usd * NANO),
-            day=round(budget.day_usd * NANO),
+            day=round(day * NANO),
             provider={k: round(v * NANO) for k, v in budget.provider_day_usd.items()},
         )
 

@@ -45,6 +45,10 @@ class BudgetSnapshot(_Frozen):
     by_role: dict[str, float]  # the session's settled cost; free (local) calls left out
     by_model: dict[str, float]
     by_provider: dict[str, float]
+    # A shared (team) store: per_day and per_provider are the team's, per_user this user's day
+    team: str | None = None
+    user: str | None = None
+    per_user: CapUsage | None = None
 
 
 def usage(cap: int | None, spent: int, reserved: int) -> CapUsage:

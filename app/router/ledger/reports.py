@@ -18,7 +18,8 @@ def _pairs(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[tu
     return [(str(r[0]), int(r[1] or 0)) for r in db.execute(sql, params).fetchall()]
 
 
-def _totals(row: sqlite3.Row | None) -> dict[str, Any]:
+def totals(row: Any) -> dict[str, Any]:
+    """Cost, calls and tokens of one aggregate row (an sqlite3.Row or an asyncpg Record)."""
     if row is None:
         return {"cost_usd": 0.0, "calls": 0, "tokens_in": 0, "tokens_out": 0}
     return {
@@ -79,8 +80,8 @@ def snapshot(db: sqlite3.Connection, session: str, now: datetime, caps: Caps) ->
 
 class ReportRows(NamedTuple):
     groups: dict[str, list[dict[str, Any]]]  # by role, model, provider and day
-    total: sqlite3.Row | None
-    in_flight: sqlite3.Row | None  # live reservations: count, sum
+    total: Any  # one aggregate row (sqlite3.Row, asyncpg Record) or None
+    in_flight: Any  # live reservations: count, sum
 
 
 def report_rows(db: sqlite3.Connection, session: str | None, since: str, until: str) -> ReportRows:
@@ -97,7 +98,7 @@ def report_rows(db: sqlite3.Connection, session: str | None, since: str, until: 
             f" FROM calls WHERE {where} GROUP BY {col} ORDER BY {order}",
             params,
         ).fetchall()
-        groups[col] = [{col: r["key"], **_totals(r)} for r in rows]
+        groups[col] = [{col: r["key"], **totals(r)} for r in rows]
     total = db.execute(
         "SELECT SUM(cost_nusd) AS cost, COUNT(*) AS calls, SUM(tokens_in) AS tin,"
         f" SUM(tokens_out) AS tout FROM calls WHERE {where}",
@@ -128,7 +129,7 @@ def report(
         "days": days,
         "since": since,
         "until": until,
-        "total": _totals(total),
+        "total": totals(total),
         "by_role": groups["role"],
         "by_model": groups["model"],
         "by_provider": groups["provider"],
@@ -142,6 +143,7 @@ def report(
             "day_usd": budget.day_usd,
             "provider_day_usd": dict(sorted(budget.provider_day_usd.items())),
             "reservation_ttl_s": budget.reservation_ttl_s,
+            "user_day_usd": budget.user_day_usd,
         },
         "today": {
             "day": snap.day,

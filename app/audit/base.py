@@ -1,0 +1,192 @@
+"""What every audit store shares: the append path up to the store's own insert (redaction,
+the line's fields, one append at a time per instance, the bus), following new lines, the
+JSONL export's file handling, and the GR-005 line for a subscriber the bus let go.
+
+:class:`app.audit.log.AuditLog` (a machine's SQLite file, the default) and
+:class:`app.audit.pg_log.PgAuditLog` (the team's PostgreSQL, a chain per instance) each
+add ``_insert`` (extend the chain) and the reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from app.audit.canonical import VerifyReport, jsonable
+from app.audit.quick_redact import redact_fields
+from app.audit.types import AUDIT_KINDS, AuditLine
+from app.bus import AuditAppended, Bus, Event
+from app.clock import Clock
+from app.opener import ClosedOnExit
+
+_KIND_SET = frozenset(AUDIT_KINDS)
+
+
+class AuditBase(ClosedOnExit):
+    """The shared half of an audit store. Implements :class:`app.audit.types.AuditSink`."""
+
+    #: True for a store several machines share (the team's)
+    shared = False
+
+    def __init__(self, *, clock: Clock, bus: Bus | None, policy_version: str | None) -> None:
+        self._clock = clock
+        self._bus = bus
+        self.policy_version = policy_version
+        # One connection cannot nest transactions: coroutines sharing it take turns.
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._pending: set[asyncio.Task[AuditLine]] = set()
+        if bus is not None:
+            bus.on_detached(self._subscriber_detached)
+
+    def _subscriber_detached(self, name: str, why: str, event: Event) -> None:
+        """GR-005: a subscriber the bus let go (it stopped reading) is a degradation line.
+
+        Called inside a publish, possibly under this log's own lock: the line is written
+        by a task of its own, after the append that overflowed the queue.
+        """
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.append(
+                "degradation",
+                session=event.session,
+                reason_codes=["GR005_SUBSCRIBER_DETACHED"],
+                values={"subscriber": name},
+                detail=f"live view '{name}' detached: {why}",
+            )
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def close(self) -> None:
+        if not self._closed:
+            if self._pending:  # a detachment line still being written
+                await asyncio.gather(*self._pending, return_exceptions=True)
+            self._closed = True
+            await self._close_store()
+
+    async def _close_store(self) -> None:
+        raise NotImplementedError
+
+    # ── write ────────────────────────────────────────────────────────────────────────────
+
+    async def append(
+        self,
+        kind: str,
+        *,
+        session: str,
+        run: str | None = None,
+        role: str | None = None,
+        from_: str | None = None,
+        to: str | None = None,
+        reason_codes: Sequence[str] = (),
+        values: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        detail: str = "",
+    ) -> AuditLine:
+        """Append one line (redacted, hashed, chained) and return it once committed."""
+        if self._closed:
+            raise RuntimeError("the audit log is closed")
+        if kind not in _KIND_SET:
+            raise ValueError(f"unknown audit kind {kind!r}; expected one of {AUDIT_KINDS}")
+        if isinstance(reason_codes, str):  # a lone code, not its characters
+            reason_codes = (reason_codes,)
+        fields: dict[str, Any] = redact_fields(
+            jsonable(
+                {
+                    "session": session,
+                    "run": run,
+                    "kind": kind,
+                    "role": role,
+                    "from": from_,
+                    "to": to,
+                    "reason_codes": [str(c) for c in reason_codes],
+                    "values": dict(values or {}),
+                    "policy_version": self.policy_version,
+                    "provenance": dict(provenance or {}),
+                    "detail": detail,
+                }
+            )
+        )
+        async with self._lock:
+            line = await self._insert(fields)
+            if self._bus is not None:
+                # Under the lock, so this instance publishes in seq order; publishing never
+                # waits on a subscriber (a dead one is detached), so neither does an append.
+                event = AuditAppended(session=line.session, line=line.model_dump(by_alias=True))
+                self._bus.publish_nowait(event)
+        return line
+
+    async def _insert(self, fields: dict[str, Any]) -> AuditLine:
+        raise NotImplementedError
+
+    # ── read ─────────────────────────────────────────────────────────────────────────────
+
+    async def last_seq(self) -> int:
+        """The seq of the newest line of this log's chain (0 for an empty chain)."""
+        raise NotImplementedError
+
+    async def tail(
+        self, n: int = 20, *, session: str | None = None, run: str | None = None
+    ) -> list[AuditLine]:
+        """The last ``n`` lines (optionally of one session/run), oldest first."""
+        raise NotImplementedError
+
+    async def verify(self) -> VerifyReport:
+        """Check this log's chain: hashes, links, contiguous seqs, index columns, head."""
+        raise NotImplementedError
+
+    async def lines(
+        self,
+        session: str | None = None,
+        run: str | None = None,
+        since_seq: int = 0,
+        *,
+        limit: int | None = None,
+    ) -> list[AuditLine]:
+        raise NotImplementedError
+
+    async def run_lines(self, run: str) -> list[AuditLine]:
+        """Every line of ``run`` in this store, whichever chain holds them (a merge reads
+        a run's seal line from another instance's)."""
+        return await self.lines(run=run)
+
+    async def follow(
+        self,
+        session: str | None = None,
+        run: str | None = None,
+        since_seq: int = 0,
+        *,
+        interval: float = 0.5,
+    ) -> AsyncIterator[AuditLine]:
+        """Yield lines after ``since_seq`` as they are committed, by any writer. Never ends."""
+        last = since_seq
+        while True:
+            batch = await self.lines(session, run, last, limit=500)
+            for line in batch:
+                last = line.seq
+                yield line
+            if not batch:
+                await asyncio.sleep(interval)
+
+    async def export_jsonl(
+        self, out: TextIO | Path, session: str | None = None, run: str | None = None
+    ) -> int:
+        """Write lines as JSONL (the stored canonical text, verbatim). Returns the count.
+
+        A full export verifies with ``verify_lines(..)``; one filtered by session or run
+        is a sub-sequence and verifies with ``verify_lines(.., chain=False)``.
+        """
+        if not isinstance(out, Path):
+            return await self._write_jsonl(out, session, run)
+        fh = await asyncio.to_thread(out.open, "w", encoding="utf-8", newline="\n")
+        try:
+            return await self._write_jsonl(fh, session, run)
+        finally:
+            fh.close()
+
+    async def _write_jsonl(self, out: TextIO, session: str | None, run: str | None) -> int:
+        raise NotImplementedError

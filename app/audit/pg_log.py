@@ -1,0 +1,444 @@
+"""The team audit log: one hash chain per Switchyard instance in a shared PostgreSQL.
+
+Each instance writes its own chain (:mod:`app.audit.pg_schema`), so machines never wait
+on each other's appends; an append is one call of ``sy_audit_append``, which takes the
+chain's advisory lock and extends it only from the head this instance last saw (another
+writer on the same chain makes it re-read the head and hash the line again). The lines
+are the same canonical text as in the SQLite file, checked by the same code.
+
+The instance reads its own chain through the usual methods (the judge's evidence, an
+export); the team reads everyone's: :meth:`team_tail` with each line's user and host,
+:meth:`verify_chains` over every chain or one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO, TypeVar
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict
+
+from app.audit.base import AuditBase
+from app.audit.canonical import (
+    GENESIS_HASH,
+    ChainChecker,
+    Problem,
+    VerifyReport,
+    canonical_json,
+    chain_line,
+    check_row,
+)
+from app.audit.pg_schema import COMPONENT, MIGRATIONS
+from app.audit.types import AuditLine
+from app.bus import Bus
+from app.clock import Clock, SystemClock, iso
+from app.errors import AuditTamperError, SwitchyardError
+from app.hosts import HostPort
+from app.opener import Opener
+from app.store.errors import StoreUnavailable
+from app.store.postgres import Conn, connect_pool, migrate, this_host
+from app.store.url import DatabaseUrl, parse_database_url
+
+T = TypeVar("T")
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+#: appends that found the head moved before giving up (only a second writer moves it)
+MAX_RACES = 100
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ChainInfo(_Frozen):
+    chain: str
+    team: str
+    user: str
+    host: str
+    started: str
+    lines: int
+
+
+class TeamLine(_Frozen):
+    """A line of the team audit, with the chain it is in and who wrote that chain."""
+
+    chain: str
+    user: str
+    host: str
+    line: AuditLine
+
+
+class ChainReport(_Frozen):
+    chain: str
+    user: str
+    host: str
+    report: VerifyReport
+
+
+def chain_id(team: str, user: str, host: str, started: str, nonce: str) -> str:
+    """A chain's id: a hash of its owner record (so the record cannot be edited unseen)."""
+    owner = {"team": team, "user": user, "host": host, "started": started, "nonce": nonce}
+    return hashlib.sha256(canonical_json(owner).encode("utf-8")).hexdigest()[:32]
+
+
+class PgAuditLog(AuditBase):
+    """The team's audit log; this instance's chain is :attr:`chain`."""
+
+    shared = True
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        url: DatabaseUrl,
+        *,
+        clock: Clock,
+        bus: Bus | None,
+        policy_version: str | None,
+        team: str,
+        user: str,
+        host: str,
+        owns_pool: bool,
+    ) -> None:
+        super().__init__(clock=clock, bus=bus, policy_version=policy_version)
+        self._pool = pool
+        self.url = url
+        self.team, self.user, self.host = team, user, host
+        self._owns_pool = owns_pool
+        self.started = iso(clock.now())
+        self._nonce = uuid.uuid4().hex
+        self.chain = chain_id(team, user, host, self.started, self._nonce)
+        self._head: tuple[int, str] = (0, GENESIS_HASH)
+        self._registered = False
+
+    @property
+    def where(self) -> str:
+        return self.url.display()
+
+    @classmethod
+    def open(
+        cls,
+        url: DatabaseUrl | str,
+        *,
+        team: str,
+        user: str,
+        host: str | None = None,
+        clock: Clock | None = None,
+        bus: Bus | None = None,
+        policy_version: str | None = None,
+        local_only: bool = False,
+        named: frozenset[HostPort] = frozenset(),
+        pool: asyncpg.Pool | None = None,
+        chain: str | None = None,
+    ) -> Opener[PgAuditLog]:
+        """A new chain for this instance, or (``chain``) an existing one to read."""
+        parsed = parse_database_url(url) if isinstance(url, str) else url
+        kw: dict[str, Any] = dict(team=team, user=user, host=host or this_host())
+        return Opener(
+            cls._open(
+                parsed,
+                clock or SystemClock(),
+                bus,
+                policy_version,
+                local_only,
+                named,
+                pool,
+                chain,
+                kw,
+            )
+        )
+
+    @classmethod
+    async def _open(
+        cls,
+        url: DatabaseUrl,
+        clock: Clock,
+        bus: Bus | None,
+        policy_version: str | None,
+        local_only: bool,
+        named: frozenset[HostPort],
+        pool: asyncpg.Pool | None,
+        chain: str | None,
+        kw: dict[str, Any],
+    ) -> PgAuditLog:
+        owns = pool is None
+        if pool is None:
+            pool = await connect_pool(url, local_only=local_only, named=named)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, COMPONENT, MIGRATIONS, f"team audit log {url.display()}")
+                row = None
+                if chain is not None:
+                    row = await conn.fetchrow("SELECT * FROM audit_chains WHERE chain = $1", chain)
+        except _DB_ERRORS as exc:
+            if owns:
+                await pool.close()
+            raise StoreUnavailable(f"team audit log {url.display()}: {exc}") from None
+        except BaseException:
+            if owns:
+                await pool.close()
+            raise
+        log = cls(
+            pool, url, clock=clock, bus=bus, policy_version=policy_version, owns_pool=owns, **kw
+        )
+        if chain is not None:
+            if row is None:
+                await log._close_store()
+                raise SwitchyardError(f"no audit chain {chain} in {url.display()}")
+            log.chain, log.team, log.user, log.host = (
+                chain,
+                row["team"],
+                row["user_name"],
+                row["host"],
+            )
+            log.started, log._nonce = row["started"], row["nonce"]
+            log._head, log._registered = (int(row["head_seq"]), str(row["head_hash"])), True
+        return log
+
+    async def _close_store(self) -> None:
+        if self._owns_pool:
+            await self._pool.close()
+
+    async def _with(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        try:
+            async with self._pool.acquire() as conn:
+                return await fn(conn)
+        except _DB_ERRORS as exc:
+            raise SwitchyardError(f"team audit log {self.where} unavailable: {exc}") from None
+
+    # ── write ────────────────────────────────────────────────────────────────────────────
+
+    async def _insert(self, fields: dict[str, Any]) -> AuditLine:
+        return await self._with(lambda conn: self._append(conn, fields))
+
+    async def _append(self, conn: Conn, fields: dict[str, Any]) -> AuditLine:
+        if not self._registered:
+            await conn.execute(
+                "INSERT INTO audit_chains (chain, team, user_name, host, started, nonce)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (chain) DO NOTHING",
+                self.chain,
+                self.team,
+                self.user,
+                self.host,
+                self.started,
+                self._nonce,
+            )
+            self._registered = True
+        for _ in range(MAX_RACES):
+            seq, prev = self._head
+            line, text = chain_line(fields, seq + 1, prev, iso(self._clock.now()))
+            row = await conn.fetchrow(
+                "SELECT * FROM sy_audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                self.chain,
+                line.seq,
+                prev,
+                line.hash,
+                line.ts,
+                line.session,
+                line.run,
+                line.kind,
+                text,
+            )
+            assert row is not None
+            self._head = (int(row["head_seq"]), str(row["head_hash"]))
+            if row["ok"]:
+                return line
+        raise SwitchyardError(f"audit chain {self.chain}: the head kept moving; not appended")
+
+    # ── this instance's chain ────────────────────────────────────────────────────────────
+
+    async def last_seq(self) -> int:
+        found = await self._with(
+            lambda c: c.fetchval("SELECT head_seq FROM audit_chains WHERE chain = $1", self.chain)
+        )
+        return int(found or 0)
+
+    async def tail(
+        self, n: int = 20, *, session: str | None = None, run: str | None = None
+    ) -> list[AuditLine]:
+        where, params = self._where(session, run, 0)
+        rows = await self._with(
+            lambda c: c.fetch(
+                f"SELECT seq, line FROM audit_lines WHERE {where} ORDER BY seq DESC"
+                f" LIMIT ${len(params) + 1}",
+                *params,
+                max(n, 0),
+            )
+        )
+        return [_to_line(r["seq"], r["line"]) for r in reversed(rows)]
+
+    async def lines(
+        self,
+        session: str | None = None,
+        run: str | None = None,
+        since_seq: int = 0,
+        *,
+        limit: int | None = None,
+    ) -> list[AuditLine]:
+        where, params = self._where(session, run, since_seq)
+        rows = await self._with(
+            lambda c: c.fetch(
+                f"SELECT seq, line FROM audit_lines WHERE {where} ORDER BY seq"
+                f" LIMIT ${len(params) + 1}",
+                *params,
+                limit,
+            )
+        )
+        return [_to_line(r["seq"], r["line"]) for r in rows]
+
+    async def run_lines(self, run: str) -> list[AuditLine]:
+        rows = await self._with(
+            lambda c: c.fetch(
+                "SELECT l.seq, l.line FROM audit_lines l JOIN audit_chains c ON c.chain = l.chain"
+                " WHERE l.run = $1 AND c.team = $2 ORDER BY l.chain, l.seq",
+                run,
+                self.team,
+            )
+        )
+        return [_to_line(r["seq"], r["line"]) for r in rows]
+
+    def _where(
+        self, session: str | None, run: str | None, since_seq: int
+    ) -> tuple[str, tuple[Any, ...]]:
+        clauses, params = ["chain = $1", "seq > $2"], [self.chain, since_seq]
+        for column, value in (("session", session), ("run", run)):
+            if value is not None:
+                params.append(value)
+                clauses.append(f"{column} = ${len(params)}")
+        return " AND ".join(clauses), tuple(params)
+
+    async def _write_jsonl(self, out: TextIO, session: str | None, run: str | None) -> int:
+        where, params = self._where(session, run, 0)
+
+        async def write(conn: Conn) -> int:
+            count = 0
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                sql = f"SELECT line FROM audit_lines WHERE {where} ORDER BY seq"
+                async for rec in conn.cursor(sql, *params):
+                    out.write(rec["line"] + "\n")
+                    count += 1
+            return count
+
+        return await self._with(write)
+
+    async def verify(self) -> VerifyReport:
+        """This instance's chain, checked as ``audit verify`` checks every chain."""
+        reports = await self.verify_chains(self.chain)
+        return reports[0].report if reports else ChainChecker().report()
+
+    # ── the team ─────────────────────────────────────────────────────────────────────────
+
+    async def chains(self) -> list[ChainInfo]:
+        rows = await self._with(
+            lambda c: c.fetch(
+                "SELECT * FROM audit_chains WHERE team = $1 ORDER BY started", self.team
+            )
+        )
+        return [
+            ChainInfo(
+                chain=r["chain"],
+                team=r["team"],
+                user=r["user_name"],
+                host=r["host"],
+                started=r["started"],
+                lines=int(r["head_seq"]),
+            )
+            for r in rows
+        ]
+
+    async def team_tail(
+        self,
+        n: int = 20,
+        *,
+        user: str | None = None,
+        session: str | None = None,
+        run: str | None = None,
+        after: tuple[str, str, int] | None = None,
+    ) -> list[TeamLine]:
+        """The team's newest ``n`` lines by time (``user``: one user's), oldest first.
+        ``after``: (ts, chain, seq) of the last line seen: only lines after it."""
+        clauses: list[str] = ["c.team = $1"]
+        params: list[Any] = [self.team]
+        for column, value in (("c.user_name", user), ("l.session", session), ("l.run", run)):
+            if value is not None:
+                params.append(value)
+                clauses.append(f"{column} = ${len(params)}")
+        if after is not None:
+            params.extend(after)
+            k = len(params)
+            clauses.append(f"(l.ts, l.chain, l.seq) > (${k - 2}, ${k - 1}, ${k})")
+        order = "ASC" if after is not None else "DESC"
+        params.append(max(n, 0))
+        sql = (
+            "SELECT l.chain, l.seq, l.line, c.user_name, c.host FROM audit_lines l"
+            f" JOIN audit_chains c ON c.chain = l.chain WHERE {' AND '.join(clauses)}"
+            f" ORDER BY l.ts {order}, l.chain {order}, l.seq {order} LIMIT ${len(params)}"
+        )
+        rows = await self._with(lambda c: c.fetch(sql, *params))
+        found = [
+            TeamLine(
+                chain=r["chain"],
+                user=r["user_name"],
+                host=r["host"],
+                line=_to_line(r["seq"], r["line"]),
+            )
+            for r in rows
+        ]
+        return found if after is not None else found[::-1]
+
+    async def verify_chains(self, chain: str | None = None) -> list[ChainReport]:
+        """Every chain of the team (or one): lines, links, index columns, head, owner."""
+
+        async def run(conn: Conn) -> list[ChainReport]:
+            out: list[ChainReport] = []
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                sql = "SELECT * FROM audit_chains WHERE team = $1"
+                args: list[Any] = [self.team]
+                if chain is not None:
+                    sql, args = "SELECT * FROM audit_chains WHERE chain = $1", [chain]
+                for owner in await conn.fetch(sql + " ORDER BY started, chain", *args):
+                    report = await _verify_chain(conn, owner)
+                    out.append(
+                        ChainReport(
+                            chain=owner["chain"],
+                            user=owner["user_name"],
+                            host=owner["host"],
+                            report=report,
+                        )
+                    )
+            return out
+
+        return await self._with(run)
+
+
+async def _verify_chain(conn: Conn, owner: asyncpg.Record) -> VerifyReport:
+    checker = ChainChecker(chain=True)
+    try:
+        made = chain_id(
+            owner["team"], owner["user_name"], owner["host"], owner["started"], owner["nonce"]
+        )
+        if made != owner["chain"]:
+            raise Problem(None, "its owner record (team, user, host, start) was edited")
+        sql = (
+            "SELECT seq, hash, session, run, kind, line FROM audit_lines WHERE chain = $1"
+            " ORDER BY seq"
+        )
+        async for r in conn.cursor(sql, owner["chain"]):
+            check_row(
+                checker, int(r["seq"]), r["hash"], r["session"], r["run"], r["kind"], r["line"]
+            )
+        head_seq = int(owner["head_seq"])
+        checker.finish(head_hash=owner["head_hash"] if head_seq else None, head_seq=head_seq)
+    except Problem as problem:
+        return checker.report(problem)
+    return checker.report()
+
+
+def _to_line(seq: int, text: str) -> AuditLine:
+    try:
+        return AuditLine.model_validate_json(text)
+    except ValueError:
+        raise AuditTamperError(
+            f"audit line {seq} is unreadable; run `switchyard audit verify`"
+        ) from None

@@ -1,0 +1,350 @@
+"""The team ledger (GR-011 across machines): the budget ledger's API over PostgreSQL.
+
+Every write is one call of a database function (:mod:`.pg_schema`), so one round trip and
+one transaction: the reservation is a conditional ``UPDATE`` of its cap rows, all or
+none, with a CHECK behind it; settlement moves the reserved amount to spent; a crashed
+holder's reservation expires by the database's ``now()`` and is charged in full. Money
+goes over the wire as integers (nano-dollars), never as a float.
+
+Caps: ``session_usd`` per session; ``day_usd`` and ``provider_day_usd`` are the team's,
+whoever spends; ``user_day_usd`` each user's. Each machine checks its own policy's caps
+against the shared totals, so a team shares one policy file (docs/team.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from app.bus import BudgetUpdated, Bus
+from app.clock import Clock, iso
+from app.hosts import HostPort
+from app.opener import ClosedOnExit
+from app.policy.schema import Budget
+from app.router.ledger import pg_reports
+from app.router.ledger.budget_ledger import LOCAL_PROVIDER
+from app.router.ledger.errors import (
+    CapExceeded,
+    LedgerError,
+    ReservationClosed,
+    UnknownReservation,
+)
+from app.router.ledger.money import NANO, check_tokens, nusd, usd
+from app.router.ledger.pg_schema import COMPONENT, MIGRATIONS
+from app.router.ledger.records import BudgetSnapshot, Reservation
+from app.store.errors import StoreUnavailable
+from app.store.postgres import Conn, connect_pool, migrate, this_host
+from app.store.url import DatabaseUrl, parse_database_url
+
+T = TypeVar("T")
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+class TeamCaps:
+    """The policy's caps in nano-dollars, as the team store applies them."""
+
+    __slots__ = ("day", "provider", "session", "user_day")
+
+    def __init__(self, budget: Budget) -> None:
+        self.session = round(budget.session_usd * NANO)
+        self.day = round(budget.day_usd * NANO)
+        self.user_day = None if budget.user_day_usd is None else round(budget.user_day_usd * NANO)
+        self.provider = {k: round(v * NANO) for k, v in budget.provider_day_usd.items()}
+
+    def array(self, provider: str) -> list[int | None]:
+        """In the order of the reservation's cap rows: session, day, user_day, provider_day."""
+        return [self.session, self.day, self.user_day, self.provider.get(provider)]
+
+
+class PgBudgetLedger(ClosedOnExit):
+    """The same API as :class:`~app.router.ledger.BudgetLedger`, shared by a team."""
+
+    shared = True
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        url: DatabaseUrl,
+        budget: Budget,
+        *,
+        team: str,
+        user: str,
+        host: str,
+        bus: Bus | None,
+        owns_pool: bool,
+    ) -> None:
+        self._pool: asyncpg.Pool | None = pool
+        self.url = url
+        self.budget = budget
+        self.team = team
+        self.user = user
+        self.host = host
+        self._bus = bus
+        self._owns_pool = owns_pool
+        self._caps = TeamCaps(budget)
+
+    @property
+    def where(self) -> str:
+        return self.url.display()
+
+    @classmethod
+    async def open(
+        cls,
+        url: DatabaseUrl | str,
+        budget: Budget,
+        *,
+        team: str,
+        user: str,
+        host: str | None = None,
+        clock: Clock | None = None,
+        bus: Bus | None = None,
+        local_only: bool = False,
+        named: frozenset[HostPort] = frozenset(),
+        pool: asyncpg.Pool | None = None,
+    ) -> PgBudgetLedger:
+        """Connect (or share ``pool``), migrate, and return the ledger. ``clock`` is
+        accepted for the SQLite ledger's signature: the team ledger reads the database's."""
+        del clock
+        parsed = parse_database_url(url) if isinstance(url, str) else url
+        owns = pool is None
+        if pool is None:
+            pool = await connect_pool(parsed, local_only=local_only, named=named)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, COMPONENT, MIGRATIONS, f"team ledger {parsed.display()}")
+        except _DB_ERRORS as exc:
+            if owns:
+                await pool.close()
+            raise StoreUnavailable(f"team ledger {parsed.display()}: {exc}") from None
+        except BaseException:
+            if owns:
+                await pool.close()
+            raise
+        return cls(
+            pool,
+            parsed,
+            budget,
+            team=team,
+            user=user,
+            host=host or this_host(),
+            bus=bus,
+            owns_pool=owns,
+        )
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None and self._owns_pool:
+            await pool.close()
+
+    # ── the connection ───────────────────────────────────────────────────────────────────
+
+    async def _with(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        if self._pool is None:
+            raise LedgerError("the budget ledger is closed")
+        try:
+            async with self._pool.acquire() as conn:
+                return await fn(conn)
+        except _DB_ERRORS as exc:
+            raise LedgerError(f"team ledger {self.where} unavailable: {exc}") from None
+
+    async def _publish(self, session: str) -> None:
+        if self._bus is not None:
+            snap = await self.snapshot(session)
+            await self._bus.publish(BudgetUpdated(session=session, snapshot=snap.model_dump()))
+
+    # ── reserve / settle / release ───────────────────────────────────────────────────────
+
+    async def reserve(
+        self,
+        *,
+        session: str,
+        provider: str,
+        role: str,
+        model: str,
+        amount_usd: float,
+        run: str | None = None,
+    ) -> Reservation:
+        amount = nusd(amount_usd, "amount_usd")
+        if provider == LOCAL_PROVIDER and amount > 0:
+            raise LedgerError(f"local model {model} cannot cost ${amount_usd}: local is free")
+        rid = uuid.uuid4().hex
+        args = (
+            rid,
+            self.team,
+            self.user,
+            self.host,
+            session,
+            run or "",
+            provider,
+            role,
+            model,
+            amount,
+            float(self.budget.reservation_ttl_s),
+            self._caps.array(provider),
+        )
+        row = await self._with(
+            lambda c: c.fetchrow(
+                "SELECT * FROM sy_ledger_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+                " $11, $12)",
+                *args,
+            )
+        )
+        assert row is not None
+        if row["refused"] is not None:
+            raise self._refusal(row, session, provider, model, amount)
+        if row["stale"]:
+            await self.expire_stale()
+        res = Reservation(
+            id=rid,
+            session=session,
+            run=run or "",
+            provider=provider,
+            role=role,
+            model=model,
+            amount_usd=usd(amount),
+            created=iso(row["created"]),
+            expires=iso(row["expires"]),
+        )
+        await self._publish(session)
+        return res
+
+    def _refusal(
+        self, row: asyncpg.Record, session: str, provider: str, model: str, amount: int
+    ) -> CapExceeded:
+        scope = str(row["refused"])
+        name = {"user_day": f"user:{self.user}", "provider_day": f"provider:{provider}"}
+        return CapExceeded(
+            cap=name.get(scope, scope),
+            limit_usd=usd(int(row["cap"])),
+            spent_usd=usd(int(row["spent"])),
+            reserved_usd=usd(int(row["reserved"])),
+            requested_usd=usd(amount),
+            session=session,
+            provider=provider,
+            model=model,
+        )
+
+    async def settle(
+        self,
+        reservation_id: str,
+        *,
+        actual_usd: float,
+        tokens_in: int,
+        tokens_out: int,
+        latency_ms: float,
+        outcome: str = "ok",
+    ) -> None:
+        await self._close(
+            reservation_id, "settled", actual_usd, tokens_in, tokens_out, latency_ms, outcome
+        )
+
+    async def release(
+        self,
+        reservation_id: str,
+        outcome: str = "failed",
+        *,
+        actual_usd: float = 0.0,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        latency_ms: float = 0.0,
+    ) -> None:
+        await self._close(
+            reservation_id, "released", actual_usd, tokens_in, tokens_out, latency_ms, outcome
+        )
+
+    async def _close(
+        self,
+        reservation_id: str,
+        status: str,
+        actual_usd: float,
+        tokens_in: int,
+        tokens_out: int,
+        latency_ms: float,
+        outcome: str,
+    ) -> None:
+        cost = nusd(actual_usd, "actual_usd")
+        check_tokens(tokens_in, tokens_out)
+        row = await self._with(
+            lambda c: c.fetchrow(
+                "SELECT * FROM sy_ledger_close($1, $2, $3, $4, $5, $6, $7)",
+                reservation_id,
+                status,
+                cost,
+                outcome,
+                tokens_in,
+                tokens_out,
+                float(latency_ms),
+            )
+        )
+        if row is None:
+            raise UnknownReservation(f"unknown reservation {reservation_id}")
+        if row["was"] != "live":
+            raise ReservationClosed(reservation_id, str(row["was"]))
+        await self._publish(str(row["session"]))
+
+    async def record_call(
+        self,
+        *,
+        session: str,
+        run: str | None = None,
+        role: str,
+        model: str,
+        provider: str,
+        tokens_in: int,
+        tokens_out: int,
+        latency_ms: float,
+        cost_usd: float,
+        outcome: str = "ok",
+    ) -> None:
+        cost = nusd(cost_usd, "cost_usd")
+        check_tokens(tokens_in, tokens_out)
+        args = (self.team, self.user, self.host, session, run or "", role, model, provider)
+        await self._with(
+            lambda c: c.execute(
+                "SELECT sy_ledger_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                *args,
+                tokens_in,
+                tokens_out,
+                float(latency_ms),
+                cost,
+                outcome,
+            )
+        )
+        await self._publish(session)
+
+    # ── reading ──────────────────────────────────────────────────────────────────────────
+
+    async def expire_stale(self) -> int:
+        """Charge every reservation past its TTL (by the database's clock) in full."""
+        found = await self._with(lambda c: c.fetchval("SELECT sy_ledger_expire()"))
+        return int(found or 0)
+
+    async def left_usd(self, session: str, provider: str) -> float:
+        return (await self.left_usd_many(session, (provider,)))[provider]
+
+    async def left_usd_many(self, session: str, providers: Iterable[str]) -> dict[str, float]:
+        wanted = tuple(providers)
+        rows = await self._with(
+            lambda c: pg_reports.usage_rows(c, self.team, session, self.user, wanted)
+        )
+        return pg_reports.left_usd(rows, self._caps, wanted)
+
+    async def snapshot(self, session: str) -> BudgetSnapshot:
+        await self.expire_stale()
+        return await self._with(
+            lambda c: pg_reports.snapshot(c, self.team, self.user, session, self._caps)
+        )
+
+    async def report(self, session: str | None = None, days: int = 7) -> dict[str, Any]:
+        if days < 1:
+            raise LedgerError(f"days must be >= 1, got {days}")
+        await self.expire_stale()
+        snap = await self.snapshot(session or "")
+        report = await self._with(
+            lambda c: pg_reports.report(c, self.team, session, days, snap, self.budget)
+        )
+        report.update(team=self.team, user=self.user, ledger_db=self.where)
+        return report

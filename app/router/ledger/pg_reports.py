@@ -1,0 +1,164 @@
+"""What the team ledger reads back: the totals the caps are checked against, a session's
+snapshot (with the team's and the user's day) and the spend report. Reads only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from app.clock import iso
+from app.policy.schema import Budget
+from app.router.ledger import reports
+from app.router.ledger.money import usd
+from app.router.ledger.records import BudgetSnapshot, usage
+from app.store.postgres import Conn
+
+if TYPE_CHECKING:
+    from app.router.ledger.pg_ledger import TeamCaps
+
+TODAY = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+#: (scope, key) → (spent incl. unreserved, reserved), nano-dollars
+Usage = dict[tuple[str, str], tuple[int, int]]
+
+
+async def usage_rows(
+    conn: Conn, team: str, session: str, user: str, providers: Sequence[str] | None
+) -> Usage:
+    """Today's rows (the database's day) for the session, the team, the user and
+    ``providers`` (None: every provider)."""
+    rows = await conn.fetch(
+        "SELECT scope, key, spent_nusd + unreserved_nusd AS spent, reserved_nusd AS reserved"
+        " FROM ledger_usage WHERE team = $1 AND ("
+        " (scope = 'session' AND key = $2 AND day = '')"
+        f" OR (day = {TODAY} AND (scope = 'day' OR (scope = 'user_day' AND key = $3)"
+        " OR (scope = 'provider_day' AND ($4::text[] IS NULL OR key = ANY ($4))))))",
+        team,
+        session,
+        user,
+        None if providers is None else list(providers),
+    )
+    return {(r["scope"], r["key"]): (int(r["spent"]), int(r["reserved"])) for r in rows}
+
+
+def left_usd(rows: Usage, caps: TeamCaps, providers: Sequence[str]) -> dict[str, float]:
+    """Per provider: the smallest remaining of the caps a reservation would be checked on."""
+
+    def left(cap: int | None, key: tuple[str, str]) -> int | None:
+        if cap is None:
+            return None
+        spent, reserved = rows.get(key, (0, 0))
+        return cap - spent - reserved
+
+    base = [
+        x
+        for x in (
+            left(caps.session, ("session", _session_key(rows))),
+            left(caps.day, ("day", "")),
+            left(caps.user_day, ("user_day", _user_key(rows))),
+        )
+        if x is not None
+    ]
+    out: dict[str, float] = {}
+    for provider in providers:
+        p = left(caps.provider.get(provider), ("provider_day", provider))
+        out[provider] = usd(max(0, min([*base, *([p] if p is not None else [])])))
+    return out
+
+
+def _session_key(rows: Usage) -> str:
+    return next((k for s, k in rows if s == "session"), "")
+
+
+def _user_key(rows: Usage) -> str:
+    return next((k for s, k in rows if s == "user_day"), "")
+
+
+async def snapshot(
+    conn: Conn, team: str, user: str, session: str, caps: TeamCaps
+) -> BudgetSnapshot:
+    """``session``'s budget with the team's day and the user's, from one read snapshot."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        now = await conn.fetchrow(f"SELECT {TODAY} AS day, now() AS ts")
+        assert now is not None
+        rows = await usage_rows(conn, team, session, user, None)
+        calls = await conn.fetchval("SELECT count(*) FROM ledger_calls WHERE session = $1", session)
+        by: dict[str, dict[str, float]] = {}
+        for col in ("role", "model", "provider"):
+            found = await conn.fetch(
+                f"SELECT {col} AS k, sum(cost_nusd) AS cost FROM ledger_calls"
+                f" WHERE session = $1 GROUP BY {col} HAVING sum(cost_nusd) > 0 ORDER BY {col}",
+                session,
+            )
+            by[col] = {str(r["k"]): usd(int(r["cost"])) for r in found}
+    s_spent, s_res = rows.get(("session", session), (0, 0))
+    d_spent, d_res = rows.get(("day", ""), (0, 0))
+    u_spent, u_res = rows.get(("user_day", user), (0, 0))
+    active = {k for (scope, k), (sp, rs) in rows.items() if scope == "provider_day" and sp + rs}
+    providers = sorted(set(caps.provider) | active)
+    return BudgetSnapshot(
+        session=session,
+        day=str(now["day"]),
+        ts=iso(now["ts"]),
+        per_session=usage(caps.session, s_spent, s_res),
+        per_day=usage(caps.day, d_spent, d_res),
+        per_provider={
+            p: usage(caps.provider.get(p), *rows.get(("provider_day", p), (0, 0)))
+            for p in providers
+        },
+        reserved_usd=usd(s_res),
+        calls=int(calls or 0),
+        by_role=by["role"],
+        by_model=by["model"],
+        by_provider=by["provider"],
+        team=team,
+        user=user,
+        per_user=usage(caps.user_day, u_spent, u_res),
+    )
+
+
+async def report(
+    conn: Conn,
+    team: str,
+    session: str | None,
+    days: int,
+    snap: BudgetSnapshot,
+    budget: Budget,
+) -> dict[str, Any]:
+    """The report ``switchyard budget`` prints, over the team's calls (or one session's),
+    with spend by user besides."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        span = await conn.fetchrow(
+            f"SELECT {TODAY} AS until, to_char((now() AT TIME ZONE 'UTC')::date - $1::int,"
+            " 'YYYY-MM-DD') AS since",
+            days - 1,
+        )
+        assert span is not None
+        since, until = str(span["since"]), str(span["until"])
+        where = "team = $1 AND day >= $2 AND day <= $3" + (" AND session = $4" if session else "")
+        params: tuple[Any, ...] = (team, since, until) + ((session,) if session else ())
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for col in ("role", "model", "provider", "day", "user_name"):
+            order = "day" if col == "day" else f"sum(cost_nusd) DESC, {col}"
+            rows = await conn.fetch(
+                f"SELECT {col} AS key, sum(cost_nusd) AS cost, count(*) AS calls,"
+                " sum(tokens_in) AS tin, sum(tokens_out) AS tout"
+                f" FROM ledger_calls WHERE {where} GROUP BY {col} ORDER BY {order}",
+                *params,
+            )
+            name = "user" if col == "user_name" else col
+            groups[name] = [{name: r["key"], **reports.totals(r)} for r in rows]
+        total = await conn.fetchrow(
+            "SELECT sum(cost_nusd) AS cost, count(*) AS calls, sum(tokens_in) AS tin,"
+            f" sum(tokens_out) AS tout FROM ledger_calls WHERE {where}",
+            *params,
+        )
+        res_where = "team = $1 AND status = 'live'" + (" AND session = $2" if session else "")
+        in_flight = await conn.fetchrow(
+            f"SELECT count(*), sum(amount_nusd) FROM ledger_reservations WHERE {res_where}",
+            *((team, session) if session else (team,)),
+        )
+    rows_ = reports.ReportRows(groups, total, in_flight)
+    out = reports.report(rows_, snap, budget, session=session, days=days, since=since, until=until)
+    out["by_user"] = groups["user"]
+    out["today"]["user"] = snap.per_user.model_dump() if snap.per_user else None
+    return out

@@ -1,0 +1,261 @@
+"""The team ledger's tables and functions in PostgreSQL, as versioned migrations.
+
+``ledger_usage`` holds one row per cap scope: a session, the team's day, a user's day, a
+provider's day (the team's). A reservation is one conditional ``UPDATE`` of its four rows,
+all or none, after they are locked in key order (so reservations, settlements and
+expiries never deadlock); ``never_over_cap`` is the backstop no write can get past. Money
+is integer nano-dollars (never a float). Days and expiry come from the database's clock,
+``now()``, so no laptop's clock can stretch or cut a reservation.
+
+``spent_nusd`` is what settled within reservations; ``unreserved_nusd`` what no
+reservation covered (an overrun, a call recorded without one): both count against the
+cap, only the first is bound by the CHECK, so a truthful overrun can always be recorded.
+"""
+
+from __future__ import annotations
+
+from app.store.postgres import Migration
+
+COMPONENT = "ledger"
+SCOPES = ("session", "day", "user_day", "provider_day")
+
+_TODAY = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+# Locks the usage rows of reservations (a set of ids) in key order, then moves each
+# one's amount out of reserved: ``cost`` within it to spent, the rest to unreserved.
+_MOVES = """
+    SELECT r.team, w.scope, w.key, w.day, r.amount_nusd AS amount, c.cost
+    FROM unnest(p_ids, p_costs) AS c(id, cost)
+    JOIN ledger_reservations r ON r.id = c.id
+    CROSS JOIN LATERAL (VALUES ('session', r.session, ''), ('day', '', r.day),
+        ('user_day', r.user_name, r.day), ('provider_day', r.provider, r.day))
+        AS w(scope, key, day)
+"""
+
+_MOVE = f"""
+CREATE FUNCTION sy_ledger_move(p_ids text[], p_costs bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM ledger_usage u
+        WHERE (u.team, u.scope, u.key, u.day) IN (SELECT team, scope, key, day FROM ({_MOVES}) m)
+        ORDER BY u.team, u.scope, u.key, u.day FOR UPDATE;
+    UPDATE ledger_usage u SET
+        reserved_nusd = u.reserved_nusd - m.amount,
+        spent_nusd = u.spent_nusd + m.within,
+        unreserved_nusd = u.unreserved_nusd + m.over
+    FROM (SELECT team, scope, key, day, sum(amount) AS amount,
+                 sum(least(cost, amount)) AS within, sum(greatest(cost - amount, 0)) AS over
+          FROM ({_MOVES}) x GROUP BY team, scope, key, day) m
+    WHERE (u.team, u.scope, u.key, u.day) = (m.team, m.scope, m.key, m.day);
+END $$
+"""
+
+_RESERVE = f"""
+CREATE FUNCTION sy_ledger_reserve(
+    p_id text, p_team text, p_user text, p_host text, p_session text, p_run text,
+    p_provider text, p_role text, p_model text, p_amount bigint, p_ttl_s double precision,
+    p_caps bigint[]
+) RETURNS TABLE (refused text, cap bigint, spent bigint, reserved bigint, day text,
+                 created timestamptz, expires timestamptz, stale boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_day text := {_TODAY};
+    v_keys text[] := ARRAY[p_session, '', p_user, p_provider];
+    v_days text[] := ARRAY['', v_day, v_day, v_day];
+    v_scopes text[] := ARRAY['session', 'day', 'user_day', 'provider_day'];
+    v_n int := 0;
+BEGIN
+    INSERT INTO ledger_usage (team, scope, key, day)
+        SELECT p_team, s, k, d FROM unnest(v_scopes, v_keys, v_days) AS w(s, k, d)
+        ON CONFLICT DO NOTHING;
+    IF p_amount > 0 THEN
+        -- key order, the same in every function: no two writers wait on each other
+        PERFORM 1 FROM ledger_usage u, unnest(v_scopes, v_keys, v_days) AS w(s, k, d)
+            WHERE u.team = p_team AND u.scope = w.s AND u.key = w.k AND u.day = w.d
+            ORDER BY u.team, u.scope, u.key, u.day FOR UPDATE OF u;
+        -- the reservation: one conditional statement over the four caps, all or none
+        WITH w AS (SELECT * FROM unnest(v_scopes, v_keys, v_days, p_caps) AS w(s, k, d, c))
+        UPDATE ledger_usage u
+            SET reserved_nusd = u.reserved_nusd + p_amount, cap_nusd = w.c
+            FROM w
+            WHERE u.team = p_team AND u.scope = w.s AND u.key = w.k AND u.day = w.d
+              AND NOT EXISTS (
+                  SELECT 1 FROM ledger_usage o JOIN w x
+                      ON o.scope = x.s AND o.key = x.k AND o.day = x.d
+                  WHERE o.team = p_team AND x.c IS NOT NULL
+                    AND o.spent_nusd + o.unreserved_nusd + o.reserved_nusd + p_amount > x.c);
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        IF v_n = 0 THEN
+            RETURN QUERY
+                SELECT w.s, w.c, o.spent_nusd + o.unreserved_nusd, o.reserved_nusd, v_day,
+                       NULL::timestamptz, NULL::timestamptz, false
+                FROM unnest(v_scopes, v_keys, v_days, p_caps) WITH ORDINALITY AS w(s, k, d, c, i)
+                JOIN ledger_usage o
+                    ON o.team = p_team AND o.scope = w.s AND o.key = w.k AND o.day = w.d
+                WHERE w.c IS NOT NULL
+                  AND o.spent_nusd + o.unreserved_nusd + o.reserved_nusd + p_amount > w.c
+                ORDER BY w.i LIMIT 1;
+            RETURN;
+        END IF;
+        IF v_n <> 4 THEN
+            RAISE EXCEPTION 'ledger: reservation % updated % cap rows, not 4', p_id, v_n;
+        END IF;
+    END IF;
+    INSERT INTO ledger_reservations (id, team, user_name, host, session, run, provider, role,
+            model, amount_nusd, day, created, expires_at, status)
+        VALUES (p_id, p_team, p_user, p_host, p_session, p_run, p_provider, p_role, p_model,
+                p_amount, v_day, now(), now() + make_interval(secs => p_ttl_s), 'live');
+    RETURN QUERY SELECT NULL::text, NULL::bigint, NULL::bigint, NULL::bigint, v_day, now(),
+        now() + make_interval(secs => p_ttl_s),
+        EXISTS (SELECT 1 FROM ledger_reservations
+                WHERE status = 'live' AND expires_at <= now());
+END $$
+"""
+
+_CLOSE = """
+CREATE FUNCTION sy_ledger_close(
+    p_id text, p_status text, p_cost bigint, p_outcome text, p_tokens_in integer,
+    p_tokens_out integer, p_latency_ms double precision
+) RETURNS TABLE (session text, was text)
+LANGUAGE plpgsql AS $$
+DECLARE r ledger_reservations%ROWTYPE;
+BEGIN
+    SELECT * INTO r FROM ledger_reservations WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF r.status <> 'live' THEN
+        RETURN QUERY SELECT r.session, r.status;
+        RETURN;
+    END IF;
+    PERFORM sy_ledger_move(ARRAY[p_id], ARRAY[p_cost]);
+    UPDATE ledger_reservations SET status = p_status, closed = now() WHERE id = p_id;
+    INSERT INTO ledger_calls (day, team, user_name, host, session, run, role, model, provider,
+            tokens_in, tokens_out, latency_ms, cost_nusd, outcome, reservation_id)
+        VALUES (r.day, r.team, r.user_name, r.host, r.session, r.run, r.role, r.model,
+                r.provider, p_tokens_in, p_tokens_out, p_latency_ms, p_cost, p_outcome, r.id);
+    RETURN QUERY SELECT r.session, 'live'::text;
+END $$
+"""
+
+_EXPIRE = """
+CREATE FUNCTION sy_ledger_expire() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE v_ids text[]; v_amounts bigint[];
+BEGIN
+    -- SKIP LOCKED: a reservation being settled right now is not stale for long
+    SELECT array_agg(id ORDER BY id), array_agg(amount_nusd ORDER BY id)
+        INTO v_ids, v_amounts
+        FROM (SELECT id, amount_nusd FROM ledger_reservations
+              WHERE status = 'live' AND expires_at <= now()
+              ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED) s;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- its holder may have made the call and died: charged in full, never freed
+    PERFORM sy_ledger_move(v_ids, v_amounts);
+    UPDATE ledger_reservations SET status = 'expired', closed = now() WHERE id = ANY (v_ids);
+    INSERT INTO ledger_calls (day, team, user_name, host, session, run, role, model, provider,
+            tokens_in, tokens_out, latency_ms, cost_nusd, outcome, reservation_id)
+        SELECT day, team, user_name, host, session, run, role, model, provider, 0, 0, 0,
+               amount_nusd, 'expired', id
+        FROM ledger_reservations WHERE id = ANY (v_ids);
+    RETURN array_length(v_ids, 1);
+END $$
+"""
+
+_RECORD = f"""
+CREATE FUNCTION sy_ledger_record(
+    p_team text, p_user text, p_host text, p_session text, p_run text, p_role text,
+    p_model text, p_provider text, p_tokens_in integer, p_tokens_out integer,
+    p_latency_ms double precision, p_cost bigint, p_outcome text
+) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_day text := {_TODAY};
+    v_keys text[] := ARRAY[p_session, '', p_user, p_provider];
+    v_days text[] := ARRAY['', v_day, v_day, v_day];
+    v_scopes text[] := ARRAY['session', 'day', 'user_day', 'provider_day'];
+BEGIN
+    INSERT INTO ledger_calls (day, team, user_name, host, session, run, role, model, provider,
+            tokens_in, tokens_out, latency_ms, cost_nusd, outcome)
+        VALUES (v_day, p_team, p_user, p_host, p_session, p_run, p_role, p_model, p_provider,
+                p_tokens_in, p_tokens_out, p_latency_ms, p_cost, p_outcome);
+    IF p_cost > 0 THEN
+        INSERT INTO ledger_usage (team, scope, key, day)
+            SELECT p_team, s, k, d FROM unnest(v_scopes, v_keys, v_days) AS w(s, k, d)
+            ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM ledger_usage u, unnest(v_scopes, v_keys, v_days) AS w(s, k, d)
+            WHERE u.team = p_team AND u.scope = w.s AND u.key = w.k AND u.day = w.d
+            ORDER BY u.team, u.scope, u.key, u.day FOR UPDATE OF u;
+        UPDATE ledger_usage u SET unreserved_nusd = u.unreserved_nusd + p_cost
+            FROM unnest(v_scopes, v_keys, v_days) AS w(s, k, d)
+            WHERE u.team = p_team AND u.scope = w.s AND u.key = w.k AND u.day = w.d;
+    END IF;
+END $$
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    (
+        """CREATE TABLE ledger_usage (
+            team TEXT NOT NULL,
+            scope TEXT NOT NULL
+                CHECK (scope IN ('session', 'day', 'user_day', 'provider_day')),
+            key TEXT NOT NULL,
+            day TEXT NOT NULL,
+            cap_nusd BIGINT CHECK (cap_nusd >= 0),
+            spent_nusd BIGINT NOT NULL DEFAULT 0 CHECK (spent_nusd >= 0),
+            unreserved_nusd BIGINT NOT NULL DEFAULT 0 CHECK (unreserved_nusd >= 0),
+            reserved_nusd BIGINT NOT NULL DEFAULT 0 CHECK (reserved_nusd >= 0),
+            PRIMARY KEY (team, scope, key, day),
+            CONSTRAINT never_over_cap
+                CHECK (cap_nusd IS NULL OR spent_nusd + reserved_nusd <= cap_nusd)
+        )""",
+        """CREATE TABLE ledger_reservations (
+            id TEXT PRIMARY KEY,
+            team TEXT NOT NULL,
+            user_name TEXT NOT NULL,
+            host TEXT NOT NULL,
+            session TEXT NOT NULL,
+            run TEXT NOT NULL DEFAULT '',
+            provider TEXT NOT NULL,
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            amount_nusd BIGINT NOT NULL CHECK (amount_nusd >= 0),
+            day TEXT NOT NULL,
+            created TIMESTAMPTZ NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('live', 'settled', 'released', 'expired')),
+            closed TIMESTAMPTZ
+        )""",
+        "CREATE INDEX ledger_reservations_live ON ledger_reservations (expires_at)"
+        " WHERE status = 'live'",
+        "CREATE INDEX ledger_reservations_session ON ledger_reservations (session)",
+        """CREATE TABLE ledger_calls (
+            id BIGSERIAL PRIMARY KEY,
+            ts TIMESTAMPTZ NOT NULL DEFAULT now(),
+            day TEXT NOT NULL,
+            team TEXT NOT NULL,
+            user_name TEXT NOT NULL,
+            host TEXT NOT NULL,
+            session TEXT NOT NULL,
+            run TEXT NOT NULL DEFAULT '',
+            role TEXT NOT NULL,
+            model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            tokens_in INTEGER NOT NULL CHECK (tokens_in >= 0),
+            tokens_out INTEGER NOT NULL CHECK (tokens_out >= 0),
+            latency_ms DOUBLE PRECISION NOT NULL,
+            cost_nusd BIGINT NOT NULL CHECK (cost_nusd >= 0),
+            outcome TEXT NOT NULL,
+            reservation_id TEXT
+        )""",
+        "CREATE INDEX ledger_calls_day ON ledger_calls (team, day, provider)",
+        "CREATE INDEX ledger_calls_session ON ledger_calls (session)",
+        _MOVE,
+        _RESERVE,
+        _CLOSE,
+        _EXPIRE,
+        _RECORD,
+    ),
+)

@@ -1,0 +1,210 @@
+"""Where a session's ledger and audit log live: a machine's SQLite files (the default),
+or the team's PostgreSQL when ``SWITCHYARD_DATABASE_URL`` (or ``database_url`` in the
+config file) says so (docs/team.md).
+
+Bad input never turns into a silent SQLite: a malformed URL is a usage error (exit 2),
+an unreachable database a clear failure (exit 1), and a database that local_only forbids
+refuses the session (exit 2). Only ``database_fallback = true`` opens the SQLite files
+instead, and the session's first audit line says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from app.audit.base import AuditBase
+from app.audit.log import AuditLog
+from app.bus import Bus
+from app.clock import Clock, SystemClock
+from app.config import Settings
+from app.hosts import HostPort
+from app.paths import ensure_dir
+from app.policy.schema import Budget
+from app.router.ledger import BudgetLedger
+from app.router.ledger.api import Ledger
+from app.store.errors import StoreUnavailable
+from app.store.postgres import connect_pool, this_host
+from app.store.url import DatabaseUrl, parse_database_url
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = [
+    "Stores",
+    "database_url",
+    "open_audit",
+    "open_ledger",
+    "open_stores",
+    "store_privacy",
+]
+
+
+def database_url(settings: Settings) -> DatabaseUrl | None:
+    """The team database the settings name (checked: exit 2 when malformed), or None."""
+    raw = (settings.database_url or "").strip()
+    return parse_database_url(raw) if raw else None
+
+
+def store_privacy(settings: Settings) -> dict[str, Any]:
+    """``local_only`` and ``named`` for a command that opens a store without a session:
+    the policy is read only when a team database is configured (GR-009 applies to it)."""
+    if database_url(settings) is None:
+        return {}
+    from app.backends.local_only import effective_local_only
+    from app.policy import load_policy
+
+    policy = load_policy(settings.policy).policy
+    return {
+        "local_only": effective_local_only(policy, settings),
+        "named": policy.named_local_hosts(),
+    }
+
+
+@dataclass
+class Stores:
+    audit: AuditBase
+    ledger: Ledger
+    #: the team database in use, or None (SQLite files in data_dir)
+    url: DatabaseUrl | None
+    #: why the SQLite files are used although a database was configured (database_fallback)
+    fell_back: str | None = None
+
+
+async def open_ledger(
+    settings: Settings,
+    budget: Budget,
+    *,
+    clock: Clock | None = None,
+    bus: Bus | None = None,
+    local_only: bool = False,
+    named: frozenset[HostPort] = frozenset(),
+    pool: asyncpg.Pool | None = None,
+) -> Ledger:
+    """The ledger the settings name (the caller closes it)."""
+    url = database_url(settings)
+    if url is None:
+        ensure_dir(settings.ledger_db.parent)
+        return await BudgetLedger.open(settings.ledger_db, budget, clock=clock, bus=bus)
+    from app.router.ledger.pg_ledger import PgBudgetLedger
+
+    return await PgBudgetLedger.open(
+        url,
+        budget,
+        team=settings.team,
+        user=settings.user,
+        clock=clock,
+        bus=bus,
+        local_only=local_only,
+        named=named,
+        pool=pool,
+    )
+
+
+async def open_audit(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    bus: Bus | None = None,
+    policy_version: str | None = None,
+    local_only: bool = False,
+    named: frozenset[HostPort] = frozenset(),
+    pool: asyncpg.Pool | None = None,
+    chain: str | None = None,
+) -> AuditBase:
+    """The audit log the settings name (the caller closes it); ``chain``: read an existing
+    chain of the team's instead of starting this instance's."""
+    url = database_url(settings)
+    if url is None:
+        ensure_dir(settings.audit_db.parent)
+        return await AuditLog.open(
+            settings.audit_db, clock=clock, bus=bus, policy_version=policy_version
+        )
+    from app.audit.pg_log import PgAuditLog
+
+    return await PgAuditLog.open(
+        url,
+        team=settings.team,
+        user=settings.user,
+        clock=clock,
+        bus=bus,
+        policy_version=policy_version,
+        local_only=local_only,
+        named=named,
+        pool=pool,
+        chain=chain,
+    )
+
+
+@asynccontextmanager
+async def open_stores(
+    settings: Settings,
+    budget: Budget,
+    *,
+    session: str,
+    policy_version: str,
+    local_only: bool,
+    named: frozenset[HostPort],
+    clock: Clock | None = None,
+    bus: Bus | None = None,
+) -> AsyncIterator[Stores]:
+    """The session's audit log and ledger, on one connection pool when shared."""
+    clock = clock or SystemClock()
+    url = database_url(settings)  # malformed: exit 2, before anything else
+    pool: asyncpg.Pool | None = None
+    fell_back: str | None = None
+    if url is not None:
+        try:
+            pool = await connect_pool(url, local_only=local_only, named=named)
+        except StoreUnavailable as exc:
+            if not settings.database_fallback:
+                raise
+            fell_back, url = str(exc), None
+    chosen = settings if url is not None else settings.model_copy(update={"database_url": None})
+    common: dict[str, Any] = {"local_only": local_only, "named": named, "pool": pool}
+    try:
+        audit = await open_audit(
+            chosen, clock=clock, bus=bus, policy_version=policy_version, **common
+        )
+        try:
+            ledger = await open_ledger(chosen, budget, clock=clock, bus=bus, **common)
+        except BaseException:
+            await audit.close()
+            raise
+    except BaseException:
+        if pool is not None:
+            await pool.close()
+        raise
+    try:
+        if fell_back is not None:
+            await audit.append(
+                "degradation",
+                session=session,
+                reason_codes=["GR005_STORE_FALLBACK"],
+                values={"store": "sqlite", "database": settings.database_url and _shown(settings)},
+                detail=f"{fell_back}; using this machine's SQLite files as database_fallback asks"
+                " (no team caps, no team audit)",
+            )
+        elif url is not None:
+            await audit.append(
+                "run",
+                session=session,
+                reason_codes=["TEAM_STORE"],
+                values={"database": url.display(), "user": settings.user, "host": this_host()},
+                detail=f"team store {url.display()} (team {settings.team}, user {settings.user})",
+            )
+        yield Stores(audit=audit, ledger=ledger, url=url, fell_back=fell_back)
+    finally:
+        try:
+            await ledger.close()
+            await audit.close()
+        finally:
+            if pool is not None:
+                await pool.close()
+
+
+def _shown(settings: Settings) -> str:
+    url = database_url(settings)
+    return url.display() if url is not None else ""

@@ -1,0 +1,146 @@
+"""Connecting to the team database and migrating its schema.
+
+Privacy (GR-009): the database is an egress path like any HTTP endpoint. Under
+local_only it must be on loopback (or a unix socket) or a host the policy names as local
+(``[privacy] local_hosts``), and a name passes only when every address it resolves to is
+loopback or private, the rule of :mod:`app.hosts`. The connection then goes to the
+address that was checked, so the name cannot resolve elsewhere in between.
+
+Migrations are versioned per component (``ledger``, ``audit``) in ``switchyard_schema``
+and applied under one advisory lock, so machines starting together migrate once. A
+version newer than the code is refused, naming both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from app.hosts import HostPort, is_loopback_address, named_host_refusal, resolve_sync
+from app.store.errors import SchemaTooNew, StorePrivacyError, StoreUnavailable
+from app.store.url import DatabaseUrl
+
+if TYPE_CHECKING:  # asyncpg is imported when a database is used, not by the CLI's start
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+
+CONNECT_TIMEOUT_S = 5.0
+#: the advisory lock key every migration takes (an arbitrary constant: "swyd" in ASCII)
+MIGRATION_LOCK = 0x73777964
+#: one migration: the statements that take a component from version i to i + 1
+Migration = Sequence[str]
+#: a connection of its own or one lent by a pool
+Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+
+
+def checked_host(
+    url: DatabaseUrl,
+    *,
+    local_only: bool,
+    named: frozenset[HostPort],
+    resolver: Callable[[str, int], list[str]] = resolve_sync,
+) -> str | None:
+    """The address to connect to (None: as the URL says), after the local_only check.
+
+    Raises :class:`StorePrivacyError` when local_only is on and the host is neither
+    loopback nor a named local host whose every address is private.
+    """
+    if url.host is None:  # a unix socket: this machine
+        return None
+    if not local_only:
+        return None
+    addresses = _addresses(url.host, url.port, resolver)
+    if addresses and all(is_loopback_address(a) for a in addresses):
+        return addresses[0]
+    why = named_host_refusal(url.host, url.port, named, addresses)
+    if why is None:
+        return addresses[0]
+    raise StorePrivacyError(
+        f"local_only is on and the team database {url.display()} is not local: {why}. "
+        "Use a database on loopback or a LAN host named in [privacy] local_hosts, "
+        "or unset SWITCHYARD_DATABASE_URL"
+    )
+
+
+def _addresses(host: str, port: int, resolver: Callable[[str, int], list[str]]) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        return resolver(host, port)
+
+
+async def connect_pool(
+    url: DatabaseUrl,
+    *,
+    local_only: bool,
+    named: frozenset[HostPort],
+    min_size: int = 1,
+    max_size: int = 4,
+    timeout_s: float = CONNECT_TIMEOUT_S,
+) -> asyncpg.Pool:
+    """A pool of connections to ``url``; :class:`StoreUnavailable` when it cannot be had."""
+    import asyncpg
+
+    address = await asyncio.to_thread(checked_host, url, local_only=local_only, named=named)
+    kwargs: dict[str, Any] = {"host": address} if address is not None else {}
+    try:
+        pool = await asyncpg.create_pool(
+            dsn=url.raw,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout_s,
+            # statements are few and fixed; the cache is per connection
+            statement_cache_size=64,
+            **kwargs,
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StoreUnavailable(
+            f"cannot reach the team database {url.display()}: {_why(exc)}"
+        ) from None
+    assert pool is not None
+    return pool
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer (timed out)"
+    if isinstance(exc, socket.gaierror):
+        return "the host name does not resolve"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is PostgreSQL running there?)"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+async def migrate(conn: Conn, component: str, migrations: Sequence[Migration], what: str) -> None:
+    """Bring ``component``'s tables to ``len(migrations)``, in one transaction."""
+    known = len(migrations)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS switchyard_schema"
+            " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+        found = await conn.fetchval(
+            "SELECT version FROM switchyard_schema WHERE component = $1", component
+        )
+        current = int(found or 0)
+        if current > known:
+            raise SchemaTooNew(what, current, known)
+        for version in range(current, known):
+            for statement in migrations[version]:
+                await conn.execute(statement)
+        if current < known:
+            await conn.execute(
+                "INSERT INTO switchyard_schema (component, version) VALUES ($1, $2)"
+                " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                component,
+                known,
+            )
+
+
+def this_host() -> str:
+    return socket.gethostname() or "unknown"

@@ -1,0 +1,75 @@
+"""The database URL: ``postgresql://user:password@host:port/database?…``, checked before
+anything connects, so a typo is a usage error (exit 2), never a silent SQLite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs, quote, urlsplit
+
+from app.hosts import normal_host, valid_host
+from app.store.errors import StoreUrlError
+
+SCHEMES = ("postgresql", "postgres")
+DEFAULT_PORT = 5432
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseUrl:
+    raw: str
+    #: the TCP host, or None when the server is reached on a unix socket (``socket_dir``)
+    host: str | None
+    port: int
+    database: str
+    user: str | None
+    socket_dir: str | None = None
+
+    def display(self) -> str:
+        """The URL without its password (what messages and audit lines show)."""
+        who = f"{quote(self.user)}@" if self.user else ""
+        if self.host is None:
+            return f"postgresql://{who}/{self.database}?host={self.socket_dir}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgresql://{who}{host}:{self.port}/{self.database}"
+
+
+def parse_database_url(text: str) -> DatabaseUrl:
+    """A checked URL, or :class:`StoreUrlError` saying what is wrong with it."""
+    shown = _masked(text)
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise StoreUrlError(f"database URL {shown}: {exc}") from None
+    if parts.scheme not in SCHEMES:
+        raise StoreUrlError(f"database URL {shown}: expected postgresql://user@host:port/database")
+    query = parse_qs(parts.query)
+    socket_dir: str | None = (query.get("host") or [""])[0] or None
+    host = parts.hostname
+    if host is not None and "," in (parts.netloc.rsplit("@", 1)[-1]):
+        raise StoreUrlError(f"database URL {shown}: name one host (no failover list)")
+    if host is None and not (socket_dir and socket_dir.startswith("/")):
+        raise StoreUrlError(f"database URL {shown}: no host (and no ?host=/socket/dir)")
+    if host is not None and not valid_host(host):
+        raise StoreUrlError(f"database URL {shown}: {host!r} is not a host name or address")
+    database = parts.path.lstrip("/")
+    if not database or "/" in database:
+        raise StoreUrlError(f"database URL {shown}: name the database (…/switchyard)")
+    return DatabaseUrl(
+        raw=text.strip(),
+        host=normal_host(host) if host is not None else None,
+        port=port or DEFAULT_PORT,
+        database=database,
+        user=parts.username,
+        socket_dir=socket_dir if host is None else None,
+    )
+
+
+def _masked(text: str) -> str:
+    """``text`` with any password cut out, for an error about a URL that did not parse."""
+    scheme, sep, rest = text.strip().partition("://")
+    if not sep:
+        return repr(text.strip()[:80])
+    cred, at, tail = rest.rpartition("@")
+    if at and ":" in cred:
+        rest = f"{cred.split(':', 1)[0]}:***@{tail}"
+    return repr(f"{scheme}://{rest}"[:120])
