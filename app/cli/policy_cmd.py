@@ -1,4 +1,4 @@
-"""``switchyard policy check|show``."""
+"""``switchyard policy check|show`` (``diff`` and ``simulate``: :mod:`app.cli.policy_sim_cmd`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.cli import policy_sim_cmd
 from app.cli.common import add_json_arg, add_policy_arg, console, policy_from, print_json
 from app.policy import Policy, load_policy
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("policy", help="check or show the routing policy")
+    p = sub.add_parser("policy", help="check, show, diff or simulate the routing policy")
     psub = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
 
     check = psub.add_parser("check", help="validate a policy file (exit 0 ok, 2 errors)")
@@ -24,6 +25,7 @@ def register(sub: Any) -> None:
     add_policy_arg(show)
     add_json_arg(show)
     show.set_defaults(handler=_show)
+    policy_sim_cmd.register(psub)
 
 
 def _check(args: argparse.Namespace) -> int:

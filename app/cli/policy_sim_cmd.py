@@ -1,0 +1,164 @@
+"""``switchyard policy diff A B`` and ``switchyard policy simulate --policy NEW``.
+
+``diff``: the semantic difference of two policy files (thresholds, chains, caps, prices,
+guardrail switches). ``simulate``: replay the decisions in the audit log under NEW and
+under the current policy, and say what would have changed. An invalid policy file exits
+2 with FILE:LINE (as ``policy check``), a broken audit chain exits 1 with its first bad
+line, an empty range says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.cli.common import add_json_arg, console, print_json
+from app.clock import iso
+from app.config import load_settings
+from app.errors import UsageError
+from app.paths import ensure_dir
+from app.policy import LoadedPolicy, load_policy
+
+if TYPE_CHECKING:
+    from app.router.simulate.report import SimulationReport
+
+
+def register(psub: Any) -> None:
+    diff = psub.add_parser(
+        "diff",
+        help="what differs between two policies: thresholds, chains, caps, prices, guardrails",
+    )
+    diff.add_argument("a", type=Path, metavar="A.toml")
+    diff.add_argument("b", type=Path, metavar="B.toml")
+    add_json_arg(diff)
+    diff.set_defaults(handler=_diff)
+
+    sim = psub.add_parser(
+        "simulate",
+        help="replay the audit log's decisions under a new policy, before you adopt it",
+        description="Replay every recorded decision through decide() under NEW and under the "
+        "current policy, each with its own simulated budget ledger, and report what changes: "
+        "per role, cloud spend per provider and day, requests a cap blocks, approvals asked, "
+        "the ten biggest changes (with their audit seq) and what could not be simulated.",
+    )
+    sim.add_argument("--policy", type=Path, required=True, metavar="NEW.toml")
+    sim.add_argument(
+        "--against",
+        type=Path,
+        metavar="CURRENT.toml",
+        help="the policy to compare with (default: $SWITCHYARD_POLICY, else the shipped one)",
+    )
+    sim.add_argument("--since", metavar="DATE", help="from this UTC date or ISO time")
+    sim.add_argument("--until", metavar="DATE", help="up to this UTC date (inclusive) or time")
+    sim.add_argument("--session", metavar="ID", help="only this session's decisions")
+    add_json_arg(sim)
+    sim.set_defaults(handler=_simulate)
+
+
+# ── diff ─────────────────────────────────────────────────────────────────────────────────
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from app.policy.diff import diff_policies
+
+    a, b = load_policy(args.a), load_policy(args.b)
+    result = diff_policies(a.policy, b.policy)
+    if args.json:
+        print_json(
+            {
+                "a": {"path": str(a.path), "version": result.a_version},
+                "b": {"path": str(b.path), "version": result.b_version},
+                "same": not result.entries,
+                "entries": [e.model_dump(mode="json") for e in result.entries],
+            }
+        )
+        return 0
+    out = console()
+    out.print(
+        f"{a.path} ({result.a_version}) → {b.path} ({result.b_version})",
+        markup=False,
+        soft_wrap=True,
+    )
+    if not result.entries:
+        out.print("no semantic difference")
+        return 0
+    for category, entries in result.by_category().items():
+        out.print(f"\n{category} ({len(entries)})", style="bold")
+        for e in entries:
+            out.print(f"  {e.text}", markup=False, soft_wrap=True)
+    return 0
+
+
+# ── simulate ─────────────────────────────────────────────────────────────────────────────
+
+
+def when(value: str | None, flag: str) -> str | None:
+    """``--since``/``--until`` as the audit's own spelling: a UTC date, or an ISO time."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r}: expected a date (2026-12-01) or an ISO time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return iso(moment)
+
+
+def run_simulation(
+    new: LoadedPolicy,
+    against: LoadedPolicy,
+    audit_db: Path,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    session: str | None = None,
+) -> SimulationReport:
+    """Read the verified chain at ``audit_db`` and simulate (the CLI's whole job)."""
+    from app.audit.log import AuditLog
+    from app.router.simulate.report import PolicyRef
+    from app.router.simulate.simulation import Filters, simulate
+    from app.router.simulate.source import read_log
+
+    async def read() -> Any:
+        async with AuditLog.open(audit_db) as log:
+            return await read_log(log)
+
+    collected = asyncio.run(read())
+    return simulate(
+        collected,
+        new.policy,
+        against.policy,
+        new_ref=PolicyRef(path=str(new.path), version=new.policy.version),
+        against_ref=PolicyRef(path=str(against.path), version=against.policy.version),
+        filters=Filters(since=since, until=until, session=session),
+    )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from app.router.simulate.summary import summary_lines
+
+    since, until = when(args.since, "--since"), when(args.until, "--until")
+    if since and until and until[: len(since)] < since:
+        raise UsageError(f"--until {args.until} is before --since {args.since}")
+    settings = load_settings()
+    new = load_policy(args.policy)
+    against = load_policy(args.against if args.against is not None else settings.policy)
+    ensure_dir(settings.data_dir)
+    report = run_simulation(
+        new, against, settings.audit_db, since=since, until=until, session=args.session
+    )
+    if args.json:
+        print_json(report.model_dump(mode="json"))
+        return 0
+    out = console()
+    for line in summary_lines(report):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    return 0
