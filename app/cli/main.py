@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "app.cli.spec_cmd",
     "app.cli.tutor_cmd",
     "app.cli.librarian_cmd",
+    "app.cli.acp_cmd",
     "app.cli.serve_cmd",
 )
 

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 #: the planner's brief must leave this much of its window for the plan
 PLANNER_ANSWER_TOKENS = 1200
 PLANNER_MIN_TOKENS = 600
+#: the evidence file holding what the user's editor showed the run (ACP)
+EDITOR_CONTEXT = "editor_context.md"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,11 @@ async def prepare_brief(ctx: RunContext) -> Briefing:
     await ctx.stage("stage0", "started", role="stage0", detail="TF-IDF + MMR, no LLM")
     decision = await ctx.router.decide("architect", Signals())
     window = decision.local.context_window if decision.local else None
+    # the editor's buffers (ACP) take their share of the planner's window from Stage0's
+    editor = ctx.options.editor_context
+    stage0_window = window
+    if window and editor:
+        stage0_window = max(PLANNER_MIN_TOKENS * 2, window - count_text(editor))
     playbook = await playbook_bullets(ctx.session)
     memories = await recall_memories(ctx.session, ctx.task)
 
@@ -54,7 +61,7 @@ async def prepare_brief(ctx: RunContext) -> Briefing:
                 spec=ctx.options.spec,
                 memories=memories,
                 approach=playbook,
-                context_window=window,
+                context_window=stage0_window,
             )
 
     brief = await asyncio.to_thread(build)
@@ -64,6 +71,9 @@ async def prepare_brief(ctx: RunContext) -> Briefing:
     if brief.constitution is not None:
         constitution = f"{brief.constitution.path}:\n{brief.constitution.text}"
     text = brief.to_markdown()
+    if editor:
+        ctx.bundle.write_text(EDITOR_CONTEXT, editor)
+        text += "\n\n" + editor
     synthesis, contradictions = "", False
     if ctx.options.tier2:
         synthesis, contradictions = await _tier2(ctx, brief)

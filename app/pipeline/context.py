@@ -45,6 +45,9 @@ class RunOptions:
     #: the user's explicit opt-in to running the test command with no sandbox (network
     #: on) where neither bwrap nor unshare works; audited, refused under local_only
     allow_unsandboxed: bool = False
+    #: what the user's editor holds for the files the request names (the ACP face reads
+    #: them, unsaved buffers included); the planner reads it after the Stage0 brief
+    editor_context: str = ""
 
 
 class RunStopped(Exception):

@@ -1,0 +1,203 @@
+"""The ACP agent: the methods the SDK routes to, each a thin step onto Switchyard.
+
+Not a subclass of ``acp.Agent``: that is a Protocol whose stubs return None, which would
+answer methods Switchyard does not implement with an empty success. A method missing here
+is answered by the SDK with "method not found".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from acp import PROTOCOL_VERSION, RequestError
+from acp.helpers import update_current_mode
+from acp.schema import (
+    AgentCapabilities,
+    ClientCapabilities,
+    Implementation,
+    InitializeResponse,
+    ListSessionsResponse,
+    LoadSessionResponse,
+    NewSessionResponse,
+    PromptCapabilities,
+    PromptResponse,
+    SessionCapabilities,
+    SessionListCapabilities,
+    SetSessionModeResponse,
+)
+
+from app import __version__
+from app.acp.editor import editor_context, prompt_text
+from app.acp.history import replay, runs_of, session_infos
+from app.acp.permissions import AcpDecider, approver_name
+from app.acp.sessions import RUN_MODE, TUTOR_MODE, AcpSession, SessionPool, modes, session_repo
+from app.acp.turns import run_turn
+from app.acp.tutoring import tutor_turn
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.policy.schema import Policy
+
+log = logging.getLogger("app.acp")
+
+
+class SwitchyardAgent:
+    def __init__(
+        self, settings: Settings, policy: Policy, *, local_only: bool, repo: Path | None
+    ) -> None:
+        self.policy = policy
+        self.pinned = repo
+        self.pool = SessionPool(settings, policy, local_only=local_only)
+        self.timeout_s = min(settings.approval_timeout_s, policy.approvals.timeout_s)
+        self.client = "client"
+        self.can_read = False
+        self._conn: Any = None
+
+    def on_connect(self, conn: Any) -> None:
+        self._conn = conn
+
+    # ── lifecycle ────────────────────────────────────────────────────────────────────
+
+    async def initialize(
+        self,
+        protocol_version: int,
+        client_capabilities: ClientCapabilities | None = None,
+        client_info: Implementation | None = None,
+        **kwargs: Any,
+    ) -> InitializeResponse:
+        if client_info is not None and client_info.name.strip():
+            self.client = client_info.name.strip()
+        fs = client_capabilities.fs if client_capabilities else None
+        self.can_read = bool(fs and fs.read_text_file)
+        log.info(
+            "initialize: %s (protocol %s, fs read %s)", self.client, protocol_version, self.can_read
+        )
+        return InitializeResponse(
+            protocol_version=PROTOCOL_VERSION,
+            agent_capabilities=AgentCapabilities(
+                load_session=True,
+                prompt_capabilities=PromptCapabilities(embedded_context=True),
+                session_capabilities=SessionCapabilities(list=SessionListCapabilities()),
+            ),
+            agent_info=Implementation(name="switchyard", title="Switchyard", version=__version__),
+        )
+
+    async def new_session(self, cwd: str, **kwargs: Any) -> NewSessionResponse:
+        s = await self._open(session_repo(cwd, self.pinned))
+        return NewSessionResponse(session_id=s.id, modes=modes(s.mode, self.policy))
+
+    async def load_session(self, cwd: str, session_id: str, **kwargs: Any) -> LoadSessionResponse:
+        repo = session_repo(cwd, self.pinned)
+        runs = runs_of(repo, session_id)
+        if not runs and session_id not in self.pool.sessions:
+            raise RequestError(
+                -32602,
+                f"no session {session_id!r} in {repo} (no evidence run names it)",
+                {"sessionId": session_id, "cwd": cwd},
+            )
+        s = await self._open(repo, session_id)
+        await replay(runs, repo, self._sender(s.id))
+        return LoadSessionResponse(modes=modes(s.mode, self.policy))
+
+    async def list_sessions(
+        self, cwd: str | None = None, cursor: str | None = None, **kwargs: Any
+    ) -> ListSessionsResponse:
+        repos = [session_repo(cwd, self.pinned)] if cwd else []
+        if not repos:
+            open_repos = {s.repo for s in self.pool.sessions.values()}
+            repos = sorted(open_repos | ({self.pinned} if self.pinned else set()))
+        return ListSessionsResponse(sessions=[i for r in repos for i in session_infos(r)])
+
+    async def set_session_mode(
+        self, session_id: str, mode_id: str, **kwargs: Any
+    ) -> SetSessionModeResponse:
+        s = self.pool.get(session_id)
+        if mode_id not in (RUN_MODE, TUTOR_MODE):
+            raise RequestError(
+                -32602, f"unknown mode {mode_id!r}: {RUN_MODE} or {TUTOR_MODE}", {"modeId": mode_id}
+            )
+        s.mode = mode_id
+        await self._sender(s.id)(update_current_mode(mode_id))
+        return SetSessionModeResponse()
+
+    # ── a prompt turn ────────────────────────────────────────────────────────────────
+
+    async def prompt(self, prompt: list[Any], session_id: str, **kwargs: Any) -> PromptResponse:
+        s = self.pool.get(session_id)
+        text = prompt_text(prompt)
+        if not text:
+            raise RequestError(
+                -32602,
+                "the prompt has no text: Switchyard takes the task (or the tutor's question) "
+                "as text; files can come along as resources",
+                {"sessionId": session_id},
+            )
+        if s.busy:
+            raise RequestError(
+                -32600, "a prompt is already running in this session", {"sessionId": session_id}
+            )
+        s.cancel_requested = False
+        send = self._sender(s.id)
+        if s.mode == TUTOR_MODE:
+            turn = tutor_turn(s, text, send=send)
+        else:
+            read = partial(self._read, s.id) if self.can_read else None
+            editor, s.buffers_read = await editor_context(prompt, s.repo, read)
+            turn = run_turn(
+                s,
+                text,
+                editor,
+                send=send,
+                ask=partial(self._conn.request_permission, session_id=s.id),
+                approver=approver_name(self.client),
+                timeout_s=self.timeout_s,
+            )
+        s.work = asyncio.create_task(turn, name=f"acp.turn.{s.id}")
+        try:
+            return PromptResponse(stop_reason=await s.work)
+        finally:
+            s.work = None
+
+    async def cancel(self, session_id: str, **kwargs: Any) -> None:
+        s = self.pool.sessions.get(session_id)
+        if s is None or not s.busy or s.work is None:
+            return
+        s.cancel_requested = True
+        if s.control is not None:
+            s.control.request_stop()
+        s.work.cancel()
+
+    # ── plumbing ─────────────────────────────────────────────────────────────────────
+
+    async def _open(self, repo: Path, session_id: str | None = None) -> AcpSession:
+        def decider(sid: str) -> AcpDecider:
+            return AcpDecider(
+                partial(self._conn.request_permission, session_id=sid),
+                self._sender(sid),
+                self.client,
+                partial(self._flush, sid),
+            )
+
+        return await self.pool.open(repo, decider, session_id)
+
+    def _sender(self, session_id: str) -> Any:
+        async def send(update: Any) -> None:
+            await self._conn.session_update(session_id=session_id, update=update)
+
+        return send
+
+    async def _flush(self, session_id: str) -> None:
+        s = self.pool.sessions.get(session_id)
+        if s is not None and s.flush is not None:
+            await s.flush()
+
+    async def _read(self, session_id: str, path: str) -> str:
+        response = await self._conn.read_text_file(session_id=session_id, path=path)
+        return str(response.content)
+
+    async def shutdown(self) -> None:
+        await self.pool.aclose()

@@ -1,0 +1,90 @@
+"""Audit lines as the client sees them live (GR-005), and the session's usage and cost.
+
+Routes and the quieter router steps go out as agent thoughts; escalations, decisions,
+degradations and refusals as agent message chunks, so an editor shows them in the
+conversation. ``call`` lines feed the usage update: the last call's tokens against its
+model's window, and the session's cost so far.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from acp import update_agent_message_text, update_agent_thought_text
+from acp.schema import AgentMessageChunk, AgentThoughtChunk, Cost, UsageUpdate
+
+from app.policy.schema import Policy
+
+#: shown as agent thoughts
+THOUGHT_KINDS = frozenset({"route", "runtime_fallback", "skip", "retry", "repair"})
+#: shown as agent message chunks: what leaves the machine, who decided, what got weaker
+MESSAGE_KINDS = frozenset(
+    {
+        "escalation",
+        "approval",
+        "denial",
+        "degradation",
+        "budget_stop",
+        "refusal",
+        "local_only_refusal",
+    }
+)
+
+
+def audit_chunk(line: dict[str, Any]) -> AgentThoughtChunk | AgentMessageChunk | None:
+    """The chunk for one audit line (None for kinds the client is not shown)."""
+    kind = str(line.get("kind", ""))
+    if kind in THOUGHT_KINDS:
+        return update_agent_thought_text(describe(line) + "\n")
+    if kind in MESSAGE_KINDS:
+        return update_agent_message_text(f"\n> **{kind}** · {describe(line)}\n")
+    return None
+
+
+def describe(line: dict[str, Any]) -> str:
+    """``route · architect: → qwen3-14b [ROUTE_LOCAL] detail``"""
+    kind = line.get("kind", "")
+    role = line.get("role") or ""
+    origin, target = line.get("from"), line.get("to")
+    where = ""
+    if origin or target:
+        where = f"{origin or ''} → {target or ''}".strip()
+    codes = ", ".join(line.get("reason_codes") or [])
+    parts = [f"{kind}", f"{role}:" if role else "", where, f"[{codes}]" if codes else ""]
+    approver = (line.get("provenance") or {}).get("approver")
+    if approver and kind in ("approval", "denial"):
+        parts.append(f"by {approver}")
+    detail = str(line.get("detail") or "").strip()
+    if detail:
+        parts.append(f"— {detail[:300]}")
+    return " ".join(p for p in parts if p)
+
+
+@dataclass
+class UsageMeter:
+    """Tokens and cost of an ACP session, from its ``call`` audit lines."""
+
+    policy: Policy
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def take(self, line: dict[str, Any]) -> UsageUpdate | None:
+        if line.get("kind") != "call":
+            return None
+        values = line.get("values") or {}
+        t_in = int(values.get("tokens_in") or 0)
+        t_out = int(values.get("tokens_out") or 0)
+        self.tokens_in += t_in
+        self.tokens_out += t_out
+        self.cost_usd += float(values.get("cost_usd") or 0.0)
+        model = str(line.get("to") or "").split("@", 1)[0]
+        spec = self.policy.models.get(model)
+        window = spec.context_window if spec is not None else 0
+        return UsageUpdate(
+            session_update="usage_update",
+            used=t_in + t_out,
+            size=max(window, t_in + t_out),
+            cost=Cost(amount=round(self.cost_usd, 6), currency="USD"),
+        )

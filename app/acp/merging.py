@@ -1,0 +1,149 @@
+"""The merge as a final permission: "merge run R into <branch>?".
+
+Asked only when the run is merge-ready and nothing but the human's answer blocks the
+gate (the same rule as ``switchyard merge``: :func:`app.workspace.merge.merge_run`). The
+gate reads the sealed evidence, never a model's say-so: a local verdict cannot make it
+pass (GR-003). Only an allowed answer runs the gated, atomic merge; a refusal, a cancelled
+outcome or no answer within the approval timeout changes nothing in the checkout, and the
+refusal is audited as the merge line (HUMAN).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from acp import start_tool_call, text_block, tool_content, update_tool_call
+from acp.schema import AllowedOutcome, ToolCallLocation, ToolCallUpdate
+
+from app.acp.permissions import MERGE_OPTIONS
+from app.audit.types import AuditSink
+from app.evidence.seal import sealed_hash
+from app.workspace.merge import MergeOutcome, MergePlan, execute_merge, prepare_merge
+
+log = logging.getLogger("app.acp")
+
+Send = Callable[[Any], Awaitable[None]]
+Ask = Callable[..., Awaitable[Any]]
+
+
+async def offer_merge(
+    repo: Path,
+    run_id: str,
+    *,
+    audit: AuditSink,
+    lines: list[Any],
+    send: Send,
+    ask: Ask,
+    approver: str,
+    timeout_s: float,
+) -> MergeOutcome:
+    seal = sealed_hash(lines, run_id)
+    plan = await asyncio.to_thread(
+        prepare_merge, repo, run_id, sealed_sha256=seal[0] if seal else None
+    )
+    target = _short(plan.target_ref)
+    tid = f"{run_id}:merge"
+    # ask only when nothing but the human's answer blocks (as `switchyard merge` does)
+    asked = not plan.already_merged and not plan.blockers()
+    human = asked and await _ask(plan, tid, target, send=send, ask=ask, timeout_s=timeout_s)
+    outcome = await execute_merge(plan, human_approved=human, audit=audit, approver=approver)
+    await _report(plan, outcome, tid, target, asked=asked, send=send)
+    return outcome
+
+
+async def _ask(
+    plan: MergePlan, tid: str, target: str, *, send: Send, ask: Ask, timeout_s: float
+) -> bool:
+    title = f"Merge run {plan.run_id} into {target}?"
+    body = describe(plan, target)
+    locations = [ToolCallLocation(path=str(Path(plan.repo) / f)) for f in plan.files]
+    await send(
+        start_tool_call(
+            tid,
+            title,
+            kind="edit",
+            status="pending",
+            content=[tool_content(text_block(body))],
+            locations=locations,
+            raw_input={"run": plan.run_id, "branch": plan.branch, "into": target},
+        )
+    )
+    call = ToolCallUpdate(tool_call_id=tid, title=title, kind="edit", status="pending")
+    try:
+        async with asyncio.timeout(timeout_s):
+            response = await ask(tool_call=call, options=MERGE_OPTIONS)
+    except TimeoutError:
+        log.info("merge permission for %s: no answer within %ss", plan.run_id, timeout_s)
+        return False
+    except asyncio.CancelledError:
+        note = tool_content(text_block("withdrawn: the turn was cancelled; nothing merged"))
+        await asyncio.shield(send(update_tool_call(tid, status="failed", content=[note])))
+        raise
+    except Exception as exc:
+        log.warning("merge permission for %s failed: %r", plan.run_id, exc)
+        return False
+    outcome = response.outcome
+    return isinstance(outcome, AllowedOutcome) and outcome.option_id == "merge"
+
+
+async def _report(
+    plan: MergePlan,
+    outcome: MergeOutcome,
+    tid: str,
+    target: str,
+    *,
+    asked: bool,
+    send: Send,
+) -> None:
+    from acp import update_agent_message_text
+
+    if outcome.merged:
+        text = (
+            f"Merged run {plan.run_id} into {target}: "
+            f"{(outcome.before_head or '')[:12]} → {(outcome.after_head or '')[:12]}"
+        )
+    elif outcome.already_merged:
+        text = f"Run {plan.run_id} is already merged into {target}."
+    else:
+        reasons = "; ".join(outcome.reasons) or "refused"
+        text = f"Not merged (nothing in the checkout changed): {reasons}"
+    if asked:
+        await send(
+            update_tool_call(
+                tid,
+                status="completed" if outcome.merged else "failed",
+                content=[
+                    tool_content(text_block(describe(plan, target))),
+                    tool_content(text_block(text)),
+                ],
+            )
+        )
+    await send(update_agent_message_text(f"\n{text}\n"))
+
+
+def describe(plan: MergePlan, target: str) -> str:
+    lines = [f"merge run {plan.run_id} into {target}"]
+    if plan.task:
+        lines.append(f"- task: {plan.task}")
+    lines.append(
+        f"- branch {plan.branch} @ {(plan.tip or '?')[:12]} → {target}"
+        f" @ {(plan.before_head or '?')[:12]}"
+    )
+    more = len(plan.files) - 8
+    shown = ", ".join(plan.files[:8]) + (f" and {more} more" if more > 0 else "")
+    lines.append(f"- files: {shown or '—'}")
+    if plan.facts is not None:
+        lines.append(f"- risk: {'High-Risk' if plan.facts.high_risk else 'not High-Risk'}")
+        for v in plan.facts.verdicts:
+            local = " (local: advice only)" if v.is_local else ""
+            lines.append(f"- verdict: {v.verdict} by {v.who}{local}")
+    lines += [f"- note: {n}" for n in plan.notes]
+    return "\n".join(lines)
+
+
+def _short(ref: str | None) -> str:
+    return (ref or "HEAD").removeprefix("refs/heads/")

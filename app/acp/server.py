@@ -1,0 +1,53 @@
+"""``switchyard acp``'s process: stdio for the protocol alone, logs to a file, the SDK's
+agent loop, and a clean end (every run at work sealed) when the client hangs up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from app.acp.stdio import log_to_file, protocol_streams, take_protocol_fds
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.policy.schema import Policy
+
+log = logging.getLogger("app.acp")
+
+
+def log_path(settings: Settings) -> Path:
+    return settings.data_dir / "logs" / "acp.log"
+
+
+def serve(settings: Settings, policy: Policy, *, repo: Path | None, local_only: bool) -> int:
+    """Serve ACP on this process's stdin/stdout until the client closes stdin."""
+    path = log_path(settings)
+    log_to_file(path)
+    in_fd, out_fd = take_protocol_fds(path)
+    log.info("switchyard acp: serving (repo %s, local_only %s)", repo or "from cwd", local_only)
+    asyncio.run(_main(settings, policy, repo=repo, local_only=local_only, fds=(in_fd, out_fd)))
+    log.info("switchyard acp: the client closed the connection")
+    return 0
+
+
+async def _main(
+    settings: Settings,
+    policy: Policy,
+    *,
+    repo: Path | None,
+    local_only: bool,
+    fds: tuple[int, int],
+) -> None:
+    from acp import run_agent
+
+    from app.acp.agent import SwitchyardAgent
+
+    agent = SwitchyardAgent(settings, policy, local_only=local_only, repo=repo)
+    writer, reader = await protocol_streams(*fds)
+    try:
+        # the SDK's Agent is a Protocol; this agent implements the methods it serves
+        await run_agent(cast(Any, agent), writer, reader)
+    finally:
+        await agent.shutdown()

@@ -1,0 +1,160 @@
+"""The agent's stdio, kept for the protocol alone.
+
+* **stdout carries protocol messages and nothing else.** The client's stdout is moved to a
+  private descriptor for the SDK's writer; descriptors 1 and 2 then point at the log file,
+  so a stray ``print``, a warning or a C library's chatter cannot corrupt the stream. The
+  SDK's client side never reads the agent's stderr (a full pipe would block the agent),
+  which is why stderr goes to the file too.
+* **stdin is read by the SDK alone.** Descriptor 0 becomes ``/dev/null``: no child process
+  (git, the sandboxed test command) can swallow protocol bytes.
+* **Bad lines get an answer.** The SDK logs and drops a line that is not JSON, and its
+  receive loop stops on a JSON value that is not an object (the agent would exit). A guard
+  between the pipe and the SDK passes on only JSON-RPC objects and answers the rest with
+  the SDK's own errors (parse error, invalid request), as JSON-RPC 2.0 asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from acp import RequestError
+
+#: the SDK's own default buffer for agent/client messages
+LIMIT = 50 * 1024 * 1024
+
+log = logging.getLogger("app.acp")
+
+
+def log_to_file(path: Path) -> None:
+    """Diagnostics (ours and the SDK's, which logs at the root) go to ``path``, masked."""
+    from app.audit.redact import RedactingFormatter
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+    for name in ("app", "switchyard"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+def take_protocol_fds(log_path: Path) -> tuple[int, int]:
+    """Move the client's pipes aside (returns their new descriptors: in, out) and point
+    descriptors 0, 1 and 2 at /dev/null and the log file."""
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sink = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(sink, 1)
+    os.dup2(sink, 2)
+    os.close(sink)
+    return proto_in, proto_out
+
+
+async def protocol_streams(
+    in_fd: int, out_fd: int
+) -> tuple[asyncio.StreamWriter, asyncio.StreamReader]:
+    """The SDK's (writer, reader) pair over the protocol descriptors, with the guard."""
+    loop = asyncio.get_running_loop()
+    raw = asyncio.StreamReader(limit=LIMIT)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(raw), os.fdopen(in_fd, "rb", buffering=0)
+    )
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(out_fd, "wb", buffering=0)
+    )
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    guarded = asyncio.StreamReader(limit=LIMIT)
+    pump = asyncio.create_task(_guard(raw, guarded, writer), name="acp.stdio.guard")
+    _TASKS.add(pump)
+    pump.add_done_callback(_TASKS.discard)
+    return writer, guarded
+
+
+_TASKS: set[asyncio.Task[None]] = set()
+
+
+def frame_problem(line: bytes) -> tuple[RequestError, Any] | None:
+    """Why ``line`` is no JSON-RPC message the SDK can take, with the id to answer (None
+    when it is one)."""
+    try:
+        msg = json.loads(line)
+    except ValueError as exc:
+        return RequestError.parse_error({"details": f"not JSON: {exc}"}), None
+    if not isinstance(msg, dict):
+        why = f"a message is a JSON object, not {type(msg).__name__}"
+        return RequestError.invalid_request({"details": why}), None
+    mid = msg.get("id")
+    if "id" in msg and (isinstance(mid, bool) or not (mid is None or isinstance(mid, (str, int)))):
+        why = "id must be a string, a number or null"
+        return RequestError.invalid_request({"details": why}), None
+    if "method" in msg and not isinstance(msg["method"], str):
+        return RequestError.invalid_request({"details": "method must be a string"}), mid
+    if "method" not in msg and not ("id" in msg and ("result" in msg or "error" in msg)):
+        why = "neither a request (method) nor a response (id with result or error)"
+        return RequestError.invalid_request({"details": why}), mid
+    return None
+
+
+async def _guard(
+    raw: asyncio.StreamReader, out: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    try:
+        while True:
+            try:
+                line = await raw.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                line = exc.partial  # the last line, without a newline, at the end of input
+                if line.strip():
+                    _pass_or_answer(line, out, writer)
+                break
+            except asyncio.LimitOverrunError as exc:
+                await raw.readexactly(exc.consumed)
+                await _discard_line(raw)
+                err = RequestError.invalid_request({"details": f"a message over {LIMIT} bytes"})
+                _answer(writer, err, None)
+                continue
+            if line.strip():
+                _pass_or_answer(line, out, writer)
+    except (ConnectionError, OSError) as exc:  # the client went away
+        log.info("protocol input closed: %s", exc)
+    finally:
+        out.feed_eof()
+
+
+def _pass_or_answer(line: bytes, out: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    problem = frame_problem(line)
+    if problem is None:
+        out.feed_data(line if line.endswith(b"\n") else line + b"\n")
+        return
+    err, mid = problem
+    log.warning("answered a bad message with %s: %r", err.code, line[:200])
+    _answer(writer, err, mid)
+
+
+def _answer(writer: asyncio.StreamWriter, err: RequestError, mid: Any) -> None:
+    """The one frame written outside the SDK: an error response the SDK has no call for
+    (it never answers a line it could not parse). One ``write``: lines never interleave."""
+    frame = {"jsonrpc": "2.0", "id": mid, "error": err.to_error_obj()}
+    with contextlib.suppress(Exception):
+        writer.write((json.dumps(frame, separators=(",", ":")) + "\n").encode("utf-8"))
+
+
+async def _discard_line(raw: asyncio.StreamReader) -> None:
+    while True:
+        try:
+            await raw.readuntil(b"\n")
+            return
+        except asyncio.LimitOverrunError as exc:
+            await raw.readexactly(exc.consumed)
+        except asyncio.IncompleteReadError:
+            return
