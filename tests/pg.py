@@ -180,3 +180,59 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
         yield pg_server.url_for(name)
     finally:
         drop_database(pg_server, name)
+
+
+# ── the same store tests on both backends ────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class StoreUnderTest:
+    """Where a test's ledger and audit log live: a SQLite path or a PostgreSQL URL."""
+
+    kind: str  # "sqlite" | "postgres"
+    location: str
+    #: a team of its own, so tests (and hypothesis examples) sharing a database never meet
+    team: str = "team"
+
+    @property
+    def shared(self) -> bool:
+        return self.kind == "postgres"
+
+    def with_team(self, team: str) -> StoreUnderTest:
+        return StoreUnderTest(self.kind, self.location, team)
+
+    async def ledger(self, budget: Any, clock: Any = None, *, user: str = "alice") -> Any:
+        return await ledger_at(self.location, budget, clock=clock, team=self.team, user=user)
+
+    async def audit(self, clock: Any = None, *, user: str = "alice", host: str = "box-a") -> Any:
+        if not self.shared:
+            from app.audit.log import AuditLog
+
+            return await AuditLog.open(Path(self.location).with_name("audit.sqlite3"), clock=clock)
+        from app.audit.pg_log import PgAuditLog
+
+        return await PgAuditLog.open(
+            self.location, team=self.team, user=user, host=host, clock=clock
+        )
+
+
+async def ledger_at(
+    location: str, budget: Any, *, clock: Any = None, team: str = "team", user: str = "alice"
+) -> Any:
+    """A ledger at ``location`` (a path, or a postgresql:// URL): for tests and their
+    child processes alike."""
+    if location.startswith("postgresql://"):
+        from app.router.ledger.pg_ledger import PgBudgetLedger
+
+        return await PgBudgetLedger.open(location, budget, team=team, user=user, clock=clock)
+    from app.router.ledger import BudgetLedger
+
+    return await BudgetLedger.open(location, budget, clock=clock)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreUnderTest:
+    """The store tests run once on a SQLite file and once on PostgreSQL."""
+    if request.param == "postgres":
+        return StoreUnderTest("postgres", request.getfixturevalue("pg_url"))
+    return StoreUnderTest("sqlite", str(tmp_path / "ledger.db"))

@@ -1,0 +1,276 @@
+"""The audit log on both stores, and the team audit's own: a chain per instance, appends
+serialised per chain, ``audit verify`` of every chain or one (tampering found in a line,
+a link, the order, the end, or who wrote the chain), ``audit tail --team`` with user and
+host, and the bad inputs (a malformed URL, an unreachable database, local_only)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from app.audit import verify_lines
+from app.audit.canonical import canonical_json, line_hash
+from app.config import load_settings
+from app.store.errors import SchemaTooNew
+from tests.pg import StoreUnderTest
+from tests.reliability.kit import closed_port, run_cli
+
+Tamper = Callable[[asyncpg.Connection, str], Awaitable[None]]
+
+
+async def _write(log: object, n: int, session: str = "s1") -> None:
+    for i in range(n):
+        await log.append(  # type: ignore[attr-defined]
+            "route", session=session, run="r1" if i % 2 else None, detail=f"line {i}"
+        )
+
+
+async def test_appends_verify_and_export_on_both_stores(
+    any_store: StoreUnderTest, tmp_path: Path
+) -> None:
+    async with await any_store.audit() as log:
+        await asyncio.gather(*(_write(log, 25, f"s{k}") for k in range(4)))
+        report = await log.verify()
+        assert report.ok and report.lines_checked == 100
+        assert await log.last_seq() == 100
+        tail = await log.tail(5, session="s2")
+        assert [line.session for line in tail] == ["s2"] * 5
+        out = tmp_path / "export.jsonl"
+        assert await log.export_jsonl(out) == 100
+        assert verify_lines(out.read_text().splitlines(), head_hash=report.head_hash).ok
+        assert await log.export_jsonl(out, run="r1") == 48
+        assert verify_lines(out.read_text().splitlines(), chain=False).ok
+
+
+async def test_two_instances_append_at_once_each_chain_verifies(pg_url: str) -> None:
+    from app.audit.pg_log import PgAuditLog
+
+    a = await PgAuditLog.open(pg_url, team="t", user="alice", host="box-a")
+    b = await PgAuditLog.open(pg_url, team="t", user="bob", host="box-b")
+    # a third writer on alice's chain: the advisory lock and the head check serialise it
+    a2 = await PgAuditLog.open(pg_url, team="t", user="alice", host="box-a")
+    try:
+        await a.append("run", session="sa", detail="start")
+        a2.chain, a2._registered = a.chain, True  # the same chain from another connection
+        a2._head = (1, (await a.tail(1))[0].hash)
+        await asyncio.gather(_write(a, 100, "sa"), _write(b, 100, "sb"), _write(a2, 50, "sa"))
+        reports = await a.verify_chains()
+        assert [(r.user, r.report.ok, r.report.lines_checked) for r in reports] == [
+            ("alice", True, 151),
+            ("bob", True, 100),
+        ]
+        team = await b.team_tail(1000)
+        assert len(team) == 251
+        assert {(t.user, t.host) for t in team} == {("alice", "box-a"), ("bob", "box-b")}
+        assert [t.line.ts for t in team] == sorted(t.line.ts for t in team)
+    finally:
+        for log in (a, b, a2):
+            await log.close()
+
+
+async def _edit(conn: asyncpg.Connection, chain: str, seq: int = 3, rehash: bool = False) -> None:
+    text = await conn.fetchval(
+        "SELECT line FROM audit_lines WHERE chain = $1 AND seq = $2", chain, seq
+    )
+    data = json.loads(text)
+    data["detail"] = "nothing to see here"
+    if rehash:
+        data["hash"] = line_hash(data)
+    await conn.execute(
+        "UPDATE audit_lines SET line = $1, hash = $2 WHERE chain = $3 AND seq = $4",
+        canonical_json(data),
+        data["hash"],
+        chain,
+        seq,
+    )
+
+
+async def _delete(conn: asyncpg.Connection, chain: str) -> None:
+    await conn.execute("DELETE FROM audit_lines WHERE chain = $1 AND seq = 4", chain)
+
+
+async def _swap(conn: asyncpg.Connection, chain: str) -> None:
+    for src, dst in ((2, -2), (5, 2), (-2, 5)):
+        await conn.execute(
+            "UPDATE audit_lines SET seq = $1 WHERE chain = $2 AND seq = $3", dst, chain, src
+        )
+
+
+async def _cut(conn: asyncpg.Connection, chain: str) -> None:
+    await conn.execute("DELETE FROM audit_lines WHERE chain = $1 AND seq >= 7", chain)
+
+
+async def _owner(conn: asyncpg.Connection, chain: str) -> None:
+    await conn.execute("UPDATE audit_chains SET user_name = 'mallory' WHERE chain = $1", chain)
+
+
+TAMPERS: list[tuple[str, Tamper, int | None]] = [
+    ("edit", _edit, 3),
+    ("edit-and-rehash", lambda c, ch: _edit(c, ch, rehash=True), 4),
+    ("delete", _delete, 4),
+    ("reorder", _swap, 2),
+    ("cut-the-end", _cut, 7),
+    ("owner", _owner, None),
+]
+
+
+@pytest.mark.parametrize(("name", "tamper", "bad_seq"), TAMPERS, ids=[t[0] for t in TAMPERS])
+def test_tampering_with_the_team_audit_makes_audit_verify_exit_1(
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    tamper: Tamper,
+    bad_seq: int | None,
+) -> None:
+    from app.audit.pg_log import PgAuditLog
+
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", pg_url)
+    monkeypatch.setenv("SWITCHYARD_TEAM", "default")
+
+    async def build() -> tuple[str, str]:
+        chains = []
+        for user in ("alice", "bob"):
+            async with await PgAuditLog.open(pg_url, team="default", user=user, host="h") as log:
+                await _write(log, 8)
+                chains.append(log.chain)
+        return chains[0], chains[1]
+
+    alice, bob = asyncio.run(build())
+    assert run_cli(["audit", "verify"], capsys)[0] == 0
+
+    async def change() -> None:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute("ALTER TABLE audit_lines DISABLE TRIGGER audit_lines_append_only")
+            await tamper(conn, alice)
+        finally:
+            await conn.close()
+
+    asyncio.run(change())
+    rc, out, err = run_cli(["audit", "verify"], capsys)
+    assert rc == 1, out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"switchyard: audit chain {alice[:8]}")
+    if bad_seq is not None:
+        assert str(bad_seq) in lines[0]
+    else:
+        assert "owner record" in lines[0]
+    rc, out, _ = run_cli(["audit", "verify", "--chain", bob], capsys)  # the other chain is fine
+    assert rc == 0 and "1 chain(s), 8 lines" in out
+    rc, out, _ = run_cli(["audit", "verify", "--json"], capsys)
+    data = json.loads(out)
+    assert rc == 1 and data["ok"] is False
+    assert {c["user"]: c["ok"] for c in data["chains"]} == {
+        "alice" if name != "owner" else "mallory": False,
+        "bob": True,
+    }
+
+
+def test_audit_tail_team_shows_every_users_lines_with_user_and_host(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.audit.pg_log import PgAuditLog
+
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", pg_url)
+    monkeypatch.setenv("SWITCHYARD_USER", "alice")
+
+    async def build() -> str:
+        for user, host in (("alice", "box-a"), ("bob", "box-b")):
+            async with await PgAuditLog.open(pg_url, team="default", user=user, host=host) as log:
+                await log.append("route", session=f"s-{user}", detail=f"hello from {user}")
+                chain = log.chain if user == "bob" else ""
+        return chain
+
+    bob_chain = asyncio.run(build())
+    rc, out, _ = run_cli(["audit", "tail", "--team", "--json"], capsys)
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert rc == 0 and {(r["user"], r["host"], r["detail"]) for r in rows} == {
+        ("alice", "box-a", "hello from alice"),
+        ("bob", "box-b", "hello from bob"),
+    }
+    rc, out, _ = run_cli(["audit", "tail"], capsys)  # without --team: this user's own
+    assert rc == 0 and "alice@box-a" in out and "bob" not in out
+    rc, out, _ = run_cli(["audit", "chains", "--json"], capsys)
+    assert rc == 0 and len(json.loads(out)["chains"]) == 2
+    rc, out, _ = run_cli(["audit", "export", "--chain", bob_chain], capsys)
+    assert rc == 0 and verify_lines(out.splitlines()).ok
+    rc, _, err = run_cli(["audit", "export"], capsys)
+    assert rc == 2 and "--chain" in err
+
+
+def test_team_flags_without_a_team_store_are_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc, _, err = run_cli(["audit", "tail", "--team"], capsys)
+    assert rc == 2 and "SWITCHYARD_DATABASE_URL" in err
+
+
+async def test_a_newer_sqlite_audit_schema_is_refused_naming_both(tmp_path: Path) -> None:
+    from app.audit.log import AuditLog
+
+    db = tmp_path / "audit.sqlite3"
+    async with AuditLog.open(db) as log:
+        await log.append("run", session="s")
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA user_version = 5")
+    with pytest.raises(SchemaTooNew, match=r"version 5 is newer .*\(1\)"):
+        await AuditLog.open(db)
+
+
+# ── bad input ────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres//nohost/db",
+        "mysql://u@127.0.0.1/db",
+        "postgresql://u@127.0.0.1:99999/db",
+        "postgresql://u@127.0.0.1:5432/",
+        "postgresql://u:secret@bad host/db",
+    ],
+)
+def test_a_malformed_database_url_exits_2_and_never_shows_the_password(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", url)
+    for argv in (["audit", "verify"], ["budget"]):
+        rc, _, err = run_cli(argv, capsys)
+        assert rc == 2, err
+        assert len(err.strip().splitlines()) == 1 and "database URL" in err
+        assert "secret" not in err
+    assert not load_settings().audit_db.exists()  # never a silent SQLite
+
+
+def test_an_unreachable_database_exits_1_and_never_falls_back_silently(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(
+        "SWITCHYARD_DATABASE_URL", f"postgresql://u:secret@127.0.0.1:{closed_port()}/db"
+    )
+    for argv in (["audit", "verify"], ["budget"]):
+        rc, _, err = run_cli(argv, capsys)
+        assert rc == 1, err
+        assert "cannot reach the team database" in err and "secret" not in err
+    assert not load_settings().audit_db.exists()
+    assert not load_settings().ledger_db.exists()
+
+
+def test_under_local_only_a_database_on_a_public_host_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked by address before any connection: 192.0.2.10 (TEST-NET, public) is refused;
+    the socket guard would see any attempt to reach it."""
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", "postgresql://u@192.0.2.10:5432/team")
+    monkeypatch.setenv("SWITCHYARD_LOCAL_ONLY", "true")
+    rc, _, err = run_cli(["audit", "verify"], capsys)
+    assert rc == 2 and "local_only is on" in err and "192.0.2.10" in err
+    rc, _, err = run_cli(["ask", "--role", "tutor", "--local-only", "hello"], capsys)
+    assert rc == 2 and "local_only is on" in err

@@ -1,0 +1,294 @@
+"""The ledger's guarantees on both stores (a SQLite file, the team's PostgreSQL): caps
+under 200 concurrent reservations, settlement and release, overruns recorded truthfully,
+exact money (no float drift), expiry charged in full, random sequences against a
+reference model. PostgreSQL's own: the CHECK backstop, expiry by the database's clock,
+a newer schema refused, caps per team, user and provider."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.clock import ManualClock
+from app.policy.schema import Budget
+from app.router.ledger import CapExceeded, Reservation
+from app.store.errors import SchemaTooNew
+from tests.pg import StoreUnderTest, run_sync
+
+BUDGET = Budget(
+    session_usd=5.0, day_usd=20.0, reservation_ttl_s=900, provider_day_usd={"deepseek": 4.0}
+)
+
+
+async def _try(led: object, session: str, provider: str, usd: float) -> Reservation | None:
+    try:
+        return await led.reserve(  # type: ignore[attr-defined, no-any-return]
+            session=session, provider=provider, role="implementer", model="m", amount_usd=usd
+        )
+    except CapExceeded:
+        return None
+
+
+async def test_200_concurrent_reservations_never_cross_the_cap(any_store: StoreUnderTest) -> None:
+    async with await any_store.ledger(BUDGET, ManualClock()) as led:
+        results = await asyncio.gather(*(_try(led, "s", "openai", 0.05) for _ in range(200)))
+        assert sum(r is not None for r in results) == 100
+        snap = await led.snapshot("s")
+        assert (snap.per_session.reserved_usd, snap.per_session.spent_usd) == (5.0, 0.0)
+        assert await led.left_usd("s", "openai") == 0.0
+
+
+async def test_200_settles_racing_reservations_stay_under_the_cap(
+    any_store: StoreUnderTest,
+) -> None:
+    async with await any_store.ledger(BUDGET, ManualClock()) as led:
+
+        async def worker(i: int) -> None:
+            res = await _try(led, "s", "openai", 0.05 + (i % 7) * 0.01)
+            if res is not None:
+                await led.settle(
+                    res.id, actual_usd=res.amount_usd, tokens_in=1, tokens_out=1, latency_ms=1
+                )
+
+        await asyncio.gather(*(worker(i) for i in range(200)))
+        snap = await led.snapshot("s")
+        assert snap.per_session.reserved_usd == 0.0
+        assert 4.8 <= snap.per_session.spent_usd <= 5.0
+
+
+async def test_the_provider_cap_holds_across_sessions(any_store: StoreUnderTest) -> None:
+    async with await any_store.ledger(BUDGET, ManualClock()) as led:
+        results = await asyncio.gather(
+            *(_try(led, f"s{i % 10}", "deepseek", 0.10) for i in range(200))
+        )
+        assert sum(r is not None for r in results) == 40  # $4 / $0.10
+        snap = await led.snapshot("s0")
+        assert snap.per_provider["deepseek"].reserved_usd == pytest.approx(4.0)
+
+
+async def test_money_is_exact_ten_dimes_fill_a_dollar(any_store: StoreUnderTest) -> None:
+    """0.1 ten times is 0.9999999999999999 in floats: the ledger counts 1.00 exactly."""
+    budget = Budget(session_usd=1.0, day_usd=1.0, reservation_ttl_s=900)
+    async with await any_store.ledger(budget, ManualClock()) as led:
+        granted = [await _try(led, "s", "openai", 0.1) for _ in range(10)]
+        assert all(r is not None for r in granted)
+        assert await _try(led, "s", "openai", 1e-9) is None
+        assert await led.left_usd("s", "openai") == 0.0
+
+
+async def test_settle_release_and_an_overrun_are_recorded_truthfully(
+    any_store: StoreUnderTest,
+) -> None:
+    async with await any_store.ledger(BUDGET, ManualClock()) as led:
+        a = await _try(led, "s", "openai", 1.0)
+        b = await _try(led, "s", "openai", 1.0)
+        c = await _try(led, "s", "openai", 1.0)
+        assert a and b and c
+        await led.settle(a.id, actual_usd=0.25, tokens_in=10, tokens_out=5, latency_ms=3)
+        await led.release(b.id)
+        # billed above its reservation: recorded as billed, and the cap then refuses more
+        await led.settle(c.id, actual_usd=4.5, tokens_in=10, tokens_out=5, latency_ms=3)
+        snap = await led.snapshot("s")
+        assert snap.per_session.spent_usd == pytest.approx(4.75)
+        assert snap.per_session.reserved_usd == 0.0
+        assert snap.calls == 3
+        assert await _try(led, "s", "openai", 0.5) is None
+        await led.record_call(
+            session="s",
+            role="r",
+            model="m",
+            provider="local",
+            tokens_in=1,
+            tokens_out=1,
+            latency_ms=1,
+            cost_usd=0.0,
+        )
+        assert (await _try(led, "s", "local", 0.0)) is not None  # local is never blocked
+        report = await led.report(session="s")
+        assert report["total"]["calls"] == 4
+        assert report["total"]["cost_usd"] == pytest.approx(4.75)
+
+
+async def test_a_reservation_past_its_ttl_is_charged_in_full(any_store: StoreUnderTest) -> None:
+    budget = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=0.3)
+    clock = ManualClock()
+    async with await any_store.ledger(budget, clock) as led:
+        res = await _try(led, "s", "openai", 2.0)
+        assert res is not None
+        if any_store.shared:
+            await asyncio.sleep(0.5)  # the database's clock, never the caller's
+        else:
+            clock.advance(1)
+        assert await led.expire_stale() == 1
+        snap = await led.snapshot("s")
+        assert (snap.per_session.spent_usd, snap.per_session.reserved_usd) == (2.0, 0.0)
+        with pytest.raises(Exception, match="expired"):
+            await led.settle(res.id, actual_usd=0.1, tokens_in=1, tokens_out=1, latency_ms=1)
+
+
+# ── random sequences against a reference model ────────────────────────────────────────────
+
+SESSION_CAP, DAY_CAP = 100, 160  # cents
+PROVIDER_CAPS = {"deepseek": 60, "openai": 120}
+PROP_BUDGET = Budget(
+    session_usd=SESSION_CAP / 100,
+    day_usd=DAY_CAP / 100,
+    reservation_ttl_s=3600,
+    provider_day_usd={k: v / 100 for k, v in PROVIDER_CAPS.items()},
+)
+reserve_op = st.tuples(
+    st.just("reserve"),
+    st.sampled_from(("s1", "s2", "s3")),
+    st.sampled_from(("deepseek", "openai", "moonshot")),
+    st.integers(1, 60),
+)
+close_op = st.tuples(
+    st.sampled_from(("settle", "release")), st.integers(0, 50), st.integers(0, 100)
+)
+ops = st.lists(st.one_of(reserve_op, reserve_op, close_op), min_size=8, max_size=30)
+
+
+@dataclass
+class Held:
+    res: Reservation
+    cents: int
+
+
+async def _sequence(store: StoreUnderTest, steps: list[tuple[object, ...]]) -> None:
+    spent: list[tuple[str, str, int]] = []
+    live: list[Held] = []
+
+    def used(session: str, provider: str) -> tuple[int, int, int]:
+        rows = spent + [(h.res.session, h.res.provider, h.cents) for h in live]
+        return (
+            sum(c for s, _, c in rows if s == session),
+            sum(c for _, _, c in rows),
+            sum(c for _, p, c in rows if p == provider),
+        )
+
+    async with await store.ledger(PROP_BUDGET, ManualClock()) as led:
+        for step in steps:
+            if step[0] == "reserve":
+                _, session, provider, cents = step
+                assert isinstance(session, str) and isinstance(provider, str)
+                assert isinstance(cents, int)
+                s, d, p = used(session, provider)
+                cap = PROVIDER_CAPS.get(provider)
+                ok = s + cents <= SESSION_CAP and d + cents <= DAY_CAP
+                ok = ok and (cap is None or p + cents <= cap)
+                res = await _try(led, session, provider, cents / 100)
+                assert (res is not None) == ok, step
+                if res is not None:
+                    live.append(Held(res, cents))
+            elif live:
+                kind, n, pct = step
+                assert isinstance(n, int) and isinstance(pct, int)
+                held = live.pop(n % len(live))
+                cost = held.cents * pct // 100
+                if kind == "settle":
+                    await led.settle(
+                        held.res.id, actual_usd=cost / 100, tokens_in=1, tokens_out=1, latency_ms=1
+                    )
+                else:
+                    await led.release(held.res.id, actual_usd=cost / 100)
+                spent.append((held.res.session, held.res.provider, cost))
+            for session in ("s1", "s2", "s3"):
+                snap = await led.snapshot(session)
+                for u in (snap.per_session, snap.per_day, *snap.per_provider.values()):
+                    if u.cap_usd is not None:
+                        assert u.spent_usd + u.reserved_usd <= u.cap_usd + 1e-9
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=ops)
+def test_random_sequences_match_the_reference_model(
+    any_store: StoreUnderTest, steps: list[tuple[object, ...]]
+) -> None:
+    if any_store.shared:
+        store = any_store.with_team(uuid.uuid4().hex)  # one database, a team per example
+    else:
+        store = StoreUnderTest(
+            "sqlite", any_store.location.replace(".db", f"-{uuid.uuid4().hex}.db")
+        )
+    run_sync(_sequence(store, steps))
+
+
+# ── PostgreSQL's own ─────────────────────────────────────────────────────────────────────
+
+
+async def test_caps_are_per_team_per_user_and_per_provider(pg_url: str) -> None:
+    from app.router.ledger.pg_ledger import PgBudgetLedger
+
+    budget = Budget(
+        session_usd=100.0,
+        day_usd=3.0,
+        user_day_usd=2.0,
+        reservation_ttl_s=900,
+        provider_day_usd={"openai": 2.5},
+    )
+    alice = await PgBudgetLedger.open(pg_url, budget, team="red", user="alice")
+    bob = await PgBudgetLedger.open(pg_url, budget, team="red", user="bob")
+    other = await PgBudgetLedger.open(pg_url, budget, team="blue", user="carol")
+    try:
+        assert await _try(alice, "a1", "deepseek", 2.0)
+        with pytest.raises(CapExceeded) as caught:
+            await alice.reserve(
+                session="a2", provider="deepseek", role="r", model="m", amount_usd=0.5
+            )
+        assert caught.value.cap == "user:alice"
+        assert await _try(bob, "b1", "openai", 1.0)
+        with pytest.raises(CapExceeded) as caught:  # the team's day: 2 + 1 + 0.5 > 3
+            await bob.reserve(session="b1", provider="openai", role="r", model="m", amount_usd=0.5)
+        assert caught.value.cap == "day"
+        assert await _try(other, "c1", "openai", 2.0)  # another team: its own totals
+        dave = await PgBudgetLedger.open(pg_url, budget, team="blue", user="dave")
+        with pytest.raises(CapExceeded) as caught:  # the team's openai day: 2 + 0.6 > 2.5
+            await dave.reserve(session="d1", provider="openai", role="r", model="m", amount_usd=0.6)
+        await dave.close()
+        assert caught.value.cap == "provider:openai"
+        snap = await bob.snapshot("b1")
+        assert snap.team == "red" and snap.user == "bob"
+        assert snap.per_day.reserved_usd == pytest.approx(3.0)
+        assert snap.per_user is not None and snap.per_user.reserved_usd == pytest.approx(1.0)
+    finally:
+        for led in (alice, bob, other):
+            await led.close()
+
+
+async def test_the_check_constraint_refuses_any_write_past_the_cap(pg_url: str) -> None:
+    from app.router.ledger.pg_ledger import PgBudgetLedger
+
+    async with await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="u") as led:
+        assert await _try(led, "s", "openai", 4.0)
+    conn = await asyncpg.connect(pg_url)
+    try:
+        with pytest.raises(asyncpg.CheckViolationError, match="never_over_cap"):
+            await conn.execute(
+                "UPDATE ledger_usage SET reserved_nusd = reserved_nusd + 2000000000"
+                " WHERE scope = 'session'"
+            )
+    finally:
+        await conn.close()
+
+
+async def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
+    from app.router.ledger.pg_ledger import PgBudgetLedger
+
+    async with await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="u"):
+        pass
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("UPDATE switchyard_schema SET version = 7 WHERE component = 'ledger'")
+    finally:
+        await conn.close()
+    with pytest.raises(SchemaTooNew, match=r"schema version 7 is newer .*\(1\)") as caught:
+        await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="u")
+    assert caught.value.exit_code == 2
