@@ -1,0 +1,162 @@
+"""``switchyard acp`` on bad input: JSON-RPC errors, never a crash, nothing but protocol on
+stdout (issue 15).
+
+These tests are the client, byte for byte: they write lines to the agent's stdin (some of
+them malformed on purpose) and read every line of its stdout, which must each be a
+JSON-RPC 2.0 message. Well-formed requests go through the SDK's client side elsewhere
+(test_acp_agent.py); here the point is what a broken client could send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.demo_repo import make_repo
+from tests.integration.acp_kit import agent_env
+
+#: a guard against a hung agent, not a measurement
+WAIT_S = 60
+
+
+class RawClient:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, Any]] = []
+
+    async def write(self, line: bytes | dict[str, Any]) -> None:
+        data = line if isinstance(line, bytes) else json.dumps(line).encode()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data + b"\n")
+        await self.proc.stdin.drain()
+
+    async def request(self, rid: int, method: str, params: Any) -> None:
+        await self.write({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+
+    async def read_until(self, done: Any) -> None:
+        async def loop() -> None:
+            assert self.proc.stdout is not None
+            while not done(self.lines):
+                raw = await self.proc.stdout.readline()
+                assert raw, "the agent closed its stdout"
+                message = json.loads(raw)  # every line is JSON ...
+                assert message["jsonrpc"] == "2.0"  # ... and JSON-RPC 2.0
+                self.lines.append(message)
+
+        await asyncio.wait_for(loop(), WAIT_S)
+
+    def reply(self, rid: Any) -> dict[str, Any]:
+        (found,) = [m for m in self.lines if "method" not in m and m.get("id") == rid]
+        return found
+
+    def null_id_errors(self) -> list[int]:
+        return [m["error"]["code"] for m in self.lines if m.get("id") is None and "error" in m]
+
+
+async def spawn(*args: str, cwd: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app",
+        "acp",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env=agent_env(PATH="/usr/bin:/bin", HOME=str(cwd)),
+    )
+
+
+async def test_bad_input_gets_json_rpc_errors_and_the_agent_stays_up(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    proc = await spawn(cwd=repo)
+    c = RawClient(proc)
+    # not JSON; JSON that is no object; an id that is no id; a notification nobody knows
+    await c.write(b"this is not json {")
+    await c.write(b"[1, 2, 3]")
+    await c.write({"jsonrpc": "2.0", "id": {"no": "id"}, "method": "initialize"})
+    await c.write({"jsonrpc": "2.0", "method": "no/such_notification", "params": {}})
+    await c.request(1, "initialize", {"protocolVersion": 1})
+    await c.request(2, "no/such_method", {})
+    await c.request(3, "session/new", {"cwd": str(plain), "mcpServers": []})
+    await c.request(4, "session/new", {"mcpServers": []})  # no cwd
+    await c.request(5, "session/new", {"cwd": str(repo), "mcpServers": []})
+    await c.read_until(lambda lines: any(m.get("id") == 5 for m in lines))
+    session = c.reply(5)["result"]["sessionId"]
+    image = {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"}
+    await c.request(6, "session/prompt", {"sessionId": session, "prompt": [image]})
+    await c.request(
+        7, "session/prompt", {"sessionId": "nope", "prompt": [{"type": "text", "text": "x"}]}
+    )
+    await c.request(8, "session/set_mode", {"sessionId": session, "modeId": "yolo"})
+    await c.request(9, "session/cancel", {"sessionId": session})  # a request, not a notification
+    await c.read_until(lambda lines: {6, 7, 8, 9} <= {m.get("id") for m in lines})
+
+    assert sorted(c.null_id_errors()) == [-32700, -32600, -32600]
+    assert c.reply(1)["result"]["protocolVersion"] == 1
+    assert c.reply(2)["error"]["code"] == -32601
+    not_git = c.reply(3)["error"]
+    assert (
+        not_git["code"] == -32602 and f"cwd {plain} is not a git repository" in not_git["message"]
+    )
+    assert c.reply(4)["error"]["code"] == -32602
+    no_text = c.reply(6)["error"]
+    assert no_text["code"] == -32602 and "the prompt has no text" in no_text["message"]
+    assert "unknown session 'nope'" in c.reply(7)["error"]["message"]
+    assert "unknown mode 'yolo'" in c.reply(8)["error"]["message"]
+    assert c.reply(9)["error"]["code"] == -32601
+    # still serving after all that; then a clean exit when the client hangs up
+    await c.request(10, "initialize", {"protocolVersion": 1})
+    await c.read_until(lambda lines: any(m.get("id") == 10 for m in lines))
+    assert c.reply(10)["result"]["agentInfo"]["name"] == "switchyard"
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
+    assert proc.stdout is not None and proc.stderr is not None
+    assert await proc.stdout.read() == b""  # nothing but the replies above
+    assert await proc.stderr.read() == b""  # diagnostics went to the log file
+    log = Path(agent_env()["SWITCHYARD_DATA_DIR"]) / "logs" / "acp.log"
+    assert "answered a bad message with -32700" in log.read_text()
+
+
+async def test_a_pinned_repository_refuses_a_session_elsewhere(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "served")
+    other = make_repo(tmp_path / "other")
+    proc = await spawn("--repo", str(repo), cwd=repo)
+    c = RawClient(proc)
+    await c.request(1, "initialize", {"protocolVersion": 1})
+    await c.request(2, "session/new", {"cwd": str(other), "mcpServers": []})
+    await c.request(3, "session/new", {"cwd": str(repo / "tests"), "mcpServers": []})
+    await c.read_until(lambda lines: {2, 3} <= {m.get("id") for m in lines})
+    refused = c.reply(2)["error"]
+    assert (
+        refused["code"] == -32602
+        and f"outside the repository this agent serves ({repo}" in (refused["message"])
+    )
+    assert "sessionId" in c.reply(3)["result"]  # a folder inside the repository is fine
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
+
+
+def test_a_broken_policy_is_one_line_on_stderr_before_any_protocol(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.toml"
+    bad.write_text("[budget\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "acp", "--policy", str(bad)],
+        input=b"",
+        capture_output=True,
+        cwd=tmp_path,
+        env=agent_env(PATH="/usr/bin:/bin", HOME=str(tmp_path)),
+        check=False,
+    )
+    assert done.returncode == 2 and done.stdout == b""
+    (line,) = done.stderr.decode().splitlines()
+    assert line.startswith(f"switchyard: {bad}")
