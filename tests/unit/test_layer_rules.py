@@ -23,6 +23,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "app.backends": ("app.pipeline", "app.router", "app.cli", "app.tui"),
     "app.router": ("app.pipeline", "app.cli", "app.tui", "app.gateway", "app.acp"),
     "app.pipeline": ("app.cli", "app.tui", "app.gateway", "app.acp"),
+    # the ACP face (faces do not import each other)
+    "app.acp": ("app.cli", "app.tui", "app.gateway"),
     # the leaves use nothing above them
     "app.tokens": ("app.",),
     "app.sqlite": ("app.",),
@@ -75,6 +77,18 @@ def _violations() -> list[str]:
 
 def test_no_layer_imports_upward() -> None:
     assert _violations() == []
+
+
+def test_only_the_cli_imports_the_acp_face() -> None:
+    """``switchyard acp`` is the one way in to app.acp: no core module, no other face."""
+    found = [
+        f"{path.relative_to(APP.parent)}:{lineno}: {target}"
+        for path in sorted(APP.rglob("*.py"))
+        if not _module_name(path).startswith(("app.acp", "app.cli"))
+        for lineno, target in _imports(path)
+        if target == "app.acp" or target.startswith("app.acp.")
+    ]
+    assert found == []
 
 
 @pytest.mark.parametrize(
