@@ -67,6 +67,9 @@ class Message(Frozen):
     tool_call_id: str | None = None
     #: a tool result may say it is an error (Anthropic's ``is_error``)
     is_error: bool = False
+    #: an assistant turn's reasoning as the model streamed it: DeepSeek's and Kimi's
+    #: thinking modes refuse a tool-call turn sent back without its ``reasoning_content``
+    reasoning: str = ""
 
 
 #: ``auto``/``none``/``required``, or the name of the one tool the model must call

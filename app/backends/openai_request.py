@@ -12,7 +12,11 @@
 * tools: function ``tools``; an assistant's calls as ``tool_calls`` (content null when it
   said nothing else); a result as a ``tool`` message with its ``tool_call_id`` (a result
   marked ``is_error`` starts "Error: ", the protocol having no flag for it; one naming
-  no call goes as a user message). ``tool_choice`` and ``parallel_tool_calls`` are sent
+  no call goes as a user message). DeepSeek's and Kimi's thinking modes refuse a turn of
+  calls sent back without the reasoning that led to it: there an assistant turn with
+  calls carries its :attr:`Message.reasoning` as ``reasoning_content`` (always on
+  DeepSeek, whose error is a missing field; on Kimi when there is some).
+  ``tool_choice`` and ``parallel_tool_calls`` are sent
   only with tools (OpenAI refuses them otherwise), and only where the server takes them:
 
   ==========  ===============================================================================
@@ -85,7 +89,7 @@ def flavor_for(*, runtime: str | None, provider: str) -> Flavor:
 def chat_messages(request: ChatRequest, flavor: Flavor) -> list[dict[str, Any]]:
     """The request's messages; a cloud flavor asked for JSON gets the schema as a message,
     and a flavor that cannot force a tool call is told to make one."""
-    messages = [_message(m) for m in request.messages]
+    messages = [_message(m, flavor) for m in request.messages]
     notes: list[str] = []
     if request.json_schema is not None and flavor in CLOUD_FLAVORS:
         notes.append(json_only_instruction(request.json_schema))
@@ -109,14 +113,14 @@ def prompt_texts(messages: list[dict[str, Any]], params: dict[str, Any]) -> list
     return texts
 
 
-def _message(m: Message) -> dict[str, Any]:
+def _message(m: Message, flavor: Flavor) -> dict[str, Any]:
     if m.role == "tool":
         content = f"Error: {m.content}" if m.is_error else m.content
         if m.tool_call_id is None:
             return {"role": "user", "content": f"Tool result: {content}"}
         return {"role": "tool", "tool_call_id": m.tool_call_id, "content": content}
     if m.role == "assistant" and m.tool_calls:
-        return {
+        turn: dict[str, Any] = {
             "role": "assistant",
             "content": m.content or None,
             "tool_calls": [
@@ -128,6 +132,9 @@ def _message(m: Message) -> dict[str, Any]:
                 for c in m.tool_calls
             ],
         }
+        if flavor == "deepseek" or (flavor == "moonshot" and m.reasoning):
+            turn["reasoning_content"] = m.reasoning
+        return turn
     return {"role": m.role, "content": m.content}
 
 

@@ -47,6 +47,7 @@ def mask_request(request: ChatRequest) -> tuple[ChatRequest, int]:
         m.model_copy(
             update={
                 "content": masker.text(m.content),
+                "reasoning": masker.text(m.reasoning),
                 # a tool's result or a call's arguments can quote a file as well
                 "tool_calls": [
                     c.model_copy(update={"arguments": masker.text(c.arguments)})

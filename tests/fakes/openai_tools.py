@@ -9,7 +9,9 @@ Checks (400, in OpenAI's words where it has them):
   choice on its thinking models); llama.cpp takes auto/none/required (stricter than the
   real server, which reads a named choice as auto, so a test sees it was sent);
 * an assistant's ``tool_calls`` are answered by ``tool`` messages right after it, one
-  per call id, and every ``tool`` message answers such a call.
+  per call id, and every ``tool`` message answers such a call;
+* DeepSeek's reasoner (thinking mode) wants each assistant turn with ``tool_calls`` sent
+  back with its ``reasoning_content``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,16 @@ def check_tools(flavor: str, body: dict[str, Any]) -> Refusal | None:
         return _invalid(f"tool_choice {choice!r} is not supported")
     if flavor == "llamacpp" and choice is not None and choice not in ("auto", "none", "required"):
         return _invalid(f"Invalid tool_choice: {choice}")
-    return _check_pairs(body.get("messages") or [])
+    messages = body.get("messages") or []
+    if flavor == "deepseek" and body.get("model") == "deepseek-reasoner":
+        for i, m in enumerate(messages):
+            if isinstance(m, dict) and m.get("tool_calls") and "reasoning_content" not in m:
+                return _invalid(
+                    f"Missing `reasoning_content` field in the assistant message at message "
+                    f"index {i}. For more information, please refer to "
+                    "https://api-docs.deepseek.com/guides/thinking_mode#tool-calls"
+                )
+    return _check_pairs(messages)
 
 
 def _check_pairs(messages: list[Any]) -> Refusal | None:

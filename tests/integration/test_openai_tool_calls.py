@@ -366,3 +366,46 @@ def test_a_server_that_ends_calls_with_stop_finishes_tool_calls() -> None:
     plain = ChunkState(model="m")
     plain.feed({"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}]})
     assert plain.finish() == "stop"
+
+
+async def test_deepseek_reasoner_gets_its_reasoning_back_with_its_calls(
+    fake_deepseek: FakeOpenAIServer, make: Make
+) -> None:
+    # thinking mode refuses a turn of calls sent back without its reasoning_content
+    backend = make(fake_deepseek, served_name="deepseek-reasoner")
+    fake_deepseek.script.queue(
+        Scripted(
+            "",
+            reasoning="the test fails in a.py",
+            tool_calls=(ScriptedCall("read_file", {"path": "a.py"}),),
+        ),
+        "Fixed.",
+    )
+    first = await collect(backend.stream(ask(tools=TOOLS)))
+    assert first.reasoning == "the test fails in a.py" and first.finish_reason == "tool_calls"
+    turn = Message(role="assistant", reasoning=first.reasoning, tool_calls=first.tool_calls)
+    result = Message(role="tool", tool_call_id=first.tool_calls[0].id, content="x = 1")
+    history = [Message(role="user", content="look at a.py"), turn, result]
+    second = await collect(backend.stream(ChatRequest(messages=history, tools=TOOLS)))
+    assert second.text == "Fixed."
+    sent = fake_deepseek.chat_requests[-1]["messages"][1]
+    assert sent["reasoning_content"] == "the test fails in a.py"
+    # a turn whose reasoning is unknown (another model's) still carries the field
+    bare = Message(role="assistant", tool_calls=first.tool_calls)
+    await collect(backend.stream(ChatRequest(messages=[history[0], bare, result], tools=TOOLS)))
+    assert fake_deepseek.chat_requests[-1]["messages"][1]["reasoning_content"] == ""
+
+
+async def test_reasoning_goes_back_only_where_it_is_asked_for(
+    fake_openai_factory: Factory, make: Make
+) -> None:
+    call = ToolCall(id="call_1", name="read_file", arguments="{}")
+    history = [
+        Message(role="user", content="look"),
+        Message(role="assistant", reasoning="thinking", tool_calls=[call]),
+        Message(role="tool", tool_call_id="call_1", content="x"),
+    ]
+    for flavor, sent in (("moonshot", "thinking"), ("openai", None), ("vllm", None)):
+        server = fake_openai_factory(flavor)
+        await collect(make(server).stream(ChatRequest(messages=history, tools=TOOLS)))
+        assert server.chat_requests[-1]["messages"][1].get("reasoning_content") == sent

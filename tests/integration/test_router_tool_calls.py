@@ -231,3 +231,14 @@ async def test_a_cloud_escalation_sends_calls_and_results_masked(
     turns = fake_anthropic.message_requests[-1]["messages"]
     assert turns[1]["content"][0]["input"] == {"path": "[REDACTED]"}
     assert turns[2]["content"][0]["tool_use_id"] == "toolu_1"
+
+
+def test_reasoning_sent_back_is_masked_like_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    # DeepSeek and Kimi get an assistant turn's reasoning back (reasoning_content)
+    from app.router.calling import mask_request
+
+    secret = "tok-0a1b2c3d4e5f60718293"
+    monkeypatch.setenv("DEPLOY_TOKEN", secret)
+    turn = Message(role="assistant", reasoning=f"the token is {secret}", tool_calls=CALLS)
+    masked, count = mask_request(asked(Message(role="user", content="go"), turn))
+    assert count == 1 and masked.messages[1].reasoning == "the token is [REDACTED]"

@@ -129,6 +129,28 @@ def test_openai_non_streamed_calls(fake_vllm: FakeOpenAIServer, client: httpx.Cl
             },
             "did not have response messages: c1",
         ),
+        (
+            "deepseek",
+            {
+                "model": "deepseek-reasoner",
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "c1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "{}"},
+                            }
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": "c1", "content": "r"},
+                ],
+            },
+            "Missing `reasoning_content` field in the assistant message at message index 1",
+        ),
     ],
 )
 def test_openai_refuses_what_the_servers_refuse(
