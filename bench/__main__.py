@@ -1,4 +1,4 @@
-"""``make bench``: every benchmark in turn, each in its own interpreter, within 15 minutes.
+"""``make bench``: every benchmark in turn, each in its own interpreter, within 20 minutes.
 
 Prints the machine once, each benchmark's output as it comes (without its own machine
 lines), and at the end every ``RATIO`` line again with what failed or did not run. Each
@@ -12,11 +12,13 @@ benchmark writes its JSON under ``bench/results/``; this writes ``summary.json``
 - P4 decode tokens/s vs the memory-bandwidth bound (``bench.decode_bench``)
 - P5 the TUI's first frame and a 10k-event flood vs an empty Textual app (``bench.tui_bench``)
 - P6 embeddings through the memory pipeline vs raw sentence-transformers (``bench.embed_bench``)
+- P7 ``switchyard serve`` vs the LiteLLM proxy vs direct, on one fake upstream
+  (``bench.gateway_bench``)
 
 Benchmarks run one at a time: they would otherwise measure each other. A benchmark that
 would not fit in what is left of the budget is reported as not run.
 
-Run: python -m bench [--budget 900] [--only P1,P4]
+Run: python -m bench [--budget 1200] [--only P1,P4]
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ def plan() -> list[Bench]:
         Bench("P4", "decode vs memory bandwidth", [*py, "bench.decode_bench"], 150, 45),
         Bench("P5", "TUI first frame and flood", [*py, "bench.tui_bench"], 150, 45),
         Bench("P6", "embeddings vs sentence-transformers", [*py, "bench.embed_bench"], 180, 60),
+        # ~4 min here (2,000 + 200 requests per side, each stream 180 ms), more when the
+        # LiteLLM proxy's requirements are installed on first use
+        Bench("P7", "gateway vs LiteLLM proxy", [*py, "bench.gateway_bench"], 600, 300),
     ]
     return out
 
@@ -152,7 +157,7 @@ def run(bench: Bench, timeout_s: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--budget", type=float, default=900.0, help="seconds for everything")
+    ap.add_argument("--budget", type=float, default=1200.0, help="seconds for everything")
     ap.add_argument("--only", default="", help="comma-separated keys, e.g. P1,P4")
     args = ap.parse_args(argv)
     only = {k.strip().upper() for k in args.only.split(",") if k.strip()}

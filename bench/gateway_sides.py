@@ -1,7 +1,8 @@
 """P7's processes: the fake upstream, ``switchyard serve`` and the LiteLLM proxy.
 
-Each runs in its own process group with its output in a log file, and is stopped as a
-group (SIGTERM, then SIGKILL). What each side is given:
+Each is one process (LiteLLM with one worker runs uvicorn in-process), its output in a log
+file, stopped with SIGTERM, then SIGKILL. They stay in the benchmark's process group, so
+``make bench`` stopping the benchmark's group stops them too. What each side is given:
 
 - **Switchyard**: ``switchyard serve --port 0 --approve deny`` with the repository's
   policy, a temporary ``SWITCHYARD_DATA_DIR`` and XDG config home (no user settings), and
@@ -22,11 +23,9 @@ and two releases that were never published): :func:`ensure_litellm_proxy` instal
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -161,7 +160,6 @@ class Proc:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
 
     @property
@@ -184,13 +182,11 @@ class Proc:
     def stop(self) -> None:
         if self.popen.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
+        self.popen.terminate()
         try:
             self.popen.wait(timeout=3)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.kill()  # LiteLLM's shutdown can hang on its background tasks
             self.popen.wait(timeout=10)
 
 
