@@ -85,6 +85,8 @@ class _Events(StreamState):
     stopped: bool = False
     #: a tool_use block's index in the message → the call's index
     tool_blocks: dict[int, int] = field(default_factory=dict)
+    #: every block started, by index (a server tool's input is not a call of ours)
+    started_blocks: set[int] = field(default_factory=set)
 
     END = "message_stop"
 
@@ -146,6 +148,8 @@ class _Events(StreamState):
 
     def _block_start(self, event: object) -> Delta | None:
         block = getattr(event, "content_block", None)
+        if isinstance(getattr(event, "index", None), int):
+            self.started_blocks.add(getattr(event, "index", -1))
         if getattr(block, "type", None) != "tool_use":
             return None
         index, ident, name = (
@@ -163,7 +167,10 @@ class _Events(StreamState):
         return self._calls(self.calls.feed(position, ident, name, first))
 
     def _input_piece(self, event: object, piece: object) -> Delta | None:
-        position = self.tool_blocks.get(getattr(event, "index", -1))
+        index = getattr(event, "index", -1)
+        position = self.tool_blocks.get(index)
+        if position is None and index in self.started_blocks:
+            return None  # a server tool's input (server_tool_use): the API runs it
         if position is None or not isinstance(piece, str):
             raise BadStreamItem("input_json_delta outside a tool_use block")
         return self._calls(self.calls.feed(position, None, None, piece))

@@ -331,3 +331,19 @@ def test_the_prompt_counted_for_local_usage_holds_calls_results_and_tools() -> N
     )
     tools = json.dumps([t.model_dump() for t in TOOLS], separators=(",", ":"))
     assert sent.prompt == ["Be brief.", "look", "", "a.py", 'bash {"command": "ls"}', tools]
+
+
+def test_a_server_tools_input_is_not_a_call_but_a_stray_piece_is_malformed() -> None:
+    from types import SimpleNamespace as E
+
+    from app.backends.anthropic_backend import _Events
+    from app.backends.provider_common import BadStreamItem
+
+    state = _Events(model=MODEL)
+    server_tool = E(type="server_tool_use", id="srvtoolu_1", name="web_search", input={})
+    assert state.feed(E(type="content_block_start", index=0, content_block=server_tool)) is None
+    piece = E(type="input_json_delta", partial_json='{"query": "x"}')
+    assert state.feed(E(type="content_block_delta", index=0, delta=piece)) is None
+    assert not state.calls.started
+    with pytest.raises(BadStreamItem):
+        state.feed(E(type="content_block_delta", index=5, delta=piece))
