@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from typing import Any
 
 from app.audit.types import AuditSink
-from app.backends.base import Backend
+from app.backends.base import Backend, BackendError
 from app.backends.http import LocalOnly, make_async_client_httpx2
-from app.backends.runtimes import api_root, resolve_url
+from app.backends.pool import EndpointPool, PooledBackend
+from app.backends.runtimes import api_root, resolve_url, resolve_urls
 from app.clock import Clock, SystemClock
 from app.policy.schema import Policy
 
@@ -41,6 +43,14 @@ class BackendRegistry:
         self._urls = {
             rid: resolve_url(policy, rid, runtime_urls or {}) or "" for rid in policy.runtimes
         }
+        # runtimes with several endpoints (two GPU boxes): spread, with failover (pool.py)
+        self._audit, self._session = audit, session
+        self._pools: dict[str, EndpointPool] = {}
+        for rid in policy.runtimes:
+            urls = resolve_urls(policy, rid, runtime_urls or {})
+            if len(urls) > 1:
+                self._urls[rid] = urls[0]
+                self._pools[rid] = EndpointPool(rid, urls, self._clock, _cooldown(policy))
         # One guarded client for every HTTP backend: the SDKs take httpx2 clients.
         self._client = make_async_client_httpx2(
             local_only=local_only, audit=audit, session=session, named=policy.named_local_hosts()
@@ -106,7 +116,15 @@ class BackendRegistry:
             if window and spec.model:
                 self._windows[self.policy.resolve(spec.model)] = window
             return ok
-        base = self.url(runtime)
+        pool = self._pools.get(runtime)
+        if pool is None:
+            return await self._probe_url(self.url(runtime))
+        for url in pool.healthy():  # up when any endpoint not in cooldown answers
+            if await self._probe_url(url):
+                return True
+        return False
+
+    async def _probe_url(self, base: str) -> bool:
         if not base:
             return False
         started = time.perf_counter()
@@ -145,16 +163,23 @@ class BackendRegistry:
 
         if runtime != "cloud":
             spec = self.policy.runtimes[runtime]
-            return OpenAICompatBackend(
-                model_id=model_id,
-                # the launcher serves llama.cpp models under their catalog id (--model_alias)
-                served_name=model.served_name if spec.kind == "vllm" else model_id,
-                runtime=runtime,
-                flavor=flavor_for(runtime=spec.kind, provider=model.provider),
-                base_url=self.url(runtime),
-                api_key=None,
-                client=self._client,
-            )
+            pool = self._pools.get(runtime)
+            made = {
+                url: OpenAICompatBackend(
+                    model_id=model_id,
+                    # the launcher serves llama.cpp models under their catalog id
+                    served_name=model.served_name if spec.kind == "vllm" else model_id,
+                    runtime=runtime,
+                    flavor=flavor_for(runtime=spec.kind, provider=model.provider),
+                    base_url=url,
+                    api_key=None,
+                    client=self._client,
+                )
+                for url in (pool.urls if pool else [self.url(runtime)])
+            }
+            if pool is None:
+                return made[self.url(runtime)]
+            return PooledBackend(pool, made, partial(self._endpoint_down, pool, model_id))
         provider = self.policy.providers[model.provider]
         key_env = provider.api_key_env
         api_key = os.environ.get(key_env) if key_env else None
@@ -183,3 +208,33 @@ class BackendRegistry:
             client=self._client,
             **kwargs,
         )
+
+    async def _endpoint_down(
+        self, pool: EndpointPool, model_id: str, url: str, exc: BackendError, left: int
+    ) -> None:
+        """GR-005: one endpoint of a runtime failed and is marked down; said before the
+        request moves to the next (the router says it when the whole runtime is down)."""
+        if self._audit is None:
+            return
+        where = f"{pool.runtime} endpoint {url}"
+        await self._audit.append(
+            "degradation",
+            session=self._session,
+            from_=f"{model_id}@{pool.runtime}",
+            to=None,
+            reason_codes=["ENDPOINT_DOWN", f"ERR_{exc.kind.upper()}"],
+            values={
+                "runtime": pool.runtime,
+                "endpoint": url,
+                "error": exc.kind,
+                "cooldown_s": pool.cooldown_s,
+                "endpoints_up": left,
+            },
+            detail=f"{model_id} on {where} failed ({exc}); marked down for {pool.cooldown_s:g}s"
+            + (f"; {left} other endpoint(s) up" if left else "; no other endpoint is up"),
+        )
+
+
+def _cooldown(policy: Policy) -> float:
+    rule = policy.retries.get("connect")
+    return rule.cooldown_s if rule is not None else 30.0

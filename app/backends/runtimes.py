@@ -28,6 +28,15 @@ def resolve_url(policy: Policy, runtime: str, overrides: Mapping[str, str]) -> s
     return url.rstrip("/") if url else None
 
 
+def resolve_urls(policy: Policy, runtime: str, overrides: Mapping[str, str]) -> list[str]:
+    """Every endpoint of an HTTP runtime: an override (one URL, or several separated by
+    commas) wins over the policy's ``base_url`` and ``base_urls``."""
+    spec = policy.runtimes.get(runtime)
+    given = overrides.get(runtime)
+    urls = given.split(",") if given else (spec.urls if spec else [])
+    return list(dict.fromkeys(u.strip().rstrip("/") for u in urls if u.strip()))
+
+
 def runtime_url(policy: Policy, settings: Settings, runtime: str) -> str | None:
     """The base URL the router uses for ``runtime`` under these settings."""
     return resolve_url(policy, runtime, url_overrides(settings))
