@@ -1,6 +1,7 @@
 """Budget meter: spend against the caps per session, day and provider, reservations in
 flight, and cost per role. The model is the ledger's latest snapshot
-(``BudgetLedger.snapshot(...).model_dump()``), as it arrives on the bus."""
+(``BudgetLedger.snapshot(...).model_dump()``), as it arrives on the bus. On a shared
+(team) store the day and provider meters are the team's, and the user's day is shown."""
 
 from __future__ import annotations
 
@@ -73,9 +74,13 @@ def render_budget(
     providers: dict[str, Any] = snapshot.get("per_provider") or {}
     # Providers with spend or reservations get a meter; idle capped ones a mention.
     active = [p for p, u in providers.items() if u.get("spent_usd") or u.get("reserved_usd")]
+    # A shared (team) store: the day and the providers are the team's; the user's day too.
+    team = snapshot.get("team")
+    user_day = [("you", snapshot["per_user"])] if team and snapshot.get("per_user") else []
     meters = [
         ("session", snapshot.get("per_session") or {}),
-        ("day", snapshot.get("per_day") or {}),
+        ("team day" if team else "day", snapshot.get("per_day") or {}),
+        *user_day,
         *((p, providers[p]) for p in active),
     ]
     # One bar width for all, so the bars and figures line up: what the words leave.
@@ -101,6 +106,8 @@ def render_budget(
     calls = snapshot.get("calls")
     if calls is not None:
         lines.append(Text(f"{calls} calls this session", style=dim, end=""))
+    if team:
+        lines.append(Text(f"team {team} · {snapshot.get('user')}", style=dim, end=""))
     return Text("\n").join(lines)
 
 
