@@ -4,7 +4,9 @@ agent loop, and a clean end (every run at work sealed) when the client hangs up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -46,8 +48,15 @@ async def _main(
 
     agent = SwitchyardAgent(settings, policy, local_only=local_only, repo=repo)
     writer, reader = await protocol_streams(*fds)
+    # an editor ends its agent with SIGTERM: stop like a hang-up, runs sealed on the way out
+    main = asyncio.current_task()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        if main is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     try:
         # the SDK's Agent is a Protocol; this agent implements the methods it serves
         await run_agent(cast(Any, agent), writer, reader)
+    except asyncio.CancelledError:
+        log.info("switchyard acp: terminated")
     finally:
         await agent.shutdown()

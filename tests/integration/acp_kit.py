@@ -70,6 +70,7 @@ class ScriptedClient:
     reads: list[str] = field(default_factory=list)
     writes: list[str] = field(default_factory=list)
     conn: Any = None
+    proc: Any = None
 
     @staticmethod
     def default(options: list[tuple[str, str]]) -> str | None:
@@ -160,8 +161,8 @@ async def spawned(
     """``switchyard acp ARGS`` through the SDK's client side; yields the connection."""
     async with spawn_agent_process(
         client, sys.executable, "-m", "app", "acp", *args, env=env, cwd=cwd
-    ) as (conn, _proc):
-        client.conn = conn
+    ) as (conn, proc):
+        client.conn, client.proc = conn, proc
         yield conn
 
 

@@ -9,7 +9,9 @@ one-line check (configured in the repo's .switchyard/config.toml), so a run take
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -329,18 +331,48 @@ async def test_cancel_in_the_middle_of_a_run_seals_the_evidence(
     assert not [t for t in (repo / ".switchyard" / "worktrees").glob("*") if t.is_dir()]
 
 
-async def test_no_answer_within_the_policy_timeout_denies(
+@pytest.mark.parametrize("how", ["hang-up", "SIGTERM"])
+async def test_an_editor_that_goes_away_mid_run_leaves_sealed_evidence(
+    repo: Path, world: Callable[..., dict[str, Any]], how: str
+) -> None:
+    w = world(plan=0.6)
+
+    async def go_away(client: ScriptedClient) -> None:
+        # at the escalation's permission request, the editor goes and never answers
+        if how == "hang-up":
+            client.proc.stdin.close()  # the thread was closed, or the editor quit
+        else:
+            client.proc.send_signal(signal.SIGTERM)
+        await asyncio.Event().wait()
+
+    client = ScriptedClient(answers=[go_away])
+    before = checkout_fingerprint(repo)
+    async with spawned(client, cwd=repo, env=w["env"], args=("--policy", str(w["policy"]))) as conn:
+        await initialize(conn, fs=False)
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        with pytest.raises(ConnectionError):  # the agent ended the turn by going away too
+            await conn.prompt(session_id=session.session_id, prompt=[text_block(TASK)])
+        assert await asyncio.wait_for(client.proc.wait(), 60) == 0
+    bundle = bundle_of(repo)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["status"] == "stopped" and "cancelled" in manifest["reason"]
+    assert verify_bundle(bundle).ok
+    assert checkout_fingerprint(repo) == before
+    assert w["cloud"].chat_requests == []
+    assert not [t for t in (repo / ".switchyard" / "worktrees").glob("*") if t.is_dir()]
+
+
+async def test_no_answer_within_the_timeout_or_a_dismissed_request_denies(
     repo: Path, world: Callable[..., dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    import asyncio
-
     w = world(plan=0.6)
 
     async def never(client: ScriptedClient) -> str | None:
         await asyncio.Event().wait()  # the editor never answers
         return None
 
-    client = ScriptedClient(answers=[never])
+    # the architect's escalation: no answer; the next step of its chain: dismissed
+    client = ScriptedClient(answers=[never, None])
     env = {**w["env"], "SWITCHYARD_APPROVAL_TIMEOUT_S": "1"}
     async with spawned(client, cwd=repo, env=env, args=("--policy", str(w["policy"]))) as conn:
         await initialize(conn, fs=False)
@@ -350,13 +382,14 @@ async def test_no_answer_within_the_policy_timeout_denies(
     first = client.tool_calls("fetch")[0]
     assert client.permissions[0].answer is None  # still waiting when the broker gave up
     assert client.final_status(first.tool_call_id) == "failed"
-    (timed_out, *rest) = [
-        (d["role"], d["reason_codes"], d["provenance"]["approver"])
+    (timed_out, dismissed, *rest) = [
+        (d["role"], d["reason_codes"], d["provenance"]["approver"], d["detail"])
         for d in audit_of(bundle_of(repo))
         if d["kind"] == "denial"
     ]
-    assert timed_out == ("architect", ["APPROVAL_TIMEOUT"], "timeout")
-    assert all(codes == ["DENIED_ALL"] and who == APPROVER for _, codes, who in rest)
+    assert timed_out[:3] == ("architect", ["APPROVAL_TIMEOUT"], "timeout")
+    assert dismissed == ("architect", ["DENIED"], APPROVER, "cancelled by the client: denied")
+    assert all(codes == ["DENIED_ALL"] and who == APPROVER for _, codes, who, _ in rest)
     assert w["cloud"].chat_requests == [] and w["deepseek"].chat_requests == []
 
 
