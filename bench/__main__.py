@@ -12,6 +12,8 @@ benchmark writes its JSON under ``bench/results/``; this writes ``summary.json``
 - P4 decode tokens/s vs the memory-bandwidth bound (``bench.decode_bench``)
 - P5 the TUI's first frame and a 10k-event flood vs an empty Textual app (``bench.tui_bench``)
 - P6 embeddings through the memory pipeline vs raw sentence-transformers (``bench.embed_bench``)
+- P8 the team ledger's reservations on PostgreSQL vs SQLite, and the overspend of 8
+  processes racing for one cap (``bench.team_ledger``)
 - P7 ``switchyard serve`` vs the LiteLLM proxy vs direct, on one fake upstream
   (``bench.gateway_bench``)
 
@@ -106,6 +108,8 @@ def plan() -> list[Bench]:
         # ~4 min here (2,000 + 200 requests per side, each stream 180 ms), more when the
         # LiteLLM proxy's requirements are installed on first use
         Bench("P7", "gateway vs LiteLLM proxy", [*py, "bench.gateway_bench"], 600, 300),
+        # a throwaway PostgreSQL (fsync on) and a SQLite file; 1 and 8 processes
+        Bench("P8", "team ledger: PostgreSQL vs SQLite", [*py, "bench.team_ledger"], 400, 150),
     ]
     return out
 

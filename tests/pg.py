@@ -15,13 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -32,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.ci import missing
+from tests.pg_cluster import ClusterUnavailable, start_cluster
 
 
 @dataclass(frozen=True)
@@ -44,20 +39,6 @@ class PgServer:
 
     def url_for(self, database: str) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
-
-
-def pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    hits = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return hits[-1] if hits else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_sync(coro: Any) -> Any:
@@ -78,52 +59,6 @@ def run_sync(coro: Any) -> Any:
     return box.get("value")
 
 
-def _start_cluster() -> tuple[PgServer, Path, str]:
-    initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        missing("PostgreSQL is not installed (initdb/pg_ctl; Debian package `postgresql`)")
-    as_root = os.geteuid() == 0
-    run_as: dict[str, Any] = {}
-    root = Path(tempfile.mkdtemp(prefix="switchyard-pg-"))
-    if as_root:
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            missing("running as root and there is no `postgres` user to run initdb as")
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-        run_as = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
-    data, port = root / "data", _free_port()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
-    common: dict[str, Any] = {"env": env, "cwd": root, "capture_output": True, "text": True}
-    init = subprocess.run(
-        [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-        **common,
-        **run_as,
-        timeout=120,
-    )
-    if init.returncode != 0:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"initdb failed: {init.stderr.strip()[-500:]}", pytrace=False)
-    opts = (
-        f"-k {root} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
-        " -c full_page_writes=off -c max_connections=200"
-    )
-    start = subprocess.run(
-        [pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "-t", "60", "start"],
-        **common,
-        **run_as,
-        timeout=90,
-    )
-    if start.returncode != 0:
-        log = (root / "log").read_text(errors="replace")[-800:] if (root / "log").exists() else ""
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"pg_ctl start failed: {start.stderr.strip()} {log}", pytrace=False)
-    server = PgServer(
-        f"postgresql://postgres@127.0.0.1:{port}/postgres", "127.0.0.1", port, "postgres"
-    )
-    return server, root, pg_ctl
-
-
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     given = os.environ.get("SWITCHYARD_TEST_PG_DSN", "").strip()
@@ -133,22 +68,16 @@ def pg_server() -> Iterator[PgServer]:
         url = parse_database_url(given)
         yield PgServer(given, url.host or "127.0.0.1", url.port, url.user or "postgres")
         return
-    server, root, pg_ctl = _start_cluster()
     try:
-        yield server
+        cluster = start_cluster(fsync=False)
+    except ClusterUnavailable as exc:
+        missing(str(exc))
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield PgServer(cluster.admin_url, cluster.host, cluster.port, cluster.user)
     finally:
-        owner: dict[str, Any] = {}
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam("postgres")
-            owner = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
-        subprocess.run(
-            [pg_ctl, "-D", str(root / "data"), "-m", "immediate", "-w", "stop"],
-            capture_output=True,
-            cwd=root,
-            timeout=60,
-            **owner,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.stop()
 
 
 async def _admin(server: PgServer, sql: str) -> None:

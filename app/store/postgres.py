@@ -94,6 +94,9 @@ async def connect_pool(
             timeout=timeout_s,
             # statements are few and fixed; the cache is per connection
             statement_cache_size=64,
+            # no session state to undo (no SET, LISTEN or session locks: every lock is a
+            # transaction's), so a released connection skips asyncpg's reset round trip
+            reset=_no_reset,
             **kwargs,
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -102,6 +105,10 @@ async def connect_pool(
         ) from None
     assert pool is not None
     return pool
+
+
+async def _no_reset(conn: Any) -> None:
+    return None
 
 
 def _why(exc: BaseException) -> str:

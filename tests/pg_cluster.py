@@ -1,0 +1,113 @@
+"""Start and stop a throwaway PostgreSQL cluster (no pytest here: the test fixture in
+``tests/pg.py`` and ``bench/team_ledger.py`` both use it).
+
+``initdb`` refuses to run as root, so as root it runs as the ``postgres`` user in a
+``mkdtemp`` folder chowned to it (a 0700 folder of root's would not do); ``pg_ctl``
+starts it on a free loopback port with its socket in that folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ClusterUnavailable(RuntimeError):
+    """PostgreSQL is not installed here (or cannot be run as this user)."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    host: str
+    port: int
+    user: str
+    root: Path
+    pg_ctl: str
+
+    @property
+    def admin_url(self) -> str:
+        return self.url_for("postgres")
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+
+    def stop(self) -> None:
+        subprocess.run(
+            [self.pg_ctl, "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            cwd=self.root,
+            timeout=60,
+            **_as_postgres(),
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def pg_bin(name: str) -> str | None:
+    """A PostgreSQL program: on PATH, or where Debian keeps it."""
+    found = shutil.which(name)
+    if found:
+        return found
+    hits = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return hits[-1] if hits else None
+
+
+def _as_postgres() -> dict[str, Any]:
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pw = pwd.getpwnam("postgres")
+    except KeyError:
+        raise ClusterUnavailable("running as root and there is no `postgres` user") from None
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_cluster(*, fsync: bool = False) -> Cluster:
+    """A running cluster; :class:`ClusterUnavailable` without PostgreSQL, RuntimeError
+    when it does not start (with its log)."""
+    initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        raise ClusterUnavailable("PostgreSQL is not installed (initdb/pg_ctl; Debian `postgresql`)")
+    run_as = _as_postgres()
+    root = Path(tempfile.mkdtemp(prefix="switchyard-pg-"))
+    if run_as:
+        os.chown(root, run_as["user"], run_as["group"])
+    data, port = root / "data", _free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    common: dict[str, Any] = {"env": env, "cwd": root, "capture_output": True, "text": True}
+    init = subprocess.run(
+        [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        **common,
+        **run_as,
+        timeout=120,
+    )
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"initdb failed: {init.stderr.strip()[-500:]}")
+    opts = f"-k {root} -p {port} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    if not fsync:
+        opts += " -c fsync=off -c full_page_writes=off"
+    start = subprocess.run(
+        [pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "-t", "60", "start"],
+        **common,
+        **run_as,
+        timeout=90,
+    )
+    if start.returncode != 0:
+        log = (root / "log").read_text(errors="replace")[-800:] if (root / "log").exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"pg_ctl start failed: {start.stderr.strip()} {log}")
+    return Cluster("127.0.0.1", port, "postgres", root, pg_ctl)
