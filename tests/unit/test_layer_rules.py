@@ -32,6 +32,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "app.subprocess_env": ("app.",),
     "app.bus": ("app.pipeline", "app.router", "app.backends", "app.cli", "app.tui"),
     "app.audit": ("app.pipeline", "app.router", "app.backends", "app.cli", "app.tui"),
+    # the team store's leaf: the database URL, connecting, migrations (issue 18)
+    "app.store": ("app.pipeline", "app.router", "app.backends", "app.audit", "app.cli", "app.tui"),
 }
 
 
