@@ -194,7 +194,14 @@ def _chat_message(raw: Any, where: str) -> Message:
                 )
             )
         text = _text_of(m.get("content"), f"{where}.content")
-        return Message(role="assistant", content=text, tool_calls=calls)
+        # DeepSeek's and Kimi's thinking modes want a call turn's reasoning back
+        thought = m.get("reasoning_content") or m.get("reasoning")
+        return Message(
+            role="assistant",
+            content=text,
+            tool_calls=calls,
+            reasoning=thought if isinstance(thought, str) else "",
+        )
     if role == "tool":
         call_id = m.get("tool_call_id")
         if not isinstance(call_id, str) or not call_id:
@@ -335,11 +342,14 @@ def _response_tools(
 def _response_items(items: list[Any]) -> list[Message]:
     out: list[Message] = []
     pending: list[ToolCall] = []
+    reasoning: list[str] = []
 
     def flush() -> None:
         if pending:
-            out.append(Message(role="assistant", tool_calls=list(pending)))
+            thought = "\n".join(r for r in reasoning if r)
+            out.append(Message(role="assistant", tool_calls=list(pending), reasoning=thought))
             pending.clear()
+            reasoning.clear()
 
     for i, raw in enumerate(items):
         item = _obj(raw, f"input[{i}]")
@@ -377,7 +387,9 @@ def _response_items(items: list[Any]) -> list[Message]:
             else:
                 raise bad(f"input[{i}].role: {role!r} is not system, developer, user or assistant")
         elif kind == "reasoning":
-            continue  # the model's own summary of its reasoning: not prompt
+            # not prompt, but a thinking model wants its call turn's reasoning back
+            summary = item.get("summary") or []
+            reasoning.extend(str(p.get("text") or "") for p in summary if isinstance(p, dict))
         else:
             raise bad(f"input[{i}].type: {kind!r} is not supported by Switchyard's gateway")
     flush()
@@ -450,6 +462,7 @@ def anthropic_messages(body: dict[str, Any]) -> list[Message]:
         if not isinstance(content, list):
             raise bad(f"{where}.content: expected a string or a list of blocks")
         text: list[str] = []
+        thinking: list[str] = []
         calls: list[ToolCall] = []
         for j, block in enumerate(content):
             block = _obj(block, f"{where}.content[{j}]")
@@ -475,10 +488,19 @@ def anthropic_messages(body: dict[str, Any]) -> list[Message]:
                         is_error=bool(block.get("is_error")),
                     )
                 )
+            elif kind == "thinking" and role == "assistant":
+                thinking.append(str(block.get("thinking") or ""))
             else:
                 text.append(_text_of([block], f"{where}.content[{j}]"))
         if role == "assistant":
-            out.append(Message(role="assistant", content="".join(text), tool_calls=calls))
+            out.append(
+                Message(
+                    role="assistant",
+                    content="".join(text),
+                    tool_calls=calls,
+                    reasoning="".join(thinking),
+                )
+            )
         elif text:
             out.append(Message(role="user", content="".join(text)))
     return out

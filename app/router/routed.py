@@ -102,6 +102,7 @@ def request_tokens(request: ChatRequest) -> int:
     """The prompt's tokens by the shared counter (the ``context_estimate`` signal): the
     messages, the calls and results they carry, and the tools on offer."""
     texts = [m.content for m in request.messages]
+    texts += [m.reasoning for m in request.messages if m.reasoning]
     texts += [f"{c.name} {c.arguments}" for m in request.messages for c in m.tool_calls]
     if request.tools:
         texts.append(json.dumps([t.model_dump() for t in request.tools], separators=(",", ":")))
