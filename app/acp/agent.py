@@ -28,6 +28,7 @@ from acp.schema import (
     SessionCapabilities,
     SessionListCapabilities,
     SetSessionModeResponse,
+    StopReason,
 )
 
 from app import __version__
@@ -141,26 +142,27 @@ class SwitchyardAgent:
                 -32600, "a prompt is already running in this session", {"sessionId": session_id}
             )
         s.cancel_requested = False
-        send = self._sender(s.id)
-        if s.mode == TUTOR_MODE:
-            turn = tutor_turn(s, text, send=send)
-        else:
-            read = partial(self._read, s.id) if self.can_read else None
-            editor, s.buffers_read = await editor_context(prompt, s.repo, read)
-            turn = run_turn(
-                s,
-                text,
-                editor,
-                send=send,
-                ask=partial(self._conn.request_permission, session_id=s.id),
-                approver=approver_name(self.client),
-                timeout_s=self.timeout_s,
-            )
-        s.work = asyncio.create_task(turn, name=f"acp.turn.{s.id}")
+        s.work = asyncio.create_task(self._turn(s, text, prompt), name=f"acp.turn.{s.id}")
         try:
             return PromptResponse(stop_reason=await s.work)
         finally:
             s.work = None
+
+    async def _turn(self, s: AcpSession, text: str, prompt: list[Any]) -> StopReason:
+        send = self._sender(s.id)
+        if s.mode == TUTOR_MODE:
+            return await tutor_turn(s, text, send=send)
+        read = partial(self._read, s.id) if self.can_read else None
+        editor = await editor_context(prompt, s.repo, read)
+        return await run_turn(
+            s,
+            text,
+            editor,
+            send=send,
+            ask=partial(self._conn.request_permission, session_id=s.id),
+            approver=approver_name(self.client),
+            timeout_s=self.timeout_s,
+        )
 
     async def cancel(self, session_id: str, **kwargs: Any) -> None:
         s = self.pool.sessions.get(session_id)

@@ -37,12 +37,9 @@ def prompt_text(blocks: Sequence[Any]) -> str:
     return "\n".join(b.text for b in blocks if getattr(b, "type", None) == "text").strip()
 
 
-async def editor_context(
-    blocks: Sequence[Any], repo: Path, read_buffer: ReadBuffer | None
-) -> tuple[str, list[str]]:
-    """(the markdown section, or ""; the paths read through the client)."""
+async def editor_context(blocks: Sequence[Any], repo: Path, read_buffer: ReadBuffer | None) -> str:
+    """The markdown section for the planner ("" when the prompt names no file)."""
     parts: list[str] = []
-    via_client: list[str] = []
     budget = TOTAL_CHARS
     for block in blocks:
         if budget <= 0:
@@ -50,31 +47,27 @@ async def editor_context(
         found = await _one(block, repo, read_buffer)
         if found is None:
             continue
-        rel, text, from_client = found
-        if from_client:
-            via_client.append(rel)
+        rel, text = found
         clipped = text[: min(FILE_CHARS, budget)]
         budget -= len(clipped)
         more = "" if len(clipped) == len(text) else f"\n… ({len(text) - len(clipped)} more chars)"
         parts.append(f"### {rel}\n```\n{clipped.rstrip()}{more}\n```")
     if not parts:
-        return "", via_client
+        return ""
     head = (
         "## From the editor\n\nWhat the user's editor holds for the files the request names "
         "(possibly unsaved). The run's worktree starts from the last commit."
     )
-    return head + "\n\n" + "\n\n".join(parts), via_client
+    return head + "\n\n" + "\n\n".join(parts)
 
 
-async def _one(
-    block: Any, repo: Path, read_buffer: ReadBuffer | None
-) -> tuple[str, str, bool] | None:
+async def _one(block: Any, repo: Path, read_buffer: ReadBuffer | None) -> tuple[str, str] | None:
     if isinstance(block, EmbeddedResourceContentBlock):
         res = block.resource
         if not isinstance(res, TextResourceContents):
             return None
         path = _inside(res.uri, repo)
-        return (str(path.relative_to(repo)) if path else res.uri), res.text, False
+        return (str(path.relative_to(repo)) if path else res.uri), res.text
     if not isinstance(block, ResourceContentBlock):
         return None
     path = _inside(block.uri, repo)
@@ -84,13 +77,13 @@ async def _one(
     rel = str(path.relative_to(repo))
     if read_buffer is not None:
         try:
-            return rel, await read_buffer(str(path)), True
+            return rel, await read_buffer(str(path))
         except Exception as exc:  # the client could not: the file on disk will do
             log.info("fs/read_text_file %s failed: %r", path, exc)
     try:
         if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
             return None
-        return rel, path.read_text(encoding="utf-8", errors="replace"), False
+        return rel, path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +47,6 @@ class AcpSession:
     work: asyncio.Task[Any] | None = None
     control: RunControl | None = None
     cancel_requested: bool = False
-    #: the paths the last prompt read through the client's fs/read_text_file
-    buffers_read: list[str] = field(default_factory=list)
     #: while a turn relays: waits until what the bus carried so far has been sent
     flush: Callable[[], Awaitable[None]] | None = None
 
