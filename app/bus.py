@@ -64,6 +64,8 @@ class ApprovalRequested(Event):
     """The router asks a human; the broker resolves ``request_id``."""
 
     request_id: str
+    #: the run (or gateway request, ``gw-…``) that asks; empty when there is none
+    run: str = ""
     role: str
     model: str
     provider: str

@@ -111,6 +111,40 @@ def run_tui(
     return app.run() or 0
 
 
+def run_gateway_workbench(args: argparse.Namespace, settings: Any, policy: Any, config: Any) -> int:
+    """``switchyard serve --tui``: the gateway as a worker of the workbench; its requests
+    in the requests view, its escalations in the approval modal."""
+    from app.tui.gateway import bind_error
+
+    why = bind_error(args.host, args.port) if args.port else None
+    if why is not None:
+        raise UsageError(f"--port {args.port}: cannot listen on {args.host}:{args.port}: {why}")
+    _log_to_file(settings.data_dir / "logs" / "tui.log")
+    return gateway_app(args, settings, policy, config).run() or 0
+
+
+def gateway_app(args: argparse.Namespace, settings: Any, policy: Any, config: Any) -> Any:
+    """The workbench that ``serve --tui`` runs (a SwitchyardApp), not started yet.
+
+    ``--approve allow|deny`` answers escalations without a keypress; otherwise (ask, the
+    default) the modal does, as in ``switchyard tui``.
+    """
+    from app.tui.app import SwitchyardApp
+    from app.tui.defaults import connect_with, pipeline_runner
+    from app.tui.gateway import GatewaySpec
+    from app.tui.themes import check_theme_name
+
+    theme = check_theme_name(getattr(args, "theme", None) or settings.theme)
+    repo = Path.cwd().resolve()
+    return SwitchyardApp(
+        connect=connect_with(settings, policy, approve=args.approve, local_only=args.local_only),
+        runner=pipeline_runner(repo),
+        repo=repo,
+        theme=theme,
+        gateway=GatewaySpec(host=args.host, port=args.port, config=config),
+    )
+
+
 def _log_to_file(path: Path) -> None:
     """Diagnostics go to a file: never into the panes, never over the screen."""
     from app.audit.redact import RedactingFormatter

@@ -146,6 +146,7 @@ class BusDecider:
                 ApprovalRequested(
                     session=req.session,
                     request_id=req.request_id,
+                    run=req.run or "",
                     role=req.role,
                     model=req.model,
                     provider=req.provider,

@@ -13,6 +13,7 @@ from app.clock import Clock
 from app.tui.commands import SwitchyardCommands
 from app.tui.core import CoreApp
 from app.tui.defaults import Connect, Runner, Tutor, open_tutor
+from app.tui.gateway import GatewaySpec
 from app.tui.screens.main import MainScreen
 from app.tui.themes import DEFAULT_THEME, load_themes, stylesheets
 
@@ -37,6 +38,7 @@ class SwitchyardApp(CoreApp):
         start_task: str | None = None,
         start_notice: str | None = None,
         themes_dir: Path | None = None,
+        gateway: GatewaySpec | None = None,
     ) -> None:
         # Loaded first: App.__init__ already asks for the theme variable defaults.
         self._themes = load_themes(themes_dir)
@@ -48,6 +50,7 @@ class SwitchyardApp(CoreApp):
             clock=clock,
             start_task=start_task,
             start_notice=start_notice,
+            gateway=gateway,
         )
         for t in self._themes.values():
             self.register_theme(t)
@@ -58,4 +61,8 @@ class SwitchyardApp(CoreApp):
         return dict(self._themes[DEFAULT_THEME].variables)
 
     def get_default_screen(self) -> Screen[None]:
+        if self.gateway is not None:
+            from app.tui.screens.gateway import GatewayScreen
+
+            return GatewayScreen()
         return MainScreen()

@@ -3,10 +3,11 @@
 One subscription; a timer drains it once per frame (~1/30 s) and turns the batch into
 Textual messages posted to one target (the main screen). High-rate events are merged
 inside the frame (see :func:`translate`): a frame's audit lines become one
-:class:`AuditBatch`, each test loop's output one message, only the newest budget snapshot
-is kept. Everything else is one message per event, in bus order. Nothing is dropped
-here: audit lines are ``never_drop`` on the bus (the publisher waits when the queue is
-full) and every drained line goes into a batch.
+:class:`AuditBatch`, its finished gateway requests one :class:`RequestsServed`, each test
+loop's output one message, only the newest budget snapshot is kept. Everything else is
+one message per event, in bus order. Nothing is dropped here: audit lines are
+``never_drop`` on the bus (the publisher waits when the queue is full) and every drained
+line goes into a batch.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from app.bus import (
     Event,
     Notice,
     PlanUpdated,
+    RequestServed,
     RunFinished,
     StageChanged,
     Subscription,
@@ -51,6 +53,14 @@ class AuditBatch(BusMessage):
     def __init__(self, lines: list[dict[str, Any]]) -> None:
         super().__init__()
         self.lines = lines
+
+
+class RequestsServed(BusMessage):
+    """The gateway requests that ended in one frame, in order (the requests view)."""
+
+    def __init__(self, events: list[RequestServed]) -> None:
+        super().__init__()
+        self.events = events
 
 
 class TestText(BusMessage):
@@ -137,13 +147,15 @@ def translate(events: list[Event]) -> list[BusMessage]:
     """One frame of events → messages. Pure.
 
     High-rate kinds are merged into one message per frame and stream, placed where the
-    first of them came: every audit line of the frame in one :class:`AuditBatch`, each
+    first of them came: every audit line of the frame in one :class:`AuditBatch`, every
+    finished gateway request in one :class:`RequestsServed`, each
     test loop's (or token stream's) text in one message, only the newest budget
     snapshot. Each pane therefore sees its own events in bus order; the order *between*
     kinds may tighten (a later audit line joins the frame's batch), which no pane needs.
     """
     out: list[BusMessage] = []
     audit: AuditBatch | None = None
+    served: RequestsServed | None = None
     budget: BudgetChanged | None = None
     texts: dict[tuple[str, int], TestText] = {}
     tokens: dict[tuple[str, str], TokenText] = {}
@@ -153,6 +165,11 @@ def translate(events: list[Event]) -> list[BusMessage]:
                 audit = AuditBatch([])
                 out.append(audit)
             audit.lines.append(event.line)
+        elif isinstance(event, RequestServed):
+            if served is None:
+                served = RequestsServed([])
+                out.append(served)
+            served.events.append(event)
         elif isinstance(event, TestOutput):
             text = texts.get((event.run, event.loop))
             if text is None:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from app.router.session import Session
     from app.tui.defaults import Connect, Runner, Tutor
     from app.tui.evidence_data import RunView
+    from app.tui.gateway import GatewaySpec
     from app.workspace.merge import MergeOutcome
 
 log = logging.getLogger("switchyard.tui")
@@ -133,6 +134,7 @@ class CoreApp(App[int]):
         clock: Clock | None = None,
         start_task: str | None = None,
         start_notice: str | None = None,
+        gateway: GatewaySpec | None = None,
     ) -> None:
         super().__init__()
         self.bus = Bus()
@@ -152,6 +154,10 @@ class CoreApp(App[int]):
         self._stack = AsyncExitStack()
         #: where session and run results go (the main screen, once mounted)
         self.home: MessagePump | None = None
+        #: serve the HTTP gateway on the session (``switchyard serve --tui``)
+        self.gateway = gateway
+        #: where the gateway listens, once it does (``http://host:port``)
+        self.gateway_address: str | None = None
 
     # ── session ──────────────────────────────────────────────────────────────────────────
 
@@ -163,6 +169,8 @@ class CoreApp(App[int]):
             self.home.post_message(SessionReady(session))
         if self.start_task:
             self.start_run(self.start_task)
+        if self.gateway is not None:
+            self._serve_gateway(session, self.gateway)
 
     async def on_unmount(self) -> None:
         # Workers were cancelled; let them unwind before the session's stores close.
@@ -229,6 +237,26 @@ class CoreApp(App[int]):
         if not done:
             self.notify("that request was already decided (timeout?)", severity="warning")
         return done
+
+    # ── the gateway ──────────────────────────────────────────────────────────────────────
+
+    @work(exclusive=True, group="gateway", exit_on_error=False)
+    async def _serve_gateway(self, session: Session, spec: GatewaySpec) -> None:
+        """The HTTP gateway on the app's loop; cancelled (and so stopped) when the app quits.
+        Its requests' approvals reach the modal through the bus like a run's."""
+        from app.tui.gateway import GatewayListening, GatewayStopped, host
+
+        def ready(address: str) -> None:
+            self.gateway_address = address
+            self.sub_title = address
+            log.info("gateway listening on %s", address)
+            if self.home is not None:
+                self.home.post_message(GatewayListening(address))
+
+        await host(spec, session, ready)
+        self.gateway_address = None
+        if self.home is not None:
+            self.home.post_message(GatewayStopped())
 
     # ── tutor ────────────────────────────────────────────────────────────────────────────
 

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from app.bus import Bus
+    from app.config import ApproveMode, Settings
     from app.pipeline.control import RunControl
     from app.pipeline.tutor import TutorSession
+    from app.policy.schema import Policy
     from app.router.session import Session
 
 #: Runs one task to its end; its return value is shown when it ends (a RunOutcome).
@@ -43,6 +45,30 @@ def connect_default(*, local_only: bool = False, policy: Path | None = None) -> 
             decider=BusDecider(bus),
             bus=bus,
             local_only=local_only,
+        ) as session:
+            yield session
+
+    return connect
+
+
+def connect_with(
+    settings: Settings,
+    policy: Policy,
+    *,
+    approve: ApproveMode | None = None,
+    local_only: bool = False,
+) -> Connect:
+    """A session on settings and a policy already loaded (``serve --tui``): approvals are
+    answered in the TUI (a BusDecider), unless ``approve`` is allow or deny."""
+
+    @asynccontextmanager
+    async def connect(bus: Bus) -> AsyncIterator[Session]:
+        from app.router.approvals import decider_for
+        from app.router.session import open_session
+
+        decider = decider_for(approve or "ask", bus)  # ask, with a bus: the modal
+        async with open_session(
+            settings, policy, decider=decider, bus=bus, local_only=local_only
         ) as session:
             yield session
 

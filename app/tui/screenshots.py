@@ -2,8 +2,10 @@
 
 Each screen in each theme is driven with ``run_test`` over the scripted session that the
 TUI tests use (``tests/tui/scripted.py``: a real session, a scripted pipeline), then saved
-with ``save_screenshot``; ``rsvg-convert`` turns every SVG into a PNG. Run it from a
-checkout (the scripted session is test support, not shipped in the wheel).
+with ``save_screenshot``; ``rsvg-convert`` turns every SVG into a PNG. ``gateway`` is
+``switchyard serve --tui`` with live traffic: real HTTP requests through the real gateway
+to the loopback fakes of the tests (``tests/tui/gateway_world.py``), an escalation waiting
+on the modal. Run it from a checkout (all of that is test support, not in the wheel).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from app.subprocess_env import without_secrets
 
 SIZE = (160, 48)
+#: ``serve --tui`` with live traffic (not a scripted scene: see shoot_gateway)
+GATEWAY = "gateway"
 THEMES = {
     "dark": "switchyard-dark",
     "light": "switchyard-light",
@@ -58,6 +62,33 @@ async def shoot(scene_name: str, theme: str, out: Path) -> Path:
             return Path(app.save_screenshot(name, str(out)))
 
 
+async def shoot_gateway(theme: str, out: Path) -> Path:
+    from tests.tui import gateway_world as world
+    from tests.tui.helpers import freeze, settle
+
+    saved = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="switchyard-shot-") as tmp:
+        root = Path(tmp)
+        try:
+            with world.gateway_world(root / "fakes") as fakes:
+                os.environ.update(fakes.env(root / "data"))
+                os.environ["XDG_CONFIG_HOME"] = str(root / "config")
+                port = world.free_port(4000)
+                app = world.serve_tui_app("--port", str(port), theme=theme)
+                async with app.run_test(size=SIZE) as pilot:
+                    held, client = await world.live_traffic(pilot)
+                    freeze(pilot)
+                    await settle(pilot)
+                    name = f"gateway-{theme.removeprefix('switchyard-')}.svg"
+                    svg = Path(app.save_screenshot(name, str(out)))
+                await asyncio.gather(held, return_exceptions=True)
+                await client.aclose()
+                return svg
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
 def keep_spaces(svg: Path) -> Path:
     """librsvg drops leading/trailing spaces of a text run unless told to keep them."""
     text = svg.read_text(encoding="utf-8")
@@ -91,9 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     time.tzset()
     args.out.mkdir(parents=True, exist_ok=True)
     missing_png = False
-    for scene_name in args.screen or list(scenes.SCENES):
+    for scene_name in args.screen or [*scenes.SCENES, GATEWAY]:
         for short in args.theme or list(THEMES):
-            svg = keep_spaces(asyncio.run(shoot(scene_name, THEMES[short], args.out)))
+            theme = THEMES[short]
+            if scene_name == GATEWAY:
+                shot = shoot_gateway(theme, args.out)
+            else:
+                shot = shoot(scene_name, theme, args.out)
+            svg = keep_spaces(asyncio.run(shot))
             png = to_png(svg)
             missing_png = missing_png or png is None
             print(f"{svg}" + (f"  {png}" if png else ""))

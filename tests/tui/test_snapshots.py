@@ -67,3 +67,11 @@ def test_tutor_screen_at_the_turn_cap(snap_compare: Any, make_app: Any) -> None:
 def test_policy_screen(snap_compare: Any, make_app: Any) -> None:
     app = make_app(task=None)
     assert snap_compare(app, terminal_size=SIZE, run_before=scenes.still(scenes.policy))
+
+
+def test_gateway_screen(snap_compare: Any, tmp_path: Path, clock: ManualClock) -> None:
+    """``serve --tui`` after scripted traffic: the requests view, the log, the budget."""
+    from tests.tui.scripted_gateway import gateway_app, traffic_approved
+
+    app = gateway_app(tmp_path, clock)
+    assert snap_compare(app, terminal_size=SIZE, run_before=scenes.still(traffic_approved))

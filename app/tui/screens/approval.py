@@ -1,9 +1,10 @@
 """The approval modal: what wants to leave the machine, and the human's keypress.
 
 It shows the role, each trigger with its values, the target model, the estimated cost,
-the budget left and a countdown. ``y``/``a``/``n`` dismiss it with the decision; the
-caller hands that to the broker. The broker owns the timeout: when it denies (or anyone
-else decides first) an ApprovalResolved arrives and :meth:`settled` closes the modal.
+the budget left and a countdown (and, for the gateway, which client's request is held).
+``y``/``a``/``n`` dismiss it with the decision; the caller hands that to the broker.
+The broker owns the timeout: when it denies (or anyone else decides first) an
+ApprovalResolved arrives and :meth:`settled` closes the modal.
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
         Binding("escape", "answer('deny')", "deny", show=False),
     ]
 
-    def __init__(self, request: ApprovalRequested, clock: Clock) -> None:
+    def __init__(self, request: ApprovalRequested, clock: Clock, *, origin: str = "") -> None:
         super().__init__(classes="approval")
         self.request = request
         self.clock = clock
+        #: who is waiting on the answer (a gateway client and its request), when known
+        self.origin = origin
         self.opened_at = clock.monotonic()
         #: set when the broker settled the request while another screen was on top
         self.settled_event: str | None = None
@@ -97,6 +100,8 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
             ("role", Text(r.role, style=strong)),
             ("target", Text(f"{r.model} ({r.provider})", style=style_of("", bold=True))),
         ]
+        if self.origin:
+            rows.append(("client", self.origin))
         for reason in r.reasons or [{}]:
             rows.append(("trigger", trigger_line(reason) if reason else "requested by the user"))
         rows += [

@@ -1,5 +1,5 @@
-"""The header line: the session, the role at work and the model serving it, the run's
-state, and the session's spend against its cap."""
+"""The header line: the session, where the gateway listens (``serve --tui``), the role at
+work and the model serving it, the run's state, and the session's spend against its cap."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ class SessionHeader(Widget):
     local_only: reactive[bool] = reactive(False)
     #: what is happening inside the run (the stage, tokens streaming)
     activity: reactive[str] = reactive("")
+    #: where the hosted gateway listens (``http://127.0.0.1:4000``); empty: no gateway
+    address: reactive[str] = reactive("")
 
     def render(self) -> Table:
         variables = self.app.theme_variables
@@ -40,6 +42,10 @@ class SessionHeader(Widget):
         text.append(" Switchyard ", style_of(variables.get("primary", ""), bold=True))
         text.append("─ ", dim)
         text.append(f"session {self.session[:8] or '…'}")
+        if self.address:
+            text.append(" · ", dim)
+            text.append("gateway ", dim)
+            text.append(self.address, style_of(variables.get("primary", ""), bold=True))
         if self.role:
             text.append(" · ", dim)
             text.append(self.role, style_of(variables.get("accent", ""), bold=True))
@@ -63,6 +69,7 @@ class SessionHeader(Widget):
 _STATE_COLOUR = {
     "running": "step-active",
     "awaiting approval": "audit-escalation",
+    "listening": "step-done",
     "merge_ready": "step-done",
     "failed": "step-failed",
     "stopped": "budget-warn",

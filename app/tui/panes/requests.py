@@ -1,0 +1,317 @@
+"""Requests: every request the hosted gateway serves, live (``switchyard serve --tui``).
+
+One row per request: when it came, its status, the model id asked and the role it named,
+the model that served it, tokens in → out, latency, cost, what happened to its
+escalation, and the client (its User-Agent's product, and Claude Code's session). The
+model is :attr:`RequestsPane.rows`, keyed by the gateway's request id (``gw-…``, the run
+id of its audit lines).
+
+A row opens with the request's first audit line (so a request held for an approval shows
+while it waits), follows its escalation, approval and denial lines, and is completed by
+the gateway's :class:`~app.bus.RequestServed` (or by the closing audit line, for a client
+that went away). The two sources may arrive in either order within a frame; a finished
+row is never reopened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import DataTable
+
+from app.bus import RequestServed
+from app.tui.panes.budget import money
+from app.tui.panes.escalations import clock_time
+from app.tui.widgets.header import RUNTIME_LABEL
+from app.tui.widgets.pane import Pane, style_of
+
+#: (key, label, width) of the table's columns, left to right. Fixed widths: the columns
+#: never jump while rows change, and together they fit a 160-column terminal; the client
+#: takes what is left (and scrolls beyond).
+COLUMNS: tuple[tuple[str, str, int | None], ...] = (
+    ("time", "time", 8),
+    ("status", "status", 6),
+    ("asked", "model → role", 27),
+    ("served", "served by", 25),
+    ("tokens", "tokens", 14),
+    ("latency", "latency", 7),
+    ("cost", "cost", 6),
+    ("approval", "escalation", 18),
+    ("client", "client", None),
+)
+KEYS = tuple(key for key, _, _ in COLUMNS)
+#: cells longer than these are cut (the row's model keeps the whole text)
+ASKED_WIDTH = 13
+CLIENT_WIDTH = 40
+
+#: audit kind (and reason code) → what it says about the escalation step it names
+_STEP_OF: dict[str, str] = {
+    "escalation": "asks",
+    "approval": "approved",
+    "denial": "denied",
+    "skip": "skipped",
+    "budget_stop": "over budget",
+    "local_only_refusal": "refused",
+}
+_STEP_MARK = {
+    "asks": "?",
+    "approved": "✓",
+    "denied": "✗",
+    "timed out": "✗",
+    "skipped": "–",
+    "over budget": "$",
+    "refused": "✗",
+}
+_STEP_COLOUR = {
+    "asks": "audit-escalation",
+    "approved": "audit-approval",
+    "denied": "audit-denial",
+    "timed out": "audit-denial",
+    "skipped": "audit-skip",
+    "over budget": "audit-budget-stop",
+    "refused": "audit-local-only-refusal",
+}
+
+
+@dataclass
+class RequestRow:
+    id: str
+    ts: str = ""
+    protocol: str = ""
+    client: str = ""
+    asked: str = ""
+    role: str = ""
+    #: where the router is sending it (the newest route/escalation target), while in flight
+    target: str = ""
+    #: the cloud steps it met, in order: [model, what happened] (see ``_STEP_OF``)
+    steps: list[list[str]] = field(default_factory=list)
+    #: None while in flight
+    status: int | None = None
+    outcome: str = ""
+    model: str | None = None
+    runtime: str | None = None
+    escalated: bool = False
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status is not None
+
+    @property
+    def held(self) -> bool:
+        """Waiting on a human: its newest cloud step asks and nothing answered yet."""
+        return not self.done and bool(self.steps) and self.steps[-1][1] == "asks"
+
+    def hear(self, line: dict[str, Any]) -> None:
+        """One of its audit lines."""
+        kind = str(line.get("kind", ""))
+        values: dict[str, Any] = line.get("values") or {}
+        codes = line.get("reason_codes") or []
+        to = str(line.get("to") or "")
+        if kind == "request" and "GATEWAY_REQUEST" in codes:
+            self.ts = self.ts or str(line.get("ts", ""))
+            self.protocol = self.protocol or str(values.get("protocol", ""))
+            self.asked = self.asked or str(values.get("model", ""))
+            self.client = self.client or str(values.get("client", ""))
+            self.role = self.role or str(line.get("role") or "")
+        elif kind == "request":
+            if not self.done:  # RequestServed, when it came first, said more
+                self.status = int(values.get("status", 200))
+                self.outcome = str(values.get("outcome", ""))
+                self.model = values.get("model")
+                self.runtime = values.get("runtime")
+                self.escalated = bool(values.get("escalated"))
+                self.tokens_in = int(values.get("tokens_in") or 0)
+                self.tokens_out = int(values.get("tokens_out") or 0)
+                self.cost_usd = float(values.get("cost_usd") or 0.0)
+                latency = values.get("latency_ms")
+                self.latency_ms = float(latency) if latency is not None else None
+        elif kind in _STEP_OF and to:
+            model = to.partition("@")[0]
+            what = "timed out" if "APPROVAL_TIMEOUT" in codes else _STEP_OF[kind]
+            if kind == "escalation":
+                self.steps.append([model, what])
+                self.target = to
+            else:
+                for step in reversed(self.steps):
+                    if step[0] == model:
+                        step[1] = what
+                        break
+        elif kind in ("route", "runtime_fallback") and to:
+            self.target = to
+
+    def finish(self, e: RequestServed) -> None:
+        self.protocol = self.protocol or e.protocol
+        self.client = self.client or e.client
+        self.asked = self.asked or e.model_asked
+        self.role = self.role or e.role
+        self.status, self.outcome = e.status, e.outcome
+        self.model, self.runtime, self.escalated = e.model, e.runtime, e.escalated
+        self.tokens_in, self.tokens_out = e.tokens_in, e.tokens_out
+        self.cost_usd, self.latency_ms = e.cost_usd, e.latency_ms
+
+
+def cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def short_client(client: str) -> str:
+    """``codex_cli_rs/0.46.0 (Ubuntu 24.04; x86_64) xterm`` → ``codex_cli_rs/0.46.0``; the
+    gateway's ``… (session ID)`` suffix is kept, shortened."""
+    agent, _, session = client.partition(" (session ")
+    name = agent.split(" ", 1)[0] or agent
+    return f"{name} · {session.rstrip(')')[:6]}" if session else name
+
+
+def escalation(row: RequestRow) -> tuple[str, str]:
+    """What became of its cloud steps, short (``✗✗ gpt-5.1-high +1``: both denied, the
+    first of them named), and the theme colour of the newest step."""
+    if not row.steps:
+        return "", ""
+    marks = "".join(_STEP_MARK.get(what, "?") for _, what in row.steps)
+    more = f" +{len(row.steps) - 1}" if len(row.steps) > 1 else ""
+    return f"{marks} {row.steps[0][0]}{more}", _STEP_COLOUR[row.steps[-1][1]]
+
+
+def latency(ms: float | None) -> str:
+    if ms is None:
+        return ""
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
+def cells(row: RequestRow, v: dict[str, str]) -> dict[str, Text]:
+    """The row's cells, by column key, in the theme's colours."""
+    dim = style_of(v.get("dim-text", ""))
+    if row.done:
+        ok = row.status == 200
+        colour = "step-done" if ok else "budget-warn" if row.status == 499 else "step-failed"
+        status = Text(str(row.status), style=style_of(v.get(colour, ""), bold=True))
+    elif row.held:
+        status = Text("held", style=style_of(v.get("audit-escalation", ""), bold=True))
+    else:
+        status = Text("…", style=style_of(v.get("step-active", ""), bold=True))
+    asked = Text(row.role, style=style_of(v.get("accent", ""), bold=True))
+    if row.asked and row.asked != row.role:
+        asked = Text.assemble((cut(row.asked, ASKED_WIDTH), ""), (" → ", dim), asked)
+    if row.done and row.model:
+        where = RUNTIME_LABEL.get(row.runtime or "", row.runtime or "")
+        served = Text.assemble(("↑ " if row.escalated else "", ""), (row.model, ""))
+        served.append(f" · {where}" if where else "", dim)
+        if row.escalated:
+            served.stylize(style_of(v.get("audit-escalation", "")), 0, len(row.model) + 2)
+    elif row.done:
+        served = Text(row.outcome, style=style_of(v.get("step-failed", "")))
+    else:
+        served = Text(f"→ {row.target}" if row.target else "", style=dim)
+    tokens = Text(f"{row.tokens_in:,} → {row.tokens_out:,}" if row.done else "", justify="right")
+    cost = Text(money(row.cost_usd) if row.done else "", justify="right")
+    if not row.cost_usd:
+        cost.stylize(dim)
+    said, colour = escalation(row)
+    return {
+        "time": Text(clock_time(row.ts) if row.ts else "", style=dim),
+        "status": status,
+        "asked": asked,
+        "served": served,
+        "tokens": tokens,
+        "latency": Text(latency(row.latency_ms), justify="right"),
+        "cost": cost,
+        "approval": Text(said, style=style_of(v.get(colour, ""))),
+        "client": Text(cut(short_client(row.client), CLIENT_WIDTH), style=dim),
+    }
+
+
+class RequestsPane(Pane):
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        #: every request seen, by gateway request id, in the order they came
+        self.rows: dict[str, RequestRow] = {}
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[Text] = DataTable(
+            id="requests-table", cursor_type="none", zebra_stripes=False
+        )
+        for key, label, width in COLUMNS:
+            table.add_column(label, key=key, width=width)
+        yield table
+
+    @property
+    def table(self) -> DataTable[Text]:
+        return self.query_one("#requests-table", DataTable)
+
+    def add_audit(self, lines: list[dict[str, Any]]) -> None:
+        changed: list[RequestRow] = []
+        for line in lines:
+            run = str(line.get("run") or "")
+            if not run.startswith("gw-"):
+                continue
+            row = self.rows.get(run)
+            if row is None:
+                row = self.rows[run] = RequestRow(run)
+            row.hear(line)
+            changed.append(row)
+        self._show(changed)
+
+    def served(self, events: list[RequestServed]) -> None:
+        changed: list[RequestRow] = []
+        for e in events:
+            row = self.rows.get(e.request)
+            if row is None:
+                row = self.rows[e.request] = RequestRow(e.request)
+            row.finish(e)
+            changed.append(row)
+        self._show(changed)
+
+    def _show(self, changed: list[RequestRow]) -> None:
+        if not changed or not self.is_mounted:
+            self._update_titles()
+            return
+        table = self.table
+        follow = table.scroll_y >= table.max_scroll_y
+        v = self.app.theme_variables
+        for row in {r.id: r for r in changed}.values():  # each once, in order
+            new = cells(row, v)
+            if row.id in table.rows:
+                for key, value in new.items():
+                    table.update_cell(row.id, key, value, update_width=key == "client")
+            else:
+                table.add_row(*(new[k] for k in KEYS), key=row.id)
+        if follow:
+            table.scroll_end(animate=False, immediate=True)
+        self._update_titles()
+
+    def redraw(self) -> None:
+        table = self.table
+        table.clear()
+        v = self.app.theme_variables
+        for row in self.rows.values():
+            new = cells(row, v)
+            table.add_row(*(new[k] for k in KEYS), key=row.id)
+        table.scroll_end(animate=False, immediate=True)
+        self._update_titles()
+
+    def counts(self) -> dict[str, int]:
+        rows = list(self.rows.values())
+        return {
+            "requests": len(rows),
+            "in_flight": sum(not r.done for r in rows),
+            "held": sum(r.held for r in rows),
+            "escalated": sum(r.escalated for r in rows),
+            "failed": sum(r.done and r.status != 200 for r in rows),
+        }
+
+    def _update_titles(self) -> None:
+        self.border_title = "Requests"
+        c = self.counts()
+        parts = [f"{c['requests']} requests" if c["requests"] else "no requests yet"]
+        parts += [f"{c['in_flight']} in flight"] if c["in_flight"] else []
+        parts += [f"{c['held']} held for approval"] if c["held"] else []
+        parts += [f"{c['escalated']} to the cloud"] if c["escalated"] else []
+        parts += [f"{c['failed']} failed"] if c["failed"] else []
+        self.border_subtitle = " · ".join(parts)

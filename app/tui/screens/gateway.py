@@ -1,0 +1,120 @@
+"""The gateway's screen (``switchyard serve --tui``): the requests view on top, the
+escalation log and the budget meter below, the address in the header.
+
+The plan, diff and tests panes are the pipeline's: the gateway serves requests, not
+stages, so they would stay empty; the requests view takes their place and the whole
+width it needs for its columns. An escalation raises the same approval modal as a run
+(:class:`~app.tui.screens.workbench.WorkbenchScreen`); the HTTP request is held until
+the key, or the broker's timeout, decides.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import Footer
+
+from app.tui import bridge
+from app.tui.core import WorkFailed
+from app.tui.gateway import GatewayListening, GatewayStopped
+from app.tui.panes.budget import BudgetPane
+from app.tui.panes.escalations import EscalationsPane
+from app.tui.panes.requests import RequestsPane, short_client
+from app.tui.screens.workbench import WorkbenchScreen
+from app.tui.widgets.header import SessionHeader
+
+if TYPE_CHECKING:
+    from app.bus import ApprovalRequested
+
+
+class GatewayScreen(WorkbenchScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("z", "zoom", "zoom pane"),
+        Binding("escape", "unzoom", "back", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="gateway")
+        #: starting gateway → listening → stopped, or error
+        self.gateway_state = "starting gateway"
+
+    def compose(self) -> ComposeResult:
+        yield SessionHeader(id="header")
+        yield RequestsPane(id="requests")
+        with Horizontal(id="bottom-row"):
+            yield EscalationsPane(id="escalations")
+            yield BudgetPane(id="budget")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.requests.table.focus()
+
+    @property
+    def requests(self) -> RequestsPane:
+        return self.query_one(RequestsPane)
+
+    def resting_state(self) -> str:
+        return self.gateway_state
+
+    def _set_state(self, state: str) -> None:
+        self.gateway_state = state
+        if self.header.state != "awaiting approval":
+            self.header.state = state
+
+    # ── the server ───────────────────────────────────────────────────────────────────────
+
+    def on_gateway_listening(self, message: GatewayListening) -> None:
+        self.header.address = message.address
+        self._set_state("listening")
+        self.notify(
+            f"OpenAI base URL {message.address}/v1 · Anthropic base URL {message.address}",
+            title=f"listening on {message.address}",
+            timeout=10,
+        )
+
+    def on_gateway_stopped(self, message: GatewayStopped) -> None:
+        self.header.address = ""
+        self._set_state("stopped")
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        if message.group == "gateway":
+            self.header.address = ""
+            self._set_state("error")
+
+    def approval_origin(self, request: ApprovalRequested) -> str:
+        row = self.requests.rows.get(request.run)
+        if row is None:
+            return ""
+        return f"{short_client(row.client)} · {row.asked}"
+
+    # ── traffic ──────────────────────────────────────────────────────────────────────────
+
+    def on_audit_batch(self, message: bridge.AuditBatch) -> None:
+        self.requests.add_audit(message.lines)
+
+    def on_requests_served(self, message: bridge.RequestsServed) -> None:
+        self.requests.served(message.events)
+        last = message.events[-1]
+        self.header.role = last.role
+        self.header.model, self.header.runtime = last.model or "", last.runtime or ""
+
+    # ── keys ─────────────────────────────────────────────────────────────────────────────
+
+    def action_unzoom(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+
+    def action_new_task(self) -> None:
+        self.notify(
+            "this workbench hosts the gateway; runs are in `switchyard tui`", severity="warning"
+        )
+
+    def action_escalate(self) -> None:
+        self.notify(
+            "a client asks to escalate with the model id ROLE+escalate "
+            "or the header x-switchyard-escalate: 1",
+            severity="warning",
+        )

@@ -1,0 +1,165 @@
+"""What every home screen of the workbench shares: the header, the bus bridge, the
+escalation log, the budget meter, and the approval modal.
+
+The run's screen (:mod:`app.tui.screens.main`) and the gateway's
+(:mod:`app.tui.screens.gateway`) add their own panes. Textual calls a message handler of
+every class on the way up, so a subclass handles only what this one does not, or adds to
+it; it never calls ``super()`` from a handler.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from textual.notifications import SeverityLevel
+from textual.screen import Screen
+
+from app.router.approvals import DecisionKind
+from app.tui import bridge
+from app.tui.core import CoreApp, SessionReady, WorkFailed
+from app.tui.panes.budget import BudgetPane, money
+from app.tui.panes.escalations import EscalationsPane
+from app.tui.screens.approval import ApprovalScreen
+from app.tui.widgets.header import SessionHeader
+
+if TYPE_CHECKING:
+    from app.bus import ApprovalRequested
+
+#: audit kinds whose ``to`` is the model now serving the line's role
+_SERVING = frozenset({"route", "runtime_fallback", "call"})
+
+_SEVERITY: dict[str, SeverityLevel] = {
+    "info": "information",
+    "warning": "warning",
+    "error": "error",
+}
+
+
+class WorkbenchScreen(Screen[None]):
+    """The base: compose a :class:`SessionHeader`, an :class:`EscalationsPane` and a
+    :class:`BudgetPane` (and whatever else) in a subclass."""
+
+    def __init__(self, *, id: str) -> None:
+        super().__init__(id=id)
+        self.bridge: bridge.BusBridge | None = None
+        #: the role at work and the model serving it, from StageChanged
+        self.role = ""
+        self.pending_approvals: dict[str, ApprovalScreen] = {}
+        #: characters of model output streamed since the stage began (liveness)
+        self.streamed = 0
+
+    @property
+    def core(self) -> CoreApp:
+        return cast(CoreApp, self.app)
+
+    def on_mount(self) -> None:
+        # Subscribe before the session opens, so no event of the session is missed.
+        self.bridge = bridge.BusBridge(self.core.bus, self)
+        self.bridge.start()
+        self.core.home = self
+        self.core.open_session()
+        if self.core.start_notice:
+            self.notify(self.core.start_notice, severity="warning", timeout=10)
+
+    def on_unmount(self) -> None:
+        if self.bridge is not None:
+            self.bridge.stop()
+
+    def resting_state(self) -> str:
+        """The header's state when nothing waits on the human."""
+        return "running" if self.core.running else "idle"
+
+    # ── panes ────────────────────────────────────────────────────────────────────────────
+
+    @property
+    def escalations(self) -> EscalationsPane:
+        return self.query_one(EscalationsPane)
+
+    @property
+    def budget(self) -> BudgetPane:
+        return self.query_one(BudgetPane)
+
+    @property
+    def header(self) -> SessionHeader:
+        return self.query_one(SessionHeader)
+
+    # ── core results ─────────────────────────────────────────────────────────────────────
+
+    def on_session_ready(self, message: SessionReady) -> None:
+        session = message.session
+        self.header.session = session.id
+        self.header.local_only = session.local_only
+        self.header.state = self.resting_state()
+        budget = session.policy.budget
+        self.header.spend = f"{money(0.0)} / {money(budget.session_usd)}"
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        if message.group in ("run", "session"):
+            self.header.state = "error"
+
+    # ── bus messages ─────────────────────────────────────────────────────────────────────
+
+    def on_audit_batch(self, message: bridge.AuditBatch) -> None:
+        self.escalations.add_lines(message.lines)
+        # StageChanged names the role; the audit line names the model that serves it.
+        for line in reversed(message.lines):
+            serving = line.get("kind") in _SERVING and line.get("role") == self.role
+            if serving and line.get("to"):
+                model, _, runtime = str(line["to"]).partition("@")
+                self.header.model, self.header.runtime = model, runtime or "cloud"
+                break
+
+    def on_budget_changed(self, message: bridge.BudgetChanged) -> None:
+        self.budget.show(message.snapshot)
+        session: dict[str, Any] = message.snapshot.get("per_session") or {}
+        spent = float(session.get("spent_usd") or 0.0)
+        cap = session.get("cap_usd")
+        self.header.spend = f"{money(spent)} / {money(cap)}" if cap else money(spent)
+
+    def on_core_notice(self, message: bridge.CoreNotice) -> None:
+        e = message.event
+        self.notify(e.text, severity=_SEVERITY[e.level])
+
+    def on_approval_asked(self, message: bridge.ApprovalAsked) -> None:
+        request = message.event
+        modal = ApprovalScreen(request, self.core.clock, origin=self.approval_origin(request))
+        self.pending_approvals[request.request_id] = modal
+        self.header.state = "awaiting approval"
+
+        def answered(result: tuple[DecisionKind, str] | None) -> None:
+            self._approval_closed(request)
+            if result is not None:
+                self.core.resolve_approval(request.request_id, result[0], result[1])
+
+        self.app.push_screen(modal, callback=answered)
+
+    def approval_origin(self, request: ApprovalRequested) -> str:
+        """Who waits on this approval, for the modal (nothing to add for a run)."""
+        return ""
+
+    def _approval_closed(self, request: ApprovalRequested) -> None:
+        self.pending_approvals.pop(request.request_id, None)
+        if not self.pending_approvals and self.header.state == "awaiting approval":
+            self.header.state = self.resting_state()
+
+    def on_approval_settled(self, message: bridge.ApprovalSettled) -> None:
+        modal = self.pending_approvals.get(message.event.request_id)
+        if modal is not None:
+            modal.settled(message.event.decision)
+            if message.event.decided_by == "timeout":
+                self.notify("approval timed out: denied", severity="warning")
+
+    # ── keys ─────────────────────────────────────────────────────────────────────────────
+
+    def action_zoom(self) -> None:
+        """The focused pane full screen, or back (escape also restores)."""
+        if self.maximized is not None:
+            self.minimize()
+        elif self.focused is not None:
+            self.maximize(self.focused)
+
+    def action_new_task(self) -> None:
+        """Type a task (the palette's "New task"); a screen without a task box says why."""
+
+    def action_escalate(self) -> None:
+        """Ask to escalate the role at work (the palette's "Escalate")."""

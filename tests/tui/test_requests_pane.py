@@ -1,0 +1,138 @@
+"""The requests view's model: rows opened by audit lines, finished by RequestServed, in
+either order within a frame; and the bridge's batching of RequestServed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.bus import AuditAppended, BudgetUpdated, RequestServed
+from app.tui import bridge
+from app.tui.panes.requests import RequestRow, cells, escalation, short_client
+
+RID = "gw-0123456789abcdef"
+
+
+def opened(rid: str = RID) -> dict[str, Any]:
+    return {
+        "kind": "request",
+        "run": rid,
+        "role": "architect",
+        "ts": "2026-01-01T12:00:00.000Z",
+        "reason_codes": ["GATEWAY_REQUEST"],
+        "values": {"protocol": "messages", "model": "claude-opus-4-1", "client": "cc (session ab)"},
+    }
+
+
+def line(kind: str, to: str, codes: list[str] | None = None) -> dict[str, Any]:
+    return {"kind": kind, "run": RID, "role": "architect", "to": to, "reason_codes": codes or []}
+
+
+def closed(status: int, outcome: str, **values: Any) -> dict[str, Any]:
+    return {
+        "kind": "request",
+        "run": RID,
+        "role": "architect",
+        "reason_codes": ["GATEWAY_DONE" if status == 200 else "GATEWAY_FAILED"],
+        "values": {"status": status, "outcome": outcome, **values},
+    }
+
+
+def served(**fields: Any) -> RequestServed:
+    base: dict[str, Any] = {
+        "request": RID,
+        "protocol": "messages",
+        "client": "cc (session ab)",
+        "model_asked": "claude-opus-4-1",
+        "role": "architect",
+        "model": "qwen3-14b",
+        "runtime": "vllm",
+        "tokens_in": 120,
+        "tokens_out": 40,
+        "latency_ms": 2500.0,
+    }
+    return RequestServed(**{**base, **fields})
+
+
+def test_a_row_follows_its_escalation_until_served() -> None:
+    row = RequestRow(RID)
+    row.hear(opened())
+    assert (row.protocol, row.asked, row.role, row.client) == (
+        "messages",
+        "claude-opus-4-1",
+        "architect",
+        "cc (session ab)",
+    )
+    assert not row.done and not row.held
+    row.hear(line("escalation", "gpt-5.1-high"))
+    assert row.held and row.target == "gpt-5.1-high"
+    row.hear(line("denial", "gpt-5.1-high", ["DENIED"]))
+    row.hear(line("escalation", "deepseek-reasoner"))
+    row.hear(line("denial", "deepseek-reasoner", ["APPROVAL_TIMEOUT"]))
+    assert not row.held
+    row.hear(line("route", "qwen3-14b@vllm"))
+    assert row.target == "qwen3-14b@vllm"
+    row.finish(served())
+    assert row.done and row.status == 200 and row.model == "qwen3-14b"
+    assert row.steps == [["gpt-5.1-high", "denied"], ["deepseek-reasoner", "timed out"]]
+    assert escalation(row) == ("✗✗ gpt-5.1-high +1", "audit-denial")
+
+
+def test_served_first_then_its_lines_never_reopen_or_overwrite_the_row() -> None:
+    row = RequestRow(RID)
+    row.finish(served(latency_ms=812.0))
+    row.hear(opened())  # the frame's audit batch came after
+    row.hear(closed(200, "ok", model="other", latency_ms=1.0))
+    assert row.done and (row.model, row.latency_ms) == ("qwen3-14b", 812.0)
+    assert row.ts == "2026-01-01T12:00:00.000Z" and row.asked == "claude-opus-4-1"
+
+
+def test_a_client_that_went_away_is_closed_by_the_audit_line() -> None:
+    row = RequestRow(RID)
+    row.hear(opened())
+    row.hear(line("escalation", "gpt-5.1-high"))
+    row.hear(closed(499, "client went away"))
+    assert row.done and not row.held
+    assert (row.status, row.outcome, row.model) == (499, "client went away", None)
+
+
+def test_cells_say_what_the_table_shows() -> None:
+    row = RequestRow(RID)
+    row.hear(opened())
+    row.hear(line("escalation", "gpt-5.1-high"))
+    shown = {k: str(v) for k, v in cells(row, {}).items()}
+    assert shown["status"] == "held" and shown["served"] == "→ gpt-5.1-high"
+    assert shown["approval"] == "? gpt-5.1-high" and shown["tokens"] == ""
+    assert shown["asked"] == "claude-opus-… → architect"
+    row.hear(line("approval", "gpt-5.1-high", ["APPROVED_ONCE"]))
+    row.finish(served(model="gpt-5.1-high", runtime="cloud", escalated=True, cost_usd=0.0213))
+    shown = {k: str(v) for k, v in cells(row, {}).items()}
+    assert shown["status"] == "200" and shown["served"] == "↑ gpt-5.1-high · cloud"
+    assert shown["tokens"] == "120 → 40" and shown["latency"] == "2.50 s"
+    assert shown["cost"] == "$0.021" and shown["approval"] == "✓ gpt-5.1-high"
+    assert shown["client"] == "cc · ab"
+
+
+def test_short_client() -> None:
+    assert short_client("codex_cli_rs/0.46.0 (Ubuntu 24.04; x86_64) xterm") == "codex_cli_rs/0.46.0"
+    assert short_client("claude-cli/2.0.14 (external, cli) (session 5b1c9e0a-77d2)") == (
+        "claude-cli/2.0.14 · 5b1c9e"
+    )
+    assert short_client("unknown client") == "unknown"
+
+
+def test_the_bridge_batches_a_frames_finished_requests_in_order() -> None:
+    events = [
+        RequestServed(request="gw-1", protocol="chat", client="a", model_asked="m", role="tutor"),
+        AuditAppended(line=opened("gw-2")),
+        BudgetUpdated(snapshot={"n": 1}),
+        RequestServed(request="gw-2", protocol="chat", client="b", model_asked="m", role="tutor"),
+    ]
+    out = bridge.translate(events)
+    assert [type(m) for m in out] == [
+        bridge.RequestsServed,
+        bridge.AuditBatch,
+        bridge.BudgetChanged,
+    ]
+    batch = out[0]
+    assert isinstance(batch, bridge.RequestsServed)
+    assert [e.request for e in batch.events] == ["gw-1", "gw-2"]
