@@ -9,7 +9,10 @@
 ``synthesis.json``     the opted-in Tier2 synthesis: accepted, cached or dropped (why)
 ``condensed.json``     the Librarian's condensation, when the brief exceeded the window
 ``plan.json``          the Architect's plan
-``diffs/attempt-N``    every diff attempt, as the model wrote it (``.diff``)
+``diffs/attempt-N``    every attempt's unified diff, made by Switchyard from the worktree
+                       after the edits landed (``.diff``), or why there is none
+``edits/attempt-N``    the attempt's edit list as parsed from each reply, the applier's
+                       notes (how and where each edit landed) and refusals (``.json``)
 ``tests/loop-N``       every test loop: the output (``.log``) and the result (``.json``)
 ``highrisk.json``      the High-Risk classification of the change
 ``critique.json``      the critic sidecar's report
@@ -81,6 +84,7 @@ from app.evidence.layout import (
     VERDICT,
     check_name,
     diff_name,
+    edits_name,
     loop_log_name,
     loop_result_name,
     runs_dir,
@@ -103,7 +107,7 @@ from app.evidence.verify import read_manifest, verify_bundle
 from app.paths import repo_state_dir
 
 if TYPE_CHECKING:
-    from app.audit.log import AuditLog
+    from app.audit.base import AuditBase
     from app.policy.gate import VerdictRecord
     from app.workspace.sandbox import SandboxResult
 
@@ -171,7 +175,7 @@ class EvidenceBundle:
         """``diffs/attempt-N.diff``, masked. Safe for the merge: this copy is for people
         and the gate's reading only. What the merge applies is the sealed commit of the
         run's git branch (``manifest.head``, see :mod:`app.workspace.merge`), made by
-        applying the model's unmasked diff in the worktree and tested there; nothing
+        writing the model's unmasked edits in the worktree and tested there; nothing
         ever applies a bundle's diff file, so masking it cannot change what is merged."""
         return self.write_text(diff_name(attempt), diff_text)
 
@@ -212,7 +216,7 @@ class EvidenceBundle:
         """``verdict.json`` as ``{"verdicts": [...]}``; each may carry more (findings …)."""
         return self.write_json(VERDICT, {"verdicts": list(verdicts)})
 
-    async def export_audit(self, log: AuditLog) -> int:
+    async def export_audit(self, log: AuditBase) -> int:
         """Write this run's audit lines to ``audit.jsonl`` (atomically). Returns the count."""
         if self.sealed:
             raise EvidenceError(f"the bundle of run {self.run_id} is sealed; audit not written")
@@ -320,6 +324,7 @@ __all__ = [
     "check_name",
     "diff_name",
     "dumps",
+    "edits_name",
     "file_entry",
     "list_runs",
     "loop_log_name",

@@ -45,6 +45,11 @@ def diff_name(attempt: int) -> str:
     return f"diffs/attempt-{attempt}.diff"
 
 
+def edits_name(attempt: int) -> str:
+    """The attempt's edit list, the applier's notes and refusals, reply by reply."""
+    return f"edits/attempt-{attempt}.json"
+
+
 def loop_log_name(loop: int) -> str:
     return f"tests/loop-{loop}.log"
 
@@ -84,6 +89,7 @@ __all__ = [
     "VERDICT",
     "check_name",
     "diff_name",
+    "edits_name",
     "loop_log_name",
     "loop_result_name",
     "runs_dir",

@@ -1,27 +1,41 @@
 """The Implementer (§1): follow the plan, write a change, run the project's tests.
 
-Each attempt asks for a change, applies it in the run's worktree and runs the tests in
-the sandbox; a reply that does not fit, a change that does not apply and red tests are
-each a failed loop, fed back to the next attempt. Two failed loops are the §3 trigger
-for an escalation (to DeepSeek); the router reads them as signals. The user's checkout
-is never touched.
+Each attempt asks for edits in the format models write well (SEARCH/REPLACE blocks, a
+whole small file, or a unified diff; :mod:`app.pipeline.edits`), lands them with the
+tolerant applier against the base, writes the new files in the run's worktree, commits
+them, and runs the tests in the sandbox. A reply that does not parse, or whose edits do
+not land, gets the structured-output owner's one repair turn with exactly what was wrong
+(the applier's refusal: the nearest text with its line numbers, or the candidates);
+only after that does it count. A failed loop is then one of: the tests failed (a real
+compile/test failure), the edits did not land, the reply did not fit the format, or no
+model answered; each is audited with its own reason code. Two failed loops are the §3
+trigger for an escalation (to DeepSeek); the router reads them as signals. The user's
+checkout is never touched.
+
+The evidence keeps, per attempt, the edit list of each reply with the applier's notes and
+refusals (``edits/attempt-N.json``) and the unified diff Switchyard made from the
+worktree once the edits landed (``diffs/attempt-N.diff``), never the model's own text.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from app.bus import DiffUpdated
+from app.evidence.layout import diff_name, edits_name
 from app.pipeline import prompts
 from app.pipeline.ace import reflect
 from app.pipeline.context import RunStopped
-from app.pipeline.schemas import ImplementerOutput, Plan
+from app.pipeline.edits.grammar import EDIT_GRAMMAR
+from app.pipeline.edits.reply import Change, EditReplyParser, UnreadableFile
+from app.pipeline.schemas import Plan
 from app.pipeline.second_opinion import advise
 from app.pipeline.signals import diff_signals
-from app.pipeline.structured import ask_model
+from app.pipeline.structured import Answer, ask_parsed
 from app.pipeline.testloop import TestLoop
 from app.router.types import Signals
 from app.workspace.testcmd import detect_test_command
@@ -35,6 +49,14 @@ ROLE = "implementer"
 ATTEMPT_TOKENS = 700
 #: characters of source shown to the Implementer (the embedded model's window is small)
 FILE_CONTEXT_CHARS = 6000
+#: said in the repair turn after the problems, so the model rewrites every block
+REPAIR_HINT = (
+    "Write every block again (the path, <<<<<<< SEARCH, lines copied exactly from the "
+    "file, =======, the new lines, >>>>>>> REPLACE), then the JSON trailer."
+)
+
+#: why a loop failed, as audited (reason code IMPLEMENTER_<KIND>)
+Failure = Literal["tests_failed", "edits_refused", "format_failed", "no_reply"]
 
 
 @dataclass
@@ -47,6 +69,8 @@ class Implementation:
     #: the worktree's diff against its base once the tests are green
     final_diff: str = ""
     failures: list[str] = field(default_factory=list)
+    #: failed loops by kind (tests_failed, edits_refused, format_failed, no_reply)
+    failed_by_kind: dict[str, int] = field(default_factory=dict)
 
 
 async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Implementation) -> None:
@@ -69,40 +93,46 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
             modules_touched=modules or None,
             user_request=ctx.wants_escalation(ROLE),
         )
-        answer = await ask_model(
+        await asyncio.to_thread(worktree.reset)  # edits are read against the base
+        parser = EditReplyParser(_reader(worktree))
+        answer = await ask_parsed(
             ctx.router,
             ROLE,
-            ImplementerOutput,
+            parser,
             prompts.implementer(ctx.task, plan, files_for(plan, worktree.path), feedback),
             signals,
+            expected="the edit format",
+            grammar=EDIT_GRAMMAR,
+            repair_hint=REPAIR_HINT,
             run=ctx.run_id,
             max_tokens=ATTEMPT_TOKENS,
         )
         await ctx.role_stage(ROLE, answer, f"attempt {attempt}")
-        if answer.value is None:
+        change = answer.value
+        if change is None:
+            kind, feedback = _not_landed(answer, parser)
             failed += 1
-            feedback = answer.error or "no valid answer"
-            work.failures.append(f"attempt {attempt}: {feedback}")
-            ctx.bundle.write_diff(attempt, f"# no diff: {feedback}\n")
+            await _failed_loop(ctx, work, attempt, kind, failed, feedback)
+            _record(ctx, attempt, parser, None, f"# no diff: {kind.replace('_', ' ')}\n")
             continue
-        out = answer.value
-        self_check = out.self_check_confidence
-        modules = diff_signals(out.diff)["modules_touched"]
-        ctx.bundle.write_diff(attempt, out.diff)
+        self_check = change.edits.self_check_confidence
+        written = await asyncio.to_thread(worktree.apply_files, change.files)
+        if not written.ok:
+            failed += 1
+            feedback = f"the edits could not be written: {written.reason}"
+            await _failed_loop(ctx, work, attempt, "edits_refused", failed, feedback)
+            _record(ctx, attempt, parser, change, f"# no diff: {written.reason}\n")
+            continue
+        diff = await asyncio.to_thread(worktree.diff)
+        modules = diff_signals(diff)["modules_touched"]
+        _record(ctx, attempt, parser, change, diff)
         await ctx.emit(
-            DiffUpdated(session=ctx.session.id, run=ctx.run_id, attempt=attempt, diff=out.diff)
+            DiffUpdated(session=ctx.session.id, run=ctx.run_id, attempt=attempt, diff=diff)
         )
-        applied = await asyncio.to_thread(worktree.apply_diff, out.diff)
-        if not applied.ok:
-            failed += 1
-            feedback = f"the diff did not apply: {applied.reason}"
-            work.failures.append(f"attempt {attempt}: {feedback}")
-            await ctx.notice(f"attempt {attempt}: {feedback}", level="warning")
-            continue
         result = await work.tests.run(attempt=attempt)
         if result.ok:
             work.tests_green = True
-            work.final_diff = await asyncio.to_thread(worktree.diff)
+            work.final_diff = diff
             await ctx.stage(
                 ROLE, "finished", role=ROLE, detail=f"tests green after attempt {attempt}"
             )
@@ -112,7 +142,9 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
         failed += 1
         tail = "\n".join(result.output.splitlines()[-30:])
         feedback = f"the tests failed (exit {result.exit_code}):\n{tail}"
-        work.failures.append(f"attempt {attempt}: tests failed (exit {result.exit_code})")
+        await _failed_loop(
+            ctx, work, attempt, "tests_failed", failed, f"tests failed (exit {result.exit_code})"
+        )
         await asyncio.to_thread(worktree.reset)
     await advise(
         ctx,
@@ -124,6 +156,64 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
     raise RunStopped(
         f"implementer: {failed} failed loops in {ctx.options.max_attempts} attempts; "
         "no further progress is possible (see the audit for escalations)"
+    )
+
+
+def _reader(worktree: Worktree) -> Callable[[str], str | None]:
+    def read(path: str) -> str | None:
+        try:
+            return worktree.read_file(path)
+        except ValueError as exc:
+            raise UnreadableFile(str(exc)) from None
+
+    return read
+
+
+def _not_landed(answer: Answer[Change], parser: EditReplyParser) -> tuple[Failure, str]:
+    """Why no change came back (after the owner's one repair), and what to tell the
+    model next time."""
+    last = parser.last
+    if answer.route_failed or last is None:
+        return "no_reply", answer.error or "no model answered"
+    problems = "\n".join(last.problems)
+    if last.outcome == "refused":
+        return "edits_refused", f"your edits did not land:\n{problems}"
+    return "format_failed", f"the reply did not fit the edit format:\n{problems}"
+
+
+async def _failed_loop(
+    ctx: RunContext, work: Implementation, attempt: int, kind: Failure, failed: int, detail: str
+) -> None:
+    """One failed loop, audited with its kind: a real test failure is told apart from
+    edits that never landed (GR-005)."""
+    work.failures.append(f"attempt {attempt}: {kind.replace('_', ' ')}: {detail[:300]}")
+    work.failed_by_kind[kind] = work.failed_by_kind.get(kind, 0) + 1
+    await ctx.audit(
+        "run",
+        role=ROLE,
+        reason_codes=[f"IMPLEMENTER_{kind.upper()}"],
+        values={"attempt": attempt, "failed_loops": failed, "failure": kind},
+        detail=f"attempt {attempt}: {detail[:300]}",
+    )
+    if kind != "tests_failed":
+        await ctx.notice(f"attempt {attempt}: {detail[:500]}", level="warning")
+
+
+def _record(
+    ctx: RunContext, attempt: int, parser: EditReplyParser, change: Change | None, diff: str
+) -> None:
+    """The attempt's evidence: every reply as judged, and the diff Switchyard made."""
+    ctx.bundle.write_diff(attempt, diff)
+    ctx.bundle.write_json(
+        edits_name(attempt),
+        {
+            "attempt": attempt,
+            "landed": change is not None,
+            "edits": change.edits.model_dump(mode="json") if change else None,
+            "notes": [n.model_dump(mode="json") for n in change.notes] if change else [],
+            "diff": diff_name(attempt),
+            "replies": [r.model_dump(mode="json") for r in parser.records],
+        },
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from app.backends.base import Message
+from app.pipeline.edits.render import EXAMPLE
 from app.pipeline.schemas import Plan
 
 ARCHITECT = (
@@ -18,9 +19,14 @@ INTERROGATE = (
     "prove it wrong, and answer each in one sentence."
 )
 IMPLEMENTER = (
-    "You are the Implementer. Follow the plan strictly. Reply with JSON only: diff (a "
-    "unified diff of the repository, paths prefixed a/ and b/, with @@ hunk headers and "
-    "enough context lines to apply), self_check_confidence (0 to 1), notes."
+    "You are the Implementer. Follow the plan strictly. Write each change as a "
+    "SEARCH/REPLACE block: the file's path on its own line, then <<<<<<< SEARCH, the lines "
+    "to change copied exactly from the file with a line or two around them (no line "
+    "numbers), =======, the new lines, >>>>>>> REPLACE. To create a file, leave SEARCH "
+    "empty; a small file may instead be written whole between <<<<<<< FILE and "
+    ">>>>>>> FILE. After the blocks, write one JSON line: self_check_confidence (0 to 1: "
+    "how sure you are that the change works) and notes. A unified diff is accepted too. "
+    "Example:\n\n" + EXAMPLE
 )
 JUDGE = (
     "You are the Judge. Review the diff against the task and the test results. Every "

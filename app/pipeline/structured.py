@@ -16,12 +16,13 @@ from pydantic import BaseModel
 from app.backends.base import ChatRequest, Message
 from app.pipeline.schemas import schema_of
 from app.router.service import DeltaHook, Router
-from app.router.structured import Answer, complete_structured, pydantic_parser, unfence
+from app.router.structured import Answer, Parser, complete_structured, pydantic_parser, unfence
 from app.router.types import Signals
 
-__all__ = ["Answer", "ask_model", "unfence"]
+__all__ = ["Answer", "ask_model", "ask_parsed", "unfence"]
 
 T = TypeVar("T", bound=BaseModel)
+V = TypeVar("V")
 
 
 async def ask_model(
@@ -55,4 +56,35 @@ async def ask_model(
         on_delta=on_delta,
         cloud_only=cloud_only,
         expected=model.__name__,
+    )
+
+
+async def ask_parsed(
+    router: Router,
+    role: str,
+    parse: Parser[V],
+    messages: list[Message],
+    signals: Signals,
+    *,
+    expected: str,
+    grammar: str | None = None,
+    repair_hint: str = "",
+    run: str | None = None,
+    max_tokens: int = 768,
+    on_delta: DeltaHook | None = None,
+) -> Answer[V]:
+    """A reply in a plain-text format of its own (the Implementer's edits), read by
+    ``parse``: no JSON schema is sent, ``grammar`` constrains local decoding where the
+    backend can, and the one repair is the owner's, as for every structured reply."""
+    request = ChatRequest(messages=messages, max_tokens=max_tokens, grammar=grammar)
+    return await complete_structured(
+        router,
+        role,
+        request,
+        parse,
+        signals,
+        run=run,
+        on_delta=on_delta,
+        repair_hint=repair_hint,
+        expected=expected,
     )

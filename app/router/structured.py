@@ -16,7 +16,10 @@ repaired); a cloud reply by the same cloud model, which is a second cloud call: 
 asked for again unless the human approved the model for the session, and it has its own
 budget reservation.
 
-Worst case, one structured call makes :data:`MAX_STRUCTURED_GENERATIONS` generations.
+Worst case, one structured call makes :data:`MAX_STRUCTURED_GENERATIONS` generations,
+whatever its parser: the JSON parsers below, and plain-text formats that plug in as a
+:data:`Parser` of their own (the Implementer's edit blocks, whose parser also checks that
+every edit lands, so its one repair carries the applier's refusal).
 """
 
 from __future__ import annotations

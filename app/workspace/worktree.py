@@ -19,7 +19,7 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,6 +287,72 @@ class Worktree:
         if applied.returncode != 0:
             self.reset(parent)
             return failed(applied.stderr or "git apply failed", files)
+        return self._commit(n, parent, files, message, what="the diff")
+
+    def read_file(self, rel: str) -> str | None:
+        """A file's text in the worktree (None when there is none); ValueError when it
+        is not UTF-8 text or not a plain file inside the worktree."""
+        target = self._inside(rel)
+        if not target.exists() and not target.is_symlink():
+            return None
+        if target.is_symlink() or not target.is_file():
+            raise ValueError("not a regular file")
+        data = target.read_bytes()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("not UTF-8 text") from None
+
+    def apply_files(self, files: Mapping[str, str], *, message: str | None = None) -> ApplyResult:
+        """Write whole new file texts (the applier's output) from the base and commit them
+        as one attempt. Paths must stay inside the worktree, out of ``.git`` and the
+        state dir, and never through a symlink; bytes are written as given (UTF-8)."""
+        self.attempts += 1
+        n = self.attempts
+        self.reset()
+        parent = self.head()
+        paths = sorted(files)
+
+        def failed(reason: str) -> ApplyResult:
+            return ApplyResult(ok=False, attempt=n, reason=reason, files=paths, parent=parent)
+
+        if not files:
+            return failed("the change is empty")
+        try:
+            targets = {rel: self._inside(rel) for rel in paths}
+        except ValueError as exc:
+            return failed(str(exc))
+        for rel, target in targets.items():
+            if target.is_symlink() or (target.exists() and not target.is_file()):
+                self.reset(parent)
+                return failed(f"{rel}: not a regular file")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(files[rel].encode("utf-8"))
+            except OSError as exc:
+                self.reset(parent)
+                return failed(f"{rel}: cannot be written ({exc.strerror or exc})")
+        run_git(self.path, "add", "--", *paths)
+        return self._commit(n, parent, paths, message, what="the change")
+
+    def _inside(self, rel: str) -> Path:
+        """``rel`` under the worktree, checked: relative, no '..', not .git or the state
+        dir, and no symlinked directory on the way out of the tree."""
+        parts = [p for p in Path(rel).parts if p not in ("", ".")]
+        if not parts or Path(rel).is_absolute() or ".." in parts:
+            raise ValueError(f"{rel}: the path must stay inside the repository")
+        if parts[0] in (".git", STATE_DIR_NAME):
+            raise ValueError(f"{rel}: {parts[0]}/ is not part of the change")
+        root = self.path.resolve()
+        target = root.joinpath(*parts)
+        if not target.parent.resolve().is_relative_to(root):
+            raise ValueError(f"{rel}: the path leads out of the repository")
+        return target
+
+    def _commit(
+        self, n: int, parent: str, files: list[str], message: str | None, *, what: str
+    ) -> ApplyResult:
+        """Commit the staged attempt on the run branch (back to ``parent`` on failure)."""
         config = ["commit.gpgsign=false"]
         if not has_identity(self.path):
             config += FALLBACK_IDENTITY
@@ -294,13 +360,15 @@ class Worktree:
         commit = run_git(
             self.path, "commit", "--quiet", "--no-verify", "-m", msg, config=config, check=False
         )
-        if commit.returncode != 0:
-            self.reset(parent)
-            out = commit.stdout + commit.stderr
-            if "nothing to commit" in out or "nothing added to commit" in out:
-                return failed("the diff changes nothing", files)
-            return failed(f"git commit failed: {out}", files)
-        return ApplyResult(ok=True, attempt=n, commit=self.head(), files=files, parent=parent)
+        if commit.returncode == 0:
+            return ApplyResult(ok=True, attempt=n, commit=self.head(), files=files, parent=parent)
+        self.reset(parent)
+        out = commit.stdout + commit.stderr
+        if "nothing to commit" in out or "nothing added to commit" in out:
+            reason = f"{what} changes nothing"
+        else:
+            reason = f"git commit failed: {out}".strip()[:MAX_REASON_CHARS]
+        return ApplyResult(ok=False, attempt=n, reason=reason, files=files, parent=parent)
 
     def diff(self) -> str:
         """The run's change so far: base → HEAD of the run branch, as git writes it."""

@@ -101,7 +101,9 @@ def fakes(
 ) -> dict[str, Any]:
     fix = diff_of(repo, "range(len(tokens) - 1)", "range(len(tokens))")
     wrong = diff_of(repo, '"""Split ``text``', '"""Split the ``text``')  # applies, tests fail
-    broken = fix.replace("tagged = []", "tagged = list()")  # context that is not in the file
+    # a removed line that is nowhere in the file: no applier may land it (the context
+    # drift this test once used, "tagged = list()", now lands: issue 16)
+    broken = fix.replace("-    for i in range(len(tokens) - 1):", "-    for i in range(n - 1):")
     local_impl = [impl_json(wrong), impl_json(broken)]
 
     def local(body: dict[str, Any]) -> str:
@@ -224,6 +226,11 @@ def test_full_pipeline_escalates_fixes_judges_and_merges(
     # 2./3. two failed loops, then DeepSeek (reasoner: stuck loops) with a passing diff
     assert ("implementer", "deepseek-reasoner") in escalations
     assert any("IMPLEMENTER_FAILED_LOOPS" in a["reason_codes"] for a in lines)
+    # the failed loops are audited apart: tests that failed, edits that never landed
+    # (after the one repair turn, which is where the refusal went back to the model)
+    failures = [c for a in lines if a["kind"] == "run" for c in a["reason_codes"]]
+    assert failures.count("IMPLEMENTER_TESTS_FAILED") == 2, failures
+    assert any(a["kind"] == "repair" and a["role"] == "implementer" for a in lines)
     loops = sorted((bundle / "tests").glob("loop-*.json"))
     results = [json.loads(p.read_text())["ok"] for p in loops]
     assert results[0] is False and results[-1] is True  # baseline red, final green

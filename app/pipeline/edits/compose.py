@@ -1,0 +1,259 @@
+"""The new text of a located edit: context lines come from the file itself (so drift in
+the model's copy never reaches the file), removed lines go, and added lines are
+re-indented to the block they land in. Pure.
+
+Composition refuses rather than guess: added lines between two context lines that are
+not next to each other in the file (the model left out a line there: before it or after
+it?), or a file line between two removed lines that the edit does not mention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+from app.pipeline.edits.locate import Placement
+from app.pipeline.edits.text import FileText, Op, leading, strip_cr
+
+TAB = 4
+
+
+class ComposeError(Exception):
+    """A located edit that cannot be written without guessing."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class _Fit:
+    tab: int
+    scale: float
+    offset: float
+
+
+class Reindent:
+    """Maps the model's indentation to the file's, learnt from the lines it matched."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], file_lines: Sequence[str]) -> None:
+        pairs = [(a, strip_cr(t)) for a, t in pairs if a.strip() and t.strip()]
+        self.identity = all(leading(a) == leading(t) for a, t in pairs)
+        table: dict[str, str] = {}
+        clash: set[str] = set()
+        for a, t in pairs:
+            wa, wt = leading(a), leading(t)
+            if table.get(wa, wt) != wt:
+                clash.add(wa)
+            table[wa] = wt
+        self.table = {k: v for k, v in table.items() if k not in clash}
+        self.fit = _fit([(leading(a), leading(t)) for a, t in pairs])
+        self.tabs = _uses_tabs([leading(t) for _, t in pairs], file_lines)
+        self.style = _style(file_lines)
+
+    def _house_style(self, line: str) -> str:
+        """A line whose indentation mixes in the other character than the file's own
+        (tabs in a file indented with spaces, or spaces in one indented with tabs)."""
+        ws = leading(line)
+        if self.style == " " and "\t" in ws:
+            return " " * len(ws.expandtabs(TAB)) + line[len(ws) :]
+        if self.style == "\t" and " " * TAB in ws:
+            w = len(ws.expandtabs(TAB))
+            return "\t" * (w // TAB) + " " * (w % TAB) + line[len(ws) :]
+        return line
+
+    def __call__(self, line: str) -> str:
+        if self.identity:
+            return self._house_style(line)
+        if not line:
+            return line
+        ws, rest = leading(line), line.lstrip(" \t")
+        if ws in self.table:
+            return self.table[ws] + rest
+        if self.fit is None and not rest:
+            return line  # whitespace only, in a width nothing maps: left as written
+        if self.fit is None:
+            raise ComposeError(
+                "reindent", "the added lines' indentation does not follow the file's"
+            )
+        width = len(ws.expandtabs(self.fit.tab)) * self.fit.scale + self.fit.offset
+        w = round(width)
+        if w < 0 or abs(width - w) > 1e-9:
+            raise ComposeError(
+                "reindent", "the added lines' indentation does not follow the file's"
+            )
+        return ("\t" * (w // TAB) + " " * (w % TAB) if self.tabs else " " * w) + rest
+
+
+def _fit(pairs: list[tuple[str, str]]) -> _Fit | None:
+    """file width = scale × model width + offset, for every matched line."""
+    if not pairs:
+        return _Fit(TAB, 1, 0)
+    for tab in (TAB, 8):
+        points = sorted({(len(a.expandtabs(tab)), len(t.expandtabs(TAB))) for a, t in pairs})
+        (a0, t0), (a1, t1) = points[0], points[-1]
+        scale = 1.0 if a1 == a0 else (t1 - t0) / (a1 - a0)
+        if scale <= 0:
+            continue
+        offset = t0 - scale * a0
+        if all(abs(scale * a + offset - t) < 1e-9 for a, t in points):
+            return _Fit(tab, scale, offset)
+    return None
+
+
+def _uses_tabs(matched: Sequence[str], file_lines: Sequence[str]) -> bool:
+    if any(ws for ws in matched):
+        return any("\t" in ws for ws in matched)
+    tabs = sum(1 for line in file_lines if line.startswith("\t"))
+    spaces = sum(1 for line in file_lines if line.startswith(" "))
+    return tabs > spaces
+
+
+def _style(lines: Sequence[str]) -> str | None:
+    """The file's indentation character, when nine in ten indented lines agree."""
+    tabs = sum(1 for line in lines if line.startswith("\t") and line.strip())
+    spaces = sum(1 for line in lines if line.startswith(" ") and line.strip())
+    if tabs + spaces < 3:
+        return None
+    if spaces >= 9 * tabs:
+        return " "
+    return "\t" if tabs >= 9 * spaces else None
+
+
+def compose(text: FileText, ops: Sequence[Op], place: Placement) -> list[str]:
+    """The file's lines ``place.span`` once the edit is made; :class:`ComposeError`
+    where that would be a guess."""
+    where: dict[int, int] = {}
+    i = 0
+    for k, op in enumerate(ops):
+        if op.tag != "+":
+            t = place.align[i]
+            i += 1
+            if t is not None:
+                where[k] = t
+    fix = Reindent([(ops[k].text, text.lines[t]) for k, t in where.items()], text.lines)
+    eol = "\r" if text.crlf else ""
+    inserts: dict[int, list[str]] = {}
+    removed: set[int] = set()
+    for start, end in _regions(ops):
+        at = _region_at(ops, where, start, end, place.span)
+        removed.update(where[k] for k in range(start, end) if ops[k].tag == "-")
+        added = [fix(ops[k].text) + eol for k in range(start, end) if ops[k].tag == "+"]
+        inserts.setdefault(at, []).extend(added)
+    t0, t1 = place.span
+    out: list[str] = []
+    for t in range(t0, t1):
+        out += inserts.get(t, [])
+        if t not in removed:
+            out.append(text.lines[t])
+    out += inserts.get(t1, [])
+    return out
+
+
+def _regions(ops: Sequence[Op]) -> list[tuple[int, int]]:
+    """The changes: maximal runs of removed and added lines, as op index ranges."""
+    out: list[tuple[int, int]] = []
+    k = 0
+    while k < len(ops):
+        if ops[k].tag == " ":
+            k += 1
+            continue
+        end = k
+        while end < len(ops) and ops[end].tag != " ":
+            end += 1
+        out.append((k, end))
+        k = end
+    return out
+
+
+def _region_at(
+    ops: Sequence[Op], where: dict[int, int], start: int, end: int, span: tuple[int, int]
+) -> int:
+    """The file index a change's added lines go before.
+
+    A change whose removed lines are found lands where they were. Lines the edit left out
+    next to a change (a gap between it and the context around it) make the place of its
+    added lines a guess, unless the change only removes lines or replaces them one for
+    one; a pure insertion needs its two neighbours next to each other in the file.
+    """
+    before = max((where[k] for k in where if k < start), default=None)
+    after = min((where[k] for k in where if k >= end), default=None)
+    gone = [where[k] for k in range(start, end) if ops[k].tag == "-"]
+    added = sum(1 for k in range(start, end) if ops[k].tag == "+")
+    for a, b in pairwise(gone):
+        if b != a + 1:
+            raise ComposeError(
+                "ambiguous",
+                f"lines {a + 2}-{b} sit between lines the edit removes ({a + 1} and {b + 1}) "
+                "but are not in it",
+            )
+    if gone:
+        gap = (before is not None and gone[0] != before + 1) or (
+            after is not None and after != gone[-1] + 1
+        )
+        if gap and added and added != len(gone):
+            raise ComposeError(
+                "ambiguous",
+                f"a line next to the change at line {gone[0] + 1} is missing from the edit, so "
+                "where its new lines go is a guess",
+            )
+        return gone[0]
+    if before is None:
+        return after if after is not None else span[0]
+    if after is None or after == before + 1:
+        return before + 1
+    raise ComposeError(
+        "ambiguous",
+        f"the added lines go between lines {before + 1} and {after + 1}, which are not next "
+        "to each other in the file (a line between them is missing from the edit)",
+    )
+
+
+def compose_any_pairing(text: FileText, ops: Sequence[Op], place: Placement) -> list[str]:
+    """:func:`compose`, checked against every other way the edit's lines could pair up.
+
+    An insertion next to a context line equal to its own first (or last) line can slide
+    past it: the same edit, read another way. With every line of the place found, every
+    reading gives the same text; with a line left out there, they may not, and then the
+    place of the insertion is a guess.
+    """
+    out = compose(text, ops, place)
+    for variant in _slides(ops):
+        if compose(text, variant, place) != out:
+            raise ComposeError(
+                "ambiguous",
+                "a line the edit leaves out sits next to added lines that repeat the line "
+                "beside them, so where they go is a guess",
+            )
+    return out
+
+
+def _slides(ops: Sequence[Op]) -> list[list[Op]]:
+    """Each pure insertion slid past equal context lines, one step at a time."""
+    out: list[list[Op]] = []
+    for start, end in _regions(ops):
+        if any(ops[k].tag == "-" for k in range(start, end)):
+            continue
+        cur, lo, hi = list(ops), start, end
+        while lo > 0 and cur[lo - 1].tag == " " and _same(cur[hi - 1], cur[lo - 1]):
+            cur = [
+                *cur[: lo - 1],
+                Op("+", cur[hi - 1].text),
+                *cur[lo : hi - 1],
+                cur[lo - 1],
+                *cur[hi:],
+            ]
+            lo, hi = lo - 1, hi - 1
+            out.append(cur)
+        cur, lo, hi = list(ops), start, end
+        while hi < len(cur) and cur[hi].tag == " " and _same(cur[lo], cur[hi]):
+            cur = [*cur[:lo], cur[hi], *cur[lo + 1 : hi], Op("+", cur[lo].text), *cur[hi + 1 :]]
+            lo, hi = lo + 1, hi + 1
+            out.append(cur)
+    return out
+
+
+def _same(a: Op, b: Op) -> bool:
+    return a.text.rstrip() == b.text.rstrip()

@@ -1,0 +1,297 @@
+"""The Implementer's reply, read into a typed :class:`EditList` (GR-012 for code).
+
+Accepted, in the order they are looked for:
+
+- SEARCH/REPLACE blocks: the file's path on the line before each block ::
+
+      parser.py
+      <<<<<<< SEARCH
+          for i in range(len(tokens) - 1):
+      =======
+          for i in range(len(tokens)):
+      >>>>>>> REPLACE
+
+  and whole small files between ``<<<<<<< FILE`` and ``>>>>>>> FILE``;
+- a unified diff (fenced or not);
+- the older JSON object ``{"diff": ..., "self_check_confidence": ..., "notes": ...}``
+  (or the edit list itself as JSON).
+
+Blocks and diffs end with the JSON trailer ``{"self_check_confidence": 0.8, "notes":
+"..."}``, validated as :class:`Trailer`. Prose around the blocks is ignored; a path line
+may carry Markdown decoration (backticks, bold, "File:"). Anything else that does not
+fit raises :class:`EditFormatError` with every problem found, for the one repair turn.
+Parsing never raises anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.pipeline.edits.model import (
+    DiffHunk,
+    Edit,
+    EditList,
+    Format,
+    SearchReplace,
+    Trailer,
+    WholeFile,
+)
+from app.pipeline.edits.udiff import looks_like_diff, read_diff
+
+_SEARCH = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$", re.IGNORECASE)
+_DIVIDER = re.compile(r"^\s*={5,9}\s*$")
+_REPLACE = re.compile(r"^\s*>{5,9}\s*REPLACE\s*$", re.IGNORECASE)
+_FILE = re.compile(r"^\s*<{5,9}\s*(?:WHOLE\s+)?FILE\s*$", re.IGNORECASE)
+_FILE_END = re.compile(r"^\s*>{5,9}\s*(?:END(?:\s+FILE)?|FILE)\s*$", re.IGNORECASE)
+_FENCE = re.compile(r"^\s*(?:`{3,}|~{3,})")
+_PATHISH = re.compile(r"[\w][\w.\-/+@]*")
+_LEGACY_KEYS = frozenset({"diff", "self_check_confidence", "notes"})
+
+TRAILER_HINT = 'end with the JSON trailer {"self_check_confidence": 0.8, "notes": "..."}'
+
+
+class EditFormatError(ValueError):
+    """The reply does not fit the edit format; ``problems`` says exactly where."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems or ["the reply holds no edits"]
+        super().__init__("; ".join(self.problems))
+
+
+def parse_edits(text: str) -> EditList:
+    """The reply's edits, or :class:`EditFormatError` with what is wrong."""
+    if not isinstance(text, str):
+        raise EditFormatError(["the reply is not text"])
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    from_json = _json_reply(text)
+    if from_json is not None:
+        return from_json
+    if any(_SEARCH.match(line) or _FILE.match(line) for line in lines):
+        edits, problems, end = _blocks(lines)
+        fmt: Format = "blocks"
+    elif looks_like_diff(lines):
+        read = read_diff(lines)
+        edits = [
+            _Spec("hunk", h.path, lines=tuple(h.lines), new_file=h.new_file) for h in read.hunks
+        ]
+        problems, end = list(read.problems), read.end
+        if not read.hunks and not problems:
+            problems.append("the diff has no hunk with a changed line")
+        fmt = "diff"
+    else:
+        raise EditFormatError(
+            [
+                "no edits found: write SEARCH/REPLACE blocks (the path, <<<<<<< SEARCH, the "
+                "lines to change, =======, the new lines, >>>>>>> REPLACE), then "
+                + TRAILER_HINT[len("end with ") :]
+            ]
+        )
+    trailer, trailer_problems = _trailer(lines[end:])
+    problems += trailer_problems
+    built = _build(edits, problems)
+    if problems:
+        raise EditFormatError(problems)
+    assert trailer is not None
+    try:
+        return EditList(
+            edits=built,
+            self_check_confidence=trailer.self_check_confidence,
+            notes=trailer.notes,
+            format=fmt,
+        )
+    except ValidationError as exc:
+        raise EditFormatError(_validation_problems(exc)) from None
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One edit as read, before validation."""
+
+    kind: str
+    path: str
+    text: str = ""
+    replace: str = ""
+    lines: tuple[str, ...] = ()
+    new_file: bool = False
+
+
+def _build(specs: list[_Spec], problems: list[str]) -> list[Edit]:
+    out: list[Edit] = []
+    for n, spec in enumerate(specs, 1):
+        try:
+            if spec.kind == "hunk":
+                out.append(DiffHunk(path=spec.path, lines=list(spec.lines), new_file=spec.new_file))
+            elif spec.kind == "write":
+                out.append(WholeFile(path=spec.path, content=spec.text))
+            else:
+                out.append(SearchReplace(path=spec.path, search=spec.text, replace=spec.replace))
+        except ValidationError as exc:
+            problems += [f"edit {n}: {p}" for p in _validation_problems(exc)]
+    return out
+
+
+def _blocks(lines: list[str]) -> tuple[list[_Spec], list[str], int]:
+    """SEARCH/REPLACE and FILE blocks: (specs, problems, index after the last block)."""
+    specs: list[_Spec] = []
+    problems: list[str] = []
+    path: str | None = None
+    floor = end = i = 0
+    while i < len(lines):
+        line = lines[i]
+        whole = bool(_FILE.match(line))
+        if not (whole or _SEARCH.match(line)):
+            i += 1
+            continue
+        n = len(specs) + len(problems) + 1
+        named = _path_before(lines, i, floor)
+        path = named or path
+        if path is None:
+            problems.append(f"block {n} (line {i + 1}): no file path on the line before it")
+        if whole:
+            body, j, problem = _until(lines, i + 1, _FILE_END, "a >>>>>>> FILE line")
+            if path is not None and problem is None:
+                specs.append(_Spec("write", path, _joined(body)))
+        else:
+            search, j, problem = _until(lines, i + 1, _DIVIDER, "a ======= line")
+            if problem is None:
+                repl, j, problem = _until(lines, j + 1, _REPLACE, "a >>>>>>> REPLACE line")
+                if path is not None and problem is None:
+                    specs.append(_Spec("replace", path, _joined(search), _joined(repl)))
+        if problem is not None:
+            problems.append(f"block {n} (line {i + 1}): {problem}")
+            if j >= len(lines):
+                break
+        i = floor = end = j + 1
+    if not specs and not problems:
+        problems.append("no complete block found")
+    return specs, problems, end
+
+
+def _until(
+    lines: list[str], start: int, stop: re.Pattern[str], what: str
+) -> tuple[list[str], int, str | None]:
+    """The lines from ``start`` up to the first line matching ``stop`` (its index), or
+    a problem when a block marker or the end comes first."""
+    body: list[str] = []
+    j = start
+    while j < len(lines):
+        line = lines[j]
+        if stop.match(line):
+            return body, j, None
+        if _SEARCH.match(line) or _FILE.match(line) or _REPLACE.match(line):
+            return body, j, f"{what} is missing before line {j + 1}"
+        if _FILE_END.match(line) and stop is not _FILE_END:
+            return body, j, f"{what} is missing before line {j + 1}"
+        body.append(line)
+        j += 1
+    return body, j, f"{what} is missing (the reply ends first)"
+
+
+def _joined(lines: list[str]) -> str:
+    return "".join(line + "\n" for line in lines)
+
+
+def _path_before(lines: list[str], i: int, floor: int) -> str | None:
+    """The path on the nearest line above a block (skipping blank and fence lines)."""
+    j = i - 1
+    while j >= floor:
+        line = lines[j].strip()
+        if not line or _FENCE.match(line):
+            info = line.lstrip("`~").strip()
+            if info and ("/" in info or "." in info):
+                return _path_in(info)
+            j -= 1
+            continue
+        return _path_in(line)
+    return None
+
+
+def _path_in(line: str) -> str | None:
+    text = re.sub(r"^(?:#+|[*>-])\s*", "", line.strip())
+    text = re.sub(r"^(?:file|path|filename)\s*:\s*", "", text, flags=re.IGNORECASE)
+    text = text.strip("`*'\"").rstrip(":").strip("`*'\" ")
+    if text and not any(c.isspace() for c in text) and ("." in text or "/" in text):
+        return text
+    tokens = [t.rstrip(".") for t in _PATHISH.findall(line)]
+    tokens = [t for t in tokens if ("/" in t or "." in t) and not t.endswith(".")]
+    return tokens[-1] if tokens else None
+
+
+def _trailer(tail: list[str]) -> tuple[Trailer | None, list[str]]:
+    """The last JSON object with ``self_check_confidence`` after the edits."""
+    text = "\n".join(tail)
+    decoder = json.JSONDecoder()
+    found: Any = None
+    for m in reversed(list(re.finditer(r"\{", text))):
+        try:
+            value, _ = decoder.raw_decode(text[m.start() :])
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "self_check_confidence" in value:
+            found = value
+            break
+    if found is None:
+        return None, [f"no JSON trailer after the edits: {TRAILER_HINT}"]
+    try:
+        return Trailer.model_validate(found), []
+    except ValidationError as exc:
+        return None, [f"trailer: {p}" for p in _validation_problems(exc)]
+
+
+def _json_reply(text: str) -> EditList | None:
+    """The older JSON reply (a unified diff in a string) or the edit list as JSON."""
+    body = text.strip()
+    fenced = re.match(r"^```[\w-]*\s*\n(.*?)\n\s*```$", body, re.DOTALL)
+    if fenced:
+        body = fenced.group(1).strip()
+    if not body.startswith("{"):
+        return None
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    if "edits" in value:
+        try:
+            return EditList.model_validate({"format": "json", **value})
+        except ValidationError as exc:
+            raise EditFormatError(_validation_problems(exc)) from None
+    if not ({"diff", "self_check_confidence"} <= value.keys() <= _LEGACY_KEYS):
+        return None
+    diff = value.get("diff")
+    if not isinstance(diff, str) or not diff.strip():
+        raise EditFormatError(["diff: a non-empty unified diff is required"])
+    read = read_diff(diff.replace("\r\n", "\n").split("\n"))
+    problems = list(read.problems)
+    if not read.hunks:
+        problems.append("diff: not a unified diff (no hunk with a changed line)")
+    specs = [_Spec("hunk", h.path, lines=tuple(h.lines), new_file=h.new_file) for h in read.hunks]
+    edits = _build(specs, problems) if not problems else []
+    if problems:
+        raise EditFormatError(problems)
+    try:
+        trailer = Trailer.model_validate(
+            {k: v for k, v in value.items() if k in ("self_check_confidence", "notes")}
+        )
+        return EditList(
+            edits=edits,
+            self_check_confidence=trailer.self_check_confidence,
+            notes=trailer.notes,
+            format="json",
+        )
+    except ValidationError as exc:
+        raise EditFormatError(_validation_problems(exc)) from None
+
+
+def _validation_problems(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        out.append(f"{where}: {err['msg']}")
+    return out
