@@ -85,7 +85,8 @@ async def connect_pool(
     import asyncpg
 
     address = await asyncio.to_thread(checked_host, url, local_only=local_only, named=named)
-    kwargs: dict[str, Any] = {"host": address} if address is not None else {}
+    # the checked address, with the URL's port (a host given apart drops the DSN's port)
+    kwargs: dict[str, Any] = {"host": address, "port": url.port} if address is not None else {}
     try:
         pool = await asyncpg.create_pool(
             dsn=url.raw,

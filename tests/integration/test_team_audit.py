@@ -274,3 +274,55 @@ def test_under_local_only_a_database_on_a_public_host_refuses_to_start(
     assert rc == 2 and "local_only is on" in err and "192.0.2.10" in err
     rc, _, err = run_cli(["ask", "--role", "tutor", "--local-only", "hello"], capsys)
     assert rc == 2 and "local_only is on" in err
+
+
+# ── a whole session on the team store ────────────────────────────────────────────────────
+
+
+def test_ask_on_the_team_store_writes_the_team_audit_and_ledger(
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fake_openai_factory: Callable[..., object],
+) -> None:
+    from tests.reliability.kit import LOCAL_MODELS, run_json
+
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="ok")
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)  # type: ignore[attr-defined]
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", pg_url)
+    for user in ("alice", "bob"):
+        monkeypatch.setenv("SWITCHYARD_USER", user)
+        rc, _, err = run_json(["ask", "--role", "tutor", "--local-only", "hello"], capsys)
+        assert rc == 0, err
+    rc, out, _ = run_cli(["audit", "tail", "--team", "-n", "100", "--json"], capsys)
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert rc == 0 and {r["user"] for r in rows} == {"alice", "bob"}
+    assert any("TEAM_STORE" in r["reason_codes"] for r in rows)
+    assert {r["kind"] for r in rows} >= {"route", "call"}
+    rc, out, _ = run_cli(["audit", "verify"], capsys)
+    assert rc == 0 and "2 chain(s)" in out
+    rc, report, _ = run_json(["budget"], capsys)
+    assert rc == 0 and report["team"] == "default" and report["total"]["calls"] == 2
+    assert {u["user"] for u in report["by_user"]} == {"alice", "bob"}
+    assert not load_settings().audit_db.exists()  # nothing went to the SQLite files
+
+
+def test_a_fallback_the_user_asked_for_is_audited(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fake_openai_factory: Callable[..., object],
+) -> None:
+    from tests.reliability.kit import LOCAL_MODELS, run_json
+
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="ok")
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)  # type: ignore[attr-defined]
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", f"postgresql://u@127.0.0.1:{closed_port()}/db")
+    monkeypatch.setenv("SWITCHYARD_DATABASE_FALLBACK", "true")
+    rc, _, err = run_json(["ask", "--role", "tutor", "--local-only", "hello"], capsys)
+    assert rc == 0, err
+    with sqlite3.connect(load_settings().audit_db) as con:
+        first = json.loads(con.execute("SELECT line FROM audit_lines ORDER BY seq").fetchone()[0])
+    assert first["kind"] == "degradation" and first["reason_codes"] == ["GR005_STORE_FALLBACK"]
+    assert "cannot reach the team database" in first["detail"]
