@@ -1,6 +1,6 @@
 """The command palette (ctrl+p): the common actions by name.
 
-new task, runs, policy, budget, theme, plus escalate, stop, tutor and the escalation
+new task, runs, policy, simulate, budget, theme, plus escalate, stop, tutor and the escalation
 pane's kind filter. Each command is a (title, help, callback) triple built per screen.
 """
 
@@ -16,23 +16,23 @@ from app.audit.types import AUDIT_KINDS
 
 if TYPE_CHECKING:
     from app.tui.core import CoreApp
-    from app.tui.screens.main import MainScreen
+    from app.tui.screens.workbench import WorkbenchScreen
 
 Command = tuple[str, str, Callable[[], object]]
 
 
-def _home(app: CoreApp) -> MainScreen | None:
-    from app.tui.screens.main import MainScreen
+def _home(app: CoreApp) -> WorkbenchScreen | None:
+    from app.tui.screens.workbench import WorkbenchScreen
 
     home = app.home
-    if not isinstance(home, MainScreen):
+    if not isinstance(home, WorkbenchScreen):
         return None
     while app.screen is not home and len(app.screen_stack) > 1:
         app.pop_screen()
     return home
 
 
-def _on_home(app: CoreApp, do: Callable[[MainScreen], object]) -> None:
+def _on_home(app: CoreApp, do: Callable[[WorkbenchScreen], object]) -> None:
     home = _home(app)
     if home is not None:
         do(home)
@@ -41,9 +41,15 @@ def _on_home(app: CoreApp, do: Callable[[MainScreen], object]) -> None:
 def _push(app: CoreApp, screen_name: str) -> None:
     from app.tui.screens.evidence import EvidenceScreen
     from app.tui.screens.policy import PolicyScreen
+    from app.tui.screens.simulate import SimulateScreen
     from app.tui.screens.tutor import TutorScreen
 
-    screens = {"evidence": EvidenceScreen, "policy": PolicyScreen, "tutor": TutorScreen}
+    screens = {
+        "evidence": EvidenceScreen,
+        "policy": PolicyScreen,
+        "simulate": SimulateScreen,
+        "tutor": TutorScreen,
+    }
     app.push_screen(screens[screen_name]())
 
 
@@ -71,6 +77,11 @@ def commands(app: CoreApp) -> list[Command]:
             "Policy",
             "the routing table, triggers and budget caps in force",
             partial(_push, app, "policy"),
+        ),
+        (
+            "Simulate",
+            "replay the audit log under another policy file: what would change",
+            partial(_push, app, "simulate"),
         ),
         (
             "Budget",

@@ -191,13 +191,17 @@ class Replayer:
             if pick.action == "escalate":
                 model = str(pick.target)
                 asks += pick.needs_approval
-                if model in final.denied:
-                    denied = denied | groups.get(model, frozenset({model}))
-                    continue
+                # A model that failed was approved first; a "deny all" after it lists it
+                # among the denied too. A cap's stop at the reservation is the replay's
+                # own ledger's to decide.
                 why = final.failed.get(model)
-                if why is not None and not why.startswith("budget:"):
-                    failed = {**failed, model: why}
-                    down = down | ({model} & new_down)
+                if why is not None:
+                    if not why.startswith("budget:"):
+                        failed = {**failed, model: why}
+                        down = down | ({model} & new_down)
+                        continue
+                elif model in final.denied:
+                    denied = denied | groups.get(model, frozenset({model}))
                     continue
                 if model not in served and last.kind == "escalation" and last.to == model:
                     return Outcome("failed", model, asks=asks, blocked=blocked)

@@ -1,0 +1,116 @@
+"""The palette's "Simulate": a policy file replayed over this data dir's audit log.
+
+The log is written before the app starts, by the router (real audit chain and ledger in
+the session's data dir; scripted in-process backends): three Architect plans at
+confidence 0.5, 0.78 and 0.9 under the shipped policy. A policy that raises the
+Architect's threshold to 0.8 escalates the 0.78 plan too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from textual.widgets import Input, Static
+
+from app.audit.log import AuditLog
+from app.clock import ManualClock
+from app.config import Settings
+from app.policy import load_policy
+from app.resources import default_policy_path
+from app.router.approvals import AllowDecider, ApprovalBroker
+from app.router.ledger import BudgetLedger
+from app.router.service import Router
+from app.router.types import Signals
+from app.tui.core import WorkFailed
+from app.tui.screens.simulate import SimulateScreen
+from tests.integration.test_router_service import ALL_UP, REQ, Resolver
+from tests.tui.helpers import Messages, settle, until
+
+
+async def write_log(data_dir: Path) -> None:
+    settings = Settings(data_dir=data_dir)
+    policy = load_policy().policy
+    clock = ManualClock()
+    async with AuditLog.open(settings.audit_db, clock=clock) as audit:
+        ledger = await BudgetLedger.open(settings.ledger_db, policy.budget, clock=clock)
+        broker = ApprovalBroker(AllowDecider(), audit=audit, timeout_s=5, clock=clock)
+        router = Router(
+            policy,
+            session="s-tui",
+            audit=audit,
+            ledger=ledger,
+            approvals=broker,
+            backends=Resolver(up=ALL_UP),
+            clock=clock,
+        )
+        for confidence in (0.5, 0.78, 0.9):
+            await router.complete("architect", REQ, Signals(confidence=confidence))
+        await ledger.close()
+
+
+def policy_file(tmp_path: Path, threshold: str) -> Path:
+    text = default_policy_path().read_text(encoding="utf-8")
+    old = 'threshold = 0.75\nseed = "§3 confidence <'
+    assert text.count(old) == 1
+    path = tmp_path / f"proposed-{threshold}.toml"
+    path.write_text(text.replace(old, old.replace("0.75", threshold)), encoding="utf-8")
+    return path
+
+
+async def test_simulate_from_the_palette(make_app: Any, tmp_path: Path) -> None:
+    await write_log(tmp_path / "data")
+    proposed = policy_file(tmp_path, "0.8")
+    seen = Messages()
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        await pilot.press("ctrl+p", *"Simulate")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, SimulateScreen)
+        assert screen.query_one("#simulate-input", Input).has_focus
+        await pilot.press(*str(proposed), "enter")
+        await until(pilot, lambda: screen.report is not None, what="the simulation")
+        await settle(pilot)
+        report = screen.report
+        assert report is not None
+        assert (report.decisions, report.changed, report.unsimulated.count) == (3, 1, 0)
+        [change] = report.biggest_changes
+        assert change.against == "qwen3-14b@vllm (local)"
+        assert change.new == "gpt-5.1-high (cloud)" and change.estimated
+        shown = str(screen.query_one("#simulate-summary", Static).render())
+        assert "3 decisions replayed, 1 changed: 1 escalations added" in shown
+        assert f"#{change.seq} " in shown
+
+        # a policy file that does not load: its FILE:LINE, and the screen stays usable
+        bad = policy_file(tmp_path, "7.5")
+        box = screen.query_one("#simulate-input", Input)
+        box.value = ""
+        await pilot.press(*str(bad), "enter")
+        await until(
+            pilot, lambda: [m for m in seen.of(WorkFailed) if m.group == "simulate"], what="error"
+        )
+        await settle(pilot)
+        shown = str(screen.query_one("#simulate-summary", Static).render())
+        assert shown.startswith(f"not simulated: {bad}:")
+        assert "triggers.0.threshold" in shown
+        await pilot.press("escape")
+        await settle(pilot)
+        assert not isinstance(app.screen, SimulateScreen)
+
+
+def test_the_log_is_written_with_decisions(tmp_path: Path) -> None:
+    """The fixture's log itself: three requests, each with its recorded inputs."""
+    asyncio.run(write_log(tmp_path / "data"))
+
+    async def read() -> list[Any]:
+        async with AuditLog.open(Settings(data_dir=tmp_path / "data").audit_db) as log:
+            return await log.lines()
+
+    lines = asyncio.run(read())
+    firsts = [line for line in lines if "inputs" in line.values]
+    assert [f.values["inputs"]["signals"]["confidence"] for f in firsts] == [0.5, 0.78, 0.9]

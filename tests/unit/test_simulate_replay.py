@@ -1,0 +1,148 @@
+"""The replay's pure parts: the role view that lets two policies share decide()'s answers,
+the range filter, and how lines are grouped into requests."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from app.policy import load_policy
+from app.policy.schema import Policy
+from app.router.decide import decide
+from app.router.simulate.replay import Pick, role_view
+from app.router.simulate.report import PolicyRef
+from app.router.simulate.requests import collect
+from app.router.simulate.simulation import WHY_OLD, WHY_UNREADABLE, Filters, simulate
+from app.router.types import RouterState, Signals
+
+SIGNALS = [
+    Signals(),
+    Signals(confidence=0.5, context_estimate=3000),
+    Signals(failed_loops=2, context_estimate=120_000),
+    Signals(context_estimate=150_000, tool_heavy=True),
+    Signals(high_risk=True, interesting_failure=True, tier2_opt_in=True),
+    Signals(user_request=True, output_tokens=500),
+]
+STATES = [
+    RouterState(),
+    RouterState(health={"runtime:vllm": False}, provider_left_usd={"openai": 0.001}),
+    RouterState(local_only=True, approved=frozenset({"gpt-5.1-high"})),
+    RouterState(denied=frozenset({"deepseek-reasoner"}), context_windows={"qwen3-14b": 4096}),
+]
+
+
+def _leaves(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(data, dict):
+        return [p for k, v in data.items() for p in _leaves(v, (*path, k))]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in _leaves(v, (*path, i))]
+    return [path]
+
+
+def _perturb(value: Any) -> Any:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value * 2 + 1
+    if isinstance(value, str):
+        return value + "x"
+    return 1 if value is None else value
+
+
+SHIPPED = load_policy().policy
+DATA = SHIPPED.model_dump(mode="json")
+LEAVES = _leaves(DATA)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.sampled_from(LEAVES))
+def test_policies_with_equal_role_views_decide_alike(path: tuple[Any, ...]) -> None:
+    """Whatever one field of the policy is changed to: where the role view stays equal,
+    decide() answers the same (so sharing its answers between policies is safe)."""
+    policy = SHIPPED
+    mutated = copy.deepcopy(DATA)
+    node = mutated
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = _perturb(node[path[-1]])
+    try:
+        other = Policy.model_validate(mutated)
+    except ValidationError:
+        assume(False)
+        raise
+    for role in policy.roles:
+        if role_view(policy, role) != role_view(other, role):
+            continue
+        for signals in SIGNALS:
+            for state in STATES:
+                a = Pick.of(decide(policy, role, signals, state), policy)
+                b = Pick.of(decide(other, role, signals, state), other)
+                assert a == b, (path, role, signals, state)
+
+
+def test_a_change_decide_reads_changes_the_view(policy: Policy) -> None:
+    data = policy.model_dump(mode="json")
+    data["triggers"][0]["threshold"] = 0.8  # architect_low_confidence
+    other = Policy.model_validate(data)
+    assert role_view(policy, "architect") != role_view(other, "architect")
+    assert role_view(policy, "implementer") == role_view(other, "implementer")
+
+
+@pytest.mark.parametrize(
+    ("filters", "ts", "inside"),
+    [
+        (Filters(since="2026-12-01"), "2026-12-01T00:00:00.000Z", True),
+        (Filters(since="2026-12-01"), "2026-11-30T23:59:59.999Z", False),
+        (Filters(until="2026-12-01"), "2026-12-01T23:59:59.999Z", True),
+        (Filters(until="2026-12-01"), "2026-12-02T00:00:00.000Z", False),
+        (Filters(until="2026-12-01T10:00:00.000Z"), "2026-12-01T10:00:00.001Z", False),
+        (Filters(session="s2"), "2026-12-01T10:00:00.000Z", False),
+    ],
+)
+def test_the_range_filter(filters: Filters, ts: str, inside: bool) -> None:
+    assert filters.within(ts, "s1") is inside
+
+
+def line(seq: int, kind: str, **kw: Any) -> dict[str, Any]:
+    base = {
+        "seq": seq,
+        "ts": "2026-12-01T10:00:00.000Z",
+        "session": "s1",
+        "kind": kind,
+        "role": "architect",
+        "to": None,
+        "values": {},
+    }
+    return {**base, **kw}
+
+
+def test_grouping_old_lines_repairs_and_unreadable_inputs(policy: Policy) -> None:
+    inputs = {"v": 1, "step": 0, "signals": {"confidence": 0.9, "context_estimate": 10}}
+    lines = [
+        # before the record: a route and a costed call, neither naming a request
+        line(1, "route", to="qwen3-14b@vllm"),
+        line(2, "call", to="gpt-5.1-high", values={"cost_usd": 0.25, "tokens_in": 1}),
+        # today's: a local request, then a cloud repair's repeat naming it
+        line(3, "route", to="qwen3-14b@vllm", values={"inputs": inputs}),
+        line(4, "call", to="qwen3-14b@vllm", values={"req": 3, "tokens_in": 9}),
+        line(5, "escalation", to="gpt-5.1-high", values={"req": 3}),
+        # inputs from a version this reader does not know
+        line(6, "route", to="qwen3-14b@vllm", values={"inputs": {**inputs, "v": 9}}),
+    ]
+    collected = collect(lines)
+    assert [r.id for r in collected.requests] == [3, 6]
+    first, unreadable = collected.requests
+    assert [s.seq for s in first.steps] == [3] and [c.seq for c in first.calls] == [4]
+    assert unreadable.unreadable and not unreadable.steps
+    assert [c.seq for c in collected.loose_calls] == [2]
+    assert [o.seq for o in collected.old] == [2]
+    ref = PolicyRef(path="p", version=policy.version)
+    report = simulate(collected, policy, policy, new_ref=ref, against_ref=ref)
+    assert report.decisions == 1 and report.changed == 0
+    assert report.unsimulated.reasons == {WHY_OLD: 1, WHY_UNREADABLE: 1}
+    assert report.unsimulated.recorded_usd == 0.25
