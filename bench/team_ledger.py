@@ -4,8 +4,10 @@ one process and in 8, and the overspend when 8 processes race for one cap.
 Each reservation is the ledger's real ``reserve`` (the cap check and the hold in one
 transaction): on SQLite one ``BEGIN IMMEDIATE`` on a shared file (WAL, NORMAL), on
 PostgreSQL one call of the reservation function (a conditional UPDATE of the cap rows),
-with fsync on, as a team's server runs. 1 process: sequential; 8 processes: each with 4
-reservations in flight. Overspend: 8 processes × 100 concurrent reservations of $0.01
+with fsync on, as a team's server runs (and again with fsync off, to show what the
+disk's flush costs: every reservation of a team updates the team's day row, so they
+commit one after another, each after its flush). 1 process: sequential; 8 processes:
+each with 4 reservations in flight. Overspend: 8 processes × 100 concurrent reservations of $0.01
 against a $5.00 team cap (the goal is $0.00).
 
 The anchor is LiteLLM's documented behaviour (not measured here): spend is synced between
@@ -162,34 +164,40 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         results["sqlite"] = _measure(str(Path(tmp) / "ledger.db"), args.n)
-    try:
-        cluster = start_cluster(fsync=True)
-    except ClusterUnavailable as exc:
-        print(f"PostgreSQL side not run: {exc}")
-        write_result("team_ledger", results)
-        return
-    try:
-        import asyncpg
-
-        name = f"bench_{uuid.uuid4().hex[:8]}"
-
-        async def create() -> None:
-            conn = await asyncpg.connect(cluster.admin_url)
-            await conn.execute(f"CREATE DATABASE {name}")
-            await conn.close()
-
-        asyncio.run(create())
-        results["postgres"] = _measure(cluster.url_for(name), args.n)
-    finally:
-        cluster.stop()
+    # fsync on, as a team's server runs; fsync off shows what the disk's flush costs
+    for key, fsync in (("postgres", True), ("postgres, fsync off", False)):
+        try:
+            cluster = start_cluster(fsync=fsync)
+        except ClusterUnavailable as exc:
+            print(f"PostgreSQL side not run: {exc}")
+            write_result("team_ledger", results)
+            return
+        try:
+            results[key] = _measure(_database(cluster), args.n)
+        finally:
+            cluster.stop()
     _report(results)
     write_result("team_ledger", {"n": args.n, "procs": PROCS, **results}, packages=("asyncpg",))
+
+
+def _database(cluster: Any) -> str:
+    import asyncpg
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(cluster.admin_url)
+        await conn.execute(f"CREATE DATABASE {name}")
+        await conn.close()
+
+    asyncio.run(create())
+    return str(cluster.url_for(name))
 
 
 def _report(r: dict[str, Any]) -> None:
     print("| store | procs | p50 µs | p99 µs | reservations/s | 8-proc overspend on $5 |")
     print("|---|---|---|---|---|---|")
-    for store in ("sqlite", "postgres"):
+    for store in ("sqlite", "postgres", "postgres, fsync off"):
         for key, procs in (("one", 1), ("eight", PROCS)):
             m = r[store][key]
             over = f"${r[store]['overspend_usd']:.2f}" if procs == PROCS else ""
