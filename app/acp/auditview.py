@@ -38,8 +38,13 @@ def audit_chunk(line: dict[str, Any]) -> AgentThoughtChunk | AgentMessageChunk |
     if kind in THOUGHT_KINDS:
         return update_agent_thought_text(describe(line) + "\n")
     if kind in MESSAGE_KINDS:
-        return update_agent_message_text(f"\n> **{kind}** · {describe(line)}\n")
+        return update_agent_message_text(quoted(f"**{kind}** · {describe(line)}"))
     return None
+
+
+def quoted(text: str) -> str:
+    """A markdown block quote (every line of it), set apart from what came before."""
+    return "\n" + "\n".join(f"> {line}" for line in text.strip().splitlines()) + "\n"
 
 
 def describe(line: dict[str, Any]) -> str:

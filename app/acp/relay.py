@@ -34,7 +34,7 @@ from acp import (
 )
 from acp.schema import PlanEntry, ToolKind
 
-from app.acp.auditview import UsageMeter, audit_chunk
+from app.acp.auditview import UsageMeter, audit_chunk, quoted
 from app.acp.diffs import diff_contents, read_at
 from app.bus import (
     AuditAppended,
@@ -235,7 +235,7 @@ class RunRelay:
             if ev.text.startswith(f"attempt {n}:"):
                 await self._finish(tid, ok=False)
                 del self._open_attempts[n]
-        await self.send(update_agent_message_text(f"\n> **note** · {ev.text}\n"))
+        await self.send(update_agent_message_text(quoted(f"**note** · {ev.text}")))
 
     async def _audit(self, line: dict[str, Any]) -> None:
         chunk = audit_chunk(line)
