@@ -191,6 +191,32 @@ async def test_a_denial_serves_the_held_request_locally(world: GatewayWorld, key
         assert app.screen is app.home and app.home.header.state == "listening"
 
 
+async def test_a_approves_for_the_session_and_the_next_one_is_not_asked(
+    world: GatewayWorld,
+) -> None:
+    seen = Messages()
+    app = serve_tui_app("--port", "0")
+    async with app.run_test(size=SIZE, message_hook=seen) as pilot:
+        address = await listening(pilot)
+        async with httpx.AsyncClient(base_url=address, timeout=60) as client:
+            first = asyncio.create_task(
+                chat(client, "architect", "plan", agent="pilot/1.0", headers=ESCALATE)
+            )
+            await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+            await pilot.press("a")
+            await until(pilot, first.done, what="the first response")
+            second = await chat(client, "architect", "plan", agent="pilot/1.0", headers=ESCALATE)
+        assert first.result().json()["choices"][0]["message"]["content"] == CLOUD_REPLY
+        assert second.json()["choices"][0]["message"]["content"] == CLOUD_REPLY
+        assert len(world.cloud.chat_requests) == 2
+        assert len(seen.of(bridge.ApprovalAsked)) == 1  # one modal for both
+        pane = requests_pane(app)
+        await until(pilot, lambda: len(pane.rows) == 2 and all(r.done for r in pane.rows.values()))
+        await settle(pilot)
+        assert [r.steps for r in pane.rows.values()] == [[["gpt-5.1-high", "approved"]]] * 2
+        assert all(r.escalated and r.model == "gpt-5.1-high" for r in pane.rows.values())
+
+
 async def test_the_timeout_denies_and_the_role_is_served_locally(
     world: GatewayWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:

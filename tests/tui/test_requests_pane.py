@@ -7,7 +7,7 @@ from typing import Any
 
 from app.bus import AuditAppended, BudgetUpdated, RequestServed
 from app.tui import bridge
-from app.tui.panes.requests import RequestRow, cells, escalation, short_client
+from app.tui.panes.requests import RequestRow, cells, escalation, latency, short_client
 
 RID = "gw-0123456789abcdef"
 
@@ -86,6 +86,19 @@ def test_served_first_then_its_lines_never_reopen_or_overwrite_the_row() -> None
     assert row.ts == "2026-01-01T12:00:00.000Z" and row.asked == "claude-opus-4-1"
 
 
+def test_a_step_approved_for_the_session_earlier_is_called_without_asking() -> None:
+    row = RequestRow(RID)
+    row.hear(opened())
+    row.hear(line("escalation", "gpt-5.1-high"))
+    assert row.held
+    row.hear(line("call", "gpt-5.1-high"))  # no approval line: the session approval holds
+    assert not row.held and row.steps == [["gpt-5.1-high", "approved"]]
+    row = RequestRow(RID)  # the same, learnt from RequestServed alone
+    row.hear(line("escalation", "gpt-5.1-high"))
+    row.finish(served(model="gpt-5.1-high", runtime="cloud", escalated=True))
+    assert row.steps == [["gpt-5.1-high", "approved"]]
+
+
 def test_a_client_that_went_away_is_closed_by_the_audit_line() -> None:
     row = RequestRow(RID)
     row.hear(opened())
@@ -117,7 +130,8 @@ def test_short_client() -> None:
     assert short_client("claude-cli/2.0.14 (external, cli) (session 5b1c9e0a-77d2)") == (
         "claude-cli/2.0.14 · 5b1c9e"
     )
-    assert short_client("unknown client") == "unknown"
+    assert short_client("OpenAI/Python 3.57.0") == "OpenAI/Python 3.57.0"
+    assert short_client("unknown client") == "unknown client"
 
 
 def test_the_bridge_batches_a_frames_finished_requests_in_order() -> None:
@@ -136,3 +150,9 @@ def test_the_bridge_batches_a_frames_finished_requests_in_order() -> None:
     batch = out[0]
     assert isinstance(batch, bridge.RequestsServed)
     assert [e.request for e in batch.events] == ["gw-1", "gw-2"]
+
+
+def test_latency_fits_its_column() -> None:
+    shown = [latency(ms) for ms in (5, 999, 1000, 9996, 27_420, 120_520, 9_999_400, 3.6e7)]
+    assert shown == ["5 ms", "999 ms", "1.00 s", "10.0 s", "27.4 s", "121 s", "9999 s", "600 min"]
+    assert all(len(s) <= 7 for s in shown)

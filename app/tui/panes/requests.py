@@ -139,12 +139,19 @@ class RequestRow:
                 self.steps.append([model, what])
                 self.target = to
             else:
-                for step in reversed(self.steps):
-                    if step[0] == model:
-                        step[1] = what
-                        break
+                self._mark(model, what)
         elif kind in ("route", "runtime_fallback") and to:
             self.target = to
+        elif kind == "call" and to:
+            # a step approved for the session earlier is called without asking again
+            self._mark(to.partition("@")[0], "approved", only="asks")
+
+    def _mark(self, model: str, what: str, *, only: str | None = None) -> None:
+        for step in reversed(self.steps):
+            if step[0] == model:
+                if only is None or step[1] == only:
+                    step[1] = what
+                return
 
     def finish(self, e: RequestServed) -> None:
         self.protocol = self.protocol or e.protocol
@@ -155,6 +162,8 @@ class RequestRow:
         self.model, self.runtime, self.escalated = e.model, e.runtime, e.escalated
         self.tokens_in, self.tokens_out = e.tokens_in, e.tokens_out
         self.cost_usd, self.latency_ms = e.cost_usd, e.latency_ms
+        if e.escalated and e.model:
+            self._mark(e.model, "approved", only="asks")
 
 
 def cut(text: str, width: int) -> str:
@@ -162,10 +171,10 @@ def cut(text: str, width: int) -> str:
 
 
 def short_client(client: str) -> str:
-    """``codex_cli_rs/0.46.0 (Ubuntu 24.04; x86_64) xterm`` → ``codex_cli_rs/0.46.0``; the
-    gateway's ``… (session ID)`` suffix is kept, shortened."""
+    """``codex_cli_rs/0.46.0 (Ubuntu 24.04; x86_64) xterm`` → ``codex_cli_rs/0.46.0`` (what
+    comes before the first parenthesis); the gateway's ``(session ID)`` is kept, cut."""
     agent, _, session = client.partition(" (session ")
-    name = agent.split(" ", 1)[0] or agent
+    name = agent.split(" (", 1)[0] or agent
     return f"{name} · {session.rstrip(')')[:6]}" if session else name
 
 
@@ -182,7 +191,13 @@ def escalation(row: RequestRow) -> tuple[str, str]:
 def latency(ms: float | None) -> str:
     if ms is None:
         return ""
-    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    seconds = ms / 1000
+    for digits, below in ((2, 9.995), (1, 99.95), (0, 9999.5)):  # 7 columns at most
+        if seconds < below:
+            return f"{seconds:.{digits}f} s"
+    return f"{seconds / 60:.0f} min"
 
 
 def cells(row: RequestRow, v: dict[str, str]) -> dict[str, Text]:
@@ -208,7 +223,9 @@ def cells(row: RequestRow, v: dict[str, str]) -> dict[str, Text]:
     elif row.done:
         served = Text(row.outcome, style=style_of(v.get("step-failed", "")))
     else:
-        served = Text(f"→ {row.target}" if row.target else "", style=dim)
+        model, _, runtime = row.target.partition("@")
+        where = f" · {RUNTIME_LABEL.get(runtime, runtime)}" if runtime else ""
+        served = Text(f"→ {model}{where}" if model else "", style=dim)
     tokens = Text(f"{row.tokens_in:,} → {row.tokens_out:,}" if row.done else "", justify="right")
     cost = Text(money(row.cost_usd) if row.done else "", justify="right")
     if not row.cost_usd:
@@ -309,7 +326,8 @@ class RequestsPane(Pane):
     def _update_titles(self) -> None:
         self.border_title = "Requests"
         c = self.counts()
-        parts = [f"{c['requests']} requests" if c["requests"] else "no requests yet"]
+        n = c["requests"]
+        parts = [f"{n} request{'s' if n != 1 else ''}" if n else "no requests yet"]
         parts += [f"{c['in_flight']} in flight"] if c["in_flight"] else []
         parts += [f"{c['held']} held for approval"] if c["held"] else []
         parts += [f"{c['escalated']} to the cloud"] if c["escalated"] else []
