@@ -33,6 +33,7 @@ from tests.tui.gateway_world import (
     LOCAL_REPLY,
     GatewayWorld,
     chat,
+    chat_body,
     gateway_world,
     messages,
     responses_stream,
@@ -289,6 +290,36 @@ async def test_the_requests_view_shows_each_request(world: GatewayWorld) -> None
         assert pane.border_subtitle == "3 requests"
         header = app.home.header
         assert (header.role, header.model) == ("tutor", "qwen2.5-coder-7b")
+
+
+async def test_a_client_that_goes_away_while_held_closes_its_modal(world: GatewayWorld) -> None:
+    seen = Messages()
+    app = serve_tui_app("--port", "0")
+    async with app.run_test(size=SIZE, message_hook=seen) as pilot:
+        address = await listening(pilot)
+        client = httpx.AsyncClient(base_url=address, timeout=60)
+
+        async def stream() -> None:
+            body = chat_body("architect", "plan", stream=True)
+            async with client.stream(
+                "POST", "/v1/chat/completions", json=body, headers=ESCALATE
+            ) as reply:
+                async for _ in reply.aiter_text():
+                    pass
+
+        held = asyncio.create_task(stream())
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        held.cancel()  # the agent is stopped while its request waits
+        await asyncio.gather(held, return_exceptions=True)
+        await client.aclose()
+        await until(pilot, lambda: not isinstance(app.screen, ApprovalScreen), what="no modal")
+        await settle(pilot)
+        (row,) = requests_pane(app).rows.values()
+        assert (row.status, row.outcome) == (499, "client went away")
+        assert row.steps == [["gpt-5.1-high", "withdrawn"]]
+        assert app.home.header.state == "listening"
+        assert seen.of(bridge.ApprovalSettled) == []  # nobody decided; nothing was sent
+        assert world.cloud.chat_requests == [] and world.vllm.chat_requests == []
 
 
 async def test_quitting_stops_the_gateway_and_ends_a_held_request(

@@ -106,6 +106,8 @@ def test_a_client_that_went_away_is_closed_by_the_audit_line() -> None:
     row.hear(closed(499, "client went away"))
     assert row.done and not row.held
     assert (row.status, row.outcome, row.model) == (499, "client went away", None)
+    assert row.steps == [["gpt-5.1-high", "withdrawn"]]  # nobody answered it
+    assert escalation(row) == ("– gpt-5.1-high", "audit-skip")
 
 
 def test_cells_say_what_the_table_shows() -> None:

@@ -58,6 +58,7 @@ _STEP_OF: dict[str, str] = {
 }
 _STEP_MARK = {
     "asks": "?",
+    "withdrawn": "–",
     "approved": "✓",
     "denied": "✗",
     "timed out": "✗",
@@ -67,6 +68,7 @@ _STEP_MARK = {
 }
 _STEP_COLOUR = {
     "asks": "audit-escalation",
+    "withdrawn": "audit-skip",
     "approved": "audit-approval",
     "denied": "audit-denial",
     "timed out": "audit-denial",
@@ -132,6 +134,7 @@ class RequestRow:
                 self.cost_usd = float(values.get("cost_usd") or 0.0)
                 latency = values.get("latency_ms")
                 self.latency_ms = float(latency) if latency is not None else None
+                self._ended()
         elif kind in _STEP_OF and to:
             model = to.partition("@")[0]
             what = "timed out" if "APPROVAL_TIMEOUT" in codes else _STEP_OF[kind]
@@ -164,6 +167,13 @@ class RequestRow:
         self.cost_usd, self.latency_ms = e.cost_usd, e.latency_ms
         if e.escalated and e.model:
             self._mark(e.model, "approved", only="asks")
+        self._ended()
+
+    def _ended(self) -> None:
+        # an approval still asked when the request ended was never answered
+        for step in self.steps:
+            if step[1] == "asks":
+                step[1] = "withdrawn"
 
 
 def cut(text: str, width: int) -> str:

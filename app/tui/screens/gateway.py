@@ -40,6 +40,8 @@ class GatewayScreen(WorkbenchScreen):
         super().__init__(id="gateway")
         #: starting gateway → listening → stopped, or error
         self.gateway_state = "starting gateway"
+        #: approvals whose request ended first (their modal was closed)
+        self._withdrawn: set[str] = set()
 
     def compose(self) -> ComposeResult:
         yield SessionHeader(id="header")
@@ -94,12 +96,29 @@ class GatewayScreen(WorkbenchScreen):
 
     def on_audit_batch(self, message: bridge.AuditBatch) -> None:
         self.requests.add_audit(message.lines)
+        self._withdraw_ended()
 
     def on_requests_served(self, message: bridge.RequestsServed) -> None:
         self.requests.served(message.events)
         last = message.events[-1]
         self.header.role = last.role
         self.header.model, self.header.runtime = last.model or "", last.runtime or ""
+        self._withdraw_ended()
+
+    def _withdraw_ended(self) -> None:
+        """A request that ended while its approval was asked (the client went away, the
+        server stopped) leaves nobody to answer: close its modal and say why."""
+        for request_id, modal in list(self.pending_approvals.items()):
+            row = self.requests.rows.get(modal.request.run)
+            if row is None or not row.done or request_id in self._withdrawn:
+                continue
+            self._withdrawn.add(request_id)
+            modal.settled("withdrawn")
+            self.notify(
+                f"{short_client(row.client)}: the request ended ({row.outcome}) before the "
+                f"approval of {modal.request.model}",
+                severity="warning",
+            )
 
     # ── keys ─────────────────────────────────────────────────────────────────────────────
 
