@@ -27,18 +27,27 @@ DECISION_KINDS = frozenset({"route", "runtime_fallback", "escalation", "refusal"
 
 
 def record_inputs(
-    signals: Signals, state: RouterState, step: int, *, budget_read: bool
+    signals: Signals,
+    state: RouterState,
+    step: int,
+    *,
+    budget_read: bool,
+    policy: str | None = None,
 ) -> dict[str, Any]:
     """``values["inputs"]`` of the line that carries the decision made from these inputs.
 
     ``step`` counts the decisions of one request (0 first). ``budget_read``: the router
     read the ledger for this decision (it does only when a trigger may escalate).
+    ``policy``: the fingerprint of the policy decide() was given
+    (:func:`app.policy.fingerprint.fingerprint`).
     """
     out: dict[str, Any] = {
         "v": INPUTS_VERSION,
         "step": step,
         "signals": signals.model_dump(exclude_defaults=True),
     }
+    if policy is not None:
+        out["policy"] = policy
     if state.local_only:
         out["local_only"] = True
     down = sorted(k for k, ok in state.health.items() if not ok)
@@ -68,6 +77,7 @@ class RecordedInputs(Frozen):
 
     v: Literal[1]
     step: int = Field(ge=0)
+    policy: str | None = None
     signals: Signals
     local_only: bool = False
     down: list[str] = Field(default_factory=list)

@@ -30,6 +30,9 @@ class Step:
     kind: str
     to: str | None
     inputs: RecordedInputs
+    #: the line's reason codes, and an escalation's estimate (what decide() returned)
+    codes: tuple[str, ...] = ()
+    est_cost_usd: float = 0.0
 
 
 @dataclass(slots=True)
@@ -61,6 +64,10 @@ class Request:
     #: a decision line of it whose inputs do not read
     unreadable: bool = False
     key: InputsKey = ()
+    #: the cloud models a budget skipped (its ``skip`` lines)
+    budget_skips: list[str] = field(default_factory=list)
+    #: the cloud models skipped as unreachable (no key) before anyone was asked
+    unasked: set[str] = field(default_factory=set)
 
     @property
     def day(self) -> str:
@@ -92,6 +99,8 @@ class Collector:
     def __init__(self) -> None:
         self._by_id: dict[int, Request] = {}
         self._out = Collected()
+        #: budget skips written before their request's first decision line, by request
+        self._skips: dict[int, list[str]] = {}
 
     def feed(self, line: Mapping[str, Any]) -> None:
         self._out.lines += 1
@@ -100,6 +109,8 @@ class Collector:
             self._decision(line, kind)
         elif kind == "call":
             self._call(line)
+        elif kind == "skip":
+            self._skip(line)
 
     def _decision(self, line: Mapping[str, Any], kind: str) -> None:
         values = line["values"]
@@ -116,6 +127,7 @@ class Collector:
             req = Request(
                 id=rid, seq=line["seq"], ts=line["ts"], session=line["session"], role=line["role"]
             )
+            req.budget_skips = self._skips.pop(rid, [])
             self._by_id[rid] = req
             self._out.requests.append(req)
         inputs = read_inputs(values)
@@ -124,7 +136,30 @@ class Collector:
             return
         if not req.steps:
             req.key = inputs_key(raw)
-        req.steps.append(Step(seq=line["seq"], kind=kind, to=line.get("to"), inputs=inputs))
+        req.steps.append(
+            Step(
+                seq=line["seq"],
+                kind=kind,
+                to=line.get("to"),
+                inputs=inputs,
+                codes=tuple(line.get("reason_codes") or ()),
+                est_cost_usd=float(values.get("est_cost_usd") or 0.0),
+            )
+        )
+
+    def _skip(self, line: Mapping[str, Any]) -> None:
+        values = line["values"]
+        if values.get("reason") == "budget":
+            rid = values.get("req", line["seq"])
+            req = self._by_id.get(rid)
+            skips = req.budget_skips if req is not None else self._skips.setdefault(rid, [])
+            skips.append(str(line.get("to")))
+        elif values.get("reason") == "unavailable" and "approver" not in values:
+            # the cloud step found no key before asking (a skip after an approval names
+            # its approver)
+            req = self._by_id.get(values.get("req", -1))
+            if req is not None:
+                req.unasked.add(str(line.get("to")))
 
     def _call(self, line: Mapping[str, Any]) -> None:
         values = line["values"]
@@ -160,8 +195,9 @@ def inputs_key(raw: Mapping[str, Any]) -> InputsKey:
     """Everything of the first inputs decide() reads but the budget, hashable."""
 
     def items(name: str) -> tuple[tuple[str, Any], ...]:
+        # the stored text is canonical JSON: keys come sorted (another order only misses)
         value = raw.get(name) or {}
-        return tuple(sorted(value.items()))
+        return tuple(value.items())
 
     return (
         items("signals"),

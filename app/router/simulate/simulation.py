@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from app.policy.schema import Policy
 from app.router.ledger.money import NANO
-from app.router.simulate.replay import Memo, Outcome, Replayer
+from app.router.simulate.replay import Memo, Outcome, Replayer, World
 from app.router.simulate.report import (
     BlockedRow,
     CapReached,
@@ -200,10 +200,15 @@ def simulate(
     new_ref: PolicyRef,
     against_ref: PolicyRef,
     filters: Filters | None = None,
+    trust_record: bool = True,
 ) -> SimulationReport:
+    """``trust_record``: a first decision made under the very policy replayed, from the
+    same state and budget, is read from its line instead of being made again (decide()
+    is deterministic, GR-004); False re-makes every one (the property tests do both)."""
     filters = filters or Filters()
     memo = Memo()
-    rep = {"against": Replayer(against, memo), "new": Replayer(new, memo)}
+    rep_a = Replayer(against, memo, trust_record=trust_record)
+    rep_b = Replayer(new, memo, trust_record=trust_record, reference=rep_a)
     tally = _Tally()
     events: list[tuple[int, Call | Request]] = [(c.seq, c) for c in collected.loose_calls]
     for req in collected.requests:
@@ -228,21 +233,18 @@ def simulate(
     for _, event in events:
         if isinstance(event, Call):
             if event.cloud and event.cost_nusd:
-                for name, replayer in rep.items():
-                    provider = event.provider or _provider_of(
-                        event.model, against if name == "against" else new
-                    )
+                for replayer in (rep_a, rep_b):
+                    provider = event.provider or _provider_of(event.model, replayer.policy)
                     replayer.ledger.settle(event.session, event.ts[:10], provider, event.cost_nusd)
             continue
         req = event
-        recorded_lo = req.steps[0].inputs.local_only
-        outs = {}
-        for name, replayer in rep.items():
-            policy = replayer.policy
-            local_only = recorded_lo or policy.privacy.local_only
-            outs[name] = out = replayer.replay(req, local_only)
-            tally.outcome(name, req, out, replayer.ledger.limit_usd)
-        tally.compare(req, outs["against"], outs["new"])
+        world = World.of(req)
+        recorded_lo = world.first.local_only
+        a = rep_a.replay(world, recorded_lo or against.privacy.local_only)
+        b = rep_b.replay(world, recorded_lo or new.privacy.local_only)
+        tally.outcome("against", req, a, rep_a.ledger.limit_usd)
+        tally.outcome("new", req, b, rep_b.ledger.limit_usd)
+        tally.compare(req, a, b)
     return _report(tally, new_ref, against_ref, filters)
 
 
