@@ -138,7 +138,7 @@ def compose(text: FileText, ops: Sequence[Op], place: Placement) -> list[str]:
     inserts: dict[int, list[str]] = {}
     removed: set[int] = set()
     for start, end in _regions(ops):
-        at = _region_at(ops, where, start, end, place.span)
+        at = _region_at(ops, where, start, end)
         removed.update(where[k] for k in range(start, end) if ops[k].tag == "-")
         added = [fix(ops[k].text) + eol for k in range(start, end) if ops[k].tag == "+"]
         inserts.setdefault(at, []).extend(added)
@@ -149,6 +149,9 @@ def compose(text: FileText, ops: Sequence[Op], place: Placement) -> list[str]:
         if t not in removed:
             out.append(text.lines[t])
     out += inserts.get(t1, [])
+    at_end = t1 == len(text.lines) and not text.final_newline and out and eol
+    if at_end and out[-1] != text.lines[-1] and out[-1].endswith(eol):
+        out[-1] = out[-1][: -len(eol)]  # the file still ends without a line break
     return out
 
 
@@ -168,18 +171,48 @@ def _regions(ops: Sequence[Op]) -> list[tuple[int, int]]:
     return out
 
 
-def _region_at(
-    ops: Sequence[Op], where: dict[int, int], start: int, end: int, span: tuple[int, int]
-) -> int:
+@dataclass(frozen=True)
+class _Side:
+    """What lies beside a change, one way, in the edit: the file line of the nearest
+    line the alignment matched (None: none), and the model's unmatched lines before it."""
+
+    at: int | None
+    unmatched: int
+    blank: bool
+
+
+def _side(ops: Sequence[Op], where: dict[int, int], k: int, step: int) -> _Side:
+    unmatched, blank = 0, False
+    while 0 <= k < len(ops) and k not in where:
+        if ops[k].tag != "+":
+            unmatched += 1
+            blank = blank or not ops[k].text.strip()
+        k += step
+    return _Side(where.get(k), unmatched, blank)
+
+
+def _settled(side: _Side, edge: int, step: int) -> bool:
+    """Nothing left out between a change's edge (a file index) and that side: the lines
+    in between, if any, are exactly the model's unmatched lines there (its own mangled
+    copies, one for one), and none of those is a blank line out of place."""
+    if side.blank:
+        return False
+    if side.at is None:
+        return side.unmatched == 0
+    between = (side.at - edge) * step - 1
+    return between in (0, side.unmatched)
+
+
+def _region_at(ops: Sequence[Op], where: dict[int, int], start: int, end: int) -> int:
     """The file index a change's added lines go before.
 
-    A change whose removed lines are found lands where they were. Lines the edit left out
-    next to a change (a gap between it and the context around it) make the place of its
-    added lines a guess, unless the change only removes lines or replaces them one for
-    one; a pure insertion needs its two neighbours next to each other in the file.
+    A change whose removed lines are found lands where they were; if something was left
+    out beside it, that is only safe when the change only removes lines (even a one for
+    one replacement may be an insertion on the other side of the left-out line, paired
+    with a removal). A pure insertion lands between the file lines its neighbours matched, which
+    must be next to each other (or apart by exactly the model's own unmatched lines).
     """
-    before = max((where[k] for k in where if k < start), default=None)
-    after = min((where[k] for k in where if k >= end), default=None)
+    before, after = _side(ops, where, start - 1, -1), _side(ops, where, end, +1)
     gone = [where[k] for k in range(start, end) if ops[k].tag == "-"]
     added = sum(1 for k in range(start, end) if ops[k].tag == "+")
     for a, b in pairwise(gone):
@@ -190,24 +223,28 @@ def _region_at(
                 "but are not in it",
             )
     if gone:
-        gap = (before is not None and gone[0] != before + 1) or (
-            after is not None and after != gone[-1] + 1
-        )
-        if gap and added and added != len(gone):
+        settled = _settled(before, gone[0], -1) and _settled(after, gone[-1], +1)
+        if not settled and added:
             raise ComposeError(
                 "ambiguous",
                 f"a line next to the change at line {gone[0] + 1} is missing from the edit, so "
                 "where its new lines go is a guess",
             )
         return gone[0]
-    if before is None:
-        return after if after is not None else span[0]
-    if after is None or after == before + 1:
-        return before + 1
+    between = after.at - before.at - 1 if before.at is not None and after.at is not None else None
+    if not (before.blank or after.blank):
+        # right beside a matched line, with the other side's unmatched lines accounting for
+        # every file line up to its match (invented ones: none; mangled copies: one each)
+        if before.at is not None and not before.unmatched and between in (None, 0, after.unmatched):
+            return before.at + 1
+        if after.at is not None and not after.unmatched and between in (None, 0, before.unmatched):
+            return after.at
+        if before.at is not None and between in (0, before.unmatched + after.unmatched):
+            return before.at + 1 + (before.unmatched if between else 0)
     raise ComposeError(
         "ambiguous",
-        f"the added lines go between lines {before + 1} and {after + 1}, which are not next "
-        "to each other in the file (a line between them is missing from the edit)",
+        "the lines beside the added lines are not next to each other in the file (a line "
+        "there is missing from the edit, or is not the file's), so where they go is a guess",
     )
 
 

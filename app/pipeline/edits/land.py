@@ -18,6 +18,7 @@ from typing import cast
 
 from app.pipeline.edits.compose import ComposeError, compose_any_pairing
 from app.pipeline.edits.locate import (
+    LINE_COST,
     Placement,
     aligned_placements,
     allowed_skips,
@@ -54,15 +55,19 @@ class Missed:
 
 
 def land(text: FileText, ops: Sequence[Op]) -> Landed | Missed:
-    if not any(op.text.strip() for op in old_side(ops)):
+    if not old_side(ops):
         return Missed("not_found", "the edit has no lines to find its place by")
     found = _literal(text, ops)
-    if found is not None:
+    if isinstance(found, Landed):
         return found
     if any(is_marker(op.text) for op in old_side(ops)):
-        found = _elided(text, ops)
-        if found is not None:
-            return found
+        # the literal reading (a marker line the model invented) did not land: read the
+        # markers as elided lines
+        elided = _elided(text, ops)
+        if isinstance(elided, Landed) or (elided is not None and found is None):
+            return elided
+    if found is not None:
+        return found
     unnumbered = _unnumbered(ops)
     if unnumbered is not None:
         found = _literal(text, unnumbered)
@@ -95,7 +100,7 @@ def _first_level(text: FileText, ops: Sequence[Op]) -> list[Placement]:
 
 
 def _literal(text: FileText, ops: Sequence[Op]) -> Landed | Missed | None:
-    places = cheapest(_first_level(text, ops))
+    places = clearly_best(cheapest(_first_level(text, ops)))
     if not places:
         return None
     results: dict[tuple[int, int, tuple[str, ...]], FileText] = {}
@@ -124,6 +129,19 @@ def cheapest(places: list[Placement]) -> list[Placement]:
         cluster.append(place)
         reach = max(reach, place.span[1]) if len(cluster) > 1 else place.span[1]
     return out + _least(cluster)
+
+
+def clearly_best(places: list[Placement]) -> list[Placement]:
+    """Among places apart, one that needs at least a whole line fewer skipped than every
+    other is the place the edit means (as an exact match elsewhere would be); places
+    closer than that are all candidates, and so ambiguous."""
+    if len({p.span for p in places}) < 2:
+        return places
+    low = min(p.cost for p in places)
+    best = [p for p in places if p.cost == low]
+    if all(p.cost >= low + LINE_COST for p in places if p.cost != low):
+        return best
+    return places
 
 
 def _least(cluster: list[Placement]) -> list[Placement]:
@@ -191,13 +209,14 @@ def _elided(text: FileText, ops: Sequence[Op]) -> Landed | Missed | None:
             gaps.append(op.tag)
         else:
             pieces[-1].append(op)
-    if not pieces[0]:
+    # a marker first or last, or with only blank lines beyond it, anchors nothing
+    if len(pieces) > 1 and not any(op.tag != " " or op.text.strip() for op in pieces[0]):
         pieces.pop(0)
         gaps.pop(0)
-    if pieces and not pieces[-1]:
+    if len(pieces) > 1 and not any(op.tag != " " or op.text.strip() for op in pieces[-1]):
         pieces.pop()
         gaps.pop()
-    if not pieces or any(not any(op.text.strip() for op in old_side(p)) for p in pieces):
+    if any(not any(op.text.strip() for op in old_side(p)) for p in pieces):
         return Missed(
             "bad_elision",
             "lines are added next to an elision marker with nothing to anchor them; put "

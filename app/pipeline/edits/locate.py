@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from app.pipeline.edits.text import KEYS, FileText, Op, old_side
 
 EXACT_LEVELS = ("exact", "trailing_whitespace", "whitespace")
-#: alignment costs: a skipped blank line is cheap, a skipped line of text is not
+#: alignment costs: a skipped blank line is cheap, a skipped line of text is not; one of
+#: the model's lines costs a little more than one of the file's, so that of two readings
+#: the one that matches more of what the model wrote wins
 BLANK_COST = 1
-LINE_COST = 100
-#: blank lines an alignment may skip in all (their cost stays under one line's)
-MAX_BLANK_SKIPS = LINE_COST - 1
+LINE_COST = 1000
+MODEL_LINE_COST = LINE_COST + 1
+#: blank lines an alignment may skip in all
+MAX_BLANK_SKIPS = 99
 _INF = 1 << 40
 
 
@@ -76,7 +79,7 @@ def aligned_placements(text: FileText, ops: Sequence[Op], skips: int) -> list[Pl
     want = [_key(op) for op in old]
     nonblank = sum(1 for k in want if k)
     need = max(min(nonblank, 2), (nonblank + 1) // 2)
-    max_cost = LINE_COST * skips + MAX_BLANK_SKIPS
+    max_cost = MODEL_LINE_COST * skips + MAX_BLANK_SKIPS
     found: list[Placement] = []
     level = "fuzzy_context" if skips else "blank_lines"
     for w0, w1 in _windows(have, old, want, skips):
@@ -127,8 +130,9 @@ def _align(
     """Every end of an alignment within ``have[w0:w1]`` costing at most ``max_cost``.
 
     A semi-global edit distance: the alignment starts anywhere; skipping a line of the
-    file or a context line of the edit costs :data:`LINE_COST` (:data:`BLANK_COST` for
-    a blank one); a removed line cannot be skipped. Ties prefer a match.
+    file costs :data:`LINE_COST`, a context line of the edit :data:`MODEL_LINE_COST`
+    (:data:`BLANK_COST` for a blank one); a removed line cannot be skipped. Ties prefer
+    a match.
     """
     n, m = len(want), w1 - w0
     prev = [0] * (m + 1)
@@ -136,7 +140,7 @@ def _align(
     rows = [prev]
     for i in range(1, n + 1):
         op, key = old[i - 1], want[i - 1]
-        skip_old = _INF if op.tag == "-" else (LINE_COST if key else BLANK_COST)
+        skip_old = _INF if op.tag == "-" else (MODEL_LINE_COST if key else BLANK_COST)
         cur = [0] * (m + 1)
         back = [1] * (m + 1)
         cur[0] = prev[0] + skip_old

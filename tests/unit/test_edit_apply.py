@@ -1,0 +1,252 @@
+"""The applier, level by level: what lands where, what is refused and what the model is
+told. Pure: texts in, texts or typed refusals out."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from app.pipeline.edits.apply import apply_edits
+from app.pipeline.edits.model import Applied, DiffHunk, SearchReplace, WholeFile
+
+APP = Path(__file__).resolve().parents[2] / "app"
+SOURCE = APP / "resources" / "examples" / "parser-bug" / "parser.py"
+if not SOURCE.exists():  # the demo repo ships with the package data
+    SOURCE = Path(__file__).resolve().parents[2] / "examples" / "parser-bug" / "parser.py"
+PARSER = SOURCE.read_text()
+FIXED = PARSER.replace("range(len(tokens) - 1)", "range(len(tokens))")
+
+
+def sr(search: str, replace: str, path: str = "parser.py") -> SearchReplace:
+    return SearchReplace(path=path, search=search, replace=replace)
+
+
+def run(*edits: SearchReplace | WholeFile | DiffHunk, text: str = PARSER) -> Applied:
+    return apply_edits({"parser.py": text}, list(edits))
+
+
+def landed(result: Applied, how: str) -> str:
+    assert result.ok, [r.message for r in result.refusals]
+    assert [n.how for n in result.notes] == [how] * len(result.notes)
+    return result.files["parser.py"]
+
+
+def test_exact() -> None:
+    out = run(sr("    for i in range(len(tokens) - 1):\n", "    for i in range(len(tokens)):\n"))
+    assert landed(out, "exact") == FIXED
+    assert str(out.notes[0].at) == "line 21"
+
+
+def test_trailing_whitespace_and_dedented_copies_land_reindented() -> None:
+    search = "tagged = []   \nfor i in range(len(tokens) - 1):\n    token = tokens[i]\n"
+    replace = "tagged = []\nfor i in range(len(tokens)):\n    token = tokens[i]\n"
+    assert landed(run(sr(search, replace)), "whitespace") == FIXED
+
+
+def test_tabs_for_spaces_and_new_lines_written_in_the_files_style() -> None:
+    search = "\tfor i in range(len(tokens) - 1):\n\t\ttoken = tokens[i]\n"
+    replace = "\tfor i in range(len(tokens)):\n\t\t# every token\n\t\ttoken = tokens[i]\n"
+    out = landed(run(sr(search, replace)), "whitespace")
+    assert "    for i in range(len(tokens)):\n        # every token\n" in out
+
+
+def test_another_indentation_unit_is_scaled_to_the_files() -> None:
+    search = "  tagged = []\n  for i in range(len(tokens) - 1):\n    token = tokens[i]\n"
+    replace = (
+        "  tagged = []\n  for i in range(len(tokens)):\n    token = tokens[i]\n"
+        "    if not token:\n      continue\n"
+    )
+    out = landed(run(sr(search, replace)), "whitespace")
+    assert "        token = tokens[i]\n        if not token:\n            continue\n" in out
+
+
+def test_a_missing_and_an_extra_context_line() -> None:
+    missing = "    tagged = []\n        token = tokens[i]\n"  # the for line is not copied...
+    # ...so a change next to it would be a guess, but one a line away is not
+    out = run(
+        sr(
+            '    """Tag each token as a number or an operator."""\n    tagged = []\n'
+            "    for i in range(len(tokens) - 1):\n        token = tokens[i]\n"
+            '        tagged.append(("num" if token.isdigit() else "op", token))\n',
+            '    """Tag each token as a number or an operator."""\n    tagged = []\n'
+            "    for i in range(len(tokens)):\n        token = tokens[i]\n"
+            '        tagged.append(("num" if token.isdigit() else "op", token))\n',
+        )
+    )
+    assert landed(out, "exact") == FIXED
+    extra = (
+        "    tagged = []\n    seen = set()\n    for i in range(len(tokens) - 1):\n"
+        "        token = tokens[i]\n"
+    )
+    fixed_extra = extra.replace(" - 1", "")
+    assert landed(run(sr(extra, fixed_extra)), "fuzzy_context") == FIXED
+    # a line left out away from the change (the append line before the return)
+    dropped = (
+        "    tagged = []\n    for i in range(len(tokens) - 1):\n        token = tokens[i]\n"
+        "    return tagged\n"
+    )
+    assert landed(run(sr(dropped, dropped.replace(" - 1", ""))), "fuzzy_context") == FIXED
+    # ...and right beside it ("tagged = []"): the new line could go on either side of it
+    beside = (
+        '    """Tag each token as a number or an operator."""\n'
+        "    for i in range(len(tokens) - 1):\n        token = tokens[i]\n"
+    )
+    (refusal,) = run(sr(beside, beside.replace(" - 1", ""))).refusals
+    assert refusal.reason == "ambiguous" and "line 21 is missing" in refusal.message
+    assert run(sr(missing, missing)).refusals  # changes nothing
+
+
+def test_an_insertion_next_to_a_left_out_line_is_refused_not_guessed() -> None:
+    doc = '    """Tag each token as a number or an operator."""\n'
+    search = doc + "    for i in range(len(tokens) - 1):\n"
+    replace = (
+        '    """Tag each token as a number or an operator."""\n    # keep them all\n'
+        "    for i in range(len(tokens) - 1):\n"
+    )
+    (refusal,) = run(sr(search, replace)).refusals
+    assert refusal.reason == "ambiguous" and "not next to each other" in refusal.message
+
+
+def test_elided_lines_in_search_and_replace() -> None:
+    search = (
+        "def parse(tokens: list[str]) -> list[tuple[str, str]]:\n    # ... existing code ...\n"
+        "    for i in range(len(tokens) - 1):\n"
+    )
+    out = run(sr(search, search.replace(" - 1", "")))
+    assert landed(out, "elided") == FIXED
+
+
+def test_elided_lines_in_replace_only_keep_what_search_had() -> None:
+    search = (
+        "def parse(tokens: list[str]) -> list[tuple[str, str]]:\n"
+        '    """Tag each token as a number or an operator."""\n    tagged = []\n'
+        "    for i in range(len(tokens) - 1):\n"
+    )
+    replace = (
+        "def parse(tokens: list[str]) -> list[tuple[str, str]]:\n    # ... existing code ...\n"
+        "    tagged = []\n    for i in range(len(tokens)):\n"
+    )
+    assert landed(run(sr(search, replace)), "exact") == FIXED
+    # next to a changed line, a marker cannot be told from the lines it replaces
+    lazy = replace.replace("    tagged = []\n", "")
+    (refusal,) = run(sr(search, lazy)).refusals
+    assert refusal.reason == "bad_elision" and "between unchanged lines" in refusal.message
+
+
+def test_a_literal_ellipsis_line_is_code_when_the_file_has_it() -> None:
+    text = "class P(Protocol):\n    def f(self) -> int:\n        ...\n"
+    out = apply_edits(
+        {"p.py": text},
+        [SearchReplace(path="p.py", search="        ...\n", replace="        return 1\n")],
+    )
+    assert out.files["p.py"] == text.replace("        ...", "        return 1")
+
+
+def test_line_numbers_copied_from_the_listing_are_dropped() -> None:
+    search = "  21     for i in range(len(tokens) - 1):\n  22         token = tokens[i]\n"
+    replace = "  21     for i in range(len(tokens)):\n  22         token = tokens[i]\n"
+    assert landed(run(sr(search, replace)), "line_numbers") == FIXED
+
+
+def test_ambiguous_is_refused_with_the_candidates() -> None:
+    text = (
+        PARSER + "\n\ndef pairs(tokens):\n    for i in range(len(tokens) - 1):\n        yield i\n"
+    )
+    result = run(
+        sr("    for i in range(len(tokens) - 1):\n", "    for i in range(3):\n"), text=text
+    )
+    (refusal,) = result.refusals
+    assert refusal.reason == "ambiguous" and not result.files
+    assert [(c.start, c.end) for c in refusal.candidates] == [(21, 21), (41, 41)]
+    assert "line 21, line 41" in refusal.message and "copy more lines" in refusal.message
+    # more context makes it one place
+    two = "    tagged = []\n    for i in range(len(tokens) - 1):\n"
+    assert run(sr(two, two.replace(" - 1", "")), text=text).ok
+
+
+def test_not_found_shows_the_nearest_text_with_line_numbers() -> None:
+    (refusal,) = run(
+        sr("    for i in range(len(token_list) - 1):\n        tok = token_list[i]\n", "x\n")
+    ).refusals
+    assert refusal.reason == "not_found" and refusal.nearest is not None
+    assert refusal.nearest.start == 21
+    assert "  21|     for i in range(len(tokens) - 1):" in refusal.message
+    assert "nowhere in the file" in refusal.message
+
+
+def test_one_refusal_refuses_the_attempt_and_every_refusal_is_told() -> None:
+    good = sr("    for i in range(len(tokens) - 1):\n", "    for i in range(len(tokens)):\n")
+    bad = sr("    nothing like this\n", "x\n")
+    result = run(good, bad, sr("    nor this\n", "y\n"))
+    assert not result.ok and result.files == {}
+    assert [r.edit for r in result.refusals] == [2, 3]
+    assert [n.edit for n in result.notes] == [1]
+
+
+def test_edits_apply_in_order_each_to_the_text_before_it() -> None:
+    first = sr("    total = 0\n", "    total = 0\n    count = 0\n")
+    second = sr("    count = 0\n", "    count = 1\n")
+    assert "    total = 0\n    count = 1\n" in landed(run(first, second), "exact")
+
+
+def test_whole_files_new_files_and_their_limits() -> None:
+    small = apply_edits({"a.py": "x = 1\n"}, [WholeFile(path="a.py", content="x = 2\n")])
+    assert small.files == {"a.py": "x = 2\n"} and small.notes[0].how == "rewritten"
+    big = "".join(f"x{i} = {i}\n" for i in range(200))
+    (refusal,) = apply_edits({"a.py": big}, [WholeFile(path="a.py", content="")]).refusals
+    assert refusal.reason == "too_large" and "SEARCH/REPLACE" in refusal.message
+    new = apply_edits({"b.py": None}, [SearchReplace(path="b.py", search="", replace="Y = 1\n")])
+    assert new.files == {"b.py": "Y = 1\n"} and new.notes[0].how == "created"
+    (exists,) = apply_edits(
+        {"b.py": "Y\n"}, [SearchReplace(path="b.py", search="", replace="Z\n")]
+    ).refusals
+    assert exists.reason == "file_exists"
+    (gone,) = apply_edits(
+        {"c.py": None}, [SearchReplace(path="c.py", search="a\n", replace="b\n")]
+    ).refusals
+    assert gone.reason == "missing_file"
+
+
+def test_crlf_and_no_final_newline_are_kept() -> None:
+    text = "a = 1\r\nb = 2\r\nc = 3"
+    out = apply_edits(
+        {"w.py": text}, [SearchReplace(path="w.py", search="b = 2\n", replace="b = 20\nb2 = 0\n")]
+    )
+    assert out.files["w.py"] == "a = 1\r\nb = 20\r\nb2 = 0\r\nc = 3"
+    end = apply_edits(
+        {"w.py": text}, [SearchReplace(path="w.py", search="c = 3\n", replace="c = 4\n")]
+    )
+    assert end.files["w.py"] == "a = 1\r\nb = 2\r\nc = 4"
+
+
+def test_diff_hunks_ignore_their_line_numbers() -> None:
+    hunk = DiffHunk(
+        path="parser.py",
+        lines=[
+            "     tagged = []",
+            "-    for i in range(len(tokens) - 1):",
+            "+    for i in range(len(tokens)):",
+        ],
+    )
+    assert landed(run(hunk), "exact") == FIXED
+
+
+def test_the_applier_and_the_parser_import_no_layer_above_the_leaves() -> None:
+    """Pure: nothing from the router, the backends, the workspace or a face (only the
+    reply adapter knows the structured-output owner)."""
+    allowed = ("app.pipeline.edits", "app.paths")
+    for path in sorted((APP / "pipeline" / "edits").glob("*.py")):
+        if path.name == "reply.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                if name.startswith("app"):
+                    assert name.startswith(allowed), f"{path.name} imports {name}"

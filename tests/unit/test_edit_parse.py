@@ -1,0 +1,153 @@
+"""The edit format's parser: every accepted form, every problem named, nothing raised but
+the typed EditFormatError (hypothesis), and what the renderer writes parses back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.pipeline.edits.model import DiffHunk, EditList, SearchReplace, WholeFile
+from app.pipeline.edits.parse import EditFormatError, parse_edits
+from app.pipeline.edits.render import EXAMPLE, block, render, reply, whole_file
+
+FIX_SEARCH = "    for i in range(len(tokens) - 1):\n"
+FIX_REPLACE = "    for i in range(len(tokens)):\n"
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(EditFormatError) as err:
+        parse_edits(text)
+    return err.value.problems
+
+
+def test_the_prompts_example_parses() -> None:
+    edits = parse_edits(EXAMPLE)
+    assert edits.format == "blocks" and edits.self_check_confidence == 0.8
+    (edit,) = edits.edits
+    assert isinstance(edit, SearchReplace) and edit.path == "app/util.py"
+    assert edit.search.endswith("return a - b\n") and edit.replace.endswith("return a + b\n")
+
+
+def test_blocks_in_fences_with_prose_and_a_decorated_path() -> None:
+    text = (
+        "The loop stops one short. Here is the fix:\n\n```python\n**`parser.py`**\n"
+        f"<<<<<<< SEARCH\n{FIX_SEARCH}=======\n{FIX_REPLACE}>>>>>>> REPLACE\n```\n\n"
+        'And the trailer:\n```json\n{"self_check_confidence": 0.9, "notes": "bound"}\n```\n'
+    )
+    edits = parse_edits(text)
+    assert edits.edits == [SearchReplace(path="parser.py", search=FIX_SEARCH, replace=FIX_REPLACE)]
+    assert edits.notes == "bound"
+
+
+def test_a_block_without_a_path_reuses_the_one_before() -> None:
+    text = (
+        block("a.py", "x = 1\n", "x = 2\n")
+        + "<<<<<<< SEARCH\ny = 1\n=======\ny = 2\n>>>>>>> REPLACE\n"
+        + '{"self_check_confidence": 0.5}'
+    )
+    assert [e.path for e in parse_edits(text).edits] == ["a.py", "a.py"]
+
+
+def test_whole_files_and_new_files() -> None:
+    text = reply([whole_file("pkg/new.py", "X = 1\n"), block("old.py", "", "Y = 2\n")])
+    first, second = parse_edits(text).edits
+    assert first == WholeFile(path="pkg/new.py", content="X = 1\n")
+    assert second == SearchReplace(path="old.py", search="", replace="Y = 2\n")
+
+
+def test_a_unified_diff_with_no_numbers_and_a_blank_context_line() -> None:
+    diff = (
+        "```diff\n--- a/parser.py\n+++ b/parser.py\n@@ @@\n     tagged = []\n\n"
+        f"-{FIX_SEARCH}+{FIX_REPLACE}```\n" + '{"self_check_confidence": 0.7}\n'
+    )
+    edits = parse_edits(diff)
+    assert edits.format == "diff"
+    (hunk,) = edits.edits
+    assert isinstance(hunk, DiffHunk) and hunk.path == "parser.py"
+    assert hunk.lines == ["     tagged = []", " ", "-" + FIX_SEARCH[:-1], "+" + FIX_REPLACE[:-1]]
+
+
+def test_the_older_json_reply_with_a_diff_is_still_read() -> None:
+    diff = f"--- a/parser.py\n+++ b/parser.py\n@@ -20,2 +20,2 @@\n-{FIX_SEARCH}+{FIX_REPLACE}"
+    text = json.dumps({"diff": diff, "self_check_confidence": 0.6, "notes": "n"})
+    edits = parse_edits(text)
+    assert edits.format == "json" and edits.self_check_confidence == 0.6
+    assert isinstance(edits.edits[0], DiffHunk)
+
+
+def test_a_new_file_in_a_diff() -> None:
+    diff = "--- /dev/null\n+++ b/pkg/x.py\n@@ -0,0 +1 @@\n+X = 1\n"
+    (hunk,) = parse_edits(diff + '{"self_check_confidence": 1.0}').edits
+    assert isinstance(hunk, DiffHunk) and hunk.new_file and hunk.lines == ["+X = 1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("I would change the loop bound.", "no edits found"),
+        (block("a.py", "x\n", "y\n"), "no JSON trailer"),
+        (block("a.py", "x\n", "y\n") + '{"self_check_confidence": 2}', "less than or equal to 1"),
+        ("a.py\n<<<<<<< SEARCH\nx\n", "a ======= line is missing"),
+        ("a.py\n<<<<<<< SEARCH\nx\n=======\ny\n", "a >>>>>>> REPLACE line is missing"),
+        ("<<<<<<< SEARCH\nx\n=======\ny\n>>>>>>> REPLACE\n{}", "no file path"),
+        (reply([block("../etc/passwd", "x\n", "y\n")]), "stay inside the repository"),
+        (reply([block(".git/config", "x\n", "y\n")]), ".git/ is not part of the change"),
+        (reply([block("/abs.py", "x\n", "y\n")]), "relative"),
+        ("--- a/x.py\n+++ /dev/null\n@@ @@\n-x\n", "deleting files is not supported"),
+    ],
+)
+def test_problems_are_named_for_the_repair_turn(text: str, needle: str) -> None:
+    assert any(needle in p for p in problems(text)), problems(text)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = reply([block("../a.py", "x\n", "y\n")]).replace("0.8", "7")
+    found = problems(text)
+    assert any("inside the repository" in p for p in found)
+    assert any("trailer" in p for p in found)
+
+
+# ── properties ───────────────────────────────────────────────────────────────────────────
+
+_LINE = st.text(
+    alphabet=st.characters(
+        blacklist_categories=["Cs"], blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+    ),
+    max_size=20,
+).filter(lambda s: not s.lstrip().startswith(("<<<<<", "=====", ">>>>>")))
+_BODY = st.lists(_LINE, max_size=6).map(lambda lines: "".join(x + "\n" for x in lines))
+_PATH = st.from_regex(r"[a-z][a-z0-9_]{0,8}(/[a-z][a-z0-9_]{0,8}){0,2}\.py", fullmatch=True)
+
+
+@given(st.text(max_size=400))
+@settings(max_examples=300)
+def test_any_text_parses_or_raises_the_typed_error(text: str) -> None:
+    try:
+        edits = parse_edits(text)
+    except EditFormatError as exc:
+        assert exc.problems and all(isinstance(p, str) for p in exc.problems)
+    else:
+        assert isinstance(edits, EditList) and edits.edits
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(SearchReplace, path=_PATH, search=_BODY.filter(bool), replace=_BODY),
+            st.builds(WholeFile, path=_PATH, content=_BODY),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.floats(min_value=0, max_value=1),
+    st.text(alphabet="abc xyz.", max_size=40),
+)
+@settings(max_examples=200)
+def test_what_the_renderer_writes_parses_back_to_the_same_edits(
+    edits: list[SearchReplace | WholeFile], confidence: float, notes: str
+) -> None:
+    original = EditList(edits=edits, self_check_confidence=confidence, notes=notes)
+    assert parse_edits(render(original)) == original
