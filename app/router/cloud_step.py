@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.backends.base import BackendError
 from app.errors import BudgetExceeded
-from app.router.approvals import ApprovalRequest
+from app.router.approvals import TIMEOUT, ApprovalRequest
 from app.router.calling import mask_request
 from app.router.cost import cost_usd
 from app.router.retry import rule_for
@@ -79,6 +79,20 @@ async def escalate(
     )
     approver = "session-approval"
     if d.needs_approval:
+        missing = router.backends.unavailable().get(d.target)
+        if missing is not None:
+            # Nobody is asked to approve a call that cannot be made (no key): the skip is
+            # audited and the chain moves on (a prompt here would be a wasted keypress,
+            # and in an editor a dialog for nothing).
+            failed[d.target] = missing
+            await write(
+                "skip",
+                to=d.target,
+                reason_codes=["SKIP_UNAVAILABLE"],
+                values={"reason": "unavailable", "detail": missing},
+                detail=f"{d.target}: {missing}",
+            )
+            return None
         decision = await router.approvals.request(
             ApprovalRequest(
                 session=router.session,
@@ -94,8 +108,10 @@ async def escalate(
         )
         if not decision.allowed:
             denied.add(d.target)
-            if decision.decision == "deny_all":
-                denied.update(d.chain)  # the rest of the chain is not asked again
+            if decision.decision == "deny_all" or decision.decided_by == TIMEOUT:
+                # the rest of the chain is not asked again: after "deny all", or when
+                # nobody answered (a timeout would otherwise wait once per cloud step)
+                denied.update(d.chain)
             return None
         approver = decision.decided_by
     return await serve_cloud(router, d, request, run, on_delta, write, failed, approver)

@@ -19,6 +19,7 @@ from app.audit.types import AuditLine, AuditSink
 from app.backends.base import BackendError, ChatRequest, ChatResult
 from app.bus import Bus
 from app.clock import Clock, SystemClock
+from app.policy.fingerprint import fingerprint
 from app.policy.schema import Policy
 from app.router.approvals import ApprovalBroker
 from app.router.calling import call_backend
@@ -84,6 +85,8 @@ class Router:
         self.bus = bus
         self._local_only = local_only
         self.sleep = sleep
+        #: the policy's fingerprint, for the decision lines (computed once per policy)
+        self._fingerprint: tuple[Policy, str] | None = None
 
     @property
     def local_only(self) -> bool:
@@ -118,8 +121,8 @@ class Router:
             local_only=local_only,
             provider_left_usd=provider_left,
             health=health,
-            # a model with no key is not skipped here: the human is asked first, and an
-            # approved escalation then ends in an audited "unavailable: no key" (below)
+            # a model with no key is not skipped here (decide() stays free of the keys):
+            # the cloud step skips it, audited, before anyone is asked to approve it
             unavailable={},
             failed=dict(failed),
             approved=approved,
@@ -149,7 +152,12 @@ class Router:
         with_budget = not local_only and bool(fired_triggers(self.policy, role, signals))
         state = await self._state(denied, failed, with_budget, local_only)
         d = decide(self.policy, role, signals, state)
-        return d, record_inputs(signals, state, step, budget_read=with_budget)
+        if self._fingerprint is None or self._fingerprint[0] is not self.policy:
+            self._fingerprint = (self.policy, fingerprint(self.policy))
+        inputs = record_inputs(
+            signals, state, step, budget_read=with_budget, policy=self._fingerprint[1]
+        )
+        return d, inputs
 
     # ── one request ──────────────────────────────────────────────────────────────────
 

@@ -115,6 +115,8 @@ def world(
             SWITCHYARD_LLAMACPP_SERVER_URL=f"http://127.0.0.1:{closed_port()}/v1",
             OPENAI_API_KEY="sk-canary-openai-0000000000000000",
             DEEPSEEK_API_KEY="sk-canary-deepseek-000000000000000",
+            # a key for Kimi too: nobody is asked to approve a model that has none
+            MOONSHOT_API_KEY="sk-canary-moonshot-000000000000000",
         )
         return {"policy": policy, "env": env, "vllm": vllm, "cloud": cloud, "deepseek": deepseek}
 
@@ -371,7 +373,8 @@ async def test_no_answer_within_the_timeout_or_a_dismissed_request_denies(
         await asyncio.Event().wait()  # the editor never answers
         return None
 
-    # the architect's escalation: no answer; the next step of its chain: dismissed
+    # the architect's escalation: no answer (a timeout denies the rest of its chain too:
+    # nobody is there to ask); the next request, the second opinion's: dismissed
     client = ScriptedClient(answers=[never, None])
     env = {**w["env"], "SWITCHYARD_APPROVAL_TIMEOUT_S": "1"}
     async with spawned(client, cwd=repo, env=env, args=("--policy", str(w["policy"]))) as conn:
@@ -388,7 +391,7 @@ async def test_no_answer_within_the_timeout_or_a_dismissed_request_denies(
         if d["kind"] == "denial"
     ]
     assert timed_out[:3] == ("architect", ["APPROVAL_TIMEOUT"], "timeout")
-    assert dismissed == ("architect", ["DENIED"], APPROVER, "cancelled by the client: denied")
+    assert dismissed == ("second_opinion", ["DENIED"], APPROVER, "cancelled by the client: denied")
     assert all(codes == ["DENIED_ALL"] and who == APPROVER for _, codes, who, _ in rest)
     assert w["cloud"].chat_requests == [] and w["deepseek"].chat_requests == []
 
