@@ -72,6 +72,8 @@ def build_app(session: Session, config: GatewayConfig | None = None) -> Starlett
                 result: Response = await handler(state, request)
                 return result
             except GatewayError as err:
+                if not err.audited:
+                    await _rejected(state, request, protocol, err)
                 return JSONResponse(error_body(protocol, err), status_code=err.status)
 
         return endpoint
@@ -86,6 +88,41 @@ def build_app(session: Session, config: GatewayConfig | None = None) -> Starlett
         Route("/health", _health, methods=["GET"]),
     ]
     return Starlette(routes=routes)
+
+
+async def _rejected(state: _State, request: Request, protocol: Protocol, err: GatewayError) -> None:
+    """A request refused before routing (bad input, a wrong token, an unknown model, too
+    large) is one audit line too, and shows in the workbench's requests view."""
+    rid = new_request_id()
+    client = _client(request)
+    session = state.session
+    await session.audit.append(
+        "request",
+        session=session.id,
+        run=rid,
+        reason_codes=["GATEWAY_REJECTED"],
+        values={
+            "protocol": protocol,
+            "path": request.url.path,
+            "client": client,
+            "status": err.status,
+            "error": err.kind,
+        },
+        detail=f"{client}: {request.url.path} refused ({err.status}): {err.message[:200]}",
+    )
+    if session.bus is not None:
+        session.bus.publish_nowait(
+            RequestServed(
+                session=session.id,
+                request=rid,
+                protocol=protocol,
+                client=client,
+                model_asked="",
+                role="",
+                status=err.status,
+                outcome=err.message[:200],
+            )
+        )
 
 
 async def _health(request: Request) -> Response:

@@ -44,6 +44,8 @@ class GatewayError(Exception):
         self.kind: Kind = kind
         self.message = message
         self.code = code
+        #: the request's own audit lines already say how it ended
+        self.audited = False
 
 
 def error_body(protocol: Protocol, err: GatewayError) -> dict[str, Any]:

@@ -136,6 +136,7 @@ async def run_request(
     except GatewayError as err:
         outcome = f"error: {err.message}"
         await _close_line(session, request_id, role, outcome, None, status=err.status)
+        err.audited = True
         raise
     finally:
         # The server cancels a disconnected client's stream with an anyio cancel scope,

@@ -438,3 +438,5 @@ def test_bad_input_gets_each_protocols_error_shape(
                 and "'image' is not supported" in image.json()["error"]["message"]
             )
         assert gw.vllm.chat_requests == []
+        rejected = [ln for ln in lines_of("request") if "GATEWAY_REJECTED" in ln["reason_codes"]]
+        assert [ln["values"]["status"] for ln in rejected] == [413, 400, 404, 400]
