@@ -16,6 +16,9 @@ benchmark writes its JSON under ``bench/results/``; this writes ``summary.json``
   processes racing for one cap (``bench.team_ledger``)
 - P7 ``switchyard serve`` vs the LiteLLM proxy vs direct, on one fake upstream
   (``bench.gateway_bench``)
+- P9 the Implementer's edit applier on the same repositories' history as P2's retrieval
+  quality: perturbed edits applied correctly, refused or wrongly, beside ``git apply``
+  and ``patch --fuzz=3`` (``bench.edit_apply``)
 
 Benchmarks run one at a time: they would otherwise measure each other. A benchmark that
 would not fit in what is left of the budget is reported as not run.
@@ -111,6 +114,10 @@ def plan() -> list[Bench]:
         # a throwaway PostgreSQL (fsync on) and a SQLite file; 1 and 8 processes
         Bench("P8", "team ledger: PostgreSQL vs SQLite", [*py, "bench.team_ledger"], 400, 150),
     ]
+    # ~1 s per commit here (Switchyard twice, git apply, patch, on 10 perturbations)
+    repo_args = [a for repo in repos() for a in ("--repo", str(repo))]
+    edits = [*py, "bench.edit_apply", *repo_args]
+    out.append(Bench("P9", "edit apply rate vs git apply and patch", edits, 300, 60))
     return out
 
 

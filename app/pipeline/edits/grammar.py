@@ -13,7 +13,8 @@ from __future__ import annotations
 EDIT_GRAMMAR = r"""
 root    ::= block+ trailer
 block   ::= path "\n" (replace | whole) "\n"?
-path    ::= [A-Za-z0-9_.\-/]+
+path    ::= seg ("/" seg){0,7}
+seg     ::= [A-Za-z0-9_.\-]{1,40}
 replace ::= "<<<<<<< SEARCH\n" line* "=======\n" line* ">>>>>>> REPLACE\n"
 whole   ::= "<<<<<<< FILE\n" line* ">>>>>>> FILE\n"
 line    ::= ([^<=>\n] [^\n]* | "<" [^<\n] [^\n]* | "=" [^=\n] [^\n]* | ">" [^>\n] [^\n]*)? "\n"
