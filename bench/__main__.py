@@ -19,6 +19,8 @@ benchmark writes its JSON under ``bench/results/``; this writes ``summary.json``
 - P9 the Implementer's edit applier on the same repositories' history as P2's retrieval
   quality: perturbed edits applied correctly, refused or wrongly, beside ``git apply``
   and ``patch --fuzz=3`` (``bench.edit_apply``)
+- P10 ``switchyard policy simulate``: replay speed on a synthetic log of 100k decisions
+  vs a plain replay and the 20k decisions/s goal, and its memory (``bench.policy_simulate``)
 
 Benchmarks run one at a time: they would otherwise measure each other. A benchmark that
 would not fit in what is left of the budget is reported as not run.
@@ -118,6 +120,9 @@ def plan() -> list[Bench]:
     repo_args = [a for repo in repos() for a in ("--repo", str(repo))]
     edits = [*py, "bench.edit_apply", *repo_args]
     out.append(Bench("P9", "edit apply rate vs git apply and patch", edits, 300, 60))
+    # ~1.5 min here: the synthetic log, three replays under each policy, a memory pass
+    simulate = [*py, "bench.policy_simulate"]
+    out.append(Bench("P10", "policy simulate replay vs the 20k/s goal", simulate, 300, 100))
     return out
 
 

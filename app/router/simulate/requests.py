@@ -13,18 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.router.ledger.money import NANO
 from app.router.recorded import DECISION_KINDS, RecordedInputs, read_inputs
-
-#: a hashable form of a request's first inputs, minus the budget (a replay brings its own)
-InputsKey = tuple[Any, ...]
+from app.router.simulate.gcpause import gc_paused
 
 
-@dataclass(slots=True)
-class Step:
-    """One recorded decision of a request."""
+class Step(NamedTuple):
+    """One recorded decision of a request (tuples: made by the hundred thousand)."""
 
     seq: int
     kind: str
@@ -35,8 +32,7 @@ class Step:
     est_cost_usd: float = 0.0
 
 
-@dataclass(slots=True)
-class Call:
+class Call(NamedTuple):
     """One recorded model call: ``model`` is ``model@runtime`` for a local one."""
 
     seq: int
@@ -59,15 +55,14 @@ class Request:
     ts: str
     session: str
     role: str
-    steps: list[Step] = field(default_factory=list)
-    calls: list[Call] = field(default_factory=list)
+    steps: list[Step]
+    calls: list[Call]
+    #: the cloud models a budget skipped (its ``skip`` lines)
+    budget_skips: list[str]
     #: a decision line of it whose inputs do not read
     unreadable: bool = False
-    key: InputsKey = ()
-    #: the cloud models a budget skipped (its ``skip`` lines)
-    budget_skips: list[str] = field(default_factory=list)
     #: the cloud models skipped as unreachable (no key) before anyone was asked
-    unasked: set[str] = field(default_factory=set)
+    unasked: frozenset[str] = frozenset()
 
     @property
     def day(self) -> str:
@@ -124,28 +119,19 @@ class Collector:
         rid = values.get("req", line["seq"])
         req = self._by_id.get(rid)
         if req is None:
+            skips = self._skips.pop(rid, []) if self._skips else []
             req = Request(
-                id=rid, seq=line["seq"], ts=line["ts"], session=line["session"], role=line["role"]
+                rid, line["seq"], line["ts"], line["session"], line["role"], [], [], skips
             )
-            req.budget_skips = self._skips.pop(rid, [])
             self._by_id[rid] = req
             self._out.requests.append(req)
         inputs = read_inputs(values)
         if inputs is None:
             req.unreadable = True
             return
-        if not req.steps:
-            req.key = inputs_key(raw)
-        req.steps.append(
-            Step(
-                seq=line["seq"],
-                kind=kind,
-                to=line.get("to"),
-                inputs=inputs,
-                codes=tuple(line.get("reason_codes") or ()),
-                est_cost_usd=float(values.get("est_cost_usd") or 0.0),
-            )
-        )
+        codes = tuple(line.get("reason_codes") or ())
+        est = float(values.get("est_cost_usd") or 0.0)
+        req.steps.append(Step(line["seq"], kind, line.get("to"), inputs, codes, est))
 
     def _skip(self, line: Mapping[str, Any]) -> None:
         values = line["values"]
@@ -159,21 +145,21 @@ class Collector:
             # its approver)
             req = self._by_id.get(values.get("req", -1))
             if req is not None:
-                req.unasked.add(str(line.get("to")))
+                req.unasked = req.unasked | {str(line.get("to"))}
 
     def _call(self, line: Mapping[str, Any]) -> None:
         values = line["values"]
         to = str(line.get("to") or "")
         call = Call(
-            seq=line["seq"],
-            ts=line["ts"],
-            session=line["session"],
-            cloud="@" not in to,
-            model=to,
-            provider=values.get("provider"),
-            tokens_in=int(values.get("tokens_in") or 0),
-            tokens_out=int(values.get("tokens_out") or 0),
-            cost_nusd=round(float(values.get("cost_usd") or 0.0) * NANO),
+            line["seq"],
+            line["ts"],
+            line["session"],
+            "@" not in to,
+            to,
+            values.get("provider"),
+            int(values.get("tokens_in") or 0),
+            int(values.get("tokens_out") or 0),
+            round(float(values.get("cost_usd") or 0.0) * NANO),
         )
         req = self._by_id.get(values["req"]) if "req" in values else None
         if req is not None:
@@ -191,26 +177,9 @@ def _old(line: Mapping[str, Any]) -> OldDecision:
     return OldDecision(seq=line["seq"], ts=line["ts"], session=line["session"], role=line["role"])
 
 
-def inputs_key(raw: Mapping[str, Any]) -> InputsKey:
-    """Everything of the first inputs decide() reads but the budget, hashable."""
-
-    def items(name: str) -> tuple[tuple[str, Any], ...]:
-        # the stored text is canonical JSON: keys come sorted (another order only misses)
-        value = raw.get(name) or {}
-        return tuple(value.items())
-
-    return (
-        items("signals"),
-        bool(raw.get("local_only")),
-        tuple(raw.get("down") or ()),
-        tuple(raw.get("approved") or ()),
-        items("windows"),
-        items("unavailable"),
-    )
-
-
 def collect(lines: Iterable[Mapping[str, Any]]) -> Collected:
     collector = Collector()
-    for line in lines:
-        collector.feed(line)
+    with gc_paused():
+        for line in lines:
+            collector.feed(line)
     return collector.done()

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 from app.policy.schema import Policy
 from app.router.ledger.money import NANO
-from app.router.simulate.replay import Memo, Outcome, Replayer, World
+from app.router.simulate.gcpause import gc_paused
+from app.router.simulate.picks import Outcome
+from app.router.simulate.replay import Replayer
 from app.router.simulate.report import (
     BlockedRow,
     CapReached,
@@ -29,10 +31,13 @@ from app.router.simulate.report import (
     Unsimulated,
 )
 from app.router.simulate.requests import Call, Collected, Request
+from app.router.simulate.world import World
 
 TOP_CHANGES = 10
 #: request seqs listed when the replay under the current policy differs from the record
 DIFFERS_LISTED = 20
+
+_LOCAL_KINDS = frozenset({"route", "runtime_fallback"})
 
 WHY_OLD = "written before decisions recorded their inputs"
 WHY_UNREADABLE = "recorded inputs do not read"
@@ -75,16 +80,6 @@ def describe(out: Outcome) -> str:
     return out.kind if out.target is None else f"{out.kind} at {out.target}"
 
 
-def recorded_key(req: Request) -> tuple[str, str | None]:
-    last = req.steps[-1]
-    if last.kind == "refusal":
-        return ("refused", None)
-    served = any(c.model == last.to for c in req.calls)
-    if not served:
-        return ("failed", last.to)
-    return ("cloud" if last.kind == "escalation" else "local", last.to)
-
-
 def change_kind(a: Outcome, b: Outcome) -> str | None:
     if a.key == b.key:
         return None
@@ -118,6 +113,8 @@ class _Tally:
     def outcome(
         self, policy: str, req: Request, out: Outcome, limit_usd: Callable[[str], float]
     ) -> None:
+        if not out.asks and out.kind != "cloud" and not out.blocked:
+            return  # nothing to count: most requests
         col = 0 if policy == "against" else 1
         row = self.roles[req.role]
         row[f"approvals_{policy}"] += out.asks
@@ -155,11 +152,17 @@ class _Tally:
                 caps.add(key)
                 hit.blocked += 1
 
-    def compare(self, req: Request, a: Outcome, b: Outcome) -> None:
+    def unchanged(self, req: Request) -> None:
+        """A request both policies end as it ended, locally, for free."""
+        self.decisions += 1
+        self.roles[req.role]["decisions"] += 1
+
+    def compare(self, w: World, a: Outcome, b: Outcome) -> None:
+        req = w.req
         self.decisions += 1
         row = self.roles[req.role]
         row["decisions"] += 1
-        if a.key != recorded_key(req):
+        if a.key != w.recorded_key():
             self.differs += 1
             if len(self.differs_seqs) < DIFFERS_LISTED:
                 self.differs_seqs.append(req.seq)
@@ -205,10 +208,22 @@ def simulate(
     """``trust_record``: a first decision made under the very policy replayed, from the
     same state and budget, is read from its line instead of being made again (decide()
     is deterministic, GR-004); False re-makes every one (the property tests do both)."""
+    with gc_paused():
+        return _simulate(collected, new, against, new_ref, against_ref, filters, trust_record)
+
+
+def _simulate(
+    collected: Collected,
+    new: Policy,
+    against: Policy,
+    new_ref: PolicyRef,
+    against_ref: PolicyRef,
+    filters: Filters | None,
+    trust_record: bool,
+) -> SimulationReport:
     filters = filters or Filters()
-    memo = Memo()
-    rep_a = Replayer(against, memo, trust_record=trust_record)
-    rep_b = Replayer(new, memo, trust_record=trust_record, reference=rep_a)
+    rep_a = Replayer(against, trust_record=trust_record)
+    rep_b = Replayer(new, trust_record=trust_record, reference=rep_a)
     tally = _Tally()
     events: list[tuple[int, Call | Request]] = [(c.seq, c) for c in collected.loose_calls]
     for req in collected.requests:
@@ -238,14 +253,43 @@ def simulate(
                     replayer.ledger.settle(event.session, event.ts[:10], provider, event.cost_nusd)
             continue
         req = event
+        if _local_as_recorded(req, rep_a, rep_b):
+            tally.unchanged(req)
+            continue
         world = World.of(req)
         recorded_lo = world.first.local_only
         a = rep_a.replay(world, recorded_lo or against.privacy.local_only)
         b = rep_b.replay(world, recorded_lo or new.privacy.local_only)
         tally.outcome("against", req, a, rep_a.ledger.limit_usd)
         tally.outcome("new", req, b, rep_b.ledger.limit_usd)
-        tally.compare(req, a, b)
+        tally.compare(world, a, b)
     return _report(tally, new_ref, against_ref, filters)
+
+
+def _local_as_recorded(req: Request, a: Replayer, b: Replayer) -> bool:
+    """Most requests: decided once, locally, with no budget read, under a policy both
+    replays read their decisions from (:meth:`Replayer.trust`), and local_only as it
+    was. Both replays end it as it ended, at no cost and with no approval: the full
+    replay would say the same (the property tests compare the two), only slower."""
+    if len(req.steps) != 1 or req.budget_skips:
+        return False
+    step = req.steps[0]
+    first = step.inputs
+    if step.kind not in _LOCAL_KINDS or first.left is not None or first.policy is None:
+        return False
+    if not first.local_only and (a.policy.privacy.local_only or b.policy.privacy.local_only):
+        return False
+    (fp_a, quiet_a), (fp_b, quiet_b) = a.trust(req.role), b.trust(req.role)
+    if first.policy != fp_a or first.policy != fp_b:
+        return False
+    if quiet_a or quiet_b:
+        fired = step.codes[1:] if step.kind == "runtime_fallback" else step.codes
+        if fired:
+            return False
+        for quiet, replayer in ((quiet_a, a), (quiet_b, b)):
+            if quiet and not replayer.quiet_now(req.role, first.signals):
+                return False
+    return True
 
 
 def _unsimulated(req: Request, new: Policy, against: Policy) -> str | None:

@@ -10,6 +10,7 @@ from typing import Protocol, TextIO
 
 from app.audit.canonical import VerifyReport
 from app.errors import AuditTamperError
+from app.router.simulate.gcpause import gc_paused
 from app.router.simulate.requests import Collected, Collector
 
 
@@ -52,5 +53,6 @@ async def read_log(log: ChainStore) -> Collected:
             f"the audit chain does not verify{where}: {report.problem}; nothing was simulated"
         )
     collector = Collector()
-    await log.export_jsonl(_Feed(collector, report.lines_checked))  # type: ignore[arg-type]
+    with gc_paused():
+        await log.export_jsonl(_Feed(collector, report.lines_checked))  # type: ignore[arg-type]
     return collector.done()
