@@ -19,6 +19,8 @@ whose estimate exceeds what is left, and only then does decide() run with the bu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app.policy.fingerprint import fingerprint
 from app.policy.schema import Policy
 from app.router.cost import cost_usd
@@ -79,13 +81,13 @@ class Replayer:
 
     def quiet(self, w: World) -> bool:
         """No trigger fired for the first decision, and none fires under this policy."""
-        return not w.fired and self.quiet_now(w.req.role, w.signals)
+        return not w.fired and self.quiet_now(w.req.role, lambda: w.signals)
 
-    def quiet_now(self, role: str, signals: Signals) -> bool:
-        """No trigger of this policy fires on ``signals`` (for a request where none fired
-        when it was recorded: the same triggers would not, no need to ask)."""
+    def quiet_now(self, role: str, signals: Callable[[], Signals]) -> bool:
+        """No trigger of this policy fires on the request's signals (one where none fired
+        when it was recorded: the same triggers would not, no need to read them)."""
         return self._same_triggers.get(role, False) or not fired_triggers(
-            self.policy, role, signals
+            self.policy, role, signals()
         )
 
     def _as_recorded(self, w: World, local_only: bool) -> Pick | None:

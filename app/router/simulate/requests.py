@@ -13,11 +13,67 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from sys import intern
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from app.router.ledger.money import NANO
 from app.router.recorded import DECISION_KINDS, RecordedInputs, read_inputs
 from app.router.simulate.gcpause import gc_paused
+from app.router.types import Signals
+
+
+class Inputs:
+    """A decision line's recorded inputs (read with :class:`RecordedInputs`), kept small:
+    a log holds a hundred thousand. The signals stay the line's own mapping until a
+    replay asks for them (most never do)."""
+
+    __slots__ = (
+        "_signals",
+        "approved",
+        "denied",
+        "down",
+        "failed",
+        "left",
+        "local_only",
+        "policy",
+        "unavailable",
+        "windows",
+    )
+
+    def __init__(self, read: RecordedInputs, signals: Mapping[str, Any]) -> None:
+        self.policy = read.policy
+        self.local_only = read.local_only
+        self.left = read.left
+        self.down: tuple[str, ...] = tuple(read.down)
+        self.failed: Mapping[str, str] = read.failed or _NO_MAP
+        self.denied: tuple[str, ...] = tuple(read.denied)
+        self.approved: frozenset[str] = frozenset(read.approved) if read.approved else _NO_SET
+        self.unavailable: Mapping[str, str] = read.unavailable or _NO_MAP
+        self.windows: Mapping[str, int] = _shared(read.windows)
+        self._signals = tuple(signals.items())  # a third of the line's mapping
+
+    def signals(self) -> Signals:
+        """The recorded Signals (validated when the line was read)."""
+        return Signals.model_validate(dict(self._signals))
+
+
+_NO_MAP: Mapping[str, Any] = MappingProxyType({})
+_NO_SET: frozenset[str] = frozenset()
+#: context windows recorded alike, shared (most requests record the same few)
+_WINDOWS: dict[tuple[tuple[str, int], ...], Mapping[str, int]] = {}
+
+
+def _shared(windows: dict[str, int]) -> Mapping[str, int]:
+    if not windows:
+        return _NO_MAP
+    key = tuple(windows.items())
+    found = _WINDOWS.get(key)
+    if found is None:
+        if len(_WINDOWS) > 1024:
+            _WINDOWS.clear()
+        found = _WINDOWS[key] = MappingProxyType(dict(windows))
+    return found
 
 
 class Step(NamedTuple):
@@ -26,7 +82,7 @@ class Step(NamedTuple):
     seq: int
     kind: str
     to: str | None
-    inputs: RecordedInputs
+    inputs: Inputs
     #: the line's reason codes, and an escalation's estimate (what decide() returned)
     codes: tuple[str, ...] = ()
     est_cost_usd: float = 0.0
@@ -120,18 +176,19 @@ class Collector:
         req = self._by_id.get(rid)
         if req is None:
             skips = self._skips.pop(rid, []) if self._skips else []
-            req = Request(
-                rid, line["seq"], line["ts"], line["session"], line["role"], [], [], skips
-            )
+            session, role = intern(line["session"]), intern(line["role"])
+            req = Request(rid, line["seq"], line["ts"], session, role, [], [], skips)
             self._by_id[rid] = req
             self._out.requests.append(req)
-        inputs = read_inputs(values)
-        if inputs is None:
+        read = read_inputs(values)
+        if read is None:
             req.unreadable = True
             return
+        inputs = Inputs(read, raw["signals"])
         codes = tuple(line.get("reason_codes") or ())
         est = float(values.get("est_cost_usd") or 0.0)
-        req.steps.append(Step(line["seq"], kind, line.get("to"), inputs, codes, est))
+        to = line.get("to")
+        req.steps.append(Step(line["seq"], kind, intern(to) if to else None, inputs, codes, est))
 
     def _skip(self, line: Mapping[str, Any]) -> None:
         values = line["values"]
@@ -149,14 +206,15 @@ class Collector:
 
     def _call(self, line: Mapping[str, Any]) -> None:
         values = line["values"]
-        to = str(line.get("to") or "")
+        to = intern(str(line.get("to") or ""))
+        provider = values.get("provider")
         call = Call(
             line["seq"],
             line["ts"],
-            line["session"],
+            intern(line["session"]),
             "@" not in to,
             to,
-            values.get("provider"),
+            intern(provider) if provider else None,
             int(values.get("tokens_in") or 0),
             int(values.get("tokens_out") or 0),
             round(float(values.get("cost_usd") or 0.0) * NANO),

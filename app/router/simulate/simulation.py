@@ -32,6 +32,7 @@ from app.router.simulate.report import (
 )
 from app.router.simulate.requests import Call, Collected, Request
 from app.router.simulate.world import World
+from app.router.types import Signals
 
 TOP_CHANGES = 10
 #: request seqs listed when the replay under the current policy differs from the record
@@ -286,8 +287,15 @@ def _local_as_recorded(req: Request, a: Replayer, b: Replayer) -> bool:
         fired = step.codes[1:] if step.kind == "runtime_fallback" else step.codes
         if fired:
             return False
+        read: list[Signals] = []
+
+        def signals() -> Signals:  # read once, and only when a replayer asks
+            if not read:
+                read.append(first.signals())
+            return read[0]
+
         for quiet, replayer in ((quiet_a, a), (quiet_b, b)):
-            if quiet and not replayer.quiet_now(req.role, first.signals):
+            if quiet and not replayer.quiet_now(req.role, signals):
                 return False
     return True
 

@@ -3,12 +3,12 @@ the RouterState decide() reads at a point of a replay's walk."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from app.policy.schema import Policy
-from app.router.recorded import RecordedInputs
 from app.router.simulate.picks import Pick
-from app.router.simulate.requests import Request
+from app.router.simulate.requests import Inputs, Request
 from app.router.types import RouterState, Signals
 
 _NONE: frozenset[str] = frozenset()
@@ -20,10 +20,9 @@ _STATES_KEPT = 4096
 @dataclass(slots=True)
 class World:
     req: Request
-    signals: Signals
-    first: RecordedInputs
+    first: Inputs
     #: at its last decision: what had failed, been denied, gone down meanwhile
-    failed: dict[str, str]
+    failed: Mapping[str, str]
     denied: frozenset[str]
     new_down: frozenset[str]
     groups: dict[str, frozenset[str]]
@@ -34,6 +33,7 @@ class World:
     first_down: frozenset[str]
     single: bool
     _recorded: Pick | None = None
+    _signals: Signals | None = None
 
     @classmethod
     def of(cls, req: Request) -> World:
@@ -41,7 +41,6 @@ class World:
         single = len(req.steps) == 1
         return cls(
             req=req,
-            signals=first.signals,
             first=first,
             failed=last.inputs.failed,
             denied=_NONE if single else frozenset(last.inputs.denied),
@@ -53,6 +52,12 @@ class World:
             first_down=frozenset(first.down) if first.down else _NONE,
             single=single,
         )
+
+    @property
+    def signals(self) -> Signals:
+        if self._signals is None:
+            self._signals = self.first.signals()
+        return self._signals
 
     @property
     def fired(self) -> bool:
@@ -122,7 +127,7 @@ class World:
 
 
 def walk_state(
-    first: RecordedInputs,
+    first: Inputs,
     local_only: bool,
     budgets: dict[str, float],
     denied: frozenset[str],
@@ -137,11 +142,11 @@ def walk_state(
         local_only=local_only,
         provider_left_usd=budgets,
         health=health,
-        unavailable=first.unavailable,
+        unavailable=dict(first.unavailable),
         failed=failed,
-        approved=frozenset(first.approved),
+        approved=first.approved,
         denied=denied,
-        context_windows=first.windows,
+        context_windows=dict(first.windows),
     )
 
 
