@@ -30,7 +30,7 @@ from app.evidence.layout import diff_name, edits_name
 from app.pipeline import prompts
 from app.pipeline.ace import reflect
 from app.pipeline.context import RunStopped
-from app.pipeline.edits.grammar import EDIT_GRAMMAR
+from app.pipeline.edits.grammar import edit_grammar
 from app.pipeline.edits.reply import Change, EditReplyParser, UnreadableFile
 from app.pipeline.schemas import Plan
 from app.pipeline.second_opinion import advise
@@ -69,8 +69,6 @@ class Implementation:
     #: the worktree's diff against its base once the tests are green
     final_diff: str = ""
     failures: list[str] = field(default_factory=list)
-    #: failed loops by kind (tests_failed, edits_refused, format_failed, no_reply)
-    failed_by_kind: dict[str, int] = field(default_factory=dict)
 
 
 async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Implementation) -> None:
@@ -95,14 +93,15 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
         )
         await asyncio.to_thread(worktree.reset)  # edits are read against the base
         parser = EditReplyParser(_reader(worktree))
+        shown = files_for(plan, worktree.path)
         answer = await ask_parsed(
             ctx.router,
             ROLE,
             parser,
-            prompts.implementer(ctx.task, plan, files_for(plan, worktree.path), feedback),
+            prompts.implementer(ctx.task, plan, shown, feedback),
             signals,
             expected="the edit format",
-            grammar=EDIT_GRAMMAR,
+            grammar=edit_grammar(shown),
             repair_hint=REPAIR_HINT,
             run=ctx.run_id,
             max_tokens=ATTEMPT_TOKENS,
@@ -187,7 +186,6 @@ async def _failed_loop(
     """One failed loop, audited with its kind: a real test failure is told apart from
     edits that never landed (GR-005)."""
     work.failures.append(f"attempt {attempt}: {kind.replace('_', ' ')}: {detail[:300]}")
-    work.failed_by_kind[kind] = work.failed_by_kind.get(kind, 0) + 1
     await ctx.audit(
         "run",
         role=ROLE,

@@ -34,6 +34,9 @@ class Plan(Strict):
 
 
 class ImplementerOutput(Strict):
+    """The Implementer's older reply: a unified diff inside JSON. Replies now carry edit
+    blocks (:mod:`app.pipeline.edits`), whose parser still reads this shape."""
+
     diff: str = Field(min_length=1, max_length=40_000, description="a unified diff")
     self_check_confidence: float = Field(ge=0, le=1)
     notes: str = Field(default="", max_length=500)

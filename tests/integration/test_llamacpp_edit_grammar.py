@@ -12,7 +12,7 @@ from app.backends.base import ChatRequest, ChatResult, Message
 from app.backends.base import collect as collect_result
 from app.backends.llamacpp import LlamaCppBackend
 from app.pipeline import prompts
-from app.pipeline.edits.grammar import EDIT_GRAMMAR
+from app.pipeline.edits.grammar import EDIT_GRAMMAR, edit_grammar
 from app.pipeline.edits.parse import EditFormatError, parse_edits
 from app.pipeline.schemas import Plan, PlanStep
 from tests.ci import missing
@@ -65,3 +65,18 @@ async def test_without_the_grammar_the_same_model_writes_free_text() -> None:
     )
     result = await collect_result(backend.stream(request))
     assert not _PREFIX.match(result.text)
+
+
+async def test_the_narrowed_grammar_makes_every_search_line_a_line_of_the_file() -> None:
+    """With the files it was shown, a model can only copy their lines into SEARCH (and
+    name their paths): the copy is exact, wherever it lands."""
+    source = "def add(a, b):\n    return a - b\n\n\ndef sub(a, b):\n    return a - b\n"
+    backend = LlamaCppBackend(n_threads=2)
+    messages = prompts.implementer("make add() add", PLAN, {"calc.py": source}, "")
+    grammar = edit_grammar({"calc.py": source})
+    request = ChatRequest(messages=messages, max_tokens=64, grammar=grammar, temperature=0)
+    result = await collect_result(backend.stream(request))
+    lines = result.text.split("\n")
+    assert lines[:2] == ["calc.py", "<<<<<<< SEARCH"], result.text[:300]
+    copied = lines[2 : lines.index("=======")] if "=======" in lines else lines[2:-1]
+    assert copied and all(line in source.split("\n") for line in copied), copied

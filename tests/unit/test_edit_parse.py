@@ -51,6 +51,15 @@ def test_a_block_without_a_path_reuses_the_one_before() -> None:
     assert [e.path for e in parse_edits(text).edits] == ["a.py", "a.py"]
 
 
+def test_a_path_without_a_dot_and_one_named_in_prose() -> None:
+    text = reply([block("Makefile", "all:\n", "all: test\n")]).replace(
+        "Makefile\n", "Makefile\n\n```make\n", 1
+    )
+    assert parse_edits(text).edits[0].path == "Makefile"
+    prose = "In `src/app.py`:\n" + reply([block("x", "a\n", "b\n")]).split("\n", 1)[1]
+    assert parse_edits(prose).edits[0].path == "src/app.py"
+
+
 def test_whole_files_and_new_files() -> None:
     text = reply([whole_file("pkg/new.py", "X = 1\n"), block("old.py", "", "Y = 2\n")])
     first, second = parse_edits(text).edits
@@ -151,3 +160,14 @@ def test_what_the_renderer_writes_parses_back_to_the_same_edits(
 ) -> None:
     original = EditList(edits=edits, self_check_confidence=confidence, notes=notes)
     assert parse_edits(render(original)) == original
+
+
+def test_the_narrowed_grammar_offers_the_shown_files_and_their_lines() -> None:
+    from app.pipeline.edits.grammar import EDIT_GRAMMAR, edit_grammar
+
+    grammar = edit_grammar({"a.py": 'x = "q"\\\n=======\n<<<< no\ny\n', "b/c.py": "z\n"})
+    assert edit_grammar({}) == EDIT_GRAMMAR
+    assert '"a.py\\n" "<<<<<<< SEARCH\\n" copy0{1,12}' in grammar
+    assert '"b/c.py\\n"' in grammar and 'copy1 ::= "z\\n" | "\\n"' in grammar
+    assert '"x = \\"q\\"\\\\\\n"' in grammar  # quotes and backslashes escaped
+    assert '=======\\n" |' not in grammar and "<<<< no" not in grammar  # never a marker

@@ -215,8 +215,8 @@ def _path_in(line: str) -> str | None:
     text = re.sub(r"^(?:#+|[*>-])\s*", "", line.strip())
     text = re.sub(r"^(?:file|path|filename)\s*:\s*", "", text, flags=re.IGNORECASE)
     text = text.strip("`*'\"").rstrip(":").strip("`*'\" ")
-    if text and not any(c.isspace() for c in text) and ("." in text or "/" in text):
-        return text
+    if text and not any(c.isspace() for c in text):
+        return text  # a line that is only a path (Makefile, src/app.py), checked later
     tokens = [t.rstrip(".") for t in _PATHISH.findall(line)]
     tokens = [t for t in tokens if ("/" in t or "." in t) and not t.endswith(".")]
     return tokens[-1] if tokens else None

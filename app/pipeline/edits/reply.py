@@ -46,6 +46,12 @@ class ReplyRecord(BaseModel):
     notes: list[EditNote] = Field(default_factory=list)
     refusals: list[Refusal] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    #: the reply as written, when it did not land (clipped; the bundle masks it)
+    reply: str = ""
+
+
+#: characters of a reply that did not land kept in its record
+REPLY_CHARS = 4000
 
 
 class EditReplyParser:
@@ -59,7 +65,9 @@ class EditReplyParser:
         try:
             edits = parse_edits(text)
         except EditFormatError as exc:
-            self.records.append(ReplyRecord(outcome="format", problems=exc.problems))
+            self.records.append(
+                ReplyRecord(outcome="format", problems=exc.problems, reply=text[:REPLY_CHARS])
+            )
             raise ReplyRejected(exc.problems) from None
         files: dict[str, str | None] = {}
         unreadable: list[str] = []
@@ -70,7 +78,13 @@ class EditReplyParser:
                 unreadable.append(f"{path}: {exc}")
         if unreadable:
             self.records.append(
-                ReplyRecord(outcome="format", format=edits.format, edits=edits, problems=unreadable)
+                ReplyRecord(
+                    outcome="format",
+                    format=edits.format,
+                    edits=edits,
+                    problems=unreadable,
+                    reply=text[:REPLY_CHARS],
+                )
             )
             raise ReplyRejected(unreadable)
         applied = apply_edits(files, edits.edits)
@@ -81,6 +95,7 @@ class EditReplyParser:
             notes=applied.notes,
             refusals=applied.refusals,
             problems=applied.feedback(),
+            reply="" if applied.ok else text[:REPLY_CHARS],
         )
         self.records.append(record)
         if not applied.ok:
