@@ -19,8 +19,6 @@ whose estimate exceeds what is left, and only then does decide() run with the bu
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from app.policy.fingerprint import fingerprint
 from app.policy.schema import Policy
 from app.router.cost import cost_usd
@@ -30,7 +28,6 @@ from app.router.simulate.indexed import IndexedPolicy
 from app.router.simulate.ledger import SimLedger
 from app.router.simulate.picks import Blocked, Outcome, Pick, pick_of, role_view
 from app.router.simulate.world import World, walk_state
-from app.router.types import Signals
 
 #: as many decisions as the router makes for one request at most
 MAX_STEPS = 16
@@ -80,15 +77,17 @@ class Replayer:
         return found
 
     def quiet(self, w: World) -> bool:
-        """No trigger fired for the first decision, and none fires under this policy."""
-        return not w.fired and self.quiet_now(w.req.role, lambda: w.signals)
-
-    def quiet_now(self, role: str, signals: Callable[[], Signals]) -> bool:
-        """No trigger of this policy fires on the request's signals (one where none fired
-        when it was recorded: the same triggers would not, no need to read them)."""
-        return self._same_triggers.get(role, False) or not fired_triggers(
-            self.policy, role, signals()
-        )
+        """No trigger fired for the first decision, and none fires under this policy
+        (where its triggers are the recorded ones, they would not: no need to ask)."""
+        if w.fired:
+            return False
+        role = w.req.role
+        if self._same_triggers.get(role, False):
+            return True
+        found = w.quiet_under.get(id(self))
+        if found is None:
+            found = w.quiet_under[id(self)] = not fired_triggers(self.policy, role, w.signals)
+        return found
 
     def _as_recorded(self, w: World, local_only: bool) -> Pick | None:
         """The first decision's recorded answer, when decide() is bound to give it again

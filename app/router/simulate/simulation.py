@@ -32,7 +32,6 @@ from app.router.simulate.report import (
 )
 from app.router.simulate.requests import Call, Collected, Request
 from app.router.simulate.world import World
-from app.router.types import Signals
 
 TOP_CHANGES = 10
 #: request seqs listed when the replay under the current policy differs from the record
@@ -254,10 +253,10 @@ def _simulate(
                     replayer.ledger.settle(event.session, event.ts[:10], provider, event.cost_nusd)
             continue
         req = event
-        if _local_as_recorded(req, rep_a, rep_b):
+        world = World.of(req)
+        if _local_as_recorded(world, rep_a, rep_b):
             tally.unchanged(req)
             continue
-        world = World.of(req)
         recorded_lo = world.first.local_only
         a = rep_a.replay(world, recorded_lo or against.privacy.local_only)
         b = rep_b.replay(world, recorded_lo or new.privacy.local_only)
@@ -267,12 +266,13 @@ def _simulate(
     return _report(tally, new_ref, against_ref, filters)
 
 
-def _local_as_recorded(req: Request, a: Replayer, b: Replayer) -> bool:
+def _local_as_recorded(w: World, a: Replayer, b: Replayer) -> bool:
     """Most requests: decided once, locally, with no budget read, under a policy both
     replays read their decisions from (:meth:`Replayer.trust`), and local_only as it
     was. Both replays end it as it ended, at no cost and with no approval: the full
     replay would say the same (the property tests compare the two), only slower."""
-    if len(req.steps) != 1 or req.budget_skips:
+    req = w.req
+    if not w.single or req.budget_skips:
         return False
     step = req.steps[0]
     first = step.inputs
@@ -283,21 +283,7 @@ def _local_as_recorded(req: Request, a: Replayer, b: Replayer) -> bool:
     (fp_a, quiet_a), (fp_b, quiet_b) = a.trust(req.role), b.trust(req.role)
     if first.policy != fp_a or first.policy != fp_b:
         return False
-    if quiet_a or quiet_b:
-        fired = step.codes[1:] if step.kind == "runtime_fallback" else step.codes
-        if fired:
-            return False
-        read: list[Signals] = []
-
-        def signals() -> Signals:  # read once, and only when a replayer asks
-            if not read:
-                read.append(first.signals())
-            return read[0]
-
-        for quiet, replayer in ((quiet_a, a), (quiet_b, b)):
-            if quiet and not replayer.quiet_now(req.role, signals):
-                return False
-    return True
+    return not ((quiet_a and not a.quiet(w)) or (quiet_b and not b.quiet(w)))
 
 
 def _unsimulated(req: Request, new: Policy, against: Policy) -> str | None:

@@ -4,7 +4,7 @@ the RouterState decide() reads at a point of a replay's walk."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.policy.schema import Policy
 from app.router.simulate.picks import Pick
@@ -34,6 +34,8 @@ class World:
     single: bool
     _recorded: Pick | None = None
     _signals: Signals | None = None
+    #: per replayer (by id): no trigger of its policy fires on the signals
+    quiet_under: dict[int, bool] = field(default_factory=dict)
 
     @classmethod
     def of(cls, req: Request) -> World:
