@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from app.cli.common import add_json_arg, console, print_json
 from app.clock import iso
-from app.config import load_settings
+from app.config import Settings, load_settings
 from app.errors import UsageError
-from app.paths import ensure_dir
 from app.policy import LoadedPolicy, load_policy
 
 if TYPE_CHECKING:
@@ -115,21 +114,30 @@ def when(value: str | None, flag: str) -> str | None:
 def run_simulation(
     new: LoadedPolicy,
     against: LoadedPolicy,
-    audit_db: Path,
+    settings: Settings,
     *,
     since: str | None = None,
     until: str | None = None,
     session: str | None = None,
 ) -> SimulationReport:
-    """Read the verified chain at ``audit_db`` and simulate (the CLI's whole job)."""
-    from app.audit.log import AuditLog
+    """Read the verified chain of the audit log the settings name (this machine's file, or
+    its chain in the team store) and simulate: the CLI's whole job."""
+    from app.backends.local_only import effective_local_only
     from app.router.simulate.report import PolicyRef
     from app.router.simulate.simulation import Filters, simulate
     from app.router.simulate.source import read_log
+    from app.router.stores import open_audit
 
     async def read() -> Any:
-        async with AuditLog.open(audit_db) as log:
+        log = await open_audit(
+            settings,
+            local_only=effective_local_only(against.policy, settings),
+            named=against.policy.named_local_hosts(),
+        )
+        try:
             return await read_log(log)
+        finally:
+            await log.close()
 
     collected = asyncio.run(read())
     return simulate(
@@ -151,10 +159,7 @@ def _simulate(args: argparse.Namespace) -> int:
     settings = load_settings()
     new = load_policy(args.policy)
     against = load_policy(args.against if args.against is not None else settings.policy)
-    ensure_dir(settings.data_dir)
-    report = run_simulation(
-        new, against, settings.audit_db, since=since, until=until, session=args.session
-    )
+    report = run_simulation(new, against, settings, since=since, until=until, session=args.session)
     if args.json:
         print_json(report.model_dump(mode="json"))
         return 0
