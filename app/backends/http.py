@@ -8,23 +8,29 @@ then goes to the address that was checked (:mod:`app.hosts`); any other host is
 refused, one audit line is written and :class:`LocalOnlyRefused` is raised. Policy
 checks above this are a courtesy; this is the guarantee.
 
-Two HTTP stacks live in the process: ``httpx`` (our own calls: health probes, the CLI)
-and ``httpx2``, which the openai and anthropic SDKs are built on. The anthropic SDK
-refuses httpx clients, and the openai SDK types ``http_client`` as httpx2 (it accepts
-httpx at run time only), so SDK clients take :func:`make_async_client_httpx2`.
+Three HTTP stacks live in the process: ``httpx`` (our own calls: health probes, the CLI),
+``httpx2``, which the openai and anthropic SDKs are built on, and ``aiohttp`` for the hot
+path: :class:`StreamClient`, the streamed chat completions of local runtimes, which
+every async client here carries (:func:`stream_client`) behind the same guard, with
+the same timeout, closed with it. The anthropic SDK refuses httpx clients, and the openai
+SDK types ``http_client`` as httpx2 (it accepts httpx at run time only), so SDK clients
+take :func:`make_async_client_httpx2`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import aiohttp
 import httpx
 import httpx2
 
 from app.audit.types import AuditSink
+from app.backends.http_stream import StreamReply, Target, client_timeout, translated
 from app.errors import LocalOnlyViolation
 from app.hosts import (
     HostPort,
@@ -47,11 +53,13 @@ __all__ = [
     "GuardedTransport",
     "LocalOnly",
     "LocalOnlyRefused",
+    "StreamClient",
     "guard_url",
     "is_loopback_host",
     "make_async_client",
     "make_async_client_httpx2",
     "make_client",
+    "stream_client",
 ]
 
 log = logging.getLogger(__name__)
@@ -139,9 +147,14 @@ def guard_url(url: str, local_only: bool) -> None:
 
 
 Request = httpx.Request | httpx2.Request
+#: a request's fate: None (go as asked), the checked address to go to instead (a named
+#: local host, pinned), or the refusal
+Verdict = LocalOnlyRefused | str | None
 
 
 class _Guard:
+    """The GR-009 decision, over a URL's parts, for every stack (httpx, httpx2, aiohttp)."""
+
     def __init__(
         self,
         local_only: LocalOnly,
@@ -160,40 +173,54 @@ class _Guard:
         self.resolver = resolver
         self.sync_resolver = sync_resolver
 
-    def _named(self, request: Request) -> HostPort | None:
+    def _key(self, scheme: str, host: str, port: int | None) -> HostPort | None:
         """(host, port) when the request needs the named-host check, None when it passes
         at once (loopback, or local_only off). Raises nothing."""
-        host = request.url.host
         # Read on every request: local_only may be switched on mid-session.
         if is_loopback_host(host) or not _is_local_only(self.local_only):
             return None
-        return normal_host(host), request.url.port or default_port(request.url.scheme)
+        return normal_host(host), port or default_port(scheme)
 
     def _verdict(
-        self, request: Request, key: HostPort, addresses: list[str]
-    ) -> LocalOnlyRefused | None:
-        host, port = key
+        self,
+        scheme: str,
+        host: str,
+        key: HostPort,
+        addresses: list[str],
+        request: Request | None,
+    ) -> LocalOnlyRefused | str:
         if key not in self.named:
-            return LocalOnlyRefused(request.url.host, request.url.scheme, request=request)
-        why = named_host_refusal(host, port, self.named, addresses)
+            return LocalOnlyRefused(host, scheme, request=request)
+        why = named_host_refusal(key[0], key[1], self.named, addresses)
         if why is not None:
-            return LocalOnlyRefused(request.url.host, request.url.scheme, request=request, why=why)
-        _pin(request, addresses[0])
-        return None
+            return LocalOnlyRefused(host, scheme, request=request, why=why)
+        return addresses[0]
 
-    async def admit(self, request: Request) -> LocalOnlyRefused | None:
-        key = self._named(request)
+    async def decide(
+        self, scheme: str, host: str, port: int | None, request: Request | None = None
+    ) -> Verdict:
+        key = self._key(scheme, host, port)
         if key is None:
             return None
         addresses = await self.resolver(*key) if key in self.named else []
-        return self._verdict(request, key, addresses)
+        return self._verdict(scheme, host, key, addresses, request)
 
-    def admit_sync(self, request: Request) -> LocalOnlyRefused | None:
-        key = self._named(request)
+    def decide_sync(
+        self, scheme: str, host: str, port: int | None, request: Request | None = None
+    ) -> Verdict:
+        key = self._key(scheme, host, port)
         if key is None:
             return None
         addresses = self.sync_resolver(*key) if key in self.named else []
-        return self._verdict(request, key, addresses)
+        return self._verdict(scheme, host, key, addresses, request)
+
+    async def admit(self, request: Request) -> LocalOnlyRefused | None:
+        url = request.url
+        return _applied(request, await self.decide(url.scheme, url.host, url.port, request))
+
+    def admit_sync(self, request: Request) -> LocalOnlyRefused | None:
+        url = request.url
+        return _applied(request, self.decide_sync(url.scheme, url.host, url.port, request))
 
     async def audit_refusal(self, refused: LocalOnlyRefused) -> None:
         if self.audit is None:
@@ -241,6 +268,7 @@ class GuardedAsyncTransport(httpx.AsyncBaseTransport):
         # trust_env here only means SSL_CERT_FILE/DIR (corporate CAs); proxies from the
         # environment are a client-level setting, switched off in the factory.
         self._inner = inner if inner is not None else httpx.AsyncHTTPTransport()
+        self.streams = StreamClient(self._guard)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         refused = await self._guard.admit(request)
@@ -250,6 +278,7 @@ class GuardedAsyncTransport(httpx.AsyncBaseTransport):
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
+        await self.streams.aclose()
         await self._inner.aclose()
 
 
@@ -295,6 +324,7 @@ class GuardedAsyncTransport2(httpx2.AsyncBaseTransport):
     ) -> None:
         self._guard = _Guard(local_only, audit, session, None, named, resolver)
         self._inner = inner if inner is not None else httpx2.AsyncHTTPTransport()
+        self.streams = StreamClient(self._guard)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         refused = await self._guard.admit(request)
@@ -304,7 +334,76 @@ class GuardedAsyncTransport2(httpx2.AsyncBaseTransport):
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
+        await self.streams.aclose()
         await self._inner.aclose()
+
+
+class StreamClient:
+    """Streamed POSTs on aiohttp (a third of httpx2's CPU per call, P7's breakdown), behind
+    the guard of the transport that owns it: loopback passes, a named local host goes to
+    its checked address (the Host header and TLS name stay its own), anything else is
+    audited and refused before a socket is touched. No proxies or ``.netrc`` from the
+    environment, no redirects followed, no cookies kept."""
+
+    def __init__(self, guard: _Guard) -> None:
+        self._guard = guard
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeouts: httpx.Timeout | httpx2.Timeout,
+    ) -> StreamReply:
+        """The reply once its head is in; raises LocalOnlyRefused or an httpx2 error."""
+        target = Target.of(url)
+        verdict = await self._guard.decide(target.scheme, target.host, target.port)
+        if isinstance(verdict, LocalOnlyRefused):
+            await self._guard.audit_refusal(verdict)
+            raise verdict
+        dest, sni = target.url, None
+        if verdict is not None:  # a named local host: to the address that was checked
+            dest, headers = dest.with_host(verdict), {**headers, "Host": target.authority}
+            sni = target.host if target.scheme == "https" else None
+        try:
+            resp = await self._open().request(
+                "POST",
+                dest,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=client_timeout(timeouts.connect, timeouts.read, timeouts.pool),
+                server_hostname=sni,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise translated(exc) from exc
+        return StreamReply(resp)
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                # under the 5 s idle limit of uvicorn (vLLM) and llama.cpp's server, so a
+                # kept connection is not reused as the server closes it
+                connector=aiohttp.TCPConnector(keepalive_timeout=4.0),
+                trust_env=False,  # no proxies (or .netrc) from the environment
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+#: each factory client's stream client (the one its transport owns)
+_STREAMS: weakref.WeakKeyDictionary[Any, StreamClient] = weakref.WeakKeyDictionary()
+
+
+def stream_client(client: httpx.AsyncClient | httpx2.AsyncClient) -> StreamClient | None:
+    """The :class:`StreamClient` of a client from this factory (None for any other)."""
+    return _STREAMS.get(client)
 
 
 # ── Factories ────────────────────────────────────────────────────────────────────────────
@@ -332,13 +431,12 @@ def make_async_client(
     A refusal raises :class:`LocalOnlyRefused`; an SDK on this client (openai accepts it
     at run time) reports ``APIConnectionError`` with the refusal in its cause chain.
     """
-    return httpx.AsyncClient(
-        transport=GuardedAsyncTransport(local_only, audit=audit, session=session, named=named),
-        timeout=timeout,
-        base_url=base_url,
-        headers=headers,
-        **_CLIENT_DEFAULTS,
+    transport = GuardedAsyncTransport(local_only, audit=audit, session=session, named=named)
+    client = httpx.AsyncClient(
+        transport=transport, timeout=timeout, base_url=base_url, headers=headers, **_CLIENT_DEFAULTS
     )
+    _STREAMS[client] = transport.streams
+    return client
 
 
 def make_client(
@@ -372,13 +470,20 @@ def make_async_client_httpx2(
 ) -> httpx2.AsyncClient:
     """An httpx2 AsyncClient with the guard: the one to give ``openai.AsyncOpenAI`` and
     ``anthropic.AsyncAnthropic`` as ``http_client``."""
-    return httpx2.AsyncClient(
-        transport=GuardedAsyncTransport2(local_only, audit=audit, session=session, named=named),
-        timeout=timeout,
-        base_url=base_url,
-        headers=headers,
-        **_CLIENT_DEFAULTS,
+    transport = GuardedAsyncTransport2(local_only, audit=audit, session=session, named=named)
+    client = httpx2.AsyncClient(
+        transport=transport, timeout=timeout, base_url=base_url, headers=headers, **_CLIENT_DEFAULTS
     )
+    _STREAMS[client] = transport.streams
+    return client
+
+
+def _applied(request: Request, verdict: Verdict) -> LocalOnlyRefused | None:
+    """An httpx request after its verdict: pinned to the checked address, or refused."""
+    if isinstance(verdict, str):
+        _pin(request, verdict)
+        return None
+    return verdict
 
 
 def _pin(request: Request, address: str) -> None:

@@ -5,6 +5,9 @@ One class, :class:`OpenAICompatBackend`, over the ``openai`` SDK built on a clie
 retries are off: retries, backoff and fallbacks belong to the router, which reads the
 ``kind`` of the :class:`~app.backends.base.BackendError` this module raises.
 
+The local runtimes' chat streams (vLLM, the llama.cpp server, Ollama) skip the SDK: the
+same request goes out on the client's aiohttp twin, behind the same guard
+(:mod:`.openai_local`; the SDK's own cost dominated the gateway's local route).
 Where servers differ (the ``flavor``), the request is built by :mod:`.openai_request`
 (structured output, GR-012; sampling and token fields) and the stream is read by
 :mod:`.openai_stream` (usage, reasoning deltas). Every SDK and transport failure is mapped
@@ -26,6 +29,8 @@ import pydantic
 from openai.types.chat import ChatCompletionChunk
 
 from app.backends.base import BackendError, ChatRequest, ChatResult, Delta, Health
+from app.backends.http import stream_client
+from app.backends.openai_local import LOCAL_FLAVORS, chat_body, open_chat
 from app.backends.openai_request import (
     CLOUD_FLAVORS,
     Flavor,
@@ -107,6 +112,7 @@ class OpenAICompatBackend:
         self.runtime = runtime
         self.flavor: Flavor = flavor
         self.base_url = base_url.rstrip("/")
+        self._chat_url = f"{self.base_url}/chat/completions"
         self.key_env = key_env
         self.reasoning_effort = reasoning_effort
         self.health_timeout_s = health_timeout_s
@@ -147,16 +153,33 @@ class OpenAICompatBackend:
             structured_field=self.structured_field,
         )
 
-        async def open_stream() -> SdkStream:
-            chunks: openai.AsyncStream[ChatCompletionChunk]
-            chunks = await self._require_sdk().chat.completions.create(
-                model=self.served_name,
-                messages=cast(Any, messages),
-                stream=True,
-                stream_options={"include_usage": True},
-                **params,
-            )
-            return chunks
+        streams = stream_client(self._client) if self.flavor in LOCAL_FLAVORS else None
+        if streams is not None:  # a local runtime: the SDK's request, without the SDK
+            body = chat_body(self.served_name, messages, params)
+
+            async def open_stream() -> SdkStream:
+                self._check_key()
+                return await open_chat(
+                    streams,
+                    self._chat_url,
+                    body,
+                    api_key=self._api_key,
+                    timeouts=self._client.timeout,
+                    errors=self._errors,
+                )
+
+        else:
+
+            async def open_stream() -> SdkStream:
+                chunks: openai.AsyncStream[ChatCompletionChunk]
+                chunks = await self._require_sdk().chat.completions.create(
+                    model=self.served_name,
+                    messages=cast(Any, messages),
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    **params,
+                )
+                return chunks
 
         prompt = prompt_texts(messages, params)
         calls = ToolCallAssembler(seed=request_seed(request))
@@ -265,9 +288,12 @@ class OpenAICompatBackend:
 
     # ── the SDK ───────────────────────────────────────────────────────────────────────
 
-    def _require_sdk(self) -> openai.AsyncOpenAI:
+    def _check_key(self) -> None:
         if self._needs_key and self._api_key is None:
             raise BackendError("no_key", no_key_message(self.key_env))
+
+    def _require_sdk(self) -> openai.AsyncOpenAI:
+        self._check_key()
         if self._sdk is None:
             timeout = self._client.timeout
             self._sdk = openai.AsyncOpenAI(

@@ -24,7 +24,10 @@ __all__ = ["ChunkState", "field_of"]
 
 
 def field_of(obj: object, name: str) -> Any:
-    """A field of an SDK model (extra fields included) or of a dict, else None."""
+    """A field of a chunk parsed as JSON (a dict: the local runtimes' path, so first), of
+    an SDK model (extra fields included) or of another mapping, else None."""
+    if isinstance(obj, dict):
+        return obj.get(name)
     if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)

@@ -331,22 +331,35 @@ class ErrorMapper:
         return transport_kind(exc, started=started)
 
     def _status(self, exc: _StatusError) -> BackendError:
-        status = exc.status_code
-        message, type_, code = error_message_of(exc.body)
-        if status < 400:  # an ``error`` event inside a 200 stream (how Anthropic's SDK says it)
-            return self._stream_event(message, type_, code)
+        if exc.status_code < 400:  # an ``error`` event inside a 200 stream (Anthropic's SDK)
+            return self._stream_event(*error_message_of(exc.body))
+        return self.status_error(exc.status_code, exc.body, exc.response.headers)
+
+    def status_error(
+        self, status: int, body: object, headers: Mapping[str, str] | None
+    ) -> BackendError:
+        """An HTTP error reply as the SDKs' status errors are mapped: ``body`` parsed (a
+        JSON value, else its text), ``headers`` for ``Retry-After``. For a call made
+        without an SDK."""
+        message, type_, code = error_message_of(body)
         kind = status_kind(status, message, type_, code)
         if kind == "server_error" and type_ in self._type_kinds and status < 500:
             kind = self._type_kinds[type_]
         retry_after = None
         if kind == "rate_limited":
-            retry_after = retry_after_seconds(exc.response.headers, self._clock.now())
+            retry_after = retry_after_seconds(headers, self._clock.now())
         return self.error(
             kind,
             f"HTTP {status}: {message or type_ or 'error'}",
             status=status,
             retry_after=retry_after,
         )
+
+    def event_error(self, error: object) -> BackendError:
+        """The ``error`` member of an item inside a 200 stream, as the openai SDK raises
+        it (:class:`APIError`) and :meth:`map` maps it. For a call made without an SDK."""
+        message, type_, code = error_message_of(error)
+        return self._stream_event(message or "An error occurred during streaming", type_, code)
 
     def _stream_event(self, message: str, type_: str, code: str) -> BackendError:
         kind: ErrorKind

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -88,12 +89,20 @@ async def run_request(
         },
         detail=f"{client}: {inbound.protocol} {inbound.model} → {role}",
     )
-    queue: asyncio.Queue[Delta] = asyncio.Queue()
+    # One waiter at a time, woken by a delta, the end of the work or the keep-alive timer
+    # (a task and asyncio.wait per delta cost more than the rest of the relay).
+    pending: deque[Delta] = deque()
+    waiter: asyncio.Future[None] | None = None
     structured = request.json_schema is not None
+
+    def wake() -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def on_delta(delta: Delta) -> None:
         if not structured:
-            queue.put_nowait(delta)
+            pending.append(delta)
+            wake()
 
     async def work() -> tuple[RoutedResult, Any]:
         if structured:
@@ -113,26 +122,28 @@ async def run_request(
         return result, None
 
     task = asyncio.create_task(work())
+    task.add_done_callback(lambda _: wake())
+    loop = asyncio.get_running_loop()
     outcome = "client went away"
     try:
         while True:
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait(
-                {getter, task}, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            if getter in done:
-                yield getter.result()
-                continue
-            getter.cancel()
-            if task in done:
-                while not queue.empty():  # the last deltas before the result
-                    yield queue.get_nowait()
+            while pending:  # every delta before the result
+                yield pending.popleft()
+            if task.done():
                 result, value = _finished(task)
                 outcome = "ok"
                 await _close_line(session, request_id, role, "ok", result)
                 yield Done(result, value)
                 return
-            yield KeepAlive()
+            waiter = loop.create_future()
+            timer = loop.call_later(keepalive_s, wake)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                waiter = None
+            if not pending and not task.done():  # the timer woke us: nothing yet
+                yield KeepAlive()
     except GatewayError as err:
         outcome = f"error: {err.message}"
         await _close_line(session, request_id, role, outcome, None, status=err.status)
