@@ -3,12 +3,14 @@ decisions, on any log written by this router.
 
 Each example is a real session (``open_session``: audit chain, ledger, approvals broker,
 the backend registry) against loopback fakes of vLLM, the llama.cpp server, OpenAI,
-DeepSeek, Moonshot and Anthropic (whose key is unset), running a drawn sequence of requests: any role, its
-triggers on or off, the human's answers (allow, allow for the session, deny, deny all),
-cloud faults (a provider failing every try), vLLM dropping a connection (the runtime
-fallback), a provider with no key, tight caps (budget skips and stops) and local_only. The replay under the
-same policy must end every request where the router ended it, spend what it spent per
-provider, and ask as many approvals.
+DeepSeek, Moonshot and Anthropic (whose key is unset), running a drawn sequence of
+requests: any role, its triggers on or off, the human's answers (allow, allow for the
+session, deny, deny all), cloud faults (a provider failing every try), vLLM dropping a
+connection (the runtime fallback), a provider with no key, tight caps (budget skips and
+stops) and local_only. The replay under the same policy must end every request where
+the router ended it, spend what it spent per provider, and ask as many approvals; and
+under other policies, reading decisions from the log must give what making them again
+gives.
 """
 
 from __future__ import annotations
