@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 from app.bus import DiffUpdated
 from app.evidence.layout import diff_name, edits_name
+from app.paths import STATE_DIR_NAME
 from app.pipeline import prompts
 from app.pipeline.ace import reflect
 from app.pipeline.context import RunStopped
@@ -226,10 +227,11 @@ def files_for(plan: Plan, root: Path) -> dict[str, str]:
     files), up to :data:`FILE_CONTEXT_CHARS` characters in all."""
     wanted = [f for step in plan.steps for f in step.files]
     if not any((root / f).is_file() for f in wanted):
+        # (relative parts: the run's worktree itself lives under the state dir)
         wanted = sorted(
             str(p.relative_to(root))
             for p in root.rglob("*.py")
-            if ".switchyard" not in p.parts and p.stat().st_size < 4000
+            if STATE_DIR_NAME not in p.relative_to(root).parts and p.stat().st_size < 4000
         )
     files: dict[str, str] = {}
     budget = FILE_CONTEXT_CHARS

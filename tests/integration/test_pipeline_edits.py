@@ -234,3 +234,16 @@ def test_edits_that_never_land_and_a_reply_in_no_format_are_failed_loops_audited
     assert [r["outcome"] for r in record["replies"]] == ["format", "format"]
     record, diff = attempt(out, 3)
     assert record["landed"] and "Label each token" in diff
+
+
+def test_a_plan_naming_no_real_file_still_shows_the_repos_small_sources(tmp_path: Path) -> None:
+    """The fallback looks inside the run's worktree, which itself lives under the state
+    dir: only paths inside the worktree may be excluded as state, or nothing is shown."""
+    from app.pipeline.implementer import files_for
+    from app.pipeline.schemas import Plan, PlanStep
+    from app.workspace.worktree import Worktree
+
+    wt = Worktree.create(make_repo(tmp_path), "20260101-000000-abcdef")
+    plan = Plan(goal="g", steps=[PlanStep(title="t", files=["nowhere.py"])], confidence=1)
+    shown = files_for(plan, wt.path)
+    assert "parser.py" in shown and "for i in range(len(tokens) - 1):" in shown["parser.py"]

@@ -1,11 +1,15 @@
 """Land one edit in one file: exactly one place, or a reason. Pure.
 
 The levels are tried strictest first (:mod:`.locate`); the first level that finds the
-edit anywhere decides: one place (or several that give the same file) lands, two or more
-refuse with the candidates. A looser level is never asked to break a stricter level's
-tie. Then, only when the literal text is nowhere: elided lines ("..." or "# ... existing
-code ...") as gaps between pieces that must each be found, in order; then line numbers
-copied from the numbered listing. Else: not found, with the nearest text.
+edit anywhere decides. Readings of one place (overlapping alignments) keep the one that
+skips the fewest lines; of places apart, one that needs a whole line fewer skipped than
+every other is the place, else they are all candidates. One place (or several that give
+the same file) lands; two or more refuse with the candidates; a place where the change
+would be a guess (:mod:`.compose`) refuses with why. A looser level is never asked to
+break a stricter level's tie. When the literal reading does not land: elided lines ("..."
+or "# ... existing code ...") as gaps between pieces that must each be found, in order;
+then line numbers copied from the numbered listing. Else: not found, with the nearest
+text and its line numbers.
 """
 
 from __future__ import annotations
