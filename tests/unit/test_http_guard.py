@@ -343,26 +343,74 @@ def test_factory_passes_base_url_headers_and_timeout() -> None:
 
 _CLIENT_CTORS = {"Client", "AsyncClient", "HTTPTransport", "AsyncHTTPTransport"}
 _SDK_CTORS = {"OpenAI", "AsyncOpenAI", "Anthropic", "AsyncAnthropic"}
+#: what opens connections in the other stacks: aiohttp (the StreamClient's), and the
+#: connection pools under httpx/httpx2, which carry no guard of their own
+_STACK_CTORS = {
+    "aiohttp": {"ClientSession", "TCPConnector", "UnixConnector", "NamedPipeConnector", "request"},
+    "httpcore": {"AsyncConnectionPool", "ConnectionPool", "AsyncHTTPConnection", "HTTPConnection"},
+}
+_STACK_CTORS["httpcore2"] = _STACK_CTORS["httpcore"]
+
+
+def _factory_problems(rel: str, source: str) -> list[str]:
+    tree = ast.parse(source)
+    # names imported from a stack (``from aiohttp import ClientSession as S``) count too
+    imported = {
+        alias.asname or alias.name: (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+        for alias in node.names
+    }
+    problems = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        base = func.value if isinstance(func, ast.Attribute) else None
+        base_name = getattr(base, "id", "")
+        if isinstance(func, ast.Name) and name in imported:
+            module, original = imported[name]
+            base_name, name = module.split(".")[0], original
+        if name in _CLIENT_CTORS and base_name in ("httpx", "httpx2"):
+            problems.append(f"{rel}:{node.lineno}: {base_name}.{name}() outside the factory")
+        if name in _STACK_CTORS.get(base_name, ()):
+            problems.append(f"{rel}:{node.lineno}: {base_name}.{name}() outside the factory")
+        if name in _SDK_CTORS and not any(k.arg == "http_client" for k in node.keywords):
+            problems.append(f"{rel}:{node.lineno}: {name}() without http_client=")
+    return problems
 
 
 def test_only_the_factory_builds_http_clients() -> None:
     problems = []
     for path in sorted(APP.rglob("*.py")):
         rel = path.relative_to(APP.parent).as_posix()
-        if rel == "app/backends/http.py":
-            continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.Call):
-                continue
-            func = node.func
-            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            base = func.value if isinstance(func, ast.Attribute) else None
-            base_name = getattr(base, "id", "")
-            if name in _CLIENT_CTORS and base_name in ("httpx", "httpx2"):
-                problems.append(f"{rel}:{node.lineno}: {base_name}.{name}() outside the factory")
-            if name in _SDK_CTORS and not any(k.arg == "http_client" for k in node.keywords):
-                problems.append(f"{rel}:{node.lineno}: {name}() without http_client=")
+        if rel != "app/backends/http.py":
+            problems += _factory_problems(rel, path.read_text(encoding="utf-8"))
     assert problems == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import httpx\nhttpx.AsyncClient()",
+        "import aiohttp\naiohttp.ClientSession()",
+        "import aiohttp\naiohttp.TCPConnector(limit=1)",
+        "import aiohttp\naiohttp.request('GET', 'http://x')",
+        "from aiohttp import ClientSession as S\nS()",
+        "from aiohttp.connector import TCPConnector\nTCPConnector()",
+        "import httpcore2\nhttpcore2.AsyncConnectionPool()",
+        "from httpcore import ConnectionPool\nConnectionPool()",
+        "import openai\nopenai.AsyncOpenAI(api_key='x')",
+    ],
+)
+def test_the_factory_check_sees_every_stack(source: str) -> None:
+    assert len(_factory_problems("app/x.py", source)) == 1
+
+
+def test_the_factory_builds_the_stream_client_only_inside_http_py() -> None:
+    source = (APP / "backends" / "http.py").read_text(encoding="utf-8")
+    assert _factory_problems("app/backends/http.py", source)  # it is where they are built
 
 
 # ── the socket guard itself (tests/socket_guard.py) ──────────────────────────────────────
