@@ -13,7 +13,8 @@ are turned into edits, perturbed the way models err, and applied by:
 - **patch**: GNU ``patch -p1 --fuzz=3`` on that unified diff.
 
 Each result is *correct* (byte-identical to the real commit's file), *refused* (nothing
-applied) or *wrong* (applied, but not to what the commit has). Goals (issue 16): over all
+applied) or *wrong* (applied, but not to what the commit has; a file ``patch`` left
+half-applied when some hunks failed counts here). Goals (issue 16): over all
 kinds but "occurs twice", at least 95% of Switchyard's blocks applied correctly; and no
 wrong application at all, "occurs twice" included.
 
@@ -124,11 +125,12 @@ def external(argv: list[str], diff: str, case: Case) -> tuple[str | None, str]:
                 "HOME": tmp,
             },
         )
-        if proc.returncode != 0:
-            return None, (proc.stderr or proc.stdout).strip().splitlines()[0][:160] if (
-                proc.stderr or proc.stdout
-            ).strip() else f"exit {proc.returncode}"
-        return target.read_text(), ""
+        after = target.read_text()
+        if proc.returncode != 0 and after == case.before:
+            said = (proc.stderr or proc.stdout).strip().splitlines()
+            return None, said[0][:160] if said else f"exit {proc.returncode}"
+        # patch leaves the hunks it could apply when others fail: a half-applied file
+        return after, "" if proc.returncode == 0 else "half applied"
 
 
 GIT = ["git", "apply", "--recount", "--whitespace=nowarn", "-"]
