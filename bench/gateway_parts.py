@@ -10,12 +10,13 @@ parts of one local-route request in-process against the same fake upstream
 - ``raw asyncio stream``: the same request on a bare asyncio connection (what any
   HTTP client must at least cost here);
 - ``httpcore2 stream``: the same on httpx2's connection pool alone (no httpx2 client);
-- ``aiohttp stream``: the same on aiohttp, when it is importable (it is no dependency:
-  put it on ``PYTHONPATH`` to compare);
+- ``aiohttp stream``: the same on a bare aiohttp session (the stack under
+  ``backend.stream`` for local runtimes);
 - ``openai SDK stream``: ``AsyncOpenAI.chat.completions.create(stream=True)`` on the
   same httpx2 client, iterated;
-- ``backend.stream``: the registry's ``OpenAICompatBackend`` (SDK + guard + our chunk
-  handling), as the router calls it;
+- ``backend.stream``: the registry's ``OpenAICompatBackend`` as the router calls it: for
+  this local runtime, the SDK-free path (``app/backends/openai_local.py``: the guarded
+  aiohttp ``StreamClient`` + our SSE and chunk handling);
 - ``audit.append``: one line (a gateway request makes 4: request, route, call, request);
 - ``ledger.record_call``: the zero-cost record of a local call (1 per request);
 - ``router.decide``; ``router.complete``: decide + audit + backend + ledger.
@@ -137,7 +138,7 @@ async def parts(port: int, served: str, data: Path, n: int, rounds: int) -> dict
                     json.loads(event[6:])
 
     aio: Any = None
-    with contextlib.suppress(ImportError):  # no dependency: compared when importable
+    with contextlib.suppress(ImportError):  # a dependency now; compared when importable
         aio = importlib.import_module("aiohttp").ClientSession()
 
     async def aiohttp_stream() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any, cast
 
 import httpx
@@ -181,8 +182,9 @@ class OpenAICompatBackend:
                 )
                 return chunks
 
-        prompt = prompt_texts(messages, params)
-        calls = ToolCallAssembler(seed=request_seed(request))
+        # both only when needed: no usage in the stream (llama.cpp), a call without an id
+        prompt = partial(prompt_texts, messages, params)
+        calls = ToolCallAssembler(seed=partial(request_seed, request))
         state = ChunkState(model=self.served_name, calls=calls)
         return relay(open_stream, state, prompt, errors=self._errors, clock=self._clock)
 

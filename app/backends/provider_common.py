@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 
+#: the texts a call sent, or how to list them (only needed when the server sends no usage)
+Prompt = list[str] | Callable[[], list[str]]
+
+
 class BadStreamItem(Exception):
     """A stream item that parsed as JSON but is not what the API sends."""
 
@@ -69,9 +73,10 @@ class StreamState(ABC):
         """The finish reason, or None while the stream has not ended properly."""
 
     def result(
-        self, prompt: list[str], *, errors: ErrorMapper, latency_ms: float, ttft_ms: float | None
+        self, prompt: Prompt, *, errors: ErrorMapper, latency_ms: float, ttft_ms: float | None
     ) -> ChatResult:
-        """The call's result; ``prompt`` (the texts sent) is counted if usage never came."""
+        """The call's result; ``prompt`` (the texts sent, or how to list them) is counted
+        if usage never came."""
         finish = self.finish()
         if finish is None:
             if not self.text and not self.reasoning and not self.calls.started:
@@ -89,7 +94,7 @@ class StreamState(ABC):
             usage = Usage(tokens_in=self.tokens_in, tokens_out=self.tokens_out)
         else:
             usage = Usage(
-                tokens_in=count_messages(prompt),
+                tokens_in=count_messages(prompt() if callable(prompt) else prompt),
                 tokens_out=count_text(text) + count_text(reasoning) + calls_tokens(calls),
                 counted_locally=True,
             )
@@ -116,7 +121,7 @@ class SdkStream(Protocol):
 async def relay(
     open_stream: Callable[[], Awaitable[SdkStream]],
     state: StreamState,
-    prompt: list[str],
+    prompt: Prompt,
     *,
     errors: ErrorMapper,
     clock: Clock,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,8 +114,9 @@ class _Partial:
 class ToolCallAssembler:
     """Streamed call fragments in, normalised deltas and complete calls out."""
 
-    #: what generated ids are made from (see :func:`request_seed`)
-    seed: str = ""
+    #: what generated ids are made from (see :func:`request_seed`), or how to make it:
+    #: hashing a long conversation costs a millisecond, and most servers send their ids
+    seed: str | Callable[[], str] = ""
     _calls: dict[int, _Partial] = field(default_factory=dict)
     #: the server's index → ours (0, 1, … by first appearance)
     _order: dict[int, int] = field(default_factory=dict)
@@ -143,7 +145,7 @@ class ToolCallAssembler:
                     part.early.append(arguments)
                 return []
             part.announced = True
-            part.id = part.id or call_id(self.seed, ours)
+            part.id = part.id or call_id(self._seed(), ours)
             first = "".join(part.early) + arguments
             part.early.clear()
             if first:
@@ -153,6 +155,11 @@ class ToolCallAssembler:
             return []
         part.arguments.append(arguments)
         return [ToolCallDelta(index=ours, arguments=arguments)]
+
+    def _seed(self) -> str:
+        if callable(self.seed):
+            self.seed = self.seed()
+        return self.seed
 
     def has_arguments(self, index: int) -> bool:
         """Whether the call at our ``index`` has any argument text yet."""

@@ -123,3 +123,20 @@ def test_ids_and_texts_depend_on_the_request() -> None:
     )
     texts = request_texts(with_call)
     assert texts[:2] == ["", "ok"] and "f {}" in texts and '"name":"f"' in texts[-1]
+
+
+def test_a_lazy_seed_is_made_once_and_only_for_a_call_without_an_id() -> None:
+    made: list[int] = []
+
+    def seed() -> str:
+        made.append(1)
+        return "seed"
+
+    with_ids = ToolCallAssembler(seed=seed)
+    with_ids.feed(0, "call_a", "f", "{}")
+    assert with_ids.calls()[0].id == "call_a" and made == []  # the server named it
+    without = ToolCallAssembler(seed=seed)
+    without.feed(0, None, "f", "{}")
+    without.feed(1, None, "g", "{}")
+    assert [c.id for c in without.calls()] == [call_id("seed", 0), call_id("seed", 1)]
+    assert made == [1]
