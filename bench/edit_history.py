@@ -205,7 +205,9 @@ def indentation(case: Case, rng: random.Random) -> Case | None:
         if not texts:
             return None
         least = min(len(t) - len(t.lstrip(" ")) for t in texts)
-        how = rng.choice(["+2", "+4", "dedent"] if least >= 2 else ["+2", "+4"])
+        # a dedent must not empty a whitespace-only line (that changes the new text)
+        keeps = all(len(t) > least for _, t in h.ops if t and not t.strip())
+        how = rng.choice(["+2", "+4", "dedent"] if least >= 2 and keeps else ["+2", "+4"])
         if any(t.startswith("\t") for t in texts):
             return None
 

@@ -250,3 +250,31 @@ def test_the_applier_and_the_parser_import_no_layer_above_the_leaves() -> None:
             for name in names:
                 if name.startswith("app"):
                     assert name.startswith(allowed), f"{path.name} imports {name}"
+
+
+def test_edits_that_would_cross_between_twin_blocks_are_both_refused() -> None:
+    """Two near-identical functions, an edit written for each; the first edit, a line
+    short, is exactly the second function's text. Applied in order, each would land at
+    the other's place: placed in the file as it was, their changes overlap, so neither
+    lands."""
+    twin = "    if not parts:\n        return False\n{extra}    cmd = parts[0]\n    run(cmd)\n"
+    text = (
+        "def a(parts):\n" + twin.format(extra="    args = parts[1:]\n") + "\n\n"
+        "def b(parts):\n" + twin.format(extra="") + "\n"
+    )
+    short = twin.format(extra="")  # edit 1 is meant for a() but left out its args line
+    first = SearchReplace(path="f.py", search=short, replace=short.replace("run(cmd)", "go(cmd)"))
+    second = SearchReplace(path="f.py", search=short, replace=short.replace("run(cmd)", "do(cmd)"))
+    result = apply_edits({"f.py": text}, [first, second])
+    assert [r.edit for r in result.refusals] == [1, 2] and not result.files
+    assert "edits 1 and 2 both change" in result.refusals[0].message
+
+
+def test_a_moved_line_beside_a_left_out_line_is_refused() -> None:
+    text = "try:\n    p = f()\n    p.reverse()\n    del f.x\nexcept E:\n    p = []\n\nnext()\n"
+    search = "try:\n    p = f()\n    del f.x\nexcept E:\n    p = []\n\n"  # p.reverse() left out
+    replace = "try:\n    p = f()\nexcept E:\n    p = []\nelse:\n    del f.x\n\n"
+    (refusal,) = apply_edits(
+        {"f.py": text}, [SearchReplace(path="f.py", search=search, replace=replace)]
+    ).refusals
+    assert refusal.reason == "ambiguous"

@@ -4,12 +4,15 @@ Pure (no I/O, no clock) and total: whatever it is given, it returns an
 :class:`~app.pipeline.edits.model.Applied`, never raises. Each edit lands at exactly one
 place or is refused with its reason (not found, with the nearest text and its line
 numbers; ambiguous, with the candidates; ...). Edits apply in order, each to the text
-the ones before it left. One refusal refuses the attempt: nothing lands half-applied, and
-every refusal is reported at once, so the model can fix them all in its next turn.
+the ones before it left; two edits of a file whose changes overlap in the file as it was
+are both refused (one could otherwise take the other's place). One refusal refuses the
+attempt: nothing lands half-applied, and every refusal is reported at once, so the model
+can fix them all in its next turn.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from difflib import SequenceMatcher
 
@@ -50,7 +53,11 @@ def apply_edits(
     current: dict[str, str | None] = dict(files)
     notes: list[EditNote] = []
     refusals: list[Refusal] = []
+    clashes = _clashes(files, edits)
     for n, edit in enumerate(edits, 1):
+        if n in clashes:
+            refusals.append(_refusal(n, edit, clashes[n]))
+            continue
         try:
             outcome = _one(current.get(edit.path), edit, whole_file_max_lines)
         except RecursionError:  # pathological input; refused, never raised
@@ -163,6 +170,58 @@ def expand_markers(search: Sequence[str], repl: Sequence[str]) -> list[str] | No
         else:
             return None
     return out
+
+
+def _clashes(files: Mapping[str, str | None], edits: Sequence[Edit]) -> dict[int, Missed]:
+    """Edits of one file whose changes fall on the same lines of the file as it was.
+
+    Edits apply in order, each to the text before it; so an edit whose own place another
+    edit took first could still find a place, the wrong one (two near-identical blocks,
+    each edit written for one of them). Each edit is also placed in the original file;
+    two whose changes overlap there are both refused.
+    """
+    placed: dict[str, list[tuple[int, tuple[int, int]]]] = {}
+    per_file = Counter(e.path for e in edits)
+    for n, edit in enumerate(edits, 1):
+        text = files.get(edit.path)
+        if text is None or isinstance(edit, WholeFile) or per_file[edit.path] < 2:
+            continue
+        if isinstance(edit, DiffHunk):
+            ops = [Op(_TAGS[line[0]], line[1:]) for line in edit.lines if line[:1] in _TAGS]
+        else:
+            search = block_lines(edit.search)
+            expanded = expand_markers(search, block_lines(edit.replace))
+            if not search or expanded is None:
+                continue
+            ops = ops_between(search, expanded)
+        found = land(FileText.of(text), ops) if ops else None
+        if isinstance(found, Landed):
+            placed.setdefault(edit.path, []).append((n, found.changed))
+    out: dict[int, Missed] = {}
+    for spans in placed.values():
+        for i, (a, sa) in enumerate(spans):
+            for b, sb in spans[i + 1 :]:
+                if _overlap(sa, sb):
+                    where = f"lines {min(sa[0], sb[0]) + 1}-{max(sa[1], sb[1])}"
+                    detail = (
+                        f"edits {a} and {b} both change {where} of the file; make each "
+                        "SEARCH text match its own place only"
+                    )
+                    out[a] = out.get(a) or Missed("ambiguous", detail)
+                    out[b] = out.get(b) or Missed("ambiguous", detail)
+    return out
+
+
+def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Two changes (half-open line ranges; equal ends: an insertion point) meet."""
+    (a0, a1), (b0, b1) = a, b
+    if a0 == a1 and b0 == b1:
+        return a0 == b0
+    if a0 == a1:
+        return b0 < a0 < b1
+    if b0 == b1:
+        return a0 < b0 < a1
+    return a0 < b1 and b0 < a1
 
 
 def _noun(edit: Edit) -> str:

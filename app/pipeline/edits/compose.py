@@ -207,10 +207,12 @@ def _region_at(ops: Sequence[Op], where: dict[int, int], start: int, end: int) -
     """The file index a change's added lines go before.
 
     A change whose removed lines are found lands where they were; if something was left
-    out beside it, that is only safe when the change only removes lines (even a one for
-    one replacement may be an insertion on the other side of the left-out line, paired
-    with a removal). A pure insertion lands between the file lines its neighbours matched, which
-    must be next to each other (or apart by exactly the model's own unmatched lines).
+    out beside it, that is only safe when the change only removes lines, none of which
+    the edit writes again elsewhere (even a one for one replacement may be an insertion on
+    the other side of the left-out line, paired with a removal; a moved line may take the
+    left-out one with it). A pure insertion lands between the file lines its neighbours
+    matched, which must be next to each other (or apart by exactly the model's own
+    unmatched lines).
     """
     before, after = _side(ops, where, start - 1, -1), _side(ops, where, end, +1)
     gone = [where[k] for k in range(start, end) if ops[k].tag == "-"]
@@ -224,7 +226,15 @@ def _region_at(ops: Sequence[Op], where: dict[int, int], start: int, end: int) -
             )
     if gone:
         settled = _settled(before, gone[0], -1) and _settled(after, gone[-1], +1)
-        if not settled and added:
+        # a removed line written again elsewhere is a move: a line left out beside it may
+        # have moved with it
+        new = {op.text.strip() for op in ops if op.tag == "+"}
+        moved = any(
+            ops[k].text.strip() in new
+            for k in range(start, end)
+            if ops[k].tag == "-" and ops[k].text.strip()
+        )
+        if not settled and (added or moved):
             raise ComposeError(
                 "ambiguous",
                 f"a line next to the change at line {gone[0] + 1} is missing from the edit, so "

@@ -48,6 +48,8 @@ class Landed:
     text: FileText
     how: How
     at: LineSpan
+    #: the file lines the change replaces, half-open (equal ends: an insertion point)
+    changed: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,9 @@ def _decide(
     level: str,
 ) -> Landed | Missed:
     if len(results) == 1 and not errors:
-        new = next(iter(results.values()))
+        (c0, c1, _), new = next(iter(results.items()))
         lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
-        return Landed(new, cast(How, level), LineSpan(start=lo + 1, end=hi))
+        return Landed(new, cast(How, level), LineSpan(start=lo + 1, end=hi), (c0, c1))
     places = sorted(set(spans))
     if len(places) == 1:
         where = LineSpan(start=places[0][0] + 1, end=places[0][1])

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.pipeline.edits.text import KEYS, FileText, Op, old_side
+from app.pipeline.edits.text import KEYS, FileText, Op, is_marker, old_side
 
 EXACT_LEVELS = ("exact", "trailing_whitespace", "whitespace")
 #: alignment costs: a skipped blank line is cheap, a skipped line of text is not; one of
@@ -131,7 +131,8 @@ def _align(
 
     A semi-global edit distance: the alignment starts anywhere; skipping a line of the
     file costs :data:`LINE_COST`, a context line of the edit :data:`MODEL_LINE_COST`
-    (:data:`BLANK_COST` for a blank one); a removed line cannot be skipped. Ties prefer
+    (:data:`BLANK_COST` for a blank one); a removed line cannot be skipped, nor an
+    elision marker (skipped, it would be read as a line the model made up). Ties prefer
     a match.
     """
     n, m = len(want), w1 - w0
@@ -140,7 +141,9 @@ def _align(
     rows = [prev]
     for i in range(1, n + 1):
         op, key = old[i - 1], want[i - 1]
-        skip_old = _INF if op.tag == "-" else (MODEL_LINE_COST if key else BLANK_COST)
+        # a marker ("# ... existing code ...") is matched or the reading is not literal
+        fixed = op.tag == "-" or is_marker(op.text)
+        skip_old = _INF if fixed else (MODEL_LINE_COST if key else BLANK_COST)
         cur = [0] * (m + 1)
         back = [1] * (m + 1)
         cur[0] = prev[0] + skip_old
