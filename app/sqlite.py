@@ -4,14 +4,22 @@ ledger and the memory store all use it; it imports nothing of Switchyard).
 A transaction is one function, ``fn(conn, inline)``, that runs BEGIN … COMMIT itself.
 :class:`SQLiteRunner` runs it on the event loop when the file's lock is free at once, and
 on the connection's thread when it must wait, so the loop never blocks on another
-process's lock, and checkpoints (fsyncs) never run on the loop.
+process's lock. Checkpoints (fsyncs) never run on the loop, nor in a request's way: a
+daemon thread with a connection of its own makes them (:class:`Checkpointer`).
+
+Group commit: a write that records what already happened (a settlement, a call line) may
+be *deferred*: it runs at once, in a transaction left open, and is committed with the
+next write on the same connection, or as soon as the event loop gets control back,
+whichever comes first (see :meth:`SQLiteRunner.write`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar, cast
@@ -19,9 +27,12 @@ from typing import TypeVar, cast
 import aiosqlite
 
 BUSY_TIMEOUT_MS = 30_000
-#: a passive checkpoint (on the connection's thread) after this many write transactions:
-#: a few pages each, so about SQLite's default of 1000 pages
+#: the checkpointer is woken after this many write transactions (a few pages each, so
+#: about SQLite's own 1000-page automatic checkpoint)
 CHECKPOINT_EVERY = 200
+#: a WAL this large (the checkpointer never caught up: writes without a pause) is
+#: checkpointed on the connection's own thread before the next write, as SQLite would
+WAL_LIMIT_BYTES = 64 * 2**20
 T = TypeVar("T")
 
 
@@ -40,6 +51,77 @@ def is_busy(exc: BaseException) -> bool:
 TxnFn = Callable[[sqlite3.Connection, bool], T]
 
 
+class Checkpointer:
+    """Copies a WAL file back into its database from a daemon thread, with a connection
+    of its own, so that no request waits for the two fsyncs a checkpoint makes.
+
+    A passive checkpoint waits for nobody: writers go on meanwhile. Once one has copied
+    the whole WAL, the next write starts the WAL over from its beginning (so it stays
+    small and its pages are overwritten, not appended). The thread starts on the first
+    :meth:`poke` and ends after ``idle_s`` without one; it never keeps a process alive.
+    """
+
+    def __init__(self, path: Path, synchronous: str, *, idle_s: float = 5.0) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.idle_s = idle_s
+        self._wake = threading.Event()
+        self._guard = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        #: pokes so far, and the poke the last checkpoint made answered (tests, benches)
+        self.asked = 0
+        self.answered = 0
+
+    def poke(self) -> None:
+        """Ask for a checkpoint soon (never waits)."""
+        with self._guard:
+            if self._closed:
+                return
+            self.asked += 1
+            self._wake.set()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._main, name=f"checkpoint {self.path.name}", daemon=True
+                )
+                self._thread.start()
+
+    def caught_up(self) -> bool:
+        """Every poke so far has been answered by a checkpoint."""
+        return self.answered == self.asked
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._guard:
+            self._closed = True
+            thread = self._thread
+            self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _main(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                woken = self._wake.wait(self.idle_s)
+                with self._guard:
+                    if self._closed or not woken:
+                        self._thread = None
+                        return
+                    self._wake.clear()
+                    asked = self.asked
+                if conn is None:
+                    conn = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+                    conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                # One that cannot run now (a writer is checkpointing itself) runs next poke.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.answered = asked
+        finally:
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+
+
 class SQLiteRunner:
     """Runs transaction functions on an aiosqlite connection opened with
     ``check_same_thread=False`` (the audit log's, the budget ledger's).
@@ -50,10 +132,15 @@ class SQLiteRunner:
     the event loop with ``busy_timeout = 0`` and only when another connection holds the
     lock runs it on the thread, where the busy timeout waits. Automatic checkpoints (two
     fsyncs, inside a commit) are off on this connection: every ``checkpoint_every`` write
-    transactions, one goes to the thread behind a passive checkpoint, so the WAL starts
-    over as SQLite's own would, and the one request that pays waits off the loop.
+    transactions the :class:`Checkpointer` is poked and makes one on its own thread. Only
+    when the WAL has grown past ``wal_limit`` (writes that never paused long enough for
+    a checkpoint to catch up) does one write go to the connection's thread behind a
+    checkpoint, as SQLite's own would.
 
-    The caller serialises: one ``run`` (or ``waiting`` block) at a time per connection.
+    Transactions come as a whole function (:meth:`run`, BEGIN … COMMIT inside it) or as a
+    body the runner wraps (:meth:`write`, :meth:`read`); only the latter join a deferred
+    transaction (group commit). The caller serialises: one call (or ``waiting`` block) at
+    a time per connection.
     """
 
     def __init__(
@@ -63,6 +150,7 @@ class SQLiteRunner:
         *,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         checkpoint_every: int = CHECKPOINT_EVERY,
+        wal_limit: int = WAL_LIMIT_BYTES,
         synchronous: str = "NORMAL",
     ) -> None:
         self.db = db
@@ -71,19 +159,114 @@ class SQLiteRunner:
         self.inline_writes = synchronous.upper() in ("NORMAL", "OFF")
         self.busy_timeout_ms = busy_timeout_ms
         self.checkpoint_every = checkpoint_every
+        self.wal_limit = wal_limit
+        self.checkpointer = Checkpointer(path, synchronous)
         self._writes = 0
+        self._checkpoint_here = False
+        #: a deferred write transaction is open on the connection
+        self._pending = False
+        #: why the last deferred commit failed, raised by the next call
+        self._failed: sqlite3.Error | None = None
 
     async def setup(self) -> None:
         """After the file's own set-up (which waits with the busy timeout)."""
         await self.db.execute("PRAGMA wal_autocheckpoint = 0")
         await self.db.execute("PRAGMA busy_timeout = 0")
 
+    def close(self) -> None:
+        """Commit what is deferred and stop the checkpointer (the connection is the
+        owner's to close)."""
+        self._commit_pending()
+        self.checkpointer.close()
+
+    # ── bodies: the runner's own transactions, which group commit joins ─────────────────
+
+    async def write(self, body: Body[T], *, defer: bool = False) -> T:
+        """``body(conn)`` in a write transaction (``BEGIN IMMEDIATE``: the write lock up
+        front). ``defer``: leave the transaction open (still holding the write lock, so no
+        other connection can read a stale total and act on it); it is committed with the
+        next write here, by :meth:`flush`, or when the event loop next runs a callback.
+        Only for writes a crash may lose as if it had come just before them: never one
+        that must be durable before an effect.
+        """
+        self._raise_failed()
+        if self._pending:
+            # Joining the open transaction: the write lock is ours already.
+            try:
+                return self._joined(body)
+            finally:
+                if not defer:
+                    self._commit_pending()
+        if self._checkpoint_here or not self.inline_writes:
+            return await self.run(_whole(body, write=True))
+        conn = self.db._conn
+        try:
+            result = _begin_body(conn, True, True, body, keep_open=defer)
+        except Busy:
+            return await self.run(_whole(body, write=True), inline=False)
+        if defer:
+            self._pending = True
+            asyncio.get_running_loop().call_soon(self._commit_pending)
+        else:
+            self._written()
+        return result
+
+    async def read(self, body: Body[T], *, inline: bool = True) -> T:
+        """``body(conn)`` in a read transaction (a consistent snapshot), or inside the
+        deferred transaction when one is open (it sees its own writes). ``inline=False``
+        for reads whose cost grows with the file: never on the event loop."""
+        self._raise_failed()
+        if self._pending and inline:
+            return body(self.db._conn)
+        return await self.run(_whole(body, write=False), inline=inline, write=False)
+
+    async def flush(self) -> None:
+        """Commit the deferred transaction now, if one is open."""
+        self._commit_pending()
+        self._raise_failed()
+
+    def _joined(self, body: Body[T]) -> T:
+        """``body`` inside the open transaction. A body raises before it writes (a domain
+        error) or as SQLite fails (a full disk): then the whole transaction goes, the
+        deferred writes with it, as a failed commit would lose them."""
+        conn = self.db._conn
+        before = conn.total_changes
+        try:
+            return body(conn)
+        except BaseException as exc:
+            if isinstance(exc, sqlite3.Error) or conn.total_changes != before:
+                self._pending = False
+                rollback_quietly(conn)
+            raise
+
+    def _commit_pending(self) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        conn = self.db._conn
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # a full disk: what was deferred is lost, said once
+            rollback_quietly(conn)
+            self._failed = exc
+            return
+        self._written()
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            exc, self._failed = self._failed, None
+            raise exc
+
+    # ── whole transactions ───────────────────────────────────────────────────────────────
+
     async def run(self, fn: TxnFn[T], *, inline: bool = True, write: bool = True) -> T:
         """``fn`` on the loop if it can go at once (``inline``), else on the thread."""
+        self._commit_pending()
+        self._raise_failed()
         result: T
-        if write and self._writes >= self.checkpoint_every:
+        if write and self._checkpoint_here:
             # This one goes to the thread, behind a checkpoint: the event loop goes on.
-            self._writes = 0
+            self._checkpoint_here = False
             result = await self._on_thread(fn, checkpoint=True)
         elif inline and (self.inline_writes or not write):
             try:
@@ -93,8 +276,17 @@ class SQLiteRunner:
         else:
             result = await self._on_thread(fn)
         if write:
-            self._writes += 1
+            self._written()
         return result
+
+    def _written(self) -> None:
+        self._writes += 1
+        if self._writes % self.checkpoint_every == 0:
+            self.checkpointer.poke()
+            try:
+                self._checkpoint_here = os.stat(f"{self.path}-wal").st_size > self.wal_limit
+            except OSError:
+                self._checkpoint_here = False
 
     async def _on_thread(self, fn: TxnFn[T], *, checkpoint: bool = False) -> T:
         execute = cast(Callable[..., Awaitable[T]], self.db._execute)
@@ -103,6 +295,7 @@ class SQLiteRunner:
     @contextlib.asynccontextmanager
     async def waiting(self) -> AsyncIterator[aiosqlite.Connection]:
         """For statements sent through aiosqlite's own API: they wait for locks."""
+        self._commit_pending()
         await self.db.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         try:
             yield self.db
@@ -130,6 +323,38 @@ def _waiting_call(
     finally:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("PRAGMA busy_timeout = 0")
+
+
+#: ``body(conn)``: the statements of one transaction, without BEGIN or COMMIT
+Body = Callable[[sqlite3.Connection], T]
+
+
+def _begin_body(
+    conn: sqlite3.Connection, inline: bool, write: bool, body: Body[T], *, keep_open: bool = False
+) -> T:
+    """BEGIN, ``body``, COMMIT (unless ``keep_open``); ROLLBACK when anything fails.
+    ``inline``: raise :class:`Busy` rather than wait for another connection's lock."""
+    try:
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    except sqlite3.Error as exc:
+        if inline and is_busy(exc):
+            raise Busy from exc
+        raise
+    try:
+        result = body(conn)
+        if not keep_open:
+            conn.execute("COMMIT")
+    except BaseException as exc:
+        rollback_quietly(conn)
+        if inline and is_busy(exc):
+            raise Busy from exc
+        raise
+    return result
+
+
+def _whole(body: Body[T], *, write: bool) -> TxnFn[T]:
+    """``body`` as a whole-transaction function for :meth:`SQLiteRunner.run`."""
+    return lambda conn, inline: _begin_body(conn, inline, write, body)
 
 
 def rollback_quietly(conn: sqlite3.Connection) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from app.audit.canonical import VerifyReport, jsonable
-from app.audit.quick_redact import redact_fields
+from app.audit.prepared import PreparedLine, prepare, prepare_plain
+from app.audit.quick_redact import looks_clean, redact_fields
 from app.audit.types import AUDIT_KINDS, AuditLine
 from app.bus import AuditAppended, Bus, Event
 from app.clock import Clock
@@ -86,42 +87,79 @@ class AuditBase(ClosedOnExit):
         values: Mapping[str, Any] | None = None,
         provenance: Mapping[str, Any] | None = None,
         detail: str = "",
+        defer: bool = False,
     ) -> AuditLine:
-        """Append one line (redacted, hashed, chained) and return it once committed."""
+        """Append one line (redacted, hashed, chained) and return it once committed.
+
+        ``defer``: for a line that records what already happened (a call's tokens and
+        cost), never one that must stand before an effect: a store that commits in groups
+        (the SQLite file) may commit it with its next line instead, or when the event
+        loop next runs (a crash just before then loses it, as one just before the append
+        would have). :meth:`flush` commits such lines at once.
+        """
         if self._closed:
             raise RuntimeError("the audit log is closed")
-        if kind not in _KIND_SET:
-            raise ValueError(f"unknown audit kind {kind!r}; expected one of {AUDIT_KINDS}")
-        if isinstance(reason_codes, str):  # a lone code, not its characters
-            reason_codes = (reason_codes,)
-        fields: dict[str, Any] = redact_fields(
-            jsonable(
-                {
-                    "session": session,
-                    "run": run,
-                    "kind": kind,
-                    "role": role,
-                    "from": from_,
-                    "to": to,
-                    "reason_codes": [str(c) for c in reason_codes],
-                    "values": dict(values or {}),
-                    "policy_version": self.policy_version,
-                    "provenance": dict(provenance or {}),
-                    "detail": detail,
-                }
-            )
+        prepared = _prepare(
+            kind,
+            session,
+            run,
+            role,
+            from_,
+            to,
+            reason_codes,
+            values,
+            provenance,
+            detail,
+            self.policy_version,
         )
         async with self._lock:
-            line = await self._insert(fields)
-            if self._bus is not None:
-                # Under the lock, so this instance publishes in seq order; publishing never
-                # waits on a subscriber (a dead one is detached), so neither does an append.
-                event = AuditAppended(session=line.session, line=line.model_dump(by_alias=True))
-                self._bus.publish_nowait(event)
+            line = (await self._insert([prepared], defer=defer))[0]
+            self._publish(line)
         return line
 
-    async def _insert(self, fields: dict[str, Any]) -> AuditLine:
+    async def append_many(self, lines: Sequence[Mapping[str, Any]]) -> list[AuditLine]:
+        """Append several lines produced at the same moment, in order, in one transaction
+        where the store can (all committed, or none). Each item holds :meth:`append`'s
+        arguments (``kind``, ``session``, and any of the others by the same names)."""
+        if self._closed:
+            raise RuntimeError("the audit log is closed")
+        prepared = [
+            _prepare(
+                item["kind"],
+                item["session"],
+                item.get("run"),
+                item.get("role"),
+                item.get("from_"),
+                item.get("to"),
+                item.get("reason_codes", ()),
+                item.get("values"),
+                item.get("provenance"),
+                item.get("detail", ""),
+                self.policy_version,
+            )
+            for item in lines
+        ]
+        if not prepared:
+            return []
+        async with self._lock:
+            out = await self._insert(prepared, defer=False)
+            for line in out:
+                self._publish(line)
+        return out
+
+    def _publish(self, line: AuditLine) -> None:
+        if self._bus is not None:
+            # Under the lock, so this instance publishes in seq order; publishing never
+            # waits on a subscriber (a dead one is detached), so neither does an append.
+            event = AuditAppended(session=line.session, line=line.model_dump(by_alias=True))
+            self._bus.publish_nowait(event)
+
+    async def _insert(self, lines: list[PreparedLine], *, defer: bool) -> list[AuditLine]:
+        """Extend the chain by ``lines``, in order, in one transaction where it can."""
         raise NotImplementedError
+
+    async def flush(self) -> None:
+        """Commit deferred lines now (a store that commits every append has none)."""
 
     # ── read ─────────────────────────────────────────────────────────────────────────────
 
@@ -190,3 +228,41 @@ class AuditBase(ClosedOnExit):
 
     async def _write_jsonl(self, out: TextIO, session: str | None, run: str | None) -> int:
         raise NotImplementedError
+
+
+def _prepare(
+    kind: str,
+    session: str,
+    run: str | None,
+    role: str | None,
+    from_: str | None,
+    to: str | None,
+    reason_codes: Sequence[str],
+    values: Mapping[str, Any] | None,
+    provenance: Mapping[str, Any] | None,
+    detail: str,
+    policy_version: str | None,
+) -> PreparedLine:
+    """One line's fields: plain, redacted, and in canonical text."""
+    if kind not in _KIND_SET:
+        raise ValueError(f"unknown audit kind {kind!r}; expected one of {AUDIT_KINDS}")
+    if isinstance(reason_codes, str):  # a lone code, not its characters
+        reason_codes = (reason_codes,)
+    raw: dict[str, Any] = {
+        "session": session,
+        "run": run,
+        "kind": kind,
+        "role": role,
+        "from": from_,
+        "to": to,
+        "reason_codes": [str(c) for c in reason_codes],
+        "values": values if values is not None else {},
+        "policy_version": policy_version,
+        "provenance": provenance if provenance is not None else {},
+        "detail": detail,
+    }
+    quick = prepare(raw)
+    if quick is not None and looks_clean(quick[1], quick[2]):
+        return quick[0]
+    # The slow way: every value walked, and redacted where a secret may be.
+    return prepare_plain(redact_fields(jsonable(raw)))

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from app.audit.prepared import prepare_plain
 from app.audit.types import AuditLine
 
 GENESIS_HASH = "0" * 64
@@ -36,22 +37,8 @@ def chain_line(
     fields: Mapping[str, Any], seq: int, prev_hash: str, ts: str
 ) -> tuple[AuditLine, str]:
     """Line ``seq`` after ``prev_hash``: the validated line and its canonical text (what
-    is stored, exported and verified), hashed once."""
-    body = {**fields, "seq": seq, "ts": ts, "prev_hash": prev_hash}
-    unhashed = canonical_json(body)  # what line_hash() hashes: no "hash" in it yet
-    body["hash"] = hashlib.sha256(unhashed.encode("utf-8")).hexdigest()
-    return AuditLine.model_validate(body), _with_hash(unhashed, body["hash"])
-
-
-def _with_hash(unhashed: str, digest: str) -> str:
-    """``canonical_json(body)`` once ``hash`` is in ``body``, from the text without it.
-
-    Sorted, "hash" comes between "from" and "kind"; before it stand only "detail" and
-    "from", a string and a string or null once the line has validated, in which every
-    quote is escaped: so the first ``,"kind":`` in the text is the key itself.
-    """
-    cut = unhashed.index(',"kind":')
-    return f'{unhashed[:cut]},"hash":"{digest}"{unhashed[cut:]}'
+    is stored, exported and verified), hashed once. ``fields``: plain JSON values."""
+    return prepare_plain(dict(fields)).chain(seq, prev_hash, ts)
 
 
 def jsonable(obj: Any) -> Any:
@@ -67,13 +54,21 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else str(obj)
     if isinstance(obj, Mapping):
-        return {_valid_utf8(str(k)): jsonable(v) for k, v in obj.items()}
+        return {_key(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set | frozenset):
         items = sorted(obj, key=repr) if isinstance(obj, set | frozenset) else obj
         return [jsonable(v) for v in items]
     if isinstance(obj, BaseModel):
         return jsonable(obj.model_dump(mode="json"))
     return _valid_utf8(str(obj))
+
+
+def _key(key: Any) -> str:
+    # True, False and None as JSON spells them as keys (so the C encoder's quick way,
+    # app.audit.prepared, writes the same line); anything else as its str.
+    if key is None or isinstance(key, bool):
+        return json.dumps(key)
+    return _valid_utf8(str(key))
 
 
 def _valid_utf8(s: str) -> str:

@@ -26,7 +26,8 @@ from pydantic import ValidationError
 
 from app.audit.base import AuditBase
 from app.audit.canonical import ChainChecker, Problem, VerifyReport, check_row
-from app.audit.store import SYNCHRONOUS, insert_line, rollback, setup
+from app.audit.prepared import PreparedLine
+from app.audit.store import SYNCHRONOUS, rollback, setup, write_lines
 from app.audit.types import AuditLine
 from app.bus import Bus
 from app.clock import Clock, SystemClock
@@ -94,13 +95,19 @@ class AuditLog(AuditBase):
         return log
 
     async def _close_store(self) -> None:
+        self._runner.close()
         await self._db.close()
 
     # ── write ────────────────────────────────────────────────────────────────────────────
 
-    async def _insert(self, fields: dict[str, Any]) -> AuditLine:
+    async def _insert(self, lines: list[PreparedLine], *, defer: bool) -> list[AuditLine]:
         clock = self._clock
-        return await self._runner.run(lambda db, inline: insert_line(db, inline, fields, clock))
+        return await self._runner.write(lambda db: write_lines(db, lines, clock), defer=defer)
+
+    async def flush(self) -> None:
+        """Commit the lines appended with ``defer=True`` now."""
+        async with self._lock:
+            await self._runner.flush()
 
     # ── read ─────────────────────────────────────────────────────────────────────────────
 

@@ -208,11 +208,32 @@ _PEM_FULL_LINE = 40
 
 def secret_env_values(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """Current values of the key-like environment variables, longest first."""
-    env = os.environ if environ is None else environ
-    # Names first, values only for the few that match: this runs on every append.
+    if environ is None:
+        return _process_env_values()
+    return _env_values(environ)
+
+
+def _env_values(env: Mapping[str, str]) -> tuple[str, ...]:
+    # Names first, values only for the few that match.
     names = [n for n in env if n.endswith(SECRET_SUFFIXES) or n in SECRET_ENV_VARS]
     values = {v for v in (env[n] for n in names) if len(v) >= _MIN_SECRET_LEN}
     return tuple(sorted(values, key=lambda v: (-len(v), v)))
+
+
+_env_seen: tuple[tuple[Any, ...], tuple[str, ...]] | None = None
+
+
+def _process_env_values() -> tuple[str, ...]:
+    """``_env_values(os.environ)``, computed again only when the environment has changed
+    (every audit line and every cloud request asks)."""
+    global _env_seen
+    data = getattr(os.environ, "_data", None)
+    if not isinstance(data, dict):
+        return _env_values(os.environ)
+    snapshot = tuple(data.items())
+    if _env_seen is None or _env_seen[0] != snapshot:
+        _env_seen = (snapshot, _env_values(os.environ))
+    return _env_seen[1]
 
 
 @lru_cache(maxsize=8)

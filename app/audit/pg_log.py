@@ -28,10 +28,10 @@ from app.audit.canonical import (
     Problem,
     VerifyReport,
     canonical_json,
-    chain_line,
     check_row,
 )
 from app.audit.pg_schema import COMPONENT, MIGRATIONS
+from app.audit.prepared import PreparedLine
 from app.audit.types import AuditLine
 from app.bus import Bus
 from app.clock import Clock, SystemClock, iso
@@ -209,10 +209,17 @@ class PgAuditLog(AuditBase):
 
     # ── write ────────────────────────────────────────────────────────────────────────────
 
-    async def _insert(self, fields: dict[str, Any]) -> AuditLine:
-        return await self._with(lambda conn: self._append(conn, fields))
+    async def _insert(self, lines: list[PreparedLine], *, defer: bool) -> list[AuditLine]:
+        # ``defer`` is for a store that commits in groups; every append here is one.
+        async def appended(conn: Conn) -> list[AuditLine]:
+            if len(lines) == 1:
+                return [await self._append(conn, lines[0])]
+            async with conn.transaction():  # several lines: all of them or none
+                return [await self._append(conn, prepared) for prepared in lines]
 
-    async def _append(self, conn: Conn, fields: dict[str, Any]) -> AuditLine:
+        return await self._with(appended)
+
+    async def _append(self, conn: Conn, prepared: PreparedLine) -> AuditLine:
         if not self._registered:
             await conn.execute(
                 "INSERT INTO audit_chains (chain, team, user_name, host, started, nonce)"
@@ -227,7 +234,7 @@ class PgAuditLog(AuditBase):
             self._registered = True
         for _ in range(MAX_RACES):
             seq, prev = self._head
-            line, text = chain_line(fields, seq + 1, prev, iso(self._clock.now()))
+            line, text = prepared.chain(seq + 1, prev, iso(self._clock.now()))
             row = await conn.fetchrow(
                 "SELECT * FROM sy_audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 self.chain,

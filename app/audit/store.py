@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from typing import Any
+from collections.abc import Sequence
 
 import aiosqlite
 
-from app.audit.canonical import GENESIS_HASH, chain_line
+from app.audit.canonical import GENESIS_HASH
+from app.audit.prepared import PreparedLine
 from app.audit.types import AuditLine
 from app.clock import Clock, iso
-from app.sqlite import Busy, is_busy, rollback_quietly, use_wal
+from app.sqlite import use_wal
 from app.store.errors import SchemaTooNew
 
 #: WAL + NORMAL: a committed line survives a crash of the process at any point; a power
@@ -73,38 +74,38 @@ async def setup(db: aiosqlite.Connection, what: str = "") -> None:
         raise
 
 
-def insert_line(
-    db: sqlite3.Connection, inline: bool, fields: dict[str, Any], clock: Clock
-) -> AuditLine:
-    """Read the tail and append the next line in one ``BEGIN IMMEDIATE`` transaction."""
-    try:
-        db.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
-        if inline and is_busy(exc):
-            raise Busy from exc
-        raise
-    try:
-        row = db.execute("SELECT seq, hash FROM audit_lines ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev_hash = (row[0] + 1, row[1]) if row else (1, GENESIS_HASH)
-        # The time is read inside the transaction so ts order follows seq order.
-        line, text = chain_line(fields, seq, prev_hash, iso(clock.now()))
-        db.execute(
-            "INSERT INTO audit_lines (seq, ts, session, run, kind, hash, line) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (seq, line.ts, line.session, line.run, line.kind, line.hash, text),
-        )
-        db.execute(
-            "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            (seq, line.hash),
-        )
-        db.execute("COMMIT")
-    except BaseException as exc:
-        rollback_quietly(db)
-        if inline and is_busy(exc):
-            raise Busy from exc
-        raise
-    return line
+_TAIL = "SELECT seq, hash FROM audit_lines ORDER BY seq DESC LIMIT 1"
+_INSERT = (
+    "INSERT INTO audit_lines (seq, ts, session, run, kind, hash, line) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_HEAD = (
+    "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
+)
+
+
+def write_lines(
+    db: sqlite3.Connection, lines: Sequence[PreparedLine], clock: Clock
+) -> list[AuditLine]:
+    """Read the tail and append ``lines`` after it, inside a write transaction (``BEGIN
+    IMMEDIATE``) the caller holds: two writers can never both extend the same tail."""
+    row = db.execute(_TAIL).fetchone()
+    seq, prev_hash = (row[0], row[1]) if row else (0, GENESIS_HASH)
+    # The time is read inside the transaction so ts order follows seq order.
+    ts = iso(clock.now())
+    out: list[AuditLine] = []
+    # Every line is made (and validated) before the first is written: a line that does
+    # not validate writes nothing.
+    made = []
+    for prepared in lines:
+        seq += 1
+        line, text = prepared.chain(seq, prev_hash, ts)
+        made.append((seq, ts, line.session, line.run, line.kind, line.hash, text))
+        prev_hash = line.hash
+        out.append(line)
+    db.executemany(_INSERT, made)
+    db.execute(_HEAD, (seq, prev_hash))
+    return out
 
 
 def _statements(script: str) -> list[str]:

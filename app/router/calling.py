@@ -43,20 +43,24 @@ def mask_request(request: ChatRequest) -> tuple[ChatRequest, int]:
     like any diff that does not apply.
     """
     masker = Masker.from_environment()
-    messages = [
-        m.model_copy(
+    messages = list(request.messages)
+    for i, m in enumerate(messages):
+        before = masker.count
+        content, reasoning = masker.text(m.content), masker.text(m.reasoning)
+        # a tool's result or a call's arguments can quote a file as well
+        arguments = [masker.text(c.arguments) for c in m.tool_calls]
+        if masker.count == before:
+            continue  # nothing in this message: no copy of it
+        messages[i] = m.model_copy(
             update={
-                "content": masker.text(m.content),
-                "reasoning": masker.text(m.reasoning),
-                # a tool's result or a call's arguments can quote a file as well
+                "content": content,
+                "reasoning": reasoning,
                 "tool_calls": [
-                    c.model_copy(update={"arguments": masker.text(c.arguments)})
-                    for c in m.tool_calls
+                    c.model_copy(update={"arguments": a})
+                    for c, a in zip(m.tool_calls, arguments, strict=True)
                 ],
             }
         )
-        for m in request.messages
-    ]
     if not masker.count:
         return request, 0
     return request.model_copy(update={"messages": messages}), masker.count

@@ -63,6 +63,7 @@ async def escalate(
     values = {r.signal: r.value for r in d.reasons}
     origin = d.local.model if d.local else None
     recorded = {"inputs": inputs} if inputs is not None else {}
+    provenance = provenance_of(d, request)  # the call line repeats it: hashed once
     await write(
         "escalation",
         from_=origin,
@@ -74,7 +75,7 @@ async def escalate(
             "est_cost_usd": d.est_cost_usd,
             **recorded,
         },
-        provenance=provenance_of(d, request),
+        provenance=provenance,
         detail=f"{', '.join(r.text for r in d.reasons)} → {d.target}",
     )
     approver = "session-approval"
@@ -114,7 +115,9 @@ async def escalate(
                 denied.update(d.chain)
             return None
         approver = decision.decided_by
-    return await serve_cloud(router, d, request, run, on_delta, write, failed, approver)
+    return await serve_cloud(
+        router, d, request, run, on_delta, write, failed, approver, provenance=provenance
+    )
 
 
 async def serve_cloud(
@@ -126,8 +129,13 @@ async def serve_cloud(
     write: Write,
     failed: dict[str, str],
     approver: str,
+    *,
+    provenance: Mapping[str, Any] | None = None,
 ) -> RoutedResult | None:
-    """An approved cloud step: reachable? reserve, call, settle (or release), audit."""
+    """An approved cloud step: reachable? reserve, call, settle (or release), audit.
+
+    ``provenance``: the escalation line's (:func:`provenance_of`), when the caller has it.
+    """
     assert d.target is not None and d.provider is not None
     missing = router.backends.unavailable().get(d.target)
     if missing is not None:
@@ -184,20 +192,24 @@ async def serve_cloud(
         return None
     model = router.policy.model(d.target)
     actual = cost_usd(model, result.usage.tokens_in, result.usage.tokens_out)
+    # What happened is recorded with group commit (defer): committed with the next write
+    # (the next request's decision line and reservation) or when the loop runs again.
     await router.ledger.settle(
         reservation.id,
         actual_usd=actual,
         tokens_in=result.usage.tokens_in,
         tokens_out=result.usage.tokens_out,
         latency_ms=result.latency_ms,
+        defer=True,
     )
     await write(
         "call",
+        defer=True,
         to=d.target,
         reason_codes=d.reason_codes,
         values={**call_values(result, actual), "secrets_masked": masked, "provider": d.provider},
         provenance={
-            **provenance_of(d, request),
+            **(provenance if provenance is not None else provenance_of(d, request)),
             "approver": approver,
             "cost_usd": round(actual, 6),
         },

@@ -1,7 +1,11 @@
 """The store interface of the budget ledger: what the router, the pipeline and the CLI
 use. :class:`~app.router.ledger.BudgetLedger` (a machine's SQLite file, the default) and
 :class:`~app.router.ledger.pg_ledger.PgBudgetLedger` (the team's PostgreSQL) implement
-it; the router calls the one it was given directly, with nothing in between."""
+it; the router calls the one it was given directly, with nothing in between.
+
+``defer=True`` on a settlement or a call record: the store may commit it with its next
+write (group commit); a crash before then loses it as one just before it would have.
+A store that commits every write ignores it."""
 
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ class Ledger(Protocol):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
+        defer: bool = False,
     ) -> None: ...
 
     async def release(
@@ -62,7 +67,12 @@ class Ledger(Protocol):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
+        defer: bool = False,
     ) -> None: ...
+
+    async def flush(self) -> None:
+        """Commit what was written with ``defer=True`` (group commit) now."""
+        ...
 
     async def expire_stale(self) -> int: ...
 

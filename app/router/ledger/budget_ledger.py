@@ -23,7 +23,7 @@ from app.router.ledger.errors import LedgerError, LedgerUnreadable
 from app.router.ledger.money import check_tokens, nusd, usd, utc_day
 from app.router.ledger.records import BudgetSnapshot, Reservation
 from app.router.ledger.schema import migrate
-from app.router.ledger.transactions import ReservationStatus, connect, on_thread, transaction
+from app.router.ledger.transactions import ReservationStatus, connect, on_thread
 from app.sqlite import SQLiteRunner, use_wal
 
 #: WAL + NORMAL: durable against a crash of the process, not against a power cut (see the
@@ -93,6 +93,7 @@ class BudgetLedger(ClosedOnExit):
         if self._db is not None:
             db, self._db = self._db, None
             async with self._lock:
+                self._runner.close()  # commits what was deferred
                 await db.close()
 
     # ── transactions ─────────────────────────────────────────────────────────────────────
@@ -103,20 +104,35 @@ class BudgetLedger(ClosedOnExit):
         return self._db
 
     async def _run(
-        self, write: bool, body: Callable[[sqlite3.Connection], T], *, inline: bool = True
+        self,
+        write: bool,
+        body: Callable[[sqlite3.Connection], T],
+        *,
+        inline: bool = True,
+        defer: bool = False,
     ) -> T:
         """``body(conn)`` inside one transaction: a write transaction (IMMEDIATE: takes the
         file's write lock up front, so the check and the insert see the same state), or a
         consistent read snapshot. ``inline=False`` for reads whose cost grows with the
-        file (reports): those never run on the event loop."""
-        path = self.path
+        file (reports): those never run on the event loop. ``defer``: group commit (see
+        :meth:`app.sqlite.SQLiteRunner.write`), for a write that records what happened."""
         async with self._lock:
             self._conn()
-            return await self._runner.run(
-                lambda db, at_once: transaction(db, at_once, write, body, path),
-                inline=inline,
-                write=write,
-            )
+            try:
+                if write:
+                    return await self._runner.write(body, defer=defer)
+                return await self._runner.read(body, inline=inline)
+            except sqlite3.Error as exc:
+                raise transactions.ledger_error(self.path, exc) from exc
+
+    async def flush(self) -> None:
+        """Commit the settlements and calls recorded with ``defer=True`` now."""
+        async with self._lock:
+            if self._db is not None:
+                try:
+                    await self._runner.flush()
+                except sqlite3.Error as exc:
+                    raise transactions.ledger_error(self.path, exc) from exc
 
     async def _publish(self, session: str) -> None:
         if self._bus is not None:
@@ -175,10 +191,23 @@ class BudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
+        defer: bool = False,
     ) -> None:
-        """Record the call's actual cost (even above the reservation) and close it."""
+        """Record the call's actual cost (even above the reservation) and close it.
+
+        ``defer``: commit it with the next write (group commit, :meth:`flush`); a crash
+        before then leaves the reservation live, as one just before the settlement would
+        (it is charged its full amount once its TTL has passed).
+        """
         await self._close(
-            reservation_id, "settled", actual_usd, tokens_in, tokens_out, latency_ms, outcome
+            reservation_id,
+            "settled",
+            actual_usd,
+            tokens_in,
+            tokens_out,
+            latency_ms,
+            outcome,
+            defer=defer,
         )
 
     async def release(
@@ -205,6 +234,8 @@ class BudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str,
+        *,
+        defer: bool = False,
     ) -> None:
         cost = nusd(actual_usd, "actual_usd")
         check_tokens(tokens_in, tokens_out)
@@ -215,6 +246,7 @@ class BudgetLedger(ClosedOnExit):
             lambda db: transactions.close_live(
                 db, reservation_id, status, now, cost, outcome, tokens_in, tokens_out, latency_ms
             ),
+            defer=defer,
         )
         await self._publish(session)
 
@@ -231,8 +263,10 @@ class BudgetLedger(ClosedOnExit):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
+        defer: bool = False,
     ) -> None:
-        """Telemetry for a call made without a reservation (its cost still counts)."""
+        """Telemetry for a call made without a reservation (its cost still counts).
+        ``defer``: group commit, as for :meth:`settle`."""
         cost = nusd(cost_usd, "cost_usd")
         check_tokens(tokens_in, tokens_out)
         now = self._clock.now()
@@ -252,7 +286,7 @@ class BudgetLedger(ClosedOnExit):
             outcome,
             None,
         )
-        await self._run(True, lambda db: transactions.insert_call(db, values))
+        await self._run(True, lambda db: transactions.insert_call(db, values), defer=defer)
         await self._publish(session)
 
     # ── reading ──────────────────────────────────────────────────────────────────────────

@@ -236,7 +236,9 @@ class PgBudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
+        defer: bool = False,
     ) -> None:
+        # ``defer`` is for a store that commits in groups; each call here commits.
         await self._close(
             reservation_id, "settled", actual_usd, tokens_in, tokens_out, latency_ms, outcome
         )
@@ -285,6 +287,9 @@ class PgBudgetLedger(ClosedOnExit):
             raise ReservationClosed(reservation_id, str(row["was"]))
         await self._publish(str(row["session"]))
 
+    async def flush(self) -> None:
+        """Nothing to do: every write here commits at once."""
+
     async def record_call(
         self,
         *,
@@ -298,6 +303,7 @@ class PgBudgetLedger(ClosedOnExit):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
+        defer: bool = False,
     ) -> None:
         cost = nusd(cost_usd, "cost_usd")
         check_tokens(tokens_in, tokens_out)

@@ -1,9 +1,12 @@
-"""The ledger's transactions: the connection and how one transaction runs on it, and
+"""The ledger's transactions: the connection, what a failed one is to the caller, and
 the writes the request path makes in one (reserve, close a reservation, expire stale
 ones, record a call).
 
-The write functions run inside a transaction the caller holds (:func:`transaction`), so
-a cap check and the reservation it guards see the same state.
+The write functions run inside a write transaction the caller holds (the project's
+runner, :meth:`app.sqlite.SQLiteRunner.write`), so a cap check and the reservation it
+guards see the same state. They raise a domain error (an unknown or closed reservation)
+before they write anything: a write joining a group-committed transaction that is
+refused leaves the writes before it in place.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from app.router.ledger.errors import (
     UnknownReservation,
 )
 from app.router.ledger.records import Reservation
-from app.sqlite import Busy, is_busy, rollback_quietly
+from app.sqlite import is_busy
 
 ReservationStatus = Literal["live", "settled", "released", "expired"]
 T = TypeVar("T")
@@ -67,32 +70,11 @@ def _with_conn(db: aiosqlite.Connection, fn: Callable[..., T], args: tuple[Any, 
     return fn(db._conn, *args)
 
 
-def transaction(
-    db: sqlite3.Connection,
-    inline: bool,
-    write: bool,
-    body: Callable[[sqlite3.Connection], T],
-    path: Path,
-) -> T:
-    """One transaction; ``inline``: raise :class:`Busy` rather than wait for a lock."""
-    try:
-        db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    except sqlite3.Error as exc:  # e.g. locked for longer than busy_timeout
-        if inline and is_busy(exc):
-            raise Busy from exc
-        raise LedgerError(f"{path}: budget ledger unavailable: {exc}") from exc
-    try:
-        result = body(db)
-        db.execute("COMMIT")
-    except BaseException as exc:
-        # SQLite may already have rolled back (e.g. on a full disk): then this fails.
-        rollback_quietly(db)
-        if inline and is_busy(exc):
-            raise Busy from exc
-        if isinstance(exc, sqlite3.Error):
-            raise LedgerError(f"{path}: budget ledger error: {exc}") from exc
-        raise
-    return result
+def ledger_error(path: Path, exc: sqlite3.Error) -> LedgerError:
+    """What a failed statement or transaction is to the ledger's caller."""
+    if is_busy(exc):  # locked by another connection for longer than the busy timeout
+        return LedgerError(f"{path}: budget ledger unavailable: {exc}")
+    return LedgerError(f"{path}: budget ledger error: {exc}")
 
 
 # ── Writes (each inside a transaction the caller holds) ─────────────────────────────────

@@ -1,0 +1,109 @@
+"""The quick way of making an audit line (the C encoder, app.audit.prepared) writes exactly
+what the slow way (``redact(jsonable(..))`` then canonical JSON) writes, or steps aside."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from app.audit.base import _prepare
+from app.audit.canonical import GENESIS_HASH, canonical_json, jsonable, line_hash
+from app.audit.prepared import prepare, prepare_plain
+from app.audit.quick_redact import looks_clean, redact_fields
+
+
+class Model(BaseModel):
+    a: int = 1
+    b: list[str] = ["x"]
+
+
+class Shown:
+    def __str__(self) -> str:
+        return "shown!"
+
+
+def _raw(values: Any, provenance: Any = None, detail: str = "d") -> dict[str, Any]:
+    return {
+        "session": "s",
+        "run": None,
+        "kind": "call",
+        "role": "architect",
+        "from": None,
+        "to": "m",
+        "reason_codes": ["R"],
+        "values": values,
+        "policy_version": "1.0.0",
+        "provenance": provenance if provenance is not None else {},
+        "detail": detail,
+    }
+
+
+def _slow(raw: dict[str, Any]) -> tuple[Any, str]:
+    return prepare_plain(redact_fields(jsonable(raw))).chain(7, GENESIS_HASH, "2026-01-01T00:00Z")
+
+
+def _quick(raw: dict[str, Any]) -> tuple[Any, str] | None:
+    made = prepare(raw)
+    if made is None or not looks_clean(made[1], made[2]):
+        return None
+    return made[0].chain(7, GENESIS_HASH, "2026-01-01T00:00Z")
+
+
+def _verifies(text: str) -> bool:
+    data = json.loads(text)
+    return canonical_json(data) == text and line_hash(data) == data["hash"]
+
+
+keys = st.one_of(st.text(max_size=6), st.integers(-20, 20), st.booleans(), st.none())
+leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["sk-abcdefghijklmnop123", "Bearer abcdefghij12345", "\ud800", "İ", "→"]),
+    st.builds(Model),
+    st.builds(Shown),
+)
+values = st.recursive(
+    leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.frozensets(st.integers(0, 9), max_size=3),
+        st.dictionaries(keys, inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(keys, values, max_size=5), st.dictionaries(st.text(max_size=5), values))
+def test_the_quick_way_writes_what_the_slow_way_writes(v: Any, p: Any) -> None:
+    raw = _raw(v, p)
+    slow_line, slow_text = _slow(raw)
+    assert _verifies(slow_text)
+    quick = _quick(raw)
+    if quick is not None:
+        assert quick[1] == slow_text
+        assert quick[0] == slow_line
+
+
+def test_what_takes_the_slow_way() -> None:
+    # keys that sort as numbers, a NaN, a lone surrogate, and anything that may be a secret
+    for v in ({10: "a", 9: "b"}, {"x": float("nan")}, {"x": "\ud800"}, {"k": "sk-" + "a1" * 9}):
+        assert _quick(_raw(v)) is None
+    assert _quick(_raw({"api_key": "x"})) is None
+    # what is plain goes the quick way
+    assert _quick(_raw({"a": [1, 2.5, None, True], "b": {"z": (1, 2)}}, detail="a → b"))
+
+
+def test_an_append_redacts_a_secret_the_quick_way_would_have_kept() -> None:
+    made = _prepare(
+        "call", "s", None, None, None, None, ["R"], {"k": "sk-" + "a1" * 9}, None, "", "1"
+    )
+    assert "a1a1a1" not in made.chain(1, GENESIS_HASH, "t")[1]
