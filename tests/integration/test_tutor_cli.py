@@ -171,6 +171,9 @@ def test_interactive_ends_on_an_empty_line_and_escalates_per_line(
 ) -> None:
     typed = "/escalate what is a closure?\n\nnever sent\n"
     monkeypatch.setattr("sys.stdin", Terminal(typed))
+    # a key, so the escalation is asked for (and denied); a model without one is skipped
+    # before anyone is asked
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-tutor-test-0123456789abcdef")
     assert main(["tutor", "--approve", "deny"]) == 0
     out = capsys.readouterr().out
     assert "escalation requested: it stayed local" in out
