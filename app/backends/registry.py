@@ -10,15 +10,19 @@ from __future__ import annotations
 import os
 import time
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.audit.types import AuditSink
 from app.backends.base import Backend, BackendError
-from app.backends.http import LocalOnly, make_async_client_httpx2
 from app.backends.pool import EndpointPool, PooledBackend
 from app.backends.runtimes import api_root, resolve_url, resolve_urls
 from app.clock import Clock, SystemClock
 from app.policy.schema import Policy
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from app.backends.http import LocalOnly
 
 PROBE_TIMEOUT_S = 0.5
 PROBE_TTL_S = 5.0
@@ -51,10 +55,11 @@ class BackendRegistry:
             if len(urls) > 1:
                 self._urls[rid] = urls[0]
                 self._pools[rid] = EndpointPool(rid, urls, self._clock, _cooldown(policy))
-        # One guarded client for every HTTP backend: the SDKs take httpx2 clients.
-        self._client = make_async_client_httpx2(
-            local_only=local_only, audit=audit, session=session, named=policy.named_local_hosts()
-        )
+        # One guarded client for every HTTP backend: the SDKs take httpx2 clients. Made on
+        # first use: the HTTP stack (and its TLS context) costs a start-up that serves no
+        # HTTP backend, e.g. the workbench's first frame, a third of a second.
+        self._local_only = local_only
+        self._http: httpx2.AsyncClient | None = None
         self._backends: dict[tuple[str, str], Backend] = {}
         self._probes: dict[str, tuple[float, bool]] = {}
         self._windows: dict[str, int] = {}
@@ -96,7 +101,21 @@ class BackendRegistry:
     async def aclose(self) -> None:
         for backend in self._backends.values():
             await backend.aclose()
-        await self._client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+
+    @property
+    def _client(self) -> httpx2.AsyncClient:
+        if self._http is None:
+            from app.backends.http import make_async_client_httpx2
+
+            self._http = make_async_client_httpx2(
+                local_only=self._local_only,
+                audit=self._audit,
+                session=self._session,
+                named=self.policy.named_local_hosts(),
+            )
+        return self._http
 
     # ── internals ────────────────────────────────────────────────────────────────────
 

@@ -29,15 +29,20 @@ class Sums:
         return self.per_provider.get(name, (0, 0))
 
 
+# Two index lookups (UNION ALL) rather than one OR, which SQLite plans as a wider scan.
+_SUMS = (
+    "SELECT scope, provider, spent_nusd, reserved_nusd FROM totals"
+    " WHERE scope = 'session' AND key = ?"
+    " UNION ALL SELECT scope, provider, spent_nusd, reserved_nusd FROM totals"
+    " WHERE scope IN ('day', 'provider_day') AND key = ?"
+)
+
+
 def sums(db: sqlite3.Connection, session: str, day: str) -> Sums:
     """One read of the running totals (kept by triggers, see :mod:`.schema`): the cost of
     the sums no longer grows with the number of calls and reservations on file."""
     u = Sums()
-    rows = db.execute(
-        "SELECT scope, provider, spent_nusd, reserved_nusd FROM totals"
-        " WHERE (scope = 'session' AND key = ?) OR (scope IN ('day', 'provider_day') AND key = ?)",
-        (session, day),
-    ).fetchall()
+    rows = db.execute(_SUMS, (session, day)).fetchall()
     for scope, provider, spent, reserved in rows:
         if scope == "session":
             u.s_spent, u.s_res = int(spent), int(reserved)
