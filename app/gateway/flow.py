@@ -88,6 +88,9 @@ async def run_request(
             ),
         },
         detail=f"{client}: {inbound.protocol} {inbound.model} → {role}",
+        # Nothing has happened yet: the route line, which stands before any effect,
+        # commits it (group commit), or the loop's next turn does.
+        defer=True,
     )
     # One waiter at a time, woken by a delta, the end of the work or the keep-alive timer
     # (a task and asyncio.wait per delta cost more than the rest of the relay).
@@ -202,4 +205,5 @@ async def _close_line(
         reason_codes=["GATEWAY_DONE" if status == 200 else "GATEWAY_FAILED"],
         values=values,
         detail=detail,
+        defer=True,  # records what already happened
     )
