@@ -1,34 +1,41 @@
 """The Architect (§1, §2): draft → maieutic self-interrogation → final plan.
 
 Self-critique within the same model is the seed's preferred pattern: one planner writes a
-draft, questions it, and writes the final plan. The final step reads the draft's soft
-signals (confidence, scope), so a low-confidence plan is what escalates (§3). When the
-escalation is denied or unavailable the run goes on with the local plan, marked
-low-confidence, and the second-opinion sidecar may give advice (never a decision).
+draft, questions it, and writes the final plan, locally. The final plan's confidence is
+then grounded (:mod:`.grounding`: the model's self-report capped by checks against the
+repository and the task; no model is asked), and the escalation decision reads that
+grounded value with the plan's scope (§3). When a trigger fires, the cloud planner writes
+the plan (after the human's approval); when the escalation is denied or unavailable the
+run goes on with the local plan, marked low-confidence, and the second-opinion sidecar
+may give advice (never a decision).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
-from app.backends.base import ChatRequest
+from app.backends.base import ChatRequest, Message
 from app.bus import PlanUpdated
 from app.evidence.bundle import PLAN
 from app.pipeline import prompts
 from app.pipeline.context import RunStopped
+from app.pipeline.grounding import Grounded, ground_plan
+from app.pipeline.repo_facts import repo_facts
 from app.pipeline.schemas import Plan, PlanStep
 from app.pipeline.second_opinion import advise
 from app.pipeline.signals import plan_signals
-from app.pipeline.structured import ask_model
+from app.pipeline.structured import Answer, ask_model
+from app.router.decide import fired_triggers
+from app.router.service import RouteRefused, RouteStaysLocal
 from app.router.types import Signals
 
 if TYPE_CHECKING:
     from app.pipeline.context import RunContext
 
 ROLE = "architect"
-#: output room for a plan, and for the interrogation's questions
-PLAN_TOKENS = 400
-QUESTION_TOKENS = 160
+#: the evidence file with the final plan's grounded confidence (self-report, cap, reasons)
+GROUNDING = "plan_grounding.json"
 
 
 async def plan(ctx: RunContext, brief: str) -> Plan:
@@ -38,6 +45,7 @@ async def plan(ctx: RunContext, brief: str) -> Plan:
         return await _the_task_as_plan(ctx)
     await ctx.stage(ROLE, "started", role=ROLE, detail="draft")
     first = Signals(user_request=ctx.wants_escalation(ROLE))
+    ctx.guard_calls(ROLE)
     draft = await ask_model(
         ctx.router,
         ROLE,
@@ -45,22 +53,25 @@ async def plan(ctx: RunContext, brief: str) -> Plan:
         prompts.architect_draft(ctx.task, brief),
         first,
         run=ctx.run_id,
-        max_tokens=PLAN_TOKENS,
+        max_tokens=ctx.policy.generation.plan_tokens,
     )
+    ctx.charge(ROLE, draft.calls)
     await ctx.role_stage(ROLE, draft, "draft")
     current = draft.value
+    grounded: Grounded | None = None
     if current is not None:
         await publish_plan(ctx, current)
-        current = await _final(ctx, brief, current)
-    if current is None:
+        current, grounded = await _final(ctx, brief, current)
+    if current is None or grounded is None:
         raise RunStopped(f"architect: no valid plan ({draft.error})")
     ctx.bundle.write_json(PLAN, current.model_dump())
-    await publish_plan(ctx, current)
+    ctx.bundle.write_json(GROUNDING, grounded.as_json())
+    await publish_plan(ctx, current, grounded)
     await ctx.stage(
         ROLE,
         "finished",
         role=ROLE,
-        detail=f"{len(current.steps)} steps, confidence {current.confidence:.2f}",
+        detail=f"{len(current.steps)} steps, confidence {grounded.value:.2f} ({grounded.basis})",
     )
     return current
 
@@ -90,47 +101,97 @@ async def _the_task_as_plan(ctx: RunContext) -> Plan:
     return value
 
 
-async def _final(ctx: RunContext, brief: str, draft: Plan) -> Plan:
-    """Interrogate the draft, then write the final plan (the draft when that fails)."""
+async def _final(ctx: RunContext, brief: str, draft: Plan) -> tuple[Plan, Grounded]:
+    """Interrogate the draft and write the final plan locally (the draft when that fails);
+    then escalate on the final plan's grounded signals. Returns the plan and its grounding."""
+    ctx.guard_calls(ROLE)
     questions = await ctx.router.complete(
         ROLE,
         ChatRequest(
-            messages=prompts.architect_interrogate(ctx.task, draft), max_tokens=QUESTION_TOKENS
+            messages=prompts.architect_interrogate(ctx.task, draft),
+            max_tokens=ctx.policy.generation.question_tokens,
         ),
         Signals(),
         run=ctx.run_id,
     )
-    signals = Signals(**plan_signals(draft), user_request=ctx.wants_escalation(ROLE))
+    ctx.charge(ROLE, 1)
+    messages = prompts.architect_final(ctx.task, brief, draft, questions.text)
+    ctx.guard_calls(ROLE)
     final = await ask_model(
         ctx.router,
         ROLE,
         Plan,
-        prompts.architect_final(ctx.task, brief, draft, questions.text),
-        signals,
+        messages,
+        Signals(user_request=ctx.wants_escalation(ROLE)),
         run=ctx.run_id,
-        max_tokens=PLAN_TOKENS,
+        max_tokens=ctx.policy.generation.plan_tokens,
     )
+    ctx.charge(ROLE, final.calls)
     await ctx.role_stage(ROLE, final, "final")
     chosen = final.value if final.value is not None else draft
-    escalation_lost = (
-        final.result is not None
-        and bool(final.result.decision.reasons)
-        and not final.result.escalated
+    grounded = await ground(ctx, chosen)
+    if final.result is not None and final.result.escalated:
+        return chosen, grounded  # the user asked: the cloud planner wrote it
+    signals = Signals(
+        **plan_signals(chosen, grounded.value),
+        user_request=ctx.wants_escalation(ROLE),
+        grounds=(("confidence", grounded.basis),),
     )
-    if escalation_lost:
-        await ctx.notice(
-            "the escalation was denied or unavailable: going on with the local plan, "
-            "marked low-confidence",
-            level="warning",
-        )
-        await advise(
-            ctx,
-            "low_confidence",
-            "Plan:\n" + chosen.model_dump_json(indent=1),
-            value=chosen.confidence,
-        )
-    return chosen
+    if not fired_triggers(ctx.policy, ROLE, signals):
+        return chosen, grounded
+    cloud = await _escalate(ctx, messages, signals)
+    if cloud is not None and cloud.value is not None:
+        await ctx.role_stage(ROLE, cloud, "escalated")
+        return cloud.value, await ground(ctx, cloud.value)
+    await ctx.notice(
+        "the escalation was denied or unavailable: going on with the local plan, "
+        f"marked low-confidence ({grounded.value:.2f}: {grounded.basis})",
+        level="warning",
+    )
+    await advise(
+        ctx,
+        "low_confidence",
+        "Plan:\n" + chosen.model_dump_json(indent=1) + f"\n\nGrounding: {grounded.basis}",
+        value=grounded.value,
+    )
+    return chosen, grounded
 
 
-async def publish_plan(ctx: RunContext, value: Plan) -> None:
-    await ctx.emit(PlanUpdated(session=ctx.session.id, run=ctx.run_id, plan=value.model_dump()))
+async def _escalate(
+    ctx: RunContext, messages: list[Message], signals: Signals
+) -> Answer[Plan] | None:
+    """The final plan's triggers fired: the cloud planner writes the plan (approval,
+    budget and local_only are the router's). None when it stays local (denied,
+    unavailable, local_only): the local plan stands and no local generation is repeated."""
+    ctx.guard_calls(ROLE)
+    try:
+        answer = await ask_model(
+            ctx.router,
+            ROLE,
+            Plan,
+            messages,
+            signals,
+            run=ctx.run_id,
+            max_tokens=ctx.policy.generation.plan_tokens,
+            cloud_only=True,
+        )
+    except (RouteStaysLocal, RouteRefused):
+        return None  # the router audited the skips, the denial or the refusal
+    ctx.charge(ROLE, answer.calls)
+    return answer
+
+
+async def ground(ctx: RunContext, value: Plan) -> Grounded:
+    """``value``'s confidence grounded in the repository and the task (no model call)."""
+    facts = await asyncio.to_thread(repo_facts, ctx.repo)
+    return ground_plan(value, ctx.task, facts, ctx.policy.grounding)
+
+
+async def publish_plan(ctx: RunContext, value: Plan, grounded: Grounded | None = None) -> None:
+    """The plan for the panes; with its grounding, the confidence shown is the grounded
+    one (the self-report and the reasons ride along)."""
+    shown = value.model_dump()
+    if grounded is not None:
+        shown["confidence"] = grounded.value
+        shown["grounding"] = grounded.as_json()
+    await ctx.emit(PlanUpdated(session=ctx.session.id, run=ctx.run_id, plan=shown))

@@ -9,6 +9,8 @@ them is only who listens on the bus and who decides approvals.
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -64,6 +66,10 @@ class RunContext:
     bundle: EvidenceBundle
     #: second opinions recorded so far (all of them go to second_opinion.json)
     advice: list[AdviceRecord] = field(default_factory=list)
+    #: model calls made so far, per role (repairs included; capped per stage)
+    calls: Counter[str] = field(default_factory=Counter)
+    #: per stage: when it first started and last finished (time.monotonic)
+    stage_times: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def policy(self) -> Policy:
@@ -88,9 +94,25 @@ class RunContext:
         return await self.session.audit.append(kind, session=self.session.id, run=self.run_id, **kw)
 
     async def stage(self, stage: str, status: str, **kw: Any) -> None:
+        now = time.monotonic()
+        times = self.stage_times.setdefault(stage, [now, now])
+        times[1] = now
         await self.emit(
             StageChanged(session=self.session.id, run=self.run_id, stage=stage, status=status, **kw)
         )
+
+    def guard_calls(self, role: str) -> None:
+        """Stop the run before ``role`` makes a call past the policy's per-stage cap."""
+        cap = self.policy.generation.max_calls_per_stage
+        if self.calls[role] >= cap:
+            raise RunStopped(
+                f"{role}: {self.calls[role]} model calls made, the stage's cap is {cap} "
+                "([generation] max_calls_per_stage)"
+            )
+
+    def charge(self, role: str, calls: int) -> None:
+        """Count ``calls`` model calls (generations, repairs included) for ``role``."""
+        self.calls[role] += calls
 
     def exercised(self, role: str) -> bool:
         """False only when the run's spec marks ``role`` NO (§8)."""

@@ -33,12 +33,14 @@ from app.pipeline.ace import reflect
 from app.pipeline.context import RunStopped
 from app.pipeline.edits.grammar import edit_grammar
 from app.pipeline.edits.reply import Change, EditReplyParser, UnreadableFile
+from app.pipeline.grounding import ChangeFacts, Grounded, diff_size, ground_change
 from app.pipeline.schemas import Plan
 from app.pipeline.second_opinion import advise
-from app.pipeline.signals import diff_signals
+from app.pipeline.signals import diff_files, diff_signals
 from app.pipeline.structured import Answer, ask_parsed
 from app.pipeline.testloop import TestLoop
 from app.router.types import Signals
+from app.tokens import count_text
 from app.workspace.testcmd import detect_test_command
 
 if TYPE_CHECKING:
@@ -46,8 +48,6 @@ if TYPE_CHECKING:
     from app.workspace.worktree import Worktree
 
 ROLE = "implementer"
-#: output room for one attempt's change
-ATTEMPT_TOKENS = 700
 #: characters of source shown to the Implementer (the embedded model's window is small)
 FILE_CONTEXT_CHARS = 6000
 #: said in the repair turn after the problems, so the model rewrites every block
@@ -70,6 +70,11 @@ class Implementation:
     #: the worktree's diff against its base once the tests are green
     final_diff: str = ""
     failures: list[str] = field(default_factory=list)
+    #: the real tool actions of the work so far: files read for the model, files its
+    #: edits wrote, sandboxed test runs (the §3 ``tool_calls`` signal)
+    tool_actions: int = 0
+    #: each attempt's grounded self-check (evidence: implementer_grounding.json)
+    grounding: list[dict[str, object]] = field(default_factory=list)
 
 
 async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Implementation) -> None:
@@ -77,24 +82,30 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
     ctx.control.current_role = ROLE
     await ctx.stage(ROLE, "started", role=ROLE)
     baseline = await work.tests.run(attempt=None)
+    work.tool_actions += 1
     if baseline.ok:
         await ctx.notice("the tests already pass before any change")
     failed = 0
-    self_check: float | None = None
+    self_check: Grounded | None = None
     feedback = ""
     modules = 0
+    plan_files = _plan_files(plan, worktree.path)
     for attempt in range(1, ctx.options.max_attempts + 1):
         if ctx.control.stopping:
             raise RunStopped("stopped by the user")
-        signals = Signals(
-            failed_loops=failed,
-            self_check_confidence=self_check,
-            modules_touched=modules or None,
-            user_request=ctx.wants_escalation(ROLE),
-        )
         await asyncio.to_thread(worktree.reset)  # edits are read against the base
         parser = EditReplyParser(_reader(worktree))
         shown = files_for(plan, worktree.path)
+        work.tool_actions += len(shown)  # each file read for the model
+        signals = Signals(
+            failed_loops=failed,
+            self_check_confidence=self_check.value if self_check else None,
+            modules_touched=modules or None,
+            tool_calls=work.tool_actions,
+            user_request=ctx.wants_escalation(ROLE),
+            grounds=(("self_check_confidence", self_check.basis),) if self_check else (),
+        )
+        ctx.guard_calls(ROLE)
         answer = await ask_parsed(
             ctx.router,
             ROLE,
@@ -105,8 +116,9 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
             grammar=edit_grammar(shown),
             repair_hint=REPAIR_HINT,
             run=ctx.run_id,
-            max_tokens=ATTEMPT_TOKENS,
+            max_tokens=edit_tokens(ctx, shown),
         )
+        ctx.charge(ROLE, answer.calls)
         await ctx.role_stage(ROLE, answer, f"attempt {attempt}")
         change = answer.value
         if change is None:
@@ -115,9 +127,11 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
             await _failed_loop(ctx, work, attempt, kind, failed, feedback)
             _record(ctx, attempt, parser, None, f"# no diff: {kind.replace('_', ' ')}\n")
             continue
-        self_check = change.edits.self_check_confidence
+        said = change.edits.self_check_confidence
         written = await asyncio.to_thread(worktree.apply_files, change.files)
+        work.tool_actions += len(change.files)  # each file the edits wrote
         if not written.ok:
+            self_check = _ground(ctx, work, attempt, said, ChangeFacts(applied=False))
             failed += 1
             feedback = f"the edits could not be written: {written.reason}"
             await _failed_loop(ctx, work, attempt, "edits_refused", failed, feedback)
@@ -125,11 +139,20 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
             continue
         diff = await asyncio.to_thread(worktree.diff)
         modules = diff_signals(diff)["modules_touched"]
+        facts = ChangeFacts(
+            applied=True,
+            touched=frozenset(diff_files(diff)),
+            plan_files=plan_files,
+            changed_lines=diff_size(diff),
+            plan_steps=len(plan.steps),
+        )
+        self_check = _ground(ctx, work, attempt, said, facts)
         _record(ctx, attempt, parser, change, diff)
         await ctx.emit(
             DiffUpdated(session=ctx.session.id, run=ctx.run_id, attempt=attempt, diff=diff)
         )
         result = await work.tests.run(attempt=attempt)
+        work.tool_actions += 1
         if result.ok:
             work.tests_green = True
             work.final_diff = diff
@@ -157,6 +180,33 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
         f"implementer: {failed} failed loops in {ctx.options.max_attempts} attempts; "
         "no further progress is possible (see the audit for escalations)"
     )
+
+
+def edit_tokens(ctx: RunContext, shown: dict[str, str]) -> int:
+    """An edit reply's room: sized to the files it may touch, plus a margin, capped
+    (the policy's [generation]); a reply cut off there gets the owner's one repair."""
+    gen = ctx.policy.generation
+    sized = int(count_text("".join(shown.values())) * gen.edit_tokens_per_file_token)
+    return max(64, min(gen.edit_max_tokens, sized + gen.edit_margin_tokens))
+
+
+def _plan_files(plan: Plan, root: Path) -> frozenset[str]:
+    """The files the plan names that exist in the worktree."""
+    return frozenset(f for s in plan.steps for f in s.files if (root / f).is_file())
+
+
+def _ground(
+    ctx: RunContext, work: Implementation, attempt: int, said: float, facts: ChangeFacts
+) -> Grounded:
+    """The attempt's self-check, grounded in what Switchyard saw of the change."""
+    grounded = ground_change(said, facts, ctx.policy.grounding)
+    work.grounding.append({"attempt": attempt, **grounded.as_json()})
+    ctx.bundle.write_json(GROUNDING, {"attempts": work.grounding})
+    return grounded
+
+
+#: the evidence file with each attempt's grounded self-check
+GROUNDING = "implementer_grounding.json"
 
 
 def _reader(worktree: Worktree) -> Callable[[str], str | None]:

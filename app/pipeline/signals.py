@@ -9,10 +9,11 @@ from app.policy.highrisk import module_of
 from app.policy.schema import Ace
 
 
-def plan_signals(plan: Plan) -> dict[str, int | float]:
+def plan_signals(plan: Plan, confidence: float | None = None) -> dict[str, int | float]:
+    """``confidence``: the grounded one (:mod:`.grounding`); the self-report without it."""
     files = {f for step in plan.steps for f in step.files}
     return {
-        "confidence": plan.confidence,
+        "confidence": plan.confidence if confidence is None else confidence,
         "plan_steps": len(plan.steps),
         "files_touched": len(files),
         "open_questions": len(plan.open_questions),

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.hosts import HostPort, named_local_hosts
+from app.policy.signal_settings import Generation, Grounding, ToolUse
 
 Locality = Literal["local", "cloud"]
 RoleKind = Literal["llm", "retrieval", "embedding", "vision"]
@@ -276,6 +277,8 @@ class Ace(Strict):
     max_harmful_bullets: int = Field(ge=0, le=100)
     interesting_diff_files: int = Field(ge=1)
     interesting_diff_insertions: int = Field(ge=1)
+    #: failed loops that make a run an interesting failure (one failed loop is not)
+    interesting_failed_loops: int = Field(default=2, ge=1)
 
 
 class Resolution(Strict):
@@ -309,6 +312,9 @@ class Policy(Strict):
     memory: Memory
     embeddings: Embeddings
     ace: Ace
+    grounding: Grounding = Field(default_factory=Grounding)
+    generation: Generation = Field(default_factory=Generation)
+    tool_use: ToolUse = Field(default_factory=ToolUse)
     resolutions: list[Resolution] = Field(default_factory=list)
 
     @property

@@ -53,6 +53,8 @@ def evaluate_trigger(trigger: Trigger, signals: Signals) -> Reason | None:
     }[trigger.op]
     if not fired:
         return None
+    basis = next((why for name, why in signals.grounds if name == trigger.signal), None)
+    shown = f"{float(value):.2f} ({basis})" if basis else _fmt(float(value))
     return Reason(
         code=trigger.reason,
         trigger=trigger.id,
@@ -60,7 +62,7 @@ def evaluate_trigger(trigger: Trigger, signals: Signals) -> Reason | None:
         op=trigger.op,
         value=float(value),
         threshold=t,
-        text=f"{trigger.signal} {_fmt(float(value))} {_OPS[trigger.op]} {_fmt(t)}",
+        text=f"{trigger.signal} {shown} {_OPS[trigger.op]} {_fmt(t)}",
     )
 
 

@@ -201,7 +201,9 @@ class Router:
                     await write(
                         "skip",
                         to=skip.model,
-                        reason_codes=[f"SKIP_{skip.reason.upper()}"],
+                        # with the triggers that wanted this step (a cloud_only request
+                        # that stays local writes no route line to carry them)
+                        reason_codes=[f"SKIP_{skip.reason.upper()}", *d.reason_codes],
                         values={"reason": skip.reason, "detail": skip.detail},
                         detail=skip_text(skip),
                     )

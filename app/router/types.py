@@ -51,6 +51,9 @@ class Signals(Frozen):
     #: the reply's output cap when the caller sets one (the gateway: the client's
     #: max_tokens): the budget reservation covers it, not the role's default
     output_tokens: int | None = Field(default=None, ge=1)
+    #: (signal, what its value rests on): a grounded confidence's self-report and failed
+    #: checks, said in the trigger's text when it fires
+    grounds: tuple[tuple[str, str], ...] = ()
 
 
 class RouterState(Frozen):
