@@ -4,6 +4,10 @@ A case is one commit that modified exactly one Python file: the file before (the
 parent's) and after (the commit's), read through git (``log``, ``cat-file --batch``):
 the repository is never checked out or written. The change is cut into hunks with 3
 lines of context (6 for elisions, to have lines to leave out); each hunk is one edit.
+Where a hunk's old text occurs more than once in the file (repetitive code: httpx's
+client methods), the context is widened until every hunk's old text occurs once, as the
+format asks of a model (its SEARCH text must match one place; a diff's line numbers are
+never trusted); a case no width up to 12 makes unique is left out and counted.
 
 A perturbation rewrites every hunk of a case the way a model errs, or says the case has
 nothing to perturb (then it is not counted for that kind). Each kind is deterministic for
@@ -24,6 +28,8 @@ MAX_CHANGED = 60
 #: bytes a file may have at most
 MAX_BYTES = 200_000
 MARKER = "# ... existing code ..."
+#: context widths tried in turn until every hunk's old text occurs once in the file
+CONTEXTS = (3, 5, 8, 12)
 
 
 @dataclass(frozen=True)
@@ -53,10 +59,13 @@ class Case:
     before: str
     after: str
     hunks: tuple[Hunk, ...] = field(default=())
+    #: the context width the hunks were cut with
+    context: int = 3
 
 
-def cases(gitdir: Path, limit: int, context: int = 3) -> list[Case]:
-    """The most recent single-file Python modifications of ``gitdir`` (up to ``limit``)."""
+def cases(gitdir: Path, limit: int, stats: dict[str, int] | None = None) -> list[Case]:
+    """The most recent single-file Python modifications of ``gitdir`` (up to ``limit``);
+    ``stats`` counts the ones left out because no context width made them unique."""
     log = subprocess.run(
         [
             "git",
@@ -91,9 +100,14 @@ def cases(gitdir: Path, limit: int, context: int = 3) -> list[Case]:
             before, after = blobs.text(f"{parent}:{path}"), blobs.text(f"{commit}:{path}")
             if before is None or after is None or not _fits(before, after):
                 continue
-            hunks = make_hunks(before, after, context)
+            cut = unique_hunks(before, after, CONTEXTS[0])
+            if cut is None:
+                if stats is not None:
+                    stats["not_unique"] = stats.get("not_unique", 0) + 1
+                continue
+            hunks, width = cut
             if hunks and sum(1 for h in hunks for g, _ in h.ops if g != " ") <= MAX_CHANGED:
-                out.append(Case(str(gitdir), commit, path, before, after, tuple(hunks)))
+                out.append(Case(str(gitdir), commit, path, before, after, tuple(hunks), width))
             if len(out) >= limit:
                 break
     return out
@@ -158,6 +172,26 @@ def make_hunks(before: str, after: str, context: int) -> list[Hunk]:
             ops += [("+", t) for t in b[j1:j2]]
         out.append(Hunk(tuple(ops), group[0][1] + 1, group[0][3] + 1))
     return out
+
+
+def unique_hunks(before: str, after: str, least: int) -> tuple[list[Hunk], int] | None:
+    """The hunks at the narrowest width from ``least`` up whose old texts each occur once
+    in ``before``, and that width; None when none up to the widest does."""
+    lines = before.splitlines()
+    for width in sorted({least, *(c for c in CONTEXTS if c > least)}):
+        hunks = make_hunks(before, after, width)
+        if all(_occurrences(lines, h.old()) == 1 for h in hunks):
+            return hunks, width
+    return None
+
+
+def _occurrences(lines: list[str], old: list[str]) -> int:
+    if not old:
+        return 0
+    n = len(old)
+    return sum(
+        1 for i in range(len(lines) - n + 1) if lines[i] == old[0] and lines[i : i + n] == old
+    )
 
 
 # ── perturbations ────────────────────────────────────────────────────────────────────────
@@ -283,9 +317,12 @@ def extra_context(case: Case, rng: random.Random) -> Case | None:
 
 
 def elided(case: Case, rng: random.Random) -> Case | None:
-    """With 6 lines of context, the middle of the longest context run becomes
-    ``# ... existing code ...`` (in SEARCH and REPLACE alike)."""
-    wide = replace(case, hunks=tuple(make_hunks(case.before, case.after, 6)))
+    """With 6 lines of context (more where 6 is not unique), the middle of the longest
+    context run becomes ``# ... existing code ...`` (in SEARCH and REPLACE alike)."""
+    cut = unique_hunks(case.before, case.after, max(6, case.context))
+    if cut is None:
+        return None
+    wide = replace(case, hunks=tuple(cut[0]), context=cut[1])
 
     def elide(h: Hunk) -> Hunk | None:
         runs: list[tuple[int, int]] = []

@@ -65,6 +65,7 @@ def test_the_bench_mines_perturbs_and_scores_a_real_history(
         for h in reversed(case.hunks):
             lines[h.start - 1 : h.start - 1 + len(h.old())] = h.new()
         assert "\n".join(lines) + "\n" == case.after
+        assert case.context == 3  # unique at git's own width
         assert make_hunks(case.before, case.after, 3) == list(case.hunks)
     monkeypatch.setattr(bench._common, "RESULTS", tmp_path / "results")
     assert edit_apply.main(["--repo", str(history), "--json"]) == 0

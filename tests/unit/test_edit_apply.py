@@ -86,12 +86,15 @@ def test_a_missing_and_an_extra_context_line() -> None:
         "    return tagged\n"
     )
     assert landed(run(sr(dropped, dropped.replace(" - 1", ""))), "fuzzy_context") == FIXED
-    # ...and right beside it ("tagged = []"): the new line could go on either side of it
+    # ...and right beside it ("tagged = []"): the line is rewritten in place, one for one
     beside = (
         '    """Tag each token as a number or an operator."""\n'
         "    for i in range(len(tokens) - 1):\n        token = tokens[i]\n"
     )
-    (refusal,) = run(sr(beside, beside.replace(" - 1", ""))).refusals
+    assert landed(run(sr(beside, beside.replace(" - 1", ""))), "fuzzy_context") == FIXED
+    # but a line added with it could go on either side of the left-out line
+    grown = beside.replace(" - 1):\n", "):\n        # each one\n")
+    (refusal,) = run(sr(beside, grown)).refusals
     assert refusal.reason == "ambiguous" and "line 21 is missing" in refusal.message
     assert run(sr(missing, missing)).refusals  # changes nothing
 
@@ -278,3 +281,43 @@ def test_a_moved_line_beside_a_left_out_line_is_refused() -> None:
         {"f.py": text}, [SearchReplace(path="f.py", search=search, replace=replace)]
     ).refusals
     assert refusal.reason == "ambiguous"
+
+
+def test_a_rewrite_beside_a_left_out_line_lands_in_place_only_one_for_one() -> None:
+    """Each added line an edit of the removed line in its place: it takes that place.
+    More added lines than removed ones, or an added line unlike its removed one, could
+    go on either side of the left-out line: refused (the bench's case: an attribute's
+    annotation moved out of ``__init__`` into the class, its new line alike to the old)."""
+    text = "class K:\n    def __init__(self, f):\n        self._f: IO = f\n\n    def g(self):\n"
+    search = "class K:\n        self._f: IO = f\n"  # the def line left out
+    edited = apply_edits(
+        {"k.py": text},
+        [SearchReplace(path="k.py", search=search, replace=search.replace(": IO", ""))],
+    )
+    assert edited.files == {"k.py": text.replace("self._f: IO", "self._f")}
+    moved = "class K:\n    _f: IO\n\n        self._f = f\n"
+    (refusal,) = apply_edits(
+        {"k.py": text}, [SearchReplace(path="k.py", search=search, replace=moved)]
+    ).refusals
+    assert refusal.reason == "ambiguous" and "is missing from the edit" in refusal.message
+    unlike = "class K:\n        raise NotImplementedError\n"
+    assert apply_edits(
+        {"k.py": text}, [SearchReplace(path="k.py", search=search, replace=unlike)]
+    ).refusals
+
+
+def test_numbers_copied_into_search_are_dropped_but_a_tables_own_numbers_are_kept() -> None:
+    """A status table's lines start with numbers (``    102: ("processing",),``): the
+    added lines keep theirs, only numbers written as the copied ones were are dropped."""
+    text = 'CODES = {\n    100: ("continue",),\n    101: ("switching",),\n}\n'
+    search = '  40 CODES = {\n  41     100: ("continue",),\n  42     101: ("switching",),\n'
+    replace = search + '    102: ("processing",),\n'
+    result = apply_edits(
+        {"c.py": text}, [SearchReplace(path="c.py", search=search, replace=replace)]
+    )
+    assert result.files == {"c.py": text.replace("}\n", '    102: ("processing",),\n}\n')}
+    numbered = search + '  43     102: ("processing",),\n'  # the model numbered its new line
+    again = apply_edits(
+        {"c.py": text}, [SearchReplace(path="c.py", search=search, replace=numbered)]
+    )
+    assert again.files == result.files

@@ -219,3 +219,51 @@ def test_an_edit_whose_text_occurs_twice_is_refused_with_both_places(
     if kind == "none":
         assert refusal.reason == "ambiguous"
         assert case.start + 1 in [c.start for c in refusal.candidates]
+
+
+# ── a rewrite beside a left-out line ─────────────────────────────────────────────────────
+
+
+@st.composite
+def rewrites(draw: st.DrawFn) -> tuple[list[str], int, int, int, int, int]:
+    """Unique lines; a window [s, e) with a run [r0, r1) of lines to rewrite and at least
+    two context lines on each side; ``gone``: the context line beside the run left out."""
+    n = draw(st.integers(8, 30))
+    lines = [" " * 4 * draw(st.integers(0, 2)) + f"v{k} = f({k})" for k in range(n)]
+    r0 = draw(st.integers(2, n - 3))
+    r1 = draw(st.integers(r0 + 1, min(n - 2, r0 + 3)))
+    s = draw(st.integers(max(0, r0 - 4), r0 - 2))
+    e = draw(st.integers(r1 + 2, min(n, r1 + 4)))
+    gone = draw(st.sampled_from([r0 - 1, r1]))
+    return lines, s, e, r0, r1, gone
+
+
+def _block(lines: list[str]) -> str:
+    return "".join(x + "\n" for x in lines)
+
+
+@given(rewrites(), st.sampled_from(["alike", "grown", "unlike"]))
+@settings(max_examples=400, deadline=None)
+def test_a_rewrite_beside_a_left_out_line_lands_in_place_only_line_for_line(
+    scenario: tuple[list[str], int, int, int, int, int], how: str
+) -> None:
+    """Each removed line rewritten as an edit of itself (``f`` → ``g``) lands in place,
+    with the context line beside it left out. A line added at the edge next to the
+    left-out line, or rewrites unlike the lines they replace, could go on either side of
+    it: refused, never placed."""
+    lines, s, e, r0, r1, gone = scenario
+    new = [x.replace(" = f(", " = g(") for x in lines[r0:r1]]
+    if how == "grown":
+        extra = lines[r0][: len(lines[r0]) - len(lines[r0].lstrip())] + "added = 0"
+        new = [extra, *new] if gone < r0 else [*new, extra]
+    elif how == "unlike":
+        new = [f"zz{k}.quux()" for k in range(r0, r1)]
+    search = [x for k, x in enumerate(lines[s:e], s) if k != gone]
+    replace = [x for k, x in enumerate(lines[s:r0], s) if k != gone]
+    replace += new + [x for k, x in enumerate(lines[r1:e], r1) if k != gone]
+    edit = SearchReplace(path="f.py", search=_block(search), replace=_block(replace))
+    result = apply_edits({"f.py": _block(lines)}, [edit])
+    if how == "alike":
+        assert result.files == {"f.py": _block(lines[:r0] + new + lines[r1:])}, result.refusals
+    else:
+        assert result.refusals and result.files == {}

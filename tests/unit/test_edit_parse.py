@@ -79,6 +79,19 @@ def test_a_unified_diff_with_no_numbers_and_a_blank_context_line() -> None:
     assert hunk.lines == ["     tagged = []", " ", "-" + FIX_SEARCH[:-1], "+" + FIX_REPLACE[:-1]]
 
 
+def test_context_lines_that_look_like_fences_stay_in_the_hunk() -> None:
+    """An RST underline (" ~~~~") or a Markdown fence inside a docstring (" ```") is a
+    context line; only a fence at the start of its line closes the diff (the bench found a
+    hunk cut short there, and the rest of the diff landed without it)."""
+    diff = (
+        '```diff\n--- a/m.py\n+++ b/m.py\n@@ -1,4 +1,4 @@\n """\n ~~~~~~\n     ```\n'
+        "-old\n+new\n```\n" + '{"self_check_confidence": 0.7}\n'
+    )
+    (hunk,) = parse_edits(diff).edits
+    assert isinstance(hunk, DiffHunk)
+    assert hunk.lines == [' """', " ~~~~~~", "     ```", "-old", "+new"]
+
+
 def test_the_older_json_reply_with_a_diff_is_still_read() -> None:
     diff = f"--- a/parser.py\n+++ b/parser.py\n@@ -20,2 +20,2 @@\n-{FIX_SEARCH}+{FIX_REPLACE}"
     text = json.dumps({"diff": diff, "self_check_confidence": 0.6, "notes": "n"})

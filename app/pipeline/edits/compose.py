@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from itertools import pairwise
 
 from app.pipeline.edits.locate import Placement
-from app.pipeline.edits.text import FileText, Op, leading, strip_cr
+from app.pipeline.edits.text import FileText, Op, leading, squash, strip_cr
 
 TAB = 4
 
@@ -208,11 +209,12 @@ def _region_at(ops: Sequence[Op], where: dict[int, int], start: int, end: int) -
 
     A change whose removed lines are found lands where they were; if something was left
     out beside it, that is only safe when the change only removes lines, none of which
-    the edit writes again elsewhere (even a one for one replacement may be an insertion on
-    the other side of the left-out line, paired with a removal; a moved line may take the
-    left-out one with it). A pure insertion lands between the file lines its neighbours
-    matched, which must be next to each other (or apart by exactly the model's own
-    unmatched lines).
+    the edit writes again elsewhere (a moved line may take the left-out one with it), or
+    rewrites them one for one, each added line an edit of its removed one
+    (:func:`_pinned`); any other replacement may be an insertion on the other side of the
+    left-out line, paired with a removal. A pure insertion lands between the file lines
+    its neighbours matched, which must be next to each other (or apart by exactly the
+    model's own unmatched lines).
     """
     before, after = _side(ops, where, start - 1, -1), _side(ops, where, end, +1)
     gone = [where[k] for k in range(start, end) if ops[k].tag == "-"]
@@ -225,7 +227,7 @@ def _region_at(ops: Sequence[Op], where: dict[int, int], start: int, end: int) -
                 "but are not in it",
             )
     if gone:
-        settled = _settled(before, gone[0], -1) and _settled(after, gone[-1], +1)
+        first, last = _settled(before, gone[0], -1), _settled(after, gone[-1], +1)
         # a removed line written again elsewhere is a move: a line left out beside it may
         # have moved with it
         new = {op.text.strip() for op in ops if op.tag == "+"}
@@ -234,7 +236,8 @@ def _region_at(ops: Sequence[Op], where: dict[int, int], start: int, end: int) -
             for k in range(start, end)
             if ops[k].tag == "-" and ops[k].text.strip()
         )
-        if not settled and (added or moved):
+        pinned = not moved and _pinned(ops, start, end)
+        if not (first and last) and (added or moved) and not pinned:
             raise ComposeError(
                 "ambiguous",
                 f"a line next to the change at line {gone[0] + 1} is missing from the edit, so "
@@ -256,6 +259,34 @@ def _region_at(ops: Sequence[Op], where: dict[int, int], start: int, end: int) -
         "the lines beside the added lines are not next to each other in the file (a line "
         "there is missing from the edit, or is not the file's), so where they go is a guess",
     )
+
+
+#: how alike (difflib's ratio, whitespace squashed) a removed line and the added line
+#: written for it must be to count as that line, edited
+ALIKE = 0.6
+
+
+def _pinned(ops: Sequence[Op], start: int, end: int) -> bool:
+    """The change rewrites its removed lines one for one: as many added lines as removed
+    ones, each added line an edit of the removed line in its position (alike, neither
+    blank). Each then takes its removed line's place, even beside a left-out line.
+
+    Any other reading has the model move edited lines across the line it left out,
+    which the edit's text says nothing of. More or fewer added lines than removed ones
+    (a line added, split or joined) could go on either side of the left-out line: a
+    guess (one such change was placed wrongly on the bench: an attribute moved out of
+    ``__init__`` into the class, its first new line alike to the removed one).
+    """
+    gone = [ops[k].text for k in range(start, end) if ops[k].tag == "-"]
+    new = [ops[k].text for k in range(start, end) if ops[k].tag == "+"]
+    if not gone or len(gone) != len(new):
+        return False
+    return all(_alike(a, b) for a, b in zip(gone, new, strict=True))
+
+
+def _alike(a: str, b: str) -> bool:
+    x, y = squash(a), squash(b)
+    return bool(x and y) and SequenceMatcher(None, x, y, autojunk=False).ratio() >= ALIKE
 
 
 def compose_any_pairing(text: FileText, ops: Sequence[Op], place: Placement) -> list[str]:

@@ -278,10 +278,13 @@ def _unnumbered(ops: Sequence[Op]) -> list[Op] | None:
     if stripped is None:
         return None
     it = iter(stripped)
+    added = iter(
+        strip_numbers_loosely([op.text for op in ops if op.tag == "+"], [o.text for o in old])
+    )
     out: list[Op] = []
     for op in ops:
         if op.tag == "+":
-            out.append(Op("+", strip_numbers_loosely([op.text])[0]))
+            out.append(Op("+", next(added)))
         else:
             out.append(Op(op.tag, next(it)))
     return out

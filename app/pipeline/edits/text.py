@@ -136,7 +136,7 @@ def is_marker(line: str) -> bool:
     return bool(_MARKER.match(line) or _PHRASE.match(line))
 
 
-_NUMBERED = re.compile(r"^\s*(\d+)(?:[:|]\s?|\t| |$)")
+_NUMBERED = re.compile(r"^\s*(\d+)([:|]\s?|\t| |$)")
 
 
 def strip_line_numbers(lines: Sequence[str]) -> list[str] | None:
@@ -158,10 +158,18 @@ def strip_line_numbers(lines: Sequence[str]) -> list[str] | None:
     return out
 
 
-def strip_numbers_loosely(lines: Sequence[str]) -> list[str]:
-    """Added lines may or may not carry a copied number; drop it where there is one."""
+def strip_numbers_loosely(lines: Sequence[str], copied: Sequence[str]) -> list[str]:
+    """Added lines may or may not carry a copied number; drop one written as the copied
+    lines' were (``copied``: those, every one numbered): the same separator, and a number
+    within theirs widened by the added lines. A line of the file's own that starts with a
+    number (``    102: ("processing",),`` in a table) is code, not a copied number."""
+    marks = [m for m in map(_NUMBERED.match, copied) if m]
+    seps = {m.group(2)[:1] for m in marks}
+    nums = [int(m.group(1)) for m in marks]
+    lo, hi = (min(nums) - len(lines), max(nums) + len(lines)) if nums else (0, -1)
     out = []
     for line in lines:
         m = _NUMBERED.match(line)
-        out.append(line[m.end() :] if m else line)
+        ours = m is not None and m.group(2)[:1] in seps and lo <= int(m.group(1)) <= hi
+        out.append(line[m.end() :] if m and ours else line)
     return out

@@ -111,6 +111,7 @@ def read_diff(lines: list[str]) -> DiffRead:
 
 
 def _in_hunk(line: str) -> bool:
-    if _FENCE.match(line) or _GIT_HEADER.match(line):
+    # a closing fence starts its line; " ~~~~" is a context line (an RST underline, say)
+    if line.startswith(("```", "~~~")) or _GIT_HEADER.match(line):
         return False
     return line == "" or line[0] in " -+\\"
