@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test check bench screenshots sysdeps clean
+.PHONY: demo test check bench bench-quick screenshots sysdeps clean
 
 # The main job: the workbench on the shipped example repo, served by the embedded model.
 # Without a terminal (a pipe, CI) it runs the same pipeline headless instead.
@@ -41,8 +41,12 @@ check: $(VENV)/.stamp-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# the full set (within an hour); bench-quick: P1-P5 on this project's history (25 min)
 bench: $(VENV)/.stamp-test
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --set full
+
+bench-quick: $(VENV)/.stamp-test
+	$(BIN)/python -m bench --set quick
 
 # SVGs of each screen and theme from the real app (run_test + save_screenshot over a
 # scripted session), and PNGs made from them with rsvg-convert.
