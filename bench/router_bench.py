@@ -7,7 +7,15 @@ settle → call audit line. The SQLite files are real, in a temporary directory 
 with the product's settings (WAL, ``synchronous = NORMAL``: see app/audit/log.py and
 app/router/ledger.py for what that keeps and what a power cut may lose).
 
-Run: python -m bench.router_bench [--n 10000]
+Run: python -m bench.router_bench [--n 10000] [--phases]
+
+``--phases`` times each part of the request on its own as well (the median µs of each
+awaited call: decide with its state reads, each audit append, the reservation, the
+backend call, the settlement); what is left of the p50 is the glue between them (the
+provenance hash, masking, the result). Measured this way on 2 shared cores (issue 20,
+load average ~3.5): p50 966 µs = decide + state 148, two audit appends 193 each
+(4 statements each: BEGIN, the tail, the line, the head; ~90 µs of Python making the
+line), reserve 179, backend 24, settle 101, glue ~130.
 
 ``--serve`` answers the P1 harness (``bench/p1_router.py``) over stdin, so that this side
 and LiteLLM's run in alternating chunks: ``warm N``, ``run N`` (one line of JSON with the
@@ -142,13 +150,43 @@ async def setup(workdir: Path) -> Bench:
     return bench
 
 
-async def run(n: int, workdir: Path) -> dict[str, Any]:
+def _time_phases(bench: Bench) -> dict[str, list[int]]:
+    """Wrap each part of the request so that every call of it is timed (ns)."""
+    spent: dict[str, list[int]] = {}
+    parts = {
+        "decide+state": (bench.router, "_decide_recorded"),
+        "audit.append": (bench.audit, "append"),
+        "ledger.reserve": (bench.ledger, "reserve"),
+        "backend call": (bench.router, "call"),
+        "ledger.settle": (bench.ledger, "settle"),
+    }
+    for name, (obj, attr) in parts.items():
+        inner = getattr(obj, attr)
+
+        async def timed(*a: Any, _inner: Any = inner, _name: str = name, **k: Any) -> Any:
+            t0 = time.perf_counter_ns()
+            try:
+                return await _inner(*a, **k)
+            finally:
+                spent.setdefault(_name, []).append(time.perf_counter_ns() - t0)
+
+        setattr(obj, attr, timed)
+    return spent
+
+
+async def run(n: int, workdir: Path, *, phases: bool = False) -> dict[str, Any]:
     bench = await setup(workdir)
+    spent = _time_phases(bench) if phases else {}
     start = time.perf_counter()
     latencies = await bench.timed(n)
     wall = time.perf_counter() - start
     closing = await bench.close()
     latencies.sort()
+    if phases:
+        closing["phases_us"] = {
+            name: {"per_request": len(v) / n, "p50_us": statistics.median(v) / 1000}
+            for name, v in spent.items()
+        }
     return {
         "requests": n,
         "rps": n / wall,
@@ -189,6 +227,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--serve", action="store_true", help="answer the P1 harness on stdin")
+    parser.add_argument("--phases", action="store_true", help="time each part of the request")
     args = parser.parse_args()
     from bench._common import machine_info, write_result
 
@@ -197,7 +236,7 @@ def main() -> None:
             asyncio.run(serve(Path(tmp)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        data = asyncio.run(run(args.n, Path(tmp)))
+        data = asyncio.run(run(args.n, Path(tmp), phases=args.phases))
     data["machine"] = machine_info()
     write_result("router", data)
     print(
@@ -205,6 +244,8 @@ def main() -> None:
         f"p50 {data['p50_ms']:.2f} ms, p99 {data['p99_ms']:.2f} ms, "
         f"{data['audit_lines']} audit lines verified={data['audit_ok']}"
     )
+    for name, part in data.get("phases_us", {}).items():
+        print(f"  {name}: {part['per_request']:g} per request, p50 {part['p50_us']:.0f} µs")
 
 
 if __name__ == "__main__":
