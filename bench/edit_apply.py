@@ -19,7 +19,12 @@ kinds but "occurs twice", at least 95% of Switchyard's blocks applied correctly;
 wrong application at all, "occurs twice" included.
 
 Run: python -m bench.edit_apply [--repo GIT_DIR ...] [--commits 150] [--seed 7] [--json]
-(default repositories: ``SWITCHYARD_BENCH_REPOS``, else this project's own history).
+(default repositories: ``SWITCHYARD_BENCH_REPOS``, else this project's own history). The
+figures are reported per repository and pooled over the ones the applier was tuned on
+(``--tuned``, default: click and this project) and the untouched ones. The closing note's
+run: ``--repo`` for each of pallets/click, this project, psf/requests, encode/httpx and
+python-attrs/attrs (bare git dirs are fine). Outcomes do not depend on the machine's load
+(nothing is timed); the load is recorded all the same.
 """
 
 from __future__ import annotations
@@ -297,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log: Callable[[str], None] = (lambda s: print(s, file=sys.stderr)) if quiet else print
     if not quiet:
         print_machine()
+    load0 = os.getloadavg()
     found: list[Case] = []
     per_repo: dict[str, int] = {}
     left_out: dict[str, int] = {}
@@ -331,6 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload = {
         "repos": per_repo,
         "left_out_not_unique": left_out,
+        "context_widths": {
+            r: dict(Counter(c.context for c in found if repo_name(c.repo) == r))
+            for r in sorted({repo_name(c.repo) for c in found})
+        },
+        "loadavg": {"start": load0, "end": os.getloadavg()},
         "cases": len(found),
         "seed": args.seed,
         "tuned_on": sorted(tuned),
