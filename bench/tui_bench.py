@@ -9,8 +9,9 @@
   empty app's). Ours is the real ``SwitchyardApp`` with a real session (audit chain,
   budget ledger, approvals on its bus) in a temporary data dir; the child checks that
   ``torch`` (and ``llama_cpp``) were not imported by then.
-- In-process first frame: the same, timed inside the child from ``run_test`` on (imports
-  excluded), for both apps.
+- In-process first frame: the same, timed inside the child from building the app on
+  (interpreter start-up excluded; the app's own imports, made as it is built, included:
+  ``textual.app`` for the empty one), for both apps. Goal (issue 20): ours ≤ 400 ms.
 - Flood: 10,000 audit lines published on the app's bus as fast as the bus takes them
   (audit lines are never dropped: the publisher waits for room), timed until the
   escalations pane holds all of them and a frame has been drawn. Reported against the
@@ -37,6 +38,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SIZE = (120, 40)
+FIRST_FRAME_GOAL_S = 0.400
 
 
 # ── the child ────────────────────────────────────────────────────────────────────────────
@@ -208,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{w_empty * 1000:.0f} ms (median of {args.runs})"
     )
     print(
-        f"first frame, in process (imports excluded): switchyard {i_ours * 1000:.0f} ms · "
+        f"first frame, in process (the app's imports included): switchyard "
+        f"{i_ours * 1000:.0f} ms · "
         f"empty {i_empty * 1000:.0f} ms"
     )
     print(
@@ -220,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch imported by the first frame: {torch_seen}; llama_cpp: {llama_seen}")
     print(f"load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     r_first = print_ratio("tui_first_frame", w_ours, w_empty, "empty Textual app first frame")
+    print(
+        f"goal: first frame in process ≤ {FIRST_FRAME_GOAL_S * 1000:.0f} ms "
+        f"({i_ours * 1000:.0f} ms; the empty app {i_empty * 1000:.0f} ms under the same load): "
+        f"{'reached' if i_ours <= FIRST_FRAME_GOAL_S else 'NOT reached'}"
+    )
     r_flood = print_ratio(
         f"tui_flood_{flood['flood_events']}",
         flood["flood_s"],
@@ -238,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             "llama_cpp_loaded": llama_seen,
             "ratio_first_frame": r_first,
             "ratio_flood": r_flood,
+            "goal_first_frame_s": FIRST_FRAME_GOAL_S,
             "loadavg": load,
         },
         packages=("textual", "pydantic", "aiosqlite"),
