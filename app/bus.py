@@ -131,6 +131,17 @@ class PlanUpdated(Event):
     plan: dict[str, Any]
 
 
+class PlanStepsChanged(Event):
+    """Each plan step's status as the pipeline knows it (the plan pane shows these, never
+    a guess): pending once planned, active while the Implementer works on the change,
+    done when the tests pass (skipped: the final change touched none of its files),
+    failed when the Implementer stopped without a passing change."""
+
+    run: str = ""
+    statuses: list[Literal["pending", "active", "done", "failed", "skipped"]]
+    detail: str = ""
+
+
 class DiffUpdated(Event):
     run: str = ""
     attempt: int

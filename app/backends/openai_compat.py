@@ -103,6 +103,7 @@ class OpenAICompatBackend:
         client: AsyncHttpClient,
         key_env: str | None = None,
         reasoning_effort: str | None = None,
+        reasoning_tokens: int = 0,
         health_ttl_s: float = 5.0,
         health_timeout_s: float = 1.0,
         structured_field: StructuredField = "structured_outputs",
@@ -116,6 +117,8 @@ class OpenAICompatBackend:
         self._chat_url = f"{self.base_url}/chat/completions"
         self.key_env = key_env
         self.reasoning_effort = reasoning_effort
+        #: the thinking budget added to a reply's room when reasoning_effort is set
+        self.reasoning_tokens = reasoning_tokens
         self.health_timeout_s = health_timeout_s
         self.structured_field: StructuredField = structured_field
         self._api_key = api_key or None
@@ -152,6 +155,7 @@ class OpenAICompatBackend:
             self.flavor,
             reasoning_effort=self.reasoning_effort,
             structured_field=self.structured_field,
+            reasoning_tokens=self.reasoning_tokens,
         )
 
         streams = stream_client(self._client) if self.flavor in LOCAL_FLAVORS else None

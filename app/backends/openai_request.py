@@ -8,7 +8,10 @@
   router validates the reply either way.
 * sampling: ``reasoning_effort`` is sent when the catalog sets it (GPT-5.1), and then no
   temperature (reasoning models refuse one); ``seed`` only to the flavors that honour it.
-  OpenAI gets ``max_completion_tokens``, the others ``max_tokens``.
+  OpenAI gets ``max_completion_tokens``, the others ``max_tokens``. A reasoning model's
+  cap is the reply's room plus its thinking budget (``reasoning_tokens``, the policy's
+  ``[generation]`` per effort): OpenAI counts the reasoning in it, so a 256-token reply
+  cap alone would starve the thinking.
 * tools: function ``tools``; an assistant's calls as ``tool_calls`` (content null when it
   said nothing else); a result as a ``tool`` message with its ``tool_call_id`` (a result
   marked ``is_error`` starts "Error: ", the protocol having no flag for it; one naming
@@ -154,13 +157,15 @@ def chat_params(
     *,
     reasoning_effort: str | None,
     structured_field: StructuredField,
+    reasoning_tokens: int = 0,
 ) -> dict[str, Any]:
     """The completion call's arguments besides the model, the messages and streaming."""
     params: dict[str, Any] = {}
+    room = request.max_tokens + (reasoning_tokens if reasoning_effort else 0)
     if flavor == "openai":
-        params["max_completion_tokens"] = request.max_tokens
+        params["max_completion_tokens"] = room
     else:
-        params["max_tokens"] = request.max_tokens
+        params["max_tokens"] = room
     if reasoning_effort:
         params["reasoning_effort"] = reasoning_effort
     else:

@@ -216,6 +216,9 @@ class BackendRegistry:
         kwargs: dict[str, Any] = {}
         if model.reasoning_effort:
             kwargs["reasoning_effort"] = model.reasoning_effort
+            kwargs["reasoning_tokens"] = self.policy.generation.reasoning_tokens(
+                model.reasoning_effort
+            )
         return OpenAICompatBackend(
             model_id=model_id,
             served_name=model.served_name,

@@ -90,20 +90,14 @@ def _librarian(args: argparse.Namespace) -> int:
 def gather(repo: Path, policy: Policy, question: str, *, full_sweep: bool) -> list[tuple[str, str]]:
     """``(path:start-end, text)`` sources: Stage0's selection for ``question``, or every
     chunk of the corpus in path order (``full_sweep``)."""
-    from app.stage0.build import load_texts
+    from app.pipeline.librarian.sweep import sweep_sources
     from app.stage0.engine import Stage0
 
+    if full_sweep:
+        return sweep_sources(repo, policy)
     with Stage0(repo, policy) as engine:
         engine.refresh()
-        if not full_sweep:
-            return [(c.location, c.text) for c in engine.query(question).selected]
-        index = engine.index
-        rows = sorted(range(len(index)), key=lambda r: index.refs[r].sort_key())
-        texts = load_texts(engine.cache, index, rows)
-        return [
-            (f"{index.refs[r].path}:{index.refs[r].start}-{index.refs[r].end}", texts[r])
-            for r in rows
-        ]
+        return [(c.location, c.text) for c in engine.query(question).selected]
 
 
 async def _run(

@@ -76,6 +76,12 @@ def register(sub: Any) -> None:
         help="opt this session in to the Tier2 synthesis of the brief (cloud after approval; "
         "also SWITCHYARD_TIER2=true or the spec's 'Stage0 Tier2 (NotebookLM): YES')",
     )
+    p.add_argument(
+        "--full-sweep",
+        action="store_true",
+        help="the Librarian sweeps the whole repository for the brief (its §3 full_sweep "
+        "trigger: Kimi after approval); also the spec's 'Librarian full sweep: YES'",
+    )
     add_session_args(p)
     p.add_argument("--test-command", metavar="CMD", help="the project's test command")
     p.add_argument(
@@ -160,6 +166,7 @@ async def _pipeline(
         allow_unsandboxed=args.allow_unsandboxed,
         overrides=overrides,
         tier2=args.synth or settings.tier2 or bool(overrides and overrides.tier2),
+        full_sweep=args.full_sweep or bool(overrides and overrides.full_sweep),
     )
     async with open_session(
         settings,

@@ -21,6 +21,8 @@ RUN_INFO = "run.json"
 TASK_BRIEF = "TASK_BRIEF.md"
 BRIEF = "brief.json"
 PLAN = "plan.json"
+#: each plan step's last published status (pending, active, done, skipped, failed)
+PLAN_STEPS = "plan_steps.json"
 HIGHRISK = "highrisk.json"
 CRITIQUE = "critique.json"
 SECOND_OPINION = "second_opinion.json"

@@ -80,7 +80,8 @@ async def prepare_brief(ctx: RunContext) -> Briefing:
     text += synthesis
     # what the planner reads must fit its window with room for its answer
     budget_tokens = max(PLANNER_MIN_TOKENS, (window or 8192) - PLANNER_ANSWER_TOKENS)
-    if count_text(text) > budget_tokens:
+    sweep = ctx.options.full_sweep and ctx.exercised("librarian")
+    if sweep or count_text(text) > budget_tokens:
         if ctx.exercised("librarian"):
             text = await _condense(ctx, brief, synthesis, budget_tokens, contradictions)
         else:
@@ -101,16 +102,28 @@ async def _condense(
     """The brief does not fit the planner's window: the Librarian condenses it (map, then
     reduce; Kimi only on its triggers). The full brief stays in the evidence."""
     from app.pipeline.librarian import condense
+    from app.pipeline.librarian.sweep import sweep_sources, tool_actions, tool_heavy
 
-    await ctx.stage("librarian", "started", role="librarian", detail="the brief exceeds the window")
+    sweep = ctx.options.full_sweep
+    what = "a whole-repository sweep" if sweep else "the brief exceeds the window"
+    await ctx.stage("librarian", "started", role="librarian", detail=what)
+    sources = brief_sources(brief, synthesis)
+    searches = 1  # Stage0's query for the brief
+    if sweep:
+        swept = await asyncio.to_thread(sweep_sources, ctx.repo, ctx.policy)
+        sources += [s for s in swept if s[0] not in {sid for sid, _ in sources}]
+    actions = tool_actions(sources, searches)
     result = await condense(
         ctx.router,
         ctx.task,
-        brief_sources(brief, synthesis),
+        sources,
         budget_tokens,
         run=ctx.run_id,
+        full_sweep=sweep,
         contradictions_detected=contradictions,
+        tool_heavy=tool_heavy(actions, ctx.policy),
     )
+    ctx.charge("librarian", result.calls)
     ctx.bundle.write_json(CONDENSED, result.model_dump(mode="json"))
     await ctx.stage(
         "librarian",

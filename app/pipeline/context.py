@@ -50,6 +50,9 @@ class RunOptions:
     #: what the user's editor holds for the files the request names (the ACP face reads
     #: them, unsaved buffers included); the planner reads it after the Stage0 brief
     editor_context: str = ""
+    #: the Librarian sweeps the whole repository for the brief (§3 full_sweep: Kimi on
+    #: approval); ``run --full-sweep`` or the spec's ``Librarian full sweep: YES``
+    full_sweep: bool = False
 
 
 class RunStopped(Exception):

@@ -18,6 +18,7 @@ from typing import Literal
 
 from app.bus import RunFinished
 from app.evidence.bundle import SPEC_OVERRIDES, EvidenceBundle, bundle_seal_line
+from app.evidence.layout import AUDIT
 from app.evidence.runid import new_run_id
 from app.pipeline import architect, implementer
 from app.pipeline.brief import prepare_brief
@@ -25,7 +26,10 @@ from app.pipeline.context import MAX_ATTEMPTS, RunContext, RunOptions, RunStoppe
 from app.pipeline.control import RunControl
 from app.pipeline.implementer import Implementation
 from app.pipeline.judge import Judgement, judge
+from app.pipeline.plan_status import finished_statuses, publish_steps
 from app.pipeline.recall import remember_outcome
+from app.pipeline.schemas import Plan
+from app.pipeline.stages import STAGES, read_audit, stage_report
 from app.pipeline.testloop import sandbox_preflight
 from app.policy.consensus import run_spec_consensus
 from app.policy.gate import GateResult
@@ -54,6 +58,7 @@ class _Progress:
     """What the sequence has reached so far (read when the run ends, however it ends)."""
 
     worktree: Worktree | None = None
+    plan: Plan | None = None
     work: Implementation | None = None
     judgement: Judgement | None = None
 
@@ -61,13 +66,17 @@ class _Progress:
 async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]:
     await sandbox_preflight(ctx)
     briefing = await prepare_brief(ctx)
-    plan = await architect.plan(ctx, briefing.text)
+    plan = progress.plan = await architect.plan(ctx, briefing.text)
+    steps = len(plan.steps)
+    await publish_steps(ctx, ["pending"] * steps, "planned")
     wt = await asyncio.to_thread(Worktree.create, ctx.repo, ctx.run_id)
     progress.worktree = wt
     for note in wt.notes:
         await ctx.notice(note, level="warning")
     work = progress.work = implementer.start(ctx, wt)
+    await publish_steps(ctx, ["active"] * steps, "the Implementer is at work")
     await implementer.implement(ctx, plan, wt, work)
+    await publish_steps(ctx, finished_statuses(plan, work.final_diff), "tests green")
     verdict = progress.judgement = await judge(
         ctx,
         plan,
@@ -89,6 +98,9 @@ async def _finish(ctx: RunContext, progress: _Progress, outcome: Outcome, reason
     branch stays for the merge), remember the outcome, and say the run is over."""
     wt = progress.worktree
     loops = progress.work.tests.loops if progress.work else 0
+    if progress.plan is not None and progress.work is not None and not progress.work.tests_green:
+        # the Implementer stopped without a passing change: its steps failed
+        await publish_steps(ctx, ["failed"] * len(progress.plan.steps), reason)
     await ctx.audit(
         "run",
         reason_codes=[f"RUN_{outcome.upper()}"],
@@ -98,6 +110,9 @@ async def _finish(ctx: RunContext, progress: _Progress, outcome: Outcome, reason
     session = ctx.session
     ctx.bundle.write_json("cost.json", (await session.ledger.snapshot(session.id)).model_dump())
     await ctx.bundle.export_audit(session.audit)
+    # what each stage cost (calls, tokens, seconds), from the audit lines just exported
+    lines = read_audit(ctx.bundle.path / AUDIT)
+    ctx.bundle.write_json(STAGES, stage_report(lines, ctx.stage_times))
     manifest = ctx.bundle.finalize(
         status=outcome,
         task=ctx.task,

@@ -46,13 +46,15 @@ def diff_insertions(diff: str) -> int:
 
 
 def interesting_failure(failures: list[str], diff: str, ace: Ace) -> list[str]:
-    """Why a run is worth reflecting on (ACE), or nothing when it is not.
+    """Why a run is an interesting failure (ACE's own §1 trigger), or nothing.
 
-    A compile/test failure on the way, or a diff larger than the policy's bounds (more
-    than ``interesting_diff_files`` files or ``interesting_diff_insertions`` insertions),
-    even when the run ended green.
+    At least ``interesting_failed_loops`` compile/test failures on the way (one failed
+    loop is ordinary), or a diff larger than the policy's bounds (more than
+    ``interesting_diff_files`` files or ``interesting_diff_insertions`` insertions), even
+    when the run ended green.
     """
-    why = [f"{len(failures)} failed loop(s)"] if failures else []
+    many = len(failures) >= ace.interesting_failed_loops
+    why = [f"{len(failures)} failed loops (>= {ace.interesting_failed_loops})"] if many else []
     files = len(diff_files(diff)) if diff else 0
     if files > ace.interesting_diff_files:
         why.append(f"the diff touches {files} files (> {ace.interesting_diff_files})")

@@ -35,7 +35,7 @@ class Grounding(_Strict):
     #: a change: it touches none of the (existing) files the plan named
     change_off_plan: float = Field(default=0.3, ge=0, le=1)
     #: a change: empty, or larger than the plan implies
-    change_size: float = Field(default=0.2, ge=0, le=1)
+    change_size: float = Field(default=0.25, ge=0, le=1)
     #: changed lines a plan step implies at most (the size check's bound is steps × this)
     change_lines_per_step: int = Field(default=40, ge=1, le=10_000)
 

@@ -107,6 +107,14 @@ class SpecBlock(BaseModel):
             return _yes_no(entry.value)
         return None
 
+    @property
+    def full_sweep(self) -> bool | None:
+        """``Librarian full sweep: YES`` asks the Librarian to sweep the whole repository
+        for the run's brief (its §3 ``full_sweep`` trigger; None: not said)."""
+        for entry in self.find("librarian full sweep"):
+            return _yes_no(entry.value)
+        return None
+
 
 def normalise_key(text: str) -> str:
     """Lower case, markdown emphasis and backticks gone, inner spaces single."""

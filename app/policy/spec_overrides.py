@@ -11,6 +11,7 @@ Applied for the run, and recorded in its evidence:
 * ``local_only = true`` (never false over a policy or a flag that says true);
 * ``HR = YES|NO`` (YES makes the change High-Risk; the classifier may still find it so);
 * ``Stage0 Tier2 (NotebookLM): YES|NO``, the run's Tier2 opt-in;
+* ``Librarian full sweep: YES|NO``, a whole-repository sweep by the Librarian (§3);
 * each item of ``Overrides (must be rare):``, one of
   - ``ROLE: MODEL [why]``: the role's first choice for this run (a local role takes a
     local model, a cloud role a cloud one: an override never turns local into cloud);
@@ -81,6 +82,7 @@ class SpecOverrides(_Frozen):
     local_only: bool | None = None
     high_risk: bool | None = None
     tier2: bool | None = None
+    full_sweep: bool | None = None
     models: list[RoleModel] = Field(default_factory=list)
     thresholds: list[Threshold] = Field(default_factory=list)
     budgets: list[BudgetCap] = Field(default_factory=list)
@@ -111,6 +113,8 @@ class SpecOverrides(_Frozen):
             out.append(f"local_only = {str(self.local_only).lower()}")
         if self.high_risk is not None:
             out.append(f"HR = {'YES' if self.high_risk else 'NO'}")
+        if self.full_sweep is not None:
+            out.append(f"librarian full sweep: {'YES' if self.full_sweep else 'NO'}")
         out += [f"{m.role} → {m.model}" for m in self.models]
         out += [
             f"{t.trigger}: {t.signal} threshold {t.was:g} → {t.threshold:g}"
@@ -248,6 +252,7 @@ def spec_overrides(block: SpecBlock, policy: Policy) -> SpecOverrides:
         local_only=block.local_only,
         high_risk=block.high_risk,
         tier2=block.tier2,
+        full_sweep=block.full_sweep,
         models=models,
         thresholds=thresholds,
         budgets=budgets,

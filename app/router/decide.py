@@ -313,7 +313,9 @@ def decide(policy: Policy, role: str, signals: Signals, state: RouterState) -> D
                 )
             )
             continue
-        est = cost_usd(model, cost_tokens_in, tokens_out)
+        # a reasoning model's thinking is billed as output: the reservation covers it
+        thinking = policy.generation.reasoning_tokens(model.reasoning_effort)
+        est = cost_usd(model, cost_tokens_in, tokens_out + thinking)
         left = state.budget_left(model.provider)
         if est > left:
             skips.append(

@@ -29,6 +29,7 @@ from app.bus import (
     DiffUpdated,
     Event,
     Notice,
+    PlanStepsChanged,
     PlanUpdated,
     RequestServed,
     RunFinished,
@@ -89,6 +90,12 @@ class PlanChanged(BusMessage):
         self.event = event
 
 
+class PlanStepsMoved(BusMessage):
+    def __init__(self, event: PlanStepsChanged) -> None:
+        super().__init__()
+        self.event = event
+
+
 class DiffChanged(BusMessage):
     def __init__(self, event: DiffUpdated) -> None:
         super().__init__()
@@ -133,6 +140,7 @@ class CoreNotice(BusMessage):
 
 _ONE_TO_ONE: dict[type[Event], Callable[[Any], BusMessage]] = {
     PlanUpdated: PlanChanged,
+    PlanStepsChanged: PlanStepsMoved,
     DiffUpdated: DiffChanged,
     StageChanged: StageMoved,
     TestLoopFinished: LoopFinished,

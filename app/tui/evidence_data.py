@@ -25,6 +25,7 @@ from app.evidence.bundle import (
     resolve_run,
     verify_bundle,
 )
+from app.evidence.layout import PLAN_STEPS
 from app.evidence.read import read_sidecars
 from app.workspace.merge import MergePlan, prepare_merge
 
@@ -45,6 +46,7 @@ class RunView:
     report: BundleReport
     brief: str = ""
     plan: dict[str, Any] | None = None
+    plan_steps: list[str] | None = None
     diffs: list[tuple[str, str]] = field(default_factory=list)
     loops: list[LoopLog] = field(default_factory=list)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
@@ -101,6 +103,9 @@ def load_run_view(repo: Path, run_id: str, sealed_sha256: str | None = None) -> 
     view.brief = _text(path / TASK_BRIEF, problems)
     plan = _json(path / PLAN, problems)
     view.plan = plan if isinstance(plan, dict) else None
+    steps = _json(path / PLAN_STEPS, problems)  # each step's status as the run published it
+    if isinstance(steps, dict) and isinstance(steps.get("statuses"), list):
+        view.plan_steps = [str(s) for s in steps["statuses"]]
     diffs = path / "diffs"
     if diffs.is_dir():
         for p in sorted(diffs.glob("*.diff"), key=_numbered):

@@ -191,6 +191,29 @@ async def test_openai_reasoning_effort_and_max_completion_tokens(
     assert "temperature" not in body  # reasoning models refuse one
 
 
+async def test_a_reasoning_models_cap_includes_its_thinking_budget(
+    fake_openai: FakeOpenAIServer, make: Make
+) -> None:
+    """`ask --max-tokens 256` to gpt-5.1 at high effort: the thinking budget the policy
+    sets for the effort rides on top (OpenAI counts reasoning in max_completion_tokens),
+    and the registry builds the catalog's reasoning models that way."""
+    from app.backends.registry import BackendRegistry
+    from app.policy import load_policy
+
+    backend = make(
+        fake_openai, served_name="gpt-5.1", reasoning_effort="high", reasoning_tokens=16384
+    )
+    await collect(backend.stream(ask(max_tokens=256)))
+    assert fake_openai.chat_requests[-1]["max_completion_tokens"] == 256 + 16384
+    plain = make(fake_openai, served_name="gpt-4.1", reasoning_tokens=16384)
+    await collect(plain.stream(ask(max_tokens=256)))
+    assert fake_openai.chat_requests[-1]["max_completion_tokens"] == 256  # no effort, no budget
+    policy = load_policy().policy
+    built = BackendRegistry(policy, local_only=False).backend("gpt-5.1-high", "cloud")
+    assert isinstance(built, OpenAICompatBackend)
+    assert built.reasoning_tokens == policy.generation.reasoning_high_tokens > 256
+
+
 async def test_max_tokens_reached_is_finish_length(fake_vllm: FakeOpenAIServer, make: Make) -> None:
     fake_vllm.script.queue("one two three four")
     result = await collect(make(fake_vllm).stream(ask(max_tokens=2)))

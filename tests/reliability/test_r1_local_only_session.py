@@ -1,14 +1,22 @@
 """R1 (GR-009): a whole scripted session under local_only, with every §3 trigger firing,
 makes zero non-loopback connection attempts, and the audit shows each trigger skipped.
 
-The session: ``switchyard run --local-only`` on the demo repository against a loopback
-vLLM fake (plan at 0.6 with a large, ambiguous scope; two failed implementation loops
-with a low self-check across four modules; a High-Risk spec for the Judge; the user's
-explicit escalation request for every pipeline role), then ``switchyard ask --local-only``
-for the roles and signals a pipeline run does not produce (Librarian, Tutor, ACE, Tier2,
-a tool-heavy Implementer). Cloud keys are set and the cloud providers keep their real,
-non-loopback addresses: only local_only stands between the session and the network, and
-the socket guard records any attempt to get past it.
+The session is one ``switchyard run --local-only --full-sweep --synth`` on the demo
+repository, grown past 100k tokens in many files, against a loopback vLLM fake; every
+trigger fires from what the pipeline saw, none from ``ask --signal`` (issue 17):
+
+* Architect: a plan at 0.6 with a large, ambiguous scope (its grounded confidence);
+* Implementer: two failed loops with a low self-check across four modules, and the
+  files the plan names read for it (tool-heavy);
+* Librarian: the whole-repository sweep (full sweep, > 100k tokens, tool-heavy: the
+  files it reads), and its own notes (contradictions, a low confidence);
+* ACE: the failed loops, after its local reflection learned nothing;
+* Tier2: the session's opt-in; the Judge and the second opinion: a High-Risk spec;
+* the user's explicit escalation request for the Architect, Implementer and Judge.
+
+Cloud keys are set and the cloud providers keep their real, non-loopback addresses: only
+local_only stands between the session and the network, and the socket guard records any
+attempt to get past it.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from tests.reliability.kit import (
     audit_lines,
     closed_port,
     fix_diff,
+    git,
     impl_json,
     make_repo,
     new_files_diff,
@@ -45,24 +54,29 @@ from tests.socket_guard import SocketGuard
 # a spec the §8 linter accepts (run --spec lints first): High-Risk, the Judge exercised
 SPEC = seed_spec(hr="YES")
 
-# (role, signals) for the asks: together with the run they fire every trigger in the policy
-ASKS: list[tuple[str, list[str]]] = [
-    (
-        "librarian",
-        [
-            "context_estimate=120000",
-            "contradictions_detected=true",
-            "tool_heavy=true",
-            "full_sweep=true",
-            "local_synth_confidence=0.3",
-            "user_request=true",
-        ],
-    ),
-    ("tutor", ["user_request=true"]),
-    ("ace", ["interesting_failure=true"]),
-    ("tier2", ["tier2_opt_in=true"]),
-    ("implementer", ["tool_calls=25"]),
-]
+#: the Librarian's notes on the sweep: sources that disagree, and little confidence
+NOTES = {
+    "points": [{"text": "parse() drops the last token", "sources": []}],
+    "contradictions": ["README.md says every token is kept; parser.py drops the last"],
+    "confidence": 0.3,
+}
+
+
+def grow(repo: Path) -> None:
+    """The small files the plan names (pkg{i}/mod0.py: read for the Implementer), and past
+    100k tokens in 60 more (read by the Librarian's sweep)."""
+    for i in range(9):
+        path = repo / f"pkg{i}" / "mod0.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"LIMIT_{i} = {i}\n")
+    for k in range(60):
+        path = repo / "bulk" / f"part{k}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "".join(f"def helper_{k}_{j}(value):\n    return value + {j}\n" for j in range(300))
+        )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "a larger repository")
 
 
 @pytest.fixture
@@ -73,6 +87,7 @@ def session_env(
 ) -> dict[str, Any]:
     repo = make_repo(tmp_path)
     fix = fix_diff(repo)
+    grow(repo)
     # four modules, a low self-check, tests still red: three implementer triggers in turn
     wide = impl_json(new_files_diff(f"mod{i}/extra.py" for i in range(4)), check=0.3)
     implementer = [wide, wide]
@@ -87,6 +102,8 @@ def session_env(
             return implementer.pop(0) if implementer else impl_json(fix, 0.9)
         if role == "judge":
             return verdict_json()
+        if "Librarian" in str(body["messages"][0]["content"]):
+            return json.dumps(NOTES)
         return "A short local answer."
 
     vllm = fake_openai_factory("vllm", models=LOCAL_MODELS)
@@ -97,7 +114,7 @@ def session_env(
         monkeypatch.setenv(var, f"sk-r1-{var.lower()}-0123456789abcdef")
     spec = tmp_path / "spec.md"
     spec.write_text(SPEC)
-    return {"repo": repo, "vllm": vllm, "spec": spec}
+    return {"repo": repo, "vllm": vllm, "spec": spec, "implementer": implementer, "wide": wide}
 
 
 def test_a_full_local_only_session_never_leaves_the_machine(
@@ -126,6 +143,8 @@ def test_a_full_local_only_session_never_leaves_the_machine(
             "allow",
             "--test-command",
             FAST_TEST,
+            "--full-sweep",
+            "--synth",
             *escalate,
         ],
         capsys,
@@ -135,21 +154,12 @@ def test_a_full_local_only_session_never_leaves_the_machine(
     assert rc == 1 and out["outcome"] == "stopped", out
     assert out["tests_green"] and out["high_risk"]
     assert "cloud" in out["reason"].lower() or "judge" in out["reason"].lower(), out["reason"]
-
-    for role, signals in ASKS:
-        argv = ["ask", "--role", role, "--local-only", "--approve", "allow", "--max-tokens", "16"]
-        for s in signals:
-            argv += ["--signal", s]
-        rc, data, err = run_json([*argv, "a question for the local model"], capsys)
-        no_traceback(err)
-        assert rc == 0, (role, data, err)
-        assert data["runtime"] == "vllm", (role, data)
-    # the second-opinion sidecar has no local stand-in: under local_only it is refused
-    for signal in ("failed_loops=2", "confidence=0.5"):
-        argv = ["ask", "--role", "second_opinion", "--local-only", "--approve", "allow"]
-        rc, data, err = run_json([*argv, "--signal", signal, "a question"], capsys)
-        no_traceback(err)
-        assert rc == 1 and "SIDECAR_NOT_REACHED" in json.dumps(data), (signal, data, err)
+    # a second run whose every attempt fails: the failure asks for a second opinion
+    session_env["implementer"].extend([session_env["wide"]] * 4)
+    argv = ["run", TASK, "--repo", str(session_env["repo"]), "--local-only"]
+    rc, out, err = run_json([*argv, "--approve", "allow", "--test-command", FAST_TEST], capsys)
+    no_traceback(err)
+    assert rc == 1 and not out["tests_green"], out
 
     # ── zero non-loopback attempts, at the socket level ─────────────────────────────
     socket_guard.assert_no_attempts()
@@ -157,11 +167,13 @@ def test_a_full_local_only_session_never_leaves_the_machine(
 
     # ── the audit: every trigger fired, and every escalation was a GR-009 skip ──────
     lines = audit_lines()
-    # a sidecar's trigger shows on its refusal: it has no local route to take instead
+    # a sidecar's trigger shows on its refusal: it has no local route to take instead;
+    # a request that stays local when its trigger fires (cloud_only: the Architect's
+    # final plan, ACE, the Librarian) shows it on the cloud steps it skipped
     fired = {
         code
         for line in lines
-        if line["kind"] == "route"
+        if line["kind"] in ("route", "skip")
         or (line["kind"] == "refusal" and policy.roles[line["role"]].sidecar)
         for code in line["reason_codes"]
     }

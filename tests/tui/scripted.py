@@ -24,6 +24,7 @@ from app.bus import (
     Bus,
     DiffUpdated,
     Event,
+    PlanStepsChanged,
     PlanUpdated,
     RunFinished,
     StageChanged,
@@ -257,6 +258,13 @@ class ScriptedRun:
         tick(3)
         await local_call("architect", "qwen3-14b", 2140, 412)
         await pub(PlanUpdated(session=sid, run=run, plan=PLAN))
+
+        async def steps(status: str, detail: str) -> None:
+            # as the runner publishes them (app/pipeline/plan_status.py)
+            n = len(PLAN["steps"])
+            await pub(PlanStepsChanged(session=sid, run=run, statuses=[status] * n, detail=detail))
+
+        await steps("pending", "planned")
         await stage("architect", "finished", "architect", "qwen3-14b", "llamacpp_server")
 
         # Implementer: two failed loops.
@@ -271,6 +279,7 @@ class ScriptedRun:
             detail="implementer → qwen2.5-coder-32b (vLLM)",
         )
         await stage("implementer", "started", "implementer", "qwen2.5-coder-32b", "vllm")
+        await steps("active", "the Implementer is at work")
         for loop, diff in ((1, DIFF_1), (2, DIFF_1)):
             tick(4)
             await local_call("implementer", "qwen2.5-coder-32b", 3810, 266)
@@ -318,6 +327,7 @@ class ScriptedRun:
         if not decision.allowed:
             await stage("implementer", "failed", "implementer", "qwen2.5-coder-32b", "vllm")
             reason = f"escalation denied ({decision.decided_by}) after 2 failed loops"
+            await steps("failed", reason)
             await pub(RunFinished(session=sid, run=run, outcome="stopped", reason=reason))
             return ScriptOutcome(run, "stopped", reason, self.decision)
 
@@ -350,6 +360,7 @@ class ScriptedRun:
             TestLoopFinished(session=sid, run=run, loop=3, passed=True, exit_code=0, runner="bwrap")
         )
         await stage("implementer", "finished", "implementer", "deepseek-reasoner", "cloud")
+        await steps("done", "tests green")
         await stage("judge", "skipped", detail="not High-Risk: the Judge is optional")
         await audit.append(
             "run",

@@ -32,10 +32,13 @@ def test_a_clean_small_green_run_is_not_interesting() -> None:
     assert interesting_failure([], "", ACE) == []
 
 
-def test_a_failed_loop_is_interesting_even_when_the_run_ends_green() -> None:
-    assert interesting_failure(["attempt 1: tests failed (exit 1)"], diff(1, 3), ACE) == [
-        "1 failed loop(s)"
-    ]
+def test_one_failed_loop_is_ordinary_two_are_interesting_even_when_green() -> None:
+    """Issue 17: one failed loop no longer counts as an interesting failure (ACE is
+    local-first; its Kimi escalation waits for the policy's interesting_failed_loops)."""
+    one = ["attempt 1: tests failed (exit 1)"]
+    assert interesting_failure(one, diff(1, 3), ACE) == []
+    two = [*one, "attempt 2: edits refused: ..."]
+    assert interesting_failure(two, diff(1, 3), ACE) == ["2 failed loops (>= 2)"]
 
 
 def test_the_policy_bounds_are_strict_greater_than() -> None:

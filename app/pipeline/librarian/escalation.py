@@ -15,7 +15,9 @@ from app.pipeline.librarian.notes import MIN_CAPACITY, ROLE, WINDOW_SHARE, NoteS
 from app.pipeline.librarian.packing import _Piece, _pieces, _unique, pack
 from app.pipeline.librarian.prompts import REDUCE_SYSTEM, _reduce_user, map_prompt
 from app.router.decide import fired_triggers
+from app.router.routed import skip_text
 from app.router.service import RouteFailed, RouteRefused, RouteStaysLocal
+from app.router.types import Decision
 
 
 async def on_triggers(
@@ -41,6 +43,7 @@ async def on_triggers(
         decision = probe if probe.action == "escalate" else decision
     if decision.action == "escalate" and decision.target is not None:
         return await _map_cloud(job, sources, decision.target)
+    await _say_skips(job, decision)
     job.tally.codes.append("LIBRARIAN_ESCALATION_UNAVAILABLE")
     why = "; ".join(decision.notes) or "no cloud step can serve"
     job.tally.notes.append(f"the escalation is unavailable ({why}); condensing locally")
@@ -86,13 +89,19 @@ async def _map_cloud(job: Caller, sources: Sequence[Source], target: str) -> lis
 
 
 async def on_low_confidence(
-    job: Caller, sources: Sequence[Source], local: NoteSet
+    job: Caller,
+    sources: Sequence[Source],
+    local: NoteSet,
+    found: dict[str, bool] | None = None,
 ) -> NoteSet | None:
-    """One request with ``local_synth_confidence`` so the router may escalate; None:
-    not served (the local result stands). It carries the whole sources when they fit
-    the escalation target's window, else the local notes to improve."""
+    """One request with ``local_synth_confidence`` (and what the local notes ``found``,
+    e.g. ``contradictions_detected``) so the router may escalate; None: not served (the
+    local result stands). It carries the whole sources when they fit the escalation
+    target's window, else the local notes to improve."""
     tally = job.tally
-    signals = job.flags.model_copy(update={"local_synth_confidence": local.confidence})
+    signals = job.flags.model_copy(
+        update={"local_synth_confidence": local.confidence, **(found or {})}
+    )
     pieces = [_Piece(sid, text) for sid, text in sources]
     system, user = map_prompt(job.task, pieces, max(64, job.budget), True)
     known = _unique(sid for sid, _ in sources)
@@ -108,6 +117,7 @@ async def on_low_confidence(
     probe = signals.model_copy(update={"context_estimate": job.overhead(system, user)})
     decision = await job.router.decide(ROLE, probe)
     if decision.action != "escalate":
+        await _say_skips(job, decision)
         tally.codes.append("LIBRARIAN_ESCALATION_UNAVAILABLE")
         why = "; ".join(decision.notes) or "no cloud step can serve"
         tally.notes.append(
@@ -127,3 +137,22 @@ async def on_low_confidence(
         tally.notes.append(f"the escalated reply was unusable ({problem}); kept the local result")
         return None
     return got
+
+
+async def _say_skips(job: Caller, decision: Decision) -> None:
+    """A trigger fired and the router's decision keeps the job local (local_only, no
+    step left): each cloud step it skipped is an audit line, with the triggers that
+    wanted it, as the router writes them for a request it serves (GR-005)."""
+    for skip in decision.skipped:
+        if skip.runtime != "cloud":
+            continue
+        await job.router.audit.append(
+            "skip",
+            session=job.router.session,
+            run=job.run,
+            role=ROLE,
+            to=skip.model,
+            reason_codes=[f"SKIP_{skip.reason.upper()}", *decision.reason_codes],
+            values={"reason": skip.reason, "detail": skip.detail},
+            detail=skip_text(skip),
+        )

@@ -45,7 +45,8 @@ async def condense(
     sources = [(str(sid), str(text)) for sid, text in sources]
     whole = render_sources(sources)
     tokens_in = context_estimate([whole])
-    if tokens_in <= budget:
+    # a full sweep is asked for by name: the Librarian reads it even when it would fit
+    if tokens_in <= budget and not full_sweep:
         return Condensed(
             text=whole,
             condensed=False,
@@ -93,6 +94,20 @@ async def _run(job: Caller, sources: Sequence[Source], tokens_in: int) -> NoteSe
         tally.codes.append("LIBRARIAN_ESCALATED")
     result = await reduce(job, NoteSet.merge(notes), force=len(notes) > 1)
     threshold = job.confidence_threshold()
+    if result.contradictions and not job.flags.contradictions_detected:
+        # the Librarian's own notes found sources that disagree: its §3 trigger
+        tally.codes.append("LIBRARIAN_CONTRADICTIONS")
+        tally.notes.append(
+            f"the notes report {len(result.contradictions)} contradiction(s): "
+            + "; ".join(c[:120] for c in result.contradictions[:3])
+        )
+        if not tally.escalated and not tally.declined:
+            better = await escalation.on_low_confidence(
+                job, sources, result, {"contradictions_detected": True}
+            )
+            if better is not None:
+                tally.codes.append("LIBRARIAN_ESCALATED")
+                return await reduce(job, better, force=False)
     if (
         threshold is not None
         and result.confidence < threshold

@@ -8,7 +8,7 @@ import re
 
 from app.policy.schema import Trigger
 from app.policy.spec import SpecEntry, clean_value
-from app.policy.spec_checks.findings import Findings
+from app.policy.spec_checks.findings import Findings, first_word
 
 ROUTING_MODE = "local-first with escalation"
 #: providers whose models §4/§5 call Kimi and DeepSeek
@@ -62,6 +62,9 @@ def check_routing(f: Findings, *, required: bool) -> None:
         )
         if e is not None:
             check_family(f, e, family, title)
+    sweep = f.one("librarian full sweep", "librarian_full_sweep", "", required=False)
+    if sweep is not None and first_word(sweep.value) not in ("YES", "NO"):
+        f.error(sweep.line, "librarian_full_sweep", "expected YES or NO (a whole-repo sweep)")
 
 
 def _trigger(f: Findings, role: str, signal: str) -> Trigger | None:

@@ -1,13 +1,14 @@
 """Plan: the stages of the run, then the Architect's plan.json steps with their status,
-and its confidence in the border.
+and its (grounded) confidence in the border.
 
-A step's status is the plan's own (``steps[i].status`` or a ``step_status`` list, when
-the pipeline sends one); otherwise it follows the implementer: pending before it starts,
-active while it works, done when the run is merge-ready, failed when it fails.
+A step's status is what the pipeline published for it (``PlanStepsChanged``: pending,
+active, done, skipped, failed), never inferred here; a plan no status has reached yet
+shows its steps pending.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.text import Text
@@ -27,34 +28,19 @@ STAGE_STYLE = {
 }
 
 
-def step_statuses(plan: dict[str, Any], stages: dict[str, str], outcome: str | None) -> list[str]:
+def step_statuses(plan: dict[str, Any], published: list[str] | None) -> list[str]:
+    """The published status of each step (pending where none was published)."""
     steps = plan.get("steps") or []
-    given = plan.get("step_status")
-    out: list[str] = []
-    impl = stages.get("implementer")
-    for i, step in enumerate(steps):
-        own = step.get("status") if isinstance(step, dict) else None
-        if own is None and isinstance(given, list) and i < len(given):
-            own = given[i]
-        if isinstance(own, str) and own in MARK:
-            out.append(own)
-        elif outcome == "merge_ready":
-            out.append("done")
-        elif outcome == "failed" and impl is not None:
-            out.append("failed")
-        elif impl == "started":
-            out.append("active")
-        elif impl == "finished":
-            out.append("done")
-        else:
-            out.append("pending")
-    return out
+    given = published or []
+    return [
+        given[i] if i < len(given) and given[i] in MARK else "pending" for i in range(len(steps))
+    ]
 
 
 def render_plan(
     plan: dict[str, Any] | None,
     stages: dict[str, str],
-    outcome: str | None,
+    published: list[str] | None,
     variables: dict[str, str],
 ) -> Text:
     dim = style_of(variables.get("dim-text", ""))
@@ -74,7 +60,7 @@ def render_plan(
     goal = str(plan.get("goal") or "")
     if goal:
         parts.append(Text.assemble(("goal ", dim), (goal, style_of("", bold=True))))
-    statuses = step_statuses(plan, stages, outcome)
+    statuses = step_statuses(plan, published)
     for n, (step, status) in enumerate(zip(plan.get("steps") or [], statuses, strict=False), 1):
         title = str(step.get("title", "")) if isinstance(step, dict) else str(step)
         style = style_of(variables.get(f"step-{status}", variables.get("step-pending", "")))
@@ -100,17 +86,27 @@ class PlanPane(Pane):
         #: stage → last status, in the order the stages first appeared
         self.stages: dict[str, str] = {}
         self.outcome: str | None = None
+        #: each step's status as the pipeline published it
+        self.statuses: list[str] | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
             yield Static(id="plan-body")
 
     def reset(self) -> None:
-        self.plan, self.stages, self.outcome = None, {}, None
+        self.plan, self.stages, self.outcome, self.statuses = None, {}, None, None
         self.redraw()
 
     def show_plan(self, plan: dict[str, Any]) -> None:
+        if self.plan is not None and len(plan.get("steps") or []) != len(
+            self.plan.get("steps") or []
+        ):
+            self.statuses = None  # another plan (an escalation's): its steps start over
         self.plan = plan
+        self.redraw()
+
+    def step_status(self, statuses: Sequence[str]) -> None:
+        self.statuses = list(statuses)
         self.redraw()
 
     def stage(self, stage: str, status: str) -> None:
@@ -126,5 +122,5 @@ class PlanPane(Pane):
         self.border_title = "Plan" if conf is None else f"Plan ── conf {float(conf):.2f}"
         steps = len(self.plan.get("steps") or []) if self.plan else 0
         self.border_subtitle = f"{steps} steps" if steps else ""
-        body = render_plan(self.plan, self.stages, self.outcome, self.app.theme_variables)
+        body = render_plan(self.plan, self.stages, self.statuses, self.app.theme_variables)
         self.query_one("#plan-body", Static).update(body)

@@ -119,7 +119,7 @@ class EvidenceScreen(Screen[None]):
         self._set("brief", _lines(view.brief) or [Text("no task brief", style=dim)])
         self._set(
             "plan",
-            [render_plan(view.plan, {}, view.report.manifest.status, v)]
+            [render_plan(view.plan, {}, view.plan_steps, v)]
             if view.plan and view.report.manifest
             else [Text("no plan.json", style=dim)],
         )

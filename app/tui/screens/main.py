@@ -107,6 +107,9 @@ class MainScreen(WorkbenchScreen):
     def on_plan_changed(self, message: bridge.PlanChanged) -> None:
         self.plan.show_plan(message.event.plan)
 
+    def on_plan_steps_moved(self, message: bridge.PlanStepsMoved) -> None:
+        self.plan.step_status(message.event.statuses)
+
     def on_diff_changed(self, message: bridge.DiffChanged) -> None:
         self.diff.show_diff(message.event.attempt, message.event.diff)
 

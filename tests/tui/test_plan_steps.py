@@ -1,0 +1,35 @@
+"""The plan pane shows each step's status as the pipeline published it, never a guess
+(issue 17), and the runner's rule for a finished change."""
+
+from __future__ import annotations
+
+from app.pipeline.plan_status import finished_statuses
+from app.pipeline.schemas import Plan, PlanStep
+from app.tui.panes.plan import step_statuses
+
+PLAN = {"goal": "g", "steps": [{"title": "a"}, {"title": "b"}, {"title": "c"}]}
+
+
+def test_without_a_published_status_every_step_is_pending() -> None:
+    # the implementer's stage having started says nothing about a step
+    assert step_statuses(PLAN, None) == ["pending"] * 3
+
+
+def test_published_statuses_are_shown_as_they_are() -> None:
+    assert step_statuses(PLAN, ["done", "skipped", "failed"]) == ["done", "skipped", "failed"]
+    # a shorter or unknown list never invents a status
+    assert step_statuses(PLAN, ["active", "bogus"]) == ["active", "pending", "pending"]
+
+
+def test_a_finished_change_marks_the_steps_it_touched_done() -> None:
+    plan = Plan(
+        goal="g",
+        steps=[
+            PlanStep(title="fix", files=["parser.py"]),
+            PlanStep(title="docs", files=["README.md"]),
+            PlanStep(title="run the tests"),
+        ],
+        confidence=0.9,
+    )
+    diff = "--- a/parser.py\n+++ b/parser.py\n@@ -1 +1 @@\n-a\n+b\n"
+    assert finished_statuses(plan, diff) == ["done", "skipped", "done"]
