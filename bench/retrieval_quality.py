@@ -41,6 +41,7 @@ Run: python -m bench.retrieval_quality --repo GIT_DIR [--n 200] [--weighting hyb
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -51,9 +52,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bench._common import print_machine, print_ratio, write_result
+from bench._common import percentile, print_machine, print_ratio, write_result
+from bench.retrieval_baselines import ChunkRanker, FileRanker
 
 MAX_FILES = 20
+#: Repositories (``owner+name`` as the mirror names them) Stage0's file lane was tuned on;
+#: every other one is reported as untouched.
+TUNED_ON = frozenset({"pallets+click", "psf+requests"})
+#: The goal: Stage0's file-level MRR at least this many times the best baseline's.
+MRR_GOAL = 1.1
+BASELINE_FILES = "bm25s files+path, code tok"
+BASELINE_CHUNKS = "bm25s chunks+path, code tok"
 KS = (1, 5, 10)
 CHUNK_K = 15
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+")
@@ -77,10 +86,17 @@ class Scores:
     brief_hits: list[bool] = field(default_factory=list)  # Stage0: a truth chunk was picked
     seconds: float = 0.0
 
-    def add(self, scores: Any, paths: Sequence[str], case: Case, truth_rows: set[int]) -> None:
+    query_seconds: list[float] = field(default_factory=list)  # Stage0: query() (MMR) each
+
+    def add(
+        self, scores: Any, paths: Sequence[str], case: Case, truth_rows: set[int] | None
+    ) -> None:
+        """One case's scores, by chunk (``paths`` says whose) or by file (no truth rows:
+        no chunk-level figures)."""
         pos = {f: i + 1 for i, f in enumerate(files_by_best_chunk(scores, paths))}
         self.ranks.append([pos.get(t, 0) for t in case.truth])
-        self.chunk_ranks.append(first_truth_rank(scores, truth_rows))
+        if truth_rows is not None:
+            self.chunk_ranks.append(first_truth_rank(scores, truth_rows))
 
     def recall(self, k: int) -> float:
         per = [sum(1 for r in rs if 0 < r <= k) / len(rs) for rs in self.ranks]
@@ -103,12 +119,15 @@ class Scores:
             "name": self.name,
             **{f"r@{k}": round(self.recall(k), 4) for k in KS},
             "mrr": round(self.mrr(), 4),
-            "chunk_mrr": round(self.chunk_mrr(), 4),
-            f"chunk_hit@{CHUNK_K}": round(self.chunk_hit(CHUNK_K), 4),
             "seconds": round(self.seconds, 2),
         }
+        if self.chunk_ranks:
+            out["chunk_mrr"] = round(self.chunk_mrr(), 4)
+            out[f"chunk_hit@{CHUNK_K}"] = round(self.chunk_hit(CHUNK_K), 4)
         if self.brief_hits:
             out["brief_hit"] = round(sum(self.brief_hits) / len(self.brief_hits), 4)
+        if self.query_seconds:
+            out["query_p50_ms"] = round(percentile(self.query_seconds, 50) * 1000, 3)
         return out
 
 
@@ -214,44 +233,6 @@ def files_by_best_chunk(scores: Any, paths: Sequence[str]) -> list[str]:
     return [p for p, s in sorted(best.items(), key=lambda kv: (-kv[1], kv[0])) if s > 0]
 
 
-class Bm25sRanker:
-    def __init__(self, with_path: bool = False) -> None:
-        self.with_path = with_path
-        self._tokens: dict[str, list[str]] = {}  # chunk id -> tokens (stable per content)
-
-    def scores(
-        self, ids: Sequence[str], paths: Sequence[str], texts: Sequence[str], query: str
-    ) -> Any:
-        """bm25s's score of every chunk for ``query``."""
-        import bm25s
-        import numpy as np
-
-        todo = [i for i, cid in enumerate(ids) if cid not in self._tokens]
-        if todo:
-            docs = [(f"{paths[i]}\n{texts[i]}" if self.with_path else texts[i]) for i in todo]
-            toks = bm25s.tokenize(docs, stopwords="en", return_ids=False, show_progress=False)
-            for i, t in zip(todo, toks, strict=True):
-                self._tokens[ids[i]] = t
-        corpus = [self._tokens[cid] for cid in ids]
-        retriever = bm25s.BM25()
-        retriever.index(_as_ids(corpus), show_progress=False)
-        q = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
-        vocab = retriever.vocab_dict
-        q = [t for t in q if t in vocab]
-        if not q:
-            return np.zeros(len(ids))
-        return np.asarray(retriever.get_scores(q), dtype=np.float64)
-
-
-def _as_ids(corpus: list[list[str]]) -> Any:
-    """Token lists as the ``Tokenized`` (ids + vocab) that ``BM25.index`` takes."""
-    from bm25s.tokenization import Tokenized
-
-    vocab: dict[str, int] = {}
-    ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in corpus]
-    return Tokenized(ids=ids, vocab=vocab)
-
-
 def evaluate(
     repo: Path,
     cases: Sequence[Case],
@@ -266,10 +247,14 @@ def evaluate(
 
     policy = load_policy().policy
     rows = [Scores(f"stage0 ({w})") for w in weightings]
-    bm25 = Scores("bm25s")
-    systems: list[tuple[Scores, Bm25sRanker]] = [(bm25, Bm25sRanker())]
+    systems: list[tuple[Scores, ChunkRanker]] = [
+        (Scores(BASELINE_CHUNKS), ChunkRanker(with_path=True, code=True)),
+        (Scores("bm25s"), ChunkRanker()),
+    ]
     if ablations:
-        systems.append((Scores("bm25s + path in text"), Bm25sRanker(with_path=True)))
+        systems.append((Scores("bm25s + path in text"), ChunkRanker(with_path=True)))
+    files_row = Scores(BASELINE_FILES)
+    files_ranker = FileRanker(repo)
     with tempfile.TemporaryDirectory(prefix="stage0-rq-") as tmp:
         cache = Stage0Cache(Path(tmp) / "cache.sqlite")
         text_memo: dict[str, str] = {}
@@ -286,7 +271,9 @@ def evaluate(
                 scores.seconds += time.perf_counter() - t0
                 truth_rows = truth_chunk_rows(index.refs, spans)
                 scores.add(rel, [r.path for r in index.refs], case, truth_rows)
+                t0 = time.perf_counter()
                 picked = {c.id for c in s0.query(case.query).selected}
+                scores.query_seconds.append(time.perf_counter() - t0)
                 scores.brief_hits.append(any(index.refs[r].id in picked for r in truth_rows))
             assert index is not None
             ids = [r.id for r in index.refs]
@@ -300,28 +287,48 @@ def evaluate(
                 chunk_scores = ranker.scores(ids, paths, texts, case.query)
                 scores.seconds += time.perf_counter() - t0
                 scores.add(chunk_scores, paths, case, truth_rows)
+            # a file's blob is the first part of its chunks' cache key
+            files = sorted({(r.path, r.key.split(":", 1)[0]) for r in index.refs})
+            t0 = time.perf_counter()
+            file_scores = files_ranker.scores(files, case.query)
+            files_row.seconds += time.perf_counter() - t0
+            files_row.add(file_scores, [p for p, _ in files], case, None)
             if n % 20 == 0 or n == len(cases):
                 progress(f"  {n}/{len(cases)} commits")
         cache.close()
-    return [*rows, *(s for s, _ in systems)]
+    return [*rows, files_row, *(s for s, _ in systems)]
+
+
+def best_baseline(rows: Sequence[Scores]) -> Scores:
+    """The baseline with the highest file-level MRR (ties: the first listed)."""
+    baselines = [s for s in rows if not s.name.startswith("stage0")]
+    return max(baselines, key=lambda s: s.mrr())
 
 
 def print_table(repo: str, cases: int, rows: Sequence[Scores]) -> None:
     print(f"\n{repo}: {cases} commits")
-    head = f"{'system':<24} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6}"
+    head = f"{'system':<28} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6}"
     print(f"{head} │ {'cMRR':>6} {'cHit@15':>7} {'brief':>6} {'time':>7}")
+
+    def cell(r: dict[str, Any], key: str, width: int) -> str:
+        return f"{r[key]:>{width}.3f}" if key in r else f"{'-':>{width}}"
+
     for s in rows:
         r = s.row()
-        brief = f"{r['brief_hit']:>6.3f}" if "brief_hit" in r else f"{'-':>6}"
         print(
-            f"{s.name:<24} {r['r@1']:>6.3f} {r['r@5']:>6.3f} {r['r@10']:>6.3f} {r['mrr']:>6.3f}"
-            f" │ {r['chunk_mrr']:>6.3f} {r[f'chunk_hit@{CHUNK_K}']:>7.3f} {brief}"
-            f" {r['seconds']:>6.1f}s"
+            f"{s.name:<28} {r['r@1']:>6.3f} {r['r@5']:>6.3f} {r['r@10']:>6.3f} {r['mrr']:>6.3f}"
+            f" │ {cell(r, 'chunk_mrr', 6)} {cell(r, f'chunk_hit@{CHUNK_K}', 7)}"
+            f" {cell(r, 'brief_hit', 6)} {r['seconds']:>6.1f}s"
         )
     print(
         "file level: R@k, MRR · chunk level: cMRR (first chunk overlapping a changed line), "
         f"cHit@{CHUNK_K} · brief: a changed chunk among those query() picks"
     )
+
+
+def split_of(label: str) -> str:
+    """``tuned`` for a repository Stage0's file lane was tuned on, else ``untouched``."""
+    return "tuned" if label in TUNED_ON else "untouched"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -336,28 +343,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     repo = args.repo.resolve()
     label = repo.parent.name if repo.name in {"repo", ".git"} else repo.name
     print_machine()
+    load = os.getloadavg()
     weightings = [w.strip() for w in args.weighting.split(",") if w.strip()]
     cases = collect_cases(repo, args.n, args.rev)
-    print(f"{repo}: {len(cases)} qualifying commits (asked for {args.n})", flush=True)
+    split = split_of(label)
+    print(
+        f"{repo}: {len(cases)} qualifying commits (asked for {args.n}); "
+        f"{split} (Stage0's file lane was tuned on {', '.join(sorted(TUNED_ON))})",
+        flush=True,
+    )
     if not cases:
         return 1
     rows = evaluate(repo, cases, weightings, args.ablations, lambda m: print(m, flush=True))
     print_table(label, len(cases), rows)
-    bm25 = next(s for s in rows if s.name == "bm25s")
+    best = best_baseline(rows)
+    goals = {}
     for s in rows:
         if s.name.startswith("stage0"):
-            print_ratio(
-                f"mrr {label} {s.name}", s.mrr(), bm25.mrr(), "bm25s", higher_is_better=True
+            r = print_ratio(
+                f"mrr {label} ({split}) {s.name}",
+                s.mrr(),
+                best.mrr(),
+                f"the best baseline, {best.name}",
+                higher_is_better=True,
             )
+            goals[s.name] = {"ratio_vs_best": round(r, 4), "reached": r >= MRR_GOAL}
+            mark = "reached" if r >= MRR_GOAL else "NOT reached"
+            print(f"goal {s.name}: file MRR ≥ {MRR_GOAL}× the best baseline: {mark} ({r:.2f}×)")
     name = args.name or f"retrieval_quality_{label}"
     path = write_result(
         name,
         {
             "repo": label,
+            "split": split,
+            "tuned_on": sorted(TUNED_ON),
             "head": git(repo, "rev-parse", args.rev).strip(),
             "commits": len(cases),
             "max_files": MAX_FILES,
             "rows": [s.row() for s in rows],
+            "best_baseline": best.name,
+            "goal": {"mrr_ratio": MRR_GOAL, "by_weighting": goals},
+            "loadavg": [round(x, 2) for x in load],
         },
     )
     print(f"wrote {path}")

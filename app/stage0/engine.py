@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,13 @@ def effective_budget(
 
 
 def chunk_cost(ref: ChunkRef) -> int:
-    return ref.tokens + count_text(f"{ref.path}:{ref.start}-{ref.end}") + CHUNK_OVERHEAD
+    return ref.tokens + _location_tokens(ref.path, ref.start, ref.end) + CHUNK_OVERHEAD
+
+
+@lru_cache(maxsize=1 << 16)
+def _location_tokens(path: str, start: int, end: int) -> int:
+    # Counted once per chunk, not once per query: a query weighs ~300 candidates.
+    return count_text(f"{path}:{start}-{end}")
 
 
 def ranked_rows(relevance: np.ndarray, refs: Sequence[ChunkRef], limit: int) -> list[int]:
@@ -274,7 +281,7 @@ class Stage0:
             Candidate(float(relevance[r]), chunk_cost(index.refs[r]), index.refs[r].sort_key())
             for r in rows
         ]
-        sim = index.similarity(rows)
+        sim = index.similarity_rows(rows)
         selection = mmr_select(candidates, sim, lam=cfg.mmr_lambda, k=k, budget=budget)
         info = None
         if explain:

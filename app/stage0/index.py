@@ -12,12 +12,14 @@ counted :data:`PATH_WEIGHT` times. The weighting (chosen by measurement with
 :data:`DEFAULT_WEIGHTING`) is one of:
 
 - ``tfidf``: scikit-learn's ``TfidfTransformer(sublinear_tf=True)`` over the counts
-  (1 + ln tf, smooth idf, l2 norm); queries go through a ``TfidfVectorizer`` with the
-  code tokenizer as its analyzer and the same vocabulary and idf; relevance is the
-  cosine.
+  (1 + ln tf, smooth idf, l2 norm); a query's counts (the code tokenizer's) go through
+  the same steps with the same idf; relevance is the cosine.
 - ``bm25``: Okapi BM25 (k1 1.2, b 0.75, Lucene's idf) over the same counts; relevance
   is the sum over the query's distinct terms, divided by the query's best score.
 - ``hybrid`` (the default): the mean of the two.
+
+That is a chunk's own relevance; the file lane (:mod:`app.stage0.filelane`) then
+blends in how its whole file ranks, ``file_share`` of the total (0: chunks alone).
 
 Whatever the weighting, explain's "top terms" are the largest sublinear TF-IDF
 weights of a chunk's text (its path left out), and redundancy (MMR) is the cosine
@@ -32,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.audit.masking import mask_text
 from app.stage0.cache import BlobData, PieceMeta
@@ -44,7 +46,16 @@ from app.stage0.chunker import (
     normalize_newlines,
     text_digest,
 )
+from app.stage0.filelane import FILE_SHARE, FILE_TERM, FileLane
 from app.stage0.tokenize import TOKENIZER_VERSION, split_identifier, tokenize
+from app.stage0.weights import (
+    Field,
+    Part,
+    SimilarityRows,
+    canonical,
+    field_parts,
+    tfidf_query,
+)
 from app.tokens import count_text
 
 if TYPE_CHECKING:
@@ -76,13 +87,10 @@ WEIGHTINGS = ("tfidf", "bm25", "hybrid")
 # moved its file MRR by at most 0.02; counting a unit's symbol a second time, by
 # less than 0.01, so it is counted once (in its text).
 DEFAULT_WEIGHTING = "hybrid"
-BM25_K1 = 1.2
-BM25_B = 0.75
 #: How many times a chunk's path tokens (directories, file stem) count in it.
 PATH_WEIGHT = 8
 #: How many extra times a unit's symbol tokens are counted (they are in its text once).
 SYMBOL_WEIGHT = 0
-
 FEATURES_VERSION = f"s{SYMBOL_WEIGHT}"
 
 
@@ -200,103 +208,11 @@ class SortedVocab(Mapping[str, int]):
         return len(self.terms)
 
 
-class _Field:
-    """Counts and their TF-IDF and BM25 weights, computed lazily."""
-
-    def __init__(self, counts: csr_matrix) -> None:
-        counts = _canonical(counts)
-        counts.eliminate_zeros()
-        self.counts = counts
-        self.empty = counts.shape[0] == 0 or counts.nnz == 0
-        self._csc: dict[int, tuple[csr_matrix, Any]] = {}
-
-    @cached_property
-    def transformer(self) -> Any:
-        from sklearn.feature_extraction.text import TfidfTransformer
-
-        tr = TfidfTransformer(norm="l2", use_idf=True, smooth_idf=True, sublinear_tf=True)
-        return tr if self.empty else tr.fit(self.counts)
-
-    @cached_property
-    def tfidf(self) -> csr_matrix:
-        """Sublinear TF-IDF rows, l2-normalized (cosine = dot product)."""
-        if self.empty:
-            return self.counts.astype("float64")
-        return _canonical(self.transformer.transform(self.counts))
-
-    @cached_property
-    def bm25(self) -> csr_matrix:
-        import numpy as np
-
-        counts = self.counts.astype(np.float64)
-        n = counts.shape[0]
-        df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
-        idf = np.log1p((n - df + 0.5) / (df + 0.5))
-        lengths = np.asarray(counts.sum(axis=1)).ravel()
-        avg = float(lengths.mean()) if n else 1.0
-        norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths / (avg or 1.0))
-        tf = counts.data
-        row_norm = np.repeat(norm, np.diff(counts.indptr))
-        counts.data = idf[counts.indices] * tf * (BM25_K1 + 1) / (tf + row_norm)
-        return _canonical(counts)
-
-    def query_tfidf(self, counts: csr_matrix, vectorizer: Any, text: str) -> csr_matrix:
-        """The query as TF-IDF through ``vectorizer`` (same vocabulary and idf)."""
-        if self.empty or not counts.nnz:
-            return counts
-        return _canonical(vectorizer.transform([text]))
-
-    @staticmethod
-    def query_bm25(counts: csr_matrix) -> csr_matrix:
-        """The query for BM25: each distinct term once."""
-        q = counts.copy()
-        q.data[:] = 1.0
-        return q
-
-    def scores(self, matrix: csr_matrix, q: csr_matrix) -> np.ndarray:
-        """``matrix @ q`` for a sparse query: the query terms' columns, added up in
-        column order (a query has a handful of terms; the corpus has many rows)."""
-        import numpy as np
-
-        out = np.zeros(self.counts.shape[0])
-        if self.empty or not q.nnz:
-            return out
-        csc = self._columns(matrix)
-        for col, weight in zip(q.indices.tolist(), q.data.tolist(), strict=True):
-            lo, hi = csc.indptr[col], csc.indptr[col + 1]
-            out[csc.indices[lo:hi]] += weight * csc.data[lo:hi]
-        return out
-
-    def _columns(self, matrix: csr_matrix) -> Any:
-        key = id(matrix)
-        hit = self._csc.get(key)
-        if hit is None or hit[0] is not matrix:
-            hit = self._csc[key] = (matrix, matrix.tocsc())
-        return hit[1]
-
-
-def _canonical(m: csr_matrix) -> csr_matrix:
-    from scipy.sparse import csr_matrix
-
-    out = csr_matrix(m)
-    out.sum_duplicates()
-    out.sort_indices()
-    return out
-
-
-@dataclass(frozen=True)
-class _Part:
-    """One term of a relevance sum: ``scale · (matrix @ q)``."""
-
-    matrix: csr_matrix
-    q: csr_matrix
-    scale: float
-
-
 @dataclass(frozen=True)
 class _Scored:
-    parts: tuple[_Part, ...]
+    parts: tuple[Part, ...]
     relevance: np.ndarray
+    by_file: np.ndarray | None  # the file lane's share of each chunk's relevance
 
 
 class Index:
@@ -305,8 +221,9 @@ class Index:
     A chunk's document is its text plus its path's tokens (directories, file stem)
     counted ``path_weight`` times (:data:`PATH_WEIGHT`). Relevance is the cosine with
     the query for TF-IDF, the score divided by the query's best score for BM25, and
-    the mean of the two for hybrid, so it lies in [0, 1]. The texts alone (no path)
-    give redundancy and the top terms.
+    the mean of the two for hybrid, so it lies in [0, 1]; ``file_share`` of it is the
+    file lane's (:data:`FILE_SHARE` unless given). The texts alone (no path) give
+    redundancy and the top terms.
     """
 
     def __init__(
@@ -317,6 +234,7 @@ class Index:
         path_counts: csr_matrix | None = None,
         weighting: str = DEFAULT_WEIGHTING,
         path_weight: float | None = None,
+        file_share: float | None = None,
     ) -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r} (known: {', '.join(WEIGHTINGS)})")
@@ -331,11 +249,12 @@ class Index:
         self.path_counts = path_counts
         self.weighting = weighting
         self.path_weight = PATH_WEIGHT if path_weight is None else path_weight
+        self.file_share = FILE_SHARE if file_share is None else file_share
         if self.path_weight and path_counts.nnz:
-            self.field = _Field(text_counts + self.path_weight * path_counts)
-            self.plain = _Field(text_counts)
+            self.field = Field(text_counts + self.path_weight * path_counts)
+            self.plain = Field(text_counts)
         else:
-            self.field = _Field(text_counts)
+            self.field = Field(text_counts)
             self.plain = self.field
         self._last: tuple[str, _Scored] | None = None
 
@@ -366,28 +285,9 @@ class Index:
         )
 
     @cached_property
-    def vectorizer(self) -> Any:
-        """A fitted ``TfidfVectorizer`` whose analyzer is the code tokenizer.
-
-        It is fitted from the cached counts (vocabulary and idf set, not learned again
-        from the texts), so a query goes through exactly the pipeline documents went
-        through: tokenize → count → 1 + ln tf → idf → l2.
-        """
-        import numpy as np
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        vec = TfidfVectorizer(
-            analyzer=tokenize,
-            norm="l2",
-            use_idf=True,
-            smooth_idf=True,
-            sublinear_tf=True,
-            dtype=np.float64,
-        )
-        vec.vocabulary_ = self.vocab
-        if not self.field.empty:
-            vec.idf_ = self.field.transformer.idf_
-        return vec
+    def files(self) -> FileLane:
+        """The file lane's whole files (see :mod:`app.stage0.filelane`)."""
+        return FileLane.build([r.path for r in self.refs], self.text_counts, self.path_counts)
 
     def _score(self, text: str) -> _Scored:
         import numpy as np
@@ -396,24 +296,28 @@ class Index:
             return self._last[1]
         counts = self.query_counts(text)
         field = self.field
-        parts: list[_Part] = []
-        raws = []
-        share = 0.5 if self.weighting == "hybrid" else 1.0
-        if self.weighting in ("tfidf", "hybrid"):
-            q = field.query_tfidf(counts, self.vectorizer, text)
-            parts.append(_Part(field.tfidf, q, share))
-            raws.append(field.scores(field.tfidf, q))
-        if self.weighting in ("bm25", "hybrid"):
-            q = field.query_bm25(counts)
-            raw = field.scores(field.bm25, q)
-            top = float(raw.max()) if len(raw) else 0.0
-            parts.append(_Part(field.bm25, q, share / top if top > 0 else 0.0))
-            raws.append(raw)
+        lane = self.file_share if len(self.refs) and counts.nnz else 0.0
+        parts, raws = field_parts(
+            field, counts, self.weighting, 1.0 - lane, lambda: tfidf_query(field, counts)
+        )
         relevance = np.zeros(len(self.refs))
         for part, raw in zip(parts, raws, strict=True):
             if part.scale:
                 relevance += part.scale * raw
-        scored = _Scored(tuple(parts), relevance)
+        by_file = None
+        if lane:
+            # the TF-IDF cosine is the first part for tfidf and hybrid
+            chunk_tfidf = (
+                raws[0]
+                if self.weighting != "bm25"
+                else field.scores(field.tfidf, tfidf_query(field, counts))
+            )
+            files = self.files
+            by_row = files.relevance(counts, chunk_tfidf)[files.file_of_row]
+            matched = np.logical_or.reduce([raw > 0 for raw in raws])
+            by_file = lane * np.where(matched, by_row, 0.0)
+            relevance += by_file
+        scored = _Scored(tuple(parts), relevance, by_file)
         self._last = (text, scored)
         return scored
 
@@ -426,17 +330,21 @@ class Index:
         return self._score(text).relevance
 
     def contributions(self, text: str, row: int) -> list[tuple[str, float]]:
-        """Each query term's share of a chunk's relevance (they add up to it)."""
+        """Each query term's share of a chunk's relevance, and the file lane's share as
+        :data:`FILE_TERM` (they add up to it)."""
         share: dict[int, float] = {}
         if self.field.empty:
             return []
-        for part in self._score(text).parts:
+        scored = self._score(text)
+        for part in scored.parts:
             doc = part.matrix.getrow(row)
             weights = dict(zip(doc.indices.tolist(), doc.data.tolist(), strict=True))
             for c, v in zip(part.q.indices.tolist(), part.q.data.tolist(), strict=True):
                 if c in weights:
                     share[c] = share.get(c, 0.0) + part.scale * v * weights[c]
         pairs = [(self.terms[c], v) for c, v in share.items()]
+        if scored.by_file is not None and scored.by_file[row] > 0:
+            pairs.append((FILE_TERM, float(scored.by_file[row])))
         return sorted(pairs, key=lambda p: (-p[1], p[0]))
 
     def top_terms(self, row: int, n: int = 8) -> list[tuple[str, float]]:
@@ -459,6 +367,10 @@ class Index:
         sub = self.plain.tfidf[list(rows)]
         return np.asarray((sub @ sub.T).todense())
 
+    def similarity_rows(self, rows: Sequence[int]) -> SimilarityRows:
+        """:meth:`similarity`'s rows, each computed when read (what MMR needs)."""
+        return SimilarityRows(self.plain.tfidf, rows)
+
     def subset(self, rows: Sequence[int]) -> Index:
         """An index over some chunks only, with its own idf (the code-unit index)."""
         import numpy as np
@@ -470,8 +382,9 @@ class Index:
         return Index(
             [self.refs[r] for r in rows],
             [self.terms[c] for c in used.tolist()],
-            _canonical(text[:, used]),
-            _canonical(path[:, used]),
+            canonical(text[:, used]),
+            canonical(path[:, used]),
             self.weighting,
             self.path_weight,
+            self.file_share,
         )

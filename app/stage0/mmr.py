@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,6 +31,13 @@ RANK = "rank"
 BELOW_PREFILTER = "below_prefilter"
 
 _PLACES = 12
+
+
+class Rows(Protocol):
+    """``rows[i]``: candidate ``i``'s similarity to every candidate (a dense matrix, or
+    rows computed when read)."""
+
+    def __getitem__(self, i: int, /) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +74,7 @@ def relevance_order(
 
 def mmr_select(
     candidates: Sequence[Candidate],
-    similarity: np.ndarray,
+    similarity: Rows,
     *,
     lam: float,
     k: int,

@@ -1,0 +1,188 @@
+"""Weighted term matrices: one field's counts as TF-IDF and BM25, and query scoring.
+
+A field is a count matrix (rows: chunks, or whole files for the file lane; columns:
+the index's vocabulary). Its weights are computed lazily, once per index build:
+
+- TF-IDF: scikit-learn's ``TfidfTransformer(sublinear_tf=True)`` (1 + ln tf, smooth
+  idf, l2 norm); a query's counts go through the same steps with the same idf;
+- BM25: Okapi BM25 (k1 1.2, b 0.75, Lucene's idf); a query's distinct terms count once.
+
+:func:`field_parts` turns a query into the terms of a relevance in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from scipy.sparse import csr_matrix
+
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+
+class Field:
+    """Counts and their TF-IDF and BM25 weights, computed lazily."""
+
+    def __init__(self, counts: csr_matrix, k1: float = BM25_K1, b: float = BM25_B) -> None:
+        self.k1 = k1
+        self.b = b
+        counts = canonical(counts)
+        counts.eliminate_zeros()
+        self.counts = counts
+        self.empty = counts.shape[0] == 0 or counts.nnz == 0
+        self._csc: dict[int, tuple[csr_matrix, Any]] = {}
+
+    @cached_property
+    def transformer(self) -> Any:
+        from sklearn.feature_extraction.text import TfidfTransformer
+
+        tr = TfidfTransformer(norm="l2", use_idf=True, smooth_idf=True, sublinear_tf=True)
+        return tr if self.empty else tr.fit(self.counts)
+
+    @cached_property
+    def tfidf(self) -> csr_matrix:
+        """Sublinear TF-IDF rows, l2-normalized (cosine = dot product)."""
+        if self.empty:
+            return self.counts.astype("float64")
+        return canonical(self.transformer.transform(self.counts))
+
+    @cached_property
+    def bm25(self) -> csr_matrix:
+        import numpy as np
+
+        counts = self.counts.astype(np.float64)
+        n = counts.shape[0]
+        df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
+        idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        lengths = np.asarray(counts.sum(axis=1)).ravel()
+        avg = float(lengths.mean()) if n else 1.0
+        norm = self.k1 * (1 - self.b + self.b * lengths / (avg or 1.0))
+        tf = counts.data
+        row_norm = np.repeat(norm, np.diff(counts.indptr))
+        counts.data = idf[counts.indices] * tf * (self.k1 + 1) / (tf + row_norm)
+        return canonical(counts)
+
+    @staticmethod
+    def query_bm25(counts: csr_matrix) -> csr_matrix:
+        """The query for BM25: each distinct term once."""
+        q = counts.copy()
+        q.data[:] = 1.0
+        return q
+
+    def scores(self, matrix: csr_matrix, q: csr_matrix) -> np.ndarray:
+        """``matrix @ q`` for a sparse query: the query terms' columns, added up in
+        column order (a query has a handful of terms; the corpus has many rows)."""
+        import numpy as np
+
+        out = np.zeros(self.counts.shape[0])
+        if self.empty or not q.nnz:
+            return out
+        csc = self._columns(matrix)
+        for col, weight in zip(q.indices.tolist(), q.data.tolist(), strict=True):
+            lo, hi = csc.indptr[col], csc.indptr[col + 1]
+            out[csc.indices[lo:hi]] += weight * csc.data[lo:hi]
+        return out
+
+    def _columns(self, matrix: csr_matrix) -> Any:
+        key = id(matrix)
+        hit = self._csc.get(key)
+        if hit is None or hit[0] is not matrix:
+            hit = self._csc[key] = (matrix, matrix.tocsc())
+        return hit[1]
+
+
+def tfidf_query(field: Field, counts: csr_matrix) -> csr_matrix:
+    """The query's sublinear TF-IDF vector in ``field``'s idf, l2-normalized (what
+    ``TfidfVectorizer.transform`` gives, from the counts already made)."""
+    import numpy as np
+
+    q = counts.astype(np.float64)
+    if field.empty or not q.nnz:
+        return q
+    q.data = (1.0 + np.log(q.data)) * field.transformer.idf_[q.indices]
+    norm = float(np.sqrt((q.data**2).sum()))
+    if norm:
+        q.data /= norm
+    return q
+
+
+def canonical(m: csr_matrix) -> csr_matrix:
+    from scipy.sparse import csr_matrix
+
+    out = csr_matrix(m)
+    out.sum_duplicates()
+    out.sort_indices()
+    return out
+
+
+@dataclass(frozen=True)
+class Part:
+    """One term of a relevance sum: ``scale · (matrix @ q)``."""
+
+    matrix: csr_matrix
+    q: csr_matrix
+    scale: float
+
+
+def field_parts(
+    field: Field, counts: csr_matrix, weighting: str, share: float, tfidf_q: Any
+) -> tuple[list[Part], list[np.ndarray]]:
+    """The parts of a relevance in [0, 1] by ``weighting`` over ``field``, times ``share``:
+    the cosine (TF-IDF), the score over the best score (BM25), or the mean of the two.
+    ``tfidf_q()`` gives the query's TF-IDF vector in this field's idf."""
+    parts: list[Part] = []
+    raws: list[np.ndarray] = []
+    if weighting == "hybrid":
+        share /= 2
+    if weighting in ("tfidf", "hybrid"):
+        q = tfidf_q()
+        parts.append(Part(field.tfidf, q, share))
+        raws.append(field.scores(field.tfidf, q))
+    if weighting in ("bm25", "hybrid"):
+        q = field.query_bm25(counts)
+        raw = field.scores(field.bm25, q)
+        top = float(raw.max()) if len(raw) else 0.0
+        parts.append(Part(field.bm25, q, share / top if top > 0 else 0.0))
+        raws.append(raw)
+    return parts, raws
+
+
+class SimilarityRows:
+    """Cosines between some l2-normalized rows of a matrix, one row at a time.
+
+    MMR reads only the rows of the candidates it picks (``top_k`` of ``prefilter``),
+    so a row is computed when asked: the picked row's weights are spread over the
+    vocabulary, and every candidate's dot product with it is one gather and one
+    ``bincount``.
+    """
+
+    def __init__(self, matrix: csr_matrix, rows: Sequence[int]) -> None:
+        import numpy as np
+
+        sub = matrix[np.asarray(rows, dtype=np.int64)] if len(rows) else matrix[:0]
+        self.n = len(rows)
+        self._indptr = sub.indptr
+        self._indices = sub.indices
+        self._data = np.asarray(sub.data, dtype=np.float64)
+        self._owner = np.repeat(np.arange(self.n), np.diff(sub.indptr))
+        self._spread = np.zeros(matrix.shape[1])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        import numpy as np
+
+        lo, hi = int(self._indptr[i]), int(self._indptr[i + 1])
+        cols = self._indices[lo:hi]
+        self._spread[cols] = self._data[lo:hi]
+        out = np.bincount(
+            self._owner, weights=self._data * self._spread[self._indices], minlength=self.n
+        )
+        self._spread[cols] = 0.0
+        return out

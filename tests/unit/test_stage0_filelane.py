@@ -1,0 +1,153 @@
+"""The file lane (whole files fused with the chunks by reciprocal rank) and the
+similarity rows MMR reads one at a time."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from scipy.sparse import csr_matrix
+
+from app.stage0.filelane import FILE_PATH_WEIGHT, FILE_TERM, RRF_K, FileLane, reciprocal_ranks
+from app.stage0.index import ChunkRef, Index, path_terms
+from app.stage0.tokenize import tokenize
+from app.stage0.weights import SimilarityRows
+
+
+def _index(chunks: list[tuple[str, str]], **kwargs: float) -> Index:
+    """An index over ``(path, text)`` chunks, counted the way a build counts them."""
+    texts = [Counter(tokenize(text)) for _, text in chunks]
+    paths = [Counter(path_terms(path)) for path, _ in chunks]
+    terms = sorted(set().union(*texts, *paths))
+    col = {t: i for i, t in enumerate(terms)}
+
+    def matrix(rows: list[Counter[str]]) -> csr_matrix:
+        data, ind, ptr = [], [], [0]
+        for counts in rows:
+            for t in sorted(counts, key=col.__getitem__):
+                ind.append(col[t])
+                data.append(float(counts[t]))
+            ptr.append(len(ind))
+        return csr_matrix((data, ind, ptr), shape=(len(rows), len(terms)))
+
+    refs = [
+        ChunkRef(f"id{i}", path, i * 10 + 1, i * 10 + 9, "window", None, 10, f"k{path}", i)
+        for i, (path, _) in enumerate(chunks)
+    ]
+    return Index(refs, terms, matrix(texts), matrix(paths), "hybrid", **kwargs)
+
+
+# Chunk by chunk, b.py's is the best match (its one chunk says two of the three words)
+# and a.py's second (each of its chunks says one); as whole files, a.py (all three,
+# short) ranks first, e.py second (all three, in long chunks) and b.py third. The file
+# lane fuses the two rankings: a.py is 2nd and 1st, b.py 1st and 3rd.
+CHUNKS = [
+    ("pkg/a.py", "def retry(): backoff"),
+    ("pkg/a.py", "def timeout(): limit"),
+    ("pkg/a.py", "def pool(): connections"),
+    ("pkg/a.py", "def unrelated(): nothing here"),
+    ("pkg/b.py", "def retry_timeout(): retry timeout seconds"),
+    ("pkg/b.py", "def helper(): alpha beta gamma delta epsilon zeta theta iota kappa lambda"),
+    ("pkg/c.py", "def other(): words"),
+    ("pkg/e.py", "def first(): retry alpha beta gamma delta epsilon"),
+    ("pkg/e.py", "def second(): timeout zeta theta iota kappa"),
+    ("pkg/e.py", "def third(): pool lambda sigma omega upsilon"),
+]
+QUERY = "retry timeout pool"
+
+
+def _files_by_best_chunk(index: Index, rel: np.ndarray) -> list[str]:
+    best: dict[str, float] = {}
+    for ref, score in zip(index.refs, rel.tolist(), strict=True):
+        best[ref.path] = max(best.get(ref.path, 0.0), score)
+    return [p for p, s in sorted(best.items(), key=lambda kv: (-kv[1], kv[0])) if s > 0]
+
+
+def test_the_file_lane_ranks_files_by_their_fused_ranks():
+    alone = _index(CHUNKS, file_share=0.0)
+    files_only = _index(CHUNKS, file_share=1.0)
+    assert _files_by_best_chunk(alone, alone.relevance(QUERY)) == [
+        "pkg/b.py",
+        "pkg/a.py",
+        "pkg/e.py",
+    ]
+    fused = _files_by_best_chunk(files_only, files_only.relevance(QUERY))
+    assert fused == ["pkg/a.py", "pkg/b.py", "pkg/e.py"]  # 1/62 + 1/61 > 1/61 + 1/63 > ...
+
+
+def test_the_default_share_lies_between_the_chunks_alone_and_the_files_alone():
+    alone = _index(CHUNKS, file_share=0.0).relevance(QUERY)
+    files_only = _index(CHUNKS, file_share=1.0).relevance(QUERY)
+    share = 0.8
+    fused = _index(CHUNKS, file_share=share).relevance(QUERY)
+    assert fused == pytest.approx((1 - share) * alone + share * files_only, abs=1e-12)
+
+
+def test_the_file_lane_keeps_the_order_of_chunks_within_a_file():
+    alone = _index(CHUNKS, file_share=0.0).relevance(QUERY)
+    fused = _index(CHUNKS).relevance(QUERY)
+    rows = [7, 8, 9]  # e.py's matching chunks
+    assert sorted(rows, key=lambda r: -alone[r]) == sorted(rows, key=lambda r: -fused[r])
+
+
+def test_a_chunk_that_matches_nothing_stays_at_zero_in_the_best_file():
+    fused = _index(CHUNKS).relevance("retry backoff")
+    # a.py's unrelated chunk shares no word with the query (nor does its path)
+    assert fused[3] == 0.0
+    assert fused[0] > 0.0
+    assert fused.max() <= 1.0 + 1e-12
+
+
+def test_contributions_name_the_file_lane_and_still_add_up():
+    index = _index(CHUNKS)
+    rel = index.relevance(QUERY)
+    for row in range(len(index)):
+        parts = index.contributions(QUERY, row)
+        assert sum(w for _, w in parts) == pytest.approx(rel[row], abs=1e-12)
+        assert (FILE_TERM in dict(parts)) == (rel[row] > 0)
+
+
+def test_a_query_with_no_known_word_scores_nothing():
+    assert not _index(CHUNKS).relevance("zebra quagga").any()
+
+
+def test_reciprocal_ranks_rank_the_highest_first_ties_by_position_and_skip_zeros():
+    rr = reciprocal_ranks(np.array([0.5, 0.0, 0.9, 0.5]))
+    assert rr.tolist() == pytest.approx([1 / (RRF_K + 2), 0.0, 1 / (RRF_K + 1), 1 / (RRF_K + 3)])
+
+
+def test_whole_files_add_their_chunks_counts_and_their_path_once():
+    index = _index(CHUNKS)
+    lane = index.files
+    assert lane.field.counts.shape[0] == 4 and lane.starts is not None
+    e = lane.field.counts.getrow(3).toarray().ravel()
+    col = index.vocab
+    assert e[col["retry"]] == 1 and e[col["pool"]] == 1 and e[col["alpha"]] == 1
+    assert e[col["pkg"]] == FILE_PATH_WEIGHT  # the path's tokens once, not per chunk
+    assert lane.file_of_row.tolist() == [0, 0, 0, 0, 1, 1, 2, 3, 3, 3]
+
+
+def test_best_chunk_is_the_same_whether_rows_are_grouped_by_file_or_not():
+    index = _index(CHUNKS)
+    paths = [r.path for r in index.refs]
+    order = [4, 0, 6, 1, 7, 2, 5, 3, 9, 8]  # not grouped by file
+    shuffled = FileLane.build(
+        [paths[i] for i in order], index.text_counts[order], index.path_counts[order]
+    )
+    assert shuffled.starts is None
+    scores = np.array([0.1, 0.7, 0.3, 0.0, 0.5, 0.6, 0.2, 0.0, 0.4, 0.1])
+    grouped = index.files.best_chunk(scores)
+    assert grouped.tolist() == [0.7, 0.6, 0.2, 0.4]
+    assert shuffled.best_chunk(scores[order]).tolist() == grouped.tolist()
+
+
+def test_similarity_rows_are_the_rows_of_the_dense_similarity():
+    index = _index(CHUNKS)
+    rows = [4, 0, 2, 9]
+    dense = index.similarity(rows)
+    lazy = index.similarity_rows(rows)
+    assert len(lazy) == 4
+    for i in range(4):
+        assert lazy[i] == pytest.approx(dense[i], abs=1e-12)
+    assert len(SimilarityRows(index.plain.tfidf, [])) == 0
