@@ -1,6 +1,6 @@
 """``make bench``: every benchmark in turn, each in its own interpreter.
 
-Two sets: ``--set full`` (the default, ``make bench``: everything below, within an hour)
+Two sets: ``--set full`` (the default, ``make bench``: everything below, within 90 min)
 and ``--set quick`` (P1–P5 on this project's own history, within 25 minutes). Each
 benchmark's time-out is what it needs here under the load of other work, and the budget
 is their sum with room to spare, so that no goal is "not run" for lack of time.
@@ -13,8 +13,9 @@ or did not run. Each benchmark writes its JSON under ``bench/results/``; this wr
 
 - P1 router vs LiteLLM's Router (``bench.p1_router``)
 - P2 Stage0 vs bm25s (``bench.stage0_bench``), and retrieval quality
-  (``bench.retrieval_quality``) on each repository in ``SWITCHYARD_BENCH_REPOS``
-  (work trees or bare git dirs, separated by ``:``), else on this project's own history
+  (``bench.retrieval_quality``: Stage0 against the best of the bm25s baselines) on each
+  repository in ``SWITCHYARD_BENCH_REPOS`` (work trees or bare git dirs, separated by
+  ``:``), else on this project's own history
 - P3 streaming through the adapter vs raw llama-cpp-python (``bench.stream_bench``)
 - P4 decode tokens/s vs the memory-bandwidth bound (``bench.decode_bench``)
 - P5 the TUI's first frame and a 10k-event flood vs an empty Textual app (``bench.tui_bench``)
@@ -28,6 +29,9 @@ or did not run. Each benchmark writes its JSON under ``bench/results/``; this wr
   and ``patch --fuzz=3`` (``bench.edit_apply``)
 - P10 ``switchyard policy simulate``: replay speed on a synthetic log of 100k decisions
   vs a plain replay and the 20k decisions/s goal, and its memory (``bench.policy_simulate``)
+- P11 the headless demo (``switchyard run --demo --approve deny``) on the embedded model:
+  wall time, model calls and tokens per stage, beside the tree before issue 17 and the
+  240 s goal (``bench.demo_bench``; two whole demo runs, the longest benchmark)
 
 Benchmarks run one at a time: they would otherwise measure each other. A benchmark that
 would not fit in what is left of the budget is reported as not run.
@@ -57,7 +61,7 @@ RATIO = re.compile(r"^RATIO .+")
 #: a line that says whether a goal was reached ("… reached", "… NOT reached (…)")
 GOAL = re.compile(r"\breached\b")
 QUICK = {"P1", "P2", "P3", "P4", "P5"}
-BUDGET_S = {"quick": 1500.0, "full": 3600.0}
+BUDGET_S = {"quick": 1500.0, "full": 5400.0}
 MACHINE_LINE = re.compile(r"^(machine|packages): ")
 
 
@@ -98,15 +102,20 @@ def plan(*, own_history_only: bool = False) -> list[Bench]:
         Bench("P1", "router overhead vs LiteLLM Router", [*py, "bench.p1_router"], 420, 120),
         Bench("P2", "Stage0 vs bm25s", [*py, "bench.stage0_bench"], 240, 120),
     ]
+    # Stage0 (its default weighting) against the strongest bm25s baselines (whole files
+    # and chunks, paths in, the code tokenizer), bm25s as its README shows it, and that
+    # with paths in (--ablations): ~2.5 min per repository of 200 commits here, ~5 under
+    # the load of other work
     for repo in repos()[:1] if own_history_only else repos():
         name = repo.parent.name if repo.name in (".git", "repo") else repo.name
+        quality = [*py, "bench.retrieval_quality", "--repo", str(repo), "--n", "200"]
         out.append(
             Bench(
                 "P2",
                 f"retrieval quality on {name}",
-                [*py, "bench.retrieval_quality", "--repo", str(repo), "--n", "200"],
-                180,
-                40,
+                [*quality, "--weighting", "hybrid", "--ablations"],
+                420,
+                150,
             )
         )
     out += [
@@ -137,6 +146,10 @@ def plan(*, own_history_only: bool = False) -> list[Bench]:
     # ~1.5 min here: the synthetic log, three replays under each policy, a memory pass
     simulate = [*py, "bench.policy_simulate"]
     out.append(Bench("P10", "policy simulate replay vs the 20k/s goal", simulate, 300, 100))
+    # two demo runs on the embedded model (before and after issue 17): 5-20 min each here,
+    # depending on the load; the longest benchmark, so last
+    demo = [*py, "bench.demo_bench"]
+    out.append(Bench("P11", "headless demo vs before and the 240 s goal", demo, 2700, 600))
     return out
 
 
