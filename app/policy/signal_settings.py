@@ -48,8 +48,9 @@ class Generation(_Strict):
     plan_tokens: int = Field(default=400, ge=32, le=32_768)
     #: the Architect's self-interrogation (a few questions)
     question_tokens: int = Field(default=160, ge=16, le=8192)
-    #: an edit reply: this many tokens per token of the files it may touch …
-    edit_tokens_per_file_token: float = Field(default=0.5, gt=0, le=4)
+    #: an edit reply: this many tokens per token of the files it may touch (a block
+    #: repeats what it changes, SEARCH and REPLACE: 0.3 is a change to ~15% of them) …
+    edit_tokens_per_file_token: float = Field(default=0.3, gt=0, le=4)
     #: … plus this margin (the markers, the trailer) …
     edit_margin_tokens: int = Field(default=160, ge=0, le=8192)
     #: … and never more than this
