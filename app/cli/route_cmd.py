@@ -61,7 +61,8 @@ def register(sub: Any) -> None:
 
 
 def parse_signals(pairs: list[str]) -> Signals:
-    fields = Signals.model_fields
+    # grounds explain a signal's value (a grounded confidence's checks): not a signal
+    fields = {k: f for k, f in Signals.model_fields.items() if k != "grounds"}
     values: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
