@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in bench.ratios:
             print(f"{bench.key}  {line}")
         for line in bench.goals:
-            print(f"{bench.key}    goal {line}")
+            print(f"{bench.key}    {line}")
         if bench.status != "ok":
             print(f"{bench.key}  {bench.title}: {bench.status}")
         elif not bench.goals:
