@@ -42,6 +42,8 @@ def bm25s_scores(corpus: list[list[str]], query: list[str]) -> Any:
     import bm25s
     import numpy as np
 
+    if not any(corpus):
+        return np.zeros(len(corpus))  # bm25s cannot index an empty vocabulary
     retriever = bm25s.BM25()
     retriever.index(_as_ids(corpus), show_progress=False)
     vocab = retriever.vocab_dict
