@@ -542,3 +542,23 @@ def test_model_mentions() -> None:
 def _with_tier(text: str, tier: str, names: str) -> str:
     lines = [f"- {tier}: {names}" if ln.startswith(f"- {tier}:") else ln for ln in text.split("\n")]
     return "\n".join(lines)
+
+
+def test_the_librarian_full_sweep_switch_is_yes_or_no(tmp_path: Path, loaded: LoadedPolicy) -> None:
+    """Issue 17: `Librarian full sweep: YES` asks `run` for a whole-repository sweep."""
+    from app.policy.spec import read_spec
+    from app.policy.spec_overrides import spec_overrides
+
+    marker = "Kimi: escalation-only (Librarian hard sweeps)\n"
+    base = filled().replace("HR = YES/NO", "HR = NO")
+    yes = write(tmp_path, base.replace(marker, marker + "Librarian full sweep: YES\n"))
+    assert lint(yes, loaded).problems == []
+    overrides = spec_overrides(read_spec(yes), loaded.policy)
+    assert overrides.full_sweep is True
+    assert "librarian full sweep: YES" in overrides.describe()
+    bad = write(tmp_path, base.replace(marker, marker + "Librarian full sweep: maybe\n"), "b.md")
+    (problem,) = lint(bad, loaded).errors
+    assert problem.line == line_of(bad, "full sweep") and "YES or NO" in problem.message
+    assert (
+        spec_overrides(read_spec(write(tmp_path, base, "c.md")), loaded.policy).full_sweep is None
+    )
