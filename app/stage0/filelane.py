@@ -17,14 +17,16 @@ Chosen with ``bench/retrieval_quality.py`` on click and requests only (``TUNED_O
 there); the other repositories it reports were not looked at. On those two (200
 commits each; file MRR / chunk MRR, mean of the two):
 
-    chunks alone (hybrid)                         0.411 / 0.243
-    + score fusion with whole-file BM25 (0.2-0.5)  0.413-0.414 / 0.229 or less
-    + RRF(best TF-IDF chunk, whole-file BM25) ×0.5  0.431 / 0.245
-                                              ×0.8  0.444 / 0.236   ← chosen
-                                              ×0.95 0.447 / 0.215
+    chunks alone (hybrid)                              0.411 / 0.243
+    + score fusion with whole-file BM25 (×0.2-0.35)     0.413-0.415 / 0.229 or less
+    + RRF(best TF-IDF chunk, whole-file BM25) ×0.5      0.431 / 0.245
+                                              ×0.8      0.444 / 0.236   ← chosen
+                                              ×0.95     0.447 / 0.215
+    RRF of the files alone (×1: chunks tied in a file)  0.452 / 0.096
 
-Whole-file BM25 with the path ×16 and k1 2.0 beat ×8 and k1 1.2 by 0.01 file MRR; the
-RRF constant (5, 20, 60) moved it by less than 0.005.
+Whole-file BM25 with the path ×16 and k1 2.0 beat the path ×8 and k1 1.2 by 0.001 to
+0.013 file MRR; a third RRF lane (the best chunk's BM25) did worse. A smaller RRF
+constant (5 or 20 for 60) gains up to 0.004 file MRR and loses 0.011 to 0.027 chunk MRR.
 """
 
 from __future__ import annotations
