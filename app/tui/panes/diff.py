@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from rich.style import Style
-from rich.syntax import Syntax
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -78,6 +77,8 @@ def split_files(diff: str) -> list[FileDiff]:
 
 
 def _lexer_for(path: str) -> str:
+    from rich.syntax import Syntax
+
     return Syntax.guess_lexer(path, code="")  # "default" when nothing matches
 
 
@@ -94,6 +95,9 @@ def _without_background(text: Text) -> Text:
 
 def render_file(f: FileDiff, variables: dict[str, str]) -> list[Text]:
     """Hunk lines highlighted as code (by the file's language) with +/- tints."""
+    # Imported here: rich.syntax brings pygments (~14 ms), and the first frame shows no diff.
+    from rich.syntax import Syntax
+
     code_lines = [ln[1:] if ln[:1] in "+- " else "" for ln in f.lines]
     syntax = Syntax(
         "\n".join(code_lines),
