@@ -217,6 +217,7 @@ async def _pipeline(
 async def _progress(bus: Any, *, quiet: bool) -> None:
     """Print the run as it happens (stderr when --json keeps stdout for the result)."""
     from rich.console import Console
+    from rich.markup import escape
 
     from app.audit.types import AuditLine
     from app.bus import AuditAppended, Notice, StageChanged, TestLoopFinished
@@ -225,14 +226,16 @@ async def _progress(bus: Any, *, quiet: bool) -> None:
     sub = bus.subscribe(maxsize=4096, kinds=(StageChanged, Notice, TestLoopFinished, AuditAppended))
     async for event in sub:
         if isinstance(event, StageChanged):
+            # a model's words (code, ``list[str]``) are text, never Rich markup
             where = f" · {event.model} @ {event.runtime}" if event.model else ""
-            out.print(f"[cyan]{event.stage:<11}[/] {event.status}{where} {event.detail}")
+            text = escape(f"{event.status}{where} {event.detail}")
+            out.print(f"[cyan]{event.stage:<11}[/] {text}")
         elif isinstance(event, TestLoopFinished):
             mark = "[green]PASS[/]" if event.passed else "[red]FAIL[/]"
             how = f"exit {event.exit_code}, {event.runner}"
             out.print(f"[cyan]tests[/]       loop {event.loop} {mark} ({how})")
         elif isinstance(event, Notice):
-            out.print(f"[yellow]note[/]        {event.text}")
+            out.print(f"[yellow]note[/]        {escape(event.text)}")
         elif isinstance(event, AuditAppended) and event.line.get("kind") in SHOWN_KINDS:
             line = AuditLine.model_validate(event.line)
             audit_lines.print_brief(out, [line], prefix="audit ")
