@@ -203,20 +203,27 @@ def run(bench: Bench, timeout_s: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", choices=sorted(BUDGET_S), default="full", dest="which")
-    ap.add_argument("--budget", type=float, default=0.0, help="seconds (default: the set's)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=0.0,
+        help="seconds (default: the set's, or the time-outs' sum when more)",
+    )
     ap.add_argument("--only", default="", help="comma-separated keys, e.g. P1,P4")
     args = ap.parse_args(argv)
     only = {k.strip().upper() for k in args.only.split(",") if k.strip()}
     if not only and args.which == "quick":
         only = set(QUICK)
-    args.budget = args.budget or BUDGET_S[args.which]
     quick_repo = args.which == "quick"
+    benches = [b for b in plan(own_history_only=quick_repo) if not only or b.key in only]
+    # Never less than every planned time-out together: with more repositories listed (or
+    # a time-out raised), no benchmark is left "not run" for lack of time.
+    args.budget = args.budget or max(BUDGET_S[args.which], sum(b.timeout_s for b in benches))
 
     start = time.perf_counter()
     info = print_machine(machine_info())
     load = os.getloadavg()
     print(f"load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
-    benches = [b for b in plan(own_history_only=quick_repo) if not only or b.key in only]
     for bench in benches:
         left = args.budget - (time.perf_counter() - start)
         if left < bench.need_s:
