@@ -1,7 +1,7 @@
 """``make bench``: every benchmark in turn, each in its own interpreter.
 
 Two sets: ``--set full`` (the default, ``make bench``: everything below, within 90 min)
-and ``--set quick`` (P1–P5 on this project's own history, within 25 minutes). Each
+and ``--set quick`` (P1–P5 on this project's own history, ~30 minutes at most). Each
 benchmark's time-out is what it needs here under the load of other work, and the budget
 is their sum with room to spare, so that no goal is "not run" for lack of time.
 
