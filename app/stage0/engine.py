@@ -271,6 +271,7 @@ class Stage0:
 
         cfg = self.config
         relevance = index.relevance(text)
+        own = index.own_relevance(text)
         matched = int(np.count_nonzero(relevance > 0))
         want = cfg.prefilter + len(exclude) + (explain_mod.BELOW_PREFILTER_SHOWN if explain else 0)
         ranked = [
@@ -278,7 +279,7 @@ class Stage0:
         ]
         rows, below = ranked[: cfg.prefilter], ranked[cfg.prefilter :]
         candidates = [
-            Candidate(float(relevance[r]), chunk_cost(index.refs[r]), index.refs[r].sort_key())
+            Candidate(float(own[r]), chunk_cost(index.refs[r]), index.refs[r].sort_key())
             for r in rows
         ]
         sim = index.similarity_rows(rows)
@@ -300,7 +301,7 @@ class Stage0:
                     lane,
                     rank=rank,
                     outcome=outcome,
-                    relevance=float(relevance[row]),
+                    relevance=float(own[row]),
                     cost=cost,
                     k=k,
                     prefilter=cfg.prefilter,

@@ -2,7 +2,9 @@
 
 No model is involved: the "explanation" is the arithmetic itself: the chunk's top
 TF-IDF terms, each query term's contribution to its relevance, its redundancy penalty
-(largest cosine to a chunk already picked) and its MMR score.
+(largest cosine to a chunk already picked) and its MMR score. The relevance shown is
+the chunk's own (what MMR weighs); its rank is by relevance with the file lane, which
+orders the candidates (app/stage0/filelane.py).
 """
 
 from __future__ import annotations
@@ -69,6 +71,6 @@ def entry(
         reason=reason(status, rank=rank, pick=pick, cost=cost, left=left, k=k, prefilter=prefilter),
         top_terms=[TermWeight(term=t, weight=rnd(w)) for t, w in index.top_terms(row, TOP_TERMS)],
         matched_terms=[
-            TermWeight(term=t, weight=rnd(w)) for t, w in index.contributions(query, row)
+            TermWeight(term=t, weight=rnd(w)) for t, w in index.contributions(query, row, own=True)
         ],
     )

@@ -210,9 +210,11 @@ class SortedVocab(Mapping[str, int]):
 
 @dataclass(frozen=True)
 class _Scored:
-    parts: tuple[Part, ...]
+    parts: tuple[Part, ...]  # of the chunks' own relevance
     relevance: np.ndarray
     by_file: np.ndarray | None  # the file lane's share of each chunk's relevance
+    own: np.ndarray  # each chunk's own relevance in [0, 1], without the file lane
+    lane: float  # the file lane's share
 
 
 class Index:
@@ -297,13 +299,14 @@ class Index:
         counts = self.query_counts(text)
         field = self.field
         lane = self.file_share if len(self.refs) and counts.nnz else 0.0
-        parts, raws = field_parts(
-            field, counts, self.weighting, 1.0 - lane, lambda: tfidf_query(field, counts)
+        own_parts, raws = field_parts(
+            field, counts, self.weighting, 1.0, lambda: tfidf_query(field, counts)
         )
-        relevance = np.zeros(len(self.refs))
-        for part, raw in zip(parts, raws, strict=True):
+        own = np.zeros(len(self.refs))
+        for part, raw in zip(own_parts, raws, strict=True):
             if part.scale:
-                relevance += part.scale * raw
+                own += part.scale * raw
+        relevance = own
         by_file = None
         if lane:
             # the TF-IDF cosine is the first part for tfidf and hybrid
@@ -314,10 +317,9 @@ class Index:
             )
             files = self.files
             by_row = files.relevance(counts, chunk_tfidf)[files.file_of_row]
-            matched = np.logical_or.reduce([raw > 0 for raw in raws])
-            by_file = lane * np.where(matched, by_row, 0.0)
-            relevance += by_file
-        scored = _Scored(tuple(parts), relevance, by_file)
+            by_file = lane * np.where(own > 0, by_row, 0.0)
+            relevance = (1.0 - lane) * own + by_file
+        scored = _Scored(tuple(own_parts), relevance, by_file, own, lane)
         self._last = (text, scored)
         return scored
 
@@ -329,21 +331,32 @@ class Index:
             return np.zeros(0)
         return self._score(text).relevance
 
-    def contributions(self, text: str, row: int) -> list[tuple[str, float]]:
+    def own_relevance(self, text: str) -> np.ndarray:
+        """Each chunk's relevance to ``text`` without the file lane, in [0, 1]: what MMR
+        weighs against redundancy (the file lane orders the candidates, not the picks)."""
+        import numpy as np
+
+        if not len(self.refs):
+            return np.zeros(0)
+        return self._score(text).own
+
+    def contributions(self, text: str, row: int, *, own: bool = False) -> list[tuple[str, float]]:
         """Each query term's share of a chunk's relevance, and the file lane's share as
-        :data:`FILE_TERM` (they add up to it)."""
+        :data:`FILE_TERM` (they add up to it); ``own``: of its own relevance (no file
+        lane)."""
         share: dict[int, float] = {}
         if self.field.empty:
             return []
         scored = self._score(text)
+        scale = 1.0 if own else 1.0 - scored.lane
         for part in scored.parts:
             doc = part.matrix.getrow(row)
             weights = dict(zip(doc.indices.tolist(), doc.data.tolist(), strict=True))
             for c, v in zip(part.q.indices.tolist(), part.q.data.tolist(), strict=True):
                 if c in weights:
-                    share[c] = share.get(c, 0.0) + part.scale * v * weights[c]
-        pairs = [(self.terms[c], v) for c, v in share.items()]
-        if scored.by_file is not None and scored.by_file[row] > 0:
+                    share[c] = share.get(c, 0.0) + scale * part.scale * v * weights[c]
+        pairs = [(self.terms[c], v) for c, v in share.items() if v]
+        if not own and scored.by_file is not None and scored.by_file[row] > 0:
             pairs.append((FILE_TERM, float(scored.by_file[row])))
         return sorted(pairs, key=lambda p: (-p[1], p[0]))
 

@@ -151,3 +151,15 @@ def test_similarity_rows_are_the_rows_of_the_dense_similarity():
     for i in range(4):
         assert lazy[i] == pytest.approx(dense[i], abs=1e-12)
     assert len(SimilarityRows(index.plain.tfidf, [])) == 0
+
+
+def test_a_chunks_own_relevance_is_the_relevance_without_the_file_lane():
+    index = _index(CHUNKS)
+    alone = _index(CHUNKS, file_share=0.0).relevance(QUERY)
+    own = index.own_relevance(QUERY)
+    assert own == pytest.approx(alone, abs=1e-12)
+    assert not np.allclose(own, index.relevance(QUERY))
+    for row in range(len(index)):
+        parts = index.contributions(QUERY, row, own=True)
+        assert FILE_TERM not in dict(parts)
+        assert sum(w for _, w in parts) == pytest.approx(own[row], abs=1e-12)
