@@ -201,9 +201,10 @@ def one_lane(s0: Any, text: str) -> float:
     t0 = time.perf_counter()
     index, cfg = s0.index, s0.config
     rel = index.relevance(text)
+    own = index.own_relevance(text)  # what MMR weighs (the file lane orders the rows)
     rows = ranked_rows(rel, index.refs, cfg.prefilter)[: cfg.prefilter]
     cands = [
-        Candidate(float(rel[r]), chunk_cost(index.refs[r]), index.refs[r].sort_key()) for r in rows
+        Candidate(float(own[r]), chunk_cost(index.refs[r]), index.refs[r].sort_key()) for r in rows
     ]
     mmr_select(
         cands,
