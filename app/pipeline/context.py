@@ -71,8 +71,9 @@ class RunContext:
     advice: list[AdviceRecord] = field(default_factory=list)
     #: model calls made so far, per role (repairs included; capped per stage)
     calls: Counter[str] = field(default_factory=Counter)
-    #: per stage: when it first started and last finished (time.monotonic)
-    stage_times: dict[str, list[float]] = field(default_factory=dict)
+    #: per stage: when it first started and when it last ended (time.monotonic; None
+    #: while it has not ended: the sandboxed tests' stage ends with its loop event)
+    stage_times: dict[str, list[float | None]] = field(default_factory=dict)
 
     @property
     def policy(self) -> Policy:
@@ -98,8 +99,9 @@ class RunContext:
 
     async def stage(self, stage: str, status: str, **kw: Any) -> None:
         now = time.monotonic()
-        times = self.stage_times.setdefault(stage, [now, now])
-        times[1] = now
+        times = self.stage_times.setdefault(stage, [now, None])
+        if status != "started":
+            times[1] = now
         await self.emit(
             StageChanged(session=self.session.id, run=self.run_id, stage=stage, status=status, **kw)
         )

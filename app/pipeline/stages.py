@@ -17,7 +17,7 @@ STAGES = "stages.json"
 
 
 def stage_report(
-    lines: Iterable[Mapping[str, Any]], times: Mapping[str, list[float]]
+    lines: Iterable[Mapping[str, Any]], times: Mapping[str, list[float | None]]
 ) -> dict[str, dict[str, Any]]:
     """Per stage: calls, tokens_in, tokens_out, model_seconds (the calls' own time) and
     seconds (first start to last finish of the stage, when it published both)."""
@@ -39,7 +39,9 @@ def stage_report(
         r["tokens_out"] += int(values.get("tokens_out", 0))
         r["model_seconds"] = round(r["model_seconds"] + values.get("latency_ms", 0) / 1000, 3)
     for stage, (start, end) in times.items():
-        row(stage)["seconds"] = round(end - start, 3)
+        r = row(stage)
+        if start is not None and end is not None:
+            r["seconds"] = round(end - start, 3)
     return out
 
 

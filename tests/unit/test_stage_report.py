@@ -22,7 +22,11 @@ def test_calls_and_tokens_per_role_and_seconds_per_stage() -> None:
         {"kind": "repair", "role": "implementer"},
         {"kind": "call", "role": "ace", "values": {"tokens_in": 2, "tokens_out": 1}},
     ]
-    times = {"architect": [100.0, 104.5], "stage0": [99.0, 99.25]}
+    times: dict[str, list[float | None]] = {
+        "architect": [100.0, 104.5],
+        "stage0": [99.0, 99.25],
+        "tests": [101.0, None],
+    }
     report = stage_report(lines, times)
     assert report["architect"] == {
         "calls": 2,
@@ -35,3 +39,5 @@ def test_calls_and_tokens_per_role_and_seconds_per_stage() -> None:
     # a role without a stage of its own (ACE runs inside the Implementer's) has no seconds
     assert report["ace"]["calls"] == 1 and report["ace"]["seconds"] is None
     assert "implementer" not in report  # a repair line is not a call
+    # a stage that started and never said it ended has no seconds (not a made-up zero)
+    assert report["tests"]["seconds"] is None
