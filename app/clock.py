@@ -41,5 +41,20 @@ class ManualClock:
         self._mono += seconds
 
 
+#: the last whole UTC second :func:`iso` spelled (its fields), and its text to the second
+_second: tuple[tuple[int, ...], str] | None = None
+
+
 def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``dt`` in UTC to the millisecond (truncated, as ``isoformat`` does), ``…Z``.
+
+    A request writes several stamps within one second: the seconds' text is made once.
+    """
+    global _second
+    if dt.tzinfo is not UTC:
+        return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    key = (dt.second, dt.minute, dt.hour, dt.day, dt.month, dt.year)
+    cached = _second
+    if cached is None or cached[0] != key:
+        cached = _second = (key, dt.isoformat()[:19])
+    return f"{cached[1]}.{dt.microsecond // 1000:03d}Z"

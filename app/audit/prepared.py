@@ -50,6 +50,19 @@ _ENCODE = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
 ).encode
 
+# The C encoder ``_ENCODE`` builds on every call, built once: the same text without
+# json.encoder's Python wrappers (an append encodes three values). Without the markers
+# a circular value is a RecursionError rather than a ValueError: either takes the slow way.
+_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_encoder is not None:
+    _C_ENCODE = _c_encoder(None, _default, encode_basestring, None, ":", ",", True, False, False)
+
+    def _encode(value: Any) -> str:
+        return "".join(_C_ENCODE(value, 0))
+
+else:  # pragma: no cover - CPython always has the C encoder
+    _encode = _ENCODE
+
 
 def _sorted_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``json.loads`` hook: every object's keys in sorted order, as canonical JSON has them.
@@ -64,6 +77,9 @@ def _sorted_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _DECODE = json.JSONDecoder(object_pairs_hook=_sorted_pairs).decode
+# The decoder's scanner itself: the texts decoded here are this module's encoder's, with
+# no whitespace around them, so decode()'s two whitespace matches are not needed.
+_SCAN = json.JSONDecoder(object_pairs_hook=_sorted_pairs).scan_once
 
 
 def _plain(text: str) -> Any:
@@ -135,9 +151,9 @@ def prepare(raw: dict[str, Any]) -> tuple[PreparedLine, str, bytes] | None:
     """
     try:
         scalars = {k: _scalar(raw[k]) for k in _ALL_SCALARS}
-        provenance = _ENCODE(raw["provenance"])
-        reason_codes = _ENCODE(raw["reason_codes"])
-        values = _ENCODE(raw["values"])
+        provenance = _encode(raw["provenance"])
+        reason_codes = _encode(raw["reason_codes"])
+        values = _encode(raw["values"])
         parts = _parts(scalars, provenance, reason_codes, values)
         text = "".join(parts)
         data = text.encode("utf-8")
@@ -146,9 +162,11 @@ def prepare(raw: dict[str, Any]) -> tuple[PreparedLine, str, bytes] | None:
             for k in _ALL_SCALARS
             for v in (raw[k],)
         }
-        fields["provenance"] = _plain(provenance)
-        fields["reason_codes"] = _plain(reason_codes)
-        fields["values"] = _plain(values)
-    except (TypeError, ValueError, NotPlain):  # UnicodeEncodeError is a ValueError
+        # The three values back as plain JSON, in one scan.
+        fields["provenance"], fields["reason_codes"], fields["values"] = _SCAN(
+            f"[{provenance},{reason_codes},{values}]", 0
+        )[0]
+    # UnicodeEncodeError is a ValueError; StopIteration: a text the scanner cannot read
+    except (TypeError, ValueError, RecursionError, StopIteration, NotPlain):
         return None
     return PreparedLine(fields, parts), text, data
