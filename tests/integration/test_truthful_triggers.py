@@ -245,3 +245,54 @@ def test_contradictions_in_the_librarians_own_notes_fire_its_trigger(
     condensed = json.loads((Path(out["bundle"]) / "condensed.json").read_text())
     assert clash in condensed["contradictions"]
     assert "LIBRARIAN_CONTRADICTIONS" in condensed["reason_codes"]
+
+
+# ── ACE: local-first, Kimi only on its own trigger ─────────────────────────────────────
+
+
+def failing_then_fixed(world: dict[str, Any], failures: int) -> None:
+    """``failures`` changes that land and leave the tests red, then the fix."""
+    wrong = diff_of(world["repo"], '"""Split ``text``', '"""Split the ``text``')
+    replies = [impl_json(wrong, 0.9)] * failures
+    world["replies"]["Implementer"] = lambda body: (
+        replies.pop(0) if replies else impl_json(world["fix"], 0.9)
+    )
+
+
+def reflections(world: dict[str, Any]) -> list[dict[str, Any]]:
+    return [b for b in world["vllm"].chat_requests if "ACE reflector" in system_of(b)]
+
+
+@pytest.mark.parametrize(
+    ("failures", "lesson", "asks_kimi"),
+    [
+        (1, False, False),  # one failed loop is ordinary: a local reflection, no trigger
+        (2, True, False),  # interesting, but the local reflector kept a lesson
+        (2, False, True),  # interesting, and nothing learned locally: ACE's escalation
+    ],
+)
+def test_ace_reflects_locally_first_and_asks_kimi_only_on_its_own_trigger(
+    world: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    failures: int,
+    lesson: bool,
+    asks_kimi: bool,
+) -> None:
+    failing_then_fixed(world, failures)
+    pattern = {"pattern": "read the failing test first", "helpful": True, "confidence": 0.9}
+    world["replies"]["ACE reflector"] = lambda body: json.dumps(
+        {"patterns": [pattern] if lesson else []}
+    )
+    out, lines = run(world, capsys)
+    assert out["tests_green"], out
+    # always one local reflection, asked with no trigger (the escalation, when it is
+    # not served, repeats no local generation)
+    assert len(reflections(world)) == 1
+    routes = [a for a in lines if a["role"] == "ace" and a["kind"] in ("route", "escalation")]
+    assert routes[0]["kind"] == "route" and routes[0]["reason_codes"] == []
+    asked = escalations(lines, "ace")
+    if asks_kimi:
+        assert "ACE_INTERESTING_FAILURE" in asked[0]["reason_codes"]
+        assert asked[0]["to"] == "kimi-k2-instruct"
+    else:
+        assert asked == []
