@@ -15,8 +15,6 @@ from app.router.types import Signals
 if TYPE_CHECKING:
     from app.pipeline.context import RunContext
 
-CRITIQUE_TOKENS = 500
-
 
 async def critique(ctx: RunContext, plan: Plan | None, diff: str) -> CritiqueReport | None:
     """The critique when the sidecar is on (SPEC_KIT_CRITIC / the policy), else None."""
@@ -31,7 +29,7 @@ async def critique(ctx: RunContext, plan: Plan | None, diff: str) -> CritiqueRep
         prompts.critic(ctx.task, plan, diff),
         Signals(),
         run=ctx.run_id,
-        max_tokens=CRITIQUE_TOKENS,
+        max_tokens=ctx.policy.generation.critique_tokens,
     )
     ctx.bundle.write_json(
         CRITIQUE, answer.value.model_dump() if answer.value else {"error": answer.error}

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from app.pipeline.context import RunContext
 
 ROLE = "judge"
-VERDICT_TOKENS = 400
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ async def judge(
         ),
         Signals(high_risk=hr.high_risk, user_request=ctx.wants_escalation(ROLE)),
         run=ctx.run_id,
-        max_tokens=VERDICT_TOKENS,
+        max_tokens=ctx.policy.generation.verdict_tokens,
     )
     verdicts: list[VerdictRecord] = []
     records: list[dict[str, Any]] = []

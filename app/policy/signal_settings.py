@@ -57,6 +57,10 @@ class Generation(_Strict):
     edit_max_tokens: int = Field(default=700, ge=32, le=32_768)
     #: an ACE reflection
     reflection_tokens: int = Field(default=300, ge=16, le=8192)
+    #: the Judge's verdict (findings with citations)
+    verdict_tokens: int = Field(default=400, ge=32, le=32_768)
+    #: the critic-only sidecar's report
+    critique_tokens: int = Field(default=500, ge=32, le=32_768)
     #: a reasoning model's thinking on top of the visible reply, per effort
     #: (OpenAI's max_completion_tokens counts both)
     reasoning_low_tokens: int = Field(default=1024, ge=0, le=200_000)
