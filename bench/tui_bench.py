@@ -1,21 +1,34 @@
-"""P5: the TUI's first frame, and a 10k-event flood, against an empty Textual app.
+"""P5: the TUI's first frame, the session's data on screen, and a 10k-event flood,
+against an empty Textual app.
 
-- First frame, whole process: a fresh interpreter that imports the app, builds it and
-  runs it headless (``run_test``, 120×40) until the first screen is mounted and its
-  pending messages are handled (``pilot.pause()``): wall-clock time from the parent's
-  spawn to that point (the child's exit is not counted),
-  the median of ``--runs``, alternating with the same for ``textual.app.App()`` with
-  nothing in it. The ratio is empty ÷ ours (1.0: our first frame costs no more than an
-  empty app's). Ours is the real ``SwitchyardApp`` with a real session (audit chain,
-  budget ledger, approvals on its bus) in a temporary data dir; the child checks that
-  ``torch`` (and ``llama_cpp``) were not imported by then.
-- In-process first frame: the same, timed inside the child from building the app on
-  (interpreter start-up excluded; the app's own imports, made as it is built, included:
-  ``textual.app`` for the empty one), for both apps. Goal (issue 20): ours ≤ 400 ms.
-- Flood: 10,000 audit lines published on the app's bus as fast as the bus takes them
-  (audit lines are never dropped: the publisher waits for room), timed until the
-  escalations pane holds all of them and a frame has been drawn. Reported against the
-  empty app's in-process first frame (ratio empty first frame ÷ flood), with events/s.
+Each run is a fresh interpreter that imports the app, builds it and runs it headless
+(``run_test``, 120×40). Three moments are timed, in the child from building the app on
+(interpreter start-up excluded; the app's own imports, made as it is built, included:
+``textual.app`` for the empty one), for both apps:
+
+- **First frame**: the first screen has been composed and drawn (a callback queued with
+  ``call_after_refresh`` before the app starts runs after the first refresh). Goal
+  (issue 20): ours ≤ 400 ms.
+- **Session on screen** (ours only): the session is open and the header shows it (its id
+  set by ``SessionReady``), and a frame has been drawn after that. The workbench draws its
+  layout first ("opening session…") and opens the session in a worker after the first
+  frame, so this is what a user waits for before a task can start; it is reported beside
+  the first frame so the first frame's figure does not hide it.
+- **Settled** (the measure before the session moved after the first frame): after
+  mounting, ``pilot.pause()``, which waits until the process has been idle for 20 ms, so
+  it includes whatever work follows the first frame.
+
+Ours is the real ``SwitchyardApp`` with a real session (audit chain, budget ledger,
+approvals on its bus) in a temporary data dir, opened the way ``switchyard tui`` opens it
+(``app.tui.defaults.connect_default``: the session's modules are imported inside the
+connect); the child checks that ``torch`` (and ``llama_cpp``) were not imported by the
+first frame. Whole process: wall-clock time from the parent's spawn to the first frame.
+Runs alternate ours/empty; medians of ``--runs``; ratios are empty ÷ ours.
+
+Flood: 10,000 audit lines published on the app's bus as fast as the bus takes them
+(audit lines are never dropped: the publisher waits for room), timed until the
+escalations pane holds all of them and a frame has been drawn. Reported against the
+empty app's in-process first frame (ratio empty first frame ÷ flood), with events/s.
 
 Run: python -m bench.tui_bench [--runs 5] [--events 10000]
 """
@@ -45,22 +58,23 @@ FIRST_FRAME_GOAL_S = 0.400
 
 
 def _switchyard_app(data_dir: Path) -> Any:
-    from app.bus import Bus
-    from app.config import Settings
-    from app.policy import load_policy
-    from app.router.approvals import BusDecider
-    from app.router.session import Session, open_session
     from app.tui.app import SwitchyardApp
 
+    # As connect_default does: the session's modules are imported when it opens.
     @asynccontextmanager
-    async def connect(bus: Bus) -> Any:
+    async def connect(bus: Any) -> Any:
+        from app.config import Settings
+        from app.policy import load_policy
+        from app.router.approvals import BusDecider
+        from app.router.session import open_session
+
         settings = Settings(data_dir=data_dir)
         async with open_session(
             settings, load_policy().policy, decider=BusDecider(bus), bus=bus
         ) as session:
             yield session
 
-    async def runner(session: Session, task: str, control: Any) -> None:
+    async def runner(session: Any, task: str, control: Any) -> None:
         return None
 
     return SwitchyardApp(connect=connect, runner=runner, repo=data_dir)
@@ -72,16 +86,44 @@ def _empty_app() -> Any:
     return App()
 
 
+async def _after_refresh(app: Any) -> None:
+    """Returns once the app has drawn a frame after now."""
+    drawn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def mark() -> None:
+        if not drawn.done():
+            drawn.set_result(None)
+
+    app.call_after_refresh(mark)
+    await drawn
+
+
 async def _first_frame(which: str, events: int, data_dir: Path, spawned: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     app = _switchyard_app(data_dir) if which == "switchyard" else _empty_app()
     out: dict[str, Any] = {}
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+
+    def first_frame() -> None:
         out["first_frame_s"] = time.perf_counter() - t0
         out["since_spawn_s"] = time.time() - spawned
         out["torch_loaded"] = "torch" in sys.modules
         out["llama_cpp_loaded"] = "llama_cpp" in sys.modules
+
+    # Queued before the app runs: it runs after the first screen's first refresh.
+    app.call_after_refresh(first_frame)
+    async with app.run_test(size=SIZE) as pilot:
+        if which == "switchyard":
+            # The header shows the session's id once SessionReady is handled.
+            for _ in range(12_000):  # a minute at most
+                if app.session is not None and app.home.header.session:
+                    break
+                if app.session_error is not None:
+                    raise RuntimeError(f"the session did not open: {app.session_error}")
+                await asyncio.sleep(0.002)
+            await _after_refresh(app)
+            out["session_on_screen_s"] = time.perf_counter() - t0
+        await pilot.pause()
+        out["settled_s"] = time.perf_counter() - t0
         if which == "switchyard" and events:
             out.update(await _flood(app, pilot, events))
     return out
@@ -100,7 +142,7 @@ async def _flood(app: Any, pilot: Any, events: int) -> dict[str, Any]:
     await pilot.pause()
     base = len(pane.lines)
     session = app.session.id if app.session is not None else "bench"
-    lines = [
+    lines: list[dict[str, Any]] = [
         {
             "seq": i + 1,
             "ts": "2026-01-01T12:00:00.000Z",
@@ -183,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     empty_wall: list[float] = []
     ours_in: list[float] = []
     empty_in: list[float] = []
+    ours_session: list[float] = []
+    ours_settled: list[float] = []
+    empty_settled: list[float] = []
     floods: list[dict[str, Any]] = []
     torch_seen = llama_seen = False
     for i in range(args.runs):
@@ -194,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             if which == "switchyard":
                 ours_wall.append(wall)
                 ours_in.append(data["first_frame_s"])
+                ours_session.append(data["session_on_screen_s"])
+                ours_settled.append(data["settled_s"])
                 torch_seen |= data["torch_loaded"]
                 llama_seen |= data["llama_cpp_loaded"]
                 if "flood_s" in data:
@@ -201,8 +248,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 empty_wall.append(wall)
                 empty_in.append(data["first_frame_s"])
-    w_ours, w_empty = statistics.median(ours_wall), statistics.median(empty_wall)
-    i_ours, i_empty = statistics.median(ours_in), statistics.median(empty_in)
+                empty_settled.append(data["settled_s"])
+    med = statistics.median
+    w_ours, w_empty = med(ours_wall), med(empty_wall)
+    i_ours, i_empty = med(ours_in), med(empty_in)
+    s_ours = med(ours_session)
+    st_ours, st_empty = med(ours_settled), med(empty_settled)
     flood = floods[0]
     load = os.getloadavg()
     print(
@@ -211,8 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"first frame, in process (the app's imports included): switchyard "
-        f"{i_ours * 1000:.0f} ms · "
-        f"empty {i_empty * 1000:.0f} ms"
+        f"{i_ours * 1000:.0f} ms · empty {i_empty * 1000:.0f} ms"
+    )
+    print(
+        f"session on screen (opened after the first frame; the header shows it): "
+        f"switchyard {s_ours * 1000:.0f} ms"
+    )
+    print(
+        f"settled (pause() until idle, the earlier measure): switchyard "
+        f"{st_ours * 1000:.0f} ms · empty {st_empty * 1000:.0f} ms"
     )
     print(
         f"flood: {flood['flood_events']} audit lines on the bus → all in the escalations pane "
@@ -223,9 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch imported by the first frame: {torch_seen}; llama_cpp: {llama_seen}")
     print(f"load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     r_first = print_ratio("tui_first_frame", w_ours, w_empty, "empty Textual app first frame")
+    r_session = print_ratio(
+        "tui_session_on_screen", s_ours, i_empty, "empty Textual app first frame (in process)"
+    )
     print(
         f"goal: first frame in process ≤ {FIRST_FRAME_GOAL_S * 1000:.0f} ms "
-        f"({i_ours * 1000:.0f} ms; the empty app {i_empty * 1000:.0f} ms under the same load): "
+        f"({i_ours * 1000:.0f} ms; the empty app {i_empty * 1000:.0f} ms under the same load; "
+        f"the session on screen at {s_ours * 1000:.0f} ms): "
         f"{'reached' if i_ours <= FIRST_FRAME_GOAL_S else 'NOT reached'}"
     )
     r_flood = print_ratio(
@@ -241,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
             "first_frame_in_process_s": {"switchyard": ours_in, "empty": empty_in},
             "median_wall_s": {"switchyard": w_ours, "empty": w_empty},
             "median_in_process_s": {"switchyard": i_ours, "empty": i_empty},
+            "session_on_screen_s": ours_session,
+            "median_session_on_screen_s": s_ours,
+            "settled_s": {"switchyard": ours_settled, "empty": empty_settled},
+            "median_settled_s": {"switchyard": st_ours, "empty": st_empty},
+            "ratio_session_on_screen": r_session,
+            "goal_first_frame_reached": i_ours <= FIRST_FRAME_GOAL_S,
             "flood": flood,
             "torch_loaded": torch_seen,
             "llama_cpp_loaded": llama_seen,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from app.audit.types import AUDIT_KINDS
+from app.audit.kinds import AUDIT_KINDS
 
 if TYPE_CHECKING:
     from app.tui.core import CoreApp

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
+from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,15 +24,15 @@ from textual.message import Message
 from textual.message_pump import MessagePump
 from textual.worker import Worker, WorkerState
 
-from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.errors import SwitchyardError
 from app.pipeline.control import RunControl
-from app.router.approvals import ApprovalDecision, DecisionKind
 
 if TYPE_CHECKING:
+    from app.bus import Bus
     from app.pipeline.schemas import TutorTurn
     from app.pipeline.tutor import TutorReply, TutorSession
+    from app.router.approvals import DecisionKind
     from app.router.session import Session
     from app.tui.defaults import Connect, Runner, Tutor
     from app.tui.evidence_data import RunView
@@ -40,6 +42,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchyard.tui")
 
 DECIDED_BY = "tui:keypress"
+
+#: What the session needs and the first frame does not: the bus and its event models
+#: (pydantic builds them: ~90 ms), the bridge, the approvals broker's types. Loaded in a
+#: thread once the first frame is drawn (see :meth:`CoreApp.open_session`).
+CORE_MODULES = ("app.bus", "app.tui.bridge", "app.router.approvals")
+
+
+def load_core() -> None:
+    for name in CORE_MODULES:
+        import_module(name)
 
 
 # ── results, as messages ─────────────────────────────────────────────────────────────────
@@ -137,7 +149,7 @@ class CoreApp(App[int]):
         gateway: GatewaySpec | None = None,
     ) -> None:
         super().__init__()
-        self.bus = Bus()
+        self._bus: Bus | None = None
         self.repo = repo
         self.clock: Clock = clock or SystemClock()
         self.session: Session | None = None
@@ -159,10 +171,25 @@ class CoreApp(App[int]):
         #: where the gateway listens, once it does (``http://host:port``)
         self.gateway_address: str | None = None
 
+    @property
+    def bus(self) -> Bus:
+        """The app's bus, made on first use (its module builds the event models)."""
+        if self._bus is None:
+            from app.bus import Bus
+
+            self._bus = Bus()
+        return self._bus
+
     # ── session ──────────────────────────────────────────────────────────────────────────
 
     @work(exclusive=True, group="session", exit_on_error=False)
-    async def open_session(self) -> None:
+    async def open_session(self, subscribe: Callable[[], None] | None = None) -> None:
+        """Open the session; ``subscribe`` (the screen's bridge) is called on the bus
+        first, so no event of the session is missed. Started after the first frame: the
+        core's modules load in a thread meanwhile, so the drawn layout stays responsive."""
+        await asyncio.to_thread(load_core)
+        if subscribe is not None:
+            subscribe()
         session = await self._stack.enter_async_context(self._connect(self.bus))
         self.session = session
         if self.home is not None:
@@ -231,6 +258,8 @@ class CoreApp(App[int]):
         """Answer the broker (on the app's loop, which is the broker's)."""
         if self.session is None:
             return False
+        from app.router.approvals import ApprovalDecision
+
         done = self.session.approvals.resolve(
             request_id, ApprovalDecision(decision=decision, decided_by=DECIDED_BY, reason=reason)
         )

@@ -10,7 +10,7 @@ from typing import Any
 
 from textual.theme import Theme
 
-from app.audit.types import AUDIT_KINDS
+from app.audit.kinds import AUDIT_KINDS
 from app.errors import SwitchyardError
 from app.resources import data_dir
 

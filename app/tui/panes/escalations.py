@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Input
 
-from app.audit.types import AUDIT_KINDS
+from app.audit.kinds import AUDIT_KINDS
 from app.tui.themes import audit_colour
 from app.tui.widgets.lineview import LineView
 from app.tui.widgets.pane import Pane, style_of

@@ -17,7 +17,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Footer
 
-from app.tui import bridge
 from app.tui.core import WorkFailed
 from app.tui.gateway import GatewayListening, GatewayStopped
 from app.tui.panes.budget import BudgetPane
@@ -28,6 +27,7 @@ from app.tui.widgets.header import SessionHeader
 
 if TYPE_CHECKING:
     from app.bus import ApprovalRequested
+    from app.tui import bridge
 
 
 class GatewayScreen(WorkbenchScreen):

@@ -7,7 +7,7 @@ the approval modal) is in :class:`~app.tui.screens.workbench.WorkbenchScreen`.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -15,7 +15,6 @@ from textual.containers import Horizontal
 from textual.notifications import SeverityLevel
 from textual.widgets import Footer, Input
 
-from app.tui import bridge
 from app.tui.core import RunDone, RunStarted
 from app.tui.panes.budget import BudgetPane
 from app.tui.panes.diff import DiffPane
@@ -24,6 +23,9 @@ from app.tui.panes.plan import PlanPane
 from app.tui.panes.tests import TestsPane
 from app.tui.screens.workbench import WorkbenchScreen
 from app.tui.widgets.header import SessionHeader
+
+if TYPE_CHECKING:
+    from app.tui import bridge  # loaded with the session (app.tui.core.CORE_MODULES)
 
 
 class MainScreen(WorkbenchScreen):

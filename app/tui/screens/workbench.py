@@ -14,16 +14,18 @@ from typing import TYPE_CHECKING, Any, cast
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
-from app.router.approvals import DecisionKind
-from app.tui import bridge
 from app.tui.core import CoreApp, SessionReady, WorkFailed
 from app.tui.panes.budget import BudgetPane, money
 from app.tui.panes.escalations import EscalationsPane
-from app.tui.screens.approval import ApprovalScreen
 from app.tui.widgets.header import SessionHeader
 
 if TYPE_CHECKING:
+    # Loaded with the session, after the first frame (app.tui.core.CORE_MODULES): the
+    # bridge brings the bus's event models, which the layout does not need.
     from app.bus import ApprovalRequested
+    from app.router.approvals import DecisionKind
+    from app.tui import bridge
+    from app.tui.screens.approval import ApprovalScreen
 
 #: audit kinds whose ``to`` is the model now serving the line's role
 _SERVING = frozenset({"route", "runtime_fallback", "call"})
@@ -53,13 +55,19 @@ class WorkbenchScreen(Screen[None]):
         return cast(CoreApp, self.app)
 
     def on_mount(self) -> None:
-        # Subscribe before the session opens, so no event of the session is missed.
-        self.bridge = bridge.BusBridge(self.core.bus, self)
-        self.bridge.start()
         self.core.home = self
-        self.core.open_session()
+        # The layout is drawn first (the header says "opening session…"); the session,
+        # and the bridge it needs, follow in a worker.
+        self.call_after_refresh(self.core.open_session, self.start_bridge)
         if self.core.start_notice:
             self.notify(self.core.start_notice, severity="warning", timeout=10)
+
+    def start_bridge(self) -> None:
+        """Subscribe to the bus (before the session opens: no event of it is missed)."""
+        from app.tui import bridge
+
+        self.bridge = bridge.BusBridge(self.core.bus, self)
+        self.bridge.start()
 
     def on_unmount(self) -> None:
         if self.bridge is not None:
@@ -121,6 +129,8 @@ class WorkbenchScreen(Screen[None]):
         self.notify(e.text, severity=_SEVERITY[e.level])
 
     def on_approval_asked(self, message: bridge.ApprovalAsked) -> None:
+        from app.tui.screens.approval import ApprovalScreen
+
         request = message.event
         modal = ApprovalScreen(request, self.core.clock, origin=self.approval_origin(request))
         self.pending_approvals[request.request_id] = modal

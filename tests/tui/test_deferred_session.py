@@ -1,0 +1,108 @@
+"""The workbench draws its layout first and opens the session after the first frame
+(issue 20, P5): the panes are there at once with an "opening session…" header, the bus
+bridge subscribes before the session opens (no event of it is missed), a task typed
+meanwhile is refused with the reason, and the first frame's imports build no pydantic
+model (the bus's events, the audit log, the approvals broker load with the session)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from textual.notifications import Notify
+
+from app.bus import AuditAppended, Bus
+from app.clock import ManualClock
+from app.router.session import Session
+from app.tui.panes.budget import BudgetPane
+from app.tui.panes.diff import DiffPane
+from app.tui.panes.escalations import EscalationsPane
+from app.tui.panes.plan import PlanPane
+from app.tui.panes.tests import TestsPane
+from tests.tui.helpers import Messages, settle, until
+from tests.tui.scripted import ScriptedRun, scripted_connect
+
+ROOT = Path(__file__).resolve().parents[2]
+#: what opening the session needs and the first frame must not load
+SESSION_MODULES = (
+    "pydantic",
+    "app.bus",
+    "app.audit.log",
+    "app.router.approvals",
+    "app.router.session",
+    "app.policy",
+    "app.config",
+)
+
+
+def test_the_first_frame_imports_nothing_the_session_needs() -> None:
+    code = (
+        "import json, sys\n"
+        "import app.tui.app\n"
+        f"print(json.dumps(sorted(m for m in {SESSION_MODULES!r} if m in sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert json.loads(done.stdout) == []
+
+
+async def test_the_layout_is_drawn_before_the_session_opens(
+    tmp_path: Path, clock: ManualClock, repo: Path
+) -> None:
+    from app.tui.app import SwitchyardApp
+
+    release = asyncio.Event()
+    asked: list[int] = []
+    real = scripted_connect(tmp_path / "data", clock)
+
+    @asynccontextmanager
+    async def slow(bus: Bus) -> AsyncIterator[Session]:
+        asked.append(bus.subscriber_count)
+        # Published while the session is still opening: the bridge must already listen.
+        await bus.publish(AuditAppended(session="early", line={"seq": 0, "kind": "run"}))
+        await release.wait()
+        async with real(bus) as session:
+            yield session
+
+    app = SwitchyardApp(connect=slow, runner=ScriptedRun(clock), repo=repo, clock=clock)
+    seen = Messages()
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: asked, what="the session to be asked for")
+        await settle(pilot)
+        screen = app.home
+        assert app.session is None
+        assert screen.header.state == "opening session…" and screen.header.session == ""
+        for pane in (PlanPane, DiffPane, TestsPane, EscalationsPane, BudgetPane):
+            assert screen.query_one(pane).region.area > 0, pane.__name__
+        assert asked == [1], "the bridge subscribes before the session opens"
+
+        await pilot.press(*"fix it", "enter")
+        await settle(pilot)
+        assert not app.running
+        notices = [m.notification.message for m in seen.of(Notify)]
+        assert any("the session is still opening" in n for n in notices), notices
+
+        release.set()
+        await until(pilot, lambda: screen.header.session, what="the session on screen")
+        await settle(pilot)
+        assert app.session is not None
+        assert screen.header.state == "idle"
+        assert screen.header.session == app.session.id
+        early = [ln for ln in screen.escalations.lines if ln.get("seq") == 0]
+        assert early == [{"seq": 0, "kind": "run"}]
+
+
+async def test_a_task_given_at_start_runs_once_the_session_is_open(make_app: Any) -> None:
+    app = make_app()  # start_task: the demo's path
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.control is not None, what="the run to start")
+        await settle(pilot)
+        assert app.session is not None
+        assert app.home.header.state not in ("opening session…", "error")
