@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
@@ -53,15 +53,18 @@ _ENCODE = json.JSONEncoder(
 # The C encoder ``_ENCODE`` builds on every call, built once: the same text without
 # json.encoder's Python wrappers (an append encodes three values). Without the markers
 # a circular value is a RecursionError rather than a ValueError: either takes the slow way.
-_c_encoder = getattr(json.encoder, "c_make_encoder", None)
-if _c_encoder is not None:
-    _C_ENCODE = _c_encoder(None, _default, encode_basestring, None, ":", ",", True, False, False)
+_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE: Any = (
+    None
+    if _MAKE_ENCODER is None
+    else _MAKE_ENCODER(None, _default, encode_basestring, None, ":", ",", True, False, False)
+)
 
-    def _encode(value: Any) -> str:
-        return "".join(_C_ENCODE(value, 0))
 
-else:  # pragma: no cover - CPython always has the C encoder
-    _encode = _ENCODE
+def _encode(value: Any) -> str:
+    if _C_ENCODE is None:  # an interpreter without json's C encoder
+        return _ENCODE(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 def _sorted_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -79,7 +82,9 @@ def _sorted_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _DECODE = json.JSONDecoder(object_pairs_hook=_sorted_pairs).decode
 # The decoder's scanner itself: the texts decoded here are this module's encoder's, with
 # no whitespace around them, so decode()'s two whitespace matches are not needed.
-_SCAN = json.JSONDecoder(object_pairs_hook=_sorted_pairs).scan_once
+_SCAN: Callable[[str, int], tuple[Any, int]] = cast(
+    Any, json.JSONDecoder(object_pairs_hook=_sorted_pairs)
+).scan_once
 
 
 def _plain(text: str) -> Any:

@@ -148,8 +148,19 @@ def local_target(
     return None, skips
 
 
-def decide(policy: Policy, role: str, signals: Signals, state: RouterState) -> Decision:
-    """Which model serves ``role`` now, and why. Total: every input yields a Decision."""
+def decide(
+    policy: Policy,
+    role: str,
+    signals: Signals,
+    state: RouterState,
+    *,
+    fired: list[tuple[Trigger, Reason]] | None = None,
+) -> Decision:
+    """Which model serves ``role`` now, and why. Total: every input yields a Decision.
+
+    ``fired``: ``fired_triggers(policy, role, signals)`` when the caller has it already
+    (the router reads it to know whether to read the budgets): not evaluated twice.
+    """
     version = policy.version
     if role not in policy.roles:
         return Decision(
@@ -181,7 +192,8 @@ def decide(policy: Policy, role: str, signals: Signals, state: RouterState) -> D
     cost_tokens_in = tokens_in or DEFAULT_PROMPT_TOKENS
     tokens_out = signals.output_tokens or spec.max_output_tokens
     local, local_skips = local_target(policy, role, state, tokens_in)
-    fired = fired_triggers(policy, role, signals)
+    if fired is None:
+        fired = fired_triggers(policy, role, signals)
     reasons = [r for _, r in fired]
     notes: list[str] = []
     chain = policy.chain(role)

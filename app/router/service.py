@@ -87,6 +87,7 @@ class Router:
         self.sleep = sleep
         #: the policy's fingerprint, for the decision lines (computed once per policy)
         self._fingerprint: tuple[Policy, str] | None = None
+        self._cloud: tuple[Policy, tuple[tuple[str, str], ...]] | None = None
 
     @property
     def local_only(self) -> bool:
@@ -105,11 +106,9 @@ class Router:
             key = f"runtime:{runtime}"
             if key not in health and not await self.backends.runtime_up(runtime):
                 health[key] = False
+        allowed = self.approvals.is_session_allowed
         approved = frozenset(
-            m
-            for m, model in self.policy.models.items()
-            if model.provider != "local"
-            and self.approvals.is_session_allowed(self.session, model.provider, m)
+            m for m, provider in self._cloud_models() if allowed(self.session, provider, m)
         )
         provider_left: dict[str, float] = {}
         if with_budget:
@@ -130,6 +129,14 @@ class Router:
             context_windows=self.backends.context_windows(),
         )
 
+    def _cloud_models(self) -> tuple[tuple[str, str], ...]:
+        """(model, provider) of every cloud model in the policy (listed once per policy)."""
+        if self._cloud is None or self._cloud[0] is not self.policy:
+            models = self.policy.models.items()
+            cloud = tuple((m, model.provider) for m, model in models if model.provider != "local")
+            self._cloud = (self.policy, cloud)
+        return self._cloud[1]
+
     async def decide(
         self,
         role: str,
@@ -149,9 +156,10 @@ class Router:
         # One pass is enough: a budget can only add skips to a cloud chain, so when
         # decide() would not escalate without the budgets read, it decides the same with
         # them; and it can only escalate when a trigger fires outside local_only.
-        with_budget = not local_only and bool(fired_triggers(self.policy, role, signals))
+        fired = fired_triggers(self.policy, role, signals)
+        with_budget = not local_only and bool(fired)
         state = await self._state(denied, failed, with_budget, local_only)
-        d = decide(self.policy, role, signals, state)
+        d = decide(self.policy, role, signals, state, fired=fired)
         if self._fingerprint is None or self._fingerprint[0] is not self.policy:
             self._fingerprint = (self.policy, fingerprint(self.policy))
         inputs = record_inputs(

@@ -128,14 +128,33 @@ def close_live(
     tokens_out: int,
     latency_ms: float,
 ) -> str:
-    """Close a live reservation (settle or release it) with its call row; its session."""
-    row = db.execute("SELECT * FROM reservations WHERE id = ?", (reservation_id,)).fetchone()
-    if row is None:
-        raise UnknownReservation(f"unknown reservation {reservation_id}")
-    if row["status"] != "live":
-        raise ReservationClosed(reservation_id, row["status"])
-    close_reservation(db, row, status, now, cost_nusd, outcome, tokens_in, tokens_out, latency_ms)
-    return str(row["session"])
+    """Close a live reservation (settle or release it) with its call row; its session.
+
+    One statement closes it and reads what the call row needs (it changes nothing when
+    the reservation is not live: the domain error is raised before anything is written).
+    """
+    closed = iso(now)
+    row = db.execute(_CLOSE_LIVE, (status, closed, reservation_id)).fetchall()
+    if not row:
+        found = db.execute(
+            "SELECT status FROM reservations WHERE id = ?", (reservation_id,)
+        ).fetchone()
+        if found is None:
+            raise UnknownReservation(f"unknown reservation {reservation_id}")
+        raise ReservationClosed(reservation_id, found[0])
+    day, session, run, role, model, provider = row[0]
+    # The cost goes to the reservation's day: that is the day it was checked against.
+    values = (closed, day, session, run, role, model, provider)
+    insert_call(
+        db, (*values, tokens_in, tokens_out, latency_ms, cost_nusd, outcome, reservation_id)
+    )
+    return str(session)
+
+
+_CLOSE_LIVE = (
+    "UPDATE reservations SET status = ?, closed = ? WHERE id = ? AND status = 'live'"
+    " RETURNING day, session, run, role, model, provider"
+)
 
 
 def any_stale(db: sqlite3.Connection, now: datetime) -> bool:
