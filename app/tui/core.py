@@ -44,9 +44,18 @@ log = logging.getLogger("switchyard.tui")
 DECIDED_BY = "tui:keypress"
 
 #: What the session needs and the first frame does not: the bus and its event models
-#: (pydantic builds them: ~90 ms), the bridge, the approvals broker's types. Loaded in a
-#: thread once the first frame is drawn (see :meth:`CoreApp.open_session`).
-CORE_MODULES = ("app.bus", "app.tui.bridge", "app.router.approvals")
+#: (pydantic builds them: ~90 ms), the bridge, the approvals broker's types, and what a
+#: connect opens a session with (settings, the policy, the session). Loaded in a thread
+#: once the first frame is drawn (see :meth:`CoreApp.open_session`), so the drawn layout
+#: answers keys meanwhile.
+CORE_MODULES = (
+    "app.bus",
+    "app.tui.bridge",
+    "app.router.approvals",
+    "app.config",
+    "app.policy",
+    "app.router.session",
+)
 
 
 def load_core() -> None:
