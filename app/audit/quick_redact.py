@@ -52,8 +52,11 @@ _CI_GROUPS = _grouped((*CI_MARKERS, *_SECRET_KEY_ENDS))
 
 
 def _any_marker(data: bytes, groups: tuple[tuple[bytes, tuple[bytes, ...]], ...]) -> bool:
+    # find(), not ``in``: ``needle in data`` first tries the needle as a byte value, and
+    # the TypeError it raises and clears costs more than the search (two dozen a line).
+    find = data.find
     for prefix, members in groups:
-        if prefix in data and (not members or any(m in data for m in members)):
+        if find(prefix) >= 0 and (not members or any(find(m) >= 0 for m in members)):
             return True
     return False
 
