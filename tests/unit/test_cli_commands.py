@@ -1,0 +1,51 @@
+"""The command table: each command's module, and a run importing only its own."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from app.cli.main import COMMAND_MODULES, COMMANDS, _Parser, build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_table_names_what_each_module_registers() -> None:
+    registered: dict[str, str] = {}
+    for name in COMMAND_MODULES:
+        parser = _Parser(prog="switchyard")
+        sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+        importlib.import_module(name).register(sub)
+        registered.update(dict.fromkeys(sub.choices, name))
+    assert registered == COMMANDS
+
+
+def test_the_whole_parser_has_every_command() -> None:
+    parser = build_parser()
+    choices = next(a.choices for a in parser._actions if a.dest == "command")
+    assert set(choices) == set(COMMANDS)  # type: ignore[arg-type]
+
+
+def test_a_command_imports_its_own_module_only() -> None:
+    code = (
+        "import json, sys; from app.cli.main import build_parser; build_parser('tui');"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('app.cli.'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert "app.cli.tui_cmd" in json.loads(done.stdout)
+    assert not {"app.cli.policy_sim_cmd", "app.cli.serve_cmd", "app.cli.run_cmd"} & set(
+        json.loads(done.stdout)
+    )
+
+
+def test_an_unknown_command_is_still_a_usage_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "frobnicate"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 2
+    assert "invalid choice: 'frobnicate'" in done.stderr
