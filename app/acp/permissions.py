@@ -9,7 +9,7 @@ option id  kind                  decision
 ``y``      ``allow_once``        allow this call
 ``a``      ``allow_always``      allow this model for the rest of the session
 ``n``      ``reject_once``       deny
-``d``      ``reject_always``     deny, and the rest of the role's chain: stay local
+``d``      ``reject_always``     deny this and every later escalation: stay local
 =========  ====================  =====================================================
 
 A cancelled outcome, an unknown option, a client error or no answer within the policy's

@@ -38,8 +38,10 @@ __all__ = [
     "decider_for",
 ]
 
-#: ``deny_all`` denies this escalation and every later step of the role's chain for the same
-#: request: the role stays local without asking again for each cloud model.
+#: ``deny_all`` ("deny all, stay local") denies this escalation, every later step of the
+#: role's chain, and every later escalation of the session, without asking again: the
+#: mirror of ``allow_session``, and what ACP's ``reject_always`` ("remember the choice")
+#: promises an editor. Asking four more times after it was the bug a real session showed.
 DecisionKind = Literal["allow_once", "allow_session", "deny", "deny_all"]
 
 # Audit reason codes. Stable: the escalation pane and the evidence bundle read them.
@@ -48,6 +50,7 @@ APPROVED_SESSION = "APPROVED_SESSION"
 APPROVED_SESSION_REUSED = "APPROVED_SESSION_REUSED"
 DENIED = "DENIED"
 DENIED_ALL = "DENIED_ALL"
+DENIED_ALL_REUSED = "DENIED_ALL_REUSED"
 APPROVAL_TIMEOUT = "APPROVAL_TIMEOUT"
 APPROVER_ERROR = "APPROVER_ERROR"
 
@@ -59,6 +62,7 @@ _CODE_FOR: dict[DecisionKind, str] = {
 }
 
 SESSION_APPROVAL = "session-approval"
+SESSION_DENIAL = "session-denial"
 TIMEOUT = "timeout"
 
 
@@ -222,11 +226,16 @@ class ApprovalBroker:
         self._clock: Clock = clock or SystemClock()
         self._pending: dict[str, asyncio.Future[tuple[ApprovalDecision, str]]] = {}
         self._session_allowed: set[tuple[str, str, str]] = set()
+        #: sessions whose human answered "deny all, stay local"
+        self._session_denied: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # The key includes the provider: the same model name elsewhere is another destination.
     def is_session_allowed(self, session: str, provider: str, model: str) -> bool:
         return (session, provider, model) in self._session_allowed
+
+    def is_session_denied(self, session: str) -> bool:
+        return session in self._session_denied
 
     def pending(self) -> list[str]:
         """Request ids waiting for a decision."""
@@ -257,7 +266,14 @@ class ApprovalBroker:
         """Decide on ``req``, audit the decision, publish it, and return it."""
         started = self._clock.monotonic()
         key = (req.session, req.provider, req.model)
-        if key in self._session_allowed:
+        if req.session in self._session_denied:  # "stay local" outranks an earlier "a"
+            decision = ApprovalDecision(
+                decision="deny_all",
+                decided_by=SESSION_DENIAL,
+                reason="denied for this session earlier (deny all: stay local)",
+            )
+            code = DENIED_ALL_REUSED
+        elif key in self._session_allowed:
             decision = ApprovalDecision(
                 decision="allow_session",
                 decided_by=SESSION_APPROVAL,
@@ -291,6 +307,8 @@ class ApprovalBroker:
         )
         if decision.decision == "allow_session":
             self._session_allowed.add(key)
+        elif decision.decision == "deny_all":
+            self._session_denied.add(req.session)
         if self._bus is not None:
             await self._bus.publish(
                 ApprovalResolved(

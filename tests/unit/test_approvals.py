@@ -272,6 +272,33 @@ async def test_allow_session_is_remembered_per_session_provider_and_model() -> N
     ]
 
 
+async def test_deny_all_keeps_the_whole_session_local_without_asking_again() -> None:
+    sink = RecordingSink()
+    decider = Scripted("allow_session", "deny_all", "allow_once")
+    b = broker(decider, sink)
+    assert (await b.request(make_req())).decision == "allow_session"
+    assert (await b.request(make_req(model="kimi-k2"))).decision == "deny_all"
+    assert b.is_session_denied("s1") and not b.is_session_denied("s2")
+
+    # every later escalation of the session, even to the model approved for the session
+    for req in (make_req(), make_req(model="kimi-k2"), make_req(provider="openrouter")):
+        later = await b.request(req)
+        assert (later.decision, later.decided_by, later.allowed) == (
+            "deny_all",
+            "session-denial",
+            False,
+        )
+    assert len(decider.asked) == 2
+    # another session still asks
+    assert (await b.request(make_req(session="s2"))).decision == "allow_once"
+    assert [(c["kind"], c["codes"][0], c["approver"]) for c in sink.calls] == [
+        ("approval", "APPROVED_SESSION", "alice"),
+        ("denial", "DENIED_ALL", "alice"),
+        *[("denial", "DENIED_ALL_REUSED", "session-denial")] * 3,
+        ("approval", "APPROVED_ONCE", "alice"),
+    ]
+
+
 async def test_allow_once_is_not_remembered() -> None:
     decider = Scripted("allow_once", "deny")
     b = broker(decider, RecordingSink())

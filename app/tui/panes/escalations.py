@@ -73,7 +73,7 @@ _DECISION_WORD = {
     "allow_once": "approved once",
     "allow_session": "approved for the session",
     "deny": "denied",
-    "deny_all": "denied with the rest of the chain",
+    "deny_all": "denied: the session stays local",
 }
 
 
