@@ -85,13 +85,14 @@ def env(
     monkeypatch: pytest.MonkeyPatch,
     fake_openai_factory: Callable[..., FakeOpenAIServer],
 ) -> dict[str, Any]:
-    import app.backends.registry as registry
+    import app.backends.http as http
 
+    # the registry imports the factory when it first makes its client
     monkeypatch.setattr(
-        registry,
+        http,
         "make_async_client_httpx2",
         functools.partial(
-            registry.make_async_client_httpx2,
+            http.make_async_client_httpx2,
             timeout=httpx2.Timeout(CLIENT_TIMEOUT_S, connect=1.0),
         ),
     )
