@@ -139,6 +139,9 @@ async def _final(ctx: RunContext, brief: str, draft: Plan) -> tuple[Plan, Ground
     )
     if not fired_triggers(ctx.policy, ROLE, signals):
         return chosen, grounded
+    # the panes show the plan the escalation is about, at its grounded confidence, while
+    # the human decides (the modal's 0.45 beside a pane still reading the draft's 1.00)
+    await publish_plan(ctx, chosen, grounded)
     cloud = await _escalate(ctx, messages, signals)
     if cloud is not None and cloud.value is not None:
         await ctx.role_stage(ROLE, cloud, "escalated")

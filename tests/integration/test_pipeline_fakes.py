@@ -394,3 +394,32 @@ def test_a_brief_over_the_planners_window_is_condensed_by_the_librarian(
     assert main(["evidence", "show", out["run_id"], "--repo", str(repo), "--json"]) == 0
     sidecars = json.loads(capsys.readouterr().out)["sidecars"]
     assert sidecars[0].startswith("librarian condensed ~") and "by llama-3.1-8b" in sidecars[0]
+
+
+async def test_the_plan_on_screen_while_its_escalation_is_decided_is_the_grounded_one(
+    repo: Path, fakes: dict[str, Any]
+) -> None:
+    """The panes show the plan the escalation is about, at the confidence the trigger read
+    (not the draft's self-report), before the approval is asked."""
+    from app.bus import AuditAppended, Bus, PlanUpdated
+    from app.config import load_settings
+    from app.pipeline.runner import RunOptions, run_pipeline
+    from app.policy import load_policy
+    from app.router.session import open_session
+
+    bus = Bus()
+    with bus.subscribe(kinds=(PlanUpdated, AuditAppended), maxsize=100_000) as sub:
+        async with open_session(
+            load_settings(), load_policy(fakes["policy"]).policy, approve="deny", bus=bus
+        ) as session:
+            await run_pipeline(session, TASK, RunOptions(repo=repo))
+        seen = sub.drain()
+    denial = next(
+        i
+        for i, e in enumerate(seen)
+        if isinstance(e, AuditAppended)
+        and (e.line["kind"], e.line["role"]) == ("denial", "architect")
+    )
+    shown = [e.plan for e in seen[:denial] if isinstance(e, PlanUpdated)]
+    assert shown and "grounding" in shown[-1]
+    assert shown[-1]["confidence"] == shown[-1]["grounding"]["value"] < 0.75
