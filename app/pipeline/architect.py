@@ -156,6 +156,7 @@ async def _final(ctx: RunContext, brief: str, draft: Plan) -> tuple[Plan, Ground
         "low_confidence",
         "Plan:\n" + chosen.model_dump_json(indent=1) + f"\n\nGrounding: {grounded.basis}",
         value=grounded.value,
+        basis=grounded.basis,
     )
     return chosen, grounded
 

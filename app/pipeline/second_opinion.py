@@ -110,12 +110,15 @@ async def ask_second_opinion(
     run: str,
     value: float | None = None,
     user_request: bool = False,
+    grounds: tuple[tuple[str, str], ...] = (),
 ) -> AdviceRecord:
     """Ask the sidecar once; always returns a record and writes one ``advice`` audit line.
 
     Never raises for a refused, denied or failed route: advice is optional by design.
     """
     signals = occasion_signals(occasion, value=value, user=user_request)
+    if grounds:  # what a grounded value rests on, said in the trigger's text
+        signals = signals.model_copy(update={"grounds": grounds})
     spec = router.policy.roles.get(ROLE)
     record: AdviceRecord
     try:
@@ -169,7 +172,12 @@ async def ask_second_opinion(
 
 
 async def advise(
-    ctx: RunContext, occasion: Occasion, subject: str, value: float | None = None
+    ctx: RunContext,
+    occasion: Occasion,
+    subject: str,
+    value: float | None = None,
+    *,
+    basis: str = "",
 ) -> None:
     """A run's second opinion: into the evidence and the audit, never into a decision.
 
@@ -180,7 +188,14 @@ async def advise(
     if not triggered(ctx.policy, occasion, value=value, user=user):
         return
     record = await ask_second_opinion(
-        ctx.router, occasion, ctx.task, subject, run=ctx.run_id, value=value, user_request=user
+        ctx.router,
+        occasion,
+        ctx.task,
+        subject,
+        run=ctx.run_id,
+        value=value,
+        user_request=user,
+        grounds=(("confidence", basis),) if basis and occasion == "low_confidence" else (),
     )
     ctx.advice.append(record)
     ctx.bundle.write_json(

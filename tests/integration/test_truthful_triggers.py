@@ -136,6 +136,9 @@ def test_a_self_reported_1_00_on_noise_escalates_for_its_grounded_confidence(
     ) in first["detail"]
     grounding = json.loads((Path(out["bundle"]) / "plan_grounding.json").read_text())
     assert grounding["self_report"] == 1.0 and grounding["value"] == pytest.approx(0.15)
+    # the second opinion asked on the low confidence says what it rests on too
+    (advice, *_) = escalations(lines, "second_opinion")
+    assert "confidence 0.15 (self 1.00; 11 duplicate steps;" in advice["detail"]
     # the decision read the FINAL plan: draft, interrogation, final, and no 4th local plan
     asked = [b for b in world["vllm"].chat_requests if "Architect" in system_of(b)]
     assert len(asked) == 2  # the draft and the final (the interrogation is Socratic)
