@@ -98,6 +98,11 @@ async def _finish(ctx: RunContext, progress: _Progress, outcome: Outcome, reason
     branch stays for the merge), remember the outcome, and say the run is over."""
     wt = progress.worktree
     loops = progress.work.tests.loops if progress.work else 0
+    # a stage the stop cut short ends failed (the panes would show it still running, and
+    # stages.json would have no end for it)
+    for stage, (_, ended) in list(ctx.stage_times.items()):
+        if ended is None and outcome != "merge_ready":
+            await ctx.stage(stage, "failed", detail=reason)
     if progress.plan is not None and progress.work is not None and not progress.work.tests_green:
         # the Implementer stopped without a passing change: its steps failed
         await publish_steps(ctx, ["failed"] * len(progress.plan.steps), reason)

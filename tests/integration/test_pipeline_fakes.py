@@ -312,6 +312,9 @@ def test_denied_escalations_end_in_a_clear_audited_stop(
     )
     assert rc == 1
     assert out["outcome"] == "stopped" and "implementer" in out["reason"]
+    # the stage the stop cut short ended (failed), so its time is in stages.json
+    stages = json.loads((Path(out["bundle"]) / "stages.json").read_text())
+    assert stages["implementer"]["seconds"] is not None
     brief = json.loads((Path(out["bundle"]) / "brief.json").read_text())
     assert brief["memories"] == [f"[note] {note}"]
     assert main(["memory", "search", "parse last token", "--no-embed", "--json"]) == 0
