@@ -129,7 +129,9 @@ async def _final(ctx: RunContext, brief: str, draft: Plan) -> tuple[Plan, Ground
     ctx.charge(ROLE, final.calls)
     await ctx.role_stage(ROLE, final, "final")
     chosen = final.value if final.value is not None else draft
-    grounded = await ground(ctx, chosen)
+    # the repository read once: an escalated plan is grounded in the same files
+    facts = await asyncio.to_thread(repo_facts, ctx.repo)
+    grounded = ground_plan(chosen, ctx.task, facts, ctx.policy.grounding)
     if final.result is not None and final.result.escalated:
         return chosen, grounded  # the user asked: the cloud planner wrote it
     signals = Signals(
@@ -145,7 +147,7 @@ async def _final(ctx: RunContext, brief: str, draft: Plan) -> tuple[Plan, Ground
     cloud = await _escalate(ctx, messages, signals)
     if cloud is not None and cloud.value is not None:
         await ctx.role_stage(ROLE, cloud, "escalated")
-        return cloud.value, await ground(ctx, cloud.value)
+        return cloud.value, ground_plan(cloud.value, ctx.task, facts, ctx.policy.grounding)
     await ctx.notice(
         "the escalation was denied or unavailable: going on with the local plan, "
         f"marked low-confidence ({grounded.value:.2f}: {grounded.basis})",
@@ -183,12 +185,6 @@ async def _escalate(
         return None  # the router audited the skips, the denial or the refusal
     ctx.charge(ROLE, answer.calls)
     return answer
-
-
-async def ground(ctx: RunContext, value: Plan) -> Grounded:
-    """``value``'s confidence grounded in the repository and the task (no model call)."""
-    facts = await asyncio.to_thread(repo_facts, ctx.repo)
-    return ground_plan(value, ctx.task, facts, ctx.policy.grounding)
 
 
 async def publish_plan(ctx: RunContext, value: Plan, grounded: Grounded | None = None) -> None:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from app.memory.text import STOP_WORDS
 from app.pipeline.schemas import Plan
 from app.policy.signal_settings import Grounding
 
@@ -25,53 +26,8 @@ _PATH = re.compile(r"[\w./-]+\.[A-Za-z0-9]{1,5}\b")
 _TEST_ID = re.compile(r"\btest_[A-Za-z0-9_]+")
 #: words saying a step brings a file into being (so a missing file is no fault)
 _NEW = frozenset({"new", "create", "creates", "created", "add", "adds", "added", "write"})
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "make",
-        "makes",
-        "of",
-        "on",
-        "or",
-        "so",
-        "that",
-        "the",
-        "their",
-        "then",
-        "this",
-        "to",
-        "was",
-        "were",
-        "when",
-        "which",
-        "will",
-        "with",
-        "without",
-        "should",
-        "must",
-        "can",
-        "not",
-        "no",
-    ]
-)
+#: the memory's stop list, and the words every task is phrased with
+_STOP = STOP_WORDS | {"make", "makes", "must", "should", "without"}
 
 
 @dataclass(frozen=True)
