@@ -7,6 +7,7 @@ name only, and probes local runtimes with a short, cached health check.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from functools import partial
@@ -24,7 +25,10 @@ if TYPE_CHECKING:
 
     from app.backends.http import LocalOnly
 
-PROBE_TIMEOUT_S = 0.5
+# A refused port fails at once; the timeout only bites on a server that accepts and
+# stalls. 0.5 s marked a busy vLLM (and a loaded CI box's loopback fake) down and
+# sent the turn to the fallback model, so the bound is 2 s for both requests together.
+PROBE_TIMEOUT_S = 2.0
 PROBE_TTL_S = 5.0
 
 
@@ -148,8 +152,15 @@ class BackendRegistry:
             return False
         started = time.perf_counter()
         try:
-            health = await self._client.get(f"{api_root(base)}/health", timeout=PROBE_TIMEOUT_S)
-            models = await self._client.get(f"{base}/models", timeout=PROBE_TIMEOUT_S)
+            health, models = await asyncio.gather(
+                self._client.get(f"{api_root(base)}/health", timeout=PROBE_TIMEOUT_S),
+                self._client.get(f"{base}/models", timeout=PROBE_TIMEOUT_S),
+                return_exceptions=True,  # both settle; neither is left to fail unobserved
+            )
+            if isinstance(health, BaseException):
+                raise health
+            if isinstance(models, BaseException):
+                raise models
             # llama.cpp's server has no /health: /v1/models answering is enough
             ok = models.status_code == 200 and health.status_code in (200, 404)
             if ok:
