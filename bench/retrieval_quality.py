@@ -38,7 +38,10 @@ where ``query()`` (MMR, both lanes, the policy's budget) picked a truth chunk.
 - ``--ablations`` adds that last one with each chunk's path prepended.
 
 Stage0's file lane was tuned on :data:`TUNED_ON` only; every other repository is
-reported as untouched (the output and the JSON say which).
+reported as untouched (the output and the JSON say which). Of the untouched ones,
+:data:`SEEN_BEFORE_SPLIT` had been measured with an earlier Stage0 before that split
+was declared (not tuned on since); the rest were first measured after the file lane
+was final.
 
 One Stage0 cache (keyed by content) serves all commits, so each parent tree only
 tokenizes the files that changed since the previous one.
@@ -66,9 +69,12 @@ from bench.retrieval_baselines import ChunkRanker, FileRanker
 MAX_FILES = 20
 #: Repositories (``owner+name`` as the mirror names them) Stage0's file lane was tuned on;
 #: every other one is reported as untouched.
-TUNED_ON = frozenset({"pallets+click", "psf+requests"})
+TUNED_ON = frozenset({"pallets+click", "psf+requests", "encode+httpx", "encode+starlette"})
+#: Untouched repositories whose figures were looked at (with an earlier Stage0) before
+#: :data:`TUNED_ON` was declared; the file lane was not tuned on them.
+SEEN_BEFORE_SPLIT = frozenset({"python-attrs+attrs", "pallets+jinja"})
 #: Where Stage0's earlier choices (hybrid weighting, path ×8: app/stage0/index.py) were
-#: measured; a repository in neither set was never looked at while tuning Stage0.
+#: measured; a repository in none of these sets was never looked at while tuning Stage0.
 EARLIER_CHOICES_ON = frozenset(
     {"pallets+click", "psf+requests", "python-attrs+attrs", "encode+httpx"}
 )
@@ -363,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = split_of(label)
     print(
         f"{repo}: {len(cases)} qualifying commits (asked for {args.n}); "
-        f"{split} (Stage0's file lane was tuned on {', '.join(sorted(TUNED_ON))})",
+        f"{split}{' (seen before the split)' if label in SEEN_BEFORE_SPLIT else ''} "
+        f"(Stage0's file lane was tuned on {', '.join(sorted(TUNED_ON))})",
         flush=True,
     )
     if not cases:
@@ -396,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repo": label,
             "split": split,
             "tuned_on": sorted(TUNED_ON),
+            "seen_before_split": label in SEEN_BEFORE_SPLIT,
             "earlier_choices_measured_on": label in EARLIER_CHOICES_ON,
             "head": git(repo, "rev-parse", args.rev).strip(),
             "commits": len(cases),

@@ -19,7 +19,8 @@ counted :data:`PATH_WEIGHT` times. The weighting (chosen by measurement with
 - ``hybrid`` (the default): the mean of the two.
 
 That is a chunk's own relevance; the file lane (:mod:`app.stage0.filelane`) then
-blends in how its whole file ranks, ``file_share`` of the total (0: chunks alone).
+blends in how its whole file matches (its best chunk's TF-IDF and what it defines),
+``file_share`` of the total (0: chunks alone).
 
 Whatever the weighting, explain's "top terms" are the largest sublinear TF-IDF
 weights of a chunk's text (its path left out), and redundancy (MMR) is the cosine
@@ -195,6 +196,11 @@ class SortedVocab(Mapping[str, int]):
             return i
         raise KeyError(term)
 
+    def get(self, term: str, default: int | None = None) -> int | None:  # type: ignore[override]
+        """The term's column, or ``default`` (one binary search)."""
+        i = bisect_left(self.terms, term)
+        return i if i < len(self.terms) and self.terms[i] == term else default
+
     def __contains__(self, term: object) -> bool:
         if not isinstance(term, str):
             return False
@@ -288,8 +294,10 @@ class Index:
 
     @cached_property
     def files(self) -> FileLane:
-        """The file lane's whole files (see :mod:`app.stage0.filelane`)."""
-        return FileLane.build([r.path for r in self.refs], self.text_counts, self.path_counts)
+        """The file lane's files (see :mod:`app.stage0.filelane`)."""
+        return FileLane.build(
+            [r.path for r in self.refs], [r.symbol for r in self.refs], self.vocab
+        )
 
     def _score(self, text: str) -> _Scored:
         import numpy as np

@@ -1,15 +1,16 @@
-"""The file lane (whole files fused with the chunks by reciprocal rank) and the
-similarity rows MMR reads one at a time."""
+"""The file lane (a file's best chunk and what it defines, blended into its chunks'
+relevance) and the similarity rows MMR reads one at a time."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
 
-from app.stage0.filelane import FILE_PATH_WEIGHT, FILE_TERM, RRF_K, FileLane, reciprocal_ranks
+from app.stage0.filelane import DEFINITIONS_SHARE, FILE_TERM, FileLane
 from app.stage0.index import ChunkRef, Index, path_terms
 from app.stage0.tokenize import tokenize
 from app.stage0.weights import SimilarityRows
@@ -31,17 +32,22 @@ def _index(chunks: list[tuple[str, str]], **kwargs: float) -> Index:
             ptr.append(len(ind))
         return csr_matrix((data, ind, ptr), shape=(len(rows), len(terms)))
 
+    def symbol(text: str) -> str | None:
+        m = re.match(r"def (\w+)", text)
+        return m.group(1) if m else None
+
     refs = [
-        ChunkRef(f"id{i}", path, i * 10 + 1, i * 10 + 9, "window", None, 10, f"k{path}", i)
-        for i, (path, _) in enumerate(chunks)
+        ChunkRef(
+            f"id{i}", path, i * 10 + 1, i * 10 + 9, "function", symbol(text), 10, f"k{path}", i
+        )
+        for i, (path, text) in enumerate(chunks)
     ]
     return Index(refs, terms, matrix(texts), matrix(paths), "hybrid", **kwargs)
 
 
 # Chunk by chunk, b.py's is the best match (its one chunk says two of the three words)
-# and a.py's second (each of its chunks says one); as whole files, a.py (all three,
-# short) ranks first, e.py second (all three, in long chunks) and b.py third. The file
-# lane fuses the two rankings: a.py is 2nd and 1st, b.py 1st and 3rd.
+# and a.py's second (each of its chunks says one). a.py defines all three words
+# (retry(), timeout(), pool()), b.py one of them (retry_timeout() splits into two).
 CHUNKS = [
     ("pkg/a.py", "def retry(): backoff"),
     ("pkg/a.py", "def timeout(): limit"),
@@ -64,7 +70,32 @@ def _files_by_best_chunk(index: Index, rel: np.ndarray) -> list[str]:
     return [p for p, s in sorted(best.items(), key=lambda kv: (-kv[1], kv[0])) if s > 0]
 
 
-def test_the_file_lane_ranks_files_by_their_fused_ranks():
+def test_a_file_scores_its_best_chunk_plus_its_definitions_over_the_best_file():
+    index = _index(CHUNKS, file_share=1.0)
+    counts = index.query_counts(QUERY)
+    from app.stage0.weights import tfidf_query
+
+    field = index.field
+    cosines = field.scores(field.tfidf, tfidf_query(field, counts))
+    lane = index.files
+    defs = lane.definitions_match(counts)
+    assert defs.max() == pytest.approx(1.0) and defs[lane.n_files - 2] == 0.0  # c.py
+    expected = lane.best_chunk(cosines) + DEFINITIONS_SHARE * defs
+    assert lane.relevance(counts, cosines) == pytest.approx(expected / expected.max())
+
+
+def test_a_file_that_defines_what_the_query_names_ranks_above_one_that_only_uses_it():
+    chunks = [
+        ("pkg/a.py", "def parse(): return load_cookie(value)"),
+        ("pkg/b.py", "def load_cookie(): return parse(value)"),
+    ]
+    alone = _index(chunks, file_share=0.0)
+    assert alone.relevance("load cookie")[0] == pytest.approx(alone.relevance("load cookie")[1])
+    fused = _index(chunks)
+    assert _files_by_best_chunk(fused, fused.relevance("load cookie")) == ["pkg/b.py", "pkg/a.py"]
+
+
+def test_the_file_lane_ranks_files_by_their_best_chunk_and_definitions():
     alone = _index(CHUNKS, file_share=0.0)
     files_only = _index(CHUNKS, file_share=1.0)
     assert _files_by_best_chunk(alone, alone.relevance(QUERY)) == [
@@ -72,8 +103,11 @@ def test_the_file_lane_ranks_files_by_their_fused_ranks():
         "pkg/a.py",
         "pkg/e.py",
     ]
-    fused = _files_by_best_chunk(files_only, files_only.relevance(QUERY))
-    assert fused == ["pkg/a.py", "pkg/b.py", "pkg/e.py"]  # 1/62 + 1/61 > 1/61 + 1/63 > ...
+    fused = files_only.relevance(QUERY)
+    assert _files_by_best_chunk(files_only, fused) == ["pkg/b.py", "pkg/a.py", "pkg/e.py"]
+    # a.py defines all three words: its file lane narrows b.py's lead
+    chunks = alone.relevance(QUERY)
+    assert fused[:3].max() / fused[4] > chunks[:3].max() / chunks[4]
 
 
 def test_the_default_share_lies_between_the_chunks_alone_and_the_files_alone():
@@ -112,19 +146,15 @@ def test_a_query_with_no_known_word_scores_nothing():
     assert not _index(CHUNKS).relevance("zebra quagga").any()
 
 
-def test_reciprocal_ranks_rank_the_highest_first_ties_by_position_and_skip_zeros():
-    rr = reciprocal_ranks(np.array([0.5, 0.0, 0.9, 0.5]))
-    assert rr.tolist() == pytest.approx([1 / (RRF_K + 2), 0.0, 1 / (RRF_K + 1), 1 / (RRF_K + 3)])
-
-
-def test_whole_files_add_their_chunks_counts_and_their_path_once():
+def test_a_files_definitions_are_the_names_its_chunks_define():
     index = _index(CHUNKS)
     lane = index.files
-    assert lane.field.counts.shape[0] == 4 and lane.starts is not None
-    e = lane.field.counts.getrow(3).toarray().ravel()
+    assert lane.n_files == 4 and lane.starts is not None
+    b = lane.definitions.counts.getrow(1).toarray().ravel()
     col = index.vocab
-    assert e[col["retry"]] == 1 and e[col["pool"]] == 1 and e[col["alpha"]] == 1
-    assert e[col["pkg"]] == FILE_PATH_WEIGHT  # the path's tokens once, not per chunk
+    # retry_timeout() and helper(): the whole name and its parts; not its body's words
+    assert b[col["retry_timeout"]] == 1 and b[col["retry"]] == 1 and b[col["timeout"]] == 1
+    assert b[col["helper"]] == 1 and b[col["seconds"]] == 0 and b[col["pkg"]] == 0
     assert lane.file_of_row.tolist() == [0, 0, 0, 0, 1, 1, 2, 3, 3, 3]
 
 
@@ -132,9 +162,8 @@ def test_best_chunk_is_the_same_whether_rows_are_grouped_by_file_or_not():
     index = _index(CHUNKS)
     paths = [r.path for r in index.refs]
     order = [4, 0, 6, 1, 7, 2, 5, 3, 9, 8]  # not grouped by file
-    shuffled = FileLane.build(
-        [paths[i] for i in order], index.text_counts[order], index.path_counts[order]
-    )
+    symbols = [r.symbol for r in index.refs]
+    shuffled = FileLane.build([paths[i] for i in order], [symbols[i] for i in order], index.vocab)
     assert shuffled.starts is None
     scores = np.array([0.1, 0.7, 0.3, 0.0, 0.5, 0.6, 0.2, 0.0, 0.4, 0.1])
     grouped = index.files.best_chunk(scores)
