@@ -17,7 +17,8 @@ Both systems get the same chunks (Stage0's chunker) of the same files:
   relevance over every chunk (for Stage0, the file lane too), the pre-filter's 150,
   MMR (Stage0's similarity rows for those candidates, for both); and, for Stage0
   alone, its whole ``query()`` (two lanes, each TF-IDF + BM25 + the file lane, MMR,
-  texts read back, the result model). The goal: query + MMR p50 ≤ 5 ms.
+  texts read back, the result model). The goal: query + MMR p50 ≤ 5 ms; the whole
+  ``query()`` is held to the same bound and reported beside it.
 
 Run: python -m bench.stage0_bench [--repeat 3] [--keep DIR]
 """
@@ -174,8 +175,8 @@ class Bm25sSide:
         q = [t for t in q if t in self.retriever.vocab_dict]
         if q:
             scores = self.retriever.get_scores(q)
-            top = np.argsort(-scores, kind="stable")[:prefilter]
-            top = [int(r) for r in top if scores[r] > 0]
+            order = np.argsort(-scores, kind="stable")[:prefilter]
+            top = [int(r) for r in order if scores[r] > 0]
             refs = s0.index.refs
             best = float(scores[top[0]]) if top else 1.0
             cands = [
@@ -294,6 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"goal query + MMR p50 ≤ {ms(QUERY_GOAL_S)}: {'reached' if reached else 'NOT reached'}"
         f" ({ms(p50_lane)}; load average {load[0]:.2f})"
     )
+    # the same bound on everything a caller waits for: both lanes, texts, the result
+    full_reached = p50_s0 <= QUERY_GOAL_S
+    print(
+        f"goal query() p50 (two lanes, texts, result) ≤ {ms(QUERY_GOAL_S)}: "
+        f"{'reached' if full_reached else 'NOT reached'} ({ms(p50_s0)}; load average {load[0]:.2f})"
+    )
     path = write_result(
         "stage0_bench",
         {
@@ -323,7 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "query_two_lanes_p50": r_full,
             },
             "queries": list(QUERIES),
-            "goal": {"query_mmr_p50_s": QUERY_GOAL_S, "reached": reached},
+            "goal": {
+                "query_mmr_p50_s": QUERY_GOAL_S,
+                "reached": reached,
+                "full_query_reached": full_reached,
+            },
             "loadavg": [round(x, 2) for x in load],
             "cores": info["cores"],
             "pid": os.getpid(),

@@ -144,9 +144,6 @@ def keep_counts(cache: Stage0Cache, counts: Counts) -> None:
 
 def load_texts(cache: Stage0Cache, index: Index, rows: list[int]) -> dict[int, str]:
     """Texts of some chunks, by row."""
-    texts = cache.texts(index.refs[r].key for r in rows)
-    out = {}
-    for r in rows:
-        ref = index.refs[r]
-        out[r] = texts[ref.key][ref.ordinal]
-    return out
+    refs = index.refs
+    texts = cache.chunk_texts((refs[r].key, refs[r].ordinal) for r in rows)
+    return {r: texts[refs[r].key, refs[r].ordinal] for r in rows}

@@ -4,7 +4,8 @@ One SQLite file, ``REPO/.switchyard/stage0/cache.sqlite``:
 
 - ``blob``: for each (content, chunker settings) key, the chunks' line ranges, kinds and
   symbols, their term counts (a local vocabulary plus CSR arrays) and, apart, their
-  texts. Keys hash the content, never the path, so a file that moves, or comes back in
+  texts (each chunk's compressed on its own, so a query reads back only the chunks it
+  picked). Keys hash the content, never the path, so a file that moves, or comes back in
   an older commit, is not tokenized again.
 - ``stat``: size, mtime, ctime, inode and blob id of every working-tree file at the last
   scan, so an unchanged file is not even read.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import struct
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,7 +40,9 @@ from app.stage0.corpus import StatRow
 if TYPE_CHECKING:
     import numpy as np
 
-SCHEMA_VERSION = "1"
+#: Bumped when a table's layout changes (2: each chunk's text compressed on its own); a
+#: cache of another version is emptied and rebuilt.
+SCHEMA_VERSION = "2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,9 @@ class Stage0Cache:
             with db:
                 db.execute("DELETE FROM stat")
                 db.execute("DELETE FROM blob")
+                # and the snapshot of counts, which names contents no longer here: forgetting
+                # the masking fingerprint has _check_masking delete it
+                db.execute("DELETE FROM meta WHERE key = 'masking'")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         return db
 
@@ -192,7 +199,7 @@ class Stage0Cache:
                 "nnz": len(data.indices),
             }
             flat = np.concatenate([data.indptr, data.indices, data.counts]).astype("<i4")
-            packed = zlib.compress(json.dumps(texts, ensure_ascii=False).encode("utf-8"), 1)
+            packed = pack_texts(texts)
             rows.append((key, json.dumps(meta, ensure_ascii=False), flat.tobytes(), packed))
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO blob VALUES (?, ?, ?, ?)", rows)
@@ -212,12 +219,57 @@ class Stage0Cache:
         return len(dead)
 
     def texts(self, keys: Iterable[str]) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
+        """Every chunk's text of each content."""
+        return {key: unpack_texts(packed) for key, packed in self._packed(keys)}
+
+    def chunk_texts(self, wanted: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The texts of some chunks, ``(content key, ordinal)``: only those are unpacked."""
+        by_key: dict[str, list[int]] = {}
+        for key, ordinal in wanted:
+            by_key.setdefault(key, []).append(ordinal)
+        out: dict[tuple[str, int], str] = {}
+        for key, packed in self._packed(by_key):
+            for ordinal in by_key[key]:
+                out[key, ordinal] = unpack_text(packed, ordinal)
+        return out
+
+    def _packed(self, keys: Iterable[str]) -> Iterable[tuple[str, bytes]]:
         todo = sorted(set(keys))
         for i in range(0, len(todo), 500):
             part = todo[i : i + 500]
             marks = ",".join("?" * len(part))
             sql = f"SELECT key, texts FROM blob WHERE key IN ({marks})"
-            for key, packed in self._db.execute(sql, part):
-                out[key] = json.loads(zlib.decompress(packed).decode("utf-8"))
-        return out
+            yield from self._db.execute(sql, part)
+
+
+# A content's texts: the number of chunks n, n + 1 offsets (little-endian uint32) and each
+# chunk's UTF-8 text compressed on its own, so one chunk is read without the others.
+_COUNT = struct.Struct("<I")
+
+
+def pack_texts(texts: list[str]) -> bytes:
+    frames = [zlib.compress(t.encode("utf-8"), 1) for t in texts]
+    offsets = [0]
+    for frame in frames:
+        offsets.append(offsets[-1] + len(frame))
+    head = struct.pack(f"<{len(offsets) + 1}I", len(texts), *offsets)
+    return head + b"".join(frames)
+
+
+def _frame(packed: bytes, ordinal: int) -> bytes:
+    (n,) = _COUNT.unpack_from(packed, 0)
+    if not 0 <= ordinal < n:
+        raise IndexError(ordinal)
+    lo, hi = struct.unpack_from("<2I", packed, 4 + 4 * ordinal)
+    base = 4 * (n + 2)
+    return packed[base + lo : base + hi]
+
+
+def unpack_text(packed: bytes, ordinal: int) -> str:
+    """One chunk's text from :func:`pack_texts`'s bytes."""
+    return zlib.decompress(_frame(packed, ordinal)).decode("utf-8")
+
+
+def unpack_texts(packed: bytes) -> list[str]:
+    (n,) = _COUNT.unpack_from(packed, 0)
+    return [unpack_text(packed, i) for i in range(n)]

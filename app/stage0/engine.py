@@ -81,6 +81,13 @@ def _location_tokens(path: str, start: int, end: int) -> int:
 def ranked_rows(relevance: np.ndarray, refs: Sequence[ChunkRef], limit: int) -> list[int]:
     """Rows with relevance > 0, best first (ties by path, line), the first ``limit``
     plus every row tied with the last of them (so the cut never depends on sort order)."""
+    return _ranked(relevance, refs, limit)[0]
+
+
+def _ranked(
+    relevance: np.ndarray, refs: Sequence[ChunkRef], limit: int
+) -> tuple[list[int], dict[int, tuple[str, int, int, str]]]:
+    """:func:`ranked_rows`, and the rows' sort keys (path, lines, id)."""
     import numpy as np
 
     matched = np.flatnonzero(relevance > 0)
@@ -88,9 +95,12 @@ def ranked_rows(relevance: np.ndarray, refs: Sequence[ChunkRef], limit: int) -> 
         rounded = np.round(relevance[matched], 12)
         cut = np.partition(rounded, len(rounded) - limit)[len(rounded) - limit]
         matched = matched[rounded >= cut]
-    return sorted(
-        matched.tolist(), key=lambda r: (-round(float(relevance[r]), 12), refs[r].sort_key())
-    )
+    rows = matched.tolist()
+    ties = {r: refs[r].sort_key() for r in rows}
+    keys = {
+        r: (-round(v, 12), ties[r]) for r, v in zip(rows, relevance[matched].tolist(), strict=True)
+    }
+    return sorted(rows, key=keys.__getitem__), ties
 
 
 @dataclass
@@ -274,13 +284,13 @@ class Stage0:
         own = index.own_relevance(text)
         matched = int(np.count_nonzero(relevance > 0))
         want = cfg.prefilter + len(exclude) + (explain_mod.BELOW_PREFILTER_SHOWN if explain else 0)
-        ranked = [
-            r for r in ranked_rows(relevance, index.refs, want) if index.refs[r].id not in exclude
-        ]
+        refs = index.refs
+        in_order, ties = _ranked(relevance, refs, want)
+        ranked = [r for r in in_order if refs[r].id not in exclude] if exclude else in_order
         rows, below = ranked[: cfg.prefilter], ranked[cfg.prefilter :]
         candidates = [
-            Candidate(float(own[r]), chunk_cost(index.refs[r]), index.refs[r].sort_key())
-            for r in rows
+            Candidate(v, chunk_cost(refs[r]), ties[r])
+            for r, v in zip(rows, own[rows].tolist(), strict=True)
         ]
         sim = index.similarity_rows(rows)
         selection = mmr_select(candidates, sim, lam=cfg.mmr_lambda, k=k, budget=budget)
@@ -327,7 +337,7 @@ class Stage0:
         out = []
         for pos, row in zip(lane.selection.picked, rows, strict=True):
             ref = lane.index.refs[row]
-            outcome = lane.selection.outcomes[pos]
+            outcome = lane.selection.outcome(pos)
             out.append(
                 SelectedChunk(
                     id=ref.id,

@@ -39,10 +39,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import chain
 from typing import TYPE_CHECKING
 
-from app.stage0.tokenize import _WORD, split_identifier
-from app.stage0.weights import Field
+from app.stage0.tokenize import tokenize
+from app.stage0.weights import Field, QueryVector
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,6 +57,38 @@ DEFINITIONS_SHARE = 0.15
 FILE_TERM = "[file lane]"
 
 
+def definition_counts(symbols: Sequence[str | None], vocab: Mapping[str, int]) -> csr_matrix:
+    """Each chunk row's defined name (its symbol: ``Class.method`` gives ``class`` and
+    ``method``), tokenized like text, as term counts over ``vocab``'s columns."""
+    import numpy as np
+    from scipy.sparse import csr_matrix
+
+    # each distinct name is tokenized once (and remembered), each distinct term looked up once
+    ids: dict[str, int] = {"": 0}
+    of_row = np.fromiter(
+        (ids.setdefault(s or "", len(ids)) for s in symbols), dtype=np.int64, count=len(symbols)
+    )
+    per_name = [name_terms(name) for name in ids]
+    flat = list(chain.from_iterable(per_name))
+    cols = {t: vocab.get(t, -1) for t in dict.fromkeys(flat)}
+    flat_cols = np.fromiter((cols[t] for t in flat), dtype=np.int64, count=len(flat))
+    name_of = np.repeat(np.arange(len(per_name)), [len(t) for t in per_name])
+    known = flat_cols >= 0
+    by_name = csr_matrix(
+        (np.ones(int(known.sum())), (name_of[known], flat_cols[known])),
+        shape=(len(ids), len(vocab)),
+        dtype="float64",
+    )
+    out: csr_matrix = by_name[of_row]
+    return out
+
+
+@lru_cache(maxsize=1 << 16)
+def name_terms(name: str) -> tuple[str, ...]:
+    """The terms of a defined name, as the code tokenizer gives them."""
+    return tuple(tokenize(name))
+
+
 @dataclass(frozen=True)
 class FileLane:
     """Files: one row per path, the file of each chunk row, and the files' definitions."""
@@ -65,45 +99,23 @@ class FileLane:
     starts: np.ndarray | None
 
     @classmethod
-    def build(
-        cls, paths: Sequence[str], symbols: Sequence[str | None], vocab: Mapping[str, int]
-    ) -> FileLane:
-        """``paths`` and ``symbols``: of each chunk row; ``vocab``: term → column."""
+    def build(cls, paths: Sequence[str], definitions: csr_matrix) -> FileLane:
+        """``paths``: of each chunk row; ``definitions``: each row's defined names' term
+        counts (:func:`definition_counts`)."""
         import numpy as np
         from scipy.sparse import csr_matrix
 
+        n = len(paths)
         names, first, file_of_row = np.unique(
             np.asarray(paths, dtype=object), return_index=True, return_inverse=True
         )
         file_of_row = np.asarray(file_of_row, dtype=np.int64).ravel()
-        # each distinct name is tokenized once, each distinct word looked up once
-        ids: dict[str, int] = {"": 0}
-        of_row = np.fromiter(
-            (ids.setdefault(s or "", len(ids)) for s in symbols), dtype=np.int64, count=len(symbols)
+        sum_rows = csr_matrix(
+            (np.ones(n), (file_of_row, np.arange(n))), shape=(len(names), n), dtype="float64"
         )
-        word_cols: dict[str, list[int]] = {}
-        indptr = [0, 0]  # the empty name defines nothing
-        indices: list[int] = []
-        for name in list(ids)[1:]:
-            for word in _WORD.findall(name):
-                cols = word_cols.get(word)
-                if cols is None:
-                    found = [vocab.get(t) for t in split_identifier(word)]
-                    cols = word_cols[word] = [c for c in found if c is not None]
-                indices.extend(cols)
-            indptr.append(len(indices))
-        names_terms = csr_matrix(
-            (np.ones(len(indices)), indices, indptr), shape=(len(ids), len(vocab)), dtype="float64"
-        )
-        per_file = csr_matrix(
-            (np.ones(len(symbols)), (file_of_row, of_row)),
-            shape=(len(names), len(ids)),
-            dtype="float64",
-        )
-        definitions = per_file @ names_terms
-        grouped = len(paths) > 0 and bool(np.all(np.diff(file_of_row) >= 0))
+        grouped = n > 0 and bool(np.all(np.diff(file_of_row) >= 0))
         return cls(
-            Field(definitions),
+            Field(sum_rows @ definitions),
             file_of_row,
             np.asarray(first, dtype=np.int64) if grouped else None,
         )
@@ -123,14 +135,14 @@ class FileLane:
         np.maximum.at(out, self.file_of_row, chunk_scores)
         return out
 
-    def definitions_match(self, counts: csr_matrix) -> np.ndarray:
+    def definitions_match(self, counts: QueryVector) -> np.ndarray:
         """Each file's definitions' BM25 for a query's ``counts``, over the best file's."""
         field = self.definitions
         raw = field.scores(field.bm25, field.query_bm25(counts))
         top = float(raw.max()) if len(raw) else 0.0
         return raw / top if top > 0 else raw
 
-    def relevance(self, counts: csr_matrix, chunk_tfidf: np.ndarray) -> np.ndarray:
+    def relevance(self, counts: QueryVector, chunk_tfidf: np.ndarray) -> np.ndarray:
         """Each file's score in [0, 1] (1: the best file), by file row, for a query's
         ``counts`` and its chunks' TF-IDF cosines."""
         score = self.best_chunk(chunk_tfidf) + DEFINITIONS_SHARE * self.definitions_match(counts)

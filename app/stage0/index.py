@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -47,11 +47,12 @@ from app.stage0.chunker import (
     normalize_newlines,
     text_digest,
 )
-from app.stage0.filelane import FILE_SHARE, FILE_TERM, FileLane
+from app.stage0.filelane import FILE_SHARE, FILE_TERM, FileLane, definition_counts
 from app.stage0.tokenize import TOKENIZER_VERSION, split_identifier, tokenize
 from app.stage0.weights import (
     Field,
     Part,
+    QueryVector,
     SimilarityRows,
     canonical,
     field_parts,
@@ -243,6 +244,7 @@ class Index:
         weighting: str = DEFAULT_WEIGHTING,
         path_weight: float | None = None,
         file_share: float | None = None,
+        definitions: Callable[[], csr_matrix] | None = None,
     ) -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r} (known: {', '.join(WEIGHTINGS)})")
@@ -265,6 +267,8 @@ class Index:
             self.field = Field(text_counts)
             self.plain = self.field
         self._last: tuple[str, _Scored] | None = None
+        self._definitions: csr_matrix | None = None
+        self._definitions_from = definitions  # a subset's: sliced from its parent's
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -275,29 +279,35 @@ class Index:
         return self.plain.tfidf
 
     # ── queries ──────────────────────────────────────────────────────────────────────
-    def query_counts(self, text: str) -> csr_matrix:
+    def query_counts(self, text: str) -> QueryVector:
+        """The query's term counts over the vocabulary (unknown words left out)."""
         import numpy as np
-        from scipy.sparse import csr_matrix
 
         counts: Counter[int] = Counter()
+        get = self.vocab.get
         for t in tokenize(text):
-            try:
-                counts[self.vocab[t]] += 1
-            except KeyError:
-                continue
+            col = get(t)
+            if col is not None:
+                counts[col] += 1
         cols = sorted(counts)
-        vals = [float(counts[c]) for c in cols]
-        return csr_matrix(
-            (np.asarray(vals), np.asarray(cols, dtype=np.int32), np.asarray([0, len(cols)])),
-            shape=(1, len(self.terms)),
+        return QueryVector(
+            np.asarray(cols, dtype=np.int32), np.asarray([float(counts[c]) for c in cols])
         )
+
+    @property
+    def definitions(self) -> csr_matrix:
+        """Each chunk's defined name's term counts (see :mod:`app.stage0.filelane`)."""
+        if self._definitions is None:
+            if self._definitions_from is not None:
+                self._definitions = self._definitions_from()
+            else:
+                self._definitions = definition_counts([r.symbol for r in self.refs], self.vocab)
+        return self._definitions
 
     @cached_property
     def files(self) -> FileLane:
         """The file lane's files (see :mod:`app.stage0.filelane`)."""
-        return FileLane.build(
-            [r.path for r in self.refs], [r.symbol for r in self.refs], self.vocab
-        )
+        return FileLane.build([r.path for r in self.refs], self.definitions)
 
     def _score(self, text: str) -> _Scored:
         import numpy as np
@@ -310,10 +320,15 @@ class Index:
         own_parts, raws = field_parts(
             field, counts, self.weighting, 1.0, lambda: tfidf_query(field, counts)
         )
-        own = np.zeros(len(self.refs))
+        own: np.ndarray | None = None
         for part, raw in zip(own_parts, raws, strict=True):
             if part.scale:
-                own += part.scale * raw
+                if own is None:
+                    own = part.scale * raw
+                else:
+                    own += part.scale * raw
+        if own is None:
+            own = np.zeros(len(self.refs))
         relevance = own
         by_file = None
         if lane:
@@ -324,9 +339,10 @@ class Index:
                 else field.scores(field.tfidf, tfidf_query(field, counts))
             )
             files = self.files
-            by_row = files.relevance(counts, chunk_tfidf)[files.file_of_row]
-            by_file = lane * np.where(own > 0, by_row, 0.0)
-            relevance = (1.0 - lane) * own + by_file
+            by_file = np.take(lane * files.relevance(counts, chunk_tfidf), files.file_of_row)
+            by_file *= own > 0  # a chunk matching nothing stays out
+            relevance = own * (1.0 - lane)
+            relevance += by_file
         scored = _Scored(tuple(own_parts), relevance, by_file, own, lane)
         self._last = (text, scored)
         return scored
@@ -408,4 +424,5 @@ class Index:
             self.weighting,
             self.path_weight,
             self.file_share,
+            lambda: canonical(self.definitions[picked][:, used]),
         )

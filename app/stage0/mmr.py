@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -58,11 +59,31 @@ class Outcome:
     left: int  # budget tokens left when it was decided (the final left for the others)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Selection:
     picked: list[int]  # candidate positions in pick order
-    outcomes: list[Outcome]  # one per candidate, in candidate order
     used: int  # tokens used
+    decided: dict[int, Outcome]  # the candidates whose turn came (picked or over budget)
+    lam: float
+    k: int
+    left: int  # budget tokens left at the end
+    relevance: list[float]  # of each candidate
+    redundancy: list[float]  # of each candidate, against the final picks
+
+    def outcome(self, i: int) -> Outcome:
+        """Candidate ``i``'s outcome (made when asked: a query reads the picks' only)."""
+        hit = self.decided.get(i)
+        if hit is not None:
+            return hit
+        rel, red = self.relevance[i], self.redundancy[i]
+        status = REDUNDANCY if i < self.k else RANK
+        score = self.lam * rel - (1 - self.lam) * red
+        return Outcome(i, status, rel, red, score, None, self.left)
+
+    @cached_property
+    def outcomes(self) -> list[Outcome]:
+        """One per candidate, in candidate order."""
+        return [self.outcome(i) for i in range(len(self.relevance))]
 
 
 def relevance_order(
@@ -88,27 +109,33 @@ def mmr_select(
     import numpy as np
 
     n = len(candidates)
-    rel = np.asarray([c.relevance for c in candidates], dtype=np.float64)
-    tie_rank = np.empty(n, dtype=np.int64)
-    tie_rank[sorted(range(n), key=lambda i: candidates[i].tie)] = np.arange(n)
-    redundancy = np.zeros(n)
-    open_ = np.ones(n, dtype=bool)
+    rel = np.fromiter((c.relevance for c in candidates), dtype=np.float64, count=n)
+    # Worked in tie order (path, then line), so the first of equal scores is the tie's
+    # winner: one argmax per round.
+    ties = [c.tie for c in candidates]
+    order = np.asarray(sorted(range(n), key=ties.__getitem__), dtype=np.int64)
+    lam_rel = lam * rel[order]
+    redundancy = np.zeros(n)  # in tie order
+    closed = np.zeros(n, dtype=bool)  # in tie order
+    left_open = n
     decided: dict[int, Outcome] = {}
     picked: list[int] = []
     used = 0
-    while len(picked) < k and open_.any():
-        scores = lam * rel - (1 - lam) * redundancy
-        rounded = np.where(open_, np.round(scores, _PLACES), -np.inf)
-        tied = np.flatnonzero(open_ & (rounded == rounded.max()))
-        best = int(tied[np.argmin(tie_rank[tied])])
-        open_[best] = False
+    while len(picked) < k and left_open:
+        scores = lam_rel - (1 - lam) * redundancy
+        rounded = np.round(scores, _PLACES)
+        rounded[closed] = -np.inf
+        at = int(np.argmax(rounded))
+        best = int(order[at])
+        closed[at] = True
+        left_open -= 1
         if used + candidates[best].cost > budget:
             decided[best] = Outcome(
                 best,
                 BUDGET,
                 float(rel[best]),
-                float(redundancy[best]),
-                float(scores[best]),
+                float(redundancy[at]),
+                float(scores[at]),
                 None,
                 budget - used,
             )
@@ -119,21 +146,12 @@ def mmr_select(
             best,
             PICKED,
             float(rel[best]),
-            float(redundancy[best]),
-            float(scores[best]),
+            float(redundancy[at]),
+            float(scores[at]),
             len(picked),
             budget - used,
         )
-        if n:
-            redundancy = np.maximum(redundancy, similarity[best])
-    outcomes = []
-    for i in range(n):
-        if i in decided:
-            outcomes.append(decided[i])
-            continue
-        status = REDUNDANCY if i < k else RANK
-        score = lam * float(rel[i]) - (1 - lam) * float(redundancy[i])
-        outcomes.append(
-            Outcome(i, status, float(rel[i]), float(redundancy[i]), score, None, budget - used)
-        )
-    return Selection(picked, outcomes, used)
+        np.maximum(redundancy, similarity[best][order], out=redundancy)
+    final = np.empty(n)
+    final[order] = redundancy
+    return Selection(picked, used, decided, lam, k, budget - used, rel.tolist(), final.tolist())

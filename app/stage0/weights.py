@@ -3,8 +3,9 @@
 A field is a count matrix (rows: chunks, or whole files for the file lane; columns:
 the index's vocabulary). Its weights are computed lazily, once per index build:
 
-- TF-IDF: scikit-learn's ``TfidfTransformer(sublinear_tf=True)`` (1 + ln tf, smooth
-  idf, l2 norm); a query's counts go through the same steps with the same idf;
+- TF-IDF: what scikit-learn's ``TfidfTransformer(sublinear_tf=True)`` computes (1 + ln
+  tf, smooth idf, l2 norm), in numpy; a query's counts go through the same steps with
+  the same idf;
 - BM25: Okapi BM25 (k1 1.2, b 0.75, Lucene's idf); a query's distinct terms count once.
 
 :func:`field_parts` turns a query into the terms of a relevance in [0, 1].
@@ -38,18 +39,31 @@ class Field:
         self._csc: dict[int, tuple[csr_matrix, Any]] = {}
 
     @cached_property
-    def transformer(self) -> Any:
-        from sklearn.feature_extraction.text import TfidfTransformer
+    def idf(self) -> np.ndarray:
+        """Smooth idf, as scikit-learn's ``TfidfTransformer``: ln((1 + n) / (1 + df)) + 1."""
+        import numpy as np
 
-        tr = TfidfTransformer(norm="l2", use_idf=True, smooth_idf=True, sublinear_tf=True)
-        return tr if self.empty else tr.fit(self.counts)
+        n, n_terms = self.counts.shape
+        df = np.bincount(self.counts.indices, minlength=n_terms).astype(np.float64)
+        out: np.ndarray = np.log((1.0 + n) / (1.0 + df)) + 1.0
+        return out
 
     @cached_property
     def tfidf(self) -> csr_matrix:
-        """Sublinear TF-IDF rows, l2-normalized (cosine = dot product)."""
+        """Sublinear TF-IDF rows, l2-normalized (cosine = dot product): what scikit-learn's
+        ``TfidfTransformer(sublinear_tf=True)`` gives, without its per-call validation."""
+        import numpy as np
+
+        out = self.counts.astype(np.float64)
         if self.empty:
-            return self.counts.astype("float64")
-        return canonical(self.transformer.transform(self.counts))
+            return out
+        data = (np.log(out.data) + 1.0) * self.idf[out.indices]
+        lengths = np.diff(out.indptr)
+        row = np.repeat(np.arange(out.shape[0]), lengths)
+        norms = np.sqrt(np.bincount(row, weights=data * data, minlength=out.shape[0]))
+        norms[norms == 0.0] = 1.0
+        out.data = data / norms[row]
+        return out
 
     @cached_property
     def bm25(self) -> csr_matrix:
@@ -68,24 +82,30 @@ class Field:
         return canonical(counts)
 
     @staticmethod
-    def query_bm25(counts: csr_matrix) -> csr_matrix:
+    def query_bm25(counts: QueryVector) -> QueryVector:
         """The query for BM25: each distinct term once."""
-        q = counts.copy()
-        q.data[:] = 1.0
-        return q
+        import numpy as np
 
-    def scores(self, matrix: csr_matrix, q: csr_matrix) -> np.ndarray:
+        return QueryVector(counts.indices, np.ones(len(counts.indices)))
+
+    def scores(self, matrix: csr_matrix, q: QueryVector) -> np.ndarray:
         """``matrix @ q`` for a sparse query: the query terms' columns, added up in
         column order (a query has a handful of terms; the corpus has many rows)."""
         import numpy as np
 
-        out = np.zeros(self.counts.shape[0])
+        n = self.counts.shape[0]
         if self.empty or not q.nnz:
-            return out
+            return np.zeros(n)
         csc = self._columns(matrix)
+        rows, values = [], []
         for col, weight in zip(q.indices.tolist(), q.data.tolist(), strict=True):
             lo, hi = csc.indptr[col], csc.indptr[col + 1]
-            out[csc.indices[lo:hi]] += weight * csc.data[lo:hi]
+            rows.append(csc.indices[lo:hi])
+            values.append(weight * csc.data[lo:hi])
+        # bincount adds each row's terms in the order given: column order, as one by one
+        out: np.ndarray = np.bincount(
+            np.concatenate(rows), weights=np.concatenate(values), minlength=n
+        )
         return out
 
     def _columns(self, matrix: csr_matrix) -> Any:
@@ -96,19 +116,33 @@ class Field:
         return hit[1]
 
 
-def tfidf_query(field: Field, counts: csr_matrix) -> csr_matrix:
+@dataclass(frozen=True)
+class QueryVector:
+    """A query as one sparse row over the vocabulary: its columns (sorted, distinct) and
+    their values (a plain pair of arrays: a query is scored once, a scipy matrix costs
+    more to make than to use)."""
+
+    indices: np.ndarray
+    data: np.ndarray
+
+    @property
+    def nnz(self) -> int:
+        return len(self.indices)
+
+
+def tfidf_query(field: Field, counts: QueryVector) -> QueryVector:
     """The query's sublinear TF-IDF vector in ``field``'s idf, l2-normalized (what
     ``TfidfVectorizer.transform`` gives, from the counts already made)."""
     import numpy as np
 
-    q = counts.astype(np.float64)
-    if field.empty or not q.nnz:
-        return q
-    q.data = (1.0 + np.log(q.data)) * field.transformer.idf_[q.indices]
-    norm = float(np.sqrt((q.data**2).sum()))
+    data = np.asarray(counts.data, dtype=np.float64)
+    if field.empty or not len(data):
+        return QueryVector(counts.indices, data)
+    data = (1.0 + np.log(data)) * field.idf[counts.indices]
+    norm = float(np.sqrt((data**2).sum()))
     if norm:
-        q.data /= norm
-    return q
+        data /= norm
+    return QueryVector(counts.indices, data)
 
 
 def canonical(m: csr_matrix) -> csr_matrix:
@@ -125,12 +159,12 @@ class Part:
     """One term of a relevance sum: ``scale · (matrix @ q)``."""
 
     matrix: csr_matrix
-    q: csr_matrix
+    q: QueryVector
     scale: float
 
 
 def field_parts(
-    field: Field, counts: csr_matrix, weighting: str, share: float, tfidf_q: Any
+    field: Field, counts: QueryVector, weighting: str, share: float, tfidf_q: Any
 ) -> tuple[list[Part], list[np.ndarray]]:
     """The parts of a relevance in [0, 1] by ``weighting`` over ``field``, times ``share``:
     the cosine (TF-IDF), the score over the best score (BM25), or the mean of the two.
@@ -164,12 +198,19 @@ class SimilarityRows:
     def __init__(self, matrix: csr_matrix, rows: Sequence[int]) -> None:
         import numpy as np
 
-        sub = matrix[np.asarray(rows, dtype=np.int64)] if len(rows) else matrix[:0]
+        # the rows' slices of the CSR arrays, gathered (what ``matrix[rows]`` gives, without
+        # building a matrix)
+        picked = np.asarray(rows, dtype=np.int64)
+        starts = matrix.indptr[picked].astype(np.int64)
+        lengths = matrix.indptr[picked + 1] - starts
+        indptr = np.zeros(len(picked) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        take = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
         self.n = len(rows)
-        self._indptr = sub.indptr
-        self._indices = sub.indices
-        self._data = np.asarray(sub.data, dtype=np.float64)
-        self._owner = np.repeat(np.arange(self.n), np.diff(sub.indptr))
+        self._indptr = indptr
+        self._indices = matrix.indices[take]
+        self._data = np.asarray(matrix.data[take], dtype=np.float64)
+        self._owner = np.repeat(np.arange(self.n), lengths)
         self._spread = np.zeros(matrix.shape[1])
 
     def __len__(self) -> int:

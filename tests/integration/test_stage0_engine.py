@@ -273,3 +273,37 @@ def test_a_stale_or_broken_snapshot_is_ignored(tmp_path: Path, policy: Policy) -
     with Stage0(repo, small) as s0:
         s0.refresh()
         assert s0.cache.snapshot.params.startswith("20:")
+
+
+def test_each_chunk_text_is_read_on_its_own() -> None:
+    from app.stage0.cache import pack_texts, unpack_text, unpack_texts
+
+    texts = ["def a():\n    return 1\n", "", "ünïcödé ✓\n" * 50, "x"]
+    packed = pack_texts(texts)
+    assert unpack_texts(packed) == texts
+    assert [unpack_text(packed, i) for i in (3, 0, 2)] == [texts[3], texts[0], texts[2]]
+    with pytest.raises(IndexError):
+        unpack_text(packed, 4)
+    assert unpack_texts(pack_texts([])) == []
+
+
+def test_a_cache_of_another_schema_is_emptied_with_its_snapshot(
+    tmp_path: Path, policy: Policy
+) -> None:
+    import sqlite3
+
+    repo = make_repo(tmp_path)
+    with Stage0(repo, policy) as s0:
+        s0.refresh()
+        expected = s0.query("ledger").model_dump_json()
+    state = repo / ".switchyard" / "stage0"
+    db = sqlite3.connect(state / "cache.sqlite")
+    with db:
+        db.execute("UPDATE meta SET value = 'old' WHERE key = 'schema'")
+        db.execute("UPDATE blob SET texts = x'00'")  # what an older layout would hold
+    db.close()
+    assert (state / "index.npz").exists()
+    with Stage0(repo, policy) as s0:
+        report = s0.refresh()
+        assert {r.path for r in s0.index.refs} <= set(report.tokenized)  # all read again
+        assert s0.query("ledger").model_dump_json() == expected

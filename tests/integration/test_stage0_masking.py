@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-import zlib
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from app.audit.masking import REDACTED
 from app.policy.schema import Policy
 from app.stage0.brief import BRIEF_JSON, BRIEF_MD
+from app.stage0.cache import unpack_texts
 from app.stage0.engine import Stage0
 from tests.integration.test_stage0_corpus import FILES, make_repo
 
@@ -74,7 +74,7 @@ def cached_texts(state: Path) -> str:
         rows = db.execute("SELECT meta, texts FROM blob").fetchall()
     finally:
         db.close()
-    return "\n".join(meta + json.dumps(json.loads(zlib.decompress(t))) for meta, t in rows)
+    return "\n".join(meta + json.dumps(unpack_texts(t)) for meta, t in rows)
 
 
 def test_the_cache_and_the_brief_hold_no_secret(

@@ -162,8 +162,7 @@ def test_best_chunk_is_the_same_whether_rows_are_grouped_by_file_or_not():
     index = _index(CHUNKS)
     paths = [r.path for r in index.refs]
     order = [4, 0, 6, 1, 7, 2, 5, 3, 9, 8]  # not grouped by file
-    symbols = [r.symbol for r in index.refs]
-    shuffled = FileLane.build([paths[i] for i in order], [symbols[i] for i in order], index.vocab)
+    shuffled = FileLane.build([paths[i] for i in order], index.definitions[order])
     assert shuffled.starts is None
     scores = np.array([0.1, 0.7, 0.3, 0.0, 0.5, 0.6, 0.2, 0.0, 0.4, 0.1])
     grouped = index.files.best_chunk(scores)
