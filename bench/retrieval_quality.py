@@ -69,10 +69,21 @@ from bench.retrieval_baselines import ChunkRanker, FileRanker
 MAX_FILES = 20
 #: Repositories (``owner+name`` as the mirror names them) Stage0's file lane was tuned on;
 #: every other one is reported as untouched.
-TUNED_ON = frozenset({"pallets+click", "psf+requests", "encode+httpx", "encode+starlette"})
+TUNED_ON = frozenset(
+    {
+        "pallets+click",
+        "psf+requests",
+        "encode+httpx",
+        "encode+starlette",
+        "pallets+jinja",
+        "more-itertools+more-itertools",
+    }
+)
 #: Untouched repositories whose figures were looked at (with an earlier Stage0) before
 #: :data:`TUNED_ON` was declared; the file lane was not tuned on them.
-SEEN_BEFORE_SPLIT = frozenset({"python-attrs+attrs", "pallets+jinja"})
+SEEN_BEFORE_SPLIT = frozenset(
+    {"python-attrs+attrs", "encode+uvicorn", "marshmallow-code+marshmallow"}
+)
 #: Where Stage0's earlier choices (hybrid weighting, path ×8: app/stage0/index.py) were
 #: measured; a repository in none of these sets was never looked at while tuning Stage0.
 EARLIER_CHOICES_ON = frozenset(

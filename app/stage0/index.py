@@ -301,7 +301,9 @@ class Index:
             if self._definitions_from is not None:
                 self._definitions = self._definitions_from()
             else:
-                self._definitions = definition_counts([r.symbol for r in self.refs], self.vocab)
+                self._definitions = definition_counts(
+                    [r.path for r in self.refs], [r.symbol for r in self.refs], self.vocab
+                )
         return self._definitions
 
     @cached_property

@@ -191,3 +191,33 @@ def test_a_chunks_own_relevance_is_the_relevance_without_the_file_lane():
         parts = index.contributions(QUERY, row, own=True)
         assert FILE_TERM not in dict(parts)
         assert sum(w for _, w in parts) == pytest.approx(own[row], abs=1e-12)
+
+
+def test_tests_and_stubs_beside_their_module_define_nothing():
+    from app.stage0.filelane import defines
+
+    present = {"pkg/a.py", "pkg/a.pyi", "stubs/only.pyi", "tests/test_a.py"}
+    assert defines("pkg/a.py", present)
+    assert not defines("pkg/a.pyi", present)  # a.py defines what it declares
+    assert defines("stubs/only.pyi", present)  # no module beside it
+    for path in ("tests/test_a.py", "pkg/tests/helpers.py", "Testing/util.py"):
+        assert not defines(path, present)
+    for path in ("pkg/test_a.py", "pkg/a_test.py", "conftest.py"):
+        assert not defines(path, present)
+    assert defines("pkg/testclient.py", present) and defines("pkg/latest.py", present)
+
+
+def test_a_test_does_not_define_what_it_exercises():
+    chunks = [
+        ("pkg/cookies.py", "def load_cookie(): return parse(value)"),
+        ("pkg/cookies.py", "def test_load_cookie_inline(): load_cookie()"),
+        ("tests/test_cookies.py", "def load_cookie_fixture(): return load_cookie()"),
+    ]
+    index = _index(chunks)
+    rows = index.definitions.toarray()
+    col = index.vocab
+    assert rows[0][col["load_cookie"]] == 1
+    assert not rows[1].any()  # test_... defines nothing, even in a module
+    assert not rows[2].any()  # nor does anything in a test file
+    lane = index.files
+    assert lane.definitions_match(index.query_counts("load cookie")).tolist() == [1.0, 0.0]
