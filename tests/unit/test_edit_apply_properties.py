@@ -267,3 +267,29 @@ def test_a_rewrite_beside_a_left_out_line_lands_in_place_only_line_for_line(
         assert result.files == {"f.py": _block(lines[:r0] + new + lines[r1:])}, result.refusals
     else:
         assert result.refusals and result.files == {}
+
+
+def test_a_left_out_line_beside_repeated_blank_lines_is_refused_not_guessed() -> None:
+    # found by the property above: the edit leaves out `v10 = f(10)`, which sits between
+    # two blank lines, and adds `new1001` beside blank lines. Either diff pairing of
+    # SEARCH and REPLACE puts new1001 before the first blank; the model meant after it
+    # (before v10). Only a refusal is safe.
+    lines = [""] * 8 + ["v8 = f(8)", "", "v10 = f(10)", "", "v12 = f(12)", ""] + [""] * 4
+    ops = [
+        ("+", "new1000 = 0"),
+        ("-", "v8 = f(8)"),
+        (" ", ""),
+        ("+", "new1001 = 0"),
+        (" ", "v10 = f(10)"),
+        (" ", ""),
+        ("-", "v12 = f(12)"),
+        (" ", ""),
+    ]
+    case = Scenario(lines, 8, 14, ops)
+    written = [op for op in ops if op != (" ", "v10 = f(10)")]
+    result = apply_edits({"f.py": "".join(x + "\n" for x in lines)}, [case.edit(written)])
+    if result.ok:  # a reading that keeps the model's order is the only acceptable one
+        assert result.files["f.py"] == case.expected()
+    else:
+        (refusal,) = result.refusals
+        assert refusal.reason == "ambiguous" and result.files == {}

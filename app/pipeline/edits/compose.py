@@ -309,10 +309,12 @@ def compose_any_pairing(text: FileText, ops: Sequence[Op], place: Placement) -> 
 
 
 def _slides(ops: Sequence[Op]) -> list[list[Op]]:
-    """Each pure insertion slid past equal context lines, one step at a time."""
+    """Each pure insertion slid past equal context lines, one step at a time; and each
+    change's added lines re-paired with an equal context line beside it."""
     out: list[list[Op]] = []
     for start, end in _regions(ops):
         if any(ops[k].tag == "-" for k in range(start, end)):
+            out += _repairings(ops, start, end)
             continue
         cur, lo, hi = list(ops), start, end
         while lo > 0 and cur[lo - 1].tag == " " and _same(cur[hi - 1], cur[lo - 1]):
@@ -330,6 +332,40 @@ def _slides(ops: Sequence[Op]) -> list[list[Op]]:
             cur = [*cur[:lo], cur[hi], *cur[lo + 1 : hi], Op("+", cur[lo].text), *cur[hi + 1 :]]
             lo, hi = lo + 1, hi + 1
             out.append(cur)
+    return out
+
+
+def _repairings(ops: Sequence[Op], start: int, end: int) -> list[list[Op]]:
+    """A change that removes lines, read with one of its added lines as the context line
+    beside it (and that context line as added): the same SEARCH and REPLACE, paired
+    another way. A blank line added after the removed ones next to a blank context line
+    is the usual case: the added lines after it may belong on the other side of it."""
+    out: list[list[Op]] = []
+    removed = [k for k in range(start, end) if ops[k].tag == "-"]
+    if end < len(ops) and ops[end].tag == " ":
+        for p in range(removed[-1] + 1, end):  # the removed lines stay before the context
+            if ops[p].tag == "+" and p < end - 1 and _same(ops[p], ops[end]):
+                out.append(
+                    [
+                        *ops[:p],
+                        Op(" ", ops[end].text),
+                        *ops[p + 1 : end],
+                        Op("+", ops[p].text),
+                        *ops[end + 1 :],
+                    ]
+                )
+    if start > 0 and ops[start - 1].tag == " ":
+        for p in range(start, removed[0]):
+            if ops[p].tag == "+" and p > start and _same(ops[p], ops[start - 1]):
+                out.append(
+                    [
+                        *ops[: start - 1],
+                        Op("+", ops[p].text),
+                        *ops[start:p],
+                        Op(" ", ops[start - 1].text),
+                        *ops[p + 1 :],
+                    ]
+                )
     return out
 
 
