@@ -267,7 +267,6 @@ class Index:
             self.field = Field(text_counts)
             self.plain = self.field
         self._last: tuple[str, _Scored] | None = None
-        self._definitions: csr_matrix | None = None
         self._definitions_from = definitions  # a subset's: sliced from its parent's
 
     def __len__(self) -> int:
@@ -294,17 +293,14 @@ class Index:
             np.asarray(cols, dtype=np.int32), np.asarray([float(counts[c]) for c in cols])
         )
 
-    @property
+    @cached_property
     def definitions(self) -> csr_matrix:
         """Each chunk's defined name's term counts (see :mod:`app.stage0.filelane`)."""
-        if self._definitions is None:
-            if self._definitions_from is not None:
-                self._definitions = self._definitions_from()
-            else:
-                self._definitions = definition_counts(
-                    [r.path for r in self.refs], [r.symbol for r in self.refs], self.vocab
-                )
-        return self._definitions
+        if self._definitions_from is not None:
+            return self._definitions_from()
+        return definition_counts(
+            [r.path for r in self.refs], [r.symbol for r in self.refs], self.vocab
+        )
 
     @cached_property
     def files(self) -> FileLane:
