@@ -87,6 +87,7 @@ from typing import Any
 
 from app.audit.log import AuditLog
 from app.backends.base import ChatRequest, ChatResult, Delta, Health, Message, Usage
+from app.bus import Bus
 from app.policy import load_policy
 from app.router.approvals import AllowDecider, ApprovalBroker
 from app.router.ledger import BudgetLedger
@@ -145,6 +146,8 @@ class Bench:
             messages=[Message(role="user", content="plan the fix")], max_tokens=64
         )
         self.signals = Signals(confidence=0.5)
+        #: the live view's reader task (``setup(live=True)``)
+        self.view: asyncio.Task[None] | None = None
 
     async def one(self) -> None:
         result = await self.router.complete("architect", self.request, self.signals)
@@ -156,9 +159,13 @@ class Bench:
             t0 = time.perf_counter()
             await self.one()
             latencies.append(time.perf_counter() - t0)
+            if self.view is not None:
+                await asyncio.sleep(0)  # the view's turn, as between a server's requests
         return latencies
 
     async def close(self) -> dict[str, Any]:
+        if self.view is not None:
+            self.view.cancel()
         report = await self.audit.verify()
         await self.audit.close()
         await self.ledger.close()
@@ -172,7 +179,10 @@ class Bench:
         }
 
 
-async def setup(workdir: Path) -> Bench:
+async def setup(workdir: Path, *, live: bool = False) -> Bench:
+    """``live``: with the live view attached, as in the TUI, ``run`` and the ACP agent (a
+    bus the audit log and the ledger publish on, and a subscriber reading it); each
+    request then gives the event loop one turn afterwards, as a server's loop would."""
     loaded = load_policy()
     policy = loaded.policy.model_copy(
         update={
@@ -181,8 +191,9 @@ async def setup(workdir: Path) -> Bench:
             )
         }
     )
-    audit = await AuditLog.open(workdir / "audit.db", policy_version=policy.version)
-    ledger = await BudgetLedger.open(workdir / "ledger.db", policy.budget)
+    bus = Bus() if live else None
+    audit = await AuditLog.open(workdir / "audit.db", policy_version=policy.version, bus=bus)
+    ledger = await BudgetLedger.open(workdir / "ledger.db", policy.budget, bus=bus)
     broker = ApprovalBroker(AllowDecider(), audit=audit, timeout_s=5)
     router = Router(
         policy,
@@ -196,8 +207,17 @@ async def setup(workdir: Path) -> Bench:
     # pressing `a` would), so the timed path holds no approval prompt
     broker.decider = _SessionAllow()
     bench = Bench(router, audit, ledger)
+    if bus is not None:
+        bench.view = asyncio.get_running_loop().create_task(_view(bus))
     await bench.one()
     return bench
+
+
+async def _view(bus: Bus) -> None:
+    """What a live view does with the bus: reads every event as it comes."""
+    sub = bus.subscribe(name="bench view")
+    while True:
+        await sub.get()
 
 
 def _time_phases(bench: Bench) -> dict[str, list[int]]:
@@ -224,8 +244,8 @@ def _time_phases(bench: Bench) -> dict[str, list[int]]:
     return spent
 
 
-async def run(n: int, workdir: Path, *, phases: bool = False) -> dict[str, Any]:
-    bench = await setup(workdir)
+async def run(n: int, workdir: Path, *, phases: bool = False, live: bool = False) -> dict[str, Any]:
+    bench = await setup(workdir, live=live)
     spent = _time_phases(bench) if phases else {}
     start = time.perf_counter()
     latencies = await bench.timed(n)
@@ -247,9 +267,9 @@ async def run(n: int, workdir: Path, *, phases: bool = False) -> dict[str, Any]:
     }
 
 
-async def serve(workdir: Path) -> None:
+async def serve(workdir: Path, *, live: bool = False) -> None:
     """The stdin protocol of the module docstring."""
-    bench = await setup(workdir)
+    bench = await setup(workdir, live=live)
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -278,17 +298,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--serve", action="store_true", help="answer the P1 harness on stdin")
     parser.add_argument("--phases", action="store_true", help="time each part of the request")
+    parser.add_argument(
+        "--live", action="store_true", help="with the live view attached (a bus and a reader)"
+    )
     args = parser.parse_args()
     from bench._common import machine_info, write_result
 
     if args.serve:
         with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(serve(Path(tmp)))
+            asyncio.run(serve(Path(tmp), live=args.live))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        data = asyncio.run(run(args.n, Path(tmp), phases=args.phases))
+        data = asyncio.run(run(args.n, Path(tmp), phases=args.phases, live=args.live))
+    data["live_view"] = args.live
     data["machine"] = machine_info()
-    write_result("router", data)
+    write_result("router_live" if args.live else "router", data)
     print(
         f"router: {data['requests']} routed requests (mock backend): {data['rps']:.0f} req/s, "
         f"p50 {data['p50_ms']:.2f} ms, p99 {data['p99_ms']:.2f} ms, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -313,7 +314,9 @@ async def test_bus_gets_a_budget_update_after_each_change(
     sub = bus.subscribe(kinds=(BudgetUpdated,))
     async with await BudgetLedger.open(tmp_path / "l.db", BUDGET, clock=clock, bus=bus) as led:
         rid = await _reserve(led, 1.0)
-        first = sub.get_nowait()
+        # published off the request path: soon after the change, not inside it
+        assert sub.get_nowait() is None
+        first = await asyncio.wait_for(sub.get(), 5)
         assert isinstance(first, BudgetUpdated)
         assert first.session == "s1"
         assert first.snapshot["reserved_usd"] == 1.0

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from app.bus import BudgetUpdated, Bus
+from app.bus import Bus
 from app.clock import Clock, SystemClock, iso
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
@@ -21,6 +21,7 @@ from app.router.ledger import reports, transactions
 from app.router.ledger.caps import Caps, sums
 from app.router.ledger.errors import LedgerError, LedgerUnreadable
 from app.router.ledger.money import check_tokens, nusd, usd, utc_day
+from app.router.ledger.publisher import SnapshotPublisher
 from app.router.ledger.records import BudgetSnapshot, Reservation
 from app.router.ledger.schema import migrate
 from app.router.ledger.transactions import ReservationStatus, connect, on_thread
@@ -57,7 +58,11 @@ class BudgetLedger(ClosedOnExit):
         self.path = path
         self.budget = budget
         self._clock = clock
-        self._bus = bus
+        # the live meter's snapshots are read and published off the request path
+        self._publisher = SnapshotPublisher(bus, self._meter_snapshot)
+        #: the meter's reads run on a connection of their own (opened on the first one):
+        #: a WAL reader never waits for the writer, nor the request path for it
+        self._reader: aiosqlite.Connection | None = None
         self._caps = Caps.of(budget)
         # One connection cannot hold two transactions: coroutines take turns on it.
         self._lock = asyncio.Lock()
@@ -91,6 +96,10 @@ class BudgetLedger(ClosedOnExit):
 
     async def close(self) -> None:
         if self._db is not None:
+            await self._publisher.close()  # the meter's last update reads the file
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                await reader.close()
             db, self._db = self._db, None
             async with self._lock:
                 self._runner.close()  # commits what was deferred
@@ -134,11 +143,6 @@ class BudgetLedger(ClosedOnExit):
                 except sqlite3.Error as exc:
                     raise transactions.ledger_error(self.path, exc) from exc
 
-    async def _publish(self, session: str) -> None:
-        if self._bus is not None:
-            snap = await self.snapshot(session)
-            await self._bus.publish(BudgetUpdated(session=session, snapshot=snap.model_dump()))
-
     # ── reserve / settle / release ───────────────────────────────────────────────────────
 
     async def reserve(
@@ -179,7 +183,7 @@ class BudgetLedger(ClosedOnExit):
         # Committed either way: expiries found on the way are kept even when refused.
         if refused is not None:
             raise refused
-        await self._publish(session)
+        self._publisher.changed(session)
         return res
 
     async def settle(
@@ -248,7 +252,7 @@ class BudgetLedger(ClosedOnExit):
             ),
             defer=defer,
         )
-        await self._publish(session)
+        self._publisher.changed(session)
 
     async def record_call(
         self,
@@ -287,7 +291,7 @@ class BudgetLedger(ClosedOnExit):
             None,
         )
         await self._run(True, lambda db: transactions.insert_call(db, values), defer=defer)
-        await self._publish(session)
+        self._publisher.changed(session)
 
     # ── reading ──────────────────────────────────────────────────────────────────────────
 
@@ -305,6 +309,26 @@ class BudgetLedger(ClosedOnExit):
         return await self._run(
             False, lambda db: reports.snapshot(db, session, now, caps), inline=False
         )
+
+    async def _meter_snapshot(self, session: str) -> BudgetSnapshot:
+        """:meth:`snapshot` for the live meter, read on the reader connection's thread:
+        its cost grows with the session's calls, and it must not hold the request path's
+        lock while it reads."""
+        await self.expire_stale()
+        await self.flush()  # what was deferred is part of what the meter shows
+        if self._reader is None:
+            self._reader = await connect(self.path)
+            try:
+                await self._reader.execute(f"PRAGMA busy_timeout = {self._runner.busy_timeout_ms}")
+            except sqlite3.Error as exc:
+                raise transactions.ledger_error(self.path, exc) from exc
+        now, caps = self._clock.now(), self._caps
+        try:
+            return await on_thread(
+                self._reader, _read_snapshot, lambda db: reports.snapshot(db, session, now, caps)
+            )
+        except sqlite3.Error as exc:
+            raise transactions.ledger_error(self.path, exc) from exc
 
     async def left_usd(self, session: str, provider: str) -> float:
         """What the next reservation for ``provider`` in ``session`` could still take:
@@ -334,3 +358,14 @@ class BudgetLedger(ClosedOnExit):
         return reports.report(
             rows, snap, self.budget, session=session, days=days, since=since, until=today
         )
+
+
+def _read_snapshot(
+    db: sqlite3.Connection, read: Callable[[sqlite3.Connection], BudgetSnapshot]
+) -> BudgetSnapshot:
+    """``read(db)`` in one read transaction (one consistent state of the file)."""
+    db.execute("BEGIN")
+    try:
+        return read(db)
+    finally:
+        db.execute("ROLLBACK")

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from app.bus import BudgetUpdated, Bus
+from app.bus import Bus
 from app.clock import Clock, iso
 from app.hosts import HostPort
 from app.opener import ClosedOnExit
@@ -34,6 +34,7 @@ from app.router.ledger.errors import (
 )
 from app.router.ledger.money import NANO, check_tokens, nusd, usd
 from app.router.ledger.pg_schema import COMPONENT, MIGRATIONS
+from app.router.ledger.publisher import SnapshotPublisher
 from app.router.ledger.records import BudgetSnapshot, Reservation
 from app.store.errors import StoreUnavailable
 from app.store.postgres import Conn, connect_pool, migrate, this_host
@@ -82,7 +83,8 @@ class PgBudgetLedger(ClosedOnExit):
         self.team = team
         self.user = user
         self.host = host
-        self._bus = bus
+        # the live meter's snapshots are read and published off the request path
+        self._publisher = SnapshotPublisher(bus, self.snapshot)
         self._owns_pool = owns_pool
         self._caps = TeamCaps(budget)
 
@@ -135,6 +137,8 @@ class PgBudgetLedger(ClosedOnExit):
         )
 
     async def close(self) -> None:
+        if self._pool is not None:
+            await self._publisher.close()  # the meter's last update reads the database
         pool, self._pool = self._pool, None
         if pool is not None and self._owns_pool:
             await pool.close()
@@ -149,11 +153,6 @@ class PgBudgetLedger(ClosedOnExit):
                 return await fn(conn)
         except _DB_ERRORS as exc:
             raise LedgerError(f"team ledger {self.where} unavailable: {exc}") from None
-
-    async def _publish(self, session: str) -> None:
-        if self._bus is not None:
-            snap = await self.snapshot(session)
-            await self._bus.publish(BudgetUpdated(session=session, snapshot=snap.model_dump()))
 
     # ── reserve / settle / release ───────────────────────────────────────────────────────
 
@@ -208,7 +207,7 @@ class PgBudgetLedger(ClosedOnExit):
             created=iso(row["created"]),
             expires=iso(row["expires"]),
         )
-        await self._publish(session)
+        self._publisher.changed(session)
         return res
 
     def _refusal(
@@ -285,7 +284,7 @@ class PgBudgetLedger(ClosedOnExit):
             raise UnknownReservation(f"unknown reservation {reservation_id}")
         if row["was"] != "live":
             raise ReservationClosed(reservation_id, str(row["was"]))
-        await self._publish(str(row["session"]))
+        self._publisher.changed(str(row["session"]))
 
     async def flush(self) -> None:
         """Nothing to do: every write here commits at once."""
@@ -319,7 +318,7 @@ class PgBudgetLedger(ClosedOnExit):
                 outcome,
             )
         )
-        await self._publish(session)
+        self._publisher.changed(session)
 
     # ── reading ──────────────────────────────────────────────────────────────────────────
 

@@ -34,21 +34,10 @@ def snapshot(db: sqlite3.Connection, session: str, now: datetime, caps: Caps) ->
     """``session``'s budget at ``now``, in one read transaction the caller holds."""
     day = utc_day(now)
     u = sums(db, session, day)
-    prov_spent = dict(
-        _pairs(
-            db,
-            "SELECT provider, SUM(cost_nusd) FROM calls WHERE day = ? GROUP BY provider",
-            (day,),
-        )
-    )
-    prov_res = dict(
-        _pairs(
-            db,
-            "SELECT provider, SUM(amount_nusd) FROM reservations"
-            " WHERE status = 'live' AND day = ? GROUP BY provider",
-            (day,),
-        )
-    )
+    # The day's spend and reservations per provider are running totals (the same sums
+    # the triggers keep for the provider-day caps): no scan of the day's calls.
+    prov_spent = {p: spent for p, (spent, _) in u.per_provider.items()}
+    prov_res = {p: res for p, (_, res) in u.per_provider.items() if res}
     by: dict[str, dict[str, float]] = {}
     for col in ("role", "model", "provider"):
         rows = _pairs(
