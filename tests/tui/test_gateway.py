@@ -24,6 +24,7 @@ from app.cli.main import main
 from app.tui import bridge
 from app.tui.core import DECIDED_BY, WorkFailed
 from app.tui.gateway import GatewayListening
+from app.tui.panes.budget import BudgetPane
 from app.tui.panes.requests import KEYS, RequestsPane
 from app.tui.screens.approval import ApprovalScreen
 from app.tui.screens.gateway import GatewayScreen
@@ -154,6 +155,18 @@ async def test_y_lets_the_held_request_through_to_the_cloud(world: GatewayWorld)
         kinds = [ln.kind for ln in lines]
         assert kinds[0] == "request" and kinds[-1] == "request"
         assert "escalation" in kinds and "approval" in kinds and "call" in kinds
+
+        # the budget meter shows the call's cost (published after the request, not in it)
+        (call,) = [ln for ln in lines if ln.kind == "call"]
+        meter = app.home.query_one(BudgetPane)
+
+        def spent() -> float:
+            snap = meter.snapshot or {}
+            return float((snap.get("per_session") or {}).get("spent_usd") or 0.0)
+
+        await until(pilot, lambda: spent() > 0, what="the budget meter updated")
+        assert spent() == pytest.approx(call.values["cost_usd"], abs=1e-6)  # the line rounds
+        assert meter.snapshot is not None and meter.snapshot["calls"] == 1
 
 
 @pytest.mark.parametrize("key", ["n", "d"])
