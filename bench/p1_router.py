@@ -5,7 +5,10 @@
   ``bench/litellm_side.py`` (``Router.acompletion`` with a model_list, a fallback and
   ``mock_response``). Both processes stay up and take turns: ``--chunks`` chunks of
   ``--n / --chunks`` requests each, alternating which side goes first, so both share the
-  machine's load. The p50 and p99 are over all ``--n`` requests of each side.
+  machine's load. The p50 and p99 are over all ``--n`` requests of each side. A third
+  process runs our side with the live view attached (``router_bench --live``: a bus the
+  stores publish on and a reader, as in the TUI, ``run`` and the ACP agent), reported
+  beside the goal's figure (``--no-live`` leaves it out).
 - Import: a fresh interpreter running ``import app.router.service`` (our venv) against
   one running ``import litellm; from litellm import Router`` (the LiteLLM venv), wall time
   of the whole process, alternating, the median of ``--imports`` each. Interpreter start-up
@@ -161,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks", type=int, default=10, help="alternating chunks per side")
     ap.add_argument("--warm", type=int, default=200, help="untimed requests per side first")
     ap.add_argument("--imports", type=int, default=5, help="fresh imports per side")
+    ap.add_argument(
+        "--live",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run our side with the live view attached (a third process)",
+    )
     args = ap.parse_args(argv)
     print_machine()
     version = ensure_litellm()
@@ -172,18 +181,24 @@ def main(argv: list[str] | None = None) -> int:
 
     ours = Side("switchyard", ours_cmd, env)
     theirs = Side("litellm", theirs_cmd, env)
+    # the same router with the live view attached (TUI, run, ACP): not the goal's figure,
+    # reported beside it because that is the path a user watching the workbench takes
+    live = Side("switchyard (live view)", [*ours_cmd, "--live"], env) if args.live else None
+    sides = [s for s in (ours, theirs, live) if s is not None]
     try:
-        ours.ask(f"warm {args.warm}")
-        theirs.ask(f"warm {args.warm}")
+        for side in sides:
+            side.ask(f"warm {args.warm}")
         per = max(1, args.n // args.chunks)
         for i in range(args.chunks):
-            pair = (ours, theirs) if i % 2 == 0 else (theirs, ours)
-            for side in pair:
+            # each side goes first in turn
+            for side in sides[i % len(sides) :] + sides[: i % len(sides)]:
                 side.run(per)
     finally:
         closing = ours.quit()
         theirs.quit()
+        closing_live = live.quit() if live is not None else None
     s_ours, s_theirs = summary(ours.lat_us), summary(theirs.lat_us)
+    s_live = summary(live.lat_us) if live is not None else None
 
     # Imports: fresh processes, alternating; interpreter start-up alone beside them.
     our_import = [sys.executable, "-c", "import app.router.service"]
@@ -216,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{closing.get('audit_lines')} audit lines verified={closing.get('audit_ok')}; "
         f"SQLite WAL, synchronous {closing.get('synchronous')})"
     )
+    if s_live is not None:
+        print(
+            f"router: switchyard with the live view p50 {s_live['p50_ms']:.3f} ms · "
+            f"p99 {s_live['p99_ms']:.2f} ms (a bus and a reader; not the goal's figure)"
+        )
     print(
         f"router: LiteLLM    p50 {s_theirs['p50_ms']:.3f} ms · p99 {s_theirs['p99_ms']:.2f} ms · "
         f"mean {s_theirs['mean_ms']:.3f} ms ({s_theirs['requests']} requests)"
@@ -249,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             "isolation": how,
             "switchyard": {**s_ours, **closing},
             "litellm": s_theirs,
+            "switchyard_live_view": None if s_live is None else {**s_live, **(closing_live or {})},
             "import_s": {
                 "switchyard": t_ours,
                 "litellm": t_theirs,
