@@ -191,8 +191,8 @@ class SimilarityRows:
 
     MMR reads only the rows of the candidates it picks (``top_k`` of ``prefilter``),
     so a row is computed when asked: the picked row's weights are spread over the
-    vocabulary, and every candidate's dot product with it is one gather and one
-    ``bincount``.
+    vocabulary, and every candidate's dot product with it is one sparse-times-dense
+    product of the candidates' rows.
     """
 
     def __init__(self, matrix: csr_matrix, rows: Sequence[int]) -> None:
@@ -210,20 +210,20 @@ class SimilarityRows:
         self._indptr = indptr
         self._indices = matrix.indices[take]
         self._data = np.asarray(matrix.data[take], dtype=np.float64)
-        self._owner = np.repeat(np.arange(self.n), lengths)
+        # the picked rows as a matrix of their own: a row's cosines are one product with
+        # it (scipy's C loop, about 4x a numpy gather and bincount over every candidate)
+        self._rows = type(matrix)(
+            (self._data, self._indices, indptr), shape=(self.n, matrix.shape[1])
+        )
         self._spread = np.zeros(matrix.shape[1])
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> np.ndarray:
-        import numpy as np
-
         lo, hi = int(self._indptr[i]), int(self._indptr[i + 1])
         cols = self._indices[lo:hi]
         self._spread[cols] = self._data[lo:hi]
-        out = np.bincount(
-            self._owner, weights=self._data * self._spread[self._indices], minlength=self.n
-        )
+        out: np.ndarray = self._rows @ self._spread
         self._spread[cols] = 0.0
         return out
