@@ -60,27 +60,34 @@ async def test_a_change_does_not_wait_for_the_snapshot() -> None:
     assert last.snapshot["calls"] == 2
 
 
-async def test_a_burst_is_published_at_most_once_per_interval_and_ends_on_the_last() -> None:
+async def test_a_burst_is_published_once_per_interval_and_ends_on_the_last() -> None:
     bus = Bus()
     sub = bus.subscribe(kinds=(BudgetUpdated,), maxsize=1000)
     state = {"n": 0}
-    reads = 0
+    reads: list[int] = []
+    waits: list[float] = []
+    interval_over = asyncio.Event()
 
     async def snapshot(session: str) -> BudgetSnapshot:
-        nonlocal reads
-        reads += 1
-        await asyncio.sleep(0)
+        reads.append(state["n"])
         return _snap(session, state["n"])
 
-    pub = SnapshotPublisher(bus, snapshot, interval_s=0.05)
+    async def sleep(seconds: float) -> None:  # the interval ends when the test says so
+        waits.append(seconds)
+        await interval_over.wait()
+
+    pub = SnapshotPublisher(bus, snapshot, interval_s=0.1, sleep=sleep)
     for n in range(1, 201):
         state["n"] = n
         pub.changed("s1")
         await asyncio.sleep(0)  # a request's awaits: the publisher gets turns
+    # the first change was read at once; the rest wait out one interval together
+    assert reads == [1] and waits == [0.1]
+    interval_over.set()
     await pub.settled()
-    assert reads < 20  # 200 changes, not 200 reads
+    assert reads == [1, 200] and waits == [0.1, 0.1]
     events = sub.drain()
-    assert events[-1].snapshot["calls"] == 200  # type: ignore[union-attr]
+    assert [e.snapshot["calls"] for e in events if isinstance(e, BudgetUpdated)][-1] == 200
 
 
 async def test_a_failed_read_only_misses_that_update() -> None:
@@ -117,3 +124,24 @@ async def test_closing_the_ledger_publishes_the_last_change(tmp_path: Path) -> N
     assert last.snapshot["per_session"]["spent_usd"] == 1.5
     assert last.snapshot["reserved_usd"] == 0.0
     assert last.snapshot["per_provider"]["openai"]["spent_usd"] == 1.5
+
+
+async def test_close_cuts_the_pause_short_and_publishes_what_is_marked() -> None:
+    bus = Bus()
+    sub = bus.subscribe(kinds=(BudgetUpdated,), maxsize=100)
+    state = {"n": 1}
+
+    async def snapshot(session: str) -> BudgetSnapshot:
+        return _snap(session, state["n"])
+
+    async def endless(seconds: float) -> None:
+        await asyncio.Event().wait()  # a pause that would never end by itself
+
+    pub = SnapshotPublisher(bus, snapshot, sleep=endless)
+    pub.changed("s1")
+    await asyncio.sleep(0)  # read, published, now pausing
+    state["n"] = 2
+    pub.changed("s1")
+    await pub.close()
+    calls = [e.snapshot["calls"] for e in sub.drain() if isinstance(e, BudgetUpdated)]
+    assert calls[-1] == 2

@@ -6,9 +6,10 @@ with the calls on file, and it ran inside every ``reserve`` and ``settle`` while
 view (the TUI, ``run``, the ACP agent) was attached. There it cost a request 4.9 ms after
 2,300 requests and 14.5 ms after 6,300 (``bench.p1_router``'s live-view column), against
 0.8 ms without a view. Now a change only marks the session; one task per ledger reads and
-publishes the marked sessions, and while changes keep coming it publishes at most once
-per ``interval_s`` (the meter is for eyes: ten updates a second is live). The last change
-is always published, and :meth:`close` publishes what is still marked.
+publishes the marked sessions, then pauses ``interval_s`` and reads again only if
+something changed meanwhile: the first change after a quiet spell shows at once, a burst
+costs one read per interval (the meter is for eyes: ten updates a second is live), the
+last change is always published, and :meth:`close` publishes what is still marked.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from app.bus import BudgetUpdated, Bus
 from app.router.ledger.errors import LedgerError
@@ -36,13 +38,17 @@ class SnapshotPublisher:
         snapshot: Callable[[str], Awaitable[BudgetSnapshot]],
         *,
         interval_s: float = PUBLISH_INTERVAL_S,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self._bus = bus
         self._snapshot = snapshot
         self.interval_s = interval_s
+        self._sleep = sleep
         #: sessions changed since their last snapshot was read, in order of change
         self._marked: dict[str, None] = {}
         self._task: asyncio.Task[None] | None = None
+        self._pausing = False
+        self._closing = False
 
     def changed(self, session: str) -> None:
         """``session``'s budget changed: publish its snapshot soon (never waits)."""
@@ -59,8 +65,15 @@ class SnapshotPublisher:
                 self._marked.clear()
                 for session in sessions:
                     await self._publish(session)
-                if self._marked:  # changed meanwhile: let a burst of changes gather
-                    await asyncio.sleep(self.interval_s)
+                if self._closing:
+                    continue  # closing: what is marked now goes at once
+                # At most one read per interval: changes meanwhile are gathered, and
+                # the task ends after a quiet interval.
+                self._pausing = True
+                try:
+                    await self._sleep(self.interval_s)
+                finally:
+                    self._pausing = False
         finally:
             self._task = None
 
@@ -75,13 +88,26 @@ class SnapshotPublisher:
         await self._bus.publish(BudgetUpdated(session=session, snapshot=snap.model_dump()))
 
     async def settled(self) -> None:
-        """Wait until every change so far has been published."""
+        """Wait until every change so far has been published (and the pause after it)."""
         while self._task is not None:
             await asyncio.shield(self._task)
 
     async def close(self) -> None:
-        """Publish what is still marked (before the store closes under it)."""
+        """Publish what is still marked, without the pause (before the store closes)."""
+        self._closing = True
+        task = self._task
+        if task is not None:
+            if self._pausing:
+                task.cancel()  # nothing is being read: only the wait is cut short
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
+            except Exception as exc:  # a store already failing: nothing left to show
+                log.warning("budget meter: last update lost: %s", exc)
         try:
-            await self.settled()
-        except Exception as exc:  # a store already failing: nothing left to show
-            log.warning("budget meter: last update lost: %s", exc)
+            for session in list(self._marked):
+                await self._publish(session)
+        finally:
+            self._marked.clear()
