@@ -158,3 +158,44 @@ def test_latency_fits_its_column() -> None:
     shown = [latency(ms) for ms in (5, 999, 1000, 9996, 27_420, 120_520, 9_999_400, 3.6e7)]
     assert shown == ["5 ms", "999 ms", "1.00 s", "10.0 s", "27.4 s", "121 s", "9999 s", "600 min"]
     assert all(len(s) <= 7 for s in shown)
+
+
+async def test_the_table_keeps_the_newest_rows_and_the_counts_keep_every_request() -> None:
+    from textual.app import App, ComposeResult
+
+    from app.tui.panes.requests import DROP_BATCH, MAX_ROWS, RequestsPane
+
+    class Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield RequestsPane(id="requests")
+
+    app = Host()
+    async with app.run_test(size=(160, 40)) as pilot:
+        pane = app.query_one(RequestsPane)
+        pane.add_audit([opened("gw-in-flight")])  # the oldest, and never finished
+        n = MAX_ROWS + DROP_BATCH + 1  # one past the batch: down to MAX_ROWS at once
+        for i in range(n):  # one frame's batch each, as the bridge sends them
+            pane.served(
+                [served(request=f"gw-{i:05d}", status=500 if i < 10 else 200, escalated=i < 20)]
+            )
+        for _ in range(100):
+            if not pane.pending:
+                break
+            await pilot.pause(0.05)
+        assert not pane.pending
+        # the in-flight request stays however old; the 30 oldest finished ones are gone
+        assert len(pane.rows) == MAX_ROWS + 1 and "gw-in-flight" in pane.rows
+        first_kept = f"gw-{n - MAX_ROWS:05d}"
+        assert f"gw-{n - MAX_ROWS - 1:05d}" not in pane.rows and first_kept in pane.rows
+        assert pane.shown(first_kept) is not None and pane.shown("gw-00000") is None
+        assert pane.view.line_count == MAX_ROWS + 1
+        assert pane.counts() == {
+            "requests": n + 1,
+            "in_flight": 1,
+            "held": 0,
+            "escalated": 20,
+            "failed": 10,
+        }
+        assert pane.border_subtitle == (
+            f"{n + 1} requests · 1 in flight · 20 to the cloud · 10 failed"
+        )

@@ -52,7 +52,7 @@ class GatewayScreen(WorkbenchScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.requests.table.focus()
+        self.requests.view.focus()
 
     @property
     def requests(self) -> RequestsPane:

@@ -36,8 +36,10 @@ class LineView(ScrollView, can_focus=True):
         #: sticky: true until the user scrolls away from the end, true again at the end
         self._at_end = True
         self._lines: list[Text] = []
+        #: per line, how many times it was rewritten (part of its cache key)
+        self._versions: list[int] = []
         self._width = 0
-        self._cache: LRUCache[tuple[int, Style], Strip] = LRUCache(1024)
+        self._cache: LRUCache[tuple[int, int, Style], Strip] = LRUCache(1024)
 
     @property
     def line_count(self) -> int:
@@ -52,6 +54,7 @@ class LineView(ScrollView, can_focus=True):
 
     def set_lines(self, lines: Iterable[Text]) -> None:
         self._lines = list(lines)
+        self._versions = [0] * len(self._lines)
         for line in self._lines:
             line.expand_tabs()
         self._width = max((cell_len(t.plain) for t in self._lines), default=0)
@@ -70,6 +73,7 @@ class LineView(ScrollView, can_focus=True):
         for line in new:
             line.expand_tabs()
         self._lines.extend(new)
+        self._versions.extend([0] * len(new))
         self._width = max(self._width, max(cell_len(t.plain) for t in new))
         self._resize()
         # Decided by where the user left the view, not by geometry that a pending
@@ -103,6 +107,18 @@ class LineView(ScrollView, can_focus=True):
         elif new_value < old_value:
             self._at_end = False  # the user scrolled up: stop following
 
+    def replace(self, index: int, line: Text) -> None:
+        """Rewrite line ``index``: only that line is rendered again."""
+        line.expand_tabs()
+        self._lines[index] = line
+        self._versions[index] += 1
+        width = cell_len(line.plain)
+        if width > self._width:
+            self._width = width
+            self._resize()
+        else:
+            self.refresh()
+
     def replace_last(self, line: Text) -> None:
         """Rewrite the newest line (a partial line of streamed output)."""
         if not self._lines:
@@ -131,7 +147,7 @@ class LineView(ScrollView, can_focus=True):
         base = self.rich_style
         if index >= len(self._lines):
             return Strip.blank(width, base)
-        key = (index, base)
+        key = (index, self._versions[index], base)
         strip = self._cache.get(key)
         if strip is None:
             text = self._lines[index]
