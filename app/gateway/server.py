@@ -10,6 +10,7 @@ from collections.abc import Callable
 import uvicorn
 
 from app.gateway.app import GatewayConfig, build_app
+from app.heap import freeze_startup_heap, thaw_heap
 from app.router.session import Session
 
 
@@ -47,20 +48,24 @@ async def serve(
         )
     )
     server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
-    if on_ready is not None:
-        started = server.startup
+    started = server.startup
 
-        async def startup(sockets: object = None) -> None:
-            await started(sockets)  # type: ignore[arg-type]
+    async def startup(sockets: object = None) -> None:
+        await started(sockets)  # type: ignore[arg-type]
+        # up and about to serve: full collections stop walking the start-up heap
+        freeze_startup_heap()
+        if on_ready is not None:
             bound = server.servers[0].sockets[0].getsockname() if server.servers else (host, port)
             on_ready(str(bound[0]), int(bound[1]))
 
-        server.startup = startup  # type: ignore[method-assign]
+    server.startup = startup  # type: ignore[method-assign]
     try:
         await server.serve()
     except asyncio.CancelledError:
         await _stop(server)
         raise
+    finally:
+        thaw_heap()
 
 
 #: how long a cancelled server waits for its requests' handlers to finish unwinding

@@ -9,6 +9,7 @@ fake, ``n``/``d`` (or the timeout) serve it locally. The requests view shows eac
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,10 @@ async def test_serve_tui_hosts_the_gateway_and_shows_where(world: GatewayWorld) 
             assert (await client.get("/health")).json() == {"status": "ok"}
             ids = [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
         assert "architect" in ids and "auto" in ids
+        # serving: the start-up heap is out of the collector's way (app/heap.py)
+        assert gc.get_freeze_count() > 0
+    # stopped: given back, so what the server kept alive can be collected
+    assert gc.get_freeze_count() == 0
 
 
 async def test_y_lets_the_held_request_through_to_the_cloud(world: GatewayWorld) -> None:

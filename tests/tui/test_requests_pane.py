@@ -199,3 +199,24 @@ async def test_the_table_keeps_the_newest_rows_and_the_counts_keep_every_request
         assert pane.border_subtitle == (
             f"{n + 1} requests · 1 in flight · 20 to the cloud · 10 failed"
         )
+
+
+async def test_the_audit_log_pane_keeps_the_newest_lines() -> None:
+    from textual.app import App, ComposeResult
+
+    from app.tui.panes.escalations import DROP_BATCH, MAX_LINES, EscalationsPane
+
+    class Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield EscalationsPane(id="escalations")
+
+    app = Host()
+    async with app.run_test(size=(120, 30)):
+        pane = app.query_one(EscalationsPane)
+        n = MAX_LINES + DROP_BATCH + 1
+        for i in range(0, n, 100):  # in frame-sized batches, as the bridge sends them
+            pane.add_lines([{**line("call", "m"), "seq": s} for s in range(i, min(i + 100, n))])
+        assert len(pane.lines) == MAX_LINES and pane.dropped == n - MAX_LINES
+        assert pane.lines[0]["seq"] == n - MAX_LINES and pane.lines[-1]["seq"] == n - 1
+        assert pane.view.line_count == MAX_LINES
+        assert pane.border_subtitle == f"{MAX_LINES} newest of {n} lines"

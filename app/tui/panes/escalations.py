@@ -108,6 +108,11 @@ def format_line(line: dict[str, Any], variables: dict[str, str]) -> Text:
     return text
 
 
+#: audit lines the pane keeps (the oldest go first, DROP_BATCH at a time)
+MAX_LINES = 5000
+DROP_BATCH = 1000
+
+
 class EscalationsPane(Pane):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f", "filter", "filter kinds"),
@@ -116,8 +121,12 @@ class EscalationsPane(Pane):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        #: every audit line received (the model); the view shows the filtered ones
+        #: the newest MAX_LINES audit lines received (the model); the view shows the
+        #: filtered ones. A long-hosted gateway writes thousands an hour: kept whole, they
+        #: made every full garbage collection longer (``switchyard audit tail`` has all).
         self.lines: list[dict[str, Any]] = []
+        #: lines received and no longer kept
+        self.dropped = 0
         self.filter_text = ""
         self._keep: frozenset[str] = frozenset()
         self._drop: frozenset[str] = frozenset()
@@ -137,6 +146,13 @@ class EscalationsPane(Pane):
 
     def add_lines(self, lines: list[dict[str, Any]]) -> None:
         self.lines.extend(lines)
+        if len(self.lines) > MAX_LINES + DROP_BATCH:
+            cut = len(self.lines) - MAX_LINES
+            del self.lines[:cut]
+            self.dropped += cut
+            if self.is_mounted:
+                self.redraw()  # the view starts at the oldest line kept
+                return
         shown = [ln for ln in lines if line_matches(ln, self._keep, self._drop)]
         if shown and self.is_mounted:
             variables = self.app.theme_variables
@@ -162,6 +178,8 @@ class EscalationsPane(Pane):
     def _update_titles(self) -> None:
         self.border_title = "Escalations"
         count = f"{self._shown}/{len(self.lines)}" if self.filter_text else f"{len(self.lines)}"
+        if self.dropped:
+            count += f" newest of {len(self.lines) + self.dropped}"
         where = f"{self.filter_text} · " if self.filter_text else ""
         self.border_subtitle = f"{where}{count} lines"
 
