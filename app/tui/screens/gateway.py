@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 
 class GatewayScreen(WorkbenchScreen):
+    #: ten frames a second: the screen shares its event loop with the gateway, and under
+    #: a stream of requests each frame is a redraw (15 ms at p50 under load) and the
+    #: rendering's cyclic garbage; no model text streams here
+    FRAME_S = 0.1
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("z", "zoom", "zoom pane"),
         Binding("escape", "unzoom", "back", show=False),

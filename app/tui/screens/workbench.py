@@ -9,7 +9,7 @@ it; it never calls ``super()`` from a handler.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
@@ -41,6 +41,10 @@ class WorkbenchScreen(Screen[None]):
     """The base: compose a :class:`SessionHeader`, an :class:`EscalationsPane` and a
     :class:`BudgetPane` (and whatever else) in a subclass."""
 
+    #: how often the bus's events are taken and drawn (None: the bridge's 30 a second,
+    #: for streamed model text)
+    FRAME_S: ClassVar[float | None] = None
+
     def __init__(self, *, id: str) -> None:
         super().__init__(id=id)
         self.bridge: bridge.BusBridge | None = None
@@ -66,7 +70,7 @@ class WorkbenchScreen(Screen[None]):
         """Subscribe to the bus (before the session opens: no event of it is missed)."""
         from app.tui import bridge
 
-        self.bridge = bridge.BusBridge(self.core.bus, self)
+        self.bridge = bridge.BusBridge(self.core.bus, self, frame_s=self.FRAME_S)
         self.bridge.start()
 
     def on_unmount(self) -> None:
