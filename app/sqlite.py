@@ -352,6 +352,12 @@ def _begin_body(
     return result
 
 
+def read_transaction(conn: sqlite3.Connection, body: Body[T]) -> T:
+    """``body(conn)`` in one read transaction (a consistent snapshot), waiting for locks
+    as the connection's busy timeout says: for a connection of the caller's own."""
+    return _begin_body(conn, False, False, body)
+
+
 def _whole(body: Body[T], *, write: bool) -> TxnFn[T]:
     """``body`` as a whole-transaction function for :meth:`SQLiteRunner.run`."""
     return lambda conn, inline: _begin_body(conn, inline, write, body)

@@ -25,7 +25,7 @@ from app.router.ledger.publisher import SnapshotPublisher
 from app.router.ledger.records import BudgetSnapshot, Reservation
 from app.router.ledger.schema import migrate
 from app.router.ledger.transactions import ReservationStatus, connect, on_thread
-from app.sqlite import SQLiteRunner, use_wal
+from app.sqlite import SQLiteRunner, read_transaction, use_wal
 
 #: WAL + NORMAL: durable against a crash of the process, not against a power cut (see the
 #: package docstring).
@@ -325,7 +325,7 @@ class BudgetLedger(ClosedOnExit):
         now, caps = self._clock.now(), self._caps
         try:
             return await on_thread(
-                self._reader, _read_snapshot, lambda db: reports.snapshot(db, session, now, caps)
+                self._reader, read_transaction, lambda db: reports.snapshot(db, session, now, caps)
             )
         except sqlite3.Error as exc:
             raise transactions.ledger_error(self.path, exc) from exc
@@ -358,14 +358,3 @@ class BudgetLedger(ClosedOnExit):
         return reports.report(
             rows, snap, self.budget, session=session, days=days, since=since, until=today
         )
-
-
-def _read_snapshot(
-    db: sqlite3.Connection, read: Callable[[sqlite3.Connection], BudgetSnapshot]
-) -> BudgetSnapshot:
-    """``read(db)`` in one read transaction (one consistent state of the file)."""
-    db.execute("BEGIN")
-    try:
-        return read(db)
-    finally:
-        db.execute("ROLLBACK")

@@ -45,7 +45,6 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("approval", "escalation", 18),
     ("client", "client", None),
 )
-KEYS = tuple(key for key, _, _ in COLUMNS)
 #: the table is drawn at most this often (the rows' model is always current)
 REFRESH_S = 0.1
 #: finished requests kept in the table (the oldest go first, DROP_BATCH at a time)
