@@ -41,3 +41,42 @@ def test_a_machines_own_file_reads_as_before() -> None:
     text = render_budget(_snap(), {}).plain
     assert "team" not in text and "you " not in text
     assert text.splitlines()[1].startswith("day")
+
+
+async def test_the_meter_lays_out_only_when_its_shape_changes(monkeypatch: Any) -> None:
+    """A new figure in the same rows redraws the box alone; a new row asks for a layout
+    pass; the same snapshot again draws nothing."""
+    from textual.app import App, ComposeResult
+    from textual.visual import VisualType
+    from textual.widgets import Static
+
+    from app.tui.panes.budget import BudgetPane
+
+    class Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield BudgetPane(id="budget")
+
+    updates: list[tuple[str, bool]] = []
+    update = Static.update
+
+    def spy(self: Static, content: VisualType = "", *, layout: bool = True) -> None:
+        if self.id == "budget-body":
+            updates.append((str(getattr(content, "plain", content)), layout))
+        update(self, content, layout=layout)
+
+    monkeypatch.setattr(Static, "update", spy)
+    app = Host()
+    async with app.run_test(size=(60, 30)) as pilot:
+        pane = app.query_one(BudgetPane)
+        pane.show(_snap())
+        await pilot.pause()
+        updates.clear()
+        pane.show(_snap())  # the same snapshot: nothing to draw
+        assert updates == []
+        pane.show({**_snap(), "calls": 4})  # a figure changes, the rows stay
+        assert [layout for _, layout in updates] == [False]
+        assert "4 calls this session" in updates[-1][0]
+        by_role = {"architect": 1.5}
+        pane.show({**_snap(), "calls": 5, "by_role": by_role})  # new rows: laid out
+        assert [layout for _, layout in updates] == [False, True]
+        assert "architect" in updates[-1][0]

@@ -220,3 +220,91 @@ async def test_the_audit_log_pane_keeps_the_newest_lines() -> None:
         assert pane.lines[0]["seq"] == n - MAX_LINES and pane.lines[-1]["seq"] == n - 1
         assert pane.view.line_count == MAX_LINES
         assert pane.border_subtitle == f"{MAX_LINES} newest of {n} lines"
+
+
+async def test_dropping_old_rows_formats_no_kept_row_again(monkeypatch: Any) -> None:
+    from textual.app import App, ComposeResult
+
+    from app.tui.panes import requests
+    from app.tui.panes.requests import DROP_BATCH, MAX_ROWS, RequestsPane
+
+    class Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield RequestsPane(id="requests")
+
+    formatted: list[str] = []
+    row_line = requests.row_line
+
+    def counting(row: RequestRow, variables: dict[str, str]) -> Any:
+        formatted.append(row.id)
+        return row_line(row, variables)
+
+    monkeypatch.setattr(requests, "row_line", counting)
+    app = Host()
+    async with app.run_test(size=(160, 40)) as pilot:
+        pane = app.query_one(RequestsPane)
+        pane.add_audit([opened("gw-held")])  # in flight the whole time, between dropped rows
+        for i in range(MAX_ROWS + DROP_BATCH):
+            pane.served([served(request=f"gw-{i:05d}")])
+        await until_drawn(pilot, pane)
+        formatted.clear()
+        pane.served([served(request="gw-last")])  # one past the batch: 101 rows go
+        await until_drawn(pilot, pane)
+        assert formatted == ["gw-last"]
+        view = pane.view.plain_lines()
+        assert len(view) == MAX_ROWS + 1 and view == [
+            pane.shown(rid) for rid in pane.rows
+        ]  # every row's line where the index says
+        assert pane.shown("gw-held") == view[0] and pane.shown("gw-last") == view[-1]
+        assert pane.shown("gw-00100") is None and pane.shown("gw-00101") is not None
+
+
+async def until_drawn(pilot: Any, pane: Any) -> None:
+    for _ in range(100):
+        if not pane.pending:
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("the requests view was never drawn")
+
+
+async def test_dropping_old_audit_lines_formats_no_kept_line_again(monkeypatch: Any) -> None:
+    from textual.app import App, ComposeResult
+
+    from app.tui.panes import escalations
+    from app.tui.panes.escalations import DROP_BATCH, MAX_LINES, EscalationsPane
+
+    class Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield EscalationsPane(id="escalations")
+
+    formatted: list[int] = []
+    format_line = escalations.format_line
+
+    def counting(ln: dict[str, Any], variables: dict[str, str]) -> Any:
+        formatted.append(ln["seq"])
+        return format_line(ln, variables)
+
+    monkeypatch.setattr(escalations, "format_line", counting)
+    app = Host()
+    async with app.run_test(size=(120, 30)):
+        pane = app.query_one(EscalationsPane)
+        pane.set_filter("-call")  # the view shows the escalations only: every 4th line
+        kinds = ["escalation", "call", "call", "call"]
+
+        def batch(start: int, n: int) -> list[dict[str, Any]]:
+            return [{**line(kinds[s % 4], "m"), "seq": s} for s in range(start, start + n)]
+
+        pane.add_lines(batch(0, MAX_LINES + DROP_BATCH))
+        formatted.clear()
+        pane.add_lines(batch(MAX_LINES + DROP_BATCH, 4))  # past the batch: 1,004 lines go
+        assert formatted == [MAX_LINES + DROP_BATCH]  # the new escalation only
+        shown = pane.shown_lines()
+        assert len(shown) == MAX_LINES // 4 and pane.view.line_count == len(shown)
+        got = MAX_LINES + DROP_BATCH + 4
+        assert pane.border_subtitle == f"-call · {len(shown)}/{MAX_LINES} newest of {got} lines"
+        # a batch larger than the pane keeps: only its newest lines are formatted
+        formatted.clear()
+        start = MAX_LINES + DROP_BATCH + 4
+        pane.add_lines(batch(start, 2 * MAX_LINES))
+        assert len(formatted) == MAX_LINES // 4 and formatted[0] >= start + MAX_LINES
+        assert pane.view.line_count == MAX_LINES // 4 == len(pane.shown_lines())

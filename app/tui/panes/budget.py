@@ -115,6 +115,9 @@ class BudgetPane(Pane):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.snapshot: dict[str, Any] | None = None
+        #: the body drawn last, and its shape (line breaks, width to fill)
+        self._body: Text | None = None
+        self._shape: tuple[int, int] | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
@@ -125,15 +128,21 @@ class BudgetPane(Pane):
         self.redraw()
 
     def redraw(self) -> None:
-        self.border_title = "Budget"
         snap = self.snapshot or {}
         session = snap.get("per_session") or {}
         cap = session.get("cap_usd")
         spent = float(session.get("spent_usd") or 0.0)
-        self.border_subtitle = f"{money(spent)} / {money(cap)}" if cap else money(spent)
+        self.set_titles("Budget", f"{money(spent)} / {money(cap)}" if cap else money(spent))
         room = max(self.content_region.width - 1, 0) or 40  # less the scrollbar; 40 unlaid
         body = render_budget(self.snapshot, self.app.theme_variables, room)
-        self.query_one("#budget-body", Static).update(body)
+        if body == self._body:
+            return
+        # A layout pass only when the body's shape may change (a role or provider appears,
+        # the pane is resized): a new figure in the same rows redraws this box alone, ten
+        # times a second under a gateway's load.
+        shape = (body.plain.count("\n"), room)
+        self.query_one("#budget-body", Static).update(body, layout=shape != self._shape)
+        self._body, self._shape = body, shape
 
     def on_resize(self) -> None:
         self.redraw()

@@ -171,15 +171,14 @@ class DiffPane(Pane):
     def redraw(self) -> None:
         view = self.query_one("#diff-view", LineView)
         if not self.files:
-            self.border_title = "Diff"
-            self.border_subtitle = ""
+            self.set_titles("Diff")
             view.set_lines([Text("no diff yet", style=Style(dim=True))])
             return
         f = self.files[self.index]
-        self.border_title = f"Diff ── attempt {self.attempt} · {f.path}"
-        self.border_subtitle = (
+        self.set_titles(
+            f"Diff ── attempt {self.attempt} · {f.path}",
             f"file {self.index + 1}/{len(self.files)} · [ ] to switch"
             if len(self.files) > 1
-            else "1 file"
+            else "1 file",
         )
         view.set_lines(render_file(f, self.app.theme_variables))

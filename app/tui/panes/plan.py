@@ -119,8 +119,10 @@ class PlanPane(Pane):
 
     def redraw(self) -> None:
         conf = self.plan.get("confidence") if self.plan else None
-        self.border_title = "Plan" if conf is None else f"Plan ── conf {float(conf):.2f}"
         steps = len(self.plan.get("steps") or []) if self.plan else 0
-        self.border_subtitle = f"{steps} steps" if steps else ""
+        self.set_titles(
+            "Plan" if conf is None else f"Plan ── conf {float(conf):.2f}",
+            f"{steps} steps" if steps else "",
+        )
         body = render_plan(self.plan, self.stages, self.statuses, self.app.theme_variables)
         self.query_one("#plan-body", Static).update(body)

@@ -147,13 +147,12 @@ class TestsPane(Pane):
 
     def _update_titles(self) -> None:
         if not self.loops:
-            self.border_title, self.border_subtitle = "Tests", ""
+            self.set_titles("Tests")
             return
         last = self.loops[max(self.loops)]
         runner = f" · {last.runner}" if last.runner else ""
-        self.border_title = f"Tests ── {loop_name(last.number)}{runner}"
         marks = [
             f"{n} {'✓' if lp.passed else '✗' if lp.passed is False else '…'}"
             for n, lp in sorted(self.loops.items())
         ]
-        self.border_subtitle = "  ".join(marks)
+        self.set_titles(f"Tests ── {loop_name(last.number)}{runner}", "  ".join(marks))
