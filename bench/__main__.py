@@ -11,7 +11,8 @@ a goal was reached (``reached`` / ``NOT reached``, with its figure), beside what
 or did not run. Each benchmark writes its JSON under ``bench/results/``; this writes
 ``summary.json`` there.
 
-- P1 router vs LiteLLM's Router (``bench.p1_router``)
+- P1 router vs LiteLLM's Router (``bench.p1_router``), and the router's request path vs
+  the least a request must write in Python and SQLite (``bench.p1_floor``)
 - P2 Stage0 vs bm25s (``bench.stage0_bench``), and retrieval quality
   (``bench.retrieval_quality``: Stage0 against the best of the bm25s baselines) on each
   repository in ``SWITCHYARD_BENCH_REPOS`` (work trees or bare git dirs, separated by
@@ -23,7 +24,8 @@ or did not run. Each benchmark writes its JSON under ``bench/results/``; this wr
 - P8 the team ledger's reservations on PostgreSQL vs SQLite, and the overspend of 8
   processes racing for one cap (``bench.team_ledger``)
 - P7 ``switchyard serve`` vs the LiteLLM proxy vs direct, on one fake upstream
-  (``bench.gateway_bench``)
+  (``bench.gateway_bench``); and ``serve --tui`` (the workbench drawing every request, in
+  tmux) vs headless ``serve`` under sustained load (``bench.gateway_tui_bench``)
 - P9 the Implementer's edit applier on the same repositories' history as P2's retrieval
   quality: perturbed edits applied correctly, refused or wrongly, beside ``git apply``
   and ``patch --fuzz=3`` (``bench.edit_apply``)
@@ -100,6 +102,8 @@ def plan(*, own_history_only: bool = False) -> list[Bench]:
     py = [sys.executable, "-m"]
     out = [
         Bench("P1", "router overhead vs LiteLLM Router", [*py, "bench.p1_router"], 420, 120),
+        # ~40 s here: the least a request must write, beside the router's whole path
+        Bench("P1", "router's request path vs its floor", [*py, "bench.p1_floor"], 180, 60),
         Bench("P2", "Stage0 vs bm25s", [*py, "bench.stage0_bench"], 240, 120),
     ]
     # Stage0 (its default weighting) against the strongest bm25s baselines (whole files
@@ -136,6 +140,10 @@ def plan(*, own_history_only: bool = False) -> list[Bench]:
         # ~4 min here (2,000 + 200 requests per side, each stream 180 ms), more when the
         # LiteLLM proxy's requirements are installed on first use
         Bench("P7", "gateway vs LiteLLM proxy", [*py, "bench.gateway_bench"], 600, 300),
+        # ~1.5 min here (4,000 requests per side, the workbench drawing in tmux)
+        Bench(
+            "P7", "gateway in the workbench vs headless", [*py, "bench.gateway_tui_bench"], 300, 120
+        ),
         # a throwaway PostgreSQL (fsync on) and a SQLite file; 1 and 8 processes
         Bench("P8", "team ledger: PostgreSQL vs SQLite", [*py, "bench.team_ledger"], 400, 150),
     ]
