@@ -37,33 +37,26 @@ from pathlib import Path
 from typing import Any
 
 from app.audit.quick_redact import looks_clean
+
+# the product's own statements, where they stand apart from its pydantic models
+from app.audit.store import _HEAD as HEAD
+from app.audit.store import _INSERT as INSERT_LINE
+from app.audit.store import _TAIL as TAIL
 from app.audit.store import SCHEMA
 from app.router.ledger.caps import sums
 from app.router.ledger.schema import migrate
+from app.router.ledger.transactions import close_live, expire_stale
 from app.sqlite import CHECKPOINT_EVERY, Checkpointer
 from bench._common import percentile, print_machine, print_ratio, write_result
 from bench.router_bench import setup
 
 GOAL_US = 150.0
 _DUMPS = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-_TAIL = "SELECT seq, hash FROM audit_lines ORDER BY seq DESC LIMIT 1"
-_LINE = "INSERT INTO audit_lines (seq, ts, session, run, kind, hash, line) VALUES (?,?,?,?,?,?,?)"
-_HEAD = (
-    "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) "
-    "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
-)
-_STALE = "SELECT 1 FROM reservations WHERE status = 'live' AND expires_at <= ? LIMIT 1"
+#: the reservation's insert, as ``transactions.reserve`` makes it (that function also
+#: takes a pydantic ``Reservation``, which the floor leaves out)
 _RESERVE = (
     "INSERT INTO reservations (id, session, run, provider, role, model, amount_nusd, day,"
     " created, expires, expires_at, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,'live')"
-)
-_SETTLE = (
-    "UPDATE reservations SET status = 'settled', closed = ? WHERE id = ? AND status = 'live'"
-    " RETURNING day, session, run, role, model, provider"
-)
-_CALL = (
-    "INSERT INTO calls (ts, day, session, run, role, model, provider, tokens_in, tokens_out,"
-    " latency_ms, cost_nusd, outcome, reservation_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 #: the escalation line's fields as the router writes them (bench.router_bench's request)
 ESCALATION: dict[str, Any] = {
@@ -148,17 +141,16 @@ class Floor:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute(_TAIL).fetchone()
+            row = db.execute(TAIL).fetchone()
             seq, prev = (row[0], row[1]) if row else (0, "0" * 64)
             lines = []
             if self.pending is not None:  # the last call: settled, its row, its line
                 rid, cost = self.pending
-                r = db.execute(_SETTLE, (ts, rid)).fetchall()[0]
-                db.execute(_CALL, (ts, *r[:6], 200, 20, 0.0, cost, "ok", rid))
+                close_live(db, rid, "settled", now, cost, "ok", 200, 20, 0.0)
                 seq += 1
                 lines.append(self._line(CALL, seq, prev, ts))
                 prev = lines[-1][5]
-            db.execute(_STALE, (epoch,)).fetchall()
+            expire_stale(db, now)
             totals = sums(db, "bench", day)  # the cap check's read
             if totals.s_spent < 0:
                 raise RuntimeError("negative totals")
@@ -168,8 +160,8 @@ class Floor:
             amount = 204_812_500
             reservation = (rid, "bench", "", "openai", "architect", "gpt-5.1-high", amount)
             db.execute(_RESERVE, (*reservation, day, ts, ts, epoch + 600))
-            db.executemany(_LINE, lines)
-            db.execute(_HEAD, (seq, lines[-1][5]))
+            db.executemany(INSERT_LINE, lines)
+            db.execute(HEAD, (seq, lines[-1][5]))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

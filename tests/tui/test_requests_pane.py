@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from textual.app import App, ComposeResult
+from textual.widget import Widget
+
 from app.bus import AuditAppended, BudgetUpdated, RequestServed
 from app.tui import bridge
 from app.tui.panes.requests import RequestRow, cells, escalation, latency, short_client
@@ -154,6 +157,26 @@ def test_the_bridge_batches_a_frames_finished_requests_in_order() -> None:
     assert [e.request for e in batch.events] == ["gw-1", "gw-2"]
 
 
+class OnePane(App[None]):
+    """An app of one pane (the pane's own behaviour, without a screen around it)."""
+
+    def __init__(self, pane: Widget) -> None:
+        super().__init__()
+        self.pane = pane
+
+    def compose(self) -> ComposeResult:
+        yield self.pane
+
+
+async def until_drawn(pilot: Any, pane: Any) -> None:
+    """Until the requests view has drawn every change (a few frames)."""
+    for _ in range(100):
+        if not pane.pending:
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("the requests view was never drawn")
+
+
 def test_latency_fits_its_column() -> None:
     shown = [latency(ms) for ms in (5, 999, 1000, 9996, 27_420, 120_520, 9_999_400, 3.6e7)]
     assert shown == ["5 ms", "999 ms", "1.00 s", "10.0 s", "27.4 s", "121 s", "9999 s", "600 min"]
@@ -161,15 +184,9 @@ def test_latency_fits_its_column() -> None:
 
 
 async def test_the_table_keeps_the_newest_rows_and_the_counts_keep_every_request() -> None:
-    from textual.app import App, ComposeResult
-
     from app.tui.panes.requests import DROP_BATCH, MAX_ROWS, RequestsPane
 
-    class Host(App[None]):
-        def compose(self) -> ComposeResult:
-            yield RequestsPane(id="requests")
-
-    app = Host()
+    app = OnePane(RequestsPane(id="requests"))
     async with app.run_test(size=(160, 40)) as pilot:
         pane = app.query_one(RequestsPane)
         pane.add_audit([opened("gw-in-flight")])  # the oldest, and never finished
@@ -178,10 +195,7 @@ async def test_the_table_keeps_the_newest_rows_and_the_counts_keep_every_request
             pane.served(
                 [served(request=f"gw-{i:05d}", status=500 if i < 10 else 200, escalated=i < 20)]
             )
-        for _ in range(100):
-            if not pane.pending:
-                break
-            await pilot.pause(0.05)
+        await until_drawn(pilot, pane)
         assert not pane.pending
         # the in-flight request stays however old; the 30 oldest finished ones are gone
         assert len(pane.rows) == MAX_ROWS + 1 and "gw-in-flight" in pane.rows
@@ -202,15 +216,9 @@ async def test_the_table_keeps_the_newest_rows_and_the_counts_keep_every_request
 
 
 async def test_the_audit_log_pane_keeps_the_newest_lines() -> None:
-    from textual.app import App, ComposeResult
-
     from app.tui.panes.escalations import DROP_BATCH, MAX_LINES, EscalationsPane
 
-    class Host(App[None]):
-        def compose(self) -> ComposeResult:
-            yield EscalationsPane(id="escalations")
-
-    app = Host()
+    app = OnePane(EscalationsPane(id="escalations"))
     async with app.run_test(size=(120, 30)):
         pane = app.query_one(EscalationsPane)
         n = MAX_LINES + DROP_BATCH + 1
@@ -223,14 +231,8 @@ async def test_the_audit_log_pane_keeps_the_newest_lines() -> None:
 
 
 async def test_dropping_old_rows_formats_no_kept_row_again(monkeypatch: Any) -> None:
-    from textual.app import App, ComposeResult
-
     from app.tui.panes import requests
     from app.tui.panes.requests import DROP_BATCH, MAX_ROWS, RequestsPane
-
-    class Host(App[None]):
-        def compose(self) -> ComposeResult:
-            yield RequestsPane(id="requests")
 
     formatted: list[str] = []
     row_line = requests.row_line
@@ -240,7 +242,7 @@ async def test_dropping_old_rows_formats_no_kept_row_again(monkeypatch: Any) -> 
         return row_line(row, variables)
 
     monkeypatch.setattr(requests, "row_line", counting)
-    app = Host()
+    app = OnePane(RequestsPane(id="requests"))
     async with app.run_test(size=(160, 40)) as pilot:
         pane = app.query_one(RequestsPane)
         pane.add_audit([opened("gw-held")])  # in flight the whole time, between dropped rows
@@ -259,23 +261,9 @@ async def test_dropping_old_rows_formats_no_kept_row_again(monkeypatch: Any) -> 
         assert pane.shown("gw-00100") is None and pane.shown("gw-00101") is not None
 
 
-async def until_drawn(pilot: Any, pane: Any) -> None:
-    for _ in range(100):
-        if not pane.pending:
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("the requests view was never drawn")
-
-
 async def test_dropping_old_audit_lines_formats_no_kept_line_again(monkeypatch: Any) -> None:
-    from textual.app import App, ComposeResult
-
     from app.tui.panes import escalations
     from app.tui.panes.escalations import DROP_BATCH, MAX_LINES, EscalationsPane
-
-    class Host(App[None]):
-        def compose(self) -> ComposeResult:
-            yield EscalationsPane(id="escalations")
 
     formatted: list[int] = []
     format_line = escalations.format_line
@@ -285,7 +273,7 @@ async def test_dropping_old_audit_lines_formats_no_kept_line_again(monkeypatch: 
         return format_line(ln, variables)
 
     monkeypatch.setattr(escalations, "format_line", counting)
-    app = Host()
+    app = OnePane(EscalationsPane(id="escalations"))
     async with app.run_test(size=(120, 30)):
         pane = app.query_one(EscalationsPane)
         pane.set_filter("-call")  # the view shows the escalations only: every 4th line
