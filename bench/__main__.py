@@ -12,7 +12,7 @@ or did not run. Each benchmark writes its JSON under ``bench/results/``; this wr
 ``summary.json`` there.
 
 - P1 router vs LiteLLM's Router (``bench.p1_router``), and the router's request path vs
-  the least a request must write in Python and SQLite (``bench.p1_floor``)
+  the least a request must write, in SQLite or in an append-only journal (``bench.p1_floor``)
 - P2 Stage0 vs bm25s (``bench.stage0_bench``), and retrieval quality
   (``bench.retrieval_quality``: Stage0 against the best of the bm25s baselines) on each
   repository in ``SWITCHYARD_BENCH_REPOS`` (work trees or bare git dirs, separated by
@@ -102,7 +102,8 @@ def plan(*, own_history_only: bool = False) -> list[Bench]:
     py = [sys.executable, "-m"]
     out = [
         Bench("P1", "router overhead vs LiteLLM Router", [*py, "bench.p1_router"], 420, 120),
-        # ~40 s here: the least a request must write, beside the router's whole path
+        # ~45 s here: the least a request must write (SQLite, a journal, the lines alone),
+        # beside the router's whole path
         Bench("P1", "router's request path vs its floor", [*py, "bench.p1_floor"], 180, 60),
         Bench("P2", "Stage0 vs bm25s", [*py, "bench.stage0_bench"], 240, 120),
     ]
