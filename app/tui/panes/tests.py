@@ -32,6 +32,10 @@ class Loop:
     runner: str = ""
 
 
+#: a loop's mark in the pane's subtitle: passed, failed, running
+_MARK: dict[bool | None, str] = {True: "✓", False: "✗", None: "…"}
+
+
 def loop_name(number: int) -> str:
     # The pipeline runs the tests once before any change: loop 0, expected to fail.
     return "baseline" if number == 0 else f"loop {number}"
@@ -151,8 +155,9 @@ class TestsPane(Pane):
             return
         last = self.loops[max(self.loops)]
         runner = f" · {last.runner}" if last.runner else ""
+        # "baseline ✗", not "0 ✗": a bare 0 before the cross reads as "no failures"
         marks = [
-            f"{n} {'✓' if lp.passed else '✗' if lp.passed is False else '…'}"
+            f"{'baseline' if n == 0 else n} {_MARK[lp.passed]}"
             for n, lp in sorted(self.loops.items())
         ]
         self.set_titles(f"Tests ── {loop_name(last.number)}{runner}", "  ".join(marks))
