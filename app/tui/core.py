@@ -27,8 +27,11 @@ from textual.worker import Worker, WorkerState
 from app.clock import Clock, SystemClock
 from app.errors import SwitchyardError
 from app.pipeline.control import RunControl
+from app.tui.safe import clean
 
 if TYPE_CHECKING:
+    from textual.notifications import SeverityLevel
+
     from app.bus import Bus
     from app.pipeline.schemas import TutorTurn
     from app.pipeline.tutor import TutorReply, TutorSession
@@ -179,6 +182,26 @@ class CoreApp(App[int]):
         self.gateway = gateway
         #: where the gateway listens, once it does (``http://host:port``)
         self.gateway_address: str | None = None
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notification is plain text: they carry error messages, a run's reason
+        to stop, a client's name (``[/x]`` in one raised MarkupError; app/tui/safe.py).
+        ``markup`` is accepted, as widgets pass it, and ignored."""
+        super().notify(
+            clean(message),
+            title=clean(title, one_line=True),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     @property
     def bus(self) -> Bus:

@@ -93,7 +93,7 @@ async def test_palette_switches_theme_and_opens_policy(make_app: Any) -> None:
         assert isinstance(app.screen, PolicyScreen)
         table = app.screen.query_one("#policy-table", Static).content
         assert isinstance(table, Table)
-        assert "implementer" in list(table.columns[0].cells)
+        assert "implementer" in [str(cell) for cell in table.columns[0].cells]
 
 
 async def test_palette_filters_the_escalation_pane(make_app: Any) -> None:

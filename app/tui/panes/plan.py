@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from app.tui.safe import clean
 from app.tui.widgets.pane import Pane, style_of
 
 MARK = {"done": "✓", "active": "▶", "pending": "·", "failed": "✗", "skipped": "–"}
@@ -57,12 +58,13 @@ def render_plan(
         hint = "the Architect is planning…" if stages else "type a task below and press enter"
         parts.append(Text(f"no plan yet · {hint}", style=dim))
         return Text("\n").join(parts)
-    goal = str(plan.get("goal") or "")
+    # the plan is a model's reply: drawn as plain text (app/tui/safe.py)
+    goal = clean(str(plan.get("goal") or ""))
     if goal:
         parts.append(Text.assemble(("goal ", dim), (goal, style_of("", bold=True))))
     statuses = step_statuses(plan, published)
     for n, (step, status) in enumerate(zip(plan.get("steps") or [], statuses, strict=False), 1):
-        title = str(step.get("title", "")) if isinstance(step, dict) else str(step)
+        title = clean(str(step.get("title", "")) if isinstance(step, dict) else str(step))
         style = style_of(variables.get(f"step-{status}", variables.get("step-pending", "")))
         line = Text(no_wrap=False)
         line.append(
@@ -71,11 +73,11 @@ def render_plan(
         line.append(title, style if status != "pending" else None)
         files = step.get("files") if isinstance(step, dict) else None
         if files:
-            line.append("  " + ", ".join(str(f) for f in files[:3]), dim)
+            line.append("  " + clean(", ".join(str(f) for f in files[:3]), one_line=True), dim)
         parts.append(line)
     for label, key in (("risk", "risks"), ("open", "open_questions")):
         for item in plan.get(key) or []:
-            parts.append(Text.assemble((f"{label} ", dim), (str(item), dim)))
+            parts.append(Text.assemble((f"{label} ", dim), (clean(str(item)), dim)))
     return Text("\n").join(parts)
 
 

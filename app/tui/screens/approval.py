@@ -23,6 +23,7 @@ from app.bus import ApprovalRequested
 from app.clock import Clock
 from app.router.approvals import DecisionKind
 from app.tui.panes.budget import money
+from app.tui.safe import clean, literal, plain
 from app.tui.widgets.pane import style_of
 
 OPS = {"lt": "<", "le": "≤", "gt": ">", "ge": "≥", "eq": "=", "ne": "≠", "true": "is", "is": "is"}
@@ -85,7 +86,7 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
     def on_mount(self) -> None:
         box = self.query_one("#approval-box")
         box.border_title = "Escalation wants to leave the machine"
-        box.border_subtitle = f"request {self.request.request_id[:8]}"
+        box.border_subtitle = literal(f"request {self.request.request_id[:8]}")
         self.query_one("#approval-body", Static).update(self._body())
         self._tick()
         self.set_interval(0.25, self._tick, name="approval-countdown")
@@ -97,13 +98,16 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
         strong = style_of(v.get("accent", ""), bold=True)
         text = Text()
         rows: list[tuple[str, Text | str]] = [
-            ("role", Text(r.role, style=strong)),
-            ("target", Text(f"{r.model} ({r.provider})", style=style_of("", bold=True))),
+            ("role", plain(r.role, strong, one_line=True)),
+            ("target", plain(f"{r.model} ({r.provider})", style_of("", bold=True), one_line=True)),
         ]
+        # What the human approves must read as it is: a client's name or a trigger's
+        # text cannot move the cursor or restyle the modal (app/tui/safe.py).
         if self.origin:
-            rows.append(("client", self.origin))
+            rows.append(("client", clean(self.origin, one_line=True)))
         for reason in r.reasons or [{}]:
-            rows.append(("trigger", trigger_line(reason) if reason else "requested by the user"))
+            why_line = trigger_line(reason) if reason else "requested by the user"
+            rows.append(("trigger", clean(why_line, one_line=True)))
         rows += [
             ("est. cost", f"~{money(r.est_cost_usd)}"),
             ("budget left", money(r.budget_left_usd)),
@@ -116,7 +120,7 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
         for reason in r.reasons:
             why = reason.get("text")
             if why:
-                text.append(f"\n{'':<12}{why}", dim)
+                text.append(f"\n{'':<12}{clean(str(why))}", dim)
         return text
 
     def _tick(self) -> None:

@@ -24,6 +24,7 @@ from app.tui.panes.diff import render_file, split_files
 from app.tui.panes.escalations import format_line
 from app.tui.panes.plan import render_plan
 from app.tui.panes.tests import line_style_key
+from app.tui.safe import clean_block, plain
 from app.tui.widgets.lineview import LineView
 from app.tui.widgets.pane import style_of
 
@@ -97,7 +98,12 @@ class EvidenceScreen(Screen[None]):
         table = self.query_one("#runs", DataTable)
         table.clear()
         for run in self.runs:
-            table.add_row(run.run_id, run.status or "unsealed", key=run.run_id)
+            # cells given as Text: a str cell is read as markup
+            table.add_row(
+                plain(run.run_id, one_line=True),
+                plain(run.status or "unsealed", one_line=True),
+                key=run.run_id,
+            )
         if not self.runs:
             self._gate_text(
                 Text(f"no runs yet in {self.core.repo.name}/.switchyard/runs: start a task first")
@@ -115,7 +121,8 @@ class EvidenceScreen(Screen[None]):
         self.view = view = message.view
         v = self.app.theme_variables
         dim = style_of(v.get("dim-text", ""))
-        self.query_one("#run-head", Static).update(self._head(view, v))
+        # the task, the files, the Judge's reasons: drawn as plain text (app/tui/safe.py)
+        self.query_one("#run-head", Static).update(clean_block(self._head(view, v)))
         self._set("brief", _lines(view.brief) or [Text("no task brief", style=dim)])
         self._set(
             "plan",
@@ -268,7 +275,7 @@ class EvidenceScreen(Screen[None]):
     def _gate_text(self, text: Text) -> None:
         gate = self.query_one("#gate", Static)
         gate.border_title = "Merge gate"
-        gate.update(text)
+        gate.update(clean_block(text))
 
     def action_merge(self) -> None:
         if self.view is None:

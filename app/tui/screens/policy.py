@@ -16,6 +16,7 @@ from textual.widgets import Footer, Static
 from app.policy.schema import Policy
 from app.tui.core import CoreApp
 from app.tui.panes.budget import money
+from app.tui.safe import plain
 from app.tui.screens.approval import OPS
 
 
@@ -32,13 +33,15 @@ def policy_table(policy: Policy) -> Table:
             for t in policy.triggers_for(rid)
             if t.role == rid
         )
-        table.add_row(
+        cells = (
             rid,
             default,
             f"{role.locality} {'/'.join(role.runtimes)}".strip(),
             " → ".join(policy.resolve(m) for m in role.fallback) or "—",
             triggers or "—",
         )
+        # a str cell would be read as Rich markup: the policy file's names, drawn as written
+        table.add_row(*(plain(cell, one_line=True) for cell in cells))
     return table
 
 

@@ -22,6 +22,7 @@ from textual.widgets import Footer, Input, Static
 
 from app.errors import SwitchyardError
 from app.tui.core import CoreApp, WorkFailed
+from app.tui.safe import plain
 
 if TYPE_CHECKING:
     from app.router.simulate.report import SimulationReport
@@ -111,4 +112,5 @@ class SimulateScreen(Screen[None]):
             self._say(f"not simulated: {message.text}")
 
     def _say(self, text: str) -> None:
-        self.query_one("#simulate-summary", Static).update(Text(text))
+        # a replayed log's names and an error's text: drawn as they are (app/tui/safe.py)
+        self.query_one("#simulate-summary", Static).update(plain(text))

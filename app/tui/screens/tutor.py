@@ -20,6 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Collapsible, Footer, Input, Static
 
 from app.tui.core import CoreApp, TutorAnswered, WorkFailed
+from app.tui.safe import clean, plain
 from app.tui.widgets.pane import style_of
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class TutorScreen(Screen[None]):
         if message.group == "tutor":
             self._show()
             self.query_one("#tutor-questions", Static).update(
-                Text(f"the tutor could not answer: {message.text}", style="bold")
+                plain(f"the tutor could not answer: {message.text}", "bold")
             )
 
     def action_ask(self) -> None:
@@ -145,7 +146,7 @@ class TutorScreen(Screen[None]):
         )
         q = self.query_one("#tutor-question", Static)
         q.update(
-            Text.assemble(("you asked  ", dim), (self.question, style_of("", bold=True)))
+            Text.assemble(("you asked  ", dim), (clean(self.question), style_of("", bold=True)))
             if self.question
             else Text("ask about a concept, an error, the code in front of you…", style=dim)
         )
@@ -165,12 +166,13 @@ class TutorScreen(Screen[None]):
         text.append("first, think about these:\n", style_of(v.get("accent", ""), bold=True))
         for n, item in enumerate(reply.questions, 1):
             text.append(f" {n}. ", style_of(v.get("primary", ""), bold=True))
-            text.append(f"{item}\n")
+            text.append(f"{clean(item)}\n")
         if reply.escalate_requested:
             how = f"answered by {reply.model}" if reply.escalated else "it stayed local"
             text.append(f"escalation requested: {how}\n", dim)
         questions.update(text)
-        hint.update(reply.hint or Text("no hint this time", style=dim))
+        # the model's own words: plain text, never markup (app/tui/safe.py)
+        hint.update(plain(reply.hint) if reply.hint else Text("no hint this time", style=dim))
         self.query_one("#hint", Collapsible).collapsed = True
         if reply.answer_withheld:
             answer_box.title = HELD
@@ -178,7 +180,11 @@ class TutorScreen(Screen[None]):
             answer_box.collapsed = True
         else:
             answer_box.title = "answer (r)"
-            answer.update(reply.answer or Text("no answer: the tutor wants you to try", style=dim))
+            answer.update(
+                plain(reply.answer)
+                if reply.answer
+                else Text("no answer: the tutor wants you to try", style=dim)
+            )
             answer_box.collapsed = not reply.answer
 
     def _show_cap(self) -> None:

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from app.tui.safe import clean_line
 from app.tui.widgets.pane import style_of
 
 RUNTIME_LABEL = {
@@ -63,7 +64,8 @@ class SessionHeader(Widget):
         grid = Table.grid(expand=True)
         grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
         grid.add_column(justify="right", no_wrap=True)
-        grid.add_row(text, Text(f" {self.spend} ", style=style_of("", bold=True)))
+        # model names and the activity come from outside: one line, shown as they are
+        grid.add_row(clean_line(text), Text(f" {self.spend} ", style=style_of("", bold=True)))
         return grid
 
 

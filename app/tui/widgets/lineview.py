@@ -16,8 +16,19 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from app.tui.safe import clean_line
+
 #: rendered lines a view keeps
 CACHED_LINES = 256
+
+
+def _ready(line: Text) -> Text:
+    """A line as the view draws it: tabs expanded, and control characters shown rather
+    than sent to the terminal (a newline in an audit detail moved the cursor: see
+    app/tui/safe.py)."""
+    clean_line(line)  # first: a tab stops where the shown characters put it
+    line.expand_tabs()
+    return line
 
 
 class LineView(ScrollView, can_focus=True):
@@ -59,10 +70,8 @@ class LineView(ScrollView, can_focus=True):
         return [line.plain for line in self._lines]
 
     def set_lines(self, lines: Iterable[Text]) -> None:
-        self._lines = list(lines)
+        self._lines = [_ready(line) for line in lines]
         self._versions = [0] * len(self._lines)
-        for line in self._lines:
-            line.expand_tabs()
         self._width = max((cell_len(t.plain) for t in self._lines), default=0)
         self._cache.clear()
         self._resize()
@@ -73,11 +82,9 @@ class LineView(ScrollView, can_focus=True):
             self.scroll_to(0, 0, animate=False, immediate=True)
 
     def append(self, lines: Iterable[Text]) -> None:
-        new = list(lines)
+        new = [_ready(line) for line in lines]
         if not new:
             return
-        for line in new:
-            line.expand_tabs()
         self._lines.extend(new)
         self._versions.extend([0] * len(new))
         self._width = max(self._width, max(cell_len(t.plain) for t in new))
@@ -115,7 +122,7 @@ class LineView(ScrollView, can_focus=True):
 
     def replace(self, index: int, line: Text) -> None:
         """Rewrite line ``index``: only that line is rendered again."""
-        line.expand_tabs()
+        _ready(line)
         self._lines[index] = line
         self._versions[index] += 1
         width = cell_len(line.plain)
@@ -150,7 +157,7 @@ class LineView(ScrollView, can_focus=True):
         if not self._lines:
             self.append([line])
             return
-        self._lines[-1] = line
+        self._lines[-1] = _ready(line)
         self._width = max(self._width, cell_len(line.plain))
         self._cache.clear()
         self._resize()

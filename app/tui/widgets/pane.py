@@ -12,6 +12,8 @@ from textual.containers import Vertical
 from textual.geometry import Region
 from textual.theme import Theme
 
+from app.tui.safe import literal
+
 
 @lru_cache(maxsize=512)
 def style_of(colour: str, *, bold: bool = False, dim: bool = False, bg: bool = False) -> Style:
@@ -46,14 +48,17 @@ class Pane(Vertical):
         behind it, is composed again. A pane whose counts change with each frame (the
         requests, the audit log, the tests' output) would redraw in full for a number in
         its border: under a gateway's load that was a third of the rows each frame drew.
+
+        Both are plain text, never markup: they carry a file path from a model's diff,
+        the filter the user typed (``[/x]`` there raised MarkupError and ended the app).
         """
         if self._titles == (title, subtitle):
             return
         self._titles = (title, subtitle)
         self._edges_only = True
         try:
-            self.border_title = title
-            self.border_subtitle = subtitle
+            self.border_title = literal(title)
+            self.border_subtitle = literal(subtitle)
         finally:
             self._edges_only = False
 
