@@ -171,7 +171,8 @@ async def _run(
     out.print(f"[bold]audit[/] (session {session.id})")
     audit_lines.print_brief(out, lines)
     if failure is not None:
-        out.print(f"[bold red]stopped:[/] {failure}")
+        out.print("[bold red]stopped:[/] ", end="")
+        out.print(str(failure), markup=False)
         return 1
     assert result is not None
     if not result.escalated and result.decision.reasons:

@@ -59,6 +59,8 @@ def print_json(data: Any) -> None:
 
 
 def console() -> Any:
-    from rich.console import Console
+    """The console commands print to: text from outside is shown, never obeyed (an ESC
+    in an audit detail reached the terminal; app/cli/safe_console.py)."""
+    from app.cli.safe_console import SafeConsole
 
-    return Console(highlight=False, soft_wrap=False)
+    return SafeConsole(highlight=False, soft_wrap=False)

@@ -118,7 +118,9 @@ async def _run(
         if args.json:
             print_json({"ok": False, "error": message, "question": question, "sources": 0})
         else:
-            console().print(f"[bold red]nothing to condense:[/] {message}")
+            out = console()
+            out.print("[bold red]nothing to condense:[/] ", end="")
+            out.print(message, markup=False)
         return 1
     async with open_session(
         settings,

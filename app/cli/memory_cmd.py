@@ -191,7 +191,8 @@ def _add(args: argparse.Namespace) -> int:
         m = result["memory"]
         tags = f" [{', '.join(m['tags'])}]" if m["tags"] else ""
         out = console()
-        out.print(f"added memory {m['id']} ({m['kind']}, priority {m['priority']}){tags}")
+        line = f"added memory {m['id']} ({m['kind']}, priority {m['priority']}){tags}"
+        out.print(line, markup=False)  # the tags are the user's words
         out.print(f"[dim]{_embedding_line(result['embeddings'])}[/]")
     return 0
 

@@ -130,6 +130,8 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def render(d: Decision, state: RouterState, key_notes: dict[str, str]) -> None:
+    from rich.markup import escape
+
     out = console()
     head = {
         "escalate": f"[bold yellow]ESCALATE[/] → [bold]{d.target}[/] ({d.provider}, cloud)",
@@ -144,7 +146,7 @@ def render(d: Decision, state: RouterState, key_notes: dict[str, str]) -> None:
     if d.reasons:
         out.print("  [bold]triggers[/]")
         for r in d.reasons:
-            out.print(f"    {r.code:<34} {r.text}   [dim]({r.trigger})[/]")
+            out.print(f"    {r.code:<34} {escape(r.text)}   [dim]({escape(r.trigger)})[/]")
     else:
         out.print("  triggers: none fired")
     if d.chain:
@@ -158,8 +160,9 @@ def render(d: Decision, state: RouterState, key_notes: dict[str, str]) -> None:
             f"({d.est_tokens_in or 'assumed'} in / {d.est_tokens_out} out)"
         )
         if d.target in key_notes:
+            note = escape(key_notes[d.target])
             out.print(
-                f"  [yellow]note[/]      {key_notes[d.target]}: at call time this step is skipped "
+                f"  [yellow]note[/]      {note}: at call time this step is skipped "
                 "as unavailable and the next one is tried"
             )
     if d.local is not None:
@@ -175,6 +178,8 @@ def render(d: Decision, state: RouterState, key_notes: dict[str, str]) -> None:
                 "condenses it locally (map, then reduce) before this model reads it"
             )
     for s in d.skipped:
-        out.print(f"  [dim]skipped   {s.model} @ {s.runtime}: {s.reason} {s.detail}[/]")
+        # a runtime's probe can answer with any words: never markup
+        skipped = escape(f"{s.model} @ {s.runtime}: {s.reason} {s.detail}")
+        out.print(f"  [dim]skipped   {skipped}[/]")
     for n in d.notes:
-        out.print(f"  [cyan]note[/]      {n}")
+        out.print(f"  [cyan]note[/]      {escape(n)}")

@@ -207,22 +207,24 @@ async def _pipeline(
     else:
         out = console()
         colour = "green" if outcome.outcome == "merge_ready" else "red"
-        out.print(f"[bold {colour}]{outcome.outcome}[/] run {outcome.run_id}: {outcome.reason}")
-        out.print(f"evidence: {outcome.bundle}")
+        # the reason carries a model's or a test's words, the paths any name: not markup
+        out.print(f"[bold {colour}]{outcome.outcome}[/] ", end="")
+        out.print(f"run {outcome.run_id}: {outcome.reason}", markup=False)
+        out.print(f"evidence: {outcome.bundle}", markup=False)
         if outcome.outcome == "merge_ready":
-            out.print(f"merge with: switchyard merge {outcome.run_id} --repo {repo}")
+            out.print(f"merge with: switchyard merge {outcome.run_id} --repo {repo}", markup=False)
     return 0 if outcome.outcome == "merge_ready" else 1
 
 
 async def _progress(bus: Any, *, quiet: bool) -> None:
     """Print the run as it happens (stderr when --json keeps stdout for the result)."""
-    from rich.console import Console
     from rich.markup import escape
 
     from app.audit.types import AuditLine
     from app.bus import AuditAppended, Notice, StageChanged, TestLoopFinished
+    from app.cli.safe_console import SafeConsole
 
-    out = Console(stderr=quiet, highlight=False)
+    out = SafeConsole(stderr=quiet, highlight=False)
     sub = bus.subscribe(maxsize=4096, kinds=(StageChanged, Notice, TestLoopFinished, AuditAppended))
     async for event in sub:
         if isinstance(event, StageChanged):

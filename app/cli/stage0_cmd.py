@@ -309,8 +309,8 @@ def _brief(args: argparse.Namespace) -> int:
         print_json(data)
         return 0
     out = console()
-    out.print(f"wrote {md}")
-    out.print(f"wrote {js}")
+    out.print(f"wrote {md}", markup=False)  # a path is any name, "[x]" too
+    out.print(f"wrote {js}", markup=False)
     out.print(
         f"{len(brief.code)} code chunks, {len(brief.docs)} doc chunks, "
         f"{brief.metadata.budget_used}/{brief.metadata.params.budget_tokens} tokens "
@@ -376,7 +376,7 @@ def _render_synth(out: Any, synth: Tier2Result, path: Path | None) -> None:
         return
     where = "cloud" if synth.escalated else "local"
     how = "cached, no call" if synth.cached else f"attempt {synth.attempts}"
-    out.print(f"wrote {path}")
+    out.print(f"wrote {path}", markup=False)
     out.print(
         f"tier2: {len(syn.claims)} claims, {len(syn.contradictions)} contradictions · "
         f"{synth.model} ({where}) · {how} · session {synth.session}"

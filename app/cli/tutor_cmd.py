@@ -274,7 +274,7 @@ def _print_reply(out: Any, reply: TutorReply, *, interactive: bool) -> None:
             if reply.escalated
             else "it stayed local (denied, unavailable or over budget: see the audit lines)"
         )
-        out.print(f"[magenta]escalation requested:[/] {how}")
+        out.print(f"[magenta]escalation requested:[/] {escape(how)}")
     out.print("[bold]first, think about these:[/]")
     for n, item in enumerate(reply.questions, 1):
         out.print(f" {n}. {item}", markup=False)

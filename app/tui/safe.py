@@ -1,69 +1,14 @@
-"""Text from outside the app, made safe to draw: model replies, test output, audit
-details, a gateway client's name, what the user typed.
-
-Drawn as it came, such text reached the terminal as it was. A newline in a one-line view
-moved the cursor (the demo's escalations pane wrote an audit detail's second line,
-"edit 1 (parser.py): …", over the tests pane's border); an ESC began an escape sequence
-of the text's choosing (colours, the window title, OSC 52 writing the clipboard), which
-could also dress up what the approval modal shows. And a string handed to Textual as
-markup ran its tags (``[@click=app.quit]`` became a link that quits) or raised
-``MarkupError`` on a stray ``[/x]``, which ended the app (typing ``[/x]`` into the
-escalations filter did).
-
-So every such string is drawn as plain text, with each control character shown as its
-Unicode control picture (ESC as ␛, a newline in a one-line view as ⏎): one character
-for one, so a ``Text``'s styled spans stay where they were.
-"""
+"""What the workbench draws from outside (app/shown.py) as Textual takes it: a ``Text``
+(never read as markup), or a string for a place Textual reads as markup."""
 
 from __future__ import annotations
-
-import re
 
 from rich.style import Style
 from rich.text import Text
 
-#: C0 controls as control pictures (␀…␟), DEL as ␡, C1 controls as the replacement
-#: character (there are no pictures for them); tabs are left to Rich's tab expansion
-_BLOCK: dict[int, int] = {c: 0x2400 + c for c in range(0x20) if c not in (0x09, 0x0A)}
-_BLOCK[0x7F] = 0x2421
-_BLOCK.update(dict.fromkeys(range(0x80, 0xA0), 0xFFFD))
-#: in a one-line view a newline too is shown, not obeyed
-NEWLINE = "⏎"
-_LINE: dict[int, int] = {**_BLOCK, 0x0A: ord(NEWLINE), 0x09: 0x2409}
+from app.shown import NEWLINE, clean, clean_block, clean_line
 
-#: a view's row: its tabs are expanded after, from where each stands once shown
-_ROW: dict[int, int] = {**_BLOCK, 0x0A: ord(NEWLINE)}
-
-_BLOCK_HAZARD = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_LINE_HAZARD = re.compile("[\x00-\x1f\x7f-\x9f]")
-_ROW_HAZARD = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-
-
-def clean(text: str, *, one_line: bool = False) -> str:
-    """``text`` with its control characters shown, not obeyed (newlines kept, as
-    line breaks, unless ``one_line``); a Windows line end is a line end."""
-    hazard = _LINE_HAZARD if one_line else _BLOCK_HAZARD
-    if not hazard.search(text):
-        return text
-    return text.replace("\r\n", "\n").translate(_LINE if one_line else _BLOCK)
-
-
-def clean_line(line: Text) -> Text:
-    """``line`` (one row) with its control characters shown, tabs kept for the caller to
-    expand, in place: one character for one, so its spans keep their places."""
-    plain = line.plain
-    if _ROW_HAZARD.search(plain):
-        line.plain = plain.translate(_ROW)
-    return line
-
-
-def clean_block(text: Text) -> Text:
-    """``text`` (a block of lines, its newlines meant) with its other control characters
-    shown, in place: one character for one, so its spans keep their places."""
-    whole = text.plain
-    if _BLOCK_HAZARD.search(whole):
-        text.plain = whole.translate(_BLOCK)
-    return text
+__all__ = ["NEWLINE", "clean", "clean_block", "clean_line", "literal", "plain"]
 
 
 def plain(text: str, style: str | Style = "", *, one_line: bool = False) -> Text:

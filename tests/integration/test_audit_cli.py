@@ -150,3 +150,26 @@ def test_a_file_that_is_not_a_database_is_one_clear_line(
     assert main(["audit", "verify"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("switchyard: cannot open the audit log") and "Traceback" not in err
+
+
+def test_tail_shows_control_characters_instead_of_sending_them(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A detail is whatever a model, a test or a client wrote: an ESC in it began an
+    # escape sequence on the reader's terminal (OSC 52 writes the clipboard).
+    db = load_settings().audit_db
+
+    async def run() -> None:
+        async with AuditLog.open(db, clock=ManualClock(), policy_version="1.0.0") as log:
+            await log.append(
+                "run", session="s1", role="implementer",
+                detail="edits did not land:\nedit 1\x1b[2J\x1b]52;c;eA==\x07 [/x]",
+            )  # fmt: skip
+
+    asyncio.run(run())
+    monkeypatch.setenv("FORCE_COLOR", "1")  # styled, as on a terminal
+    assert main(["audit", "tail"]) == 0
+    out = capsys.readouterr().out
+    assert "edit 1␛[2J␛]52;c;eA== [/x]" in out  # (Rich drops a bell itself)
+    assert "\x1b[2J" not in out and "\x1b]52" not in out and "\x07" not in out
+    assert "\x1b[" in out  # the console's own colours still pass

@@ -1,0 +1,30 @@
+"""The CLI's console: Rich's, with text from outside shown rather than obeyed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from rich.console import Console
+from rich.segment import Segment
+
+from app.shown import clean
+
+
+class SafeConsole(Console):
+    """Every text segment is cleaned as it is written (app/shown.py): an ESC, a bell or
+    a lone carriage return in an audit detail, a model's reply or a path is shown (␛ ␇
+    ␍), never sent to the terminal as such. Rich's own control segments (cursor moves)
+    pass, and so do the styles it renders around the text."""
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(_shown(buffer))
+
+
+def _shown(buffer: Iterable[Segment]) -> Iterator[Segment]:
+    for segment in buffer:
+        if segment.control is None and segment.text:
+            text = clean(segment.text)
+            if text is not segment.text:
+                yield Segment(text, segment.style)
+                continue
+        yield segment
