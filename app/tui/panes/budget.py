@@ -12,6 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from app.tui.safe import clean_block
 from app.tui.widgets.pane import Pane, style_of
 
 WARN_AT = 0.6
@@ -134,7 +135,8 @@ class BudgetPane(Pane):
         spent = float(session.get("spent_usd") or 0.0)
         self.set_titles("Budget", f"{money(spent)} / {money(cap)}" if cap else money(spent))
         room = max(self.content_region.width - 1, 0) or 40  # less the scrollbar; 40 unlaid
-        body = render_budget(self.snapshot, self.app.theme_variables, room)
+        # a team's and a member's names come from the shared ledger: drawn as they are
+        body = clean_block(render_budget(self.snapshot, self.app.theme_variables, room))
         if body == self._body:
             return
         # A layout pass only when the body's shape may change (a role or provider appears,
