@@ -133,14 +133,16 @@ def render(d: Decision, state: RouterState, key_notes: dict[str, str]) -> None:
     from rich.markup import escape
 
     out = console()
+    # a policy file's names are any text: never markup
+    target, provider, runtime = (escape(str(x)) for x in (d.target, d.provider, d.runtime))
     head = {
-        "escalate": f"[bold yellow]ESCALATE[/] → [bold]{d.target}[/] ({d.provider}, cloud)",
-        "local": f"[bold green]LOCAL[/] → [bold]{d.target}[/] on {d.runtime}",
+        "escalate": f"[bold yellow]ESCALATE[/] → [bold]{target}[/] ({provider}, cloud)",
+        "local": f"[bold green]LOCAL[/] → [bold]{target}[/] on {runtime}",
         "refuse": f"[bold red]REFUSED[/] ({d.refusal_code})",
     }[d.action]
     if d.action == "escalate":
         head += " [yellow]· approval required[/]" if d.needs_approval else " · pre-approved"
-    out.print(f"[bold]{d.role}[/]: {head}   [dim]policy {d.policy_version}[/]")
+    out.print(f"[bold]{escape(d.role)}[/]: {head}   [dim]policy {d.policy_version}[/]")
     if state.local_only:
         out.print("  [magenta]local_only is ON (GR-009): no cloud model can be chosen[/]")
     if d.reasons:
@@ -151,7 +153,8 @@ def render(d: Decision, state: RouterState, key_notes: dict[str, str]) -> None:
         out.print("  triggers: none fired")
     if d.chain:
         chain = " → ".join(
-            f"[bold]{m}[/]" if d.action == "escalate" and m == d.target else m for m in d.chain
+            f"[bold]{escape(m)}[/]" if d.action == "escalate" and m == d.target else escape(m)
+            for m in d.chain
         )
         out.print(f"  chain     {chain}")
     if d.action == "escalate":

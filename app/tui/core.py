@@ -193,7 +193,7 @@ class CoreApp(App[int]):
         markup: bool = True,
     ) -> None:
         """Every notification is plain text: they carry error messages, a run's reason
-        to stop, a client's name (``[/x]`` in one raised MarkupError; app/tui/safe.py).
+        to stop, a client's name (``[/x]`` in one raised MarkupError; app/shown.py).
         ``markup`` is accepted, as widgets pass it, and ignored."""
         super().notify(
             clean(message),

@@ -11,6 +11,7 @@ from textual.widgets import Static
 
 from app.clock import ManualClock
 from app.tui.core import MergeDone, RunLoaded, RunsListed
+from app.tui.safe import NEWLINE
 from app.tui.screens.evidence import EvidenceScreen
 from app.tui.widgets.lineview import LineView
 from tests.tui.helpers import Messages, settle, until
@@ -100,6 +101,9 @@ async def test_a_run_shows_every_part_of_its_bundle(
 
         assert "make the failing parser test pass" in text("brief")
         assert "fix the off-by-one in parse()" in text("plan")
+        # one row per line of the plan (not one row with its newlines shown as ⏎)
+        plan_rows = screen.query_one("#ev-plan", LineView).plain_lines()
+        assert len(plan_rows) > 1 and not any(NEWLINE in row for row in plan_rows)
         assert "+    for i in range(len(tokens)):" in text("diffs")
         assert "15 passed" in text("tests") and "bwrap" in text("tests")
         verdict = text("verdict")

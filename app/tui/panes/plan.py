@@ -58,7 +58,7 @@ def render_plan(
         hint = "the Architect is planning…" if stages else "type a task below and press enter"
         parts.append(Text(f"no plan yet · {hint}", style=dim))
         return Text("\n").join(parts)
-    # the plan is a model's reply: drawn as plain text (app/tui/safe.py)
+    # the plan is a model's reply: drawn as plain text (app/shown.py)
     goal = clean(str(plan.get("goal") or ""))
     if goal:
         parts.append(Text.assemble(("goal ", dim), (goal, style_of("", bold=True))))

@@ -102,7 +102,7 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
             ("target", plain(f"{r.model} ({r.provider})", style_of("", bold=True), one_line=True)),
         ]
         # What the human approves must read as it is: a client's name or a trigger's
-        # text cannot move the cursor or restyle the modal (app/tui/safe.py).
+        # text cannot move the cursor or restyle the modal (app/shown.py).
         if self.origin:
             rows.append(("client", clean(self.origin, one_line=True)))
         for reason in r.reasons or [{}]:

@@ -121,12 +121,13 @@ class EvidenceScreen(Screen[None]):
         self.view = view = message.view
         v = self.app.theme_variables
         dim = style_of(v.get("dim-text", ""))
-        # the task, the files, the Judge's reasons: drawn as plain text (app/tui/safe.py)
+        # the task, the files, the Judge's reasons: drawn as plain text (app/shown.py)
         self.query_one("#run-head", Static).update(clean_block(self._head(view, v)))
         self._set("brief", _lines(view.brief) or [Text("no task brief", style=dim)])
         self._set(
             "plan",
-            [render_plan(view.plan, {}, view.plan_steps, v)]
+            # the plan is one Text of lines; a view takes one row per line
+            list(render_plan(view.plan, {}, view.plan_steps, v).split("\n"))
             if view.plan and view.report.manifest
             else [Text("no plan.json", style=dim)],
         )

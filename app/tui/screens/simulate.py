@@ -112,5 +112,5 @@ class SimulateScreen(Screen[None]):
             self._say(f"not simulated: {message.text}")
 
     def _say(self, text: str) -> None:
-        # a replayed log's names and an error's text: drawn as they are (app/tui/safe.py)
+        # a replayed log's names and an error's text: drawn as they are (app/shown.py)
         self.query_one("#simulate-summary", Static).update(plain(text))

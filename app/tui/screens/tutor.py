@@ -171,7 +171,7 @@ class TutorScreen(Screen[None]):
             how = f"answered by {reply.model}" if reply.escalated else "it stayed local"
             text.append(f"escalation requested: {how}\n", dim)
         questions.update(text)
-        # the model's own words: plain text, never markup (app/tui/safe.py)
+        # the model's own words: plain text, never markup (app/shown.py)
         hint.update(plain(reply.hint) if reply.hint else Text("no hint this time", style=dim))
         self.query_one("#hint", Collapsible).collapsed = True
         if reply.answer_withheld:

@@ -25,7 +25,7 @@ CACHED_LINES = 256
 def _ready(line: Text) -> Text:
     """A line as the view draws it: tabs expanded, and control characters shown rather
     than sent to the terminal (a newline in an audit detail moved the cursor: see
-    app/tui/safe.py)."""
+    app/shown.py)."""
     clean_line(line)  # first: a tab stops where the shown characters put it
     line.expand_tabs()
     return line
