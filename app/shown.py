@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import re
 
-from rich.text import Text
+from rich.style import Style
+from rich.text import Span, Text
 
 #: C0 controls as control pictures (␀…␟), DEL as ␡, C1 controls as the replacement
 #: character (there are no pictures for them); tabs are left to Rich's tab expansion
@@ -66,4 +67,19 @@ def clean_block(text: Text) -> Text:
     whole = text.plain
     if _BLOCK_HAZARD.search(whole):
         text.plain = whole.translate(_BLOCK)
+    return text
+
+
+def from_ansi(line: str, style: str | Style = "") -> Text:
+    """One line of a program's output (tests, a build) as ``Text``: its SGR colours kept as
+    styles, every other escape sequence dropped (Rich's ANSI decoder), and hyperlinks
+    kept as text only. A runner forced to colour (``pytest --color=yes``) shows its colours;
+    nothing in the line reaches the terminal as a sequence."""
+    text = Text.from_ansi(line, style=style, end="", no_wrap=True)
+    text.spans = [
+        Span(span.start, span.end, span.style.update_link(None))
+        if isinstance(span.style, Style) and span.style.link
+        else span
+        for span in text.spans
+    ]
     return text

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from rich.text import Text
 from textual.app import ComposeResult
 
+from app.shown import from_ansi
 from app.tui.widgets.lineview import LineView
 from app.tui.widgets.pane import Pane, style_of
 
@@ -120,8 +121,9 @@ class TestsPane(Pane):
         return Text(f"── {loop_name(loop.number)} ──", style=style, end="")
 
     def _row(self, line: str) -> Text:
+        # a runner forced to colour keeps its colours; no other sequence gets through
         key = line_style_key(line)
-        return Text(line, style=self.style(key) if key else "", end="", no_wrap=True)
+        return from_ansi(line, self.style(key) if key else "")
 
     def _result(self, loop: Loop) -> Text:
         key = "test-pass" if loop.passed else "test-fail"

@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from app.evidence.bundle import RunInfo
+from app.shown import from_ansi
 from app.tui.core import CoreApp, MergeDone, RunLoaded, RunsListed, WorkFailed
 from app.tui.evidence_data import RunView
 from app.tui.panes.diff import render_file, split_files
@@ -148,7 +149,7 @@ class EvidenceScreen(Screen[None]):
             tests.append(Text(head, style=style_of(v.get(key, ""), bold=True)))
             for line in loop.log.splitlines():
                 k = line_style_key(line)
-                tests.append(Text(line, style=style_of(v.get(k, "")) if k else "", end=""))
+                tests.append(from_ansi(line, style_of(v.get(k, "")) if k else ""))
         self._set("tests", tests or [Text("no test loops", style=dim)])
         self._set("verdict", self._verdict_lines(view, v))
         self._set("audit", [format_line(line, v) for line in view.audit] or [Text("no audit")])
