@@ -77,6 +77,7 @@ async def _run(
     from app.backends.base import ChatRequest, Delta, Message
     from app.cli.terminal_decider import decider_for
     from app.router.session import open_session
+    from app.shown import clean
 
     out = console()
     messages = [Message(role="system", content=args.system)]
@@ -90,10 +91,16 @@ async def _run(
     messages.append(Message(role="user", content=args.prompt))
     request = ChatRequest(messages=messages, max_tokens=args.max_tokens, json_schema=schema)
     streamed = not args.json and schema is None
+    # The reply goes out as it is to a pipe (it is the command's output); on a terminal
+    # its control characters are shown, not obeyed (an ESC in a reply: app/shown.py).
+    on_terminal = sys.stdout.isatty()
+
+    def shown(text: str) -> str:
+        return clean(text) if on_terminal else text
 
     async def on_delta(delta: Delta) -> None:
         if streamed and delta.text:
-            sys.stdout.write(delta.text)
+            sys.stdout.write(shown(delta.text))
             sys.stdout.flush()
 
     async with open_session(
@@ -159,7 +166,7 @@ async def _run(
         return 0 if failure is None else 1
 
     if result is not None and schema is not None:
-        sys.stdout.write(result.text + "\n")
+        sys.stdout.write(shown(result.text) + "\n")
     out.print()
     if result is not None:
         counted = " (counted locally)" if result.usage_counted_locally else ""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from app.router import approvals
 from app.router.approvals import ApprovalDecision, ApprovalRequest, Decider, DecisionKind
+from app.shown import clean
 
 if TYPE_CHECKING:
     from app.bus import Bus
@@ -70,7 +71,9 @@ class TerminalDecider:
             lines.append("  values  " + ", ".join(f"{k}={v}" for k, v in req.values.items()))
         if req.timeout_s:
             lines.append(f"  (denied automatically after {req.timeout_s:g}s)")
-        out.write("\n".join(lines) + "\n")
+        # What the human approves must read as it is: a reason's or a value's text cannot
+        # move the cursor or restyle the prompt (app/shown.py).
+        out.write("\n".join(clean(line, one_line=True) for line in lines) + "\n")
         for _ in range(self.max_tries):
             out.write(
                 "Approve? [y]es once / [a]lways this session / [N]o / [d]eny all, stay local: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -296,3 +297,23 @@ def test_a_schema_never_met_ends_after_the_documented_generations_with_one_repai
     out = capsys.readouterr().out
     assert rc == 1 and "Traceback" not in out
     assert "stopped: no answer fits the schema" in out
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_a_reply_is_shown_on_a_terminal_and_passed_as_it_is_to_a_pipe(
+    terminal: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # an ESC in a model's reply began an escape sequence on the reader's terminal
+    reply = "Use a loop.\x1b[2J\x1b]52;c;eA==\x07 Done."
+    vllm = fake_openai_factory("vllm", replies=[reply], models=["Qwen/Qwen2.5-Coder-7B-Instruct"])
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal)
+    assert main(["ask", "--role", "tutor", "how do I loop?"]) == 0
+    out = capsys.readouterr().out
+    if terminal:
+        assert "Use a loop.␛[2J␛]52;c;eA==␇ Done." in out and "\x1b[2J" not in out
+    else:
+        assert reply in out  # the command's output, for a pipe, byte for byte

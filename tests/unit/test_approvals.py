@@ -462,3 +462,15 @@ async def test_terminal_decider_answers(typed: str, decision: str, reason: str) 
         "60s",
     ):
         assert text in shown
+
+
+async def test_the_terminal_prompt_shows_control_characters_instead_of_obeying_them() -> None:
+    # what the human approves must read as it is: a reason's text cannot restyle it
+    out = io.StringIO()
+    req = make_req(timeout_s=60).model_copy(
+        update={"reasons": [{"code": "X", "note": "ok\x1b[8m hidden\nfake line"}]}
+    )
+    await TerminalDecider(stdin=FakeTTY("n\n"), out=out).decide(req)
+    shown = out.getvalue()
+    assert "X (note=ok␛[8m hidden⏎fake line)" in shown
+    assert "\x1b" not in shown
