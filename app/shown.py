@@ -22,9 +22,11 @@ for one, so a ``Text``'s styled spans stay where they were.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from rich.style import Style
-from rich.text import Span, Text
+if TYPE_CHECKING:  # Rich only where a Text is made: the CLI imports this at start-up
+    from rich.style import Style
+    from rich.text import Text
 
 #: C0 controls as control pictures (␀…␟), DEL as ␡, C1 controls as the replacement
 #: character (there are no pictures for them); tabs are left to Rich's tab expansion
@@ -75,6 +77,9 @@ def from_ansi(line: str, style: str | Style = "") -> Text:
     styles, every other escape sequence dropped (Rich's ANSI decoder), and hyperlinks
     kept as text only. A runner forced to colour (``pytest --color=yes``) shows its colours;
     nothing in the line reaches the terminal as a sequence."""
+    from rich.style import Style
+    from rich.text import Span, Text
+
     text = Text.from_ansi(line, style=style, end="", no_wrap=True)
     text.spans = [
         Span(span.start, span.end, span.style.update_link(None))

@@ -19,6 +19,7 @@ from app.evidence.bundle import (
     verify_bundle,
 )
 from app.evidence.read import audit_seal, gate_facts, read_cost, read_sidecars
+from app.shown import clean
 from app.workspace.git import NotAGitRepo, repo_root
 
 
@@ -244,7 +245,7 @@ def _show(args: argparse.Namespace) -> int:
     for f in data["files"]:
         digest = (f["sha256"] or "")[:12] or "—"
         out.append(f"    {f['size']:>10}  {digest:<12}  {f['name']}")
-    print("\n".join(out))
+    print(clean("\n".join(out)))  # the task, reasons and names come from outside
     return 0
 
 

@@ -21,6 +21,7 @@ from app.evidence.read import audit_seal
 from app.evidence.seal import sealed_hash
 from app.paths import ensure_dir
 from app.router.stores import database_url, open_audit, store_privacy
+from app.shown import clean
 from app.workspace.git import repo_root
 from app.workspace.merge import Confirm, MergeOutcome, MergePlan, merge_run
 
@@ -94,7 +95,9 @@ def _confirmer(args: argparse.Namespace) -> tuple[Confirm | None, str | None]:
 
     async def ask(plan: MergePlan) -> bool:
         out = sys.stderr if args.json else sys.stdout
-        print(_describe(plan), file=out)
+        # what the human confirms reads as it is: a model-written path or a verdict's
+        # words cannot move the cursor or restyle the prompt (app/shown.py)
+        print(clean(_describe(plan)), file=out)
         print("merge? [y/N] ", end="", file=out, flush=True)
         try:
             answer = await asyncio.to_thread(sys.stdin.readline)
@@ -141,9 +144,9 @@ def _render(args: argparse.Namespace, outcome: MergeOutcome) -> None:
     else:
         print(f"merge refused: run {outcome.run_id} (nothing was changed)", file=sys.stderr)
         for reason in outcome.reasons:
-            print(f"  {reason}", file=sys.stderr)
+            print(clean(f"  {reason}"), file=sys.stderr)
     for note in outcome.notes:
-        print(f"  note: {note}", file=sys.stderr)
+        print(clean(f"  note: {note}"), file=sys.stderr)
 
 
 __all__ = ["register"]

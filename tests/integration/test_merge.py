@@ -424,3 +424,19 @@ def test_end_to_end_worktree_sandbox_evidence_merge(
         check=False,
     )
     assert proc.returncode == 0, proc.stdout
+
+
+def test_a_refusals_reasons_are_shown_not_obeyed(capsys: pytest.CaptureFixture[str]) -> None:
+    # a reason quotes git's or a model's words: an ESC in one reached the terminal
+    import argparse
+
+    from app.cli.merge_cmd import _render
+    from app.workspace.merge import MergeOutcome
+
+    outcome = MergeOutcome(
+        run_id="r1", ok=False, reasons=["GIT: error in a\x1b[2Jb"], notes=["see\x1b]0;x\x07"]
+    )
+    _render(argparse.Namespace(json=False), outcome)
+    err = capsys.readouterr().err
+    assert "GIT: error in a␛[2Jb" in err and "note: see␛]0;x␇" in err
+    assert "\x1b" not in err and "\x07" not in err
