@@ -57,18 +57,19 @@ def clean(text: str, *, one_line: bool = False) -> str:
 def clean_line(line: Text) -> Text:
     """``line`` (one row) with its control characters shown, tabs kept for the caller to
     expand, in place: one character for one, so its spans keep their places."""
-    plain = line.plain
-    if _ROW_HAZARD.search(plain):
-        line.plain = plain.translate(_ROW)
-    return line
+    return _in_place(line, _ROW_HAZARD, _ROW)
 
 
 def clean_block(text: Text) -> Text:
     """``text`` (a block of lines, its newlines meant) with its other control characters
     shown, in place: one character for one, so its spans keep their places."""
-    whole = text.plain
-    if _BLOCK_HAZARD.search(whole):
-        text.plain = whole.translate(_BLOCK)
+    return _in_place(text, _BLOCK_HAZARD, _BLOCK)
+
+
+def _in_place(text: Text, hazard: re.Pattern[str], table: dict[int, int]) -> Text:
+    plain = text.plain
+    if hazard.search(plain):
+        text.plain = plain.translate(table)
     return text
 
 

@@ -42,6 +42,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,16 @@ CALL: dict[str, Any] = {
 }
 
 
+def timed(request: Callable[[], None], n: int) -> list[float]:
+    """The seconds each of ``n`` calls of ``request`` took."""
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        request()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 def line_row(fields: dict[str, Any], seq: int, prev: str, ts: str) -> tuple[Any, ...]:
     """One audit line as the product makes it (``app.audit.prepared``: the canonical text
     in one pass of the C encoder; ``looks_clean``: the secret scan every line gets; the
@@ -189,12 +200,7 @@ class Floor:
             self.checkpointer.poke()
 
     def timed(self, n: int) -> list[float]:
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            self.request()
-            out.append(time.perf_counter() - t0)
-        return out
+        return timed(self.request, n)
 
     def lines(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM audit_lines").fetchone()[0])
@@ -257,12 +263,7 @@ class JournalFloor:
         self.pending = (rid, 450_000)
 
     def timed(self, n: int) -> list[float]:
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            self.request()
-            out.append(time.perf_counter() - t0)
-        return out
+        return timed(self.request, n)
 
 
 def journal_records(path: Path) -> list[list[str]]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from rich.text import Text
 from textual.app import ComposeResult
 
-from app.shown import from_ansi
+from app.tui.safe import from_ansi
 from app.tui.widgets.lineview import LineView
 from app.tui.widgets.pane import Pane, style_of
 

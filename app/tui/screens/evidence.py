@@ -18,14 +18,13 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from app.evidence.bundle import RunInfo
-from app.shown import from_ansi
 from app.tui.core import CoreApp, MergeDone, RunLoaded, RunsListed, WorkFailed
 from app.tui.evidence_data import RunView
 from app.tui.panes.diff import render_file, split_files
 from app.tui.panes.escalations import format_line
 from app.tui.panes.plan import render_plan
 from app.tui.panes.tests import line_style_key
-from app.tui.safe import clean_block, plain
+from app.tui.safe import clean_block, from_ansi, plain
 from app.tui.widgets.lineview import LineView
 from app.tui.widgets.pane import style_of
 
