@@ -199,8 +199,11 @@ def one_lane(s0: Any, text: str) -> float:
     from app.stage0.engine import chunk_cost, ranked_rows
     from app.stage0.mmr import Candidate, mmr_select
 
-    t0 = time.perf_counter()
     index, cfg = s0.index, s0.config
+    # The index keeps its last query's scores, and the harness has just run query() with
+    # the same text: without this, the relevance would come from that cache, uncounted.
+    index._last = None
+    t0 = time.perf_counter()
     rel = index.relevance(text)
     own = index.own_relevance(text)  # what MMR weighs (the file lane orders the rows)
     rows = ranked_rows(rel, index.refs, cfg.prefilter)[: cfg.prefilter]

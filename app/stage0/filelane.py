@@ -191,7 +191,22 @@ class FileLane:
     def relevance(self, counts: QueryVector, chunk_tfidf: np.ndarray) -> np.ndarray:
         """Each file's score in [0, 1] (1: the best file), by file row, for a query's
         ``counts`` and its chunks' TF-IDF cosines."""
-        score = self.best_chunk(chunk_tfidf) + DEFINITIONS_SHARE * self.definitions_match(counts)
+        return self._scaled(self.best_chunk(chunk_tfidf), counts)
+
+    def relevance_at(
+        self, counts: QueryVector, files_at: np.ndarray, chunk_tfidf_at: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`relevance` from the chunks whose cosine is above zero alone (their files
+        ``files_at`` and cosines ``chunk_tfidf_at``): the same values, without a pass over
+        every chunk."""
+        import numpy as np
+
+        best = np.zeros(self.n_files)
+        np.maximum.at(best, files_at, chunk_tfidf_at)
+        return self._scaled(best, counts)
+
+    def _scaled(self, best_chunk: np.ndarray, counts: QueryVector) -> np.ndarray:
+        score = best_chunk + DEFINITIONS_SHARE * self.definitions_match(counts)
         top = float(score.max()) if len(score) else 0.0
         out: np.ndarray = score / top if top > 0 else score
         return out

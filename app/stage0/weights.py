@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -195,7 +195,11 @@ class SimilarityRows:
     product of the candidates' rows.
     """
 
-    def __init__(self, matrix: csr_matrix, rows: Sequence[int]) -> None:
+    def __init__(
+        self, matrix: csr_matrix, rows: Sequence[int], *, spread: np.ndarray | None = None
+    ) -> None:
+        """``spread``: a zero vector as long as a row, to use as scratch (it is zero again
+        after each row is read); one of its own when None."""
         import numpy as np
 
         # the rows' slices of the CSR arrays, gathered (what ``matrix[rows]`` gives, without
@@ -207,23 +211,49 @@ class SimilarityRows:
         np.cumsum(lengths, out=indptr[1:])
         take = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
         self.n = len(rows)
-        self._indptr = indptr
+        self._cols = int(matrix.shape[1])
         self._indices = matrix.indices[take]
+        self._indptr = indptr.astype(self._indices.dtype)
         self._data = np.asarray(matrix.data[take], dtype=np.float64)
-        # the picked rows as a matrix of their own: a row's cosines are one product with
-        # it (scipy's C loop, about 4x a numpy gather and bincount over every candidate)
-        self._rows = type(matrix)(
-            (self._data, self._indices, indptr), shape=(self.n, matrix.shape[1])
-        )
-        self._spread = np.zeros(matrix.shape[1])
+        self._spread = np.zeros(self._cols) if spread is None else spread
+        # A row's cosines are one product of the picked rows with it: scipy's C loop
+        # itself, about 4× a numpy gather and bincount over every candidate. Called
+        # directly: making a csr_matrix of these arrays costs ~250 µs of format checks,
+        # as much as MMR's whole loop. Without that private function, the public way.
+        self._matvec = _csr_matvec()
+        self._rows: Any = None
+        if self._matvec is None:
+            self._rows = type(matrix)(
+                (self._data, self._indices, self._indptr), shape=(self.n, self._cols)
+            )
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> np.ndarray:
+        import numpy as np
+
         lo, hi = int(self._indptr[i]), int(self._indptr[i + 1])
         cols = self._indices[lo:hi]
         self._spread[cols] = self._data[lo:hi]
-        out: np.ndarray = self._rows @ self._spread
-        self._spread[cols] = 0.0
+        try:
+            if self._rows is not None:
+                out: np.ndarray = self._rows @ self._spread
+            else:
+                out = np.zeros(self.n)
+                self._matvec(
+                    self.n, self._cols, self._indptr, self._indices, self._data, self._spread, out
+                )
+        finally:
+            self._spread[cols] = 0.0  # zero again, whatever happened: the scratch is shared
         return out
+
+
+@cache
+def _csr_matvec() -> Any:
+    """scipy's own CSR × vector loop (looked up on first use: scipy loads lazily)."""
+    try:
+        from scipy.sparse._sparsetools import csr_matvec
+    except ImportError:  # a scipy that moved it: SimilarityRows builds a matrix instead
+        return None
+    return csr_matvec

@@ -221,3 +221,103 @@ def test_a_test_does_not_define_what_it_exercises():
     assert not rows[2].any()  # nor does anything in a test file
     lane = index.files
     assert lane.definitions_match(index.query_counts("load cookie")).tolist() == [1.0, 0.0]
+
+
+def _whole_array_relevance(index: Index, query: str) -> tuple[np.ndarray, np.ndarray]:
+    """Relevance and own relevance summed over every row, as the index did before it
+    summed over the rows holding a query term alone: the values must be the same bits."""
+    from app.stage0.weights import field_parts, tfidf_query
+
+    counts = index.query_counts(query)
+    field = index.field
+    parts, raws = field_parts(
+        field, counts, index.weighting, 1.0, lambda: tfidf_query(field, counts)
+    )
+    own = np.zeros(len(index))
+    for part, raw in zip(parts, raws, strict=True):
+        own = own + part.scale * raw
+    lane = index.file_share if counts.nnz else 0.0
+    if not lane:
+        return own, own
+    cosines = field.scores(field.tfidf, tfidf_query(field, counts))
+    files = index.files
+    by_file = np.take(lane * files.relevance(counts, cosines), files.file_of_row) * (own > 0)
+    return own * (1.0 - lane) + by_file, own
+
+
+@pytest.mark.parametrize("weighting", ["tfidf", "bm25", "hybrid"])
+@pytest.mark.parametrize("share", [0.0, 0.8, 1.0])
+@pytest.mark.parametrize("query", [QUERY, "retry backoff", "alpha pool", "zebra quagga", ""])
+def test_relevance_over_the_matching_rows_alone_is_the_whole_arrays_to_the_bit(
+    weighting: str, share: float, query: str
+) -> None:
+    base = _index(CHUNKS, file_share=share)
+    index = Index(
+        base.refs, base.terms, base.text_counts, base.path_counts, weighting, file_share=share
+    )
+    relevance, own = _whole_array_relevance(index, query)
+    assert index.relevance(query).tolist() == relevance.tolist()
+    assert index.own_relevance(query).tolist() == own.tolist()
+    assert index.matched(query).tolist() == np.flatnonzero(relevance > 0).tolist()
+
+
+def test_a_files_relevance_from_its_matching_chunks_is_the_same_as_from_all():
+    index = _index(CHUNKS)
+    counts = index.query_counts(QUERY)
+    from app.stage0.weights import tfidf_query
+
+    field = index.field
+    cosines = field.scores(field.tfidf, tfidf_query(field, counts))
+    held = np.flatnonzero(cosines > 0)
+    lane = index.files
+    at = lane.relevance_at(counts, lane.file_of_row[held], cosines[held])
+    assert at.tolist() == lane.relevance(counts, cosines).tolist()
+    # and with rows not grouped by file
+    paths = [r.path for r in index.refs]
+    order = [4, 0, 6, 1, 7, 2, 5, 3, 9, 8]
+    shuffled = FileLane.build([paths[i] for i in order], index.definitions[order])
+    mixed = cosines[order]
+    held = np.flatnonzero(mixed > 0)
+    assert (
+        shuffled.relevance_at(counts, shuffled.file_of_row[held], mixed[held]).tolist()
+        == shuffled.relevance(counts, mixed).tolist()
+    )
+
+
+def test_similarity_rows_without_scipys_own_loop_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.stage0 import weights
+
+    index = _index(CHUNKS)
+    rows = [4, 0, 2, 9, 3]
+    quick = index.similarity_rows(rows)
+    assert quick._rows is None  # scipy's loop called directly
+    monkeypatch.setattr(weights, "_csr_matvec", lambda: None)
+    public = index.similarity_rows(rows)
+    assert public._rows is not None
+    for i in range(len(rows)):
+        assert quick[i].tolist() == public[i].tolist()
+
+
+def test_similarity_rows_share_one_scratch_per_thread_and_leave_it_zero() -> None:
+    import threading
+
+    index = _index(CHUNKS)
+    matrix = index.plain.tfidf
+    a, b = index.similarity_rows([4, 0, 2]), index.similarity_rows([9, 3, 0])
+    assert a._spread is b._spread
+    read = [a[0].tolist(), b[0].tolist(), a[2].tolist(), b[1].tolist()]
+    alone = [
+        SimilarityRows(matrix, [4, 0, 2])[0].tolist(),
+        SimilarityRows(matrix, [9, 3, 0])[0].tolist(),
+        SimilarityRows(matrix, [4, 0, 2])[2].tolist(),
+        SimilarityRows(matrix, [9, 3, 0])[1].tolist(),
+    ]
+    assert read == alone
+    assert not a._spread.any()
+    other: list[np.ndarray] = []
+    thread = threading.Thread(target=lambda: other.append(index.similarity_rows([1])._spread))
+    thread.start()
+    thread.join()
+    assert other[0] is not a._spread
