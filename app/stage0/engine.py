@@ -287,7 +287,6 @@ class Stage0:
         exclude: set[str],
         explain: bool,
     ) -> _Lane:
-
         cfg = self.config
         relevance = index.relevance(text)
         own = index.own_relevance(text)
