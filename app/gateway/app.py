@@ -364,7 +364,7 @@ async def _responses(state: _State, request: Request) -> Response:
                     "sequence_number": enc.seq,
                     "response": {
                         **enc._response("failed", None),
-                        "error": {"code": err.kind, "message": err.message},
+                        "error": {"code": err.code or err.kind, "message": err.message},
                     },
                 }
                 yield oai.sse(failed, "response.failed")

@@ -115,7 +115,9 @@ async def run_request(
             )
             if answer.value is None:
                 if answer.route_failed or answer.result is None:
-                    raise RouteFailed(answer.error or "no step could serve")
+                    raise RouteFailed(
+                        answer.error or "no step could serve", too_long=answer.too_long
+                    )
                 raise GatewayError(
                     502, "upstream", f"the reply does not fit the schema: {answer.error}"
                 )
@@ -168,6 +170,15 @@ def _finished(task: asyncio.Task[tuple[RoutedResult, Any]]) -> tuple[RoutedResul
     except RouteRefused as exc:
         raise GatewayError(403, "refused", str(exc)) from None
     except RouteFailed as exc:
+        if exc.too_long:
+            # Said as the providers say it ("prompt is too long", context_length_exceeded),
+            # so that a client shortens or compacts instead of retrying a 503 for a minute.
+            raise GatewayError(
+                400,
+                "invalid_request",
+                f"prompt is too long for every model that can serve it now: {exc}",
+                code="context_length_exceeded",
+            ) from None
         raise GatewayError(503, "unavailable", f"no model could serve the request: {exc}") from None
 
 

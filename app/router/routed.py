@@ -47,8 +47,25 @@ class RouteStaysLocal(SwitchyardError):
         super().__init__("; ".join(decision.notes) or "the router chose a local model")
 
 
+#: how a failure for the prompt's size starts in a route's ``failed`` map (``kind: detail``)
+TOO_LONG = "context_length"
+
+
+def too_long(failed: dict[str, str]) -> bool:
+    """Every failure so far was a model refusing the prompt for its size."""
+    return all(why.startswith(f"{TOO_LONG}:") for why in failed.values())
+
+
 class RouteFailed(SwitchyardError):
-    """Every step that could serve failed; the last error is attached."""
+    """Every step that could serve failed; the last error is attached.
+
+    ``too_long``: each model tried refused the prompt for its size. Asking again will
+    not help, so a client is told to shorten the prompt rather than to retry.
+    """
+
+    def __init__(self, message: str, *, too_long: bool = False) -> None:
+        super().__init__(message)
+        self.too_long = too_long
 
 
 class BackendResolver(Protocol):

@@ -31,6 +31,7 @@ from app.router.recorded import record_inputs
 from app.router.retry import HealthBook, rule_for
 from app.router.routed import (
     RUNTIME_LABEL,
+    TOO_LONG,
     BackendResolver,
     DeltaHook,
     RoutedResult,
@@ -40,6 +41,7 @@ from app.router.routed import (
     Write,
     request_tokens,
     skip_text,
+    too_long,
 )
 from app.router.types import Decision, RouterState, Signals
 
@@ -241,12 +243,15 @@ class Router:
                 last_error = exc
                 assert d.runtime is not None
                 if d.runtime == "llamacpp_inprocess":
-                    raise RouteFailed(f"{d.target} in-process failed: {exc}") from None
+                    raise RouteFailed(
+                        f"{d.target} in-process failed: {exc}",
+                        too_long=exc.kind == "context_length" and too_long(failed),
+                    ) from None
                 key = f"runtime:{d.runtime}"
                 where = RUNTIME_LABEL[d.runtime]
                 if exc.kind == "context_length":
                     # the prompt, not the server: skip it for this request only
-                    failed[key] = "context length exceeded"
+                    failed[key] = f"{TOO_LONG}: the prompt exceeds its window"
                     await write(
                         "degradation",
                         from_=f"{d.target}@{d.runtime}",
@@ -270,7 +275,10 @@ class Router:
                 continue
             result.audit = lines
             return result
-        raise RouteFailed(f"{role}: no step could serve the request ({last_error})")
+        raise RouteFailed(
+            f"{role}: no step could serve the request ({last_error})",
+            too_long=bool(failed) and too_long(failed),
+        )
 
     async def call(
         self, d: Decision, request: ChatRequest, write: Write, on_delta: DeltaHook | None

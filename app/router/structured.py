@@ -74,6 +74,8 @@ class Answer(Generic[T]):
     calls: int = 0
     #: no step could serve (RouteFailed), as opposed to a reply that did not fit
     route_failed: bool = False
+    #: ... because the prompt was too long for each of them (RouteFailed.too_long)
+    too_long: bool = False
     #: the reply as the model wrote it (the last one)
     text: str = ""
     #: every problem found, reply by reply (empty when the first reply fitted)
@@ -232,7 +234,7 @@ async def complete_structured(
             role, request, signals, run=run, on_delta=on_delta, cloud_only=cloud_only
         )
     except RouteFailed as exc:
-        return Answer(None, None, str(exc), calls=0, route_failed=True)
+        return Answer(None, None, str(exc), calls=0, route_failed=True, too_long=exc.too_long)
     value, found = _judge(parse, first)
     if not found:
         return Answer(value, first, calls=1, text=first.text)

@@ -14,7 +14,7 @@ from app.clock import ManualClock
 from app.policy.schema import Policy
 from app.router.approvals import AllowDecider, ApprovalBroker, DenyDecider
 from app.router.ledger import BudgetLedger
-from app.router.service import Router, RouteRefused
+from app.router.service import RouteFailed, Router, RouteRefused
 from app.router.types import Signals
 
 
@@ -247,6 +247,59 @@ async def test_local_runtime_failure_marks_it_down_and_falls_back(
     again = await router.complete("architect", REQ)
     assert again.runtime == "llamacpp_server"
     assert resolver.made[("qwen3-14b", "vllm")].calls == 1
+    await audit.close()
+    await ledger.close()
+
+
+def _too_long(model: str) -> BackendError:
+    return BackendError("context_length", f"{model}: prompt is 9000 tokens; the window is 8192")
+
+
+@pytest.mark.parametrize(
+    ("vllm", "server", "inprocess", "too_long"),
+    [
+        # every local runtime refused the prompt for its size: shorten it, do not retry
+        ("too long", "too long", "too long", True),
+        # a server that failed is marked down for its cooldown: a retry would skip it and
+        # meet the same small window, so it is still the prompt to change
+        ("too long", "down", "too long", True),
+        ("too long", "too long", "broken", False),  # the last one broke: a retry may do
+    ],
+)
+async def test_a_prompt_too_long_for_every_model_tried_is_said_so(
+    tmp_path: Path, policy: Policy, vllm: str, server: str, inprocess: str, too_long: bool
+) -> None:
+    def step(model: str, how: str) -> BackendError:
+        if how == "too long":
+            return _too_long(model)
+        return BackendError("connect" if how == "down" else "server_error", f"{model}: {how}")
+
+    resolver = Resolver(up=ALL_UP)
+    resolver.scripts[("qwen3-14b", "vllm")] = [step("qwen3-14b", vllm)]
+    resolver.scripts[("qwen3-14b", "llamacpp_server")] = [step("qwen3-14b", server)]
+    resolver.scripts[("smollm2-135m", "llamacpp_inprocess")] = [step("smollm2", inprocess)]
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    with pytest.raises(RouteFailed) as failed:
+        await router.complete("architect", REQ)
+    assert failed.value.too_long is too_long
+    assert all(made.calls == 1 for made in resolver.made.values())
+    await audit.close()
+    await ledger.close()
+
+
+async def test_a_cloud_step_that_failed_otherwise_keeps_the_failure_retryable(
+    tmp_path: Path, policy: Policy
+) -> None:
+    chain = policy.chain("architect")
+    resolver = Resolver(up={"llamacpp_inprocess"}, unavailable={m: "no key" for m in chain[1:]})
+    broken = BackendError("server_error", "503", status=503)
+    resolver.scripts[(chain[0], "cloud")] = [broken] * 5
+    resolver.scripts[("smollm2-135m", "llamacpp_inprocess")] = [_too_long("smollm2")]
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    with pytest.raises(RouteFailed) as failed:
+        await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert resolver.made[(chain[0], "cloud")].calls >= 1
+    assert failed.value.too_long is False
     await audit.close()
     await ledger.close()
 
