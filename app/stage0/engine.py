@@ -78,30 +78,23 @@ def _location_tokens(path: str, start: int, end: int) -> int:
     return count_text(f"{path}:{start}-{end}")
 
 
-def ranked_rows(
-    relevance: np.ndarray,
-    refs: Sequence[ChunkRef],
-    limit: int,
-    matched: np.ndarray | None = None,
-) -> list[int]:
+def ranked_rows(relevance: np.ndarray, refs: Sequence[ChunkRef], limit: int) -> list[int]:
     """Rows with relevance > 0, best first (ties by path, line), the first ``limit``
-    plus every row tied with the last of them (so the cut never depends on sort order).
-    ``matched``: those rows, ascending, when known (:meth:`Index.matched`)."""
-    return _ranked(relevance, refs, limit, matched)[0]
+    plus every row tied with the last of them (so the cut never depends on sort order)."""
+    import numpy as np
+
+    matched = np.flatnonzero(relevance > 0)
+    return _ranked(matched, relevance[matched], refs, limit)[0]
 
 
 def _ranked(
-    relevance: np.ndarray,
-    refs: Sequence[ChunkRef],
-    limit: int,
-    matched: np.ndarray | None = None,
+    matched: np.ndarray, relevance: np.ndarray, refs: Sequence[ChunkRef], limit: int
 ) -> tuple[list[int], dict[int, tuple[str, int, int, str]]]:
-    """:func:`ranked_rows`, and the rows' sort keys (path, lines, id)."""
+    """:func:`ranked_rows` from the rows above zero (ascending) and their relevance, and
+    the rows' sort keys (path, lines, id)."""
     import numpy as np
 
-    if matched is None:
-        matched = np.flatnonzero(relevance > 0)
-    rounded = np.round(relevance[matched], 12)
+    rounded = np.round(relevance, 12)
     if len(matched) > limit:
         cut = np.partition(rounded, len(rounded) - limit)[len(rounded) - limit]
         kept = rounded >= cut
@@ -117,7 +110,6 @@ def _ranked(
 class _Lane:
     index: Index
     rows: list[int]  # candidate rows, relevance order
-    relevance: np.ndarray
     selection: Selection
     explain: LaneExplain | None
 
@@ -287,27 +279,28 @@ class Stage0:
         exclude: set[str],
         explain: bool,
     ) -> _Lane:
+        import numpy as np
+
         cfg = self.config
-        relevance = index.relevance(text)
-        own = index.own_relevance(text)
-        above = index.matched(text)
+        above, relevance, own_above = index.matched(text)
         matched = len(above)
         want = cfg.prefilter + len(exclude) + (explain_mod.BELOW_PREFILTER_SHOWN if explain else 0)
         refs = index.refs
-        in_order, ties = _ranked(relevance, refs, want, above)
+        in_order, ties = _ranked(above, relevance, refs, want)
         ranked = [r for r in in_order if refs[r].id not in exclude] if exclude else in_order
         rows, below = ranked[: cfg.prefilter], ranked[cfg.prefilter :]
         costs = index.costs
         for r in rows:
             if r not in costs:
                 costs[r] = chunk_cost(refs[r])
-        candidates = [
-            Candidate(v, costs[r], ties[r]) for r, v in zip(rows, own[rows].tolist(), strict=True)
-        ]
+        # each candidate's own relevance (MMR weighs it), found among the rows above zero
+        own = own_above[np.searchsorted(above, rows)].tolist() if rows else []
+        candidates = [Candidate(v, costs[r], ties[r]) for r, v in zip(rows, own, strict=True)]
         sim = index.similarity_rows(rows)
         selection = mmr_select(candidates, sim, lam=cfg.mmr_lambda, k=k, budget=budget)
         info = None
         if explain:
+            own_of = index.own_relevance(text)  # of the rows below the pre-filter too
             shown: list[tuple[int, Outcome | None, int]] = [
                 (row, selection.outcomes[i], candidates[i].cost) for i, row in enumerate(rows)
             ]
@@ -323,7 +316,7 @@ class Stage0:
                     lane,
                     rank=rank,
                     outcome=outcome,
-                    relevance=float(own[row]),
+                    relevance=float(own_of[row]),
                     cost=cost,
                     k=k,
                     prefilter=cfg.prefilter,
@@ -341,7 +334,7 @@ class Stage0:
                 used=selection.used,
                 entries=entries,
             )
-        return _Lane(index, rows, relevance, selection, info)
+        return _Lane(index, rows, selection, info)
 
     def _selected(self, lane: _Lane, name: Lane) -> list[SelectedChunk]:
         rows = [lane.rows[i] for i in lane.selection.picked]

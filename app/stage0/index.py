@@ -218,17 +218,43 @@ class SortedVocab(Mapping[str, int]):
 
 @dataclass(frozen=True)
 class _Scored:
+    """A query's scores, kept for the rows holding one of its terms (every other row
+    scores 0); the arrays over every row are made when first asked for."""
+
     parts: tuple[Part, ...]  # of the chunks' own relevance
-    relevance: np.ndarray
-    own: np.ndarray  # each chunk's own relevance in [0, 1], without the file lane
     lane: float  # the file lane's share
-    held: np.ndarray  # the rows holding a query term (ascending): the others score 0
-    by_file_held: np.ndarray | None  # the file lane's share of those rows' relevance
+    n: int  # rows in the index
+    held: np.ndarray  # the rows holding a query term (ascending)
+    own_held: np.ndarray  # their own relevance in [0, 1], without the file lane
+    relevance_held: np.ndarray  # their relevance
+    by_file_held: np.ndarray | None  # the file lane's share of their relevance
+
+    @cached_property
+    def relevance(self) -> np.ndarray:
+        return self._spread(self.relevance_held)
+
+    @cached_property
+    def own(self) -> np.ndarray:
+        """Each chunk's own relevance in [0, 1], without the file lane."""
+        return self._spread(self.own_held)
+
+    def _spread(self, held_values: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        out = np.zeros(self.n)
+        out[self.held] = held_values
+        return out
+
+    @cached_property
+    def above(self) -> np.ndarray:
+        """Of the held rows, those whose relevance is above zero (a boolean mask)."""
+        out: np.ndarray = self.relevance_held > 0
+        return out
 
     @cached_property
     def matched(self) -> np.ndarray:
         """The rows whose relevance is above zero, ascending."""
-        out: np.ndarray = self.held[self.relevance[self.held] > 0]
+        out: np.ndarray = self.held[self.above]
         return out
 
     def by_file(self, row: int) -> float:
@@ -367,13 +393,7 @@ class Index:
             by_file_held *= own_held > 0  # a chunk matching nothing stays out
             relevance_held = own_held * (1.0 - lane)
             relevance_held += by_file_held
-        own = np.zeros(n)
-        own[held] = own_held
-        relevance = own
-        if by_file_held is not None:
-            relevance = np.zeros(n)
-            relevance[held] = relevance_held
-        scored = _Scored(tuple(own_parts), relevance, own, lane, held, by_file_held)
+        scored = _Scored(tuple(own_parts), lane, n, held, own_held, relevance_held, by_file_held)
         self._last = (text, scored)
         return scored
 
@@ -385,13 +405,17 @@ class Index:
             return np.zeros(0)
         return self._score(text).relevance
 
-    def matched(self, text: str) -> np.ndarray:
-        """The rows whose :meth:`relevance` to ``text`` is above zero, ascending."""
+    def matched(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows whose :meth:`relevance` to ``text`` is above zero (ascending), with
+        their relevance and their own relevance: a query's ranking needs nothing else,
+        and no array over every row."""
         import numpy as np
 
         if not len(self.refs):
-            return np.zeros(0, dtype=np.intp)
-        return self._score(text).matched
+            return np.zeros(0, dtype=np.intp), np.zeros(0), np.zeros(0)
+        scored = self._score(text)
+        above = scored.above
+        return scored.matched, scored.relevance_held[above], scored.own_held[above]
 
     def own_relevance(self, text: str) -> np.ndarray:
         """Each chunk's relevance to ``text`` without the file lane, in [0, 1]: what MMR

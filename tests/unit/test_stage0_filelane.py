@@ -258,7 +258,10 @@ def test_relevance_over_the_matching_rows_alone_is_the_whole_arrays_to_the_bit(
     relevance, own = _whole_array_relevance(index, query)
     assert index.relevance(query).tolist() == relevance.tolist()
     assert index.own_relevance(query).tolist() == own.tolist()
-    assert index.matched(query).tolist() == np.flatnonzero(relevance > 0).tolist()
+    rows, at_rows, own_at_rows = index.matched(query)
+    assert rows.tolist() == np.flatnonzero(relevance > 0).tolist()
+    assert at_rows.tolist() == relevance[rows].tolist()
+    assert own_at_rows.tolist() == own[rows].tolist()
 
 
 def test_a_files_relevance_from_its_matching_chunks_is_the_same_as_from_all():
