@@ -177,8 +177,11 @@ def render(d: Decision, state: RouterState, key_notes: dict[str, str]) -> None:
         )
         if d.local.condense:
             out.print(
-                "  [cyan]note[/]      the prompt exceeds every local window: the Librarian "
-                "condenses it locally (map, then reduce) before this model reads it"
+                "  [cyan]note[/]      the prompt exceeds every local window, so the first "
+                "healthy one is tried: a pipeline run (`run`, the editor agent's pipeline "
+                "mode) has the Librarian condense its brief to fit (map, then reduce); a "
+                "gateway or `ask` request this long fails as too long (the gateway says "
+                "'prompt is too long', so the client compacts)"
             )
     for s in d.skipped:
         # a runtime's probe can answer with any words: never markup

@@ -133,7 +133,8 @@ def local_target(
             model=model_id, runtime=runtime_id, context_window=window, substituted_for=sub
         ), skips
     # Nothing local fits the prompt: never a reason to leave the machine. The first healthy
-    # runtime serves, after the Librarian condenses the context to fit its window.
+    # runtime is tried (the estimate may be high); a prompt over its window then fails as
+    # too long (RouteFailed.too_long). ``run`` condenses its brief to fit before routing.
     for skip in skips:
         if skip.reason == "context_too_small":
             sub = None if skip is skips[0] else f"{skips[0].model} on {skips[0].runtime}"

@@ -107,7 +107,8 @@ class LocalTarget(Frozen):
     context_window: int
     #: set when the role's own model/runtime could not serve (GR-005 must say so)
     substituted_for: str | None = None
-    #: the prompt exceeds this window: the Librarian condenses it (map, then reduce) first
+    #: the prompt exceeds every local window and this one is tried anyway: ``run``'s brief
+    #: is condensed by the Librarian to fit beforehand; other requests fail as too long
     condense: bool = False
 
 

@@ -294,6 +294,17 @@ def test_route_explain_cli_acceptance(capsys: pytest.CaptureFixture[str]) -> Non
     assert "CV_NOT_LLM_ROLE" in capsys.readouterr().out
 
 
+def test_route_explain_says_what_happens_to_a_prompt_over_every_local_window(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["route", "explain", "--role", "implementer", "--signal", "context_estimate=50000"]
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    # nothing condenses a gateway request: the note says so, as the gateway answers it
+    assert "exceeds every local window" in out and "fails as too long" in out
+    assert "before this model reads it" not in out
+
+
 def _exit_code(argv: list[str]) -> int:
     try:
         return main(argv)
