@@ -246,6 +246,32 @@ async def _collect(events: AsyncIterator[Delta | KeepAlive | Done]) -> Done:
     raise GatewayError(502, "upstream", "the request ended without a result")
 
 
+async def _started(
+    events: AsyncIterator[Delta | KeepAlive | Done],
+) -> AsyncIterator[Delta | KeepAlive | Done]:
+    """``events`` with its first event already awaited, before the response starts.
+
+    A request that fails before any output (a prompt too long for every model, a refusal,
+    nothing up) then gets its own HTTP status and error body, as the providers send them,
+    instead of a 200 and an error inside the stream, which clients read as a broken
+    connection and retry. The wait is bounded: the first event is a delta, the end, or
+    the keep-alive (the policy's ``gateway.keepalive_s``).
+    """
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        first = None
+
+    async def resumed() -> AsyncIterator[Delta | KeepAlive | Done]:
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            if first is not None:
+                yield first
+            async for event in events:
+                yield event
+
+    return resumed()
+
+
 def _structured_text(done: Done) -> str:
     """A structured reply is released whole, once it validated (GR-012)."""
     return done.result.text if done.value is not None else ""
@@ -264,6 +290,11 @@ async def _chat(state: _State, request: Request) -> Response:
             raise
         _served(state, rid, inbound, role, client, done, 200, "ok", t0)
         return JSONResponse(oai.chat_completion(completion_id, inbound.model, done.result))
+    try:
+        events = await _started(events)
+    except GatewayError as err:
+        _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
+        raise
     enc = oai.ChatStream(completion_id, inbound.model, include_usage=inbound.include_usage)
 
     async def body() -> AsyncIterator[bytes]:
@@ -333,6 +364,11 @@ async def _responses(state: _State, request: Request) -> Response:
             namespaces=inbound.extra.get("namespaces"),
         )
         return JSONResponse(body)
+    try:
+        events = await _started(events)
+    except GatewayError as err:
+        _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
+        raise
     enc = oai.ResponsesStream(
         response_id,
         inbound.model,
@@ -385,6 +421,11 @@ async def _messages(state: _State, request: Request) -> Response:
             raise
         _served(state, rid, inbound, role, client, done, 200, "ok", t0)
         return JSONResponse(ant.message_object(message_id, inbound.model, done.result))
+    try:
+        events = await _started(events)
+    except GatewayError as err:
+        _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
+        raise
     prompt = count_messages(m.content for m in inbound.request.messages)
     enc = ant.MessagesStream(message_id, inbound.model, prompt)
 

@@ -23,7 +23,16 @@ from app.router.approvals import TIMEOUT, ApprovalRequest
 from app.router.calling import mask_request
 from app.router.cost import cost_usd
 from app.router.retry import rule_for
-from app.router.routed import DeltaHook, RoutedResult, Write, call_values, input_hash, routed
+from app.router.routed import (
+    OVER_BUDGET,
+    UNAVAILABLE,
+    DeltaHook,
+    RoutedResult,
+    Write,
+    call_values,
+    input_hash,
+    routed,
+)
 from app.router.types import Decision
 
 if TYPE_CHECKING:
@@ -85,7 +94,7 @@ async def escalate(
             # Nobody is asked to approve a call that cannot be made (no key): the skip is
             # audited and the chain moves on (a prompt here would be a wasted keypress,
             # and in an editor a dialog for nothing).
-            failed[d.target] = missing
+            failed[d.target] = f"{UNAVAILABLE}: {missing}"
             await write(
                 "skip",
                 to=d.target,
@@ -139,7 +148,7 @@ async def serve_cloud(
     assert d.target is not None and d.provider is not None
     missing = router.backends.unavailable().get(d.target)
     if missing is not None:
-        failed[d.target] = missing
+        failed[d.target] = f"{UNAVAILABLE}: {missing}"
         await write(
             "skip",
             to=d.target,
@@ -165,7 +174,7 @@ async def serve_cloud(
             values={"est_cost_usd": d.est_cost_usd},
             detail=str(exc),
         )
-        failed[d.target] = f"budget: {exc}"
+        failed[d.target] = f"{OVER_BUDGET}: {exc}"
         return None
     outgoing, masked = mask_request(request)
     try:

@@ -47,13 +47,24 @@ class RouteStaysLocal(SwitchyardError):
         super().__init__("; ".join(decision.notes) or "the router chose a local model")
 
 
-#: how a failure for the prompt's size starts in a route's ``failed`` map (``kind: detail``)
+#: A route's ``failed`` map says why each step did not serve as ``kind: detail``. These
+#: kinds: a model refused the prompt for its size; a cloud model cannot be called at all
+#: (no key) or not within the budget, which no retry soon changes.
 TOO_LONG = "context_length"
+UNAVAILABLE = "unavailable"
+OVER_BUDGET = "budget"
 
 
-def too_long(failed: dict[str, str]) -> bool:
-    """Every failure so far was a model refusing the prompt for its size."""
-    return all(why.startswith(f"{TOO_LONG}:") for why in failed.values())
+def too_long(failed: dict[str, str], last: str | None = None) -> bool:
+    """The route failed for the prompt's size: some model refused it for its size (``last``:
+    the error kind of the failure at hand, not yet in ``failed``), and every other step
+    that failed cannot serve for a lasting reason. A step that failed otherwise (a 500, a
+    time-out) might serve a retry. A local runtime that failed is marked down instead (its
+    cooldown would keep a retry off it too), so it is not in ``failed``."""
+    kinds = [why.partition(":")[0] for why in failed.values()]
+    if last is not None:
+        kinds.append(last)
+    return TOO_LONG in kinds and all(k in (TOO_LONG, UNAVAILABLE, OVER_BUDGET) for k in kinds)
 
 
 class RouteFailed(SwitchyardError):

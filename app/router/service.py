@@ -245,7 +245,7 @@ class Router:
                 if d.runtime == "llamacpp_inprocess":
                     raise RouteFailed(
                         f"{d.target} in-process failed: {exc}",
-                        too_long=exc.kind == "context_length" and too_long(failed),
+                        too_long=too_long(failed, exc.kind),
                     ) from None
                 key = f"runtime:{d.runtime}"
                 where = RUNTIME_LABEL[d.runtime]
@@ -277,7 +277,7 @@ class Router:
             return result
         raise RouteFailed(
             f"{role}: no step could serve the request ({last_error})",
-            too_long=bool(failed) and too_long(failed),
+            too_long=too_long(failed),
         )
 
     async def call(

@@ -446,38 +446,40 @@ def test_a_prompt_too_long_for_every_model_is_a_400_to_shorten_not_a_503_to_retr
     gw: Gateway,
 ) -> None:
     """vLLM's fake refuses the prompt for its size and the real embedded model counts it
-    past its 8192 tokens: each protocol gets its own 'too long' (Codex and Claude Code then
-    stop and say so; on a 503 they retried for a minute and blamed the server)."""
-    gw.vllm.fail_next("context_length", 4, path="/v1/chat/completions")
+    past its 8192 tokens: each protocol gets its own 'too long', streamed or not, as an
+    HTTP 400 before any output (Codex and Claude Code then stop and say so; on a 503 they
+    retried for a minute and blamed the server)."""
+    gw.vllm.fail_next("context_length", 6, path="/v1/chat/completions")
     long = "tokens " * 9_000
-    with pytest.raises(openai.BadRequestError) as chat:
-        gw.openai.chat.completions.create(
-            model="architect", messages=[{"role": "user", "content": long}]
-        )
-    assert chat.value.code == "context_length_exceeded"
-    assert "prompt is too long" in chat.value.message and "the window is 8192" in chat.value.message
+    asked = [{"role": "user", "content": long}]
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as chat:
+            gw.openai.chat.completions.create(model="architect", messages=asked, stream=stream)  # type: ignore[call-overload]
+        assert chat.value.code == "context_length_exceeded"
+        assert "prompt is too long" in chat.value.message
+        assert "the window is 8192" in chat.value.message
     schema = {"type": "object", "properties": {"goal": {"type": "string"}}}
     with pytest.raises(openai.BadRequestError) as structured:  # the structured owner's path
         gw.openai.chat.completions.create(
             model="architect",
-            messages=[{"role": "user", "content": long}],
+            messages=asked,  # type: ignore[arg-type]
             response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}},
         )
     assert structured.value.code == "context_length_exceeded"
-    with httpx.Client(base_url=gw.url, timeout=60) as http:
-        body = {"model": "architect", "input": long, "stream": True}
-        with http.stream("POST", "/v1/responses", json=body) as stream:
-            events = [
-                json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")
-            ]
-    assert events[-1]["type"] == "response.failed"
-    assert events[-1]["response"]["error"]["code"] == "context_length_exceeded"
-    with pytest.raises(anthropic.BadRequestError) as messages:
-        gw.anthropic.messages.create(
-            model="architect", max_tokens=10, messages=[{"role": "user", "content": long}]
-        )
-    assert messages.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
-    assert messages.value.body["error"]["message"].startswith("prompt is too long")  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as responses:  # Codex's stream
+        gw.openai.responses.create(model="architect", input=long, stream=True)
+    assert responses.value.code == "context_length_exceeded"
+    for stream in (False, True):
+        with pytest.raises(anthropic.BadRequestError) as messages:
+            gw.anthropic.messages.create(
+                model="architect",
+                max_tokens=10,
+                messages=asked,  # type: ignore[arg-type]
+                stream=stream,  # type: ignore[call-overload]
+            )
+        error = messages.value.body["error"]  # type: ignore[index]
+        assert error["type"] == "invalid_request_error"
+        assert error["message"].startswith("prompt is too long")
     failed = [ln for ln in lines_of("request") if "GATEWAY_FAILED" in ln["reason_codes"]]
-    assert [ln["values"]["status"] for ln in failed] == [400, 400, 400, 400]
-    assert len(gw.vllm.chat_requests) == 4
+    assert [ln["values"]["status"] for ln in failed] == [400] * 6
+    assert len(gw.vllm.chat_requests) == 6

@@ -143,3 +143,33 @@ async def test_an_anthropic_stream_held_and_denied_pings_then_is_served_locally(
     assert len(pings) >= 3 and set(pings) == {"ping"}
     assert events[-1] == "message_stop"
     assert cloud.chat_requests == [] and vllm.chat_requests
+
+
+async def test_a_stream_that_fails_after_it_started_says_so_inside_the_stream(
+    tmp_path: Path,
+    monkeypatch: Any,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
+) -> None:
+    """Held for an approval, the stream has started (keep-alives, status 200) when the
+    prompt turns out too long for the cloud, vLLM and the embedded model: the failure is
+    an error event in the stream, with the same code a 400 before the start would carry."""
+    cloud = fake_openai_factory("openai", default_reply="from the cloud")
+    cloud.fail_next("context_length", 1, path="/v1/chat/completions")
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="from vLLM")
+    vllm.fail_next("context_length", 1, path="/v1/chat/completions")
+    body = {
+        "model": "architect+escalate",
+        "stream": True,
+        "messages": [{"role": "user", "content": "tokens " * 9_000}],
+    }
+    lines = await _held(
+        tmp_path, monkeypatch, cloud, vllm, fake_anthropic_factory(), "allow_once",
+        "/v1/chat/completions", body,
+    )  # fmt: skip
+    assert lines[0].startswith(": keep-alive")
+    data = [json.loads(ln[6:]) for ln in lines if ln.startswith("data: {")]
+    assert data[-1]["error"]["code"] == "context_length_exceeded", data[-1]
+    assert "prompt is too long" in data[-1]["error"]["message"]
+    assert lines[-1] == "data: [DONE]"
+    assert len(cloud.chat_requests) == 1 and len(vllm.chat_requests) == 1

@@ -304,6 +304,20 @@ async def test_a_cloud_step_that_failed_otherwise_keeps_the_failure_retryable(
     await ledger.close()
 
 
+async def test_cloud_steps_without_a_key_do_not_hide_that_the_prompt_is_too_long(
+    tmp_path: Path, policy: Policy
+) -> None:
+    missing = {m: "no key" for m in policy.chain("architect")}
+    resolver = Resolver(up={"llamacpp_inprocess"}, unavailable=missing)
+    resolver.scripts[("smollm2-135m", "llamacpp_inprocess")] = [_too_long("smollm2")]
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    with pytest.raises(RouteFailed) as failed:
+        await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert failed.value.too_long is True  # no retry gives a key: it is the prompt to change
+    await audit.close()
+    await ledger.close()
+
+
 async def test_local_only_never_calls_a_cloud_backend(tmp_path: Path, policy: Policy) -> None:
     resolver = Resolver(up=ALL_UP)
     router, audit, ledger = await make_router(tmp_path, policy, resolver, local_only=True)
