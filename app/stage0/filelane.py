@@ -141,8 +141,6 @@ class FileLane:
 
     definitions: Field
     file_of_row: np.ndarray
-    #: first row of each file when rows are grouped by file (they are, in path order)
-    starts: np.ndarray | None
 
     @classmethod
     def build(cls, paths: Sequence[str], definitions: csr_matrix) -> FileLane:
@@ -152,34 +150,16 @@ class FileLane:
         from scipy.sparse import csr_matrix
 
         n = len(paths)
-        names, first, file_of_row = np.unique(
-            np.asarray(paths, dtype=object), return_index=True, return_inverse=True
-        )
+        names, file_of_row = np.unique(np.asarray(paths, dtype=object), return_inverse=True)
         file_of_row = np.asarray(file_of_row, dtype=np.int64).ravel()
         sum_rows = csr_matrix(
             (np.ones(n), (file_of_row, np.arange(n))), shape=(len(names), n), dtype="float64"
         )
-        grouped = n > 0 and bool(np.all(np.diff(file_of_row) >= 0))
-        return cls(
-            Field(sum_rows @ definitions),
-            file_of_row,
-            np.asarray(first, dtype=np.int64) if grouped else None,
-        )
+        return cls(Field(sum_rows @ definitions), file_of_row)
 
     @property
     def n_files(self) -> int:
         return int(self.definitions.counts.shape[0])
-
-    def best_chunk(self, chunk_scores: np.ndarray) -> np.ndarray:
-        """Each file's largest chunk score."""
-        import numpy as np
-
-        if self.starts is not None:
-            best: np.ndarray = np.maximum.reduceat(chunk_scores, self.starts)
-            return best
-        out = np.zeros(self.n_files)
-        np.maximum.at(out, self.file_of_row, chunk_scores)
-        return out
 
     def definitions_match(self, counts: QueryVector) -> np.ndarray:
         """Each file's definitions' BM25 for a query's ``counts``, over the best file's."""
@@ -188,25 +168,18 @@ class FileLane:
         top = float(raw.max()) if len(raw) else 0.0
         return raw / top if top > 0 else raw
 
-    def relevance(self, counts: QueryVector, chunk_tfidf: np.ndarray) -> np.ndarray:
-        """Each file's score in [0, 1] (1: the best file), by file row, for a query's
-        ``counts`` and its chunks' TF-IDF cosines."""
-        return self._scaled(self.best_chunk(chunk_tfidf), counts)
-
-    def relevance_at(
-        self, counts: QueryVector, files_at: np.ndarray, chunk_tfidf_at: np.ndarray
+    def relevance(
+        self, counts: QueryVector, files: np.ndarray, chunk_tfidf: np.ndarray
     ) -> np.ndarray:
-        """:meth:`relevance` from the chunks whose cosine is above zero alone (their files
-        ``files_at`` and cosines ``chunk_tfidf_at``): the same values, without a pass over
-        every chunk."""
+        """Each file's score in [0, 1] (1: the best file), by file row, for a query's
+        ``counts``: its best chunk's TF-IDF cosine plus its definitions' match. The chunks
+        are given by their files and cosines; those above zero suffice (a file with none
+        scores 0 there), so a query never passes over every chunk."""
         import numpy as np
 
         best = np.zeros(self.n_files)
-        np.maximum.at(best, files_at, chunk_tfidf_at)
-        return self._scaled(best, counts)
-
-    def _scaled(self, best_chunk: np.ndarray, counts: QueryVector) -> np.ndarray:
-        score = best_chunk + DEFINITIONS_SHARE * self.definitions_match(counts)
+        np.maximum.at(best, files, chunk_tfidf)
+        score = best + DEFINITIONS_SHARE * self.definitions_match(counts)
         top = float(score.max()) if len(score) else 0.0
         out: np.ndarray = score / top if top > 0 else score
         return out

@@ -388,7 +388,7 @@ class Index:
             )
             files = self.files
             files_held = files.file_of_row[held]
-            by_file = lane * files.relevance_at(counts, files_held, chunk_tfidf[held])
+            by_file = lane * files.relevance(counts, files_held, chunk_tfidf[held])
             by_file_held = by_file[files_held]
             by_file_held *= own_held > 0  # a chunk matching nothing stays out
             relevance_held = own_held * (1.0 - lane)

@@ -80,8 +80,13 @@ def test_a_file_scores_its_best_chunk_plus_its_definitions_over_the_best_file():
     lane = index.files
     defs = lane.definitions_match(counts)
     assert defs.max() == pytest.approx(1.0) and defs[lane.n_files - 2] == 0.0  # c.py
-    expected = lane.best_chunk(cosines) + DEFINITIONS_SHARE * defs
-    assert lane.relevance(counts, cosines) == pytest.approx(expected / expected.max())
+    best = [
+        max(c for c, f in zip(cosines, lane.file_of_row, strict=True) if f == file)
+        for file in range(lane.n_files)
+    ]
+    expected = np.array(best) + DEFINITIONS_SHARE * defs
+    got = lane.relevance(counts, lane.file_of_row, cosines)
+    assert got == pytest.approx(expected / expected.max())
 
 
 def test_a_file_that_defines_what_the_query_names_ranks_above_one_that_only_uses_it():
@@ -149,7 +154,7 @@ def test_a_query_with_no_known_word_scores_nothing():
 def test_a_files_definitions_are_the_names_its_chunks_define():
     index = _index(CHUNKS)
     lane = index.files
-    assert lane.n_files == 4 and lane.starts is not None
+    assert lane.n_files == 4 and bool(np.all(np.diff(lane.file_of_row) >= 0))  # path order
     b = lane.definitions.counts.getrow(1).toarray().ravel()
     col = index.vocab
     # retry_timeout() and helper(): the whole name and its parts; not its body's words
@@ -158,16 +163,18 @@ def test_a_files_definitions_are_the_names_its_chunks_define():
     assert lane.file_of_row.tolist() == [0, 0, 0, 0, 1, 1, 2, 3, 3, 3]
 
 
-def test_best_chunk_is_the_same_whether_rows_are_grouped_by_file_or_not():
+def test_a_files_best_chunk_is_the_same_whether_rows_are_grouped_by_file_or_not():
     index = _index(CHUNKS)
     paths = [r.path for r in index.refs]
     order = [4, 0, 6, 1, 7, 2, 5, 3, 9, 8]  # not grouped by file
     shuffled = FileLane.build([paths[i] for i in order], index.definitions[order])
-    assert shuffled.starts is None
+    assert not bool(np.all(np.diff(shuffled.file_of_row) >= 0))
     scores = np.array([0.1, 0.7, 0.3, 0.0, 0.5, 0.6, 0.2, 0.0, 0.4, 0.1])
-    grouped = index.files.best_chunk(scores)
-    assert grouped.tolist() == [0.7, 0.6, 0.2, 0.4]
-    assert shuffled.best_chunk(scores[order]).tolist() == grouped.tolist()
+    nothing = index.query_counts("zebra quagga")  # no definition matches: the best chunks
+    grouped = index.files.relevance(nothing, index.files.file_of_row, scores)
+    assert grouped.tolist() == pytest.approx([1.0, 0.6 / 0.7, 0.2 / 0.7, 0.4 / 0.7])
+    mixed = shuffled.relevance(nothing, shuffled.file_of_row, scores[order])
+    assert mixed.tolist() == grouped.tolist()
 
 
 def test_similarity_rows_are_the_rows_of_the_dense_similarity():
@@ -241,7 +248,8 @@ def _whole_array_relevance(index: Index, query: str) -> tuple[np.ndarray, np.nda
         return own, own
     cosines = field.scores(field.tfidf, tfidf_query(field, counts))
     files = index.files
-    by_file = np.take(lane * files.relevance(counts, cosines), files.file_of_row) * (own > 0)
+    every = lane * files.relevance(counts, files.file_of_row, cosines)  # every row, zeros too
+    by_file = np.take(every, files.file_of_row) * (own > 0)
     return own * (1.0 - lane) + by_file, own
 
 
@@ -273,8 +281,8 @@ def test_a_files_relevance_from_its_matching_chunks_is_the_same_as_from_all():
     cosines = field.scores(field.tfidf, tfidf_query(field, counts))
     held = np.flatnonzero(cosines > 0)
     lane = index.files
-    at = lane.relevance_at(counts, lane.file_of_row[held], cosines[held])
-    assert at.tolist() == lane.relevance(counts, cosines).tolist()
+    at = lane.relevance(counts, lane.file_of_row[held], cosines[held])
+    assert at.tolist() == lane.relevance(counts, lane.file_of_row, cosines).tolist()
     # and with rows not grouped by file
     paths = [r.path for r in index.refs]
     order = [4, 0, 6, 1, 7, 2, 5, 3, 9, 8]
@@ -282,8 +290,8 @@ def test_a_files_relevance_from_its_matching_chunks_is_the_same_as_from_all():
     mixed = cosines[order]
     held = np.flatnonzero(mixed > 0)
     assert (
-        shuffled.relevance_at(counts, shuffled.file_of_row[held], mixed[held]).tolist()
-        == shuffled.relevance(counts, mixed).tolist()
+        shuffled.relevance(counts, shuffled.file_of_row[held], mixed[held]).tolist()
+        == shuffled.relevance(counts, shuffled.file_of_row, mixed).tolist()
     )
 
 
