@@ -15,6 +15,7 @@ from typing import Any
 
 from app.cli.common import add_policy_arg, add_session_args, settings_from
 from app.errors import UsageError
+from app.heap import hold_startup_collections, release_startup_collections
 
 
 def register(sub: Any) -> None:
@@ -93,34 +94,44 @@ def run_tui(
     policy: Path | None = None,
     notice: str | None = None,
 ) -> int:
-    settings = settings_from(args)
-    from app.tui.app import SwitchyardApp
-    from app.tui.defaults import connect_default, pipeline_runner
-    from app.tui.themes import check_theme_name
+    # Importing Textual and drawing the first frame: the collector mostly waits until the
+    # session is on screen (app/heap.py, CoreApp.end_startup); put back however it ends.
+    hold_startup_collections()
+    try:
+        settings = settings_from(args)
+        from app.tui.app import SwitchyardApp
+        from app.tui.defaults import connect_default, pipeline_runner
+        from app.tui.themes import check_theme_name
 
-    theme = check_theme_name(args.theme or settings.theme)
-    _log_to_file(settings.data_dir / "logs" / "tui.log")
-    app = SwitchyardApp(
-        connect=connect_default(local_only=local_only, policy=policy),
-        runner=pipeline_runner(repo),
-        repo=repo,
-        theme=theme,
-        start_task=task,
-        start_notice=notice,
-    )
-    return app.run() or 0
+        theme = check_theme_name(args.theme or settings.theme)
+        _log_to_file(settings.data_dir / "logs" / "tui.log")
+        app = SwitchyardApp(
+            connect=connect_default(local_only=local_only, policy=policy),
+            runner=pipeline_runner(repo),
+            repo=repo,
+            theme=theme,
+            start_task=task,
+            start_notice=notice,
+        )
+        return app.run() or 0
+    finally:
+        release_startup_collections()
 
 
 def run_gateway_workbench(args: argparse.Namespace, settings: Any, policy: Any, config: Any) -> int:
     """``switchyard serve --tui``: the gateway as a worker of the workbench; its requests
     in the requests view, its escalations in the approval modal."""
-    from app.tui.gateway import bind_error
+    hold_startup_collections()  # as in run_tui
+    try:
+        from app.tui.gateway import bind_error
 
-    why = bind_error(args.host, args.port) if args.port else None
-    if why is not None:
-        raise UsageError(f"--port {args.port}: cannot listen on {args.host}:{args.port}: {why}")
-    _log_to_file(settings.data_dir / "logs" / "tui.log")
-    return gateway_app(args, settings, policy, config).run() or 0
+        why = bind_error(args.host, args.port) if args.port else None
+        if why is not None:
+            raise UsageError(f"--port {args.port}: cannot listen on {args.host}:{args.port}: {why}")
+        _log_to_file(settings.data_dir / "logs" / "tui.log")
+        return gateway_app(args, settings, policy, config).run() or 0
+    finally:
+        release_startup_collections()
 
 
 def gateway_app(args: argparse.Namespace, settings: Any, policy: Any, config: Any) -> Any:

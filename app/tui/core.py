@@ -24,6 +24,7 @@ from textual.message import Message
 from textual.message_pump import MessagePump
 from textual.worker import Worker, WorkerState
 
+from app import heap
 from app.clock import Clock, SystemClock
 from app.errors import SwitchyardError
 from app.pipeline.control import RunControl
@@ -182,6 +183,8 @@ class CoreApp(App[int]):
         self.gateway = gateway
         #: where the gateway listens, once it does (``http://host:port``)
         self.gateway_address: str | None = None
+        #: start-up's heap was frozen by :meth:`end_startup` (given back on unmount)
+        self._froze = False
 
     def notify(
         self,
@@ -231,12 +234,20 @@ class CoreApp(App[int]):
         if self.gateway is not None:
             self._serve_gateway(session, self.gateway)
 
+    def end_startup(self) -> None:
+        """The session is on screen (or failed to open): start-up's objects are frozen
+        and the collector's thresholds put back, if the command held them (app/heap.py)."""
+        if not self._froze and heap.end_startup():
+            self._froze = True
+
     async def on_unmount(self) -> None:
         # Workers were cancelled; let them unwind before the session's stores close.
         for worker in list(self.workers):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(worker.wait(), timeout=5)
         await self._stack.aclose()
+        if self._froze:
+            heap.thaw_heap()
 
     # ── the run ──────────────────────────────────────────────────────────────────────────
 

@@ -7,6 +7,7 @@ model (the bus's events, the audit log, the approvals broker load with the sessi
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 
 from textual.notifications import Notify
 
+from app import heap
 from app.bus import AuditAppended, Bus
 from app.clock import ManualClock
 from app.router.session import Session
@@ -106,3 +108,64 @@ async def test_a_task_given_at_start_runs_once_the_session_is_open(make_app: Any
         await settle(pilot)
         assert app.session is not None
         assert app.home.header.state not in ("opening session…", "error")
+
+
+async def test_start_up_ends_once_the_session_is_on_screen(
+    tmp_path: Path, clock: ManualClock, repo: Path
+) -> None:
+    """As `switchyard tui` runs it (app/heap.py): the collector is held until the session
+    is drawn, then start-up's heap is frozen and the thresholds put back; the app gives
+    the frozen heap back when it closes."""
+    from app.tui.app import SwitchyardApp
+
+    before = gc.get_threshold()
+    release = asyncio.Event()
+    real = scripted_connect(tmp_path / "data", clock)
+
+    @asynccontextmanager
+    async def slow(bus: Bus) -> AsyncIterator[Session]:
+        await release.wait()
+        async with real(bus) as session:
+            yield session
+
+    heap.hold_startup_collections()
+    try:
+        app = SwitchyardApp(connect=slow, runner=ScriptedRun(clock), repo=repo, clock=clock)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot)
+            assert gc.get_threshold()[0] == heap.STARTUP_THRESHOLD, "held while it opens"
+            assert gc.get_freeze_count() == 0
+            release.set()
+            await until(pilot, lambda: app.home.header.session, what="the session on screen")
+            await until(pilot, lambda: not heap.startup_held(), what="start-up to end")
+            assert gc.get_threshold() == before
+            assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() == 0, "given back when the app closed"
+    finally:
+        heap.release_startup_collections()
+        gc.unfreeze()
+
+
+async def test_start_up_ends_when_the_session_cannot_open(
+    tmp_path: Path, clock: ManualClock, repo: Path
+) -> None:
+    from app.tui.app import SwitchyardApp
+
+    before = gc.get_threshold()
+
+    @asynccontextmanager
+    async def broken(bus: Bus) -> AsyncIterator[Session]:
+        raise RuntimeError("no data dir")
+        yield  # pragma: no cover
+
+    heap.hold_startup_collections()
+    try:
+        app = SwitchyardApp(connect=broken, runner=ScriptedRun(clock), repo=repo, clock=clock)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await until(pilot, lambda: app.session_error, what="the session to fail")
+            await until(pilot, lambda: not heap.startup_held(), what="start-up to end")
+            assert gc.get_threshold() == before
+            assert app.home.header.state == "error"
+    finally:
+        heap.release_startup_collections()
+        gc.unfreeze()

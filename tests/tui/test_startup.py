@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -38,8 +39,11 @@ def test_tui_and_demo_are_commands() -> None:
 def test_an_unknown_theme_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    before = gc.get_threshold()
     rc = main(["tui", "--repo", str(tmp_path), "--theme", "neon"])
     assert rc == 2
+    # the collector held for start-up (app/heap.py) is put back on the way out
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
     err = capsys.readouterr().err
     assert "unknown theme 'neon'" in err and "switchyard-dark" in err
 

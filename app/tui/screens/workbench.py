@@ -104,10 +104,14 @@ class WorkbenchScreen(Screen[None]):
         self.header.state = self.resting_state()
         budget = session.policy.budget
         self.header.spend = f"{money(0.0)} / {money(budget.session_usd)}"
+        # Drawn with the session: start-up is over (app/heap.py).
+        self.call_after_refresh(self.core.end_startup)
 
     def on_work_failed(self, message: WorkFailed) -> None:
         if message.group in ("run", "session"):
             self.header.state = "error"
+        if message.group == "session":
+            self.call_after_refresh(self.core.end_startup)
 
     # ── bus messages ─────────────────────────────────────────────────────────────────────
 
