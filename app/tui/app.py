@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path, PurePath
 from typing import ClassVar, cast
 
+from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
@@ -54,7 +55,28 @@ class SwitchyardApp(CoreApp):
         )
         for t in self._themes.values():
             self.register_theme(t)
-        self.theme = theme
+        self._start_theme(theme)
+
+    def _start_theme(self, name: str) -> None:
+        """``self.theme = name`` without its watcher's reparse: nothing is parsed before
+        the app runs, so the stylesheet only needs the theme's variables. Setting the
+        reactive queued a second parse of every stylesheet and a restyle of the app
+        (10-20 ms of the first frame here). The rest is what the watcher
+        (``App._watch_theme``, textual 8.2.8) sets; tests/tui/test_themes_start.py
+        checks both ways agree."""
+        self.set_reactive(App.theme, self._validate_theme(name))
+        theme = self.current_theme
+        self.update_classes(
+            {
+                **{c: False for c in self.classes if c.startswith("-theme-")},
+                f"-theme-{theme.name}": True,
+                "-dark-mode": theme.dark,
+                "-light-mode": not theme.dark,
+            },
+            update=False,
+        )
+        self._refresh_truecolor_filter(self.ansi_theme)
+        self.stylesheet.set_variables(self.get_css_variables())
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         # Our variables exist under any theme (also Textual's own), so the stylesheet parses.

@@ -137,7 +137,9 @@ class BudgetPane(Pane):
         room = max(self.content_region.width - 1, 0) or 40  # less the scrollbar; 40 unlaid
         # a team's and a member's names come from the shared ledger: drawn as they are
         body = clean_block(render_budget(self.snapshot, self.app.theme_variables, room))
-        if body == self._body:
+        # Text's == compares the characters and spans, not the base style (the only
+        # colour of "no spend yet"): a new theme must still redraw it.
+        if body == self._body and self._body is not None and body.style == self._body.style:
             return
         # A layout pass only when the body's shape may change (a role or provider appears,
         # the pane is resized): a new figure in the same rows redraws this box alone, ten
