@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from bench._common import percentile, print_machine, print_ratio, write_result
+from bench._common import compile_app, percentile, print_machine, print_ratio, write_result
 
 LITELLM_VERSION = "1.110.2"
 BENCH = Path(__file__).resolve().parent
@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     s_live = summary(live.lat_us) if live is not None else None
 
     # Imports: fresh processes, alternating; interpreter start-up alone beside them.
+    compile_app()  # as installed (LiteLLM's venv was compiled by pip)
     our_import = [sys.executable, "-c", "import app.router.service"]
     their_import = [
         *prefix,

@@ -30,7 +30,8 @@ approvals on its bus) in a temporary data dir, opened the way ``switchyard tui``
 (``app.tui.defaults.connect_default``: the session's modules are imported inside the
 connect); the child checks that ``torch`` (and ``llama_cpp``) were not imported by the
 first frame. Whole process: wall-clock time from the parent's spawn to the first frame.
-Runs alternate ours/empty; medians of ``--runs``; ratios are empty ÷ ours.
+Runs alternate ours/empty; medians of ``--runs``; ratios are empty ÷ ours. ``app/`` is
+compiled to bytecode first (``bench._common.compile_app``), as an installed copy is.
 
 Flood: 10,000 audit lines published on the app's bus as fast as the bus takes them
 (audit lines are never dropped: the publisher waits for room), timed until the
@@ -248,10 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         child(args.child, args.events, args.spawned or time.time())
         return 0
 
-    from bench._common import print_machine, print_ratio, write_result
+    from bench._common import compile_app, print_machine, print_ratio, write_result
 
     print_machine()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    compile_app()
     ours_wall: list[float] = []
     empty_wall: list[float] = []
     ours_in: list[float] = []
