@@ -8,9 +8,10 @@ collection then walks only what the requests left alive.
 
 Start-up itself pays the same walk over and over: importing Textual and building the
 workbench allocate hundreds of thousands of objects, and with CPython's default
-thresholds (a young collection every 700 allocations, a full one every 100 of those)
-the collector ran ~140 times before the first frame here, ~80 ms of walking a heap that is
-nearly all keepers. :func:`hold_startup_collections` makes young collections rarer until
+thresholds (a young collection every 700 allocations, an older one every 10 of those)
+the collector ran ~110 times between building the workbench and its first frame here, a
+full collection among them: ~50 ms of walking a heap that is nearly all keepers (more
+when modules compile from source). :func:`hold_startup_collections` makes young collections rarer until
 :func:`end_startup` collects once, freezes what start-up built and puts the thresholds
 back. Collections still run meanwhile (only rarer), so a start-up that never ends keeps
 collecting.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import gc
 
 #: the young generation's threshold while a process starts (CPython's default is 700):
-#: about one collection per 50k objects allocated, a handful before the first frame
+#: the workbench reaches its first frame without a collection
 STARTUP_THRESHOLD = 200_000
 
 #: the thresholds :func:`hold_startup_collections` replaced, until :func:`end_startup`
