@@ -11,10 +11,10 @@ workbench allocate hundreds of thousands of objects, and with CPython's default
 thresholds (a young collection every 700 allocations, an older one every 10 of those)
 the collector ran ~110 times between building the workbench and its first frame here, a
 full collection among them: ~50 ms of walking a heap that is nearly all keepers (more
-when modules compile from source). :func:`hold_startup_collections` makes young collections rarer until
-:func:`end_startup` collects once, freezes what start-up built and puts the thresholds
-back. Collections still run meanwhile (only rarer), so a start-up that never ends keeps
-collecting.
+when modules compile from source). :func:`hold_startup_collections` makes young
+collections rarer until :func:`end_startup` collects once, freezes what start-up built
+and puts the thresholds back. Collections still run meanwhile (only rarer), so a
+start-up that never ends keeps collecting.
 """
 
 from __future__ import annotations
