@@ -52,15 +52,6 @@ _TOTAL_SCOPES = (
     ("provider_day", "day", "provider", "day, provider"),
 )
 
-_TRIGGER_NAMES = (
-    "calls_totals_ins",
-    "calls_totals_del",
-    "calls_totals_upd",
-    "reservations_totals_ins",
-    "reservations_totals_del",
-    "reservations_totals_upd_old",
-    "reservations_totals_upd_new",
-)
 _TOTALS_TRIGGERS = (
     _trigger(
         "calls_totals_ins",
@@ -113,6 +104,8 @@ _TOTALS_TRIGGERS = (
         _add_totals("NEW", "reserved_nusd", "NEW.amount_nusd"),
     ),
 )
+#: v3 drops them by these names before it rebuilds the tables they write to
+_TRIGGER_NAMES = tuple(t.split()[2] for t in _TOTALS_TRIGGERS)
 _FILL_TOTALS = (
     *(
         f"INSERT INTO totals (scope, key, provider, spent_nusd) SELECT '{scope}', {key},"
