@@ -160,23 +160,11 @@ _TOTALS = """CREATE TABLE totals (
 # Each entry migrates the schema from version i to i + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
-        """CREATE TABLE reservations (
-            id TEXT PRIMARY KEY,
-            session TEXT NOT NULL,
-            run TEXT NOT NULL DEFAULT '',
-            provider TEXT NOT NULL,
-            role TEXT NOT NULL,
-            model TEXT NOT NULL,
-            amount_nusd INTEGER NOT NULL CHECK (amount_nusd >= 0),
-            day TEXT NOT NULL,
-            created TEXT NOT NULL,
-            expires TEXT NOT NULL,
-            expires_at REAL NOT NULL,
-            status TEXT NOT NULL
-                CHECK (status IN ('live', 'settled', 'released', 'expired')),
-            closed TEXT
-        )""",
-        "CREATE INDEX reservations_live ON reservations(expires_at) WHERE status = 'live'",
+        # v1 and v2 spelled the constraints with IN lists (v3 below replaces them)
+        _RESERVATIONS.format(
+            name="reservations", status="status IN ('live', 'settled', 'released', 'expired')"
+        ),
+        _RESERVATIONS_LIVE,
         """CREATE TABLE calls (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             ts TEXT NOT NULL,
@@ -199,14 +187,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # v2: running totals for the cap checks, kept by triggers in the writing transaction
     # (whoever writes), and filled from the rows already on file.
     (
-        """CREATE TABLE totals (
-            scope TEXT NOT NULL CHECK (scope IN ('session', 'day', 'provider_day')),
-            key TEXT NOT NULL,
-            provider TEXT NOT NULL DEFAULT '',
-            spent_nusd INTEGER NOT NULL DEFAULT 0,
-            reserved_nusd INTEGER NOT NULL DEFAULT 0,
-            PRIMARY KEY (scope, key, provider)
-        ) WITHOUT ROWID""",
+        _TOTALS.format(scope="scope IN ('session', 'day', 'provider_day')"),
         *_TOTALS_TRIGGERS,
         *_FILL_TOTALS,
     ),
