@@ -78,9 +78,12 @@ def _render(r: dict[str, Any]) -> None:
     if r.get("team"):
         scope += f" · team {r['team']} ({r['ledger_db']})"
     total = r["total"]
+    # One line whatever the width: a terminal wraps it, a pipe or a log keeps it whole
+    # (Rich would break it at 80 columns, between "policy" and its version).
     out.print(
         f"[bold]Spend {r['since']} … {r['until']} UTC[/] · {scope} · "
-        f"{_money(total['cost_usd'])} in {total['calls']} call(s) · policy {r['policy_version']}"
+        f"{_money(total['cost_usd'])} in {total['calls']} call(s) · policy {r['policy_version']}",
+        soft_wrap=True,
     )
     groups = [("role", "Role"), ("model", "Model"), ("provider", "Provider")]
     if r.get("by_user"):

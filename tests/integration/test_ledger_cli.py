@@ -137,13 +137,17 @@ def test_table_shows_roles_models_providers_days_and_what_is_left(
 
 
 def test_an_empty_ledger_is_created_and_reported(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    policy: Policy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert not Settings().ledger_db.exists()
     assert main(["budget", "--session", "nobody"]) == 0
     out = capsys.readouterr().out
     assert "$0.00 in 0 call(s)" in out
     assert "session nobody" in out
+    # the summary is one line, not broken at the console's 80 columns
+    summary = out.splitlines()[0]
+    assert summary.startswith("Spend ") and summary.endswith(f"policy {policy.version}")
+    assert len(summary) > 80
     assert Settings().ledger_db.exists()
 
 
