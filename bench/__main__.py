@@ -133,8 +133,9 @@ def plan(*, own_history_only: bool = False) -> list[Bench]:
             180,
             60,
         ),
-        # both sides on 1..cores threads, 3 runs each, and the 1 GiB copies: ~1.5 min
-        # here, several when spinning llama.cpp workers share their cores with others
+        # both sides on 1..cores threads, 3 runs each, idle and then with one core busy,
+        # and the 1 GiB copies: ~1 min here, several when spinning llama.cpp workers
+        # share their cores with others
         Bench("P4", "decode vs memory bandwidth", [*py, "bench.decode_bench"], 480, 120),
         Bench("P5", "TUI first frame and flood", [*py, "bench.tui_bench"], 150, 45),
         Bench("P6", "embeddings vs sentence-transformers", [*py, "bench.embed_bench"], 180, 60),

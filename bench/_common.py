@@ -3,7 +3,8 @@
 - :func:`machine_info`: CPU model, cores, RAM, OS, Python and package versions;
 - :func:`write_result`: ``bench/results/NAME.json`` with the machine info beside the data;
 - :func:`ratio_line`: ``RATIO name: X.XX× vs ALTERNATIVE`` (the line closing notes quote);
-- :func:`timed`, :func:`percentile`: wall-clock timing without a framework.
+- :func:`timed`, :func:`percentile`: wall-clock timing without a framework;
+- :func:`on_fresh_thread`: a call on a thread of its own, as the product runs llama.cpp.
 
 Benchmarks time things; they never assert on time (tests do not either).
 """
@@ -136,6 +137,38 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     start = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - start
+
+
+def on_fresh_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` on a new thread, its result (or its exception) back here.
+
+    For the raw llama-cpp-python side of a bench that runs beside our in-process backend:
+    the backend generates on a new thread per request, and so must the raw side.
+    llama.cpp's CPU backend is built with OpenMP, and libgomp keeps a team of worker
+    threads for every thread that has run a parallel region. One left on the main thread
+    by the raw side slowed our backend's next decode on its own thread, in the same
+    process, to about half at 2 threads (2 cores: 67 against 124 tokens/s alone; 28
+    with OMP_WAIT_POLICY=ACTIVE, whose idle workers never stop spinning). With every call
+    on a thread of its own, both sides decode at the same rate (123 and 131 tokens/s).
+    At 1 thread there is no team, and no difference.
+    """
+    import threading
+
+    out: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:  # re-raised on the caller's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=run, name="bench llama.cpp call")
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+    return out[0]
 
 
 def percentile(values: Sequence[float], q: float) -> float:

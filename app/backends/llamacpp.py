@@ -231,8 +231,11 @@ def default_threads() -> int:
     """One core less than the machine has, at most 4.
 
     llama.cpp's worker threads spin while they wait: with every core taken, one busy
-    neighbour (the UI, a test run) stalls them all. Measured here on 2 cores under load:
-    2 threads fell to ~1.3 tokens/s, 1 thread held ~23 tokens/s.
+    neighbour (the UI, a test run) stalls them all. ``bench/decode_bench.py`` on 2 cores
+    (2026-12-04): the machine idle, 2 threads decode 116 tokens/s and 1 thread 85; one
+    core busy, 2 threads fall to 31 and 1 thread holds 83. Taking every core buys a
+    third on an idle machine and loses more than half on a busy one; ``n_threads`` in
+    the settings (``SWITCHYARD_N_THREADS``) overrides this.
     """
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
