@@ -143,32 +143,16 @@ def on_fresh_thread(fn: Callable[[], T]) -> T:
     """``fn()`` on a new thread, its result (or its exception) back here.
 
     For the raw llama-cpp-python side of a bench that runs beside our in-process backend:
-    the backend generates on a new thread per request, and so must the raw side.
-    llama.cpp's CPU backend is built with OpenMP, and libgomp keeps a team of worker
-    threads for every thread that has run a parallel region. One left on the main thread
-    by the raw side slowed our backend's next decode on its own thread, in the same
-    process, to about half at 2 threads (2 cores: 67 against 124 tokens/s alone; 28
-    with OMP_WAIT_POLICY=ACTIVE, whose idle workers never stop spinning). With every call
-    on a thread of its own, both sides decode at the same rate (123 and 131 tokens/s).
-    At 1 thread there is no team, and no difference.
+    the backend generates on a new thread per request, and so must the raw side
+    (app/own_thread.py says why). With the raw side on the main thread, the OpenMP team
+    it left there slowed our backend's next decode in the same process to about half at
+    2 threads (2 cores: 67 against 124 tokens/s alone; 28 with OMP_WAIT_POLICY=ACTIVE,
+    whose idle workers never stop spinning); with every call on a thread of its own both
+    sides decode alike (123 and 131 tokens/s). At 1 thread there is no team.
     """
-    import threading
+    from app.own_thread import on_own_thread
 
-    out: list[T] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as exc:  # re-raised on the caller's thread
-            failed.append(exc)
-
-    worker = threading.Thread(target=run, name="bench llama.cpp call")
-    worker.start()
-    worker.join()
-    if failed:
-        raise failed[0]
-    return out[0]
+    return on_own_thread(fn, name="bench llama.cpp call")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -28,11 +28,19 @@ decode a model of W bytes faster than B / W tokens/s. Here:
   collapses when one of them is taken; which count is best depends on that, and the
   product's default (``default_threads()``: one core left free) is chosen for it.
 
+- and, with ``--after-embedding`` (on by default), after an embedding in the same process
+  as the gateway makes one (``asyncio.to_thread(embedder.embed, …)``, the packaged
+  MiniLM on torch): first through ``Embedder.embed`` as it is, then after one torch
+  encode straight on the executor thread, as ``Embedder.embed`` ran it until 2026-12-04.
+  torch is built with OpenMP too, and the team such a call leaves on the executor
+  thread slowed every later decode of the process (app/own_thread.py).
+
 The ratio is achieved ÷ bound (1.0 would be a decode limited only by memory bandwidth),
 quoted for our backend at its best thread count on the idle machine (the bound is the
 idle machine's); the product's default thread count is printed beside it, idle and busy.
 
 Run: python -m bench.decode_bench [--runs 3] [--tokens 128] [--copy-mib 1024] [--no-busy]
+    [--no-after-embedding]
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -158,6 +167,35 @@ def measure(
     return raw_rates, our_rates
 
 
+def load_embedder() -> Any:
+    """The packaged MiniLM (the policy's local fallback), or None without torch."""
+    from app.memory.embeddings import EmbeddingsUnavailable, load_local
+    from app.policy import load_policy
+
+    policy = load_policy().policy
+    try:
+        return load_local(policy, policy.resolve(policy.embeddings.local_fallback))
+    except EmbeddingsUnavailable as exc:
+        print(f"after an embedding: not measured ({exc})")
+        return None
+
+
+async def embed_once(embedder: Any, executor: Executor, *, as_before: bool) -> None:
+    """One batch on an executor thread, as ``asyncio.to_thread`` runs the gateway's (its
+    loop's executor lives as long as the server; ``executor`` outlives this bench's
+    loops the same way, where ``asyncio.run`` would end its own executor's threads and
+    with them what torch left there). ``as_before``: torch's encode straight on the
+    executor thread, as ``Embedder.embed`` ran it until 2026-12-04."""
+    import asyncio
+
+    texts = [PROMPT] * 64
+    if as_before:
+        call = partial(embedder.model.encode, texts, batch_size=32, show_progress_bar=False)
+    else:
+        call = partial(embedder.embed, texts)
+    await asyncio.get_running_loop().run_in_executor(executor, call)
+
+
 def _medians(rates: dict[int, list[float]]) -> dict[int, float]:
     return {t: statistics.median(v) for t, v in rates.items()}
 
@@ -181,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also measure with one core busy (a spinning process beside it)",
+    )
+    ap.add_argument(
+        "--after-embedding",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure after an embedding in the same process (torch, as the gateway)",
     )
     args = ap.parse_args(argv)
     print_machine()
@@ -225,6 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.busy and cores > 1:
         with one_core_busy():
             busy = measure(raws, ours, counts, args.runs, args.tokens)
+    # Last: a team torch leaves on an executor thread lasts as long as the process.
+    after: dict[str, tuple[dict[int, list[float]], dict[int, list[float]]]] = {}
+    embedder = asyncio.run(asyncio.to_thread(load_embedder)) if args.after_embedding else None
+    if embedder is not None:
+        with ThreadPoolExecutor(1, thread_name_prefix="executor") as executor:
+            for how, as_before in (("Embedder.embed", False), ("torch on the executor", True)):
+                asyncio.run(embed_once(embedder, executor, as_before=as_before))
+                after[how] = measure(raws, ours, counts, args.runs, args.tokens)
     raw_med, our_med = _medians(raw_rates), _medians(our_rates)
     best_t = max(counts, key=lambda t: our_med[t])
     achieved = our_med[best_t]
@@ -251,6 +303,16 @@ def main(argv: list[str] | None = None) -> int:
         for row in _rows(*busy):
             print(f"  {row}")
         busy_med = _medians(busy[1])
+    labels = {
+        "Embedder.embed": "after an embedding through Embedder.embed (its torch call on a "
+        "thread of its own), from asyncio.to_thread as the gateway makes one:",
+        "torch on the executor": "then after one torch encode straight on the executor "
+        "thread (as Embedder.embed ran it until 2026-12-04):",
+    }
+    for how, rates in after.items():
+        print(labels[how])
+        for row in _rows(*rates):
+            print(f"  {row}")
     best_busy = max(busy_med, key=lambda t: busy_med[t]) if busy_med else None
     print(
         f"best thread count for our backend on {cores} cores: {best_t} with the machine idle "
@@ -296,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
                 "raw_tokens_per_s": {str(t): v for t, v in busy[0].items()},
                 "ours_tokens_per_s": {str(t): v for t, v in busy[1].items()},
                 "best_threads": best_busy,
+            },
+            "after_embedding": {
+                how: {
+                    "raw_tokens_per_s": {str(t): v for t, v in rates[0].items()},
+                    "ours_tokens_per_s": {str(t): v for t, v in rates[1].items()},
+                }
+                for how, rates in after.items()
             },
             "best_threads": best_t,
             "default_threads": default,

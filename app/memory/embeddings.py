@@ -43,6 +43,7 @@ from numpy.typing import NDArray
 
 from app.audit.types import AuditSink
 from app.errors import BackendUnavailable
+from app.own_thread import on_own_thread
 from app.policy.schema import Policy
 
 log = logging.getLogger(__name__)
@@ -127,14 +128,22 @@ class Embedder:
     def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self._key.dim), dtype=np.float32)
-        with self._lock:
-            raw = self._model.encode(
-                list(texts),
+        batch = list(texts)
+
+        def encode() -> Any:
+            return self._model.encode(
+                batch,
                 batch_size=self.batch_size,
                 convert_to_numpy=True,
                 normalize_embeddings=True,
                 show_progress_bar=False,
             )
+
+        with self._lock:
+            # On a thread that ends with the call: torch's OpenMP team would otherwise
+            # stay on the caller's (an executor thread) and slow the in-process llama.cpp
+            # decode of this process by a third (app/own_thread.py).
+            raw = on_own_thread(encode, name="switchyard embeddings")
         vectors = normalize_rows(raw)
         if vectors.shape != (len(texts), self._key.dim):
             raise EmbeddingsUnavailable(

@@ -5,6 +5,7 @@ The model loads once per process (the loader keeps it); every test here runs off
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +68,27 @@ class Negated:
         self.calls.append(len(texts))
         out: Vectors = -self.inner.embed(texts)
         return out
+
+
+def test_torch_runs_on_a_thread_that_ends_with_each_call(minilm: Embedder) -> None:
+    """torch's OpenMP team must not stay on the caller's thread (an executor thread),
+    where it would slow the in-process llama.cpp decode (app/own_thread.py)."""
+    model = minilm.model
+    ran_on: list[threading.Thread] = []
+    encode = model.encode
+
+    def spy(*args: object, **kwargs: object) -> object:
+        ran_on.append(threading.current_thread())
+        return encode(*args, **kwargs)
+
+    model.encode = spy
+    try:
+        vectors = minilm.embed(list(TEXTS))
+    finally:
+        del model.encode  # the class's own method again
+    assert vectors.shape == (4, 384)
+    assert [t is threading.current_thread() for t in ran_on] == [False]
+    assert not ran_on[0].is_alive()
 
 
 @pytest.fixture
