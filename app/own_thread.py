@@ -16,7 +16,8 @@ Why a team elsewhere matters: torch ships its own ``libgomp.so.1`` and llama.cpp
 the system's, but the loader keeps one library per soname, so the process has one
 OpenMP runtime (checked: with both loaded, /proc/self/maps lists torch's copy only).
 Once that runtime's threads outnumber the cores, libgomp's documentation says it
-throttles the spinning at its barriers (1,000 turns, then sleep), and ggml waits at a
+throttles the spinning at its barriers (100 turns with no wait policy set, then it
+sleeps; GOMP_SPINCOUNT in libgomp's manual), and ggml waits at a
 barrier after every operation of the graph; that last step is the likely cause, not a
 measured one.
 

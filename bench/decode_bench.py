@@ -26,8 +26,7 @@ decode a model of W bytes faster than B / W tokens/s. Here:
   beside it, as a test run or the workbench's own drawing would be). llama.cpp's
   workers wait for each other by spinning, so a thread count that takes every core
   collapses when one of them is taken; which count is best depends on that, and the
-  product's default (``default_threads()``: one core left free) is chosen for it.
-
+  product's default (``default_threads()``: one core left free) is chosen for it;
 - and, with ``--after-embedding`` (on by default), after an embedding in the same process
   as the gateway makes one (``asyncio.to_thread(embedder.embed, …)``, the packaged
   MiniLM on torch): first through ``Embedder.embed`` as it is, then after one torch
@@ -269,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.busy and cores > 1:
         with one_core_busy():
             busy = measure(raws, ours, counts, args.runs, args.tokens)
-    # Last: a team torch leaves on an executor thread lasts as long as the process.
+    # Last: a team torch leaves on an executor thread lasts as long as that thread.
     after: dict[str, tuple[dict[int, list[float]], dict[int, list[float]]]] = {}
     embedder = asyncio.run(asyncio.to_thread(load_embedder)) if args.after_embedding else None
     if embedder is not None:

