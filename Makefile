@@ -41,7 +41,8 @@ check: $(VENV)/.stamp-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# the full set (within 90 min); bench-quick: P1-P5 on this project's history (~30 min)
+# the full set (within 90 min); bench-quick: P1-P5 on this project's history (~10 min
+# here, ~40 at most)
 bench: $(VENV)/.stamp-test
 	$(BIN)/python -m bench --set full
 

@@ -27,6 +27,11 @@ decode a model of W bytes faster than B / W tokens/s. Here:
   workers wait for each other by spinning, so a thread count that takes every core
   collapses when one of them is taken; which count is best depends on that, and the
   product's default (``default_threads()``: one core left free) is chosen for it;
+- reading a prompt (``--prompt-tokens``, ~1,600 by default, about what a demo Architect
+  call reads before its first word) through our backend at each count of
+  ``n_threads_batch``, idle and with one core busy: prompt tokens ÷ the time to the
+  reply (one token asked for). The product reads prompts on every core
+  (``batch_threads()``) and decodes on one fewer (``default_threads()``);
 - and, with ``--after-embedding`` (on by default), after an embedding in the same process
   as the gateway makes one (``asyncio.to_thread(embedder.embed, …)``, the packaged
   MiniLM on torch): first through ``Embedder.embed`` as it is, then after one torch
@@ -39,7 +44,7 @@ quoted for our backend at its best thread count on the idle machine (the bound i
 idle machine's); the product's default thread count is printed beside it, idle and busy.
 
 Run: python -m bench.decode_bench [--runs 3] [--tokens 128] [--copy-mib 1024] [--no-busy]
-    [--no-after-embedding]
+    [--prompt-tokens 1600] [--no-after-embedding]
 """
 
 from __future__ import annotations
@@ -166,6 +171,42 @@ def measure(
     return raw_rates, our_rates
 
 
+def long_prompt(tokens: int) -> str:
+    """About ``tokens`` tokens of real code: the router's own source, repeated."""
+    text = (Path(__file__).resolve().parent.parent / "app/router/service.py").read_text()
+    return ("Summarize this code:\n" + text * 4)[: tokens * 4]
+
+
+async def prompt_rate(backend: Any, prompt: str, nonce: int) -> float:
+    """Prompt tokens read per second: the whole call, asked for one token (``nonce``
+    keeps llama.cpp from reusing the previous call's cached prefix)."""
+    from app.backends.base import ChatRequest, ChatResult, Message
+
+    request = ChatRequest(
+        messages=[Message(role="user", content=f"{nonce}. {prompt}")],
+        max_tokens=1,
+        temperature=0.0,
+    )
+    start = time.perf_counter()
+    tokens_in = 0
+    async for item in backend.stream(request):
+        if isinstance(item, ChatResult):
+            tokens_in = item.usage.tokens_in
+    return tokens_in / (time.perf_counter() - start)
+
+
+def measure_prompt(
+    backends: dict[int, Any], counts: list[int], runs: int, prompt: str
+) -> dict[int, list[float]]:
+    import asyncio
+
+    rates: dict[int, list[float]] = {t: [] for t in counts}
+    for i in range(runs):
+        for t in counts if i % 2 == 0 else counts[::-1]:
+            rates[t].append(asyncio.run(prompt_rate(backends[t], prompt, i)))
+    return rates
+
+
 def load_embedder() -> Any:
     """The packaged MiniLM (the policy's local fallback), or None without torch."""
     from app.memory.embeddings import EmbeddingsUnavailable, load_local
@@ -220,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure with one core busy (a spinning process beside it)",
     )
     ap.add_argument(
+        "--prompt-tokens", type=int, default=1600, help="prompt read at each batch count"
+    )
+    ap.add_argument(
         "--after-embedding",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -232,7 +276,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from llama_cpp import Llama
 
-    from app.backends.llamacpp import LlamaCppBackend, default_threads, find_embedded_gguf
+    from app.backends.llamacpp import (
+        LlamaCppBackend,
+        batch_threads,
+        default_threads,
+        find_embedded_gguf,
+    )
 
     cores = os.cpu_count() or 1
     path = find_embedded_gguf()
@@ -251,6 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     ours = {t: LlamaCppBackend(model_path=path, n_threads=t, n_ctx=2048) for t in counts}
     for t in counts:  # load and warm
         asyncio.run(backend_rate(ours[t], 8))
+    prompt = long_prompt(args.prompt_tokens)
+    readers = {
+        t: LlamaCppBackend(model_path=path, n_threads=1, n_threads_batch=t, n_ctx=8192)
+        for t in counts
+    }
+    for t in counts:
+        asyncio.run(prompt_rate(readers[t], prompt[:400], -1))
 
     bw_one: list[float] = []
     bw_all: list[float] = []
@@ -264,10 +320,13 @@ def main(argv: list[str] | None = None) -> int:
             our_rates[t] += ours_once[t]
         bw_one.append(copy_bandwidth(1, args.copy_mib))
         bw_all.append(copy_bandwidth(cores, args.copy_mib))
+    reading = measure_prompt(readers, counts, args.runs, prompt)
     busy: tuple[dict[int, list[float]], dict[int, list[float]]] | None = None
+    reading_busy: dict[int, list[float]] | None = None
     if args.busy and cores > 1:
         with one_core_busy():
             busy = measure(raws, ours, counts, args.runs, args.tokens)
+            reading_busy = measure_prompt(readers, counts, args.runs, prompt)
     # Last: a team torch leaves on an executor thread lasts as long as that thread.
     after: dict[str, tuple[dict[int, list[float]], dict[int, list[float]]]] = {}
     embedder = asyncio.run(asyncio.to_thread(load_embedder)) if args.after_embedding else None
@@ -302,6 +361,12 @@ def main(argv: list[str] | None = None) -> int:
         for row in _rows(*busy):
             print(f"  {row}")
         busy_med = _medians(busy[1])
+    print(f"reading a ~{args.prompt_tokens}-token prompt (ours; n_threads_batch):")
+    for t in counts:
+        row = f"  {t} thread(s): {statistics.median(reading[t]):.0f} tokens/s idle"
+        if reading_busy is not None:
+            row += f", {statistics.median(reading_busy[t]):.0f} with one core busy"
+        print(row)
     labels = {
         "Embedder.embed": "after an embedding through Embedder.embed (its torch call on a "
         "thread of its own), from asyncio.to_thread as the gateway makes one:",
@@ -323,6 +388,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         + f"; the product's default_threads() is {default}: {our_med[default]:.1f} tokens/s "
         "idle" + (f", {busy_med[default]:.1f} with one core busy" if busy_med else "")
+    )
+    read_best = max(counts, key=lambda t: statistics.median(reading[t]))
+    print(
+        f"best count for reading the prompt: {read_best} with the machine idle"
+        + (
+            f", {max(counts, key=lambda t: statistics.median(reading_busy[t]))} with one core busy"
+            if reading_busy is not None
+            else ""
+        )
+        + f"; the product's batch_threads() is {batch_threads()}"
     )
     print(f"load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     ratio = print_ratio(
@@ -358,6 +433,12 @@ def main(argv: list[str] | None = None) -> int:
                 "ours_tokens_per_s": {str(t): v for t, v in busy[1].items()},
                 "best_threads": best_busy,
             },
+            "prompt_tokens": args.prompt_tokens,
+            "prompt_tokens_per_s": {str(t): v for t, v in reading.items()},
+            "prompt_tokens_per_s_one_core_busy": None
+            if reading_busy is None
+            else {str(t): v for t, v in reading_busy.items()},
+            "batch_threads": batch_threads(),
             "after_embedding": {
                 how: {
                     "raw_tokens_per_s": {str(t): v for t, v in rates[0].items()},

@@ -234,10 +234,26 @@ def default_threads() -> int:
     neighbour (the UI, a test run) stalls them all. ``bench/decode_bench.py`` on 2 cores
     (2026-12-04): the machine idle, 2 threads decode 116 tokens/s and 1 thread 85; one
     core busy, 2 threads fall to 31 and 1 thread holds 83. Taking every core buys a
-    third on an idle machine and loses more than half on a busy one; ``n_threads`` in
-    the settings (``SWITCHYARD_N_THREADS``) overrides this.
+    third to a half on an idle machine and loses more than half on a busy one;
+    ``n_threads`` in the settings (``SWITCHYARD_N_THREADS``) overrides this. The prompt
+    is read on every core (:func:`batch_threads`).
     """
     return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def batch_threads() -> int:
+    """Every core: reading the prompt is one large batch, and the waits that make
+    ``default_threads()`` leave a core free cost little against it.
+
+    ``bench/decode_bench.py`` on 2 cores (2026-12-04), a ~1,600-token prompt: the machine
+    idle, 2 threads read 261-276 tokens/s and 1 thread 138-143; one core busy, 2 threads
+    100-113 and 1 thread 134-139. Nearly twice as fast against a quarter slower, where
+    decoding on every core gains half and loses more than half. A demo Architect call
+    reads ~1,700 tokens before its first word.
+    The same as llama-cpp-python's own default, and as its server's, which
+    ``switchyard local serve`` starts without ``--n_threads_batch``.
+    """
+    return max(1, os.cpu_count() or 1)
 
 
 class LlamaCppBackend:
@@ -252,10 +268,12 @@ class LlamaCppBackend:
         model_path: Path | None = None,
         n_threads: int | None = None,
         n_ctx: int | None = None,
+        n_threads_batch: int | None = None,
     ) -> None:
         self.model_id = model_id
         self._explicit_path = model_path
         self._n_threads = n_threads or default_threads()
+        self._n_threads_batch = n_threads_batch or batch_threads()
         self._n_ctx_cap = n_ctx
 
     # -- facts that need no model load --------------------------------------------------
@@ -267,6 +285,10 @@ class LlamaCppBackend:
     @property
     def n_threads(self) -> int:
         return self._n_threads
+
+    @property
+    def n_threads_batch(self) -> int:
+        return self._n_threads_batch
 
     def window(self) -> int | None:
         """The window this backend loads with: the GGUF's, capped by ``n_ctx``."""
@@ -290,7 +312,8 @@ class LlamaCppBackend:
         window = self.window()
         return Health(
             ok=True,
-            detail=f"{path.name} in-process, {self._n_threads} threads",
+            detail=f"{path.name} in-process, {self._n_threads} threads "
+            f"({self._n_threads_batch} for the prompt)",
             context_window=window,
             models=[self.model_id],
         )
@@ -308,7 +331,9 @@ class LlamaCppBackend:
         if not path.is_file():
             raise BackendError("connect", f"GGUF not found: {path}")
         n_ctx = self.window() or 0
-        return await asyncio.to_thread(load_shared, path, n_ctx, self._n_threads)
+        return await asyncio.to_thread(
+            load_shared, path, n_ctx, self._n_threads, self._n_threads_batch
+        )
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
         return self._stream(request)

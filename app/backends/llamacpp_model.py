@@ -26,6 +26,7 @@ class SharedModel:
     path: Path
     n_ctx: int
     n_threads: int
+    n_threads_batch: int
     llama: Any
     load_s: float
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -49,7 +50,7 @@ class SharedModel:
         return result
 
 
-_MODELS: dict[tuple[str, int, int], SharedModel] = {}
+_MODELS: dict[tuple[str, int, int, int], SharedModel] = {}
 _MODELS_LOCK = threading.Lock()
 _LOADS = 0
 
@@ -86,10 +87,17 @@ def _close_at_exit() -> None:
     unload_all(timeout=2.0)
 
 
-def load_shared(path: Path, n_ctx: int, n_threads: int) -> SharedModel:
-    """Load (or reuse) a model. Blocking: call it from a worker thread."""
+def load_shared(
+    path: Path, n_ctx: int, n_threads: int, n_threads_batch: int | None = None
+) -> SharedModel:
+    """Load (or reuse) a model. Blocking: call it from a worker thread.
+
+    ``n_threads`` decode a token at a time; ``n_threads_batch`` (default: the same) read
+    the prompt, which is one large batch per call (app/backends/llamacpp.py says why the
+    two differ by default)."""
     global _LOADS
-    key = (str(path.resolve()), n_ctx, n_threads)
+    n_threads_batch = n_threads_batch or n_threads
+    key = (str(path.resolve()), n_ctx, n_threads, n_threads_batch)
     # The process-wide lock makes "load once" hold when two backends start together;
     # loading a second, different model simply waits.
     with _MODELS_LOCK:
@@ -108,7 +116,7 @@ def load_shared(path: Path, n_ctx: int, n_threads: int) -> SharedModel:
                 model_path=str(path),
                 n_ctx=n_ctx,  # 0 lets llama.cpp take the trained window
                 n_threads=n_threads,
-                n_threads_batch=n_threads,
+                n_threads_batch=n_threads_batch,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -119,6 +127,7 @@ def load_shared(path: Path, n_ctx: int, n_threads: int) -> SharedModel:
             # by the number we passed: that one is the real limit.
             n_ctx=min(int(llama.n_ctx()), n_ctx) if n_ctx else int(llama.n_ctx()),
             n_threads=n_threads,
+            n_threads_batch=n_threads_batch,
             llama=llama,
             load_s=time.perf_counter() - started,
             formatter=chat_formatter(llama_cpp, llama),

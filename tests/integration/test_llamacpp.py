@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,21 @@ async def test_the_model_is_loaded_once_and_shared() -> None:
     assert llamacpp.load_count() == loads + 1
     assert await one.shared_model() is await two.shared_model()
     assert sum(1 for m in llamacpp.loaded_models() if m.n_ctx == 4096) == 1
+
+
+async def test_the_prompt_is_read_on_every_core_and_tokens_decoded_on_fewer() -> None:
+    """Reading the prompt is one large batch: every core (batch_threads), where a token
+    at a time leaves one free (default_threads); an explicit count sets the decode."""
+    default = LlamaCppBackend(n_ctx=1024)
+    assert default.n_threads == llamacpp.default_threads()
+    assert default.n_threads_batch == llamacpp.batch_threads() == (os.cpu_count() or 1)
+    assert "for the prompt" in (await default.health()).detail
+    explicit = LlamaCppBackend(n_threads=1, n_threads_batch=2, n_ctx=1024)
+    shared = await explicit.shared_model()
+    # what llama.cpp was given, read back from llama-cpp-python's context parameters
+    assert (shared.n_threads, shared.n_threads_batch) == (1, 2)
+    assert shared.llama.context_params.n_threads == 1
+    assert shared.llama.context_params.n_threads_batch == 2
+    # a model loaded with other thread counts is another model, never the same one
+    other = await LlamaCppBackend(n_threads=1, n_threads_batch=1, n_ctx=1024).shared_model()
+    assert other is not shared and other.llama.context_params.n_threads_batch == 1
