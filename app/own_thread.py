@@ -9,9 +9,11 @@ process on any other thread. Measured on 2 cores at 2 llama.cpp threads
 torch's encode on the executor thread took the in-process backend's decode to 74
 tokens/s for as long as that thread lived, against 117 when the encode ran on a thread
 of its own; a raw llama.cpp decode left on the main thread took it to 67
-(``bench._common.on_fresh_thread``). At 1 thread there is no team and no loss, but the
-prompt is read on every core (``batch_threads()``), so on any machine of 2 cores or
-more a llama.cpp call has a team to slow.
+(``bench._common.on_fresh_thread``). Decoding at 1 thread (the default on 2 cores) has
+no team and loses nothing. Reading a prompt on 2 threads (``batch_threads()``) after
+such an embedding was not slowed either (256 against 254 tokens/s): a batch's large
+operations leave little to wait for. Decoding on 2 threads or more (the default on 3
+cores and more) is what it slows.
 
 Why a team elsewhere matters: torch ships its own ``libgomp.so.1`` and llama.cpp links
 the system's, but the loader keeps one library per soname, so the process has one
