@@ -3,8 +3,7 @@
 - :func:`machine_info`: CPU model, cores, RAM, OS, Python and package versions;
 - :func:`write_result`: ``bench/results/NAME.json`` with the machine info beside the data;
 - :func:`ratio_line`: ``RATIO name: X.XX× vs ALTERNATIVE`` (the line closing notes quote);
-- :func:`timed`, :func:`percentile`: wall-clock timing without a framework;
-- :func:`on_fresh_thread`: a call on a thread of its own, as the product runs llama.cpp.
+- :func:`timed`, :func:`percentile`: wall-clock timing without a framework.
 
 Benchmarks time things; they never assert on time (tests do not either).
 """
@@ -137,22 +136,6 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     start = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - start
-
-
-def on_fresh_thread(fn: Callable[[], T]) -> T:
-    """``fn()`` on a new thread, its result (or its exception) back here.
-
-    For the raw llama-cpp-python side of a bench that runs beside our in-process backend:
-    the backend generates on a new thread per request, and so must the raw side
-    (app/own_thread.py says why). With the raw side on the main thread, the OpenMP team
-    it left there slowed our backend's next decode in the same process to about half at
-    2 threads (2 cores: 67 against 124 tokens/s alone; 28 with OMP_WAIT_POLICY=ACTIVE,
-    whose idle workers never stop spinning); with every call on a thread of its own both
-    sides decode alike (123 and 131 tokens/s). At 1 thread there is no team.
-    """
-    from app.own_thread import on_own_thread
-
-    return on_own_thread(fn, name="bench llama.cpp call")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -18,7 +18,7 @@ decode a model of W bytes faster than B / W tokens/s. Here:
     tokens counted by llama.cpp (``usage.tokens_out``), from the first delta to the last;
   * raw: llama-cpp-python's ``Llama.generate`` (tokens only, no text), greedy, from the
     first token to the last (prompt processing excluded), each call on a thread of its
-    own as the backend generates (``bench._common.on_fresh_thread`` says why: a raw side
+    own as the backend generates (``app/own_thread.py`` says why: a raw side
     on the main thread left an OpenMP team there that halved our side's decode at 2
     threads, which is what this bench reported until 2026-12-04);
   the median of ``--runs`` each, thread counts and sides interleaved so they share the load;
@@ -50,6 +50,7 @@ Run: python -m bench.decode_bench [--runs 3] [--tokens 128] [--copy-mib 1024] [-
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import statistics
@@ -63,7 +64,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench._common import on_fresh_thread, print_machine, print_ratio, write_result
+from app.own_thread import on_own_thread
+from bench._common import print_machine, print_ratio, write_result
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 COPY_MIB = 1024
@@ -159,13 +161,11 @@ def measure(
     raws: dict[int, Any], ours: dict[int, Any], counts: list[int], runs: int, tokens: int
 ) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
     """tokens/s of each side at each thread count, ``runs`` each, interleaved."""
-    import asyncio
-
     raw_rates: dict[int, list[float]] = {t: [] for t in counts}
     our_rates: dict[int, list[float]] = {t: [] for t in counts}
     for i in range(runs):
         for t in counts if i % 2 == 0 else counts[::-1]:
-            n, dt = on_fresh_thread(partial(decode_rate, raws[t], tokens))
+            n, dt = on_own_thread(partial(decode_rate, raws[t], tokens))
             raw_rates[t].append((n - 1) / dt if dt > 0 and n > 1 else 0.0)
             our_rates[t].append(asyncio.run(backend_rate(ours[t], tokens))[1])
     return raw_rates, our_rates
@@ -198,8 +198,6 @@ async def prompt_rate(backend: Any, prompt: str, nonce: int) -> float:
 def measure_prompt(
     backends: dict[int, Any], counts: list[int], runs: int, prompt: str
 ) -> dict[int, list[float]]:
-    import asyncio
-
     rates: dict[int, list[float]] = {t: [] for t in counts}
     for i in range(runs):
         for t in counts if i % 2 == 0 else counts[::-1]:
@@ -226,8 +224,6 @@ async def embed_once(embedder: Any, executor: Executor, *, as_before: bool) -> N
     loops the same way, where ``asyncio.run`` would end its own executor's threads and
     with them what torch left there). ``as_before``: torch's encode straight on the
     executor thread, as ``Embedder.embed`` ran it until 2026-12-04."""
-    import asyncio
-
     texts = [PROMPT] * 64
     if as_before:
         call = partial(embedder.model.encode, texts, batch_size=32, show_progress_bar=False)
@@ -272,8 +268,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     print_machine()
 
-    import asyncio
-
     from llama_cpp import Llama
 
     from app.backends.llamacpp import (
@@ -296,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         decode_rate(llama, 8)  # warm
         return llama
 
-    raws = {t: on_fresh_thread(partial(load_raw, t)) for t in counts}
+    raws = {t: on_own_thread(partial(load_raw, t)) for t in counts}
     ours = {t: LlamaCppBackend(model_path=path, n_threads=t, n_ctx=2048) for t in counts}
     for t in counts:  # load and warm
         asyncio.run(backend_rate(ours[t], 8))

@@ -38,10 +38,10 @@ from app.clock import SystemClock
 from app.memory.embeddings import Embedder, load_embedder
 from app.memory.store import MemoryStore
 from app.memory.types import NewMemory
+from app.own_thread import on_own_thread
 from app.policy import load_policy
 from bench._common import (
     machine_info,
-    on_fresh_thread,
     percentile,
     print_machine,
     print_ratio,
@@ -128,15 +128,15 @@ async def main_async(n: int, n_queries: int, repeat: int) -> int:
         embedder = await load(tmp)
         model = embedder.model
         print(f"model: {embedder.key.label()} · {len(texts)} texts · batch {BATCH}")
-        on_fresh_thread(partial(raw_encode, model, texts[:64]))  # warm-up, shared
+        on_own_thread(partial(raw_encode, model, texts[:64]))  # warm-up, shared
         raws, adds, searches = [], [], []
         for i in range(repeat):
             # Alternate which side goes first, so neither always inherits a warm cache.
             if i % 2:
                 add_s, lat = await pipeline_add(embedder, texts, tmp / f"m{i}.sqlite3", queries)
-                raws.append(on_fresh_thread(partial(raw_encode, model, texts)))
+                raws.append(on_own_thread(partial(raw_encode, model, texts)))
             else:
-                raws.append(on_fresh_thread(partial(raw_encode, model, texts)))
+                raws.append(on_own_thread(partial(raw_encode, model, texts)))
                 add_s, lat = await pipeline_add(embedder, texts, tmp / f"m{i}.sqlite3", queries)
             adds.append(add_s)
             searches.extend(lat)

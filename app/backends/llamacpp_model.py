@@ -87,16 +87,13 @@ def _close_at_exit() -> None:
     unload_all(timeout=2.0)
 
 
-def load_shared(
-    path: Path, n_ctx: int, n_threads: int, n_threads_batch: int | None = None
-) -> SharedModel:
+def load_shared(path: Path, n_ctx: int, n_threads: int, n_threads_batch: int) -> SharedModel:
     """Load (or reuse) a model. Blocking: call it from a worker thread.
 
-    ``n_threads`` decode a token at a time; ``n_threads_batch`` (default: the same) read
-    the prompt, which is one large batch per call (app/backends/llamacpp.py says why the
-    two differ by default)."""
+    ``n_threads`` decode a token at a time; ``n_threads_batch`` read the prompt, which is
+    one large batch per call (app/backends/llamacpp.py says why the two differ by
+    default)."""
     global _LOADS
-    n_threads_batch = n_threads_batch or n_threads
     key = (str(path.resolve()), n_ctx, n_threads, n_threads_batch)
     # The process-wide lock makes "load once" hold when two backends start together;
     # loading a second, different model simply waits.

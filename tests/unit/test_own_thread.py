@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 import pytest
 
 from app.own_thread import on_own_thread
-from bench._common import on_fresh_thread
 
 
-@pytest.mark.parametrize("run", [on_own_thread, on_fresh_thread])
-def test_the_call_runs_on_a_thread_that_has_ended_when_its_result_comes_back(
-    run: Callable[[Callable[[], int]], int],
-) -> None:
+def test_the_call_runs_on_a_thread_that_has_ended_when_its_result_comes_back() -> None:
     here = threading.get_ident()
     seen: list[threading.Thread] = []
 
@@ -22,7 +17,7 @@ def test_the_call_runs_on_a_thread_that_has_ended_when_its_result_comes_back(
         seen.append(threading.current_thread())
         return 42
 
-    assert run(call) == 42
+    assert on_own_thread(call) == 42
     assert seen[0].ident != here
     assert not seen[0].is_alive()
 
