@@ -312,7 +312,7 @@ class LlamaCppBackend:
         window = self.window()
         return Health(
             ok=True,
-            detail=f"{path.name} in-process, {self._n_threads} threads "
+            detail=f"{path.name} in-process, {_threads(self._n_threads)} "
             f"({self._n_threads_batch} for the prompt)",
             context_window=window,
             models=[self.model_id],
@@ -429,3 +429,7 @@ class LlamaCppBackend:
                 if running.is_set():
                     while not isinstance(await queue.get(), _Outcome):
                         pass
+
+
+def _threads(n: int) -> str:
+    return "1 thread" if n == 1 else f"{n} threads"

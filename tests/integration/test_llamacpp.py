@@ -218,6 +218,7 @@ async def test_the_prompt_is_read_on_every_core_and_tokens_decoded_on_fewer() ->
     assert default.n_threads_batch == llamacpp.batch_threads() == (os.cpu_count() or 1)
     assert "for the prompt" in (await default.health()).detail
     explicit = LlamaCppBackend(n_threads=1, n_threads_batch=2, n_ctx=1024)
+    assert "in-process, 1 thread (2 for the prompt)" in (await explicit.health()).detail
     shared = await explicit.shared_model()
     # what llama.cpp was given, read back from llama-cpp-python's context parameters
     assert (shared.n_threads, shared.n_threads_batch) == (1, 2)
