@@ -31,6 +31,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from app.counted import counted
+
 Delivery = Literal["never_drop", "coalesce", "latest"]
 
 
@@ -258,7 +260,7 @@ class Subscription:
             return None
         if len(self._items) >= self.limit:
             return (
-                f"{self.name} fell behind by {len(self._items)} events "
+                f"{self.name} fell behind by {counted(len(self._items), 'event')} "
                 f"(limit {self.limit}); detached so that no producer waits on it"
             )
         self._items.append(event)

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.counted import counted
+
 __all__ = ["SchemaViolation", "Violation", "errors", "validate"]
 
 # A schema that refers to itself without descending into the instance would loop.
@@ -270,9 +272,9 @@ class _Checker:
         n = len(value)
         lo, hi = schema.get("minItems"), schema.get("maxItems")
         if isinstance(lo, int) and n < lo:
-            out.append(Violation(path, f"{n} items, fewer than minItems {lo}"))
+            out.append(Violation(path, f"{counted(n, 'item')}, fewer than minItems {lo}"))
         if isinstance(hi, int) and n > hi:
-            out.append(Violation(path, f"{n} items, more than maxItems {hi}"))
+            out.append(Violation(path, f"{counted(n, 'item')}, more than maxItems {hi}"))
         prefix = schema.get("prefixItems")
         start = 0
         if isinstance(prefix, list):

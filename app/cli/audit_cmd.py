@@ -22,6 +22,7 @@ from app.audit.types import AuditLine
 from app.cli import audit_lines
 from app.cli.common import add_json_arg, console, policy_from, print_json, settings_from
 from app.config import Settings
+from app.counted import counted
 from app.errors import AuditTamperError, UsageError
 
 if TYPE_CHECKING:
@@ -170,10 +171,10 @@ def _verify(args: argparse.Namespace) -> int:
         if len(reports) == 1 and reports[0][0] is None:
             report = reports[0][3]
             head = (report.head_hash or "")[:12] or "—"
-            print(f"audit chain ok: {report.lines_checked} lines, head {head}")
+            print(f"audit chain ok: {counted(report.lines_checked, 'line')}, head {head}")
         else:
             lines = sum(r.lines_checked for *_, r in reports)
-            print(f"team audit ok: {len(reports)} chain(s), {lines} lines")
+            print(f"team audit ok: {counted(len(reports), 'chain')}, {counted(lines, 'line')}")
     return 0
 
 
@@ -230,7 +231,8 @@ def _chains(args: argparse.Namespace) -> int:
         print_json({"chains": rows})
         return 0
     for r in rows:
-        print(f"{r['chain']}  {r['user']}@{r['host']}  started {r['started']}  {r['lines']} lines")
+        started = f"started {r['started']}"
+        print(f"{r['chain']}  {r['user']}@{r['host']}  {started}  {counted(r['lines'], 'line')}")
     return 0
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from app.cli.common import add_json_arg, print_json, settings_from
 from app.config import Settings
+from app.counted import counted
 from app.evidence.bundle import (
     MANIFEST,
     BundleReport,
@@ -110,7 +111,8 @@ def _verify(args: argparse.Namespace) -> int:
             if seal["sealed"]
             else ", not sealed in this machine's audit log"
         )
-        print(f"evidence ok: run {report.run_id}, {report.files_checked} files{anchored}")
+        files = counted(report.files_checked, "file")
+        print(f"evidence ok: run {report.run_id}, {files}{anchored}")
         return 0
     print(f"evidence TAMPERED: run {report.run_id} ({report.path})", file=sys.stderr)
     for problem in report.problems:

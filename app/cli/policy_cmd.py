@@ -9,6 +9,7 @@ from typing import Any
 
 from app.cli import policy_sim_cmd
 from app.cli.common import add_json_arg, add_policy_arg, console, policy_from, print_json
+from app.counted import counted
 from app.policy import Policy, load_policy
 
 
@@ -35,8 +36,9 @@ def _check(args: argparse.Namespace) -> int:
             print(f"warning: {w}", file=sys.stderr)
     p = loaded.policy
     print(
-        f"{loaded.path}: ok — policy {p.version}, {len(p.roles)} roles, {len(p.models)} models, "
-        f"{len(p.triggers)} triggers, {len(loaded.warnings)} warnings"
+        f"{loaded.path}: ok — policy {p.version}, {counted(len(p.roles), 'role')}, "
+        f"{counted(len(p.models), 'model')}, {counted(len(p.triggers), 'trigger')}, "
+        f"{counted(len(loaded.warnings), 'warning')}"
     )
     return 0
 

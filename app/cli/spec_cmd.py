@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cli.common import add_json_arg, add_policy_arg, policy_from, print_json, settings_from
+from app.counted import counted
 
 
 def register(sub: Any) -> None:
@@ -65,7 +66,10 @@ def _lint(args: argparse.Namespace) -> int:
             for problem in report.problems:
                 print(problem)
             verdict = "compliant" if ok(report) else "NOT compliant"
-            counts = f"{len(report.errors)} errors, {len(report.warnings)} warnings"
+            counts = (
+                f"{counted(len(report.errors), 'error')}, "
+                f"{counted(len(report.warnings), 'warning')}"
+            )
             form = report.form.replace("_", "-")
             print(
                 f"{report.path}: {verdict} ({form} form, policy {loaded.policy.version}; {counts})"

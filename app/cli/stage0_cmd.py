@@ -19,6 +19,7 @@ from app.cli.common import (
     policy_from,
     print_json,
 )
+from app.counted import counted
 from app.errors import UsageError
 
 if TYPE_CHECKING:
@@ -191,7 +192,8 @@ def _render_query(result: QueryResult) -> None:
     c, p = result.corpus, result.params
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(c.skipped.items())) or "none"
     out.print(
-        f"corpus {c.hash}: {c.files} files, {c.chunks} chunks, {c.code_units} code units "
+        f"corpus {c.hash}: {counted(c.files, 'file')}, {counted(c.chunks, 'chunk')}, "
+        f"{counted(c.code_units, 'code unit')} "
         f"(skipped: {skipped})"
     )
     table = Table(box=None, pad_edge=False)

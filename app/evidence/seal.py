@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.counted import counted
 from app.evidence.errors import EvidenceError
 from app.evidence.layout import AUDIT
 from app.evidence.records import AuditAnchor, Manifest
@@ -47,7 +48,9 @@ def bundle_seal_line(manifest: Manifest, manifest_sha256: str) -> dict[str, Any]
         "run": manifest.run_id,
         "reason_codes": [SEALED_CODE],
         "values": {"manifest_sha256": manifest_sha256, "status": manifest.status},
-        "detail": f"evidence bundle sealed ({manifest.status}, {len(manifest.files)} files)",
+        "detail": (
+            f"evidence bundle sealed ({manifest.status}, {counted(len(manifest.files), 'file')})"
+        ),
     }
 
 

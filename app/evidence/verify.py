@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from app.audit.canonical import verify_lines
+from app.counted import counted
 from app.errors import UsageError
 from app.evidence.errors import EvidenceError
 from app.evidence.files import file_entry, walk
@@ -87,7 +88,7 @@ def _audit_problems(path: Path, manifest: Manifest) -> list[str]:
         problems.append(f"{AUDIT}: {report.problem}")
         return problems
     if len(lines) != anchor.lines:
-        problems.append(f"{AUDIT}: {len(lines)} lines, the manifest says {anchor.lines}")
+        problems.append(f"{AUDIT}: {counted(len(lines), 'line')}, the manifest says {anchor.lines}")
     for n, raw in enumerate(lines, start=1):
         run = json.loads(raw).get("run")
         if run != manifest.run_id:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from app.backends.base import ChatRequest, Message
 from app.bus import PlanUpdated
+from app.counted import counted
 from app.evidence.bundle import PLAN
 from app.pipeline import prompts
 from app.pipeline.context import RunStopped
@@ -71,7 +72,10 @@ async def plan(ctx: RunContext, brief: str) -> Plan:
         ROLE,
         "finished",
         role=ROLE,
-        detail=f"{len(current.steps)} steps, confidence {grounded.value:.2f} ({grounded.basis})",
+        detail=(
+            f"{counted(len(current.steps), 'step')}, "
+            f"confidence {grounded.value:.2f} ({grounded.basis})"
+        ),
     )
     return current
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from app.counted import counted
 from app.memory.text import STOP_WORDS
 from app.pipeline.schemas import Plan
 from app.policy.signal_settings import Grounding
@@ -250,7 +251,7 @@ def change_checks(change: ChangeFacts, policy: Grounding) -> list[tuple[float, s
             (
                 policy.change_size,
                 f"{change.changed_lines} changed lines > {bound} "
-                f"({change.plan_steps} steps × {policy.change_lines_per_step})",
+                f"({counted(change.plan_steps, 'step')} × {policy.change_lines_per_step})",
             )
         )
     return failed

@@ -9,6 +9,7 @@ orders the candidates (app/stage0/filelane.py).
 
 from __future__ import annotations
 
+from app.counted import counted
 from app.stage0.index import Index
 from app.stage0.mmr import BELOW_PREFILTER, BUDGET, PICKED, RANK, REDUNDANCY, Outcome
 from app.stage0.result import ExplainEntry, Lane, TermWeight, rnd
@@ -31,7 +32,8 @@ def reason(
             " to chunks already picked lowered its MMR score below theirs"
         )
     if status == RANK:
-        return f"dropped (rank): {k} chunks were picked before its turn (relevance rank {rank})"
+        picked = f"{counted(k, 'chunk')} {'was' if k == 1 else 'were'} picked"
+        return f"dropped (rank): {picked} before its turn (relevance rank {rank})"
     if status == BELOW_PREFILTER:
         return f"dropped (below prefilter): relevance rank {rank} > prefilter {prefilter}"
     raise ValueError(status)

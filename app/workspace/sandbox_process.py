@@ -11,6 +11,8 @@ import signal
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from app.counted import counted
+
 #: A line longer than this is passed on in pieces rather than buffered without end.
 MAX_LINE_CHARS = 65_536
 #: After the command exits, how long stragglers may keep the output pipe open.
@@ -45,7 +47,7 @@ class Output:
             self.dropped += 1
 
     def text(self) -> tuple[str, bool]:
-        middle = [f"[… {self.dropped} lines not kept …]\n"] if self.dropped else []
+        middle = [f"[… {counted(self.dropped, 'line')} not kept …]\n"] if self.dropped else []
         return "".join([*self.head, *middle, *self.tail]), bool(self.dropped)
 
 

@@ -28,6 +28,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # the leaves use nothing above them
     "app.tokens": ("app.",),
     "app.sqlite": ("app.",),
+    "app.counted": ("app.",),
     # the environment of every subprocess: used by the workspace and the backends alike
     "app.subprocess_env": ("app.",),
     "app.bus": ("app.pipeline", "app.router", "app.backends", "app.cli", "app.tui"),

@@ -12,6 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from app.counted import counted
 from app.tui.safe import clean_block
 from app.tui.widgets.pane import Pane, style_of
 
@@ -106,7 +107,7 @@ def render_budget(
         lines.append(Text("idle caps: " + ", ".join(idle), style=dim, end=""))
     calls = snapshot.get("calls")
     if calls is not None:
-        lines.append(Text(f"{calls} calls this session", style=dim, end=""))
+        lines.append(Text(f"{counted(calls, 'call')} this session", style=dim, end=""))
     if team:
         lines.append(Text(f"team {team} · {snapshot.get('user')}", style=dim, end=""))
     return Text("\n").join(lines)

@@ -186,7 +186,7 @@ class EscalationsPane(Pane):
         if self.dropped:
             count += f" newest of {len(self.lines) + self.dropped}"
         where = f"{self.filter_text} · " if self.filter_text else ""
-        self.set_titles("Escalations", f"{where}{count} lines")
+        self.set_titles("Escalations", f"{where}{count} {'line' if count == '1' else 'lines'}")
 
     def action_filter(self) -> None:
         box = self.query_one("#audit-filter", Input)

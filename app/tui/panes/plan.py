@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from app.counted import counted
 from app.tui.safe import clean
 from app.tui.widgets.pane import Pane, style_of
 
@@ -124,7 +125,7 @@ class PlanPane(Pane):
         steps = len(self.plan.get("steps") or []) if self.plan else 0
         self.set_titles(
             "Plan" if conf is None else f"Plan ── conf {float(conf):.2f}",
-            f"{steps} steps" if steps else "",
+            counted(steps, "step") if steps else "",
         )
         body = render_plan(self.plan, self.stages, self.statuses, self.app.theme_variables)
         self.query_one("#plan-body", Static).update(body)

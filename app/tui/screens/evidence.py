@@ -17,6 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
+from app.counted import counted
 from app.evidence.bundle import RunInfo
 from app.tui.core import CoreApp, MergeDone, RunLoaded, RunsListed, WorkFailed
 from app.tui.evidence_data import RunView
@@ -215,7 +216,8 @@ class EvidenceScreen(Screen[None]):
         bad = style_of(v.get("test-fail", ""), bold=True)
         out = [
             Text(
-                f"✓ bundle verified: {report.files_checked} files match the manifest"
+                f"✓ bundle verified: {counted(report.files_checked, 'file')} "
+                f"{'matches' if report.files_checked == 1 else 'match'} the manifest"
                 if report.ok
                 else "✗ the bundle does not verify",
                 style=good if report.ok else bad,
