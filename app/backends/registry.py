@@ -18,6 +18,7 @@ from app.backends.base import Backend, BackendError
 from app.backends.pool import EndpointPool, PooledBackend
 from app.backends.runtimes import api_root, resolve_url, resolve_urls
 from app.clock import Clock, SystemClock
+from app.counted import counted
 from app.policy.schema import Policy
 
 if TYPE_CHECKING:
@@ -264,7 +265,7 @@ class BackendRegistry:
                 "endpoints_up": left,
             },
             detail=f"{model_id} on {where} failed ({exc}); marked down for {pool.cooldown_s:g}s"
-            + (f"; {left} other endpoint(s) up" if left else "; no other endpoint is up"),
+            + (f"; {counted(left, 'other endpoint')} up" if left else "; no other endpoint is up"),
         )
 
 

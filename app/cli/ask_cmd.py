@@ -19,6 +19,7 @@ from app.cli.common import (
     settings_from,
 )
 from app.cli.route_cmd import parse_signals
+from app.counted import counted
 from app.errors import UsageError
 
 DEFAULT_SYSTEM = "You are a concise, accurate assistant for a software developer."
@@ -128,7 +129,7 @@ async def _run(
                 result, parsed, failure = answer.result, answer.value, answer.error
                 if failure is not None and answer.rejected:
                     failure = (
-                        f"no answer fits the schema after {answer.calls} generation(s) "
+                        f"no answer fits the schema after {counted(answer.calls, 'generation')} "
                         f"(one repair, GR-012): {'; '.join(answer.problems[-1:])}"
                     )
         except (RouteRefused, RouteFailed) as exc:
@@ -169,10 +170,10 @@ async def _run(
         sys.stdout.write(shown(result.text) + "\n")
     out.print()
     if result is not None:
-        counted = " (counted locally)" if result.usage_counted_locally else ""
+        locally = " (counted locally)" if result.usage_counted_locally else ""
         out.print(
             f"[bold]model[/] {result.model} · {result.runtime} · [bold]tokens[/] "
-            f"{result.tokens_in} in / {result.tokens_out} out{counted} · [bold]cost[/] "
+            f"{result.tokens_in} in / {result.tokens_out} out{locally} · [bold]cost[/] "
             f"${result.cost_usd:.4f} · {result.latency_ms / 1000:.1f}s"
         )
     out.print(f"[bold]audit[/] (session {session.id})")

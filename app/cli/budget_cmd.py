@@ -14,6 +14,7 @@ from app.cli.common import (
     print_json,
     settings_from,
 )
+from app.counted import counted
 
 
 def _positive_int(text: str) -> int:
@@ -82,7 +83,8 @@ def _render(r: dict[str, Any]) -> None:
     # (Rich would break it at 80 columns, between "policy" and its version).
     out.print(
         f"[bold]Spend {r['since']} … {r['until']} UTC[/] · {scope} · "
-        f"{_money(total['cost_usd'])} in {total['calls']} call(s) · policy {r['policy_version']}",
+        f"{_money(total['cost_usd'])} in {counted(total['calls'], 'call')} · "
+        f"policy {r['policy_version']}",
         soft_wrap=True,
     )
     groups = [("role", "Role"), ("model", "Model"), ("provider", "Provider")]
@@ -138,5 +140,6 @@ def _render(r: dict[str, Any]) -> None:
     flight = r["in_flight"]
     if flight["reservations"]:
         out.print(
-            f"{flight['reservations']} reservation(s) in flight: {_money(flight['reserved_usd'])}"
+            f"{counted(flight['reservations'], 'reservation')} in flight: "
+            f"{_money(flight['reserved_usd'])}"
         )

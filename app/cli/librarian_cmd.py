@@ -17,6 +17,7 @@ from app.cli.common import (
     print_json,
     settings_from,
 )
+from app.counted import counted
 from app.errors import UsageError
 
 if TYPE_CHECKING:
@@ -162,18 +163,19 @@ def _render(result: Condensed, n_sources: int, session: str, lines: list[AuditLi
     out.print()
     if not result.condensed:
         out.print(
-            f"[bold]unchanged:[/] {n_sources} sources, ~{result.tokens_in} tokens fit the "
-            f"budget of {result.budget}; no model was called"
+            f"[bold]unchanged:[/] {counted(n_sources, 'source')}, ~{result.tokens_in} tokens "
+            f"fit the budget of {result.budget}; no model was called"
         )
         return
     conf = "" if result.confidence is None else f" · confidence {result.confidence:.2f}"
     by = ", ".join(result.models) or "no model"
     out.print(
-        f"[bold]condensed[/] {n_sources} sources ~{result.tokens_in} → ~{result.tokens_out} "
-        f"tokens (budget {result.budget}) · {result.groups} group(s), {result.map_calls} map "
-        f"call(s), {result.reduce_rounds} reduce round(s), {result.calls} call(s) · by {by}"
-        + (" [magenta](escalated)[/]" if result.escalated else "")
-        + conf
+        f"[bold]condensed[/] {counted(n_sources, 'source')} ~{result.tokens_in} → "
+        f"~{result.tokens_out} tokens (budget {result.budget}) · "
+        f"{counted(result.groups, 'group')}, "
+        f"{counted(result.map_calls, 'map call')}, "
+        f"{counted(result.reduce_rounds, 'reduce round')}, {counted(result.calls, 'call')} "
+        f"· by {by}" + (" [magenta](escalated)[/]" if result.escalated else "") + conf
     )
     for note in result.notes:
         out.print(f"[yellow]note[/] {escape(note)}")

@@ -18,6 +18,7 @@ from app.cli.common import (
     print_json,
     settings_from,
 )
+from app.counted import counted
 
 if TYPE_CHECKING:  # the store pulls in aiosqlite and numpy: imported when a command runs
     from app.memory.embeddings import Embedder
@@ -272,9 +273,9 @@ def _harvest(args: argparse.Namespace) -> int:
     else:
         out = console()
         out.print(
-            f"harvested {result['commits_added']} new commit(s) "
-            f"({result['commits_skipped']} already kept) and {result['outcomes_added']} "
-            f"outcome(s) from {result['repo']}"
+            f"harvested {counted(result['commits_added'], 'new commit')} "
+            f"({result['commits_skipped']} already kept) and "
+            f"{counted(result['outcomes_added'], 'outcome')} from {result['repo']}"
             + (f" since {result['since']}" if result["since"] else "")
         )
         out.print(f"[dim]{_embedding_line(result['embeddings'])}[/]")

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.audit.log import AuditLog
+from app.counted import counted
 from app.evidence.bundle import (
     COST,
     HIGHRISK,
@@ -125,8 +126,8 @@ def _sidecar_lines(bundle: Path) -> list[str]:
             claims = len(synth.get("claims") or [])
             pairs = len(synth.get("contradictions") or [])
             out.append(
-                f"tier2 {t.get('status')} by {t.get('model')}: {claims} checked claim(s), "
-                f"{pairs} contradiction(s)"
+                f"tier2 {t.get('status')} by {t.get('model')}: "
+                f"{counted(claims, 'checked claim')}, {counted(pairs, 'contradiction')}"
             )
         else:
             out.append(f"tier2 {t.get('status')}: {t.get('reason') or 'no synthesis'}")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from app.bus import DiffUpdated
+from app.counted import counted
 from app.evidence.layout import diff_name, edits_name
 from app.paths import STATE_DIR_NAME
 from app.pipeline import prompts
@@ -177,7 +178,8 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
     )
     await reflect(ctx, work.failures, work.final_diff)
     raise RunStopped(
-        f"implementer: {failed} failed loops in {ctx.options.max_attempts} attempts; "
+        f"implementer: {counted(failed, 'failed loop')} in "
+        f"{counted(ctx.options.max_attempts, 'attempt')}; "
         "no further progress is possible (see the audit for escalations)"
     )
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.backends.base import Message
+from app.counted import counted
 from app.errors import SwitchyardError, UsageError
 from app.pipeline.schemas import TutorTurn
 from app.pipeline.structured import Answer, ask_model
@@ -331,7 +332,7 @@ class TutorSession:
                     "escalated": reply.escalated,
                     "model": reply.model,
                 },
-                f"turn {n}{of}: {len(reply.turn.questions)} question(s), {held}"
+                f"turn {n}{of}: {counted(len(reply.turn.questions), 'question')}, {held}"
                 + (f" ({reply.model})" if reply.model else ""),
             )
             return reply

@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.counted import counted
 from app.errors import SwitchyardError
 from app.evidence.runid import validate_run_id
 from app.paths import STATE_DIR_NAME, repo_state_dir
@@ -191,8 +192,8 @@ class Worktree:
         if dirty:
             shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
             notes.append(
-                f"the checkout has {len(dirty)} uncommitted change(s) ({shown}); the run works"
-                f" on the last commit {base_sha[:12]} and does not carry them over"
+                f"the checkout has {counted(len(dirty), 'uncommitted change')} ({shown}); "
+                f"the run works on the last commit {base_sha[:12]} and does not carry them over"
             )
         if (top / ".gitmodules").exists():
             notes.append("submodules are not checked out in the run's worktree")

@@ -290,7 +290,7 @@ def test_a_schema_never_met_ends_after_the_documented_generations_with_one_repai
     repairs = [a for a in data["audit"] if a["kind"] == "repair"]
     assert len(repairs) == 1 and repairs[0]["reason_codes"] == ["GR012_REPAIR"]
     assert data["error"].startswith(
-        f"no answer fits the schema after {MAX_STRUCTURED_GENERATIONS} generation(s)"
+        f"no answer fits the schema after {MAX_STRUCTURED_GENERATIONS} generations"
     )
     # the same, as a person reads it: one clear line, no traceback
     rc = main(argv)

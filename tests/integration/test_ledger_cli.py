@@ -142,7 +142,7 @@ def test_an_empty_ledger_is_created_and_reported(
     assert not Settings().ledger_db.exists()
     assert main(["budget", "--session", "nobody"]) == 0
     out = capsys.readouterr().out
-    assert "$0.00 in 0 call(s)" in out
+    assert "$0.00 in 0 calls" in out
     assert "session nobody" in out
     # the summary is one line, not broken at the console's 80 columns
     summary = out.splitlines()[0]

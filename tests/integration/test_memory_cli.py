@@ -101,7 +101,7 @@ def test_harvest_json_is_idempotent_and_since_works(
     code, _, err = run(capsys, "harvest", "--repo", str(repo), "--since", "nope", "--no-embed")
     assert code == 2 and "no such commit" in err
     code, text, _ = run(capsys, "harvest", "--repo", str(repo), "--no-embed")
-    assert code == 0 and "harvested 0 new commit(s) (2 already kept)" in text
+    assert code == 0 and "harvested 0 new commits (2 already kept)" in text
 
 
 @pytest.mark.slow

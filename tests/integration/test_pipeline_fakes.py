@@ -272,7 +272,7 @@ def test_full_pipeline_escalates_fixes_judges_and_merges(
     assert main(["evidence", "show", out["run_id"], "--repo", str(repo), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["sidecars"] == [
-        "tier2 accepted by claude-sonnet-4.6: 1 checked claim(s), 0 contradiction(s)",
+        "tier2 accepted by claude-sonnet-4.6: 1 checked claim, 0 contradictions",
         "advice on the high risk from claude-sonnet-4.6: do not merge: this touches the public API",
     ]
     assert shown["gate"]["ok"]

@@ -142,7 +142,7 @@ def test_dirty_checkout_is_not_carried_over_and_is_said(repo: Path) -> None:
     before = checkout_fingerprint(repo)
     wt = Worktree.create(repo, "run-8")
     assert set(wt.user_dirty) == {"calc.py", "scratch.txt"}
-    assert "2 uncommitted change(s)" in wt.notes[0] and "does not carry them over" in wt.notes[0]
+    assert "2 uncommitted changes" in wt.notes[0] and "does not carry them over" in wt.notes[0]
     assert (wt.path / "calc.py").read_text().endswith("a - b\n")
     assert not (wt.path / "scratch.txt").exists()
     assert wt.apply_diff(FIX).ok

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.backends.base import ChatRequest, Message
+from app.counted import counted
 from app.pipeline.librarian.notes import (
     MIN_CAPACITY,
     ROLE,
@@ -139,6 +140,6 @@ class Caller:
             points.append(NotePoint(text=p.text, sources=ids))
         if orphans:
             self.tally.notes.append(
-                f"{orphans} point(s) named no known source id: attributed to their group"
+                f"{counted(orphans, 'point')} named no known source id: attributed to their group"
             )
         return NoteSet(points, list(notes.contradictions), notes.confidence)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.audit.types import AuditSink
+from app.counted import counted
 from app.pipeline.librarian import escalation
 from app.pipeline.librarian.calls import Caller
 from app.pipeline.librarian.mapping import map_local
@@ -98,7 +99,7 @@ async def _run(job: Caller, sources: Sequence[Source], tokens_in: int) -> NoteSe
         # the Librarian's own notes found sources that disagree: its §3 trigger
         tally.codes.append("LIBRARIAN_CONTRADICTIONS")
         tally.notes.append(
-            f"the notes report {len(result.contradictions)} contradiction(s): "
+            f"the notes report {counted(len(result.contradictions), 'contradiction')}: "
             + "; ".join(c[:120] for c in result.contradictions[:3])
         )
         if not tally.escalated and not tally.declined:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app.audit.types import AuditSink
+from app.counted import counted
 from app.pipeline.librarian.notes import ROLE, Condensed, NotePoint, NoteSet, Source
 from app.pipeline.librarian.packing import (
     _clip,
@@ -110,7 +111,7 @@ async def conclude(
         reduce_rounds=tally.reduce_rounds,
         clipped=clipped,
     )
-    how = f"{tally.map_calls} map call(s), {tally.reduce_rounds} reduce round(s)"
+    how = f"{counted(tally.map_calls, 'map call')}, {counted(tally.reduce_rounds, 'reduce round')}"
     await sink.append(
         "condense",
         session=session,
@@ -134,7 +135,8 @@ async def conclude(
             "local_window": local_window,
             "clipped": clipped,
         },
-        detail=f"{len(sources)} sources, ~{tokens_in} → ~{tokens_out} tokens (budget {budget}): "
+        detail=f"{counted(len(sources), 'source')}, ~{tokens_in} → ~{tokens_out} tokens "
+        f"(budget {budget}): "
         + how
         + (f", by {', '.join(tally.models)}" if tally.models else "")
         + (" [escalated]" if tally.escalated else "")
