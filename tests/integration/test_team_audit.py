@@ -163,7 +163,7 @@ def test_tampering_with_the_team_audit_makes_audit_verify_exit_1(
     else:
         assert "owner record" in lines[0]
     rc, out, _ = run_cli(["audit", "verify", "--chain", bob], capsys)  # the other chain is fine
-    assert rc == 0 and "1 chain(s), 8 lines" in out
+    assert rc == 0 and "1 chain, 8 lines" in out
     rc, out, _ = run_cli(["audit", "verify", "--json"], capsys)
     data = json.loads(out)
     assert rc == 1 and data["ok"] is False
@@ -301,7 +301,7 @@ def test_ask_on_the_team_store_writes_the_team_audit_and_ledger(
     assert any("TEAM_STORE" in r["reason_codes"] for r in rows)
     assert {r["kind"] for r in rows} >= {"route", "call"}
     rc, out, _ = run_cli(["audit", "verify"], capsys)
-    assert rc == 0 and "2 chain(s)" in out
+    assert rc == 0 and "2 chains" in out
     rc, report, _ = run_json(["budget"], capsys)
     assert rc == 0 and report["team"] == "default" and report["total"]["calls"] == 2
     assert {u["user"] for u in report["by_user"]} == {"alice", "bob"}

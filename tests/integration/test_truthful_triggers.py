@@ -178,7 +178,7 @@ def test_a_confident_change_off_the_plan_fires_the_low_self_check(
     assert "IMPLEMENTER_LOW_SELF_CHECK" in esc["reason_codes"]
     assert (
         "self_check_confidence 0.45 (self 0.95; touches none of the plan's files (parser.py); "
-        "60 changed lines > 40 (1 steps × 40)) < 0.5"
+        "60 changed lines > 40 (1 step × 40)) < 0.5"
     ) in esc["detail"]
     grounding = json.loads((Path(out["bundle"]) / "implementer_grounding.json").read_text())
     assert [a["value"] for a in grounding["attempts"]] == [pytest.approx(0.45), 0.9]
