@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from app.pipeline.plan_status import finished_statuses
 from app.pipeline.schemas import Plan, PlanStep
-from app.tui.panes.plan import step_statuses
+from app.tui.panes.plan import files_shown, step_statuses
 
 PLAN = {"goal": "g", "steps": [{"title": "a"}, {"title": "b"}, {"title": "c"}]}
 
@@ -33,3 +33,9 @@ def test_a_finished_change_marks_the_steps_it_touched_done() -> None:
     )
     diff = "--- a/parser.py\n+++ b/parser.py\n@@ -1 +1 @@\n-a\n+b\n"
     assert finished_statuses(plan, diff) == ["done", "skipped", "done"]
+
+
+def test_a_step_names_each_file_once_and_says_how_many_it_leaves_out() -> None:
+    # the demo's 135M Architect names test_parser.py twice in one step
+    assert files_shown(["test_parser.py", "test_parser.py", "t2.py"]) == "test_parser.py, t2.py"
+    assert files_shown(["a", "b", "a", "c", "d", "e"]) == "a, b, c +2 more"

@@ -39,6 +39,14 @@ def step_statuses(plan: dict[str, Any], published: list[str] | None) -> list[str
     ]
 
 
+def files_shown(files: list[Any], most: int = 3) -> str:
+    """A step's files, each once (a small model names one twice), the first ``most`` of
+    them and how many more there are."""
+    unique = list(dict.fromkeys(str(f) for f in files))
+    more = len(unique) - most
+    return ", ".join(unique[:most]) + (f" +{more} more" if more > 0 else "")
+
+
 def render_plan(
     plan: dict[str, Any] | None,
     stages: dict[str, str],
@@ -74,7 +82,7 @@ def render_plan(
         line.append(title, style if status != "pending" else None)
         files = step.get("files") if isinstance(step, dict) else None
         if files:
-            line.append("  " + clean(", ".join(str(f) for f in files[:3]), one_line=True), dim)
+            line.append("  " + clean(files_shown(files), one_line=True), dim)
         parts.append(line)
     for label, key in (("risk", "risks"), ("open", "open_questions")):
         for item in plan.get(key) or []:
