@@ -57,6 +57,7 @@ from app.backends.llamacpp_model import (
     unload_all,
 )
 from app.backends.llamacpp_tools import ReplyReader, plan_tools
+from app.counted import counted
 
 __all__ = [
     "EMBEDDED_MODEL_ID",
@@ -312,7 +313,7 @@ class LlamaCppBackend:
         window = self.window()
         return Health(
             ok=True,
-            detail=f"{path.name} in-process, {_threads(self._n_threads)} "
+            detail=f"{path.name} in-process, {counted(self._n_threads, 'thread')} "
             f"({self._n_threads_batch} for the prompt)",
             context_window=window,
             models=[self.model_id],
@@ -429,7 +430,3 @@ class LlamaCppBackend:
                 if running.is_set():
                     while not isinstance(await queue.get(), _Outcome):
                         pass
-
-
-def _threads(n: int) -> str:
-    return "1 thread" if n == 1 else f"{n} threads"
