@@ -29,6 +29,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "app.tokens": ("app.",),
     "app.sqlite": ("app.",),
     "app.counted": ("app.",),
+    "app.own_thread": ("app.",),
     # the environment of every subprocess: used by the workspace and the backends alike
     "app.subprocess_env": ("app.",),
     "app.bus": ("app.pipeline", "app.router", "app.backends", "app.cli", "app.tui"),
