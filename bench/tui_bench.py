@@ -64,6 +64,10 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SIZE = (120, 40)
+# Wall-clock limits (not counts of sleeps: a slow machine, or a test that makes sleeps
+# instant, must not shorten them). A limit reached is an error, never a figure.
+SESSION_LIMIT_S = 60.0
+FLOOD_LIMIT_S = 120.0
 #: ours, and an empty Textual app with Textual's defaults and with our collector set-up
 SIDES = ("switchyard", "empty", "empty-held")
 FIRST_FRAME_GOAL_S = 0.400
@@ -144,14 +148,15 @@ async def _first_frame(which: str, events: int, data_dir: Path, spawned: float) 
         _mark_session_drawn(app, out, t0)
     async with app.run_test(size=SIZE) as pilot:
         if which == "switchyard":
-            for _ in range(12_000):  # a minute at most
-                if "session_on_screen_s" in out:
-                    break
+            deadline = time.monotonic() + SESSION_LIMIT_S
+            while "session_on_screen_s" not in out:
                 if app.session_error is not None:
                     raise RuntimeError(f"the session did not open: {app.session_error}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the session was not on screen after {SESSION_LIMIT_S:g} s"
+                    )
                 await asyncio.sleep(0.002)
-            else:
-                raise RuntimeError("the session was not on screen after a minute")
         await pilot.pause()
         out["settled_s"] = time.perf_counter() - t0
         if which == "switchyard" and events:
@@ -201,13 +206,12 @@ async def _flood(app: Any, pilot: Any, events: int) -> dict[str, Any]:
     for line in lines:
         await app.bus.publish(AuditAppended(session=session, line=line))
     published = time.perf_counter() - t0
-    for _ in range(24_000):  # two minutes at most
-        if received() >= base + events:
-            break
+    deadline = time.monotonic() + FLOOD_LIMIT_S
+    while received() < base + events:
+        if time.monotonic() > deadline:
+            # a time-out is not a figure: say how many came, and report no time
+            raise RuntimeError(f"flood: {received() - base} of {events} lines reached the pane")
         await asyncio.sleep(0.005)
-    else:
-        # a time-out is not a figure: say how many came, and report no time
-        raise RuntimeError(f"flood: {received() - base} of {events} lines reached the pane")
     await pilot.pause()
     return {
         "flood_events": events,

@@ -26,13 +26,7 @@ async def test_a_flood_that_never_all_arrives_is_an_error(
     from app.tui.panes.escalations import EscalationsPane
 
     monkeypatch.setattr(EscalationsPane, "add_lines", lambda self, lines: None)
-    monkeypatch.setattr(tui_bench.asyncio, "sleep", _no_wait)
+    monkeypatch.setattr(tui_bench, "FLOOD_LIMIT_S", 0.5)
     with pytest.raises(RuntimeError, match="0 of 50 lines reached the pane"):
         await tui_bench._first_frame("switchyard", 50, tmp_path, time.time())
 
-
-_real_sleep = tui_bench.asyncio.sleep
-
-
-async def _no_wait(delay: float, result: object = None) -> object:
-    return await _real_sleep(0, result)
