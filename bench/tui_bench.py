@@ -153,9 +153,7 @@ async def _first_frame(which: str, events: int, data_dir: Path, spawned: float) 
                 if app.session_error is not None:
                     raise RuntimeError(f"the session did not open: {app.session_error}")
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"the session was not on screen after {SESSION_LIMIT_S:g} s"
-                    )
+                    raise RuntimeError(f"the session was not on screen after {SESSION_LIMIT_S:g} s")
                 await asyncio.sleep(0.002)
         await pilot.pause()
         out["settled_s"] = time.perf_counter() - t0

@@ -29,4 +29,3 @@ async def test_a_flood_that_never_all_arrives_is_an_error(
     monkeypatch.setattr(tui_bench, "FLOOD_LIMIT_S", 0.5)
     with pytest.raises(RuntimeError, match="0 of 50 lines reached the pane"):
         await tui_bench._first_frame("switchyard", 50, tmp_path, time.time())
-
