@@ -122,6 +122,30 @@ def role_status(
     )
 
 
+def chain_health(
+    policy: Policy, endpoints: dict[str, EndpointStatus], inproc: InprocessStatus
+) -> tuple[dict[str, bool], dict[str, int]]:
+    """What these probes mean to :func:`app.router.decide.decide`: each runtime of the
+    local chain that is not up, as ``RouterState.health`` marks it (``runtime:<id>``), and
+    the embedded model's real window. The router's own probes (the backend registry) give
+    a session the same picture: no URL or no answer is down, the in-process runtime is up
+    when its GGUF and llama-cpp-python are there."""
+    health: dict[str, bool] = {}
+    windows: dict[str, int] = {}
+    for runtime in policy.local_chain.order:
+        spec = policy.runtimes.get(runtime)
+        if spec is not None and spec.kind == "llamacpp_inprocess":
+            up = inproc.available
+            if up and inproc.context_window and spec.model:
+                windows[policy.resolve(spec.model)] = inproc.context_window
+        else:
+            endpoint = endpoints.get(runtime)
+            up = spec is not None and endpoint is not None and endpoint.up
+        if not up:
+            health[f"runtime:{runtime}"] = False
+    return health, windows
+
+
 def local_status(
     policy: Policy, settings: Settings, *, timeout: float = PROBE_TIMEOUT_S
 ) -> LocalStatus:

@@ -55,6 +55,12 @@ def register(sub: Any) -> None:
         action="store_true",
         help="skip cloud models whose API key is not set, as a real request would",
     )
+    ex.add_argument(
+        "--probe",
+        action="store_true",
+        help="ask the local runtimes which are up (as `local status` does), so the local "
+        "target is the one a request would get now",
+    )
     add_policy_arg(ex)
     add_json_arg(ex)
     ex.set_defaults(handler=_explain)
@@ -79,9 +85,14 @@ def parse_signals(pairs: list[str]) -> Signals:
                     raise ValueError("expected true or false")
                 values[key] = text in _TRUE
             elif int in kinds:
+                if not text.lstrip("+-").isdigit():
+                    raise ValueError("expected a whole number")
                 values[key] = int(text)
             else:
-                values[key] = float(text)
+                try:
+                    values[key] = float(text)
+                except ValueError:
+                    raise ValueError("expected a number") from None
         except ValueError as exc:
             raise UsageError(f"--signal {key}={raw}: {exc}") from None
     try:
@@ -112,24 +123,58 @@ def _explain(args: argparse.Namespace) -> int:
             raise UsageError(f"--approved {m}: unknown model")
     left = float("inf") if args.budget_left is None else args.budget_left
     keys = missing_keys(policy)
+    local_only = effective_local_only(policy, settings, args.local_only)
+    health: dict[str, bool] = {}
+    windows: dict[str, int] = {}
+    endpoints: dict[str, Any] = {}
+    if args.probe:
+        from app.backends.local_status import chain_health, inprocess_status, probe_local_chain
+
+        # the settings carry --local-only: under it a remote runtime is refused, unprobed
+        probing = settings.model_copy(update={"local_only": local_only})
+        endpoints = probe_local_chain(policy, probing)
+        health, windows = chain_health(policy, endpoints, inprocess_status(policy))
     state = RouterState(
-        local_only=effective_local_only(policy, settings, args.local_only),
+        local_only=local_only,
         session_left_usd=left,
         approved=frozenset(policy.resolve(m) for m in args.approved),
         unavailable=keys if args.with_keys else {},
+        health=health,
+        context_windows=windows,
     )
     decision = decide(policy, args.role, signals, state)
+    unlisted = _unlisted(policy, decision, endpoints)
+    if unlisted:
+        decision = decision.model_copy(update={"notes": [*decision.notes, unlisted]})
     if args.json:
         data = decision.model_dump(mode="json")
         data["reason_codes"] = decision.reason_codes
         data["local_only"] = state.local_only
+        data["runtimes_probed"] = args.probe
         print_json(data)
     else:
-        render(decision, state, keys if not args.with_keys else {})
+        render(decision, state, keys if not args.with_keys else {}, probed=args.probe)
     return 0
 
 
-def render(d: Decision, state: RouterState, key_notes: dict[str, str]) -> None:
+def _unlisted(policy: Policy, d: Decision, endpoints: dict[str, Any]) -> str | None:
+    """A runtime that answers but does not list the model: the router still picks it (it
+    is up) and falls back when the call is refused, so say so before anyone is surprised."""
+    if d.local is None or d.local.runtime not in endpoints:
+        return None
+    model = policy.models[d.local.model]
+    served = endpoints[d.local.runtime].models
+    if model.served_name in served or d.local.model in served:
+        return None
+    return (
+        f"{d.local.runtime} is up but does not list {model.served_name}: a request falls "
+        "back to the next runtime of the chain when the call is refused"
+    )
+
+
+def render(
+    d: Decision, state: RouterState, key_notes: dict[str, str], *, probed: bool = True
+) -> None:
     from rich.markup import escape
 
     out = console()
@@ -175,6 +220,11 @@ def render(d: Decision, state: RouterState, key_notes: dict[str, str]) -> None:
             f"  local     {d.local.model} on {d.local.runtime} ({label}, window "
             f"{d.local.context_window}){sub if d.local.substituted_for else ''}"
         )
+        if not probed and d.local.runtime != "sentence_transformers":
+            out.print(
+                "  [dim]          the runtimes were not asked: the chain's first is named "
+                "(--probe asks which are up)[/]"
+            )
         if d.local.condense:
             out.print(
                 "  [cyan]note[/]      the prompt exceeds every local window, so the first "
