@@ -39,10 +39,9 @@ from app.pipeline.schemas import Plan
 from app.pipeline.second_opinion import advise
 from app.pipeline.signals import diff_files, diff_signals
 from app.pipeline.structured import Answer, ask_parsed
-from app.pipeline.testloop import TestLoop
+from app.pipeline.testloop import TestLoop, find_test_command
 from app.router.types import Signals
 from app.tokens import count_text
-from app.workspace.testcmd import detect_test_command
 
 if TYPE_CHECKING:
     from app.pipeline.context import RunContext
@@ -270,7 +269,7 @@ def _record(
 
 def start(ctx: RunContext, worktree: Worktree) -> Implementation:
     """The loop's state before the first attempt (the test command found in the worktree)."""
-    cmd = detect_test_command(worktree.path, repo=ctx.repo, configured=ctx.options.test_command)
+    cmd = find_test_command(ctx, worktree.path, configured=ctx.options.test_command)
     return Implementation(tests=TestLoop(ctx, worktree, cmd))
 
 

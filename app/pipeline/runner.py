@@ -30,7 +30,7 @@ from app.pipeline.plan_status import finished_statuses, publish_steps
 from app.pipeline.recall import remember_outcome
 from app.pipeline.schemas import Plan
 from app.pipeline.stages import STAGES, read_audit, stage_report
-from app.pipeline.testloop import sandbox_preflight
+from app.pipeline.testloop import preflight_test_command, sandbox_preflight
 from app.policy.consensus import run_spec_consensus
 from app.policy.gate import GateResult
 from app.router.service import RouteFailed, RouteRefused
@@ -64,6 +64,7 @@ class _Progress:
 
 
 async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]:
+    await preflight_test_command(ctx)
     await sandbox_preflight(ctx)
     briefing = await prepare_brief(ctx)
     plan = progress.plan = await architect.plan(ctx, briefing.text)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from app.bus import TestLoopFinished, TestOutput
+from app.errors import ConfigError
 from app.pipeline.context import RunStopped
 from app.workspace.sandbox import (
     DEFAULT_MEMORY_MB,
@@ -27,9 +28,11 @@ from app.workspace.sandbox import (
     run_sandboxed,
     sandbox_decision_line,
 )
-from app.workspace.testcmd import load_repo_config
+from app.workspace.testcmd import NoTestCommand, detect_test_command, load_repo_config
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from app.pipeline.context import RunContext
     from app.workspace.testcmd import TestCommand
     from app.workspace.worktree import Worktree
@@ -130,6 +133,26 @@ async def sandbox_preflight(ctx: RunContext) -> None:
         if line is not None:
             await ctx.audit(line.pop("kind"), role="implementer", **line)
         raise RunStopped(decision.reason)
+
+
+def find_test_command(
+    ctx: RunContext, root: Path | None = None, *, configured: str | None = None
+) -> TestCommand:
+    """The run's test command, found in ``root`` (the worktree; by default the repo, for
+    the preflight). None found, or a bad ``.switchyard/config.toml``, stops the run with
+    the reason (what to set, and where): GR-006 makes the tests' exit code the truth, so
+    a run with no tests to run has nothing to go on."""
+    try:
+        return detect_test_command(root or ctx.repo, repo=ctx.repo, configured=configured)
+    except (NoTestCommand, ConfigError) as exc:
+        raise RunStopped(str(exc)) from None
+
+
+async def preflight_test_command(ctx: RunContext) -> None:
+    """Before any model call, as the sandbox's: the repo has a test command. The worktree
+    is the repo's HEAD, so what is found here is found there (it is looked up again there:
+    an untracked test file would only be here, and then the run stops at that point)."""
+    await asyncio.to_thread(find_test_command, ctx, configured=ctx.options.test_command)
 
 
 def provider_key_names(ctx: RunContext) -> list[str]:

@@ -109,8 +109,8 @@ def detect_test_command(
     found = [hit for probe in _PROBES if (hit := probe(root, repo, python)) is not None]
     if not found:
         raise NoTestCommand(
-            f"no test command for {root}: found no pytest, Cargo.toml, go.mod, package.json"
-            f" test script or Makefile test target; set test_command in"
+            f"no test command for {root}: found no pytest tests or config, Cargo.toml,"
+            f" go.mod, package.json test script or Makefile test target; set test_command in"
             f" {repo / STATE_DIR_NAME / CONFIG_FILE}"
         )
     argv, why = found[0]
@@ -144,6 +144,10 @@ def _pytest_marker(root: Path) -> str | None:
             return f"{name} has {section}"
     if (root / "conftest.py").is_file():
         return "conftest.py found"
+    # a small project keeps test_x.py beside x.py: pytest collects it from the top
+    top = sorted(p.name for p in root.glob("*.py") if _PY_TEST_FILE.match(p.name))
+    if top:
+        return f"{top[0]} at the top is a Python test file"
     for d in _TEST_DIRS:
         if (root / d).is_dir() and _has_python_tests(root / d):
             return f"{d}/ holds Python test files"

@@ -36,6 +36,12 @@ TABLE: list[tuple[str, dict[str, str], list[str], str]] = [
         [PY, "-m", "pytest"],
         "tests/ holds Python test files",
     ),
+    (
+        "a test file at the top",
+        {"calc.py": "", "test_calc.py": "def test(): pass\n"},
+        [PY, "-m", "pytest"],
+        "test_calc.py at the top is a Python test file",
+    ),
     ("cargo", {"Cargo.toml": "[package]\nname='x'\n"}, ["cargo", "test"], "Cargo.toml"),
     ("go", {"go.mod": "module x\n"}, ["go", "test", "./..."], "go.mod"),
     (
@@ -76,6 +82,7 @@ def test_detection_table(
         {"package.json": "{not json"},
         {"Makefile": "TEST := 1\ntest:=2\nall:\n\ttrue\n"},
         {"tests/data.txt": "", "tests/helper.py": ""},
+        {"calc.py": "", "testing.py": ""},
         {"pyproject.toml": "[project]\nname='x'\n"},
     ],
 )

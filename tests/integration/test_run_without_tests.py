@@ -1,0 +1,89 @@
+"""A repo ``switchyard run`` finds no test command in stops before any model call, with
+what to set and where (GR-006: the tests' exit code is the truth, so a run with nothing
+to run has nothing to go on). It once reached the Implementer, having spent the
+Architect's calls, and ended as an "internal error" naming the exception."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.paths import repo_state_dir
+from app.workspace.worktree import checkout_fingerprint
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.reliability.kit import (
+    LOCAL_MODELS,
+    audit_lines,
+    closed_port,
+    git,
+    no_traceback,
+    run_cli,
+    run_json,
+)
+
+
+@pytest.fixture
+def vllm(
+    monkeypatch: pytest.MonkeyPatch, fake_openai_factory: Callable[..., FakeOpenAIServer]
+) -> FakeOpenAIServer:
+    """Every local role is served here, so any model call of the run would be seen."""
+    server = fake_openai_factory("vllm", models=LOCAL_MODELS)
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", server.base_url)
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    return server
+
+
+def untested_repo(tmp_path: Path, files: dict[str, str]) -> Path:
+    repo = tmp_path / "untested"
+    repo.mkdir()
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "Test")
+    git(repo, "config", "user.email", "test@example.invalid")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "init")
+    return repo
+
+
+def run_in(repo: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, str]:
+    before = checkout_fingerprint(repo)
+    rc, out, err = run_json(["run", "fix add()", "--repo", str(repo), "--approve", "deny"], capsys)
+    no_traceback(err)
+    assert checkout_fingerprint(repo).differences(before) == []
+    rc2, _, err2 = run_cli(["evidence", "verify", out["run_id"], "--repo", str(repo)], capsys)
+    assert rc2 == 0, err2  # stopped early, the bundle is still sealed
+    return rc, out, err
+
+
+def test_no_test_command_stops_the_run_before_any_model_call(
+    tmp_path: Path, vllm: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = untested_repo(
+        tmp_path, {"calc.py": "def add(a, b):\n    return a - b\n", "README.md": "calc\n"}
+    )
+    rc, out, _ = run_in(repo, capsys)
+    assert rc == 1 and out["outcome"] == "stopped"
+    assert "no test command for" in out["reason"]
+    assert f"set test_command in {repo / '.switchyard' / 'config.toml'}" in out["reason"]
+    assert "internal error" not in out["reason"]
+    assert vllm.chat_requests == []
+    lines = [a for a in audit_lines() if a["run"] == out["run_id"]]
+    assert not [a for a in lines if a["kind"] in ("route", "call")]
+    (end,) = [a for a in lines if "RUN_STOPPED" in a["reason_codes"]]
+    assert "no test command for" in end["detail"]
+
+
+def test_a_broken_repo_config_stops_the_run_naming_the_file(
+    tmp_path: Path, vllm: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = untested_repo(tmp_path, {"calc.py": "x = 1\n", "test_calc.py": "def test(): pass\n"})
+    (repo_state_dir(repo) / "config.toml").write_text("test_command = [\n")
+    rc, out, _ = run_in(repo, capsys)
+    assert rc == 1 and out["outcome"] == "stopped"
+    assert f"{repo / '.switchyard' / 'config.toml'}: toml syntax" in out["reason"]
+    assert vllm.chat_requests == []
