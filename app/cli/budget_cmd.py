@@ -130,7 +130,10 @@ def _render(r: dict[str, Any]) -> None:
     if r["session_budget"] is not None:
         cap_row(f"session {r['session']}", r["session_budget"])
     else:
-        caps.add_row("per session", _money(r["caps"]["session_usd"]), "", "", "")
+        # a session's spend is its own: with none named, say how to see one
+        caps.add_row(
+            "each session (see --session S)", _money(r["caps"]["session_usd"]), "—", "—", "—"
+        )
     cap_row("team day" if r.get("team") else "day", r["today"])
     if r.get("team") and r["today"].get("user"):
         cap_row(f"user {r['user']}", r["today"]["user"])

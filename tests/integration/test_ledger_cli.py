@@ -132,6 +132,7 @@ def test_table_shows_roles_models_providers_days_and_what_is_left(
         "$0.42",
         "provider deepseek",
         "in flight",
+        "each session (see --session S)",  # all sessions: no one session's spend to show
     ):
         assert text in out, text
 
