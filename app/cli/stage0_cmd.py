@@ -23,11 +23,13 @@ from app.counted import counted
 from app.errors import UsageError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from app.pipeline.tier2 import Tier2Result
     from app.policy.schema import Policy
     from app.stage0.brief import Brief
     from app.stage0.engine import Stage0
-    from app.stage0.result import QueryResult
+    from app.stage0.result import LaneExplain, QueryResult
 
 #: Below this many files to scan (or contents to tokenize) no progress bar is shown.
 PROGRESS_MIN = 300
@@ -220,26 +222,34 @@ def _render_query(result: QueryResult) -> None:
         f"prefilter {p.prefilter} · top_k {p.top_k} · code_top_k {p.code_top_k} · {p.weighting}"
     )
     for lane in result.explain or []:
-        ex = Table(title=f"explain: {lane.lane} lane", box=None, pad_edge=False)
-        for col in ("rank", "status", "rel", "red", "mmr", "location", "matched terms", "why"):
-            ex.add_column(col)
-        for e in lane.entries:
-            terms = " ".join(f"{t.term}:{t.weight:.2f}" for t in e.matched_terms[:3])
-            ex.add_row(
-                str(e.rank),
-                e.status,
-                f"{e.relevance:.3f}",
-                f"{e.redundancy:.3f}",
-                "" if e.mmr is None else f"{e.mmr:.3f}",
-                f"{e.path}:{e.start}-{e.end}",
-                terms,
-                e.reason,
-            )
-        out.print(ex)
+        if lane.entries:  # with nothing to rank, the lane's line below says why
+            out.print(_explain_table(lane))
+        taken = f", {lane.already_picked} picked by the chunks lane" if lane.already_picked else ""
         out.print(
             f"{lane.lane}: {lane.matched} matched, {lane.candidates} candidates, "
-            f"{lane.below_prefilter} below the prefilter, {lane.used}/{lane.budget} tokens"
+            f"{lane.below_prefilter} below the prefilter{taken}, {lane.used}/{lane.budget} tokens"
         )
+
+
+def _explain_table(lane: LaneExplain) -> Table:
+    from rich.table import Table
+
+    ex = Table(title=f"explain: {lane.lane} lane", box=None, pad_edge=False)
+    for col in ("rank", "status", "rel", "red", "mmr", "location", "matched terms", "why"):
+        ex.add_column(col)
+    for e in lane.entries:
+        terms = " ".join(f"{t.term}:{t.weight:.2f}" for t in e.matched_terms[:3])
+        ex.add_row(
+            str(e.rank),
+            e.status,
+            f"{e.relevance:.3f}",
+            f"{e.redundancy:.3f}",
+            "" if e.mmr is None else f"{e.mmr:.3f}",
+            f"{e.path}:{e.start}-{e.end}",
+            terms,
+            e.reason,
+        )
+    return ex
 
 
 def _check_synth_args(args: argparse.Namespace) -> None:

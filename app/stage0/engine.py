@@ -329,6 +329,7 @@ class Stage0:
                 matched=matched,
                 candidates=len(rows),
                 below_prefilter=max(0, matched - excluded - len(rows)),
+                already_picked=excluded,
                 k=k,
                 budget=budget,
                 used=selection.used,

@@ -72,6 +72,9 @@ class LaneExplain(_Frozen):
     matched: int  # chunks with relevance > 0
     candidates: int  # after the pre-filter
     below_prefilter: int
+    #: matched, but already picked by the lane before (the code lane skips what the
+    #: chunks lane took): matched = candidates + below_prefilter + already_picked
+    already_picked: int = 0
     k: int
     budget: int
     used: int

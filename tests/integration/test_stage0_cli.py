@@ -77,6 +77,34 @@ def test_human_output_names_chunks_and_the_budget(
     assert "pkg/parser.py:" in out and "budget:" in out and "picked #1" in out
 
 
+def test_a_lane_left_nothing_says_the_chunks_lane_took_its_matches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two one-function files: the chunks lane picks both functions whole, so the code lane
+    has no candidate. It once said "2 matched, 0 candidates, 0 below the prefilter" under
+    an empty table, which added up to nothing."""
+    monkeypatch.setenv("COLUMNS", "200")
+    repo = make_repo(
+        tmp_path,
+        {
+            "calc.py": "def add(a, b):\n    return a - b\n",
+            "test_calc.py": "from calc import add\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+        },
+    )
+    argv = ("stage0", "query", "add numbers", "--repo", str(repo), "--explain")
+    rc, out, _ = _run(capsys, *argv)
+    assert rc == 0
+    assert (
+        "code: 2 matched, 0 candidates, 0 below the prefilter, 2 picked by the chunks lane" in out
+    )
+    assert "explain: chunks lane" in out and "explain: code lane" not in out
+    data = json.loads(_run(capsys, *argv, "--json")[1])
+    for lane in data["explain"]:
+        assert (
+            lane["matched"] == lane["candidates"] + lane["below_prefilter"] + lane["already_picked"]
+        )
+
+
 def test_a_directory_that_is_not_a_repository_exits_2_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
