@@ -2,14 +2,22 @@
 decoding, then the reply is validated against the same model.
 
 Lengths are bounded on purpose: a grammar-constrained small model otherwise fills a free
-string until it runs out of tokens.
+string until it runs out of tokens. Each item of a list of texts is bounded too, and no
+bound is above 1,000 characters: the in-process backend leaves longer ones out of the
+grammar (llama.cpp refuses a deeper nesting; app/backends/llamacpp_grammar.py), and the
+135M model then wrote one tutor question for 2,048 tokens, until the reply was cut off.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+#: one short text of a list: a risk, a question, a test to run
+Item = Annotated[str, Field(max_length=300)]
+#: a repository-relative path
+PathText = Annotated[str, Field(max_length=260)]
 
 
 class Strict(BaseModel):
@@ -18,7 +26,7 @@ class Strict(BaseModel):
 
 class PlanStep(Strict):
     title: str = Field(min_length=1, max_length=160)
-    files: list[str] = Field(default_factory=list, max_length=12)
+    files: list[PathText] = Field(default_factory=list, max_length=12)
     rationale: str = Field(default="", max_length=300)
 
 
@@ -27,10 +35,10 @@ class Plan(Strict):
 
     goal: str = Field(min_length=1, max_length=300)
     steps: list[PlanStep] = Field(min_length=1, max_length=12)
-    risks: list[str] = Field(default_factory=list, max_length=8)
-    acceptance_tests: list[str] = Field(default_factory=list, max_length=8)
+    risks: list[Item] = Field(default_factory=list, max_length=8)
+    acceptance_tests: list[Item] = Field(default_factory=list, max_length=8)
     confidence: float = Field(ge=0, le=1)
-    open_questions: list[str] = Field(default_factory=list, max_length=8)
+    open_questions: list[Item] = Field(default_factory=list, max_length=8)
 
 
 class ImplementerOutput(Strict):
@@ -59,18 +67,18 @@ class Verdict(Strict):
 class CritiqueReport(Strict):
     """The critic-only sidecar (GR-001): it never rewrites."""
 
-    risks: list[str] = Field(default_factory=list, max_length=10)
-    contradictions: list[str] = Field(default_factory=list, max_length=10)
-    missing_requirements: list[str] = Field(default_factory=list, max_length=10)
-    guardrail_conflicts: list[str] = Field(default_factory=list, max_length=10)
+    risks: list[Item] = Field(default_factory=list, max_length=10)
+    contradictions: list[Item] = Field(default_factory=list, max_length=10)
+    missing_requirements: list[Item] = Field(default_factory=list, max_length=10)
+    guardrail_conflicts: list[Item] = Field(default_factory=list, max_length=10)
 
 
 class TutorTurn(Strict):
     """A coaching turn: questions before any answer (§1)."""
 
-    questions: list[str] = Field(min_length=1, max_length=4)
+    questions: list[Item] = Field(min_length=1, max_length=4)
     hint: str = Field(default="", max_length=400)
-    answer: str = Field(default="", max_length=1200)
+    answer: str = Field(default="", max_length=1000)
 
 
 class ReflectionPattern(Strict):
