@@ -10,6 +10,7 @@ from app.cli.common import (
     add_json_arg,
     add_policy_arg,
     console,
+    money,
     policy_from,
     print_json,
     settings_from,
@@ -67,10 +68,6 @@ def _budget(args: argparse.Namespace) -> int:
     return 0
 
 
-def _money(x: float | None) -> str:
-    return "—" if x is None else f"${x:.4f}" if 0 < x < 0.01 else f"${x:.2f}"
-
-
 def _render(r: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -83,7 +80,7 @@ def _render(r: dict[str, Any]) -> None:
     # (Rich would break it at 80 columns, between "policy" and its version).
     out.print(
         f"[bold]Spend {r['since']} … {r['until']} UTC[/] · {scope} · "
-        f"{_money(total['cost_usd'])} in {counted(total['calls'], 'call')} · "
+        f"{money(total['cost_usd'])} in {counted(total['calls'], 'call')} · "
         f"policy {r['policy_version']}",
         soft_wrap=True,
     )
@@ -100,7 +97,7 @@ def _render(r: dict[str, Any]) -> None:
         for row in rows:
             table.add_row(
                 str(row[key]),
-                _money(row["cost_usd"]),
+                money(row["cost_usd"]),
                 str(row["calls"]),
                 f"{row['tokens_in']:,}",
                 f"{row['tokens_out']:,}",
@@ -111,7 +108,7 @@ def _render(r: dict[str, Any]) -> None:
         for col in ("Day", "Cost", "Calls"):
             days.add_column(col, justify="left" if col == "Day" else "right")
         for row in r["by_day"]:
-            days.add_row(row["day"], _money(row["cost_usd"]), str(row["calls"]))
+            days.add_row(row["day"], money(row["cost_usd"]), str(row["calls"]))
         out.print(days)
 
     caps = Table(title=f"Caps and what is left today ({r['today']['day']})", title_justify="left")
@@ -121,10 +118,10 @@ def _render(r: dict[str, Any]) -> None:
     def cap_row(name: str, u: dict[str, Any]) -> None:
         caps.add_row(
             name,
-            _money(u["cap_usd"]),
-            _money(u["spent_usd"]),
-            _money(u["reserved_usd"]),
-            _money(u["left_usd"]),
+            money(u["cap_usd"]),
+            money(u["spent_usd"]),
+            money(u["reserved_usd"]),
+            money(u["left_usd"]),
         )
 
     if r["session_budget"] is not None:
@@ -132,7 +129,7 @@ def _render(r: dict[str, Any]) -> None:
     else:
         # a session's spend is its own: with none named, say how to see one
         caps.add_row(
-            "each session (see --session S)", _money(r["caps"]["session_usd"]), "—", "—", "—"
+            "each session (see --session S)", money(r["caps"]["session_usd"]), "—", "—", "—"
         )
     cap_row("team day" if r.get("team") else "day", r["today"])
     if r.get("team") and r["today"].get("user"):
@@ -144,5 +141,5 @@ def _render(r: dict[str, Any]) -> None:
     if flight["reservations"]:
         out.print(
             f"{counted(flight['reservations'], 'reservation')} in flight: "
-            f"{_money(flight['reserved_usd'])}"
+            f"{money(flight['reserved_usd'])}"
         )

@@ -53,6 +53,11 @@ def policy_from(args: argparse.Namespace, settings: Settings | None = None) -> L
     return load_policy(settings.policy)
 
 
+def money(usd: float | None) -> str:
+    """Dollars as the CLI prints them: cents, or four places below one cent; "—" uncapped."""
+    return "—" if usd is None else f"${usd:.4f}" if 0 < usd < 0.01 else f"${usd:.2f}"
+
+
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")

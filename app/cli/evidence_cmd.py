@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli.common import add_json_arg, print_json, settings_from
+from app.cli.common import add_json_arg, money, print_json, settings_from
 from app.config import Settings
 from app.counted import counted
 from app.evidence.bundle import (
@@ -20,6 +20,7 @@ from app.evidence.bundle import (
     verify_bundle,
 )
 from app.evidence.read import audit_seal, gate_facts, read_cost, read_sidecars
+from app.router.ledger.records import BudgetSnapshot
 from app.shown import clean
 from app.workspace.git import NotAGitRepo, repo_root
 
@@ -256,11 +257,22 @@ def _short(sha: str | None) -> str:
 
 
 def _cost(cost: dict[str, Any]) -> str:
-    for key in ("total_usd", "usd", "total"):
-        value = cost.get(key)
-        if isinstance(value, int | float):
-            return f"${value:.4f}".rstrip("0").rstrip(".") if value else "$0"
-    return ", ".join(f"{k}={v}" for k, v in sorted(cost.items())[:6]) or "—"
+    """cost.json is the session's ledger snapshot when the run ended (a session can hold
+    several runs): what the session spent against its cap, and on which providers."""
+    try:
+        snap = BudgetSnapshot.model_validate(cost)
+    except ValueError:
+        return "unreadable cost.json (not a ledger snapshot)"
+    session = snap.per_session
+    cap = f" of {money(session.cap_usd)}" if session.cap_usd is not None else ""
+    text = (
+        f"session {snap.session}: {money(session.spent_usd)}{cap} spent in "
+        f"{counted(snap.calls, 'call')}"
+    )
+    if session.reserved_usd:
+        text += f", {money(session.reserved_usd)} still reserved"
+    paid = [f"{name} {money(usd)}" for name, usd in sorted(snap.by_provider.items()) if usd]
+    return text + (f" ({', '.join(paid)})" if paid else " (all local: $0)")
 
 
 __all__ = ["check", "register", "repo_from", "summary"]

@@ -24,9 +24,24 @@ from app.evidence.bundle import (
     read_manifest,
     verify_bundle,
 )
+from app.router.ledger.records import BudgetSnapshot, CapUsage
 from tests.unit.test_evidence_bundle import CLOUD_APPROVE, HEAD, sandbox_result
 
 RUN = "20260101-120000-abc123"
+#: what a run writes: the session's ledger snapshot when the run ended
+COST = BudgetSnapshot(
+    session="s1",
+    day="2026-01-01",
+    ts="2026-01-01T12:00:00.000Z",
+    per_session=CapUsage(cap_usd=5.0, spent_usd=0.42, reserved_usd=0.0, left_usd=4.58),
+    per_day=CapUsage(cap_usd=20.0, spent_usd=0.42, reserved_usd=0.0, left_usd=19.58),
+    per_provider={},
+    reserved_usd=0.0,
+    calls=3,
+    by_role={"judge": 0.42},
+    by_model={"claude-sonnet-4.6": 0.42},
+    by_provider={"anthropic": 0.42, "local": 0.0},
+).model_dump()
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +70,7 @@ async def _record(
         b.write_test_loop(1, sandbox_result(0), attempt=1, commit=HEAD)
         b.write_json("highrisk.json", {"high_risk": False})
         b.write_verdicts([CLOUD_APPROVE])
-        b.write_json("cost.json", {"total_usd": 0.42})
+        b.write_json("cost.json", COST)
         assert await b.export_audit(log) == 4
         manifest = b.finalize(
             status=status,  # type: ignore[arg-type]
@@ -217,7 +232,7 @@ def test_show(
     assert "tests     green: loop 1 exit 0 under bwrap" in out
     assert "risk      not High-Risk" in out
     assert "approve by claude (anthropic, cloud); citations resolve" in out
-    assert "cost      $0.42" in out
+    assert "cost      session s1: $0.42 of $5.00 spent in 3 calls (anthropic $0.42)" in out
     assert "gate      holds, given a human's confirmation" in out
     assert "audit.jsonl" in out and "tests/loop-1.log" in out
 
@@ -232,7 +247,7 @@ def test_show(
     }
     assert data["tests"]["green"] is True and data["high_risk"] is False
     assert data["verdicts"][0]["verdict"] == "approve"
-    assert data["cost"] == {"total_usd": 0.42}
+    assert data["cost"] == COST
     names = {f["name"]: f for f in data["files"]}
     assert names["audit.jsonl"]["size"] > 0 and len(names["cost.json"]["sha256"]) == 64
 
@@ -240,9 +255,11 @@ def test_show(
 def test_show_a_refused_and_a_tampered_run(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, _ = record(repo, status="failed")
     (path / "highrisk.json").write_text('{"high_risk": true}')
+    (path / "cost.json").write_text('{"total_usd": 0.01}')
     assert main(["evidence", "show", RUN, "--repo", str(repo)]) == 0
     out = capsys.readouterr().out
     assert "evidence  TAMPERED" in out and "gate      refuses:" in out
+    assert "cost      unreadable cost.json (not a ledger snapshot)" in out
     assert "EVIDENCE: the bundle does not verify" in out
     assert "STATUS: the run ended failed" in out
 
