@@ -85,9 +85,10 @@ def parse_signals(pairs: list[str]) -> Signals:
                     raise ValueError("expected true or false")
                 values[key] = text in _TRUE
             elif int in kinds:
-                if not text.lstrip("+-").isdigit():
-                    raise ValueError("expected a whole number")
-                values[key] = int(text)
+                try:
+                    values[key] = int(text)
+                except ValueError:
+                    raise ValueError("expected a whole number") from None
             else:
                 try:
                     values[key] = float(text)
