@@ -133,6 +133,11 @@ def parse_chat(body: Any) -> Inbound:
     if not isinstance(raw_messages, list) or not raw_messages:
         raise bad("messages: a non-empty list is required")
     messages = [_chat_message(m, f"messages[{i}]") for i, m in enumerate(raw_messages)]
+    n = body.get("n")
+    if n is not None and n != 1:
+        # each choice would be a routed request of its own (its cost, its audit line):
+        # answering one of n silently would look like a model that ignored the rest
+        raise bad(f"n: Switchyard's gateway serves one choice per request (got {n!r})")
     fields: dict[str, Any] = {
         "messages": messages,
         "max_tokens": _int(body, "max_completion_tokens", "max_tokens") or DEFAULT_MAX_TOKENS,

@@ -437,9 +437,16 @@ def test_bad_input_gets_each_protocols_error_shape(
                 image.status_code == 400
                 and "'image' is not supported" in image.json()["error"]["message"]
             )
+            # n choices would be n routed requests: refused, not answered with one
+            many = http.post(
+                "/v1/chat/completions",
+                json={"model": "tutor", "n": 3, "messages": [{"role": "user", "content": "x"}]},
+            )
+            assert many.status_code == 400
+            assert "serves one choice per request (got 3)" in many.json()["error"]["message"]
         assert gw.vllm.chat_requests == []
         rejected = [ln for ln in lines_of("request") if "GATEWAY_REJECTED" in ln["reason_codes"]]
-        assert [ln["values"]["status"] for ln in rejected] == [413, 400, 404, 400]
+        assert [ln["values"]["status"] for ln in rejected] == [413, 400, 404, 400, 400]
 
 
 def test_a_prompt_too_long_for_every_model_is_a_400_to_shorten_not_a_503_to_retry(
