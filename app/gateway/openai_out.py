@@ -157,6 +157,13 @@ def _usage_responses(result: RoutedResult | None) -> dict[str, Any]:
     }
 
 
+def responses_status(result: RoutedResult) -> str:
+    """``incomplete`` when the reply was cut off at its token limit, as OpenAI says it (a
+    Responses client reads ``completed`` as whole: Codex would apply a patch cut short)."""
+    cut = _FINISH.get(result.finish_reason, result.finish_reason) == "length"
+    return "incomplete" if cut else "completed"
+
+
 def response_object(
     response_id: str,
     model: str,
@@ -173,7 +180,7 @@ def response_object(
         "created_at": created,
         "status": status,
         "error": None,
-        "incomplete_details": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
         "instructions": None,
         "max_output_tokens": None,
         "model": model,
@@ -415,9 +422,8 @@ class ResponsesStream:
                     "response.output_item.done", output_index=out_index, item=self.output[out_index]
                 )
             )
-        events.append(
-            self._event("response.completed", response=self._response("completed", result))
-        )
+        status = responses_status(result)
+        events.append(self._event(f"response.{status}", response=self._response(status, result)))
         return events
 
 
@@ -439,7 +445,7 @@ def response_complete(
     return response_object(
         response_id,
         model,
-        status="completed",
+        status=responses_status(result),
         output=output,
         result=result,
         previous=previous,

@@ -183,6 +183,22 @@ def test_responses_non_stream_and_stream(gw: Gateway) -> None:
     assert sent[0] == {"role": "system", "content": "be brief"}
 
 
+def test_a_responses_reply_cut_at_its_limit_is_incomplete_not_completed(gw: Gateway) -> None:
+    """OpenAI says ``incomplete`` (reason ``max_output_tokens``) for a reply cut off at its
+    limit. It was ``completed``: a client took a cut reply (a patch, say) for a whole one."""
+    client = gw.openai
+    cut = client.responses.create(model="auto", input="fix it", max_output_tokens=2)
+    assert cut.status == "incomplete"
+    assert cut.incomplete_details is not None
+    assert cut.incomplete_details.reason == "max_output_tokens"
+    assert cut.output_text and cut.output_text != REPLY
+    with client.responses.stream(model="auto", input="fix it", max_output_tokens=2) as stream:
+        kinds = [event.type for event in stream]
+    assert kinds[-1] == "response.incomplete" and "response.completed" not in kinds
+    whole = client.responses.create(model="auto", input="fix it")
+    assert whole.status == "completed" and whole.incomplete_details is None
+
+
 def test_previous_response_id_continues_within_the_server_or_is_refused(gw: Gateway) -> None:
     client = gw.openai
     first = client.responses.create(model="tutor", input="what is a closure?")
