@@ -200,8 +200,11 @@ async def _verify_async(args: argparse.Namespace) -> list[Report]:
 def _export(args: argparse.Namespace) -> int:
     try:
         count = asyncio.run(_export_async(args))
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): main() ends quietly, as a filter does
     except OSError as exc:
-        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        where = args.output or "the standard output"
+        raise UsageError(f"cannot write {where}: {exc.strerror or exc}") from None
     if args.output is not None:
         print(f"exported {count} audit lines to {args.output}", file=sys.stderr)
     return 0

@@ -141,6 +141,33 @@ def test_tail_follow_prints_new_lines(tmp_path: Path) -> None:
         proc.wait(timeout=10)
 
 
+def test_export_into_a_reader_that_stops_early_ends_quietly() -> None:
+    """``switchyard audit export | head``: the reader goes away and the export ends with
+    no message (it said "cannot write None: Broken pipe", as if a file had failed)."""
+    db = load_settings().audit_db
+
+    async def many() -> None:
+        async with AuditLog.open(db, policy_version="1.0.0") as log:
+            for i in range(400):  # ~150 KB: past a pipe's buffer, so writes meet the EPIPE
+                await log.append(
+                    "call", session="s1", role="tutor", detail=f"call {i} " + "x" * 200
+                )
+
+    asyncio.run(many())
+    shell = f"{sys.executable} -m app.cli.main audit export | head -c 100"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", shell],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+        check=False,
+    )
+    assert len(done.stdout) == 100
+    assert done.stderr == ""
+    assert done.returncode == 0
+
+
 def test_a_file_that_is_not_a_database_is_one_clear_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
