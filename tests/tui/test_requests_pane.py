@@ -56,6 +56,24 @@ def served(**fields: Any) -> RequestServed:
     return RequestServed(**{**base, **fields})
 
 
+def test_a_request_refused_before_routing_shows_when_it_came() -> None:
+    """Its one audit line (GATEWAY_REJECTED) gives the row its time; the time column was
+    blank for it, the only row without one."""
+    row = RequestRow(RID)
+    row.finish(served(status=400, outcome="n: one choice per request", model=None, runtime=None))
+    row.hear(
+        {
+            "kind": "request",
+            "run": RID,
+            "ts": "2026-01-01T12:00:05.000Z",
+            "reason_codes": ["GATEWAY_REJECTED"],
+            "values": {"status": 400, "client": "curl/8"},
+        }
+    )
+    assert row.ts == "2026-01-01T12:00:05.000Z" and row.status == 400
+    assert cells(row, {})["time"].plain != ""
+
+
 def test_a_row_follows_its_escalation_until_served() -> None:
     row = RequestRow(RID)
     row.hear(opened())

@@ -123,8 +123,9 @@ class RequestRow:
         values: dict[str, Any] = line.get("values") or {}
         codes = line.get("reason_codes") or []
         to = str(line.get("to") or "")
+        # its first line says when it came (a request refused before routing has one line)
+        self.ts = self.ts or str(line.get("ts", ""))
         if kind == "request" and "GATEWAY_REQUEST" in codes:
-            self.ts = self.ts or str(line.get("ts", ""))
             self.protocol = self.protocol or str(values.get("protocol", ""))
             self.asked = self.asked or str(values.get("model", ""))
             self.client = self.client or str(values.get("client", ""))
