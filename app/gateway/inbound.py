@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.backends.base import ChatRequest, Message, ToolCall, ToolSpec
+from app.backends.jsonschema_lint import schema_problems
 from app.gateway.errors import GatewayError, Protocol
 
 #: the output cap when a client sends none (OpenAI's APIs allow that)
@@ -111,6 +112,16 @@ def _sampling(body: dict[str, Any], fields: dict[str, Any]) -> None:
     fields["seed"] = seed if isinstance(seed, int) else None
 
 
+def _sound(schema: dict[str, Any], where: str) -> dict[str, Any]:
+    """The client's schema, or a 400 naming its first mistake (a misspelt type made the
+    grammar and the check after accept anything)."""
+    problems = schema_problems(schema, where)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise bad(problems[0] + more)
+    return schema
+
+
 def _stop(value: Any, where: str) -> list[str]:
     if value is None:
         return []
@@ -160,7 +171,7 @@ def parse_chat(body: Any) -> Inbound:
             schema = spec.get("schema")
             if not isinstance(schema, dict):
                 raise bad("response_format.json_schema.schema: expected a JSON schema object")
-            fields["json_schema"] = schema
+            fields["json_schema"] = _sound(schema, "response_format.json_schema.schema")
             schema_name = spec.get("name") if isinstance(spec.get("name"), str) else None
         elif fmt.get("type") == "json_object":
             fields["json_schema"] = {"type": "object"}
@@ -283,7 +294,7 @@ def parse_responses(body: Any) -> Inbound:
     if isinstance(text, dict) and isinstance(text.get("format"), dict):
         fmt = text["format"]
         if fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
-            fields["json_schema"] = fmt["schema"]
+            fields["json_schema"] = _sound(fmt["schema"], "text.format.schema")
         elif fmt.get("type") == "json_object":
             fields["json_schema"] = {"type": "object"}
     previous = body.get("previous_response_id")

@@ -255,7 +255,15 @@ def test_denied_escalation_goes_on_locally(
 
 @pytest.mark.parametrize(
     ("content", "needle"),
-    [(None, "no such file"), ("{not json", "invalid JSON"), ("[1]", "JSON schema object")],
+    [
+        (None, "no such file"),
+        ("{not json", "invalid JSON"),
+        ("[1]", "JSON schema object"),
+        (
+            '{"type": "object", "properties": {"a": {"type": "strin"}}}',
+            "schema.properties.a.type: 'strin' is not a JSON schema type",
+        ),
+    ],
 )
 def test_bad_schema_file_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, needle: str

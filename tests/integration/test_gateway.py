@@ -453,6 +453,22 @@ def test_bad_input_gets_each_protocols_error_shape(
                 image.status_code == 400
                 and "'image' is not supported" in image.json()["error"]["message"]
             )
+            # a misspelt type: the grammar and the check after would have accepted anything
+            typo = http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "tutor",
+                    "messages": [{"role": "user", "content": "x"}],
+                    "response_format": {
+                        "type": "json_schema",
+                        "json_schema": {"name": "t", "schema": {"type": "objet"}},
+                    },
+                },
+            )
+            assert typo.status_code == 400
+            assert typo.json()["error"]["message"].startswith(
+                "response_format.json_schema.schema.type: 'objet' is not a JSON schema type"
+            )
             # n choices would be n routed requests: refused, not answered with one
             many = http.post(
                 "/v1/chat/completions",
@@ -462,7 +478,7 @@ def test_bad_input_gets_each_protocols_error_shape(
             assert "serves one choice per request (got 3)" in many.json()["error"]["message"]
         assert gw.vllm.chat_requests == []
         rejected = [ln for ln in lines_of("request") if "GATEWAY_REJECTED" in ln["reason_codes"]]
-        assert [ln["values"]["status"] for ln in rejected] == [413, 400, 404, 400, 400]
+        assert [ln["values"]["status"] for ln in rejected] == [413, 400, 404, 400, 400, 400]
 
 
 def test_a_prompt_too_long_for_every_model_is_a_400_to_shorten_not_a_503_to_retry(
