@@ -11,9 +11,9 @@ keywords it does not know are left alone (a schema may carry more than it checks
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
-__all__ = ["schema_problems"]
+__all__ = ["schema_problem", "schema_problems"]
 
 TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
 _COUNTS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
@@ -31,6 +31,15 @@ def schema_problems(schema: Any, where: str = "schema") -> list[str]:
     return out
 
 
+def schema_problem(schema: Any, where: str = "schema") -> str | None:
+    """The first problem, saying how many more there are; None for a sound schema."""
+    problems = schema_problems(schema, where)
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return problems[0] + more
+
+
 def _walk(node: Any, where: str, out: list[str], depth: int) -> None:
     if isinstance(node, bool):
         return  # true / false are schemas
@@ -43,7 +52,7 @@ def _walk(node: Any, where: str, out: list[str], depth: int) -> None:
     _type(node, where, out)
     for key in _COUNTS:
         value = node.get(key)
-        if key in node and not (isinstance(value, int) and _is_int(value) and value >= 0):
+        if key in node and not (_is_int(value) and value >= 0):
             out.append(f"{where}.{key}: expected a whole number ≥ 0, got {_shown(value)}")
     for key in _BOUNDS:
         if key in node and not _is_number(node[key]):
@@ -103,7 +112,7 @@ def _type(node: dict[str, Any], where: str, out: list[str]) -> None:
             )
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -95,13 +95,10 @@ def grammar_for(shared: SharedModel, schema: dict[str, Any]) -> Any:
     narrowed = bounded_as_enum(schema)
     for candidate in (narrowed, strip_patterns(narrowed), schema, strip_patterns(schema)):
         try:
-            converted = llama_grammar.LlamaGrammar.from_json_schema(
-                json.dumps(candidate), verbose=False
-            )
+            text = llama_grammar.json_schema_to_gbnf(json.dumps(candidate))
         except Exception:  # the converter raises AssertionError, KeyError, ValueError...
             continue
-        text = json_string_chars(converted._grammar)
-        built = llama_grammar.LlamaGrammar.from_string(text, verbose=False)
+        built = llama_grammar.LlamaGrammar.from_string(json_string_chars(text), verbose=False)
         if parser_accepts(shared, built):
             grammar = built
             break

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.backends.jsonschema_lint import schema_problems
+from app.backends.jsonschema_lint import schema_problem
 from app.cli import audit_lines
 from app.cli.common import (
     add_json_arg,
@@ -58,10 +58,9 @@ def _load_schema(path: Path) -> dict[str, Any]:
         raise UsageError(f"--schema {path}: cannot read: {exc}") from None
     if not isinstance(data, dict) or data.get("type") not in ("object", None):
         raise UsageError(f"--schema {path}: expected a JSON schema object with type 'object'")
-    problems = schema_problems(data)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise UsageError(f"--schema {path}: {problems[0]}{more}")
+    problem = schema_problem(data)
+    if problem:
+        raise UsageError(f"--schema {path}: {problem}")
     return data
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.backends.base import ChatRequest, Message, ToolCall, ToolSpec
-from app.backends.jsonschema_lint import schema_problems
+from app.backends.jsonschema_lint import schema_problem
 from app.gateway.errors import GatewayError, Protocol
 
 #: the output cap when a client sends none (OpenAI's APIs allow that)
@@ -115,10 +115,9 @@ def _sampling(body: dict[str, Any], fields: dict[str, Any]) -> None:
 def _sound(schema: dict[str, Any], where: str) -> dict[str, Any]:
     """The client's schema, or a 400 naming its first mistake (a misspelt type made the
     grammar and the check after accept anything)."""
-    problems = schema_problems(schema, where)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise bad(problems[0] + more)
+    problem = schema_problem(schema, where)
+    if problem:
+        raise bad(problem)
     return schema
 
 

@@ -4,30 +4,25 @@ now (the runtimes asked, as ``local status`` asks them), not the chain's first b
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from app.backends.llamacpp import find_embedded_gguf
+from app.backends.machine import free_port
 from app.cli.main import main
 from app.policy import Policy
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.socket_guard import SocketGuard
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(autouse=True)
 def _no_local_servers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SWITCHYARD_VLLM_URL", f"http://127.0.0.1:{closed_port()}/v1")
-    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
-    monkeypatch.setenv("COLUMNS", "200")
+    """Both HTTP runtimes on loopback ports nobody listens on."""
+    for name in ("SWITCHYARD_VLLM_URL", "SWITCHYARD_LLAMACPP_SERVER_URL"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}/v1")
+    monkeypatch.setenv("COLUMNS", "200")  # the human text on one line
 
 
 def explain(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -58,31 +53,24 @@ def test_probed_with_both_servers_down_the_embedded_model_serves(
     assert skipped == [("vllm", "unhealthy"), ("llamacpp_server", "unhealthy")]
 
 
-def test_probed_vllm_up_with_the_model_serves_it(
+@pytest.mark.parametrize("listed", [True, False], ids=["lists the model", "lists another"])
+def test_probed_vllm_up_serves_and_says_when_it_lacks_the_model(
+    listed: bool,
     monkeypatch: pytest.MonkeyPatch,
     fake_openai_factory: Callable[..., FakeOpenAIServer],
     capsys: pytest.CaptureFixture[str],
     policy: Policy,
 ) -> None:
-    vllm = fake_openai_factory("vllm", models=[policy.models["qwen3-14b"].served_name])
+    """Up is up: the router picks it either way, and falls back when the call is refused;
+    a runtime that does not list the model is named with a warning."""
+    served = policy.models["qwen3-14b"].served_name
+    vllm = fake_openai_factory("vllm", models=[served if listed else "some/other-model"])
     monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
     data = explain(["--role", "architect", "--probe"], capsys)
     assert (data["local"]["runtime"], data["local"]["substituted_for"]) == ("vllm", None)
-    assert data["skipped"] == [] and data["notes"] == []
-
-
-def test_probed_vllm_up_without_the_model_is_named_with_a_warning(
-    monkeypatch: pytest.MonkeyPatch,
-    fake_openai_factory: Callable[..., FakeOpenAIServer],
-    capsys: pytest.CaptureFixture[str],
-    policy: Policy,
-) -> None:
-    vllm = fake_openai_factory("vllm", models=["some/other-model"])
-    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
-    data = explain(["--role", "architect", "--probe"], capsys)
-    assert data["local"]["runtime"] == "vllm"
-    served = policy.models["qwen3-14b"].served_name
-    assert any(f"does not list {served}:" in n for n in data["notes"])
+    assert data["skipped"] == []
+    warned = [n for n in data["notes"] if f"does not list {served}:" in n]
+    assert len(warned) == (0 if listed else 1) and len(data["notes"]) == len(warned)
 
 
 def test_probed_under_local_only_a_remote_runtime_is_refused_unasked(

@@ -14,11 +14,11 @@ import pytest
 from app.paths import repo_state_dir
 from app.workspace.worktree import checkout_fingerprint
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.integration.test_stage0_corpus import make_repo
 from tests.reliability.kit import (
     LOCAL_MODELS,
     audit_lines,
     closed_port,
-    git,
     no_traceback,
     run_cli,
     run_json,
@@ -36,20 +36,6 @@ def vllm(
     return server
 
 
-def untested_repo(tmp_path: Path, files: dict[str, str]) -> Path:
-    repo = tmp_path / "untested"
-    repo.mkdir()
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.name", "Test")
-    git(repo, "config", "user.email", "test@example.invalid")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
-    return repo
-
-
 def run_in(repo: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, str]:
     before = checkout_fingerprint(repo)
     rc, out, err = run_json(["run", "fix add()", "--repo", str(repo), "--approve", "deny"], capsys)
@@ -63,7 +49,7 @@ def run_in(repo: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, st
 def test_no_test_command_stops_the_run_before_any_model_call(
     tmp_path: Path, vllm: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = untested_repo(
+    repo = make_repo(
         tmp_path, {"calc.py": "def add(a, b):\n    return a - b\n", "README.md": "calc\n"}
     )
     rc, out, _ = run_in(repo, capsys)
@@ -81,7 +67,7 @@ def test_no_test_command_stops_the_run_before_any_model_call(
 def test_a_broken_repo_config_stops_the_run_naming_the_file(
     tmp_path: Path, vllm: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = untested_repo(tmp_path, {"calc.py": "x = 1\n", "test_calc.py": "def test(): pass\n"})
+    repo = make_repo(tmp_path, {"calc.py": "x = 1\n", "test_calc.py": "def test(): pass\n"})
     (repo_state_dir(repo) / "config.toml").write_text("test_command = [\n")
     rc, out, _ = run_in(repo, capsys)
     assert rc == 1 and out["outcome"] == "stopped"
