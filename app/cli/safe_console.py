@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable, Iterator
 
 from rich.console import Console
@@ -18,6 +20,16 @@ class SafeConsole(Console):
 
     def _render_buffer(self, buffer: Iterable[Segment]) -> str:
         return super()._render_buffer(_shown(buffer))
+
+    def on_broken_pipe(self) -> None:
+        """The reader went away (``| head``): what is left goes nowhere, and main() ends
+        with 0 as a filter does. Rich's own answer is ``SystemExit(1)``, which made every
+        text command fail under ``set -o pipefail`` while its ``--json`` twin passed."""
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise BrokenPipeError
 
 
 def _shown(buffer: Iterable[Segment]) -> Iterator[Segment]:

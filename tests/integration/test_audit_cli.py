@@ -141,9 +141,16 @@ def test_tail_follow_prints_new_lines(tmp_path: Path) -> None:
         proc.wait(timeout=10)
 
 
-def test_export_into_a_reader_that_stops_early_ends_quietly() -> None:
-    """``switchyard audit export | head``: the reader goes away and the export ends with
-    no message (it said "cannot write None: Broken pipe", as if a file had failed)."""
+@pytest.mark.parametrize(
+    "command",
+    ["audit export", "audit tail -n 400"],
+    ids=["export (plain writes)", "tail (Rich's console)"],
+)
+def test_a_reader_that_stops_early_ends_the_command_quietly(command: str) -> None:
+    """``switchyard audit export | head``: the reader goes away and the command ends with
+    no message and 0, as a filter does. Export said "cannot write None: Broken pipe", as
+    if a file had failed; every text command printed through Rich ended with 1 (Rich's
+    own answer to a broken pipe), so ``set -o pipefail`` scripts failed on them alone."""
     db = load_settings().audit_db
 
     async def many() -> None:
@@ -154,7 +161,7 @@ def test_export_into_a_reader_that_stops_early_ends_quietly() -> None:
                 )
 
     asyncio.run(many())
-    shell = f"{sys.executable} -m app.cli.main audit export | head -c 100"
+    shell = f"{sys.executable} -m app.cli.main {command} | head -c 100"
     done = subprocess.run(
         ["bash", "-o", "pipefail", "-c", shell],
         capture_output=True,
