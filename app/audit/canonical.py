@@ -167,6 +167,8 @@ class ChainChecker:
 
 
 def _parse(raw: str | Mapping[str, Any], *, seq_hint: int | None, where: str) -> dict[str, Any]:
+    if not isinstance(raw, str | Mapping):  # a line stored as bytes or a number
+        raise Problem(seq_hint, f"{where or 'a line'} is not stored as text (it was edited)")
     try:
         data = json.loads(raw) if isinstance(raw, str) else dict(raw)
     except ValueError:

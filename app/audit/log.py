@@ -151,9 +151,11 @@ class AuditLog(AuditBase):
             # One read transaction: a consistent snapshot while other writers go on.
             await self._db.execute("BEGIN")
             try:
-                sql = f"SELECT line FROM audit_lines{where} ORDER BY seq"
+                sql = f"SELECT seq, line FROM audit_lines{where} ORDER BY seq"
                 async with self._db.execute(sql, params) as cur:
-                    async for (text,) in cur:
+                    async for seq, text in cur:
+                        if type(text) is not str:  # stored as bytes or a number: tampered
+                            raise AuditTamperError(_UNREADABLE.format(seq=seq))
                         out.write(text + "\n")
                         count += 1
             finally:
@@ -208,10 +210,11 @@ def _where(session: str | None, run: str | None, since_seq: int) -> tuple[str, t
     return " WHERE " + " AND ".join(clauses), tuple(params)
 
 
+_UNREADABLE = "audit line {seq} is unreadable; run `switchyard audit verify`"
+
+
 def _to_line(seq: int, text: str) -> AuditLine:
     try:
         return AuditLine.model_validate_json(text)
     except ValidationError:
-        raise AuditTamperError(
-            f"audit line {seq} is unreadable; run `switchyard audit verify`"
-        ) from None
+        raise AuditTamperError(_UNREADABLE.format(seq=seq)) from None

@@ -24,13 +24,14 @@ from app.cli.common import add_json_arg, console, policy_from, print_json, setti
 from app.config import Settings
 from app.counted import counted
 from app.errors import AuditTamperError, UsageError
+from app.replacing import replacing
 
 if TYPE_CHECKING:
     from app.audit.pg_log import PgAuditLog
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("audit", help="show, verify or export the hash-chained audit log")
+    p = sub.add_parser("audit", help="tail, verify or export the hash-chained audit log")
     asub = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
 
     tail = asub.add_parser("tail", help="show the newest audit lines")
@@ -218,11 +219,12 @@ async def _export_async(args: argparse.Namespace) -> int:
                 "the team store holds a chain per instance: name one with --chain "
                 "(see `switchyard audit chains`)"
             )
-        target = args.output if args.output is not None else sys.stdout
-        count: int = await log.export_jsonl(target, session=args.session, run=args.run)
+        if args.output is None:
+            return await log.export_jsonl(sys.stdout, session=args.session, run=args.run)
+        with replacing(args.output) as target:
+            return await log.export_jsonl(target, session=args.session, run=args.run)
     finally:
         await log.close()
-    return count
 
 
 # ── chains ───────────────────────────────────────────────────────────────────────────────

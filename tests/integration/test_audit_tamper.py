@@ -100,6 +100,14 @@ CASES: list[tuple[str, Tamper, int, str]] = [
         "not valid JSON",
     ),
     (
+        "stored as bytes",
+        lambda con: (
+            con.execute("UPDATE audit_lines SET line = CAST(line AS BLOB) WHERE seq = 2") and None
+        ),
+        2,
+        "not stored as text",
+    ),
+    (
         "index column",
         lambda con: con.execute("UPDATE audit_lines SET session = 'x' WHERE seq = 3") and None,
         3,
@@ -166,6 +174,34 @@ def test_tail_of_an_unreadable_line_is_a_clear_error(capsys: pytest.CaptureFixtu
     _tamper(db, lambda con: con.execute("UPDATE audit_lines SET line = '{' WHERE seq = 2") and None)
     assert main(["audit", "tail"]) == 1
     assert "audit line 2 is unreadable" in capsys.readouterr().err
+
+
+def test_export_of_a_tampered_log_leaves_the_target_file_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The export stops at a line stored as bytes (it was a TypeError traceback) and the
+    file named with -o keeps what it held: the lines are written beside it and renamed
+    over it only once all are written (it was truncated, then left half written)."""
+    db = load_settings().audit_db
+    asyncio.run(_build(db, 4))
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "keep.jsonl"
+    assert main(["audit", "export", "-o", str(target)]) == 0
+    whole = target.read_text()
+    assert len(whole.splitlines()) == 4
+    target.chmod(0o640)
+    capsys.readouterr()
+
+    _tamper(db, lambda con: con.execute(
+        "UPDATE audit_lines SET line = CAST(line AS BLOB) WHERE seq = 3") and None
+    )  # fmt: skip
+    assert main(["audit", "export", "-o", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert "audit line 3 is unreadable" in err and "Traceback" not in err
+    assert target.read_text() == whole
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in out.iterdir()] == ["keep.jsonl"]  # no temp file left
 
 
 # ── property: any single-line edit, deletion or reordering in the DB is caught ──────────
