@@ -7,6 +7,8 @@ from pathlib import Path
 
 import platformdirs
 
+from app.errors import ConfigError
+
 APP = "switchyard"
 STATE_DIR_NAME = ".switchyard"
 
@@ -38,7 +40,16 @@ def repo_state_dir(repo: Path) -> Path:
 
 
 def ensure_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.name == "posix":
-        path.chmod(0o700)
+    """``path`` made (private to the user) if it is not there. A path that cannot be a
+    folder (a file on the way, no permission) is a :class:`ConfigError` naming it: the
+    data dir is a setting (``data_dir``, ``SWITCHYARD_DATA_DIR``)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.name == "posix":
+            path.chmod(0o700)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError):  # mkdir's word for a file in the way
+            reason = "a file is in the way"
+        raise ConfigError(f"cannot use the folder {path}: {reason} (see data_dir)") from None
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,3 +177,35 @@ def test_cli_reads_the_policy_from_the_config_file(
     _config(tmp_path, f"policy = {json.dumps(str(copy))}\n")
     assert main(["policy", "show", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["path"] == str(copy)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda d: d.write_text("a file"), "a file is in the way"),
+        (lambda d: d.parent.joinpath("file").write_text("x"), "Not a directory"),
+    ],
+    ids=["the data dir is a file", "a file on its way"],
+)
+@pytest.mark.parametrize("command", [["audit", "verify"], ["budget"], ["audit", "export"]])
+def test_a_data_dir_that_cannot_be_a_folder_is_exit_2_naming_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    make: Any,
+    reason: str,
+    command: list[str],
+) -> None:
+    """It was a FileExistsError / NotADirectoryError traceback (audit export blamed the
+    standard output)."""
+    data = tmp_path / "place" / "data"
+    data.parent.mkdir()
+    make(data)
+    where = data if reason == "a file is in the way" else tmp_path / "place" / "file" / "data"
+    monkeypatch.setenv("SWITCHYARD_DATA_DIR", str(where))
+    assert main(command) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"switchyard: cannot use the folder {where}: {reason} (see data_dir)"
+    ]
