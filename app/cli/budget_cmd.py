@@ -18,13 +18,18 @@ from app.cli.common import (
 from app.counted import counted
 
 
+#: ten years of days: far past any ledger, short of the calendar's end (a --days of
+#: 800000 reached before year 1 and was an OverflowError traceback)
+MAX_DAYS = 3650
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if not 1 <= value <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_DAYS} (ten years), got {value}")
     return value
 
 

@@ -152,11 +152,14 @@ def test_an_empty_ledger_is_created_and_reported(
     assert Settings().ledger_db.exists()
 
 
-def test_bad_days_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("days", ["0", "800000", "many"])
+def test_bad_days_is_a_usage_error(capsys: pytest.CaptureFixture[str], days: str) -> None:
+    """800000 days reached before year 1: an OverflowError traceback."""
     with pytest.raises(SystemExit) as info:
-        main(["budget", "--days", "0"])
+        main(["budget", "--days", days])
     assert info.value.code == 2
-    assert "--days" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--days" in err and "Traceback" not in err
 
 
 def test_a_broken_policy_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
