@@ -17,7 +17,6 @@ from app.cli.common import (
 )
 from app.counted import counted
 
-
 #: ten years of days: far past any ledger, short of the calendar's end (a --days of
 #: 800000 reached before year 1 and was an OverflowError traceback)
 MAX_DAYS = 3650

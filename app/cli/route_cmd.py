@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import math
 import os
+import uuid
 from typing import Any, get_args
+
+from pydantic import ValidationError
 
 from app.backends.local_only import effective_local_only
 from app.cli.common import (
@@ -16,6 +21,7 @@ from app.cli.common import (
     print_json,
     settings_from,
 )
+from app.config import Settings
 from app.errors import UsageError
 from app.policy.schema import Policy
 from app.router.decide import decide
@@ -49,7 +55,18 @@ def register(sub: Any) -> None:
         metavar="MODEL",
         help="treat MODEL as already approved for the session",
     )
-    ex.add_argument("--budget-left", type=float, metavar="USD", help="assume this much is left")
+    ex.add_argument(
+        "--session",
+        metavar="S",
+        help="the session whose spend counts against its cap (default: a new session)",
+    )
+    ex.add_argument(
+        "--budget-left",
+        type=_usd,
+        metavar="USD",
+        help="assume this much is left under every cap (default: the caps less the "
+        "ledger's spend and reservations, as a request would see them)",
+    )
     ex.add_argument(
         "--with-keys",
         action="store_true",
@@ -64,6 +81,16 @@ def register(sub: Any) -> None:
     add_policy_arg(ex)
     add_json_arg(ex)
     ex.set_defaults(handler=_explain)
+
+
+def _usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite amount >= 0, got {text}")
+    return value
 
 
 def parse_signals(pairs: list[str]) -> Signals:
@@ -98,8 +125,10 @@ def parse_signals(pairs: list[str]) -> Signals:
             raise UsageError(f"--signal {key}={raw}: {exc}") from None
     try:
         return Signals(**values)
-    except ValueError as exc:
-        raise UsageError(f"--signal: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"--signal {key}={values.get(key)}: {first['msg']}") from None
 
 
 def missing_keys(policy: Policy) -> dict[str, str]:
@@ -122,9 +151,13 @@ def _explain(args: argparse.Namespace) -> int:
     for m in args.approved:
         if policy.resolve(m) not in policy.models:
             raise UsageError(f"--approved {m}: unknown model")
-    left = float("inf") if args.budget_left is None else args.budget_left
     keys = missing_keys(policy)
     local_only = effective_local_only(policy, settings, args.local_only)
+    providers = [name for name in policy.providers if name != "local"]
+    if args.budget_left is not None:
+        left = dict.fromkeys(providers, args.budget_left)
+    else:
+        left = asyncio.run(_ledger_left(settings, policy, local_only, args.session, providers))
     health: dict[str, bool] = {}
     windows: dict[str, int] = {}
     endpoints: dict[str, Any] = {}
@@ -137,7 +170,7 @@ def _explain(args: argparse.Namespace) -> int:
         health, windows = chain_health(policy, endpoints, inprocess_status(policy))
     state = RouterState(
         local_only=local_only,
-        session_left_usd=left,
+        provider_left_usd=left,
         approved=frozenset(policy.resolve(m) for m in args.approved),
         unavailable=keys if args.with_keys else {},
         health=health,
@@ -152,10 +185,38 @@ def _explain(args: argparse.Namespace) -> int:
         data["reason_codes"] = decision.reason_codes
         data["local_only"] = state.local_only
         data["runtimes_probed"] = args.probe
+        data["budget_left_usd"] = left
+        data["budget_from"] = "ledger" if args.budget_left is None else "--budget-left"
         print_json(data)
     else:
         render(decision, state, keys if not args.with_keys else {}, probed=args.probe)
+        _render_budget(left, args)
     return 0
+
+
+async def _ledger_left(
+    settings: Settings, policy: Policy, local_only: bool, session: str | None, providers: list[str]
+) -> dict[str, float]:
+    """What a request of ``session`` would see left per provider now (GR-011): the
+    session, day and provider-day caps less the ledger's spend and live reservations, the
+    read the router makes before each decision. A new session has spent nothing."""
+    from app.router.stores import open_ledger
+
+    async with await open_ledger(
+        settings, policy.budget, local_only=local_only, named=policy.named_local_hosts()
+    ) as ledger:
+        return await ledger.left_usd_many(session or f"explain-{uuid.uuid4().hex}", providers)
+
+
+def _render_budget(left: dict[str, float], args: argparse.Namespace) -> None:
+    if not left:
+        return
+    session = f"session {args.session}" if args.session else "a new session"
+    where = (
+        "--budget-left" if args.budget_left is not None else f"the caps less the ledger, {session}"
+    )
+    amounts = ", ".join(f"{p} ${v:,.2f}" for p, v in sorted(left.items()))
+    console().print(f"  [dim]budget    left: {amounts} ({where})[/]")
 
 
 def _unlisted(policy: Policy, d: Decision, endpoints: dict[str, Any]) -> str | None:

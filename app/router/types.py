@@ -24,16 +24,20 @@ class Frozen(BaseModel):
 
 
 class Signals(Frozen):
-    """Everything §3 names. Numbers are compared with the policy's thresholds."""
+    """Everything §3 names. Numbers are compared with the policy's thresholds.
+
+    A confidence is a finite number from 0 to 1: a NaN compares false with every
+    threshold, so ``confidence=nan`` kept the §3 escalation from firing without a word.
+    """
 
     # Architect
-    confidence: float | None = None
+    confidence: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     plan_steps: int | None = Field(default=None, ge=0)
     files_touched: int | None = Field(default=None, ge=0)
     open_questions: int | None = Field(default=None, ge=0)
     # Implementer
     failed_loops: int | None = Field(default=None, ge=0)
-    self_check_confidence: float | None = None
+    self_check_confidence: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     modules_touched: int | None = Field(default=None, ge=0)
     tool_calls: int | None = Field(default=None, ge=0)
     # Librarian (context_estimate is also the prompt size used for every role's checks)
@@ -41,7 +45,7 @@ class Signals(Frozen):
     contradictions_detected: bool = False
     tool_heavy: bool = False
     full_sweep: bool = False
-    local_synth_confidence: float | None = None
+    local_synth_confidence: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     # ACE, Judge, Tier2
     interesting_failure: bool = False
     high_risk: bool = False

@@ -318,6 +318,12 @@ def _exit_code(argv: list[str]) -> int:
         ["route", "explain", "--role", "architect", "--signal", "confidence"],
         ["route", "explain", "--role", "architect", "--signal", "confidence=high"],
         ["route", "explain", "--role", "architect", "--signal", "nope=1"],
+        # a NaN confidence compared false with 0.75: the escalation never fired
+        ["route", "explain", "--role", "architect", "--signal", "confidence=nan"],
+        ["route", "explain", "--role", "architect", "--signal", "confidence=1.5"],
+        ["route", "explain", "--role", "architect", "--signal", "confidence=-1"],
+        ["route", "explain", "--role", "architect", "--budget-left", "nan"],
+        ["route", "explain", "--role", "architect", "--budget-left", "-5"],
         ["route", "explain", "--role", "wizard"],
         ["route", "explain"],
     ],
@@ -328,3 +334,14 @@ def test_route_explain_usage_errors_exit_2(
     assert _exit_code(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip()
+    assert "pydantic" not in err and len(err.splitlines()) <= 6  # no validation dump
+
+
+def test_route_explain_names_a_bad_signal_value_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["route", "explain", "--role", "implementer", "--signal", "failed_loops=-3"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "switchyard: --signal failed_loops=-3: Input should be greater than or equal to 0"
+    ]
