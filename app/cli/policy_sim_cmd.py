@@ -154,7 +154,8 @@ def _simulate(args: argparse.Namespace) -> int:
     from app.router.simulate.summary import summary_lines
 
     since, until = when(args.since, "--since"), when(args.until, "--until")
-    if since and until and until[: len(since)] < since:
+    # a bare --until date runs to that day's end ("T99" sorts after every time in it)
+    if since and until and since > (until + "T99" if len(until) == 10 else until):
         raise UsageError(f"--until {args.until} is before --since {args.since}")
     settings = load_settings()
     new = load_policy(args.policy)

@@ -336,6 +336,15 @@ def test_text_output_filters_and_an_empty_range(
     assert report["decisions"] == 1 and report["range"]["session"] == session
     rc, out, err = run_cli([*argv, "--since", "yesterday"], capsys)
     assert rc == 2 and "--since 'yesterday'" in err
+    # a bare --until date runs to that day's end: a time that day is not after it
+    rc, out, err = run_cli([*argv, "--since", "2999-01-01T10:00", "--until", "2999-01-01"], capsys)
+    assert rc == 0 and "no decisions in this range" in out, err
+    rc, out, err = run_cli([*argv, "--since", "2999-01-02", "--until", "2999-01-01"], capsys)
+    assert rc == 2 and "--until 2999-01-01 is before --since 2999-01-02" in err
+    rc, out, err = run_cli(
+        [*argv, "--since", "2999-01-01T10:00", "--until", "2999-01-01T09:00"], capsys
+    )
+    assert rc == 2 and "is before --since" in err
 
 
 def test_an_invalid_policy_exits_2_with_file_and_line(
