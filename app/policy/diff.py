@@ -60,7 +60,8 @@ class PolicyDiff(BaseModel):
 
 def _show(value: Any) -> str:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return " → ".join(value) if value else "(none)"
+        # bracketed: the chain's own arrows apart from the old → new one
+        return f"[{' → '.join(value)}]" if value else "(none)"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):

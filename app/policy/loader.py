@@ -157,6 +157,18 @@ def parse_policy(text: str, file: Path) -> LoadedPolicy:
 Finding = tuple[KeyPath, str]
 
 
+def _listed_twice(p: Policy, names: list[str]) -> str | None:
+    """The first model ``names`` lists twice (an alias and its model count as one)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        model = p.resolve(name)
+        if model in seen:
+            first = seen[model]
+            return repr(name) if first == name else f"{model!r} (as {first!r} and {name!r})"
+        seen[model] = name
+    return None
+
+
 def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
     """References and ranges a schema cannot express. Returns (errors, warnings)."""
     errors: list[Finding] = []
@@ -179,7 +191,9 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
     for alias, target in p.aliases.items():
         if alias in p.models:
             err((("aliases", alias), "alias shadows a catalog model id"))
-        if target not in p.models:
+        if target in p.aliases:
+            err((("aliases", alias), f"alias points to the alias {target!r}: name a model"))
+        elif target not in p.models:
             err((("aliases", alias), f"alias points to unknown model {target!r}"))
 
     for name in p.providers:
@@ -216,7 +230,9 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
         if role.local_stand_in:
             names.append(("local_stand_in", role.local_stand_in))
         for key, name in names:
-            if not known(name):
+            if name in p.aliases and not known(name):
+                err(((*base, key), f"{name!r} is an alias that names no model"))
+            elif not known(name):
                 err(((*base, key), f"unknown model {name!r} (not in [models] or [aliases])"))
         if any(not known(n) for _, n in names):
             continue
@@ -235,6 +251,16 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
         for fb in role.fallback:
             if not p.is_cloud(fb):
                 err(((*base, "fallback"), f"{fb!r} is local; the escalation chain is cloud"))
+        for key, listed in (("fallback", role.fallback), ("alternatives", role.alternatives)):
+            twice = _listed_twice(p, listed)
+            if twice:  # a chain that visits a model twice asks twice and pays twice
+                err(((*base, key), f"{twice} is listed twice"))
+        if role.default and p.resolve(role.default) in {p.resolve(a) for a in role.alternatives}:
+            warnings.append(((*base, "alternatives"), "the default is also an alternative"))
+        if role.kind == "llm":
+            for key, name in names:
+                if p.model(name).context_window < 1:
+                    err(((*base, key), f"{name!r} serves an LLM role: its context_window is 0"))
         if role.local_stand_in and p.is_cloud(role.local_stand_in):
             err(((*base, "local_stand_in"), "the stand-in must be a local model"))
         if role.locality == "cloud" and role.local_stand_in is None and not role.sidecar:
@@ -250,6 +276,15 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
         seen_ids.add(trig.id)
         if trig.role != "*" and trig.role not in p.roles:
             err(((*base, "role"), f"unknown role {trig.role!r}"))
+        elif (
+            trig.role in p.roles
+            and trig.target is None
+            and not p.roles[trig.role].fallback
+            and p.roles[trig.role].locality != "cloud"
+        ):
+            warnings.append(
+                ((*base, "role"), f"{trig.role} has no fallback chain: this never escalates")
+            )
         if trig.signal in FLAG_SIGNALS:
             if trig.op != "is_true":
                 err(((*base, "op"), f"{trig.signal} is a flag: use op = 'is_true'"))
@@ -267,7 +302,11 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
         else:
             err(((*base, "signal"), f"unknown signal {trig.signal!r}"))
         if trig.target is not None:
-            if not known(trig.target):
+            if trig.role == "*":
+                # decide() puts a target outside the chain first: every role would escalate
+                # to it, past its own chain
+                err(((*base, "target"), "a trigger of every role ('*') cannot name a target"))
+            elif not known(trig.target):
                 err(((*base, "target"), f"unknown model {trig.target!r}"))
             elif not p.is_cloud(trig.target):
                 err(((*base, "target"), "an escalation target must be a cloud model"))
@@ -291,6 +330,8 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
     for i, name in enumerate(p.local_chain.order):
         if name not in p.runtimes:
             err((("local_chain", "order", i), f"unknown runtime {name!r}"))
+        elif name in p.local_chain.order[:i]:
+            err((("local_chain", "order", i), f"runtime {name!r} is listed twice"))
     last = p.local_chain.order[-1] if p.local_chain.order else None
     if last in p.runtimes and p.runtimes[last].kind != "llamacpp_inprocess":
         err((("local_chain", "order"), "the chain must end in the in-process runtime"))

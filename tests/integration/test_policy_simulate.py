@@ -442,5 +442,10 @@ def test_policy_diff_names_thresholds_chains_caps_and_prices(
     assert {g[0] for g in got} == {"thresholds", "chains", "caps", "prices"}
     rc, out, _ = run_cli(["policy", "diff", str(base), str(new)], capsys)
     assert rc == 0 and "triggers.architect_low_confidence.threshold: 0.75 → 0.8" in out
+    # a chain is bracketed: its own arrows stand apart from the old → new one
+    assert (
+        "roles.architect.fallback: [gpt-5.1-high → deepseek-reasoner] → "
+        "[claude-opus-4.7 → deepseek-reasoner]"
+    ) in " ".join(out.split())
     rc, data, _ = run_json(["policy", "diff", str(base), str(base)], capsys)
     assert rc == 0 and data["same"] is True and data["entries"] == []

@@ -352,6 +352,41 @@ MUTATIONS: dict[str, Mutation] = {
             "triggers.4.target: 'claude-opus-4.7' is not in implementer's fallback chain",
         ),
     ),
+    "a chain that lists a model twice (an alias and its model)": Mutation(
+        lambda: replace_line(
+            line_of('fallback = ["gpt-5.1-high", "deepseek-r2"]'),
+            'fallback = ["gpt-5.1-high", "deepseek-r2", "deepseek-reasoner"]',
+        ),
+        _exact(
+            lambda: line_of('fallback = ["gpt-5.1-high", "deepseek-r2"]'),
+            "roles.architect.fallback: 'deepseek-reasoner' (as 'deepseek-r2' and "
+            "'deepseek-reasoner') is listed twice",
+        ),
+    ),
+    "a runtime listed twice in the local chain": Mutation(
+        lambda: replace_line(
+            line_of('order = ["vllm", "llamacpp_server", "llamacpp_inprocess"]'),
+            'order = ["vllm", "vllm", "llamacpp_inprocess"]',
+        ),
+        _exact(
+            lambda: line_of('order = ["vllm", "llamacpp_server", "llamacpp_inprocess"]'),
+            "local_chain.order.1: runtime 'vllm' is listed twice",
+        ),
+    ),
+    "a target on a trigger of every role": Mutation(
+        lambda: insert_after(line_of('reason = "USER_REQUEST"'), 'target = "gpt-5.1-high"'),
+        _exact(
+            lambda: line_of('reason = "USER_REQUEST"') + 1,
+            "triggers.19.target: a trigger of every role ('*') cannot name a target",
+        ),
+    ),
+    "an alias of an alias": Mutation(
+        lambda: replace_line(line_of('haiku = "claude-haiku-4.5"'), 'haiku = "deepseek-r2"'),
+        _exact(
+            lambda: line_of('haiku = "claude-haiku-4.5"'),
+            "aliases.haiku: alias points to the alias 'deepseek-r2': name a model",
+        ),
+    ),
     "a bad high-risk regex": Mutation(
         lambda: replace_line(line_of("lines = []"), "lines = ['(unclosed']"),
         _exact(
@@ -474,6 +509,30 @@ def test_switching_off_an_unlocked_guardrail_is_a_warning(tmp_path: Path) -> Non
     target = _write(tmp_path, replace_line(line, "enabled = false"))
     loaded = load_policy(target)
     assert f"{target}:{line}: guardrails.GR-010.enabled: GR-010 is switched off" in loaded.warnings
+
+
+def test_a_role_trigger_without_a_chain_to_escalate_on_is_a_warning(tmp_path: Path) -> None:
+    line = line_of('fallback = ["gpt-5.1-high", "deepseek-r2"]')
+    target = _write(tmp_path, replace_line(line, "fallback = []"))
+    loaded = load_policy(target)
+    never = [w for w in loaded.warnings if "never escalates" in w]
+    assert len(never) == 4  # the architect's four §3 triggers
+    assert never[0].endswith(
+        "triggers.0.role: architect has no fallback chain: this never escalates"
+    )
+
+
+def test_a_model_with_no_context_window_cannot_serve_an_llm_role(tmp_path: Path) -> None:
+    at = line_of("[models.qwen3-14b]")
+    line = next(i for i in range(at, at + 12) if SEED_LINES[i - 1].startswith("context_window"))
+    target = _write(tmp_path, replace_line(line, "context_window = 0"))
+    default = line_of('default = "qwen3-14b"')
+    assert problems_of(target)[0] == (
+        f"{target}:{default}: roles.architect.default: "
+        "'qwen3-14b' serves an LLM role: its context_window is 0"
+    )
+    # the shipped catalog's vision model has none, and serves no LLM role
+    load_policy(_write(tmp_path, SEED))
 
 
 def test_ollama_runtime_is_a_warning(tmp_path: Path) -> None:
