@@ -7,6 +7,7 @@ beside ``SWITCHYARD_CONSENSUS`` / ``SWITCHYARD_CRITIC``.
 from __future__ import annotations
 
 import getpass
+import os
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -105,7 +106,7 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
+            loc = ".".join(_named(str(p)) for p in err["loc"])
             problems.append(f"setting {loc}: {err['msg']}")
         source = f" (env SWITCHYARD_* or {config_file})"
         raise ConfigError(_one_line("; ".join(problems) + source)) from None
@@ -117,6 +118,20 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(f"{config_file}: cannot read config: {exc.strerror or exc}") from None
     except SettingsError as exc:  # an environment value pydantic-settings cannot decode
         raise ConfigError(_one_line(f"settings: {exc}")) from None
+
+
+def _named(key: str) -> str:
+    """The name the user gave a setting with several (``SWITCHYARD_CONSENSUS``, not the
+    first alias ``SPEC_KIT_CONSENSUS``): the variable that is set, else the file's key."""
+    for name, field in Settings.model_fields.items():
+        choices = field.validation_alias
+        if isinstance(choices, AliasChoices) and key in choices.choices:
+            env = {k.upper() for k in os.environ}
+            for choice in choices.choices:
+                if isinstance(choice, str) and choice.upper() in env:
+                    return choice
+            return name
+    return key
 
 
 def _one_line(text: str) -> str:

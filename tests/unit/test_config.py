@@ -209,3 +209,14 @@ def test_a_data_dir_that_cannot_be_a_folder_is_exit_2_naming_it(
     assert err.splitlines() == [
         f"switchyard: cannot use the folder {where}: {reason} (see data_dir)"
     ]
+
+
+@pytest.mark.parametrize("variable", ["SWITCHYARD_CONSENSUS", "SPEC_KIT_CONSENSUS"])
+def test_a_bad_value_names_the_variable_that_was_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str
+) -> None:
+    """A setting with two names was reported under its first (SPEC_KIT_CONSENSUS) whichever
+    the user had set."""
+    monkeypatch.setenv(variable, "notabool")
+    assert main(["policy", "show"]) == 2
+    assert capsys.readouterr().err.startswith(f"switchyard: setting {variable}: ")
