@@ -244,16 +244,10 @@ def decide(
             chain_step=step,
             skipped=skips,
             local=local,
-            notes=[*notes, *more_notes],
+            notes=[*notes, *more_notes, *_advisory(spec, role, fired)],
         )
 
     if not fired:
-        if spec.locality == "cloud" and not spec.sidecar:
-            notes.append(
-                f"{spec.title}: cloud only on its trigger or the user's request; served by "
-                "the local stand-in, whose output is advisory (a local verdict can never "
-                "approve a merge, GR-003)"
-            )
         return stay_local([], [])
 
     if not chain:
@@ -363,3 +357,17 @@ def decide(
     return stay_local(
         skips, ["every cloud step was skipped: the escalation is unavailable, staying local"]
     )
+
+
+def _advisory(spec: Role, role: str, fired: bool) -> list[str]:
+    """A cloud role served locally, whether no trigger fired or every cloud step was
+    blocked: its local stand-in only advises, and a local Judge's verdict never merges."""
+    if spec.locality != "cloud" or spec.sidecar:
+        return []
+    why = (
+        "every cloud step was blocked"
+        if fired
+        else "cloud only on its trigger or the user's request"
+    )
+    merge = " (a local verdict can never approve a merge, GR-003)" if role == "judge" else ""
+    return [f"{spec.title}: {why}; served by the local stand-in, whose output is advisory{merge}"]

@@ -103,6 +103,24 @@ def test_judge_without_trigger_runs_on_local_stand_in(policy: Policy) -> None:
     assert cloud.target == "gpt-5.1-high" and cloud.reason_codes == ["JUDGE_HIGH_RISK"]
 
 
+@pytest.mark.parametrize(
+    "state",
+    [FREE.model_copy(update={"local_only": True}), FREE.model_copy(update={"session_left_usd": 0})],
+    ids=["local_only", "no budget left"],
+)
+def test_a_high_risk_judge_kept_local_says_its_verdict_is_advice(
+    policy: Policy, state: RouterState
+) -> None:
+    """The GR-003 note was given only when no trigger fired: a High-Risk change whose cloud
+    Judge was blocked got a local Judge with no word that its verdict cannot merge."""
+    d = decide(policy, "judge", Signals(high_risk=True), state)
+    assert d.action == "local" and d.reason_codes == ["JUDGE_HIGH_RISK"]
+    assert any("advisory" in n and "GR-003" in n for n in d.notes)
+    tier2 = decide(policy, "tier2", Signals(tier2_opt_in=True), state)
+    assert any("advisory" in n for n in tier2.notes)
+    assert not any("GR-003" in n for n in tier2.notes)  # Tier2 approves nothing
+
+
 def test_runtime_fallback_to_embedded_model_names_the_substitution(policy: Policy) -> None:
     state = RouterState(health={"runtime:vllm": False, "runtime:llamacpp_server": False})
     d = decide(policy, "implementer", Signals(), state)
