@@ -22,6 +22,7 @@ from acp.schema import AllowedOutcome, ToolCallLocation, ToolCallUpdate
 from app.acp.permissions import MERGE_OPTIONS
 from app.audit.types import AuditSink
 from app.evidence.seal import sealed_hash
+from app.policy.schema import Policy
 from app.workspace.merge import MergeOutcome, MergePlan, execute_merge, prepare_merge
 
 log = logging.getLogger("app.acp")
@@ -40,10 +41,11 @@ async def offer_merge(
     ask: Ask,
     approver: str,
     timeout_s: float,
+    policy: Policy,
 ) -> MergeOutcome:
     seal = sealed_hash(lines, run_id)
     plan = await asyncio.to_thread(
-        prepare_merge, repo, run_id, sealed_sha256=seal[0] if seal else None
+        prepare_merge, repo, run_id, sealed_sha256=seal[0] if seal else None, policy=policy
     )
     target = _short(plan.target_ref)
     tid = f"{run_id}:merge"

@@ -108,6 +108,7 @@ async def run_turn(
                 ask=ask,
                 approver=approver,
                 timeout_s=timeout_s,
+                policy=s.core.policy,
             )
         return "end_turn"
     except asyncio.CancelledError:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli.common import add_json_arg, money, print_json, settings_from
+from app.cli.common import add_json_arg, money, policy_from, print_json, settings_from
 from app.config import Settings
 from app.counted import counted
 from app.evidence.bundle import (
@@ -85,7 +85,15 @@ def check(args: argparse.Namespace) -> tuple[BundleReport, dict[str, Any]]:
     seal: dict[str, Any] = {"sealed": None, "seq": None}
     if report.manifest is not None:
         found = asyncio.run(_seal(settings_from(args), path.name))
-        if found is not None:
+        if found is None:
+            # a consistent bundle is easy to write; only a run writes its seal line
+            problem = (
+                f"the audit log holds no seal line for run {path.name}: nothing shows that"
+                " a run here made this bundle"
+            )
+            problems = [*report.problems, problem]
+            report = report.model_copy(update={"ok": False, "problems": problems})
+        else:
             sealed_sha, seq = found
             actual = file_entry(path / MANIFEST).sha256
             seal = {"sealed": sealed_sha == actual, "seq": seq}
@@ -107,15 +115,14 @@ def _verify(args: argparse.Namespace) -> int:
         print_json(data)
         return 0 if report.ok else 1
     if report.ok:
-        anchored = (
-            f", sealed in the audit log (line {seal['seq']})"
-            if seal["sealed"]
-            else ", not sealed in this machine's audit log"
-        )
         files = counted(report.files_checked, "file")
-        print(f"evidence ok: run {report.run_id}, {files}{anchored}")
+        sealed = f"sealed in the audit log (line {seal['seq']})"
+        print(f"evidence ok: run {report.run_id}, {files}, {sealed}")
         return 0
-    print(f"evidence TAMPERED: run {report.run_id} ({report.path})", file=sys.stderr)
+    # nothing but the seal missing: the bundle is whole, and nothing vouches for it
+    unsealed = seal["sealed"] is None and report.manifest is not None
+    word = "UNSEALED" if unsealed and len(report.problems) == 1 else "TAMPERED"
+    print(f"evidence {word}: run {report.run_id} ({report.path})", file=sys.stderr)
     for problem in report.problems:
         print(f"  {problem}", file=sys.stderr)
     return 1
@@ -155,7 +162,7 @@ def summary(args: argparse.Namespace) -> dict[str, Any]:
         files=[{"name": n, "size": e.size, "sha256": e.sha256} for n, e in m.files.items()],
     )
     try:
-        facts = gate_facts(path, m)
+        facts = gate_facts(path, m, policy_from(args).policy)
         data["cost"] = read_cost(path)
         data["sidecars"] = read_sidecars(path)
     except EvidenceError as exc:

@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli.common import add_json_arg, print_json, settings_from
+from app.cli.common import add_json_arg, policy_from, print_json, settings_from
 from app.config import Settings
 from app.evidence.bundle import EvidenceError, read_manifest, resolve_run, runs_dir
 from app.evidence.read import audit_seal
 from app.evidence.seal import sealed_hash
 from app.paths import ensure_dir
+from app.policy.schema import Policy
 from app.router.stores import database_url, open_audit, store_privacy
 from app.shown import clean
 from app.workspace.git import repo_root
@@ -52,14 +53,16 @@ def _merge(args: argparse.Namespace) -> int:
     top = repo_root((args.repo or Path.cwd()).resolve())
     run_id = resolve_run(top, args.run).name  # unknown or ambiguous: exit 2 before anything
     settings = settings_from(args)
+    # the catalogue says which verdicts are a cloud Judge's (a broken policy: exit 2 first)
+    policy = policy_from(args, settings).policy
     ensure_dir(settings.data_dir)
-    outcome = asyncio.run(_merge_async(args, top, run_id, settings))
+    outcome = asyncio.run(_merge_async(args, top, run_id, settings, policy))
     _render(args, outcome)
     return 0 if outcome.ok else 1
 
 
 async def _merge_async(
-    args: argparse.Namespace, top: Path, run_id: str, settings: Settings
+    args: argparse.Namespace, top: Path, run_id: str, settings: Settings, policy: Policy
 ) -> MergeOutcome:
     policy_version = None
     with contextlib.suppress(EvidenceError):
@@ -79,6 +82,7 @@ async def _merge_async(
             approved=args.yes,
             approver=approver,
             sealed_sha256=seal[0] if seal else None,
+            policy=policy,
         )
     no_human = any(r.startswith("HUMAN") for r in outcome.reasons)
     if confirm is None and not args.yes and no_human:

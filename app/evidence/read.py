@@ -31,8 +31,10 @@ from app.policy.gate import (
     GateInput,
     GateResult,
     VerdictRecord,
+    catalogued,
     merge_gate,
 )
+from app.policy.schema import Policy
 
 _LOOP_FILE = re.compile(r"^loop-(\d+)\.json$")
 _VERDICT_FIELDS = tuple(VerdictRecord.model_fields)
@@ -186,11 +188,12 @@ class GateFacts(BaseModel):
         )
 
 
-def gate_facts(bundle: Path, manifest: Manifest) -> GateFacts:
+def gate_facts(bundle: Path, manifest: Manifest, policy: Policy) -> GateFacts:
     """Read the gate's inputs from a (verified) bundle, failing safe where one is missing.
 
     Tests are green only when the last loop passed on the very commit the manifest seals
-    as the branch tip; a bundle without ``highrisk.json`` counts as High-Risk.
+    as the branch tip; a bundle without ``highrisk.json`` counts as High-Risk; a verdict's
+    model is local or cloud as ``policy``'s catalogue says, whatever its record claims.
     """
     notes: list[str] = []
     loops = read_test_loops(bundle)
@@ -212,10 +215,12 @@ def gate_facts(bundle: Path, manifest: Manifest) -> GateFacts:
     if high_risk is None:
         notes.append(f"{HIGH_RISK_JUDGE}: the bundle has no {HIGHRISK}: treated as High-Risk")
         high_risk = True
+    verdicts, relabelled = catalogued(read_verdicts(bundle), policy)
+    notes += relabelled
     return GateFacts(
         tests_green=green,
         high_risk=high_risk,
-        verdicts=read_verdicts(bundle),
+        verdicts=verdicts,
         local_only=manifest.local_only,
         notes=notes,
         last_loop=last,

@@ -5,6 +5,8 @@ Rules, all checked (every failing one is reported, not just the first):
 * tests are green (GR-006);
 * a human approved the merge (always required);
 * a local model's verdict never approves (GR-003): it is kept as advice in ``notes``;
+  whether a model is local is the policy's catalogue's word (:func:`catalogued`), not the
+  record's own labels;
 * a verdict whose citations do not resolve does not count, for or against (GR-007);
 * under ``local_only`` a cloud verdict does not count either: no cloud call may have made
   it (GR-009), so a High-Risk change cannot merge in a local-only session;
@@ -14,9 +16,12 @@ Rules, all checked (every failing one is reported, not just the first):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from app.policy.schema import Policy
 
 Verdict = Literal["approve", "reject", "needs_work"]
 
@@ -122,4 +127,38 @@ def merge_gate(inp: GateInput) -> GateResult:
     return GateResult(ok=not reasons, reasons=reasons, approving_verdict=approving, notes=notes)
 
 
-__all__ = ["GateInput", "GateResult", "VerdictRecord", "merge_gate"]
+def catalogued(
+    verdicts: list[VerdictRecord], policy: Policy
+) -> tuple[list[VerdictRecord], list[str]]:
+    """Each verdict with the provider the policy's catalogue gives its model, and a note
+    for each one whose own labels said otherwise. A verdict read from a file carries its
+    ``provider`` and ``local`` as written: a local model labelled ``openai``, or a model
+    the policy does not know, must not pass as a cloud Judge (GR-002/003). Such a verdict
+    counts as a local one: advice, never an approval."""
+    out: list[VerdictRecord] = []
+    notes: list[str] = []
+    for v in verdicts:
+        model = policy.models.get(policy.resolve(v.model))
+        if model is None:
+            why = "is not in the policy's catalogue"
+            fixed = v.model_copy(update={"local": True, "provider": "unknown"})
+        elif model.provider == "local":
+            why = "is a local model in the policy's catalogue"
+            fixed = v.model_copy(update={"local": True, "provider": "local"})
+        else:
+            out.append(
+                v
+                if v.provider == model.provider
+                else v.model_copy(update={"provider": model.provider})
+            )
+            continue
+        if not v.is_local:  # its labels claimed a cloud Judge
+            notes.append(
+                f"{LOCAL_CANNOT_APPROVE}: verdict.json names {v.who} as a cloud Judge, but"
+                f" {v.model} {why}: its {v.verdict} verdict counts as a local one"
+            )
+        out.append(fixed)
+    return out, notes
+
+
+__all__ = ["GateInput", "GateResult", "VerdictRecord", "catalogued", "merge_gate"]

@@ -244,7 +244,7 @@ def decide(
             chain_step=step,
             skipped=skips,
             local=local,
-            notes=[*notes, *more_notes, *_advisory(spec, role, fired)],
+            notes=[*notes, *more_notes, *_advisory(spec, role, bool(fired))],
         )
 
     if not fired:

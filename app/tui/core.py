@@ -370,7 +370,8 @@ class CoreApp(App[int]):
         from app.tui.evidence_data import load_run_view
 
         seal = await self._sealed(run_id)
-        view = await asyncio.to_thread(load_run_view, self.repo, run_id, seal)
+        policy = self.session.policy if self.session is not None else None
+        view = await asyncio.to_thread(load_run_view, self.repo, run_id, seal, policy)
         reply_to.post_message(RunLoaded(view))
 
     @work(exclusive=True, group="merge", exit_on_error=False)
@@ -381,9 +382,14 @@ class CoreApp(App[int]):
         """
         from app.workspace.merge import execute_merge, prepare_merge
 
+        if self.session is None:  # no audit log to find the seal in, no policy: no merge
+            self.notify("the session is not open: nothing can merge", severity="error")
+            return
         seal = await self._sealed(run_id)
-        plan = await asyncio.to_thread(prepare_merge, self.repo, run_id, sealed_sha256=seal)
-        audit = self.session.audit if self.session is not None else None
+        plan = await asyncio.to_thread(
+            prepare_merge, self.repo, run_id, sealed_sha256=seal, policy=self.session.policy
+        )
+        audit = self.session.audit
         outcome = await execute_merge(plan, human_approved=True, audit=audit, approver=DECIDED_BY)
         reply_to.post_message(MergeDone(outcome))
 

@@ -27,6 +27,7 @@ from app.evidence.bundle import (
 )
 from app.evidence.layout import PLAN_STEPS
 from app.evidence.read import read_sidecars
+from app.policy.schema import Policy
 from app.workspace.merge import MergePlan, prepare_merge
 
 _NUMBERED = re.compile(r"-(\d+)\.")
@@ -96,7 +97,11 @@ def _json(path: Path, problems: list[str]) -> Any:
         return None
 
 
-def load_run_view(repo: Path, run_id: str, sealed_sha256: str | None = None) -> RunView:
+def load_run_view(
+    repo: Path, run_id: str, sealed_sha256: str | None, policy: Policy | None
+) -> RunView:
+    """The run as the evidence screen shows it. Without ``policy`` (no session) the gate
+    is not read: the view says why instead of guessing which verdicts count."""
     path = resolve_run(repo, run_id)
     problems: list[str] = []
     view = RunView(run_id=path.name, path=path, report=verify_bundle(path), problems=problems)
@@ -135,8 +140,11 @@ def load_run_view(repo: Path, run_id: str, sealed_sha256: str | None = None) -> 
         view.sidecars = read_sidecars(path)
     except SwitchyardError as exc:
         problems.append(f"sidecars: {exc}")
+    if policy is None:
+        problems.append("merge: the session is not open, so the merge gate cannot be read")
+        return view
     try:
-        view.merge = prepare_merge(repo, view.run_id, sealed_sha256=sealed_sha256)
+        view.merge = prepare_merge(repo, view.run_id, sealed_sha256=sealed_sha256, policy=policy)
     except SwitchyardError as exc:
         problems.append(f"merge: {exc}")
     return view

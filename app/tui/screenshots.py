@@ -45,8 +45,13 @@ async def shoot(scene_name: str, theme: str, out: Path) -> Path:
         clock = ManualClock()
         repo = scripted.make_repo(root / "repo")
         if bundles:
-            scripted.make_run(repo, "20260101-110000-bad001", green=False, clock=clock)
-            scripted.make_run(repo, "20260101-113000-good01", green=True, clock=clock)
+            data = root / "data"
+            scripted.make_run(
+                repo, "20260101-110000-bad001", green=False, clock=clock, data_dir=data
+            )
+            scripted.make_run(
+                repo, "20260101-113000-good01", green=True, clock=clock, data_dir=data
+            )
         app = SwitchyardApp(
             connect=scripted.scripted_connect(root / "data", clock),
             runner=scripted.ScriptedRun(clock),

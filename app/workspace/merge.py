@@ -37,6 +37,7 @@ from app.evidence.bundle import (
 )
 from app.evidence.read import GateFacts, gate_facts
 from app.policy.gate import HUMAN, GateResult
+from app.policy.schema import Policy
 from app.workspace.git import (
     current_branch,
     first_line,
@@ -120,11 +121,14 @@ class MergeOutcome(BaseModel):
 # ── 1. prepare ───────────────────────────────────────────────────────────────────────────
 
 
-def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None = None) -> MergePlan:
+def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None, policy: Policy) -> MergePlan:
     """Read the bundle and the checkout. Raises UnknownRun / NotAGitRepo (exit 2).
 
     ``sealed_sha256`` is the manifest hash the audit chain recorded for the run (see
-    :func:`app.evidence.bundle.sealed_hash`); when given, the manifest must match it.
+    :func:`app.evidence.bundle.sealed_hash`), None when it holds no seal line for it: the
+    manifest must match it, and a bundle no seal vouches for never merges (anyone can
+    write a consistent bundle; only a run writes its seal line). ``policy``'s catalogue
+    says which verdicts are a cloud Judge's.
     """
     top = repo_root(repo)
     path = resolve_run(top, run)
@@ -142,7 +146,12 @@ def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None = None) -> 
             session=f"merge-{run_id}",
             problems=problems,
         )
-    if sealed_sha256 is not None:
+    if sealed_sha256 is None:
+        problems.append(
+            f"{EVIDENCE}: the audit log holds no seal line for run {run_id}: nothing shows"
+            " that a run here made this bundle"
+        )
+    else:
         actual = file_entry(path / MANIFEST).sha256
         if actual != sealed_sha256:
             problems.append(
@@ -154,7 +163,7 @@ def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None = None) -> 
         problems.append(f"{STATUS}: the run ended {manifest.status}{why}")
     facts: GateFacts | None = None
     try:
-        facts = gate_facts(path, manifest)
+        facts = gate_facts(path, manifest, policy)
         notes += facts.notes
     except EvidenceError as exc:
         problems.append(f"{EVIDENCE}: {exc}")
@@ -301,7 +310,8 @@ async def merge_run(
     confirm: Confirm | None = None,
     approved: bool = False,
     approver: str | None = None,
-    sealed_sha256: str | None = None,
+    sealed_sha256: str | None,
+    policy: Policy,
 ) -> MergeOutcome:
     """Prepare, ask ``confirm`` (the human) only when nothing else blocks, execute.
 
@@ -309,7 +319,7 @@ async def merge_run(
     without ``confirm`` there is no human approval, and the gate refuses (HUMAN).
     ``approver`` says who confirmed, for the audit line ("cli --yes", "tui", …).
     """
-    plan = prepare_merge(repo, run, sealed_sha256=sealed_sha256)
+    plan = prepare_merge(repo, run, sealed_sha256=sealed_sha256, policy=policy)
     human = approved
     if not human and confirm is not None and not plan.already_merged and not plan.blockers():
         human = await confirm(plan)

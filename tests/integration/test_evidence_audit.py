@@ -175,12 +175,19 @@ def test_verify_ok_with_the_seal(repo: Path, capsys: pytest.CaptureFixture[str])
     assert data["run_id"] == RUN and data["files_checked"] == 8
 
 
-def test_verify_without_a_seal_is_ok_and_says_so(
+def test_verify_without_a_seal_exits_1_and_says_nothing_vouches_for_it(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A whole, consistent bundle is easy to write by hand; only a run writes its seal
+    line. Without one verify said "ok" and exited 0, and merge took the bundle."""
     record(repo, seal=False)
-    assert main(["evidence", "verify", RUN, "--repo", str(repo)]) == 0
-    assert "not sealed in this machine's audit log" in capsys.readouterr().out
+    assert main(["evidence", "verify", RUN, "--repo", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert f"evidence UNSEALED: run {RUN}" in err
+    assert f"the audit log holds no seal line for run {RUN}" in err
+    assert main(["evidence", "verify", RUN, "--repo", str(repo), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is False and data["seal_in_audit"] is None
 
 
 def test_verify_tampered_exits_1_with_the_problems(
@@ -231,7 +238,7 @@ def test_show(
     assert "evidence  ok" in out
     assert "tests     green: loop 1 exit 0 under bwrap" in out
     assert "risk      not High-Risk" in out
-    assert "approve by claude (anthropic, cloud); citations resolve" in out
+    assert "approve by claude-sonnet-4.6 (anthropic, cloud); citations resolve" in out
     assert "cost      session s1: $0.42 of $5.00 spent in 3 calls (anthropic $0.42)" in out
     assert "gate      holds, given a human's confirmation" in out
     assert "audit.jsonl" in out and "tests/loop-1.log" in out

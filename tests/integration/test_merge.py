@@ -19,6 +19,8 @@ from app.cli.main import main
 from app.clock import ManualClock
 from app.config import load_settings
 from app.evidence.bundle import EvidenceBundle, bundle_seal_line
+from app.evidence.read import audit_seal
+from app.policy import load_policy
 from app.policy.gate import VerdictRecord
 from app.workspace import merge as merge_mod
 from app.workspace.merge import MergePlan, merge_run, prepare_merge
@@ -29,10 +31,14 @@ from tests.integration.test_workspace_repo import commit, git, make_repo
 from tests.integration.test_workspace_worktree import FIX, NEW_FILE
 
 CLOUD = VerdictRecord(
-    model="claude", provider="anthropic", local=False, verdict="approve", citations_resolved=True
+    model="claude-sonnet-4.6",
+    provider="anthropic",
+    local=False,
+    verdict="approve",
+    citations_resolved=True,
 )
 LOCAL = VerdictRecord(
-    model="qwen32b", provider="local", local=True, verdict="approve", citations_resolved=True
+    model="qwen3-14b", provider="local", local=True, verdict="approve", citations_resolved=True
 )
 
 
@@ -72,9 +78,10 @@ def make_run(
     high_risk: bool | None = False,
     verdicts: Sequence[VerdictRecord] = (CLOUD,),
     status: str = "merge_ready",
-    seal: bool = False,
+    seal: bool = True,
 ) -> Path:
-    """A finished run as the pipeline leaves it: the branch, a sealed bundle."""
+    """A finished run as the pipeline leaves it: the branch, a sealed bundle, and its seal
+    line in the audit log (``seal=False``: a bundle no run sealed here)."""
     wt = Worktree.create(repo, run_id)
     applied = wt.apply_diff(diff)
     assert applied.ok, applied.reason
@@ -102,6 +109,15 @@ def make_run(
     return b.path
 
 
+POLICY = load_policy().policy
+
+
+def sealed(repo: Path, run_id: str) -> str | None:
+    """The manifest hash the audit log sealed for ``run_id``, as the CLI finds it."""
+    found = asyncio.run(audit_seal(load_settings().audit_db, run_id))
+    return found[0] if found else None
+
+
 def merge_lines() -> list[Any]:
     async def read() -> list[Any]:
         async with AuditLog.open(load_settings().audit_db) as log:
@@ -127,7 +143,7 @@ def assert_refused(
 
 
 def test_gate_holds_and_yes_merges(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    make_run(repo, seal=True)
+    make_run(repo)
     before = git(repo, "rev-parse", "HEAD")
     tip = git(repo, "rev-parse", "switchyard/run-1")
     assert main(["merge", "run", "--repo", str(repo), "--yes"]) == 0  # a prefix will do
@@ -138,7 +154,10 @@ def test_gate_holds_and_yes_merges(repo: Path, capsys: pytest.CaptureFixture[str
     assert git(repo, "status", "--porcelain") == ""
     assert (repo / "calc.py").read_text().endswith("a + b\n")
     message = git(repo, "log", "-1", "--format=%B")
-    assert "switchyard: merge run run-1" in message and "Judge: claude (anthropic)" in message
+    assert (
+        "switchyard: merge run run-1" in message
+        and "Judge: claude-sonnet-4.6 (anthropic)" in message
+    )
     outcomes = [(x.values["outcome"], x.values["approver"]) for x in merge_lines()]
     assert outcomes == [("merging", "cli --yes"), ("merged", "cli --yes")]
     line = merge_lines()[-1]
@@ -173,7 +192,7 @@ def test_high_risk_with_only_a_local_verdict_is_refused(
 ) -> None:
     make_run(repo, high_risk=True, verdicts=[LOCAL])
     err = assert_refused(repo, ["run-1", "--yes"], capsys, "GR-002")
-    assert "GR-003: local model qwen32b (local) cannot approve a merge" in err
+    assert "GR-003: local model qwen3-14b (local) cannot approve a merge" in err
 
 
 def test_missing_classification_counts_as_high_risk(
@@ -223,7 +242,12 @@ def test_nobody_is_asked_when_something_else_blocks(repo: Path) -> None:
         asked.append(plan)
         return True
 
-    outcome = asyncio.run(merge_run(repo, "run-1", audit=None, confirm=confirm))
+    outcome = asyncio.run(
+        merge_run(
+            repo, "run-1", audit=None, confirm=confirm, sealed_sha256=sealed(repo, "run-1"),
+            policy=POLICY,
+        )
+    )  # fmt: skip
     assert not outcome.ok and asked == []
 
 
@@ -250,10 +274,44 @@ def test_a_tampered_bundle_is_refused(repo: Path, capsys: pytest.CaptureFixture[
 def test_a_bundle_not_matching_its_seal_is_refused(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = make_run(repo, seal=True)
+    path = make_run(repo)
     manifest = path / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"task": "fix add()"', '"task": "other"'))
     assert_refused(repo, ["run-1", "--yes"], capsys, "EVIDENCE")
+
+
+def test_a_bundle_no_run_sealed_is_refused(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A consistent bundle (files, manifest, hashes) is easy to write by hand; only a run
+    writes its seal line. With none in the audit log the bundle merged, High-Risk or not."""
+    make_run(repo, seal=False)
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "EVIDENCE")
+    assert "no seal line for run run-1" in err
+
+
+@pytest.mark.parametrize(
+    "claimed",
+    [
+        # a local model of the catalogue labelled as a cloud provider
+        VerdictRecord(
+            model="qwen3-14b", provider="openai", local=False, verdict="approve",
+            citations_resolved=True,
+        ),
+        # a model the policy does not know, labelled cloud
+        VerdictRecord(
+            model="my-own-judge", provider="anthropic", local=False, verdict="approve",
+            citations_resolved=True,
+        ),
+    ],
+    ids=["local model labelled cloud", "model not in the catalogue"],
+)  # fmt: skip
+def test_a_verdict_counts_as_cloud_only_by_the_policys_catalogue(
+    repo: Path, capsys: pytest.CaptureFixture[str], claimed: VerdictRecord
+) -> None:
+    """GR-002/003: the gate took verdict.json's own provider/local labels on trust, so a
+    local model's approval labelled "openai" merged a High-Risk change."""
+    make_run(repo, high_risk=True, verdicts=[claimed])
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "GR-002")
+    assert f"verdict.json names {claimed.model} ({claimed.provider}) as a cloud Judge" in err
 
 
 def test_a_dirty_checkout_is_refused_and_kept(
@@ -340,7 +398,12 @@ def test_an_interruption_after_the_merge_commit_is_undone(
         return True
 
     with pytest.raises(KeyboardInterrupt):
-        asyncio.run(merge_run(repo, "run-1", audit=None, confirm=yes))
+        asyncio.run(
+            merge_run(
+                repo, "run-1", audit=None, confirm=yes, sealed_sha256=sealed(repo, "run-1"),
+                policy=POLICY,
+            )
+        )  # fmt: skip
     assert checkout_fingerprint(repo) == before
     assert git(repo, "log", "-1", "--format=%s") == "initial"
 
@@ -357,7 +420,7 @@ def test_json_output(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_prepare_reports_without_changing_anything(repo: Path) -> None:
     make_run(repo)
     before = checkout_fingerprint(repo)
-    plan = prepare_merge(repo, "run-1")
+    plan = prepare_merge(repo, "run-1", sealed_sha256=sealed(repo, "run-1"), policy=POLICY)
     assert plan.problems == [] and plan.blockers() == []
     assert plan.files == ["calc.py"] and plan.target_ref == "refs/heads/main"
     assert plan.facts is not None and plan.facts.tests_green

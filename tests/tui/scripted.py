@@ -455,9 +455,12 @@ def make_repo(path: Path) -> Path:
     return path
 
 
-def make_run(repo: Path, run_id: str, *, green: bool, clock: ManualClock) -> Path:
-    """A sealed bundle for ``run_id`` with its branch. ``green``: tests pass on the tip and
-    the change is not High-Risk, so the gate holds; else the last loop failed."""
+def make_run(
+    repo: Path, run_id: str, *, green: bool, clock: ManualClock, data_dir: Path | None = None
+) -> Path:
+    """A sealed bundle for ``run_id`` with its branch, its seal line in the audit log of
+    ``data_dir`` (the session's) when given. ``green``: tests pass on the tip and the
+    change is not High-Risk, so the gate holds; else the last loop failed."""
     from app.evidence.bundle import EvidenceBundle
     from app.policy.gate import VerdictRecord
     from app.workspace.sandbox import SandboxResult
@@ -546,4 +549,26 @@ def make_run(repo: Path, run_id: str, *, green: bool, clock: ManualClock) -> Pat
         session=SESSION_ID,
         reason="" if green else "tests still fail after 3 loops",
     )
+    if data_dir is not None:
+        _seal(data_dir, bundle, clock)
     return bundle.path
+
+
+def _seal(data_dir: Path, bundle: Any, clock: ManualClock) -> None:
+    """The seal line a run writes when its bundle is sealed: without it nothing merges."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.audit.log import AuditLog
+    from app.config import Settings
+    from app.evidence.bundle import bundle_seal_line, read_manifest
+
+    async def write() -> None:
+        db = Settings(data_dir=data_dir).audit_db
+        db.parent.mkdir(parents=True, exist_ok=True)
+        line = bundle_seal_line(read_manifest(bundle.path), bundle.manifest_sha256)
+        async with AuditLog.open(db, clock=clock, policy_version="1.0.0") as log:
+            await log.append(**line, session=SESSION_ID)
+
+    # its own thread: make_run is called from async tests as well as plain ones
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, write()).result()

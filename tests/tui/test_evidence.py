@@ -35,9 +35,9 @@ async def _open_evidence(app: Any, pilot: Any, seen: Messages) -> EvidenceScreen
 
 
 async def test_the_evidence_screen_refuses_a_merge_when_the_gate_does_not_hold(
-    make_app: Any, repo: Path, clock: ManualClock
+    make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
 ) -> None:
-    make_run(repo, "20260101-110000-bad001", green=False, clock=clock)
+    make_run(repo, "20260101-110000-bad001", green=False, clock=clock, data_dir=tmp_path / "data")
     before = _head(repo)
     seen = Messages()
     app = make_app(task=None)
@@ -66,9 +66,9 @@ async def test_the_evidence_screen_refuses_a_merge_when_the_gate_does_not_hold(
 
 
 async def test_the_evidence_screen_merges_by_keypress_when_the_gate_holds(
-    make_app: Any, repo: Path, clock: ManualClock
+    make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
 ) -> None:
-    make_run(repo, "20260101-110000-good01", green=True, clock=clock)
+    make_run(repo, "20260101-110000-good01", green=True, clock=clock, data_dir=tmp_path / "data")
     before = _head(repo)
     seen = Messages()
     app = make_app(task=None)
@@ -88,9 +88,9 @@ async def test_the_evidence_screen_merges_by_keypress_when_the_gate_holds(
 
 
 async def test_a_run_shows_every_part_of_its_bundle(
-    make_app: Any, repo: Path, clock: ManualClock
+    make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
 ) -> None:
-    make_run(repo, "20260101-110000-good01", green=True, clock=clock)
+    make_run(repo, "20260101-110000-good01", green=True, clock=clock, data_dir=tmp_path / "data")
     seen = Messages()
     app = make_app(task=None)
     async with app.run_test(size=(160, 48), message_hook=seen) as pilot:

@@ -38,17 +38,21 @@ def test_approval_modal(snap_compare: Any, make_app: Any, theme: str) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=scenes.still(scenes.approval))
 
 
-def test_evidence_screen(snap_compare: Any, make_app: Any, repo: Path, clock: ManualClock) -> None:
-    make_run(repo, "20260101-110000-bad001", green=False, clock=clock)
-    make_run(repo, "20260101-113000-good01", green=True, clock=clock)
+def test_evidence_screen(
+    snap_compare: Any, make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"  # make_app's session's
+    make_run(repo, "20260101-110000-bad001", green=False, clock=clock, data_dir=data)
+    make_run(repo, "20260101-113000-good01", green=True, clock=clock, data_dir=data)
     app = make_app(task=None)
     assert snap_compare(app, terminal_size=SIZE, run_before=scenes.still(scenes.evidence))
 
 
 def test_evidence_screen_verdict_tab(
-    snap_compare: Any, make_app: Any, repo: Path, clock: ManualClock
+    snap_compare: Any, make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
 ) -> None:
-    make_run(repo, "20260101-110000-bad001", green=False, clock=clock)
+    data = tmp_path / "data"  # make_app's session's
+    make_run(repo, "20260101-110000-bad001", green=False, clock=clock, data_dir=data)
     app = make_app(task=None)
     scene = scenes.still(scenes.evidence_verdict)
     assert snap_compare(app, terminal_size=SIZE, run_before=scene)

@@ -25,10 +25,13 @@ from app.evidence.bundle import (
 )
 from app.evidence.read import gate_facts, read_cost, read_verdicts
 from app.evidence.runid import new_run_id, validate_run_id
+from app.policy import load_policy
 from app.policy.gate import VerdictRecord
 from app.workspace.sandbox import SandboxResult
 
 HEAD = "c" * 40
+
+POLICY = load_policy().policy
 
 
 def sandbox_result(exit_code: int = 0, output: str = "1 passed\n") -> SandboxResult:
@@ -48,7 +51,11 @@ def sandbox_result(exit_code: int = 0, output: str = "1 passed\n") -> SandboxRes
 
 
 CLOUD_APPROVE = VerdictRecord(
-    model="claude", provider="anthropic", local=False, verdict="approve", citations_resolved=True
+    model="claude-sonnet-4.6",
+    provider="anthropic",
+    local=False,
+    verdict="approve",
+    citations_resolved=True,
 )
 
 
@@ -231,7 +238,7 @@ def test_verdict_file_shapes(tmp_path: Path) -> None:
 def test_gate_facts(tmp_path: Path) -> None:
     path = full_bundle(tmp_path)
     m = read_manifest(path)
-    facts = gate_facts(path, m)
+    facts = gate_facts(path, m, POLICY)
     assert facts.tests_green and not facts.high_risk and facts.verdicts == [CLOUD_APPROVE]
     assert facts.notes == [] and facts.last_loop is not None and facts.last_loop.loop == 2
     assert facts.gate(human_approved=True).ok
@@ -240,7 +247,7 @@ def test_gate_facts(tmp_path: Path) -> None:
 
     # The tests must have run on the sealed commit.
     moved = m.model_copy(update={"head": "d" * 40})
-    stale = gate_facts(path, moved)
+    stale = gate_facts(path, moved, POLICY)
     assert not stale.tests_green and "not on the sealed branch tip" in stale.notes[0]
 
 
@@ -249,7 +256,7 @@ def test_gate_facts_fail_safe(tmp_path: Path) -> None:
     b.write_test_loop(1, sandbox_result(0), commit=HEAD)
     b.write_test_loop(2, sandbox_result(2, "boom"), commit=HEAD)
     m = b.finalize(status="failed", head=HEAD)
-    facts = gate_facts(b.path, m)
+    facts = gate_facts(b.path, m, POLICY)
     assert not facts.tests_green and facts.high_risk
     assert facts.notes == [
         "GR-006: the last test loop (2) exited 2",
@@ -257,7 +264,7 @@ def test_gate_facts_fail_safe(tmp_path: Path) -> None:
     ]
     empty = EvidenceBundle.create(tmp_path, "run-3", clock=ManualClock())
     m3 = empty.finalize(status="stopped")
-    assert "no test loop is recorded" in gate_facts(empty.path, m3).notes[0]
+    assert "no test loop is recorded" in gate_facts(empty.path, m3, POLICY).notes[0]
 
 
 def test_loops_sort_numerically(tmp_path: Path) -> None:
@@ -265,7 +272,7 @@ def test_loops_sort_numerically(tmp_path: Path) -> None:
     for n in (1, 2, 10):
         b.write_test_loop(n, sandbox_result(0 if n == 10 else 1), commit=HEAD)
     m = b.finalize(status="merge_ready", head=HEAD)
-    facts = gate_facts(b.path, m)
+    facts = gate_facts(b.path, m, POLICY)
     assert facts.last_loop is not None and facts.last_loop.loop == 10 and facts.tests_green
 
 

@@ -12,10 +12,13 @@ from app.audit.masking import REDACTED
 from app.clock import ManualClock
 from app.evidence.bundle import MANIFEST, EvidenceBundle, file_entry, verify_bundle
 from app.evidence.read import gate_facts, read_verdicts
+from app.policy import load_policy
 from app.policy.gate import VerdictRecord
 from tests.unit.test_evidence_bundle import HEAD, sandbox_result
 
 AWS_ID = "AKIAIOSFODNN7EXAMPLE"
+
+POLICY = load_policy().policy
 
 
 @pytest.fixture
@@ -40,7 +43,7 @@ def test_every_writer_masks_and_the_manifest_hashes_the_masked_files(
     b.write_verdicts(
         [
             VerdictRecord(
-                model="claude",
+                model="claude-sonnet-4.6",
                 provider="anthropic",
                 local=False,
                 verdict="approve",
@@ -79,7 +82,7 @@ def test_masking_leaves_what_the_merge_gate_reads_as_it_was(tmp_path: Path, cana
     b.write_verdicts(
         [
             VerdictRecord(
-                model="claude",
+                model="claude-sonnet-4.6",
                 provider="anthropic",
                 local=False,
                 verdict="approve",
@@ -88,6 +91,6 @@ def test_masking_leaves_what_the_merge_gate_reads_as_it_was(tmp_path: Path, cana
         ]
     )
     manifest = b.finalize(status="merge_ready", head=HEAD)
-    facts = gate_facts(b.path, manifest)
+    facts = gate_facts(b.path, manifest, POLICY)
     assert facts.tests_green and facts.high_risk
     assert [v.verdict for v in read_verdicts(b.path)] == ["approve"]

@@ -241,3 +241,31 @@ def test_ok_implies_every_rule(
         assert result.approving_verdict is not None
         assert not result.approving_verdict.is_local
         assert result.approving_verdict.citations_resolved
+
+
+# ── the catalogue, not the record's labels, says which verdicts are a cloud Judge's ─────
+
+
+def test_catalogued_keeps_cloud_verdicts_and_relabels_the_rest(policy) -> None:  # type: ignore[no-untyped-def]
+    from app.policy.gate import catalogued
+
+    dressed_up = _v(model="qwen3-14b", provider="openai")  # a local model labelled cloud
+    unknown = _v(model="my-judge", provider="anthropic")
+    honest_local = LOCAL_APPROVE
+    wrong_provider = _v(model="claude-opus-4.7", provider="openai")
+    out, notes = catalogued(
+        [CLOUD_APPROVE, dressed_up, unknown, honest_local, wrong_provider], policy
+    )
+    assert out[0] == CLOUD_APPROVE
+    assert out[1].is_local and out[1].provider == "local"
+    assert out[2].is_local and out[2].provider == "unknown"
+    assert out[3] == honest_local
+    assert not out[4].is_local and out[4].provider == "anthropic"
+    # a note for each record whose labels claimed a cloud Judge; none for the honest ones
+    assert len(notes) == 2 and all(n.startswith("GR-003: verdict.json names") for n in notes)
+    assert "qwen3-14b is a local model in the policy's catalogue" in notes[0]
+    assert "my-judge is not in the policy's catalogue" in notes[1]
+    gate = merge_gate(
+        GateInput(tests_green=True, high_risk=True, verdicts=out[1:4], human_approved=True)
+    )
+    assert not gate.ok and gate.approving_verdict is None
