@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
 
         args.repo = prepare_demo_repo(ensure_dir(settings.data_dir / "demo"))
         args.task = args.task or DEMO_TASK
-    if not args.task:
+    if not (args.task or "").strip():  # blank is no task: the pipeline would plan nothing
         raise UsageError("a TASK is required (or --demo)")
     repo = args.repo.resolve()
     if not (repo / ".git").exists():
