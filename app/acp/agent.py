@@ -201,5 +201,13 @@ class SwitchyardAgent:
         response = await self._conn.read_text_file(session_id=session_id, path=path)
         return str(response.content)
 
+    async def hang_up(self) -> None:
+        """The client closed stdin: the turns at work stop (a prompt answers
+        ``cancelled``, its evidence sealed) so that every request can be answered."""
+        for s in self.pool.sessions.values():
+            if s.busy:
+                s.cancel_requested = True
+        await self.pool.stop_turns()
+
     async def shutdown(self) -> None:
         await self.pool.aclose()

@@ -10,7 +10,8 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from app.acp.stdio import log_to_file, protocol_streams, take_protocol_fds
+from app.acp.stdio import log_to_file, protocol_streams, stream_problem, take_protocol_fds
+from app.errors import UsageError
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -25,6 +26,13 @@ def log_path(settings: Settings) -> Path:
 
 def serve(settings: Settings, policy: Policy, *, repo: Path | None, local_only: bool) -> int:
     """Serve ACP on this process's stdin/stdout until the client closes stdin."""
+    for fd, name in ((0, "stdin"), (1, "stdout")):
+        problem = stream_problem(fd)
+        if problem is not None:  # said on stderr, before it goes to the log
+            raise UsageError(
+                f"acp speaks the Agent Client Protocol over stdin and stdout, and {name} is"
+                f" {problem}: an editor (Zed, Toad) starts it with pipes"
+            )
     path = log_path(settings)
     log_to_file(path)
     in_fd, out_fd = take_protocol_fds(path)
@@ -47,7 +55,7 @@ async def _main(
     from app.acp.agent import SwitchyardAgent
 
     agent = SwitchyardAgent(settings, policy, local_only=local_only, repo=repo)
-    writer, reader = await protocol_streams(*fds)
+    writer, reader = await protocol_streams(*fds, hang_up=agent.hang_up)
     # an editor ends its agent with SIGTERM: stop like a hang-up, runs sealed on the way out
     main = asyncio.current_task()
     with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -136,8 +136,8 @@ class SessionPool:
         self.sessions[sid] = s
         return s
 
-    async def aclose(self) -> None:
-        """Stop every turn at work (each seals its evidence), then close the sessions."""
+    async def stop_turns(self) -> None:
+        """Stop every turn at work and wait for each (each seals its evidence)."""
         works = [s.work for s in self.sessions.values() if s.work is not None]
         for s in self.sessions.values():
             if s.busy and s.control is not None:
@@ -146,4 +146,8 @@ class SessionPool:
             work.cancel()
         if works:
             await asyncio.wait(works)
+
+    async def aclose(self) -> None:
+        """Stop every turn at work, then close the sessions."""
+        await self.stop_turns()
         await self._stack.aclose()

@@ -11,6 +11,11 @@
   receive loop stops on a JSON value that is not an object (the agent would exit). A guard
   between the pipe and the SDK passes on only JSON-RPC objects and answers the rest with
   the SDK's own errors (parse error, invalid request), as JSON-RPC 2.0 asks.
+* **Every request is answered before the hang-up.** When the client closes stdin the SDK
+  cancels every request still at work and exits: a ``session/new`` sent just before EOF
+  got no answer, and its half-opened stores were left to a closed loop. The guard keeps
+  the EOF back until each request it passed on has its response written (the turns at
+  work are stopped first, so a prompt answers ``cancelled`` with its evidence sealed).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import contextlib
 import json
 import logging
 import os
+import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,8 @@ from acp import RequestError
 
 #: the SDK's own default buffer for agent/client messages
 LIMIT = 50 * 1024 * 1024
+#: how long a hang-up waits for the requests at work to be answered
+HANG_UP_WAIT_S = 60.0
 
 log = logging.getLogger("app.acp")
 
@@ -45,6 +54,19 @@ def log_to_file(path: Path) -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
+def stream_problem(fd: int) -> str | None:
+    """Why descriptor ``fd`` cannot carry the protocol (None when it can): asyncio reads
+    and writes pipes, sockets and terminals only; a regular file or ``/dev/null`` failed
+    inside the loop, with nothing said but a traceback in the log."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        return f"not open ({exc.strerror})"
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd)):
+        return None
+    return "a regular file" if stat.S_ISREG(mode) else "not a pipe, socket or terminal"
+
+
 def take_protocol_fds(log_path: Path) -> tuple[int, int]:
     """Move the client's pipes aside (returns their new descriptors: in, out) and point
     descriptors 0, 1 and 2 at /dev/null and the log file."""
@@ -60,10 +82,62 @@ def take_protocol_fds(log_path: Path) -> tuple[int, int]:
     return proto_in, proto_out
 
 
+class Pending:
+    """The ids of the requests passed on to the SDK that have no response written yet."""
+
+    def __init__(self) -> None:
+        self.ids: set[Any] = set()
+        self._none = asyncio.Event()
+        self._none.set()
+
+    def asked(self, mid: Any) -> None:
+        self.ids.add(mid)
+        self._none.clear()
+
+    def answered(self, data: bytes) -> None:
+        """``data``: one frame the SDK writes; a response takes its id off the list."""
+        if not self.ids or (b'"result"' not in data and b'"error"' not in data):
+            return  # a notification or a request of ours: the common case, unparsed
+        with contextlib.suppress(ValueError):
+            msg = json.loads(data)
+            if isinstance(msg, dict) and "method" not in msg:
+                self.ids.discard(msg.get("id"))
+        if not self.ids:
+            self._none.set()
+
+    async def all_answered(self, limit_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._none.wait(), limit_s)
+        return not self.ids
+
+
+class _Watched(asyncio.StreamWriter):
+    """The SDK's writer (it must be a StreamWriter), each frame shown to
+    :class:`Pending` once written."""
+
+    def __init__(
+        self,
+        transport: asyncio.WriteTransport,
+        protocol: asyncio.BaseProtocol,
+        loop: asyncio.AbstractEventLoop,
+        pending: Pending,
+    ) -> None:
+        super().__init__(transport, protocol, None, loop)
+        self._pending = pending
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        super().write(data)
+        self._pending.answered(bytes(data))
+
+
+HangUp = Callable[[], Awaitable[None]]
+
+
 async def protocol_streams(
-    in_fd: int, out_fd: int
+    in_fd: int, out_fd: int, hang_up: HangUp | None = None
 ) -> tuple[asyncio.StreamWriter, asyncio.StreamReader]:
-    """The SDK's (writer, reader) pair over the protocol descriptors, with the guard."""
+    """The SDK's (writer, reader) pair over the protocol descriptors, with the guard.
+    ``hang_up`` runs when the client closes stdin, before the SDK sees the end."""
     loop = asyncio.get_running_loop()
     raw = asyncio.StreamReader(limit=LIMIT)
     await loop.connect_read_pipe(
@@ -72,9 +146,12 @@ async def protocol_streams(
     transport, protocol = await loop.connect_write_pipe(
         asyncio.streams.FlowControlMixin, os.fdopen(out_fd, "wb", buffering=0)
     )
-    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    pending = Pending()
+    writer = _Watched(transport, protocol, loop, pending)
     guarded = asyncio.StreamReader(limit=LIMIT)
-    pump = asyncio.create_task(_guard(raw, guarded, writer), name="acp.stdio.guard")
+    pump = asyncio.create_task(
+        _guard(raw, guarded, writer, pending, hang_up), name="acp.stdio.guard"
+    )
     _TASKS.add(pump)
     pump.add_done_callback(_TASKS.discard)
     return writer, guarded
@@ -106,7 +183,11 @@ def frame_problem(line: bytes) -> tuple[RequestError, Any] | None:
 
 
 async def _guard(
-    raw: asyncio.StreamReader, out: asyncio.StreamReader, writer: asyncio.StreamWriter
+    raw: asyncio.StreamReader,
+    out: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    pending: Pending,
+    hang_up: HangUp | None,
 ) -> None:
     try:
         while True:
@@ -115,7 +196,7 @@ async def _guard(
             except asyncio.IncompleteReadError as exc:
                 line = exc.partial  # the last line, without a newline, at the end of input
                 if line.strip():
-                    _pass_or_answer(line, out, writer)
+                    _pass_or_answer(line, out, writer, pending)
                 break
             except asyncio.LimitOverrunError as exc:
                 await raw.readexactly(exc.consumed)
@@ -124,16 +205,26 @@ async def _guard(
                 _answer(writer, err, None)
                 continue
             if line.strip():
-                _pass_or_answer(line, out, writer)
+                _pass_or_answer(line, out, writer, pending)
     except (ConnectionError, OSError) as exc:  # the client went away
         log.info("protocol input closed: %s", exc)
+    try:
+        if hang_up is not None:
+            await hang_up()
+        if not await pending.all_answered(HANG_UP_WAIT_S):
+            log.warning("hung up with requests unanswered: %s", sorted(map(str, pending.ids)))
     finally:
         out.feed_eof()
 
 
-def _pass_or_answer(line: bytes, out: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _pass_or_answer(
+    line: bytes, out: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: Pending
+) -> None:
     problem = frame_problem(line)
     if problem is None:
+        msg = json.loads(line)
+        if "method" in msg and msg.get("id") is not None:  # a request: it will be answered
+            pending.asked(msg["id"])
         out.feed_data(line if line.endswith(b"\n") else line + b"\n")
         return
     err, mid = problem

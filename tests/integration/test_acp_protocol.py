@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fakes.demo_repo import make_repo
 from tests.integration.acp_kit import agent_env
 
@@ -160,3 +162,51 @@ def test_a_broken_policy_is_one_line_on_stderr_before_any_protocol(tmp_path: Pat
     assert done.returncode == 2 and done.stdout == b""
     (line,) = done.stderr.decode().splitlines()
     assert line.startswith(f"switchyard: {bad}")
+
+
+async def test_requests_sent_just_before_the_hang_up_are_answered(tmp_path: Path) -> None:
+    """The client writes and closes stdin at once (``printf … | switchyard acp``): the SDK
+    cancelled the session/new still at work, which got no answer, and its half-opened
+    stores were left to a closed loop (tracebacks in the log)."""
+    repo = make_repo(tmp_path)
+    proc = await spawn(cwd=repo)
+    c = RawClient(proc)
+    await c.request(1, "initialize", {"protocolVersion": 1})
+    await c.request(2, "session/new", {"cwd": str(repo), "mcpServers": []})
+    assert proc.stdin is not None
+    proc.stdin.close()
+    await c.read_until(lambda lines: {1, 2} <= {m.get("id") for m in lines})
+    assert "sessionId" in c.reply(2)["result"]
+    assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
+    log = Path(agent_env()["SWITCHYARD_DATA_DIR"]) / "logs" / "acp.log"
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("stdin", "stdout", "said"),
+    [
+        ("devnull", "pipe", "stdin is not a pipe, socket or terminal"),
+        ("pipe", "file", "stdout is a regular file"),
+    ],
+)
+def test_stdio_that_cannot_carry_the_protocol_is_one_line_and_exit_2(
+    tmp_path: Path, stdin: str, stdout: str, said: str
+) -> None:
+    """It exited 1 with nothing on stderr: asyncio refused the descriptor inside the loop
+    and the traceback went to the log."""
+    out = tmp_path / "out.txt"
+    with out.open("wb") as fh:
+        done = subprocess.run(
+            [sys.executable, "-m", "app", "acp"],
+            stdin=subprocess.DEVNULL if stdin == "devnull" else subprocess.PIPE,
+            stdout=fh if stdout == "file" else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            input=None,
+            cwd=tmp_path,
+            env=agent_env(PATH="/usr/bin:/bin", HOME=str(tmp_path)),
+            check=False,
+            timeout=WAIT_S,
+        )
+    assert done.returncode == 2
+    (line,) = done.stderr.decode().splitlines()
+    assert line.startswith("switchyard: acp speaks the Agent Client Protocol") and said in line
