@@ -140,6 +140,9 @@ class _Events(StreamState):
             out = getattr(getattr(event, "usage", None), "output_tokens", None)
             if isinstance(out, int):
                 self.tokens_out = out
+            matched = getattr(getattr(event, "delta", None), "stop_sequence", None)
+            if stop == "stop_sequence" and isinstance(matched, str) and matched:
+                return Delta(stop_sequence=matched)
         elif kind == "message_stop":
             self.stopped = True
         elif not isinstance(kind, str):

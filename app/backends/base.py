@@ -116,6 +116,10 @@ class Delta(Frozen):
     text: str = ""
     reasoning: str = ""
     tool_calls: list[ToolCallDelta] = Field(default_factory=list)
+    #: the request's stop sequence that ended the reply, on the stream's last delta, from
+    #: a backend that can tell (as Anthropic's stream says it in its ``message_delta``):
+    #: a finish reason of ``stop`` does not say whether the model ended or a stop did
+    stop_sequence: str | None = None
 
 
 class ChatResult(Frozen):

@@ -57,6 +57,7 @@ from app.backends.llamacpp_model import (
     unload_all,
 )
 from app.backends.llamacpp_tools import ReplyReader, plan_tools
+from app.backends.stops import StopScanner
 from app.counted import counted
 
 __all__ = [
@@ -136,6 +137,8 @@ class _Outcome:
     tokens_out: int = 0
     max_tokens: int = 0
     error: BackendError | None = None
+    #: the request's stop sequence that ended the reply
+    stop_sequence: str | None = None
 
 
 def _generated(
@@ -188,12 +191,14 @@ def _generate(
             limit = min(max_tokens, room)
             pieces: list[str] = []
             finish = "stop"
+            # the stop sequences are applied here, not by llama.cpp, which would not say
+            # which one matched (see app.backends.stops)
+            scanner = StopScanner(request.stop)
             chunks = shared.llama.create_chat_completion(
                 messages=messages,
                 max_tokens=limit,
                 temperature=request.temperature,
                 seed=request.seed,
-                stop=list(request.stop) or None,
                 grammar=grammar,
                 stream=True,
             )
@@ -203,16 +208,22 @@ def _generate(
                         finish = "cancelled"
                         break
                     choice = chunk["choices"][0]
-                    text = choice["delta"].get("content")
+                    text = scanner.feed(choice["delta"].get("content") or "")
                     if text:
                         pieces.append(text)
                         put(text)
+                    if scanner.matched is not None:
+                        finish = "stop"
+                        break
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
             finally:
                 chunks.close()  # the generator owns sampler state; end it under the lock
+            if finish != "cancelled" and (tail := scanner.flush()):
+                pieces.append(tail)
+                put(tail)
             tokens_out = _generated(shared, tokens_in, limit, finish, pieces)
-            outcome = _Outcome(finish, tokens_in, tokens_out, limit)
+            outcome = _Outcome(finish, tokens_in, tokens_out, limit, stop_sequence=scanner.matched)
     except BackendError as exc:
         outcome = _Outcome(error=exc)
     except ValueError as exc:
@@ -370,6 +381,8 @@ class LlamaCppBackend:
         for delta in reader.close():
             ttft = ttft if ttft is not None else (time.perf_counter() - started) * 1000
             yield delta
+        if outcome.stop_sequence is not None:
+            yield Delta(stop_sequence=outcome.stop_sequence)
         finish = outcome.finish_reason
         yield ChatResult(
             text="".join(reader.text),

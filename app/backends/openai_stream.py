@@ -9,6 +9,9 @@
   ``function.arguments`` in pieces) go through the state's assembler, which evens out
   the servers' habits (see :mod:`app.backends.tool_calls`); a reply with calls that a
   server ends with ``stop`` (Ollama, older llama.cpp servers) finishes ``tool_calls``.
+* stop sequences: vLLM names the one that ended the reply in the choice's
+  ``stop_reason``; it is passed on as :attr:`Delta.stop_sequence` (other servers do not
+  say, and their reply simply ends with ``stop``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class ChunkState(StreamState):
             raise BadStreamItem("choices is not a list")
         text, reasoning = "", ""
         calls: list[ToolCallDelta] = []
+        stop_sequence: str | None = None
         for choice in choices[:1]:
             delta = field_of(choice, "delta")
             if delta is not None:
@@ -70,14 +74,18 @@ class ChunkState(StreamState):
             finish = field_of(choice, "finish_reason")
             if isinstance(finish, str) and finish:
                 self.finish_reason = finish
+                # vLLM's: the stop string (or a stop token's id: not a sequence of ours)
+                said = field_of(choice, "stop_reason")
+                if finish == "stop" and isinstance(said, str) and said:
+                    stop_sequence = said
             self._usage(field_of(choice, "usage"))  # Kimi's place for it
         if text:
             self.text.append(text)
         if reasoning:
             self.reasoning.append(reasoning)
-        if not (text or reasoning or calls):
+        if not (text or reasoning or calls or stop_sequence):
             return None
-        return Delta(text=text, reasoning=reasoning, tool_calls=calls)
+        return Delta(text=text, reasoning=reasoning, tool_calls=calls, stop_sequence=stop_sequence)
 
     def _tool_calls(self, fragments: object) -> list[ToolCallDelta]:
         if fragments is None:

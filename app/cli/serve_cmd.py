@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 from typing import Any
@@ -48,8 +49,7 @@ def register(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: not a port number")
-    if args.max_body_mb <= 0:
-        raise UsageError("--max-body-mb must be > 0")
+    max_body = body_limit(args.max_body_mb)
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if not is_loopback_name(args.host) and token is None:
         raise UsageError(
@@ -60,12 +60,32 @@ def _serve(args: argparse.Namespace) -> int:
     policy = policy_from(args, settings).policy
     from app.gateway.app import GatewayConfig
 
-    config = GatewayConfig(max_body_bytes=int(args.max_body_mb * 1024 * 1024), token=token)
+    config = GatewayConfig(max_body_bytes=max_body, token=token)
     if args.tui:
         from app.cli.tui_cmd import run_gateway_workbench
 
         return run_gateway_workbench(args, settings, policy, config)
     return _run(_headless(args, settings, policy, config))
+
+
+def body_limit(mb: float) -> int:
+    """``--max-body-mb`` in bytes: a finite size of at least one byte (argparse's float()
+    takes ``nan`` and ``inf``, and ``1e-9`` would truncate to a limit of nothing)."""
+    if not math.isfinite(mb) or mb <= 0:
+        raise UsageError(f"--max-body-mb {mb}: must be a finite number > 0")
+    size = int(mb * 1024 * 1024)
+    if size < 1:
+        raise UsageError(f"--max-body-mb {mb}: under one byte")
+    return size
+
+
+def listening_line(host: str, port: int) -> str:
+    from app.gateway.address import base_url
+
+    url = base_url(host, port)
+    return (
+        f"switchyard serve: listening on {url} (OpenAI base URL {url}/v1; Anthropic base URL {url})"
+    )
 
 
 def _run(coro: Any) -> int:
@@ -82,12 +102,7 @@ async def _headless(args: argparse.Namespace, settings: Any, policy: Any, config
     from app.router.session import open_session
 
     def ready(host: str, port: int) -> None:
-        print(
-            f"switchyard serve: listening on http://{host}:{port} "
-            f"(OpenAI base URL http://{host}:{port}/v1; Anthropic base URL http://{host}:{port})",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(listening_line(host, port), file=sys.stderr, flush=True)
 
     async with open_session(
         settings,

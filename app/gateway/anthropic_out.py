@@ -22,9 +22,11 @@ _STOP = {
 }
 
 
-def anthropic_stop(reason: str, tool_calls: bool) -> str:
+def anthropic_stop(reason: str, tool_calls: bool, stop_sequence: str | None = None) -> str:
     if tool_calls:
         return "tool_use"
+    if stop_sequence is not None:
+        return "stop_sequence"
     return _STOP.get(reason, "end_turn")
 
 
@@ -36,7 +38,15 @@ def _input_of(call: ToolCall) -> Any:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def message_object(message_id: str, model: str, result: RoutedResult) -> dict[str, Any]:
+def message_object(
+    message_id: str,
+    model: str,
+    result: RoutedResult,
+    input_tokens: int,
+    stop_sequence: str | None = None,
+) -> dict[str, Any]:
+    """The whole message; ``input_tokens`` is the gateway's one count of the prompt (the
+    stream must say it before a backend has counted, and both must agree)."""
     content: list[dict[str, Any]] = []
     if result.text:
         content.append({"type": "text", "text": result.text})
@@ -50,9 +60,9 @@ def message_object(message_id: str, model: str, result: RoutedResult) -> dict[st
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": anthropic_stop(result.finish_reason, bool(result.tool_calls)),
-        "stop_sequence": None,
-        "usage": {"input_tokens": result.tokens_in, "output_tokens": result.tokens_out},
+        "stop_reason": anthropic_stop(result.finish_reason, bool(result.tool_calls), stop_sequence),
+        "stop_sequence": stop_sequence,
+        "usage": {"input_tokens": input_tokens, "output_tokens": result.tokens_out},
     }
 
 
@@ -156,7 +166,10 @@ class MessagesStream:
         return events
 
     def finish(
-        self, result: RoutedResult, text_if_unstreamed: str = ""
+        self,
+        result: RoutedResult,
+        text_if_unstreamed: str = "",
+        stop_sequence: str | None = None,
     ) -> list[tuple[str, dict[str, Any]]]:
         events: list[tuple[str, dict[str, Any]]] = []
         if text_if_unstreamed:
@@ -166,18 +179,18 @@ class MessagesStream:
                 frag = ToolCallDelta(index=i, id=call.id, name=call.name, arguments=call.arguments)
                 events += self.delta(Delta(tool_calls=[frag]))
         events += self._close()
+        stop = anthropic_stop(result.finish_reason, bool(result.tool_calls), stop_sequence)
         events.append(
             (
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {
-                        "stop_reason": anthropic_stop(
-                            result.finish_reason, bool(result.tool_calls)
-                        ),
-                        "stop_sequence": None,
+                    "delta": {"stop_reason": stop, "stop_sequence": stop_sequence},
+                    # the usage so far, as Anthropic's final one is: the input too
+                    "usage": {
+                        "input_tokens": self.input_tokens,
+                        "output_tokens": result.tokens_out,
                     },
-                    "usage": {"output_tokens": result.tokens_out},
                 },
             )
         )

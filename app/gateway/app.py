@@ -16,9 +16,11 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -32,12 +34,14 @@ from app.gateway.flow import Done, KeepAlive, new_request_id, run_request
 from app.gateway.ids import resolve_model, served_ids
 from app.gateway.inbound import (
     Inbound,
-    anthropic_messages,
     parse_chat,
+    parse_count_tokens,
     parse_messages,
     parse_responses,
+    unsendable,
 )
 from app.gateway.signals import header_values, signals_for
+from app.router.routed import request_tokens
 from app.router.session import Session
 from app.tokens import count_messages
 
@@ -65,16 +69,22 @@ class _State:
 def build_app(session: Session, config: GatewayConfig | None = None) -> Starlette:
     state = _State(session, config or GatewayConfig())
 
-    def route(protocol: Protocol, handler: Callable[[_State, Request], Any]) -> Callable[..., Any]:
+    def route(
+        protocol: Protocol | None, handler: Callable[[_State, Request], Any]
+    ) -> Callable[..., Any]:
+        """``protocol`` None: the client's own, from its headers (the models endpoints
+        are shared by both SDKs)."""
+
         async def endpoint(request: Request) -> Response:
+            spoken = protocol or _protocol_of(request)
             try:
                 _authenticate(state, request)
                 result: Response = await handler(state, request)
                 return result
             except GatewayError as err:
                 if not err.audited:
-                    await _rejected(state, request, protocol, err)
-                return JSONResponse(error_body(protocol, err), status_code=err.status)
+                    await _rejected(state, request, spoken, err)
+                return JSONResponse(error_body(spoken, err), status_code=err.status)
 
         return endpoint
 
@@ -83,11 +93,37 @@ def build_app(session: Session, config: GatewayConfig | None = None) -> Starlett
         Route("/v1/responses", route("responses", _responses), methods=["POST"]),
         Route("/v1/messages", route("messages", _messages), methods=["POST"]),
         Route("/v1/messages/count_tokens", route("messages", _count_tokens), methods=["POST"]),
-        Route("/v1/models", route("chat", _models), methods=["GET"]),
+        Route("/v1/models", route(None, _models), methods=["GET"]),
+        Route("/v1/models/{model_id:path}", route(None, _model), methods=["GET"]),
         Route("/v1/embeddings", route("chat", _embeddings), methods=["POST"]),
         Route("/health", _health, methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={HTTPException: _no_route})
+
+
+def _protocol_of(request: Request) -> Protocol:
+    """The protocol a request speaks where the path does not say (the anthropic SDK
+    always sends ``anthropic-version``)."""
+    path = request.url.path
+    if path.startswith("/v1/messages") or "anthropic-version" in request.headers:
+        return "messages"
+    return "responses" if path.startswith("/v1/responses") else "chat"
+
+
+async def _no_route(request: Request, exc: Exception) -> Response:
+    """An unknown path or method, answered in the client's error shape (an SDK reads a
+    plain-text body as an unknown error); not audited, as nothing was asked of a model."""
+    assert isinstance(exc, HTTPException)
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 405:
+        err = GatewayError(405, "invalid_request", f"{where}: method not allowed")
+    elif exc.status_code == 404:
+        err = GatewayError(404, "not_found", f"{where}: no such endpoint")
+    else:
+        err = GatewayError(exc.status_code, "invalid_request", f"{where}: {exc.detail}")
+    return JSONResponse(
+        error_body(_protocol_of(request), err), status_code=err.status, headers=exc.headers
+    )
 
 
 async def _rejected(state: _State, request: Request, protocol: Protocol, err: GatewayError) -> None:
@@ -153,10 +189,20 @@ async def _body(state: _State, request: Request) -> Any:
         if size > limit:
             raise GatewayError(413, "too_large", f"request body over the {limit}-byte limit")
         chunks.append(chunk)
+    return parse_json(b"".join(chunks))
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as JSON, or a 400 for whatever the decoder refuses: bad syntax or UTF-8,
+    nesting past the recursion limit, an integer past Python's digit limit."""
     try:
-        return json.loads(b"".join(chunks) or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GatewayError(400, "invalid_request", f"malformed JSON: {exc}") from None
+        return json.loads(raw or b"null")
+    except RecursionError:
+        raise GatewayError(400, "invalid_request", "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        # the digit limit's message ends in advice for Python programmers: not for a client
+        said = str(exc).partition("; use sys.set_int_max_str_digits")[0]
+        raise GatewayError(400, "invalid_request", f"malformed JSON: {said}") from None
 
 
 def _client(request: Request) -> str:
@@ -246,6 +292,57 @@ async def _collect(events: AsyncIterator[Delta | KeepAlive | Done]) -> Done:
     raise GatewayError(502, "upstream", "the request ended without a result")
 
 
+#: the status a request whose client hung up is recorded with (nginx's, as the
+#: streaming path's closing audit line has it)
+CLIENT_GONE = 499
+
+
+async def _whole(
+    state: _State,
+    request: Request,
+    rid: str,
+    inbound: Inbound,
+    role: str,
+    client: str,
+    events: AsyncIterator[Delta | KeepAlive | Done],
+    t0: float,
+) -> Done | None:
+    """A non-streamed request's result; None when the client hung up first.
+
+    Nothing is written until the reply is whole, so no failed write can tell that the
+    client left: the server's ``http.disconnect`` is watched instead, and the request is
+    cancelled on it as a stream is (its closing audit line says the client went away).
+    """
+    collecting = asyncio.ensure_future(_collect(events))
+    watching = asyncio.ensure_future(_hung_up(request))
+    try:
+        await asyncio.wait((collecting, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if not collecting.done():
+            collecting.cancel()
+            # wait(), not gather(): this task cancelled again (the server stopping) must
+            # not cancel the request's clean-up, its closing audit line, half-way
+            await asyncio.wait((collecting,))
+    if collecting.cancelled():
+        _served(state, rid, inbound, role, client, None, CLIENT_GONE, "client went away", t0)
+        return None
+    try:
+        done = collecting.result()
+    except GatewayError as err:
+        _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
+        raise
+    _served(state, rid, inbound, role, client, done, 200, "ok", t0)
+    return done
+
+
+async def _hung_up(request: Request) -> None:
+    """Returns once the client has disconnected (the body has been read whole, so the
+    server has nothing else to say)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _started(
     events: AsyncIterator[Delta | KeepAlive | Done],
 ) -> AsyncIterator[Delta | KeepAlive | Done]:
@@ -283,12 +380,9 @@ async def _chat(state: _State, request: Request) -> Response:
     completion_id = "chatcmpl-" + rid[3:]
     t0 = time.perf_counter()
     if not inbound.stream:
-        try:
-            done = await _collect(events)
-        except GatewayError as err:
-            _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
-            raise
-        _served(state, rid, inbound, role, client, done, 200, "ok", t0)
+        done = await _whole(state, request, rid, inbound, role, client, events, t0)
+        if done is None:
+            return Response(status_code=CLIENT_GONE)
         return JSONResponse(oai.chat_completion(completion_id, inbound.model, done.result))
     try:
         events = await _started(events)
@@ -348,13 +442,10 @@ async def _responses(state: _State, request: Request) -> Response:
             state.responses.popitem(last=False)
 
     if not inbound.stream:
-        try:
-            done = await _collect(events)
-        except GatewayError as err:
-            _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
-            raise
+        done = await _whole(state, request, rid, inbound, role, client, events, t0)
+        if done is None:
+            return Response(status_code=CLIENT_GONE)
         keep(done)
-        _served(state, rid, inbound, role, client, done, 200, "ok", t0)
         body = oai.response_complete(
             response_id,
             inbound.model,
@@ -413,20 +504,22 @@ async def _messages(state: _State, request: Request) -> Response:
     role, rid, client, events = await _events(state, request, inbound)
     message_id = "msg_" + rid[3:]
     t0 = time.perf_counter()
+    # One count of the prompt the router routed, tools included, in every usage this
+    # protocol reports (and in count_tokens): Claude Code tracks its context from them,
+    # and a stream has to say it before any backend has counted.
+    prompt = request_tokens(inbound.request)
     if not inbound.stream:
-        try:
-            done = await _collect(events)
-        except GatewayError as err:
-            _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
-            raise
-        _served(state, rid, inbound, role, client, done, 200, "ok", t0)
-        return JSONResponse(ant.message_object(message_id, inbound.model, done.result))
+        done = await _whole(state, request, rid, inbound, role, client, events, t0)
+        if done is None:
+            return Response(status_code=CLIENT_GONE)
+        return JSONResponse(
+            ant.message_object(message_id, inbound.model, done.result, prompt, done.stop_sequence)
+        )
     try:
         events = await _started(events)
     except GatewayError as err:
         _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
         raise
-    prompt = count_messages(m.content for m in inbound.request.messages)
     enc = ant.MessagesStream(message_id, inbound.model, prompt)
 
     async def stream() -> AsyncIterator[bytes]:
@@ -439,7 +532,8 @@ async def _messages(state: _State, request: Request) -> Response:
                         yield oai.sse({"type": "ping"}, "ping")
                     elif isinstance(item, Done):
                         _served(state, rid, inbound, role, client, item, 200, "ok", t0)
-                        for kind, event in enc.finish(item.result, _structured_text(item)):
+                        finish = enc.finish(item.result, _structured_text(item), item.stop_sequence)
+                        for kind, event in finish:
                             yield oai.sse(event, kind)
                     else:
                         for kind, event in enc.delta(item):
@@ -452,32 +546,37 @@ async def _messages(state: _State, request: Request) -> Response:
 
 
 async def _count_tokens(state: _State, request: Request) -> Response:
-    body = await _body(state, request)
-    if not isinstance(body, dict):
-        raise GatewayError(400, "invalid_request", "request: expected a JSON object")
-    messages = anthropic_messages(body)
-    texts = [m.content for m in messages]
-    texts += [f"{c.name} {c.arguments}" for m in messages for c in m.tool_calls]
-    tools = body.get("tools")
-    if isinstance(tools, list) and tools:
-        texts.append(json.dumps(tools, separators=(",", ":")))
-    return JSONResponse({"input_tokens": count_messages(texts)})
+    prompt = parse_count_tokens(await _body(state, request))
+    return JSONResponse({"input_tokens": request_tokens(prompt)})
+
+
+def model_entry(model_id: str, created: int) -> dict[str, Any]:
+    """One model in the shape both SDKs read: OpenAI's ``object``/``created``/``owned_by``
+    and Anthropic's ``type``/``display_name``/``created_at``."""
+    at = datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": created,
+        "owned_by": "switchyard",
+        "type": "model",
+        "display_name": model_id,
+        "created_at": at,
+    }
 
 
 async def _models(state: _State, request: Request) -> Response:
     created = int(time.time())
-    data = [
-        {
-            "id": i,
-            "object": "model",
-            "created": created,
-            "owned_by": "switchyard",
-            "type": "model",
-            "display_name": i,
-        }
-        for i in served_ids(state.session.policy)
-    ]
+    data = [model_entry(i, created) for i in served_ids(state.session.policy)]
     return JSONResponse({"object": "list", "data": data, "has_more": False})
+
+
+async def _model(state: _State, request: Request) -> Response:
+    """``GET /v1/models/{id}``: any id a request may name (a role, ``auto``, an alias or
+    a name an alias pattern matches), or the 404 a request naming it would get."""
+    model_id = str(request.path_params["model_id"])
+    resolve_model(state.session.policy, model_id)
+    return JSONResponse(model_entry(model_id, int(time.time())))
 
 
 async def _embeddings(state: _State, request: Request) -> Response:
@@ -488,6 +587,9 @@ async def _embeddings(state: _State, request: Request) -> Response:
     texts = [raw] if isinstance(raw, str) else raw
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise GatewayError(400, "invalid_request", "input: a string or a list of strings")
+    problem = unsendable(body)
+    if problem:
+        raise GatewayError(400, "invalid_request", problem)
     from app.memory.embeddings import load_embedder
 
     session = state.session

@@ -43,6 +43,17 @@ class Done:
     result: RoutedResult
     #: the validated value of a structured request
     value: Any = None
+    #: the client's stop sequence that ended the reply, when the backend said which
+    stop_sequence: str | None = None
+
+
+def matched_stop(result: RoutedResult, stops: list[str], said: str | None) -> str | None:
+    """The stop sequence that ended ``result`` (pure): the one the backend's stream said,
+    if it is one the client gave and the reply did end there (not at its limit, not in
+    tool calls)."""
+    if said is None or said not in stops or result.tool_calls:
+        return None
+    return said if result.finish_reason in ("stop", "stop_sequence") else None
 
 
 Event = Delta | KeepAlive | Done
@@ -97,12 +108,20 @@ async def run_request(
     pending: deque[Delta] = deque()
     waiter: asyncio.Future[None] | None = None
     structured = request.json_schema is not None
+    # the router's result carries no backend extras: the stream's last delta says which
+    # stop sequence ended it (a later delta is another attempt's output, after a retry)
+    said_stop: str | None = None
 
     def wake() -> None:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def on_delta(delta: Delta) -> None:
+        nonlocal said_stop
+        if delta.stop_sequence is not None:
+            said_stop = delta.stop_sequence
+        elif delta.text or delta.tool_calls:
+            said_stop = None
         if not structured:
             pending.append(delta)
             wake()
@@ -138,7 +157,7 @@ async def run_request(
                 result, value = _finished(task)
                 outcome = "ok"
                 await _close_line(session, request_id, role, "ok", result)
-                yield Done(result, value)
+                yield Done(result, value, matched_stop(result, request.stop, said_stop))
                 return
             waiter = loop.create_future()
             timer = loop.call_later(keepalive_s, wake)

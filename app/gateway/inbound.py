@@ -10,6 +10,7 @@ refused with a clear 400 naming it, never silently dropped.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,60 @@ def _obj(body: Any, where: str) -> dict[str, Any]:
     return body
 
 
+#: deeper than this, a body is refused before anything recursive (a schema check, a JSON
+#: encoder on the way to a backend) can run out of stack on it
+MAX_DEPTH = 100
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unsendable(body: Any) -> str | None:
+    """Where ``body`` holds what no model can be sent, or None (pure).
+
+    JSON may escape a lone UTF-16 surrogate (``"\\ud800"``); Python keeps it in a str,
+    and it fails only when a backend encodes the prompt, which the client then hears as
+    a retryable 503. Every string is checked here, so the 400 names the field. The walk
+    is iterative and keeps each node's parent instead of its path, so a deep or wide body
+    costs one step per node.
+    """
+    stack: list[tuple[Any, tuple[Any, ...] | None, int]] = [(body, None, 0)]
+    while stack:
+        node, at, depth = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                return f"{_path(at)}: invalid text (a lone surrogate)"
+            continue
+        if isinstance(node, dict):
+            items: list[tuple[Any, Any]] = list(node.items())
+        elif isinstance(node, list):
+            items = list(enumerate(node))
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            return f"{_path(at)}: nested more than {MAX_DEPTH} deep"
+        for key, value in reversed(items):  # popped in document order
+            if isinstance(key, str) and _SURROGATE.search(key):
+                return f"{_path(at)}: invalid text in a key (a lone surrogate)"
+            stack.append((value, (at, key), depth + 1))
+    return None
+
+
+def _path(at: tuple[Any, ...] | None) -> str:
+    keys: list[Any] = []
+    while at is not None:
+        at, key = at
+        keys.append(key)
+    out = ""
+    for key in reversed(keys[-12:]):  # a deep path is named by its first steps
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return (out + ("…" if len(keys) > 12 else "")) or "request"
+
+
+def _sendable(body: Any) -> None:
+    problem = unsendable(body)
+    if problem:
+        raise bad(problem)
+
+
 def _text_of(content: Any, where: str) -> str:
     """A message's content as text: a string, or parts of type text / input_text /
     output_text. Anything else (an image, audio, a file) is refused by name."""
@@ -57,23 +112,39 @@ def _text_of(content: Any, where: str) -> str:
         return content
     if not isinstance(content, list):
         raise bad(f"{where}: content must be a string or a list of parts")
-    out: list[str] = []
-    for i, part in enumerate(content):
-        part = _obj(part, f"{where}[{i}]")
-        kind = part.get("type")
-        if kind in ("text", "input_text", "output_text"):
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise bad(f"{where}[{i}].text: expected a string")
-            out.append(text)
-        elif kind in ("thinking", "redacted_thinking", "reasoning"):
-            continue  # a model's own reasoning is not sent back as prompt
-        else:
-            raise bad(
-                f"{where}[{i}]: content of type {kind!r} is not supported by Switchyard's "
-                "gateway (text, tool calls and tool results are)"
-            )
-    return "".join(out)
+    return "".join(_part_text(part, f"{where}[{i}]") for i, part in enumerate(content))
+
+
+def _part_text(raw: Any, where: str) -> str:
+    """One content part's text ("" for a model's own reasoning, not sent back as prompt)."""
+    part = _obj(raw, where)
+    kind = part.get("type")
+    if kind in ("text", "input_text", "output_text"):
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise bad(f"{where}.text: expected a string")
+        return text
+    if kind in ("thinking", "redacted_thinking", "reasoning"):
+        return ""
+    raise bad(
+        f"{where}: content of type {kind!r} is not supported by Switchyard's "
+        "gateway (text, tool calls and tool results are)"
+    )
+
+
+def _flag(body: dict[str, Any], key: str, where: str = "") -> bool:
+    """A boolean field: ``"stream": "false"`` is a client's mistake, not a yes."""
+    value = body.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad(f"{where}{key}: expected true or false, got {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _arguments(value: Any) -> str:
@@ -131,11 +202,62 @@ def _stop(value: Any, where: str) -> list[str]:
     raise bad(f"{where}: expected a string or a list of strings")
 
 
+# ── tools and the choice among them (every protocol) ─────────────────────────────────────
+
+
+#: ToolSpec's limit (the providers allow 64 or 128)
+TOOL_NAME_MAX = 128
+
+
+def _tool(
+    raw: dict[str, Any], where: str, *, schema_key: str = "parameters", schema: Any = None
+) -> ToolSpec:
+    """One function tool; ``where`` is the object that holds its name, description and
+    schema (``schema`` given: a schema of ours, not the client's)."""
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise bad(f"{where}.name: a tool needs a name")
+    if len(name) > TOOL_NAME_MAX:
+        raise bad(f"{where}.name: at most {TOOL_NAME_MAX} characters, got {len(name)}")
+    description = raw.get("description")
+    if description is not None and not isinstance(description, str):
+        raise bad(f"{where}.description: expected a string, got {_shown(description)}")
+    if schema is None:
+        given = raw.get(schema_key)
+        if given is None:
+            schema = {"type": "object"}
+        elif not isinstance(given, dict):
+            raise bad(f"{where}.{schema_key}: expected a JSON schema object")
+        else:
+            # linted as response_format's is: a misspelt type would let the model's
+            # arguments be anything, with nothing after to say so
+            schema = _sound(given, f"{where}.{schema_key}")
+    try:
+        return ToolSpec(name=name, description=description or "", parameters=schema)
+    except ValidationError as exc:  # the checks above should leave nothing for this
+        first = exc.errors()[0]
+        field_name = ".".join(str(p) for p in first["loc"])
+        raise bad(f"{where}.{field_name}: {first['msg']}") from None
+
+
+def _checked_choice(choice: str | None, tools: list[ToolSpec], where: str) -> str | None:
+    """``choice`` if the tools can honour it: a call required of no tools, or of a tool
+    not offered, would otherwise be answered with text as if the client had not asked."""
+    if choice is None or choice in ("auto", "none"):
+        return choice
+    if not tools:
+        raise bad(f"{where}: {choice!r} needs tools, and the request offers none")
+    if choice != "required" and choice not in {t.name for t in tools}:
+        raise bad(f"{where}: no tool named {choice!r} in tools")
+    return choice
+
+
 # ── OpenAI Chat Completions ──────────────────────────────────────────────────────────────
 
 
 def parse_chat(body: Any) -> Inbound:
     body = _obj(body, "request")
+    _sendable(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad("model: required")
@@ -158,7 +280,8 @@ def parse_chat(body: Any) -> Inbound:
     if not isinstance(tools, list):
         raise bad("tools: expected a list")
     fields["tools"] = [_chat_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
-    fields["tool_choice"] = _chat_tool_choice(body.get("tool_choice"))
+    where, choice = _chat_tool_choice(body.get("tool_choice"))
+    fields["tool_choice"] = _checked_choice(choice, fields["tools"], where)
     if isinstance(body.get("parallel_tool_calls"), bool):
         fields["parallel_tool_calls"] = body["parallel_tool_calls"]
     schema_name: str | None = None
@@ -181,7 +304,7 @@ def parse_chat(body: Any) -> Inbound:
         protocol="chat",
         model=model,
         request=_build(fields),
-        stream=bool(body.get("stream")),
+        stream=_flag(body, "stream"),
         include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
         schema_name=schema_name,
     )
@@ -233,26 +356,19 @@ def _chat_tool(raw: Any, where: str) -> ToolSpec:
     t = _obj(raw, where)
     if t.get("type", "function") != "function":
         raise bad(f"{where}.type: only function tools are supported, got {t.get('type')!r}")
-    fn = _obj(t.get("function"), f"{where}.function")
-    return _tool(fn.get("name"), fn.get("description"), fn.get("parameters"), where)
+    return _tool(_obj(t.get("function"), f"{where}.function"), f"{where}.function")
 
 
-def _tool(name: Any, description: Any, parameters: Any, where: str) -> ToolSpec:
-    if not isinstance(name, str) or not name:
-        raise bad(f"{where}: a tool needs a name")
-    params = parameters if isinstance(parameters, dict) else {"type": "object"}
-    return ToolSpec(name=name, description=description or "", parameters=params)
-
-
-def _chat_tool_choice(value: Any) -> str | None:
+def _chat_tool_choice(value: Any) -> tuple[str, str | None]:
+    """The choice, and where to say what is wrong with it."""
     if value is None:
-        return None
+        return "tool_choice", None
     if value in ("auto", "none", "required"):
-        return str(value)
+        return "tool_choice", str(value)
     if isinstance(value, dict):
         fn = value.get("function")
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            return str(fn["name"])
+            return "tool_choice.function.name", str(fn["name"])
     raise bad("tool_choice: expected auto, none, required or a named function")
 
 
@@ -261,6 +377,7 @@ def _chat_tool_choice(value: Any) -> str | None:
 
 def parse_responses(body: Any) -> Inbound:
     body = _obj(body, "request")
+    _sendable(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad("model: required")
@@ -282,29 +399,64 @@ def parse_responses(body: Any) -> Inbound:
     _sampling(body, fields)
     tools, custom, namespaces, dropped = _response_tools(body.get("tools") or [])
     fields["tools"] = tools
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        fields["tool_choice"] = choice.get("name")
-    elif choice in ("auto", "none", "required"):
-        fields["tool_choice"] = choice
+    where, choice = _responses_tool_choice(body.get("tool_choice"))
+    fields["tool_choice"] = _checked_choice(choice, tools, where)
     if isinstance(body.get("parallel_tool_calls"), bool):
         fields["parallel_tool_calls"] = body["parallel_tool_calls"]
-    text = body.get("text")
-    if isinstance(text, dict) and isinstance(text.get("format"), dict):
-        fmt = text["format"]
-        if fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
-            fields["json_schema"] = _sound(fmt["schema"], "text.format.schema")
-        elif fmt.get("type") == "json_object":
-            fields["json_schema"] = {"type": "object"}
+    schema = _text_format(body.get("text"))
+    if schema is not None:
+        fields["json_schema"] = schema
     previous = body.get("previous_response_id")
     return Inbound(
         protocol="responses",
         model=model,
         request=_build(fields),
-        stream=bool(body.get("stream")),
+        stream=_flag(body, "stream"),
         previous_response_id=previous if isinstance(previous, str) else None,
         extra={"custom_tools": custom, "namespaces": namespaces, "dropped_tools": dropped},
     )
+
+
+def _responses_tool_choice(value: Any) -> tuple[str, str | None]:
+    if value is None:
+        return "tool_choice", None
+    if value in ("auto", "none", "required"):
+        return "tool_choice", str(value)
+    if isinstance(value, dict):
+        kind = value.get("type")
+        if kind in ("function", "custom"):
+            name = value.get("name")
+            if not isinstance(name, str) or not name:
+                raise bad("tool_choice.name: required when tool_choice names a tool")
+            return "tool_choice.name", name
+        # a hosted tool (web search, …) is never offered to the model (see _response_tools)
+        raise bad(
+            f"tool_choice.type: {kind!r} is not supported by Switchyard's gateway "
+            "(auto, none, required, or a function or custom tool by name)"
+        )
+    raise bad("tool_choice: expected auto, none, required or a named function")
+
+
+def _text_format(text: Any) -> dict[str, Any] | None:
+    """``text.format`` as the schema the reply must fit (None: plain text), refused as
+    Chat's ``response_format`` is when it cannot be honoured."""
+    if text is None:
+        return None
+    fmt = _obj(text, "text").get("format")
+    if fmt is None:
+        return None
+    fmt = _obj(fmt, "text.format")
+    kind = fmt.get("type")
+    if kind == "json_schema":
+        schema = fmt.get("schema")
+        if not isinstance(schema, dict):
+            raise bad("text.format.schema: expected a JSON schema object")
+        return _sound(schema, "text.format.schema")
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind != "text":
+        raise bad(f"text.format.type: {kind!r} is not supported")
+    return None
 
 
 #: a custom (freeform) tool becomes a function with one string argument
@@ -333,20 +485,22 @@ def _response_tools(
         kind = t.get("type")
         where = f"tools[{i}]"
         if kind == "function":
-            tools.append(_tool(t.get("name"), t.get("description"), t.get("parameters"), where))
+            tools.append(_tool(t, where))
         elif kind == "namespace":
             ns = str(t.get("name") or "")
-            for j, inner in enumerate(t.get("tools") or []):
+            inner_tools = t.get("tools") or []
+            if not isinstance(inner_tools, list):
+                raise bad(f"{where}.tools: expected a list")
+            for j, inner in enumerate(inner_tools):
                 inner = _obj(inner, f"{where}.tools[{j}]")
                 if inner.get("type", "function") != "function":
                     dropped.append(f"{ns}.{inner.get('name')}")
                     continue
-                params = inner.get("parameters")
-                spec = _tool(inner.get("name"), inner.get("description"), params, where)
+                spec = _tool(inner, f"{where}.tools[{j}]")
                 tools.append(spec)
                 namespaces[spec.name] = ns
         elif kind == "custom":
-            spec = _tool(t.get("name"), t.get("description"), CUSTOM_PARAMETERS, where)
+            spec = _tool(t, where, schema=CUSTOM_PARAMETERS)
             tools.append(spec)
             custom.add(spec.name)
         else:
@@ -422,36 +576,60 @@ def parse_messages(body: Any) -> Inbound:
     max_tokens = _int(body, "max_tokens")
     if max_tokens is None:
         raise bad("max_tokens: required")
-    messages = anthropic_messages(body)
-    fields: dict[str, Any] = {
-        "messages": messages,
-        "max_tokens": max_tokens,
-        "stop": _stop(body.get("stop_sequences"), "stop_sequences"),
-    }
+    fields = _messages_fields(body)
+    fields["max_tokens"] = max_tokens
+    fields["stop"] = _stop(body.get("stop_sequences"), "stop_sequences")
     _sampling(body, fields)
+    return Inbound(
+        protocol="messages", model=model, request=_build(fields), stream=_flag(body, "stream")
+    )
+
+
+def parse_count_tokens(body: Any) -> ChatRequest:
+    """What ``/v1/messages/count_tokens`` counts: the prompt :func:`parse_messages` reads
+    from the same body (system, turns, tools), so both say the same number."""
+    body = _obj(body, "request")
+    return _build({**_messages_fields(body), "max_tokens": DEFAULT_MAX_TOKENS})
+
+
+def _messages_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The prompt of a Messages body: system and turns, tools, the tool choice."""
+    _sendable(body)
+    fields: dict[str, Any] = {"messages": anthropic_messages(body)}
+    raw_tools = body.get("tools")
+    if raw_tools is None:
+        raw_tools = []
+    if not isinstance(raw_tools, list):
+        raise bad("tools: expected a list")
     tools: list[ToolSpec] = []
-    for i, t in enumerate(body.get("tools") or []):
+    for i, t in enumerate(raw_tools):
         t = _obj(t, f"tools[{i}]")
         if t.get("type") not in (None, "custom"):
             raise bad(
                 f"tools[{i}]: server tool {t.get('type')!r} is not supported by Switchyard's "
                 "gateway (custom tools are)"
             )
-        tools.append(
-            _tool(t.get("name"), t.get("description"), t.get("input_schema"), f"tools[{i}]")
-        )
+        tools.append(_tool(t, f"tools[{i}]", schema_key="input_schema"))
     fields["tools"] = tools
     choice = body.get("tool_choice")
-    if isinstance(choice, dict):
+    if choice is not None:
+        choice = _obj(choice, "tool_choice")
         kind = choice.get("type")
-        fields["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}.get(
-            str(kind), choice.get("name") if kind == "tool" else None
-        )
-        if choice.get("disable_parallel_tool_use") is True:
+        if kind == "tool":
+            name = choice.get("name")
+            if not isinstance(name, str) or not name:
+                raise bad("tool_choice.name: required when tool_choice.type is 'tool'")
+            fields["tool_choice"] = _checked_choice(name, tools, "tool_choice.name")
+        elif kind in ("auto", "any", "none"):
+            mapped = {"auto": "auto", "any": "required", "none": "none"}[kind]
+            if mapped == "required" and not tools:
+                raise bad("tool_choice.type: 'any' needs tools, and the request offers none")
+            fields["tool_choice"] = mapped
+        else:
+            raise bad(f"tool_choice.type: {kind!r} is not auto, any, tool or none")
+        if _flag(choice, "disable_parallel_tool_use", "tool_choice."):
             fields["parallel_tool_calls"] = False
-    return Inbound(
-        protocol="messages", model=model, request=_build(fields), stream=bool(body.get("stream"))
-    )
+    return fields
 
 
 def anthropic_messages(body: dict[str, Any]) -> list[Message]:
@@ -506,7 +684,7 @@ def anthropic_messages(body: dict[str, Any]) -> list[Message]:
             elif kind == "thinking" and role == "assistant":
                 thinking.append(str(block.get("thinking") or ""))
             else:
-                text.append(_text_of([block], f"{where}.content[{j}]"))
+                text.append(_part_text(block, f"{where}.content[{j}]"))
         if role == "assistant":
             out.append(
                 Message(

