@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -184,11 +184,14 @@ async def _body(state: _State, request: Request) -> Any:
         raise GatewayError(413, "too_large", f"request body over the {limit}-byte limit")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, "too_large", f"request body over the {limit}-byte limit")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise GatewayError(413, "too_large", f"request body over the {limit}-byte limit")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone while still sending: a 500 and a traceback before
+        raise GatewayError(CLIENT_GONE, "invalid_request", "client went away") from None
     return parse_json(b"".join(chunks))
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from textual.message import Message
 
 from app.errors import SwitchyardError
+from app.gateway.address import base_url
 
 if TYPE_CHECKING:
     from app.gateway.app import GatewayConfig
@@ -53,7 +54,7 @@ class GatewayStopped(Message):
 
 
 def url_of(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return base_url(host, port)  # the headless serve's spelling, zone ids included
 
 
 def bind_error(host: str, port: int) -> str | None:

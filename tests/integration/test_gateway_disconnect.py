@@ -79,3 +79,31 @@ def test_a_client_that_hangs_up_on_a_whole_reply_cancels_it_in_every_protocol(
         # and the server is free: the next request is answered
         reply = gw.openai.chat.completions.create(model="tutor", messages=ASKED)  # type: ignore[arg-type]
         assert reply.choices[0].message.content == REPLY
+
+
+def test_a_client_that_hangs_up_while_sending_its_body_is_audited_not_a_500(
+    tmp_path: Path,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
+) -> None:
+    """Starlette's ClientDisconnect escaped the body read: a 500 with a traceback on the
+    server's stderr, and no audit line."""
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply=REPLY)
+    for gw in _gateway(tmp_path, (vllm, fake_openai_factory("openai"), fake_anthropic_factory())):
+        parts = urlsplit(gw.url)
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "content-type: application/json\r\ncontent-length: 100000\r\n\r\n"
+        ).encode()
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(head + b'{"model": "tutor", "messages": [')  # and then it goes
+
+        def rejected() -> bool:
+            return any(ln["values"].get("status") == 499 for ln in lines_of("request"))
+
+        assert _until(rejected), [(ln["reason_codes"], ln["detail"]) for ln in lines_of()]
+        (line,) = [ln for ln in lines_of("request") if ln["values"].get("status") == 499]
+        assert line["reason_codes"] == ["GATEWAY_REJECTED"] and "client went away" in line["detail"]
+        gw.proc.terminate()
+        _, err = gw.proc.communicate(timeout=15)
+        assert "Traceback" not in err
