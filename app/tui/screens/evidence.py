@@ -251,14 +251,14 @@ class EvidenceScreen(Screen[None]):
         plan = view.merge
         if blockers:
             text.append("✗ the gate does not hold", style_of(v.get("test-fail", ""), bold=True))
-            text.append(": m would be refused, because")
+            text.append(": pressing m would be refused, because")
             for reason in blockers:
                 text.append(f"\n  {reason}")
         else:
             target = ((plan.target_ref if plan else None) or "HEAD").removeprefix("refs/heads/")
             text.append("✓ the gate holds", style_of(v.get("test-pass", ""), bold=True))
             files = ", ".join(plan.files[:4]) if plan else ""
-            text.append(f": m merges into {target} ({files or 'no file changes'})")
+            text.append(f": pressing m merges into {target} ({files or 'no file changes'})")
         facts = plan.facts if plan else None
         if facts is not None:
             verdicts = ", ".join(
