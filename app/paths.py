@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import platformdirs
@@ -26,17 +27,64 @@ def user_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP))
 
 
-def repo_state_dir(repo: Path) -> Path:
-    """``REPO/.switchyard/``, created on first use and git-ignored by a ``*`` rule inside it.
+def repo_state_dir(repo: Path, *sub: str) -> Path:
+    """``REPO/.switchyard/`` (or its folder ``sub``), created on first use and git-ignored
+    by a ``*`` rule inside it.
 
     The rule lives in the state dir itself so the user's own .gitignore is never edited.
+
+    A repository can ship a ``.switchyard`` of its own: a symbolic link there (or on
+    ``.switchyard/stage0``, or on a file inside) would have Switchyard write its state,
+    and read a planted cache back, wherever the link points. So every folder on the way
+    must be a real folder and hold no link, checked before anything is written; else a
+    :class:`ConfigError` (exit 2) names the path and why. Nothing is followed.
     """
     state = repo / STATE_DIR_NAME
-    state.mkdir(parents=True, exist_ok=True)
+    _state_folder(state)
     ignore = state / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# Switchyard state: never committed\n*\n", encoding="utf-8")
-    return state
+    try:
+        # "x": never through a link, never over a file the repository put there
+        with ignore.open("x", encoding="utf-8") as fh:
+            fh.write("# Switchyard state: never committed\n*\n")
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise _state_error(ignore, exc.strerror or str(exc)) from None
+    path = state
+    for part in sub:
+        path = path / part
+        _state_folder(path)
+    return path
+
+
+def _state_folder(path: Path) -> None:
+    """``path`` made if absent; ConfigError when it, or an entry in it, is a symbolic
+    link, or when it is not a folder."""
+    try:
+        path.mkdir(exist_ok=True)
+    except FileExistsError:  # something that is not a folder: a file or a link
+        pass
+    except OSError as exc:
+        raise _state_error(path, exc.strerror or str(exc)) from None
+    try:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            raise _state_error(path, "a symbolic link")
+        if not stat.S_ISDIR(st.st_mode):
+            raise _state_error(path, "not a folder")
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    raise _state_error(Path(entry.path), "a symbolic link")
+    except OSError as exc:
+        raise _state_error(path, exc.strerror or str(exc)) from None
+
+
+def _state_error(path: Path, why: str) -> ConfigError:
+    return ConfigError(
+        f"{path}: {why}; Switchyard keeps the repository's state in a real folder there "
+        "and never follows a link (move it away)"
+    )
 
 
 def ensure_dir(path: Path) -> Path:

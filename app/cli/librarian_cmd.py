@@ -168,7 +168,7 @@ def _render(result: Condensed, n_sources: int, session: str, lines: list[AuditLi
         )
         return
     conf = "" if result.confidence is None else f" · confidence {result.confidence:.2f}"
-    by = ", ".join(result.models) or "no model"
+    by = escape(", ".join(result.models) or "no model")  # ids from a policy file: not markup
     out.print(
         f"[bold]condensed[/] {counted(n_sources, 'source')} ~{result.tokens_in} → "
         f"~{result.tokens_out} tokens (budget {result.budget}) · "

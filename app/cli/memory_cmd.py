@@ -164,6 +164,12 @@ def _embedding_info(
     }
 
 
+def _print_embedding_line(out: Any, info: dict[str, Any]) -> None:
+    from rich.text import Text
+
+    out.print(Text(_embedding_line(info), style="dim"))  # a model id is not markup
+
+
 def _embedding_line(info: dict[str, Any]) -> str:
     if info["state"] == "off":
         return "embeddings: off (--no-embed)"
@@ -194,7 +200,7 @@ def _add(args: argparse.Namespace) -> int:
         out = console()
         line = f"added memory {m['id']} ({m['kind']}, priority {m['priority']}){tags}"
         out.print(line, markup=False)  # the tags are the user's words
-        out.print(f"[dim]{_embedding_line(result['embeddings'])}[/]")
+        _print_embedding_line(out, result["embeddings"])
     return 0
 
 
@@ -223,13 +229,16 @@ def _search(args: argparse.Namespace) -> int:
         print_json(result)
         return 0
     from rich.table import Table
+    from rich.text import Text
 
     out = console()
-    out.print(f"[dim]{_embedding_line(result['embeddings'])}[/]")
+    _print_embedding_line(out, result["embeddings"])
     if not result["hits"]:
         out.print("no matching memories")
         return 0
-    table = Table(title=f"Memories for {args.query!r}", title_justify="left")
+    # The query, kinds and texts are anyone's words (a harvested "[ci skip]", a "[/]"):
+    # Text objects are shown as they are, never parsed as markup.
+    table = Table(title=Text(f"Memories for {args.query!r}"), title_justify="left")
     for col in ("#", "id", "score", "tfidf", "embed", "dyn", "kind", "text"):
         table.add_column(col, justify="left" if col in ("kind", "text") else "right")
     for rank, hit in enumerate(result["hits"], 1):
@@ -243,8 +252,8 @@ def _search(args: argparse.Namespace) -> int:
             f"{c['tfidf']:.3f}",
             embed,
             f"{c['dynamic']:.3f}",
-            hit["kind"],
-            first if len(first) <= 80 else first[:79] + "…",
+            Text(hit["kind"]),
+            Text(first if len(first) <= 80 else first[:79] + "…"),
         )
     out.print(table)
     return 0
@@ -254,10 +263,13 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _harvest(args: argparse.Namespace) -> int:
-    from app.memory.harvest import harvest, has_head, repo_root, resolve_since
+    from app.memory.harvest import HarvestError, harvest, has_head, repo_root, resolve_since
 
     async def precheck() -> None:  # a bad --repo or --since fails before any model loads
-        top = await repo_root(args.repo)
+        try:
+            top = await repo_root(args.repo)
+        except HarvestError as exc:
+            raise HarvestError(f"--repo {exc}") from None
         if await has_head(top):
             await resolve_since(top, args.since)
 
@@ -276,7 +288,8 @@ def _harvest(args: argparse.Namespace) -> int:
             f"harvested {counted(result['commits_added'], 'new commit')} "
             f"({result['commits_skipped']} already kept) and "
             f"{counted(result['outcomes_added'], 'outcome')} from {result['repo']}"
-            + (f" since {result['since']}" if result["since"] else "")
+            + (f" since {result['since']}" if result["since"] else ""),
+            markup=False,  # a path is any name, "[x]" too
         )
-        out.print(f"[dim]{_embedding_line(result['embeddings'])}[/]")
+        _print_embedding_line(out, result["embeddings"])
     return 0

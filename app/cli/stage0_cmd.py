@@ -49,7 +49,19 @@ def register(sub: Any) -> None:
     )
     q.add_argument("text", metavar="TEXT", help="the query")
     _common(q)
-    q.add_argument("--k", type=int, metavar="N", help="chunks to pick (default: policy top_k)")
+    q.add_argument(
+        "--k",
+        type=int,
+        metavar="N",
+        help="picks of the chunks lane (default: policy top_k); the code lane adds up to "
+        "--code-k code units the chunks lane did not take",
+    )
+    q.add_argument(
+        "--code-k",
+        type=int,
+        metavar="N",
+        help="picks of the code lane (default: policy code_top_k; 0: none, so --k bounds all)",
+    )
     q.add_argument("--explain", action="store_true", help="why each candidate was picked/dropped")
     add_json_arg(q)
     q.set_defaults(handler=_query)
@@ -171,11 +183,14 @@ def _with_engine(args: argparse.Namespace) -> tuple[Stage0, Policy, _Progress | 
 def _query(args: argparse.Namespace) -> int:
     if args.k is not None and args.k < 1:
         raise UsageError("--k: must be 1 or more")
+    if args.code_k is not None and args.code_k < 0:
+        raise UsageError("--code-k: must be 0 or more")
     engine, policy, _ = _with_engine(args)
     with engine:
         result = engine.query(
             args.text,
             k=args.k,
+            code_k=args.code_k,
             budget_tokens=args.budget,
             explain=args.explain,
             context_window=_reader_window(policy, args.reader),
@@ -188,6 +203,7 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _render_query(result: QueryResult) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     out = console()
@@ -204,11 +220,12 @@ def _render_query(result: QueryResult) -> None:
             col, justify="right" if col in {"#", "relevance", "mmr", "tokens"} else "left"
         )
     for i, ch in enumerate(result.selected, start=1):
+        # a path or a symbol is any text ("[red]x.py"): shown, never read as markup
         table.add_row(
             str(i),
             ch.lane,
-            ch.location,
-            ch.symbol or "",
+            escape(ch.location),
+            escape(ch.symbol or ""),
             f"{ch.relevance:.3f}",
             f"{ch.mmr:.3f}",
             str(ch.tokens),
@@ -216,7 +233,7 @@ def _render_query(result: QueryResult) -> None:
     if result.selected:
         out.print(table)
     else:
-        out.print("no chunk matches the query")
+        out.print(_nothing_picked(result))
     out.print(
         f"budget: {result.budget_used}/{p.budget_tokens} tokens · λ {p.mmr_lambda} · "
         f"prefilter {p.prefilter} · top_k {p.top_k} · code_top_k {p.code_top_k} · {p.weighting}"
@@ -231,7 +248,20 @@ def _render_query(result: QueryResult) -> None:
         )
 
 
+def _nothing_picked(result: QueryResult) -> str:
+    """Why a query picked nothing: no chunk matches, or none fits the budget."""
+    n = result.matched
+    if not n:
+        return "no chunk matches the query"
+    verb = "matches" if n == 1 else "match"
+    return (
+        f"{counted(n, 'chunk')} {verb} the query, but none fits the budget of "
+        f"{result.params.budget_tokens} tokens"
+    )
+
+
 def _explain_table(lane: LaneExplain) -> Table:
+    from rich.markup import escape
     from rich.table import Table
 
     ex = Table(title=f"explain: {lane.lane} lane", box=None, pad_edge=False)
@@ -245,9 +275,9 @@ def _explain_table(lane: LaneExplain) -> Table:
             f"{e.relevance:.3f}",
             f"{e.redundancy:.3f}",
             "" if e.mmr is None else f"{e.mmr:.3f}",
-            f"{e.path}:{e.start}-{e.end}",
-            terms,
-            e.reason,
+            escape(f"{e.path}:{e.start}-{e.end}"),
+            escape(terms),
+            escape(e.reason),
         )
     return ex
 
@@ -273,24 +303,33 @@ def _check_synth_args(args: argparse.Namespace) -> None:
 
 def _brief(args: argparse.Namespace) -> int:
     from app.paths import repo_state_dir
-    from app.stage0.brief import BRIEF_JSON, BRIEF_MD
+    from app.stage0.brief import BRIEF_JSON, BRIEF_MD, BriefOutError, out_dir_problem
 
     if args.spec is not None and not args.spec.is_file():
         raise UsageError(f"--spec {args.spec}: no such file")
+    if args.out is not None:  # before the index is built: a bad folder fails fast
+        problem = out_dir_problem(args.out)
+        if problem is not None:
+            raise UsageError(f"--out {args.out}: {problem}")
     _check_synth_args(args)
     engine, policy, _ = _with_engine(args)
     with engine:
-        out_dir = args.out if args.out is not None else repo_state_dir(engine.repo) / "brief"
-        brief = engine.brief(
-            args.task,
-            out_dir,
-            spec=args.spec,
-            memories=args.memory,
-            risks=args.risk,
-            approach=args.approach,
-            budget_tokens=args.budget,
-            context_window=_reader_window(policy, args.reader),
-        )
+        out_dir = args.out if args.out is not None else repo_state_dir(engine.repo, "brief")
+        try:
+            brief = engine.brief(
+                args.task,
+                out_dir,
+                spec=args.spec,
+                memories=args.memory,
+                risks=args.risk,
+                approach=args.approach,
+                budget_tokens=args.budget,
+                context_window=_reader_window(policy, args.reader),
+            )
+        except BriefOutError as exc:
+            if args.out is None:
+                raise
+            raise UsageError(f"--out {exc}") from None
     md, js = out_dir / BRIEF_MD, out_dir / BRIEF_JSON
     repo = engine.repo
     synth: Tier2Result | None = None
@@ -354,7 +393,7 @@ async def _synthesize(
             session,
             brief,
             opt_in=True,
-            cache_dir=repo_state_dir(repo) / "tier2",
+            cache_dir=repo_state_dir(repo, "tier2"),
         )
 
 
@@ -391,5 +430,5 @@ def _render_synth(out: Any, synth: Tier2Result, path: Path | None) -> None:
     out.print(f"wrote {path}", markup=False)
     out.print(
         f"tier2: {len(syn.claims)} claims, {len(syn.contradictions)} contradictions · "
-        f"{synth.model} ({where}) · {how} · session {synth.session}"
+        f"{escape(synth.model or '')} ({where}) · {how} · session {escape(synth.session)}"
     )

@@ -162,7 +162,8 @@ def _stat(f: FileStat) -> str:
 
 async def repo_root(repo: Path) -> Path:
     if not await asyncio.to_thread(repo.is_dir):
-        raise HarvestError(f"{repo}: no such directory")
+        there = await asyncio.to_thread(repo.exists)
+        raise HarvestError(f"{repo}: {'not a directory' if there else 'no such directory'}")
     code, out, err = await _git(repo, "rev-parse", "--show-toplevel")
     if code != 0:
         raise HarvestError(f"{repo}: not a git repository ({_first_line(err)})")

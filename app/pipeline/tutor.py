@@ -73,7 +73,7 @@ LAST_TURN = "This is the last turn of the session: make the answer complete."
 
 #: Tokens of repository context a grounded conversation may carry (a 7B's small window).
 GROUNDING_TOKENS = 1200
-#: Chunks Stage0 may pick for the grounding.
+#: Chunks Stage0 may pick for the grounding, in all (its code lane adds none).
 GROUNDING_CHUNKS = 4
 
 #: The one model call of a turn: messages and signals in, a typed answer out.
@@ -188,7 +188,7 @@ def repo_grounding(
     from app.stage0.engine import Stage0
 
     with Stage0(repo, policy) as engine:
-        found = engine.query(question, k=GROUNDING_CHUNKS, budget_tokens=budget_tokens)
+        found = engine.query(question, k=GROUNDING_CHUNKS, code_k=0, budget_tokens=budget_tokens)
     chunks = [*found.chunks, *found.code_units]
     parts = [f"### {c.location}\n```\n{c.text.rstrip()}\n```" for c in chunks]
     return Grounding("\n\n".join(parts), [c.location for c in chunks])

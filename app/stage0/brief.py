@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -179,21 +180,39 @@ def _is_doc(path: str) -> bool:
 
 
 def find_constitution(engine: Stage0) -> BriefSource | None:
-    """The first of the policy's ``constitution_files`` the repository has."""
-    from app.stage0.corpus import GitError, decode, run_git
+    """The first of the policy's ``constitution_files`` the repository has, read as the
+    corpus reads a file: a regular file of at most ``max_file_bytes``, never a symbolic
+    link (nor a path through one), which could bring in any file of the machine."""
+    from app.stage0.corpus import decode, read_repo_file
 
+    limit = engine.config.max_file_bytes
     for name in engine.config.constitution_files:
         if engine.rev is None:
-            path = engine.repo / name
-            if path.is_file():
-                return BriefSource(path=name, text=decode(path.read_bytes()).rstrip())
+            data = read_repo_file(engine.repo, name, limit)
         else:
-            try:
-                data = run_git(engine.repo, "show", f"{engine.rev}:{name}")
-            except GitError:
-                continue
+            data = _committed_file(engine.repo, engine.rev, name, limit)
+        if data is not None:
             return BriefSource(path=name, text=decode(data).rstrip())
     return None
+
+
+def _committed_file(repo: Path, rev: str, name: str, limit: int) -> bytes | None:
+    """``name`` in commit ``rev`` when it is a regular file of at most ``limit`` bytes (a
+    committed symbolic link is a blob too: its content is the link's target)."""
+    from app.stage0.corpus import GitError, read_blobs, run_git
+
+    try:
+        out = run_git(repo, "ls-tree", "-l", "-z", "--full-tree", rev, "--", name)
+    except GitError:
+        return None
+    head, _, _ = out.partition(b"\t")
+    fields = head.split()
+    if len(fields) != 4 or fields[1] != b"blob" or fields[0] not in (b"100644", b"100755"):
+        return None
+    if int(fields[3]) > limit:
+        return None
+    blob = fields[2].decode("ascii")
+    return read_blobs(repo, [blob]).get(blob)
 
 
 def read_spec(path: Path) -> BriefSource:
@@ -267,13 +286,49 @@ def masked_brief(brief: Brief) -> Brief:
     return Brief.model_validate(data) if count else brief
 
 
+class BriefOutError(UsageError):
+    """The brief cannot be written where it was asked to go (exit 2)."""
+
+
+def out_dir_problem(out_dir: Path) -> str | None:
+    """Why ``out_dir`` cannot take the brief, found before any work is done; None: it
+    looks usable (the write itself may still fail, and says so)."""
+    path = out_dir
+    while True:
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            if path.parent == path:
+                return "no such folder"
+            path = path.parent
+            continue
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        if not stat.S_ISDIR(st.st_mode):
+            return "a file is in the way" if path != out_dir else "not a folder"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{path}: not writable" if path != out_dir else "not writable"
+        return None
+
+
 def write_brief(brief: Brief, out_dir: Path) -> tuple[Path, Path]:
-    """Write both files atomically (a reader never sees half a brief), secrets masked."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write both files atomically (a reader never sees half a brief), secrets masked.
+
+    A folder that cannot be made or written is a :class:`BriefOutError` naming it."""
     md, js = out_dir / BRIEF_MD, out_dir / BRIEF_JSON
     brief = masked_brief(brief)
-    for path, text in ((md, brief.to_markdown()), (js, brief.to_json())):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path, text in ((md, brief.to_markdown()), (js, brief.to_json())):
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError):  # mkdir's word for a file in the way
+            why = "not a folder"
+        raise BriefOutError(f"{out_dir}: cannot write the brief: {why}") from None
     return md, js

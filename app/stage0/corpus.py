@@ -11,6 +11,15 @@ for working-tree files, so both sources share one per-content cache. A working-t
 file whose size, mtime, ctime and inode match the last scan is not read again, unless
 its mtime was within :data:`RACY_NS` of that scan (git's "racily clean" rule: a write
 in the same clock tick as the scan would otherwise go unseen).
+
+Only what lies in the repository is read: a path that goes through a symbolic link (a
+linked file, or a linked folder on the way to it) is skipped and counted, never
+followed, so a link planted in a checkout cannot feed another file to a model. Each
+folder is looked at once per scan, not once per file.
+
+A file name that is not UTF-8 is known by a readable form (each byte that is not UTF-8
+shown as ``\\xNN``, see :func:`shown_path`): that form goes to the cache, the index and
+the output; the name on disk is kept beside it to read the file.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import stat
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +82,8 @@ class Scan:
     read: list[str] = field(default_factory=list)
     #: new stat rows to remember (a working-tree scan only)
     stats: dict[str, StatRow] = field(default_factory=dict)
+    #: the name on disk of each listed path whose name is not UTF-8 (see shown_path)
+    on_disk: dict[str, str] = field(default_factory=dict)
 
 
 def git_blob_id(data: bytes) -> str:
@@ -122,11 +133,104 @@ def check_repo(repo: Path, *, worktree: bool = True) -> Path:
     return repo.resolve()
 
 
-def list_worktree(repo: Path) -> list[str]:
+def shown_path(raw: bytes) -> str:
+    """A path as git gave it, as text that any store and terminal takes: UTF-8, with
+    each byte that is not UTF-8 shown as ``\\xNN`` (a lone surrogate, which
+    ``surrogateescape`` would give, cannot be stored in SQLite nor printed)."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _listing(repo: Path) -> tuple[dict[str, str], int]:
+    """Shown path → name on disk of every file git sees, and how many names were left
+    out because their shown form is another file's real name (``a\\xe9`` beside a file
+    literally called so: the real UTF-8 name wins)."""
     out = run_git(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
-    paths = {p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p}
-    prefix = STATE_DIR_NAME + "/"
-    return sorted(p for p in paths if not p.startswith(prefix))
+    prefix = (STATE_DIR_NAME + "/").encode()
+    names: dict[str, str] = {}
+    clashes = 0
+    # real UTF-8 names first, so a clash always drops the undecodable one
+    raws = sorted({p for p in out.split(b"\0") if p and not p.startswith(prefix)})
+    for raw in sorted(raws, key=lambda r: shown_path(r) != os.fsdecode(r)):
+        shown = shown_path(raw)
+        if shown in names:
+            clashes += 1
+            continue
+        names[shown] = os.fsdecode(raw)
+    return names, clashes
+
+
+def list_worktree(repo: Path) -> list[str]:
+    return sorted(_listing(repo)[0])
+
+
+class RepoDirs:
+    """Which folders of a working tree are real folders inside it, each looked at once
+    (a scan of a big repository asks for the same few thousand folders again and again).
+
+    :meth:`skip` gives why a file's path cannot be read as lying in the repository: a
+    folder on the way is a symbolic link (it may lead anywhere), or a component is
+    ``..``. None: read it (a folder that is missing just makes the file missing)."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self._seen: dict[str, str | None] = {"": None}
+
+    def skip(self, rel: str) -> str | None:
+        parts = rel.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            return "not_a_file"
+        return self._folder(rel.rpartition("/")[0])
+
+    def _folder(self, rel: str) -> str | None:
+        if rel in self._seen:
+            return self._seen[rel]
+        why = self._folder(rel.rpartition("/")[0])
+        if why is None:
+            try:
+                if stat.S_ISLNK(os.lstat(self.repo / rel).st_mode):
+                    why = "symlinked_dir"
+            except (FileNotFoundError, NotADirectoryError):
+                pass  # gone: the file's own lstat says "missing"
+            except OSError:
+                why = "unreadable"
+        self._seen[rel] = why
+        return why
+
+
+def read_regular(path: Path, limit: int, expect: os.stat_result | None = None) -> bytes:
+    """At most ``limit`` + 1 bytes of ``path``, a regular file, never through a symbolic
+    link as its last component (``O_NOFOLLOW``: the folders are :class:`RepoDirs`' to
+    check). ``expect``: the file's lstat, which the opened file must still match (it
+    was not swapped since). OSError otherwise."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path}: not a regular file")
+        if expect is not None and (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
+            raise OSError(f"{path}: replaced while it was read")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
+def read_repo_file(repo: Path, rel: str, limit: int) -> bytes | None:
+    """The content of the working tree's file ``rel`` (POSIX, relative), or None when it
+    is not a regular file in the repository, goes through a symbolic link, is larger
+    than ``limit`` bytes or cannot be read: what a scan would skip."""
+    if RepoDirs(repo).skip(rel) is not None:
+        return None
+    full = repo / rel
+    try:
+        st = os.lstat(full)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        data = read_regular(full, limit, st)
+    except OSError:
+        return None
+    return data if len(data) <= limit else None
 
 
 def scan_worktree(
@@ -138,16 +242,25 @@ def scan_worktree(
 ) -> Scan:
     """List, stat and (where the stat changed) hash the working tree's files."""
     started = now_ns()
-    paths = list_worktree(repo)
+    names, clashes = _listing(repo)
+    paths = sorted(names)
     scan = Scan(entries=[])
+    if clashes:
+        scan.skipped["name_clash"] += clashes
+    dirs = RepoDirs(repo)
     total = len(paths)
     for i, rel in enumerate(paths):
         if progress is not None and i % 64 == 0:
             progress("scan", i, total)
-        full = repo / rel
+        on_disk = names[rel]
+        why = dirs.skip(on_disk)
+        if why is not None:
+            scan.skipped[why] += 1
+            continue
+        full = repo / on_disk
         try:
             st = os.lstat(full)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             scan.skipped["missing"] += 1
             continue
         except OSError:
@@ -166,16 +279,20 @@ def scan_worktree(
             and (old.size, old.mtime_ns, old.ctime_ns, old.ino)
             == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         ):
+            if on_disk != rel:
+                scan.on_disk[rel] = on_disk
             scan.entries.append(FileEntry(rel, old.blob, old.size))
             continue
         try:
-            data = full.read_bytes()
+            data = read_regular(full, max_file_bytes, st)
         except OSError:
             scan.skipped["unreadable"] += 1
             continue
         if len(data) > max_file_bytes:  # grew between stat and read
             scan.skipped["too_large"] += 1
             continue
+        if on_disk != rel:
+            scan.on_disk[rel] = on_disk
         blob = git_blob_id(data)
         scan.read.append(rel)
         scan.contents[blob] = data
@@ -198,7 +315,7 @@ def scan_tree(repo: Path, rev: str, max_file_bytes: int) -> Scan:
             continue
         head, _, raw_path = record.partition(b"\t")
         mode, kind, blob, size = head.split()
-        path = raw_path.decode("utf-8", "surrogateescape")
+        path = shown_path(raw_path)  # read through git by blob id, never by name
         if kind != b"blob" or mode == b"120000":
             scan.skipped["not_a_file"] += 1
             continue
@@ -230,16 +347,27 @@ def read_blobs(repo: Path, blobs: Iterable[str]) -> dict[str, bytes]:
     return found
 
 
-def read_worktree(repo: Path, wanted: Iterable[tuple[str, str]]) -> dict[str, bytes]:
+def read_worktree(
+    repo: Path,
+    wanted: Iterable[tuple[str, str]],
+    max_file_bytes: int,
+    on_disk: Mapping[str, str] | None = None,
+) -> dict[str, bytes]:
     """Contents of working-tree files given as (path, expected blob id), by blob id.
 
-    A file that cannot be read, or whose content no longer has the expected id (it
-    changed after its stat was taken), is left out.
+    A file that cannot be read as a scan would (through a symbolic link, larger than
+    ``max_file_bytes``), or whose content no longer has the expected id (it changed
+    after its stat was taken), is left out. ``on_disk``: names on disk of paths that
+    are not UTF-8 (:attr:`Scan.on_disk`).
     """
     found: dict[str, bytes] = {}
+    dirs = RepoDirs(repo)
     for path, blob in wanted:
+        name = (on_disk or {}).get(path, path)
+        if dirs.skip(name) is not None:
+            continue
         try:
-            data = (repo / path).read_bytes()
+            data = read_regular(repo / name, max_file_bytes)
         except OSError:
             continue
         if git_blob_id(data) == blob:

@@ -2,10 +2,14 @@
 
 Two lanes share one token budget:
 
-- ``chunks``: MMR over every chunk (code, docs, config): ``top_k`` picks;
+- ``chunks``: MMR over every chunk (code, docs, config): ``top_k`` picks (a query's
+  ``k`` replaces it);
 - ``code``: the "Shadow Code Brain", MMR over code units only (functions, methods,
-  classes) with their own idf: ``code_top_k`` picks among units the first lane did not
-  take, within what the first lane left of the budget.
+  classes) with their own idf: ``code_top_k`` picks (a query's ``code_k``) among units
+  the first lane did not take, within what the first lane left of the budget.
+
+So a query returns up to ``k + code_k`` pieces; a caller that wants at most N in all
+asks for ``k=N, code_k=0`` (or splits N between the lanes).
 
 The budget is the policy's ``token_budget`` (or the caller's), shrunk to half of the
 context window of the model that will read the brief when that is given (the other
@@ -112,6 +116,7 @@ class _Lane:
     rows: list[int]  # candidate rows, relevance order
     selection: Selection
     explain: LaneExplain | None
+    matched: int  # rows with relevance > 0
 
 
 class Stage0:
@@ -142,7 +147,7 @@ class Stage0:
         self.progress = progress
         self._owns_cache = cache is None
         if cache is None:
-            folder = cache_dir if cache_dir is not None else repo_state_dir(self.repo) / "stage0"
+            folder = cache_dir if cache_dir is not None else repo_state_dir(self.repo, "stage0")
             cache = Stage0Cache(folder / "cache.sqlite")
         self.cache = cache
         self._index: Index | None = None
@@ -170,7 +175,7 @@ class Stage0:
             )
 
             def reader(wanted: list[tuple[str, str]]) -> dict[str, bytes]:
-                return read_worktree(repo, wanted)
+                return read_worktree(repo, wanted, cfg.max_file_bytes, scan.on_disk)
 
         else:
             scan = scan_tree(repo, self.rev, cfg.max_file_bytes)
@@ -230,28 +235,32 @@ class Stage0:
         budget_tokens: int | None = None,
         explain: bool = False,
         *,
+        code_k: int | None = None,
         context_window: int | None = None,
         reserve: int = 0,
     ) -> QueryResult:
         """The chunks (and code units) for ``text`` by MMR within the token budget.
 
+        ``k``: picks of the chunks lane (default: the policy's ``top_k``); ``code_k``:
+        picks of the code lane on top of them (default ``code_top_k``; 0: none);
         ``context_window``: of the model that will read the result (shrinks the budget);
         ``reserve``: tokens the caller's own sections take out of that budget.
         """
         cfg = self.config
         top_k = cfg.top_k if k is None else k
+        code_top_k = cfg.code_top_k if code_k is None else code_k
         budget = effective_budget(cfg.token_budget, budget_tokens, context_window)
         for_chunks = max(0, budget - reserve)
         main = self._lane(self.index, "chunks", text, top_k, for_chunks, set(), explain)
         taken = {self.index.refs[main.rows[i]].id for i in main.selection.picked}
         left = for_chunks - main.selection.used
-        code = self._lane(self.code_index, "code", text, cfg.code_top_k, left, taken, explain)
+        code = self._lane(self.code_index, "code", text, code_top_k, left, taken, explain)
         params = QueryParams(
             weighting=self.weighting,
             mmr_lambda=cfg.mmr_lambda,
             prefilter=cfg.prefilter,
             top_k=top_k,
-            code_top_k=cfg.code_top_k,
+            code_top_k=code_top_k,
             token_budget=cfg.token_budget,
             budget_tokens=budget,
             context_window=context_window,
@@ -265,6 +274,7 @@ class Stage0:
             corpus=self.corpus_info(),
             chunks=self._selected(main, "chunks"),
             code_units=self._selected(code, "code"),
+            matched=main.matched,
             budget_used=main.selection.used + code.selection.used,
             explain=lanes if explain else None,
         )
@@ -335,7 +345,7 @@ class Stage0:
                 used=selection.used,
                 entries=entries,
             )
-        return _Lane(index, rows, selection, info)
+        return _Lane(index, rows, selection, info, matched)
 
     def _selected(self, lane: _Lane, name: Lane) -> list[SelectedChunk]:
         rows = [lane.rows[i] for i in lane.selection.picked]

@@ -108,6 +108,9 @@ class QueryResult(_Frozen):
     corpus: CorpusInfo
     chunks: list[SelectedChunk]
     code_units: list[SelectedChunk]
+    #: chunks with relevance > 0 (so an empty pick tells "nothing matches" from "nothing
+    #: fits the budget")
+    matched: int
     budget_used: int
     explain: list[LaneExplain] | None = Field(default=None)
 

@@ -403,3 +403,63 @@ async def test_router_type_is_the_real_router(tmp_path: Path, policy: Policy) ->
     router, audit, ledger = await make_router(tmp_path, policy, backends)
     assert type(router) is Router
     await close(audit, ledger)
+
+
+async def test_a_reply_with_no_point_is_unusable_and_keeps_the_sources(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """Valid JSON with zero points and a junk contradiction was taken as a condensation
+    with confidence 1.0 that dropped every source (`"points": [], "contradictions":
+    ["1"]`). It is an unusable reply: the group keeps a raw excerpt of each source."""
+
+    def local(request: ChatRequest) -> str:
+        if is_reduce(request):
+            return notes_reply(request)
+        return json.dumps({"points": [], "contradictions": ["1"], "confidence": 1.0})
+
+    backends = Backends({"llama-3.1-8b": 2048}, local=local)
+    router, audit, ledger = await make_router(tmp_path, policy, backends, decider=DenyDecider())
+    given = sources(3)
+    result = await condense(router, "what functions exist", given, 400, full_sweep=True)
+
+    assert "LIBRARIAN_MAP_UNUSABLE" in result.reason_codes
+    assert any("the reply holds no point" in n for n in result.notes)
+    assert result.contradictions == [] and "LIBRARIAN_CONTRADICTIONS" not in result.reason_codes
+    assert result.points and all(p.text.startswith("(raw excerpt)") for p in result.points)
+    assert {s for p in result.points for s in p.sources} == {sid for sid, _ in given}
+    assert result.confidence == 0.0  # nothing vouched for what no model condensed
+    await close(audit, ledger)
+
+
+async def test_junk_contradictions_are_dropped_and_real_ones_kept(
+    tmp_path: Path, policy: Policy
+) -> None:
+    real = "src/mod000.py waits 30 seconds but src/mod001.py waits 60 seconds"
+
+    def local(request: ChatRequest) -> str:
+        reply = json.loads(notes_reply(request))
+        reply["contradictions"] = ["1", "none", "No contradictions found.", "  ", real]
+        return json.dumps(reply)
+
+    backends = Backends({"llama-3.1-8b": 2048}, local=local)
+    router, audit, ledger = await make_router(tmp_path, policy, backends, decider=DenyDecider())
+    result = await condense(router, "what does f do?", sources(20), 600)
+    assert result.contradictions == [real]
+    await close(audit, ledger)
+
+
+async def test_a_merge_with_no_point_keeps_the_notes_it_was_given(
+    tmp_path: Path, policy: Policy
+) -> None:
+    def local(request: ChatRequest) -> str:
+        if is_reduce(request):
+            return json.dumps({"points": [{"text": " ", "sources": []}], "confidence": 1.0})
+        return notes_reply(request)
+
+    backends = Backends({"llama-3.1-8b": 2048}, local=local)
+    router, audit, ledger = await make_router(tmp_path, policy, backends, decider=DenyDecider())
+    given = sources(30)
+    result = await condense(router, "what does f do?", given, 4000)
+    assert "LIBRARIAN_REDUCE_UNUSABLE" in result.reason_codes
+    assert {s for p in result.points for s in p.sources} == {sid for sid, _ in given}
+    await close(audit, ledger)

@@ -120,3 +120,30 @@ def test_search_with_embeddings_audits_the_fallback(capsys: pytest.CaptureFixtur
     lines = asyncio.run(audit_lines())
     assert [line.reason_codes for line in lines] == [[FALLBACK_REASON]] * 2  # one per run
     assert len({line.session for line in lines}) == 2
+
+
+def test_search_shows_memories_and_the_query_as_they_are_never_as_markup(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Harvested commit messages hold "[ci skip]" and the like: a "[/]" raised a
+    MarkupError (exit 1) and "[ci skip]" vanished from the table."""
+    monkeypatch.setenv("COLUMNS", "200")
+    for text in ("closing tag [/] breaks things", "[ci skip] bump version of widgetfoo"):
+        assert run(capsys, "add", text, "--no-embed")[0] == 0
+    code, out, err = run(capsys, "search", "closing breaks", "--no-embed")
+    assert (code, err) == (0, "") and "closing tag [/] breaks things" in out
+    code, out, _ = run(capsys, "search", "widgetfoo", "--no-embed")
+    assert code == 0 and "[ci skip] bump version of widgetfoo" in out
+    code, out, err = run(capsys, "search", "[/red] closing", "--no-embed")
+    assert (code, err) == (0, "") and "Memories for '[/red] closing'" in out
+
+
+def test_harvest_of_a_file_says_it_is_not_a_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x\n")
+    code, _, err = run(capsys, "harvest", "--repo", str(afile), "--no-embed")
+    assert code == 2 and err == f"switchyard: --repo {afile}: not a directory\n"
+    code, _, err = run(capsys, "harvest", "--repo", str(tmp_path / "nope"), "--no-embed")
+    assert code == 2 and err == f"switchyard: --repo {tmp_path / 'nope'}: no such directory\n"

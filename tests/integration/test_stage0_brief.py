@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
+
+import pytest
 
 from app.policy.schema import Policy
 from app.stage0.brief import (
@@ -16,11 +19,14 @@ from app.stage0.brief import (
     NO_CONSTITUTION,
     SECTIONS,
     Brief,
+    BriefOutError,
+    out_dir_problem,
+    write_brief,
 )
 from app.stage0.citations import Claim, validate_synthesis
 from app.stage0.context import context_estimate
 from app.stage0.engine import Stage0
-from tests.integration.test_stage0_corpus import FILES, make_repo
+from tests.integration.test_stage0_corpus import FILES, git, make_repo, small_files_policy
 
 TASK = "make the budget ledger refuse a negative reservation"
 
@@ -146,3 +152,54 @@ def test_a_task_that_matches_nothing_gives_marked_empty_chunk_sections(
     assert sec["Code context"] == "(empty: no code chunk matched the task within the budget)"
     assert sec["Docs"] == "(empty: no doc chunk matched the task within the budget)"
     assert brief.metadata.chunk_ids == []
+
+
+def test_a_symlinked_constitution_is_not_followed_in_the_tree_nor_in_a_commit(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """A committed CONSTITUTION.md -> /some/file outside the repository was copied into
+    the brief (and so to a model). A link is skipped, as the corpus skips it: the next
+    of the policy's constitution_files is used."""
+    outside = tmp_path / "outside.md"
+    outside.write_text("OUTSIDE SECRET\n")
+    files = {k: v for k, v in FILES.items() if k != "CONSTITUTION.md"}
+    files["docs/CONSTITUTION.md"] = "# Real constitution\n\nTests are truth.\n"
+    repo = make_repo(tmp_path, files)
+    os.symlink(outside, repo / "CONSTITUTION.md")
+    os.symlink("docs/CONSTITUTION.md", repo / "constitution.md")  # inside: a link all the same
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "links")
+    head = git(repo, "rev-parse", "HEAD").strip()
+    for rev in (None, head):
+        with Stage0(repo, policy, rev=rev, cache_dir=tmp_path / "cache") as s0:
+            brief = s0.brief(TASK)
+        assert brief.constitution is not None, rev
+        assert brief.constitution.path == "docs/CONSTITUTION.md"
+        assert "OUTSIDE" not in brief.to_markdown() and str(outside) not in brief.to_markdown()
+
+
+def test_a_constitution_larger_than_max_file_bytes_is_not_read(
+    tmp_path: Path, policy: Policy
+) -> None:
+    repo = make_repo(tmp_path, {**FILES, "CONSTITUTION.md": "rule\n" * 1000})
+    small = small_files_policy(policy, 2048)
+    for rev in (None, "HEAD"):
+        with Stage0(repo, small, rev=rev, cache_dir=tmp_path / "cache") as s0:
+            assert s0.brief(TASK).constitution is None, rev
+
+
+def test_a_folder_the_brief_cannot_be_written_to_is_one_error_naming_it(
+    tmp_path: Path, policy: Policy
+) -> None:
+    repo = make_repo(tmp_path)
+    afile = tmp_path / "afile"
+    afile.write_text("x\n")
+    assert out_dir_problem(afile) == "not a folder"
+    assert out_dir_problem(afile / "sub") == "a file is in the way"
+    assert out_dir_problem(tmp_path / "new" / "dir") is None
+    with Stage0(repo, policy) as s0:
+        brief = s0.brief(TASK)
+    for bad in (afile, afile / "sub"):
+        with pytest.raises(BriefOutError, match=f"^{re.escape(str(bad))}: cannot write"):
+            write_brief(brief, bad)
+    assert afile.read_text() == "x\n"

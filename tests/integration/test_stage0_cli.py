@@ -180,3 +180,59 @@ def test_a_reader_model_shrinks_the_budget(
     params = json.loads(out)["params"]
     assert params["context_window"] == window
     assert params["budget_tokens"] == min(8000, window // 2)
+
+
+@pytest.mark.parametrize("out_arg", ["afile", "afile/sub", "/proc/switchyard-x"])
+def test_an_out_folder_that_cannot_be_one_exits_2_naming_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], out_arg: str
+) -> None:
+    if out_arg.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    repo = make_repo(tmp_path)
+    (repo / "afile").write_text("keep me\n")
+    out = out_arg if out_arg.startswith("/") else str(repo / out_arg)
+    rc, stdout, err = _run(
+        capsys, "stage0", "brief", "the ledger", "--repo", str(repo), "--out", out
+    )
+    assert rc == 2 and stdout == ""
+    assert err.startswith(f"switchyard: --out {out}: ") and err.count("\n") == 1
+    assert (repo / "afile").read_text() == "keep me\n"
+
+
+def test_paths_and_symbols_are_shown_as_they_are_never_as_markup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    repo = make_repo(tmp_path, {"[red]x.py": "def zebraquux():\n    return 1\n"})
+    rc, out, _ = _run(capsys, "stage0", "query", "zebraquux", "--repo", str(repo), "--explain")
+    assert rc == 0
+    # the table row and the explain row each name the file as it is
+    assert out.count("[red]x.py:1-2") == 2
+
+
+def test_k_bounds_the_chunks_lane_and_code_k_the_code_lane(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = make_repo(tmp_path)
+    argv = ("stage0", "query", "budget ledger reserve settle release", "--repo", str(repo))
+    both = json.loads(_run(capsys, *argv, "--k", "1", "--json")[1])
+    assert len(both["chunks"]) == 1 and len(both["code_units"]) > 1
+    one = json.loads(_run(capsys, *argv, "--k", "1", "--code-k", "0", "--json")[1])
+    assert len(one["chunks"]) == 1 and one["code_units"] == []
+    assert one["params"]["code_top_k"] == 0
+    two = json.loads(_run(capsys, *argv, "--k", "1", "--code-k", "1", "--json")[1])
+    assert len(two["chunks"]) + len(two["code_units"]) == 2
+    rc, _, err = _run(capsys, *argv, "--code-k", "-1")
+    assert rc == 2 and err == "switchyard: --code-k: must be 0 or more\n"
+
+
+def test_nothing_picked_says_whether_nothing_matched_or_nothing_fitted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = make_repo(tmp_path)
+    argv = ("stage0", "query", "--repo", str(repo))
+    rc, out, _ = _run(capsys, *argv, "budget ledger", "--budget", "0")
+    assert rc == 0 and "no chunk matches" not in out
+    assert "match the query, but none fits the budget of 0 tokens" in out
+    rc, out, _ = _run(capsys, *argv, "zzzz qqqq")
+    assert rc == 0 and "no chunk matches the query" in out

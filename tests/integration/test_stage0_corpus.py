@@ -5,16 +5,28 @@ The helpers here (a real git repo in a temp dir) are shared by the other Stage0 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.policy.schema import Policy
-from app.stage0.corpus import NotAGitRepo, check_repo, list_worktree, read_blobs, scan_tree
+from app.stage0.corpus import (
+    NotAGitRepo,
+    RepoDirs,
+    check_repo,
+    git_blob_id,
+    list_worktree,
+    read_blobs,
+    read_worktree,
+    scan_tree,
+)
 from app.stage0.engine import Stage0
 
 _GIT = ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
@@ -187,3 +199,80 @@ def test_a_plain_directory_is_not_a_repository(tmp_path: Path) -> None:
     with pytest.raises(NotAGitRepo, match="no such directory"):
         check_repo(tmp_path / "nope")
     assert not (tmp_path / ".switchyard").exists()
+
+
+def test_a_path_through_a_symlinked_folder_is_skipped_never_read(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """The index still lists lib/x.py after ``rm -rf lib && ln -s ../outside lib``: the
+    file behind the link, outside the repository, once went to the model as lib/x.py."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.py").write_text('def outside_secret_fn():\n    return "LEAKED"\n')
+    repo = make_repo(
+        tmp_path,
+        {
+            "lib/x.py": "def inner_fn():\n    return 1\n",
+            "alias/y.py": "def alias_fn():\n    return 2\n",
+            "pkg/z.py": "def alias_fn():\n    return 'through a link inside'\n",
+        },
+    )
+    shutil.rmtree(repo / "lib")
+    os.symlink("../outside", repo / "lib")  # out of the repository
+    shutil.rmtree(repo / "alias")
+    os.symlink("pkg", repo / "alias")  # inside it: still a link, still not followed
+    with Stage0(repo, policy) as s0:
+        report = s0.refresh()
+        result = s0.query("outside secret inner alias fn")
+    # each tracked file behind a link, plus the links themselves (untracked files now)
+    assert report.skipped["symlinked_dir"] == 2 and report.skipped["not_a_file"] == 2
+    assert {r.path for r in s0.index.refs} == {"pkg/z.py"}
+    assert not any("LEAKED" in c.text for c in result.selected)
+    # the reader of contents the scan did not read checks the same way
+    leaked = (outside / "x.py").read_bytes()
+    assert read_worktree(repo, [("lib/x.py", git_blob_id(leaked))], 1_000_000) == {}
+
+
+def test_each_folder_is_looked_at_once_per_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    real_lstat = os.lstat
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        seen.append(str(path))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr("app.stage0.corpus.os.lstat", counting)
+    dirs = RepoDirs(tmp_path)
+    for name in ("a.py", "b.py", "c.py"):
+        assert dirs.skip(f"src/pkg/{name}") is None
+    assert dirs.skip("src/../etc/passwd") == "not_a_file"
+    assert seen == [str(tmp_path / "src"), str(tmp_path / "src" / "pkg")]
+
+
+def test_a_file_name_that_is_not_utf8_is_indexed_under_a_readable_name(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """``caf\\xe9.py`` (Latin-1) once crashed every Stage0 command: its name, decoded with
+    surrogateescape, could not be stored in SQLite."""
+    repo = make_repo(tmp_path, {"main.py": "X = 1\n"})
+    raw = os.path.join(os.fsencode(repo), b"caf\xe9.py")
+    with open(raw, "wb") as fh:
+        fh.write(b"def weird_name_fn():\n    return 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "latin-1 name")
+    backdate(repo)
+    with Stage0(repo, policy) as s0:
+        hit = s0.query("weird name fn").chunks[0]
+    assert hit.path == "caf\\xe9.py" and "weird_name_fn" in hit.text
+    json.dumps(hit.model_dump(mode="json"), ensure_ascii=False).encode("utf-8")
+    with Stage0(repo, policy) as s0:  # warm: the stat row is found again, nothing read
+        assert s0.refresh().read == []
+        assert s0.query("weird name fn").chunks[0].path == "caf\\xe9.py"
+    # new chunker settings: the content is read again through its name on disk
+    wider = policy.stage0.model_copy(update={"chunk_lines": 30, "chunk_overlap": 5})
+    with Stage0(repo, policy.model_copy(update={"stage0": wider})) as s0:
+        report = s0.refresh()
+        assert "caf\\xe9.py" in report.read and report.unread == []
+        assert s0.query("weird name fn").chunks[0].symbol == "weird_name_fn"

@@ -328,3 +328,17 @@ def test_repeated_questions_are_shown_once_in_order() -> None:
         answer="",
     )
     assert distinct_questions(turn).questions == ["What does range(3) yield?", "Why -1?"]
+
+
+def test_the_grounding_holds_at_most_grounding_chunks_in_all(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """GROUNDING_CHUNKS bounded the chunks lane only: the code lane added up to
+    code_top_k code units on top (6 pieces on a real repository)."""
+    from app.pipeline.tutor import GROUNDING_CHUNKS, repo_grounding
+    from tests.integration.test_stage0_corpus import make_repo as make_stage0_repo
+
+    repo = make_stage0_repo(tmp_path)
+    question = "how are budget ledger reservations settled, parsed tokens and retries sent?"
+    grounding = repo_grounding(repo, policy, question, budget_tokens=8000)
+    assert len(grounding.sources) == GROUNDING_CHUNKS

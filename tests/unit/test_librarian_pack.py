@@ -96,3 +96,23 @@ def test_notes_schema_is_bounded_and_fences_are_tolerated() -> None:
         LibrarianNotes.model_validate_json('{"points": [], "confidence": 2}')
     with pytest.raises(ValidationError):
         LibrarianNotes.model_validate_json('{"points": [{"text": ""}], "confidence": 0.5}')
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("1", False),
+        ("none", False),
+        ("N/A", False),
+        ("None found.", False),
+        ("No contradictions found", False),
+        ("There are no conflicts between the sources.", False),
+        ("", False),
+        ("a.py sets the timeout to 30, b.py to 60", True),
+        ("parse() returns a list in one source and a tuple in another", True),
+    ],
+)
+def test_only_words_about_the_sources_count_as_a_contradiction(text: str, kept: bool) -> None:
+    from app.pipeline.librarian.calls import is_contradiction
+
+    assert is_contradiction(text) is kept

@@ -3,6 +3,7 @@ the budget, the tally), the sizes that bound a request, and one structured call.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from app.backends.base import ChatRequest, Message
@@ -123,16 +124,24 @@ class Caller:
             raise RouteFailed(answer.error or f"{ROLE}: no step could serve")
         if answer.value is None or answer.result is None:
             return None, answer.error
+        notes = self._cleaned(answer.value, known)
+        if not notes.points:
+            # Valid JSON, but nothing to cite: taken as a condensation it would drop every
+            # source (and its confidence would vouch for that). The caller keeps them.
+            return None, "the reply holds no point"
         self.tally.used(answer.result.model, answer.result.escalated)
-        return self._cleaned(answer.value, known), None
+        return notes, None
 
     def _cleaned(self, notes: LibrarianNotes, known: Sequence[str]) -> NoteSet:
-        """Drop source ids the model invented; a point left with none is attributed to
-        every source it was given (it came from one of them)."""
+        """Drop empty points, junk contradictions and source ids the model invented; a
+        point left with no id is attributed to every source it was given (it came from
+        one of them)."""
         allowed = set(known)
         points: list[NotePoint] = []
         orphans = 0
         for p in notes.points:
+            if not _SAYS_SOMETHING.search(p.text):
+                continue
             ids = _unique(s for s in p.sources if s in allowed)
             if not ids:
                 orphans += 1
@@ -142,4 +151,23 @@ class Caller:
             self.tally.notes.append(
                 f"{counted(orphans, 'point')} named no known source id: attributed to their group"
             )
-        return NoteSet(points, list(notes.contradictions), notes.confidence)
+        contradictions = _unique(c.strip() for c in notes.contradictions if is_contradiction(c))
+        return NoteSet(points, contradictions, notes.confidence)
+
+
+#: a point with no letter or digit (" ", "-", "…") says nothing
+_SAYS_SOMETHING = re.compile(r"\w")
+_WORD = re.compile(r"[^\W\d_]{2,}")
+#: what models put in ``contradictions`` when they found none
+_NONE_FOUND = re.compile(
+    r"^\W*(none|nothing|n/?a|null|nil|no)(\W+(found|detected|identified|noted|here))?\W*$"
+    r"|\bno\s+(contradictions?|conflicts?|disagreements?)\b",
+    re.IGNORECASE,
+)
+
+
+def is_contradiction(text: str) -> bool:
+    """Whether a reply's ``contradictions`` entry is words about the sources, not a
+    number, a placeholder or "no contradictions": a junk entry would be passed on as a
+    finding and fire the Librarian's contradictions trigger (an escalation request)."""
+    return len(_WORD.findall(text)) >= 2 and not _NONE_FOUND.search(text)

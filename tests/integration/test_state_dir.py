@@ -1,0 +1,81 @@
+"""``REPO/.switchyard/``: a repository that ships one of its own (a link, a file, a link
+inside it) is refused with one line; nothing is written, or read back, through a link."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import app.cli.main as cli_main
+from app.errors import ConfigError
+from app.evidence.bundle import EvidenceBundle
+from app.paths import repo_state_dir
+from app.policy.schema import Policy
+from app.stage0.engine import Stage0
+from tests.integration.test_stage0_corpus import git, make_repo
+
+MODULE = "app.cli.stage0_cmd"
+
+
+@pytest.fixture(autouse=True)
+def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    if MODULE not in cli_main.COMMAND_MODULES:
+        monkeypatch.setattr(cli_main, "COMMAND_MODULES", (*cli_main.COMMAND_MODULES, MODULE))
+
+
+def _commit_all(repo: Path) -> None:
+    git(repo, "add", "-A", "-f")
+    git(repo, "commit", "-q", "-m", "ship a state dir")
+
+
+def test_the_state_dir_is_made_once_with_its_ignore_rule(tmp_path: Path) -> None:
+    state = repo_state_dir(tmp_path)
+    assert state == tmp_path / ".switchyard" and state.is_dir()
+    assert (state / ".gitignore").read_text().endswith("*\n")
+    (state / ".gitignore").write_text("*\n# mine\n")
+    assert repo_state_dir(tmp_path, "stage0") == state / "stage0"
+    assert (state / "stage0").is_dir() and (state / ".gitignore").read_text() == "*\n# mine\n"
+
+
+@pytest.mark.parametrize(
+    ("plant", "where", "why"),
+    [
+        ("folder link", ".switchyard", "a symbolic link"),
+        ("file", ".switchyard", "not a folder"),
+        ("folder link", ".switchyard/stage0", "a symbolic link"),
+        ("file link", ".switchyard/stage0/cache.sqlite", "a symbolic link"),
+        ("file link", ".switchyard/.gitignore", "a symbolic link"),
+    ],
+)
+def test_a_shipped_link_or_file_is_refused_and_nothing_goes_through_it(
+    tmp_path: Path,
+    policy: Policy,
+    capsys: pytest.CaptureFixture[str],
+    plant: str,
+    where: str,
+    why: str,
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    repo = make_repo(tmp_path, {"a.py": "def a():\n    return 1\n"})
+    target = repo / where
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if plant == "file":
+        target.write_text("x\n")
+    else:  # a file's link dangles: a write through it would create the file outside
+        os.symlink(outside / "gone" if plant == "file link" else outside, target)
+    _commit_all(repo)
+
+    with pytest.raises(ConfigError) as caught:
+        Stage0(repo, policy)
+    assert str(caught.value).startswith(f"{target}: {why};")
+    rc = cli_main.main(["stage0", "brief", "task", "--repo", str(repo)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"switchyard: {target}: {why};")
+    if where.count("/") < 2:  # the evidence writer checks the same way (it skips stage0/)
+        with pytest.raises(ConfigError):
+            EvidenceBundle.create(repo, "run-1")
+    assert list(outside.iterdir()) == []
