@@ -57,6 +57,28 @@ def repo_state_dir(repo: Path, *sub: str) -> Path:
     return path
 
 
+def state_path(repo: Path, *parts: str) -> Path:
+    """``REPO/.switchyard/<parts…>`` for reading, nothing created: each component that
+    exists must be no symbolic link (and every one but the last a folder), or the same
+    :class:`ConfigError` as :func:`repo_state_dir`. For what is read back from the state
+    dir (evidence runs, a worktree's record, the repository's config.toml, which picks
+    the test command): a link planted there would have them read from anywhere."""
+    path = repo / STATE_DIR_NAME
+    for i, part in enumerate(("", *parts)):
+        path = path / part if part else path
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            break  # nothing further down exists either
+        except OSError as exc:
+            raise _state_error(path, exc.strerror or str(exc)) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise _state_error(path, "a symbolic link")
+        if i < len(parts) and not stat.S_ISDIR(st.st_mode):
+            raise _state_error(path, "not a folder")
+    return repo.joinpath(STATE_DIR_NAME, *parts)
+
+
 def _state_folder(path: Path) -> None:
     """``path`` made if absent; ConfigError when it, or an entry in it, is a symbolic
     link, or when it is not a folder."""

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from app.errors import UsageError
-from app.paths import STATE_DIR_NAME
+from app.paths import state_path
 
 RUNS_DIR = "runs"
 
@@ -40,7 +40,8 @@ _NAME_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 
 def runs_dir(repo: Path) -> Path:
-    return Path(repo) / STATE_DIR_NAME / RUNS_DIR
+    """Where the repository's evidence runs are; never through a link (see state_path)."""
+    return state_path(Path(repo), RUNS_DIR)
 
 
 def diff_name(attempt: int) -> str:

@@ -151,7 +151,7 @@ async def _tier2(ctx: RunContext, brief: Brief) -> tuple[str, bool]:
         session=ctx.session.id,
         run=ctx.run_id,
         opt_in=True,
-        cache_dir=repo_state_dir(ctx.repo) / "tier2",
+        cache_dir=repo_state_dir(ctx.repo, "tier2"),
     )
     ctx.bundle.write_json(SYNTHESIS, result.model_dump(mode="json"))
     await ctx.stage(

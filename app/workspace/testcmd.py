@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.errors import ConfigError, SwitchyardError
-from app.paths import STATE_DIR_NAME
+from app.paths import STATE_DIR_NAME, state_path
 
 CONFIG_FILE = "config.toml"
 #: What ``npm init`` writes when there are no tests: not a test command.
@@ -59,7 +59,8 @@ class TestCommand(BaseModel):
 
 
 def load_repo_config(repo: Path) -> RepoConfig:
-    path = Path(repo) / STATE_DIR_NAME / CONFIG_FILE
+    # the file picks the test command: never read through a link a repository planted
+    path = state_path(Path(repo), CONFIG_FILE)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

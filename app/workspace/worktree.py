@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.counted import counted
 from app.errors import SwitchyardError
 from app.evidence.runid import validate_run_id
-from app.paths import STATE_DIR_NAME, repo_state_dir
+from app.paths import STATE_DIR_NAME, repo_state_dir, state_path
 from app.workspace.git import (
     NotAGitRepo,
     current_branch,
@@ -215,7 +215,7 @@ class Worktree:
         """The worktree :meth:`create` made for ``run_id`` (e.g. after a restart)."""
         top = repo_root(repo)
         validate_run_id(run_id)
-        root = top / STATE_DIR_NAME / WORKTREES_DIR
+        root = state_path(top, WORKTREES_DIR)
         try:
             meta = json.loads(_meta_path(root, run_id).read_text(encoding="utf-8"))
             base, branch = str(meta["base"]), str(meta["branch"])

@@ -79,3 +79,50 @@ def test_a_shipped_link_or_file_is_refused_and_nothing_goes_through_it(
         with pytest.raises(ConfigError):
             EvidenceBundle.create(repo, "run-1")
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("plant", "read"),
+    [
+        (".switchyard", "runs"),
+        (".switchyard/runs", "runs"),
+        (".switchyard/config.toml", "config"),
+        (".switchyard", "config"),
+        (".switchyard/worktrees", "worktree"),
+    ],
+)
+def test_what_is_read_back_from_the_state_dir_is_never_read_through_a_link(
+    tmp_path: Path, plant: str, read: str
+) -> None:
+    """Evidence runs, a worktree's record and config.toml (which picks the test command)
+    were read through whatever link a repository shipped there."""
+    from app.evidence.layout import runs_dir
+    from app.workspace.testcmd import load_repo_config
+    from app.workspace.worktree import Worktree
+
+    repo = make_repo(tmp_path / "repo")
+    outside = tmp_path / "outside"
+    (outside / "runs").mkdir(parents=True)
+    (outside / "worktrees").mkdir()
+    (outside / "config.toml").write_text('test_command = "sh -c evil"\n')
+    link = repo / plant
+    link.parent.mkdir(parents=True, exist_ok=True)
+    target = outside if plant == ".switchyard" else outside / Path(plant).name
+    link.symlink_to(target)
+    with pytest.raises(ConfigError, match="a symbolic link"):
+        if read == "runs":
+            runs_dir(repo)
+        elif read == "config":
+            load_repo_config(repo)
+        else:
+            Worktree.open(repo, "20260101-120000-abc123")
+
+
+def test_reading_a_state_dir_that_is_not_there_creates_nothing(tmp_path: Path) -> None:
+    from app.evidence.layout import runs_dir
+    from app.workspace.testcmd import load_repo_config
+
+    repo = make_repo(tmp_path / "repo")
+    assert runs_dir(repo) == repo / ".switchyard" / "runs"
+    load_repo_config(repo)
+    assert not (repo / ".switchyard").exists()
