@@ -186,16 +186,25 @@ def _parse(raw: str | Mapping[str, Any], *, seq_hint: int | None, where: str) ->
 
 
 def check_row(
-    checker: ChainChecker, seq: int, hash_: str, session: str, run: str | None, kind: str, text: str
+    checker: ChainChecker,
+    seq: int,
+    ts: str,
+    hash_: str,
+    session: str,
+    run: str | None,
+    kind: str,
+    text: str,
 ) -> None:
     """Feed one stored line to ``checker`` with its index columns: seqs contiguous, and
-    the columns (what queries filter on) equal to the hashed text."""
+    the columns (what queries filter and order on, ``ts`` among them: the team's tail
+    pages by it) equal to the hashed text."""
     expected = checker.last_seq + 1
     if seq != expected:
         missing = f"{expected}" if seq == expected + 1 else f"{expected}–{seq - 1}"
         raise Problem(expected, f"line {missing} is missing (the chain jumps to {seq})")
     data = checker.feed(text, where=f"line {seq}")
-    if (hash_, session, run, kind) != (data["hash"], data["session"], data["run"], data["kind"]):
+    columns = (ts, hash_, session, run, kind)
+    if columns != (data["ts"], data["hash"], data["session"], data["run"], data["kind"]):
         raise Problem(seq, f"the index columns of line {seq} do not match its text")
 
 

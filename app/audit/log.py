@@ -176,10 +176,10 @@ class AuditLog(AuditBase):
         return checker.report()
 
     async def _check(self, checker: ChainChecker) -> None:
-        sql = "SELECT seq, hash, session, run, kind, line FROM audit_lines ORDER BY seq"
+        sql = "SELECT seq, ts, hash, session, run, kind, line FROM audit_lines ORDER BY seq"
         async with self._db.execute(sql) as cur:
-            async for seq, hash_, session, run, kind, text in cur:
-                check_row(checker, seq, hash_, session, run, kind, text)
+            async for seq, ts, hash_, session, run, kind, text in cur:
+                check_row(checker, seq, ts, hash_, session, run, kind, text)
         async with self._db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
             head = await cur.fetchone()
         if head is None:

@@ -35,7 +35,7 @@ from app.audit.prepared import PreparedLine
 from app.audit.types import AuditLine
 from app.bus import Bus
 from app.clock import Clock, SystemClock, iso
-from app.errors import AuditTamperError, SwitchyardError
+from app.errors import AuditTamperError, SwitchyardError, UsageError
 from app.hosts import HostPort
 from app.opener import Opener
 from app.store.errors import StoreUnavailable
@@ -81,6 +81,16 @@ def chain_id(team: str, user: str, host: str, started: str, nonce: str) -> str:
     """A chain's id: a hash of its owner record (so the record cannot be edited unseen)."""
     owner = {"team": team, "user": user, "host": host, "started": started, "nonce": nonce}
     return hashlib.sha256(canonical_json(owner).encode("utf-8")).hexdigest()[:32]
+
+
+def another_teams(owner: Any, team: str) -> bool:
+    """``owner`` (an audit_chains row) is an intact record of a chain of another team than
+    ``team``: not this team's to read. A record whose id no longer hashes from it was
+    edited, and stays in view, so that verify reports it (its team edited included)."""
+    made = chain_id(
+        owner["team"], owner["user_name"], owner["host"], owner["started"], owner["nonce"]
+    )
+    return bool(owner["team"] != team and made == owner["chain"])
 
 
 class PgAuditLog(AuditBase):
@@ -183,9 +193,12 @@ class PgAuditLog(AuditBase):
             pool, url, clock=clock, bus=bus, policy_version=policy_version, owns_pool=owns, **kw
         )
         if chain is not None:
-            if row is None:
+            if row is None or another_teams(row, kw["team"]):
                 await log._close_store()
-                raise SwitchyardError(f"no audit chain {chain} in {url.display()}")
+                raise UsageError(
+                    f"no audit chain {chain} of team {kw['team']} in {url.display()}"
+                    " (see `switchyard audit chains`)"
+                )
             log.chain, log.team, log.user, log.host = (
                 chain,
                 row["team"],
@@ -405,6 +418,8 @@ class PgAuditLog(AuditBase):
                 if chain is not None:
                     sql, args = "SELECT * FROM audit_chains WHERE chain = $1", [chain]
                 for owner in await conn.fetch(sql + " ORDER BY started, chain", *args):
+                    if another_teams(owner, self.team):  # --chain of another team's
+                        continue
                     report = await _verify_chain(conn, owner)
                     out.append(
                         ChainReport(
@@ -428,12 +443,19 @@ async def _verify_chain(conn: Conn, owner: asyncpg.Record) -> VerifyReport:
         if made != owner["chain"]:
             raise Problem(None, "its owner record (team, user, host, start) was edited")
         sql = (
-            "SELECT seq, hash, session, run, kind, line FROM audit_lines WHERE chain = $1"
+            "SELECT seq, ts, hash, session, run, kind, line FROM audit_lines WHERE chain = $1"
             " ORDER BY seq"
         )
         async for r in conn.cursor(sql, owner["chain"]):
             check_row(
-                checker, int(r["seq"]), r["hash"], r["session"], r["run"], r["kind"], r["line"]
+                checker,
+                int(r["seq"]),
+                r["ts"],
+                r["hash"],
+                r["session"],
+                r["run"],
+                r["kind"],
+                r["line"],
             )
         head_seq = int(owner["head_seq"])
         checker.finish(head_hash=owner["head_hash"] if head_seq else None, head_seq=head_seq)

@@ -21,7 +21,7 @@ from app.cli.common import (
 )
 from app.cli.route_cmd import parse_signals
 from app.counted import counted
-from app.errors import UsageError
+from app.errors import SwitchyardError, UsageError
 
 DEFAULT_SYSTEM = "You are a concise, accurate assistant for a software developer."
 
@@ -73,11 +73,25 @@ def _ask(args: argparse.Namespace) -> int:
         raise UsageError(f"--role {args.role}: unknown role (known: {', '.join(policy.roles)})")
     signals = parse_signals(args.signal)
     schema = _load_schema(args.schema) if args.schema else None
-    return asyncio.run(_run(args, settings, policy, signals, schema))
+    open_line: list[bool] = [False]  # the streamed reply's last line is not ended
+    try:
+        return asyncio.run(_run(args, settings, policy, signals, schema, open_line))
+    except SwitchyardError:
+        # an error after part of the reply (the team ledger gone mid-call) starts on a
+        # line of its own, not glued to the reply's last word
+        if open_line[0]:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        raise
 
 
 async def _run(
-    args: argparse.Namespace, settings: Any, policy: Any, signals: Any, schema: Any
+    args: argparse.Namespace,
+    settings: Any,
+    policy: Any,
+    signals: Any,
+    schema: Any,
+    open_line: list[bool],
 ) -> int:
     from app.backends.base import ChatRequest, Delta, Message
     from app.cli.terminal_decider import decider_for
@@ -107,6 +121,7 @@ async def _run(
         if streamed and delta.text:
             sys.stdout.write(shown(delta.text))
             sys.stdout.flush()
+            open_line[0] = not delta.text.endswith("\n")
 
     async with open_session(
         settings,

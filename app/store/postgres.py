@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -28,6 +29,12 @@ if TYPE_CHECKING:  # asyncpg is imported when a database is used, not by the CLI
     from asyncpg.pool import PoolConnectionProxy
 
 CONNECT_TIMEOUT_S = 5.0
+
+# The pool logs its own retries (the server gone: "Failed to restore the pool connection
+# floor", with a traceback each time). A command with no log configured printed them on
+# stderr, through logging's last resort, over the one line that says what happened; a
+# face with a log file (the ACP agent, the TUI) still gets them there, by propagation.
+logging.getLogger("asyncpg").addHandler(logging.NullHandler())
 #: the advisory lock key every migration takes (an arbitrary constant: "swyd" in ASCII)
 MIGRATION_LOCK = 0x73777964
 #: one migration: the statements that take a component from version i to i + 1
@@ -85,8 +92,10 @@ async def connect_pool(
     import asyncpg
 
     address = await asyncio.to_thread(checked_host, url, local_only=local_only, named=named)
-    # the checked address, with the URL's port (a host given apart drops the DSN's port)
-    kwargs: dict[str, Any] = {"host": address, "port": url.port} if address is not None else {}
+    # always the host and port checked here: asyncpg would otherwise read its own from
+    # the DSN (its last ?host=, its failover lists), which parse_database_url refuses
+    host = address or url.host or url.socket_dir
+    kwargs: dict[str, Any] = {"host": host, "port": url.port}
     try:
         pool = await asyncpg.create_pool(
             dsn=url.raw,

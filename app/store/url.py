@@ -3,6 +3,7 @@ anything connects, so a typo is a usage error (exit 2), never a silent SQLite.""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -33,24 +34,49 @@ class DatabaseUrl:
 
 
 def parse_database_url(text: str) -> DatabaseUrl:
-    """A checked URL, or :class:`StoreUrlError` saying what is wrong with it."""
+    """A checked URL, or :class:`StoreUrlError` saying what is wrong with it.
+
+    The URL names one server, one way: asyncpg reads a repeated ``?host=`` by its last
+    value, a comma list as failover hosts, ``?service=`` from a file, and splits the
+    user part at the first ``@`` where this parser takes the last. Each of those could
+    have it connect elsewhere than the host checked here (a ``?host=/socket`` first and
+    a TCP host after it passed for a socket under local_only), so each is refused, and
+    the pool connects to the host and port checked here, never to the DSN's own.
+    """
     shown = _masked(text)
     try:
         parts = urlsplit(text.strip())
         port = parts.port
+        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as exc:
         raise StoreUrlError(f"database URL {shown}: {exc}") from None
     if parts.scheme not in SCHEMES:
         raise StoreUrlError(f"database URL {shown}: expected postgresql://user@host:port/database")
-    query = parse_qs(parts.query)
+    if parts.netloc.count("@") > 1:
+        raise StoreUrlError(f"database URL {shown}: write an '@' in the password as %40")
+    for key in ("host", "port"):
+        values = query.get(key, [])
+        if len(values) > 1 or any("," in v for v in values):
+            raise StoreUrlError(f"database URL {shown}: name one {key} (no failover list)")
+    if "service" in query:
+        raise StoreUrlError(f"database URL {shown}: ?service= is not taken: name the host")
     socket_dir: str | None = (query.get("host") or [""])[0] or None
     host = parts.hostname
     if host is not None and "," in (parts.netloc.rsplit("@", 1)[-1]):
         raise StoreUrlError(f"database URL {shown}: name one host (no failover list)")
+    if host is not None and socket_dir is not None:
+        raise StoreUrlError(f"database URL {shown}: the host is named twice (@host and ?host=)")
     if host is None and not (socket_dir and socket_dir.startswith("/")):
         raise StoreUrlError(f"database URL {shown}: no host (and no ?host=/socket/dir)")
     if host is not None and not valid_host(host):
         raise StoreUrlError(f"database URL {shown}: {host!r} is not a host name or address")
+    if "port" in query:
+        if port is not None:
+            raise StoreUrlError(f"database URL {shown}: the port is named twice (:port and ?port=)")
+        given = query["port"][0]
+        if not given.isdigit() or not 0 < int(given) < 65536:
+            raise StoreUrlError(f"database URL {shown}: ?port={given} is not a port")
+        port = int(given)
     database = parts.path.lstrip("/")
     if not database or "/" in database:
         raise StoreUrlError(f"database URL {shown}: name the database (…/switchyard)")
@@ -65,11 +91,16 @@ def parse_database_url(text: str) -> DatabaseUrl:
 
 
 def _masked(text: str) -> str:
-    """``text`` with any password cut out, for an error about a URL that did not parse."""
+    """``text`` with any password cut out (``user:…@`` and ``?password=``), for an error
+    about a URL that did not parse."""
     scheme, sep, rest = text.strip().partition("://")
     if not sep:
-        return repr(text.strip()[:80])
+        return repr(_QUERY_PASSWORD.sub(r"\1***", text.strip())[:80])
     cred, at, tail = rest.rpartition("@")
     if at and ":" in cred:
         rest = f"{cred.split(':', 1)[0]}:***@{tail}"
-    return repr(f"{scheme}://{rest}"[:120])
+    return repr(_QUERY_PASSWORD.sub(r"\1***", f"{scheme}://{rest}")[:120])
+
+
+#: a password given as a query parameter (asyncpg takes ``?password=``, any case)
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")

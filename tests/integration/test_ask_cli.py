@@ -325,3 +325,27 @@ def test_a_reply_is_shown_on_a_terminal_and_passed_as_it_is_to_a_pipe(
         assert "Use a loop.␛[2J␛]52;c;eA==␇ Done." in out and "\x1b[2J" not in out
     else:
         assert reply in out  # the command's output, for a pipe, byte for byte
+
+
+def test_an_error_after_part_of_the_reply_starts_on_a_line_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The team ledger gone mid-call: 'Hello thereswitchyard: team ledger … unavailable'."""
+    from app.router.ledger import BudgetLedger
+    from app.store.errors import StoreUnavailable
+
+    vllm = fake_openai_factory(
+        "vllm", replies=["Use a for loop"], models=["Qwen/Qwen2.5-Coder-7B-Instruct"]
+    )
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
+
+    async def gone(*args: Any, **kwargs: Any) -> None:
+        raise StoreUnavailable("team ledger postgresql://sy@127.0.0.1:5/t unavailable")
+
+    monkeypatch.setattr(BudgetLedger, "record_call", gone)
+    assert main(["ask", "--role", "tutor", "how do I loop?"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "Use a for loop\n"
+    assert err.startswith("switchyard: team ledger")

@@ -114,6 +114,16 @@ CASES: list[tuple[str, Tamper, int, str]] = [
         "index columns",
     ),
     (
+        # the time column orders and pages a tail: a line moved to 1970 dropped out of it
+        "time column",
+        lambda con: (
+            con.execute("UPDATE audit_lines SET ts = '1970-01-01T00:00:00.000Z' WHERE seq = 5")
+            and None
+        ),
+        5,
+        "index columns",
+    ),
+    (
         "head dropped",
         lambda con: con.execute("DELETE FROM audit_head") and None,
         None,

@@ -110,6 +110,14 @@ async def _owner(conn: asyncpg.Connection, chain: str) -> None:
     await conn.execute("UPDATE audit_chains SET user_name = 'mallory' WHERE chain = $1", chain)
 
 
+async def _time(conn: asyncpg.Connection, chain: str) -> None:
+    # the team's tail pages by ts: a line moved to 1970 dropped out of it, and verified
+    await conn.execute(
+        "UPDATE audit_lines SET ts = '1970-01-01T00:00:00.000Z' WHERE chain = $1 AND seq = 5",
+        chain,
+    )
+
+
 TAMPERS: list[tuple[str, Tamper, int | None]] = [
     ("edit", _edit, 3),
     ("edit-and-rehash", lambda c, ch: _edit(c, ch, rehash=True), 4),
@@ -117,6 +125,7 @@ TAMPERS: list[tuple[str, Tamper, int | None]] = [
     ("reorder", _swap, 2),
     ("cut-the-end", _cut, 7),
     ("owner", _owner, None),
+    ("time-column", _time, 5),
 ]
 
 
@@ -203,6 +212,43 @@ def test_audit_tail_team_shows_every_users_lines_with_user_and_host(
     assert rc == 0 and verify_lines(out.splitlines()).ok
     rc, _, err = run_cli(["audit", "export"], capsys)
     assert rc == 2 and "--chain" in err
+
+
+def test_a_chain_of_another_team_is_not_this_teams_to_read(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--chain`` looked a chain up by its id alone: SWITCHYARD_TEAM=other exported
+    platform's lines. A chain whose owner record names another team is refused (exit 2),
+    unless the record was edited: then verify reports it, as before."""
+    from app.audit.pg_log import PgAuditLog
+
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", pg_url)
+
+    async def build() -> str:
+        async with await PgAuditLog.open(pg_url, team="platform", user="alice") as log:
+            await _write(log, 3)
+            return log.chain
+
+    chain = asyncio.run(build())
+    monkeypatch.setenv("SWITCHYARD_TEAM", "other")
+    rc, out, err = run_cli(["audit", "export", "--chain", chain], capsys)
+    assert (rc, out) == (2, "") and f"no audit chain {chain} of team other" in err
+    rc, _, err = run_cli(["audit", "verify", "--chain", chain], capsys)
+    assert rc == 2 and f"no audit chain {chain}" in err
+    monkeypatch.setenv("SWITCHYARD_TEAM", "platform")
+    assert run_cli(["audit", "export", "--chain", chain], capsys)[0] == 0
+
+    async def move() -> None:  # the record moved to the other team: it no longer hashes
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute("UPDATE audit_chains SET team = 'other' WHERE chain = $1", chain)
+        finally:
+            await conn.close()
+
+    asyncio.run(move())
+    monkeypatch.setenv("SWITCHYARD_TEAM", "other")
+    rc, _, err = run_cli(["audit", "verify", "--chain", chain], capsys)
+    assert rc == 1 and "owner record" in err
 
 
 def test_team_flags_without_a_team_store_are_a_usage_error(

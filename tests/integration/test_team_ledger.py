@@ -82,6 +82,30 @@ async def test_money_is_exact_ten_dimes_fill_a_dollar(any_store: StoreUnderTest)
         assert await led.left_usd("s", "openai") == 0.0
 
 
+async def test_the_report_gives_money_as_numbers_on_both_stores(
+    any_store: StoreUnderTest,
+) -> None:
+    """PostgreSQL's sum of a bigint is a numeric: the report's totals came out as Decimals,
+    which ``budget --json`` wrote as strings ("0.801") beside the numbers of SQLite."""
+    async with await any_store.ledger(BUDGET, ManualClock()) as led:
+        res = await _try(led, "s", "openai", 0.5)
+        assert res is not None
+        await led.settle(res.id, actual_usd=0.401, tokens_in=10, tokens_out=5, latency_ms=1)
+        report = await led.report()
+
+    def money(node: object, key: str = "") -> list[object]:
+        """Every amount: a leaf under a key ending in ``usd`` (or inside one)."""
+        if isinstance(node, dict):
+            return [v for k, x in node.items() for v in money(x, k if "usd" in k else key)]
+        if isinstance(node, list):
+            return [v for x in node for v in money(x, key)]
+        return [node] if key else []
+
+    amounts = money(report)
+    assert amounts and all(type(a) is float or a is None for a in amounts), amounts
+    assert report["total"]["cost_usd"] == 0.401
+
+
 async def test_settle_release_and_an_overrun_are_recorded_truthfully(
     any_store: StoreUnderTest,
 ) -> None:

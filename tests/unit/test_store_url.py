@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from app.store.errors import StorePrivacyError, StoreUrlError
@@ -27,6 +29,50 @@ def test_malformed_urls_are_usage_errors(text: str) -> None:
     with pytest.raises(StoreUrlError) as caught:
         parse_database_url(text)
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # asyncpg reads the last ?host= (or every one of a list) and would connect by TCP
+        # to it, while the first made the URL pass for a unix socket under local_only
+        ("postgresql://sy:pw@/team?host=/nonexistent&host=192.0.2.1", "name one host"),
+        ("postgresql://sy:pw@/team?host=/nonexistent,192.0.2.1", "name one host"),
+        ("postgresql://sy:pw@127.0.0.1/team?host=192.0.2.1", "the host is named twice"),
+        ("postgresql://sy:pw@127.0.0.1/team?port=1&port=2", "name one port"),
+        ("postgresql://sy:pw@127.0.0.1:5432/team?port=6543", "the port is named twice"),
+        ("postgresql://sy:pw@/team?host=/run/pg&port=abc", "?port=abc is not a port"),
+        ("postgresql://sy:pw@127.0.0.1/team?service=prod", "?service= is not taken"),
+        # asyncpg splits at the first @, this parser at the last: two different hosts
+        ("postgresql://sy:s3cr@tPW@127.0.0.1/team", "write an '@' in the password as %40"),
+    ],
+)
+def test_a_url_that_could_reach_another_server_than_the_one_checked_is_refused(
+    text: str, said: str
+) -> None:
+    with pytest.raises(StoreUrlError, match=re.escape(said)) as caught:
+        parse_database_url(text)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "postgresql://sy@127.0.0.1:notaport/team?password=TOPSECRETQ",
+        "postgresql://sy@127.0.0.1:5432?password=TOPSECRETQ",
+        "mysql://sy@127.0.0.1/team?sslpassword=TOPSECRETQ",
+        "postgresql://sy:TOPSECRETQ@127.0.0.1:notaport/team",
+    ],
+)
+def test_a_password_is_never_in_the_message_about_a_bad_url(text: str) -> None:
+    with pytest.raises(StoreUrlError) as caught:
+        parse_database_url(text)
+    assert "TOPSECRETQ" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_a_socket_url_takes_its_port_from_the_query() -> None:
+    url = parse_database_url("postgresql://sy@/team?host=/run/pg&port=6543")
+    assert (url.host, url.socket_dir, url.port) == (None, "/run/pg", 6543)
 
 
 def _resolver(addresses: list[str]):  # type: ignore[no-untyped-def]
@@ -64,3 +110,19 @@ def test_under_local_only_anything_else_refuses_the_session(
             parse_database_url(text), local_only=True, named=NAMED, resolver=_resolver(addresses)
         )
     assert caught.value.exit_code == 2 and "local_only is on" in str(caught.value)
+
+
+def test_the_pools_own_retry_logs_never_reach_a_commands_stderr() -> None:
+    """PostgreSQL stopped mid-command: asyncpg's pool printed three tracebacks through
+    logging's last resort before the command's one line."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, app.store.postgres;"
+        "logging.getLogger('asyncpg.pool').error('Failed to restore the pool connection floor')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stderr == ""

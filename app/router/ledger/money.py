@@ -20,7 +20,10 @@ def nusd(usd: float, what: str) -> int:
 
 
 def usd(amount_nusd: int) -> float:
-    return amount_nusd / NANO
+    """Dollars as a float, whatever integer type the store gave: PostgreSQL's ``sum`` of
+    a bigint is a numeric, a Decimal here, which ``--json`` wrote as the string "0.801"
+    beside the number 0.0 of an empty row."""
+    return int(amount_nusd) / NANO
 
 
 def utc_day(dt: datetime) -> str:
