@@ -45,13 +45,17 @@ KIND_LABEL: dict[str, str] = {
 
 
 def parse_filter(text: str) -> tuple[frozenset[str], frozenset[str]]:
-    """``"esc den -call"`` → (kinds kept, kinds dropped). Unknown words match nothing."""
+    """``"esc den -call"`` → (kinds kept, kinds dropped). A word is a kind's prefix; a whole
+    kind's name is that kind alone (``run`` is not also ``runtime_fallback``, ``budget``
+    not also ``budget_stop``). Unknown words match nothing."""
     keep: set[str] = set()
     drop: set[str] = set()
     for word in text.replace(",", " ").lower().split():
         target = drop if word.startswith("-") else keep
         prefix = word.lstrip("-+")
-        if prefix:
+        if prefix in AUDIT_KINDS:
+            target.add(prefix)
+        elif prefix:
             target.update(k for k in AUDIT_KINDS if k.startswith(prefix))
     return frozenset(keep), frozenset(drop)
 
