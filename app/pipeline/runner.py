@@ -63,7 +63,23 @@ class _Progress:
     judgement: Judgement | None = None
 
 
+async def _preflight_repo(ctx: RunContext) -> None:
+    """Before anything else: a run works on a branch of its own, so the folder must be a
+    git repository (the TUI opens on any folder; its run ended 'internal error:
+    NotAGitRepo' in Stage0)."""
+    from app.workspace.git import NotAGitRepo, repo_root
+
+    try:
+        await asyncio.to_thread(repo_root, ctx.repo)
+    except NotAGitRepo:
+        raise RunStopped(
+            f"{ctx.repo} is not a git repository: a run works on a branch of its own "
+            "(git init, commit, and start again)"
+        ) from None
+
+
 async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]:
+    await _preflight_repo(ctx)
     await preflight_test_command(ctx)
     await sandbox_preflight(ctx)
     briefing = await prepare_brief(ctx)

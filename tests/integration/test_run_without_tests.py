@@ -73,3 +73,30 @@ def test_a_broken_repo_config_stops_the_run_naming_the_file(
     assert rc == 1 and out["outcome"] == "stopped"
     assert f"{repo / '.switchyard' / 'config.toml'}: toml syntax" in out["reason"]
     assert vllm.chat_requests == []
+
+
+async def test_a_folder_that_is_no_git_repository_stops_the_run_before_anything(
+    tmp_path: Path, vllm: FakeOpenAIServer
+) -> None:
+    """The workbench opens on any folder and runs the pipeline there: a run ended
+    'internal error: NotAGitRepo(…)' in Stage0 (`switchyard run` refuses it itself)."""
+    from app.config import load_settings
+    from app.evidence.bundle import verify_bundle
+    from app.pipeline.context import RunOptions
+    from app.pipeline.runner import run_pipeline
+    from app.policy import load_policy
+    from app.router.approvals import DenyDecider
+    from app.router.session import open_session
+
+    folder = tmp_path / "plain"
+    (folder / "tests").mkdir(parents=True)
+    (folder / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+    (folder / "tests" / "test_calc.py").write_text("def test(): pass\n")
+    settings = load_settings()
+    async with open_session(settings, load_policy().policy, decider=DenyDecider()) as session:
+        outcome = await run_pipeline(session, "fix add()", RunOptions(repo=folder))
+    assert outcome.outcome == "stopped"
+    assert f"{folder} is not a git repository" in outcome.reason
+    assert "internal error" not in outcome.reason
+    assert vllm.chat_requests == []
+    assert verify_bundle(outcome.bundle).ok  # stopped at once, and sealed
