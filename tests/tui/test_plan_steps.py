@@ -39,3 +39,15 @@ def test_a_step_names_each_file_once_and_says_how_many_it_leaves_out() -> None:
     # the demo's 135M Architect names test_parser.py twice in one step
     assert files_shown(["test_parser.py", "test_parser.py", "t2.py"]) == "test_parser.py, t2.py"
     assert files_shown(["a", "b", "a", "c", "d", "e"]) == "a, b, c +2 more"
+
+
+def test_with_no_plan_the_pane_says_what_is_happening() -> None:
+    """After a run that ended with no plan the pane still said the Architect was planning."""
+    from app.tui.panes.plan import render_plan
+
+    stages = {"stage0": "finished", "architect": "failed"}
+    assert "type a task below" in render_plan(None, {}, None, {}).plain
+    assert "the Architect is planning" in render_plan(None, stages, None, {}).plain
+    ended = render_plan(None, stages, None, {}, "stopped").plain
+    assert "the run ended (stopped) before the Architect made one" in ended
+    assert "planning" not in ended

@@ -52,6 +52,7 @@ def render_plan(
     stages: dict[str, str],
     published: list[str] | None,
     variables: dict[str, str],
+    outcome: str | None = None,
 ) -> Text:
     dim = style_of(variables.get("dim-text", ""))
     parts: list[Text] = []
@@ -64,7 +65,12 @@ def render_plan(
             strip.append(f"{STAGE_MARK.get(status, '·')} {stage}", style)
         parts.append(strip)
     if plan is None:
-        hint = "the Architect is planning…" if stages else "type a task below and press enter"
+        if outcome is not None:  # it said "the Architect is planning…" after the end
+            hint = f"the run ended ({outcome}) before the Architect made one"
+        elif stages:
+            hint = "the Architect is planning…"
+        else:
+            hint = "type a task below and press enter"
         parts.append(Text(f"no plan yet · {hint}", style=dim))
         return Text("\n").join(parts)
     # the plan is a model's reply: drawn as plain text (app/shown.py)
@@ -135,5 +141,7 @@ class PlanPane(Pane):
             "Plan" if conf is None else f"Plan ── conf {float(conf):.2f}",
             counted(steps, "step") if steps else "",
         )
-        body = render_plan(self.plan, self.stages, self.statuses, self.app.theme_variables)
+        body = render_plan(
+            self.plan, self.stages, self.statuses, self.app.theme_variables, self.outcome
+        )
         self.query_one("#plan-body", Static).update(body)
