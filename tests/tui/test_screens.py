@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from rich.table import Table
 from textual.widgets import Collapsible, Static
 
@@ -137,3 +138,19 @@ async def test_a_session_that_cannot_open_is_said_once_and_blocks_runs(
         await settle(pilot)
         assert not app.running
         assert app.session_error is not None and app.is_running
+
+
+@pytest.mark.parametrize("pane", ["escalations", "budget", "plan"])
+async def test_a_zoomed_pane_fills_the_screen(make_app: Any, pane: str) -> None:
+    """The escalations pane (3fr of its row) ran off the right edge when zoomed, its border
+    and subtitle cut; the budget meter (44 columns at most) stayed a narrow box."""
+    app = make_app(task=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        widget = app.screen.query_one(f"#{pane}")
+        app.screen.maximize(widget)  # what z does with the focused pane
+        await settle(pilot)
+        region = widget.region
+        assert app.screen.maximized is widget
+        assert region.x >= 0 and region.right <= 120 and region.bottom <= 40
+        assert region.width >= 110, region  # the screen's width, not a share of a row
