@@ -314,3 +314,31 @@ async def test_dropping_old_audit_lines_formats_no_kept_line_again(monkeypatch: 
         pane.add_lines(batch(start, 2 * MAX_LINES))
         assert len(formatted) == MAX_LINES // 4 and formatted[0] >= start + MAX_LINES
         assert pane.view.line_count == MAX_LINES // 4 == len(pane.shown_lines())
+
+
+async def test_under_160_columns_the_labels_stay_on_one_line_and_scroll_with_the_rows() -> None:
+    """At 120 columns the header wrapped its last labels onto a second line, and scrolling
+    sideways moved the rows under a header that stood still."""
+    from textual.widgets import Static
+
+    from app.tui.panes.requests import RequestsPane
+
+    app = OnePane(RequestsPane(id="requests"))
+    async with app.run_test(size=(120, 20)) as pilot:
+        pane = app.query_one(RequestsPane)
+        pane.served([served()])
+        await until_drawn(pilot, pane)
+        head = pane.query_one("#requests-head", Static)
+        assert head.region.height == 1
+        row = pane.shown(RID)
+        assert row is not None
+        column = row.index("qwen3-14b")  # where "served by" starts in the row
+        label = str(head.render())
+        assert label.index("served by") == column
+        pane.view.scroll_to(x=20, animate=False)  # as far as it goes
+        await pilot.pause(0.1)
+        moved = int(pane.view.scroll_x)
+        assert moved > 0
+        scrolled = str(head.render())
+        assert scrolled.index("served by") == column - moved
+        assert scrolled.rstrip().endswith("client")  # the last label, in view now

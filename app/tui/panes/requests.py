@@ -321,9 +321,24 @@ class RequestsPane(Pane):
         #: what the requests no longer shown add to the counts
         self._dropped: Counter[str] = Counter()
 
+    DEFAULT_CSS = """
+    RequestsPane #requests-head { text-wrap: nowrap; text-overflow: clip; }
+    """
+
     def compose(self) -> ComposeResult:
         yield Static(id="requests-head")
         yield LineView(id="requests-lines")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        # the labels move with the rows when they scroll sideways (under 160 columns the
+        # last ones are off screen): the header wrapped, and stood still over moved rows
+        self.watch(self.view, "scroll_x", self._draw_head, init=False)
+
+    def _draw_head(self, scroll_x: float = 0.0) -> None:
+        head = head_line(self.app.theme_variables)
+        x = int(scroll_x)
+        self.query_one("#requests-head", Static).update(head.divide([x])[-1] if x else head)
 
     @property
     def view(self) -> LineView:
@@ -426,7 +441,7 @@ class RequestsPane(Pane):
         self._dirty.clear()
         self._gone.clear()
         v = self.app.theme_variables
-        self.query_one("#requests-head", Static).update(head_line(v))
+        self._draw_head(self.view.scroll_x if self.is_mounted else 0.0)
         self._index = {rid: i for i, rid in enumerate(self.rows)}
         self.view.set_lines(row_line(row, v) for row in self.rows.values())
         self._update_titles()
