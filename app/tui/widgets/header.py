@@ -43,6 +43,12 @@ class SessionHeader(Widget):
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         text.append(" Switchyard ", style_of(variables.get("primary", ""), bold=True))
         text.append("─ ", dim)
+        # the state and LOCAL-ONLY first: the line is cut at its end on a narrow terminal,
+        # and they were last ("awai…" at 120 columns under serve --tui)
+        text.append(self.state, style_of(variables.get(_STATE_COLOUR.get(self.state, ""), "")))
+        if self.local_only:
+            text.append(" LOCAL-ONLY", style_of(variables.get("warning", ""), bold=True))
+        text.append(" · ", dim)
         text.append(f"session {self.session[:8] or '…'}")
         if self.address:
             text.append(" · ", dim)
@@ -55,12 +61,8 @@ class SessionHeader(Widget):
             where = RUNTIME_LABEL.get(self.runtime, self.runtime)
             text.append(" · ", dim)
             text.append(f"{self.model}{' @ ' + where if where else ''}")
-        text.append(" · ", dim)
-        text.append(self.state, style_of(variables.get(_STATE_COLOUR.get(self.state, ""), "")))
         if self.activity and self.state in ("running", "awaiting approval"):
             text.append(f" · {self.activity}", dim)
-        if self.local_only:
-            text.append("  LOCAL-ONLY", style_of(variables.get("warning", ""), bold=True))
         grid = Table.grid(expand=True)
         grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
         grid.add_column(justify="right", no_wrap=True)
