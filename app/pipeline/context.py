@@ -59,6 +59,10 @@ class RunStopped(Exception):
     """No progress is possible: the run stops with this audited reason."""
 
 
+#: the reason of a run the user stopped (x in the workbench, a cancel from an editor)
+STOPPED_BY_USER = "stopped by the user"
+
+
 @dataclass
 class RunContext:
     session: Session

@@ -31,7 +31,7 @@ from app.evidence.layout import diff_name, edits_name
 from app.paths import STATE_DIR_NAME
 from app.pipeline import prompts
 from app.pipeline.ace import reflect
-from app.pipeline.context import RunStopped
+from app.pipeline.context import STOPPED_BY_USER, RunStopped
 from app.pipeline.edits.grammar import edit_grammar
 from app.pipeline.edits.reply import Change, EditReplyParser, UnreadableFile
 from app.pipeline.grounding import ChangeFacts, Grounded, diff_size, ground_change
@@ -92,7 +92,7 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
     plan_files = _plan_files(plan, worktree.path)
     for attempt in range(1, ctx.options.max_attempts + 1):
         if ctx.control.stopping:
-            raise RunStopped("stopped by the user")
+            raise RunStopped(STOPPED_BY_USER)
         await asyncio.to_thread(worktree.reset)  # edits are read against the base
         parser = EditReplyParser(_reader(worktree))
         shown = files_for(plan, worktree.path)

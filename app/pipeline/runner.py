@@ -22,7 +22,13 @@ from app.evidence.layout import AUDIT
 from app.evidence.runid import new_run_id
 from app.pipeline import architect, implementer
 from app.pipeline.brief import prepare_brief
-from app.pipeline.context import MAX_ATTEMPTS, RunContext, RunOptions, RunStopped
+from app.pipeline.context import (
+    MAX_ATTEMPTS,
+    STOPPED_BY_USER,
+    RunContext,
+    RunOptions,
+    RunStopped,
+)
 from app.pipeline.control import RunControl
 from app.pipeline.implementer import Implementation
 from app.pipeline.judge import Judgement, judge
@@ -78,12 +84,21 @@ async def _preflight_repo(ctx: RunContext) -> None:
         ) from None
 
 
+def _checkpoint(ctx: RunContext) -> None:
+    """Between the stages: a stop the user asked for takes effect here (only the
+    Implementer's loop read it, so an x pressed while the Architect worked went unheard)."""
+    if ctx.control.stopping:
+        raise RunStopped(STOPPED_BY_USER)
+
+
 async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]:
     await _preflight_repo(ctx)
     await preflight_test_command(ctx)
     await sandbox_preflight(ctx)
     briefing = await prepare_brief(ctx)
+    _checkpoint(ctx)
     plan = progress.plan = await architect.plan(ctx, briefing.text)
+    _checkpoint(ctx)
     steps = len(plan.steps)
     await publish_steps(ctx, ["pending"] * steps, "planned")
     wt = await asyncio.to_thread(Worktree.create, ctx.repo, ctx.run_id)
@@ -94,6 +109,7 @@ async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]
     await publish_steps(ctx, ["active"] * steps, "the Implementer is at work")
     await implementer.implement(ctx, plan, wt, work)
     await publish_steps(ctx, finished_statuses(plan, work.final_diff), "tests green")
+    _checkpoint(ctx)
     verdict = progress.judgement = await judge(
         ctx,
         plan,
@@ -187,6 +203,9 @@ async def run_pipeline(
         outcome, reason = await _sequence(ctx, progress)
     except (RunStopped, RouteRefused, RouteFailed) as stop:
         outcome, reason = "stopped", str(stop)
+        if ctx.control.stopping and reason != STOPPED_BY_USER:
+            # the step at work ended otherwise, after the user had asked to stop: say both
+            reason = f"{STOPPED_BY_USER}; {reason}"
     except asyncio.CancelledError:
         await asyncio.shield(_finish(ctx, progress, "stopped", "cancelled by the user"))
         raise

@@ -100,3 +100,26 @@ async def test_a_folder_that_is_no_git_repository_stops_the_run_before_anything(
     assert "internal error" not in outcome.reason
     assert vllm.chat_requests == []
     assert verify_bundle(outcome.bundle).ok  # stopped at once, and sealed
+
+
+async def test_a_stop_asked_before_the_architect_is_heard_before_its_first_call(
+    tmp_path: Path, vllm: FakeOpenAIServer
+) -> None:
+    """Only the Implementer's loop read the stop: x pressed while Stage0 or the Architect
+    worked went unheard, and the run ended for another reason with no word of it."""
+    from app.config import load_settings
+    from app.pipeline.context import RunOptions
+    from app.pipeline.control import RunControl
+    from app.pipeline.runner import run_pipeline
+    from app.policy import load_policy
+    from app.router.approvals import DenyDecider
+    from app.router.session import open_session
+
+    repo = make_repo(tmp_path, {"calc.py": "x = 1\n", "test_calc.py": "def test(): pass\n"})
+    control = RunControl()
+    control.request_stop()  # pressed while the brief was being made
+    settings = load_settings()
+    async with open_session(settings, load_policy().policy, decider=DenyDecider()) as session:
+        outcome = await run_pipeline(session, "fix add()", RunOptions(repo=repo), control)
+    assert outcome.outcome == "stopped" and outcome.reason == "stopped by the user"
+    assert vllm.chat_requests == []  # the Architect was never asked
