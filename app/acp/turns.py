@@ -103,7 +103,7 @@ async def run_turn(
                 s.repo,
                 outcome.run_id,
                 audit=s.core.audit,
-                lines=await s.core.audit.lines(run=outcome.run_id),
+                lines=await s.core.audit.run_lines(outcome.run_id),
                 send=send,
                 ask=ask,
                 approver=approver,

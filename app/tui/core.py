@@ -398,7 +398,9 @@ class CoreApp(App[int]):
             return None
         from app.evidence.bundle import sealed_hash
 
-        found = sealed_hash(await self.session.audit.lines(run=run_id), run_id)
+        # every chain of the store: a run sealed by another process (switchyard run, the
+        # ACP agent, an earlier workbench) has its seal line in its own chain on the team store
+        found = sealed_hash(await self.session.audit.run_lines(run_id), run_id)
         return found[0] if found else None
 
     # ── the one error handler ────────────────────────────────────────────────────────────

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.widgets import Static
 
 from app.clock import ManualClock
@@ -128,3 +129,30 @@ async def test_no_runs_says_so(make_app: Any) -> None:
         await pilot.press("escape")
         await settle(pilot)
         assert app.screen is app.home
+
+
+async def test_on_the_team_store_a_run_sealed_by_another_process_merges(
+    make_app: Any,
+    repo: Path,
+    clock: ManualClock,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each process writes a chain of its own on the team store: the workbench looked for
+    the seal line in its own chain only, so a run sealed by `switchyard run` (or an
+    earlier workbench) could never merge from the evidence screen."""
+    from app.audit.pg_log import PgAuditLog
+    from app.evidence.bundle import bundle_seal_line, read_manifest
+    from app.evidence.files import file_entry
+
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", pg_url)
+    path = make_run(repo, "20260101-110000-good01", green=True, clock=clock)
+    sealed = file_entry(path / "manifest.json").sha256
+    async with await PgAuditLog.open(pg_url, team="default", user="me", host="box") as other:
+        await other.append(**bundle_seal_line(read_manifest(path), sealed), session="s-other")
+    seen = Messages()
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        screen = await _open_evidence(app, pilot, seen)
+        assert app.session is not None and app.session.audit.shared
+        assert screen.view is not None and screen.view.blockers == [], screen.view.blockers
