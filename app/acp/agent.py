@@ -145,6 +145,14 @@ class SwitchyardAgent:
         s.work = asyncio.create_task(self._turn(s, text, prompt), name=f"acp.turn.{s.id}")
         try:
             return PromptResponse(stop_reason=await s.work)
+        except asyncio.CancelledError:
+            # the turn was cancelled (session/cancel, a hang-up) where nothing in it turned
+            # that into "cancelled" (a tutor turn, before the run started): the prompt is
+            # still answered; a cancel of this request itself (the agent stopping) is not
+            me = asyncio.current_task()
+            if s.cancel_requested and me is not None and me.cancelling() == 0:
+                return PromptResponse(stop_reason="cancelled")
+            raise
         finally:
             s.work = None
 

@@ -105,9 +105,15 @@ class Pending:
         if not self.ids:
             self._none.set()
 
-    async def all_answered(self, limit_s: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._none.wait(), limit_s)
+    async def all_answered(self, limit_s: float, gone: Callable[[], bool]) -> bool:
+        """Until every request is answered, ``gone()`` says the client can read nothing
+        more (its end of stdout closed: the SDK's writer is dead and nothing it queues is
+        written), or ``limit_s`` has passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        while self.ids and not gone() and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._none.wait(), 0.1)
         return not self.ids
 
 
@@ -210,8 +216,11 @@ async def _guard(
         log.info("protocol input closed: %s", exc)
     try:
         if hang_up is not None:
-            await hang_up()
-        if not await pending.all_answered(HANG_UP_WAIT_S):
+            try:
+                await asyncio.wait_for(hang_up(), HANG_UP_WAIT_S)
+            except TimeoutError:
+                log.warning("the turns at work did not stop within %s s", HANG_UP_WAIT_S)
+        if not await pending.all_answered(HANG_UP_WAIT_S, writer.transport.is_closing):
             log.warning("hung up with requests unanswered: %s", sorted(map(str, pending.ids)))
     finally:
         out.feed_eof()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -425,3 +426,32 @@ async def test_tutor_mode_runs_the_tutor_with_its_turn_cap(
     assert "**Answer:** range(len(tokens)) visits every token" in said
     assert "roles.tutor.max_turns = 2" in said
     assert not (repo / ".switchyard" / "runs").exists()  # no pipeline run in tutor mode
+
+
+async def test_a_tutor_turn_cancelled_mid_call_is_answered_cancelled(
+    repo: Path, world: Callable[..., dict[str, Any]]
+) -> None:
+    """Only a pipeline turn turned its cancellation into "cancelled": a tutor turn
+    cancelled while its model call ran left the prompt without any answer."""
+    import threading
+
+    w = world()
+    asked = threading.Event()
+
+    def slow(body: dict[str, Any]) -> str:
+        asked.set()
+        time.sleep(5)  # the tutor's model call, still running when the cancel comes
+        return json.dumps({"questions": ["q?"], "hint": "h", "answer": "a"})
+
+    w["vllm"].script.respond_with(slow)
+    client = ScriptedClient()
+    async with spawned(client, cwd=repo, env=w["env"], args=("--policy", str(w["policy"]))) as conn:
+        await initialize(conn, fs=False)
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        sid = session.session_id
+        await conn.set_session_mode(session_id=sid, mode_id="tutor")
+        turn = asyncio.ensure_future(conn.prompt(session_id=sid, prompt=[text_block("why?")]))
+        assert await asyncio.to_thread(asked.wait, 60), "the tutor never called its model"
+        await conn.cancel(session_id=sid)
+        done = await asyncio.wait_for(turn, 60)
+    assert done.stop_reason == "cancelled"
