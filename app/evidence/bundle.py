@@ -133,8 +133,7 @@ class EvidenceBundle:
     ) -> EvidenceBundle:
         validate_run_id(run_id)
         clock = clock or SystemClock()
-        root = repo_state_dir(Path(repo)) / RUNS_DIR
-        root.mkdir(parents=True, exist_ok=True)
+        root = repo_state_dir(Path(repo), RUNS_DIR)  # real folders, no link on the way
         path = root / run_id
         try:
             path.mkdir()

@@ -15,13 +15,8 @@ from app.evidence.verify import read_manifest
 
 def list_runs(repo: Path) -> list[RunInfo]:
     """Every bundle under the repo's state dir, oldest first."""
-    root = runs_dir(repo)
-    if not root.is_dir():
-        return []
     out: list[RunInfo] = []
-    for path in root.iterdir():
-        if not path.is_dir() or path.name.startswith("."):
-            continue
+    for path in _bundles(runs_dir(repo)):
         info = read_json_object(path / RUN_INFO)
         manifest: Manifest | None = None
         with contextlib.suppress(EvidenceError):
@@ -39,10 +34,22 @@ def list_runs(repo: Path) -> list[RunInfo]:
     return sorted(out, key=lambda r: (r.created or "", r.run_id))
 
 
+def _bundles(root: Path) -> list[Path]:
+    """The bundle folders in ``root``: real folders only. A link there (a repository can
+    ship one) would have a bundle read from wherever it points."""
+    if not root.is_dir():
+        return []
+    return [
+        p
+        for p in root.iterdir()
+        if not p.name.startswith(".") and not p.is_symlink() and p.is_dir()
+    ]
+
+
 def resolve_run(repo: Path, ref: str) -> Path:
     """The bundle directory for a run id or a unique prefix of one."""
     root = runs_dir(repo)
-    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    names = sorted(p.name for p in _bundles(root))
     if ref in names:
         return root / ref
     matches = [n for n in names if ref and n.startswith(ref)]

@@ -183,7 +183,7 @@ class Worktree:
         branch = BRANCH_PREFIX + run_id
         if rev_parse(top, f"refs/heads/{branch}") is not None:
             raise WorkspaceError(f"branch {branch} already exists: run ids must be unique")
-        root = repo_state_dir(top) / WORKTREES_DIR
+        root = repo_state_dir(top, WORKTREES_DIR)  # real folders, no link on the way
         path = root / run_id
         if path.exists() or _meta_path(root, run_id).exists():
             raise WorkspaceError(f"{path} already exists: run ids must be unique")
@@ -197,7 +197,6 @@ class Worktree:
             )
         if (top / ".gitmodules").exists():
             notes.append("submodules are not checked out in the run's worktree")
-        root.mkdir(parents=True, exist_ok=True)
         run_git(top, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
         _write_meta(root, run_id, {"run_id": run_id, "branch": branch, "base": base_sha})
         return cls(

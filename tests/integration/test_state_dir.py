@@ -126,3 +126,34 @@ def test_reading_a_state_dir_that_is_not_there_creates_nothing(tmp_path: Path) -
     assert runs_dir(repo) == repo / ".switchyard" / "runs"
     load_repo_config(repo)
     assert not (repo / ".switchyard").exists()
+
+
+def test_a_bundle_folder_that_is_a_link_is_no_run(tmp_path: Path) -> None:
+    """`.switchyard/runs/<id>` as a link was listed, resolved and read from where it
+    pointed (evidence show, the workbench's evidence screen)."""
+    from app.evidence.runs import UnknownRun, list_runs, resolve_run
+
+    repo = make_repo(tmp_path / "repo")
+    real = EvidenceBundle.create(repo, "20260101-120000-aaaaaa").path
+    outside = tmp_path / "outside" / "20260101-120000-bbbbbb"
+    outside.mkdir(parents=True)
+    (real.parent / outside.name).symlink_to(outside)
+    assert [r.run_id for r in list_runs(repo)] == ["20260101-120000-aaaaaa"]
+    with pytest.raises(UnknownRun):
+        resolve_run(repo, "20260101-120000-bbbbbb")
+
+
+@pytest.mark.parametrize("kind", ["runs", "worktrees"])
+def test_a_file_where_a_state_folder_goes_is_one_clear_line(tmp_path: Path, kind: str) -> None:
+    """`.switchyard/runs` (or `worktrees`) as a file was a FileExistsError traceback when
+    a run began."""
+    from app.workspace.worktree import Worktree
+
+    repo = make_repo(tmp_path / "repo")
+    repo_state_dir(repo)
+    (repo / ".switchyard" / kind).write_text("not a folder")
+    with pytest.raises(ConfigError, match="not a folder"):
+        if kind == "runs":
+            EvidenceBundle.create(repo, "20260101-120000-aaaaaa")
+        else:
+            Worktree.create(repo, "20260101-120000-aaaaaa")
