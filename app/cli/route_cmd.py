@@ -199,9 +199,15 @@ async def _ledger_left(
 ) -> dict[str, float]:
     """What a request of ``session`` would see left per provider now (GR-011): the
     session, day and provider-day caps less the ledger's spend and live reservations, the
-    read the router makes before each decision. A new session has spent nothing."""
-    from app.router.stores import open_ledger
+    read the router makes before each decision. A new session has spent nothing.
 
+    Explaining writes nothing: with no ledger file yet nothing was spent anywhere, and
+    the file is not made for the question."""
+    from app.router.ledger.caps import Caps, Sums
+    from app.router.stores import database_url, open_ledger
+
+    if database_url(settings) is None and not settings.ledger_db.exists():
+        return Caps.of(policy.budget).left_usd(Sums(), providers)
     async with await open_ledger(
         settings, policy.budget, local_only=local_only, named=policy.named_local_hosts()
     ) as ledger:

@@ -56,3 +56,14 @@ def test_route_explain_counts_the_ledger_as_a_request_would(
     assert main([*argv[:-1], "--session", "spent"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "openai $0.00" in text and "session spent" in text
+
+
+def test_explaining_with_no_ledger_yet_writes_none(capsys: pytest.CaptureFixture[str]) -> None:
+    """route explain made the ledger file to read nothing from it: a question wrote."""
+    argv = ["route", "explain", "--role", "architect", "--signal", "confidence=0.5", "--json"]
+    assert not Settings().ledger_db.exists()
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["action"] == "escalate"
+    assert data["budget_left_usd"]["openai"] == load_policy().policy.budget.session_usd
+    assert not Settings().ledger_db.exists()
