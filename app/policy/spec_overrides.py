@@ -154,6 +154,11 @@ def _role_model(rid: str, value: str, line: int, policy: Policy) -> RoleModel | 
     if model_id not in policy.models:
         return f"unknown model {name!r} for {rid} (not in the policy's [models] or [aliases])"
     role = policy.roles[rid]
+    served = _serves(policy.model(model_id).endpoint, policy.model(model_id).embedding_dim)
+    if role.kind != served:
+        # an embedding model as the tutor, a YOLO model as the librarian: lint said
+        # compliant, and the role would have been given a model that cannot serve it
+        return f"{rid} is a role of kind {role.kind}: {model_id!r} serves {served}"
     cloud = policy.is_cloud(model_id)
     if role.locality == "local" and cloud:
         return (
@@ -163,6 +168,15 @@ def _role_model(rid: str, value: str, line: int, policy: Policy) -> RoleModel | 
     if role.locality == "cloud" and not cloud:
         return f"{rid} is a cloud role: its model must be a cloud model, not {model_id!r}"
     return RoleModel(role=rid, model=model_id, note=note.strip(), line=line)
+
+
+def _serves(endpoint: str, embedding_dim: int | None) -> str:
+    """The role kind a model can serve, from what the catalogue says of it."""
+    if endpoint == "tensorrt":
+        return "vision"
+    if endpoint == "sentence_transformers" or embedding_dim is not None:
+        return "embedding"
+    return "llm"
 
 
 def _trigger(policy: Policy, role: str, signal: str) -> Trigger | None:
@@ -186,6 +200,10 @@ def _threshold(key: str, value: str, line: int, policy: Policy) -> Threshold | s
         cmp = COMPARISON.search(text)
         if cmp is None:
             return f"cannot read a threshold in {value!r} (e.g. '{signal} < 0.8')"
+        if re.match(r"[0-9A-Za-z_.]", text[cmp.end() : cmp.end() + 1]):
+            # '1e5' read as 1 and '100_000' as 100: the Kimi trigger then fired on nearly
+            # every request, with the spec called compliant
+            return f"cannot read {value!r}: write the threshold as a plain number (100000, 100k)"
         named = text[: cmp.start()].strip().lower().replace(" ", "_")
         if named not in ("", signal):
             return f"{key} is a threshold on {signal}, not on {named!r}"

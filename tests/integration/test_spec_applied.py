@@ -199,6 +199,28 @@ def test_parse_override_reads_each_kind_and_names_what_it_cannot() -> None:
 
 
 @pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        # read as 1 and as 100 (the Kimi trigger would fire on nearly every request)
+        ("librarian escalation: context_estimate > 1e5", "plain number"),
+        ("librarian escalation: context_estimate > 100_000", "plain number"),
+        ("librarian escalation: context_estimate > 1e400", "plain number"),
+        # a model that cannot serve the role's kind
+        ("tutor: bge-m3", "tutor is a role of kind llm: 'bge-m3' serves embedding"),
+        ("librarian: yolo-trt", "serves vision"),
+        ("cv: qwen3-14b", "cv is a role of kind vision: 'qwen3-14b' serves llm"),
+    ],
+)
+def test_an_override_lint_once_called_compliant_is_named(override: str, said: str) -> None:
+    found = parse_override(override, 9, load_policy().policy)
+    assert isinstance(found, str) and said in found, found
+    assert isinstance(
+        parse_override("librarian escalation: context_estimate > 100,000", 9, load_policy().policy),
+        Threshold,
+    )
+
+
+@pytest.mark.parametrize(
     "override",
     [
         "none",
