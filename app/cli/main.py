@@ -67,6 +67,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: what a command ends with when its reader went away mid-output
+BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv and sys.stdin.isatty() and sys.stdout.isatty():
@@ -87,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("switchyard: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        return 0
+        # the reader went away (`| head`): quiet, and 141 (128 + SIGPIPE) as a C filter
+        # dies with; 0 masked a failing verdict (`spec lint bad.md | head` passed CI)
+        return BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ class SafeConsole(Console):
 
     def on_broken_pipe(self) -> None:
         """The reader went away (``| head``): what is left goes nowhere, and main() ends
-        with 0 as a filter does. Rich's own answer is ``SystemExit(1)``, which made every
-        text command fail under ``set -o pipefail`` while its ``--json`` twin passed."""
+        as for any broken pipe (141, quietly). Rich's own answer is ``SystemExit(1)``, so
+        a text command and its ``--json`` twin ended differently."""
         self.quiet = True
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -148,9 +148,10 @@ def test_tail_follow_prints_new_lines(tmp_path: Path) -> None:
 )
 def test_a_reader_that_stops_early_ends_the_command_quietly(command: str) -> None:
     """``switchyard audit export | head``: the reader goes away and the command ends with
-    no message and 0, as a filter does. Export said "cannot write None: Broken pipe", as
-    if a file had failed; every text command printed through Rich ended with 1 (Rich's
-    own answer to a broken pipe), so ``set -o pipefail`` scripts failed on them alone."""
+    no message and 141 (128 + SIGPIPE), as a C filter dies with, whichever way it prints.
+    Export said "cannot write None: Broken pipe", as if a file had failed; text commands
+    (through Rich) ended 1 and their --json twins 0; and 0 would mask a failing verdict
+    (``spec lint bad.md | head`` passing a CI check)."""
     db = load_settings().audit_db
 
     async def many() -> None:
@@ -172,7 +173,7 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(command: str) -> Non
     )
     assert len(done.stdout) == 100
     assert done.stderr == ""
-    assert done.returncode == 0
+    assert done.returncode == 141
 
 
 def test_a_file_that_is_not_a_database_is_one_clear_line(
