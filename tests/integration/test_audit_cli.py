@@ -208,3 +208,15 @@ def test_tail_shows_control_characters_instead_of_sending_them(
     assert "edit 1␛[2J␛]52;c;eA== [/x]" in out  # (Rich drops a bell itself)
     assert "\x1b[2J" not in out and "\x1b]52" not in out and "\x07" not in out
     assert "\x1b[" in out  # the console's own colours still pass
+
+
+@pytest.mark.parametrize("n", ["0", "-5", "99999999999999999999", "many"])
+def test_a_tail_count_out_of_range_is_a_usage_error(
+    n: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-n -5 printed nothing and ended 0; a count past SQLite's integers was a traceback."""
+    with pytest.raises(SystemExit) as info:
+        main(["audit", "tail", "-n", n])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "-n" in err and "Traceback" not in err
