@@ -8,6 +8,7 @@ endpoint is reported ``refused`` without a packet leaving (GR-009).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Literal
 
@@ -51,19 +52,19 @@ def probe_endpoint(
     started = time.perf_counter()
     try:
         try:
-            r = http.get(f"{root}/health")
+            health, _ = _fetch(http, f"{root}/health", timeout)
             latency = (time.perf_counter() - started) * 1000
-            health_ok = r.status_code == 200
-            models_r = http.get(f"{base_url}/models")
-            code = r.status_code if health_ok else models_r.status_code
-            if not health_ok and models_r.status_code != 200:
+            health_ok = health == 200
+            models_code, models_body = _fetch(http, f"{base_url}/models", timeout)
+            code = health if health_ok else models_code
+            if not health_ok and models_code != 200:
                 return EndpointStatus(
                     runtime=runtime,
                     base_url=base_url,
                     state="error",
                     latency_ms=round(latency, 1),
                     status_code=code,
-                    detail=f"/health {r.status_code}, /v1/models {models_r.status_code}",
+                    detail=f"/health {health}, /v1/models {models_code}",
                 )
             return EndpointStatus(
                 runtime=runtime,
@@ -71,7 +72,11 @@ def probe_endpoint(
                 state="up",
                 latency_ms=round(latency, 1),
                 status_code=code,
-                models=_model_ids(models_r),
+                models=_model_ids(models_code, models_body),
+            )
+        except httpx.InvalidURL as exc:  # a setting's typo: not an HTTPError
+            return EndpointStatus(
+                runtime=runtime, base_url=base_url, state="error", detail=f"not a URL: {exc}"
             )
         except httpx.ConnectError as exc:
             if isinstance(exc, LocalOnlyViolation):
@@ -97,11 +102,31 @@ def probe_endpoint(
             http.close()
 
 
-def _model_ids(r: httpx.Response) -> list[str]:
-    if r.status_code != 200:
+#: the most of a probe's answer that is read (a model list is a few kilobytes)
+PROBE_MAX_BYTES = 1 << 20
+
+
+def _fetch(http: httpx.Client, url: str, timeout: float) -> tuple[int, bytes]:
+    """GET ``url``: its status and body, the whole of it within ``timeout``. httpx's
+    timeout bounds each read, so a server that sends a byte every half second kept
+    `local status` waiting for ever; this bounds the request."""
+    deadline = time.monotonic() + timeout
+    body = bytearray()
+    with http.stream("GET", url) as r:
+        for chunk in r.iter_bytes():
+            body += chunk
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout(f"no whole answer in {timeout:g}s")
+            if len(body) > PROBE_MAX_BYTES:
+                break  # enough to know it answers; the list is not that long
+        return r.status_code, bytes(body)
+
+
+def _model_ids(status: int, body: bytes) -> list[str]:
+    if status != 200:
         return []
     try:
-        data = r.json().get("data", [])
+        data = json.loads(body).get("data", [])
         return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
     except (ValueError, AttributeError, TypeError):
         return []
