@@ -160,3 +160,11 @@ def resolve_sync(host: str, port: int) -> list[str]:
     except OSError:
         return []
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``; an IPv6 literal in brackets (RFC 3986), its zone's ``%``
+    escaped (RFC 6874): ``http://[::1]:4000``, ``http://[fe80::1%25eth0]:4000``."""
+    if ":" in host:
+        return f"http://[{host.replace('%', '%25')}]:{port}"
+    return f"http://{host}:{port}"

@@ -48,6 +48,7 @@ from app.backends.supervisor import stop_process_group, supervise, wait_healthy
 from app.backends.vram import FitPlan, ModelFit, fit_plan
 from app.config import Settings
 from app.errors import UsageError
+from app.hosts import http_url
 from app.policy.schema import Model, Policy
 from app.subprocess_env import HUB_OFFLINE, server_env
 
@@ -303,7 +304,7 @@ def plan_serve(
             notes.append(note)
 
     port = _listen_port(runtime_url(policy, settings, chosen), chosen, host, port, notes)
-    base_url = f"http://{host}:{port}/v1"
+    base_url = f"{http_url(host, port)}/v1"  # an IPv6 literal in brackets
     if local_only:
         notes.append(
             "local_only: the server starts offline ("

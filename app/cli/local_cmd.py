@@ -85,6 +85,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port {args.port}: not a port number")
     if args.n_ctx is not None and args.n_ctx < 256:
         raise UsageError("--n-ctx must be at least 256")
+    # `not 0 < x` refuses a NaN too (it was a ValueError traceback, and a "--timeout nan"
+    # waited "within nans")
+    if args.gpu_gb is not None and not 0 < args.gpu_gb <= 4096:
+        raise UsageError(f"--gpu-gb {args.gpu_gb:g}: expected a size in GiB")
+    if args.timeout is not None and not 0 < args.timeout <= 86400:
+        raise UsageError(f"--timeout {args.timeout:g}: expected seconds, more than 0")
     spec = launcher.plan_serve(
         policy,
         settings,

@@ -3,12 +3,6 @@ shows the address can use it)."""
 
 from __future__ import annotations
 
+from app.hosts import http_url as base_url
+
 __all__ = ["base_url"]
-
-
-def base_url(host: str, port: int) -> str:
-    """``http://host:port``; an IPv6 literal in brackets (RFC 3986), its zone's ``%``
-    escaped (RFC 6874): ``http://[::1]:4000``, ``http://[fe80::1%25eth0]:4000``."""
-    if ":" in host:
-        return f"http://[{host.replace('%', '%25')}]:{port}"
-    return f"http://{host}:{port}"

@@ -227,6 +227,27 @@ def test_bad_requests_are_usage_errors(policy: Policy) -> None:
     assert done.returncode == 2 and "not a local LLM role" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--gpu-gb", "nan"), ("--gpu-gb", "-5"), ("--timeout", "nan"), ("--timeout", "-1")],
+)
+def test_serve_refuses_a_size_or_a_wait_that_is_no_number(flag: str, value: str) -> None:
+    """--gpu-gb nan was a ValueError traceback; --timeout nan waited "within nans"."""
+    done = run_cli("local", "serve", "--role", "tutor", "--dry-run", flag, value)
+    assert done.returncode == 2 and f"{flag} {value}: expected" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_on_ipv6_loopback_plans_a_url_a_client_can_use() -> None:
+    """--host ::1 planned http://::1:8080/v1, and the health wait failed on it."""
+    done = run_cli(
+        "local", "serve", "--role", "tutor", "--host", "::1", "--port", "18095", "--dry-run",
+        "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["base_url"] == "http://[::1]:18095/v1"
+
+
 def test_serve_dry_run_prints_the_command() -> None:
     done = run_cli("local", "serve", "--role", "tutor", "--dry-run", "--json")
     assert done.returncode == 0, done.stderr
