@@ -207,6 +207,8 @@ def fit_plan(
                 roles_of[model_id].append(role)
 
     fits: list[ModelFit] = []
+    #: swapped models (index in fits, fixed bytes, KV bytes a token, window), hinted below
+    hints: list[tuple[int, float, int, int]] = []
     used_hundredths = 0
     resident: list[str] = []
     swap: list[str] = []
@@ -282,7 +284,6 @@ def fit_plan(
             need = fixed + kv_tok * context
             note = f"fits only with --max-model-len {context} (of {requested})"
         frac = _ceil_hundredths(need / total)
-        coresident_len: int | None = None
         if used_hundredths + frac <= cap_hundredths:
             placement: Placement = "resident"
             used_hundredths += frac
@@ -291,13 +292,7 @@ def fit_plan(
         else:
             placement = "swap"
             swap.append(model_id)
-            # Would a smaller window let it stay? (A hint; the plan keeps full windows.)
-            shorter = _fit_context(cap_hundredths - used_hundredths, fixed, kv_tok, context, total)
-            if shorter >= MIN_SUGGESTED_CONTEXT:
-                coresident_len = shorter
-                note = (note + "; " if note else "") + (
-                    f"could stay co-resident with --max-model-len {shorter}"
-                )
+            hints.append((len(fits), fixed, kv_tok, context))
         fits.append(
             ModelFit(
                 **base,
@@ -309,10 +304,18 @@ def fit_plan(
                 placement=placement,
                 max_model_len=context,
                 reduced_context=reduced,
-                coresident_max_model_len=coresident_len,
                 note=note,
             )
         )
+    # Would a smaller window let a swapped model stay? (A hint; the plan keeps full
+    # windows.) Measured against the resident set as it ends: measured as the loop went,
+    # a model was told it could join a set that later models then filled.
+    for i, fixed, kv_tok, context in hints:
+        shorter = _fit_context(cap_hundredths - used_hundredths, fixed, kv_tok, context, total)
+        if shorter >= MIN_SUGGESTED_CONTEXT:
+            hint = f"could stay co-resident with --max-model-len {shorter}"
+            note = f"{fits[i].note}; {hint}" if fits[i].note else hint
+            fits[i] = fits[i].model_copy(update={"coresident_max_model_len": shorter, "note": note})
     return FitPlan(
         gpu_gb=total_gb,
         utilization_cap=cap_hundredths / 100,

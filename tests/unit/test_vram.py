@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from app.backends.vram import (
@@ -144,3 +146,24 @@ def test_unknown_quant_is_reported_not_guessed(policy: Policy) -> None:
     fit = fit_plan(odd).for_model("qwen2.5-coder-7b")
     assert fit is not None and fit.placement == "unknown"
     assert "known quant" in fit.note and fit.gpu_memory_utilization is None
+
+
+def test_a_hint_is_measured_against_the_final_resident_set(policy: Policy) -> None:
+    """At 40 GiB the 32B and the 7B fill the 0.90 cap; the 14B and the 8B, met before the
+    7B joined, were told they could stay co-resident with a smaller window. Every hinted
+    model must fit beside the set as it ends, at its hinted window."""
+    for gb in (16, 24, 32, 40, 48, 80):
+        plan = fit_plan(policy, gpu_gb=gb)
+        used = round(plan.resident_utilization * 100)
+        for fit in plan.models:
+            if fit.coresident_max_model_len is None:
+                continue
+            assert fit.placement == "swap"
+            alone = plan.for_model(fit.model)
+            assert alone is not None
+            kv = fit.kv_gb * fit.coresident_max_model_len / fit.context
+            frac = math.ceil(round((fit.need_gb - fit.kv_gb + kv) / gb * 100, 6))
+            assert used + frac <= round(plan.utilization_cap * 100), (gb, fit.model)
+    forty = fit_plan(policy, gpu_gb=40)
+    assert forty.resident_utilization == 0.90
+    assert all(f.coresident_max_model_len is None for f in forty.models)
