@@ -206,6 +206,15 @@ def _plan(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--context: unknown model {', '.join(unknown)}")
     plan = fit_plan(policy, gpu_gb=args.gpu_gb, context_override=contexts)
+    planned = {f.model for f in plan.models}
+    for model, n in sorted(contexts.items()):
+        # a cloud model or one no local role uses was ignored without a word; a window
+        # past the catalog's had vLLM flags suggested that vLLM would refuse
+        if model not in planned:
+            raise UsageError(f"--context {model}: not a model this plan serves (a local role's)")
+        window = policy.models[model].context_window
+        if n > window:
+            raise UsageError(f"--context {model}={n}: past the model's window ({window})")
     if args.json:
         print_json(plan.model_dump())
         return 0

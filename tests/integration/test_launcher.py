@@ -161,6 +161,21 @@ def test_plan_json_is_valid_and_gpu_gb_forces_swaps() -> None:
     assert bad.returncode == 2 and "MODEL=N" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    ("context", "said"),
+    [
+        # a window past the catalog's had vLLM flags suggested that vLLM refuses
+        ("qwen3-14b=99999999999999999999999", "past the model's window (32768)"),
+        # models the plan does not serve were ignored without a word
+        ("gpt-5.1-high=4096", "not a model this plan serves"),
+        ("smollm2-135m=4096", "not a model this plan serves"),
+    ],
+)
+def test_plan_context_names_what_it_cannot_plan(context: str, said: str) -> None:
+    done = run_cli("local", "plan", "--context", context)
+    assert done.returncode == 2 and said in done.stderr
+
+
 # ── choosing the runtime ─────────────────────────────────────────────────────────────────
 
 
