@@ -111,6 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
                 print(f"note: {note}")
             print(" ".join(spec.argv))
         return 0
+    _nobody_answers(spec.base_url)
     launcher.check_runnable(spec)
     timeout = args.timeout if args.timeout is not None else spec.timeout_s
     log_path = settings.data_dir / "logs" / f"serve-{spec.role}-{spec.runtime}.log"
@@ -126,6 +127,18 @@ def _serve(args: argparse.Namespace) -> int:
         out=sys.stdout,
         env=launcher.serve_env(policy, local_only=local_only),
     )
+
+
+def _nobody_answers(base_url: str) -> None:
+    """Another server already answers where this one would listen: the health wait would
+    take its answer for ours (it said "ready" over a child that had failed to bind)."""
+    from app.backends.probe import probe_endpoint
+
+    if probe_endpoint("server", base_url).up:
+        raise UsageError(
+            f"a server already answers at {base_url}: stop it or choose another --port "
+            "(see `switchyard local status`)"
+        )
 
 
 # ── status ───────────────────────────────────────────────────────────────────────────────

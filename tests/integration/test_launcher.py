@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -487,3 +488,28 @@ def test_the_server_environment_is_the_allowlist(
     env = launcher.serve_env(policy, local_only=True)
     assert "DEEPSEEK_API_KEY" not in env and "SOME_TEAM_SECRET" not in env
     assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1"
+
+
+def test_serve_where_a_server_already_answers_is_refused_before_starting(
+    tmp_path: Path,
+) -> None:
+    """The health wait took the other server's answer for its own: "ready" printed over a
+    child that had failed to bind, then "the server exited with code 3"."""
+    argv, base, env = fake(tmp_path)
+    other = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port = base.rsplit(":", 1)[1].split("/")[0]
+        for _ in range(200):  # until the stand-in answers (a limit, not a measurement)
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/models", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.05)
+        done = run_cli(
+            "local", "serve", "--role", "tutor", "--runtime", "llamacpp_server", "--port", port
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"a server already answers at {base}" in done.stderr
+        assert "ready" not in done.stdout
+    finally:
+        other.terminate()
+        other.wait(timeout=15)
