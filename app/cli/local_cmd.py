@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
     serve.add_argument("--timeout", type=float, metavar="S", help="seconds to wait for health")
     serve.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
     add_policy_arg(serve)
-    add_json_arg(serve)
+    serve.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
     serve.set_defaults(handler=_serve)
 
     status = lsub.add_parser("status", help="probe each local runtime (1 s timeout each)")
@@ -81,6 +81,10 @@ def _serve(args: argparse.Namespace) -> int:
     policy = policy_from(args, settings).policy
     # under local_only the model must already be here, and the server starts offline
     local_only = effective_local_only(policy, settings)
+    if args.json and not args.dry_run:
+        # a running server says how it goes as lines ("starting", "ready", "stopping"):
+        # --json printed them as prose, which a JSON reader cannot take
+        raise UsageError("--json goes with --dry-run: a running server reports in lines")
     if args.port is not None and not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: not a port number")
     if args.n_ctx is not None and args.n_ctx < 256:

@@ -254,6 +254,13 @@ def test_serve_refuses_a_size_or_a_wait_that_is_no_number(flag: str, value: str)
     assert "Traceback" not in done.stderr
 
 
+def test_serve_json_without_dry_run_is_a_usage_error() -> None:
+    """--json printed "starting …", "ready: …" as prose when a server really started."""
+    done = run_cli("local", "serve", "--role", "tutor", "--json")
+    assert done.returncode == 2 and "--json goes with --dry-run" in done.stderr
+    assert done.stdout == ""
+
+
 def test_serve_on_ipv6_loopback_plans_a_url_a_client_can_use() -> None:
     """--host ::1 planned http://::1:8080/v1, and the health wait failed on it."""
     done = run_cli(
