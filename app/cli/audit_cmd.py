@@ -20,7 +20,14 @@ from app.audit.base import AuditBase
 from app.audit.canonical import VerifyReport, canonical_json
 from app.audit.types import AuditLine
 from app.cli import audit_lines
-from app.cli.common import add_json_arg, console, policy_from, print_json, settings_from
+from app.cli.common import (
+    add_json_arg,
+    console,
+    policy_from,
+    print_json,
+    settings_from,
+    whole_number,
+)
 from app.config import Settings
 from app.counted import counted
 from app.errors import AuditTamperError, UsageError
@@ -34,22 +41,14 @@ if TYPE_CHECKING:
 MAX_TAIL = 1_000_000
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= MAX_TAIL:
-        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_TAIL:,}, got {value}")
-    return value
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser("audit", help="tail, verify or export the hash-chained audit log")
     asub = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
 
     tail = asub.add_parser("tail", help="show the newest audit lines")
-    tail.add_argument("-n", type=_count, default=20, metavar="N", help="how many lines (20)")
+    tail.add_argument(
+        "-n", type=whole_number(1, MAX_TAIL), default=20, metavar="N", help="how many lines (20)"
+    )
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
     tail.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
     _add_filters(tail)

@@ -14,6 +14,7 @@ from app.cli.common import (
     policy_from,
     print_json,
     settings_from,
+    whole_number,
 )
 from app.counted import counted
 
@@ -22,21 +23,15 @@ from app.counted import counted
 MAX_DAYS = 3650
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= MAX_DAYS:
-        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_DAYS} (ten years), got {value}")
-    return value
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser("budget", help="show spend, caps and what is left today")
     p.add_argument("--session", metavar="S", help="only this session (and its own cap)")
     p.add_argument(
-        "--days", metavar="N", type=_positive_int, default=7, help="UTC days, today included"
+        "--days",
+        metavar="N",
+        type=whole_number(1, MAX_DAYS, why=" (ten years)"),
+        default=7,
+        help="UTC days, today included",
     )
     add_policy_arg(p)
     add_json_arg(p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,20 @@ def console() -> Any:
     from app.cli.safe_console import SafeConsole
 
     return SafeConsole(highlight=False, soft_wrap=False)
+
+
+def whole_number(low: int, high: int | None = None, *, why: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from ``low`` (to ``high``), or a usage error
+    saying which (``why`` says where the bound comes from, e.g. " (ten years)")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f">= {low}" if high is None else f"{low} to {high:,}{why}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {value}")
+        return value
+
+    return parse

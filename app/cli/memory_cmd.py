@@ -17,6 +17,7 @@ from app.cli.common import (
     policy_from,
     print_json,
     settings_from,
+    whole_number,
 )
 from app.counted import counted
 
@@ -25,26 +26,6 @@ if TYPE_CHECKING:  # the store pulls in aiosqlite and numpy: imported when a com
     from app.memory.store import MemoryStore
 
 T = TypeVar("T")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _priority(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 0 <= value <= 10:
-        raise argparse.ArgumentTypeError(f"must be 0…10, got {value}")
-    return value
 
 
 def _no_embed_arg(p: argparse.ArgumentParser) -> None:
@@ -69,7 +50,9 @@ def register(sub: Any) -> None:
     add.add_argument(
         "--tag", action="append", default=[], metavar="T", help="a tag (repeat for more)"
     )
-    add.add_argument("--priority", type=_priority, default=0, metavar="N", help="0 (default)…10")
+    add.add_argument(
+        "--priority", type=whole_number(0, 10), default=0, metavar="N", help="0 (default)…10"
+    )
     _no_embed_arg(add)
     add_policy_arg(add)
     add_json_arg(add)
@@ -82,7 +65,7 @@ def register(sub: Any) -> None:
         "it does not mark anything as used.",
     )
     search.add_argument("query", metavar="QUERY")
-    search.add_argument("--k", type=_positive_int, default=10, metavar="N", help="hits (10)")
+    search.add_argument("--k", type=whole_number(1), default=10, metavar="N", help="hits (10)")
     search.add_argument(
         "--kind", action="append", default=[], metavar="K", help="only this kind (repeatable)"
     )
@@ -101,7 +84,7 @@ def register(sub: Any) -> None:
     )
     harvest.add_argument("--since", metavar="REF", help="only commits after REF (REF..HEAD)")
     harvest.add_argument(
-        "--max", type=_positive_int, metavar="N", dest="limit", help="at most the N newest"
+        "--max", type=whole_number(1), metavar="N", dest="limit", help="at most the N newest"
     )
     _no_embed_arg(harvest)
     add_policy_arg(harvest)

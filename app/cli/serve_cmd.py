@@ -80,9 +80,9 @@ def body_limit(mb: float) -> int:
 
 
 def listening_line(host: str, port: int) -> str:
-    from app.gateway.address import base_url
+    from app.hosts import http_url
 
-    url = base_url(host, port)
+    url = http_url(host, port)
     return (
         f"switchyard serve: listening on {url} (OpenAI base URL {url}/v1; Anthropic base URL {url})"
     )

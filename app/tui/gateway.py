@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from textual.message import Message
 
 from app.errors import SwitchyardError
-from app.gateway.address import base_url
+from app.hosts import http_url
 
 if TYPE_CHECKING:
     from app.gateway.app import GatewayConfig
@@ -51,10 +51,6 @@ class GatewayListening(Message):
 
 class GatewayStopped(Message):
     """The server returned (told to exit); the workbench stays open."""
-
-
-def url_of(host: str, port: int) -> str:
-    return base_url(host, port)  # the headless serve's spelling, zone ids included
 
 
 def bind_error(host: str, port: int) -> str | None:
@@ -95,7 +91,7 @@ async def host(spec: GatewaySpec, session: Session, ready: Callable[[str], None]
 
     def on_ready(bound_host: str, bound_port: int) -> None:
         logs_to_ours()  # uvicorn has configured its logging by now
-        ready(url_of(bound_host, bound_port))
+        ready(http_url(bound_host, bound_port))  # as the headless serve spells it
 
     kwargs: dict[str, Any] = {"host": spec.host, "port": spec.port, "config": spec.config}
     try:

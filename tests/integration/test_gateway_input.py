@@ -6,8 +6,6 @@ endpoints; loopback fakes behind it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -15,27 +13,19 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes.anthropic_server import FakeAnthropicServer
-from tests.fakes.openai_server import FakeOpenAIServer
-from tests.integration.test_gateway import REPLY, Gateway, _gateway, lines_of
-from tests.reliability.kit import LOCAL_MODELS
+from tests.integration import test_gateway
+from tests.integration.test_gateway import REPLY, Gateway, lines_of
+
+# the gateway test module's own: a real `switchyard serve` before loopback fakes,
+# every escalation denied
+fakes = test_gateway.fakes
+gw = test_gateway.gw
 
 CHAT = "/v1/chat/completions"
 RESPONSES = "/v1/responses"
 MESSAGES = "/v1/messages"
 USER: list[Any] = [{"role": "user", "content": "x"}]
 READ = {"name": "read_file", "parameters": {"type": "object"}}
-
-
-@pytest.fixture
-def gw(
-    tmp_path: Path,
-    fake_openai_factory: Callable[..., FakeOpenAIServer],
-    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
-) -> Iterator[Gateway]:
-    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply=REPLY)
-    fakes = (vllm, fake_openai_factory("openai"), fake_anthropic_factory())
-    yield from _gateway(tmp_path, fakes, "--approve", "deny")
 
 
 def chat(**fields: Any) -> dict[str, Any]:

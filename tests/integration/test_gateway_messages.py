@@ -5,18 +5,17 @@ SDK as the client; the stop sequence is applied by the real embedded llama.cpp."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from app.backends import llamacpp
 from tests.ci import missing
-from tests.fakes.anthropic_server import FakeAnthropicServer
-from tests.fakes.openai_server import FakeOpenAIServer
-from tests.integration.test_gateway import REPLY, Gateway, _gateway, lines_of
-from tests.reliability.kit import LOCAL_MODELS
+from tests.integration import test_gateway
+from tests.integration.test_gateway import Gateway, lines_of
+
+# the gateway test module's own: a real `switchyard serve` before loopback fakes,
+# every escalation denied
+fakes = test_gateway.fakes
+gw = test_gateway.gw
 
 TOOLS: list[Any] = [
     {
@@ -31,17 +30,6 @@ TOOLS: list[Any] = [
 ]
 SYSTEM = "You are a terse reviewer of Python code."
 ASKED: list[Any] = [{"role": "user", "content": "why does parse drop the last token?"}]
-
-
-@pytest.fixture
-def gw(
-    tmp_path: Path,
-    fake_openai_factory: Callable[..., FakeOpenAIServer],
-    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
-) -> Iterator[Gateway]:
-    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply=REPLY)
-    fakes = (vllm, fake_openai_factory("openai"), fake_anthropic_factory())
-    yield from _gateway(tmp_path, fakes, "--approve", "deny")
 
 
 def test_every_usage_and_count_tokens_say_the_same_prompt_size_tools_included(

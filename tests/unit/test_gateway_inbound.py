@@ -1,6 +1,6 @@
 """The gateway's pure pieces: what a request body may carry (app/gateway/inbound.py), the
 JSON it is read from (app/gateway/app.py), the address it is served on
-(app/gateway/address.py) and the body limit it is given (app/cli/serve_cmd.py)."""
+(app.hosts.http_url) and the body limit it is given (app/cli/serve_cmd.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 
 from app.cli.serve_cmd import body_limit, listening_line
 from app.errors import UsageError
-from app.gateway.address import base_url
 from app.gateway.app import parse_json
 from app.gateway.errors import GatewayError
 from app.gateway.inbound import (
@@ -22,6 +21,7 @@ from app.gateway.inbound import (
     parse_responses,
     unsendable,
 )
+from app.hosts import http_url as base_url
 from app.router.routed import request_tokens
 
 USER: list[Any] = [{"role": "user", "content": "x"}]
