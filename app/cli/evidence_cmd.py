@@ -142,6 +142,9 @@ def summary(args: argparse.Namespace) -> dict[str, Any]:
         "verify": {"ok": report.ok, "problems": report.problems, "sealed": seal["sealed"]},
     }
     if m is None:
+        # a manifest.json that is there but unreadable was finalized, then edited
+        data["finalized"] = (path / MANIFEST).is_file()
+        data["status"] = "manifest unreadable" if data["finalized"] else None
         data["files"] = [
             {"name": p.relative_to(path).as_posix(), "size": p.stat().st_size, "sha256": None}
             for p in sorted(path.rglob("*"))
@@ -205,7 +208,7 @@ def _show(args: argparse.Namespace) -> int:
         out.append(f"  task      {data['task']}")
     if data.get("reason"):
         out.append(f"  reason    {data['reason']}")
-    if data["finalized"]:
+    if data["finalized"] and "created" in data:
         out.append(f"  created   {data['created']}   sealed {data['sealed_at']}")
         out.append(
             f"  branch    {data['branch'] or '—'}   base {_short(data['base'])}"

@@ -282,6 +282,22 @@ def test_show_an_unfinalized_run(repo: Path, capsys: pytest.CaptureFixture[str])
     assert "was not finalized" in capsys.readouterr().err
 
 
+def test_show_a_run_whose_manifest_was_edited(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = record(repo)
+    (path / "manifest.json").write_text("{ not json")
+    assert main(["evidence", "show", RUN, "--repo", str(repo)]) == 0
+    out = capsys.readouterr().out
+    # it was finalized, then edited: not a run that never ended
+    assert f"run {RUN}  manifest unreadable" in out and "not finalized" not in out
+    assert "evidence  TAMPERED: manifest.json is not a valid manifest" in out
+    assert main(["evidence", "show", RUN, "--repo", str(repo), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["finalized"] is True and data["status"] == "manifest unreadable"
+    assert data["verify"]["ok"] is False
+
+
 def test_manifest_reads_back(repo: Path) -> None:
     path, manifest = record(repo)
     assert read_manifest(path) == manifest
