@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.policy.schema import Policy, Trigger
 from app.policy.spec import SpecBlock, clean_value
 from app.policy.spec_checks.roles import ROLE_LINES, compact_role_names
-from app.policy.spec_checks.routing import COMPARISON, LOOPS, OPS, THOUSANDS
+from app.policy.spec_checks.routing import COMPARISON, LOOPS, OPS, THOUSANDS, second_threshold
 
 _ITEM = re.compile(r"^(?P<key>[^:]{1,60}):\s*(?P<value>.*)$")
 _MONEY = re.compile(r"^(?P<scope>session|day)\s+\$?\s*(?P<usd>[0-9]+(?:\.[0-9]+)?)\s*(usd)?$", re.I)
@@ -193,6 +193,8 @@ def _threshold(key: str, value: str, line: int, policy: Policy) -> Threshold | s
         loops = LOOPS.match(text)
         if loops is None:
             return f"cannot read a loop count in {value!r} (e.g. '3 failed compile/test loops')"
+        if re.search(r"[0-9]", text[loops.end() :]):
+            return f"cannot read {value!r}: it states more than one loop count"
         number = float(loops["num"])
         if number < 1:
             return "the failed-loop threshold must be at least 1"
@@ -204,6 +206,8 @@ def _threshold(key: str, value: str, line: int, policy: Policy) -> Threshold | s
             # '1e5' read as 1 and '100_000' as 100: the Kimi trigger then fired on nearly
             # every request, with the spec called compliant
             return f"cannot read {value!r}: write the threshold as a plain number (100000, 100k)"
+        if second_threshold(text, cmp.end()):
+            return f"cannot read {value!r}: it states more than one threshold"
         named = text[: cmp.start()].strip().lower().replace(" ", "_")
         if named not in ("", signal):
             return f"{key} is a threshold on {signal}, not on {named!r}"

@@ -209,6 +209,9 @@ def test_parse_override_reads_each_kind_and_names_what_it_cannot() -> None:
         ("tutor: bge-m3", "tutor is a role of kind llm: 'bge-m3' serves embedding"),
         ("librarian: yolo-trt", "serves vision"),
         ("cv: qwen3-14b", "cv is a role of kind vision: 'qwen3-14b' serves llm"),
+        # two rules on one line: the run took the first, whatever the reader took
+        ("architect escalation: confidence < 0.8 (or < 0.5 on weekends)", "more than one"),
+        ("implementer escalation: 3 failed compile/test loops (5 in CI)", "more than one"),
     ],
 )
 def test_an_override_lint_once_called_compliant_is_named(override: str, said: str) -> None:

@@ -344,6 +344,26 @@ def test_routing_lines_that_disagree(
     assert (err.field, err.line) == (field, line_of(spec, needle)), err
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("confidence < 0.75", "confidence < 0.75 (or < 0.5 on weekends)", "architect_escalation"),
+        (
+            "2 failed compile/test loops",
+            "2 failed compile/test loops (4 in CI)",
+            "implementer_escalation",
+        ),
+    ],
+)
+def test_a_routing_line_with_a_second_rule_agrees_with_no_trigger(
+    tmp_path: Path, loaded: LoadedPolicy, old: str, new: str, field: str
+) -> None:
+    assert old in filled()
+    spec = write(tmp_path, filled().replace(old, new))
+    (err,) = lint(spec, loaded).errors
+    assert err.field == field and "more than one" in err.message, err
+
+
 def test_missing_routing_lines(tmp_path: Path, loaded: LoadedPolicy) -> None:
     body = filled().replace("Routing mode: local-first with escalation\n", "")
     body = body.replace("Kimi: escalation-only (Librarian hard sweeps)\n", "")

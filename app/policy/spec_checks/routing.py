@@ -83,6 +83,9 @@ def check_comparison(f: Findings, e: SpecEntry, field: str, role: str, signal: s
     if m is None:
         f.error(e.line, field, f"cannot read a threshold in {e.value.strip()!r} (policy: {want})")
         return
+    if second_threshold(text, m.end()):
+        f.error(e.line, field, f"{e.value.strip()!r} states more than one threshold ({want})")
+        return
     named = text[: m.start()].strip().lower().replace(" ", "_")
     number = float(m["num"]) * (1000 if m["unit"] else 1)
     op = OPS[m["op"]]
@@ -111,6 +114,13 @@ def check_loops(f: Findings, e: SpecEntry) -> None:
             "compile/test loops)",
         )
         return
+    if re.search(r"[0-9]", clean_value(e.value)[m.end() :]):
+        f.error(
+            e.line,
+            "implementer_escalation",
+            f"{e.value.strip()!r} states more than one loop count (policy: {want})",
+        )
+        return
     # the policy's op is ge: N failed loops escalate; a spec states the N
     if int(m["num"]) != trig.threshold or trig.op != "ge":
         f.error(
@@ -119,6 +129,13 @@ def check_loops(f: Findings, e: SpecEntry) -> None:
             f"{m['num']} failed loops disagrees with the policy's trigger {trig.id} "
             f"(failed_loops {OP_TEXT.get(trig.op, trig.op)} {want})",
         )
+
+
+def second_threshold(text: str, end: int) -> bool:
+    """True when ``text`` holds another comparison after the one ending at ``end``
+    ("confidence < 0.75 (or < 0.5 on weekends)"): a line that states two rules agrees
+    with no single trigger, whichever of them a reader takes."""
+    return COMPARISON.search(text, end) is not None
 
 
 def check_family(f: Findings, e: SpecEntry, family: str, title: str) -> None:
