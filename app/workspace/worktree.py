@@ -39,6 +39,7 @@ from app.workspace.git import (
     rev_parse,
     run_git,
 )
+from app.workspace.shown_diff import DIFF_ARGS, shown_diff
 
 BRANCH_PREFIX = "switchyard/"
 WORKTREES_DIR = "worktrees"
@@ -371,8 +372,10 @@ class Worktree:
         return ApplyResult(ok=False, attempt=n, reason=reason, files=files, parent=parent)
 
     def diff(self) -> str:
-        """The run's change so far: base → HEAD of the run branch, as git writes it."""
-        return run_git(self.path, "diff", "--binary", "--no-color", self.base, "HEAD").stdout
+        """The run's change so far, base → HEAD of the run branch: every file as text
+        whatever the repository's attributes say, a binary one as git's one line
+        (:mod:`app.workspace.shown_diff`). For reading only: the merge takes the commit."""
+        return shown_diff(run_git(self.path, "diff", *DIFF_ARGS, self.base, "HEAD").stdout)
 
     def changed_files(self) -> list[str]:
         out = run_git(self.path, "diff", "--name-only", "-z", self.base, "HEAD").stdout

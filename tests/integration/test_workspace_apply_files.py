@@ -80,3 +80,25 @@ def test_binary_and_missing_files_read_as_such(wt: Worktree) -> None:
     with pytest.raises(ValueError, match="not UTF-8 text"):
         wt.read_file("blob.bin")
     assert wt.read_file("nope.py") is None
+
+
+def test_the_diff_shows_files_the_repository_calls_binary(wt: Worktree) -> None:
+    """A model's ``.gitattributes`` (``*.py -diff``) made git show a source file's change
+    as a binary blob: High-Risk lines went unclassified and a key in it unmasked to the
+    Judge and the evidence. A file with a NUL is still one line, its bytes never shown."""
+    bad = 'import ctypes\nKEY = "sk-ant-api03-FAKEANTHROPIC0987654321zyxw"\n'
+    result = wt.apply_files(
+        {".gitattributes": "*.py -diff\n*.txt binary\n", "util.py": bad, "n.txt": "plain\n"}
+    )
+    assert result.ok
+    (wt.path / "blob.bin").write_bytes(b"PNG\x00\x01secret-bytes\n")
+    git(wt.path, "add", "blob.bin")
+    git(wt.path, "commit", "-qm", "a binary file", "--no-verify")
+    diff = wt.diff()
+    assert "+import ctypes\n" in diff and "+KEY = " in diff and "+plain\n" in diff
+    assert "GIT binary patch" not in diff and "secret-bytes" not in diff and "\x00" not in diff
+    assert "Binary files /dev/null and b/blob.bin differ\n" in diff
+    from app.policy import load_policy
+    from app.policy.highrisk import classify_diff
+
+    assert classify_diff(diff, load_policy().policy.high_risk).high_risk
