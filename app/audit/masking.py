@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -213,9 +213,22 @@ def secret_env_values(environ: Mapping[str, str] | None = None) -> tuple[str, ..
     return _env_values(environ)
 
 
+#: key variables a loaded policy names (``providers.X.api_key_env``) beyond the usual ones
+_policy_key_names: frozenset[str] = frozenset()
+
+
+def also_secret(names: Iterable[str]) -> None:
+    """Mask the values of ``names`` too, from now on in this process: the key variables a
+    policy names (``api_key_env = "KIMI_KEY"`` went unmasked into the audit, the evidence
+    and another provider's request, as it matches none of :data:`SECRET_SUFFIXES`)."""
+    global _policy_key_names
+    _policy_key_names = _policy_key_names | frozenset(names)
+
+
 def _env_values(env: Mapping[str, str]) -> tuple[str, ...]:
     # Names first, values only for the few that match.
-    names = [n for n in env if n.endswith(SECRET_SUFFIXES) or n in SECRET_ENV_VARS]
+    extra = _policy_key_names
+    names = [n for n in env if n.endswith(SECRET_SUFFIXES) or n in SECRET_ENV_VARS or n in extra]
     values = {v for v in (env[n] for n in names) if len(v) >= _MIN_SECRET_LEN}
     return tuple(sorted(values, key=lambda v: (-len(v), v)))
 
@@ -230,7 +243,7 @@ def _process_env_values() -> tuple[str, ...]:
     data = getattr(os.environ, "_data", None)
     if not isinstance(data, dict):
         return _env_values(os.environ)
-    snapshot = tuple(data.items())
+    snapshot = (_policy_key_names, *data.items())
     if _env_seen is None or _env_seen[0] != snapshot:
         _env_seen = (snapshot, _env_values(os.environ))
     return _env_seen[1]

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.audit.masking import also_secret
 from app.errors import PolicyError
 from app.hosts import host_port, is_loopback_name, is_provider_host, parse_host_port
 from app.policy.lines import key_lines, line_for
@@ -107,7 +108,11 @@ def load_policy(path: Path | str | None = None) -> LoadedPolicy:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise PolicyError([f"{file}:{line}: not UTF-8 text (byte {exc.start})"]) from None
-    return parse_policy(text, file)
+    loaded = parse_policy(text, file)
+    # the keys this policy's providers read are secrets wherever the masker looks
+    providers = loaded.policy.providers.values()
+    also_secret(p.api_key_env for p in providers if p.api_key_env)
+    return loaded
 
 
 def _toml_error(file: Path, text: str, message: str) -> str:

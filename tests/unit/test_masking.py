@@ -289,3 +289,25 @@ def test_masking_keeps_lines_and_is_idempotent(pieces: list[str]) -> None:
 def test_the_audit_quick_path_equals_redact(fields: dict[str, list[str]]) -> None:
     plain = {k: "\n".join(v) if k != "values" else v for k, v in fields.items()}
     assert redact_fields(plain) == redact(plain)
+
+
+def test_a_key_variable_the_policy_names_is_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``api_key_env = "KIMI_KEY"`` matches no usual key name: its value went unmasked
+    into the audit, the evidence and another provider's request."""
+    from app.audit import masking
+    from app.policy import load_policy
+    from app.resources import default_policy_path
+
+    monkeypatch.setattr(masking, "_policy_key_names", frozenset())  # restored afterwards
+    monkeypatch.setenv("KIMI_KEY", "kimiPLAINvalue0987654321")
+    text = default_policy_path().read_text()
+    assert 'api_key_env = "MOONSHOT_API_KEY"' in text
+    policy = tmp_path / "policy.toml"
+    policy.write_text(text.replace('"MOONSHOT_API_KEY"', '"KIMI_KEY"'))
+    said = "my key is kimiPLAINvalue0987654321"
+    assert mask_text(said) == (said, 0)  # not a key until a policy says so
+    load_policy(policy)
+    assert mask_text(said) == (f"my key is {REDACTED}", 1)
+    assert redact_fields({"detail": said}) == {"detail": f"my key is {REDACTED}"}
