@@ -145,6 +145,15 @@ class SwitchyardAgent:
         s.work = asyncio.create_task(self._turn(s, text, prompt), name=f"acp.turn.{s.id}")
         try:
             return PromptResponse(stop_reason=await s.work)
+        except RequestError:
+            raise
+        except Exception as exc:
+            # a failure inside the turn (the runner sealed what it had): the SDK answered
+            # a pydantic error from deep in the run as the client's "Invalid params"
+            log.exception("prompt in session %s failed", session_id)
+            raise RequestError(
+                -32603, f"the turn failed: {exc!r}"[:2000], {"sessionId": session_id}
+            ) from None
         except asyncio.CancelledError:
             # the turn was cancelled (session/cancel, a hang-up) where nothing in it turned
             # that into "cancelled" (a tutor turn, before the run started): the prompt is

@@ -129,8 +129,9 @@ async def _condense(
         "librarian",
         "finished",
         role="librarian",
-        model=result.model,
-        detail=f"{result.tokens_in} → {result.tokens_out} tokens",
+        model=result.model or "",  # None: no model's answer was usable
+        detail=f"{result.tokens_in} → {result.tokens_out} tokens"
+        + ("" if result.model else ", no Librarian answer was usable: raw excerpts kept"),
     )
     return f"# Task brief (condensed by the Librarian)\n\n**Task:** {ctx.task}\n\n" + result.text
 

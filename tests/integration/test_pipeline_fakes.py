@@ -176,6 +176,7 @@ def fakes(
     spec.write_text(SPEC)
     return {
         "policy": policy,
+        "local": local,
         "vllm": vllm,
         "cloud": cloud,
         "deepseek": deepseek,
@@ -397,6 +398,33 @@ def test_a_brief_over_the_planners_window_is_condensed_by_the_librarian(
     assert main(["evidence", "show", out["run_id"], "--repo", str(repo), "--json"]) == 0
     sidecars = json.loads(capsys.readouterr().out)["sidecars"]
     assert sidecars[0].startswith("librarian condensed ~") and "by llama-3.1-8b" in sidecars[0]
+
+
+def test_a_brief_no_librarian_answer_could_condense_is_clipped_and_the_run_goes_on(
+    repo: Path, fakes: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every Librarian answer unusable: the run once ended "internal error" (the stage
+    event took the missing model for a name), and ACP answered it "Invalid params"."""
+    rules = "".join(f"Rule {n}: module {n} keeps its tests green.\n" for n in range(3500))
+    (repo / "CONSTITUTION.md").write_text(rules)
+    git(repo, "add", "CONSTITUTION.md")
+    git(repo, "commit", "-q", "-m", "a long constitution")
+    local = fakes["local"]
+
+    def unusable_librarian(body: dict[str, Any]) -> str:
+        return "no notes today" if "Librarian" in system_of(body) else str(local(body))
+
+    fakes["vllm"].script.respond_with(unusable_librarian)
+    rc, out = run(
+        ["run", TASK, "--repo", str(repo), "--policy", str(fakes["policy"]), "--approve", "deny"],
+        capsys,
+    )
+    assert rc == 1 and out["outcome"] == "stopped", out  # denied escalations, as above
+    assert "internal error" not in json.dumps(out)
+    condensed = json.loads((Path(out["bundle"]) / "condensed.json").read_text())
+    assert condensed["model"] is None and condensed["points"]
+    assert all(p["text"].startswith("(raw excerpt)") for p in condensed["points"])
+    assert main(["evidence", "verify", out["run_id"], "--repo", str(repo)]) == 0
 
 
 async def test_the_plan_on_screen_while_its_escalation_is_decided_is_the_grounded_one(
