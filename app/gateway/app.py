@@ -27,10 +27,11 @@ from starlette.routing import Route
 
 from app.backends.base import Delta, Message
 from app.bus import RequestServed
+from app.errors import SwitchyardError
 from app.gateway import anthropic_out as ant
 from app.gateway import openai_out as oai
 from app.gateway.errors import GatewayError, Protocol, error_body
-from app.gateway.flow import Done, KeepAlive, new_request_id, run_request
+from app.gateway.flow import Done, KeepAlive, log, new_request_id, run_request, store_down
 from app.gateway.ids import resolve_model, served_ids
 from app.gateway.inbound import (
     Inbound,
@@ -85,6 +86,10 @@ def build_app(session: Session, config: GatewayConfig | None = None) -> Starlett
                 if not err.audited:
                     await _rejected(state, request, spoken, err)
                 return JSONResponse(error_body(spoken, err), status_code=err.status)
+            except SwitchyardError as exc:  # a store gone away where no step said so
+                down = store_down(exc)
+                await _rejected(state, request, spoken, down)
+                return JSONResponse(error_body(spoken, down), status_code=down.status)
 
         return endpoint
 
@@ -132,20 +137,23 @@ async def _rejected(state: _State, request: Request, protocol: Protocol, err: Ga
     rid = new_request_id()
     client = _client(request)
     session = state.session
-    await session.audit.append(
-        "request",
-        session=session.id,
-        run=rid,
-        reason_codes=["GATEWAY_REJECTED"],
-        values={
-            "protocol": protocol,
-            "path": request.url.path,
-            "client": client,
-            "status": err.status,
-            "error": err.kind,
-        },
-        detail=f"{client}: {request.url.path} refused ({err.status}): {err.message[:200]}",
-    )
+    try:
+        await session.audit.append(
+            "request",
+            session=session.id,
+            run=rid,
+            reason_codes=["GATEWAY_REJECTED"],
+            values={
+                "protocol": protocol,
+                "path": request.url.path,
+                "client": client,
+                "status": err.status,
+                "error": err.kind,
+            },
+            detail=f"{client}: {request.url.path} refused ({err.status}): {err.message[:200]}",
+        )
+    except SwitchyardError as exc:  # the refusal stands; only its line is lost
+        log.warning("%s refused (%s); its audit line was not written: %s", rid, err.status, exc)
     if session.bus is not None:
         session.bus.publish_nowait(
             RequestServed(

@@ -16,6 +16,7 @@ settled at its estimate by the router, and the closing line says the client went
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
@@ -25,12 +26,22 @@ from typing import Any
 import anyio
 
 from app.backends.base import Delta
+from app.errors import SwitchyardError
 from app.gateway.errors import GatewayError
 from app.gateway.inbound import Inbound
 from app.router.service import RoutedResult, RouteFailed, RouteRefused
 from app.router.session import Session
 from app.router.structured import complete_structured, schema_parser
 from app.router.types import Signals
+
+log = logging.getLogger("app.gateway")
+
+
+def store_down(exc: SwitchyardError) -> GatewayError:
+    """A store the request needs (the audit log, the budget ledger: the team's database
+    gone away) failed it: the request fails closed, answered in the protocol's shape as
+    a 503 a client may retry, not a bare 500 and a traceback."""
+    return GatewayError(503, "unavailable", f"the request cannot be recorded: {exc}")
 
 
 @dataclass(frozen=True)
@@ -76,33 +87,10 @@ async def run_request(
     """Events for one request; raises :class:`GatewayError` for an audited failure."""
     router = session.router
     request = inbound.request
-    await session.audit.append(
-        "request",
-        session=session.id,
-        run=request_id,
-        role=role,
-        reason_codes=["GATEWAY_REQUEST"],
-        values={
-            "protocol": inbound.protocol,
-            "model": inbound.model,
-            "client": client,
-            "stream": inbound.stream,
-            "tools": len(request.tools),
-            "tool_actions": signals.tool_calls,
-            "user_request": signals.user_request,
-            "max_tokens": request.max_tokens,
-            # hosted tools (web search, …) only their own provider can run: left out
-            **(
-                {"dropped_tools": inbound.extra["dropped_tools"]}
-                if inbound.extra.get("dropped_tools")
-                else {}
-            ),
-        },
-        detail=f"{client}: {inbound.protocol} {inbound.model} → {role}",
-        # Nothing has happened yet: the route line, which stands before any effect,
-        # commits it (group commit), or the loop's next turn does.
-        defer=True,
-    )
+    try:
+        await _open_line(session, inbound, role, signals, request_id, client)
+    except SwitchyardError as exc:
+        raise store_down(exc) from None
     # One waiter at a time, woken by a delta, the end of the work or the keep-alive timer
     # (a task and asyncio.wait per delta cost more than the rest of the relay).
     pending: deque[Delta] = deque()
@@ -183,6 +171,44 @@ async def run_request(
                 await _close_line(session, request_id, role, outcome, None, status=499)
 
 
+async def _open_line(
+    session: Session,
+    inbound: Inbound,
+    role: str,
+    signals: Signals,
+    request_id: str,
+    client: str,
+) -> None:
+    request = inbound.request
+    await session.audit.append(
+        "request",
+        session=session.id,
+        run=request_id,
+        role=role,
+        reason_codes=["GATEWAY_REQUEST"],
+        values={
+            "protocol": inbound.protocol,
+            "model": inbound.model,
+            "client": client,
+            "stream": inbound.stream,
+            "tools": len(request.tools),
+            "tool_actions": signals.tool_calls,
+            "user_request": signals.user_request,
+            "max_tokens": request.max_tokens,
+            # hosted tools (web search, …) only their own provider can run: left out
+            **(
+                {"dropped_tools": inbound.extra["dropped_tools"]}
+                if inbound.extra.get("dropped_tools")
+                else {}
+            ),
+        },
+        detail=f"{client}: {inbound.protocol} {inbound.model} → {role}",
+        # Nothing has happened yet: the route line, which stands before any effect,
+        # commits it (group commit), or the loop's next turn does.
+        defer=True,
+    )
+
+
 def _finished(task: asyncio.Task[tuple[RoutedResult, Any]]) -> tuple[RoutedResult, Any]:
     try:
         return task.result()
@@ -199,6 +225,8 @@ def _finished(task: asyncio.Task[tuple[RoutedResult, Any]]) -> tuple[RoutedResul
                 code="context_length_exceeded",
             ) from None
         raise GatewayError(503, "unavailable", f"no model could serve the request: {exc}") from None
+    except SwitchyardError as exc:  # a store gone away mid-request (the reservation, a line)
+        raise store_down(exc) from None
 
 
 async def _close_line(
@@ -227,13 +255,19 @@ async def _close_line(
             f"{role} served by {result.model} ({result.runtime}): {result.tokens_in} in / "
             f"{result.tokens_out} out, ${result.cost_usd:.4f}"
         )
-    await session.audit.append(
-        "request",
-        session=session.id,
-        run=request_id,
-        role=role,
-        reason_codes=["GATEWAY_DONE" if status == 200 else "GATEWAY_FAILED"],
-        values=values,
-        detail=detail,
-        defer=True,  # records what already happened
-    )
+    try:
+        await session.audit.append(
+            "request",
+            session=session.id,
+            run=request_id,
+            role=role,
+            reason_codes=["GATEWAY_DONE" if status == 200 else "GATEWAY_FAILED"],
+            values=values,
+            detail=detail,
+            defer=True,  # records what already happened
+        )
+    except SwitchyardError as exc:
+        # What the request did is on record already (its route, escalation and call
+        # lines were written before and after the effect); only this summary is lost,
+        # and failing the answer now would make the client pay for the call again.
+        log.warning("request %s: its closing audit line was not written: %s", request_id, exc)
