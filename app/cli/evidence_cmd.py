@@ -122,6 +122,10 @@ def _verify(args: argparse.Namespace) -> int:
     # nothing but the seal missing: the bundle is whole, and nothing vouches for it
     unsealed = seal["sealed"] is None and report.manifest is not None
     word = "UNSEALED" if unsealed and len(report.problems) == 1 else "TAMPERED"
+    if Path(report.path).is_dir() and not (Path(report.path) / MANIFEST).exists():
+        # a run killed, or whose stores went away, before it sealed: nothing to check
+        # the files against, which is not proof that anyone changed them
+        word = "NOT FINALIZED"
     print(f"evidence {word}: run {report.run_id} ({report.path})", file=sys.stderr)
     for problem in report.problems:
         print(f"  {problem}", file=sys.stderr)
@@ -219,7 +223,8 @@ def _show(args: argparse.Namespace) -> int:
             f"   local_only {'yes' if data['local_only'] else 'no'}"
         )
     v = data["verify"]
-    out.append("  evidence  " + ("ok" if v["ok"] else "TAMPERED: " + "; ".join(v["problems"])))
+    word = "TAMPERED" if data["finalized"] else "NOT FINALIZED"
+    out.append("  evidence  " + ("ok" if v["ok"] else f"{word}: " + "; ".join(v["problems"])))
     if "tests" in data:
         last = data["tests"]["last_loop"]
         if last is None:

@@ -278,8 +278,12 @@ def test_show_an_unfinalized_run(repo: Path, capsys: pytest.CaptureFixture[str])
     data = json.loads(capsys.readouterr().out)
     assert data["finalized"] is False and data["verify"]["ok"] is False
     assert {f["name"] for f in data["files"]} == {"TASK_BRIEF.md", "run.json"}
+    assert main(["evidence", "show", RUN, "--repo", str(repo)]) == 0
+    assert "evidence  NOT FINALIZED: manifest.json is missing" in capsys.readouterr().out
     assert main(["evidence", "verify", RUN, "--repo", str(repo)]) == 1
-    assert "was not finalized" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"evidence NOT FINALIZED: run {RUN}" in err and "was not finalized" in err
+    assert "TAMPERED" not in err
 
 
 def test_show_a_run_whose_manifest_was_edited(
