@@ -53,6 +53,8 @@ DENIED_ALL = "DENIED_ALL"
 DENIED_ALL_REUSED = "DENIED_ALL_REUSED"
 APPROVAL_TIMEOUT = "APPROVAL_TIMEOUT"
 APPROVER_ERROR = "APPROVER_ERROR"
+#: the request that asked was cancelled (the user stopped the run) before an answer came
+APPROVAL_CANCELLED = "APPROVAL_CANCELLED"
 
 _CODE_FOR: dict[DecisionKind, str] = {
     "allow_once": APPROVED_ONCE,
@@ -64,6 +66,7 @@ _CODE_FOR: dict[DecisionKind, str] = {
 SESSION_APPROVAL = "session-approval"
 SESSION_DENIAL = "session-denial"
 TIMEOUT = "timeout"
+CANCELLED = "cancelled"
 
 
 class ApprovalRequest(BaseModel):
@@ -282,8 +285,26 @@ class ApprovalBroker:
             code = APPROVED_SESSION_REUSED
         else:
             req = req.model_copy(update={"timeout_s": self.timeout_s})
-            decision, code = await self._ask(req)
+            try:
+                decision, code = await self._ask(req)
+            except asyncio.CancelledError:
+                # Stopped while the human was asked: the escalation still ends in a
+                # recorded decision (GR-005), a denial, and the modal closes.
+                cancelled = ApprovalDecision(
+                    decision="deny",
+                    decided_by=CANCELLED,
+                    reason="cancelled before an answer came (the run was stopped)",
+                )
+                await asyncio.shield(self._record(req, cancelled, APPROVAL_CANCELLED, started))
+                raise
+        await self._record(req, decision, code, started)
+        return decision
 
+    async def _record(
+        self, req: ApprovalRequest, decision: ApprovalDecision, code: str, started: float
+    ) -> None:
+        """Audit the decision, remember a session-wide one, and publish it."""
+        key = (req.session, req.provider, req.model)
         # GR-005: the line is written before the decision takes effect.
         await self._audit.append(
             "approval" if decision.allowed else "denial",
@@ -319,7 +340,6 @@ class ApprovalBroker:
                     reason=decision.reason,
                 )
             )
-        return decision
 
     async def _ask(self, req: ApprovalRequest) -> tuple[ApprovalDecision, str]:
         if req.request_id in self._pending:

@@ -226,6 +226,31 @@ async def test_timeout_denies_and_stops_the_decider() -> None:
     )
 
 
+async def test_a_request_cancelled_while_asking_ends_in_a_denial_line() -> None:
+    """The user stopped the run while the editor or the modal was asking: the
+    escalation had no decision line at all (GR-005), and the modal stayed open."""
+    sink = RecordingSink()
+    never = Never()
+    bus = Bus()
+    with bus.subscribe(kinds=(ApprovalResolved,)) as sub:
+        b = broker(never, sink, bus=bus)
+        asking = asyncio.ensure_future(b.request(make_req(request_id="q1")))
+        await asyncio.sleep(0.01)  # the decider is asking
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+        resolved = await asyncio.wait_for(sub.get(), 1)
+    await asyncio.wait_for(never.cancelled.wait(), 1)  # whoever asked stops asking
+    [line] = sink.calls
+    assert (line["kind"], line["codes"], line["approver"]) == (
+        "denial",
+        ["APPROVAL_CANCELLED"],
+        "cancelled",
+    )
+    assert isinstance(resolved, ApprovalResolved) and resolved.decision == "deny"
+    assert b.pending() == []
+
+
 async def test_a_failing_decider_denies() -> None:
     sink = RecordingSink()
     d = await broker(Broken(), sink).request(make_req())
