@@ -44,6 +44,16 @@ from app.store.url import DatabaseUrl, parse_database_url
 
 T = TypeVar("T")
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+class _Unwritten(Exception):
+    """Internal: writing the output failed while rows were read (not in ``_DB_ERRORS``)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 #: appends that found the head moved before giving up (only a second writer moves it)
 MAX_RACES = 100
 
@@ -336,11 +346,18 @@ class PgAuditLog(AuditBase):
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 sql = f"SELECT line FROM audit_lines WHERE {where} ORDER BY seq"
                 async for rec in conn.cursor(sql, *params):
-                    out.write(rec["line"] + "\n")
+                    try:
+                        out.write(rec["line"] + "\n")
+                    except OSError as exc:  # the output's failure, not the database's
+                        raise _Unwritten(exc) from exc
                     count += 1
             return count
 
-        return await self._with(write)
+        try:
+            return await self._with(write)
+        except _Unwritten as failed:
+            # a reader gone away (``| head``) was "team audit log … unavailable: Broken pipe"
+            raise failed.error from None
 
     async def verify(self) -> VerifyReport:
         """This instance's chain, checked as ``audit verify`` checks every chain."""

@@ -6,6 +6,7 @@ host, and the bad inputs (a malformed URL, an unreachable database, local_only).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,22 @@ async def test_appends_verify_and_export_on_both_stores(
         assert verify_lines(out.read_text().splitlines(), head_hash=report.head_hash).ok
         assert await log.export_jsonl(out, run="r1") == 48
         assert verify_lines(out.read_text().splitlines(), chain=False).ok
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_an_export_whose_reader_went_away_is_not_the_stores_failure(
+    any_store: StoreUnderTest,
+) -> None:
+    """``audit export | head`` on the team store said "team audit log … unavailable:
+    Broken pipe" and ended 1; the output's own error goes through as it is."""
+    async with await any_store.audit() as log:
+        await _write(log, 3, "s1")
+        with pytest.raises(BrokenPipeError):
+            await log.export_jsonl(_ClosedPipe())
 
 
 async def test_two_instances_append_at_once_each_chain_verifies(pg_url: str) -> None:
