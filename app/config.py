@@ -90,6 +90,18 @@ class Settings(BaseSettings):
         return self.data_dir / "memory.sqlite3"
 
 
+def approve_setting(settings: Settings, given: ApproveMode | None) -> tuple[ApproveMode, str]:
+    """The approval mode in force and where it was said, for its audit lines: a standing
+    ``allow`` from the environment or the config file is not a flag typed for one
+    command, and the approval line said "--approve allow" for all three."""
+    if given is not None:
+        return given, f"--approve {given}"
+    mode = settings.approve
+    if any(name.upper() == "SWITCHYARD_APPROVE" for name in os.environ):
+        return mode, f"SWITCHYARD_APPROVE={mode}"
+    return mode, f'approve = "{mode}" in {paths.user_config_file()}'
+
+
 def _os_user() -> str:
     try:
         return getpass.getuser()

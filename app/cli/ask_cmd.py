@@ -95,6 +95,7 @@ async def _run(
 ) -> int:
     from app.backends.base import ChatRequest, Delta, Message
     from app.cli.terminal_decider import decider_for
+    from app.config import approve_setting
     from app.router.session import open_session
     from app.shown import clean
 
@@ -126,7 +127,7 @@ async def _run(
     async with open_session(
         settings,
         policy,
-        decider=decider_for(args.approve or settings.approve),
+        decider=decider_for(*approve_setting(settings, args.approve)),
         local_only=args.local_only,
     ) as session:
         from app.router.service import RouteFailed, RouteRefused

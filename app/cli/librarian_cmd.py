@@ -109,6 +109,7 @@ async def _run(
     sources: list[tuple[str, str]],
 ) -> int:
     from app.cli.terminal_decider import decider_for
+    from app.config import approve_setting
     from app.pipeline.librarian import condense
     from app.router.session import open_session
 
@@ -126,7 +127,7 @@ async def _run(
     async with open_session(
         settings,
         policy,
-        decider=decider_for(args.approve or settings.approve),
+        decider=decider_for(*approve_setting(settings, args.approve)),
         local_only=args.local_only,
     ) as session:
         result = await condense(

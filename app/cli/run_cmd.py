@@ -153,6 +153,7 @@ async def _pipeline(
 ) -> int:
     from app.bus import Bus
     from app.cli.terminal_decider import decider_for
+    from app.config import approve_setting
     from app.pipeline.runner import RunOptions, run_pipeline
     from app.router.session import open_session
 
@@ -172,7 +173,7 @@ async def _pipeline(
         settings,
         policy,
         # the progress printer is no UI that answers: `ask` prompts on the terminal
-        decider=decider_for(args.approve or settings.approve),
+        decider=decider_for(*approve_setting(settings, args.approve)),
         bus=bus,
         local_only=local_only,
     ) as session:

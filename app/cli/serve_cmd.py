@@ -98,6 +98,7 @@ def _run(coro: Any) -> int:
 
 async def _headless(args: argparse.Namespace, settings: Any, policy: Any, config: Any) -> int:
     from app.cli.terminal_decider import decider_for
+    from app.config import approve_setting
     from app.gateway.server import serve
     from app.router.session import open_session
 
@@ -107,7 +108,7 @@ async def _headless(args: argparse.Namespace, settings: Any, policy: Any, config
     async with open_session(
         settings,
         policy,
-        decider=decider_for(args.approve or settings.approve),
+        decider=decider_for(*approve_setting(settings, args.approve)),
         local_only=args.local_only,
     ) as session:
         print(f"switchyard serve: session {session.id}", file=sys.stderr, flush=True)

@@ -377,6 +377,7 @@ async def _synthesize(
 ) -> Tier2Result:
     from app.cli.common import settings_from
     from app.cli.terminal_decider import decider_for
+    from app.config import approve_setting
     from app.paths import repo_state_dir
     from app.pipeline.tier2 import synthesize
     from app.router.session import open_session
@@ -385,7 +386,7 @@ async def _synthesize(
     async with open_session(
         settings,
         policy,
-        decider=decider_for(args.approve or settings.approve),
+        decider=decider_for(*approve_setting(settings, args.approve)),
         local_only=args.local_only,
         session_id=args.session,
     ) as session:

@@ -91,7 +91,7 @@ class TerminalDecider:
         return ApprovalDecision(decision="deny", decided_by=self.name, reason="no valid answer")
 
 
-def decider_for(mode: ApproveMode, bus: Bus | None = None) -> Decider:
+def decider_for(mode: ApproveMode, said: str | None = None, bus: Bus | None = None) -> Decider:
     """``--approve`` on the command line: the core's deciders, with this prompt for ``ask``
-    when no UI listens on a bus."""
-    return approvals.decider_for(mode, bus, ask=TerminalDecider)
+    when no UI listens on a bus. ``said``: where the mode was given (``approve_setting``)."""
+    return approvals.decider_for(mode, bus, ask=TerminalDecider, said=said)

@@ -113,13 +113,14 @@ async def _one_turn(
     args: argparse.Namespace, settings: Any, policy: Any, repo: Path | None, question: str
 ) -> int:
     from app.cli.terminal_decider import decider_for
+    from app.config import approve_setting
     from app.pipeline.tutor import TutorSession
     from app.router.session import open_session
 
     async with open_session(
         settings,
         policy,
-        decider=decider_for(args.approve or settings.approve),
+        decider=decider_for(*approve_setting(settings, args.approve)),
         local_only=args.local_only,
     ) as session:
         tutor = TutorSession.for_session(session, repo=repo)
@@ -162,6 +163,7 @@ async def _one_turn(
 def _interactive(args: argparse.Namespace, settings: Any, policy: Any, repo: Path | None) -> int:
     """One event loop across turns; lines are read between them, with nothing running."""
     from app.cli.terminal_decider import decider_for
+    from app.config import approve_setting
     from app.pipeline.tutor import TutorReplyInvalid, TutorSession, TutorTurnCapReached
     from app.router.service import RouteRefused
     from app.router.session import open_session
@@ -174,7 +176,7 @@ def _interactive(args: argparse.Namespace, settings: Any, policy: Any, repo: Pat
                 open_session(
                     settings,
                     policy,
-                    decider=decider_for(args.approve or settings.approve),
+                    decider=decider_for(*approve_setting(settings, args.approve)),
                     local_only=args.local_only,
                 )
             )

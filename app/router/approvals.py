@@ -114,10 +114,12 @@ class AllowDecider:
 
     name = "headless:allow"
 
+    def __init__(self, said: str = "--approve allow") -> None:
+        #: where the standing answer was given (a flag, the environment, the config file)
+        self.said = said
+
     async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
-        return ApprovalDecision(
-            decision="allow_once", decided_by=self.name, reason="--approve allow"
-        )
+        return ApprovalDecision(decision="allow_once", decided_by=self.name, reason=self.said)
 
 
 class DenyDecider:
@@ -125,8 +127,11 @@ class DenyDecider:
 
     name = "headless:deny"
 
+    def __init__(self, said: str = "--approve deny") -> None:
+        self.said = said
+
     async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
-        return ApprovalDecision(decision="deny", decided_by=self.name, reason="--approve deny")
+        return ApprovalDecision(decision="deny", decided_by=self.name, reason=self.said)
 
 
 class BusDecider:
@@ -190,13 +195,15 @@ def decider_for(
     bus: Bus | None = None,
     *,
     ask: Callable[[], Decider] | None = None,
+    said: str | None = None,
 ) -> Decider:
     """The decider for ``--approve``: ask goes to the UI when there is a bus, else to the
-    face's own prompt (``ask``, e.g. the CLI's terminal); with neither, it denies."""
+    face's own prompt (``ask``, e.g. the CLI's terminal); with neither, it denies.
+    ``said``: where a standing allow or deny was given, for its audit lines."""
     if mode == "allow":
-        return AllowDecider()
+        return AllowDecider(said or "--approve allow")
     if mode == "deny":
-        return DenyDecider()
+        return DenyDecider(said or "--approve deny")
     if bus is not None:
         return BusDecider(bus)
     return ask() if ask is not None else UnattendedDecider()

@@ -17,7 +17,7 @@ from app.backends.registry import BackendRegistry
 from app.backends.runtimes import url_overrides
 from app.bus import Bus
 from app.clock import Clock, SystemClock
-from app.config import ApproveMode, Settings
+from app.config import ApproveMode, Settings, approve_setting
 from app.paths import ensure_dir
 from app.policy.schema import Policy
 from app.router.approvals import ApprovalBroker, Decider, decider_for
@@ -116,8 +116,9 @@ async def _wired(
         runtime_urls=url_overrides(settings),
         clock=clock,
     )
+    mode, said = approve_setting(settings, approve)
     broker = ApprovalBroker(
-        decider or decider_for(approve or settings.approve, bus),
+        decider or decider_for(mode, bus, said=said),
         audit=audit,
         bus=bus,
         timeout_s=min(settings.approval_timeout_s, policy.approvals.timeout_s),

@@ -220,3 +220,34 @@ def test_a_bad_value_names_the_variable_that_was_set(
     monkeypatch.setenv(variable, "notabool")
     assert main(["policy", "show"]) == 2
     assert capsys.readouterr().err.startswith(f"switchyard: setting {variable}: ")
+
+
+async def test_a_standing_approval_says_where_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every headless approval line said "--approve allow", also for an allow standing in
+    the environment or the config file, which no one typed for this command."""
+    from app.cli.terminal_decider import decider_for
+    from app.config import approve_setting
+    from app.router.approvals import ApprovalRequest
+
+    async def reason(mode_said: tuple[Any, str]) -> str:
+        req = ApprovalRequest(
+            session="s",
+            role="architect",
+            model="m",
+            provider="openai",
+            est_cost_usd=0.1,
+            budget_left_usd=1.0,
+        )
+        return (await decider_for(*mode_said).decide(req)).reason
+
+    assert approve_setting(load_settings(), "deny") == ("deny", "--approve deny")
+    config = _config(tmp_path, 'approve = "allow"\n')
+    said = approve_setting(load_settings(), None)
+    assert said == ("allow", f'approve = "allow" in {config}')
+    assert await reason(said) == f'approve = "allow" in {config}'
+    monkeypatch.setenv("SWITCHYARD_APPROVE", "deny")
+    said = approve_setting(load_settings(), None)
+    assert said == ("deny", "SWITCHYARD_APPROVE=deny") and await reason(said) == said[1]
+    assert await reason(approve_setting(load_settings(), "allow")) == "--approve allow"
