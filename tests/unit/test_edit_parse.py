@@ -79,6 +79,19 @@ def test_a_unified_diff_with_no_numbers_and_a_blank_context_line() -> None:
     assert hunk.lines == ["     tagged = []", " ", "-" + FIX_SEARCH[:-1], "+" + FIX_REPLACE[:-1]]
 
 
+def test_blocks_and_a_unified_diff_in_one_reply_are_named_not_half_applied() -> None:
+    """The diff's edits were dropped without a word while the blocks landed."""
+    text = (
+        block("parser.py", FIX_SEARCH, FIX_REPLACE)
+        + "And in util.py:\n```diff\n--- a/util.py\n+++ b/util.py\n@@ @@\n-x = 1\n+x = 2\n```\n"
+        + '{"self_check_confidence": 0.6}'
+    )
+    assert any("mixes SEARCH/REPLACE blocks with a unified diff" in p for p in problems(text))
+    # a block whose own text looks like a diff is one format still
+    inside = block("notes.diff", "--- a/x\n+++ b/x\n", "--- a/y\n+++ b/y\n")
+    assert parse_edits(inside + '{"self_check_confidence": 0.6}').format == "blocks"
+
+
 def test_context_lines_that_look_like_fences_stay_in_the_hunk() -> None:
     """An RST underline (" ~~~~") or a Markdown fence inside a docstring (" ```") is a
     context line; only a fence at the start of its line closes the diff (the bench found a

@@ -141,10 +141,12 @@ def _blocks(lines: list[str]) -> tuple[list[_Spec], list[str], int]:
     problems: list[str] = []
     path: str | None = None
     floor = end = i = 0
+    outside: list[str] = []  # the lines between blocks
     while i < len(lines):
         line = lines[i]
         whole = bool(_FILE.match(line))
         if not (whole or _SEARCH.match(line)):
+            outside.append(line)
             i += 1
             continue
         n = len(specs) + len(problems) + 1
@@ -169,6 +171,12 @@ def _blocks(lines: list[str]) -> tuple[list[_Spec], list[str], int]:
         i = floor = end = j + 1
     if not specs and not problems:
         problems.append("no complete block found")
+    if looks_like_diff(outside):
+        # the diff's edits were dropped without a word while the blocks landed
+        problems.append(
+            "the reply mixes SEARCH/REPLACE blocks with a unified diff: write every edit "
+            "as a block"
+        )
     return specs, problems, end
 
 
