@@ -51,15 +51,25 @@ async def offer_merge(
     tid = f"{run_id}:merge"
     # ask only when nothing but the human's answer blocks (as `switchyard merge` does)
     asked = not plan.already_merged and not plan.blockers()
-    human = asked and await _ask(plan, tid, target, send=send, ask=ask, timeout_s=timeout_s)
-    outcome = await execute_merge(plan, human_approved=human, audit=audit, approver=approver)
+    human, answer = False, None
+    if asked:
+        human, answer = await _ask(plan, tid, target, send=send, ask=ask, timeout_s=timeout_s)
+    outcome = await execute_merge(
+        plan,
+        human_approved=human,
+        audit=audit,
+        approver=approver,
+        answer=None if answer is None else f"{approver}: {answer}",
+    )
     await _report(plan, outcome, tid, target, asked=asked, send=send)
     return outcome
 
 
 async def _ask(
     plan: MergePlan, tid: str, target: str, *, send: Send, ask: Ask, timeout_s: float
-) -> bool:
+) -> tuple[bool, str]:
+    """Whether the editor's human allowed the merge, and their answer in words (a
+    decline, no answer and a failed request are not the same thing in the audit)."""
     title = f"Merge run {plan.run_id} into {target}?"
     body = describe(plan, target)
     locations = [ToolCallLocation(path=str(Path(plan.repo) / f)) for f in plan.files]
@@ -80,16 +90,20 @@ async def _ask(
             response = await ask(tool_call=call, options=MERGE_OPTIONS)
     except TimeoutError:
         log.info("merge permission for %s: no answer within %ss", plan.run_id, timeout_s)
-        return False
+        return False, f"no answer within {timeout_s:g}s"
     except asyncio.CancelledError:
         note = tool_content(text_block("withdrawn: the turn was cancelled; nothing merged"))
         await asyncio.shield(send(update_tool_call(tid, status="failed", content=[note])))
         raise
     except Exception as exc:
         log.warning("merge permission for %s failed: %r", plan.run_id, exc)
-        return False
+        return False, f"the permission request failed: {exc!r}"[:300]
     outcome = response.outcome
-    return isinstance(outcome, AllowedOutcome) and outcome.option_id == "merge"
+    if not isinstance(outcome, AllowedOutcome):
+        return False, "dismissed (cancelled outcome)"
+    if outcome.option_id == "merge":
+        return True, "merge"
+    return False, f"declined ({outcome.option_id})"
 
 
 async def _report(

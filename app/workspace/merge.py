@@ -232,8 +232,10 @@ async def execute_merge(
     human_approved: bool,
     audit: AuditSink | None,
     approver: str | None = None,
+    answer: str | None = None,
 ) -> MergeOutcome:
     """Evaluate the gate with the human's answer; merge when it holds. Audited (kind merge).
+    ``answer``: what the human was asked and said, in words, where a face knows it.
 
     Runs git synchronously (a merge takes moments; an interruption must not leave it half
     done in a thread). The TUI calls it from a worker.
@@ -264,6 +266,7 @@ async def execute_merge(
                 "before": plan.before_head,
                 "human_approved": human_approved,
                 "approver": approver if human_approved else None,
+                **({"answer": answer} if answer is not None else {}),
                 **values,
             },
             detail=detail,

@@ -264,6 +264,8 @@ async def test_the_merge_refused_leaves_the_checkout_and_a_client_without_fs_rea
     merges = await audit_db("merge")
     assert [m["values"]["outcome"] for m in merges] == ["refused"]
     assert merges[0]["reason_codes"] == ["HUMAN"] and merges[0]["run"] == bundle.name
+    # who said no, and how (a decline is not a timeout nor a failed request)
+    assert merges[0]["values"]["answer"] == f"acp:{CLIENT_NAME}: declined (keep)"
     assert "Not merged (nothing in the checkout changed)" in client.text()
     # no fs capability: the agent never asked the client, it read the file from disk
     assert client.reads == [] and client.writes == []
