@@ -133,8 +133,24 @@ def _why(exc: BaseException) -> str:
 
 
 async def migrate(conn: Conn, component: str, migrations: Sequence[Migration], what: str) -> None:
-    """Bring ``component``'s tables to ``len(migrations)``, in one transaction."""
+    """Bring ``component``'s tables to ``len(migrations)``, in one transaction.
+
+    Tables already current are only read: a role that may read but not create (an
+    auditor's, for ``audit verify`` and ``budget``) was refused at the ``CREATE TABLE IF
+    NOT EXISTS``, which needs the right to create even when the table is there."""
+    import asyncpg
+
     known = len(migrations)
+    try:
+        found = await conn.fetchval(
+            "SELECT version FROM switchyard_schema WHERE component = $1", component
+        )
+    except asyncpg.UndefinedTableError:
+        found = None
+    if found is not None and int(found) > known:
+        raise SchemaTooNew(what, int(found), known)
+    if found is not None and int(found) == known:
+        return
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         await conn.execute(

@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -389,3 +390,57 @@ def test_a_fallback_the_user_asked_for_is_audited(
         first = json.loads(con.execute("SELECT line FROM audit_lines ORDER BY seq").fetchone()[0])
     assert first["kind"] == "degradation" and first["reason_codes"] == ["GR005_STORE_FALLBACK"]
     assert "cannot reach the team database" in first["detail"]
+
+
+def test_an_auditors_read_only_role_verifies_the_log_and_reads_the_budget(
+    pg_url: str,
+    pg_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A role that may only read (an auditor's) was refused by every command ("permission
+    denied for schema public"): opening a store created its version table IF NOT EXISTS,
+    which needs the right to create even when the table is there."""
+    from app.audit.pg_log import PgAuditLog
+    from tests.pg import _admin, run_sync
+
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", pg_url)
+    monkeypatch.setenv("SWITCHYARD_USER", "alice")
+    # the owner's set-up: the team's tables, some lines and a ledger
+    rc, _, err = run_cli(["budget", "--json"], capsys)
+    assert rc == 0, err
+
+    async def build() -> None:
+        async with await PgAuditLog.open(pg_url, team="default", user="alice", host="h") as log:
+            await _write(log, 5)
+
+    asyncio.run(build())
+    database = pg_url.rsplit("/", 1)[1]
+    role = f"auditor_{database}"
+    run_sync(_admin(pg_server, f"CREATE ROLE {role} LOGIN"))
+    run_sync(
+        _admin(
+            pg_server,
+            f"GRANT CONNECT ON DATABASE {database} TO {role}",
+        )
+    )
+    conn_url = pg_server.url_for(database)
+
+    async def grant() -> None:
+        conn = await asyncpg.connect(conn_url)
+        try:
+            await conn.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role}")
+            await conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+            await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        finally:
+            await conn.close()
+
+    asyncio.run(grant())
+    auditor = f"postgresql://{role}@{pg_server.host}:{pg_server.port}/{database}"
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", auditor)
+    rc, out, err = run_cli(["audit", "verify"], capsys)
+    assert rc == 0 and "5 lines" in out, err
+    rc, out, err = run_cli(["audit", "tail", "--team", "--json"], capsys)
+    assert rc == 0 and len(out.splitlines()) == 5, err
+    rc, _, err = run_cli(["budget", "--json"], capsys)
+    assert rc == 0, err

@@ -323,9 +323,17 @@ class PgBudgetLedger(ClosedOnExit):
     # ── reading ──────────────────────────────────────────────────────────────────────────
 
     async def expire_stale(self) -> int:
-        """Charge every reservation past its TTL (by the database's clock) in full."""
-        found = await self._with(lambda c: c.fetchval("SELECT sy_ledger_expire()"))
-        return int(found or 0)
+        """Charge every reservation past its TTL (by the database's clock) in full. A role
+        that may only read (an auditor's) leaves that to the next writer: its reports
+        show such a reservation as still reserved."""
+
+        async def expire(conn: Conn) -> Any:
+            try:
+                return await conn.fetchval("SELECT sy_ledger_expire()")
+            except asyncpg.InsufficientPrivilegeError:
+                return 0
+
+        return int(await self._with(expire) or 0)
 
     async def left_usd(self, session: str, provider: str) -> float:
         return (await self.left_usd_many(session, (provider,)))[provider]
