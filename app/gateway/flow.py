@@ -29,6 +29,7 @@ from app.backends.base import Delta
 from app.errors import SwitchyardError
 from app.gateway.errors import GatewayError
 from app.gateway.inbound import Inbound
+from app.router.routed import Watching
 from app.router.service import RoutedResult, RouteFailed, RouteRefused
 from app.router.session import Session
 from app.router.structured import complete_structured, schema_parser
@@ -130,7 +131,9 @@ async def run_request(
                 )
             assert answer.result is not None
             return answer.result, answer.value
-        result = await router.complete(role, request, signals, run=request_id, on_delta=on_delta)
+        # a whole reply is sent only once it is done: a cut stream may be retried then
+        hook = on_delta if inbound.stream else Watching(on_delta)
+        result = await router.complete(role, request, signals, run=request_id, on_delta=hook)
         return result, None
 
     task = asyncio.create_task(work())

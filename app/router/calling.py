@@ -24,7 +24,7 @@ from app.backends.base import Backend, BackendError, ChatRequest, ChatResult
 from app.bus import Bus, TokenDelta
 from app.policy.schema import Policy
 from app.router.retry import backoff_delay, rule_for
-from app.router.routed import DeltaHook, Write
+from app.router.routed import DeltaHook, StreamBroken, Write
 
 #: error kinds the router never repeats
 NEVER_RETRIED = frozenset({"context_length", "local_only", "cancelled"})
@@ -80,6 +80,8 @@ async def call_backend(
     sleep: Callable[[float], Awaitable[None]],
 ) -> ChatResult:
     attempt = 0
+    sent = False  # part of a reply has been passed on: nothing may follow it but its end
+    relays = on_delta is not None and getattr(on_delta, "relays", True)
     while True:
         try:
             final: ChatResult | None = None
@@ -88,6 +90,8 @@ async def call_backend(
                     final = item
                     continue
                 if on_delta is not None:
+                    if relays:
+                        sent = sent or bool(item.text or item.reasoning or item.tool_calls)
                     await on_delta(item)
                 if bus is not None and item.text:
                     await bus.publish(
@@ -99,6 +103,8 @@ async def call_backend(
                 raise BackendError("bad_output", "stream ended without a result")
             return final
         except BackendError as exc:
+            if sent and exc.kind != "cancelled":
+                raise StreamBroken(backend.model_id, exc) from exc
             attempt += 1
             if not cloud or exc.kind in NEVER_RETRIED:
                 raise

@@ -28,6 +28,8 @@ from app.router.routed import (
     UNAVAILABLE,
     DeltaHook,
     RoutedResult,
+    RouteFailed,
+    StreamBroken,
     Write,
     call_values,
     input_hash,
@@ -185,6 +187,11 @@ async def serve_cloud(
         # estimate (never crossing a cap by guessing low), and the audit says so.
         await asyncio.shield(_cancelled(router, reservation.id, d, write))
         raise
+    except StreamBroken as broken:
+        # Part of the reply is with the reader: it is billed, and no retry or other
+        # model may continue it. Settled at the estimate, as a cancelled call is.
+        await _cancelled(router, reservation.id, d, write, broken=broken)
+        raise RouteFailed(str(broken)) from None
     except BackendError as exc:
         await router.ledger.release(reservation.id)
         rule = rule_for(router.policy, exc.kind)
@@ -229,20 +236,31 @@ async def serve_cloud(
     return out
 
 
-async def _cancelled(router: Router, reservation_id: str, d: Decision, write: Write) -> None:
+async def _cancelled(
+    router: Router,
+    reservation_id: str,
+    d: Decision,
+    write: Write,
+    *,
+    broken: StreamBroken | None = None,
+) -> None:
     await router.ledger.settle(
         reservation_id,
         actual_usd=d.est_cost_usd,
         tokens_in=d.est_tokens_in,
         tokens_out=0,
         latency_ms=0.0,
-        outcome="cancelled",
+        outcome="cancelled" if broken is None else "failed",
     )
+    why = "the call was cancelled mid-way" if broken is None else str(broken)
     await write(
         "budget",
         to=d.target,
-        reason_codes=["CALL_CANCELLED", "SETTLED_AT_ESTIMATE"],
+        reason_codes=[
+            "CALL_CANCELLED" if broken is None else "STREAM_BROKEN",
+            "SETTLED_AT_ESTIMATE",
+        ],
         values={"est_cost_usd": round(d.est_cost_usd, 6)},
-        detail=f"{d.target}: the call was cancelled mid-way; settled at the reserved "
-        f"${d.est_cost_usd:.4f} (the provider may bill what it generated)",
+        detail=f"{d.target}: {why}; settled at the reserved ${d.est_cost_usd:.4f} (the "
+        "provider may bill what it generated)",
     )

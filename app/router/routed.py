@@ -23,7 +23,24 @@ RUNTIME_LABEL = {
     "cloud": "cloud",
 }
 
+#: each delta of a reply as it comes; a hook passes it on to a reader (a client's stream,
+#: the terminal), so once one has gone no retry or fallback may follow (StreamBroken)
 DeltaHook = Callable[[Delta], Awaitable[None]]
+
+
+class Watching:
+    """An ``on_delta`` hook that passes nothing on to a reader: it only watches (for the
+    stop sequence a non-streamed reply ended on), so a reply it saw may still be retried."""
+
+    relays = False
+
+    def __init__(self, hook: DeltaHook) -> None:
+        self.hook = hook
+
+    async def __call__(self, delta: Delta) -> None:
+        await self.hook(delta)
+
+
 #: writes one audit line for the request at hand (role, session and run filled in)
 Write = Callable[..., Awaitable[AuditLine]]
 
@@ -65,6 +82,18 @@ def too_long(failed: dict[str, str], last: str | None = None) -> bool:
     if last is not None:
         kinds.append(last)
     return TOO_LONG in kinds and all(k in (TOO_LONG, UNAVAILABLE, OVER_BUDGET) for k in kinds)
+
+
+class StreamBroken(SwitchyardError):
+    """A backend failed after part of its reply had been passed on (``on_delta``): no
+    retry and no other step may continue that reply, which the reader already holds in
+    part (a client's stream got the same text twice, and tool calls spliced together).
+    """
+
+    def __init__(self, model: str, error: Exception) -> None:
+        super().__init__(f"{model} failed after part of its reply was sent: {error}")
+        self.model = model
+        self.error = error
 
 
 class RouteFailed(SwitchyardError):

@@ -38,6 +38,7 @@ from app.router.routed import (
     RouteFailed,
     RouteRefused,
     RouteStaysLocal,
+    StreamBroken,
     Write,
     request_tokens,
     skip_text,
@@ -239,6 +240,21 @@ class Router:
                 result = await serve_local(
                     self, d, request, run, on_delta, write, failed, inputs=inputs
                 )
+            except StreamBroken as broken:
+                # the reader holds part of this reply: no other runtime may continue it
+                assert d.runtime is not None
+                if d.runtime != "llamacpp_inprocess":
+                    rule = rule_for(self.policy, "connect")
+                    cooldown = rule.cooldown_s if rule else 30.0
+                    self.health.mark_down(f"runtime:{d.runtime}", cooldown, str(broken.error))
+                await write(
+                    "degradation",
+                    from_=f"{d.target}@{d.runtime}",
+                    reason_codes=["STREAM_BROKEN"],
+                    values={"error": str(broken.error)[:300]},
+                    detail=f"{broken}; the reply ends here (no fallback continues it)",
+                )
+                raise RouteFailed(str(broken)) from None
             except BackendError as exc:
                 last_error = exc
                 assert d.runtime is not None

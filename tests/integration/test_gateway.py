@@ -522,3 +522,41 @@ def test_a_prompt_too_long_for_every_model_is_a_400_to_shorten_not_a_503_to_retr
     failed = [ln for ln in lines_of("request") if "GATEWAY_FAILED" in ln["reason_codes"]]
     assert [ln["values"]["status"] for ln in failed] == [400] * 6
     assert len(gw.vllm.chat_requests) == 6
+
+
+def test_a_stream_cut_after_its_first_words_is_not_retried_into_the_same_reply(
+    gw_allow: Gateway,
+) -> None:
+    """The client held part of GPT's reply when its stream broke: the retry and then the
+    chain's next steps went on in the same stream (the text twice, tool calls spliced
+    into one). Now the reply ends there with an error event; a non-streamed request,
+    whose reply nobody has seen yet, is still retried."""
+    gw_allow.cloud.fail_next("cut_stream", 1, after=3)  # the role chunk and two words
+    body = {
+        "model": "architect+escalate",
+        "stream": True,
+        "messages": [{"role": "user", "content": "plan"}],
+    }
+    with httpx.Client(base_url=gw_allow.url, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as resp:
+            assert resp.status_code == 200
+            events = [ln[6:] for ln in resp.iter_lines() if ln.startswith("data: ")]
+    chunks = [json.loads(e) for e in events if e != "[DONE]"]
+    text = "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")
+    )
+    assert text == "A plan ", text  # once, and nothing after it
+    (error,) = [c["error"] for c in chunks if "error" in c]
+    assert "failed after part of its reply was sent" in error["message"]
+    assert events[-1] == "[DONE]"
+    assert not lines_of("retry") and len(gw_allow.cloud.chat_requests) == 1
+    (settled,) = [ln for ln in lines_of("budget") if "STREAM_BROKEN" in ln["reason_codes"]]
+    assert settled["to"] == "gpt-5.1-high"
+    assert not gw_allow.vllm.chat_requests  # no local step took the reply over
+    # not streamed: the reply is whole before anyone reads it, so the cut is retried
+    gw_allow.cloud.fail_next("cut_stream", 1, after=3)
+    reply = gw_allow.openai.chat.completions.create(
+        model="architect+escalate", messages=[{"role": "user", "content": "plan"}]
+    )
+    assert reply.choices[0].message.content == "A plan from GPT."
+    assert any("RETRY_SERVER_ERROR" in ln["reason_codes"] for ln in lines_of("retry"))

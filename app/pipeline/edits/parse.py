@@ -174,8 +174,7 @@ def _blocks(lines: list[str]) -> tuple[list[_Spec], list[str], int]:
     if looks_like_diff(outside):
         # the diff's edits were dropped without a word while the blocks landed
         problems.append(
-            "the reply mixes SEARCH/REPLACE blocks with a unified diff: write every edit "
-            "as a block"
+            "the reply mixes SEARCH/REPLACE blocks with a unified diff: write every edit as a block"
         )
     return specs, problems, end
 
