@@ -31,7 +31,15 @@ from app.errors import SwitchyardError
 from app.gateway import anthropic_out as ant
 from app.gateway import openai_out as oai
 from app.gateway.errors import GatewayError, Protocol, error_body
-from app.gateway.flow import Done, KeepAlive, log, new_request_id, run_request, store_down
+from app.gateway.flow import (
+    Done,
+    KeepAlive,
+    Stopping,
+    log,
+    new_request_id,
+    run_request,
+    store_down,
+)
 from app.gateway.ids import resolve_model, served_ids
 from app.gateway.inbound import (
     Inbound,
@@ -64,11 +72,15 @@ class GatewayConfig:
 class _State:
     session: Session
     config: GatewayConfig
+    stopping: Stopping
     responses: OrderedDict[str, list[Message]] = field(default_factory=OrderedDict)
 
 
-def build_app(session: Session, config: GatewayConfig | None = None) -> Starlette:
-    state = _State(session, config or GatewayConfig())
+def build_app(
+    session: Session, config: GatewayConfig | None = None, stopping: Stopping | None = None
+) -> Starlette:
+    """``stopping``: set by the server as it stops; the requests in flight end on it."""
+    state = _State(session, config or GatewayConfig(), stopping or Stopping())
 
     def route(
         protocol: Protocol | None, handler: Callable[[_State, Request], Any]
@@ -291,6 +303,7 @@ async def _events(
         request_id=rid,
         client=client,
         keepalive_s=state.session.policy.gateway.keepalive_s,
+        stopping=state.stopping,
     )
     return role, rid, client, events
 

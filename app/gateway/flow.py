@@ -19,7 +19,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,28 @@ def store_down(exc: SwitchyardError) -> GatewayError:
     gone away) failed it: the request fails closed, answered in the protocol's shape as
     a 503 a client may retry, not a bare 500 and a traceback."""
     return GatewayError(503, "unavailable", f"the request cannot be recorded: {exc}")
+
+
+class Stopping:
+    """The server is stopping (Ctrl-C, SIGTERM, the workbench quitting): each request in
+    flight ends now, its work cancelled (a cloud call settled at its estimate) and its
+    closing line written, and answers 503, instead of being cancelled under the server,
+    which printed a traceback per request and wrote nothing."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._wakes: set[Callable[[], None]] = set()
+
+    def set(self) -> None:
+        self.stopping = True
+        for wake in list(self._wakes):
+            wake()
+
+    def watch(self, wake: Callable[[], None]) -> None:
+        self._wakes.add(wake)
+
+    def unwatch(self, wake: Callable[[], None]) -> None:
+        self._wakes.discard(wake)
 
 
 @dataclass(frozen=True)
@@ -84,6 +106,7 @@ async def run_request(
     request_id: str,
     client: str,
     keepalive_s: float,
+    stopping: Stopping | None = None,
 ) -> AsyncIterator[Event]:
     """Events for one request; raises :class:`GatewayError` for an audited failure."""
     router = session.router
@@ -140,6 +163,8 @@ async def run_request(
     task.add_done_callback(lambda _: wake())
     loop = asyncio.get_running_loop()
     outcome = "client went away"
+    if stopping is not None:
+        stopping.watch(wake)
     try:
         while True:
             while pending:  # every delta before the result
@@ -150,6 +175,10 @@ async def run_request(
                 await _close_line(session, request_id, role, "ok", result)
                 yield Done(result, value, matched_stop(result, request.stop, said_stop))
                 return
+            if stopping is not None and stopping.stopping:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise GatewayError(503, "unavailable", "the server is stopping")
             waiter = loop.create_future()
             timer = loop.call_later(keepalive_s, wake)
             try:
@@ -165,6 +194,8 @@ async def run_request(
         err.audited = True
         raise
     finally:
+        if stopping is not None:
+            stopping.unwatch(wake)
         # The server cancels a disconnected client's stream with an anyio cancel scope,
         # which cancels every await inside it again: the clean-up needs a shielded scope.
         with anyio.CancelScope(shield=True):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import uvicorn
 
 from app.gateway.app import GatewayConfig, build_app
+from app.gateway.flow import Stopping
 from app.heap import freeze_startup_heap, thaw_heap
 from app.router.session import Session
 
@@ -33,9 +34,10 @@ async def serve(
     requests in flight so each writes its closing audit line while the session is still
     open, and close the connections; then the cancellation goes on.
     """
+    stopping = Stopping()
     server = uvicorn.Server(
         uvicorn.Config(
-            build_app(session, config),
+            build_app(session, config, stopping),
             host=host,
             port=port,
             log_level="warning",
@@ -44,6 +46,9 @@ async def serve(
             # a client's stream must not wait for a buffer to fill: every chunk is sent
             # as it is written (uvicorn flushes each body message)
             timeout_keep_alive=75,
+            # told to stop (Ctrl-C, SIGTERM): requests in flight get this long to finish,
+            # then they are cancelled (each writes its closing line and settles)
+            timeout_graceful_shutdown=int(STOP_WAIT_S),
             **fast_stack(),  # type: ignore[arg-type]
         )
     )
@@ -59,9 +64,25 @@ async def serve(
             on_ready(str(bound[0]), int(bound[1]))
 
     server.startup = startup  # type: ignore[method-assign]
+    stopped = server.shutdown
+
+    async def shutdown(sockets: object = None) -> None:
+        # Told to stop by a signal. The requests in flight end now, each with its closing
+        # line (uvicorn would wait for them to finish, then cancel them under the app,
+        # a traceback each); then uvicorn raises the signal again at once (SIGTERM ends
+        # the process there), so whatever is still unwinding is waited for, and what
+        # was written is committed, before it lets go.
+        stopping.set()  # the requests in flight end now, each with its closing line
+        await stopped(sockets)  # type: ignore[arg-type]
+        await _unwind(server)
+        await session.audit.flush()
+        await session.ledger.flush()
+
+    server.shutdown = shutdown  # type: ignore[method-assign]
     try:
         await server.serve()
     except asyncio.CancelledError:
+        stopping.set()
         await _stop(server)
         raise
     finally:
@@ -73,13 +94,23 @@ STOP_WAIT_S = 5.0
 
 
 async def _stop(server: uvicorn.Server) -> None:
+    """Cancelled: stop listening; the requests in flight (told by ``Stopping``) end on
+    their own, and what has not ended in ``STOP_WAIT_S`` is cancelled."""
     server.should_exit = server.force_exit = True
     for listening in getattr(server, "servers", []):
         listening.close()
-    tasks = list(server.server_state.tasks)
+    ending = [task for task in server.server_state.tasks if not task.done()]
+    if ending:
+        await asyncio.wait(ending, timeout=STOP_WAIT_S)
+    await _unwind(server)
+    for connection in list(server.server_state.connections):
+        connection.shutdown()
+
+
+async def _unwind(server: uvicorn.Server) -> None:
+    """Cancel the requests still in flight and wait (bounded) for their clean-up."""
+    tasks = [task for task in server.server_state.tasks if not task.done()]
     for task in tasks:
         task.cancel()
     if tasks:
         await asyncio.wait(tasks, timeout=STOP_WAIT_S)
-    for connection in list(server.server_state.connections):
-        connection.shutdown()

@@ -385,6 +385,58 @@ def test_a_client_that_disconnects_mid_stream_cancels_and_settles(
         assert budget and budget[0]["to"] == "gpt-5.1-high"
 
 
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_stopping_the_server_mid_stream_closes_and_settles_the_request(
+    tmp_path: Path,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
+    signal_name: str,
+) -> None:
+    """Ctrl-C with a stream in flight: the server waited for the stream to end (a minute
+    and more), and a second Ctrl-C ended it with tracebacks ("the audit log is closed"),
+    no closing line, and the cloud reservation left to expire at its full estimate."""
+    import signal
+    import threading
+
+    slow = fake_openai_factory("openai", default_reply=" ".join(["word"] * 600), event_delay=0.1)
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply=REPLY)
+    for gw in _gateway(tmp_path, (vllm, slow, fake_anthropic_factory()), "--approve", "allow"):
+        streaming = threading.Event()
+
+        def client(url: str, streaming: threading.Event) -> None:
+            body = {
+                "model": "architect+escalate",
+                "stream": True,
+                "messages": [{"role": "user", "content": "plan"}],
+            }
+            try:
+                with (
+                    httpx.Client(base_url=url, timeout=60) as http,
+                    http.stream("POST", "/v1/chat/completions", json=body) as resp,
+                ):
+                    for line in resp.iter_lines():
+                        if '"content"' in line:
+                            streaming.set()
+            except httpx.HTTPError:
+                pass  # the server went away: what the client sees is not the point here
+
+        reader = threading.Thread(target=client, args=(gw.url, streaming), daemon=True)
+        reader.start()
+        assert streaming.wait(30), "the stream never started"
+        gw.proc.send_signal(getattr(signal, signal_name))
+        _, err = gw.proc.communicate(timeout=30)
+        # stopped as the signal says: Ctrl-C is "interrupted" (130), SIGTERM ends it
+        assert gw.proc.returncode == (130 if signal_name == "SIGINT" else -signal.SIGTERM), err
+        assert "Traceback" not in err and "is closed" not in err, err
+        reader.join(10)
+        closing = [ln for ln in lines_of("request") if ln["values"].get("status") == 503]
+        assert len(closing) == 1, [(ln["kind"], ln["detail"]) for ln in lines_of()]
+        assert closing[0]["values"]["outcome"] == "error: the server is stopping"
+        settled = [ln for ln in lines_of("budget") if "CALL_CANCELLED" in ln["reason_codes"]]
+        assert len(settled) == 1 and settled[0]["to"] == "gpt-5.1-high"
+        assert not lines_of("retry")
+
+
 # ── abuse ────────────────────────────────────────────────────────────────────────────────
 
 
@@ -537,10 +589,12 @@ def test_a_stream_cut_after_its_first_words_is_not_retried_into_the_same_reply(
         "stream": True,
         "messages": [{"role": "user", "content": "plan"}],
     }
-    with httpx.Client(base_url=gw_allow.url, timeout=60) as http:
-        with http.stream("POST", "/v1/chat/completions", json=body) as resp:
-            assert resp.status_code == 200
-            events = [ln[6:] for ln in resp.iter_lines() if ln.startswith("data: ")]
+    with (
+        httpx.Client(base_url=gw_allow.url, timeout=60) as http,
+        http.stream("POST", "/v1/chat/completions", json=body) as resp,
+    ):
+        assert resp.status_code == 200
+        events = [ln[6:] for ln in resp.iter_lines() if ln.startswith("data: ")]
     chunks = [json.loads(e) for e in events if e != "[DONE]"]
     text = "".join(
         c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")

@@ -340,7 +340,8 @@ async def test_a_client_that_goes_away_while_held_closes_its_modal(world: Gatewa
         assert (row.status, row.outcome) == (499, "client went away")
         assert row.steps == [["gpt-5.1-high", "withdrawn"]]
         assert app.home.header.state == "listening"
-        assert seen.of(bridge.ApprovalSettled) == []  # nobody decided; nothing was sent
+        # nobody decided: the broker's own denial ("cancelled") closed it; nothing was sent
+        assert [m.event.decided_by for m in seen.of(bridge.ApprovalSettled)] == ["cancelled"]
         assert world.cloud.chat_requests == [] and world.vllm.chat_requests == []
 
 
@@ -374,7 +375,8 @@ async def test_quitting_stops_the_gateway_and_ends_a_held_request(
     finally:
         await audit.close()
     assert [ln.reason_codes for ln in lines] == [["GATEWAY_REQUEST"], ["GATEWAY_FAILED"]]
-    assert lines[1].values["status"] == 499
+    assert lines[1].values["status"] == 503
+    assert lines[1].values["outcome"] == "error: the server is stopping"
 
 
 async def test_a_port_in_use_is_one_clear_error(world: GatewayWorld) -> None:

@@ -145,7 +145,14 @@ class RequestRow:
                 self._ended()
         elif kind in _STEP_OF and to:
             model = to.partition("@")[0]
-            what = "timed out" if "APPROVAL_TIMEOUT" in codes else _STEP_OF[kind]
+            what = (
+                "timed out"
+                if "APPROVAL_TIMEOUT" in codes
+                # asked, and the request went away before anyone answered
+                else "withdrawn"
+                if "APPROVAL_CANCELLED" in codes
+                else _STEP_OF[kind]
+            )
             if kind == "escalation":
                 self.steps.append([model, what])
                 self.target = to

@@ -166,6 +166,11 @@ class WorkbenchScreen(Screen[None]):
             modal.settled(message.event.decision)
             if message.event.decided_by == "timeout":
                 self.notify("approval timed out: denied", severity="warning")
+            elif message.event.decided_by == "cancelled":  # nobody decided: it went away
+                self.notify(
+                    f"approval of {modal.request.model} withdrawn: the request ended first",
+                    severity="warning",
+                )
 
     # ── keys ─────────────────────────────────────────────────────────────────────────────
 
