@@ -30,7 +30,7 @@ from app.bus import RequestServed
 from app.errors import SwitchyardError
 from app.gateway import anthropic_out as ant
 from app.gateway import openai_out as oai
-from app.gateway.errors import GatewayError, Protocol, error_body
+from app.gateway.errors import GatewayError, Protocol, error_body, error_headers
 from app.gateway.flow import (
     Done,
     KeepAlive,
@@ -97,7 +97,9 @@ def build_app(
             except GatewayError as err:
                 if not err.audited:
                     await _rejected(state, request, spoken, err)
-                return JSONResponse(error_body(spoken, err), status_code=err.status)
+                return JSONResponse(
+                    error_body(spoken, err), status_code=err.status, headers=error_headers(err)
+                )
             except SwitchyardError as exc:  # a store gone away where no step said so
                 down = store_down(exc)
                 await _rejected(state, request, spoken, down)
@@ -139,7 +141,9 @@ async def _no_route(request: Request, exc: Exception) -> Response:
     else:
         err = GatewayError(exc.status_code, "invalid_request", f"{where}: {exc.detail}")
     return JSONResponse(
-        error_body(_protocol_of(request), err), status_code=err.status, headers=exc.headers
+        error_body(_protocol_of(request), err),
+        status_code=err.status,
+        headers={**(exc.headers or {}), **error_headers(err)},
     )
 
 
@@ -189,11 +193,14 @@ def _authenticate(state: _State, request: Request) -> None:
     token = state.config.token
     if token is None:
         return
-    given = request.headers.get("x-api-key") or ""
+    # Either header may carry it: Claude Code sends both when ANTHROPIC_API_KEY is set in
+    # the shell and ANTHROPIC_AUTH_TOKEN is the gateway's (the key alone was compared)
+    given = [request.headers.get("x-api-key") or ""]
     auth = request.headers.get("authorization") or ""
     if auth.lower().startswith("bearer "):
-        given = given or auth[7:].strip()
-    if not given or not secrets.compare_digest(given.encode(), token.encode()):
+        given.append(auth[7:].strip())
+    expected = token.encode()
+    if not any(g and secrets.compare_digest(g.encode(), expected) for g in given):
         raise GatewayError(401, "authentication", "missing or wrong gateway token")
 
 

@@ -60,3 +60,14 @@ def error_body(protocol: Protocol, err: GatewayError) -> dict[str, Any]:
             "code": err.code or err.kind,
         }
     }
+
+
+#: the kinds a client must not repeat unchanged: each would be refused again (a wrong
+#: token, bad input, a spent budget). Said with ``x-should-retry: false``, which both
+#: SDKs read: Claude Code retried a 401 for minutes, printing nothing.
+_FINAL = frozenset({"invalid_request", "authentication", "not_found", "too_large", "budget"})
+
+
+def error_headers(err: GatewayError) -> dict[str, str]:
+    """The headers an error answer carries."""
+    return {"x-should-retry": "false"} if err.kind in _FINAL else {}

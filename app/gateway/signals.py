@@ -66,5 +66,10 @@ def signals_for(
 
 
 def header_values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of ``name``: a header sent twice is two values (``get`` read the first
+    alone, so a second ``x-switchyard-signal`` was dropped without a word)."""
+    getlist = getattr(headers, "getlist", None)
+    if getlist is not None:
+        return [str(v) for v in getlist(name) if v]
     value = headers.get(name)
     return [value] if value else []

@@ -301,6 +301,26 @@ def test_an_anthropic_client_reaches_the_openai_cloud_and_back(gw_allow: Gateway
     assert "ARCHITECT_LOW_CONFIDENCE" in escalation["reason_codes"]
 
 
+def test_each_signal_header_counts_when_the_header_is_sent_twice(gw_allow: Gateway) -> None:
+    """``x-switchyard-signal`` is repeatable: the second header was dropped (the first
+    said 0.9, the second asked for the cloud, and the request stayed local)."""
+    with httpx.Client(base_url=gw_allow.url, timeout=60) as http:
+        reply = http.post(
+            "/v1/chat/completions",
+            json={"model": "architect", "messages": [{"role": "user", "content": "plan"}]},
+            headers=[
+                ("x-switchyard-signal", "confidence=0.9"),
+                ("x-switchyard-signal", "user_request=true"),
+            ],
+        )
+    assert reply.status_code == 200
+    assert reply.json()["choices"][0]["message"]["content"] == "A plan from GPT."
+    (escalation,) = lines_of("escalation")
+    assert "USER_REQUEST" in escalation["reason_codes"]
+    assert escalation["values"]["inputs"]["signals"]["user_request"] is True
+    assert escalation["values"]["inputs"]["signals"]["confidence"] == 0.9
+
+
 def test_a_responses_client_reaches_the_anthropic_cloud(gw_allow: Gateway) -> None:
     done = gw_allow.openai.responses.create(
         model="tutor", input="why?", extra_headers={"x-switchyard-escalate": "1"}
@@ -472,6 +492,19 @@ def test_a_token_is_required_of_every_request_when_set(
             model="tutor", max_tokens=10, messages=[{"role": "user", "content": "x"}]
         )
         assert "s3cret-token-0001" not in json.dumps(audit_lines())
+        with httpx.Client(base_url=gw.url, timeout=60) as http:
+            body = {
+                "model": "tutor",
+                "max_tokens": 10,
+                "messages": [{"role": "user", "content": "x"}],
+            }
+            # Claude Code with ANTHROPIC_API_KEY in the shell and the gateway's token as
+            # ANTHROPIC_AUTH_TOKEN sends both: the key alone was compared
+            both = {"x-api-key": "sk-ant-other", "authorization": "Bearer s3cret-token-0001"}
+            assert http.post("/v1/messages", json=body, headers=both).status_code == 200
+            # a wrong token is final: said so, or Claude Code retries it for minutes
+            wrong = http.post("/v1/messages", json=body, headers={"x-api-key": "nope"})
+            assert wrong.status_code == 401 and wrong.headers["x-should-retry"] == "false"
 
 
 def test_bad_input_gets_each_protocols_error_shape(
