@@ -99,6 +99,8 @@ def approve_setting(settings: Settings, given: ApproveMode | None) -> tuple[Appr
     mode = settings.approve
     if any(name.upper() == "SWITCHYARD_APPROVE" for name in os.environ):
         return mode, f"SWITCHYARD_APPROVE={mode}"
+    if "approve" not in settings.model_fields_set:
+        return mode, "the default"
     return mode, f'approve = "{mode}" in {paths.user_config_file()}'
 
 

@@ -65,6 +65,12 @@ def _serve(args: argparse.Namespace) -> int:
         from app.cli.tui_cmd import run_gateway_workbench
 
         return run_gateway_workbench(args, settings, policy, config)
+    from app.hosts import bind_error
+
+    # before a session opens: the bind failed after it, as uvicorn's own error and exit 3
+    why = bind_error(args.host, args.port) if args.port else None
+    if why is not None:
+        raise UsageError(f"--port {args.port}: cannot listen on {args.host}:{args.port}: {why}")
     return _run(_headless(args, settings, policy, config))
 
 
@@ -88,6 +94,20 @@ def listening_line(host: str, port: int) -> str:
     )
 
 
+def serving_terms(local_only: bool, mode: str, said: str) -> str:
+    """What the server will do with an escalation, said before the first one comes: a
+    server left to ask with no terminal denied every one ("no terminal") unannounced."""
+    if local_only:
+        return "switchyard serve: local_only is on: no request leaves this machine"
+    if mode == "ask" and not sys.stdin.isatty():
+        return (
+            "switchyard serve: approvals: ask, but stdin is not a terminal: every escalation "
+            "is denied (use --tui to approve by keypress, or --approve allow)"
+        )
+    how = {"ask": "asked here, by keypress", "allow": "allowed", "deny": "denied"}[mode]
+    return f"switchyard serve: escalations are {how} ({said}), inside the budget"
+
+
 def _run(coro: Any) -> int:
     try:
         import uvloop
@@ -105,12 +125,11 @@ async def _headless(args: argparse.Namespace, settings: Any, policy: Any, config
     def ready(host: str, port: int) -> None:
         print(listening_line(host, port), file=sys.stderr, flush=True)
 
+    mode, said = approve_setting(settings, args.approve)
     async with open_session(
-        settings,
-        policy,
-        decider=decider_for(*approve_setting(settings, args.approve)),
-        local_only=args.local_only,
+        settings, policy, decider=decider_for(mode, said), local_only=args.local_only
     ) as session:
         print(f"switchyard serve: session {session.id}", file=sys.stderr, flush=True)
+        print(serving_terms(session.local_only, mode, said), file=sys.stderr, flush=True)
         await serve(session, host=args.host, port=args.port, config=config, on_ready=ready)
     return 0

@@ -123,7 +123,7 @@ def run_gateway_workbench(args: argparse.Namespace, settings: Any, policy: Any, 
     in the requests view, its escalations in the approval modal."""
     hold_startup_collections()  # as in run_tui
     try:
-        from app.tui.gateway import bind_error
+        from app.hosts import bind_error
 
         why = bind_error(args.host, args.port) if args.port else None
         if why is not None:

@@ -9,9 +9,7 @@ failing to bind (``sys.exit``) into one clear error.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from textual.message import Message
 
 from app.errors import SwitchyardError
-from app.hosts import http_url
+from app.hosts import bind_error, http_url
 
 if TYPE_CHECKING:
     from app.gateway.app import GatewayConfig
@@ -51,22 +49,6 @@ class GatewayListening(Message):
 
 class GatewayStopped(Message):
     """The server returned (told to exit); the workbench stays open."""
-
-
-def bind_error(host: str, port: int) -> str | None:
-    """Why ``host:port`` cannot be listened on now (as uvicorn would bind), or None."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError as exc:
-        return str(exc)
-    for family, kind, proto, _, address in infos:
-        with contextlib.closing(socket.socket(family, kind, proto)) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                return exc.strerror or str(exc)
-    return None
 
 
 def logs_to_ours() -> None:

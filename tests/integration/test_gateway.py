@@ -647,3 +647,35 @@ def test_a_stream_cut_after_its_first_words_is_not_retried_into_the_same_reply(
     )
     assert reply.choices[0].message.content == "A plan from GPT."
     assert any("RETRY_SERVER_ERROR" in ln["reason_codes"] for ln in lines_of("retry"))
+
+
+def test_a_port_in_use_is_refused_before_a_session_opens(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Headless, the bind failed after the session had opened: uvicorn's own ERROR line
+    and exit 3 under a "session …" line."""
+    from app.cli.main import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"switchyard: --port {port}: cannot listen")
+
+
+def test_the_banner_says_what_becomes_of_an_escalation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server left to ask with no terminal (nohup, systemd) denied every escalation
+    ("no terminal") without having said so."""
+    from app.cli.serve_cmd import serving_terms
+
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    assert "every escalation is denied" in serving_terms(False, "ask", "the default")
+    assert serving_terms(True, "allow", "--approve allow").endswith(
+        "local_only is on: no request leaves this machine"
+    )
+    said = serving_terms(False, "allow", "SWITCHYARD_APPROVE=allow")
+    assert said.endswith("escalations are allowed (SWITCHYARD_APPROVE=allow), inside the budget")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    assert "asked here, by keypress (the default)" in serving_terms(False, "ask", "the default")

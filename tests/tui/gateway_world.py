@@ -155,7 +155,7 @@ CODEX = "codex_cli_rs/0.46.0 (Ubuntu 24.04; x86_64) xterm-256color"
 def free_port(preferred: int) -> int:
     """``preferred`` when nothing listens there (the picture shows the usual address), else
     any free port."""
-    from app.tui.gateway import bind_error
+    from app.hosts import bind_error
 
     return preferred if bind_error("127.0.0.1", preferred) is None else 0
 
