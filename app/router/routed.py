@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -94,6 +94,15 @@ class StreamBroken(SwitchyardError):
         super().__init__(f"{model} failed after part of its reply was sent: {error}")
         self.model = model
         self.error = error
+
+
+def tried(failed: Mapping[str, str], denied: Iterable[str]) -> str:
+    """What became of the steps before the last, for a failure's message: a client told
+    only "prompt is too long" for the embedded model never learnt that the cloud step it
+    asked for was over budget or denied."""
+    steps = [f"{step}: {why}" for step, why in failed.items()]
+    steps += [f"{model}: denied" for model in sorted(set(denied) - set(failed))]
+    return f"; before it: {'; '.join(steps)}" if steps else ""
 
 
 class RouteFailed(SwitchyardError):

@@ -43,6 +43,7 @@ from app.router.routed import (
     request_tokens,
     skip_text,
     too_long,
+    tried,
 )
 from app.router.types import Decision, RouterState, Signals
 
@@ -260,7 +261,7 @@ class Router:
                 assert d.runtime is not None
                 if d.runtime == "llamacpp_inprocess":
                     raise RouteFailed(
-                        f"{d.target} in-process failed: {exc}",
+                        f"{d.target} in-process failed: {exc}{tried(failed, denied)}",
                         too_long=too_long(failed, exc.kind),
                     ) from None
                 key = f"runtime:{d.runtime}"
@@ -292,7 +293,7 @@ class Router:
             result.audit = lines
             return result
         raise RouteFailed(
-            f"{role}: no step could serve the request ({last_error})",
+            f"{role}: no step could serve the request ({last_error}){tried(failed, denied)}",
             too_long=too_long(failed),
         )
 

@@ -314,6 +314,9 @@ async def test_cloud_steps_without_a_key_do_not_hide_that_the_prompt_is_too_long
     with pytest.raises(RouteFailed) as failed:
         await router.complete("architect", REQ, Signals(confidence=0.5))
     assert failed.value.too_long is True  # no retry gives a key: it is the prompt to change
+    # and the client is told what became of the cloud steps, not only the local window
+    said = str(failed.value)
+    assert all(f"{m}: unavailable: no key" in said for m in policy.chain("architect"))
     await audit.close()
     await ledger.close()
 
