@@ -47,6 +47,8 @@ WORKTREES_DIR = "worktrees"
 FALLBACK_IDENTITY = ("user.name=Switchyard", "user.email=switchyard@localhost")
 #: Longest git message kept in an ApplyResult (it is fed back to the model).
 MAX_REASON_CHARS = 4000
+#: check-ignore's pathspec magic for "from the top": a name that starts with ":" stays a name
+_TOP = ":(top)"
 
 
 class WorkspaceError(SwitchyardError):
@@ -306,8 +308,11 @@ class Worktree:
 
     def apply_files(self, files: Mapping[str, str], *, message: str | None = None) -> ApplyResult:
         """Write whole new file texts (the applier's output) from the base and commit them
-        as one attempt. Paths must stay inside the worktree, out of ``.git`` and the
-        state dir, and never through a symlink; bytes are written as given (UTF-8)."""
+        as one attempt. Paths must stay inside the worktree, out of ``.git`` (any part, any
+        case), the state dir and submodules, never go through a symlink, and not be ignored
+        by git; bytes are written as given (UTF-8). A refused path is an ApplyResult, not an
+        error, decided before anything is written where it can be; otherwise whatever was
+        written is taken back, so nothing is half-applied."""
         self.attempts += 1
         n = self.attempts
         self.reset()
@@ -315,7 +320,8 @@ class Worktree:
         paths = sorted(files)
 
         def failed(reason: str) -> ApplyResult:
-            return ApplyResult(ok=False, attempt=n, reason=reason, files=paths, parent=parent)
+            text = reason.strip()[:MAX_REASON_CHARS]
+            return ApplyResult(ok=False, attempt=n, reason=text, files=paths, parent=parent)
 
         if not files:
             return failed("the change is empty")
@@ -323,26 +329,118 @@ class Worktree:
             targets = {rel: self._inside(rel) for rel in paths}
         except ValueError as exc:
             return failed(str(exc))
+        refusal = self._write_refusal(targets)
+        if refusal:
+            return failed(refusal)
+        created: list[Path] = []  # files and folders this attempt made, in order
         for rel, target in targets.items():
-            if target.is_symlink() or (target.exists() and not target.is_file()):
-                self.reset(parent)
-                return failed(f"{rel}: not a regular file")
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(files[rel].encode("utf-8"))
+                _write_file(target, files[rel].encode("utf-8"), created)
             except OSError as exc:
-                self.reset(parent)
+                self._undo(parent, created)
                 return failed(f"{rel}: cannot be written ({exc.strerror or exc})")
-        run_git(self.path, "add", "--", *paths)
+        # the change's own .gitignore counts, so this is asked once the files are there
+        ignored = self._ignored(paths)
+        if ignored:
+            self._undo(parent, created)
+            return failed(ignored)
+        added = run_git(self.path, "add", "--", *paths, check=False)
+        if added.returncode != 0:
+            self._undo(parent, created)
+            return failed(f"git refused the change: {added.stderr or added.stdout}")
         return self._commit(n, parent, paths, message, what="the change")
 
+    def _write_refusal(self, targets: Mapping[str, Path]) -> str | None:
+        """Why these paths (already :meth:`_inside`) cannot be written, or None: a folder
+        on the way is a symlink or a submodule, or the file is not a regular file, or it
+        is an ignored file already in the worktree (a build output, a local secret)."""
+        root = self.path.resolve()
+        gitlinks = self._gitlinks()
+        present: list[str] = []
+        for rel, target in targets.items():
+            parts = target.relative_to(root).parts
+            for i in range(1, len(parts) + 1):
+                prefix = "/".join(parts[:i])
+                if prefix in gitlinks:
+                    return (
+                        f"{rel}: {prefix} is a submodule (another repository); "
+                        "its files are not part of this change"
+                    )
+                if i < len(parts) and root.joinpath(*parts[:i]).is_symlink():
+                    real = (target.parent.resolve() / target.name).relative_to(root)
+                    return (
+                        f"{rel}: {prefix} is a symbolic link, and files are never written "
+                        f"through one; write {real.as_posix()} instead"
+                    )
+            if target.is_symlink() or (target.exists() and not target.is_file()):
+                return f"{rel}: not a regular file"
+            if target.exists():
+                present.append(rel)
+        # after a reset, a file that is there and not tracked is an ignored one
+        return self._ignored(present)
+
+    def _gitlinks(self) -> set[str]:
+        """The submodule paths in the index (mode 160000)."""
+        out = run_git(self.path, "ls-files", "--stage", "-z").stdout
+        return {
+            rec.split("\t", 1)[1]
+            for rec in out.split("\0")
+            if rec.startswith("160000 ") and "\t" in rec
+        }
+
+    def _ignored(self, paths: list[str]) -> str | None:
+        """Why some of ``paths`` are ignored by git (None when none is). Tracked files are
+        never ignored; a ``!pattern`` that re-includes a path does not count."""
+        if not paths:
+            return None
+        # check-ignore refuses the 'literal' magic every call gets (GIT_LITERAL_PATHSPECS);
+        # ':(top)' keeps a name that starts with ':' from being read as magic instead
+        proc = run_git(
+            self.path,
+            "check-ignore",
+            "--verbose",
+            "-z",
+            "--stdin",
+            input_text="".join(f"{_TOP}{p}\0" for p in paths),
+            env={"GIT_LITERAL_PATHSPECS": "0"},
+            check=False,
+        )
+        fields = proc.stdout.split("\0")
+        hits: list[str] = []
+        for i in range(0, len(fields) - 3, 4):
+            source, _line, pattern, path = fields[i : i + 4]
+            if pattern and not pattern.startswith("!"):
+                where = "git's excludes" if os.path.isabs(source) else source
+                hits.append(f'{path.removeprefix(_TOP)} ("{pattern}" in {where})')
+        if not hits:
+            return None
+        return (
+            f"ignored by git: {', '.join(hits)}. Ignored paths are build outputs and local "
+            "secrets (.env, logs) and are not part of the change: put the code in a file "
+            "the repository tracks"
+        )
+
+    def _undo(self, parent: str, created: list[Path]) -> None:
+        """Take back a half-written attempt: the files and folders it made (an ignored
+        one would outlive the reset), then everything else with :meth:`reset`."""
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                else:
+                    path.unlink()
+        self.reset(parent)
+
     def _inside(self, rel: str) -> Path:
-        """``rel`` under the worktree, checked: relative, no '..', not .git or the state
-        dir, and no symlinked directory on the way out of the tree."""
+        """``rel`` under the worktree, checked: relative, no '..', not .git (anywhere, in
+        any case) or the state dir, and no symlinked directory on the way out of the tree."""
         parts = [p for p in Path(rel).parts if p not in ("", ".")]
         if not parts or Path(rel).is_absolute() or ".." in parts:
             raise ValueError(f"{rel}: the path must stay inside the repository")
-        if parts[0] in (".git", STATE_DIR_NAME):
+        for part in parts:
+            if _is_dotgit(part):
+                raise ValueError(f"{rel}: {part}/ is not part of the change (git's own files)")
+        if parts[0].lower() == STATE_DIR_NAME.lower():
             raise ValueError(f"{rel}: {parts[0]}/ is not part of the change")
         root = self.path.resolve()
         target = root.joinpath(*parts)
@@ -402,6 +500,28 @@ def _diff_paths(cwd: Path, text: str) -> list[str]:
             paths += [p for p in fields[i : i + 2] if p]
             i += 2
     return sorted(set(paths))
+
+
+def _is_dotgit(part: str) -> bool:
+    """Whether git takes a path part for ``.git``: any case, and as NTFS reads it (trailing
+    dots and spaces dropped, the short name ``git~1``)."""
+    name = part.lower()
+    return name.rstrip(". ") == ".git" or name == "git~1"
+
+
+def _write_file(target: Path, data: bytes, created: list[Path]) -> None:
+    """Write ``target``, making its missing folders; what did not exist goes in ``created``."""
+    missing: list[Path] = []
+    folder = target.parent
+    while not folder.exists() and not folder.is_symlink():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir()
+        created.append(path)
+    if not target.exists():
+        created.append(target)
+    target.write_bytes(data)
 
 
 def _meta_path(root: Path, run_id: str) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.workspace.worktree import Worktree, checkout_fingerprint
-from tests.integration.test_workspace_repo import git, make_repo
+from tests.integration.test_workspace_repo import commit, git, make_repo
 
 
 @pytest.fixture
@@ -102,3 +102,115 @@ def test_the_diff_shows_files_the_repository_calls_binary(wt: Worktree) -> None:
     from app.policy.highrisk import classify_diff
 
     assert classify_diff(diff, load_policy().policy.high_risk).high_risk
+
+
+# ── paths git will not take (D3): refused as a result, nothing left half-applied ─────────
+
+
+def _clean(wt: Worktree) -> bool:
+    """The worktree is back at the base: no commit, no change, not even an ignored file."""
+    status = git(wt.path, "status", "--porcelain", "--ignored", "--untracked-files=all")
+    return wt.head() == wt.base and status == ""
+
+
+@pytest.mark.parametrize("path", ["build/helper.py", ".env", "logs/debug.log", "debug.log"])
+def test_ignored_paths_are_refused_and_not_left_behind(tmp_path: Path, path: str) -> None:
+    """``git add`` refused an ignored path: a GitError ended the whole run, with a staged
+    file and the ignored one written in the worktree. An ignored path is a build output
+    or a secret (.env): refused, not forced in, and the rest of the change taken back."""
+    repo = make_repo(tmp_path)
+    commit(repo, {".gitignore": "build/\n.env\n*.log\n"}, "ignores")
+    wt = Worktree.create(repo, "run-1")
+    result = wt.apply_files({"calc.py": "def add(a, b):\n    return a + b\n", path: "x\n"})
+    assert not result.ok and result.commit is None
+    assert (
+        f"ignored by git: {path} (" in result.reason and "not part of the change" in result.reason
+    )
+    assert result.files == sorted(["calc.py", path]) and _clean(wt)
+    # the run goes on: the next attempt applies
+    assert wt.apply_files({"calc.py": "def add(a, b):\n    return a + b\n"}).ok
+
+
+def test_a_change_ignoring_its_own_new_file_is_refused(wt: Worktree) -> None:
+    result = wt.apply_files({".gitignore": "gen/\n", "gen/out.py": "X = 1\n"})
+    assert not result.ok and 'gen/out.py ("gen/" in .gitignore)' in result.reason
+    assert _clean(wt) and not (wt.path / "gen").exists()
+
+
+def test_an_ignored_file_in_the_worktree_is_not_overwritten(tmp_path: Path) -> None:
+    """Ignored files survive the reset (build caches): one the change names is refused
+    before anything is written, so its content is not lost."""
+    repo = make_repo(tmp_path)
+    commit(repo, {".gitignore": "build/\n"}, "ignores")
+    wt = Worktree.create(repo, "run-1")
+    cache = wt.path / "build" / "cache.txt"
+    cache.parent.mkdir()
+    cache.write_text("cached\n")
+    result = wt.apply_files({"build/cache.txt": "model's\n", "README.md": "# new\n"})
+    assert not result.ok and "ignored by git: build/cache.txt" in result.reason
+    assert cache.read_text() == "cached\n" and (wt.path / "README.md").read_text() == "# demo\n"
+
+
+def test_a_symlinked_folder_inside_the_repository_is_not_written_through(tmp_path: Path) -> None:
+    """``sublink -> sub``: the file was written through the link into ``sub/new.py``,
+    then ``git add`` failed ("beyond a symbolic link") and the run ended."""
+    repo = make_repo(tmp_path)
+    commit(repo, {"sub/a.py": "A = 1\n"}, "sub")
+    os.symlink("sub", repo / "sublink")
+    os.makedirs(repo / "pkg")
+    os.symlink("../sub", repo / "pkg" / "deep")
+    git(repo, "add", "sublink", "pkg/deep")
+    git(repo, "commit", "-qm", "links")
+    wt = Worktree.create(repo, "run-1")
+    for path, link in (("sublink/new.py", "sublink"), ("pkg/deep/x/new.py", "pkg/deep")):
+        result = wt.apply_files({"README.md": "# new\n", path: "x\n"})
+        assert not result.ok, path
+        assert f"{path}: {link} is a symbolic link" in result.reason
+        assert path.replace(link, "sub") + " instead" in result.reason
+        assert _clean(wt) and not (wt.path / "sub" / "new.py").exists()
+        assert not (wt.path / "sub" / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "part"),
+    [
+        (".GIT/config", ".GIT"),
+        ("sub/.git/config", ".git"),
+        ("pkg/.Git/hooks/pre-commit", ".Git"),
+        (".git./x", ".git."),
+        ("GIT~1/config", "GIT~1"),
+    ],
+)
+def test_a_git_folder_in_any_case_or_place_is_refused_before_writing(
+    wt: Worktree, path: str, part: str
+) -> None:
+    """``.GIT/config`` was written, then refused by ``git add`` (a GitError);
+    ``sub/.git/config`` was written and silently not committed, though listed in files."""
+    result = wt.apply_files({"README.md": "# new\n", path: "x\n"})
+    assert not result.ok and f"{path}: {part}/ is not part of the change" in result.reason
+    assert _clean(wt) and not (wt.path / path.split("/")[0]).exists()
+    with pytest.raises(ValueError, match="not part of the change"):
+        wt.read_file(path)
+
+
+def test_a_submodule_is_not_part_of_the_change(tmp_path: Path) -> None:
+    """A new file in a submodule path: ``git add`` failed ("is in submodule 'lib'")."""
+    other = make_repo(tmp_path / "other")
+    repo = make_repo(tmp_path / "main")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(other), "lib")
+    git(repo, "commit", "-qm", "a submodule")
+    wt = Worktree.create(repo, "run-1")
+    for path in ("lib/new.py", "lib/sub/new.py", "lib"):
+        result = wt.apply_files({"README.md": "# new\n", path: "x\n"})
+        assert not result.ok, path
+        assert f"{path}: lib is a submodule" in result.reason
+        assert _clean(wt) and list((wt.path / "lib").iterdir()) == []
+
+
+def test_a_path_git_refuses_at_add_leaves_nothing_behind(wt: Worktree) -> None:
+    """git's own path rules (here NTFS's ``.git:stream``) have the last word: its refusal
+    is a result with git's message, and the attempt is taken back."""
+    result = wt.apply_files({"README.md": "# new\n", ".git:x/y.py": "x\n"})
+    assert not result.ok and result.reason.startswith("git refused the change:")
+    assert "invalid path '.git:x/y.py'" in result.reason
+    assert _clean(wt) and not (wt.path / ".git:x").exists()
