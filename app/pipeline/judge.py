@@ -8,6 +8,7 @@ reads the records, not a model's say-so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,24 @@ if TYPE_CHECKING:
 ROLE = "judge"
 
 
+def command_files(argv: Sequence[str], root: Path) -> list[str]:
+    """The repository files the test command names (``./check.sh``, ``bash
+    scripts/test.sh``, ``python run_tests.py``), as paths from ``root``."""
+    found: list[str] = []
+    top = root.resolve()
+    for arg in argv:
+        if not arg or arg.startswith("-") or "\0" in arg:
+            continue
+        try:
+            target = (root / arg).resolve()
+            inside = target.is_relative_to(top) and target.is_file()
+        except (OSError, ValueError):
+            continue
+        if inside:
+            found.append(target.relative_to(top).as_posix())
+    return found
+
+
 @dataclass(frozen=True)
 class Judgement:
     gate: GateResult
@@ -46,10 +65,12 @@ async def judge(
     tests_green: bool,
     worktree: Path,
     constitution: str,
+    test_argv: Sequence[str] = (),
 ) -> Judgement:
     ctx.control.current_role = ROLE
     spec_hr = ctx.options.overrides.high_risk if ctx.options.overrides else None
-    hr = classify_diff(diff, ctx.policy.high_risk, spec_hr=spec_hr)
+    checks = command_files(test_argv, worktree)
+    hr = classify_diff(diff, ctx.policy.high_risk, spec_hr=spec_hr, checks=checks)
     ctx.bundle.write_json(HIGHRISK, hr.model_dump())
     await critique(ctx, plan, diff)
     asked = ctx.wants_escalation("second_opinion")

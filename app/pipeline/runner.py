@@ -118,6 +118,7 @@ async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]
         tests_green=work.tests_green,
         worktree=wt.path,
         constitution=briefing.constitution,
+        test_argv=work.tests.command.argv,
     )
     if verdict.gate.ok:
         return "merge_ready", (

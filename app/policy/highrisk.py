@@ -23,6 +23,7 @@ import fnmatch
 import functools
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -153,6 +154,7 @@ class _ChangedLine:
     path: str
     line_no: int
     text: str
+    removed: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,9 @@ def _parse(diff_text: str) -> list[_ChangedFile]:
                 if ln.is_added and target is not None and ln.target_line_no is not None:
                     lines.append(_ChangedLine(target, ln.target_line_no, _text(ln.value)))
                 elif ln.is_removed and source is not None and ln.source_line_no is not None:
-                    lines.append(_ChangedLine(source, ln.source_line_no, _text(ln.value)))
+                    lines.append(
+                        _ChangedLine(source, ln.source_line_no, _text(ln.value), removed=True)
+                    )
         files.append(_ChangedFile(paths, tuple(lines)))
     return files
 
@@ -263,13 +267,78 @@ def _order(findings: list[HighRiskFinding]) -> list[HighRiskFinding]:
     )
 
 
+#: what a test run takes its verdict from. A change that removes lines of an existing one
+#: (an assertion loosened, a case deleted) or edits the test command's own files makes
+#: "tests green" prove less: the agent would be vouching for itself, so it is High-Risk
+#: (GR-002's cloud Judge reads it). Adding tests is not.
+TEST_FILE_GLOBS = (
+    "**/tests/**",
+    "**/test/**",
+    "**/__tests__/**",
+    "**/test_*.py",
+    "**/*_test.py",
+    "**/conftest.py",
+    "**/*_test.go",
+    "**/*.test.*",
+    "**/*.spec.*",
+)
+TESTS_REWRITTEN = "tests_rewritten"
+TEST_COMMAND = "test_command"
+
+
+def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[HighRiskFinding]:
+    """The test command's own files changed, and existing tests' lines removed."""
+    found: list[HighRiskFinding] = []
+    guarded = set(checks)
+    for f in files:
+        for path in f.paths:
+            if path in guarded:
+                found.append(
+                    HighRiskFinding(
+                        rule_id=TEST_COMMAND,
+                        title="Changes a file the test command runs (its verdict would be "
+                        "the change's own)",
+                        path=path,
+                        source="path",
+                    )
+                )
+        gone = next(
+            (
+                ln
+                for ln in f.lines
+                if ln.removed
+                and ln.text.strip()
+                and any(path_matches(g, ln.path) for g in TEST_FILE_GLOBS)
+            ),
+            None,
+        )
+        if gone is not None:
+            found.append(
+                HighRiskFinding(
+                    rule_id=TESTS_REWRITTEN,
+                    title="Removes or rewrites lines of existing tests",
+                    path=gone.path,
+                    line_no=gone.line_no,
+                    line=_clip(gone.text),
+                    source="line",
+                )
+            )
+    return found
+
+
 def classify_diff(
-    diff_text: str, rules: HighRisk, *, spec_hr: bool | None = None
+    diff_text: str,
+    rules: HighRisk,
+    *,
+    spec_hr: bool | None = None,
+    checks: Sequence[str] = (),
 ) -> HighRiskResult:
     """Classify a unified diff against the policy's High-Risk rules.
 
     ``spec_hr`` is the spec's HR field: True (YES) makes the change High-Risk by itself;
-    False (NO) and None (not stated) leave the verdict to the rules.
+    False (NO) and None (not stated) leave the verdict to the rules. ``checks``: the
+    repository files the run's test command runs (its script); a change to one, or one
+    that removes lines of existing tests, is High-Risk whatever the rules say.
     Raises :class:`DiffParseError` when the text is not a readable unified diff. Blank
     text is an empty diff: nothing changed, nothing High-Risk (unless the spec says so).
     """
@@ -295,6 +364,7 @@ def classify_diff(
         findings.extend(
             _order(_rule_findings(rule, files, cross_module=rule.requires_cross_module))
         )
+    findings.extend(_check_findings(files, checks))
 
     return HighRiskResult(
         high_risk=bool(findings), reasons=findings, modules=modules, files=all_paths

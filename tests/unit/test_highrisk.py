@@ -641,3 +641,76 @@ def test_git_quoted_path_is_decoded(policy: Policy) -> None:
     assert r.files == ["src/auth/clé.py"]
     assert r.modules == ["src/auth"]
     assert r.rule_ids == ["auth_crypto_secrets_pii"]
+
+
+# ── the agent must not vouch for itself: its tests and its test command ─────────────────
+
+LOOSENED_ASSERT = """\
+diff --git a/tests/test_calc.py b/tests/test_calc.py
+index 1111111..2222222 100644
+--- a/tests/test_calc.py
++++ b/tests/test_calc.py
+@@ -3,4 +3,4 @@ import calc
+ 
+ 
+ def test_add():
+-    assert calc.add(2, 3) == 5
++    assert calc.add(2, 3) == -1
+"""
+
+NEW_TEST_FILE = """\
+diff --git a/tests/test_more.py b/tests/test_more.py
+new file mode 100644
+index 0000000..3333333
+--- /dev/null
++++ b/tests/test_more.py
+@@ -0,0 +1,2 @@
++def test_mul():
++    assert 2 * 3 == 6
+"""
+
+CHECK_SCRIPT = """\
+diff --git a/check.sh b/check.sh
+index 4444444..5555555 100755
+--- a/check.sh
++++ b/check.sh
+@@ -1,2 +1,2 @@
+ #!/bin/sh
+-python3 -c 'import calc,sys; sys.exit(0 if calc.add(2,3)==5 else 1)'
++echo PASS
+"""
+
+
+def test_a_loosened_assertion_in_an_existing_test_is_high_risk(policy: Policy) -> None:
+    """A run ended merge_ready, tests green and not High-Risk, after its Implementer
+    changed the assertion the tests checked."""
+    hr = classify_diff(LOOSENED_ASSERT, policy.high_risk)
+    assert hr.high_risk
+    (finding,) = [r for r in hr.reasons if r.rule_id == "tests_rewritten"]
+    assert (finding.path, finding.line_no) == ("tests/test_calc.py", 6)
+    assert finding.line == "    assert calc.add(2, 3) == 5"
+
+
+def test_adding_tests_is_not_high_risk(policy: Policy) -> None:
+    assert not classify_diff(NEW_TEST_FILE, policy.high_risk).high_risk
+
+
+def test_a_change_to_the_test_commands_own_script_is_high_risk(policy: Policy) -> None:
+    """``--test-command ./check.sh`` and a change that makes check.sh print PASS."""
+    assert not classify_diff(CHECK_SCRIPT, policy.high_risk).high_risk
+    hr = classify_diff(CHECK_SCRIPT, policy.high_risk, checks=["check.sh"])
+    assert [(r.rule_id, r.path) for r in hr.reasons] == [("test_command", "check.sh")]
+
+
+def test_the_files_a_test_command_names(tmp_path: Path) -> None:
+    from app.pipeline.judge import command_files
+
+    (tmp_path / "check.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "test.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "tests").mkdir()
+    outside = tmp_path.parent / "elsewhere.sh"
+    assert command_files(["./check.sh"], tmp_path) == ["check.sh"]
+    assert command_files(["bash", "scripts/test.sh", "-x"], tmp_path) == ["scripts/test.sh"]
+    assert command_files(["python3", "-m", "pytest", "tests"], tmp_path) == []
+    assert command_files(["sh", str(outside), "../elsewhere.sh"], tmp_path) == []
