@@ -59,6 +59,8 @@ EVIDENCE = "EVIDENCE"
 STATUS = "STATUS"
 DIRTY = "DIRTY"
 GIT = "GIT"
+#: a note: the merge's result holds commits the run's tests never saw
+UNTESTED = "UNTESTED"
 
 Confirm = Callable[["MergePlan"], Awaitable[bool]]
 
@@ -189,6 +191,14 @@ def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None, policy: Po
             already = _is_ancestor(top, tip, before)
             if not already:
                 files = _incoming_paths(top, before, tip)
+                moved_by = _commits_since(top, manifest.base, before)
+                if moved_by:
+                    into = _short_ref(target or "HEAD")
+                    notes.append(
+                        f"{UNTESTED}: {into} has {moved_by} commit(s) the run did not have"
+                        f" (its base was {(manifest.base or '')[:12]}): the merged tree was"
+                        " never tested; run the tests after the merge"
+                    )
     dirty = dirty_paths(top, untracked=False)
     if dirty and not already:
         shown = ", ".join(dirty[:5]) + (" …" if len(dirty) > 5 else "")
@@ -398,6 +408,15 @@ def _still_as_planned(plan: MergePlan) -> list[str]:
     if _untracked_in_the_way(top, plan.before_head, plan.files):
         return [f"{DIRTY}: untracked files now stand where the merge writes"]
     return []
+
+
+def _commits_since(top: Path, base: str | None, head: str) -> int:
+    """Commits in ``head`` that ``base`` (the run's) does not have; 0 when unknown."""
+    if not base or base == head:
+        return 0
+    proc = run_git(top, "rev-list", "--count", f"{base}..{head}", check=False)
+    out = proc.stdout.strip()
+    return int(out) if proc.returncode == 0 and out.isdigit() else 0
 
 
 def _is_ancestor(top: Path, commit: str, of: str) -> bool:

@@ -177,6 +177,9 @@ def test_merges_into_a_branch_that_moved_on(repo: Path, capsys: pytest.CaptureFi
     assert (repo / "calc.py").read_text().endswith("a + b\n")
     assert (repo / "docs" / "usage.md").read_text() == "use it\n"
     assert git(repo, "status", "--porcelain") == ""
+    # what was merged holds a commit the run's tests never saw: said, not hidden
+    err = capsys.readouterr().err
+    assert "note: UNTESTED: main has 1 commit(s) the run did not have" in err
 
 
 def test_red_tests_are_refused(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
