@@ -73,15 +73,20 @@ async def _preflight_repo(ctx: RunContext) -> None:
     """Before anything else: a run works on a branch of its own, so the folder must be a
     git repository (the TUI opens on any folder; its run ended 'internal error:
     NotAGitRepo' in Stage0)."""
-    from app.workspace.git import NotAGitRepo, repo_root
+    from app.workspace.git import NotAGitRepo, repo_root, rev_parse
 
     try:
-        await asyncio.to_thread(repo_root, ctx.repo)
+        top = await asyncio.to_thread(repo_root, ctx.repo)
     except NotAGitRepo:
         raise RunStopped(
             f"{ctx.repo} is not a git repository: a run works on a branch of its own "
             "(git init, commit, and start again)"
         ) from None
+    if await asyncio.to_thread(rev_parse, top, "HEAD") is None:
+        # found only when the worktree was made, after Stage0 and the Architect's calls
+        raise RunStopped(
+            f"{top} has no commit yet: a run branches from one (commit, and start again)"
+        )
 
 
 def _checkpoint(ctx: RunContext) -> None:

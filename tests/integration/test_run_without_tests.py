@@ -5,6 +5,7 @@ Architect's calls, and ended as an "internal error" naming the exception."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,31 @@ async def test_a_folder_that_is_no_git_repository_stops_the_run_before_anything(
     assert "internal error" not in outcome.reason
     assert vllm.chat_requests == []
     assert verify_bundle(outcome.bundle).ok  # stopped at once, and sealed
+
+
+async def test_a_repository_with_no_commit_stops_the_run_before_any_model_call(
+    tmp_path: Path, vllm: FakeOpenAIServer
+) -> None:
+    """Found only when the worktree was made: Stage0 and three Architect calls first,
+    then 'internal error: NotAGitRepo(… no commit yet)' and no JSON on stdout."""
+    from app.config import load_settings
+    from app.pipeline.context import RunOptions
+    from app.pipeline.runner import run_pipeline
+    from app.policy import load_policy
+    from app.router.approvals import DenyDecider
+    from app.router.session import open_session
+    from app.workspace.git import run_git
+
+    folder = tmp_path / "fresh"
+    (folder / "tests").mkdir(parents=True)
+    (folder / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+    (folder / "tests" / "test_calc.py").write_text("def test(): pass\n")
+    await asyncio.to_thread(run_git, folder, "init", "-q")
+    async with open_session(load_settings(), load_policy().policy, decider=DenyDecider()) as s:
+        outcome = await run_pipeline(s, "fix add()", RunOptions(repo=folder))
+    assert outcome.outcome == "stopped" and "internal error" not in outcome.reason
+    assert f"{folder} has no commit yet" in outcome.reason
+    assert vllm.chat_requests == []
 
 
 async def test_a_stop_asked_before_the_architect_is_heard_before_its_first_call(
