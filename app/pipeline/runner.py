@@ -109,6 +109,8 @@ async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]
     wt = await asyncio.to_thread(Worktree.create, ctx.repo, ctx.run_id)
     progress.worktree = wt
     for note in wt.notes:
+        # in the evidence too: a reviewer reads what the run did not start from
+        await ctx.audit("run", reason_codes=["WORKTREE_NOTE"], detail=note)
         await ctx.notice(note, level="warning")
     work = progress.work = implementer.start(ctx, wt)
     await publish_steps(ctx, ["active"] * steps, "the Implementer is at work")

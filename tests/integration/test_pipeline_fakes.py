@@ -295,6 +295,7 @@ def test_denied_escalations_end_in_a_clear_audited_stop(
     unrelated = "the logo is drawn in teal"
     assert main(["memory", "add", unrelated, "--no-embed", "--json"]) == 0
     capsys.readouterr()
+    (repo / "NOTES.txt").write_text("the user's work in progress\n")  # not committed
     before = checkout_fingerprint(repo)
     rc, out = run(
         [
@@ -324,6 +325,9 @@ def test_denied_escalations_end_in_a_clear_audited_stop(
     lines = audit_kinds(Path(out["bundle"]))
     assert any(a["kind"] == "denial" for a in lines)
     assert any(a["kind"] == "run" and "RUN_STOPPED" in a["reason_codes"] for a in lines)
+    # the work the run did not start from is in the evidence, not only on the terminal
+    (left,) = [a for a in lines if "WORKTREE_NOTE" in a["reason_codes"]]
+    assert "1 uncommitted change (NOTES.txt)" in left["detail"]
     assert fakes["deepseek"].chat_requests == []  # nothing left the machine
     assert fakes["sonnet"].message_requests == []
     # the failed loops asked for a second opinion; denied, so none, and the run says so
