@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
 from app.router import approvals
@@ -38,12 +39,97 @@ def _describe_reason(reason: dict[str, Any]) -> str:
     return f"{code} ({rest})" if rest else str(code)
 
 
+class _Reader:
+    """The one reader of a terminal, for every prompt of the process.
+
+    A thread reads a line only when a prompt wants one, and hands it to the prompt asking
+    *now*: an answer typed for a prompt that was withdrawn (its request ended, timed out)
+    is dropped, never taken as the answer to the next one. With a thread blocked on
+    ``readline`` per prompt, a withdrawn prompt's thread swallowed the "y" typed for the
+    next request, which then timed out denied.
+    """
+
+    def __init__(self, stdin: TextIO) -> None:
+        self.stdin = stdin
+        self._mutex = threading.Lock()
+        self._want = threading.Event()
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[str]] | None = None
+        self._eof = False
+        self._thread: threading.Thread | None = None
+
+    async def readline(self) -> str:
+        if self._eof:
+            return ""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        with self._mutex:
+            self._waiter = (loop, future)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="terminal", daemon=True)
+            self._thread.start()
+        self._want.set()
+        try:
+            return await future
+        finally:
+            with self._mutex:
+                if self._waiter is not None and self._waiter[1] is future:
+                    self._waiter = None
+
+    def _run(self) -> None:
+        while True:
+            self._want.wait()
+            self._want.clear()
+            try:
+                line = self.stdin.readline()
+            except (OSError, ValueError):  # closed under us
+                line = ""
+            with self._mutex:
+                if not line:
+                    self._eof = True
+                waiter, self._waiter = self._waiter, None
+            if waiter is not None and not waiter[1].done():
+                loop, future = waiter
+                loop.call_soon_threadsafe(_answer, future, line)
+            if not line:
+                return
+
+    def flush(self) -> None:
+        """Drop what was typed before the prompt (a stray key is nobody's answer)."""
+        try:
+            fd = self.stdin.fileno()
+        except (AttributeError, OSError, ValueError):
+            return
+        try:
+            import termios
+        except ImportError:  # not a POSIX terminal
+            return
+        try:
+            termios.tcflush(fd, termios.TCIFLUSH)
+        except (termios.error, OSError):  # not a terminal after all (a pipe)
+            return
+
+
+def _answer(future: asyncio.Future[str], line: str) -> None:
+    if not future.done():
+        future.set_result(line)
+
+
+_readers: dict[int, _Reader] = {}
+
+
+def _reader_for(stdin: TextIO) -> _Reader:
+    reader = _readers.get(id(stdin))
+    if reader is None or reader.stdin is not stdin:
+        reader = _readers[id(stdin)] = _Reader(stdin)
+    return reader
+
+
 class TerminalDecider:
     """Asks on the terminal (the plain CLI without the TUI).
 
-    The prompt goes to stderr so that ``--json`` output on stdout stays clean. The read
-    blocks a worker thread; if the broker times out first, that thread stays parked on
-    ``readline`` until a line arrives and its answer is ignored.
+    The prompt goes to stderr so that ``--json`` output on stdout stays clean. Prompts are
+    asked one at a time (the gateway's requests come together), each naming its request,
+    and a withdrawn one says so; lines are read by one reader (:class:`_Reader`).
     """
 
     name = "terminal"
@@ -52,17 +138,28 @@ class TerminalDecider:
     def __init__(self, *, stdin: TextIO | None = None, out: TextIO | None = None) -> None:
         self._stdin = stdin
         self._out = out
+        self._turn: asyncio.Lock | None = None
+        self._turn_loop: asyncio.AbstractEventLoop | None = None
 
     async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
         stdin = self._stdin if self._stdin is not None else sys.stdin
         out = self._out if self._out is not None else sys.stderr
         if stdin is None or not stdin.isatty():
             return ApprovalDecision(decision="deny", decided_by=self.name, reason="no terminal")
-        return await asyncio.to_thread(self._ask, req, stdin, out)
+        loop = asyncio.get_running_loop()
+        if self._turn is None or self._turn_loop is not loop:
+            self._turn, self._turn_loop = asyncio.Lock(), loop
+        async with self._turn:  # one prompt on the terminal at a time
+            try:
+                return await self._ask(req, _reader_for(stdin), out)
+            except asyncio.CancelledError:
+                out.write(f"\n(withdrawn: {_who(req)} no longer waits for an answer)\n")
+                out.flush()
+                raise
 
-    def _ask(self, req: ApprovalRequest, stdin: TextIO, out: TextIO) -> ApprovalDecision:
+    async def _ask(self, req: ApprovalRequest, reader: _Reader, out: TextIO) -> ApprovalDecision:
         lines = [
-            f"Escalation for role {req.role!r} wants to leave the machine:",
+            f"Escalation for role {req.role!r} wants to leave the machine ({_who(req)}):",
             f"  model   {req.model} ({req.provider})",
             f"  cost    ~${req.est_cost_usd:.4f}   budget left ${req.budget_left_usd:.4f}",
         ]
@@ -74,12 +171,13 @@ class TerminalDecider:
         # What the human approves must read as it is: a reason's or a value's text cannot
         # move the cursor or restyle the prompt (app/shown.py).
         out.write("\n".join(clean(line, one_line=True) for line in lines) + "\n")
+        reader.flush()
         for _ in range(self.max_tries):
             out.write(
                 "Approve? [y]es once / [a]lways this session / [N]o / [d]eny all, stay local: "
             )
             out.flush()
-            line = stdin.readline()
+            line = await reader.readline()
             if not line:
                 return ApprovalDecision(
                     decision="deny", decided_by=self.name, reason="no answer (end of input)"
@@ -89,6 +187,10 @@ class TerminalDecider:
                 return ApprovalDecision(decision=answer, decided_by=self.name, reason="terminal")
             out.write("Please answer y, a, n or d.\n")
         return ApprovalDecision(decision="deny", decided_by=self.name, reason="no valid answer")
+
+
+def _who(req: ApprovalRequest) -> str:
+    return f"request {req.run}" if req.run else f"session {req.session}"
 
 
 def decider_for(mode: ApproveMode, said: str | None = None, bus: Bus | None = None) -> Decider:

@@ -499,3 +499,40 @@ async def test_the_terminal_prompt_shows_control_characters_instead_of_obeying_t
     shown = out.getvalue()
     assert "X (note=ok␛[8m hidden⏎fake line)" in shown
     assert "\x1b" not in shown
+
+
+class _PipeTTY(io.TextIOWrapper):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_an_answer_typed_after_a_prompt_was_withdrawn_goes_to_the_next_one() -> None:
+    """Two gateway requests asked at once: the first one's client gave up, and the "y"
+    typed at the second prompt was read by the first one's orphaned thread, so the
+    second request timed out denied. Prompts are asked one at a time, each naming its
+    request, and a line goes to the prompt asking now."""
+    import os
+
+    read_fd, write_fd = os.pipe()
+    stdin = _PipeTTY(os.fdopen(read_fd, "rb"), encoding="utf-8")
+    out = io.StringIO()
+    decider = TerminalDecider(stdin=stdin, out=out)
+    try:
+        first = asyncio.ensure_future(decider.decide(make_req(run="gw-first")))
+        await asyncio.sleep(0.05)  # the first prompt is up, its line being read
+        second = asyncio.ensure_future(decider.decide(make_req(run="gw-second")))
+        await asyncio.sleep(0.05)
+        assert "gw-second" not in out.getvalue()  # one prompt at a time
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await asyncio.sleep(0.05)
+        os.write(write_fd, b"y\n")
+        decided = await asyncio.wait_for(second, 10)  # a guard against a hang, not a timing
+    finally:
+        os.close(write_fd)
+    assert (decided.decision, decided.reason) == ("allow_once", "terminal")
+    shown = out.getvalue()
+    assert "(request gw-first)" in shown and "(request gw-second)" in shown
+    assert "withdrawn: request gw-first no longer waits for an answer" in shown
+    assert shown.index("withdrawn") < shown.index("gw-second")
