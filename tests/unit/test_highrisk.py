@@ -651,12 +651,12 @@ index 1111111..2222222 100644
 --- a/tests/test_calc.py
 +++ b/tests/test_calc.py
 @@ -3,4 +3,4 @@ import calc
- 
- 
+{blank}
+{blank}
  def test_add():
 -    assert calc.add(2, 3) == 5
 +    assert calc.add(2, 3) == -1
-"""
+""".format(blank=" ")  # a blank context line is one space
 
 NEW_TEST_FILE = """\
 diff --git a/tests/test_more.py b/tests/test_more.py
