@@ -4,10 +4,16 @@ told. Pure: texts in, texts or typed refusals out."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from app.pipeline.edits.apply import apply_edits
+from app.pipeline.edits.land import Missed, land
 from app.pipeline.edits.model import Applied, DiffHunk, SearchReplace, WholeFile
+from app.pipeline.edits.parse import parse_edits
+from app.pipeline.edits.text import FileText, ops_between
 
 APP = Path(__file__).resolve().parents[2] / "app"
 SOURCE = APP / "resources" / "examples" / "parser-bug" / "parser.py"
@@ -321,3 +327,96 @@ def test_numbers_copied_into_search_are_dropped_but_a_tables_own_numbers_are_kep
         {"c.py": text}, [SearchReplace(path="c.py", search=search, replace=numbered)]
     )
     assert again.files == result.files
+
+
+# ── whole files with elided lines ───────────────────────────────────────────────────────
+
+CALC = (
+    "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n\n\n"
+    "def div(a, b):\n    return a / b\n"
+)
+
+
+@pytest.mark.parametrize(
+    "marker", ["# ... rest of the file unchanged ...", "# ... existing code ...", "..."]
+)
+def test_a_whole_file_with_elided_lines_is_refused_not_cut_short(marker: str) -> None:
+    """The FILE block replaced the whole file with the abbreviated text: mul and div were
+    deleted, and the run could end merge-ready."""
+    text = (
+        f"calc.py\n<<<<<<< FILE\ndef add(a, b):\n    return a + b\n\n{marker}\n>>>>>>> FILE\n"
+        '{"self_check_confidence": 0.9, "notes": "x"}'
+    )
+    result = apply_edits({"calc.py": CALC}, parse_edits(text).edits)
+    assert not result.ok and result.files == {}
+    (refusal,) = result.refusals
+    assert refusal.reason == "bad_elision"
+    (told,) = result.feedback()  # what the repair turn says
+    assert "line 4" in told and marker in told
+    assert "every line" in told and "SEARCH/REPLACE" in told
+
+
+def test_a_whole_files_own_ellipsis_lines_are_code() -> None:
+    """A line that is only "..." is Python's Ellipsis as often as an elision: a new file's
+    are its own, as are an existing file's kept where they were."""
+    stub = "class P(Protocol):\n    def f(self) -> int:\n        ...\n"
+    new = apply_edits({"p.py": None}, [WholeFile(path="p.py", content=stub)])
+    assert new.files == {"p.py": stub} and new.notes[0].how == "created"
+    grown = stub + "\n    def g(self) -> str: ...\n"
+    kept = apply_edits({"p.py": stub}, [WholeFile(path="p.py", content=grown)])
+    assert kept.files == {"p.py": grown}
+    crlf = apply_edits(
+        {"p.py": stub.replace("\n", "\r\n")}, [WholeFile(path="p.py", content=grown)]
+    )
+    assert crlf.files == {"p.py": grown.replace("\n", "\r\n")}
+    empty = apply_edits({"p.py": ""}, [WholeFile(path="p.py", content=stub)])
+    assert empty.files == {"p.py": stub}  # an empty file has no lines to leave out
+    # a "..." line among changed lines cannot be told from an elision: refused, and the
+    # model is told how to write one that is code
+    added = stub + "\n    def g(self) -> str:\n        ...\n"
+    (refusal,) = apply_edits({"p.py": stub}, [WholeFile(path="p.py", content=added)]).refusals
+    assert refusal.reason == "bad_elision" and "line 6" in refusal.message
+    # one standing for lines the file has, in place of them
+    gone = stub.replace("        ...\n", "        return 1\n")
+    elided = apply_edits({"p.py": gone}, [WholeFile(path="p.py", content=stub)]).refusals
+    assert [r.reason for r in elided] == ["bad_elision"]
+
+
+# ── scale: a common line in a large file ─────────────────────────────────────────────────
+
+
+class _Walked(list[str]):
+    """A file's lines that count how often the whole file is walked."""
+
+    walks = 0
+
+    def __iter__(self) -> Iterator[str]:
+        self.walks += 1
+        return super().__iter__()
+
+
+def test_a_common_line_walks_a_large_file_a_few_times_not_once_per_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SEARCH of one common line is composed at each of its places: each counted the
+    file's indentation style and line ends over the whole file again and made a copy of
+    the whole file (quadratic: 10k lines took 5 s, 200k lines minutes). What is learnt of
+    the file is counted once, and the new file is made only for the place that lands."""
+    copies: list[int] = []
+    replaced = FileText.replaced
+
+    def counted(self: FileText, start: int, end: int, new: list[str]) -> FileText:
+        copies.append(start)
+        return replaced(self, start, end, new)
+
+    monkeypatch.setattr(FileText, "replaced", counted)
+    function = ["def f():", "    x = {", "        1: 2,", "    }", "    return x"]
+    lines = _Walked(function * 400)
+    found = land(FileText(lines), ops_between(["    }"], ["    };"]))
+    assert isinstance(found, Missed) and found.reason == "ambiguous"
+    assert len(found.candidates) == 400
+    assert lines.walks <= 3 and copies == []
+    once = _Walked([*lines, "    }  # the last"])
+    fixed = land(FileText(once), ops_between(["    }  # the last"], ["    };  # the last"]))
+    assert not isinstance(fixed, Missed) and fixed.text.lines[-1] == "    };  # the last"
+    assert once.walks <= 3 and len(copies) == 1

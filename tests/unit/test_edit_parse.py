@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from app.pipeline.edits.model import DiffHunk, EditList, SearchReplace, WholeFile
 from app.pipeline.edits.parse import EditFormatError, parse_edits
 from app.pipeline.edits.render import EXAMPLE, block, render, reply, whole_file
+from app.pipeline.edits.reply import EditReplyParser
+from app.router.structured import ReplyRejected
 
 FIX_SEARCH = "    for i in range(len(tokens) - 1):\n"
 FIX_REPLACE = "    for i in range(len(tokens)):\n"
@@ -143,6 +145,89 @@ def test_every_problem_is_reported_at_once() -> None:
     found = problems(text)
     assert any("inside the repository" in p for p in found)
     assert any("trailer" in p for p in found)
+
+
+# ── paths with spaces ────────────────────────────────────────────────────────────────────
+
+SPACED = {"my file.py": "x = 1\n", "file.py": "x = 1\n"}
+TRAILER = '{"self_check_confidence": 0.5}'
+
+
+def edit_after(line: str, search: str = "x = 1\n") -> str:
+    return f"{line}\n<<<<<<< SEARCH\n{search}=======\nz = 2\n>>>>>>> REPLACE\n{TRAILER}"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "my file.py",
+        "`my file.py`",
+        "**`my file.py`**",
+        '"my file.py"',
+        "'my file.py'",
+        "### my file.py",
+        "- `my file.py`",
+        "File: my file.py",
+        "In `my file.py`:",
+    ],
+)
+def test_a_path_with_spaces_is_read_whole(line: str) -> None:
+    """The edit for ``my file.py`` landed in ``file.py``: the line was read as prose, and
+    its last path-like word taken."""
+    assert parse_edits(edit_after(line)).edits[0].path == "my file.py"
+    change = EditReplyParser(SPACED.get)(edit_after(line))
+    assert change.files == {"my file.py": "z = 2\n"}
+
+
+@pytest.mark.parametrize(
+    ("line", "rewritten"),
+    [
+        ("Here is the fix for file.py:", True),
+        ("In `file.py`:", True),
+        ("In file.py, the loop", True),
+        ("Update file.py", False),
+        ("### Changes to file.py", False),
+        ("Run `python file.py`:", False),
+    ],
+)
+def test_prose_naming_a_path_still_names_it(line: str, rewritten: bool) -> None:
+    """An edit of the file lands in the file the prose names. A FILE block does too
+    after a line that can only be prose; after one that could be a new file's path with
+    spaces ("Update file.py"), it is refused rather than guessed."""
+    files = {"file.py": "x = 1\n"}
+    assert EditReplyParser(files.get)(edit_after(line)).files == {"file.py": "z = 2\n"}
+    rewrite = f"{line}\n<<<<<<< FILE\nz = 2\n>>>>>>> FILE\n{TRAILER}"
+    if rewritten:
+        assert EditReplyParser(files.get)(rewrite).files == {"file.py": "z = 2\n"}
+    else:
+        with pytest.raises(ReplyRejected, match="could name"):
+            EditReplyParser(files.get)(rewrite)
+
+
+def test_a_path_line_that_cannot_be_told_is_refused_not_written_elsewhere() -> None:
+    """Only ``file.py`` exists: a FILE block after "my file.py" creates a new file, or
+    rewrites file.py after a line of prose; neither reading is safe to guess."""
+    files = {"file.py": "x = 1\n"}
+    text = f"my file.py\n<<<<<<< FILE\nz = 2\n>>>>>>> FILE\n{TRAILER}"
+    parser = EditReplyParser(files.get)
+    with pytest.raises(ReplyRejected) as err:
+        parser(text)
+    assert "could name 'my file.py' or 'file.py'" in err.value.problem
+    assert "in backticks" in err.value.problem
+    assert parser.last is not None and parser.last.outcome == "format"
+    # the repair: the path alone, in backticks
+    change = EditReplyParser(files.get)(text.replace("my file.py", "`my file.py`", 1))
+    assert change.files == {"my file.py": "z = 2\n"}
+    # an edit of an existing file can only mean the one that exists
+    assert EditReplyParser(files.get)(edit_after("Update file.py")).files == {"file.py": "z = 2\n"}
+
+
+def test_a_path_with_spaces_renders_and_parses_back() -> None:
+    edits = EditList(
+        edits=[SearchReplace(path="docs/my  notes.md", search="a\n", replace="b\n")],
+        self_check_confidence=0.5,
+    )
+    assert parse_edits(render(edits)) == edits
 
 
 # ── properties ───────────────────────────────────────────────────────────────────────────

@@ -35,6 +35,7 @@ from app.pipeline.edits.text import (
     is_marker,
     ops_between,
     ops_between_from_end,
+    strip_cr,
 )
 
 #: a whole-file rewrite is for small files: past this many lines, SEARCH/REPLACE
@@ -136,6 +137,9 @@ def _placed(text: str | None, ops: list[Op], other: list[Op] | None) -> _Outcome
 
 def _whole(text: str | None, content: str, whole_max: int) -> _Outcome:
     if text is None:
+        # A new file is written as it is: there are no lines a marker could stand for, and
+        # a line that is only "..." is as likely code (Python's Ellipsis, the body of a
+        # stub or a Protocol's method) as anything else in it.
         return content, "created", None
     old = FileText.of(text)
     if len(old.lines) > whole_max:
@@ -145,9 +149,45 @@ def _whole(text: str | None, content: str, whole_max: int) -> _Outcome:
             f"{whole_max} lines: use SEARCH/REPLACE blocks",
         )
     new = FileText.of(content)
+    at = left_out(old.lines, new.lines)
+    if at is not None:
+        return Missed(
+            "bad_elision",
+            f"line {at} of the new text ({new.lines[at - 1].strip()!r}) stands for lines "
+            "left out, and a whole-file rewrite would delete them: write out every line of "
+            'the file, or change only what changes with SEARCH/REPLACE blocks (a "..." '
+            "that is code, such as a stub's body, goes on the line of its def)",
+        )
     if old.crlf:
         new = FileText([line + "\r" for line in new.lines], new.final_newline)
     return new.render(), "rewritten", LineSpan(start=1, end=len(old.lines))
+
+
+def left_out(old: Sequence[str], new: Sequence[str]) -> int | None:
+    """The first line (1-based) of an existing file's new text that is an elision marker
+    ("# ... rest of the file unchanged ...", "# ... existing code ...", a bare "..."), or
+    None: the lines it stands for would be deleted, the whole file being replaced.
+
+    A marker line the file has, kept as it was (paired with its own line: a Protocol's
+    "..." body, a doctest's "..." line), is the file's code and not a marker. Any other
+    is refused, even one that may be code the model adds (a new stub's "..." body): one
+    among changed lines cannot be told from the lines it would stand for (as in
+    :func:`expand_markers`), and a refusal costs a repair turn where a wrong guess deletes
+    code. An empty file has no lines to leave out.
+    """
+    marks = [k for k, line in enumerate(new) if is_marker(line)]
+    if not marks or not old:
+        return None
+    kept: set[int] = set()
+    matcher = SequenceMatcher(None, _keys(old), _keys(new), autojunk=False)
+    for tag, _, _, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            kept.update(range(j1, j2))
+    return next((k + 1 for k in marks if k not in kept), None)
+
+
+def _keys(lines: Sequence[str]) -> list[str]:
+    return [strip_cr(line).rstrip() for line in lines]
 
 
 def expand_markers(search: Sequence[str], repl: Sequence[str]) -> list[str] | None:

@@ -15,7 +15,7 @@ from difflib import SequenceMatcher
 from itertools import pairwise
 
 from app.pipeline.edits.locate import Placement
-from app.pipeline.edits.text import FileText, Op, leading, squash, strip_cr
+from app.pipeline.edits.text import FileText, LineStats, Op, leading, squash, strip_cr
 
 TAB = 4
 
@@ -37,9 +37,10 @@ class _Fit:
 
 
 class Reindent:
-    """Maps the model's indentation to the file's, learnt from the lines it matched."""
+    """Maps the model's indentation to the file's, learnt from the lines it matched (and
+    from the file's :class:`~.text.LineStats`, counted once per file, not per place)."""
 
-    def __init__(self, pairs: Sequence[tuple[str, str]], file_lines: Sequence[str]) -> None:
+    def __init__(self, pairs: Sequence[tuple[str, str]], file: LineStats) -> None:
         pairs = [(a, strip_cr(t)) for a, t in pairs if a.strip() and t.strip()]
         self.identity = all(leading(a) == leading(t) for a, t in pairs)
         table: dict[str, str] = {}
@@ -51,8 +52,8 @@ class Reindent:
             table[wa] = wt
         self.table = {k: v for k, v in table.items() if k not in clash}
         self.fit = _fit([(leading(a), leading(t)) for a, t in pairs])
-        self.tabs = _uses_tabs([leading(t) for _, t in pairs], file_lines)
-        self.style = _style(file_lines)
+        self.tabs = _uses_tabs([leading(t) for _, t in pairs], file)
+        self.style = _style(file)
 
     def _house_style(self, line: str) -> str:
         """A line whose indentation mixes in the other character than the file's own
@@ -104,18 +105,15 @@ def _fit(pairs: list[tuple[str, str]]) -> _Fit | None:
     return None
 
 
-def _uses_tabs(matched: Sequence[str], file_lines: Sequence[str]) -> bool:
+def _uses_tabs(matched: Sequence[str], file: LineStats) -> bool:
     if any(ws for ws in matched):
         return any("\t" in ws for ws in matched)
-    tabs = sum(1 for line in file_lines if line.startswith("\t"))
-    spaces = sum(1 for line in file_lines if line.startswith(" "))
-    return tabs > spaces
+    return file.tabs > file.spaces
 
 
-def _style(lines: Sequence[str]) -> str | None:
+def _style(file: LineStats) -> str | None:
     """The file's indentation character, when nine in ten indented lines agree."""
-    tabs = sum(1 for line in lines if line.startswith("\t") and line.strip())
-    spaces = sum(1 for line in lines if line.startswith(" ") and line.strip())
+    tabs, spaces = file.text_tabs, file.text_spaces
     if tabs + spaces < 3:
         return None
     if spaces >= 9 * tabs:
@@ -134,7 +132,7 @@ def compose(text: FileText, ops: Sequence[Op], place: Placement) -> list[str]:
             i += 1
             if t is not None:
                 where[k] = t
-    fix = Reindent([(ops[k].text, text.lines[t]) for k, t in where.items()], text.lines)
+    fix = Reindent([(ops[k].text, text.lines[t]) for k, t in where.items()], text.stats)
     eol = "\r" if text.crlf else ""
     inserts: dict[int, list[str]] = {}
     removed: set[int] = set()

@@ -109,7 +109,7 @@ def _literal(text: FileText, ops: Sequence[Op]) -> Landed | Missed | None:
     places = clearly_best(cheapest(_first_level(text, ops)))
     if not places:
         return None
-    results: dict[tuple[int, int, tuple[str, ...]], FileText] = {}
+    results: _Results = {}
     errors: list[ComposeError] = []
     for place in places:
         try:
@@ -117,9 +117,8 @@ def _literal(text: FileText, ops: Sequence[Op]) -> Landed | Missed | None:
         except ComposeError as exc:
             errors.append(exc)
             continue
-        key, new = _result(text, place.span, out)
-        results.setdefault(key, new)
-    return _decide(results, errors, [p.span for p in places], places[0].level)
+        results.setdefault(_change(text, place.span, out), (place.span, out))
+    return _decide(text, results, errors, [p.span for p in places], places[0].level)
 
 
 def cheapest(places: list[Placement]) -> list[Placement]:
@@ -157,14 +156,22 @@ def _least(cluster: list[Placement]) -> list[Placement]:
     return [p for p in cluster if p.cost == low]
 
 
+#: a change in its canonical form (:func:`_change`) → the first place that made it: its
+#: span and the lines that replace the span there. The new file is only made for the one
+#: that lands: one per candidate place would copy the whole file for each of them.
+_Results = dict[tuple[int, int, tuple[str, ...]], tuple[tuple[int, int], list[str]]]
+
+
 def _decide(
-    results: dict[tuple[int, int, tuple[str, ...]], FileText],
+    text: FileText,
+    results: _Results,
     errors: list[ComposeError],
     spans: list[tuple[int, int]],
     level: str,
 ) -> Landed | Missed:
     if len(results) == 1 and not errors:
-        (c0, c1, _), new = next(iter(results.items()))
+        (c0, c1, _), ((start, end), out) = next(iter(results.items()))
+        new = text.replaced(start, end, out)
         lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
         return Landed(new, cast(How, level), LineSpan(start=lo + 1, end=hi), (c0, c1))
     places = sorted(set(spans))
@@ -183,13 +190,12 @@ def _decide(
     )
 
 
-def _result(
+def _change(
     text: FileText, span: tuple[int, int], out: list[str]
-) -> tuple[tuple[int, int, tuple[str, ...]], FileText]:
-    """The new file, and its change in a canonical (smallest) form, so that two places
-    that make the same file count as one."""
+) -> tuple[int, int, tuple[str, ...]]:
+    """``out`` in place of ``span``, as a change in a canonical (smallest) form, so that
+    two places that make the same file count as one."""
     start, end = span
-    new = text.replaced(start, end, out)
     lo, hi, body = start, end, list(out)
     while body and lo < hi and body[0] == text.lines[lo]:
         body.pop(0)
@@ -197,7 +203,7 @@ def _result(
     while body and lo < hi and body[-1] == text.lines[hi - 1]:
         body.pop()
         hi -= 1
-    return (lo, hi, tuple(body)), new
+    return lo, hi, tuple(body)
 
 
 # ── elided lines ─────────────────────────────────────────────────────────────────────────
@@ -243,7 +249,7 @@ def _elided(text: FileText, ops: Sequence[Op]) -> Landed | Missed | None:
             chains.append(chain)
     if not chains:
         return None
-    results: dict[tuple[int, int, tuple[str, ...]], FileText] = {}
+    results: _Results = {}
     errors: list[ComposeError] = []
     for chain in chains:
         try:
@@ -252,10 +258,9 @@ def _elided(text: FileText, ops: Sequence[Op]) -> Landed | Missed | None:
             errors.append(exc)
             continue
         span = (chain[0].span[0], chain[-1].span[1])
-        key, new = _result(text, span, out)
-        results.setdefault(key, new)
+        results.setdefault(_change(text, span, out), (span, out))
     spans = [(c[0].span[0], c[-1].span[1]) for c in chains]
-    return _decide(results, errors, spans, "elided")
+    return _decide(text, results, errors, spans, "elided")
 
 
 def _compose_chain(

@@ -18,16 +18,19 @@ Accepted, in the order they are looked for:
 
 Blocks and diffs end with the JSON trailer ``{"self_check_confidence": 0.8, "notes":
 "..."}``, validated as :class:`Trailer`. Prose around the blocks is ignored; a path line
-may carry Markdown decoration (backticks, bold, "File:"). Anything else that does not
-fit raises :class:`EditFormatError` with every problem found, for the one repair turn.
-Parsing never raises anything else.
+may carry Markdown decoration (backticks, bold, "File:"). A path may hold spaces; a line
+that could be such a path or prose ending in one ("my file.py", "Update calc.py") is
+settled by which files exist, when the caller can tell (``exists``), and refused when
+neither reading is safe. Anything else that does not fit raises :class:`EditFormatError`
+with every problem found, for the one repair turn. Parsing never raises anything else.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -50,6 +53,10 @@ _FILE = re.compile(r"^\s*<{5,9}\s*(?:WHOLE\s+)?FILE\s*$", re.IGNORECASE)
 _FILE_END = re.compile(r"^\s*>{5,9}\s*(?:END(?:\s+FILE)?|FILE)\s*$", re.IGNORECASE)
 _FENCE = re.compile(r"^\s*(?:`{3,}|~{3,})")
 _PATHISH = re.compile(r"[\w][\w.\-/+@]*")
+#: a path that may hold spaces between its words: "docs/my notes.md"
+_SPACED = re.compile(r"[\w.\-/+@]+(?: +[\w.\-/+@]+)*")
+#: text in backticks or quotes within a line (not an apostrophe: "Here's")
+_SPAN = re.compile(r"`+([^`]+)`+|\"([^\"]+)\"|(?<!\w)'([^']+)'(?!\w)")
 _LEGACY_KEYS = frozenset({"diff", "self_check_confidence", "notes"})
 
 TRAILER_HINT = 'end with the JSON trailer {"self_check_confidence": 0.8, "notes": "..."}'
@@ -63,8 +70,13 @@ class EditFormatError(ValueError):
         super().__init__("; ".join(self.problems))
 
 
-def parse_edits(text: str) -> EditList:
-    """The reply's edits, or :class:`EditFormatError` with what is wrong."""
+#: whether a path names a file that exists (the reader's answer; the parser does no I/O)
+Exists = Callable[[str], bool]
+
+
+def parse_edits(text: str, *, exists: Exists | None = None) -> EditList:
+    """The reply's edits, or :class:`EditFormatError` with what is wrong. ``exists``
+    settles a path line that can be read two ways (:class:`_PathLine`)."""
     if not isinstance(text, str):
         raise EditFormatError(["the reply is not text"])
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -72,7 +84,7 @@ def parse_edits(text: str) -> EditList:
     if from_json is not None:
         return from_json
     if any(_SEARCH.match(line) or _FILE.match(line) for line in lines):
-        edits, problems, end = _blocks(lines)
+        edits, problems, end = _blocks(lines, exists)
         fmt: Format = "blocks"
     elif looks_like_diff(lines):
         read = read_diff(lines)
@@ -135,11 +147,11 @@ def _build(specs: list[_Spec], problems: list[str]) -> list[Edit]:
     return out
 
 
-def _blocks(lines: list[str]) -> tuple[list[_Spec], list[str], int]:
+def _blocks(lines: list[str], exists: Exists | None) -> tuple[list[_Spec], list[str], int]:
     """SEARCH/REPLACE and FILE blocks: (specs, problems, index after the last block)."""
     specs: list[_Spec] = []
     problems: list[str] = []
-    path: str | None = None
+    named: _PathLine | None = None
     floor = end = i = 0
     outside: list[str] = []  # the lines between blocks
     while i < len(lines):
@@ -150,20 +162,27 @@ def _blocks(lines: list[str]) -> tuple[list[_Spec], list[str], int]:
             i += 1
             continue
         n = len(specs) + len(problems) + 1
-        named = _path_before(lines, i, floor)
-        path = named or path
-        if path is None:
+        named = _path_before(lines, i, floor) or named
+        if named is None:
             problems.append(f"block {n} (line {i + 1}): no file path on the line before it")
+        spec: _Spec | None = None
         if whole:
             body, j, problem = _until(lines, i + 1, _FILE_END, "a >>>>>>> FILE line")
-            if path is not None and problem is None:
-                specs.append(_Spec("write", path, _joined(body)))
+            if problem is None:
+                spec = _Spec("write", "", _joined(body))
         else:
             search, j, problem = _until(lines, i + 1, _DIVIDER, "a ======= line")
             if problem is None:
                 repl, j, problem = _until(lines, j + 1, _REPLACE, "a >>>>>>> REPLACE line")
-                if path is not None and problem is None:
-                    specs.append(_Spec("replace", path, _joined(search), _joined(repl)))
+                if problem is None:
+                    spec = _Spec("replace", "", _joined(search), _joined(repl))
+        if named is not None and spec is not None:
+            # a FILE block, or an empty SEARCH, writes the file whether or not it exists
+            path = named.read(creates=whole or not spec.text, exists=exists)
+            if path is None:
+                problem = named.unclear()
+            else:
+                specs.append(replace(spec, path=path))
         if problem is not None:
             problems.append(f"block {n} (line {i + 1}): {problem}")
             if j >= len(lines):
@@ -203,7 +222,7 @@ def _joined(lines: list[str]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _path_before(lines: list[str], i: int, floor: int) -> str | None:
+def _path_before(lines: list[str], i: int, floor: int) -> _PathLine | None:
     """The path on the nearest line above a block (skipping blank and fence lines)."""
     j = i - 1
     while j >= floor:
@@ -218,15 +237,87 @@ def _path_before(lines: list[str], i: int, floor: int) -> str | None:
     return None
 
 
-def _path_in(line: str) -> str | None:
-    text = re.sub(r"^(?:#+|[*>-])\s*", "", line.strip())
-    text = re.sub(r"^(?:file|path|filename)\s*:\s*", "", text, flags=re.IGNORECASE)
-    text = text.strip("`*'\"").rstrip(":").strip("`*'\" ")
+@dataclass(frozen=True)
+class _PathLine:
+    """What the line before a block names: ``path``, or, when the line can be read two
+    ways, ``path`` (its last path-like word: prose ending in a path, "Update calc.py")
+    or ``wide`` (the path with spaces that ends in it: "my file.py")."""
+
+    line: str
+    path: str
+    wide: str | None = None
+    #: the line reads as prose ("Here is the fix for calc.py:", ending in a colon), so
+    #: the narrow reading is the likelier one; else the wide one is
+    prose: bool = False
+
+    def read(self, *, creates: bool, exists: Exists | None) -> str | None:
+        """The path the block is for; None when that cannot be told safely.
+
+        A file named by the wide reading settles it (a sentence is no file's name). Else
+        an edit of an existing file can only mean the narrow reading if that file exists;
+        but a block that writes its file (FILE, or an empty SEARCH) could be creating the
+        wide one: writing the narrow one instead would change another file than the one
+        meant, so it is refused, unless the line reads as prose. With neither file, or
+        without ``exists``, the likelier reading.
+        """
+        if self.wide is None:
+            return self.path
+        likely = self.path if self.prose else self.wide
+        if exists is None:
+            return likely
+        if exists(self.wide):
+            return self.wide
+        if not exists(self.path):
+            return likely
+        if self.prose or not creates:
+            return self.path
+        return None
+
+    def unclear(self) -> str:
+        return (
+            f"the line before it, {self.line.strip()!r}, could name {self.wide!r} or "
+            f"{self.path!r}: write the file's path alone on that line (in backticks when "
+            "it has spaces)"
+        )
+
+
+def _path_in(line: str) -> _PathLine | None:
+    """The path a line names: a line that is only a path, spaces and all (bare, in
+    backticks or quotes, after a heading, bullet or "File:" marker), or the last path-like
+    word of a prose line. Only backticks or quotes around the whole line settle it: a bare
+    "my file.py" may be prose too ("Update calc.py"), so both readings are kept
+    (:meth:`_PathLine.read` chooses)."""
+    bare = re.sub(r"^(?:#+|[*>-])\s*", "", line.strip())
+    labelled = re.sub(r"^(?:file|path|filename)\s*:\s*", "", bare, flags=re.IGNORECASE)
+    text = labelled.strip("`*'\"").rstrip(":").strip("`*'\" ")
     if text and not any(c.isspace() for c in text):
-        return text  # a line that is only a path (Makefile, src/app.py), checked later
-    tokens = [t.rstrip(".") for t in _PATHISH.findall(line)]
-    tokens = [t for t in tokens if ("/" in t or "." in t) and not t.endswith(".")]
-    return tokens[-1] if tokens else None
+        return _PathLine(line, text)  # a line that is only a path (Makefile, src/app.py)
+    found = [
+        m for m in _PATHISH.finditer(line) if "/" in m[0].rstrip(".") or "." in m[0].rstrip(".")
+    ]
+    if not found:
+        return None
+    last = found[-1]
+    token = last[0].rstrip(".")
+    spaced = text.endswith(token) and _spaced(text)  # the whole line a path that ends in it
+    if spaced and re.fullmatch(r"\**([`'\"])[^`'\"]+\1\**:?", labelled):
+        return _PathLine(line, text)  # only a path, in backticks or quotes: `my file.py`
+    for span in _SPAN.finditer(line):
+        inner = (span[1] or span[2] or span[3]).strip()
+        if span.start() < last.start() < span.end() and _spaced(inner) and inner.endswith(token):
+            # prose naming the path in code ("In `my file.py`:"), or a command (`python
+            # calc.py`): the span is the likelier path
+            return _PathLine(line, token, inner) if inner != token else _PathLine(line, token)
+    if spaced:
+        prose = bool(re.search(r":[`*'\"\s]*$", line))
+        return _PathLine(line, token, text, prose=prose)
+    return _PathLine(line, token)
+
+
+def _spaced(text: str) -> bool:
+    """A path, perhaps with spaces between its words, with a "/" or a "." in it (as the
+    path-like words of a prose line must have), not ending a sentence."""
+    return bool(_SPACED.fullmatch(text)) and ("/" in text or "." in text) and text[-1] != "."
 
 
 def _trailer(tail: list[str]) -> tuple[Trailer | None, list[str]]:

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.pipeline.edits.apply import apply_edits
-from app.pipeline.edits.model import EditList, EditNote, Refusal
+from app.pipeline.edits.model import EditList, EditNote, Refusal, check_path
 from app.pipeline.edits.parse import EditFormatError, parse_edits
 from app.router.structured import ReplyRejected
 
@@ -63,7 +63,7 @@ class EditReplyParser:
 
     def __call__(self, text: str) -> Change:
         try:
-            edits = parse_edits(text)
+            edits = parse_edits(text, exists=self._exists)
         except EditFormatError as exc:
             self.records.append(
                 ReplyRecord(outcome="format", problems=exc.problems, reply=text[:REPLY_CHARS])
@@ -101,6 +101,16 @@ class EditReplyParser:
         if not applied.ok:
             raise ReplyRejected(applied.feedback())
         return Change(edits=edits, files=applied.files, notes=applied.notes)
+
+    def _exists(self, path: str) -> bool:
+        """Whether ``path`` names a file: the parser's question for a path line that can
+        be read two ways (a file that is not text is there all the same)."""
+        try:
+            return self._read(check_path(path)) is not None
+        except UnreadableFile:
+            return True
+        except (ValueError, OSError):  # not a path in the tree, or one the system refuses
+            return False
 
     @property
     def last(self) -> ReplyRecord | None:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
+from functools import cached_property
 from typing import Literal
 
 Tag = Literal[" ", "-", "+"]
@@ -25,8 +26,40 @@ class Op:
     text: str
 
 
+@dataclass(frozen=True)
+class LineStats:
+    """What the applier asks of a whole file, counted in one pass over its lines."""
+
+    #: lines ending in CR (CRLF line ends)
+    crs: int
+    #: lines starting with a tab, with a space
+    tabs: int
+    spaces: int
+    #: of those, the lines with text on them (not whitespace only)
+    text_tabs: int
+    text_spaces: int
+
+
+def line_stats(lines: Sequence[str]) -> LineStats:
+    crs = tabs = spaces = text_tabs = text_spaces = 0
+    for line in lines:
+        crs += line.endswith("\r")
+        if line.startswith("\t"):
+            tabs += 1
+            text_tabs += bool(line.strip())
+        elif line.startswith(" "):
+            spaces += 1
+            text_spaces += bool(line.strip())
+    return LineStats(crs, tabs, spaces, text_tabs, text_spaces)
+
+
 @dataclass
 class FileText:
+    """A file's lines. They are never changed in place (an edit makes a new
+    :class:`FileText`), so what is learnt of them is kept: each level's line keys, and
+    :attr:`stats`, which every candidate place of an edit would otherwise count again
+    (the whole file each time: quadratic in a large file with a common line)."""
+
     lines: list[str]
     final_newline: bool = True
     _keys: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
@@ -44,11 +77,14 @@ class FileText:
             return ""
         return "\n".join(self.lines) + ("\n" if self.final_newline else "")
 
+    @cached_property
+    def stats(self) -> LineStats:
+        return line_stats(self.lines)
+
     @property
     def crlf(self) -> bool:
         """Most lines end in CRLF: added lines get one too."""
-        crs = sum(1 for line in self.lines if line.endswith("\r"))
-        return crs * 2 > len(self.lines) > 0
+        return self.stats.crs * 2 > len(self.lines) > 0
 
     def keys(self, level: str) -> list[str]:
         cached = self._keys.get(level)
