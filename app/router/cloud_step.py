@@ -105,6 +105,20 @@ async def escalate(
                 detail=f"{d.target}: {missing}",
             )
             return None
+        left = min(await router.ledger.left_usd(router.session, d.provider), 1e12)
+        if left < d.est_cost_usd:
+            # Spent by another request since the decision: nobody is asked to approve a
+            # call the reservation would then refuse (the human said yes to nothing).
+            why = f"estimated ${d.est_cost_usd:.4f} > ${left:.4f} left"
+            failed[d.target] = f"{OVER_BUDGET}: {why}"
+            await write(
+                "budget_stop",
+                to=d.target,
+                reason_codes=["GR011_BUDGET_CAP"],
+                values={"est_cost_usd": d.est_cost_usd, "left_usd": round(left, 6)},
+                detail=f"{d.target}: {why} (before asking for approval)",
+            )
+            return None
         decision = await router.approvals.request(
             ApprovalRequest(
                 session=router.session,
@@ -115,7 +129,7 @@ async def escalate(
                 reasons=[r.model_dump() for r in d.reasons],
                 values=values,
                 est_cost_usd=d.est_cost_usd,
-                budget_left_usd=min(await router.ledger.left_usd(router.session, d.provider), 1e12),
+                budget_left_usd=left,
             )
         )
         if not decision.allowed:

@@ -419,3 +419,35 @@ async def test_deny_all_keeps_the_role_local_without_asking_each_step(
     assert lines[1].reason_codes == ["DENIED_ALL"]
     await audit.close()
     await ledger.close()
+
+
+async def test_nobody_is_asked_to_approve_a_call_the_budget_no_longer_covers(
+    tmp_path: Path, policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests at once: the other one reserved what was left after this one's
+    decision, and the human was asked to approve a call the reservation then refused."""
+    from app.router.approvals import ApprovalDecision, ApprovalRequest
+
+    asked: list[str] = []
+
+    class Asking:
+        name = "human"
+
+        async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+            asked.append(req.model)
+            return ApprovalDecision(decision="allow_once", decided_by=self.name)
+
+    router, audit, ledger = await make_router(
+        tmp_path, policy, Resolver(up=ALL_UP), decider=Asking()
+    )
+
+    async def spent_meanwhile(session: str, provider: str) -> float:
+        return 0.0  # what the budget holds once the other request has reserved
+
+    monkeypatch.setattr(ledger, "left_usd", spent_meanwhile)
+    result = await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert not result.escalated and asked == []
+    stops = [line for line in result.audit if line.kind == "budget_stop"]
+    assert stops and all("before asking for approval" in line.detail for line in stops)
+    await audit.close()
+    await ledger.close()
