@@ -242,6 +242,10 @@ class ApprovalBroker:
 
     # The key includes the provider: the same model name elsewhere is another destination.
     def is_session_allowed(self, session: str, provider: str, model: str) -> bool:
+        # "deny all: stay local" outranks an earlier "a": the router, which asks no one
+        # about a model allowed for the session, sent the next request to the cloud
+        if session in self._session_denied:
+            return False
         return (session, provider, model) in self._session_allowed
 
     def is_session_denied(self, session: str) -> bool:

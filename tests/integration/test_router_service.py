@@ -451,3 +451,38 @@ async def test_nobody_is_asked_to_approve_a_call_the_budget_no_longer_covers(
     assert stops and all("before asking for approval" in line.detail for line in stops)
     await audit.close()
     await ledger.close()
+
+
+async def test_deny_all_outranks_an_earlier_allow_for_the_session(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """`a` for gpt-5.1-high, then `d` (deny all: stay local) on another escalation: the
+    next request for gpt-5.1-high went to the cloud without asking, because the router
+    asks nobody about a model allowed for the session."""
+    from app.router.approvals import ApprovalDecision, ApprovalRequest
+
+    answers = ["allow_session", "deny_all"]
+    asked: list[str] = []
+
+    class Human:
+        name = "human"
+
+        async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+            asked.append(req.model)
+            return ApprovalDecision(decision=answers.pop(0), decided_by=self.name)
+
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver, decider=Human())
+    first = await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert first.escalated and first.model == "gpt-5.1-high"
+    second = await router.complete("implementer", REQ, Signals(user_request=True))
+    assert not second.escalated
+    third = await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert not third.escalated, third.model
+    assert asked == ["gpt-5.1-high", "deepseek-reasoner"]  # nobody asked again
+    cloud_calls = [key for key, made in resolver.made.items() if key[1] == "cloud" and made.calls]
+    assert cloud_calls == [("gpt-5.1-high", "cloud")]
+    denials = [line for line in await audit.lines() if line.kind == "denial"]
+    assert [d.reason_codes for d in denials] == [["DENIED_ALL"], ["DENIED_ALL_REUSED"]]
+    await audit.close()
+    await ledger.close()
