@@ -22,10 +22,17 @@ Command = tuple[str, str, Callable[[], object]]
 
 
 def _home(app: CoreApp) -> WorkbenchScreen | None:
+    """The workbench, once the screens above it are closed; None (and a word) while an
+    approval waits: popping the modal dismissed no one's answer, so its request waited
+    out the timeout and the header said "awaiting approval" for good."""
+    from app.tui.screens.approval import ApprovalScreen
     from app.tui.screens.workbench import WorkbenchScreen
 
     home = app.home
     if not isinstance(home, WorkbenchScreen):
+        return None
+    if any(isinstance(screen, ApprovalScreen) for screen in app.screen_stack):
+        app.notify("an approval is waiting: answer it first (y, a, n or d)", severity="warning")
         return None
     while app.screen is not home and len(app.screen_stack) > 1:
         app.pop_screen()

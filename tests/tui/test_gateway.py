@@ -314,6 +314,30 @@ async def test_the_requests_view_shows_each_request(world: GatewayWorld) -> None
         assert (header.role, header.model) == ("tutor", "qwen2.5-coder-7b")
 
 
+async def test_a_palette_command_does_not_dismiss_a_waiting_approval(world: GatewayWorld) -> None:
+    """ctrl+p → Budget with the modal up popped the modal without its answer: the request
+    waited out the timeout and the header said "awaiting approval" for good."""
+    from app.tui.commands import commands
+
+    app = serve_tui_app("--port", "0")
+    async with app.run_test(size=SIZE) as pilot:
+        address = await listening(pilot)
+        async with httpx.AsyncClient(base_url=address, timeout=60) as client:
+            held = asyncio.create_task(
+                chat(client, "architect", "plan", agent="pilot/1.0", headers=ESCALATE)
+            )
+            await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+            (budget,) = [run for title, _, run in commands(app) if title == "Budget"]
+            budget()
+            await settle(pilot)
+            assert isinstance(app.screen, ApprovalScreen)  # still asking
+            await pilot.press("n")
+            reply = await asyncio.wait_for(held, 30)
+        assert reply.status_code == 200  # denied, served locally
+        await settle(pilot)
+        assert app.home.header.state != "awaiting approval"
+
+
 async def test_a_client_that_goes_away_while_held_closes_its_modal(world: GatewayWorld) -> None:
     seen = Messages()
     app = serve_tui_app("--port", "0")
