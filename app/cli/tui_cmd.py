@@ -159,8 +159,9 @@ def gateway_app(args: argparse.Namespace, settings: Any, policy: Any, config: An
 def _log_to_file(path: Path) -> None:
     """Diagnostics go to a file: never into the panes, never over the screen."""
     from app.audit.redact import RedactingFormatter
+    from app.paths import ensure_dir
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)  # a data dir that cannot be a folder: one line, not a traceback
     handler = logging.FileHandler(path, encoding="utf-8")
     # secrets are masked in every file written, the diagnostic log included (GR-009)
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from app.paths import ensure_dir
 from app.resources import data_dir
 from app.subprocess_env import git_env
 
@@ -16,7 +17,7 @@ DEMO_TASK = "Make the failing parser test pass: parse() drops the last token."
 def prepare_demo_repo(root: Path) -> Path:
     """A fresh git repo at ``root/parser-bug`` with the demo's one commit (recreated)."""
     src = data_dir("examples") / DEMO
-    dest = root / DEMO
+    dest = ensure_dir(root) / DEMO  # a data dir that cannot be a folder: one clear line
     env = git_env()  # an allowlist: no provider key reaches git (GR-009)
     if dest.exists():
         subprocess.run(

@@ -251,3 +251,22 @@ async def test_a_standing_approval_says_where_it_was_given(
     said = approve_setting(load_settings(), None)
     assert said == ("deny", "SWITCHYARD_APPROVE=deny") and await reason(said) == said[1]
     assert await reason(approve_setting(load_settings(), "allow")) == "--approve allow"
+
+
+@pytest.mark.parametrize("command", [["tui"], ["demo"], ["serve", "--tui", "--port", "0"]])
+def test_the_workbench_faces_say_the_same_of_such_a_data_dir(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    """tui, demo and serve --tui ended in a NotADirectoryError traceback (the log folder,
+    the demo's copy) where budget said what was wrong."""
+    (tmp_path / "file").write_text("x")
+    where = tmp_path / "file" / "data"
+    monkeypatch.setenv("SWITCHYARD_DATA_DIR", str(where))
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    (line,) = err.splitlines()
+    assert line.startswith(f"switchyard: cannot use the folder {where}")
+    assert line.endswith(": Not a directory (see data_dir)")
