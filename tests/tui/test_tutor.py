@@ -106,3 +106,41 @@ async def test_the_conversation_is_carried_and_escalate_is_the_users_request(
         assert messages[3].content == "a function with its variables?"
         assert "escalation requested: it stayed local" in text_of(app, "#tutor-questions")
         assert text_of(app, "#tutor-title").endswith("turn 2/6")
+
+
+async def test_typing_the_next_question_while_the_tutor_answers_stays_text(
+    make_app: Any,
+) -> None:
+    """The answer moved the focus to the body in the middle of the next question, so
+    its letters became commands: "r" folded the answer and "n" wiped the session."""
+    import asyncio
+
+    release = asyncio.Event()
+
+    def slow(session: Any, repo: Path) -> TutorSession:
+        async def model(messages: list[Message], signals: Signals) -> Answer[TutorTurn]:
+            await release.wait()
+            return Answer(TutorTurn(questions=["what does range(n) leave out?"], answer="a"), None)
+
+        return TutorSession(session.router, model=model)
+
+    seen = Messages()
+    app = make_app(task=None)
+    app._tutor = slow
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await open_tutor(pilot)
+        box = app.screen.query_one("#tutor-input", Input)
+        if not box.has_focus:
+            await pilot.press("slash")
+        await pilot.press(*"why is a token lost?", "enter")
+        await settle(pilot)
+        if not box.has_focus:
+            await pilot.press("slash")
+        await pilot.press(*"maybe ru")  # the next question, half typed
+        release.set()
+        await until(pilot, lambda: bool(seen.of(TutorAnswered)), what="the answer")
+        await settle(pilot)
+        await pilot.press(*"n")
+        await settle(pilot)
+        assert box.has_focus and box.value == "maybe run"
+        assert text_of(app, "#tutor-title").endswith("turn 1/6")  # no new session

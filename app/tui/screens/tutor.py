@@ -91,6 +91,11 @@ class TutorScreen(Screen[None]):
     def on_tutor_answered(self, message: TutorAnswered) -> None:
         self.reply, self.question = message.reply, message.question
         self._show()
+        box = self.query_one("#tutor-input", Input)
+        if box.has_focus and box.value:
+            # the user is typing the next question: keys stay text (focus moved to the
+            # body made "n" start a new session and wipe the conversation mid-word)
+            return
         self.query_one("#tutor-body").focus()  # so h, r and n work at once
 
     def on_work_failed(self, message: WorkFailed) -> None:
