@@ -23,4 +23,19 @@ def test_a_prefix_still_picks_every_kind_it_starts() -> None:
     assert {"run", "runtime_fallback"} <= keep
     keep, drop = parse_filter("esc den -call")
     assert "escalation" in keep and "denial" in keep and drop == frozenset({"call"})
-    assert parse_filter("nonsense") == (frozenset(), frozenset())
+
+
+def test_the_panes_own_labels_pick_their_kinds() -> None:
+    """The pane shows DENY, APPROVE, FALLBK, LOCAL!: typed into the filter they matched
+    no kind's name, and the pane showed every line under "deny · 8/8 lines"."""
+    assert parse_filter("deny")[0] == frozenset({"denial"})
+    assert parse_filter("fallbk")[0] == frozenset({"runtime_fallback"})
+    assert parse_filter("local!")[0] == frozenset({"local_only_refusal"})
+    assert parse_filter("-approve")[1] == frozenset({"approval"})
+
+
+def test_a_word_that_names_no_kind_keeps_nothing() -> None:
+    keep, drop = parse_filter("nonsense")
+    assert keep and drop == frozenset()
+    assert not any(line_matches({"kind": kind}, keep, drop) for kind in AUDIT_KINDS)
+    assert line_matches({"kind": "denial"}, *parse_filter("nonsense deny"))

@@ -56,7 +56,14 @@ def parse_filter(text: str) -> tuple[frozenset[str], frozenset[str]]:
         if prefix in AUDIT_KINDS:
             target.add(prefix)
         elif prefix:
-            target.update(k for k in AUDIT_KINDS if k.startswith(prefix))
+            # a kind's name, or the label the pane shows for it (DENY, FALLBK, LOCAL!)
+            found = {
+                k
+                for k in AUDIT_KINDS
+                if k.startswith(prefix) or KIND_LABEL.get(k, "").lower().startswith(prefix)
+            }
+            # a word that names no kind keeps nothing (it kept everything: no filter)
+            target.update(found or {f"?{prefix}"})
     return frozenset(keep), frozenset(drop)
 
 
