@@ -76,7 +76,7 @@ async def test_a_failing_worker_is_reported_once_not_raised(make_app: Any) -> No
 
 
 async def test_palette_switches_theme_and_opens_policy(make_app: Any) -> None:
-    app = make_app(task=None)
+    app = make_app(task=None, approval_timeout_s=40.0)  # shorter than the policy's 60 s
     async with app.run_test(size=(160, 48)) as pilot:
         await until(pilot, lambda: app.session is not None, what="the session")
         assert app.theme == "switchyard-dark"
@@ -95,6 +95,12 @@ async def test_palette_switches_theme_and_opens_policy(make_app: Any) -> None:
         table = app.screen.query_one("#policy-table", Static).content
         assert isinstance(table, Table)
         assert "implementer" in [str(cell) for cell in table.columns[0].cells]
+        # what is in force for this session, not the policy file's defaults
+        session = app.session
+        assert session is not None
+        shown = str(app.screen.query_one("#policy-budget", Static).render())
+        assert session.approvals.timeout_s == 40.0 and "time out after 40s" in shown
+        assert f"local_only {str(session.local_only).lower()}" in shown
 
 
 async def test_palette_filters_the_escalation_pane(make_app: Any) -> None:
@@ -138,6 +144,10 @@ async def test_a_session_that_cannot_open_is_said_once_and_blocks_runs(
         await settle(pilot)
         assert not app.running
         assert app.session_error is not None and app.is_running
+        app.push_screen(PolicyScreen())  # it said "the session is still opening"
+        await settle(pilot)
+        title = str(app.screen.query_one("#policy-title", Static).render())
+        assert "budget.session_usd: must be >= 0" in title
 
 
 @pytest.mark.parametrize("pane", ["escalations", "budget", "plan"])

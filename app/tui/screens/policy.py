@@ -45,13 +45,16 @@ def policy_table(policy: Policy) -> Table:
     return table
 
 
-def budget_text(policy: Policy) -> Text:
+def budget_text(policy: Policy, *, timeout_s: float, local_only: bool) -> Text:
+    """The caps, and what is in force for this session: its approval timeout (the
+    settings can shorten the policy's) and local_only (a flag, the environment or a spec
+    can turn it on); the screen showed the policy file's values, not the session's."""
     b = policy.budget
     caps = ", ".join(f"{p} {money(v)}" for p, v in sorted(b.provider_day_usd.items()))
     return Text(
         f"budget {money(b.session_usd)}/session · {money(b.day_usd)}/day · per provider/day: "
-        f"{caps or '—'} · approvals time out after {policy.approvals.timeout_s:g}s (deny) · "
-        f"local_only {str(policy.privacy.local_only).lower()}"
+        f"{caps or '—'} · approvals time out after {timeout_s:g}s (deny) · "
+        f"local_only {str(local_only).lower()}"
     )
 
 
@@ -66,12 +69,18 @@ class PolicyScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        session = cast(CoreApp, self.app).session
+        core = cast(CoreApp, self.app)
+        session = core.session
         title = self.query_one("#policy-title", Static)
         if session is None:
-            title.update(" Policy ─ the session is still opening")
+            # a session that failed to open never will: say why, not "still opening"
+            why = core.session_error or "the session is still opening"
+            title.update(plain(f" Policy ─ {why}", one_line=True))
             return
         policy = session.policy
         title.update(Text(f" Policy {policy.version} ─ the routing table in force", style="bold"))
         self.query_one("#policy-table", Static).update(policy_table(policy))
-        self.query_one("#policy-budget", Static).update(budget_text(policy))
+        in_force = budget_text(
+            policy, timeout_s=session.approvals.timeout_s, local_only=session.local_only
+        )
+        self.query_one("#policy-budget", Static).update(in_force)
