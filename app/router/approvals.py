@@ -304,7 +304,7 @@ class ApprovalBroker:
                 cancelled = ApprovalDecision(
                     decision="deny",
                     decided_by=CANCELLED,
-                    reason="cancelled before an answer came (the run was stopped)",
+                    reason="cancelled before an answer came (its request ended first)",
                 )
                 await asyncio.shield(self._record(req, cancelled, APPROVAL_CANCELLED, started))
                 raise
