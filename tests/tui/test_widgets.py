@@ -118,3 +118,28 @@ def test_one_style_object_per_style() -> None:
     assert style_of("#ff0000", bold=True) is style_of("#ff0000", bold=True)
     assert style_of("#ff0000") is not style_of("#ff0000", bold=True)
     assert style_of("not a colour").color is None  # unusable: plain
+
+
+class DiffHost(App[None]):
+    def compose(self) -> ComposeResult:
+        from app.tui.panes.diff import DiffPane
+
+        yield DiffPane(id="diff")
+
+
+async def test_an_empty_diff_pane_says_no_change_landed_once_the_run_ended() -> None:
+    """After a run whose attempts all failed to land, the pane still said "no diff yet"
+    as if one were coming."""
+    from app.tui.panes.diff import DiffPane
+
+    app = DiffHost()
+    async with app.run_test(size=(60, 10)) as pilot:
+        pane = app.query_one(DiffPane)
+        await pilot.pause()
+        assert "no diff yet" in screen_text(app)
+        pane.finished()
+        await pilot.pause()
+        assert "no attempt landed a change" in screen_text(app)
+        pane.reset()  # the next run
+        await pilot.pause()
+        assert "no diff yet" in screen_text(app)

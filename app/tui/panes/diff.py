@@ -147,6 +147,8 @@ class DiffPane(Pane):
         self.attempt: int | None = None
         self.files: list[FileDiff] = []
         self.index = 0
+        #: the run ended with no change landed ("no diff yet" said a diff might come)
+        self.ended = False
 
     def compose(self) -> ComposeResult:
         yield LineView(id="diff-view", follow=False)
@@ -160,7 +162,12 @@ class DiffPane(Pane):
         self.redraw()
 
     def reset(self) -> None:
-        self.attempt, self.files, self.index = None, [], 0
+        self.attempt, self.files, self.index, self.ended = None, [], 0, False
+        self.redraw()
+
+    def finished(self) -> None:
+        """The run is over: a pane still empty says no attempt landed a change."""
+        self.ended = True
         self.redraw()
 
     def action_file(self, step: int) -> None:
@@ -172,7 +179,8 @@ class DiffPane(Pane):
         view = self.query_one("#diff-view", LineView)
         if not self.files:
             self.set_titles("Diff")
-            view.set_lines([Text("no diff yet", style=Style(dim=True))])
+            empty = "no attempt landed a change" if self.ended else "no diff yet"
+            view.set_lines([Text(empty, style=Style(dim=True))])
             return
         f = self.files[self.index]
         self.set_titles(

@@ -131,6 +131,7 @@ class MainScreen(WorkbenchScreen):
     def on_run_ended(self, message: bridge.RunEnded) -> None:
         e = message.event
         self.plan.finished(e.outcome)
+        self.diff.finished()
         self.header.state = e.outcome
         self.header.activity = ""
         severity: SeverityLevel = "information" if e.outcome == "merge_ready" else "warning"
