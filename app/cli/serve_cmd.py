@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import math
 import os
+import signal
 import sys
 from typing import Any
 
@@ -131,5 +132,11 @@ async def _headless(args: argparse.Namespace, settings: Any, policy: Any, config
     ) as session:
         print(f"switchyard serve: session {session.id}", file=sys.stderr, flush=True)
         print(serving_terms(session.local_only, mode, said), file=sys.stderr, flush=True)
-        await serve(session, host=args.host, port=args.port, config=config, on_ready=ready)
-    return 0
+        stopped_by = await serve(
+            session, host=args.host, port=args.port, config=config, on_ready=ready
+        )
+    if stopped_by is None:
+        return 0
+    # the session is closed, its stores with it: now exit as the signal says (130, 143)
+    print(f"switchyard serve: stopped ({signal.Signals(stopped_by).name})", file=sys.stderr)
+    return 128 + stopped_by

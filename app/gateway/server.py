@@ -27,12 +27,18 @@ async def serve(
     port: int,
     config: GatewayConfig,
     on_ready: Callable[[str, int], None] | None = None,
-) -> None:
-    """Serve until cancelled (or the server is told to exit).
+) -> int | None:
+    """Serve until cancelled or told to stop by a signal; the signal's number, if one.
 
     Cancelled (the workbench quits, its worker is cancelled): stop listening, cancel the
     requests in flight so each writes its closing audit line while the session is still
     open, and close the connections; then the cancellation goes on.
+
+    Stopped by SIGINT or SIGTERM: the same, and the signal is returned, not raised again
+    as uvicorn does. Raised again, it cancelled the caller mid-way through closing the
+    session's stores (an idle server's Ctrl-C then hung on the database's thread, and a
+    second Ctrl-C ended it with a traceback), or, SIGTERM, ended the process on the spot.
+    The caller closes the session, then exits as the signal says.
     """
     stopping = Stopping()
     server = uvicorn.Server(
@@ -69,15 +75,19 @@ async def serve(
     async def shutdown(sockets: object = None) -> None:
         # Told to stop by a signal. The requests in flight end now, each with its closing
         # line (uvicorn would wait for them to finish, then cancel them under the app,
-        # a traceback each); then uvicorn raises the signal again at once (SIGTERM ends
-        # the process there), so whatever is still unwinding is waited for, and what
-        # was written is committed, before it lets go.
+        # a traceback each); whatever is still unwinding is waited for, and what was
+        # written is committed, before it lets go.
         stopping.set()  # the requests in flight end now, each with its closing line
         await stopped(sockets)  # type: ignore[arg-type]
         await _unwind(server)
         await session.audit.flush()
         await session.ledger.flush()
+        caught = getattr(server, "_captured_signals", None)
+        if isinstance(caught, list) and caught:
+            signals.extend(caught)
+            caught.clear()  # returned to the caller, not raised again by uvicorn
 
+    signals: list[int] = []
     server.shutdown = shutdown  # type: ignore[method-assign]
     try:
         await server.serve()
@@ -87,6 +97,7 @@ async def serve(
         raise
     finally:
         thaw_heap()
+    return signals[0] if signals else None
 
 
 #: how long a cancelled server waits for its requests' handlers to finish unwinding

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 #: ``serve(session, host=, port=, config=, on_ready=)``: the real one is
 #: :func:`app.gateway.server.serve`; tests and pictures may plug in scripted traffic
-Serve = Callable[..., Awaitable[None]]
+Serve = Callable[..., Awaitable[int | None]]
 
 
 @dataclass(frozen=True)

@@ -445,8 +445,9 @@ def test_stopping_the_server_mid_stream_closes_and_settles_the_request(
         assert streaming.wait(30), "the stream never started"
         gw.proc.send_signal(getattr(signal, signal_name))
         _, err = gw.proc.communicate(timeout=30)
-        # stopped as the signal says: Ctrl-C is "interrupted" (130), SIGTERM ends it
-        assert gw.proc.returncode == (130 if signal_name == "SIGINT" else -signal.SIGTERM), err
+        # stopped as the signal says, once the session is closed: 128 + the signal
+        assert gw.proc.returncode == 128 + getattr(signal, signal_name), err
+        assert f"switchyard serve: stopped ({signal_name})" in err
         assert "Traceback" not in err and "is closed" not in err, err
         reader.join(10)
         closing = [ln for ln in lines_of("request") if ln["values"].get("status") == 503]
@@ -455,6 +456,20 @@ def test_stopping_the_server_mid_stream_closes_and_settles_the_request(
         settled = [ln for ln in lines_of("budget") if "CALL_CANCELLED" in ln["reason_codes"]]
         assert len(settled) == 1 and settled[0]["to"] == "gpt-5.1-high"
         assert not lines_of("retry")
+
+
+def test_ctrl_c_on_an_idle_server_stops_it(tmp_path: Path, fakes: tuple[Any, Any, Any]) -> None:
+    """With no request served yet, Ctrl-C cancelled the closing of the session's stores
+    half-way: the process hung on the database's thread, and a second Ctrl-C ended it
+    with a traceback."""
+    import signal
+
+    for gw in _gateway(tmp_path, fakes, "--approve", "deny"):
+        time.sleep(0.5)
+        gw.proc.send_signal(signal.SIGINT)
+        _, err = gw.proc.communicate(timeout=30)
+        assert gw.proc.returncode == 130, err
+        assert "Traceback" not in err and "switchyard serve: stopped (SIGINT)" in err
 
 
 # ── abuse ────────────────────────────────────────────────────────────────────────────────
