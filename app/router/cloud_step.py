@@ -96,7 +96,7 @@ async def escalate(
             # Nobody is asked to approve a call that cannot be made (no key): the skip is
             # audited and the chain moves on (a prompt here would be a wasted keypress,
             # and in an editor a dialog for nothing).
-            failed[d.target] = f"{UNAVAILABLE}: {missing}"
+            failed[d.target] = f"{UNAVAILABLE}: {missing.removeprefix(UNAVAILABLE + ': ')}"
             await write(
                 "skip",
                 to=d.target,
@@ -164,7 +164,7 @@ async def serve_cloud(
     assert d.target is not None and d.provider is not None
     missing = router.backends.unavailable().get(d.target)
     if missing is not None:
-        failed[d.target] = f"{UNAVAILABLE}: {missing}"
+        failed[d.target] = f"{UNAVAILABLE}: {missing.removeprefix(UNAVAILABLE + ': ')}"
         await write(
             "skip",
             to=d.target,

@@ -96,12 +96,20 @@ class StreamBroken(SwitchyardError):
         self.error = error
 
 
-def tried(failed: Mapping[str, str], denied: Iterable[str]) -> str:
+def tried(
+    failed: Mapping[str, str], denied: Iterable[str], skipped: Mapping[str, str] | None = None
+) -> str:
     """What became of the steps before the last, for a failure's message: a client told
     only "prompt is too long" for the embedded model never learnt that the cloud step it
-    asked for was over budget or denied."""
+    asked for was over budget or denied. ``skipped``: steps the decision passed over
+    (their :func:`skip_text`), said when nothing later says more of them."""
     steps = [f"{step}: {why}" for step, why in failed.items()]
     steps += [f"{model}: denied" for model in sorted(set(denied) - set(failed))]
+    steps += [
+        text
+        for model, text in (skipped or {}).items()
+        if model not in failed and model not in denied
+    ]
     return f"; before it: {'; '.join(steps)}" if steps else ""
 
 

@@ -190,6 +190,7 @@ class Router:
         denied: set[str] = set()
         failed: dict[str, str] = {}
         said_skips: set[tuple[str, str]] = set()
+        skipped: dict[str, str] = {}  # cloud steps the decisions passed over, for a failure
         last_error: BackendError | None = None
         req: int | None = None  # the seq of this request's first line (recorded.py)
 
@@ -210,6 +211,7 @@ class Router:
                     continue
                 if skip.runtime == "cloud" and (skip.model, skip.reason) not in said_skips:
                     said_skips.add((skip.model, skip.reason))
+                    skipped.setdefault(skip.model, skip_text(skip))
                     await write(
                         "skip",
                         to=skip.model,
@@ -247,7 +249,9 @@ class Router:
                 if d.runtime != "llamacpp_inprocess":
                     rule = rule_for(self.policy, "connect")
                     cooldown = rule.cooldown_s if rule else 30.0
-                    self.health.mark_down(f"runtime:{d.runtime}", cooldown, str(broken.error))
+                    self.health.mark_down(
+                        f"runtime:{d.runtime}", cooldown, f"stream_broken: {broken.error}"
+                    )
                 await write(
                     "degradation",
                     from_=f"{d.target}@{d.runtime}",
@@ -260,9 +264,25 @@ class Router:
                 last_error = exc
                 assert d.runtime is not None
                 if d.runtime == "llamacpp_inprocess":
+                    # a runtime resting after a passing failure (a 500, a cut stream, a
+                    # time-out) may serve this prompt in a moment: not "too long", which a
+                    # client never retries. One that was not there at all (connect) is
+                    # no reason to wait: then it is the prompt to shorten or compact.
+                    resting = sorted(
+                        key.removeprefix("runtime:")
+                        for key in self.health.down()
+                        if key.startswith("runtime:")
+                        and (self.health.reason(key) or "").partition(":")[0] != "connect"
+                    )
+                    rest = (
+                        f"; {', '.join(resting)} down for now after a failure (retry soon)"
+                        if resting
+                        else ""
+                    )
                     raise RouteFailed(
-                        f"{d.target} in-process failed: {exc}{tried(failed, denied)}",
-                        too_long=too_long(failed, exc.kind),
+                        f"{d.target} in-process failed: {exc}{rest}"
+                        f"{tried(failed, denied, skipped)}",
+                        too_long=too_long(failed, exc.kind) and not resting,
                     ) from None
                 key = f"runtime:{d.runtime}"
                 where = RUNTIME_LABEL[d.runtime]
@@ -293,7 +313,8 @@ class Router:
             result.audit = lines
             return result
         raise RouteFailed(
-            f"{role}: no step could serve the request ({last_error}){tried(failed, denied)}",
+            f"{role}: no step could serve the request ({last_error})"
+            f"{tried(failed, denied, skipped)}",
             too_long=too_long(failed),
         )
 

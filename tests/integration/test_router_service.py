@@ -486,3 +486,40 @@ async def test_deny_all_outranks_an_earlier_allow_for_the_session(
     assert [d.reason_codes for d in denials] == [["DENIED_ALL"], ["DENIED_ALL_REUSED"]]
     await audit.close()
     await ledger.close()
+
+
+async def test_a_runtime_resting_after_a_failure_is_no_reason_to_call_a_prompt_too_long(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """vLLM failed once and rests for its cooldown: the embedded model's window was then
+    the only one left, and the client was told the prompt was too long (a 400 nobody
+    retries, for a prompt the role's real model takes)."""
+    resolver = Resolver(up={"vllm", "llamacpp_inprocess"})
+    resolver.scripts[("qwen3-14b", "vllm")] = [BackendError("server_error", "vllm: 500")]
+    resolver.scripts[("smollm2-135m", "llamacpp_inprocess")] = [_too_long("smollm2")]
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    with pytest.raises(RouteFailed) as failed:
+        await router.complete("architect", REQ)
+    assert failed.value.too_long is False
+    assert "vllm down for now after a failure (retry soon)" in str(failed.value)
+    await audit.close()
+    await ledger.close()
+
+
+async def test_a_cloud_step_the_decision_skipped_for_budget_is_named_in_the_failure(
+    tmp_path: Path, policy: Policy
+) -> None:
+    broke = policy.model_copy(
+        update={"budget": policy.budget.model_copy(update={"session_usd": 0.0001})}
+    )
+    missing = {m: "no key" for m in broke.chain("architect")[1:]}
+    resolver = Resolver(up={"llamacpp_inprocess"}, unavailable=missing)
+    resolver.scripts[("smollm2-135m", "llamacpp_inprocess")] = [_too_long("smollm2")]
+    router, audit, ledger = await make_router(tmp_path, broke, resolver)
+    with pytest.raises(RouteFailed) as failed:
+        await router.complete("architect", REQ, Signals(confidence=0.5))
+    said = str(failed.value)
+    assert "gpt-5.1-high: budget" in said, said
+    assert "unavailable: unavailable" not in said
+    await audit.close()
+    await ledger.close()
