@@ -21,10 +21,12 @@ if TYPE_CHECKING:
 Command = tuple[str, str, Callable[[], object]]
 
 
-def _home(app: CoreApp) -> WorkbenchScreen | None:
-    """The workbench, once the screens above it are closed; None (and a word) while an
-    approval waits: popping the modal dismissed no one's answer, so its request waited
-    out the timeout and the header said "awaiting approval" for good."""
+def _home(app: CoreApp, *, beneath: bool = False) -> WorkbenchScreen | None:
+    """The workbench, once the screens above it are closed. While an approval waits the
+    modal stays (popping it dismissed no one's answer, so its request waited out the
+    timeout and the header said "awaiting approval" for good): ``beneath``, a command
+    that only changes a pane (a filter, the budget zoomed) applies under it; another is
+    refused with a word."""
     from app.tui.screens.approval import ApprovalScreen
     from app.tui.screens.workbench import WorkbenchScreen
 
@@ -32,6 +34,8 @@ def _home(app: CoreApp) -> WorkbenchScreen | None:
     if not isinstance(home, WorkbenchScreen):
         return None
     if any(isinstance(screen, ApprovalScreen) for screen in app.screen_stack):
+        if beneath:
+            return home
         app.notify("an approval is waiting: answer it first (y, a, n or d)", severity="warning")
         return None
     while app.screen is not home and len(app.screen_stack) > 1:
@@ -39,8 +43,10 @@ def _home(app: CoreApp) -> WorkbenchScreen | None:
     return home
 
 
-def _on_home(app: CoreApp, do: Callable[[WorkbenchScreen], object]) -> None:
-    home = _home(app)
+def _on_home(
+    app: CoreApp, do: Callable[[WorkbenchScreen], object], *, beneath: bool = False
+) -> None:
+    home = _home(app, beneath=beneath)
     if home is not None:
         do(home)
 
@@ -65,7 +71,7 @@ def _set_theme(app: CoreApp, name: str) -> None:
 
 
 def _filter(app: CoreApp, text: str) -> None:
-    _on_home(app, lambda s: s.escalations.set_filter(text))
+    _on_home(app, lambda s: s.escalations.set_filter(text), beneath=True)
 
 
 def commands(app: CoreApp) -> list[Command]:
@@ -93,7 +99,7 @@ def commands(app: CoreApp) -> list[Command]:
         (
             "Budget",
             "the budget meter, full screen (escape to restore)",
-            partial(_on_home, app, lambda s: s.maximize(s.budget)),
+            partial(_on_home, app, lambda s: s.maximize(s.budget), beneath=True),
         ),
         (
             "Escalate",
