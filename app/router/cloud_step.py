@@ -110,13 +110,13 @@ async def escalate(
             # Spent by another request since the decision: nobody is asked to approve a
             # call the reservation would then refuse (the human said yes to nothing).
             why = f"estimated ${d.est_cost_usd:.4f} > ${left:.4f} left"
-            failed[d.target] = f"{OVER_BUDGET}: {why}"
-            await write(
-                "budget_stop",
-                to=d.target,
-                reason_codes=["GR011_BUDGET_CAP"],
-                values={"est_cost_usd": d.est_cost_usd, "left_usd": round(left, 6)},
+            await _budget_stop(
+                d,
+                write,
+                failed,
+                why,
                 detail=f"{d.target}: {why} (before asking for approval)",
+                left_usd=round(left, 6),
             )
             return None
         decision = await router.approvals.request(
@@ -183,14 +183,7 @@ async def serve_cloud(
             run=run,
         )
     except BudgetExceeded as exc:
-        await write(
-            "budget_stop",
-            to=d.target,
-            reason_codes=["GR011_BUDGET_CAP"],
-            values={"est_cost_usd": d.est_cost_usd},
-            detail=str(exc),
-        )
-        failed[d.target] = f"{OVER_BUDGET}: {exc}"
+        await _budget_stop(d, write, failed, str(exc), detail=str(exc))
         return None
     outgoing, masked = mask_request(request)
     try:
@@ -248,6 +241,21 @@ async def serve_cloud(
     out = routed(d, result, actual, escalated=True)
     out.approver = approver
     return out
+
+
+async def _budget_stop(
+    d: Decision, write: Write, failed: dict[str, str], why: str, *, detail: str, **values: Any
+) -> None:
+    """A cloud step the budget cannot cover (GR-011): its line, and why, for the failure."""
+    assert d.target is not None
+    await write(
+        "budget_stop",
+        to=d.target,
+        reason_codes=["GR011_BUDGET_CAP"],
+        values={"est_cost_usd": d.est_cost_usd, **values},
+        detail=detail,
+    )
+    failed[d.target] = f"{OVER_BUDGET}: {why}"
 
 
 async def _cancelled(

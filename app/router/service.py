@@ -247,11 +247,7 @@ class Router:
                 # the reader holds part of this reply: no other runtime may continue it
                 assert d.runtime is not None
                 if d.runtime != "llamacpp_inprocess":
-                    rule = rule_for(self.policy, "connect")
-                    cooldown = rule.cooldown_s if rule else 30.0
-                    self.health.mark_down(
-                        f"runtime:{d.runtime}", cooldown, f"stream_broken: {broken.error}"
-                    )
+                    self._rest(d.runtime, "stream_broken", str(broken.error))
                 await write(
                     "degradation",
                     from_=f"{d.target}@{d.runtime}",
@@ -268,12 +264,7 @@ class Router:
                     # time-out) may serve this prompt in a moment: not "too long", which a
                     # client never retries. One that was not there at all (connect) is
                     # no reason to wait: then it is the prompt to shorten or compact.
-                    resting = sorted(
-                        key.removeprefix("runtime:")
-                        for key in self.health.down()
-                        if key.startswith("runtime:")
-                        and (self.health.reason(key) or "").partition(":")[0] != "connect"
-                    )
+                    resting = self._resting()
                     rest = (
                         f"; {', '.join(resting)} down for now after a failure (retry soon)"
                         if resting
@@ -299,9 +290,7 @@ class Router:
                     )
                     continue
                 # a failed local deployment is marked down at once: no slow retries
-                rule = rule_for(self.policy, "connect")
-                cooldown = rule.cooldown_s if rule else 30.0
-                self.health.mark_down(key, cooldown, f"{exc.kind}: {exc}")
+                cooldown = self._rest(d.runtime, exc.kind, str(exc))
                 await write(
                     "degradation",
                     from_=f"{d.target}@{d.runtime}",
@@ -316,6 +305,24 @@ class Router:
             f"{role}: no step could serve the request ({last_error})"
             f"{tried(failed, denied, skipped)}",
             too_long=too_long(failed),
+        )
+
+    def _rest(self, runtime: str, kind: str, text: str) -> float:
+        """Mark a local runtime down for its cooldown after a failure of ``kind``; the
+        cooldown. The reason starts with the kind, which :meth:`_resting` reads."""
+        rule = rule_for(self.policy, "connect")
+        cooldown = rule.cooldown_s if rule else 30.0
+        self.health.mark_down(f"runtime:{runtime}", cooldown, f"{kind}: {text}")
+        return cooldown
+
+    def _resting(self) -> list[str]:
+        """Local runtimes down for now after a passing failure (not one that was not
+        there at all: a connect failure)."""
+        return sorted(
+            key.removeprefix("runtime:")
+            for key in self.health.down()
+            if key.startswith("runtime:")
+            and (self.health.reason(key) or "").partition(":")[0] != "connect"
         )
 
     async def call(
