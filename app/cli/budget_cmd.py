@@ -142,3 +142,11 @@ def _render(r: dict[str, Any]) -> None:
             f"{counted(flight['reservations'], 'reservation')} in flight: "
             f"{money(flight['reserved_usd'])}"
         )
+    if r["session"] and not total["calls"] and not flight["reservations"]:
+        # an id is matched whole: a cut one (8 of its 12 characters) reads as a $0 session
+        out.print(
+            f"[dim]No call or reservation of session {r['session']} in these "
+            f"{counted(r['days'], 'day')}; a session id is matched whole "
+            "(`switchyard audit tail --json` names each line's).[/]",
+            soft_wrap=True,
+        )

@@ -111,6 +111,9 @@ def test_session_filter_and_its_own_cap(policy: Policy, capsys: pytest.CaptureFi
     assert data["total"]["cost_usd"] == 0.42
     assert data["session_budget"]["spent_usd"] == 0.42
     assert data["session_budget"]["left_usd"] == pytest.approx(policy.budget.session_usd - 0.47)
+    assert main(["budget", "--session", "s1", "--days", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "session s1" in out and "No call or reservation" not in out
 
 
 def test_table_shows_roles_models_providers_days_and_what_is_left(
@@ -145,6 +148,8 @@ def test_an_empty_ledger_is_created_and_reported(
     out = capsys.readouterr().out
     assert "$0.00 in 0 calls" in out
     assert "session nobody" in out
+    # a cut id (the workbench's header showed 8 of 12 characters) reads as a $0 session
+    assert "No call or reservation of session nobody in these 7 days" in out
     # the summary is one line, not broken at the console's 80 columns
     summary = out.splitlines()[0]
     assert summary.startswith("Spend ") and summary.endswith(f"policy {policy.version}")

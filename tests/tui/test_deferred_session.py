@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from rich.console import Console
 from textual.notifications import Notify
+from textual.widgets import Input, Static
 
 from app import heap
 from app.bus import AuditAppended, Bus
@@ -27,6 +30,7 @@ from app.tui.panes.diff import DiffPane
 from app.tui.panes.escalations import EscalationsPane
 from app.tui.panes.plan import PlanPane
 from app.tui.panes.tests import TestsPane
+from app.tui.screens.main import MainScreen
 from tests.tui.helpers import Messages, settle, until
 from tests.tui.scripted import ScriptedRun, scripted_connect
 
@@ -97,6 +101,11 @@ async def test_the_layout_is_drawn_before_the_session_opens(
         assert app.session is not None
         assert screen.header.state == "idle"
         assert screen.header.session == app.session.id
+        # the whole id, as `budget --session` and `audit tail --session` match it (8 of its
+        # 12 characters were shown, and `budget` printed $0 for them)
+        wide = Console(width=200, record=True, file=io.StringIO())
+        wide.print(screen.header.render())
+        assert f"session {app.session.id} " in wide.export_text()
         early = [ln for ln in screen.escalations.lines if ln.get("seq") == 0]
         assert early == [{"seq": 0, "kind": "run"}]
 
@@ -166,6 +175,13 @@ async def test_start_up_ends_when_the_session_cannot_open(
             await until(pilot, lambda: not heap.startup_held(), what="start-up to end")
             assert gc.get_threshold() == before
             assert app.home.header.state == "error"
+            # the plan said "type a task below and press enter" under a session that failed
+            await settle(pilot)
+            home = cast("MainScreen", app.home)
+            plan = str(home.plan.query_one("#plan-body", Static).render())
+            assert "the session did not open: " in plan and "no data dir" in plan
+            task = home.query_one("#task", Input)
+            assert task.disabled and "no task can run" in task.placeholder
     finally:
         heap.release_startup_collections()
         gc.unfreeze()

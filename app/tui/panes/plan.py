@@ -53,6 +53,7 @@ def render_plan(
     published: list[str] | None,
     variables: dict[str, str],
     outcome: str | None = None,
+    unavailable: str | None = None,
 ) -> Text:
     dim = style_of(variables.get("dim-text", ""))
     parts: list[Text] = []
@@ -65,7 +66,9 @@ def render_plan(
             strip.append(f"{STAGE_MARK.get(status, '·')} {stage}", style)
         parts.append(strip)
     if plan is None:
-        if outcome is not None:  # it said "the Architect is planning…" after the end
+        if unavailable is not None:  # it invited a task no session could run
+            hint = f"the session did not open: {unavailable} · fix that and start again"
+        elif outcome is not None:  # it said "the Architect is planning…" after the end
             hint = f"the run ended ({outcome}) before the Architect made one"
         elif stages:
             hint = "the Architect is planning…"
@@ -105,6 +108,8 @@ class PlanPane(Pane):
         self.outcome: str | None = None
         #: each step's status as the pipeline published it
         self.statuses: list[str] | None = None
+        #: why the session did not open (then no task can run)
+        self.unavailable: str | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
@@ -134,6 +139,10 @@ class PlanPane(Pane):
         self.outcome = outcome
         self.redraw()
 
+    def session_failed(self, why: str) -> None:
+        self.unavailable = why
+        self.redraw()
+
     def redraw(self) -> None:
         conf = self.plan.get("confidence") if self.plan else None
         steps = len(self.plan.get("steps") or []) if self.plan else 0
@@ -142,6 +151,11 @@ class PlanPane(Pane):
             counted(steps, "step") if steps else "",
         )
         body = render_plan(
-            self.plan, self.stages, self.statuses, self.app.theme_variables, self.outcome
+            self.plan,
+            self.stages,
+            self.statuses,
+            self.app.theme_variables,
+            self.outcome,
+            self.unavailable,
         )
         self.query_one("#plan-body", Static).update(body)

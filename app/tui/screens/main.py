@@ -15,7 +15,7 @@ from textual.containers import Horizontal
 from textual.notifications import SeverityLevel
 from textual.widgets import Footer, Input
 
-from app.tui.core import RunDone, RunStarted
+from app.tui.core import RunDone, RunStarted, WorkFailed
 from app.tui.panes.budget import BudgetPane
 from app.tui.panes.diff import DiffPane
 from app.tui.panes.escalations import EscalationsPane
@@ -63,6 +63,15 @@ class MainScreen(WorkbenchScreen):
             self.query_one("#escalations").query_one("#audit-view").focus()
         else:
             self.query_one("#task", Input).focus()
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        # (the header: WorkbenchScreen.on_work_failed) The plan and the task line invited
+        # a task that no session could run; the toast saying why was gone after 8 s.
+        if message.group == "session":
+            self.plan.session_failed(message.text)
+            task = self.query_one("#task", Input)
+            task.placeholder = "no task can run: the session did not open (ctrl+q quits)"
+            task.disabled = True
 
     # ── panes ────────────────────────────────────────────────────────────────────────────
 

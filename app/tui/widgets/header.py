@@ -49,7 +49,7 @@ class SessionHeader(Widget):
         if self.local_only:
             text.append(" LOCAL-ONLY", style_of(variables.get("warning", ""), bold=True))
         text.append(" · ", dim)
-        text.append(f"session {self.session[:8] or '…'}")
+        text.append(f"session {self.session or '…'}")
         if self.address:
             text.append(" · ", dim)
             text.append("gateway ", dim)
