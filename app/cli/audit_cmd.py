@@ -47,7 +47,11 @@ def register(sub: Any) -> None:
 
     tail = asub.add_parser("tail", help="show the newest audit lines")
     tail.add_argument(
-        "-n", type=whole_number(1, MAX_TAIL), default=20, metavar="N", help="how many lines (20)"
+        "-n",
+        type=whole_number(0, MAX_TAIL),
+        default=20,
+        metavar="N",
+        help="how many lines (20; 0 with --follow: only new ones)",
     )
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
     tail.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
@@ -107,6 +111,8 @@ def _privacy(args: argparse.Namespace, settings: Settings) -> tuple[bool, Any]:
 
 
 def _tail(args: argparse.Namespace) -> int:
+    if args.n == 0 and not args.follow:
+        raise UsageError("-n 0 shows no line: it is for --follow (only the lines to come)")
     asyncio.run(_tail_async(args))
     return 0
 
@@ -145,8 +151,11 @@ async def _tail_async(args: argparse.Namespace) -> None:
 async def _team_tail(args: argparse.Namespace, log: PgAuditLog, show: Any) -> None:
     user = None if args.team else (args.user or settings_from(args).user)
     kw: dict[str, Any] = {"user": user, "session": args.session, "run": args.run}
-    batch = await log.team_tail(args.n, **kw)
+    # -n 0: only what comes next, counted from the newest line on file now
+    batch = await log.team_tail(max(args.n, 1), **kw)
     after = ("", "", 0)
+    if args.n == 0 and batch:
+        after, batch = (batch[-1].line.ts, batch[-1].chain, batch[-1].line.seq), []
     while True:
         for t in batch:
             show(t.line, {"user": t.user, "host": t.host, "chain": t.chain})

@@ -5,6 +5,7 @@ host, and the bad inputs (a malformed URL, an unreachable database, local_only).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
@@ -230,6 +231,37 @@ def test_audit_tail_team_shows_every_users_lines_with_user_and_host(
     assert rc == 0 and verify_lines(out.splitlines()).ok
     rc, _, err = run_cli(["audit", "export"], capsys)
     assert rc == 2 and "--chain" in err
+
+
+async def test_team_tail_follow_from_zero_shows_only_lines_to_come(pg_url: str) -> None:
+    """``audit tail --team -n 0 --follow``: nothing already on file, then each new line
+    (a follow that found no line to start from read the team's oldest 500 instead)."""
+    from app.audit.pg_log import PgAuditLog
+    from app.cli.audit_cmd import _team_tail
+
+    class Shown(Exception):
+        pass
+
+    shown: list[str] = []
+
+    def show(line: Any, who: dict[str, str]) -> None:
+        shown.append(line.detail)
+        raise Shown
+
+    args = argparse.Namespace(
+        n=0, follow=True, team=True, user=None, session=None, run=None, interval=0.02
+    )
+    async with await PgAuditLog.open(pg_url, team="default", user="alice", host="a") as log:
+        await _write(log, 3)
+        follow = asyncio.create_task(_team_tail(args, log, show))
+        n = 0
+        while not follow.done():  # the follower starts at its own pace: add until it shows
+            await log.append("route", session="s1", detail=f"new {n}")
+            n += 1
+            await asyncio.sleep(0.05)
+        with pytest.raises(Shown):
+            await follow
+    assert len(shown) == 1 and shown[0].startswith("new ")
 
 
 def test_a_chain_of_another_team_is_not_this_teams_to_read(
