@@ -95,7 +95,23 @@ def test_a_row_follows_its_escalation_until_served() -> None:
     row.finish(served())
     assert row.done and row.status == 200 and row.model == "qwen3-14b"
     assert row.steps == [["gpt-5.1-high", "denied"], ["deepseek-reasoner", "timed out"]]
-    assert escalation(row) == ("✗✗ gpt-5.1-high +1", "audit-denial")
+    assert escalation(row) == ("✗✗ deepseek-reasoner +1", "audit-denial")
+
+
+def test_the_escalation_cell_names_the_step_that_served_not_the_first_skipped() -> None:
+    """A first step skipped (no key) and a second approved: the cell named the skipped
+    model, in the approval's colour."""
+    row = RequestRow(RID)
+    row.hear(opened())
+    row.hear(line("escalation", "gpt-5.1-high"))
+    row.hear(line("skip", "gpt-5.1-high", ["NO_API_KEY"]))
+    row.hear(line("escalation", "claude-opus-4-1"))
+    assert escalation(row) == ("–? claude-opus-4-1 +1", "audit-escalation")
+    row.hear(line("approval", "claude-opus-4-1"))
+    row.hear(line("escalation", "deepseek-reasoner"))  # a later step the chain went on to
+    row.hear(line("skip", "deepseek-reasoner", ["OVER_CONTEXT"]))
+    row.finish(served(model="claude-opus-4-1", runtime="cloud", escalated=True))
+    assert escalation(row) == ("–✓– claude-opus-4-1 +2", "audit-approval")
 
 
 def test_served_first_then_its_lines_never_reopen_or_overwrite_the_row() -> None:

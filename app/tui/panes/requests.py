@@ -204,13 +204,17 @@ def short_client(client: str) -> str:
 
 
 def escalation(row: RequestRow) -> tuple[str, str]:
-    """What became of its cloud steps, short (``✗✗ gpt-5.1-high +1``: both denied, the
-    first of them named), and the theme colour of the newest step."""
+    """What became of its cloud steps, short (``–✓ claude-opus-4-1 +1``: the first skipped,
+    the second approved), naming the step approved if one was (the model that served),
+    else the newest (the one asking, or the last refused), in that step's theme colour.
+    The first step was named: a skipped one (no key, over budget) stood for the request."""
     if not row.steps:
         return "", ""
     marks = "".join(_STEP_MARK.get(what, "?") for _, what in row.steps)
     more = f" +{len(row.steps) - 1}" if len(row.steps) > 1 else ""
-    return f"{marks} {row.steps[0][0]}{more}", _STEP_COLOUR[row.steps[-1][1]]
+    approved = [step for step in row.steps if step[1] == "approved"]
+    model, what = (approved or row.steps)[-1]
+    return f"{marks} {model}{more}", _STEP_COLOUR[what]
 
 
 def latency(ms: float | None) -> str:
