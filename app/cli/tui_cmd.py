@@ -57,16 +57,22 @@ def _tui(args: argparse.Namespace) -> int:
     where = (args.repo or Path.cwd()).resolve()
     if not where.is_dir():
         raise UsageError(f"--repo {where}: no such directory")
+    notice: str | None = None
     try:
         repo = repo_root(where)
     except NotAGitRepo:
-        repo = where  # the workbench still opens; a run will say it needs git
+        repo = where  # the workbench still opens (the tutor, the policy, the budget)
+        notice = (
+            f"{where} is not a git repository: a task stops before any model call "
+            "(`git init` and a first commit make it one)"
+        )
     return run_tui(
         args,
         repo=repo,
         task=args.task,
         local_only=args.local_only,
         policy=getattr(args, "policy", None),
+        notice=notice,
     )
 
 

@@ -53,6 +53,23 @@ def test_a_missing_repo_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
     assert "no such directory" in capsys.readouterr().err
 
 
+def test_a_folder_that_is_not_a_repository_opens_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It opened silently; a task then stopped (no git) and left a stopped bundle there."""
+    import app.cli.tui_cmd as tui_cmd
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(tui_cmd, "run_tui", lambda args, **kw: seen.update(kw) or 0)
+    assert main(["tui", "--repo", str(tmp_path)]) == 0
+    assert seen["repo"] == tmp_path.resolve()
+    assert f"{tmp_path.resolve()} is not a git repository" in str(seen["notice"])
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "sub").mkdir()
+    assert main(["tui", "--repo", str(tmp_path / "sub")]) == 0
+    assert seen["repo"] == tmp_path.resolve() and seen["notice"] is None
+
+
 def test_every_theme_file_loads_with_every_variable() -> None:
     from app.tui.themes import REQUIRED_VARIABLES, load_themes, stylesheets
 
