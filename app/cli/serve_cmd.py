@@ -100,13 +100,14 @@ def serving_terms(local_only: bool, mode: str, said: str) -> str:
     server left to ask with no terminal denied every one ("no terminal") unannounced."""
     if local_only:
         return "switchyard serve: local_only is on: no request leaves this machine"
+    # "off" in words: a server without the "on" line read as one whose state was unknown
     if mode == "ask" and not sys.stdin.isatty():
         return (
-            "switchyard serve: approvals: ask, but stdin is not a terminal: every escalation "
-            "is denied (use --tui to approve by keypress, or --approve allow)"
+            "switchyard serve: local_only is off; approvals: ask, but stdin is not a terminal: "
+            "every escalation is denied (use --tui to approve by keypress, or --approve allow)"
         )
     how = {"ask": "asked here, by keypress", "allow": "allowed", "deny": "denied"}[mode]
-    return f"switchyard serve: escalations are {how} ({said}), inside the budget"
+    return f"switchyard serve: local_only is off: escalations are {how} ({said}), inside the budget"
 
 
 def _run(coro: Any) -> int:

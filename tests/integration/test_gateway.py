@@ -687,10 +687,13 @@ def test_the_banner_says_what_becomes_of_an_escalation(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
     assert "every escalation is denied" in serving_terms(False, "ask", "the default")
+    assert "local_only is off" in serving_terms(False, "ask", "the default")
     assert serving_terms(True, "allow", "--approve allow").endswith(
         "local_only is on: no request leaves this machine"
     )
     said = serving_terms(False, "allow", "SWITCHYARD_APPROVE=allow")
-    assert said.endswith("escalations are allowed (SWITCHYARD_APPROVE=allow), inside the budget")
+    assert said.endswith(
+        "local_only is off: escalations are allowed (SWITCHYARD_APPROVE=allow), inside the budget"
+    )
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
     assert "asked here, by keypress (the default)" in serving_terms(False, "ask", "the default")
