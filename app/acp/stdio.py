@@ -34,6 +34,8 @@ from acp import RequestError
 
 #: the SDK's own default buffer for agent/client messages
 LIMIT = 50 * 1024 * 1024
+#: how much of a message too long to take is read for its id
+ID_SCAN = 64 * 1024
 #: how long a hang-up waits for the requests at work to be answered
 HANG_UP_WAIT_S = 60.0
 
@@ -188,6 +190,43 @@ def frame_problem(line: bytes) -> tuple[RequestError, Any] | None:
     return None
 
 
+def leading_id(head: bytes) -> str | int | None:
+    """The ``id`` of the JSON-RPC request whose first bytes are ``head`` (a message too long
+    to read whole), when it comes among the top-level members before one cut off, and the
+    message is a request; None otherwise."""
+    text = head.decode("utf-8", "replace")
+    decoder = json.JSONDecoder()
+    members: dict[str, Any] = {}
+    at = _skip_space(text, 0)
+    if not text.startswith("{", at):
+        return None
+    at += 1
+    try:
+        while True:
+            at = _skip_space(text, at)
+            key, at = decoder.raw_decode(text, at)
+            at = _skip_space(text, at)
+            if not isinstance(key, str) or not text.startswith(":", at):
+                break
+            value, at = decoder.raw_decode(text, _skip_space(text, at + 1))
+            members[key] = value
+            at = _skip_space(text, at)
+            if not text.startswith(",", at):
+                break
+            at += 1
+    except ValueError:  # a member cut off (the bulk), or no JSON at all
+        pass
+    mid = members.get("id")
+    is_id = isinstance(mid, (str, int)) and not isinstance(mid, bool)
+    return mid if is_id and isinstance(members.get("method"), str) else None
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    return at
+
+
 async def _guard(
     raw: asyncio.StreamReader,
     out: asyncio.StreamReader,
@@ -205,10 +244,12 @@ async def _guard(
                     _pass_or_answer(line, out, writer, pending)
                 break
             except asyncio.LimitOverrunError as exc:
-                await raw.readexactly(exc.consumed)
+                head = await raw.readexactly(exc.consumed)
                 await _discard_line(raw)
                 err = RequestError.invalid_request({"details": f"a message over {LIMIT} bytes"})
-                _answer(writer, err, None)
+                # answered with its id when the id comes before the bulk, as clients write
+                # it: with none, an SDK client waited on that request for good
+                _answer(writer, err, leading_id(head[:ID_SCAN]))
                 continue
             if line.strip():
                 _pass_or_answer(line, out, writer, pending)

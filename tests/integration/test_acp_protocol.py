@@ -182,6 +182,50 @@ async def test_requests_sent_just_before_the_hang_up_are_answered(tmp_path: Path
     assert "Traceback" not in log.read_text()
 
 
+async def test_a_message_too_long_to_take_is_answered_with_its_id(tmp_path: Path) -> None:
+    """A prompt over the 50 MB a line may hold was answered with an id-less error: an SDK
+    client waited on that request for good. The id comes before the bulk (as clients write
+    it), so the error answers it; a response or a notification is never answered so."""
+    from app.acp.stdio import LIMIT
+
+    repo = make_repo(tmp_path)
+    proc = await spawn(cwd=repo)
+    c = RawClient(proc)
+    await c.request(1, "initialize", {"protocolVersion": 1})
+    await c.request(2, "session/new", {"cwd": str(repo), "mcpServers": []})
+    await c.read_until(lambda lines: any(m.get("id") == 2 for m in lines))
+    session = c.reply(2)["result"]["sessionId"]
+    bulk = [{"type": "text", "text": "x" * (LIMIT + 1024)}]
+    await c.request(3, "session/prompt", {"sessionId": session, "prompt": bulk})
+    await c.request(4, "initialize", {"protocolVersion": 1})  # still serving after it
+    await c.read_until(lambda lines: {3, 4} <= {m.get("id") for m in lines})
+    error = c.reply(3)["error"]
+    assert error["code"] == -32600 and f"over {LIMIT} bytes" in json.dumps(error)
+    assert c.null_id_errors() == []
+    assert c.reply(4)["result"]["protocolVersion"] == 1
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
+
+
+def test_the_id_of_a_message_too_long_is_read_from_its_first_members() -> None:
+    from app.acp.stdio import leading_id
+
+    head = b'{"jsonrpc": "2.0", "id": 11, "method": "session/prompt", "params": {"p": "xx'
+    assert leading_id(head) == 11
+    assert leading_id(b'{ "id" : "r-1" ,\n"method":"m","params":[1,') == "r-1"
+    for head in (
+        b'{"jsonrpc": "2.0", "method": "session/cancel", "params": {"p": "xx',  # no id
+        b'{"params": {"id": 3, "p": "xx',  # an id inside the bulk is not the message's
+        b'{"id": 5, "result": {"p": "xx',  # a response: never answered
+        b'{"id": true, "method": "m", "params": "xx',  # no id JSON-RPC allows
+        b'{"id": 5, "params": "xx',  # the method after the bulk: unknown
+        b"not json at all",
+        b"",
+    ):
+        assert leading_id(head) is None, head
+
+
 @pytest.mark.parametrize(
     ("stdin", "stdout", "said"),
     [
