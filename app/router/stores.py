@@ -10,7 +10,7 @@ instead, and the session's first audit line says so.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,8 @@ from app.hosts import HostPort
 from app.paths import ensure_dir
 from app.policy.schema import Budget
 from app.router.ledger import BudgetLedger
-from app.router.ledger.api import Ledger
+from app.router.ledger.api import ExpiredHook, Ledger
+from app.router.ledger.records import Reservation
 from app.store.errors import StoreUnavailable
 from app.store.postgres import connect_pool, this_host
 from app.store.url import DatabaseUrl, parse_database_url
@@ -73,6 +74,50 @@ class Stores:
     fell_back: str | None = None
 
 
+def audit_expiries(audit: AuditBase) -> ExpiredHook:
+    """The ledger's ``on_expired``: one ``budget`` line per reservation charged because its
+    TTL passed unsettled, in the session and run that made it (whichever process finds
+    it), so that the audit's charges add up to the ledger's."""
+
+    async def audit_them(expired: Sequence[Reservation]) -> None:
+        for r in expired:
+            await audit.append(
+                "budget",
+                session=r.session,
+                run=r.run or None,
+                role=r.role,
+                to=r.model,
+                reason_codes=["RESERVATION_EXPIRED", "SETTLED_AT_ESTIMATE"],
+                values={
+                    "reservation": r.id,
+                    "provider": r.provider,
+                    "cost_usd": r.amount_usd,
+                    "expired": r.expires,
+                },
+                detail=f"{r.model}: reservation {r.id[:12]} (session {r.session}) passed its "
+                f"TTL unsettled: charged in full, ${r.amount_usd:.6f} (its process may have "
+                "made the call and died)",
+            )
+
+    return audit_them
+
+
+def _audit_on_demand(
+    settings: Settings, local_only: bool, named: frozenset[HostPort]
+) -> ExpiredHook:
+    """``on_expired`` for a ledger opened alone (``budget``, ``route explain``): the audit
+    log is opened only when a reservation was charged, for its lines."""
+
+    async def audit_them(expired: Sequence[Reservation]) -> None:
+        audit = await open_audit(settings, local_only=local_only, named=named)
+        try:
+            await audit_expiries(audit)(expired)
+        finally:
+            await audit.close()
+
+    return audit_them
+
+
 async def open_ledger(
     settings: Settings,
     budget: Budget,
@@ -85,22 +130,26 @@ async def open_ledger(
 ) -> Ledger:
     """The ledger the settings name (the caller closes it)."""
     url = database_url(settings)
+    ledger: Ledger
     if url is None:
         ensure_dir(settings.ledger_db.parent)
-        return await BudgetLedger.open(settings.ledger_db, budget, clock=clock, bus=bus)
-    from app.router.ledger.pg_ledger import PgBudgetLedger
+        ledger = await BudgetLedger.open(settings.ledger_db, budget, clock=clock, bus=bus)
+    else:
+        from app.router.ledger.pg_ledger import PgBudgetLedger
 
-    return await PgBudgetLedger.open(
-        url,
-        budget,
-        team=settings.team,
-        user=settings.user,
-        clock=clock,
-        bus=bus,
-        local_only=local_only,
-        named=named,
-        pool=pool,
-    )
+        ledger = await PgBudgetLedger.open(
+            url,
+            budget,
+            team=settings.team,
+            user=settings.user,
+            clock=clock,
+            bus=bus,
+            local_only=local_only,
+            named=named,
+            pool=pool,
+        )
+    ledger.on_expired = _audit_on_demand(settings, local_only, named)
+    return ledger
 
 
 async def open_audit(
@@ -173,6 +222,7 @@ async def open_stores(
         except BaseException:
             await audit.close()
             raise
+        ledger.on_expired = audit_expiries(audit)
     except BaseException:
         if pool is not None:
             await pool.close()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import pytest
@@ -143,6 +145,12 @@ async def test_a_reservation_past_its_ttl_is_charged_in_full(any_store: StoreUnd
     budget = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=0.3)
     clock = ManualClock()
     async with await any_store.ledger(budget, clock) as led:
+        told: list[Reservation] = []
+
+        async def hook(expired: Sequence[Reservation]) -> None:
+            told.extend(expired)
+
+        led.on_expired = hook
         res = await _try(led, "s", "openai", 2.0)
         assert res is not None
         if any_store.shared:
@@ -150,10 +158,42 @@ async def test_a_reservation_past_its_ttl_is_charged_in_full(any_store: StoreUnd
         else:
             clock.advance(1)
         assert await led.expire_stale() == 1
+        # the session audits each charge (it was charged with no line at all)
+        assert [(r.id, r.session, r.model, r.amount_usd) for r in told] == [(res.id, "s", "m", 2.0)]
+        assert await led.expire_stale() == 0 and len(told) == 1  # told once
         snap = await led.snapshot("s")
         assert (snap.per_session.spent_usd, snap.per_session.reserved_usd) == (2.0, 0.0)
         with pytest.raises(Exception, match="expired"):
             await led.settle(res.id, actual_usd=0.1, tokens_in=1, tokens_out=1, latency_ms=1)
+
+
+async def test_reserving_tells_of_the_stale_reservations_it_charged_even_when_refused(
+    any_store: StoreUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The request path charges a dead process's reservation on its way: told too. A
+    hook that fails (the audit store gone) is logged; the charge and the new
+    reservation stand."""
+    budget = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=0.3)
+    clock = ManualClock()
+    async with await any_store.ledger(budget, clock) as led:
+        told: list[str] = []
+
+        async def hook(expired: Sequence[Reservation]) -> None:
+            told.extend(r.id for r in expired)
+            raise OSError("the audit store is gone")
+
+        led.on_expired = hook
+        dead = await _try(led, "s", "openai", 4.0)
+        assert dead is not None
+        if any_store.shared:
+            await asyncio.sleep(0.5)
+        else:
+            clock.advance(1)
+        assert await _try(led, "s", "openai", 1.5) is None  # over the cap: refused
+        assert told == [dead.id]
+        assert "charged by expiry were not audited: the audit store is gone" in caplog.text
+        assert await _try(led, "s", "openai", 0.5) is not None
+        assert told == [dead.id]
 
 
 # ── random sequences against a reference model ────────────────────────────────────────────
@@ -303,6 +343,49 @@ async def test_the_check_constraint_refuses_any_write_past_the_cap(pg_url: str) 
         await conn.close()
 
 
+async def test_a_v1_team_ledger_migrates_and_each_team_expires_its_own(pg_url: str) -> None:
+    """v2: expiry per team, returning what it charged. v1's charged every team's dead
+    reservations in one call and said only how many, so none could be audited in its
+    team's chain."""
+    from app.router.ledger.pg_ledger import PgBudgetLedger
+    from app.router.ledger.pg_schema import COMPONENT, MIGRATIONS
+    from app.store.postgres import migrate
+
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await migrate(conn, COMPONENT, MIGRATIONS[:1], "team ledger")  # a v1 database
+    finally:
+        await conn.close()
+    budget = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=0.3)
+    told: dict[str, list[str]] = {"a": [], "b": []}
+
+    def hook(team: str) -> Any:
+        async def tell(expired: Sequence[Reservation]) -> None:
+            told[team].extend(r.session for r in expired)
+
+        return tell
+
+    async with (
+        await PgBudgetLedger.open(pg_url, budget, team="a", user="u") as a,
+        await PgBudgetLedger.open(pg_url, budget, team="b", user="u") as b,
+    ):
+        a.on_expired, b.on_expired = hook("a"), hook("b")
+        await _try(a, "sa", "openai", 1.0)
+        await _try(b, "sb", "openai", 2.0)
+        await asyncio.sleep(0.5)
+        assert await a.expire_stale() == 1 and told == {"a": ["sa"], "b": []}
+        assert (await b.snapshot("sb")).reserved_usd == 0.0  # b's own expiry, on its read
+        assert told == {"a": ["sa"], "b": ["sb"]}
+    conn = await asyncpg.connect(pg_url)
+    try:
+        version = await conn.fetchval(
+            "SELECT version FROM switchyard_schema WHERE component = 'ledger'"
+        )
+    finally:
+        await conn.close()
+    assert version == len(MIGRATIONS) == 2
+
+
 async def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
     from app.router.ledger.pg_ledger import PgBudgetLedger
 
@@ -313,6 +396,6 @@ async def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> No
         await conn.execute("UPDATE switchyard_schema SET version = 7 WHERE component = 'ledger'")
     finally:
         await conn.close()
-    with pytest.raises(SchemaTooNew, match=r"schema version 7 is newer .*\(1\)") as caught:
+    with pytest.raises(SchemaTooNew, match=r"schema version 7 is newer .*\(2\)") as caught:
         await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="u")
     assert caught.value.exit_code == 2

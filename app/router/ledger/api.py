@@ -5,20 +5,50 @@ it; the router calls the one it was given directly, with nothing in between.
 
 ``defer=True`` on a settlement or a call record: the store may commit it with its next
 write (group commit); a crash before then loses it as one just before it would have.
-A store that commits every write ignores it."""
+A store that commits every write ignores it.
+
+``on_expired``: called with the reservations a store charged in full because their TTL
+passed unsettled (their process may have made the call and died), after the charge is
+committed; the session sets it to audit each one (GR-005: a charge with no line would
+leave the audit and the ledger unreconciled)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from app.policy.schema import Budget
 from app.router.ledger.records import BudgetSnapshot, Reservation
 
+#: what a ledger calls with the reservations it has just charged by expiry
+ExpiredHook = Callable[[Sequence[Reservation]], Awaitable[None]]
+
+
+log = logging.getLogger(__name__)
+
+
+async def tell_expired(
+    hook: ExpiredHook | None, expired: Sequence[Reservation], where: object
+) -> None:
+    """Call ``hook`` with the reservations just charged by expiry. The charge is committed
+    and stands whatever the hook does: a hook that fails (the audit store gone) is logged,
+    not raised into the reservation or report that found them (a reservation committed
+    and then failed would be left live, to be charged again for a call never made)."""
+    if hook is None or not expired:
+        return
+    try:
+        await hook(expired)
+    except Exception as exc:
+        log.error(
+            "%s: %d reservation(s) charged by expiry were not audited: %s", where, len(expired), exc
+        )
+
 
 class Ledger(Protocol):
     budget: Budget
+    on_expired: ExpiredHook | None
 
     async def reserve(
         self,

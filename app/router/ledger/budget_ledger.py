@@ -18,6 +18,7 @@ from app.clock import Clock, SystemClock, iso
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
 from app.router.ledger import reports, transactions
+from app.router.ledger.api import ExpiredHook, tell_expired
 from app.router.ledger.caps import Caps, sums
 from app.router.ledger.errors import LedgerError, LedgerUnreadable
 from app.router.ledger.money import check_tokens, nusd, usd, utc_day
@@ -64,6 +65,8 @@ class BudgetLedger(ClosedOnExit):
         #: a WAL reader never waits for the writer, nor the request path for it
         self._reader: aiosqlite.Connection | None = None
         self._caps = Caps.of(budget)
+        #: told of the reservations charged by expiry (the session audits them)
+        self.on_expired: ExpiredHook | None = None
         # One connection cannot hold two transactions: coroutines take turns on it.
         self._lock = asyncio.Lock()
 
@@ -177,10 +180,11 @@ class BudgetLedger(ClosedOnExit):
             expires=iso(expires),
         )
         caps, expires_at = self._caps, expires.timestamp()
-        refused = await self._run(
+        refused, expired = await self._run(
             True, lambda db: transactions.reserve(db, res, amount, day, expires_at, now, caps)
         )
         # Committed either way: expiries found on the way are kept even when refused.
+        await self._expired(expired)
         if refused is not None:
             raise refused
         self._publisher.changed(session)
@@ -301,7 +305,13 @@ class BudgetLedger(ClosedOnExit):
         # The common case takes no write lock.
         if not await self._run(False, lambda db: transactions.any_stale(db, now)):
             return 0
-        return await self._run(True, lambda db: transactions.expire_stale(db, now))
+        expired = await self._run(True, lambda db: transactions.expire_stale(db, now))
+        await self._expired(expired)
+        return len(expired)
+
+    async def _expired(self, expired: list[Reservation]) -> None:
+        if expired:
+            await tell_expired(self.on_expired, expired, self.path)
 
     async def snapshot(self, session: str) -> BudgetSnapshot:
         await self.expire_stale()

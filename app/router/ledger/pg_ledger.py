@@ -25,6 +25,7 @@ from app.hosts import HostPort
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
 from app.router.ledger import pg_reports
+from app.router.ledger.api import ExpiredHook, tell_expired
 from app.router.ledger.budget_ledger import LOCAL_PROVIDER
 from app.router.ledger.errors import (
     CapExceeded,
@@ -42,6 +43,21 @@ from app.store.url import DatabaseUrl, parse_database_url
 
 T = TypeVar("T")
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def _reservation(row: Any) -> Reservation:
+    """A row of ``sy_ledger_expire(team)``: a reservation it charged."""
+    return Reservation(
+        id=row["r_id"],
+        session=row["r_session"],
+        run=row["r_run"],
+        provider=row["r_provider"],
+        role=row["r_role"],
+        model=row["r_model"],
+        amount_usd=usd(int(row["r_amount"])),
+        created=iso(row["r_created"]),
+        expires=iso(row["r_expires"]),
+    )
 
 
 class TeamCaps:
@@ -87,6 +103,8 @@ class PgBudgetLedger(ClosedOnExit):
         self._publisher = SnapshotPublisher(bus, self.snapshot)
         self._owns_pool = owns_pool
         self._caps = TeamCaps(budget)
+        #: told of the reservations charged by expiry (the session audits them)
+        self.on_expired: ExpiredHook | None = None
 
     @property
     def where(self) -> str:
@@ -192,10 +210,12 @@ class PgBudgetLedger(ClosedOnExit):
             )
         )
         assert row is not None
+        if row["stale"] or row["refused"] is not None:
+            # stale ones are charged (in full: the refusal stands) and told, refused or not;
+            # the function says "stale" only with a reservation made
+            await self.expire_stale()
         if row["refused"] is not None:
             raise self._refusal(row, session, provider, model, amount)
-        if row["stale"]:
-            await self.expire_stale()
         res = Reservation(
             id=rid,
             session=session,
@@ -323,17 +343,22 @@ class PgBudgetLedger(ClosedOnExit):
     # ── reading ──────────────────────────────────────────────────────────────────────────
 
     async def expire_stale(self) -> int:
-        """Charge every reservation past its TTL (by the database's clock) in full. A role
+        """Charge every reservation of this team past its TTL (by the database's clock) in
+        full, and tell ``on_expired`` of them (another team's are its own to charge and
+        audit). A role
         that may only read (an auditor's) leaves that to the next writer: its reports
         show such a reservation as still reserved."""
 
-        async def expire(conn: Conn) -> Any:
+        async def expire(conn: Conn) -> list[Reservation]:
             try:
-                return await conn.fetchval("SELECT sy_ledger_expire()")
+                rows = await conn.fetch("SELECT * FROM sy_ledger_expire($1)", self.team)
             except asyncpg.InsufficientPrivilegeError:
-                return 0
+                return []
+            return [_reservation(r) for r in rows]
 
-        return int(await self._with(expire) or 0)
+        expired = await self._with(expire)
+        await tell_expired(self.on_expired, expired, self.where)
+        return len(expired)
 
     async def left_usd(self, session: str, provider: str) -> float:
         return (await self.left_usd_many(session, (provider,)))[provider]

@@ -50,6 +50,9 @@ BEGIN
 END $$
 """
 
+_STALE_V1 = """EXISTS (SELECT 1 FROM ledger_reservations
+                WHERE status = 'live' AND expires_at <= now())"""
+
 _RESERVE = f"""
 CREATE FUNCTION sy_ledger_reserve(
     p_id text, p_team text, p_user text, p_host text, p_session text, p_run text,
@@ -195,6 +198,49 @@ BEGIN
 END $$
 """
 
+# v2: expiry per team, returning what it charged (the instance that charges a reservation
+# audits it, in its own team's chain: v1's charged every team's and said only how many),
+# and a reservation's "stale" hint counts its own team's alone (another team's dead
+# reservation sent every reservation of this one to an expiry that found nothing).
+_EXPIRE_TEAM = """
+CREATE FUNCTION sy_ledger_expire(p_team text)
+RETURNS TABLE (r_id text, r_session text, r_run text, r_provider text, r_role text,
+               r_model text, r_amount bigint, r_created timestamptz, r_expires timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE v_ids text[]; v_amounts bigint[];
+BEGIN
+    -- SKIP LOCKED: a reservation being settled right now is not stale for long
+    SELECT array_agg(s.id ORDER BY s.id), array_agg(s.amount_nusd ORDER BY s.id)
+        INTO v_ids, v_amounts
+        FROM (SELECT l.id, l.amount_nusd FROM ledger_reservations l
+              WHERE l.team = p_team AND l.status = 'live' AND l.expires_at <= now()
+              ORDER BY l.id LIMIT 1000 FOR UPDATE SKIP LOCKED) s;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    -- its holder may have made the call and died: charged in full, never freed
+    PERFORM sy_ledger_move(v_ids, v_amounts);
+    UPDATE ledger_reservations l SET status = 'expired', closed = now()
+        WHERE l.id = ANY (v_ids);
+    INSERT INTO ledger_calls (day, team, user_name, host, session, run, role, model, provider,
+            tokens_in, tokens_out, latency_ms, cost_nusd, outcome, reservation_id)
+        SELECT l.day, l.team, l.user_name, l.host, l.session, l.run, l.role, l.model,
+               l.provider, 0, 0, 0, l.amount_nusd, 'expired', l.id
+        FROM ledger_reservations l WHERE l.id = ANY (v_ids);
+    RETURN QUERY SELECT l.id, l.session, l.run, l.provider, l.role, l.model, l.amount_nusd,
+                        l.created, l.expires_at
+        FROM ledger_reservations l WHERE l.id = ANY (v_ids) ORDER BY l.id;
+END $$
+"""
+
+
+def _reserve_v2() -> str:
+    text = _RESERVE.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+    stale = _STALE_V1.replace("WHERE status", "WHERE team = p_team AND status")
+    assert _STALE_V1 in text and stale != _STALE_V1
+    return text.replace(_STALE_V1, stale)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     (
         """CREATE TABLE ledger_usage (
@@ -258,4 +304,5 @@ MIGRATIONS: tuple[Migration, ...] = (
         _EXPIRE,
         _RECORD,
     ),
+    (_EXPIRE_TEAM, _reserve_v2()),
 )

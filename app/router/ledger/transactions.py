@@ -29,6 +29,7 @@ from app.router.ledger.errors import (
     ReservationClosed,
     UnknownReservation,
 )
+from app.router.ledger.money import usd
 from app.router.ledger.records import Reservation
 from app.sqlite import is_busy
 
@@ -88,14 +89,14 @@ def reserve(
     expires_at: float,
     now: datetime,
     caps: Caps,
-) -> CapExceeded | None:
+) -> tuple[CapExceeded | None, list[Reservation]]:
     """Insert ``res`` (``amount`` nano-dollars, counted on ``day``), or return the cap it
-    would cross. Stale reservations are expired first, refused or not."""
-    expire_stale(db, now)
+    would cross; and the stale reservations expired first, refused or not."""
+    expired = expire_stale(db, now)
     if amount > 0:
         refused = caps.check(sums(db, res.session, day), res, amount)
         if refused is not None:
-            return refused
+            return refused, expired
     db.execute(
         "INSERT INTO reservations (id, session, run, provider, role, model,"
         " amount_nusd, day, created, expires, expires_at, status)"
@@ -114,7 +115,7 @@ def reserve(
             expires_at,
         ),
     )
-    return None
+    return None, expired
 
 
 def close_live(
@@ -163,16 +164,30 @@ def any_stale(db: sqlite3.Connection, now: datetime) -> bool:
     return row is not None
 
 
-def expire_stale(db: sqlite3.Connection, now: datetime) -> int:
+def expire_stale(db: sqlite3.Connection, now: datetime) -> list[Reservation]:
     """Charge every live reservation past its TTL at its full amount: its process may have
-    made the call and died before settling, so freeing it could cross a cap."""
+    made the call and died before settling, so freeing it could cross a cap. The ones
+    charged, for the audit."""
     rows = db.execute(
         "SELECT * FROM reservations WHERE status = 'live' AND expires_at <= ?",
         (now.timestamp(),),
     ).fetchall()
     for row in rows:
         close_reservation(db, row, "expired", now, int(row["amount_nusd"]), "expired")
-    return len(rows)
+    return [
+        Reservation(
+            id=row["id"],
+            session=row["session"],
+            run=row["run"],
+            provider=row["provider"],
+            role=row["role"],
+            model=row["model"],
+            amount_usd=usd(int(row["amount_nusd"])),
+            created=row["created"],
+            expires=row["expires"],
+        )
+        for row in rows
+    ]
 
 
 def close_reservation(
