@@ -156,6 +156,7 @@ class AuditLog(AuditBase):
                     async for seq, text in cur:
                         if type(text) is not str:  # stored as bytes or a number: tampered
                             raise AuditTamperError(_UNREADABLE.format(seq=seq))
+                        _to_line(seq, text)  # as tail reads it: a line that is none is refused
                         out.write(text + "\n")
                         count += 1
             finally:

@@ -344,8 +344,9 @@ class PgAuditLog(AuditBase):
         async def write(conn: Conn) -> int:
             count = 0
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                sql = f"SELECT line FROM audit_lines WHERE {where} ORDER BY seq"
+                sql = f"SELECT seq, line FROM audit_lines WHERE {where} ORDER BY seq"
                 async for rec in conn.cursor(sql, *params):
+                    _to_line(rec["seq"], rec["line"])  # a line that is none is refused
                     try:
                         out.write(rec["line"] + "\n")
                     except OSError as exc:  # the output's failure, not the database's

@@ -140,6 +140,8 @@ async def _tail_async(args: argparse.Namespace) -> None:
         lines = await log.tail(args.n, session=args.session, run=args.run)
         for line in lines:
             show(line)
+        if not lines and args.n:
+            _none_matched(args)
         if args.follow:
             since = lines[-1].seq if lines else head
             async for line in log.follow(args.session, args.run, since, interval=args.interval):
@@ -153,6 +155,8 @@ async def _team_tail(args: argparse.Namespace, log: PgAuditLog, show: Any) -> No
     kw: dict[str, Any] = {"user": user, "session": args.session, "run": args.run}
     # -n 0: only what comes next, counted from the newest line on file now
     batch = await log.team_tail(max(args.n, 1), **kw)
+    if not batch and args.n:
+        _none_matched(args)
     after = ("", "", 0)
     if args.n == 0 and batch:
         after, batch = (batch[-1].line.ts, batch[-1].chain, batch[-1].line.seq), []
@@ -164,6 +168,17 @@ async def _team_tail(args: argparse.Namespace, log: PgAuditLog, show: Any) -> No
             return
         await asyncio.sleep(args.interval)
         batch = await log.team_tail(500, after=after, **kw)
+
+
+def _none_matched(args: argparse.Namespace) -> None:
+    """A filter that matched nothing says so on stderr (it printed nothing at all, as an
+    empty log does): ids are matched whole, so a cut one matches nothing."""
+    named = [f"--{k} {v}" for k in ("session", "run", "user") if (v := getattr(args, k, None))]
+    if named:
+        print(
+            f"switchyard: no audit line matched {' '.join(named)} (ids are matched whole)",
+            file=sys.stderr,
+        )
 
 
 # ── verify ───────────────────────────────────────────────────────────────────────────────
@@ -230,6 +245,8 @@ def _export(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot write {where}: {exc.strerror or exc}") from None
     if args.output is not None:
         print(f"exported {count} audit lines to {args.output}", file=sys.stderr)
+    if not count:
+        _none_matched(args)
     return 0
 
 

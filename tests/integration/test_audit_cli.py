@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -233,3 +234,36 @@ def test_a_tail_count_out_of_range_is_a_usage_error(
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "-n" in err and "Traceback" not in err
+
+
+def test_a_filter_that_matches_nothing_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """tail and export with an unknown (or cut) id printed nothing at all and ended 0, as
+    an empty log does."""
+    _populate()
+    for argv in (
+        ["audit", "tail", "--session", "s"],
+        ["audit", "tail", "--run", "nosuch", "--json"],
+        ["audit", "export", "--run", "r"],
+    ):
+        assert main(argv) == 0
+        out, err = capsys.readouterr()
+        assert out == "", argv
+        assert f"no audit line matched {' '.join(argv[2:4])} (ids are matched whole)" in err
+    assert main(["audit", "tail", "--session", "s1"]) == 0
+    assert "no audit line matched" not in capsys.readouterr().err
+
+
+def test_export_refuses_a_line_that_is_no_audit_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It wrote ``{not json`` into the export and said "exported 3 audit lines", exit 0,
+    where tail refuses the same line; the file named with -o is not left half-written."""
+    db = _populate()
+    with sqlite3.connect(db) as con:
+        con.execute("DROP TRIGGER IF EXISTS audit_lines_no_update")
+        con.execute("UPDATE audit_lines SET line = '{not json' WHERE seq = 2")
+    target = tmp_path / "out.jsonl"
+    assert main(["audit", "export", "-o", str(target)]) == 1
+    assert "audit line 2 is unreadable" in capsys.readouterr().err
+    assert not target.exists()
+    assert main(["audit", "tail"]) == 1  # the same verdict as tail's
