@@ -84,7 +84,8 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
 
 
 async def _open(args: argparse.Namespace, *, chain: str | None = None) -> AuditBase:
-    from app.router.stores import database_url, open_audit
+    from app.router.stores import database_url, open_audit, read_fallback
+    from app.store.errors import StoreUnavailable
 
     settings = settings_from(args)
     if database_url(settings) is None:
@@ -96,7 +97,12 @@ async def _open(args: argparse.Namespace, *, chain: str | None = None) -> AuditB
                 )
         return await open_audit(settings)
     local_only, named = _privacy(args, settings)
-    return await open_audit(settings, local_only=local_only, named=named, chain=chain)
+    try:
+        return await open_audit(settings, local_only=local_only, named=named, chain=chain)
+    except StoreUnavailable as exc:
+        if any(getattr(args, flag, None) for flag in ("team", "user", "chain")):
+            raise  # those read the team store alone
+        return await open_audit(read_fallback(settings, exc))
 
 
 def _privacy(args: argparse.Namespace, settings: Settings) -> tuple[bool, Any]:

@@ -41,17 +41,19 @@ def register(sub: Any) -> None:
 async def _collect(args: argparse.Namespace) -> dict[str, Any]:
     # Lazy: `switchyard --help` should not pay for aiosqlite (or asyncpg).
     from app.backends.local_only import effective_local_only
-    from app.router.stores import open_ledger
+    from app.router.stores import open_ledger, read_fallback
+    from app.store.errors import StoreUnavailable
 
     settings = settings_from(args)
     loaded = policy_from(args, settings)
     policy = loaded.policy
-    async with await open_ledger(
-        settings,
-        policy.budget,
-        local_only=effective_local_only(policy, settings),
-        named=policy.named_local_hosts(),
-    ) as ledger:
+    local_only, named = effective_local_only(policy, settings), policy.named_local_hosts()
+    try:
+        opened = await open_ledger(settings, policy.budget, local_only=local_only, named=named)
+    except StoreUnavailable as exc:
+        settings = read_fallback(settings, exc)
+        opened = await open_ledger(settings, policy.budget, local_only=local_only, named=named)
+    async with opened as ledger:
         report = await ledger.report(session=args.session, days=args.days)
     report["policy_version"] = policy.version
     report.setdefault("ledger_db", str(settings.ledger_db))

@@ -10,6 +10,7 @@ instead, and the session's first audit line says so.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -253,6 +254,21 @@ async def open_stores(
         finally:
             if pool is not None:
                 await pool.close()
+
+
+def read_fallback(settings: Settings, exc: StoreUnavailable) -> Settings:
+    """For a command that only reads (``budget``, ``audit tail``…): this machine's SQLite
+    files when the team database is unreachable and ``database_fallback`` is on, as the
+    sessions that wrote them fell back (they could not be read at all); said on stderr.
+    Otherwise the failure stands."""
+    if not settings.database_fallback:
+        raise exc
+    print(
+        f"switchyard: {exc}; reading this machine's SQLite files instead, as "
+        "database_fallback asks (what sessions wrote there while the database was away)",
+        file=sys.stderr,
+    )
+    return settings.model_copy(update={"database_url": None})
 
 
 def _shown(settings: Settings) -> str:

@@ -359,6 +359,34 @@ def test_an_unreachable_database_exits_1_and_never_falls_back_silently(
     assert not load_settings().ledger_db.exists()
 
 
+def test_with_database_fallback_reads_fall_back_to_the_files_sessions_wrote(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ask`` fell back to this machine's files with database_fallback on, but ``budget``
+    and ``audit tail`` then exited 1 (cannot reach the team database): what that session
+    wrote could not be read."""
+    from app.audit.log import AuditLog
+
+    async def seed() -> None:
+        async with AuditLog.open(load_settings().audit_db) as log:
+            await log.append("route", session="s-fell-back", detail="written while away")
+
+    asyncio.run(seed())
+    monkeypatch.setenv(
+        "SWITCHYARD_DATABASE_URL", f"postgresql://u:secret@127.0.0.1:{closed_port()}/db"
+    )
+    monkeypatch.setenv("SWITCHYARD_DATABASE_FALLBACK", "true")
+    for argv in (["audit", "tail", "--json"], ["audit", "verify"], ["budget", "--json"]):
+        rc, out, err = run_cli(argv, capsys)
+        assert rc == 0, err
+        assert "cannot reach the team database" in err and "secret" not in err
+        assert "reading this machine's SQLite files instead" in err
+        if argv[1] == "tail":
+            assert json.loads(out)["session"] == "s-fell-back"
+    rc, _, err = run_cli(["audit", "tail", "--team"], capsys)  # the team's alone: no files
+    assert rc == 1 and "cannot reach the team database" in err
+
+
 def test_under_local_only_a_database_on_a_public_host_refuses_to_start(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
