@@ -65,11 +65,11 @@ $(VENV)/.stamp-torch: | $(BIN)/python
 	touch $@
 
 $(VENV)/.stamp-demo: pyproject.toml $(VENV)/.stamp-torch
-	$(PIP) install -q -e ".[local]"
+	$(PIP) install -q -e ".[local,demo]"
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml $(VENV)/.stamp-torch
-	$(PIP) install -q -e ".[local,embed,dev]"
+	$(PIP) install -q -e ".[local,demo,embed,dev]"
 	touch $@ $(VENV)/.stamp-demo
 
 # The sandbox (bubblewrap), the SVG→PNG converter and PostgreSQL (the team store's tests
