@@ -51,7 +51,17 @@ bench-quick: $(VENV)/.stamp-test
 
 # SVGs of each screen and theme from the real app (run_test + save_screenshot over a
 # scripted session), and PNGs made from them with rsvg-convert.
+# Textual's SVGs name Fira Code with a textLength per run; rsvg-convert ignores textLength,
+# so with a narrower fallback font (DejaVu) long borders stopped short of their corner.
 screenshots: $(VENV)/.stamp-test sysdeps
+	@if ! fc-list 2>/dev/null | grep -qi "Fira Code"; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-firacode >/dev/null) \
+	      || echo "warning: could not install fonts-firacode; PNG borders may fall short"; \
+	  else \
+	    echo "note: install fonts-firacode for PNGs drawn in the SVGs' own font"; \
+	  fi; \
+	fi
 	$(BIN)/python -m app.tui.screenshots
 
 $(BIN)/python:
