@@ -282,7 +282,15 @@ class CoreApp(App[int]):
             self.notify("no run in progress: nothing to escalate", severity="warning")
             return ""
         target = self.control.request_escalation(role or None)
-        if target:
+        session = self.session
+        if target and session is not None and session.approvals.is_session_denied(session.id):
+            # it said "it asks" and the request was then denied without asking (after `d`)
+            self.notify(
+                f"escalation requested for {target}, but this session denied every "
+                "escalation (d: deny all, stay local): it stays local",
+                severity="warning",
+            )
+        elif target:
             self.notify(f"escalation requested for {target}: it asks before leaving the machine")
         else:
             self.notify("no role is at work yet", severity="warning")

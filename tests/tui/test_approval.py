@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from textual.notifications import Notify
 from textual.widgets import Static
 
 from app.clock import ManualClock
@@ -135,6 +136,28 @@ async def test_a_late_keypress_after_the_timeout_changes_nothing(make_app: Any) 
         assert app.session is not None
         lines = await app.session.audit.lines(session=app.session.id)
         assert [ln.kind for ln in lines if ln.kind in ("approval", "denial")] == ["denial"]
+
+
+async def test_e_after_deny_all_says_the_session_stays_local(
+    make_app: Any, clock: ManualClock
+) -> None:
+    """After `d` the toast said "it asks before leaving the machine", and the request was
+    denied by the session's denial without asking."""
+    run = ScriptedRun(clock, stop_before="escalation")
+    app = make_app(run=run)
+    seen = Messages()
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, run.reached.is_set, what="the implementer at work")
+        await settle(pilot)
+        assert app.session is not None
+        # as `d` in an earlier request's modal leaves it
+        app.session.approvals._session_denied.add(app.session.id)
+        await pilot.press("e")
+        await settle(pilot)
+        said = [m.notification.message for m in seen.of(Notify)]
+        assert any("denied every escalation" in s and "stays local" in s for s in said), said
+        assert not any("it asks before leaving" in s for s in said)
+        run.go_on.set()
 
 
 async def test_e_requests_escalation_of_the_role_at_work(make_app: Any, clock: ManualClock) -> None:
