@@ -142,5 +142,20 @@ class RunContext:
                 role=role,
                 model=r.model,
                 runtime=r.runtime,
-                detail=what + ("" if answer.ok else f": {answer.error}"),
+                detail=what + ("" if answer.ok else f": {gist(answer.error or '')}"),
             )
+
+
+def gist(text: str, limit: int = 160) -> str:
+    """What a person reads of a failure in a notice or a stage line: its first line, cut
+    at ``limit``, and how many lines follow. The whole is told to the model and kept in
+    the audit and the evidence; shown whole, a refused edit's 13-line excerpt ran off the
+    workbench's screen and was printed twice by ``run``."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    first = lines[0] if len(lines[0]) <= limit else lines[0][: limit - 1] + "…"
+    more = len(lines) - 1
+    return first + (
+        f" (+{more} more line{'s' if more > 1 else ''} in the evidence)" if more else ""
+    )

@@ -31,7 +31,7 @@ from app.evidence.layout import diff_name, edits_name
 from app.paths import STATE_DIR_NAME
 from app.pipeline import prompts
 from app.pipeline.ace import reflect
-from app.pipeline.context import STOPPED_BY_USER, RunStopped
+from app.pipeline.context import STOPPED_BY_USER, RunStopped, gist
 from app.pipeline.edits.grammar import edit_grammar
 from app.pipeline.edits.reply import Change, EditReplyParser, UnreadableFile
 from app.pipeline.grounding import ChangeFacts, Grounded, diff_size, ground_change
@@ -246,7 +246,20 @@ async def _failed_loop(
         detail=f"attempt {attempt}: {detail[:300]}",
     )
     if kind != "tests_failed":
-        await ctx.notice(f"attempt {attempt}: {detail[:500]}", level="warning")
+        # for the person: what failed, and the first problem (the model is told them all)
+        head, _, problems = detail.partition("\n")
+        said = _SAID.get(kind, head.rstrip(":"))
+        await ctx.notice(
+            f"attempt {attempt}: {said}" + (f": {gist(problems)}" if problems.strip() else ""),
+            level="warning",
+        )
+
+
+#: a failed attempt's kind, as the person is told it (the model's wording says "your")
+_SAID: dict[str, str] = {
+    "edits_refused": "the model's edits did not land",
+    "format_failed": "the reply did not fit the edit format",
+}
 
 
 def _record(

@@ -79,7 +79,7 @@ def run(env: dict[str, Any], capsys: pytest.CaptureFixture[str], *replies: str) 
     rc, out, err = run_json([*argv, "--test-command", TEST], capsys)
     no_traceback(err)
     assert env["replies"] == [], "a scripted reply was never asked for"
-    out["rc"] = rc
+    out["rc"], out["stderr"] = rc, err
     return out
 
 
@@ -221,6 +221,12 @@ def test_edits_that_never_land_and_a_reply_in_no_format_are_failed_loops_audited
         "your edits did not land" in second
         and "  21|     for i in range(len(tokens) - 1):" in second
     )
+    # the person reads one line per failed attempt, once (the 13-line excerpt meant for the
+    # model was printed twice, and ran off the workbench's screen as a toast)
+    said = [ln for ln in out["stderr"].splitlines() if "attempt 1" in ln or "attempt 2" in ln]
+    assert "  21|" not in out["stderr"], out["stderr"]
+    assert any("attempt 1: the model's edits did not land: " in ln for ln in said), said
+    assert any("attempt 2: the reply did not fit the edit format" in ln for ln in said), said
     # the two failed loops (each after its one repair) are the §3 trigger for attempt 3
     lines = audit(out)
     fired = [a["seq"] for a in lines if "IMPLEMENTER_FAILED_LOOPS" in a["reason_codes"]]
