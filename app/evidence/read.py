@@ -203,7 +203,14 @@ def gate_facts(bundle: Path, manifest: Manifest, policy: Policy) -> GateFacts:
         notes.append(f"{TESTS}: no test loop is recorded")
     elif not last.ok:
         why = "timed out" if last.timed_out else f"exited {last.exit_code}"
-        notes.append(f"{TESTS}: the last test loop ({last.loop}) {why}")
+        # loop 0 is the baseline, before any change: "the last test loop (0)" read as a
+        # fix that had been tested
+        which = (
+            "only the baseline test run, before any change,"
+            if last.loop == 0
+            else (f"the last test loop ({last.loop})")
+        )
+        notes.append(f"{TESTS}: {which} {why}")
     elif manifest.head is None or last.commit != manifest.head:
         notes.append(
             f"{TESTS}: the last test loop ran on {str(last.commit)[:12]}, not on the sealed"

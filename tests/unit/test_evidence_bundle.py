@@ -265,6 +265,13 @@ def test_gate_facts_fail_safe(tmp_path: Path) -> None:
     empty = EvidenceBundle.create(tmp_path, "run-3", clock=ManualClock())
     m3 = empty.finalize(status="stopped")
     assert "no test loop is recorded" in gate_facts(empty.path, m3, POLICY).notes[0]
+    # only the baseline ran (no attempt reached the tests): it said "the last test loop (0)"
+    base = EvidenceBundle.create(tmp_path, "run-5", clock=ManualClock())
+    base.write_test_loop(0, sandbox_result(1, "red"), commit=HEAD)
+    m5 = base.finalize(status="stopped", head=HEAD)
+    assert gate_facts(base.path, m5, POLICY).notes[0] == (
+        "GR-006: only the baseline test run, before any change, exited 1"
+    )
 
 
 def test_loops_sort_numerically(tmp_path: Path) -> None:
