@@ -62,17 +62,25 @@ def _serve(args: argparse.Namespace) -> int:
     from app.gateway.app import GatewayConfig
 
     config = GatewayConfig(max_body_bytes=max_body, token=token)
+    check_listen(args.host, args.port)
     if args.tui:
         from app.cli.tui_cmd import run_gateway_workbench
 
         return run_gateway_workbench(args, settings, policy, config)
+    return _run(_headless(args, settings, policy, config))
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse an address that cannot be listened on before a session opens: the bind
+    failed after it, as uvicorn's own error and exit 3. Port 0 (any free port) is checked
+    too: a host that does not resolve was exit 3 with it."""
     from app.hosts import bind_error
 
-    # before a session opens: the bind failed after it, as uvicorn's own error and exit 3
-    why = bind_error(args.host, args.port) if args.port else None
+    why = bind_error(host, port)
     if why is not None:
-        raise UsageError(f"--port {args.port}: cannot listen on {args.host}:{args.port}: {why}")
-    return _run(_headless(args, settings, policy, config))
+        flag = f"--port {port}" if port else f"--host {host}"
+        where = f"{host}:{port}" if port else host
+        raise UsageError(f"{flag}: cannot listen on {where}: {why}")
 
 
 def body_limit(mb: float) -> int:

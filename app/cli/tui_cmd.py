@@ -129,11 +129,7 @@ def run_gateway_workbench(args: argparse.Namespace, settings: Any, policy: Any, 
     in the requests view, its escalations in the approval modal."""
     hold_startup_collections()  # as in run_tui
     try:
-        from app.hosts import bind_error
-
-        why = bind_error(args.host, args.port) if args.port else None
-        if why is not None:
-            raise UsageError(f"--port {args.port}: cannot listen on {args.host}:{args.port}: {why}")
+        # (the address was checked by serve before anything opened: serve_cmd.check_listen)
         _log_to_file(settings.data_dir / "logs" / "tui.log")
         return gateway_app(args, settings, policy, config).run() or 0
     finally:

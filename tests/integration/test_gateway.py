@@ -678,6 +678,11 @@ def test_a_port_in_use_is_refused_before_a_session_opens(
         assert main(["serve", "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"switchyard: --port {port}: cannot listen")
+    # any free port on an address not this machine's (numeric: no name lookup): it was
+    # uvicorn's error and exit 3
+    assert main(["serve", "--host", "192.0.2.1", "--token", "t", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("switchyard: --host 192.0.2.1: cannot listen")
 
 
 def test_the_banner_says_what_becomes_of_an_escalation(monkeypatch: pytest.MonkeyPatch) -> None:
