@@ -124,6 +124,11 @@ def _reader_for(stdin: TextIO) -> _Reader:
     return reader
 
 
+#: how early a cancellation may come and still be the broker's timeout (its timer and
+#: this clock are read at different moments)
+TIMEOUT_SLACK_S = 0.05
+
+
 class TerminalDecider:
     """Asks on the terminal (the plain CLI without the TUI).
 
@@ -147,13 +152,21 @@ class TerminalDecider:
         if stdin is None or not stdin.isatty():
             return ApprovalDecision(decision="deny", decided_by=self.name, reason="no terminal")
         loop = asyncio.get_running_loop()
+        started = loop.time()
         if self._turn is None or self._turn_loop is not loop:
             self._turn, self._turn_loop = asyncio.Lock(), loop
         async with self._turn:  # one prompt on the terminal at a time
             try:
                 return await self._ask(req, _reader_for(stdin), out)
             except asyncio.CancelledError:
-                out.write(f"\n(withdrawn: {_who(req)} no longer waits for an answer)\n")
+                # the broker's timeout cancels the prompt as a request gone away does:
+                # "withdrawn" for a timeout contradicted the audit's APPROVAL_TIMEOUT
+                waited = loop.time() - started
+                if req.timeout_s and waited >= req.timeout_s - TIMEOUT_SLACK_S:
+                    said = f"timed out after {req.timeout_s:g}s: {_who(req)} is denied"
+                else:
+                    said = f"withdrawn: {_who(req)} no longer waits for an answer"
+                out.write(f"\n({said})\n")
                 out.flush()
                 raise
 

@@ -536,3 +536,23 @@ async def test_an_answer_typed_after_a_prompt_was_withdrawn_goes_to_the_next_one
     assert "(request gw-first)" in shown and "(request gw-second)" in shown
     assert "withdrawn: request gw-first no longer waits for an answer" in shown
     assert shown.index("withdrawn") < shown.index("gw-second")
+
+
+async def test_a_prompt_the_timeout_ends_says_timed_out_not_withdrawn() -> None:
+    """The terminal said "(withdrawn: … no longer waits for an answer)" while the audit
+    said APPROVAL_TIMEOUT: the broker's timeout cancels the prompt as a request that
+    went away does."""
+    import os
+
+    read_fd, write_fd = os.pipe()
+    stdin = _PipeTTY(os.fdopen(read_fd, "rb"), encoding="utf-8")
+    out = io.StringIO()
+    decider = TerminalDecider(stdin=stdin, out=out)
+    try:
+        with pytest.raises(TimeoutError):  # as the broker waits for an answer
+            await asyncio.wait_for(decider.decide(make_req(run="gw-slow", timeout_s=0.2)), 0.2)
+    finally:
+        os.close(write_fd)
+    shown = out.getvalue()
+    assert "(timed out after 0.2s: request gw-slow is denied)" in shown
+    assert "withdrawn" not in shown
