@@ -11,7 +11,8 @@ With no GPU and no keys, a role is served here by the small GGUF model the PyPI 
   model has a lock and one generation runs on it at a time.
 * Generation runs on a worker thread that hands tokens to the event loop through an
   ``asyncio.Queue``; cancelling the consuming task sets a stop flag that the thread checks
-  between tokens, and the stream does not end until the thread has let go of the model.
+  between tokens, and between chunks of the prompt it reads first (SharedModel.read_prompt),
+  and the stream does not end until the thread has let go of the model.
 * The window comes from the GGUF header (``<arch>.context_length``), read without loading
   the model; llama-cpp-python's default of 512 tokens would truncate every real prompt.
 * Structured output (GR-012): the JSON schema becomes a llama.cpp grammar, so the reply
@@ -177,7 +178,8 @@ def _generate(
             if stop.is_set():
                 outcome = _Outcome(error=BackendError("cancelled", "cancelled before start"))
                 return
-            tokens_in = shared.count_prompt(messages)
+            prompt = shared.prompt_tokens(messages)
+            tokens_in = len(prompt) if prompt is not None else shared.count_prompt(messages)
             room = shared.n_ctx - tokens_in
             if room <= 0:
                 outcome = _Outcome(
@@ -189,6 +191,12 @@ def _generate(
                 )
                 return
             limit = min(max_tokens, room)
+            if prompt is not None and not shared.read_prompt(prompt, stop):
+                outcome = _Outcome(
+                    tokens_in=tokens_in,
+                    error=BackendError("cancelled", "cancelled while reading the prompt"),
+                )
+                return
             pieces: list[str] = []
             finish = "stop"
             # the stop sequences are applied here, not by llama.cpp, which would not say

@@ -35,20 +35,58 @@ class SharedModel:
     grammars: dict[str, Any] = field(default_factory=dict)
 
     def count_prompt(self, messages: list[dict[str, str]]) -> int:
-        if self.formatter is not None:
-            rendered = self.formatter(messages=messages)
-            tokens = self.llama.tokenize(
-                rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-            )
+        tokens = self.prompt_tokens(messages)
+        if tokens is not None:
             return len(tokens)
         # A built-in chat format we cannot render: count the contents plus a few
         # tokens of role markup per message (an estimate; the window check keeps slack).
         return sum(len(self.tokens(m["content"])) + 4 for m in messages) + 3
 
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int] | None:
+        """The prompt's tokens exactly as the chat completion will read them, or None
+        when the model's chat format cannot be rendered here."""
+        if self.formatter is None:
+            return None
+        rendered = self.formatter(messages=messages)
+        tokens: list[int] = self.llama.tokenize(
+            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+        )
+        return tokens
+
+    def read_prompt(self, tokens: list[int], stop: threading.Event) -> bool:
+        """Evaluate all of ``tokens`` but the last, ``PROMPT_CHUNK`` at a time, checking
+        ``stop`` between chunks; False when stopped. Call it holding ``lock``.
+
+        llama.cpp reads a prompt in one C call per 512 tokens that nothing interrupts: a
+        6k-token prompt held the model ~80 s after its client had gone, and a server
+        stopping waited for it. The chat completion that follows finds this prefix in the
+        KV cache (llama-cpp-python reuses the longest common prefix) and reads only the
+        last token before sampling."""
+        llama = self.llama
+        todo = tokens[:-1]
+        cached = llama.input_ids[: llama.n_tokens].tolist() if llama.n_tokens else []
+        common = 0
+        for a, b in zip(cached, todo, strict=False):
+            if a != b:
+                break
+            common += 1
+        if common == 0:
+            llama.reset()
+        else:
+            llama.n_tokens = common  # eval() drops the KV cache past it
+        for start in range(common, len(todo), PROMPT_CHUNK):
+            if stop.is_set():
+                return False
+            llama.eval(todo[start : start + PROMPT_CHUNK])
+        return not stop.is_set()
+
     def tokens(self, text: str) -> list[int]:
         result: list[int] = self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
         return result
 
+
+#: prompt tokens read per llama.cpp call while a stop can still come between calls
+PROMPT_CHUNK = 128
 
 _MODELS: dict[tuple[str, int, int, int], SharedModel] = {}
 _MODELS_LOCK = threading.Lock()

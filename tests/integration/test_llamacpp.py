@@ -194,6 +194,43 @@ async def test_cancelling_the_consumer_stops_generation_and_frees_the_model(
     assert result.usage.tokens_out > 0
 
 
+async def test_a_stream_cancelled_while_its_prompt_is_read_lets_go_between_chunks(
+    backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama.cpp read a prompt in C calls nothing interrupts: a client gone (or a server
+    stopping) during a 6k-token prompt held the model ~80 s. The prompt is now read a
+    chunk at a time, and a cancellation is seen between chunks."""
+    from app.backends import llamacpp_model
+
+    monkeypatch.setattr(llamacpp_model, "PROMPT_CHUNK", 16)
+    shared = await backend.shared_model()
+    loop = asyncio.get_running_loop()
+    chunks: list[int] = []
+    real_eval = shared.llama.eval
+
+    def counting_eval(tokens: list[int]) -> None:
+        chunks.append(len(tokens))
+        if len(chunks) == 2:  # the consumer goes away while the prompt is being read
+            loop.call_soon_threadsafe(task.cancel)
+        real_eval(tokens)
+
+    monkeypatch.setattr(shared.llama, "eval", counting_eval)
+    words = " ".join(f"word{i}" for i in range(600))  # ~1,200 tokens: 75 chunks of 16
+
+    async def consume() -> None:
+        async for _ in backend.stream(ask(f"Summarise: {words}", max_tokens=8)):
+            pass
+
+    task = asyncio.create_task(consume())
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert 2 <= len(chunks) < 20, chunks  # stopped between chunks, long before the end
+    assert not shared.lock.locked()
+    monkeypatch.setattr(shared.llama, "eval", real_eval)
+    result = await collect_result(backend.stream(ask("Say yes.", max_tokens=8)))
+    assert result.usage.tokens_out > 0
+
+
 async def test_the_model_is_loaded_once_and_shared() -> None:
     # a window of its own, so this test sees the first load whatever ran before it
     one = LlamaCppBackend(n_threads=THREADS, n_ctx=4096)
