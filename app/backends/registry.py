@@ -3,12 +3,21 @@
 This is the router's :class:`~app.router.service.BackendResolver`. It builds every HTTP
 client through the guarded factory (GR-009), reads API keys from the usual variables by
 name only, and probes local runtimes with a short, cached health check.
+
+Making a backend the first time imports its SDK (``anthropic`` takes seconds, ``openai``
+one), and the shared HTTP client imports the HTTP stack: the router makes a pair's
+backend on a worker thread the first time (``Router.call``), and the probes make the
+client and read the embedded model off the loop, so a gateway serving others never
+stalls on an import. :meth:`backend` may thus run on a worker thread while the loop asks
+for other pairs: a made backend is read without a lock, and making one (or the client)
+holds a lock the loop never waits on for a pair that is made already.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -66,6 +75,10 @@ class BackendRegistry:
         self._local_only = local_only
         self._http: httpx2.AsyncClient | None = None
         self._backends: dict[tuple[str, str], Backend] = {}
+        # held while a backend is made (on a worker thread: an SDK import) and while the
+        # client is made: each made once, whichever thread asks first
+        self._making = threading.Lock()
+        self._making_client = threading.Lock()
         self._probes: dict[str, tuple[float, bool]] = {}
         self._windows: dict[str, int] = {}
         self.last_probe_ms = 0.0
@@ -77,9 +90,13 @@ class BackendRegistry:
 
     def backend(self, model_id: str, runtime: str) -> Backend:
         key = (model_id, runtime)
-        if key not in self._backends:
-            self._backends[key] = self._make(model_id, runtime)
-        return self._backends[key]
+        made = self._backends.get(key)
+        if made is None:
+            with self._making:
+                made = self._backends.get(key)
+                if made is None:
+                    made = self._backends[key] = self._make(model_id, runtime)
+        return made
 
     def unavailable(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -104,23 +121,35 @@ class BackendRegistry:
         return dict(self._windows)
 
     async def aclose(self) -> None:
-        for backend in self._backends.values():
+        for backend in list(self._backends.values()):
             await backend.aclose()
         if self._http is not None:
             await self._http.aclose()
 
     @property
     def _client(self) -> httpx2.AsyncClient:
-        if self._http is None:
-            from app.backends.http import make_async_client_httpx2
+        client = self._http
+        if client is None:
+            with self._making_client:
+                client = self._http
+                if client is None:
+                    from app.backends.http import make_async_client_httpx2
 
-            self._http = make_async_client_httpx2(
-                local_only=self._local_only,
-                audit=self._audit,
-                session=self._session,
-                named=self.policy.named_local_hosts(),
-            )
-        return self._http
+                    client = self._http = make_async_client_httpx2(
+                        local_only=self._local_only,
+                        audit=self._audit,
+                        session=self._session,
+                        named=self.policy.named_local_hosts(),
+                    )
+        return client
+
+    async def _client_off_loop(self) -> httpx2.AsyncClient:
+        """The client, made on a worker thread the first time (the HTTP stack's import
+        and its TLS context: a third of a second the loop would not serve anyone)."""
+        client = self._http
+        if client is None:
+            client = await asyncio.to_thread(lambda: self._client)
+        return client
 
     # ── internals ────────────────────────────────────────────────────────────────────
 
@@ -129,14 +158,9 @@ class BackendRegistry:
         if spec is None:
             return False
         if spec.kind == "llamacpp_inprocess":
-            from app.backends.llamacpp import (
-                embedded_window,
-                find_embedded_gguf,
-                llama_cpp_available,
-            )
-
-            ok = find_embedded_gguf() is not None and llama_cpp_available()
-            window = embedded_window() if ok else None
+            # off the loop: the backend module's import, a search of the installed
+            # packages and the GGUF header's read
+            ok, window = await asyncio.to_thread(_embedded)
             if window and spec.model:
                 self._windows[self.policy.resolve(spec.model)] = window
             return ok
@@ -151,11 +175,12 @@ class BackendRegistry:
     async def _probe_url(self, base: str) -> bool:
         if not base:
             return False
+        client = await self._client_off_loop()
         started = time.perf_counter()
         try:
             health, models = await asyncio.gather(
-                self._client.get(f"{api_root(base)}/health", timeout=PROBE_TIMEOUT_S),
-                self._client.get(f"{base}/models", timeout=PROBE_TIMEOUT_S),
+                client.get(f"{api_root(base)}/health", timeout=PROBE_TIMEOUT_S),
+                client.get(f"{base}/models", timeout=PROBE_TIMEOUT_S),
                 return_exceptions=True,  # both settle; neither is left to fail unobserved
             )
             if isinstance(health, BaseException):
@@ -267,6 +292,14 @@ class BackendRegistry:
             detail=f"{model_id} on {where} failed ({exc}); marked down for {pool.cooldown_s:g}s"
             + (f"; {counted(left, 'other endpoint')} up" if left else "; no other endpoint is up"),
         )
+
+
+def _embedded() -> tuple[bool, int | None]:
+    """Whether the embedded model can serve in process, and its window (blocking)."""
+    from app.backends.llamacpp import embedded_window, find_embedded_gguf, llama_cpp_available
+
+    ok = find_embedded_gguf() is not None and llama_cpp_available()
+    return ok, embedded_window() if ok else None
 
 
 def _cooldown(policy: Policy) -> float:

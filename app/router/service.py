@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.audit.types import AuditLine, AuditSink
-from app.backends.base import BackendError, ChatRequest, ChatResult
+from app.backends.base import Backend, BackendError, ChatRequest, ChatResult
 from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.policy.fingerprint import fingerprint
@@ -92,6 +92,8 @@ class Router:
         #: the policy's fingerprint, for the decision lines (computed once per policy)
         self._fingerprint: tuple[Policy, str] | None = None
         self._cloud: tuple[Policy, tuple[tuple[str, str], ...]] | None = None
+        #: the resolver, and the (model, runtime) pairs it has made a backend for
+        self._made: tuple[BackendResolver, set[tuple[str, str]]] = (backends, set())
 
     @property
     def local_only(self) -> bool:
@@ -330,8 +332,14 @@ class Router:
     ) -> ChatResult:
         """One call on ``d``'s backend (retried as the policy says when it is a cloud one)."""
         assert d.target is not None and d.runtime is not None
+        key = (d.target, d.runtime)
+        resolver, made = self._made
+        if resolver is self.backends and key in made:
+            backend = resolver.backend(d.target, d.runtime)
+        else:
+            backend = await self._first_backend(*key)
         return await call_backend(
-            self.backends.backend(d.target, d.runtime),
+            backend,
             request,
             policy=self.policy,
             session=self.session,
@@ -342,6 +350,17 @@ class Router:
             bus=self.bus,
             sleep=self.sleep,
         )
+
+    async def _first_backend(self, model: str, runtime: str) -> Backend:
+        """The resolver's backend for a pair it has not made for this router, made on a
+        worker thread: making one may import its SDK (``anthropic`` takes seconds) and the
+        loop goes on serving every other request meanwhile. Later calls ask inline."""
+        if self._made[0] is not self.backends:  # a resolver swapped in: its pairs are new
+            self._made = (self.backends, set())
+        resolver, made = self._made
+        backend = await asyncio.to_thread(resolver.backend, model, runtime)
+        made.add((model, runtime))
+        return backend
 
     async def repeat(
         self,

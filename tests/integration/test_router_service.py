@@ -3,6 +3,9 @@ approvals broker; backends are scripted in-process doubles of the Backend protoc
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -521,5 +524,69 @@ async def test_a_cloud_step_the_decision_skipped_for_budget_is_named_in_the_fail
     said = str(failed.value)
     assert "gpt-5.1-high: budget" in said, said
     assert "unavailable: unavailable" not in said
+    await audit.close()
+    await ledger.close()
+
+
+class Ticker:
+    """A coroutine standing for the gateway's other clients: it counts its turns."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self.stop = False
+
+    async def run(self) -> None:
+        while not self.stop:
+            self.turns += 1
+            await asyncio.sleep(0)
+
+
+class SlowToMake(Resolver):
+    """Making a cloud backend takes a while (an SDK's import): it is over once the loop
+    has taken ``turns`` turns meanwhile, or after ``give_up_s`` when the loop takes none
+    (the wait runs on the loop's own thread then, and nothing else can run)."""
+
+    def __init__(self, ticker: Ticker, *, turns: int = 3, give_up_s: float = 5.0) -> None:
+        super().__init__(up=ALL_UP)
+        self.ticker, self.need, self.give_up_s = ticker, turns, give_up_s
+        #: per pair made: the loop's turns while it was made, and the thread it was made on
+        self.making: dict[tuple[str, str], tuple[int, int]] = {}
+        self.asked_on: list[int] = []
+
+    def backend(self, model_id: str, runtime: str) -> ScriptedBackend:
+        key = (model_id, runtime)
+        self.asked_on.append(threading.get_ident())
+        if key not in self.made and runtime == "cloud":
+            before = self.ticker.turns
+            give_up = time.monotonic() + self.give_up_s
+            while self.ticker.turns < before + self.need and time.monotonic() < give_up:
+                time.sleep(0.001)
+            self.making[key] = (self.ticker.turns - before, threading.get_ident())
+        return super().backend(model_id, runtime)
+
+
+async def test_the_loop_serves_others_while_a_cloud_backend_is_made_the_first_time(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """The first escalation to a model makes its backend, which imports its SDK (seconds
+    for anthropic): the gateway's other clients go on being served meanwhile. Later
+    requests to the same model ask the resolver on the loop, with no thread hop."""
+    ticker = Ticker()
+    resolver = SlowToMake(ticker)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    others = asyncio.create_task(ticker.run())
+    try:
+        result = await router.complete("architect", REQ, Signals(confidence=0.5))
+        assert result.escalated and result.model == "gpt-5.1-high"
+        turns, made_on = resolver.making[("gpt-5.1-high", "cloud")]
+        assert turns >= resolver.need  # the loop kept turning while it was made
+        assert made_on != threading.get_ident()  # on a worker thread
+        asked = len(resolver.asked_on)
+        again = await router.complete("architect", REQ, Signals(confidence=0.5))
+        assert again.model == "gpt-5.1-high"
+        assert resolver.asked_on[asked:] == [threading.get_ident()]  # made: asked inline
+    finally:
+        ticker.stop = True
+        await others
     await audit.close()
     await ledger.close()

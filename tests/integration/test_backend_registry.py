@@ -1,0 +1,203 @@
+"""The backend registry never stalls the event loop on an import, and stays whole when a
+backend is made on a worker thread while the loop asks for others."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.backends.base import Backend
+from app.backends.registry import BackendRegistry
+from app.policy.schema import Policy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_probe_makes_the_http_client_off_the_loop(
+    policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's first use imports the HTTP stack and makes a TLS context."""
+    import app.backends.http as http
+
+    made_on: list[int] = []
+    real = http.make_async_client_httpx2
+
+    def recording(**kw: Any) -> Any:
+        made_on.append(threading.get_ident())
+        return real(**kw)
+
+    monkeypatch.setattr(http, "make_async_client_httpx2", recording)
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    registry = BackendRegistry(policy, local_only=False, runtime_urls={"vllm": url})
+    try:
+        assert await registry.runtime_up("vllm") is False  # refused: down
+        assert len(made_on) == 1 and made_on[0] != threading.get_ident()
+    finally:
+        await registry.aclose()
+
+
+async def test_the_in_process_probe_looks_for_the_model_off_the_loop(
+    policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Importing the backend module and searching the installed packages for the GGUF."""
+    import app.backends.llamacpp as llamacpp
+
+    looked_on: list[int] = []
+
+    def no_model() -> Path | None:
+        looked_on.append(threading.get_ident())
+        return None
+
+    monkeypatch.setattr(llamacpp, "find_embedded_gguf", no_model)
+    registry = BackendRegistry(policy, local_only=False)
+    assert await registry.runtime_up("llamacpp_inprocess") is False
+    assert len(looked_on) == 1 and looked_on[0] != threading.get_ident()
+
+
+class HeldMaking:
+    """``_make`` that holds on until told to go, counting who got in."""
+
+    def __init__(self, registry: BackendRegistry) -> None:
+        self.real = registry._make
+        self.entered = threading.Semaphore(0)
+        self.go = threading.Event()
+        self.calls = 0
+
+    def __call__(self, model_id: str, runtime: str) -> Backend:
+        self.calls += 1
+        self.entered.release()
+        self.go.wait(timeout=10)
+        return self.real(model_id, runtime)
+
+
+async def test_two_threads_asking_for_one_pair_get_one_backend(policy: Policy) -> None:
+    registry = BackendRegistry(policy, local_only=False)
+    held = HeldMaking(registry)
+    registry._make = held  # type: ignore[method-assign]
+    got: list[Backend] = []
+
+    def ask() -> None:
+        got.append(registry.backend("gpt-5.1-high", "cloud"))
+
+    first, second = threading.Thread(target=ask), threading.Thread(target=ask)
+    first.start()
+    assert held.entered.acquire(timeout=10)  # the first is making it
+    second.start()
+    # the second waits for the first to finish rather than making its own (without the
+    # lock it is inside _make well within this bound; with it, it never gets there)
+    assert not held.entered.acquire(timeout=0.5)
+    held.go.set()
+    first.join()
+    second.join()
+    assert held.calls == 1
+    assert len(got) == 2 and got[0] is got[1]
+    await registry.aclose()
+
+
+async def test_a_made_backend_is_read_while_another_is_being_made(policy: Policy) -> None:
+    """The loop asking for a made pair never waits on a worker making another one."""
+    registry = BackendRegistry(policy, local_only=False)
+    made = registry.backend("deepseek-chat", "cloud")
+    held = HeldMaking(registry)
+    registry._make = held  # type: ignore[method-assign]
+    worker = threading.Thread(target=registry.backend, args=("gpt-5.1-high", "cloud"))
+    worker.start()
+    assert held.entered.acquire(timeout=10)
+    try:
+        assert registry.backend("deepseek-chat", "cloud") is made
+        assert not held.go.is_set()  # answered while the other was still being made
+    finally:
+        held.go.set()
+        worker.join()
+    await registry.aclose()
+
+
+# A fresh interpreter, as `switchyard serve` starts: the anthropic SDK is not imported
+# yet. Its import is made as slow as the loop lets it be: it is over once the loop has
+# taken three turns, or after five seconds when it takes none (the import is then on the
+# loop's own thread, and the gateway's other clients wait with it).
+FIRST_ESCALATION = """
+    import asyncio, importlib.abc, json, sys, threading, time
+
+    from app.backends.base import BackendError, ChatRequest, Message
+    from app.backends.registry import BackendRegistry
+    from app.policy import load_policy
+    from app.router.service import Router
+    from app.router.types import Decision
+
+    preloaded = "anthropic" in sys.modules
+    turns = 0
+    seen = {}
+
+    class SlowSdk(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "anthropic" and not seen:
+                before, give_up = turns, time.monotonic() + 5
+                while turns < before + 3 and time.monotonic() < give_up:
+                    time.sleep(0.001)
+                seen["turns"] = turns - before
+                seen["on_loop"] = threading.get_ident() == threading.main_thread().ident
+            return None
+
+    sys.meta_path.insert(0, SlowSdk())
+
+    async def others(stop):
+        global turns
+        while not stop.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def main():
+        policy = load_policy().policy
+        registry = BackendRegistry(policy, local_only=False)
+        router = Router(policy, session="s", audit=None, ledger=None, approvals=None,
+                        backends=registry)
+        d = Decision(role="architect", action="escalate", policy_version=policy.version,
+                     target="claude-sonnet-4.6", provider="anthropic", runtime="cloud")
+        request = ChatRequest(messages=[Message(role="user", content="hi")], max_tokens=8)
+        stop = asyncio.Event()
+        ticking = asyncio.create_task(others(stop))
+        try:
+            await router.call(d, request, None, None)
+        except BackendError as exc:  # no key: nothing is sent
+            error = exc.kind
+        stop.set()
+        await ticking
+        await registry.aclose()
+        print(json.dumps({"preloaded": preloaded, "error": error, **seen}))
+
+    asyncio.run(main())
+"""
+
+
+def test_the_first_escalation_to_anthropic_imports_its_sdk_off_the_loop(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FIRST_ESCALATION)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    said = json.loads(out.stdout.splitlines()[-1])
+    assert said["preloaded"] is False  # the router and the registry do not import it
+    assert said["error"] == "no_key"
+    assert said["on_loop"] is False
+    assert said["turns"] >= 3  # the loop served others while the SDK was imported
