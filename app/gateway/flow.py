@@ -281,7 +281,7 @@ async def _close_line(
             escalated=result.escalated,
             tokens_in=result.tokens_in,
             tokens_out=result.tokens_out,
-            cost_usd=round(result.cost_usd, 6),
+            cost_usd=round(result.cost_usd, 9),
             latency_ms=round(result.latency_ms, 1),
             finish_reason=result.finish_reason,
         )

@@ -234,7 +234,7 @@ async def serve_cloud(
         provenance={
             **(provenance if provenance is not None else provenance_of(d, request)),
             "approver": approver,
-            "cost_usd": round(actual, 6),
+            "cost_usd": round(actual, 9),
         },
         detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, ${actual:.4f}",
     )

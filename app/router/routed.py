@@ -196,7 +196,7 @@ def call_values(result: ChatResult, cost: float) -> dict[str, Any]:
         "tokens_out": result.usage.tokens_out,
         "usage_counted_locally": result.usage.counted_locally,
         "latency_ms": round(result.latency_ms, 1),
-        "cost_usd": round(cost, 6),
+        "cost_usd": round(cost, 9),
         "finish_reason": result.finish_reason,
         **({"tool_calls": len(result.tool_calls)} if result.tool_calls else {}),
     }

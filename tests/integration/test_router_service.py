@@ -28,6 +28,7 @@ class ScriptedBackend:
         self.script = script
         self.calls = 0
         self.requests: list[ChatRequest] = []
+        self.usage = Usage(tokens_in=1000, tokens_out=200)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
         self.calls += 1
@@ -39,7 +40,7 @@ class ScriptedBackend:
             yield Delta(text=word + " ")
         yield ChatResult(
             text=step,
-            usage=Usage(tokens_in=1000, tokens_out=200),
+            usage=self.usage,
             finish_reason="stop",
             model=self.model_id,
             latency_ms=5.0,
@@ -150,6 +151,26 @@ async def test_vllm_unreachable_falls_back_in_process_with_audit_line(
     assert (await audit.verify()).ok
     await audit.close()
     await ledger.close()
+
+
+async def test_a_call_lines_cost_is_the_ledgers_to_the_nano_dollar(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """Call lines rounded the cost to 6 decimals while the ledger keeps nano-dollars:
+    0.001576 against 0.00157625, so the audit's costs never added up to ``budget``."""
+    resolver = Resolver(up=ALL_UP)
+    resolver.backend("gpt-5.1-high", "cloud").usage = Usage(tokens_in=1237, tokens_out=3)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    try:
+        result = await router.complete("architect", REQ, Signals(confidence=0.5))
+        call = result.audit[-1]
+        expected = (1237 * 1.25 + 30) / 1e6
+        assert call.values["cost_usd"] == call.provenance["cost_usd"] == expected
+        report = await ledger.report(session="s1")
+        assert report["total"]["cost_usd"] == call.values["cost_usd"]
+    finally:  # an open store's thread would keep a failing run from exiting
+        await audit.close()
+        await ledger.close()
 
 
 async def test_escalation_approved_reserves_settles_and_records_provenance(
