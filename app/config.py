@@ -11,8 +11,10 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, PrivateAttr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,6 +35,9 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         populate_by_name=True,
+        # `SWITCHYARD_DATA_DIR=` is unset, as in a shell: it was Path(""), the current
+        # folder, which then got a ledger and a chmod 700
+        env_ignore_empty=True,
     )
 
     policy: Path | None = Field(default=None, description="policy file; default: the shipped one")
@@ -64,6 +69,46 @@ class Settings(BaseSettings):
     #: who this machine's spend and audit lines belong to in the team store
     user: str = Field(default_factory=lambda: _os_user(), min_length=1, max_length=64)
     team: str = Field(default="default", min_length=1, max_length=64)
+    #: the fields a flag gave (load_settings), so a source can be named
+    _flags: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @field_validator("data_dir", "policy", mode="before")
+    @classmethod
+    def _a_path(cls, value: object) -> object:
+        """A path is text, and not empty (``""`` was the current folder; ``data_dir = 5``
+        was "Input is not a valid path for <class 'pathlib.Path'>")."""
+        if value is None or isinstance(value, Path):
+            return value
+        if not isinstance(value, str):
+            raise PydanticCustomError(
+                "path_type", "must be a path as a string, not {kind}", {"kind": _kind(value)}
+            )
+        if not value.strip():
+            raise PydanticCustomError(
+                "path_empty", "must not be empty: leave it out for the default"
+            )
+        return value
+
+    @field_validator("vllm_url", "llamacpp_server_url", mode="before")
+    @classmethod
+    def _urls(cls, value: object) -> object:
+        """One http(s) URL with a host, or several separated by commas (what
+        :func:`app.backends.runtimes.resolve_urls` reads). ``notaurl`` was taken, and
+        ``local status`` then said "UnsupportedProtocol"."""
+        if value is None:
+            return value
+        if not isinstance(value, str):
+            raise PydanticCustomError(
+                "url_type", "must be a URL as a string, not {kind}", {"kind": _kind(value)}
+            )
+        urls = [u.strip() for u in value.split(",") if u.strip()]
+        if not urls or not all(_is_http_url(u) for u in urls):
+            raise PydanticCustomError(
+                "url",
+                "must be an http:// or https:// URL with a host, such as "
+                "http://127.0.0.1:8000/v1, or several separated by commas",
+            )
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -97,11 +142,92 @@ def approve_setting(settings: Settings, given: ApproveMode | None) -> tuple[Appr
     if given is not None:
         return given, f"--approve {given}"
     mode = settings.approve
-    if any(name.upper() == "SWITCHYARD_APPROVE" for name in os.environ):
+    if _env_value("SWITCHYARD_APPROVE"):
         return mode, f"SWITCHYARD_APPROVE={mode}"
     if "approve" not in settings.model_fields_set:
         return mode, "the default"
     return mode, f'approve = "{mode}" in {paths.user_config_file()}'
+
+
+def setting_source(settings: Settings, field: str) -> str | None:
+    """Where ``field``'s value came from, for a message: ``--policy``, the variable
+    (``SWITCHYARD_POLICY``), or the config file and line; None for the default."""
+    if field not in settings.model_fields_set:
+        return None
+    return _source(field, field, settings._flags)
+
+
+def _source(field: str, key: str, flags: frozenset[str]) -> str:
+    """The source of ``field`` (given as ``key``: its name or an alias) that wins:
+    a flag, then the environment, then the config file (flags < env < file)."""
+    if field in flags:
+        return f"--{field.replace('_', '-')}"
+    for name in _env_names(field):
+        if _env_value(name):
+            return name
+    config_file = paths.user_config_file()
+    line = _file_line(config_file, key)
+    return f"{config_file}:{line}" if line else str(config_file)
+
+
+def _env_names(field: str) -> list[str]:
+    """The variables that set ``field``: its aliases, else ``SWITCHYARD_<FIELD>``."""
+    info = Settings.model_fields.get(field)
+    if info is None:  # an unknown key: only the config file has those
+        return []
+    choices = info.validation_alias
+    if isinstance(choices, AliasChoices):
+        return [c for c in choices.choices if isinstance(c, str) and c != field]
+    return [f"SWITCHYARD_{field.upper()}"]
+
+
+def _env_value(name: str) -> str:
+    """The value of the variable ``name`` (any case, as pydantic-settings reads it);
+    empty when unset or set to nothing (which means unset)."""
+    for key, value in os.environ.items():
+        if key.upper() == name.upper() and value:
+            return value
+    return ""
+
+
+def _file_line(config_file: Path, key: str) -> int | None:
+    """The line of the config file that sets ``key``, when it can be found."""
+    from app.policy.lines import key_lines, line_for
+
+    try:
+        text = config_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return line_for(key_lines(text), (key,))
+
+
+def _field_of(key: str) -> str:
+    """The field ``key`` (a field name or one of its aliases, as pydantic reports it)."""
+    for name, info in Settings.model_fields.items():
+        choices = info.validation_alias
+        if isinstance(choices, AliasChoices) and key in choices.choices:
+            return name
+    return key
+
+
+def _kind(value: object) -> str:
+    kinds = {
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "a table",
+    }
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _os_user() -> str:
@@ -112,18 +238,22 @@ def _os_user() -> str:
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Build settings, turning a bad environment or config file into one clear ConfigError."""
+    """Build settings, turning a bad environment or config file into one clear ConfigError
+    that names where the bad value came from (the variable, or the file and line)."""
     clean = {k: v for k, v in overrides.items() if v is not None}
+    flags = frozenset(clean)
     config_file = paths.user_config_file()
+    _check_config_file(config_file)
     try:
-        return Settings(**clean)  # type: ignore[arg-type]
+        settings = Settings(**clean)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             loc = ".".join(_named(str(p)) for p in err["loc"])
-            problems.append(f"setting {loc}: {err['msg']}")
-        source = f" (env SWITCHYARD_* or {config_file})"
-        raise ConfigError(_one_line("; ".join(problems) + source)) from None
+            key = str(err["loc"][0]) if err["loc"] else ""
+            source = _source(_field_of(key), key, flags)
+            problems.append(f"setting {loc}: {err['msg']} (from {source})")
+        raise ConfigError(_one_line("; ".join(problems))) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_one_line(f"{config_file}: toml syntax: {exc}")) from None
     except UnicodeDecodeError as exc:
@@ -132,6 +262,22 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(f"{config_file}: cannot read config: {exc.strerror or exc}") from None
     except SettingsError as exc:  # an environment value pydantic-settings cannot decode
         raise ConfigError(_one_line(f"settings: {exc}")) from None
+    settings._flags = flags
+    return settings
+
+
+def _check_config_file(config_file: Path) -> None:
+    """A config file that is there but cannot be one (a folder, a broken link) was
+    skipped without a word; it is a ConfigError naming it."""
+    if config_file.is_file() or not (config_file.exists() or config_file.is_symlink()):
+        return
+    if config_file.is_dir():
+        why = "a folder"
+    elif config_file.exists():
+        why = "not a regular file"
+    else:
+        why = "a symbolic link to nothing"
+    raise ConfigError(f"{config_file}: {why}, not a config file (remove it or put TOML there)")
 
 
 def _named(key: str) -> str:
@@ -140,9 +286,8 @@ def _named(key: str) -> str:
     for name, field in Settings.model_fields.items():
         choices = field.validation_alias
         if isinstance(choices, AliasChoices) and key in choices.choices:
-            env = {k.upper() for k in os.environ}
             for choice in choices.choices:
-                if isinstance(choice, str) and choice.upper() in env:
+                if isinstance(choice, str) and _env_value(choice):
                     return choice
             return name
     return key

@@ -110,16 +110,26 @@ def _state_error(path: Path, why: str) -> ConfigError:
 
 
 def ensure_dir(path: Path) -> Path:
-    """``path`` made (private to the user) if it is not there. A path that cannot be a
-    folder (a file on the way, no permission) is a :class:`ConfigError` naming it: the
-    data dir is a setting (``data_dir``, ``SWITCHYARD_DATA_DIR``)."""
+    """``path`` made if it is not there, private to the user (0700). A folder that is
+    already there is left as it is: it was chmodded to 0700 on every call, so a folder
+    the user gave (``SWITCHYARD_DATA_DIR``, their own 755 or 555 one) changed under
+    them without a word. A path that cannot be a folder (a file on the way, no
+    permission) is a :class:`ConfigError` naming it: the data dir is a setting
+    (``data_dir``, ``SWITCHYARD_DATA_DIR``)."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        if os.name == "posix":
-            path.chmod(0o700)
+        # only the folder itself is private: parents made on the way are like mkdir -p's
+        path.mkdir(mode=0o700, parents=True)
     except OSError as exc:
+        if path.is_dir():  # already there (whatever else mkdir said): not ours to change
+            return path
         reason = exc.strerror or str(exc)
         if isinstance(exc, FileExistsError):  # mkdir's word for a file in the way
             reason = "a file is in the way"
         raise ConfigError(f"cannot use the folder {path}: {reason} (see data_dir)") from None
+    if os.name == "posix":
+        try:
+            path.chmod(0o700)  # made just now: 0700 whatever the umask took away
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ConfigError(f"cannot use the folder {path}: {reason} (see data_dir)") from None
     return path

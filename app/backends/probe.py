@@ -95,11 +95,32 @@ def probe_endpoint(
             )
         except httpx.HTTPError as exc:
             return EndpointStatus(
-                runtime=runtime, base_url=base_url, state="error", detail=type(exc).__name__
+                runtime=runtime, base_url=base_url, state="error", detail=_describe(exc)
             )
     finally:
         if own:
             http.close()
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    """What went wrong, in words: the detail was the bare class name
+    (``UnsupportedProtocol`` for ``SWITCHYARD_VLLM_URL=notaurl``)."""
+    if isinstance(exc, httpx.UnsupportedProtocol):  # httpx's words say the same again
+        return "not an http:// or https:// URL"
+    if isinstance(exc, httpx.ProxyError):
+        what = "the proxy failed"
+    elif isinstance(exc, httpx.RemoteProtocolError):
+        what = "the answer is not HTTP"
+    elif isinstance(exc, httpx.NetworkError):
+        what = "the connection failed"
+    elif isinstance(exc, httpx.TooManyRedirects):
+        what = "too many redirects"
+    elif isinstance(exc, httpx.DecodingError):
+        what = "the answer could not be decoded"
+    else:
+        what = "the request failed"
+    said = " ".join(str(exc).split())
+    return f"{what}: {said}" if said else what
 
 
 #: the most of a probe's answer that is read (a model list is a few kilobytes)

@@ -84,7 +84,9 @@ def _librarian(args: argparse.Namespace) -> int:
     policy = policy_from(args, settings).policy
     if "librarian" not in policy.roles:
         raise UsageError("the policy has no [roles.librarian]")
-    sources = gather(args.repo, policy, question, full_sweep=args.full_sweep)
+    from app.cli.stage0_cmd import repo_top
+
+    sources = gather(repo_top(args.repo), policy, question, full_sweep=args.full_sweep)
     return asyncio.run(_run(args, settings, policy, question, sources))
 
 

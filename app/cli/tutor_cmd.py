@@ -101,9 +101,10 @@ def _tutor(args: argparse.Namespace) -> int:
 def _repo(path: Path | None) -> Path | None:
     if path is None:
         return None
+    from app.cli.stage0_cmd import repo_top
     from app.stage0.corpus import check_repo
 
-    return check_repo(path.expanduser())  # NotAGitRepo: one line, exit 2
+    return check_repo(repo_top(path))  # NotAGitRepo: one line, exit 2
 
 
 # ── one turn ─────────────────────────────────────────────────────────────────────────────

@@ -92,17 +92,23 @@ def _pydantic_message(err: Any) -> str:
     return msg
 
 
-def load_policy(path: Path | str | None = None) -> LoadedPolicy:
-    """Read, parse, validate and cross-check the policy at ``path`` (default: shipped one)."""
+def load_policy(path: Path | str | None = None, *, source: str | None = None) -> LoadedPolicy:
+    """Read, parse, validate and cross-check the policy at ``path`` (default: shipped one).
+
+    ``source`` says where ``path`` was given (``SWITCHYARD_POLICY``, ``--policy``, the
+    config file and line): a file that cannot be read names it, since the path alone
+    did not say why Switchyard looked there."""
     file = Path(path) if path is not None else default_policy_path()
+    given = f" (the path is from {source})" if source else ""
     try:
         data = file.read_bytes()
     except FileNotFoundError:
-        raise PolicyError([f"{file}: cannot read policy: no such file"]) from None
+        raise PolicyError([f"{file}: cannot read policy: no such file{given}"]) from None
     except IsADirectoryError:
-        raise PolicyError([f"{file}: cannot read policy: is a directory"]) from None
+        raise PolicyError([f"{file}: cannot read policy: is a directory{given}"]) from None
     except OSError as exc:
-        raise PolicyError([f"{file}: cannot read policy: {exc.strerror or exc}"]) from None
+        why = exc.strerror or exc
+        raise PolicyError([f"{file}: cannot read policy: {why}{given}"]) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

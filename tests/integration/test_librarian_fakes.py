@@ -198,6 +198,23 @@ def test_cli_small_selection_comes_back_unchanged(
     assert fakes["vllm"].chat_requests == [] and out["audit"] == []
 
 
+def test_cli_from_a_subfolder_reads_the_whole_repository(
+    tmp_path: Path,
+    fakes: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From repo/tests the librarian read tests/ alone (Stage0 took it for the
+    repository) and left a second .switchyard/ there."""
+    repo = make_repo(tmp_path)
+    monkeypatch.chdir(repo / "tests")
+    argv = ["librarian", "why does parse drop a token?", "--policy", str(fakes["policy"])]
+    rc, out = cli([*argv, "--budget", "20000", "--approve", "deny"], capsys)
+    assert rc == 0, out
+    assert '<source id="parser.py:' in out["text"]
+    assert not (repo / "tests" / ".switchyard").exists()
+
+
 def test_cli_human_output_shows_the_result_and_the_audit(
     tmp_path: Path, fakes: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -88,3 +88,22 @@ def test_local_status_cli_keeps_a_local_only_policy(
     assert done.returncode == 0, done.stderr
     eps = {e["runtime"]: e for e in json.loads(done.stdout)["endpoints"]}
     assert eps["vllm"]["state"] == "refused" and "GR-009" in eps["vllm"]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("ftp://127.0.0.1:9/v1", "not an http:// or https:// URL"),
+        ("notaurl", "not an http:// or https:// URL"),
+    ],
+)
+def test_a_probe_that_fails_says_why_in_words(
+    url: str, expected: str, socket_guard: SocketGuard
+) -> None:
+    """The detail was the exception's class name ("UnsupportedProtocol")."""
+    from app.backends.probe import probe_endpoint
+
+    status = probe_endpoint("vllm", url, timeout=1)
+    assert status.state == "error"
+    assert status.detail == expected
+    assert socket_guard.attempts == []

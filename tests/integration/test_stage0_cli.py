@@ -236,3 +236,27 @@ def test_nothing_picked_says_whether_nothing_matched_or_nothing_fitted(
     assert "match the query, but none fits the budget of 0 tokens" in out
     rc, out, _ = _run(capsys, *argv, "zzzz qqqq")
     assert rc == 0 and "no chunk matches the query" in out
+
+
+@pytest.mark.parametrize("where", ["cwd", "--repo"])
+def test_a_subfolder_means_its_repository(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """From repo/pkg, query indexed pkg/ alone (files named from there: "ledger.py") and
+    brief made a second .switchyard/ in pkg/; run, evidence and merge take the top."""
+    repo = make_repo(tmp_path)
+    query = ("stage0", "query", "reserve budget settle", "--json")
+    rc, top, _ = _run(capsys, *query, "--repo", str(repo))
+    assert rc == 0
+    monkeypatch.chdir(repo / "pkg")
+    here = ("--repo", str(repo / "pkg")) if where == "--repo" else ()
+    rc, below, _ = _run(capsys, *query, *here)
+    assert rc == 0 and json.loads(below) == json.loads(top)
+    assert json.loads(below)["chunks"][0]["path"] == "pkg/ledger.py"
+    rc, out, _ = _run(capsys, "stage0", "brief", "the ledger", *here, "--json")
+    assert rc == 0
+    assert json.loads(out)["brief_md"] == str(repo / ".switchyard" / "brief" / "TASK_BRIEF.md")
+    assert not (repo / "pkg" / ".switchyard").exists()

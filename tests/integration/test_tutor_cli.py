@@ -236,3 +236,14 @@ def test_repo_grounds_the_tutor(
     assert rc == 0
     assert any(s.startswith("parser.py:") for s in data["grounded_in"])
     assert "def parse" in vllm.chat_requests[0]["messages"][0]["content"]
+
+
+def test_a_subfolder_of_the_repo_grounds_the_tutor_in_the_whole_repo(
+    tmp_path: Path, vllm: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--repo repo/tests grounded the tutor in tests/ alone (and made a .switchyard/ there)."""
+    repo = make_repo(tmp_path)
+    rc, data = run_json(["why does parse drop a token?", "--repo", str(repo / "tests")], capsys)
+    assert rc == 0
+    assert any(s.startswith("parser.py:") for s in data["grounded_in"])
+    assert not (repo / "tests" / ".switchyard").exists()

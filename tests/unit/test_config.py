@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +272,175 @@ def test_the_workbench_faces_say_the_same_of_such_a_data_dir(
     (line,) = err.splitlines()
     assert line.startswith(f"switchyard: cannot use the folder {where}")
     assert line.endswith(": Not a directory (see data_dir)")
+
+
+# ── empty variables, the data dir's permissions ─────────────────────────────────────────
+
+
+def test_an_empty_variable_means_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`SWITCHYARD_DATA_DIR=` was Path(""): the current folder held the ledger."""
+    from app.config import approve_setting
+
+    for name in ("SWITCHYARD_DATA_DIR", "SWITCHYARD_POLICY", "SWITCHYARD_APPROVE"):
+        monkeypatch.setenv(name, "")
+    s = load_settings()
+    assert s.data_dir == tmp_path / "xdg-data" / "switchyard"
+    assert s.policy is None
+    assert approve_setting(s, None) == ("ask", "the default")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_an_empty_data_dir_variable_leaves_the_current_folder_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    here = tmp_path / "p"
+    here.mkdir()
+    here.chmod(0o755)
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("SWITCHYARD_DATA_DIR", "")
+    assert main(["budget", "--json"]) == 0
+    assert list(here.iterdir()) == []
+    assert stat.S_IMODE(here.stat().st_mode) == 0o755
+    assert (tmp_path / "xdg-data" / "switchyard" / "ledger.sqlite3").is_file()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mode", [0o755, 0o555, 0o750], ids=oct)
+def test_a_data_dir_that_is_already_there_keeps_its_permissions(
+    tmp_path: Path, mode: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ensure_dir chmodded the folder to 0700, the user's own one included."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    mine.chmod(mode)
+    try:
+        assert paths.ensure_dir(mine) == mine
+        assert stat.S_IMODE(mine.stat().st_mode) == mode
+    finally:
+        mine.chmod(0o700)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_data_dir_switchyard_makes_is_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        made = paths.ensure_dir(tmp_path / "a" / "b" / "data")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    assert stat.S_IMODE(made.parent.stat().st_mode) == 0o755  # as mkdir -p makes them
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("data_dir = 5\n", "setting data_dir: must be a path as a string, not a number"),
+        ('data_dir = ""\n', "setting data_dir: must not be empty: leave it out for the default"),
+        ('policy = ""\n', "setting policy: must not be empty: leave it out for the default"),
+    ],
+    ids=["number", "empty", "empty-policy"],
+)
+def test_a_path_setting_that_is_no_path_names_the_file_line_and_field(
+    text: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said "Input is not a valid path for <class 'pathlib.Path'>" and no line."""
+    monkeypatch.delenv("SWITCHYARD_DATA_DIR")
+    target = _config(tmp_path, "# mine\n\n" + text)
+    message = _one_line_error()
+    assert message == f"{expected} (from {target}:3)"
+
+
+# ── where a bad value came from ──────────────────────────────────────────────────────────
+
+
+def test_a_bad_value_names_its_source_not_env_or_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every message ended "(env SWITCHYARD_* or FILE)", whichever had said it."""
+    target = _config(tmp_path, 'theme = "mono"\nn_threads = 0\ncolour = "blue"\n')
+    assert _one_line_error() == (
+        f"setting n_threads: Input should be greater than or equal to 1 (from {target}:2); "
+        f"setting colour: Extra inputs are not permitted (from {target}:3)"
+    )
+    monkeypatch.setenv("SWITCHYARD_N_THREADS", "300")
+    message = _one_line_error()
+    assert message.startswith(
+        "setting n_threads: Input should be less than or equal to 256 (from SWITCHYARD_N_THREADS);"
+    )
+    monkeypatch.setenv("SPEC_KIT_CRITIC", "perhaps")
+    assert "(from SPEC_KIT_CRITIC)" in _one_line_error()
+
+
+def test_a_config_file_that_is_a_folder_is_exit_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was skipped without a word."""
+    folder = tmp_path / "config" / "switchyard" / "config.toml"
+    folder.mkdir(parents=True)
+    assert main(["policy", "show"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"switchyard: {folder}: a folder, not a config file (remove it or put TOML there)"
+    ]
+
+
+# ── the policy path, the runtime URLs ────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("what", ["missing", "folder"])
+@pytest.mark.parametrize("where", ["env", "file", "flag"])
+def test_a_policy_path_that_cannot_be_read_says_where_it_came_from(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    what: str,
+    where: str,
+) -> None:
+    """`SWITCHYARD_POLICY= policy show` said ".: cannot read policy: is a directory" and
+    never named the variable."""
+    bad = tmp_path / "nope.toml" if what == "missing" else tmp_path
+    argv = ["policy", "show"]
+    if where == "env":
+        monkeypatch.setenv("SWITCHYARD_POLICY", str(bad))
+        source = "SWITCHYARD_POLICY"
+    elif where == "file":
+        target = _config(tmp_path, 'theme = "mono"\npolicy = ' + json.dumps(str(bad)) + "\n")
+        source = f"{target}:2"
+    else:
+        argv += ["--policy", str(bad)]
+        source = "--policy"
+    assert main(argv) == 2
+    reason = "no such file" if what == "missing" else "is a directory"
+    assert capsys.readouterr().err.splitlines() == [
+        f"switchyard: {bad}: cannot read policy: {reason} (the path is from {source})"
+    ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["notaurl", "ftp://127.0.0.1/v1", "http://", "http://h:port/v1", "http://h/v1,nope", ","],
+)
+@pytest.mark.parametrize("variable", ["SWITCHYARD_VLLM_URL", "SWITCHYARD_LLAMACPP_SERVER_URL"])
+def test_a_runtime_url_that_is_no_http_url_is_exit_2_naming_the_variable(
+    value: str, variable: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`SWITCHYARD_VLLM_URL=notaurl` was taken; local status said "UnsupportedProtocol"."""
+    monkeypatch.setenv(variable, value)
+    assert main(["local", "status", "--json"]) == 2
+    out, err = capsys.readouterr()
+    field = variable.removeprefix("SWITCHYARD_").lower()
+    assert out == ""
+    assert err.splitlines() == [
+        f"switchyard: setting {field}: must be an http:// or https:// URL with a host, such as "
+        f"http://127.0.0.1:8000/v1, or several separated by commas (from {variable})"
+    ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["http://127.0.0.1:8000/v1", "https://gpu-box.example/v1", "http://a:1/v1, http://b/v1"],
+)
+def test_http_runtime_urls_are_taken(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", value)
+    assert load_settings().vllm_url == value
