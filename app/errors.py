@@ -14,6 +14,24 @@ class UsageError(SwitchyardError):
     exit_code = 2
 
 
+class NoWorkingFolder(UsageError):
+    """The current folder was deleted (``cd x; rmdir ../x``): no relative path resolves."""
+
+    def __init__(self) -> None:
+        super().__init__("the current folder no longer exists; cd to one that does")
+
+
+def cwd_exists() -> bool:
+    """Whether the process's current folder is still there."""
+    import os
+
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 class PolicyError(SwitchyardError):
     """A policy file that cannot be loaded. Carries every problem found, one per line."""
 
@@ -26,6 +44,11 @@ class PolicyError(SwitchyardError):
 
 class ConfigError(SwitchyardError):
     exit_code = 2
+
+
+class StoreError(SwitchyardError):
+    """A local store's file failed a statement: a full disk, a read-only file, a lock held
+    past the busy timeout. The message names the store and its file."""
 
 
 class BudgetExceeded(SwitchyardError):

@@ -45,6 +45,14 @@ def is_busy(exc: BaseException) -> bool:
     return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+def failure_text(what: str, path: Path, exc: sqlite3.Error, *, writing: bool = True) -> str:
+    """One line for a store's failed statement, naming the store and its file: what a
+    caller raises (as its own error) for a full disk, a read-only file or a long lock."""
+    if is_busy(exc):  # locked by another connection for longer than the busy timeout
+        return f"{what} {path} is busy (locked by another process): {exc}"
+    return f"cannot {'write' if writing else 'read'} {what} {path}: {exc}"
+
+
 #: ``fn(conn, inline)``: one whole transaction (BEGIN … COMMIT, ROLLBACK on failure).
 #: With ``inline`` set it must not wait: it raises :class:`Busy` (after rolling back) when
 #: SQLite reports the file locked, and is then run again on the connection's thread.

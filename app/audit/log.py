@@ -16,8 +16,9 @@ line goes through first is in :mod:`app.audit.quick_redact`.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,9 +32,9 @@ from app.audit.store import SYNCHRONOUS, rollback, setup, write_lines
 from app.audit.types import AuditLine
 from app.bus import Bus
 from app.clock import Clock, SystemClock
-from app.errors import AuditTamperError, SwitchyardError
+from app.errors import AuditTamperError, StoreError, SwitchyardError
 from app.opener import Opener
-from app.sqlite import SQLiteRunner
+from app.sqlite import SQLiteRunner, failure_text
 
 __all__ = ["SYNCHRONOUS", "AuditLog", "AuditLogOpener"]
 
@@ -98,16 +99,29 @@ class AuditLog(AuditBase):
         self._runner.close()
         await self._db.close()
 
+    @contextlib.contextmanager
+    def _mapped(self, *, writing: bool) -> Iterator[None]:
+        """A failed statement (a full disk, a read-only file) as one line naming the file."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            text = failure_text("the audit log", self.path, exc, writing=writing)
+            raise StoreError(text) from exc
+
     # ── write ────────────────────────────────────────────────────────────────────────────
 
     async def _insert(self, lines: list[PreparedLine], *, defer: bool) -> list[AuditLine]:
         clock = self._clock
-        return await self._runner.write(lambda db: write_lines(db, lines, clock), defer=defer)
+        try:  # (not _mapped: the request path's every append; a try costs nothing here)
+            return await self._runner.write(lambda db: write_lines(db, lines, clock), defer=defer)
+        except sqlite3.Error as exc:
+            raise StoreError(failure_text("the audit log", self.path, exc)) from exc
 
     async def flush(self) -> None:
         """Commit the lines appended with ``defer=True`` now."""
         async with self._lock:
-            await self._runner.flush()
+            with self._mapped(writing=True):
+                await self._runner.flush()
 
     # ── read ─────────────────────────────────────────────────────────────────────────────
 
@@ -190,8 +204,9 @@ class AuditLog(AuditBase):
         checker.finish(head_hash=head[1], head_seq=head[0])
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[int, str]]:
-        async with self._lock, self._runner.waiting() as db, db.execute(sql, params) as cur:
-            rows = await cur.fetchall()
+        with self._mapped(writing=False):
+            async with self._lock, self._runner.waiting() as db, db.execute(sql, params) as cur:
+                rows = await cur.fetchall()
         return [(int(r[0]), str(r[1])) for r in rows]
 
 

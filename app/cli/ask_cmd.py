@@ -50,6 +50,8 @@ def _load_schema(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--schema {path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"--schema {path}: is a directory") from None
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"--schema {path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
@@ -65,6 +67,8 @@ def _load_schema(path: Path) -> dict[str, Any]:
 
 
 def _ask(args: argparse.Namespace) -> int:
+    if not args.prompt.strip():  # nothing to ask: no model is called for it
+        raise UsageError("the PROMPT is empty")
     if args.max_tokens <= 0:
         raise UsageError("--max-tokens must be > 0")
     settings = settings_from(args)

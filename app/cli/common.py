@@ -9,8 +9,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.config import Settings, load_settings
+from app.config import Settings, load_settings, setting_source
 from app.policy import LoadedPolicy, load_policy
+
+
+def absolute(path: Path) -> Path:
+    """``path`` made absolute (links resolved); a usage error when the current folder has
+    been deleted, which every relative path (``.`` too) depends on."""
+    from app.errors import NoWorkingFolder, cwd_exists
+
+    try:
+        return path.resolve()
+    except FileNotFoundError:
+        if cwd_exists():
+            raise
+        raise NoWorkingFolder() from None
 
 
 def add_policy_arg(p: argparse.ArgumentParser) -> None:
@@ -51,7 +64,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def policy_from(args: argparse.Namespace, settings: Settings | None = None) -> LoadedPolicy:
     settings = settings or settings_from(args)
-    return load_policy(settings.policy)
+    return load_policy(settings.policy, source=setting_source(settings, "policy"))
 
 
 def money(usd: float | None) -> str:

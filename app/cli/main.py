@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from app import __version__
-from app.errors import SwitchyardError
+from app.errors import NoWorkingFolder, SwitchyardError, cwd_exists
 
 # Each command and the module that registers it (``register(subparsers)``); a module
 # imports its heavy things lazily. One command's module is all a run imports: the others
@@ -84,9 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except SwitchyardError as exc:
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"switchyard: {line}", file=sys.stderr)
-        return exc.exit_code
+        return _one_line(exc)
     except KeyboardInterrupt:
         print("switchyard: interrupted", file=sys.stderr)
         return 130
@@ -94,6 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the reader went away (`| head`): quiet, and 141 (128 + SIGPIPE) as a C filter
         # dies with; 0 masked a failing verdict (`spec lint bad.md | head` passed CI)
         return BROKEN_PIPE
+    except FileNotFoundError:
+        if cwd_exists():
+            raise
+        # `cd x; rmdir ../x; switchyard merge …`: whatever resolves "." fails, one line
+        return _one_line(NoWorkingFolder())
+
+
+def _one_line(exc: SwitchyardError) -> int:
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        print(f"switchyard: {line}", file=sys.stderr)
+    return exc.exit_code
 
 
 if __name__ == "__main__":

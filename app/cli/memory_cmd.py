@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.cli.common import (
+    absolute,
     add_json_arg,
     add_policy_arg,
     console,
@@ -247,6 +248,8 @@ def _search(args: argparse.Namespace) -> int:
 
 def _harvest(args: argparse.Namespace) -> int:
     from app.memory.harvest import HarvestError, harvest, has_head, repo_root, resolve_since
+
+    absolute(args.repo)  # a deleted current folder is said as that, not as git's words
 
     async def precheck() -> None:  # a bad --repo or --since fails before any model loads
         try:

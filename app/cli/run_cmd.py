@@ -12,6 +12,7 @@ from typing import Any
 
 from app.cli import audit_lines
 from app.cli.common import (
+    absolute,
     add_json_arg,
     add_policy_arg,
     add_session_args,
@@ -60,7 +61,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="run on a fresh copy of the shipped example repository (examples/parser-bug)",
     )
-    p.add_argument("--repo", type=Path, default=Path("."), help="the git repository (default .)")
+    p.add_argument("--repo", type=Path, help="the git repository (default .; not with --demo)")
     p.add_argument("--spec", type=Path, metavar="FILE", help="a spec with a §8 overrides block")
     p.add_argument(
         "--escalate",
@@ -97,29 +98,62 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Every argument is checked before anything is written: --demo recreates its repository
+    # (the last demo run's bundle with it), so it comes last of all.
+    if args.demo and args.repo is not None:
+        raise UsageError("--demo runs on a fresh copy of the example repository: drop --repo")
+    if args.demo and args.task is None:
+        from app.pipeline.demo import DEMO_TASK
+
+        args.task = DEMO_TASK
+    if not (args.task or "").strip():  # blank is no task: the pipeline would plan nothing
+        raise UsageError("a TASK is required (or --demo)")
+    if args.test_command is not None:
+        _check_test_command(args.test_command)
+    repo = None if args.demo else _git_repo(args.repo if args.repo is not None else Path("."))
     settings = settings_from(args)
     loaded = policy_from(args, settings)
     policy = loaded.policy
-    if args.demo:
-        from app.paths import ensure_dir
-        from app.pipeline.demo import DEMO_TASK, prepare_demo_repo
-
-        args.repo = prepare_demo_repo(ensure_dir(settings.data_dir / "demo"))
-        args.task = args.task or DEMO_TASK
-    if not (args.task or "").strip():  # blank is no task: the pipeline would plan nothing
-        raise UsageError("a TASK is required (or --demo)")
-    repo = args.repo.resolve()
-    if not (repo / ".git").exists():
-        from app.workspace.git import NotAGitRepo, repo_root
-
-        try:
-            repo = repo_root(repo)
-        except NotAGitRepo:
-            raise UsageError(f"--repo {args.repo}: not a git repository") from None
     overrides = _spec_overrides(args.spec, loaded) if args.spec is not None else None
     if overrides is not None:
         policy = overrides.apply(policy)
+    if repo is None:
+        from app.paths import ensure_dir
+        from app.pipeline.demo import prepare_demo_repo
+
+        repo = prepare_demo_repo(ensure_dir(settings.data_dir / "demo"))
     return asyncio.run(_pipeline(args, settings, policy, repo, overrides))
+
+
+def _git_repo(given: Path) -> Path:
+    """The top of the git work tree ``--repo`` names, or a usage error saying why not."""
+    path = absolute(given)
+    if not path.exists():
+        raise UsageError(f"--repo {given}: no such folder")
+    if not path.is_dir():
+        raise UsageError(f"--repo {given}: not a folder")
+    if (path / ".git").exists():
+        return path
+    from app.workspace.git import NotAGitRepo, repo_root
+
+    try:
+        return repo_root(path)
+    except NotAGitRepo:
+        raise UsageError(f"--repo {given}: not a git repository") from None
+
+
+def _check_test_command(command: str) -> None:
+    """``--test-command`` as the run will split it: an empty or unbalanced one is a usage
+    error here, not a run stopped (and sealed) once it has started."""
+    from app.errors import ConfigError
+    from app.workspace.testcmd import split_command
+
+    try:
+        split_command(command, "--test-command")
+    except ConfigError as exc:
+        raise UsageError(f"{exc}") from None
+    except ValueError as exc:  # shlex: "No closing quotation"
+        raise UsageError(f"--test-command {command!r}: {str(exc).lower()}") from None
 
 
 def _spec_overrides(path: Path, loaded: Any) -> Any:
@@ -182,13 +216,20 @@ async def _pipeline(
         work = asyncio.create_task(run_pipeline(session, args.task, options))
         # SIGTERM stops the run like Ctrl-C: the evidence bundle is still sealed
         loop = asyncio.get_running_loop()
+        stopped_by: list[int] = []
+
+        def stop(signum: int) -> None:
+            stopped_by.append(signum)
+            work.cancel()
+
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, work.cancel)
+            loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
         try:
             outcome = await work
         except asyncio.CancelledError:
             print("switchyard: run stopped; its evidence bundle was sealed", file=sys.stderr)
-            return 130
+            # as a process killed by the signal would end: 130 for Ctrl-C, 143 for SIGTERM
+            return 128 + (stopped_by[0] if stopped_by else signal.SIGINT)
         finally:
             await asyncio.sleep(0.05)
             printer.cancel()
@@ -206,15 +247,21 @@ async def _pipeline(
             }
         )
     else:
-        out = console()
-        colour = "green" if outcome.outcome == "merge_ready" else "red"
-        # the reason carries a model's or a test's words, the paths any name: not markup
-        out.print(f"[bold {colour}]{outcome.outcome}[/] ", end="")
-        out.print(f"run {outcome.run_id}: {outcome.reason}", markup=False)
-        out.print(f"evidence: {outcome.bundle}", markup=False)
-        if outcome.outcome == "merge_ready":
-            out.print(f"merge with: switchyard merge {outcome.run_id} --repo {repo}", markup=False)
+        print_outcome(outcome, repo, console())
     return 0 if outcome.outcome == "merge_ready" else 1
+
+
+def print_outcome(outcome: Any, repo: Path, out: Any) -> None:
+    """The run's last lines. Each is one line whatever the width (a terminal wraps it): at
+    80 columns the evidence path was broken in two, and could not be pasted."""
+    colour = "green" if outcome.outcome == "merge_ready" else "red"
+    # the reason carries a model's or a test's words, the paths any name: not markup
+    out.print(f"[bold {colour}]{outcome.outcome}[/] ", end="")
+    out.print(f"run {outcome.run_id}: {outcome.reason}", markup=False, soft_wrap=True)
+    out.print(f"evidence: {outcome.bundle}", markup=False, soft_wrap=True)
+    if outcome.outcome == "merge_ready":
+        merge = f"merge with: switchyard merge {outcome.run_id} --repo {repo}"
+        out.print(merge, markup=False, soft_wrap=True)
 
 
 async def _progress(bus: Any, *, quiet: bool) -> None:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -139,9 +140,17 @@ class EvidenceBundle:
             path.mkdir()
         except FileExistsError:
             raise EvidenceError(f"a bundle for run {run_id} already exists ({path})") from None
+        except OSError as exc:  # a folder the user cannot write, a full disk
+            raise EvidenceError(
+                f"cannot create the evidence bundle {path}: {exc.strerror or exc}"
+            ) from None
         bundle = cls(path, run_id, clock=clock)
         info = {"run_id": run_id, "task": task, "session": session, "created": iso(clock.now())}
-        bundle.write_json(RUN_INFO, info)
+        try:
+            bundle.write_json(RUN_INFO, info)
+        except EvidenceError:
+            shutil.rmtree(path, ignore_errors=True)  # no bundle that says nothing is left
+            raise
         return bundle
 
     @classmethod
@@ -159,7 +168,10 @@ class EvidenceBundle:
         if self.sealed:
             raise EvidenceError(f"the bundle of run {self.run_id} is sealed; {name} not written")
         target = self.path / check_name(name)
-        atomic_write(target, mask_bytes(data))
+        try:
+            atomic_write(target, mask_bytes(data))
+        except OSError as exc:  # a full disk, a folder made read-only meanwhile
+            raise EvidenceError(f"cannot write {target}: {exc.strerror or exc}") from None
         return target
 
     def write_text(self, name: str, text: str) -> Path:

@@ -21,9 +21,9 @@ from typing import TypeVar
 import aiosqlite
 
 from app.clock import Clock
-from app.errors import SwitchyardError
+from app.errors import StoreError, SwitchyardError
 from app.memory.migrations import migrate
-from app.sqlite import Busy, SQLiteRunner, is_busy, rollback_quietly, use_wal
+from app.sqlite import Busy, SQLiteRunner, failure_text, is_busy, rollback_quietly, use_wal
 
 #: WAL + NORMAL: the store holds derived knowledge, not a record; a power cut may lose the
 #: last transactions, never leave the file inconsistent
@@ -100,11 +100,15 @@ class MemoryDB:
     ) -> T:
         async with self._lock:
             self.check_open()
-            return await self._runner.run(
-                lambda conn, at_once: _transaction(conn, at_once, write, body),
-                inline=inline,
-                write=write,
-            )
+            try:
+                return await self._runner.run(
+                    lambda conn, at_once: _transaction(conn, at_once, write, body),
+                    inline=inline,
+                    write=write,
+                )
+            except sqlite3.Error as exc:  # a full disk, a read-only file: one line, the file
+                text = failure_text("the memory DB", self.path, exc, writing=write)
+                raise StoreError(text) from exc
 
 
 async def _setup(db: aiosqlite.Connection) -> None:

@@ -349,3 +349,25 @@ def test_an_error_after_part_of_the_reply_starts_on_a_line_of_its_own(
     out, err = capsys.readouterr()
     assert out == "Use a for loop\n"
     assert err.startswith("switchyard: team ledger")
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\n\t"])
+def test_an_empty_prompt_is_a_usage_error_and_calls_no_model(
+    capsys: pytest.CaptureFixture[str], prompt: str
+) -> None:
+    """``ask --role tutor ''`` called the model and exited 0 (tutor, librarian, memory add
+    and run each refuse an empty argument with exit 2)."""
+    import os
+
+    assert main(["ask", "--role", "tutor", prompt]) == 2
+    assert capsys.readouterr().err.splitlines() == ["switchyard: the PROMPT is empty"]
+    assert not (Path(os.environ["SWITCHYARD_DATA_DIR"]) / "audit.sqlite3").exists()
+
+
+def test_a_schema_that_is_a_directory_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["ask", "--role", "tutor", "--schema", str(tmp_path), "x"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"switchyard: --schema {tmp_path}: is a directory"
+    ]

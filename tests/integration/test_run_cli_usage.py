@@ -20,3 +20,96 @@ def test_a_blank_task_is_a_usage_error_and_starts_no_run(
     assert main(["run", task, "--repo", str(repo), "--approve", "deny"]) == 2
     assert capsys.readouterr().err.splitlines() == ["switchyard: a TASK is required (or --demo)"]
     assert not (repo / ".switchyard" / "runs").exists()
+
+
+def test_an_empty_test_command_is_a_usage_error_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--test-command ''`` started a run that stopped (exit 1) with a sealed bundle."""
+    repo = make_repo(tmp_path)
+    argv = ["run", "fix", "--repo", str(repo), "--approve", "deny", "--test-command"]
+    assert main([*argv, ""]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "switchyard: --test-command: the test command is empty"
+    ]
+    assert main([*argv, 'pytest "-k']) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "switchyard: --test-command 'pytest \"-k': no closing quotation"
+    ]
+    assert not (repo / ".switchyard").exists()
+
+
+def test_a_missing_repo_is_said_as_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    assert main(["run", "fix", "--repo", str(missing)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"switchyard: --repo {missing}: no such folder"]
+
+
+def test_a_deleted_working_folder_is_one_line_for_every_command_that_resolves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cd x; rmdir ../x; switchyard run fix``: FileNotFoundError from resolving "."."""
+    gone = tmp_path / "x"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    line = "switchyard: the current folder no longer exists; cd to one that does"
+    for argv in (
+        ["run", "fix"],
+        ["merge", "abc"],
+        ["evidence", "show", "abc"],
+        ["memory", "harvest", "--no-embed"],
+    ):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err.splitlines() == [line], argv
+
+
+def data_dir() -> Path:
+    import os
+
+    return Path(os.environ["SWITCHYARD_DATA_DIR"])
+
+
+def test_demo_arguments_are_checked_before_the_last_demo_is_replaced(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``run --demo --spec nope.md`` exited 2 after deleting and recreating the demo
+    repository (the previous demo run's evidence with it); ``--repo`` was ignored."""
+    earlier = data_dir() / "demo" / "parser-bug" / ".switchyard" / "runs" / "r1" / "run.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("{}")
+    assert main(["run", "--demo", "--spec", "nope.md"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["switchyard: nope.md: no such spec file"]
+    assert main(["run", "--demo", "--repo", "."]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "switchyard: --demo runs on a fresh copy of the example repository: drop --repo"
+    ]
+    assert main(["run", "--demo", "  "]) == 2
+    assert capsys.readouterr().err.splitlines() == ["switchyard: a TASK is required (or --demo)"]
+    assert earlier.read_text() == "{}"
+    assert sorted(p.name for p in earlier.parents[3].iterdir()) == [".switchyard"]
+
+
+def test_the_runs_last_lines_are_whole_at_80_columns(tmp_path: Path) -> None:
+    """`make demo` headless printed "evidence: " and the bundle's path on the next lines,
+    broken at column 80: it could not be pasted."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from app.cli.run_cmd import print_outcome
+
+    bundle = tmp_path / ("deep-folder-" * 6) / ".switchyard" / "runs" / "20261205-031300-6a7094"
+    outcome = SimpleNamespace(
+        outcome="merge_ready", run_id="20261205-031300-6a7094", reason="tests green", bundle=bundle
+    )
+    text = io.StringIO()
+    print_outcome(outcome, tmp_path / ("repo-" * 12), Console(file=text, width=80))
+    lines = text.getvalue().splitlines()
+    assert f"evidence: {bundle}" in lines
+    assert (
+        f"merge with: switchyard merge {outcome.run_id} --repo {tmp_path / ('repo-' * 12)}" in lines
+    )

@@ -1,0 +1,130 @@
+"""A store's file that cannot be written (a full disk, a read-only file) is one line that
+names the file, exit 1, never a traceback: for the memory DB, for the audit log under
+``ask``, and for the audit log's own appends and deferred commits.
+
+The conditions are SQLite's own: a file whose header marks it read-only (write version
+3: SQLite opens it, reads it and refuses every write, whoever the user is: root too, for
+whom a ``chmod 444`` changes nothing), and ``PRAGMA max_page_count`` at the file's size
+(SQLITE_FULL, "database or disk is full", as on a full disk).
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from app.audit.log import AuditLog
+from app.cli.main import main
+from app.errors import StoreError
+from tests.integration.test_harvest import commit, git
+
+
+def data_dir() -> Path:
+    import os
+
+    return Path(os.environ["SWITCHYARD_DATA_DIR"])
+
+
+def make_read_only(db: Path) -> None:
+    """Mark ``db`` read-only in its header (the write version byte, offset 18, set to 3:
+    "the database file must be treated as read-only"), its WAL checkpointed first."""
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    with db.open("r+b") as fh:
+        fh.seek(18)
+        fh.write(bytes([3]))
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_memory_add_to_a_read_only_db_is_one_line_naming_the_file(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["memory", "add", "first", "--no-embed"]) == 0
+    db = data_dir() / "memory.sqlite3"
+    make_read_only(db)
+    capsys.readouterr()
+    assert main(["memory", "add", "second", "--no-embed"]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert (
+        line == f"switchyard: cannot write the memory DB {db}: attempt to write a readonly database"
+    )
+
+
+def test_memory_harvest_into_a_read_only_db_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commit(repo, {"a.py": "x = 1\n"}, "add a", 1)
+    assert main(["memory", "add", "first", "--no-embed"]) == 0
+    db = data_dir() / "memory.sqlite3"
+    make_read_only(db)
+    capsys.readouterr()
+    assert main(["memory", "harvest", "--repo", str(repo), "--no-embed"]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"switchyard: cannot write the memory DB {db}: ")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_ask_whose_audit_line_cannot_be_written_is_one_line_naming_the_audit_log(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tester's full disk under ``ask``: the route's audit line failed at COMMIT and
+    the whole stack came out. The audit file's own set-up writes (so a file read-only on
+    disk stops at open, said already); here the connection turns read-only just after it
+    (``PRAGMA query_only``: SQLite refuses every write, SQLITE_READONLY), so the first
+    append fails where the full disk did. The full disk itself is the next test's."""
+    import app.audit.log as log_module
+
+    real_setup = log_module.setup
+
+    async def setup_then_read_only(db: aiosqlite.Connection, what: str = "") -> None:
+        await real_setup(db, what)
+        await db.execute("PRAGMA query_only = 1")
+
+    monkeypatch.setattr(log_module, "setup", setup_then_read_only)
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    rc = main(["ask", "--role", "tutor", "--max-tokens", "4", "--local-only", "hi"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    db = data_dir() / "audit.sqlite3"
+    assert one_line(err) == (
+        f"switchyard: cannot write the audit log {db}: attempt to write a readonly database"
+    )
+
+
+def fill_up(conn: sqlite3.Connection) -> None:
+    """No page more than the file has now: the next page needed is SQLITE_FULL."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+BIG = "x" * 20_000  # more than one page's worth, even after the line's other fields
+
+
+async def test_an_append_on_a_full_disk_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite3"
+    async with AuditLog.open(path) as log:
+        await log.append("run", session="s")
+        fill_up(log._db._conn)
+        with pytest.raises(StoreError) as caught:
+            await log.append("run", session="s", detail=BIG)
+        assert str(caught.value) == f"cannot write the audit log {path}: database or disk is full"
+        assert [line.seq for line in await log.lines()] == [1]  # nothing half-written
