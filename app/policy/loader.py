@@ -114,6 +114,9 @@ def load_policy(path: Path | str | None = None, *, source: str | None = None) ->
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise PolicyError([f"{file}:{line}: not UTF-8 text (byte {exc.start})"]) from None
+    # empty: it was one "missing required key" line per section of the policy (21)
+    if not text.removeprefix("\ufeff").strip():
+        raise PolicyError([f"{file}: the policy file is empty{given}"])
     loaded = parse_policy(text, file)
     # the keys this policy's providers read are secrets wherever the masker looks
     providers = loaded.policy.providers.values()

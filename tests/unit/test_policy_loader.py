@@ -483,6 +483,17 @@ def test_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _assert_cli_exit_2(tmp_path, problems, capsys)
 
 
+@pytest.mark.parametrize("text", ["", "\n  \n", "\ufeff"])
+def test_an_empty_file_is_one_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    """It was one "missing required key" line per section of the policy (21 of them)."""
+    target = _write(tmp_path, text)
+    problems = problems_of(target)
+    assert problems == [f"{target}: the policy file is empty"]
+    _assert_cli_exit_2(target, problems, capsys)
+
+
 def test_non_utf8_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = SEED.encode("utf-8")
     offset = data.index(b'title = "Tutor')
