@@ -22,6 +22,7 @@ from app.audit.types import AuditLine
 from app.cli import audit_lines
 from app.cli.common import (
     add_json_arg,
+    an_id,
     console,
     policy_from,
     print_json,
@@ -77,8 +78,8 @@ def register(sub: Any) -> None:
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--session", metavar="S", help="only this session's lines")
-    p.add_argument("--run", metavar="R", help="only this run's lines")
+    p.add_argument("--session", metavar="S", type=an_id, help="only this session's lines")
+    p.add_argument("--run", metavar="R", type=an_id, help="only this run's lines")
     if p.prog.endswith("export") or p.prog.endswith("tail"):
         p.add_argument("--chain", metavar="C", help="one chain of the team store")
 

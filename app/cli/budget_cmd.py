@@ -9,6 +9,7 @@ from typing import Any
 from app.cli.common import (
     add_json_arg,
     add_policy_arg,
+    an_id,
     console,
     money,
     policy_from,
@@ -25,7 +26,7 @@ MAX_DAYS = 3650
 
 def register(sub: Any) -> None:
     p = sub.add_parser("budget", help="show spend, caps and what is left today")
-    p.add_argument("--session", metavar="S", help="only this session (and its own cap)")
+    p.add_argument("--session", metavar="S", type=an_id, help="only this session (and its own cap)")
     p.add_argument(
         "--days",
         metavar="N",

@@ -85,6 +85,14 @@ def console() -> Any:
     return SafeConsole(highlight=False, soft_wrap=False)
 
 
+def an_id(text: str) -> str:
+    """An argparse ``type`` for an id (a session, a run): not empty. ``--session ''`` was
+    taken as no filter by some commands and as an id by others ("session " with none)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an id cannot be empty")
+    return text
+
+
 def whole_number(low: int, high: int | None = None, *, why: str = "") -> Callable[[str], int]:
     """An argparse ``type``: a whole number from ``low`` (to ``high``), or a usage error
     saying which (``why`` says where the bound comes from, e.g. " (ten years)")."""

@@ -183,3 +183,20 @@ def test_a_corrupt_ledger_is_one_clear_line(capsys: pytest.CaptureFixture[str]) 
     assert err.startswith("switchyard: ")
     assert "cannot open the budget ledger" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["budget", "--session", ""],
+        ["audit", "tail", "--session", " "],
+        ["audit", "export", "--run", ""],
+    ],
+)
+def test_an_empty_id_is_a_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`budget --session ''` said "all sessions" in its header and showed a session row
+    with a blank id."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "an id cannot be empty" in capsys.readouterr().err
