@@ -159,7 +159,7 @@ def setting_source(settings: Settings, field: str) -> str | None:
 
 def _source(field: str, key: str, flags: frozenset[str]) -> str:
     """The source of ``field`` (given as ``key``: its name or an alias) that wins:
-    a flag, then the environment, then the config file (flags < env < file)."""
+    a flag, then the environment, then the config file, as pydantic-settings reads them."""
     if field in flags:
         return f"--{field.replace('_', '-')}"
     for name in _env_names(field):
