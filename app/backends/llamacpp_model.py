@@ -145,6 +145,7 @@ def load_shared(path: Path, n_ctx: int, n_threads: int, n_threads_batch: int) ->
             raise BackendError(
                 "connect", f"llama-cpp-python is not installed ({INSTALL_HINT})"
             ) from None
+        keep_stdio()
         started = time.perf_counter()
         try:
             llama = llama_cpp.Llama(
@@ -172,6 +173,34 @@ def load_shared(path: Path, n_ctx: int, n_threads: int, n_threads_batch: int) ->
         _MODELS[key] = shared
         _LOADS += 1
         return shared
+
+
+class _Unsilenced:
+    """What llama-cpp-python's ``suppress_stdout_stderr`` becomes: nothing."""
+
+    def __init__(self, disable: bool = True) -> None:
+        pass
+
+    def __enter__(self) -> _Unsilenced:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def keep_stdio() -> None:
+    """Keep llama-cpp-python from pointing the whole process's stdout and stderr at
+    /dev/null while it loads a model quietly (``verbose=False``). Done on a worker thread,
+    that swallowed whatever the rest of the process wrote meanwhile: the workbench's frames
+    (Textual draws on stderr), ``run``'s "run stopped; its evidence bundle was sealed", the
+    gateway's lines. llama.cpp's own messages go through its log callback, which
+    ``verbose=False`` already quiets (checked: a load and a completion print nothing)."""
+    import llama_cpp._internals as internals
+    import llama_cpp.llama as module
+
+    for m in (internals, module):
+        if getattr(m, "suppress_stdout_stderr", None) is not None:
+            m.suppress_stdout_stderr = _Unsilenced  # type: ignore[attr-defined]
 
 
 def chat_formatter(llama_cpp: Any, llama: Any) -> Any | None:

@@ -231,6 +231,37 @@ async def test_a_stream_cancelled_while_its_prompt_is_read_lets_go_between_chunk
     assert result.usage.tokens_out > 0
 
 
+def test_loading_a_model_leaves_the_process_stdio_alone(capfd: pytest.CaptureFixture[str]) -> None:
+    """llama-cpp-python pointed fds 1 and 2 at /dev/null for a quiet load, from the worker
+    thread that loads: what the rest of the process wrote meanwhile was lost (the
+    workbench draws on stderr; run's last line went missing when a stop landed then)."""
+    import threading
+
+    from app.backends import llamacpp_model
+
+    path = llamacpp.find_embedded_gguf()
+    assert path is not None
+    loaded = threading.Event()
+
+    def load() -> None:
+        try:  # a window of its own: a load of its own, whatever ran before
+            llamacpp_model.load_shared(path, 1536, 1, 1)
+        finally:
+            loaded.set()
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    written = 0
+    while not loaded.is_set():  # the other thread of the process goes on writing
+        os.write(2, b"tick\n")
+        os.write(1, b"tock\n")
+        written += 1
+    worker.join()
+    out, err = capfd.readouterr()
+    assert err.count("tick\n") == written and out.count("tock\n") == written
+    assert err.replace("tick\n", "") == "" and out.replace("tock\n", "") == ""  # no chatter
+
+
 async def test_the_model_is_loaded_once_and_shared() -> None:
     # a window of its own, so this test sees the first load whatever ran before it
     one = LlamaCppBackend(n_threads=THREADS, n_ctx=4096)
