@@ -184,7 +184,8 @@ class BudgetLedger(ClosedOnExit):
             True, lambda db: transactions.reserve(db, res, amount, day, expires_at, now, caps)
         )
         # Committed either way: expiries found on the way are kept even when refused.
-        await self._expired(expired)
+        if expired:  # (no coroutine made on the request path's common case)
+            await tell_expired(self.on_expired, expired, self.path)
         if refused is not None:
             raise refused
         self._publisher.changed(session)
@@ -306,12 +307,8 @@ class BudgetLedger(ClosedOnExit):
         if not await self._run(False, lambda db: transactions.any_stale(db, now)):
             return 0
         expired = await self._run(True, lambda db: transactions.expire_stale(db, now))
-        await self._expired(expired)
+        await tell_expired(self.on_expired, expired, self.path)
         return len(expired)
-
-    async def _expired(self, expired: list[Reservation]) -> None:
-        if expired:
-            await tell_expired(self.on_expired, expired, self.path)
 
     async def snapshot(self, session: str) -> BudgetSnapshot:
         await self.expire_stale()
