@@ -135,6 +135,27 @@ def _verify(args: argparse.Namespace) -> int:
 # ── show ─────────────────────────────────────────────────────────────────────────────────
 
 
+#: what ``evidence show --json`` reads from the manifest and the bundle's files
+_READ_KEYS = (
+    "task",
+    "status",
+    "reason",
+    "created",
+    "sealed_at",
+    "base",
+    "branch",
+    "head",
+    "policy_version",
+    "local_only",
+    "cost",
+    "sidecars",
+    "tests",
+    "high_risk",
+    "verdicts",
+    "gate",
+)
+
+
 def summary(args: argparse.Namespace) -> dict[str, Any]:
     report, seal = check(args)
     path = Path(report.path)
@@ -144,6 +165,9 @@ def summary(args: argparse.Namespace) -> dict[str, Any]:
         "path": report.path,
         "finalized": m is not None,
         "verify": {"ok": report.ok, "problems": report.problems, "sealed": seal["sealed"]},
+        # every key, whatever could be read: null for what could not (the keys of an
+        # unreadable manifest, or of a gate that could not be judged, were left out)
+        **dict.fromkeys(_READ_KEYS),
     }
     if m is None:
         # a manifest.json that is there but unreadable was finalized, then edited
@@ -212,7 +236,7 @@ def _show(args: argparse.Namespace) -> int:
         out.append(f"  task      {data['task']}")
     if data.get("reason"):
         out.append(f"  reason    {data['reason']}")
-    if data["finalized"] and "created" in data:
+    if data["finalized"] and data["created"] is not None:
         out.append(f"  created   {data['created']}   sealed {data['sealed_at']}")
         out.append(
             f"  branch    {data['branch'] or '—'}   base {_short(data['base'])}"
@@ -225,7 +249,7 @@ def _show(args: argparse.Namespace) -> int:
     v = data["verify"]
     word = "TAMPERED" if data["finalized"] else "NOT FINALIZED"
     out.append("  evidence  " + ("ok" if v["ok"] else f"{word}: " + "; ".join(v["problems"])))
-    if "tests" in data:
+    if data["tests"] is not None:
         last = data["tests"]["last_loop"]
         if last is None:
             out.append("  tests     no loop recorded")
@@ -251,7 +275,7 @@ def _show(args: argparse.Namespace) -> int:
         out.append(f"  {'sidecars' if i == 0 else '':<9} {line}")
     if data.get("cost") is not None:
         out.append(f"  cost      {_cost(data['cost'])}")
-    if "gate" in data:
+    if data["gate"] is not None:
         g = data["gate"]
         if g["ok"]:
             out.append("  gate      holds, given a human's confirmation at merge time")

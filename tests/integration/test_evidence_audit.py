@@ -290,6 +290,8 @@ def test_show_a_run_whose_manifest_was_edited(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, _ = record(repo)
+    assert main(["evidence", "show", RUN, "--repo", str(repo), "--json"]) == 0
+    good = json.loads(capsys.readouterr().out)
     (path / "manifest.json").write_text("{ not json")
     assert main(["evidence", "show", RUN, "--repo", str(repo)]) == 0
     out = capsys.readouterr().out
@@ -300,6 +302,15 @@ def test_show_a_run_whose_manifest_was_edited(
     data = json.loads(capsys.readouterr().out)
     assert data["finalized"] is True and data["status"] == "manifest unreadable"
     assert data["verify"]["ok"] is False
+    # the same keys as a readable bundle's, null for what could not be read (they were
+    # left out: a reader had to know which keys come when)
+    path.joinpath("manifest.json").unlink()
+    assert main(["evidence", "show", RUN, "--repo", str(repo), "--json"]) == 0
+    unfinalized = json.loads(capsys.readouterr().out)
+    assert unfinalized["finalized"] is False and unfinalized["base"] is None
+    assert set(unfinalized) == set(data) == set(good)
+    for key in ("task", "base", "branch", "head", "cost", "tests", "gate", "verdicts"):
+        assert key in data and data[key] is None, key
 
 
 def test_manifest_reads_back(repo: Path) -> None:
