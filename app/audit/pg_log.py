@@ -39,11 +39,11 @@ from app.errors import AuditTamperError, SwitchyardError, UsageError
 from app.hosts import HostPort
 from app.opener import Opener
 from app.store.errors import StoreUnavailable
-from app.store.postgres import Conn, connect_pool, migrate, this_host
+from app.store.postgres import Conn, connect_pool, db_errors, migrate, this_host
 from app.store.url import DatabaseUrl, parse_database_url
 
 T = TypeVar("T")
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_DB_ERRORS = db_errors()
 
 
 class _Unwritten(Exception):

@@ -175,5 +175,16 @@ async def migrate(conn: Conn, component: str, migrations: Sequence[Migration], w
             )
 
 
+def db_errors() -> tuple[type[BaseException], ...]:
+    """What a database gone away (or a connection it broke) raises: the team stores answer
+    each as "unavailable". asyncpg's ``InternalClientError`` is neither a PostgresError
+    nor an InterfaceError: a pooled connection whose backend was terminated mid-statement
+    raised it ("cannot switch to state 12; another operation is in progress"), and the
+    gateway answered a bare 500 and dropped the client's connection."""
+    import asyncpg
+
+    return (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+
+
 def this_host() -> str:
     return socket.gethostname() or "unknown"

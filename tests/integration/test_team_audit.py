@@ -504,3 +504,26 @@ def test_an_auditors_read_only_role_verifies_the_log_and_reads_the_budget(
     assert rc == 0 and len(out.splitlines()) == 5, err
     rc, _, err = run_cli(["budget", "--json"], capsys)
     assert rc == 0, err
+
+
+async def test_a_connection_the_database_broke_is_the_store_unavailable(pg_url: str) -> None:
+    """A pooled connection whose backend was terminated mid-statement raised asyncpg's
+    InternalClientError ("cannot switch to state 12; another operation is in progress"),
+    which is neither a PostgresError nor an InterfaceError: it escaped the store, and the
+    gateway answered a bare 500 and dropped the client's connection (the PG-down test
+    failed about one run in three)."""
+    from app.audit.pg_log import PgAuditLog
+    from app.errors import SwitchyardError
+    from app.policy.schema import Budget
+    from app.router.ledger.pg_ledger import PgBudgetLedger
+
+    def broken(conn: Any) -> Any:
+        raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2)")
+
+    async with await PgAuditLog.open(pg_url, team="default", user="u", host="h") as log:
+        with pytest.raises(SwitchyardError, match=r"team audit log .* unavailable: cannot switch"):
+            await log._with(broken)
+    budget = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=900)
+    async with await PgBudgetLedger.open(pg_url, budget, team="default", user="u") as led:
+        with pytest.raises(SwitchyardError, match=r"team ledger .* unavailable: cannot switch"):
+            await led._with(broken)

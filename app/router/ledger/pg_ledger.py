@@ -38,11 +38,11 @@ from app.router.ledger.pg_schema import COMPONENT, MIGRATIONS
 from app.router.ledger.publisher import SnapshotPublisher
 from app.router.ledger.records import BudgetSnapshot, Reservation
 from app.store.errors import StoreUnavailable
-from app.store.postgres import Conn, connect_pool, migrate, this_host
+from app.store.postgres import Conn, connect_pool, db_errors, migrate, this_host
 from app.store.url import DatabaseUrl, parse_database_url
 
 T = TypeVar("T")
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_DB_ERRORS = db_errors()
 
 
 def _reservation(row: Any) -> Reservation:
