@@ -26,6 +26,20 @@ def absolute(path: Path) -> Path:
         raise NoWorkingFolder() from None
 
 
+def repo_top(path: Path) -> Path:
+    """The top of the git work tree that holds ``path``, as ``run``, ``evidence`` and
+    ``merge`` take it: from ``repo/tests`` Stage0 indexed tests/ alone and made a second
+    ``.switchyard/`` there. Where git gives no top (not a repository, a bare one), the
+    path as given: the engine's own check says what is wrong with it."""
+    from app.workspace.git import NotAGitRepo, repo_root
+
+    path = path.expanduser()
+    try:
+        return repo_root(path)
+    except (NotAGitRepo, OSError):
+        return path
+
+
 def add_policy_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy",

@@ -15,6 +15,7 @@ from app.cli.common import (
     console,
     policy_from,
     print_json,
+    repo_top,
     settings_from,
 )
 from app.counted import counted
@@ -84,7 +85,6 @@ def _librarian(args: argparse.Namespace) -> int:
     policy = policy_from(args, settings).policy
     if "librarian" not in policy.roles:
         raise UsageError("the policy has no [roles.librarian]")
-    from app.cli.stage0_cmd import repo_top
 
     sources = gather(repo_top(args.repo), policy, question, full_sweep=args.full_sweep)
     return asyncio.run(_run(args, settings, policy, question, sources))

@@ -18,6 +18,7 @@ from app.cli.common import (
     console,
     policy_from,
     print_json,
+    repo_top,
 )
 from app.counted import counted
 from app.errors import UsageError
@@ -153,20 +154,6 @@ def _engine(args: argparse.Namespace, progress: _Progress | None) -> tuple[Stage
     if args.budget is not None and args.budget < 0:
         raise UsageError("--budget: must be 0 or more")
     return Stage0(repo_top(args.repo), policy, progress=progress), policy
-
-
-def repo_top(path: Path) -> Path:
-    """The top of the git work tree that holds ``path``, as ``run``, ``evidence`` and
-    ``merge`` take it: from ``repo/tests`` Stage0 indexed tests/ alone and made a second
-    ``.switchyard/`` there. Where git gives no top (not a repository, a bare one), the
-    path as given: the engine's own check says what is wrong with it."""
-    from app.workspace.git import NotAGitRepo, repo_root
-
-    path = path.expanduser()
-    try:
-        return repo_root(path)
-    except (NotAGitRepo, OSError):
-        return path
 
 
 def _reader_window(policy: Policy, reader: str | None) -> int | None:

@@ -26,6 +26,7 @@ from app.cli.common import (
     console,
     policy_from,
     print_json,
+    repo_top,
     settings_from,
 )
 from app.errors import SwitchyardError, UsageError
@@ -101,7 +102,6 @@ def _tutor(args: argparse.Namespace) -> int:
 def _repo(path: Path | None) -> Path | None:
     if path is None:
         return None
-    from app.cli.stage0_cmd import repo_top
     from app.stage0.corpus import check_repo
 
     return check_repo(repo_top(path))  # NotAGitRepo: one line, exit 2
