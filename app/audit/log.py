@@ -1,14 +1,16 @@
 """The audit log: one SQLite file per data dir holding one hash chain (GR-005, GR-013).
 
-Writers in any number of processes are serialised by SQLite itself: each append reads the
-chain's tail and inserts the next line inside one ``BEGIN IMMEDIATE`` transaction, so two
-writers can never both extend the same tail. Lines are stored as their canonical JSON
+An append goes to the file's spool (``audit.db-spool``, :mod:`app.spool`): under the
+spool's lock, shared by writers in any number of processes, the writer reads the records
+others appended since it last looked (the chain's tail moves with them), chains its lines
+after the tail and writes them in one ``write``; so two writers can never both extend the
+same tail, and a line stands (killed or not) before the append returns. A thread folds the
+spool into the SQLite tables a moment later, off the request path; every read folds what
+is left first, so a reader never misses a line. Lines are stored as their canonical JSON
 text, which is what gets hashed, exported and verified; the other columns are indexes.
 
-An append is one function that runs the whole transaction (:mod:`app.sqlite`): on the
-event loop when the file's write lock is free at once (tens of microseconds, no fsync in
-WAL + NORMAL), else on the connection's thread, which waits for the lock. Checkpoints (two
-fsyncs) run on that thread too, never on the loop.
+The lock is taken on the event loop when it is free at once (a few microseconds), else on
+a worker thread, which waits for it.
 
 The file's schema and that transaction are in :mod:`app.audit.store`; the redaction every
 line goes through first is in :mod:`app.audit.quick_redact`.
@@ -16,6 +18,7 @@ line goes through first is in :mod:`app.audit.quick_redact`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -25,16 +28,28 @@ from typing import Any, TextIO
 import aiosqlite
 from pydantic import ValidationError
 
+from app import spool as spools
 from app.audit.base import AuditBase
 from app.audit.canonical import ChainChecker, Problem, VerifyReport, check_row
 from app.audit.prepared import PreparedLine
-from app.audit.store import SYNCHRONOUS, rollback, setup, write_lines
+from app.audit.store import (
+    SYNCHRONOUS,
+    SpoolBroken,
+    chain_lines,
+    fold,
+    folded,
+    record_tail,
+    rollback,
+    setup,
+    tail_of,
+)
 from app.audit.types import AuditLine
 from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.errors import AuditTamperError, StoreError, SwitchyardError
 from app.opener import Opener
-from app.sqlite import SQLiteRunner, failure_text
+from app.spool import Folder, Spool
+from app.sqlite import SQLiteRunner, failure_text, rollback_quietly
 
 __all__ = ["SYNCHRONOUS", "AuditLog", "AuditLogOpener"]
 
@@ -59,6 +74,15 @@ class AuditLog(AuditBase):
         self._db = db
         self._runner = SQLiteRunner(db, path, synchronous=SYNCHRONOUS)
         self.path = path
+        #: the appends' handle on the spool, and the chain's tail as this log last saw it
+        self._spool: Spool | None = None
+        self._tail: tuple[int, str] = (0, "")
+        #: the spool id and offset folded so far, as far as this process knows
+        self._folded: tuple[str, int] = ("", 0)
+        #: the reads' handle (they fold first, under ``_lock``), and the folding thread's
+        self._reading: Spool | None = None
+        self._reader: Spool | None = None
+        self._folder: Folder | None = None
 
     @classmethod
     def open(
@@ -87,17 +111,97 @@ class AuditLog(AuditBase):
         try:
             await setup(db, str(db_path))
             await log._runner.setup()
-        except sqlite3.Error as exc:
+            await log._open_spool()
+        except (sqlite3.Error, OSError) as exc:
+            await log._close_spool()
             await db.close()
             raise SwitchyardError(f"cannot open the audit log {db_path}: {exc}") from None
         except BaseException:
+            await log._close_spool()
             await db.close()
             raise
         return log
 
+    async def _open_spool(self) -> None:
+        """Open the spool and fold what it holds (a killed writer's last lines too), then
+        read the chain's tail: under the spool's lock, so no line comes in between."""
+        spool = self._spool = Spool(self.path.with_name(f"{self.path.name}-spool"))
+        self._reading = Spool(spool.path)
+        self._reader = Spool(spool.path)
+
+        def opening(conn: sqlite3.Connection, inline: bool) -> tuple[int, str]:
+            spool.acquire(blocking=True)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._folded = fold(conn, spool)
+                    tail = tail_of(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    rollback_quietly(conn)
+                    raise
+                return tail
+            finally:
+                spool.release()
+
+        self._tail = await self._runner.run(opening, inline=False)
+        self._folder = Folder(self.path, self._fold_behind)
+
+    def _fold_behind(self, conn: sqlite3.Connection) -> None:
+        """The folding thread's transaction (its own connection and spool handle)."""
+        reader = self._reader
+        if reader is None:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._folded = fold(conn, reader)
+            conn.execute("COMMIT")
+        except BaseException:
+            rollback_quietly(conn)
+            raise
+        if reader.size() > spools.ROTATE_BYTES:
+            self._rotate(conn, reader)
+
+    @staticmethod
+    def _rotate(conn: sqlite3.Connection, reader: Spool) -> None:
+        """A spool folded whole and grown large is replaced, once the fold is on disk."""
+        conn.execute("PRAGMA synchronous = FULL")  # this commit syncs the WAL: all folds
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ident, at = folded(conn)
+                conn.execute(
+                    "UPDATE audit_spool SET folded = ? WHERE id = 1 AND spool = ?", (at, ident)
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                rollback_quietly(conn)
+                raise
+        finally:
+            conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
+        reader.rotate(lambda: folded(conn))
+
+    async def _close_spool(self) -> None:
+        folder, self._folder = self._folder, None
+        if folder is not None:
+            await asyncio.to_thread(folder.close)
+        for spool in (self._spool, self._reading, self._reader):
+            if spool is not None:
+                spool.close()
+
     async def _close_store(self) -> None:
-        self._runner.close()
-        await self._db.close()
+        try:
+            if self._folder is not None:
+                await asyncio.to_thread(self._folder.close)
+                self._folder = None
+            # What is left is folded by the next open (the lines stand in the spool): a
+            # failure here (a full disk) takes nothing away, so the close goes on.
+            with contextlib.suppress(sqlite3.Error, OSError, SwitchyardError):
+                await self._fold_here()
+        finally:
+            await self._close_spool()
+            self._runner.close()
+            await self._db.close()
 
     @contextlib.contextmanager
     def _mapped(self, *, writing: bool) -> Iterator[None]:
@@ -111,28 +215,72 @@ class AuditLog(AuditBase):
     # ── write ────────────────────────────────────────────────────────────────────────────
 
     async def _insert(self, lines: list[PreparedLine], *, defer: bool) -> list[AuditLine]:
-        clock = self._clock
-        try:  # (not _mapped: the request path's every append; a try costs nothing here)
-            return await self._runner.write(lambda db: write_lines(db, lines, clock), defer=defer)
-        except sqlite3.Error as exc:
-            raise StoreError(failure_text("the audit log", self.path, exc)) from exc
+        """Chain ``lines`` after the tail and append them to the spool (``defer`` is moot:
+        an append costs one ``write``, and stands when it returns)."""
+        spool = self._spool
+        assert spool is not None
+        try:
+            news = spool.acquire(blocking=False)
+            if news is None:  # another writer holds it: wait off the loop
+                return await asyncio.to_thread(self._append, lines, None)
+            return self._append(lines, news)
+        except OSError as exc:
+            raise StoreError(f"cannot write the audit log {spool.path}: {exc}") from exc
+
+    def _append(self, lines: list[PreparedLine], news: list[bytes] | None) -> list[AuditLine]:
+        spool = self._spool
+        assert spool is not None
+        if news is None:
+            news = spool.acquire(blocking=True)
+            assert news is not None
+        try:
+            if news:  # other writers' lines: the tail moved
+                self._tail = record_tail(news[-1])
+            out, records = chain_lines(lines, self._tail, self._clock)
+            spool.write(records)
+            last = out[-1]
+            self._tail = (last.seq, last.hash)
+        finally:
+            spool.release()
+        if self._folder is not None:
+            self._folder.poke()
+        return out
 
     async def flush(self) -> None:
-        """Commit the lines appended with ``defer=True`` now."""
+        """Fold the spool into the tables now (what a reader does before it reads)."""
         async with self._lock:
-            with self._mapped(writing=True):
-                await self._runner.flush()
+            await self._fold_here()
+
+    async def _fold_here(self) -> None:
+        """Fold what the spool holds beyond the last fold, on this log's connection (the
+        caller holds ``_lock``): nothing to do, and no statement, when nothing is new."""
+        spool = self._reading
+        if spool is None or (spool.ident, spool.size()) == self._folded:
+            return
+
+        def folding(conn: sqlite3.Connection, inline: bool) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._folded = fold(conn, spool)
+                conn.execute("COMMIT")
+            except BaseException:
+                rollback_quietly(conn)
+                raise
+
+        with self._mapped(writing=True):
+            await self._runner.run(folding, inline=False)
 
     # ── read ─────────────────────────────────────────────────────────────────────────────
 
     async def last_seq(self) -> int:
         """The seq of the newest line (0 for an empty chain)."""
-        async with (
-            self._lock,
-            self._runner.waiting() as db,
-            db.execute("SELECT MAX(seq) FROM audit_lines") as cur,
-        ):
-            row = await cur.fetchone()
+        async with self._lock:
+            await self._fold_here()
+            async with (
+                self._runner.waiting() as db,
+                db.execute("SELECT MAX(seq) FROM audit_lines") as cur,
+            ):
+                row = await cur.fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
     async def tail(
@@ -161,6 +309,8 @@ class AuditLog(AuditBase):
     async def _write_jsonl(self, out: TextIO, session: str | None, run: str | None) -> int:
         where, params = _where(session, run, 0)
         count = 0
+        async with self._lock:
+            await self._fold_here()
         async with self._lock, self._runner.waiting():
             # One read transaction: a consistent snapshot while other writers go on.
             await self._db.execute("BEGIN")
@@ -180,6 +330,12 @@ class AuditLog(AuditBase):
     async def verify(self) -> VerifyReport:
         """Check the whole chain: hashes, links, contiguous seqs, index columns, head."""
         checker = ChainChecker(chain=True)
+        broken: SpoolBroken | None = None
+        async with self._lock:
+            try:
+                await self._fold_here()
+            except SpoolBroken as exc:  # the tables are checked all the same
+                broken = exc
         async with self._lock, self._runner.waiting():
             await self._db.execute("BEGIN")  # lines and head from one snapshot
             try:
@@ -188,6 +344,8 @@ class AuditLog(AuditBase):
                 return checker.report(problem)
             finally:
                 await rollback(self._db)
+        if broken is not None:
+            return checker.report(Problem(broken.seq, broken.text))
         return checker.report()
 
     async def _check(self, checker: ChainChecker) -> None:
@@ -205,8 +363,10 @@ class AuditLog(AuditBase):
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[int, str]]:
         with self._mapped(writing=False):
-            async with self._lock, self._runner.waiting() as db, db.execute(sql, params) as cur:
-                rows = await cur.fetchall()
+            async with self._lock:
+                await self._fold_here()
+                async with self._runner.waiting() as db, db.execute(sql, params) as cur:
+                    rows = await cur.fetchall()
         return [(int(r[0]), str(r[1])) for r in rows]
 
 

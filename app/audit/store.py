@@ -9,8 +9,10 @@ writers can never both extend the same tail.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Sequence
+from json.encoder import encode_basestring
 
 import aiosqlite
 
@@ -18,6 +20,8 @@ from app.audit.canonical import GENESIS_HASH
 from app.audit.prepared import PreparedLine
 from app.audit.types import AuditLine
 from app.clock import Clock, iso
+from app.errors import AuditTamperError
+from app.spool import Spool
 from app.sqlite import use_wal
 from app.store.errors import SchemaTooNew
 
@@ -26,7 +30,9 @@ from app.store.errors import SchemaTooNew
 #: still verifies: each line and the head are written in one transaction). FULL would
 #: fsync every append, about 3 ms each on this project's machines.
 SYNCHRONOUS = "NORMAL"
-SCHEMA_VERSION = 1
+#: v2: lines are appended to a spool first and folded into ``audit_lines`` (issue 20);
+#: ``audit_spool`` says how far. A v1 Switchyard would write around the spool: refused.
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_lines (
@@ -46,6 +52,12 @@ CREATE TABLE IF NOT EXISTS audit_head (
     id   INTEGER PRIMARY KEY CHECK (id = 1),
     seq  INTEGER NOT NULL,
     hash TEXT NOT NULL
+);
+-- How far the spool (audit.db-spool, app/spool.py) is folded into audit_lines.
+CREATE TABLE IF NOT EXISTS audit_spool (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    spool  TEXT NOT NULL,
+    folded INTEGER NOT NULL
 );
 -- Append-only against accidents; deliberate tampering is verify()'s job.
 CREATE TRIGGER IF NOT EXISTS audit_lines_no_update BEFORE UPDATE ON audit_lines
@@ -84,28 +96,110 @@ _HEAD = (
 )
 
 
-def write_lines(
-    db: sqlite3.Connection, lines: Sequence[PreparedLine], clock: Clock
-) -> list[AuditLine]:
-    """Read the tail and append ``lines`` after it, inside a write transaction (``BEGIN
-    IMMEDIATE``) the caller holds: two writers can never both extend the same tail."""
-    row = db.execute(_TAIL).fetchone()
-    seq, prev_hash = (row[0], row[1]) if row else (0, GENESIS_HASH)
-    # The time is read inside the transaction so ts order follows seq order.
+def chain_lines(
+    lines: Sequence[PreparedLine], tail: tuple[int, str], clock: Clock
+) -> tuple[list[AuditLine], list[bytes]]:
+    """``lines`` chained after ``tail`` (seq, hash): the lines and their spool records.
+    Every line is made (and validated) before any is written: one that does not validate
+    writes nothing. The time is read here, under the spool's lock, so ts follows seq."""
+    seq, prev_hash = tail
     ts = iso(clock.now())
     out: list[AuditLine] = []
-    # Every line is made (and validated) before the first is written: a line that does
-    # not validate writes nothing.
-    made = []
+    records: list[bytes] = []
     for prepared in lines:
         seq += 1
         line, text = prepared.chain(seq, prev_hash, ts)
-        made.append((seq, ts, line.session, line.run, line.kind, line.hash, text))
+        run = "null" if line.run is None else encode_basestring(line.run)
+        records.append(
+            f"{seq}\t{line.hash}\t{prev_hash}\t{ts}\t{line.kind}\t"
+            f"{encode_basestring(line.session)}\t{run}\t{text}".encode()
+        )
         prev_hash = line.hash
         out.append(line)
-    db.executemany(_INSERT, made)
+    return out, records
+
+
+def record_tail(record: bytes) -> tuple[int, str]:
+    """The seq and hash of a spool record (:func:`chain_lines`)."""
+    seq, digest, _ = record.split(b"\t", 2)
+    return int(seq), digest.decode("ascii")
+
+
+def _text(raw: str) -> str | None:
+    """A JSON string (or null) as :func:`chain_lines` spelled it."""
+    if raw == "null":
+        return None
+    if "\\" in raw:
+        value = json.loads(raw)
+        if not isinstance(value, str):
+            raise ValueError(raw)
+        return value
+    return raw[1:-1]
+
+
+_WATERMARK = "SELECT spool, folded FROM audit_spool WHERE id = 1"
+_SET_WATERMARK = (
+    "INSERT INTO audit_spool (id, spool, folded) VALUES (1, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET spool = excluded.spool, folded = excluded.folded"
+)
+
+
+def folded(db: sqlite3.Connection) -> tuple[str, int]:
+    """The spool id and offset folded so far (("", 0) before the first fold)."""
+    row = db.execute(_WATERMARK).fetchone()
+    return (str(row[0]), int(row[1])) if row else ("", 0)
+
+
+def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
+    """Move the spool's records after the last fold into ``audit_lines`` (and the head),
+    inside a write transaction the caller holds; the spool id and offset folded to.
+
+    A record that does not continue the chain (its seq or prev_hash) is not folded, nor
+    any after it: the spool was tampered with, or written around.
+    """
+    spool.follow()
+    ident, at = folded(db)
+    start = at if ident == spool.ident else spool.start
+    records, end = spool.read_since(start)
+    if not records:
+        return spool.ident, start
+    row = db.execute(_TAIL).fetchone()
+    seq, prev_hash = (row[0], row[1]) if row else (0, GENESIS_HASH)
+    rows = []
+    for record in records:
+        # seq, hash, prev_hash, ts, kind, session, run: the index columns, made when the
+        # line was (no JSON read here: the fold runs beside the request path)
+        parts = record.decode("utf-8").split("\t", 7)
+        try:
+            n = int(parts[0])
+            linked = len(parts) == 8 and n == seq + 1 and parts[2] == prev_hash
+            values = (n, parts[3], _text(parts[5]), _text(parts[6]), parts[4], parts[1], parts[7])
+        except (ValueError, IndexError):
+            linked = False
+        if not linked:
+            raise SpoolBroken(
+                seq + 1, f"{spool.path}: line {seq + 1} does not continue the chain at {seq}"
+            )
+        rows.append(values)
+        seq, prev_hash = n, parts[1]
+    db.executemany(_INSERT, rows)
     db.execute(_HEAD, (seq, prev_hash))
-    return out
+    db.execute(_SET_WATERMARK, (spool.ident, end))
+    return spool.ident, end
+
+
+class SpoolBroken(AuditTamperError):
+    """A spool record that does not continue the chain (``seq``: the record's)."""
+
+    def __init__(self, seq: int, text: str) -> None:
+        super().__init__(f"{text}; run `switchyard audit verify`")
+        self.seq = seq
+        self.text = text
+
+
+def tail_of(db: sqlite3.Connection) -> tuple[int, str]:
+    row = db.execute(_TAIL).fetchone()
+    return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
 
 
 def _statements(script: str) -> list[str]:

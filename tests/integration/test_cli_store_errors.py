@@ -10,6 +10,8 @@ whom a ``chmod 444`` changes nothing), and ``PRAGMA max_page_count`` at the file
 
 from __future__ import annotations
 
+import resource
+import signal
 import socket
 import sqlite3
 from pathlib import Path
@@ -88,8 +90,8 @@ def test_ask_whose_audit_line_cannot_be_written_is_one_line_naming_the_audit_log
     """The tester's full disk under ``ask``: the route's audit line failed at COMMIT and
     the whole stack came out. The audit file's own set-up writes (so a file read-only on
     disk stops at open, said already); here the connection turns read-only just after it
-    (``PRAGMA query_only``: SQLite refuses every write, SQLITE_READONLY), so the first
-    append fails where the full disk did. The full disk itself is the next test's."""
+    (``PRAGMA query_only``: SQLite refuses every write, SQLITE_READONLY), so the fold of
+    the spool that opening makes fails. A full spool is the next test's."""
     import app.audit.log as log_module
 
     real_setup = log_module.setup
@@ -106,7 +108,7 @@ def test_ask_whose_audit_line_cannot_be_written_is_one_line_naming_the_audit_log
     assert rc == 1, err
     db = data_dir() / "audit.sqlite3"
     assert one_line(err) == (
-        f"switchyard: cannot write the audit log {db}: attempt to write a readonly database"
+        f"switchyard: cannot open the audit log {db}: attempt to write a readonly database"
     )
 
 
@@ -120,11 +122,40 @@ BIG = "x" * 20_000  # more than one page's worth, even after the line's other fi
 
 
 async def test_an_append_on_a_full_disk_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
+    """The spool cannot grow (a file-size limit: the write is cut short, then refused):
+    the append is one error naming the file, and nothing of it is left half-written."""
+    path = tmp_path / "audit.sqlite3"
+    spool = tmp_path / "audit.sqlite3-spool"
+    async with AuditLog.open(path) as log:
+        await log.append("run", session="s")
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (spool.stat().st_size + 100, hard))
+        try:
+            with pytest.raises(StoreError) as caught:
+                await log.append("run", session="s", detail=BIG)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, previous)
+        assert str(caught.value).startswith(f"cannot write the audit log {spool}: ")
+        assert [line.seq for line in await log.lines()] == [1]  # nothing half-written
+        assert (await log.append("run", session="s")).seq == 2
+
+
+async def test_a_database_that_cannot_grow_fails_the_reader_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    """The line stands in the spool; folding it into a file that cannot take another page
+    fails the next read, as one line naming the file."""
     path = tmp_path / "audit.sqlite3"
     async with AuditLog.open(path) as log:
         await log.append("run", session="s")
+        await log.flush()
+        assert log._folder is not None
+        log._folder.close()  # only this connection folds, and it cannot grow the file
+        log._folder = None
         fill_up(log._db._conn)
+        await log.append("run", session="s", detail=BIG)
         with pytest.raises(StoreError) as caught:
-            await log.append("run", session="s", detail=BIG)
+            await log.lines()
         assert str(caught.value) == f"cannot write the audit log {path}: database or disk is full"
-        assert [line.seq for line in await log.lines()] == [1]  # nothing half-written

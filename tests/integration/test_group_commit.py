@@ -1,6 +1,8 @@
 """Group commit (app.sqlite): a write that records what already happened (``defer=True``: a
-settlement, a call line) is committed with the next write on its file, or as soon as the
-event loop runs again; a write that must stand before an effect is never deferred."""
+settlement) is committed with the next write on its file, or as soon as the event loop
+runs again; a write that must stand before an effect is never deferred. (The audit log's
+lines go to its spool, each standing when its append returns: tests/integration/
+test_audit_spool.py.)"""
 
 from __future__ import annotations
 
@@ -30,32 +32,6 @@ def _size(path: str) -> int:
 def _count(path: Path, sql: str) -> int:
     with sqlite3.connect(path) as db:
         return int(db.execute(sql).fetchone()[0])
-
-
-async def test_a_deferred_line_is_committed_when_the_loop_runs_again(tmp_path: Path) -> None:
-    path = tmp_path / "audit.db"
-    async with AuditLog.open(path) as log:
-        await log.append("route", session="s")
-        line = await log.append("call", session="s", defer=True)
-        assert line.seq == 2
-        # Not yet on disk for anyone else (the write lock is still held) …
-        assert _count(path, "SELECT COUNT(*) FROM audit_lines") == 1
-        await asyncio.sleep(0)  # … until the loop runs its callbacks
-        assert _count(path, "SELECT COUNT(*) FROM audit_lines") == 2
-        assert (await log.verify()).ok
-
-
-async def test_the_next_write_commits_what_was_deferred_with_it(tmp_path: Path) -> None:
-    path = tmp_path / "audit.db"
-    async with AuditLog.open(path) as log:
-        await log.append("call", session="s", defer=True)
-        await log.append("call", session="s", defer=True)
-        assert _count(path, "SELECT COUNT(*) FROM audit_lines") == 0
-        await log.append("escalation", session="s")  # must stand before an effect
-        assert _count(path, "SELECT COUNT(*) FROM audit_lines") == 3
-        lines = await log.tail(3)
-        assert [ln.kind for ln in lines] == ["call", "call", "escalation"]
-        assert (await log.verify()).ok
 
 
 async def test_a_deferred_settlement_and_the_next_reservation_commit_together(

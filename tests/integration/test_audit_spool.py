@@ -1,0 +1,155 @@
+"""The audit log's spool (issue 20): an append stands in ``audit.db-spool`` when it returns,
+a thread folds it into the tables, every read folds first; writers in other handles and
+processes extend one chain; a killed writer's lines are folded by the next open; a spool
+that does not continue the chain is found; a grown spool is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from app import spool as spools
+from app.audit.canonical import verify_lines
+from app.audit.log import AuditLog
+from app.errors import AuditTamperError
+from app.spool import frame
+
+
+def _count(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM audit_lines").fetchone()[0])
+
+
+def _spool(path: Path) -> Path:
+    return path.with_name(f"{path.name}-spool")
+
+
+async def _until(check: object, what: str) -> None:
+    """Wait for the folding thread (a deadline against a hang, not a timing claim)."""
+    deadline = time.monotonic() + 20
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_an_append_stands_in_the_spool_and_is_folded_behind_it(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    async with AuditLog.open(path) as log:
+        line = await log.append("escalation", session="s", to="m")
+        assert line.seq == 1
+        assert b'"seq":1,' in _spool(path).read_bytes()
+        await _until(lambda: _count(path) == 1, "the thread folded the line")
+        await log.append("call", session="s", defer=True)
+        # a read folds what is left before it reads
+        assert [ln.kind for ln in await log.tail(5)] == ["escalation", "call"]
+        assert _count(path) == 2
+        assert (await log.verify()).ok
+
+
+async def test_two_handles_interleaved_extend_one_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    async with AuditLog.open(path) as a, AuditLog.open(path) as b:
+        for i in range(30):
+            writer = a if i % 3 else b
+            line = await writer.append("route", session=f"s{i % 2}", detail=str(i))
+            assert line.seq == i + 1
+        assert (await a.verify()).ok
+        assert [ln.detail for ln in await b.tail(30)] == [str(i) for i in range(30)]
+
+
+async def test_a_spool_line_that_does_not_continue_the_chain_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    async with AuditLog.open(path) as log:
+        await log.append("route", session="s")
+        await log.flush()
+        # a record written around the log: seq 2 after a prev_hash that is not line 1's
+        text = (
+            '{"detail":"","from":null,"hash":"ab","kind":"route","policy_version":null,'
+            '"prev_hash":"00","provenance":{},"reason_codes":[],"role":null,"run":null,'
+            '"seq":2,"session":"s","to":null,"ts":"2026-01-01T00:00:00.000Z","values":{}}'
+        )
+        with _spool(path).open("ab") as fh:
+            fh.write(frame(f"2\tab\t{text}".encode()))
+        report = await log.verify()
+        assert not report.ok and report.first_bad_seq == 2 and report.lines_checked == 1
+        assert "does not continue the chain" in str(report.problem)
+        with pytest.raises(AuditTamperError):
+            await log.tail(5)
+
+
+async def test_a_grown_spool_is_replaced_and_every_writer_moves_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spools, "ROTATE_BYTES", 4096)
+    path = tmp_path / "audit.db"
+    async with AuditLog.open(path) as a, AuditLog.open(path) as b:
+        first = (await a.append("route", session="s")).seq
+        header = _spool(path).read_bytes().split(b"\n")[0]
+        for i in range(60):
+            await (a if i % 2 else b).append("route", session="s", detail="x" * 200)
+            await asyncio.sleep(0.005)  # the folding threads get their turns
+        await _until(
+            lambda: _spool(path).read_bytes().split(b"\n")[0] != header, "the spool was replaced"
+        )
+        for i in range(10):
+            await (a if i % 2 else b).append("route", session="s", detail=str(i))
+        report = await a.verify()
+        assert report.ok, report
+        assert report.lines_checked == first + 70
+    assert _spool(path).stat().st_size < 60 * 400
+
+
+_WRITER = """
+import asyncio, sys
+from pathlib import Path
+from app.audit.log import AuditLog
+
+async def main():
+    log = await AuditLog.open(Path(sys.argv[1]))
+    log._folder = None  # nothing folds behind: the kill leaves every line in the spool
+    for i in range(10**6):
+        await log.append("route", session="w", detail=str(i))
+        if i == 50:
+            print("going", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def _spawn_and_kill(path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "going"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+async def test_a_killed_writers_lines_are_folded_by_the_next_open(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    _spawn_and_kill(path)
+    assert _count(path) == 0  # all of them in the spool
+    async with AuditLog.open(path) as log:
+        report = await log.verify()
+        assert report.ok and report.lines_checked > 50
+        lines = await log.tail(report.lines_checked)
+        assert [ln.detail for ln in lines] == [str(i) for i in range(len(lines))]
+        nxt = await log.append("route", session="after")
+        assert nxt.seq == report.lines_checked + 1
+    exported = tmp_path / "out.jsonl"
+    async with AuditLog.open(path) as log:
+        assert await log.export_jsonl(exported) == report.lines_checked + 1
+    assert verify_lines(exported.read_text().splitlines()).ok
