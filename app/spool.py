@@ -351,3 +351,90 @@ class Folder:
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
+
+
+#: ``fold(conn, handle)``: inside a write transaction the caller holds, apply the records
+#: of ``handle``'s file after the last fold; the spool id and offset folded to
+FoldFn = Callable[[sqlite3.Connection, Spool], tuple[str, int]]
+
+
+class Spooled:
+    """A SQLite file's spool as its store uses it: a handle for the appends (under the
+    lock), one for the folds a reader makes first (under the store's own lock), the
+    folding thread with a handle of its own, and how far the spool is folded.
+
+    ``fold`` applies records; ``watermark(conn)`` reads the committed (id, offset)."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        fold: FoldFn,
+        watermark: Callable[[sqlite3.Connection], tuple[str, int]],
+    ) -> None:
+        self.db_path = db_path
+        self.path = db_path.with_name(f"{db_path.name}-spool")
+        self._fold = fold
+        self._watermark = watermark
+        self.appends = Spool(self.path)
+        handles = [self.appends]
+        try:
+            self.reads = Spool(self.path)
+            handles.append(self.reads)
+            self._behind = Spool(self.path)
+        except BaseException:
+            for h in handles:
+                h.close()
+            raise
+        #: the spool id and offset folded so far, as far as this process knows
+        self.folded: tuple[str, int] = ("", 0)
+        self.folder: Folder | None = Folder(db_path, self._fold_behind)
+
+    def fold(self, conn: sqlite3.Connection, handle: Spool | None = None) -> None:
+        """One whole fold transaction on ``conn`` (``handle``: the reads' unless the
+        caller holds the lock on the appends' and passes it)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.folded = self._fold(conn, handle or self.reads)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def behind(self) -> bool:
+        """Records were appended past the last fold this process knows of."""
+        return (self.reads.ident, self.reads.size()) != self.folded
+
+    def poke(self) -> None:
+        if self.folder is not None:
+            self.folder.poke()
+
+    def stop_folding(self) -> None:
+        folder, self.folder = self.folder, None
+        if folder is not None:
+            folder.close()
+
+    def close(self) -> None:
+        self.stop_folding()
+        for handle in (self.appends, self.reads, self._behind):
+            handle.close()
+
+    def _fold_behind(self, conn: sqlite3.Connection) -> None:
+        self.fold(conn, self._behind)
+        if self._behind.size() > _rotate_bytes():
+            self._behind.rotate(lambda: self._synced_watermark(conn))
+
+    def _synced_watermark(self, conn: sqlite3.Connection) -> tuple[str, int]:
+        """The committed watermark, made durable: the folds committed without a sync
+        (synchronous NORMAL), so the WAL and the file are synced after it is read (a
+        checkpoint syncs what it moved into the file itself). Called under the spool's
+        lock, before the records it covers leave the spool."""
+        mark = self._watermark(conn)
+        for name in (f"{self.db_path}-wal", str(self.db_path)):
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(name, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        return mark

@@ -28,7 +28,6 @@ from typing import Any, TextIO
 import aiosqlite
 from pydantic import ValidationError
 
-from app import spool as spools
 from app.audit.base import AuditBase
 from app.audit.canonical import ChainChecker, Problem, VerifyReport, check_row
 from app.audit.prepared import PreparedLine
@@ -48,8 +47,8 @@ from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.errors import AuditTamperError, StoreError, SwitchyardError
 from app.opener import Opener
-from app.spool import Folder, Spool
-from app.sqlite import SQLiteRunner, failure_text, rollback_quietly
+from app.spool import Spooled
+from app.sqlite import SQLiteRunner, failure_text
 
 __all__ = ["SYNCHRONOUS", "AuditLog", "AuditLogOpener"]
 
@@ -74,15 +73,9 @@ class AuditLog(AuditBase):
         self._db = db
         self._runner = SQLiteRunner(db, path, synchronous=SYNCHRONOUS)
         self.path = path
-        #: the appends' handle on the spool, and the chain's tail as this log last saw it
-        self._spool: Spool | None = None
+        #: the spool (app.spool), and the chain's tail as this log last saw it
+        self._spooled: Spooled | None = None
         self._tail: tuple[int, str] = (0, "")
-        #: the spool id and offset folded so far, as far as this process knows
-        self._folded: tuple[str, int] = ("", 0)
-        #: the reads' handle (they fold first, under ``_lock``), and the folding thread's
-        self._reading: Spool | None = None
-        self._reader: Spool | None = None
-        self._folder: Folder | None = None
 
     @classmethod
     def open(
@@ -125,75 +118,27 @@ class AuditLog(AuditBase):
     async def _open_spool(self) -> None:
         """Open the spool and fold what it holds (a killed writer's last lines too), then
         read the chain's tail: under the spool's lock, so no line comes in between."""
-        spool = self._spool = Spool(self.path.with_name(f"{self.path.name}-spool"))
-        self._reading = Spool(spool.path)
-        self._reader = Spool(spool.path)
+        spooled = self._spooled = Spooled(self.path, fold, folded)
 
         def opening(conn: sqlite3.Connection, inline: bool) -> tuple[int, str]:
-            spool.acquire(blocking=True)
+            spooled.appends.acquire(blocking=True)
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._folded = fold(conn, spool)
-                    tail = tail_of(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    rollback_quietly(conn)
-                    raise
-                return tail
+                spooled.fold(conn, spooled.appends)
+                return tail_of(conn)
             finally:
-                spool.release()
+                spooled.appends.release()
 
         self._tail = await self._runner.run(opening, inline=False)
-        self._folder = Folder(self.path, self._fold_behind)
-
-    def _fold_behind(self, conn: sqlite3.Connection) -> None:
-        """The folding thread's transaction (its own connection and spool handle)."""
-        reader = self._reader
-        if reader is None:
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            self._folded = fold(conn, reader)
-            conn.execute("COMMIT")
-        except BaseException:
-            rollback_quietly(conn)
-            raise
-        if reader.size() > spools.ROTATE_BYTES:
-            self._rotate(conn, reader)
-
-    @staticmethod
-    def _rotate(conn: sqlite3.Connection, reader: Spool) -> None:
-        """A spool folded whole and grown large is replaced, once the fold is on disk."""
-        conn.execute("PRAGMA synchronous = FULL")  # this commit syncs the WAL: all folds
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                ident, at = folded(conn)
-                conn.execute(
-                    "UPDATE audit_spool SET folded = ? WHERE id = 1 AND spool = ?", (at, ident)
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                rollback_quietly(conn)
-                raise
-        finally:
-            conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
-        reader.rotate(lambda: folded(conn))
 
     async def _close_spool(self) -> None:
-        folder, self._folder = self._folder, None
-        if folder is not None:
-            await asyncio.to_thread(folder.close)
-        for spool in (self._spool, self._reading, self._reader):
-            if spool is not None:
-                spool.close()
+        spooled, self._spooled = self._spooled, None
+        if spooled is not None:
+            await asyncio.to_thread(spooled.close)
 
     async def _close_store(self) -> None:
         try:
-            if self._folder is not None:
-                await asyncio.to_thread(self._folder.close)
-                self._folder = None
+            if self._spooled is not None:
+                await asyncio.to_thread(self._spooled.stop_folding)
             # What is left is folded by the next open (the lines stand in the spool): a
             # failure here (a full disk) takes nothing away, so the close goes on.
             with contextlib.suppress(sqlite3.Error, OSError, SwitchyardError):
@@ -217,8 +162,8 @@ class AuditLog(AuditBase):
     async def _insert(self, lines: list[PreparedLine], *, defer: bool) -> list[AuditLine]:
         """Chain ``lines`` after the tail and append them to the spool (``defer`` is moot:
         an append costs one ``write``, and stands when it returns)."""
-        spool = self._spool
-        assert spool is not None
+        assert self._spooled is not None
+        spool = self._spooled.appends
         try:
             news = spool.acquire(blocking=False)
             if news is None:  # another writer holds it: wait off the loop
@@ -228,8 +173,8 @@ class AuditLog(AuditBase):
             raise StoreError(f"cannot write the audit log {spool.path}: {exc}") from exc
 
     def _append(self, lines: list[PreparedLine], news: list[bytes] | None) -> list[AuditLine]:
-        spool = self._spool
-        assert spool is not None
+        assert self._spooled is not None
+        spool = self._spooled.appends
         if news is None:
             news = spool.acquire(blocking=True)
             assert news is not None
@@ -242,8 +187,7 @@ class AuditLog(AuditBase):
             self._tail = (last.seq, last.hash)
         finally:
             spool.release()
-        if self._folder is not None:
-            self._folder.poke()
+        self._spooled.poke()
         return out
 
     async def flush(self) -> None:
@@ -254,21 +198,11 @@ class AuditLog(AuditBase):
     async def _fold_here(self) -> None:
         """Fold what the spool holds beyond the last fold, on this log's connection (the
         caller holds ``_lock``): nothing to do, and no statement, when nothing is new."""
-        spool = self._reading
-        if spool is None or (spool.ident, spool.size()) == self._folded:
+        spooled = self._spooled
+        if spooled is None or not spooled.behind():
             return
-
-        def folding(conn: sqlite3.Connection, inline: bool) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._folded = fold(conn, spool)
-                conn.execute("COMMIT")
-            except BaseException:
-                rollback_quietly(conn)
-                raise
-
         with self._mapped(writing=True):
-            await self._runner.run(folding, inline=False)
+            await self._runner.run(lambda conn, inline: spooled.fold(conn), inline=False)
 
     # ── read ─────────────────────────────────────────────────────────────────────────────
 

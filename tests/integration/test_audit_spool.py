@@ -115,7 +115,7 @@ from app.audit.log import AuditLog
 
 async def main():
     log = await AuditLog.open(Path(sys.argv[1]))
-    log._folder = None  # nothing folds behind: the kill leaves every line in the spool
+    log._spooled.stop_folding()  # nothing folds behind: the kill leaves every line in the spool
     for i in range(10**6):
         await log.append("route", session="w", detail=str(i))
         if i == 50:

@@ -151,9 +151,8 @@ async def test_a_database_that_cannot_grow_fails_the_reader_naming_the_file(
     async with AuditLog.open(path) as log:
         await log.append("run", session="s")
         await log.flush()
-        assert log._folder is not None
-        log._folder.close()  # only this connection folds, and it cannot grow the file
-        log._folder = None
+        assert log._spooled is not None
+        log._spooled.stop_folding()  # only this connection folds, and it cannot grow the file
         fill_up(log._db._conn)
         await log.append("run", session="s", detail=BIG)
         with pytest.raises(StoreError) as caught:

@@ -253,6 +253,7 @@ async def test_reserve_expires_stale_reservations_first(
         await _reserve(ledger, 1.5)
     # Counted as spent, not as a free slot; and the expiry is kept despite the refusal.
     assert (info.value.spent_usd, info.value.reserved_usd) == (4.0, 0.0)
+    await ledger.flush()  # the expiry's record, folded into the tables
     with sqlite3.connect(ledger.path) as db:
         assert db.execute("SELECT status FROM reservations").fetchall() == [("expired",)]
 

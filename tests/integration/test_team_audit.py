@@ -310,13 +310,14 @@ def test_team_flags_without_a_team_store_are_a_usage_error(
 
 async def test_a_newer_sqlite_audit_schema_is_refused_naming_both(tmp_path: Path) -> None:
     from app.audit.log import AuditLog
+    from app.audit.store import SCHEMA_VERSION
 
     db = tmp_path / "audit.sqlite3"
     async with AuditLog.open(db) as log:
         await log.append("run", session="s")
     with sqlite3.connect(db) as con:
         con.execute("PRAGMA user_version = 5")
-    with pytest.raises(SchemaTooNew, match=r"version 5 is newer .*\(1\)"):
+    with pytest.raises(SchemaTooNew, match=rf"version 5 is newer .*\({SCHEMA_VERSION}\)"):
         await AuditLog.open(db)
 
 

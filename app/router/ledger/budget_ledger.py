@@ -1,9 +1,15 @@
 """The budget ledger's API (GR-011): open the file, reserve before a cloud call, settle or
-release after it, read what is left. The package docstring says what it guarantees."""
+release after it, read what is left. The package docstring says what it guarantees.
+
+The request path's writes are records in the file's spool (:mod:`.spooled`): each under
+the spool's lock, checked against totals kept in memory and caught up with every record
+the other writers appended, standing when it returns. A thread folds them into the
+tables; a report folds what is left before it reads."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable
@@ -17,22 +23,33 @@ from app.bus import Bus
 from app.clock import Clock, SystemClock, iso
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
-from app.router.ledger import reports, transactions
+from app.router.ledger import reports, spooled, transactions
 from app.router.ledger.api import ExpiredHook, tell_expired
-from app.router.ledger.caps import Caps, sums
-from app.router.ledger.errors import LedgerError, LedgerUnreadable
+from app.router.ledger.caps import Caps, Sums
+from app.router.ledger.errors import (
+    CapExceeded,
+    LedgerError,
+    LedgerUnreadable,
+    ReservationClosed,
+    UnknownReservation,
+)
 from app.router.ledger.money import check_tokens, nusd, usd, utc_day
 from app.router.ledger.publisher import SnapshotPublisher
 from app.router.ledger.records import BudgetSnapshot, Reservation
 from app.router.ledger.schema import migrate
 from app.router.ledger.transactions import ReservationStatus, connect, on_thread
-from app.sqlite import SQLiteRunner, read_transaction, use_wal
+from app.spool import Spooled
+from app.sqlite import SQLiteRunner, is_busy, read_transaction, use_wal
 
 #: WAL + NORMAL: durable against a crash of the process, not against a power cut (see the
 #: package docstring).
 SYNCHRONOUS = "NORMAL"
 LOCAL_PROVIDER = "local"
 T = TypeVar("T")
+
+
+class _Wait(Exception):
+    """Internal: a lock is held elsewhere; the operation runs again on a thread, waiting."""
 
 
 class BudgetLedger(ClosedOnExit):
@@ -69,6 +86,9 @@ class BudgetLedger(ClosedOnExit):
         self.on_expired: ExpiredHook | None = None
         # One connection cannot hold two transactions: coroutines take turns on it.
         self._lock = asyncio.Lock()
+        #: the spool, and the totals the request path checks (see .spooled)
+        self._spooled: Spooled | None = None
+        self._mirror = spooled.Mirror()
 
     @classmethod
     async def open(
@@ -82,6 +102,7 @@ class BudgetLedger(ClosedOnExit):
     ) -> BudgetLedger:
         path = Path(db_path)
         db = await connect(path)
+        ledger: BudgetLedger | None = None
         try:
             db.row_factory = sqlite3.Row
             # busy_timeout first: switching to WAL and the migration may wait for others.
@@ -89,13 +110,36 @@ class BudgetLedger(ClosedOnExit):
             await on_thread(db, migrate, path)
             ledger = cls(db, path, budget, clock or SystemClock(), bus, int(busy_timeout_s * 1000))
             await ledger._runner.setup()
-        except sqlite3.Error as exc:
+            await ledger._open_spool()
+        except BaseException as exc:
+            if ledger is not None:
+                await ledger._close_spool()
             await db.close()
-            raise LedgerUnreadable(f"{path}: cannot open the budget ledger: {exc}") from None
-        except BaseException:
-            await db.close()
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise LedgerUnreadable(f"{path}: cannot open the budget ledger: {exc}") from None
             raise
         return ledger
+
+    async def _open_spool(self) -> None:
+        """Open the spool, fold what it holds (a killed writer's last records too) and
+        read the live reservations: under the spool's lock, so no record comes between."""
+        sp = self._spooled = Spooled(self.path, spooled.fold, spooled.folded)
+        mirror = self._mirror
+
+        def opening(conn: sqlite3.Connection, inline: bool) -> None:
+            sp.appends.acquire(blocking=True)
+            try:
+                sp.fold(conn, sp.appends)
+                mirror.load_live(conn)
+            finally:
+                sp.appends.release()
+
+        await self._runner.run(opening, inline=False, write=False)
+
+    async def _close_spool(self) -> None:
+        sp, self._spooled = self._spooled, None
+        if sp is not None:
+            await asyncio.to_thread(sp.close)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -103,9 +147,15 @@ class BudgetLedger(ClosedOnExit):
             reader, self._reader = self._reader, None
             if reader is not None:
                 await reader.close()
-            db, self._db = self._db, None
             async with self._lock:
-                self._runner.close()  # commits what was deferred
+                if self._spooled is not None:
+                    await asyncio.to_thread(self._spooled.stop_folding)
+                # what is left is folded by the next open: a failure here loses nothing
+                with contextlib.suppress(sqlite3.Error, OSError, LedgerError):
+                    await self._fold_here()
+                await self._close_spool()
+                db, self._db = self._db, None
+                self._runner.close()
                 await db.close()
 
     # ── transactions ─────────────────────────────────────────────────────────────────────
@@ -115,36 +165,117 @@ class BudgetLedger(ClosedOnExit):
             raise LedgerError("the budget ledger is closed")
         return self._db
 
-    async def _run(
-        self,
-        write: bool,
-        body: Callable[[sqlite3.Connection], T],
-        *,
-        inline: bool = True,
-        defer: bool = False,
-    ) -> T:
-        """``body(conn)`` inside one transaction: a write transaction (IMMEDIATE: takes the
-        file's write lock up front, so the check and the insert see the same state), or a
-        consistent read snapshot. ``inline=False`` for reads whose cost grows with the
-        file (reports): those never run on the event loop. ``defer``: group commit (see
-        :meth:`app.sqlite.SQLiteRunner.write`), for a write that records what happened."""
+    async def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """``body(conn)`` in one read transaction (a consistent snapshot) on the
+        connection's thread (a report's cost grows with the file), after a fold of what
+        the spool holds: a report never misses a record."""
         async with self._lock:
             self._conn()
+            await self._fold_here()
             try:
-                if write:
-                    return await self._runner.write(body, defer=defer)
-                return await self._runner.read(body, inline=inline)
+                return await self._runner.read(body, inline=False)
             except sqlite3.Error as exc:
                 raise transactions.ledger_error(self.path, exc) from exc
 
     async def flush(self) -> None:
-        """Commit the settlements and calls recorded with ``defer=True`` now."""
+        """Fold the spool into the tables now (what every report does before it reads)."""
         async with self._lock:
             if self._db is not None:
+                await self._fold_here()
+
+    async def _fold_here(self) -> None:
+        """Fold on this ledger's connection (the caller holds ``_lock``); no statement
+        when nothing was appended since the last fold."""
+        sp = self._spooled
+        if sp is None or not sp.behind():
+            return
+        try:
+            await self._runner.run(lambda conn, inline: sp.fold(conn), inline=False)
+        except sqlite3.Error as exc:
+            raise transactions.ledger_error(self.path, exc) from exc
+        except OSError as exc:
+            raise LedgerError(f"{sp.path}: budget ledger error: {exc}") from exc
+
+    # ── the spool ────────────────────────────────────────────────────────────────────────
+
+    async def _spool_op(self, op: Callable[[bool], T]) -> T:
+        """``op(inline)`` under the spool's lock, the mirror caught up with every record
+        appended since this ledger last looked: on the event loop when the lock is free at
+        once, else on a thread that waits for it (and for the file, when ``op`` reads it)."""
+        async with self._lock:
+            self._conn()
+            try:
                 try:
-                    await self._runner.flush()
-                except sqlite3.Error as exc:
-                    raise transactions.ledger_error(self.path, exc) from exc
+                    return self._under_lock(op, True)
+                except _Wait:
+                    return await asyncio.to_thread(self._under_lock, op, False)
+            except sqlite3.Error as exc:
+                raise transactions.ledger_error(self.path, exc) from exc
+            except OSError as exc:
+                where = self._spooled.path if self._spooled else self.path
+                raise LedgerError(f"{where}: budget ledger error: {exc}") from exc
+
+    def _under_lock(self, op: Callable[[bool], T], inline: bool) -> T:
+        sp = self._spooled
+        assert sp is not None
+        news = sp.appends.acquire(blocking=not inline)
+        if news is None:
+            raise _Wait
+        try:
+            if news:
+                self._mirror.apply(news)
+            return op(inline)
+        finally:
+            sp.appends.release()
+
+    def _write(self, records: list[list[Any]]) -> None:
+        """Append ``records`` (under the lock) and apply them: all or none."""
+        sp = self._spooled
+        assert sp is not None
+        sp.appends.write([spooled.encode(r) for r in records])
+        for r in records:
+            self._mirror.apply_one(r)
+        sp.poke()
+
+    def _need(self, session: str, day: str, inline: bool) -> None:
+        """``session``'s and ``day``'s totals in the mirror: read from the tables the
+        first time, after a fold of everything (under the lock: nothing comes between)."""
+        if self._mirror.has(session, day):
+            return
+        sp, conn = self._spooled, self._conn()._conn
+        assert sp is not None
+        if not inline:
+            conn.execute(f"PRAGMA busy_timeout = {self._runner.busy_timeout_ms}")
+        try:
+            sp.fold(conn, sp.appends)
+            self._mirror.load(conn, session, day)
+        except sqlite3.Error as exc:
+            if inline and is_busy(exc):
+                raise _Wait from exc
+            raise
+        finally:
+            if not inline:
+                conn.execute("PRAGMA busy_timeout = 0")
+
+    def _status(self, reservation_id: str, inline: bool) -> str | None:
+        """A reservation's status in the tables (after a fold), None when unknown."""
+        sp, conn = self._spooled, self._conn()._conn
+        assert sp is not None
+        if not inline:
+            conn.execute(f"PRAGMA busy_timeout = {self._runner.busy_timeout_ms}")
+        try:
+            sp.fold(conn, sp.appends)
+            row = conn.execute(
+                "SELECT status FROM reservations WHERE id = ?", (reservation_id,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            if inline and is_busy(exc):
+                raise _Wait from exc
+            raise
+        finally:
+            if not inline:
+                conn.execute("PRAGMA busy_timeout = 0")
+        return None if row is None else str(row[0])
 
     # ── reserve / settle / release ───────────────────────────────────────────────────────
 
@@ -179,10 +310,35 @@ class BudgetLedger(ClosedOnExit):
             created=iso(now),
             expires=iso(expires),
         )
-        caps, expires_at = self._caps, expires.timestamp()
-        refused, expired = await self._run(
-            True, lambda db: transactions.reserve(db, res, amount, day, expires_at, now, caps)
+        live = spooled.Live(
+            res.id,
+            session,
+            res.run,
+            provider,
+            role,
+            model,
+            amount,
+            day,
+            res.created,
+            res.expires,
+            expires.timestamp(),
         )
+        caps, mirror, now_ts, when = self._caps, self._mirror, now.timestamp(), res.created
+
+        def op(inline: bool) -> tuple[CapExceeded | None, list[Reservation]]:
+            self._need(session, day, inline)
+            stale = mirror.stale(now_ts)
+            refused = None
+            if amount > 0:  # checked against the totals with the expiries charged
+                refused = caps.check(mirror.sums_after(session, day, stale), res, amount)
+            records: list[list[Any]] = [["x", s.id, when] for s in stale]
+            if refused is None:
+                records.append(["r", *live])
+            if records:
+                self._write(records)
+            return refused, [s.reservation() for s in stale]
+
+        refused, expired = await self._spool_op(op)
         # Committed either way: expiries found on the way are kept even when refused.
         if expired:  # (no coroutine made on the request path's common case)
             await tell_expired(self.on_expired, expired, self.path)
@@ -204,9 +360,8 @@ class BudgetLedger(ClosedOnExit):
     ) -> None:
         """Record the call's actual cost (even above the reservation) and close it.
 
-        ``defer``: commit it with the next write (group commit, :meth:`flush`); a crash
-        before then leaves the reservation live, as one just before the settlement would
-        (it is charged its full amount once its TTL has passed).
+        ``defer`` is moot here: a settlement is one record in the spool, standing when
+        this returns (a store that commits in groups may defer it).
         """
         await self._close(
             reservation_id,
@@ -216,7 +371,6 @@ class BudgetLedger(ClosedOnExit):
             tokens_out,
             latency_ms,
             outcome,
-            defer=defer,
         )
 
     async def release(
@@ -243,20 +397,23 @@ class BudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str,
-        *,
-        defer: bool = False,
     ) -> None:
         cost = nusd(actual_usd, "actual_usd")
         check_tokens(tokens_in, tokens_out)
-        now = self._clock.now()
+        when, mirror = iso(self._clock.now()), self._mirror
 
-        session = await self._run(
-            True,
-            lambda db: transactions.close_live(
-                db, reservation_id, status, now, cost, outcome, tokens_in, tokens_out, latency_ms
-            ),
-            defer=defer,
-        )
+        def op(inline: bool) -> str:
+            live = mirror.live.get(reservation_id)
+            if live is None:
+                found = mirror.closed.get(reservation_id) or self._status(reservation_id, inline)
+                if found is None:
+                    raise UnknownReservation(f"unknown reservation {reservation_id}")
+                raise ReservationClosed(reservation_id, found)
+            record = ["c", reservation_id, status, when, cost, outcome, tokens_in, tokens_out]
+            self._write([[*record, latency_ms]])
+            return live.session
+
+        session = await self._spool_op(op)
         self._publisher.changed(session)
 
     async def record_call(
@@ -275,7 +432,7 @@ class BudgetLedger(ClosedOnExit):
         defer: bool = False,
     ) -> None:
         """Telemetry for a call made without a reservation (its cost still counts).
-        ``defer``: group commit, as for :meth:`settle`."""
+        ``defer``: moot, as for :meth:`settle`."""
         cost = nusd(cost_usd, "cost_usd")
         check_tokens(tokens_in, tokens_out)
         now = self._clock.now()
@@ -295,7 +452,7 @@ class BudgetLedger(ClosedOnExit):
             outcome,
             None,
         )
-        await self._run(True, lambda db: transactions.insert_call(db, values), defer=defer)
+        await self._spool_op(lambda inline: self._write([["k", *values[:12]]]))
         self._publisher.changed(session)
 
     # ── reading ──────────────────────────────────────────────────────────────────────────
@@ -303,19 +460,22 @@ class BudgetLedger(ClosedOnExit):
     async def expire_stale(self) -> int:
         """Settle every reservation past its TTL at its full amount; how many there were."""
         now = self._clock.now()
-        # The common case takes no write lock.
-        if not await self._run(False, lambda db: transactions.any_stale(db, now)):
-            return 0
-        expired = await self._run(True, lambda db: transactions.expire_stale(db, now))
+        mirror, now_ts, when = self._mirror, now.timestamp(), iso(now)
+
+        def op(inline: bool) -> list[Reservation]:
+            stale = mirror.stale(now_ts)
+            if stale:
+                self._write([["x", s.id, when] for s in stale])
+            return [s.reservation() for s in stale]
+
+        expired = await self._spool_op(op)
         await tell_expired(self.on_expired, expired, self.path)
         return len(expired)
 
     async def snapshot(self, session: str) -> BudgetSnapshot:
         await self.expire_stale()
         now, caps = self._clock.now(), self._caps
-        return await self._run(
-            False, lambda db: reports.snapshot(db, session, now, caps), inline=False
-        )
+        return await self._read(lambda db: reports.snapshot(db, session, now, caps))
 
     async def _meter_snapshot(self, session: str) -> BudgetSnapshot:
         """:meth:`snapshot` for the live meter, read on the reader connection's thread:
@@ -346,8 +506,13 @@ class BudgetLedger(ClosedOnExit):
         """:meth:`left_usd` for several providers, read in one snapshot."""
         wanted = tuple(providers)
         day = utc_day(self._clock.now())
-        u = await self._run(False, lambda db: sums(db, session, day))
-        return self._caps.left_usd(u, wanted)
+        mirror = self._mirror
+
+        def op(inline: bool) -> Sums:
+            self._need(session, day, inline)
+            return mirror.sums(session, day)
+
+        return self._caps.left_usd(await self._spool_op(op), wanted)
 
     async def report(self, session: str | None = None, days: int = 7) -> dict[str, Any]:
         """Spend, calls and tokens by role, model, provider and day over the last ``days``
@@ -358,9 +523,7 @@ class BudgetLedger(ClosedOnExit):
         now = self._clock.now()
         today = utc_day(now)
         since = utc_day(now - timedelta(days=days - 1))
-        rows = await self._run(
-            False, lambda db: reports.report_rows(db, session, since, today), inline=False
-        )
+        rows = await self._read(lambda db: reports.report_rows(db, session, since, today))
         snap = await self.snapshot(session or "")
         return reports.report(
             rows, snap, self.budget, session=session, days=days, since=since, until=today

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from app.router.ledger.errors import LedgerUnreadable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _add_totals(row: str, column: str, amount: str) -> str:
@@ -212,6 +212,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         _TOTALS.format(scope=_one_of("scope", _SCOPES)),
         *_TOTALS_TRIGGERS,
         *_FILL_TOTALS,
+    ),
+    # v4: the request path's writes go to a spool first (ledger.db-spool, see .spooled)
+    # and are folded into the tables; this says how far. A v3 Switchyard would write
+    # around the spool (its cap checks blind to the records not yet folded): refused.
+    (
+        "CREATE TABLE ledger_spool (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " spool TEXT NOT NULL, folded INTEGER NOT NULL)",
     ),
 )
 

@@ -1,0 +1,235 @@
+"""The ledger's spool (issue 20): the request path's writes as records in
+``ledger.db-spool`` (:mod:`app.spool`), the running totals they are checked against kept
+in memory, and the fold that moves them into the tables.
+
+Every write (reserve, settle or release, an expiry, a call without a reservation) is one
+record appended under the spool's lock, after the writer has applied every record the
+others appended since it last looked: so the cap check and the reservation it guards see
+the same state, across processes, as they did inside one ``BEGIN IMMEDIATE``. The record
+stands (killed or not) when the write returns. A thread folds the records into the
+tables, which the triggers of :mod:`.schema` sum as before; every read of the tables
+folds what is left first.
+
+The in-memory totals (:class:`Mirror`) hold only what this process has needed: a session
+or a day is read from the tables the first time, under the lock, right after a fold, so
+the tables then hold every record there is; from then on each record read or written is
+applied to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from app.router.ledger.caps import Sums, sums
+from app.router.ledger.records import Reservation
+from app.router.ledger.transactions import insert_call
+from app.spool import Spool
+
+log = logging.getLogger(__name__)
+
+_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class Live(NamedTuple):
+    """A live reservation, as the mirror keeps it."""
+
+    id: str
+    session: str
+    run: str
+    provider: str
+    role: str
+    model: str
+    amount: int
+    day: str
+    created: str
+    expires: str
+    expires_at: float
+
+    def reservation(self) -> Reservation:
+        from app.router.ledger.money import usd
+
+        return Reservation(
+            id=self.id,
+            session=self.session,
+            run=self.run,
+            provider=self.provider,
+            role=self.role,
+            model=self.model,
+            amount_usd=usd(self.amount),
+            created=self.created,
+            expires=self.expires,
+        )
+
+
+# ── records ─────────────────────────────────────────────────────────────────────────────
+# ["r", *Live]                                          a reservation
+# ["c", id, status, closed, cost, outcome, tin, tout, ms] a reservation settled or released
+# ["x", id, closed]                                     one expired: charged its amount
+# ["k", ts, day, session, run, role, model, provider, tin, tout, ms, cost, outcome]
+#                                                       a call without a reservation
+
+
+def encode(record: list[Any]) -> bytes:
+    return _DUMPS(record).encode()
+
+
+# ── the totals in memory ─────────────────────────────────────────────────────────────────
+
+
+class Mirror:
+    """The live reservations (every one) and the running totals of the sessions and days
+    loaded so far, kept by applying records in the spool's order."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, Live] = {}
+        #: session -> [spent, reserved]; day -> [spent, reserved]; day -> provider -> …
+        self.sessions: dict[str, list[int]] = {}
+        self.days: dict[str, list[int]] = {}
+        self.providers: dict[str, dict[str, list[int]]] = {}
+        #: the status of reservations closed while this process looked (an error's text)
+        self.closed: dict[str, str] = {}
+
+    def has(self, session: str, day: str) -> bool:
+        return session in self.sessions and day in self.days
+
+    def load(self, db: sqlite3.Connection, session: str, day: str) -> None:
+        """Read ``session``'s and ``day``'s totals from the tables (which hold every record
+        there is: the caller folded under the lock)."""
+        u = sums(db, session, day)
+        self.sessions.setdefault(session, [u.s_spent, u.s_res])
+        if day not in self.days:
+            self.days[day] = [u.d_spent, u.d_res]
+            self.providers[day] = {p: [s, r] for p, (s, r) in u.per_provider.items()}
+
+    def load_live(self, db: sqlite3.Connection) -> None:
+        self.live = {
+            row[0]: Live(*row)
+            for row in db.execute(
+                "SELECT id, session, run, provider, role, model, amount_nusd, day, created,"
+                " expires, expires_at FROM reservations WHERE status = 'live'"
+            )
+        }
+
+    def sums(self, session: str, day: str) -> Sums:
+        u = Sums()
+        u.s_spent, u.s_res = self.sessions[session]
+        u.d_spent, u.d_res = self.days[day]
+        u.per_provider = {p: (s, r) for p, (s, r) in self.providers[day].items()}
+        return u
+
+    def sums_after(self, session: str, day: str, expiring: Iterable[Live]) -> Sums:
+        """:meth:`sums` as they will be once ``expiring`` are charged (reserved → spent)."""
+        u = self.sums(session, day)
+        for res in expiring:
+            if res.session == session:
+                u.s_spent, u.s_res = u.s_spent + res.amount, u.s_res - res.amount
+            if res.day == day:
+                u.d_spent, u.d_res = u.d_spent + res.amount, u.d_res - res.amount
+                spent, held = u.provider(res.provider)
+                u.per_provider[res.provider] = (spent + res.amount, held - res.amount)
+        return u
+
+    def stale(self, now_ts: float) -> list[Live]:
+        return [res for res in self.live.values() if res.expires_at <= now_ts]
+
+    def _add(self, session: str, day: str, provider: str, column: int, amount: int) -> None:
+        if not amount:
+            return
+        if (s := self.sessions.get(session)) is not None:
+            s[column] += amount
+        if (d := self.days.get(day)) is not None:
+            d[column] += amount
+            per = self.providers[day]
+            p = per.get(provider)
+            if p is None:
+                p = per[provider] = [0, 0]
+            p[column] += amount
+
+    def apply(self, records: Iterable[bytes]) -> None:
+        for record in records:
+            self.apply_one(json.loads(record))
+
+    def apply_one(self, r: list[Any]) -> None:
+        kind = r[0]
+        if kind == "r":
+            live = Live(*r[1:])
+            self.live[live.id] = live
+            self._add(live.session, live.day, live.provider, 1, live.amount)
+        elif kind == "c" or kind == "x":
+            live_res = self.live.pop(r[1], None)
+            if live_res is None:
+                return
+            status, cost = (r[2], r[4]) if kind == "c" else ("expired", live_res.amount)
+            self.closed[r[1]] = status
+            if len(self.closed) > 10_000:
+                del self.closed[next(iter(self.closed))]
+            self._add(live_res.session, live_res.day, live_res.provider, 1, -live_res.amount)
+            self._add(live_res.session, live_res.day, live_res.provider, 0, cost)
+        elif kind == "k":
+            # ts, day, session, run, role, model, provider, tin, tout, ms, cost, outcome
+            self._add(r[3], r[2], r[7], 0, r[11])
+
+
+# ── folding ─────────────────────────────────────────────────────────────────────────────
+
+_WATERMARK = "SELECT spool, folded FROM ledger_spool WHERE id = 1"
+_SET_WATERMARK = (
+    "INSERT INTO ledger_spool (id, spool, folded) VALUES (1, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET spool = excluded.spool, folded = excluded.folded"
+)
+_INSERT_RESERVATION = (
+    "INSERT INTO reservations (id, session, run, provider, role, model, amount_nusd, day,"
+    " created, expires, expires_at, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,'live')"
+)
+_CLOSE = "UPDATE reservations SET status = ?, closed = ? WHERE id = ? AND status = 'live'"
+_ROW = "SELECT day, session, run, role, model, provider, amount_nusd FROM reservations WHERE id = ?"
+
+
+def folded(db: sqlite3.Connection) -> tuple[str, int]:
+    row = db.execute(_WATERMARK).fetchone()
+    return (str(row[0]), int(row[1])) if row else ("", 0)
+
+
+def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
+    """Apply the spool's records after the last fold to the tables (inside a write
+    transaction the caller holds); the spool id and offset folded to. A record the tables
+    cannot take (a reservation closed twice: written around the spool) is logged and
+    left out, never a fold that stops every later one."""
+    spool.follow()
+    ident, at = folded(db)
+    start = at if ident == spool.ident else spool.start
+    records, end = spool.read_since(start)
+    if not records:
+        return spool.ident, start
+    for record in records:
+        r = json.loads(record)
+        kind = r[0]
+        if kind == "r":
+            try:
+                db.execute(_INSERT_RESERVATION, r[1:])
+            except sqlite3.IntegrityError as exc:
+                log.error("%s: reservation %s not folded: %s", spool.path, r[1], exc)
+        elif kind == "c" or kind == "x":
+            rid, status, when = (r[1], r[2], r[3]) if kind == "c" else (r[1], "expired", r[2])
+            if db.execute(_CLOSE, (status, when, rid)).rowcount != 1:
+                log.error(
+                    "%s: reservation %s is not live: its %s not folded", spool.path, rid, status
+                )
+                continue
+            day, session, run, role, model, provider, amount = db.execute(_ROW, (rid,)).fetchone()
+            if kind == "c":
+                cost, outcome, tin, tout, ms = r[4], r[5], r[6], r[7], r[8]
+            else:
+                cost, outcome, tin, tout, ms = amount, "expired", 0, 0, 0.0
+            insert_call(
+                db,
+                (when, day, session, run, role, model, provider, tin, tout, ms, cost, outcome, rid),
+            )
+        elif kind == "k":
+            insert_call(db, (*r[1:13], None))
+    db.execute(_SET_WATERMARK, (spool.ident, end))
+    return spool.ident, end

@@ -1,0 +1,194 @@
+"""The ledger's spool (issue 20): the request path's writes stand in ``ledger.db-spool``
+when they return (another process's ledger counts them at once), a thread folds them into
+the tables, every report folds first; a killed writer's records are folded by the next
+open. (The audit log's spool: tests/integration/test_audit_spool.py.) And the runner's
+checkpoints, which the folds' commits still make, run on a thread of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from app.clock import ManualClock
+from app.policy.schema import Budget
+from app.router.ledger import BudgetLedger, CapExceeded, ReservationClosed, UnknownReservation
+from app.sqlite import SQLiteRunner, use_wal
+
+BUDGET = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=900)
+
+
+def _size(path: str) -> int:
+    return os.stat(path).st_size
+
+
+def _count(path: Path, sql: str) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute(sql).fetchone()[0])
+
+
+async def test_a_write_stands_in_the_spool_and_another_ledger_counts_it(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    clock = ManualClock()
+    async with (
+        await BudgetLedger.open(path, BUDGET, clock=clock) as led,
+        await BudgetLedger.open(path, BUDGET, clock=clock) as other,
+    ):
+        first = await led.reserve(
+            session="s", provider="deepseek", role="r", model="m", amount_usd=1.0
+        )
+        assert await other.left_usd("s", "deepseek") == pytest.approx(4.0)
+        await led.settle(
+            first.id, actual_usd=0.5, tokens_in=1, tokens_out=1, latency_ms=1, defer=True
+        )
+        # the other ledger reads the settlement before it checks a cap: $4.5 is left
+        assert await other.left_usd("s", "deepseek") == pytest.approx(4.5)
+        await other.reserve(session="s", provider="deepseek", role="r", model="m", amount_usd=4.5)
+        with pytest.raises(CapExceeded):
+            await led.reserve(
+                session="s", provider="deepseek", role="r", model="m", amount_usd=0.01
+            )
+        # a report folds what the thread has not yet: the tables hold every record
+        snap = await other.snapshot("s")
+        assert (snap.per_session.spent_usd, snap.reserved_usd, snap.calls) == (0.5, 4.5, 1)
+        assert _count(path, "SELECT COUNT(*) FROM reservations WHERE status = 'live'") == 1
+        assert _count(path, "SELECT COUNT(*) FROM calls") == 1
+
+
+async def test_a_refused_write_keeps_what_was_written_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    async with await BudgetLedger.open(path, BUDGET, clock=ManualClock()) as led:
+        res = await led.reserve(session="s", provider="deepseek", role="r", model="m", amount_usd=1)
+        await led.settle(res.id, actual_usd=1, tokens_in=1, tokens_out=1, latency_ms=1, defer=True)
+        with pytest.raises(UnknownReservation):
+            await led.settle("nope", actual_usd=1, tokens_in=1, tokens_out=1, latency_ms=1)
+        with pytest.raises(ReservationClosed):
+            await led.release(res.id)
+        await led.flush()
+        assert _count(path, "SELECT COUNT(*) FROM calls") == 1
+
+
+async def test_a_closed_reservation_of_another_process_is_said_closed(tmp_path: Path) -> None:
+    """A reservation closed before this ledger opened is not in its memory: the tables say."""
+    path = tmp_path / "ledger.db"
+    async with await BudgetLedger.open(path, BUDGET, clock=ManualClock()) as led:
+        res = await led.reserve(session="s", provider="deepseek", role="r", model="m", amount_usd=1)
+        await led.release(res.id)
+    async with await BudgetLedger.open(path, BUDGET, clock=ManualClock()) as led:
+        with pytest.raises(ReservationClosed, match="released"):
+            await led.settle(res.id, actual_usd=1, tokens_in=1, tokens_out=1, latency_ms=1)
+
+
+# Reserves (and settles, when asked) and then blocks without ever giving the event loop a
+# turn, its folding thread stopped: whatever it wrote is in the spool alone when it is killed.
+_CHILD = """
+import asyncio, json, sys, time
+from datetime import datetime
+from app.clock import ManualClock
+from app.policy.schema import Budget
+from app.router.ledger import BudgetLedger
+
+async def main(path, budget, start, settle):
+    clock = ManualClock(datetime.fromisoformat(start))
+    led = await BudgetLedger.open(path, Budget(**budget), clock=clock)
+    led._spooled.stop_folding()
+    res = await led.reserve(session="k", provider="deepseek", role="r", model="m", amount_usd=2.0)
+    if settle == "settle":
+        await led.settle(res.id, actual_usd=0.1, tokens_in=1, tokens_out=1, latency_ms=1)
+    print(json.dumps({"id": res.id}), flush=True)
+    time.sleep(60)
+
+asyncio.run(main(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]))
+"""
+
+
+def _spawn_and_kill(path: Path, start: str, settle: str = "") -> str:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path), json.dumps(BUDGET.model_dump()), start, settle],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        rid = str(json.loads(proc.stdout.readline())["id"])
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    return rid
+
+
+async def test_a_settlement_written_before_the_kill_stands(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    clock = ManualClock()
+    rid = _spawn_and_kill(path, clock.now().isoformat(), "settle")
+    assert _count(path, "SELECT COUNT(*) FROM reservations") == 0  # in the spool alone
+    async with await BudgetLedger.open(path, BUDGET, clock=clock) as led:
+        snap = await led.snapshot("k")
+    assert (snap.reserved_usd, snap.per_session.spent_usd, snap.calls) == (0.0, 0.1, 1)
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT status FROM reservations WHERE id = ?", (rid,)).fetchone()
+    assert row == ("settled",)
+
+
+async def test_a_kill_before_the_settlement_charges_the_reservation(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    clock = ManualClock()
+    rid = _spawn_and_kill(path, clock.now().isoformat())
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    async with await BudgetLedger.open(path, BUDGET, clock=clock) as led:
+        # As if the process had died just before settling: the $2 stays held …
+        assert (await led.snapshot("k")).reserved_usd == 2.0
+        clock.advance(900)
+        snap = await led.snapshot("k")
+    # … and once its TTL has passed it is charged in full, never freed.
+    assert snap.reserved_usd == 0.0
+    assert snap.per_session.spent_usd == 2.0
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT status FROM reservations WHERE id = ?", (rid,)).fetchone()
+    assert row == ("expired",)
+
+
+async def test_checkpoints_run_on_a_thread_of_their_own_and_the_wal_starts_over(
+    tmp_path: Path,
+) -> None:
+    """The runner's writes (a fold, the memory store's) poke the checkpointer; it copies
+    the WAL back on its own thread, and the next write starts the WAL over."""
+    path = tmp_path / "runner.db"
+    db = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
+    await use_wal(db, "NORMAL")
+    await db.execute("CREATE TABLE t (x TEXT)")
+    runner = SQLiteRunner(db, path, checkpoint_every=10)
+    await runner.setup()
+
+    def insert(conn: sqlite3.Connection, inline: bool) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t VALUES (?)", ("x" * 2000,))
+        conn.execute("COMMIT")
+
+    try:
+        for _ in range(50):
+            await runner.run(insert)
+        for _ in range(1200):  # the checkpointer catches up while nothing is written
+            if runner.checkpointer.caught_up():
+                break
+            await asyncio.sleep(0.05)
+        assert runner.checkpointer.caught_up() and runner.checkpointer.asked == 5
+        wal = _size(f"{path}-wal")
+        for _ in range(5):
+            await runner.run(insert)
+        # The WAL started over from its beginning: five rows more did not grow it.
+        assert _size(f"{path}-wal") <= wal
+    finally:
+        runner.close()
+        await db.close()
+    assert runner.checkpointer._thread is None  # closing the runner ended the thread
