@@ -7,10 +7,8 @@ on the connection's thread when it must wait, so the loop never blocks on anothe
 process's lock. Checkpoints (fsyncs) never run on the loop, nor in a request's way: a
 daemon thread with a connection of its own makes them (:class:`Checkpointer`).
 
-Group commit: a write that records what already happened (a settlement, a call line) may
-be *deferred*: it runs at once, in a transaction left open, and is committed with the
-next write on the same connection, or as soon as the event loop gets control back,
-whichever comes first (see :meth:`SQLiteRunner.write`).
+(The request path's writes, the audit lines and the ledger's records, go to a spool,
+:mod:`app.spool`, and reach their tables in folds run here.)
 """
 
 from __future__ import annotations
@@ -145,10 +143,9 @@ class SQLiteRunner:
     a checkpoint to catch up) does one write go to the connection's thread behind a
     checkpoint, as SQLite's own would.
 
-    Transactions come as a whole function (:meth:`run`, BEGIN … COMMIT inside it) or as a
-    body the runner wraps (:meth:`write`, :meth:`read`); only the latter join a deferred
-    transaction (group commit). The caller serialises: one call (or ``waiting`` block) at
-    a time per connection.
+    Transactions come as a whole function (:meth:`run`, BEGIN … COMMIT inside it), or as
+    a read body the runner wraps (:meth:`read`). The caller serialises: one call (or
+    ``waiting`` block) at a time per connection.
     """
 
     def __init__(
@@ -171,10 +168,6 @@ class SQLiteRunner:
         self.checkpointer = Checkpointer(path, synchronous)
         self._writes = 0
         self._checkpoint_here = False
-        #: a deferred write transaction is open on the connection
-        self._pending = False
-        #: why the last deferred commit failed, raised by the next call
-        self._failed: sqlite3.Error | None = None
 
     async def setup(self) -> None:
         """After the file's own set-up (which waits with the busy timeout)."""
@@ -182,95 +175,18 @@ class SQLiteRunner:
         await self.db.execute("PRAGMA busy_timeout = 0")
 
     def close(self) -> None:
-        """Commit what is deferred and stop the checkpointer (the connection is the
-        owner's to close)."""
-        self._commit_pending()
+        """Stop the checkpointer (the connection is the owner's to close)."""
         self.checkpointer.close()
 
-    # ── bodies: the runner's own transactions, which group commit joins ─────────────────
-
-    async def write(self, body: Body[T], *, defer: bool = False) -> T:
-        """``body(conn)`` in a write transaction (``BEGIN IMMEDIATE``: the write lock up
-        front). ``defer``: leave the transaction open (still holding the write lock, so no
-        other connection can read a stale total and act on it); it is committed with the
-        next write here, by :meth:`flush`, or when the event loop next runs a callback.
-        Only for writes a crash may lose as if it had come just before them: never one
-        that must be durable before an effect.
-        """
-        self._raise_failed()
-        if self._pending:
-            # Joining the open transaction: the write lock is ours already.
-            try:
-                return self._joined(body)
-            finally:
-                if not defer:
-                    self._commit_pending()
-        if self._checkpoint_here or not self.inline_writes:
-            return await self.run(_whole(body, write=True))
-        conn = self.db._conn
-        try:
-            result = _begin_body(conn, True, True, body, keep_open=defer)
-        except Busy:
-            return await self.run(_whole(body, write=True), inline=False)
-        if defer:
-            self._pending = True
-            asyncio.get_running_loop().call_soon(self._commit_pending)
-        else:
-            self._written()
-        return result
-
     async def read(self, body: Body[T], *, inline: bool = True) -> T:
-        """``body(conn)`` in a read transaction (a consistent snapshot), or inside the
-        deferred transaction when one is open (it sees its own writes). ``inline=False``
+        """``body(conn)`` in a read transaction (a consistent snapshot). ``inline=False``
         for reads whose cost grows with the file: never on the event loop."""
-        self._raise_failed()
-        if self._pending and inline:
-            return body(self.db._conn)
         return await self.run(_whole(body, write=False), inline=inline, write=False)
-
-    async def flush(self) -> None:
-        """Commit the deferred transaction now, if one is open."""
-        self._commit_pending()
-        self._raise_failed()
-
-    def _joined(self, body: Body[T]) -> T:
-        """``body`` inside the open transaction. A body raises before it writes (a domain
-        error) or as SQLite fails (a full disk): then the whole transaction goes, the
-        deferred writes with it, as a failed commit would lose them."""
-        conn = self.db._conn
-        before = conn.total_changes
-        try:
-            return body(conn)
-        except BaseException as exc:
-            if isinstance(exc, sqlite3.Error) or conn.total_changes != before:
-                self._pending = False
-                rollback_quietly(conn)
-            raise
-
-    def _commit_pending(self) -> None:
-        if not self._pending:
-            return
-        self._pending = False
-        conn = self.db._conn
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:  # a full disk: what was deferred is lost, said once
-            rollback_quietly(conn)
-            self._failed = exc
-            return
-        self._written()
-
-    def _raise_failed(self) -> None:
-        if self._failed is not None:
-            exc, self._failed = self._failed, None
-            raise exc
 
     # ── whole transactions ───────────────────────────────────────────────────────────────
 
     async def run(self, fn: TxnFn[T], *, inline: bool = True, write: bool = True) -> T:
         """``fn`` on the loop if it can go at once (``inline``), else on the thread."""
-        self._commit_pending()
-        self._raise_failed()
         result: T
         if write and self._checkpoint_here:
             # This one goes to the thread, behind a checkpoint: the event loop goes on.
@@ -303,7 +219,6 @@ class SQLiteRunner:
     @contextlib.asynccontextmanager
     async def waiting(self) -> AsyncIterator[aiosqlite.Connection]:
         """For statements sent through aiosqlite's own API: they wait for locks."""
-        self._commit_pending()
         await self.db.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         try:
             yield self.db
@@ -337,10 +252,8 @@ def _waiting_call(
 Body = Callable[[sqlite3.Connection], T]
 
 
-def _begin_body(
-    conn: sqlite3.Connection, inline: bool, write: bool, body: Body[T], *, keep_open: bool = False
-) -> T:
-    """BEGIN, ``body``, COMMIT (unless ``keep_open``); ROLLBACK when anything fails.
+def _begin_body(conn: sqlite3.Connection, inline: bool, write: bool, body: Body[T]) -> T:
+    """BEGIN, ``body``, COMMIT; ROLLBACK when anything fails.
     ``inline``: raise :class:`Busy` rather than wait for another connection's lock."""
     try:
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -350,8 +263,7 @@ def _begin_body(
         raise
     try:
         result = body(conn)
-        if not keep_open:
-            conn.execute("COMMIT")
+        conn.execute("COMMIT")
     except BaseException as exc:
         rollback_quietly(conn)
         if inline and is_busy(exc):

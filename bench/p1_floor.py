@@ -58,15 +58,15 @@ from app.audit.store import _TAIL as TAIL
 from app.audit.store import SCHEMA
 from app.router.ledger.caps import sums
 from app.router.ledger.schema import migrate
-from app.router.ledger.transactions import close_live, expire_stale
+from app.router.ledger.transactions import insert_call
 from app.sqlite import CHECKPOINT_EVERY, Checkpointer
 from bench._common import percentile, print_machine, print_ratio, write_result
 from bench.router_bench import setup
 
 GOAL_US = 150.0
 _DUMPS = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-#: the reservation's insert, as ``transactions.reserve`` makes it (that function also
-#: takes a pydantic ``Reservation``, which the floor leaves out)
+#: the reservation's insert, as the ledger's SQLite transactions made it before the spool
+#: (issue 20): this floor is that design's, measured on its statements
 _RESERVE = (
     "INSERT INTO reservations (id, session, run, provider, role, model, amount_nusd, day,"
     " created, expires, expires_at, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,'live')"
@@ -146,6 +146,25 @@ def line_row(fields: dict[str, Any], seq: int, prev: str, ts: str) -> tuple[Any,
     return (seq, ts, line.session, line.run, line.kind, line.hash, canonical)
 
 
+def close_live(db: sqlite3.Connection, rid: str, cost: int, closed: str) -> None:
+    """Settle a live reservation with its call row (the pre-spool ledger's statements)."""
+    db.execute(
+        "UPDATE reservations SET status = 'settled', closed = ? WHERE id = ? AND status = 'live'",
+        (closed, rid),
+    )
+    day, session, run, role, model, provider = db.execute(
+        "SELECT day, session, run, role, model, provider FROM reservations WHERE id = ?", (rid,)
+    ).fetchone()
+    row = (closed, day, session, run, role, model, provider, 200, 20, 0.0, cost, "ok")
+    insert_call(db, (*row, rid))
+
+
+def expire_stale(db: sqlite3.Connection, now: float) -> None:
+    """What the pre-spool ledger read first in every reservation (nothing is stale here)."""
+    sql = "SELECT * FROM reservations WHERE status = 'live' AND expires_at <= ?"
+    db.execute(sql, (now,)).fetchall()
+
+
 class Floor:
     """Both stores in one file, one connection, one transaction per request."""
 
@@ -174,11 +193,11 @@ class Floor:
             lines = []
             if self.pending is not None:  # the last call: settled, its row, its line
                 rid, cost = self.pending
-                close_live(db, rid, "settled", now, cost, "ok", 200, 20, 0.0)
+                close_live(db, rid, cost, ts)
                 seq += 1
                 lines.append(line_row(CALL, seq, prev, ts))
                 prev = lines[-1][5]
-            expire_stale(db, now)
+            expire_stale(db, epoch)
             totals = sums(db, "bench", day)  # the cap check's read
             if totals.s_spent < 0:
                 raise RuntimeError("negative totals")

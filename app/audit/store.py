@@ -1,9 +1,10 @@
-"""The audit log's SQLite file: its schema and set-up, and the one transaction that
-extends the chain (read the tail, hash the next line, insert it and move the head).
+"""The audit log's SQLite file: its schema and set-up; the lines chained after the tail
+as records of its spool (:mod:`app.spool`); and the fold that moves those records into
+the tables (the lines, the head, how far it has folded) in one transaction.
 
-Writers in any number of processes are serialised by SQLite itself: the append reads the
-chain's tail and inserts the next line inside one ``BEGIN IMMEDIATE`` transaction, so two
-writers can never both extend the same tail.
+Writers in any number of processes are serialised by the spool's lock: a writer reads the
+records the others appended (the tail moves with them) and appends its own under it, so
+two writers can never both extend the same tail.
 """
 
 from __future__ import annotations

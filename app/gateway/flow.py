@@ -237,8 +237,8 @@ async def _open_line(
             ),
         },
         detail=f"{client}: {inbound.protocol} {inbound.model} → {role}",
-        # Nothing has happened yet: the route line, which stands before any effect,
-        # commits it (group commit), or the loop's next turn does.
+        # Nothing has happened yet: a store that commits in groups may commit it with the
+        # route line, which stands before any effect (the machine's spool writes it now).
         defer=True,
     )
 

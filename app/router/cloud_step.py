@@ -215,8 +215,8 @@ async def serve_cloud(
         return None
     model = router.policy.model(d.target)
     actual = cost_usd(model, result.usage.tokens_in, result.usage.tokens_out)
-    # What happened is recorded with group commit (defer): committed with the next write
-    # (the next request's decision line and reservation) or when the loop runs again.
+    # What happened (defer): a store that commits in groups may commit it with its next
+    # write; the machine's spool writes it at once, one record.
     await router.ledger.settle(
         reservation.id,
         actual_usd=actual,

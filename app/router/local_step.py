@@ -89,7 +89,7 @@ async def serve_local(
         latency_ms=result.latency_ms,
         cost_usd=0.0,
         outcome="ok",
-        defer=True,  # group commit: what happened, committed with the next write
+        defer=True,  # what happened: a store may commit it with its next write
     )
     await write(
         "call",

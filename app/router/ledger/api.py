@@ -3,9 +3,10 @@ use. :class:`~app.router.ledger.BudgetLedger` (a machine's SQLite file, the defa
 :class:`~app.router.ledger.pg_ledger.PgBudgetLedger` (the team's PostgreSQL) implement
 it; the router calls the one it was given directly, with nothing in between.
 
-``defer=True`` on a settlement or a call record: the store may commit it with its next
-write (group commit); a crash before then loses it as one just before it would have.
-A store that commits every write ignores it.
+``defer=True`` on a settlement or a call record: a store that commits in groups may
+commit it with its next write; a crash before then loses it as one just before it would
+have. The machine's (a record in its spool, standing at once) and the team's (a commit
+each) ignore it.
 
 ``on_expired``: called with the reservations a store charged in full because their TTL
 passed unsettled (their process may have made the call and died), after the charge is
@@ -101,7 +102,8 @@ class Ledger(Protocol):
     ) -> None: ...
 
     async def flush(self) -> None:
-        """Commit what was written with ``defer=True`` (group commit) now."""
+        """Make every write so far visible to the store's reports now (the machine's
+        folds its spool into the tables; the team's has nothing left to do)."""
         ...
 
     async def expire_stale(self) -> int: ...
