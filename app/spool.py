@@ -1,6 +1,6 @@
 """A spool: an append-only file of records that several processes share, written under an
-exclusive ``flock`` and folded into a SQLite database later, off the request path (a leaf:
-it imports nothing of Switchyard).
+exclusive ``flock`` and folded into a SQLite database later, in batches (a leaf beside
+:mod:`app.sqlite`, the one module of Switchyard it imports).
 
 Why (issue 20): a write that must stand before an effect (the audit line before a cloud
 call) cost a SQLite write transaction on the request path: BEGIN IMMEDIATE, a few
@@ -17,7 +17,7 @@ as 8 hex digits> <payload>``; a payload holds no newline. Readers parse complete
 a writer killed mid-record left (nothing: a ``write`` to a file is not interrupted by a
 signal) or what a power cut left (bytes that do not check).
 
-Folding is the owner's (:class:`Folder` runs its function on a thread of its own): it reads
+Folding is the owner's (:class:`Spooled` says when): it reads
 from the last folded offset, applies the records, and stores the new offset in the same
 transaction, so each record is folded exactly once whoever folds it. Once everything is
 folded and the file has grown past :data:`ROTATE_BYTES`, :meth:`Spool.rotate` puts a fresh
@@ -27,6 +27,7 @@ over the next time it takes the lock.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -34,15 +35,20 @@ import logging
 import os
 import secrets
 import sqlite3
-import threading
-import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
+
+from app.sqlite import Busy, is_busy
 
 MAGIC = b"switchyard-spool 1 "
 #: a fully folded spool larger than this is replaced by an empty one
 ROTATE_BYTES = 4 * 2**20
+#: a store folds on the request path once this many of its records wait
+FOLD_RECORDS = 512
+#: … and sooner, once its event loop has been free this long after a write
+IDLE_S = 0.25
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +93,7 @@ class Spool:
         self.start = 0
         #: how far this handle has read or written
         self.offset = 0
-        self._ino = 0
+        self._gone = False
         self._attach()
 
     # ── the file ─────────────────────────────────────────────────────────────────────────
@@ -102,7 +108,7 @@ class Spool:
         self.fd = fd
         self.ident = header[len(MAGIC) : -1].decode("ascii")
         self.start = self.offset = len(header)
-        self._ino = os.fstat(fd).st_ino
+        self._gone = False
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -124,10 +130,9 @@ class Spool:
             return None
         try:
             new = self._read_rest(cut=True)
-            while self._replaced():
-                # Everything in the old file was folded before it was replaced; what this
-                # handle had not read of it is still news to its owner (the tail moved).
-                new += self._read_rest(cut=False)
+            while self._gone:
+                # Everything in the old file was folded before it was replaced, and this
+                # handle has read the rest of it (news to its owner: the tail moved).
                 self._move()
                 new += self._read_rest(cut=True)
         except BaseException:
@@ -165,7 +170,11 @@ class Spool:
         self.offset += written
 
     def _read_rest(self, *, cut: bool) -> list[bytes]:
-        size = os.fstat(self.fd).st_size
+        st = os.fstat(self.fd)
+        # A file replaced (a rotation renamed a new one over it) or removed has no link
+        # left: the one fstat tells both, no stat of the path on every lock.
+        self._gone = st.st_nlink == 0
+        size = st.st_size
         if size <= self.offset:
             return []
         data = os.pread(self.fd, size - self.offset, self.offset)
@@ -182,10 +191,7 @@ class Spool:
             os.ftruncate(self.fd, at)
 
     def _replaced(self) -> bool:
-        try:
-            return os.stat(self.path).st_ino != self._ino
-        except FileNotFoundError:
-            return True
+        return os.fstat(self.fd).st_nlink == 0
 
     # ── folding ──────────────────────────────────────────────────────────────────────────
 
@@ -209,8 +215,8 @@ class Spool:
 
     def rotate(self, folded: Callable[[], tuple[str, int]]) -> bool:
         """Replace the file by an empty one when it is larger than :data:`ROTATE_BYTES`
-        and ``folded()`` (read under the lock: the folded id and offset) says all of it is
-        folded. The caller has made that fold durable first (a fsync'd commit). Writers
+        and ``folded()`` (called under the lock: it folds what is left, makes the folds
+        durable, and gives the folded id and offset) says all of it is folded. Writers
         holding the old file move over the next time they take the lock."""
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
@@ -271,88 +277,6 @@ def _header(fd: int) -> bytes | None:
     return head[: nl + 1]
 
 
-class Folder:
-    """Runs ``fold(conn)`` (one whole transaction: it begins and commits) on a daemon
-    thread with a connection of its own, ``delay_s`` after it is poked, so that a burst of
-    appends is folded in one transaction. The thread starts on the first poke and ends
-    after ``idle_s`` without one; it never keeps a process alive. A fold that fails is
-    logged and tried again on the next poke (a reader folds before it reads, and raises)."""
-
-    def __init__(
-        self,
-        db_path: Path,
-        fold: Callable[[sqlite3.Connection], object],
-        *,
-        delay_s: float = 0.02,
-        idle_s: float = 5.0,
-        busy_timeout_ms: int = 30_000,
-    ) -> None:
-        self.db_path = db_path
-        self.fold = fold
-        self.delay_s = delay_s
-        self.idle_s = idle_s
-        self.busy_timeout_ms = busy_timeout_ms
-        self._wake = threading.Event()
-        self._guard = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        #: the folds that failed since the last that did not (tests)
-        self.failures = 0
-
-    def poke(self) -> None:
-        if self._wake.is_set():
-            return
-        with self._guard:
-            if self._closed:
-                return
-            self._wake.set()
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._main, name=f"fold {self.db_path.name}", daemon=True
-                )
-                self._thread.start()
-
-    def close(self, timeout: float = 10.0) -> None:
-        with self._guard:
-            self._closed = True
-            thread = self._thread
-            self._wake.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-
-    def _main(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            while True:
-                woken = self._wake.wait(self.idle_s)
-                with self._guard:
-                    if self._closed or not woken:
-                        self._thread = None
-                        return
-                if self.delay_s:
-                    time.sleep(self.delay_s)  # let a burst gather
-                with self._guard:
-                    if self._closed:
-                        self._thread = None
-                        return
-                    self._wake.clear()
-                try:
-                    if conn is None:
-                        conn = sqlite3.connect(self.db_path, isolation_level=None)
-                        conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
-                        conn.execute("PRAGMA synchronous = NORMAL")
-                    self.fold(conn)
-                    self.failures = 0
-                except Exception as exc:  # told by the next reader, which folds itself
-                    self.failures += 1
-                    if self.failures == 1:
-                        log.warning("%s: folding its spool failed: %s", self.db_path, exc)
-        finally:
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-
-
 #: ``fold(conn, handle)``: inside a write transaction the caller holds, apply the records
 #: of ``handle``'s file after the last fold; the spool id and offset folded to
 FoldFn = Callable[[sqlite3.Connection, Spool], tuple[str, int]]
@@ -360,8 +284,17 @@ FoldFn = Callable[[sqlite3.Connection, Spool], tuple[str, int]]
 
 class Spooled:
     """A SQLite file's spool as its store uses it: a handle for the appends (under the
-    lock), one for the folds a reader makes first (under the store's own lock), the
-    folding thread with a handle of its own, and how far the spool is folded.
+    lock), one for the folds (under the store's own lock), how far the spool is folded,
+    and when to fold.
+
+    Folds run in the store's own thread (the event loop's, or the connection's when the
+    file is busy), never on a thread of their own: in CPython a thread folding beside
+    the request path holds the GIL between its statements, and every system call of the
+    request path (the lock, the ``write``) then waits for it; measured so, a request cost
+    more than the folds themselves (issue 20). A store folds when :data:`FOLD_RECORDS`
+    of its records wait (a few milliseconds in one transaction, on the request that
+    reaches it), when its loop has been free for :data:`IDLE_S` after a write, before any
+    read of its tables, and when it closes.
 
     ``fold`` applies records; ``watermark(conn)`` reads the committed (id, offset)."""
 
@@ -376,59 +309,99 @@ class Spooled:
         self._fold = fold
         self._watermark = watermark
         self.appends = Spool(self.path)
-        handles = [self.appends]
         try:
             self.reads = Spool(self.path)
-            handles.append(self.reads)
-            self._behind = Spool(self.path)
         except BaseException:
-            for h in handles:
-                h.close()
+            self.appends.close()
             raise
         #: the spool id and offset folded so far, as far as this process knows
         self.folded: tuple[str, int] = ("", 0)
-        self.folder: Folder | None = Folder(db_path, self._fold_behind)
+        #: records this process appended since it last folded
+        self.waiting = 0
+        self._idle: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def wrote(self, records: int) -> bool:
+        """Count ``records`` appended; True when the spool is due a fold now."""
+        self.waiting += records
+        return self.waiting >= FOLD_RECORDS
 
     def fold(self, conn: sqlite3.Connection, handle: Spool | None = None) -> None:
         """One whole fold transaction on ``conn`` (``handle``: the reads' unless the
-        caller holds the lock on the appends' and passes it)."""
+        caller holds the lock on the appends' and passes it); then, when the spool has
+        grown past :data:`ROTATE_BYTES`, its replacement."""
+        self._fold_once(conn, handle or self.reads)
+        if handle is None and self.reads.size() > _rotate_bytes():
+            self.reads.rotate(lambda: self._fold_rest(conn))
+
+    def fold_inline(self, conn: sqlite3.Connection, inline: bool) -> None:
+        """:meth:`fold` as an :class:`app.sqlite.SQLiteRunner` transaction function: on
+        the event loop it raises :class:`app.sqlite.Busy` rather than wait for the file."""
+        try:
+            self.fold(conn)
+        except sqlite3.Error as exc:
+            if inline and is_busy(exc):
+                raise Busy from exc
+            raise
+
+    def _fold_once(self, conn: sqlite3.Connection, handle: Spool) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self.folded = self._fold(conn, handle or self.reads)
+            self.folded = self._fold(conn, handle)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        self.waiting = 0
 
     def behind(self) -> bool:
-        """Records were appended past the last fold this process knows of."""
-        return (self.reads.ident, self.reads.size()) != self.folded
+        """Records were appended past the last fold this process knows of (or the spool
+        was replaced: what the new one holds is unknown)."""
+        st = os.fstat(self.reads.fd)
+        return st.st_nlink == 0 or (self.reads.ident, st.st_size) != self.folded
 
-    def poke(self) -> None:
-        if self.folder is not None:
-            self.folder.poke()
+    def when_idle(self, fold: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """After a write: run ``fold()`` once the loop has been free for :data:`IDLE_S`
+        (one timer at a time; a fold that fails is logged: the next read folds, and
+        raises)."""
+        if self._idle is None and not self._closed:
+            self._idle = asyncio.get_running_loop().call_later(IDLE_S, self._start, fold)
 
-    def stop_folding(self) -> None:
-        folder, self.folder = self.folder, None
-        if folder is not None:
-            folder.close()
+    def _start(self, fold: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._idle = None
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._quietly(fold))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _quietly(self, fold: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await fold()
+        except Exception as exc:
+            log.warning("%s: folding its spool failed: %s", self.db_path, exc)
+
+    async def stop(self) -> None:
+        """No idle fold from now on (the store folds what is left itself)."""
+        self._closed = True
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def close(self) -> None:
-        self.stop_folding()
-        for handle in (self.appends, self.reads, self._behind):
+        for handle in (self.appends, self.reads):
             handle.close()
 
-    def _fold_behind(self, conn: sqlite3.Connection) -> None:
-        self.fold(conn, self._behind)
-        if self._behind.size() > _rotate_bytes():
-            self._behind.rotate(lambda: self._synced_watermark(conn))
-
-    def _synced_watermark(self, conn: sqlite3.Connection) -> tuple[str, int]:
-        """The committed watermark, made durable: the folds committed without a sync
-        (synchronous NORMAL), so the WAL and the file are synced after it is read (a
-        checkpoint syncs what it moved into the file itself). Called under the spool's
-        lock, before the records it covers leave the spool."""
+    def _fold_rest(self, conn: sqlite3.Connection) -> tuple[str, int]:
+        """Under the spool's lock (no record comes in): fold what is left, make every fold
+        durable, and say how far that is. The folds committed without a sync (synchronous
+        NORMAL): the WAL and the file are synced before the records leave the spool (a
+        checkpoint syncs what it moved into the file itself). Once per rotation."""
+        self._fold_once(conn, self.reads)
         mark = self._watermark(conn)
         for name in (f"{self.db_path}-wal", str(self.db_path)):
             with contextlib.suppress(FileNotFoundError):

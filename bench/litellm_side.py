@@ -13,7 +13,8 @@ a fallback to a second provider, and LiteLLM's defaults otherwise. It is driven 
 stdin by the harness, so that both sides run in alternating chunks on one machine:
 
     warm N   → N untimed requests
-    run N    → N timed requests; one line of JSON: {"lat_us": [...]}
+    run N    → N timed requests; one line of JSON: {"lat_us": [...], "cpu_us": …} (the
+               process's CPU time over the chunk, every thread's)
     quit
 """
 
@@ -90,11 +91,14 @@ async def serve() -> None:
             return
         n = int(arg or 0)
         lat: list[int] = []
+        cpu0 = time.process_time()  # every thread's: background work counts too
         for _ in range(n):
             t0 = time.perf_counter_ns()
             await one(router)
             lat.append((time.perf_counter_ns() - t0) // 1000)
-        out = {"lat_us": lat} if cmd == "run" else {"warmed": n}
+        await asyncio.sleep(0)  # callbacks the requests left, as our side folds its spools
+        cpu_us = (time.process_time() - cpu0) * 1e6
+        out = {"lat_us": lat, "cpu_us": cpu_us} if cmd == "run" else {"warmed": n}
         sys.stdout.write(json.dumps(out) + "\n")
         sys.stdout.flush()
 

@@ -109,6 +109,8 @@ class Side:
             cwd=ROOT,
         )
         self.lat_us: list[int] = []
+        #: the process's CPU time over the timed chunks (every thread's), µs
+        self.cpu_us = 0.0
 
     def ask(self, line: str) -> dict[str, Any]:
         stdin: IO[str] | None = self.proc.stdin
@@ -123,7 +125,12 @@ class Side:
         return data
 
     def run(self, n: int) -> None:
-        self.lat_us.extend(self.ask(f"run {n}")["lat_us"])
+        reply = self.ask(f"run {n}")
+        self.lat_us.extend(reply["lat_us"])
+        self.cpu_us += float(reply.get("cpu_us", 0.0))
+
+    def cpu_per_request(self) -> float:
+        return self.cpu_us / max(1, len(self.lat_us))
 
     def quit(self) -> dict[str, Any]:
         try:
@@ -246,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{imp_theirs * 1000:.0f} ms (median of {args.imports}, whole process; "
         f"bare interpreter {bare_ours * 1000:.0f} / {bare_theirs * 1000:.0f} ms)"
     )
+    cpu_ours, cpu_theirs = ours.cpu_per_request(), theirs.cpu_per_request()
+    print(
+        f"CPU per request (the process's, every thread's, over the timed chunks): switchyard "
+        f"{cpu_ours:.0f} µs (its spools' folds included) · LiteLLM {cpu_theirs:.0f} µs"
+    )
     load = os.getloadavg()
     print(f"load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     r_p50 = print_ratio(
@@ -268,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         {
             "litellm_version": version,
             "isolation": how,
-            "switchyard": {**s_ours, **closing},
-            "litellm": s_theirs,
+            "switchyard": {**s_ours, **closing, "cpu_us_per_request": cpu_ours},
+            "litellm": {**s_theirs, "cpu_us_per_request": cpu_theirs},
             "switchyard_live_view": None if s_live is None else {**s_live, **(closing_live or {})},
             "import_s": {
                 "switchyard": t_ours,

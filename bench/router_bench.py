@@ -100,7 +100,10 @@ lines themselves (made as the product makes them, written nowhere) are ~120 µs.
 
 ``--serve`` answers the P1 harness (``bench/p1_router.py``) over stdin, so that this side
 and LiteLLM's run in alternating chunks: ``warm N``, ``run N`` (one line of JSON with the
-latencies in µs), ``quit`` (the audit chain verified, one line of JSON).
+latencies in µs, and the process's CPU time over the chunk, every thread's, the spools'
+folds included: what is not folded when the chunk ends is folded before the reply, so it
+never runs while the other side is measured), ``quit`` (the audit chain verified, one
+line of JSON).
 """
 
 from __future__ import annotations
@@ -308,9 +311,16 @@ async def serve(workdir: Path, *, live: bool = False) -> None:
         if cmd in ("quit", ""):
             print(json.dumps(await bench.close()), flush=True)
             return
+        cpu0 = time.process_time()  # every thread's: the spools' folding threads too
         latencies = await bench.timed(int(arg or 0))
+        # What the folding threads have not folded yet is folded now, in this chunk:
+        # never left to run while the other side is measured.
+        await bench.audit.flush()
+        await bench.ledger.flush()
+        cpu_us = (time.process_time() - cpu0) * 1e6
         if cmd == "run":
-            print(json.dumps({"lat_us": [round(x * 1e6) for x in latencies]}), flush=True)
+            lat = [round(x * 1e6) for x in latencies]
+            print(json.dumps({"lat_us": lat, "cpu_us": cpu_us}), flush=True)
         else:
             print(json.dumps({"warmed": len(latencies)}), flush=True)
 

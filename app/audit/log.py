@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -51,6 +52,8 @@ from app.spool import Spooled
 from app.sqlite import SQLiteRunner, failure_text
 
 __all__ = ["SYNCHRONOUS", "AuditLog", "AuditLogOpener"]
+
+log = logging.getLogger(__name__)
 
 
 class AuditLog(AuditBase):
@@ -133,12 +136,12 @@ class AuditLog(AuditBase):
     async def _close_spool(self) -> None:
         spooled, self._spooled = self._spooled, None
         if spooled is not None:
-            await asyncio.to_thread(spooled.close)
+            spooled.close()
 
     async def _close_store(self) -> None:
         try:
             if self._spooled is not None:
-                await asyncio.to_thread(self._spooled.stop_folding)
+                await self._spooled.stop()
             # What is left is folded by the next open (the lines stand in the spool): a
             # failure here (a full disk) takes nothing away, so the close goes on.
             with contextlib.suppress(sqlite3.Error, OSError, SwitchyardError):
@@ -167,10 +170,32 @@ class AuditLog(AuditBase):
         try:
             news = spool.acquire(blocking=False)
             if news is None:  # another writer holds it: wait off the loop
-                return await asyncio.to_thread(self._append, lines, None)
-            return self._append(lines, news)
+                out = await asyncio.to_thread(self._append, lines, None)
+            else:
+                out = self._append(lines, news)
         except OSError as exc:
             raise StoreError(f"cannot write the audit log {spool.path}: {exc}") from exc
+        await self._after_write(len(out))
+        return out
+
+    async def _after_write(self, records: int) -> None:
+        """Fold now when enough lines wait, else once the loop is free (the caller holds
+        ``_lock``). The lines stand in the spool whatever a fold does: one that fails is
+        logged here, and raised by the next read."""
+        spooled = self._spooled
+        assert spooled is not None
+        if not spooled.wrote(records):
+            spooled.when_idle(self._idle_fold)
+            return
+        try:
+            await self._fold_here(inline=True)
+        except (StoreError, AuditTamperError, OSError) as exc:
+            log.warning("%s: folding the audit spool failed: %s", self.path, exc)
+
+    async def _idle_fold(self) -> None:
+        async with self._lock:
+            if not self._closed:
+                await self._fold_here(inline=True)
 
     def _append(self, lines: list[PreparedLine], news: list[bytes] | None) -> list[AuditLine]:
         assert self._spooled is not None
@@ -187,7 +212,6 @@ class AuditLog(AuditBase):
             self._tail = (last.seq, last.hash)
         finally:
             spool.release()
-        self._spooled.poke()
         return out
 
     async def flush(self) -> None:
@@ -195,14 +219,16 @@ class AuditLog(AuditBase):
         async with self._lock:
             await self._fold_here()
 
-    async def _fold_here(self) -> None:
+    async def _fold_here(self, *, inline: bool = False) -> None:
         """Fold what the spool holds beyond the last fold, on this log's connection (the
-        caller holds ``_lock``): nothing to do, and no statement, when nothing is new."""
+        caller holds ``_lock``): nothing to do, and no statement, when nothing is new.
+        ``inline``: on the event loop when the file is free at once (a batch on the
+        request path), else on the connection's thread."""
         spooled = self._spooled
         if spooled is None or not spooled.behind():
             return
         with self._mapped(writing=True):
-            await self._runner.run(lambda conn, inline: spooled.fold(conn), inline=False)
+            await self._runner.run(spooled.fold_inline, inline=inline)
 
     # ── read ─────────────────────────────────────────────────────────────────────────────
 

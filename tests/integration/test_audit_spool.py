@@ -1,7 +1,8 @@
-"""The audit log's spool (issue 20): an append stands in ``audit.db-spool`` when it returns,
-a thread folds it into the tables, every read folds first; writers in other handles and
-processes extend one chain; a killed writer's lines are folded by the next open; a spool
-that does not continue the chain is found; a grown spool is replaced."""
+"""The audit log's spool (issue 20): an append stands in ``audit.db-spool`` when it returns;
+the log folds it into the tables once its loop is free, or on the append that makes a
+batch, and every read folds first; writers in other handles and processes extend one
+chain; a killed writer's lines are folded by the next open; a spool that does not
+continue the chain is found; a grown spool is replaced."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _spool(path: Path) -> Path:
 
 
 async def _until(check: object, what: str) -> None:
-    """Wait for the folding thread (a deadline against a hang, not a timing claim)."""
+    """Wait for an idle fold (a deadline against a hang, not a timing claim)."""
     deadline = time.monotonic() + 20
     while not check():  # type: ignore[operator]
         if time.monotonic() > deadline:
@@ -47,11 +48,26 @@ async def test_an_append_stands_in_the_spool_and_is_folded_behind_it(tmp_path: P
         line = await log.append("escalation", session="s", to="m")
         assert line.seq == 1
         assert b'"seq":1,' in _spool(path).read_bytes()
-        await _until(lambda: _count(path) == 1, "the thread folded the line")
+        assert _count(path) == 0  # not yet in the tables: the loop has not been free
+        await _until(lambda: _count(path) == 1, "the idle loop folded the line")
         await log.append("call", session="s", defer=True)
         # a read folds what is left before it reads
         assert [ln.kind for ln in await log.tail(5)] == ["escalation", "call"]
         assert _count(path) == 2
+        assert (await log.verify()).ok
+
+
+async def test_a_batch_of_lines_is_folded_by_the_append_that_makes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spools, "FOLD_RECORDS", 5)
+    path = tmp_path / "audit.db"
+    async with AuditLog.open(path) as log:
+        for i in range(4):
+            await log.append("route", session="s", detail=str(i))
+        assert _count(path) == 0
+        await log.append("route", session="s", detail="4")  # the fifth: a batch
+        assert _count(path) == 5
         assert (await log.verify()).ok
 
 
@@ -96,7 +112,7 @@ async def test_a_grown_spool_is_replaced_and_every_writer_moves_over(
         header = _spool(path).read_bytes().split(b"\n")[0]
         for i in range(60):
             await (a if i % 2 else b).append("route", session="s", detail="x" * 200)
-            await asyncio.sleep(0.005)  # the folding threads get their turns
+            await asyncio.sleep(0.005)
         await _until(
             lambda: _spool(path).read_bytes().split(b"\n")[0] != header, "the spool was replaced"
         )
@@ -111,11 +127,13 @@ async def test_a_grown_spool_is_replaced_and_every_writer_moves_over(
 _WRITER = """
 import asyncio, sys
 from pathlib import Path
+from app import spool as spools
 from app.audit.log import AuditLog
 
 async def main():
     log = await AuditLog.open(Path(sys.argv[1]))
-    log._spooled.stop_folding()  # nothing folds behind: the kill leaves every line in the spool
+    await log._spooled.stop()  # no idle fold, and no batch: every line stays in the spool
+    spools.FOLD_RECORDS = 10**9
     for i in range(10**6):
         await log.append("route", session="w", detail=str(i))
         if i == 50:

@@ -15,7 +15,7 @@ from app.policy.schema import Budget
 from app.router.ledger import SCHEMA_VERSION, BudgetLedger
 from app.router.ledger.caps import _SUMS
 from app.router.ledger.schema import MIGRATIONS
-from app.router.ledger.spooled import _CLOSE, _ROW
+from app.router.ledger.spooled import _AMOUNT, _CLOSE
 
 BUDGET = Budget(session_usd=5.0, day_usd=8.0, reservation_ttl_s=60, provider_day_usd={})
 
@@ -108,7 +108,7 @@ async def test_the_request_path_statements_build_no_ephemeral_table(tmp_path: Pa
     db = sqlite3.connect(path, isolation_level=None)
     assert not _ephemeral(db, _SUMS, ("s1", "2026-01-01"))
     assert not _ephemeral(db, _CLOSE, ("settled", "x", "r1"))
-    assert not _ephemeral(db, _ROW, ("r1",))
+    assert not _ephemeral(db, _AMOUNT, ("r1",))
     # the constraints checked at every write: no IN list left in the schema
     for name, sql in db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL"):
         assert " IN (" not in sql.upper(), name

@@ -1,8 +1,9 @@
 """The ledger's spool (issue 20): the request path's writes stand in ``ledger.db-spool``
-when they return (another process's ledger counts them at once), a thread folds them into
-the tables, every report folds first; a killed writer's records are folded by the next
-open. (The audit log's spool: tests/integration/test_audit_spool.py.) And the runner's
-checkpoints, which the folds' commits still make, run on a thread of their own."""
+when they return (another process's ledger counts them at once), the ledger folds them
+into the tables in batches or once its loop is free, every report folds first; a killed
+writer's records are folded by the next open. (The audit log's spool:
+tests/integration/test_audit_spool.py.) And the runner's checkpoints, which the folds'
+commits make, run on a thread of their own."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+from app import spool as spools
 from app.clock import ManualClock
 from app.policy.schema import Budget
 from app.router.ledger import BudgetLedger, CapExceeded, ReservationClosed, UnknownReservation
@@ -56,7 +58,7 @@ async def test_a_write_stands_in_the_spool_and_another_ledger_counts_it(tmp_path
             await led.reserve(
                 session="s", provider="deepseek", role="r", model="m", amount_usd=0.01
             )
-        # a report folds what the thread has not yet: the tables hold every record
+        # a report folds what is not folded yet: the tables hold every record
         snap = await other.snapshot("s")
         assert (snap.per_session.spent_usd, snap.reserved_usd, snap.calls) == (0.5, 4.5, 1)
         assert _count(path, "SELECT COUNT(*) FROM reservations WHERE status = 'live'") == 1
@@ -88,7 +90,7 @@ async def test_a_closed_reservation_of_another_process_is_said_closed(tmp_path: 
 
 
 # Reserves (and settles, when asked) and then blocks without ever giving the event loop a
-# turn, its folding thread stopped: whatever it wrote is in the spool alone when it is killed.
+# turn, its folds stopped: whatever it wrote is in the spool alone when it is killed.
 _CHILD = """
 import asyncio, json, sys, time
 from datetime import datetime
@@ -99,7 +101,7 @@ from app.router.ledger import BudgetLedger
 async def main(path, budget, start, settle):
     clock = ManualClock(datetime.fromisoformat(start))
     led = await BudgetLedger.open(path, Budget(**budget), clock=clock)
-    led._spooled.stop_folding()
+    await led._spooled.stop()
     res = await led.reserve(session="k", provider="deepseek", role="r", model="m", amount_usd=2.0)
     if settle == "settle":
         await led.settle(res.id, actual_usd=0.1, tokens_in=1, tokens_out=1, latency_ms=1)
@@ -192,3 +194,41 @@ async def test_checkpoints_run_on_a_thread_of_their_own_and_the_wal_starts_over(
         runner.close()
         await db.close()
     assert runner.checkpointer._thread is None  # closing the runner ended the thread
+
+
+async def test_a_grown_spool_is_replaced_and_both_ledgers_keep_counting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spools, "ROTATE_BYTES", 2048)
+    path = tmp_path / "ledger.db"
+    spool = tmp_path / "ledger.db-spool"
+    clock = ManualClock()
+    budget = Budget(session_usd=100.0, day_usd=100.0, reservation_ttl_s=900)
+    async with (
+        await BudgetLedger.open(path, budget, clock=clock) as a,
+        await BudgetLedger.open(path, budget, clock=clock) as b,
+    ):
+        header = spool.read_bytes().split(b"\n")[0]
+        for i in range(40):
+            led = a if i % 2 else b
+            res = await led.reserve(
+                session="s", provider="deepseek", role="r", model="m", amount_usd=1.0
+            )
+            await led.settle(res.id, actual_usd=0.5, tokens_in=1, tokens_out=1, latency_ms=1)
+            await asyncio.sleep(0.02)  # idle folds: one of them replaces the spool
+        for _ in range(1000):  # (a deadline against a hang, not a timing claim)
+            if spool.read_bytes().split(b"\n")[0] != header:
+                break
+            await asyncio.sleep(0.02)
+        assert spool.read_bytes().split(b"\n")[0] != header, "the spool was never replaced"
+        for led in (a, b):
+            res = await led.reserve(
+                session="s", provider="deepseek", role="r", model="m", amount_usd=1.0
+            )
+            await led.settle(res.id, actual_usd=0.5, tokens_in=1, tokens_out=1, latency_ms=1)
+        assert await a.left_usd("s", "deepseek") == pytest.approx(100 - 21)
+        assert await b.left_usd("s", "deepseek") == pytest.approx(100 - 21)
+        snap = await a.snapshot("s")
+        assert (snap.per_session.spent_usd, snap.reserved_usd, snap.calls) == (21.0, 0.0, 42)
+    async with await BudgetLedger.open(path, budget, clock=clock) as c:
+        assert (await c.snapshot("s")).calls == 42

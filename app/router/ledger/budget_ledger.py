@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable
@@ -46,6 +47,7 @@ from app.sqlite import SQLiteRunner, is_busy, read_transaction, use_wal
 SYNCHRONOUS = "NORMAL"
 LOCAL_PROVIDER = "local"
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class _Wait(Exception):
@@ -89,6 +91,9 @@ class BudgetLedger(ClosedOnExit):
         #: the spool, and the totals the request path checks (see .spooled)
         self._spooled: Spooled | None = None
         self._mirror = spooled.Mirror()
+        #: the last operation wrote ``_written`` records (a fold may be due)
+        self._due = False
+        self._written = 0
 
     @classmethod
     async def open(
@@ -139,7 +144,7 @@ class BudgetLedger(ClosedOnExit):
     async def _close_spool(self) -> None:
         sp, self._spooled = self._spooled, None
         if sp is not None:
-            await asyncio.to_thread(sp.close)
+            sp.close()
 
     async def close(self) -> None:
         if self._db is not None:
@@ -149,7 +154,7 @@ class BudgetLedger(ClosedOnExit):
                 await reader.close()
             async with self._lock:
                 if self._spooled is not None:
-                    await asyncio.to_thread(self._spooled.stop_folding)
+                    await self._spooled.stop()
                 # what is left is folded by the next open: a failure here loses nothing
                 with contextlib.suppress(sqlite3.Error, OSError, LedgerError):
                     await self._fold_here()
@@ -183,14 +188,15 @@ class BudgetLedger(ClosedOnExit):
             if self._db is not None:
                 await self._fold_here()
 
-    async def _fold_here(self) -> None:
+    async def _fold_here(self, *, inline: bool = False) -> None:
         """Fold on this ledger's connection (the caller holds ``_lock``); no statement
-        when nothing was appended since the last fold."""
+        when nothing was appended since the last fold. ``inline``: on the event loop when
+        the file is free at once (a batch on the request path), else on its thread."""
         sp = self._spooled
         if sp is None or not sp.behind():
             return
         try:
-            await self._runner.run(lambda conn, inline: sp.fold(conn), inline=False)
+            await self._runner.run(sp.fold_inline, inline=inline)
         except sqlite3.Error as exc:
             raise transactions.ledger_error(self.path, exc) from exc
         except OSError as exc:
@@ -204,16 +210,39 @@ class BudgetLedger(ClosedOnExit):
         once, else on a thread that waits for it (and for the file, when ``op`` reads it)."""
         async with self._lock:
             self._conn()
+            self._due = False
             try:
                 try:
-                    return self._under_lock(op, True)
+                    result = self._under_lock(op, True)
                 except _Wait:
-                    return await asyncio.to_thread(self._under_lock, op, False)
+                    result = await asyncio.to_thread(self._under_lock, op, False)
             except sqlite3.Error as exc:
                 raise transactions.ledger_error(self.path, exc) from exc
             except OSError as exc:
                 where = self._spooled.path if self._spooled else self.path
                 raise LedgerError(f"{where}: budget ledger error: {exc}") from exc
+            if self._due:
+                await self._fold_due()
+            return result
+
+    async def _fold_due(self) -> None:
+        """After a write: fold now when enough records wait, else once the loop is free
+        (the caller holds ``_lock``). The records stand in the spool whatever a fold
+        does: one that fails is logged here, and raised by the next report."""
+        sp = self._spooled
+        assert sp is not None
+        if not sp.wrote(self._written):
+            sp.when_idle(self._idle_fold)
+            return
+        try:
+            await self._fold_here(inline=True)
+        except LedgerError as exc:
+            log.warning("%s: folding the ledger's spool failed: %s", self.path, exc)
+
+    async def _idle_fold(self) -> None:
+        async with self._lock:
+            if self._db is not None:
+                await self._fold_here(inline=True)
 
     def _under_lock(self, op: Callable[[bool], T], inline: bool) -> T:
         sp = self._spooled
@@ -235,7 +264,7 @@ class BudgetLedger(ClosedOnExit):
         sp.appends.write([spooled.encode(r) for r in records])
         for r in records:
             self._mirror.apply_one(r)
-        sp.poke()
+        self._due, self._written = True, len(records)
 
     def _need(self, session: str, day: str, inline: bool) -> None:
         """``session``'s and ``day``'s totals in the mirror: read from the tables the
@@ -331,7 +360,7 @@ class BudgetLedger(ClosedOnExit):
             refused = None
             if amount > 0:  # checked against the totals with the expiries charged
                 refused = caps.check(mirror.sums_after(session, day, stale), res, amount)
-            records: list[list[Any]] = [["x", s.id, when] for s in stale]
+            records: list[list[Any]] = [["x", s.id, when, *mirror.where(s)] for s in stale]
             if refused is None:
                 records.append(["r", *live])
             if records:
@@ -410,7 +439,7 @@ class BudgetLedger(ClosedOnExit):
                     raise UnknownReservation(f"unknown reservation {reservation_id}")
                 raise ReservationClosed(reservation_id, found)
             record = ["c", reservation_id, status, when, cost, outcome, tokens_in, tokens_out]
-            self._write([[*record, latency_ms]])
+            self._write([[*record, latency_ms, *mirror.where(live)]])
             return live.session
 
         session = await self._spool_op(op)
@@ -465,7 +494,7 @@ class BudgetLedger(ClosedOnExit):
         def op(inline: bool) -> list[Reservation]:
             stale = mirror.stale(now_ts)
             if stale:
-                self._write([["x", s.id, when] for s in stale])
+                self._write([["x", s.id, when, *mirror.where(s)] for s in stale])
             return [s.reservation() for s in stale]
 
         expired = await self._spool_op(op)

@@ -67,8 +67,10 @@ class Live(NamedTuple):
 
 # ── records ─────────────────────────────────────────────────────────────────────────────
 # ["r", *Live]                                          a reservation
-# ["c", id, status, closed, cost, outcome, tin, tout, ms] a reservation settled or released
-# ["x", id, closed]                                     one expired: charged its amount
+# ["c", id, status, closed, cost, outcome, tin, tout, ms, *where]
+#                                                       a reservation settled or released
+# ["x", id, closed, *where]                             one expired: charged its amount
+#   where: the reservation's day, session, run, role, model, provider (its call row's)
 # ["k", ts, day, session, run, role, model, provider, tin, tout, ms, cost, outcome]
 #                                                       a call without a reservation
 
@@ -133,6 +135,11 @@ class Mirror:
                 u.per_provider[res.provider] = (spent + res.amount, held - res.amount)
         return u
 
+    @staticmethod
+    def where(live: Live) -> list[str]:
+        """What a close record carries of its reservation (its call row's columns)."""
+        return [live.day, live.session, live.run, live.role, live.model, live.provider]
+
     def stale(self, now_ts: float) -> list[Live]:
         return [res for res in self.live.values() if res.expires_at <= now_ts]
 
@@ -186,7 +193,7 @@ _INSERT_RESERVATION = (
     " created, expires, expires_at, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,'live')"
 )
 _CLOSE = "UPDATE reservations SET status = ?, closed = ? WHERE id = ? AND status = 'live'"
-_ROW = "SELECT day, session, run, role, model, provider, amount_nusd FROM reservations WHERE id = ?"
+_AMOUNT = "SELECT amount_nusd FROM reservations WHERE id = ?"
 
 
 def folded(db: sqlite3.Connection) -> tuple[str, int]:
@@ -216,19 +223,17 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
         elif kind == "c" or kind == "x":
             rid, status, when = (r[1], r[2], r[3]) if kind == "c" else (r[1], "expired", r[2])
             if db.execute(_CLOSE, (status, when, rid)).rowcount != 1:
-                log.error(
-                    "%s: reservation %s is not live: its %s not folded", spool.path, rid, status
-                )
+                log.error("%s: reservation %s not live: %s not folded", spool.path, rid, status)
                 continue
-            day, session, run, role, model, provider, amount = db.execute(_ROW, (rid,)).fetchone()
             if kind == "c":
                 cost, outcome, tin, tout, ms = r[4], r[5], r[6], r[7], r[8]
+                day, session, run, role, model, provider = r[9:15]
             else:
-                cost, outcome, tin, tout, ms = amount, "expired", 0, 0, 0.0
-            insert_call(
-                db,
-                (when, day, session, run, role, model, provider, tin, tout, ms, cost, outcome, rid),
-            )
+                day, session, run, role, model, provider = r[3:9]
+                cost = db.execute(_AMOUNT, (rid,)).fetchone()[0]
+                outcome, tin, tout, ms = "expired", 0, 0, 0.0
+            row = (when, day, session, run, role, model, provider, tin, tout, ms, cost, outcome)
+            insert_call(db, (*row, rid))
         elif kind == "k":
             insert_call(db, (*r[1:13], None))
     db.execute(_SET_WATERMARK, (spool.ident, end))
