@@ -1,8 +1,9 @@
 """P8: the team ledger: reservation latency and throughput on PostgreSQL vs SQLite, in
 one process and in 8, and the overspend when 8 processes race for one cap.
 
-Each reservation is the ledger's real ``reserve`` (the cap check and the hold in one
-transaction): on SQLite one ``BEGIN IMMEDIATE`` on a shared file (WAL, NORMAL), on
+Each reservation is the ledger's real ``reserve`` (the cap check and the hold as one
+step): on SQLite one record appended to the file's spool under its lock, checked against
+the totals every writer's records keep in memory (folded into the WAL file in batches), on
 PostgreSQL one call of the reservation function (a conditional UPDATE of the cap rows),
 with fsync on, as a team's server runs (and again with fsync off, to show what the
 disk's flush costs: every reservation of a team updates the team's day row, so they

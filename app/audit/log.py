@@ -229,6 +229,8 @@ class AuditLog(AuditBase):
             return
         with self._mapped(writing=True):
             await self._runner.run(spooled.fold_inline, inline=inline)
+        # a fold writes many pages: the WAL is copied back after each, on its own thread
+        self._runner.checkpointer.poke()
 
     # ── read ─────────────────────────────────────────────────────────────────────────────
 

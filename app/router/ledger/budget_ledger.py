@@ -152,9 +152,10 @@ class BudgetLedger(ClosedOnExit):
             reader, self._reader = self._reader, None
             if reader is not None:
                 await reader.close()
+            if self._spooled is not None:
+                # (before the lock: an idle fold under way takes it, and is waited for)
+                await self._spooled.stop()
             async with self._lock:
-                if self._spooled is not None:
-                    await self._spooled.stop()
                 # what is left is folded by the next open: a failure here loses nothing
                 with contextlib.suppress(sqlite3.Error, OSError, LedgerError):
                     await self._fold_here()
@@ -201,6 +202,8 @@ class BudgetLedger(ClosedOnExit):
             raise transactions.ledger_error(self.path, exc) from exc
         except OSError as exc:
             raise LedgerError(f"{sp.path}: budget ledger error: {exc}") from exc
+        # a fold writes many pages: the WAL is copied back after each, on its own thread
+        self._runner.checkpointer.poke()
 
     # ── the spool ────────────────────────────────────────────────────────────────────────
 
