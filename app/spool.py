@@ -14,8 +14,9 @@ at the first that does not check).
 The file: a header line ``switchyard-spool 1 <id>``, then one record per line, ``<crc32
 as 8 hex digits> <payload>``; a payload holds no newline. Readers parse complete lines only
 (a record being written is not read half-way). Whoever holds the lock next cuts off what
-a writer killed mid-record left (nothing: a ``write`` to a file is not interrupted by a
-signal) or what a power cut left (bytes that do not check).
+a writer killed mid-``write`` left (a ``write`` of several pages can be cut short by
+SIGKILL: the records it completed stand, the one it cut does not check) or what a power
+cut left (bytes that do not check).
 
 Folding is the owner's (:class:`Spooled` says when): it reads
 from the last folded offset, applies the records, and stores the new offset in the same
@@ -35,10 +36,11 @@ import logging
 import os
 import secrets
 import sqlite3
+import time
 import zlib
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from app.sqlite import Busy, is_busy
 
@@ -47,10 +49,14 @@ MAGIC = b"switchyard-spool 1 "
 ROTATE_BYTES = 4 * 2**20
 #: a store folds on the request path once this many of its records wait
 FOLD_RECORDS = 512
-#: … and sooner, once its event loop has been free this long after a write
+#: … and this long after a write, on the store's loop when it next runs callbacks
 IDLE_S = 0.25
+#: a writer waits this long at most for a lock another process holds (SQLite's busy
+#: timeout was the same): a process stopped while it holds one is an error, not a hang
+LOCK_TIMEOUT_S = 30.0
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def frame(payload: bytes) -> bytes:
@@ -94,15 +100,18 @@ class Spool:
         #: how far this handle has read or written
         self.offset = 0
         self._gone = False
+        #: records read under a lock that could not be kept (see :meth:`acquire`)
+        self._carry: list[bytes] = []
         self._attach()
 
     # ── the file ─────────────────────────────────────────────────────────────────────────
 
     def _attach(self) -> None:
         """Open the file at ``path`` (made with its header when missing or empty)."""
-        fd, header = _open_locked(self.path)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        self._use(fd, header)
+        opened = _open_locked(self.path)
+        assert opened is not None  # (waited for)
+        fcntl.flock(opened[0], fcntl.LOCK_UN)
+        self._use(*opened)
 
     def _use(self, fd: int, header: bytes) -> None:
         self.fd = fd
@@ -122,39 +131,48 @@ class Spool:
 
     def acquire(self, *, blocking: bool) -> list[bytes] | None:
         """Take the lock and read the records appended since this handle last looked
-        (other writers', across a rotation too). None when ``blocking`` is off and
-        another holds the lock (or a rotation's new file is locked): nothing is held."""
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        (other writers', across a rotation too). None when ``blocking`` is off and the
+        lock (or a rotation's new file's) is taken: nothing is held then, and what was
+        read already is kept for the next call."""
+        if not _lock(self.fd, self.path, blocking=blocking):
             return None
+        new, self._carry = self._carry, []
         try:
-            new = self._read_rest(cut=True)
+            new += self._read_rest(cut=True)
             while self._gone:
                 # Everything in the old file was folded before it was replaced, and this
                 # handle has read the rest of it (news to its owner: the tail moved).
-                self._move()
+                if not self._move(blocking=blocking):
+                    self._carry = new
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+                    return None
                 new += self._read_rest(cut=True)
         except BaseException:
+            self._carry = new  # read, not yet told: the next call returns them
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             raise
         return new
 
-    def _move(self) -> None:
-        """From the replaced file (locked) to the one now at ``path`` (locked: a wait of
-        microseconds, an appender's or the rotation's own)."""
+    def _move(self, *, blocking: bool) -> bool:
+        """From the replaced file (locked) to the one now at ``path``, locked (False, and
+        nothing moved, when that lock is taken and ``blocking`` is off)."""
+        opened = _open_locked(self.path, blocking=blocking)
+        if opened is None:
+            return False
         old = self.fd
-        fd, header = _open_locked(self.path)
         fcntl.flock(old, fcntl.LOCK_UN)
         os.close(old)
-        self._use(fd, header)
+        self._use(*opened)
+        return True
 
     def release(self) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def write(self, payloads: list[bytes]) -> None:
-        """Append ``payloads`` (under the lock, after :meth:`acquire`): all of them, in one
-        ``write``, or none (a short write on a full disk is cut off and raised)."""
+        """Append ``payloads`` (under the lock, after :meth:`acquire`) in one ``write``: a
+        short write (a full disk) is cut off and raised, so none of them stands; a process
+        killed in the middle of a write of several pages may leave the records it had
+        completed (each checks, in order), never a part of one."""
         for p in payloads:
             if b"\n" in p:
                 raise ValueError("a spool record cannot hold a newline")
@@ -206,19 +224,35 @@ class Spool:
 
     def follow(self) -> None:
         """Move this handle to the file now at ``path`` when the one it has was replaced
-        (a reading handle: it holds no lock)."""
-        if self._replaced():
-            fd, header = _open_locked(self.path)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self._use(fd, header)
+        (a reading handle: it takes no lock, so a fold holding the database's write lock
+        never waits for a writer holding the spool's; a file not there yet or without its
+        header is followed next time)."""
+        if not self._replaced():
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            header = _header(fd, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        if header is None:
+            os.close(fd)
+            return
+        os.close(self.fd)
+        self._use(fd, header)
 
     def rotate(self, folded: Callable[[], tuple[str, int]]) -> bool:
         """Replace the file by an empty one when it is larger than :data:`ROTATE_BYTES`
         and ``folded()`` (called under the lock: it folds what is left, makes the folds
         durable, and gives the folded id and offset) says all of it is folded. Writers
         holding the old file move over the next time they take the lock."""
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:  # never waited for: a rotation is tried again at the next fold
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
         try:
             size = self.size()
             if self._replaced() or size <= _rotate_bytes() or folded() != (self.ident, size):
@@ -226,11 +260,18 @@ class Spool:
             tmp = self.path.with_name(f"{self.path.name}.{secrets.token_hex(4)}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
-                os.write(fd, _new_header())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+                try:
+                    header = _new_header()
+                    if os.write(fd, header) != len(header):
+                        raise OSError(errno.ENOSPC, f"short write to {tmp}")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
             with contextlib.suppress(OSError):
                 dfd = os.open(self.path.parent, os.O_RDONLY)
                 try:
@@ -246,34 +287,65 @@ def _rotate_bytes() -> int:
     return ROTATE_BYTES  # (read at each call: a test lowers it)
 
 
+def _lock(fd: int, path: Path, *, blocking: bool) -> bool:
+    """Take ``fd``'s exclusive lock: at once, or (``blocking``) within
+    :data:`LOCK_TIMEOUT_S`, else an error naming the file. Waits by polling, off the
+    event loop (a blocked ``flock`` could not be given up)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        if not blocking:
+            return False
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    pause = 0.0001
+    while True:
+        time.sleep(pause)
+        pause = min(pause * 2, 0.005)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise OSError(
+                    errno.EAGAIN,
+                    f"locked by another process for more than {LOCK_TIMEOUT_S:g}s",
+                    str(path),
+                ) from None
+
+
 def _new_header() -> bytes:
     return MAGIC + secrets.token_hex(8).encode() + b"\n"
 
 
-def _open_locked(path: Path) -> tuple[int, bytes]:
-    """The file at ``path``, locked, with its header (written when missing or torn)."""
+def _open_locked(path: Path, *, blocking: bool = True) -> tuple[int, bytes] | None:
+    """The file at ``path``, locked, with its header (written when missing or torn); None
+    when ``blocking`` is off and the lock is taken."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        header = _header(fd)
+        if not _lock(fd, path, blocking=blocking):
+            os.close(fd)
+            return None
+        header = _header(fd, path)
         if header is None:
             os.ftruncate(fd, 0)
             header = _new_header()
             os.write(fd, header)
     except BaseException:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
         raise
     return fd, header
 
 
-def _header(fd: int) -> bytes | None:
+def _header(fd: int, path: Path) -> bytes | None:
     """The file's header line, or None for an empty file (or one whose header is torn)."""
     head = os.pread(fd, 64, 0)
     nl = head.find(b"\n")
     if nl < 0 and (MAGIC.startswith(head) or head.startswith(MAGIC)):
         return None  # empty, or a header a crash cut short
     if nl < 0 or not head.startswith(MAGIC):
-        raise OSError(errno.EINVAL, "not a Switchyard spool file")
+        raise OSError(errno.EINVAL, "not a Switchyard spool file", str(path))
     return head[: nl + 1]
 
 
@@ -293,7 +365,7 @@ class Spooled:
     request path (the lock, the ``write``) then waits for it; measured so, a request cost
     more than the folds themselves (issue 20). A store folds when :data:`FOLD_RECORDS`
     of its records wait (a few milliseconds in one transaction, on the request that
-    reaches it), when its loop has been free for :data:`IDLE_S` after a write, before any
+    reaches it), :data:`IDLE_S` after a write (when its loop next runs callbacks), before any
     read of its tables, and when it closes.
 
     ``fold`` applies records; ``watermark(conn)`` reads the committed (id, offset)."""
@@ -348,12 +420,13 @@ class Spooled:
     def _fold_once(self, conn: sqlite3.Connection, handle: Spool) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self.folded = self._fold(conn, handle)
+            folded = self._fold(conn, handle)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        self.folded = folded  # (only once committed: a failed commit leaves it behind)
         self.waiting = 0
 
     def behind(self) -> bool:
@@ -363,7 +436,7 @@ class Spooled:
         return st.st_nlink == 0 or (self.reads.ident, st.st_size) != self.folded
 
     def when_idle(self, fold: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """After a write: run ``fold()`` once the loop has been free for :data:`IDLE_S`
+        """After a write: run ``fold()`` :data:`IDLE_S` later, when the loop next runs
         (one timer at a time; a fold that fails is logged: the next read folds, and
         raises)."""
         if self._idle is None and not self._closed:
@@ -411,3 +484,49 @@ class Spooled:
                 finally:
                     os.close(fd)
         return mark
+
+
+async def to_the_end(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on a worker thread, awaited to its end even when the caller is
+    cancelled meanwhile (then the cancellation is raised once it has ended). A thread
+    waiting for a spool's lock holds it once it has it, and the lock belongs to the open
+    file, not to the thread: the caller's own lock (an ``asyncio.Lock``) must not be let
+    go while it runs, or another coroutine of the process would take the spool's lock
+    through the same file as well."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                cancelled = True
+        except BaseException:
+            break  # the thread's own failure: raised below
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # (retrieved: never reported as lost)
+        raise asyncio.CancelledError
+    return task.result()
+
+
+def fold_start(spool: Spool, ident: str, at: int) -> int:
+    """Where a fold of ``spool`` starts, given the spool id and offset folded so far.
+
+    A spool shorter than what was folded from it lost its tail after the fold (a power
+    cut keeps the database's commit and not the spool's last pages; a data dir copied
+    spool first): what it holds now was folded, so the fold goes on from its end (the
+    caller records that), never from an offset past it, where the records appended next
+    would be skipped."""
+    if ident != spool.ident:
+        return spool.start
+    size = spool.size()
+    if at > size:
+        log.error(
+            "%s: %d bytes folded from it are gone (a power cut, or a copy made while it was"
+            " written); folding goes on from its end",
+            spool.path,
+            at - size,
+        )
+        return size
+    return at

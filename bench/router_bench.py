@@ -327,12 +327,19 @@ async def serve(workdir: Path, *, live: bool = False) -> None:
         if cmd in ("quit", ""):
             print(json.dumps(await bench.close()), flush=True)
             return
-        cpu0 = time.process_time()  # every thread's: the spools' folding threads too
+        cpu0 = time.process_time()  # every thread's
         latencies = await bench.timed(int(arg or 0))
-        # What the folding threads have not folded yet is folded now, in this chunk:
-        # never left to run while the other side is measured.
+        # What is not folded yet is folded now, in this chunk, and the checkpoints those
+        # folds asked for are let finish: never left to run while the other side is
+        # measured. Then both sides give their background work the same 50 ms.
         await bench.audit.flush()
         await bench.ledger.flush()
+        for runner in (bench.audit._runner, bench.ledger._runner):
+            for _ in range(200):
+                if runner.checkpointer.caught_up():
+                    break
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
         cpu_us = (time.process_time() - cpu0) * 1e6
         if cmd == "run":
             lat = [round(x * 1e6) for x in latencies]

@@ -93,9 +93,10 @@ class AuditBase(ClosedOnExit):
 
         ``defer``: for a line that records what already happened (a call's tokens and
         cost), never one that must stand before an effect: a store that commits in groups
-        (the SQLite file) may commit it with its next line instead, or when the event
-        loop next runs (a crash just before then loses it, as one just before the append
-        would have). :meth:`flush` commits such lines at once.
+        may commit it with its next line instead (a crash just before then loses it, as
+        one just before the append would have). Neither store does today: the machine's
+        writes each line to its spool at once, the team's commits each. :meth:`flush`
+        makes every line so far visible to the store's reads.
         """
         if self._closed:
             raise RuntimeError("the audit log is closed")

@@ -4,10 +4,11 @@ An append goes to the file's spool (``audit.db-spool``, :mod:`app.spool`): under
 spool's lock, shared by writers in any number of processes, the writer reads the records
 others appended since it last looked (the chain's tail moves with them), chains its lines
 after the tail and writes them in one ``write``; so two writers can never both extend the
-same tail, and a line stands (killed or not) before the append returns. A thread folds the
-spool into the SQLite tables a moment later, off the request path; every read folds what
-is left first, so a reader never misses a line. Lines are stored as their canonical JSON
-text, which is what gets hashed, exported and verified; the other columns are indexes.
+same tail, and a line stands (killed or not) before the append returns. The log folds the
+spool into the SQLite tables in batches (512 lines, on the append that brings them), a
+quarter of a second after a write, and at close; every read folds what is left first, so a
+reader never misses a line. Lines are stored as their canonical JSON text, which is what
+gets hashed, exported and verified; the other columns are indexes.
 
 The lock is taken on the event loop when it is free at once (a few microseconds), else on
 a worker thread, which waits for it.
@@ -18,7 +19,6 @@ line goes through first is in :mod:`app.audit.quick_redact`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sqlite3
@@ -48,7 +48,7 @@ from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.errors import AuditTamperError, StoreError, SwitchyardError
 from app.opener import Opener
-from app.spool import Spooled
+from app.spool import Spooled, to_the_end
 from app.sqlite import SQLiteRunner, failure_text
 
 __all__ = ["SYNCHRONOUS", "AuditLog", "AuditLogOpener"]
@@ -124,10 +124,15 @@ class AuditLog(AuditBase):
         spooled = self._spooled = Spooled(self.path, fold, folded)
 
         def opening(conn: sqlite3.Connection, inline: bool) -> tuple[int, str]:
-            spooled.appends.acquire(blocking=True)
+            records = spooled.appends.acquire(blocking=True) or []
             try:
                 spooled.fold(conn, spooled.appends)
                 return tail_of(conn)
+            except SpoolBroken as exc:
+                # The log still opens (``audit verify`` says where the chain breaks, every
+                # read refuses): new lines go after the spool's last, as its writers did.
+                log.error("%s", exc)
+                return record_tail(records[-1]) if records else tail_of(conn)
             finally:
                 spooled.appends.release()
 
@@ -142,14 +147,18 @@ class AuditLog(AuditBase):
         try:
             if self._spooled is not None:
                 await self._spooled.stop()
-            # What is left is folded by the next open (the lines stand in the spool): a
-            # failure here (a full disk) takes nothing away, so the close goes on.
-            with contextlib.suppress(sqlite3.Error, OSError, SwitchyardError):
-                await self._fold_here()
         finally:
-            await self._close_spool()
-            self._runner.close()
-            await self._db.close()
+            # (under the lock: an append still under way keeps the spool until it ends)
+            async with self._lock:
+                try:
+                    # What is left is folded by the next open (the lines stand in the
+                    # spool): a failure here (a full disk) takes nothing away.
+                    with contextlib.suppress(sqlite3.Error, OSError, SwitchyardError):
+                        await self._fold_here()
+                finally:
+                    await self._close_spool()
+                    self._runner.close()
+                    await self._db.close()
 
     @contextlib.contextmanager
     def _mapped(self, *, writing: bool) -> Iterator[None]:
@@ -159,6 +168,9 @@ class AuditLog(AuditBase):
         except sqlite3.Error as exc:
             text = failure_text("the audit log", self.path, exc, writing=writing)
             raise StoreError(text) from exc
+        except OSError as exc:  # its spool (a full disk, a file that is no spool)
+            where = self._spooled.path if self._spooled is not None else self.path
+            raise StoreError(f"cannot use the audit log's spool {where}: {exc}") from exc
 
     # ── write ────────────────────────────────────────────────────────────────────────────
 
@@ -170,7 +182,7 @@ class AuditLog(AuditBase):
         try:
             news = spool.acquire(blocking=False)
             if news is None:  # another writer holds it: wait off the loop
-                out = await asyncio.to_thread(self._append, lines, None)
+                out = await to_the_end(self._append, lines, None)
             else:
                 out = self._append(lines, news)
         except OSError as exc:

@@ -22,7 +22,7 @@ from app.audit.prepared import PreparedLine
 from app.audit.types import AuditLine
 from app.clock import Clock, iso
 from app.errors import AuditTamperError
-from app.spool import Spool
+from app.spool import Spool, fold_start
 from app.sqlite import use_wal
 from app.store.errors import SchemaTooNew
 
@@ -160,9 +160,11 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
     """
     spool.follow()
     ident, at = folded(db)
-    start = at if ident == spool.ident else spool.start
+    start = fold_start(spool, ident, at)
     records, end = spool.read_since(start)
     if not records:
+        if (ident, at) != (spool.ident, start):
+            db.execute(_SET_WATERMARK, (spool.ident, start))
         return spool.ident, start
     row = db.execute(_TAIL).fetchone()
     seq, prev_hash = (row[0], row[1]) if row else (0, GENESIS_HASH)

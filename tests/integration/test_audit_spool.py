@@ -171,3 +171,37 @@ async def test_a_killed_writers_lines_are_folded_by_the_next_open(tmp_path: Path
     async with AuditLog.open(path) as log:
         assert await log.export_jsonl(exported) == report.lines_checked + 1
     assert verify_lines(exported.read_text().splitlines()).ok
+
+
+async def test_a_broken_spool_still_opens_and_verify_says_where(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    async with AuditLog.open(path) as log:
+        await log.append("route", session="s")
+    text = (
+        '{"detail":"","from":null,"hash":"ab","kind":"route","policy_version":null,'
+        '"prev_hash":"00","provenance":{},"reason_codes":[],"role":null,"run":null,'
+        '"seq":2,"session":"s","to":null,"ts":"2026-01-01T00:00:00.000Z","values":{}}'
+    )
+    with _spool(path).open("ab") as fh:
+        fh.write(frame(f"2\tab\t{text}".encode()))
+    async with AuditLog.open(path) as log:
+        report = await log.verify()
+        assert not report.ok and report.first_bad_seq == 2 and report.lines_checked == 1
+        with pytest.raises(AuditTamperError):
+            await log.lines()
+
+
+async def test_a_spool_shorter_than_what_was_folded_from_it_goes_on_from_its_end(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.db"
+    async with AuditLog.open(path) as log:
+        for i in range(5):
+            await log.append("route", session="s", detail=str(i))
+    spool = _spool(path)
+    spool.write_bytes(spool.read_bytes().split(b"\n")[0] + b"\n")  # its records are gone
+    async with AuditLog.open(path) as log:
+        assert (await log.append("route", session="s", detail="5")).seq == 6
+        await log.append("route", session="s", detail="6")
+        report = await log.verify()
+        assert report.ok and report.lines_checked == 7

@@ -232,3 +232,58 @@ async def test_a_grown_spool_is_replaced_and_both_ledgers_keep_counting(
         assert (snap.per_session.spent_usd, snap.reserved_usd, snap.calls) == (21.0, 0.0, 42)
     async with await BudgetLedger.open(path, budget, clock=clock) as c:
         assert (await c.snapshot("s")).calls == 42
+
+
+async def test_a_reserve_cancelled_while_it_waits_lets_no_other_through_beside_it(
+    tmp_path: Path,
+) -> None:
+    """A request given up while its thread waits for the spool's lock (another process
+    holds it): the thread goes on, and the lock it takes belongs to the ledger's file, not
+    to the thread; no other request of the ledger may check the cap beside it."""
+    import fcntl
+
+    budget = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=900)
+    for trial in range(10):
+        path = tmp_path / f"ledger{trial}.db"
+        led = await BudgetLedger.open(path, budget, clock=ManualClock())
+        await led.left_usd("s", "deepseek")  # the session's totals in memory
+        holder = os.open(f"{path}-spool", os.O_RDWR)
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another process's writer
+        tasks = []
+        for i in range(4):  # four requests; three give up while they wait
+            task = asyncio.create_task(
+                led.reserve(session="s", provider="deepseek", role="r", model="m", amount_usd=3)
+            )
+            await asyncio.sleep(0.02)  # its thread waits for the lock
+            if i < 3:
+                task.cancel()
+            tasks.append(task)
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        os.close(holder)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0.2)  # (a thread left running would finish meanwhile)
+        await led.close()
+        with sqlite3.connect(path) as db:
+            held = db.execute("SELECT COALESCE(SUM(amount_nusd), 0) FROM reservations")
+            assert held.fetchone()[0] <= 5 * 10**9, trial
+
+
+async def test_a_spool_shorter_than_what_was_folded_from_it_goes_on_from_its_end(
+    tmp_path: Path,
+) -> None:
+    """A power cut kept the fold's commit and lost the spool's tail (or a copy was made
+    spool first): what comes next is folded, and the caps count what the tables hold."""
+    path = tmp_path / "ledger.db"
+    async with await BudgetLedger.open(path, BUDGET, clock=ManualClock()) as led:
+        for _ in range(3):
+            await led.reserve(session="s", provider="deepseek", role="r", model="m", amount_usd=1)
+        await led.flush()
+    spool = tmp_path / "ledger.db-spool"
+    spool.write_bytes(spool.read_bytes().split(b"\n")[0] + b"\n")  # the records are gone
+    async with await BudgetLedger.open(path, BUDGET, clock=ManualClock()) as led:
+        assert await led.left_usd("s", "deepseek") == pytest.approx(2.0)
+        await led.reserve(session="s", provider="deepseek", role="r", model="m", amount_usd=2)
+        with pytest.raises(CapExceeded):
+            await led.reserve(session="s", provider="deepseek", role="r", model="m", amount_usd=1)
+    async with await BudgetLedger.open(path, BUDGET, clock=ManualClock()) as led:
+        assert (await led.snapshot("s")).reserved_usd == pytest.approx(5.0)

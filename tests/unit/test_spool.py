@@ -131,3 +131,93 @@ def test_a_rotation_hands_the_old_records_to_a_handle_that_had_not_read_them(
     finally:
         for s in (writer, late, rotator):
             s.close()
+
+
+def _in_thread(fn: object, timeout: float = 10.0) -> object:
+    """``fn()`` on a thread, within ``timeout`` (a deadline against a hang, not a timing
+    claim): what it returned."""
+    import threading
+
+    out: list[object] = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)  # type: ignore[operator]
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "it waited for a lock it should not wait for"
+    return out[0]
+
+
+def test_a_reading_handle_follows_a_rotation_without_waiting_for_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold holds the database's write lock while it follows the spool: it must never
+    wait for a writer that holds the spool's lock (and may be waiting for the database)."""
+    import fcntl
+
+    monkeypatch.setattr(spools, "ROTATE_BYTES", 10)
+    path = tmp_path / "x-spool"
+    writer, reader, rotator = Spool(path), Spool(path), Spool(path)
+    try:
+        writer.acquire(blocking=True)
+        writer.write([b"a" * 20])
+        writer.release()
+        assert rotator.rotate(lambda: (writer.ident, writer.size()))
+        holder = os.open(path, os.O_RDWR)
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another process's writer, on the new file
+        try:
+            _in_thread(reader.follow)
+            assert reader.ident != writer.ident
+            # an appender on the old file is told to come back, and loses nothing it read
+            assert writer.acquire(blocking=False) is None
+        finally:
+            os.close(holder)
+        assert writer.acquire(blocking=False) == []
+        writer.release()
+    finally:
+        for s in (writer, reader, rotator):
+            s.close()
+
+
+def test_records_read_before_a_move_that_must_wait_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    monkeypatch.setattr(spools, "ROTATE_BYTES", 10)
+    path = tmp_path / "x-spool"
+    late, other, rotator = Spool(path), Spool(path), Spool(path)
+    try:
+        other.acquire(blocking=True)
+        other.write([b"from another writer", b"and another"])
+        other.release()
+        assert rotator.rotate(lambda: (other.ident, other.size()))
+        holder = os.open(path, os.O_RDWR)
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        try:
+            assert _in_thread(lambda: late.acquire(blocking=False)) is None
+        finally:
+            os.close(holder)
+        # what it read of the old file before it had to give up comes with the next call
+        assert late.acquire(blocking=False) == [b"from another writer", b"and another"]
+        late.release()
+    finally:
+        for s in (late, other, rotator):
+            s.close()
+
+
+def test_a_lock_held_too_long_is_an_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    monkeypatch.setattr(spools, "LOCK_TIMEOUT_S", 0.2)
+    path = tmp_path / "x-spool"
+    s = Spool(path)
+    holder = os.open(path, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # a process stopped while it holds the lock
+    try:
+        with pytest.raises(OSError, match="locked by another process") as caught:
+            s.acquire(blocking=True)
+        assert caught.value.filename == str(path)
+    finally:
+        os.close(holder)
+        s.close()

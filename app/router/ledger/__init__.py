@@ -8,8 +8,9 @@ never cross a cap. Money is stored as integer nano-dollars so sums are exact and
 comparisons never wobble.
 
 Durability: a record stands when its ``write`` returns: it survives the process being
-killed at any point (the crash tests SIGKILL a writer mid-churn). A thread folds the
-records into the tables (WAL with ``synchronous = NORMAL``); every report folds what is
+killed at any point (the crash tests SIGKILL a writer mid-churn). The ledger folds the
+records into the tables (WAL with ``synchronous = NORMAL``) in batches, a quarter of a
+second after a write, and at close; every report folds what is
 left first. After a power cut or an OS crash the last records or transactions before it
 may be lost, as if they had not happened (a record carries a CRC; the file stays
 consistent). FULL would fsync every write: about 3 ms each on this project's machines,

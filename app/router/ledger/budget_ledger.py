@@ -3,8 +3,9 @@ release after it, read what is left. The package docstring says what it guarante
 
 The request path's writes are records in the file's spool (:mod:`.spooled`): each under
 the spool's lock, checked against totals kept in memory and caught up with every record
-the other writers appended, standing when it returns. A thread folds them into the
-tables; a report folds what is left before it reads."""
+the other writers appended, standing when it returns. The ledger folds them into the
+tables in batches and a quarter of a second after a write; a report folds what is left
+before it reads."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from app.router.ledger.publisher import SnapshotPublisher
 from app.router.ledger.records import BudgetSnapshot, Reservation
 from app.router.ledger.schema import migrate
 from app.router.ledger.transactions import ReservationStatus, connect, on_thread
-from app.spool import Spooled
+from app.spool import Spooled, to_the_end
 from app.sqlite import SQLiteRunner, is_busy, read_transaction, use_wal
 
 #: WAL + NORMAL: durable against a crash of the process, not against a power cut (see the
@@ -57,9 +58,10 @@ class _Wait(Exception):
 class BudgetLedger(ClosedOnExit):
     """Reservations and settled calls in one SQLite file; see the package docstring.
 
-    Each operation is one transaction run by one function (:class:`SQLiteRunner`): the
-    request path's (reserve, settle, left_usd …) on the event loop when the write lock is
-    free at once, else on the connection's thread; the reports always on the thread.
+    The request path's operations (reserve, settle, left_usd …) run under the spool's
+    lock, on the event loop when it is free at once, else on a thread that waits for it;
+    folds and reports are transactions of :class:`SQLiteRunner`, reports always on the
+    connection's thread.
     """
 
     def __init__(
@@ -218,7 +220,7 @@ class BudgetLedger(ClosedOnExit):
                 try:
                     result = self._under_lock(op, True)
                 except _Wait:
-                    result = await asyncio.to_thread(self._under_lock, op, False)
+                    result = await to_the_end(self._under_lock, op, False)
             except sqlite3.Error as exc:
                 raise transactions.ledger_error(self.path, exc) from exc
             except OSError as exc:

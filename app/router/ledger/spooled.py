@@ -6,9 +6,9 @@ Every write (reserve, settle or release, an expiry, a call without a reservation
 record appended under the spool's lock, after the writer has applied every record the
 others appended since it last looked: so the cap check and the reservation it guards see
 the same state, across processes, as they did inside one ``BEGIN IMMEDIATE``. The record
-stands (killed or not) when the write returns. A thread folds the records into the
-tables, which the triggers of :mod:`.schema` sum as before; every read of the tables
-folds what is left first.
+stands (killed or not) when the write returns. The ledger folds the records into the
+tables (in batches, a quarter of a second after a write, at close), which the triggers of
+:mod:`.schema` sum as before; every read of the tables folds what is left first.
 
 The in-memory totals (:class:`Mirror`) hold only what this process has needed: a session
 or a day is read from the tables the first time, under the lock, right after a fold, so
@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from app.router.ledger.caps import Sums, sums
 from app.router.ledger.records import Reservation
 from app.router.ledger.transactions import insert_call
-from app.spool import Spool
+from app.spool import Spool, fold_start
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +208,11 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
     left out, never a fold that stops every later one."""
     spool.follow()
     ident, at = folded(db)
-    start = at if ident == spool.ident else spool.start
+    start = fold_start(spool, ident, at)
     records, end = spool.read_since(start)
     if not records:
+        if (ident, at) != (spool.ident, start):
+            db.execute(_SET_WATERMARK, (spool.ident, start))
         return spool.ident, start
     for record in records:
         r = json.loads(record)
