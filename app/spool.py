@@ -95,6 +95,11 @@ class Spool:
         self.path = Path(path)
         self.fd = -1
         self.ident = ""
+        #: the id of the file this one replaced ("" for a first file)
+        self.prev = ""
+        #: set when a move skipped a file (replaced twice since this handle last looked):
+        #: what that file held was folded, and the owner reads its state from the tables
+        self.missed = False
         #: where the records start (after the header)
         self.start = 0
         #: how far this handle has read or written
@@ -115,7 +120,8 @@ class Spool:
 
     def _use(self, fd: int, header: bytes) -> None:
         self.fd = fd
-        self.ident = header[len(MAGIC) : -1].decode("ascii")
+        ident, _, prev = header[len(MAGIC) : -1].decode("ascii").partition(" ")
+        self.ident, self.prev = ident, prev
         self.start = self.offset = len(header)
         self._gone = False
 
@@ -142,10 +148,15 @@ class Spool:
             while self._gone:
                 # Everything in the old file was folded before it was replaced, and this
                 # handle has read the rest of it (news to its owner: the tail moved).
+                was = self.ident
                 if not self._move(blocking=blocking):
                     self._carry = new
                     fcntl.flock(self.fd, fcntl.LOCK_UN)
                     return None
+                if self.prev != was:
+                    # A file came and went between the two: its records are in the
+                    # tables only (a rotation folds a file whole first); see ``missed``.
+                    self.missed = True
                 new += self._read_rest(cut=True)
         except BaseException:
             self._carry = new  # read, not yet told: the next call returns them
@@ -261,7 +272,7 @@ class Spool:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
                 try:
-                    header = _new_header()
+                    header = _new_header(self.ident)
                     if os.write(fd, header) != len(header):
                         raise OSError(errno.ENOSPC, f"short write to {tmp}")
                     os.fsync(fd)
@@ -314,8 +325,10 @@ def _lock(fd: int, path: Path, *, blocking: bool) -> bool:
                 ) from None
 
 
-def _new_header() -> bytes:
-    return MAGIC + secrets.token_hex(8).encode() + b"\n"
+def _new_header(prev: str = "") -> bytes:
+    """A header: the new file's id, and the id of the file it replaces."""
+    tail = f" {prev}" if prev else ""
+    return MAGIC + f"{secrets.token_hex(8)}{tail}\n".encode("ascii")
 
 
 def _open_locked(path: Path, *, blocking: bool = True) -> tuple[int, bytes] | None:

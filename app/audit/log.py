@@ -216,7 +216,15 @@ class AuditLog(AuditBase):
             news = spool.acquire(blocking=True)
             assert news is not None
         try:
-            if news:  # other writers' lines: the tail moved
+            if spool.missed:
+                # A spool came and went since this log last looked: the tail is the last
+                # line of the one now there, else the tables' (a rotation folds first).
+                records_now, _ = spool.read_since(spool.start)
+                self._tail = (
+                    record_tail(records_now[-1]) if records_now else tail_of(self._db._conn)
+                )
+                spool.missed = False
+            elif news:  # other writers' lines: the tail moved
                 self._tail = record_tail(news[-1])
             out, records = chain_lines(lines, self._tail, self._clock)
             spool.write(records)

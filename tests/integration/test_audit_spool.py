@@ -205,3 +205,35 @@ async def test_a_spool_shorter_than_what_was_folded_from_it_goes_on_from_its_end
         await log.append("route", session="s", detail="6")
         report = await log.verify()
         assert report.ok and report.lines_checked == 7
+
+
+async def test_a_log_that_slept_through_two_rotations_goes_on_from_the_right_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool was replaced twice while this log wrote nothing: the middle file is
+    gone (folded), so the tail comes from the newest file or the tables, never from the
+    last file this log read."""
+    monkeypatch.setattr(spools, "ROTATE_BYTES", 2000)
+    path = tmp_path / "audit.db"
+    async with AuditLog.open(path) as busy, AuditLog.open(path) as idle:
+        assert (await idle.append("route", session="idle")).seq == 1
+        for _ in range(2):
+            for _ in range(10):
+                await busy.append("route", session="busy", detail="x" * 200)
+            await busy.flush()  # folded whole and past the size: replaced
+        assert (await idle.append("route", session="idle")).seq == 22
+        report = await busy.verify()
+        assert report.ok and report.lines_checked == 22
+
+
+async def test_a_deleted_spool_loses_its_unfolded_lines_not_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    async with AuditLog.open(path) as log:
+        for i in range(3):
+            await log.append("route", session="s", detail=str(i))
+        await log.flush()
+        await log.append("route", session="s", detail="lost")  # not folded yet
+        _spool(path).unlink()
+        line = await log.append("route", session="s", detail="after")
+        assert line.seq == 4  # after the tables' tail: the deleted line's seq, again
+        assert (await log.verify()).ok

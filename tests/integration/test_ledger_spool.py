@@ -287,3 +287,28 @@ async def test_a_spool_shorter_than_what_was_folded_from_it_goes_on_from_its_end
             await led.reserve(session="s", provider="deepseek", role="r", model="m", amount_usd=1)
     async with await BudgetLedger.open(path, BUDGET, clock=ManualClock()) as led:
         assert (await led.snapshot("s")).reserved_usd == pytest.approx(5.0)
+
+
+async def test_a_ledger_that_slept_through_two_rotations_counts_the_middle_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reservation in a spool that came and went while this ledger wrote nothing is
+    counted (it is in the tables: a rotation folds a file whole first)."""
+    monkeypatch.setattr(spools, "ROTATE_BYTES", 2000)
+    path = tmp_path / "ledger.db"
+    kw = {"provider": "deepseek", "role": "r", "model": "m"}
+    async with (
+        await BudgetLedger.open(path, BUDGET, clock=ManualClock()) as busy,
+        await BudgetLedger.open(path, BUDGET, clock=ManualClock()) as idle,
+    ):
+        assert await idle.left_usd("s", "deepseek") == pytest.approx(5.0)
+        for _ in range(15):
+            await busy.reserve(session="other", **kw, amount_usd=0.01)
+        await busy.flush()  # the first rotation
+        await busy.reserve(session="s", **kw, amount_usd=4.8)  # in the middle file
+        for _ in range(15):
+            await busy.reserve(session="other", **kw, amount_usd=0.01)
+        await busy.flush()  # the second
+        with pytest.raises(CapExceeded):
+            await idle.reserve(session="s", **kw, amount_usd=4.0)
+        assert await idle.left_usd("s", "deepseek") == pytest.approx(0.2)

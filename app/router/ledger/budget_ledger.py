@@ -256,11 +256,44 @@ class BudgetLedger(ClosedOnExit):
         if news is None:
             raise _Wait
         try:
-            if news:
+            if sp.appends.missed:
+                self._resync(inline)
+            elif news:
                 self._mirror.apply(news)
             return op(inline)
         finally:
             sp.appends.release()
+
+    def _resync(self, inline: bool) -> None:
+        """A spool came and went since this ledger last looked (its records are in the
+        tables only): read the live reservations afresh, and every total when needed."""
+
+        def reread(conn: sqlite3.Connection) -> None:
+            self._mirror.reset()
+            self._mirror.load_live(conn)
+
+        self._folded_then(reread, inline)
+        assert self._spooled is not None
+        self._spooled.appends.missed = False
+
+    def _folded_then(self, read: Callable[[sqlite3.Connection], T], inline: bool) -> T:
+        """Under the spool's lock: fold everything (the tables then hold every record
+        there is), then ``read(conn)``. On the loop (``inline``) a busy file is
+        :class:`_Wait`: the operation runs again on a thread, which waits for it."""
+        sp, conn = self._spooled, self._conn()._conn
+        assert sp is not None
+        if not inline:
+            conn.execute(f"PRAGMA busy_timeout = {self._runner.busy_timeout_ms}")
+        try:
+            sp.fold(conn, sp.appends)
+            return read(conn)
+        except sqlite3.Error as exc:
+            if inline and is_busy(exc):
+                raise _Wait from exc
+            raise
+        finally:
+            if not inline:
+                conn.execute("PRAGMA busy_timeout = 0")
 
     def _write(self, records: list[list[Any]]) -> None:
         """Append ``records`` (under the lock) and apply them: all or none."""
@@ -274,41 +307,15 @@ class BudgetLedger(ClosedOnExit):
     def _need(self, session: str, day: str, inline: bool) -> None:
         """``session``'s and ``day``'s totals in the mirror: read from the tables the
         first time, after a fold of everything (under the lock: nothing comes between)."""
-        if self._mirror.has(session, day):
-            return
-        sp, conn = self._spooled, self._conn()._conn
-        assert sp is not None
-        if not inline:
-            conn.execute(f"PRAGMA busy_timeout = {self._runner.busy_timeout_ms}")
-        try:
-            sp.fold(conn, sp.appends)
-            self._mirror.load(conn, session, day)
-        except sqlite3.Error as exc:
-            if inline and is_busy(exc):
-                raise _Wait from exc
-            raise
-        finally:
-            if not inline:
-                conn.execute("PRAGMA busy_timeout = 0")
+        if not self._mirror.has(session, day):
+            self._folded_then(lambda conn: self._mirror.load(conn, session, day), inline)
 
     def _status(self, reservation_id: str, inline: bool) -> str | None:
         """A reservation's status in the tables (after a fold), None when unknown."""
-        sp, conn = self._spooled, self._conn()._conn
-        assert sp is not None
-        if not inline:
-            conn.execute(f"PRAGMA busy_timeout = {self._runner.busy_timeout_ms}")
-        try:
-            sp.fold(conn, sp.appends)
-            row = conn.execute(
-                "SELECT status FROM reservations WHERE id = ?", (reservation_id,)
-            ).fetchone()
-        except sqlite3.Error as exc:
-            if inline and is_busy(exc):
-                raise _Wait from exc
-            raise
-        finally:
-            if not inline:
-                conn.execute("PRAGMA busy_timeout = 0")
+        sql = "SELECT status FROM reservations WHERE id = ?"
+        row = self._folded_then(
+            lambda conn: conn.execute(sql, (reservation_id,)).fetchone(), inline
+        )
         return None if row is None else str(row[0])
 
     # ── reserve / settle / release ───────────────────────────────────────────────────────

@@ -107,6 +107,13 @@ class Mirror:
             self.days[day] = [u.d_spent, u.d_res]
             self.providers[day] = {p: [s, r] for p, (s, r) in u.per_provider.items()}
 
+    def reset(self) -> None:
+        """Forget every total and live reservation (read again from the tables)."""
+        self.live.clear()
+        self.sessions.clear()
+        self.days.clear()
+        self.providers.clear()
+
     def load_live(self, db: sqlite3.Connection) -> None:
         self.live = {
             row[0]: Live(*row)
