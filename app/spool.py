@@ -11,12 +11,12 @@ killed at any point (it is in the page cache); a power cut may lose the last rec
 never leave a bad one behind that is read as good (each carries a CRC, and reading stops
 at the first that does not check).
 
-The file: a header line ``switchyard-spool 1 <id>``, then one record per line, ``<crc32
-as 8 hex digits> <payload>``; a payload holds no newline. Readers parse complete lines only
-(a record being written is not read half-way). Whoever holds the lock next cuts off what
-a writer killed mid-``write`` left (a ``write`` of several pages can be cut short by
-SIGKILL: the records it completed stand, the one it cut does not check) or what a power
-cut left (bytes that do not check).
+The file: a header line ``switchyard-spool 1 <id> [<id of the file it replaced>]``, then
+one record per line, ``<crc32 as 8 hex digits> <payload>``; a payload holds no newline.
+Readers parse complete lines only (a record being written is not read half-way). Whoever
+holds the lock next cuts off what a writer killed mid-``write`` left (a ``write`` of
+several pages can be cut short by SIGKILL: the records it completed stand, the one it cut
+does not check) or what a power cut left (bytes that do not check).
 
 Folding is the owner's (:class:`Spooled` says when): it reads
 from the last folded offset, applies the records, and stores the new offset in the same

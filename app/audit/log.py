@@ -191,8 +191,8 @@ class AuditLog(AuditBase):
         return out
 
     async def _after_write(self, records: int) -> None:
-        """Fold now when enough lines wait, else once the loop is free (the caller holds
-        ``_lock``). The lines stand in the spool whatever a fold does: one that fails is
+        """Fold now when enough lines wait, else a quarter of a second later (the caller
+        holds ``_lock``). The lines stand in the spool whatever a fold does: one that fails is
         logged here, and raised by the next read."""
         spooled = self._spooled
         assert spooled is not None

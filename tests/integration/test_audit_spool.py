@@ -1,8 +1,8 @@
-"""The audit log's spool (issue 20): an append stands in ``audit.db-spool`` when it returns;
-the log folds it into the tables once its loop is free, or on the append that makes a
-batch, and every read folds first; writers in other handles and processes extend one
-chain; a killed writer's lines are folded by the next open; a spool that does not
-continue the chain is found; a grown spool is replaced."""
+"""The audit log's spool (issue 20): an append stands in ``audit.db-spool`` when it
+returns; the log folds it into the tables a quarter of a second later, or on the append
+that makes a batch, and every read folds first; writers in other handles and processes
+extend one chain; a killed writer's lines are folded by the next open; a spool that does
+not continue the chain is found; a grown spool is replaced."""
 
 from __future__ import annotations
 

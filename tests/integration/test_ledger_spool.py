@@ -1,7 +1,7 @@
 """The ledger's spool (issue 20): the request path's writes stand in ``ledger.db-spool``
 when they return (another process's ledger counts them at once), the ledger folds them
-into the tables in batches or once its loop is free, every report folds first; a killed
-writer's records are folded by the next open. (The audit log's spool:
+into the tables in batches or a quarter of a second later, every report folds first; a
+killed writer's records are folded by the next open. (The audit log's spool:
 tests/integration/test_audit_spool.py.) And the runner's checkpoints, which the folds'
 commits make, run on a thread of their own."""
 

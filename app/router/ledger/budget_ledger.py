@@ -231,8 +231,8 @@ class BudgetLedger(ClosedOnExit):
             return result
 
     async def _fold_due(self) -> None:
-        """After a write: fold now when enough records wait, else once the loop is free
-        (the caller holds ``_lock``). The records stand in the spool whatever a fold
+        """After a write: fold now when enough records wait, else a quarter of a second
+        later (the caller holds ``_lock``). The records stand in the spool whatever a fold
         does: one that fails is logged here, and raised by the next report."""
         sp = self._spooled
         assert sp is not None
