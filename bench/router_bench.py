@@ -102,17 +102,17 @@ lines themselves (made as the product makes them, written nowhere) are ~120 µs.
 The spools (98d455d): that rebuild. An audit line and a ledger record are appended to a
 file under ``flock`` (``app/spool.py``), the chain's tail and the cap totals kept in
 memory and caught up with every other writer's records under the lock, and the records
-folded into the tables in batches: on the request that brings 512 of them, when the
-loop has been free 0.25 s, before any read, at close. Measured on 4000 requests in a row
-(the same script on both trees, alternating, quiet machine), p50 / wall per request / CPU
-per request (every thread's): SQLite transactions (07f6071) 544 / 585 / 599 µs; spools
-folded by a thread of their own (2729142) 590 / 650 / 740 µs, worse: the folding thread
-holds the GIL between its statements and each system call of the request path (a
-``flock``, a ``write``) waits for it; folded in the store's own thread (98d455d) 353 / 432
-/ 432 µs, p99 0.54-0.63 ms, 2,350 req/s. Phases now: decide + state 61 µs, an audit
-append 77 (two a request: making and chaining the line is most of it), reserve 46,
+folded into the tables in batches: on the request that brings 512 of them, 0.25 s after a
+write (when the loop next runs callbacks), before any read, at close. Measured on 4000
+requests in a row (the same script on both trees, alternating, quiet machine), p50 / wall
+per request / CPU per request (every thread's): SQLite transactions (07f6071) 544 / 585 /
+599 µs; spools folded by a thread of their own (2729142) 590 / 650 / 740 µs, worse: the
+folding thread holds the GIL between its statements and each system call of the request
+path (a ``flock``, a ``write``) waits for it; folded in the store's own thread (98d455d)
+353 / 432 / 432 µs, p99 0.54-0.63 ms, 2,350 req/s. Phases now: decide + state 61 µs, an
+audit append 77 (two a request: making and chaining the line is most of it), reserve 46,
 backend 13, settle 24. A fold costs about 35 µs of CPU per request for each store, paid
-in batches (a few ms on one request in 256) and in the loop's idle time.
+in batches (a few ms on one request in 256) and 0.25 s after a write, between requests.
 
 ``--serve`` answers the P1 harness (``bench/p1_router.py``) over stdin, so that this side
 and LiteLLM's run in alternating chunks: ``warm N``, ``run N`` (one line of JSON with the
