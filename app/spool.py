@@ -512,8 +512,7 @@ async def to_the_end(fn: Callable[..., T], *args: Any) -> T:
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            if not task.done():
-                cancelled = True
+            cancelled = True  # (raised once the thread has ended, even if it just did)
         except BaseException:
             break  # the thread's own failure: raised below
     if cancelled:
