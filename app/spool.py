@@ -381,18 +381,18 @@ class Spooled:
     reaches it), :data:`IDLE_S` after a write (when its loop next runs callbacks), before any
     read of its tables, and when it closes.
 
-    ``fold`` applies records; ``watermark(conn)`` reads the committed (id, offset)."""
+    ``fold`` applies records; ``table`` records how far (:func:`watermark`)."""
 
     def __init__(
         self,
         db_path: Path,
         fold: FoldFn,
-        watermark: Callable[[sqlite3.Connection], tuple[str, int]],
+        table: str,
     ) -> None:
         self.db_path = db_path
         self.path = db_path.with_name(f"{db_path.name}-spool")
         self._fold = fold
-        self._watermark = watermark
+        self._table = table
         self.appends = Spool(self.path)
         try:
             self.reads = Spool(self.path)
@@ -488,7 +488,7 @@ class Spooled:
         NORMAL): the WAL and the file are synced before the records leave the spool (a
         checkpoint syncs what it moved into the file itself). Once per rotation."""
         self._fold_once(conn, self.reads)
-        mark = self._watermark(conn)
+        folded_to = watermark(conn, self._table)
         for name in (f"{self.db_path}-wal", str(self.db_path)):
             with contextlib.suppress(FileNotFoundError):
                 fd = os.open(name, os.O_RDONLY)
@@ -496,7 +496,7 @@ class Spooled:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-        return mark
+        return folded_to
 
 
 async def to_the_end(fn: Callable[..., T], *args: Any) -> T:
@@ -522,7 +522,38 @@ async def to_the_end(fn: Callable[..., T], *args: Any) -> T:
     return task.result()
 
 
-def fold_start(spool: Spool, ident: str, at: int) -> int:
+def watermark(db: sqlite3.Connection, table: str) -> tuple[str, int]:
+    """The spool id and offset folded so far, as ``table`` (one row, id 1: ``spool``,
+    ``folded``) records them; ("", 0) before the first fold."""
+    row = db.execute(f"SELECT spool, folded FROM {table} WHERE id = 1").fetchone()
+    return (str(row[0]), int(row[1])) if row else ("", 0)
+
+
+def mark(db: sqlite3.Connection, table: str, ident: str, offset: int) -> None:
+    """Record in ``table`` that ``ident`` is folded up to ``offset`` (inside the fold's
+    transaction: each record is folded exactly once, whoever folds it)."""
+    db.execute(
+        f"INSERT INTO {table} (id, spool, folded) VALUES (1, ?, ?) ON CONFLICT (id)"
+        " DO UPDATE SET spool = excluded.spool, folded = excluded.folded",
+        (ident, offset),
+    )
+
+
+def unfolded(db: sqlite3.Connection, spool: Spool, table: str) -> tuple[list[bytes], int]:
+    r"""The records of ``spool``'s file (followed to the newest) after the last fold that
+    ``table`` records, and the offset after them: what a fold applies, then
+    :func:`mark`\s. With nothing to fold, a start that moved (a new file, a spool that
+    lost its tail) is recorded here."""
+    spool.follow()
+    ident, at = watermark(db, table)
+    start = _fold_start(spool, ident, at)
+    records, end = spool.read_since(start)
+    if not records and (ident, at) != (spool.ident, start):
+        mark(db, table, spool.ident, start)
+    return records, end
+
+
+def _fold_start(spool: Spool, ident: str, at: int) -> int:
     """Where a fold of ``spool`` starts, given the spool id and offset folded so far.
 
     A spool shorter than what was folded from it lost its tail after the fold (a power

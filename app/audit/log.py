@@ -33,11 +33,11 @@ from app.audit.base import AuditBase
 from app.audit.canonical import ChainChecker, Problem, VerifyReport, check_row
 from app.audit.prepared import PreparedLine
 from app.audit.store import (
+    SPOOL_TABLE,
     SYNCHRONOUS,
     SpoolBroken,
     chain_lines,
     fold,
-    folded,
     record_tail,
     rollback,
     setup,
@@ -121,7 +121,7 @@ class AuditLog(AuditBase):
     async def _open_spool(self) -> None:
         """Open the spool and fold what it holds (a killed writer's last lines too), then
         read the chain's tail: under the spool's lock, so no line comes in between."""
-        spooled = self._spooled = Spooled(self.path, fold, folded)
+        spooled = self._spooled = Spooled(self.path, fold, SPOOL_TABLE)
 
         def opening(conn: sqlite3.Connection, inline: bool) -> tuple[int, str]:
             records = spooled.appends.acquire(blocking=True) or []

@@ -22,7 +22,7 @@ from app.audit.prepared import PreparedLine
 from app.audit.types import AuditLine
 from app.clock import Clock, iso
 from app.errors import AuditTamperError
-from app.spool import Spool, fold_start
+from app.spool import Spool, mark, unfolded
 from app.sqlite import use_wal
 from app.store.errors import SchemaTooNew
 
@@ -138,17 +138,8 @@ def _text(raw: str) -> str | None:
     return raw[1:-1]
 
 
-_WATERMARK = "SELECT spool, folded FROM audit_spool WHERE id = 1"
-_SET_WATERMARK = (
-    "INSERT INTO audit_spool (id, spool, folded) VALUES (1, ?, ?) "
-    "ON CONFLICT (id) DO UPDATE SET spool = excluded.spool, folded = excluded.folded"
-)
-
-
-def folded(db: sqlite3.Connection) -> tuple[str, int]:
-    """The spool id and offset folded so far (("", 0) before the first fold)."""
-    row = db.execute(_WATERMARK).fetchone()
-    return (str(row[0]), int(row[1])) if row else ("", 0)
+#: the table that records how far the spool is folded (app.spool.watermark)
+SPOOL_TABLE = "audit_spool"
 
 
 def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
@@ -158,14 +149,9 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
     A record that does not continue the chain (its seq or prev_hash) is not folded, nor
     any after it: the spool was tampered with, or written around.
     """
-    spool.follow()
-    ident, at = folded(db)
-    start = fold_start(spool, ident, at)
-    records, end = spool.read_since(start)
+    records, end = unfolded(db, spool, SPOOL_TABLE)
     if not records:
-        if (ident, at) != (spool.ident, start):
-            db.execute(_SET_WATERMARK, (spool.ident, start))
-        return spool.ident, start
+        return spool.ident, end
     row = db.execute(_TAIL).fetchone()
     seq, prev_hash = (row[0], row[1]) if row else (0, GENESIS_HASH)
     rows = []
@@ -187,7 +173,7 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
         seq, prev_hash = n, parts[1]
     db.executemany(_INSERT, rows)
     db.execute(_HEAD, (seq, prev_hash))
-    db.execute(_SET_WATERMARK, (spool.ident, end))
+    mark(db, SPOOL_TABLE, spool.ident, end)
     return spool.ident, end
 
 

@@ -33,6 +33,17 @@ def _spool(path: Path) -> Path:
     return path.with_name(f"{path.name}-spool")
 
 
+def _write_around(path: Path) -> None:
+    """A record written around the log: seq 2 after a prev_hash that is not line 1's."""
+    text = (
+        '{"detail":"","from":null,"hash":"ab","kind":"route","policy_version":null,'
+        '"prev_hash":"00","provenance":{},"reason_codes":[],"role":null,"run":null,'
+        '"seq":2,"session":"s","to":null,"ts":"2026-01-01T00:00:00.000Z","values":{}}'
+    )
+    with _spool(path).open("ab") as fh:
+        fh.write(frame(f"2\tab\t{text}".encode()))
+
+
 async def _until(check: object, what: str) -> None:
     """Wait for an idle fold (a deadline against a hang, not a timing claim)."""
     deadline = time.monotonic() + 20
@@ -87,14 +98,7 @@ async def test_a_spool_line_that_does_not_continue_the_chain_is_found(tmp_path: 
     async with AuditLog.open(path) as log:
         await log.append("route", session="s")
         await log.flush()
-        # a record written around the log: seq 2 after a prev_hash that is not line 1's
-        text = (
-            '{"detail":"","from":null,"hash":"ab","kind":"route","policy_version":null,'
-            '"prev_hash":"00","provenance":{},"reason_codes":[],"role":null,"run":null,'
-            '"seq":2,"session":"s","to":null,"ts":"2026-01-01T00:00:00.000Z","values":{}}'
-        )
-        with _spool(path).open("ab") as fh:
-            fh.write(frame(f"2\tab\t{text}".encode()))
+        _write_around(path)
         report = await log.verify()
         assert not report.ok and report.first_bad_seq == 2 and report.lines_checked == 1
         assert "does not continue the chain" in str(report.problem)
@@ -177,13 +181,7 @@ async def test_a_broken_spool_still_opens_and_verify_says_where(tmp_path: Path) 
     path = tmp_path / "audit.db"
     async with AuditLog.open(path) as log:
         await log.append("route", session="s")
-    text = (
-        '{"detail":"","from":null,"hash":"ab","kind":"route","policy_version":null,'
-        '"prev_hash":"00","provenance":{},"reason_codes":[],"role":null,"run":null,'
-        '"seq":2,"session":"s","to":null,"ts":"2026-01-01T00:00:00.000Z","values":{}}'
-    )
-    with _spool(path).open("ab") as fh:
-        fh.write(frame(f"2\tab\t{text}".encode()))
+    _write_around(path)
     async with AuditLog.open(path) as log:
         report = await log.verify()
         assert not report.ok and report.first_bad_seq == 2 and report.lines_checked == 1

@@ -3,14 +3,35 @@ and a rotation seen by a handle that holds the old file."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app import spool as spools
 from app.spool import MAGIC, Spool, frame, parse
+
+
+def _append(spool: Spool, *payloads: bytes) -> None:
+    """What a writer does: take the lock, append, let go."""
+    spool.acquire(blocking=True)
+    spool.write(list(payloads))
+    spool.release()
+
+
+@contextlib.contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """The lock of the file at ``path`` held as another process's writer would."""
+    holder = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(holder)
 
 
 def test_records_round_trip_and_a_half_written_one_is_not_read() -> None:
@@ -73,9 +94,7 @@ def test_garbage_after_the_last_record_is_cut_off_by_the_next_writer(tmp_path: P
     path = tmp_path / "x-spool"
     s = Spool(path)
     try:
-        s.acquire(blocking=True)
-        s.write([b"kept"])
-        s.release()
+        _append(s, b"kept")
         with path.open("ab") as fh:
             fh.write(b"\x00\x00\x00garbage without a newline")
         other = Spool(path)
@@ -109,9 +128,7 @@ def test_a_rotation_hands_the_old_records_to_a_handle_that_had_not_read_them(
     path = tmp_path / "x-spool"
     writer, late, rotator = Spool(path), Spool(path), Spool(path)
     try:
-        writer.acquire(blocking=True)
-        writer.write([b"a" * 20, b"b"])
-        writer.release()
+        _append(writer, b"a" * 20, b"b")
         old_ident, size = writer.ident, writer.size()
         # not folded that far: no rotation
         assert not rotator.rotate(lambda: (old_ident, size - 1))
@@ -151,25 +168,17 @@ def test_a_reading_handle_follows_a_rotation_without_waiting_for_the_lock(
 ) -> None:
     """A fold holds the database's write lock while it follows the spool: it must never
     wait for a writer that holds the spool's lock (and may be waiting for the database)."""
-    import fcntl
-
     monkeypatch.setattr(spools, "ROTATE_BYTES", 10)
     path = tmp_path / "x-spool"
     writer, reader, rotator = Spool(path), Spool(path), Spool(path)
     try:
-        writer.acquire(blocking=True)
-        writer.write([b"a" * 20])
-        writer.release()
+        _append(writer, b"a" * 20)
         assert rotator.rotate(lambda: (writer.ident, writer.size()))
-        holder = os.open(path, os.O_RDWR)
-        fcntl.flock(holder, fcntl.LOCK_EX)  # another process's writer, on the new file
-        try:
+        with _held(path):  # another process's writer, on the new file
             _in_thread(reader.follow)
             assert reader.ident != writer.ident
             # an appender on the old file is told to come back, and loses nothing it read
             assert writer.acquire(blocking=False) is None
-        finally:
-            os.close(holder)
         assert writer.acquire(blocking=False) == []
         writer.release()
     finally:
@@ -180,22 +189,14 @@ def test_a_reading_handle_follows_a_rotation_without_waiting_for_the_lock(
 def test_records_read_before_a_move_that_must_wait_are_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fcntl
-
     monkeypatch.setattr(spools, "ROTATE_BYTES", 10)
     path = tmp_path / "x-spool"
     late, other, rotator = Spool(path), Spool(path), Spool(path)
     try:
-        other.acquire(blocking=True)
-        other.write([b"from another writer", b"and another"])
-        other.release()
+        _append(other, b"from another writer", b"and another")
         assert rotator.rotate(lambda: (other.ident, other.size()))
-        holder = os.open(path, os.O_RDWR)
-        fcntl.flock(holder, fcntl.LOCK_EX)
-        try:
+        with _held(path):
             assert _in_thread(lambda: late.acquire(blocking=False)) is None
-        finally:
-            os.close(holder)
         # what it read of the old file before it had to give up comes with the next call
         assert late.acquire(blocking=False) == [b"from another writer", b"and another"]
         late.release()
@@ -207,17 +208,13 @@ def test_records_read_before_a_move_that_must_wait_are_kept(
 def test_a_lock_held_too_long_is_an_error_naming_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fcntl
-
     monkeypatch.setattr(spools, "LOCK_TIMEOUT_S", 0.2)
     path = tmp_path / "x-spool"
     s = Spool(path)
-    holder = os.open(path, os.O_RDWR)
-    fcntl.flock(holder, fcntl.LOCK_EX)  # a process stopped while it holds the lock
     try:
-        with pytest.raises(OSError, match="locked by another process") as caught:
-            s.acquire(blocking=True)
-        assert caught.value.filename == str(path)
+        with _held(path):  # a process stopped while it holds the lock
+            with pytest.raises(OSError, match="locked by another process") as caught:
+                s.acquire(blocking=True)
+            assert caught.value.filename == str(path)
     finally:
-        os.close(holder)
         s.close()

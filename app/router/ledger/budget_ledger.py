@@ -130,7 +130,7 @@ class BudgetLedger(ClosedOnExit):
     async def _open_spool(self) -> None:
         """Open the spool, fold what it holds (a killed writer's last records too) and
         read the live reservations: under the spool's lock, so no record comes between."""
-        sp = self._spooled = Spooled(self.path, spooled.fold, spooled.folded)
+        sp = self._spooled = Spooled(self.path, spooled.fold, spooled.SPOOL_TABLE)
         mirror = self._mirror
 
         def opening(conn: sqlite3.Connection, inline: bool) -> None:

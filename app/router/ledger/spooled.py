@@ -25,9 +25,10 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from app.router.ledger.caps import Sums, sums
+from app.router.ledger.money import usd
 from app.router.ledger.records import Reservation
 from app.router.ledger.transactions import insert_call
-from app.spool import Spool, fold_start
+from app.spool import Spool, mark, unfolded
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ class Live(NamedTuple):
     expires_at: float
 
     def reservation(self) -> Reservation:
-        from app.router.ledger.money import usd
-
         return Reservation(
             id=self.id,
             session=self.session,
@@ -190,11 +189,8 @@ class Mirror:
 
 # ── folding ─────────────────────────────────────────────────────────────────────────────
 
-_WATERMARK = "SELECT spool, folded FROM ledger_spool WHERE id = 1"
-_SET_WATERMARK = (
-    "INSERT INTO ledger_spool (id, spool, folded) VALUES (1, ?, ?) "
-    "ON CONFLICT (id) DO UPDATE SET spool = excluded.spool, folded = excluded.folded"
-)
+#: the table that records how far the spool is folded (app.spool.watermark)
+SPOOL_TABLE = "ledger_spool"
 _INSERT_RESERVATION = (
     "INSERT INTO reservations (id, session, run, provider, role, model, amount_nusd, day,"
     " created, expires, expires_at, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,'live')"
@@ -203,24 +199,14 @@ _CLOSE = "UPDATE reservations SET status = ?, closed = ? WHERE id = ? AND status
 _AMOUNT = "SELECT amount_nusd FROM reservations WHERE id = ?"
 
 
-def folded(db: sqlite3.Connection) -> tuple[str, int]:
-    row = db.execute(_WATERMARK).fetchone()
-    return (str(row[0]), int(row[1])) if row else ("", 0)
-
-
 def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
     """Apply the spool's records after the last fold to the tables (inside a write
     transaction the caller holds); the spool id and offset folded to. A record the tables
     cannot take (a reservation closed twice: written around the spool) is logged and
     left out, never a fold that stops every later one."""
-    spool.follow()
-    ident, at = folded(db)
-    start = fold_start(spool, ident, at)
-    records, end = spool.read_since(start)
+    records, end = unfolded(db, spool, SPOOL_TABLE)
     if not records:
-        if (ident, at) != (spool.ident, start):
-            db.execute(_SET_WATERMARK, (spool.ident, start))
-        return spool.ident, start
+        return spool.ident, end
     for record in records:
         r = json.loads(record)
         kind = r[0]
@@ -245,5 +231,5 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
             insert_call(db, (*row, rid))
         elif kind == "k":
             insert_call(db, (*r[1:13], None))
-    db.execute(_SET_WATERMARK, (spool.ident, end))
+    mark(db, SPOOL_TABLE, spool.ident, end)
     return spool.ident, end
