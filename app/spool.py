@@ -179,6 +179,15 @@ class Spool:
     def release(self) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
 
+    def current(self) -> bool:
+        """True when nothing was appended since this handle last looked and its file is
+        still the spool (one ``fstat``, no lock): what its owner has read is all there is,
+        as of now. A reader may answer from that without the lock; a writer may not."""
+        if self._carry or self.missed:
+            return False
+        st = os.fstat(self.fd)
+        return st.st_nlink > 0 and st.st_size == self.offset
+
     def write(self, payloads: list[bytes]) -> None:
         """Append ``payloads`` (under the lock, after :meth:`acquire`) in one ``write``: a
         short write (a full disk) is cut off and raised, so none of them stands; a process

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from app.audit.types import AuditLine
 from app.backends.base import Backend, ChatRequest, ChatResult, Delta, ToolCall
+from app.compact_json import encoder
 from app.errors import SwitchyardError
 from app.router.types import Decision, Skip
 from app.tokens import count_messages
@@ -164,11 +165,13 @@ class RoutedResult:
     tool_calls: list[ToolCall] = field(default_factory=list)
 
 
+#: ``json.dumps(.., sort_keys=True, separators=(",", ":"))``: the text hashed since v1
+_HASHED = encoder(sort_keys=True, ensure_ascii=True)
+
+
 def input_hash(request: ChatRequest) -> str:
     """sha256 of the request's messages (provenance without the content, GR-013)."""
-    blob = json.dumps(
-        [m.model_dump() for m in request.messages], sort_keys=True, separators=(",", ":")
-    )
+    blob = _HASHED([m.model_dump() for m in request.messages])
     return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -24,6 +24,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from app.compact_json import encoder
 from app.router.ledger.caps import Sums, sums
 from app.router.ledger.money import usd
 from app.router.ledger.records import Reservation
@@ -32,7 +33,7 @@ from app.spool import Spool, mark, unfolded
 
 log = logging.getLogger(__name__)
 
-_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_DUMPS = encoder()
 
 
 class Live(NamedTuple):
