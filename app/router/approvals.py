@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -247,6 +247,14 @@ class ApprovalBroker:
         if session in self._session_denied:
             return False
         return (session, provider, model) in self._session_allowed
+
+    def allowed_of(self, session: str, models: Iterable[tuple[str, str]]) -> frozenset[str]:
+        """The models among ``models`` ((model, provider) pairs) allowed for ``session``
+        (:meth:`is_session_allowed` of each, in one pass)."""
+        allowed = self._session_allowed
+        if not allowed or session in self._session_denied:
+            return frozenset()
+        return frozenset(m for m, provider in models if (session, provider, m) in allowed)
 
     def is_session_denied(self, session: str) -> bool:
         return session in self._session_denied

@@ -44,14 +44,16 @@ def evaluate_trigger(trigger: Trigger, signals: Signals) -> Reason | None:
         return None
     if isinstance(value, bool) or trigger.threshold is None:
         return None
-    t = trigger.threshold
-    fired = {
-        "lt": value < t,
-        "le": value <= t,
-        "gt": value > t,
-        "ge": value >= t,
-    }[trigger.op]
-    if not fired:
+    t, op = trigger.threshold, trigger.op
+    if not (
+        value < t
+        if op == "lt"
+        else value <= t
+        if op == "le"
+        else value > t
+        if op == "gt"
+        else op == "ge" and value >= t
+    ):
         return None
     basis = next((why for name, why in signals.grounds if name == trigger.signal), None)
     shown = f"{float(value):.2f} ({basis})" if basis else _fmt(float(value))
@@ -66,9 +68,38 @@ def evaluate_trigger(trigger: Trigger, signals: Signals) -> Reason | None:
     )
 
 
+#: the last policy seen, and its triggers and chain per role (a policy is frozen: a new
+#: one, a reload or a copy, is another object; the router asks for one role many times)
+_views: tuple[Policy, dict[str, tuple[Trigger, ...]], dict[str, tuple[str, ...]]] | None = None
+
+
+def _view(policy: Policy) -> tuple[dict[str, tuple[Trigger, ...]], dict[str, tuple[str, ...]]]:
+    global _views
+    views = _views
+    if views is None or views[0] is not policy:
+        views = _views = (policy, {}, {})
+    return views[1], views[2]
+
+
+def _triggers(policy: Policy, role: str) -> tuple[Trigger, ...]:
+    by_role = _view(policy)[0]
+    found = by_role.get(role)
+    if found is None:
+        found = by_role[role] = tuple(policy.triggers_for(role))
+    return found
+
+
+def _chain(policy: Policy, role: str) -> list[str]:
+    by_role = _view(policy)[1]
+    found = by_role.get(role)
+    if found is None:
+        found = by_role[role] = tuple(policy.chain(role))
+    return list(found)
+
+
 def fired_triggers(policy: Policy, role: str, signals: Signals) -> list[tuple[Trigger, Reason]]:
     out = []
-    for trig in policy.triggers_for(role):
+    for trig in _triggers(policy, role):
         reason = evaluate_trigger(trig, signals)
         if reason is not None:
             out.append((trig, reason))
@@ -197,7 +228,7 @@ def decide(
         fired = fired_triggers(policy, role, signals)
     reasons = [r for _, r in fired]
     notes: list[str] = []
-    chain = policy.chain(role)
+    chain = _chain(policy, role)
 
     def stay_local(extra_skips: list[Skip], more_notes: list[str]) -> Decision:
         skips = local_skips + extra_skips

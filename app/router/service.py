@@ -112,10 +112,7 @@ class Router:
             key = f"runtime:{runtime}"
             if key not in health and not await self.backends.runtime_up(runtime):
                 health[key] = False
-        allowed = self.approvals.is_session_allowed
-        approved = frozenset(
-            m for m, provider in self._cloud_models() if allowed(self.session, provider, m)
-        )
+        approved = self.approvals.allowed_of(self.session, self._cloud_models())
         provider_left: dict[str, float] = {}
         if with_budget:
             # one read for every provider
