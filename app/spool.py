@@ -59,6 +59,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class ShortWrite(OSError):
+    """A write cut short (a full disk): the first ``standing`` records stand, the rest do
+    not (:meth:`Spool.write`)."""
+
+    def __init__(self, path: Path, standing: int) -> None:
+        stand = f": the first {standing} of its records stand" if standing else ""
+        super().__init__(errno.ENOSPC, f"short write to {path}{stand}")
+        self.standing = standing
+
+
 def frame(payload: bytes) -> bytes:
     """One record as it is written: its CRC, a space, the payload, a newline."""
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
@@ -189,22 +199,33 @@ class Spool:
         return st.st_nlink > 0 and st.st_size == self.offset
 
     def write(self, payloads: list[bytes]) -> None:
-        """Append ``payloads`` (under the lock, after :meth:`acquire`) in one ``write``: a
-        short write (a full disk) is cut off and raised, so none of them stands; a process
-        killed in the middle of a write of several pages may leave the records it had
-        completed (each checks, in order), never a part of one."""
+        """Append ``payloads`` (under the lock, after :meth:`acquire`) in one ``write``.
+
+        A short write (a full disk) keeps the records it completed and cuts off the one it
+        cut short, then raises :class:`ShortWrite` saying how many stand: a fold in another
+        process reads records without the lock, so a record that checks may be folded the
+        moment it is written, and is never taken back. (A lone record is never completed by
+        a short write: it is all there, or none of it is.) A process killed in the middle
+        of a write of several pages leaves the same: the records it had completed."""
         for p in payloads:
             if b"\n" in p:
                 raise ValueError("a spool record cannot hold a newline")
-        data = b"".join(frame(p) for p in payloads)
+        frames = [frame(p) for p in payloads]
+        data = b"".join(frames)
         try:
             written = os.write(self.fd, data)
         except OSError:
             self._cut(self.offset)
             raise
         if written != len(data):
-            self._cut(self.offset)
-            raise OSError(errno.ENOSPC, f"short write to {self.path}")
+            standing, end = 0, self.offset
+            for f in frames:
+                if end - self.offset + len(f) > written:
+                    break
+                standing, end = standing + 1, end + len(f)
+            self._cut(end)
+            self.offset = end
+            raise ShortWrite(self.path, standing)
         self.offset += written
 
     def _read_rest(self, *, cut: bool) -> list[bytes]:

@@ -119,8 +119,10 @@ class AuditBase(ClosedOnExit):
         return line
 
     async def append_many(self, lines: Sequence[Mapping[str, Any]]) -> list[AuditLine]:
-        """Append several lines produced at the same moment, in order, in one transaction
-        where the store can (all committed, or none). Each item holds :meth:`append`'s
+        """Append several lines produced at the same moment, in order: in one transaction
+        (the team's store: all committed, or none) or one write to the spool (the
+        machine's: on a full disk, the lines the write completed stand, as lines appended
+        one by one would, and the error says how many). Each item holds :meth:`append`'s
         arguments (``kind``, ``session``, and any of the others by the same names)."""
         if self._closed:
             raise RuntimeError("the audit log is closed")

@@ -48,7 +48,7 @@ from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.errors import AuditTamperError, StoreError, SwitchyardError
 from app.opener import Opener
-from app.spool import Spooled, to_the_end
+from app.spool import ShortWrite, Spooled, to_the_end
 from app.sqlite import SQLiteRunner, failure_text
 
 __all__ = ["SYNCHRONOUS", "AuditLog", "AuditLogOpener"]
@@ -227,7 +227,15 @@ class AuditLog(AuditBase):
             elif news:  # other writers' lines: the tail moved
                 self._tail = record_tail(news[-1])
             out, records = chain_lines(lines, self._tail, self._clock)
-            spool.write(records)
+            try:
+                spool.write(records)
+            except ShortWrite as short:
+                # the lines it completed stand (a fold may have them already): the chain
+                # goes on after them, and the caller is told the append failed
+                if short.standing:
+                    last = out[short.standing - 1]
+                    self._tail = (last.seq, last.hash)
+                raise
             last = out[-1]
             self._tail = (last.seq, last.hash)
         finally:

@@ -20,8 +20,9 @@ import pytest
 from app import spool as spools
 from app.audit.canonical import verify_lines
 from app.audit.log import AuditLog
-from app.errors import AuditTamperError
+from app.errors import AuditTamperError, StoreError
 from app.spool import frame
+from tests.limits import file_size_limit
 
 
 def _count(path: Path) -> int:
@@ -235,3 +236,28 @@ async def test_a_deleted_spool_loses_its_unfolded_lines_not_the_chain(tmp_path: 
         line = await log.append("route", session="s", detail="after")
         assert line.seq == 4  # after the tables' tail: the deleted line's seq, again
         assert (await log.verify()).ok
+
+
+async def test_a_full_disk_keeps_the_lines_a_write_completed_and_the_chain_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Two lines in one write, the disk full half-way through the second: the first stands
+    (another process may have folded it already), the second is gone, the error says so,
+    and the next append continues the chain after the first."""
+    path = tmp_path / "audit.db"
+    async with await AuditLog.open(path) as log, await AuditLog.open(path) as other:
+        await log.append("run", session="s")
+        size = _spool(path).stat().st_size
+        lines = [
+            {"kind": "run", "session": "s", "detail": "kept"},
+            {"kind": "run", "session": "s", "detail": "x" * 20_000},
+        ]
+        with file_size_limit(size + 2_000), pytest.raises(StoreError) as caught:
+            await log.append_many(lines)
+        assert "the first 1 of its records stand" in str(caught.value)
+        # another writer and reader see the line that stands
+        assert [(line.seq, line.detail) for line in await other.lines()] == [(1, ""), (2, "kept")]
+        assert (await log.append("run", session="s", detail="next")).seq == 3
+        assert (await other.append("run", session="s")).seq == 4
+        report = await log.verify()
+        assert report.ok and report.lines_checked == 4

@@ -10,8 +10,6 @@ whom a ``chmod 444`` changes nothing), and ``PRAGMA max_page_count`` at the file
 
 from __future__ import annotations
 
-import resource
-import signal
 import socket
 import sqlite3
 from pathlib import Path
@@ -23,6 +21,7 @@ from app.audit.log import AuditLog
 from app.cli.main import main
 from app.errors import StoreError
 from tests.integration.test_harvest import commit, git
+from tests.limits import file_size_limit
 
 
 def data_dir() -> Path:
@@ -128,15 +127,8 @@ async def test_an_append_on_a_full_disk_is_a_store_error_naming_the_file(tmp_pat
     spool = tmp_path / "audit.sqlite3-spool"
     async with AuditLog.open(path) as log:
         await log.append("run", session="s")
-        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (spool.stat().st_size + 100, hard))
-        try:
-            with pytest.raises(StoreError) as caught:
-                await log.append("run", session="s", detail=BIG)
-        finally:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-            signal.signal(signal.SIGXFSZ, previous)
+        with file_size_limit(spool.stat().st_size + 100), pytest.raises(StoreError) as caught:
+            await log.append("run", session="s", detail=BIG)
         assert str(caught.value).startswith(f"cannot write the audit log {spool}: ")
         assert [line.seq for line in await log.lines()] == [1]  # nothing half-written
         assert (await log.append("run", session="s")).seq == 2

@@ -22,8 +22,15 @@ import pytest
 from app import spool as spools
 from app.clock import ManualClock
 from app.policy.schema import Budget
-from app.router.ledger import BudgetLedger, CapExceeded, ReservationClosed, UnknownReservation
+from app.router.ledger import (
+    BudgetLedger,
+    CapExceeded,
+    LedgerError,
+    ReservationClosed,
+    UnknownReservation,
+)
 from app.sqlite import SQLiteRunner, use_wal
+from tests.limits import file_size_limit
 
 BUDGET = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=900)
 
@@ -312,3 +319,35 @@ async def test_a_ledger_that_slept_through_two_rotations_counts_the_middle_file(
         with pytest.raises(CapExceeded):
             await idle.reserve(session="s", **kw, amount_usd=4.0)
         assert await idle.left_usd("s", "deepseek") == pytest.approx(0.2)
+
+
+async def test_a_full_disk_keeps_the_expiry_a_reservation_wrote_before_it(
+    tmp_path: Path,
+) -> None:
+    """A reservation that finds an expired one writes the expiry, then itself, in one
+    write; the disk full half-way through its own record: the expiry stands (another
+    process may have folded it already) and is counted once, the reservation is refused."""
+    path = tmp_path / "ledger.db"
+    clock = ManualClock()
+    session = "s" * 3_000  # records of a few KB: the limit falls inside the second
+    async with await BudgetLedger.open(path, BUDGET, clock=clock) as led:
+        old = await led.reserve(
+            session=session, provider="deepseek", role="r", model="m", amount_usd=1.0
+        )
+        clock.advance(BUDGET.reservation_ttl_s + 1)
+        size = _size(f"{path}-spool")
+        with file_size_limit(size + 4_000), pytest.raises(LedgerError, match="short write"):
+            await led.reserve(
+                session=session, provider="deepseek", role="r", model="m", amount_usd=2.0
+            )
+        # the expiry is in this ledger's totals (charged at its amount) and in the tables
+        assert await led.left_usd(session, "deepseek") == pytest.approx(4.0)
+        await led.flush()
+        assert _count(path, "SELECT COUNT(*) FROM reservations WHERE status = 'expired'") == 1
+        await led.reserve(session=session, provider="deepseek", role="r", model="m", amount_usd=2.0)
+        snap = await led.snapshot(session)
+        assert (snap.per_session.spent_usd, snap.reserved_usd) == (1.0, 2.0)
+    with sqlite3.connect(path) as db:
+        statuses = dict(db.execute("SELECT id, status FROM reservations").fetchall())
+    assert statuses.pop(old.id) == "expired"
+    assert list(statuses.values()) == ["live"]

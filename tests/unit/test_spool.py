@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from app import spool as spools
-from app.spool import MAGIC, Spool, frame, parse
+from app.spool import MAGIC, ShortWrite, Spool, frame, parse
+from tests.limits import file_size_limit
 
 
 def _append(spool: Spool, *payloads: bytes) -> None:
@@ -86,6 +87,35 @@ def test_a_newline_in_a_record_is_refused_and_nothing_is_written(tmp_path: Path)
             s.write([b"fine", b"not\nfine"])
         s.release()
         assert s.read_since(s.start) == ([], s.start)
+    finally:
+        s.close()
+
+
+def test_a_short_write_keeps_the_records_it_completed_and_cuts_the_rest(tmp_path: Path) -> None:
+    """Another process's fold reads records without the lock: one that checks may be
+    folded the moment it is written, so a full disk never takes it back."""
+    path = tmp_path / "x-spool"
+    s = Spool(path)
+    try:
+        _append(s, b"before")
+        first, second = b"a" * 100, b"b" * 100
+        s.acquire(blocking=True)
+        limit = file_size_limit(s.size() + len(frame(first)) + 50)
+        with limit, pytest.raises(ShortWrite, match="the first 1 of its records stand") as short:
+            s.write([first, second])
+        assert short.value.standing == 1
+        assert s.size() == s.offset  # the half of the second one is cut off
+        s.write([b"after"])
+        s.release()
+        assert s.read_since(s.start)[0] == [b"before", first, b"after"]
+        # a lone record is all there or not at all
+        s.acquire(blocking=True)
+        with file_size_limit(s.size() + 50), pytest.raises(ShortWrite) as short:
+            s.write([second])
+        s.release()
+        assert short.value.standing == 0
+        assert s.read_since(s.start)[0] == [b"before", first, b"after"]
+        assert s.size() == s.offset
     finally:
         s.close()
 

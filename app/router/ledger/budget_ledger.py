@@ -40,7 +40,7 @@ from app.router.ledger.publisher import SnapshotPublisher
 from app.router.ledger.records import BudgetSnapshot, Reservation
 from app.router.ledger.schema import migrate
 from app.router.ledger.transactions import ReservationStatus, connect, on_thread
-from app.spool import Spooled, to_the_end
+from app.spool import ShortWrite, Spooled, to_the_end
 from app.sqlite import SQLiteRunner, is_busy, read_transaction, use_wal
 
 #: WAL + NORMAL: durable against a crash of the process, not against a power cut (see the
@@ -296,10 +296,21 @@ class BudgetLedger(ClosedOnExit):
                 conn.execute("PRAGMA busy_timeout = 0")
 
     def _write(self, records: list[list[Any]]) -> None:
-        """Append ``records`` (under the lock) and apply them: all or none."""
+        """Append ``records`` (under the lock) and apply them. A write cut short (a full
+        disk) raises, and the records it completed stand: the mirror applies those (the
+        expiries a reservation found on its way; the reservation is always the last)."""
         sp = self._spooled
         assert sp is not None
-        sp.appends.write([spooled.encode(r) for r in records])
+        try:
+            sp.appends.write([spooled.encode(r) for r in records])
+        except ShortWrite as short:
+            records = records[: short.standing]
+            if not records:
+                raise
+            for r in records:
+                self._mirror.apply_one(r)
+            self._due, self._written = True, len(records)
+            raise
         for r in records:
             self._mirror.apply_one(r)
         self._due, self._written = True, len(records)
