@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -70,6 +70,10 @@ def _scalar(value: Any) -> str:
     return _ENCODE(value)
 
 
+#: ``AuditLine.model_validate_json`` without its Python wrapper (about 1 µs a line)
+_READ_LINE: Callable[[str], AuditLine] = AuditLine.__pydantic_validator__.validate_json
+
+
 class PreparedLine:
     """A line's canonical text without the chain's fields, in the five pieces they go
     between."""
@@ -87,7 +91,7 @@ class PreparedLine:
         tail = f'{self._c}"seq":{int(seq)},{self._d}"ts":{encode_basestring(ts)},{self._e}'
         digest = hashlib.sha256(f"{self._a}{self._b}{prev}{tail}".encode()).hexdigest()
         text = f'{self._a}"hash":"{digest}",{self._b}{prev}{tail}'
-        return AuditLine.model_validate_json(text), text
+        return _READ_LINE(text), text
 
 
 def _parts(
