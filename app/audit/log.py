@@ -79,6 +79,8 @@ class AuditLog(AuditBase):
         #: the spool (app.spool), and the chain's tail as this log last saw it
         self._spooled: Spooled | None = None
         self._tail: tuple[int, str] = (0, "")
+        #: the lines a write cut short left standing, to publish once it has raised
+        self._standing: list[AuditLine] = []
 
     @classmethod
     def open(
@@ -186,6 +188,11 @@ class AuditLog(AuditBase):
             else:
                 out = self._append(lines, news)
         except OSError as exc:
+            standing, self._standing = self._standing, []
+            for line in standing:  # (a write cut short: see _append)
+                self._publish(line)
+            if standing:
+                await self._after_write(len(standing))
             raise StoreError(f"cannot write the audit log {spool.path}: {exc}") from exc
         await self._after_write(len(out))
         return out
@@ -231,10 +238,12 @@ class AuditLog(AuditBase):
                 spool.write(records)
             except ShortWrite as short:
                 # the lines it completed stand (a fold may have them already): the chain
-                # goes on after them, and the caller is told the append failed
+                # goes on after them, they are published, and the caller is told the
+                # append failed
                 if short.standing:
                     last = out[short.standing - 1]
                     self._tail = (last.seq, last.hash)
+                    self._standing = out[: short.standing]
                 raise
             last = out[-1]
             self._tail = (last.seq, last.hash)

@@ -20,6 +20,7 @@ import pytest
 from app import spool as spools
 from app.audit.canonical import verify_lines
 from app.audit.log import AuditLog
+from app.bus import AuditAppended, Bus
 from app.errors import AuditTamperError, StoreError
 from app.spool import frame
 from tests.limits import file_size_limit
@@ -134,6 +135,7 @@ import asyncio, sys
 from pathlib import Path
 from app import spool as spools
 from app.audit.log import AuditLog
+from app.bus import AuditAppended, Bus
 
 async def main():
     log = await AuditLog.open(Path(sys.argv[1]))
@@ -245,7 +247,12 @@ async def test_a_full_disk_keeps_the_lines_a_write_completed_and_the_chain_goes_
     (another process may have folded it already), the second is gone, the error says so,
     and the next append continues the chain after the first."""
     path = tmp_path / "audit.db"
-    async with await AuditLog.open(path) as log, await AuditLog.open(path) as other:
+    bus = Bus()
+    seen = bus.subscribe(name="live view")
+    async with (
+        await AuditLog.open(path, bus=bus) as log,
+        await AuditLog.open(path) as other,
+    ):
         await log.append("run", session="s")
         size = _spool(path).stat().st_size
         lines = [
@@ -255,6 +262,9 @@ async def test_a_full_disk_keeps_the_lines_a_write_completed_and_the_chain_goes_
         with file_size_limit(size + 2_000), pytest.raises(StoreError) as caught:
             await log.append_many(lines)
         assert "the first 1 of its records stand" in str(caught.value)
+        # the live view is shown the line that stands
+        shown = [seen.get_nowait(), seen.get_nowait(), seen.get_nowait()]
+        assert [e.line["seq"] for e in shown if isinstance(e, AuditAppended)] == [1, 2]
         # another writer and reader see the line that stands
         assert [(line.seq, line.detail) for line in await other.lines()] == [(1, ""), (2, "kept")]
         assert (await log.append("run", session="s", detail="next")).seq == 3

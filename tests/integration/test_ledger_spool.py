@@ -26,6 +26,7 @@ from app.router.ledger import (
     BudgetLedger,
     CapExceeded,
     LedgerError,
+    Reservation,
     ReservationClosed,
     UnknownReservation,
 )
@@ -37,6 +38,12 @@ BUDGET = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=900)
 
 def _size(path: str) -> int:
     return os.stat(path).st_size
+
+
+def _records(path: Path) -> list[bytes]:
+    """Every record of the ledger's spool (after its header)."""
+    with open(f"{path}-spool", "rb") as fh:
+        return spools.parse(fh.read().partition(b"\n")[2])[0]
 
 
 def _count(path: Path, sql: str) -> int:
@@ -330,7 +337,13 @@ async def test_a_full_disk_keeps_the_expiry_a_reservation_wrote_before_it(
     path = tmp_path / "ledger.db"
     clock = ManualClock()
     session = "s" * 3_000  # records of a few KB: the limit falls inside the second
+    told: list[str] = []
+
+    async def hook(expired: list[Reservation]) -> None:
+        told.extend(r.id for r in expired)
+
     async with await BudgetLedger.open(path, BUDGET, clock=clock) as led:
+        led.on_expired = hook
         old = await led.reserve(
             session=session, provider="deepseek", role="r", model="m", amount_usd=1.0
         )
@@ -340,13 +353,16 @@ async def test_a_full_disk_keeps_the_expiry_a_reservation_wrote_before_it(
             await led.reserve(
                 session=session, provider="deepseek", role="r", model="m", amount_usd=2.0
             )
-        # the expiry is in this ledger's totals (charged at its amount) and in the tables
-        assert await led.left_usd(session, "deepseek") == pytest.approx(4.0)
+        # the expiry is told (its audit line), once, and is in the tables
+        assert told == [old.id]
         await led.flush()
         assert _count(path, "SELECT COUNT(*) FROM reservations WHERE status = 'expired'") == 1
         await led.reserve(session=session, provider="deepseek", role="r", model="m", amount_usd=2.0)
         snap = await led.snapshot(session)
         assert (snap.per_session.spent_usd, snap.reserved_usd) == (1.0, 2.0)
+        assert told == [old.id]
+    # one expiry record: the ledger's memory had it closed, none was written again
+    assert sum(r.startswith(b'["x"') for r in _records(path)) == 1
     with sqlite3.connect(path) as db:
         statuses = dict(db.execute("SELECT id, status FROM reservations").fetchall())
     assert statuses.pop(old.id) == "expired"

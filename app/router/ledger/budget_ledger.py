@@ -96,6 +96,8 @@ class BudgetLedger(ClosedOnExit):
         #: the last operation wrote ``_written`` records (a fold may be due)
         self._due = False
         self._written = 0
+        #: expiries a write cut short left standing, to be told once it has raised
+        self._unsaid: list[Reservation] = []
 
     @classmethod
     async def open(
@@ -225,10 +227,20 @@ class BudgetLedger(ClosedOnExit):
                 raise transactions.ledger_error(self.path, exc) from exc
             except OSError as exc:
                 where = self._spooled.path if self._spooled else self.path
+                await self._after_short_write()
                 raise LedgerError(f"{where}: budget ledger error: {exc}") from exc
             if self._due:
                 await self._fold_due()
             return result
+
+    async def _after_short_write(self) -> None:
+        """What a write cut short left standing (:meth:`_write`) is folded in time, and
+        the expiries among it are told: the mirror has them closed, so nothing would find
+        them again."""
+        if self._due:
+            await self._fold_due()
+        unsaid, self._unsaid = self._unsaid, []
+        await tell_expired(self.on_expired, unsaid, self.path)
 
     async def _fold_due(self) -> None:
         """After a write: fold now when enough records wait, else a quarter of a second
@@ -307,6 +319,8 @@ class BudgetLedger(ClosedOnExit):
             records = records[: short.standing]
             if not records:
                 raise
+            live = self._mirror.live
+            self._unsaid = [live[r[1]].reservation() for r in records if r[0] == "x"]
             for r in records:
                 self._mirror.apply_one(r)
             self._due, self._written = True, len(records)
