@@ -42,6 +42,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from app.durable import fsync_dir, fsync_file
 from app.sqlite import Busy, is_busy
 
 MAGIC = b"switchyard-spool 1 "
@@ -313,12 +314,7 @@ class Spool:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            with contextlib.suppress(OSError):
-                dfd = os.open(self.path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+            fsync_dir(self.path.parent)
             return True
         finally:
             self.release()
@@ -521,11 +517,7 @@ class Spooled:
         folded_to = watermark(conn, self._table)
         for name in (f"{self.db_path}-wal", str(self.db_path)):
             with contextlib.suppress(FileNotFoundError):
-                fd = os.open(name, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_file(Path(name))
         return folded_to
 
 

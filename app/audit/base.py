@@ -87,16 +87,10 @@ class AuditBase(ClosedOnExit):
         values: Mapping[str, Any] | None = None,
         provenance: Mapping[str, Any] | None = None,
         detail: str = "",
-        defer: bool = False,
     ) -> AuditLine:
-        """Append one line (redacted, hashed, chained) and return it once committed.
-
-        ``defer``: for a line that records what already happened (a call's tokens and
-        cost), never one that must stand before an effect: a store that commits in groups
-        may commit it with its next line instead (a crash just before then loses it, as
-        one just before the append would have). Neither store does today: the machine's
-        writes each line to its spool at once, the team's commits each. :meth:`flush`
-        makes every line so far visible to the store's reads.
+        """Append one line (redacted, hashed, chained) and return it once it stands (the
+        machine's store: in its spool; the team's: committed). :meth:`flush` makes every
+        line so far visible to the store's reads.
         """
         if self._closed:
             raise RuntimeError("the audit log is closed")
@@ -114,7 +108,7 @@ class AuditBase(ClosedOnExit):
             self.policy_version,
         )
         async with self._lock:
-            line = (await self._insert([prepared], defer=defer))[0]
+            line = (await self._insert([prepared]))[0]
             self._publish(line)
         return line
 
@@ -145,7 +139,7 @@ class AuditBase(ClosedOnExit):
         if not prepared:
             return []
         async with self._lock:
-            out = await self._insert(prepared, defer=False)
+            out = await self._insert(prepared)
             for line in out:
                 self._publish(line)
         return out
@@ -157,12 +151,13 @@ class AuditBase(ClosedOnExit):
             event = AuditAppended(session=line.session, line=line.model_dump(by_alias=True))
             self._bus.publish_nowait(event)
 
-    async def _insert(self, lines: list[PreparedLine], *, defer: bool) -> list[AuditLine]:
+    async def _insert(self, lines: list[PreparedLine]) -> list[AuditLine]:
         """Extend the chain by ``lines``, in order, in one transaction where it can."""
         raise NotImplementedError
 
     async def flush(self) -> None:
-        """Commit deferred lines now (a store that commits every append has none)."""
+        """Make every line so far visible to the store's reads (the machine's folds its
+        spool into the tables; the team's commits every append: nothing to do)."""
 
     # ── read ─────────────────────────────────────────────────────────────────────────────
 

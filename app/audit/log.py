@@ -176,9 +176,9 @@ class AuditLog(AuditBase):
 
     # ── write ────────────────────────────────────────────────────────────────────────────
 
-    async def _insert(self, lines: list[PreparedLine], *, defer: bool) -> list[AuditLine]:
-        """Chain ``lines`` after the tail and append them to the spool (``defer`` is moot:
-        an append costs one ``write``, and stands when it returns)."""
+    async def _insert(self, lines: list[PreparedLine]) -> list[AuditLine]:
+        """Chain ``lines`` after the tail and append them to the spool in one ``write``
+        (they stand when it returns)."""
         assert self._spooled is not None
         spool = self._spooled.appends
         try:

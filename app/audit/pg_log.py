@@ -232,8 +232,7 @@ class PgAuditLog(AuditBase):
 
     # ── write ────────────────────────────────────────────────────────────────────────────
 
-    async def _insert(self, lines: list[PreparedLine], *, defer: bool) -> list[AuditLine]:
-        # ``defer`` is for a store that commits in groups; every append here is one.
+    async def _insert(self, lines: list[PreparedLine]) -> list[AuditLine]:
         async def appended(conn: Conn) -> list[AuditLine]:
             if len(lines) == 1:
                 return [await self._append(conn, lines[0])]

@@ -50,5 +50,4 @@ class AuditSink(Protocol):
         values: Mapping[str, Any] | None = None,
         provenance: Mapping[str, Any] | None = None,
         detail: str = "",
-        defer: bool = False,
     ) -> AuditLine: ...

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from app.audit.canonical import jsonable
 from app.audit.masking import mask_value
+from app.durable import fsync_dir, fsync_file
 from app.evidence.layout import TMP_PREFIX
 from app.evidence.records import FileEntry
 
@@ -59,20 +60,6 @@ def atomic_write(target: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(target.parent)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    # The rename itself is only durable once the directory is synced.
-    with contextlib.suppress(OSError):
-        fsync_file(path)
 
 
 def walk(root: Path) -> list[tuple[str, Path]]:

@@ -237,9 +237,6 @@ async def _open_line(
             ),
         },
         detail=f"{client}: {inbound.protocol} {inbound.model} → {role}",
-        # Nothing has happened yet: a store that commits in groups may commit it with the
-        # route line, which stands before any effect (the machine's spool writes it now).
-        defer=True,
     )
 
 
@@ -298,7 +295,6 @@ async def _close_line(
             reason_codes=["GATEWAY_DONE" if status == 200 else "GATEWAY_FAILED"],
             values=values,
             detail=detail,
-            defer=True,  # records what already happened
         )
     except SwitchyardError as exc:
         # What the request did is on record already (its route, escalation and call

@@ -215,19 +215,15 @@ async def serve_cloud(
         return None
     model = router.policy.model(d.target)
     actual = cost_usd(model, result.usage.tokens_in, result.usage.tokens_out)
-    # What happened (defer): a store that commits in groups may commit it with its next
-    # write; the machine's spool writes it at once, one record.
     await router.ledger.settle(
         reservation.id,
         actual_usd=actual,
         tokens_in=result.usage.tokens_in,
         tokens_out=result.usage.tokens_out,
         latency_ms=result.latency_ms,
-        defer=True,
     )
     await write(
         "call",
-        defer=True,
         to=d.target,
         reason_codes=d.reason_codes,
         values={**call_values(result, actual), "secrets_masked": masked, "provider": d.provider},

@@ -89,11 +89,9 @@ async def serve_local(
         latency_ms=result.latency_ms,
         cost_usd=0.0,
         outcome="ok",
-        defer=True,  # what happened: a store may commit it with its next write
     )
     await write(
         "call",
-        defer=True,
         to=f"{d.target}@{d.runtime}",
         values=call_values(result, 0.0),
         detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, $0",

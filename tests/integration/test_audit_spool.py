@@ -63,7 +63,7 @@ async def test_an_append_stands_in_the_spool_and_is_folded_behind_it(tmp_path: P
         assert b'"seq":1,' in _spool(path).read_bytes()
         assert _count(path) == 0  # not yet in the tables: the loop has not been free
         await _until(lambda: _count(path) == 1, "the idle loop folded the line")
-        await log.append("call", session="s", defer=True)
+        await log.append("call", session="s")
         # a read folds what is left before it reads
         assert [ln.kind for ln in await log.tail(5)] == ["escalation", "call"]
         assert _count(path) == 2

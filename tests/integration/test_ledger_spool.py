@@ -62,9 +62,7 @@ async def test_a_write_stands_in_the_spool_and_another_ledger_counts_it(tmp_path
             session="s", provider="deepseek", role="r", model="m", amount_usd=1.0
         )
         assert await other.left_usd("s", "deepseek") == pytest.approx(4.0)
-        await led.settle(
-            first.id, actual_usd=0.5, tokens_in=1, tokens_out=1, latency_ms=1, defer=True
-        )
+        await led.settle(first.id, actual_usd=0.5, tokens_in=1, tokens_out=1, latency_ms=1)
         # the other ledger reads the settlement before it checks a cap: $4.5 is left
         assert await other.left_usd("s", "deepseek") == pytest.approx(4.5)
         await other.reserve(session="s", provider="deepseek", role="r", model="m", amount_usd=4.5)
@@ -83,7 +81,7 @@ async def test_a_refused_write_keeps_what_was_written_before_it(tmp_path: Path) 
     path = tmp_path / "ledger.db"
     async with await BudgetLedger.open(path, BUDGET, clock=ManualClock()) as led:
         res = await led.reserve(session="s", provider="deepseek", role="r", model="m", amount_usd=1)
-        await led.settle(res.id, actual_usd=1, tokens_in=1, tokens_out=1, latency_ms=1, defer=True)
+        await led.settle(res.id, actual_usd=1, tokens_in=1, tokens_out=1, latency_ms=1)
         with pytest.raises(UnknownReservation):
             await led.settle("nope", actual_usd=1, tokens_in=1, tokens_out=1, latency_ms=1)
         with pytest.raises(ReservationClosed):

@@ -35,6 +35,19 @@ def _held(path: Path) -> Iterator[None]:
         os.close(holder)
 
 
+@contextlib.contextmanager
+def _handles(path: Path, n: int) -> Iterator[list[Spool]]:
+    """``n`` handles on the spool at ``path`` (as many processes would have), closed at
+    the end."""
+    handles: list[Spool] = []
+    try:
+        handles.extend(Spool(path) for _ in range(n))
+        yield handles
+    finally:
+        for h in handles:
+            h.close()
+
+
 def test_records_round_trip_and_a_half_written_one_is_not_read() -> None:
     data = frame(b"one") + frame(b"two\tthree") + frame(b"four")[:-3]
     payloads, used = parse(data)
@@ -156,8 +169,7 @@ def test_a_rotation_hands_the_old_records_to_a_handle_that_had_not_read_them(
 ) -> None:
     monkeypatch.setattr(spools, "ROTATE_BYTES", 10)
     path = tmp_path / "x-spool"
-    writer, late, rotator = Spool(path), Spool(path), Spool(path)
-    try:
+    with _handles(path, 3) as (writer, late, rotator):
         _append(writer, b"a" * 20, b"b")
         old_ident, size = writer.ident, writer.size()
         # not folded that far: no rotation
@@ -175,9 +187,6 @@ def test_a_rotation_hands_the_old_records_to_a_handle_that_had_not_read_them(
         new.close()
         leftovers = [p for p in os.listdir(tmp_path) if p != "x-spool"]
         assert leftovers == []
-    finally:
-        for s in (writer, late, rotator):
-            s.close()
 
 
 def _in_thread(fn: object, timeout: float = 10.0) -> object:
@@ -200,8 +209,7 @@ def test_a_reading_handle_follows_a_rotation_without_waiting_for_the_lock(
     wait for a writer that holds the spool's lock (and may be waiting for the database)."""
     monkeypatch.setattr(spools, "ROTATE_BYTES", 10)
     path = tmp_path / "x-spool"
-    writer, reader, rotator = Spool(path), Spool(path), Spool(path)
-    try:
+    with _handles(path, 3) as (writer, reader, rotator):
         _append(writer, b"a" * 20)
         assert rotator.rotate(lambda: (writer.ident, writer.size()))
         with _held(path):  # another process's writer, on the new file
@@ -211,9 +219,6 @@ def test_a_reading_handle_follows_a_rotation_without_waiting_for_the_lock(
             assert writer.acquire(blocking=False) is None
         assert writer.acquire(blocking=False) == []
         writer.release()
-    finally:
-        for s in (writer, reader, rotator):
-            s.close()
 
 
 def test_records_read_before_a_move_that_must_wait_are_kept(
@@ -221,8 +226,7 @@ def test_records_read_before_a_move_that_must_wait_are_kept(
 ) -> None:
     monkeypatch.setattr(spools, "ROTATE_BYTES", 10)
     path = tmp_path / "x-spool"
-    late, other, rotator = Spool(path), Spool(path), Spool(path)
-    try:
+    with _handles(path, 3) as (late, other, rotator):
         _append(other, b"from another writer", b"and another")
         assert rotator.rotate(lambda: (other.ident, other.size()))
         with _held(path):
@@ -230,9 +234,6 @@ def test_records_read_before_a_move_that_must_wait_are_kept(
         # what it read of the old file before it had to give up comes with the next call
         assert late.acquire(blocking=False) == [b"from another writer", b"and another"]
         late.release()
-    finally:
-        for s in (late, other, rotator):
-            s.close()
 
 
 def test_a_lock_held_too_long_is_an_error_naming_the_file(

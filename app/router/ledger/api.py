@@ -3,11 +3,6 @@ use. :class:`~app.router.ledger.BudgetLedger` (a machine's SQLite file, the defa
 :class:`~app.router.ledger.pg_ledger.PgBudgetLedger` (the team's PostgreSQL) implement
 it; the router calls the one it was given directly, with nothing in between.
 
-``defer=True`` on a settlement or a call record: a store that commits in groups may
-commit it with its next write; a crash before then loses it as one just before it would
-have. The machine's (a record in its spool, standing at once) and the team's (a commit
-each) ignore it.
-
 ``on_expired``: called with the reservations a store charged in full because their TTL
 passed unsettled (their process may have made the call and died), after the charge is
 committed; the session sets it to audit each one (GR-005: a charge with no line would
@@ -71,7 +66,6 @@ class Ledger(Protocol):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
-        defer: bool = False,
     ) -> None: ...
 
     async def release(
@@ -98,7 +92,6 @@ class Ledger(Protocol):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
-        defer: bool = False,
     ) -> None: ...
 
     async def flush(self) -> None:

@@ -313,21 +313,19 @@ class BudgetLedger(ClosedOnExit):
         expiries a reservation found on its way; the reservation is always the last)."""
         sp = self._spooled
         assert sp is not None
+        short: ShortWrite | None = None
         try:
             sp.appends.write([spooled.encode(r) for r in records])
-        except ShortWrite as short:
-            records = records[: short.standing]
-            if not records:
-                raise
+        except ShortWrite as exc:
+            short, records = exc, records[: exc.standing]
             live = self._mirror.live
             self._unsaid = [live[r[1]].reservation() for r in records if r[0] == "x"]
-            for r in records:
-                self._mirror.apply_one(r)
-            self._due, self._written = True, len(records)
-            raise
         for r in records:
             self._mirror.apply_one(r)
-        self._due, self._written = True, len(records)
+        if records:
+            self._due, self._written = True, len(records)
+        if short is not None:
+            raise short
 
     def _need(self, session: str, day: str, inline: bool) -> None:
         """``session``'s and ``day``'s totals in the mirror: read from the tables the
@@ -422,13 +420,9 @@ class BudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
-        defer: bool = False,
     ) -> None:
-        """Record the call's actual cost (even above the reservation) and close it.
-
-        ``defer`` is moot here: a settlement is one record in the spool, standing when
-        this returns (a store that commits in groups may defer it).
-        """
+        """Record the call's actual cost (even above the reservation) and close it: one
+        record in the spool, standing when this returns."""
         await self._close(
             reservation_id,
             "settled",
@@ -495,10 +489,8 @@ class BudgetLedger(ClosedOnExit):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
-        defer: bool = False,
     ) -> None:
-        """Telemetry for a call made without a reservation (its cost still counts).
-        ``defer``: moot, as for :meth:`settle`."""
+        """Telemetry for a call made without a reservation (its cost still counts)."""
         cost = nusd(cost_usd, "cost_usd")
         check_tokens(tokens_in, tokens_out)
         now = self._clock.now()
@@ -548,7 +540,7 @@ class BudgetLedger(ClosedOnExit):
         its cost grows with the session's calls, and it must not hold the request path's
         lock while it reads."""
         await self.expire_stale()
-        await self.flush()  # what was deferred is part of what the meter shows
+        await self.flush()  # what the spool holds is part of what the meter shows
         if self._reader is None:
             self._reader = await connect(self.path)
             try:

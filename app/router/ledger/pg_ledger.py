@@ -255,9 +255,7 @@ class PgBudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
-        defer: bool = False,
     ) -> None:
-        # ``defer`` is for a store that commits in groups; each call here commits.
         await self._close(
             reservation_id, "settled", actual_usd, tokens_in, tokens_out, latency_ms, outcome
         )
@@ -322,7 +320,6 @@ class PgBudgetLedger(ClosedOnExit):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
-        defer: bool = False,
     ) -> None:
         cost = nusd(cost_usd, "cost_usd")
         check_tokens(tokens_in, tokens_out)
