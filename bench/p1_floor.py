@@ -55,7 +55,7 @@ from app.audit.quick_redact import looks_clean
 from app.audit.store import _HEAD as HEAD
 from app.audit.store import _INSERT as INSERT_LINE
 from app.audit.store import _TAIL as TAIL
-from app.audit.store import SCHEMA
+from app.audit.store import SCHEMA, _text
 from app.router.ledger.caps import sums
 from app.router.ledger.schema import migrate
 from app.router.ledger.transactions import insert_call
@@ -135,15 +135,17 @@ def timed(request: Callable[[], None], n: int) -> list[float]:
 def line_row(fields: dict[str, Any], seq: int, prev: str, ts: str) -> tuple[Any, ...]:
     """One audit line as the product makes it (``app.audit.prepared``: the canonical text
     in one pass of the C encoder; ``looks_clean``: the secret scan every line gets; the
-    chain hash and the validated line), as the row ``app.audit.store``'s insert takes."""
+    chain hash; the line is not read back, as the product's request path does not), as
+    the row ``app.audit.store``'s insert takes (its index columns as the fold reads them)."""
     made = prepare(fields)
     if made is None:
         raise RuntimeError("a bench line only the slow way spells")
     prepared, text, data = made
     if not looks_clean(text, data):
         raise RuntimeError("a secret in a bench line")
-    line, canonical = prepared.chain(seq, prev, ts)
-    return (seq, ts, line.session, line.run, line.kind, line.hash, canonical)
+    line = prepared.chain(seq, prev, ts)
+    kind, session, run = prepared.index.split("\t")
+    return (seq, ts, _text(session), _text(run), kind, line.hash, line.text)
 
 
 def close_live(db: sqlite3.Connection, rid: str, cost: int, closed: str) -> None:

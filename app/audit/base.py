@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from app.audit.canonical import VerifyReport, jsonable
 from app.audit.prepared import PreparedLine, prepare, prepare_plain
 from app.audit.quick_redact import looks_clean, redact_fields
-from app.audit.types import AUDIT_KINDS, AuditLine
+from app.audit.types import AUDIT_KINDS, Appended, AuditLine
 from app.bus import AuditAppended, Bus, Event
 from app.clock import Clock
 from app.opener import ClosedOnExit
@@ -92,6 +92,36 @@ class AuditBase(ClosedOnExit):
         machine's store: in its spool; the team's: committed). :meth:`flush` makes every
         line so far visible to the store's reads.
         """
+        appended = await self.add(
+            kind,
+            session=session,
+            run=run,
+            role=role,
+            from_=from_,
+            to=to,
+            reason_codes=reason_codes,
+            values=values,
+            provenance=provenance,
+            detail=detail,
+        )
+        return appended.line
+
+    async def add(
+        self,
+        kind: str,
+        *,
+        session: str,
+        run: str | None = None,
+        role: str | None = None,
+        from_: str | None = None,
+        to: str | None = None,
+        reason_codes: Sequence[str] = (),
+        values: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        detail: str = "",
+    ) -> Appended:
+        """:meth:`append`, returning the line's seq, hash and text at once and the line
+        itself when asked for (the router's path, which keeps the seq: issue 20)."""
         if self._closed:
             raise RuntimeError("the audit log is closed")
         prepared = _prepare(
@@ -108,9 +138,9 @@ class AuditBase(ClosedOnExit):
             self.policy_version,
         )
         async with self._lock:
-            line = (await self._insert([prepared]))[0]
-            self._publish(line)
-        return line
+            appended = (await self._insert([prepared]))[0]
+            self._publish(appended)
+        return appended
 
     async def append_many(self, lines: Sequence[Mapping[str, Any]]) -> list[AuditLine]:
         """Append several lines produced at the same moment, in order: in one transaction
@@ -140,18 +170,19 @@ class AuditBase(ClosedOnExit):
             return []
         async with self._lock:
             out = await self._insert(prepared)
-            for line in out:
-                self._publish(line)
-        return out
+            for appended in out:
+                self._publish(appended)
+        return [appended.line for appended in out]
 
-    def _publish(self, line: AuditLine) -> None:
+    def _publish(self, appended: Appended) -> None:
         if self._bus is not None:
             # Under the lock, so this instance publishes in seq order; publishing never
             # waits on a subscriber (a dead one is detached), so neither does an append.
+            line = appended.line
             event = AuditAppended(session=line.session, line=line.model_dump(by_alias=True))
             self._bus.publish_nowait(event)
 
-    async def _insert(self, lines: list[PreparedLine]) -> list[AuditLine]:
+    async def _insert(self, lines: list[PreparedLine]) -> list[Appended]:
         """Extend the chain by ``lines``, in order, in one transaction where it can."""
         raise NotImplementedError
 

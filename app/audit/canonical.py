@@ -38,7 +38,8 @@ def chain_line(
 ) -> tuple[AuditLine, str]:
     """Line ``seq`` after ``prev_hash``: the validated line and its canonical text (what
     is stored, exported and verified), hashed once. ``fields``: plain JSON values."""
-    return prepare_plain(dict(fields)).chain(seq, prev_hash, ts)
+    appended = prepare_plain(dict(fields)).chain(seq, prev_hash, ts)
+    return appended.line, appended.text
 
 
 def jsonable(obj: Any) -> Any:

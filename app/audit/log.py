@@ -43,7 +43,7 @@ from app.audit.store import (
     setup,
     tail_of,
 )
-from app.audit.types import AuditLine
+from app.audit.types import Appended, AuditLine
 from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.errors import AuditTamperError, StoreError, SwitchyardError
@@ -80,7 +80,7 @@ class AuditLog(AuditBase):
         self._spooled: Spooled | None = None
         self._tail: tuple[int, str] = (0, "")
         #: the lines a write cut short left standing, to publish once it has raised
-        self._standing: list[AuditLine] = []
+        self._standing: list[Appended] = []
 
     @classmethod
     def open(
@@ -176,7 +176,7 @@ class AuditLog(AuditBase):
 
     # ── write ────────────────────────────────────────────────────────────────────────────
 
-    async def _insert(self, lines: list[PreparedLine]) -> list[AuditLine]:
+    async def _insert(self, lines: list[PreparedLine]) -> list[Appended]:
         """Chain ``lines`` after the tail and append them to the spool in one ``write``
         (they stand when it returns)."""
         assert self._spooled is not None
@@ -216,7 +216,7 @@ class AuditLog(AuditBase):
             if not self._closed:
                 await self._fold_here(inline=True)
 
-    def _append(self, lines: list[PreparedLine], news: list[bytes] | None) -> list[AuditLine]:
+    def _append(self, lines: list[PreparedLine], news: list[bytes] | None) -> list[Appended]:
         assert self._spooled is not None
         spool = self._spooled.appends
         if news is None:

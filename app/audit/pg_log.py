@@ -32,7 +32,7 @@ from app.audit.canonical import (
 )
 from app.audit.pg_schema import COMPONENT, MIGRATIONS
 from app.audit.prepared import PreparedLine
-from app.audit.types import AuditLine
+from app.audit.types import Appended, AuditLine
 from app.bus import Bus
 from app.clock import Clock, SystemClock, iso
 from app.errors import AuditTamperError, SwitchyardError, UsageError
@@ -232,8 +232,8 @@ class PgAuditLog(AuditBase):
 
     # ── write ────────────────────────────────────────────────────────────────────────────
 
-    async def _insert(self, lines: list[PreparedLine]) -> list[AuditLine]:
-        async def appended(conn: Conn) -> list[AuditLine]:
+    async def _insert(self, lines: list[PreparedLine]) -> list[Appended]:
+        async def appended(conn: Conn) -> list[Appended]:
             if len(lines) == 1:
                 return [await self._append(conn, lines[0])]
             async with conn.transaction():  # several lines: all of them or none
@@ -241,7 +241,7 @@ class PgAuditLog(AuditBase):
 
         return await self._with(appended)
 
-    async def _append(self, conn: Conn, prepared: PreparedLine) -> AuditLine:
+    async def _append(self, conn: Conn, prepared: PreparedLine) -> Appended:
         if not self._registered:
             await conn.execute(
                 "INSERT INTO audit_chains (chain, team, user_name, host, started, nonce)"
@@ -256,7 +256,8 @@ class PgAuditLog(AuditBase):
             self._registered = True
         for _ in range(MAX_RACES):
             seq, prev = self._head
-            line, text = prepared.chain(seq + 1, prev, iso(self._clock.now()))
+            appended = prepared.chain(seq + 1, prev, iso(self._clock.now()))
+            line = appended.line  # its index columns
             row = await conn.fetchrow(
                 "SELECT * FROM sy_audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 self.chain,
@@ -267,12 +268,12 @@ class PgAuditLog(AuditBase):
                 line.session,
                 line.run,
                 line.kind,
-                text,
+                appended.text,
             )
             assert row is not None
             self._head = (int(row["head_seq"]), str(row["head_hash"]))
             if row["ok"]:
-                return line
+                return appended
         raise SwitchyardError(f"audit chain {self.chain}: the head kept moving; not appended")
 
     # ── this instance's chain ────────────────────────────────────────────────────────────

@@ -1,6 +1,7 @@
 """An audit line made ready before its place in the chain is known: its canonical text in
 five pieces between which the chain's own fields (``hash``, ``prev_hash``, ``seq``,
-``ts``) go once the tail is read. The line itself is read from the finished text.
+``ts``) go once the tail is read. The line itself is read from the finished text when it
+is asked for (:class:`~app.audit.types.Appended`).
 
 The text is what :func:`app.audit.canonical.canonical_json` gives for the whole line
 (sorted keys, no spaces): the top-level keys are fixed (:class:`AuditLine` forbids any
@@ -17,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
 from pydantic import BaseModel
 
-from app.audit.types import AuditLine
+from app.audit.types import Appended, read_line
 from app.compact_json import encoder
 
 _SCALARS_A = ("detail", "from")
@@ -70,28 +71,41 @@ def _scalar(value: Any) -> str:
     return _ENCODE(value)
 
 
-#: ``AuditLine.model_validate_json`` without its Python wrapper (about 1 µs a line)
-_READ_LINE: Callable[[str], AuditLine] = AuditLine.__pydantic_validator__.validate_json
+# pydantic's JSON parser refuses a text nested deeper than this (its recursion limit is
+# 200): a line with as many brackets in it is read before it is written, never after.
+_BRACKETS = 100
 
 
 class PreparedLine:
     """A line's canonical text without the chain's fields, in the five pieces they go
-    between."""
+    between; its spool record's index columns (kind, session, run); and whether its
+    fields are known to make a valid :class:`AuditLine` (``checked``: every scalar a
+    ``str`` or None where the line allows it, values and provenance JSON objects, and
+    shallow enough for pydantic's parser)."""
 
-    __slots__ = ("_a", "_b", "_c", "_d", "_e")
+    __slots__ = ("_a", "_b", "_c", "_d", "_e", "checked", "index")
 
-    def __init__(self, parts: tuple[str, str, str, str, str]) -> None:
+    def __init__(
+        self, parts: tuple[str, str, str, str, str], scalars: Mapping[str, str], checked: bool
+    ) -> None:
         self._a, self._b, self._c, self._d, self._e = parts
+        kind = scalars["kind"]
+        kind = kind[1:-1] if kind[:1] == '"' and "\\" not in kind else kind
+        #: ``kind\tsession\trun`` as app.audit.store's records spell them (JSON for the
+        #: last two), from the scalars the text was made of
+        self.index = f"{kind}\t{scalars['session']}\t{scalars['run']}"
+        self.checked = checked
 
-    def chain(self, seq: int, prev_hash: str, ts: str) -> tuple[AuditLine, str]:
-        """Line ``seq`` after ``prev_hash``: the validated line and its canonical text
-        (what is stored, exported and verified), hashed once. The line is read from that
-        text (pydantic's JSON parser, in one call): exactly what a reader of it gets."""
+    def chain(self, seq: int, prev_hash: str, ts: str) -> Appended:
+        """Line ``seq`` after ``prev_hash`` at ``ts``: its canonical text (what is stored,
+        exported and verified), hashed once. A line not ``checked`` is read (validated)
+        here, so that one which does not validate is never written; a checked one is read
+        only when its :attr:`Appended.line` is asked for."""
         prev = f'"prev_hash":{encode_basestring(prev_hash)},'
         tail = f'{self._c}"seq":{int(seq)},{self._d}"ts":{encode_basestring(ts)},{self._e}'
         digest = hashlib.sha256(f"{self._a}{self._b}{prev}{tail}".encode()).hexdigest()
         text = f'{self._a}"hash":"{digest}",{self._b}{prev}{tail}'
-        return _READ_LINE(text), text
+        return Appended(seq, digest, text, None if self.checked else read_line(text))
 
 
 def _parts(
@@ -109,18 +123,38 @@ def _parts(
 
 
 _ALL_SCALARS = (*_SCALARS_A, *_SCALARS_B, *_SCALARS_C, *_SCALARS_D)
+#: the scalars AuditLine requires as strings, and those it allows None for
+_REQUIRED = ("detail", "kind", "session")
+_OPTIONAL = ("from", "policy_version", "role", "run", "to")
 
 
 def prepare_plain(fields: dict[str, Any]) -> PreparedLine:
-    """The pieces of ``fields`` already made plain (``redact(jsonable(raw))``)."""
+    """The pieces of ``fields`` already made plain (``redact(jsonable(raw))``); the line
+    is read when chained (the slow way is rare: its fields are not checked here)."""
     scalars = {k: _scalar(fields[k]) for k in _ALL_SCALARS}
-    return PreparedLine(
-        _parts(
-            scalars,
-            _ENCODE(fields["provenance"]),
-            _ENCODE(fields["reason_codes"]),
-            _ENCODE(fields["values"]),
-        )
+    parts = _parts(
+        scalars,
+        _ENCODE(fields["provenance"]),
+        _ENCODE(fields["reason_codes"]),
+        _ENCODE(fields["values"]),
+    )
+    return PreparedLine(parts, scalars, checked=False)
+
+
+def _checked(raw: Mapping[str, Any], provenance: str, values: str, text: str) -> bool:
+    """Whether ``raw``'s text (made by :func:`prepare`) is a valid line's: the types
+    :class:`AuditLine` asks of each field, without reading the text back."""
+    for key in _REQUIRED:
+        if type(raw[key]) is not str:
+            return False
+    for key in _OPTIONAL:
+        value = raw[key]
+        if value is not None and type(value) is not str:
+            return False
+    return (
+        provenance[:1] == "{"
+        and values[:1] == "{"
+        and text.count("{") + text.count("[") < _BRACKETS
     )
 
 
@@ -141,4 +175,4 @@ def prepare(raw: dict[str, Any]) -> tuple[PreparedLine, str, bytes] | None:
     # UnicodeEncodeError is a ValueError
     except (TypeError, ValueError, RecursionError):
         return None
-    return PreparedLine(parts), text, data
+    return PreparedLine(parts, scalars, _checked(raw, provenance, values, text)), text, data

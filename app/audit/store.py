@@ -13,13 +13,12 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Sequence
-from json.encoder import encode_basestring
 
 import aiosqlite
 
 from app.audit.canonical import GENESIS_HASH
 from app.audit.prepared import PreparedLine
-from app.audit.types import AuditLine
+from app.audit.types import Appended
 from app.clock import Clock, iso
 from app.errors import AuditTamperError
 from app.spool import Spool, mark, unfolded
@@ -99,21 +98,20 @@ _HEAD = (
 
 def chain_lines(
     lines: Sequence[PreparedLine], tail: tuple[int, str], clock: Clock
-) -> tuple[list[AuditLine], list[bytes]]:
+) -> tuple[list[Appended], list[bytes]]:
     """``lines`` chained after ``tail`` (seq, hash): the lines and their spool records.
-    Every line is made (and validated) before any is written: one that does not validate
-    writes nothing. The time is read here, under the spool's lock, so ts follows seq."""
+    Every line is made (and any not checked when prepared, validated) before any is
+    written: one that does not validate writes nothing. The time is read here, under the
+    spool's lock, so ts follows seq."""
     seq, prev_hash = tail
     ts = iso(clock.now())
-    out: list[AuditLine] = []
+    out: list[Appended] = []
     records: list[bytes] = []
     for prepared in lines:
         seq += 1
-        line, text = prepared.chain(seq, prev_hash, ts)
-        run = "null" if line.run is None else encode_basestring(line.run)
+        line = prepared.chain(seq, prev_hash, ts)
         records.append(
-            f"{seq}\t{line.hash}\t{prev_hash}\t{ts}\t{line.kind}\t"
-            f"{encode_basestring(line.session)}\t{run}\t{text}".encode()
+            f"{seq}\t{line.hash}\t{prev_hash}\t{ts}\t{prepared.index}\t{line.text}".encode()
         )
         prev_hash = line.hash
         out.append(line)

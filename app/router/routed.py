@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app.audit.types import AuditLine
+from app.audit.types import Appended, AuditLine
 from app.backends.base import Backend, ChatRequest, ChatResult, Delta, ToolCall
 from app.compact_json import encoder
 from app.errors import SwitchyardError
@@ -43,7 +43,7 @@ class Watching:
 
 
 #: writes one audit line for the request at hand (role, session and run filled in)
-Write = Callable[..., Awaitable[AuditLine]]
+Write = Callable[..., Awaitable[Appended]]
 
 
 class RouteRefused(SwitchyardError):
@@ -160,9 +160,16 @@ class RoutedResult:
     decision: Decision
     escalated: bool
     approver: str | None = None
-    audit: list[AuditLine] = field(default_factory=list)
+    #: the request's audit lines, in order, as appended (:attr:`audit` reads them)
+    appended: list[Appended] = field(default_factory=list)
     #: the calls the model made (finish_reason "tool_calls")
     tool_calls: list[ToolCall] = field(default_factory=list)
+
+    @property
+    def audit(self) -> list[AuditLine]:
+        """The request's audit lines, in order: each read from its text when first asked
+        for (nothing on the request path asks)."""
+        return [appended.line for appended in self.appended]
 
 
 #: ``json.dumps(.., sort_keys=True, separators=(",", ":"))``: the text hashed since v1

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.audit.types import AuditLine, AuditSink
+from app.audit.types import Appended
 from app.backends.base import Backend, BackendError, ChatRequest, ChatResult
 from app.bus import Bus
 from app.clock import Clock, SystemClock
@@ -47,6 +47,9 @@ from app.router.routed import (
 )
 from app.router.types import Decision, RouterState, Signals
 
+if TYPE_CHECKING:
+    from app.audit.base import AuditBase
+
 __all__ = [
     "BackendResolver",
     "DeltaHook",
@@ -68,7 +71,7 @@ class Router:
         policy: Policy,
         *,
         session: str,
-        audit: AuditSink,
+        audit: AuditBase,
         ledger: Ledger,
         approvals: ApprovalBroker,
         backends: BackendResolver,
@@ -185,7 +188,7 @@ class Router:
         signals = signals or Signals()
         if signals.context_estimate is None:
             signals = signals.model_copy(update={"context_estimate": request_tokens(request)})
-        lines: list[AuditLine] = []
+        lines: list[Appended] = []
         denied: set[str] = set()
         failed: dict[str, str] = {}
         said_skips: set[tuple[str, str]] = set()
@@ -193,11 +196,11 @@ class Router:
         last_error: BackendError | None = None
         req: int | None = None  # the seq of this request's first line (recorded.py)
 
-        async def write(kind: str, **kw: Any) -> AuditLine:
+        async def write(kind: str, **kw: Any) -> Appended:
             nonlocal req
             if req is not None:
                 kw["values"] = {**(kw.get("values") or {}), "req": req}
-            line = await self.audit.append(kind, session=self.session, run=run, role=role, **kw)
+            line = await self.audit.add(kind, session=self.session, run=run, role=role, **kw)
             req = line.seq if req is None else req
             lines.append(line)
             return line
@@ -234,7 +237,7 @@ class Router:
                 )
                 if result is None:
                     continue
-                result.audit = lines
+                result.appended = lines
                 return result
             if cloud_only:
                 raise RouteStaysLocal(d)
@@ -298,7 +301,7 @@ class Router:
                     detail=f"{d.target} on {where} failed ({exc}); marked down for {cooldown:g}s",
                 )
                 continue
-            result.audit = lines
+            result.appended = lines
             return result
         raise RouteFailed(
             f"{role}: no step could serve the request ({last_error})"
@@ -379,15 +382,15 @@ class Router:
         if not previous.escalated:
             local = Signals(context_estimate=request_tokens(request))
             return await self.complete(role, request, local, run=run, on_delta=on_delta)
-        lines: list[AuditLine] = []
+        lines: list[Appended] = []
         # the repair belongs to the request it repairs (a simulation adds its cost there)
-        first = previous.audit[0] if previous.audit else None
+        first = previous.appended[0].line if previous.appended else None
         of = first.values.get("req", first.seq) if first is not None else None
 
-        async def write(kind: str, **kw: Any) -> AuditLine:
+        async def write(kind: str, **kw: Any) -> Appended:
             if of is not None:
                 kw["values"] = {**(kw.get("values") or {}), "req": of}
-            line = await self.audit.append(kind, session=self.session, run=run, role=role, **kw)
+            line = await self.audit.add(kind, session=self.session, run=run, role=role, **kw)
             lines.append(line)
             return line
 
@@ -401,5 +404,5 @@ class Router:
         if result is None:
             why = "; ".join(failed.values()) or ("denied" if denied else "unavailable")
             raise RouteFailed(f"{role}: the repair on {d.target} was not served ({why})")
-        result.audit = lines
+        result.appended = lines
         return result

@@ -8,7 +8,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from app.audit.base import _prepare
 from app.audit.canonical import GENESIS_HASH, canonical_json, jsonable, line_hash
@@ -44,14 +44,16 @@ def _raw(values: Any, provenance: Any = None, detail: str = "d") -> dict[str, An
 
 
 def _slow(raw: dict[str, Any]) -> tuple[Any, str]:
-    return prepare_plain(redact_fields(jsonable(raw))).chain(7, GENESIS_HASH, "2026-01-01T00:00Z")
+    made = prepare_plain(redact_fields(jsonable(raw))).chain(7, GENESIS_HASH, "2026-01-01T00:00Z")
+    return made.line, made.text
 
 
 def _quick(raw: dict[str, Any]) -> tuple[Any, str] | None:
     made = prepare(raw)
     if made is None or not looks_clean(made[1], made[2]):
         return None
-    return made[0].chain(7, GENESIS_HASH, "2026-01-01T00:00Z")
+    line = made[0].chain(7, GENESIS_HASH, "2026-01-01T00:00Z")
+    return line.line, line.text
 
 
 def _verifies(text: str) -> bool:
@@ -108,4 +110,72 @@ def test_an_append_redacts_a_secret_the_quick_way_would_have_kept() -> None:
     made = _prepare(
         "call", "s", None, None, None, None, ["R"], {"k": "sk-" + "a1" * 9}, None, "", "1"
     )
-    assert "a1a1a1" not in made.chain(1, GENESIS_HASH, "t")[1]
+    assert "a1a1a1" not in made.chain(1, GENESIS_HASH, "t").text
+
+
+class Named(str):
+    """A str subclass: AuditLine takes it; the quick way does not vouch for it."""
+
+
+scalars = st.one_of(
+    st.none(),
+    st.text(max_size=6),
+    st.builds(Named, st.text(max_size=4)),
+    st.integers(-3, 3),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.lists(st.text(max_size=3), max_size=2),
+)
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(  # the line's own scalars (valid), or any of these
+        st.just({}),
+        st.fixed_dictionaries(
+            {k: scalars for k in ("session", "run", "kind", "role", "from", "to", "detail")}
+            | {"policy_version": scalars}
+        ),
+    ),
+    st.one_of(st.dictionaries(st.text(max_size=4), values, max_size=3), values),
+    st.one_of(st.dictionaries(st.text(max_size=4), values, max_size=3), values),
+    st.integers(0, 230),
+)
+def test_a_line_is_written_only_when_it_reads_back(
+    fields: dict[str, Any], v: Any, p: Any, depth: int
+) -> None:
+    # The quick way vouches for a line without reading it back only when its text is a
+    # valid line's; any other is read (validated) when chained, so one that does not
+    # read back is refused before it is written.
+    raw = {**_raw(v, p), **fields}
+    if depth:
+        raw["values"] = {"deep": _nested(depth)}
+    made = prepare(raw)
+    prepared = made[0] if made is not None else prepare_plain(jsonable(raw))
+    try:
+        line = prepared.chain(1, GENESIS_HASH, "2026-01-01T00:00:00.000Z")
+    except ValidationError:
+        assert not prepared.checked
+        return
+    assert line.line == AuditLine.model_validate_json(line.text)
+    assert (line.line.seq, line.line.hash) == (line.seq, line.hash)
+
+
+def test_the_quick_way_vouches_for_a_plain_line_and_reads_it_when_asked() -> None:
+    made = prepare(_raw({"a": [1, 2.5]}, {"m": "x"}))
+    assert made is not None and made[0].checked
+    line = made[0].chain(3, GENESIS_HASH, "t")
+    assert line._line is None  # not read yet
+    assert line.line.values == {"a": [1, 2.5]} and line.line is line.line
+    # a scalar of another type than the line's, a list for the values, a deep nesting:
+    # read when chained
+    for odd in ({"role": 5}, {"role": Named("r")}, {"values": [1]}, {"values": _nested(120)}):
+        made = prepare({**_raw({}), **odd})
+        assert made is not None and not made[0].checked
