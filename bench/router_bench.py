@@ -294,7 +294,7 @@ def _time_phases(bench: Bench) -> dict[str, list[int]]:
     spent: dict[str, list[int]] = {}
     parts = {
         "decide+state": (bench.router, "_decide_recorded"),
-        "audit.append": (bench.audit, "append"),
+        "audit.add": (bench.audit, "add"),
         "ledger.reserve": (bench.ledger, "reserve"),
         "backend call": (bench.router, "call"),
         "ledger.settle": (bench.ledger, "settle"),

@@ -123,9 +123,8 @@ def _parts(
 
 
 _ALL_SCALARS = (*_SCALARS_A, *_SCALARS_B, *_SCALARS_C, *_SCALARS_D)
-#: the scalars AuditLine requires as strings, and those it allows None for
-_REQUIRED = ("detail", "kind", "session")
-_OPTIONAL = ("from", "policy_version", "role", "run", "to")
+#: the scalars AuditLine requires as strings (it allows None for the others)
+_REQUIRED = frozenset(("detail", "kind", "session"))
 
 
 def prepare_plain(fields: dict[str, Any]) -> PreparedLine:
@@ -141,30 +140,25 @@ def prepare_plain(fields: dict[str, Any]) -> PreparedLine:
     return PreparedLine(parts, scalars, checked=False)
 
 
-def _checked(raw: Mapping[str, Any], provenance: str, values: str, text: str) -> bool:
-    """Whether ``raw``'s text (made by :func:`prepare`) is a valid line's: the types
-    :class:`AuditLine` asks of each field, without reading the text back."""
-    for key in _REQUIRED:
-        if type(raw[key]) is not str:
-            return False
-    for key in _OPTIONAL:
-        value = raw[key]
-        if value is not None and type(value) is not str:
-            return False
-    return (
-        provenance[:1] == "{"
-        and values[:1] == "{"
-        and text.count("{") + text.count("[") < _BRACKETS
-    )
-
-
 def prepare(raw: dict[str, Any]) -> tuple[PreparedLine, str, bytes] | None:
     """The quick way: ``raw`` (a line's fields as given) turned into canonical text with
     the C encoder; with that text and its UTF-8 (for the redaction look). None when only
     the slow way spells it exactly (a NaN, a lone surrogate, a key that is not a string).
     """
     try:
-        scalars = {k: _scalar(raw[k]) for k in _ALL_SCALARS}
+        scalars: dict[str, str] = {}
+        # whether every scalar has the type AuditLine asks (a str, or None where allowed)
+        plain = True
+        for key in _ALL_SCALARS:
+            value = raw[key]
+            if type(value) is str:
+                scalars[key] = encode_basestring(value)
+            elif value is None:
+                scalars[key] = "null"
+                plain = plain and key not in _REQUIRED
+            else:
+                scalars[key] = _ENCODE(value)
+                plain = False
         provenance = _encode(raw["provenance"])
         values = _encode(raw["values"])
         if _ODD_KEY.search(provenance) or _ODD_KEY.search(values):
@@ -175,4 +169,13 @@ def prepare(raw: dict[str, Any]) -> tuple[PreparedLine, str, bytes] | None:
     # UnicodeEncodeError is a ValueError
     except (TypeError, ValueError, RecursionError):
         return None
-    return PreparedLine(parts, scalars, _checked(raw, provenance, values, text)), text, data
+    # The line is vouched for without reading it back when its text is a valid line's:
+    # the scalars' types, values and provenance JSON objects, and shallow enough for
+    # pydantic's parser.
+    checked = (
+        plain
+        and provenance[:1] == "{"
+        and values[:1] == "{"
+        and text.count("{") + text.count("[") < _BRACKETS
+    )
+    return PreparedLine(parts, scalars, checked), text, data

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from app.audit import AUDIT_KINDS, GENESIS_HASH, AuditLog, AuditSink, verify_lines
 from app.audit.canonical import canonical_json, line_hash
@@ -48,6 +49,22 @@ async def test_appends_chain_and_verify(db_path: Path) -> None:
     assert second.reason_codes == ["vllm_down"]  # a lone code, not its letters
     assert first.hash == line_hash(first.model_dump(by_alias=True))
     assert report.ok and report.lines_checked == 2 and report.head_hash == second.hash
+
+
+async def test_a_line_that_would_not_read_back_is_never_written(db_path: Path) -> None:
+    # add() does not read a line back when the quick way vouches for it; one whose field
+    # has another type than the line's is read when chained, and refused before the spool.
+    async with AuditLog.open(db_path) as log:
+        first = await log.add("run", session="s", values={"n": [1, 2.5]})
+        assert first.line.values == {"n": [1, 2.5]} and first.line.seq == first.seq == 1
+        for odd in ({"role": 5}, {"session": None}, {"values": [1]}, {"detail": 3.5}):
+            with pytest.raises(ValidationError):
+                await log.add("run", **{"session": "s", **odd})  # type: ignore[arg-type]
+        second = await log.append("run", session="s")
+        report = await log.verify()
+        lines = await log.lines()
+    assert second.seq == 2 and second.prev_hash == first.hash
+    assert report.ok and [line.seq for line in lines] == [1, 2]
 
 
 async def test_satisfies_the_sink_protocol(db_path: Path) -> None:
