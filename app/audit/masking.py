@@ -74,10 +74,16 @@ CS_MARKERS = (
 
 def maybe_secret(text: str) -> bool:
     """False only when no shape can match ``text`` (environment values aside)."""
-    if any(m in text for m in CS_MARKERS):
-        return True
+    # (loops, not any() over a generator: each request's prompt is looked at this way, and
+    # resuming a generator per marker cost more than the look in a short message)
+    for marker in CS_MARKERS:
+        if marker in text:
+            return True
     low = text.lower()
-    return any(m in low for m in CI_MARKERS)
+    for marker in CI_MARKERS:  # noqa: SIM110 (a loop: see above)
+        if marker in low:
+            return True
+    return False
 
 
 # ── shapes ─────────────────────────────────────────────────────────────────────────────────
@@ -293,6 +299,8 @@ class Masker:
 
     # text ────────────────────────────────────────────────────────────────────────────────
     def text(self, text: str) -> str:
+        if not text:  # (a message's reasoning, most often)
+            return text
         if self.env is not None:
             text, n = self.env.subn(lambda m: _keep_lines(m.group(0)), text)
             self.count += n

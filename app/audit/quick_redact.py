@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any, cast
 
 from app.audit.masking import CI_MARKERS, CS_MARKERS, SECRET_KEY
@@ -32,31 +33,36 @@ _FOLDS_TO_ASCII = re.compile("[\u0130\u0131\u017f\u212a]")
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 
 
-def _grouped(markers: tuple[str, ...]) -> tuple[tuple[bytes, tuple[bytes, ...]], ...]:
-    """What maybe_secret() looks for, as UTF-8 bytes, grouped under a common prefix of
-    three characters (or the whole marker): one look rules out a whole group."""
-    groups: dict[bytes, list[bytes]] = {}
+Search = Callable[[bytes], "re.Match[bytes] | None"]
+
+
+def _searches(markers: tuple[str, ...]) -> tuple[Search, ...]:
+    """A search for any of ``markers`` (as UTF-8 bytes), one regex per first byte.
+
+    A regex whose alternatives all begin with one byte is scanned for that byte at C
+    speed and tries its alternatives only there: half the time of a ``bytes.find`` per
+    marker over a line (which tries every byte), where one alternation of every marker
+    is slower still (it tries them at nearly every position). Measured on the router's
+    two lines: 11.1 and 10.1 µs a line with a find per group, 5.3 and 4.8 µs (issue 20).
+    """
+    by_first: dict[bytes, list[bytes]] = {}
     for marker in markers:
         raw = marker.encode()
-        groups.setdefault(raw[:3], []).append(raw)
-    # A group of one is looked for whole; its prefix alone would only cost a second look.
+        by_first.setdefault(raw[:1], []).append(raw)
     return tuple(
-        (members[0], ()) if len(members) == 1 else (prefix, tuple(members))
-        for prefix, members in groups.items()
+        re.compile(b"|".join(re.escape(m) for m in members)).search for members in by_first.values()
     )
 
 
-# maybe_secret()'s markers, and the secret keys' endings, grouped for looks_clean().
-_CS_GROUPS = _grouped(CS_MARKERS)
-_CI_GROUPS = _grouped((*CI_MARKERS, *_SECRET_KEY_ENDS))
+# maybe_secret()'s markers, and the secret keys' endings, for looks_clean().
+_CS_SEARCHES = _searches(CS_MARKERS)
+_CI_SEARCHES = _searches((*CI_MARKERS, *_SECRET_KEY_ENDS))
 
 
-def _any_marker(data: bytes, groups: tuple[tuple[bytes, tuple[bytes, ...]], ...]) -> bool:
-    # find(), not ``in``: ``needle in data`` first tries the needle as a byte value, and
-    # the TypeError it raises and clears costs more than the search (two dozen a line).
-    find = data.find
-    for prefix, members in groups:
-        if find(prefix) >= 0 and (not members or any(find(m) >= 0 for m in members)):
+def _any_marker(data: bytes, searches: tuple[Search, ...]) -> bool:
+    # (a loop, not any() over a generator: resuming one per search costs ~0.1 µs each)
+    for search in searches:  # noqa: SIM110
+        if search(data) is not None:
             return True
     return False
 
@@ -79,13 +85,18 @@ def looks_clean(text: str, data: bytes | None = None) -> bool:
     values = _secret_values()
     if values and (any(_JSON_ESCAPED.search(v) for v in values) or any(v in text for v in values)):
         return False
-    if not text.isascii() and _FOLDS_TO_ASCII.search(text):
-        return False
     try:
         raw = text.encode("utf-8") if data is None else data
     except UnicodeEncodeError:
         return False
-    return not (_any_marker(raw, _CS_GROUPS) or _any_marker(raw.lower(), _CI_GROUPS))
+    # (the bytes that begin or hold those characters in UTF-8, at memchr's speed first)
+    if (
+        not text.isascii()
+        and (0xC4 in raw or 0xC5 in raw or 0x84 in raw)
+        and _FOLDS_TO_ASCII.search(text)
+    ):
+        return False
+    return not (_any_marker(raw, _CS_SEARCHES) or _any_marker(raw.lower(), _CI_SEARCHES))
 
 
 def redact_fields(fields: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,55 @@
+"""The audit's quick redaction look (app.audit.quick_redact): its marker search finds
+exactly what a search for each marker finds, and a folding character sends a line the
+slow way."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.audit.masking import CI_MARKERS, CS_MARKERS
+from app.audit.quick_redact import (
+    _CI_SEARCHES,
+    _CS_SEARCHES,
+    _SECRET_KEY_ENDS,
+    _any_marker,
+    looks_clean,
+)
+
+_CI = (*CI_MARKERS, *_SECRET_KEY_ENDS)
+_ALL = (*CS_MARKERS, *_CI)
+# markers whole, cut short, and in the other case; with the bytes around them
+_PIECES = st.one_of(
+    st.sampled_from(_ALL),
+    st.sampled_from(_ALL).map(lambda m: m[:-1]),
+    st.sampled_from(_ALL).map(str.swapcase),
+    st.text(alphabet='aAkKsSgGhHpPtT-_":\\n ixzoe', max_size=4),
+)
+
+
+def _plainly(data: bytes) -> bool:
+    low = data.lower()
+    return any(m.encode() in data for m in CS_MARKERS) or any(m.encode() in low for m in _CI)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(_PIECES, max_size=8).map("".join))
+def test_the_marker_search_finds_what_a_find_per_marker_finds(text: str) -> None:
+    data = text.encode()
+    quick = _any_marker(data, _CS_SEARCHES) or _any_marker(data.lower(), _CI_SEARCHES)
+    assert quick == _plainly(data)
+
+
+def test_every_marker_is_found_alone_and_in_a_line() -> None:
+    for marker in _ALL:
+        for text in (marker, f'{{"detail":"x {marker} y"}}'):
+            assert not looks_clean(text), marker
+    assert looks_clean('{"detail":"confidence 0.5 < 0.75 → gpt-5.1-high"}')
+
+
+def test_a_character_that_folds_to_ascii_takes_the_slow_way() -> None:
+    # İ ı ſ and the Kelvin sign match ASCII letters under an ignore-case pattern
+    for char in ("\u0130", "\u0131", "\u017f", "\u212a"):
+        assert not looks_clean(f'{{"detail":"a{char}b → c"}}'), repr(char)
+    # other non-ASCII text, bytes 0xC4/0xC5/0x84 in it included, stays quick
+    assert looks_clean('{"detail":"Ą ą Ņ → ü"}')
