@@ -41,20 +41,23 @@ class ManualClock:
         self._mono += seconds
 
 
-#: the last whole UTC second :func:`iso` spelled (its fields), and its text to the second
-_second: tuple[tuple[int, ...], str] | None = None
+#: the whole UTC seconds :func:`iso` spelled lately (their fields), and their text
+_seconds: dict[tuple[int, ...], str] = {}
 
 
 def iso(dt: datetime) -> str:
     """``dt`` in UTC to the millisecond (truncated, as ``isoformat`` does), ``…Z``.
 
-    A request writes several stamps within one second: the seconds' text is made once.
+    A request writes several stamps within one second, and a reservation's expiry a few
+    minutes on: each second's text is made once (a single remembered second missed on
+    every stamp after an expiry, issue 20).
     """
-    global _second
     if dt.tzinfo is not UTC:
         return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     key = (dt.second, dt.minute, dt.hour, dt.day, dt.month, dt.year)
-    cached = _second
-    if cached is None or cached[0] != key:
-        cached = _second = (key, dt.isoformat()[:19])
-    return f"{cached[1]}.{dt.microsecond // 1000:03d}Z"
+    text = _seconds.get(key)
+    if text is None:
+        if len(_seconds) >= 16:
+            _seconds.clear()
+        text = _seconds[key] = dt.isoformat()[:19]
+    return f"{text}.{dt.microsecond // 1000:03d}Z"
