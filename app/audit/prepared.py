@@ -170,12 +170,15 @@ def prepare(raw: dict[str, Any]) -> tuple[PreparedLine, str, bytes] | None:
     except (TypeError, ValueError, RecursionError):
         return None
     # The line is vouched for without reading it back when its text is a valid line's:
-    # the scalars' types, values and provenance JSON objects, and shallow enough for
-    # pydantic's parser.
+    # the scalars' types, values and provenance JSON objects, the reason codes a list of
+    # strings, and shallow enough for pydantic's parser.
+    codes = raw["reason_codes"]
     checked = (
         plain
         and provenance[:1] == "{"
         and values[:1] == "{"
+        and type(codes) is list
+        and all(type(code) is str for code in codes)
         and text.count("{") + text.count("[") < _BRACKETS
     )
     return PreparedLine(parts, scalars, checked), text, data

@@ -57,7 +57,13 @@ async def test_a_line_that_would_not_read_back_is_never_written(db_path: Path) -
     async with AuditLog.open(db_path) as log:
         first = await log.add("run", session="s", values={"n": [1, 2.5]})
         assert first.line.values == {"n": [1, 2.5]} and first.line.seq == first.seq == 1
-        for odd in ({"role": 5}, {"session": None}, {"values": [1]}, {"detail": 3.5}):
+        for odd in (
+            {"role": 5},
+            {"session": None},
+            {"detail": None},
+            {"values": [1]},
+            {"detail": 3.5},
+        ):
             with pytest.raises(ValidationError):
                 await log.add("run", **{"session": "s", **odd})  # type: ignore[arg-type]
         second = await log.append("run", session="s")

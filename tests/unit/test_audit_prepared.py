@@ -128,6 +128,19 @@ scalars = st.one_of(
 )
 
 
+_FIELDS = (
+    "session",
+    "run",
+    "kind",
+    "role",
+    "from",
+    "to",
+    "detail",
+    "policy_version",
+    "reason_codes",
+)
+
+
 def _nested(depth: int) -> dict[str, Any]:
     value: dict[str, Any] = {}
     for _ in range(depth):
@@ -137,12 +150,10 @@ def _nested(depth: int) -> dict[str, Any]:
 
 @settings(max_examples=400, deadline=None)
 @given(
-    st.one_of(  # the line's own scalars (valid), or any of these
+    st.one_of(  # the line's own scalars (valid), one of them as any of these, or all
         st.just({}),
-        st.fixed_dictionaries(
-            {k: scalars for k in ("session", "run", "kind", "role", "from", "to", "detail")}
-            | {"policy_version": scalars}
-        ),
+        st.sampled_from(_FIELDS).flatmap(lambda k: scalars.map(lambda v: {k: v})),
+        st.fixed_dictionaries({k: scalars for k in _FIELDS}),
     ),
     st.one_of(st.dictionaries(st.text(max_size=4), values, max_size=3), values),
     st.one_of(st.dictionaries(st.text(max_size=4), values, max_size=3), values),
@@ -176,6 +187,14 @@ def test_the_quick_way_vouches_for_a_plain_line_and_reads_it_when_asked() -> Non
     assert line.line.values == {"a": [1, 2.5]} and line.line is line.line
     # a scalar of another type than the line's, a list for the values, a deep nesting:
     # read when chained
-    for odd in ({"role": 5}, {"role": Named("r")}, {"values": [1]}, {"values": _nested(120)}):
+    for odd in (
+        {"role": 5},
+        {"role": Named("r")},
+        {"detail": None},
+        {"values": [1]},
+        {"values": _nested(120)},
+        {"reason_codes": [1]},
+        {"reason_codes": "R"},
+    ):
         made = prepare({**_raw({}), **odd})
         assert made is not None and not made[0].checked

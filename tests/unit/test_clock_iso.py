@@ -32,3 +32,18 @@ def test_iso_is_to_the_millisecond_truncated() -> None:
     dt = datetime(2026, 12, 5, 10, 0, 59, 999_999, tzinfo=UTC)
     assert iso(dt) == "2026-12-05T10:00:59.999Z"
     assert iso(dt + timedelta(microseconds=1)) == "2026-12-05T10:01:00.000Z"
+
+
+def test_the_same_time_of_day_on_other_dates_is_spelled_with_its_own_date() -> None:
+    # the remembered seconds are keyed on the whole date: each field on its own differs
+    base = datetime(2026, 12, 5, 10, 20, 30, 123_000, tzinfo=UTC)
+    others = [
+        base.replace(year=2027),
+        base.replace(month=11),
+        base.replace(day=6),
+        base.replace(hour=11),
+        base.replace(minute=21),
+    ]
+    for other in others:
+        for moment in (base, other, base, other):
+            assert iso(moment) == _spelled(moment)

@@ -4,9 +4,12 @@ slow way."""
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.audit import quick_redact
 from app.audit.masking import CI_MARKERS, CS_MARKERS
 from app.audit.quick_redact import (
     _CI_SEARCHES,
@@ -38,6 +41,14 @@ def test_the_marker_search_finds_what_a_find_per_marker_finds(text: str) -> None
     data = text.encode()
     quick = _any_marker(data, _CS_SEARCHES) or _any_marker(data.lower(), _CI_SEARCHES)
     assert quick == _plainly(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PIECES, max_size=8).map("".join))
+def test_a_line_looks_clean_when_it_holds_no_marker_in_any_case(text: str) -> None:
+    # the whole look (the lowering included), with no secret in the environment
+    with patch.object(quick_redact, "_secret_values", lambda: ()):
+        assert looks_clean(text) == (not _plainly(text.encode()))
 
 
 def test_every_marker_is_found_alone_and_in_a_line() -> None:
