@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic_core import from_json
+
 from app.audit.canonical import VerifyReport, jsonable
 from app.audit.prepared import PreparedLine, prepare, prepare_plain
 from app.audit.quick_redact import looks_clean, redact_fields
@@ -178,9 +180,10 @@ class AuditBase(ClosedOnExit):
         if self._bus is not None:
             # Under the lock, so this instance publishes in seq order; publishing never
             # waits on a subscriber (a dead one is detached), so neither does an append.
-            line = appended.line
-            event = AuditAppended(session=line.session, line=line.model_dump(by_alias=True))
-            self._bus.publish_nowait(event)
+            # The line as a dict is its text parsed (what ``AuditLine.model_dump`` of the
+            # line read from it holds, by the same parser, in a third of the time).
+            line: dict[str, Any] = from_json(appended.text)
+            self._bus.publish_nowait(AuditAppended(session=line["session"], line=line))
 
     async def _insert(self, lines: list[PreparedLine]) -> list[Appended]:
         """Extend the chain by ``lines``, in order, in one transaction where it can."""

@@ -177,7 +177,14 @@ async def test_publishes_each_line_on_the_bus(db_path: Path) -> None:
     bus = Bus()
     sub = bus.subscribe(kinds=(AuditAppended,))
     async with AuditLog.open(db_path, bus=bus) as log:
-        line = await log.append("escalation", session="s9", from_="local", to="deepseek")
+        line = await log.append(
+            "escalation",
+            session="s9",
+            from_="local",
+            to="deepseek",
+            values={"x": [1, 2.5, {"y": None}], "big": 10**30, "e": 1e-7, "t": "→"},
+            provenance={"p": "q"},
+        )
     event = sub.get_nowait()
     assert isinstance(event, AuditAppended)
     assert event.session == "s9"
