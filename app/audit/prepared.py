@@ -80,8 +80,8 @@ class PreparedLine:
     """A line's canonical text without the chain's fields, in the five pieces they go
     between; its spool record's index columns (kind, session, run); and whether its
     fields are known to make a valid :class:`AuditLine` (``checked``: every scalar a
-    ``str`` or None where the line allows it, values and provenance JSON objects, and
-    shallow enough for pydantic's parser)."""
+    ``str`` or None where the line allows it, values and provenance JSON objects, the
+    reason codes a list of strings, and shallow enough for pydantic's parser)."""
 
     __slots__ = ("_a", "_b", "_c", "_d", "_e", "checked", "index")
 
