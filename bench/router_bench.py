@@ -163,6 +163,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -172,9 +173,11 @@ from pathlib import Path
 from typing import Any
 
 from app.audit.log import AuditLog
-from app.backends.base import ChatRequest, ChatResult, Delta, Health, Message, Usage
+from app.backends.base import Backend, ChatRequest, ChatResult, Delta, Health, Message, Usage
+from app.backends.registry import BackendRegistry
 from app.bus import Bus
 from app.policy import load_policy
+from app.policy.schema import Policy
 from app.router.approvals import AllowDecider, ApprovalBroker
 from app.router.ledger import BudgetLedger
 from app.router.service import Router
@@ -206,21 +209,24 @@ class MockBackend:
         return None
 
 
-class MockResolver:
-    def __init__(self) -> None:
-        self._backends: dict[str, MockBackend] = {}
+class MockedRegistry(BackendRegistry):
+    """The product's resolver (what is reachable: the keys read from the environment on
+    every cloud step; the runtimes' cached probes; the windows; each pair's backend made
+    once), with every backend a :class:`MockBackend` and every probe answered up."""
 
-    def backend(self, model_id: str, runtime: str) -> MockBackend:
-        return self._backends.setdefault(model_id, MockBackend(model_id))
+    def _make(self, model_id: str, runtime: str) -> Backend:
+        return MockBackend(model_id)
 
-    def unavailable(self) -> dict[str, str]:
-        return {}
-
-    async def runtime_up(self, runtime: str) -> bool:
+    async def _probe(self, runtime: str) -> bool:
         return True
 
-    def context_windows(self) -> dict[str, int]:
-        return {}
+
+#: A key for each provider the policy names, set in this process's environment when the
+#: machine has none (a cloud step needs its key, as LiteLLM's side has its keys): every
+#: line and outgoing request is then checked for them, as a user's are.
+def _provider_keys(policy: Policy) -> dict[str, str]:
+    names = sorted({p.api_key_env for p in policy.providers.values() if p.api_key_env})
+    return {name: f"sk-bench-{name.lower()}-0123456789abcdef" for name in names}
 
 
 class Bench:
@@ -270,6 +276,8 @@ async def setup(workdir: Path, *, live: bool = False) -> Bench:
     bus the audit log and the ledger publish on, and a subscriber reading it); each
     request then gives the event loop one turn afterwards, as a server's loop would."""
     loaded = load_policy()
+    for name, value in _provider_keys(loaded.policy).items():
+        os.environ.setdefault(name, value)
     policy = loaded.policy.model_copy(
         update={
             "budget": loaded.policy.budget.model_copy(
@@ -287,7 +295,7 @@ async def setup(workdir: Path, *, live: bool = False) -> Bench:
         audit=audit,
         ledger=ledger,
         approvals=broker,
-        backends=MockResolver(),
+        backends=MockedRegistry(policy, local_only=False),
     )
     # the first request is approved for the session; later ones reuse it (as a human
     # pressing `a` would), so the timed path holds no approval prompt
