@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, cast
 
 from app.audit.masking import CI_MARKERS, CS_MARKERS, SECRET_KEY
@@ -67,6 +68,13 @@ def _any_marker(data: bytes, searches: tuple[Search, ...]) -> bool:
     return False
 
 
+@lru_cache(maxsize=8)
+def _escaped(values: tuple[str, ...]) -> bool:
+    """Whether a secret value holds a character JSON escapes (keyed on the values: looked
+    at again only when the environment's have changed)."""
+    return any(_JSON_ESCAPED.search(v) for v in values)
+
+
 def _secret_values() -> tuple[str, ...]:
     """``secret_env_values()`` (recomputed only when the environment has changed)."""
     return secret_env_values()
@@ -83,8 +91,12 @@ def looks_clean(text: str, data: bytes | None = None) -> bool:
     if not _SHORTCUT:
         return False
     values = _secret_values()
-    if values and (any(_JSON_ESCAPED.search(v) for v in values) or any(v in text for v in values)):
-        return False
+    if values:
+        if _escaped(values):
+            return False
+        for value in values:
+            if value in text:
+                return False
     try:
         raw = text.encode("utf-8") if data is None else data
     except UnicodeEncodeError:

@@ -82,6 +82,10 @@ class BackendRegistry:
         self._probes: dict[str, tuple[float, bool]] = {}
         self._windows: dict[str, int] = {}
         self.last_probe_ms = 0.0
+        #: the key variables of the policy's providers; and unavailable()'s answer, with
+        #: the policy and the variables' values it was worked out for
+        self._key_names: tuple[Policy, tuple[str, ...]] | None = None
+        self._unavailable: tuple[Policy, tuple[str | None, ...], dict[str, str]] | None = None
 
     def url(self, runtime: str) -> str:
         return self._urls.get(runtime, "")
@@ -99,14 +103,25 @@ class BackendRegistry:
         return made
 
     def unavailable(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for mid, model in self.policy.models.items():
-            if model.provider == "local":
-                continue
-            env = self.policy.providers[model.provider].api_key_env
-            if env and not os.environ.get(env):
-                out[mid] = f"unavailable: no key ({env} not set)"
-        return out
+        """The cloud models whose key variable is not set, with why. Asked on every cloud
+        step: worked out again only when the policy or a key variable has changed."""
+        policy = self.policy
+        names = self._key_names
+        if names is None or names[0] is not policy:
+            envs = {p.api_key_env for p in policy.providers.values() if p.api_key_env}
+            names = self._key_names = (policy, tuple(sorted(envs)))
+        keys = tuple(os.environ.get(name) for name in names[1])
+        seen = self._unavailable
+        if seen is None or seen[0] is not policy or seen[1] != keys:
+            out: dict[str, str] = {}
+            for mid, model in policy.models.items():
+                if model.provider == "local":
+                    continue
+                env = policy.providers[model.provider].api_key_env
+                if env and not os.environ.get(env):
+                    out[mid] = f"unavailable: no key ({env} not set)"
+            seen = self._unavailable = (policy, keys, out)
+        return dict(seen[2])
 
     async def runtime_up(self, runtime: str) -> bool:
         now = self._clock.monotonic()

@@ -201,3 +201,32 @@ def test_the_first_escalation_to_anthropic_imports_its_sdk_off_the_loop(tmp_path
     assert said["error"] == "no_key"
     assert said["on_loop"] is False
     assert said["turns"] >= 3  # the loop served others while the SDK was imported
+
+
+async def test_a_key_set_or_unset_later_is_seen_on_the_next_cloud_step(
+    policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """unavailable() is worked out again when a key variable changes (it is remembered
+    between cloud steps otherwise)."""
+    names = sorted({p.api_key_env for p in policy.providers.values() if p.api_key_env})
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    registry = BackendRegistry(policy, local_only=False)
+    cloud = {m for m, model in policy.models.items() if model.provider != "local"}
+    try:
+        assert set(registry.unavailable()) == cloud
+        missing = registry.unavailable()
+        missing.clear()  # a caller's copy: the next answer is whole
+        assert set(registry.unavailable()) == cloud
+        key = policy.providers["openai"].api_key_env
+        assert key is not None
+        monkeypatch.setenv(key, "sk-test-0123456789abcdef")
+        openai = {m for m in cloud if policy.models[m].provider == "openai"}
+        assert openai and set(registry.unavailable()) == cloud - openai
+        monkeypatch.setenv(key, "")  # set but empty: no key
+        assert set(registry.unavailable()) == cloud
+        for name in names:
+            monkeypatch.setenv(name, "sk-test-0123456789abcdef")
+        assert registry.unavailable() == {}
+    finally:
+        await registry.aclose()

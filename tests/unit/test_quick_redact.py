@@ -73,3 +73,14 @@ def test_a_character_that_folds_to_ascii_takes_the_slow_way() -> None:
         assert not looks_clean(f'{{"detail":"a{char}b → c"}}'), repr(char)
     # other non-ASCII text, bytes 0xC4/0xC5/0x84 in it included, stays quick
     assert looks_clean('{"detail":"Ą ą Ņ → ü"}')
+
+
+def test_a_secret_value_of_the_environment_sends_a_line_the_slow_way() -> None:
+    key = "sk-env-0123456789abcdef"
+    with patch.object(quick_redact, "_secret_values", lambda: (key,)):
+        assert not looks_clean(f'{{"detail":"x {key} y"}}')
+        assert looks_clean('{"detail":"x y"}')
+    # a value JSON would escape is never found in the text as it is: every line is slow
+    with patch.object(quick_redact, "_secret_values", lambda: ('sk-"quoted"-0123456789',)):
+        assert not looks_clean('{"detail":"x y"}')
+        assert not looks_clean('{"detail":"x y"}')  # (remembered for these values)
