@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, Unpack
 
 from pydantic_core import from_json
 
 from app.audit.canonical import VerifyReport, jsonable
 from app.audit.prepared import PreparedLine, prepare, prepare_plain
 from app.audit.quick_redact import looks_clean, redact_fields
-from app.audit.types import AUDIT_KINDS, Appended, AuditLine
+from app.audit.types import AUDIT_KINDS, Appended, AuditLine, LineFields
 from app.bus import AuditAppended, Bus, Event
 from app.clock import Clock
 from app.opener import ClosedOnExit
@@ -76,37 +76,12 @@ class AuditBase(ClosedOnExit):
 
     # ── write ────────────────────────────────────────────────────────────────────────────
 
-    async def append(
-        self,
-        kind: str,
-        *,
-        session: str,
-        run: str | None = None,
-        role: str | None = None,
-        from_: str | None = None,
-        to: str | None = None,
-        reason_codes: Sequence[str] = (),
-        values: Mapping[str, Any] | None = None,
-        provenance: Mapping[str, Any] | None = None,
-        detail: str = "",
-    ) -> AuditLine:
+    async def append(self, kind: str, **fields: Unpack[LineFields]) -> AuditLine:
         """Append one line (redacted, hashed, chained) and return it once it stands (the
         machine's store: in its spool; the team's: committed). :meth:`flush` makes every
-        line so far visible to the store's reads.
+        line so far visible to the store's reads. The arguments are :meth:`add`'s.
         """
-        appended = await self.add(
-            kind,
-            session=session,
-            run=run,
-            role=role,
-            from_=from_,
-            to=to,
-            reason_codes=reason_codes,
-            values=values,
-            provenance=provenance,
-            detail=detail,
-        )
-        return appended.line
+        return (await self.add(kind, **fields)).line
 
     async def add(
         self,

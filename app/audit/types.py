@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.audit.kinds import AUDIT_KINDS
 
-__all__ = ["AUDIT_KINDS", "Appended", "AuditLine", "AuditSink"]
+__all__ = ["AUDIT_KINDS", "Appended", "AuditLine", "AuditSink", "LineFields"]
 
 
 class AuditLine(BaseModel):
@@ -63,20 +63,22 @@ class Appended:
         return f"Appended(seq={self.seq}, hash={self.hash[:12]}…)"
 
 
+class LineFields(TypedDict):
+    """An append's keyword arguments beside ``kind`` (``AuditBase.add`` spells them out,
+    with their defaults: the router's path passes them without a dict)."""
+
+    session: str
+    run: NotRequired[str | None]
+    role: NotRequired[str | None]
+    from_: NotRequired[str | None]
+    to: NotRequired[str | None]
+    reason_codes: NotRequired[Sequence[str]]
+    values: NotRequired[Mapping[str, Any] | None]
+    provenance: NotRequired[Mapping[str, Any] | None]
+    detail: NotRequired[str]
+
+
 class AuditSink(Protocol):
     """What a layer needs to write an audit line. :class:`app.audit.log.AuditLog` is one."""
 
-    async def append(
-        self,
-        kind: str,
-        *,
-        session: str,
-        run: str | None = None,
-        role: str | None = None,
-        from_: str | None = None,
-        to: str | None = None,
-        reason_codes: Sequence[str] = (),
-        values: Mapping[str, Any] | None = None,
-        provenance: Mapping[str, Any] | None = None,
-        detail: str = "",
-    ) -> AuditLine: ...
+    async def append(self, kind: str, **fields: Unpack[LineFields]) -> AuditLine: ...
