@@ -65,10 +65,14 @@ def jsonable(obj: Any) -> Any:
 
 
 def _key(key: Any) -> str:
-    # True, False and None as JSON spells them as keys (so the C encoder's quick way,
-    # app.audit.prepared, writes the same line); anything else as its str.
+    # True, False and None as JSON spells them as keys, and a str subclass (a str enum's
+    # member) as the string it is, so that the C encoder's quick way (app.audit.prepared)
+    # writes the same line: str() of such a member is "Colour.RED" on Python 3.11.
+    # Anything else as its str.
     if key is None or isinstance(key, bool):
         return json.dumps(key)
+    if isinstance(key, str):
+        return _valid_utf8(str.__str__(key))
     return _valid_utf8(str(key))
 
 

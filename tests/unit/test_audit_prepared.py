@@ -3,6 +3,7 @@ what the slow way (``redact(jsonable(..))`` then canonical JSON) writes, or step
 
 from __future__ import annotations
 
+import enum
 import json
 from typing import Any
 
@@ -20,6 +21,11 @@ from app.audit.types import AuditLine
 class Model(BaseModel):
     a: int = 1
     b: list[str] = ["x"]
+
+
+class Colour(str, enum.Enum):  # noqa: UP042 (a StrEnum member's str() is its value already)
+    RED = "red"
+    KEY = "api_key"
 
 
 class Shown:
@@ -61,7 +67,9 @@ def _verifies(text: str) -> bool:
     return canonical_json(data) == text and line_hash(data) == data["hash"]
 
 
-keys = st.one_of(st.text(max_size=6), st.integers(-20, 20), st.booleans(), st.none())
+keys = st.one_of(
+    st.text(max_size=6), st.integers(-20, 20), st.booleans(), st.none(), st.sampled_from(Colour)
+)
 leaves = st.one_of(
     st.none(),
     st.booleans(),
@@ -104,6 +112,20 @@ def test_what_takes_the_slow_way() -> None:
     assert _quick(_raw({"api_key": "x"})) is None
     # what is plain goes the quick way
     assert _quick(_raw({"a": [1, 2.5, None, True], "b": {"z": (1, 2)}}, detail="a → b"))
+
+
+def test_a_str_enum_key_is_spelled_as_its_value_both_ways() -> None:
+    # the C encoder writes a str subclass key as the string it is; str() of a (str, Enum)
+    # member is "Colour.RED" on Python 3.11, which the slow way wrote until issue 20
+    raw = _raw({Colour.RED: 1, "v": Colour.RED})
+    quick = _quick(raw)
+    assert quick is not None
+    assert quick[1] == _slow(raw)[1]
+    assert '"values":{"red":1,"v":"red"}' in quick[1]
+    # and a key that is a secret's name by its value is blanked by name, both ways
+    raw = _raw({Colour.KEY: "x"})
+    assert _quick(raw) is None
+    assert '"api_key":"[REDACTED]"' in _slow(raw)[1]
 
 
 def test_an_append_redacts_a_secret_the_quick_way_would_have_kept() -> None:
