@@ -78,6 +78,9 @@ class BackendRegistry:
         # held while a backend is made (on a worker thread: an SDK import) and while the
         # client is made: each made once, whichever thread asks first
         self._making = threading.Lock()
+        #: set by aclose(): nothing is made after it (a backend made while it closed the
+        #: others would never be closed)
+        self._closed = False
         self._making_client = threading.Lock()
         self._probes: dict[str, tuple[float, bool]] = {}
         self._windows: dict[str, int] = {}
@@ -99,6 +102,12 @@ class BackendRegistry:
             with self._making:
                 made = self._backends.get(key)
                 if made is None:
+                    if self._closed:
+                        raise BackendError(
+                            "cancelled",
+                            f"{model_id} on {runtime}: the backends are closed "
+                            "(Switchyard is shutting down)",
+                        )
                     made = self._backends[key] = self._make(model_id, runtime)
         return made
 
@@ -136,10 +145,31 @@ class BackendRegistry:
         return dict(self._windows)
 
     async def aclose(self) -> None:
+        """Close every backend made, and the shared client. Nothing is made after it:
+        :meth:`backend` then raises a ``cancelled`` :class:`BackendError`, which the
+        router audits as a failed step. A backend or the client being made on a worker
+        thread when it began (an SDK import) is waited for, off the loop, and closed."""
+        if not self._shut(blocking=False):
+            await asyncio.to_thread(self._shut, blocking=True)
         for backend in list(self._backends.values()):
             await backend.aclose()
         if self._http is not None:
             await self._http.aclose()
+
+    def _shut(self, *, blocking: bool) -> bool:
+        """Close the door under both locks, taken in the order backend() takes them
+        (making a backend may make the client); False when one is held and not
+        ``blocking``."""
+        if not self._making.acquire(blocking=blocking):
+            return False
+        try:
+            if not self._making_client.acquire(blocking=blocking):
+                return False
+            self._closed = True
+            self._making_client.release()
+            return True
+        finally:
+            self._making.release()
 
     @property
     def _client(self) -> httpx2.AsyncClient:
@@ -148,6 +178,10 @@ class BackendRegistry:
             with self._making_client:
                 client = self._http
                 if client is None:
+                    if self._closed:
+                        raise BackendError(
+                            "cancelled", "the HTTP client is closed (Switchyard is shutting down)"
+                        )
                     from app.backends.http import make_async_client_httpx2
 
                     client = self._http = make_async_client_httpx2(
@@ -190,7 +224,10 @@ class BackendRegistry:
     async def _probe_url(self, base: str) -> bool:
         if not base:
             return False
-        client = await self._client_off_loop()
+        try:
+            client = await self._client_off_loop()
+        except BackendError:  # closed: Switchyard is shutting down
+            return False
         started = time.perf_counter()
         try:
             health, models = await asyncio.gather(

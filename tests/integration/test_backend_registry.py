@@ -3,6 +3,7 @@ backend is made on a worker thread while the loop asks for others."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from app.backends.base import Backend
+from app.backends.base import Backend, BackendError
 from app.backends.registry import BackendRegistry
 from app.policy.schema import Policy
 
@@ -125,6 +126,54 @@ async def test_a_made_backend_is_read_while_another_is_being_made(policy: Policy
         held.go.set()
         worker.join()
     await registry.aclose()
+
+
+class Closing:
+    """A backend that records its closing."""
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id, self.runtime, self.closed = model_id, "cloud", 0
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+async def test_a_backend_being_made_when_the_registry_closes_is_closed_too(
+    policy: Policy,
+) -> None:
+    """Shutdown while a worker thread makes a backend (an SDK import): aclose waits for
+    it, off the loop, and closes it; nothing is made afterwards."""
+    registry = BackendRegistry(policy, local_only=False)
+    made: list[Closing] = []
+
+    def make(model_id: str, runtime: str) -> Any:
+        made.append(Closing(model_id))
+        return made[-1]
+
+    held = HeldMaking(registry)
+    held.real = make  # type: ignore[assignment]
+    registry._make = held  # type: ignore[method-assign]
+    worker = threading.Thread(target=registry.backend, args=("gpt-5.1-high", "cloud"))
+    worker.start()
+    assert held.entered.acquire(timeout=10)
+    closing = asyncio.create_task(registry.aclose())
+    await asyncio.sleep(0.2)
+    assert not closing.done()  # waiting for the backend being made, and the loop runs
+    held.go.set()
+    await asyncio.wait_for(closing, 10)
+    worker.join()
+    assert [b.closed for b in made] == [1]
+    with pytest.raises(BackendError) as refused:
+        registry.backend("deepseek-chat", "cloud")
+    assert refused.value.kind == "cancelled"  # never retried: the router's step fails
+    assert "shutting down" in str(refused.value)
+    assert len(made) == 1
+    # a probe after it is a runtime down, not an error (the HTTP client is not made again)
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    closed = BackendRegistry(policy, local_only=False, runtime_urls={"vllm": url})
+    await closed.aclose()
+    assert await closed.runtime_up("vllm") is False
+    assert closed._http is None
 
 
 # A fresh interpreter, as `switchyard serve` starts: the anthropic SDK is not imported
