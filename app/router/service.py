@@ -187,7 +187,7 @@ class Router:
     ) -> RoutedResult:
         signals = signals or Signals()
         if signals.context_estimate is None:
-            signals = signals.model_copy(update={"context_estimate": request_tokens(request)})
+            signals = signals.with_estimate(request_tokens(request))
         lines: list[Appended] = []
         denied: set[str] = set()
         failed: dict[str, str] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,6 +58,22 @@ class Signals(Frozen):
     #: (signal, what its value rests on): a grounded confidence's self-report and failed
     #: checks, said in the trigger's text when it fires
     grounds: tuple[tuple[str, str], ...] = ()
+
+    def with_estimate(self, tokens: int) -> Self:
+        """These signals with ``context_estimate`` set to ``tokens`` (the router's count
+        of a request's prompt, a non-negative int: nothing to validate). What
+        ``model_copy(update=...)`` makes, in half its time: once per request (issue 20)."""
+        new = object.__new__(type(self))
+        values = self.__dict__.copy()
+        values["context_estimate"] = tokens
+        object.__setattr__(new, "__dict__", values)
+        object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | _ESTIMATE)
+        object.__setattr__(new, "__pydantic_extra__", None)
+        object.__setattr__(new, "__pydantic_private__", None)
+        return new
+
+
+_ESTIMATE = frozenset({"context_estimate"})
 
 
 class RouterState(Frozen):

@@ -363,3 +363,25 @@ def test_route_explain_names_a_bad_signal_value_in_one_line(
     assert capsys.readouterr().err.splitlines() == [
         "switchyard: --signal failed_loops=-3: Input should be greater than or equal to 0"
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(signals_st, st.integers(min_value=0, max_value=10**7))
+def test_with_estimate_is_model_copy_with_the_estimate(signals: Signals, tokens: int) -> None:
+    """The router's once-per-request copy (issue 20) is what model_copy would make: the
+    same fields, fields set, dump, equality and hash; the original untouched."""
+    # as callers give them: only some fields set, the estimate not among them
+    sparse = Signals(**signals.model_dump(exclude_defaults=True, exclude={"context_estimate"}))
+    for given_ in (signals, sparse):
+        before = given_.model_dump()
+        lean = given_.with_estimate(tokens)
+        copied = given_.model_copy(update={"context_estimate": tokens})
+        assert lean == copied and hash(lean) == hash(copied)
+        assert lean.model_fields_set == copied.model_fields_set
+        assert "context_estimate" in lean.model_fields_set
+        assert lean.model_dump(exclude_unset=True) == copied.model_dump(exclude_unset=True)
+        assert lean.model_dump(exclude_defaults=True) == copied.model_dump(exclude_defaults=True)
+        assert lean.model_dump_json() == copied.model_dump_json()
+        assert given_.model_dump() == before and lean is not given_
+        with pytest.raises(ValueError):  # still frozen
+            lean.confidence = 0.1  # type: ignore[misc]
