@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import sqlite3
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -35,6 +34,7 @@ from app.router.ledger.errors import (
     ReservationClosed,
     UnknownReservation,
 )
+from app.router.ledger.ids import reservation_id
 from app.router.ledger.money import check_tokens, nusd, usd, utc_day
 from app.router.ledger.publisher import SnapshotPublisher
 from app.router.ledger.records import BudgetSnapshot, Reservation
@@ -361,10 +361,9 @@ class BudgetLedger(ClosedOnExit):
         if provider == LOCAL_PROVIDER and amount > 0:
             raise LedgerError(f"local model {model} cannot cost ${amount_usd}: local is free")
         now = self._clock.now()
-        day = utc_day(now)
         expires = now + timedelta(seconds=self.budget.reservation_ttl_s)
         res = Reservation(
-            id=secrets.token_hex(16),  # (uuid4's object costs more than its bytes)
+            id=reservation_id(),
             session=session,
             run=run or "",
             provider=provider,
@@ -374,6 +373,7 @@ class BudgetLedger(ClosedOnExit):
             created=iso(now),
             expires=iso(expires),
         )
+        day = res.created[:10]  # (utc_day(now): the stamp's date)
         live = spooled.Live(
             res.id,
             session,
