@@ -12,7 +12,9 @@ The rules it applies are written down at the top of policy/model-policy.toml:
 
 from __future__ import annotations
 
-from app.policy.schema import Policy, Role, Trigger
+from typing import NamedTuple
+
+from app.policy.schema import Model, Policy, Role, Trigger
 from app.router.cost import cost_usd
 from app.router.types import Decision, LocalTarget, Reason, RouterState, Signals, Skip
 
@@ -68,21 +70,62 @@ def evaluate_trigger(trigger: Trigger, signals: Signals) -> Reason | None:
     )
 
 
-#: the last policy seen, and its triggers and chain per role (a policy is frozen: a new
-#: one, a reload or a copy, is another object; the router asks for one role many times)
-_views: tuple[Policy, dict[str, tuple[Trigger, ...]], dict[str, tuple[str, ...]]] | None = None
+class _Runtime(NamedTuple):
+    """One step of a local role's runtime walk, as the policy has it."""
+
+    runtime: str
+    model: str
+    health_key: str
+    #: the catalog's window (the state's, learnt from the server, wins); _UNKNOWN for a
+    #: model the catalog lacks (a policy not made by the loader), looked up when reached
+    window: int
 
 
-def _view(policy: Policy) -> tuple[dict[str, tuple[Trigger, ...]], dict[str, tuple[str, ...]]]:
+_UNKNOWN = -1
+
+
+class _Step(NamedTuple):
+    """One step of a cloud chain from an entry, as the policy has it."""
+
+    model_id: str
+    model: Model
+    #: its place in the role's chain (0 for an entry outside it)
+    chain_step: int
+    window: int
+    #: the reasoning tokens its effort is billed for (as output)
+    thinking: int
+    #: escalation-only for other roles: skipped when it would be entered first
+    other_roles_only: bool
+
+
+class _Views:
+    """What decide() works out from a policy alone, per role, the first time it is asked
+    (a policy is frozen: a new one, a reload or a copy, is another object; the router asks
+    for one role many times): its triggers, its chain, its runtime walk, the cloud steps
+    from each entry, and the local targets made (frozen, so shared)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.triggers: dict[str, tuple[Trigger, ...]] = {}
+        self.chains: dict[str, tuple[str, ...]] = {}
+        self.walks: dict[str, tuple[str | None, tuple[_Runtime, ...]]] = {}
+        self.steps: dict[tuple[str, str], tuple[_Step, ...]] = {}
+        self.targets: dict[tuple[str, str, int, str | None], LocalTarget] = {}
+
+
+_views: _Views | None = None
+
+
+def _view(policy: Policy) -> _Views:
     global _views
     views = _views
-    if views is None or views[0] is not policy:
-        views = _views = (policy, {}, {})
-    return views[1], views[2]
+    if views is None or views.policy is not policy:
+        views = _views = _Views(policy)
+    return views
 
 
 def _triggers(policy: Policy, role: str) -> tuple[Trigger, ...]:
-    by_role = _view(policy)[0]
+    by_role = _view(policy).triggers
     found = by_role.get(role)
     if found is None:
         found = by_role[role] = tuple(policy.triggers_for(role))
@@ -90,11 +133,69 @@ def _triggers(policy: Policy, role: str) -> tuple[Trigger, ...]:
 
 
 def _chain(policy: Policy, role: str) -> list[str]:
-    by_role = _view(policy)[1]
+    by_role = _view(policy).chains
     found = by_role.get(role)
     if found is None:
         found = by_role[role] = tuple(policy.chain(role))
     return list(found)
+
+
+def _walk(policy: Policy, role: Role, role_id: str) -> tuple[str | None, tuple[_Runtime, ...]]:
+    """The model a local role wants, and the runtime chain's steps for it."""
+    walks = _view(policy).walks
+    found = walks.get(role_id)
+    if found is None:
+        wanted = _local_model(role)
+        steps: list[_Runtime] = []
+        if wanted is not None:
+            wanted = policy.resolve(wanted)
+            for runtime_id in policy.local_chain.order:
+                runtime = policy.runtimes[runtime_id]
+                model_id = policy.resolve(runtime.model) if runtime.model else wanted
+                known = policy.models.get(model_id)
+                window = known.context_window if known is not None else _UNKNOWN
+                steps.append(_Runtime(runtime_id, model_id, f"runtime:{runtime_id}", window))
+        found = walks[role_id] = (wanted, tuple(steps))
+    return found
+
+
+def _steps(policy: Policy, role: str, entry: str, chain: list[str]) -> tuple[_Step, ...]:
+    """The cloud steps from ``entry`` down ``role``'s chain (``entry`` first when it is not
+    in the chain)."""
+    key = (role, entry)
+    by_entry = _view(policy).steps
+    found = by_entry.get(key)
+    if found is None:
+        ids = chain[chain.index(entry) :] if entry in chain else [entry, *chain]
+        made = []
+        for model_id in ids:
+            model = policy.model(model_id)
+            made.append(
+                _Step(
+                    model_id,
+                    model,
+                    chain.index(model_id) if model_id in chain else 0,
+                    model.context_window,
+                    policy.generation.reasoning_tokens(model.reasoning_effort),
+                    model.escalation_only and role not in model.escalation_only_roles,
+                )
+            )
+        found = by_entry[key] = tuple(made)
+    return found
+
+
+def _target(policy: Policy, model: str, runtime: str, window: int, sub: str | None) -> LocalTarget:
+    """The local target (frozen: one object serves every decision that names it)."""
+    targets = _view(policy).targets
+    key = (model, runtime, window, sub)
+    found = targets.get(key)
+    if found is None:
+        if len(targets) >= 256:  # (windows learnt from servers could vary without end)
+            targets.clear()
+        found = targets[key] = LocalTarget(
+            model=model, runtime=runtime, context_window=window, substituted_for=sub
+        )
+    return found
 
 
 def fired_triggers(policy: Policy, role: str, signals: Signals) -> list[tuple[Trigger, Reason]]:
@@ -119,11 +220,10 @@ def local_target(
 ) -> tuple[LocalTarget | None, list[Skip]]:
     """Walk the runtime chain (vLLM → llama.cpp server → in-process) for a local role."""
     role = policy.roles[role_id]
-    wanted = _local_model(role)
+    wanted, walk = _walk(policy, role, role_id)
     skips: list[Skip] = []
     if wanted is None:
         return None, skips
-    wanted = policy.resolve(wanted)
     if role.kind == "embedding":
         # sentence-transformers in-process; a missing default falls back to the shipped one
         for model_id in (wanted, policy.resolve(policy.embeddings.local_fallback)):
@@ -138,13 +238,14 @@ def local_target(
                 ), skips
             skips.append(Skip(model=model_id, runtime="sentence_transformers", reason="unhealthy"))
         return None, skips
-    for runtime_id in policy.local_chain.order:
-        runtime = policy.runtimes[runtime_id]
-        model_id = policy.resolve(runtime.model) if runtime.model else wanted
-        if not state.health.get(f"runtime:{runtime_id}", True):
+    health, windows = state.health, state.context_windows
+    for runtime_id, model_id, health_key, catalog_window in walk:
+        if not health.get(health_key, True):
             skips.append(Skip(model=model_id, runtime=runtime_id, reason="unhealthy"))
             continue
-        window = _window(policy, state, model_id)
+        window = windows.get(model_id, catalog_window)
+        if window == _UNKNOWN:
+            window = _window(policy, state, model_id)  # (a KeyError names it, as ever)
         needed = tokens_in + min(role.max_output_tokens, max(window // 4, 1))
         if needed > window:
             skips.append(
@@ -160,9 +261,7 @@ def local_target(
         if skips:
             first = skips[0]
             sub = f"{first.model} on {first.runtime}"
-        return LocalTarget(
-            model=model_id, runtime=runtime_id, context_window=window, substituted_for=sub
-        ), skips
+        return _target(policy, model_id, runtime_id, window, sub), skips
     # Nothing local fits the prompt: never a reason to leave the machine. The first healthy
     # runtime is tried (the estimate may be high); a prompt over its window then fails as
     # too long (RouteFailed.too_long). ``run`` condenses its brief to fit before routing.
@@ -289,11 +388,12 @@ def decide(
     if spec.prefer_speed:
         variant = policy.model(entry).speed_variant
         entry = policy.resolve(variant) if variant else entry
-    steps = chain[chain.index(entry) :] if entry in chain else [entry, *chain]
+    steps = _steps(policy, role, entry, chain)
 
     if state.local_only:
         blocked = [
-            Skip(model=m, runtime="cloud", reason="local_only", detail="GR-009") for m in steps
+            Skip(model=step.model_id, runtime="cloud", reason="local_only", detail="GR-009")
+            for step in steps
         ]
         return stay_local(
             blocked,
@@ -304,13 +404,13 @@ def decide(
         )
 
     skips: list[Skip] = []
-    for index, model_id in enumerate(steps):
-        model = policy.model(model_id)
-        step_no = chain.index(model_id) if model_id in chain else 0
+    for index, (model_id, model, step_no, catalog_window, thinking, other_roles_only) in enumerate(
+        steps
+    ):
         if model_id in state.denied:
             skips.append(Skip(model=model_id, runtime="cloud", reason="denied"))
             continue
-        if model.escalation_only and role not in model.escalation_only_roles and index == 0:
+        if other_roles_only and index == 0:
             skips.append(
                 Skip(
                     model=model_id,
@@ -340,7 +440,7 @@ def decide(
                 )
             )
             continue
-        window = _window(policy, state, model_id)
+        window = state.context_windows.get(model_id, catalog_window)
         if tokens_in + tokens_out > window:
             skips.append(
                 Skip(
@@ -352,7 +452,6 @@ def decide(
             )
             continue
         # a reasoning model's thinking is billed as output: the reservation covers it
-        thinking = policy.generation.reasoning_tokens(model.reasoning_effort)
         est = cost_usd(model, cost_tokens_in, tokens_out + thinking)
         left = state.budget_left(model.provider)
         if est > left:

@@ -385,3 +385,36 @@ def test_with_estimate_is_model_copy_with_the_estimate(signals: Signals, tokens:
         assert given_.model_dump() == before and lean is not given_
         with pytest.raises(ValueError):  # still frozen
             lean.confidence = 0.1  # type: ignore[misc]
+
+
+def test_what_decide_works_out_from_a_policy_follows_the_policy_it_is_given(
+    policy: Policy,
+) -> None:
+    """decide() remembers each role's runtime walk and cloud steps per policy object
+    (issue 20): another policy, even a copy with one window or price changed, is worked
+    out afresh, and going back to the first gives the first's answers again."""
+    signals = Signals(confidence=0.5, context_estimate=20_000)
+    first = decide(policy, "architect", signals, FREE)
+    assert first.action == "escalate" and first.target == "gpt-5.1-high"
+    assert first.local is not None and first.local.runtime == "vllm"
+
+    def changed(model_id: str, **update: object) -> Policy:
+        models = dict(policy.models)
+        models[model_id] = models[model_id].model_copy(update=update)
+        return policy.model_copy(update={"models": models})
+
+    # the local model's window too small for the prompt on every runtime: the walk
+    # condenses on the first, with the new window
+    small = changed("qwen3-14b", context_window=8_000)
+    d = decide(small, "architect", signals, FREE)
+    assert d.local is not None and d.local.context_window == 8_000 and d.local.condense
+    # the first cloud step's window too small: the next step serves
+    narrow = changed("gpt-5.1-high", context_window=1_000)
+    d = decide(narrow, "architect", signals, FREE)
+    assert d.target != "gpt-5.1-high"
+    assert [s.reason for s in d.skipped] == ["context_too_small"]
+    # a dearer first step costs more
+    dear = changed("gpt-5.1-high", price_in_usd_per_mtok=1_000.0)
+    assert decide(dear, "architect", signals, FREE).est_cost_usd > first.est_cost_usd
+    # and the first policy again: its own answers
+    assert decide(policy, "architect", signals, FREE) == first
