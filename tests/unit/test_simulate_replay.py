@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -61,6 +61,7 @@ LEAVES = _leaves(DATA)
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(path=st.sampled_from(LEAVES))
+@example(path=("generation", "reasoning_high_tokens"))  # (left out of the views until #20)
 def test_policies_with_equal_role_views_decide_alike(path: tuple[Any, ...]) -> None:
     """Whatever one field of the policy is changed to: where the role view stays equal,
     decide() answers the same; where it stays equal but for triggers and prices, it
@@ -102,6 +103,16 @@ def test_a_change_decide_reads_changes_the_view(policy: Policy) -> None:
     assert role_view(other, "tutor") != role_view(pricier, "tutor")
     assert role_view(other, "tutor", quiet=True) == role_view(pricier, "tutor", quiet=True)
     assert role_view(policy, "architect", quiet=True) == role_view(other, "architect", quiet=True)
+    # the thinking a reasoning model is billed for costs an escalation too
+    data["generation"]["reasoning_high_tokens"] = 1
+    thinner = Policy.model_validate(data)
+    assert role_view(pricier, "architect") != role_view(thinner, "architect")
+    quiet = role_view(thinner, "architect", quiet=True)
+    assert role_view(pricier, "architect", quiet=True) == quiet
+    escalating = Signals(confidence=0.5, context_estimate=3000)
+    a = pick_of(decide(pricier, "architect", escalating, RouterState()), pricier)
+    b = pick_of(decide(thinner, "architect", escalating, RouterState()), thinner)
+    assert a != b  # (the estimate differs: the views must)
 
 
 @pytest.mark.parametrize(

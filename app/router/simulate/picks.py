@@ -76,11 +76,12 @@ class Outcome:
 def role_view(policy: Policy, role: str, *, quiet: bool = False) -> tuple[Any, ...]:
     """Everything of ``policy`` that decide() reads for ``role``: equal views decide alike
     (the version aside, which a Pick does not keep). ``quiet=True`` leaves out the
-    triggers and the prices: decide() reads the triggers to see whether one fires and the
-    prices only to cost an escalation, so quiet views that are equal decide alike wherever
-    no trigger fires under either policy. tests/unit/test_simulate_replay.py holds both
-    to decide()."""
+    triggers, the prices and the reasoning tokens billed with them: decide() reads the
+    triggers to see whether one fires and the others only to cost an escalation, so
+    quiet views that are equal decide alike wherever no trigger fires under either
+    policy. tests/unit/test_simulate_replay.py holds both to decide()."""
     if not quiet:
+        g = policy.generation
         return (
             policy.roles.get(role),
             tuple(policy.triggers_for(role)),
@@ -89,6 +90,8 @@ def role_view(policy: Policy, role: str, *, quiet: bool = False) -> tuple[Any, .
             policy.runtimes,
             policy.local_chain,
             policy.embeddings,
+            # a reasoning model's thinking, billed as output: the escalation's estimate
+            (g.reasoning_low_tokens, g.reasoning_medium_tokens, g.reasoning_high_tokens),
         )
     free = {"price_in_usd_per_mtok": 0.0, "price_out_usd_per_mtok": 0.0}
     models = {mid: m.model_copy(update=free) for mid, m in policy.models.items()}
