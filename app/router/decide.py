@@ -88,7 +88,8 @@ class _Step(NamedTuple):
     """One step of a cloud chain from an entry, as the policy has it."""
 
     model_id: str
-    model: Model
+    #: None for a model the catalog lacks (a policy not made by the loader)
+    model: Model | None
     #: its place in the role's chain (0 for an entry outside it)
     chain_step: int
     window: int
@@ -113,14 +114,19 @@ class _Views:
         self.targets: dict[tuple[str, str, int, str | None], LocalTarget] = {}
 
 
-_views: _Views | None = None
+#: the views of the last few policies seen, by identity (a view holds its policy, so an
+#: id here is never a dead policy's): a simulation decides each request under two
+#: policies in turn, and a reload or a test's copy brings others
+_recent: dict[int, _Views] = {}
+_KEPT = 4
 
 
 def _view(policy: Policy) -> _Views:
-    global _views
-    views = _views
-    if views is None or views.policy is not policy:
-        views = _views = _Views(policy)
+    views = _recent.get(id(policy))
+    if views is None:
+        if len(_recent) >= _KEPT:
+            _recent.clear()
+        views = _recent[id(policy)] = _Views(policy)
     return views
 
 
@@ -152,7 +158,7 @@ def _walk(policy: Policy, role: Role, role_id: str) -> tuple[str | None, tuple[_
             for runtime_id in policy.local_chain.order:
                 runtime = policy.runtimes[runtime_id]
                 model_id = policy.resolve(runtime.model) if runtime.model else wanted
-                known = policy.models.get(model_id)
+                known = policy.models.get(policy.resolve(model_id))  # (policy.model()'s)
                 window = known.context_window if known is not None else _UNKNOWN
                 steps.append(_Runtime(runtime_id, model_id, f"runtime:{runtime_id}", window))
         found = walks[role_id] = (wanted, tuple(steps))
@@ -169,12 +175,16 @@ def _steps(policy: Policy, role: str, entry: str, chain: list[str]) -> tuple[_St
         ids = chain[chain.index(entry) :] if entry in chain else [entry, *chain]
         made = []
         for model_id in ids:
-            model = policy.model(model_id)
+            step_no = chain.index(model_id) if model_id in chain else 0
+            model = policy.models.get(policy.resolve(model_id))
+            if model is None:  # (looked up again when reached: a KeyError names it)
+                made.append(_Step(model_id, None, step_no, _UNKNOWN, 0, False))
+                continue
             made.append(
                 _Step(
                     model_id,
                     model,
-                    chain.index(model_id) if model_id in chain else 0,
+                    step_no,
                     model.context_window,
                     policy.generation.reasoning_tokens(model.reasoning_effort),
                     model.escalation_only and role not in model.escalation_only_roles,
@@ -243,9 +253,10 @@ def local_target(
         if not health.get(health_key, True):
             skips.append(Skip(model=model_id, runtime=runtime_id, reason="unhealthy"))
             continue
-        window = windows.get(model_id, catalog_window)
-        if window == _UNKNOWN:
+        if catalog_window == _UNKNOWN:
             window = _window(policy, state, model_id)  # (a KeyError names it, as ever)
+        else:
+            window = windows.get(model_id, catalog_window)
         needed = tokens_in + min(role.max_output_tokens, max(window // 4, 1))
         if needed > window:
             skips.append(
@@ -404,9 +415,10 @@ def decide(
         )
 
     skips: list[Skip] = []
-    for index, (model_id, model, step_no, catalog_window, thinking, other_roles_only) in enumerate(
+    for index, (model_id, known, step_no, catalog_window, thinking, other_roles_only) in enumerate(
         steps
     ):
+        model = known if known is not None else policy.model(model_id)  # (a KeyError)
         if model_id in state.denied:
             skips.append(Skip(model=model_id, runtime="cloud", reason="denied"))
             continue

@@ -418,3 +418,60 @@ def test_what_decide_works_out_from_a_policy_follows_the_policy_it_is_given(
     assert decide(dear, "architect", signals, FREE).est_cost_usd > first.est_cost_usd
     # and the first policy again: its own answers
     assert decide(policy, "architect", signals, FREE) == first
+
+
+# (the fixture's one policy object across every example is the point: what decide()
+# remembers of it builds up role after role)
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(st.tuples(st.sampled_from(ROLES), signals_st, state_st), min_size=2, max_size=12))
+def test_one_policy_decides_every_role_as_a_fresh_copy_of_it_does(
+    policy: Policy, asked: list[tuple[str, Signals, RouterState]]
+) -> None:
+    """What decide() remembers of a policy is kept per role and per entry: the same policy
+    object asked for role after role answers each as a copy of it (nothing remembered).
+    Also with a model two roles' chains enter at escalation-only for one of them."""
+    policies = (policy, _judge_only(policy))
+    for role, signals, state in asked:
+        for shared in policies:
+            fresh = shared.model_copy()
+            assert decide(shared, role, signals, state) == decide(fresh, role, signals, state)
+
+
+_VARIANTS: dict[int, tuple[Policy, Policy]] = {}
+
+
+def _judge_only(policy: Policy) -> Policy:
+    """``policy`` with gpt-5.1-high escalation-only for the Judge (one object per policy)."""
+    if id(policy) not in _VARIANTS:
+        models = dict(policy.models)
+        gpt = models["gpt-5.1-high"].model_copy(update={"escalation_only_roles": ["judge"]})
+        models["gpt-5.1-high"] = gpt
+        _VARIANTS[id(policy)] = (policy, policy.model_copy(update={"models": models}))
+    return _VARIANTS[id(policy)][1]
+
+
+def test_roles_entering_the_same_model_keep_their_own_chains(policy: Policy) -> None:
+    """The Architect and the Judge both enter at gpt-5.1-high and go on down different
+    chains: asked one after the other on one policy object, each walks its own."""
+    shared = policy.model_copy()  # (nothing remembered of it yet)
+    denied = RouterState(denied=frozenset({"gpt-5.1-high"}))
+    asked = [
+        ("architect", Signals(confidence=0.5)),
+        ("judge", Signals(high_risk=True)),
+        ("tier2", Signals(tier2_opt_in=True)),
+        ("second_opinion", Signals(high_risk=True)),
+        ("architect", Signals(confidence=0.5)),
+    ]
+    for shared_policy in (shared, _judge_only(shared)):
+        for role, signals in asked:
+            for state in (FREE, denied):
+                got = decide(shared_policy, role, signals, state)
+                assert got == decide(shared_policy.model_copy(), role, signals, state)
+    assert decide(shared, "architect", Signals(confidence=0.5), denied).target == (
+        "deepseek-reasoner"
+    )
+    assert decide(shared, "judge", Signals(high_risk=True), denied).target == "claude-opus-4.7"
