@@ -16,6 +16,7 @@ holds a lock the loop never waits on for a pair that is made already.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -40,6 +41,15 @@ if TYPE_CHECKING:
 # sent the turn to the fallback model, so the bound is 2 s for both requests together.
 PROBE_TIMEOUT_S = 2.0
 PROBE_TTL_S = 5.0
+#: how long closing waits for a backend (or the client) a worker thread is making
+CLOSE_WAIT_S = 10.0
+
+log = logging.getLogger(__name__)
+
+
+def _closed_error(what: str) -> BackendError:
+    why = "the backends are closed (Switchyard is shutting down)"
+    return BackendError("cancelled", f"{what}: {why}")
 
 
 class BackendRegistry:
@@ -96,6 +106,8 @@ class BackendRegistry:
     # ── BackendResolver ──────────────────────────────────────────────────────────────
 
     def backend(self, model_id: str, runtime: str) -> Backend:
+        if self._closed:  # (a made one is closed, or about to be)
+            raise _closed_error(f"{model_id} on {runtime}")
         key = (model_id, runtime)
         made = self._backends.get(key)
         if made is None:
@@ -103,11 +115,7 @@ class BackendRegistry:
                 made = self._backends.get(key)
                 if made is None:
                     if self._closed:
-                        raise BackendError(
-                            "cancelled",
-                            f"{model_id} on {runtime}: the backends are closed "
-                            "(Switchyard is shutting down)",
-                        )
+                        raise _closed_error(f"{model_id} on {runtime}")
                     made = self._backends[key] = self._make(model_id, runtime)
         return made
 
@@ -145,31 +153,35 @@ class BackendRegistry:
         return dict(self._windows)
 
     async def aclose(self) -> None:
-        """Close every backend made, and the shared client. Nothing is made after it:
-        :meth:`backend` then raises a ``cancelled`` :class:`BackendError`, which the
-        router audits as a failed step. A backend or the client being made on a worker
-        thread when it began (an SDK import) is waited for, off the loop, and closed."""
-        if not self._shut(blocking=False):
-            await asyncio.to_thread(self._shut, blocking=True)
-        for backend in list(self._backends.values()):
-            await backend.aclose()
-        if self._http is not None:
-            await self._http.aclose()
-
-    def _shut(self, *, blocking: bool) -> bool:
-        """Close the door under both locks, taken in the order backend() takes them
-        (making a backend may make the client); False when one is held and not
-        ``blocking``."""
-        if not self._making.acquire(blocking=blocking):
-            return False
+        """Close every backend made, and the shared client. Nothing is handed out or made
+        after it begins: :meth:`backend` raises a ``cancelled`` :class:`BackendError`
+        (never retried; the router audits the step as failed) and a probe answers down.
+        A backend or the client being made on a worker thread (an SDK import) is waited
+        for, the loop serving on, up to :data:`CLOSE_WAIT_S`, and closed with the rest."""
+        self._closed = True  # (makers look at it under their lock)
         try:
-            if not self._making_client.acquire(blocking=blocking):
-                return False
-            self._closed = True
-            self._making_client.release()
-            return True
+            deadline = time.monotonic() + CLOSE_WAIT_S
+            while not self._none_being_made():
+                if time.monotonic() > deadline:
+                    log.warning(
+                        "a backend or the HTTP client still being made after %.0f s: left unclosed",
+                        CLOSE_WAIT_S,
+                    )
+                    break
+                await asyncio.sleep(0.01)
         finally:
-            self._making.release()
+            for backend in list(self._backends.values()):
+                await backend.aclose()
+            if self._http is not None:
+                await self._http.aclose()
+
+    def _none_being_made(self) -> bool:
+        """Neither making lock is held (once closed, neither is taken to make anything)."""
+        for lock in (self._making, self._making_client):
+            if not lock.acquire(blocking=False):
+                return False
+            lock.release()
+        return True
 
     @property
     def _client(self) -> httpx2.AsyncClient:
@@ -179,9 +191,7 @@ class BackendRegistry:
                 client = self._http
                 if client is None:
                     if self._closed:
-                        raise BackendError(
-                            "cancelled", "the HTTP client is closed (Switchyard is shutting down)"
-                        )
+                        raise _closed_error("the HTTP client")
                     from app.backends.http import make_async_client_httpx2
 
                     client = self._http = make_async_client_httpx2(

@@ -176,6 +176,79 @@ async def test_a_backend_being_made_when_the_registry_closes_is_closed_too(
     assert closed._http is None
 
 
+async def test_a_made_backend_is_not_handed_out_after_close(policy: Policy) -> None:
+    registry = BackendRegistry(policy, local_only=False)
+    registry.backend("deepseek-chat", "cloud")
+    await registry.aclose()
+    with pytest.raises(BackendError) as refused:
+        registry.backend("deepseek-chat", "cloud")  # (made before: closed now)
+    assert refused.value.kind == "cancelled"
+
+
+async def test_the_client_being_made_when_the_registry_closes_is_closed_too(
+    policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.backends.http as http
+
+    entered, go = threading.Event(), threading.Event()
+    made: list[Any] = []
+    real = http.make_async_client_httpx2
+
+    def held(**kw: Any) -> Any:
+        entered.set()
+        go.wait(timeout=10)
+        made.append(real(**kw))
+        return made[-1]
+
+    monkeypatch.setattr(http, "make_async_client_httpx2", held)
+    registry = BackendRegistry(policy, local_only=False)
+    worker = threading.Thread(target=lambda: registry._client)
+    worker.start()
+    assert entered.wait(timeout=10)
+    closing = asyncio.create_task(registry.aclose())
+    await asyncio.sleep(0.2)
+    assert not closing.done()  # waiting for the client being made
+    go.set()
+    await asyncio.wait_for(closing, 10)
+    worker.join()
+    assert len(made) == 1 and made[0].is_closed
+    registry._http = None  # as if it had never been made: it is not made now
+    with pytest.raises(BackendError, match="shutting down"):
+        _ = registry._client
+    assert len(made) == 1
+
+
+async def test_closing_waits_for_a_stuck_maker_only_so_long(
+    policy: Policy, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import app.backends.registry as registry_module
+
+    monkeypatch.setattr(registry_module, "CLOSE_WAIT_S", 0.2)
+    registry = BackendRegistry(policy, local_only=False)
+    made = registry.backend("deepseek-chat", "cloud")
+    closed: list[Backend] = []
+    real_close = made.aclose
+
+    async def recording() -> None:
+        closed.append(made)
+        await real_close()
+
+    made.aclose = recording  # type: ignore[method-assign]
+    held = HeldMaking(registry)
+    registry._make = held  # type: ignore[method-assign]
+    worker = threading.Thread(target=registry.backend, args=("gpt-5.1-high", "cloud"))
+    worker.start()
+    assert held.entered.acquire(timeout=10)
+    try:
+        with caplog.at_level("WARNING", logger="app.backends.registry"):
+            await asyncio.wait_for(registry.aclose(), 10)  # (a stuck import: gives up)
+        assert "left unclosed" in caplog.text
+        assert closed == [made]  # what was made is closed all the same
+    finally:
+        held.go.set()
+        worker.join()
+
+
 # A fresh interpreter, as `switchyard serve` starts: the anthropic SDK is not imported
 # yet. Its import is made as slow as the loop lets it be: it is over once the loop has
 # taken three turns, or after five seconds when it takes none (the import is then on the
