@@ -95,7 +95,7 @@ def audit_expiries(audit: AuditBase) -> ExpiredHook:
                     "cost_usd": r.amount_usd,
                     "expired": r.expires,
                 },
-                detail=f"{r.model}: reservation {r.id[:12]} (session {r.session}) passed its "
+                detail=f"{r.model}: reservation {r.id} (session {r.session}) passed its "
                 f"TTL unsettled: charged in full, ${r.amount_usd:.6f} (its process may have "
                 "made the call and died)",
             )

@@ -62,7 +62,10 @@ class Signals(Frozen):
     def with_estimate(self, tokens: int) -> Self:
         """These signals with ``context_estimate`` set to ``tokens`` (the router's count
         of a request's prompt, a non-negative int: nothing to validate). What
-        ``model_copy(update=...)`` makes, in half its time: once per request (issue 20)."""
+        ``model_copy(update=...)`` makes, in half its time: once per request (issue 20).
+        A subclass (its own private attributes or extras) gets ``model_copy``'s."""
+        if type(self) is not Signals:
+            return self.model_copy(update={"context_estimate": tokens})
         new = object.__new__(type(self))
         values = self.__dict__.copy()
         values["context_estimate"] = tokens

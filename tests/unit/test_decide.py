@@ -475,3 +475,17 @@ def test_roles_entering_the_same_model_keep_their_own_chains(policy: Policy) -> 
         "deepseek-reasoner"
     )
     assert decide(shared, "judge", Signals(high_risk=True), denied).target == "claude-opus-4.7"
+
+
+def test_with_estimate_on_a_subclass_keeps_what_model_copy_keeps() -> None:
+    from pydantic import ConfigDict, PrivateAttr
+
+    class Noted(Signals):
+        model_config = ConfigDict(frozen=True, extra="allow")
+        _note: str = PrivateAttr(default="kept")
+
+    given_ = Noted(confidence=0.4, origin="acp")  # type: ignore[call-arg]
+    made = given_.with_estimate(12)
+    assert made == given_.model_copy(update={"context_estimate": 12})
+    assert made._note == "kept" and made.model_extra == {"origin": "acp"}
+    assert type(made) is Noted and made.context_estimate == 12
