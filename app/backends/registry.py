@@ -97,8 +97,8 @@ class BackendRegistry:
         self.last_probe_ms = 0.0
         #: the key variables of the policy's providers; and unavailable()'s answer, with
         #: the policy and the variables' values it was worked out for
-        self._key_names: tuple[Policy, tuple[str, ...]] | None = None
-        self._unavailable: tuple[Policy, tuple[str | None, ...], dict[str, str]] | None = None
+        self._key_names: tuple[Policy, tuple[str, ...], tuple[bytes, ...]] | None = None
+        self._unavailable: tuple[Policy, tuple[object, ...], dict[str, str]] | None = None
 
     def url(self, runtime: str) -> str:
         return self._urls.get(runtime, "")
@@ -125,9 +125,16 @@ class BackendRegistry:
         policy = self.policy
         names = self._key_names
         if names is None or names[0] is not policy:
-            envs = {p.api_key_env for p in policy.providers.values() if p.api_key_env}
-            names = self._key_names = (policy, tuple(sorted(envs)))
-        keys = tuple(os.environ.get(name) for name in names[1])
+            envs = sorted({p.api_key_env for p in policy.providers.values() if p.api_key_env})
+            names = self._key_names = (policy, tuple(envs), tuple(map(os.fsencode, envs)))
+        # What the variables hold now, as the environment's own dict holds them (what
+        # os.environ.get reads, without its encoding and decoding: 2.9 -> 0.3 us for four
+        # variables, on every cloud step); only compared with what was seen last.
+        raw = getattr(os.environ, "_data", None)
+        if isinstance(raw, dict):
+            keys: tuple[object, ...] = tuple(map(raw.get, names[2]))
+        else:
+            keys = tuple(os.environ.get(name) for name in names[1])
         seen = self._unavailable
         if seen is None or seen[0] is not policy or seen[1] != keys:
             out: dict[str, str] = {}

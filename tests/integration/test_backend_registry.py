@@ -325,11 +325,19 @@ def test_the_first_escalation_to_anthropic_imports_its_sdk_off_the_loop(tmp_path
     assert said["turns"] >= 3  # the loop served others while the SDK was imported
 
 
+class PlainEnviron(dict[str, str]):
+    """An environment mapping without os.environ's inner dict of bytes."""
+
+
+@pytest.mark.parametrize("environ", ["process", "plain"])
 async def test_a_key_set_or_unset_later_is_seen_on_the_next_cloud_step(
-    policy: Policy, monkeypatch: pytest.MonkeyPatch
+    policy: Policy, monkeypatch: pytest.MonkeyPatch, environ: str
 ) -> None:
     """unavailable() is worked out again when a key variable changes (it is remembered
-    between cloud steps otherwise)."""
+    between cloud steps otherwise): read from the environment's own dict of bytes, or
+    through the mapping when ``os.environ`` has none."""
+    if environ == "plain":
+        monkeypatch.setattr(os, "environ", PlainEnviron(os.environ))
     names = sorted({p.api_key_env for p in policy.providers.values() if p.api_key_env})
     for name in names:
         monkeypatch.delenv(name, raising=False)
