@@ -163,10 +163,16 @@ copied with the prompt's count by ``Signals.with_estimate``, not pydantic's
 per-process prefix and a counter, not ``getrandom``, and its day from its stamp:
 261.9/264.4/259.9 → 260.1/255.9/256.0; 1523d8d, ``decide()`` works out each role's runtime
 walk and cloud steps once per policy (11.1 → 7.8 µs alone): 259.0/253.6/258.7 →
-252.8/252.1/250.5. Each part taken out in turn (not
+252.8/252.1/250.5; 6973280, ``unavailable()`` reads the key variables from the
+environment's own dict of bytes (2.9 → 0.3 µs alone): median of five rounds 252.3 →
+250.3. Each part taken out in turn (not
 kept), from ~257 µs: the audit's two appends 110 µs (the redaction look 20 of it, the
 ``flock`` pairs 6), the decision with its state, triggers and recorded inputs 67, the
-ledger's reserve and settle 65, the backend call with its masking 22, the rest 27.
+ledger's reserve and settle 65, the backend call with its masking 22, the rest 27. Within
+them: the request's hash for the provenance 8 µs, the masking of the outgoing request 3-4,
+and the three looks at whether the environment changed (a line's redaction look twice,
+the masking once: the whole environment compared with what was seen, in C) 8, kept: a
+key variable set at any moment is masked from the next line on.
 
 A part costs two to four times in place what it costs alone, and not evenly: Python
 code more than C. Tried and left out, measured in place: the router's RouterState and an
