@@ -178,7 +178,8 @@ _HASHED = encoder(sort_keys=True, ensure_ascii=True)
 
 def input_hash(request: ChatRequest) -> str:
     """sha256 of the request's messages (provenance without the content, GR-013)."""
-    blob = _HASHED([m.model_dump() for m in request.messages])
+    # (a message without calls is its fields as they are: model_dump's own dict)
+    blob = _HASHED([m.model_dump() if m.tool_calls else m.__dict__ for m in request.messages])
     return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
