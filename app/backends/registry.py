@@ -88,8 +88,8 @@ class BackendRegistry:
         # held while a backend is made (on a worker thread: an SDK import) and while the
         # client is made: each made once, whichever thread asks first
         self._making = threading.Lock()
-        #: set by aclose(): nothing is made after it (a backend made while it closed the
-        #: others would never be closed)
+        #: set by aclose(): nothing is made or handed out after it (a backend made while
+        #: it closed the others would never be closed)
         self._closed = False
         self._making_client = threading.Lock()
         self._probes: dict[str, tuple[float, bool]] = {}

@@ -86,6 +86,21 @@ class HeldMaking:
         return self.real(model_id, runtime)
 
 
+def making_in_a_worker(
+    registry: BackendRegistry, make: Any = None
+) -> tuple[HeldMaking, threading.Thread]:
+    """A worker thread inside ``_make`` for gpt-5.1-high, held there until ``go`` is set
+    (``make``: what it then makes, the registry's own by default)."""
+    held = HeldMaking(registry)
+    if make is not None:
+        held.real = make
+    registry._make = held  # type: ignore[method-assign]
+    worker = threading.Thread(target=registry.backend, args=("gpt-5.1-high", "cloud"))
+    worker.start()
+    assert held.entered.acquire(timeout=10)
+    return held, worker
+
+
 async def test_two_threads_asking_for_one_pair_get_one_backend(policy: Policy) -> None:
     registry = BackendRegistry(policy, local_only=False)
     held = HeldMaking(registry)
@@ -114,11 +129,7 @@ async def test_a_made_backend_is_read_while_another_is_being_made(policy: Policy
     """The loop asking for a made pair never waits on a worker making another one."""
     registry = BackendRegistry(policy, local_only=False)
     made = registry.backend("deepseek-chat", "cloud")
-    held = HeldMaking(registry)
-    registry._make = held  # type: ignore[method-assign]
-    worker = threading.Thread(target=registry.backend, args=("gpt-5.1-high", "cloud"))
-    worker.start()
-    assert held.entered.acquire(timeout=10)
+    held, worker = making_in_a_worker(registry)
     try:
         assert registry.backend("deepseek-chat", "cloud") is made
         assert not held.go.is_set()  # answered while the other was still being made
@@ -142,7 +153,7 @@ async def test_a_backend_being_made_when_the_registry_closes_is_closed_too(
     policy: Policy,
 ) -> None:
     """Shutdown while a worker thread makes a backend (an SDK import): aclose waits for
-    it, off the loop, and closes it; nothing is made afterwards."""
+    it, the loop serving on, and closes it; nothing is made afterwards."""
     registry = BackendRegistry(policy, local_only=False)
     made: list[Closing] = []
 
@@ -150,12 +161,7 @@ async def test_a_backend_being_made_when_the_registry_closes_is_closed_too(
         made.append(Closing(model_id))
         return made[-1]
 
-    held = HeldMaking(registry)
-    held.real = make  # type: ignore[assignment]
-    registry._make = held  # type: ignore[method-assign]
-    worker = threading.Thread(target=registry.backend, args=("gpt-5.1-high", "cloud"))
-    worker.start()
-    assert held.entered.acquire(timeout=10)
+    held, worker = making_in_a_worker(registry, make)
     closing = asyncio.create_task(registry.aclose())
     await asyncio.sleep(0.2)
     assert not closing.done()  # waiting for the backend being made, and the loop runs
@@ -225,25 +231,19 @@ async def test_closing_waits_for_a_stuck_maker_only_so_long(
 
     monkeypatch.setattr(registry_module, "CLOSE_WAIT_S", 0.2)
     registry = BackendRegistry(policy, local_only=False)
+
+    def closing(model_id: str, runtime: str) -> Any:
+        return Closing(model_id)
+
+    registry._make = closing  # type: ignore[method-assign]
     made = registry.backend("deepseek-chat", "cloud")
-    closed: list[Backend] = []
-    real_close = made.aclose
-
-    async def recording() -> None:
-        closed.append(made)
-        await real_close()
-
-    made.aclose = recording  # type: ignore[method-assign]
-    held = HeldMaking(registry)
-    registry._make = held  # type: ignore[method-assign]
-    worker = threading.Thread(target=registry.backend, args=("gpt-5.1-high", "cloud"))
-    worker.start()
-    assert held.entered.acquire(timeout=10)
+    assert isinstance(made, Closing)
+    held, worker = making_in_a_worker(registry)
     try:
         with caplog.at_level("WARNING", logger="app.backends.registry"):
             await asyncio.wait_for(registry.aclose(), 10)  # (a stuck import: gives up)
         assert "left unclosed" in caplog.text
-        assert closed == [made]  # what was made is closed all the same
+        assert made.closed == 1  # what was made is closed all the same
     finally:
         held.go.set()
         worker.join()
