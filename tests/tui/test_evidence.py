@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import Static
+from textual.widgets import DataTable, Static, TabbedContent
 
 from app.clock import ManualClock
 from app.tui.core import MergeDone, RunLoaded, RunsListed
@@ -114,6 +114,37 @@ async def test_a_run_shows_every_part_of_its_bundle(
         assert "advice on the user request from claude-sonnet-4.6: the bound fix" in verdict
         assert "total_usd" in text("cost")
         assert "bundle verified" in text("manifest")
+
+
+async def test_the_tabs_turn_by_keypress_while_the_runs_list_keeps_the_focus(
+    make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
+) -> None:
+    make_run(repo, "20260101-110000-good01", green=True, clock=clock, data_dir=tmp_path / "data")
+    seen = Messages()
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        screen = await _open_evidence(app, pilot, seen)
+        tabs = screen.query_one("#run-tabs", TabbedContent)
+        runs = screen.query_one("#runs", DataTable)
+        assert tabs.active == "tab-brief" and runs.has_focus
+        shown = []
+        for key in ("5", "right_square_bracket", "left_square_bracket", "left_square_bracket"):
+            await pilot.press(key)
+            await settle(pilot)
+            shown.append(tabs.active)
+        assert shown == ["tab-verdict", "tab-audit", "tab-verdict", "tab-tests"]
+        await pilot.press("1", "left_square_bracket")  # round the start to the last
+        await settle(pilot)
+        assert tabs.active == "tab-manifest"
+        await pilot.press("8", "right_square_bracket")  # and round the end to the first
+        await settle(pilot)
+        assert tabs.active == "tab-brief"
+        assert runs.has_focus
+        # the tab shown is the one the key names, its lines drawn
+        await pilot.press("6")
+        await settle(pilot)
+        audit = screen.query_one("#ev-audit", LineView)
+        assert audit.display and audit.plain_lines()
 
 
 async def test_no_runs_says_so(make_app: Any) -> None:

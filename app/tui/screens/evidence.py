@@ -2,7 +2,8 @@
 logs, the verdict with its citations, audit lines, costs and the manifest check.
 
 ``m`` merges, and only when the gate holds; otherwise the screen says why (and the
-refused attempt is still audited by the merge function).
+refused attempt is still audited by the merge function). ``1``…``8`` show a tab, ``]``
+and ``[`` the next and the previous one, while the runs list keeps the focus.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ class EvidenceScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("m", "merge", "merge"),
         Binding("r", "refresh", "refresh"),
+        # the tabs without reaching for Tab first: the runs list keeps the focus
+        Binding("right_square_bracket", "next_tab(1)", "next tab"),
+        Binding("left_square_bracket", "next_tab(-1)", "previous tab", show=False),
+        *(
+            Binding(str(n), f"show_tab('{tab_id}')", title, show=False)
+            for n, (tab_id, title) in enumerate(TABS, 1)
+        ),
         Binding("escape", "app.pop_screen", "back"),
     ]
 
@@ -93,6 +101,17 @@ class EvidenceScreen(Screen[None]):
 
     def action_refresh(self) -> None:
         self.core.list_runs(self)
+
+    def action_show_tab(self, tab_id: str) -> None:
+        """``1``…``8``: the bundle's tabs in the order they are drawn."""
+        self.query_one("#run-tabs", TabbedContent).active = f"tab-{tab_id}"
+
+    def action_next_tab(self, step: int) -> None:
+        """``]`` and ``[``: the next or the previous tab, round the end."""
+        tabs = self.query_one("#run-tabs", TabbedContent)
+        ids = [f"tab-{tab_id}" for tab_id, _ in TABS]
+        at = ids.index(tabs.active) if tabs.active in ids else 0
+        tabs.active = ids[(at + step) % len(ids)]
 
     def on_runs_listed(self, message: RunsListed) -> None:
         self.runs = list(message.runs)
