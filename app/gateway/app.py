@@ -244,7 +244,11 @@ def _client(request: Request) -> str:
 # ── the three protocols ──────────────────────────────────────────────────────────────────
 
 
-async def _prepared(state: _State, request: Request, inbound: Inbound) -> tuple[str, Any, str, str]:
+async def _prepared(
+    state: _State, request: Request, inbound: Inbound, prompt: int | None = None
+) -> tuple[str, Any, str, str]:
+    """``prompt``: the request's tokens when the gateway counted them already (the router
+    takes them as its ``context_estimate``, rather than count the prompt a second time)."""
     policy = state.session.policy
     resolved = resolve_model(policy, inbound.model)
     signals = signals_for(
@@ -253,6 +257,8 @@ async def _prepared(state: _State, request: Request, inbound: Inbound) -> tuple[
         user_request=resolved.user_request,
         escalate_header=request.headers.get("x-switchyard-escalate"),
     )
+    if prompt is not None and signals.context_estimate is None:
+        signals = signals.with_estimate(prompt)
     passthrough = {
         k: v for k, v in request.headers.items() if k in ("anthropic-beta", "anthropic-version")
     }
@@ -299,9 +305,9 @@ def _served(
 
 
 async def _events(
-    state: _State, request: Request, inbound: Inbound
+    state: _State, request: Request, inbound: Inbound, prompt: int | None = None
 ) -> tuple[str, str, str, AsyncIterator[Delta | KeepAlive | Done]]:
-    role, signals, rid, client = await _prepared(state, request, inbound)
+    role, signals, rid, client = await _prepared(state, request, inbound, prompt)
     events = run_request(
         state.session,
         inbound,
@@ -532,13 +538,14 @@ async def _responses(state: _State, request: Request) -> Response:
 
 async def _messages(state: _State, request: Request) -> Response:
     inbound = parse_messages(await _body(state, request))
-    role, rid, client, events = await _events(state, request, inbound)
-    message_id = "msg_" + rid[3:]
     t0 = time.perf_counter()
     # One count of the prompt the router routed, tools included, in every usage this
     # protocol reports (and in count_tokens): Claude Code tracks its context from them,
-    # and a stream has to say it before any backend has counted.
+    # and a stream has to say it before any backend has counted. The router takes the
+    # same count as its context estimate.
     prompt = request_tokens(inbound.request)
+    role, rid, client, events = await _events(state, request, inbound, prompt)
+    message_id = "msg_" + rid[3:]
     if not inbound.stream:
         done = await _whole(state, request, rid, inbound, role, client, events, t0)
         if done is None:

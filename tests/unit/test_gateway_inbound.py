@@ -159,3 +159,30 @@ def test_the_body_limit_is_a_finite_size_of_a_byte_or_more() -> None:
     for size in (float("nan"), float("inf"), float("-inf"), 0.0, -1.0, 1e-9):
         with pytest.raises(UsageError, match="--max-body-mb"):
             body_limit(size)
+
+
+async def test_the_router_takes_the_gateways_count_of_a_messages_prompt() -> None:
+    """The Messages endpoint counts its prompt for the usage it reports; the router takes
+    that count as its context estimate rather than count the prompt again, unless the
+    client named an estimate of its own."""
+    from types import SimpleNamespace
+
+    from starlette.requests import Request
+
+    from app.gateway.app import _prepared
+    from app.policy import load_policy
+
+    state: Any = SimpleNamespace(session=SimpleNamespace(policy=load_policy().policy))
+    inbound = parse_messages({"model": "tutor", "max_tokens": 10, "messages": USER})
+    prompt = request_tokens(inbound.request)
+
+    def asked(*headers: tuple[bytes, bytes]) -> Request:
+        return Request({"type": "http", "headers": list(headers)})
+
+    _, signals, _, _ = await _prepared(state, asked(), inbound, prompt)
+    assert signals.context_estimate == prompt
+    own = (b"x-switchyard-signal", b"context_estimate=5000")
+    _, signals, _, _ = await _prepared(state, asked(own), inbound, prompt)
+    assert signals.context_estimate == 5000
+    _, signals, _, _ = await _prepared(state, asked(), inbound)  # not counted: the router's
+    assert signals.context_estimate is None
