@@ -27,9 +27,9 @@ A chat message adds 4 tokens of framing (role and separators) and a reply is pri
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable
+
+from app.remembered import Remembered
 
 __all__ = [
     "MESSAGE_OVERHEAD",
@@ -80,45 +80,20 @@ def clip_text(text: str, tokens: int) -> str:
 def count_messages(contents: Iterable[str]) -> int:
     """Prompt tokens of a chat: each message's text plus framing, plus the reply priming.
 
-    A long message's count is remembered (:class:`_Remembered`): an agent sends its whole
+    A long message's count is remembered (:mod:`app.remembered`): an agent sends its whole
     conversation again on every turn, and the gateway and the router each count it."""
-    return sum(MESSAGE_OVERHEAD + _remembered.count(c) for c in contents) + REPLY_PRIMING
+    return sum(MESSAGE_OVERHEAD + _count_remembered(c) for c in contents) + REPLY_PRIMING
 
 
-class _Remembered:
-    """:func:`count_text` of the messages counted lately, by their text: a count that is
-    remembered costs a hash of the text (about 1 ns a character, where counting costs 60),
-    so each turn of a conversation costs what is new in it. Only texts of at least
-    :attr:`MIN_CHARS` (a shorter one counts faster than it is looked up), and at most
-    :attr:`MAX_CHARS` characters in all, the least recently counted let go first.
-    Thread-safe: a count may be asked for on a worker thread."""
-
-    MIN_CHARS = 2048
-    MAX_CHARS = 8 * 2**20
-
-    def __init__(self) -> None:
-        self._counts: OrderedDict[str, int] = OrderedDict()
-        self._chars = 0
-        self._lock = threading.Lock()
-
-    def count(self, text: str) -> int:
-        if len(text) < self.MIN_CHARS:
-            return count_text(text)
-        with self._lock:
-            n = self._counts.get(text)
-            if n is not None:
-                self._counts.move_to_end(text)
-                return n
-        n = count_text(text)  # (outside the lock: another thread's count goes on)
-        if len(text) <= self.MAX_CHARS // 4:
-            with self._lock:
-                if text not in self._counts:
-                    self._counts[text] = n
-                    self._chars += len(text)
-                    while self._chars > self.MAX_CHARS:
-                        old, _ = self._counts.popitem(last=False)
-                        self._chars -= len(old)
-        return n
+#: the counts of long messages lately counted, by their text
+REMEMBERED: Remembered[str, int] = Remembered(min_chars=2048, max_chars=8 * 2**20)
 
 
-_remembered = _Remembered()
+def _count_remembered(text: str) -> int:
+    if not REMEMBERED.worth(len(text)):
+        return count_text(text)
+    n = REMEMBERED.get(text)
+    if n is None:
+        n = count_text(text)
+        REMEMBERED.put(text, n, len(text))
+    return n

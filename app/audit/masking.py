@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
+from app.remembered import Remembered
+
 REDACTED = "[REDACTED]"
 #: Bumped whenever what is masked changes: caches of masked text key on it.
 MASKING_VERSION = "2"
@@ -283,6 +285,13 @@ def _keep_lines(secret: str) -> str:
     return REDACTED + "\n" * secret.count("\n")
 
 
+#: long texts lately masked, by the environment pattern they were masked with and the
+#: text: the masked text and how many secrets it held (app.remembered)
+_MASKED: Remembered[tuple[re.Pattern[str] | None, str], tuple[str, int]] = Remembered(
+    min_chars=2048, max_chars=8 * 2**20
+)
+
+
 class Masker:
     """Masks text and JSON-like values with one environment snapshot; counts what it did.
 
@@ -301,6 +310,22 @@ class Masker:
     def text(self, text: str) -> str:
         if not text:  # (a message's reasoning, most often)
             return text
+        if not _MASKED.worth(len(text)):
+            return self._text(text)
+        # A long text masked lately (a conversation sent again) by the same environment's
+        # values: its result and how many it masked, as working them out again gives.
+        key = (self.env, text)
+        hit = _MASKED.get(key)
+        if hit is None:
+            before = self.count
+            masked = self._text(text)
+            hit = (masked, self.count - before)
+            _MASKED.put(key, hit, len(text) if masked is text else 2 * len(text))
+        else:
+            self.count += hit[1]
+        return hit[0]
+
+    def _text(self, text: str) -> str:
         if self.env is not None:
             text, n = self.env.subn(lambda m: _keep_lines(m.group(0)), text)
             self.count += n

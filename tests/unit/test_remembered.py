@@ -1,0 +1,142 @@
+"""Results remembered by their input (app.remembered), and the two users of it: the token
+counts of a conversation's messages (app.tokens.count_messages) and the masking of long
+texts (app.audit.masking.Masker.text). A remembered result is the one working it out
+again gives; a text sent again (a new object, as each request parses its own) is not
+worked out again; short texts are never kept; the memory stays within its bound; and a
+masking is remembered only for the environment it was made with."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app import tokens
+from app.audit import masking
+from app.audit.masking import REDACTED, Masker, env_pattern
+from app.remembered import Remembered
+from app.tokens import MESSAGE_OVERHEAD, REPLY_PRIMING, count_messages, count_text
+
+LONG = "def parse(tokens):\n    return [t for t in tokens if t]  # the tail\n" * 60
+SECRET = "APP_SECRET=s3cr3t-value-42\n"
+
+
+def _copy(text: str) -> str:
+    """An equal string that is another object (its hash not yet computed)."""
+    return "".join(list(text))
+
+
+# ── the memory ───────────────────────────────────────────────────────────────────────────
+
+
+def test_the_least_recently_used_go_first_and_the_bound_holds() -> None:
+    memory: Remembered[str, int] = Remembered(min_chars=10, max_chars=400)
+    texts = [f"{i:02d}" + "x" * 98 for i in range(6)]  # 100 characters each: four fit
+    for n, text in enumerate(texts):
+        memory.put(text, n, len(text))
+    assert memory.keys() == texts[2:] and memory.chars == 400
+    assert memory.get(_copy(texts[2])) == 2  # now the most recently used
+    memory.put(texts[0], 0, 100)
+    assert memory.keys() == [texts[4], texts[5], texts[2], texts[0]]
+    assert memory.get(texts[3]) is None
+    memory.put("y" * 101, 9, 101)  # more than a quarter of the bound: never kept
+    assert memory.get("y" * 101) is None and memory.chars == 400
+    assert not memory.worth(9) and memory.worth(10)
+
+
+# ── token counts ─────────────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each text app.tokens counts, in order (a fresh memory for the test)."""
+    seen: list[str] = []
+    real = tokens.count_text
+
+    def counting(text: str) -> int:
+        seen.append(text)
+        return real(text)
+
+    monkeypatch.setattr(tokens, "count_text", counting)
+    monkeypatch.setattr(tokens, "REMEMBERED", Remembered(min_chars=2048, max_chars=2**20))
+    return seen
+
+
+@given(texts=st.lists(st.text(max_size=3000) | st.just(LONG), max_size=6))
+def test_a_remembered_count_is_the_count(texts: list[str]) -> None:
+    expected = sum(MESSAGE_OVERHEAD + count_text(t) for t in texts) + REPLY_PRIMING
+    assert count_messages(texts) == expected
+    assert count_messages([_copy(t) for t in texts]) == expected
+
+
+def test_a_long_message_sent_again_is_counted_once(counted: list[str]) -> None:
+    first = count_messages([LONG, "what next?"])
+    again = count_messages([_copy(LONG), "what next?", _copy(LONG) + "!"])
+    assert again == first + MESSAGE_OVERHEAD + count_text(LONG + "!")
+    # the long text once; the short one each time; the new long one once
+    assert counted == [LONG, "what next?", "what next?", LONG + "!"]
+
+
+# ── masking ──────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture
+def masked_anew(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each text the masker works out, in order (a fresh memory for the test)."""
+    seen: list[str] = []
+    real = Masker._text
+
+    def working(self: Masker, text: str) -> str:
+        seen.append(text)
+        return real(self, text)
+
+    monkeypatch.setattr(Masker, "_text", working)
+    monkeypatch.setattr(masking, "_MASKED", Remembered(min_chars=2048, max_chars=2**20))
+    return seen
+
+
+def test_a_long_text_masked_again_gives_the_same_text_and_count(masked_anew: list[str]) -> None:
+    text = LONG + SECRET + LONG
+    first = Masker(None)
+    out = first.text(text)
+    assert "s3cr3t-value-42" not in out and REDACTED in out and first.count == 1
+    again = Masker(None)
+    assert again.text(_copy(text)) == out and again.count == 1
+    assert masked_anew == [text]  # worked out once
+    assert Masker(None).text("short " + SECRET) == "short APP_SECRET=" + REDACTED + "\n"
+
+
+def test_a_masking_is_remembered_only_for_its_environment(masked_anew: list[str]) -> None:
+    """A value that becomes a key variable's after a text was masked is masked the next
+    time: the environment's values are part of what is remembered by."""
+    value = "plain-looking-value-0042"
+    text = LONG + f"the deploy uses {value} today\n"
+    assert value in Masker(env_pattern(())).text(text)  # nobody's key yet
+    now_secret = Masker(env_pattern((value,)))
+    out = now_secret.text(_copy(text))
+    assert value not in out and now_secret.count == 1
+    assert len(masked_anew) == 2
+
+
+@given(
+    chunks=st.lists(
+        st.sampled_from([LONG, SECRET, "sk-" + "Ab1" * 8 + " ", "AKIAIOSFODNN7EXAMPLE\n", "x"]),
+        max_size=5,
+    )
+)
+def test_a_remembered_masking_is_the_masking(chunks: list[str]) -> None:
+    text = "".join(chunks)
+    fresh = Masker(None)
+    expected = fresh._text(text)
+    for _ in range(2):  # worked out, then remembered
+        masker = Masker(None)
+        assert masker.text(_copy(text)) == expected and masker.count == fresh.count
+
+
+def test_the_pattern_keys_are_the_environments_values(monkeypatch: Any) -> None:
+    """(What the memory is keyed by: a pattern compiled for other values is another key.)"""
+    assert env_pattern(("aaaa-1",)) != env_pattern(("aaaa-2",))
+    assert env_pattern(("aaaa-1",)) == re.compile(env_pattern(("aaaa-1",)).pattern)  # type: ignore[union-attr]
