@@ -12,8 +12,10 @@ a goal was reached (``reached`` / ``NOT reached``, with its figure), beside what
 or did not run. Each benchmark writes its JSON under ``bench/results/``; this writes
 ``summary.json`` there.
 
-- P1 router vs LiteLLM's Router (``bench.p1_router``), and the router's request path vs
-  the least a request must write, in SQLite or in an append-only journal (``bench.p1_floor``)
+- P1 router vs LiteLLM's Router (``bench.p1_router``), also with a coding agent's 40 KB
+  conversation sent on every request (``--conversation 40``, reported), and the router's
+  request path vs the least a request must write, in SQLite or in an append-only journal
+  (``bench.p1_floor``)
 - P2 Stage0 vs bm25s (``bench.stage0_bench``), and retrieval quality
   (``bench.retrieval_quality``: Stage0 against the best of the bm25s baselines) on each
   repository in ``SWITCHYARD_BENCH_REPOS`` (work trees or bare git dirs, separated by
@@ -106,6 +108,14 @@ def plan(*, own_history_only: bool = False) -> list[Bench]:
         # ~45 s here: the least a request must write (SQLite, a journal, the lines alone),
         # beside the router's whole path
         Bench("P1", "router's request path vs its floor", [*py, "bench.p1_floor"], 180, 60),
+        # ~15 s here: an agent's 40 KB conversation sent again on every request, both sides
+        Bench(
+            "P1",
+            "router overhead vs LiteLLM Router, a 40 KB conversation",
+            [*py, "bench.p1_router", "--conversation", "40", "--n", "2000", "--chunks", "4"],
+            180,
+            40,
+        ),
         Bench("P2", "Stage0 vs bm25s", [*py, "bench.stage0_bench"], 240, 120),
     ]
     # Stage0 (its default weighting) against the strongest bm25s baselines (whole files

@@ -27,6 +27,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -71,16 +72,21 @@ def make_router() -> Any:
     return Router(model_list=MODEL_LIST, fallbacks=FALLBACKS)
 
 
-async def one(router: Any) -> None:
+async def one(router: Any, messages: list[dict[str, Any]] | None = None) -> None:
     response = await router.acompletion(
-        model="architect", messages=MESSAGES, mock_response="ok", max_tokens=64
+        model="architect", messages=messages or MESSAGES, mock_response="ok", max_tokens=64
     )
     assert response.choices[0].message.content == "ok", response
 
 
-async def serve() -> None:
+async def serve(
+    base: str = "", messages: Callable[[str, int], list[dict[str, Any]]] | None = None
+) -> None:
+    """``base``: bench/conversation.py's conversation as JSON, which ``messages`` parses
+    afresh before each request (untimed); "" for the goal's request."""
     router = make_router()
     await one(router)
+    turn = 0
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -93,8 +99,10 @@ async def serve() -> None:
         lat: list[int] = []
         cpu0 = time.process_time()  # every thread's: background work counts too
         for _ in range(n):
+            turn += 1
+            asked = messages(base, turn) if messages is not None else None
             t0 = time.perf_counter_ns()
-            await one(router)
+            await one(router, asked)
             lat.append((time.perf_counter_ns() - t0) // 1000)
         await asyncio.sleep(0.05)  # background work the requests left: as long as ours gets
         cpu_us = (time.process_time() - cpu0) * 1e6
@@ -107,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--socket-guard", action="store_true")
     parser.add_argument("--version", action="store_true", help="print litellm's version")
+    parser.add_argument("--conversation", type=int, default=0, help="KB of conversation sent")
     args = parser.parse_args()
     if args.socket_guard:
         guard_sockets()
@@ -115,7 +124,13 @@ def main() -> None:
 
         print(version("litellm"))
         return
-    asyncio.run(serve())
+    if args.conversation:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import conversation  # (it imports nothing of app)
+
+        asyncio.run(serve(conversation.conversation_json(args.conversation), conversation.messages))
+    else:
+        asyncio.run(serve())
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ for the registry and no key was set: the same code measured 252-258 µs that way
 
 Run: python -m bench.router_bench [--n 10000] [--phases]
 
+``--serve --conversation KB``: each request sends a coding agent's conversation of KB KB
+(``bench/conversation.py``, as P1's ``--conversation`` does on both sides), made into the
+request the router takes from its messages as dicts, inside the timed part.
+
 ``--phases`` times each part of the request on its own as well (the median µs of each
 awaited call: decide with its state reads, each audit append, the reservation, the
 backend call, the settlement); what is left of the p50 is the glue between them (the
@@ -240,6 +244,7 @@ from app.router.approvals import AllowDecider, ApprovalBroker
 from app.router.ledger import BudgetLedger
 from app.router.service import Router
 from app.router.types import Signals
+from bench import conversation
 
 
 class MockBackend:
@@ -298,16 +303,28 @@ class Bench:
         self.signals = Signals(confidence=0.5)
         #: the live view's reader task (``setup(live=True)``)
         self.view: asyncio.Task[None] | None = None
+        #: ``--conversation``: bench/conversation.py's conversation as JSON ("": none)
+        self.conversation = ""
+        self.turn = 0
 
-    async def one(self) -> None:
-        result = await self.router.complete("architect", self.request, self.signals)
+    async def one(self, messages: list[dict[str, Any]] | None = None) -> None:
+        """One routed request: the goal's, or (``messages``, as dicts) a conversation's,
+        made into the request the router takes as a face makes it."""
+        request = self.request
+        if messages is not None:
+            request = ChatRequest(messages=[Message(**m) for m in messages], max_tokens=64)
+        result = await self.router.complete("architect", request, self.signals)
         assert result.escalated
 
     async def timed(self, n: int) -> list[float]:
         latencies = []
         for _ in range(n):
+            asked = None
+            if self.conversation:  # parsed afresh for each request, untimed
+                self.turn += 1
+                asked = conversation.messages(self.conversation, self.turn)
             t0 = time.perf_counter()
-            await self.one()
+            await self.one(asked)
             latencies.append(time.perf_counter() - t0)
             if self.view is not None:
                 await asyncio.sleep(0)  # the view's turn, as between a server's requests
@@ -419,9 +436,12 @@ async def run(n: int, workdir: Path, *, phases: bool = False, live: bool = False
     }
 
 
-async def serve(workdir: Path, *, live: bool = False) -> None:
-    """The stdin protocol of the module docstring."""
+async def serve(workdir: Path, *, live: bool = False, conversation_kb: int = 0) -> None:
+    """The stdin protocol of the module docstring (``conversation_kb``: each request sends
+    that much of bench/conversation.py's conversation)."""
     bench = await setup(workdir, live=live)
+    if conversation_kb:
+        bench.conversation = conversation.conversation_json(conversation_kb)
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -467,12 +487,15 @@ def main() -> None:
     parser.add_argument(
         "--live", action="store_true", help="with the live view attached (a bus and a reader)"
     )
+    parser.add_argument(
+        "--conversation", type=int, default=0, help="with --serve: KB of conversation sent"
+    )
     args = parser.parse_args()
     from bench._common import machine_info, write_result
 
     if args.serve:
         with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(serve(Path(tmp), live=args.live))
+            asyncio.run(serve(Path(tmp), live=args.live, conversation_kb=args.conversation))
         return
     with tempfile.TemporaryDirectory() as tmp:
         data = asyncio.run(run(args.n, Path(tmp), phases=args.phases, live=args.live))
