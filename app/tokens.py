@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from app.remembered import Remembered
+from app.remembered import Remembered, digest
 
 __all__ = [
     "MESSAGE_OVERHEAD",
@@ -85,15 +85,16 @@ def count_messages(contents: Iterable[str]) -> int:
     return sum(MESSAGE_OVERHEAD + _count_remembered(c) for c in contents) + REPLY_PRIMING
 
 
-#: the counts of long messages lately counted, by their text
-REMEMBERED: Remembered[str, int] = Remembered(min_chars=2048, max_chars=8 * 2**20)
+#: the counts of long messages lately counted, by their text's digest
+REMEMBERED: Remembered[bytes, int] = Remembered(min_chars=2048, max_entries=65536)
 
 
 def _count_remembered(text: str) -> int:
     if not REMEMBERED.worth(len(text)):
         return count_text(text)
-    n = REMEMBERED.get(text)
+    key = digest(text)
+    n = REMEMBERED.get(key)
     if n is None:
         n = count_text(text)
-        REMEMBERED.put(text, n, len(text))
+        REMEMBERED.put(key, n)
     return n

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from app.remembered import Remembered
+from app.remembered import Remembered, digest
 
 REDACTED = "[REDACTED]"
 #: Bumped whenever what is masked changes: caches of masked text key on it.
@@ -286,9 +286,10 @@ def _keep_lines(secret: str) -> str:
 
 
 #: long texts lately masked, by the environment pattern they were masked with and the
-#: text: the masked text and how many secrets it held (app.remembered)
-_MASKED: Remembered[tuple[re.Pattern[str] | None, str], tuple[str, int]] = Remembered(
-    min_chars=2048, max_chars=8 * 2**20
+#: text's digest: the masked text (None when nothing in it was) and how many secrets it
+#: held (app.remembered: a text with a secret in it is never kept)
+_MASKED: Remembered[tuple[re.Pattern[str] | None, bytes], tuple[str | None, int]] = Remembered(
+    min_chars=2048, max_entries=65536, max_chars=8 * 2**20
 )
 
 
@@ -314,16 +315,17 @@ class Masker:
             return self._text(text)
         # A long text masked lately (a conversation sent again) by the same environment's
         # values: its result and how many it masked, as working them out again gives.
-        key = (self.env, text)
+        key = (self.env, digest(text))
         hit = _MASKED.get(key)
         if hit is None:
             before = self.count
             masked = self._text(text)
-            hit = (masked, self.count - before)
-            _MASKED.put(key, hit, len(text) if masked is text else 2 * len(text))
-        else:
-            self.count += hit[1]
-        return hit[0]
+            found = self.count - before
+            kept = masked if found else None
+            _MASKED.put(key, (kept, found), len(masked) if found else 0)
+            return masked
+        self.count += hit[1]
+        return text if hit[0] is None else hit[0]
 
     def _text(self, text: str) -> str:
         if self.env is not None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from app import tokens
 from app.audit import masking
 from app.audit.masking import REDACTED, Masker, env_pattern
-from app.remembered import Remembered
+from app.remembered import Remembered, digest
 from app.tokens import MESSAGE_OVERHEAD, REPLY_PRIMING, count_messages, count_text
 
 LONG = "def parse(tokens):\n    return [t for t in tokens if t]  # the tail\n" * 60
@@ -32,19 +32,29 @@ def _copy(text: str) -> str:
 # ── the memory ───────────────────────────────────────────────────────────────────────────
 
 
-def test_the_least_recently_used_go_first_and_the_bound_holds() -> None:
-    memory: Remembered[str, int] = Remembered(min_chars=10, max_chars=400)
-    texts = [f"{i:02d}" + "x" * 98 for i in range(6)]  # 100 characters each: four fit
-    for n, text in enumerate(texts):
-        memory.put(text, n, len(text))
-    assert memory.keys() == texts[2:] and memory.chars == 400
-    assert memory.get(_copy(texts[2])) == 2  # now the most recently used
-    memory.put(texts[0], 0, 100)
-    assert memory.keys() == [texts[4], texts[5], texts[2], texts[0]]
-    assert memory.get(texts[3]) is None
-    memory.put("y" * 101, 9, 101)  # more than a quarter of the bound: never kept
-    assert memory.get("y" * 101) is None and memory.chars == 400
-    assert not memory.worth(9) and memory.worth(10)
+def test_the_least_recently_used_go_first_and_the_bounds_hold() -> None:
+    memory: Remembered[str, int] = Remembered(min_chars=10, max_entries=4, max_chars=400)
+    keys = [f"text {i}" for i in range(6)]
+    for n, key in enumerate(keys):
+        memory.put(key, n)  # holding no text: the count of entries bounds them
+    assert memory.kept() == keys[2:] and memory.chars == 0
+    assert memory.get(_copy(keys[2])) == 2  # now the most recently used
+    memory.put(keys[0], 0)
+    assert memory.kept() == [keys[4], keys[5], keys[2], keys[0]]
+    assert memory.get(keys[3]) is None
+    # results holding text: the characters bound them too
+    texts: Remembered[str, int] = Remembered(min_chars=10, max_entries=100, max_chars=400)
+    for n, key in enumerate(keys[:5]):
+        texts.put(key, n, 100)
+    assert texts.kept() == keys[1:5] and texts.chars == 400
+    texts.put("huge", 9, 101)  # more than a quarter of the bound: never kept
+    assert texts.get("huge") is None and texts.chars == 400
+    assert not texts.worth(9) and texts.worth(10)
+
+
+def test_a_text_is_remembered_by_a_digest_of_every_character() -> None:
+    assert digest("a\ud800b") != digest("a\udc00b")  # lone surrogates too
+    assert digest(LONG) == digest(_copy(LONG)) != digest(LONG + " ")
 
 
 # ── token counts ─────────────────────────────────────────────────────────────────────────
@@ -61,7 +71,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real(text)
 
     monkeypatch.setattr(tokens, "count_text", counting)
-    monkeypatch.setattr(tokens, "REMEMBERED", Remembered(min_chars=2048, max_chars=2**20))
+    monkeypatch.setattr(tokens, "REMEMBERED", Remembered(min_chars=2048, max_entries=64))
     return seen
 
 
@@ -94,7 +104,9 @@ def masked_anew(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real(self, text)
 
     monkeypatch.setattr(Masker, "_text", working)
-    monkeypatch.setattr(masking, "_MASKED", Remembered(min_chars=2048, max_chars=2**20))
+    monkeypatch.setattr(
+        masking, "_MASKED", Remembered(min_chars=2048, max_entries=64, max_chars=2**20)
+    )
     return seen
 
 
@@ -106,6 +118,11 @@ def test_a_long_text_masked_again_gives_the_same_text_and_count(masked_anew: lis
     again = Masker(None)
     assert again.text(_copy(text)) == out and again.count == 1
     assert masked_anew == [text]  # worked out once
+    # what is kept: digests, and the masked text, never one that holds the secret
+    assert Masker(None).text(_copy(LONG)) == LONG  # nothing in it: nothing but a digest kept
+    kept = [(key, masking._MASKED.get(key)) for key in masking._MASKED.kept()]
+    assert all(isinstance(key[1], bytes) for key, _ in kept)
+    assert sorted(str(value) for _, value in kept) == sorted([str((out, 1)), str((None, 0))])
     assert Masker(None).text("short " + SECRET) == "short APP_SECRET=" + REDACTED + "\n"
 
 
