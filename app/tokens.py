@@ -86,7 +86,7 @@ def count_messages(contents: Iterable[str]) -> int:
 
 
 #: the counts of long messages lately counted, by their text's digest
-REMEMBERED: Remembered[bytes, int] = Remembered(min_chars=2048, max_entries=65536)
+REMEMBERED: Remembered[bytes, int] = Remembered(min_chars=128, max_entries=65536)
 
 
 def _count_remembered(text: str) -> int:

@@ -116,6 +116,19 @@ def plan(*, own_history_only: bool = False) -> list[Bench]:
             180,
             40,
         ),
+        # and the same 40 KB in 300-character turns (an agent's tool calls and results)
+        Bench(
+            "P1",
+            "router overhead vs LiteLLM Router, 40 KB in short turns",
+            [
+                *py,
+                "bench.p1_router",
+                *("--conversation", "40", "--turn-chars", "300"),
+                *("--n", "1000", "--chunks", "4"),
+            ],
+            180,
+            40,
+        ),
         Bench("P2", "Stage0 vs bm25s", [*py, "bench.stage0_bench"], 240, 120),
     ]
     # Stage0 (its default weighting) against the strongest bm25s baselines (whole files

@@ -21,9 +21,10 @@ def _paragraph(i: int) -> str:
     )
 
 
-def conversation_json(kb: int) -> str:
+def conversation_json(kb: int, turn_chars: int = 4000) -> str:
     """About ``kb`` KB of conversation as JSON: a system prompt of a fifth of it, then
-    turns of about 4 KB, the user's (a file read, say) and the assistant's in turn."""
+    turns of about ``turn_chars`` characters, the user's (a file read, say) and the
+    assistant's in turn."""
     size = kb * 1000
     text, i = "", 0
     messages: list[dict[str, str]] = []
@@ -31,7 +32,7 @@ def conversation_json(kb: int) -> str:
     while sum(len(m["content"]) for m in messages) + len(text) < size:
         text += _paragraph(i)
         i += 1
-        if len(text) >= (size // 5 if role == "system" else 4000):
+        if len(text) >= (size // 5 if role == "system" else turn_chars):
             messages.append({"role": role, "content": text})
             role, text = ("user" if role != "user" else "assistant"), ""
     if text:

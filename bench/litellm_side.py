@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--socket-guard", action="store_true")
     parser.add_argument("--version", action="store_true", help="print litellm's version")
     parser.add_argument("--conversation", type=int, default=0, help="KB of conversation sent")
+    parser.add_argument("--turn-chars", type=int, default=4000, help="its turns' size")
     args = parser.parse_args()
     if args.socket_guard:
         guard_sockets()
@@ -128,7 +129,12 @@ def main() -> None:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import conversation  # (it imports nothing of app)
 
-        asyncio.run(serve(conversation.conversation_json(args.conversation), conversation.messages))
+        asyncio.run(
+            serve(
+                conversation.conversation_json(args.conversation, args.turn_chars),
+                conversation.messages,
+            )
+        )
     else:
         asyncio.run(serve())
 

@@ -436,12 +436,14 @@ async def run(n: int, workdir: Path, *, phases: bool = False, live: bool = False
     }
 
 
-async def serve(workdir: Path, *, live: bool = False, conversation_kb: int = 0) -> None:
+async def serve(
+    workdir: Path, *, live: bool = False, conversation_kb: int = 0, turn_chars: int = 4000
+) -> None:
     """The stdin protocol of the module docstring (``conversation_kb``: each request sends
     that much of bench/conversation.py's conversation)."""
     bench = await setup(workdir, live=live)
     if conversation_kb:
-        bench.conversation = conversation.conversation_json(conversation_kb)
+        bench.conversation = conversation.conversation_json(conversation_kb, turn_chars)
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -490,12 +492,20 @@ def main() -> None:
     parser.add_argument(
         "--conversation", type=int, default=0, help="with --serve: KB of conversation sent"
     )
+    parser.add_argument("--turn-chars", type=int, default=4000, help="its turns' size")
     args = parser.parse_args()
     from bench._common import machine_info, write_result
 
     if args.serve:
         with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(serve(Path(tmp), live=args.live, conversation_kb=args.conversation))
+            asyncio.run(
+                serve(
+                    Path(tmp),
+                    live=args.live,
+                    conversation_kb=args.conversation,
+                    turn_chars=args.turn_chars,
+                )
+            )
         return
     with tempfile.TemporaryDirectory() as tmp:
         data = asyncio.run(run(args.n, Path(tmp), phases=args.phases, live=args.live))

@@ -289,7 +289,7 @@ def _keep_lines(secret: str) -> str:
 #: text's digest: the masked text (None when nothing in it was) and how many secrets it
 #: held (app.remembered: a text with a secret in it is never kept)
 _MASKED: Remembered[tuple[re.Pattern[str] | None, bytes], tuple[str | None, int]] = Remembered(
-    min_chars=2048, max_entries=65536, max_chars=8 * 2**20
+    min_chars=128, max_entries=65536, max_chars=8 * 2**20
 )
 
 

@@ -71,7 +71,9 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real(text)
 
     monkeypatch.setattr(tokens, "count_text", counting)
-    monkeypatch.setattr(tokens, "REMEMBERED", Remembered(min_chars=2048, max_entries=64))
+    monkeypatch.setattr(
+        tokens, "REMEMBERED", Remembered(min_chars=tokens.REMEMBERED.min_chars, max_entries=64)
+    )
     return seen
 
 
@@ -105,7 +107,9 @@ def masked_anew(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(Masker, "_text", working)
     monkeypatch.setattr(
-        masking, "_MASKED", Remembered(min_chars=2048, max_entries=64, max_chars=2**20)
+        masking,
+        "_MASKED",
+        Remembered(min_chars=masking._MASKED.min_chars, max_entries=64, max_chars=2**20),
     )
     return seen
 
