@@ -205,6 +205,19 @@ _CLOSE = "UPDATE reservations SET status = ?, closed = ? WHERE id = ? AND status
 _AMOUNT = "SELECT amount_nusd FROM reservations WHERE id = ?"
 
 
+def _insert_closed(db: sqlite3.Connection, r: list[Any], close: list[Any]) -> bool:
+    """Reservation record ``r`` inserted as ``close`` (its first close) leaves it; False,
+    with nothing written, when the tables refuse that row (the reservation is then
+    inserted live and the close applied to it, as when each is folded alone: the same
+    rows, or the same error)."""
+    ended = (close[2], close[3]) if close[0] == "c" else ("expired", close[2])
+    try:  # (a refused statement is undone whole, its triggers' writes with it)
+        db.execute(_INSERT_CLOSED, (*r[1:], *ended))
+    except sqlite3.IntegrityError:
+        return False
+    return True
+
+
 def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
     """Apply the spool's records after the last fold to the tables (inside a write
     transaction the caller holds); the spool id and offset folded to. A record the tables
@@ -221,34 +234,31 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
     if not records:
         return spool.ident, end
     parsed = [json.loads(record) for record in records]
-    # the first close of each reservation this fold opens: (status, when)
-    opened: set[str] = set()
-    ends: dict[str, tuple[str, str]] = {}
-    for r in parsed:
+    # for each reservation record, the index of the first close of its id after it
+    closes: dict[int, int] = {}
+    after: dict[str, int] = {}
+    for at in range(len(parsed) - 1, -1, -1):
+        kind, rid = parsed[at][0], parsed[at][1]
+        if kind == "c" or kind == "x":
+            after[rid] = at
+        elif kind == "r" and rid in after:
+            closes[at] = after[rid]
+    # the close records whose reservation was inserted closed: they write their call row
+    consumed: set[int] = set()
+    for at, r in enumerate(parsed):
         kind = r[0]
         if kind == "r":
-            opened.add(r[1])
-        elif (kind == "c" or kind == "x") and r[1] in opened and r[1] not in ends:
-            ends[r[1]] = (r[2], r[3]) if kind == "c" else ("expired", r[2])
-    # reservations inserted closed, whose (first) close record is still to come
-    closed_early: set[str] = set()
-    for r in parsed:
-        kind = r[0]
-        if kind == "r":
-            end_of = ends.get(r[1])
+            close = closes.get(at)
+            if close is not None and _insert_closed(db, r, parsed[close]):
+                consumed.add(close)
+                continue
             try:
-                if end_of is None:
-                    db.execute(_INSERT_RESERVATION, r[1:])
-                else:
-                    db.execute(_INSERT_CLOSED, (*r[1:], *end_of))
-                    closed_early.add(r[1])
+                db.execute(_INSERT_RESERVATION, r[1:])
             except sqlite3.IntegrityError as exc:
                 log.error("%s: reservation %s not folded: %s", spool.path, r[1], exc)
         elif kind == "c" or kind == "x":
             rid, status, when = (r[1], r[2], r[3]) if kind == "c" else (r[1], "expired", r[2])
-            if rid in closed_early:
-                closed_early.discard(rid)  # closed by its insert; a second close is not
-            elif db.execute(_CLOSE, (status, when, rid)).rowcount != 1:
+            if at not in consumed and db.execute(_CLOSE, (status, when, rid)).rowcount != 1:
                 log.error("%s: reservation %s not live: %s not folded", spool.path, rid, status)
                 continue
             if kind == "c":
