@@ -285,10 +285,11 @@ def _keep_lines(secret: str) -> str:
     return REDACTED + "\n" * secret.count("\n")
 
 
-#: long texts lately masked, by the environment pattern they were masked with and the
-#: text's digest: the masked text (None when nothing in it was) and how many secrets it
-#: held (app.remembered: a text with a secret in it is never kept)
-_MASKED: Remembered[tuple[re.Pattern[str] | None, bytes], tuple[str | None, int]] = Remembered(
+#: long texts lately masked, by the digests of the environment pattern they were masked
+#: with (it spells the secret values: never kept itself) and of the text: the masked text
+#: (None when nothing in it was) and how many secrets it held (app.remembered: a text
+#: with a secret in it is never kept)
+_MASKED: Remembered[tuple[bytes, bytes], tuple[str | None, int]] = Remembered(
     min_chars=128, max_entries=65536, max_chars=8 * 2**20
 )
 
@@ -315,7 +316,8 @@ class Masker:
             return self._text(text)
         # A long text masked lately (a conversation sent again) by the same environment's
         # values: its result and how many it masked, as working them out again gives.
-        key = (self.env, digest(text))
+        env = b"" if self.env is None else digest(f"{self.env.flags} {self.env.pattern}")
+        key = (env, digest(text))
         hit = _MASKED.get(key)
         if hit is None:
             before = self.count
