@@ -79,11 +79,9 @@ async def one(router: Any, messages: list[dict[str, Any]] | None = None) -> None
     assert response.choices[0].message.content == "ok", response
 
 
-async def serve(
-    base: str = "", messages: Callable[[str, int], list[dict[str, Any]]] | None = None
-) -> None:
-    """``base``: bench/conversation.py's conversation as JSON, which ``messages`` parses
-    afresh before each request (untimed); "" for the goal's request."""
+async def serve(messages: Callable[[int], list[dict[str, Any]]] | None = None) -> None:
+    """``messages``: request n's messages of bench/conversation.py's conversation, made
+    before each request (untimed); None for the goal's request."""
     router = make_router()
     await one(router)
     turn = 0
@@ -100,7 +98,7 @@ async def serve(
         cpu0 = time.process_time()  # every thread's: background work counts too
         for _ in range(n):
             turn += 1
-            asked = messages(base, turn) if messages is not None else None
+            asked = messages(turn) if messages is not None else None
             t0 = time.perf_counter_ns()
             await one(router, asked)
             lat.append((time.perf_counter_ns() - t0) // 1000)
@@ -129,12 +127,7 @@ def main() -> None:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import conversation  # (it imports nothing of app)
 
-        asyncio.run(
-            serve(
-                conversation.conversation_json(args.conversation, args.turn_chars),
-                conversation.messages,
-            )
-        )
+        asyncio.run(serve(conversation.Conversation(args.conversation, args.turn_chars).messages))
     else:
         asyncio.run(serve())
 

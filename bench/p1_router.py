@@ -19,19 +19,18 @@ LiteLLM is pinned to exactly ``LITELLM_VERSION`` in a venv of the benchmark's ow
 inside ``unshare -n`` where that is permitted (no network but loopback); elsewhere with a
 Python socket guard, which LiteLLM's Rust core would not go through: the output says which.
 
-- ``--conversation KB``: every request on both sides sends a coding agent's conversation
-  of KB KB (``bench/conversation.py``: a system prompt, turns of about 4 KB, one new
-  question at the end; parsed afresh from JSON before each request, untimed on both
-  sides), as Claude Code, Codex and aider send theirs again on every turn. Reported, not
-  a goal: the goals are the small request's. Measured at 57af4e5's parent with the same
-  harness, ours was slower than LiteLLM's at 40 KB (4.0 against 3.1 ms, 0.76×) and at
-  120 KB (11.5 against 3.1 ms): each request counted every message's tokens (60 ns a
-  character) and masked every message anew. Both are now remembered by their text
-  (``app/remembered.py``): 0.46 against 3.76 ms (8.2×) and 0.80 against 3.04 ms (3.8×),
-  by the texts themselves; by their SHA-256 digests (no prompt kept in memory), ~0.07 ms more
-  at 40 KB. ``--turn-chars`` sets the turns' size (4000 by default): in 300-character
-  turns (an agent's tool calls and results) the 40 KB took 3.74 ms against LiteLLM's 3.33
-  while only messages of 2 KB or more were remembered; from 128 characters, 0.98 ms.
+- ``--conversation KB`` (``--turn-chars N``, 4000 by default): every request on both sides
+  sends a coding agent's conversation of KB KB (``bench/conversation.py``: a system
+  prompt, the latest turns, a new question), as Claude Code, Codex and aider send theirs
+  again on every turn; the window moves on two turns per request, so each request
+  brings two turns no side has seen. The messages are made afresh before each request,
+  untimed on both sides. Reported, not a goal: the goals are the small request's.
+  Measured with this harness at 53e1bb2, before counts and maskings were remembered
+  (``app/remembered.py``), ours was slower than LiteLLM's: 4.11 against 3.35 ms at 40 KB,
+  4.56 against 3.59 ms at 40 KB in 300-character turns, 11.69 against 3.26 ms at
+  120 KB. At 5cdb8cb: 1.29 against 2.94 ms (2.3×), 1.22 against 3.47 ms (2.8×), 1.77
+  against 3.17 ms (1.8×); counting the two new turns (60 ns a character) is most of
+  what is left.
 
 Goals: p50 at least 20× lower than LiteLLM's Router; the import at least 5× faster.
 

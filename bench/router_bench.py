@@ -303,8 +303,8 @@ class Bench:
         self.signals = Signals(confidence=0.5)
         #: the live view's reader task (``setup(live=True)``)
         self.view: asyncio.Task[None] | None = None
-        #: ``--conversation``: bench/conversation.py's conversation as JSON ("": none)
-        self.conversation = ""
+        #: ``--conversation``: bench/conversation.py's conversation (None: the goal's request)
+        self.conversation: conversation.Conversation | None = None
         self.turn = 0
 
     async def one(self, messages: list[dict[str, Any]] | None = None) -> None:
@@ -320,9 +320,9 @@ class Bench:
         latencies = []
         for _ in range(n):
             asked = None
-            if self.conversation:  # parsed afresh for each request, untimed
+            if self.conversation is not None:  # made afresh for each request, untimed
                 self.turn += 1
-                asked = conversation.messages(self.conversation, self.turn)
+                asked = self.conversation.messages(self.turn)
             t0 = time.perf_counter()
             await self.one(asked)
             latencies.append(time.perf_counter() - t0)
@@ -443,7 +443,7 @@ async def serve(
     that much of bench/conversation.py's conversation)."""
     bench = await setup(workdir, live=live)
     if conversation_kb:
-        bench.conversation = conversation.conversation_json(conversation_kb, turn_chars)
+        bench.conversation = conversation.Conversation(conversation_kb, turn_chars)
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
