@@ -538,13 +538,16 @@ async def _responses(state: _State, request: Request) -> Response:
 
 async def _messages(state: _State, request: Request) -> Response:
     inbound = parse_messages(await _body(state, request))
-    t0 = time.perf_counter()
     # One count of the prompt the router routed, tools included, in every usage this
     # protocol reports (and in count_tokens): Claude Code tracks its context from them,
     # and a stream has to say it before any backend has counted. The router takes the
     # same count as its context estimate.
+    counting = time.perf_counter()
     prompt = request_tokens(inbound.request)
+    counted = time.perf_counter() - counting
     role, rid, client, events = await _events(state, request, inbound, prompt)
+    # timed from here, as the other protocols are, the count included as it always was
+    t0 = time.perf_counter() - counted
     message_id = "msg_" + rid[3:]
     if not inbound.stream:
         done = await _whole(state, request, rid, inbound, role, client, events, t0)

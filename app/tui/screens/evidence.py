@@ -110,7 +110,7 @@ class EvidenceScreen(Screen[None]):
         """``]`` and ``[``: the next or the previous tab, round the end."""
         tabs = self.query_one("#run-tabs", TabbedContent)
         ids = [f"tab-{tab_id}" for tab_id, _ in TABS]
-        at = ids.index(tabs.active) if tabs.active in ids else 0
+        at = ids.index(tabs.active) if tabs.active in ids else -step  # (none: the first)
         tabs.active = ids[(at + step) % len(ids)]
 
     def on_runs_listed(self, message: RunsListed) -> None:
