@@ -3,7 +3,9 @@ says why), merges by keypress when it does. Real bundles, a real git repo."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +27,20 @@ def _head(repo: Path) -> str:
     ).stdout.strip()
 
 
-async def _open_evidence(app: Any, pilot: Any, seen: Messages) -> EvidenceScreen:
-    await until(pilot, lambda: app.session is not None, what="the session")
-    await pilot.press("escape", "v")  # out of the task input first
-    await until(pilot, lambda: seen.of(RunLoaded), what="a run to load")
-    await settle(pilot)
-    screen = app.screen
-    assert isinstance(screen, EvidenceScreen)
-    return screen
+@contextlib.asynccontextmanager
+async def _evidence(make_app: Any) -> AsyncIterator[tuple[Any, Any, EvidenceScreen, Messages]]:
+    """The workbench on its evidence screen, the first run loaded: the app, the pilot, the
+    screen, and the messages seen."""
+    seen = Messages()
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        await pilot.press("escape", "v")  # out of the task input first
+        await until(pilot, lambda: seen.of(RunLoaded), what="a run to load")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, EvidenceScreen)
+        yield app, pilot, screen, seen
 
 
 async def test_the_evidence_screen_refuses_a_merge_when_the_gate_does_not_hold(
@@ -40,10 +48,7 @@ async def test_the_evidence_screen_refuses_a_merge_when_the_gate_does_not_hold(
 ) -> None:
     make_run(repo, "20260101-110000-bad001", green=False, clock=clock, data_dir=tmp_path / "data")
     before = _head(repo)
-    seen = Messages()
-    app = make_app(task=None)
-    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
-        screen = await _open_evidence(app, pilot, seen)
+    async with _evidence(make_app) as (app, pilot, screen, seen):
         assert [r.run_id for r in seen.of(RunsListed)[0].runs] == ["20260101-110000-bad001"]
         view = screen.view
         assert view is not None
@@ -71,10 +76,7 @@ async def test_the_evidence_screen_merges_by_keypress_when_the_gate_holds(
 ) -> None:
     make_run(repo, "20260101-110000-good01", green=True, clock=clock, data_dir=tmp_path / "data")
     before = _head(repo)
-    seen = Messages()
-    app = make_app(task=None)
-    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
-        screen = await _open_evidence(app, pilot, seen)
+    async with _evidence(make_app) as (app, pilot, screen, seen):
         assert screen.view is not None and screen.view.blockers == []
         assert "the gate holds" in str(screen.query_one("#gate", Static).render())
         await pilot.press("m")
@@ -92,10 +94,7 @@ async def test_a_run_shows_every_part_of_its_bundle(
     make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
 ) -> None:
     make_run(repo, "20260101-110000-good01", green=True, clock=clock, data_dir=tmp_path / "data")
-    seen = Messages()
-    app = make_app(task=None)
-    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
-        screen = await _open_evidence(app, pilot, seen)
+    async with _evidence(make_app) as (_, _, screen, _):
 
         def text(tab: str) -> str:
             return "\n".join(screen.query_one(f"#ev-{tab}", LineView).plain_lines())
@@ -120,10 +119,7 @@ async def test_the_tabs_turn_by_keypress_while_the_runs_list_keeps_the_focus(
     make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
 ) -> None:
     make_run(repo, "20260101-110000-good01", green=True, clock=clock, data_dir=tmp_path / "data")
-    seen = Messages()
-    app = make_app(task=None)
-    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
-        screen = await _open_evidence(app, pilot, seen)
+    async with _evidence(make_app) as (_, pilot, screen, _):
         tabs = screen.query_one("#run-tabs", TabbedContent)
         runs = screen.query_one("#runs", DataTable)
         assert tabs.active == "tab-brief" and runs.has_focus
@@ -181,9 +177,6 @@ async def test_on_the_team_store_a_run_sealed_by_another_process_merges(
     sealed = file_entry(path / "manifest.json").sha256
     async with await PgAuditLog.open(pg_url, team="default", user="me", host="box") as other:
         await other.append(**bundle_seal_line(read_manifest(path), sealed), session="s-other")
-    seen = Messages()
-    app = make_app(task=None)
-    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
-        screen = await _open_evidence(app, pilot, seen)
+    async with _evidence(make_app) as (app, _, screen, _):
         assert app.session is not None and app.session.audit.shared
         assert screen.view is not None and screen.view.blockers == [], screen.view.blockers
