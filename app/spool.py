@@ -50,6 +50,10 @@ MAGIC = b"switchyard-spool 1 "
 ROTATE_BYTES = 4 * 2**20
 #: a store folds on the request path once this many of its records wait
 FOLD_RECORDS = 512
+#: … unless another store of this process folded on the request path less than this long
+#: ago (the audit log and the ledger reach their batch on the same request: two folds
+#: in one request were its p99.9, ~13 ms); never past twice the batch
+FOLD_SPACING_S = 0.02
 #: … and this long after a write, on the store's loop when it next runs callbacks
 IDLE_S = 0.25
 #: a writer waits this long at most for a lock another process holds (SQLite's busy
@@ -58,6 +62,8 @@ LOCK_TIMEOUT_S = 30.0
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: when a store of this process last folded a batch on the request path (Spooled.wrote)
+_last_batch = -1e9
 
 
 class ShortWrite(OSError):
@@ -404,8 +410,9 @@ class Spooled:
     request path (the lock, the ``write``) then waits for it; measured so, a request cost
     more than the folds themselves (issue 20). A store folds when :data:`FOLD_RECORDS`
     of its records wait (a few milliseconds in one transaction, on the request that
-    reaches it), :data:`IDLE_S` after a write (when its loop next runs callbacks), before any
-    read of its tables, and when it closes.
+    reaches it, or a later one when another store of the process has just folded a
+    batch: :data:`FOLD_SPACING_S`), :data:`IDLE_S` after a write (when its loop next
+    runs callbacks), before any read of its tables, and when it closes.
 
     ``fold`` applies records; ``table`` records how far (:func:`watermark`)."""
 
@@ -434,9 +441,18 @@ class Spooled:
         self._closed = False
 
     def wrote(self, records: int) -> bool:
-        """Count ``records`` appended; True when the spool is due a fold now."""
+        """Count ``records`` appended; True when the spool is due a fold now: a batch
+        waits, and no other store of this process folded one in the last
+        :data:`FOLD_SPACING_S` (or two batches wait)."""
+        global _last_batch
         self.waiting += records
-        return self.waiting >= FOLD_RECORDS
+        if self.waiting < FOLD_RECORDS:
+            return False
+        now = time.monotonic()
+        if now - _last_batch < FOLD_SPACING_S and self.waiting < 2 * FOLD_RECORDS:
+            return False
+        _last_batch = now
+        return True
 
     def fold(self, conn: sqlite3.Connection, handle: Spool | None = None) -> None:
         """One whole fold transaction on ``conn`` (``handle``: the reads' unless the

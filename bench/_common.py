@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -144,12 +143,15 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float("nan")
     if len(values) == 1:
         return float(values[0])
-    cuts = statistics.quantiles(sorted(values), n=100, method="inclusive")
     if q <= 0:
         return float(min(values))
     if q >= 100:
         return float(max(values))
-    return float(cuts[int(q) - 1])
+    # statistics.quantiles' "inclusive" method, for a q between whole percents too (p99.9)
+    ordered = sorted(values)
+    at = (len(ordered) - 1) * q / 100
+    low = int(at)
+    return float(ordered[low] + (ordered[low + 1] - ordered[low]) * (at - low))
 
 
 def ms(seconds: float) -> str:

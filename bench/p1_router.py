@@ -169,6 +169,8 @@ def summary(lat_us: list[int]) -> dict[str, float]:
         "p50_ms": statistics.median(ms),
         "p90_ms": percentile(ms, 90),
         "p99_ms": percentile(ms, 99),
+        "p999_ms": percentile(ms, 99.9),
+        "max_ms": max(ms),
         "mean_ms": statistics.fmean(ms),
     }
 
@@ -310,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"router: switchyard p50 {s_ours['p50_ms']:.3f} ms · p99 {s_ours['p99_ms']:.2f} ms · "
+        f"p99.9 {s_ours['p999_ms']:.2f} ms · max {s_ours['max_ms']:.2f} ms · "
         f"mean {s_ours['mean_ms']:.3f} ms ({s_ours['requests']} requests, "
         f"{closing.get('audit_lines')} audit lines verified={closing.get('audit_ok')}; "
         f"SQLite WAL, synchronous {closing.get('synchronous')})"
@@ -321,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"router: LiteLLM    p50 {s_theirs['p50_ms']:.3f} ms · p99 {s_theirs['p99_ms']:.2f} ms · "
+        f"p99.9 {s_theirs['p999_ms']:.2f} ms · max {s_theirs['max_ms']:.2f} ms · "
         f"mean {s_theirs['mean_ms']:.3f} ms ({s_theirs['requests']} requests)"
     )
     print(

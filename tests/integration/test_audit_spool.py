@@ -74,6 +74,7 @@ async def test_a_batch_of_lines_is_folded_by_the_append_that_makes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(spools, "FOLD_RECORDS", 5)
+    monkeypatch.setattr(spools, "FOLD_SPACING_S", 0.0)  # (whatever folded before this test)
     path = tmp_path / "audit.db"
     async with AuditLog.open(path) as log:
         for i in range(4):

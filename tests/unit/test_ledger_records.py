@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -79,3 +81,41 @@ def test_reservation_is_frozen_and_strict() -> None:
         res.amount_usd = 2.0  # type: ignore[misc]
     with pytest.raises(ValidationError):
         Reservation.model_validate({**res.model_dump(), "extra": 1})
+
+
+def test_spool_records_read_in_one_pass_as_one_by_one() -> None:
+    from app.router.ledger.spooled import decode, encode
+
+    records = [
+        encode(["r", "id1", "s", "", "openai", "architect", "gpt", 5, "2026-12-05", "a", "b", 1.5]),
+        encode(["c", "id1", "settled", "t", 3, "ok", 1, 2, 0.5, "d", "s", "", "r", "m", "p"]),
+        encode(["k", "t", "d", "s", None, "r", "m", "p", 1, 2, 0.5, 7, "ok"]),
+    ]
+    assert decode(records) == [json.loads(r) for r in records]
+    assert decode([]) == []
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [b'["r", 1]', b"not json"],
+        [b"[1", b"2]"],  # one array only when read together
+        [b"[1],[2", b"3]"],  # as many values together, neither of them JSON alone
+        [b"[1]\n[2,", b"3]"],  # the same across a newline inside a record
+        [b"[1] ", b"[2]"],  # JSON alone, with a space
+        [b"[1]", b"2", b'"\xc3\xa9"'],  # JSON alone, not arrays, one not ASCII
+        [b"[1]", b"\xff"],  # no UTF-8
+    ],
+)
+def test_spool_records_that_are_odd_read_or_fail_as_each_alone_does(
+    records: list[bytes],
+) -> None:
+    from app.router.ledger.spooled import decode
+
+    try:
+        alone = [json.loads(r) for r in records]
+    except ValueError as exc:
+        with pytest.raises(type(exc)):
+            decode(records)
+    else:
+        assert decode(records) == alone

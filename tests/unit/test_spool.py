@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app import spool as spools
-from app.spool import MAGIC, ShortWrite, Spool, frame, parse
+from app.spool import MAGIC, ShortWrite, Spool, Spooled, frame, parse
 from tests.limits import file_size_limit
 
 
@@ -249,3 +249,28 @@ def test_a_lock_held_too_long_is_an_error_naming_the_file(
             assert caught.value.filename == str(path)
     finally:
         s.close()
+
+
+def test_a_batch_waits_while_another_store_of_the_process_has_just_folded_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit log and the ledger reach their batch on the same request: the second
+    folds later (two folds in one request were the request path's p99.9), never past
+    twice its batch."""
+    monkeypatch.setattr(spools, "FOLD_RECORDS", 4)
+    monkeypatch.setattr(spools, "FOLD_SPACING_S", 3600.0)
+    monkeypatch.setattr(spools, "_last_batch", -1e9)
+    a = Spooled(tmp_path / "a.db", lambda db, spool: (spool.ident, 0), "t")
+    b = Spooled(tmp_path / "b.db", lambda db, spool: (spool.ident, 0), "t")
+    try:
+        assert not a.wrote(3)
+        assert a.wrote(1)  # the first batch of the process
+        assert not b.wrote(4)  # a batch, but another was folded just now
+        assert not b.wrote(3)
+        assert b.wrote(1)  # two batches wait: folded all the same
+        b.waiting = 0  # (as its fold leaves it)
+        monkeypatch.setattr(spools, "FOLD_SPACING_S", 0.0)  # long enough ago
+        assert b.wrote(4)
+    finally:
+        a.close()
+        b.close()

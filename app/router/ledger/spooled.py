@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from app.compact_json import encoder
@@ -77,6 +77,34 @@ class Live(NamedTuple):
 
 def encode(record: list[Any]) -> bytes:
     return _DUMPS(record).encode()
+
+
+#: json.loads' own scanner, called at each record's start (json.loads, once per record,
+#: sets up more than it parses: a fold's 512 records took ~1 ms more)
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def decode(records: list[bytes]) -> list[Any]:
+    """Each record read as JSON, as ``json.loads`` reads it alone: the records joined by
+    newlines (which no record holds: :meth:`app.spool.Spool.write`) and scanned in one
+    text, each value ending where its record does; else, record by record (a record
+    that is no JSON alone fails as it did)."""
+    data = b"\n".join(records)
+    if data.count(b"\n") == len(records) - 1:
+        try:
+            text = data.decode("utf-8")
+            out: list[Any] = []
+            pos, size = 0, len(text)
+            for _ in records:
+                value, pos = _SCAN(text, pos)
+                if pos < size and text[pos] != "\n":
+                    raise ValueError(pos)
+                out.append(value)
+                pos += 1
+            return out
+        except (ValueError, StopIteration):  # (UnicodeDecodeError is a ValueError)
+            pass
+    return [json.loads(record) for record in records]
 
 
 # ── the totals in memory ─────────────────────────────────────────────────────────────────
@@ -163,9 +191,9 @@ class Mirror:
                 p = per[provider] = [0, 0]
             p[column] += amount
 
-    def apply(self, records: Iterable[bytes]) -> None:
-        for record in records:
-            self.apply_one(json.loads(record))
+    def apply(self, records: list[bytes]) -> None:
+        for record in decode(records):
+            self.apply_one(record)
 
     def apply_one(self, r: list[Any]) -> None:
         kind = r[0]
@@ -233,7 +261,7 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
     records, end = unfolded(db, spool, SPOOL_TABLE)
     if not records:
         return spool.ident, end
-    parsed = [json.loads(record) for record in records]
+    parsed = decode(records)
     # for each reservation record, the index of the first close of its id after it
     closes: dict[int, int] = {}
     after: dict[str, int] = {}
