@@ -56,6 +56,12 @@ async def evidence_verdict(pilot: Pilot[Any]) -> None:
     await settle(pilot)
 
 
+async def evidence_diffs(pilot: Pilot[Any]) -> None:
+    await evidence(pilot)
+    await pilot.press("3")
+    await settle(pilot)
+
+
 async def tutor(pilot: Pilot[Any]) -> None:
     app: Any = pilot.app
     await session_open(pilot)

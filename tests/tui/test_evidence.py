@@ -28,12 +28,14 @@ def _head(repo: Path) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _evidence(make_app: Any) -> AsyncIterator[tuple[Any, Any, EvidenceScreen, Messages]]:
+async def _evidence(
+    make_app: Any, size: tuple[int, int] = (160, 48)
+) -> AsyncIterator[tuple[Any, Any, EvidenceScreen, Messages]]:
     """The workbench on its evidence screen, the first run loaded: the app, the pilot, the
     screen, and the messages seen."""
     seen = Messages()
     app = make_app(task=None)
-    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+    async with app.run_test(size=size, message_hook=seen) as pilot:
         await until(pilot, lambda: app.session is not None, what="the session")
         await pilot.press("escape", "v")  # out of the task input first
         await until(pilot, lambda: seen.of(RunLoaded), what="a run to load")
@@ -180,3 +182,22 @@ async def test_on_the_team_store_a_run_sealed_by_another_process_merges(
     async with _evidence(make_app) as (app, _, screen, _):
         assert app.session is not None and app.session.audit.shared
         assert screen.view is not None and screen.view.blockers == [], screen.view.blockers
+
+
+@pytest.mark.parametrize(
+    ("width", "stacked"), [(80, True), (109, True), (110, False), (160, False)]
+)
+async def test_a_narrow_terminal_puts_the_runs_above_the_run_and_every_tab_shows(
+    make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path, width: int, stacked: bool
+) -> None:
+    make_run(repo, "20260101-110000-bad001", green=False, clock=clock, data_dir=tmp_path / "data")
+    async with _evidence(make_app, size=(width, 24)) as (_app, _pilot, screen, _seen):
+        runs = screen.query_one("#runs", DataTable).region
+        detail = screen.query_one("#run-detail").region
+        if stacked:
+            assert runs.bottom <= detail.y and detail.width == width
+        else:
+            assert runs.right <= detail.x and runs.width == 40
+        tabs = screen.query_one("#run-tabs", TabbedContent)
+        for tab in tabs.query("ContentTab"):
+            assert tab.region.right <= detail.right, f"{tab} cut off at {width} columns"

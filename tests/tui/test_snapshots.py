@@ -58,6 +58,18 @@ def test_evidence_screen_verdict_tab(
     assert snap_compare(app, terminal_size=SIZE, run_before=scene)
 
 
+def test_evidence_screen_in_80_by_24(
+    snap_compare: Any, make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
+) -> None:
+    """The runs list above the run: every tab's name shows, and the diff's lines whole."""
+    data = tmp_path / "data"  # make_app's session's
+    make_run(repo, "20260101-110000-bad001", green=False, clock=clock, data_dir=data)
+    make_run(repo, "20260101-113000-good01", green=True, clock=clock, data_dir=data)
+    app = make_app(task=None)
+    scene = scenes.still(scenes.evidence_diffs)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=scene)
+
+
 def test_tutor_screen(snap_compare: Any, make_app: Any) -> None:
     app = make_app(task=None)
     assert snap_compare(app, terminal_size=SIZE, run_before=scenes.still(scenes.tutor))
