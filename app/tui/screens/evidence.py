@@ -49,10 +49,7 @@ def _lines(text: str, style: str = "") -> list[Text]:
 class EvidenceScreen(Screen[None]):
     #: below this many columns the runs list goes above the run (themes/screens.tcss): side
     #: by side in 80 it took half the width, and the run's tabs and diffs were cut off
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
-        (0, "-narrow"),
-        (110, "-wide"),
-    ]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("m", "merge", "merge"),
