@@ -50,9 +50,9 @@ MAGIC = b"switchyard-spool 1 "
 ROTATE_BYTES = 4 * 2**20
 #: a store folds on the request path once this many of its records wait
 FOLD_RECORDS = 512
-#: … unless another store of this process folded on the request path less than this long
-#: ago (the audit log and the ledger reach their batch on the same request: two folds
-#: in one request were its p99.9, ~13 ms); never past twice the batch
+#: … unless another store of this process ended a fold less than this long ago (the audit
+#: log and the ledger reach their batch on the same request: two folds in one request
+#: were its p99.9, ~13 ms); never past twice the batch
 FOLD_SPACING_S = 0.02
 #: … and this long after a write, on the store's loop when it next runs callbacks
 IDLE_S = 0.25
@@ -62,8 +62,8 @@ LOCK_TIMEOUT_S = 30.0
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-#: when a store of this process last folded a batch on the request path (Spooled.wrote)
-_last_batch = -1e9
+#: when a fold of this process last committed, and the id of its Spooled (Spooled.wrote)
+_last_fold: tuple[float, int] = (-1e9, 0)
 
 
 class ShortWrite(OSError):
@@ -442,17 +442,18 @@ class Spooled:
 
     def wrote(self, records: int) -> bool:
         """Count ``records`` appended; True when the spool is due a fold now: a batch
-        waits, and no other store of this process folded one in the last
-        :data:`FOLD_SPACING_S` (or two batches wait)."""
-        global _last_batch
+        waits, and no other store of this process ended a fold in the last
+        :data:`FOLD_SPACING_S` (or two batches wait). A fold that fails counts for
+        nothing: a store whose folds keep failing never holds another's back."""
         self.waiting += records
         if self.waiting < FOLD_RECORDS:
             return False
-        now = time.monotonic()
-        if now - _last_batch < FOLD_SPACING_S and self.waiting < 2 * FOLD_RECORDS:
-            return False
-        _last_batch = now
-        return True
+        at, by = _last_fold
+        return (
+            self.waiting >= 2 * FOLD_RECORDS
+            or by == id(self)
+            or time.monotonic() - at >= FOLD_SPACING_S
+        )
 
     def fold(self, conn: sqlite3.Connection, handle: Spool | None = None) -> None:
         """One whole fold transaction on ``conn`` (``handle``: the reads' unless the
@@ -483,6 +484,8 @@ class Spooled:
             raise
         self.folded = folded  # (only once committed: a failed commit leaves it behind)
         self.waiting = 0
+        global _last_fold
+        _last_fold = (time.monotonic(), id(self))
 
     def behind(self) -> bool:
         """Records were appended past the last fold this process knows of (or the spool

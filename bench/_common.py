@@ -147,7 +147,8 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float(min(values))
     if q >= 100:
         return float(max(values))
-    # statistics.quantiles' "inclusive" method, for a q between whole percents too (p99.9)
+    # the method of statistics.quantiles' "inclusive", for a q between whole percents too
+    # (p99.9)
     ordered = sorted(values)
     at = (len(ordered) - 1) * q / 100
     low = int(at)

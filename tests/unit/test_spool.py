@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sqlite3
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,26 +252,37 @@ def test_a_lock_held_too_long_is_an_error_naming_the_file(
         s.close()
 
 
-def test_a_batch_waits_while_another_store_of_the_process_has_just_folded_one(
+def test_a_batch_waits_while_another_store_of_the_process_has_just_folded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The audit log and the ledger reach their batch on the same request: the second
     folds later (two folds in one request were the request path's p99.9), never past
-    twice its batch."""
+    twice its batch; a store's own fold, or another's that failed, holds nothing back."""
     monkeypatch.setattr(spools, "FOLD_RECORDS", 4)
     monkeypatch.setattr(spools, "FOLD_SPACING_S", 3600.0)
-    monkeypatch.setattr(spools, "_last_batch", -1e9)
+    monkeypatch.setattr(spools, "_last_fold", (-1e9, 0))
+
+    def fails(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
+        raise sqlite3.OperationalError("disk full")
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
     a = Spooled(tmp_path / "a.db", lambda db, spool: (spool.ident, 0), "t")
     b = Spooled(tmp_path / "b.db", lambda db, spool: (spool.ident, 0), "t")
+    broken = Spooled(tmp_path / "c.db", fails, "t")
     try:
         assert not a.wrote(3)
         assert a.wrote(1)  # the first batch of the process
-        assert not b.wrote(4)  # a batch, but another was folded just now
+        with pytest.raises(sqlite3.OperationalError):
+            broken.fold(conn)
+        assert b.wrote(4)  # a failed fold holds nothing back
+        a.fold(conn)
+        assert not b.wrote(0)  # a batch, but another store has just folded
         assert not b.wrote(3)
         assert b.wrote(1)  # two batches wait: folded all the same
-        b.waiting = 0  # (as its fold leaves it)
+        assert a.wrote(4)  # its own fold holds nothing back
         monkeypatch.setattr(spools, "FOLD_SPACING_S", 0.0)  # long enough ago
-        assert b.wrote(4)
+        assert b.wrote(0)
     finally:
-        a.close()
-        b.close()
+        for spooled in (a, b, broken):
+            spooled.close()
+        conn.close()

@@ -191,9 +191,10 @@ class Mirror:
                 p = per[provider] = [0, 0]
             p[column] += amount
 
-    def apply(self, records: list[bytes]) -> None:
-        for record in decode(records):
-            self.apply_one(record)
+    def apply(self, records: Iterable[bytes]) -> None:
+        # (one by one: a record that is no JSON stops the rest, those before it applied)
+        for record in records:
+            self.apply_one(json.loads(record))
 
     def apply_one(self, r: list[Any]) -> None:
         kind = r[0]

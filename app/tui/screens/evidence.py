@@ -49,7 +49,7 @@ def _lines(text: str, style: str = "") -> list[Text]:
 class EvidenceScreen(Screen[None]):
     #: below this many columns the runs list goes above the run (themes/screens.tcss): side
     #: by side in 80 it took half the width, and the run's tabs and diffs were cut off.
-    #: (No ClassVar: Screen declares it an instance variable, which mypy then refuses.)
+    #: (No ClassVar: Screen's own annotation, a ClassVar inside a union, is none to mypy.)
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]  # noqa: RUF012
 
     BINDINGS: ClassVar[list[BindingType]] = [
