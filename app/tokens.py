@@ -42,17 +42,25 @@ __all__ = [
 MESSAGE_OVERHEAD = 4
 REPLY_PRIMING = 3
 
+_LETTER, _DIGIT, _SYMBOL = "A-Za-z", "0-9", r"!-/:-@\[-`{-~"
 _PIECE = re.compile(
-    r" ?[A-Za-z]+"  # an ASCII word, with its leading space
-    r"| ?[0-9]{1,3}"  # up to three digits
-    r"| ?[!-/:-@\[-`{-~]+"  # ASCII punctuation and symbols
+    rf" ?[{_LETTER}]+"  # an ASCII word, with its leading space
+    rf"| ?[{_DIGIT}]{{1,3}}"  # up to three digits
+    rf"| ?[{_SYMBOL}]+"  # ASCII punctuation and symbols
     r"|\s+"  # whitespace
-    r"|[^\sA-Za-z0-9!-/:-@\[-`{-~]"  # anything else, one character at a time
+    rf"|[^\s{_LETTER}{_DIGIT}{_SYMBOL}]"  # anything else, one character at a time
 )
 
 
 def count_text(text: str) -> int:
     """Tokens in ``text`` by the heuristic above (0 for an empty string)."""
+    if len(text) >= _BY_BYTES_FROM and (text.isascii() or not _WIDE_SPACE.search(text)):
+        return _count_bytes(text)
+    return _count_pieces(text)
+
+
+def _count_pieces(text: str) -> int:
+    """:func:`count_text` piece by piece (the rules' own spelling; ~75 ns a character)."""
     total = 0
     for piece in _PIECE.findall(text):
         core = piece.lstrip(" ") or piece
@@ -64,6 +72,82 @@ def count_text(text: str) -> int:
         else:
             total += 1  # a digit group, a whitespace run, or one other character
     return total
+
+
+# ── the same count in C-speed passes over the text's bytes (~25 ns a character) ──────────
+#
+# Each character's class (letter, digit, punctuation, space, other whitespace, other) is
+# one byte of a translated copy of the UTF-8 text, and each rule's pieces are counted as
+# patterns of those bytes (``bytes.count``, never a Python step per piece): a run begins
+# where its class follows another, so a pattern such as ``xa`` (a letter after a
+# non-letter) counts each run once and cannot overlap itself. A character past ASCII is
+# one lead byte (an "other" piece) and continuation bytes that join nothing; a text with
+# whitespace past ASCII (which joins the runs of whitespace) is counted piece by piece.
+
+#: texts shorter than this are counted piece by piece (as quick there, with less set-up)
+_BY_BYTES_FROM = 64
+#: the characters past ASCII that ``\s`` matches (tests/unit/test_tokens.py checks them)
+_WIDE_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+
+
+#: an ASCII character's class, by the pieces' own sets: ``a`` a letter, ``d`` a digit,
+#: ``p`` punctuation, ``w`` whitespace (``S`` the space itself), else ``o`` other
+_CLASS_OF = re.compile(rf"(?P<a>[{_LETTER}])|(?P<d>[{_DIGIT}])|(?P<p>[{_SYMBOL}])|(?P<w>\s)")
+_CLASSES = [
+    "S" if ch == " " else (m.lastgroup or "o") if (m := _CLASS_OF.fullmatch(ch)) else "o"
+    for ch in map(chr, range(128))
+]
+
+
+def _table(symbols: dict[str, str], other: str, lead: str | None = None) -> bytes:
+    """A ``bytes.translate`` table: each ASCII class to its symbol (else ``other``),
+    continuation bytes to ``other``, lead bytes to ``lead`` (else ``other``)."""
+    ascii_part = "".join(symbols.get(c, other) for c in _CLASSES)
+    return (ascii_part + other * 64 + (lead or other) * 64).encode("ascii")
+
+
+_LETTERS = _table({"a": "a"}, "x")
+_DIGITS = _table({"d": "d"}, "x")
+_PUNCT = _table({"p": "p"}, "x")
+_SPACES = _table({"S": "w", "w": "w"}, "x")
+#: ``n``: a character a lone space before it goes with (a letter, a digit, punctuation)
+_BEFORE = _table({"S": "S", "w": "w", "a": "n", "d": "n", "p": "n"}, "o")
+_OTHER = _table({"o": "o"}, "x", lead="o")
+
+
+def _runs_of(data: bytes, symbol: bytes, first: int, step: int) -> int:
+    """Over the runs of ``symbol`` in ``data`` (each after an ``x``): how many of the
+    lengths ``first``, ``first + step``, … each run reaches, summed."""
+    total, length = 0, first
+    while found := data.count(b"x" + symbol * length):
+        total += found
+        length += step
+    return total
+
+
+def _count_bytes(text: str) -> int:
+    """:func:`_count_pieces`, exactly, for a text with no whitespace past ASCII."""
+    # (a first byte of class "other" before it: every run then follows another class)
+    data = b"\0" + text.encode("utf-8", "surrogatepass")
+    letters = data.translate(_LETTERS)
+    punct = data.translate(_PUNCT)
+    before = data.translate(_BEFORE)
+    return (
+        # a word, and one more per 5 letters past 6
+        letters.count(b"xa")
+        + _runs_of(letters, b"a", 7, 5)
+        # punctuation: one per 2 characters, rounded up
+        + punct.count(b"xp")
+        + _runs_of(punct, b"p", 3, 2)
+        # digits: one per 3, rounded up
+        + _runs_of(data.translate(_DIGITS), b"d", 1, 3)
+        # a run of whitespace, unless it is one space before a word, digits or punctuation
+        + data.translate(_SPACES).count(b"xw")
+        - (before.count(b"Sn") - before.count(b"wSn") - before.count(b"SSn"))
+        # any other character (the first byte is one)
+        + data.translate(_OTHER).count(b"o")
+        - 1
+    )
 
 
 def clip_text(text: str, tokens: int) -> str:

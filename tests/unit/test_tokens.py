@@ -1,0 +1,76 @@
+"""The token counter's two spellings of one rule set: piece by piece (the regex, as the
+rules read) and in passes over the text's bytes (what long texts take). They must agree
+on every text, the odd ones most of all."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app import tokens
+from app.tokens import _count_bytes, _count_pieces, count_text
+
+#: what the rules care about, and what a byte-level count could get wrong: every ASCII
+#: character, long runs, letters and whitespace past ASCII, a lone surrogate, an emoji
+_PARTS = st.one_of(
+    st.characters(max_codepoint=127),
+    st.sampled_from(["a" * 7, "b" * 12, "Z" * 23, "1" * 4, "9" * 7, "-" * 3, "=" * 6, "(*)"]),
+    st.sampled_from([" a", " 1", " .", "  x", "\n ", " \t", "\r\n", "\x1c", "\x7f", "\x00"]),
+    st.sampled_from(["é", "→", "中文", "😀", "\ud800", "ﬁ", "٣", "\u200b", "\ufeff"]),
+)
+_TEXTS = st.lists(_PARTS, max_size=120).map("".join)
+_WIDE = st.lists(
+    st.one_of(_PARTS, st.sampled_from(["\xa0", "\u3000", "\u2028", " \x85x"])), max_size=80
+).map("".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_TEXTS)
+def test_the_byte_count_is_the_piece_count(text: str) -> None:
+    assert _count_bytes(text) == _count_pieces(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_WIDE)
+def test_every_text_counts_as_its_pieces_whichever_way_is_taken(text: str) -> None:
+    assert count_text(text) == _count_pieces(text)
+    assert count_text(text * 3) == _count_pieces(text * 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", 0),
+        ("hello world", 2),
+        ("internationalization", 4),
+        ("2026", 2),
+        ("a  b", 3),
+        (" x = 1;  # ok\n", 8),
+    ],
+)
+def test_the_rules_examples_both_ways(text: str, expected: int) -> None:
+    assert _count_pieces(text) == expected
+    assert _count_bytes(text) == expected
+
+
+def test_a_long_text_is_counted_by_bytes_unless_it_has_whitespace_past_ascii(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken: list[str] = []
+    monkeypatch.setattr(tokens, "_count_bytes", lambda t: taken.append("bytes") or 0)
+    monkeypatch.setattr(tokens, "_count_pieces", lambda t: taken.append("pieces") or 0)
+    long = "def parse(tokens): return tokens  # → ok\n" * 3
+    for text in ("short", long, long + "\xa0", long.replace("→", "->")):
+        count_text(text)
+    assert taken == ["pieces", "bytes", "pieces", "bytes"]
+
+
+def test_the_wide_spaces_are_exactly_what_the_pieces_call_whitespace() -> None:
+    space = re.compile(r"\s").match
+    wide = [chr(c) for c in range(0x80, 0x110000) if space(chr(c))]
+    assert [c for c in wide if not tokens._WIDE_SPACE.match(c)] == []
+    pattern_chars = [chr(c) for c in range(0x80, 0x110000) if tokens._WIDE_SPACE.match(chr(c))]
+    assert pattern_chars == wide
