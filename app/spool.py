@@ -410,8 +410,8 @@ class Spooled:
     request path (the lock, the ``write``) then waits for it; measured so, a request cost
     more than the folds themselves (issue 20). A store folds when :data:`FOLD_RECORDS`
     of its records wait (a few milliseconds in one transaction, on the request that
-    reaches it, or a later one when another store of the process has just folded a
-    batch: :data:`FOLD_SPACING_S`), :data:`IDLE_S` after a write (when its loop next
+    reaches it, or a later one when another store of the process has just ended a
+    fold: :data:`FOLD_SPACING_S`), :data:`IDLE_S` after a write (when its loop next
     runs callbacks), before any read of its tables, and when it closes.
 
     ``fold`` applies records; ``table`` records how far (:func:`watermark`)."""

@@ -115,20 +115,34 @@ _BEFORE = _table({"S": "S", "w": "w", "a": "n", "d": "n", "p": "n"}, "o")
 _OTHER = _table({"o": "o"}, "x", lead="o")
 
 
+#: lengths looked for with one pass each, before the runs that are longer still are
+#: measured one by one (a pass per length would make a blob of letters quadratic)
+_PASSES = 8
+
+
 def _runs_of(data: bytes, symbol: bytes, first: int, step: int) -> int:
-    """Over the runs of ``symbol`` in ``data`` (each after an ``x``): how many of the
+    """Over the runs of ``symbol`` in ``data`` (each between two ``x``): how many of the
     lengths ``first``, ``first + step``, … each run reaches, summed."""
     total, length = 0, first
-    while found := data.count(b"x" + symbol * length):
+    for _ in range(_PASSES):
+        # (the run's end, not its start: the search compares a pattern's last byte first,
+        # and an ``x`` there skips on at once, where ``xaa…`` is compared back in a run)
+        found = data.count(symbol * length + b"x")
+        if not found:
+            return total
         total += found
         length += step
+    # (each match is a whole run, tried only where one starts: linear in the text)
+    one = re.escape(symbol)
+    for run in re.finditer(b"(?<!%s)%s{%d,}" % (one, one, length), data):
+        total += (run.end() - run.start() - length) // step + 1
     return total
 
 
 def _count_bytes(text: str) -> int:
     """:func:`_count_pieces`, exactly, for a text with no whitespace past ASCII."""
-    # (a first byte of class "other" before it: every run then follows another class)
-    data = b"\0" + text.encode("utf-8", "surrogatepass")
+    # (a byte of class "other" either side: every run begins and ends beside another class)
+    data = b"\0" + text.encode("utf-8", "surrogatepass") + b"\0"
     letters = data.translate(_LETTERS)
     punct = data.translate(_PUNCT)
     before = data.translate(_BEFORE)
@@ -144,9 +158,9 @@ def _count_bytes(text: str) -> int:
         # a run of whitespace, unless it is one space before a word, digits or punctuation
         + data.translate(_SPACES).count(b"xw")
         - (before.count(b"Sn") - before.count(b"wSn") - before.count(b"SSn"))
-        # any other character (the first byte is one)
+        # any other character (the two bytes added are two)
         + data.translate(_OTHER).count(b"o")
-        - 1
+        - 2
     )
 
 

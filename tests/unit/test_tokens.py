@@ -18,6 +18,8 @@ from app.tokens import _count_bytes, _count_pieces, count_text
 _PARTS = st.one_of(
     st.characters(max_codepoint=127),
     st.sampled_from(["a" * 7, "b" * 12, "Z" * 23, "1" * 4, "9" * 7, "-" * 3, "=" * 6, "(*)"]),
+    # runs past the lengths counted one pass each (app.tokens._PASSES)
+    st.sampled_from(["q" * 47, "Q" * 52, "w" * 131, "#" * 19, "." * 40, "4" * 25, "0" * 77]),
     st.sampled_from([" a", " 1", " .", "  x", "\n ", " \t", "\r\n", "\x1c", "\x7f", "\x00"]),
     st.sampled_from(["é", "→", "中文", "😀", "\ud800", "ﬁ", "٣", "\u200b", "\ufeff"]),
 )
@@ -49,6 +51,9 @@ def test_every_text_counts_as_its_pieces_whichever_way_is_taken(text: str) -> No
         ("2026", 2),
         ("a  b", 3),
         (" x = 1;  # ok\n", 8),
+        ("a" * 200_000, 40_000),  # a blob of letters: 1 + 39,999 more past the first 6
+        ("-" * 100_001, 50_001),
+        ("7" * 99_999, 33_333),
     ],
 )
 def test_the_rules_examples_both_ways(text: str, expected: int) -> None:
@@ -74,3 +79,19 @@ def test_the_wide_spaces_are_exactly_what_the_pieces_call_whitespace() -> None:
     assert [c for c in wide if not tokens._WIDE_SPACE.match(c)] == []
     pattern_chars = [chr(c) for c in range(0x80, 0x110000) if tokens._WIDE_SPACE.match(chr(c))]
     assert pattern_chars == wide
+
+
+def test_a_blob_of_one_class_costs_a_bounded_number_of_passes() -> None:
+    """A pass per length reached would make a 200 KB run of letters 40,000 passes over it
+    (seconds, from one prompt): past a few, the long runs are measured one by one."""
+
+    class Passes(bytes):
+        made = 0
+
+        def count(self, *args: object) -> int:  # type: ignore[override]
+            Passes.made += 1
+            return super().count(*args)  # type: ignore[arg-type]
+
+    blob = Passes(b"\0" + b"a" * 200_000 + b"\0").translate(tokens._LETTERS)
+    assert tokens._runs_of(Passes(blob), b"a", 7, 5) == 39_999
+    assert Passes.made <= 16
