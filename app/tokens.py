@@ -60,7 +60,8 @@ def count_text(text: str) -> int:
 
 
 def _count_pieces(text: str) -> int:
-    """:func:`count_text` piece by piece (the rules' own spelling; ~75 ns a character)."""
+    """:func:`count_text` piece by piece (the rules' own spelling; ~75 ns a character on
+    code, from under 1 inside a blob of one class to ~290 for control characters)."""
     total = 0
     for piece in _PIECE.findall(text):
         core = piece.lstrip(" ") or piece
@@ -74,7 +75,7 @@ def _count_pieces(text: str) -> int:
     return total
 
 
-# ── the same count in C-speed passes over the text's bytes (~25 ns a character) ──────────
+# ── the same count in C-speed passes over the text's bytes (~20-30 ns a character) ───────
 #
 # Each character's class (letter, digit, punctuation, space, other whitespace, other) is
 # one byte of a translated copy of the UTF-8 text, and each rule's pieces are counted as
@@ -121,12 +122,13 @@ _PASSES = 8
 
 
 def _runs_of(data: bytes, symbol: bytes, first: int, step: int) -> int:
-    """Over the runs of ``symbol`` in ``data`` (each between two ``x``): how many of the
+    """Over the runs of ``symbol`` in ``data`` (each before an ``x``): how many of the
     lengths ``first``, ``first + step``, … each run reaches, summed."""
     total, length = 0, first
     for _ in range(_PASSES):
-        # (the run's end, not its start: the search compares a pattern's last byte first,
-        # and an ``x`` there skips on at once, where ``xaa…`` is compared back in a run)
+        # (a run's end, ``aa…ax``: measured faster than its start, ``xaa…a``, on real text:
+        # app/router/service.py 52 -> 28 ns a character in all, the README 34 -> 29;
+        # slower only inside a blob of one class, 25 -> 40)
         found = data.count(symbol * length + b"x")
         if not found:
             return total
@@ -141,7 +143,8 @@ def _runs_of(data: bytes, symbol: bytes, first: int, step: int) -> int:
 
 def _count_bytes(text: str) -> int:
     """:func:`_count_pieces`, exactly, for a text with no whitespace past ASCII."""
-    # (a byte of class "other" either side: every run begins and ends beside another class)
+    # (a byte of class "other" either side: every run begins and ends beside another
+    # class, the last one too)
     data = b"\0" + text.encode("utf-8", "surrogatepass") + b"\0"
     letters = data.translate(_LETTERS)
     punct = data.translate(_PUNCT)
