@@ -38,12 +38,17 @@ def test_approval_modal(snap_compare: Any, make_app: Any, theme: str) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=scenes.still(scenes.approval))
 
 
+def _two_runs(repo: Path, clock: ManualClock, tmp_path: Path) -> None:
+    """A failed run and a merge-ready one, in make_app's session's data dir."""
+    data = tmp_path / "data"
+    make_run(repo, "20260101-110000-bad001", green=False, clock=clock, data_dir=data)
+    make_run(repo, "20260101-113000-good01", green=True, clock=clock, data_dir=data)
+
+
 def test_evidence_screen(
     snap_compare: Any, make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
 ) -> None:
-    data = tmp_path / "data"  # make_app's session's
-    make_run(repo, "20260101-110000-bad001", green=False, clock=clock, data_dir=data)
-    make_run(repo, "20260101-113000-good01", green=True, clock=clock, data_dir=data)
+    _two_runs(repo, clock, tmp_path)
     app = make_app(task=None)
     assert snap_compare(app, terminal_size=SIZE, run_before=scenes.still(scenes.evidence))
 
@@ -62,9 +67,7 @@ def test_evidence_screen_in_80_by_24(
     snap_compare: Any, make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
 ) -> None:
     """The runs list above the run: every tab's name shows, and the diff's lines whole."""
-    data = tmp_path / "data"  # make_app's session's
-    make_run(repo, "20260101-110000-bad001", green=False, clock=clock, data_dir=data)
-    make_run(repo, "20260101-113000-good01", green=True, clock=clock, data_dir=data)
+    _two_runs(repo, clock, tmp_path)
     app = make_app(task=None)
     scene = scenes.still(scenes.evidence_diffs)
     assert snap_compare(app, terminal_size=(80, 24), run_before=scene)
