@@ -28,6 +28,26 @@ def digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
+class Digests:
+    """One request's digests of its texts, each made once whoever asks for it (the token
+    count, the masking and the request's hash digest the same texts: ~25 µs a pass over
+    a coding agent's 40 KB conversation). A text is held beside its digest, so that no
+    other text can take its ``id``, for as long as this lives: one request."""
+
+    __slots__ = ("_made",)
+
+    def __init__(self) -> None:
+        self._made: dict[int, tuple[str, bytes]] = {}
+
+    def __call__(self, text: str) -> bytes:
+        hit = self._made.get(id(text))
+        if hit is not None and hit[0] is text:
+            return hit[1]
+        made = digest(text)
+        self._made[id(text)] = (text, made)
+        return made
+
+
 class Remembered(Generic[K, V]):
     """The results of a pure function of a text, for texts of at least ``min_chars``
     (a shorter one is worked out faster than looked up): at most ``max_entries`` results

@@ -27,7 +27,7 @@ A chat message adds 4 tokens of framing (role and separators) and a reply is pri
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from app.remembered import Remembered, digest
 
@@ -178,22 +178,24 @@ def clip_text(text: str, tokens: int) -> str:
     return head
 
 
-def count_messages(contents: Iterable[str]) -> int:
+def count_messages(contents: Iterable[str], digest_of: Callable[[str], bytes] = digest) -> int:
     """Prompt tokens of a chat: each message's text plus framing, plus the reply priming.
 
-    A long message's count is remembered (:mod:`app.remembered`): an agent sends its whole
-    conversation again on every turn, and the gateway and the router each count it."""
-    return sum(MESSAGE_OVERHEAD + _count_remembered(c) for c in contents) + REPLY_PRIMING
+    A long message's count is remembered (:mod:`app.remembered`) by its text's digest
+    (``digest_of``: a request's :class:`~app.remembered.Digests`, which its masking and
+    its hash share): an agent sends its whole conversation again on every turn, and the
+    gateway and the router each count it."""
+    return sum(MESSAGE_OVERHEAD + _count_remembered(c, digest_of) for c in contents) + REPLY_PRIMING
 
 
 #: the counts of long messages lately counted, by their text's digest
 REMEMBERED: Remembered[bytes, int] = Remembered(min_chars=128, max_entries=65536)
 
 
-def _count_remembered(text: str) -> int:
+def _count_remembered(text: str, digest_of: Callable[[str], bytes]) -> int:
     if not REMEMBERED.worth(len(text)):
         return count_text(text)
-    key = digest(text)
+    key = digest_of(text)
     n = REMEMBERED.get(key)
     if n is None:
         n = count_text(text)

@@ -300,13 +300,33 @@ class Masker:
     ``count`` is the number of secrets replaced (a private key block counts once).
     """
 
-    def __init__(self, env: re.Pattern[str] | None = None) -> None:
+    def __init__(
+        self, env: re.Pattern[str] | None = None, digest_of: Callable[[str], bytes] = digest
+    ) -> None:
         self.env = env
         self.count = 0
+        #: what a long text is remembered by (a request's Digests: its count and its hash
+        #: digest the same texts)
+        self.digest_of = digest_of
+        self._env_digest: bytes | None = None
+
+    def _env_key(self) -> bytes:
+        """The digest of the environment pattern, made once per masker (not per text)."""
+        if self._env_digest is None:
+            env = self.env
+            # hashed here, not by ``digest``: a request's shared digests would hold the
+            # pattern, which spells the secret values, for as long as the request lasts
+            spelled = (
+                b"" if env is None else f"{env.flags} {env.pattern}".encode(errors="surrogatepass")
+            )
+            self._env_digest = b"" if env is None else hashlib.sha256(spelled).digest()
+        return self._env_digest
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Masker:
-        return cls(env_pattern(secret_env_values(environ)))
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, digest_of: Callable[[str], bytes] = digest
+    ) -> Masker:
+        return cls(env_pattern(secret_env_values(environ)), digest_of)
 
     # text ────────────────────────────────────────────────────────────────────────────────
     def text(self, text: str) -> str:
@@ -316,8 +336,7 @@ class Masker:
             return self._text(text)
         # A long text masked lately (a conversation sent again) by the same environment's
         # values: its result and how many it masked, as working them out again gives.
-        env = b"" if self.env is None else digest(f"{self.env.flags} {self.env.pattern}")
-        key = (env, digest(text))
+        key = (self._env_key(), self.digest_of(text))
         hit = _MASKED.get(key)
         if hit is None:
             before = self.count

@@ -543,7 +543,7 @@ async def _messages(state: _State, request: Request) -> Response:
     # and a stream has to say it before any backend has counted. The router takes the
     # same count as its context estimate.
     counting = time.perf_counter()
-    prompt = request_tokens(inbound.request)
+    prompt = request_tokens(inbound.request, inbound.digests)
     counted = time.perf_counter() - counting
     role, rid, client, events = await _events(state, request, inbound, prompt)
     # timed from here, as the other protocols are, the count included as it always was

@@ -156,7 +156,9 @@ async def run_request(
             return answer.result, answer.value
         # a whole reply is sent only once it is done: a cut stream may be retried then
         hook = on_delta if inbound.stream else Watching(on_delta)
-        result = await router.complete(role, request, signals, run=request_id, on_delta=hook)
+        result = await router.complete(
+            role, request, signals, run=request_id, on_delta=hook, digests=inbound.digests
+        )
         return result, None
 
     task = asyncio.create_task(work())

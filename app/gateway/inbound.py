@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from app.backends.base import ChatRequest, Message, ToolCall, ToolSpec
 from app.backends.jsonschema_lint import schema_problem
 from app.gateway.errors import GatewayError, Protocol
+from app.remembered import Digests
 
 #: the output cap when a client sends none (OpenAI's APIs allow that)
 DEFAULT_MAX_TOKENS = 4096
@@ -37,6 +38,9 @@ class Inbound:
     #: the schema's name (chat's ``json_schema.name``), for the response
     schema_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the request's digests of its long texts, made once for its count (Messages), its
+    #: hash and its masking (app.remembered.Digests; it holds the texts: one request)
+    digests: Digests = field(default_factory=Digests, compare=False, repr=False)
 
 
 def bad(message: str) -> GatewayError:

@@ -23,6 +23,7 @@ from app.audit.masking import Masker
 from app.backends.base import Backend, BackendError, ChatRequest, ChatResult
 from app.bus import Bus, TokenDelta
 from app.policy.schema import Policy
+from app.remembered import digest
 from app.router.retry import backoff_delay, rule_for
 from app.router.routed import DeltaHook, StreamBroken, Write
 
@@ -33,7 +34,9 @@ NEVER_RETRIED = frozenset({"context_length", "local_only", "cancelled"})
 _RULE_KIND = {"bad_output": "server_error"}
 
 
-def mask_request(request: ChatRequest) -> tuple[ChatRequest, int]:
+def mask_request(
+    request: ChatRequest, digest_of: Callable[[str], bytes] = digest
+) -> tuple[ChatRequest, int]:
     """``request`` with every secret in its messages masked, and how many were masked.
 
     The messages are the whole prompt (a brief quoting a settings file, test output, a
@@ -42,7 +45,7 @@ def mask_request(request: ChatRequest) -> tuple[ChatRequest, int]:
     a cloud diff whose context quotes a masked line does not apply, and fails its loop
     like any diff that does not apply.
     """
-    masker = Masker.from_environment()
+    masker = Masker.from_environment(digest_of=digest_of)
     messages = list(request.messages)
     for i, m in enumerate(messages):
         before = masker.count

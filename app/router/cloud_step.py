@@ -14,11 +14,12 @@ request as the caller built it, so the escalation line and the call line agree.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from app.backends.base import BackendError
 from app.errors import BudgetExceeded
+from app.remembered import digest
 from app.router.approvals import TIMEOUT, ApprovalRequest
 from app.router.calling import mask_request
 from app.router.cost import cost_usd
@@ -42,13 +43,15 @@ if TYPE_CHECKING:
     from app.router.service import Router
 
 
-def provenance_of(d: Decision, request: ChatRequest) -> dict[str, Any]:
+def provenance_of(
+    d: Decision, request: ChatRequest, digest_of: Callable[[str], bytes] = digest
+) -> dict[str, Any]:
     """GR-013's minimal provenance of an escalation (no content, a hash of it)."""
     return {
         "trigger": [r.trigger for r in d.reasons],
         "values": {r.signal: r.value for r in d.reasons},
         "policy_version": d.policy_version,
-        "input_hash": input_hash(request),
+        "input_hash": input_hash(request, digest_of),
         "model": d.target,
         "est_cost_usd": round(d.est_cost_usd, 6),
     }
@@ -65,16 +68,19 @@ async def escalate(
     failed: dict[str, str],
     *,
     inputs: Mapping[str, Any] | None = None,
+    digest_of: Callable[[str], bytes] = digest,
 ) -> RoutedResult | None:
     """Announce ``d``, ask for approval when it needs one, then serve it.
 
     ``inputs``: what decide() read (app.router.recorded); None for a repair's repeat.
+    ``digest_of``: the request's :class:`~app.remembered.Digests` (its count, its hash
+    and its masking digest the same texts).
     """
     assert d.target is not None and d.provider is not None
     values = {r.signal: r.value for r in d.reasons}
     origin = d.local.model if d.local else None
     recorded = {"inputs": inputs} if inputs is not None else {}
-    provenance = provenance_of(d, request)  # the call line repeats it: hashed once
+    provenance = provenance_of(d, request, digest_of)  # the call line repeats it
     await write(
         "escalation",
         from_=origin,
@@ -141,7 +147,16 @@ async def escalate(
             return None
         approver = decision.decided_by
     return await serve_cloud(
-        router, d, request, run, on_delta, write, failed, approver, provenance=provenance
+        router,
+        d,
+        request,
+        run,
+        on_delta,
+        write,
+        failed,
+        approver,
+        provenance=provenance,
+        digest_of=digest_of,
     )
 
 
@@ -156,6 +171,7 @@ async def serve_cloud(
     approver: str,
     *,
     provenance: Mapping[str, Any] | None = None,
+    digest_of: Callable[[str], bytes] = digest,
 ) -> RoutedResult | None:
     """An approved cloud step: reachable? reserve, call, settle (or release), audit.
 
@@ -185,7 +201,7 @@ async def serve_cloud(
     except BudgetExceeded as exc:
         await _budget_stop(d, write, failed, str(exc), detail=str(exc))
         return None
-    outgoing, masked = mask_request(request)
+    outgoing, masked = mask_request(request, digest_of)
     try:
         result = await router.call(d, outgoing, write, on_delta)
     except asyncio.CancelledError:
@@ -228,7 +244,7 @@ async def serve_cloud(
         reason_codes=d.reason_codes,
         values={**call_values(result, actual), "secrets_masked": masked, "provider": d.provider},
         provenance={
-            **(provenance if provenance is not None else provenance_of(d, request)),
+            **(provenance if provenance is not None else provenance_of(d, request, digest_of)),
             "approver": approver,
             "cost_usd": round(actual, 9),
         },

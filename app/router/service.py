@@ -21,6 +21,7 @@ from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.policy.fingerprint import fingerprint
 from app.policy.schema import Policy
+from app.remembered import Digests
 from app.router.approvals import ApprovalBroker
 from app.router.calling import call_backend
 from app.router.cloud_step import escalate
@@ -184,10 +185,16 @@ class Router:
         run: str | None = None,
         on_delta: DeltaHook | None = None,
         cloud_only: bool = False,
+        digests: Digests | None = None,
     ) -> RoutedResult:
+        """Route ``request`` for ``role``: decide, escalate or serve locally, fall back,
+        audit each step. ``digests``: the request's (app.remembered.Digests), when its
+        caller digested its texts already (the gateway's count)."""
         signals = signals or Signals()
+        # each long text digested once: for its count, its hash and its masking
+        digests = Digests() if digests is None else digests
         if signals.context_estimate is None:
-            signals = signals.with_estimate(request_tokens(request))
+            signals = signals.with_estimate(request_tokens(request, digests))
         lines: list[Appended] = []
         denied: set[str] = set()
         failed: dict[str, str] = {}
@@ -233,7 +240,16 @@ class Router:
                 raise RouteRefused(d)
             if d.action == "escalate":
                 result = await escalate(
-                    self, d, request, run, on_delta, write, denied, failed, inputs=inputs
+                    self,
+                    d,
+                    request,
+                    run,
+                    on_delta,
+                    write,
+                    denied,
+                    failed,
+                    inputs=inputs,
+                    digest_of=digests,
                 )
                 if result is None:
                     continue

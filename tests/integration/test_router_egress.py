@@ -15,6 +15,7 @@ from app.policy.schema import Policy
 from app.router.calling import mask_request
 from app.router.types import Signals
 from tests.integration.test_router_service import ALL_UP, Resolver, make_router
+from tests.unit.test_remembered import digests_counted
 
 AWS_ID = "AKIAIOSFODNN7EXAMPLE"
 
@@ -76,6 +77,29 @@ async def test_a_cloud_call_is_masked_and_the_count_audited(
     assert call.provenance["input_hash"] == escalation.provenance["input_hash"]
     await audit.close()
     await ledger.close()
+
+
+async def test_a_routed_request_digests_each_long_text_once(
+    tmp_path: Path, policy: Policy, canary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The router's count, the escalation's hash and the call's masking share the
+    request's digests: a long text is digested once (a coding agent's conversation comes
+    again with every turn), and what leaves is masked all the same."""
+    made = digests_counted(monkeypatch)
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    request = brief_request(canary)
+    long = request.messages[1].content + "## Plan\n" + "- read the parser, then its test\n" * 8
+    request = request.model_copy(
+        update={"messages": [request.messages[0], Message(role="user", content=long)]}
+    )
+    try:
+        result = await router.complete("architect", request, Signals(confidence=0.5))
+    finally:
+        await audit.close()
+        await ledger.close()
+    assert result.escalated and made == [long.encode()]
+    assert canary not in resolver.sent((result.model, "cloud"))[0].model_dump_json()
 
 
 async def test_every_try_and_a_failed_step_send_the_masked_request(

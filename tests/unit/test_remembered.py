@@ -7,14 +7,20 @@ masking is remembered only for the environment it was made with."""
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app import tokens
+from app import remembered, tokens
 from app.audit import masking
 from app.audit.masking import REDACTED, Masker, env_pattern
-from app.remembered import Remembered, digest
+from app.backends.base import ChatRequest, Message
+from app.remembered import Digests, Remembered, digest
+from app.router.calling import mask_request
+from app.router.routed import input_hash, request_tokens
 from app.tokens import MESSAGE_OVERHEAD, REPLY_PRIMING, count_messages, count_text
 
 LONG = "def parse(tokens):\n    return [t for t in tokens if t]  # the tail\n" * 60
@@ -169,3 +175,44 @@ def test_what_is_kept_of_a_masking_spells_no_secret_value(masked_anew: list[str]
     assert Masker(env_pattern(("aaaa-2",))).text(LONG) == LONG
     assert Masker(env_pattern((value,))).text(_copy(LONG + value)) == masker.text(LONG + value)
     assert len(masked_anew) == 2
+
+
+# ── one request's digests ────────────────────────────────────────────────────────────────
+
+
+def digests_counted(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every digest app.remembered makes from here on, in order (what it hashed)."""
+    made: list[bytes] = []
+
+    class Counting:
+        @staticmethod
+        def sha256(data: bytes) -> Any:
+            made.append(data)
+            return hashlib.sha256(data)
+
+    monkeypatch.setattr(remembered, "hashlib", Counting)
+    return made
+
+
+def test_a_request_digests_each_long_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its count, its hash and its masking share one Digests: each long text object is
+    digested once, whoever asks, and the results are the ones each works out alone."""
+    request = ChatRequest(
+        messages=[
+            Message(role="system", content=LONG),
+            Message(role="user", content=LONG + SECRET),
+            Message(role="user", content="short"),
+        ]
+    )
+    alone = (request_tokens(request), input_hash(request), mask_request(request))
+    made = digests_counted(monkeypatch)
+    shared = Digests()
+    together = (
+        request_tokens(request, shared),
+        input_hash(request, shared),
+        mask_request(request, shared),
+    )
+    assert together == alone and together[2][1] == 1  # the secret masked still
+    assert made == [m.content.encode() for m in request.messages[:2]]
+    # an equal text that is another object is digested as itself (never another's)
+    assert shared(_copy(LONG)) == shared(LONG) and len(made) == 3
