@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _ascii
 from typing import Any, Protocol
 
 from app.audit.types import Appended, AuditLine
@@ -187,28 +188,40 @@ def input_hash(request: ChatRequest, digest_of: Callable[[str], bytes] = digest)
     ``sha256v2:`` and the SHA-256 of ``json.dumps(.., sort_keys=True, separators=(",",
     ":"))`` of the messages' ``model_dump()``, where each text of 128 characters or more
     (``content``, ``reasoning``, a tool call's ``arguments``) is given as ``{"sha256":
-    <hex of its UTF-8>}``; a shorter one is itself. Digesting a long text (~0.6 ns a
-    character) costs a quarter of encoding it as JSON (v1: ~2.2 ns a character with its
-    escapes, ~95 µs of a coding agent's 40 KB conversation, on every turn). A text is
-    never an object, so no request hashes as another's digests would. ``digest_of``: the
-    request's :class:`~app.remembered.Digests`, shared with its count and its masking.
+    <hex of its UTF-8>}``; a shorter one is itself. A long text is digested once per
+    request (``digest_of``: the request's :class:`~app.remembered.Digests`, which its
+    count and its masking share), where encoding it as JSON (v1) cost ~2.2 ns a character
+    again: ~95 µs of a coding agent's 40 KB conversation, on every turn. A text is never
+    an object, so no request hashes as another's digests would.
     """
 
-    def hashed_(text: str) -> str | dict[str, str]:
+    def value(text: str) -> str | dict[str, str]:
         return text if len(text) < DIGESTED_FROM else {"sha256": digest_of(text).hex()}
 
-    hashed: list[dict[str, Any]] = []
+    def written(text: str) -> str:  # value(text) as json.dumps writes it
+        if len(text) < DIGESTED_FROM:
+            return _ascii(text)
+        return f'{{"sha256":"{digest_of(text).hex()}"}}'
+
+    parts = []
     for m in request.messages:
-        if not m.tool_calls and len(m.content) < DIGESTED_FROM > len(m.reasoning):
-            hashed.append(m.__dict__)  # its fields as they are: model_dump's own dict
+        if m.tool_calls:
+            fields = m.model_dump()
+            fields["content"], fields["reasoning"] = value(m.content), value(m.reasoning)
+            for call in fields["tool_calls"]:
+                call["arguments"] = value(call["arguments"])
+            parts.append(_HASHED(fields))
             continue
-        fields = m.model_dump() if m.tool_calls else dict(m.__dict__)
-        fields["content"] = hashed_(m.content)
-        fields["reasoning"] = hashed_(m.reasoning)
-        for call in fields["tool_calls"]:
-            call["arguments"] = hashed_(call["arguments"])
-        hashed.append(fields)
-    return INPUT_HASH_PREFIX + hashlib.sha256(_HASHED(hashed).encode()).hexdigest()
+        # written out by hand, its fields sorted (tests/unit/test_input_hash.py holds the
+        # text to json.dumps' of model_dump(): a new field fails it)
+        call_id = "null" if m.tool_call_id is None else _ascii(m.tool_call_id)
+        parts.append(
+            f'{{"content":{written(m.content)},"is_error":{"true" if m.is_error else "false"},'
+            f'"reasoning":{written(m.reasoning)},"role":{_ascii(m.role)},'
+            f'"tool_call_id":{call_id},"tool_calls":[]}}'
+        )
+    blob = "[" + ",".join(parts) + "]"
+    return INPUT_HASH_PREFIX + hashlib.sha256(blob.encode()).hexdigest()
 
 
 def request_tokens(request: ChatRequest, digest_of: Callable[[str], bytes] = digest) -> int:
