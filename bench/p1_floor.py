@@ -96,7 +96,7 @@ ESCALATION: dict[str, Any] = {
     "policy_version": "1.0.0",
     "provenance": {
         "est_cost_usd": 0.204813,
-        "input_hash": "sha256:" + "45" * 32,
+        "input_hash": "sha256v2:" + "45" * 32,
         "model": "gpt-5.1-high",
         "policy_version": "1.0.0",
         "trigger": ["architect_low_confidence"],

@@ -176,7 +176,7 @@ class RoutedResult:
 
 #: ``json.dumps(.., sort_keys=True, separators=(",", ":"))``
 _HASHED = encoder(sort_keys=True, ensure_ascii=True)
-#: what the hash says of its recipe (v1, until this version: every text as itself)
+#: what the hash says of its recipe (v1's was ``sha256:``: every text as itself)
 INPUT_HASH_PREFIX = "sha256v2:"
 #: a text this long is hashed by its digest
 DIGESTED_FROM = 128
@@ -186,9 +186,10 @@ def input_hash(request: ChatRequest, digest_of: Callable[[str], bytes] = digest)
     """The request's hash for its provenance (GR-013: provenance without the content).
 
     ``sha256v2:`` and the SHA-256 of ``json.dumps(.., sort_keys=True, separators=(",",
-    ":"))`` of the messages' ``model_dump()``, where each text of 128 characters or more
-    (``content``, ``reasoning``, a tool call's ``arguments``) is given as ``{"sha256":
-    <hex of its UTF-8>}``; a shorter one is itself. A long text is digested once per
+    ":"))`` of the messages' ``model_dump()``, where each text of 128 code points or
+    more (``content``, ``reasoning``, a tool call's ``arguments``) is given as
+    ``{"sha256": <hex of its UTF-8, lone surrogates passed>}``; a shorter one is itself.
+    (v1, ``sha256:``, hashed every text as itself.) A long text is digested once per
     request (``digest_of``: the request's :class:`~app.remembered.Digests`, which its
     count and its masking share), where encoding it as JSON (v1) cost ~2.2 ns a character
     again: ~95 µs of a coding agent's 40 KB conversation, on every turn. A text is never
@@ -226,7 +227,9 @@ def input_hash(request: ChatRequest, digest_of: Callable[[str], bytes] = digest)
 
 def request_tokens(request: ChatRequest, digest_of: Callable[[str], bytes] = digest) -> int:
     """The prompt's tokens by the shared counter (the ``context_estimate`` signal): the
-    messages, the calls and results they carry, and the tools on offer."""
+    messages, the calls and results they carry, and the tools on offer. (``digest_of``
+    shares the messages' texts with the hash and the masking; a call is counted as its
+    name and arguments joined, a text of its own.)"""
     texts = [m.content for m in request.messages]
     texts += [m.reasoning for m in request.messages if m.reasoning]
     texts += [f"{c.name} {c.arguments}" for m in request.messages for c in m.tool_calls]

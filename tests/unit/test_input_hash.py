@@ -17,7 +17,13 @@ from app.remembered import Digests
 from app.router.routed import DIGESTED_FROM, INPUT_HASH_PREFIX, input_hash
 
 # short texts, and texts on either side of the threshold
-texts = st.text(max_size=40) | st.text(min_size=DIGESTED_FROM - 2, max_size=DIGESTED_FROM + 2)
+# lone surrogates, control characters and spaces among them (Python builds requests too)
+odd = st.characters(categories=["Cs", "Cc", "Zs", "Ll", "Lo", "Nd", "Po", "So"])
+texts = (
+    st.text(max_size=40)
+    | st.text(odd, max_size=40)
+    | st.text(odd, min_size=DIGESTED_FROM - 2, max_size=DIGESTED_FROM + 2)
+)
 calls = st.lists(
     st.builds(ToolCall, id=st.text(min_size=1, max_size=6), name=texts, arguments=texts),
     max_size=2,
@@ -84,7 +90,8 @@ def test_every_character_of_a_long_text_counts_and_no_text_passes_for_a_digest()
     base = input_hash(ChatRequest(messages=[Message(role="user", content=long)]))
     assert base != input_hash(ChatRequest(messages=[Message(role="user", content=long + " ")]))
     # the text a digest is given as, sent as the text itself, hashes otherwise
-    spelled = json.dumps({"sha256": hashlib.sha256(long.encode()).hexdigest()})
+    digested = {"sha256": hashlib.sha256(long.encode()).hexdigest()}
+    spelled = json.dumps(digested, separators=(",", ":"))
     assert base != input_hash(ChatRequest(messages=[Message(role="user", content=spelled)]))
     # a long call's arguments and a long reasoning are digested too
     call = ToolCall(id="c1", name="write", arguments=long)
