@@ -69,12 +69,18 @@ class Remembered(Generic[K, V]):
         return chars >= self.min_chars
 
     def get(self, key: K) -> V | None:
-        with self._lock:
-            hit = self._kept.get(key)
-            if hit is None:
-                return None
+        # No lock: each OrderedDict call is one step under the GIL, and a ``put`` letting
+        # the key go between the two only makes the move fail. (A look took 570 ns with
+        # the lock, 125 without: a conversation of 108 messages is looked up 216 times a
+        # turn, by its count and its masking.)
+        hit = self._kept.get(key)
+        if hit is None:
+            return None
+        try:  # noqa: SIM105 (contextlib.suppress: its object costs more than the look)
             self._kept.move_to_end(key)
-            return hit[0]
+        except KeyError:
+            pass
+        return hit[0]
 
     def put(self, key: K, value: V, chars: int = 0) -> None:
         """Keep ``value`` for ``key``; the value holds ``chars`` characters of text."""

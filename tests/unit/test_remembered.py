@@ -8,6 +8,7 @@ masking is remembered only for the environment it was made with."""
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -216,3 +217,22 @@ def test_a_request_digests_each_long_text_once(monkeypatch: pytest.MonkeyPatch) 
     assert made == [m.content.encode() for m in request.messages[:2]]
     # an equal text that is another object is digested as itself (never another's)
     assert shared(_copy(LONG)) == shared(LONG) and len(made) == 3
+
+
+def test_a_key_let_go_in_the_middle_of_a_look_is_no_error() -> None:
+    """A look takes no lock (its two steps are each atomic under the GIL): another
+    thread's ``put`` may let the key go between them, and the look still answers."""
+
+    class LetGo(OrderedDict[int, tuple[int, int]]):
+        """Lets each key go right after it is read, as another thread's put would."""
+
+        def get(self, key: int, default: Any = None) -> Any:
+            hit = super().get(key, default)
+            self.pop(key, None)
+            return hit
+
+    memory: Remembered[int, int] = Remembered(min_chars=1, max_entries=8)
+    memory.put(1, 10)
+    memory._kept = LetGo(memory._kept)
+    assert memory.get(1) == 10
+    assert memory.get(1) is None and memory.kept() == []
