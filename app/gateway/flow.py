@@ -142,7 +142,13 @@ async def run_request(
         if structured:
             assert request.json_schema is not None
             answer = await complete_structured(
-                router, role, request, schema_parser(request.json_schema), signals, run=request_id
+                router,
+                role,
+                request,
+                schema_parser(request.json_schema),
+                signals,
+                run=request_id,
+                digests=inbound.digests,
             )
             if answer.value is None:
                 if answer.route_failed or answer.result is None:

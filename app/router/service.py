@@ -385,6 +385,7 @@ class Router:
         *,
         run: str | None = None,
         on_delta: DeltaHook | None = None,
+        digests: Digests | None = None,
     ) -> RoutedResult:
         """Serve ``request`` where ``previous`` was served (the structured owner's repair).
 
@@ -395,9 +396,12 @@ class Router:
         over budget, failed) the repair fails; it never walks on to another cloud model.
         """
         role = previous.decision.role
+        digests = Digests() if digests is None else digests
         if not previous.escalated:
-            local = Signals(context_estimate=request_tokens(request))
-            return await self.complete(role, request, local, run=run, on_delta=on_delta)
+            local = Signals(context_estimate=request_tokens(request, digests))
+            return await self.complete(
+                role, request, local, run=run, on_delta=on_delta, digests=digests
+            )
         lines: list[Appended] = []
         # the repair belongs to the request it repairs (a simulation adds its cost there)
         first = previous.appended[0].line if previous.appended else None
@@ -416,7 +420,9 @@ class Router:
         denied: set[str] = set()
         failed: dict[str, str] = {}
         again = d.model_copy(update={"needs_approval": needs})
-        result = await escalate(self, again, request, run, on_delta, write, denied, failed)
+        result = await escalate(
+            self, again, request, run, on_delta, write, denied, failed, digest_of=digests
+        )
         if result is None:
             why = "; ".join(failed.values()) or ("denied" if denied else "unavailable")
             raise RouteFailed(f"{role}: the repair on {d.target} was not served ({why})")

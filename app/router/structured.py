@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.backends.base import ChatRequest, Message
 from app.backends.jsonschema_check import errors as schema_errors
+from app.remembered import Digests
 from app.router.service import DeltaHook, RoutedResult, RouteFailed, Router, request_tokens
 from app.router.types import Signals
 
@@ -185,7 +186,9 @@ def repair_request(
     )
 
 
-def _room(router: Router, served: RoutedResult, request: ChatRequest) -> int | None:
+def _room(
+    router: Router, served: RoutedResult, request: ChatRequest, digests: Digests
+) -> int | None:
     """Tokens the serving window leaves for a reply to ``request`` (None: unknown)."""
     d = served.decision
     if d.local is not None and not served.escalated:
@@ -194,7 +197,9 @@ def _room(router: Router, served: RoutedResult, request: ChatRequest) -> int | N
         window = router.policy.model(served.model).context_window
     else:
         return None
-    return max(0, window - request_tokens(request) - REPAIR_MARGIN_TOKENS) if window else None
+    return (
+        max(0, window - request_tokens(request, digests) - REPAIR_MARGIN_TOKENS) if window else None
+    )
 
 
 def repairs_allowed(router: Router) -> int:
@@ -221,17 +226,27 @@ async def complete_structured(
     on_rejected: OnRejected | None = None,
     repair_hint: str = "",
     expected: str = "the schema",
+    digests: Digests | None = None,
 ) -> Answer[T]:
     """Route ``request`` for ``role`` and return the parsed reply, or why there is none.
 
     RouteRefused (and RouteStaysLocal with ``cloud_only``) reach the caller; a route that
     failed on every step comes back as an Answer with ``route_failed``. ``on_rejected``
     lets a caller record a rejection in its own terms (before the repair is made);
-    ``expected`` names what the reply had to be, for the error.
+    ``expected`` names what the reply had to be, for the error. ``digests``: the
+    request's (app.remembered.Digests), shared by the request and its repair, which
+    sends the same messages again.
     """
+    digests = Digests() if digests is None else digests
     try:
         first = await router.complete(
-            role, request, signals, run=run, on_delta=on_delta, cloud_only=cloud_only
+            role,
+            request,
+            signals,
+            run=run,
+            on_delta=on_delta,
+            cloud_only=cloud_only,
+            digests=digests,
         )
     except RouteFailed as exc:
         return Answer(None, None, str(exc), calls=0, route_failed=True, too_long=exc.too_long)
@@ -245,7 +260,7 @@ async def complete_structured(
     if repairs_allowed(router) < 1:
         error = f"{role} reply does not fit {expected}: {problem}"
         return Answer(None, first, error, 1, text=first.text, problems=seen, rejected=True)
-    room = _room(router, first, request)
+    room = _room(router, first, request, digests)
     retry = repair_request(request, first, found, room=room, hint=repair_hint)
     await router.audit.append(
         "repair",
@@ -263,7 +278,7 @@ async def complete_structured(
         detail=f"{first.model}: reply rejected ({problem[:160]}); one repair attempt (GR-012)",
     )
     try:
-        second = await router.repeat(first, retry, run=run, on_delta=on_delta)
+        second = await router.repeat(first, retry, run=run, on_delta=on_delta, digests=digests)
     except RouteFailed as exc:
         return Answer(None, first, str(exc), calls=1, text=first.text, problems=seen)
     value, found = _judge(parse, second)

@@ -28,6 +28,7 @@ from app.router.structured import (
 from app.router.types import Signals
 from tests.integration.test_router_service import ALL_UP, Resolver
 from tests.integration.test_router_service import make_router as _make_router
+from tests.unit.test_remembered import digests_counted
 
 VLLM = ("qwen3-14b", "vllm")
 CLOUD = ("gpt-5.1-high", "cloud")
@@ -149,6 +150,27 @@ async def test_a_cloud_reply_is_repaired_by_the_same_model_asked_again(
     assert [line.to for line in lines if line.kind == "approval"] == ["gpt-5.1-high"] * 2
     snap = await ledger.snapshot("s1")
     assert snap.reserved_usd == 0  # both calls settled
+
+
+async def test_a_repair_digests_the_messages_it_sends_again_no_more(
+    tmp_path: Path, policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request and its repair share one set of digests: the brief's long text is
+    digested once, for both calls' counts, hashes and maskings, cloud or local."""
+    brief = "## Code context\n" + "def parse(tokens):\n    return tokens[:-1]  # the bug\n" * 6
+    asked = ChatRequest(messages=[Message(role="user", content=brief)], max_tokens=64)
+    for signals, served in ((Signals(confidence=0.5), CLOUD), (Signals(), VLLM)):
+        resolver = Resolver(up=ALL_UP)
+        resolver.scripts[served] = ["{}", GOOD]
+        router, _, _ = await make_router(
+            tmp_path / served[1], policy, resolver, decider=AllowDecider()
+        )
+        made = digests_counted(monkeypatch)
+        answer = await complete_structured(
+            router, "architect", asked, pydantic_parser(Plan), signals
+        )
+        assert answer.ok and len(resolver.sent(served)) == 2
+        assert made == [brief.encode()]
 
 
 async def test_no_repair_when_the_policy_allows_none(tmp_path: Path, policy: Policy) -> None:
