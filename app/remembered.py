@@ -53,8 +53,11 @@ class Remembered(Generic[K, V]):
     (a shorter one is worked out faster than looked up): at most ``max_entries`` results
     and ``max_chars`` characters of them kept (what :meth:`put` says a result holds), the
     least recently used let go first; a result holding more than a quarter of that is
-    never kept. Thread-safe (a result may be asked for on a worker thread); the function
-    runs outside the lock."""
+    never kept. Thread-safe (a result may be asked for on a worker thread) on a CPython
+    with the GIL, for keys that hash and compare in C (bytes, tuples of bytes: digests),
+    since :meth:`get` takes no lock; and :meth:`kept` copies the order in one ``list()``
+    call, which no thread switch can enter (a loop over it could meet a ``get``'s move).
+    The function runs outside the lock."""
 
     def __init__(self, *, min_chars: int, max_entries: int, max_chars: int = 0) -> None:
         self.min_chars = min_chars
