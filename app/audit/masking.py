@@ -313,13 +313,12 @@ class Masker:
     def _env_key(self) -> bytes:
         """The digest of the environment pattern, made once per masker (not per text)."""
         if self._env_digest is None:
-            env = self.env
-            # hashed here, not by ``digest``: a request's shared digests would hold the
-            # pattern, which spells the secret values, for as long as the request lasts
-            spelled = (
-                b"" if env is None else f"{env.flags} {env.pattern}".encode(errors="surrogatepass")
-            )
-            self._env_digest = b"" if env is None else hashlib.sha256(spelled).digest()
+            self._env_digest = b""
+            if self.env is not None:
+                # hashed here, not by ``digest_of``: a request's Digests would hold the
+                # pattern, which spells the secret values, for as long as the request lasts
+                spelled = f"{self.env.flags} {self.env.pattern}"
+                self._env_digest = hashlib.sha256(spelled.encode(errors="surrogatepass")).digest()
         return self._env_digest
 
     @classmethod
