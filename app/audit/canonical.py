@@ -6,6 +6,7 @@ verified by exactly the code that verifies the database.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import math
@@ -61,6 +62,10 @@ def jsonable(obj: Any) -> Any:
         return [jsonable(v) for v in items]
     if isinstance(obj, BaseModel):
         return jsonable(obj.model_dump(mode="json"))
+    if isinstance(obj, enum.Enum):
+        # its value, as orjson writes one (app.compact_json); a str or int one is that
+        # str or int above
+        return jsonable(obj.value)
     return _valid_utf8(str(obj))
 
 
