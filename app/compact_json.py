@@ -120,6 +120,41 @@ def _as_c_encoder_reads(obj: Any, default: Callable[[Any], Any]) -> Any:
     return default(obj)
 
 
+def told_encoder(
+    *,
+    sort_keys: bool = False,
+    ensure_ascii: bool = False,
+    allow_nan: bool = True,
+    default: Callable[[Any], Any] = _refuse,
+) -> Callable[[Any], tuple[str, bool]]:
+    """:func:`encoder`, telling also whether orjson wrote the text: then every key of every
+    object in it was a ``str`` (orjson refuses any other), which the audit's quick way
+    would otherwise look for in the text (app.audit.prepared)."""
+    slow = stdlib_encoder(
+        sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=allow_nan, default=default
+    )
+    if ensure_ascii:
+        return lambda value: (slow(value), False)
+    plain = _with_enums(default)
+    options = _OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    dumps = orjson.dumps
+    exponent = _EXPONENT.search
+
+    def fallback(obj: Any) -> Any:
+        return _as_c_encoder_reads(obj, plain)
+
+    def encode(value: Any) -> tuple[str, bool]:
+        try:
+            data = dumps(value, fallback, options)
+        except TypeError:  # (orjson.JSONEncodeError is one)
+            return slow(value), False
+        if b"null" in data or b"0.0000" in data or exponent(data) is not None:
+            return slow(value), False
+        return data.decode(), True
+
+    return encode
+
+
 def encoder(
     *,
     sort_keys: bool = False,
@@ -130,26 +165,11 @@ def encoder(
     """:func:`stdlib_encoder`'s text, made by orjson where orjson writes exactly that text
     (see the module's docstring), else by the C encoder. ``ensure_ascii``: the C encoder
     alone (orjson writes UTF-8)."""
-    slow = stdlib_encoder(
+    told = told_encoder(
         sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=allow_nan, default=default
     )
-    if ensure_ascii:
-        return slow
-    plain = _with_enums(default)
-    options = _OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
-    dumps = orjson.dumps
-    exponent = _EXPONENT.search
-
-    def fallback(obj: Any) -> Any:
-        return _as_c_encoder_reads(obj, plain)
 
     def encode(value: Any) -> str:
-        try:
-            data = dumps(value, fallback, options)
-        except TypeError:  # (orjson.JSONEncodeError is one)
-            return slow(value)
-        if b"null" in data or b"0.0000" in data or exponent(data) is not None:
-            return slow(value)
-        return data.decode()
+        return told(value)[0]
 
     return encode

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.audit.types import Appended, read_line
-from app.compact_json import encoder, stdlib_encoder
+from app.compact_json import stdlib_encoder, told_encoder
 
 _SCALARS_A = ("detail", "from")
 _SCALARS_B = ("kind", "policy_version")
@@ -53,9 +53,10 @@ _ENCODE = json.JSONEncoder(
 ).encode
 
 # The same text without json.encoder's per-call set-up (an append encodes three values),
-# by orjson where it spells the same (app.compact_json). A circular value is a
-# RecursionError rather than a ValueError: either takes the slow way.
-_encode = encoder(sort_keys=True, allow_nan=False, default=_default)
+# by orjson where it spells the same (app.compact_json), and whether orjson wrote it:
+# then no key in it is anything but a string. A circular value is a RecursionError rather
+# than a ValueError: either takes the slow way.
+_encode_told = told_encoder(sort_keys=True, allow_nan=False, default=_default)
 # (the reason codes, a short list of strings: json's C encoder is quicker there, 0.3 µs
 # against 0.7 with the checks orjson's text needs)
 _encode_codes = stdlib_encoder(sort_keys=True, allow_nan=False, default=_default)
@@ -166,9 +167,12 @@ def prepare(raw: dict[str, Any]) -> tuple[PreparedLine, str, bytes] | None:
             else:
                 scalars[key] = _ENCODE(value)
                 plain = False
-        provenance = _encode(raw["provenance"])
-        values = _encode(raw["values"])
-        if _ODD_KEY.search(provenance) or _ODD_KEY.search(values):
+        provenance, p_strings = _encode_told(raw["provenance"])
+        values, v_strings = _encode_told(raw["values"])
+        # (a text orjson wrote has string keys only: 1.5 µs a look spared)
+        if (not p_strings and _ODD_KEY.search(provenance)) or (
+            not v_strings and _ODD_KEY.search(values)
+        ):
             return None
         parts = _parts(scalars, provenance, _encode_codes(raw["reason_codes"]), values)
         text = "".join(parts)
