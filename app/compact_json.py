@@ -6,24 +6,29 @@ through a few Python frames to reach it: about a microsecond each time, paid sev
 times a request on the router's path (audit values, ledger records, the input hash).
 :func:`stdlib_encoder` builds it once. Even so, encoding is slow where it sorts keys and
 spells floats (4.7 µs for the escalation line's values here, against orjson's 0.5), so
-:func:`encoder` asks orjson first and keeps its text only where it is provably the C
-encoder's (``tests/unit/test_compact_json.py`` holds the two to one text):
+:func:`encoder` asks orjson first and keeps its text only where it is the C encoder's
+(``tests/unit/test_compact_json.py`` holds the two to one text):
 
-- orjson refuses what it cannot write as the C encoder would (a key that is not a string,
-  an integer past 64 bits, a lone surrogate, nesting past 254 levels): the C encoder then
-  writes it, or raises as it always did.
+- orjson refuses what it cannot write as the C encoder would (a key that is not exactly a
+  ``str``, an integer past 64 bits, a lone surrogate, nesting past 254 levels): the C
+  encoder then writes it, or raises as it always did.
 - orjson writes NaN and the infinities as ``null``: a text holding ``null`` is written
   again by the C encoder (which writes ``NaN``, or refuses it).
-- orjson spells a float below 1e-4 in decimals (``0.00001`` for ``1e-05``) and an exponent
-  without its sign or padding (``1e-7``): a text with such a number is written again.
-  (Brute force over two million doubles: every other float is spelled as ``repr``.)
+- orjson (3.11.7 on: before, ``1e16`` had no sign) spells a float below 1e-4 in decimals
+  (``0.00001`` for ``1e-05``) and an exponent without Python's padding (``1e-7``): a text
+  with a number in either form is written again. Brute force over two million doubles:
+  every other float is spelled as ``repr``; and at import a few probes check it, so an
+  orjson that spells floats otherwise is not used at all.
 - A subclass of ``str``, ``int``, ``float``, ``list``, ``tuple`` or ``dict`` is handed to
   orjson's ``default`` here, which gives what the C encoder writes for it (the base
   type's value, read as the C encoder reads it); a ``datetime`` or a dataclass goes to
   the caller's ``default``, as with the C encoder.
-- An ``Enum`` member that is not a ``str`` or an ``int`` is written as its value, and a
-  ``UUID`` as its ``str``, on both ways (orjson cannot be told otherwise; the C
-  encoder's ``default`` is given them so).
+- An ``Enum`` member is written as its value, and a ``UUID`` as its ``str``, on both ways
+  (orjson cannot be told otherwise; the C encoder's ``default`` is given them so). One
+  spelling still differs: a ``str`` or ``int`` Enum member whose value is not its own
+  content (a custom ``__new__``), which the C encoder writes as its content. Both texts
+  are canonical JSON of what they hold.
+- An ``orjson.Fragment`` is written by orjson as the JSON it holds.
 """
 
 from __future__ import annotations
@@ -66,9 +71,10 @@ def stdlib_encoder(
     default: Callable[[Any], Any] = _refuse,
 ) -> Callable[[Any], str]:
     """``lambda value: json.dumps(value, separators=(",", ":"), sort_keys=..., ...)``,
-    without the per-call set-up, an ``Enum`` member written as its value. Without
-    circular-reference markers: a value that holds itself is a RecursionError
-    (``json.dumps`` says ValueError)."""
+    without the per-call set-up, an ``Enum`` member that is not a ``str`` or an ``int``
+    written as its value and a ``UUID`` as its ``str`` (a ``str`` or ``int`` one is
+    written as the string or number it is). Without circular-reference markers: a value
+    that holds itself is a RecursionError (``json.dumps`` says ValueError)."""
     default = _with_enums(default)
     make: Any = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # an interpreter without json's C encoder
@@ -90,11 +96,11 @@ def stdlib_encoder(
 
 
 # A float orjson spells otherwise than ``float.__repr__``: with an exponent (both put a
-# sign after the ``e``; Python pads it to two digits, orjson does not), or below 1e-4 in
-# decimals (``0.00001`` for ``1e-05``). Looked for with ``e`` first, which the regex
-# engine finds at C speed (0.4 µs over a line's values, where a regex that starts with a
-# class of characters tries every byte: 2.5-8.7 µs); a string holding such a spelling
-# ("5e-3", "0.0000") is written again too, needlessly but rightly.
+# sign after the ``e``, orjson from 3.11.7; Python pads it to two digits, orjson does
+# not), or below 1e-4 in decimals (``0.00001`` for ``1e-05``). Looked for with ``e``
+# first, which the regex engine finds at C speed (0.4 µs over a line's values, where a
+# regex that starts with a class of characters tries every byte: 2.5-8.7 µs); a string
+# holding such a spelling ("5e-3", "0.0000") is written again too, needlessly but rightly.
 _EXPONENT = re.compile(rb"e[-+](?<=[0-9]e[-+])")
 
 _OPTIONS = (
@@ -116,8 +122,37 @@ def _as_c_encoder_reads(obj: Any, default: Callable[[Any], Any]) -> Any:
     if isinstance(obj, list | tuple):
         return list(obj)  # (the C encoder iterates a subclass as it iterates)
     if isinstance(obj, dict):
-        return dict(obj.items())  # (the C encoder reads a dict subclass by its items())
+        # The C encoder reads a dict subclass by its items(), each an exact pair, and
+        # writes every one of them: a key given twice, or an item that is not a pair, is
+        # left to it (raised here, so the C encoder writes it, or refuses it).
+        items = list(obj.items())
+        plain = dict(items)
+        if len(plain) != len(items) or any(type(item) is not tuple for item in items):
+            raise TypeError("a dict subclass whose items() the C encoder reads otherwise")
+        return plain
     return default(obj)
+
+
+#: floats orjson must spell as ``repr`` or in a form the checks catch (else it is not used)
+_PROBES = (1e16, 1.2345678901234568e17, 1e22, 1e-5, 1.5e-7, 5e-324, 0.0001, 1e15, -0.0)
+
+
+def _spells_floats_as_checked() -> bool:
+    for f in _PROBES:
+        data = orjson.dumps(f)
+        if data != repr(f).encode() and b"0.0000" not in data and not _EXPONENT.search(data):
+            return False
+    return True
+
+
+#: whether this orjson may be asked at all (an older one wrote ``1e16`` for ``1e+16``)
+USABLE = _spells_floats_as_checked()
+
+
+#: how :func:`told_encoder` made a text: orjson refused the value (a key that is not
+#: exactly a ``str`` may be in it) and the C encoder wrote it; orjson took it but spells it
+#: otherwise and the C encoder wrote it; orjson wrote it (every key in it is a ``str``)
+REFUSED, RESPELT, BY_ORJSON = 0, 1, 2
 
 
 def told_encoder(
@@ -126,15 +161,15 @@ def told_encoder(
     ensure_ascii: bool = False,
     allow_nan: bool = True,
     default: Callable[[Any], Any] = _refuse,
-) -> Callable[[Any], tuple[str, bool]]:
-    """:func:`encoder`, telling also whether orjson wrote the text: then every key of every
-    object in it was a ``str`` (orjson refuses any other), which the audit's quick way
-    would otherwise look for in the text (app.audit.prepared)."""
+) -> Callable[[Any], tuple[str, int]]:
+    """:func:`encoder`, telling also how the text was made (:data:`REFUSED`,
+    :data:`RESPELT`, :data:`BY_ORJSON`): the audit's quick way looks for keys that are
+    not strings only in a text orjson did not write (app.audit.prepared)."""
     slow = stdlib_encoder(
         sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=allow_nan, default=default
     )
-    if ensure_ascii:
-        return lambda value: (slow(value), False)
+    if ensure_ascii or not USABLE:
+        return lambda value: (slow(value), REFUSED)
     plain = _with_enums(default)
     options = _OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
     dumps = orjson.dumps
@@ -143,14 +178,14 @@ def told_encoder(
     def fallback(obj: Any) -> Any:
         return _as_c_encoder_reads(obj, plain)
 
-    def encode(value: Any) -> tuple[str, bool]:
+    def encode(value: Any) -> tuple[str, int]:
         try:
             data = dumps(value, fallback, options)
         except TypeError:  # (orjson.JSONEncodeError is one)
-            return slow(value), False
+            return slow(value), REFUSED
         if b"null" in data or b"0.0000" in data or exponent(data) is not None:
-            return slow(value), False
-        return data.decode(), True
+            return slow(value), RESPELT
+        return data.decode(), BY_ORJSON
 
     return encode
 
@@ -165,9 +200,11 @@ def encoder(
     """:func:`stdlib_encoder`'s text, made by orjson where orjson writes exactly that text
     (see the module's docstring), else by the C encoder. ``ensure_ascii``: the C encoder
     alone (orjson writes UTF-8)."""
-    told = told_encoder(
-        sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=allow_nan, default=default
-    )
+    if ensure_ascii or not USABLE:
+        return stdlib_encoder(
+            sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=allow_nan, default=default
+        )
+    told = told_encoder(sort_keys=sort_keys, allow_nan=allow_nan, default=default)
 
     def encode(value: Any) -> str:
         return told(value)[0]

@@ -8,7 +8,8 @@ The text is what :func:`app.audit.canonical.canonical_json` gives for the whole 
 other), and sorted they run ``detail, from, [hash], kind, policy_version, [prev_hash],
 provenance, reason_codes, role, run, [seq], session, to, [ts], values``. Building it here,
 outside the transaction, keeps an append's write short; the quick way
-(:func:`prepare`) turns the values into JSON with the C encoder in one pass, where
+(:func:`prepare`) turns the values into JSON in one pass (orjson, or json's C encoder where
+orjson would spell them otherwise: :mod:`app.compact_json`), where
 :func:`~app.audit.canonical.jsonable` walks them in Python, and is taken only when its
 result is exactly the slow way's (:func:`prepare_plain` over ``redact(jsonable(..))``).
 """
@@ -26,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.audit.types import Appended, read_line
-from app.compact_json import stdlib_encoder, told_encoder
+from app.compact_json import REFUSED, RESPELT, stdlib_encoder, told_encoder
 
 _SCALARS_A = ("detail", "from")
 _SCALARS_B = ("kind", "policy_version")
@@ -149,9 +150,10 @@ def prepare_plain(fields: dict[str, Any]) -> PreparedLine:
 
 
 def prepare(raw: dict[str, Any]) -> tuple[PreparedLine, str, bytes] | None:
-    """The quick way: ``raw`` (a line's fields as given) turned into canonical text with
-    the C encoder; with that text and its UTF-8 (for the redaction look). None when only
-    the slow way spells it exactly (a NaN, a lone surrogate, a key that is not a string).
+    """The quick way: ``raw`` (a line's fields as given) turned into canonical text in one
+    pass (:mod:`app.compact_json`); with that text and its UTF-8 (for the redaction look).
+    None when only the slow way spells it exactly (a NaN, a lone surrogate, a key that is
+    not exactly a string).
     """
     try:
         scalars: dict[str, str] = {}
@@ -167,11 +169,15 @@ def prepare(raw: dict[str, Any]) -> tuple[PreparedLine, str, bytes] | None:
             else:
                 scalars[key] = _ENCODE(value)
                 plain = False
-        provenance, p_strings = _encode_told(raw["provenance"])
-        values, v_strings = _encode_told(raw["values"])
-        # (a text orjson wrote has string keys only: 1.5 µs a look spared)
-        if (not p_strings and _ODD_KEY.search(provenance)) or (
-            not v_strings and _ODD_KEY.search(values)
+        provenance, p_made = _encode_told(raw["provenance"])
+        values, v_made = _encode_told(raw["values"])
+        # A value orjson refused may hold a key that is not exactly a str (a str subclass
+        # that sorts otherwise than its text did reach the C encoder): the slow way. A
+        # text orjson wrote has string keys only (1.5 µs a look spared).
+        if p_made == REFUSED or v_made == REFUSED:
+            return None
+        if (p_made == RESPELT and _ODD_KEY.search(provenance)) or (
+            v_made == RESPELT and _ODD_KEY.search(values)
         ):
             return None
         parts = _parts(scalars, provenance, _encode_codes(raw["reason_codes"]), values)

@@ -184,3 +184,36 @@ def test_a_plain_enum_is_written_as_its_value_both_ways() -> None:
         assert encode([Plain.A, Plain.B, Plain.C, Number.ONE, Word.RED]) == (
             '["a",[1,2.5e-07],[3],1,"red"]'
         )
+
+
+class Twice(dict[Any, Any]):
+    """A dict whose items() gives a key twice: the C encoder writes both."""
+
+    def items(self) -> Any:
+        return [("a", 1), ("a", 2)]
+
+
+class Listed(dict[Any, Any]):
+    """A dict whose items() are lists: the C encoder refuses them."""
+
+    def items(self) -> Any:
+        return [["a", 1]]
+
+
+def test_a_dict_read_otherwise_by_its_items_is_left_to_the_c_encoder() -> None:
+    for options in _OPTIONS:
+        for value in (Twice(a=0), Listed(a=0), {"k": [Twice(a=0)]}):
+            assert _encoded(encoder(**options), value) == _encoded(stdlib_encoder(**options), value)
+
+
+def test_an_orjson_that_spells_floats_otherwise_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert compact_json.USABLE  # this one spells them as checked
+    real = compact_json.orjson.dumps
+
+    def unsigned(value: Any, *args: Any) -> bytes:  # orjson before 3.11.7: 1e16
+        return real(value, *args).replace(b"e+", b"e")
+
+    monkeypatch.setattr(compact_json.orjson, "dumps", unsigned)
+    assert not compact_json._spells_floats_as_checked()
