@@ -149,9 +149,11 @@ def _spells_floats_as_checked() -> bool:
 USABLE = _spells_floats_as_checked()
 
 
-#: how :func:`told_encoder` made a text: orjson refused the value (a key that is not
-#: exactly a ``str`` may be in it) and the C encoder wrote it; orjson took it but spells it
-#: otherwise and the C encoder wrote it; orjson wrote it (every key in it is a ``str``)
+#: how :func:`told_encoder` made a text: orjson refused the value, or was not asked (any
+#: key may be in it: the audit's quick way then steps aside, so with an orjson that is not
+#: :data:`USABLE` every line takes the slow way, correct and slower), and the C encoder
+#: wrote it; orjson took it but spells it otherwise and the C encoder wrote it; orjson
+#: wrote it (every key in it is exactly a ``str``)
 REFUSED, RESPELT, BY_ORJSON = 0, 1, 2
 
 
