@@ -149,9 +149,9 @@ def _spells_floats_as_checked() -> bool:
 USABLE = _spells_floats_as_checked()
 
 
-#: how :func:`told_encoder` made a text: orjson refused the value, or was not asked (any
-#: key may be in it: the audit's quick way then steps aside, so with an orjson that is not
-#: :data:`USABLE` every line takes the slow way, correct and slower), and the C encoder
+#: how :func:`told_encoder` made a text: orjson refused the value, or was not asked (an
+#: orjson that is not :data:`USABLE`; any key may be in it: the audit's quick way then
+#: steps aside, so every line takes the slow way, correct and slower), and the C encoder
 #: wrote it; orjson took it but spells it otherwise and the C encoder wrote it; orjson
 #: wrote it (every key in it is exactly a ``str``)
 REFUSED, RESPELT, BY_ORJSON = 0, 1, 2
@@ -160,17 +160,14 @@ REFUSED, RESPELT, BY_ORJSON = 0, 1, 2
 def told_encoder(
     *,
     sort_keys: bool = False,
-    ensure_ascii: bool = False,
     allow_nan: bool = True,
     default: Callable[[Any], Any] = _refuse,
 ) -> Callable[[Any], tuple[str, int]]:
     """:func:`encoder`, telling also how the text was made (:data:`REFUSED`,
     :data:`RESPELT`, :data:`BY_ORJSON`): the audit's quick way looks for keys that are
     not strings only in a text orjson did not write (app.audit.prepared)."""
-    slow = stdlib_encoder(
-        sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=allow_nan, default=default
-    )
-    if ensure_ascii or not USABLE:
+    slow = stdlib_encoder(sort_keys=sort_keys, allow_nan=allow_nan, default=default)
+    if not USABLE:
         return lambda value: (slow(value), REFUSED)
     plain = _with_enums(default)
     options = _OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
@@ -200,8 +197,8 @@ def encoder(
     default: Callable[[Any], Any] = _refuse,
 ) -> Callable[[Any], str]:
     """:func:`stdlib_encoder`'s text, made by orjson where orjson writes exactly that text
-    (see the module's docstring), else by the C encoder. ``ensure_ascii``: the C encoder
-    alone (orjson writes UTF-8)."""
+    (see the module's docstring), else by the C encoder (:func:`told_encoder`, its text
+    only). ``ensure_ascii``: the C encoder alone (orjson writes UTF-8)."""
     if ensure_ascii or not USABLE:
         return stdlib_encoder(
             sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=allow_nan, default=default

@@ -16,9 +16,7 @@ result is exactly the slow way's (:func:`prepare_plain` over ``redact(jsonable(.
 
 from __future__ import annotations
 
-import enum
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from json.encoder import encode_basestring
@@ -37,9 +35,8 @@ _SCALARS_D = ("session", "to")
 
 def _default(obj: Any) -> Any:
     """What ``jsonable`` makes of a value JSON has no spelling for (the encoder then
-    encodes the result, as ``jsonable`` recurses into it)."""
-    if isinstance(obj, enum.Enum):  # (a str or int one never comes here)
-        return obj.value
+    encodes the result, as ``jsonable`` recurses into it; an ``Enum`` member and a
+    ``UUID`` never come here: :mod:`app.compact_json` writes them as ``jsonable`` does)."""
     if isinstance(obj, set | frozenset):
         return sorted(obj, key=repr)
     if isinstance(obj, Mapping):
@@ -49,18 +46,14 @@ def _default(obj: Any) -> Any:
     return str(obj)
 
 
-_ENCODE = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
-).encode
-
-# The same text without json.encoder's per-call set-up (an append encodes three values),
-# by orjson where it spells the same (app.compact_json), and whether orjson wrote it:
-# then no key in it is anything but a string. A circular value is a RecursionError rather
-# than a ValueError: either takes the slow way.
+# Canonical JSON by json's C encoder, built once: the scalars, the slow way's values, and
+# the reason codes (a short list of strings: quicker there than orjson with the checks its
+# text needs, 0.3 µs against 0.7). A circular value is a RecursionError rather than a
+# ValueError: either takes the slow way.
+_ENCODE = stdlib_encoder(sort_keys=True, allow_nan=False, default=_default)
+# The same text by orjson where it spells the same (app.compact_json), and how it was
+# made: a text orjson wrote has string keys only (an append encodes two such values).
 _encode_told = told_encoder(sort_keys=True, allow_nan=False, default=_default)
-# (the reason codes, a short list of strings: json's C encoder is quicker there, 0.3 µs
-# against 0.7 with the checks orjson's text needs)
-_encode_codes = stdlib_encoder(sort_keys=True, allow_nan=False, default=_default)
 
 
 # A key the encoder wrote from a number, a bool or None: it sorts those as they were
@@ -180,7 +173,7 @@ def prepare(raw: dict[str, Any]) -> tuple[PreparedLine, str, bytes] | None:
             v_made == RESPELT and _ODD_KEY.search(values)
         ):
             return None
-        parts = _parts(scalars, provenance, _encode_codes(raw["reason_codes"]), values)
+        parts = _parts(scalars, provenance, _ENCODE(raw["reason_codes"]), values)
         text = "".join(parts)
         data = text.encode("utf-8")
     # UnicodeEncodeError is a ValueError
