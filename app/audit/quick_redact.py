@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any, cast
+
+import ahocorasick_rs
 
 from app.audit.masking import CI_MARKERS, CS_MARKERS, SECRET_KEY
 from app.audit.redact import redact, secret_env_values
@@ -34,38 +36,32 @@ _FOLDS_TO_ASCII = re.compile("[\u0130\u0131\u017f\u212a]")
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 
 
-Search = Callable[[bytes], "re.Match[bytes] | None"]
+#: the matches in the bytes, as (needle, start, end): none when they hold no needle
+Find = Callable[[bytes], list[tuple[int, int, int]]]
 
 
-def _searches(markers: tuple[str, ...]) -> tuple[Search, ...]:
-    """A search for any of ``markers`` (as UTF-8 bytes), one regex per first byte.
-
-    A regex whose alternatives all begin with one byte is scanned for that byte at C
-    speed and tries its alternatives only there: half the time of a ``bytes.find`` per
-    marker over a line (which tries every byte), where one alternation of every marker
-    is slower still (it tries them at nearly every position). Measured on the router's
-    two lines: 11.1 and 10.1 µs a line with a find per group, 5.3 and 4.8 µs (issue 20).
-    """
-    by_first: dict[bytes, list[bytes]] = {}
-    for marker in markers:
-        raw = marker.encode()
-        by_first.setdefault(raw[:1], []).append(raw)
-    return tuple(
-        re.compile(b"|".join(re.escape(m) for m in members)).search for members in by_first.values()
-    )
+def _finder(needles: Iterable[bytes]) -> Find:
+    """A search for any of ``needles`` in one pass over the bytes (an Aho-Corasick
+    automaton): it finds a match wherever one of them occurs. Measured on the router's
+    request, in place: 28 regex scans a request (one per first byte of a marker, each
+    at C speed) cost ~16 µs, the two automata of each line ~10 (issue 20)."""
+    return ahocorasick_rs.BytesAhoCorasick(list(needles)).find_matches_as_indexes
 
 
-# maybe_secret()'s markers, and the secret keys' endings, for looks_clean().
-_CS_SEARCHES = _searches(CS_MARKERS)
-_CI_SEARCHES = _searches((*CI_MARKERS, *_SECRET_KEY_ENDS))
+#: the ignore-case markers and the secret keys' endings, looked for in the lowered bytes
+_CI_FIND = _finder(m.encode() for m in (*CI_MARKERS, *_SECRET_KEY_ENDS))
 
 
-def _any_marker(data: bytes, searches: tuple[Search, ...]) -> bool:
-    # (a loop, not any() over a generator: resuming one per search costs ~0.1 µs each)
-    for search in searches:  # noqa: SIM110
-        if search(data) is not None:
-            return True
-    return False
+@lru_cache(maxsize=8)
+def _cs_find(values: tuple[str, ...]) -> Find:
+    """The case-sensitive markers and the environment's secret ``values``, in one search
+    (remade only when the values change). A value is found in the UTF-8 bytes exactly
+    where it is in the text: a valid UTF-8 sequence occurs in another only on its
+    character boundaries (a value holding a lone surrogate occurs in no text that
+    encodes, as in none that does not)."""
+    found = [m.encode() for m in CS_MARKERS]
+    found += [v.encode("utf-8", "surrogatepass") for v in values]
+    return _finder(found)
 
 
 @lru_cache(maxsize=8)
@@ -91,12 +87,8 @@ def looks_clean(text: str, data: bytes | None = None) -> bool:
     if not _SHORTCUT:
         return False
     values = _secret_values()
-    if values:
-        if _escaped(values):
-            return False
-        for value in values:
-            if value in text:
-                return False
+    if values and _escaped(values):
+        return False
     try:
         raw = text.encode("utf-8") if data is None else data
     except UnicodeEncodeError:
@@ -108,7 +100,7 @@ def looks_clean(text: str, data: bytes | None = None) -> bool:
         and _FOLDS_TO_ASCII.search(text)
     ):
         return False
-    return not (_any_marker(raw, _CS_SEARCHES) or _any_marker(raw.lower(), _CI_SEARCHES))
+    return not (_cs_find(values)(raw) or _CI_FIND(raw.lower()))
 
 
 def redact_fields(fields: dict[str, Any]) -> dict[str, Any]:
