@@ -185,19 +185,23 @@ def count_messages(contents: Iterable[str], digest_of: Callable[[str], bytes] = 
     (``digest_of``: a request's :class:`~app.remembered.Digests`, which its masking and
     its hash share): an agent sends its whole conversation again on every turn, and the
     gateway and the router each count it."""
-    return sum(MESSAGE_OVERHEAD + _count_remembered(c, digest_of) for c in contents) + REPLY_PRIMING
+    # (one loop, no call per message but the look-up: a conversation of 108 messages is
+    # counted on every turn, issue 20)
+    total = REPLY_PRIMING
+    remembered = REMEMBERED
+    least, get = remembered.min_chars, remembered.get
+    for text in contents:
+        if len(text) < least:  # (a short text is counted faster than looked up)
+            total += MESSAGE_OVERHEAD + count_text(text)
+            continue
+        key = digest_of(text)
+        n = get(key)
+        if n is None:
+            n = count_text(text)
+            remembered.put(key, n)
+        total += MESSAGE_OVERHEAD + n
+    return total
 
 
 #: the counts of long messages lately counted, by their text's digest
 REMEMBERED: Remembered[bytes, int] = Remembered(min_chars=128, max_entries=65536)
-
-
-def _count_remembered(text: str, digest_of: Callable[[str], bytes]) -> int:
-    if not REMEMBERED.worth(len(text)):
-        return count_text(text)
-    key = digest_of(text)
-    n = REMEMBERED.get(key)
-    if n is None:
-        n = count_text(text)
-        REMEMBERED.put(key, n)
-    return n

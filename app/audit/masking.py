@@ -331,11 +331,12 @@ class Masker:
     def text(self, text: str) -> str:
         if not text:  # (a message's reasoning, most often)
             return text
-        if not _MASKED.worth(len(text)):
+        if len(text) < _MASKED.min_chars:
             return self._text(text)
         # A long text masked lately (a conversation sent again) by the same environment's
         # values: its result and how many it masked, as working them out again gives.
-        key = (self._env_key(), self.digest_of(text))
+        env = self._env_digest
+        key = (self._env_key() if env is None else env, self.digest_of(text))
         hit = _MASKED.get(key)
         if hit is None:
             before = self.count

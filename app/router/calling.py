@@ -47,11 +47,15 @@ def mask_request(
     """
     masker = Masker.from_environment(digest_of=digest_of)
     messages = list(request.messages)
+    text = masker.text
     for i, m in enumerate(messages):
         before = masker.count
-        content, reasoning = masker.text(m.content), masker.text(m.reasoning)
+        # (no call for an empty text or no calls: a conversation of 108 messages is masked
+        # on every turn, issue 20)
+        content = text(m.content)
+        reasoning = text(m.reasoning) if m.reasoning else m.reasoning
         # a tool's result or a call's arguments can quote a file as well
-        arguments = [masker.text(c.arguments) for c in m.tool_calls]
+        arguments = [text(c.arguments) for c in m.tool_calls] if m.tool_calls else []
         if masker.count == before:
             continue  # nothing in this message: no copy of it
         messages[i] = m.model_copy(

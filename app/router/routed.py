@@ -199,11 +199,6 @@ def input_hash(request: ChatRequest, digest_of: Callable[[str], bytes] = digest)
     def value(text: str) -> str | dict[str, str]:
         return text if len(text) < DIGESTED_FROM else {"sha256": digest_of(text).hex()}
 
-    def written(text: str) -> str:  # value(text) as json.dumps writes it
-        if len(text) < DIGESTED_FROM:
-            return _ascii(text)
-        return f'{{"sha256":"{digest_of(text).hex()}"}}'
-
     parts = []
     for m in request.messages:
         if m.tool_calls:
@@ -214,11 +209,23 @@ def input_hash(request: ChatRequest, digest_of: Callable[[str], bytes] = digest)
             parts.append(_HASHED(fields))
             continue
         # written out by hand, its fields sorted (tests/unit/test_input_hash.py holds the
-        # text to json.dumps' of model_dump(): a new field fails it)
+        # text to json.dumps' of model_dump(): a new field fails it); each text as value()
+        # gives it, written in the loop (no call per message: issue 20)
+        content, reasoning = m.content, m.reasoning
+        content = (
+            _ascii(content)
+            if len(content) < DIGESTED_FROM
+            else f'{{"sha256":"{digest_of(content).hex()}"}}'
+        )
+        reasoning = (
+            _ascii(reasoning)
+            if len(reasoning) < DIGESTED_FROM
+            else f'{{"sha256":"{digest_of(reasoning).hex()}"}}'
+        )
         call_id = "null" if m.tool_call_id is None else _ascii(m.tool_call_id)
         parts.append(
-            f'{{"content":{written(m.content)},"is_error":{"true" if m.is_error else "false"},'
-            f'"reasoning":{written(m.reasoning)},"role":{_ascii(m.role)},'
+            f'{{"content":{content},"is_error":{"true" if m.is_error else "false"},'
+            f'"reasoning":{reasoning},"role":{_ascii(m.role)},'
             f'"tool_call_id":{call_id},"tool_calls":[]}}'
         )
     blob = "[" + ",".join(parts) + "]"
