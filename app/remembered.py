@@ -34,17 +34,20 @@ class Digests:
     a coding agent's 40 KB conversation). A text is held beside its digest, so that no
     other text can take its ``id``, for as long as this lives: one request."""
 
-    __slots__ = ("_made",)
+    __slots__ = ("_held", "_made")
 
     def __init__(self) -> None:
-        self._made: dict[int, tuple[str, bytes]] = {}
+        self._made: dict[int, bytes] = {}
+        #: the texts digested, held: while one lives no other object has its ``id``, so
+        #: an ``id`` found is the text asked for (no check on each look: a conversation of
+        #: 108 messages is looked up three times a message, issue 20)
+        self._held: list[str] = []
 
     def __call__(self, text: str) -> bytes:
-        hit = self._made.get(id(text))
-        if hit is not None and hit[0] is text:
-            return hit[1]
-        made = digest(text)
-        self._made[id(text)] = (text, made)
+        made = self._made.get(id(text))
+        if made is None:
+            made = self._made[id(text)] = digest(text)
+            self._held.append(text)
         return made
 
 
