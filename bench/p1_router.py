@@ -51,6 +51,9 @@ Python socket guard, which LiteLLM's Rust core would not go through: the output 
   last stop's runs. In 300-character turns, per message (108 of them): the count 1.8 µs,
   the masking 1.3, the request's hash 1.0 (in place); building the request from the
   messages as dicts, as the gateway does, 1.2 µs more (alone).
+  At c046a0d (the count, the masking and the hash each one loop over the messages, with
+  no call per message but the look-up; a request's digests found by the text's id with
+  no check), in place in 300-character turns: 937.6 -> 838.8 µs (the trees in turn).
 
 Goals: p50 at least 20× lower than LiteLLM's Router; the import at least 5× faster.
 
