@@ -70,10 +70,6 @@ class Remembered(Generic[K, V]):
         self._chars = 0
         self._lock = threading.Lock()
 
-    def worth(self, chars: int) -> bool:
-        """Whether a text of ``chars`` characters is worth remembering."""
-        return chars >= self.min_chars
-
     def get(self, key: K) -> V | None:
         # No lock: each OrderedDict call is one step under the GIL, and a ``put`` letting
         # the key go between the two only makes the move fail. (A look took 570 ns with

@@ -66,9 +66,10 @@ def _cs_find(values: tuple[str, ...]) -> Find:
 
 @lru_cache(maxsize=8)
 def _escaped(values: tuple[str, ...]) -> bool:
-    """Whether a secret value holds a character JSON escapes (keyed on the values: looked
-    at again only when the environment's have changed)."""
-    return any(_JSON_ESCAPED.search(v) for v in values)
+    """Whether a secret value holds a character JSON escapes, or is empty (which every
+    text holds, and no automaton looks for), keyed on the values: looked at again only
+    when the environment's have changed."""
+    return any(not v or _JSON_ESCAPED.search(v) for v in values)
 
 
 def _secret_values() -> tuple[str, ...]:

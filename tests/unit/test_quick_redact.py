@@ -105,3 +105,9 @@ def test_a_non_ascii_secret_value_is_found() -> None:
     with patch.object(quick_redact, "_secret_values", lambda: ("other-value-0000", key)):
         assert not looks_clean(f'{{"detail":"→ {key} ←"}}')
         assert looks_clean('{"detail":"→ clé-secrète ←"}')
+
+
+def test_an_empty_secret_value_sends_every_line_the_slow_way() -> None:
+    # (every text holds it, as ``"" in text`` says; an automaton cannot look for it)
+    with patch.object(quick_redact, "_secret_values", lambda: ("other-value-0000", "")):
+        assert not looks_clean('{"detail":"x y"}')
