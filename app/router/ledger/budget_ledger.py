@@ -576,7 +576,7 @@ class BudgetLedger(ClosedOnExit):
             # Nobody has appended since this ledger last looked: its mirror is the spool
             # as of now, and a read needs no lock (a reservation checks the caps again
             # under it). The request path's common case: one fstat, no flock.
-            return self._caps.left_usd(mirror.sums(session, day), wanted)
+            return mirror.left_usd(self._caps, session, day, wanted)
 
         def op(inline: bool) -> Sums:
             self._need(session, day, inline)

@@ -7,7 +7,7 @@ is allowed. Everything here is in nano-dollars (:mod:`app.router.ledger.money`).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from app.policy.schema import Budget
@@ -101,13 +101,24 @@ class Caps:
 
     def left_usd(self, u: Sums, providers: Iterable[str]) -> dict[str, float]:
         """Per provider: the smallest remaining of the session, day and provider-day caps."""
-        base = min(self.session - u.s_spent - u.s_res, self.day - u.d_spent - u.d_res)
+        return self.left_of(u.s_spent + u.s_res, u.d_spent + u.d_res, u.per_provider, providers)
+
+    def left_of(
+        self,
+        session_used: int,
+        day_used: int,
+        per_provider: Mapping[str, Sequence[int]],
+        providers: Iterable[str],
+    ) -> dict[str, float]:
+        """:meth:`left_usd` from the totals themselves: what the session and the day have
+        spent and reserved, and each provider's (spent, reserved) that day."""
+        base = min(self.session - session_used, self.day - day_used)
         out: dict[str, float] = {}
         for provider in providers:
             left = base
             cap = self.provider.get(provider)
             if cap is not None:
-                p_spent, p_res = u.provider(provider)
-                left = min(left, cap - p_spent - p_res)
+                used = per_provider.get(provider)
+                left = min(left, cap if used is None else cap - used[0] - used[1])
             out[provider] = usd(max(0, left))
         return out

@@ -4,7 +4,7 @@ the UTC day a cost is counted on."""
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 
 from app.clock import iso
 from app.router.ledger.errors import LedgerError
@@ -26,8 +26,20 @@ def usd(amount_nusd: int) -> float:
     return int(amount_nusd) / NANO
 
 
+#: the UTC day last asked for: its ordinal, and its text
+_day: tuple[int, str] = (0, "")
+
+
 def utc_day(dt: datetime) -> str:
-    return iso(dt)[:10]
+    """``dt``'s UTC date as :func:`app.clock.iso` spells it (``YYYY-MM-DD``), the day's
+    text made once (every budget read asks: issue 20)."""
+    global _day
+    if dt.tzinfo is not UTC:
+        return iso(dt)[:10]
+    ordinal = dt.toordinal()
+    if ordinal != _day[0]:
+        _day = (ordinal, dt.date().isoformat())
+    return _day[1]
 
 
 def check_tokens(tokens_in: int, tokens_out: int) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from app.compact_json import encoder
-from app.router.ledger.caps import Sums, sums
+from app.router.ledger.caps import Caps, Sums, sums
 from app.router.ledger.money import usd
 from app.router.ledger.records import Reservation
 from app.router.ledger.transactions import insert_call
@@ -157,6 +157,14 @@ class Mirror:
         u.d_spent, u.d_res = self.days[day]
         u.per_provider = {p: (s, r) for p, (s, r) in self.providers[day].items()}
         return u
+
+    def left_usd(
+        self, caps: Caps, session: str, day: str, providers: Iterable[str]
+    ) -> dict[str, float]:
+        """``caps.left_usd(self.sums(session, day), providers)``, read from the totals as
+        they are, no :class:`Sums` made (the request path's budget read: issue 20)."""
+        s, d = self.sessions[session], self.days[day]
+        return caps.left_of(s[0] + s[1], d[0] + d[1], self.providers[day], providers)
 
     def sums_after(self, session: str, day: str, expiring: Iterable[Live]) -> Sums:
         """:meth:`sums` as they will be once ``expiring`` are charged (reserved → spent)."""
