@@ -31,7 +31,7 @@ def digest(text: str) -> bytes:
 class Digests:
     """One request's digests of its texts, each made once whoever asks for it (the token
     count, the masking and the request's hash digest the same texts: ~25 µs a pass over
-    a coding agent's 40 KB conversation). A text is held beside its digest, so that no
+    a coding agent's 40 KB conversation). Each text digested is held, so that no
     other text can take its ``id``, for as long as this lives: one request."""
 
     __slots__ = ("_held", "_made")
