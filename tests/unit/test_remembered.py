@@ -95,6 +95,15 @@ def test_a_long_message_sent_again_is_counted_once(counted: list[str]) -> None:
     assert counted == [LONG, "what next?", "what next?", LONG + "!"]
 
 
+def test_a_text_is_remembered_from_min_chars_on(counted: list[str]) -> None:
+    """(what ``Remembered.worth`` said, where the callers now read ``min_chars``)"""
+    least = tokens.REMEMBERED.min_chars
+    short, long = "x" * (least - 1), "y" * least
+    for _ in range(2):
+        count_messages([_copy(short), _copy(long)])
+    assert counted == [short, long, short]  # the short one each time, the long one once
+
+
 # ── masking ──────────────────────────────────────────────────────────────────────────────
 
 
@@ -131,6 +140,15 @@ def test_a_long_text_masked_again_gives_the_same_text_and_count(masked_anew: lis
     assert all(isinstance(key[1], bytes) for key, _ in kept)
     assert sorted(str(value) for _, value in kept) == sorted([str((out, 1)), str((None, 0))])
     assert Masker(None).text("short " + SECRET) == "short APP_SECRET=" + REDACTED + "\n"
+
+
+def test_a_text_is_masked_anew_below_min_chars(masked_anew: list[str]) -> None:
+    least = masking._MASKED.min_chars
+    short, long = "x" * (least - 1), "y" * least
+    for _ in range(2):
+        Masker(None).text(_copy(short))
+        Masker(None).text(_copy(long))
+    assert masked_anew == [short, long, short]
 
 
 def test_a_masking_is_remembered_only_for_its_environment(masked_anew: list[str]) -> None:
