@@ -182,7 +182,9 @@ def told_encoder(
             data = dumps(value, fallback, options)
         except TypeError:  # (orjson.JSONEncodeError is one)
             return slow(value), REFUSED
-        if b"null" in data or b"0.0000" in data or exponent(data) is not None:
+        # (find, not ``in``: ``in`` tries a bytes needle as an int first, and raises and
+        # clears a TypeError each time: 0.54 -> 0.40 µs for the two over a line's values)
+        if data.find(b"null") >= 0 or data.find(b"0.0000") >= 0 or exponent(data) is not None:
             return slow(value), RESPELT
         return data.decode(), BY_ORJSON
 

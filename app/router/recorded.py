@@ -50,9 +50,10 @@ def record_inputs(
         out["policy"] = policy
     if state.local_only:
         out["local_only"] = True
-    down = sorted(k for k, ok in state.health.items() if not ok)
-    if down:
-        out["down"] = down
+    if state.health:
+        down = sorted(k for k, ok in state.health.items() if not ok)
+        if down:
+            out["down"] = down
     if state.failed:
         out["failed"] = dict(state.failed)
     if state.denied:

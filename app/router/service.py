@@ -96,6 +96,7 @@ class Router:
         #: the policy's fingerprint, for the decision lines (computed once per policy)
         self._fingerprint: tuple[Policy, str] | None = None
         self._cloud: tuple[Policy, tuple[tuple[str, str], ...]] | None = None
+        self._providers: tuple[Policy, tuple[str, ...]] | None = None
         #: the resolver, and the (model, runtime) pairs it has made a backend for
         self._made: tuple[BackendResolver, set[tuple[str, str]]] = (backends, set())
 
@@ -110,31 +111,45 @@ class Router:
         self, denied: set[str], failed: dict[str, str], with_budget: bool, local_only: bool
     ) -> RouterState:
         health = self.health.down()
-        # a local runtime that failed this request only (e.g. its window was too small)
-        health.update({k: False for k in failed if k.startswith("runtime:")})
+        if failed:
+            # a local runtime that failed this request only (e.g. its window was too small)
+            health.update({k: False for k in failed if k.startswith("runtime:")})
         for runtime in self.policy.local_chain.order:
             key = f"runtime:{runtime}"
             if key not in health and not await self.backends.runtime_up(runtime):
                 health[key] = False
+        # Only what is not empty is given: an empty container is the field's default, and
+        # validating each given one is most of a RouterState's making (issue 20). A model
+        # with no key is never among ``unavailable`` here (decide() stays free of the
+        # keys): the cloud step skips it, audited, before anyone is asked to approve it.
+        given: dict[str, Any] = {"local_only": local_only}
+        if health:
+            given["health"] = health
         approved = self.approvals.allowed_of(self.session, self._cloud_models())
-        provider_left: dict[str, float] = {}
+        if approved:
+            given["approved"] = approved
         if with_budget:
             # one read for every provider
-            provider_left = await self.ledger.left_usd_many(
-                self.session, [name for name in self.policy.providers if name != "local"]
+            given["provider_left_usd"] = await self.ledger.left_usd_many(
+                self.session, self._cloud_providers()
             )
-        return RouterState(
-            local_only=local_only,
-            provider_left_usd=provider_left,
-            health=health,
-            # a model with no key is not skipped here (decide() stays free of the keys):
-            # the cloud step skips it, audited, before anyone is asked to approve it
-            unavailable={},
-            failed=dict(failed),
-            approved=approved,
-            denied=frozenset(denied),
-            context_windows=self.backends.context_windows(),
-        )
+        # (validated into a dict and a frozenset of the state's own: the request goes on
+        # changing its sets)
+        if failed:
+            given["failed"] = failed
+        if denied:
+            given["denied"] = denied
+        windows = self.backends.context_windows()
+        if windows:
+            given["context_windows"] = windows
+        return RouterState(**given)
+
+    def _cloud_providers(self) -> tuple[str, ...]:
+        """Every provider in the policy but the local one (listed once per policy)."""
+        if self._providers is None or self._providers[0] is not self.policy:
+            names = tuple(name for name in self.policy.providers if name != "local")
+            self._providers = (self.policy, names)
+        return self._providers[1]
 
     def _cloud_models(self) -> tuple[tuple[str, str], ...]:
         """(model, provider) of every cloud model in the policy (listed once per policy)."""

@@ -19,7 +19,7 @@ from app.router.approvals import AllowDecider, ApprovalBroker, DenyDecider
 from app.router.ledger import BudgetLedger
 from app.router.routed import input_hash
 from app.router.service import RouteFailed, Router, RouteRefused
-from app.router.types import Signals
+from app.router.types import RouterState, Signals
 
 
 class ScriptedBackend:
@@ -612,3 +612,51 @@ async def test_the_loop_serves_others_while_a_cloud_backend_is_made_the_first_ti
         await others
     await audit.close()
     await ledger.close()
+
+
+async def test_the_state_decide_reads_holds_every_read_and_the_defaults_otherwise(
+    tmp_path: Path, policy: Policy
+) -> None:
+    # RouterState is given only its non-empty containers (issue 20): the same state as
+    # every field given, whichever of them are empty
+    resolver = Resolver(up={"llamacpp_inprocess"}, windows={})
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    providers = [name for name in policy.providers if name != "local"]
+    try:
+        bare = await router._state(set(), {}, False, False)
+        assert bare == RouterState(
+            local_only=False,
+            provider_left_usd={},
+            health={"runtime:vllm": False, "runtime:llamacpp_server": False},
+            unavailable={},
+            failed={},
+            approved=frozenset(),
+            denied=frozenset(),
+            context_windows={},
+        )
+        router.approvals._session_allowed.add(("s1", "openai", "gpt-5.1-high"))
+        router.health.mark_down("deepseek-reasoner", 60, "rate limited")
+        resolver.windows = {"smollm2-135m": 8192}
+        failed = {"runtime:llamacpp_inprocess": "context_length: too long", "kimi-k2": "x"}
+        full = await router._state({"gpt-5.1-high"}, failed, True, True)
+        assert full == RouterState(
+            local_only=True,
+            provider_left_usd=await ledger.left_usd_many("s1", providers),
+            health={
+                "deepseek-reasoner": False,
+                "runtime:vllm": False,
+                "runtime:llamacpp_server": False,
+                "runtime:llamacpp_inprocess": False,
+            },
+            unavailable={},
+            failed=failed,
+            approved=frozenset({"gpt-5.1-high"}),
+            denied=frozenset({"gpt-5.1-high"}),
+            context_windows={"smollm2-135m": 8192},
+        )
+        assert set(full.provider_left_usd) == set(providers)
+        # a copy of each: the request goes on changing its own
+        assert full.failed is not failed and isinstance(full.denied, frozenset)
+    finally:
+        await audit.close()
+        await ledger.close()

@@ -86,6 +86,8 @@ class BudgetLedger(ClosedOnExit):
         #: a WAL reader never waits for the writer, nor the request path for it
         self._reader: aiosqlite.Connection | None = None
         self._caps = Caps.of(budget)
+        #: how long a reservation lives (made once: every reservation asks)
+        self._ttl = timedelta(seconds=budget.reservation_ttl_s)
         #: told of the reservations charged by expiry (the session audits them)
         self.on_expired: ExpiredHook | None = None
         # One connection cannot hold two transactions: coroutines take turns on it.
@@ -361,7 +363,7 @@ class BudgetLedger(ClosedOnExit):
         if provider == LOCAL_PROVIDER and amount > 0:
             raise LedgerError(f"local model {model} cannot cost ${amount_usd}: local is free")
         now = self._clock.now()
-        expires = now + timedelta(seconds=self.budget.reservation_ttl_s)
+        expires = now + self._ttl
         res = Reservation(
             id=reservation_id(),
             session=session,

@@ -113,12 +113,16 @@ class Caps:
         """:meth:`left_usd` from the totals themselves: what the session and the day have
         spent and reserved, and each provider's (spent, reserved) that day."""
         base = min(self.session - session_used, self.day - day_used)
+        # (a provider with no cap of its own has the base left: worked out once)
+        left_base = usd(max(0, base))
+        caps = self.provider
         out: dict[str, float] = {}
         for provider in providers:
-            left = base
-            cap = self.provider.get(provider)
-            if cap is not None:
-                used = per_provider.get(provider)
-                left = min(left, cap if used is None else cap - used[0] - used[1])
+            cap = caps.get(provider)
+            if cap is None:
+                out[provider] = left_base
+                continue
+            used = per_provider.get(provider)
+            left = min(base, cap if used is None else cap - used[0] - used[1])
             out[provider] = usd(max(0, left))
         return out
