@@ -4,6 +4,7 @@ the range filter, and how lines are grouped into requests."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from app.policy import load_policy
 from app.policy.schema import Policy
 from app.router.decide import decide, fired_triggers
+from app.router.recorded import record_inputs
 from app.router.simulate.picks import pick_of, role_view
 from app.router.simulate.report import PolicyRef
 from app.router.simulate.requests import collect
@@ -168,3 +170,35 @@ def test_grouping_old_lines_repairs_and_unreadable_inputs(policy: Policy) -> Non
     assert report.decisions == 1 and report.changed == 0
     assert report.unsimulated.reasons == {WHY_OLD: 1, WHY_UNREADABLE: 1}
     assert report.unsimulated.recorded_usd == 0.25
+
+
+_SIGNAL_VALUES = {
+    name: (
+        st.booleans()
+        if field.annotation is bool
+        else st.lists(st.tuples(st.text(max_size=5), st.text(max_size=5)), max_size=2).map(tuple)
+        if name == "grounds"
+        else st.none() | st.floats(0, 1)
+        if "confidence" in name
+        else st.none() | st.integers(1, 10**6)
+    )
+    for name, field in Signals.model_fields.items()
+}
+
+
+@given(
+    given_fields=st.fixed_dictionaries({}, optional=_SIGNAL_VALUES),
+    estimate=st.none() | st.integers(0, 10**6),
+)
+def test_the_recorded_signals_are_model_dumps_without_the_defaults(
+    given_fields: dict[str, Any], estimate: int | None
+) -> None:
+    # the signals as given (a default given explicitly too), and with the router's count
+    signals = Signals(**given_fields)
+    if estimate is not None:
+        signals = signals.with_estimate(estimate)
+    recorded = record_inputs(signals, RouterState(), 0, budget_read=False)["signals"]
+    assert recorded == signals.model_dump(exclude_defaults=True)
+    assert json.dumps(recorded, sort_keys=True) == json.dumps(
+        signals.model_dump(exclude_defaults=True), sort_keys=True
+    )
