@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from app.clock import iso
 from app.router.ledger.caps import Caps
-from app.router.ledger.money import utc_day
+from app.router.ledger.money import usd, utc_day
+from app.router.ledger.records import Reservation
 from app.router.ledger.spooled import Mirror
 
 _MOMENTS = st.datetimes(
@@ -81,3 +82,71 @@ def test_the_budget_read_from_the_totals_is_the_caps_rule(
         expected[p] = max(0, left) / 1e9
     assert mirror.left_usd(caps, "s", "d", _NAMES) == expected
     assert caps.left_usd(mirror.sums("s", "d"), _NAMES) == expected
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    _USED,
+    _SLACK,
+    _USED,
+    _SLACK,
+    st.dictionaries(st.sampled_from(_NAMES), _USED),
+    st.dictionaries(st.sampled_from(_NAMES), _SLACK),
+    st.sampled_from(_NAMES),
+    st.sampled_from(("session", "day", "provider", "any")),
+    st.integers(-1, 1),
+    st.integers(0, 2 * 10**9),
+)
+def test_a_reservation_crosses_a_cap_read_from_the_totals_as_the_caps_check_says(
+    session: tuple[int, int],
+    session_slack: int,
+    day: tuple[int, int],
+    day_slack: int,
+    providers: dict[str, tuple[int, int]],
+    provider_slack: dict[str, int],
+    provider: str,
+    at: str,
+    by: int,
+    anything: int,
+) -> None:
+    mirror = Mirror()
+    mirror.sessions["s"] = list(session)
+    mirror.days["d"] = list(day)
+    mirror.providers["d"] = {p: list(v) for p, v in providers.items()}
+    caps = Caps(
+        session=max(0, sum(session) + session_slack),
+        day=max(0, sum(day) + day_slack),
+        provider={
+            p: max(0, sum(providers.get(p, (0, 0))) + slack) for p, slack in provider_slack.items()
+        },
+    )
+    # the amount one unit under, at or over what a cap leaves (each cap at its edge in
+    # turn, a provider with a cap and nothing spent on it yet among them), or any amount
+    room = {
+        "session": caps.session - sum(session),
+        "day": caps.day - sum(day),
+        "provider": caps.provider.get(provider, 0) - sum(providers.get(provider, (0, 0))),
+    }
+    amount = anything if at == "any" else max(0, room[at] + by)
+    res = Reservation(
+        id="r1",
+        session="s",
+        run="",
+        provider=provider,
+        role="architect",
+        model="m",
+        amount_usd=usd(amount),
+        created="2026-12-06T00:00:00+00:00",
+        expires="2026-12-06T00:10:00+00:00",
+    )
+    refused = caps.check(mirror.sums("s", "d"), res, amount)
+    assert mirror.crosses(caps, "s", "d", provider, amount) is (refused is not None)
+
+
+def test_a_provider_with_a_cap_and_nothing_spent_on_it_is_crossed_by_more_than_its_cap() -> None:
+    mirror = Mirror()
+    mirror.sessions["s"], mirror.days["d"], mirror.providers["d"] = [0, 0], [0, 0], {}
+    caps = Caps(session=10**9, day=10**9, provider={"openai": 500})
+    assert not mirror.crosses(caps, "s", "d", "openai", 500)
+    assert mirror.crosses(caps, "s", "d", "openai", 501)
+    assert not mirror.crosses(caps, "s", "d", "anthropic", 501)  # (no cap of its own)

@@ -395,8 +395,10 @@ class BudgetLedger(ClosedOnExit):
             self._need(session, day, inline)
             stale = mirror.stale(now_ts)
             refused = None
-            if amount > 0:  # checked against the totals with the expiries charged
+            if amount > 0 and stale:  # checked against the totals with the expiries charged
                 refused = caps.check(mirror.sums_after(session, day, stale), res, amount)
+            elif amount > 0 and mirror.crosses(caps, session, day, provider, amount):
+                refused = caps.check(mirror.sums(session, day), res, amount)
             records: list[list[Any]] = [["x", s.id, when, *mirror.where(s)] for s in stale]
             if refused is None:
                 records.append(["r", *live])
