@@ -43,6 +43,9 @@ class ManualClock:
 
 #: the whole UTC seconds :func:`iso` spelled lately (their fields), and their text
 _seconds: dict[tuple[int, ...], str] = {}
+#: each millisecond's three digits (a format spec in an f-string costs ~150 ns more, on
+#: five stamps a routed request: issue 20)
+_MILLIS = tuple(f"{ms:03d}" for ms in range(1000))
 
 
 def iso(dt: datetime) -> str:
@@ -60,4 +63,4 @@ def iso(dt: datetime) -> str:
         if len(_seconds) >= 16:
             _seconds.clear()
         text = _seconds[key] = dt.isoformat()[:19]
-    return f"{text}.{dt.microsecond // 1000:03d}Z"
+    return f"{text}.{_MILLIS[dt.microsecond // 1000]}Z"
