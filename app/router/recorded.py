@@ -74,19 +74,24 @@ _DEFAULTS: dict[str, Any] = {
     name: field.get_default(call_default_factory=True)
     for name, field in Signals.model_fields.items()
 }
+_FIELDS = frozenset(_DEFAULTS)
 
 
 def _dumped(signals: Signals) -> dict[str, Any]:
-    """``signals.model_dump(exclude_defaults=True)``, read from the fields that were set
-    (the others hold their defaults): a third of its time, on every decision (issue 20).
-    Its values are the fields' own (numbers, flags, the grounds' tuples, which a line
-    spells as lists, as model_dump's do); a subclass gets model_dump's."""
+    """``signals.model_dump(exclude_defaults=True)`` as a dict (its keys in no fixed
+    order: a line writes them sorted), read from the fields that were set, as the others
+    hold their defaults: a third of its time, on every decision (issue 20). Its values
+    are the fields' own (numbers, flags, the grounds' tuples, which a line spells as
+    lists, as model_dump's do); a subclass gets model_dump's. (A name in the fields set
+    that is no field, which only a ``model_copy`` given one puts there, is left out, as
+    model_dump leaves it; ``model_construct`` told a fields set without a field it was
+    given a value for is the one way to a value this does not see.)"""
     if type(signals) is not Signals:
         return signals.model_dump(exclude_defaults=True)
     values = signals.__dict__
     return {
         name: values[name]
-        for name in signals.__pydantic_fields_set__
+        for name in signals.__pydantic_fields_set__ & _FIELDS
         if values[name] != _DEFAULTS[name]
     }
 

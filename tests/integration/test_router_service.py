@@ -638,7 +638,11 @@ async def test_the_state_decide_reads_holds_every_read_and_the_defaults_otherwis
         router.health.mark_down("deepseek-reasoner", 60, "rate limited")
         resolver.windows = {"smollm2-135m": 8192}
         failed = {"runtime:llamacpp_inprocess": "context_length: too long", "kimi-k2": "x"}
-        full = await router._state({"gpt-5.1-high"}, failed, True, True)
+        denied = {"gpt-5.1-high"}
+        full = await router._state(denied, failed, True, True)
+        # the request goes on changing its own: the state made keeps what it was given
+        failed["deepseek-reasoner"] = "y"
+        denied.add("kimi-k2")
         assert full == RouterState(
             local_only=True,
             provider_left_usd=await ledger.left_usd_many("s1", providers),
@@ -649,14 +653,21 @@ async def test_the_state_decide_reads_holds_every_read_and_the_defaults_otherwis
                 "runtime:llamacpp_inprocess": False,
             },
             unavailable={},
-            failed=failed,
+            failed={"runtime:llamacpp_inprocess": "context_length: too long", "kimi-k2": "x"},
             approved=frozenset({"gpt-5.1-high"}),
             denied=frozenset({"gpt-5.1-high"}),
             context_windows={"smollm2-135m": 8192},
         )
         assert set(full.provider_left_usd) == set(providers)
-        # a copy of each: the request goes on changing its own
-        assert full.failed is not failed and isinstance(full.denied, frozenset)
+        # every runtime up, nothing down: no health given, the default's
+        resolver.up = ALL_UP
+        router.health.mark_up("deepseek-reasoner")
+        up = await router._state(set(), {}, False, False)
+        assert up == RouterState(
+            health={},
+            approved=frozenset({"gpt-5.1-high"}),
+            context_windows={"smollm2-135m": 8192},
+        )
     finally:
         await audit.close()
         await ledger.close()

@@ -181,6 +181,8 @@ _SIGNAL_VALUES = {
         else st.none() | st.floats(0, 1)
         if "confidence" in name
         else st.none() | st.integers(1, 10**6)
+        if name == "output_tokens"
+        else st.none() | st.integers(0, 10**6)
     )
     for name, field in Signals.model_fields.items()
 }
@@ -188,13 +190,17 @@ _SIGNAL_VALUES = {
 
 @given(
     given_fields=st.fixed_dictionaries({}, optional=_SIGNAL_VALUES),
+    copied=st.fixed_dictionaries({}, optional=_SIGNAL_VALUES),
     estimate=st.none() | st.integers(0, 10**6),
 )
 def test_the_recorded_signals_are_model_dumps_without_the_defaults(
-    given_fields: dict[str, Any], estimate: int | None
+    given_fields: dict[str, Any], copied: dict[str, Any], estimate: int | None
 ) -> None:
-    # the signals as given (a default given explicitly too), and with the router's count
+    # the signals as given (a default given explicitly too), copied with some changed (as
+    # the second opinion and the librarian make theirs), and with the router's count
     signals = Signals(**given_fields)
+    if copied:
+        signals = signals.model_copy(update=copied)
     if estimate is not None:
         signals = signals.with_estimate(estimate)
     recorded = record_inputs(signals, RouterState(), 0, budget_read=False)["signals"]
