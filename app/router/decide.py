@@ -12,7 +12,7 @@ The rules it applies are written down at the top of policy/model-policy.toml:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from app.policy.schema import Model, Policy, Role, Trigger
 from app.router.cost import cost_usd
@@ -481,12 +481,6 @@ def decide(
             continue
         if tokens_in == 0:
             notes.append(f"cost assumes a {DEFAULT_PROMPT_TOKENS}-token prompt")
-        # (an empty list is the field's default: not given, not validated; issue 20)
-        lists: dict[str, list[Any]] = {}
-        if local_skips or skips:
-            lists["skipped"] = local_skips + skips
-        if notes:
-            lists["notes"] = notes
         return Decision(
             role=role,
             action="escalate",
@@ -501,8 +495,9 @@ def decide(
             est_cost_usd=est,
             chain=chain,
             chain_step=step_no,
+            skipped=local_skips + skips,
             local=local,
-            **lists,
+            notes=notes,
         )
     return stay_local(
         skips, ["every cloud step was skipped: the escalation is unavailable, staying local"]

@@ -119,9 +119,10 @@ class Router:
             if key not in health and not await self.backends.runtime_up(runtime):
                 health[key] = False
         # Only what is not empty is given: an empty container is the field's default, and
-        # validating each given one is most of a RouterState's making (issue 20). A model
-        # with no key is never among ``unavailable`` here (decide() stays free of the
-        # keys): the cloud step skips it, audited, before anyone is asked to approve it.
+        # each one given is validated and copied (the usual state 2.4 -> 1.6 µs alone, 5.9
+        # in place for the whole model: issue 20). A model with no key is never among
+        # ``unavailable`` here (decide() stays free of the keys): the cloud step skips it,
+        # audited, before anyone is asked to approve it.
         given: dict[str, Any] = {"local_only": local_only}
         if health:
             given["health"] = health
