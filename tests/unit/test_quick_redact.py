@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from app.audit import quick_redact
 from app.audit.masking import CI_MARKERS, CS_MARKERS
-from app.audit.quick_redact import _CI_FIND, _SECRET_KEY_ENDS, _cs_find, looks_clean
+from app.audit.quick_redact import _SECRET_KEY_ENDS, Look, looks_clean
 
 _CI = (*CI_MARKERS, *_SECRET_KEY_ENDS)
 _ALL = (*CS_MARKERS, *_CI)
@@ -43,7 +43,7 @@ def _plainly(data: bytes) -> bool:
 @given(st.lists(_PIECES, max_size=8).map("".join))
 def test_the_marker_search_finds_what_a_find_per_marker_finds(text: str) -> None:
     data = text.encode()
-    quick = bool(_cs_find(())(data) or _CI_FIND(data.lower()))
+    quick = Look(()).finds(data)
     assert quick == _plainly(data)
 
 
@@ -111,3 +111,47 @@ def test_an_empty_secret_value_sends_every_line_the_slow_way() -> None:
     # (every text holds it, as ``"" in text`` says; an automaton cannot look for it)
     with patch.object(quick_redact, "_secret_values", lambda: ("other-value-0000", "")):
         assert not looks_clean('{"detail":"x y"}')
+
+
+# letters in both cases (none of a marker), so that values and text differ in case only
+_CASED = "aAbBcCdD0 -"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet=_CASED, max_size=30),
+    st.lists(st.text(alphabet=_CASED, min_size=8, max_size=10), min_size=1, max_size=3),
+    st.integers(0, 3),
+)
+def test_secret_values_alike_but_for_their_case_are_each_found_exactly(
+    text: str, values: list[str], put_in: int
+) -> None:
+    # the one pass looks for each value lowered and compares what it finds with the
+    # bytes: a value is found where it is, never where only a differently cased one is
+    if put_in < len(values):
+        text = text[: len(text) // 2] + values[put_in] + text[len(text) // 2 :]
+    with patch.object(quick_redact, "_secret_values", lambda: tuple(values)):
+        assert looks_clean(text) == (not any(v in text for v in values))
+
+
+def test_two_values_lowered_alike_are_both_looked_for() -> None:
+    first, second = "Abcd-Efgh-0001", "abcd-efgh-0001"
+    with patch.object(quick_redact, "_secret_values", lambda: (first, second)):
+        assert not looks_clean(f'{{"detail":"x {second} y"}}')
+        assert not looks_clean(f'{{"detail":"x {first} y"}}')
+        assert looks_clean('{"detail":"x ABCD-EFGH-0001 y"}')
+
+
+def test_a_value_lowered_to_an_ignore_case_marker_is_found_as_that_marker() -> None:
+    with patch.object(quick_redact, "_secret_values", lambda: ("GITHUB_PAT_",)):
+        assert not looks_clean('{"detail":"x GITHUB_PAT_ y"}')
+        assert not looks_clean('{"detail":"x github_pat_ y"}')  # (the marker itself)
+        assert looks_clean('{"detail":"x y"}')
+
+
+def test_a_case_sensitive_marker_in_another_case_is_no_match() -> None:
+    # its lowered form is looked for in the lowered bytes, then compared with the bytes
+    assert looks_clean('{"values":{"secrets_masked":0,"tokens_in":200,"tokens_out":20}}')
+    assert not looks_clean('{"values":{"TOKEN":1}}')
+    assert not looks_clean('{"detail":"x AKIA y"}')
+    assert looks_clean('{"detail":"x akia y"}')
