@@ -43,10 +43,8 @@ _USED = st.tuples(st.integers(0, 10**9), st.integers(0, 10**9))
 #: cap binds in turn
 _SLACK = st.integers(-(10**8), 10**9)
 _NAMES = ("openai", "anthropic", "deepseek", "moonshot")
-
-
-@settings(max_examples=400, deadline=None)
-@given(
+#: what the session, the day and each provider spent and reserved, and each cap's slack
+_TOTALS = (
     _USED,
     _SLACK,
     _USED,
@@ -54,14 +52,18 @@ _NAMES = ("openai", "anthropic", "deepseek", "moonshot")
     st.dictionaries(st.sampled_from(_NAMES), _USED),
     st.dictionaries(st.sampled_from(_NAMES), _SLACK),
 )
-def test_the_budget_read_from_the_totals_is_the_caps_rule(
+
+
+def _totals(
     session: tuple[int, int],
     session_slack: int,
     day: tuple[int, int],
     day_slack: int,
     providers: dict[str, tuple[int, int]],
     provider_slack: dict[str, int],
-) -> None:
+) -> tuple[Mirror, Caps]:
+    """A mirror holding those totals (session "s", day "d"), and caps that leave each
+    slack over them (never below 0)."""
     mirror = Mirror()
     mirror.sessions["s"] = list(session)
     mirror.days["d"] = list(day)
@@ -73,6 +75,22 @@ def test_the_budget_read_from_the_totals_is_the_caps_rule(
             p: max(0, sum(providers.get(p, (0, 0))) + slack) for p, slack in provider_slack.items()
         },
     )
+    return mirror, caps
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    *_TOTALS,
+)
+def test_the_budget_read_from_the_totals_is_the_caps_rule(
+    session: tuple[int, int],
+    session_slack: int,
+    day: tuple[int, int],
+    day_slack: int,
+    providers: dict[str, tuple[int, int]],
+    provider_slack: dict[str, int],
+) -> None:
+    mirror, caps = _totals(session, session_slack, day, day_slack, providers, provider_slack)
     # the caps' rule spelled out: the smallest of what each cap leaves, never below 0
     expected = {}
     for p in _NAMES:
@@ -86,12 +104,7 @@ def test_the_budget_read_from_the_totals_is_the_caps_rule(
 
 @settings(max_examples=600, deadline=None)
 @given(
-    _USED,
-    _SLACK,
-    _USED,
-    _SLACK,
-    st.dictionaries(st.sampled_from(_NAMES), _USED),
-    st.dictionaries(st.sampled_from(_NAMES), _SLACK),
+    *_TOTALS,
     st.sampled_from(_NAMES),
     st.sampled_from(("session", "day", "provider", "any")),
     st.integers(-1, 1),
@@ -109,17 +122,7 @@ def test_a_reservation_crosses_a_cap_read_from_the_totals_as_the_caps_check_says
     by: int,
     anything: int,
 ) -> None:
-    mirror = Mirror()
-    mirror.sessions["s"] = list(session)
-    mirror.days["d"] = list(day)
-    mirror.providers["d"] = {p: list(v) for p, v in providers.items()}
-    caps = Caps(
-        session=max(0, sum(session) + session_slack),
-        day=max(0, sum(day) + day_slack),
-        provider={
-            p: max(0, sum(providers.get(p, (0, 0))) + slack) for p, slack in provider_slack.items()
-        },
-    )
+    mirror, caps = _totals(session, session_slack, day, day_slack, providers, provider_slack)
     # the amount one unit under, at or over what a cap leaves (each cap at its edge in
     # turn, a provider with a cap and nothing spent on it yet among them), or any amount
     room = {

@@ -77,27 +77,50 @@ class Caps:
             provider={k: round(v * NANO) for k, v in budget.provider_day_usd.items()},
         )
 
+    def crossed(
+        self, session_used: int, day_used: int, provider_used: int, provider: str, amount: int
+    ) -> str | None:
+        """The first cap reserving ``amount`` for ``provider`` would cross ("session",
+        "day" or "provider"), None when none: from the totals themselves, what the session,
+        the day and the provider that day have spent and reserved (the request path's
+        reservation reads them from the mirror, no :class:`Sums` made: issue 20)."""
+        if session_used + amount > self.session:
+            return "session"
+        if day_used + amount > self.day:
+            return "day"
+        cap = self.provider.get(provider)
+        if cap is not None and provider_used + amount > cap:
+            return "provider"
+        return None
+
     def check(self, u: Sums, res: Reservation, amount: int) -> CapExceeded | None:
         """The first cap that reserving ``amount`` for ``res`` would cross, if any."""
         p_spent, p_res = u.provider(res.provider)
-        caps: list[tuple[str, int | None, int, int]] = [
-            ("session", self.session, u.s_spent, u.s_res),
-            ("day", self.day, u.d_spent, u.d_res),
-            (f"provider:{res.provider}", self.provider.get(res.provider), p_spent, p_res),
-        ]
-        for name, cap, spent, reserved in caps:
-            if cap is not None and spent + reserved + amount > cap:
-                return CapExceeded(
-                    cap=name,
-                    limit_usd=usd(cap),
-                    spent_usd=usd(spent),
-                    reserved_usd=usd(reserved),
-                    requested_usd=usd(amount),
-                    session=res.session,
-                    provider=res.provider,
-                    model=res.model,
-                )
-        return None
+        which = self.crossed(
+            u.s_spent + u.s_res, u.d_spent + u.d_res, p_spent + p_res, res.provider, amount
+        )
+        if which is None:
+            return None
+        name, cap, spent, reserved = {
+            "session": ("session", self.session, u.s_spent, u.s_res),
+            "day": ("day", self.day, u.d_spent, u.d_res),
+            "provider": (
+                f"provider:{res.provider}",
+                self.provider.get(res.provider, 0),
+                p_spent,
+                p_res,
+            ),
+        }[which]
+        return CapExceeded(
+            cap=name,
+            limit_usd=usd(cap),
+            spent_usd=usd(spent),
+            reserved_usd=usd(reserved),
+            requested_usd=usd(amount),
+            session=res.session,
+            provider=res.provider,
+            model=res.model,
+        )
 
     def left_usd(self, u: Sums, providers: Iterable[str]) -> dict[str, float]:
         """Per provider: the smallest remaining of the session, day and provider-day caps."""

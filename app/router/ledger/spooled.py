@@ -167,17 +167,13 @@ class Mirror:
         return caps.left_of(s[0] + s[1], d[0] + d[1], self.providers[day], providers)
 
     def crosses(self, caps: Caps, session: str, day: str, provider: str, amount: int) -> bool:
-        """Whether reserving ``amount`` crosses a cap, read from the totals as they are, no
-        :class:`Sums` made (``caps.check(self.sums(session, day), ..) is not None``: the
-        request path's reservation, which then makes the error only when one is crossed)."""
+        """Whether reserving ``amount`` crosses a cap (:meth:`Caps.crossed`), read from the
+        totals as they are, no :class:`Sums` made: the request path's reservation, which
+        makes the error (:meth:`Caps.check`) only when one is crossed."""
         s, d = self.sessions[session], self.days[day]
-        if s[0] + s[1] + amount > caps.session or d[0] + d[1] + amount > caps.day:
-            return True
-        cap = caps.provider.get(provider)
-        if cap is None:
-            return False
         used = self.providers[day].get(provider)
-        return (amount if used is None else used[0] + used[1] + amount) > cap
+        p_used = 0 if used is None else used[0] + used[1]
+        return caps.crossed(s[0] + s[1], d[0] + d[1], p_used, provider, amount) is not None
 
     def sums_after(self, session: str, day: str, expiring: Iterable[Live]) -> Sums:
         """:meth:`sums` as they will be once ``expiring`` are charged (reserved → spent)."""
