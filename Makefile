@@ -17,13 +17,9 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: demo test check bench bench-quick screenshots sysdeps native clean
 
-NATIVE_BUILD = $(BIN)/python -m app.native_build \
-	|| echo "make: the hot modules it did not build run as Python (see above)" >&2
-
 # The main job: the workbench on the shipped example repo, served by the embedded model.
 # Without a terminal (a pipe, CI) it runs the same pipeline headless instead.
-demo: $(VENV)/.stamp-demo sysdeps
-	@$(NATIVE_BUILD)
+demo: $(VENV)/.stamp-demo sysdeps native
 	@if [ -t 0 ] && [ -t 1 ]; then \
 	  $(BIN)/switchyard demo; \
 	else \
@@ -31,8 +27,7 @@ demo: $(VENV)/.stamp-demo sysdeps
 	  $(BIN)/switchyard run --demo --approve deny || true; \
 	fi
 
-test: $(VENV)/.stamp-test sysdeps
-	@$(NATIVE_BUILD)
+test: $(VENV)/.stamp-test sysdeps native
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -48,12 +43,10 @@ check: $(VENV)/.stamp-test
 
 # the full set (within 90 min); bench-quick: P1-P5 on this project's history (~10 min
 # here, ~40 at most)
-bench: $(VENV)/.stamp-test
-	@$(NATIVE_BUILD)
+bench: $(VENV)/.stamp-test native
 	$(BIN)/python -m bench --set full
 
-bench-quick: $(VENV)/.stamp-test
-	@$(NATIVE_BUILD)
+bench-quick: $(VENV)/.stamp-test native
 	$(BIN)/python -m bench --set quick
 
 # SVGs of each screen and theme from the real app (run_test + save_screenshot over a
@@ -89,12 +82,11 @@ $(VENV)/.stamp-test: pyproject.toml $(VENV)/.stamp-torch
 	$(PIP) install -q -e ".[local,demo,embed,dev,native]"
 	touch $@ $(VENV)/.stamp-demo
 
-# The router's hot modules compiled by Cython into build/native/ (app/native.py): only
-# those whose source changed since the last build (nothing to do: a twentieth of a
-# second). The first step of demo, test and bench, after the stamp that installs Cython;
-# a build that fails leaves what it did not finish to run as Python, and says so.
-native: | $(BIN)/python
-	@$(NATIVE_BUILD)
+# The router's hot modules compiled in place with Cython (app/native.py): only those whose
+# source changed since the last build (nothing to do: a twentieth of a second). After the
+# stamp that installs Cython; a module that is not built runs as Python.
+native:
+	@$(BIN)/python -m app.native_build
 
 # The sandbox (bubblewrap), the SVG→PNG converter and PostgreSQL (the team store's tests
 # start a throwaway cluster; Debian keeps initdb under /usr/lib/postgresql/N/bin). As
@@ -119,3 +111,5 @@ sysdeps:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/.venv-litellm bench/results build
+	find app -name '*.so' -delete
+	rm -f app/_native.json

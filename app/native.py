@@ -1,21 +1,20 @@
-"""The router's hot modules compiled by Cython, and the finder that imports a module's
-compiled form only when it is its source's (a leaf: the standard library).
+"""The router's hot modules compiled in place by Cython, and the guard that runs a module's
+source whenever its compiled form may not be that source (a leaf: the standard library).
 
 Why (issue 20): a routed request is ~160 µs of Python glue (decide, two audit lines, the
 reservation and the settlement), each part 1-7 µs, none left whose removal would halve it.
 Compiled, the same code skips the interpreter's dispatch: the same tests pass and the
-request costs ~10 µs less. ``make`` builds them (``python -m app.native_build``) into
-``build/native/<interpreter>/``, where no import looks: a checkout that never built
-them, an install from a wheel, an older commit checked out over a build, or
-``SWITCHYARD_NATIVE=0`` runs the sources.
+request costs ~10 µs less. ``make`` builds them (``python -m app.native_build``); a
+checkout that never built them, an install from a wheel, or ``SWITCHYARD_NATIVE=0``
+runs the sources, as before.
 
-The finder (:func:`install`, run when ``app`` is imported, before any of these modules)
-opts a module in, at the moment it is imported: when the build's stamp records the
-SHA-256 of the source now on disk and of the compiled file now beside the stamp. An
-edited source runs as the source until the next build, alone: a Cython module calls the
-others through Python, as any caller does, so a mix of compiled and source modules is
-sound. Cython keeps Python's semantics (:data:`DIRECTIVES`: no annotation turns a value
-into a C type or refuses a subclass).
+The guard (:func:`install`, run when ``app`` is imported, before any of these modules):
+a module runs compiled only when the build's stamp (``app/_native.json``, written after a
+build, removed before one) records the SHA-256 of the source now on disk. An edited
+source runs as the source until the next build, alone: a Cython module calls the others
+through Python, as any caller does, so a mix of compiled and source modules is sound.
+Cython keeps Python's semantics (``annotation_typing`` off: an annotation never turns a
+value into a C type nor refuses a subclass).
 """
 
 from __future__ import annotations
@@ -27,27 +26,21 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
-#: the package's folder (``app/``)
+#: the package's root (``app/``), and the stamp a build writes there
 PACKAGE = Path(__file__).resolve().parent
-#: where this interpreter's compiled modules and their stamp live
-LIB = PACKAGE.parent / "build" / "native" / sys.implementation.cache_tag
-#: ``0`` (or false, no, off) runs every source (a comparison, a profile, a debugger)
+STAMP = PACKAGE / "_native.json"
+#: ``0`` runs every source (a comparison, a debugging session)
 ENV = "SWITCHYARD_NATIVE"
-OFF = frozenset(("0", "false", "no", "off"))
 #: the stamp's format
-STAMP_VERSION = 2
-#: Python's semantics kept: no annotation turns a value into a C type or refuses a
-#: subclass (annotation_typing off); functions stay introspectable (binding)
-DIRECTIVES: dict[str, Any] = {"language_level": 3, "annotation_typing": False, "binding": True}
+STAMP_VERSION = 1
 
 #: the modules a routed request spends its time in (py-spy over the router bench),
-#: without any that defines a pydantic model (pydantic tells a method from a field by its
-#: type, and a compiled method is not a Python function) or imports Textual
+#: without those that define pydantic models (Cython keeps no annotation pydantic reads
+#: for a field of its own) or import Textual
 MODULES: tuple[str, ...] = (
     "app.audit.base",
     "app.audit.log",
@@ -60,6 +53,7 @@ MODULES: tuple[str, ...] = (
     "app.clock",
     "app.compact_json",
     "app.remembered",
+    "app.router.approvals",
     "app.router.calling",
     "app.router.cloud_step",
     "app.router.cost",
@@ -79,21 +73,20 @@ MODULES: tuple[str, ...] = (
     "app.tokens",
 )
 
-SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
-
 
 def source_of(name: str, package: Path = PACKAGE) -> Path:
     """The source file of module ``name`` (``app.x.y`` → ``<package>/x/y.py``)."""
     return package.joinpath(*name.split(".")[1:]).with_suffix(".py")
 
 
-def compiled_of(name: str, lib: Path = LIB) -> Path:
-    """Where the build puts the compiled form of ``name`` (``<lib>/app/x/y<suffix>``)."""
-    return lib.joinpath(*name.split(".")).with_suffix(SUFFIX)
-
-
-def stamp_of(lib: Path = LIB) -> Path:
-    return lib / "stamp.json"
+def compiled_of(name: str, package: Path = PACKAGE) -> Path | None:
+    """The compiled form of ``name`` this interpreter would import, if there is one."""
+    source = source_of(name, package)
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = source.with_name(source.stem + suffix)
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def digest(path: Path) -> str:
@@ -101,144 +94,108 @@ def digest(path: Path) -> str:
 
 
 def fingerprint(path: Path) -> dict[str, str | int]:
-    """What the stamp records of a file: its hash, and its size and mtime (a file whose
-    size and mtime are as recorded is not hashed again)."""
+    """What the stamp records of a source: its hash, and its size and mtime (a source
+    whose size and mtime are as recorded is not hashed again)."""
     st = path.stat()
     return {"sha256": digest(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def is_fresh(path: Path, recorded: object) -> bool:
-    """Whether ``path`` is the file its stamp entry ``recorded`` describes."""
-    if not isinstance(recorded, dict):
-        return False
+def read_stamp(stamp: Path = STAMP) -> dict[str, dict[str, str | int]]:
+    """The modules the last finished build compiled, by name (none when there is no
+    stamp, or one this Switchyard cannot read: their sources run)."""
     try:
-        st = path.stat()
-        if st.st_size != recorded.get("size"):
-            return False
-        if st.st_mtime_ns == recorded.get("mtime_ns"):
-            return True
-        return digest(path) == recorded.get("sha256")  # (touched, maybe unchanged)
-    except OSError:
-        return False
-
-
-def read_stamp(lib: Path = LIB) -> dict[str, Any]:
-    """The last finished build's stamp, whole ({} when there is none, or one this
-    Switchyard cannot read: every source runs)."""
-    try:
-        data = json.loads(stamp_of(lib).read_text(encoding="utf-8"))
+        data = json.loads(stamp.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("version") != STAMP_VERSION:
         return {}
-    if data.get("python") != sys.implementation.cache_tag or data.get("directives") != DIRECTIVES:
+    if data.get("python") != sys.implementation.cache_tag:
         return {}
-    return data if isinstance(data.get("modules"), dict) else {}
+    modules = data.get("modules")
+    return modules if isinstance(modules, dict) else {}
 
 
-def why_not(name: str, recorded: dict[str, Any], package: Path, lib: Path) -> str | None:
-    """Why ``name`` may not run compiled now (None: it may)."""
-    entry = recorded.get(name)
-    if not compiled_of(name, lib).exists():
-        return "not built"
-    if not isinstance(entry, dict):
-        return "not in the last finished build"
-    if not is_fresh(source_of(name, package), entry.get("source")):
-        return "source changed since the build"
-    if not is_fresh(compiled_of(name, lib), entry.get("binary")):
-        return "compiled file changed since the build"
-    return None
+def is_fresh(source: Path, recorded: object) -> bool:
+    """Whether ``source`` is what the build compiled (``recorded``: its stamp entry)."""
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        st = source.stat()
+        if st.st_size != recorded.get("size"):
+            return False
+        if st.st_mtime_ns == recorded.get("mtime_ns"):
+            return True
+        return digest(source) == recorded.get("sha256")  # (touched, maybe unchanged)
+    except OSError:
+        return False
 
 
-def switched_off(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in OFF
+@dataclass(frozen=True)
+class Plan:
+    """Which modules run compiled, and why each other one runs its source."""
+
+    compiled: tuple[str, ...]
+    #: module name → why it runs its source ("not built", "source changed", ...)
+    source: dict[str, str]
 
 
-@dataclass
-class Compiled:
-    """A finder, first on ``sys.meta_path``: each of ``modules`` is imported from its
-    compiled form when :func:`why_not` has nothing against it at that moment; every other
-    import (and that one, when it has) goes to the usual finders, which find no compiled
-    form (none lies beside a source)."""
+def plan(
+    modules: Sequence[str] = MODULES,
+    package: Path = PACKAGE,
+    stamp: Path = STAMP,
+    env: str | None = None,
+) -> Plan:
+    """What :func:`install` does for ``modules`` (``env``: the value of ``ENV``)."""
+    if env == "0":
+        return Plan((), {name: f"{ENV}=0" for name in modules})
+    recorded = read_stamp(stamp)
+    compiled: list[str] = []
+    source: dict[str, str] = {}
+    # (a module the last build compiled and this list no longer names is guarded too)
+    for name in dict.fromkeys([*modules, *recorded]):
+        if compiled_of(name, package) is None:
+            source[name] = "not built"
+        elif name not in recorded:
+            source[name] = "not in the last finished build"
+        elif not is_fresh(source_of(name, package), recorded[name]):
+            source[name] = "source changed since the build"
+        else:
+            compiled.append(name)
+    return Plan(tuple(compiled), source)
 
-    modules: frozenset[str]
-    package: Path
-    lib: Path
-    recorded: dict[str, Any]
-    #: what was imported compiled, and why each other module of ``modules`` imported
-    #: so far ran its source
-    served: list[str] = field(default_factory=list)
-    declined: dict[str, str] = field(default_factory=dict)
+
+class SourceFirst:
+    """A finder, first on ``sys.meta_path``: the modules it names are imported from their
+    sources, though a compiled form lies beside them."""
+
+    def __init__(self, sources: dict[str, Path]) -> None:
+        self.sources = sources
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in self.modules:
+        source = self.sources.get(fullname)
+        if source is None:
             return None
-        if not source_of(fullname, self.package).exists():
-            return None  # (a module removed: no compiled form of it runs either)
-        why = why_not(fullname, self.recorded, self.package, self.lib)
-        if why is not None:
-            self.declined[fullname] = why
-            return None
-        compiled = str(compiled_of(fullname, self.lib))
-        loader = importlib.machinery.ExtensionFileLoader(fullname, compiled)
-        spec = importlib.util.spec_from_file_location(fullname, compiled, loader=loader)
-        self.served.append(fullname)
-        return spec
+        return importlib.util.spec_from_file_location(fullname, source)
 
 
-@dataclass(frozen=True)
-class Report:
-    """What :func:`report` tells: the modules that run compiled in this process, and why
-    each other one of :data:`MODULES` runs its source (or would, once imported)."""
-
-    compiled: tuple[str, ...]
-    source: dict[str, str]
+#: the plan this process imported by (None until :func:`install` ran)
+installed: Plan | None = None
 
 
-#: this process's finder (None: every source runs, or :func:`install` did not run)
-finder: Compiled | None = None
-#: why every source runs in this process, when it does
-off_because: str | None = None
-installed = False
-
-
-def finder_for(
-    modules: Sequence[str], package: Path, lib: Path, env: str | None
-) -> tuple[Compiled | None, str | None]:
-    """The finder for ``modules`` built into ``lib`` (``env``: ``ENV``'s value), or None and
-    why every source is to run."""
-    if switched_off(env):
-        return None, f"{ENV}={env}"
-    recorded = read_stamp(lib).get("modules", {})
-    if not recorded:
-        return None, "not built" if not lib.exists() else "no finished build"
-    return Compiled(frozenset(modules), package, lib, recorded), None
-
-
-def install() -> Compiled | None:
-    """Put this checkout's finder first on ``sys.meta_path`` (once). None when every
-    source is to run (:data:`off_because` says why)."""
-    global finder, off_because, installed
-    if not installed:
-        installed = True
-        finder, off_because = finder_for(MODULES, PACKAGE, LIB, os.environ.get(ENV))
-        if finder is not None:
-            sys.meta_path.insert(0, finder)
-    return finder
-
-
-def report() -> Report:
-    """Which of :data:`MODULES` run compiled in this process, and why the others do not."""
-    if finder is None:
-        return Report((), dict.fromkeys(MODULES, off_because or "the finder is not installed"))
-    source = {}
-    for name in MODULES:
-        if name in finder.served:
-            continue
-        why = finder.declined.get(name) or why_not(
-            name, finder.recorded, finder.package, finder.lib
-        )
-        source[name] = why or "not imported yet"
-    return Report(tuple(n for n in MODULES if n in finder.served), source)
+def install() -> Plan:
+    """Make every module that may not be its source's compiled form import its source."""
+    global installed
+    if installed is not None:
+        return installed
+    installed = plan(env=os.environ.get(ENV))
+    # (only where a compiled form would shadow the source: the import finds the rest)
+    shadowed = {
+        name: source_of(name)
+        for name in installed.source
+        if compiled_of(name) is not None and name not in sys.modules
+    }
+    if shadowed:
+        sys.meta_path.insert(0, SourceFirst(shadowed))
+    return installed

@@ -381,8 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"import: app.router.service {imp_ours * 1000:.0f} ms · litellm + Router "
         f"{imp_theirs * 1000:.0f} ms (median of {args.imports}, whole process; "
-        f"bare interpreter {bare_ours * 1000:.0f} / {bare_theirs * 1000:.0f} ms; ours "
-        f"{'with its hot modules compiled' if built.get('compiled') else 'as Python'})"
+        f"bare interpreter {bare_ours * 1000:.0f} / {bare_theirs * 1000:.0f} ms)"
     )
     cpu_ours, cpu_theirs = ours.cpu_per_request(), theirs.cpu_per_request()
     print(

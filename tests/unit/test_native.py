@@ -1,10 +1,10 @@
-"""The finder that imports a hot module's compiled form only when it is its source's
-(app/native.py), on packages made in a temporary folder, and on this checkout as it is."""
+"""The guard that runs a hot module's source unless its compiled form is that source's
+(app/native.py), on packages made in a temporary folder, and on this tree as it is."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
+import importlib.machinery
 import json
 import os
 import sys
@@ -12,167 +12,129 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
 
+import app
 from app import native
-from app.native import compiled_of, finder_for, fingerprint, source_of, why_not
+from app.native import SourceFirst, fingerprint, plan
+
+SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+
+
+def _stamp(path: Path, modules: dict[str, object], *, tag: str | None = None) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "version": native.STAMP_VERSION,
+                "python": tag or sys.implementation.cache_tag,
+                "modules": modules,
+            }
+        )
+    )
+
+
+@pytest.fixture
+def package(tmp_path: Path) -> Path:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "hot.py").write_text("VALUE = 1\n")
+    (pkg / "sub" / "warm.py").write_text("VALUE = 2\n")
+    return pkg
+
 
 MODULES = ("pkg.hot", "pkg.sub.warm")
 
 
+def test_a_module_runs_compiled_only_when_the_stamp_holds_its_source(package: Path) -> None:
+    stamp = package / "_native.json"
+    assert plan(MODULES, package, stamp).source == dict.fromkeys(MODULES, "not built")
+    for name in MODULES:  # (what the build leaves beside each source)
+        native.source_of(name, package).with_suffix(SUFFIX).write_bytes(b"\x7fELF")
+    assert plan(MODULES, package, stamp).source == dict.fromkeys(
+        MODULES, "not in the last finished build"
+    )
+    hot, warm = (native.source_of(name, package) for name in MODULES)
+    _stamp(stamp, {"pkg.hot": fingerprint(hot), "pkg.sub.warm": fingerprint(warm)})
+    assert plan(MODULES, package, stamp) == native.Plan(MODULES, {})
+
+    # the same text, touched (a checkout): hashed, still the build's
+    os.utime(hot, ns=(1, 1))
+    assert plan(MODULES, package, stamp).compiled == MODULES
+    # an edit of the same size, and one that grows the file
+    hot.write_text("VALUE = 3\n")
+    warm.write_text("VALUE = 22\n")
+    assert plan(MODULES, package, stamp) == native.Plan(
+        (),
+        dict.fromkeys(MODULES, "source changed since the build"),
+    )
+    # a switch that runs every source, whatever the stamp says
+    assert plan(MODULES, package, stamp, env="0").source == dict.fromkeys(
+        MODULES, "SWITCHYARD_NATIVE=0"
+    )
+
+
+def test_a_stamp_of_another_interpreter_or_unreadable_vouches_for_nothing(package: Path) -> None:
+    stamp = package / "_native.json"
+    hot = native.source_of("pkg.hot", package)
+    hot.with_suffix(SUFFIX).write_bytes(b"\x7fELF")
+    _stamp(stamp, {"pkg.hot": fingerprint(hot)}, tag="cpython-399")
+    assert plan(("pkg.hot",), package, stamp).compiled == ()
+    for text in ("{", "[]", '{"version": 99}', '{"version": 1, "python": 3}'):
+        stamp.write_text(text)
+        assert plan(("pkg.hot",), package, stamp).compiled == ()
+    _stamp(stamp, {"pkg.hot": "not an entry"})
+    assert plan(("pkg.hot",), package, stamp).compiled == ()
+
+
+def test_a_module_the_list_no_longer_names_is_still_guarded(package: Path) -> None:
+    stamp = package / "_native.json"
+    warm = native.source_of("pkg.sub.warm", package)
+    warm.with_suffix(SUFFIX).write_bytes(b"\x7fELF")
+    _stamp(stamp, {"pkg.sub.warm": fingerprint(warm)})
+    warm.write_text("VALUE = 5\n")
+    assert plan(("pkg.hot",), package, stamp).source["pkg.sub.warm"] == (
+        "source changed since the build"
+    )
+
+
 @pytest.fixture
-def tree(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """A package ``pkg`` (importable) and a build folder for it."""
-    pkg = tmp_path / "pkg"
-    (pkg / "sub").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "sub" / "__init__.py").write_text("")
-    (pkg / "hot.py").write_text("VALUE = 1\n")
-    (pkg / "sub" / "warm.py").write_text("VALUE = 2\n")
-    sys.path.insert(0, str(tmp_path))
+def importable(package: Path) -> Iterator[Path]:
+    sys.path.insert(0, str(package.parent))
     try:
-        yield pkg, tmp_path / "lib"
+        yield package
     finally:
-        sys.path.remove(str(tmp_path))
+        sys.path.remove(str(package.parent))
         for name in [n for n in sys.modules if n == "pkg" or n.startswith("pkg.")]:
             del sys.modules[name]
         importlib.invalidate_caches()
 
 
-def _built(pkg: Path, lib: Path, content: bytes = b"\x7fELF not a library") -> dict[str, object]:
-    """A compiled file for each module (what a build leaves), and their stamp entries."""
-    entries: dict[str, object] = {}
-    for name in MODULES:
-        binary = compiled_of(name, lib)
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        binary.write_bytes(content)
-        entries[name] = {
-            "source": fingerprint(source_of(name, pkg)),
-            "binary": fingerprint(binary),
-        }
-    return entries
-
-
-def _stamp(lib: Path, modules: dict[str, object], /, **over: object) -> None:
-    lib.mkdir(parents=True, exist_ok=True)
-    data = {
-        "version": native.STAMP_VERSION,
-        "python": sys.implementation.cache_tag,
-        "directives": native.DIRECTIVES,
-        "modules": modules,
-        **over,
-    }
-    native.stamp_of(lib).write_text(json.dumps(data))
-
-
-def test_a_module_may_run_compiled_only_while_both_its_files_are_the_builds(
-    tree: tuple[Path, Path],
+def test_the_finder_imports_the_source_where_a_compiled_form_lies_beside_it(
+    importable: Path,
 ) -> None:
-    pkg, lib = tree
-    hot = source_of("pkg.hot", pkg)
-
-    def whys() -> dict[str, str | None]:
-        recorded = native.read_stamp(lib).get("modules", {})
-        return {name: why_not(name, recorded, pkg, lib) for name in MODULES}
-
-    assert whys() == dict.fromkeys(MODULES, "not built")
-    entries = _built(pkg, lib)
-    assert whys() == dict.fromkeys(MODULES, "not in the last finished build")
-    _stamp(lib, entries)
-    assert whys() == dict.fromkeys(MODULES)
-    os.utime(hot, ns=(1, 1))  # the same text, touched (a checkout): hashed, still the build's
-    assert whys()["pkg.hot"] is None
-    hot.write_text("VALUE = 3\n")  # an edit of the same size, its mtime set back too
-    os.utime(hot, ns=(1, 1))
-    assert whys()["pkg.hot"] == "source changed since the build"
-    # a compiled file cut short (a copy killed half-way), or of the same size, rewritten
-    binary = compiled_of("pkg.sub.warm", lib)
-    binary.write_bytes(binary.read_bytes()[:5])
-    assert whys()["pkg.sub.warm"] == "compiled file changed since the build"
-    binary.write_bytes(b"\x7fELF not a librarz")
-    os.utime(binary, ns=(1, 1))
-    assert whys()["pkg.sub.warm"] == "compiled file changed since the build"
-
-
-@pytest.mark.parametrize(
-    "over",
-    [
-        {"python": "cpython-399"},
-        {"version": 1},
-        {"directives": {**native.DIRECTIVES, "annotation_typing": True}},
-        {"modules": []},
-    ],
-)
-def test_a_stamp_of_another_build_vouches_for_nothing(
-    tree: tuple[Path, Path], over: dict[str, object]
-) -> None:
-    pkg, lib = tree
-    _stamp(lib, _built(pkg, lib), **over)
-    assert native.read_stamp(lib) == {}
-    assert finder_for(MODULES, pkg, lib, None) == (None, "no finished build")
-    for text in ("{", "[]"):
-        native.stamp_of(lib).write_text(text)
-        assert native.read_stamp(lib) == {}
-
-
-def test_the_switch_and_a_missing_build_run_every_source(tree: tuple[Path, Path]) -> None:
-    pkg, lib = tree
-    assert finder_for(MODULES, pkg, lib, None) == (None, "not built")
-    _stamp(lib, _built(pkg, lib))
-    for value in ("0", "false", "No", " off "):
-        assert finder_for(MODULES, pkg, lib, value) == (None, f"SWITCHYARD_NATIVE={value}")
-    found, why = finder_for(MODULES, pkg, lib, "1")
-    assert found is not None and why is None and found.modules == frozenset(MODULES)
-
-
-def test_the_finder_imports_a_compiled_form_only_while_it_is_the_sources(
-    tree: tuple[Path, Path],
-) -> None:
-    pkg, lib = tree
-    _stamp(lib, _built(pkg, lib))
-    # no finder: the compiled files lie where no import looks
-    assert importlib.import_module("pkg.hot").VALUE == 1
-    del sys.modules["pkg.hot"]
-    finder, _ = finder_for(MODULES, pkg, lib, None)
-    assert finder is not None
+    # a compiled form that is no such thing: imported, it fails; guarded, the source runs
+    (importable / "__init__.py").write_text("")
+    native.source_of("pkg.hot", importable).with_suffix(SUFFIX).write_bytes(b"not a library")
+    importlib.invalidate_caches()
+    with pytest.raises(ImportError):
+        importlib.import_module("pkg.hot")
+    finder = SourceFirst({"pkg.hot": native.source_of("pkg.hot", importable)})
     sys.meta_path.insert(0, finder)
     try:
-        # fresh: the compiled form is imported (here, a file that is no library)
-        with pytest.raises(ImportError):
-            importlib.import_module("pkg.hot")
-        assert finder.served == ["pkg.hot"]
-        (pkg / "sub" / "warm.py").write_text("VALUE = 20\n")  # edited: its source runs
-        assert importlib.import_module("pkg.sub.warm").VALUE == 20
-        assert finder.declined == {"pkg.sub.warm": "source changed since the build"}
-        assert finder.find_spec("pkg.other") is None  # (not ours: the usual finders)
-        source_of("pkg.hot", pkg).unlink()  # a module removed runs no compiled form
-        assert finder.find_spec("pkg.hot") is None
+        module = importlib.import_module("pkg.hot")
     finally:
         sys.meta_path.remove(finder)
+    assert module.VALUE == 1 and module.__file__ == str(importable / "hot.py")
+    assert finder.find_spec("pkg.sub.warm") is None  # (others: the usual finders)
 
 
-def test_this_checkout_runs_each_hot_module_as_its_report_says() -> None:
-    report = native.report()
-    assert set(report.compiled) | set(report.source) == set(native.MODULES)
+def test_this_tree_runs_each_hot_module_as_its_plan_says() -> None:
+    installed = native.installed
+    assert installed is not None and installed is app._native.installed
+    assert set(installed.compiled) | set(installed.source) >= set(native.MODULES)
     for name in native.MODULES:
         module = importlib.import_module(name)
         assert module.__file__ is not None
-        if name in native.report().compiled:
-            assert Path(module.__file__) == compiled_of(name), name
-            recorded = native.read_stamp()["modules"][name]["source"]["sha256"]
-            assert recorded == hashlib.sha256(source_of(name).read_bytes()).hexdigest()
+        if name in installed.compiled:
+            assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), name
         else:
-            assert module.__file__ == str(source_of(name)), (name, report.source[name])
-
-
-def test_no_compiled_module_defines_a_pydantic_model() -> None:
-    # pydantic tells a method from a field by its type: a compiled method is not a Python
-    # function, so a model defined in a compiled module breaks when given one
-    for name in native.MODULES:
-        module = importlib.import_module(name)
-        models = [
-            value
-            for value in vars(module).values()
-            if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == name
-        ]
-        assert models == [], name
+            assert module.__file__.endswith(".py"), (name, installed.source[name])
