@@ -8,11 +8,7 @@
   machine's load. The p50 and p99 are over all ``--n`` requests of each side. A third
   process runs our side with the live view attached (``router_bench --live``: a bus the
   stores publish on and a reader, as in the TUI, ``run`` and the ACP agent), reported
-  beside the goal's figure (``--no-live`` leaves it out). A fourth runs our side with
-  every module as Python (``SWITCHYARD_NATIVE=0``: no module compiled, as from a wheel or
-  a checkout never built; ``--no-pure`` leaves it out); the goal's side runs as ``make``
-  leaves the checkout, its hot modules compiled by Cython (``app/native.py``), and the
-  output says how many ran so.
+  beside the goal's figure (``--no-live`` leaves it out).
 - Import: a fresh interpreter running ``import app.router.service`` (our venv) against
   one running ``import litellm; from litellm import Router`` (the LiteLLM venv), wall time
   of the whole process, alternating, the median of ``--imports`` each. Interpreter start-up
@@ -61,8 +57,8 @@ Python socket guard, which LiteLLM's Rust core would not go through: the output 
 
 Goals: p50 at least 20× lower than LiteLLM's Router; the import at least 5× faster.
 
-Run: python -m bench.p1_router [--n 10000] [--chunks 10] [--imports 5] [--no-live]
-     [--no-pure] [--conversation KB [--turn-chars N]]
+Run: python -m bench.p1_router [--n 10000] [--chunks 10] [--imports 5]
+     [--conversation KB [--turn-chars N]]
 """
 
 from __future__ import annotations

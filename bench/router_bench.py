@@ -275,20 +275,6 @@ line in one orjson call (its float and NaN checks must then read the whole line:
 line's length costs little); the escalation detail's arrow written in ASCII (-2.6 µs: the
 line is then one byte a character, but people read it).
 
-The stop after that: the request's hot modules compiled in place by Cython
-(``app/native.py``, built by ``make``; Python's semantics kept: no annotation typing).
-f0aa5b0 run as Python against the same code compiled, in turn (separate processes, 2,000
-requests after 500): 18 modules 164.4 -> 153.8 µs (6 rounds), the 29 of now 159.3 -> 148.1
-(8 rounds); every test passes on the compiled modules. Tried and left out: mypyc, which
-bought twice as much (the 15 modules it would compile: 160.6 -> 135.0 µs), as it compiles
-a coroutine that awaits in an ``except`` block after catching what a suspended await
-raised so that the exception stays the thread's current one once the block is left; a
-later ``finally`` in any coroutine raised it again (the first suite run failed a third of
-its tests: a failed open of one audit log broke the next one's close). Cython's own
-coroutines keep that state as CPython's do. Without the coroutine modules, mypyc bought
-~5 µs. Each audit line chained as bytes again (made once from its pieces' UTF-8): no
-change, as in the stop before the last.
-
 ``--serve`` answers the P1 harness (``bench/p1_router.py``) over stdin, so that this side
 and LiteLLM's run in alternating chunks: ``warm N``, ``run N`` (one line of JSON with the
 latencies in µs, and the process's CPU time over the chunk, every thread's, the spools'
