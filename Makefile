@@ -15,11 +15,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test check bench bench-quick screenshots sysdeps native clean
+.PHONY: demo test check bench bench-quick screenshots sysdeps clean
 
 # The main job: the workbench on the shipped example repo, served by the embedded model.
 # Without a terminal (a pipe, CI) it runs the same pipeline headless instead.
-demo: $(VENV)/.stamp-demo sysdeps native
+demo: $(VENV)/.stamp-demo sysdeps
 	@if [ -t 0 ] && [ -t 1 ]; then \
 	  $(BIN)/switchyard demo; \
 	else \
@@ -27,7 +27,7 @@ demo: $(VENV)/.stamp-demo sysdeps native
 	  $(BIN)/switchyard run --demo --approve deny || true; \
 	fi
 
-test: $(VENV)/.stamp-test sysdeps native
+test: $(VENV)/.stamp-test sysdeps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -43,10 +43,10 @@ check: $(VENV)/.stamp-test
 
 # the full set (within 90 min); bench-quick: P1-P5 on this project's history (~10 min
 # here, ~40 at most)
-bench: $(VENV)/.stamp-test native
+bench: $(VENV)/.stamp-test
 	$(BIN)/python -m bench --set full
 
-bench-quick: $(VENV)/.stamp-test native
+bench-quick: $(VENV)/.stamp-test
 	$(BIN)/python -m bench --set quick
 
 # SVGs of each screen and theme from the real app (run_test + save_screenshot over a
@@ -75,18 +75,12 @@ $(VENV)/.stamp-torch: | $(BIN)/python
 	touch $@
 
 $(VENV)/.stamp-demo: pyproject.toml $(VENV)/.stamp-torch
-	$(PIP) install -q -e ".[local,demo,native]"
+	$(PIP) install -q -e ".[local,demo]"
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml $(VENV)/.stamp-torch
-	$(PIP) install -q -e ".[local,demo,embed,dev,native]"
+	$(PIP) install -q -e ".[local,demo,embed,dev]"
 	touch $@ $(VENV)/.stamp-demo
-
-# The router's hot modules compiled in place with Cython (app/native.py): only those whose
-# source changed since the last build (nothing to do: a twentieth of a second). After the
-# stamp that installs Cython; a module that is not built runs as Python.
-native:
-	@$(BIN)/python -m app.native_build
 
 # The sandbox (bubblewrap), the SVG→PNG converter and PostgreSQL (the team store's tests
 # start a throwaway cluster; Debian keeps initdb under /usr/lib/postgresql/N/bin). As
@@ -110,6 +104,4 @@ sysdeps:
 	fi
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/.venv-litellm bench/results build
-	find app -name '*.so' -delete
-	rm -f app/_native.json
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/.venv-litellm bench/results

@@ -73,7 +73,6 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from app import native
 from bench._common import compile_app, percentile, print_machine, print_ratio, write_result
 
 LITELLM_VERSION = "1.110.2"
@@ -255,13 +254,6 @@ def main(argv: list[str] | None = None) -> int:
         help="also run our side with the live view attached (a third process)",
     )
     ap.add_argument(
-        "--pure",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also run our side with every module as Python (SWITCHYARD_NATIVE=0: "
-        "app/native.py), as a wheel install or a checkout never built runs it",
-    )
-    ap.add_argument(
         "--conversation",
         type=int,
         default=0,
@@ -295,10 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     # reported beside it because that is the path a user watching the workbench takes
     with_live = args.live and not args.conversation
     live = Side("switchyard (live view)", [*ours_cmd, "--live"], env) if with_live else None
-    # the same router with no module compiled (app/native.py): reported beside the goal
-    with_pure = args.pure and not args.conversation
-    pure = Side("switchyard (as Python)", ours_cmd, {**env, native.ENV: "0"}) if with_pure else None
-    sides = [s for s in (ours, theirs, live, pure) if s is not None]
+    sides = [s for s in (ours, theirs, live) if s is not None]
     try:
         for side in sides:
             side.ask(f"warm {args.warm}")
@@ -311,10 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         closing = ours.quit()
         theirs.quit()
         closing_live = live.quit() if live is not None else None
-        closing_pure = pure.quit() if pure is not None else None
     s_ours, s_theirs = summary(ours.lat_us), summary(theirs.lat_us)
     s_live = summary(live.lat_us) if live is not None else None
-    s_pure = summary(pure.lat_us) if pure is not None else None
     if args.conversation:
         return conversation_report(
             args.conversation, args.turn_chars, version, s_ours, s_theirs, closing
@@ -353,21 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{closing.get('audit_lines')} audit lines verified={closing.get('audit_ok')}; "
         f"SQLite WAL, synchronous {closing.get('synchronous')})"
     )
-    built = closing.get("native", {})
-    print(
-        f"router: switchyard ran {built.get('compiled', 0)} of {built.get('of', 0)} hot modules "
-        f"compiled (Cython, app/native.py)"
-        + (f"; as Python: {built.get('source')}" if built.get("source") else "")
-    )
     if s_live is not None:
         print(
             f"router: switchyard with the live view p50 {s_live['p50_ms']:.3f} ms · "
             f"p99 {s_live['p99_ms']:.2f} ms (a bus and a reader; not the goal's figure)"
-        )
-    if s_pure is not None:
-        print(
-            f"router: switchyard as Python (SWITCHYARD_NATIVE=0) p50 {s_pure['p50_ms']:.3f} ms · "
-            f"p99 {s_pure['p99_ms']:.2f} ms (no module compiled; not the goal's figure)"
         )
     print(
         f"router: LiteLLM    p50 {s_theirs['p50_ms']:.3f} ms · p99 {s_theirs['p99_ms']:.2f} ms · "
@@ -409,7 +385,6 @@ def main(argv: list[str] | None = None) -> int:
             "switchyard": {**s_ours, **closing, "cpu_us_per_request": cpu_ours},
             "litellm": {**s_theirs, "cpu_us_per_request": cpu_theirs},
             "switchyard_live_view": None if s_live is None else {**s_live, **(closing_live or {})},
-            "switchyard_as_python": None if s_pure is None else {**s_pure, **(closing_pure or {})},
             "import_s": {
                 "switchyard": t_ours,
                 "litellm": t_theirs,

@@ -399,21 +399,13 @@ class Bench:
         report = await self.audit.verify()
         await self.audit.close()
         await self.ledger.close()
-        from app import native
         from app.audit import log
         from app.router import ledger
 
-        plan = native.installed
         return {
             "audit_lines": report.lines_checked,
             "audit_ok": report.ok,
             "synchronous": {"audit": log.SYNCHRONOUS, "ledger": ledger.SYNCHRONOUS},
-            # which hot modules ran compiled (app/native.py), and why the others did not
-            "native": {
-                "compiled": len(plan.compiled) if plan else 0,
-                "of": len(native.MODULES),
-                "source": plan.source if plan else {},
-            },
         }
 
 
