@@ -284,7 +284,7 @@ hour to the next: 18 modules 164.4 -> 153.8 µs, 28-29 modules 159.3 -> 148.1 (q
 hours); P1 then measured 150 against 3,072 µs (20.5×; as Python 163) and, in the quick
 set, 156 against 3,169 (20.3×; as Python 164). An hour later, the machine slower (the
 same Python 205-227 µs, LiteLLM 3.65 ms), the compiled modules cost more than they saved:
-222-248 against 211-227 µs as Python, eight sets of rounds, the build of the hour before
+222-248 against 210-227 µs as Python, eight sets of rounds, the build of the hour before
 the same; the coroutine modules (the router, the stores) were the cause, the plain ones
 alone (the line's text, the look, the clock, decide, the caps, the counts, the masking)
 202 against 205. A gain that turns into a loss when the machine is busy (a user's
