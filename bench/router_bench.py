@@ -283,19 +283,20 @@ Python against compiled, in turn (separate processes, 2,000 requests after 500),
 hour to the next: 18 modules 164.4 -> 153.8 µs, 28-29 modules 159.3 -> 148.1 (quiet
 hours); P1 then measured 150 against 3,072 µs (20.5×; as Python 163) and, in the quick
 set, 156 against 3,169 (20.3×; as Python 164). An hour later, the machine slower (the
-same Python 205-227 µs, LiteLLM 3.65 ms), the compiled modules cost more than they saved:
-222-248 against 210-227 µs as Python, eight sets of rounds, the build of the hour before
-the same; the coroutine modules (the router, the stores) were the cause, the plain ones
-alone (the line's text, the look, the clock, decide, the caps, the counts, the masking)
-202 against 205. A gain that turns into a loss when the machine is busy (a user's
-machine runs the model beside it) is no gain: left out, with its build step, its stamp
-and its import finder. mypyc bought twice as much in a quiet hour (15 modules: 160.6 ->
-135.0 µs) but compiles a coroutine that awaits in an ``except`` block, after catching
-what a suspended await raised, so that the exception stays the thread's current one once
-the block is left; a later ``finally`` in any coroutine raised it again (a failed open of
-one audit log broke the next one's close). Without the coroutine modules, mypyc bought ~5
-µs. Each audit line chained as bytes again (made once from its pieces' UTF-8): no change,
-as in the stop before the last.
+same code as Python 205-227 µs, LiteLLM 3.5-3.7 ms), the compiled modules cost more than
+they saved: 222-248 against 210-227 µs as Python in five runs of 4-8 rounds, the first
+design's build no better (+13 to +21). The plain modules alone (the line's text, the
+look, the clock, decide, the caps, the counts, the masking) gave 202 against 205 in that
+hour, so the coroutine modules (the router, the stores) carried the loss. A gain that
+turns into a loss when the machine is busy (a user's machine runs the model beside it)
+is no gain: left out, with its build step, its stamp and its import finder. mypyc
+bought twice as much in a quiet hour (15 modules: 160.6 -> 135.0 µs) but compiles a
+coroutine that awaits in an ``except`` block, after catching what a suspended await
+raised, so that the exception stays the thread's current one once the block is left; a
+later ``finally`` in any coroutine raised it again (a failed open of one audit log broke
+the next one's close). Without the coroutine modules, mypyc bought ~5 µs. Each audit line
+chained as bytes again (made once from its pieces' UTF-8): no change, as in the stop
+before the last.
 
 ``--serve`` answers the P1 harness (``bench/p1_router.py``) over stdin, so that this side
 and LiteLLM's run in alternating chunks: ``warm N``, ``run N`` (one line of JSON with the
