@@ -284,8 +284,8 @@ hour to the next: 18 modules 164.4 -> 153.8 µs, 28-29 modules 159.3 -> 148.1 (q
 hours); P1 then measured 150 against 3,072 µs (20.5×; as Python 163) and, in the quick
 set, 156 against 3,169 (20.3×; as Python 164). An hour later, the machine slower (the
 same code as Python 205-227 µs, LiteLLM 3.5-3.7 ms), the compiled modules cost more than
-they saved: 222-248 against 210-227 µs as Python in five runs of 4-8 rounds, the first
-design's build no better (+13 to +21). The plain modules alone (the line's text, the
+they saved: 222-265 against 210-227 µs as Python in six runs of 4-8 rounds (+7 to +41),
+the first design's build no better (+13 to +21). The plain modules alone (the line's text, the
 look, the clock, decide, the caps, the counts, the masking) gave 202 against 205 in that
 hour, so the coroutine modules (the router, the stores) carried the loss. A gain that
 turns into a loss when the machine is busy (a user's machine runs the model beside it)
