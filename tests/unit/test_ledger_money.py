@@ -5,6 +5,7 @@ their plain spellings give."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import NamedTuple
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -43,15 +44,17 @@ _USED = st.tuples(st.integers(0, 10**9), st.integers(0, 10**9))
 #: cap binds in turn
 _SLACK = st.integers(-(10**8), 10**9)
 _NAMES = ("openai", "anthropic", "deepseek", "moonshot")
-#: what the session, the day and each provider spent and reserved, and each cap's slack
-_TOTALS = (
-    _USED,
-    _SLACK,
-    _USED,
-    _SLACK,
-    st.dictionaries(st.sampled_from(_NAMES), _USED),
-    st.dictionaries(st.sampled_from(_NAMES), _SLACK),
-)
+
+
+class _Totals(NamedTuple):
+    """What the session "s", the day "d" and each provider that day spent and reserved,
+    a mirror holding them, and caps that leave each a slack over them."""
+
+    session: tuple[int, int]
+    day: tuple[int, int]
+    providers: dict[str, tuple[int, int]]
+    mirror: Mirror
+    caps: Caps
 
 
 def _totals(
@@ -61,9 +64,7 @@ def _totals(
     day_slack: int,
     providers: dict[str, tuple[int, int]],
     provider_slack: dict[str, int],
-) -> tuple[Mirror, Caps]:
-    """A mirror holding those totals (session "s", day "d"), and caps that leave each
-    slack over them (never below 0)."""
+) -> _Totals:
     mirror = Mirror()
     mirror.sessions["s"] = list(session)
     mirror.days["d"] = list(day)
@@ -75,22 +76,24 @@ def _totals(
             p: max(0, sum(providers.get(p, (0, 0))) + slack) for p, slack in provider_slack.items()
         },
     )
-    return mirror, caps
+    return _Totals(session, day, providers, mirror, caps)
+
+
+_TOTALS = st.builds(
+    _totals,
+    _USED,
+    _SLACK,
+    _USED,
+    _SLACK,
+    st.dictionaries(st.sampled_from(_NAMES), _USED),
+    st.dictionaries(st.sampled_from(_NAMES), _SLACK),
+)
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    *_TOTALS,
-)
-def test_the_budget_read_from_the_totals_is_the_caps_rule(
-    session: tuple[int, int],
-    session_slack: int,
-    day: tuple[int, int],
-    day_slack: int,
-    providers: dict[str, tuple[int, int]],
-    provider_slack: dict[str, int],
-) -> None:
-    mirror, caps = _totals(session, session_slack, day, day_slack, providers, provider_slack)
+@given(_TOTALS)
+def test_the_budget_read_from_the_totals_is_the_caps_rule(totals: _Totals) -> None:
+    session, day, providers, mirror, caps = totals
     # the caps' rule spelled out: the smallest of what each cap leaves, never below 0
     expected = {}
     for p in _NAMES:
@@ -104,25 +107,16 @@ def test_the_budget_read_from_the_totals_is_the_caps_rule(
 
 @settings(max_examples=600, deadline=None)
 @given(
-    *_TOTALS,
+    _TOTALS,
     st.sampled_from(_NAMES),
     st.sampled_from(("session", "day", "provider", "any")),
     st.integers(-1, 1),
     st.integers(0, 2 * 10**9),
 )
 def test_a_reservation_crosses_a_cap_read_from_the_totals_as_the_caps_check_says(
-    session: tuple[int, int],
-    session_slack: int,
-    day: tuple[int, int],
-    day_slack: int,
-    providers: dict[str, tuple[int, int]],
-    provider_slack: dict[str, int],
-    provider: str,
-    at: str,
-    by: int,
-    anything: int,
+    totals: _Totals, provider: str, at: str, by: int, anything: int
 ) -> None:
-    mirror, caps = _totals(session, session_slack, day, day_slack, providers, provider_slack)
+    session, day, providers, mirror, caps = totals
     # the amount one unit under, at or over what a cap leaves (each cap at its edge in
     # turn, a provider with a cap and nothing spent on it yet among them), or any amount
     room = {
