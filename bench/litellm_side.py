@@ -9,8 +9,19 @@ non-loopback connection made through Python's socket module (LiteLLM's Rust core
 not go through it: the harness says which of the two was used).
 
 The Router gets what ours has for the same request: a primary deployment for the role,
-a fallback to a second provider, and LiteLLM's defaults otherwise. It is driven over
-stdin by the harness, so that both sides run in alternating chunks on one machine:
+a fallback to a second provider, and LiteLLM's defaults otherwise: they are its fastest
+set-up for this path that we found. LiteLLM 1.110.2 builds its logging payload, works out
+the response's cost and hands a success handler to its logging thread on every call,
+whatever is configured (``litellm/utils.py``'s client wrapper), and no documented switch
+takes that away. Measured on 6 Dec 2026, this side alone (4 chunks of 500 after
+300, the median of the chunks' p50s; the defaults 3,118-3,254 µs in the same hour):
+``disable_token_counter`` 3,130, ``disable_end_user_cost_tracking`` 3,125,
+``disable_add_user_agent_to_request_tags`` 3,145, ``Router(num_retries=0)`` 3,123,
+``suppress_debug_info`` 3,230, ``turn_off_message_logging`` (with it) 3,560 (it redacts
+the messages it logs), ``Router(disable_cooldowns=True)`` 3,026, then 3,246, 3,352, 3,216
+against the defaults' 3,129, 3,128, 3,254 in turn (no gain; and cooldowns are its
+failover, which ours keeps). It is driven over stdin by the harness, so that both sides
+run in alternating chunks on one machine:
 
     warm N   → N untimed requests
     run N    → N timed requests; one line of JSON: {"lat_us": [...], "cpu_us": …} (the

@@ -15,7 +15,10 @@
   (``python -c pass``) is measured too and reported beside them.
 
 LiteLLM is pinned to exactly ``LITELLM_VERSION`` in a venv of the benchmark's own
-(``bench/.venv-litellm``, created on first use, never a project dependency). Its side runs
+(``bench/.venv-litellm``, created on first use, never a project dependency), on the
+interpreter our side runs on: a venv left from another interpreter (the project's venv
+made again from another Python) is made again, as the two sides would otherwise not run
+on the same Python (the output names it). Its side runs
 inside ``unshare -n`` where that is permitted (no network but loopback); elsewhere with a
 Python socket guard, which LiteLLM's Rust core would not go through: the output says which.
 
@@ -66,6 +69,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,9 +97,32 @@ def venv_python() -> Path:
     return VENV / "bin" / "python"
 
 
+#: what a python prints as the interpreter it runs on: the real file of its base (a
+#: venv's python is a link to it) and its version
+_INTERPRETER = (
+    "import os, sys; "
+    "print(os.path.realpath(getattr(sys, '_base_executable', sys.executable)), "
+    "sys.version.split()[0])"
+)
+
+
+def interpreter(python: str | Path = sys.executable) -> str:
+    """The interpreter ``python`` runs on (a venv's base), with its version."""
+    out = subprocess.run([str(python), "-c", _INTERPRETER], capture_output=True, text=True)
+    return out.stdout.strip() or f"? ({python} did not start: {out.stderr.strip()[-200:]})"
+
+
 def ensure_litellm() -> str:
-    """The LiteLLM venv's python, with exactly LITELLM_VERSION; created when missing."""
+    """The LiteLLM venv's python, with exactly LITELLM_VERSION, on our interpreter;
+    created when missing or made from another one."""
     py = venv_python()
+    ours = interpreter()
+    if py.exists() and (theirs := interpreter(py)) != ours:
+        print(
+            f"{VENV.relative_to(ROOT)} runs on {theirs}, ours on {ours}: made again",
+            flush=True,
+        )
+        shutil.rmtree(VENV)
     if not py.exists():
         print(f"creating {VENV.relative_to(ROOT)} (litellm=={LITELLM_VERSION}) …", flush=True)
         base = getattr(sys, "_base_executable", None) or sys.executable
@@ -271,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     print_machine()
     version = ensure_litellm()
     prefix, guard, how = isolation()
-    print(f"LiteLLM {version} (bench/.venv-litellm), their side isolated by {how}")
+    print(
+        f"LiteLLM {version} (bench/.venv-litellm), both sides on {interpreter()}, their"
+        f" side isolated by {how}"
+    )
     env = {**os.environ, **OFFLINE_ENV}
     sent = (
         ["--conversation", str(args.conversation), "--turn-chars", str(args.turn_chars)]
