@@ -298,6 +298,20 @@ the next one's close). Without the coroutine modules, mypyc bought ~5 µs. Each 
 chained as bytes again (made once from its pieces' UTF-8): no change, as in the stop
 before the last.
 
+The stop after that measured what the ledger's two spool writes cost in place (one
+process, the ways in turn, 45 rounds of 1,500): 174.0 µs as it is, 165.7 with no lock
+and no ``write`` for the ledger (its records still encoded and framed), 160.5 with
+neither: the lock and the ``write`` 8 µs, the encoding 5 (alone 0.8 µs a record). The
+two ``flock`` pairs of every spool write, all eight a request, cost 2 µs (no-ops in
+their place). So one spool for the audit lines and the ledger's records (the rebuild
+above) would buy ~8 µs, not the 150 µs goal. Also measured, and left as it is: the
+interpreter. This machine's ``python3`` is pyenv's 3.11.7, built without PGO or LTO and
+with a shared libpython; Debian's ``/usr/bin/python3.11`` (3.11.2) is built with both and
+links libpython in. The same tree on each in turn (separate processes, 16 rounds of
+2,000): 169.4 -> 162.9 µs (-3.9 %), and LiteLLM's side on each (four rounds) 3,031-3,263
+-> 2,998-3,124 µs (-1 to -4 %): the ratio unchanged, for an older patch release. Torch's
+wheel on this disk is cp311 only, so 3.12 (pyenv has 3.12.1) was not an option.
+
 ``--serve`` answers the P1 harness (``bench/p1_router.py``) over stdin, so that this side
 and LiteLLM's run in alternating chunks: ``warm N``, ``run N`` (one line of JSON with the
 latencies in µs, and the process's CPU time over the chunk, every thread's, the spools'
