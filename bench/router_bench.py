@@ -306,8 +306,8 @@ two ``flock`` pairs of every spool write, all eight a request, cost 2 µs (no-op
 their place). So one spool for the audit lines and the ledger's records (the rebuild
 above) would buy ~8 µs, not the 150 µs goal. Also measured, and left as it is: the
 interpreter. This machine's ``python3`` is pyenv's 3.11.7, built without PGO or LTO and
-with a shared libpython; Debian's ``/usr/bin/python3.11`` (3.11.2) is built with both and
-links libpython in. The same tree on each in turn (separate processes, 16 rounds of
+with a shared libpython; Debian builds its ``/usr/bin/python3.11`` (3.11.2) with both,
+libpython linked in (``ldd`` names none). The same tree on each in turn (separate processes, 16 rounds of
 2,000): 169.4 -> 162.9 µs (-3.9 %), and LiteLLM's side on each (four rounds) 3,031-3,263
 -> 2,998-3,124 µs (-1 to -4 %): the ratio unchanged, for an older patch release. Torch's
 wheel on this disk is cp311 only, so 3.12 (pyenv has 3.12.1) was not an option.
