@@ -93,7 +93,14 @@ request. Measured so, the budget meter's snapshot was on the request path: ``res
 by provider) on the connection's thread before returning, so a request cost 2.91 / 5.16 /
 8.49 ms p50 after 1k / 3k / 6k requests (p99 14.9 ms), growing with the calls on file.
 Now the snapshot is read and published off the request path (app/router/ledger/publisher.py,
-3d4f187): 0.88 / 0.89 / 0.88 ms, p99 1.5 ms, flat.
+3d4f187): 0.88 / 0.89 / 0.88 ms, p99 1.5 ms, flat. Later (issue 20, the stop that measured
+the interpreter, below), the live view still cost 20-40 µs a request over the goal's
+path: each audit line was read back from its text into a dict on the request path, to
+be published. Taken out in turn (one process, 30-40 rounds of 1,000): no publishing at
+all -30 µs, publishing an event that needs no reading -16. Now the event carries the
+line's text and a subscriber reads it when it first asks (``app.bus.AuditAppended``),
+between requests: the trees in turn, 10 rounds of 2,000 with the view, 201.7 -> 185.4
+µs.
 
 Tried and measured, left out: the ledger's tables in the audit log's file, on one
 connection, so that the escalation line and the reservation commit together (one
@@ -307,10 +314,11 @@ their place). So one spool for the audit lines and the ledger's records (the reb
 above) would buy ~8 µs, not the 150 µs goal. Also measured, and left as it is: the
 interpreter. This machine's ``python3`` is pyenv's 3.11.7, built without PGO or LTO and
 with a shared libpython; Debian builds its ``/usr/bin/python3.11`` (3.11.2) with both,
-libpython linked in (``ldd`` names none). The same tree on each in turn (separate processes, 16 rounds of
-2,000): 169.4 -> 162.9 µs (-3.9 %), and LiteLLM's side on each (four rounds) 3,031-3,263
--> 2,998-3,124 µs (-1 to -4 %): the ratio unchanged, for an older patch release. Torch's
-wheel on this disk is cp311 only, so 3.12 (pyenv has 3.12.1) was not an option.
+libpython linked in (``ldd`` names none). The same tree on each in turn (separate
+processes, 16 rounds of 2,000): 169.4 -> 162.9 µs (-3.9 %), and LiteLLM's side on each
+(four rounds) 3,031-3,263 -> 2,998-3,124 µs (-1 to -4 %): the ratio unchanged, for an
+older patch release. Torch's wheel on this disk is cp311 only, so 3.12 (pyenv has
+3.12.1) was not an option.
 
 ``--serve`` answers the P1 harness (``bench/p1_router.py``) over stdin, so that this side
 and LiteLLM's run in alternating chunks: ``warm N``, ``run N`` (one line of JSON with the

@@ -202,7 +202,7 @@ async def _flood(app: Any, pilot: Any, events: int) -> dict[str, Any]:
     ]
     t0 = time.perf_counter()
     for line in lines:
-        await app.bus.publish(AuditAppended(session=session, line=line))
+        await app.bus.publish(AuditAppended.of(session=session, line=line))
     published = time.perf_counter() - t0
     deadline = time.monotonic() + FLOOD_LIMIT_S
     while received() < base + events:

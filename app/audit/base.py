@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO, Unpack
 
-from pydantic_core import from_json
-
 from app.audit.canonical import VerifyReport, jsonable
 from app.audit.prepared import PreparedLine, prepare, prepare_plain
 from app.audit.quick_redact import looks_clean, redact_fields
@@ -116,7 +114,7 @@ class AuditBase(ClosedOnExit):
         )
         async with self._lock:
             appended = (await self._insert([prepared]))[0]
-            self._publish(appended)
+            self._publish(appended, prepared)
         return appended
 
     async def append_many(self, lines: Sequence[Mapping[str, Any]]) -> list[AuditLine]:
@@ -147,18 +145,17 @@ class AuditBase(ClosedOnExit):
             return []
         async with self._lock:
             out = await self._insert(prepared)
-            for appended in out:
-                self._publish(appended)
+            for appended, made in zip(out, prepared, strict=True):
+                self._publish(appended, made)
         return [appended.line for appended in out]
 
-    def _publish(self, appended: Appended) -> None:
+    def _publish(self, appended: Appended, made: PreparedLine) -> None:
         if self._bus is not None:
             # Under the lock, so this instance publishes in seq order; publishing never
             # waits on a subscriber (a dead one is detached), so neither does an append.
-            # The line as a dict is its text parsed (what ``AuditLine.model_dump`` of the
-            # line read from it holds, by the same parser, in a third of the time).
-            line: dict[str, Any] = from_json(appended.text)
-            self._bus.publish_nowait(AuditAppended(session=line["session"], line=line))
+            # The line goes as its text: a subscriber reads it (AuditAppended.line, what
+            # ``AuditLine.model_dump`` of the line read from it holds) when it takes it.
+            self._bus.publish_nowait(AuditAppended(session=made.session, text=appended.text))
 
     async def _insert(self, lines: list[PreparedLine]) -> list[Appended]:
         """Extend the chain by ``lines``, in order, in one transaction where it can."""

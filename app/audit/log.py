@@ -189,8 +189,8 @@ class AuditLog(AuditBase):
                 out = self._append(lines, news)
         except OSError as exc:
             standing, self._standing = self._standing, []
-            for line in standing:  # (a write cut short: see _append)
-                self._publish(line)
+            for line, made in zip(standing, lines, strict=False):  # (cut short: see _append)
+                self._publish(line, made)
             if standing:
                 await self._after_write(len(standing))
             raise StoreError(f"cannot write the audit log {spool.path}: {exc}") from exc

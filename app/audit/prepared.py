@@ -17,6 +17,7 @@ result is exactly the slow way's (:func:`prepare_plain` over ``redact(jsonable(.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from json.encoder import encode_basestring
@@ -97,6 +98,13 @@ class PreparedLine:
         #: last two), from the scalars the text was made of
         self.index = f"{kind}\t{scalars['session']}\t{scalars['run']}"
         self.checked = checked
+
+    @property
+    def session(self) -> str:
+        """The line's session, as its text has it (read from the index: the session's JSON
+        string, written as the line's)."""
+        raw = self.index.split("\t", 2)[1]
+        return raw[1:-1] if raw[:1] == '"' and "\\" not in raw else str(json.loads(raw))
 
     def chain(self, seq: int, prev_hash: str, ts: str) -> Appended:
         """Line ``seq`` after ``prev_hash`` at ``ts``: its canonical text (what is stored,

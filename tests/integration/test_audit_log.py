@@ -192,6 +192,26 @@ async def test_publishes_each_line_on_the_bus(db_path: Path) -> None:
     assert event.line["from"] == "local"
 
 
+async def test_the_published_session_is_the_lines_own(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event names the session as the line has it: escaped characters read back, and
+    a secret in it redacted there as in the line (never the argument as given)."""
+    canary = f"canary-{'0123456789abcdef' * 2}"
+    monkeypatch.setenv("ACME_SERVICE_TOKEN", canary)
+    bus = Bus()
+    sub = bus.subscribe(kinds=(AuditAppended,))
+    sessions = ["plain", 'a "quoted" \\ tab\there → ünïcode', f"s-{canary}"]
+    async with AuditLog.open(db_path, bus=bus) as log:
+        lines = [await log.append("route", session=session) for session in sessions]
+        lines += await log.append_many([{"kind": "run", "session": s} for s in sessions])
+    events = [sub.get_nowait() for _ in lines]
+    assert [e.session for e in events] == [line.session for line in lines]
+    assert [e.line["session"] for e in events] == [line.session for line in lines]
+    assert events[1].session == sessions[1]
+    assert canary not in events[2].session and canary not in events[2].text
+
+
 async def test_appends_are_append_only_in_sql(db_path: Path) -> None:
     import sqlite3
 

@@ -34,14 +34,14 @@ def _line(seq: int, kind: str = "route") -> dict[str, Any]:
 
 def test_translate_merges_high_rate_kinds_per_frame() -> None:
     events = [
-        AuditAppended(line=_line(1)),
-        AuditAppended(line=_line(2)),
+        AuditAppended.of(_line(1)),
+        AuditAppended.of(_line(2)),
         TestOutput(loop=1, text="ab"),
         TestOutput(loop=1, text="c\n"),
         TestOutput(loop=2, text="x"),
         BudgetUpdated(snapshot={"n": 1}),
         StageChanged(stage="implementer", status="started"),
-        AuditAppended(line=_line(3)),
+        AuditAppended.of(_line(3)),
         TokenDelta(role="r", model="m", text="to"),
         TokenDelta(role="r", model="m", text="ken"),
         BudgetUpdated(snapshot={"n": 2}),
@@ -85,7 +85,7 @@ def test_translate_merges_high_rate_kinds_per_frame() -> None:
 def test_translate_never_loses_an_audit_line() -> None:
     events: list[Any] = []
     for n in range(1, 1001):
-        events.append(AuditAppended(line=_line(n)))
+        events.append(AuditAppended.of(_line(n)))
         if n % 7 == 0:
             events.append(TestOutput(loop=1, text=f"{n}\n"))
         if n % 13 == 0:
@@ -112,7 +112,7 @@ async def test_a_10k_flood_renders_without_dropping_an_audit_line(
         before = len(pane.lines)
         started = time.perf_counter()
         for n in range(1, total + 1):
-            await app.bus.publish(AuditAppended(session="flood", line=_line(n, "retry")))
+            await app.bus.publish(AuditAppended.of(session="flood", line=_line(n, "retry")))
             if n % 10 == 0:
                 await app.bus.publish(TestOutput(session="flood", loop=1, text=f"line {n}\n"))
             if n % 100 == 0:
@@ -146,7 +146,7 @@ async def test_the_pane_filter_keeps_the_model_whole(make_app: Any) -> None:
         pane = app.screen.escalations
         before = len(pane.lines)
         for n, kind in enumerate(["route", "escalation", "denial", "call"] * 5, 1):
-            await app.bus.publish(AuditAppended(line=_line(n, kind)))
+            await app.bus.publish(AuditAppended.of(_line(n, kind)))
         await until(pilot, lambda: len(pane.lines) - before == 20, what="20 lines")
         pane.view.focus()
         await pilot.press("f")

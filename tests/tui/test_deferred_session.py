@@ -72,7 +72,7 @@ async def test_the_layout_is_drawn_before_the_session_opens(
     async def slow(bus: Bus) -> AsyncIterator[Session]:
         asked.append(bus.subscriber_count)
         # Published while the session is still opening: the bridge must already listen.
-        await bus.publish(AuditAppended(session="early", line={"seq": 0, "kind": "run"}))
+        await bus.publish(AuditAppended.of(session="early", line={"seq": 0, "kind": "run"}))
         await release.wait()
         async with real(bus) as session:
             yield session

@@ -176,7 +176,7 @@ def test_short_client() -> None:
 def test_the_bridge_batches_a_frames_finished_requests_in_order() -> None:
     events = [
         RequestServed(request="gw-1", protocol="chat", client="a", model_asked="m", role="tutor"),
-        AuditAppended(line=opened("gw-2")),
+        AuditAppended.of(opened("gw-2")),
         BudgetUpdated(snapshot={"n": 1}),
         RequestServed(request="gw-2", protocol="chat", client="b", model_asked="m", role="tutor"),
     ]

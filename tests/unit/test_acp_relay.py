@@ -102,7 +102,7 @@ async def test_attempts_tests_and_a_run_that_ends_mid_step(policy: Any) -> None:
 
 async def test_audit_lines_become_chunks_and_calls_usage(policy: Any) -> None:
     def line(kind: str, **kw: Any) -> AuditAppended:
-        return AuditAppended(session="s", line={"kind": kind, "session": "s", **kw})
+        return AuditAppended.of(session="s", line={"kind": kind, "session": "s", **kw})
 
     sent = await relay_of(
         [

@@ -20,7 +20,23 @@ from app.bus import (
 
 
 def audit(i: int) -> AuditAppended:
-    return AuditAppended(session="s", line={"seq": i})
+    return AuditAppended.of(session="s", line={"seq": i})
+
+
+def test_an_audit_event_reads_its_line_once_when_asked() -> None:
+    """The line travels as its text and is read on the first ask; every later ask (another
+    subscriber's) gets the same dict. Reading it changes neither equality nor the hash,
+    and a copy with another text reads its own."""
+    event = AuditAppended(session="s", text='{"seq": 7, "kind": "route"}')
+    twin = AuditAppended(session="s", text='{"seq": 7, "kind": "route"}')
+    before = hash(event)
+    assert event.line == {"seq": 7, "kind": "route"}
+    assert event.line is event.line
+    assert event == twin and hash(event) == before == hash(twin)
+    assert event.model_dump() == {"session": "s", "text": '{"seq": 7, "kind": "route"}'}
+    other = event.model_copy(update={"text": '{"seq": 8}'})
+    assert other.line == {"seq": 8} and event.line["seq"] == 7
+    assert AuditAppended.of({"seq": 1, "t": "→"}, session="x").line == {"seq": 1, "t": "→"}
 
 
 async def test_events_are_immutable_and_strict() -> None:
