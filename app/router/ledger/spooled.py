@@ -24,6 +24,8 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+import orjson
+
 from app.compact_json import encoder
 from app.router.ledger.caps import Caps, Sums, sums
 from app.router.ledger.money import usd
@@ -34,6 +36,7 @@ from app.spool import Spool, mark, unfolded
 log = logging.getLogger(__name__)
 
 _DUMPS = encoder()
+_ORJSON = orjson.dumps
 
 
 class Live(NamedTuple):
@@ -76,7 +79,18 @@ class Live(NamedTuple):
 
 
 def encode(record: list[Any]) -> bytes:
-    return _DUMPS(record).encode()
+    """A record's JSON. Only read back (folds parse it; no hash or comparison holds its
+    bytes), so orjson's spelling of a float serves as well as Python's (``1e-5`` for
+    ``1e-05``, both the same float): 0.8 -> 0.3 µs a record (issue 20). A ``null`` is
+    orjson's spelling of a NaN or an infinity too, so a record holding one is written by
+    the C encoder (``NaN``, as ever), as is one orjson refuses."""
+    try:
+        data = _ORJSON(record)
+    except TypeError:  # (orjson.JSONEncodeError is one: an int past 64 bits, a Decimal)
+        return _DUMPS(record).encode()
+    if data.find(b"null") >= 0:  # (find: ``in`` tries a bytes needle as an int first)
+        return _DUMPS(record).encode()
+    return data
 
 
 #: json.loads' own scanner, called at each record's start (json.loads, once per record,
