@@ -34,8 +34,10 @@ PROCS, EACH, AMOUNT = 8, 100, 0.01
 CAP_USD = 5.0
 NANO = 1_000_000_000
 
-# Reserves EACH × $0.01 at once (100 coroutines), printing each granted id, then settles
-# them one by one, printing each settled id. argv: location, user, ttl_s, pause_s.
+# Opens its ledger and says so, waits for "go" (every process starts reserving at once,
+# none ahead for having started up sooner), reserves EACH × $0.01 at once (100
+# coroutines), printing each granted id, then settles them one by one, printing each
+# settled id. argv: location, user, ttl_s, pause_s.
 _CHILD = """
 import asyncio, json, sys
 from app.policy.schema import Budget
@@ -47,6 +49,8 @@ EACH = int(sys.argv[5])
 async def main(location, user, ttl, pause):
     budget = Budget(session_usd=100.0, day_usd=5.0, reservation_ttl_s=ttl)
     led = await ledger_at(location, budget, team="team", user=user)
+    print(json.dumps({"ready": user}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     async def one():
         try:
             r = await led.reserve(session="s-" + user, provider="openai", role="implementer",
@@ -70,11 +74,26 @@ asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]
 def _spawn(store: StoreUnderTest, user: str, ttl: float, pause: float) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", _CHILD, store.location, user, str(ttl), str(pause), str(EACH)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
     )
+
+
+def _go(procs: list[subprocess.Popen[str]]) -> None:
+    """Once every process has its ledger open, let them all reserve at once. (Started as
+    they came up, the five that were not killed could take the whole cap before a victim
+    had reserved anything: a flake under load.)"""
+    for proc in procs:
+        assert proc.stdin is not None and proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith('{"ready"'), line + (proc.stderr.read() if proc.stderr else "")
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
 
 
 def _events(out: str) -> list[dict[str, object]]:
@@ -114,6 +133,7 @@ def test_8_processes_x_100_reservations_against_a_5_dollar_team_cap(
 ) -> None:
     asyncio.run(_prepare(any_store))
     procs = [_spawn(any_store, f"user{i}", 900, 0.0) for i in range(PROCS)]
+    _go(procs)
     granted: list[str] = []
     settled: list[str] = []
     for proc in procs:
@@ -142,6 +162,7 @@ def test_processes_killed_mid_run_their_reservations_expire_and_are_charged_in_f
     told: dict[int, list[dict[str, object]]] = {i: [] for i in range(PROCS)}
     victims = procs[:3]
     try:
+        _go(procs)
         for i, proc in enumerate(victims):
             assert proc.stdout is not None
             deadline = time.monotonic() + 120
