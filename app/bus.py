@@ -71,8 +71,11 @@ class AuditAppended(Event):
     text: str
 
     @classmethod
-    def of(cls, line: Mapping[str, Any], session: str = "") -> AuditAppended:
-        """The event for a line held as a dict (a replay, a test)."""
+    def of(cls, line: Mapping[str, Any], session: str | None = None) -> AuditAppended:
+        """The event for a line held as a dict (a replay, a test); its session is the
+        line's unless given."""
+        if session is None:
+            session = str(line.get("session") or "")
         return cls(session=session, text=json.dumps(line, ensure_ascii=False))
 
     @property

@@ -112,14 +112,19 @@ def interpreter(python: str | Path = sys.executable) -> str:
     return out.stdout.strip() or f"? ({python} did not start: {out.stderr.strip()[-200:]})"
 
 
+def other_interpreter(python: str | Path) -> str | None:
+    """The interpreter an existing ``python`` runs on when it is not ours, else None."""
+    theirs = interpreter(python)
+    return theirs if theirs != interpreter() else None
+
+
 def ensure_litellm() -> str:
     """The LiteLLM venv's python, with exactly LITELLM_VERSION, on our interpreter;
     created when missing or made from another one."""
     py = venv_python()
-    ours = interpreter()
-    if py.exists() and (theirs := interpreter(py)) != ours:
+    if py.exists() and (theirs := other_interpreter(py)) is not None:
         print(
-            f"{VENV.relative_to(ROOT)} runs on {theirs}, ours on {ours}: made again",
+            f"{VENV.relative_to(ROOT)} runs on {theirs}, ours on {interpreter()}: made again",
             flush=True,
         )
         shutil.rmtree(VENV)

@@ -154,7 +154,8 @@ class AuditBase(ClosedOnExit):
             # Under the lock, so this instance publishes in seq order; publishing never
             # waits on a subscriber (a dead one is detached), so neither does an append.
             # The line goes as its text: a subscriber reads it (AuditAppended.line, what
-            # ``AuditLine.model_dump`` of the line read from it holds) when it takes it.
+            # ``model_dump(by_alias=True)`` of the AuditLine read from it holds) when it
+            # takes it.
             self._bus.publish_nowait(AuditAppended(session=made.session, text=appended.text))
 
     async def _insert(self, lines: list[PreparedLine]) -> list[Appended]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -50,7 +51,10 @@ async def main(location, user, ttl, pause):
     budget = Budget(session_usd=100.0, day_usd=5.0, reservation_ttl_s=ttl)
     led = await ledger_at(location, budget, team="team", user=user)
     print(json.dumps({"ready": user}), flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    told = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    if told.strip() != "go":  # the test gave up before the start: reserve nothing
+        await led.close()
+        return
     async def one():
         try:
             r = await led.reserve(session="s-" + user, provider="openai", role="implementer",
@@ -82,12 +86,18 @@ def _spawn(store: StoreUnderTest, user: str, ttl: float, pause: float) -> subpro
     )
 
 
-def _go(procs: list[subprocess.Popen[str]]) -> None:
+def _go(procs: list[subprocess.Popen[str]], within_s: float = 120.0) -> None:
     """Once every process has its ledger open, let them all reserve at once. (Started as
     they came up, the five that were not killed could take the whole cap before a victim
-    had reserved anything: a flake under load.)"""
+    had reserved anything: a flake under load.) A process that is not ready in time
+    fails the test; the caller kills them all."""
+    deadline = time.monotonic() + within_s
     for proc in procs:
         assert proc.stdin is not None and proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(max(deadline - time.monotonic(), 0))
+        assert ready, f"a process did not open its ledger within {within_s:g}s"
         line = proc.stdout.readline()
         assert line.startswith('{"ready"'), line + (proc.stderr.read() if proc.stderr else "")
     for proc in procs:
@@ -133,15 +143,20 @@ def test_8_processes_x_100_reservations_against_a_5_dollar_team_cap(
 ) -> None:
     asyncio.run(_prepare(any_store))
     procs = [_spawn(any_store, f"user{i}", 900, 0.0) for i in range(PROCS)]
-    _go(procs)
     granted: list[str] = []
     settled: list[str] = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=240)
-        assert proc.returncode == 0, err[-2000:]
-        events = _events(out)
-        granted += [str(e["granted"]) for e in events if "granted" in e]
-        settled += [str(e["settled"]) for e in events if "settled" in e]
+    try:
+        _go(procs)
+        for proc in procs:
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err[-2000:]
+            events = _events(out)
+            granted += [str(e["granted"]) for e in events if "granted" in e]
+            settled += [str(e["settled"]) for e in events if "settled" in e]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=30)
     assert len(granted) == len(set(granted)) == 500
     assert sorted(settled) == sorted(granted)
     rows = asyncio.run(_on_file(any_store))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -97,26 +98,53 @@ def test_spool_records_read_in_one_pass_as_one_by_one() -> None:
 
 
 @pytest.mark.parametrize(
-    "record",
+    ("record", "by_c"),
     [
-        ["c", "id1", "settled", "t", 3, "ok", 1, 2, 1e-05, "d", "s", "", "r", "m", "p"],
-        ["c", "id1", "settled", "t", 3, "ok", 1, 2, 1e16, "d", "s", "", "r", "m", "p"],
-        ["k", "t", "d", "s", None, "r", "m", "p", 1, 2, 0.5, 7, "ok"],  # a null
-        ["k", "t", "d", "nullable", "", "r", "m", "p", 1, 2, 0.5, 7, "ok"],  # "null" in text
-        ["c", "id1", "settled", "t", 3, "ok", 1, 2, float("inf"), "d", "s", "", "r", "m", "p"],
-        ["r", "id1", "s", 'é → \u2028\x00"', "p", "a", "g", 2**70, "d", "a", "b", 1.5],
+        (["c", "id1", "settled", "t", 3, "ok", 1, 2, 1e-05, "d", "s", "", "r", "m", "p"], False),
+        (["c", "id1", "settled", "t", 3, "ok", 1, 2, 1e16, "d", "s", "", "r", "m", "p"], False),
+        (["k", "t", "d", "s", None, "r", "m", "p", 1, 2, 0.5, 7, "ok"], True),  # a null
+        (["k", "t", "d", "nullable", "", "r", "m", "p", 1, 2, 0.5, 7, "ok"], True),  # its text
+        (
+            ["c", "id1", "settled", "t", 3, "ok", 1, 2, float("inf"), "d", "", "", "r", "m", "p"],
+            True,
+        ),
+        (["r", "id1", "s", 'é → \u2028\x00"\n', "p", "a", "g", 5, "d", "a", "b", 1.5], False),
+        (["r", "id1", "s", "", "p", "a", "g", 2**70, "d", "a", "b", 1.5], True),  # past 64 bits
     ],
 )
-def test_a_spool_record_reads_back_as_it_was(record: list[Any]) -> None:
-    """orjson writes what it writes exactly; a NaN or an infinity (orjson's ``null``), an
-    int past 64 bits (orjson refuses it) go by the C encoder, as they always did."""
-    from app.router.ledger.spooled import decode, encode
+def test_a_spool_record_reads_back_as_it_was(
+    record: list[Any], by_c: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """orjson writes what it can; a NaN or an infinity (orjson's ``null``), a null, an int
+    past 64 bits (orjson refuses it) go by the C encoder, as they always did."""
+    from app.router.ledger import spooled
 
-    data = encode(record)
+    asked: list[object] = []
+    c_encoder = spooled._DUMPS
+    monkeypatch.setattr(spooled, "_DUMPS", lambda r: asked.append(r) or c_encoder(r))
+    data = spooled.encode(record)
+    assert bool(asked) is by_c
     assert b"\n" not in data
-    assert decode([data]) == [record] == [json.loads(data)]
-    if any(isinstance(v, float) and v in (float("inf"), float("-inf")) for v in record):
+    assert spooled.decode([data]) == [record] == [json.loads(data)]
+    if not by_c:
+        assert data == orjson.dumps(record)
+    if float("inf") in record:
         assert b"Infinity" in data  # (orjson would have written null)
+
+
+def test_a_spool_record_orjson_would_write_otherwise_goes_by_the_c_encoder() -> None:
+    """A datetime, a dataclass, a str subclass: refused or written as before, never a
+    text the C encoder would not have written."""
+    from datetime import UTC, datetime
+
+    from app.router.ledger.spooled import encode
+
+    class Tag(str):
+        pass
+
+    assert encode(["r", Tag("x")]) == b'["r","x"]'
+    with pytest.raises(TypeError):
+        encode(["r", datetime(2026, 1, 1, tzinfo=UTC)])
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 
 _DUMPS = encoder()
 _ORJSON = orjson.dumps
+#: what orjson leaves to the C encoder (it would write them where that one refuses, or
+#: spells them otherwise)
+_PASSED = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 class Live(NamedTuple):
@@ -83,9 +90,12 @@ def encode(record: list[Any]) -> bytes:
     bytes), so orjson's spelling of a float serves as well as Python's (``1e-5`` for
     ``1e-05``, both the same float): 0.8 -> 0.3 µs a record (issue 20). A ``null`` is
     orjson's spelling of a NaN or an infinity too, so a record holding one is written by
-    the C encoder (``NaN``, as ever), as is one orjson refuses."""
+    the C encoder (``NaN``, as ever), as is one orjson refuses: a datetime, a dataclass or
+    a subclass of a JSON type are passed through to it, as it read them before. (A plain
+    Enum or a UUID, which the C encoder refuses, orjson writes as its value: no record
+    holds one, as the ledger's arguments are str, int and float.)"""
     try:
-        data = _ORJSON(record)
+        data = _ORJSON(record, None, _PASSED)
     except TypeError:  # (orjson.JSONEncodeError is one: an int past 64 bits, a Decimal)
         return _DUMPS(record).encode()
     if data.find(b"null") >= 0:  # (find: ``in`` tries a bytes needle as an int first)
