@@ -67,6 +67,7 @@ Run: python -m bench.p1_router [--n 10000] [--chunks 10] [--imports 5]
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -112,10 +113,16 @@ def interpreter(python: str | Path = sys.executable) -> str:
     return out.stdout.strip() or f"? ({python} did not start: {out.stderr.strip()[-200:]})"
 
 
+@functools.cache
+def our_interpreter() -> str:
+    """The interpreter this side runs on (asked once)."""
+    return interpreter()
+
+
 def other_interpreter(python: str | Path) -> str | None:
     """The interpreter an existing ``python`` runs on when it is not ours, else None."""
     theirs = interpreter(python)
-    return theirs if theirs != interpreter() else None
+    return theirs if theirs != our_interpreter() else None
 
 
 def ensure_litellm() -> str:
@@ -124,7 +131,7 @@ def ensure_litellm() -> str:
     py = venv_python()
     if py.exists() and (theirs := other_interpreter(py)) is not None:
         print(
-            f"{VENV.relative_to(ROOT)} runs on {theirs}, ours on {interpreter()}: made again",
+            f"{VENV.relative_to(ROOT)} runs on {theirs}, ours on {our_interpreter()}: made again",
             flush=True,
         )
         shutil.rmtree(VENV)
@@ -304,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     version = ensure_litellm()
     prefix, guard, how = isolation()
     print(
-        f"LiteLLM {version} (bench/.venv-litellm), both sides on {interpreter()}, their"
+        f"LiteLLM {version} (bench/.venv-litellm), both sides on {our_interpreter()}, their"
         f" side isolated by {how}"
     )
     env = {**os.environ, **OFFLINE_ENV}

@@ -79,6 +79,19 @@ def _scalar(value: Any) -> str:
 _BRACKETS = 100
 
 
+def index_text(raw: str) -> str | None:
+    """A JSON string (or null) of a line's index (:attr:`PreparedLine.index`), as its
+    text spells it."""
+    if raw == "null":
+        return None
+    if "\\" in raw:
+        value = json.loads(raw)
+        if not isinstance(value, str):
+            raise ValueError(raw)
+        return value
+    return raw[1:-1]
+
+
 class PreparedLine:
     """A line's canonical text without the chain's fields, in the five pieces they go
     between; its spool record's index columns (kind, session, run); and whether its
@@ -103,8 +116,7 @@ class PreparedLine:
     def session(self) -> str:
         """The line's session, as its text has it (read from the index: the session's JSON
         string, written as the line's)."""
-        raw = self.index.split("\t", 2)[1]
-        return raw[1:-1] if raw[:1] == '"' and "\\" not in raw else str(json.loads(raw))
+        return index_text(self.index.split("\t", 2)[1]) or ""
 
     def chain(self, seq: int, prev_hash: str, ts: str) -> Appended:
         """Line ``seq`` after ``prev_hash`` at ``ts``: its canonical text (what is stored,

@@ -10,14 +10,13 @@ two writers can never both extend the same tail.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 from collections.abc import Sequence
 
 import aiosqlite
 
 from app.audit.canonical import GENESIS_HASH
-from app.audit.prepared import PreparedLine
+from app.audit.prepared import PreparedLine, index_text
 from app.audit.types import Appended
 from app.clock import Clock, iso
 from app.errors import AuditTamperError
@@ -124,18 +123,6 @@ def record_tail(record: bytes) -> tuple[int, str]:
     return int(seq), digest.decode("ascii")
 
 
-def _text(raw: str) -> str | None:
-    """A JSON string (or null) as :func:`chain_lines` spelled it."""
-    if raw == "null":
-        return None
-    if "\\" in raw:
-        value = json.loads(raw)
-        if not isinstance(value, str):
-            raise ValueError(raw)
-        return value
-    return raw[1:-1]
-
-
 #: the table that records how far the spool is folded (app.spool.watermark)
 SPOOL_TABLE = "audit_spool"
 
@@ -160,7 +147,15 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
         try:
             n = int(parts[0])
             linked = len(parts) == 8 and n == seq + 1 and parts[2] == prev_hash
-            values = (n, parts[3], _text(parts[5]), _text(parts[6]), parts[4], parts[1], parts[7])
+            values = (
+                n,
+                parts[3],
+                index_text(parts[5]),
+                index_text(parts[6]),
+                parts[4],
+                parts[1],
+                parts[7],
+            )
         except (ValueError, IndexError):
             linked = False
         if not linked:
