@@ -48,14 +48,14 @@ from pathlib import Path
 from typing import Any
 
 from app.audit.canonical import GENESIS_HASH, verify_lines
-from app.audit.prepared import prepare
+from app.audit.prepared import index_text, prepare
 from app.audit.quick_redact import looks_clean
 
 # the product's own statements, where they stand apart from its pydantic models
 from app.audit.store import _HEAD as HEAD
 from app.audit.store import _INSERT as INSERT_LINE
 from app.audit.store import _TAIL as TAIL
-from app.audit.store import SCHEMA, _text
+from app.audit.store import SCHEMA
 from app.router.ledger.caps import sums
 from app.router.ledger.schema import migrate
 from app.router.ledger.transactions import insert_call
@@ -145,7 +145,7 @@ def line_row(fields: dict[str, Any], seq: int, prev: str, ts: str) -> tuple[Any,
         raise RuntimeError("a secret in a bench line")
     line = prepared.chain(seq, prev, ts)
     kind, session, run = prepared.index.split("\t")
-    return (seq, ts, _text(session), _text(run), kind, line.hash, line.text)
+    return (seq, ts, index_text(session), index_text(run), kind, line.hash, line.text)
 
 
 def close_live(db: sqlite3.Connection, rid: str, cost: int, closed: str) -> None:
