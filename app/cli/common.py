@@ -93,10 +93,11 @@ def print_json(data: Any) -> None:
 
 def console() -> Any:
     """The console commands print to: text from outside is shown, never obeyed (an ESC
-    in an audit detail reached the terminal; app/cli/safe_console.py)."""
-    from app.cli.safe_console import SafeConsole
+    in an audit detail reached the terminal; app/cli/safe_console.py). Lines are folded
+    to a terminal's width, never in a pipe or a file (:func:`piped_console`)."""
+    from app.cli.safe_console import piped_console
 
-    return SafeConsole(highlight=False, soft_wrap=False)
+    return piped_console(highlight=False)
 
 
 def an_id(text: str) -> str:

@@ -24,7 +24,7 @@ from app.cli.common import (
 from app.config import Settings
 from app.errors import UsageError
 from app.policy.schema import Policy
-from app.router.decide import decide
+from app.router.decide import DEFAULT_PROMPT_TOKENS, decide
 from app.router.types import Decision, RouterState, Signals
 
 _TRUE = {"1", "true", "yes", "on", "y"}
@@ -225,6 +225,11 @@ def _render_budget(left: dict[str, float], args: argparse.Namespace) -> None:
     console().print(f"  [dim]budget    left: {amounts} ({where})[/]")
 
 
+def _tokens_in(d: Decision) -> str:
+    """The prompt the estimate priced: the request's, or the one decide() assumed."""
+    return str(d.est_tokens_in) if d.est_tokens_in else f"{DEFAULT_PROMPT_TOKENS} assumed"
+
+
 def _unlisted(policy: Policy, d: Decision, endpoints: dict[str, Any]) -> str | None:
     """A runtime that answers but does not list the model: the router still picks it (it
     is up) and falls back when the call is refused, so say so before anyone is surprised."""
@@ -272,8 +277,7 @@ def render(
         out.print(f"  chain     {chain}")
     if d.action == "escalate":
         out.print(
-            f"  cost      est ${d.est_cost_usd:.4f} "
-            f"({d.est_tokens_in or 'assumed'} in / {d.est_tokens_out} out)"
+            f"  cost      est ${d.est_cost_usd:.4f} ({_tokens_in(d)} in / {d.est_tokens_out} out)"
         )
         if d.target in key_notes:
             note = escape(key_notes[d.target])

@@ -270,9 +270,9 @@ async def _progress(bus: Any, *, quiet: bool) -> None:
 
     from app.audit.types import AuditLine
     from app.bus import AuditAppended, Notice, StageChanged, TestLoopFinished
-    from app.cli.safe_console import SafeConsole
+    from app.cli.safe_console import piped_console
 
-    out = SafeConsole(stderr=quiet, highlight=False)
+    out = piped_console(stderr=quiet, highlight=False)
     sub = bus.subscribe(maxsize=4096, kinds=(StageChanged, Notice, TestLoopFinished, AuditAppended))
     async for event in sub:
         if isinstance(event, StageChanged):

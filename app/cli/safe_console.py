@@ -32,6 +32,16 @@ class SafeConsole(Console):
         raise BrokenPipeError
 
 
+def piped_console(*, stderr: bool = False, highlight: bool = False) -> SafeConsole:
+    """A :class:`SafeConsole` that folds long lines at a terminal's width only: into a
+    pipe or a file (``| grep``, ``> out.txt``) a line stays one line, where Rich would
+    fold it at 80 columns (a trigger's text, an audit line's detail cut in two). Tables
+    are still drawn to the width (``COLUMNS`` sets it)."""
+    out = SafeConsole(stderr=stderr, highlight=highlight)
+    out.soft_wrap = not out.is_terminal
+    return out
+
+
 def _shown(buffer: Iterable[Segment]) -> Iterator[Segment]:
     for segment in buffer:
         if segment.control is None and segment.text:

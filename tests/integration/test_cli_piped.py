@@ -1,0 +1,84 @@
+"""The CLI's text into a pipe or a file: a line stays one line (Rich folded every line at
+80 columns when its stream was not a terminal, so ``| grep`` found half a trigger's text),
+and a terminal still gets lines folded to its width."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+
+from app.cli.safe_console import piped_console
+
+_EXPLAIN = ("route", "explain", "--role", "architect", "--signal", "confidence=0.5")
+
+
+def _piped(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_route_explain_into_a_pipe_keeps_each_line_whole() -> None:
+    done = _piped(*_EXPLAIN)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    trigger = next(line for line in lines if "ARCHITECT_LOW_CONFIDENCE" in line)
+    # the code, its text and the trigger's id, on the one line grep finds
+    assert "confidence 0.5 < 0.75" in trigger and "(architect_low_confidence)" in trigger
+    assert len(trigger) > 80
+    budget = next(line for line in lines if line.lstrip().startswith("budget"))
+    assert budget.rstrip().endswith("(the caps less the ledger, a new session)")
+
+
+def test_route_explain_names_the_prompt_its_cost_assumes() -> None:
+    assumed = next(line for line in _piped(*_EXPLAIN).stdout.splitlines() if "cost " in line)
+    assert "(2000 assumed in / 4096 out)" in assumed
+    given = _piped(*_EXPLAIN, "--signal", "context_estimate=5000").stdout
+    assert "(5000 in / 4096 out)" in given
+
+
+def test_a_terminal_still_folds_at_its_width() -> None:
+    """Under a pseudo-terminal 60 columns wide, the same command folds its long lines."""
+    main_fd, child_fd = pty.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 60, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", *_EXPLAIN],
+        stdin=child_fd,
+        stdout=child_fd,
+        stderr=subprocess.PIPE,
+        env={**env, "TERM": "xterm", "NO_COLOR": "1"},
+    )
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:  # EIO: the child closed its side
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main_fd)
+    assert proc.wait(timeout=60) == 0
+    text = b"".join(chunks).decode()
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text.replace("\r", ""))
+    lines = [line for line in plain.splitlines() if line.strip()]
+    assert max(len(line) for line in lines) <= 60
+    assert not any("(architect_low_confidence)" in line and "ARCHITECT" in line for line in lines)
+
+
+def test_the_console_soft_wraps_where_it_is_no_terminal() -> None:
+    assert piped_console().soft_wrap is True  # pytest's stdout is no terminal
