@@ -17,6 +17,7 @@ from app.cli.common import (
     add_session_args,
     console,
     policy_from,
+    print_json,
     settings_from,
 )
 from app.cli.route_cmd import parse_signals
@@ -186,8 +187,7 @@ async def _run(
                 latency_ms=round(result.latency_ms, 1),
                 finish_reason=result.finish_reason,
             )
-        json.dump(data, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
+        print_json(data)
         return 0 if failure is None else 1
 
     if result is not None and schema is not None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 from rich.text import Text
 
 from app.audit.base import AuditBase
-from app.audit.canonical import VerifyReport, canonical_json
+from app.audit.canonical import VerifyReport
 from app.audit.types import AuditLine
 from app.cli import audit_lines
 from app.cli.common import (
@@ -26,6 +26,7 @@ from app.cli.common import (
     console,
     policy_from,
     print_json,
+    print_json_line,
     settings_from,
     whole_number,
 )
@@ -129,9 +130,7 @@ async def _tail_async(args: argparse.Namespace) -> None:
 
     def show(line: AuditLine, who: dict[str, str] | None = None) -> None:
         if args.json:
-            data = line.model_dump(by_alias=True)
-            sys.stdout.write(canonical_json({**(who or {}), **data}) + "\n")
-            sys.stdout.flush()
+            print_json_line({**(who or {}), **line.model_dump(by_alias=True)})
         else:
             text = audit_lines.full(line)
             if who:

@@ -87,8 +87,18 @@ def money(usd: float | None) -> str:
 
 
 def print_json(data: Any) -> None:
+    """A command's ``--json`` result: one object, indented (docs/json.md names its fields)."""
     json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
+
+
+def print_json_line(data: Any) -> None:
+    """One object of a JSONL stream (``audit tail --json``): canonical, on its own line,
+    flushed (``--follow`` prints as lines come)."""
+    from app.audit.canonical import canonical_json
+
+    sys.stdout.write(canonical_json(data) + "\n")
+    sys.stdout.flush()
 
 
 def console() -> Any:
