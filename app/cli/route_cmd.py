@@ -180,16 +180,24 @@ def _explain(args: argparse.Namespace) -> int:
     unlisted = _unlisted(policy, decision, endpoints)
     if unlisted:
         decision = decision.model_copy(update={"notes": [*decision.notes, unlisted]})
+    reasoning = _reasoning_tokens(policy, decision)
     if args.json:
         data = decision.model_dump(mode="json")
         data["reason_codes"] = decision.reason_codes
+        data["est_reasoning_tokens"] = reasoning
         data["local_only"] = state.local_only
         data["runtimes_probed"] = args.probe
         data["budget_left_usd"] = left
         data["budget_from"] = "ledger" if args.budget_left is None else "--budget-left"
         print_json(data)
     else:
-        render(decision, state, keys if not args.with_keys else {}, probed=args.probe)
+        render(
+            decision,
+            state,
+            keys if not args.with_keys else {},
+            probed=args.probe,
+            reasoning=reasoning,
+        )
         _render_budget(left, args)
     return 0
 
@@ -230,6 +238,13 @@ def _tokens_in(d: Decision) -> str:
     return str(d.est_tokens_in) if d.est_tokens_in else f"{DEFAULT_PROMPT_TOKENS} assumed"
 
 
+def _reasoning_tokens(policy: Policy, d: Decision) -> int:
+    """The thinking the target is billed for as output (decide() prices it with the
+    reply's tokens): 0 for a model that does not reason, or no target."""
+    model = policy.models.get(policy.resolve(d.target)) if d.target else None
+    return policy.generation.reasoning_tokens(model.reasoning_effort) if model else 0
+
+
 def _unlisted(policy: Policy, d: Decision, endpoints: dict[str, Any]) -> str | None:
     """A runtime that answers but does not list the model: the router still picks it (it
     is up) and falls back when the call is refused, so say so before anyone is surprised."""
@@ -246,7 +261,12 @@ def _unlisted(policy: Policy, d: Decision, endpoints: dict[str, Any]) -> str | N
 
 
 def render(
-    d: Decision, state: RouterState, key_notes: dict[str, str], *, probed: bool = True
+    d: Decision,
+    state: RouterState,
+    key_notes: dict[str, str],
+    *,
+    probed: bool = True,
+    reasoning: int = 0,
 ) -> None:
     from rich.markup import escape
 
@@ -277,7 +297,8 @@ def render(
         out.print(f"  chain     {chain}")
     if d.action == "escalate":
         out.print(
-            f"  cost      est ${d.est_cost_usd:.4f} ({_tokens_in(d)} in / {d.est_tokens_out} out)"
+            f"  cost      est ${d.est_cost_usd:.4f} ({_tokens_in(d)} in / {d.est_tokens_out} out"
+            f"{f' + {reasoning} reasoning' if reasoning else ''})"
         )
         if d.target in key_notes:
             note = escape(key_notes[d.target])

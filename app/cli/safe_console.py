@@ -38,7 +38,10 @@ def piped_console(*, stderr: bool = False, highlight: bool = False) -> SafeConso
     fold it at 80 columns (a trigger's text, an audit line's detail cut in two). Tables
     are still drawn to the width (``COLUMNS`` sets it)."""
     out = SafeConsole(stderr=stderr, highlight=highlight)
-    out.soft_wrap = not out.is_terminal
+    # the stream's own answer: Rich's is_terminal is also true under FORCE_COLOR (colours
+    # into ``less -R``), where a pipe still wants its lines whole
+    isatty = getattr(out.file, "isatty", None)
+    out.soft_wrap = not (callable(isatty) and isatty())
     return out
 
 

@@ -5,26 +5,39 @@ and a terminal still gets lines folded to its width."""
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import re
+import select
 import struct
 import subprocess
 import sys
 import termios
+import time
+
+import pytest
 
 from app.cli.safe_console import piped_console
 
 _EXPLAIN = ("route", "explain", "--role", "architect", "--signal", "confidence=0.5")
 
 
-def _piped(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+#: what would size or colour the output otherwise (a developer's shell may set them)
+_SIZING = ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
+def _env(**more: str) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k not in _SIZING}, **more}
+
+
+def _piped(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "app", *args],
+        stdin=subprocess.DEVNULL,  # (Rich reads a terminal's width from stdin too)
         capture_output=True,
         text=True,
-        env=env,
+        env=_env(**env),
         timeout=60,
         check=False,
     )
@@ -44,34 +57,42 @@ def test_route_explain_into_a_pipe_keeps_each_line_whole() -> None:
 
 def test_route_explain_names_the_prompt_its_cost_assumes() -> None:
     assumed = next(line for line in _piped(*_EXPLAIN).stdout.splitlines() if "cost " in line)
-    assert "(2000 assumed in / 4096 out)" in assumed
+    # gpt-5.1-high reasons at high effort: its thinking is priced as output, and said
+    assert "(2000 assumed in / 4096 out + 16384 reasoning)" in assumed
     given = _piped(*_EXPLAIN, "--signal", "context_estimate=5000").stdout
-    assert "(5000 in / 4096 out)" in given
+    assert "(5000 in / 4096 out + 16384 reasoning)" in given
 
 
 def test_a_terminal_still_folds_at_its_width() -> None:
     """Under a pseudo-terminal 60 columns wide, the same command folds its long lines."""
     main_fd, child_fd = pty.openpty()
     fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 60, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", *_EXPLAIN],
         stdin=child_fd,
         stdout=child_fd,
         stderr=subprocess.PIPE,
-        env={**env, "TERM": "xterm", "NO_COLOR": "1"},
+        env=_env(TERM="xterm", NO_COLOR="1"),
     )
     os.close(child_fd)
     chunks = []
-    while True:
-        try:
-            chunk = os.read(main_fd, 65536)
-        except OSError:  # EIO: the child closed its side
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(main_fd)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main_fd], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(main_fd, 65536)
+            except OSError:  # EIO: the child closed its side
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(main_fd)
+        if proc.poll() is None and time.monotonic() >= deadline:
+            proc.kill()
     assert proc.wait(timeout=60) == 0
     text = b"".join(chunks).decode()
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text.replace("\r", ""))
@@ -80,5 +101,14 @@ def test_a_terminal_still_folds_at_its_width() -> None:
     assert not any("(architect_low_confidence)" in line and "ARCHITECT" in line for line in lines)
 
 
-def test_the_console_soft_wraps_where_it_is_no_terminal() -> None:
-    assert piped_console().soft_wrap is True  # pytest's stdout is no terminal
+def test_a_pipe_keeps_its_lines_whole_even_under_force_color(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FORCE_COLOR (colours into ``less -R``) makes Rich call any stream a terminal: the
+    stream's own isatty() decides the folding."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert piped_console().soft_wrap is True
+    done = _piped(*_EXPLAIN, FORCE_COLOR="1")
+    trigger = next(line for line in done.stdout.splitlines() if "ARCHITECT_LOW" in line)
+    assert "(architect_low_confidence)" in trigger

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from app.cli.main import build_parser, main
 from tests import json_watch
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.json_reference import REFERENCE, _covers, assert_documented, paths, reference
+from tests.json_reference import REFERENCE, _covers, assert_documented, parse, paths, reference
 
 _TYPES = {"string", "integer", "number", "boolean", "array", "object", "null", "any"}
 
@@ -43,7 +45,6 @@ def test_every_row_has_a_type_of_json_and_a_meaning() -> None:
         assert rows, command
         for path, kind in rows.items():
             assert set(kind.split(" or ")) <= _TYPES, (command, path, kind)
-            assert f"| `{path}` | {kind} | " in text
     meanings = [line.rsplit("|", 2)[1].strip() for line in text.splitlines() if line[:3] == "| `"]
     assert all(meanings), "a row without its meaning"
 
@@ -51,16 +52,33 @@ def test_every_row_has_a_type_of_json_and_a_meaning() -> None:
 def test_paths_are_two_levels_and_patterns_cover_what_they_say() -> None:
     data = {"a": 1, "b": {"c": {"deep": 1}}, "rows": [{"x": 1}, {"y": 2}], "empty": []}
     assert paths(data) == {"a", "b", "b.c", "rows", "rows[].x", "rows[].y", "empty"}
+    assert paths({"kept": ({"x": 1},)}) == {"kept", "kept[].x"}  # a tuple, as model_dump keeps
     assert _covers("left.<provider>", "left.openai")
     assert not _covers("left.<provider>", "other.openai")
     assert _covers("values.*", "values.anything") and not _covers("values.*", "values")
     assert _covers("audit[].*", "audit[].seq") and not _covers("audit[].*", "audits[].seq")
 
 
+def test_a_row_the_reader_cannot_read_is_an_error_not_a_gap() -> None:
+    good = "### `switchyard budget --json`\n\n| field | type | meaning |\n|---|---|---|\n"
+    good += "| `total` | object | Totals. |\n"
+    assert parse(good) == {"budget": {"total": "object"}}
+    with pytest.raises(ValueError, match="budget: 1 row"):
+        parse(good + "| `days` | integer | one | two |\n")
+
+
 def test_a_field_the_reference_lacks_fails_by_its_path() -> None:
     assert_documented("budget", {"total": {"calls": 1}})
     with pytest.raises(AssertionError, match=r"\['secret_field', 'total.surprise'\]"):
         assert_documented("budget", {"total": {"surprise": 1}, "secret_field": 2})
+
+
+def test_the_watch_names_a_command_module_that_escaped_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert json_watch._unwatched() == []
+    monkeypatch.setitem(sys.modules, "app.cli.zz_bound_early", SimpleNamespace(print_json=print))
+    assert json_watch._unwatched() == ["app.cli.zz_bound_early.print_json"]
 
 
 def test_the_watch_sees_what_a_command_prints(capsys: pytest.CaptureFixture[str]) -> None:
