@@ -162,7 +162,8 @@ async def _team_tail(args: argparse.Namespace, log: PgAuditLog, show: Any) -> No
     # -n 0: only what comes next, counted from the newest line on file now
     batch = await log.team_tail(max(args.n, 1), **kw)
     if not batch and args.n:
-        _none_matched(args)
+        # this user's lines by default: say so, or an empty answer reads as an empty log
+        _none_matched(args, user=user if not args.team and not args.user else None)
     after = ("", "", 0)
     if args.n == 0 and batch:
         after, batch = (batch[-1].line.ts, batch[-1].chain, batch[-1].line.seq), []
@@ -176,13 +177,21 @@ async def _team_tail(args: argparse.Namespace, log: PgAuditLog, show: Any) -> No
         batch = await log.team_tail(500, after=after, **kw)
 
 
-def _none_matched(args: argparse.Namespace) -> None:
+def _none_matched(args: argparse.Namespace, *, user: str | None = None) -> None:
     """A filter that matched nothing says so on stderr (it printed nothing at all, as an
-    empty log does): ids are matched whole, so a cut one matches nothing."""
+    empty log does): ids are matched whole, so a cut one matches nothing. ``user``: the
+    team store's default filter (this user's lines), which nobody typed."""
     named = [f"--{k} {v}" for k in ("session", "run", "user") if (v := getattr(args, k, None))]
     if named:
         print(
             f"switchyard: no audit line matched {' '.join(named)} (ids are matched whole)",
+            file=sys.stderr,
+        )
+    elif user is not None:
+        print(
+            f"switchyard: no audit line of user {user} on the team store (tail shows your "
+            "own lines: --team shows everyone's, --user U one user's, and "
+            "`switchyard audit chains` who wrote)",
             file=sys.stderr,
         )
 

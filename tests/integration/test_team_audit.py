@@ -225,6 +225,14 @@ def test_audit_tail_team_shows_every_users_lines_with_user_and_host(
     }
     rc, out, _ = run_cli(["audit", "tail"], capsys)  # without --team: this user's own
     assert rc == 0 and "alice@box-a" in out and "bob" not in out
+    # a user with no line of their own is told why nothing shows, and where the rest is
+    monkeypatch.setenv("SWITCHYARD_USER", "carol")
+    rc, out, err = run_cli(["audit", "tail"], capsys)
+    assert (rc, out) == (0, "")
+    assert "no audit line of user carol on the team store" in err and "--team" in err
+    rc, out, err = run_cli(["audit", "tail", "--team"], capsys)
+    assert rc == 0 and "alice@box-a" in out and err == ""
+    monkeypatch.setenv("SWITCHYARD_USER", "alice")
     rc, out, _ = run_cli(["audit", "chains", "--json"], capsys)
     assert rc == 0 and len(json.loads(out)["chains"]) == 2
     rc, out, _ = run_cli(["audit", "export", "--chain", bob_chain], capsys)
