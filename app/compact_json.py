@@ -103,7 +103,9 @@ def stdlib_encoder(
 # holding such a spelling ("5e-3", "0.0000") is written again too, needlessly but rightly.
 _EXPONENT = re.compile(rb"e[-+](?<=[0-9]e[-+])")
 
-_OPTIONS = (
+#: what orjson leaves to the C encoder's ways (a subclass of a JSON type, a datetime, a
+#: dataclass): it would write them where the C encoder refuses, or spell them otherwise
+PASSTHROUGH = (
     orjson.OPT_PASSTHROUGH_SUBCLASS
     | orjson.OPT_PASSTHROUGH_DATETIME
     | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -170,7 +172,7 @@ def told_encoder(
     if not USABLE:
         return lambda value: (slow(value), REFUSED)
     plain = _with_enums(default)
-    options = _OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    options = PASSTHROUGH | (orjson.OPT_SORT_KEYS if sort_keys else 0)
     dumps = orjson.dumps
     exponent = _EXPONENT.search
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from app.backends.machine import free_port
 from app.cli.main import build_parser, main
 from tests import json_watch
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -90,19 +90,13 @@ def test_the_watch_sees_what_a_command_prints(capsys: pytest.CaptureFixture[str]
 # ── the commands no other test runs with --json ─────────────────────────────────────────
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def vllm(
     monkeypatch: pytest.MonkeyPatch, fake_openai_factory: Callable[..., FakeOpenAIServer]
 ) -> FakeOpenAIServer:
     server = fake_openai_factory("vllm", default_reply="a local answer")
     monkeypatch.setenv("SWITCHYARD_VLLM_URL", server.base_url)
-    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{_closed_port()}/v1")
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{free_port()}/v1")
     return server
 
 

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from app.compact_json import encoder
+from app.compact_json import PASSTHROUGH, encoder
 from app.router.ledger.caps import Caps, Sums, sums
 from app.router.ledger.money import usd
 from app.router.ledger.records import Reservation
@@ -37,13 +37,6 @@ log = logging.getLogger(__name__)
 
 _DUMPS = encoder()
 _ORJSON = orjson.dumps
-#: what orjson leaves to the C encoder (it would write them where that one refuses, or
-#: spells them otherwise)
-_PASSED = (
-    orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
 
 
 class Live(NamedTuple):
@@ -95,7 +88,7 @@ def encode(record: list[Any]) -> bytes:
     Enum or a UUID, which the C encoder refuses, orjson writes as its value: no record
     holds one, as the ledger's arguments are str, int and float.)"""
     try:
-        data = _ORJSON(record, None, _PASSED)
+        data = _ORJSON(record, None, PASSTHROUGH)
     except TypeError:  # (orjson.JSONEncodeError is one: an int past 64 bits, a Decimal)
         return _DUMPS(record).encode()
     if data.find(b"null") >= 0:  # (find: ``in`` tries a bytes needle as an int first)
