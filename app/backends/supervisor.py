@@ -73,13 +73,15 @@ def stop_process_group(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_
 
 
 @contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``stop`` (main thread only; elsewhere the caller sets it)."""
+def _stop_on_signals(stop: threading.Event, caught: list[int]) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` and are noted in ``caught`` (main thread only; elsewhere
+    the caller sets ``stop``)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
         stop.set()
 
     saved = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -102,8 +104,9 @@ def supervise(
     env: dict[str, str] | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> int:
-    """Run a server until it is told to stop. Exit codes: 0 stopped on request (or the
-    ready callback returned), 1 it failed to start or died.
+    """Run a server until it is told to stop. Exit codes: 0 stopped by ``stop`` (or the
+    ready callback returned), 130 / 143 stopped by Ctrl-C / SIGTERM (as a process the
+    signal ended, and as ``switchyard serve`` exits), 1 it failed to start or died.
 
     The child gets its own session (process group), so stopping it also stops whatever
     it spawned (vLLM's engine workers), and a Ctrl-C in the terminal reaches us first.
@@ -114,7 +117,8 @@ def supervise(
     stop = stop or threading.Event()
     child_env = without_secrets(env) if env is not None else server_env(local_only=False)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with _stop_on_signals(stop), log_path.open("ab") as log:
+    caught: list[int] = []
+    with _stop_on_signals(stop, caught), log_path.open("ab") as log:
         try:
             proc = subprocess.Popen(
                 argv,
@@ -137,7 +141,7 @@ def supervise(
             if not ready:
                 if stop.is_set():
                     print("switchyard: stopped before the server was ready", file=out)
-                    return 0
+                    return _stopped(caught)
                 if proc.poll() is not None:
                     print(f"switchyard: the server exited with code {proc.returncode}:", file=out)
                 else:
@@ -158,6 +162,12 @@ def supervise(
                     return 1
                 stop.wait(0.5)
             print("stopping the server...", file=out, flush=True)
-            return 0
+            return _stopped(caught)
         finally:
             stop_process_group(proc, grace_s)
+
+
+def _stopped(caught: list[int]) -> int:
+    """0 when the caller's ``stop`` ended the server; 128 + the signal when a signal did (a
+    script or a service manager reads a Ctrl-C'd server as interrupted, not as done)."""
+    return 128 + caught[0] if caught else 0

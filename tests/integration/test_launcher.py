@@ -346,6 +346,45 @@ def test_supervise_stops_on_request_and_kills_a_stubborn_child(tmp_path: Path) -
     assert time.monotonic() - started < 30
 
 
+SUPERVISE = r"""
+import sys
+from pathlib import Path
+from app.backends.launcher import supervise
+argv, base, log = sys.argv[1:5], sys.argv[5], Path(sys.argv[6])
+sys.exit(supervise(argv, base, log_path=log, timeout_s=30, out=sys.stdout, grace_s=1))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_supervise_stopped_by_a_signal_exits_as_the_signal_says(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # Ctrl-C (or a service manager's SIGTERM) ends `local serve` as it ends `serve`: 130 /
+    # 143, the server's process group stopped first (it exited 0, read as "done")
+    argv, base, env = fake(tmp_path)
+    assert len(argv) == 4  # python -c SCRIPT PORT
+    sup = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISE, *argv, base, str(tmp_path / "s.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
+    try:
+        assert sup.stdout is not None
+        ready = sup.stdout.readline()  # blocks until the server answers (or the child ends)
+        assert ready.startswith(f"ready: {base}"), ready
+        pid = int(ready.split("(pid ")[1].split(")")[0])
+        sup.send_signal(signum)
+        rest = sup.stdout.read()
+        assert sup.wait(timeout=30) == 128 + signum
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+    assert "stopping the server" in rest
+    assert not pid_alive(pid)
+
+
 def test_supervise_reports_a_server_that_dies_or_never_answers(tmp_path: Path) -> None:
     argv, base, env = fake(tmp_path, DIE="1")
     out = tmp_path / "die.txt"
