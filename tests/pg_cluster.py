@@ -12,12 +12,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from app.backends.machine import free_port as _free_port
 
 
 class ClusterUnavailable(RuntimeError):
@@ -67,12 +68,6 @@ def _as_postgres() -> dict[str, Any]:
     except KeyError:
         raise ClusterUnavailable("running as root and there is no `postgres` user") from None
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_cluster(*, fsync: bool = False) -> Cluster:

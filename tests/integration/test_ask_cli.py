@@ -4,7 +4,6 @@ cloud, real SQLite for the audit chain and the ledger."""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,15 +11,10 @@ from typing import Any
 
 import pytest
 
+from app.backends.machine import free_port as closed_port
 from app.cli.main import main
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)

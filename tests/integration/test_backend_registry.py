@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,16 +16,11 @@ from typing import Any
 import pytest
 
 from app.backends.base import Backend, BackendError
+from app.backends.machine import free_port as closed_port
 from app.backends.registry import BackendRegistry
 from app.policy.schema import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_a_probe_makes_the_http_client_off_the_loop(

@@ -10,7 +10,6 @@ whom a ``chmod 444`` changes nothing), and ``PRAGMA max_page_count`` at the file
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import aiosqlite
 import pytest
 
 from app.audit.log import AuditLog
+from app.backends.machine import free_port as closed_port
 from app.cli.main import main
 from app.errors import StoreError
 from tests.integration.test_harvest import commit, git
@@ -75,12 +75,6 @@ def test_memory_harvest_into_a_read_only_db_is_one_line(
     assert main(["memory", "harvest", "--repo", str(repo), "--no-embed"]) == 1
     line = one_line(capsys.readouterr().err)
     assert line.startswith(f"switchyard: cannot write the memory DB {db}: ")
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_ask_whose_audit_line_cannot_be_written_is_one_line_naming_the_audit_log(

@@ -21,18 +21,13 @@ import httpx
 import openai
 import pytest
 
+from app.backends.machine import free_port
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
 from tests.reliability.kit import LOCAL_MODELS, audit_lines, closed_port
 
 REPLY = "The loop stops one short; use range(len(tokens))."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from app.backends.machine import free_port
 from app.config import load_settings
 from app.gateway.app import GatewayConfig
 from app.gateway.server import serve
@@ -38,12 +39,6 @@ class SlowDecider:
     async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
         await asyncio.sleep(self.seconds)
         return ApprovalDecision(decision=self.decision, decided_by=self.name, reason="test")  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _held(

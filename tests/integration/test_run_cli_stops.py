@@ -7,24 +7,18 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from app.backends.machine import free_port as closed_port
 from tests.integration.test_workspace_repo import make_repo
 
 ROOT = Path(__file__).resolve().parents[2]
 #: what the tester ran as root to be an ordinary user: no capability overrides file modes
 AS_A_USER = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def env() -> dict[str, str]:

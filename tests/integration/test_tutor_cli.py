@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from app.backends.machine import free_port as closed_port
 from app.cli.main import main
 from app.resources import default_policy_path
 from tests.fakes.anthropic_server import FakeAnthropicServer
@@ -20,12 +20,6 @@ from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
 
 QWEN = "Qwen/Qwen2.5-Coder-7B-Instruct"
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def turn(n: int) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 import traceback
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from app.audit import AuditLog
+from app.backends.machine import free_port
 from app.cli.main import main
 from app.config import load_settings
 from tests.fakes.demo_repo import diff_of as diff_of  # re-exported for the R tests
@@ -112,10 +112,8 @@ def role_of(body: dict[str, Any]) -> str:
     return "other"
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: a loopback port nobody listens on (the reliability tests point runtimes there)
+closed_port = free_port
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

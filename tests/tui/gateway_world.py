@@ -10,7 +10,6 @@ app is built the way the CLI builds it (``serve --tui`` parsed, then
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from app.backends.machine import free_port as closed_port
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
 
@@ -34,12 +34,6 @@ CLOUD_REPLY = "served by the cloud"
 CLOUD_KEY = "sk-fake-cloud-key-for-tests"
 #: an architect request with this header escalates (ARCHITECT_LOW_CONFIDENCE, 0.5 < 0.75)
 ESCALATE = {"x-switchyard-signal": "confidence=0.5"}
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
