@@ -188,6 +188,7 @@ async def _pipeline(
     from app.bus import Bus
     from app.cli.terminal_decider import decider_for
     from app.config import approve_setting
+    from app.pipeline.control import RunControl
     from app.pipeline.runner import RunOptions, run_pipeline
     from app.router.session import open_session
 
@@ -213,7 +214,8 @@ async def _pipeline(
     ) as session:
         printer = asyncio.create_task(_progress(bus, quiet=args.json))
         await asyncio.sleep(0)
-        work = asyncio.create_task(run_pipeline(session, args.task, options))
+        control = RunControl()
+        work = asyncio.create_task(run_pipeline(session, args.task, options, control))
         # SIGTERM stops the run like Ctrl-C: the evidence bundle is still sealed
         loop = asyncio.get_running_loop()
         stopped_by: list[int] = []
@@ -228,27 +230,38 @@ async def _pipeline(
             outcome = await work
         except asyncio.CancelledError:
             print("switchyard: run stopped; its evidence bundle was sealed", file=sys.stderr)
+            if args.json and control.ended is not None:  # a script still learns which run
+                print_json(_result(control.ended, session.id))
             # as a process killed by the signal would end: 130 for Ctrl-C, 143 for SIGTERM
             return 128 + (stopped_by[0] if stopped_by else signal.SIGINT)
+        except Exception:
+            # an internal error: its line (main's) says what broke; the object says which
+            # run and where its sealed bundle is
+            if args.json and control.ended is not None:
+                print_json(_result(control.ended, session.id))
+            raise
         finally:
             await asyncio.sleep(0.05)
             printer.cancel()
     if args.json:
-        print_json(
-            {
-                "run_id": outcome.run_id,
-                "outcome": outcome.outcome,
-                "reason": outcome.reason,
-                "bundle": str(outcome.bundle) if outcome.bundle else None,
-                "tests_green": outcome.tests_green,
-                "high_risk": outcome.high_risk,
-                "gate": outcome.gate.model_dump() if outcome.gate else None,
-                "session": session.id,
-            }
-        )
+        print_json(_result(outcome, session.id))
     else:
         print_outcome(outcome, repo, console())
     return 0 if outcome.outcome == "merge_ready" else 1
+
+
+def _result(outcome: Any, session: str) -> dict[str, Any]:
+    """``run --json``'s object (docs/json.md), however the run ended."""
+    return {
+        "run_id": outcome.run_id,
+        "outcome": outcome.outcome,
+        "reason": outcome.reason,
+        "bundle": str(outcome.bundle) if outcome.bundle else None,
+        "tests_green": outcome.tests_green,
+        "high_risk": outcome.high_risk,
+        "gate": outcome.gate.model_dump() if outcome.gate else None,
+        "session": session,
+    }
 
 
 def print_outcome(outcome: Any, repo: Path, out: Any) -> None:

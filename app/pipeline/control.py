@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.pipeline.runner import RunOutcome
 
 
 @dataclass
@@ -17,6 +21,9 @@ class RunControl:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     #: the role at work right now, for a UI's "escalate this role" key
     current_role: str = ""
+    #: how the run ended when it ended by raising (cancelled, or an internal error), its
+    #: bundle sealed: a caller that only sees the exception can still say which run it was
+    ended: RunOutcome | None = None
 
     def request_escalation(self, role: str | None = None) -> str:
         """Ask to escalate ``role`` (default: the role at work). Returns the role."""

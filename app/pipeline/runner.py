@@ -215,19 +215,27 @@ async def run_pipeline(
             # the step at work ended otherwise, after the user had asked to stop: say both
             reason = f"{STOPPED_BY_USER}; {reason}"
     except asyncio.CancelledError:
-        await asyncio.shield(_finish(ctx, progress, "stopped", "cancelled by the user"))
+        why = "cancelled by the user"
+        await asyncio.shield(_finish(ctx, progress, "stopped", why))
+        ctx.control.ended = _outcome(ctx, progress, "stopped", why)
         raise
     except Exception as exc:
         # a bug must not leave an unsealed bundle behind; it still surfaces
-        await _finish(ctx, progress, "failed", f"internal error: {exc!r}")
+        why = f"internal error: {exc!r}"
+        await _finish(ctx, progress, "failed", why)
+        ctx.control.ended = _outcome(ctx, progress, "failed", why)
         raise
     await _finish(ctx, progress, outcome, reason)
+    return _outcome(ctx, progress, outcome, reason)
+
+
+def _outcome(ctx: RunContext, progress: _Progress, outcome: Outcome, reason: str) -> RunOutcome:
     work, verdict = progress.work, progress.judgement
     return RunOutcome(
-        run_id=run_id,
+        run_id=ctx.run_id,
         outcome=outcome,
         reason=reason,
-        bundle=bundle.path,
+        bundle=ctx.bundle.path,
         tests_green=bool(work and work.tests_green),
         high_risk=bool(verdict and verdict.high_risk.high_risk),
         gate=verdict.gate if verdict else None,

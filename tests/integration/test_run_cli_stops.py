@@ -4,6 +4,7 @@ loopback (both HTTP runtimes point at closed ports, --local-only)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -65,7 +66,7 @@ def test_a_signal_stops_the_run_with_its_code_and_the_bundle_sealed(
             if line.startswith("architect"):
                 proc.send_signal(sig)
                 break
-        _, rest = proc.communicate(timeout=300)
+        out, rest = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -77,6 +78,11 @@ def test_a_signal_stops_the_run_with_its_code_and_the_bundle_sealed(
     assert "Traceback" not in err
     (bundle,) = (repo / ".switchyard" / "runs").iterdir()
     assert (bundle / "manifest.json").is_file()
+    # --json still says which run it was and where its sealed bundle is (it printed nothing)
+    result = json.loads(out)
+    assert result["outcome"] == "stopped" and result["reason"] == "cancelled by the user"
+    assert result["run_id"] == bundle.name and result["bundle"] == str(bundle)
+    assert result["gate"] is None and result["tests_green"] is False
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert git(repo, "branch", "--format=%(refname:short)").split() == ["main"]
 

@@ -149,3 +149,36 @@ async def test_a_stop_asked_before_the_architect_is_heard_before_its_first_call(
         outcome = await run_pipeline(session, "fix add()", RunOptions(repo=repo), control)
     assert outcome.outcome == "stopped" and outcome.reason == "stopped by the user"
     assert vllm.chat_requests == []  # the Architect was never asked
+
+
+def test_a_run_that_fails_inside_still_prints_its_object_with_the_sealed_bundle(
+    tmp_path: Path,
+    vllm: FakeOpenAIServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failure inside the run (here the brief: a store that broke, say) ends it
+    ``failed`` with its bundle sealed: ``--json`` printed nothing, so a script could not
+    tell which run it was or find its evidence; the failure's own line still says why."""
+    from app.errors import SwitchyardError
+    from app.pipeline import runner
+
+    async def broken(ctx: Any) -> Any:
+        raise SwitchyardError("the brief could not be written: disk full")
+
+    monkeypatch.setattr(runner, "prepare_brief", broken)
+    repo = make_repo(
+        tmp_path, {"calc.py": "def add(a, b):\n    return a - b\n", "README.md": "calc\n"}
+    )
+    argv = ["run", "fix add()", "--repo", str(repo), "--approve", "deny"]
+    rc, out, err = run_json([*argv, "--test-command", "python -c pass"], capsys)
+    no_traceback(err)
+    assert rc == 1
+    assert err.strip().splitlines()[-1] == "switchyard: the brief could not be written: disk full"
+    assert out["outcome"] == "failed"
+    assert out["reason"].startswith("internal error: SwitchyardError(")
+    bundle = Path(out["bundle"])
+    assert bundle == repo_state_dir(repo, "runs") / out["run_id"]
+    rc2, _, err2 = run_cli(["evidence", "verify", out["run_id"], "--repo", str(repo)], capsys)
+    assert rc2 == 0, err2  # sealed
+    assert vllm.chat_requests == []
