@@ -32,6 +32,11 @@ def register(psub: Any) -> None:
     )
     diff.add_argument("a", type=Path, metavar="A.toml")
     diff.add_argument("b", type=Path, metavar="B.toml")
+    diff.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="exit 1 when the policies differ in meaning, 0 when not (as git diff --exit-code)",
+    )
     add_json_arg(diff)
     diff.set_defaults(handler=_diff)
 
@@ -65,6 +70,9 @@ def _diff(args: argparse.Namespace) -> int:
 
     a, b = load_policy(args.a), load_policy(args.b)
     result = diff_policies(a.policy, b.policy)
+    # a report by default (its exit says it ran); --exit-code lets CI hold a change to
+    # "the policy means what it meant"
+    differs = 1 if args.exit_code and result.entries else 0
     if args.json:
         print_json(
             {
@@ -74,7 +82,7 @@ def _diff(args: argparse.Namespace) -> int:
                 "entries": [e.model_dump(mode="json") for e in result.entries],
             }
         )
-        return 0
+        return differs
     out = console()
     out.print(
         f"{a.path} ({result.a_version}) → {b.path} ({result.b_version})",
@@ -88,7 +96,7 @@ def _diff(args: argparse.Namespace) -> int:
         out.print(f"\n{category} ({len(entries)})", style="bold")
         for e in entries:
             out.print(f"  {e.text}", markup=False, soft_wrap=True)
-    return 0
+    return differs
 
 
 # ── simulate ─────────────────────────────────────────────────────────────────────────────

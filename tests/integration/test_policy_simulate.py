@@ -449,3 +449,10 @@ def test_policy_diff_names_thresholds_chains_caps_and_prices(
     ) in " ".join(out.split())
     rc, data, _ = run_json(["policy", "diff", str(base), str(base)], capsys)
     assert rc == 0 and data["same"] is True and data["entries"] == []
+    # --exit-code: 1 when they differ (CI holds a change to the policy's meaning), else 0
+    rc, data, _ = run_json(["policy", "diff", str(base), str(new), "--exit-code"], capsys)
+    assert rc == 1 and data["same"] is False
+    rc, out, _ = run_cli(["policy", "diff", str(base), str(new), "--exit-code"], capsys)
+    assert rc == 1 and "0.75 → 0.8" in out
+    rc, out, _ = run_cli(["policy", "diff", str(base), str(base), "--exit-code"], capsys)
+    assert rc == 0 and "no semantic difference" in out
