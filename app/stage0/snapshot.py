@@ -120,8 +120,10 @@ def merge(prev: Counts, listed: Sequence[Listed], params: str) -> Counts:
         blocks_text.append(widen(kept_text, remap))
         blocks_path.append(widen(kept_path, remap))
     if new_text.shape[0]:
-        assert position is not None
-        cols = np.fromiter((position[t] for t in new_terms), np.int32, len(new_terms))
+        # (new files may hold no term at all: ``def f(): pass`` is stopwords and a short
+        # name, and a fresh one-file repository crashed here)
+        at = position or {}
+        cols = np.fromiter((at[t] for t in new_terms), np.int32, len(new_terms))
         blocks_text.append(widen(new_text, cols))
         blocks_path.append(widen(new_path, cols))
 

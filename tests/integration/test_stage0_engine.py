@@ -307,3 +307,22 @@ def test_a_cache_of_another_schema_is_emptied_with_its_snapshot(
         report = s0.refresh()
         assert {r.path for r in s0.index.refs} <= set(report.tokenized)  # all read again
         assert s0.query("ledger").model_dump_json() == expected
+
+
+def test_files_that_hold_no_term_are_indexed_new_or_edited(tmp_path: Path, policy: Policy) -> None:
+    """``def f(): pass`` is stopwords and a one-letter name: a fresh repository of that one
+    file (and an edit that left the only changed file so) crashed the index build on an
+    assertion, so `stage0 brief` ended in a traceback."""
+    repo = make_repo(tmp_path, {"a.py": "def f(): pass\n"})
+    with Stage0(repo, policy) as s0:
+        report = s0.refresh()
+        assert report.files == 1
+        assert s0.query("f").chunks == []
+    write(repo, {"b.py": "def reserve_budget(amount):\n    return amount\n"})
+    with Stage0(repo, policy) as s0:
+        s0.refresh()
+        assert s0.query("reserve budget").chunks[0].path == "b.py"
+    write(repo, {"b.py": "def g(): pass\n"})
+    with Stage0(repo, policy) as s0:
+        s0.refresh()
+        assert s0.query("reserve budget").chunks == []
