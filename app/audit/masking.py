@@ -6,9 +6,11 @@ What counts as a secret (DESIGN decision 3, GR-009):
   ``*_SECRET``, ``*_PASSWORD`` …), wherever they appear, whatever they look like;
 - the shapes keys commonly have: ``sk-…``, ``Bearer …``, ``x-api-key: …``, GitHub, Slack
   and Google keys, AWS access key ids (``AKIA…``/``ASIA…``), private key PEM blocks;
+- the password in a URL (``postgresql://user:PASSWORD@host/db``);
 - ``.env``-style assignments to secret-named variables (``APP_SECRET=…``,
-  ``export GITHUB_TOKEN=…``, ``DB_PASSWORD="…"``) and string literals assigned to such
-  constants (``SECRET_KEY = "…"``).
+  ``export GITHUB_TOKEN=…``, ``DB_PASSWORD="…"``), key-like values assigned to such
+  constants (``SECRET_KEY = "…"``, ``SECRET_TOKEN = Zx9vQ2mLk8Rt``), and a password given
+  by name in any case (``password=hunter2hunter2``, ``"password": "…"``).
 
 What does not: ordinary code. A variable named ``token`` is not a secret, nor is
 ``password = os.environ[...]``, ``api_key: str`` or ``f(api_key=api_key)``. The
@@ -35,7 +37,7 @@ from app.remembered import Remembered, digest
 
 REDACTED = "[REDACTED]"
 #: Bumped whenever what is masked changes: caches of masked text key on it.
-MASKING_VERSION = "2"
+MASKING_VERSION = "3"
 
 SECRET_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
 SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_SECRET_KEY", "_PASSWORD", "_ACCESS_KEY")
@@ -58,6 +60,9 @@ CI_MARKERS = (
     "github_pat_",
     "xox",
     "aiza",
+    "password",
+    "passwd",
+    "://",
 )
 #: Substrings (as written) one of which a text holds before a case-sensitive shape can.
 CS_MARKERS = (
@@ -132,6 +137,21 @@ def _api_key_value(m: re.Match[str]) -> bool:
     return _literal(m.group("s")) if m.group("q") else _keylike(m.group("s"))
 
 
+#: what a documented URL holds where its password goes
+_PASSWORD_WORDS = frozenset(("password", "passwd", "pass", "pwd", "pw", "secret", "token"))
+
+
+def _url_password(m: re.Match[str]) -> bool:
+    """A URL's password, not a template's slot (``${DB_PASS}``, ``<password>``, ``***``,
+    ``user:password@``)."""
+    value = m.group("s")
+    return (
+        not value.startswith(_PLACEHOLDER_START)
+        and value.strip("*xX") != ""
+        and value.lower() not in _PASSWORD_WORDS
+    )
+
+
 def _bearer_value(m: re.Match[str]) -> bool:
     value = m.group("s")
     return any(c.isdigit() for c in value) or "." in value or len(value) >= 20
@@ -145,7 +165,11 @@ def _assigned_value(m: re.Match[str]) -> bool:
         return False
     if not m.group("sp"):
         return len(value) >= (4 if quoted else 6)
-    return quoted and _literal(value) and not _PLAIN_WORD.fullmatch(value)
+    if not quoted:
+        # ``NAME = value`` unquoted is code but for a value no name is spelled like: key
+        # characters with a digit, no ``_`` or ``.`` (an INI or YAML line, a pasted key)
+        return _keylike(value) and not any(c in "_." for c in value) and not value.isdigit()
+    return _literal(value) and not _PLAIN_WORD.fullmatch(value)
 
 
 _NOT_MASKED = r"(?!\[REDACTED\])"
@@ -162,12 +186,25 @@ _CI_SHAPES: tuple[tuple[re.Pattern[str], Check | None], ...] = (
         re.compile(r"(?i)\bbearer\s+(?P<s>[A-Za-z0-9._~+/-]{7,}[A-Za-z0-9_~+/-]=*)"),
         _bearer_value,
     ),
-    # x-api-key, api_key=…, OPENAI_API_KEY=…, "api_key": "…": the name stays as it was.
+    # x-api-key, api_key=…, OPENAI_API_KEY=…, "api_key": "…", password=…, "passwd": "…":
+    # the name stays as it was.
     (
         re.compile(
-            r"(?i)api[_-]?key[\"']?\s*[:=]\s*(?P<q>[\"']?)" + _NOT_MASKED + r"(?P<s>[^\s\"',;&}]+)"
+            r"(?i)(?:api[_-]?key|passw(?:or)?d)[\"']?\s*[:=]\s*(?P<q>[\"'])?"
+            + _NOT_MASKED
+            # quoted, to its quote (a passphrase has spaces)
+            + r"(?P<s>(?(q)[^\"'\r\n]+|[^\s\"',;&}]+))"
         ),
         _api_key_value,
+    ),
+    # scheme://user:PASSWORD@host: only the password goes
+    (
+        re.compile(
+            r"(?i)\b[a-z][a-z0-9+.-]*://[^\s/:@\"'<>\\]+:"
+            + _NOT_MASKED
+            + r"(?P<s>[^\s/@\"'<>\\]+)@"
+        ),
+        _url_password,
     ),
     # GitHub, Slack and Google key shapes, which show up in tool output.
     (re.compile(r"\b(?P<s>gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"), None),

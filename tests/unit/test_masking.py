@@ -72,6 +72,16 @@ def assert_gone(out: str, *secrets: str) -> None:
         ("sk-" + "Ab1" * 8, "Ab1" * 8, ""),
         ("x-api-key: abc123secretvalue", "abc123secretvalue", "x-api-key: "),
         ('api_key = "0123456789abcdef"', "0123456789abcdef", "api_key = "),
+        # a URL's password (a database URL in a task, a config, a log line)
+        ("postgresql://admin:S3cretPass@db.example.com/prod", "S3cretPass", "//admin:"),
+        ('url = "mysql+pymysql://root:r00t@localhost/x"', "r00t", "//root:"),
+        ("git clone https://bot:ghx-abc123@git.example.org/r", "ghx-abc123", "https://bot:"),
+        # a password by name, in any case
+        ("password=hunter2hunter2", "hunter2hunter2", "password="),
+        ('{"db": {"passwd": "correct horse 9"}}', "correct horse 9", '"passwd": "'),
+        ("Password: 'Tr0ub4dor&3'", "Tr0ub4dor&3", "Password: "),
+        # a key-like value assigned unquoted, with spaces (INI, YAML, a pasted key)
+        ("SECRET_TOKEN = Zx9vQ2mLk8Rt", "Zx9vQ2mLk8Rt", "SECRET_TOKEN = "),
     ],
 )
 def test_shapes_are_masked_and_the_name_stays(text: str, secret: str, kept: str) -> None:
@@ -183,6 +193,18 @@ def test_a_multi_line_environment_value_keeps_the_line_count(
         "    pass\nif line == '-----END PRIVATE KEY-----':",
         "ASIAN markets, AKIA in a word",
         "sk-learn",
+        # URLs without a password, or with a template's slot where it goes
+        "http://localhost:8000/v1",
+        "ssh://git@github.com/org/repo.git and http://[::1]:4000/v1",
+        "https://user:${DB_PASS}@db/x, postgres://u:<password>@h/d, https://u:****@h",
+        "see https://example.com/a:b@c",
+        "postgresql://user:password@host:5432/db (the form of a URL, documented)",
+        # a password by name, with no literal for it
+        "connect(password=db_password)",
+        "password: str | None = None",
+        "def login(user, password):",
+        "SECRET_KEY = settings_v2",
+        "TOKEN = 12345678",
     ],
 )
 def test_ordinary_code_and_text_are_left_alone(text: str) -> None:
