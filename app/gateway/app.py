@@ -255,6 +255,7 @@ async def _prepared(
         inbound.request,
         header_values(request.headers, "x-switchyard-signal"),
         user_request=resolved.user_request,
+        heavy_actions=policy.tool_use.librarian_heavy_actions,
         escalate_header=request.headers.get("x-switchyard-escalate"),
     )
     if prompt is not None and signals.context_estimate is None:

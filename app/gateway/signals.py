@@ -1,8 +1,10 @@
 """The §3 signals a gateway request carries (pure).
 
 * ``context_estimate``: the router counts it from the messages (the shared counter).
-* ``tool_calls`` / ``tool_heavy``: the tool calls and results already in the conversation
-  (an agent deep in a tool loop is the seed's "tool-heavy" case).
+* ``tool_calls`` / ``tool_heavy``: the tool actions already in the conversation (an agent
+  deep in a tool loop is the seed's "tool-heavy" case): a call and its result are one
+  action, as the pipeline counts a file read or a test run once. ``tool_heavy`` from the
+  policy's ``[tool_use] librarian_heavy_actions``, as the pipeline's Librarian.
 * explicit signals from headers: ``x-switchyard-signal: confidence=0.6`` (repeatable, or
   comma-separated), and ``x-switchyard-escalate: 1`` for the user's request.
 """
@@ -18,16 +20,16 @@ from app.backends.base import ChatRequest
 from app.gateway.errors import GatewayError
 from app.router.types import Signals
 
-#: tool calls plus results in one conversation from which it counts as tool-heavy
-TOOL_HEAVY_ACTIONS = 20
 _TRUE = {"1", "true", "yes", "on"}
 
 
 def tool_actions(request: ChatRequest) -> int:
-    """Tool calls and tool results in the conversation so far."""
+    """The tool actions in the conversation so far: its tool calls, each with its result
+    (one action, not two: counted so, the policy's "20 tool calls" fired at 10), or its
+    results where the calls were trimmed from the history."""
     calls = sum(len(m.tool_calls) for m in request.messages)
     results = sum(1 for m in request.messages if m.role == "tool")
-    return calls + results
+    return max(calls, results)
 
 
 def signals_for(
@@ -35,8 +37,10 @@ def signals_for(
     header_signals: Iterable[str],
     *,
     user_request: bool,
+    heavy_actions: int,
     escalate_header: str | None = None,
 ) -> Signals:
+    """``heavy_actions``: the policy's ``tool_use.librarian_heavy_actions``."""
     values: dict[str, Any] = {}
     for raw in header_signals:
         for item in raw.split(","):
@@ -51,7 +55,7 @@ def signals_for(
             values[key.strip()] = value.strip()
     actions = tool_actions(request)
     values.setdefault("tool_calls", actions)
-    values.setdefault("tool_heavy", actions >= TOOL_HEAVY_ACTIONS)
+    values.setdefault("tool_heavy", actions >= heavy_actions)
     values["output_tokens"] = request.max_tokens
     wants = user_request or (escalate_header or "").strip().lower() in _TRUE
     values["user_request"] = wants or str(values.get("user_request", "")).lower() in _TRUE

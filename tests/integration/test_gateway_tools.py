@@ -118,7 +118,7 @@ def test_chat_tool_results_round_trip_to_the_backend(gw: Gateway) -> None:
         "content": "def parse(tokens): ...",
     }
     request_line = lines_of("request")[0]
-    assert request_line["values"]["tool_actions"] == 2  # one call and one result
+    assert request_line["values"]["tool_actions"] == 1  # one call, with its result
 
 
 # ── Anthropic client, served by an OpenAI-protocol backend (vLLM) ────────────────────────
