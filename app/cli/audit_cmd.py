@@ -258,6 +258,10 @@ def _export(args: argparse.Namespace) -> int:
     except OSError as exc:
         where = args.output or "the standard output"
         raise UsageError(f"cannot write {where}: {exc.strerror or exc}") from None
+    if count is None:  # a filter matched nothing: the file is as it was
+        _none_matched(args)
+        print(f"switchyard: {args.output} left as it was", file=sys.stderr)
+        return 1
     if args.output is not None:
         print(f"exported {count} audit lines to {args.output}", file=sys.stderr)
     if not count:
@@ -265,7 +269,13 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _export_async(args: argparse.Namespace) -> int:
+class _NothingMatched(Exception):
+    """An export to a file whose filter matched no line: its temporary file is dropped."""
+
+
+async def _export_async(args: argparse.Namespace) -> int | None:
+    """The lines exported; None when a ``--session``/``--run`` filter matched none and
+    ``--output`` was not replaced (an existing export was emptied by a typo in an id)."""
     log = await _open(args, chain=args.chain)
     try:
         if log.shared and args.chain is None:
@@ -275,8 +285,15 @@ async def _export_async(args: argparse.Namespace) -> int:
             )
         if args.output is None:
             return await log.export_jsonl(sys.stdout, session=args.session, run=args.run)
-        with replacing(args.output) as target:
-            return await log.export_jsonl(target, session=args.session, run=args.run)
+        filtered = args.session is not None or args.run is not None
+        try:
+            with replacing(args.output) as target:
+                count = await log.export_jsonl(target, session=args.session, run=args.run)
+                if filtered and not count:
+                    raise _NothingMatched
+                return count
+        except _NothingMatched:
+            return None
     finally:
         await log.close()
 

@@ -253,6 +253,25 @@ def test_a_filter_that_matches_nothing_says_so(capsys: pytest.CaptureFixture[str
     assert "no audit line matched" not in capsys.readouterr().err
 
 
+def test_an_export_whose_filter_matches_nothing_leaves_the_file_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in an id emptied the last export it was written over, and exited 0."""
+    _populate()
+    kept = tmp_path / "keep.jsonl"
+    assert main(["audit", "export", "-o", str(kept), "--run", "r1"]) == 0
+    before = kept.read_bytes()
+    capsys.readouterr()
+    assert main(["audit", "export", "-o", str(kept), "--run", "typo"]) == 1
+    err = capsys.readouterr().err
+    assert "no audit line matched --run typo" in err and f"{kept} left as it was" in err
+    assert kept.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temporary file left
+    fresh = tmp_path / "fresh.jsonl"
+    assert main(["audit", "export", "-o", str(fresh), "--session", "nosuch"]) == 1
+    assert not fresh.exists()
+
+
 def test_export_refuses_a_line_that_is_no_audit_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
