@@ -211,10 +211,12 @@ def gate_facts(bundle: Path, manifest: Manifest, policy: Policy) -> GateFacts:
             else (f"the last test loop ({last.loop})")
         )
         notes.append(f"{TESTS}: {which} {why}")
-    elif manifest.head is None or last.commit != manifest.head:
+    elif manifest.head is None:
+        notes.append(f"{TESTS}: the run sealed no commit for its test loops to vouch for")
+    elif last.commit != manifest.head:
         notes.append(
             f"{TESTS}: the last test loop ran on {str(last.commit)[:12]}, not on the sealed"
-            f" branch tip {str(manifest.head)[:12]}"
+            f" branch tip {manifest.head[:12]}"
         )
     else:
         green = True

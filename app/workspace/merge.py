@@ -177,7 +177,10 @@ def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None, policy: Po
     tip = manifest.head
     files: list[str] = []
     already = False
-    if tip is None or rev_parse(top, tip) != tip:
+    if tip is None:
+        # a run stopped before its worktree had a commit (or before it had a worktree)
+        problems.append(f"{GIT}: the run sealed no commit: there is nothing to merge")
+    elif rev_parse(top, tip) != tip:
         problems.append(f"{GIT}: the sealed commit {tip} is not in the repository")
     else:
         if manifest.branch:

@@ -79,6 +79,7 @@ def make_run(
     verdicts: Sequence[VerdictRecord] = (CLOUD,),
     status: str = "merge_ready",
     seal: bool = True,
+    commit: bool = True,
 ) -> Path:
     """A finished run as the pipeline leaves it: the branch, a sealed bundle, and its seal
     line in the audit log (``seal=False``: a bundle no run sealed here)."""
@@ -95,7 +96,7 @@ def make_run(
         status=status,  # type: ignore[arg-type]
         base=wt.base,
         branch=wt.branch,
-        head=wt.head(),
+        head=wt.head() if commit else None,
         session="s1",
     )
     if seal:
@@ -262,6 +263,17 @@ def test_status_other_than_merge_ready_is_refused(
 ) -> None:
     make_run(repo, status="stopped")
     assert_refused(repo, ["run-1", "--yes"], capsys, "STATUS")
+
+
+def test_a_run_that_sealed_no_commit_is_refused_in_words(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run stopped before its worktree had a commit: "the sealed commit None is not in
+    the repository" (in the text and in --json's reasons)."""
+    make_run(repo, status="stopped", commit=False)
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "STATUS", "GIT")
+    assert "GIT: the run sealed no commit: there is nothing to merge" in err
+    assert "None" not in err
 
 
 def test_a_tampered_bundle_is_refused(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
