@@ -104,11 +104,20 @@ class RunContext:
     async def stage(self, stage: str, status: str, **kw: Any) -> None:
         now = time.monotonic()
         times = self.stage_times.setdefault(stage, [now, None])
-        if status != "started":
-            times[1] = now
+        # started again, it is open again until it ends (a stop then closes it at the
+        # stop); its span is still its first start to its last end
+        times[1] = None if status == "started" else now
         await self.emit(
             StageChanged(session=self.session.id, run=self.run_id, stage=stage, status=status, **kw)
         )
+
+    def stage_ended(self, stage: str) -> None:
+        """``stage`` ended now, told to the UIs otherwise (a test loop's end is its
+        TestLoopFinished): stages.json timed "tests" from the first loop to the end of
+        the run, an Implementer's whole time."""
+        times = self.stage_times.get(stage)
+        if times is not None:
+            times[1] = time.monotonic()
 
     def guard_calls(self, role: str) -> None:
         """Stop the run before ``role`` makes a call past the policy's per-stage cap."""

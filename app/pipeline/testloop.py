@@ -86,6 +86,7 @@ class TestLoop:
             loop, result, attempt=attempt, commit=await asyncio.to_thread(self.worktree.head)
         )
         self.logs.append(result.output)
+        ctx.stage_ended("tests")
         await ctx.emit(
             TestLoopFinished(
                 session=ctx.session.id,

@@ -458,3 +458,38 @@ async def test_the_plan_on_screen_while_its_escalation_is_decided_is_the_grounde
     shown = [e.plan for e in seen[:denial] if isinstance(e, PlanUpdated)]
     assert shown and "grounding" in shown[-1]
     assert shown[-1]["confidence"] == shown[-1]["grounding"]["value"] < 0.75
+
+
+def test_the_tests_stage_is_timed_by_its_loops_not_to_the_end_of_the_run(
+    repo: Path,
+    fakes: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """stages.json timed "tests" from the first loop to the end of the run: 299 s for a
+    run whose one loop took 2 s (the Implementer's replies, none of which parsed, came
+    after it). The stages' clock is a counter here, moved 100 s by every Implementer
+    reply, so what each stage's span holds is exact."""
+    import types
+
+    from app.pipeline import context
+
+    now = [1000.0]
+    monkeypatch.setattr(context, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    local = fakes["local"]
+
+    def unparseable_implementer(body: dict[str, Any]) -> str:
+        if "Implementer" in system_of(body):
+            now[0] += 100
+            return "I would rather not."
+        return str(local(body))
+
+    fakes["vllm"].script.respond_with(unparseable_implementer)
+    argv = ["run", TASK, "--repo", str(repo), "--policy", str(fakes["policy"])]
+    rc, out = run([*argv, "--approve", "deny"], capsys)
+    assert rc == 1 and out["outcome"] == "stopped"
+    stages = json.loads((Path(out["bundle"]) / "stages.json").read_text())
+    loops = sorted((Path(out["bundle"]) / "tests").glob("loop-*.json"))
+    assert [p.name for p in loops] == ["loop-0.json"]  # the baseline only
+    assert stages["tests"]["seconds"] == 0  # no reply came during its one loop
+    assert stages["implementer"]["seconds"] >= 100
