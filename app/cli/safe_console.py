@@ -32,16 +32,24 @@ class SafeConsole(Console):
         raise BrokenPipeError
 
 
+#: how wide a table may be drawn into a pipe or a file (its natural width, in practice)
+PIPED_WIDTH = 1000
+
+
 def piped_console(*, stderr: bool = False, highlight: bool = False) -> SafeConsole:
     """A :class:`SafeConsole` that folds long lines at a terminal's width only: into a
     pipe or a file (``| grep``, ``> out.txt``) a line stays one line, where Rich would
-    fold it at 80 columns (a trigger's text, an audit line's detail cut in two). Tables
-    are still drawn to the width (``COLUMNS`` sets it)."""
+    fold it at 80 columns (a trigger's text, an audit line's detail cut in two), and a
+    table is drawn as wide as its cells (at 80 columns a model id, a URL or a file name
+    was cut in two: ``qwen3-14 b``). ``COLUMNS`` still sets the width when it is set."""
     out = SafeConsole(stderr=stderr, highlight=highlight)
     # the stream's own answer: Rich's is_terminal is also true under FORCE_COLOR (colours
     # into ``less -R``), where a pipe still wants its lines whole
     isatty = getattr(out.file, "isatty", None)
-    out.soft_wrap = not (callable(isatty) and isatty())
+    piped = not (callable(isatty) and isatty())
+    out.soft_wrap = piped
+    if piped and not os.environ.get("COLUMNS"):
+        out.width = PIPED_WIDTH
     return out
 
 

@@ -55,6 +55,21 @@ def test_route_explain_into_a_pipe_keeps_each_line_whole() -> None:
     assert budget.rstrip().endswith("(the caps less the ledger, a new session)")
 
 
+def test_a_table_into_a_pipe_keeps_each_cell_whole() -> None:
+    """At 80 columns `policy show | cat` read ``qwen3-14 b`` and ``gpt-5.1-h igh``: a model
+    id copied from it was wrong. Into a pipe a table is as wide as its cells; COLUMNS still
+    sets the width when given."""
+    done = _piped("policy", "show")
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("│ Architect")]
+    assert len(rows) == 1, done.stdout[:2000]  # one line per row: the role's whole row
+    assert "qwen3-14b / ministral-3-14b" in rows[0]
+    assert "gpt-5.1-high → deepseek-reasoner" in rows[0]
+    narrow = _piped("policy", "show", COLUMNS="80").stdout.splitlines()
+    drawn = [line for line in narrow if line[:1] in "┏┃┡│└"]
+    assert drawn and max(len(line) for line in drawn) <= 80
+
+
 def test_route_explain_names_the_prompt_its_cost_assumes() -> None:
     assumed = next(line for line in _piped(*_EXPLAIN).stdout.splitlines() if "cost " in line)
     # gpt-5.1-high reasons at high effort: its thinking is priced as output, and said
