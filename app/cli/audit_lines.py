@@ -57,9 +57,21 @@ def kind_style(kind: str) -> str:
     return KIND_STYLES.get(kind, "")
 
 
+#: a line break inside a detail, as a listing shows it (one audit line, one printed line)
+BREAK = " ⏎ "
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: a detail holding a model's or a test's words printed over
+    several lines, which read as several entries (and broke ``| grep``)."""
+    if "\n" not in text and "\r" not in text:
+        return text
+    return BREAK.join(part for part in text.replace("\r\n", "\n").split("\n"))
+
+
 def summary(line: AuditLine) -> str:
     """What a short listing says about a line: its detail, else its reason codes."""
-    return line.detail or " ".join(line.reason_codes)
+    return one_line(line.detail) or " ".join(line.reason_codes)
 
 
 def brief(line: AuditLine, *, prefix: str = "") -> Text:
@@ -83,7 +95,7 @@ def full(line: AuditLine) -> Text:
     if line.reason_codes:
         text.append("  [" + ", ".join(line.reason_codes) + "]", style="italic")
     if line.detail:
-        text.append(f"  {line.detail}", style="dim")
+        text.append(f"  {one_line(line.detail)}", style="dim")
     return text
 
 

@@ -62,3 +62,15 @@ def test_print_brief_filters_by_kind_and_never_reads_details_as_markup() -> None
     assert buf.getvalue().splitlines() == [
         f"  #2     {'denial':<{audit_lines.KIND_WIDTH}} [red]no[/]"
     ]
+
+
+def test_a_detail_over_several_lines_is_shown_on_one() -> None:
+    """A detail holding a model's or a test's words printed over three lines in `audit
+    tail`, read as three entries and broke `| grep`."""
+    line = _line(detail="reply rejected:\nExpecting value\r\nline 1 column 1")
+    for text in (audit_lines.full(line), audit_lines.brief(line)):
+        assert "\n" not in text.plain and "\r" not in text.plain
+        assert "reply rejected: ⏎ Expecting value ⏎ line 1 column 1" in text.plain
+    out = io.StringIO()
+    Console(file=out, width=200).print(audit_lines.full(line))
+    assert out.getvalue().count("\n") == 1
