@@ -19,7 +19,9 @@ from app.errors import UsageError
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("local", help="serve, probe and plan the local model runtimes")
+    p = sub.add_parser(
+        "local", help="start, check and plan the local model runtimes (serve, status, plan)"
+    )
     lsub = p.add_subparsers(dest="local_command", metavar="ACTION", required=True)
 
     serve = lsub.add_parser(

@@ -42,6 +42,13 @@ Handler = Callable[[argparse.Namespace], int]
 class _Parser(argparse.ArgumentParser):
     """argparse with one clear line and exit code 2 on usage errors (its own default)."""
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # the parser of the (sub)command parsed last: an argument it does not know is its
+        # usage error, not the top level's (`merge X --bogus` printed `switchyard
+        # [-h] [--version] COMMAND ...`)
+        self.set_defaults(_parser=self)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: usage error: {message}\n")
@@ -76,7 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv and sys.stdin.isatty() and sys.stdout.isatty():
         argv = ["tui"]  # bare `switchyard` in a terminal opens the workbench on this repo
     parser = build_parser(argv[0] if argv else None)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        leaf: argparse.ArgumentParser = getattr(args, "_parser", parser)
+        leaf.error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from app.cli.main import COMMAND_MODULES, COMMANDS, _Parser, build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,3 +51,34 @@ def test_an_unknown_command_is_still_a_usage_error() -> None:
     )
     assert done.returncode == 2
     assert "invalid choice: 'frobnicate'" in done.stderr
+
+
+def test_an_unknown_argument_is_the_subcommand_s_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`merge X --bogus` printed the top level's usage (`switchyard [-h] [--version]
+    COMMAND ...`), which names none of merge's own arguments."""
+    from app.cli.main import main
+
+    for argv, usage in (
+        (["merge", "X", "--bogus"], "usage: switchyard merge "),
+        (["local", "status", "--bogus"], "usage: switchyard local status "),
+        (["policy", "check", "--json"], "usage: switchyard policy check "),
+        (["--bogus"], "usage: switchyard [-h]"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(usage), err
+        assert f"usage error: unrecognized arguments: {argv[-1]}" in err
+
+
+def test_every_command_s_help_names_only_its_subcommands() -> None:
+    """The top level's help said `local: serve, probe and plan`; there is no probe."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    local = commands.choices["local"]  # type: ignore[index]
+    subs = next(a for a in local._actions if a.dest == "local_command").choices
+    helped = next(a.help for a in commands._choices_actions if a.dest == "local")
+    assert "probe" not in helped and all(name in helped for name in subs)
