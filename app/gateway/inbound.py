@@ -107,6 +107,17 @@ def _sendable(body: Any) -> None:
         raise bad(problem)
 
 
+def _model(body: dict[str, Any]) -> str:
+    """The model id asked for: a role, an alias or ``ROLE+escalate``."""
+    model = body.get("model")
+    if model is None or model == "":
+        raise bad("model: required")
+    if not isinstance(model, str):
+        # (it said "required" of a model given as a number)
+        raise bad(f"model: expected a string (a role such as implementer), got {model!r}")
+    return model
+
+
 def _text_of(content: Any, where: str) -> str:
     """A message's content as text: a string, or parts of type text / input_text /
     output_text. Anything else (an image, audio, a file) is refused by name."""
@@ -262,9 +273,7 @@ def _checked_choice(choice: str | None, tools: list[ToolSpec], where: str) -> st
 def parse_chat(body: Any) -> Inbound:
     body = _obj(body, "request")
     _sendable(body)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad("model: required")
+    model = _model(body)
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise bad("messages: a non-empty list is required")
@@ -317,6 +326,9 @@ def parse_chat(body: Any) -> Inbound:
 def _chat_message(raw: Any, where: str) -> Message:
     m = _obj(raw, where)
     role = m.get("role")
+    if role in ("system", "developer", "user") and m.get("content") is None:
+        # (a user turn with no content was answered as an empty prompt)
+        raise bad(f"{where}.content: required for a {role} message")
     if role in ("system", "developer"):
         return Message(role="system", content=_text_of(m.get("content"), f"{where}.content"))
     if role == "user":
@@ -382,9 +394,7 @@ def _chat_tool_choice(value: Any) -> tuple[str, str | None]:
 def parse_responses(body: Any) -> Inbound:
     body = _obj(body, "request")
     _sendable(body)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad("model: required")
+    model = _model(body)
     messages: list[Message] = []
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
@@ -574,9 +584,7 @@ def _response_items(items: list[Any]) -> list[Message]:
 
 def parse_messages(body: Any) -> Inbound:
     body = _obj(body, "request")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad("model: required")
+    model = _model(body)
     max_tokens = _int(body, "max_tokens")
     if max_tokens is None:
         raise bad("max_tokens: required")

@@ -235,6 +235,17 @@ def test_client_mistakes_that_were_silently_accepted(gw: Gateway) -> None:
                 messages(messages=[{"role": "user", "content": [{"type": "image", "source": {}}]}]),
                 "messages[0].content[0]: content of type 'image' is not supported",
             ),
+            # a model given as a number was "model: required"
+            (CHAT, chat(model=123), "model: expected a string (a role such as implementer)"),
+            (RESPONSES, responses(model=["x"]), "model: expected a string"),
+            (MESSAGES, messages(model=1.5), "model: expected a string"),
+            (CHAT, chat(model=""), "model: required"),
+            # a user turn with no content was answered as an empty prompt
+            (
+                CHAT,
+                chat(messages=[{"role": "user"}]),
+                "messages[0].content: required for a user message",
+            ),
         ],
     )
 
