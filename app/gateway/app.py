@@ -268,6 +268,18 @@ async def _prepared(
     return resolved.role, signals, new_request_id(), _client(request)
 
 
+def served_headers(done: Done) -> dict[str, str]:
+    """Who served a whole (non-streamed) reply, beside the body that names the model id
+    asked for: a client that asked for ``implementer+escalate`` and was served locally
+    (denied, or the cloud unreachable) could not tell from the reply."""
+    r = done.result
+    return {
+        "x-switchyard-model": r.model,
+        "x-switchyard-runtime": r.runtime,
+        "x-switchyard-escalated": "true" if r.escalated else "false",
+    }
+
+
 def _served(
     state: _State,
     rid: str,
@@ -421,7 +433,10 @@ async def _chat(state: _State, request: Request) -> Response:
         done = await _whole(state, request, rid, inbound, role, client, events, t0)
         if done is None:
             return Response(status_code=CLIENT_GONE)
-        return JSONResponse(oai.chat_completion(completion_id, inbound.model, done.result))
+        return JSONResponse(
+            oai.chat_completion(completion_id, inbound.model, done.result),
+            headers=served_headers(done),
+        )
     try:
         events = await _started(events)
     except GatewayError as err:
@@ -492,7 +507,7 @@ async def _responses(state: _State, request: Request) -> Response:
             custom=frozenset(inbound.extra.get("custom_tools", ())),
             namespaces=inbound.extra.get("namespaces"),
         )
-        return JSONResponse(body)
+        return JSONResponse(body, headers=served_headers(done))
     try:
         events = await _started(events)
     except GatewayError as err:
@@ -555,7 +570,8 @@ async def _messages(state: _State, request: Request) -> Response:
         if done is None:
             return Response(status_code=CLIENT_GONE)
         return JSONResponse(
-            ant.message_object(message_id, inbound.model, done.result, prompt, done.stop_sequence)
+            ant.message_object(message_id, inbound.model, done.result, prompt, done.stop_sequence),
+            headers=served_headers(done),
         )
     try:
         events = await _started(events)

@@ -324,12 +324,32 @@ def test_a_responses_client_reaches_the_anthropic_cloud(gw_allow: Gateway) -> No
 
 
 def test_headless_deny_serves_the_escalation_locally(gw: Gateway) -> None:
-    msg = gw.anthropic.messages.create(
+    raw = gw.anthropic.messages.with_raw_response.create(
         model="architect+escalate", max_tokens=100, messages=[{"role": "user", "content": "x"}]
     )
+    msg = raw.parse()
     assert msg.content[0].text == REPLY  # type: ignore[union-attr]
     assert gw.cloud.chat_requests == [] and gw.claude.requests == []
     assert [ln["kind"] for ln in lines_of("denial")]
+    # the body names the id asked for; the headers say who served it (the client asked
+    # for the cloud and could not tell it was served locally)
+    assert msg.model == "architect+escalate"
+    assert raw.headers["x-switchyard-escalated"] == "false"
+    assert raw.headers["x-switchyard-runtime"] != "cloud" and raw.headers["x-switchyard-model"]
+
+
+def test_a_whole_reply_says_who_served_it(gw_allow: Gateway) -> None:
+    ask = {"messages": [{"role": "user", "content": "x"}]}
+    raw = gw_allow.openai.chat.completions.with_raw_response.create(
+        model="architect+escalate", **ask
+    )
+    assert raw.parse().choices[0].message.content == "A plan from GPT."
+    (call,) = [ln for ln in lines_of("call") if ln["role"] == "architect"]
+    assert raw.headers["x-switchyard-escalated"] == "true"
+    assert raw.headers["x-switchyard-model"] == call["to"]
+    assert raw.headers["x-switchyard-runtime"] == "cloud"
+    raw = gw_allow.openai.responses.with_raw_response.create(model="implementer", input="x")
+    assert raw.headers["x-switchyard-escalated"] == "false"
 
 
 def test_local_only_holds_for_every_route(tmp_path: Path, fakes: tuple[Any, Any, Any]) -> None:
