@@ -182,6 +182,8 @@ def _with_engine(args: argparse.Namespace) -> tuple[Stage0, Policy, _Progress | 
 
 
 def _query(args: argparse.Namespace) -> int:
+    if not args.text.strip():  # (it ranked nothing and exited 0, as a query that matched)
+        raise UsageError("TEXT is empty: say what to look for")
     if args.k is not None and args.k < 1:
         raise UsageError("--k: must be 1 or more")
     if args.code_k is not None and args.code_k < 0:
@@ -306,6 +308,8 @@ def _brief(args: argparse.Namespace) -> int:
     from app.paths import repo_state_dir
     from app.stage0.brief import BRIEF_JSON, BRIEF_MD, BriefOutError, out_dir_problem
 
+    if not args.task.strip():  # (it wrote a brief of an empty task)
+        raise UsageError("TASK is empty: say what the task is")
     if args.spec is not None and not args.spec.is_file():
         raise UsageError(f"--spec {args.spec}: no such file")
     if args.out is not None:  # before the index is built: a bad folder fails fast

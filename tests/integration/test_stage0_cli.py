@@ -134,6 +134,23 @@ def test_bad_arguments_exit_2(
     assert rc == 2 and err == f"switchyard: {message}\n"
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["query", " "], "TEXT is empty: say what to look for"),
+        (["brief", ""], "TASK is empty: say what the task is"),
+    ],
+)
+def test_an_empty_query_or_task_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """They exited 0, as run, memory search, librarian and tutor refuse the same (2)."""
+    repo = make_repo(tmp_path)
+    rc, out, err = _run(capsys, "stage0", *argv, "--repo", str(repo))
+    assert rc == 2 and out == "" and err == f"switchyard: {message}\n"
+    assert not (repo / ".switchyard" / "brief").exists()
+
+
 def test_brief_writes_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo = make_repo(tmp_path)
     spec = tmp_path / "spec.md"
