@@ -102,6 +102,15 @@ class Settings(BaseSettings):
                 "url_type", "must be a URL as a string, not {kind}", {"kind": _kind(value)}
             )
         urls = [u.strip() for u in value.split(",") if u.strip()]
+        for url in urls:
+            port = _bad_port(url)
+            if port is not None:
+                # (it said "must be an http:// … URL with a host" of http://127.0.0.1:99999)
+                raise PydanticCustomError(
+                    "url_port",
+                    "{url}: port {port} is not a port number (1-65535)",
+                    {"url": url, "port": port},
+                )
         if not urls or not all(_is_http_url(u) for u in urls):
             raise PydanticCustomError(
                 "url",
@@ -219,6 +228,17 @@ def _kind(value: object) -> str:
         dict: "a table",
     }
     return kinds.get(type(value), type(value).__name__)
+
+
+def _bad_port(url: str) -> str | None:
+    """The port of an http(s) URL when it is a number out of range (``:99999``)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return None
+    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].rpartition(":")[2]
+    if ":" in parts.netloc.rpartition("@")[2].rpartition("]")[2] and port.isdigit():
+        return port if not 0 < int(port) < 65536 else None
+    return None
 
 
 def _is_http_url(text: str) -> bool:

@@ -69,7 +69,9 @@ def register(sub: Any) -> None:
     verify.set_defaults(handler=_verify)
 
     export = asub.add_parser("export", help="write the lines as JSONL")
-    export.add_argument("-o", "--output", type=Path, metavar="FILE", help="file (default stdout)")
+    export.add_argument(
+        "-o", "--output", type=_a_file, metavar="FILE", help="file (default stdout)"
+    )
     _add_filters(export)
     export.set_defaults(handler=_export)
 
@@ -248,6 +250,13 @@ async def _verify_async(args: argparse.Namespace) -> list[Report]:
 
 
 # ── export ───────────────────────────────────────────────────────────────────────────────
+
+
+def _a_file(text: str) -> Path:
+    """``-o``'s path: not empty (``-o ''`` was the current folder: "cannot write .")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a file path cannot be empty")
+    return Path(text)
 
 
 def _export(args: argparse.Namespace) -> int:

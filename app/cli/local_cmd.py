@@ -94,7 +94,9 @@ def _serve(args: argparse.Namespace) -> int:
     # `not 0 < x` refuses a NaN too (it was a ValueError traceback, and a "--timeout nan"
     # waited "within nans")
     if args.gpu_gb is not None and not 0 < args.gpu_gb <= 4096:
-        raise UsageError(f"--gpu-gb {args.gpu_gb:g}: expected a size in GiB")
+        raise UsageError(
+            f"--gpu-gb {args.gpu_gb:g}: expected a size in GiB, above 0 and up to 4096"
+        )
     if args.timeout is not None and not 0 < args.timeout <= 86400:
         raise UsageError(f"--timeout {args.timeout:g}: expected seconds, more than 0")
     spec = launcher.plan_serve(
@@ -219,7 +221,9 @@ def _plan(args: argparse.Namespace) -> int:
 
     policy = policy_from(args).policy
     if args.gpu_gb is not None and not 0 < args.gpu_gb <= 4096:
-        raise UsageError(f"--gpu-gb {args.gpu_gb:g}: expected a size in GiB")
+        raise UsageError(
+            f"--gpu-gb {args.gpu_gb:g}: expected a size in GiB, above 0 and up to 4096"
+        )
     contexts = _parse_contexts(args.context)
     unknown = sorted(set(contexts) - set(policy.models))
     if unknown:

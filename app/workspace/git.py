@@ -84,7 +84,7 @@ def repo_root(path: Path) -> Path:
     """The top of the work tree that holds ``path``; :class:`NotAGitRepo` otherwise."""
     path = Path(path)
     if not path.is_dir():
-        raise NotAGitRepo(f"{path}: no such directory")
+        raise NotAGitRepo(f"{path}: {'not a directory' if path.exists() else 'no such directory'}")
     proc = run_git(path, "rev-parse", "--show-toplevel", check=False)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise NotAGitRepo(f"{path}: not a git work tree ({proc.stderr.strip() or 'no top level'})")

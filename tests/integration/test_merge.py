@@ -377,6 +377,11 @@ def test_unknown_run_and_not_a_repo_exit_2(
     plain.mkdir()
     assert main(["merge", "run-1", "--repo", str(plain), "--yes"]) == 2
     assert "not a git work tree" in capsys.readouterr().err
+    # a file where the folder goes: it said "no such directory"
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    assert main(["merge", "run-1", "--repo", str(afile), "--yes"]) == 2
+    assert capsys.readouterr().err == f"switchyard: {afile}: not a directory\n"
 
 
 # ── all or nothing ───────────────────────────────────────────────────────────────────────

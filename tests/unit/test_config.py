@@ -418,6 +418,19 @@ def test_a_policy_path_that_cannot_be_read_says_where_it_came_from(
 
 
 @pytest.mark.parametrize(
+    ("value", "port"), [("http://127.0.0.1:99999/v1", "99999"), ("http://h/v1,http://[::1]:0", "0")]
+)
+def test_a_runtime_url_whose_port_is_out_of_range_says_so(
+    value: str, port: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``:99999`` was "must be an http:// or https:// URL with a host": it has both."""
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", value)
+    assert main(["local", "status", "--json"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f": port {port} is not a port number (1-65535) (from SWITCHYARD_VLLM_URL)" in line
+
+
+@pytest.mark.parametrize(
     "value",
     ["notaurl", "ftp://127.0.0.1/v1", "http://", "http://h:port/v1", "http://h/v1,nope", ","],
 )
