@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 ESCALATE = "/escalate"
 REVEAL = "/reveal"
+NO_ANSWER = "the tutor gave no answer this turn: it wants you to try"
 #: audit kinds worth a line under a turn (the route and call lines are in `switchyard audit`)
 SHOWN_KINDS = ("escalation", "approval", "denial", "skip", "runtime_fallback", "degradation")
 
@@ -275,7 +276,8 @@ def _print_reply(out: Any, reply: TutorReply, *, interactive: bool) -> None:
         how = (
             f"answered by {reply.model}"
             if reply.escalated
-            else "it stayed local (denied, unavailable or over budget: see the audit lines)"
+            else "it stayed local (local_only, denied, unavailable or over budget: see the "
+            "audit lines)"
         )
         out.print(f"[magenta]escalation requested:[/] {escape(how)}")
     out.print("[bold]first, think about these:[/]")
@@ -294,6 +296,8 @@ def _print_reply(out: Any, reply: TutorReply, *, interactive: bool) -> None:
     elif reply.answer:
         out.print("[bold]answer:[/] ", end="")
         out.print(reply.answer, markup=False)
+    else:  # (--reveal printed the questions and nothing after them)
+        out.print(f"[dim]{NO_ANSWER}[/]")
 
 
 def _print_reveal(out: Any, tutor: TutorSession) -> None:
@@ -301,7 +305,7 @@ def _print_reveal(out: Any, tutor: TutorSession) -> None:
     if answer is None:
         out.print("nothing to reveal yet: ask a question first")
     elif not answer:
-        out.print("the tutor gave no answer this turn: it wants you to try")
+        out.print(NO_ANSWER)
     else:
         out.print("[bold]answer:[/] ", end="")
         out.print(answer, markup=False)

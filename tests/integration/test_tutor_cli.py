@@ -107,6 +107,24 @@ def test_reveal_prints_the_questions_first_and_the_answer_after(
     assert "the answer of turn" not in out and "--reveal prints it" in out
 
 
+def test_reveal_of_a_turn_with_no_answer_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--reveal printed the questions and nothing after them: no sign that there was no
+    answer to print."""
+    questions_only = json.dumps({"questions": ["What is a scope?"], "hint": "", "answer": ""})
+    server = fake_openai_factory("vllm", replies=[questions_only], models=[QWEN])
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", server.base_url)
+    assert main(["tutor", "what is a closure?", "--reveal"]) == 0
+    out = capsys.readouterr().out
+    assert "1. What is a scope?" in out
+    assert out.index("1. What is a scope?") < out.index(
+        "the tutor gave no answer this turn: it wants you to try"
+    )
+
+
 def test_escalate_asks_approval_then_the_cloud_fallback_serves(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
