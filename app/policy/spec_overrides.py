@@ -201,7 +201,8 @@ def _threshold(key: str, value: str, line: int, policy: Policy) -> Threshold | s
     else:
         cmp = COMPARISON.search(text)
         if cmp is None:
-            return f"cannot read a threshold in {value!r} (e.g. '{signal} < 0.8')"
+            example = {"confidence": "< 0.8", "context_estimate": "> 60k"}.get(signal, "< 0.8")
+            return f"cannot read a threshold in {value!r} (e.g. '{signal} {example}')"
         if re.match(r"[0-9A-Za-z_.]", text[cmp.end() : cmp.end() + 1]):
             # '1e5' read as 1 and '100_000' as 100: the Kimi trigger then fired on nearly
             # every request, with the spec called compliant
