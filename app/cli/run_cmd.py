@@ -132,14 +132,22 @@ def _git_repo(given: Path) -> Path:
         raise UsageError(f"--repo {given}: no such folder")
     if not path.is_dir():
         raise UsageError(f"--repo {given}: not a folder")
-    if (path / ".git").exists():
-        return path
-    from app.workspace.git import NotAGitRepo, repo_root
+    from app.workspace.git import NotAGitRepo, repo_root, rev_parse
 
-    try:
-        return repo_root(path)
-    except NotAGitRepo:
-        raise UsageError(f"--repo {given}: not a git repository") from None
+    if (path / ".git").exists():
+        top = path
+    else:
+        try:
+            top = repo_root(path)
+        except NotAGitRepo:
+            raise UsageError(f"--repo {given}: not a git repository") from None
+    if rev_parse(top, "HEAD") is None:
+        # (the run started, stopped on it and sealed a bundle: exit 1 for bad input)
+        raise UsageError(
+            f"--repo {given}: the repository has no commit yet: a run branches from one "
+            "(commit, and start again)"
+        )
+    return top
 
 
 def _check_test_command(command: str) -> None:

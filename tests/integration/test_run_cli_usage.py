@@ -47,6 +47,24 @@ def test_a_missing_repo_is_said_as_missing(
     assert capsys.readouterr().err.splitlines() == [f"switchyard: --repo {missing}: no such folder"]
 
 
+def test_a_repository_with_no_commit_is_a_usage_error_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It started a run that stopped on it (exit 1) and sealed a bundle for nothing."""
+    import subprocess
+
+    repo = tmp_path / "fresh"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "a.py").write_text("x = 1\n")
+    assert main(["run", "fix", "--repo", str(repo), "--approve", "deny"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"switchyard: --repo {repo}: the repository has no commit yet: a run branches from "
+        "one (commit, and start again)"
+    ]
+    assert not (repo / ".switchyard").exists()
+
+
 def test_a_deleted_working_folder_is_one_line_for_every_command_that_resolves_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
