@@ -82,7 +82,7 @@ def _render(r: dict[str, Any]) -> None:
     # (Rich would break it at 80 columns, between "policy" and its version).
     out.print(
         f"[bold]Spend {r['since']} … {r['until']} UTC[/] · {scope} · "
-        f"{money(total['cost_usd'])} in {counted(total['calls'], 'call')} · "
+        f"{money(total['cost_usd'])} in {counted(total['calls'], 'call')}{_failed(total)} · "
         f"policy {r['policy_version']}",
         soft_wrap=True,
     )
@@ -100,7 +100,7 @@ def _render(r: dict[str, Any]) -> None:
             table.add_row(
                 str(row[key]),
                 money(row["cost_usd"]),
-                str(row["calls"]),
+                _calls(row),
                 f"{row['tokens_in']:,}",
                 f"{row['tokens_out']:,}",
             )
@@ -110,7 +110,7 @@ def _render(r: dict[str, Any]) -> None:
         for col in ("Day", "Cost", "Calls"):
             days.add_column(col, justify="left" if col == "Day" else "right")
         for row in r["by_day"]:
-            days.add_row(row["day"], money(row["cost_usd"]), str(row["calls"]))
+            days.add_row(row["day"], money(row["cost_usd"]), _calls(row))
         out.print(days)
 
     caps = Table(title=f"Caps and what is left today ({r['today']['day']})", title_justify="left")
@@ -153,3 +153,12 @@ def _render(r: dict[str, Any]) -> None:
             "(`switchyard audit tail --json` names each line's).[/]",
             soft_wrap=True,
         )
+
+
+def _calls(row: dict[str, Any]) -> str:
+    return f"{row['calls']}{_failed(row)}"
+
+
+def _failed(row: dict[str, Any]) -> str:
+    """How many of a row's calls did not come through (failed, or cancelled mid-way)."""
+    return f" ({row['failed']} failed)" if row.get("failed") else ""

@@ -113,7 +113,14 @@ async def test_release_frees_the_amount_and_may_bill_tokens(ledger: BudgetLedger
     assert snap.per_session.spent_usd == 0.05
     assert snap.reserved_usd == 0.0
     report = await ledger.report("s1")
-    assert report["total"] == {"cost_usd": 0.05, "calls": 2, "tokens_in": 300, "tokens_out": 0}
+    # both released: neither came through (one billed its tokens)
+    assert report["total"] == {
+        "cost_usd": 0.05,
+        "calls": 2,
+        "failed": 2,
+        "tokens_in": 300,
+        "tokens_out": 0,
+    }
 
 
 async def test_closing_twice_or_unknown_raises_a_ledger_error(ledger: BudgetLedger) -> None:
@@ -304,7 +311,14 @@ async def test_record_call_counts_against_the_caps(ledger: BudgetLedger) -> None
     assert await ledger.left_usd("s1", "openai") == 0.5
     report = await ledger.report()
     assert report["by_provider"] == [
-        {"provider": "moonshot", "cost_usd": 4.5, "calls": 1, "tokens_in": 5000, "tokens_out": 100}
+        {
+            "provider": "moonshot",
+            "cost_usd": 4.5,
+            "calls": 1,
+            "failed": 0,
+            "tokens_in": 5000,
+            "tokens_out": 100,
+        }
     ]
 
 
@@ -357,7 +371,13 @@ async def test_report_groups_by_role_model_provider_and_day(
         ("2026-01-01", 1.0),
         ("2026-01-02", 0.75),
     ]
-    assert everything["total"] == {"cost_usd": 1.75, "calls": 3, "tokens_in": 300, "tokens_out": 30}
+    assert everything["total"] == {
+        "cost_usd": 1.75,
+        "calls": 3,
+        "failed": 0,
+        "tokens_in": 300,
+        "tokens_out": 30,
+    }
     assert everything["in_flight"] == {"reservations": 1, "reserved_usd": 0.1}
     assert everything["today"]["day"] == "2026-01-02"
     assert everything["today"]["spent_usd"] == 0.75

@@ -80,12 +80,19 @@ def test_json_report_has_stable_keys_and_the_caps(
         "ledger_db",
     }
     assert data["days"] == 7
-    assert data["total"] == {"cost_usd": 1.92, "calls": 3, "tokens_in": 24900, "tokens_out": 1900}
+    assert data["total"] == {
+        "cost_usd": 1.92,
+        "calls": 3,
+        "failed": 0,
+        "tokens_in": 24900,
+        "tokens_out": 1900,
+    }
     assert [r["role"] for r in data["by_role"]] == ["judge", "implementer", "architect"]
     assert data["by_provider"][0] == {
         "provider": "anthropic",
         "cost_usd": 1.5,
         "calls": 1,
+        "failed": 0,
         "tokens_in": 12000,
         "tokens_out": 800,
     }
@@ -101,6 +108,40 @@ def test_json_report_has_stable_keys_and_the_caps(
     assert data["in_flight"] == {"reservations": 1, "reserved_usd": 0.05}
     assert data["session_budget"] is None
     assert data["ledger_db"] == str(Settings().ledger_db)
+
+
+def test_calls_that_did_not_come_through_are_counted_as_failed(
+    policy: Policy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cloud host that never answered showed as that many calls, $0 and no tokens, with
+    no word that none of them came through."""
+    _seed(policy)
+
+    async def unreachable() -> None:
+        async with await BudgetLedger.open(Settings().ledger_db, policy.budget) as led:
+            for _ in range(2):
+                res = await led.reserve(
+                    session="s1",
+                    provider="deepseek",
+                    role="implementer",
+                    model="deepseek-chat",
+                    amount_usd=0.01,
+                )
+                await led.release(res.id)
+
+    asyncio.run(unreachable())
+    assert main(["budget", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["total"]["calls"], data["total"]["failed"]) == (5, 2)
+    deepseek = next(r for r in data["by_provider"] if r["provider"] == "deepseek")
+    assert (deepseek["calls"], deepseek["failed"], deepseek["cost_usd"]) == (3, 2, 0.42)
+    chat = next(r for r in data["by_model"] if r["model"] == "deepseek-chat")
+    assert (chat["calls"], chat["failed"], chat["tokens_in"]) == (2, 2, 0)
+    assert main(["budget"]) == 0
+    text = capsys.readouterr().out
+    assert "in 5 calls (2 failed) · policy" in text
+    (row,) = [line for line in text.splitlines() if line.startswith("│ deepseek-chat")]
+    assert "2 (2 failed)" in row
 
 
 def test_session_filter_and_its_own_cap(policy: Policy, capsys: pytest.CaptureFixture[str]) -> None:

@@ -141,15 +141,15 @@ async def report(
             order = "day" if col == "day" else f"sum(cost_nusd) DESC, {col}"
             rows = await conn.fetch(
                 f"SELECT {col} AS key, sum(cost_nusd) AS cost, count(*) AS calls,"
-                " sum(tokens_in) AS tin, sum(tokens_out) AS tout"
+                f" {reports.NOT_OK}, sum(tokens_in) AS tin, sum(tokens_out) AS tout"
                 f" FROM ledger_calls WHERE {where} GROUP BY {col} ORDER BY {order}",
                 *params,
             )
             name = "user" if col == "user_name" else col
             groups[name] = [{name: r["key"], **reports.totals(r)} for r in rows]
         total = await conn.fetchrow(
-            "SELECT sum(cost_nusd) AS cost, count(*) AS calls, sum(tokens_in) AS tin,"
-            f" sum(tokens_out) AS tout FROM ledger_calls WHERE {where}",
+            f"SELECT sum(cost_nusd) AS cost, count(*) AS calls, {reports.NOT_OK},"
+            f" sum(tokens_in) AS tin, sum(tokens_out) AS tout FROM ledger_calls WHERE {where}",
             *params,
         )
         res_where = "team = $1 AND status = 'live'" + (" AND session = $2" if session else "")

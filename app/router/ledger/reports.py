@@ -18,13 +18,20 @@ def _pairs(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[tu
     return [(str(r[0]), int(r[1] or 0)) for r in db.execute(sql, params).fetchall()]
 
 
+#: how many of an aggregate's calls did not complete (a failed call is released at $0, a
+#: cancelled or broken one settled at its estimate): `budget` counted a cloud host that
+#: never answered as that many calls, with no word that none of them came through
+NOT_OK = "SUM(CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END) AS failed"
+
+
 def totals(row: Any) -> dict[str, Any]:
     """Cost, calls and tokens of one aggregate row (an sqlite3.Row or an asyncpg Record)."""
     if row is None:
-        return {"cost_usd": 0.0, "calls": 0, "tokens_in": 0, "tokens_out": 0}
+        return {"cost_usd": 0.0, "calls": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0}
     return {
         "cost_usd": usd(row["cost"] or 0),
         "calls": int(row["calls"] or 0),
+        "failed": int(row["failed"] or 0),
         "tokens_in": int(row["tin"] or 0),
         "tokens_out": int(row["tout"] or 0),
     }
@@ -82,14 +89,14 @@ def report_rows(db: sqlite3.Connection, session: str | None, since: str, until: 
     for col in ("role", "model", "provider", "day"):
         order = "day" if col == "day" else "SUM(cost_nusd) DESC, " + col
         rows = db.execute(
-            f"SELECT {col} AS key, SUM(cost_nusd) AS cost, COUNT(*) AS calls,"
+            f"SELECT {col} AS key, SUM(cost_nusd) AS cost, COUNT(*) AS calls, {NOT_OK},"
             f" SUM(tokens_in) AS tin, SUM(tokens_out) AS tout"
             f" FROM calls WHERE {where} GROUP BY {col} ORDER BY {order}",
             params,
         ).fetchall()
         groups[col] = [{col: r["key"], **totals(r)} for r in rows]
     total = db.execute(
-        "SELECT SUM(cost_nusd) AS cost, COUNT(*) AS calls, SUM(tokens_in) AS tin,"
+        f"SELECT SUM(cost_nusd) AS cost, COUNT(*) AS calls, {NOT_OK}, SUM(tokens_in) AS tin,"
         f" SUM(tokens_out) AS tout FROM calls WHERE {where}",
         params,
     ).fetchone()
