@@ -118,6 +118,10 @@ class RunRelay:
         elif isinstance(event, RunFinished):
             self.run, self.outcome, self.reason = event.run, event.outcome, event.reason
             await self._close_all("the run ended before this step finished")
+            if event.outcome != "merge_ready" and any(e.status == "in_progress" for e in self.plan):
+                # the work stopped: an entry left "in progress" read as still under way
+                # (ACP's plan has no "failed"; "pending" is "not done")
+                await self._plan_status("pending")
 
     # ── stages ──────────────────────────────────────────────────────────────────────
 

@@ -100,6 +100,21 @@ async def test_attempts_tests_and_a_run_that_ends_mid_step(policy: Any) -> None:
     assert plans == [["pending"], ["in_progress"], ["completed"]]
 
 
+async def test_a_run_that_stops_mid_plan_leaves_no_entry_in_progress(policy: Any) -> None:
+    """The plan's entries stayed "in_progress" after the run had stopped (ACP's plan has
+    no "failed": "pending" is "not done"); a plan that completed stays so."""
+    plan = PlanUpdated(session="s", run=RUN, plan={"goal": "g", "steps": [{"title": "fix"}]})
+    stopped = RunFinished(session="s", run=RUN, outcome="stopped", reason="4 failed loops")
+    sent = await relay_of([plan, stage("implementer"), stopped], policy)
+    plans = [[e.status for e in u.entries] for u in sent if u.session_update == "plan"]
+    assert plans == [["pending"], ["in_progress"], ["pending"]]
+    ready = RunFinished(session="s", run=RUN, outcome="merge_ready", reason="green")
+    done = stage("implementer", "finished", detail="tests green")
+    sent = await relay_of([plan, stage("implementer"), done, ready], policy)
+    plans = [[e.status for e in u.entries] for u in sent if u.session_update == "plan"]
+    assert plans == [["pending"], ["in_progress"], ["completed"]]
+
+
 async def test_audit_lines_become_chunks_and_calls_usage(policy: Any) -> None:
     def line(kind: str, **kw: Any) -> AuditAppended:
         return AuditAppended.of(session="s", line={"kind": kind, "session": "s", **kw})
