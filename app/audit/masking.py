@@ -10,7 +10,7 @@ What counts as a secret (DESIGN decision 3, GR-009):
 - ``.env``-style assignments to secret-named variables (``APP_SECRET=…``,
   ``export GITHUB_TOKEN=…``, ``DB_PASSWORD="…"``), key-like values assigned to such
   constants (``SECRET_KEY = "…"``, ``SECRET_TOKEN = Zx9vQ2mLk8Rt``), and a password given
-  by name in any case (``password=hunter2hunter2``, ``"password": "…"``).
+  by name in any case (``password=…`` with a value no code spells, ``"password": "…"``).
 
 What does not: ordinary code. A variable named ``token`` is not a secret, nor is
 ``password = os.environ[...]``, ``api_key: str`` or ``f(api_key=api_key)``. The
@@ -62,8 +62,8 @@ CI_MARKERS = (
     "aiza",
     "password",
     "passwd",
-    "://",
 )
+
 #: Substrings (as written) one of which a text holds before a case-sensitive shape can.
 CS_MARKERS = (
     "AKIA",
@@ -87,10 +87,16 @@ def maybe_secret(text: str) -> bool:
         if marker in text:
             return True
     low = text.lower()
-    for marker in CI_MARKERS:  # noqa: SIM110 (a loop: see above)
+    for marker in CI_MARKERS:
         if marker in low:
             return True
-    return False
+    return _maybe_url_password(text)
+
+
+def _maybe_url_password(text: str) -> bool:
+    """Both, before a URL's password can be in ``text`` (``://`` alone, in every licence
+    header and runtime URL, sent those texts down the slow path)."""
+    return "://" in text and "@" in text
 
 
 # ── shapes ─────────────────────────────────────────────────────────────────────────────────
@@ -137,18 +143,42 @@ def _api_key_value(m: re.Match[str]) -> bool:
     return _literal(m.group("s")) if m.group("q") else _keylike(m.group("s"))
 
 
-#: what a documented URL holds where its password goes
+#: what a documented URL or example holds where its password goes
 _PASSWORD_WORDS = frozenset(("password", "passwd", "pass", "pwd", "pw", "secret", "token"))
+#: a template's slot for a value: ``${DB_PASS}``, ``$(cat f)``, ``%(pw)s``, ``%s``,
+#: ``$DB_PASS``, ``<password>``, ``{password}``, ``***``, ``xxxx``
+_SLOT = re.compile(r"\$[{(]|%\(|%s$|\$[A-Z_][A-Z0-9_]*$|[<{]|[*xX]+$")
+_HEX = re.compile(r"0[xX][0-9a-fA-F_]+")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z_]*")
+
+
+def _slot(value: str) -> bool:
+    return _SLOT.match(value) is not None or value.lower() in _PASSWORD_WORDS
 
 
 def _url_password(m: re.Match[str]) -> bool:
     """A URL's password, not a template's slot (``${DB_PASS}``, ``<password>``, ``***``,
     ``user:password@``)."""
+    return not _slot(m.group("s"))
+
+
+def _password_value(m: re.Match[str]) -> bool:
+    """A password given by name: quoted, any literal but a slot (``"password": "…"``,
+    ``password = "…"``); unquoted, a value no code spells (``--password=P@ssw0rd1``), not
+    a name (``password=db_password``), a path (sudoers' ``NOPASSWD:/usr/bin/x``), a call,
+    a subscript or a number literal."""
     value = m.group("s")
+    if _slot(value) or value[:1] in " \t,);+":  # (a string's closing quote, not a value's)
+        return False
+    if m.group("q"):
+        return len(value) >= 4 and not _NAME_LIKE.fullmatch(value)
     return (
-        not value.startswith(_PLACEHOLDER_START)
-        and value.strip("*xX") != ""
-        and value.lower() not in _PASSWORD_WORDS
+        len(value) >= 6
+        and value[0] != "/"
+        and not any(c in value for c in "()[]")
+        and not _IDENTIFIER.fullmatch(value)
+        and not _DOTTED_NAME.fullmatch(value)
+        and not _HEX.fullmatch(value)
     )
 
 
@@ -167,8 +197,14 @@ def _assigned_value(m: re.Match[str]) -> bool:
         return len(value) >= (4 if quoted else 6)
     if not quoted:
         # ``NAME = value`` unquoted is code but for a value no name is spelled like: key
-        # characters with a digit, no ``_`` or ``.`` (an INI or YAML line, a pasted key)
-        return _keylike(value) and not any(c in "_." for c in value) and not value.isdigit()
+        # characters with a digit, no ``_`` or ``.`` (an INI or YAML line, a pasted key),
+        # not a number literal (``MAX_TOKEN = 0x7FFFFFFF``)
+        return (
+            _keylike(value)
+            and not any(c in "_." for c in value)
+            and not value.isdigit()
+            and not _HEX.fullmatch(value)
+        )
     return _literal(value) and not _PLAIN_WORD.fullmatch(value)
 
 
@@ -186,30 +222,39 @@ _CI_SHAPES: tuple[tuple[re.Pattern[str], Check | None], ...] = (
         re.compile(r"(?i)\bbearer\s+(?P<s>[A-Za-z0-9._~+/-]{7,}[A-Za-z0-9_~+/-]=*)"),
         _bearer_value,
     ),
-    # x-api-key, api_key=…, OPENAI_API_KEY=…, "api_key": "…", password=…, "passwd": "…":
-    # the name stays as it was.
+    # x-api-key, api_key=…, OPENAI_API_KEY=…, "api_key": "…": the name stays as it was.
     (
         re.compile(
-            r"(?i)(?:api[_-]?key|passw(?:or)?d)[\"']?\s*[:=]\s*(?P<q>[\"'])?"
-            + _NOT_MASKED
-            # quoted, to its quote (a passphrase has spaces)
-            + r"(?P<s>(?(q)[^\"'\r\n]+|[^\s\"',;&}]+))"
+            r"(?i)api[_-]?key[\"']?\s*[:=]\s*(?P<q>[\"']?)" + _NOT_MASKED + r"(?P<s>[^\s\"',;&}]+)"
         ),
         _api_key_value,
     ),
-    # scheme://user:PASSWORD@host: only the password goes
+    # password=…, "passwd": "…", Password: '…' (not sudoers' NOPASSWD): a quoted value runs
+    # to its own closing quote (a passphrase has spaces, and may hold the other quote)
     (
         re.compile(
-            r"(?i)\b[a-z][a-z0-9+.-]*://[^\s/:@\"'<>\\]+:"
+            r"(?i)(?<!no)passw(?:or)?d[\"']?\s*[:=]\s*(?P<q>[\"'])?"
             + _NOT_MASKED
-            + r"(?P<s>[^\s/@\"'<>\\]+)@"
+            + r"(?P<s>(?(q)(?:(?!(?P=q))[^\r\n])+|[^\s\"',;&}]+))(?(q)(?P=q))"
         ),
-        _url_password,
+        _password_value,
     ),
     # GitHub, Slack and Google key shapes, which show up in tool output.
     (re.compile(r"\b(?P<s>gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"), None),
     (re.compile(r"\b(?P<s>xox[abprs]-[A-Za-z0-9-]{10,})"), None),
     (re.compile(r"\b(?P<s>AIza[0-9A-Za-z_-]{35})"), None),
+)
+# scheme://user:PASSWORD@host (user may be empty: redis://:PASSWORD@host): only the
+# password goes. The scheme is at most 32 characters and starts where no scheme character
+# stands before it: ``\b[a-z][a-z0-9+.-]*`` began again after every ``.`` of a long run
+# and rescanned it (a 32 KB text took 2 s).
+_URL_PASSWORD = (
+    re.compile(
+        r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]{0,31}://[^\s/:@\"'<>\\]*:"
+        + _NOT_MASKED
+        + r"(?P<s>[^\s/@\"'<>\\]+)@"
+    ),
+    _url_password,
 )
 _CS_SHAPES: tuple[tuple[re.Pattern[str], Check | None], ...] = (
     # AWS access key ids (long-lived AKIA…, temporary ASIA…)
@@ -395,6 +440,8 @@ class Masker:
         if any(m in low for m in CI_MARKERS):
             for pattern, check in _CI_SHAPES:
                 text = self._shape(pattern, check, text)
+        if _maybe_url_password(text):
+            text = self._shape(*_URL_PASSWORD, text)
         if any(m in text for m in CS_MARKERS):
             for pattern, check in _CS_SHAPES:
                 text = self._shape(pattern, check, text)

@@ -155,3 +155,12 @@ def test_a_case_sensitive_marker_in_another_case_is_no_match() -> None:
     assert not looks_clean('{"values":{"TOKEN":1}}')
     assert not looks_clean('{"detail":"x AKIA y"}')
     assert looks_clean('{"detail":"x akia y"}')
+
+
+def test_a_url_takes_the_slow_way_only_with_an_at_sign() -> None:
+    """A URL's password needs '://' and '@': a runtime's URL in a fallback line stays on
+    the quick path, and a line that may hold user:password@ does not."""
+    with patch.object(quick_redact, "_secret_values", return_value=()):
+        assert looks_clean('{"detail":"vLLM at http://127.0.0.1:8000/v1 is down"}')
+        assert not looks_clean('{"url":"postgresql://admin:S3cret@db/x"}')
+        assert not looks_clean('{"url":"redis://:S3cret@cache:6379"}')
