@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from app.bus import Event, Notice, StageChanged
+from app.pipeline.stages import StageClock
 
 if TYPE_CHECKING:
     from app.audit.types import AuditLine
@@ -75,9 +76,8 @@ class RunContext:
     advice: list[AdviceRecord] = field(default_factory=list)
     #: model calls made so far, per role (repairs included; capped per stage)
     calls: Counter[str] = field(default_factory=Counter)
-    #: per stage: when it first started and when it last ended (time.monotonic; None
-    #: while it has not ended: the sandboxed tests' stage ends with its loop event)
-    stage_times: dict[str, list[float | None]] = field(default_factory=dict)
+    #: each stage's time at work (stages.json)
+    stage_clock: StageClock = field(default_factory=StageClock)
 
     @property
     def policy(self) -> Policy:
@@ -102,22 +102,19 @@ class RunContext:
         return await self.session.audit.append(kind, session=self.session.id, run=self.run_id, **kw)
 
     async def stage(self, stage: str, status: str, **kw: Any) -> None:
-        now = time.monotonic()
-        times = self.stage_times.setdefault(stage, [now, None])
-        # started again, it is open again until it ends (a stop then closes it at the
-        # stop); its span is still its first start to its last end
-        times[1] = None if status == "started" else now
+        if status == "started":
+            self.stage_clock.started(stage, time.monotonic())
+        else:
+            self.stage_clock.ended(stage, time.monotonic())
         await self.emit(
             StageChanged(session=self.session.id, run=self.run_id, stage=stage, status=status, **kw)
         )
 
     def stage_ended(self, stage: str) -> None:
         """``stage`` ended now, told to the UIs otherwise (a test loop's end is its
-        TestLoopFinished): stages.json timed "tests" from the first loop to the end of
-        the run, an Implementer's whole time."""
-        times = self.stage_times.get(stage)
-        if times is not None:
-            times[1] = time.monotonic()
+        TestLoopFinished, not a StageChanged)."""
+        if stage in self.stage_clock.open:
+            self.stage_clock.ended(stage, time.monotonic())
 
     def guard_calls(self, role: str) -> None:
         """Stop the run before ``role`` makes a call past the policy's per-stage cap."""

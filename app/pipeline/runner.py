@@ -141,8 +141,8 @@ async def _finish(ctx: RunContext, progress: _Progress, outcome: Outcome, reason
     loops = progress.work.tests.loops if progress.work else 0
     # a stage the stop cut short ends failed (the panes would show it still running, and
     # stages.json would have no end for it)
-    for stage, (_, ended) in list(ctx.stage_times.items()):
-        if ended is None and outcome != "merge_ready":
+    for stage in list(ctx.stage_clock.open):
+        if outcome != "merge_ready":
             await ctx.stage(stage, "failed", detail=reason)
     if progress.plan is not None and progress.work is not None and not progress.work.tests_green:
         # the Implementer stopped without a passing change: its steps failed
@@ -158,7 +158,7 @@ async def _finish(ctx: RunContext, progress: _Progress, outcome: Outcome, reason
     await ctx.bundle.export_audit(session.audit)
     # what each stage cost (calls, tokens, seconds), from the audit lines just exported
     lines = read_audit(ctx.bundle.path / AUDIT)
-    ctx.bundle.write_json(STAGES, stage_report(lines, ctx.stage_times))
+    ctx.bundle.write_json(STAGES, stage_report(lines, ctx.stage_clock))
     manifest = ctx.bundle.finalize(
         status=outcome,
         task=ctx.task,

@@ -16,11 +16,32 @@ from typing import Any
 STAGES = "stages.json"
 
 
+class StageClock:
+    """How long each stage was at work: from a start to its end, summed over its turns (the
+    tests run once per loop: timed first loop to last, they held the Implementer's model
+    calls between the loops). A start while a stage is open changes nothing (a role says
+    which model is at work with another "started")."""
+
+    def __init__(self) -> None:
+        #: the stages at work now, and since when (time.monotonic)
+        self.open: dict[str, float] = {}
+        #: seconds at work of each stage that has ended at least once
+        self.spent: dict[str, float] = {}
+
+    def started(self, stage: str, now: float) -> None:
+        self.open.setdefault(stage, now)
+
+    def ended(self, stage: str, now: float) -> None:
+        since = self.open.pop(stage, now)
+        self.spent[stage] = self.spent.get(stage, 0.0) + (now - since)
+
+
 def stage_report(
-    lines: Iterable[Mapping[str, Any]], times: Mapping[str, list[float | None]]
+    lines: Iterable[Mapping[str, Any]], clock: StageClock
 ) -> dict[str, dict[str, Any]]:
     """Per stage: calls, tokens_in, tokens_out, model_seconds (the calls' own time) and
-    seconds (first start to last finish of the stage, when it published both)."""
+    seconds (the stage's own time at work, :class:`StageClock`; None for a stage that
+    never said it ended)."""
     out: dict[str, dict[str, Any]] = {}
 
     def row(stage: str) -> dict[str, Any]:
@@ -38,10 +59,10 @@ def stage_report(
         r["tokens_in"] += int(values.get("tokens_in", 0))
         r["tokens_out"] += int(values.get("tokens_out", 0))
         r["model_seconds"] = round(r["model_seconds"] + values.get("latency_ms", 0) / 1000, 3)
-    for stage, (start, end) in times.items():
-        r = row(stage)
-        if start is not None and end is not None:
-            r["seconds"] = round(end - start, 3)
+    for stage in clock.open:
+        row(stage)
+    for stage, seconds in clock.spent.items():
+        row(stage)["seconds"] = round(seconds, 3)
     return out
 
 
