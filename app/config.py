@@ -106,10 +106,9 @@ class Settings(BaseSettings):
             port = _bad_port(url)
             if port is not None:
                 # (it said "must be an http:// … URL with a host" of http://127.0.0.1:99999)
+                # (the port alone: the URL may hold a password)
                 raise PydanticCustomError(
-                    "url_port",
-                    "{url}: port {port} is not a port number (1-65535)",
-                    {"url": url, "port": port},
+                    "url_port", "port {port} is not a port number (1-65535)", {"port": port}
                 )
         if not urls or not all(_is_http_url(u) for u in urls):
             raise PydanticCustomError(
@@ -235,9 +234,11 @@ def _bad_port(url: str) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         return None
-    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].rpartition(":")[2]
-    if ":" in parts.netloc.rpartition("@")[2].rpartition("]")[2] and port.isdigit():
-        return port if not 0 < int(port) < 65536 else None
+    hostport = parts.netloc.rpartition("@")[2].rpartition("]")[2]  # (an IPv6 host's colons)
+    _, colon, port = hostport.rpartition(":")
+    # (ASCII digits only: ``²`` is a digit to isdigit() and not to int())
+    if colon and port.isascii() and port.isdigit() and not 0 < int(port) < 65536:
+        return port
     return None
 
 

@@ -562,6 +562,8 @@ def _response_items(items: list[Any]) -> list[Message]:
             out.append(Message(role="tool", content=text, tool_call_id=str(item.get("call_id"))))
         elif kind == "message":
             role = item.get("role")
+            if role in ("system", "developer", "user") and item.get("content") is None:
+                raise bad(f"input[{i}].content: required for a {role} message")
             text = _text_of(item.get("content"), f"input[{i}].content")
             if role in ("system", "developer"):
                 out.append(Message(role="system", content=text))

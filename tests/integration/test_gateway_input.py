@@ -246,6 +246,11 @@ def test_client_mistakes_that_were_silently_accepted(gw: Gateway) -> None:
                 chat(messages=[{"role": "user"}]),
                 "messages[0].content: required for a user message",
             ),
+            (
+                RESPONSES,
+                responses(input=[{"role": "user"}]),
+                "input[0].content: required for a user message",
+            ),
         ],
     )
 

@@ -418,7 +418,12 @@ def test_a_policy_path_that_cannot_be_read_says_where_it_came_from(
 
 
 @pytest.mark.parametrize(
-    ("value", "port"), [("http://127.0.0.1:99999/v1", "99999"), ("http://h/v1,http://[::1]:0", "0")]
+    ("value", "port"),
+    [
+        ("http://127.0.0.1:99999/v1", "99999"),
+        ("http://h/v1,http://[::1]:0", "0"),
+        ("http://u:S3cret@h:70000/", "70000"),
+    ],
 )
 def test_a_runtime_url_whose_port_is_out_of_range_says_so(
     value: str, port: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -427,12 +432,23 @@ def test_a_runtime_url_whose_port_is_out_of_range_says_so(
     monkeypatch.setenv("SWITCHYARD_VLLM_URL", value)
     assert main(["local", "status", "--json"]) == 2
     (line,) = capsys.readouterr().err.splitlines()
-    assert f": port {port} is not a port number (1-65535) (from SWITCHYARD_VLLM_URL)" in line
+    assert line == (
+        f"switchyard: setting vllm_url: port {port} is not a port number (1-65535) "
+        "(from SWITCHYARD_VLLM_URL)"
+    )  # the port alone: the URL may hold a password
 
 
 @pytest.mark.parametrize(
     "value",
-    ["notaurl", "ftp://127.0.0.1/v1", "http://", "http://h:port/v1", "http://h/v1,nope", ","],
+    [
+        "notaurl",
+        "ftp://127.0.0.1/v1",
+        "http://",
+        "http://h:port/v1",
+        "http://h:²/v1",  # a digit to isdigit(), not to int()
+        "http://h/v1,nope",
+        ",",
+    ],
 )
 @pytest.mark.parametrize("variable", ["SWITCHYARD_VLLM_URL", "SWITCHYARD_LLAMACPP_SERVER_URL"])
 def test_a_runtime_url_that_is_no_http_url_is_exit_2_naming_the_variable(
