@@ -70,7 +70,12 @@ def register(sub: Any) -> None:
 
     export = asub.add_parser("export", help="write the lines as JSONL")
     export.add_argument(
-        "-o", "--output", type=_a_file, metavar="FILE", help="file (default stdout)"
+        "-o",
+        "--output",
+        type=_a_file,
+        metavar="FILE",
+        help="file (default stdout); a --session/--run that matches nothing leaves it as it "
+        "was and exits 1",
     )
     _add_filters(export)
     export.set_defaults(handler=_export)
@@ -267,9 +272,10 @@ def _export(args: argparse.Namespace) -> int:
     except OSError as exc:
         where = args.output or "the standard output"
         raise UsageError(f"cannot write {where}: {exc.strerror or exc}") from None
-    if count is None:  # a filter matched nothing: the file is as it was
+    if count is None:  # a filter matched nothing: the file is as it was, or not there
         _none_matched(args)
-        print(f"switchyard: {args.output} left as it was", file=sys.stderr)
+        kept = "left as it was" if args.output.exists() else "not written"
+        print(f"switchyard: {args.output} {kept}", file=sys.stderr)
         return 1
     if args.output is not None:
         print(f"exported {count} audit lines to {args.output}", file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 
 from app.audit.types import AUDIT_KINDS, AuditLine
+from app.shown import clean
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -57,16 +58,11 @@ def kind_style(kind: str) -> str:
     return KIND_STYLES.get(kind, "")
 
 
-#: a line break inside a detail, as a listing shows it (one audit line, one printed line)
-BREAK = " ⏎ "
-
-
 def one_line(text: str) -> str:
-    """``text`` on one line: a detail holding a model's or a test's words printed over
-    several lines, which read as several entries (and broke ``| grep``)."""
-    if "\n" not in text and "\r" not in text:
-        return text
-    return BREAK.join(part for part in text.replace("\r\n", "\n").split("\n"))
+    """``text`` on one line, its line breaks shown as ⏎ (app.shown): a detail holding a
+    model's or a test's words printed over several lines, which read as several entries
+    (and broke ``| grep``)."""
+    return clean(text, one_line=True)
 
 
 def summary(line: AuditLine) -> str:

@@ -132,7 +132,7 @@ def _git_repo(given: Path) -> Path:
         raise UsageError(f"--repo {given}: no such folder")
     if not path.is_dir():
         raise UsageError(f"--repo {given}: not a folder")
-    from app.workspace.git import NotAGitRepo, repo_root, rev_parse
+    from app.workspace.git import NotAGitRepo, current_branch, repo_root, rev_parse
 
     if (path / ".git").exists():
         top = path
@@ -141,7 +141,9 @@ def _git_repo(given: Path) -> Path:
             top = repo_root(path)
         except NotAGitRepo:
             raise UsageError(f"--repo {given}: not a git repository") from None
-    if rev_parse(top, "HEAD") is None:
+    if rev_parse(top, "HEAD") is None and current_branch(top) is not None:
+        # HEAD names a branch with no commit (an unborn one); any other failure (git
+        # refusing the folder's owner, a broken .git) is the run's to report as it is.
         # (the run started, stopped on it and sealed a bundle: exit 1 for bad input)
         raise UsageError(
             f"--repo {given}: the repository has no commit yet: a run branches from one "

@@ -219,7 +219,8 @@ def test_tail_shows_control_characters_instead_of_sending_them(
     monkeypatch.setenv("FORCE_COLOR", "1")  # styled, as on a terminal
     assert main(["audit", "tail"]) == 0
     out = capsys.readouterr().out
-    assert "edit 1␛[2J␛]52;c;eA== [/x]" in out  # (Rich drops a bell itself)
+    # on one line (the detail's break shown as ⏎), its bell shown too
+    assert "edits did not land:⏎edit 1␛[2J␛]52;c;eA==␇ [/x]" in out
     assert "\x1b[2J" not in out and "\x1b]52" not in out and "\x07" not in out
     assert "\x1b[" in out  # the console's own colours still pass
 
@@ -269,6 +270,7 @@ def test_an_export_whose_filter_matches_nothing_leaves_the_file_as_it_was(
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temporary file left
     fresh = tmp_path / "fresh.jsonl"
     assert main(["audit", "export", "-o", str(fresh), "--session", "nosuch"]) == 1
+    assert f"{fresh} not written" in capsys.readouterr().err
     assert not fresh.exists()
 
 

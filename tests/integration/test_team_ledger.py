@@ -139,6 +139,10 @@ async def test_settle_release_and_an_overrun_are_recorded_truthfully(
         report = await led.report(session="s")
         assert report["total"]["calls"] == 4
         assert report["total"]["cost_usd"] == pytest.approx(4.75)
+        # the released call did not come through, on either store
+        assert report["total"]["failed"] == 1
+        (openai,) = [r for r in report["by_provider"] if r["provider"] == "openai"]
+        assert (openai["calls"], openai["failed"]) == (3, 1)
 
 
 async def test_a_reservation_past_its_ttl_is_charged_in_full(any_store: StoreUnderTest) -> None:

@@ -70,7 +70,7 @@ def test_a_detail_over_several_lines_is_shown_on_one() -> None:
     line = _line(detail="reply rejected:\nExpecting value\r\nline 1 column 1")
     for text in (audit_lines.full(line), audit_lines.brief(line)):
         assert "\n" not in text.plain and "\r" not in text.plain
-        assert "reply rejected: ⏎ Expecting value ⏎ line 1 column 1" in text.plain
+        assert "reply rejected:⏎Expecting value⏎line 1 column 1" in text.plain
     out = io.StringIO()
     Console(file=out, width=200).print(audit_lines.full(line))
     assert out.getvalue().count("\n") == 1
