@@ -41,8 +41,8 @@ check: $(VENV)/.stamp-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# the full set (within 90 min); bench-quick: P1-P5 on this project's history (~10 min
-# here, ~40 at most)
+# the full set (~130 min at most: the time-outs' sum); bench-quick: P1-P5 on this project's history (~20 min
+# here, ~55 at most)
 bench: $(VENV)/.stamp-test
 	$(BIN)/python -m bench --set full
 
