@@ -58,16 +58,11 @@ def kind_style(kind: str) -> str:
     return KIND_STYLES.get(kind, "")
 
 
-def one_line(text: str) -> str:
-    """``text`` on one line, its line breaks shown as ⏎ (app.shown): a detail holding a
-    model's or a test's words printed over several lines, which read as several entries
-    (and broke ``| grep``)."""
-    return clean(text, one_line=True)
-
-
 def summary(line: AuditLine) -> str:
     """What a short listing says about a line: its detail, else its reason codes."""
-    return one_line(line.detail) or " ".join(line.reason_codes)
+    # (one line, its breaks shown as ⏎: a model's words over several lines read as
+    # several entries, and broke ``| grep``)
+    return clean(line.detail, one_line=True) or " ".join(line.reason_codes)
 
 
 def brief(line: AuditLine, *, prefix: str = "") -> Text:
@@ -91,7 +86,7 @@ def full(line: AuditLine) -> Text:
     if line.reason_codes:
         text.append("  [" + ", ".join(line.reason_codes) + "]", style="italic")
     if line.detail:
-        text.append(f"  {one_line(line.detail)}", style="dim")
+        text.append(f"  {clean(line.detail, one_line=True)}", style="dim")
     return text
 
 
