@@ -146,7 +146,7 @@ class RunRelay:
         found = _ATTEMPT.match(ev.detail or "")
         if ev.status == "started" and found is None:
             await self._plan_status("in_progress")
-        elif ev.status == "started" and found is not None:
+        elif ev.status in ("started", "failed") and found is not None:
             n, error = int(found[1]), found[2]
             # a new attempt means the earlier ones ended without reaching the tests
             for m, older in list(self._open_attempts.items()):

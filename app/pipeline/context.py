@@ -141,15 +141,25 @@ class RunContext:
     async def role_stage(self, role: str, answer: Answer[Any], what: str) -> None:
         """Say which model is at work for ``role`` (and why its answer failed, if it did)."""
         r = answer.result
-        if r is not None:
-            await self.stage(
-                role,
-                "started",
+        if r is None:
+            return
+        if answer.ok:
+            await self.stage(role, "started", role=role, model=r.model, runtime=r.runtime, detail=what)
+            return
+        # "failed", not "started": the line reported an answer that did not serve. The stage
+        # itself goes on (a repair, another attempt, an escalation), so its clock runs on.
+        await self.emit(
+            StageChanged(
+                session=self.session.id,
+                run=self.run_id,
+                stage=role,
+                status="failed",
                 role=role,
                 model=r.model,
                 runtime=r.runtime,
-                detail=what + ("" if answer.ok else f": {gist(answer.error or '')}"),
+                detail=f"{what}: {gist(answer.error or '')}",
             )
+        )
 
 
 def gist(text: str, limit: int = 160) -> str:

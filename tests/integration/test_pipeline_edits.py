@@ -227,6 +227,10 @@ def test_edits_that_never_land_and_a_reply_in_no_format_are_failed_loops_audited
     assert "  21|" not in out["stderr"], out["stderr"]
     assert any("attempt 1: the model's edits did not land: " in ln for ln in said), said
     assert any("attempt 2: the reply did not fit the edit format" in ln for ln in said), said
+    # a failed answer's line says "failed" (it read "started", as if the work began there)
+    failed = [ln for ln in out["stderr"].splitlines() if ln.startswith("implementer ")]
+    failed = [ln for ln in failed if "attempt 1:" in ln or "attempt 2:" in ln]
+    assert failed and all(ln.startswith("implementer failed · ") for ln in failed), failed
     # the two failed loops (each after its one repair) are the §3 trigger for attempt 3
     lines = audit(out)
     fired = [a["seq"] for a in lines if "IMPLEMENTER_FAILED_LOOPS" in a["reason_codes"]]

@@ -61,7 +61,7 @@ async def test_attempts_tests_and_a_run_that_ends_mid_step(policy: Any) -> None:
         stage("implementer"),
         stage("implementer", detail="attempt 1", model="m", runtime="vllm"),
         stage("implementer", detail="attempt 1", model="m", runtime="vllm"),  # repair turn
-        stage("implementer", detail="attempt 2: the reply did not fit", model="m"),
+        stage("implementer", "failed", detail="attempt 2: the reply did not fit", model="m"),
         DiffUpdated(session="s", run=RUN, attempt=3, diff=DIFF),
         Notice(session="s", level="warning", text="attempt 3: the diff did not apply"),
         DiffUpdated(session="s", run=RUN, attempt=4, diff=DIFF),
