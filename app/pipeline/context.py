@@ -144,7 +144,9 @@ class RunContext:
         if r is None:
             return
         if answer.ok:
-            await self.stage(role, "started", role=role, model=r.model, runtime=r.runtime, detail=what)
+            await self.stage(
+                role, "started", role=role, model=r.model, runtime=r.runtime, detail=what
+            )
             return
         # "failed", not "started": the line reported an answer that did not serve. The stage
         # itself goes on (a repair, another attempt, an escalation), so its clock runs on.
