@@ -55,7 +55,8 @@ class RunOutcome:
     reason: str
     bundle: Path | None
     tests_green: bool = False
-    high_risk: bool = False
+    #: None when the run ended before the Judge step classified the change
+    high_risk: bool | None = None
     gate: GateResult | None = None
 
 
@@ -237,6 +238,6 @@ def _outcome(ctx: RunContext, progress: _Progress, outcome: Outcome, reason: str
         reason=reason,
         bundle=ctx.bundle.path,
         tests_green=bool(work and work.tests_green),
-        high_risk=bool(verdict and verdict.high_risk.high_risk),
+        high_risk=verdict.high_risk.high_risk if verdict else None,
         gate=verdict.gate if verdict else None,
     )

@@ -81,6 +81,8 @@ def test_a_signal_stops_the_run_with_its_code_and_the_bundle_sealed(
     # --json still says which run it was and where its sealed bundle is (it printed nothing)
     result = json.loads(out)
     assert result["outcome"] == "stopped" and result["reason"] == "cancelled by the user"
+    # no Judge classified the change: unknown, not "not High-Risk" (merge treats it as one)
+    assert result["high_risk"] is None
     assert result["run_id"] == bundle.name and result["bundle"] == str(bundle)
     assert result["gate"] is None and result["tests_green"] is False
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
