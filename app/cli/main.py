@@ -86,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         leaf: argparse.ArgumentParser = getattr(args, "_parser", parser)
+        command = getattr(args, "command", None)
+        before = argv[: argv.index(command)] if command in argv else []
+        if any(token in before for token in extra):  # `switchyard --bogus merge X`
+            leaf = parser
         leaf.error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
