@@ -82,6 +82,16 @@ class TestLoop:
             local_only=ctx.session.local_only,
             secrets=provider_key_names(ctx),
         )
+        if await asyncio.to_thread(self.worktree.restore_dotgit):
+            # only a runner that does not confine writes lets this happen (bwrap mounts it
+            # read-only); git never read it, as every call names the git dir
+            await ctx.audit(
+                "run",
+                role="implementer",
+                reason_codes=["SANDBOX_DOTGIT_RESTORED"],
+                values={"loop": loop, "runner": result.runner},
+                detail=f"the tests rewrote the worktree's .git (under {result.runner}): restored",
+            )
         ctx.bundle.write_test_loop(
             loop, result, attempt=attempt, commit=await asyncio.to_thread(self.worktree.head)
         )

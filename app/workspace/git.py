@@ -18,8 +18,17 @@ from pathlib import Path
 from app import subprocess_env
 from app.errors import SwitchyardError
 
-#: Config given to every call: no hooks, no pager, no prompts for credentials.
-_BASE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.pager=cat")
+#: Config given to every call: no hooks, no pager, no prompts for credentials, and no
+#: fsmonitor: ``core.fsmonitor`` names a program git runs on status, reset, add and clean,
+#: so a config the tests could plant would run it outside the sandbox (GR-010).
+_BASE_CONFIG = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.pager=cat",
+    "-c",
+    "core.fsmonitor=false",
+)
 
 
 class GitError(SwitchyardError):

@@ -94,6 +94,13 @@ def bwrap(argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[Pa
     for p in _masked_paths(Path.home()):
         out += ["--tmpfs", str(p)] if p.is_dir() else ["--dev-bind", "/dev/null", str(p)]
     out += ["--bind", str(cwd), str(cwd), "--chdir", str(cwd)]
+    # The checkout's .git read-only: a worktree's .git file names its git dir, and a test
+    # that pointed it at a git dir of its own would have Switchyard's git, outside, run
+    # that config's programs (core.fsmonitor, filters). Switchyard names the git dir on
+    # every call anyway (app.workspace.worktree); this keeps the person's git safe too.
+    dotgit = cwd / ".git"
+    if dotgit.exists() and not dotgit.is_symlink():
+        out += ["--ro-bind", str(dotgit), str(dotgit)]
     out += ["--unshare-all", "--new-session", "--die-with-parent", "--cap-drop", "ALL"]
     out += ["--clearenv"]
     for key, value in env.items():

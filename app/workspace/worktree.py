@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -157,11 +158,17 @@ class Worktree:
         run_id: str,
         branch: str,
         base: str,
+        git_dir: Path,
         notes: tuple[str, ...] = (),
         user_dirty: tuple[str, ...] = (),
     ) -> None:
         self.repo = repo
         self.path = path
+        #: the worktree's own folder in the repository's git dir. Every git call names it,
+        #: never finding it through the worktree's ``.git`` file: sandboxed code can write
+        #: that file, and a git dir of its making would have git run its config's programs
+        #: (``core.fsmonitor``, filters) outside the sandbox (GR-010).
+        self.git_dir = git_dir
         self.run_id = run_id
         self.branch = branch
         #: the user's HEAD when the run started; every attempt is measured against it
@@ -205,6 +212,7 @@ class Worktree:
         return cls(
             repo=top,
             path=path,
+            git_dir=_admin_dir(top, path),
             run_id=run_id,
             branch=branch,
             base=base_sha,
@@ -224,9 +232,10 @@ class Worktree:
         except (OSError, ValueError, KeyError, TypeError):
             raise WorkspaceError(f"no worktree for run {run_id} in {top}") from None
         path = root / run_id
-        if not (path / ".git").exists():
+        if not path.is_dir():
             raise WorkspaceError(f"the worktree of run {run_id} is gone ({path})")
-        return cls(repo=top, path=path, run_id=run_id, branch=branch, base=base)
+        git_dir = _admin_dir(top, path)
+        return cls(repo=top, path=path, run_id=run_id, branch=branch, base=base, git_dir=git_dir)
 
     def remove(self, *, delete_branch: bool = False) -> None:
         """Delete the worktree (and, if asked, its branch). Safe to call twice."""
@@ -241,8 +250,33 @@ class Worktree:
 
     # ── attempts ─────────────────────────────────────────────────────────────────────────
 
+    def _git(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        """``git`` on the worktree, its git dir named (:attr:`git_dir`)."""
+        where = (f"--git-dir={self.git_dir}", f"--work-tree={self.path}")
+        return run_git(self.path, *where, *args, **kw)
+
+    def _git_out(self, *args: str) -> str:
+        return self._git(*args).stdout.rstrip("\n")
+
+    def restore_dotgit(self) -> bool:
+        """Put the worktree's ``.git`` file back as git wrote it, if sandboxed code changed
+        it (a runner that does not confine writes; bwrap mounts it read-only). True when it
+        had been changed. Switchyard's own calls never read it; a person's git would."""
+        dotgit = self.path / ".git"
+        want = f"gitdir: {self.git_dir}\n"
+        with contextlib.suppress(OSError):
+            if not dotgit.is_symlink() and dotgit.is_file() and dotgit.read_text() == want:
+                return False
+        if dotgit.is_dir() and not dotgit.is_symlink():
+            _rmtree(dotgit)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                dotgit.unlink()
+        dotgit.write_text(want, encoding="utf-8")
+        return True
+
     def head(self) -> str:
-        return git_out(self.path, "rev-parse", "HEAD")
+        return self._git_out("rev-parse", "HEAD")
 
     def reset(self, to: str | None = None) -> None:
         """Put the worktree back at ``to`` (default: the base): tracked and untracked files.
@@ -250,8 +284,8 @@ class Worktree:
         Ignored files (build outputs, node_modules) are kept: they are the project's
         caches, and its build tool decides when they are stale.
         """
-        run_git(self.path, "reset", "--hard", "--quiet", to or self.base)
-        run_git(self.path, "clean", "-ffdq")
+        self._git("reset", "--hard", "--quiet", to or self.base)
+        self._git("clean", "-ffdq")
 
     def apply_diff(
         self, diff_text: str, *, message: str | None = None, from_base: bool = True
@@ -277,16 +311,15 @@ class Worktree:
             return failed("the diff is empty")
         text = diff_text if diff_text.endswith("\n") else diff_text + "\n"
         opts = ("--recount", "--whitespace=nowarn")
-        check = run_git(
-            self.path, "apply", "--check", "--index", *opts, "-", input_text=text, check=False
-        )
+        check = self._git("apply", "--check", "--index", *opts, "-", input_text=text, check=False)
         if check.returncode != 0:
             return failed(check.stderr or check.stdout or "git apply --check failed")
-        files = _diff_paths(self.path, text)
+        numstat = ("apply", "--numstat", "-z", "--recount", "-")
+        files = _diff_paths(self._git(*numstat, input_text=text).stdout)
         state = [f for f in files if f == STATE_DIR_NAME or f.startswith(STATE_DIR_NAME + "/")]
         if state:
             return failed(f"the diff touches Switchyard's state dir: {', '.join(state)}", files)
-        applied = run_git(self.path, "apply", "--index", *opts, "-", input_text=text, check=False)
+        applied = self._git("apply", "--index", *opts, "-", input_text=text, check=False)
         if applied.returncode != 0:
             self.reset(parent)
             return failed(applied.stderr or "git apply failed", files)
@@ -344,7 +377,7 @@ class Worktree:
         if ignored:
             self._undo(parent, created)
             return failed(ignored)
-        added = run_git(self.path, "add", "--", *paths, check=False)
+        added = self._git("add", "--", *paths, check=False)
         if added.returncode != 0:
             self._undo(parent, created)
             return failed(f"git refused the change: {added.stderr or added.stdout}")
@@ -381,7 +414,7 @@ class Worktree:
 
     def _gitlinks(self) -> set[str]:
         """The submodule paths in the index (mode 160000)."""
-        out = run_git(self.path, "ls-files", "--stage", "-z").stdout
+        out = self._git("ls-files", "--stage", "-z").stdout
         return {
             rec.split("\t", 1)[1]
             for rec in out.split("\0")
@@ -395,8 +428,7 @@ class Worktree:
             return None
         # check-ignore refuses the 'literal' magic every call gets (GIT_LITERAL_PATHSPECS);
         # ':(top)' keeps a name that starts with ':' from being read as magic instead
-        proc = run_git(
-            self.path,
+        proc = self._git(
             "check-ignore",
             "--verbose",
             "-z",
@@ -453,11 +485,11 @@ class Worktree:
     ) -> ApplyResult:
         """Commit the staged attempt on the run branch (back to ``parent`` on failure)."""
         config = ["commit.gpgsign=false"]
-        if not has_identity(self.path):
+        if not has_identity(self.repo):
             config += FALLBACK_IDENTITY
         msg = message or f"switchyard run {self.run_id}: attempt {n}"
-        commit = run_git(
-            self.path, "commit", "--quiet", "--no-verify", "-m", msg, config=config, check=False
+        commit = self._git(
+            "commit", "--quiet", "--no-verify", "-m", msg, config=config, check=False
         )
         if commit.returncode == 0:
             return ApplyResult(ok=True, attempt=n, commit=self.head(), files=files, parent=parent)
@@ -473,16 +505,15 @@ class Worktree:
         """The run's change so far, base → HEAD of the run branch: every file as text
         whatever the repository's attributes say, a binary one as git's one line
         (:mod:`app.workspace.shown_diff`). For reading only: the merge takes the commit."""
-        return shown_diff(run_git(self.path, "diff", *DIFF_ARGS, self.base, "HEAD").stdout)
+        return shown_diff(self._git("diff", *DIFF_ARGS, self.base, "HEAD").stdout)
 
     def changed_files(self) -> list[str]:
-        out = run_git(self.path, "diff", "--name-only", "-z", self.base, "HEAD").stdout
+        out = self._git("diff", "--name-only", "-z", self.base, "HEAD").stdout
         return [p for p in out.split("\0") if p]
 
 
-def _diff_paths(cwd: Path, text: str) -> list[str]:
-    """Every path a patch names (both names of a rename), from ``git apply --numstat``."""
-    out = run_git(cwd, "apply", "--numstat", "-z", "--recount", "-", input_text=text).stdout
+def _diff_paths(out: str) -> list[str]:
+    """Every path a patch names (both names of a rename), from ``git apply --numstat -z``."""
     fields = out.split("\0")
     paths: list[str] = []
     i = 0
@@ -522,6 +553,20 @@ def _write_file(target: Path, data: bytes, created: list[Path]) -> None:
     if not target.exists():
         created.append(target)
     target.write_bytes(data)
+
+
+def _admin_dir(top: Path, path: Path) -> Path:
+    """The folder git keeps for the worktree at ``path`` (``<git dir>/worktrees/<name>``),
+    found from the repository's side: the one whose ``gitdir`` names ``path/.git``."""
+    common = Path(git_out(top, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+    want = path.resolve() / ".git"  # never through a link the tests may have put there
+    with contextlib.suppress(OSError):
+        for admin in sorted((common / "worktrees").iterdir()):
+            with contextlib.suppress(OSError):
+                said = (admin / "gitdir").read_text(encoding="utf-8").strip()
+                if Path(said).resolve() == want:
+                    return admin
+    raise WorkspaceError(f"git does not know the worktree {path} (git worktree list)")
 
 
 def _meta_path(root: Path, run_id: str) -> Path:

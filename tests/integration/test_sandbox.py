@@ -365,3 +365,26 @@ async def test_the_environment_takes_local_only_and_drops_secrets(
     assert env["EXTRA"] == "1"
     # an addition cannot undo local_only
     assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
+
+
+@pytest.mark.skipif("bwrap" not in AVAILABLE, reason="bwrap does not run here")
+async def test_under_bwrap_the_checkouts_dot_git_is_read_only(wt: Path) -> None:
+    """A test that could rewrite a worktree's .git file could point git at a config of its
+    making, which git outside the sandbox would obey (core.fsmonitor runs a program)."""
+    (wt / ".git").write_text("gitdir: /somewhere/real\n")
+    (wt / "ok.txt").write_text("")
+    code = """
+        import os
+        for attempt in (lambda: open(".git", "w").write("gitdir: /evil\\n"),
+                        lambda: os.unlink(".git"), lambda: os.rename(".git", "moved")):
+            try:
+                attempt()
+                print("WROTE")
+            except OSError as exc:
+                print("refused", exc.errno)
+        open("ok.txt", "w").write("the rest of the worktree is writable")
+    """
+    result = await run_sandboxed(py(code), cwd=wt, timeout_s=20, runner="bwrap")
+    assert "WROTE" not in result.output and result.output.count("refused") == 3, result.output
+    assert (wt / ".git").read_text() == "gitdir: /somewhere/real\n"
+    assert (wt / "ok.txt").read_text() == "the rest of the worktree is writable"

@@ -238,3 +238,52 @@ def test_user_commits_after_creation_do_not_disturb_the_run(repo: Path) -> None:
     commit(repo, {"README.md": "# changed by the user\n"}, "user work")
     assert wt.apply_diff(FIX).ok
     assert (wt.path / "README.md").read_text() == "# demo\n"
+
+
+def plant_git_dir(wt: Worktree, marker: Path) -> None:
+    """What a hostile test can do where writes are not confined (an audit found it): point
+    the worktree's .git at a git dir of its own whose config runs a program on git's
+    status, reset, add and clean (core.fsmonitor), outside any sandbox."""
+    evil = wt.path / ".x"
+    (evil / "objects" / "info").mkdir(parents=True)
+    (evil / "refs").mkdir()
+    common = Path(git(wt.repo, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+    (evil / "objects" / "info" / "alternates").write_text(f"{common / 'objects'}\n")
+    (evil / "HEAD").write_text(f"{wt.base}\n")
+    hook = evil / "hook.sh"
+    hook.write_text(f"#!/bin/sh\necho escaped >> {marker}\n")
+    hook.chmod(0o755)
+    (evil / "config").write_text(
+        f"[core]\n\trepositoryformatversion = 0\n\tfsmonitor = {hook}\n\tbare = false\n"
+    )
+    (wt.path / ".git").write_text(f"gitdir: {evil}\n")
+
+
+def test_a_planted_git_dir_is_never_read_and_the_dot_git_is_restored(
+    repo: Path, tmp_path: Path
+) -> None:
+    wt = Worktree.create(repo, "run-evil")
+    want = (wt.path / ".git").read_text()
+    marker = tmp_path / "escaped"
+    plant_git_dir(wt, marker)
+    # sanity: a plain git call in the worktree runs the planted program
+    subprocess.run(["git", "-C", str(wt.path), "status"], capture_output=True, check=False)
+    assert marker.exists(), "the planted config did not take: the test proves nothing"
+    marker.unlink()
+    # everything Switchyard does in the worktree names its own git dir
+    wt.reset()
+    assert wt.apply_diff(FIX).ok
+    assert "return a + b" in wt.diff() and wt.changed_files() == ["calc.py"]
+    assert wt.apply_files({"notes.txt": "hi\n"}).ok
+    assert not marker.exists(), marker.read_text()
+    assert Worktree.open(repo, "run-evil").git_dir == wt.git_dir
+    # and the worktree's .git is put back as git wrote it (the person's git reads it)
+    plant_git_dir_again = wt.path / ".git"
+    plant_git_dir_again.write_text("gitdir: /elsewhere\n")
+    assert wt.restore_dotgit() and plant_git_dir_again.read_text() == want
+    assert not wt.restore_dotgit()
+    plant_git_dir_again.unlink()
+    plant_git_dir_again.mkdir()
+    assert wt.restore_dotgit() and plant_git_dir_again.read_text() == want
+    subprocess.run(["git", "-C", str(wt.path), "status"], capture_output=True, check=True)
+    assert not marker.exists()

@@ -324,3 +324,43 @@ def test_a_canary_key_never_reaches_the_test_commands_environment(
         # the parent has them (tests/conftest.py): only local_only passes them on
         offline = [env.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")]
         assert offline == (["1", "1"] if local_only else [None, None])
+
+
+def test_a_test_that_plants_a_git_dir_runs_nothing_outside_and_is_put_back(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where writes are not confined (unshare), a test once pointed the worktree's .git at
+    a git dir of its own whose core.fsmonitor ran a program on Switchyard's next
+    ``git reset`` outside the sandbox, which read the provider keys (an audit found it).
+    Every git call now names the worktree's git dir; the .git file is put back, audited."""
+    if sandbox_probe.probe_sandbox().runners.get("unshare") != "ok":
+        missing("`unshare -rn` does not work on this machine (util-linux, user namespaces)")
+    refusing_tools(monkeypatch, world["tmp"], ("bwrap",))
+    escaped = world["tmp"] / "escaped"
+    plant = world["tmp"] / "plant.py"
+    plant.write_text(
+        "import os, pathlib, subprocess, sys\n"
+        "here = pathlib.Path.cwd()\n"
+        "common = subprocess.run(['git', 'rev-parse', '--path-format=absolute',\n"
+        "    '--git-common-dir'], capture_output=True, text=True).stdout.strip()\n"
+        "evil = here / '.x'\n"
+        "(evil / 'objects' / 'info').mkdir(parents=True, exist_ok=True)\n"
+        "(evil / 'refs').mkdir(exist_ok=True)\n"
+        "(evil / 'objects' / 'info' / 'alternates').write_text(common + '/objects\\n')\n"
+        "head = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True,\n"
+        "    text=True).stdout.strip()\n"
+        "(evil / 'HEAD').write_text(head + '\\n')\n"
+        "hook = evil / 'hook.sh'\n"
+        f"hook.write_text('#!/bin/sh\\necho escaped >> {escaped}\\n')\n"
+        "hook.chmod(0o755)\n"
+        "(evil / 'config').write_text('[core]\\n\\tfsmonitor = ' + str(hook) + '\\n')\n"
+        "(here / '.git').write_text('gitdir: ' + str(evil) + '\\n')\n"
+        "sys.exit('len(tokens) - 1' in open('parser.py').read())\n"
+    )
+    world["command"] = f"{sys.executable} {plant}"
+    result = run(world, capsys)
+    out = result["out"]
+    assert out["tests_green"], out
+    assert not escaped.exists(), escaped.read_text()
+    restored = [a for a in result["lines"] if "SANDBOX_DOTGIT_RESTORED" in a["reason_codes"]]
+    assert restored and restored[0]["values"]["runner"] == "unshare", result["lines"]
