@@ -18,6 +18,7 @@ configuration line it must quote exactly in a diff's context for the diff to app
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from app.audit.masking import Masker
 from app.backends.base import Backend, BackendError, ChatRequest, ChatResult
@@ -37,13 +38,15 @@ _RULE_KIND = {"bad_output": "server_error"}
 def mask_request(
     request: ChatRequest, digest_of: Callable[[str], bytes] = digest
 ) -> tuple[ChatRequest, int]:
-    """``request`` with every secret in its messages masked, and how many were masked.
+    """``request`` with every secret in it masked, and how many were masked.
 
-    The messages are the whole prompt (a brief quoting a settings file, test output, a
-    diff); the JSON schema and the stop strings are Switchyard's own. The masked request
-    is what the provider receives on every try. A reply cannot give a masked value back:
-    a cloud diff whose context quotes a masked line does not apply, and fails its loop
-    like any diff that does not apply.
+    The messages are most of the prompt (a brief quoting a settings file, test output, a
+    diff). The rest is masked too: on the gateway the tools, the JSON schema and the stop
+    strings are the client's, and a key in a tool's description reached three providers
+    (an audit found it; the schema becomes a system message on the Anthropic face). The
+    masked request is what the provider receives on every try. A reply cannot give a
+    masked value back: a cloud diff whose context quotes a masked line does not apply, and
+    fails its loop like any diff that does not apply.
     """
     masker = Masker.from_environment(digest_of=digest_of)
     messages = list(request.messages)
@@ -68,9 +71,43 @@ def mask_request(
                 ],
             }
         )
+    in_messages = masker.count
+    rest = _masked_rest(request, masker) if _has_rest(request) else {}
     if not masker.count:
         return request, 0
-    return request.model_copy(update={"messages": messages}), masker.count
+    update: dict[str, Any] = {"messages": messages} if in_messages else {}
+    return request.model_copy(update={**update, **rest}), masker.count
+
+
+def _has_rest(request: ChatRequest) -> bool:
+    return bool(request.tools or request.json_schema or request.stop or request.passthrough_headers)
+
+
+def _masked_rest(request: ChatRequest, masker: Masker) -> dict[str, Any]:
+    """The fields besides the messages that changed when masked (tools, schema, stop
+    strings, passed-on headers), for ``model_copy``."""
+    out: dict[str, Any] = {}
+    text = masker.text
+    before = masker.count
+    tools = [
+        t.model_copy(
+            update={"description": text(t.description), "parameters": masker.walk(t.parameters)}
+        )
+        for t in request.tools
+    ]
+    if masker.count != before:
+        out["tools"] = tools
+    if request.json_schema:
+        before = masker.count
+        schema = masker.walk(request.json_schema)
+        if masker.count != before:
+            out["json_schema"] = schema
+    before = masker.count
+    stop = [text(s) for s in request.stop]
+    headers = {k: text(v) for k, v in request.passthrough_headers.items()}
+    if masker.count != before:
+        out["stop"], out["passthrough_headers"] = stop, headers
+    return out
 
 
 async def call_backend(

@@ -138,3 +138,40 @@ async def test_a_local_runtime_gets_the_text_as_it_is(
     assert "secrets_masked" not in result.audit[-1].values
     await audit.close()
     await ledger.close()
+
+
+def test_the_clients_tools_schema_stop_strings_and_headers_are_masked_too(canary: str) -> None:
+    """On the gateway these are the client's: a key in a tool's description, a schema or
+    a stop string reached three providers (an audit found it)."""
+    from app.backends.base import ToolSpec
+
+    request = ChatRequest(
+        messages=[Message(role="user", content="hello")],
+        tools=[
+            ToolSpec(
+                name="deploy",
+                description=f"the deepseek key is {canary}",
+                parameters={
+                    "type": "object",
+                    "properties": {"env": {"type": "string", "description": f"{canary}"}},
+                },
+            ),
+            ToolSpec(name="clean", description="nothing in here"),
+        ],
+        json_schema={"type": "object", "description": f"use {canary}"},
+        stop=[canary, "END"],
+        passthrough_headers={"anthropic-beta": f"x-{canary}"},
+    )
+    masked, count = mask_request(request)
+    assert count == 5
+    assert canary not in masked.model_dump_json()
+    assert masked.tools[0].description == f"the deepseek key is {REDACTED}"
+    assert masked.tools[0].parameters["properties"]["env"]["description"] == REDACTED
+    assert masked.tools[1] == request.tools[1] and masked.stop[1] == "END"
+    assert masked.json_schema == {"type": "object", "description": f"use {REDACTED}"}
+    assert masked.messages == request.messages
+    # nothing to mask: the very request back
+    clean = request.model_copy(
+        update={"tools": [request.tools[1]], "json_schema": None, "stop": ["END"]}
+    ).model_copy(update={"passthrough_headers": {}})
+    assert mask_request(clean) == (clean, 0)
