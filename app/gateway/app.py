@@ -258,7 +258,13 @@ async def _prepared(
         heavy_actions=policy.tool_use.librarian_heavy_actions,
         escalate_header=request.headers.get("x-switchyard-escalate"),
     )
-    if prompt is not None and signals.context_estimate is None:
+    if signals.context_estimate is not None:
+        # A client's context_estimate may raise the prompt's size (it knows of more to
+        # come), never lower it: the router prices the call and reserves the budget on it,
+        # and "1" let a 91k-token prompt past a $0.01 cap and the window's check.
+        counted = prompt if prompt is not None else request_tokens(inbound.request)
+        signals = signals.with_estimate(max(counted, signals.context_estimate))
+    elif prompt is not None:
         signals = signals.with_estimate(prompt)
     passthrough = {
         k: v for k, v in request.headers.items() if k in ("anthropic-beta", "anthropic-version")

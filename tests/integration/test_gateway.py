@@ -316,6 +316,33 @@ def test_each_signal_header_counts_when_the_header_is_sent_twice(gw_allow: Gatew
     assert escalation["values"]["inputs"]["signals"]["confidence"] == 0.9
 
 
+def test_a_clients_context_estimate_raises_the_count_but_never_lowers_it(
+    gw_allow: Gateway,
+) -> None:
+    """The router prices a call and reserves the budget on ``context_estimate``: a
+    client's ``context_estimate=1`` let a 91k-token prompt past a $0.01 cap and past the
+    window's check (an audit found it). The client may still raise it."""
+    prompt = "plan the fix for the parser's loop bound " * 40
+    with httpx.Client(base_url=gw_allow.url, timeout=60) as http:
+        for path, body in (
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": prompt}]}),
+            ("/v1/messages", {"max_tokens": 50, "messages": [{"role": "user", "content": prompt}]}),
+        ):
+            for said in ("1", "500000"):
+                reply = http.post(
+                    path,
+                    json={"model": "architect", **body},
+                    headers={"x-switchyard-signal": f"context_estimate={said},confidence=0.9"},
+                )
+                assert reply.status_code == 200, reply.text
+    served = [ln for ln in lines_of("route") if ln["role"] == "architect"]
+    estimates = [ln["values"]["inputs"]["signals"]["context_estimate"] for ln in served]
+    assert len(estimates) == 4, estimates
+    low_chat, high_chat, low_messages, high_messages = estimates
+    assert low_chat > 300 and low_messages > 300  # the prompt's own count, not 1
+    assert high_chat == high_messages == 500000
+
+
 def test_a_responses_client_reaches_the_anthropic_cloud(gw_allow: Gateway) -> None:
     done = gw_allow.openai.responses.create(
         model="tutor", input="why?", extra_headers={"x-switchyard-escalate": "1"}
