@@ -11,13 +11,41 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from app.config import Settings
+from app.errors import ConfigError
+from app.hosts import host_port
 from app.policy.schema import Policy
 
 
-def url_overrides(settings: Settings) -> dict[str, str]:
-    """The runtime URLs the settings set, by runtime id (unset ones left out)."""
+#: the setting that names each runtime's URL, as a message names it
+_SETTING = {
+    "vllm": "vllm_url (SWITCHYARD_VLLM_URL)",
+    "llamacpp_server": "llamacpp_server_url (SWITCHYARD_LLAMACPP_SERVER_URL)",
+}
+
+
+def url_overrides(settings: Settings, policy: Policy) -> dict[str, str]:
+    """The runtime URLs the settings set, by runtime id (unset ones left out).
+
+    Each is held to the policy file's rule (GR-009): a cloud provider's host is never a
+    local runtime. The policy's ``[runtimes]`` were checked by the loader, and a URL in
+    the environment or the config file was not: ``SWITCHYARD_VLLM_URL`` on a provider's
+    host would have had the prompt sent there, unmasked, as to a local model. A
+    :class:`ConfigError` (exit 2) names the setting."""
     urls = {"vllm": settings.vllm_url, "llamacpp_server": settings.llamacpp_server_url}
-    return {runtime: url for runtime, url in urls.items() if url}
+    given = {runtime: url for runtime, url in urls.items() if url}
+    if given:
+        from app.policy.loader import cloud_endpoints
+
+        cloud = cloud_endpoints(policy)
+        for runtime, value in given.items():
+            for url in value.split(","):
+                hp = host_port(url.strip())
+                if hp is not None and cloud(hp):
+                    raise ConfigError(
+                        f"{_SETTING[runtime]}: {hp[0]} is a cloud provider's host: "
+                        "it cannot serve a local runtime"
+                    )
+    return given
 
 
 def resolve_url(policy: Policy, runtime: str, overrides: Mapping[str, str]) -> str | None:
@@ -39,7 +67,7 @@ def resolve_urls(policy: Policy, runtime: str, overrides: Mapping[str, str]) -> 
 
 def runtime_url(policy: Policy, settings: Settings, runtime: str) -> str | None:
     """The base URL the router uses for ``runtime`` under these settings."""
-    return resolve_url(policy, runtime, url_overrides(settings))
+    return resolve_url(policy, runtime, url_overrides(settings, policy))
 
 
 def api_root(base_url: str) -> str:

@@ -417,13 +417,10 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
     return errors, warnings
 
 
-def _check_local_hosts(p: Policy, err: Callable[[Finding], None]) -> None:
-    """Named local hosts (GR-009): well-formed, and never a cloud provider's endpoint.
-
-    A runtime URL or a ``[privacy] local_hosts`` entry on a provider's host would let a
-    cloud API through the local_only guard under a local name. Loopback is always local
-    (a test's fake provider and a fake vLLM may share 127.0.0.1).
-    """
+def cloud_endpoints(p: Policy) -> Callable[[tuple[str, int]], bool]:
+    """Whether a (host, port) is a cloud provider's (a known provider host, or one of the
+    policy's providers' endpoints): never a local runtime (GR-009). Loopback is always
+    local (a test's fake provider and a fake vLLM may share 127.0.0.1)."""
     provider_eps = {
         hp for prov in p.providers.values() if prov.base_url and (hp := host_port(prov.base_url))
     }
@@ -432,6 +429,18 @@ def _check_local_hosts(p: Policy, err: Callable[[Finding], None]) -> None:
         if is_loopback_name(hp[0]):
             return False
         return is_provider_host(hp[0]) or hp in provider_eps
+
+    return cloud
+
+
+def _check_local_hosts(p: Policy, err: Callable[[Finding], None]) -> None:
+    """Named local hosts (GR-009): well-formed, and never a cloud provider's endpoint.
+
+    A runtime URL or a ``[privacy] local_hosts`` entry on a provider's host would let a
+    cloud API through the local_only guard under a local name. Loopback is always local
+    (a test's fake provider and a fake vLLM may share 127.0.0.1).
+    """
+    cloud = cloud_endpoints(p)
 
     for rid, rt in p.runtimes.items():
         for where, url in _runtime_urls(rt):

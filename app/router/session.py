@@ -113,7 +113,7 @@ async def _wired(
         audit=audit,
         session=sid,
         n_threads=settings.n_threads,
-        runtime_urls=url_overrides(settings),
+        runtime_urls=url_overrides(settings, policy),
         clock=clock,
     )
     mode, said = approve_setting(settings, approve)

@@ -9,6 +9,7 @@ from app.backends.local_only import effective_local_only
 from app.backends.registry import BackendRegistry
 from app.backends.runtimes import api_root, resolve_url, runtime_url, url_overrides
 from app.config import Settings
+from app.errors import ConfigError
 from app.policy import Policy
 
 
@@ -51,7 +52,7 @@ def test_settings_urls_beat_the_policy_and_lose_their_trailing_slash(policy: Pol
     assert runtime_url(policy, Settings(), "vllm") == "http://127.0.0.1:8000/v1"
     assert runtime_url(policy, Settings(), "llamacpp_server") == "http://127.0.0.1:8080/v1"
     settings = Settings(vllm_url="http://gpu-box:9000/v1/")
-    assert url_overrides(settings) == {"vllm": "http://gpu-box:9000/v1/"}
+    assert url_overrides(settings, policy) == {"vllm": "http://gpu-box:9000/v1/"}
     assert runtime_url(policy, settings, "vllm") == "http://gpu-box:9000/v1"
     assert runtime_url(policy, settings, "llamacpp_server") == "http://127.0.0.1:8080/v1"
     # the in-process runtime has no URL; an unknown runtime has none either
@@ -61,6 +62,37 @@ def test_settings_urls_beat_the_policy_and_lose_their_trailing_slash(policy: Pol
     assert resolve_url(policy, "nope", {"nope": "http://127.0.0.1:1/v1"}) == (
         "http://127.0.0.1:1/v1"
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "url", "host"),
+    [
+        ("vllm_url", "https://api.openai.com/v1", "api.openai.com"),
+        (
+            "llamacpp_server_url",
+            "http://127.0.0.1:1/v1, https://api.deepseek.com",
+            "api.deepseek.com",
+        ),
+        ("vllm_url", "https://api.anthropic.com:443/v1", "api.anthropic.com"),
+    ],
+)
+def test_a_settings_url_on_a_cloud_providers_host_is_refused_as_the_policys_is(
+    policy: Policy, field: str, url: str, host: str
+) -> None:
+    """The loader refused a provider's host as a runtime's base_url in the policy; the same
+    URL in SWITCHYARD_VLLM_URL was probed and served prompts, unmasked, as a local model
+    (an audit found it)."""
+    settings = Settings(**{field: url})
+    for ask in (
+        lambda: url_overrides(settings, policy),
+        lambda: runtime_url(policy, settings, "vllm"),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            ask()
+        assert exc.value.exit_code == 2
+        assert field in str(exc.value) and f"{host} is a cloud provider's host" in str(exc.value)
+    # a host of the team's own is the user's to name (local_only asks for local_hosts)
+    assert url_overrides(Settings(vllm_url="http://gpu-box:9000/v1"), policy)
 
 
 def test_api_root_is_where_health_is_served() -> None:
@@ -73,7 +105,9 @@ async def test_the_registry_and_the_launcher_agree_on_every_runtime_url(policy: 
     settings = Settings(
         vllm_url="http://127.0.0.1:9001/v1/", llamacpp_server_url="http://127.0.0.1:9002/v1"
     )
-    registry = BackendRegistry(policy, local_only=True, runtime_urls=url_overrides(settings))
+    registry = BackendRegistry(
+        policy, local_only=True, runtime_urls=url_overrides(settings, policy)
+    )
     try:
         for runtime in policy.runtimes:
             assert registry.url(runtime) == (runtime_url(policy, settings, runtime) or "")
