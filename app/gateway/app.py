@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import secrets
 import time
@@ -50,6 +51,7 @@ from app.gateway.inbound import (
     unsendable,
 )
 from app.gateway.signals import header_values, signals_for
+from app.hosts import host_port, is_loopback_name, parse_host_port
 from app.router.routed import request_tokens
 from app.router.session import Session
 from app.tokens import count_messages
@@ -92,6 +94,7 @@ def build_app(
             spoken = protocol or _protocol_of(request)
             try:
                 _authenticate(state, request)
+                _not_from_a_web_page(state, request)
                 result: Response = await handler(state, request)
                 return result
             except GatewayError as err:
@@ -202,6 +205,49 @@ def _authenticate(state: _State, request: Request) -> None:
     expected = token.encode()
     if not any(g and secrets.compare_digest(g.encode(), expected) for g in given):
         raise GatewayError(401, "authentication", "missing or wrong gateway token")
+
+
+def _not_from_a_web_page(state: _State, request: Request) -> None:
+    """Refuse what only a browser sends, when no token guards the gateway.
+
+    With no token, anything that reaches 127.0.0.1 is served, and a web page can reach it:
+    a form's or ``fetch``'s POST (no preflight for ``text/plain``) spends the budget under
+    an approval the session already holds, and DNS rebinding (a name that resolves to
+    127.0.0.1) lets the page read replies too. A browser names the page in ``Origin`` on
+    every POST, and a rebound name in ``Host``; the clients this serves (SDKs, Codex,
+    Claude Code, aider) send neither. A token is the guard when one is set (a page cannot
+    learn it)."""
+    if state.config.token is not None:
+        return
+    origin = request.headers.get("origin")
+    if origin is not None:
+        hp = host_port(origin) if origin != "null" else None
+        if hp is None or not is_loopback_name(hp[0]):
+            raise GatewayError(
+                403,
+                "refused",
+                f"requests from a web page are refused (Origin: {origin[:80]!r}); "
+                "give the gateway a token (--token) to serve one",
+            )
+    host = request.headers.get("host") or ""
+    hp = parse_host_port(host) if host else None
+    name = hp[0] if hp else ""
+    if host and not (is_loopback_name(name) or _is_ip(name)):
+        raise GatewayError(
+            403,
+            "refused",
+            f"Host {host[:80]!r} is refused: a name that is not localhost reaches a "
+            "gateway without a token only by DNS rebinding (give the gateway a token, "
+            "--token, to serve it by name)",
+        )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def _body(state: _State, request: Request) -> Any:

@@ -744,3 +744,44 @@ def test_the_banner_says_what_becomes_of_an_escalation(monkeypatch: pytest.Monke
     )
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
     assert "asked here, by keypress (the default)" in serving_terms(False, "ask", "the default")
+
+
+def test_a_web_page_cannot_drive_a_gateway_without_a_token(
+    tmp_path: Path, fakes: tuple[Any, Any, Any]
+) -> None:
+    """A page's POST (``text/plain``: no preflight) spent the budget under the session's
+    approval, and a name rebound to 127.0.0.1 let it read the reply (an audit found it).
+    A browser says ``Origin`` on every POST and the page's name in ``Host``; the CLI
+    clients send neither. With a token the token is the guard."""
+    body = json.dumps({"model": "tutor+escalate", "messages": [{"role": "user", "content": "x"}]})
+    port = None
+    for gw in _gateway(tmp_path, fakes, "--approve", "allow"):
+        port = gw.url.rsplit(":", 1)[1]
+        with httpx.Client(base_url=gw.url, timeout=60) as http:
+            for headers in (
+                {"origin": "http://evil.example", "content-type": "text/plain"},
+                {"origin": "null"},
+                {"origin": "https://127.0.0.1.evil.example"},
+                {"host": f"rebound.evil.example:{port}"},
+                {"host": "localhost.evil.example"},
+            ):
+                refused = http.post("/v1/chat/completions", content=body, headers=headers)
+                assert refused.status_code == 403, (headers, refused.text)
+                assert "refused" in refused.json()["error"]["message"], refused.text
+            assert http.get("/v1/models", headers={"host": "rebound.example"}).status_code == 403
+            assert gw.claude.requests == [] and gw.cloud.chat_requests == []
+            assert not lines_of("escalation")
+            # this machine's own pages and names are served, as are the SDKs
+            for headers in (
+                {"origin": "http://localhost:3000"},
+                {"host": f"localhost:{port}"},
+                {"host": f"127.0.0.1:{port}"},
+                {"host": f"[::1]:{port}"},
+            ):
+                ok = http.post("/v1/chat/completions", content=body, headers=headers)
+                assert ok.status_code == 200, (headers, ok.text)
+    for gw in _gateway(tmp_path, fakes, "--approve", "deny", "--token", "s3cret-token-0002"):
+        with httpx.Client(base_url=gw.url, timeout=60) as http:
+            headers = {"origin": "http://tool.example", "authorization": "Bearer s3cret-token-0002"}
+            ok = http.post("/v1/chat/completions", content=body, headers=headers)
+            assert ok.status_code == 200, ok.text
