@@ -15,7 +15,6 @@ from app.errors import ConfigError
 from app.hosts import host_port
 from app.policy.schema import Policy
 
-
 #: the setting that names each runtime's URL, as a message names it
 _SETTING = {
     "vllm": "vllm_url (SWITCHYARD_VLLM_URL)",
