@@ -284,6 +284,34 @@ TEST_FILE_GLOBS = (
 )
 TESTS_REWRITTEN = "tests_rewritten"
 TEST_COMMAND = "test_command"
+TEST_HARNESS = "test_harness"
+
+#: what configures or hooks the test run itself, new or changed: a conftest.py that turns
+#: failures into passes, a pytest.ini whose ``addopts = --collect-only`` runs nothing, a
+#: ``sitecustomize.py`` or ``.pth`` file every interpreter loads, a runner's config. Each
+#: made a red run green with no test touched (an audit found the first two).
+TEST_HARNESS_GLOBS = (
+    "**/conftest.py",
+    "**/pytest.ini",
+    "**/.pytest.ini",
+    "**/tox.ini",
+    "**/noxfile.py",
+    "**/sitecustomize.py",
+    "**/usercustomize.py",
+    "**/*.pth",
+    "**/jest.config.*",
+    "**/vitest.config.*",
+    "**/vitest.workspace.*",
+    "**/karma.conf.*",
+    "**/.mocharc*",
+    "**/phpunit.xml*",
+    "**/.rspec",
+)
+#: added lines that take over a test run from any Python file: a pytest hook or plugin,
+#: or an exit that ends the run before its failures are counted (``os._exit(0)``)
+_HARNESS_LINE = re.compile(
+    r"^\s*(?:async\s+)?def\s+pytest_\w+\s*\(|^\s*pytest_plugins\s*=|\bos\._exit\s*\("
+)
 
 
 def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[HighRiskFinding]:
@@ -302,6 +330,7 @@ def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[Hi
                         source="path",
                     )
                 )
+        found.extend(_harness_findings(f))
         gone = next(
             (
                 ln
@@ -324,6 +353,34 @@ def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[Hi
                 )
             )
     return found
+
+
+def _harness_findings(f: _ChangedFile) -> list[HighRiskFinding]:
+    """The test run's own configuration or hooks, changed (one finding a file)."""
+    title = "Changes what configures or hooks the test run (its verdict: the change's own)"
+    for path in f.paths:
+        if any(path_matches(g, path) for g in TEST_HARNESS_GLOBS):
+            return [HighRiskFinding(rule_id=TEST_HARNESS, title=title, path=path, source="path")]
+    hook = next(
+        (
+            ln
+            for ln in f.lines
+            if not ln.removed and ln.path.endswith(".py") and _HARNESS_LINE.search(ln.text)
+        ),
+        None,
+    )
+    if hook is None:
+        return []
+    return [
+        HighRiskFinding(
+            rule_id=TEST_HARNESS,
+            title=title,
+            path=hook.path,
+            line_no=hook.line_no,
+            line=_clip(hook.text),
+            source="line",
+        )
+    ]
 
 
 def classify_diff(

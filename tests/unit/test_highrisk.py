@@ -714,3 +714,50 @@ def test_the_files_a_test_command_names(tmp_path: Path) -> None:
     assert command_files(["bash", "scripts/test.sh", "-x"], tmp_path) == ["scripts/test.sh"]
     assert command_files(["python3", "-m", "pytest", "tests"], tmp_path) == []
     assert command_files(["sh", str(outside), "../elsewhere.sh"], tmp_path) == []
+
+
+def _new_file(path: str, text: str) -> str:
+    lines = text.splitlines()
+    body = "".join(f"+{ln}\n" for ln in lines)
+    return (
+        f"diff --git a/{path} b/{path}\nnew file mode 100644\nindex 0000000..1111111\n"
+        f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n{body}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "line_no"),
+    [
+        # turns every failure into a pass: pytest then exits 0
+        (
+            "conftest.py",
+            "import pytest\n\n@pytest.hookimpl(hookwrapper=True)\n"
+            "def pytest_runtest_makereport(item, call):\n    outcome = yield\n",
+            None,
+        ),
+        ("pytest.ini", "[pytest]\naddopts = --collect-only\n", None),
+        ("tox.ini", "[pytest]\naddopts = -p no:python\n", None),
+        ("src/sitecustomize.py", "import sys\n", None),
+        ("zz.pth", "import os\n", None),
+        ("jest.config.js", "module.exports = {testMatch: []}\n", None),
+        # a test file that ends the run before the failures are counted
+        ("tests/test_zz.py", "import os\n\n\ndef test_a():\n    os._exit(0)\n", 5),
+        ("pkg/plugin.py", "def pytest_collection_modifyitems(items):\n    items.clear()\n", 1),
+    ],
+)
+def test_what_configures_or_hooks_the_test_run_is_high_risk(
+    policy: Policy, path: str, text: str, line_no: int | None
+) -> None:
+    """Each of these made a red pytest run green with no test touched; the first two
+    and the os._exit were found by an audit, checked with pytest."""
+    hr = classify_diff(_new_file(path, text), policy.high_risk)
+    harness = [r for r in hr.reasons if r.rule_id == "test_harness"]
+    assert hr.high_risk and len(harness) == 1, hr.reasons
+    assert harness[0].path == path and harness[0].line_no == line_no
+
+
+def test_a_new_plain_test_is_still_not_high_risk(policy: Policy) -> None:
+    plain = _new_file(
+        "tests/test_more.py", "import calc\n\n\ndef test_add():\n    assert calc.add(1, 1) == 2\n"
+    )
+    assert not classify_diff(plain, policy.high_risk).high_risk
