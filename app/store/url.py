@@ -49,6 +49,15 @@ def parse_database_url(text: str) -> DatabaseUrl:
         port = parts.port
         query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as exc:
+        found = _password_part(text.strip())
+        password = text.strip()[found[0] : found[1]] if found else ""
+        if any(piece in str(exc) for piece in re.split(r"[/?#]", password) if piece):
+            # urlsplit's text quotes the piece it could not read, a password's piece
+            # when the password holds a '/', '?' or '#' ("…integer value as 'Secr'")
+            raise StoreUrlError(
+                f"database URL {shown}: not a URL that parses (a '/', '?', '#' or '@' "
+                "in the password is written %2F, %3F, %23, %40)"
+            ) from None
         raise StoreUrlError(f"database URL {shown}: {exc}") from None
     if parts.scheme not in SCHEMES:
         raise StoreUrlError(f"database URL {shown}: expected postgresql://user@host:port/database")
@@ -92,15 +101,33 @@ def parse_database_url(text: str) -> DatabaseUrl:
 
 def _masked(text: str) -> str:
     """``text`` with any password cut out (``user:…@`` and ``?password=``), for an error
-    about a URL that did not parse."""
-    scheme, sep, rest = text.strip().partition("://")
-    if not sep:
-        return repr(_QUERY_PASSWORD.sub(r"\1***", text.strip())[:80])
-    cred, at, tail = rest.rpartition("@")
-    if at and ":" in cred:
-        rest = f"{cred.split(':', 1)[0]}:***@{tail}"
-    return repr(_QUERY_PASSWORD.sub(r"\1***", f"{scheme}://{rest}")[:120])
+    about a URL that did not parse: however malformed its scheme (``postgres:/``,
+    ``postgresql:``, none at all), and whatever the password holds ('/', '?', '#')."""
+    text = text.strip()
+    found = _password_part(text)
+    if found is not None:
+        start, end = found
+        text = f"{text[:start]}***{text[end:]}"
+    return repr(_QUERY_PASSWORD.sub(r"\1***", text)[:120])
+
+
+def _password_part(text: str) -> tuple[int, int] | None:
+    """Where the ``user:password`` part's password lies in ``text`` (start, end), or
+    None: between the user's ':' and the last '@', after any scheme and slashes."""
+    at = text.rfind("@")
+    if at < 0:
+        return None
+    head = _SCHEME.match(text)
+    user_start = 0
+    if head is not None and (head.group(2) != ":" or text.find(":", head.end(), at) >= 0):
+        # a scheme ("postgres:/", "postgresql//"; a bare "postgresql:" only when another
+        # ':' follows: "switchyard:pw@" is a user and a password, with no scheme)
+        user_start = head.end()
+    colon = text.find(":", user_start, at)
+    return (colon + 1, at) if colon >= 0 else None
 
 
 #: a password given as a query parameter (asyncpg takes ``?password=``, any case)
 _QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")
+#: what comes before the user: a scheme, however mistyped (``postgres:/``, ``postgresql``)
+_SCHEME = re.compile(r"(?i)^([a-z][a-z0-9+.-]*)(:/*|//)")

@@ -126,3 +126,27 @@ def test_the_pools_own_retry_logs_never_reach_a_commands_stderr() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres:/switchyard:PwLeak9x@127.0.0.1:55433/switchyard",
+        "postgresql:switchyard:PwLeak9x@127.0.0.1/switchyard",
+        "postgresql//switchyard:PwLeak9x@127.0.0.1/switchyard",
+        "switchyard:PwLeak9x@127.0.0.1/switchyard",
+        "mysql://switchyard:PwLeak9x@127.0.0.1/switchyard",
+        # urlsplit's own message quoted the piece before the '/': 'PwLe'
+        "postgresql://switchyard:PwLe/ak9x@127.0.0.1:55433/switchyard",
+        "postgresql://switchyard:PwLe?ak9x@127.0.0.1:55433/switchyard",
+        "postgresql://switchyard:PwLe#ak9x@127.0.0.1:55433/switchyard",
+    ],
+)
+def test_a_mistyped_url_never_shows_its_password(url: str) -> None:
+    """docs/team.md: "the password never shown". A scheme typed wrong (or none) showed
+    it whole, and a '/' in it had urlsplit's message quote its first part (an audit)."""
+    with pytest.raises(StoreUrlError) as caught:
+        parse_database_url(url)
+    said = str(caught.value)
+    assert "PwLe" not in said and "ak9x" not in said and "***" in said, said
+    assert "switchyard:***@" in said or "switchyard:***" in said, said
