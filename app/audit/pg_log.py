@@ -431,12 +431,14 @@ class PgAuditLog(AuditBase):
         async def run(conn: Conn) -> list[ChainReport]:
             out: list[ChainReport] = []
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                sql = "SELECT * FROM audit_chains WHERE team = $1"
-                args: list[Any] = [self.team]
+                # every owner record, not this team's by its column: a record whose team
+                # was edited must stay in view to be reported (another_teams keeps it),
+                # and a WHERE on that column hid it, the whole chain with it (an audit)
+                sql, args = "SELECT * FROM audit_chains", []
                 if chain is not None:
                     sql, args = "SELECT * FROM audit_chains WHERE chain = $1", [chain]
                 for owner in await conn.fetch(sql + " ORDER BY started, chain", *args):
-                    if another_teams(owner, self.team):  # --chain of another team's
+                    if another_teams(owner, self.team):
                         continue
                     report = await _verify_chain(conn, owner)
                     out.append(

@@ -58,6 +58,11 @@ def register(psub: Any) -> None:
     sim.add_argument("--since", metavar="DATE", help="from this UTC date or ISO time")
     sim.add_argument("--until", metavar="DATE", help="up to this UTC date (inclusive) or time")
     sim.add_argument("--session", metavar="ID", help="only this session's decisions")
+    sim.add_argument(
+        "--chain",
+        metavar="C",
+        help="the team store's chain to replay (one per instance: `switchyard audit chains`)",
+    )
     add_json_arg(sim)
     sim.set_defaults(handler=_simulate)
 
@@ -127,20 +132,35 @@ def run_simulation(
     since: str | None = None,
     until: str | None = None,
     session: str | None = None,
+    chain: str | None = None,
 ) -> SimulationReport:
     """Read the verified chain of the audit log the settings name (this machine's file, or
-    its chain in the team store) and simulate: the CLI's whole job."""
+    ``chain`` in the team store) and simulate: the CLI's whole job.
+
+    The team store holds a chain per instance, and opening it without ``chain`` starts
+    this process's own, empty: "no decisions in this range" was said of a team's 42. So
+    there ``chain`` is required (a usage error names where to find one)."""
     from app.backends.local_only import effective_local_only
     from app.router.simulate.report import PolicyRef
     from app.router.simulate.simulation import Filters, simulate
     from app.router.simulate.source import read_log
-    from app.router.stores import open_audit
+    from app.router.stores import database_url, open_audit
+
+    if database_url(settings) is None:
+        if chain is not None:
+            raise UsageError("--chain names a chain of the team store; none is set")
+    elif chain is None:
+        raise UsageError(
+            "the team store holds a chain per instance: name the one to replay with "
+            "--chain (see `switchyard audit chains`)"
+        )
 
     async def read() -> Any:
         log = await open_audit(
             settings,
             local_only=effective_local_only(against.policy, settings),
             named=against.policy.named_local_hosts(),
+            chain=chain,
         )
         try:
             return await read_log(log)
@@ -168,7 +188,9 @@ def _simulate(args: argparse.Namespace) -> int:
     settings = load_settings()
     new = load_policy(args.policy)
     against = load_policy(args.against if args.against is not None else settings.policy)
-    report = run_simulation(new, against, settings, since=since, until=until, session=args.session)
+    report = run_simulation(
+        new, against, settings, since=since, until=until, session=args.session, chain=args.chain
+    )
     if args.json:
         print_json(report.model_dump(mode="json"))
         return 0

@@ -129,6 +129,11 @@ async def _owner(conn: asyncpg.Connection, chain: str) -> None:
     await conn.execute("UPDATE audit_chains SET user_name = 'mallory' WHERE chain = $1", chain)
 
 
+async def _team(conn: asyncpg.Connection, chain: str) -> None:
+    # the team's verify selected its chains by this column: the chain vanished from it
+    await conn.execute("UPDATE audit_chains SET team = 'other' WHERE chain = $1", chain)
+
+
 async def _time(conn: asyncpg.Connection, chain: str) -> None:
     # the team's tail pages by ts: a line moved to 1970 dropped out of it, and verified
     await conn.execute(
@@ -144,6 +149,7 @@ TAMPERS: list[tuple[str, Tamper, int | None]] = [
     ("reorder", _swap, 2),
     ("cut-the-end", _cut, 7),
     ("owner", _owner, None),
+    ("owner-team", _team, None),
     ("time-column", _time, 5),
 ]
 
@@ -196,7 +202,7 @@ def test_tampering_with_the_team_audit_makes_audit_verify_exit_1(
     data = json.loads(out)
     assert rc == 1 and data["ok"] is False
     assert {c["user"]: c["ok"] for c in data["chains"]} == {
-        "alice" if name != "owner" else "mallory": False,
+        "mallory" if name == "owner" else "alice": False,
         "bob": True,
     }
 
@@ -439,6 +445,35 @@ def test_ask_on_the_team_store_writes_the_team_audit_and_ledger(
     assert rc == 0 and report["team"] == "default" and report["total"]["calls"] == 2
     assert {u["user"] for u in report["by_user"]} == {"alice", "bob"}
     assert not load_settings().audit_db.exists()  # nothing went to the SQLite files
+
+
+def test_policy_simulate_on_the_team_store_replays_the_chain_it_is_given(
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fake_openai_factory: Callable[..., object],
+) -> None:
+    """It opened this process's own chain, new and empty, and said "no decisions in this
+    range: nothing to simulate" of a team's 42 (an audit found it)."""
+    from app.resources import default_policy_path
+    from tests.reliability.kit import LOCAL_MODELS, run_json
+
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="ok")
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)  # type: ignore[attr-defined]
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", pg_url)
+    for _ in range(2):
+        assert run_json(["ask", "--role", "tutor", "--local-only", "hello"], capsys)[0] == 0
+    rc, out, _ = run_cli(["audit", "chains", "--json"], capsys)
+    (chain,) = [c["chain"] for c in json.loads(out)["chains"] if c["lines"]][:1]
+    policy = str(default_policy_path())
+    rc, out, err = run_cli(["policy", "simulate", "--policy", policy], capsys)
+    assert (rc, out) == (2, "") and "--chain" in err and "audit chains" in err
+    rc, report, err = run_json(["policy", "simulate", "--policy", policy, "--chain", chain], capsys)
+    assert rc == 0 and report["decisions"] == 1, (report, err)
+    monkeypatch.delenv("SWITCHYARD_DATABASE_URL")
+    rc, _, err = run_cli(["policy", "simulate", "--policy", policy, "--chain", chain], capsys)
+    assert rc == 2 and "--chain names a chain of the team store" in err
 
 
 def test_a_fallback_the_user_asked_for_is_audited(
