@@ -72,6 +72,22 @@ class Settings(BaseSettings):
     #: the fields a flag gave (load_settings), so a source can be named
     _flags: frozenset[str] = PrivateAttr(default=frozenset())
 
+    @field_validator("user", "team", mode="before")
+    @classmethod
+    def _a_name(cls, value: object) -> object:
+        """A name others read in their listings (``audit chains``, ``audit tail --team``,
+        ``budget``): a newline in it forged a row there, an escape repainted the terminal
+        (an audit found both), and " platform" was a team of its own with a cap of its own."""
+        if not isinstance(value, str):
+            return value
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+            raise PydanticCustomError(
+                "name_control", "must be printable: no newline, tab or other control character"
+            )
+        if value != value.strip():
+            raise PydanticCustomError("name_space", "must not start or end with a space")
+        return value
+
     @field_validator("data_dir", "policy", mode="before")
     @classmethod
     def _a_path(cls, value: object) -> object:

@@ -34,6 +34,7 @@ from app.config import Settings
 from app.counted import counted
 from app.errors import AuditTamperError, UsageError
 from app.replacing import replacing
+from app.shown import clean
 
 if TYPE_CHECKING:
     from app.audit.pg_log import PgAuditLog
@@ -141,7 +142,8 @@ async def _tail_async(args: argparse.Namespace) -> None:
         else:
             text = audit_lines.full(line)
             if who:
-                text = Text(f"{who['user']}@{who['host']} ", style="bold") + text
+                whom = clean(f"{who['user']}@{who['host']}", one_line=True)
+                text = Text(f"{whom} ", style="bold") + text
             out.print(text, soft_wrap=True)
 
     log = await _open(args, chain=args.chain)
@@ -321,9 +323,12 @@ def _chains(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"chains": rows})
         return 0
+    if not rows:
+        print("no audit chain yet: the team store has no line", file=sys.stderr)
     for r in rows:
         started = f"started {r['started']}"
-        print(f"{r['chain']}  {r['user']}@{r['host']}  {started}  {counted(r['lines'], 'line')}")
+        whom = clean(f"{r['user']}@{r['host']}", one_line=True)  # names written by others
+        print(f"{r['chain']}  {whom}  {started}  {counted(r['lines'], 'line')}")
     return 0
 
 

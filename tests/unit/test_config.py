@@ -473,3 +473,28 @@ def test_a_runtime_url_that_is_no_http_url_is_exit_2_naming_the_variable(
 def test_http_runtime_urls_are_taken(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWITCHYARD_VLLM_URL", value)
     assert load_settings().vllm_url == value
+
+
+@pytest.mark.parametrize("field", ["user", "team"])
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("ev\x1b[2J\x1b[31mil", "no newline, tab or other control character"),
+        ("ali\nfake@line", "no newline, tab or other control character"),
+        ("\x9bbad", "no newline, tab or other control character"),
+        (" platform", "must not start or end with a space"),
+        ("platform ", "must not start or end with a space"),
+    ],
+)
+def test_a_user_or_team_name_others_read_is_printable_and_trimmed(
+    field: str, value: str, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newline in a user name forged a row in others' ``audit tail --team``, an escape
+    repainted their terminal, and " platform" was a team with a day cap of its own."""
+    monkeypatch.setenv(f"SWITCHYARD_{field.upper()}", value)
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    assert exc.value.exit_code == 2
+    assert f"setting {field}: " in str(exc.value) and said in str(exc.value)
+    monkeypatch.setenv(f"SWITCHYARD_{field.upper()}", "Ana María (platform)")
+    assert getattr(load_settings(), field) == "Ana María (platform)"
