@@ -28,6 +28,7 @@ from typing import Any
 from acp import start_tool_call, text_block, tool_content, update_tool_call
 from acp.schema import AllowedOutcome, PermissionOption, ToolCallUpdate
 
+from app.dollars import dollars
 from app.router.approvals import ApprovalDecision, ApprovalRequest, DecisionKind
 
 log = logging.getLogger("app.acp")
@@ -82,8 +83,8 @@ def escalation_body(req: ApprovalRequest) -> str:
             lines.append(f"  {reason['text']}")
     if req.values:
         lines.append("- values: " + ", ".join(f"{k} = {v}" for k, v in req.values.items()))
-    lines.append(f"- estimated cost: ~${req.est_cost_usd:.4f}")
-    lines.append(f"- budget left: ${req.budget_left_usd:.4f}")
+    lines.append(f"- estimated cost: ~{dollars(req.est_cost_usd)}")
+    lines.append(f"- budget left: {dollars(req.budget_left_usd)}")
     if req.timeout_s:
         lines.append(f"- no answer within {req.timeout_s:g}s denies")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings, load_settings, setting_source
+from app.dollars import dollars
 from app.policy import LoadedPolicy, load_policy
 
 
@@ -82,8 +83,8 @@ def policy_from(args: argparse.Namespace, settings: Settings | None = None) -> L
 
 
 def money(usd: float | None) -> str:
-    """Dollars as the CLI prints them: cents, or four places below one cent; "—" uncapped."""
-    return "—" if usd is None else f"${usd:.4f}" if 0 < usd < 0.01 else f"${usd:.2f}"
+    """Dollars as the CLI prints them (:func:`app.dollars.dollars`); "—" uncapped."""
+    return "—" if usd is None else dollars(usd)
 
 
 def print_json(data: Any) -> None:

@@ -11,6 +11,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
+from app.dollars import dollars
 from app.router import approvals
 from app.router.approvals import ApprovalDecision, ApprovalRequest, Decider, DecisionKind
 from app.shown import clean
@@ -174,7 +175,7 @@ class TerminalDecider:
         lines = [
             f"Escalation for role {req.role!r} wants to leave the machine ({_who(req)}):",
             f"  model   {req.model} ({req.provider})",
-            f"  cost    ~${req.est_cost_usd:.4f}   budget left ${req.budget_left_usd:.4f}",
+            f"  cost    ~{dollars(req.est_cost_usd)}   budget left {dollars(req.budget_left_usd)}",
         ]
         lines += [f"  trigger {_describe_reason(r)}" for r in req.reasons]
         if req.values:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from app.backends.base import BackendError
+from app.dollars import dollars
 from app.errors import BudgetExceeded
 from app.remembered import digest
 from app.router.approvals import TIMEOUT, ApprovalRequest
@@ -115,7 +116,7 @@ async def escalate(
         if left < d.est_cost_usd:
             # Spent by another request since the decision: nobody is asked to approve a
             # call the reservation would then refuse (the human said yes to nothing).
-            why = f"estimated ${d.est_cost_usd:.4f} > ${left:.4f} left"
+            why = f"estimated {dollars(d.est_cost_usd)} > {dollars(left)} left"
             await _budget_stop(
                 d,
                 write,

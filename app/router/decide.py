@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from app.dollars import dollars
 from app.policy.schema import Model, Policy, Role, Trigger
 from app.router.cost import cost_usd
 from app.router.types import Decision, LocalTarget, Reason, RouterState, Signals, Skip
@@ -475,7 +476,7 @@ def decide(
                     model=model_id,
                     runtime="cloud",
                     reason="budget",
-                    detail=f"estimated ${est:.4f} > ${left:.4f} left",
+                    detail=f"estimated {dollars(est)} > {dollars(left)} left",
                 )
             )
             continue

@@ -480,8 +480,8 @@ async def test_terminal_decider_answers(typed: str, decision: str, reason: str) 
     for text in (
         "'implementer'",
         "deepseek-reasoner (deepseek)",
-        "~$0.0500",
-        "budget left $4.5800",
+        "~$0.05",
+        "budget left $4.58",
         "FAILED_LOOPS (loops=2, threshold=2)",
         "failed_loops=2",
         "60s",

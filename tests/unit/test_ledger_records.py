@@ -43,9 +43,9 @@ def test_cap_exceeded_names_the_cap_its_limit_and_the_amounts() -> None:
     text = str(err)
     for part in (
         "provider:deepseek cap of $5.00",
-        "spent $4.2000",
-        "reserved $0.7000",
-        "requested $0.2500",
+        "spent $4.20",
+        "reserved $0.70",
+        "requested $0.25",
         "deepseek/deepseek-reasoner",
         "session s1",
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.dollars import dollars
 from app.errors import BudgetExceeded, SwitchyardError
 
 
@@ -50,7 +51,7 @@ class CapExceeded(BudgetExceeded):
         self.reserved_usd = reserved_usd
         self.requested_usd = requested_usd
         super().__init__(
-            f"budget exceeded: the {cap} cap of ${limit_usd:.2f} would be crossed "
-            f"(spent ${spent_usd:.4f}, reserved ${reserved_usd:.4f}, "
-            f"requested ${requested_usd:.4f} for {provider}/{model}, session {session})"
+            f"budget exceeded: the {cap} cap of {dollars(limit_usd)} would be crossed "
+            f"(spent {dollars(spent_usd)}, reserved {dollars(reserved_usd)}, "
+            f"requested {dollars(requested_usd)} for {provider}/{model}, session {session})"
         )
