@@ -183,7 +183,7 @@ async def _run(
                 tokens_in=result.tokens_in,
                 tokens_out=result.tokens_out,
                 usage_counted_locally=result.usage_counted_locally,
-                cost_usd=result.cost_usd,
+                cost_usd=round(result.cost_usd, 9),  # nano-dollars, as the ledger holds it
                 latency_ms=round(result.latency_ms, 1),
                 finish_reason=result.finish_reason,
             )
