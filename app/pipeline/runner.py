@@ -208,6 +208,9 @@ async def run_pipeline(
         run=run_id,
     )
     progress = _Progress()
+    # a stop asked for is heard before the run's next model call or approval, not only
+    # between its stages
+    session.router.run_gates[run_id] = lambda: _checkpoint(ctx)
     try:
         outcome, reason = await _sequence(ctx, progress)
     except (RunStopped, RouteRefused, RouteFailed) as stop:
@@ -226,6 +229,8 @@ async def run_pipeline(
         await _finish(ctx, progress, "failed", why)
         ctx.control.ended = _outcome(ctx, progress, "failed", why)
         raise
+    finally:
+        session.router.run_gates.pop(run_id, None)
     await _finish(ctx, progress, outcome, reason)
     return _outcome(ctx, progress, outcome, reason)
 

@@ -126,6 +126,7 @@ async def escalate(
                 left_usd=round(left, 6),
             )
             return None
+        router.gate(run)  # a run stopped meanwhile asks nobody
         decision = await router.approvals.request(
             ApprovalRequest(
                 session=router.session,

@@ -93,6 +93,11 @@ class Router:
         self.bus = bus
         self._local_only = local_only
         self.sleep = sleep
+        #: a check per run, made before each of its routed requests and approvals; it
+        #: raises to stop them (the pipeline's stop: an ``x`` pressed while the Architect
+        #: worked was heard only when the stage ended, after three more calls and an
+        #: escalation)
+        self.run_gates: dict[str, Callable[[], None]] = {}
         #: the policy's fingerprint, for the decision lines (computed once per policy)
         self._fingerprint: tuple[Policy, str] | None = None
         self._cloud: tuple[Policy, tuple[tuple[str, str], ...]] | None = None
@@ -206,6 +211,8 @@ class Router:
         """Route ``request`` for ``role``: decide, escalate or serve locally, fall back,
         audit each step. ``digests``: the request's (app.remembered.Digests), when its
         caller digested its texts already (the gateway's count)."""
+        if run is not None and self.run_gates:
+            self.gate(run)
         signals = signals or Signals()
         # each long text digested once: for its count, its hash and its masking
         digests = Digests() if digests is None else digests
@@ -359,6 +366,12 @@ class Router:
             and (self.health.reason(key) or "").partition(":")[0] != "connect"
         )
 
+    def gate(self, run: str | None) -> None:
+        """Run ``run``'s check (:attr:`run_gates`), which raises when it must stop."""
+        check = self.run_gates.get(run) if run is not None else None
+        if check is not None:
+            check()
+
     async def call(
         self, d: Decision, request: ChatRequest, write: Write, on_delta: DeltaHook | None
     ) -> ChatResult:
@@ -411,6 +424,7 @@ class Router:
         for the session, with its own reservation. When that step cannot serve (denied,
         over budget, failed) the repair fails; it never walks on to another cloud model.
         """
+        self.gate(run)
         role = previous.decision.role
         digests = Digests() if digests is None else digests
         if not previous.escalated:

@@ -106,7 +106,7 @@ def commands(app: CoreApp) -> list[Command]:
             "ask to escalate the role at work (it still needs your approval)",
             partial(_on_home, app, lambda s: s.action_escalate()),
         ),
-        ("Stop run", "stop the run after its current step", app.stop_run),
+        ("Stop run", "stop the run before its next model call", app.stop_run),
         ("Tutor", "ask the tutor: questions first", partial(_push, app, "tutor")),
     ]
     for name in sorted(app.available_themes):

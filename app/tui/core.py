@@ -283,7 +283,14 @@ class CoreApp(App[int]):
             return ""
         target = self.control.request_escalation(role or None)
         session = self.session
-        if target and session is not None and session.approvals.is_session_denied(session.id):
+        if target and session is not None and session.local_only:
+            # it promised a cloud request the router then skipped (SKIP_LOCAL_ONLY)
+            self.notify(
+                f"escalation requested for {target}, but local_only is on: nothing leaves "
+                "this machine, it stays local",
+                severity="warning",
+            )
+        elif target and session is not None and session.approvals.is_session_denied(session.id):
             # it said "it asks" and the request was then denied without asking (after `d`)
             self.notify(
                 f"escalation requested for {target}, but this session denied every "
@@ -301,7 +308,7 @@ class CoreApp(App[int]):
             self.notify("no run in progress", severity="warning")
             return
         self.control.request_stop()
-        self.notify("stop requested: the run stops after its current step")
+        self.notify("stop requested: the run stops before its next model call")
 
     # ── approvals ────────────────────────────────────────────────────────────────────────
 

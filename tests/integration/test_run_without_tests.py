@@ -151,6 +151,46 @@ async def test_a_stop_asked_before_the_architect_is_heard_before_its_first_call(
     assert vllm.chat_requests == []  # the Architect was never asked
 
 
+async def test_a_stop_asked_while_the_architect_works_is_heard_before_its_next_call(
+    tmp_path: Path, vllm: FakeOpenAIServer
+) -> None:
+    """An ``x`` pressed during the Architect's draft was heard only when the stage ended:
+    three more local calls, then two escalations and a second opinion (a user-audit in
+    the workbench). Now the run's next model call or approval stops it."""
+    from app.config import load_settings
+    from app.pipeline.context import RunOptions
+    from app.pipeline.control import RunControl
+    from app.pipeline.runner import run_pipeline
+    from app.policy import load_policy
+    from app.router.approvals import DenyDecider
+    from app.router.session import open_session
+    from tests.reliability.kit import plan_json, role_of
+
+    control = RunControl()
+    asked: list[str] = []
+
+    def reply(body: dict[str, Any]) -> str:
+        asked.append(role_of(body))
+        if role_of(body) == "architect":
+            control.request_stop()  # x, pressed while the draft is written
+            return plan_json(0.3)  # a draft that would go on to questions, then the cloud
+        return '{"patterns": []}'
+
+    vllm.script.respond_with(reply)
+    repo = make_repo(
+        tmp_path,
+        {"calc.py": "def add(a, b):\n    return a - b\n", "test_calc.py": "def test(): pass\n"},
+    )
+    settings = load_settings()
+    async with open_session(settings, load_policy().policy, decider=DenyDecider()) as session:
+        outcome = await run_pipeline(session, "fix add()", RunOptions(repo=repo), control)
+        lines = await session.audit.lines(session=session.id)
+    assert outcome.outcome == "stopped" and outcome.reason == "stopped by the user"
+    assert asked.count("architect") == 1, asked  # no questions, no final plan
+    assert not [ln for ln in lines if ln.kind in ("escalation", "approval", "denial", "advice")]
+    assert not session.router.run_gates  # the run's gate went with it
+
+
 def test_a_run_that_fails_inside_still_prints_its_object_with_the_sealed_bundle(
     tmp_path: Path,
     vllm: FakeOpenAIServer,

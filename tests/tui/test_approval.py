@@ -160,6 +160,25 @@ async def test_e_after_deny_all_says_the_session_stays_local(
         run.go_on.set()
 
 
+async def test_e_under_local_only_says_it_stays_local(make_app: Any, clock: ManualClock) -> None:
+    """Under --local-only the toast promised "it asks before leaving the machine"; the
+    router then skipped the step (a user-audit found it)."""
+    run = ScriptedRun(clock, stop_before="escalation")
+    app = make_app(run=run)
+    seen = Messages()
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, run.reached.is_set, what="the implementer at work")
+        await settle(pilot)
+        assert app.session is not None
+        app.session.local_only = True
+        await pilot.press("e")
+        await settle(pilot)
+        said = [m.notification.message for m in seen.of(Notify)]
+        assert any("local_only is on" in s and "stays local" in s for s in said), said
+        assert not any("it asks before leaving" in s for s in said)
+        run.go_on.set()
+
+
 async def test_e_requests_escalation_of_the_role_at_work(make_app: Any, clock: ManualClock) -> None:
     run = ScriptedRun(clock, stop_before="escalation")
     app = make_app(run=run)
