@@ -49,7 +49,7 @@ async def prepare_brief(ctx: RunContext) -> Briefing:
     if window and editor:
         stage0_window = max(PLANNER_MIN_TOKENS * 2, window - count_text(editor))
     playbook = await playbook_bullets(ctx.session)
-    memories = await recall_memories(ctx.session, ctx.task)
+    memories = await recall_memories(ctx.session, ctx.task, ctx.repo)
 
     def build() -> Brief:
         from app.stage0.engine import Stage0
