@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from importlib import import_module
@@ -240,7 +241,32 @@ class CoreApp(App[int]):
         if not self._froze and heap.end_startup():
             self._froze = True
 
+    def on_mount(self) -> None:
+        self._take_signals(install=True)
+
+    def _take_signals(self, *, install: bool) -> None:
+        """SIGTERM (a service manager, ``kill``) and SIGINT from outside end the workbench
+        as its quit key does: a run is stopped and its evidence sealed, the terminal put
+        back, and the exit code is 143 or 130, as ``run``'s. SIGTERM killed it outright:
+        the bundle unsealed, the terminal left raw (a user-audit found it)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                if install:
+                    loop.add_signal_handler(sig, self.exit, 128 + sig)
+                else:
+                    loop.remove_signal_handler(sig)
+
+    def action_help_quit(self) -> None:
+        """Textual's ctrl+c hint, in plain text: its markup showed as "[b]ctrl+q[/b]",
+        as every notification here is plain (:meth:`notify`)."""
+        for key, active in self.active_bindings.items():
+            if active.binding.action in ("quit", "app.quit"):
+                self.notify(f"Press {key} to quit the app", title="Do you want to quit?")
+                return
+
     async def on_unmount(self) -> None:
+        self._take_signals(install=False)
         # Workers were cancelled; let them unwind before the session's stores close.
         for worker in list(self.workers):
             with contextlib.suppress(Exception, asyncio.CancelledError):
