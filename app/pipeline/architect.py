@@ -47,11 +47,12 @@ async def plan(ctx: RunContext, brief: str) -> Plan:
     await ctx.stage(ROLE, "started", role=ROLE, detail="draft")
     first = Signals(user_request=ctx.wants_escalation(ROLE))
     ctx.guard_calls(ROLE)
+    asked = prompts.architect_draft(ctx.task, brief)
     draft = await ask_model(
         ctx.router,
         ROLE,
         Plan,
-        prompts.architect_draft(ctx.task, brief),
+        asked,
         first,
         run=ctx.run_id,
         max_tokens=ctx.policy.generation.plan_tokens,
@@ -63,6 +64,15 @@ async def plan(ctx: RunContext, brief: str) -> Plan:
     if current is not None:
         await publish_plan(ctx, current)
         current, grounded = await _final(ctx, brief, current)
+    elif ctx.wants_escalation(ROLE):
+        # `e` pressed while the draft was written, and the draft failed: the request is
+        # heard here (it was dropped, with no line, and the run stopped: a user-audit)
+        cloud = await _escalate(ctx, asked, Signals(user_request=True))
+        if cloud is not None and cloud.value is not None:
+            await ctx.role_stage(ROLE, cloud, "escalated")
+            current = cloud.value
+            facts = await asyncio.to_thread(repo_facts, ctx.repo)
+            grounded = ground_plan(current, ctx.task, facts, ctx.policy.grounding)
     if current is None or grounded is None:
         raise RunStopped(f"architect: no valid plan ({draft.error})")
     ctx.bundle.write_json(PLAN, current.model_dump())

@@ -191,6 +191,57 @@ async def test_a_stop_asked_while_the_architect_works_is_heard_before_its_next_c
     assert not session.router.run_gates  # the run's gate went with it
 
 
+async def test_e_pressed_while_a_draft_fails_is_heard_and_the_cloud_plans(
+    tmp_path: Path,
+    vllm: FakeOpenAIServer,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``e`` during the Architect's draft was read only before the draft: when the draft
+    failed the run stopped "no valid plan", with no escalation, skip or denial line (a
+    user-audit in the workbench)."""
+    from app.config import load_settings
+    from app.pipeline.context import RunOptions
+    from app.pipeline.control import RunControl
+    from app.pipeline.runner import run_pipeline
+    from app.policy import load_policy
+    from app.router.approvals import AllowDecider
+    from app.router.session import open_session
+    from tests.fakes.policy import policy_pointing
+    from tests.reliability.kit import plan_json, role_of
+
+    control = RunControl()
+
+    def local(body: dict[str, Any]) -> str:
+        if role_of(body) == "architect":
+            control.request_escalation("architect")  # e, pressed while the draft is written
+            return "I would look at calc.py."  # no plan: the draft and its repair fail
+        return '{"patterns": []}'
+
+    def cloud_plan(body: dict[str, Any]) -> str:
+        control.request_stop()  # enough: the plan is what this test is about
+        return plan_json(0.9)
+
+    vllm.script.respond_with(local)
+    cloud = fake_openai_factory("openai")
+    cloud.script.respond_with(cloud_plan)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-openai-0000000000000000")
+    policy = load_policy(policy_pointing(tmp_path, openai=cloud.base_url)).policy
+    repo = make_repo(
+        tmp_path,
+        {"calc.py": "def add(a, b):\n    return a - b\n", "test_calc.py": "def test(): pass\n"},
+    )
+    async with open_session(load_settings(), policy, decider=AllowDecider()) as session:
+        outcome = await run_pipeline(session, "fix add()", RunOptions(repo=repo), control)
+        lines = await session.audit.lines(session=session.id)
+    escalations = [ln for ln in lines if ln.kind == "escalation" and ln.role == "architect"]
+    assert escalations and "USER_REQUEST" in escalations[0].reason_codes, lines
+    assert len(cloud.chat_requests) == 1
+    # the cloud's plan was taken: the run went past the Architect, then heard the stop
+    assert outcome.outcome == "stopped" and outcome.reason == "stopped by the user"
+    assert "no valid plan" not in outcome.reason
+
+
 def test_a_run_that_fails_inside_still_prints_its_object_with_the_sealed_bundle(
     tmp_path: Path,
     vllm: FakeOpenAIServer,
