@@ -160,12 +160,16 @@ async def _finish(ctx: RunContext, progress: _Progress, outcome: Outcome, reason
     # what each stage cost (calls, tokens, seconds), from the audit lines just exported
     lines = read_audit(ctx.bundle.path / AUDIT)
     ctx.bundle.write_json(STAGES, stage_report(lines, ctx.stage_clock))
+    head = await asyncio.to_thread(wt.head) if wt else None
+    # a run that committed nothing leaves no branch behind: there is nothing on it to
+    # review or merge, and each stopped run left a switchyard/<run> branch (a user-audit)
+    empty = wt is not None and head == wt.base
     manifest = ctx.bundle.finalize(
         status=outcome,
         task=ctx.task,
         base=wt.base if wt else None,
-        branch=wt.branch if wt else None,
-        head=await asyncio.to_thread(wt.head) if wt else None,
+        branch=wt.branch if wt and not empty else None,
+        head=head,
         policy_version=ctx.policy.version,
         session=session.id,
         local_only=session.local_only,
@@ -175,7 +179,7 @@ async def _finish(ctx: RunContext, progress: _Progress, outcome: Outcome, reason
     seal.pop("run", None)
     await ctx.audit(seal.pop("kind"), **seal)
     if wt is not None:
-        await asyncio.to_thread(wt.remove)
+        await asyncio.to_thread(wt.remove, delete_branch=empty)
     await remember_outcome(session, ctx.run_id, ctx.task, outcome, reason)
     await ctx.emit(RunFinished(session=session.id, run=ctx.run_id, outcome=outcome, reason=reason))
 

@@ -6,6 +6,7 @@ Architect's calls, and ended as an "internal error" naming the exception."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from tests.reliability.kit import (
     run_cli,
     run_json,
 )
+
+#: a repository with a bug and a test
+CALC = {"calc.py": "def add(a, b):\n    return a - b\n", "test_calc.py": "def test(): pass\n"}
 
 
 @pytest.fixture
@@ -177,10 +181,7 @@ async def test_a_stop_asked_while_the_architect_works_is_heard_before_its_next_c
         return '{"patterns": []}'
 
     vllm.script.respond_with(reply)
-    repo = make_repo(
-        tmp_path,
-        {"calc.py": "def add(a, b):\n    return a - b\n", "test_calc.py": "def test(): pass\n"},
-    )
+    repo = make_repo(tmp_path, CALC)
     settings = load_settings()
     async with open_session(settings, load_policy().policy, decider=DenyDecider()) as session:
         outcome = await run_pipeline(session, "fix add()", RunOptions(repo=repo), control)
@@ -227,10 +228,7 @@ async def test_e_pressed_while_a_draft_fails_is_heard_and_the_cloud_plans(
     cloud.script.respond_with(cloud_plan)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-openai-0000000000000000")
     policy = load_policy(policy_pointing(tmp_path, openai=cloud.base_url)).policy
-    repo = make_repo(
-        tmp_path,
-        {"calc.py": "def add(a, b):\n    return a - b\n", "test_calc.py": "def test(): pass\n"},
-    )
+    repo = make_repo(tmp_path, CALC)
     async with open_session(load_settings(), policy, decider=AllowDecider()) as session:
         outcome = await run_pipeline(session, "fix add()", RunOptions(repo=repo), control)
         lines = await session.audit.lines(session=session.id)
@@ -240,6 +238,46 @@ async def test_e_pressed_while_a_draft_fails_is_heard_and_the_cloud_plans(
     # the cloud's plan was taken: the run went past the Architect, then heard the stop
     assert outcome.outcome == "stopped" and outcome.reason == "stopped by the user"
     assert "no valid plan" not in outcome.reason
+
+
+async def test_a_run_that_committed_nothing_leaves_no_branch_behind(
+    tmp_path: Path, vllm: FakeOpenAIServer
+) -> None:
+    """Each stopped run left a ``switchyard/<run>`` branch with nothing on it (a
+    user-audit): there is nothing to review or merge there."""
+    from app.config import load_settings
+    from app.pipeline.context import RunOptions
+    from app.pipeline.control import RunControl
+    from app.pipeline.runner import run_pipeline
+    from app.policy import load_policy
+    from app.router.approvals import DenyDecider
+    from app.router.session import open_session
+    from app.workspace.git import run_git
+    from tests.reliability.kit import plan_json, role_of
+
+    control = RunControl()
+
+    def reply(body: dict[str, Any]) -> str:
+        role = role_of(body)
+        if role == "architect":
+            return plan_json(0.9)
+        if role == "implementer":
+            control.request_stop()  # x, pressed during the first attempt
+            return "no edit in here"
+        return "Q: the bound? A: yes." if role == "interrogate" else '{"patterns": []}'
+
+    vllm.script.respond_with(reply)
+    repo = make_repo(tmp_path, CALC)
+    async with open_session(load_settings(), load_policy().policy, decider=DenyDecider()) as s:
+        outcome = await run_pipeline(s, "fix add()", RunOptions(repo=repo), control)
+    assert outcome.outcome == "stopped" and outcome.bundle is not None
+    branches = run_git(repo, "branch", "--list", "switchyard/*").stdout
+    assert branches.strip() == "", branches
+    manifest = json.loads((outcome.bundle / "manifest.json").read_text())
+    assert manifest["branch"] is None and manifest["head"] == manifest["base"]
+    from app.evidence.verify import verify_bundle
+
+    assert verify_bundle(outcome.bundle).ok
 
 
 def test_a_run_that_fails_inside_still_prints_its_object_with_the_sealed_bundle(
