@@ -43,6 +43,13 @@ def test_a_machines_own_file_reads_as_before() -> None:
     assert text.splitlines()[1].startswith("day")
 
 
+def test_the_meter_says_how_many_calls_failed() -> None:
+    """An approved call to a host that never answered counted as a call, at $0: "9 calls
+    this session" where `budget` said 2 of them failed (a user-audit)."""
+    assert "3 calls this session" in render_budget(_snap(), {}).plain
+    assert "3 calls (2 failed) this session" in render_budget(_snap(failed=2), {}).plain
+
+
 async def test_the_meter_lays_out_only_when_its_shape_changes(monkeypatch: Any) -> None:
     """A new figure in the same rows redraws the box alone; a new row asks for a layout
     pass; the same snapshot again draws nothing."""

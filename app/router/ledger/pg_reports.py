@@ -81,7 +81,9 @@ async def snapshot(
         now = await conn.fetchrow(f"SELECT {TODAY} AS day, now() AS ts")
         assert now is not None
         rows = await usage_rows(conn, team, session, user, None)
-        calls = await conn.fetchval("SELECT count(*) FROM ledger_calls WHERE session = $1", session)
+        calls, failed = await conn.fetchrow(
+            f"SELECT count(*), {reports.NOT_OK} FROM ledger_calls WHERE session = $1", session
+        )
         by: dict[str, dict[str, float]] = {}
         for col in ("role", "model", "provider"):
             found = await conn.fetch(
@@ -107,6 +109,7 @@ async def snapshot(
         },
         reserved_usd=usd(s_res),
         calls=int(calls or 0),
+        failed=int(failed or 0),
         by_role=by["role"],
         by_model=by["model"],
         by_provider=by["provider"],

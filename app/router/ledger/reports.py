@@ -54,7 +54,9 @@ def snapshot(db: sqlite3.Connection, session: str, now: datetime, caps: Caps) ->
             (session,),
         )
         by[col] = {k: usd(v) for k, v in rows}
-    calls_row = db.execute("SELECT COUNT(*) FROM calls WHERE session = ?", (session,)).fetchone()
+    calls_row = db.execute(
+        f"SELECT COUNT(*), {NOT_OK} FROM calls WHERE session = ?", (session,)
+    ).fetchone()
     providers = sorted(set(caps.provider) | set(prov_spent) | set(prov_res))
     return BudgetSnapshot(
         session=session,
@@ -68,6 +70,7 @@ def snapshot(db: sqlite3.Connection, session: str, now: datetime, caps: Caps) ->
         },
         reserved_usd=usd(u.s_res),
         calls=int(calls_row[0]) if calls_row is not None else 0,
+        failed=int(calls_row[1] or 0) if calls_row is not None else 0,
         by_role=by["role"],
         by_model=by["model"],
         by_provider=by["provider"],

@@ -107,7 +107,10 @@ def render_budget(
         lines.append(Text("idle caps: " + ", ".join(idle), style=dim, end=""))
     calls = snapshot.get("calls")
     if calls is not None:
-        lines.append(Text(f"{counted(calls, 'call')} this session", style=dim, end=""))
+        # a cloud host that never answered is a call too, at $0: say so (budget's rows do)
+        failed = snapshot.get("failed") or 0
+        said = f"{counted(calls, 'call')} ({failed} failed)" if failed else counted(calls, "call")
+        lines.append(Text(f"{said} this session", style=dim, end=""))
     if team:
         lines.append(Text(f"team {team} · {snapshot.get('user')}", style=dim, end=""))
     return Text("\n").join(lines)
