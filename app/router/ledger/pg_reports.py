@@ -81,9 +81,10 @@ async def snapshot(
         now = await conn.fetchrow(f"SELECT {TODAY} AS day, now() AS ts")
         assert now is not None
         rows = await usage_rows(conn, team, session, user, None)
-        calls, failed = await conn.fetchrow(
+        counts = await conn.fetchrow(
             f"SELECT count(*), {reports.NOT_OK} FROM ledger_calls WHERE session = $1", session
         )
+        calls, failed = (counts[0], counts[1]) if counts is not None else (0, 0)
         by: dict[str, dict[str, float]] = {}
         for col in ("role", "model", "provider"):
             found = await conn.fetch(
