@@ -51,3 +51,6 @@ def test_with_no_plan_the_pane_says_what_is_happening() -> None:
     ended = render_plan(None, stages, None, {}, "stopped").plain
     assert "the run ended (stopped) before the Architect made one" in ended
     assert "planning" not in ended
+    # and why, which a toast said for 8 s and then nothing did (a user-audit)
+    why = render_plan(None, stages, None, {}, "stopped", None, "architect: no valid plan\n(x)")
+    assert "the run ended (stopped: architect: no valid plan⏎(x)) before" in why.plain

@@ -143,3 +143,6 @@ async def test_an_empty_diff_pane_says_no_change_landed_once_the_run_ended() -> 
         pane.reset()  # the next run
         await pilot.pause()
         assert "no diff yet" in screen_text(app)
+        pane.finished(attempted=False)  # it stopped at its plan: there was no attempt
+        await pilot.pause()
+        assert "the run ended before any attempt" in screen_text(app)

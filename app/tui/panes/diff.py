@@ -149,6 +149,8 @@ class DiffPane(Pane):
         self.index = 0
         #: the run ended with no change landed ("no diff yet" said a diff might come)
         self.ended = False
+        #: whether the run made an attempt before it ended (the empty pane says which)
+        self.attempted = True
 
     def compose(self) -> ComposeResult:
         yield LineView(id="diff-view", follow=False)
@@ -163,11 +165,13 @@ class DiffPane(Pane):
 
     def reset(self) -> None:
         self.attempt, self.files, self.index, self.ended = None, [], 0, False
+        self.attempted = True
         self.redraw()
 
-    def finished(self) -> None:
-        """The run is over: a pane still empty says no attempt landed a change."""
-        self.ended = True
+    def finished(self, *, attempted: bool = True) -> None:
+        """The run is over: a pane still empty says no attempt landed a change, or that
+        none was made (it said "no attempt landed" of a run stopped at its plan)."""
+        self.ended, self.attempted = True, attempted
         self.redraw()
 
     def action_file(self, step: int) -> None:
@@ -179,7 +183,13 @@ class DiffPane(Pane):
         view = self.query_one("#diff-view", LineView)
         if not self.files:
             self.set_titles("Diff")
-            empty = "no attempt landed a change" if self.ended else "no diff yet"
+            empty = "no diff yet"
+            if self.ended:
+                empty = (
+                    "no attempt landed a change"
+                    if self.attempted
+                    else "the run ended before any attempt"
+                )
             view.set_lines([Text(empty, style=Style(dim=True))])
             return
         f = self.files[self.index]

@@ -54,6 +54,7 @@ def render_plan(
     variables: dict[str, str],
     outcome: str | None = None,
     unavailable: str | None = None,
+    reason: str = "",
 ) -> Text:
     dim = style_of(variables.get("dim-text", ""))
     parts: list[Text] = []
@@ -69,7 +70,9 @@ def render_plan(
         if unavailable is not None:  # it invited a task no session could run
             hint = f"the session did not open: {unavailable} · fix that and start again"
         elif outcome is not None:  # it said "the Architect is planning…" after the end
-            hint = f"the run ended ({outcome}) before the Architect made one"
+            # with why: the toast that said it was gone after 8 s (a user-audit)
+            why = f": {clean(reason, one_line=True)}" if reason else ""
+            hint = f"the run ended ({outcome}{why}) before the Architect made one"
         elif stages:
             hint = "the Architect is planning…"
         else:
@@ -106,6 +109,8 @@ class PlanPane(Pane):
         #: stage → last status, in the order the stages first appeared
         self.stages: dict[str, str] = {}
         self.outcome: str | None = None
+        #: why the run ended, shown where no plan came
+        self.reason = ""
         #: each step's status as the pipeline published it
         self.statuses: list[str] | None = None
         #: why the session did not open (then no task can run)
@@ -135,8 +140,8 @@ class PlanPane(Pane):
         self.stages[stage] = status
         self.redraw()
 
-    def finished(self, outcome: str) -> None:
-        self.outcome = outcome
+    def finished(self, outcome: str, reason: str = "") -> None:
+        self.outcome, self.reason = outcome, reason
         self.redraw()
 
     def session_failed(self, why: str) -> None:
@@ -157,5 +162,6 @@ class PlanPane(Pane):
             self.app.theme_variables,
             self.outcome,
             self.unavailable,
+            self.reason,
         )
         self.query_one("#plan-body", Static).update(body)

@@ -139,8 +139,8 @@ class MainScreen(WorkbenchScreen):
 
     def on_run_ended(self, message: bridge.RunEnded) -> None:
         e = message.event
-        self.plan.finished(e.outcome)
-        self.diff.finished()
+        self.plan.finished(e.outcome, e.reason)
+        self.diff.finished(attempted="implementer" in self.plan.stages)
         self.header.state = e.outcome
         self.header.activity = ""
         severity: SeverityLevel = "information" if e.outcome == "merge_ready" else "warning"
