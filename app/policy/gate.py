@@ -9,7 +9,7 @@ Rules, all checked (every failing one is reported, not just the first):
   record's own labels;
 * a verdict whose citations do not resolve does not count, for or against (GR-007);
 * under ``local_only`` a cloud verdict does not count either: no cloud call may have made
-  it (GR-009), so a High-Risk change cannot merge in a local-only session;
+  it (GR-009), so a High-Risk change made under local_only cannot merge;
 * High-Risk needs at least one counting cloud ``approve`` (GR-002);
 * any counting cloud ``reject`` or ``needs_work`` blocks, High-Risk or not.
 """
@@ -119,8 +119,9 @@ def merge_gate(inp: GateInput) -> GateResult:
         )
         if inp.local_only:
             reasons.append(
-                f"{LOCAL_ONLY}: local_only is on, so no cloud Judge may run;"
-                " a High-Risk change cannot merge in this session"
+                f"{LOCAL_ONLY}: the run was made under local_only, so no cloud Judge ran;"
+                " a High-Risk change needs one before it can merge (run it again without"
+                " local_only)"
             )
         reasons.extend(dropped_approvals)
 

@@ -269,3 +269,15 @@ def test_catalogued_keeps_cloud_verdicts_and_relabels_the_rest(policy) -> None: 
         GateInput(tests_green=True, high_risk=True, verdicts=out[1:4], human_approved=True)
     )
     assert not gate.ok and gate.approving_verdict is None
+
+
+def test_the_local_only_reason_names_the_run_not_this_session() -> None:
+    """It said "cannot merge in this session" when a later, cloud-enabled session
+    reviewed a run made with --local-only (a user-audit)."""
+    result = merge_gate(
+        GateInput(
+            tests_green=True, high_risk=True, verdicts=[], human_approved=True, local_only=True
+        )
+    )
+    (said,) = [r for r in result.reasons if r.startswith("GR-009")]
+    assert "the run was made under local_only" in said and "this session" not in said
