@@ -93,8 +93,17 @@ class SwitchyardAgent:
 
     async def load_session(self, cwd: str, session_id: str, **kwargs: Any) -> LoadSessionResponse:
         repo = session_repo(cwd, self.pinned)
+        open_one = self.pool.sessions.get(session_id)
+        if open_one is not None and open_one.repo != repo:
+            # it was returned as it was, on its own repository, whatever cwd named: the
+            # editor would have shown one project's session as another's
+            raise RequestError(
+                -32602,
+                f"session {session_id!r} is open on {open_one.repo}, not on {repo}",
+                {"sessionId": session_id, "cwd": cwd},
+            )
         runs = runs_of(repo, session_id)
-        if not runs and session_id not in self.pool.sessions:
+        if not runs and open_one is None:
             raise RequestError(
                 -32602,
                 f"no session {session_id!r} in {repo} (no evidence run names it)",

@@ -254,3 +254,26 @@ def test_stdio_that_cannot_carry_the_protocol_is_one_line_and_exit_2(
     assert done.returncode == 2
     (line,) = done.stderr.decode().splitlines()
     assert line.startswith("switchyard: acp speaks the Agent Client Protocol") and said in line
+
+
+async def test_loading_an_open_session_from_another_repository_is_refused(tmp_path: Path) -> None:
+    """session/load of an open session's id with another cwd returned that session, on its
+    own repository, as if it were the other's (an audit found it)."""
+    repo = make_repo(tmp_path / "one")
+    other = make_repo(tmp_path / "two")
+    proc = await spawn(cwd=repo)
+    c = RawClient(proc)
+    await c.request(1, "initialize", {"protocolVersion": 1})
+    await c.request(2, "session/new", {"cwd": str(repo), "mcpServers": []})
+    await c.read_until(lambda lines: any(m.get("id") == 2 for m in lines))
+    session = c.reply(2)["result"]["sessionId"]
+    load = {"sessionId": session, "mcpServers": []}
+    await c.request(3, "session/load", {**load, "cwd": str(other)})
+    await c.request(4, "session/load", {**load, "cwd": str(repo)})
+    await c.read_until(lambda lines: {3, 4} <= {m.get("id") for m in lines})
+    refused = c.reply(3)["error"]
+    assert refused["code"] == -32602 and f"is open on {repo}, not on {other}" in refused["message"]
+    assert "result" in c.reply(4)  # its own repository: loaded
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
