@@ -267,8 +267,9 @@ def _a_file(text: str) -> Path:
 
 
 def _export(args: argparse.Namespace) -> int:
+    checked: list[VerifyReport] = []
     try:
-        count = asyncio.run(_export_async(args))
+        count = asyncio.run(_export_async(args, checked))
     except BrokenPipeError:
         raise  # the reader went away (`| head`): main() ends quietly, as a filter does
     except OSError as exc:
@@ -283,6 +284,16 @@ def _export(args: argparse.Namespace) -> int:
         print(f"exported {count} audit lines to {args.output}", file=sys.stderr)
     if not count:
         _none_matched(args)
+    if checked and not checked[0].ok:
+        # exported as it is (it is the record), but never as if it held: the docs name
+        # an export the outside anchor, and a tampered chain's exported with exit 0
+        report = checked[0]
+        where = f" at line {report.first_bad_seq}" if report.first_bad_seq else ""
+        print(
+            f"switchyard: the exported chain does not verify{where}: {report.problem}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -290,9 +301,10 @@ class _NothingMatched(Exception):
     """An export to a file whose filter matched no line: its temporary file is dropped."""
 
 
-async def _export_async(args: argparse.Namespace) -> int | None:
+async def _export_async(args: argparse.Namespace, checked: list[VerifyReport]) -> int | None:
     """The lines exported; None when a ``--session``/``--run`` filter matched none and
-    ``--output`` was not replaced (an existing export was emptied by a typo in an id)."""
+    ``--output`` was not replaced (an existing export was emptied by a typo in an id).
+    ``checked`` gets the chain's verification, made after the export."""
     log = await _open(args, chain=args.chain)
     try:
         if log.shared and args.chain is None:
@@ -301,16 +313,18 @@ async def _export_async(args: argparse.Namespace) -> int | None:
                 "(see `switchyard audit chains`)"
             )
         if args.output is None:
-            return await log.export_jsonl(sys.stdout, session=args.session, run=args.run)
-        filtered = args.session is not None or args.run is not None
-        try:
-            with replacing(args.output) as target:
-                count = await log.export_jsonl(target, session=args.session, run=args.run)
-                if filtered and not count:
-                    raise _NothingMatched
-                return count
-        except _NothingMatched:
-            return None
+            count = await log.export_jsonl(sys.stdout, session=args.session, run=args.run)
+        else:
+            filtered = args.session is not None or args.run is not None
+            try:
+                with replacing(args.output) as target:
+                    count = await log.export_jsonl(target, session=args.session, run=args.run)
+                    if filtered and not count:
+                        raise _NothingMatched
+            except _NothingMatched:
+                return None
+        checked.append(await log.verify())
+        return count
     finally:
         await log.close()
 

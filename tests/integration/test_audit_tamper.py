@@ -177,6 +177,11 @@ def test_cli_verify_exits_1_with_one_clear_line(
     report = json.loads(captured.out)
     assert report["ok"] is False and report["first_bad_seq"] == bad_seq
 
+    # an export of it is the record, as it is, and says it does not verify (exit 1)
+    assert main(["audit", "export"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out and "the exported chain does not verify" in captured.err
+
 
 def test_tail_of_an_unreadable_line_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     db = load_settings().audit_db

@@ -198,6 +198,11 @@ def test_tampering_with_the_team_audit_makes_audit_verify_exit_1(
         assert "owner record" in lines[0]
     rc, out, _ = run_cli(["audit", "verify", "--chain", bob], capsys)  # the other chain is fine
     assert rc == 0 and "1 chain, 8 lines" in out
+    # an export (the docs' outside anchor) of the broken chain says so, and exits 1
+    rc, out, err = run_cli(["audit", "export", "--chain", alice], capsys)
+    assert rc == 1 and "the exported chain does not verify" in err, (rc, err)
+    rc, out, err = run_cli(["audit", "export", "--chain", bob], capsys)
+    assert rc == 0 and len(out.splitlines()) == 8 and err == ""
     rc, out, _ = run_cli(["audit", "verify", "--json"], capsys)
     data = json.loads(out)
     assert rc == 1 and data["ok"] is False
