@@ -175,3 +175,57 @@ def test_the_clients_tools_schema_stop_strings_and_headers_are_masked_too(canary
         update={"tools": [request.tools[1]], "json_schema": None, "stop": ["END"]}
     ).model_copy(update={"passthrough_headers": {}})
     assert mask_request(clean) == (clean, 0)
+
+
+async def test_a_cloud_call_that_outlasts_the_ttl_keeps_its_reservation(
+    tmp_path: Path, policy: Policy, canary: str
+) -> None:
+    """Another process expired a call that outlasted the TTL while this one waited for
+    it; the settlement was refused and the billed answer thrown away (an audit, on the
+    team store). The cloud step renews the reservation while its call is in flight."""
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    from app.backends.base import ChatResult, Delta, Usage
+    from app.router.ledger.budget_ledger import BudgetLedger
+
+    budget = policy.budget.model_copy(update={"reservation_ttl_s": 0.06})
+    short = policy.model_copy(update={"budget": budget})
+    resolver = Resolver(up=ALL_UP)
+    entered, answer = asyncio.Event(), asyncio.Event()
+
+    class Slow:
+        def __init__(self, model_id: str) -> None:
+            self.model_id, self.runtime = model_id, "cloud"
+
+        async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+            entered.set()
+            await answer.wait()
+            yield ChatResult(
+                text="a plan", usage=Usage(tokens_in=10, tokens_out=5), finish_reason="stop",
+                model=self.model_id,
+            )  # fmt: skip
+
+    plain = resolver.backend
+    resolver.backend = lambda m, rt: Slow(m) if rt == "cloud" else plain(m, rt)  # type: ignore[method-assign]
+    router, audit, ledger = await make_router(tmp_path, short, resolver)
+    clock = ledger._clock
+    other = await BudgetLedger.open(tmp_path / "ledger.db", budget, clock=clock)
+    try:
+        call = asyncio.create_task(
+            router.complete("architect", brief_request(canary), Signals(confidence=0.5))
+        )
+        await asyncio.wait_for(entered.wait(), 10)
+        clock.advance(0.04)  # type: ignore[attr-defined]
+        await asyncio.sleep(0.1)  # a renewal is due every 0.02 s of the loop's time
+        clock.advance(0.04)  # type: ignore[attr-defined]  # past the first TTL
+        assert await other.expire_stale() == 0
+        answer.set()
+        result = await asyncio.wait_for(call, 10)
+        assert result.escalated and result.audit[-1].kind == "call"
+        lines = await audit.lines(session="s1")
+        assert not [ln for ln in lines if "RESERVATION_EXPIRED" in ln.reason_codes]
+    finally:
+        await other.close()
+        await audit.close()
+        await ledger.close()

@@ -171,6 +171,47 @@ async def test_a_reservation_past_its_ttl_is_charged_in_full(any_store: StoreUnd
             await led.settle(res.id, actual_usd=0.1, tokens_in=1, tokens_out=1, latency_ms=1)
 
 
+async def test_a_reservation_renewed_while_its_call_is_in_flight_is_not_expired(
+    any_store: StoreUnderTest,
+) -> None:
+    """Another process (machine) expired a call that outlasted the TTL while its holder
+    waited for it, and the holder's settlement was then refused: the answer, billed, was
+    thrown away (an audit, on the team store). A renewal is one TTL more; a holder that
+    died renews nothing."""
+    budget = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=1.0)
+    clock = ManualClock()
+
+    async def wait(seconds: float) -> None:
+        if any_store.shared:
+            await asyncio.sleep(seconds)  # the database's clock
+        else:
+            clock.advance(seconds)
+
+    async with (
+        await any_store.ledger(budget, clock) as holder,
+        await any_store.ledger(budget, clock, user="bob") as other,
+    ):
+        res = await _try(holder, "s", "openai", 1.0)
+        assert res is not None
+        await wait(0.6)
+        assert await holder.renew(res.id)
+        await holder.flush()  # the renewal folded into the tables: a process that
+        async with await any_store.ledger(budget, clock, user="carol") as later:
+            await wait(0.6)  # past the first TTL, within the renewed one
+            assert await later.expire_stale() == 0  # starts now reads it from them
+        assert await other.expire_stale() == 0
+        await holder.settle(res.id, actual_usd=0.25, tokens_in=10, tokens_out=5, latency_ms=3)
+        assert not await holder.renew(res.id)  # settled: nothing to renew
+        # a holder that renews no more (it died) is expired one TTL after
+        dead = await _try(holder, "s", "openai", 1.0)
+        assert dead is not None
+        await wait(1.2)
+        assert await other.expire_stale() == 1
+        assert not await holder.renew(dead.id)
+        snap = await other.snapshot("s")
+        assert snap.per_session.spent_usd == pytest.approx(1.25)
+
+
 async def test_reserving_tells_of_the_stale_reservations_it_charged_even_when_refused(
     any_store: StoreUnderTest, caplog: pytest.LogCaptureFixture
 ) -> None:

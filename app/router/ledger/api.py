@@ -79,6 +79,11 @@ class Ledger(Protocol):
         latency_ms: float = 0.0,
     ) -> None: ...
 
+    async def renew(self, reservation_id: str) -> bool:
+        """Push a live reservation's expiry one TTL from now, while its call is still in
+        flight (the process that holds it is alive); False when it is no longer live."""
+        ...
+
     async def record_call(
         self,
         *,

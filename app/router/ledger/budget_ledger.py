@@ -480,6 +480,23 @@ class BudgetLedger(ClosedOnExit):
         session = await self._spool_op(op)
         self._publisher.changed(session)
 
+    async def renew(self, reservation_id: str) -> bool:
+        """One TTL more for a live reservation whose call is still in flight: a record in
+        the spool, so every process's mirror (and the tables, at the fold) sees the new
+        expiry. Another process expired a call that outlasted the TTL while its holder
+        was alive and waiting for it, and the answer, billed, was thrown away."""
+        expires = self._clock.now() + self._ttl
+        record = ["n", reservation_id, iso(expires), expires.timestamp()]
+        mirror = self._mirror
+
+        def op(inline: bool) -> bool:
+            if reservation_id not in mirror.live:
+                return False
+            self._write([record])
+            return True
+
+        return await self._spool_op(op)
+
     async def record_call(
         self,
         *,

@@ -230,6 +230,20 @@ class PgBudgetLedger(ClosedOnExit):
         self._publisher.changed(session)
         return res
 
+    async def renew(self, reservation_id: str) -> bool:
+        """One TTL more for a live reservation whose call is still in flight (see the
+        machine's ledger): another machine expired it while its holder waited."""
+        ttl = float(self.budget.reservation_ttl_s)
+        done = await self._with(
+            lambda c: c.fetchval(
+                "UPDATE ledger_reservations SET expires_at = now() + make_interval(secs => $2)"
+                " WHERE id = $1 AND status = 'live' RETURNING true",
+                reservation_id,
+                ttl,
+            )
+        )
+        return bool(done)
+
     def _refusal(
         self, row: asyncpg.Record, session: str, provider: str, model: str, amount: int
     ) -> CapExceeded:

@@ -249,6 +249,10 @@ class Mirror:
         elif kind == "k":
             # ts, day, session, run, role, model, provider, tin, tout, ms, cost, outcome
             self._add(r[3], r[2], r[7], 0, r[11])
+        elif kind == "n":  # renewed: id, expires, expires_at
+            renewed = self.live.get(r[1])
+            if renewed is not None:
+                self.live[r[1]] = renewed._replace(expires=r[2], expires_at=r[3])
 
 
 # ── folding ─────────────────────────────────────────────────────────────────────────────
@@ -266,6 +270,8 @@ _INSERT_CLOSED = (
 )
 _CLOSE = "UPDATE reservations SET status = ?, closed = ? WHERE id = ? AND status = 'live'"
 _AMOUNT = "SELECT amount_nusd FROM reservations WHERE id = ?"
+#: a live reservation renewed (its call still in flight); a closed one is left as it is
+_RENEW = "UPDATE reservations SET expires = ?, expires_at = ? WHERE id = ? AND status = 'live'"
 
 
 def _insert_closed(db: sqlite3.Connection, r: list[Any], close: list[Any]) -> bool:
@@ -335,5 +341,7 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
             insert_call(db, (*row, rid))
         elif kind == "k":
             insert_call(db, (*r[1:13], None))
+        elif kind == "n":
+            db.execute(_RENEW, (r[2], r[3], r[1]))
     mark(db, SPOOL_TABLE, spool.ident, end)
     return spool.ident, end
