@@ -24,7 +24,6 @@ from app.remembered import digest
 from app.router.approvals import TIMEOUT, ApprovalRequest
 from app.router.calling import mask_request
 from app.router.cost import cost_usd
-from app.router.ledger.keepalive import KeepAlive
 from app.router.retry import rule_for
 from app.router.routed import (
     OVER_BUDGET,
@@ -205,7 +204,7 @@ async def serve_cloud(
         await _budget_stop(d, write, failed, str(exc), detail=str(exc))
         return None
     outgoing, masked = mask_request(request, digest_of)
-    kept = KeepAlive(router.ledger, reservation.id)  # renewed while the call is in flight
+    router.in_flight.add(reservation.id)  # renewed while the call is in flight
     try:
         result = await router.call(d, outgoing, write, on_delta)
     except asyncio.CancelledError:
@@ -234,7 +233,7 @@ async def serve_cloud(
         )
         return None
     finally:
-        kept.stop()
+        router.in_flight.done(reservation.id)
     model = router.policy.model(d.target)
     actual = cost_usd(model, result.usage.tokens_in, result.usage.tokens_out)
     await router.ledger.settle(

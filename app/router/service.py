@@ -27,6 +27,7 @@ from app.router.calling import call_backend
 from app.router.cloud_step import escalate
 from app.router.decide import decide, fired_triggers
 from app.router.ledger.api import Ledger
+from app.router.ledger.keepalive import InFlight
 from app.router.local_step import serve_local
 from app.router.recorded import record_inputs
 from app.router.retry import HealthBook, rule_for
@@ -98,6 +99,8 @@ class Router:
         #: worked was heard only when the stage ended, after three more calls and an
         #: escalation)
         self.run_gates: dict[str, Callable[[], None]] = {}
+        #: the cloud calls in flight, whose reservations are renewed while they last
+        self.in_flight = InFlight(ledger)
         #: the policy's fingerprint, for the decision lines (computed once per policy)
         self._fingerprint: tuple[Policy, str] | None = None
         self._cloud: tuple[Policy, tuple[tuple[str, str], ...]] | None = None

@@ -1,4 +1,4 @@
-"""A reservation is renewed while its call is in flight, and no more once it ended."""
+"""Reservations are renewed while their calls are in flight, and no more once they end."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from app.policy.schema import Budget
-from app.router.ledger.keepalive import KeepAlive
+from app.router.ledger.keepalive import InFlight
 
 
 class Renewals:
@@ -31,27 +31,33 @@ async def until(predicate: Any, limit: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_renewed_every_third_of_the_ttl_until_stopped() -> None:
+async def test_a_long_call_is_renewed_until_it_ends() -> None:
     ledger = Renewals(0.03, [True, OSError("the store is down a moment"), True])
-    kept = KeepAlive(ledger, "r1")  # type: ignore[arg-type]
+    calls = InFlight(ledger)  # type: ignore[arg-type]
+    calls.add("r1")
     await until(lambda: len(ledger.asked) >= 4)  # a failed renewal is tried again
-    kept.stop()
+    calls.done("r1")
     await asyncio.sleep(0.05)
     said = len(ledger.asked)
     await asyncio.sleep(0.05)
     assert len(ledger.asked) == said and set(ledger.asked) == {"r1"}
+    assert calls._timer is None  # idle: no timer left on the loop
 
 
 async def test_a_call_that_ends_at_once_renews_nothing() -> None:
     ledger = Renewals(0.03, [])
-    KeepAlive(ledger, "r1").stop()  # type: ignore[arg-type]
+    calls = InFlight(ledger)  # type: ignore[arg-type]
+    for n in range(50):
+        calls.add(f"r{n}")
+        calls.done(f"r{n}")
     await asyncio.sleep(0.05)
     assert ledger.asked == []
 
 
 async def test_a_reservation_no_longer_live_is_renewed_no_more() -> None:
     ledger = Renewals(0.03, [False])
-    KeepAlive(ledger, "r1")  # type: ignore[arg-type]
+    calls = InFlight(ledger)  # type: ignore[arg-type]
+    calls.add("r1")
     await until(lambda: len(ledger.asked) == 1)
     await asyncio.sleep(0.06)
     assert ledger.asked == ["r1"]
