@@ -78,10 +78,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 BROKEN_PIPE = 141
 
 
+#: the workbench's own flags, which `switchyard` alone takes as `switchyard tui` does
+_WORKBENCH_FLAGS = ("--repo", "--local-only", "--policy", "--theme")
+
+
+def _workbench_flags(argv: Sequence[str]) -> bool:
+    """``argv`` starts with a flag of the workbench's and names no command."""
+    first = argv[0].split("=", 1)[0]
+    return first in _WORKBENCH_FLAGS and not any(a in COMMANDS for a in argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv and sys.stdin.isatty() and sys.stdout.isatty():
         argv = ["tui"]  # bare `switchyard` in a terminal opens the workbench on this repo
+    elif argv and _workbench_flags(argv):
+        argv = ["tui", *argv]  # `switchyard --repo X`: "invalid choice: 'X'" before
     parser = build_parser(argv[0] if argv else None)
     args, extra = parser.parse_known_args(argv)
     if extra:

@@ -39,6 +39,7 @@ def register(sub: Any) -> None:
         "git repository and run the demo task on it in the workbench.",
     )
     _common(d)
+    add_session_args(d, with_approve=False)
     d.set_defaults(handler=_demo)
 
 
@@ -88,7 +89,7 @@ def _demo(args: argparse.Namespace) -> int:
         repo = Path.cwd().resolve()
         notice = "the example repo is not shipped in this build: the demo runs in " + str(repo)
         print(f"switchyard: {notice}", file=sys.stderr)
-    return run_tui(args, repo=repo, task=DEMO_TASK, notice=notice)
+    return run_tui(args, repo=repo, task=DEMO_TASK, local_only=args.local_only, notice=notice)
 
 
 def run_tui(

@@ -85,3 +85,18 @@ def test_every_command_s_help_names_only_its_subcommands() -> None:
     subs = next(a for a in local._actions if a.dest == "local_command").choices
     helped = next(a.help for a in commands._choices_actions if a.dest == "local")
     assert "probe" not in helped and all(name in helped for name in subs)
+
+
+def test_the_workbench_flags_work_on_switchyard_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`switchyard --repo X` said "invalid choice: 'X'": only a bare `switchyard` opened
+    the workbench, and its flags needed `tui` (a user-audit). `demo --local-only` was
+    refused, where only SWITCHYARD_LOCAL_ONLY=1 worked."""
+    from app.cli.main import main
+
+    missing = tmp_path / "nowhere"
+    assert main(["--repo", str(missing)]) == 2
+    assert f"--repo {missing}: no such directory" in capsys.readouterr().err
+    parser = build_parser("demo")
+    assert parser.parse_args(["demo", "--local-only"]).local_only is True
