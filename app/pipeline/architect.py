@@ -64,9 +64,11 @@ async def plan(ctx: RunContext, brief: str) -> Plan:
     if current is not None:
         await publish_plan(ctx, current)
         current, grounded = await _final(ctx, brief, current)
-    elif ctx.wants_escalation(ROLE):
+    elif not first.user_request and not escalated(draft) and ctx.wants_escalation(ROLE):
         # `e` pressed while the draft was written, and the draft failed: the request is
-        # heard here (it was dropped, with no line, and the run stopped: a user-audit)
+        # heard here (it was dropped, with no line, and the run stopped: a user-audit).
+        # Not when the draft itself was the cloud's, asked for (--escalate, or e before
+        # it): that prompt would go out, and be paid or asked for, twice.
         cloud = await _escalate(ctx, asked, Signals(user_request=True))
         if cloud is not None and cloud.value is not None:
             await ctx.role_stage(ROLE, cloud, "escalated")
@@ -88,6 +90,10 @@ async def plan(ctx: RunContext, brief: str) -> Plan:
         ),
     )
     return current
+
+
+def escalated(answer: Answer[Plan]) -> bool:
+    return answer.result is not None and answer.result.escalated
 
 
 async def _the_task_as_plan(ctx: RunContext) -> Plan:

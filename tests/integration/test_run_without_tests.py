@@ -240,6 +240,35 @@ async def test_e_pressed_while_a_draft_fails_is_heard_and_the_cloud_plans(
     assert "no valid plan" not in outcome.reason
 
 
+async def test_a_cloud_draft_asked_for_is_not_asked_again_when_it_fails(
+    tmp_path: Path,
+    vllm: FakeOpenAIServer,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With --escalate architect the draft is the cloud's: when it fails, the request
+    heard after a failed draft must not send the same prompt out again (paid twice; a
+    review found it)."""
+    from app.config import load_settings
+    from app.pipeline.context import RunOptions
+    from app.pipeline.runner import run_pipeline
+    from app.policy import load_policy
+    from app.router.approvals import AllowDecider
+    from app.router.session import open_session
+    from tests.fakes.policy import policy_pointing
+
+    cloud = fake_openai_factory("openai")
+    cloud.script.respond_with(lambda body: "no plan in here")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-openai-0000000000000000")
+    policy = load_policy(policy_pointing(tmp_path, openai=cloud.base_url)).policy
+    repo = make_repo(tmp_path, CALC)
+    options = RunOptions(repo=repo, escalate=frozenset({"architect"}))
+    async with open_session(load_settings(), policy, decider=AllowDecider()) as session:
+        outcome = await run_pipeline(session, "fix add()", options)
+    assert outcome.outcome == "stopped" and "no valid plan" in outcome.reason
+    assert len(cloud.chat_requests) == 2  # the draft and its one repair, once
+
+
 async def test_a_run_that_committed_nothing_leaves_no_branch_behind(
     tmp_path: Path, vllm: FakeOpenAIServer
 ) -> None:
