@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from app.bus import TestLoopFinished, TestOutput
 from app.errors import ConfigError
 from app.pipeline.context import RunStopped
+from app.workspace.git_config_guard import Snapshot
 from app.workspace.sandbox import (
     DEFAULT_MEMORY_MB,
     SandboxDecision,
@@ -70,6 +71,9 @@ class TestLoop:
             )
 
         config = load_repo_config(ctx.repo)
+        # what git reads as configuration, as it is before the tests run (read before the
+        # run, so the tests cannot plant a filter or driver git would run for us after it)
+        held = await asyncio.to_thread(Snapshot.take, self.worktree.config_files())
         result = await run_sandboxed(
             self.command.argv,
             cwd=self.worktree.path,
@@ -82,6 +86,24 @@ class TestLoop:
             local_only=ctx.session.local_only,
             secrets=provider_key_names(ctx),
         )
+        planted = await asyncio.to_thread(held.put_back)
+        if planted:
+            # only a runner that does not confine writes lets this happen: put back before
+            # any git call (a filter there would run outside the sandbox), and stop
+            shown = ", ".join(str(p) for p in planted)
+            await ctx.audit(
+                "run",
+                role="implementer",
+                reason_codes=["SANDBOX_GIT_CONFIG_CHANGED"],
+                values={"loop": loop, "runner": result.runner, "files": [str(p) for p in planted]},
+                detail=f"the tests changed git's configuration (under {result.runner}): {shown}; "
+                "put back, and the run stops",
+            )
+            await asyncio.to_thread(self.worktree.restore_dotgit)
+            raise RunStopped(
+                f"the test command changed git's configuration outside the worktree ({shown}) "
+                f"under the {result.runner} runner: put back, and the run stopped (GR-010)"
+            )
         if await asyncio.to_thread(self.worktree.restore_dotgit):
             # only a runner that does not confine writes lets this happen (bwrap mounts it
             # read-only); git never read it, as every call names the git dir

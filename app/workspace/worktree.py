@@ -258,6 +258,13 @@ class Worktree:
     def _git_out(self, *args: str) -> str:
         return self._git(*args).stdout.rstrip("\n")
 
+    def config_files(self) -> list[Path]:
+        """What git reads as configuration or attributes for this worktree
+        (:mod:`app.workspace.git_config_guard`)."""
+        from app.workspace.git_config_guard import watched_files
+
+        return watched_files(common_dir(self.repo), self.git_dir)
+
     def restore_dotgit(self) -> bool:
         """Put the worktree's ``.git`` file back as git wrote it, if sandboxed code changed
         it (a runner that does not confine writes; bwrap mounts it read-only). True when it
@@ -555,10 +562,15 @@ def _write_file(target: Path, data: bytes, created: list[Path]) -> None:
     target.write_bytes(data)
 
 
+def common_dir(top: Path) -> Path:
+    """The repository's git dir, shared by its worktrees."""
+    return Path(git_out(top, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+
+
 def _admin_dir(top: Path, path: Path) -> Path:
     """The folder git keeps for the worktree at ``path`` (``<git dir>/worktrees/<name>``),
     found from the repository's side: the one whose ``gitdir`` names ``path/.git``."""
-    common = Path(git_out(top, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+    common = common_dir(top)
     want = path.resolve() / ".git"  # never through a link the tests may have put there
     with contextlib.suppress(OSError):
         for admin in sorted((common / "worktrees").iterdir()):

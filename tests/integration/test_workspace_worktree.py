@@ -242,21 +242,25 @@ def test_user_commits_after_creation_do_not_disturb_the_run(repo: Path) -> None:
 
 def plant_git_dir(wt: Worktree, marker: Path) -> None:
     """What a hostile test can do where writes are not confined (an audit found it): point
-    the worktree's .git at a git dir of its own whose config runs a program on git's
-    status, reset, add and clean (core.fsmonitor), outside any sandbox."""
+    the worktree's .git at a git dir of its own whose config runs a program when git
+    checks a file out (a smudge filter for every path), and leave a file to check out.
+    (core.fsmonitor, the audit's first plant, is off on every call Switchyard makes.)"""
     evil = wt.path / ".x"
     (evil / "objects" / "info").mkdir(parents=True)
+    (evil / "info").mkdir()
     (evil / "refs").mkdir()
     common = Path(git(wt.repo, "rev-parse", "--path-format=absolute", "--git-common-dir"))
     (evil / "objects" / "info" / "alternates").write_text(f"{common / 'objects'}\n")
     (evil / "HEAD").write_text(f"{wt.base}\n")
     hook = evil / "hook.sh"
-    hook.write_text(f"#!/bin/sh\necho escaped >> {marker}\n")
+    hook.write_text(f"#!/bin/sh\necho escaped >> {marker}\ncat\n")
     hook.chmod(0o755)
     (evil / "config").write_text(
-        f"[core]\n\trepositoryformatversion = 0\n\tfsmonitor = {hook}\n\tbare = false\n"
+        f'[core]\n\trepositoryformatversion = 0\n\tbare = false\n[filter "x"]\n\tsmudge = {hook}\n'
     )
+    (evil / "info" / "attributes").write_text("* filter=x\n")
     (wt.path / ".git").write_text(f"gitdir: {evil}\n")
+    (wt.path / "calc.py").write_text("changed by the tests\n")  # for a reset to check out
 
 
 def test_a_planted_git_dir_is_never_read_and_the_dot_git_is_restored(
@@ -266,10 +270,16 @@ def test_a_planted_git_dir_is_never_read_and_the_dot_git_is_restored(
     want = (wt.path / ".git").read_text()
     marker = tmp_path / "escaped"
     plant_git_dir(wt, marker)
-    # sanity: a plain git call in the worktree runs the planted program
-    subprocess.run(["git", "-C", str(wt.path), "status"], capture_output=True, check=False)
+    # sanity: git finding its dir through the .git file runs the planted program
+    saved = (wt.path / "calc.py").read_text()
+    subprocess.run(
+        ["git", "-C", str(wt.path), "checkout", "HEAD", "--", "calc.py"],
+        capture_output=True,
+        check=False,
+    )
     assert marker.exists(), "the planted config did not take: the test proves nothing"
     marker.unlink()
+    (wt.path / "calc.py").write_text(saved)
     # everything Switchyard does in the worktree names its own git dir
     wt.reset()
     assert wt.apply_diff(FIX).ok

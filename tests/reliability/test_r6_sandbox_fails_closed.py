@@ -326,41 +326,69 @@ def test_a_canary_key_never_reaches_the_test_commands_environment(
         assert offline == (["1", "1"] if local_only else [None, None])
 
 
-def test_a_test_that_plants_a_git_dir_runs_nothing_outside_and_is_put_back(
-    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+#: a program git runs when it checks a file out, for every path: what a test can plant
+#: where writes are not confined (core.fsmonitor, an audit's first plant, is off on
+#: every call Switchyard makes; a review then planted this filter)
+FILTER = (
+    "import pathlib, subprocess, sys\n"
+    "here = pathlib.Path.cwd()\n"
+    "def git(*a):\n"
+    "    return subprocess.run(['git', *a], capture_output=True, text=True).stdout.strip()\n"
+    "hook = here.parent / 'hook.sh'\n"
+    "hook.write_text('#!/bin/sh\\necho escaped >> ' + sys.argv[1] + '\\ncat\\n')\n"
+    "hook.chmod(0o755)\n"
+    "filt = '[filter \"x\"]\\n\\tsmudge = ' + str(hook) + '\\n'\n"
+    "common = pathlib.Path(git('rev-parse', '--path-format=absolute', '--git-common-dir'))\n"
+    "if sys.argv[2] == 'git-dir':  # the worktree's .git pointed at a git dir of its own\n"
+    "    evil = here / '.x'\n"
+    "    for d in ('objects/info', 'info', 'refs'):\n"
+    "        (evil / d).mkdir(parents=True, exist_ok=True)\n"
+    "    (evil / 'objects/info/alternates').write_text(str(common / 'objects') + '\\n')\n"
+    "    (evil / 'HEAD').write_text(git('rev-parse', 'HEAD') + '\\n')\n"
+    "    (evil / 'config').write_text('[core]\\n\\tbare = false\\n' + filt)\n"
+    "    (evil / 'info/attributes').write_text('* filter=x\\n')\n"
+    "    (here / '.git').write_text('gitdir: ' + str(evil) + '\\n')\n"
+    "else:  # the repository's own config, shared by its worktrees\n"
+    "    with open(common / 'config', 'a') as f:\n"
+    "        f.write(filt)\n"
+    "    (common / 'info').mkdir(exist_ok=True)\n"
+    "    (common / 'info/attributes').write_text('* filter=x\\n')\n"
+    "source = open('parser.py').read()\n"
+    "open('parser.py', 'a').write('# the tests were here\\n')  # a file for git to check out\n"
+    "sys.exit('len(tokens) - 1' in source)\n"
+)
+
+
+@pytest.mark.parametrize("where", ["git-dir", "repo-config"])
+def test_a_test_that_plants_a_git_filter_runs_nothing_outside(
+    world: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
 ) -> None:
-    """Where writes are not confined (unshare), a test once pointed the worktree's .git at
-    a git dir of its own whose core.fsmonitor ran a program on Switchyard's next
-    ``git reset`` outside the sandbox, which read the provider keys (an audit found it).
-    Every git call now names the worktree's git dir; the .git file is put back, audited."""
+    """Where writes are not confined (unshare), a test pointed the worktree's .git at a
+    git dir of its own (an audit), or wrote a filter into the repository's .git/config (a
+    review), and Switchyard's next git reset ran its program outside the sandbox, with
+    the provider keys in reach. Now every git call names the worktree's git dir (the .git
+    file is put back, audited, and the run goes on), and git's configuration is read
+    before each test run and put back after it when it changed (audited; the run stops)."""
     if sandbox_probe.probe_sandbox().runners.get("unshare") != "ok":
         missing("`unshare -rn` does not work on this machine (util-linux, user namespaces)")
     refusing_tools(monkeypatch, world["tmp"], ("bwrap",))
     escaped = world["tmp"] / "escaped"
     plant = world["tmp"] / "plant.py"
-    plant.write_text(
-        "import os, pathlib, subprocess, sys\n"
-        "here = pathlib.Path.cwd()\n"
-        "common = subprocess.run(['git', 'rev-parse', '--path-format=absolute',\n"
-        "    '--git-common-dir'], capture_output=True, text=True).stdout.strip()\n"
-        "evil = here / '.x'\n"
-        "(evil / 'objects' / 'info').mkdir(parents=True, exist_ok=True)\n"
-        "(evil / 'refs').mkdir(exist_ok=True)\n"
-        "(evil / 'objects' / 'info' / 'alternates').write_text(common + '/objects\\n')\n"
-        "head = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True,\n"
-        "    text=True).stdout.strip()\n"
-        "(evil / 'HEAD').write_text(head + '\\n')\n"
-        "hook = evil / 'hook.sh'\n"
-        f"hook.write_text('#!/bin/sh\\necho escaped >> {escaped}\\n')\n"
-        "hook.chmod(0o755)\n"
-        "(evil / 'config').write_text('[core]\\n\\tfsmonitor = ' + str(hook) + '\\n')\n"
-        "(here / '.git').write_text('gitdir: ' + str(evil) + '\\n')\n"
-        "sys.exit('len(tokens) - 1' in open('parser.py').read())\n"
-    )
-    world["command"] = f"{sys.executable} {plant}"
+    plant.write_text(FILTER)
+    world["command"] = f"{sys.executable} {plant} {escaped} {where}"
+    config = world["repo"] / ".git" / "config"
+    before = config.read_text()
     result = run(world, capsys)
-    out = result["out"]
-    assert out["tests_green"], out
     assert not escaped.exists(), escaped.read_text()
-    restored = [a for a in result["lines"] if "SANDBOX_DOTGIT_RESTORED" in a["reason_codes"]]
-    assert restored and restored[0]["values"]["runner"] == "unshare", result["lines"]
+    assert config.read_text() == before and not (config.parent / "info" / "attributes").exists()
+    codes = [c for a in result["lines"] for c in a["reason_codes"]]
+    if where == "git-dir":
+        assert "SANDBOX_DOTGIT_RESTORED" in codes, result["lines"]
+        assert result["out"]["tests_green"], result["out"]
+    else:
+        assert "SANDBOX_GIT_CONFIG_CHANGED" in codes, result["lines"]
+        out = result["out"]
+        assert out["outcome"] == "stopped" and "changed git's configuration" in out["reason"]
