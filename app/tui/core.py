@@ -266,11 +266,13 @@ class CoreApp(App[int]):
                 return
 
     async def on_unmount(self) -> None:
-        self._take_signals(install=False)
         # Workers were cancelled; let them unwind before the session's stores close.
         for worker in list(self.workers):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(worker.wait(), timeout=5)
+        # (after them: uvicorn's worker, in `serve --tui`, puts back on its way out the
+        # handler it found, ours; removed first, the signals were ignored from then on)
+        self._take_signals(install=False)
         await self._stack.aclose()
         if self._froze:
             heap.thaw_heap()
