@@ -294,11 +294,9 @@ TEST_HARNESS_GLOBS = (
     "**/conftest.py",
     "**/pytest.ini",
     "**/.pytest.ini",
-    "**/tox.ini",
     "**/noxfile.py",
     "**/sitecustomize.py",
     "**/usercustomize.py",
-    "**/*.pth",
     "**/jest.config.*",
     "**/vitest.config.*",
     "**/vitest.workspace.*",
@@ -307,10 +305,17 @@ TEST_HARNESS_GLOBS = (
     "**/phpunit.xml*",
     "**/.rspec",
 )
-#: added lines that take over a test run from any Python file: a pytest hook or plugin,
-#: or an exit that ends the run before its failures are counted (``os._exit(0)``)
-_HARNESS_LINE = re.compile(
-    r"^\s*(?:async\s+)?def\s+pytest_\w+\s*\(|^\s*pytest_plugins\s*=|\bos\._exit\s*\("
+#: added lines that take over a test run from any Python file: a pytest hook or plugin
+_HARNESS_LINE = re.compile(r"^\s*(?:async\s+)?def\s+pytest_\w+\s*\(|^\s*pytest_plugins\s*=")
+#: in a test file, also an exit that ends the run before its failures are counted
+#: (``os._exit(0)``; elsewhere a daemon's fork may rightly call it)
+_TEST_EXIT = re.compile(r"\bos\._exit\s*\(")
+#: a shared config file's lines that configure the test run (``tox.ini`` and
+#: ``setup.cfg`` hold flake8's and others' settings too: those are not the harness)
+_SHARED_CONFIGS = ("**/tox.ini", "**/setup.cfg")
+_HARNESS_CONFIG_LINE = re.compile(
+    r"^\s*\[(?:pytest|tool:pytest|testenv[^\]]*)\]|^\s*(?:addopts|testpaths|python_files|"
+    r"python_classes|python_functions|commands)\s*="
 )
 
 
@@ -355,20 +360,26 @@ def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[Hi
     return found
 
 
+def _takes_over(ln: _ChangedLine) -> bool:
+    """A changed line that takes over the test run (see :data:`TEST_HARNESS_GLOBS`)."""
+    if any(path_matches(g, ln.path) for g in _SHARED_CONFIGS):
+        return bool(_HARNESS_CONFIG_LINE.search(ln.text))  # added or removed
+    if ln.removed or not ln.path.endswith(".py"):
+        return False
+    if _HARNESS_LINE.search(ln.text):
+        return True
+    return bool(_TEST_EXIT.search(ln.text)) and any(
+        path_matches(g, ln.path) for g in TEST_FILE_GLOBS
+    )
+
+
 def _harness_findings(f: _ChangedFile) -> list[HighRiskFinding]:
     """The test run's own configuration or hooks, changed (one finding a file)."""
     title = "Changes what configures or hooks the test run (its verdict: the change's own)"
     for path in f.paths:
         if any(path_matches(g, path) for g in TEST_HARNESS_GLOBS):
             return [HighRiskFinding(rule_id=TEST_HARNESS, title=title, path=path, source="path")]
-    hook = next(
-        (
-            ln
-            for ln in f.lines
-            if not ln.removed and ln.path.endswith(".py") and _HARNESS_LINE.search(ln.text)
-        ),
-        None,
-    )
+    hook = next((ln for ln in f.lines if _takes_over(ln)), None)
     if hook is None:
         return []
     return [

@@ -736,9 +736,9 @@ def _new_file(path: str, text: str) -> str:
             None,
         ),
         ("pytest.ini", "[pytest]\naddopts = --collect-only\n", None),
-        ("tox.ini", "[pytest]\naddopts = -p no:python\n", None),
+        ("tox.ini", "[pytest]\naddopts = -p no:python\n", 1),
+        ("setup.cfg", "[metadata]\nname = x\n\n[tool:pytest]\ntestpaths = nowhere\n", 4),
         ("src/sitecustomize.py", "import sys\n", None),
-        ("zz.pth", "import os\n", None),
         ("jest.config.js", "module.exports = {testMatch: []}\n", None),
         # a test file that ends the run before the failures are counted
         ("tests/test_zz.py", "import os\n\n\ndef test_a():\n    os._exit(0)\n", 5),
@@ -754,6 +754,21 @@ def test_what_configures_or_hooks_the_test_run_is_high_risk(
     harness = [r for r in hr.reasons if r.rule_id == "test_harness"]
     assert hr.high_risk and len(harness) == 1, hr.reasons
     assert harness[0].path == path and harness[0].line_no == line_no
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        ("tox.ini", "[flake8]\nmax-line-length = 100\n"),  # not the test run's
+        ("models/weights.pth", "not python\n"),  # a PyTorch checkpoint, not a site .pth
+        ("app/daemon.py", "import os\n\n\ndef child():\n    os._exit(0)\n"),  # a fork's exit
+    ],
+)
+def test_what_only_looks_like_the_test_harness_is_not(policy: Policy, path: str, text: str) -> None:
+    """A review: each of these made an ordinary change High-Risk (and, under local_only,
+    one that could never merge)."""
+    hr = classify_diff(_new_file(path, text), policy.high_risk)
+    assert not [r for r in hr.reasons if r.rule_id == "test_harness"], hr.reasons
 
 
 def test_a_new_plain_test_is_still_not_high_risk(policy: Policy) -> None:
