@@ -76,6 +76,9 @@ class Live(NamedTuple):
 #   where: the reservation's day, session, run, role, model, provider (its call row's)
 # ["k", ts, day, session, run, role, model, provider, tin, tout, ms, cost, outcome]
 #                                                       a call without a reservation
+# ["n", id, expires, expires_at]                        one renewed: its call in flight
+#   (a Switchyard from before renewals skips these records, in its mirror and its fold:
+#   beside one, a renewed reservation can still be expired, as before renewals)
 
 
 def encode(record: list[Any]) -> bytes:
