@@ -87,6 +87,13 @@ def parse_database_url(text: str) -> DatabaseUrl:
             raise StoreUrlError(f"database URL {shown}: ?port={given} is not a port")
         port = int(given)
     database = parts.path.lstrip("/")
+    if "@" in database:
+        # "postgresql://user:2024/Spring@db.lan" (no database) read as host "user", port
+        # 2024, database "Spring@db.lan", and its display showed the password whole
+        raise StoreUrlError(
+            f"database URL {shown}: a '/', '?', '#' or '@' in the password is written "
+            "%2F, %3F, %23, %40"
+        )
     if not database or "/" in database:
         raise StoreUrlError(f"database URL {shown}: name the database (…/switchyard)")
     return DatabaseUrl(
@@ -119,9 +126,10 @@ def _password_part(text: str) -> tuple[int, int] | None:
         return None
     head = _SCHEME.match(text)
     user_start = 0
-    if head is not None and (head.group(2) != ":" or text.find(":", head.end(), at) >= 0):
-        # a scheme ("postgres:/", "postgresql//"; a bare "postgresql:" only when another
-        # ':' follows: "switchyard:pw@" is a user and a password, with no scheme)
+    bare = head is not None and head.group(2) == ":"
+    if head is not None and (not bare or head.group(1).lower() in SCHEMES):
+        # a scheme ("postgres:/", "postgresql//", "mysql://"; bare, as "postgresql:", only
+        # our own: "switchyard:pw@" and "admin:Pw:Secret9@" are a user and a password)
         user_start = head.end()
     colon = text.find(":", user_start, at)
     return (colon + 1, at) if colon >= 0 else None

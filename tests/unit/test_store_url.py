@@ -140,6 +140,9 @@ def test_the_pools_own_retry_logs_never_reach_a_commands_stderr() -> None:
         "postgresql://switchyard:PwLe/ak9x@127.0.0.1:55433/switchyard",
         "postgresql://switchyard:PwLe?ak9x@127.0.0.1:55433/switchyard",
         "postgresql://switchyard:PwLe#ak9x@127.0.0.1:55433/switchyard",
+        # no database: read as host "switchyard", port 2024, database "PwLe/ak9x@…" (a review)
+        "postgresql://switchyard:2024/PwLe/ak9x@db.lan",
+        "postgresql://switchyard:2024/PwLeak9x@db.lan",
     ],
 )
 def test_a_mistyped_url_never_shows_its_password(url: str) -> None:
@@ -150,3 +153,11 @@ def test_a_mistyped_url_never_shows_its_password(url: str) -> None:
     said = str(caught.value)
     assert "PwLe" not in said and "ak9x" not in said and "***" in said, said
     assert "switchyard:***@" in said or "switchyard:***" in said, said
+
+
+def test_a_user_and_a_password_with_no_scheme_are_masked_whole() -> None:
+    """Read as a scheme, "admin:" left "Pw" of "Pw:Secret9" shown (a review)."""
+    with pytest.raises(StoreUrlError) as caught:
+        parse_database_url("admin:Pw:Secret9@127.0.0.1/db")
+    assert "Pw" not in str(caught.value) and "Secret9" not in str(caught.value)
+    assert "admin:***@127.0.0.1/db" in str(caught.value)
