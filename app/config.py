@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -80,9 +81,11 @@ class Settings(BaseSettings):
         (an audit found both), and " platform" was a team of its own with a cap of its own."""
         if not isinstance(value, str):
             return value
-        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        if any(_unprintable(c) for c in value):
+            # a zero-width space made "platform\u200b" a team of its own that looks the same
             raise PydanticCustomError(
-                "name_control", "must be printable: no newline, tab or other control character"
+                "name_control",
+                "must be printable: no newline, tab, zero-width or other control character",
             )
         if value != value.strip():
             raise PydanticCustomError("name_space", "must not start or end with a space")
@@ -268,10 +271,20 @@ def _is_http_url(text: str) -> bool:
 
 
 def _os_user() -> str:
+    """The OS user's name, made fit to be the default (a name the validator would refuse,
+    from $USER, failed every command, blaming a config file that was not there)."""
     try:
-        return getpass.getuser()
+        name = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
         return "unknown"
+    shown = "".join(c for c in name if not _unprintable(c)).strip()[:64]
+    return shown or "unknown"
+
+
+def _unprintable(c: str) -> bool:
+    """A control or format character (a newline, an escape, a zero-width space, a bidi
+    override): invisible, or obeyed by a terminal."""
+    return unicodedata.category(c) in ("Cc", "Cf")
 
 
 def load_settings(**overrides: object) -> Settings:

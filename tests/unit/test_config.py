@@ -479,9 +479,11 @@ def test_http_runtime_urls_are_taken(value: str, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize(
     ("value", "said"),
     [
-        ("ev\x1b[2J\x1b[31mil", "no newline, tab or other control character"),
-        ("ali\nfake@line", "no newline, tab or other control character"),
-        ("\x9bbad", "no newline, tab or other control character"),
+        ("ev\x1b[2J\x1b[31mil", "no newline, tab, zero-width or other control character"),
+        ("ali\nfake@line", "no newline, tab, zero-width or other control character"),
+        ("\x9bbad", "no newline, tab, zero-width or other control character"),
+        ("platform\u200b", "zero-width"),
+        ("ali\u202ece", "zero-width"),
         (" platform", "must not start or end with a space"),
         ("platform ", "must not start or end with a space"),
     ],
@@ -498,3 +500,14 @@ def test_a_user_or_team_name_others_read_is_printable_and_trimmed(
     assert f"setting {field}: " in str(exc.value) and said in str(exc.value)
     monkeypatch.setenv(f"SWITCHYARD_{field.upper()}", "Ana María (platform)")
     assert getattr(load_settings(), field) == "Ana María (platform)"
+
+
+def test_an_os_user_name_unfit_for_a_name_is_cleaned_not_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default comes from $USER: refused, it failed every command, blaming a config
+    file that did not exist (a review)."""
+    monkeypatch.delenv("SWITCHYARD_USER", raising=False)
+    monkeypatch.setenv("USER", "ev\x1b[2Jil ")
+    monkeypatch.setenv("LOGNAME", "ev\x1b[2Jil ")
+    assert load_settings().user == "ev[2Jil"
