@@ -10,6 +10,10 @@ from __future__ import annotations
 
 
 def dollars(usd: float) -> str:
+    if usd < 0:
+        return "-" + dollars(-usd)  # "$-0.005" before
+    if 0 < usd < 0.0000005:
+        return "<$0.000001"  # it read "$0.00", as nothing
     cents = round(usd * 100)
     if abs(usd * 100 - cents) < 1e-6:
         return f"${cents / 100:.2f}"
