@@ -137,7 +137,8 @@ async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]
 
 async def _finish(ctx: RunContext, progress: _Progress, outcome: Outcome, reason: str) -> None:
     """Seal the evidence (audit export, manifest, seal line), drop the worktree (the
-    branch stays for the merge), remember the outcome, and say the run is over."""
+    branch stays for the merge when the run committed something; else it goes too),
+    remember the outcome, and say the run is over."""
     wt = progress.worktree
     loops = progress.work.tests.loops if progress.work else 0
     # a stage the stop cut short ends failed (the panes would show it still running, and
