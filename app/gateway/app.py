@@ -308,7 +308,7 @@ async def _prepared(
         # A client's context_estimate may raise the prompt's size (it knows of more to
         # come), never lower it: the router prices the call and reserves the budget on it,
         # and "1" let a 91k-token prompt past a $0.01 cap and the window's check.
-        counted = prompt if prompt is not None else request_tokens(inbound.request)
+        counted = prompt if prompt is not None else request_tokens(inbound.request, inbound.digests)
         signals = signals.with_estimate(max(counted, signals.context_estimate))
     elif prompt is not None:
         signals = signals.with_estimate(prompt)
