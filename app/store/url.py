@@ -11,6 +11,8 @@ from app.hosts import normal_host, valid_host
 from app.store.errors import StoreUrlError
 
 SCHEMES = ("postgresql", "postgres")
+#: libpq's (and asyncpg's) sslmode values
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 DEFAULT_PORT = 5432
 
 
@@ -67,6 +69,12 @@ def parse_database_url(text: str) -> DatabaseUrl:
         values = query.get(key, [])
         if len(values) > 1 or any("," in v for v in values):
             raise StoreUrlError(f"database URL {shown}: name one {key} (no failover list)")
+    modes = query.get("sslmode", [])
+    if any(m not in SSL_MODES for m in modes) or len(modes) > 1:
+        # it was "cannot reach the team database" (exit 1), as if the server were down
+        raise StoreUrlError(
+            f"database URL {shown}: sslmode={','.join(modes)} is not one of {', '.join(SSL_MODES)}"
+        )
     if "service" in query:
         raise StoreUrlError(f"database URL {shown}: ?service= is not taken: name the host")
     socket_dir: str | None = (query.get("host") or [""])[0] or None

@@ -161,3 +161,13 @@ def test_a_user_and_a_password_with_no_scheme_are_masked_whole() -> None:
         parse_database_url("admin:Pw:Secret9@127.0.0.1/db")
     assert "Pw" not in str(caught.value) and "Secret9" not in str(caught.value)
     assert "admin:***@127.0.0.1/db" in str(caught.value)
+
+
+def test_an_unknown_sslmode_is_a_usage_error_not_a_database_down() -> None:
+    with pytest.raises(StoreUrlError) as caught:
+        parse_database_url("postgresql://u:Secret9x@db/team?sslmode=bogus")
+    assert caught.value.exit_code == 2 and "sslmode=bogus is not one of disable" in str(
+        caught.value
+    )
+    assert "Secret9x" not in str(caught.value)
+    assert parse_database_url("postgresql://u@db/team?sslmode=verify-full").database == "team"
