@@ -276,6 +276,8 @@ def _print_reply(out: Any, reply: TutorReply, *, interactive: bool) -> None:
         how = (
             f"answered by {reply.model}"
             if reply.escalated
+            else f"it stayed local: {reply.stayed_local}"
+            if reply.stayed_local
             else "it stayed local (local_only, denied, unavailable or over budget: see the "
             "audit lines)"
         )

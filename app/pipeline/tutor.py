@@ -51,6 +51,7 @@ from app.router.types import Signals
 
 if TYPE_CHECKING:
     from app.policy.schema import Policy
+    from app.router.routed import RoutedResult
     from app.router.service import Router
     from app.router.session import Session
 
@@ -111,6 +112,12 @@ class TutorReplyInvalid(TutorError):
 # ── what a turn returns ──────────────────────────────────────────────────────────────────
 
 
+def _why_local(result: RoutedResult) -> str:
+    """Why the request stayed local ("it stayed local" said nothing of the missing key a
+    user-audit found behind it)."""
+    return "" if result.escalated else result.passed_over
+
+
 @dataclass(frozen=True)
 class TutorReply:
     """One turn as the learner sees it. ``turn`` is the model's whole reply, kept."""
@@ -125,6 +132,8 @@ class TutorReply:
     escalated: bool = False
     model: str | None = None
     runtime: str | None = None
+    #: why an escalation asked for stayed local (its skips' and denials' details)
+    stayed_local: str = ""
 
     @property
     def questions(self) -> list[str]:
@@ -310,6 +319,7 @@ class TutorSession:
                 escalated=bool(result and result.escalated),
                 model=result.model if result else None,
                 runtime=result.runtime if result else None,
+                stayed_local=_why_local(result) if escalate and result else "",
             )
             self._replies.append(reply)
             of = f" of {self.max_turns}" if self.max_turns is not None else ""

@@ -162,6 +162,9 @@ class RoutedResult:
     decision: Decision
     escalated: bool
     approver: str | None = None
+    #: what became of the cloud steps a locally served request passed over ("claude-…:
+    #: denied; gpt-…: unavailable: no key"), for a caller that says why it stayed local
+    passed_over: str = ""
     #: the request's audit lines, in order, as appended (:attr:`audit` reads them)
     appended: list[Appended] = field(default_factory=list)
     #: the calls the model made (finish_reason "tool_calls")

@@ -344,6 +344,8 @@ class Router:
                 )
                 continue
             result.appended = lines
+            if failed or denied or skipped:
+                result.passed_over = tried(failed, denied, skipped).removeprefix("; before it: ")
             return result
         raise RouteFailed(
             f"{role}: no step could serve the request ({last_error})"

@@ -226,6 +226,9 @@ async def test_denial_moves_down_and_ends_local(tmp_path: Path, policy: Policy) 
     assert kinds.count("denial") == len(policy.chain("architect"))
     assert kinds[-2:] == ["route", "call"]
     assert (await ledger.snapshot("s1")).by_provider == {}
+    # what became of the cloud steps, for a caller that says why it stayed local
+    said = result.passed_over.split("; ")
+    assert sorted(said) == sorted(f"{m}: denied" for m in policy.chain("architect")), said
     await audit.close()
     await ledger.close()
 

@@ -189,6 +189,9 @@ def test_interactive_ends_on_an_empty_line_and_escalates_per_line(
     assert main(["tutor", "--approve", "deny"]) == 0
     out = capsys.readouterr().out
     assert "escalation requested: it stayed local" in out
+    # and why: it said "local_only, denied, unavailable or over budget" of every case
+    said = next(ln for ln in out.splitlines() if "escalation requested" in ln)
+    assert "denied" in said and "(local_only, denied, unavailable" not in said, said
     assert "audit #" in out and "denial" in out
     assert len(vllm.chat_requests) == 1
 

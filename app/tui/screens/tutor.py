@@ -174,6 +174,8 @@ class TutorScreen(Screen[None]):
             text.append(f"{clean(item)}\n")
         if reply.escalate_requested:
             how = f"answered by {reply.model}" if reply.escalated else "it stayed local"
+            if reply.stayed_local:
+                how += f": {reply.stayed_local}"
             text.append(f"escalation requested: {how}\n", dim)
         questions.update(text)
         # the model's own words: plain text, never markup (app/shown.py)
