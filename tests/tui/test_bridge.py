@@ -158,3 +158,9 @@ async def test_the_pane_filter_keeps_the_model_whole(make_app: Any) -> None:
         assert len(pane.lines) - before == 20
         pane.set_filter("-call")
         assert "call" not in {ln["kind"] for ln in pane.shown_lines()}
+        # a word that names no kind: nothing shown, and now said why (a user-audit)
+        said: list[str] = []
+        app.notify = lambda message, **kw: said.append(message)  # type: ignore[method-assign]
+        pane.set_filter("esc foo")
+        assert pane.shown_lines() and {ln["kind"] for ln in pane.shown_lines()} == {"escalation"}
+        assert said and said[-1].startswith("foo: no kind of line is named so"), said

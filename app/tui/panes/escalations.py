@@ -181,6 +181,14 @@ class EscalationsPane(Pane):
         self.filter_text = text.strip()
         self._keep, self._drop = parse_filter(self.filter_text)
         self.redraw()
+        unknown = sorted(w[1:] for w in self._keep | self._drop if w.startswith("?"))
+        if unknown:
+            # "foo · 0/59 lines" said nothing of why (a user-audit)
+            self.app.notify(
+                f"{', '.join(unknown)}: no kind of line is named so "
+                f"(the kinds: {', '.join(AUDIT_KINDS)})",
+                severity="warning",
+            )
 
     def shown_lines(self) -> list[dict[str, Any]]:
         return [ln for ln in self.lines if line_matches(ln, self._keep, self._drop)]
