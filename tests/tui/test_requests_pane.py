@@ -114,6 +114,20 @@ def test_the_escalation_cell_names_the_step_that_served_not_the_first_skipped() 
     assert escalation(row) == ("–✓– claude-opus-4-1 +2", "audit-approval")
 
 
+def test_an_approved_step_whose_call_failed_reads_failed_not_skipped() -> None:
+    """A `y`, then a host that never answered: the cell read "––", as a step with no key
+    (a user-audit)."""
+    row = RequestRow(RID)
+    row.hear(opened())
+    row.hear(line("escalation", "deepseek-reasoner"))
+    row.hear(line("approval", "deepseek-reasoner"))
+    row.hear(line("skip", "deepseek-reasoner", ["SKIP_FAILED", "ERR_CONNECT"]))
+    row.hear(line("escalation", "gpt-5.1-low"))
+    row.hear(line("skip", "gpt-5.1-low", ["SKIP_UNAVAILABLE"]))
+    assert escalation(row) == ("!– gpt-5.1-low +1", "audit-skip")
+    assert row.steps[0] == ["deepseek-reasoner", "failed"]
+
+
 def test_served_first_then_its_lines_never_reopen_or_overwrite_the_row() -> None:
     row = RequestRow(RID)
     row.finish(served(latency_ms=812.0))

@@ -70,6 +70,7 @@ _STEP_MARK = {
     "denied": "✗",
     "timed out": "✗",
     "skipped": "–",
+    "failed": "!",
     "over budget": "$",
     "refused": "✗",
 }
@@ -80,6 +81,7 @@ _STEP_COLOUR = {
     "denied": "audit-denial",
     "timed out": "audit-denial",
     "skipped": "audit-skip",
+    "failed": "audit-denial",
     "over budget": "audit-budget-stop",
     "refused": "audit-local-only-refusal",
 }
@@ -151,6 +153,9 @@ class RequestRow:
                 # asked, and the request went away before anyone answered
                 else "withdrawn"
                 if "APPROVAL_CANCELLED" in codes
+                # approved, then the call failed: it read "–", as a step with no key
+                else "failed"
+                if kind == "skip" and "SKIP_FAILED" in codes
                 else _STEP_OF[kind]
             )
             if kind == "escalation":
