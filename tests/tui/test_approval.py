@@ -194,3 +194,20 @@ async def test_e_requests_escalation_of_the_role_at_work(make_app: Any, clock: M
         await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
         await pilot.press("n")
         await until(pilot, lambda: not app.running, what="the run to end")
+
+
+async def test_the_header_says_only_that_it_waits_while_the_modal_is_up(
+    make_app: Any, clock: ManualClock
+) -> None:
+    """It read "awaiting approval · implementer writing · 173 chars", both at once."""
+    run = ScriptedRun(clock, stop_before="escalation")
+    app = make_app(run=run)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, run.reached.is_set, what="the implementer at work")
+        await settle(pilot)
+        home = app.screen
+        home.header.activity = "implementer writing · 173 chars"
+        run.go_on.set()
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        await settle(pilot)
+        assert home.header.state == "awaiting approval" and home.header.activity == ""

@@ -143,6 +143,9 @@ class WorkbenchScreen(Screen[None]):
         modal = ApprovalScreen(request, self.core.clock, origin=self.approval_origin(request))
         self.pending_approvals[request.request_id] = modal
         self.header.state = "awaiting approval"
+        # what was at work before is over while the human decides ("awaiting approval ·
+        # architect writing · 173 chars" read as both at once: a user-audit)
+        self.header.activity = ""
 
         def answered(result: tuple[DecisionKind, str] | None) -> None:
             self._approval_closed(request)
