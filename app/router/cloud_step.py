@@ -78,6 +78,9 @@ async def escalate(
     and its masking digest the same texts).
     """
     assert d.target is not None and d.provider is not None
+    # a run stopped meanwhile (a local step failed after the stop) announces nothing and
+    # asks nobody: before the escalation line, which would stand with no decision after it
+    router.gate(run)
     values = {r.signal: r.value for r in d.reasons}
     origin = d.local.model if d.local else None
     recorded = {"inputs": inputs} if inputs is not None else {}
@@ -126,7 +129,6 @@ async def escalate(
                 left_usd=round(left, 6),
             )
             return None
-        router.gate(run)  # a run stopped meanwhile asks nobody
         decision = await router.approvals.request(
             ApprovalRequest(
                 session=router.session,

@@ -214,8 +214,7 @@ class Router:
         """Route ``request`` for ``role``: decide, escalate or serve locally, fall back,
         audit each step. ``digests``: the request's (app.remembered.Digests), when its
         caller digested its texts already (the gateway's count)."""
-        if run is not None and self.run_gates:
-            self.gate(run)
+        self.gate(run)
         signals = signals or Signals()
         # each long text digested once: for its count, its hash and its masking
         digests = Digests() if digests is None else digests
@@ -373,7 +372,9 @@ class Router:
 
     def gate(self, run: str | None) -> None:
         """Run ``run``'s check (:attr:`run_gates`), which raises when it must stop."""
-        check = self.run_gates.get(run) if run is not None else None
+        if run is None or not self.run_gates:
+            return  # (the request path's common case: a call of no run)
+        check = self.run_gates.get(run)
         if check is not None:
             check()
 
