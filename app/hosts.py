@@ -59,14 +59,18 @@ _HOSTNAME = re.compile(
 )
 
 
+def is_address(host: str) -> bool:
+    """An IP address, not a name (``[::1]`` and ``127.0.0.1`` are; ``localhost`` is not)."""
+    try:
+        ipaddress.ip_address(normal_host(host))
+    except ValueError:
+        return False
+    return True
+
+
 def valid_host(host: str) -> bool:
     """A DNS name (letters, digits, hyphens, dots) or an IP address."""
-    h = normal_host(host)
-    try:
-        ipaddress.ip_address(h)
-    except ValueError:
-        return bool(_HOSTNAME.match(h))
-    return True
+    return is_address(host) or bool(_HOSTNAME.match(normal_host(host)))
 
 
 def host_port(url: str) -> HostPort | None:

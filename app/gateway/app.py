@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import secrets
 import time
@@ -51,7 +50,7 @@ from app.gateway.inbound import (
     unsendable,
 )
 from app.gateway.signals import header_values, signals_for
-from app.hosts import host_port, is_loopback_name, parse_host_port
+from app.hosts import host_port, is_address, is_loopback_name, parse_host_port
 from app.router.routed import request_tokens
 from app.router.session import Session
 from app.tokens import count_messages
@@ -232,7 +231,7 @@ def _not_from_a_web_page(state: _State, request: Request) -> None:
     host = request.headers.get("host") or ""
     hp = parse_host_port(host) if host else None
     name = hp[0] if hp else ""
-    if host and not (is_loopback_name(name) or _is_ip(name)):
+    if host and not (is_loopback_name(name) or is_address(name)):
         raise GatewayError(
             403,
             "refused",
@@ -240,14 +239,6 @@ def _not_from_a_web_page(state: _State, request: Request) -> None:
             "gateway without a token only by DNS rebinding (give the gateway a token, "
             "--token, to serve it by name)",
         )
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 async def _body(state: _State, request: Request) -> Any:

@@ -51,7 +51,6 @@ from app.router.types import Signals
 
 if TYPE_CHECKING:
     from app.policy.schema import Policy
-    from app.router.routed import RoutedResult
     from app.router.service import Router
     from app.router.session import Session
 
@@ -110,12 +109,6 @@ class TutorReplyInvalid(TutorError):
 
 
 # ── what a turn returns ──────────────────────────────────────────────────────────────────
-
-
-def _why_local(result: RoutedResult) -> str:
-    """Why the request stayed local ("it stayed local" said nothing of the missing key a
-    user-audit found behind it)."""
-    return "" if result.escalated else result.passed_over
 
 
 @dataclass(frozen=True)
@@ -319,7 +312,9 @@ class TutorSession:
                 escalated=bool(result and result.escalated),
                 model=result.model if result else None,
                 runtime=result.runtime if result else None,
-                stayed_local=_why_local(result) if escalate and result else "",
+                # why it stayed local ("it stayed local" said nothing of the missing key
+                # a user-audit found behind it); empty for a request the cloud served
+                stayed_local=result.passed_over if escalate and result else "",
             )
             self._replies.append(reply)
             of = f" of {self.max_turns}" if self.max_turns is not None else ""

@@ -12,6 +12,8 @@ from app.store.errors import StoreUrlError
 
 SCHEMES = ("postgresql", "postgres")
 #: libpq's (and asyncpg's) sslmode values
+#: how a password's URL characters are written (said where one was misread)
+ESCAPES = "a '/', '?', '#' or '@' in the password is written %2F, %3F, %23, %40"
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 DEFAULT_PORT = 5432
 
@@ -56,10 +58,8 @@ def parse_database_url(text: str) -> DatabaseUrl:
         if any(piece in str(exc) for piece in re.split(r"[/?#]", password) if piece):
             # urlsplit's text quotes the piece it could not read, a password's piece
             # when the password holds a '/', '?' or '#' ("…integer value as 'Secr'")
-            raise StoreUrlError(
-                f"database URL {shown}: not a URL that parses (a '/', '?', '#' or '@' "
-                "in the password is written %2F, %3F, %23, %40)"
-            ) from None
+            why = f"not a URL that parses ({ESCAPES})"
+            raise StoreUrlError(f"database URL {shown}: {why}") from None
         raise StoreUrlError(f"database URL {shown}: {exc}") from None
     if parts.scheme not in SCHEMES:
         raise StoreUrlError(f"database URL {shown}: expected postgresql://user@host:port/database")
@@ -98,10 +98,7 @@ def parse_database_url(text: str) -> DatabaseUrl:
     if "@" in database:
         # "postgresql://user:2024/Spring@db.lan" (no database) read as host "user", port
         # 2024, database "Spring@db.lan", and its display showed the password whole
-        raise StoreUrlError(
-            f"database URL {shown}: a '/', '?', '#' or '@' in the password is written "
-            "%2F, %3F, %23, %40"
-        )
+        raise StoreUrlError(f"database URL {shown}: {ESCAPES}")
     if not database or "/" in database:
         raise StoreUrlError(f"database URL {shown}: name the database (…/switchyard)")
     return DatabaseUrl(

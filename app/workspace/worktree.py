@@ -260,10 +260,11 @@ class Worktree:
 
     def config_files(self) -> list[Path]:
         """What git reads as configuration or attributes for this worktree
-        (:mod:`app.workspace.git_config_guard`)."""
+        (:mod:`app.workspace.git_config_guard`); the repository's git dir is the one
+        :attr:`git_dir` lies in (``<git dir>/worktrees/<name>``)."""
         from app.workspace.git_config_guard import watched_files
 
-        return watched_files(common_dir(self.repo), self.git_dir)
+        return watched_files(self.git_dir.parent.parent, self.git_dir)
 
     def restore_dotgit(self) -> bool:
         """Put the worktree's ``.git`` file back as git wrote it, if sandboxed code changed
@@ -562,15 +563,10 @@ def _write_file(target: Path, data: bytes, created: list[Path]) -> None:
     target.write_bytes(data)
 
 
-def common_dir(top: Path) -> Path:
-    """The repository's git dir, shared by its worktrees."""
-    return Path(git_out(top, "rev-parse", "--path-format=absolute", "--git-common-dir"))
-
-
 def _admin_dir(top: Path, path: Path) -> Path:
     """The folder git keeps for the worktree at ``path`` (``<git dir>/worktrees/<name>``),
     found from the repository's side: the one whose ``gitdir`` names ``path/.git``."""
-    common = common_dir(top)
+    common = Path(git_out(top, "rev-parse", "--path-format=absolute", "--git-common-dir"))
     want = path.resolve() / ".git"  # never through a link the tests may have put there
     with contextlib.suppress(OSError):
         for admin in sorted((common / "worktrees").iterdir()):

@@ -32,6 +32,7 @@ from app.workspace.sandbox import (
     run_sandboxed,
     sandbox_degradation_line,
 )
+from tests.ci import missing
 
 PY = sys.executable
 PROBE = probe_sandbox()
@@ -367,10 +368,11 @@ async def test_the_environment_takes_local_only_and_drops_secrets(
     assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
 
 
-@pytest.mark.skipif("bwrap" not in AVAILABLE, reason="bwrap does not run here")
 async def test_under_bwrap_the_checkouts_dot_git_is_read_only(wt: Path) -> None:
     """A test that could rewrite a worktree's .git file could point git at a config of its
     making, which git outside the sandbox would obey (core.fsmonitor runs a program)."""
+    if "bwrap" not in AVAILABLE:
+        missing(f"bubblewrap does not run here: {PROBE.runners.get('bwrap')}")
     (wt / ".git").write_text("gitdir: /somewhere/real\n")
     (wt / "ok.txt").write_text("")
     code = """

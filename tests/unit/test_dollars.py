@@ -28,19 +28,3 @@ from app.dollars import dollars
 )
 def test_dollars(usd: float, shown: str) -> None:
     assert dollars(usd) == shown
-
-
-def test_a_cap_the_ledger_refuses_is_named_as_it_is() -> None:
-    from app.router.ledger.errors import CapExceeded
-
-    err = CapExceeded(
-        cap="provider:deepseek",
-        limit_usd=0.002,
-        spent_usd=0.0015,
-        reserved_usd=0.0,
-        requested_usd=0.000728,
-        session="s1",
-        provider="deepseek",
-        model="m",
-    )
-    assert "cap of $0.002 would be crossed" in str(err) and "requested $0.000728" in str(err)

@@ -171,3 +171,17 @@ def test_spool_records_that_are_odd_read_or_fail_as_each_alone_does(
             decode(records)
     else:
         assert decode(records) == alone
+
+
+def test_a_cap_the_ledger_refuses_is_named_as_it_is() -> None:
+    err = CapExceeded(
+        cap="provider:deepseek",
+        limit_usd=0.002,
+        spent_usd=0.0015,
+        reserved_usd=0.0,
+        requested_usd=0.000728,
+        session="s1",
+        provider="deepseek",
+        model="m",
+    )
+    assert "cap of $0.002 would be crossed" in str(err) and "requested $0.000728" in str(err)
