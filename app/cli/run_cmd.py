@@ -180,7 +180,10 @@ def _spec_overrides(path: Path, loaded: Any) -> Any:
             f"{path}: the spec's §8 block is not compliant; nothing was run\n"
             + "\n".join(str(p) for p in report.errors)
         )
-    overrides = spec_overrides(block, loaded.policy)
+    try:
+        overrides = spec_overrides(block, loaded.policy)
+    except ValueError as exc:  # the lint reports every item it cannot read: never here
+        raise UsageError(f"{exc}; nothing was run") from None
     if not overrides.exercised("implementer"):
         line = next(
             (e.line for e in block.section("roles") if "implementer" in e.key), block.start_line

@@ -2,8 +2,12 @@
 
 `switchyard run --spec FILE` applies local_only, HR and the overrides; the compliance
 lint (`switchyard spec lint`, :mod:`app.policy.spec_lint`) checks the rest of the block
-against the policy. For the lint every line of the block is also kept as an
-:class:`SpecEntry` (its section, key, raw value and line number in the file).
+against the policy. Every line of the block is kept as an :class:`SpecEntry` (its
+section, key, raw value and line number in the file), and both read the block only
+through these entries and the readers below (:func:`read_bool`, :func:`read_yes_no`):
+a second reader once let the lint pass ``local_only = true`` where the run applied a
+later ``local_only = false`` on a prose line, and ``HR = YES!`` be YES to the lint and
+unset for the run.
 
 Two forms exist (seed §8): the full one (roles YES/NO, routing mode, thresholds, tiers,
 privacy, High-Risk, overrides) and the infrastructure-only one ("Roles exercised: none").
@@ -33,6 +37,9 @@ _ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_ -]{0,40})=(.*)$")
 _SECTION = re.compile(r"^([A-Za-z][^:]{0,80}):\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ROLES_NONE = re.compile(r"^\s*Roles exercised\s*:", re.I)
+_WORD = re.compile(r"^\s*[*`_]*(?P<word>[A-Za-z]+(?:/[A-Za-z]+)?)")
+#: sections whose lines are not the block's own settings (a role named "HR" is a role)
+_LISTS = ("roles", "tiers", "overrides")
 
 Form = Literal["full", "infrastructure_only"]
 #: sections of the full form, by the first words of their header line
@@ -45,7 +52,6 @@ SECTIONS = (
     ("high risk", "high_risk"),
     ("overrides", "overrides"),
 )
-_OVERRIDE_NONE = ("<none | list>", "<none|list>", "none", "<none>", "n/a")
 
 
 class SpecError(UsageError):
@@ -78,9 +84,6 @@ class SpecBlock(BaseModel):
     lines: list[str]
     policy_ref: str | None = None
     policy_version: str | None = None
-    local_only: bool | None = None
-    high_risk: bool | None = None
-    overrides: list[str] = Field(default_factory=list)
     infrastructure_only: bool = False
     #: every recognised line, in order (what the compliance lint reads)
     entries: list[SpecEntry] = Field(default_factory=list)
@@ -100,20 +103,45 @@ class SpecBlock(BaseModel):
     def section(self, name: str) -> list[SpecEntry]:
         return [e for e in self.entries if e.section == name]
 
+    def settings(self, key: str) -> list[SpecEntry]:
+        """The block's own lines with this key (not a role, tier or override item): the
+        first is the one read; the lint reports the others as repeated."""
+        return [e for e in self.find(key) if e.section not in _LISTS]
+
+    def _first(self, key: str) -> SpecEntry | None:
+        found = self.settings(key)
+        return found[0] if found else None
+
+    @property
+    def local_only(self) -> bool | None:
+        """``local_only = true|false`` (None: missing or not a boolean)."""
+        entry = self._first("local_only")
+        return read_bool(entry.value) if entry is not None else None
+
+    @property
+    def high_risk(self) -> bool | None:
+        """``HR = YES|NO`` (None: missing, ``YES/NO`` (the classifier decides) or unread)."""
+        entry = self._first("hr")
+        return read_yes_no(entry.value) if entry is not None else None
+
+    @property
+    def overrides(self) -> list[str]:
+        """The Overrides list's items, the template's placeholders and "none" left out."""
+        return [e.value for e in self.section("overrides") if not is_none(e.value)]
+
     @property
     def tier2(self) -> bool | None:
         """``Stage0 Tier2 (NotebookLM): YES`` opts the run in to Tier2 (None: not said)."""
         for entry in self.find("stage0 tier2 (notebooklm)", "roles"):
-            return _yes_no(entry.value)
+            return read_yes_no(entry.value)
         return None
 
     @property
     def full_sweep(self) -> bool | None:
         """``Librarian full sweep: YES`` asks the Librarian to sweep the whole repository
         for the run's brief (its §3 ``full_sweep`` trigger; None: not said)."""
-        for entry in self.find("librarian full sweep"):
-            return _yes_no(entry.value)
-        return None
+        entry = self._first("librarian full sweep")
+        return read_yes_no(entry.value) if entry is not None else None
 
 
 def normalise_key(text: str) -> str:
@@ -147,14 +175,29 @@ def find_block(text: str, path: str) -> SpecBlock:
     raise SpecError(f"{path}: no '## Model & Runtime (Spec Overrides)' block")
 
 
-def _bool(raw: str) -> bool | None:
-    word = raw.strip().strip("`*").rstrip(",;.").strip("`*").lower()
+def first_word(text: str) -> str:
+    """The value's first word (or ``YES/NO``), upper-cased, past any markdown emphasis."""
+    m = _WORD.match(text)
+    return m["word"].upper() if m else ""
+
+
+def read_bool(raw: str) -> bool | None:
+    """``true`` / ``false`` (past emphasis and a trailing comma or full stop), else None."""
+    word = clean_value(raw).rstrip(",;.").lower()
     return {"true": True, "false": False}.get(word)
 
 
-def _yes_no(raw: str) -> bool | None:
-    word = raw.strip().strip("`*").rstrip(",;.").strip("`*").upper()
+def read_yes_no(raw: str) -> bool | None:
+    """YES / NO by the value's first word (``YES (if YES → cloud Judge required)``), else
+    None (``YES/NO`` among them)."""
+    word = first_word(clean_value(raw))
     return True if word == "YES" else False if word == "NO" else None
+
+
+def is_none(value: str) -> bool:
+    """``none``, ``<none | list>`` (the template left as it is), ``n/a``."""
+    v = clean_value(value).lower().replace(" ", "")
+    return v in ("none", "<none|list>", "<none>", "n/a", "")
 
 
 def _section_of(header: str) -> str:
@@ -228,33 +271,14 @@ def _entries(start: int, lines: list[str]) -> list[SpecEntry]:
 
 def _parse(path: str, start: int, lines: list[str], duplicate: int | None = None) -> SpecBlock:
     data: dict[str, object] = {"path": path, "start_line": start, "lines": lines}
-    overrides: list[str] = []
-    in_overrides = False
     for line in lines:
-        body = line.split("#", 1)[0] if "local_only" in line else line
         if m := _POLICY.match(line.strip()):
             data["policy_ref"], data["policy_version"] = m[1].strip("`"), m[2].strip()
-        if m := _LOCAL_ONLY.search(body):
-            data["local_only"] = _bool(m[1])
-        if m := _HR.match(line.strip()):
-            data["high_risk"] = _yes_no(m[1])
         lowered = line.lower()
         if "infrastructure-only" in lowered or (
             _ROLES_NONE.match(line) and "none" in lowered.split(":", 1)[1]
         ):
             data["infrastructure_only"] = True
-        if line.strip().lower().startswith("overrides"):
-            in_overrides = True
-            continue
-        if in_overrides:
-            item = line.strip()
-            if item.startswith("-"):
-                value = item[1:].strip()
-                if value and value.lower() not in _OVERRIDE_NONE:
-                    overrides.append(value)
-            elif item:
-                in_overrides = False
-    data["overrides"] = overrides
     data["entries"] = _entries(start, lines)
     data["duplicate_heading_line"] = duplicate
     return SpecBlock.model_validate(data)

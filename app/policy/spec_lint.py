@@ -130,6 +130,7 @@ def _run(f: Findings) -> None:
         # the full form's lines are optional here, but must still agree when present
         check_routing(f, required=False)
         check_tiers(f, required=False)
+        check_overrides(f, required=False)
         return
     roles = check_roles(f)
     check_routing(f, required=True)

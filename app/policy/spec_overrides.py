@@ -29,7 +29,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.policy.schema import Policy, Trigger
-from app.policy.spec import SpecBlock, clean_value
+from app.policy.spec import SpecBlock, clean_value, is_none, read_yes_no
 from app.policy.spec_checks.roles import ROLE_LINES, compact_role_names
 from app.policy.spec_checks.routing import COMPARISON, LOOPS, OPS, THOUSANDS, second_threshold
 
@@ -242,9 +242,9 @@ def role_marks(block: SpecBlock, policy: Policy) -> dict[str, bool]:
     marks: dict[str, bool] = {}
     for e in block.section("roles"):
         rid = names.get(re.sub(r"[^a-z0-9]", "", e.key))
-        word = clean_value(e.value).split(" ", 1)[0].upper().rstrip(",;.") if e.value else ""
-        if rid is not None and word in ("YES", "NO") and rid not in marks:
-            marks[rid] = word == "YES"
+        mark = read_yes_no(e.value)  # the lint's reading (check_roles: first_word)
+        if rid is not None and mark is not None and rid not in marks:
+            marks[rid] = mark
     return marks
 
 
@@ -280,9 +280,3 @@ def spec_overrides(block: SpecBlock, policy: Policy) -> SpecOverrides:
         thresholds=thresholds,
         budgets=budgets,
     )
-
-
-def is_none(value: str) -> bool:
-    """``none``, ``<none | list>`` (the template left as it is), ``n/a``."""
-    v = clean_value(value).lower().replace(" ", "")
-    return v in ("none", "<none|list>", "<none>", "n/a", "")

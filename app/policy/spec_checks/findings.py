@@ -13,7 +13,6 @@ from app.policy.schema import Policy
 from app.policy.spec import SpecBlock, SpecEntry
 
 Severity = Literal["error", "warning"]
-_WORD = re.compile(r"^\s*[*`_]*(?P<word>[A-Za-z]+(?:/[A-Za-z]+)?)")
 
 
 class LintProblem(BaseModel):
@@ -64,9 +63,7 @@ class Findings:
         self, key: str, field: str, expected: str, *, required: bool = True
     ) -> SpecEntry | None:
         """The single entry with ``key``; missing or repeated ones are findings."""
-        found = [
-            e for e in self.block.find(key) if e.section not in ("roles", "tiers", "overrides")
-        ]
+        found = self.block.settings(key)  # the run reads found[0]: the same line
         if not found:
             if required:
                 self.error(self.heading, field, f"missing line: {expected}")
@@ -74,9 +71,3 @@ class Findings:
         for dup in found[1:]:
             self.error(dup.line, field, f"repeated (first on line {found[0].line})")
         return found[0]
-
-
-def first_word(text: str) -> str:
-    """The value's first word (or ``YES/NO``), upper-cased, past any markdown emphasis."""
-    m = _WORD.match(text)
-    return m["word"].upper() if m else ""

@@ -6,16 +6,20 @@ Each item is read by :func:`app.policy.spec_overrides.parse_override`, the same 
 
 from __future__ import annotations
 
-from app.policy.spec import clean_value
+from app.policy.spec import clean_value, is_none
 from app.policy.spec_checks.findings import Findings
-from app.policy.spec_overrides import RoleModel, Threshold, is_none, parse_override
+from app.policy.spec_overrides import RoleModel, Threshold, parse_override
 
 
-def check_overrides(f: Findings) -> None:
+def check_overrides(f: Findings, *, required: bool = True) -> None:
+    """The list's items; ``required=False`` (the infrastructure-only form, whose template
+    has no list) checks a list that is there all the same, as the run applies it."""
     header = next(
         (e for e in f.block.entries if e.key.startswith("overrides") and not e.section), None
     )
     if header is None:
+        if not required:
+            return
         f.error(f.heading, "overrides", "missing 'Overrides (must be rare):' and its list")
         return
     if clean_value(header.value):

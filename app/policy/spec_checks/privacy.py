@@ -3,8 +3,8 @@ YES only where the cloud Judge can run (GR-002, GR-009)."""
 
 from __future__ import annotations
 
-from app.policy.spec import clean_value
-from app.policy.spec_checks.findings import Findings, first_word
+from app.policy.spec import clean_value, first_word, read_bool
+from app.policy.spec_checks.findings import Findings
 
 #: the seed's wording for a spec that leaves High-Risk to the run's classifier
 HR_UNDECIDED = "YES/NO"
@@ -15,15 +15,14 @@ def check_local_only(f: Findings) -> bool | None:
     entry = f.one("local_only", "privacy.local_only", "local_only = true|false")
     if entry is None:
         return None
-    word = clean_value(entry.value).rstrip(",;.").lower()
-    if word not in ("true", "false"):
+    value = read_bool(entry.value)  # the run's reader (SpecBlock.local_only)
+    if value is None:
         f.error(
             entry.line,
             "privacy.local_only",
             f"local_only must be true or false, got {entry.value.strip() or 'nothing'!r}",
         )
         return None
-    value = word == "true"
     if not value and f.policy.privacy.local_only:
         f.warn(
             entry.line,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 from app.policy.schema import Policy
-from app.policy.spec import SpecEntry, clean_value
-from app.policy.spec_checks.findings import Findings, first_word
+from app.policy.spec import SpecEntry, clean_value, first_word
+from app.policy.spec_checks.findings import Findings
 
 #: the §8 role lines, in the seed's order, with the policy role each one stands for
 ROLE_LINES: tuple[tuple[str, str], ...] = (

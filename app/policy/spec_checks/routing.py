@@ -7,8 +7,8 @@ import math
 import re
 
 from app.policy.schema import Trigger
-from app.policy.spec import SpecEntry, clean_value
-from app.policy.spec_checks.findings import Findings, first_word
+from app.policy.spec import SpecEntry, clean_value, read_yes_no
+from app.policy.spec_checks.findings import Findings
 
 ROUTING_MODE = "local-first with escalation"
 #: providers whose models §4/§5 call Kimi and DeepSeek
@@ -63,7 +63,7 @@ def check_routing(f: Findings, *, required: bool) -> None:
         if e is not None:
             check_family(f, e, family, title)
     sweep = f.one("librarian full sweep", "librarian_full_sweep", "", required=False)
-    if sweep is not None and first_word(sweep.value) not in ("YES", "NO"):
+    if sweep is not None and read_yes_no(sweep.value) is None:
         f.error(sweep.line, "librarian_full_sweep", "expected YES or NO (a whole-repo sweep)")
 
 
