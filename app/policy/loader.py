@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from app.audit.masking import also_secret
+from app.audit.masking import SECRET_ENV_VARS, also_secret
 from app.errors import PolicyError
 from app.hosts import host_port, is_loopback_name, is_provider_host, parse_host_port
 from app.policy.lines import key_lines, line_for
@@ -24,6 +25,7 @@ from app.policy.schema import (
     NUMERIC_SIGNALS,
     UNIT_SIGNALS,
     Policy,
+    Provider,
     Runtime,
 )
 from app.resources import default_policy_path
@@ -214,6 +216,8 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
         prov = p.providers[name]
         if name != "local" and (not prov.base_url or not prov.api_key_env):
             err((("providers", name), "a cloud provider needs base_url and api_key_env"))
+        elif name != "local":
+            _check_provider(name, prov, err, warnings)
     for name in p.budget.provider_day_usd:
         if name not in p.providers:
             err((("budget", "provider_day_usd", name), f"unknown provider {name!r}"))
@@ -230,6 +234,12 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
             model.price_in_usd_per_mtok or model.price_out_usd_per_mtok
         ):
             err((("models", mid), "local models cost 0 (GR-011 never blocks them)"))
+        elif model.provider != "local":
+            # an unpriced cloud model cost $0 and passed every cap (GR-011)
+            if not model.price_in_usd_per_mtok:
+                err((("models", mid, "price_in_usd_per_mtok"), _UNPRICED))
+            if not model.price_out_usd_per_mtok and model.embedding_dim is None:
+                err((("models", mid, "price_out_usd_per_mtok"), _UNPRICED))
 
     for missing in sorted(set(SEED_ROLES) - set(p.roles)):
         err((("roles",), f"the seed's role {missing!r} is missing"))
@@ -341,6 +351,7 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
             err((("runtimes", rid, "base_url"), "an HTTP runtime needs base_url"))
     _check_local_hosts(p, err)
     _check_gateway(p, err)
+    _check_high_risk_judge(p, err)
     for i, name in enumerate(p.local_chain.order):
         if name not in p.runtimes:
             err((("local_chain", "order", i), f"unknown runtime {name!r}"))
@@ -431,6 +442,65 @@ def cloud_endpoints(p: Policy) -> Callable[[tuple[str, int]], bool]:
         return is_provider_host(hp[0]) or hp in provider_eps
 
     return cloud
+
+
+_UNPRICED = "a cloud model needs its price: unpriced, its calls cost $0 and pass every cap (GR-011)"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_provider(
+    name: str, prov: Provider, err: Callable[[Finding], None], warnings: list[Finding]
+) -> None:
+    """Where a provider's key goes: an ``https`` URL with a host and no user part (plain
+    ``http`` only to loopback, a test's fake), from a variable named like one."""
+    url, var = prov.base_url or "", prov.api_key_env or ""
+    where = ("providers", name, "base_url")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    hp = host_port(url)
+    if parts is None or parts.scheme not in ("http", "https") or hp is None:
+        err((where, f"expected an http(s) URL with a host, got {url!r}"))
+    elif "@" in parts.netloc:
+        err((where, "a user or password in the URL: the key goes in api_key_env"))
+    elif parts.query or parts.fragment or any(c.isspace() for c in url):
+        err((where, f"a query, fragment or space in the URL: {url!r}"))
+    elif parts.scheme == "http" and not is_loopback_name(hp[0]):
+        err((where, f"plain http to {hp[0]} would send {var or 'the key'} in clear: use https"))
+    if not _ENV_NAME.match(var):
+        err((("providers", name, "api_key_env"), f"not an environment variable name: {var!r}"))
+    elif var not in SECRET_ENV_VARS:
+        warnings.append(
+            (
+                ("providers", name, "api_key_env"),
+                f"{var} is not a usual provider key ({', '.join(SECRET_ENV_VARS)}): its value "
+                f"is sent to {hp[0] if hp else url} as the key",
+            )
+        )
+
+
+def _check_high_risk_judge(p: Policy, err: Callable[[Finding], None]) -> None:
+    """GR-002 holds only when a High-Risk change can reach a cloud Judge: a trigger on
+    ``high_risk`` for the Judge, and a cloud model in its chain. Without either, every
+    High-Risk change is judged locally and can never be merged, with the policy called ok."""
+    judge = p.roles.get("judge")
+    if judge is None:
+        return  # the missing seed role is reported on its own
+    chain = [m for m in p.chain("judge") if m in p.models]
+    if judge.locality != "cloud":
+        err((("roles", "judge", "locality"), "the Judge is a cloud role (GR-002, GR-003)"))
+    elif not any(p.is_cloud(m) for m in chain):
+        err((("roles", "judge"), "the Judge's chain has no cloud model (GR-002)"))
+    if not any(t.signal == "high_risk" for t in p.triggers_for("judge")):
+        err(
+            (
+                ("triggers",),
+                "no trigger sends the Judge to the cloud on high_risk: a High-Risk change "
+                "would be judged locally and could never be merged (GR-002)",
+            )
+        )
 
 
 def _check_local_hosts(p: Policy, err: Callable[[Finding], None]) -> None:

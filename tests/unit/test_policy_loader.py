@@ -210,6 +210,14 @@ def _toml_syntax() -> str:
     return replace_line(line_of('status = "active"'), 'status = "active')
 
 
+def judge_locality_line() -> int:
+    return line_of('locality = "cloud"', after="[roles.judge]")
+
+
+def judge_default_line() -> int:
+    return line_of('default = "gpt-5.1-high"', after="[roles.judge]")
+
+
 def _exact(line: Callable[[], int], text: str) -> Callable[[str], list[str]]:
     return lambda f: [f"{f}:{line()}: {text}"]
 
@@ -395,6 +403,73 @@ MUTATIONS: dict[str, Mutation] = {
             "missing ), unterminated subpattern at position 0",
         ),
     ),
+    "a provider over plain http to another host": Mutation(
+        lambda: replace_line(
+            line_of('base_url = "https://api.openai.com/v1"'),
+            'base_url = "http://attacker.example/v1"',
+        ),
+        _exact(
+            lambda: line_of('base_url = "https://api.openai.com/v1"'),
+            "providers.openai.base_url: plain http to attacker.example would send "
+            "OPENAI_API_KEY in clear: use https",
+        ),
+    ),
+    "a provider URL with a user part": Mutation(
+        lambda: replace_line(
+            line_of('base_url = "https://api.openai.com/v1"'),
+            'base_url = "https://api.openai.com@evil.example.net/v1"',
+        ),
+        _exact(
+            lambda: line_of('base_url = "https://api.openai.com/v1"'),
+            "providers.openai.base_url: a user or password in the URL: the key goes in api_key_env",
+        ),
+    ),
+    "a provider URL that is a file": Mutation(
+        lambda: replace_line(
+            line_of('base_url = "https://api.openai.com/v1"'), 'base_url = "file:///etc/passwd"'
+        ),
+        _exact(
+            lambda: line_of('base_url = "https://api.openai.com/v1"'),
+            "providers.openai.base_url: expected an http(s) URL with a host, got "
+            "'file:///etc/passwd'",
+        ),
+    ),
+    "a key variable that is no variable name": Mutation(
+        lambda: replace_line(
+            line_of('api_key_env = "OPENAI_API_KEY"'), 'api_key_env = "OPENAI API KEY"'
+        ),
+        _exact(
+            lambda: line_of('api_key_env = "OPENAI_API_KEY"'),
+            "providers.openai.api_key_env: not an environment variable name: 'OPENAI API KEY'",
+        ),
+    ),
+    "an unpriced cloud model": Mutation(
+        lambda: replace_line(line_of("price_out_usd_per_mtok = 25.0"), ""),
+        _exact(
+            lambda: line_of('[models."claude-opus-4.7"]'),
+            "models.claude-opus-4.7.price_out_usd_per_mtok: a cloud model needs its price: "
+            "unpriced, its calls cost $0 and pass every cap (GR-011)",
+        ),
+    ),
+    "no High-Risk trigger for the Judge": Mutation(
+        lambda: replace_line(line_of('signal = "high_risk"'), 'signal = "user_request"'),
+        _exact(
+            lambda: line_of("[[triggers]]"),
+            "triggers: no trigger sends the Judge to the cloud on high_risk: a High-Risk "
+            "change would be judged locally and could never be merged (GR-002)",
+        ),
+    ),
+    "a local Judge": Mutation(
+        lambda: replace_line(
+            line_of('locality = "cloud"', after="[roles.judge]"), 'locality = "local"'
+        ),
+        lambda f: [
+            f"{f}:{judge_default_line()}: roles.judge.default: a local role's default must be "
+            "a local model",
+            f"{f}:{judge_locality_line()}: roles.judge.locality: the Judge is a cloud role "
+            "(GR-002, GR-003)",
+        ],
+    ),
     "a multi-line key name": Mutation(
         lambda: insert_after(line_of("[roles.tutor]"), '"two\\nlines" = 1'),
         _exact(lambda: line_of("[roles.tutor]") + 1, "roles.tutor.two\\nlines: unknown key"),
@@ -520,6 +595,24 @@ def test_switching_off_an_unlocked_guardrail_is_a_warning(tmp_path: Path) -> Non
     target = _write(tmp_path, replace_line(line, "enabled = false"))
     loaded = load_policy(target)
     assert f"{target}:{line}: guardrails.GR-010.enabled: GR-010 is switched off" in loaded.warnings
+
+
+def test_an_unusual_key_variable_is_a_warning_naming_where_it_goes(tmp_path: Path) -> None:
+    line = line_of('api_key_env = "OPENAI_API_KEY"')
+    target = _write(tmp_path, replace_line(line, 'api_key_env = "GITHUB_TOKEN"'))
+    loaded = load_policy(target)
+    said = [w for w in loaded.warnings if w.startswith(f"{target}:{line}: ")]
+    assert said == [
+        f"{target}:{line}: providers.openai.api_key_env: GITHUB_TOKEN is not a usual provider "
+        "key (OPENAI_API_KEY, ANTHROPIC_API_KEY, DEEPSEEK_API_KEY, MOONSHOT_API_KEY): its "
+        "value is sent to api.openai.com as the key"
+    ]
+
+
+def test_plain_http_to_loopback_stays_allowed_for_a_fake_provider(tmp_path: Path) -> None:
+    line = line_of('base_url = "https://api.openai.com/v1"')
+    for url in ("http://127.0.0.1:8123/v1", "http://localhost:9/v1", "http://[::1]:80/v1"):
+        load_policy(_write(tmp_path, replace_line(line, f'base_url = "{url}"')))
 
 
 def test_a_role_trigger_without_a_chain_to_escalate_on_is_a_warning(tmp_path: Path) -> None:
