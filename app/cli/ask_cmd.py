@@ -59,9 +59,14 @@ def _load_schema(path: Path) -> dict[str, Any]:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--schema {path}: cannot read: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"--schema {path}: nested too deeply to be a schema") from None
     if not isinstance(data, dict) or data.get("type") not in ("object", None):
         raise UsageError(f"--schema {path}: expected a JSON schema object with type 'object'")
-    problem = schema_problem(data)
+    try:
+        problem = schema_problem(data)
+    except RecursionError:
+        raise UsageError(f"--schema {path}: nested too deeply to be a schema") from None
     if problem:
         raise UsageError(f"--schema {path}: {problem}")
     return data
@@ -76,6 +81,12 @@ def _ask(args: argparse.Namespace) -> int:
     policy = policy_from(args, settings).policy
     if args.role not in policy.roles:
         raise UsageError(f"--role {args.role}: unknown role (known: {', '.join(policy.roles)})")
+    if policy.roles[args.role].kind != "llm":
+        chat = ", ".join(r for r, spec in policy.roles.items() if spec.kind == "llm")
+        raise UsageError(
+            f"--role {args.role}: a role of kind {policy.roles[args.role].kind} answers no chat "
+            f"request (chat roles: {chat})"
+        )
     signals = parse_signals(args.signal)
     schema = _load_schema(args.schema) if args.schema else None
     open_line: list[bool] = [False]  # the streamed reply's last line is not ended
@@ -140,6 +151,7 @@ async def _run(
 
         failure: str | None = None
         result = None
+        earlier = None  # a rejected first reply, when a repair followed (GR-012)
         parsed: Any = None
         try:
             if schema is None:
@@ -152,6 +164,7 @@ async def _run(
                     session.router, args.role, request, schema_parser(schema), signals
                 )
                 result, parsed, failure = answer.result, answer.value, answer.error
+                earlier = answer.earlier
                 if failure is not None and answer.rejected:
                     failure = (
                         f"no answer fits the schema after {counted(answer.calls, 'generation')} "
@@ -163,6 +176,11 @@ async def _run(
 
     if streamed and result is not None:
         sys.stdout.write("\n")
+    # a repaired answer was two paid calls: both are counted, as the ledger counts them
+    paid = [r for r in (earlier, result) if r is not None]
+    tokens_in = sum(r.tokens_in for r in paid)
+    tokens_out = sum(r.tokens_out for r in paid)
+    cost = sum(r.cost_usd for r in paid)
 
     if args.json:
         data: dict[str, Any] = {
@@ -180,10 +198,11 @@ async def _run(
                 escalated=result.escalated,
                 text=result.text,
                 json=parsed,
-                tokens_in=result.tokens_in,
-                tokens_out=result.tokens_out,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                generations=len(paid),
                 usage_counted_locally=result.usage_counted_locally,
-                cost_usd=round(result.cost_usd, 9),  # nano-dollars, as the ledger holds it
+                cost_usd=round(cost, 9),  # nano-dollars, as the ledger holds it
                 latency_ms=round(result.latency_ms, 1),
                 finish_reason=result.finish_reason,
             )
@@ -197,8 +216,9 @@ async def _run(
         locally = " (counted locally)" if result.usage_counted_locally else ""
         out.print(
             f"[bold]model[/] {result.model} · {result.runtime} · [bold]tokens[/] "
-            f"{result.tokens_in} in / {result.tokens_out} out{locally} · [bold]cost[/] "
-            f"${result.cost_usd:.4f} · {result.latency_ms / 1000:.1f}s"
+            f"{tokens_in} in / {tokens_out} out{locally} · [bold]cost[/] "
+            f"${cost:.4f} · {result.latency_ms / 1000:.1f}s"
+            + (f" · {len(paid)} generations (one repair)" if len(paid) > 1 else "")
         )
     out.print(f"[bold]audit[/] (session {session.id})")
     audit_lines.print_brief(out, lines)

@@ -218,8 +218,13 @@ class Router:
         signals = signals or Signals()
         # each long text digested once: for its count, its hash and its masking
         digests = Digests() if digests is None else digests
+        # the reservation covers what the request may be billed: its own output cap, not
+        # the role's default (`ask --max-tokens 1000000` was reserved at 4,096 tokens and
+        # billed past every cap), nor a signal's lower figure
         if signals.context_estimate is None:
-            signals = signals.with_estimate(request_tokens(request, digests))
+            signals = signals.with_estimate(request_tokens(request, digests), request.max_tokens)
+        elif signals.output_tokens != request.max_tokens:
+            signals = signals.with_estimate(None, request.max_tokens)
         lines: list[Appended] = []
         denied: set[str] = set()
         failed: dict[str, str] = {}

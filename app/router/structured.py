@@ -83,6 +83,8 @@ class Answer(Generic[T]):
     problems: list[str] = field(default_factory=list)
     #: no value because the last reply was rejected (not because no step could serve)
     rejected: bool = False
+    #: the rejected first reply, when a repair followed (its call was paid for too)
+    earlier: RoutedResult | None = None
 
     @property
     def ok(self) -> bool:
@@ -283,7 +285,7 @@ async def complete_structured(
         return Answer(None, first, str(exc), calls=1, text=first.text, problems=seen)
     value, found = _judge(parse, second)
     if not found:
-        return Answer(value, second, calls=2, text=second.text, problems=seen)
+        return Answer(value, second, calls=2, text=second.text, problems=seen, earlier=first)
     seen += found
     if on_rejected is not None:
         await on_rejected(second, found, 2)
@@ -295,4 +297,5 @@ async def complete_structured(
         text=second.text,
         problems=seen,
         rejected=True,
+        earlier=first,
     )

@@ -59,24 +59,30 @@ class Signals(Frozen):
     #: checks, said in the trigger's text when it fires
     grounds: tuple[tuple[str, str], ...] = ()
 
-    def with_estimate(self, tokens: int) -> Self:
+    def with_estimate(self, tokens: int | None, output_tokens: int | None = None) -> Self:
         """These signals with ``context_estimate`` set to ``tokens`` (the router's count
-        of a request's prompt, a non-negative int: nothing to validate). What
-        ``model_copy(update=...)`` makes, in half its time: once per request (issue 20).
-        A subclass (its own private attributes or extras) gets ``model_copy``'s."""
+        of a request's prompt, a non-negative int: nothing to validate; None keeps the
+        caller's) and ``output_tokens`` to the request's own cap (a positive int, as
+        ``ChatRequest`` holds it; None keeps the signal's). What ``model_copy(update=...)``
+        makes, in half its time: once per request (issue 20). A subclass (its own private
+        attributes or extras) gets ``model_copy``'s."""
+        update: dict[str, int] = {}
+        if output_tokens is not None:
+            update["output_tokens"] = output_tokens
+        if tokens is not None:
+            update["context_estimate"] = tokens
         if type(self) is not Signals:
-            return self.model_copy(update={"context_estimate": tokens})
+            return self.model_copy(update=update)
         new = object.__new__(type(self))
         values = self.__dict__.copy()
-        values["context_estimate"] = tokens
+        values.update(update)
         object.__setattr__(new, "__dict__", values)
-        object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | _ESTIMATE)
+        object.__setattr__(
+            new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | update.keys()
+        )
         object.__setattr__(new, "__pydantic_extra__", None)
         object.__setattr__(new, "__pydantic_private__", None)
         return new
-
-
-_ESTIMATE = frozenset({"context_estimate"})
 
 
 class RouterState(Frozen):

@@ -291,6 +291,10 @@ def test_a_schema_never_met_ends_after_the_documented_generations_with_one_repai
     assert len(vllm.chat_requests) == MAX_STRUCTURED_GENERATIONS
     repairs = [a for a in data["audit"] if a["kind"] == "repair"]
     assert len(repairs) == 1 and repairs[0]["reason_codes"] == ["GR012_REPAIR"]
+    # both generations are counted, not the last alone
+    assert data["generations"] == MAX_STRUCTURED_GENERATIONS
+    calls = [a for a in data["audit"] if a["kind"] == "call"]
+    assert data["tokens_out"] == sum(c["values"]["tokens_out"] for c in calls)
     assert data["error"].startswith(
         f"no answer fits the schema after {MAX_STRUCTURED_GENERATIONS} generations"
     )
@@ -365,3 +369,16 @@ def test_a_schema_that_is_a_directory_says_so(
     assert capsys.readouterr().err.splitlines() == [
         f"switchyard: --schema {tmp_path}: is a directory"
     ]
+
+
+def test_a_schema_nested_too_deeply_and_a_role_that_answers_no_chat_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"type": "object", "x": ' + "[" * 3000 + "]" * 3000 + "}")
+    assert main(["ask", "--role", "architect", "--schema", str(deep), "hi"]) == 2
+    assert capsys.readouterr().err.strip().endswith("nested too deeply to be a schema")
+    # an embedding role was sent a chat request (or a KeyError traceback)
+    assert main(["ask", "--role", "embeddings", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "a role of kind embedding answers no chat request" in err and "Traceback" not in err

@@ -674,3 +674,28 @@ async def test_the_state_decide_reads_holds_every_read_and_the_defaults_otherwis
     finally:
         await audit.close()
         await ledger.close()
+
+
+async def test_the_reservation_covers_the_requests_own_output_cap(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """`ask --max-tokens 1000000` was reserved at the role's 4,096 output tokens and billed
+    past every cap; a request's own cap is what its reservation covers, both ways."""
+    tight = policy.model_copy(
+        update={"budget": policy.budget.model_copy(update={"session_usd": 0.5})}
+    )
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, tight, resolver)
+    # GPT-5.1's 100k output tokens cost $1: past the cap (the role's 4,096 cost $0.2)
+    huge = REQ.model_copy(update={"max_tokens": 100_000})
+    # a signal's lower figure does not shrink it either
+    result = await router.complete("architect", huge, Signals(confidence=0.5, output_tokens=1))
+    skip = next(line for line in result.audit if line.kind == "skip")
+    assert skip.to == "gpt-5.1-high" and "SKIP_BUDGET" in skip.reason_codes
+    assert resolver.sent(("gpt-5.1-high", "cloud")) == []
+    esc = next(line for line in result.audit if line.kind == "escalation")
+    price = policy.model(esc.to or "").price_out_usd_per_mtok
+    assert esc.to == "deepseek-reasoner"
+    assert esc.values["est_cost_usd"] >= 100_000 * price / 1e6
+    await audit.close()
+    await ledger.close()
