@@ -9,6 +9,7 @@ endpoint is reported ``refused`` without a packet leaving (GR-009).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Literal
 
@@ -128,9 +129,33 @@ PROBE_MAX_BYTES = 1 << 20
 
 
 def _fetch(http: httpx.Client, url: str, timeout: float) -> tuple[int, bytes]:
-    """GET ``url``: its status and body, the whole of it within ``timeout``. httpx's
-    timeout bounds each read, so a server that sends a byte every half second kept
-    `local status` waiting for ever; this bounds the request."""
+    """GET ``url``: its status and body, the whole of it within ``timeout``.
+
+    httpx's timeout bounds each read, the wait for the headers too, so a server that
+    sends a byte every half second kept `local status` (and `ask`, through the same
+    probe) waiting for ever. The request runs on a thread of its own and is waited for
+    ``timeout``: past it the probe answers ``down`` and the thread is left to its read (a
+    daemon, which never holds the process; closing the client ends it)."""
+    box: list[tuple[int, bytes] | BaseException] = []
+
+    def work() -> None:
+        try:
+            box.append(_read(http, url, timeout))
+        except BaseException as exc:  # handed to the caller, never printed by the thread
+            box.append(exc)
+
+    worker = threading.Thread(target=work, name="switchyard-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not box:
+        raise httpx.ReadTimeout(f"no whole answer in {timeout:g}s")
+    got = box[0]
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
+def _read(http: httpx.Client, url: str, timeout: float) -> tuple[int, bytes]:
     deadline = time.monotonic() + timeout
     body = bytearray()
     with http.stream("GET", url) as r:

@@ -247,11 +247,14 @@ class BackendRegistry:
             return False
         started = time.perf_counter()
         try:
-            health, models = await asyncio.gather(
-                client.get(f"{api_root(base)}/health", timeout=PROBE_TIMEOUT_S),
-                client.get(f"{base}/models", timeout=PROBE_TIMEOUT_S),
-                return_exceptions=True,  # both settle; neither is left to fail unobserved
-            )
+            # httpx's timeout bounds each read: a server dripping its headers a byte at a
+            # time held `ask` for ever; the probe as a whole gets the probe's time
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                health, models = await asyncio.gather(
+                    client.get(f"{api_root(base)}/health", timeout=PROBE_TIMEOUT_S),
+                    client.get(f"{base}/models", timeout=PROBE_TIMEOUT_S),
+                    return_exceptions=True,  # both settle; neither is left to fail unobserved
+                )
             if isinstance(health, BaseException):
                 raise health
             if isinstance(models, BaseException):

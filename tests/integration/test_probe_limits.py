@@ -16,6 +16,21 @@ from app.backends.probe import probe_endpoint
 @pytest.fixture
 def dripping() -> Iterator[int]:
     """A loopback server that promises 100 kB and sends a byte every 0.2 s (for 10 s)."""
+    yield from _dripper(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+
+
+#: set when a connection got its whole drip: a probe still waiting then was not bounded
+FINISHED = threading.Event()
+
+
+@pytest.fixture
+def dripping_headers() -> Iterator[int]:
+    """A loopback server whose headers never end: a byte of one every 0.2 s (for 10 s)."""
+    FINISHED.clear()
+    yield from _dripper(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+
+
+def _dripper(head: bytes) -> Iterator[int]:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     stop = threading.Event()
@@ -28,7 +43,7 @@ def dripping() -> Iterator[int]:
                 return
             with conn:
                 conn.recv(4096)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                conn.sendall(head)
                 for _ in range(50):
                     if stop.is_set():
                         return
@@ -37,6 +52,8 @@ def dripping() -> Iterator[int]:
                     except OSError:
                         break
                     time.sleep(0.2)
+                else:
+                    FINISHED.set()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -53,6 +70,27 @@ def test_an_answer_that_never_ends_is_down_within_the_limit(dripping: int) -> No
     `local status` waiting for ever (it answered nothing for 60 s, then was killed)."""
     status = probe_endpoint("vllm", f"http://127.0.0.1:{dripping}/v1", timeout=1.0)
     assert status.state == "down" and status.detail == "no answer in 1s"
+
+
+def test_headers_that_never_end_are_down_within_the_limit(dripping_headers: int) -> None:
+    """httpx's timeout bounds each read of the headers too: `local status`, `route
+    explain --probe` and `ask` waited on such a server until it gave up (10 s here)."""
+    status = probe_endpoint("vllm", f"http://127.0.0.1:{dripping_headers}/v1", timeout=1.0)
+    assert status.state == "down" and status.detail == "no answer in 1s"
+    assert not FINISHED.is_set()  # it answered before the server was done with it
+
+
+async def test_the_routers_probe_of_such_a_server_says_down(dripping_headers: int) -> None:
+    from app.backends.registry import BackendRegistry
+    from app.policy import load_policy
+
+    url = f"http://127.0.0.1:{dripping_headers}/v1"
+    registry = BackendRegistry(load_policy().policy, local_only=False, runtime_urls={"vllm": url})
+    try:
+        assert await registry.runtime_up("vllm") is False
+        assert not FINISHED.is_set()  # it answered before the server was done with it
+    finally:
+        await registry.aclose()
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:abc/v1", "http://[::1/v1"])
