@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.evidence.bundle import HIGHRISK
 from app.pipeline import prompts
+from app.pipeline.command_files import command_files
 from app.pipeline.critic import critique
 from app.pipeline.schemas import Plan, Verdict
 from app.pipeline.second_opinion import advise
@@ -29,24 +30,6 @@ if TYPE_CHECKING:
     from app.pipeline.context import RunContext
 
 ROLE = "judge"
-
-
-def command_files(argv: Sequence[str], root: Path) -> list[str]:
-    """The repository files the test command names (``./check.sh``, ``bash
-    scripts/test.sh``, ``python run_tests.py``), as paths from ``root``."""
-    found: list[str] = []
-    top = root.resolve()
-    for arg in argv:
-        if not arg or arg.startswith("-") or "\0" in arg:
-            continue
-        try:
-            target = (root / arg).resolve()
-            inside = target.is_relative_to(top) and target.is_file()
-        except (OSError, ValueError):
-            continue
-        if inside:
-            found.append(target.relative_to(top).as_posix())
-    return found
 
 
 @dataclass(frozen=True)

@@ -312,10 +312,10 @@ _HARNESS_LINE = re.compile(r"^\s*(?:async\s+)?def\s+pytest_\w+\s*\(|^\s*pytest_p
 _TEST_EXIT = re.compile(r"\bos\._exit\s*\(")
 #: a shared config file's lines that configure the test run (``tox.ini`` and
 #: ``setup.cfg`` hold flake8's and others' settings too: those are not the harness)
-_SHARED_CONFIGS = ("**/tox.ini", "**/setup.cfg")
+_SHARED_CONFIGS = ("**/tox.ini", "**/setup.cfg", "**/pyproject.toml")
 _HARNESS_CONFIG_LINE = re.compile(
-    r"^\s*\[(?:pytest|tool:pytest|testenv[^\]]*)\]|^\s*(?:addopts|testpaths|python_files|"
-    r"python_classes|python_functions|commands)\s*="
+    r"^\s*\[(?:pytest|tool:pytest|tool\.pytest\.ini_options|testenv[^\]]*)\]|"
+    r"^\s*(?:addopts|testpaths|python_files|python_classes|python_functions|commands)\s*="
 )
 
 

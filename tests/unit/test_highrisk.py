@@ -703,7 +703,7 @@ def test_a_change_to_the_test_commands_own_script_is_high_risk(policy: Policy) -
 
 
 def test_the_files_a_test_command_names(tmp_path: Path) -> None:
-    from app.pipeline.judge import command_files
+    from app.pipeline.command_files import command_files
 
     (tmp_path / "check.sh").write_text("#!/bin/sh\n")
     (tmp_path / "scripts").mkdir()
@@ -738,6 +738,7 @@ def _new_file(path: str, text: str) -> str:
         ("pytest.ini", "[pytest]\naddopts = --collect-only\n", None),
         ("tox.ini", "[pytest]\naddopts = -p no:python\n", 1),
         ("setup.cfg", "[metadata]\nname = x\n\n[tool:pytest]\ntestpaths = nowhere\n", 4),
+        ("pyproject.toml", '[project]\nname = "x"\n\n[tool.pytest.ini_options]\n', 4),
         ("src/sitecustomize.py", "import sys\n", None),
         ("jest.config.js", "module.exports = {testMatch: []}\n", None),
         # a test file that ends the run before the failures are counted
@@ -760,6 +761,7 @@ def test_what_configures_or_hooks_the_test_run_is_high_risk(
     ("path", "text"),
     [
         ("tox.ini", "[flake8]\nmax-line-length = 100\n"),  # not the test run's
+        ("pyproject.toml", "[tool.ruff]\nline-length = 100\n"),
         ("models/weights.pth", "not python\n"),  # a PyTorch checkpoint, not a site .pth
         ("app/daemon.py", "import os\n\n\ndef child():\n    os._exit(0)\n"),  # a fork's exit
     ],
