@@ -1,15 +1,16 @@
 """What git reads as configuration around a run's worktree, watched across a test run
 that a weaker runner let write outside the worktree (GR-010).
 
-Under ``unshare`` (and the opt-in ``rlimit``) the tests can write anywhere the user can:
+Under the opt-in ``rlimit`` runner (and ``unshare`` before it confined writes too) the
+tests can write anywhere the user can:
 a ``[filter "x"] smudge = <program>`` in the repository's ``.git/config`` with
 ``* filter=x`` in ``.git/info/attributes`` had Switchyard's next ``git reset`` run that
 program outside the sandbox (a review found it; naming the git dir and switching off
 core.fsmonitor do not cover filters, textconv or other drivers). So each file git reads
 as configuration or attributes is read before the run; after it, one that changed is put
 back as it was before any git call, and the run stops (the caller audits it).
-Under bwrap the root is read-only and only the worktree (its .git file read-only too) is
-writable: nothing here can change.
+Under bwrap and unshare the root is read-only and only the worktree (its .git file
+read-only too) is writable: nothing here can change.
 """
 
 from __future__ import annotations

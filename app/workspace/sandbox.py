@@ -6,8 +6,12 @@ Runners, strongest first; the first that works on this machine is used:
   ``/tmp``, ``/run`` and ``/dev``, every namespace unshared (so no network: only the
   sandbox's own loopback), a new session, all capabilities dropped, killed with its
   parent. Well-known secret stores under ``$HOME`` (~/.ssh, ~/.aws, …) are hidden.
-* ``unshare``: ``unshare -rn`` with a pid namespace. No network, but the filesystem is
-  not confined: degraded.
+* ``unshare``: user, mount, net and pid namespaces, the filesystem built as bwrap builds
+  it (:mod:`~app.workspace.unshare_shim`: every mount read-only but the worktree, private
+  ``/tmp`` and ``/run``, the secret stores hidden, every capability dropped). No network,
+  writes only in the worktree; degraded only in sharing the host's ``/dev`` and the
+  terminal's session. (Until an audit forged a green test log through it, this runner
+  confined the network alone, with no opt-in.)
 * ``rlimit``: a plain subprocess with time and memory limits only, the network on: no
   sandbox at all. Never chosen by default: it needs an explicit opt-in, and is refused
   under local_only (the sandbox fails closed; :mod:`~app.workspace.sandbox_policy`).
@@ -277,8 +281,9 @@ def _prepare(
         reason = probe.reason
     else:
         reason = f"{chosen} was asked for; using it ({WEAKNESS[chosen]})"
-    # Weaker runners share the host's /tmp: give the command a private HOME and TMPDIR.
-    private_tmp = None if chosen == "bwrap" else tempfile.mkdtemp(prefix="switchyard-sbx-")
+    # rlimit shares the host's /tmp: give the command a private HOME and TMPDIR (bwrap
+    # and unshare mount a private /tmp of their own)
+    private_tmp = None if chosen != "rlimit" else tempfile.mkdtemp(prefix="switchyard-sbx-")
     home = private_tmp or "/tmp"
     full_env = command_env(
         home, home, local_only=rules.local_only, extra=rules.extra, secrets=rules.secrets

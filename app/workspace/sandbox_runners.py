@@ -19,7 +19,8 @@ RUNNERS: tuple[Runner, ...] = ("bwrap", "unshare", "rlimit")
 
 #: what a degraded runner does not confine, for the GR-005 audit line
 WEAKNESS: dict[Runner, str] = {
-    "unshare": "no network, but writes are not confined to the worktree",
+    "unshare": "no network, writes only in the worktree, no capabilities (as bwrap), but "
+    "the host's /dev and the terminal's session are shared",
     "rlimit": "no network or filesystem isolation: only time and memory limits",
 }
 
@@ -60,21 +61,34 @@ def wrap(
     if runner == "bwrap":
         return bwrap(argv, cwd=cwd, env=env, ro=ro)
     if runner == "unshare":
-        # A fresh net namespace has its loopback down; bring it up (as bwrap does) so
-        # tests that serve on 127.0.0.1 behave alike under both runners.
-        shim = [sys.executable, "-c", _LO_UP_SHIM]
-        return [
-            "unshare",
-            "--user",
-            "--map-root-user",
-            "--net",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            *shim,
-            *argv,
-        ]
+        return unshare(argv, cwd=cwd, ro=ro)
     return argv
+
+
+def unshare(argv: list[str], *, cwd: Path, ro: Sequence[Path]) -> list[str]:
+    """``argv`` in new user, mount, net and pid namespaces, with the filesystem bwrap
+    gives it, built by :mod:`app.workspace.unshare_shim` (every mount read-only but the
+    worktree, private /tmp and /run, the secret stores hidden, loopback up)."""
+    shim = [sys.executable, "-I", "-S", str(Path(__file__).with_name("unshare_shim.py"))]
+    shim += ["--cwd", str(cwd)]
+    for p in [*ro, *_hidden_toolchain(argv)]:
+        if Path(p).exists():
+            shim += ["--ro", str(Path(p).resolve())]
+    for p in _masked_paths(Path.home()):
+        shim += ["--mask", str(p)]
+    return [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "--net",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        *shim,
+        "--",
+        *argv,
+    ]
 
 
 def bwrap(argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[Path]) -> list[str]:
@@ -160,23 +174,6 @@ _RLIMIT_SHIM = (
     " os.execvp(sys.argv[2],sys.argv[2:])\n"
     "except OSError as e:\n"
     " sys.stderr.write(f'{sys.argv[2]}: {e.strerror}\\n')\n"
-    " sys.exit(127)"
-)
-
-# Brings lo up (SIOCGIFFLAGS/SIOCSIFFLAGS, IFF_UP) in the new net namespace, then execs.
-_LO_UP_SHIM = (
-    "import fcntl,os,socket,struct,sys\n"
-    "try:\n"
-    " s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-    " f=struct.unpack('16sh',fcntl.ioctl(s,0x8913,struct.pack('16sh',b'lo',0)))[1]\n"
-    " fcntl.ioctl(s,0x8914,struct.pack('16sh',b'lo',f|1))\n"
-    " s.close()\n"
-    "except OSError:\n"
-    " pass\n"
-    "try:\n"
-    " os.execvp(sys.argv[1],sys.argv[1:])\n"
-    "except OSError as e:\n"
-    " sys.stderr.write(f'{sys.argv[1]}: {e.strerror}\\n')\n"
     " sys.exit(127)"
 )
 

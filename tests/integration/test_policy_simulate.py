@@ -286,18 +286,26 @@ def test_a_lower_deepseek_cap_blocks_the_second_escalation(
     first = calls(lines, "implementer")[0]["values"]
     spent = usd(first["tokens_in"], first["tokens_out"], 0.28, 0.42)
     assert spent == 0.000428
-    # the reservation for an implementer escalation: a 31-token prompt, 8192 out
-    est = (31 * 0.28 + 8192 * 0.42) / 1e6
-    assert est == pytest.approx(0.00344932)
+    # the reservation for an implementer escalation, as recorded: it covers the request's
+    # own output cap (ask's --max-tokens 256 and the reasoner's thinking), no longer the
+    # role's 8,192 tokens ($0.00344932 with a 31-token prompt)
+    escalation = next(a for a in lines if a["kind"] == "escalation" and a["role"] == "implementer")
+    est = escalation["values"]["est_cost_usd"]
+    assert spent < est < (31 * 0.28 + 8192 * 0.42) / 1e6
     # room for the first estimate, not for the second once the first is spent
+    cap = round(spent + est / 2, 6)
+    assert est <= cap < spent + est
     new = edited(
-        recorded["tmp"], "cap.toml", recorded["policy"], ("deepseek = 5.0\n", "deepseek = 0.0037\n")
+        recorded["tmp"], "cap.toml", recorded["policy"], ("deepseek = 5.0\n", f"deepseek = {cap}\n")
     )
     report = simulate(capsys, new, recorded["policy"])
     second = first_decision(lines, "implementer", 1)["seq"]
+    # and the last architect request's DeepSeek step (denied when recorded) after them
+    denied = first_decision(lines, "architect", 3)["seq"]
     assert [(b["policy"], b["seq"], b["model"], b["cap"]) for b in report["blocked"]] == [
         ("new", second, "deepseek-reasoner", "provider:deepseek"),
         ("new", second, "deepseek-chat", "provider:deepseek"),
+        ("new", denied, "deepseek-reasoner", "provider:deepseek"),
     ]
     assert report["blocked"][0]["then"] == "claude-sonnet-4.6 (cloud)"
     [cap] = report["caps_reached"]
@@ -305,9 +313,9 @@ def test_a_lower_deepseek_cap_blocks_the_second_escalation(
         "new",
         "provider:deepseek",
         second,
-        1,
+        2,
     )
-    assert cap["limit_usd"] == 0.0037
+    assert cap["limit_usd"] == round(spent + est / 2, 6)
     row = role_row(report, "implementer")
     assert (row["changed"], row["different_target"]) == (1, 1)
     second_call = calls(lines, "implementer")[1]["values"]

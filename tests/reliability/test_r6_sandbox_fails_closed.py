@@ -359,33 +359,41 @@ FILTER = (
 )
 
 
+@pytest.mark.parametrize("runner", ["unshare", "rlimit"])
 @pytest.mark.parametrize("where", ["git-dir", "repo-config"])
 def test_a_test_that_plants_a_git_filter_runs_nothing_outside(
     world: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     where: str,
+    runner: str,
 ) -> None:
-    """Where writes are not confined (unshare), a test pointed the worktree's .git at a
-    git dir of its own (an audit), or wrote a filter into the repository's .git/config (a
-    review), and Switchyard's next git reset ran its program outside the sandbox, with
-    the provider keys in reach. Now every git call names the worktree's git dir (the .git
-    file is put back, audited, and the run goes on), and git's configuration is read
-    before each test run and put back after it when it changed (audited; the run stops)."""
-    if sandbox_probe.probe_sandbox().runners.get("unshare") != "ok":
-        missing("`unshare -rn` does not work on this machine (util-linux, user namespaces)")
-    refusing_tools(monkeypatch, world["tmp"], ("bwrap",))
+    """Where writes were not confined (unshare, then; rlimit, opted in, still), a test
+    pointed the worktree's .git at a git dir of its own (an audit), or wrote a filter
+    into the repository's .git/config (a review), and Switchyard's next git reset ran its
+    program outside the sandbox, with the provider keys in reach. Under unshare the
+    plant now fails (the filesystem read-only but the worktree, its .git file too).
+    Under rlimit every git call names the worktree's git dir (the .git file is put back,
+    audited, and the run goes on), and git's configuration is read before each test run
+    and put back after it when it changed (audited; the run stops)."""
+    if sandbox_probe.probe_sandbox().runners.get("unshare") != "ok" and runner == "unshare":
+        missing("`unshare` does not work on this machine (util-linux, user namespaces)")
+    refusing = ("bwrap",) if runner == "unshare" else ("bwrap", "unshare")
+    refusing_tools(monkeypatch, world["tmp"], refusing)
     escaped = world["tmp"] / "escaped"
     plant = world["tmp"] / "plant.py"
     plant.write_text(FILTER)
     world["command"] = f"{sys.executable} {plant} {escaped} {where}"
     config = world["repo"] / ".git" / "config"
     before = config.read_text()
-    result = run(world, capsys)
+    result = run(world, capsys, *(["--allow-unsandboxed"] if runner == "rlimit" else []))
     assert not escaped.exists(), escaped.read_text()
     assert config.read_text() == before and not (config.parent / "info" / "attributes").exists()
     codes = [c for a in result["lines"] for c in a["reason_codes"]]
-    if where == "git-dir":
+    if runner == "unshare":  # nothing to put back: the plant could not be written
+        assert "SANDBOX_DOTGIT_RESTORED" not in codes
+        assert "SANDBOX_GIT_CONFIG_CHANGED" not in codes
+    elif where == "git-dir":
         assert "SANDBOX_DOTGIT_RESTORED" in codes, result["lines"]
         assert result["out"]["tests_green"], result["out"]
     else:
