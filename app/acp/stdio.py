@@ -172,9 +172,14 @@ def frame_problem(line: bytes) -> tuple[RequestError, Any] | None:
     """Why ``line`` is no JSON-RPC message the SDK can take, with the id to answer (None
     when it is one)."""
     try:
-        msg = json.loads(line)
+        msg = json.loads(line, parse_constant=_no_constant)
     except ValueError as exc:
         return RequestError.parse_error({"details": f"not JSON: {exc}"}), None
+    except RecursionError:  # it killed the guard, and the agent went deaf
+        return RequestError.parse_error({"details": "nested too deeply"}), None
+    if _depth_over(msg, MAX_DEPTH):
+        why = f"nested deeper than {MAX_DEPTH} levels"
+        return RequestError.invalid_request({"details": why}), _top_id(msg)
     if not isinstance(msg, dict):
         why = f"a message is a JSON object, not {type(msg).__name__}"
         return RequestError.invalid_request({"details": why}), None
@@ -188,6 +193,54 @@ def frame_problem(line: bytes) -> tuple[RequestError, Any] | None:
         why = "neither a request (method) nor a response (id with result or error)"
         return RequestError.invalid_request({"details": why}), mid
     return None
+
+
+#: deeper than any ACP message; the SDK's own parsing and validation recurse
+MAX_DEPTH = 64
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON: Python reads them, and the SDK then wrote them back
+    onto stdout, where a strict client cannot parse the line."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def _top_id(msg: Any) -> Any:
+    mid = msg.get("id") if isinstance(msg, dict) else None
+    return mid if isinstance(mid, (str, int)) and not isinstance(mid, bool) else None
+
+
+def well_formed_response(msg: dict[str, Any]) -> dict[str, Any]:
+    """A response as the SDK can take it: an ``error`` that is no object with an integer
+    ``code`` and a string ``message`` (``"error": "denied"``) crashed the SDK's receive
+    loop, and the agent answered nothing more and never exited. It becomes an error of
+    our own: the request it answers failed (a permission: denied)."""
+    err = msg.get("error")
+    if "error" not in msg or (
+        isinstance(err, dict)
+        and isinstance(err.get("code"), int)
+        and not isinstance(err.get("code"), bool)
+        and isinstance(err.get("message"), str)
+    ):
+        return msg
+    return {
+        "jsonrpc": "2.0",
+        "id": msg.get("id"),
+        "error": {"code": -32603, "message": "the client answered with a malformed error"},
+    }
 
 
 def leading_id(head: bytes) -> str | int | None:
@@ -255,6 +308,8 @@ async def _guard(
                 _pass_or_answer(line, out, writer, pending)
     except (ConnectionError, OSError) as exc:  # the client went away
         log.info("protocol input closed: %s", exc)
+    except Exception:  # never a deaf agent: the end of input is still passed on below
+        log.exception("the protocol guard failed; ending the session as a hang-up")
     try:
         if hang_up is not None:
             try:
@@ -275,6 +330,11 @@ def _pass_or_answer(
         msg = json.loads(line)
         if "method" in msg and msg.get("id") is not None:  # a request: it will be answered
             pending.asked(msg["id"])
+        elif "method" not in msg:
+            fixed = well_formed_response(msg)
+            if fixed is not msg:
+                log.warning("a malformed error response, passed on as one: %r", line[:200])
+                line = json.dumps(fixed, separators=(",", ":")).encode("utf-8")
         out.feed_data(line if line.endswith(b"\n") else line + b"\n")
         return
     err, mid = problem

@@ -277,3 +277,47 @@ async def test_loading_an_open_session_from_another_repository_is_refused(tmp_pa
     assert proc.stdin is not None
     proc.stdin.close()
     assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
+
+
+async def test_a_deep_or_non_json_line_is_answered_and_the_agent_stays_up(tmp_path: Path) -> None:
+    """A line nested 1,200 deep killed the input guard (a RecursionError): the agent
+    answered nothing more and never exited. NaN was read, and the SDK echoed it onto
+    stdout, which no strict client parses."""
+    repo = make_repo(tmp_path)
+    proc = await spawn(cwd=repo)
+    c = RawClient(proc)
+    await c.request(1, "initialize", {"protocolVersion": 1})
+    deep = b'{"jsonrpc":"2.0","id":2,"method":"session/list","params":' + b"[" * 1200
+    await c.write(deep + b"]" * 1200 + b"}")
+    await c.write(
+        b'{"jsonrpc":"2.0","id":3,"method":"session/list","params":'
+        + b"[" * 200
+        + b"]" * 200
+        + b"}"
+    )
+    await c.write(
+        b'{"jsonrpc":"2.0","id":4,"method":"initialize","params":{"protocolVersion":NaN}}'
+    )
+    await c.request(5, "initialize", {"protocolVersion": 1})
+    await c.read_until(lambda lines: any(m.get("id") == 5 for m in lines))
+    assert sorted(c.null_id_errors()) == [-32700, -32700]  # too deep to read; NaN
+    assert c.reply(3)["error"]["code"] == -32600  # read, but deeper than any message
+    assert c.reply(5)["result"]["protocolVersion"] == 1
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
+
+
+def test_a_malformed_error_response_reaches_the_sdk_as_a_well_formed_one() -> None:
+    """``"error": "denied"`` to the agent's permission request crashed the SDK's receive
+    loop: the prompt was never answered, nor anything after it."""
+    from app.acp.stdio import well_formed_response
+
+    for bad in ("denied", {"code": "x"}, {"code": True, "message": "m"}, None, [1]):
+        fixed = well_formed_response({"jsonrpc": "2.0", "id": 7, "error": bad})
+        assert fixed["id"] == 7 and fixed["error"]["code"] == -32603
+        assert isinstance(fixed["error"]["message"], str)
+    good = {"jsonrpc": "2.0", "id": 7, "error": {"code": -32000, "message": "no"}}
+    assert well_formed_response(good) is good
+    result = {"jsonrpc": "2.0", "id": 7, "result": {"outcome": {"outcome": "cancelled"}}}
+    assert well_formed_response(result) is result
