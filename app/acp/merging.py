@@ -42,7 +42,10 @@ async def offer_merge(
     approver: str,
     timeout_s: float,
     policy: Policy,
+    settled: list[MergeOutcome] | None = None,
 ) -> MergeOutcome:
+    """Offer the merge of a merge-ready run; ``settled`` receives the outcome once the
+    merge ran, even when the turn is cancelled while it runs."""
     seal = sealed_hash(lines, run_id)
     plan = await asyncio.to_thread(
         prepare_merge, repo, run_id, sealed_sha256=seal[0] if seal else None, policy=policy
@@ -54,15 +57,28 @@ async def offer_merge(
     human, answer = False, None
     if asked:
         human, answer = await _ask(plan, tid, target, send=send, ask=ask, timeout_s=timeout_s)
-    outcome = await execute_merge(
-        plan,
-        human_approved=human,
-        audit=audit,
-        approver=approver,
-        answer=None if answer is None else f"{approver}: {answer}",
-    )
-    await _report(plan, outcome, tid, target, asked=asked, send=send)
-    return outcome
+
+    async def carry_out() -> MergeOutcome:
+        outcome = await execute_merge(
+            plan,
+            human_approved=human,
+            audit=audit,
+            approver=approver,
+            answer=None if answer is None else f"{approver}: {answer}",
+        )
+        if settled is not None:
+            settled.append(outcome)
+        await _report(plan, outcome, tid, target, asked=asked, send=send)
+        return outcome
+
+    # once answered, the merge and its report run to their end: a cancel that came with
+    # the "merge" answer had the merge done in git and the user told nothing was merged
+    work = asyncio.ensure_future(carry_out())
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await work
+        raise
 
 
 async def _ask(

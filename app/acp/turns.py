@@ -28,6 +28,7 @@ from app.bus import Event
 from app.pipeline.control import RunControl
 from app.pipeline.runner import RunOptions, run_pipeline
 from app.workspace.git import rev_parse
+from app.workspace.merge import MergeOutcome
 
 log = logging.getLogger("app.acp")
 
@@ -88,6 +89,7 @@ async def run_turn(
     base = await asyncio.to_thread(rev_parse, s.repo, "HEAD")
     relay = RunRelay(send, s.repo, base, s.usage)
     s.control = RunControl()
+    merged: list[MergeOutcome] = []  # the merge's outcome, once it ran
     try:
         async with relaying(s, relay, RUN_EVENTS):
             outcome = await run_pipeline(
@@ -102,6 +104,7 @@ async def run_turn(
             await offer_merge(
                 s.repo,
                 outcome.run_id,
+                settled=merged,
                 audit=s.core.audit,
                 lines=await s.core.audit.run_lines(outcome.run_id),
                 send=send,
@@ -114,7 +117,12 @@ async def run_turn(
     except asyncio.CancelledError:
         if not s.cancel_requested:
             raise  # the agent is shutting down: the runner sealed what it had
-        if relay.outcome == "merge_ready":  # cancelled at the merge permission
+        if merged:  # the human's answer came first: the merge ran and was reported
+            done = merged[0]
+            note = f"Cancelled after the merge of run {relay.run}: " + (
+                "merged." if done.merged else "not merged: " + "; ".join(done.reasons)
+            )
+        elif relay.outcome == "merge_ready":  # cancelled at the merge permission
             note = f"The merge of run {relay.run} was withdrawn; nothing was merged."
         elif relay.run:
             note = run_summary(s.repo, relay.run, relay.outcome, relay.reason or "cancelled")
