@@ -316,7 +316,11 @@ def plan_serve(
         assert fit is not None and fit.gpu_memory_utilization is not None
         if local_only:
             require_local_model(model.served_name)
-        window = n_ctx or fit.max_model_len
+        # --n-ctx caps the window the plan fits on the GPU; it never raises it (vLLM would
+        # refuse a --max-model-len the memory was not sized for, or past the model's own)
+        window = min(n_ctx, fit.max_model_len) if n_ctx else fit.max_model_len
+        if n_ctx and n_ctx > fit.max_model_len:
+            notes.append(f"--n-ctx {n_ctx} is more than fits: the window stays {window}")
         if fit.reduced_context:
             notes.append(fit.note)
         return ServeSpec(

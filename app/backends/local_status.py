@@ -8,6 +8,8 @@ what a session would see.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from pydantic import Field
 
 from app.backends import llamacpp
@@ -16,7 +18,7 @@ from app.backends.http import make_client
 from app.backends.local_only import effective_local_only
 from app.backends.machine import LOCAL_EXTRA_HINT
 from app.backends.probe import PROBE_TIMEOUT_S, EndpointStatus, probe_endpoint
-from app.backends.runtimes import local_llm_roles, runtime_url
+from app.backends.runtimes import local_llm_roles, resolve_urls, url_overrides
 from app.config import Settings
 from app.policy.schema import Policy
 
@@ -70,24 +72,46 @@ def inprocess_status(policy: Policy) -> InprocessStatus:
     )
 
 
-def probe_local_chain(
+def probe_local_endpoints(
     policy: Policy, settings: Settings, *, timeout: float = PROBE_TIMEOUT_S
-) -> dict[str, EndpointStatus]:
-    """Each HTTP runtime of the local chain that has a URL, probed once, by runtime id."""
+) -> list[EndpointStatus]:
+    """Every endpoint of each HTTP runtime of the local chain, probed once: a runtime's
+    several URLs (``base_urls``, or a comma-separated override) each, as the router's
+    pool serves from any of them (the whole comma-joined text was probed as one URL, and
+    a runtime with ``base_urls`` alone was not listed at all)."""
     local_only = effective_local_only(policy, settings)
-    endpoints: dict[str, EndpointStatus] = {}
+    found: list[EndpointStatus] = []
     named = policy.named_local_hosts()
+    overrides = url_overrides(settings, policy)
     with make_client(local_only=local_only, timeout=timeout, named=named) as client:
         for runtime in policy.local_chain.order:
             kind = policy.runtimes[runtime].kind if runtime in policy.runtimes else runtime
             if kind == "llamacpp_inprocess":
                 continue
-            url = runtime_url(policy, settings, runtime)
-            if url:
-                endpoints[runtime] = probe_endpoint(
-                    runtime, url, local_only=local_only, timeout=timeout, client=client
+            for url in resolve_urls(policy, runtime, overrides):
+                found.append(
+                    probe_endpoint(
+                        runtime, url, local_only=local_only, timeout=timeout, client=client
+                    )
                 )
-    return endpoints
+    return found
+
+
+def by_runtime(endpoints: list[EndpointStatus]) -> dict[str, EndpointStatus]:
+    """Each runtime's endpoint that speaks for it: the first that is up, else its first."""
+    out: dict[str, EndpointStatus] = {}
+    for ep in endpoints:
+        if ep.runtime not in out or (ep.up and not out[ep.runtime].up):
+            out[ep.runtime] = ep
+    return out
+
+
+def probe_local_chain(
+    policy: Policy, settings: Settings, *, timeout: float = PROBE_TIMEOUT_S
+) -> dict[str, EndpointStatus]:
+    """Each HTTP runtime of the local chain that has a URL, by runtime id: up when any of
+    its endpoints answers (see :func:`by_runtime`)."""
+    return by_runtime(probe_local_endpoints(policy, settings, timeout=timeout))
 
 
 def role_status(
@@ -150,7 +174,24 @@ def local_status(
     policy: Policy, settings: Settings, *, timeout: float = PROBE_TIMEOUT_S
 ) -> LocalStatus:
     """Probe every HTTP runtime of the local chain once, and say who would serve each role."""
-    endpoints = probe_local_chain(policy, settings, timeout=timeout)
+    found = probe_local_endpoints(policy, settings, timeout=timeout)
+    endpoints = by_runtime(found)
     inproc = inprocess_status(policy)
     roles = [role_status(policy, rid, endpoints, inproc) for rid in local_llm_roles(policy)]
-    return LocalStatus(endpoints=list(endpoints.values()), inprocess=inproc, roles=roles)
+    shown = [ep.model_copy(update={"base_url": without_password(ep.base_url)}) for ep in found]
+    return LocalStatus(endpoints=shown, inprocess=inproc, roles=roles)
+
+
+def without_password(url: str) -> str:
+    """``http://admin:hunter2@gpu-box:8000/v1`` as it may be shown: the password masked
+    (`local status` printed it in its table and its JSON)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

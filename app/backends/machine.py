@@ -79,7 +79,11 @@ def gpu_present(*, vllm_ok: bool | None = None) -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
+    """A port free on ``host`` now (IPv4 or IPv6, as the host resolves)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as s:
+        s.bind(address)
         port: int = s.getsockname()[1]
         return port

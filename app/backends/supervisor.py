@@ -59,23 +59,22 @@ def stop_process_group(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_
     if proc.poll() is None:
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
-        try:
+        with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    else:
-        # the leader is gone; stragglers in its group must not outlive us
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    # whether the leader went at once, after the grace or not at all, stragglers in its
+    # group (a worker that ignores SIGTERM) must not outlive us: an audit found one alive
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
     return proc.returncode
 
 
 @contextmanager
 def _stop_on_signals(stop: threading.Event, caught: list[int]) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``stop`` and are noted in ``caught`` (main thread only; elsewhere
-    the caller sets ``stop``)."""
+    """SIGINT, SIGTERM, SIGHUP (the terminal closed, the SSH link dropped) and SIGQUIT set
+    ``stop`` and are noted in ``caught`` (main thread only; elsewhere the caller sets
+    ``stop``). The server runs in a session of its own, so a hang-up never reaches it:
+    untrapped, SIGHUP ended us and left it serving."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -84,7 +83,8 @@ def _stop_on_signals(stop: threading.Event, caught: list[int]) -> Iterator[None]
         caught.append(signum)
         stop.set()
 
-    saved = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    caught_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    saved = {s: signal.signal(s, handler) for s in caught_signals}
     try:
         yield
     finally:

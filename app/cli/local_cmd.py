@@ -42,6 +42,12 @@ def register(sub: Any) -> None:
     serve.add_argument("--port", type=int, help="default: the port of the runtime's URL; 0: any")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     serve.add_argument(
+        "--allow-lan",
+        action="store_true",
+        help="listen on an address other than loopback: the model server has no "
+        "authentication, so anyone who can reach the port can use it",
+    )
+    serve.add_argument(
         "--gguf", type=Path, metavar="FILE", help="the role's GGUF (llama.cpp); default: embedded"
     )
     serve.add_argument("--n-ctx", type=int, metavar="N", help="cap the context window")
@@ -89,6 +95,15 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--json goes with --dry-run: a running server reports in lines")
     if args.port is not None and not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: not a port number")
+    _check_host(args.host, args.allow_lan)
+    from app.hosts import is_loopback_name
+
+    if not is_loopback_name(args.host):
+        print(
+            f"note: listening on {args.host} (--allow-lan): no authentication; anyone who "
+            "reaches the port can use the model",
+            file=sys.stderr,
+        )
     if args.n_ctx is not None and args.n_ctx < 256:
         raise UsageError("--n-ctx must be at least 256")
     # `not 0 < x` refuses a NaN too (it was a ValueError traceback, and a "--timeout nan"
@@ -135,6 +150,25 @@ def _serve(args: argparse.Namespace) -> int:
         out=sys.stdout,
         env=launcher.serve_env(policy, local_only=local_only),
     )
+
+
+def _check_host(host: str, allow_lan: bool) -> None:
+    """A listen address this machine has, and loopback unless ``--allow-lan``: the
+    servers (vLLM, llama.cpp's) take no key, and ``--host 0.0.0.0`` served the model to
+    the whole network without a word, local_only or not."""
+    from app.hosts import bind_error, is_loopback_name, valid_host
+
+    if not host.strip() or not valid_host(host):
+        raise UsageError(f"--host {host!r}: not a host name or an address")
+    if not is_loopback_name(host) and not allow_lan:
+        raise UsageError(
+            f"--host {host}: the model server would listen beyond this machine with no "
+            "authentication (anyone who reaches the port can use it); pass --allow-lan "
+            "to do it anyway, behind a firewall"
+        )
+    problem = bind_error(host, 0)  # a name that resolves nowhere, an address not here
+    if problem is not None:
+        raise UsageError(f"--host {host}: cannot listen there: {problem}")
 
 
 def _nobody_answers(base_url: str) -> None:
@@ -210,7 +244,8 @@ def _parse_contexts(items: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for item in items:
         model, sep, value = item.partition("=")
-        if not sep or not value.isdigit() or int(value) < 256:
+        # isdigit() takes '²' and other digits int() refuses (a ValueError traceback)
+        if not sep or not (value.isascii() and value.isdigit()) or int(value) < 256:
             raise UsageError(f"--context {item!r}: expected MODEL=N with N >= 256")
         out[model.strip()] = int(value)
     return out

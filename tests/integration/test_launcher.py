@@ -40,6 +40,12 @@ if os.environ.get("IGNORE_TERM"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 if os.environ.get("DIE"):
     print("fake: cannot load model", flush=True); sys.exit(3)
+if os.environ.get("STUBBORN_WORKER"):  # a worker that ignores SIGTERM, its pid on stdout
+    import subprocess
+    w = subprocess.Popen([sys.executable, "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
+    print(f"worker {w.pid}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health" and not os.environ.get("NO_HEALTH"):
@@ -80,11 +86,16 @@ def dead_ports_env() -> dict[str, str]:
 
 
 def pid_alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie (a killed orphan waits there for a reaper)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
 
 
 # ── status and plan through the CLI ──────────────────────────────────────────────────────
@@ -116,6 +127,32 @@ def test_status_with_nothing_running_reports_every_http_runtime_down() -> None:
 
     human = run_cli("local", "status", env=env)
     assert human.returncode == 0 and "down" in human.stdout and "Local roles" in human.stdout
+
+
+def test_status_probes_every_endpoint_of_a_runtime_and_masks_a_password() -> None:
+    """SWITCHYARD_VLLM_URL with two endpoints was probed as one URL (down), while `ask`
+    was served by the second; a password in a runtime's URL was printed as it is."""
+    port = launcher.free_port()
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_SERVER, str(port)], env=os.environ)
+    try:
+        live = f"http://127.0.0.1:{port}/v1"
+        dead = f"http://admin:hunter2secret@127.0.0.1:{launcher.free_port()}/v1"
+        deadline = time.monotonic() + 20
+        while not probe_endpoint("vllm", live).up and time.monotonic() < deadline:
+            time.sleep(0.1)
+        env = {**dead_ports_env(), "SWITCHYARD_VLLM_URL": f"{dead},{live}", "COLUMNS": "200"}
+        done = run_cli("local", "status", "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        data = json.loads(done.stdout)
+        vllm = [(e["base_url"], e["state"]) for e in data["endpoints"] if e["runtime"] == "vllm"]
+        assert vllm == [(dead.replace("hunter2secret", "***"), "down"), (live, "up")]
+        assert "hunter2secret" not in done.stdout
+        assert all(r["serving"] == "vllm" for r in data["roles"]), data["roles"]
+        table = run_cli("local", "status", env=env)
+        assert "hunter2secret" not in table.stdout and "admin:***@" in table.stdout
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_status_probe_sees_a_live_server_and_its_models(tmp_path: Path) -> None:
@@ -198,6 +235,13 @@ def test_vllm_is_chosen_with_a_gpu_and_gets_the_fit_plan_numbers(policy: Policy)
     assert small.max_model_len is not None and small.max_model_len < 32768
     assert any("--max-model-len" in n for n in small.notes)
 
+    # --n-ctx caps the window; past what fits it does not raise it (vLLM would refuse it)
+    capped = plan_serve(policy, settings, "implementer", has_vllm=True, has_gpu=True, n_ctx=8192)
+    assert capped.argv[capped.argv.index("--max-model-len") + 1] == "8192"
+    wide = plan_serve(policy, settings, "implementer", has_vllm=True, has_gpu=True, n_ctx=65536)
+    assert wide.argv[wide.argv.index("--max-model-len") + 1] == "32768"
+    assert any("--n-ctx 65536 is more than fits" in n for n in wide.notes)
+
 
 def test_llamacpp_server_is_the_fallback_with_the_embedded_model(policy: Policy) -> None:
     settings = load_settings()
@@ -269,6 +313,37 @@ def test_serve_on_ipv6_loopback_plans_a_url_a_client_can_use() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["base_url"] == "http://[::1]:18095/v1"
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("0.0.0.0", "no authentication"),  # served to the network without a word
+        ("", "not a host name or an address"),
+        ("bad host", "not a host name or an address"),
+        ("192.0.2.1", "no authentication"),
+    ],
+)
+def test_serve_listens_beyond_loopback_only_when_asked(host: str, said: str) -> None:
+    done = run_cli("local", "serve", "--role", "tutor", "--host", host, "--dry-run")
+    assert done.returncode == 2 and said in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_on_a_lan_address_when_asked_and_any_port_on_ipv6() -> None:
+    lan = run_cli("local", "serve", "--role", "tutor", "--host", "0.0.0.0", "--allow-lan",
+                  "--dry-run", "--json")  # fmt: skip
+    assert lan.returncode == 0, lan.stderr
+    assert "--host" in json.loads(lan.stdout)["argv"]
+    # an address that is not this machine's, even when asked: one line, exit 2
+    away = run_cli("local", "serve", "--role", "tutor", "--host", "192.0.2.1", "--allow-lan",
+                   "--dry-run")  # fmt: skip
+    assert away.returncode == 2 and "cannot listen there" in away.stderr, away.stderr
+    # --port 0 on IPv6 loopback (an IPv4-only free-port search raised a traceback)
+    six = run_cli("local", "serve", "--role", "tutor", "--host", "::1", "--port", "0",
+                  "--dry-run", "--json")  # fmt: skip
+    assert six.returncode == 0, six.stderr
+    assert json.loads(six.stdout)["base_url"].startswith("http://[::1]:")
 
 
 def test_serve_dry_run_prints_the_command() -> None:
@@ -355,7 +430,7 @@ sys.exit(supervise(argv, base, log_path=log, timeout_s=30, out=sys.stdout, grace
 """
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_supervise_stopped_by_a_signal_exits_as_the_signal_says(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
@@ -383,6 +458,36 @@ def test_supervise_stopped_by_a_signal_exits_as_the_signal_says(
             sup.kill()
     assert "stopping the server" in rest
     assert not pid_alive(pid)
+
+
+def test_a_worker_that_ignores_sigterm_does_not_outlive_its_server(tmp_path: Path) -> None:
+    """The server went at once on SIGTERM, its worker ignored it and kept running: the
+    group was killed only when the leader outlived the grace period."""
+    argv, base, env = fake(tmp_path, STUBBORN_WORKER="1")
+    stop = threading.Event()
+    out = tmp_path / "out.txt"
+    out.write_text("")
+
+    def stop_when_ready() -> None:
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and "ready:" not in out.read_text():
+                time.sleep(0.05)
+        finally:
+            stop.set()
+
+    threading.Thread(target=stop_when_ready, daemon=True).start()
+    with out.open("w") as fh:
+        rc = supervise(
+            argv, base, log_path=tmp_path / "s.log", timeout_s=30, out=fh, stop=stop, env=env
+        )
+    assert rc == 0
+    worker = int((tmp_path / "s.log").read_text().split("worker ")[1].split()[0])
+    for _ in range(50):  # reaped by init once killed: give it a moment to go
+        if not pid_alive(worker):
+            break
+        time.sleep(0.1)
+    assert not pid_alive(worker)
 
 
 def test_supervise_reports_a_server_that_dies_or_never_answers(tmp_path: Path) -> None:
