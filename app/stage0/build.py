@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from app.errors import SwitchyardError
 from app.stage0.cache import BlobData, Stage0Cache
 from app.stage0.chunker import CHUNKER_VERSION, chunk_mode
 from app.stage0.corpus import Progress, Scan
@@ -142,8 +143,21 @@ def keep_counts(cache: Stage0Cache, counts: Counts) -> None:
         snapshot.save(counts, cache.snapshot_file)
 
 
+class CacheDropped(SwitchyardError):
+    """Chunk texts this index names are gone from the cache: another Switchyard, with
+    other secrets in its environment (so other masking), emptied it after this one built
+    its index (it was a KeyError traceback)."""
+
+
 def load_texts(cache: Stage0Cache, index: Index, rows: list[int]) -> dict[int, str]:
-    """Texts of some chunks, by row."""
+    """Texts of some chunks, by row. Raises :class:`CacheDropped` when some are gone."""
     refs = index.refs
     texts = cache.chunk_texts((refs[r].key, refs[r].ordinal) for r in rows)
+    missing = [r for r in rows if (refs[r].key, refs[r].ordinal) not in texts]
+    if missing:
+        raise CacheDropped(
+            f"the Stage0 cache was emptied while this index was in use ({len(missing)} "
+            "chunk texts gone): another Switchyard with other secrets in its environment "
+            "rebuilt it; run again"
+        )
     return {r: texts[refs[r].key, refs[r].ordinal] for r in rows}

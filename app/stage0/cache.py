@@ -79,7 +79,7 @@ class Stage0Cache:
         #: the last build's assembled counts (app.stage0.snapshot.Counts), and its file
         self.snapshot: Any = None
         self.snapshot_file = path.with_name("index.npz") if path is not None else None
-        self._check_masking()
+        self.check_masking()
 
     def _open(self) -> sqlite3.Connection:
         if self.path is None:
@@ -96,7 +96,7 @@ class Stage0Cache:
     def _init(db: sqlite3.Connection) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        # a dropped content is overwritten, not left in a free page (see _check_masking)
+        # a dropped content is overwritten, not left in a free page (see check_masking)
         db.execute("PRAGMA secure_delete=ON")
         # Reads through a memory map: a query's texts sit behind each content's arrays in
         # overflow pages, one read() each without it (−30 % of a query's text loading).
@@ -119,12 +119,12 @@ class Stage0Cache:
                 db.execute("DELETE FROM stat")
                 db.execute("DELETE FROM blob")
                 # and the snapshot of counts, which names contents no longer here: forgetting
-                # the masking fingerprint has _check_masking delete it
+                # the masking fingerprint has check_masking delete it
                 db.execute("DELETE FROM meta WHERE key = 'masking'")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         return db
 
-    def _check_masking(self) -> None:
+    def check_masking(self) -> None:
         """Drop what was analyzed under other masking rules (see the module's doc)."""
         now = masking_fingerprint()
         row = self._db.execute("SELECT value FROM meta WHERE key = 'masking'").fetchone()
@@ -134,11 +134,30 @@ class Stage0Cache:
             self._db.execute("DELETE FROM stat")
             self._db.execute("DELETE FROM blob")
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('masking', ?)", (now,))
+        # what this process holds of the dropped contents goes too, or a build would
+        # reuse it and never store the texts again
+        self._mem.clear()
+        self.snapshot = None
         if self.snapshot_file is not None:
             self.snapshot_file.unlink(missing_ok=True)
 
     def close(self) -> None:
         self._db.close()
+
+    def reset(self) -> None:
+        """Start again from nothing: the file's pages could not be read (a crash, a full
+        disk). It is derived data; every Stage0 command crashed on it until it was
+        deleted by hand."""
+        self._db.close()
+        self._mem.clear()
+        self.snapshot = None
+        if self.path is not None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        if self.snapshot_file is not None:
+            self.snapshot_file.unlink(missing_ok=True)
+        self._db = self._open()
+        self.check_masking()
 
     # ── stat ──────────────────────────────────────────────────────────────────────────
     def stats(self) -> dict[str, StatRow]:

@@ -19,6 +19,7 @@ constitution, spec and memories take.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 from app.paths import repo_state_dir
 from app.policy.schema import Policy
 from app.stage0 import explain as explain_mod
-from app.stage0.build import BuildReport, build_index, load_texts
+from app.stage0.build import BuildReport, CacheDropped, build_index, load_texts
 from app.stage0.cache import Stage0Cache
 from app.stage0.corpus import (
     Progress,
@@ -166,7 +167,15 @@ class Stage0:
 
     # ── index ────────────────────────────────────────────────────────────────────────
     def refresh(self) -> BuildReport:
-        """Scan the files again and rebuild the index (changed contents only re-read)."""
+        """Scan the files again and rebuild the index (changed contents only re-read). A
+        cache file whose pages cannot be read is started again from nothing, once."""
+        try:
+            return self._refresh()
+        except sqlite3.DatabaseError:
+            self.cache.reset()
+            return self._refresh()
+
+    def _refresh(self) -> BuildReport:
         cfg = self.config
         repo = self.repo
         if self.rev is None:
@@ -246,6 +255,27 @@ class Stage0:
         ``context_window``: of the model that will read the result (shrinks the budget);
         ``reserve``: tokens the caller's own sections take out of that budget.
         """
+        try:
+            return self._query(text, k, budget_tokens, explain, code_k, context_window, reserve)
+        except CacheDropped:
+            # emptied under us by another process's masking: ours again, built again, once
+            self.cache.check_masking()
+            self.refresh()
+        except sqlite3.DatabaseError:  # pages that cannot be read: derived data, made again
+            self.cache.reset()
+            self.refresh()
+        return self._query(text, k, budget_tokens, explain, code_k, context_window, reserve)
+
+    def _query(
+        self,
+        text: str,
+        k: int | None,
+        budget_tokens: int | None,
+        explain: bool,
+        code_k: int | None,
+        context_window: int | None,
+        reserve: int,
+    ) -> QueryResult:
         cfg = self.config
         top_k = cfg.top_k if k is None else k
         code_top_k = cfg.code_top_k if code_k is None else code_k
