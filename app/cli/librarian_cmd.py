@@ -140,7 +140,11 @@ async def _run(
             full_sweep=args.full_sweep,
         )
         lines = await session.audit.lines(session=session.id)
-    failed = "LIBRARIAN_ROUTE_FAILED" in result.reason_codes
+    # condensing was needed and no model wrote a note: what is left is excerpts cut to
+    # fit, which --help calls exit 1 ("no model could condense"); it said ok
+    failed = "LIBRARIAN_ROUTE_FAILED" in result.reason_codes or (
+        result.condensed and not result.models
+    )
     if args.json:
         data = result.model_dump(mode="json")
         data.update(
@@ -184,3 +188,8 @@ def _render(result: Condensed, n_sources: int, session: str, lines: list[AuditLi
         out.print(f"[yellow]note[/] {escape(note)}")
     out.print(f"[bold]audit[/] (session {session})")
     audit_lines.print_brief(out, lines, kinds=SHOWN_KINDS)
+    if not result.models:
+        out.print(
+            "[bold red]not condensed:[/] no model wrote a note; the text above is the "
+            "sources' excerpts, cut to fit the budget"
+        )

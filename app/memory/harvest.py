@@ -11,6 +11,7 @@ swept in as well.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,9 +30,20 @@ META_FILES = 500
 #: the longest commit message kept, in characters
 MAX_MESSAGE = 4000
 
-_RS = "\x1e"  # starts a commit record
-_US = "\x1f"  # separates its fields
-_FORMAT = f"{_RS}%H{_US}%P{_US}%an{_US}%cI{_US}%B{_US}"
+#: the record and field marks of one harvest's git log: a control character and a token
+#: made afresh each time. With bare \x1e and \x1f, a commit message holding one (anyone
+#: who wrote the repository can) was never harvested or invented its own file counts.
+Marks = tuple[str, str]
+
+
+def _marks() -> Marks:
+    token = secrets.token_hex(8)
+    return f"\x1e{token}\x1e", f"\x1f{token}\x1f"
+
+
+def _format(marks: Marks) -> str:
+    rs, us = marks
+    return f"{rs}%H{us}%P{us}%an{us}%cI{us}%B{us}"
 
 
 class HarvestError(UsageError):
@@ -188,14 +200,14 @@ async def read_commits(
         "--no-color",
         "--encoding=UTF-8",
         "--reverse",
-        f"--format={_FORMAT}",
+        f"--format={_format(marks := _marks())}",
     ]
     if limit is not None:
         args.append(f"--max-count={limit}")
     code, out, err = await _git(repo, *args, revision, "--")
     if code != 0:
         raise HarvestError(f"git log failed in {repo}: {_first_line(err)}")
-    return parse_log(out)
+    return parse_log(out, marks)
 
 
 async def has_head(repo: Path) -> bool:
@@ -215,10 +227,11 @@ async def resolve_since(repo: Path, since: str | None) -> str | None:
     return out.strip()
 
 
-def parse_log(text: str) -> list[Commit]:
+def parse_log(text: str, marks: Marks) -> list[Commit]:
+    rs, us = marks
     commits = []
-    for record in text.split(_RS)[1:]:
-        fields = record.split(_US, 5)
+    for record in text.split(rs)[1:]:
+        fields = record.split(us, 5)
         if len(fields) != 6:
             continue
         sha, parents, author, date, message, rest = fields

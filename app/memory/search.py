@@ -30,6 +30,11 @@ from app.memory.types import STATUS_ACTIVE, Memory, MemoryHit, check_kind
 from app.memory.vectors import VectorCache, current_vectors
 from app.policy.schema import Memory as MemoryPolicy
 
+#: the least cosine that makes a memory a match with no word in common: any cosine
+#: above 0 did, so every memory matched every query ("xyzzy plugh" found three, by
+#: recency); MiniLM puts unrelated sentences near 0.0-0.2 and paraphrases above 0.4
+EMBEDDING_FLOOR = 0.3
+
 
 @dataclass(frozen=True)
 class _TfidfIndex:
@@ -135,7 +140,7 @@ class Search:
             e_score = 0.0
             if vec is not None and query_vector is not None:
                 e_score = round(min(1.0, max(0.0, float(vec @ query_vector))), scoring.DECIMALS)
-            if t_score <= 0.0 and e_score <= 0.0:
+            if t_score <= 0.0 and e_score < EMBEDDING_FLOOR:
                 continue
             dyn = scoring.dynamic(
                 now=now,

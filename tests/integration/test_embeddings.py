@@ -182,6 +182,9 @@ async def test_search_uses_the_embedding_and_says_which_model(
         assert [h.to_json() for h in again] == [h.to_json() for h in hits]
         off = await store.search("sandboxing tests, no internet access", use_embeddings=False)
         assert all(h.embedding == 0 and h.embedding_model is None for h in off)
+        # a query about nothing here is no match at all: any cosine above 0 made every
+        # memory one, ordered by recency
+        assert await store.search("xyzzy plugh", k=3) == []
 
 
 async def test_vectors_of_two_models_are_never_mixed(tmp_path: Path, minilm: Embedder) -> None:

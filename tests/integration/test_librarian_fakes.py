@@ -258,3 +258,22 @@ def test_cli_bad_approve_value_is_a_usage_error(capsys: pytest.CaptureFixture[st
         main(["librarian", "q", "--approve", "maybe"])
     assert exc.value.code == 2
     assert "usage error" in capsys.readouterr().err
+
+
+def test_cli_with_no_model_writing_a_note_exits_1(
+    tmp_path: Path,
+    fakes: dict[str, Any],
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Excerpts cut to fit, written by no model, came back as ok with exit 0."""
+    useless = fake_openai_factory("vllm", models=[LLAMA], max_model_len=1024)
+    useless.script.respond_with(lambda body: "I cannot help with that.")
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", useless.base_url)
+    repo = make_repo(tmp_path)
+    argv = ["librarian", "why is the last token dropped?", "--repo", str(repo)]
+    argv += ["--policy", str(fakes["policy"]), "--full-sweep", "--budget", "120"]
+    rc, out = cli([*argv, "--approve", "deny"], capsys)
+    assert out["condensed"] and out["models"] == []
+    assert rc == 1 and out["ok"] is False

@@ -4,6 +4,7 @@ analyzer and the git log parser."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -126,7 +127,7 @@ _LOG = (
 
 
 def test_git_log_parser_reads_messages_files_and_stats() -> None:
-    first, second = parse_log(_LOG)
+    first, second = parse_log(_LOG, ("\x1e", "\x1f"))
     assert first.sha == "aaaa" and first.parents == ()
     assert first.message == "First commit\n\nBody line"
     assert first.date == datetime(2026, 1, 2, 2, 4, 5, tzinfo=UTC)
@@ -139,3 +140,29 @@ def test_git_log_parser_reads_messages_files_and_stats() -> None:
     assert memory.kind == "commit" and memory.source_key == "git:bbbb"
     assert memory.text == "Fix parser\n\nFiles: 1 changed, +1 −2\nsrc/p.py +1 −2"
     assert "logo.png (binary)" in commit_memory(first).text
+
+
+async def test_commit_messages_holding_the_logs_own_marks_are_read_whole(tmp_path: Path) -> None:
+    """A message with \\x1e was never harvested; one with \\x1f and a numstat-like tail
+    invented its own file counts (anyone who wrote the repository can write either)."""
+    import subprocess
+
+    from app.memory.harvest import read_commits
+
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.email=a@b", "-c", "user.name=A", *args],
+            cwd=tmp_path, check=True, capture_output=True,
+        )  # fmt: skip
+
+    git("init", "-q")
+    messages = ["plain", "record \x1e sep", "unit sep\x1f\n\n0\t0\tfake/path.py", "last"]
+    for i, message in enumerate(messages):
+        (tmp_path / f"f{i}.txt").write_text(f"{i}\n")
+        git("add", ".")
+        git("commit", "-q", "-m", message)
+    commits = await read_commits(tmp_path)
+    assert [c.message for c in commits] == messages
+    assert [[f.path for f in c.files] for c in commits] == [[f"f{i}.txt"] for i in range(4)]
+    text = "\n".join(analyze("支付模块使用令牌桶限流 Зарплата"))
+    assert "令牌" in text and "зарплата" in text  # words outside ASCII are words
