@@ -234,15 +234,27 @@ async def _pipeline(
         stopped_by: list[int] = []
 
         def stop(signum: int) -> None:
+            # a second Ctrl-C raised KeyboardInterrupt inside the shielded sealing: the
+            # bundle was left unsealed, the worktree and branch behind, and the line
+            # below said it was sealed. Later signals wait for the sealing instead.
+            if stopped_by:
+                print("switchyard: sealing the run's evidence; one moment", file=sys.stderr)
+                return
             stopped_by.append(signum)
             work.cancel()
 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
+            loop.add_signal_handler(signal.SIGINT, stop, signal.SIGINT)
         try:
             outcome = await work
         except asyncio.CancelledError:
-            print("switchyard: run stopped; its evidence bundle was sealed", file=sys.stderr)
+            said = (
+                "its evidence bundle was sealed"
+                if control.ended is not None
+                else "its evidence may be unsealed (switchyard evidence verify says)"
+            )
+            print(f"switchyard: run stopped; {said}", file=sys.stderr)
             if args.json and control.ended is not None:  # a script still learns which run
                 print_json(_result(control.ended, session.id))
             # as a process killed by the signal would end: 130 for Ctrl-C, 143 for SIGTERM

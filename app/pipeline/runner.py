@@ -12,6 +12,7 @@ gated command.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -107,7 +108,15 @@ async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]
     _checkpoint(ctx)
     steps = len(plan.steps)
     await publish_steps(ctx, ["pending"] * steps, "planned")
-    wt = await asyncio.to_thread(Worktree.create, ctx.repo, ctx.run_id)
+    # a cancel during the creation left its thread making a whole worktree and branch
+    # that nothing removed: the run waits for it, so the finish removes what it made
+    making = asyncio.ensure_future(asyncio.to_thread(Worktree.create, ctx.repo, ctx.run_id))
+    try:
+        wt = await asyncio.shield(making)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            progress.worktree = await making
+        raise
     progress.worktree = wt
     for note in wt.notes:
         # in the evidence too: a reviewer reads what the run did not start from

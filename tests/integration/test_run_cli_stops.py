@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,13 +42,18 @@ def git(repo: Path, *args: str) -> str:
     return proc.stdout
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("sig", "code", "twice"),
+    [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)],
+    ids=["SIGINT", "SIGTERM", "SIGINT-twice"],
+)
 def test_a_signal_stops_the_run_with_its_code_and_the_bundle_sealed(
-    tmp_path: Path, sig: signal.Signals, code: int
+    tmp_path: Path, sig: signal.Signals, code: int, twice: bool
 ) -> None:
     """SIGTERM ended a run with 130, as Ctrl-C does; 143 (128 + 15) is what a process
     stopped by it ends with (``serve`` says so too). Either way the bundle is sealed and
-    no branch or worktree of the run is left."""
+    no branch or worktree of the run is left. A second Ctrl-C raised KeyboardInterrupt in
+    the sealing: no manifest, the worktree and branch left, "sealed" said anyway."""
     repo = make_repo(tmp_path)
     argv = switchyard("run", "fix add", "--repo", str(repo), "--approve", "deny", "--local-only")
     proc = subprocess.Popen(
@@ -65,6 +71,9 @@ def test_a_signal_stops_the_run_with_its_code_and_the_bundle_sealed(
             seen.append(line)
             if line.startswith("architect"):
                 proc.send_signal(sig)
+                if twice:
+                    time.sleep(0.05)
+                    proc.send_signal(sig)
                 break
         out, rest = proc.communicate(timeout=300)
     finally:
