@@ -24,7 +24,7 @@ from app.policy.schema import Policy
 from app.router.stores import database_url, open_audit, store_privacy
 from app.shown import clean
 from app.workspace.git import repo_root
-from app.workspace.merge import Confirm, MergeOutcome, MergePlan, merge_run
+from app.workspace.merge import UNTESTED, Confirm, MergeOutcome, MergePlan, merge_run
 
 
 def register(sub: Any) -> None:
@@ -44,6 +44,12 @@ def register(sub: Any) -> None:
         "-y",
         action="store_true",
         help="confirm the merge: counts as the human's approval",
+    )
+    p.add_argument(
+        "--untested",
+        action="store_true",
+        help="with --yes: merge even when the branch moved on since the run, so the "
+        "merged tree was never tested (GR-006)",
     )
     add_json_arg(p)
     p.set_defaults(handler=_merge)
@@ -80,10 +86,19 @@ async def _merge_async(
             audit=log,
             confirm=confirm,
             approved=args.yes,
+            # --yes was given before the plan was read: it confirms what the run tested,
+            # and it merged a tree nobody tested when the branch had moved on (GR-006)
+            untested_ok=args.untested or not args.yes,
             approver=approver,
             sealed_sha256=seal[0] if seal else None,
             policy=policy,
         )
+    if args.yes and not args.untested and _untested(outcome.notes) and not outcome.ok:
+        note = (
+            "--yes confirms a tested tree: this one was not (the branch moved on since the "
+            "run); run the task again, or add --untested to merge it anyway"
+        )
+        outcome = outcome.model_copy(update={"notes": [*outcome.notes, note]})
     no_human = any(r.startswith("HUMAN") for r in outcome.reasons)
     if confirm is None and not args.yes and no_human:
         note = "no terminal to ask for a confirmation: pass --yes to confirm as the human"
@@ -91,9 +106,13 @@ async def _merge_async(
     return outcome
 
 
+def _untested(notes: list[str]) -> bool:
+    return any(n.startswith(UNTESTED) for n in notes)
+
+
 def _confirmer(args: argparse.Namespace) -> tuple[Confirm | None, str | None]:
     if args.yes:
-        return None, "cli --yes"
+        return None, "cli --yes --untested" if args.untested else "cli --yes"
     if not sys.stdin.isatty():
         return None, None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -298,7 +299,8 @@ def print_outcome(outcome: Any, repo: Path, out: Any) -> None:
     out.print(f"run {outcome.run_id}: {outcome.reason}", markup=False, soft_wrap=True)
     out.print(f"evidence: {outcome.bundle}", markup=False, soft_wrap=True)
     if outcome.outcome == "merge_ready":
-        merge = f"merge with: switchyard merge {outcome.run_id} --repo {repo}"
+        # quoted as a shell reads it: a path with spaces pasted as printed failed
+        merge = f"merge with: switchyard merge {outcome.run_id} --repo {shlex.quote(str(repo))}"
         out.print(merge, markup=False, soft_wrap=True)
 
 

@@ -7,12 +7,14 @@ crash leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel
 
@@ -36,10 +38,38 @@ def masked_dumps(obj: Any) -> str:
     return dumps(mask_value(jsonable(obj))[0])
 
 
+#: the most of a bundle file read into memory (a manifest, a verdict, an audit copy)
+MAX_READ_BYTES = 64 << 20
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading, a regular file and never through a symbolic link as
+    its last part: a repository can ship its own ``.switchyard``, and a manifest linked
+    to /dev/zero ate all memory, a FIFO hung ``evidence show``. OSError otherwise."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path, limit: int = MAX_READ_BYTES) -> bytes:
+    """The bytes of a bundle file (see :func:`open_regular`), at most ``limit``."""
+    with open_regular(path) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+    return data
+
+
 def file_entry(path: Path) -> FileEntry:
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as fh:
+    with open_regular(path) as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
@@ -81,7 +111,7 @@ def walk(root: Path) -> list[tuple[str, Path]]:
 def read_json_object(path: Path) -> dict[str, Any]:
     """The JSON object in ``path``; ``{}`` when it is missing, unreadable or not an object."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path).decode("utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

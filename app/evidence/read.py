@@ -25,6 +25,7 @@ from app.evidence.bundle import (
     TestLoopRecord,
     sealed_hash,
 )
+from app.evidence.files import read_regular
 from app.policy.gate import (
     HIGH_RISK_JUDGE,
     TESTS,
@@ -42,7 +43,7 @@ _VERDICT_FIELDS = tuple(VerdictRecord.model_fields)
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_regular(path).decode("utf-8"))
     except OSError as exc:
         raise EvidenceError(f"{path.name}: cannot be read: {exc.strerror or exc}") from None
     except ValueError as exc:

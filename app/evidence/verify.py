@@ -11,7 +11,7 @@ from app.audit.canonical import verify_lines
 from app.counted import counted
 from app.errors import UsageError
 from app.evidence.errors import EvidenceError
-from app.evidence.files import file_entry, walk
+from app.evidence.files import file_entry, read_regular, walk
 from app.evidence.layout import AUDIT, MANIFEST, check_name
 from app.evidence.records import AuditAnchor, BundleReport, Manifest
 
@@ -80,7 +80,10 @@ def verify_bundle(path: Path) -> BundleReport:
 
 def _audit_problems(path: Path, manifest: Manifest) -> list[str]:
     problems: list[str] = []
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = read_regular(path).decode("utf-8", errors="replace")
+    except OSError as exc:
+        return [f"{AUDIT}: cannot be read: {exc.strerror or exc}"]
     lines = [line for line in text.splitlines() if line.strip()]
     anchor = manifest.audit or AuditAnchor(lines=0)
     report = verify_lines(lines, chain=False, head_hash=anchor.head_hash, head_seq=anchor.head_seq)
@@ -102,7 +105,7 @@ def read_manifest(path: Path) -> Manifest:
     if not target.exists():
         raise EvidenceError(f"{MANIFEST} is missing (the run was not finalized)")
     try:
-        return Manifest.model_validate_json(target.read_bytes())
+        return Manifest.model_validate_json(read_regular(target))
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(top)"

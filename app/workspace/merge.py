@@ -325,6 +325,7 @@ async def merge_run(
     audit: AuditSink | None,
     confirm: Confirm | None = None,
     approved: bool = False,
+    untested_ok: bool = True,
     approver: str | None = None,
     sealed_sha256: str | None,
     policy: Policy,
@@ -334,9 +335,12 @@ async def merge_run(
     ``approved`` is a confirmation the human gave up front (``--yes``). Without it and
     without ``confirm`` there is no human approval, and the gate refuses (HUMAN).
     ``approver`` says who confirmed, for the audit line ("cli --yes", "tui", …).
+    ``untested_ok=False``: an up-front approval does not cover a merged tree the run never
+    tested (the branch moved on since it: an UNTESTED note); a human asked sees the note.
     """
     plan = prepare_merge(repo, run, sealed_sha256=sealed_sha256, policy=policy)
-    human = approved
+    untested = any(n.startswith(UNTESTED) for n in plan.notes)
+    human = approved and (untested_ok or not untested)
     if not human and confirm is not None and not plan.already_merged and not plan.blockers():
         human = await confirm(plan)
     return await execute_merge(plan, human_approved=human, audit=audit, approver=approver)
@@ -351,7 +355,7 @@ class _MergeFailed(Exception):
 
 def _merge_atomically(top: Path, plan: MergePlan, gate: GateResult | None) -> str:
     assert plan.tip is not None
-    before = checkout_fingerprint(top)
+    before = checkout_fingerprint(top, untracked=False)
     config = [] if has_identity(top) else list(FALLBACK_IDENTITY)
     try:
         proc = run_git(
@@ -394,7 +398,7 @@ def _undo(top: Path, before: CheckoutFingerprint) -> None:
         run_git(top, "symbolic-ref", "HEAD", before.head_ref, check=False)
     if before.head is not None:
         run_git(top, "reset", "--hard", "--quiet", before.head, check=False)
-    now = checkout_fingerprint(top)
+    now = checkout_fingerprint(top, untracked=False)
     if now != before:
         raise MergeRollbackError(
             f"the failed merge could not be undone exactly in {top}"

@@ -98,13 +98,16 @@ class CheckoutFingerprint:
         return [n for n in names if getattr(self, n) != getattr(other, n)]
 
 
-def checkout_fingerprint(repo: Path) -> CheckoutFingerprint:
+def checkout_fingerprint(repo: Path, *, untracked: bool = True) -> CheckoutFingerprint:
+    """HEAD, the index, the status and the content of every changed file; untracked files
+    too unless ``untracked=False`` (the merge's: it never touches them, and a log file
+    another program appends to made a clean rollback read as a failed one)."""
     top = repo_root(repo)
     index = run_git(top, "ls-files", "-s", "-z").stdout
-    status = run_git(top, "status", "--porcelain=v2", "-z", "--untracked-files=all").stdout
-    listed = run_git(
-        top, "ls-files", "-z", "--modified", "--others", "--exclude-standard"
-    ).stdout.split("\0")
+    mode = "--untracked-files=all" if untracked else "--untracked-files=no"
+    status = run_git(top, "status", "--porcelain=v2", "-z", mode).stdout
+    others = ["--others", "--exclude-standard"] if untracked else []
+    listed = run_git(top, "ls-files", "-z", "--modified", *others).stdout.split("\0")
     content = hashlib.sha256()
     for rel in sorted({p for p in listed if p}):
         content.update(rel.encode("utf-8", "surrogateescape") + b"\0")
@@ -124,7 +127,8 @@ def _file_digest(path: Path) -> str:
             return "link:" + os.readlink(path)
         if not path.is_file():
             return "missing" if not path.exists() else "not-a-file"
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        with path.open("rb") as fh:  # in pieces: an 800 MB file took 860 MB whole
+            return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError as exc:
         return f"unreadable:{exc.errno}"
 
@@ -587,10 +591,15 @@ def _write_meta(root: Path, run_id: str, meta: dict[str, Any]) -> None:
 
 def _rmtree(path: Path) -> None:
     # Build tools leave read-only files and dirs (Go's module cache); make them writable.
+    # Never through a link: a test can leave one to a file outside, whose mode the retry
+    # then changed (os.chmod follows links; the folder is made writable, a link is not).
     def retry(func: Callable[..., Any], p: str, _exc: Any) -> None:
         with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
-            os.chmod(p, stat.S_IRWXU)
+            parent = os.path.dirname(p)
+            if not os.path.islink(parent):
+                os.chmod(parent, stat.S_IRWXU)
+            if not os.path.islink(p):
+                os.chmod(p, stat.S_IRWXU)
             func(p)
 
     if sys.version_info >= (3, 12):

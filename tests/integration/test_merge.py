@@ -174,7 +174,13 @@ def test_gate_holds_and_yes_merges(repo: Path, capsys: pytest.CaptureFixture[str
 def test_merges_into_a_branch_that_moved_on(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_run(repo)
     commit(repo, {"docs/usage.md": "use it\n"}, "user work meanwhile")
-    assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 0
+    before = git(repo, "rev-parse", "HEAD")
+    # --yes was given before the plan was read: it confirms a tested tree, not this one
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 1
+    refused = capsys.readouterr().err
+    assert "--yes confirms a tested tree" in refused and "--untested" in refused
+    assert git(repo, "rev-parse", "HEAD") == before
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes", "--untested"]) == 0
     assert (repo / "calc.py").read_text().endswith("a + b\n")
     assert (repo / "docs" / "usage.md").read_text() == "use it\n"
     assert git(repo, "status", "--porcelain") == ""
@@ -353,7 +359,8 @@ def test_untracked_and_ignored_files_in_the_way_are_refused(
     # Untracked files elsewhere are no obstacle.
     (repo / "notes" / "new.txt").unlink()
     (repo / "scratch.txt").write_text("unrelated\n")
-    assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 0
+    # (main moved on with the .gitignore commit: an untested tree, said so)
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes", "--untested"]) == 0
     assert (repo / "scratch.txt").read_text() == "unrelated\n"
 
 
@@ -393,7 +400,7 @@ def test_a_conflicting_merge_is_aborted_and_nothing_changes(
     make_run(repo)
     commit(repo, {"calc.py": "def add(a, b):\n    return b + a  # the user's fix\n"}, "user")
     (repo / "untracked.txt").write_text("kept\n")
-    err = assert_refused(repo, ["run-1", "--yes"], capsys, "GIT")
+    err = assert_refused(repo, ["run-1", "--yes", "--untested"], capsys, "GIT")
     assert "CONFLICT (content): Merge conflict in calc.py" in err
     assert not (repo / ".git" / "MERGE_HEAD").exists()
     assert (repo / "calc.py").read_text().endswith("# the user's fix\n")

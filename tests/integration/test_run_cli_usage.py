@@ -131,3 +131,25 @@ def test_the_runs_last_lines_are_whole_at_80_columns(tmp_path: Path) -> None:
     assert (
         f"merge with: switchyard merge {outcome.run_id} --repo {tmp_path / ('repo-' * 12)}" in lines
     )
+
+
+def test_the_printed_merge_command_is_quoted_for_a_shell(tmp_path: Path) -> None:
+    """A repository path with spaces was printed as it is: pasted, it failed."""
+    import io
+    import shlex
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from app.cli.run_cmd import print_outcome
+
+    repo = tmp_path / "my répo ü"
+    outcome = SimpleNamespace(
+        outcome="merge_ready", run_id="20261205-031300-6a7094", reason="ok", bundle=tmp_path
+    )
+    text = io.StringIO()
+    print_outcome(outcome, repo, Console(file=text, width=200))
+    (line,) = [ln for ln in text.getvalue().splitlines() if ln.startswith("merge with: ")]
+    assert shlex.split(line.removeprefix("merge with: ")) == [
+        "switchyard", "merge", outcome.run_id, "--repo", str(repo),
+    ]  # fmt: skip
