@@ -34,6 +34,25 @@ WAL_LIMIT_BYTES = 64 * 2**20
 T = TypeVar("T")
 
 
+async def connect_async(path: Path) -> aiosqlite.Connection:
+    """An aiosqlite connection (we BEGIN ourselves; transactions run on the loop as well as
+    on its thread), its worker a daemon thread: a store someone forgot to close (an error
+    path) never keeps the interpreter from exiting. When the file cannot be opened,
+    aiosqlite stops its thread without waiting for it, and the thread then reported to an
+    event loop that had closed meanwhile ("Event loop is closed", a traceback after the
+    one-line error): this waits for it before the error goes on."""
+    pending = aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
+    worker = getattr(pending, "_thread", None)
+    if isinstance(worker, threading.Thread):
+        worker.daemon = True
+    try:
+        return await pending
+    except BaseException:
+        if isinstance(worker, threading.Thread) and worker.is_alive():
+            await asyncio.to_thread(worker.join, 5.0)
+        raise
+
+
 class Busy(Exception):
     """Internal: the file is locked by another connection; wait for it off the loop."""
 

@@ -49,7 +49,7 @@ from app.clock import Clock, SystemClock
 from app.errors import AuditTamperError, StoreError, SwitchyardError
 from app.opener import Opener
 from app.spool import ShortWrite, Spooled, to_the_end
-from app.sqlite import SQLiteRunner, failure_text
+from app.sqlite import SQLiteRunner, connect_async, failure_text
 
 __all__ = ["SYNCHRONOUS", "AuditLog", "AuditLogOpener"]
 
@@ -102,7 +102,7 @@ class AuditLog(AuditBase):
         try:
             db_path.parent.mkdir(parents=True, exist_ok=True)
             # We BEGIN ourselves; appends run on the loop as well as on aiosqlite's thread.
-            db = await aiosqlite.connect(db_path, isolation_level=None, check_same_thread=False)
+            db = await connect_async(db_path)
         except (OSError, sqlite3.Error) as exc:
             raise SwitchyardError(f"cannot open the audit log {db_path}: {exc}") from None
         log = cls(db, db_path, clock=clock, bus=bus, policy_version=policy_version)

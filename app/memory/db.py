@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -23,7 +22,15 @@ import aiosqlite
 from app.clock import Clock
 from app.errors import StoreError, SwitchyardError
 from app.memory.migrations import migrate
-from app.sqlite import Busy, SQLiteRunner, failure_text, is_busy, rollback_quietly, use_wal
+from app.sqlite import (
+    Busy,
+    SQLiteRunner,
+    connect_async,
+    failure_text,
+    is_busy,
+    rollback_quietly,
+    use_wal,
+)
 
 #: WAL + NORMAL: the store holds derived knowledge, not a record; a power cut may lose the
 #: last transactions, never leave the file inconsistent
@@ -53,16 +60,9 @@ class MemoryDB:
     @classmethod
     async def open(cls, path: Path, *, clock: Clock) -> MemoryDB:
         """Open (creating and migrating if needed) the file at ``path``."""
-        # We BEGIN ourselves; transactions run on the loop as well as on its thread.
-        pending = aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
         try:
-            db = await pending
+            db = await connect_async(path)
         except (OSError, sqlite3.Error) as exc:
-            # aiosqlite stops its thread without waiting for it; wait here, or the thread
-            # may report to an event loop that has closed meanwhile
-            worker = getattr(pending, "_thread", None)
-            if isinstance(worker, threading.Thread):
-                await asyncio.to_thread(worker.join, 5.0)
             raise SwitchyardError(f"cannot open the memory DB {path}: {exc}") from None
         opened = cls(db, path)
         try:

@@ -131,9 +131,24 @@ def _entry(
     return DiffEntry(category=_category(path), path=".".join(path), change=change, old=old, new=new)
 
 
+def _trigger_order(p: Policy) -> dict[str, list[str]]:
+    """Each role's triggers in the order decide() tries them: the first that fires
+    chooses the target, so two policies with the same triggers in another order route
+    differently ("no semantic difference" was said of them)."""
+    roles = [*p.roles, "*"]
+    return {r: [t.id for t in p.triggers if t.role == r] for r in roles}
+
+
 def diff_policies(a: Policy, b: Policy) -> PolicyDiff:
     out: list[DiffEntry] = []
     _walk((), _semantic(a), _semantic(b), out)
+    order_a, order_b = _trigger_order(a), _trigger_order(b)
+    for role in [*order_a, *(r for r in order_b if r not in order_a)]:
+        ids_a, ids_b = order_a.get(role, []), order_b.get(role, [])
+        shared_a = [i for i in ids_a if i in ids_b]
+        shared_b = [i for i in ids_b if i in ids_a]
+        if shared_a != shared_b:
+            out.append(_entry(("triggers", "order", role), "changed", shared_a, shared_b))
     order = {c: i for i, c in enumerate(CATEGORIES)}
     out.sort(key=lambda e: order[e.category])  # stable: file order within a category
     return PolicyDiff(a_version=a.version, b_version=b.version, entries=out)

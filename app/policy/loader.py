@@ -388,7 +388,11 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
             else:
                 warnings.append((("guardrails", gr, "enabled"), f"{gr} is switched off"))
 
+    rule_ids: set[str] = set()
     for i, rule in enumerate(p.high_risk.rules):
+        if rule.id in rule_ids:  # `policy diff` matches rules by id: one would go unseen
+            err((("high_risk", "rules", i, "id"), f"duplicate rule id {rule.id!r}"))
+        rule_ids.add(rule.id)
         for j, pattern in enumerate(rule.lines):
             try:
                 re.compile(pattern)

@@ -5,7 +5,6 @@ the spool, :mod:`.spooled`, folded into the tables there)."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -16,7 +15,7 @@ from app.router.ledger.errors import (
     LedgerError,
     LedgerUnreadable,
 )
-from app.sqlite import is_busy
+from app.sqlite import connect_async, is_busy
 
 ReservationStatus = Literal["live", "settled", "released", "expired"]
 T = TypeVar("T")
@@ -27,16 +26,10 @@ T = TypeVar("T")
 
 async def connect(path: Path) -> aiosqlite.Connection:
     """A connection to the ledger file, its worker thread a daemon; nothing set up yet."""
-    # check_same_thread=False: transactions run on the loop as well as on its thread.
-    pending = aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
-    # aiosqlite's worker thread is not a daemon, so a ledger someone forgot to close
-    # (an error path, a failed test) would keep the interpreter from ever exiting.
-    # Dying mid-write is safe: SQLite rolls the transaction back on the next open.
-    worker = getattr(pending, "_thread", None)
-    if isinstance(worker, threading.Thread):
-        worker.daemon = True
+    # a daemon worker (dying mid-write is safe: SQLite rolls the transaction back on the
+    # next open), waited for when the file cannot be opened (app.sqlite.connect_async)
     try:
-        return await pending
+        return await connect_async(path)
     except sqlite3.Error as exc:
         raise LedgerUnreadable(f"{path}: cannot open the budget ledger: {exc}") from None
 
