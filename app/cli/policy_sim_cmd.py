@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.cli.common import add_json_arg, console, print_json
+from app.cli.common import add_json_arg, an_id, console, print_json
 from app.clock import iso
 from app.config import Settings, load_settings
 from app.errors import UsageError
@@ -57,7 +57,7 @@ def register(psub: Any) -> None:
     )
     sim.add_argument("--since", metavar="DATE", help="from this UTC date or ISO time")
     sim.add_argument("--until", metavar="DATE", help="up to this UTC date (inclusive) or time")
-    sim.add_argument("--session", metavar="ID", help="only this session's decisions")
+    sim.add_argument("--session", metavar="ID", type=an_id, help="only this session's decisions")
     sim.add_argument(
         "--chain",
         metavar="C",

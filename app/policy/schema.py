@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,7 +110,8 @@ class Budget(Strict):
     session_usd: float = Field(ge=0)
     day_usd: float = Field(ge=0)
     reservation_ttl_s: float = Field(gt=0, le=86400)
-    provider_day_usd: dict[str, float] = Field(default_factory=dict)
+    #: a negative cap was accepted (it blocked every call, with the policy called ok)
+    provider_day_usd: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     #: each user's day cap in a shared (team) store, where day_usd and provider_day_usd
     #: are the whole team's; in a machine's own SQLite file every cost is its user's
     user_day_usd: float | None = Field(default=None, ge=0)

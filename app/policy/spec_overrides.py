@@ -167,6 +167,10 @@ def _role_model(rid: str, value: str, line: int, policy: Policy) -> RoleModel | 
         )
     if role.locality == "cloud" and not cloud:
         return f"{rid} is a cloud role: its model must be a cloud model, not {model_id!r}"
+    if policy.model(model_id).escalation_only:
+        # the router skips an escalation-only default: lint said compliant, and the
+        # override was ignored (the policy file's loader refuses the same default)
+        return f"{model_id!r} is escalation-only: it can never be {rid}'s default"
     return RoleModel(role=rid, model=model_id, note=note.strip(), line=line)
 
 

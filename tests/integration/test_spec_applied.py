@@ -212,6 +212,9 @@ def test_parse_override_reads_each_kind_and_names_what_it_cannot() -> None:
         # two rules on one line: the run took the first, whatever the reader took
         ("architect escalation: confidence < 0.8 (or < 0.5 on weekends)", "more than one"),
         ("implementer escalation: 3 failed compile/test loops (5 in CI)", "more than one"),
+        # an escalation-only model as a default: the router skipped it, the override unseen
+        ("judge: deepseek-r2", "is escalation-only"),
+        ("tier2: kimi-k2-thinking-turbo", "is escalation-only"),
     ],
 )
 def test_an_override_lint_once_called_compliant_is_named(override: str, said: str) -> None:

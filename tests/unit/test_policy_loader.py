@@ -470,6 +470,14 @@ MUTATIONS: dict[str, Mutation] = {
             "(GR-002, GR-003)",
         ],
     ),
+    "a negative provider cap": Mutation(
+        lambda: replace_line(line_of("openai = 10.0"), "openai = -10.0"),
+        _exact(
+            lambda: line_of("openai = 10.0"),
+            "budget.provider_day_usd.openai: Input should be greater than or equal to 0 "
+            "(got -10.0)",
+        ),
+    ),
     "a multi-line key name": Mutation(
         lambda: insert_after(line_of("[roles.tutor]"), '"two\\nlines" = 1'),
         _exact(lambda: line_of("[roles.tutor]") + 1, "roles.tutor.two\\nlines: unknown key"),

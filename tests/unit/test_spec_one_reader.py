@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from app.policy import load_policy
@@ -10,6 +12,7 @@ from app.policy.loader import LoadedPolicy
 from app.policy.spec import find_block
 from app.policy.spec_lint import lint_text
 from app.policy.spec_overrides import spec_overrides
+from app.resources import default_policy_path
 from tests.unit.test_spec_lint import ROLES, SEED_FULL, SEED_INFRA, filled
 
 
@@ -92,3 +95,18 @@ def test_the_seed_templates_read_as_before() -> None:
     block = find_block(SEED_FULL, "t.md")
     assert block.local_only is False and block.high_risk is None and block.overrides == []
     assert find_block(SEED_INFRA, "t.md").local_only is None
+
+
+def test_hr_yes_under_a_local_only_policy_is_an_error(tmp_path: Path) -> None:
+    """The spec's own local_only was read; the policy's (which a spec cannot turn off)
+    made the same spec a warning: the run could never be merge-ready."""
+    text = default_policy_path().read_text(encoding="utf-8")
+    assert "local_only = false" in text
+    path = tmp_path / "p.toml"
+    path.write_text(text.replace("local_only = false", "local_only = true", 1))
+    strict = load_policy(path)
+    spec = filled({**ROLES, "Auditor/Judge": "YES"}).replace("- HR = YES/NO", "- HR = YES")
+    report = lint_text(spec, "spec.md", strict)
+    assert [p.field for p in report.errors if "local_only = true forbids" in p.message] == [
+        "high_risk.HR"
+    ]

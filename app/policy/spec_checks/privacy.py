@@ -70,7 +70,8 @@ def check_hr(
             "high_risk.HR",
             "HR = YES requires the cloud Judge (GR-002): mark 'Auditor/Judge: YES'",
         )
-    if local_only is True:
+    if local_only is True or f.policy.privacy.local_only:
+        # the policy's local_only counts too: a spec can never turn it off
         f.error(
             entry.line,
             "high_risk.HR",
