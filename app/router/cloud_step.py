@@ -238,6 +238,12 @@ async def serve_cloud(
         router.in_flight.done(reservation.id)
     model = router.policy.model(d.target)
     actual = cost_usd(model, result.usage.tokens_in, result.usage.tokens_out)
+    unreported = result.usage.counted_locally and model.reasoning_effort is not None
+    if unreported:
+        # no usage from a reasoning model: its thinking is billed as output and counted
+        # nowhere here, so the call settles at its estimate, which covers it (it settled
+        # at the visible reply alone: a fraction of what the provider bills)
+        actual = max(actual, d.est_cost_usd)
     await router.ledger.settle(
         reservation.id,
         actual_usd=actual,
@@ -249,7 +255,12 @@ async def serve_cloud(
         "call",
         to=d.target,
         reason_codes=d.reason_codes,
-        values={**call_values(result, actual), "secrets_masked": masked, "provider": d.provider},
+        values={
+            **call_values(result, actual),
+            "secrets_masked": masked,
+            "provider": d.provider,
+            **({"settled_at_estimate": True} if unreported else {}),
+        },
         provenance={
             **(provenance if provenance is not None else provenance_of(d, request, digest_of)),
             "approver": approver,

@@ -699,3 +699,22 @@ async def test_the_reservation_covers_the_requests_own_output_cap(
     assert esc.values["est_cost_usd"] >= 100_000 * price / 1e6
     await audit.close()
     await ledger.close()
+
+
+async def test_a_reasoning_model_with_no_usage_settles_at_its_estimate(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """No usage from GPT-5.1 High: the call settled at the visible reply's tokens (one
+    token: $0.0000475), releasing the $0.2 reservation that covered its billed thinking."""
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    cloud = resolver.backend("gpt-5.1-high", "cloud")
+    cloud.usage = Usage(tokens_in=20, tokens_out=1, counted_locally=True)
+    result = await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert result.model == "gpt-5.1-high" and result.usage_counted_locally
+    esc = next(line for line in result.audit if line.kind == "escalation")
+    call = next(line for line in result.audit if line.kind == "call")
+    assert call.values["settled_at_estimate"] is True
+    assert result.cost_usd == pytest.approx(esc.values["est_cost_usd"])
+    await audit.close()
+    await ledger.close()
