@@ -125,6 +125,13 @@ def _reader_for(stdin: TextIO) -> _Reader:
     return reader
 
 
+async def terminal_line(stdin: TextIO) -> str:
+    """The next line of ``stdin`` ("" at its end) through the reader every prompt of the
+    process shares: a command's own lines (the tutor's questions) and the approval
+    prompts never race for the same input."""
+    return await _reader_for(stdin).readline()
+
+
 #: how early a cancellation may come and still be the broker's timeout (its timer and
 #: this clock are read at different moments)
 TIMEOUT_SLACK_S = 0.05

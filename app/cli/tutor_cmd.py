@@ -193,7 +193,7 @@ def _interactive(args: argparse.Namespace, settings: Any, policy: Any, repo: Pat
             )
             seen = 0
             while True:
-                line = _read_line(f"you ({_next_label(tutor)}) › ")
+                line = runner.run(_read_line(f"you ({_next_label(tutor)}) › "))
                 if line is None or not line.strip():
                     break
                 text = line.strip()
@@ -236,12 +236,19 @@ def _interactive(args: argparse.Namespace, settings: Any, policy: Any, repo: Pat
     return 0
 
 
-def _read_line(prompt: str) -> str | None:
-    try:
-        return input(prompt)
-    except EOFError:
+async def _read_line(prompt: str) -> str | None:
+    """The next line typed, through the terminal's one reader (the approval prompts'):
+    with input() beside it, an approval prompt that had timed out kept its reader
+    waiting, and that reader took the next question typed, which was lost."""
+    from app.cli.terminal_decider import terminal_line
+
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    line = await terminal_line(sys.stdin)
+    if not line:
         sys.stdout.write("\n")
         return None
+    return line.rstrip("\n").removesuffix("\r")
 
 
 def _next_label(tutor: TutorSession) -> str:
