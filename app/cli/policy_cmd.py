@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from app.cli import policy_sim_cmd
-from app.cli.common import add_json_arg, add_policy_arg, console, policy_from, print_json
+from app.cli.common import (
+    add_json_arg,
+    add_policy_arg,
+    console,
+    policy_from,
+    print_json,
+    settings_from,
+)
 from app.counted import counted
 from app.policy import Policy, load_policy
 
@@ -68,15 +75,22 @@ def role_rows(p: Policy) -> list[dict[str, Any]]:
 
 
 def _show(args: argparse.Namespace) -> int:
-    loaded = policy_from(args)
+    from app.backends.local_only import effective_local_only
+
+    settings = settings_from(args)
+    loaded = policy_from(args, settings)
     p = loaded.policy
     rows = role_rows(p)
+    # what a session here runs under: SWITCHYARD_LOCAL_ONLY or the config can turn it on
+    # (it showed the file's false while every command here ran local_only)
+    local_only = effective_local_only(p, settings)
     if args.json:
         print_json(
             {
                 "policy_version": p.version,
                 "path": str(loaded.path),
-                "local_only": p.privacy.local_only,
+                "local_only": local_only,
+                "policy_local_only": p.privacy.local_only,
                 "roles": rows,
                 "budget": p.budget.model_dump(),
                 "tiers": {k: v.models for k, v in p.tiers.items()},
@@ -109,8 +123,11 @@ def _show(args: argparse.Namespace) -> int:
     out = console()
     out.print(table)
     b = p.budget
+    said = str(local_only).lower()
+    if local_only != p.privacy.local_only:
+        said += " (on by the environment or the config; the policy file says false)"
     out.print(
-        f"local_only = {str(p.privacy.local_only).lower()} · budget ${b.session_usd:.2f}/session, "
+        f"local_only = {said} · budget ${b.session_usd:.2f}/session, "
         f"${b.day_usd:.2f}/day · tiers: "
         + "; ".join(f"{k}: {', '.join(v.models)}" for k, v in p.tiers.items())
     )

@@ -100,13 +100,24 @@ def test_show_lists_all_ten_roles(capsys: pytest.CaptureFixture[str]) -> None:
     assert "local_only = false" in out
 
 
+def test_show_says_the_local_only_this_machine_runs_under(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SWITCHYARD_LOCAL_ONLY=true: every command ran local_only, `policy show` said false."""
+    monkeypatch.setenv("SWITCHYARD_LOCAL_ONLY", "true")
+    assert main(["policy", "show", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["local_only"] is True and data["policy_local_only"] is False
+
+
 def test_show_json_is_stable(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "show", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"policy_version", "path", "local_only", "roles", "budget", "tiers"}
+    keys = {"policy_version", "path", "local_only", "policy_local_only", "roles", "budget"}
+    assert set(data) == {*keys, "tiers"}
     assert data["policy_version"] == "1.0.0"
     assert data["path"] == str(default_policy_path())
-    assert data["local_only"] is False
+    assert data["local_only"] is False and data["policy_local_only"] is False
     assert [r["role"] for r in data["roles"]] == [*SEED_ROLES, "second_opinion"]
     assert all(set(r) == ROW_KEYS for r in data["roles"])
     rows = {r["role"]: r for r in data["roles"]}
