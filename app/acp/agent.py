@@ -125,7 +125,7 @@ class SwitchyardAgent:
     async def set_session_mode(
         self, session_id: str, mode_id: str, **kwargs: Any
     ) -> SetSessionModeResponse:
-        s = self.pool.get(session_id)
+        s = await self.pool.ready(session_id)
         if mode_id not in (RUN_MODE, TUTOR_MODE):
             raise RequestError(
                 -32602, f"unknown mode {mode_id!r}: {RUN_MODE} or {TUTOR_MODE}", {"modeId": mode_id}
@@ -138,6 +138,8 @@ class SwitchyardAgent:
 
     async def prompt(self, prompt: list[Any], session_id: str, **kwargs: Any) -> PromptResponse:
         s = self.pool.get(session_id)
+        if not s.busy:
+            s = await self.pool.ready(session_id)
         text = prompt_text(prompt)
         if not text:
             raise RequestError(

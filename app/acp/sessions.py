@@ -1,9 +1,17 @@
 """One ACP session = one Switchyard session on one repository.
 
 The Switchyard session (audit chain, budget ledger, approvals broker, backends, router)
-stays open for the ACP session's life, so "approve for this session" and the Tutor's turn
-cap hold across prompts, and its id is the ACP session id: ``session/list`` and
+stays open while the ACP session is in use, so "approve for this session" and the Tutor's
+turn cap hold across prompts, and its id is the ACP session id: ``session/list`` and
 ``session/load`` find it again in the evidence runs it left.
+
+Each open one holds 8 file descriptors, 2 threads and ~0.5 MB, and an editor opens a
+session per thread and never closes one (ACP has no close an editor sends): 31 sessions
+exhausted a 256-descriptor limit, and every ``session/new`` failed after. So at most
+:data:`MAX_OPEN` stay open: opening one more parks the least recently used idle one in
+the pipeline mode (its stores closed). A prompt to a parked session opens it again under
+the same id, transparently; what it held in memory only is gone: a session-wide
+approval is asked again (the safe way), the usage meter starts again.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ if TYPE_CHECKING:
 
 RUN_MODE = "run"
 TUTOR_MODE = "tutor"
+#: Switchyard sessions kept open at once (see the module's doc)
+MAX_OPEN = 8
 
 
 @dataclass
@@ -49,6 +59,8 @@ class AcpSession:
     cancel_requested: bool = False
     #: while a turn relays: waits until what the bus carried so far has been sent
     flush: Callable[[], Awaitable[None]] | None = None
+    #: its Switchyard session was closed to bound what idle sessions hold (see above)
+    parked: bool = False
 
     @property
     def busy(self) -> bool:
@@ -101,17 +113,36 @@ def session_repo(cwd: str, pinned: Path | None) -> Path:
 class SessionPool:
     """The ACP sessions of one agent process, and their Switchyard sessions."""
 
-    def __init__(self, settings: Settings, policy: Policy, *, local_only: bool) -> None:
+    def __init__(
+        self, settings: Settings, policy: Policy, *, local_only: bool, max_open: int = MAX_OPEN
+    ) -> None:
         self.settings = settings
         self.policy = policy
         self.local_only = local_only
+        self.max_open = max_open
         self.sessions: dict[str, AcpSession] = {}
-        self._stack = AsyncExitStack()
+        #: each open session's stack, least recently used first
+        self._stacks: dict[str, AsyncExitStack] = {}
+        self._deciders: dict[str, Callable[[str], Decider]] = {}
+        #: one opening or parking at a time (two prompts to a parked session open it once)
+        self._lock = asyncio.Lock()
 
     def get(self, session_id: str) -> AcpSession:
         s = self.sessions.get(session_id)
         if s is None:
             raise RequestError(-32602, f"unknown session {session_id!r}", {"sessionId": session_id})
+        return s
+
+    async def ready(self, session_id: str) -> AcpSession:
+        """The session, open (a parked one is opened again under its id)."""
+        s = self.get(session_id)
+        async with self._lock:
+            if s.parked:
+                s.core, s.bus = await self._core(s.id, self._deciders[s.id])
+                s.usage = UsageMeter(self.policy)
+                s.parked = False
+                await self._park_beyond_limit(keep=s.id)
+            self._stacks[s.id] = self._stacks.pop(s.id)  # the most recently used now
         return s
 
     async def open(
@@ -120,9 +151,19 @@ class SessionPool:
         """A new Switchyard session (``decider`` is made for its id), or the open one."""
         sid = session_id or new_session_id()
         if sid in self.sessions:
-            return self.sessions[sid]
+            return await self.ready(sid)
+        async with self._lock:
+            core, bus = await self._core(sid, decider)
+            s = AcpSession(id=sid, repo=repo, core=core, bus=bus, usage=UsageMeter(self.policy))
+            self.sessions[sid] = s
+            self._deciders[sid] = decider
+            await self._park_beyond_limit(keep=sid)
+        return s
+
+    async def _core(self, sid: str, decider: Callable[[str], Decider]) -> tuple[Session, Bus]:
         bus = Bus()
-        core = await self._stack.enter_async_context(
+        stack = AsyncExitStack()
+        core = await stack.enter_async_context(
             open_session(
                 self.settings,
                 self.policy,
@@ -132,9 +173,21 @@ class SessionPool:
                 local_only=self.local_only,
             )
         )
-        s = AcpSession(id=sid, repo=repo, core=core, bus=bus, usage=UsageMeter(self.policy))
-        self.sessions[sid] = s
-        return s
+        self._stacks[sid] = stack
+        return core, bus
+
+    async def _park_beyond_limit(self, *, keep: str) -> None:
+        """Close the least recently used idle sessions beyond :attr:`max_open`: not one at
+        work, nor one in the tutor's mode (its conversation lives in memory)."""
+        for sid in list(self._stacks):
+            if len(self._stacks) <= self.max_open:
+                return
+            s = self.sessions[sid]
+            if sid == keep or s.busy or s.mode != RUN_MODE or s.tutor is not None:
+                continue
+            stack = self._stacks.pop(sid)
+            s.parked = True
+            await stack.aclose()
 
     async def stop_turns(self) -> None:
         """Stop every turn at work and wait for each (each seals its evidence)."""
@@ -150,4 +203,6 @@ class SessionPool:
     async def aclose(self) -> None:
         """Stop every turn at work, then close the sessions."""
         await self.stop_turns()
-        await self._stack.aclose()
+        stacks, self._stacks = list(self._stacks.values()), {}
+        for stack in reversed(stacks):
+            await stack.aclose()
