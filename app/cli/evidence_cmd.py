@@ -83,6 +83,18 @@ def check(args: argparse.Namespace) -> tuple[BundleReport, dict[str, Any]]:
     path = resolve_run(repo_from(args), args.run)
     report = verify_bundle(path)
     seal: dict[str, Any] = {"sealed": None, "seq": None}
+    if report.manifest is None and not (path / MANIFEST).exists():
+        # no manifest: a run that never finished sealing, unless the audit log holds its
+        # seal line, and then the manifest was deleted after (it said "not finalized")
+        found = asyncio.run(_seal(settings_from(args), path.name))
+        if found is not None:
+            seal = {"sealed": False, "seq": found[1]}
+            problem = (
+                f"{MANIFEST} was deleted: the audit log sealed it at line {found[1]} "
+                f"(sha256 {found[0][:12]}…)"
+            )
+            problems = [*report.problems, problem]
+            report = report.model_copy(update={"ok": False, "problems": problems})
     if report.manifest is not None:
         found = asyncio.run(_seal(settings_from(args), path.name))
         if found is None:
@@ -122,7 +134,11 @@ def _verify(args: argparse.Namespace) -> int:
     # nothing but the seal missing: the bundle is whole, and nothing vouches for it
     unsealed = seal["sealed"] is None and report.manifest is not None
     word = "UNSEALED" if unsealed and len(report.problems) == 1 else "TAMPERED"
-    if Path(report.path).is_dir() and not (Path(report.path) / MANIFEST).exists():
+    if (
+        Path(report.path).is_dir()
+        and not (Path(report.path) / MANIFEST).exists()
+        and seal["seq"] is None
+    ):
         # a run killed, or whose stores went away, before it sealed: nothing to check
         # the files against, which is not proof that anyone changed them
         word = "NOT FINALIZED"

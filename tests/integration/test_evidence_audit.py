@@ -286,6 +286,19 @@ def test_show_an_unfinalized_run(repo: Path, capsys: pytest.CaptureFixture[str])
     assert "TAMPERED" not in err
 
 
+def test_a_sealed_runs_deleted_manifest_is_tampering(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "not finalized ... not proof that anyone changed them", while the audit log
+    held the seal line of the manifest someone deleted."""
+    path, _ = record(repo)
+    (path / "manifest.json").unlink()
+    assert main(["evidence", "verify", RUN, "--repo", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert f"evidence TAMPERED: run {RUN}" in err and "NOT FINALIZED" not in err
+    assert "manifest.json was deleted: the audit log sealed it at line" in err
+
+
 def test_show_a_run_whose_manifest_was_edited(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
