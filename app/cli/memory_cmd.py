@@ -249,6 +249,7 @@ def _search(args: argparse.Namespace) -> int:
 def _harvest(args: argparse.Namespace) -> int:
     from app.memory.harvest import HarvestError, harvest, has_head, repo_root, resolve_since
 
+    args.repo = args.repo.expanduser()  # --repo=~/proj: the shell leaves that ~ alone
     absolute(args.repo)  # a deleted current folder is said as that, not as git's words
 
     async def precheck() -> None:  # a bad --repo or --since fails before any model loads
@@ -258,6 +259,8 @@ def _harvest(args: argparse.Namespace) -> int:
             raise HarvestError(f"--repo {exc}") from None
         if await has_head(top):
             await resolve_since(top, args.since)
+        elif args.since is not None:  # it said "since bogus" and harvested nothing, exit 0
+            raise HarvestError(f"--since {args.since!r}: {top} has no commit yet")
 
     asyncio.run(precheck())
 

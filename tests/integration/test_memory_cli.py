@@ -147,3 +147,14 @@ def test_harvest_of_a_file_says_it_is_not_a_directory(
     assert code == 2 and err == f"switchyard: --repo {afile}: not a directory\n"
     code, _, err = run(capsys, "harvest", "--repo", str(tmp_path / "nope"), "--no-embed")
     assert code == 2 and err == f"switchyard: --repo {tmp_path / 'nope'}: no such directory\n"
+
+
+def test_harvest_since_in_a_repository_with_no_commit_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed "since bogus", harvested nothing and exited 0."""
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    code, _, err = run(capsys, "harvest", "--repo", str(tmp_path), "--since", "bogus", "--no-embed")
+    assert code == 2 and "has no commit yet" in err
