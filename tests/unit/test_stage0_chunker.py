@@ -129,3 +129,20 @@ def test_modes_and_doc_paths() -> None:
     assert chunk_mode("x/y.py") == "python" and chunk_mode("x/y.pyi") == "python"
     assert chunk_mode("Makefile") == "lines"
     assert is_doc_path("README.md") and is_doc_path("docs/a.rst") and not is_doc_path("a.py")
+
+
+def test_a_window_of_long_lines_is_cut_to_fit_at_its_lines() -> None:
+    """Forty soft-wrapped Markdown lines made one chunk of 7,700 of the 8,000-token budget,
+    dropped as "none fits" though it was the best match."""
+    from app.stage0.chunker import MAX_PIECE_CHARS, make_pieces, split_lines
+
+    lines = [f"paragraph {i} " + "word " * 120 for i in range(40)]
+    text = "\n".join(lines) + "\n"
+    pieces = make_pieces("text", text, 40, 5)
+    assert len(pieces) > 1 and all(len(p.text) <= MAX_PIECE_CHARS for p in pieces)
+    every = split_lines(text)
+    for p in pieces:  # still whole lines, cited by their own numbers
+        assert p.text == "\n".join(every[p.start - 1 : p.end])
+    assert pieces[0].start == 1 and pieces[-1].end == 40
+    one_line = "x" * (MAX_PIECE_CHARS * 2)
+    assert [(p.start, p.end) for p in make_pieces("text", one_line, 40, 5)] == [(1, 1)]
