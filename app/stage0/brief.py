@@ -9,6 +9,8 @@ nothing in it says so with an ``(empty: ...)`` marker, never filler.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -317,18 +319,26 @@ def write_brief(brief: Brief, out_dir: Path) -> tuple[Path, Path]:
     A folder that cannot be made or written is a :class:`BriefOutError` naming it."""
     md, js = out_dir / BRIEF_MD, out_dir / BRIEF_JSON
     brief = masked_brief(brief)
+    pairs = ((md, brief.to_markdown()), (js, brief.to_json()))
+    temps = [path.with_name(f".{path.name}.{os.getpid()}.tmp") for path, _ in pairs]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for path, text in ((md, brief.to_markdown()), (js, brief.to_json())):
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
-                tmp.write_text(text, encoding="utf-8")
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+        # both written in full, and both places free for a file, before either replaces
+        # the old one: a brief.json that could not be written left the new Markdown
+        # beside the old JSON
+        for (path, text), tmp in zip(pairs, temps, strict=True):
+            if path.is_dir() and not path.is_symlink():
+                raise IsADirectoryError(errno.EISDIR, f"{path.name} is a folder", str(path))
+            tmp.write_text(text, encoding="utf-8")
+        for (path, _), tmp in zip(pairs, temps, strict=True):
+            os.replace(tmp, path)
     except OSError as exc:
         why = exc.strerror or str(exc)
         if isinstance(exc, FileExistsError):  # mkdir's word for a file in the way
             why = "not a folder"
         raise BriefOutError(f"{out_dir}: cannot write the brief: {why}") from None
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
     return md, js

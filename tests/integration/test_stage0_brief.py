@@ -203,3 +203,19 @@ def test_a_folder_the_brief_cannot_be_written_to_is_one_error_naming_it(
         with pytest.raises(BriefOutError, match=f"^{re.escape(str(bad))}: cannot write"):
             write_brief(brief, bad)
     assert afile.read_text() == "x\n"
+
+
+def test_the_two_brief_files_are_replaced_together_or_not_at_all(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """A brief.json that could not be written left the new Markdown beside the old JSON."""
+    repo = make_repo(tmp_path)
+    out = tmp_path / "out"
+    (out / "brief.json").mkdir(parents=True)
+    (out / "TASK_BRIEF.md").write_text("the old brief\n")
+    with Stage0(repo, policy) as s0:
+        brief = s0.brief(TASK)
+    with pytest.raises(BriefOutError, match="brief.json is a folder"):
+        write_brief(brief, out)
+    assert (out / "TASK_BRIEF.md").read_text() == "the old brief\n"
+    assert sorted(p.name for p in out.iterdir()) == ["TASK_BRIEF.md", "brief.json"]
