@@ -323,6 +323,25 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
                 err(((*base, "threshold"), f"{trig.threshold} is out of range 0..1"))
             elif trig.threshold < 0:
                 err(((*base, "threshold"), f"{trig.threshold} must be >= 0"))
+            elif (trig.op == "ge" and trig.threshold == 0) or (
+                trig.op == "lt" and trig.signal in UNIT_SIGNALS and trig.threshold > 1
+            ):
+                # failed_loops >= 0 escalated on the first loop, with the policy called ok
+                warnings.append(
+                    (
+                        (*base, "threshold"),
+                        f"{trig.signal} {trig.op} {trig.threshold:g}: always fires",
+                    )
+                )
+            elif (trig.op == "lt" and trig.threshold == 0) or (
+                trig.op == "gt" and trig.signal in UNIT_SIGNALS and trig.threshold >= 1
+            ):
+                warnings.append(
+                    (
+                        (*base, "threshold"),
+                        f"{trig.signal} {trig.op} {trig.threshold:g}: never fires",
+                    )
+                )
         else:
             err(((*base, "signal"), f"unknown signal {trig.signal!r}"))
         if trig.target is not None:
@@ -336,6 +355,19 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
                 err(((*base, "target"), "an escalation target must be a cloud model"))
             elif trig.role in p.roles and p.resolve(trig.target) not in p.chain(trig.role):
                 err(((*base, "target"), f"{trig.target!r} is not in {trig.role}'s fallback chain"))
+            elif (
+                trig.role in p.roles
+                and (reserved := p.model(trig.target).escalation_only_roles)
+                and trig.role not in reserved
+            ):
+                # decide() skips it for this role: the trigger could never escalate
+                err(
+                    (
+                        (*base, "target"),
+                        f"{trig.target!r} is escalation-only for {', '.join(reserved)}, not for "
+                        f"{trig.role}: this trigger could never escalate",
+                    )
+                )
 
     for rid, rt in p.runtimes.items():
         if rt.kind == "ollama" or (rt.base_url and ":11434" in rt.base_url):

@@ -215,7 +215,7 @@ def test_the_two_brief_files_are_replaced_together_or_not_at_all(
     (out / "TASK_BRIEF.md").write_text("the old brief\n")
     with Stage0(repo, policy) as s0:
         brief = s0.brief(TASK)
-    with pytest.raises(BriefOutError, match="brief.json is a folder"):
+    with pytest.raises(BriefOutError, match=r"brief\.json is a folder"):
         write_brief(brief, out)
     assert (out / "TASK_BRIEF.md").read_text() == "the old brief\n"
     assert sorted(p.name for p in out.iterdir()) == ["TASK_BRIEF.md", "brief.json"]

@@ -661,3 +661,18 @@ def test_ollama_runtime_is_a_warning(tmp_path: Path) -> None:
 def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     target = _write(tmp_path, b"\xef\xbb\xbf" + SEED.encode("utf-8"))
     assert load_policy(target).policy == load_policy().policy
+
+
+def test_triggers_that_always_or_never_fire_are_named(tmp_path: Path) -> None:
+    """failed_loops >= 0 escalated on the first loop; an Architect trigger aimed at a
+    model reserved for the Implementer could never escalate; both were called ok."""
+    line = line_of("threshold = 2", after='id = "implementer_failed_loops"')
+    loaded = load_policy(_write(tmp_path, replace_line(line, "threshold = 0")))
+    assert any(
+        w.startswith(f"{tmp_path / 'model-policy.toml'}:{line}: ") and "always fires" in w
+        for w in loaded.warnings
+    ), loaded.warnings
+    at = line_of("threshold = 0.75", after='id = "architect_low_confidence"')
+    reserved = _write(tmp_path, insert_after(at, 'target = "deepseek-r2"'))
+    problems = problems_of(reserved)
+    assert any("is escalation-only for implementer, not for architect" in p for p in problems)
