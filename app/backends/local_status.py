@@ -183,7 +183,7 @@ def local_status(
 
 
 def without_password(url: str) -> str:
-    """``http://admin:hunter2@gpu-box:8000/v1`` as it may be shown: the password masked
+    """A runtime URL as it may be shown: a password in its user part masked as ``***``
     (`local status` printed it in its table and its JSON)."""
     try:
         parts = urlsplit(url)

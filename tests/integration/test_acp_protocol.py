@@ -91,6 +91,7 @@ async def test_bad_input_gets_json_rpc_errors_and_the_agent_stays_up(tmp_path: P
     await c.request(4, "session/new", {"mcpServers": []})  # no cwd
     await c.request(5, "session/new", {"cwd": str(repo), "mcpServers": []})
     await c.read_until(lambda lines: any(m.get("id") == 5 for m in lines))
+    assert "result" in c.reply(5), c.reply(5)
     session = c.reply(5)["result"]["sessionId"]
     image = {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"}
     await c.request(6, "session/prompt", {"sessionId": session, "prompt": [image]})
