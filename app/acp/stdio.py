@@ -229,11 +229,17 @@ def well_formed_response(msg: dict[str, Any]) -> dict[str, Any]:
     loop, and the agent answered nothing more and never exited. It becomes an error of
     our own: the request it answers failed (a permission: denied)."""
     err = msg.get("error")
-    if "error" not in msg or (
-        isinstance(err, dict)
-        and isinstance(err.get("code"), int)
-        and not isinstance(err.get("code"), bool)
-        and isinstance(err.get("message"), str)
+    # a result is the answer whatever else comes with it (the SDK reads it first): a
+    # client that sends "error": null beside every result had each grant refused
+    if (
+        "result" in msg
+        or "error" not in msg
+        or (
+            isinstance(err, dict)
+            and isinstance(err.get("code"), int)
+            and not isinstance(err.get("code"), bool)
+            and isinstance(err.get("message"), str)
+        )
     ):
         return msg
     return {

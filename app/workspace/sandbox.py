@@ -6,12 +6,12 @@ Runners, strongest first; the first that works on this machine is used:
   ``/tmp``, ``/run`` and ``/dev``, every namespace unshared (so no network: only the
   sandbox's own loopback), a new session, all capabilities dropped, killed with its
   parent. Well-known secret stores under ``$HOME`` (~/.ssh, ~/.aws, …) are hidden.
-* ``unshare``: user, mount, net and pid namespaces, the filesystem built as bwrap builds
-  it (:mod:`~app.workspace.unshare_shim`: every mount read-only but the worktree, private
-  ``/tmp`` and ``/run``, the secret stores hidden, every capability dropped). No network,
-  writes only in the worktree; degraded only in sharing the host's ``/dev`` and the
-  terminal's session. (Until an audit forged a green test log through it, this runner
-  confined the network alone, with no opt-in.)
+* ``unshare``: user, mount, net, IPC, UTS and pid namespaces, the filesystem built as
+  bwrap builds it (:mod:`~app.workspace.unshare_shim`: every mount read-only but the
+  worktree, private ``/tmp`` and ``/run``, a ``/dev`` of its own, the secret stores
+  hidden, every capability dropped). No network, writes only in the worktree; degraded
+  only in having no cgroup namespace. (Until an audit forged a green test log through
+  it, this runner confined the network alone, with no opt-in.)
 * ``rlimit``: a plain subprocess with time and memory limits only, the network on: no
   sandbox at all. Never chosen by default: it needs an explicit opt-in, and is refused
   under local_only (the sandbox fails closed; :mod:`~app.workspace.sandbox_policy`).

@@ -2,8 +2,8 @@
 
 * bubblewrap works: it is used.
 * Only ``unshare`` works: the command runs with no network and writes only in the
-  worktree (:mod:`app.workspace.unshare_shim`), a downgrade (the host's /dev and the
-  terminal's session shared) that needs no opt-in (local_only too) and is audited before
+  worktree (:mod:`app.workspace.unshare_shim`), a downgrade (no cgroup namespace) that
+  needs no opt-in (local_only too) and is audited before
   it runs (GR-005).
 * Neither works: the command does not run. Running it anyway, with the network on and
   writes anywhere the user may write, needs an explicit opt-in (``switchyard run

@@ -19,8 +19,8 @@ RUNNERS: tuple[Runner, ...] = ("bwrap", "unshare", "rlimit")
 
 #: what a degraded runner does not confine, for the GR-005 audit line
 WEAKNESS: dict[Runner, str] = {
-    "unshare": "no network, writes only in the worktree, no capabilities (as bwrap), but "
-    "the host's /dev and the terminal's session are shared",
+    "unshare": "no network, writes only in the worktree, no capabilities, its own /dev and "
+    "IPC (as bwrap), but no cgroup namespace",
     "rlimit": "no network or filesystem isolation: only time and memory limits",
 }
 
@@ -82,6 +82,8 @@ def unshare(argv: list[str], *, cwd: Path, ro: Sequence[Path]) -> list[str]:
         "--map-root-user",
         "--mount",
         "--net",
+        "--ipc",  # the user's SysV shared memory and message queues stay out of reach
+        "--uts",
         "--pid",
         "--fork",
         "--kill-child",

@@ -7,8 +7,9 @@ main checkout and its ``.git/hooks``, and to the run's own evidence before it wa
 sealed (an audit forged a green test log that way). Now it builds what bwrap builds:
 
 1. every mount read-only (each one remounted with its own locked flags kept);
-2. private ``/tmp``, ``/run``, ``/var/run`` and ``/dev/shm`` (the host's service sockets
-   live there, and a read-only mount does not stop ``connect()`` on a unix socket);
+2. private ``/tmp``, ``/run`` and ``/var/run`` (the host's service sockets live there,
+   and a read-only mount does not stop ``connect()`` on a unix socket), and a ``/dev``
+   of its own (:func:`build_dev`: the host's held the user's terminals);
 3. ``--ro`` paths that those private mounts would hide (a checkout's ``.venv`` under
    /tmp) shown again, read-only;
 4. the secret stores (``--mask``) hidden: an empty tmpfs over a folder, /dev/null over a
@@ -55,13 +56,25 @@ _FLAGS = {
     "relatime": MS_RELATIME,
     "strictatime": MS_STRICTATIME,
 }
-#: mounts a remount may refuse without weakening the sandbox (the kernel's own views)
+#: mounts a remount may refuse without weakening the sandbox: the kernel's own views,
+#: which only the real root writes (a user's delegated cgroup tree is not among them)
 _VIRTUAL = frozenset(
-    {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs", "tracefs",
-     "securityfs", "pstore", "bpf", "configfs", "fusectl", "binfmt_misc", "hugetlbfs",
-     "autofs", "efivarfs", "nsfs", "rpc_pipefs"}
+    {"proc", "sysfs", "debugfs", "tracefs", "securityfs", "pstore", "bpf", "configfs",
+     "fusectl", "binfmt_misc", "autofs", "efivarfs", "nsfs", "rpc_pipefs"}
 )  # fmt: skip
-PRIVATE = ("/tmp", "/run", "/var/run", "/dev/shm")
+PRIVATE = ("/tmp", "/run", "/var/run")
+#: the device nodes of the sandbox's own /dev (the host's held the user's terminals: a
+#: test wrote a fake "42 passed" onto the pty Switchyard ran in)
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+#: statvfs's flags → the mount flags a remount must keep (locked by the parent namespace)
+_ST_FLAGS = (
+    (os.ST_NOSUID, MS_NOSUID),
+    (os.ST_NODEV, MS_NODEV),
+    (os.ST_NOEXEC, MS_NOEXEC),
+    (os.ST_NOATIME, MS_NOATIME),
+    (os.ST_NODIRATIME, MS_NODIRATIME),
+    (os.ST_RELATIME, MS_RELATIME),
+)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -70,13 +83,15 @@ class SetupError(Exception):
     pass
 
 
-def _mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
+def _mount(
+    source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
     rc = _libc.mount(
         None if source is None else os.fsencode(source),
         os.fsencode(target),
         None if fstype is None else os.fsencode(fstype),
         ctypes.c_ulong(flags),
-        None,
+        None if data is None else os.fsencode(data),
     )
     if rc != 0:
         err = ctypes.get_errno()
@@ -110,7 +125,9 @@ def _read_only_everywhere() -> None:
         try:
             _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
         except SetupError:
-            if fstype in _VIRTUAL or not os.path.exists(point):
+            # /dev's own mounts are hidden under the sandbox's /dev (see build_dev)
+            hidden = point == "/dev" or point.startswith("/dev/")
+            if fstype in _VIRTUAL or hidden or not os.path.exists(point):
                 continue
             raise
 
@@ -132,8 +149,45 @@ def _bind(fd: int, target: str, *, writable: bool, is_dir: bool) -> None:
             with open(target, "a"):
                 pass
     _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
-    flags = MS_REMOUNT | MS_BIND | (0 if writable else MS_RDONLY)
+    # the source's own nosuid/nodev/noexec are locked in this namespace: a remount that
+    # left them out was refused (a worktree or /tmp on a nosuid tmpfs: no sandbox at all)
+    flags = MS_REMOUNT | MS_BIND | _source_flags(fd) | (0 if writable else MS_RDONLY)
     _mount(None, target, None, flags)
+
+
+def _source_flags(fd: int) -> int:
+    got = os.statvfs(f"/proc/self/fd/{fd}").f_flag
+    return sum(ms for st, ms in _ST_FLAGS if got & st)
+
+
+def build_dev(nodes: dict[str, int]) -> None:
+    """A /dev of the sandbox's own, as bwrap's ``--dev``: the harmless nodes (held open
+    before, bound from the host's), a private pty instance when the kernel allows one,
+    /dev/shm, and the fd links."""
+    _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=0755")
+    for name, fd in nodes.items():
+        target = f"/dev/{name}"
+        with open(target, "a"):
+            pass
+        _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
+    os.mkdir("/dev/pts", 0o755)
+    try:
+        _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, PTS_OPTIONS)
+        os.symlink("pts/ptmx", "/dev/ptmx")
+    except (SetupError, OSError):
+        pass  # no pseudo-terminals in the sandbox: a test asking for one fails alone
+    os.mkdir("/dev/shm", 0o1777)
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV)
+    for link, to in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
+        os.symlink(to, f"/dev/{link}")
+
+
+PTS_OPTIONS = "newinstance,ptmxmode=0666,mode=620"
 
 
 class _CapHeader(ctypes.Structure):
@@ -201,6 +255,7 @@ def setup(cwd: str, ro: list[str], masks: list[str]) -> None:
     work = _open(cwd)
     if work is None:
         raise SetupError(f"{cwd}: cannot open the worktree")
+    nodes = {name: fd for name in DEVICES if (fd := _open(f"/dev/{name}")) is not None}
     _read_only_everywhere()
     for p in private:
         _mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV)
@@ -212,6 +267,7 @@ def setup(cwd: str, ro: list[str], masks: list[str]) -> None:
             _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY)
         elif os.path.exists(path):
             _mount("/dev/null", path, None, MS_BIND)
+    build_dev(nodes)
     _bind(work, cwd, writable=True, is_dir=True)
     dotgit = os.path.join(cwd, ".git")
     if os.path.exists(dotgit) and not os.path.islink(dotgit):

@@ -322,3 +322,6 @@ def test_a_malformed_error_response_reaches_the_sdk_as_a_well_formed_one() -> No
     assert well_formed_response(good) is good
     result = {"jsonrpc": "2.0", "id": 7, "result": {"outcome": {"outcome": "cancelled"}}}
     assert well_formed_response(result) is result
+    # a result with "error": null beside it (some clients send both) stays a result
+    both = {"jsonrpc": "2.0", "id": 7, "result": {"outcome": {"optionId": "y"}}, "error": None}
+    assert well_formed_response(both) is both

@@ -390,3 +390,56 @@ async def test_under_bwrap_the_checkouts_dot_git_is_read_only(wt: Path) -> None:
     assert "WROTE" not in result.output and result.output.count("refused") == 3, result.output
     assert (wt / ".git").read_text() == "gitdir: /somewhere/real\n"
     assert (wt / "ok.txt").read_text() == "the rest of the worktree is writable"
+
+
+def test_unshare_confines_a_worktree_on_a_nosuid_nodev_mount(tmp_path: Path) -> None:
+    """The worktree's bind was remounted without its own locked nosuid/nodev/noexec, which
+    the kernel refuses in a user namespace: on a /tmp mounted so (Fedora, Arch, Debian
+    13) the runner exited 126 for every command. A tmpfs mounted so, in a namespace of
+    the test's own, holds the worktree here."""
+    import shlex
+    import subprocess
+
+    from app.workspace.sandbox_runners import unshare
+
+    if PROBE.runners.get("unshare") != "ok":
+        pytest.skip(f"unshare does not work here: {PROBE.runners.get('unshare')}")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    inner = unshare(["sh", "-c", "touch made && echo wrote"], cwd=mnt / "wt", ro=[])
+    script = (
+        f"mount -t tmpfs -o nosuid,nodev,noexec tmpfs {shlex.quote(str(mnt))} && "
+        f"mkdir {shlex.quote(str(mnt / 'wt'))} && cd {shlex.quote(str(mnt / 'wt'))} && "
+        "exec " + " ".join(shlex.quote(a) for a in inner)
+    )
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "wrote", done.stderr
+
+
+def test_unshare_gives_the_command_its_own_dev_and_ipc(wt: Path) -> None:
+    """The host's /dev held the user's terminals (a test wrote a fake "42 passed" onto
+    the pty Switchyard ran in) and its SysV shared memory was open to the tests."""
+    import subprocess
+
+    from app.workspace.sandbox_runners import unshare
+
+    if PROBE.runners.get("unshare") != "ok":
+        pytest.skip(f"unshare does not work here: {PROBE.runners.get('unshare')}")
+    code = (
+        "import json, os; print(json.dumps(sorted(os.listdir('/dev')))); "
+        "print(open('/proc/sysvipc/shm').read().count(chr(10)))"
+    )
+    argv = unshare([sys.executable, "-c", code], cwd=wt, ro=[])
+    done = subprocess.run(argv, cwd=wt, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    devices, shm_lines = done.stdout.splitlines()
+    assert set(json.loads(devices)) <= {
+        "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout",
+        "tty", "urandom", "zero",
+    }  # fmt: skip
+    assert shm_lines == "1"  # the header alone: no segment of the host's
