@@ -11,6 +11,7 @@ refusal is audited as the merge line (HUMAN).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -77,8 +78,17 @@ async def offer_merge(
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        await work
+        await finish_shielded(work)
         raise
+
+
+async def finish_shielded(work: asyncio.Future[Any]) -> None:
+    """Wait for ``work`` to end however often the waiter is cancelled meanwhile (a
+    session/cancel, then the hang-up's stop): a bare ``await`` after the first cancel let
+    the second one cancel the merge's audit line and report."""
+    while not work.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(work)
 
 
 async def _ask(

@@ -11,7 +11,9 @@ exhausted a 256-descriptor limit, and every ``session/new`` failed after. So at 
 :data:`MAX_OPEN` stay open: opening one more parks the least recently used idle one in
 the pipeline mode (its stores closed). A prompt to a parked session opens it again under
 the same id, transparently; what it held in memory only is gone: a session-wide
-approval is asked again (the safe way), the usage meter starts again.
+approval and a "deny all: stay local" are asked again (the safe way), the usage meter
+starts again. A session in the tutor's mode is never parked (its conversation lives in
+memory), so those are not bounded.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ class AcpSession:
     @property
     def busy(self) -> bool:
         return self.work is not None and not self.work.done()
+
+
+async def _close_all(stacks: list[AsyncExitStack]) -> None:
+    for stack in stacks:
+        await stack.aclose()
 
 
 def modes(current: str, policy: Policy) -> SessionModeState:
@@ -136,13 +143,16 @@ class SessionPool:
     async def ready(self, session_id: str) -> AcpSession:
         """The session, open (a parked one is opened again under its id)."""
         s = self.get(session_id)
+        closing: list[AsyncExitStack] = []
         async with self._lock:
             if s.parked:
                 s.core, s.bus = await self._core(s.id, self._deciders[s.id])
                 s.usage = UsageMeter(self.policy)
                 s.parked = False
-                await self._park_beyond_limit(keep=s.id)
-            self._stacks[s.id] = self._stacks.pop(s.id)  # the most recently used now
+                closing = self._park_beyond_limit(keep=s.id)
+            if s.id in self._stacks:  # the most recently used now
+                self._stacks[s.id] = self._stacks.pop(s.id)
+        await _close_all(closing)
         return s
 
     async def open(
@@ -157,7 +167,8 @@ class SessionPool:
             s = AcpSession(id=sid, repo=repo, core=core, bus=bus, usage=UsageMeter(self.policy))
             self.sessions[sid] = s
             self._deciders[sid] = decider
-            await self._park_beyond_limit(keep=sid)
+            closing = self._park_beyond_limit(keep=sid)
+        await _close_all(closing)  # not under the lock: a session's close can take seconds
         return s
 
     async def _core(self, sid: str, decider: Callable[[str], Decider]) -> tuple[Session, Bus]:
@@ -176,18 +187,19 @@ class SessionPool:
         self._stacks[sid] = stack
         return core, bus
 
-    async def _park_beyond_limit(self, *, keep: str) -> None:
-        """Close the least recently used idle sessions beyond :attr:`max_open`: not one at
-        work, nor one in the tutor's mode (its conversation lives in memory)."""
+    def _park_beyond_limit(self, *, keep: str) -> list[AsyncExitStack]:
+        """Park the least recently used idle sessions beyond :attr:`max_open` (not one at
+        work, nor one in the tutor's mode); their stacks, for the caller to close."""
+        closing: list[AsyncExitStack] = []
         for sid in list(self._stacks):
             if len(self._stacks) <= self.max_open:
-                return
+                break
             s = self.sessions[sid]
             if sid == keep or s.busy or s.mode != RUN_MODE or s.tutor is not None:
                 continue
-            stack = self._stacks.pop(sid)
+            closing.append(self._stacks.pop(sid))
             s.parked = True
-            await stack.aclose()
+        return closing
 
     async def stop_turns(self) -> None:
         """Stop every turn at work and wait for each (each seals its evidence)."""

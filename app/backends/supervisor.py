@@ -35,14 +35,17 @@ def wait_healthy(
     interval: float = 0.25,
 ) -> bool:
     """Poll until the server answers /health (or /v1/models), it dies, or time runs out."""
-    # our own child, wherever --host put it: not a call the local_only guard is about
-    with make_client(local_only=False, timeout=PROBE_TIMEOUT_S) as client:
-        while time.monotonic() < deadline and not stop.is_set():
-            if not alive():
-                return False
+    # our own child, wherever --host put it: not a call the local_only guard is about.
+    # A client per probe, closed after it: a probe left waiting on a server that drips
+    # its headers ends with its client, where a shared one piled the waiting threads up
+    # until its pool was full and every probe read "down"
+    while time.monotonic() < deadline and not stop.is_set():
+        if not alive():
+            return False
+        with make_client(local_only=False, timeout=PROBE_TIMEOUT_S) as client:
             if probe_endpoint("server", base_url, client=client).up:
                 return True
-            stop.wait(interval)
+        stop.wait(interval)
     return False
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shlex
 import signal
 import sys
@@ -238,10 +239,18 @@ async def _pipeline(
             # a second Ctrl-C raised KeyboardInterrupt inside the shielded sealing: the
             # bundle was left unsealed, the worktree and branch behind, and the line
             # below said it was sealed. Later signals wait for the sealing instead.
-            if stopped_by:
-                print("switchyard: sealing the run's evidence; one moment", file=sys.stderr)
-                return
+            if len(stopped_by) >= 2:  # a third: out now, the user insists
+                print("switchyard: stopped before the evidence was sealed", file=sys.stderr)
+                sys.stderr.flush()
+                os._exit(128 + signum)
             stopped_by.append(signum)
+            if len(stopped_by) == 2:
+                print(
+                    "switchyard: sealing the run's evidence; one moment (once more to stop "
+                    "at once, unsealed)",
+                    file=sys.stderr,
+                )
+                return
             work.cancel()
 
         with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -44,10 +44,11 @@ class _Reader:
     """The one reader of a terminal, for every prompt of the process.
 
     A thread reads a line only when a prompt wants one, and hands it to the prompt asking
-    *now*: an answer typed for a prompt that was withdrawn (its request ended, timed out)
-    is dropped, never taken as the answer to the next one. With a thread blocked on
-    ``readline`` per prompt, a withdrawn prompt's thread swallowed the "y" typed for the
-    next request, which then timed out denied.
+    *now*. With a thread blocked on ``readline`` per prompt, a withdrawn prompt's thread
+    swallowed the "y" typed for the next request, which then timed out denied. A line
+    read while nobody asks is kept for the next reader (the tutor's typed-ahead question
+    was dropped), and an approval prompt's :meth:`flush` drops it with what the terminal
+    holds: an answer typed for a withdrawn prompt never answers the next approval.
     """
 
     def __init__(self, stdin: TextIO) -> None:
@@ -57,8 +58,13 @@ class _Reader:
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[str]] | None = None
         self._eof = False
         self._thread: threading.Thread | None = None
+        #: lines read while nobody was asking, oldest first
+        self._kept: list[str] = []
 
     async def readline(self) -> str:
+        with self._mutex:
+            if self._kept:
+                return self._kept.pop(0)
         if self._eof:
             return ""
         loop = asyncio.get_running_loop()
@@ -88,6 +94,8 @@ class _Reader:
                 if not line:
                     self._eof = True
                 waiter, self._waiter = self._waiter, None
+                if (waiter is None or waiter[1].done()) and line:
+                    self._kept.append(line)
             if waiter is not None and not waiter[1].done():
                 loop, future = waiter
                 loop.call_soon_threadsafe(_answer, future, line)
@@ -96,6 +104,8 @@ class _Reader:
 
     def flush(self) -> None:
         """Drop what was typed before the prompt (a stray key is nobody's answer)."""
+        with self._mutex:
+            self._kept.clear()
         try:
             fd = self.stdin.fileno()
         except (AttributeError, OSError, ValueError):

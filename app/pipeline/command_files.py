@@ -15,7 +15,9 @@ command would find them:
   task file's name, or its executable bit), and so on, a bounded number of files deep.
 
 It errs on the side of finding too much: a file found that the command does not in
-fact run costs a cloud Judge's look, a file missed costs a verdict the change wrote.
+fact run costs a cloud Judge's look, a file missed costs a verdict the change wrote. A
+search that reaches :data:`MAX_FILES` gives up and says so (None): the caller then
+counts every file the change touches.
 """
 
 from __future__ import annotations
@@ -53,30 +55,40 @@ _SCRIPT_SUFFIXES = (
     ".bat", ".cmd", ".ps1",
 )  # fmt: skip
 _TASK_NAMES = frozenset(n for files in RUNNER_FILES.values() for n in files)
+#: a shell's flags that end with ``c``: the next word is a script (``-c``, ``-lc``, ``-euc``)
+_RUNS_STRING = re.compile(r"^-[a-zA-Z]*c[a-zA-Z]*$")
 _WORD = re.compile(r"[\w.@+/-]+")
 #: how many files the search reads, and how much of each
 MAX_FILES = 64
 MAX_BYTES = 256 * 1024
 
 
-def command_files(argv: Sequence[str], root: Path) -> list[str]:
+def command_files(argv: Sequence[str], root: Path) -> list[str] | None:
     """The repository files ``argv`` runs or reads its tasks from, and the scripts those
-    name in turn, as paths from ``root`` (sorted, each once)."""
+    name in turn, as paths from ``root`` (sorted, each once); None when there are more
+    than :data:`MAX_FILES` (a Makefile naming seventy sources before ``./check.sh`` hid
+    the script: the search must not stop quietly)."""
     top = root.resolve()
     found: dict[str, None] = {}
     queue: list[str] = []
 
-    def add(rel: str) -> None:
-        if rel not in found and len(found) < MAX_FILES:
-            found[rel] = None
-            queue.append(rel)
+    def add(rel: str) -> bool:
+        if rel in found:
+            return True
+        if len(found) >= MAX_FILES:
+            return False
+        found[rel] = None
+        queue.append(rel)
+        return True
 
     for rel in _from_argv(argv, top):
-        add(rel)
+        if not add(rel):
+            return None
     while queue:
         rel = queue.pop(0)
         for named in _named_scripts(top / rel, top):
-            add(named)
+            if not add(named):
+                return None
     return sorted(found)
 
 
@@ -84,11 +96,11 @@ def _from_argv(argv: Sequence[str], top: Path) -> Iterable[str]:
     words = [a for a in argv if a and "\0" not in a]
     for i, word in enumerate(words):
         name = os.path.basename(word)
-        if name in _SHELLS:  # sh -c "make check && ./check.sh"
+        if name in _SHELLS:  # sh -c "make check && ./check.sh", bash -lc / -euc "..."
             rest = words[i + 1 :]
-            if "-c" in rest and rest.index("-c") + 1 < len(rest):
-                script = rest[rest.index("-c") + 1]
-                yield from _from_argv(_split(script), top)
+            flag = next((j for j, w in enumerate(rest) if _RUNS_STRING.match(w)), None)
+            if flag is not None and flag + 1 < len(rest):
+                yield from _from_argv(_split(rest[flag + 1]), top)
         for task_file in RUNNER_FILES.get(name, ()):
             rel = _inside(top, task_file)
             if rel is not None:
@@ -113,7 +125,14 @@ def _named_scripts(path: Path, top: Path) -> Iterable[str]:
         bare = word.rstrip(".,;:")
         if not bare or bare.startswith("-"):
             continue
-        rel = _inside(top, bare, base=path.parent)
+        for task_file in RUNNER_FILES.get(bare, ()):  # a script that runs `make test`
+            rel = _inside(top, task_file)
+            if rel is not None:
+                yield rel
+        # "$(CURDIR)/scripts/check" reads as the word "/scripts/check": from the top too
+        rel = _inside(top, bare, base=path.parent) or (
+            _inside(top, bare.lstrip("/")) if bare.startswith("/") else None
+        )
         if rel is not None and _is_script(top / rel, bare):
             yield rel
 

@@ -8,6 +8,7 @@ reads the records, not a model's say-so.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,10 @@ async def judge(
 ) -> Judgement:
     ctx.control.current_role = ROLE
     spec_hr = ctx.options.overrides.high_risk if ctx.options.overrides else None
-    checks = command_files(test_argv, worktree)
+    # off the event loop (up to 64 files read); None: too many to follow, so every file
+    # the change touches counts as one the test command runs
+    found = await asyncio.to_thread(command_files, test_argv, worktree)
+    checks = found if found is not None else diff_files(diff)
     hr = classify_diff(diff, ctx.policy.high_risk, spec_hr=spec_hr, checks=checks)
     ctx.bundle.write_json(HIGHRISK, hr.model_dump())
     await critique(ctx, plan, diff)

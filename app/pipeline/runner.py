@@ -114,8 +114,11 @@ async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]
     try:
         wt = await asyncio.shield(making)
     except asyncio.CancelledError:
+        while not making.done():  # a second cancel must not leave it behind either
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(making)
         with contextlib.suppress(Exception):
-            progress.worktree = await making
+            progress.worktree = making.result()
         raise
     progress.worktree = wt
     for note in wt.notes:

@@ -135,8 +135,8 @@ def _trigger_order(p: Policy) -> dict[str, list[str]]:
     """Each role's triggers in the order decide() tries them: the first that fires
     chooses the target, so two policies with the same triggers in another order route
     differently ("no semantic difference" was said of them)."""
-    roles = [*p.roles, "*"]
-    return {r: [t.id for t in p.triggers if t.role == r] for r in roles}
+    # a role's own triggers and every role's ("*") in the one order decide() reads them
+    return {r: [t.id for t in p.triggers_for(r)] for r in p.roles}
 
 
 def diff_policies(a: Policy, b: Policy) -> PolicyDiff:

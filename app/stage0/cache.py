@@ -25,6 +25,7 @@ every analyzed content and the snapshot, so no text masked under other rules sur
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import struct
@@ -151,11 +152,12 @@ class Stage0Cache:
         self._db.close()
         self._mem.clear()
         self.snapshot = None
-        if self.path is not None:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-        if self.snapshot_file is not None:
-            self.snapshot_file.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder: _open says what is wrong
+            if self.path is not None:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            if self.snapshot_file is not None:
+                self.snapshot_file.unlink(missing_ok=True)
         self._db = self._open()
         self.check_masking()
 

@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.errors import SwitchyardError
 from app.paths import repo_state_dir
 from app.policy.schema import Policy
 from app.stage0 import explain as explain_mod
@@ -171,9 +172,16 @@ class Stage0:
         cache file whose pages cannot be read is started again from nothing, once."""
         try:
             return self._refresh()
-        except sqlite3.DatabaseError:
-            self.cache.reset()
+        except sqlite3.DatabaseError as exc:
+            self._reset_if_damaged(exc)
             return self._refresh()
+
+    def _reset_if_damaged(self, exc: sqlite3.DatabaseError) -> None:
+        """Start the cache again when its file is damaged; a busy, full or read-only one
+        is no reason to delete what another Switchyard may be using: one clear line."""
+        if isinstance(exc, sqlite3.OperationalError):
+            raise SwitchyardError(f"the Stage0 cache cannot be used now: {exc}") from None
+        self.cache.reset()
 
     def _refresh(self) -> BuildReport:
         cfg = self.config
@@ -261,8 +269,8 @@ class Stage0:
             # emptied under us by another process's masking: ours again, built again, once
             self.cache.check_masking()
             self.refresh()
-        except sqlite3.DatabaseError:  # pages that cannot be read: derived data, made again
-            self.cache.reset()
+        except sqlite3.DatabaseError as exc:  # pages that cannot be read: made again
+            self._reset_if_damaged(exc)
             self.refresh()
         return self._query(text, k, budget_tokens, explain, code_k, context_window, reserve)
 

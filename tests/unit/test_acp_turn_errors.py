@@ -28,6 +28,7 @@ class _Session:
     work = None
     cancel_requested = False
     busy = False
+    parked = False
 
 
 async def test_a_failure_inside_the_turn_is_an_internal_error(

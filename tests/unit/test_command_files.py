@@ -59,3 +59,24 @@ def test_a_cycle_and_a_binary_end_the_search(tmp_path: Path) -> None:
     _write(tmp_path, "b.sh", "./a.sh\n")
     (tmp_path / "tool.bin").write_bytes(b"\x7fELF\0\0./a.sh")
     assert command_files(["./a.sh", "tool.bin"], tmp_path) == ["a.sh", "b.sh", "tool.bin"]
+
+
+def test_a_script_that_runs_a_task_runner_and_shell_flags_are_followed(tmp_path: Path) -> None:
+    """./run_tests.sh → `make test` → ci/real_check, and `bash -lc "make test"`, were not."""
+    _write(tmp_path, "run_tests.sh", "#!/bin/sh\nmake test\n", executable=True)
+    _write(tmp_path, "Makefile", "test:\n\t$(CURDIR)/ci/real_check\n")
+    _write(tmp_path, "ci/real_check", "exit 0\n", executable=True)
+    expected = ["Makefile", "ci/real_check"]
+    assert command_files(["./run_tests.sh"], tmp_path) == [*expected, "run_tests.sh"]
+    assert command_files(["bash", "-lc", "make test"], tmp_path) == expected
+    assert command_files(["sh", "-euc", "make test"], tmp_path) == expected
+
+
+def test_more_files_than_the_search_follows_is_said_not_hidden(tmp_path: Path) -> None:
+    """Seventy sources named before `./check.sh` filled the search: the script was missed."""
+    names = " ".join(f"src/m{i}.py" for i in range(70))
+    _write(tmp_path, "Makefile", f"SRC = {names}\ntest:\n\t./check.sh\n")
+    for i in range(70):
+        _write(tmp_path, f"src/m{i}.py", "x = 1\n")
+    _write(tmp_path, "check.sh", "exit 0\n", executable=True)
+    assert command_files(["make", "test"], tmp_path) is None

@@ -43,3 +43,20 @@ def test_a_high_risk_rule_id_given_twice_is_refused(tmp_path: Path) -> None:
         assert any("duplicate rule id 'public_api'" in p for p in exc.problems), exc.problems
     else:
         raise AssertionError("a duplicate rule id was accepted")
+
+
+def test_a_trigger_of_every_role_moved_among_a_roles_own_is_a_difference(tmp_path: Path) -> None:
+    """decide() reads a role's triggers and every role's ('*') in one file order: moving
+    user_request above the Judge's High-Risk trigger changed the Judge's order unseen."""
+    start = SEED.index('[[triggers]]\nid = "user_request"')
+    end = SEED.index("[[", start + 2)
+    block = SEED[start:end]
+    moved = SEED.replace(block, "").replace(
+        '[[triggers]]\nid = "judge_high_risk"', block + '[[triggers]]\nid = "judge_high_risk"'
+    )
+    path = tmp_path / "moved.toml"
+    path.write_text(moved, encoding="utf-8")
+    diff = diff_policies(load_policy().policy, load_policy(path).policy)
+    judge = [e for e in diff.entries if e.path == "triggers.order.judge"]
+    assert judge and judge[0].old.index("judge_high_risk") < judge[0].old.index("user_request")
+    assert judge[0].new.index("user_request") < judge[0].new.index("judge_high_risk")
