@@ -87,8 +87,11 @@ async def finish_shielded(work: asyncio.Future[Any]) -> None:
     session/cancel, then the hang-up's stop): a bare ``await`` after the first cancel let
     the second one cancel the merge's audit line and report."""
     while not work.done():
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.shield(work)
+    if not work.cancelled() and work.exception() is not None:
+        # the caller's cancel goes on; what failed in the merge is not lost
+        log.error("the merge ended in an error while its turn was cancelled: %r", work.exception())
 
 
 async def _ask(

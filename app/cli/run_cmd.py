@@ -238,7 +238,8 @@ async def _pipeline(
         def stop(signum: int) -> None:
             # a second Ctrl-C raised KeyboardInterrupt inside the shielded sealing: the
             # bundle was left unsealed, the worktree and branch behind, and the line
-            # below said it was sealed. Later signals wait for the sealing instead.
+            # below said it was sealed. A second signal now waits for the sealing; a
+            # third ends the process at once, saying the evidence may be unsealed.
             if len(stopped_by) >= 2:  # a third: out now, the user insists
                 print("switchyard: stopped before the evidence was sealed", file=sys.stderr)
                 sys.stderr.flush()

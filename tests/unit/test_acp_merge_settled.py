@@ -69,6 +69,8 @@ async def test_a_cancel_while_the_merge_runs_waits_for_it_and_says_so(
     await started.wait()
     turn.cancel()  # the user's Stop, right after their Merge
     await asyncio.sleep(0)
+    turn.cancel()  # and the hang-up's stop after it: the merge still runs to its end
+    await asyncio.sleep(0)
     release.set()
     with pytest.raises(asyncio.CancelledError):
         await turn
