@@ -8,10 +8,9 @@ what a session would see.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from pydantic import Field
 
+from app.audit.masking import mask_text
 from app.backends import llamacpp
 from app.backends.base import Frozen
 from app.backends.http import make_client
@@ -178,20 +177,6 @@ def local_status(
     endpoints = by_runtime(found)
     inproc = inprocess_status(policy)
     roles = [role_status(policy, rid, endpoints, inproc) for rid in local_llm_roles(policy)]
-    shown = [ep.model_copy(update={"base_url": without_password(ep.base_url)}) for ep in found]
+    # a URL's password masked as every line the product writes masks it (it was printed)
+    shown = [ep.model_copy(update={"base_url": mask_text(ep.base_url)[0]}) for ep in found]
     return LocalStatus(endpoints=shown, inprocess=inproc, roles=roles)
-
-
-def without_password(url: str) -> str:
-    """A runtime URL as it may be shown: a password in its user part masked as ``***``
-    (`local status` printed it in its table and its JSON)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -11,10 +11,9 @@ import errno
 import hashlib
 import json
 import os
-import stat
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -23,6 +22,7 @@ from app.audit.masking import mask_value
 from app.durable import fsync_dir, fsync_file
 from app.evidence.layout import TMP_PREFIX
 from app.evidence.records import FileEntry
+from app.regular_file import open_regular
 
 
 def dumps(obj: Any) -> str:
@@ -42,23 +42,11 @@ def masked_dumps(obj: Any) -> str:
 MAX_READ_BYTES = 64 << 20
 
 
-def open_regular(path: Path) -> BinaryIO:
-    """``path`` opened for reading, a regular file and never through a symbolic link as
-    its last part: a repository can ship its own ``.switchyard``, and a manifest linked
-    to /dev/zero ate all memory, a FIFO hung ``evidence show``. OSError otherwise."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    fd = os.open(path, flags)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def read_regular(path: Path, limit: int = MAX_READ_BYTES) -> bytes:
-    """The bytes of a bundle file (see :func:`open_regular`), at most ``limit``."""
+    """The bytes of a bundle file, at most ``limit``: a regular file, never through a
+    link (:func:`app.regular_file.open_regular`). A repository can ship its own
+    ``.switchyard``: a manifest linked to /dev/zero ate all memory, a FIFO hung
+    ``evidence show``."""
     with open_regular(path) as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from app.errors import UsageError
 from app.paths import STATE_DIR_NAME
+from app.regular_file import open_regular
 from app.subprocess_env import git_env
 
 #: A file modified this close to a scan is re-hashed on the next scan.
@@ -202,18 +203,8 @@ def read_regular(path: Path, limit: int, expect: os.stat_result | None = None) -
     link as its last component (``O_NOFOLLOW``: the folders are :class:`RepoDirs`' to
     check). ``expect``: the file's lstat, which the opened file must still match (it
     was not swapped since). OSError otherwise."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    fd = os.open(path, flags)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path}: not a regular file")
-        if expect is not None and (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
-            raise OSError(f"{path}: replaced while it was read")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(limit + 1)
-    finally:
-        os.close(fd)
+    with open_regular(path, expect) as fh:
+        return fh.read(limit + 1)
 
 
 def read_repo_file(repo: Path, rel: str, limit: int) -> bytes | None:

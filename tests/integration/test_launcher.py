@@ -145,11 +145,11 @@ def test_status_probes_every_endpoint_of_a_runtime_and_masks_a_password() -> Non
         assert done.returncode == 0, done.stderr
         data = json.loads(done.stdout)
         vllm = [(e["base_url"], e["state"]) for e in data["endpoints"] if e["runtime"] == "vllm"]
-        assert vllm == [(dead.replace("hunter2secret", "***"), "down"), (live, "up")]
+        assert vllm == [(dead.replace("hunter2secret", "[REDACTED]"), "down"), (live, "up")]
         assert "hunter2secret" not in done.stdout
         assert all(r["serving"] == "vllm" for r in data["roles"]), data["roles"]
         table = run_cli("local", "status", env=env)
-        assert "hunter2secret" not in table.stdout and "admin:***@" in table.stdout
+        assert "hunter2secret" not in table.stdout and "admin:[REDACTED]@" in table.stdout
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -384,15 +384,13 @@ def test_supervise_waits_for_health_then_stops_the_process_group(tmp_path: Path)
         assert not pid_alive(pid)
 
 
-def test_supervise_stops_on_request_and_kills_a_stubborn_child(tmp_path: Path) -> None:
-    argv, base, env = fake(tmp_path, IGNORE_TERM="1")
-    stop = threading.Event()
-    out = tmp_path / "out.txt"
-
+def stop_once_ready(out: Path) -> threading.Event:
+    """A stop set once ``out`` (the supervisor's output, made empty here) says "ready:",
+    and within 30 s whatever happens: a supervisor is never left running."""
     out.write_text("")
+    stop = threading.Event()
 
-    def stop_when_ready() -> None:
-        # whatever happens, stop within 30 s: a supervisor never left running
+    def watch() -> None:
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and "ready:" not in out.read_text():
@@ -400,7 +398,14 @@ def test_supervise_stops_on_request_and_kills_a_stubborn_child(tmp_path: Path) -
         finally:
             stop.set()
 
-    threading.Thread(target=stop_when_ready, daemon=True).start()
+    threading.Thread(target=watch, daemon=True).start()
+    return stop
+
+
+def test_supervise_stops_on_request_and_kills_a_stubborn_child(tmp_path: Path) -> None:
+    argv, base, env = fake(tmp_path, IGNORE_TERM="1")
+    out = tmp_path / "out.txt"
+    stop = stop_once_ready(out)
     started = time.monotonic()
     with out.open("w") as fh:
         rc = supervise(
@@ -464,19 +469,8 @@ def test_a_worker_that_ignores_sigterm_does_not_outlive_its_server(tmp_path: Pat
     """The server went at once on SIGTERM, its worker ignored it and kept running: the
     group was killed only when the leader outlived the grace period."""
     argv, base, env = fake(tmp_path, STUBBORN_WORKER="1")
-    stop = threading.Event()
     out = tmp_path / "out.txt"
-    out.write_text("")
-
-    def stop_when_ready() -> None:
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and "ready:" not in out.read_text():
-                time.sleep(0.05)
-        finally:
-            stop.set()
-
-    threading.Thread(target=stop_when_ready, daemon=True).start()
+    stop = stop_once_ready(out)
     with out.open("w") as fh:
         rc = supervise(
             argv, base, log_path=tmp_path / "s.log", timeout_s=30, out=fh, stop=stop, env=env

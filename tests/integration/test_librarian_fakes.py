@@ -144,6 +144,22 @@ def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[
     return rc, json.loads(out) if out.strip() else {}
 
 
+def denied_sweep(
+    tmp_path: Path,
+    fakes: dict[str, Any],
+    vllm: FakeOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, dict[str, Any]]:
+    """`librarian --full-sweep --budget 120` on a fresh repository, served by ``vllm``,
+    the cloud step denied: the exit code and the JSON."""
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
+    repo = make_repo(tmp_path)
+    argv = ["librarian", "why is the last token dropped?", "--repo", str(repo)]
+    argv += ["--policy", str(fakes["policy"]), "--full-sweep", "--budget", "120"]
+    return cli([*argv, "--approve", "deny"], capsys)
+
+
 def test_cli_full_sweep_denied_condenses_the_repo_locally(
     tmp_path: Path,
     fakes: dict[str, Any],
@@ -153,11 +169,7 @@ def test_cli_full_sweep_denied_condenses_the_repo_locally(
 ) -> None:
     small = fake_openai_factory("vllm", models=[LLAMA], max_model_len=1024)
     small.script.respond_with(lambda body: notes_for(body, label="local"))
-    monkeypatch.setenv("SWITCHYARD_VLLM_URL", small.base_url)
-    repo = make_repo(tmp_path)
-    argv = ["librarian", "why is the last token dropped?", "--repo", str(repo)]
-    argv += ["--policy", str(fakes["policy"]), "--full-sweep", "--budget", "120"]
-    rc, out = cli([*argv, "--approve", "deny"], capsys)
+    rc, out = denied_sweep(tmp_path, fakes, small, monkeypatch, capsys)
     assert rc == 0, out
     assert out["ok"] and out["condensed"] and out["full_sweep"]
     assert out["model"] == "llama-3.1-8b" and not out["escalated"]
@@ -270,10 +282,6 @@ def test_cli_with_no_model_writing_a_note_exits_1(
     """Excerpts cut to fit, written by no model, came back as ok with exit 0."""
     useless = fake_openai_factory("vllm", models=[LLAMA], max_model_len=1024)
     useless.script.respond_with(lambda body: "I cannot help with that.")
-    monkeypatch.setenv("SWITCHYARD_VLLM_URL", useless.base_url)
-    repo = make_repo(tmp_path)
-    argv = ["librarian", "why is the last token dropped?", "--repo", str(repo)]
-    argv += ["--policy", str(fakes["policy"]), "--full-sweep", "--budget", "120"]
-    rc, out = cli([*argv, "--approve", "deny"], capsys)
+    rc, out = denied_sweep(tmp_path, fakes, useless, monkeypatch, capsys)
     assert out["condensed"] and out["models"] == []
     assert rc == 1 and out["ok"] is False

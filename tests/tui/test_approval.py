@@ -3,6 +3,7 @@ audited, the broker's timeout denies and closes it, and 'e' asks to escalate."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -138,11 +139,25 @@ async def test_a_late_keypress_after_the_timeout_changes_nothing(make_app: Any) 
         assert [ln.kind for ln in lines if ln.kind in ("approval", "denial")] == ["denial"]
 
 
-async def test_e_after_deny_all_says_the_session_stays_local(
-    make_app: Any, clock: ManualClock
+def _deny_all(session: Any) -> None:
+    session.approvals._session_denied.add(session.id)  # as `d` in an earlier modal
+
+
+def _local_only(session: Any) -> None:
+    session.local_only = True
+
+
+@pytest.mark.parametrize(
+    ("staying", "said"),
+    [(_deny_all, "denied every escalation"), (_local_only, "local_only is on")],
+    ids=["after-deny-all", "under-local-only"],
+)
+async def test_e_says_the_session_stays_local(
+    make_app: Any, clock: ManualClock, staying: Callable[[Any], None], said: str
 ) -> None:
     """After `d` the toast said "it asks before leaving the machine", and the request was
-    denied by the session's denial without asking."""
+    denied by the session's denial without asking; under --local-only it promised the
+    same, and the router then skipped the step (a user-audit found it)."""
     run = ScriptedRun(clock, stop_before="escalation")
     app = make_app(run=run)
     seen = Messages()
@@ -150,32 +165,12 @@ async def test_e_after_deny_all_says_the_session_stays_local(
         await until(pilot, run.reached.is_set, what="the implementer at work")
         await settle(pilot)
         assert app.session is not None
-        # as `d` in an earlier request's modal leaves it
-        app.session.approvals._session_denied.add(app.session.id)
+        staying(app.session)
         await pilot.press("e")
         await settle(pilot)
-        said = [m.notification.message for m in seen.of(Notify)]
-        assert any("denied every escalation" in s and "stays local" in s for s in said), said
-        assert not any("it asks before leaving" in s for s in said)
-        run.go_on.set()
-
-
-async def test_e_under_local_only_says_it_stays_local(make_app: Any, clock: ManualClock) -> None:
-    """Under --local-only the toast promised "it asks before leaving the machine"; the
-    router then skipped the step (a user-audit found it)."""
-    run = ScriptedRun(clock, stop_before="escalation")
-    app = make_app(run=run)
-    seen = Messages()
-    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
-        await until(pilot, run.reached.is_set, what="the implementer at work")
-        await settle(pilot)
-        assert app.session is not None
-        app.session.local_only = True
-        await pilot.press("e")
-        await settle(pilot)
-        said = [m.notification.message for m in seen.of(Notify)]
-        assert any("local_only is on" in s and "stays local" in s for s in said), said
-        assert not any("it asks before leaving" in s for s in said)
+        toasts = [m.notification.message for m in seen.of(Notify)]
+        assert any(said in s and "stays local" in s for s in toasts), toasts
+        assert not any("it asks before leaving" in s for s in toasts)
         run.go_on.set()
 
 
