@@ -84,6 +84,10 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
         yield Footer()  # the modal's own keys, where the user looks for them
 
     def on_mount(self) -> None:
+        if not self.query("#approval-body"):
+            # the app quit as the modal came up (a rare race a test hit): its widgets
+            # are gone before its mount ran, and there is nothing left to fill
+            return
         box = self.query_one("#approval-box")
         box.border_title = "Escalation wants to leave the machine"
         box.border_subtitle = literal(f"request {self.request.request_id[:8]}")
