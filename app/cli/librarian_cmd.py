@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.audit.masking import mask_text
 from app.cli import audit_lines
 from app.cli.common import (
     add_json_arg,
@@ -76,7 +77,8 @@ def register(sub: Any) -> None:
 
 
 def _librarian(args: argparse.Namespace) -> int:
-    question = args.question.strip()
+    # masked as Stage0's corpus is: what it echoes, matches and sends holds no secret
+    question = mask_text(args.question.strip())[0]
     if not question:
         raise UsageError("QUESTION must not be empty")
     if args.budget < MIN_BUDGET:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from app.audit.masking import mask_text
 from app.cli.common import (
     absolute,
     add_json_arg,
@@ -195,7 +196,7 @@ def _search(args: argparse.Namespace) -> int:
     async def work(store: MemoryStore, info: dict[str, Any]) -> dict[str, Any]:
         hits = await store.search(args.query, args.k, kinds=args.kind or None)
         return {
-            "query": args.query,
+            "query": mask_text(args.query)[0],  # as the search read it
             "k": args.k,
             "kinds": sorted(set(args.kind)),
             "embeddings": info,
@@ -222,7 +223,7 @@ def _search(args: argparse.Namespace) -> int:
         return 0
     # The query, kinds and texts are anyone's words (a harvested "[ci skip]", a "[/]"):
     # Text objects are shown as they are, never parsed as markup.
-    table = Table(title=Text(f"Memories for {args.query!r}"), title_justify="left")
+    table = Table(title=Text(f"Memories for {result['query']!r}"), title_justify="left")
     for col in ("#", "id", "score", "tfidf", "embed", "dyn", "kind", "text"):
         table.add_column(col, justify="left" if col in ("kind", "text") else "right")
     for rank, hit in enumerate(result["hits"], 1):

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from app.audit.masking import mask_text
 from app.clock import Clock
 from app.memory.db import MemoryDB
 from app.memory.embeddings import EmbeddingKey, TextEmbedder, Vectors
@@ -170,9 +171,10 @@ class MemoryStore(ClosedOnExit):
         kinds: Sequence[str] | None = None,
         use_embeddings: bool = True,
     ) -> list[MemoryHit]:
-        """See :meth:`app.memory.search.Search.search` (weighted by :attr:`weights`)."""
+        """See :meth:`app.memory.search.Search.search` (weighted by :attr:`weights`); the
+        query masked first, as every memory was when stored."""
         return await self._search.search(
-            query, k, weights=self.weights, kinds=kinds, use_embeddings=use_embeddings
+            mask_text(query)[0], k, weights=self.weights, kinds=kinds, use_embeddings=use_embeddings
         )
 
     # ── vectors ──────────────────────────────────────────────────────────────────────────

@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.audit.masking import mask_text
 from app.errors import SwitchyardError
 from app.paths import repo_state_dir
 from app.policy.schema import Policy
@@ -258,11 +259,15 @@ class Stage0:
     ) -> QueryResult:
         """The chunks (and code units) for ``text`` by MMR within the token budget.
 
+        ``text`` is masked first, as the corpus was: a secret typed in a query matches
+        what it masks to, and the result (which echoes the query) holds none.
+
         ``k``: picks of the chunks lane (default: the policy's ``top_k``); ``code_k``:
         picks of the code lane on top of them (default ``code_top_k``; 0: none);
         ``context_window``: of the model that will read the result (shrinks the budget);
         ``reserve``: tokens the caller's own sections take out of that budget.
         """
+        text = mask_text(text)[0]
         try:
             return self._query(text, k, budget_tokens, explain, code_k, context_window, reserve)
         except CacheDropped:

@@ -285,3 +285,16 @@ def test_cli_with_no_model_writing_a_note_exits_1(
     rc, out = denied_sweep(tmp_path, fakes, useless, monkeypatch, capsys)
     assert out["condensed"] and out["models"] == []
     assert rc == 1 and out["ok"] is False
+
+
+def test_cli_a_secret_typed_in_the_question_is_masked_where_it_is_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The question is masked as Stage0's corpus is, before it is matched, echoed or sent."""
+    key = "sk-ant-librariancanary0123456789abcdef"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    repo = make_repo(tmp_path)
+    rc = main(["librarian", f"zzqx {key}", "--repo", str(repo), "--json"])
+    out = capsys.readouterr().out
+    assert rc == 1 and key not in out
+    assert json.loads(out)["question"] == "zzqx [REDACTED]"

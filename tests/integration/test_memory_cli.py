@@ -158,3 +158,19 @@ def test_harvest_since_in_a_repository_with_no_commit_is_a_usage_error(
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     code, _, err = run(capsys, "harvest", "--repo", str(tmp_path), "--since", "bogus", "--no-embed")
     assert code == 2 and "has no commit yet" in err
+
+
+def test_a_secret_typed_in_the_query_is_masked_in_the_search_and_its_echo(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A memory is stored masked, so a query is read masked too: it finds what the key
+    masked to, and the JSON (which echoes the query) holds no key."""
+    key = "sk-proj-memorysearchcanary0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    assert run(capsys, "add", f"rotated {key} after the leak", "--no-embed")[0] == 0
+    code, found, _ = run(capsys, "search", f"rotated {key}", "--no-embed", "--json")
+    assert code == 0 and key not in json.dumps(found)
+    assert found["query"] == "rotated [REDACTED]"
+    assert [h["id"] for h in found["hits"]] == [1]
+    code, text, _ = run(capsys, "search", f"rotated {key}", "--no-embed")
+    assert code == 0 and key not in text

@@ -131,3 +131,15 @@ def test_a_key_exported_after_the_cache_was_built_is_masked_on_the_next_open(
     assert any(REDACTED in c.text for c in again.chunks + again.code_units)
     assert leaks(repo / ".switchyard", needles(canary)) == []
     assert canary not in cached_texts(repo / ".switchyard")
+
+
+def test_a_secret_typed_in_a_query_is_masked_before_it_is_matched_or_echoed(
+    tmp_path: Path, policy: Policy, secrets: tuple[str, str]
+) -> None:
+    canary, shaped = secrets
+    repo = make_repo(tmp_path, repo_files(canary, shaped))
+    with Stage0(repo, policy) as s0:
+        result = s0.query(f"settings DEEPSEEK_KEY {canary}")
+    assert result.query == f"settings DEEPSEEK_KEY {REDACTED}"
+    assert canary not in result.model_dump_json()
+    assert "settings.py" in {c.path for c in result.chunks}
