@@ -17,7 +17,9 @@ from app.cli.common import (
     settings_from,
 )
 from app.counted import counted
+from app.errors import PolicyError
 from app.policy import Policy, load_policy
+from app.resources import default_policy_path
 
 
 def register(sub: Any) -> None:
@@ -27,6 +29,7 @@ def register(sub: Any) -> None:
     check = psub.add_parser("check", help="validate a policy file (exit 0 ok, 2 errors)")
     check.add_argument("file", nargs="?", type=Path, help="policy file (default: the active one)")
     check.add_argument("--quiet", "-q", action="store_true", help="no warnings, only errors")
+    add_json_arg(check)
     check.set_defaults(handler=_check)
 
     show = psub.add_parser("show", help="render the §1 routing table")
@@ -37,7 +40,30 @@ def register(sub: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    loaded = load_policy(args.file) if args.file is not None else policy_from(args)
+    if not args.json:
+        loaded = load_policy(args.file) if args.file is not None else policy_from(args)
+    else:
+        # a linter's object is its findings: printed with the errors too (exit 2), so that
+        # a CI step reads one format whether the file loads or not
+        try:
+            loaded = load_policy(args.file) if args.file is not None else policy_from(args)
+        except PolicyError as exc:
+            print_json({"ok": False, "path": _path_of(args), "errors": exc.problems})
+            return PolicyError.exit_code
+        p = loaded.policy
+        print_json(
+            {
+                "ok": True,
+                "path": str(loaded.path),
+                "policy_version": p.version,
+                "roles": len(p.roles),
+                "models": len(p.models),
+                "triggers": len(p.triggers),
+                "errors": [],
+                "warnings": [] if args.quiet else loaded.warnings,
+            }
+        )
+        return 0
     if not args.quiet:
         for w in loaded.warnings:
             print(f"warning: {w}", file=sys.stderr)
@@ -48,6 +74,13 @@ def _check(args: argparse.Namespace) -> int:
         f"{counted(len(loaded.warnings), 'warning')}"
     )
     return 0
+
+
+def _path_of(args: argparse.Namespace) -> str:
+    """The policy file ``check`` was asked about (before it was read)."""
+    if args.file is not None:
+        return str(args.file)
+    return str(settings_from(args).policy or default_policy_path())
 
 
 def role_rows(p: Policy) -> list[dict[str, Any]]:

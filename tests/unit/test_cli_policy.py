@@ -79,6 +79,37 @@ def test_check_bad_file_exits_2_with_one_line(
     ]
 
 
+def test_check_json_prints_the_findings_whether_the_file_loads_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CI step reads one object: the errors with exit 2, the warnings with exit 0."""
+    bad = _bad_policy(tmp_path)
+    assert main(["policy", "check", str(bad), "--json"]) == 2
+    out, err = capsys.readouterr()
+    line = bad.read_text(encoding="utf-8").split("\n").index("threshold = 1.5") + 1
+    assert json.loads(out) == {
+        "ok": False,
+        "path": str(bad),
+        "errors": [f"{bad}:{line}: triggers.0.threshold: 1.5 is out of range 0..1"],
+    }
+    assert err == ""
+
+    monkeypatch.setenv("SWITCHYARD_POLICY", str(tmp_path / "missing.toml"))
+    assert main(["policy", "check", "--json"]) == 2  # the active policy, unreadable
+    data = json.loads(capsys.readouterr().out)
+    assert data["path"] == str(tmp_path / "missing.toml") and data["ok"] is False
+    assert "cannot read policy: no such file" in data["errors"][0]
+
+    path = default_policy_path()
+    assert main(["policy", "check", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["ok"], data["errors"], data["path"]) == (True, [], str(path))
+    assert (data["roles"], data["models"], data["triggers"]) == (11, 21, 20)
+    assert len(data["warnings"]) == 10 and "resolved contradiction C1" in data["warnings"][0]
+    assert main(["policy", "check", str(path), "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
+
+
 def test_show_bad_policy_from_env_exits_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
