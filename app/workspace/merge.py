@@ -26,6 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.audit.types import AuditSink
+from app.commit_point import to_the_end
 from app.errors import SwitchyardError
 from app.evidence.bundle import (
     MANIFEST,
@@ -61,6 +62,8 @@ DIRTY = "DIRTY"
 GIT = "GIT"
 #: a note: the merge's result holds commits the run's tests never saw
 UNTESTED = "UNTESTED"
+#: a note: a stop came while git merged; the merge was finished and recorded first
+STOPPED_WHILE_MERGING = "STOPPED"
 
 Confirm = Callable[["MergePlan"], Awaitable[bool]]
 
@@ -304,18 +307,28 @@ async def execute_merge(
 
     assert plan.tip is not None and plan.target_ref is not None
     await record("merging", [], f"merging {plan.tip[:12]} into {plan.target_ref}")
-    top = Path(plan.repo)
-    try:
-        after = _merge_atomically(top, plan, gate)
-    except _MergeFailed as exc:
-        reason = f"{GIT}: {exc}"
-        await record("failed", [reason], f"merge failed and was undone: {exc}")
-        return MergeOutcome(ok=False, reasons=[reason], **common)
-    except MergeRollbackError as exc:
-        await record("rollback_failed", [f"{GIT}: {exc}"], str(exc))
-        raise
-    await record("merged", [], f"merged as {after[:12]}", after=after)
-    return MergeOutcome(ok=True, merged=True, after_head=after, **common)
+
+    async def land() -> MergeOutcome:
+        try:
+            after = _merge_atomically(Path(plan.repo), plan, gate)
+        except _MergeFailed as exc:
+            reason = f"{GIT}: {exc}"
+            await record("failed", [reason], f"merge failed and was undone: {exc}")
+            return MergeOutcome(ok=False, reasons=[reason], **common)
+        except MergeRollbackError as exc:
+            await record("rollback_failed", [f"{GIT}: {exc}"], str(exc))
+            raise
+        await record("merged", [], f"merged as {after[:12]}", after=after)
+        return MergeOutcome(ok=True, merged=True, after_head=after, **common)
+
+    # A commit point: a cancel (Ctrl-C, the TUI quitting) that comes while git merges
+    # waits for the outcome and its audit line. It cut the "merged" line off and the
+    # command said "interrupted" (exit 130) over a merge that had landed.
+    outcome, cancels = await to_the_end(land())
+    if cancels:
+        note = f"{STOPPED_WHILE_MERGING}: the merge was finished first, and its outcome stands"
+        outcome = outcome.model_copy(update={"notes": [*outcome.notes, note]})
+    return outcome
 
 
 async def merge_run(

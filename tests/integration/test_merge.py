@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -433,6 +434,31 @@ def test_an_interruption_after_the_merge_commit_is_undone(
         )  # fmt: skip
     assert checkout_fingerprint(repo) == before
     assert git(repo, "log", "-1", "--format=%s") == "initial"
+
+
+def test_a_ctrl_c_while_git_merges_waits_for_the_outcome_and_its_line(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """asyncio.run makes the first Ctrl-C a cancel at the next await: it came while git
+    merged, cut the "merged" line off and printed "interrupted" (130) over a merge that
+    had landed."""
+    make_run(repo)
+    tip = git(repo, "rev-parse", "switchyard/run-1")
+    real = merge_mod.git_out
+
+    def ctrl_c(cwd: Path, *args: str, config: Sequence[str] = ()) -> str:
+        if args == ("rev-parse", "HEAD"):  # right after `git merge` made its commit
+            signal.raise_signal(signal.SIGINT)  # the Runner's handler cancels the task
+        return real(cwd, *args, config=config)
+
+    monkeypatch.setattr(merge_mod, "git_out", ctrl_c)
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["merged"] is True and data["ok"] is True
+    assert any(n.startswith("STOPPED: the merge was finished first") for n in data["notes"])
+    head = git(repo, "rev-parse", "HEAD")
+    assert git(repo, "rev-list", "--parents", "-n", "1", head).split()[2] == tip
+    assert [x.values["outcome"] for x in merge_lines()] == ["merging", "merged"]
 
 
 def test_json_output(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
