@@ -96,11 +96,24 @@ class ChatRequest(Frozen):
     passthrough_headers: dict[str, str] = Field(default_factory=dict)
 
 
+#: no model's window holds this many tokens (the largest hold ~10M): a provider's usage
+#: beyond it, or below zero, is no count of the call (and 1e24 overflowed the ledger)
+USAGE_CEILING = 100_000_000
+
+
 class Usage(Frozen):
     tokens_in: int = Field(ge=0)
     tokens_out: int = Field(ge=0)
     #: True when the server sent no usage and we counted the tokens ourselves
     counted_locally: bool = False
+    #: the usage the server sent when it was not believed ("-5 in / 1e24 out"): counted
+    #: here instead, and a cloud call settles at no less than its estimate
+    refused: str | None = None
+
+
+def plausible_usage(tokens_in: int, tokens_out: int) -> bool:
+    """Whether a server's usage can be this call's: counts in 0..USAGE_CEILING."""
+    return 0 <= tokens_in <= USAGE_CEILING and 0 <= tokens_out <= USAGE_CEILING
 
 
 class ToolCallDelta(Frozen):

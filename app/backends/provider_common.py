@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import anyio
 import pydantic
 
-from app.backends.base import ChatResult, Delta, Health, Usage
+from app.backends.base import ChatResult, Delta, Health, Usage, plausible_usage
 from app.backends.provider_errors import ErrorMapper
 from app.backends.tool_calls import IncompleteToolCall, ToolCallAssembler, calls_tokens
 from app.clock import Clock
@@ -90,13 +90,19 @@ class StreamState(ABC):
         if failure is not None:
             raise failure
         text, reasoning = "".join(self.text), "".join(self.reasoning)
-        if self.tokens_in is not None and self.tokens_out is not None:
-            usage = Usage(tokens_in=self.tokens_in, tokens_out=self.tokens_out)
-        else:
+        tokens_in, tokens_out = self.tokens_in, self.tokens_out
+        refused = None
+        if tokens_in is not None and tokens_out is not None:
+            if plausible_usage(tokens_in, tokens_out):
+                usage = Usage(tokens_in=tokens_in, tokens_out=tokens_out)
+            else:  # a negative count raised a ValidationError past the call's audit line
+                refused = f"{_shown(tokens_in)} in / {_shown(tokens_out)} out"
+        if refused is not None or tokens_in is None or tokens_out is None:
             usage = Usage(
                 tokens_in=count_messages(prompt() if callable(prompt) else prompt),
                 tokens_out=count_text(text) + count_text(reasoning) + calls_tokens(calls),
                 counted_locally=True,
+                refused=refused,
             )
         return ChatResult(
             text=text,
@@ -108,6 +114,13 @@ class StreamState(ABC):
             latency_ms=latency_ms,
             ttft_ms=ttft_ms,
         )
+
+
+def _shown(count: int) -> str:
+    """A server's token count as a line can hold it (a 5,000-digit int cannot be a str)."""
+    if abs(count) < 10**18:
+        return str(count)
+    return "> 1e18" if count > 0 else "< -1e18"
 
 
 class SdkStream(Protocol):

@@ -238,11 +238,15 @@ async def serve_cloud(
         router.in_flight.done(reservation.id)
     model = router.policy.model(d.target)
     actual = cost_usd(model, result.usage.tokens_in, result.usage.tokens_out)
-    unreported = result.usage.counted_locally and model.reasoning_effort is not None
+    refused = result.usage.refused
+    unreported = result.usage.counted_locally and (
+        model.reasoning_effort is not None or refused is not None
+    )
     if unreported:
         # no usage from a reasoning model: its thinking is billed as output and counted
         # nowhere here, so the call settles at its estimate, which covers it (it settled
-        # at the visible reply alone: a fraction of what the provider bills)
+        # at the visible reply alone: a fraction of what the provider bills); nor when
+        # the server's usage could not be this call's (what it bills is not known)
         actual = max(actual, d.est_cost_usd)
     await router.ledger.settle(
         reservation.id,

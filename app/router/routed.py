@@ -260,6 +260,7 @@ def call_values(result: ChatResult, cost: float) -> dict[str, Any]:
         "tokens_in": result.usage.tokens_in,
         "tokens_out": result.usage.tokens_out,
         "usage_counted_locally": result.usage.counted_locally,
+        **({"usage_refused": result.usage.refused} if result.usage.refused else {}),
         "latency_ms": round(result.latency_ms, 1),
         "cost_usd": round(cost, 9),
         "finish_reason": result.finish_reason,

@@ -220,9 +220,13 @@ class Router:
         digests = Digests() if digests is None else digests
         # the reservation covers what the request may be billed: its own output cap, not
         # the role's default (`ask --max-tokens 1000000` was reserved at 4,096 tokens and
-        # billed past every cap), nor a signal's lower figure
-        if signals.context_estimate is None:
-            signals = signals.with_estimate(request_tokens(request, digests), request.max_tokens)
+        # billed past every cap), nor a signal's lower figure; and a caller's
+        # context_estimate may raise the prompt's count, never lower it (`ask --signal
+        # context_estimate=1` priced a 24k-token prompt at one token, past a $0.01 cap)
+        counted = request_tokens(request, digests)
+        given = signals.context_estimate
+        if given is None or counted > given:
+            signals = signals.with_estimate(counted, request.max_tokens)
         elif signals.output_tokens != request.max_tokens:
             signals = signals.with_estimate(None, request.max_tokens)
         lines: list[Appended] = []

@@ -109,6 +109,8 @@ class FakeOpenAIServer(LoopbackServer):
         self.argument_chunk = argument_chunk
         #: False: /health answers 503 (a server still loading its model)
         self.healthy = True
+        #: fault injection: the usage every reply reports, in place of the counted one
+        self.usage_override: dict[str, Any] | None = None
         self._seq = 0
 
     @property
@@ -337,6 +339,8 @@ class FakeOpenAIServer(LoopbackServer):
     def _usage(
         self, messages: list[Any], text: list[str], reasoning: list[str], calls: int = 0
     ) -> dict[str, Any]:
+        if self.usage_override is not None:
+            return dict(self.usage_override)
         prompt = prompt_words(messages)
         completion = len(text) + len(reasoning) + calls
         usage: dict[str, Any] = {

@@ -219,6 +219,22 @@ async def test_bad_amounts_are_refused(ledger: BudgetLedger, amount: float) -> N
         await _reserve(ledger, amount)
 
 
+async def test_a_settlement_beyond_a_records_reach_is_refused_and_the_ledger_goes_on(
+    ledger: BudgetLedger,
+) -> None:
+    """1e24 tokens settled at $1e18 entered the spool and overflowed SQLite's integer at
+    every later fold: `budget` and every request failed until the spool was edited."""
+    rid = await _reserve(ledger, 0.5)
+    with pytest.raises(LedgerError, match=r"actual_usd .* beyond what one ledger record holds"):
+        await ledger.settle(rid, actual_usd=1e18, tokens_in=1, tokens_out=1, latency_ms=1)
+    with pytest.raises(LedgerError, match=r"got beyond 2\*\*62 in, 1 out"):
+        await ledger.settle(rid, actual_usd=0.1, tokens_in=10**24, tokens_out=1, latency_ms=1)
+    await ledger.settle(rid, actual_usd=0.1, tokens_in=1, tokens_out=1, latency_ms=1)
+    report = await ledger.report()  # folds what the spool holds
+    assert report["in_flight"] == {"reservations": 0, "reserved_usd": 0.0}
+    assert (await ledger.snapshot("s1")).per_session.spent_usd == pytest.approx(0.1)
+
+
 async def test_a_refused_reservation_leaves_nothing_behind(ledger: BudgetLedger) -> None:
     with pytest.raises(CapExceeded):
         await _reserve(ledger, 9.0)

@@ -158,6 +158,36 @@ async def test_llamacpp_stream_without_usage_is_counted_locally(
     assert fake_llamacpp.chat_requests[-1]["stream_options"] == {"include_usage": True}
 
 
+@pytest.mark.parametrize(
+    ("prompt_tokens", "completion_tokens", "refused"),
+    [
+        (-5, -100_000, "-5 in / -100000 out"),
+        (10**24, 3, "> 1e18 in / 3 out"),
+        (7, 10**8 + 1, "7 in / 100000001 out"),
+    ],
+)
+async def test_a_usage_that_cannot_be_the_calls_is_refused_and_counted_here(
+    fake_openai: FakeOpenAIServer,
+    make: Make,
+    prompt_tokens: int,
+    completion_tokens: int,
+    refused: str,
+) -> None:
+    """A negative count raised a ValidationError past the call's audit line; 1e24 tokens
+    settled at $1e18 and overflowed the ledger's fold, breaking every later command."""
+    fake_openai.usage_override = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": 0,
+    }
+    fake_openai.script.queue("a b c")
+    result = await collect(make(fake_openai).stream(ask("write parse")))
+    assert result.usage.counted_locally
+    assert result.usage.refused == refused
+    assert result.usage.tokens_in == count_messages(["write parse"])
+    assert result.usage.tokens_out == count_text("a b c")
+
+
 async def test_moonshot_usage_in_the_last_choice_is_read(
     fake_moonshot: FakeOpenAIServer, make: Make
 ) -> None:

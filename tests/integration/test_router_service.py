@@ -17,7 +17,7 @@ from app.clock import ManualClock
 from app.policy.schema import Policy
 from app.router.approvals import AllowDecider, ApprovalBroker, DenyDecider
 from app.router.ledger import BudgetLedger
-from app.router.routed import input_hash
+from app.router.routed import input_hash, request_tokens
 from app.router.service import RouteFailed, Router, RouteRefused
 from app.router.types import RouterState, Signals
 
@@ -716,5 +716,47 @@ async def test_a_reasoning_model_with_no_usage_settles_at_its_estimate(
     call = next(line for line in result.audit if line.kind == "call")
     assert call.values["settled_at_estimate"] is True
     assert result.cost_usd == pytest.approx(esc.values["est_cost_usd"])
+    await audit.close()
+    await ledger.close()
+
+
+async def test_a_refused_usage_settles_at_the_estimate_and_says_so(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """A server's usage that cannot be this call's is counted here; what the provider
+    bills is then not known, so the call settles at no less than its estimate."""
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    cloud = resolver.backend("claude-haiku-4.5", "cloud")  # no reasoning model
+    cloud.usage = Usage(tokens_in=20, tokens_out=1, counted_locally=True, refused="-5 in / 3 out")
+    result = await router.complete("tutor", REQ, Signals(user_request=True))
+    assert result.model == "claude-haiku-4.5"
+    esc = next(line for line in result.audit if line.kind == "escalation")
+    call = next(line for line in result.audit if line.kind == "call")
+    assert call.values["usage_refused"] == "-5 in / 3 out"
+    assert call.values["settled_at_estimate"] is True
+    assert result.cost_usd == pytest.approx(esc.values["est_cost_usd"])
+    await audit.close()
+    await ledger.close()
+
+
+async def test_a_callers_context_estimate_raises_the_count_never_lowers_it(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """`ask --signal context_estimate=1` priced a 24k-token prompt at one token, past a
+    $0.01 cap; the gateway took the larger of the two already, the router did not."""
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    long = REQ.model_copy(update={"messages": [Message(role="user", content="word " * 20_000)]})
+    counted = request_tokens(long)
+    low = await router.complete("architect", long, Signals(confidence=0.5, context_estimate=1))
+    high = await router.complete(
+        "architect", long, Signals(confidence=0.5, context_estimate=counted + 1000)
+    )
+    (esc_low,) = [line for line in low.audit if line.kind == "escalation"]
+    (esc_high,) = [line for line in high.audit if line.kind == "escalation"]
+    price = policy.model(esc_low.to or "").price_in_usd_per_mtok
+    assert esc_low.values["est_cost_usd"] >= counted * price / 1e6
+    assert esc_high.values["est_cost_usd"] > esc_low.values["est_cost_usd"]
     await audit.close()
     await ledger.close()

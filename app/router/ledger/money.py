@@ -12,11 +12,21 @@ from app.router.ledger.errors import LedgerError
 NANO = 1_000_000_000  # nano-dollars per dollar
 
 
+#: what one record may hold, so that every sum of a day's records stays in SQLite's and
+#: PostgreSQL's 64-bit integers (2**62 nano-dollars: $4.6 billion; tokens alike): a
+#: record past it entered the spool and broke every later fold
+MAX_UNITS = 2**62
+
+
 def nusd(usd: float, what: str) -> int:
-    """``usd`` in nano-dollars; a caller's amount, so anything but a finite >= 0 is refused."""
+    """``usd`` in nano-dollars; a caller's amount, so anything but a finite amount in
+    0..MAX_UNITS nano-dollars is refused."""
     if not math.isfinite(usd) or usd < 0:
         raise LedgerError(f"{what} must be a finite amount >= 0, got {usd!r}")
-    return round(usd * NANO)
+    amount = round(usd * NANO)
+    if amount > MAX_UNITS:
+        raise LedgerError(f"{what} ${usd:.6g} is beyond what one ledger record holds")
+    return amount
 
 
 def usd(amount_nusd: int) -> float:
@@ -43,5 +53,6 @@ def utc_day(dt: datetime) -> str:
 
 
 def check_tokens(tokens_in: int, tokens_out: int) -> None:
-    if tokens_in < 0 or tokens_out < 0:
-        raise LedgerError(f"token counts must be >= 0, got {tokens_in} in, {tokens_out} out")
+    if not (0 <= tokens_in <= MAX_UNITS and 0 <= tokens_out <= MAX_UNITS):
+        shown = [str(t) if abs(t) <= MAX_UNITS else "beyond 2**62" for t in (tokens_in, tokens_out)]
+        raise LedgerError(f"token counts must be in 0..2**62, got {shown[0]} in, {shown[1]} out")
