@@ -234,6 +234,12 @@ async def serve_cloud(
             detail=f"{d.target} failed ({exc}); moving down the chain",
         )
         return None
+    except Exception as exc:
+        # Not a backend's failure but a fault on the way (a reply no model of ours reads):
+        # the call may be billed, so it settles at its estimate, audited, and the error
+        # goes on. It left the escalation's reservation in flight and no closing line.
+        await _cancelled(router, reservation.id, d, write, error=type(exc).__name__)
+        raise
     finally:
         router.in_flight.done(reservation.id)
     model = router.policy.model(d.target)
@@ -299,23 +305,29 @@ async def _cancelled(
     write: Write,
     *,
     broken: StreamBroken | None = None,
+    error: str | None = None,
 ) -> None:
+    """Settle a call that ended with no usage at its estimate, and say why: cancelled,
+    its stream ``broken`` after part of the reply was read, or an ``error`` (its type)."""
+    cancelled = broken is None and error is None
     await router.ledger.settle(
         reservation_id,
         actual_usd=d.est_cost_usd,
         tokens_in=d.est_tokens_in,
         tokens_out=0,
         latency_ms=0.0,
-        outcome="cancelled" if broken is None else "failed",
+        outcome="cancelled" if cancelled else "failed",
     )
-    why = "the call was cancelled mid-way" if broken is None else str(broken)
+    if broken is not None:
+        why, code = str(broken), "STREAM_BROKEN"
+    elif error is not None:
+        why, code = f"the call ended in an error ({error})", "CALL_ERROR"
+    else:
+        why, code = "the call was cancelled mid-way", "CALL_CANCELLED"
     await write(
         "budget",
         to=d.target,
-        reason_codes=[
-            "CALL_CANCELLED" if broken is None else "STREAM_BROKEN",
-            "SETTLED_AT_ESTIMATE",
-        ],
+        reason_codes=[code, "SETTLED_AT_ESTIMATE"],
         values={"est_cost_usd": round(d.est_cost_usd, 6)},
         detail=f"{d.target}: {why}; settled at the reserved ${d.est_cost_usd:.4f} (the "
         "provider may bill what it generated)",

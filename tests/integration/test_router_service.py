@@ -23,7 +23,7 @@ from app.router.types import RouterState, Signals
 
 
 class ScriptedBackend:
-    def __init__(self, model_id: str, runtime: str, script: list[str | BackendError]) -> None:
+    def __init__(self, model_id: str, runtime: str, script: list[str | Exception]) -> None:
         self.model_id = model_id
         self.runtime = runtime
         self.script = script
@@ -35,7 +35,7 @@ class ScriptedBackend:
         self.calls += 1
         self.requests.append(request)
         step = self.script.pop(0) if self.script else f"reply from {self.model_id}"
-        if isinstance(step, BackendError):
+        if isinstance(step, Exception):
             raise step
         for word in step.split(" "):
             yield Delta(text=word + " ")
@@ -68,7 +68,7 @@ class Resolver:
         self.up = up
         self._unavailable = unavailable or {}
         self.windows = windows if windows is not None else {"smollm2-135m": 8192}
-        self.scripts: dict[tuple[str, str], list[str | BackendError]] = {}
+        self.scripts: dict[tuple[str, str], list[str | Exception]] = {}
         self.made: dict[tuple[str, str], ScriptedBackend] = {}
 
     def backend(self, model_id: str, runtime: str) -> ScriptedBackend:
@@ -758,5 +758,27 @@ async def test_a_callers_context_estimate_raises_the_count_never_lowers_it(
     price = policy.model(esc_low.to or "").price_in_usd_per_mtok
     assert esc_low.values["est_cost_usd"] >= counted * price / 1e6
     assert esc_high.values["est_cost_usd"] > esc_low.values["est_cost_usd"]
+    await audit.close()
+    await ledger.close()
+
+
+async def test_a_fault_on_the_way_settles_the_call_at_its_estimate_and_says_so(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """An error that is no backend's failure (a reply no model of ours reads) left the
+    reservation in flight until it expired and the call with no closing line."""
+    resolver = Resolver(up=ALL_UP)
+    resolver.scripts[("claude-haiku-4.5", "cloud")] = [ValueError("a usage pydantic refused")]
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    with pytest.raises(ValueError, match="pydantic refused"):
+        await router.complete("tutor", REQ, Signals(user_request=True))
+    lines = await audit.lines()
+    esc = next(line for line in lines if line.kind == "escalation")
+    last = lines[-1]
+    assert last.kind == "budget" and last.reason_codes == ["CALL_ERROR", "SETTLED_AT_ESTIMATE"]
+    assert "the call ended in an error (ValueError)" in last.detail
+    snap = await ledger.snapshot("s1")
+    assert snap.reserved_usd == 0
+    assert snap.per_session.spent_usd == pytest.approx(esc.values["est_cost_usd"])
     await audit.close()
     await ledger.close()
