@@ -37,7 +37,7 @@ from app.remembered import Remembered, digest
 
 REDACTED = "[REDACTED]"
 #: Bumped whenever what is masked changes: caches of masked text key on it.
-MASKING_VERSION = "3"
+MASKING_VERSION = "4"  # 4: a key shown in part (its ends, stars between)
 
 SECRET_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
 SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_SECRET_KEY", "_PASSWORD", "_ACCESS_KEY")
@@ -217,6 +217,9 @@ _SECRET_NAME = (
 _CI_SHAPES: tuple[tuple[re.Pattern[str], Check | None], ...] = (
     # OpenAI/Anthropic/DeepSeek/Moonshot style: sk-…, sk-ant-…, sk-proj-…
     (re.compile(r"(?<![A-Za-z0-9_-])(?P<s>sk-[A-Za-z0-9_-]{16,})"), _sk_value),
+    # a key shown in part, as a provider's 401 words it (its first 8 and last 4
+    # characters, stars between): those characters still name the key
+    (re.compile(r"(?<![A-Za-z0-9_-])(?P<s>sk-[A-Za-z0-9_-]*\*{3,}[A-Za-z0-9_-]*)"), None),
     # the token ends before a full stop that ends the sentence
     (
         re.compile(r"(?i)\bbearer\s+(?P<s>[A-Za-z0-9._~+/-]{7,}[A-Za-z0-9_~+/-]=*)"),

@@ -95,7 +95,8 @@ _CONTEXT_WORDING = re.compile(
     r"|context window",
     re.IGNORECASE,
 )
-_KEY_SHAPES = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{6,}")
+#: a key, or a key shown in part (its ends, stars between: as a provider's 401 words it)
+_KEY_SHAPES = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-*]{6,}")
 
 
 # ── The pieces ─────────────────────────────────────────────────────────────────────────────

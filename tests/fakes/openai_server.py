@@ -109,6 +109,8 @@ class FakeOpenAIServer(LoopbackServer):
         self.argument_chunk = argument_chunk
         #: False: /health answers 503 (a server still loading its model)
         self.healthy = True
+        #: how a 401 echoes the wrong key: whole, or its first 8 and last 4 characters
+        self.key_echo: Literal["whole", "partial"] = "whole"
         #: fault injection: the usage every reply reports, in place of the counted one
         self.usage_override: dict[str, Any] | None = None
         self._seq = 0
@@ -312,6 +314,8 @@ class FakeOpenAIServer(LoopbackServer):
         if self.flavor == "vllm":
             return Reply.json({"error": "Unauthorized"}, status=401)
         shown = key or ""
+        if self.key_echo == "partial" and len(shown) > 12:  # as OpenAI's 401 words it
+            shown = shown[:8] + "*" * 20 + shown[-4:]
         # Real servers echo a (masked) key; echo it whole so tests prove we never repeat it.
         return self._error(
             401,

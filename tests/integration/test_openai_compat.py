@@ -378,14 +378,17 @@ async def test_401_403_are_auth(fake_openai: FakeOpenAIServer, make: Make, code:
     assert (err.kind, err.status) == ("auth", int(code))
 
 
+@pytest.mark.parametrize("echo", ["whole", "partial"])
 async def test_a_wrong_key_is_auth_and_never_repeated(
-    fake_openai_factory: Callable[..., FakeOpenAIServer], make: Make
+    fake_openai_factory: Callable[..., FakeOpenAIServer], make: Make, echo: str
 ) -> None:
+    """Nor in part: OpenAI's 401 shows the key's first 8 and last 4 characters."""
     server = fake_openai_factory("openai", api_key="sk-the-right-one")
+    server.key_echo = echo
     err, _ = await fails(make(server).stream(ask()))  # sends KEY, which the server echoes
     assert err.kind == "auth"
     for text in (str(err), repr(err), "".join(traceback.format_exception(err))):
-        assert KEY not in text
+        assert KEY not in text and KEY[-4:] not in text
     assert "[redacted]" in str(err)
 
 

@@ -91,6 +91,13 @@ def assert_gone(out: str, *secrets: str) -> None:
         ('{"password": "it\'s my secret phrase"}', "it's my secret phrase", '"password": "'),
         ("https://u:$uperS3cret@h/x", "$uperS3cret", "https://u:"),
         ("https://u:%21abc@h/x", "%21abc", "https://u:"),
+        # a key shown in part, as OpenAI's 401 words it: its ends still name the key
+        (
+            "Incorrect API key provided: sk-proj-********************xyzQ.",
+            "xyzQ",
+            "Incorrect API key provided: ",
+        ),
+        ("got sk-ant-a********************efXY back", "efXY", "got "),
     ],
 )
 def test_shapes_are_masked_and_the_name_stays(text: str, secret: str, kept: str) -> None:
