@@ -294,6 +294,8 @@ TEST_HARNESS_GLOBS = (
     "**/conftest.py",
     "**/pytest.ini",
     "**/.pytest.ini",
+    "**/pytest.toml",  # pytest 9 reads its settings from these too
+    "**/.pytest.toml",
     "**/noxfile.py",
     "**/sitecustomize.py",
     "**/usercustomize.py",
@@ -305,11 +307,20 @@ TEST_HARNESS_GLOBS = (
     "**/phpunit.xml*",
     "**/.rspec",
 )
-#: added lines that take over a test run from any Python file: a pytest hook or plugin
-_HARNESS_LINE = re.compile(r"^\s*(?:async\s+)?def\s+pytest_\w+\s*\(|^\s*pytest_plugins\s*=")
+#: added lines that take over a test run from any Python file: a pytest hook or plugin;
+#: an exit hook that ends the process with a code of its own (``atexit.register(os._exit,
+#: 0)`` turned a failing run's exit 1 into 0); unittest's machinery patched
+#: (``TestCase.run = ...``)
+_HARNESS_LINE = re.compile(
+    r"^\s*(?:async\s+)?def\s+pytest_\w+\s*\(|^\s*pytest_plugins\s*=|"
+    r"\batexit\b.*\b_exit\b|"
+    r"\b(?:TestCase|TestResult|TextTestResult|TestLoader|TestSuite|TextTestRunner)"
+    r"\.\w+\s*=(?!=)"
+)
 #: in a test file, also an exit that ends the run before its failures are counted
-#: (``os._exit(0)``; elsewhere a daemon's fork may rightly call it)
-_TEST_EXIT = re.compile(r"\bos\._exit\s*\(")
+#: (``os._exit(0)``, ``from os import _exit``, ``getattr(os, "_exit")``; elsewhere a
+#: daemon's fork may rightly call it)
+_TEST_EXIT = re.compile(r"\b_exit\b")
 #: a shared config file's lines that configure the test run (``tox.ini`` and
 #: ``setup.cfg`` hold flake8's and others' settings too: those are not the harness)
 _SHARED_CONFIGS = ("**/tox.ini", "**/setup.cfg", "**/pyproject.toml")

@@ -744,6 +744,12 @@ def _new_file(path: str, text: str) -> str:
         # a test file that ends the run before the failures are counted
         ("tests/test_zz.py", "import os\n\n\ndef test_a():\n    os._exit(0)\n", 5),
         ("pkg/plugin.py", "def pytest_collection_modifyitems(items):\n    items.clear()\n", 1),
+        # found by a later audit, each checked with python or pytest
+        ("tests/test_zz.py", "from os import _exit\n\n_exit(0)\n", 1),
+        ("tests/test_zz.py", "import os\n\ngetattr(os, '_exit')(0)\n", 3),
+        ("calc.py", "import atexit, os\n\natexit.register(os._exit, 0)\n", 3),
+        ("calc.py", "import unittest\n\nunittest.TestCase.run = lambda self, r=None: r\n", 3),
+        ("pytest.toml", "[pytest]\naddopts = ['--collect-only']\n", None),
     ],
 )
 def test_what_configures_or_hooks_the_test_run_is_high_risk(
@@ -764,6 +770,8 @@ def test_what_configures_or_hooks_the_test_run_is_high_risk(
         ("pyproject.toml", "[tool.ruff]\nline-length = 100\n"),
         ("models/weights.pth", "not python\n"),  # a PyTorch checkpoint, not a site .pth
         ("app/daemon.py", "import os\n\n\ndef child():\n    os._exit(0)\n"),  # a fork's exit
+        ("app/cleanup.py", "import atexit\n\natexit.register(shutil.rmtree, TMP)\n"),
+        ("tests/test_calc.py", "def test_a(case):\n    assert case.TestCase == 1\n"),
     ],
 )
 def test_what_only_looks_like_the_test_harness_is_not(policy: Policy, path: str, text: str) -> None:
