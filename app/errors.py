@@ -14,6 +14,16 @@ class UsageError(SwitchyardError):
     exit_code = 2
 
 
+class Terminated(SwitchyardError):
+    """A SIGTERM stopped a command that calls models: what was in flight was settled and
+    its line written first (:func:`app.cli.common.run_stoppable`)."""
+
+    exit_code = 143  # as a process the signal ended
+
+    def __init__(self) -> None:
+        super().__init__("stopped (SIGTERM)")
+
+
 class NoWorkingFolder(UsageError):
     """The current folder was deleted (``cd x; rmdir ../x``): no relative path resolves."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from app.cli.common import (
     console,
     policy_from,
     print_json,
+    run_stoppable,
     settings_from,
 )
 from app.cli.route_cmd import parse_signals
@@ -91,7 +91,7 @@ def _ask(args: argparse.Namespace) -> int:
     schema = _load_schema(args.schema) if args.schema else None
     open_line: list[bool] = [False]  # the streamed reply's last line is not ended
     try:
-        return asyncio.run(_run(args, settings, policy, signals, schema, open_line))
+        return run_stoppable(_run(args, settings, policy, signals, schema, open_line))
     except SwitchyardError:
         # an error after part of the reply (the team ledger gone mid-call) starts on a
         # line of its own, not glued to the reply's last word

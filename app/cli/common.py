@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from app.config import Settings, load_settings, setting_source
 from app.dollars import dollars
+from app.errors import Terminated
 from app.policy import LoadedPolicy, load_policy
+
+T = TypeVar("T")
 
 
 def absolute(path: Path) -> Path:
@@ -85,6 +88,40 @@ def policy_from(args: argparse.Namespace, settings: Settings | None = None) -> L
 def money(usd: float | None) -> str:
     """Dollars as the CLI prints them (:func:`app.dollars.dollars`); "—" uncapped."""
     return "—" if usd is None else dollars(usd)
+
+
+def run_stoppable(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, with a SIGTERM doing what Ctrl-C does: the task is cancelled,
+    so that a model call in flight is settled and audited (CALL_CANCELLED) before the
+    process ends (143). A SIGTERM killed ``ask`` mid-call with no line, its reservation
+    held until it expired and then charged in full."""
+    import asyncio
+    import signal
+
+    async def stoppable() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        terms: list[int] = []
+
+        def on_term() -> None:
+            terms.append(1)
+            task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGTERM, on_term)
+        except (NotImplementedError, RuntimeError):  # not the main thread: as before
+            return await main
+        try:
+            return await main
+        except asyncio.CancelledError:
+            if terms:
+                raise Terminated() from None
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    return asyncio.run(stoppable())
 
 
 def print_json(data: Any) -> None:

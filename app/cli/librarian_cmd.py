@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from app.cli.common import (
     policy_from,
     print_json,
     repo_top,
+    run_stoppable,
     settings_from,
 )
 from app.counted import counted
@@ -89,7 +89,7 @@ def _librarian(args: argparse.Namespace) -> int:
         raise UsageError("the policy has no [roles.librarian]")
 
     sources = gather(repo_top(args.repo), policy, question, full_sweep=args.full_sweep)
-    return asyncio.run(_run(args, settings, policy, question, sources))
+    return run_stoppable(_run(args, settings, policy, question, sources))
 
 
 def gather(repo: Path, policy: Policy, question: str, *, full_sweep: bool) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ from app.cli.common import (
     policy_from,
     print_json,
     repo_top,
+    run_stoppable,
 )
 from app.counted import counted
 from app.errors import UsageError
@@ -340,9 +341,7 @@ def _brief(args: argparse.Namespace) -> int:
     synth: Tier2Result | None = None
     synth_path: Path | None = None
     if args.synth:
-        import asyncio
-
-        synth = asyncio.run(_synthesize(args, policy, brief, repo))
+        synth = run_stoppable(_synthesize(args, policy, brief, repo))
     if synth is not None and synth.synthesis is not None:
         from app.pipeline.tier2 import write_synthesis
 

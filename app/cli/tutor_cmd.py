@@ -27,6 +27,7 @@ from app.cli.common import (
     policy_from,
     print_json,
     repo_top,
+    run_stoppable,
     settings_from,
 )
 from app.errors import SwitchyardError, UsageError
@@ -96,7 +97,7 @@ def _tutor(args: argparse.Namespace) -> int:
         raise UsageError(f"{settings.policy}: the policy has no tutor role")
     repo = _repo(args.repo)
     if question is not None:
-        return asyncio.run(_one_turn(args, settings, policy, repo, question.strip()))
+        return run_stoppable(_one_turn(args, settings, policy, repo, question.strip()))
     return _interactive(args, settings, policy, repo)
 
 

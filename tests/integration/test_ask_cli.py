@@ -3,16 +3,25 @@ cloud, real SQLite for the audit chain and the ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from app.audit.log import AuditLog
 from app.backends.machine import free_port as closed_port
 from app.cli.main import main
+from app.config import load_settings
+from app.policy import load_policy
+from app.router.ledger import BudgetLedger
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
 
@@ -382,3 +391,55 @@ def test_a_schema_nested_too_deeply_and_a_role_that_answers_no_chat_are_usage_er
     assert main(["ask", "--role", "embeddings", "hi"]) == 2
     err = capsys.readouterr().err
     assert "a role of kind embedding answers no chat request" in err and "Traceback" not in err
+
+
+def test_a_sigterm_mid_call_settles_and_audits_the_call_then_exits_143(
+    tmp_path: Path, fake_openai_factory: Callable[..., FakeOpenAIServer]
+) -> None:
+    """A SIGTERM ended `ask` mid-call with no line: the reservation stayed held until it
+    expired and was then charged in full, and the audit never said why. It now does what
+    Ctrl-C does: the call is settled at its estimate, CALL_CANCELLED, then exit 143."""
+    cloud = fake_openai_factory("openai", replies=["word " * 200], event_delay=0.2)
+    policy = policy_pointing(tmp_path, openai=cloud.base_url)
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": "sk-test-canary-0123456789abcdef",
+        "SWITCHYARD_VLLM_URL": f"http://127.0.0.1:{closed_port()}/v1",
+        "SWITCHYARD_LLAMACPP_SERVER_URL": f"http://127.0.0.1:{closed_port()}/v1",
+    }
+    argv = ["ask", "--policy", str(policy), "--role", "architect", "--approve", "allow"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", *argv, "--signal", "confidence=0.5", "plan it"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not cloud.chat_requests and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.05)
+        time.sleep(0.3)  # a few of the reply's words are on their way
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "switchyard: stopped (SIGTERM)" in err and "Traceback" not in err
+
+    async def read() -> tuple[list[Any], dict[str, Any]]:
+        settings = load_settings()
+        async with AuditLog.open(settings.audit_db) as log:
+            lines = await log.lines()
+        async with await BudgetLedger.open(
+            settings.ledger_db, load_policy().policy.budget
+        ) as ledger:
+            return lines, await ledger.report()
+
+    lines, report = asyncio.run(read())
+    assert [x.kind for x in lines] == ["escalation", "approval", "budget"]
+    assert lines[-1].reason_codes == ["CALL_CANCELLED", "SETTLED_AT_ESTIMATE"]
+    assert report["in_flight"] == {"reservations": 0, "reserved_usd": 0.0}
