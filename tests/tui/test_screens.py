@@ -164,3 +164,23 @@ async def test_a_zoomed_pane_fills_the_screen(make_app: Any, pane: str) -> None:
         assert app.screen.maximized is widget
         assert region.x >= 0 and region.right <= 120 and region.bottom <= 40
         assert region.width >= 110, region  # the screen's width, not a share of a row
+
+
+@pytest.mark.parametrize("pane", ["plan", "diff", "tests", "escalations", "budget"])
+async def test_z_zooms_the_pane_around_the_focus(make_app: Any, pane: str) -> None:
+    """On Plan and Budget the focus is a scrolling view inside the pane, which Textual
+    never maximizes: "z" did nothing there, with no word."""
+    app = make_app(task=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        widget = app.screen.query_one(f"#{pane}")
+        focusable = [w for w in widget.walk_children() if w.focusable] or [widget]
+        focusable[0].focus()
+        await settle(pilot)
+        assert app.screen.focused is not None
+        await pilot.press("z")
+        await settle(pilot)
+        assert app.screen.maximized is widget
+        await pilot.press("z")
+        await settle(pilot)
+        assert app.screen.maximized is None

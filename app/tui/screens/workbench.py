@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
+from textual.widget import Widget
 
 from app.tui.core import CoreApp, SessionReady, WorkFailed
 from app.tui.panes.budget import BudgetPane, money
 from app.tui.panes.escalations import EscalationsPane
 from app.tui.widgets.header import SessionHeader
+from app.tui.widgets.pane import Pane
 
 if TYPE_CHECKING:
     # Loaded with the session, after the first frame (app.tui.core.CORE_MODULES): the
@@ -181,8 +183,14 @@ class WorkbenchScreen(Screen[None]):
         """The focused pane full screen, or back (escape also restores)."""
         if self.maximized is not None:
             self.minimize()
-        elif self.focused is not None:
-            self.maximize(self.focused)
+            return
+        # the pane around the focus: on Plan and Budget the focus is a scrolling view,
+        # which Textual never maximizes, and "z" did nothing there
+        node = self.focused
+        while node is not None and not isinstance(node, Pane):
+            node = node.parent if isinstance(node.parent, Widget) else None
+        if node is None or not self.maximize(node, container=False):
+            self.notify("nothing to zoom here: Tab to a pane first", severity="warning")
 
     def action_new_task(self) -> None:
         """Type a task (the palette's "New task"); a screen without a task box says why."""
