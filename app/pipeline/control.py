@@ -13,6 +13,11 @@ if TYPE_CHECKING:
     from app.pipeline.runner import RunOutcome
 
 
+#: the roles whose steps read the user's escalation request (§3): a request for another
+#: (Stage0, the tests, which call no model) would wait for nobody
+ESCALATABLE = frozenset({"architect", "implementer", "judge", "second_opinion"})
+
+
 @dataclass
 class RunControl:
     #: roles the user asked to escalate (§3 "user explicitly requests escalation")

@@ -309,8 +309,27 @@ class CoreApp(App[int]):
         if self.control is None or not self.running:
             self.notify("no run in progress: nothing to escalate", severity="warning")
             return ""
-        target = self.control.request_escalation(role or None)
+        from app.pipeline.control import ESCALATABLE
+
+        asked = role or self.control.current_role
+        if asked and asked not in ESCALATABLE:
+            # it said "escalation requested for stage0: it asks…", and nothing ever read it
+            self.notify(
+                f"{asked} calls no model: press e while the Architect, the Implementer or "
+                "the Judge is at work",
+                severity="warning",
+            )
+            return ""
+        target = self.control.request_escalation(asked or None)
         session = self.session
+        keyed = (
+            session is not None
+            and target in session.policy.roles
+            and any(
+                session.policy.is_cloud(m) and m not in session.backends.unavailable()
+                for m in session.policy.chain(target)
+            )
+        )
         if target and session is not None and session.local_only:
             # it promised a cloud request the router then skipped (SKIP_LOCAL_ONLY)
             self.notify(
@@ -323,6 +342,14 @@ class CoreApp(App[int]):
             self.notify(
                 f"escalation requested for {target}, but this session denied every "
                 "escalation (d: deny all, stay local): it stays local",
+                severity="warning",
+            )
+        elif target and not keyed:
+            # it said "it asks before leaving the machine", and every step was then skipped
+            # for want of a key, with no modal ever shown
+            self.notify(
+                f"escalation requested for {target}, but no cloud model of its chain has a "
+                "key set: each is skipped, and it stays local",
                 severity="warning",
             )
         elif target:

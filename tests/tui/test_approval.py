@@ -174,6 +174,50 @@ async def test_e_says_the_session_stays_local(
         run.go_on.set()
 
 
+KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
+
+
+@pytest.mark.parametrize(
+    ("keys", "said"),
+    [
+        ((), "no cloud model of its chain has a key set"),
+        (("OPENAI_API_KEY",), "it asks before leaving the machine"),
+    ],
+    ids=["no-key", "a-key"],
+)
+async def test_e_says_whether_a_cloud_step_can_be_asked_for(
+    make_app: Any,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    keys: tuple[str, ...],
+    said: str,
+) -> None:
+    """With no key it said "it asks before leaving the machine", and every cloud step
+    was then skipped for want of a key, no modal ever shown (a user-audit found it)."""
+    for name in KEYS:
+        monkeypatch.delenv(name, raising=False)
+    for name in keys:
+        monkeypatch.setenv(name, "sk-test-0123456789abcdefghij")
+    run = ScriptedRun(clock, stop_before="escalation")
+    app = make_app(run=run)
+    seen = Messages()
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, run.reached.is_set, what="the implementer at work")
+        await settle(pilot)
+        await pilot.press("e")
+        await settle(pilot)
+        toasts = [m.notification.message for m in seen.of(Notify)]
+        assert any(s.startswith("escalation requested for implementer") for s in toasts)
+        assert any(said in s for s in toasts), toasts
+        # a stage that calls no model takes no request: it said "requested for stage0"
+        assert app.escalate("stage0") == ""
+        await settle(pilot)
+        toasts = [m.notification.message for m in seen.of(Notify)]
+        assert any(s.startswith("stage0 calls no model: press e while") for s in toasts)
+        assert app.control is not None and "stage0" not in app.control.escalate
+        run.go_on.set()
+
+
 async def test_e_requests_escalation_of_the_role_at_work(make_app: Any, clock: ManualClock) -> None:
     run = ScriptedRun(clock, stop_before="escalation")
     app = make_app(run=run)

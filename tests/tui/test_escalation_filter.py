@@ -4,7 +4,7 @@ kind's name picks that kind alone."""
 from __future__ import annotations
 
 from app.audit.kinds import AUDIT_KINDS
-from app.tui.panes.escalations import line_matches, parse_filter
+from app.tui.panes.escalations import describe, line_matches, parse_filter
 
 
 def test_a_whole_kind_name_is_that_kind_alone() -> None:
@@ -39,3 +39,15 @@ def test_a_word_that_names_no_kind_keeps_nothing() -> None:
     assert keep and drop == frozenset()
     assert not any(line_matches({"kind": kind}, keep, drop) for kind in AUDIT_KINDS)
     assert line_matches({"kind": "denial"}, *parse_filter("nonsense deny"))
+
+
+def test_an_escalation_the_user_asked_for_says_so_first() -> None:
+    """Cut at the pane's width, the detail's reasons hid the user's request: "e" seemed
+    lost (a user-audit)."""
+    line = {
+        "kind": "escalation",
+        "reason_codes": ["LOW_CONFIDENCE", "USER_REQUEST"],
+        "detail": "confidence 0.45 < 0.75, user_request == true → gpt-5.1-high",
+    }
+    assert describe(line).startswith("you asked · confidence 0.45")
+    assert describe({**line, "reason_codes": ["LOW_CONFIDENCE"]}).startswith("confidence")

@@ -97,6 +97,10 @@ def describe(line: dict[str, Any]) -> str:
         approver = (line.get("provenance") or {}).get("approver", "?")
         target = f"{values.get('model') or line.get('to')} ({values.get('provider', '?')})"
         return f"{word}: {target} by {approver}" + (f" · {detail}" if detail else "")
+    if line.get("kind") == "escalation" and "USER_REQUEST" in (line.get("reason_codes") or []):
+        # the user's own request (e, a +escalate model) comes first: cut at the pane's
+        # width, the detail's list of reasons hid it, and the keypress seemed lost
+        return "you asked · " + detail if detail else "you asked"
     if detail:
         return detail
     src, dst = line.get("from"), line.get("to")
