@@ -83,6 +83,10 @@ class RunStarted(Message):
         self.task = task
 
 
+class RunStopping(Message):
+    """The user asked the run to stop: it ends when the model call in progress does."""
+
+
 class RunDone(Message):
     """The runner returned (its RunOutcome, or whatever a scripted runner returns)."""
 
@@ -359,11 +363,17 @@ class CoreApp(App[int]):
         return target
 
     def stop_run(self) -> None:
+        """Ask the run to stop before its next model call."""
         if self.control is None or not self.running:
             self.notify("no run in progress", severity="warning")
             return
         self.control.request_stop()
-        self.notify("stop requested: the run stops before its next model call")
+        if self.home is not None:
+            self.home.post_message(RunStopping())
+        self.notify(
+            "stop requested: the run stops when the model call in progress ends "
+            "(ctrl+q quits at once)"
+        )
 
     # ── approvals ────────────────────────────────────────────────────────────────────────
 

@@ -250,3 +250,23 @@ async def test_the_header_says_only_that_it_waits_while_the_modal_is_up(
         await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
         await settle(pilot)
         assert home.header.state == "awaiting approval" and home.header.activity == ""
+
+
+async def test_x_says_stopping_until_the_run_ends(make_app: Any, clock: ManualClock) -> None:
+    """After x the header said "running" for the minute the model call in progress took,
+    as if the key had done nothing (a user-audit)."""
+    run = ScriptedRun(clock, stop_before="escalation")
+    app = make_app(run=run)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, run.reached.is_set, what="the implementer at work")
+        await settle(pilot)
+        assert app.screen.header.state == "running"
+        await pilot.press("x")
+        await settle(pilot)
+        assert app.screen.header.state == "stopping"
+        run.go_on.set()  # (the scripted run reads no stop: its escalation asks)
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        await pilot.press("n")
+        await until(pilot, lambda: not app.running, what="the run to end")
+        await settle(pilot)
+        assert app.screen.header.state not in ("running", "stopping")

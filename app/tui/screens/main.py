@@ -15,7 +15,7 @@ from textual.containers import Horizontal
 from textual.notifications import SeverityLevel
 from textual.widgets import Footer, Input
 
-from app.tui.core import RunDone, RunStarted, WorkFailed
+from app.tui.core import RunDone, RunStarted, RunStopping, WorkFailed
 from app.tui.panes.budget import BudgetPane
 from app.tui.panes.diff import DiffPane
 from app.tui.panes.escalations import EscalationsPane
@@ -94,9 +94,13 @@ class MainScreen(WorkbenchScreen):
             pane.reset()
         self.header.state = "running"
 
+    def on_run_stopping(self, message: RunStopping) -> None:
+        if self.header.state == "running":  # (a modal's "awaiting approval" stays)
+            self.header.state = self.resting_state()
+
     def on_run_done(self, message: RunDone) -> None:
         outcome = getattr(message.result, "outcome", None)
-        if isinstance(outcome, str) and self.header.state == "running":
+        if isinstance(outcome, str) and self.header.state in ("running", "stopping"):
             self.header.state = outcome
 
     # ── bus messages ─────────────────────────────────────────────────────────────────────

@@ -81,7 +81,12 @@ class WorkbenchScreen(Screen[None]):
 
     def resting_state(self) -> str:
         """The header's state when nothing waits on the human."""
-        return "running" if self.core.running else "idle"
+        if not self.core.running:
+            return "idle"
+        control = self.core.control
+        # after x the run goes on to the end of the model call in progress: "running"
+        # for that minute read as if the key had done nothing
+        return "stopping" if control is not None and control.stopping else "running"
 
     # ── panes ────────────────────────────────────────────────────────────────────────────
 

@@ -61,7 +61,7 @@ class SessionHeader(Widget):
             where = RUNTIME_LABEL.get(self.runtime, self.runtime)
             text.append(" · ", dim)
             text.append(f"{self.model}{' @ ' + where if where else ''}")
-        if self.activity and self.state in ("running", "awaiting approval"):
+        if self.activity and self.state in ("running", "stopping", "awaiting approval"):
             text.append(f" · {self.activity}", dim)
         grid = Table.grid(expand=True)
         grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
@@ -73,6 +73,7 @@ class SessionHeader(Widget):
 
 _STATE_COLOUR = {
     "running": "step-active",
+    "stopping": "budget-warn",
     "awaiting approval": "audit-escalation",
     "listening": "step-done",
     "merge_ready": "step-done",
