@@ -428,7 +428,7 @@ async def test_a_v1_team_ledger_migrates_and_each_team_expires_its_own(pg_url: s
         )
     finally:
         await conn.close()
-    assert version == len(MIGRATIONS) == 2
+    assert version == len(MIGRATIONS) == 3
 
 
 async def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
@@ -441,6 +441,57 @@ async def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> No
         await conn.execute("UPDATE switchyard_schema SET version = 7 WHERE component = 'ledger'")
     finally:
         await conn.close()
-    with pytest.raises(SchemaTooNew, match=r"schema version 7 is newer .*\(2\)") as caught:
+    with pytest.raises(SchemaTooNew, match=r"schema version 7 is newer .*\(3\)") as caught:
         await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="u")
     assert caught.value.exit_code == 2
+
+
+async def test_a_looser_policy_cannot_raise_a_shared_cap_and_a_tighter_one_lowers_it(
+    pg_url: str,
+) -> None:
+    """v3: a reservation wrote its own policy's cap over the team's row, so a laptop with
+    another policy file (or none: the shipped $20 day) reserved past the team's $0.005
+    day cap, unseen (an audit). A shared cap is now the lowest any member declared today."""
+    from app.router.ledger.pg_ledger import PgBudgetLedger
+
+    def budget(day: float) -> Budget:
+        return Budget(session_usd=100.0, day_usd=day, reservation_ttl_s=900)
+
+    alice = await PgBudgetLedger.open(pg_url, budget(3.0), team="t", user="alice")
+    dave = await PgBudgetLedger.open(pg_url, budget(20.0), team="t", user="dave")
+    carol = await PgBudgetLedger.open(pg_url, budget(2.0), team="t", user="carol")
+    try:
+        assert await _try(alice, "a1", "openai", 2.5)
+        with pytest.raises(CapExceeded) as caught:  # 2.5 + 1 > 3: dave's $20 is no cap
+            await dave.reserve(session="d1", provider="openai", role="r", model="m", amount_usd=1)
+        assert caught.value.cap == "day" and caught.value.limit_usd == pytest.approx(3.0)
+        assert (await dave.snapshot("d1")).per_day.cap_usd == pytest.approx(3.0)
+        assert await _try(dave, "d1", "openai", 0.5)  # within the team's cap: granted
+        # a tighter policy's refusal cannot lower a cap below what is already held
+        with pytest.raises(CapExceeded) as caught:
+            await carol.reserve(
+                session="c1", provider="openai", role="r", model="m", amount_usd=0.1
+            )
+        assert caught.value.limit_usd == pytest.approx(2.0)
+        assert (await alice.snapshot("a1")).per_day.cap_usd == pytest.approx(3.0)
+        # in another team, a tighter policy's reservation lowers it for everyone today
+        ann = await PgBudgetLedger.open(pg_url, budget(3.0), team="u", user="ann")
+        cid = await PgBudgetLedger.open(pg_url, budget(2.0), team="u", user="cid")
+        try:
+            assert await _try(ann, "a2", "openai", 0.5)
+            assert await _try(cid, "c2", "openai", 0.5)
+            with pytest.raises(CapExceeded) as caught:  # 0.5 + 0.5 + 1.5 > cid's 2
+                await ann.reserve(
+                    session="a2", provider="openai", role="r", model="m", amount_usd=1.5
+                )
+            assert caught.value.limit_usd == pytest.approx(2.0)
+            snap = await ann.snapshot("a2")
+            assert snap.per_day.cap_usd == pytest.approx(2.0)
+            assert snap.per_day.left_usd == pytest.approx(1.0)
+            assert await ann.left_usd("a2", "openai") == pytest.approx(1.0)
+        finally:
+            await ann.close()
+            await cid.close()
+    finally:
+        for led in (alice, dave, carol):
+            await led.close()

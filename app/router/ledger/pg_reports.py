@@ -10,15 +10,24 @@ from app.clock import iso
 from app.policy.schema import Budget
 from app.router.ledger import reports
 from app.router.ledger.money import usd
-from app.router.ledger.records import BudgetSnapshot, usage
+from app.router.ledger.records import BudgetSnapshot, CapUsage, usage
 from app.store.postgres import Conn
 
 if TYPE_CHECKING:
     from app.router.ledger.pg_ledger import TeamCaps
 
 TODAY = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-#: (scope, key) → (spent incl. unreserved, reserved), nano-dollars
-Usage = dict[tuple[str, str], tuple[int, int]]
+#: (scope, key) → (spent incl. unreserved, reserved, the row's cap or None), nano-dollars
+Usage = dict[tuple[str, str], tuple[int, int, int | None]]
+_NONE: tuple[int, int, int | None] = (0, 0, None)
+
+
+def _cap(own: int | None, stored: int | None) -> int | None:
+    """The cap a reservation is checked on (ledger schema v3): the lower of this policy's
+    and the lowest a member's policy set today; None when neither caps it."""
+    if own is None or stored is None:
+        return own if stored is None else stored
+    return min(own, stored)
 
 
 async def usage_rows(
@@ -27,7 +36,8 @@ async def usage_rows(
     """Today's rows (the database's day) for the session, the team, the user and
     ``providers`` (None: every provider)."""
     rows = await conn.fetch(
-        "SELECT scope, key, spent_nusd + unreserved_nusd AS spent, reserved_nusd AS reserved"
+        "SELECT scope, key, spent_nusd + unreserved_nusd AS spent, reserved_nusd AS reserved,"
+        " cap_nusd AS cap"
         " FROM ledger_usage WHERE team = $1 AND ("
         " (scope = 'session' AND key = $2 AND day = '')"
         f" OR (day = {TODAY} AND (scope = 'day' OR (scope = 'user_day' AND key = $3)"
@@ -37,17 +47,23 @@ async def usage_rows(
         user,
         None if providers is None else list(providers),
     )
-    return {(r["scope"], r["key"]): (int(r["spent"]), int(r["reserved"])) for r in rows}
+    return {
+        (r["scope"], r["key"]): (
+            int(r["spent"]),
+            int(r["reserved"]),
+            None if r["cap"] is None else int(r["cap"]),
+        )
+        for r in rows
+    }
 
 
 def left_usd(rows: Usage, caps: TeamCaps, providers: Sequence[str]) -> dict[str, float]:
     """Per provider: the smallest remaining of the caps a reservation would be checked on."""
 
-    def left(cap: int | None, key: tuple[str, str]) -> int | None:
-        if cap is None:
-            return None
-        spent, reserved = rows.get(key, (0, 0))
-        return cap - spent - reserved
+    def left(own: int | None, key: tuple[str, str]) -> int | None:
+        spent, reserved, stored = rows.get(key, _NONE)
+        cap = _cap(own, stored)
+        return None if cap is None else cap - spent - reserved
 
     base = [
         x
@@ -93,21 +109,21 @@ async def snapshot(
                 session,
             )
             by[col] = {str(r["k"]): usd(int(r["cost"])) for r in found}
-    s_spent, s_res = rows.get(("session", session), (0, 0))
-    d_spent, d_res = rows.get(("day", ""), (0, 0))
-    u_spent, u_res = rows.get(("user_day", user), (0, 0))
-    active = {k for (scope, k), (sp, rs) in rows.items() if scope == "provider_day" and sp + rs}
+
+    def used(own: int | None, key: tuple[str, str]) -> CapUsage:
+        spent, reserved, stored = rows.get(key, _NONE)
+        return usage(_cap(own, stored), spent, reserved)
+
+    s_res = rows.get(("session", session), _NONE)[1]
+    active = {k for (scope, k), (sp, rs, _) in rows.items() if scope == "provider_day" and sp + rs}
     providers = sorted(set(caps.provider) | active)
     return BudgetSnapshot(
         session=session,
         day=str(now["day"]),
         ts=iso(now["ts"]),
-        per_session=usage(caps.session, s_spent, s_res),
-        per_day=usage(caps.day, d_spent, d_res),
-        per_provider={
-            p: usage(caps.provider.get(p), *rows.get(("provider_day", p), (0, 0)))
-            for p in providers
-        },
+        per_session=used(caps.session, ("session", session)),
+        per_day=used(caps.day, ("day", "")),
+        per_provider={p: used(caps.provider.get(p), ("provider_day", p)) for p in providers},
         reserved_usd=usd(s_res),
         calls=int(calls or 0),
         failed=int(failed or 0),
@@ -116,7 +132,7 @@ async def snapshot(
         by_provider=by["provider"],
         team=team,
         user=user,
-        per_user=usage(caps.user_day, u_spent, u_res),
+        per_user=used(caps.user_day, ("user_day", user)),
     )
 
 

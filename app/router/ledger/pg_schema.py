@@ -241,6 +241,29 @@ def _reserve_v2() -> str:
     return text.replace(_STALE_V1, stale)
 
 
+# v3: a shared cap is the lowest any member's policy declared that day. A reservation
+# wrote its own policy's cap over the row's, so a laptop with another policy file (or
+# none: the shipped $20 day) reserved past the team's $0.005 day cap unseen. Now a looser
+# policy cannot raise a cap, and a tighter one lowers it for everyone until the next
+# UTC day (a session's cap is its own policy's alone, as before).
+_CAP_PIECES = (
+    ("cap_nusd = w.c", "cap_nusd = LEAST(u.cap_nusd, w.c)"),
+    ("AND x.c IS NOT NULL", "AND LEAST(o.cap_nusd, x.c) IS NOT NULL"),
+    ("+ p_amount > x.c", "+ p_amount > LEAST(o.cap_nusd, x.c)"),
+    ("SELECT w.s, w.c,", "SELECT w.s, LEAST(o.cap_nusd, w.c),"),
+    ("WHERE w.c IS NOT NULL", "WHERE LEAST(o.cap_nusd, w.c) IS NOT NULL"),
+    ("+ p_amount > w.c", "+ p_amount > LEAST(o.cap_nusd, w.c)"),
+)
+
+
+def _reserve_v3() -> str:
+    text = _reserve_v2()
+    for old, new in _CAP_PIECES:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     (
         """CREATE TABLE ledger_usage (
@@ -305,4 +328,5 @@ MIGRATIONS: tuple[Migration, ...] = (
         _RECORD,
     ),
     (_EXPIRE_TEAM, _reserve_v2()),
+    (_reserve_v3(),),
 )
