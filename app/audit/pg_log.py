@@ -39,7 +39,14 @@ from app.errors import AuditTamperError, SwitchyardError, UsageError
 from app.hosts import HostPort
 from app.opener import Opener
 from app.store.errors import StoreUnavailable
-from app.store.postgres import Conn, connect_pool, db_errors, migrate, this_host
+from app.store.postgres import (
+    STATEMENT_TIMEOUT_S,
+    Conn,
+    connect_pool,
+    db_errors,
+    migrate,
+    this_host,
+)
 from app.store.url import DatabaseUrl, parse_database_url
 
 T = TypeVar("T")
@@ -186,7 +193,7 @@ class PgAuditLog(AuditBase):
         if pool is None:
             pool = await connect_pool(url, local_only=local_only, named=named)
         try:
-            async with pool.acquire() as conn:
+            async with pool.acquire(timeout=STATEMENT_TIMEOUT_S) as conn:
                 await migrate(conn, COMPONENT, MIGRATIONS, f"team audit log {url.display()}")
                 row = None
                 if chain is not None:
@@ -225,7 +232,7 @@ class PgAuditLog(AuditBase):
 
     async def _with(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=STATEMENT_TIMEOUT_S) as conn:
                 return await fn(conn)
         except _DB_ERRORS as exc:
             raise SwitchyardError(f"team audit log {self.where} unavailable: {exc}") from None

@@ -29,6 +29,11 @@ if TYPE_CHECKING:  # asyncpg is imported when a database is used, not by the CLI
     from asyncpg.pool import PoolConnectionProxy
 
 CONNECT_TIMEOUT_S = 5.0
+#: the longest one statement, or a wait for a pooled connection, may take. A database
+#: that stopped answering (a stopped server, a partition that drops packets) held a
+#: gateway's requests with no limit: 100 s until the server came back, every pooled
+#: connection stuck. The team stores' statements are small; a report's page is too.
+STATEMENT_TIMEOUT_S = 15.0
 
 # The pool logs its own retries (the server gone: "Failed to restore the pool connection
 # floor", with a traceback each time). A command with no log configured printed them on
@@ -102,6 +107,7 @@ async def connect_pool(
             min_size=min_size,
             max_size=max_size,
             timeout=timeout_s,
+            command_timeout=STATEMENT_TIMEOUT_S,
             # statements are few and fixed; the cache is per connection
             statement_cache_size=64,
             # no session state to undo (no SET, LISTEN or session locks: every lock is a

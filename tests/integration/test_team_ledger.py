@@ -495,3 +495,30 @@ async def test_a_looser_policy_cannot_raise_a_shared_cap_and_a_tighter_one_lower
     finally:
         for led in (alice, dave, carol):
             await led.close()
+
+
+async def test_a_statement_the_database_never_answers_ends_as_unavailable(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the connect had a time limit: a database that stopped answering held a
+    gateway's requests until it came back (100 s in an audit), every pooled connection
+    stuck. A statement now ends at STATEMENT_TIMEOUT_S as "unavailable" (fail closed),
+    and the ledger works again once the database answers."""
+    from app.router.ledger import LedgerError
+    from app.router.ledger.pg_ledger import PgBudgetLedger
+    from app.store import postgres
+
+    monkeypatch.setattr(postgres, "STATEMENT_TIMEOUT_S", 0.5)
+    async with await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="u") as led:
+        assert await _try(led, "s", "openai", 0.1)
+        blocker = await asyncpg.connect(pg_url)
+        try:
+            hold = blocker.transaction()
+            await hold.start()  # what a stopped server looks like from here: no answer
+            await blocker.execute("LOCK TABLE ledger_usage IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(LedgerError, match="unavailable"):
+                await led.reserve(session="s", provider="openai", role="r", model="m", amount_usd=1)
+            await hold.rollback()
+        finally:
+            await blocker.close()
+        assert await _try(led, "s", "openai", 0.1)

@@ -38,7 +38,14 @@ from app.router.ledger.pg_schema import COMPONENT, MIGRATIONS
 from app.router.ledger.publisher import SnapshotPublisher
 from app.router.ledger.records import BudgetSnapshot, Reservation
 from app.store.errors import StoreUnavailable
-from app.store.postgres import Conn, connect_pool, db_errors, migrate, this_host
+from app.store.postgres import (
+    STATEMENT_TIMEOUT_S,
+    Conn,
+    connect_pool,
+    db_errors,
+    migrate,
+    this_host,
+)
 from app.store.url import DatabaseUrl, parse_database_url
 
 T = TypeVar("T")
@@ -133,7 +140,7 @@ class PgBudgetLedger(ClosedOnExit):
         if pool is None:
             pool = await connect_pool(parsed, local_only=local_only, named=named)
         try:
-            async with pool.acquire() as conn:
+            async with pool.acquire(timeout=STATEMENT_TIMEOUT_S) as conn:
                 await migrate(conn, COMPONENT, MIGRATIONS, f"team ledger {parsed.display()}")
         except _DB_ERRORS as exc:
             if owns:
@@ -167,7 +174,7 @@ class PgBudgetLedger(ClosedOnExit):
         if self._pool is None:
             raise LedgerError("the budget ledger is closed")
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=STATEMENT_TIMEOUT_S) as conn:
                 return await fn(conn)
         except _DB_ERRORS as exc:
             raise LedgerError(f"team ledger {self.where} unavailable: {exc}") from None
