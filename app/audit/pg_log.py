@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TextIO, TypeVar
 
 import asyncpg
@@ -399,38 +399,64 @@ class PgAuditLog(AuditBase):
         user: str | None = None,
         session: str | None = None,
         run: str | None = None,
-        after: tuple[str, str, int] | None = None,
     ) -> list[TeamLine]:
-        """The team's newest ``n`` lines by time (``user``: one user's), oldest first.
-        ``after``: (ts, chain, seq) of the last line seen: only lines after it."""
+        """The team's newest ``n`` lines by time (``user``: one user's), oldest first."""
         clauses: list[str] = ["c.team = $1"]
         params: list[Any] = [self.team]
         for column, value in (("c.user_name", user), ("l.session", session), ("l.run", run)):
             if value is not None:
                 params.append(value)
                 clauses.append(f"{column} = ${len(params)}")
-        if after is not None:
-            params.extend(after)
-            k = len(params)
-            clauses.append(f"(l.ts, l.chain, l.seq) > (${k - 2}, ${k - 1}, ${k})")
-        order = "ASC" if after is not None else "DESC"
         params.append(max(n, 0))
         sql = (
             "SELECT l.chain, l.seq, l.line, c.user_name, c.host FROM audit_lines l"
             f" JOIN audit_chains c ON c.chain = l.chain WHERE {' AND '.join(clauses)}"
-            f" ORDER BY l.ts {order}, l.chain {order}, l.seq {order} LIMIT ${len(params)}"
+            f" ORDER BY l.ts DESC, l.chain DESC, l.seq DESC LIMIT ${len(params)}"
         )
         rows = await self._with(lambda c: c.fetch(sql, *params))
-        found = [
-            TeamLine(
-                chain=r["chain"],
-                user=r["user_name"],
-                host=r["host"],
-                line=_to_line(r["seq"], r["line"]),
-            )
-            for r in rows
-        ]
-        return found if after is not None else found[::-1]
+        return [_team_line(r) for r in rows][::-1]
+
+    async def team_heads(self) -> dict[str, int]:
+        """Each of the team's chains and the seq of its newest line (a follow's start)."""
+        rows = await self._with(
+            lambda c: c.fetch("SELECT chain, head_seq FROM audit_chains WHERE team = $1", self.team)
+        )
+        return {str(r["chain"]): int(r["head_seq"]) for r in rows}
+
+    async def team_after(
+        self,
+        seen: Mapping[str, int],
+        n: int = 500,
+        *,
+        user: str | None = None,
+        session: str | None = None,
+        run: str | None = None,
+    ) -> list[TeamLine]:
+        """The team's lines past ``seen`` (chain → the seq last shown; a chain it does not
+        name: from its first line), oldest first, ``n`` at most.
+
+        A follow keeps a place per chain: each chain's lines are written in seq order, one
+        writer at a time. A place by time stamp, (ts, chain, seq), missed lines: a laptop
+        whose clock ran behind wrote lines "before" the place, and a line stamped before
+        another machine's poll but committed after it was never shown."""
+        clauses: list[str] = ["c.team = $1", "l.seq > COALESCE(s.seq, 0)"]
+        params: list[Any] = [self.team, list(seen), list(seen.values())]
+        for column, value in (("c.user_name", user), ("l.session", session), ("l.run", run)):
+            if value is not None:
+                params.append(value)
+                clauses.append(f"{column} = ${len(params)}")
+        params.append(max(n, 0))
+        sql = (
+            "SELECT l.chain, l.seq, l.line, c.user_name, c.host FROM audit_lines l"
+            " JOIN audit_chains c ON c.chain = l.chain"
+            " LEFT JOIN unnest($2::text[], $3::bigint[]) AS s(chain, seq) ON s.chain = l.chain"
+            f" WHERE {' AND '.join(clauses)}"
+            f" ORDER BY l.chain, l.seq LIMIT ${len(params)}"
+        )
+        rows = await self._with(lambda c: c.fetch(sql, *params))
+        found = [_team_line(r) for r in rows]
+        # shown in time order; each chain's own order is its seq's
+        return sorted(found, key=lambda t: (t.line.ts, t.chain, t.line.seq))
 
     async def verify_chains(self, chain: str | None = None) -> list[ChainReport]:
         """Every chain of the team (or one): lines, links, index columns, head, owner."""
@@ -489,6 +515,12 @@ async def _verify_chain(conn: Conn, owner: asyncpg.Record) -> VerifyReport:
     except Problem as problem:
         return checker.report(problem)
     return checker.report()
+
+
+def _team_line(r: Any) -> TeamLine:
+    return TeamLine(
+        chain=r["chain"], user=r["user_name"], host=r["host"], line=_to_line(r["seq"], r["line"])
+    )
 
 
 def _to_line(seq: int, text: str) -> AuditLine:

@@ -168,22 +168,24 @@ async def _tail_async(args: argparse.Namespace) -> None:
 async def _team_tail(args: argparse.Namespace, log: PgAuditLog, show: Any) -> None:
     user = None if args.team else (args.user or settings_from(args).user)
     kw: dict[str, Any] = {"user": user, "session": args.session, "run": args.run}
-    # -n 0: only what comes next, counted from the newest line on file now
-    batch = await log.team_tail(max(args.n, 1), **kw)
+    # A follow keeps a place per chain (PgAuditLog.team_after), from each chain's head as
+    # it is before the newest lines are read: what those do not show of it is older.
+    seen = await log.team_heads() if args.follow else {}
+    # -n 0: only what comes next
+    batch = await log.team_tail(args.n, **kw) if args.n else []
     if not batch and args.n:
         # this user's lines by default: say so, or an empty answer reads as an empty log
         _none_matched(args, user=user if not args.team and not args.user else None)
-    after = ("", "", 0)
-    if args.n == 0 and batch:
-        after, batch = (batch[-1].line.ts, batch[-1].chain, batch[-1].line.seq), []
     while True:
         for t in batch:
             show(t.line, {"user": t.user, "host": t.host, "chain": t.chain})
-            after = (t.line.ts, t.chain, t.line.seq)
+            # a chain's lines are visible in seq order (one writer at a time, each line
+            # committed before the next is written): its newest shown is its place
+            seen[t.chain] = max(seen.get(t.chain, 0), t.line.seq)
         if not args.follow:
             return
         await asyncio.sleep(args.interval)
-        batch = await log.team_tail(500, after=after, **kw)
+        batch = await log.team_after(seen, 500, **kw)
 
 
 def _none_matched(args: argparse.Namespace, *, user: str | None = None) -> None:

@@ -576,3 +576,43 @@ async def test_a_connection_the_database_broke_is_the_store_unavailable(pg_url: 
     async with await PgBudgetLedger.open(pg_url, budget, team="default", user="u") as led:
         with pytest.raises(SwitchyardError, match=r"team ledger .* unavailable: cannot switch"):
             await led._with(broken)
+
+
+async def test_team_follow_shows_a_line_whose_laptop_clock_runs_behind(pg_url: str) -> None:
+    """The follow kept its place by time stamp: a laptop whose clock ran 120 s behind wrote
+    lines "before" the place, and they were never shown (an audit). It keeps a place per
+    chain now."""
+    from datetime import UTC, datetime, timedelta
+
+    from app.audit.pg_log import PgAuditLog
+    from app.cli.audit_cmd import _team_tail
+    from app.clock import ManualClock
+
+    shown: list[str] = []
+
+    def show(line: Any, who: dict[str, str]) -> None:
+        shown.append(f"{who['user']}: {line.detail}")
+
+    args = argparse.Namespace(
+        n=0, follow=True, team=True, user=None, session=None, run=None, interval=0.02
+    )
+    behind = ManualClock(datetime.now(UTC) - timedelta(seconds=120))
+    async with (
+        await PgAuditLog.open(pg_url, team="default", user="alice", host="a") as alice,
+        await PgAuditLog.open(pg_url, team="default", user="bob", host="b") as bob,
+        await PgAuditLog.open(
+            pg_url, team="default", user="carol", host="c", clock=behind
+        ) as carol,
+    ):
+        await _write(alice, 2)
+        follow = asyncio.create_task(_team_tail(args, alice, show))
+        await asyncio.sleep(0.2)  # the follow has its place
+        await bob.append("route", session="s1", detail="bob's")
+        await asyncio.sleep(0.2)  # shown: the time-stamp place moved past carol's stamps
+        await carol.append("route", session="s1", detail="carol's")
+        for _ in range(100):
+            if len(shown) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        follow.cancel()
+    assert shown == ["bob: bob's", "carol: carol's"]
