@@ -54,8 +54,11 @@ LOCKED_GUARDRAILS = frozenset({"GR-002", "GR-003", "GR-004", "GR-005", "GR-009",
 
 
 class Strict(BaseModel):
-    # nan/inf are valid TOML but no policy number means them: a nan threshold never fires
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # nan/inf are valid TOML but no policy number means them: a nan threshold never fires.
+    # strict: TOML has types of its own, and a value of another was converted silently
+    # (`session_usd = "5"`, `local_only = "yes"` became true, `max_output_tokens = true`
+    # became 1); an int still reads as a float
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class PolicyMeta(Strict):
@@ -105,16 +108,27 @@ class Gateway(Strict):
     keepalive_s: float = Field(default=10.0, gt=0, le=120)
 
 
+#: the largest cap a policy may name, USD: 1e308 was "ok" and overflowed where it was
+#: made nano-dollars, a traceback in every command that read the budget
+MAX_CAP_USD = 1_000_000
+#: the largest price, USD per million tokens (the dearest models cost hundreds)
+MAX_PRICE_USD_PER_MTOK = 100_000
+#: the most tokens a count in the policy may name (a window, an output cap)
+MAX_TOKENS = 100_000_000
+
+
 class Budget(Strict):
     currency: Literal["USD"] = "USD"
-    session_usd: float = Field(ge=0)
-    day_usd: float = Field(ge=0)
+    session_usd: float = Field(ge=0, le=MAX_CAP_USD)
+    day_usd: float = Field(ge=0, le=MAX_CAP_USD)
     reservation_ttl_s: float = Field(gt=0, le=86400)
     #: a negative cap was accepted (it blocked every call, with the policy called ok)
-    provider_day_usd: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    provider_day_usd: dict[str, Annotated[float, Field(ge=0, le=MAX_CAP_USD)]] = Field(
+        default_factory=dict
+    )
     #: each user's day cap in a shared (team) store, where day_usd and provider_day_usd
     #: are the whole team's; in a machine's own SQLite file every cost is its user's
-    user_day_usd: float | None = Field(default=None, ge=0)
+    user_day_usd: float | None = Field(default=None, ge=0, le=MAX_CAP_USD)
 
 
 class Approvals(Strict):
@@ -164,14 +178,14 @@ class Model(Strict):
     provider: str
     endpoint: EndpointKind
     served_name: str
-    context_window: int = Field(ge=0)
+    context_window: int = Field(ge=0, le=MAX_TOKENS)
     params_b: float | None = Field(default=None, gt=0)
     quant: str | None = None
     kv_bytes_per_token: int | None = Field(default=None, gt=0)
     embedding_dim: int | None = Field(default=None, gt=0)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
-    price_in_usd_per_mtok: float = Field(default=0.0, ge=0)
-    price_out_usd_per_mtok: float = Field(default=0.0, ge=0)
+    price_in_usd_per_mtok: float = Field(default=0.0, ge=0, le=MAX_PRICE_USD_PER_MTOK)
+    price_out_usd_per_mtok: float = Field(default=0.0, ge=0, le=MAX_PRICE_USD_PER_MTOK)
     escalation_only_roles: list[str] = Field(default_factory=list)
     speed_variant: str | None = None
 
@@ -189,7 +203,7 @@ class Role(Strict):
     runtimes: list[str] = Field(default_factory=list)
     fallback: list[str] = Field(default_factory=list)
     local_stand_in: str | None = None
-    max_output_tokens: int = Field(default=2048, gt=0)
+    max_output_tokens: int = Field(default=2048, gt=0, le=MAX_TOKENS)
     max_turns: int | None = Field(default=None, gt=0)
     #: a non-authoritative sidecar (§2): cloud only on its triggers, no local stand-in
     sidecar: bool = False

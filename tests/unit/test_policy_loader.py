@@ -336,8 +336,30 @@ MUTATIONS: dict[str, Mutation] = {
         lambda: replace_line(line_of("session_usd = 5.0"), 'session_usd = "five"'),
         _exact(
             lambda: line_of("session_usd = 5.0"),
-            "budget.session_usd: Input should be a valid number, unable to parse string as a "
-            "number (got 'five')",
+            "budget.session_usd: Input should be a valid number (got 'five')",
+        ),
+    ),
+    # found by an audit: each was converted silently (strict: TOML's own types only)
+    "a number as a numeric text": Mutation(
+        lambda: replace_line(line_of("session_usd = 5.0"), 'session_usd = "5"'),
+        _exact(
+            lambda: line_of("session_usd = 5.0"),
+            "budget.session_usd: Input should be a valid number (got '5')",
+        ),
+    ),
+    "a switch as text": Mutation(
+        lambda: replace_line(line_of("local_only = false"), 'local_only = "yes"'),
+        _exact(
+            lambda: line_of("local_only = false"),
+            "privacy.local_only: Input should be a valid boolean (got 'yes')",
+        ),
+    ),
+    # and each overflowed where it was made nano-dollars: a traceback in every command
+    "a cap past any budget": Mutation(
+        lambda: replace_line(line_of("session_usd = 5.0"), "session_usd = 1e308"),
+        _exact(
+            lambda: line_of("session_usd = 5.0"),
+            "budget.session_usd: Input should be less than or equal to 1000000 (got 1e+308)",
         ),
     ),
     "a missing required key": Mutation(
