@@ -92,6 +92,16 @@ def _demo(args: argparse.Namespace) -> int:
     return run_tui(args, repo=repo, task=DEMO_TASK, local_only=args.local_only, notice=notice)
 
 
+def require_terminal() -> None:
+    """The workbench draws on a terminal and reads its keys: without one (a pipe, a file,
+    a CI job) it wrote escape sequences into the file and ran until it was killed."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(
+            "the workbench needs a terminal (stdin and stdout); without one, "
+            "`switchyard run TASK` runs the pipeline headless"
+        )
+
+
 def run_tui(
     args: argparse.Namespace,
     *,
@@ -112,6 +122,7 @@ def run_tui(
 
         theme = check_theme_name(args.theme or settings.theme)
         _log_to_file(settings.data_dir / "logs" / "tui.log")
+        require_terminal()
         app = SwitchyardApp(
             connect=connect_default(local_only=local_only, policy=policy),
             runner=pipeline_runner(repo),
@@ -132,7 +143,9 @@ def run_gateway_workbench(args: argparse.Namespace, settings: Any, policy: Any, 
     try:
         # (the address was checked by serve before anything opened: serve_cmd.check_listen)
         _log_to_file(settings.data_dir / "logs" / "tui.log")
-        return gateway_app(args, settings, policy, config).run() or 0
+        app = gateway_app(args, settings, policy, config)
+        require_terminal()
+        return app.run() or 0
     finally:
         release_startup_collections()
 

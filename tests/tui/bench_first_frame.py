@@ -25,6 +25,7 @@ import time
 t0 = time.perf_counter()
 import json, sys
 import app.tui.app as tui_app
+from app.cli import tui_cmd
 from app.cli.main import main
 
 t_import = time.perf_counter()
@@ -41,6 +42,7 @@ def first_frame(self, *args, **kwargs):
     return run(self, headless=True, size=(160, 48))
 
 tui_app.SwitchyardApp.run = first_frame
+tui_cmd.require_terminal = lambda: None  # headless, as the measure is taken
 main(["tui", "--repo", "."])  # the real command: settings, theme check, app, session
 """
 

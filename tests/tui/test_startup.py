@@ -86,3 +86,15 @@ def test_a_broken_theme_file_names_the_file_and_field(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text('[theme]\nname = "bad"\nprimary = "#fff"\n')
     with pytest.raises(ThemeError, match=r"bad\.toml: \[variables\] is missing audit-route"):
         load_themes(tmp_path)
+
+
+@pytest.mark.parametrize("argv", [["tui"], ["demo"], ["--repo", "."]])
+def test_without_a_terminal_the_workbench_is_a_usage_error(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In a pipe it wrote escape sequences into the file and ran until it was killed."""
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        pytest.skip("run in a terminal: the workbench would open")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("switchyard: the workbench needs a terminal (stdin and stdout)")
