@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from app import __version__
 from app.errors import NoWorkingFolder, SwitchyardError, cwd_exists
@@ -88,7 +91,56 @@ def _workbench_flags(argv: Sequence[str]) -> bool:
     return first in _WORKBENCH_FLAGS and not any(a in COMMANDS for a in argv)
 
 
+class _Output:
+    """The standard output, as commands write to it, keeping the error a write met: a full
+    disk (``> /dev/full``) or a closed output (``>&-``, where Python leaves ``sys.stdout``
+    None) ended in a traceback, or printed nowhere and exited 0. Everything else is the
+    real stream's."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.failed: OSError | None = None
+
+    def write(self, text: str) -> int:
+        if self.stream is None:
+            self.failed = OSError(errno.EBADF, "it is closed")
+            raise self.failed
+        try:
+            return int(self.stream.write(text))
+        except OSError as exc:
+            self.failed = exc
+            raise
+
+    def flush(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            self.failed = exc
+            raise
+
+    def isatty(self) -> bool:
+        return self.stream is not None and bool(self.stream.isatty())
+
+    def __getattr__(self, name: str) -> Any:
+        if self.stream is None:  # (Rich asks for attributes it may do without)
+            raise AttributeError(name)
+        return getattr(self.stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    output = _Output(sys.stdout)
+    sys.stdout = output
+    try:
+        return _main(argv, output)
+    finally:
+        if sys.stdout is output:
+            # nothing more is written to a failed output (Python's own flush at exit too)
+            sys.stdout = output.stream if output.failed is None else open(os.devnull, "w")  # noqa: SIM115
+
+
+def _main(argv: Sequence[str] | None, output: _Output) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv and sys.stdin.isatty() and sys.stdout.isatty():
         argv = ["tui"]  # bare `switchyard` in a terminal opens the workbench on this repo
@@ -123,6 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # `cd x; rmdir ../x; switchyard merge …`: whatever resolves "." fails, one line
         return _one_line(NoWorkingFolder())
+    except OSError:
+        if output.failed is None:
+            raise
+        # as audit export says it
+        why = output.failed.strerror or output.failed
+        print(f"switchyard: cannot write the standard output: {why}", file=sys.stderr)
+        return 2
 
 
 def _one_line(exc: SwitchyardError) -> int:

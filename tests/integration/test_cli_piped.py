@@ -127,3 +127,31 @@ def test_a_pipe_keeps_its_lines_whole_even_under_force_color(
     done = _piped(*_EXPLAIN, FORCE_COLOR="1")
     trigger = next(line for line in done.stdout.splitlines() if "ARCHITECT_LOW" in line)
     assert "(architect_low_confidence)" in trigger
+
+
+@pytest.mark.parametrize("argv", [["policy", "show"], ["budget", "--json"]])
+@pytest.mark.parametrize("where", ["closed", "full"])
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(
+    argv: list[str], where: str
+) -> None:
+    """`budget --json >&-` ended in an AttributeError traceback and `policy show` in the
+    same place printed nowhere and exited 0; `> /dev/full` ended in an OSError traceback
+    (an audit). Said as `audit export` says it."""
+    if where == "full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full" if where == "full" else os.devnull, "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "app", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=full if where == "full" else None,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            timeout=60,
+            check=False,
+            # a closed descriptor 1, as `>&-` leaves it
+            preexec_fn=(lambda: os.close(1)) if where == "closed" else None,
+        )
+    why = "No space left on device" if where == "full" else "it is closed"
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"switchyard: cannot write the standard output: {why}\n"
