@@ -284,9 +284,17 @@ def _parse(path: str, start: int, lines: list[str], duplicate: int | None = None
     return SpecBlock.model_validate(data)
 
 
+#: the largest spec read (a spec is a document; 200 MB took 0.8 GB to lint)
+MAX_SPEC_BYTES = 1 << 20
+
+
 def read_spec(path: Path) -> SpecBlock:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: larger than a spec ({MAX_SPEC_BYTES:,} bytes at most)")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file") from None
     except IsADirectoryError:

@@ -218,13 +218,23 @@ def _committed_file(repo: Path, rev: str, name: str, limit: int) -> bytes | None
 
 
 def read_spec(path: Path) -> BriefSource:
-    from app.stage0.corpus import decode
+    """The spec a brief quotes, as ``spec lint`` and ``run --spec`` read one: UTF-8 text,
+    at most MAX_SPEC_BYTES (random bytes were copied into the brief, which grep then took
+    for a binary file)."""
+    from app.policy.spec import MAX_SPEC_BYTES
 
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"--spec {path}: cannot read: {exc.strerror or exc}") from None
-    return BriefSource(path=str(path), text=decode(data).rstrip())
+    if len(data) > MAX_SPEC_BYTES:
+        raise UsageError(f"--spec {path}: larger than a spec ({MAX_SPEC_BYTES:,} bytes at most)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--spec {path}: not UTF-8 text (byte {exc.start})") from None
+    return BriefSource(path=str(path), text=text.removeprefix("\ufeff").rstrip())
 
 
 def _fence(text: str) -> str:

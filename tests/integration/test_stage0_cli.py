@@ -178,6 +178,15 @@ def test_brief_writes_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert brief["metadata"]["chunk_ids"] == data["chunk_ids"]
     rc, _, err = _run(capsys, "stage0", "brief", "x", "--repo", str(repo), "--spec", "nope.md")
     assert rc == 2 and err == "switchyard: --spec nope.md: no such file\n"
+    # read as spec lint and run --spec read one: random bytes were copied into the brief
+    binary, huge = tmp_path / "spec.bin", tmp_path / "huge.md"
+    binary.write_bytes(b"ok\n\xfe\xff\x00garbage")
+    huge.write_text("x" * (1 << 20) + "\n")
+    before = md
+    for spec, why in ((binary, "not UTF-8 text (byte 3)"), (huge, "larger than a spec")):
+        rc, _, err = _run(capsys, "stage0", "brief", "x", "--repo", str(repo), "--spec", str(spec))
+        assert rc == 2 and err.startswith(f"switchyard: --spec {spec}: {why}"), err
+        assert (default_out / "TASK_BRIEF.md").read_text() == before  # nothing half-written
 
 
 def test_a_reader_model_shrinks_the_budget(

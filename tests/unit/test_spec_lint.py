@@ -511,7 +511,10 @@ def test_usage_errors_exit_2_and_the_other_files_are_still_linted(
     binary = tmp_path / "bin.md"
     binary.write_bytes(b"\xff\xfe## Model")
     missing = tmp_path / "missing.md"
-    rc = main(["spec", "lint", str(good), str(none), str(binary), str(missing), str(tmp_path)])
+    huge = tmp_path / "huge.md"  # 200 MB took 0.8 GB to lint (an audit)
+    huge.write_text(filled() + "x" * (1 << 20))
+    files = [good, none, binary, missing, tmp_path, huge]
+    rc = main(["spec", "lint", *map(str, files)])
     assert rc == 2
     captured = capsys.readouterr()
     assert f"{good}: compliant" in captured.out
@@ -521,6 +524,7 @@ def test_usage_errors_exit_2_and_the_other_files_are_still_linted(
         f"switchyard: {binary}: cannot read spec: not UTF-8 text (byte 0)",
         f"switchyard: {missing}: no such spec file",
         f"switchyard: {tmp_path}: is a directory, not a spec file",
+        f"switchyard: {huge}: larger than a spec (1,048,576 bytes at most)",
     ]
 
 
