@@ -189,6 +189,10 @@ def _explain(args: argparse.Namespace) -> int:
         data["runtimes_probed"] = args.probe
         data["budget_left_usd"] = left
         data["budget_from"] = "ledger" if args.budget_left is None else "--budget-left"
+        # the text's "note no key" (a script could not tell the target would be skipped)
+        data["target_key_missing"] = (
+            keys.get(d_target) if (d_target := decision.target) and not args.with_keys else None
+        )
         print_json(data)
     else:
         render(

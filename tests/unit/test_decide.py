@@ -291,6 +291,22 @@ def test_route_explain_cli_acceptance(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["route", "explain", "--role", "architect", "--signal", "confidence=0.75"]) == 0
     assert "LOCAL" in capsys.readouterr().out
 
+
+def test_route_explain_json_says_the_targets_key_is_missing_as_the_text_does(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text said "note no key: ... at call time this step is skipped"; the JSON said
+    nothing, and a script could not tell (an audit)."""
+    argv = ["route", "explain", "--role", "architect", "--signal", "confidence=0.5", "--json"]
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["target"] == "gpt-5.1-high"
+    assert data["target_key_missing"] == "no key: OPENAI_API_KEY not set"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789abcdefghij")
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["target_key_missing"] is None
+
     assert (
         main(
             [
