@@ -138,8 +138,9 @@ class TutorReply:
 
     @property
     def answer(self) -> str | None:
-        """The answer, or None while it is held back (questions first)."""
-        return self.turn.answer if self.answer_shown else None
+        """The answer, or None while it is held back (questions first); "" when the tutor
+        gave none (nothing is held back then: it read null, "held back", in --json)."""
+        return self.turn.answer if self.answer_shown or not self.turn.answer else None
 
     @property
     def answer_withheld(self) -> bool:

@@ -177,6 +177,18 @@ async def test_the_conversation_is_sent_back_each_turn(
     assert first.json_schema is not None  # GR-012: the schema goes with the request
 
 
+async def test_a_first_turn_with_no_answer_holds_nothing_back(
+    routed: Opener, policy: Policy, resolver: Resolver
+) -> None:
+    """`--json` read answer null ("held back") with answer_withheld false: null is for an
+    answer held back, "" for none given (docs/json.md)."""
+    resolver.scripts[LOCAL] = [turn_json(1, answer="")]
+    router, _ = await routed(policy)
+    first = await TutorSession(router).ask("what is a closure?")
+    assert first.answer == "" and not first.answer_withheld
+    assert first.to_json()["answer"] == "" and first.to_json()["answer_withheld"] is False
+
+
 async def test_questions_first_the_first_answer_is_held_until_a_reply_or_reveal(
     routed: Opener, policy: Policy, resolver: Resolver
 ) -> None:
