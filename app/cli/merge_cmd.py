@@ -16,6 +16,7 @@ from typing import Any
 
 from app.cli.common import add_json_arg, policy_from, print_json, settings_from
 from app.config import Settings
+from app.errors import UsageError
 from app.evidence.bundle import EvidenceError, read_manifest, resolve_run, runs_dir
 from app.evidence.read import audit_seal
 from app.evidence.seal import sealed_hash
@@ -56,6 +57,8 @@ def register(sub: Any) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    if args.untested and not args.yes:  # (a human asked sees the UNTESTED note instead)
+        raise UsageError("--untested goes with --yes: it widens what --yes confirms")
     top = repo_root((args.repo or Path.cwd()).resolve())
     run_id = resolve_run(top, args.run).name  # unknown or ambiguous: exit 2 before anything
     settings = settings_from(args)

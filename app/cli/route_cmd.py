@@ -104,9 +104,13 @@ def parse_signals(pairs: list[str]) -> Signals:
             raise UsageError(f"--signal {pair!r}: expected KEY=VALUE")
         if key not in fields:
             raise UsageError(f"--signal {key}: unknown signal (known: {', '.join(sorted(fields))})")
+        if key in values:  # the last one won, unsaid
+            raise UsageError(f"--signal {key}: given twice; give each signal once")
         kinds = set(get_args(fields[key].annotation)) or {fields[key].annotation}
         text = raw.strip().lower()
         try:
+            if not text.isascii():  # int() and float() read "０.５" (full-width) as 0.5
+                raise ValueError("expected ASCII digits")
             if bool in kinds:
                 if text not in _TRUE | _FALSE:
                     raise ValueError("expected true or false")

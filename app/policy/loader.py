@@ -94,6 +94,10 @@ def _pydantic_message(err: Any) -> str:
     return msg
 
 
+#: the largest policy file read (the shipped one is ~40 KB)
+MAX_POLICY_BYTES = 4 << 20
+
+
 def load_policy(path: Path | str | None = None, *, source: str | None = None) -> LoadedPolicy:
     """Read, parse, validate and cross-check the policy at ``path`` (default: shipped one).
 
@@ -103,7 +107,8 @@ def load_policy(path: Path | str | None = None, *, source: str | None = None) ->
     file = Path(path) if path is not None else default_policy_path()
     given = f" (the path is from {source})" if source else ""
     try:
-        data = file.read_bytes()
+        with file.open("rb") as f:
+            data = f.read(MAX_POLICY_BYTES + 1)
     except FileNotFoundError:
         raise PolicyError([f"{file}: cannot read policy: no such file{given}"]) from None
     except IsADirectoryError:
@@ -111,6 +116,8 @@ def load_policy(path: Path | str | None = None, *, source: str | None = None) ->
     except OSError as exc:
         why = exc.strerror or exc
         raise PolicyError([f"{file}: cannot read policy: {why}{given}"]) from None
+    if len(data) > MAX_POLICY_BYTES:  # 300 MB took 6.6 s and 1.5 GB, and was "ok"
+        raise PolicyError([f"{file}: larger than a policy ({MAX_POLICY_BYTES:,} bytes at most)"])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

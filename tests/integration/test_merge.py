@@ -390,6 +390,9 @@ def test_unknown_run_and_not_a_repo_exit_2(
     afile.write_text("x")
     assert main(["merge", "run-1", "--repo", str(afile), "--yes"]) == 2
     assert capsys.readouterr().err == f"switchyard: {afile}: not a directory\n"
+    # --untested widens what --yes confirms: alone it did nothing, unsaid
+    assert main(["merge", "run-1", "--repo", str(repo), "--untested"]) == 2
+    assert "--untested goes with --yes" in capsys.readouterr().err
 
 
 # ── all or nothing ───────────────────────────────────────────────────────────────────────

@@ -334,7 +334,7 @@ def test_text_output_filters_and_an_empty_range(
     argv = ["policy", "simulate", "--policy", str(new), "--against", str(recorded["policy"])]
     rc, out, err = run_cli(argv, capsys)
     assert rc == 0, err
-    assert "9 decisions replayed, 1 changed: 1 escalations added" in out
+    assert "9 decisions replayed, 1 changed: 1 escalation added" in out
     assert "qwen3-14b@vllm (local) → gpt-5.1-high (cloud)" in out
     assert "(estimated)" in out
     rc, out, err = run_cli([*argv, "--since", "2999-01-01"], capsys)

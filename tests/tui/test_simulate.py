@@ -83,7 +83,7 @@ async def test_simulate_from_the_palette(make_app: Any, tmp_path: Path) -> None:
         assert change.against == "qwen3-14b@vllm (local)"
         assert change.new == "gpt-5.1-high (cloud)" and change.estimated
         shown = str(screen.query_one("#simulate-summary", Static).render())
-        assert "3 decisions replayed, 1 changed: 1 escalations added" in shown
+        assert "3 decisions replayed, 1 changed: 1 escalation added" in shown
         assert f"#{change.seq} " in shown
 
         # a policy file that does not load: its FILE:LINE, and the screen stays usable

@@ -505,3 +505,19 @@ def test_with_estimate_on_a_subclass_keeps_what_model_copy_keeps() -> None:
     assert made == given_.model_copy(update={"context_estimate": 12})
     assert made._note == "kept" and made.model_extra == {"origin": "acp"}
     assert type(made) is Noted and made.context_estimate == 12
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["confidence=0.5", "confidence=0.9"], "--signal confidence: given twice"),
+        (["confidence=\uff10.\uff15"], "expected ASCII digits"),  # full-width "0.5"
+    ],
+)
+def test_a_signal_given_twice_or_in_other_digits_is_a_usage_error(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last of two kept silently; full-width digits were read as 0.5 (an audit)."""
+    args = [a for pair in argv for a in ("--signal", pair)]
+    assert main(["route", "explain", "--role", "architect", *args]) == 2
+    assert said in capsys.readouterr().err

@@ -588,6 +588,15 @@ def test_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _assert_cli_exit_2(tmp_path, problems, capsys)
 
 
+def test_a_file_larger_than_a_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """300 MB took 6.6 s and 1.5 GB to read, and was "ok" (an audit)."""
+    big = tmp_path / "big.toml"
+    big.write_text(default_policy_path().read_text() + "#" * (4 << 20))
+    problems = problems_of(big)
+    assert problems == [f"{big}: larger than a policy (4,194,304 bytes at most)"]
+    _assert_cli_exit_2(big, problems, capsys)
+
+
 @pytest.mark.parametrize("text", ["", "\n  \n", "\ufeff"])
 def test_an_empty_file_is_one_problem(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.counted import counted
 from app.router.simulate.report import BlockedRow, SimulationReport
 
 #: blocked requests listed per policy (``--json`` has them all)
@@ -54,8 +55,8 @@ def summary_lines(r: SimulationReport) -> list[str]:
     other = sum(x.different_target for x in r.roles)
     out = [
         head,
-        f"{r.decisions} decisions replayed, {r.changed} changed: {added} escalations added, "
-        f"{removed} removed, {other} to a different target",
+        f"{counted(r.decisions, 'decision')} replayed, {r.changed} changed: "
+        f"{counted(added, 'escalation')} added, {removed} removed, {other} to a different target",
         f"cloud spend {money(r.cloud_usd_against)} now → {money(r.cloud_usd_new)} under the new "
         "policy",
         "",
