@@ -270,3 +270,53 @@ async def test_x_says_stopping_until_the_run_ends(make_app: Any, clock: ManualCl
         await until(pilot, lambda: not app.running, what="the run to end")
         await settle(pilot)
         assert app.screen.header.state not in ("running", "stopping")
+
+
+async def test_another_roles_tokens_are_not_the_runs_activity(
+    make_app: Any, clock: ManualClock
+) -> None:
+    """A tutor question asked beside the run read "implementer · tutor writing · 38
+    chars" in the run's header (a user-audit)."""
+    run = ScriptedRun(clock, stop_before="escalation")
+    app = make_app(run=run)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, run.reached.is_set, what="the implementer at work")
+        await settle(pilot)
+        home = app.screen
+        before = home.header.activity
+        home.post_message(bridge.TokenText("tutor", "smollm2-135m", "a question"))
+        await settle(pilot)
+        assert home.header.activity == before
+        home.post_message(bridge.TokenText("implementer", "smollm2-135m", "def f"))
+        await settle(pilot)
+        assert home.header.activity.startswith("implementer writing · ")
+        run.go_on.set()
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        await pilot.press("n")
+        await until(pilot, lambda: not app.running, what="the run to end")
+
+
+async def test_the_red_baseline_is_marked_as_such_and_a_red_attempt_as_failed(
+    make_app: Any, clock: ManualClock
+) -> None:
+    from app.bus import StageChanged, TestLoopFinished
+
+    run = ScriptedRun(clock, stop_before="escalation")
+    app = make_app(run=run)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, run.reached.is_set, what="the implementer at work")
+        await settle(pilot)  # the scripted loops' events are in (no "tests" stage then)
+        home = app.screen
+        for loop, want in ((0, "baseline"), (1, "failed"), (2, "finished")):
+            started = StageChanged(session="s", run="r", stage="tests", status="started")
+            home.post_message(bridge.StageMoved(started))
+            ended = TestLoopFinished(
+                session="s", run="r", loop=loop, passed=loop == 2, exit_code=1, runner="bwrap"
+            )
+            home.post_message(bridge.LoopFinished(ended))
+            await settle(pilot)
+            assert home.plan.stages["tests"] == want
+        run.go_on.set()
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        await pilot.press("n")
+        await until(pilot, lambda: not app.running, what="the run to end")

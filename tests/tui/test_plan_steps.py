@@ -54,3 +54,14 @@ def test_with_no_plan_the_pane_says_what_is_happening() -> None:
     # and why, which a toast said for 8 s and then nothing did (a user-audit)
     why = render_plan(None, stages, None, {}, "stopped", None, "architect: no valid plan\n(x)")
     assert "the run ended (stopped: architect: no valid plan⏎(x)) before" in why.plain
+
+
+def test_a_red_baseline_is_not_drawn_as_failed_tests() -> None:
+    """Right after the baseline the strip read "✗ tests", before the Implementer had tried
+    anything: the baseline is red by design (a user-audit)."""
+    from app.tui.panes.plan import render_plan
+
+    stages = {"stage0": "finished", "architect": "finished", "tests": "baseline"}
+    strip = render_plan(None, stages, None, {}).plain.splitlines()[0]
+    assert strip.endswith("○ tests (red before any change: the bug)")
+    assert "✗" not in strip

@@ -21,13 +21,16 @@ from app.tui.safe import clean
 from app.tui.widgets.pane import Pane, style_of
 
 MARK = {"done": "✓", "active": "▶", "pending": "·", "failed": "✗", "skipped": "–"}
-STAGE_MARK = {"started": "▶", "finished": "✓", "failed": "✗", "skipped": "–"}
+STAGE_MARK = {"started": "▶", "finished": "✓", "failed": "✗", "skipped": "–", "baseline": "○"}
 STAGE_STYLE = {
     "started": "step-active",
     "finished": "step-done",
     "failed": "step-failed",
     "skipped": "step-pending",
+    "baseline": "step-pending",
 }
+#: a stage's words beside its name, for a status the mark alone does not say
+STAGE_NOTE = {"baseline": " (red before any change: the bug)"}
 
 
 def step_statuses(plan: dict[str, Any], published: list[str] | None) -> list[str]:
@@ -64,7 +67,9 @@ def render_plan(
             if n:
                 strip.append(" › ", dim)
             style = style_of(variables.get(STAGE_STYLE.get(status, "dim-text"), ""))
-            strip.append(f"{STAGE_MARK.get(status, '·')} {stage}", style)
+            strip.append(
+                f"{STAGE_MARK.get(status, '·')} {stage}{STAGE_NOTE.get(status, '')}", style
+            )
         parts.append(strip)
     if plan is None:
         if unavailable is not None:  # it invited a task no session could run

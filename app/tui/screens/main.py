@@ -106,6 +106,10 @@ class MainScreen(WorkbenchScreen):
     # ── bus messages ─────────────────────────────────────────────────────────────────────
 
     def on_token_text(self, message: bridge.TokenText) -> None:
+        if self.role and message.role != self.role:
+            # another role's (the tutor's, asked beside the run): not the run's activity
+            # ("implementer · tutor writing · 38 chars" in a user-audit)
+            return
         self.streamed += len(message.text)
         self.header.activity = f"{message.role} writing · {self.streamed:,} chars"
 
@@ -116,8 +120,11 @@ class MainScreen(WorkbenchScreen):
         e = message.event
         self.tests.loop_finished(e.loop, e.passed, e.exit_code, e.runner)
         if "tests" in self.plan.stages:
-            # The pipeline starts a "tests" stage per loop; the loop's end closes it.
-            self.plan.stage("tests", "finished" if e.passed else "failed")
+            # The pipeline starts a "tests" stage per loop; the loop's end closes it. The
+            # baseline (loop 0) is red by design, before any attempt: a red "✗ tests"
+            # there read as a failure of the run (a user-audit)
+            status = "finished" if e.passed else "baseline" if e.loop == 0 else "failed"
+            self.plan.stage("tests", status)
 
     def on_plan_changed(self, message: bridge.PlanChanged) -> None:
         self.plan.show_plan(message.event.plan)
