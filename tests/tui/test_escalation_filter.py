@@ -51,3 +51,11 @@ def test_an_escalation_the_user_asked_for_says_so_first() -> None:
     }
     assert describe(line).startswith("you asked · confidence 0.45")
     assert describe({**line, "reason_codes": ["LOW_CONFIDENCE"]}).startswith("confidence")
+
+
+def test_a_yes_no_trigger_reads_true_not_pythons_true() -> None:
+    """The modal read "user_request = True" above "user_request == true" (a user-audit)."""
+    from app.tui.screens.approval import trigger_line
+
+    reason = {"code": "USER_REQUEST", "signal": "user_request", "value": True, "op": "is_true"}
+    assert trigger_line(reason) == "USER_REQUEST: user_request = true"

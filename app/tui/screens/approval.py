@@ -30,6 +30,8 @@ OPS = {"lt": "<", "le": "≤", "gt": ">", "ge": "≥", "eq": "=", "ne": "≠", "
 
 
 def _num(value: Any) -> str:
+    if isinstance(value, bool):  # it read "user_request = True" beside "== true"
+        return "true" if value else "false"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -123,7 +125,9 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
             text.append_text(value if isinstance(value, Text) else Text(value))
         for reason in r.reasons:
             why = reason.get("text")
-            if why:
+            # a yes/no trigger's text ("user_request == true") is its trigger line again
+            # (the modal said it twice, "True" beside "true"); a threshold's reads in words
+            if why and reason.get("op") != "is_true":
                 text.append(f"\n{'':<12}{clean(str(why))}", dim)
         return text
 
