@@ -131,7 +131,8 @@ def run_tui(
             start_task=task,
             start_notice=notice,
         )
-        return app.run() or 0
+        code = app.run() or 0
+        return code or (app.session_exit_code or 0)
     finally:
         release_startup_collections()
 

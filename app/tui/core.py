@@ -173,6 +173,9 @@ class CoreApp(App[int]):
         self.session: Session | None = None
         #: why the session could not open (then nothing can run; the UI says so)
         self.session_error: str | None = None
+        #: the exit code the session's failure calls for (2: a bad policy or config),
+        #: once the user quits the workbench that showed it; None while none failed
+        self.session_exit_code: int | None = None
         self.control: RunControl | None = None
         self.start_task = start_task
         #: said once the screen is up (e.g. the demo fell back to the current directory)
@@ -493,6 +496,9 @@ class CoreApp(App[int]):
         text = describe_error(error)
         if group == "session":
             self.session_error = text
+            # a bad policy shown in the workbench still ends it with the CLI's code (2),
+            # not 0 as if all had been well (a user-audit)
+            self.session_exit_code = error.exit_code if isinstance(error, SwitchyardError) else 1
         if not isinstance(error, SwitchyardError):
             log.error("worker %s failed", group, exc_info=error)
         self.notify(text, title=f"{group} failed", severity="error", timeout=8)

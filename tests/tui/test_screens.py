@@ -9,7 +9,7 @@ from rich.table import Table
 from textual.widgets import Collapsible, Static
 
 from app.clock import ManualClock
-from app.errors import SwitchyardError
+from app.errors import PolicyError, SwitchyardError
 from app.tui.core import TutorAnswered, WorkFailed
 from app.tui.screens.policy import PolicyScreen
 from app.tui.screens.tutor import TutorScreen
@@ -124,7 +124,7 @@ async def test_a_session_that_cannot_open_is_said_once_and_blocks_runs(
 
     @asynccontextmanager
     async def broken(bus: Any) -> Any:
-        raise SwitchyardError("policy.toml:3: budget.session_usd: must be >= 0")
+        raise PolicyError(["policy.toml:3: budget.session_usd: must be >= 0"])
         yield  # pragma: no cover
 
     seen = Messages()
@@ -148,6 +148,8 @@ async def test_a_session_that_cannot_open_is_said_once_and_blocks_runs(
         await settle(pilot)
         title = str(app.screen.query_one("#policy-title", Static).render())
         assert "budget.session_usd: must be >= 0" in title
+    # quitting the workbench that showed it ends with the CLI's code for a bad policy
+    assert app.session_exit_code == 2
 
 
 @pytest.mark.parametrize("pane", ["escalations", "budget", "plan"])
