@@ -320,3 +320,30 @@ async def test_the_red_baseline_is_marked_as_such_and_a_red_attempt_as_failed(
         await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
         await pilot.press("n")
         await until(pilot, lambda: not app.running, what="the run to end")
+
+
+async def test_a_new_model_call_says_it_waits_for_the_model_then_counts_afresh(
+    make_app: Any, clock: ManualClock
+) -> None:
+    """While the next call read its prompt (minutes on a small CPU) the header showed the
+    last call's "architect writing · 774 chars", unchanged, as if hung (a user-audit)."""
+    run = ScriptedRun(clock, stop_before="escalation")
+    app = make_app(run=run)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, run.reached.is_set, what="the implementer at work")
+        await settle(pilot)
+        home = app.screen
+        home.post_message(bridge.TokenText("implementer", "m", "x" * 700))
+        await settle(pilot)
+        assert home.header.activity == "implementer writing · 700 chars"
+        route = {"kind": "route", "role": "implementer", "to": "m@vllm", "ts": "", "seq": 1}
+        home.post_message(bridge.AuditBatch([route]))
+        await settle(pilot)
+        assert home.header.activity == "implementer waiting for the model (reading the prompt)"
+        home.post_message(bridge.TokenText("implementer", "m", "def f"))
+        await settle(pilot)
+        assert home.header.activity == "implementer writing · 5 chars"
+        run.go_on.set()
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        await pilot.press("n")
+        await until(pilot, lambda: not app.running, what="the run to end")

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from app.tui import bridge  # loaded with the session (app.tui.core.CORE_MODULES)
 
 
+#: audit lines written just before a model call (its route, a fallback, an escalation)
+_CALL_STARTS = frozenset({"route", "runtime_fallback", "escalation"})
+
+
 class MainScreen(WorkbenchScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("e", "escalate", "escalate"),
@@ -112,6 +116,18 @@ class MainScreen(WorkbenchScreen):
             return
         self.streamed += len(message.text)
         self.header.activity = f"{message.role} writing · {self.streamed:,} chars"
+
+    def on_audit_batch(self, message: bridge.AuditBatch) -> None:
+        # (WorkbenchScreen's handler runs too: Textual calls each class's in turn)
+        if not self.core.running or not self.role:
+            return
+        for line in message.lines:
+            if line.get("kind") in _CALL_STARTS and line.get("role") == self.role:
+                # a new model call: its prompt is read before a token comes, for minutes
+                # on a small CPU, and the header still showed the last call's count, as
+                # if it had hung (a user-audit)
+                self.streamed = 0
+                self.header.activity = f"{self.role} waiting for the model (reading the prompt)"
 
     def on_test_text(self, message: bridge.TestText) -> None:
         self.tests.add_text(message.loop, message.text)
