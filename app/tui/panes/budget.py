@@ -54,7 +54,7 @@ def meter(label: str, usage: dict[str, Any], variables: dict[str, str], *, width
     if cap:
         filled = min(width, round(width * spent / cap))
         held = min(width - filled, round(width * reserved / cap))
-        if spent > 0 and filled == 0:
+        if spent > 0 and filled == 0 and width:
             filled = 1  # any spend is visible
         colour = variables.get(level(spent + reserved, cap), "")
         text.append("█" * filled, style_of(colour))
@@ -86,8 +86,9 @@ def render_budget(
         *((p, providers[p]) for p in active),
     ]
     # One bar width for all, so the bars and figures line up: what the words leave.
+    # Too narrow for a bar of 3 (an 80-column terminal): none, the figures whole.
     words = 9 + 5 + max(len(amounts(u)) for _, u in meters)
-    width = max(3, min(16, room - words))
+    width = min(16, room - words) if room - words >= 3 else 0
     lines = [meter(label, usage, variables, width=width) for label, usage in meters]
     reserved = float(snapshot.get("reserved_usd") or 0.0)
     held = Text(no_wrap=True, end="")
