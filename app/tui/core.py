@@ -173,6 +173,9 @@ class CoreApp(App[int]):
         self.session: Session | None = None
         #: why the session could not open (then nothing can run; the UI says so)
         self.session_error: str | None = None
+        #: the id of the run in progress, once its events name it: its bundle is not
+        #: sealed yet, which the evidence review called broken (a user-audit)
+        self.live_run: str | None = None
         #: the exit code the session's failure calls for (2: a bad policy or config),
         #: once the user quits the workbench that showed it; None while none failed
         self.session_exit_code: int | None = None
@@ -300,6 +303,7 @@ class CoreApp(App[int]):
             self.notify("a run is in progress: press x to stop it first", severity="warning")
             return False
         self.control = RunControl()
+        self.live_run = None  # named by the run's first stage event (MainScreen)
         if self.home is not None:
             self.home.post_message(RunStarted(task))
         self._run(self.session, task, self.control)

@@ -201,3 +201,41 @@ async def test_a_narrow_terminal_puts_the_runs_above_the_run_and_every_tab_shows
         tabs = screen.query_one("#run-tabs", TabbedContent)
         for tab in tabs.query("ContentTab"):
             assert tab.region.right <= detail.right, f"{tab} cut off at {width} columns"
+
+
+async def test_the_run_in_progress_reads_as_running_not_broken_and_does_not_merge(
+    make_app: Any, repo: Path, clock: ManualClock
+) -> None:
+    """`v` during a run called its bundle "not sealed", "the bundle does not verify", and
+    `m` wrote "MERGE EVIDENCE: manifest.json is missing" into the live run's audit (a
+    user-audit)."""
+    from textual.notifications import Notify
+
+    from app.evidence.bundle import EvidenceBundle
+    from tests.tui.scripted import RUN_ID, SESSION_ID, TASK, ScriptedRun
+
+    EvidenceBundle.create(repo, RUN_ID, task=TASK, session=SESSION_ID, clock=clock)  # unsealed
+    run = ScriptedRun(clock, stop_before="escalation")
+    seen = Messages()
+    app = make_app(run=run)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, run.reached.is_set, what="the implementer at work")
+        await settle(pilot)
+        assert app.live_run == RUN_ID
+        await pilot.press("escape", "v")
+        await until(pilot, lambda: seen.of(RunLoaded), what="the run to load")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, EvidenceScreen)
+        table = screen.query_one("#runs", DataTable)
+        assert str(table.get_row(RUN_ID)[1]) == "running"
+        manifest = screen.query_one("#ev-manifest", LineView)
+        assert "sealed when it ends" in str(manifest.lines[0])
+        await pilot.press("m")
+        await settle(pilot)
+        toasts = [m.notification.message for m in seen.of(Notify)]
+        assert any("is still running: it can merge once it ends" in t for t in toasts)
+        assert app.session is not None
+        assert not [ln for ln in await app.session.audit.lines() if ln.kind == "merge"]
+        await pilot.press("escape")
+        run.go_on.set()

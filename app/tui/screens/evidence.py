@@ -124,10 +124,9 @@ class EvidenceScreen(Screen[None]):
         table.clear()
         for run in self.runs:
             # cells given as Text: a str cell is read as markup
+            status = run.status or ("running" if self._live(run.run_id) else "unsealed")
             table.add_row(
-                plain(run.run_id, one_line=True),
-                plain(run.status or "unsealed", one_line=True),
-                key=run.run_id,
+                plain(run.run_id, one_line=True), plain(status, one_line=True), key=run.run_id
             )
         if not self.runs:
             self._gate_text(
@@ -176,7 +175,19 @@ class EvidenceScreen(Screen[None]):
                 tests.append(from_ansi(line, style_of(v.get(k, "")) if k else ""))
         self._set("tests", tests or [Text("no test loops", style=dim)])
         self._set("verdict", self._verdict_lines(view, v))
-        self._set("audit", [format_line(line, v) for line in view.audit] or [Text("no audit")])
+        live = view.report.manifest is None and self._live(view.run_id)
+        self._set(
+            "audit",
+            [format_line(line, v) for line in view.audit]
+            or [
+                Text(
+                    "copied in when the run ends (the escalations pane has them now)"
+                    if live
+                    else "no audit",
+                    style=dim,
+                )
+            ],
+        )
         cost = json.dumps(view.cost, indent=2, sort_keys=True) if view.cost else "no cost.json"
         self._set("cost", _lines(cost))
         self._set("manifest", self._manifest_lines(view, v))
@@ -187,6 +198,9 @@ class EvidenceScreen(Screen[None]):
         dim = style_of(v.get("dim-text", ""))
         head = Text(no_wrap=True, overflow="ellipsis")
         head.append(view.run_id, style_of(v.get("primary", ""), bold=True))
+        if m is None and self._live(view.run_id):
+            head.append("  running: its evidence is sealed when it ends", dim)
+            return head
         if m is None:
             head.append("  not sealed", style_of(v.get("test-fail", "")))
             return head
@@ -238,6 +252,9 @@ class EvidenceScreen(Screen[None]):
         report = view.report
         good = style_of(v.get("test-pass", ""), bold=True)
         bad = style_of(v.get("test-fail", ""), bold=True)
+        if report.manifest is None and self._live(view.run_id):
+            # "✗ the bundle does not verify" of a bundle that is not made yet
+            return [Text("the run is still going: its bundle is sealed when it ends")]
         out = [
             Text(
                 f"✓ bundle verified: {counted(report.files_checked, 'file')} "
@@ -304,9 +321,20 @@ class EvidenceScreen(Screen[None]):
         gate.border_title = "Merge gate"
         gate.update(clean_block(text))
 
+    def _live(self, run_id: str) -> bool:
+        """Whether ``run_id`` is the run in progress (its bundle is sealed when it ends)."""
+        return self.core.running and self.core.live_run == run_id
+
     def action_merge(self) -> None:
         if self.view is None:
             self.notify("open a run first", severity="warning")
+            return
+        if self._live(self.view.run_id):
+            # it wrote "MERGE EVIDENCE: manifest.json is missing" into the live run's audit
+            self.notify(
+                f"run {self.view.run_id} is still running: it can merge once it ends",
+                severity="warning",
+            )
             return
         self.core.merge(self.view.run_id, self)
 

@@ -157,6 +157,8 @@ class MainScreen(WorkbenchScreen):
 
     def on_stage_moved(self, message: bridge.StageMoved) -> None:
         e = message.event
+        if e.run and self.core.running:
+            self.core.live_run = e.run
         self.plan.stage(e.stage, e.status)
         self.streamed = 0
         # A stage without a role of its own (the sandboxed tests) is worth naming.
