@@ -37,6 +37,28 @@ class DatabaseUrl:
         return f"postgresql://{who}{host}:{self.port}/{self.database}"
 
 
+#: libpq's connection parameters that asyncpg does not read (it would pass them to the
+#: server as settings, which refuses them)
+LIBPQ_ONLY = frozenset(
+    {
+        "connect_timeout",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "options",
+        "fallback_application_name",
+        "gssencmode",
+        "channel_binding",
+        "requirepeer",
+        "replication",
+        "hostaddr",
+        "load_balance_hosts",
+    }
+)
+
+
 def parse_database_url(text: str) -> DatabaseUrl:
     """A checked URL, or :class:`StoreUrlError` saying what is wrong with it.
 
@@ -77,6 +99,14 @@ def parse_database_url(text: str) -> DatabaseUrl:
         )
     if "service" in query:
         raise StoreUrlError(f"database URL {shown}: ?service= is not taken: name the host")
+    libpq = sorted(LIBPQ_ONLY & query.keys())
+    if libpq:
+        # asyncpg sends a key it does not know to the server as a setting: it read
+        # "cannot reach the team database: unrecognized configuration parameter"
+        raise StoreUrlError(
+            f"database URL {shown}: ?{libpq[0]}= is libpq's and not taken here (Switchyard "
+            "waits 5 s for a connection and 15 s for a statement, and keeps no other)"
+        )
     socket_dir: str | None = (query.get("host") or [""])[0] or None
     host = parts.hostname
     if host is not None and "," in (parts.netloc.rsplit("@", 1)[-1]):

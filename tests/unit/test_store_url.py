@@ -43,6 +43,8 @@ def test_malformed_urls_are_usage_errors(text: str) -> None:
         ("postgresql://sy:pw@127.0.0.1:5432/team?port=6543", "the port is named twice"),
         ("postgresql://sy:pw@/team?host=/run/pg&port=abc", "?port=abc is not a port"),
         ("postgresql://sy:pw@127.0.0.1/team?service=prod", "?service= is not taken"),
+        # libpq's, not asyncpg's: sent to the server as a setting, it read "cannot reach"
+        ("postgresql://sy:pw@127.0.0.1/team?connect_timeout=10", "?connect_timeout= is libpq's"),
         # asyncpg splits at the first @, this parser at the last: two different hosts
         ("postgresql://sy:s3cr@tPW@127.0.0.1/team", "write an '@' in the password as %40"),
     ],
