@@ -22,6 +22,7 @@ from app.cli.common import (
 )
 from app.cli.route_cmd import parse_signals
 from app.counted import counted
+from app.dollars import dollars
 from app.errors import SwitchyardError, UsageError
 
 DEFAULT_SYSTEM = "You are a concise, accurate assistant for a software developer."
@@ -217,7 +218,7 @@ async def _run(
         out.print(
             f"[bold]model[/] {result.model} · {result.runtime} · [bold]tokens[/] "
             f"{tokens_in} in / {tokens_out} out{locally} · [bold]cost[/] "
-            f"${cost:.4f} · {result.latency_ms / 1000:.1f}s"
+            f"{dollars(cost)} · {result.latency_ms / 1000:.1f}s"
             + (f" · {len(paid)} generations (one repair)" if len(paid) > 1 else "")
         )
     out.print(f"[bold]audit[/] (session {session.id})")

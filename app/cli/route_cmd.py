@@ -22,6 +22,7 @@ from app.cli.common import (
     settings_from,
 )
 from app.config import Settings
+from app.dollars import dollars
 from app.errors import UsageError
 from app.policy.schema import Policy
 from app.router.decide import DEFAULT_PROMPT_TOKENS, decide
@@ -305,7 +306,8 @@ def render(
         out.print(f"  chain     {chain}")
     if d.action == "escalate":
         out.print(
-            f"  cost      est ${d.est_cost_usd:.4f} ({_tokens_in(d)} in / {d.est_tokens_out} out"
+            f"  cost      est {dollars(d.est_cost_usd)} "
+            f"({_tokens_in(d)} in / {d.est_tokens_out} out"
             f"{f' + {reasoning} reasoning' if reasoning else ''})"
         )
         if d.target in key_notes:

@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 
 from app.backends.base import Delta
+from app.dollars import dollars
 from app.errors import SwitchyardError
 from app.gateway.errors import GatewayError
 from app.gateway.inbound import Inbound
@@ -292,7 +293,7 @@ async def _close_line(
         )
         detail = (
             f"{role} served by {result.model} ({result.runtime}): {result.tokens_in} in / "
-            f"{result.tokens_out} out, ${result.cost_usd:.4f}"
+            f"{result.tokens_out} out, {dollars(result.cost_usd)}"
         )
     try:
         await session.audit.append(

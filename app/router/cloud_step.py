@@ -276,7 +276,7 @@ async def serve_cloud(
             "approver": approver,
             "cost_usd": round(actual, 9),
         },
-        detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, ${actual:.4f}",
+        detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, {dollars(actual)}",
     )
     out = routed(d, result, actual, escalated=True)
     out.approver = approver
@@ -329,6 +329,6 @@ async def _cancelled(
         to=d.target,
         reason_codes=[code, "SETTLED_AT_ESTIMATE"],
         values={"est_cost_usd": round(d.est_cost_usd, 6)},
-        detail=f"{d.target}: {why}; settled at the reserved ${d.est_cost_usd:.4f} (the "
+        detail=f"{d.target}: {why}; settled at the reserved {dollars(d.est_cost_usd)} (the "
         "provider may bill what it generated)",
     )
