@@ -138,24 +138,33 @@ def _why(exc: BaseException) -> str:
     return text[:300]
 
 
+async def refuse_newer(conn: Conn, component: str, known: int, what: str) -> int | None:
+    """``component``'s schema version on file (None: none yet); :class:`SchemaTooNew` when
+    it is past ``known``, before anything is written. A store whose writes the other one
+    must record (the ledger charging a dead reservation, which the audit log tells) asks
+    for both: an older Switchyard charged them and could not audit them."""
+    import asyncpg
+
+    try:
+        found = await conn.fetchval(
+            "SELECT version FROM switchyard_schema WHERE component = $1", component
+        )
+    except asyncpg.UndefinedTableError:
+        return None
+    if found is not None and int(found) > known:
+        raise SchemaTooNew(what, int(found), known)
+    return None if found is None else int(found)
+
+
 async def migrate(conn: Conn, component: str, migrations: Sequence[Migration], what: str) -> None:
     """Bring ``component``'s tables to ``len(migrations)``, in one transaction.
 
     Tables already current are only read: a role that may read but not create (an
     auditor's, for ``audit verify`` and ``budget``) was refused at the ``CREATE TABLE IF
     NOT EXISTS``, which needs the right to create even when the table is there."""
-    import asyncpg
-
     known = len(migrations)
-    try:
-        found = await conn.fetchval(
-            "SELECT version FROM switchyard_schema WHERE component = $1", component
-        )
-    except asyncpg.UndefinedTableError:
-        found = None
-    if found is not None and int(found) > known:
-        raise SchemaTooNew(what, int(found), known)
-    if found is not None and int(found) == known:
+    found = await refuse_newer(conn, component, known, what)
+    if found == known:
         return
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)

@@ -446,6 +446,25 @@ async def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> No
     assert caught.value.exit_code == 2
 
 
+async def test_an_audit_log_newer_than_this_switchyard_stops_the_ledger_before_a_charge(
+    pg_url: str,
+) -> None:
+    """`budget` opened the ledger (its schema known), charged a dead reservation, then
+    could not open the newer audit log to tell it: charged, never audited (an audit)."""
+    from app.audit.pg_log import PgAuditLog
+    from app.router.ledger.pg_ledger import PgBudgetLedger
+
+    async with await PgAuditLog.open(pg_url, team="t", user="u"):
+        pass
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("UPDATE switchyard_schema SET version = 9 WHERE component = 'audit'")
+    finally:
+        await conn.close()
+    with pytest.raises(SchemaTooNew, match=r"team audit log .* schema version 9 is newer"):
+        await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="u")
+
+
 async def test_a_looser_policy_cannot_raise_a_shared_cap_and_a_tighter_one_lowers_it(
     pg_url: str,
 ) -> None:

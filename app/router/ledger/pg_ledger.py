@@ -44,6 +44,7 @@ from app.store.postgres import (
     connect_pool,
     db_errors,
     migrate,
+    refuse_newer,
     this_host,
 )
 from app.store.url import DatabaseUrl, parse_database_url
@@ -141,7 +142,14 @@ class PgBudgetLedger(ClosedOnExit):
             pool = await connect_pool(parsed, local_only=local_only, named=named)
         try:
             async with pool.acquire(timeout=STATEMENT_TIMEOUT_S) as conn:
-                await migrate(conn, COMPONENT, MIGRATIONS, f"team ledger {parsed.display()}")
+                # the reservations it may charge are told in the audit log: a log newer
+                # than this Switchyard writes stops it here, before any charge
+                from app.audit import pg_schema as audit_schema
+
+                where = parsed.display()
+                known = len(audit_schema.MIGRATIONS)
+                await refuse_newer(conn, audit_schema.COMPONENT, known, f"team audit log {where}")
+                await migrate(conn, COMPONENT, MIGRATIONS, f"team ledger {where}")
         except _DB_ERRORS as exc:
             if owns:
                 await pool.close()
