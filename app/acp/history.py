@@ -21,6 +21,7 @@ from app.evidence.bundle import EvidenceError
 from app.evidence.layout import runs_dir
 from app.evidence.records import Manifest
 from app.evidence.verify import read_manifest
+from app.shown import clean
 
 Send = Callable[[Any], Awaitable[None]]
 TITLE_CHARS = 80
@@ -48,7 +49,10 @@ def session_infos(repo: Path) -> list[SessionInfo]:
     infos = []
     for sid, runs in by_session.items():
         last = runs[-1]
-        title = last.task if len(last.task) <= TITLE_CHARS else last.task[: TITLE_CHARS - 1] + "…"
+        # one line, its control characters shown, not obeyed: a task's newline or ESC
+        # went into the editor's session list as it was
+        task = clean(last.task, one_line=True)
+        title = task if len(task) <= TITLE_CHARS else task[: TITLE_CHARS - 1] + "…"
         infos.append(
             SessionInfo(session_id=sid, cwd=str(repo), title=title, updated_at=last.finalized)
         )
