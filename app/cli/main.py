@@ -133,11 +133,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = _Output(sys.stdout)
     sys.stdout = output
     try:
-        return _main(argv, output)
+        try:
+            code = _main(argv, output)
+        except SystemExit as done:
+            # argparse's usage error, --help or --version: what it printed goes out, and
+            # its own code stands unless the output failed where it said all was well
+            failed = _flush(output)
+            if failed is None and output.failed is not None and not done.code:
+                failed = _said(output.failed)  # argparse's print swallowed the error
+            if failed is not None and not done.code:
+                raise SystemExit(failed) from None
+            raise
+        # a file or a pipe holds a small output until Python's flush at exit, where a full
+        # disk was "Exception ignored" and exit 120: it is written here, and said
+        failed = _flush(output)
+        return code if failed is None else failed
     finally:
         if sys.stdout is output:
-            # nothing more is written to a failed output (Python's own flush at exit too)
-            sys.stdout = output.stream if output.failed is None else open(os.devnull, "w")  # noqa: SIM115
+            if output.failed is not None:
+                _silence(output.stream)
+            sys.stdout = output.stream if output.stream is not None else open(os.devnull, "w")  # noqa: SIM115
+
+
+def _flush(output: _Output) -> int | None:
+    """Write what the output holds; the exit code its failure calls for, or None."""
+    if output.failed is not None:  # said already (or a caller's to say)
+        return None
+    try:
+        output.flush()
+    except OSError as exc:
+        return _said(exc)
+    return None
+
+
+def _said(exc: OSError) -> int:
+    """Say that the output failed (a reader gone is said by its code alone, 141)."""
+    if isinstance(exc, BrokenPipeError):
+        return BROKEN_PIPE
+    print(f"switchyard: cannot write the standard output: {exc.strerror or exc}", file=sys.stderr)
+    return 2
+
+
+def _silence(stream: Any) -> None:
+    """Point a failed output's descriptor at /dev/null, so that what its buffer still
+    holds goes nowhere at exit (a second error, "Exception ignored", exit 120)."""
+    try:
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (AttributeError, OSError, ValueError):
+        return
+    try:
+        os.dup2(null, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(null)
 
 
 def _main(argv: Sequence[str] | None, output: _Output) -> int:
@@ -175,13 +225,10 @@ def _main(argv: Sequence[str] | None, output: _Output) -> int:
             raise
         # `cd x; rmdir ../x; switchyard merge …`: whatever resolves "." fails, one line
         return _one_line(NoWorkingFolder())
-    except OSError:
-        if output.failed is None:
+    except OSError as exc:
+        if exc is not output.failed:  # (an error a caller handled stays in .failed)
             raise
-        # as audit export says it
-        why = output.failed.strerror or output.failed
-        print(f"switchyard: cannot write the standard output: {why}", file=sys.stderr)
-        return 2
+        return _said(exc)  # as audit export says it
 
 
 def _one_line(exc: SwitchyardError) -> int:
