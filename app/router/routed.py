@@ -14,7 +14,7 @@ from app.audit.types import Appended, AuditLine
 from app.backends.base import Backend, ChatRequest, ChatResult, Delta, ToolCall
 from app.compact_json import encoder
 from app.errors import SwitchyardError
-from app.remembered import digest
+from app.remembered import Digests, digest
 from app.router.types import Decision, Skip
 from app.tokens import count_messages
 
@@ -239,13 +239,22 @@ def request_tokens(request: ChatRequest, digest_of: Callable[[str], bytes] = dig
     """The prompt's tokens by the shared counter (the ``context_estimate`` signal): the
     messages, the calls and results they carry, and the tools on offer. (``digest_of``
     shares the messages' texts with the hash and the masking; a call is counted as its
-    name and arguments joined, a text of its own.)"""
+    name and arguments joined, a text of its own.) With a request's ``Digests``, a
+    second count of the same messages and tools is the first's."""
+    memo = digest_of if isinstance(digest_of, Digests) else None
+    key = (id(request.messages), id(request.tools))
+    if memo is not None and (found := memo.counts.get(key)) is not None:
+        return found
     texts = [m.content for m in request.messages]
     texts += [m.reasoning for m in request.messages if m.reasoning]
     texts += [f"{c.name} {c.arguments}" for m in request.messages for c in m.tool_calls]
     if request.tools:
         texts.append(json.dumps([t.model_dump() for t in request.tools], separators=(",", ":")))
-    return count_messages(texts, digest_of)
+    tokens = count_messages(texts, digest_of)
+    if memo is not None:
+        memo.counts[key] = tokens
+        memo.hold(request.messages, request.tools)
+    return tokens
 
 
 def skip_text(skip: Skip) -> str:

@@ -253,3 +253,33 @@ def test_a_key_let_go_in_the_middle_of_a_look_is_no_error() -> None:
     memory._kept = LetGo(memory._kept)
     assert memory.get(1) == 10
     assert memory.get(1) is None and memory.kept() == []
+
+
+def test_a_requests_prompt_is_counted_once_with_its_digests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gateway counts the prompt, and the router again for a client's context
+    estimate: with Claude Code's 20 tools, ~350 µs a request (a review)."""
+    from app.backends.base import ChatRequest, Message, ToolSpec
+    from app.router import routed
+
+    counted: list[int] = []
+    real = routed.count_messages
+
+    def counting(texts: list[str], digest_of: Any) -> int:
+        counted.append(len(texts))
+        return real(texts, digest_of)
+
+    monkeypatch.setattr(routed, "count_messages", counting)
+    request = ChatRequest(
+        messages=[Message(role="user", content="parse the header")],
+        tools=[ToolSpec(name="read_file", description="reads a file")],
+    )
+    digests = Digests()
+    first = routed.request_tokens(request, digests)
+    # a copy with the same lists (the gateway's passthrough headers): the same count
+    copy = request.model_copy(update={"passthrough_headers": {"anthropic-beta": "x"}})
+    assert routed.request_tokens(copy, digests) == first and len(counted) == 1
+    other = request.model_copy(update={"messages": [Message(role="user", content="more")]})
+    assert routed.request_tokens(other, digests) != first and len(counted) == 2
+    assert routed.request_tokens(request) == first and len(counted) == 3  # no Digests
