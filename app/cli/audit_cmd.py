@@ -180,12 +180,13 @@ async def _team_tail(args: argparse.Namespace, log: PgAuditLog, show: Any) -> No
         for t in batch:
             show(t.line, {"user": t.user, "host": t.host, "chain": t.chain})
             # a chain's lines are visible in seq order (one writer at a time, each line
-            # committed before the next is written): its newest shown is its place
+            # committed before the next is written): its newest read is its place
             seen[t.chain] = max(seen.get(t.chain, 0), t.line.seq)
         if not args.follow:
             return
         await asyncio.sleep(args.interval)
-        batch = await log.team_after(seen, 500, **kw)
+        batch, read = await log.team_after(seen, 500, **kw)
+        seen.update(read)  # past what the filters left out too
 
 
 def _none_matched(args: argparse.Namespace, *, user: str | None = None) -> None:

@@ -616,3 +616,21 @@ async def test_team_follow_shows_a_line_whose_laptop_clock_runs_behind(pg_url: s
             await asyncio.sleep(0.05)
         follow.cancel()
     assert shown == ["bob: bob's", "carol: carol's"]
+
+
+async def test_team_after_moves_each_chains_place_past_lines_its_filter_leaves_out(
+    pg_url: str,
+) -> None:
+    """Filtered by session, the other sessions' lines never moved a chain's place: each
+    poll read them again (a review)."""
+    from app.audit.pg_log import PgAuditLog
+
+    async with await PgAuditLog.open(pg_url, team="default", user="alice", host="a") as log:
+        heads = await log.team_heads()
+        await log.append("route", session="s2", detail="another session's")
+        await log.append("route", session="s1", detail="mine")
+        await log.append("route", session="s2", detail="another session's again")
+        shown, read = await log.team_after(heads, 500, session="s1")
+        assert [t.line.detail for t in shown] == ["mine"]
+        assert read == {log.chain: heads.get(log.chain, 0) + 3}
+        assert await log.team_after({**heads, **read}, 500, session="s1") == ([], {})
