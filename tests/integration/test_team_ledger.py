@@ -541,3 +541,21 @@ async def test_a_statement_the_database_never_answers_ends_as_unavailable(
         finally:
             await blocker.close()
         assert await _try(led, "s", "openai", 0.1)
+
+
+async def test_a_resumed_session_takes_its_own_policys_cap_not_the_first_ones(
+    pg_url: str,
+) -> None:
+    """v3 held a session's row to the lowest cap it was ever reserved under: a resumed
+    session (ACP's session/load) whose policy raised it stayed at the first (a review)."""
+    from app.router.ledger.pg_ledger import PgBudgetLedger
+
+    def budget(session: float) -> Budget:
+        return Budget(session_usd=session, day_usd=100.0, reservation_ttl_s=900)
+
+    async with await PgBudgetLedger.open(pg_url, budget(1.0), team="t", user="u") as first:
+        assert await _try(first, "S", "openai", 0.5)
+    async with await PgBudgetLedger.open(pg_url, budget(5.0), team="t", user="u") as again:
+        assert await _try(again, "S", "openai", 1.0)  # 0.5 + 1 > 1, < 5
+        assert (await again.snapshot("S")).per_session.cap_usd == pytest.approx(5.0)
+        assert await again.left_usd("S", "openai") == pytest.approx(3.5)

@@ -23,8 +23,9 @@ _NONE: tuple[int, int, int | None] = (0, 0, None)
 
 
 def _cap(own: int | None, stored: int | None) -> int | None:
-    """The cap a reservation is checked on (ledger schema v3): the lower of this policy's
-    and the lowest a member's policy set today; None when neither caps it."""
+    """A shared cap a reservation is checked on (ledger schema v3): the lower of this
+    policy's and the lowest a member's policy set today; None when neither caps it. (A
+    session's cap is its own policy's alone.)"""
     if own is None or stored is None:
         return own if stored is None else stored
     return min(own, stored)
@@ -62,7 +63,7 @@ def left_usd(rows: Usage, caps: TeamCaps, providers: Sequence[str]) -> dict[str,
 
     def left(own: int | None, key: tuple[str, str]) -> int | None:
         spent, reserved, stored = rows.get(key, _NONE)
-        cap = _cap(own, stored)
+        cap = own if key[0] == "session" else _cap(own, stored)
         return None if cap is None else cap - spent - reserved
 
     base = [
@@ -112,7 +113,7 @@ async def snapshot(
 
     def used(own: int | None, key: tuple[str, str]) -> CapUsage:
         spent, reserved, stored = rows.get(key, _NONE)
-        return usage(_cap(own, stored), spent, reserved)
+        return usage(own if key[0] == "session" else _cap(own, stored), spent, reserved)
 
     s_res = rows.get(("session", session), _NONE)[1]
     active = {k for (scope, k), (sp, rs, _) in rows.items() if scope == "provider_day" and sp + rs}

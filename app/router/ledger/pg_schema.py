@@ -245,14 +245,16 @@ def _reserve_v2() -> str:
 # wrote its own policy's cap over the row's, so a laptop with another policy file (or
 # none: the shipped $20 day) reserved past the team's $0.005 day cap unseen. Now a looser
 # policy cannot raise a cap, and a tighter one lowers it for everyone until the next
-# UTC day (a session's cap is its own policy's alone, as before).
+# UTC day. A session's cap is its own policy's alone, as before (its row has no day: a
+# resumed session with a raised cap was held to the first one's for good).
+_SHARED = "CASE WHEN {w}.s = 'session' THEN {w}.c ELSE LEAST({o}.cap_nusd, {w}.c) END"
 _CAP_PIECES = (
-    ("cap_nusd = w.c", "cap_nusd = LEAST(u.cap_nusd, w.c)"),
-    ("AND x.c IS NOT NULL", "AND LEAST(o.cap_nusd, x.c) IS NOT NULL"),
-    ("+ p_amount > x.c", "+ p_amount > LEAST(o.cap_nusd, x.c)"),
-    ("SELECT w.s, w.c,", "SELECT w.s, LEAST(o.cap_nusd, w.c),"),
-    ("WHERE w.c IS NOT NULL", "WHERE LEAST(o.cap_nusd, w.c) IS NOT NULL"),
-    ("+ p_amount > w.c", "+ p_amount > LEAST(o.cap_nusd, w.c)"),
+    ("cap_nusd = w.c", "cap_nusd = " + _SHARED.format(w="w", o="u")),
+    ("AND x.c IS NOT NULL", "AND " + _SHARED.format(w="x", o="o") + " IS NOT NULL"),
+    ("+ p_amount > x.c", "+ p_amount > " + _SHARED.format(w="x", o="o")),
+    ("SELECT w.s, w.c,", "SELECT w.s, " + _SHARED.format(w="w", o="o") + ","),
+    ("WHERE w.c IS NOT NULL", "WHERE " + _SHARED.format(w="w", o="o") + " IS NOT NULL"),
+    ("+ p_amount > w.c", "+ p_amount > " + _SHARED.format(w="w", o="o")),
 )
 
 
