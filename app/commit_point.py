@@ -1,38 +1,74 @@
 """Work that must end once it has begun (a leaf): a merge git has started, its audit line.
 
 ``asyncio.run`` turns the first Ctrl-C into a cancel of the main task, delivered at its
-next ``await``; a worker is cancelled when the TUI quits. Past a commit point (git merged
-the branch) such a cancel must not cut the work short: the effect stands, so its audit
-line and its outcome must too. ``to_the_end`` finishes the work first and then takes
-the cancels back (``Task.uncancel``), so the caller returns the outcome as if none had
-come, and says how many did.
+next ``await``; a worker is cancelled when the TUI quits; an editor sends session/cancel
+and then hangs up. Past a commit point (git merged the branch) such a cancel must not cut
+the work short: the effect stands, so its audit line and its report must too. Both ways
+here wait for the work however often the waiter is cancelled meanwhile; then
+:func:`to_the_end` takes the cancels back (``Task.uncancel``) and returns the outcome as
+if none had come, saying whether one did, and :func:`finish_then_cancel` lets the cancel
+go on (an editor's turn ends cancelled, the merge done and reported).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
-async def to_the_end(work: Coroutine[Any, Any, T]) -> tuple[T, int]:
-    """``work``'s result (or its exception), however often the caller is cancelled
-    meanwhile, and how many cancels came; each is taken back from the calling task."""
-    task = asyncio.ensure_future(work)
-    cancels = 0
+async def _wait_out(task: asyncio.Future[T]) -> None:
+    """Until ``task`` ends, however often the waiter is cancelled meanwhile."""
     while not task.done():
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            if task.cancelled():  # the work itself was cancelled: that is its outcome
-                raise
-            # ours (the work may have ended in the same turn: a cancel is not its end)
-            cancels += 1
-    result = task.result()  # its own exception, if it raised one
+            pass  # the waiter's (the work's own cancel ends the loop: it is done)
+        except Exception:
+            pass  # the work's own error: its outcome, read by the caller
+
+
+def _cancels_since(before: int) -> int:
+    """How many cancels the calling task was asked for since it counted ``before``."""
     current = asyncio.current_task()
-    for _ in range(cancels if current is not None else 0):
-        assert current is not None
-        current.uncancel()
-    return result, cancels
+    return 0 if current is None else current.cancelling() - before
+
+
+async def to_the_end(work: Awaitable[T]) -> tuple[T, bool]:
+    """``work``'s result (or its exception), however often the caller is cancelled
+    meanwhile, and whether it was; the cancels are taken back from the calling task.
+
+    Counted as requests (``Task.cancelling``), not as the errors delivered: two cancels
+    in one turn of the loop deliver one CancelledError and left one request standing."""
+    task = asyncio.ensure_future(work)
+    current = asyncio.current_task()
+    before = 0 if current is None else current.cancelling()
+    try:
+        await _wait_out(task)
+    finally:
+        came = _cancels_since(before)
+        for _ in range(came):
+            assert current is not None
+            current.uncancel()
+    return task.result(), came > 0  # the work's own exception, or its own cancel
+
+
+async def finish_then_cancel(work: Awaitable[T]) -> T:
+    """``work``'s result, after it ended however often the caller was cancelled
+    meanwhile; a cancel that came then goes on, and what the work failed with is logged
+    rather than lost."""
+    task = asyncio.ensure_future(work)
+    current = asyncio.current_task()
+    before = 0 if current is None else current.cancelling()
+    await _wait_out(task)
+    if _cancels_since(before):
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "the work ended in an error while its caller was cancelled: %r", task.exception()
+            )
+        raise asyncio.CancelledError
+    return task.result()

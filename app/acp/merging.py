@@ -11,7 +11,6 @@ refusal is audited as the merge line (HUMAN).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from acp.schema import AllowedOutcome, ToolCallLocation, ToolCallUpdate
 
 from app.acp.permissions import MERGE_OPTIONS
 from app.audit.types import AuditSink
+from app.commit_point import finish_then_cancel
 from app.evidence.seal import sealed_hash
 from app.policy.schema import Policy
 from app.workspace.merge import MergeOutcome, MergePlan, execute_merge, prepare_merge
@@ -74,24 +74,9 @@ async def offer_merge(
 
     # once answered, the merge and its report run to their end: a cancel that came with
     # the "merge" answer had the merge done in git and the user told nothing was merged
-    work = asyncio.ensure_future(carry_out())
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        await finish_shielded(work)
-        raise
-
-
-async def finish_shielded(work: asyncio.Future[Any]) -> None:
-    """Wait for ``work`` to end however often the waiter is cancelled meanwhile (a
-    session/cancel, then the hang-up's stop): a bare ``await`` after the first cancel let
-    the second one cancel the merge's audit line and report."""
-    while not work.done():
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.shield(work)
-    if not work.cancelled() and work.exception() is not None:
-        # the caller's cancel goes on; what failed in the merge is not lost
-        log.error("the merge ended in an error while its turn was cancelled: %r", work.exception())
+    # (a session/cancel, then the hang-up's stop: a bare await after the first cancel let
+    # the second one cancel the merge's audit line and report)
+    return await finish_then_cancel(carry_out())
 
 
 async def _ask(

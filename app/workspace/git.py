@@ -59,8 +59,11 @@ def run_git(
     input_text: str | None = None,
     env: Mapping[str, str] | None = None,
     config: Sequence[str] = (),
+    own_session: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``git -C cwd ARGS``; raise :class:`GitError` on a non-zero exit when ``check``."""
+    """Run ``git -C cwd ARGS``; raise :class:`GitError` on a non-zero exit when ``check``.
+    ``own_session``: out of the terminal's process group, so that a Ctrl-C meant for
+    Switchyard does not kill git half way (Switchyard decides what the stop does)."""
     cfg: list[str] = []
     for item in config:
         cfg += ["-c", item]
@@ -76,6 +79,7 @@ def run_git(
             env=git_env(env),
             stdin=None if input_text is not None else subprocess.DEVNULL,
             check=False,
+            start_new_session=own_session,
         )
     except FileNotFoundError:
         raise SwitchyardError("git is not installed (not found on PATH)") from None

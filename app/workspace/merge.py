@@ -324,9 +324,14 @@ async def execute_merge(
     # A commit point: a cancel (Ctrl-C, the TUI quitting) that comes while git merges
     # waits for the outcome and its audit line. It cut the "merged" line off and the
     # command said "interrupted" (exit 130) over a merge that had landed.
-    outcome, cancels = await to_the_end(land())
-    if cancels:
-        note = f"{STOPPED_WHILE_MERGING}: the merge was finished first, and its outcome stands"
+    outcome, stopped = await to_the_end(land())
+    if stopped:
+        then = (
+            "the merge was finished first and stands"
+            if outcome.merged
+            else ("the merge was undone: nothing changed")
+        )
+        note = f"{STOPPED_WHILE_MERGING}: a stop came while git merged; {then}"
         outcome = outcome.model_copy(update={"notes": [*outcome.notes, note]})
     return outcome
 
@@ -381,6 +386,9 @@ def _merge_atomically(top: Path, plan: MergePlan, gate: GateResult | None) -> st
             plan.tip,
             config=config,
             check=False,
+            # a terminal's Ctrl-C goes to its whole process group: git died half way and
+            # the merge was undone under a "stopped" the user meant for Switchyard
+            own_session=True,
         )
         if proc.returncode != 0:
             conflicts = [ln.strip() for ln in proc.stdout.splitlines() if "CONFLICT" in ln]

@@ -1,41 +1,75 @@
-"""``to_the_end``: work past a commit point ends however often its caller is cancelled."""
+"""Work past a commit point ends however often its caller is cancelled: ``to_the_end``
+takes the cancels back, ``finish_then_cancel`` lets them go on."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from app.commit_point import to_the_end
+from app.commit_point import finish_then_cancel, to_the_end
 
 
-def test_cancels_wait_for_the_work_and_are_taken_back() -> None:
-    async def main() -> tuple[str, int, int]:
-        started, release = asyncio.Event(), asyncio.Event()
+async def _cancelled_while_working(
+    wait: Callable[[Awaitable[str]], Awaitable[Any]], *, same_turn: bool
+) -> tuple[asyncio.Task[Any], list[str]]:
+    """The caller's task cancelled twice while the work runs (in one turn of the loop,
+    or one turn apart), then the work released; the task, once done, and what ran."""
+    started, release = asyncio.Event(), asyncio.Event()
+    ran: list[str] = []
 
-        async def work() -> str:
-            started.set()
-            await release.wait()
-            return "landed"
+    async def work() -> str:
+        started.set()
+        await release.wait()
+        ran.append("landed")
+        return "landed"
 
-        async def caller() -> tuple[str, int]:
-            return await to_the_end(work())
+    async def caller() -> Any:
+        out = await wait(work())
+        ran.append(f"cancelling left: {asyncio.current_task().cancelling()}")  # type: ignore[union-attr]
+        return out
 
-        task = asyncio.create_task(caller())
-        await started.wait()
-        task.cancel()  # Ctrl-C, then the hang-up's stop: both wait
+    task = asyncio.create_task(caller())
+    await started.wait()
+    task.cancel()  # Ctrl-C, then the hang-up's stop
+    if not same_turn:
         await asyncio.sleep(0)
-        task.cancel()
+    task.cancel()
+    await asyncio.sleep(0)
+    assert not task.done()
+    release.set()
+    await asyncio.wait([task])
+    return task, ran
+
+
+@pytest.mark.parametrize("same_turn", [True, False])
+def test_to_the_end_waits_and_takes_every_cancel_back(same_turn: bool) -> None:
+    """Two cancels in one turn deliver one CancelledError: counting those left one
+    request standing on the task (a review)."""
+
+    async def main() -> None:
+        task, ran = await _cancelled_while_working(to_the_end, same_turn=same_turn)
+        assert task.result() == ("landed", True)
+        assert ran == ["landed", "cancelling left: 0"]
+
+    asyncio.run(main())
+
+
+def test_finish_then_cancel_waits_then_lets_the_cancel_go_on() -> None:
+    async def main() -> None:
+        task, ran = await _cancelled_while_working(finish_then_cancel, same_turn=False)
+        assert task.cancelled() and ran == ["landed"]
+
+    asyncio.run(main())
+
+
+def test_no_cancel_is_no_stop_and_the_works_own_error_and_cancel_are_its_outcome() -> None:
+    async def fine() -> str:
         await asyncio.sleep(0)
-        assert not task.done()
-        release.set()
-        result, cancels = await task
-        return result, cancels, task.cancelling()
+        return "ok"
 
-    assert asyncio.run(main()) == ("landed", 2, 0)
-
-
-def test_the_works_own_error_and_its_own_cancel_are_its_outcome() -> None:
     async def fails() -> None:
         await asyncio.sleep(0)
         raise ValueError("git broke")
@@ -46,7 +80,10 @@ def test_the_works_own_error_and_its_own_cancel_are_its_outcome() -> None:
         current.cancel()
         await asyncio.sleep(0)
 
-    with pytest.raises(ValueError, match="git broke"):
-        asyncio.run(to_the_end(fails()))
-    with pytest.raises(asyncio.CancelledError):
-        asyncio.run(to_the_end(cancelled()))
+    assert asyncio.run(to_the_end(fine())) == ("ok", False)
+    assert asyncio.run(finish_then_cancel(fine())) == "ok"
+    for wait in (to_the_end, finish_then_cancel):
+        with pytest.raises(ValueError, match="git broke"):
+            asyncio.run(wait(fails()))  # type: ignore[operator]
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(wait(cancelled()))  # type: ignore[operator]
