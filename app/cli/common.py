@@ -90,36 +90,57 @@ def money(usd: float | None) -> str:
     return "—" if usd is None else dollars(usd)
 
 
+def stopper(task: Any, *, second: str, third: str) -> tuple[Callable[[int], None], list[int]]:
+    """A signal handler that stops ``task`` the way a user means it, and the signals it
+    took: the first cancels (the task settles and records what is in flight), a second
+    says ``second`` and waits for that (cancelling again cut the settlement off: its line
+    lost, the reservation held), a third says ``third`` and ends the process at once."""
+    import os
+
+    taken: list[int] = []
+
+    def stop(signum: int) -> None:
+        if len(taken) >= 2:  # a third: out now, the user insists
+            print(f"switchyard: {third}", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        taken.append(signum)
+        if len(taken) == 2:
+            print(f"switchyard: {second}", file=sys.stderr)
+            return
+        task.cancel()
+
+    return stop, taken
+
+
 def run_stoppable(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)``, with a SIGTERM doing what Ctrl-C does: the task is cancelled,
     so that a model call in flight is settled and audited (CALL_CANCELLED) before the
-    process ends (143). A SIGTERM killed ``ask`` mid-call with no line, its reservation
-    held until it expired and then charged in full."""
+    process ends (143); see :func:`stopper` for a second and a third. A SIGTERM killed
+    ``ask`` mid-call with no line, its reservation held until it expired and then charged
+    in full."""
     import asyncio
     import signal
 
     async def stoppable() -> T:
-        task = asyncio.current_task()
-        assert task is not None
         loop = asyncio.get_running_loop()
-        terms: list[int] = []
-
-        def on_term() -> None:
-            terms.append(1)
-            task.cancel()
-
+        stop, taken = stopper(
+            asyncio.current_task(),
+            second="settling the call in flight; one moment (once more to stop at once)",
+            third="stopped before the call in flight was settled",
+        )
         try:
-            loop.add_signal_handler(signal.SIGTERM, on_term)
+            loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
         except (NotImplementedError, RuntimeError):  # not the main thread: as before
             return await main
         try:
             return await main
         except asyncio.CancelledError:
-            if terms:
+            if taken:
                 raise Terminated() from None
             raise
-        finally:
-            loop.remove_signal_handler(signal.SIGTERM)
+        # (the handler stays until asyncio.run closes the loop: a second signal while the
+        # stores close still waits for them)
 
     return asyncio.run(stoppable())
 

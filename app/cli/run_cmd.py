@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import shlex
 import signal
 import sys
@@ -22,6 +21,7 @@ from app.cli.common import (
     policy_from,
     print_json,
     settings_from,
+    stopper,
 )
 from app.errors import UsageError
 
@@ -233,26 +233,15 @@ async def _pipeline(
         work = asyncio.create_task(run_pipeline(session, args.task, options, control))
         # SIGTERM stops the run like Ctrl-C: the evidence bundle is still sealed
         loop = asyncio.get_running_loop()
-        stopped_by: list[int] = []
-
-        def stop(signum: int) -> None:
-            # a second Ctrl-C raised KeyboardInterrupt inside the shielded sealing: the
-            # bundle was left unsealed, the worktree and branch behind, and the line
-            # below said it was sealed. A second signal now waits for the sealing; a
-            # third ends the process at once, saying the evidence may be unsealed.
-            if len(stopped_by) >= 2:  # a third: out now, the user insists
-                print("switchyard: stopped before the evidence was sealed", file=sys.stderr)
-                sys.stderr.flush()
-                os._exit(128 + signum)
-            stopped_by.append(signum)
-            if len(stopped_by) == 2:
-                print(
-                    "switchyard: sealing the run's evidence; one moment (once more to stop "
-                    "at once, unsealed)",
-                    file=sys.stderr,
-                )
-                return
-            work.cancel()
+        # a second Ctrl-C raised KeyboardInterrupt inside the shielded sealing: the bundle
+        # was left unsealed, the worktree and branch behind, and the line below said it
+        # was sealed. A second signal now waits for the sealing; a third ends the process
+        # at once, saying the evidence may be unsealed.
+        stop, stopped_by = stopper(
+            work,
+            second="sealing the run's evidence; one moment (once more to stop at once, unsealed)",
+            third="stopped before the evidence was sealed",
+        )
 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
