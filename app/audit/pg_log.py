@@ -38,9 +38,9 @@ from app.clock import Clock, SystemClock, iso
 from app.errors import AuditTamperError, SwitchyardError, UsageError
 from app.hosts import HostPort
 from app.opener import Opener
+from app.store import postgres
 from app.store.errors import StoreUnavailable
 from app.store.postgres import (
-    STATEMENT_TIMEOUT_S,
     Conn,
     connect_pool,
     db_errors,
@@ -193,7 +193,7 @@ class PgAuditLog(AuditBase):
         if pool is None:
             pool = await connect_pool(url, local_only=local_only, named=named)
         try:
-            async with pool.acquire(timeout=STATEMENT_TIMEOUT_S) as conn:
+            async with pool.acquire(timeout=postgres.STATEMENT_TIMEOUT_S) as conn:
                 await migrate(conn, COMPONENT, MIGRATIONS, f"team audit log {url.display()}")
                 row = None
                 if chain is not None:
@@ -232,7 +232,7 @@ class PgAuditLog(AuditBase):
 
     async def _with(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         try:
-            async with self._pool.acquire(timeout=STATEMENT_TIMEOUT_S) as conn:
+            async with self._pool.acquire(timeout=postgres.STATEMENT_TIMEOUT_S) as conn:
                 return await fn(conn)
         except _DB_ERRORS as exc:
             raise SwitchyardError(f"team audit log {self.where} unavailable: {exc}") from None

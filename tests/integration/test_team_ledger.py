@@ -541,6 +541,18 @@ async def test_a_statement_the_database_never_answers_ends_as_unavailable(
         finally:
             await blocker.close()
         assert await _try(led, "s", "openai", 0.1)
+        # every pooled connection held (each by a statement the database never answers):
+        # the wait for one ends too
+        pool = led._pool
+        assert pool is not None
+        held = [await pool.acquire() for _ in range(pool.get_max_size())]
+        try:
+            with pytest.raises(LedgerError, match="unavailable"):
+                await led.reserve(session="s", provider="openai", role="r", model="m", amount_usd=1)
+        finally:
+            for conn in held:
+                await pool.release(conn)
+        assert await _try(led, "s", "openai", 0.1)
 
 
 async def test_a_resumed_session_takes_its_own_policys_cap_not_the_first_ones(

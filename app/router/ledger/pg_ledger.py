@@ -37,9 +37,9 @@ from app.router.ledger.money import NANO, check_tokens, nusd, usd
 from app.router.ledger.pg_schema import COMPONENT, MIGRATIONS
 from app.router.ledger.publisher import SnapshotPublisher
 from app.router.ledger.records import BudgetSnapshot, Reservation
+from app.store import postgres
 from app.store.errors import StoreUnavailable
 from app.store.postgres import (
-    STATEMENT_TIMEOUT_S,
     Conn,
     connect_pool,
     db_errors,
@@ -141,7 +141,7 @@ class PgBudgetLedger(ClosedOnExit):
         if pool is None:
             pool = await connect_pool(parsed, local_only=local_only, named=named)
         try:
-            async with pool.acquire(timeout=STATEMENT_TIMEOUT_S) as conn:
+            async with pool.acquire(timeout=postgres.STATEMENT_TIMEOUT_S) as conn:
                 # the reservations it may charge are told in the audit log: a log newer
                 # than this Switchyard writes stops it here, before any charge
                 from app.audit import pg_schema as audit_schema
@@ -182,7 +182,7 @@ class PgBudgetLedger(ClosedOnExit):
         if self._pool is None:
             raise LedgerError("the budget ledger is closed")
         try:
-            async with self._pool.acquire(timeout=STATEMENT_TIMEOUT_S) as conn:
+            async with self._pool.acquire(timeout=postgres.STATEMENT_TIMEOUT_S) as conn:
                 return await fn(conn)
         except _DB_ERRORS as exc:
             raise LedgerError(f"team ledger {self.where} unavailable: {exc}") from None
