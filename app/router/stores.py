@@ -21,6 +21,7 @@ from app.audit.log import AuditLog
 from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.config import Settings
+from app.dollars import dollars
 from app.hosts import HostPort
 from app.paths import ensure_dir
 from app.policy.schema import Budget
@@ -96,7 +97,7 @@ def audit_expiries(audit: AuditBase) -> ExpiredHook:
                     "expired": r.expires,
                 },
                 detail=f"{r.model}: reservation {r.id} (session {r.session}) passed its "
-                f"TTL unsettled: charged in full, ${r.amount_usd:.6f} (its process may have "
+                f"TTL unsettled: charged in full, {dollars(r.amount_usd)} (its process may have "
                 "made the call and died)",
             )
 

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 #: audit lines written just before a model call (its route, a fallback, an escalation)
 _CALL_STARTS = frozenset({"route", "runtime_fallback", "escalation"})
+#: roles whose calls run beside the run, not in it (the tutor's screen asks them)
+_BESIDE_THE_RUN = frozenset({"tutor"})
 
 
 class MainScreen(WorkbenchScreen):
@@ -114,9 +116,10 @@ class MainScreen(WorkbenchScreen):
     # ── bus messages ─────────────────────────────────────────────────────────────────────
 
     def on_token_text(self, message: bridge.TokenText) -> None:
-        if self.role and message.role != self.role:
-            # another role's (the tutor's, asked beside the run): not the run's activity
-            # ("implementer · tutor writing · 38 chars" in a user-audit)
+        if message.role in _BESIDE_THE_RUN:
+            # the tutor's, asked beside the run: not the run's activity ("implementer ·
+            # tutor writing · 38 chars" in a user-audit); a critic's or a second opinion's
+            # inside a stage is (their count kept the header still, as if hung: a review)
             return
         self.streamed += len(message.text)
         self.header.activity = f"{message.role} writing · {self.streamed:,} chars"
@@ -126,12 +129,13 @@ class MainScreen(WorkbenchScreen):
         if not self.core.running or not self.role:
             return
         for line in message.lines:
-            if line.get("kind") in _CALL_STARTS and line.get("role") == self.role:
+            role = line.get("role")
+            if line.get("kind") in _CALL_STARTS and role and role not in _BESIDE_THE_RUN:
                 # a new model call: its prompt is read before a token comes, for minutes
                 # on a small CPU, and the header still showed the last call's count, as
                 # if it had hung (a user-audit)
                 self.streamed = 0
-                self.header.activity = f"{self.role} waiting for the model (reading the prompt)"
+                self.header.activity = f"{role} waiting for the model (reading the prompt)"
 
     def on_test_text(self, message: bridge.TestText) -> None:
         self.tests.add_text(message.loop, message.text)
