@@ -139,8 +139,12 @@ def run_stoppable(main: Coroutine[Any, Any, T]) -> T:
             if taken:
                 raise Terminated() from None
             raise
-        # (the handler stays until asyncio.run closes the loop: a second signal while the
-        # stores close still waits for them)
+        finally:
+            # the rest of the way out takes a signal the same way (a second waits, a third
+            # ends at once): left to the loop's close, a second one met its wakeup fd
+            # closed ("Exception ignored … Bad file descriptor"), or SIG_DFL after it
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, lambda signum, _frame: stop(signum))
 
     return asyncio.run(stoppable())
 
