@@ -137,7 +137,15 @@ def _toml_error(file: Path, text: str, message: str) -> str:
     """``FILE:LINE:COL: toml syntax: ...`` from tomllib's message (which ends with the place)."""
     m = _TOML_POS.match(message)
     if m:
-        return f"{file}:{m['line']}:{m['col']}: toml syntax: {_one_line(m['msg'])}"
+        said = _one_line(m["msg"])
+        if said == "Cannot overwrite a value":
+            # tomllib names no key: the line's own does (a key given twice, most often)
+            lines = text.split("\n")
+            number = int(m["line"])
+            key = lines[number - 1].partition("=")[0].strip() if number <= len(lines) else ""
+            if key:
+                said += f": {_one_line(key)!r} is set twice"
+        return f"{file}:{m['line']}:{m['col']}: toml syntax: {said}"
     if message.endswith(_TOML_EOF):
         lines = text.split("\n")
         where = f"{len(lines)}:{len(lines[-1]) + 1}"

@@ -562,6 +562,8 @@ def test_duplicate_key_is_a_syntax_error(tmp_path: Path) -> None:
     target = _write(tmp_path, insert_after(line, 'status = "draft"'))
     [problem] = problems_of(target)
     assert problem.startswith(f"{target}:{line + 1}:") and "toml syntax" in problem
+    # tomllib names no key ("Cannot overwrite a value"): the line's own is named
+    assert problem.endswith("toml syntax: Cannot overwrite a value: 'status' is set twice")
 
 
 def test_line_numbers_ignore_unicode_line_separators(tmp_path: Path) -> None:
