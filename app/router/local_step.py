@@ -3,6 +3,7 @@ the zero-cost ledger record and the call line, in that order (GR-005)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +78,13 @@ async def serve_local(
             values=values,
             detail=f"{d.role} → {d.target} ({label})",
         )
-    result = await router.call(d, request, write, on_delta)
+    try:
+        result = await router.call(d, request, write, on_delta)
+    except asyncio.CancelledError:
+        # the caller went away mid-call (Ctrl-C, a client gone, a run stopped): the route
+        # line stood with nothing after it, and the ledger's failed calls missed it
+        await asyncio.shield(_cancelled(router, d, run, write))
+        raise
     await router.ledger.record_call(
         session=router.session,
         run=run,
@@ -97,3 +104,27 @@ async def serve_local(
         detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, $0",
     )
     return routed(d, result, 0.0, escalated=False)
+
+
+async def _cancelled(router: Router, d: Decision, run: str | None, write: Write) -> None:
+    """A local call cancelled mid-way: recorded (free, its prompt's estimate), and said."""
+    assert d.target is not None and d.runtime is not None
+    await router.ledger.record_call(
+        session=router.session,
+        run=run,
+        role=d.role,
+        model=d.target,
+        provider="local",
+        tokens_in=d.est_tokens_in,
+        tokens_out=0,
+        latency_ms=0.0,
+        cost_usd=0.0,
+        outcome="cancelled",
+    )
+    await write(
+        "call",
+        to=f"{d.target}@{d.runtime}",
+        reason_codes=["CALL_CANCELLED"],
+        values={"outcome": "cancelled", "cost_usd": 0.0},
+        detail=f"{d.target}: the call was cancelled mid-way, $0",
+    )

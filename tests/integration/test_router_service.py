@@ -782,3 +782,34 @@ async def test_a_fault_on_the_way_settles_the_call_at_its_estimate_and_says_so(
     assert snap.per_session.spent_usd == pytest.approx(esc.values["est_cost_usd"])
     await audit.close()
     await ledger.close()
+
+
+async def test_a_local_call_cancelled_mid_way_is_recorded_and_said(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """A Ctrl-C or a client gone mid-generation left the route line with nothing after it,
+    and the ledger's failed calls missed it (an audit)."""
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    started = asyncio.Event()
+
+    class Blocking(ScriptedBackend):
+        async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+            started.set()
+            await asyncio.Event().wait()  # generates until cancelled
+            yield Delta(text="never")
+
+    resolver.made[("qwen2.5-coder-7b", "vllm")] = Blocking("qwen2.5-coder-7b", "vllm", [])
+    task = asyncio.create_task(router.complete("tutor", REQ))
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    lines = await audit.lines()
+    assert [line.kind for line in lines][-2:] == ["route", "call"]
+    assert lines[-1].reason_codes == ["CALL_CANCELLED"]
+    assert lines[-1].values["outcome"] == "cancelled"
+    report = await ledger.report()
+    assert report["total"]["calls"] == 1 and report["total"]["failed"] == 1
+    await audit.close()
+    await ledger.close()
