@@ -4,6 +4,7 @@ the zero-cost ledger record and the call line, in that order (GR-005)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,9 @@ def why_local(router: Router, skip: Skip, failed: dict[str, str]) -> str:
         return failed[key]
     down = router.health.reason(key)
     return f"down ({down.split(':', 1)[0]})" if down else "unreachable"
+
+
+log = logging.getLogger(__name__)
 
 
 async def serve_local(
@@ -83,7 +87,10 @@ async def serve_local(
     except asyncio.CancelledError:
         # the caller went away mid-call (Ctrl-C, a client gone, a run stopped): the route
         # line stood with nothing after it, and the ledger's failed calls missed it
-        await asyncio.shield(_cancelled(router, d, run, write))
+        try:
+            await asyncio.shield(_cancelled(router, d, run, write))
+        except Exception:  # a store already closing: the cancel goes on, said in the log
+            log.warning("the cancelled call of %s could not be recorded", d.target, exc_info=True)
         raise
     await router.ledger.record_call(
         session=router.session,
