@@ -288,23 +288,37 @@ def _parse(path: str, start: int, lines: list[str], duplicate: int | None = None
 MAX_SPEC_BYTES = 1 << 20
 
 
+class TooLarge(ValueError):
+    """A file larger than a spec (its text says by how much)."""
+
+
+def spec_text(path: Path) -> str:
+    """A spec file's text, as every reader takes it: UTF-8, at most MAX_SPEC_BYTES.
+    Raises OSError, UnicodeDecodeError or :class:`TooLarge` (:func:`read_problem` words
+    each)."""
+    with path.open("rb") as f:
+        data = f.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES:
+        raise TooLarge(f"larger than a spec ({MAX_SPEC_BYTES:,} bytes at most)")
+    return data.decode("utf-8")
+
+
 def read_spec(path: Path) -> SpecBlock:
     try:
-        with path.open("rb") as f:
-            data = f.read(MAX_SPEC_BYTES + 1)
-        if len(data) > MAX_SPEC_BYTES:
-            raise SpecError(f"{path}: larger than a spec ({MAX_SPEC_BYTES:,} bytes at most)")
-        text = data.decode("utf-8")
+        text = spec_text(path)
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file") from None
     except IsADirectoryError:
         raise SpecError(f"{path}: is a directory, not a spec file") from None
+    except TooLarge as exc:
+        raise SpecError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read spec: {_reason(exc)}") from None
+        raise SpecError(f"{path}: cannot read spec: {read_problem(exc)}") from None
     return find_block(text, str(path))
 
 
-def _reason(exc: Exception) -> str:
+def read_problem(exc: Exception) -> str:
+    """Why a spec could not be read, in a line's words."""
     if isinstance(exc, UnicodeDecodeError):
         return f"not UTF-8 text (byte {exc.start})"
     if isinstance(exc, OSError):

@@ -92,17 +92,8 @@ async def serve_local(
         except Exception:  # a store already closing: the cancel goes on, said in the log
             log.warning("the cancelled call of %s could not be recorded", d.target, exc_info=True)
         raise
-    await router.ledger.record_call(
-        session=router.session,
-        run=run,
-        role=d.role,
-        model=d.target,
-        provider="local",
-        tokens_in=result.usage.tokens_in,
-        tokens_out=result.usage.tokens_out,
-        latency_ms=result.latency_ms,
-        cost_usd=0.0,
-        outcome="ok",
+    await _record(
+        router, d, run, result.usage.tokens_in, result.usage.tokens_out, result.latency_ms, "ok"
     )
     await write(
         "call",
@@ -116,22 +107,36 @@ async def serve_local(
 async def _cancelled(router: Router, d: Decision, run: str | None, write: Write) -> None:
     """A local call cancelled mid-way: recorded (free, its prompt's estimate), and said."""
     assert d.target is not None and d.runtime is not None
-    await router.ledger.record_call(
-        session=router.session,
-        run=run,
-        role=d.role,
-        model=d.target,
-        provider="local",
-        tokens_in=d.est_tokens_in,
-        tokens_out=0,
-        latency_ms=0.0,
-        cost_usd=0.0,
-        outcome="cancelled",
-    )
+    await _record(router, d, run, d.est_tokens_in, 0, 0.0, "cancelled")
     await write(
         "call",
         to=f"{d.target}@{d.runtime}",
         reason_codes=["CALL_CANCELLED"],
         values={"outcome": "cancelled", "cost_usd": 0.0},
         detail=f"{d.target}: the call was cancelled mid-way, $0",
+    )
+
+
+async def _record(
+    router: Router,
+    d: Decision,
+    run: str | None,
+    tokens_in: int,
+    tokens_out: int,
+    latency_ms: float,
+    outcome: str,
+) -> None:
+    """A local call's zero-cost ledger record."""
+    assert d.target is not None
+    await router.ledger.record_call(
+        session=router.session,
+        run=run,
+        role=d.role,
+        model=d.target,
+        provider="local",
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        latency_ms=latency_ms,
+        cost_usd=0.0,
+        outcome=outcome,
     )

@@ -221,19 +221,14 @@ def read_spec(path: Path) -> BriefSource:
     """The spec a brief quotes, as ``spec lint`` and ``run --spec`` read one: UTF-8 text,
     at most MAX_SPEC_BYTES (random bytes were copied into the brief, which grep then took
     for a binary file)."""
-    from app.policy.spec import MAX_SPEC_BYTES
+    from app.policy.spec import read_problem, spec_text
 
     try:
-        with path.open("rb") as f:
-            data = f.read(MAX_SPEC_BYTES + 1)
+        text = spec_text(path)
     except OSError as exc:
-        raise UsageError(f"--spec {path}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_SPEC_BYTES:
-        raise UsageError(f"--spec {path}: larger than a spec ({MAX_SPEC_BYTES:,} bytes at most)")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"--spec {path}: not UTF-8 text (byte {exc.start})") from None
+        raise UsageError(f"--spec {path}: cannot read: {read_problem(exc)}") from None
+    except ValueError as exc:  # not UTF-8, or larger than a spec
+        raise UsageError(f"--spec {path}: {read_problem(exc)}") from None
     return BriefSource(path=str(path), text=text.removeprefix("\ufeff").rstrip())
 
 

@@ -701,39 +701,35 @@ async def test_the_reservation_covers_the_requests_own_output_cap(
     await ledger.close()
 
 
-async def test_a_reasoning_model_with_no_usage_settles_at_its_estimate(
-    tmp_path: Path, policy: Policy
+@pytest.mark.parametrize(
+    ("role", "signals", "model", "refused"),
+    [
+        ("architect", Signals(confidence=0.5), "gpt-5.1-high", None),
+        ("tutor", Signals(user_request=True), "claude-haiku-4.5", "-5 in / 3 out"),
+    ],
+    ids=["reasoning-model-no-usage", "usage-refused"],
+)
+async def test_a_call_whose_billing_is_unknown_settles_at_its_estimate(
+    tmp_path: Path,
+    policy: Policy,
+    role: str,
+    signals: Signals,
+    model: str,
+    refused: str | None,
 ) -> None:
     """No usage from GPT-5.1 High: the call settled at the visible reply's tokens (one
-    token: $0.0000475), releasing the $0.2 reservation that covered its billed thinking."""
+    token: $0.0000475), releasing the $0.2 reservation that covered its billed thinking.
+    A server's usage that cannot be this call's (on a model that does not reason) is
+    counted here; what the provider bills is then not known either."""
     resolver = Resolver(up=ALL_UP)
     router, audit, ledger = await make_router(tmp_path, policy, resolver)
-    cloud = resolver.backend("gpt-5.1-high", "cloud")
-    cloud.usage = Usage(tokens_in=20, tokens_out=1, counted_locally=True)
-    result = await router.complete("architect", REQ, Signals(confidence=0.5))
-    assert result.model == "gpt-5.1-high" and result.usage_counted_locally
+    cloud = resolver.backend(model, "cloud")
+    cloud.usage = Usage(tokens_in=20, tokens_out=1, counted_locally=True, refused=refused)
+    result = await router.complete(role, REQ, signals)
+    assert result.model == model and result.usage_counted_locally
     esc = next(line for line in result.audit if line.kind == "escalation")
     call = next(line for line in result.audit if line.kind == "call")
-    assert call.values["settled_at_estimate"] is True
-    assert result.cost_usd == pytest.approx(esc.values["est_cost_usd"])
-    await audit.close()
-    await ledger.close()
-
-
-async def test_a_refused_usage_settles_at_the_estimate_and_says_so(
-    tmp_path: Path, policy: Policy
-) -> None:
-    """A server's usage that cannot be this call's is counted here; what the provider
-    bills is then not known, so the call settles at no less than its estimate."""
-    resolver = Resolver(up=ALL_UP)
-    router, audit, ledger = await make_router(tmp_path, policy, resolver)
-    cloud = resolver.backend("claude-haiku-4.5", "cloud")  # no reasoning model
-    cloud.usage = Usage(tokens_in=20, tokens_out=1, counted_locally=True, refused="-5 in / 3 out")
-    result = await router.complete("tutor", REQ, Signals(user_request=True))
-    assert result.model == "claude-haiku-4.5"
-    esc = next(line for line in result.audit if line.kind == "escalation")
-    call = next(line for line in result.audit if line.kind == "call")
-    assert call.values["usage_refused"] == "-5 in / 3 out"
+    assert call.values.get("usage_refused") == refused
     assert call.values["settled_at_estimate"] is True
     assert result.cost_usd == pytest.approx(esc.values["est_cost_usd"])
     await audit.close()

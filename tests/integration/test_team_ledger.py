@@ -431,16 +431,23 @@ async def test_a_v1_team_ledger_migrates_and_each_team_expires_its_own(pg_url: s
     assert version == len(MIGRATIONS) == 3
 
 
+async def _set_version(pg_url: str, component: str, version: int) -> None:
+    """The schema version on file for ``component``, as a newer Switchyard leaves it."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            "UPDATE switchyard_schema SET version = $1 WHERE component = $2", version, component
+        )
+    finally:
+        await conn.close()
+
+
 async def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
     from app.router.ledger.pg_ledger import PgBudgetLedger
 
     async with await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="u"):
         pass
-    conn = await asyncpg.connect(pg_url)
-    try:
-        await conn.execute("UPDATE switchyard_schema SET version = 7 WHERE component = 'ledger'")
-    finally:
-        await conn.close()
+    await _set_version(pg_url, "ledger", 7)
     with pytest.raises(SchemaTooNew, match=r"schema version 7 is newer .*\(3\)") as caught:
         await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="u")
     assert caught.value.exit_code == 2
@@ -456,11 +463,7 @@ async def test_an_audit_log_newer_than_this_switchyard_stops_the_ledger_before_a
 
     async with await PgAuditLog.open(pg_url, team="t", user="u"):
         pass
-    conn = await asyncpg.connect(pg_url)
-    try:
-        await conn.execute("UPDATE switchyard_schema SET version = 9 WHERE component = 'audit'")
-    finally:
-        await conn.close()
+    await _set_version(pg_url, "audit", 9)
     with pytest.raises(SchemaTooNew, match=r"team audit log .* schema version 9 is newer"):
         await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="u")
 

@@ -3,7 +3,8 @@ audited, the broker's timeout denies and closes it, and 'e' asks to escalate."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -24,6 +25,28 @@ def _modal_text(screen: ApprovalScreen) -> str:
         for name in ("approval-body", "approval-countdown", "approval-keys")
     ]
     return "\n".join(parts)
+
+
+@contextlib.asynccontextmanager
+async def _at_the_escalation(
+    make_app: Any, clock: ManualClock, seen: Messages | None = None
+) -> AsyncIterator[tuple[Any, Any, ScriptedRun]]:
+    """The workbench with its scripted run paused before its escalation, the implementer
+    at work: (the app, the pilot, the run)."""
+    run = ScriptedRun(clock, stop_before="escalation")
+    app = make_app(run=run)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, run.reached.is_set, what="the implementer at work")
+        await settle(pilot)
+        yield app, pilot, run
+
+
+async def _deny_to_the_end(app: Any, pilot: Any, run: ScriptedRun) -> None:
+    """Let the run go on to its escalation, deny it, and wait for the run to end."""
+    run.go_on.set()
+    await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+    await pilot.press("n")
+    await until(pilot, lambda: not app.running, what="the run to end")
 
 
 async def test_escalation_request_shows_the_modal(make_app: Any) -> None:
@@ -158,12 +181,8 @@ async def test_e_says_the_session_stays_local(
     """After `d` the toast said "it asks before leaving the machine", and the request was
     denied by the session's denial without asking; under --local-only it promised the
     same, and the router then skipped the step (a user-audit found it)."""
-    run = ScriptedRun(clock, stop_before="escalation")
-    app = make_app(run=run)
     seen = Messages()
-    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
-        await until(pilot, run.reached.is_set, what="the implementer at work")
-        await settle(pilot)
+    async with _at_the_escalation(make_app, clock, seen) as (app, pilot, run):
         assert app.session is not None
         staying(app.session)
         await pilot.press("e")
@@ -198,12 +217,8 @@ async def test_e_says_whether_a_cloud_step_can_be_asked_for(
         monkeypatch.delenv(name, raising=False)
     for name in keys:
         monkeypatch.setenv(name, "sk-test-0123456789abcdefghij")
-    run = ScriptedRun(clock, stop_before="escalation")
-    app = make_app(run=run)
     seen = Messages()
-    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
-        await until(pilot, run.reached.is_set, what="the implementer at work")
-        await settle(pilot)
+    async with _at_the_escalation(make_app, clock, seen) as (app, pilot, run):
         await pilot.press("e")
         await settle(pilot)
         toasts = [m.notification.message for m in seen.of(Notify)]
@@ -219,31 +234,20 @@ async def test_e_says_whether_a_cloud_step_can_be_asked_for(
 
 
 async def test_e_requests_escalation_of_the_role_at_work(make_app: Any, clock: ManualClock) -> None:
-    run = ScriptedRun(clock, stop_before="escalation")
-    app = make_app(run=run)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await until(pilot, run.reached.is_set, what="the implementer at work")
-        await settle(pilot)
+    async with _at_the_escalation(make_app, clock) as (app, pilot, run):
         assert app.screen.role == "implementer"
         await pilot.press("e")
         assert app.control is not None
         assert app.control.escalate == {"implementer"}
         assert app.control.user_requested("implementer")
-        run.go_on.set()
-        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
-        await pilot.press("n")
-        await until(pilot, lambda: not app.running, what="the run to end")
+        await _deny_to_the_end(app, pilot, run)
 
 
 async def test_the_header_says_only_that_it_waits_while_the_modal_is_up(
     make_app: Any, clock: ManualClock
 ) -> None:
     """It read "awaiting approval · implementer writing · 173 chars", both at once."""
-    run = ScriptedRun(clock, stop_before="escalation")
-    app = make_app(run=run)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await until(pilot, run.reached.is_set, what="the implementer at work")
-        await settle(pilot)
+    async with _at_the_escalation(make_app, clock) as (app, pilot, run):
         home = app.screen
         home.header.activity = "implementer writing · 173 chars"
         run.go_on.set()
@@ -255,19 +259,13 @@ async def test_the_header_says_only_that_it_waits_while_the_modal_is_up(
 async def test_x_says_stopping_until_the_run_ends(make_app: Any, clock: ManualClock) -> None:
     """After x the header said "running" for the minute the model call in progress took,
     as if the key had done nothing (a user-audit)."""
-    run = ScriptedRun(clock, stop_before="escalation")
-    app = make_app(run=run)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await until(pilot, run.reached.is_set, what="the implementer at work")
-        await settle(pilot)
+    async with _at_the_escalation(make_app, clock) as (app, pilot, run):
         assert app.screen.header.state == "running"
         await pilot.press("x")
         await settle(pilot)
         assert app.screen.header.state == "stopping"
-        run.go_on.set()  # (the scripted run reads no stop: its escalation asks)
-        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
-        await pilot.press("n")
-        await until(pilot, lambda: not app.running, what="the run to end")
+        # (the scripted run reads no stop: its escalation asks)
+        await _deny_to_the_end(app, pilot, run)
         await settle(pilot)
         assert app.screen.header.state not in ("running", "stopping")
 
@@ -277,11 +275,7 @@ async def test_another_roles_tokens_are_not_the_runs_activity(
 ) -> None:
     """A tutor question asked beside the run read "implementer · tutor writing · 38
     chars" in the run's header (a user-audit)."""
-    run = ScriptedRun(clock, stop_before="escalation")
-    app = make_app(run=run)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await until(pilot, run.reached.is_set, what="the implementer at work")
-        await settle(pilot)
+    async with _at_the_escalation(make_app, clock) as (app, pilot, run):
         home = app.screen
         before = home.header.activity
         home.post_message(bridge.TokenText("tutor", "smollm2-135m", "a question"))
@@ -294,10 +288,7 @@ async def test_another_roles_tokens_are_not_the_runs_activity(
         home.post_message(bridge.TokenText("critic", "smollm2-135m", "looks fine"))
         await settle(pilot)
         assert home.header.activity.startswith("critic writing · ")
-        run.go_on.set()
-        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
-        await pilot.press("n")
-        await until(pilot, lambda: not app.running, what="the run to end")
+        await _deny_to_the_end(app, pilot, run)
 
 
 async def test_the_red_baseline_is_marked_as_such_and_a_red_attempt_as_failed(
@@ -305,11 +296,8 @@ async def test_the_red_baseline_is_marked_as_such_and_a_red_attempt_as_failed(
 ) -> None:
     from app.bus import StageChanged, TestLoopFinished
 
-    run = ScriptedRun(clock, stop_before="escalation")
-    app = make_app(run=run)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await until(pilot, run.reached.is_set, what="the implementer at work")
-        await settle(pilot)  # the scripted loops' events are in (no "tests" stage then)
+    async with _at_the_escalation(make_app, clock) as (app, pilot, run):
+        # the scripted loops' events are in (no "tests" stage then)
         home = app.screen
         for loop, want in ((0, "baseline"), (1, "failed"), (2, "finished")):
             started = StageChanged(session="s", run="r", stage="tests", status="started")
@@ -320,10 +308,7 @@ async def test_the_red_baseline_is_marked_as_such_and_a_red_attempt_as_failed(
             home.post_message(bridge.LoopFinished(ended))
             await settle(pilot)
             assert home.plan.stages["tests"] == want
-        run.go_on.set()
-        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
-        await pilot.press("n")
-        await until(pilot, lambda: not app.running, what="the run to end")
+        await _deny_to_the_end(app, pilot, run)
 
 
 async def test_a_new_model_call_says_it_waits_for_the_model_then_counts_afresh(
@@ -331,11 +316,7 @@ async def test_a_new_model_call_says_it_waits_for_the_model_then_counts_afresh(
 ) -> None:
     """While the next call read its prompt (minutes on a small CPU) the header showed the
     last call's "architect writing · 774 chars", unchanged, as if hung (a user-audit)."""
-    run = ScriptedRun(clock, stop_before="escalation")
-    app = make_app(run=run)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await until(pilot, run.reached.is_set, what="the implementer at work")
-        await settle(pilot)
+    async with _at_the_escalation(make_app, clock) as (app, pilot, run):
         home = app.screen
         home.post_message(bridge.TokenText("implementer", "m", "x" * 700))
         await settle(pilot)
@@ -347,7 +328,4 @@ async def test_a_new_model_call_says_it_waits_for_the_model_then_counts_afresh(
         home.post_message(bridge.TokenText("implementer", "m", "def f"))
         await settle(pilot)
         assert home.header.activity == "implementer writing · 5 chars"
-        run.go_on.set()
-        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
-        await pilot.press("n")
-        await until(pilot, lambda: not app.running, what="the run to end")
+        await _deny_to_the_end(app, pilot, run)
