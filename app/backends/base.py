@@ -144,6 +144,9 @@ class ChatResult(Frozen):
     model: str
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    #: how many of the environment's secrets the router masked in this reply (a cloud
+    #: reply that sent a key back: :mod:`app.router.reply_mask`); backends leave it 0
+    secrets_masked: int = 0
 
 
 class Health(Frozen):

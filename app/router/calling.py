@@ -21,10 +21,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.audit.masking import Masker
-from app.backends.base import Backend, BackendError, ChatRequest, ChatResult
+from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Delta
 from app.bus import Bus, TokenDelta
 from app.policy.schema import Policy
 from app.remembered import digest
+from app.router.reply_mask import ReplyMasker
 from app.router.retry import backoff_delay, rule_for
 from app.router.routed import DeltaHook, StreamBroken, Write
 
@@ -127,24 +128,37 @@ async def call_backend(
     sent = False  # part of a reply has been passed on: nothing may follow it but its end
     relays = on_delta is not None and getattr(on_delta, "relays", True)
     while True:
+        # a cloud reply is read with the environment's keys masked (a provider can send
+        # one back), one masker per try: a failed try's held-back end is not the next's
+        masker = ReplyMasker.for_environment() if cloud else None
         try:
             final: ChatResult | None = None
             async for item in backend.stream(request):
                 if isinstance(item, ChatResult):
                     final = item
                     continue
+                if masker is not None:
+                    masked = masker.delta(item)
+                    if masked is not item and _empty(masked) and not _empty(item):
+                        continue  # all of it held back: it may begin a key
+                    item = masked
                 if on_delta is not None:
                     if relays:
                         sent = sent or bool(item.text or item.reasoning or item.tool_calls)
                     await on_delta(item)
                 if bus is not None and item.text:
-                    await bus.publish(
-                        TokenDelta(
-                            session=session, role=role, model=backend.model_id, text=item.text
-                        )
-                    )
+                    await _publish(bus, session, role, backend.model_id, item.text)
             if final is None:
                 raise BackendError("bad_output", "stream ended without a result")
+            if masker is not None:
+                rest = masker.rest()
+                if rest is not None:  # the end held back, no key: passed on at the end
+                    if on_delta is not None:
+                        sent = sent or relays
+                        await on_delta(rest)
+                    if bus is not None and rest.text:
+                        await _publish(bus, session, role, backend.model_id, rest.text)
+                final = masker.result(final)
             return final
         except BackendError as exc:
             if sent and exc.kind != "cancelled":
@@ -164,3 +178,11 @@ async def call_backend(
                 detail=f"{backend.model_id}: {exc}; retry {attempt} in {delay:g}s",
             )
             await sleep(delay)
+
+
+async def _publish(bus: Bus, session: str, role: str, model: str, text: str) -> None:
+    await bus.publish(TokenDelta(session=session, role=role, model=model, text=text))
+
+
+def _empty(item: Delta) -> bool:
+    return not (item.text or item.reasoning or item.tool_calls or item.stop_sequence)

@@ -274,6 +274,7 @@ def call_values(result: ChatResult, cost: float) -> dict[str, Any]:
         "cost_usd": round(cost, 9),
         "finish_reason": result.finish_reason,
         **({"tool_calls": len(result.tool_calls)} if result.tool_calls else {}),
+        **({"reply_secrets_masked": result.secrets_masked} if result.secrets_masked else {}),
     }
 
 

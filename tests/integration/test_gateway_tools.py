@@ -257,3 +257,37 @@ def test_an_openai_client_gets_calls_from_the_anthropic_cloud(gw: Gateway) -> No
     sent = gw.claude.requests[-1].json
     assert sent["tools"][0]["name"] == "read_file"
     assert sent["tools"][0]["input_schema"] == READ["parameters"]
+
+
+def test_a_key_the_cloud_sends_back_reaches_the_client_masked(gw: Gateway) -> None:
+    """A provider echoing the key (in the text, or in a call's arguments that its stream
+    cuts every 7 characters) is masked before the client, whole or streamed, and the
+    call line counts it; a made-up key in the reply's code stays as written."""
+    key = "sk-gateway-test-openai-0123456789"  # the gateway's OPENAI_API_KEY
+    sample = "sk-sample-not-a-real-key-000000"
+    echo = Scripted(
+        f"Your key is {key} and a sample is {sample}.",
+        tool_calls=(ScriptedCall("read_file", {"path": f"{key}.env"}, id="call_k"),),
+    )
+    gw.cloud.script.queue(echo, echo)
+    client = gw.openai
+    asked = {
+        "model": "architect",
+        "tools": [{"type": "function", "function": READ}],
+        "messages": [{"role": "user", "content": "plan the fix"}],
+        "extra_headers": {"x-switchyard-signal": "confidence=0.5"},
+    }
+    reply = client.chat.completions.create(**asked)  # type: ignore[call-overload]
+    message = reply.choices[0].message
+    assert message.content == f"Your key is [REDACTED] and a sample is {sample}."
+    calls = message.tool_calls or []
+    assert [json.loads(c.function.arguments) for c in calls] == [{"path": "[REDACTED].env"}]
+    text, arguments = "", ""
+    for chunk in client.chat.completions.create(stream=True, **asked):  # type: ignore[call-overload]
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            for c in choice.delta.tool_calls or []:
+                arguments += c.function.arguments or ""
+    assert text == message.content and json.loads(arguments) == {"path": "[REDACTED].env"}
+    cloud_calls = [ln for ln in lines_of("call") if ln["values"].get("provider") == "openai"]
+    assert [ln["values"]["reply_secrets_masked"] for ln in cloud_calls] == [2, 2]

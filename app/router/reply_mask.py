@@ -1,0 +1,173 @@
+"""A cloud reply with the environment's keys masked, streamed or whole.
+
+The outgoing request is masked (:func:`app.router.calling.mask_request`), so a model
+never saw a key; a provider can still send one back (an echo of the request's headers, a
+relay that quotes its upstream's error in the reply, a model that learned one). What a
+reply says reaches stdout, a gateway client's transcript, the evidence and the audit's
+previews, so each secret value of the environment (:func:`secret_env_values`) is masked
+in the text, the reasoning and each tool call's arguments before anyone reads them.
+
+Only the exact values are masked here, not the masker's shapes (``sk-…``, ``password =
+…``): a model writing code quotes those shapes on purpose (a test's fake key), and its
+diff must apply as written. A value split across deltas is caught by holding back the
+end of a delta that could begin one (at most a key's length, and only while it could),
+so the streamed pieces add up to the masked whole.
+"""
+
+from __future__ import annotations
+
+import re
+
+from app.audit.masking import REDACTED, env_pattern, secret_env_values
+from app.backends.base import ChatResult, Delta, ToolCall, ToolCallDelta
+
+
+class _Piece:
+    """One stream's text (the reply, its reasoning, one tool call's arguments) masked as
+    it comes, with the end that could start a secret held back."""
+
+    __slots__ = ("held", "pattern", "values")
+
+    def __init__(self, pattern: re.Pattern[str], values: tuple[str, ...]) -> None:
+        self.pattern, self.values, self.held = pattern, values, ""
+
+    def feed(self, text: str) -> str:
+        text = self.pattern.sub(REDACTED, self.held + text) if self.held or text else text
+        cut = _start_of_secret(text, self.values)
+        self.held = text[cut:]
+        return text[:cut]
+
+    def flush(self) -> str:
+        # what is held is no whole secret (each whole one was masked as it came in)
+        held, self.held = self.held, ""
+        return held
+
+
+def _start_of_secret(text: str, values: tuple[str, ...]) -> int:
+    """Where the longest end of ``text`` that begins one of ``values`` (and is not all of
+    it) starts; ``len(text)`` when no end does."""
+    n = len(text)
+    cut = n
+    for value in values:
+        first = value[0]
+        at = text.find(first, max(0, n - len(value) + 1))
+        while at != -1 and at < cut:
+            if value.startswith(text[at:]):
+                cut = at
+                break
+            at = text.find(first, at + 1)
+    return cut
+
+
+class ReplyMasker:
+    """Masks one call's deltas and its result with the environment as it is now."""
+
+    __slots__ = ("_calls", "_firsts", "_reasoning", "_text", "count", "pattern", "values")
+
+    def __init__(
+        self, values: tuple[str, ...], pattern: re.Pattern[str], firsts: tuple[str, ...]
+    ) -> None:
+        self.values, self.pattern = values, pattern
+        self.count = 0
+        #: the characters a key begins with: a text holding none of them holds no key and
+        #: no beginning of one, and passes as it is (most do: a secret begins ``sk-``)
+        self._firsts = firsts
+        self._text: _Piece | None = None
+        self._reasoning: _Piece | None = None
+        self._calls: dict[int, _Piece] = {}
+
+    @classmethod
+    def for_environment(cls) -> ReplyMasker | None:
+        """A masker, or None when the environment holds no secret (nothing to do)."""
+        global _seen
+        values = secret_env_values()
+        if values is not _seen[0]:  # (the same tuple while the environment is unchanged)
+            pattern = env_pattern(values)
+            _seen = (values, pattern, tuple(sorted({v[0] for v in values})))
+        _, pattern, firsts = _seen
+        return None if pattern is None else cls(values, pattern, firsts)
+
+    def _clean(self, text: str) -> bool:
+        for c in self._firsts:  # noqa: SIM110 (a loop: any()'s generator costs more here)
+            if c in text:
+                return False
+        return True
+
+    def _piece(self, piece: _Piece | None, text: str) -> tuple[_Piece | None, str]:
+        if piece is None:
+            if self._clean(text):
+                return None, text
+            piece = _Piece(self.pattern, self.values)
+        return piece, piece.feed(text)
+
+    def delta(self, item: Delta) -> Delta:
+        if (
+            self._text is None
+            and self._reasoning is None
+            and not self._calls
+            and not item.reasoning
+            and not item.tool_calls
+            and self._clean(item.text)
+        ):
+            return item  # (most deltas: no key and no beginning of one, nothing held)
+        self._text, text = self._piece(self._text, item.text)
+        if item.reasoning or self._reasoning is not None:
+            self._reasoning, reasoning = self._piece(self._reasoning, item.reasoning)
+        else:
+            reasoning = item.reasoning
+        calls = [self._call(c) for c in item.tool_calls] if item.tool_calls else item.tool_calls
+        if text == item.text and reasoning == item.reasoning and calls == item.tool_calls:
+            return item
+        return item.model_copy(update={"text": text, "reasoning": reasoning, "tool_calls": calls})
+
+    def _call(self, call: ToolCallDelta) -> ToolCallDelta:
+        piece, arguments = self._piece(self._calls.get(call.index), call.arguments)
+        if piece is not None:
+            self._calls[call.index] = piece
+        if arguments == call.arguments:
+            return call
+        return call.model_copy(update={"arguments": arguments})
+
+    def rest(self) -> Delta | None:
+        """What is still held back when the stream ends, as one last delta (or None)."""
+        if self._text is None and self._reasoning is None and not self._calls:
+            return None
+        text = self._text.flush() if self._text is not None else ""
+        reasoning = self._reasoning.flush() if self._reasoning is not None else ""
+        calls = [
+            ToolCallDelta(index=i, arguments=held)
+            for i, piece in sorted(self._calls.items())
+            if (held := piece.flush())
+        ]
+        if not (text or reasoning or calls):
+            return None
+        return Delta(text=text, reasoning=reasoning, tool_calls=calls)
+
+    def result(self, result: ChatResult) -> ChatResult:
+        """The whole reply masked (what the streamed pieces add up to)."""
+        if not (result.reasoning or result.tool_calls) and self._clean(result.text):
+            return result
+        text, reasoning = self._whole(result.text), self._whole(result.reasoning)
+        calls = [
+            c if (a := self._whole(c.arguments)) == c.arguments else _with_arguments(c, a)
+            for c in result.tool_calls
+        ]
+        if not self.count:
+            return result
+        update = {"text": text, "reasoning": reasoning, "tool_calls": calls}
+        return result.model_copy(update={**update, "secrets_masked": self.count})
+
+    def _whole(self, text: str) -> str:
+        if not text or self._clean(text):
+            return text
+        masked, n = self.pattern.subn(REDACTED, text)
+        self.count += n
+        return masked
+
+
+#: the environment's secret values last seen, their pattern and first characters
+_seen: tuple[tuple[str, ...] | None, re.Pattern[str] | None, tuple[str, ...]] = (None, None, ())
+
+
+def _with_arguments(call: ToolCall, arguments: str) -> ToolCall:
+    return call.model_copy(update={"arguments": arguments})

@@ -1,0 +1,126 @@
+"""A cloud reply's keys are masked as it streams: the pieces never spell a key, however
+the provider cut them, and they add up to the masked whole."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.audit.masking import REDACTED
+from app.backends.base import ChatResult, Delta, ToolCall, ToolCallDelta, Usage
+from app.router.reply_mask import ReplyMasker
+
+OPENAI = "sk-proj-replymask-0123456789abcdefXYZ"
+ANTHROPIC = "sk-ant-replymask-9876543210"
+
+
+@pytest.fixture(autouse=True)
+def keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC)
+
+
+def masker() -> ReplyMasker:
+    m = ReplyMasker.for_environment()
+    assert m is not None
+    return m
+
+
+def cut(text: str, points: list[int]) -> list[str]:
+    at = sorted({p % (len(text) + 1) for p in points} | {0, len(text)})
+    return [text[a:b] for a, b in itertools.pairwise(at)]
+
+
+# text around the keys: their own first characters and near misses included
+filler = st.text(alphabet="sk-proj-ant abc0123\n", max_size=40)
+
+
+@given(
+    parts=st.lists(st.tuples(filler, st.sampled_from([OPENAI, ANTHROPIC, OPENAI[:-1], ""]))),
+    points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
+)
+def test_the_streamed_pieces_never_spell_a_key_and_add_up_to_the_masked_whole(
+    parts: list[tuple[str, str]], points: list[int]
+) -> None:
+    whole = "".join(a + b for a, b in parts)
+    m = masker()
+    streamed = []
+    for piece in cut(whole, points):
+        out = m.delta(Delta(text=piece)).text
+        held = m._text.held if m._text is not None else ""
+        assert len(held) < len(OPENAI)  # never more held than a key's length
+        streamed.append(out)
+    rest = m.rest()
+    streamed.append(rest.text if rest is not None else "")
+    joined = "".join(streamed)
+    assert OPENAI not in joined and ANTHROPIC not in joined
+    masked = masker().result(
+        ChatResult(
+            text=whole, usage=Usage(tokens_in=1, tokens_out=1), finish_reason="stop", model="m"
+        )
+    )
+    assert joined == masked.text
+    assert masked.secrets_masked == whole.count(OPENAI) + whole.count(ANTHROPIC)
+
+
+def test_reasoning_and_each_tool_calls_arguments_are_masked_apart() -> None:
+    m = masker()
+    args = f'{{"token": "{OPENAI}"}}'
+    thought = f"{ANTHROPIC} then sk-"  # ends as a key would begin: held to the end
+    out: dict[int, str] = {0: "", 1: ""}
+    reasoning = ""
+    for i in range(0, len(args), 7):
+        d = m.delta(
+            Delta(
+                reasoning=thought[i : i + 7],
+                tool_calls=[
+                    ToolCallDelta(index=0, arguments=args[i : i + 7]),
+                    ToolCallDelta(index=1, arguments="{}"[i : i + 7]),
+                ],
+            )
+        )
+        reasoning += d.reasoning
+        for c in d.tool_calls:
+            out[c.index] += c.arguments
+    rest = m.rest()
+    assert rest is not None
+    reasoning += rest.reasoning
+    for c in rest.tool_calls:
+        out[c.index] += c.arguments
+    assert out == {0: f'{{"token": "{REDACTED}"}}', 1: "{}"}
+    assert reasoning == f"{REDACTED} then sk-"
+    result = masker().result(
+        ChatResult(
+            text="done",
+            reasoning=thought,
+            tool_calls=[ToolCall(id="c1", name="f", arguments=args)],
+            usage=Usage(tokens_in=1, tokens_out=1),
+            finish_reason="tool_calls",
+            model="m",
+        )
+    )
+    assert result.tool_calls[0].arguments == out[0] and result.reasoning == reasoning
+    assert result.secrets_masked == 2
+
+
+def test_a_clean_reply_is_passed_on_as_it_came_and_no_keys_means_no_masker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    m = masker()
+    delta = Delta(text="the loop stops one short")
+    assert m.delta(delta) is delta
+    result = ChatResult(
+        text="ok", usage=Usage(tokens_in=1, tokens_out=1), finish_reason="stop", model="m"
+    )
+    assert m.result(result) is result
+    # a code sample's made-up key is not the environment's: it stays as the model wrote it
+    sample = Delta(text='client = OpenAI(api_key="sk-test-0000000000000000000000")\n')
+    assert m.delta(sample).text == sample.text
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    assert ReplyMasker.for_environment() is None
