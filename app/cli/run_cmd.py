@@ -116,7 +116,12 @@ def _run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     loaded = policy_from(args, settings)
     policy = loaded.policy
-    overrides = _spec_overrides(args.spec, loaded) if args.spec is not None else None
+    overrides = None
+    if args.spec is not None:
+        from app.backends.local_only import effective_local_only
+
+        session_local_only = effective_local_only(policy, settings, args.local_only)
+        overrides = _spec_overrides(args.spec, loaded, session_local_only)
     if overrides is not None:
         policy = overrides.apply(policy)
     if repo is None:
@@ -168,15 +173,16 @@ def _check_test_command(command: str) -> None:
         raise UsageError(f"--test-command {command!r}: {str(exc).lower()}") from None
 
 
-def _spec_overrides(path: Path, loaded: Any) -> Any:
+def _spec_overrides(path: Path, loaded: Any, session_local_only: bool) -> Any:
     """Lint the spec first (§8): whatever it rejects stops the run before any model call,
-    exit 2 with FILE:LINE; whatever it accepts is applied."""
+    exit 2 with FILE:LINE; whatever it accepts is applied. ``session_local_only``: the run
+    is local_only whatever the spec says (the flag, the environment, the config)."""
     from app.policy.spec import read_spec
     from app.policy.spec_lint import lint_block
     from app.policy.spec_overrides import spec_overrides
 
     block = read_spec(path)
-    report = lint_block(block, loaded, spec_dir=path.parent)
+    report = lint_block(block, loaded, spec_dir=path.parent, session_local_only=session_local_only)
     if report.errors:
         raise UsageError(
             f"{path}: the spec's §8 block is not compliant; nothing was run\n"

@@ -36,15 +36,20 @@ def register(sub: Any) -> None:
 
 
 def _lint(args: argparse.Namespace) -> int:
+    from app.backends.local_only import effective_local_only
     from app.policy.spec import SpecError
     from app.policy.spec_lint import LintReport, lint_file
 
-    loaded = policy_from(args, settings_from(args))
+    settings = settings_from(args)
+    loaded = policy_from(args, settings)
+    # a run here is local_only when SWITCHYARD_LOCAL_ONLY or the config says so: the
+    # lint judges the spec by that, as the run will (it read the policy file's alone)
+    session_local_only = effective_local_only(loaded.policy, settings)
     reports: list[LintReport] = []
     usage: list[str] = []
     for path in args.files:
         try:
-            reports.append(lint_file(path, loaded))
+            reports.append(lint_file(path, loaded, session_local_only=session_local_only))
         except SpecError as exc:
             usage.append(str(exc))
 

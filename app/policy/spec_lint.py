@@ -85,10 +85,10 @@ class LintReport(BaseModel):
 # ── entry points ─────────────────────────────────────────────────────────────────────────
 
 
-def lint_file(path: Path, loaded: LoadedPolicy) -> LintReport:
+def lint_file(path: Path, loaded: LoadedPolicy, *, session_local_only: bool = False) -> LintReport:
     """Lint the block in ``path``. Raises SpecError when there is no file or no block."""
     block = read_spec(path)
-    return lint_block(block, loaded, spec_dir=path.parent)
+    return lint_block(block, loaded, spec_dir=path.parent, session_local_only=session_local_only)
 
 
 def lint_text(
@@ -99,9 +99,15 @@ def lint_text(
 
 
 def lint_block(
-    block: SpecBlock, loaded: LoadedPolicy, *, spec_dir: Path | None = None
+    block: SpecBlock,
+    loaded: LoadedPolicy,
+    *,
+    spec_dir: Path | None = None,
+    session_local_only: bool = False,
 ) -> LintReport:
-    found = Findings(block, loaded, spec_dir)
+    """``session_local_only``: the session the spec would run in is local_only beyond the
+    policy file (``SWITCHYARD_LOCAL_ONLY``, the config, ``--local-only``)."""
+    found = Findings(block, loaded, spec_dir, session_local_only=session_local_only)
     _run(found)
     problems = sorted(found.problems, key=lambda p: (p.line, p.severity != "error"))
     return LintReport(

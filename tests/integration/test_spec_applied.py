@@ -125,6 +125,18 @@ def test_a_spec_without_the_implementer_cannot_run(
     assert world["vllm"].chat_requests == []
 
 
+def test_hr_yes_in_a_run_made_local_only_by_the_environment_stops_before_any_call(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SWITCHYARD_LOCAL_ONLY forbids the cloud Judge an HR = YES spec needs: the run could
+    never be merge-ready, so it stops at the lint, as under a local_only policy."""
+    monkeypatch.setenv("SWITCHYARD_LOCAL_ONLY", "1")
+    rc, out, err, path = run_with(world, seed_spec(hr="YES"), capsys)
+    assert rc == 2, (out, err)
+    assert "GR-009" in err and f"{path}:" in err
+    assert world["vllm"].chat_requests == []
+
+
 # ── what lint accepts is applied, and recorded ──────────────────────────────────────────
 
 

@@ -278,6 +278,23 @@ def test_hr_yes_under_local_only_can_never_merge(tmp_path: Path, loaded: LoadedP
     assert err.line == line_of(spec, "HR = YES") and "GR-009" in err.message
 
 
+def test_hr_yes_in_a_session_local_only_by_the_environment_can_never_merge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``SWITCHYARD_LOCAL_ONLY`` makes every run here local_only: the lint judges the spec
+    by that, as the run would (it read the policy file's false and said compliant)."""
+    body = filled().replace("HR = YES/NO", "HR = YES")
+    spec = write(tmp_path, body)
+    assert main(["spec", "lint", str(spec)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("SWITCHYARD_LOCAL_ONLY", "1")
+    assert main(["spec", "lint", str(spec)]) == 1
+    out = capsys.readouterr().out
+    assert f"{spec}:{line_of(spec, 'HR = YES')}: high_risk.HR" in out and "GR-009" in out
+    # and the spec's own "local_only = false" is named as what it cannot do
+    assert "this session is local_only (SWITCHYARD_LOCAL_ONLY" in out
+
+
 def test_hr_must_be_yes_or_no(tmp_path: Path, loaded: LoadedPolicy) -> None:
     spec = write(tmp_path, filled().replace("HR = YES/NO", "HR = perhaps"))
     (err,) = lint(spec, loaded).errors

@@ -38,10 +38,25 @@ class Findings:
     has found so far. Problems name a line of the spec file; a missing line is reported
     on the block's heading."""
 
-    def __init__(self, block: SpecBlock, loaded: LoadedPolicy, spec_dir: Path | None) -> None:
+    def __init__(
+        self,
+        block: SpecBlock,
+        loaded: LoadedPolicy,
+        spec_dir: Path | None,
+        *,
+        session_local_only: bool = False,
+    ) -> None:
         self.block = block
         self.loaded = loaded
         self.policy: Policy = loaded.policy
+        #: who makes the session local_only whatever a spec says (None: nobody does)
+        self.local_only_by: str | None = (
+            "the policy has local_only = true"
+            if self.policy.privacy.local_only
+            else "this session is local_only (SWITCHYARD_LOCAL_ONLY, the config or the flag)"
+            if session_local_only
+            else None
+        )
         self.spec_dir = spec_dir
         self.problems: list[LintProblem] = []
         self.spec_version: str | None = None

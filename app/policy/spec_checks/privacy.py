@@ -23,11 +23,11 @@ def check_local_only(f: Findings) -> bool | None:
             f"local_only must be true or false, got {entry.value.strip() or 'nothing'!r}",
         )
         return None
-    if not value and f.policy.privacy.local_only:
+    if not value and f.local_only_by is not None:
         f.warn(
             entry.line,
             "privacy.local_only",
-            "the policy has local_only = true: a spec can turn it on, never off",
+            f"{f.local_only_by}: a spec can turn it on, never off",
         )
     return value
 
@@ -70,8 +70,9 @@ def check_hr(
             "high_risk.HR",
             "HR = YES requires the cloud Judge (GR-002): mark 'Auditor/Judge: YES'",
         )
-    if local_only is True or f.policy.privacy.local_only:
-        # the policy's local_only counts too: a spec can never turn it off
+    if local_only is True or f.local_only_by is not None:
+        # the policy's local_only counts too, and the session's: a spec can never turn
+        # it off
         f.error(
             entry.line,
             "high_risk.HR",
