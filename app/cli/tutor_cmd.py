@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.markup import escape
 
@@ -29,12 +32,15 @@ from app.cli.common import (
     repo_top,
     run_stoppable,
     settings_from,
+    stopper,
 )
-from app.errors import SwitchyardError, UsageError
+from app.errors import SwitchyardError, Terminated, UsageError
 
 if TYPE_CHECKING:
     from app.audit.types import AuditLine
     from app.pipeline.tutor import TutorReply, TutorSession
+
+T = TypeVar("T")
 
 ESCALATE = "/escalate"
 REVEAL = "/reveal"
@@ -173,6 +179,7 @@ def _interactive(args: argparse.Namespace, settings: Any, policy: Any, repo: Pat
 
     out = console()
     with asyncio.Runner() as runner:
+        turns = _Turns(runner)
         stack = AsyncExitStack()
         session = runner.run(
             stack.enter_async_context(
@@ -194,7 +201,7 @@ def _interactive(args: argparse.Namespace, settings: Any, policy: Any, repo: Pat
             )
             seen = 0
             while True:
-                line = runner.run(_read_line(f"you ({_next_label(tutor)}) › "))
+                line = turns.run(_read_line(f"you ({_next_label(tutor)}) › "))
                 if line is None or not line.strip():
                     break
                 text = line.strip()
@@ -208,7 +215,7 @@ def _interactive(args: argparse.Namespace, settings: Any, policy: Any, repo: Pat
                         out.print(f"{ESCALATE} needs a question after it")
                         continue
                 try:
-                    reply = runner.run(tutor.ask(text, escalate=escalate))
+                    reply = turns.run(tutor.ask(text, escalate=escalate))
                 except TutorTurnCapReached as exc:
                     out.print(f"[bold yellow]{escape(str(exc))}[/]")
                     break
@@ -221,7 +228,7 @@ def _interactive(args: argparse.Namespace, settings: Any, policy: Any, repo: Pat
                 if reply.n == 1:
                     _print_grounding(out, tutor)
                 _print_reply(out, reply, interactive=True)
-                lines = runner.run(session.audit.lines(session=session.id))
+                lines = turns.run(session.audit.lines(session=session.id))
                 _print_audit(out, lines[seen:])
                 seen = len(lines)
                 out.print()
@@ -233,8 +240,52 @@ def _interactive(args: argparse.Namespace, settings: Any, policy: Any, repo: Pat
                     )
                     break
         finally:
-            runner.run(stack.aclose())
+            runner.run(stack.aclose())  # (not cancelled by a signal: see _Turns)
     return 0
+
+
+class _Turns:
+    """Runs each step of the interactive loop with a SIGTERM doing what it does in one
+    turn (:func:`app.cli.common.run_stoppable`): the step is cancelled, so a model call in
+    flight is settled and audited (CALL_CANCELLED), the session closes, and the process
+    ends 143. A SIGTERM killed the loop at once, the call unrecorded and its reservation
+    held until it expired. A second signal waits for the close, a third ends at once."""
+
+    def __init__(self, runner: asyncio.Runner) -> None:
+        self.runner = runner
+        self.task: asyncio.Task[Any] | None = None
+        self.stop, self.taken = stopper(
+            self,
+            second="closing the session; one moment (once more to stop at once)",
+            third="stopped before the session was closed",
+        )
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            runner.get_loop().add_signal_handler(signal.SIGTERM, self.stop, signal.SIGTERM)
+
+    def cancel(self) -> None:  # (the stopper's first signal)
+        if self.task is not None:
+            self.task.cancel()
+
+    def run(self, step: Coroutine[Any, Any, T]) -> T:
+        async def tracked() -> T:
+            self.task = asyncio.current_task()
+            try:
+                if self.taken:  # a signal that came between two steps
+                    raise asyncio.CancelledError
+                return await step
+            finally:
+                self.task = None
+                step.close()  # (never started when the signal came first)
+
+        try:
+            done = self.runner.run(tracked())
+        except asyncio.CancelledError:
+            if self.taken:
+                raise Terminated() from None
+            raise
+        if self.taken:  # it came as the step ended: it stops the loop all the same
+            raise Terminated()
+        return done
 
 
 async def _read_line(prompt: str) -> str | None:

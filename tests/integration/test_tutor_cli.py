@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,7 @@ from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.demo_repo import make_repo
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
+from tests.reliability.kit import audit_lines
 
 QWEN = "Qwen/Qwen2.5-Coder-7B-Instruct"
 
@@ -262,3 +269,47 @@ def test_a_subfolder_of_the_repo_grounds_the_tutor_in_the_whole_repo(
     assert rc == 0
     assert any(s.startswith("parser.py:") for s in data["grounded_in"])
     assert not (repo / "tests" / ".switchyard").exists()
+
+
+def test_a_sigterm_mid_turn_of_the_interactive_tutor_settles_the_call_and_exits_143(
+    tmp_path: Path, fake_openai_factory: Callable[..., FakeOpenAIServer]
+) -> None:
+    """The interactive loop took a SIGTERM as a kill: the call in flight had no closing
+    line and the session was not closed. Now it does what one turn does (exit 143, the
+    call recorded as cancelled)."""
+    vllm = fake_openai_factory("vllm", replies=["word " * 200], models=[QWEN], event_delay=0.2)
+    env = {
+        **os.environ,
+        "SWITCHYARD_VLLM_URL": vllm.base_url,
+        "SWITCHYARD_LLAMACPP_SERVER_URL": f"http://127.0.0.1:{closed_port()}/v1",
+        "SWITCHYARD_N_THREADS": "1",
+    }
+    leader, follower = pty.openpty()  # the interactive tutor needs a terminal on stdin
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "tutor"],
+        env=env,
+        stdin=follower,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(follower)
+    try:
+        os.write(leader, b"what is a closure?\n")
+        deadline = time.monotonic() + 60
+        while not vllm.chat_requests and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.05)
+        time.sleep(0.3)  # a few of the reply's words are on their way
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "switchyard: stopped (SIGTERM)" in err and "Traceback" not in err
+    lines = [ln for ln in audit_lines() if ln["kind"] in ("route", "call")]
+    assert [ln["kind"] for ln in lines][-2:] == ["route", "call"]
+    assert lines[-1]["reason_codes"] == ["CALL_CANCELLED"]
