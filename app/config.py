@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     theme: str = "switchyard-dark"
     n_threads: int | None = Field(default=None, ge=1, le=256)
     approve: ApproveMode = "ask"
-    approval_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    approval_timeout_s: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False)
     vllm_url: str | None = None
     llamacpp_server_url: str | None = None
     consensus: bool = Field(

@@ -125,6 +125,15 @@ def test_out_of_range_env_value(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "setting n_threads:" in _one_line_error()
 
 
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_timeout_that_is_no_number_is_named_as_such(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nan was "should be less than or equal to 3600", a bound it does not break
+    monkeypatch.setenv("SWITCHYARD_APPROVAL_TIMEOUT_S", value)
+    assert "approval_timeout_s: Input should be a finite number" in _one_line_error()
+
+
 def test_bad_file_value_and_unknown_key(tmp_path: Path) -> None:
     target = _config(tmp_path, 'approve = "maybe"\ncolour = "blue"\n')
     message = _one_line_error()
