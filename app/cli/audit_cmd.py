@@ -75,8 +75,8 @@ def register(sub: Any) -> None:
         "--output",
         type=_a_file,
         metavar="FILE",
-        help="file (default stdout); a --session/--run that matches nothing leaves it as it "
-        "was and exits 1",
+        help="file (default stdout); a filter that matches nothing exports nothing and exits "
+        "1 (a FILE is left as it was)",
     )
     _add_filters(export)
     export.set_defaults(handler=_export)
@@ -189,6 +189,10 @@ async def _team_tail(args: argparse.Namespace, log: PgAuditLog, show: Any) -> No
         seen.update(read)  # past what the filters left out too
 
 
+def _filtered(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k, None) for k in ("session", "run", "user", "chain"))
+
+
 def _none_matched(args: argparse.Namespace, *, user: str | None = None) -> None:
     """A filter that matched nothing says so on stderr (it printed nothing at all, as an
     empty log does): ids are matched whole, so a cut one matches nothing. ``user``: the
@@ -287,6 +291,8 @@ def _export(args: argparse.Namespace) -> int:
         print(f"exported {count} audit lines to {args.output}", file=sys.stderr)
     if not count:
         _none_matched(args)
+        if _filtered(args):  # as with -o FILE: nothing exported is no export (an empty
+            return 1  # log with no filter is an export of nothing, exit 0)
     if checked and not checked[0].ok:
         # exported as it is (it is the record), but never as if it held: the docs name
         # an export the outside anchor, and a tampered chain's exported with exit 0
