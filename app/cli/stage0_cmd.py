@@ -23,6 +23,7 @@ from app.cli.common import (
 )
 from app.counted import counted
 from app.errors import UsageError
+from app.shown import clean
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -224,12 +225,13 @@ def _render_query(result: QueryResult) -> None:
             col, justify="right" if col in {"#", "relevance", "mmr", "tokens"} else "left"
         )
     for i, ch in enumerate(result.selected, start=1):
-        # a path or a symbol is any text ("[red]x.py"): shown, never read as markup
+        # a path or a symbol is any text ("[red]x.py"): shown, never read as markup, and
+        # on one line (a file name with a newline split its row in two)
         table.add_row(
             str(i),
             ch.lane,
-            escape(ch.location),
-            escape(ch.symbol or ""),
+            escape(clean(ch.location, one_line=True)),
+            escape(clean(ch.symbol or "", one_line=True)),
             f"{ch.relevance:.3f}",
             f"{ch.mmr:.3f}",
             str(ch.tokens),
@@ -279,7 +281,7 @@ def _explain_table(lane: LaneExplain) -> Table:
             f"{e.relevance:.3f}",
             f"{e.redundancy:.3f}",
             "" if e.mmr is None else f"{e.mmr:.3f}",
-            escape(f"{e.path}:{e.start}-{e.end}"),
+            escape(clean(f"{e.path}:{e.start}-{e.end}", one_line=True)),
             escape(terms),
             escape(e.reason),
         )

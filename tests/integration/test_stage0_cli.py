@@ -236,6 +236,17 @@ def test_paths_and_symbols_are_shown_as_they_are_never_as_markup(
     assert out.count("[red]x.py:1-2") == 2
 
 
+def test_a_file_name_with_a_newline_keeps_its_row_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    repo = make_repo(tmp_path, {"a\nb.py": "def zebraquux():\n    return 1\n"})
+    rc, out, _ = _run(capsys, "stage0", "query", "zebraquux", "--repo", str(repo), "--explain")
+    assert rc == 0
+    rows = [ln for ln in out.splitlines() if "b.py:1-2" in ln]
+    assert len(rows) == 2 and all("a\u23ceb.py:1-2" in ln for ln in rows), out
+
+
 def test_k_bounds_the_chunks_lane_and_code_k_the_code_lane(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
