@@ -48,8 +48,12 @@ class PolicyError(SwitchyardError):
     exit_code = 2
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
+        from app.audit.masking import mask_text
+
+        # masked: a problem quotes the file, and a key pasted where a variable's name
+        # belongs (``api_key_env = "sk-…"``) went to every command's stderr, --json too
+        self.problems = [mask_text(p)[0] for p in problems]
+        super().__init__("\n".join(self.problems))
 
 
 class ConfigError(SwitchyardError):

@@ -33,11 +33,12 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
+from app.audit.secret_forms import SecretForms, mask_spans, secret_forms
 from app.remembered import Remembered, digest
 
 REDACTED = "[REDACTED]"
 #: Bumped whenever what is masked changes: caches of masked text key on it.
-MASKING_VERSION = "4"  # 4: a key shown in part (its ends, stars between)
+MASKING_VERSION = "5"  # 5: a value in part, another case, escaped or base64 (secret_forms)
 
 SECRET_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
 SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_SECRET_KEY", "_PASSWORD", "_ACCESS_KEY")
@@ -386,9 +387,14 @@ class Masker:
     """
 
     def __init__(
-        self, env: re.Pattern[str] | None = None, digest_of: Callable[[str], bytes] = digest
+        self,
+        env: re.Pattern[str] | None = None,
+        digest_of: Callable[[str], bytes] = digest,
+        forms: SecretForms | None = None,
     ) -> None:
         self.env = env
+        #: the same values in their other forms (in part, another case, escaped, base64)
+        self.forms = forms
         self.count = 0
         #: what a long text is remembered by (a request's Digests: its count and its hash
         #: digest the same texts)
@@ -410,7 +416,8 @@ class Masker:
     def from_environment(
         cls, environ: Mapping[str, str] | None = None, digest_of: Callable[[str], bytes] = digest
     ) -> Masker:
-        return cls(env_pattern(secret_env_values(environ)), digest_of)
+        values = secret_env_values(environ)
+        return cls(env_pattern(values), digest_of, secret_forms(values) if values else None)
 
     # text ────────────────────────────────────────────────────────────────────────────────
     def text(self, text: str) -> str:
@@ -434,8 +441,16 @@ class Masker:
         return text if hit[0] is None else hit[0]
 
     def _text(self, text: str) -> str:
-        if self.env is not None:
-            text, n = self.env.subn(lambda m: _keep_lines(m.group(0)), text)
+        forms = self.forms
+        if forms is not None:
+            # (each value with its runs: whole, in part, in another case or form; only a
+            # value no run stands for is looked for by the pattern, whole)
+            text = self._forms(forms, text)
+            exact = env_pattern(forms.uncovered) if forms.uncovered else None
+        else:
+            exact = self.env
+        if exact is not None:
+            text, n = exact.subn(lambda m: _keep_lines(m.group(0)), text)
             self.count += n
         if not maybe_secret(text):
             return text
@@ -451,6 +466,13 @@ class Masker:
             if "PRIVATE KEY" in text:
                 text = self._pem(text)
         return text
+
+    def _forms(self, forms: SecretForms, text: str) -> str:
+        """``text`` with each run of a secret value in another form masked (each value
+        whole was masked before, as it was found)."""
+        spans = forms.spans(text)
+        self.count += len(spans)
+        return mask_spans(text, spans, REDACTED)
 
     def _shape(self, pattern: re.Pattern[str], check: Check | None, text: str) -> str:
         def replace(m: re.Match[str]) -> str:

@@ -19,7 +19,6 @@ from app.audit.masking import (
     SECRET_ENV_VARS,
     SECRET_KEY,
     Masker,
-    env_pattern,
     secret_env_values,
 )
 
@@ -34,10 +33,6 @@ __all__ = [
 ]
 
 
-def _current_env() -> re.Pattern[str] | None:
-    return env_pattern(secret_env_values())
-
-
 def redact_text(text: str, env_pattern: re.Pattern[str] | None = None) -> str:
     """``text`` with every shaped secret masked, and the values ``env_pattern`` finds."""
     return Masker(env_pattern).text(text)
@@ -48,7 +43,7 @@ def redact(obj: Any) -> Any:
 
     Tuples come back as lists (audit lines are JSON); numbers, None and bools pass through.
     """
-    return Masker(_current_env()).walk(obj)
+    return Masker.from_environment().walk(obj)
 
 
 class RedactingFormatter(logging.Formatter):
@@ -56,4 +51,4 @@ class RedactingFormatter(logging.Formatter):
     before a handler writes it: diagnostic log files are files written too."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return Masker(_current_env()).text(super().format(record))
+        return Masker.from_environment().text(super().format(record))

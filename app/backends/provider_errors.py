@@ -57,6 +57,7 @@ import httpx
 import httpx2
 
 from app.audit.masking import mask_text
+from app.audit.secret_forms import mask_spans, secret_forms
 from app.backends.base import BackendError, ErrorKind
 from app.clock import Clock
 from app.errors import LocalOnlyViolation
@@ -109,9 +110,11 @@ def is_context_length(*texts: object) -> bool:
 
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
     """``text`` without the given secrets or anything shaped like an API key, shortened."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
+    given = tuple(sorted({s for s in secrets if s and len(s) >= 4}, key=lambda s: (-len(s), s)))
+    for secret in given:
+        text = text.replace(secret, "[redacted]")
+    if given:  # and in part, in another case or form (as a relay may echo it)
+        text = mask_spans(text, secret_forms(given).spans(text), "[redacted]")
     text = _KEY_SHAPES.sub("[redacted]", text)
     text = mask_text(text)[0]  # the shared masker: every other key shape, env values
     text = " ".join(text.split())

@@ -232,7 +232,12 @@ def _main(argv: Sequence[str] | None, output: _Output) -> int:
 
 
 def _one_line(exc: SwitchyardError) -> int:
-    for line in str(exc).splitlines() or [type(exc).__name__]:
+    from app.audit.masking import mask_text
+
+    # masked: a message quotes what it was given, and a key pasted where a variable's
+    # name belongs (``api_key_env = "sk-…"``) was printed by every command that read it
+    text = mask_text(str(exc))[0]
+    for line in text.splitlines() or [type(exc).__name__]:
         print(f"switchyard: {line}", file=sys.stderr)
     return exc.exit_code
 

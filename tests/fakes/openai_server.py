@@ -70,6 +70,29 @@ _DEFAULT_MODELS: dict[str, list[str]] = {
 _CREATED = 1_760_000_000
 
 
+KeyEcho = Literal["whole", "partial", "upper", "basic", "percent", "escaped", "split"]
+
+
+def echoed(key: str, how: KeyEcho) -> str:
+    """``key`` as an error message may give it back: whole; its first 8 and last 4
+    characters with stars between (OpenAI's 401); upper-cased; inside an ``Authorization:
+    Basic`` of ``user:key``; percent-encoded; ``\\u``-escaped, as JSON text quoted in a
+    text body; or cut by a line break."""
+    if how == "partial" and len(key) > 12:
+        return key[:8] + "*" * 20 + key[-4:]
+    if how == "upper":
+        return key.upper()
+    if how == "basic":
+        return "Authorization: Basic " + base64.b64encode(f"user:{key}".encode()).decode()
+    if how == "percent":
+        return "".join(f"%{b:02X}" for b in key.encode())
+    if how == "escaped":
+        return "".join(f"\\u{ord(c):04x}" for c in key)
+    if how == "split":
+        return key[: len(key) // 3] + "\n" + key[len(key) // 3 :]
+    return key
+
+
 class FakeOpenAIServer(LoopbackServer):
     """An OpenAI-compatible server on 127.0.0.1; see the module docstring."""
 
@@ -109,8 +132,10 @@ class FakeOpenAIServer(LoopbackServer):
         self.argument_chunk = argument_chunk
         #: False: /health answers 503 (a server still loading its model)
         self.healthy = True
-        #: how a 401 echoes the wrong key: whole, or its first 8 and last 4 characters
-        self.key_echo: Literal["whole", "partial"] = "whole"
+        #: how a 401 echoes the wrong key: whole, its first 8 and last 4 characters, or
+        #: in another form a provider or a relay in front of it gives it back (see
+        #: :func:`echoed`)
+        self.key_echo: KeyEcho = "whole"
         #: fault injection: the usage every reply reports, in place of the counted one
         self.usage_override: dict[str, Any] | None = None
         self._seq = 0
@@ -313,9 +338,7 @@ class FakeOpenAIServer(LoopbackServer):
             return None
         if self.flavor == "vllm":
             return Reply.json({"error": "Unauthorized"}, status=401)
-        shown = key or ""
-        if self.key_echo == "partial" and len(shown) > 12:  # as OpenAI's 401 words it
-            shown = shown[:8] + "*" * 20 + shown[-4:]
+        shown = echoed(key or "", self.key_echo)
         # Real servers echo a (masked) key; echo it whole so tests prove we never repeat it.
         return self._error(
             401,

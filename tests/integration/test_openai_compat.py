@@ -33,7 +33,7 @@ from app.backends.openai_compat import (
 )
 from app.clock import ManualClock
 from app.tokens import count_messages, count_text
-from tests.fakes.openai_server import FakeOpenAIServer, embedding_for
+from tests.fakes.openai_server import FakeOpenAIServer, KeyEcho, echoed, embedding_for
 from tests.fakes.script import Scripted
 from tests.socket_guard import block_non_loopback
 
@@ -378,17 +378,24 @@ async def test_401_403_are_auth(fake_openai: FakeOpenAIServer, make: Make, code:
     assert (err.kind, err.status) == ("auth", int(code))
 
 
-@pytest.mark.parametrize("echo", ["whole", "partial"])
+@pytest.mark.parametrize(
+    "echo", ["whole", "partial", "upper", "basic", "percent", "escaped", "split"]
+)
 async def test_a_wrong_key_is_auth_and_never_repeated(
-    fake_openai_factory: Callable[..., FakeOpenAIServer], make: Make, echo: str
+    fake_openai_factory: Callable[..., FakeOpenAIServer], make: Make, echo: KeyEcho
 ) -> None:
-    """Nor in part: OpenAI's 401 shows the key's first 8 and last 4 characters."""
+    """Nor in part (OpenAI's 401 shows the key's first 8 and last 4 characters), nor in
+    another form a provider or a relay gives it back in (an audit found each of them
+    repeated in skip lines, --json errors and the audit log)."""
     server = fake_openai_factory("openai", api_key="sk-the-right-one")
     server.key_echo = echo
     err, _ = await fails(make(server).stream(ask()))  # sends KEY, which the server echoes
     assert err.kind == "auth"
+    shown = echoed(KEY, echo)
     for text in (str(err), repr(err), "".join(traceback.format_exception(err))):
         assert KEY not in text and KEY[-4:] not in text
+        assert shown not in text and KEY.upper() not in text.upper()
+        assert not any(KEY[i : i + 12].lower() in text.lower() for i in range(len(KEY) - 11))
     assert "[redacted]" in str(err)
 
 

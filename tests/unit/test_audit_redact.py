@@ -48,13 +48,14 @@ def test_env_values_are_redacted_wherever_they_appear(monkeypatch: pytest.Monkey
 
 
 def test_env_cache_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "first-canary-value")
-    assert redact("first-canary-value") == REDACTED
-    monkeypatch.setenv("OPENAI_API_KEY", "second-canary-value")
-    assert redact("second-canary-value") == REDACTED
-    assert redact("first-canary-value") == "first-canary-value"
+    # (no run of 12 characters in common: a value is masked in part, secret_forms)
+    monkeypatch.setenv("OPENAI_API_KEY", "first-canary-7f3a9c")
+    assert redact("first-canary-7f3a9c") == REDACTED
+    monkeypatch.setenv("OPENAI_API_KEY", "second-sentinel-b41e")
+    assert redact("second-sentinel-b41e") == REDACTED
+    assert redact("first-canary-7f3a9c") == "first-canary-7f3a9c"
     monkeypatch.delenv("OPENAI_API_KEY")
-    assert redact("second-canary-value") == "second-canary-value"
+    assert redact("second-sentinel-b41e") == "second-sentinel-b41e"
 
 
 def test_secret_env_values_selects_by_name() -> None:

@@ -110,6 +110,24 @@ def test_check_json_prints_the_findings_whether_the_file_loads_or_not(
     assert json.loads(capsys.readouterr().out)["warnings"] == []
 
 
+def test_a_key_pasted_where_its_variables_name_belongs_is_never_repeated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The finding quoted the value: the key went to stderr and --json of every command
+    that read the policy (an audit)."""
+    key = "sk-proj-PASTEDHERE0123456789abcdefXYZ"
+    text = default_policy_path().read_text(encoding="utf-8")
+    bad = tmp_path / "pasted.toml"
+    bad.write_text(text.replace('api_key_env = "OPENAI_API_KEY"', f'api_key_env = "{key}"', 1))
+    for argv in (["policy", "check", str(bad)], ["policy", "check", str(bad), "--json"]):
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert key not in out + err and "[REDACTED]" in out + err
+        assert "providers.openai.api_key_env: not an environment variable name" in out + err
+    assert main(["budget", "--policy", str(bad)]) == 2
+    assert key not in capsys.readouterr().err
+
+
 def test_show_bad_policy_from_env_exits_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -478,6 +478,17 @@ def test_overrides_must_be_listed(tmp_path: Path, loaded: LoadedPolicy) -> None:
         assert lint(write(tmp_path, body, "listed.md"), loaded).errors == []
 
 
+def test_a_finding_that_quotes_a_key_masks_it(
+    tmp_path: Path, loaded: LoadedPolicy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "sk-proj-PASTEDHERE0123456789abcdefXYZ"
+    spec = write(tmp_path, filled().replace("- <none | list>", f"- key = {key}"))
+    (err,) = lint(spec, loaded).errors
+    assert err.field == "overrides" and key not in err.message and "[REDACTED]" in err.message
+    assert main(["spec", "lint", str(spec), "--json"]) == 1
+    assert key not in capsys.readouterr().out
+
+
 # ── the policy reference ─────────────────────────────────────────────────────────────────
 
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from app.policy.loader import LoadedPolicy
 from app.policy.schema import Policy
@@ -23,6 +23,14 @@ class LintProblem(BaseModel):
     field: str
     message: str
     severity: Severity = "error"
+
+    @field_validator("message")
+    @classmethod
+    def _masked(cls, message: str) -> str:
+        """A finding quotes the spec's line: a key in it is not repeated."""
+        from app.audit.masking import mask_text
+
+        return mask_text(message)[0]
 
     def __str__(self) -> str:
         tag = "warning: " if self.severity == "warning" else ""

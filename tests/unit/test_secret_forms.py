@@ -1,0 +1,109 @@
+"""A secret value of the environment is masked in the other forms it comes back in: in
+part, in another case, percent- or \\u-escaped, in base64 at any alignment (alone or
+inside an encoded ``user:key``), cut by a line break. An audit found each of them
+repeated unmasked in skip lines, --json errors, the audit log and test logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.audit.masking import REDACTED, mask_text
+from app.audit.quick_redact import looks_clean
+from app.audit.secret_forms import FRAGMENT, SecretForms, mask_spans
+
+KEY = "sk-proj-AUDITSECRET0123456789abcdefXYZ"
+
+
+@pytest.fixture(autouse=True)
+def key(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+
+
+def runs_left(text: str) -> list[str]:
+    """Runs of FRAGMENT characters of KEY still in ``text``, in any case."""
+    low = text.lower()
+    return [
+        r for i in range(len(KEY) - FRAGMENT + 1) if (r := KEY[i : i + FRAGMENT].lower()) in low
+    ]
+
+
+FORMS = {
+    "upper": KEY.upper(),
+    "mixed": KEY.swapcase(),
+    "percent": "".join(f"%{b:02X}" for b in KEY.encode()),
+    "percent_in_part": KEY[:10] + "".join(f"%{b:02x}" for b in KEY[10:].encode()),
+    "escaped": "".join(f"\\u{ord(c):04X}" for c in KEY),
+    "split": KEY[:10] + "\n" + KEY[10:],
+    "cut_short": KEY[5:30],
+}
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_each_form_is_masked_and_the_quick_look_sends_its_line_the_slow_way(form: str) -> None:
+    shown = FORMS[form]
+    text = f"HTTP 401: Incorrect API key provided: {shown}. check it"
+    masked, n = mask_text(text)
+    assert n >= 1 and REDACTED in masked
+    assert shown not in masked and not runs_left(masked), masked
+    assert masked.count("\n") == text.count("\n")  # the lines stay lines
+    assert not looks_clean(json.dumps({"detail": text}, ensure_ascii=False, separators=(",", ":")))
+
+
+@pytest.mark.parametrize("user", ["", "u", "us", "user", "apikey"])
+@pytest.mark.parametrize("urlsafe", [False, True])
+def test_base64_of_the_key_inside_any_encoded_text_is_masked(user: str, urlsafe: bool) -> None:
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    blob = encode(f"{user}:{KEY}".encode() if user else KEY.encode()).decode()
+    masked, n = mask_text(f"Authorization: Basic {blob}")
+    assert n >= 1 and REDACTED in masked
+    # what is left of the encoding spells no run of the key (at most a few bytes of it)
+    left = masked.split("Basic ", 1)[1].replace(REDACTED, " ").split()
+    for piece in left:
+        padded = piece + "=" * (-len(piece) % 4)
+        try:
+            decoded = base64.b64decode(padded, altchars=b"-_" if urlsafe else None)
+        except ValueError:
+            continue
+        assert not runs_left(decoded.decode("latin-1"))
+
+
+def test_ordinary_text_and_another_key_are_masked_as_before() -> None:
+    """Only the runs of this environment's values: a test's digits, a digest, prose that
+    shares a few characters with the key; another key is masked by its shape, as before."""
+    text = (
+        "def test_add():\n    assert add(2, 3) == 5  # 0123456789, proj-AUDIT\n"
+        "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n"
+        'client = OpenAI(api_key="sk-proj-SOMEONEELSE9876543210zyxw")\n'
+    )
+    masked, n = mask_text(text)
+    assert n == 1
+    assert masked == text.replace("sk-proj-SOMEONEELSE9876543210zyxw", REDACTED)
+
+
+def test_a_value_with_too_few_different_characters_is_looked_for_only_whole() -> None:
+    forms = SecretForms(("aaaaaaaaaaaaaaaa",))
+    assert forms.spans("x aaaaaaaaaaaaaaaaaaaa y") == []
+    assert forms.uncovered == ("aaaaaaaaaaaaaaaa",)
+
+
+@given(
+    before=st.text(max_size=20),
+    after=st.text(max_size=20),
+    at=st.integers(min_value=0, max_value=len(KEY)),
+)
+def test_spans_cover_every_run_whatever_surrounds_it(before: str, after: str, at: int) -> None:
+    forms = SecretForms((KEY,))
+    text = before + KEY[:at] + "\n" + KEY[at:] + after
+    masked = mask_spans(text, forms.spans(text), REDACTED)
+    assert masked.count("\n") == text.count("\n")
+    for part in (KEY[:at], KEY[at:]):
+        # each side of the cut that is a run long enough is masked, whatever is beside it
+        if len(part) >= FRAGMENT:
+            assert part not in masked
