@@ -36,6 +36,25 @@ def why_local(router: Router, skip: Skip, failed: dict[str, str]) -> str:
 
 log = logging.getLogger(__name__)
 
+#: the part of the prompt's count kept free besides it: this count is not the runtime's
+#: tokenizer's, and a runtime refuses a request whose prompt and output cap pass its window
+WINDOW_SLACK = (16, 10)  # tokens, and a tenth of the prompt's
+
+
+def within_window(request: ChatRequest, window: int, tokens_in: int) -> ChatRequest:
+    """``request`` with its output cap lowered to what is left of a local runtime's
+    ``window`` after the prompt (and a little more): a coding agent asks for 32,000 or
+    128,000 tokens (Claude Code), vLLM refuses a prompt and a cap that pass its window,
+    and the refusal read as "prompt too long" on every model (an audit, with Claude
+    Code on a 32k window). Unchanged when the cap fits, or the prompt was not counted."""
+    if tokens_in <= 0:
+        return request
+    fixed, share = WINDOW_SLACK
+    room = window - tokens_in - fixed - tokens_in // share
+    if room < 1 or request.max_tokens <= room:
+        return request  # (a prompt that leaves no room: the runtime says so, as before)
+    return request.model_copy(update={"max_tokens": room})
+
 
 async def serve_local(
     router: Router,
@@ -51,6 +70,10 @@ async def serve_local(
     assert d.target is not None and d.runtime is not None and d.local is not None
     label = RUNTIME_LABEL.get(d.runtime, d.runtime)
     values: dict[str, Any] = {"runtime": d.runtime, "window": d.local.context_window}
+    asked = request.max_tokens
+    request = within_window(request, d.local.context_window, d.est_tokens_in)
+    if request.max_tokens != asked:
+        values["max_tokens"] = {"asked": asked, "sent": request.max_tokens}
     if d.notes:
         values["notes"] = d.notes
     if inputs is not None:

@@ -215,6 +215,9 @@ class FakeOpenAIServer(LoopbackServer):
             return self._error(400, "'model' and 'messages' are required", "invalid_request_error")
         if self.flavor == "vllm" and model not in self.models:
             return self._error(404, f"The model `{model}` does not exist.", "NotFoundError")
+        too_large = self._output_past_window(body, messages)
+        if too_large is not None:
+            return too_large
         refused = self._check_response_format(body.get("response_format"))
         if refused is not None:
             return refused
@@ -433,6 +436,36 @@ class FakeOpenAIServer(LoopbackServer):
                 "insufficient_quota",
             )
         return self._error(status, message or text, type_, code=code)
+
+    def _output_past_window(self, body: dict[str, Any], messages: list[Any]) -> Reply | None:
+        """vLLM refuses a prompt and an output cap that together pass ``max_model_len``,
+        as it words it (the prompt counted here in words, a lower bound of any
+        tokenizer's count)."""
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        if self.flavor != "vllm" or not isinstance(cap, int):
+            return None
+        prompt = sum(
+            count_words(m["content"])
+            for m in messages
+            if isinstance(m, dict) and isinstance(m.get("content"), str)
+        )
+        if prompt + cap <= self.max_model_len:
+            return None
+        return Reply.json(
+            {
+                "object": "error",
+                "message": (
+                    f"'max_tokens' or 'max_completion_tokens' is too large: {cap}. This "
+                    f"model's maximum context length is {self.max_model_len} tokens and your "
+                    f"request has {prompt} input tokens ({cap} > {self.max_model_len} - "
+                    f"{prompt})."
+                ),
+                "type": "BadRequestError",
+                "param": None,
+                "code": 400,
+            },
+            status=400,
+        )
 
     def context_length_reply(self, request: Request) -> Reply:
         if self.flavor == "vllm":

@@ -785,3 +785,22 @@ def test_a_web_page_cannot_drive_a_gateway_without_a_token(
             headers = {"origin": "http://tool.example", "authorization": "Bearer s3cret-token-0002"}
             ok = http.post("/v1/chat/completions", content=body, headers=headers)
             assert ok.status_code == 200, ok.text
+
+
+def test_a_coding_agents_output_cap_is_fitted_to_the_local_window(gw: Gateway) -> None:
+    """Claude Code asks for max_tokens 32000 (128000 for Opus); vLLM refuses a prompt and
+    a cap that pass its window, and that refusal read as "prompt too long" on every model
+    (an audit). The cap sent is what the window leaves, said in the route line."""
+    with gw.anthropic.messages.stream(  # (streamed, as Claude Code asks)
+        model="claude-sonnet-4-6",
+        max_tokens=32000,
+        # a system prompt and tools as long as an agent's: with 32000 more, past 32768
+        system="You are a coding agent. " + "Follow the repository's conventions. " * 400,
+        messages=[{"role": "user", "content": "why does parse drop the last token?"}],
+    ) as stream:
+        assert stream.get_final_text() == REPLY
+    sent = gw.vllm.chat_requests[-1]
+    cap = sent.get("max_tokens") or sent.get("max_completion_tokens")
+    assert 0 < cap < 32000 and cap <= gw.vllm.max_model_len
+    (route,) = lines_of("route")
+    assert route["values"]["max_tokens"] == {"asked": 32000, "sent": cap}
