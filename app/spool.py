@@ -34,6 +34,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -357,6 +358,11 @@ def _lock(fd: int, path: Path, *, blocking: bool) -> bool:
                 ) from None
 
 
+#: a header as :func:`_new_header` writes it, and its longest
+_HEADER = re.compile(re.escape(MAGIC) + rb"[0-9a-f]{16}(?: [0-9a-f]{16})?\n")
+_HEADER_MAX = len(MAGIC) + 34
+
+
 def _new_header(prev: str = "") -> bytes:
     """A header: the new file's id, and the id of the file it replaces."""
     tail = f" {prev}" if prev else ""
@@ -384,13 +390,23 @@ def _open_locked(path: Path, *, blocking: bool = True) -> tuple[int, bytes] | No
 
 
 def _header(fd: int, path: Path) -> bytes | None:
-    """The file's header line, or None for an empty file (or one whose header is torn)."""
+    """The file's header line, or None for an empty file (or one whose header a crash cut
+    short: no longer than a header, and nothing after it, as records only follow one).
+
+    Anything else fails closed: a header with a byte changed in a file of records was
+    taken for a torn one, and the file was emptied, every record not yet folded with it
+    (audit lines, reservations held for calls in flight: an audit)."""
     head = os.pread(fd, 64, 0)
     nl = head.find(b"\n")
     if nl < 0 and (MAGIC.startswith(head) or head.startswith(MAGIC)):
-        return None  # empty, or a header a crash cut short
-    if nl < 0 or not head.startswith(MAGIC):
-        raise OSError(errno.EINVAL, "not a Switchyard spool file", str(path))
+        if os.fstat(fd).st_size <= _HEADER_MAX:
+            return None  # empty, or a header a crash cut short
+        raise OSError(
+            errno.EINVAL, "not a Switchyard spool file (its header is damaged)", str(path)
+        )
+    if nl < 0 or not _HEADER.fullmatch(head[: nl + 1]):
+        what = "its header is damaged" if head.startswith(MAGIC) else "no header"
+        raise OSError(errno.EINVAL, f"not a Switchyard spool file ({what})", str(path))
     return head[: nl + 1]
 
 

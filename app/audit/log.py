@@ -38,6 +38,7 @@ from app.audit.store import (
     SpoolBroken,
     chain_lines,
     fold,
+    last_tail,
     record_tail,
     rollback,
     setup,
@@ -134,7 +135,7 @@ class AuditLog(AuditBase):
                 # The log still opens (``audit verify`` says where the chain breaks, every
                 # read refuses): new lines go after the spool's last, as its writers did.
                 log.error("%s", exc)
-                return record_tail(records[-1]) if records else tail_of(conn)
+                return last_tail(records) or tail_of(conn)
             finally:
                 spooled.appends.release()
 

@@ -118,9 +118,24 @@ def chain_lines(
 
 
 def record_tail(record: bytes) -> tuple[int, str]:
-    """The seq and hash of a spool record (:func:`chain_lines`)."""
-    seq, digest, _ = record.split(b"\t", 2)
-    return int(seq), digest.decode("ascii")
+    """The seq and hash of a spool record (:func:`chain_lines`); :class:`SpoolBroken`
+    for a record that is not one (its check held, its content is no line's: a traceback
+    from every command, ``audit verify`` included, before)."""
+    try:
+        seq, digest, _ = record.split(b"\t", 2)
+        return int(seq), digest.decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise SpoolBroken(0, f"a spool record is not an audit line: {record[:40]!r}") from None
+
+
+def last_tail(records: list[bytes]) -> tuple[int, str] | None:
+    """The seq and hash of the last of ``records`` that is a line's, if any is."""
+    for record in reversed(records):
+        try:
+            return record_tail(record)
+        except SpoolBroken:
+            continue
+    return None
 
 
 #: the table that records how far the spool is folded (app.spool.watermark)
@@ -143,8 +158,8 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
     for record in records:
         # seq, hash, prev_hash, ts, kind, session, run: the index columns, made when the
         # line was (no JSON read here: the fold runs beside the request path)
-        parts = record.decode("utf-8").split("\t", 7)
         try:
+            parts = record.decode("utf-8").split("\t", 7)
             n = int(parts[0])
             linked = len(parts) == 8 and n == seq + 1 and parts[2] == prev_hash
             values = (

@@ -193,6 +193,26 @@ async def test_a_broken_spool_still_opens_and_verify_says_where(tmp_path: Path) 
             await log.lines()
 
 
+@pytest.mark.parametrize(
+    "record", [b'{"not":"a line"}', b"\xff\xfe\tnot utf-8", b"abc\tdef\tghi", b"3\t\xff\tx"]
+)
+async def test_a_record_that_checks_but_is_no_line_is_a_broken_chain_not_a_traceback(
+    tmp_path: Path, record: bytes
+) -> None:
+    """Its CRC held and its content was no line's: every command, ``audit verify``
+    included, ended in a ValueError or UnicodeDecodeError traceback (an audit)."""
+    path = tmp_path / "audit.db"
+    async with AuditLog.open(path) as log:
+        await log.append("route", session="s")
+    with _spool(path).open("ab") as fh:
+        fh.write(frame(record))
+    async with AuditLog.open(path) as log:
+        report = await log.verify()
+        assert not report.ok and report.first_bad_seq == 2 and report.lines_checked == 1
+        with pytest.raises(AuditTamperError):
+            await log.lines()
+
+
 async def test_a_spool_shorter_than_what_was_folded_from_it_goes_on_from_its_end(
     tmp_path: Path,
 ) -> None:

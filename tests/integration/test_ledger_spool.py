@@ -26,6 +26,7 @@ from app.router.ledger import (
     BudgetLedger,
     CapExceeded,
     LedgerError,
+    LedgerSpoolDamaged,
     Reservation,
     ReservationClosed,
     UnknownReservation,
@@ -44,6 +45,11 @@ def _records(path: Path) -> list[bytes]:
     """Every record of the ledger's spool (after its header)."""
     with open(f"{path}-spool", "rb") as fh:
         return spools.parse(fh.read().partition(b"\n")[2])[0]
+
+
+def _append_record(path: Path, record: bytes) -> None:
+    with open(f"{path}-spool", "ab") as fh:
+        fh.write(spools.frame(record))
 
 
 def _count(path: Path, sql: str) -> int:
@@ -138,6 +144,28 @@ def _spawn_and_kill(path: Path, start: str, settle: str = "") -> str:
         proc.kill()
         proc.wait(timeout=30)
     return rid
+
+
+@pytest.mark.parametrize(
+    "record", [b"not json", b'["k"]', b"{}", b'["r", 1]', b"[]", b'["c", "id"]', b"\xff"]
+)
+async def test_a_record_that_checks_but_is_no_ledger_record_refuses_the_ledger(
+    tmp_path: Path, record: bytes
+) -> None:
+    """Its CRC held and its content was no record: a JSONDecodeError, IndexError or
+    KeyError traceback from every command, or a bindings error read as "cannot open"
+    (an audit). The ledger is refused with one line saying what to do."""
+    path = tmp_path / "ledger.db"
+    async with await BudgetLedger.open(path, BUDGET) as ledger:
+        await ledger.reserve(
+            session="s", provider="openai", role="architect", model="m", amount_usd=1.0
+        )
+    _append_record(path, record)
+    with pytest.raises(
+        LedgerSpoolDamaged, match="a record of the budget ledger's spool is damaged"
+    ):
+        async with await BudgetLedger.open(path, BUDGET):
+            pass
 
 
 async def test_a_settlement_written_before_the_kill_stands(tmp_path: Path) -> None:

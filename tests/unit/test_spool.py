@@ -165,6 +165,26 @@ def test_a_torn_header_is_written_again_and_a_foreign_file_is_refused(tmp_path: 
         Spool(foreign)
 
 
+@pytest.mark.parametrize("damage", ["newline", "non-ascii", "ident"])
+def test_a_damaged_header_over_records_fails_closed_and_keeps_every_record(
+    tmp_path: Path, damage: str
+) -> None:
+    """One byte of the header changed was taken for a torn header: the file was emptied,
+    every record not yet folded with it (audit lines, reservations: an audit)."""
+    path = tmp_path / "x-spool"
+    s = Spool(path)
+    _append(s, *(b"record %d" % i for i in range(5)))
+    s.close()
+    data = bytearray(path.read_bytes())
+    header_end = data.index(b"\n")
+    at = {"newline": header_end, "non-ascii": header_end - 3, "ident": len(MAGIC)}[damage]
+    data[at] = {"newline": 0x20, "non-ascii": 0xE9, "ident": ord("z")}[damage]
+    path.write_bytes(bytes(data))
+    with pytest.raises(OSError, match="not a Switchyard spool file \\(its header is damaged\\)"):
+        Spool(path)
+    assert path.read_bytes() == bytes(data)  # nothing was cut
+
+
 def test_a_rotation_hands_the_old_records_to_a_handle_that_had_not_read_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

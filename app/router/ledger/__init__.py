@@ -39,6 +39,7 @@ from app.router.ledger.budget_ledger import LOCAL_PROVIDER, SYNCHRONOUS, BudgetL
 from app.router.ledger.errors import (
     CapExceeded,
     LedgerError,
+    LedgerSpoolDamaged,
     LedgerUnreadable,
     ReservationClosed,
     UnknownReservation,
@@ -58,6 +59,7 @@ __all__ = [
     "CapExceeded",
     "CapUsage",
     "LedgerError",
+    "LedgerSpoolDamaged",
     "LedgerUnreadable",
     "Reservation",
     "ReservationClosed",

@@ -273,7 +273,7 @@ class BudgetLedger(ClosedOnExit):
             if sp.appends.missed:
                 self._resync(inline)
             elif news:
-                self._mirror.apply(news)
+                self._mirror.apply(news, sp.appends.path)
             return op(inline)
         finally:
             sp.appends.release()

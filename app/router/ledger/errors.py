@@ -16,6 +16,11 @@ class LedgerUnreadable(LedgerError):
     exit_code = 2
 
 
+class LedgerSpoolDamaged(LedgerError):
+    """A record of the ledger's spool that no Switchyard wrote (its check holds, its
+    content is no ledger record): the ledger is refused, every record after it unread."""
+
+
 class UnknownReservation(LedgerError):
     pass
 

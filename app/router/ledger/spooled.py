@@ -28,6 +28,7 @@ import orjson
 
 from app.compact_json import PASSTHROUGH, encoder
 from app.router.ledger.caps import Caps, Sums, sums
+from app.router.ledger.errors import LedgerSpoolDamaged
 from app.router.ledger.money import usd
 from app.router.ledger.records import Reservation
 from app.router.ledger.transactions import insert_call
@@ -104,6 +105,36 @@ def encode(record: list[Any]) -> bytes:
 _SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
+#: the least each kind of record holds (a newer Switchyard's longer records are read as
+#: ever, and a kind this one does not know is skipped, as "n" was by those before it)
+_LEAST = {"r": 12, "c": 9, "x": 3, "k": 13, "n": 4}
+
+
+def damaged(where: object, why: str) -> LedgerSpoolDamaged:
+    return LedgerSpoolDamaged(
+        f"{where}: a record of the budget ledger's spool is damaged ({why}); the ledger is "
+        "refused, as what follows it cannot be read: move the spool file aside to go on "
+        "(the records not yet folded into the ledger go with it)"
+    )
+
+
+def checked(records: list[Any], where: object) -> list[Any]:
+    """``records`` (decoded), each of a ledger record's shape; else :func:`damaged`. A
+    record whose check held but whose content was no record raised a KeyError or an
+    IndexError (a traceback from every command) or a bindings error read as "cannot open
+    the budget ledger" (an audit)."""
+    for r in records:
+        if not (
+            isinstance(r, list)
+            and r
+            and isinstance(r[0], str)
+            and len(r) >= _LEAST.get(r[0], 1)
+            and (len(r) < 2 or isinstance(r[1], str))
+        ):
+            raise damaged(where, f"not a ledger record: {str(r)[:60]!r}")
+    return records
+
+
 def decode(records: list[bytes]) -> list[Any]:
     """Each record read as JSON, as ``json.loads`` reads it alone: the records joined by
     newlines (which no record holds: :meth:`app.spool.Spool.write`) and scanned in one
@@ -124,7 +155,14 @@ def decode(records: list[bytes]) -> list[Any]:
             return out
         except (ValueError, StopIteration):  # (UnicodeDecodeError is a ValueError)
             pass
-    return [json.loads(record) for record in records]
+    try:
+        return [json.loads(record) for record in records]
+    except ValueError as exc:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        raise DamagedRecord(str(exc)) from None
+
+
+class DamagedRecord(ValueError):
+    """A spool record that is no JSON (:func:`decode`)."""
 
 
 # ── the totals in memory ─────────────────────────────────────────────────────────────────
@@ -228,10 +266,14 @@ class Mirror:
                 p = per[provider] = [0, 0]
             p[column] += amount
 
-    def apply(self, records: Iterable[bytes]) -> None:
+    def apply(self, records: Iterable[bytes], where: object = "the budget ledger") -> None:
         # (one by one: a record that is no JSON stops the rest, those before it applied)
         for record in records:
-            self.apply_one(json.loads(record))
+            try:
+                r = json.loads(record)
+            except ValueError as exc:
+                raise damaged(where, f"not JSON: {exc}") from None
+            self.apply_one(checked([r], where)[0])
 
     def apply_one(self, r: list[Any]) -> None:
         kind = r[0]
@@ -305,7 +347,10 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
     records, end = unfolded(db, spool, SPOOL_TABLE)
     if not records:
         return spool.ident, end
-    parsed = decode(records)
+    try:
+        parsed = checked(decode(records), spool.path)
+    except DamagedRecord as exc:
+        raise damaged(spool.path, f"not JSON: {exc}") from None
     # for each reservation record, the index of the first close of its id after it
     closes: dict[int, int] = {}
     after: dict[str, int] = {}
