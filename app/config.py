@@ -106,6 +106,22 @@ class Settings(BaseSettings):
             raise PydanticCustomError(
                 "path_empty", "must not be empty: leave it out for the default"
             )
+        # ``~`` is the home folder, as a shell reads it (a TOML file's value is no shell's:
+        # ``data_dir = "~/sw"`` made a folder named ``~`` in each folder a command ran in)
+        return os.path.expanduser(value) if value.startswith("~") else value
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """The data folder is one place: a relative one named another folder from each
+        folder a command ran in, each with its own ledger and audit chain, and the caps
+        held per folder only (an audit)."""
+        if not value.is_absolute():
+            raise PydanticCustomError(
+                "path_relative",
+                "must be an absolute path (or begin with ~): a relative one is another "
+                "folder, with its own ledger and audit log, from each folder you run in",
+            )
         return value
 
     @field_validator("vllm_url", "llamacpp_server_url", mode="before")

@@ -520,3 +520,26 @@ def test_an_os_user_name_unfit_for_a_name_is_cleaned_not_refused(
     monkeypatch.setenv("USER", "ev\x1b[2Jil ")
     monkeypatch.setenv("LOGNAME", "ev\x1b[2Jil ")
     assert load_settings().user == "ev[2Jil"
+
+
+def test_a_data_dir_with_a_tilde_is_the_home_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``data_dir = "~/sw-data"`` made a folder named ``~`` in each folder a command ran
+    in: a ledger and an audit chain per folder, the caps held per folder (an audit)."""
+    monkeypatch.delenv("SWITCHYARD_DATA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    _config(tmp_path, 'data_dir = "~/sw-data"\n')
+    assert load_settings().data_dir == tmp_path / "home" / "sw-data"
+
+
+@pytest.mark.parametrize("where", ["env", "file"])
+def test_a_relative_data_dir_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    monkeypatch.delenv("SWITCHYARD_DATA_DIR", raising=False)
+    if where == "env":
+        monkeypatch.setenv("SWITCHYARD_DATA_DIR", "rel/data")
+    else:
+        _config(tmp_path, 'data_dir = "rel/data"\n')
+    assert "data_dir: must be an absolute path (or begin with ~)" in _one_line_error()
