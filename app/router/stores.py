@@ -22,6 +22,7 @@ from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.dollars import dollars
+from app.errors import SwitchyardError
 from app.hosts import HostPort
 from app.paths import ensure_dir
 from app.policy.schema import Budget
@@ -129,8 +130,12 @@ async def open_ledger(
     local_only: bool = False,
     named: frozenset[HostPort] = frozenset(),
     pool: asyncpg.Pool | None = None,
+    alone: bool = True,
 ) -> Ledger:
-    """The ledger the settings name (the caller closes it)."""
+    """The ledger the settings name (the caller closes it). ``alone``: opened without its
+    session's audit log (a report): it charges an expired reservation only when the
+    audit log opens, for the line (it charged them with no line, which nothing wrote
+    later: an audit)."""
     url = database_url(settings)
     ledger: Ledger
     if url is None:
@@ -151,6 +156,17 @@ async def open_ledger(
             pool=pool,
         )
     ledger.on_expired = _audit_on_demand(settings, local_only, named)
+    if alone:
+
+        async def audit_opens() -> str | None:
+            try:
+                probe = await open_audit(settings, local_only=local_only, named=named)
+            except (SwitchyardError, OSError) as exc:
+                return f"the audit log cannot be opened ({exc})"
+            await probe.close()
+            return None
+
+        ledger.expiry_check = audit_opens
     return ledger
 
 
@@ -220,7 +236,7 @@ async def open_stores(
             chosen, clock=clock, bus=bus, policy_version=policy_version, **common
         )
         try:
-            ledger = await open_ledger(chosen, budget, clock=clock, bus=bus, **common)
+            ledger = await open_ledger(chosen, budget, clock=clock, bus=bus, alone=False, **common)
         except BaseException:
             await audit.close()
             raise

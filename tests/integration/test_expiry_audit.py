@@ -104,6 +104,46 @@ def test_budget_alone_audits_the_charges_it_makes(
     assert len(_expired_lines(asyncio.run(lines()))) == 1
 
 
+def test_budget_alone_charges_nothing_it_cannot_audit(
+    policy: Policy, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the audit log unreadable (a folder in its place), ``budget`` charged the
+    expired reservations and logged that their lines were not written; nothing wrote them
+    later (a chaos audit). Now it leaves them reserved, says why, and the next report
+    that can audit them charges them, with their lines."""
+    settings = Settings()
+
+    async def leave_one_behind() -> None:
+        ensure_dir(settings.ledger_db.parent)
+        past = datetime.now(UTC) - timedelta(seconds=policy.budget.reservation_ttl_s + 60)
+        async with await BudgetLedger.open(
+            settings.ledger_db, policy.budget, clock=ManualClock(past)
+        ) as led:
+            await led.reserve(
+                session="dead", provider="anthropic", role="judge", model="m", amount_usd=0.5
+            )
+
+    asyncio.run(leave_one_behind())
+    settings.audit_db.mkdir()  # not a database: the log cannot be opened
+    assert main(["budget", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["in_flight"] == {
+        "reservations": 1,
+        "reserved_usd": 0.5,
+    }
+    said = "reservations past their TTL are not charged here: the audit log cannot be"
+    assert said in caplog.text
+    settings.audit_db.rmdir()
+    assert main(["budget", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["in_flight"]["reservations"] == 0
+
+    async def lines() -> list:  # type: ignore[type-arg]
+        async with AuditLog.open(settings.audit_db) as log:
+            return await log.tail(10)
+
+    (line,) = _expired_lines(asyncio.run(lines()))
+    assert (line.session, line.values["cost_usd"]) == ("dead", 0.5)
+
+
 async def test_on_the_team_store_the_charge_is_audited_in_the_finders_chain(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -42,9 +42,39 @@ async def tell_expired(
         )
 
 
+#: asked before a ledger opened alone charges an expired reservation: why it may not
+#: (its audit log cannot be opened), or None
+ExpiryCheck = Callable[[], Awaitable[str | None]]
+
+
+async def expiry_held(ledger: Any) -> bool:
+    """Whether ``ledger`` may not charge expired reservations now, asked of its
+    ``expiry_check`` once (a report's ledger: its audit log must open for the lines) and
+    said once: its reports then show them as still reserved, for a session that can
+    audit them to charge. A report charged them with no line, which nothing wrote later."""
+    check = ledger.expiry_check
+    if check is None:
+        return False
+    if check is _held_already:
+        return True
+    ledger.expiry_check = None
+    why = await check()
+    if why is None:
+        return False
+    log.warning("reservations past their TTL are not charged here: %s", why)
+    ledger.expiry_check = _held_already
+    return True
+
+
+async def _held_already() -> str | None:  # (a marker: held, and said)
+    return "held"
+
+
 class Ledger(Protocol):
     budget: Budget
     on_expired: ExpiredHook | None
+    #: asked before it charges an expired reservation (None: it may, unasked)
+    expiry_check: ExpiryCheck | None
 
     async def reserve(
         self,

@@ -25,7 +25,7 @@ from app.clock import Clock, SystemClock, iso
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
 from app.router.ledger import reports, spooled, transactions
-from app.router.ledger.api import ExpiredHook, tell_expired
+from app.router.ledger.api import ExpiredHook, ExpiryCheck, expiry_held, tell_expired
 from app.router.ledger.caps import Caps, Sums
 from app.router.ledger.errors import (
     CapExceeded,
@@ -90,6 +90,7 @@ class BudgetLedger(ClosedOnExit):
         self._ttl = timedelta(seconds=budget.reservation_ttl_s)
         #: told of the reservations charged by expiry (the session audits them)
         self.on_expired: ExpiredHook | None = None
+        self.expiry_check: ExpiryCheck | None = None
         # One connection cannot hold two transactions: coroutines take turns on it.
         self._lock = asyncio.Lock()
         #: the spool, and the totals the request path checks (see .spooled)
@@ -540,9 +541,14 @@ class BudgetLedger(ClosedOnExit):
         """Settle every reservation past its TTL at its full amount; how many there were."""
         now = self._clock.now()
         mirror, now_ts, when = self._mirror, now.timestamp(), iso(now)
+        # asked only when one is stale as this ledger last saw them (the audit log of a
+        # report is opened for nothing else); one found only on the catch-up waits
+        allowed = self.expiry_check is None or (
+            bool(mirror.stale(now_ts)) and not await expiry_held(self)
+        )
 
         def op(inline: bool) -> list[Reservation]:
-            stale = mirror.stale(now_ts)
+            stale = mirror.stale(now_ts) if allowed else []
             if stale:
                 self._write([["x", s.id, when, *mirror.where(s)] for s in stale])
             return [s.reservation() for s in stale]

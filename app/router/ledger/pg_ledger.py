@@ -25,7 +25,7 @@ from app.hosts import HostPort
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
 from app.router.ledger import pg_reports
-from app.router.ledger.api import ExpiredHook, tell_expired
+from app.router.ledger.api import ExpiredHook, ExpiryCheck, expiry_held, tell_expired
 from app.router.ledger.budget_ledger import LOCAL_PROVIDER
 from app.router.ledger.errors import (
     CapExceeded,
@@ -113,6 +113,7 @@ class PgBudgetLedger(ClosedOnExit):
         self._caps = TeamCaps(budget)
         #: told of the reservations charged by expiry (the session audits them)
         self.on_expired: ExpiredHook | None = None
+        self.expiry_check: ExpiryCheck | None = None
 
     @property
     def where(self) -> str:
@@ -373,7 +374,10 @@ class PgBudgetLedger(ClosedOnExit):
         full, and tell ``on_expired`` of them (another team's are its own to charge and
         audit). A role
         that may only read (an auditor's) leaves that to the next writer: its reports
-        show such a reservation as still reserved."""
+        show such a reservation as still reserved, as does a report whose audit log cannot
+        be opened (``expiry_check``)."""
+        if await expiry_held(self):
+            return 0
 
         async def expire(conn: Conn) -> list[Reservation]:
             try:
