@@ -77,6 +77,13 @@ class LocalOnlyViolation(BackendUnavailable):
     """A non-loopback connection was attempted while local_only is on (GR-009)."""
 
 
+class AuditUnreadable(SwitchyardError):
+    """The audit log's file is not a database (or of a newer schema): exit 2, as the
+    ledger's (a full disk or a lock is the machine's trouble: exit 1, both)."""
+
+    exit_code = 2
+
+
 class AuditTamperError(SwitchyardError):
     """The audit chain does not verify."""
 

@@ -47,7 +47,7 @@ from app.audit.store import (
 from app.audit.types import Appended, AuditLine
 from app.bus import Bus
 from app.clock import Clock, SystemClock
-from app.errors import AuditTamperError, StoreError, SwitchyardError
+from app.errors import AuditTamperError, AuditUnreadable, StoreError, SwitchyardError
 from app.opener import Opener
 from app.spool import ShortWrite, Spooled, to_the_end
 from app.sqlite import SQLiteRunner, connect_async, failure_text
@@ -114,7 +114,12 @@ class AuditLog(AuditBase):
         except (sqlite3.Error, OSError) as exc:
             await log._close_spool()
             await db.close()
-            raise SwitchyardError(f"cannot open the audit log {db_path}: {exc}") from None
+            unreadable = isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+                exc, sqlite3.OperationalError
+            )
+            raise (AuditUnreadable if unreadable else SwitchyardError)(
+                f"cannot open the audit log {db_path}: {exc}"
+            ) from None
         except BaseException:
             await log._close_spool()
             await db.close()

@@ -173,7 +173,14 @@ async def _run(
                     )
         except (RouteRefused, RouteFailed) as exc:
             failure = str(exc)
-        lines = await session.audit.lines(session=session.id)
+        try:
+            lines = await session.audit.lines(session=session.id)
+        except SwitchyardError as exc:
+            # shown, not the answer: the call's lines stand in the spool (each was written
+            # before its step), and reading them back folds them, which a full disk
+            # refuses; a paid answer was lost to that, and exit 1 said it had failed
+            print(f"switchyard: this request's audit lines cannot be shown: {exc}", file=sys.stderr)
+            lines = []
 
     if streamed and result is not None:
         sys.stdout.write("\n")

@@ -10,7 +10,9 @@ whom a ``chmod 444`` changes nothing), and ``PRAGMA max_page_count`` at the file
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
@@ -20,8 +22,10 @@ from app.audit.log import AuditLog
 from app.backends.machine import free_port as closed_port
 from app.cli.main import main
 from app.errors import StoreError
+from tests.fakes.openai_server import FakeOpenAIServer
 from tests.integration.test_harvest import commit, git
 from tests.limits import file_size_limit
+from tests.reliability.kit import LOCAL_MODELS
 
 
 def data_dir() -> Path:
@@ -147,3 +151,48 @@ async def test_a_database_that_cannot_grow_fails_the_reader_naming_the_file(
         # the failed fold is not taken for done: the next read tries again, and says so
         with pytest.raises(StoreError):
             await log.lines()
+
+
+@pytest.mark.parametrize("name", ["audit.sqlite3", "ledger.sqlite3"])
+def test_each_store_says_the_same_exit_code_for_the_same_trouble(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file that is no database is what the store was given (2, as a policy that is
+    not one); a file the machine will not let it write is the machine's trouble (1). The
+    ledger said 2 for both and the audit log 1 for both (an audit)."""
+    data_dir().mkdir(parents=True, exist_ok=True)
+    target = data_dir() / name
+    target.write_bytes(b"garbage" * 1000)
+    argv = ["audit", "tail"] if name.startswith("audit") else ["budget"]
+    assert main(argv) == 2
+    assert "cannot open the" in one_line(capsys.readouterr().err)
+    target.unlink()
+    target.mkdir()  # a folder in its place: SQLite cannot open it
+    assert main(argv) == 1
+    assert "cannot open the" in one_line(capsys.readouterr().err)
+
+
+def test_an_answer_whose_lines_cannot_be_read_back_is_still_given(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+) -> None:
+    """``ask`` reads its lines back to show them, and reading folds the spool, which a
+    full disk refuses: a paid answer, recorded and charged, was lost to that (stdout
+    empty, exit 1; a chaos audit). The answer is given, and the lines' trouble said."""
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="An answer.")
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
+
+    async def full(self: AuditLog, *args: object, **kwargs: object) -> list[object]:
+        raise StoreError("cannot write the audit log: database or disk is full")
+
+    monkeypatch.setattr(AuditLog, "lines", full)
+    assert main(["ask", "--role", "tutor", "--json", "hi"]) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert data["ok"] is True and data["text"] == "An answer." and data["audit"] == []
+    assert one_line(err) == (
+        "switchyard: this request's audit lines cannot be shown: cannot write the audit "
+        "log: database or disk is full"
+    )

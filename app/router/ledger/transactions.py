@@ -30,6 +30,8 @@ async def connect(path: Path) -> aiosqlite.Connection:
     # next open), waited for when the file cannot be opened (app.sqlite.connect_async)
     try:
         return await connect_async(path)
+    except sqlite3.OperationalError as exc:  # the machine's trouble: exit 1 (budget_ledger)
+        raise LedgerError(f"{path}: cannot open the budget ledger: {exc}") from None
     except sqlite3.Error as exc:
         raise LedgerUnreadable(f"{path}: cannot open the budget ledger: {exc}") from None
 
