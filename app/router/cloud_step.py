@@ -24,6 +24,7 @@ from app.remembered import digest
 from app.router.approvals import TIMEOUT, ApprovalRequest
 from app.router.calling import mask_request
 from app.router.cost import cost_usd
+from app.router.ledger.errors import ReservationClosed
 from app.router.retry import rule_for
 from app.router.routed import (
     OVER_BUDGET,
@@ -254,13 +255,23 @@ async def serve_cloud(
         # at the visible reply alone: a fraction of what the provider bills); nor when
         # the server's usage could not be this call's (what it bills is not known)
         actual = max(actual, d.est_cost_usd)
-    await router.ledger.settle(
-        reservation.id,
-        actual_usd=actual,
-        tokens_in=result.usage.tokens_in,
-        tokens_out=result.usage.tokens_out,
-        latency_ms=result.latency_ms,
-    )
+    expired = False
+    try:
+        await router.ledger.settle(
+            reservation.id,
+            actual_usd=actual,
+            tokens_in=result.usage.tokens_in,
+            tokens_out=result.usage.tokens_out,
+            latency_ms=result.latency_ms,
+        )
+    except ReservationClosed as exc:
+        if exc.status != "expired":
+            raise
+        # another process charged it by expiry meanwhile (its clock ahead of this one's,
+        # or a call that outlived its TTL): the charge stands at the full estimate, and
+        # the call was made and answered, so its line is written (it was not, and the
+        # answer was an error after the whole reply had streamed: a chaos audit)
+        expired, actual = True, d.est_cost_usd
     await write(
         "call",
         to=d.target,
@@ -269,7 +280,8 @@ async def serve_cloud(
             **call_values(result, actual),
             "secrets_masked": masked,
             "provider": d.provider,
-            **({"settled_at_estimate": True} if unreported else {}),
+            **({"settled_at_estimate": True} if unreported or expired else {}),
+            **({"reservation_expired": True} if expired else {}),
         },
         provenance={
             **(provenance if provenance is not None else provenance_of(d, request, digest_of)),

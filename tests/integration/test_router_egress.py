@@ -229,3 +229,61 @@ async def test_a_cloud_call_that_outlasts_the_ttl_keeps_its_reservation(
         await other.close()
         await audit.close()
         await ledger.close()
+
+
+async def test_a_call_expired_by_a_clock_ahead_still_gets_its_call_line(
+    tmp_path: Path, policy: Policy, canary: str
+) -> None:
+    """Another process whose clock runs 20 minutes ahead charged the reservation by
+    expiry while the call was in flight: the settlement was refused, the answer (streamed
+    whole) ended in an error and no call line was written (a chaos audit). The charge
+    stands at the estimate; the call line says so and the answer is given."""
+    import asyncio
+    from collections.abc import AsyncIterator
+    from datetime import timedelta
+
+    from app.backends.base import ChatResult, Delta, Usage
+    from app.clock import ManualClock
+    from app.router.ledger.budget_ledger import BudgetLedger
+
+    resolver = Resolver(up=ALL_UP)
+    entered, answer = asyncio.Event(), asyncio.Event()
+
+    class Slow:
+        def __init__(self, model_id: str) -> None:
+            self.model_id, self.runtime = model_id, "cloud"
+
+        async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+            entered.set()
+            await answer.wait()
+            yield ChatResult(
+                text="a plan", usage=Usage(tokens_in=10, tokens_out=5), finish_reason="stop",
+                model=self.model_id,
+            )  # fmt: skip
+
+    plain = resolver.backend
+    resolver.backend = lambda m, rt: Slow(m) if rt == "cloud" else plain(m, rt)  # type: ignore[method-assign]
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    ahead = ManualClock(ledger._clock.now() + timedelta(minutes=20))  # type: ignore[attr-defined]
+    other = await BudgetLedger.open(tmp_path / "ledger.db", policy.budget, clock=ahead)
+    try:
+        call = asyncio.create_task(
+            router.complete("architect", brief_request(canary), Signals(confidence=0.5))
+        )
+        await asyncio.wait_for(entered.wait(), 10)
+        assert await other.expire_stale() == 1
+        answer.set()
+        result = await asyncio.wait_for(call, 10)
+        assert result.escalated and result.text == "a plan"
+        (escalation,) = [ln for ln in await audit.lines(session="s1") if ln.kind == "escalation"]
+        line = result.audit[-1]
+        assert line.kind == "call" and line.values["reservation_expired"] is True
+        assert line.values["settled_at_estimate"] is True
+        assert line.values["cost_usd"] == escalation.values["est_cost_usd"]  # as charged
+        assert (await ledger.report(session="s1"))["total"]["cost_usd"] == pytest.approx(
+            escalation.values["est_cost_usd"]
+        )
+    finally:
+        await other.close()
+        await audit.close()
+        await ledger.close()
