@@ -120,11 +120,16 @@ def ensure_dir(path: Path) -> Path:
         # only the folder itself is private: parents made on the way are like mkdir -p's
         path.mkdir(mode=0o700, parents=True)
     except OSError as exc:
-        if path.is_dir():  # already there (whatever else mkdir said): not ours to change
-            return path
+        try:
+            if path.is_dir():  # already there (whatever else mkdir said): not ours to change
+                return path
+        except OSError:  # (a name too long for the file system: a traceback, an audit)
+            pass
         reason = exc.strerror or str(exc)
         if isinstance(exc, FileExistsError):  # mkdir's word for a file in the way
-            reason = "a file is in the way"
+            reason = (
+                "a link to nowhere is in the way" if path.is_symlink() else "a file is in the way"
+            )
         raise ConfigError(f"cannot use the folder {path}: {reason} (see data_dir)") from None
     if os.name == "posix":
         try:

@@ -543,3 +543,23 @@ def test_a_relative_data_dir_is_refused(
     else:
         _config(tmp_path, 'data_dir = "rel/data"\n')
     assert "data_dir: must be an absolute path (or begin with ~)" in _one_line_error()
+
+
+@pytest.mark.parametrize("case", ["dangling link", "name too long"])
+def test_a_data_dir_no_folder_can_be_made_at_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    """A name past the file system's limit was an OSError traceback; a link to nowhere
+    was "a file is in the way" (a chaos audit)."""
+    if case == "dangling link":
+        where = tmp_path / "data"
+        where.symlink_to(tmp_path / "nowhere")
+        reason = "a link to nowhere is in the way"
+    else:
+        where = tmp_path / ("d" * 300)
+        reason = "File name too long"
+    monkeypatch.setenv("SWITCHYARD_DATA_DIR", str(where))
+    assert main(["budget"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"switchyard: cannot use the folder {where}: {reason} (see data_dir)"
+    ]
