@@ -530,7 +530,15 @@ def _response_items(items: list[Any]) -> list[Message]:
     def flush() -> None:
         if pending:
             thought = "\n".join(r for r in reasoning if r)
-            out.append(Message(role="assistant", tool_calls=list(pending), reasoning=thought))
+            last = out[-1] if out else None
+            if last is not None and last.role == "assistant" and not last.tool_calls:
+                # the turn's text and its calls are one assistant message (Codex sends
+                # them as two items): two assistant messages in a row are refused by chat
+                # templates that want the roles to alternate (Mistral's; an audit)
+                both = "\n".join(r for r in (last.reasoning, thought) if r)
+                out[-1] = last.model_copy(update={"tool_calls": list(pending), "reasoning": both})
+            else:
+                out.append(Message(role="assistant", tool_calls=list(pending), reasoning=thought))
             pending.clear()
             reasoning.clear()
 

@@ -110,6 +110,28 @@ def test_a_responses_text_format_is_read_as_chats_response_format_is() -> None:
     )
 
 
+def test_a_responses_turn_of_text_then_calls_is_one_assistant_message() -> None:
+    """Codex sends a turn's text and its function calls as separate items: they were two
+    assistant messages in a row, which chat templates that want the roles to alternate
+    refuse (an audit). A call with no text before it is a message of its own, as ever."""
+    items = [
+        {"type": "message", "role": "user", "content": "fix calc.py"},
+        {"type": "message", "role": "assistant", "content": "Running the fix."},
+        {"type": "function_call", "call_id": "c1", "name": "shell", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "done"},
+        {"type": "function_call", "call_id": "c2", "name": "shell", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c2", "output": "ok"},
+    ]
+    messages = parse_responses({"model": "m", "input": items}).request.messages
+    assert [(m.role, m.content, [c.id for c in m.tool_calls]) for m in messages] == [
+        ("user", "fix calc.py", []),
+        ("assistant", "Running the fix.", ["c1"]),
+        ("tool", "done", []),
+        ("assistant", "", ["c2"]),
+        ("tool", "ok", []),
+    ]
+
+
 def test_count_tokens_counts_the_prompt_messages_would_route() -> None:
     body = {
         "model": "m",
