@@ -441,10 +441,14 @@ class Masker:
         return text if hit[0] is None else hit[0]
 
     def _text(self, text: str) -> str:
+        if maybe_secret(text):
+            text = self._shapes(text)
+        # then the environment's values (after the shapes: ``APP_SECRET=`` masks a value
+        # whole, where a value sharing a run with a key would be masked in part), each
+        # with its runs: whole, in part, in another case or form; only a value no run
+        # stands for is looked for by the pattern, whole
         forms = self.forms
         if forms is not None:
-            # (each value with its runs: whole, in part, in another case or form; only a
-            # value no run stands for is looked for by the pattern, whole)
             text = self._forms(forms, text)
             exact = env_pattern(forms.uncovered) if forms.uncovered else None
         else:
@@ -452,8 +456,9 @@ class Masker:
         if exact is not None:
             text, n = exact.subn(lambda m: _keep_lines(m.group(0)), text)
             self.count += n
-        if not maybe_secret(text):
-            return text
+        return text
+
+    def _shapes(self, text: str) -> str:
         low = text.lower()
         if any(m in low for m in CI_MARKERS):
             for pattern, check in _CI_SHAPES:

@@ -51,8 +51,10 @@ from tests.reliability.kit import (
 )
 from tests.socket_guard import SocketGuard
 
-# a spec the §8 linter accepts (run --spec lints first): High-Risk, the Judge exercised
-SPEC = seed_spec(hr="YES")
+# a spec the §8 linter accepts (run --spec lints first), the Judge exercised, High-Risk
+# left to the classifier: the fix adds a settings.py (public_api). (An HR = YES spec under
+# local_only is refused by the lint before any model call: it could never be merge-ready.)
+SPEC = seed_spec(hr="YES/NO")
 
 #: the Librarian's notes on the sweep: sources that disagree, and little confidence
 NOTES = {
@@ -86,7 +88,7 @@ def session_env(
     fake_openai_factory: Callable[..., FakeOpenAIServer],
 ) -> dict[str, Any]:
     repo = make_repo(tmp_path)
-    fix = fix_diff(repo)
+    high_risk_fix = fix_diff(repo) + new_files_diff(["settings.py"])
     grow(repo)
     # four modules, a low self-check, tests still red: three implementer triggers in turn
     wide = impl_json(new_files_diff(f"mod{i}/extra.py" for i in range(4)), check=0.3)
@@ -99,7 +101,7 @@ def session_env(
         if role == "architect":  # 9 steps, 13+ files, 3 open questions, confidence 0.6
             return plan_json(0.6, steps=9, files_per_step=2, questions=3)
         if role == "implementer":
-            return implementer.pop(0) if implementer else impl_json(fix, 0.9)
+            return implementer.pop(0) if implementer else impl_json(high_risk_fix, 0.9)
         if role == "judge":
             return verdict_json()
         if "Librarian" in str(body["messages"][0]["content"]):
