@@ -40,7 +40,25 @@ MASKED_HOME_PATHS = (
     ".npmrc",
     ".cargo/credentials",
     ".cargo/credentials.toml",
+    ".pgpass",
+    # where people export their keys, and the shells' histories of typing them (an audit:
+    # a test read ~/.bashrc and printed the key into its log, and so into the evidence
+    # and the next cloud prompt)
+    ".bashrc",
+    ".bash_profile",
+    ".bash_login",
+    ".bash_history",
+    ".profile",
+    ".zshrc",
+    ".zshenv",
+    ".zprofile",
+    ".zsh_history",
+    ".config/fish",
+    ".python_history",
 )
+#: the checkout's own untracked secrets beside the run's worktree (the worktree is a clean
+#: checkout: a test has no business reading ``../../../.env``), at its top level
+CHECKOUT_SECRETS = (".env", ".env.*", "*.pem", "*.key", ".netrc", ".pgpass", ".envrc")
 # Toolchain locations passed through when set (the allowlist lives with the others in
 # app.subprocess_env; this is its old name here).
 PASSTHROUGH_ENV = TOOLCHAIN_ENV
@@ -74,7 +92,7 @@ def unshare(argv: list[str], *, cwd: Path, ro: Sequence[Path]) -> list[str]:
     for p in [*ro, *_hidden_toolchain(argv)]:
         if Path(p).exists():
             shim += ["--ro", str(Path(p).resolve())]
-    for p in _masked_paths(Path.home()):
+    for p in _masked_paths(Path.home(), cwd):
         shim += ["--mask", str(p)]
     return [
         "unshare",
@@ -107,7 +125,7 @@ def bwrap(argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[Pa
             out += ["--ro-bind", str(p), str(p)]
     # A masked file reads as empty: /dev/null over it (a dev-bind, since plain binds are
     # nodev and would make it unreadable instead; writes to it go nowhere).
-    for p in _masked_paths(Path.home()):
+    for p in _masked_paths(Path.home(), cwd):
         out += ["--tmpfs", str(p)] if p.is_dir() else ["--dev-bind", "/dev/null", str(p)]
     out += ["--bind", str(cwd), str(cwd), "--chdir", str(cwd)]
     # The checkout's .git read-only: a worktree's .git file names its git dir, and a test
@@ -143,17 +161,47 @@ def _hidden_toolchain(argv: Sequence[str]) -> list[Path]:
     return out
 
 
-def _masked_paths(home: Path) -> list[Path]:
-    """The secret stores that exist under ``home``, symlinks resolved (a mount needs the
-    real path, and the target is what holds the secrets)."""
+def _masked_paths(home: Path, cwd: Path | None = None) -> list[Path]:
+    """The secret stores that exist under ``home``, Switchyard's own folders (its config
+    may hold the team database's password; its data, the audit log and the ledger), and
+    the checkout's untracked secrets beside the worktree ``cwd``: symlinks resolved (a
+    mount needs the real path, and the target is what holds the secrets). A folder that
+    holds ``cwd`` is not hidden: the command would lose its worktree."""
+    candidates = [home / rel for rel in MASKED_HOME_PATHS]
+    candidates += _switchyard_dirs()
+    if cwd is not None:
+        candidates += _checkout_secrets(cwd)
     out: list[Path] = []
-    for rel in MASKED_HOME_PATHS:
-        p = home / rel
-        if p.exists():
-            real = p.resolve()
-            if real.is_dir() or real.is_file():
-                out.append(real)
+    for p in candidates:
+        if not p.exists():
+            continue
+        real = p.resolve()
+        if cwd is not None and (real == cwd.resolve() or real in cwd.resolve().parents):
+            continue
+        if (real.is_dir() or real.is_file()) and real not in out:
+            out.append(real)
     return out
+
+
+def _switchyard_dirs() -> list[Path]:
+    import os
+
+    from app import paths
+
+    data = os.environ.get("SWITCHYARD_DATA_DIR")
+    return [paths.user_config_dir(), paths.user_data_dir(), *([Path(data)] if data else [])]
+
+
+def _checkout_secrets(cwd: Path) -> list[Path]:
+    """The untracked secrets at the top of the checkout whose worktree ``cwd`` is
+    (``REPO/.switchyard/worktrees/<run>``); none for any other folder."""
+    if not (cwd.parent.name == "worktrees" and cwd.parent.parent.name == ".switchyard"):
+        return []
+    repo = cwd.parent.parent.parent
+    found: list[Path] = []
+    for pattern in CHECKOUT_SECRETS:
+        found += sorted(p for p in repo.glob(pattern) if p.is_file())
+    return found
 
 
 def with_limits(argv: list[str], memory_mb: int) -> list[str]:

@@ -443,3 +443,37 @@ def test_unshare_gives_the_command_its_own_dev_and_ipc(wt: Path) -> None:
         "tty", "urandom", "zero",
     }  # fmt: skip
     assert shm_lines == "1"  # the header alone: no segment of the host's
+
+
+@pytest.mark.parametrize("runner", NAMESPACED)
+async def test_shell_files_and_the_checkouts_secrets_read_empty_inside(
+    runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test read ~/.bashrc and the checkout's untracked .env beside its worktree, and
+    printed the keys into its log (an audit). Outside /tmp (the sandbox's own /tmp hides
+    all under it anyway), as a person's home and checkout are."""
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="sy-sandbox-"))
+    try:
+        home, repo = top / "home", top / "repo"
+        home.mkdir()
+        (home / ".bashrc").write_text("export OPENAI_API_KEY=sk-in-bashrc\n")
+        monkeypatch.setenv("HOME", str(home))
+        wt = repo / ".switchyard" / "worktrees" / "r1"
+        wt.mkdir(parents=True)
+        (repo / ".env").write_text("APP_SECRET=in-dotenv\n")
+        (repo / "README.md").write_text("readable\n")
+        code = f"""
+        for p in ({str(home / ".bashrc")!r}, "../../../.env", "../../../README.md"):
+            try:
+                print(p, repr(open(p).read()))
+            except OSError as exc:
+                print(p, "error", exc.errno)
+        """
+        result = await run_sandboxed(py(code), cwd=wt, runner=runner)
+        assert "sk-in-bashrc" not in result.output and "in-dotenv" not in result.output
+        assert "readable" in result.output  # the rest of the checkout reads as it is
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

@@ -213,3 +213,34 @@ def test_local_only_refuses_no_sandbox_even_with_the_opt_in(opt_in: str | None) 
     assert "refused under local_only" in d.reason
     line = sandbox_decision_line(d)
     assert line is not None and line["kind"] == "refusal" and line["values"]["local_only"]
+
+
+def test_shell_files_switchyards_folders_and_the_checkouts_secrets_are_hidden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test read ~/.bashrc and the checkout's untracked .env beside its worktree, and
+    printed the keys into its log: the evidence and the next cloud prompt (an audit)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("export OPENAI_API_KEY=sk-...\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SWITCHYARD_DATA_DIR", str(data))
+    repo = tmp_path / "repo"
+    wt = repo / ".switchyard" / "worktrees" / "r1"
+    wt.mkdir(parents=True)
+    for name in (".env", ".env.local", "deploy.pem", "README.md"):
+        (repo / name).write_text("x")
+    argv = _bwrap(["pytest"], cwd=wt, env={}, ro=[repo])
+    nulled = set(argv[i + 2] for i, a in enumerate(argv) if a == "--dev-bind")
+    assert {
+        str(home / ".bashrc"),
+        *(str(repo / n) for n in (".env", ".env.local", "deploy.pem")),
+    } <= nulled
+    assert str(repo / "README.md") not in nulled
+    assert str(data) in _pairs(argv, "--tmpfs")
+    # a data folder that holds the worktree (the demo's repository) is not hidden
+    demo_wt = data / "demo" / "parser-bug" / ".switchyard" / "worktrees" / "r2"
+    demo_wt.mkdir(parents=True)
+    assert str(data) not in _pairs(_bwrap(["pytest"], cwd=demo_wt, env={}, ro=[]), "--tmpfs")
