@@ -26,6 +26,7 @@ from pydantic_settings import (
 
 from app import paths
 from app.errors import ConfigError
+from app.toml_errors import file_toml_error
 
 ApproveMode = Literal["ask", "allow", "deny"]
 
@@ -321,7 +322,7 @@ def load_settings(**overrides: object) -> Settings:
             problems.append(f"setting {loc}: {err['msg']} (from {source})")
         raise ConfigError(_one_line("; ".join(problems))) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_one_line(f"{config_file}: toml syntax: {exc}")) from None
+        raise ConfigError(file_toml_error(config_file, str(exc))) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{config_file}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:

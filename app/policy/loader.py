@@ -29,6 +29,8 @@ from app.policy.schema import (
     Runtime,
 )
 from app.resources import default_policy_path
+from app.toml_errors import one_line as _one_line
+from app.toml_errors import toml_error
 
 SUPPORTED_MAJOR = 1
 SEED_ROLES = (
@@ -55,10 +57,6 @@ RETRY_KINDS = (
 )
 
 KeyPath = tuple[str | int, ...]
-_TOML_POS = re.compile(
-    r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)\s*$", re.DOTALL
-)
-_TOML_EOF = "(at end of document)"
 
 
 @dataclass(frozen=True)
@@ -66,14 +64,6 @@ class LoadedPolicy:
     policy: Policy
     path: Path
     warnings: list[str] = field(default_factory=list)
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _one_line(text: str) -> str:
-    """Escape line breaks and other control characters: one problem, one line."""
-    return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], text)
 
 
 def _fmt(path: Path, line: int | None, keypath: KeyPath, message: str) -> str:
@@ -133,33 +123,12 @@ def load_policy(path: Path | str | None = None, *, source: str | None = None) ->
     return loaded
 
 
-def _toml_error(file: Path, text: str, message: str) -> str:
-    """``FILE:LINE:COL: toml syntax: ...`` from tomllib's message (which ends with the place)."""
-    m = _TOML_POS.match(message)
-    if m:
-        said = _one_line(m["msg"])
-        if said == "Cannot overwrite a value":
-            # tomllib names no key: the line's own does (a key given twice, most often)
-            lines = text.split("\n")
-            number = int(m["line"])
-            key = lines[number - 1].partition("=")[0].strip() if number <= len(lines) else ""
-            if key:
-                said += f": {_one_line(key)!r} is set twice"
-        return f"{file}:{m['line']}:{m['col']}: toml syntax: {said}"
-    if message.endswith(_TOML_EOF):
-        lines = text.split("\n")
-        where = f"{len(lines)}:{len(lines[-1]) + 1}"
-        reason = message[: -len(_TOML_EOF)].rstrip()
-        return f"{file}:{where}: toml syntax: {_one_line(reason)} (at end of file)"
-    return f"{file}: toml syntax: {_one_line(message)}"
-
-
 def parse_policy(text: str, file: Path) -> LoadedPolicy:
     text = text.removeprefix("\ufeff")  # a byte order mark some editors write
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PolicyError([_toml_error(file, text, str(exc))]) from None
+        raise PolicyError([toml_error(file, text, str(exc))]) from None
     except (RecursionError, ValueError) as exc:
         # tomllib's own limits: nesting too deep, an integer too long to convert
         reason = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)

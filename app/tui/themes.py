@@ -13,6 +13,7 @@ from textual.theme import Theme
 from app.audit.kinds import AUDIT_KINDS
 from app.errors import SwitchyardError
 from app.resources import data_dir
+from app.toml_errors import file_toml_error
 
 DEFAULT_THEME = "switchyard-dark"
 
@@ -70,7 +71,7 @@ def load_theme(path: Path) -> Theme:
     except (OSError, UnicodeDecodeError) as exc:
         raise ThemeError(f"{path}: cannot read theme: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ThemeError(f"{path}: toml syntax: {exc}") from None
+        raise ThemeError(file_toml_error(path, str(exc))) from None
     base = data.get("theme")
     if not isinstance(base, dict) or not isinstance(base.get("name"), str):
         raise ThemeError(f"{path}: needs a [theme] table with a name")

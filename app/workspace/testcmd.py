@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.errors import ConfigError, SwitchyardError
 from app.paths import STATE_DIR_NAME, state_path
+from app.toml_errors import file_toml_error
 
 CONFIG_FILE = "config.toml"
 #: What ``npm init`` writes when there are no tests: not a test command.
@@ -68,7 +69,7 @@ def load_repo_config(repo: Path) -> RepoConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: toml syntax: {exc}") from None
+        raise ConfigError(file_toml_error(path, str(exc))) from None
     try:
         return RepoConfig.model_validate(data)
     except ValidationError as exc:

@@ -76,7 +76,7 @@ def test_a_broken_repo_config_stops_the_run_naming_the_file(
     (repo_state_dir(repo) / "config.toml").write_text("test_command = [\n")
     rc, out, _ = run_in(repo, capsys)
     assert rc == 1 and out["outcome"] == "stopped"
-    assert f"{repo / '.switchyard' / 'config.toml'}: toml syntax" in out["reason"]
+    assert f"{repo / '.switchyard' / 'config.toml'}:2:1: toml syntax" in out["reason"]
     assert vllm.chat_requests == []
 
 
