@@ -176,9 +176,7 @@ def test_cli_turns_a_broken_config_file_into_exit_2(
     target = _config(tmp_path, "theme = \n")
     assert main(["policy", "check"]) == 2
     _, err = capsys.readouterr()
-    assert err.splitlines() == [
-        f"switchyard: {target}:1:9: toml syntax: Invalid value"
-    ]
+    assert err.splitlines() == [f"switchyard: {target}:1:9: toml syntax: Invalid value"]
 
 
 def test_cli_reads_the_policy_from_the_config_file(
