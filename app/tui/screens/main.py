@@ -36,6 +36,9 @@ _BESIDE_THE_RUN = frozenset({"tutor"})
 
 class MainScreen(WorkbenchScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
+        # the app's own, first here: the footer lists the focused pane's keys, then the
+        # screen's, then the app's, and at 80 columns the last of them (quit) was cut
+        Binding("ctrl+q", "app.quit", "quit", priority=True),
         Binding("e", "escalate", "escalate"),
         Binding("v", "evidence", "evidence"),
         Binding("t", "tutor", "tutor"),
