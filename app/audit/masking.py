@@ -441,21 +441,16 @@ class Masker:
         return text if hit[0] is None else hit[0]
 
     def _text(self, text: str) -> str:
+        # the environment's values whole first, then the shapes (a shape's value stops at
+        # ``&`` or ``;``, and a value that holds one was masked up to it, its end left
+        # out), then each key-like value's runs: in part, in another case or spelling
+        if self.env is not None:
+            text, n = self.env.subn(lambda m: _keep_lines(m.group(0)), text)
+            self.count += n
         if maybe_secret(text):
             text = self._shapes(text)
-        # then the environment's values (after the shapes: ``APP_SECRET=`` masks a value
-        # whole, where a value sharing a run with a key would be masked in part), each
-        # with its runs: whole, in part, in another case or form; only a value no run
-        # stands for is looked for by the pattern, whole
-        forms = self.forms
-        if forms is not None:
-            text = self._forms(forms, text)
-            exact = env_pattern(forms.uncovered) if forms.uncovered else None
-        else:
-            exact = self.env
-        if exact is not None:
-            text, n = exact.subn(lambda m: _keep_lines(m.group(0)), text)
-            self.count += n
+        if self.forms is not None:
+            text = self._forms(self.forms, text)
         return text
 
     def _shapes(self, text: str) -> str:

@@ -64,7 +64,7 @@ class Look:
         ci_needles = (*_CI_NEEDLES, *sorted(folded - set(_CI_NEEDLES)))
         exact = [m.encode() for m in CS_MARKERS]
         exact += [v.encode("utf-8", "surrogatepass") for v in values]
-        exact += [run.encode() for runs in forms.exact for run in runs]
+        exact += [run.encode() for run in forms.exact]
         by_lowered: dict[bytes, set[bytes]] = {}
         for needle in exact:
             by_lowered.setdefault(needle.lower(), set()).add(needle)

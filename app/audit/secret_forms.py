@@ -4,14 +4,20 @@ The masker found each key of the environment only whole, in its own case: a prov
 error that echoed it upper-cased, percent- or ``\\u``-escaped, in base64 (alone, or in an
 ``Authorization: Basic`` of ``user:key``), or cut by a line break went into skip lines,
 ``--json`` errors, the audit, test logs and the next cloud prompt as it came (an audit
-found each). So each value is also looked for in part: any run of :data:`FRAGMENT` of its
-characters, in any case, percent- or ``\\u``-escaped, and any run of its base64 (at each
-of the three alignments a value can have inside a longer encoded text, standard or
-URL-safe alphabet) that encodes as many bytes. What such a run covers is masked, runs
-that touch made one.
+found each). So each key-like value (at least :data:`FORMS_MIN_LEN` characters) is also
+looked for in part, in each of its spellings: its characters in any case, each of them
+percent-escaped, each ``\\u``-escaped, and its base64 at each of the three alignments a
+value can have inside a longer encoded text (standard and URL-safe alphabets).
 
-A run of a value's characters that could be ordinary text is left out: fewer than
-:data:`MIN_DISTINCT` different characters (``000000000000`` in a made-up test key).
+The automaton looks for windows of :data:`FRAGMENT` of the value's characters, one every
+:data:`STRIDE`: any run of :data:`FOUND_FROM` or more holds a whole window, and a window
+found is grown, character by character, to the whole run the text shares with that
+spelling. What the runs cover is masked, runs that touch made one. A value shorter than
+:data:`FORMS_MIN_LEN` is left to the masker's exact pattern, whole and in its own case: a
+short password (``postgres``) in any case masked ordinary words (``PostgreSQL``).
+
+A window that could be ordinary text is not looked for: fewer than :data:`MIN_DISTINCT`
+different characters (``000000000000`` in a made-up test key).
 """
 
 from __future__ import annotations
@@ -19,16 +25,20 @@ from __future__ import annotations
 import base64
 import re
 from functools import lru_cache
+from typing import NamedTuple
 
 import ahocorasick_rs
 
-#: how many characters of a value a run must hold to be masked: fewer say too little of
-#: a key to matter (a provider's own 401 shows 12), and would match ordinary text
+#: a window holds this many of a value's characters (a provider's own 401 shows 12)
 FRAGMENT = 12
-#: a run with fewer different characters than this is not looked for
+#: a window starts every STRIDE characters of the value (its base64: every 3 bytes)
+STRIDE = 4
+#: a run of a value this long always holds a whole window, and so is always found
+FOUND_FROM = FRAGMENT + STRIDE - 1
+#: the shortest value looked for in part and in its other spellings
+FORMS_MIN_LEN = 16
+#: a window with fewer different characters than this is not looked for
 MIN_DISTINCT = 5
-#: base64 characters that encode FRAGMENT bytes
-_B64_FRAGMENT = FRAGMENT * 4 // 3
 
 #: a lone surrogate: shown as one replacement character, for one (the places stay)
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -43,56 +53,80 @@ def ascii_lower(text: str) -> str:
     return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
 
 
-def _windows(text: str, size: int) -> list[str]:
-    if len(text) <= size:
-        return [text]
-    return [text[i : i + size] for i in range(len(text) - size + 1)]
+class Spelling(NamedTuple):
+    """A value as a text may spell it; ``folded``: compared with the text lowered."""
+
+    text: str
+    folded: bool
 
 
-def _base64_forms(value: bytes) -> list[str]:
-    """The base64 of ``value`` at each alignment, only the characters that depend on its
-    bytes alone (none of a neighbour's), standard and URL-safe."""
-    forms = []
+def _spellings(value: str) -> list[tuple[Spelling, list[tuple[int, int]]]]:
+    """Each spelling of ``value``, with its windows (where each starts and ends in the
+    spelling): FRAGMENT of the value's characters, one at most STRIDE characters after
+    the last (in base64, 16 characters every 4: 12 bytes every 3)."""
+    starts = sorted({*range(0, len(value) - FRAGMENT + 1, STRIDE), len(value) - FRAGMENT})
+    starts = [i for i in starts if len(set(value[i : i + FRAGMENT])) >= MIN_DISTINCT]
+    out: list[tuple[Spelling, list[tuple[int, int]]]] = []
+    for piece in (
+        lambda c: c,
+        lambda c: "".join(f"%{b:02x}" for b in c.encode("utf-8", "surrogatepass")),
+        lambda c: f"\\u{ord(c):04x}",
+    ):
+        pieces = [piece(c) for c in value]
+        offsets = [0]
+        for p in pieces:
+            offsets.append(offsets[-1] + len(p))
+        windows = [(offsets[i], offsets[i + FRAGMENT]) for i in starts]
+        out.append((Spelling(ascii_lower("".join(pieces)), True), windows))
+    raw = value.encode("utf-8", "surrogatepass")
     for pad, skip in ((0, 0), (1, 2), (2, 3)):
-        n = len(value) - (pad + len(value)) % 3  # whole groups: no character of the next
+        n = len(raw) - (pad + len(raw)) % 3  # whole groups: no character of the next
         if n <= 0:
             continue
-        encoded = base64.b64encode(b"\0" * pad + value[:n]).decode()[skip:]
-        forms += [encoded, encoded.replace("+", "-").replace("/", "_")]
-    return forms
+        encoded = base64.b64encode(b"\0" * pad + raw[:n]).decode()[skip:]
+        for alphabet in (encoded, encoded.replace("+", "-").replace("/", "_")):
+            size = FRAGMENT * 4 // 3
+            at = sorted({*range(0, len(alphabet) - size + 1, 4), max(0, len(alphabet) - size)})
+            kept = [(i, i + size) for i in at if len(set(alphabet[i : i + size])) >= MIN_DISTINCT]
+            out.append((Spelling(alphabet, False), kept))
+    return out
 
 
 class SecretForms:
-    """Finds the runs of the values (as above) in a text: :meth:`spans`. A value found
-    whole is found as its runs, joined: one span."""
+    """Finds the runs of the values (as above) in a text: :meth:`spans`."""
 
     def __init__(self, values: tuple[str, ...]) -> None:
-        folded: set[str] = set()  # looked for in any case
-        exact: set[str] = set()  # base64: its case is its content
+        #: each needle (lowered) and where it stands: (spelling, offset) pairs
+        where: dict[str, list[tuple[Spelling, int]]] = {}
         covered: set[str] = set()
         for value in values:
-            for run in _windows(value, FRAGMENT):
-                if len(set(run)) < MIN_DISTINCT:
-                    continue
-                covered.add(value)
-                folded.add(ascii_lower(run))
-                folded.add("".join(f"%{b:02x}" for b in run.encode("utf-8", "surrogatepass")))
-                # (the run's own characters: an escape's code names the case)
-                folded.add("".join(f"\\u{ord(c):04x}" for c in run))
-            for form in _base64_forms(value.encode("utf-8", "surrogatepass")):
-                runs = _windows(form, _B64_FRAGMENT)
-                exact.update(r for r in runs if len(set(r)) >= MIN_DISTINCT)
-        self.folded = tuple(sorted(folded))
-        #: the values no run stands for (too few different characters), longest first:
-        #: looked for only whole, in their own case
+            if len(value) < FORMS_MIN_LEN:
+                continue
+            for spelling, windows in _spellings(value):
+                for start, end in windows:
+                    needle = ascii_lower(spelling.text[start:end])
+                    where.setdefault(needle, []).append((spelling, start))
+                    covered.add(value)
+        self.needles = tuple(where)
+        self._where = tuple(where[n] for n in self.needles)
+        #: the windows looked for in any case (lowered), and those (base64) only as they
+        #: are: what the audit's quick look looks for besides (app.audit.quick_redact)
+        self.folded = tuple(
+            n for n, w in zip(self.needles, self._where, strict=True) if any(s.folded for s, _ in w)
+        )
+        self.exact = tuple(
+            sorted(
+                {
+                    sp.text[off : off + len(n)]
+                    for n, w in zip(self.needles, self._where, strict=True)
+                    for sp, off in w
+                    if not sp.folded
+                }
+            )
+        )
+        #: the values no window stands for (short, or too few different characters):
+        #: looked for only whole, in their own case, by the masker's pattern
         self.uncovered = tuple(v for v in values if v not in covered)
-        #: lowered base64 runs (after the folded ones) and the runs each stands for
-        by_lowered: dict[str, set[str]] = {}
-        for run in exact:
-            by_lowered.setdefault(ascii_lower(run), set()).add(run)
-        lowered = [low for low in sorted(by_lowered) if low not in folded]
-        self.exact = tuple(frozenset(by_lowered[low]) for low in lowered)
-        self.needles = (*self.folded, *lowered)
         self._find = (
             ahocorasick_rs.AhoCorasick(
                 list(self.needles), implementation=ahocorasick_rs.Implementation.DFA
@@ -105,16 +139,18 @@ class SecretForms:
         """Where runs of the values are in ``text``, those that touch or overlap joined."""
         if self._find is None:
             return []
-        n_folded, exact = len(self.folded), self.exact
-        found: list[tuple[int, int]] = []
         low = ascii_lower(text)
         try:
             matches = self._find(low, overlapping=True)
         except UnicodeEncodeError:  # a file's undecodable bytes (surrogateescape)
             matches = self._find(_SURROGATE.sub("\ufffd", low), overlapping=True)
+        found: list[tuple[int, int]] = []
         for index, start, end in matches:
-            if index < n_folded or text[start:end] in exact[index - n_folded]:
-                found.append((start, end))
+            for spelling, offset in self._where[index]:
+                seen = low if spelling.folded else text
+                span = _grown(seen, start, end, spelling.text, offset)
+                if span is not None:
+                    found.append(span)
         if not found:
             return []
         found.sort()
@@ -126,6 +162,21 @@ class SecretForms:
             else:
                 joined.append((start, end))
         return joined
+
+
+def _grown(seen: str, start: int, end: int, spelling: str, offset: int) -> tuple[int, int] | None:
+    """The run of ``seen`` around ``[start, end)`` that ``spelling`` shares from
+    ``offset`` on, grown both ways; None when the window does not stand there."""
+    size = end - start
+    if seen[start:end] != spelling[offset : offset + size]:
+        return None  # (a base64 window lowered alike but not the same)
+    left, o = start, offset
+    while left > 0 and o > 0 and seen[left - 1] == spelling[o - 1]:
+        left, o = left - 1, o - 1
+    right, o = end, offset + size
+    while right < len(seen) and o < len(spelling) and seen[right] == spelling[o]:
+        right, o = right + 1, o + 1
+    return left, right
 
 
 def mask_spans(text: str, spans: list[tuple[int, int]], mark: str) -> str:
@@ -141,7 +192,7 @@ def mask_spans(text: str, spans: list[tuple[int, int]], mark: str) -> str:
     return "".join(pieces)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)
 def secret_forms(values: tuple[str, ...]) -> SecretForms:
     """The forms of the environment's secret ``values`` (made again when they change)."""
     return SecretForms(values)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 
 from app.audit.masking import REDACTED, env_pattern, secret_env_values
+from app.audit.secret_forms import FRAGMENT, mask_spans, secret_forms
 from app.backends.base import ChatResult, Delta, ToolCall, ToolCallDelta
 
 
@@ -62,16 +63,17 @@ def _start_of_secret(text: str, values: tuple[str, ...]) -> int:
 class ReplyMasker:
     """Masks one call's deltas and its result with the environment as it is now."""
 
-    __slots__ = ("_calls", "_firsts", "_reasoning", "_text", "count", "pattern", "values")
+    __slots__ = ("_calls", "_heads", "_reasoning", "_text", "count", "pattern", "values")
 
     def __init__(
-        self, values: tuple[str, ...], pattern: re.Pattern[str], firsts: tuple[str, ...]
+        self, values: tuple[str, ...], pattern: re.Pattern[str], heads: tuple[str, ...]
     ) -> None:
         self.values, self.pattern = values, pattern
         self.count = 0
-        #: the characters a key begins with: a text holding none of them holds no key and
-        #: no beginning of one, and passes as it is (most do: a secret begins ``sk-``)
-        self._firsts = firsts
+        #: how the keys begin (their first three characters): a text that holds none of
+        #: them, and does not end as one begins, holds no key and no beginning of one, and
+        #: passes as it is (their first character alone, ``s``, was in nearly every delta)
+        self._heads = heads
         self._text: _Piece | None = None
         self._reasoning: _Piece | None = None
         self._calls: dict[int, _Piece] = {}
@@ -83,27 +85,27 @@ class ReplyMasker:
         values = secret_env_values()
         if values is not _seen[0]:  # (the same tuple while the environment is unchanged)
             pattern = env_pattern(values)
-            _seen = (values, pattern, tuple(sorted({v[0] for v in values})))
-        _, pattern, firsts = _seen
-        return None if pattern is None else cls(values, pattern, firsts)
+            _seen = (values, pattern, tuple(sorted({v[:3] for v in values})))
+        _, pattern, heads = _seen
+        return None if pattern is None else cls(values, pattern, heads)
 
     def _clean(self, text: str) -> bool:
-        for c in self._firsts:  # noqa: SIM110 (a loop: any()'s generator costs more here)
-            if c in text:
+        for head in self._heads:
+            if head in text or text.endswith(head[:1]) or text.endswith(head[:2]):
                 return False
         return True
 
     def _piece(self, piece: _Piece | None, text: str) -> tuple[_Piece | None, str]:
+        if (piece is None or not piece.held) and self._clean(text):
+            return piece, text
         if piece is None:
-            if self._clean(text):
-                return None, text
             piece = _Piece(self.pattern, self.values)
         return piece, piece.feed(text)
 
     def delta(self, item: Delta) -> Delta:
         if (
-            self._text is None
-            and self._reasoning is None
+            (self._text is None or not self._text.held)
+            and (self._reasoning is None or not self._reasoning.held)
             and not self._calls
             and not item.reasoning
             and not item.tool_calls
@@ -144,9 +146,9 @@ class ReplyMasker:
         return Delta(text=text, reasoning=reasoning, tool_calls=calls)
 
     def result(self, result: ChatResult) -> ChatResult:
-        """The whole reply masked (what the streamed pieces add up to)."""
-        if not (result.reasoning or result.tool_calls) and self._clean(result.text):
-            return result
+        """The whole reply masked: what the streamed pieces add up to, and each key-like
+        value in another case, spelling or part (:mod:`app.audit.secret_forms`) besides,
+        which the pieces, passed on as they come, are not looked at for."""
         text, reasoning = self._whole(result.text), self._whole(result.reasoning)
         calls = [
             c if (a := self._whole(c.arguments)) == c.arguments else _with_arguments(c, a)
@@ -158,14 +160,19 @@ class ReplyMasker:
         return result.model_copy(update={**update, "secrets_masked": self.count})
 
     def _whole(self, text: str) -> str:
-        if not text or self._clean(text):
+        if not text:
             return text
-        masked, n = self.pattern.subn(REDACTED, text)
-        self.count += n
-        return masked
+        if not self._clean(text):
+            text, n = self.pattern.subn(REDACTED, text)
+            self.count += n
+        if len(text) < FRAGMENT:  # (no window fits: nothing of a key's to find)
+            return text
+        spans = secret_forms(self.values).spans(text)
+        self.count += len(spans)
+        return mask_spans(text, spans, REDACTED)
 
 
-#: the environment's secret values last seen, their pattern and first characters
+#: the environment's secret values last seen, their pattern and how they begin
 _seen: tuple[tuple[str, ...] | None, re.Pattern[str] | None, tuple[str, ...]] = (None, None, ())
 
 

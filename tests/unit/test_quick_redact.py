@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from app.audit import quick_redact
 from app.audit.masking import CI_MARKERS, CS_MARKERS
 from app.audit.quick_redact import _SECRET_KEY_ENDS, Look, looks_clean
-from app.audit.secret_forms import MIN_DISTINCT
 
 _CI = (*CI_MARKERS, *_SECRET_KEY_ENDS)
 _ALL = (*CS_MARKERS, *_CI)
@@ -124,29 +123,33 @@ _CASED = "aAbBcCdD0 -"
     st.lists(st.text(alphabet=_CASED, min_size=8, max_size=10), min_size=1, max_size=3),
     st.integers(0, 3),
 )
-def test_secret_values_alike_but_for_their_case_are_each_found_in_any_case(
+def test_secret_values_alike_but_for_their_case_are_each_found_exactly(
     text: str, values: list[str], put_in: int
 ) -> None:
-    # a value is found in any case (a provider echoed a key upper-cased: secret_forms),
-    # but one with too few different characters to stand for a key (its runs are not
-    # looked for) only as it is, where it is
+    # the one pass looks for each value lowered and compares what it finds with the
+    # bytes: a value is found where it is, never where only a differently cased one is
     if put_in < len(values):
         text = text[: len(text) // 2] + values[put_in] + text[len(text) // 2 :]
-
-    def found(v: str) -> bool:
-        return v.lower() in text.lower() if len(set(v)) >= MIN_DISTINCT else v in text
-
     with patch.object(quick_redact, "_secret_values", lambda: tuple(values)):
-        assert looks_clean(text) == (not any(found(v) for v in values))
+        assert looks_clean(text) == (not any(v in text for v in values))
 
 
-def test_two_values_lowered_alike_are_both_looked_for_in_any_case() -> None:
+def test_two_values_lowered_alike_are_both_looked_for() -> None:
     first, second = "Abcd-Efgh-0001", "abcd-efgh-0001"
     with patch.object(quick_redact, "_secret_values", lambda: (first, second)):
         assert not looks_clean(f'{{"detail":"x {second} y"}}')
         assert not looks_clean(f'{{"detail":"x {first} y"}}')
-        # a provider's error echoing a key upper-cased (secret_forms): not clean either
-        assert not looks_clean('{"detail":"x ABCD-EFGH-0001 y"}')
+        assert looks_clean('{"detail":"x ABCD-EFGH-0001 y"}')
+
+
+def test_a_key_like_value_is_found_in_any_case_a_short_one_only_as_it_is() -> None:
+    """A provider echoed a key upper-cased (secret_forms); a short password in any case
+    would be ordinary words (POSTGRES in a sentence): looked for only as it is."""
+    key, short = "sk-proj-Abcd0123Efgh4567", "postgres"
+    with patch.object(quick_redact, "_secret_values", lambda: (key, short)):
+        assert not looks_clean(f'{{"detail":"x {key.upper()} y"}}')
+        assert not looks_clean('{"detail":"x postgres y"}')
+        assert looks_clean('{"detail":"Use PostgreSQL with the POSTGRES driver"}')
 
 
 def test_a_value_lowered_to_an_ignore_case_marker_is_found_as_that_marker() -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from app.audit.masking import REDACTED, mask_text
 from app.audit.quick_redact import looks_clean
-from app.audit.secret_forms import FRAGMENT, SecretForms, mask_spans
+from app.audit.secret_forms import FOUND_FROM, FRAGMENT, SecretForms, mask_spans
 
 KEY = "sk-proj-AUDITSECRET0123456789abcdefXYZ"
 
@@ -87,6 +87,25 @@ def test_ordinary_text_and_another_key_are_masked_as_before() -> None:
     assert masked == text.replace("sk-proj-SOMEONEELSE9876543210zyxw", REDACTED)
 
 
+def test_a_value_that_holds_a_shapes_stop_is_masked_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shape's value stops at ``&`` or ``;``: the value whole goes first, or its end was
+    left out (``password=[REDACTED]&Zq9xYw8v``, a review)."""
+    monkeypatch.setenv("DB_PASSWORD", "hunter2hunter2&Zq9xYw8v")
+    monkeypatch.setenv("APP_SECRET", "abcdefghij;KLMNOPQ7")
+    assert mask_text("password=hunter2hunter2&Zq9xYw8v") == ("password=[REDACTED]", 1)
+    assert mask_text("APP_SECRET=abcdefghij;KLMNOPQ7 ok") == ("APP_SECRET=[REDACTED] ok", 1)
+
+
+def test_a_short_value_is_masked_only_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``POSTGRES_PASSWORD=postgres`` in any case masked ordinary words (a review)."""
+    monkeypatch.setenv("POSTGRES_PASSWORD", "postgres")
+    text = "Use PostgreSQL 16 with the POSTGRES driver"
+    assert mask_text(text) == (text, 0)
+    assert mask_text("dsn: user:postgres@db") == ("dsn: user:[REDACTED]@db", 1)
+
+
 def test_a_value_with_too_few_different_characters_is_looked_for_only_whole() -> None:
     forms = SecretForms(("aaaaaaaaaaaaaaaa",))
     assert forms.spans("x aaaaaaaaaaaaaaaaaaaa y") == []
@@ -105,5 +124,5 @@ def test_spans_cover_every_run_whatever_surrounds_it(before: str, after: str, at
     assert masked.count("\n") == text.count("\n")
     for part in (KEY[:at], KEY[at:]):
         # each side of the cut that is a run long enough is masked, whatever is beside it
-        if len(part) >= FRAGMENT:
+        if len(part) >= FOUND_FROM:
             assert part not in masked
