@@ -6,6 +6,7 @@ Everything here is pure: it builds argv lists and environments and runs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -53,8 +54,11 @@ MASKED_HOME_PATHS = (
     ".zshenv",
     ".zprofile",
     ".zsh_history",
-    ".config/fish",
+    ".local/share/fish/fish_history",
     ".python_history",
+    # the coding agents' own sign-ins (the README has people run them beside Switchyard)
+    ".codex/auth.json",
+    ".claude/.credentials.json",
 )
 #: the checkout's own untracked secrets beside the run's worktree (the worktree is a clean
 #: checkout: a test has no business reading ``../../../.env``), at its top level
@@ -177,6 +181,9 @@ def _masked_paths(home: Path, cwd: Path | None = None) -> list[Path]:
             continue
         real = p.resolve()
         if cwd is not None and (real == cwd.resolve() or real in cwd.resolve().parents):
+            # it holds the worktree (the demo's repository is in the data folder): its
+            # stores are hidden one by one instead
+            out += [f.resolve() for f in sorted(real.glob("*.sqlite3*")) if f.is_file()]
             continue
         if (real.is_dir() or real.is_file()) and real not in out:
             out.append(real)
@@ -184,12 +191,17 @@ def _masked_paths(home: Path, cwd: Path | None = None) -> list[Path]:
 
 
 def _switchyard_dirs() -> list[Path]:
-    import os
-
+    """Switchyard's config folder, its default data folder and the one the settings name
+    (the environment's, or the config file's ``data_dir``)."""
     from app import paths
+    from app.config import load_settings
+    from app.errors import SwitchyardError
 
-    data = os.environ.get("SWITCHYARD_DATA_DIR")
-    return [paths.user_config_dir(), paths.user_data_dir(), *([Path(data)] if data else [])]
+    found = [paths.user_config_dir(), paths.user_data_dir()]
+    # (a setting that cannot be read: the command that runs the test said so already)
+    with contextlib.suppress(SwitchyardError):
+        found.append(load_settings().data_dir)
+    return found
 
 
 def _checkout_secrets(cwd: Path) -> list[Path]:

@@ -233,14 +233,22 @@ def test_shell_files_switchyards_folders_and_the_checkouts_secrets_are_hidden(
     for name in (".env", ".env.local", "deploy.pem", "README.md"):
         (repo / name).write_text("x")
     argv = _bwrap(["pytest"], cwd=wt, env={}, ro=[repo])
-    nulled = set(argv[i + 2] for i, a in enumerate(argv) if a == "--dev-bind")
+    nulled = {argv[i + 2] for i, a in enumerate(argv) if a == "--dev-bind"}
     assert {
         str(home / ".bashrc"),
         *(str(repo / n) for n in (".env", ".env.local", "deploy.pem")),
     } <= nulled
     assert str(repo / "README.md") not in nulled
     assert str(data) in _pairs(argv, "--tmpfs")
-    # a data folder that holds the worktree (the demo's repository) is not hidden
+    # a data folder that holds the worktree (the demo's repository) is not hidden: its
+    # stores are, one by one
     demo_wt = data / "demo" / "parser-bug" / ".switchyard" / "worktrees" / "r2"
     demo_wt.mkdir(parents=True)
-    assert str(data) not in _pairs(_bwrap(["pytest"], cwd=demo_wt, env={}, ro=[]), "--tmpfs")
+    for name in ("audit.sqlite3", "audit.sqlite3-spool", "ledger.sqlite3"):
+        (data / name).write_text("x")
+    demo = _bwrap(["pytest"], cwd=demo_wt, env={}, ro=[])
+    assert str(data) not in _pairs(demo, "--tmpfs")
+    nulled = {demo[i + 2] for i, a in enumerate(demo) if a == "--dev-bind"}
+    assert {
+        str(data / n) for n in ("audit.sqlite3", "audit.sqlite3-spool", "ledger.sqlite3")
+    } <= nulled
