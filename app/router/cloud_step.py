@@ -270,8 +270,23 @@ async def serve_cloud(
         # another process charged it by expiry meanwhile (its clock ahead of this one's,
         # or a call that outlived its TTL): the charge stands at the full estimate, and
         # the call was made and answered, so its line is written (it was not, and the
-        # answer was an error after the whole reply had streamed: a chaos audit)
-        expired, actual = True, d.est_cost_usd
+        # answer was an error after the whole reply had streamed: a chaos audit); what it
+        # cost past the estimate is a row of its own, so the ledger holds all of it (a
+        # call counted twice in the reports, in this rare case, rather than money lost)
+        expired = True
+        if actual > d.est_cost_usd:
+            await router.ledger.record_call(
+                session=router.session,
+                run=run,
+                role=d.role,
+                model=d.target,
+                provider=d.provider,
+                tokens_in=0,
+                tokens_out=0,
+                latency_ms=0.0,
+                cost_usd=actual - d.est_cost_usd,
+            )
+        actual = max(actual, d.est_cost_usd)
     await write(
         "call",
         to=d.target,
@@ -322,14 +337,20 @@ async def _cancelled(
     """Settle a call that ended with no usage at its estimate, and say why: cancelled,
     its stream ``broken`` after part of the reply was read, or an ``error`` (its type)."""
     cancelled = broken is None and error is None
-    await router.ledger.settle(
-        reservation_id,
-        actual_usd=d.est_cost_usd,
-        tokens_in=d.est_tokens_in,
-        tokens_out=0,
-        latency_ms=0.0,
-        outcome="cancelled" if cancelled else "failed",
-    )
+    try:
+        await router.ledger.settle(
+            reservation_id,
+            actual_usd=d.est_cost_usd,
+            tokens_in=d.est_tokens_in,
+            tokens_out=0,
+            latency_ms=0.0,
+            outcome="cancelled" if cancelled else "failed",
+        )
+    except ReservationClosed as exc:
+        if exc.status != "expired":
+            raise
+        # charged at the same estimate by another process's expiry: the line still says
+        # what became of the call (the refusal had replaced the call's own error)
     if broken is not None:
         why, code = str(broken), "STREAM_BROKEN"
     elif error is not None:

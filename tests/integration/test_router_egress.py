@@ -231,8 +231,9 @@ async def test_a_cloud_call_that_outlasts_the_ttl_keeps_its_reservation(
         await ledger.close()
 
 
+@pytest.mark.parametrize("usage", [(10, 5), (400_000, 100_000)], ids=["within", "past"])
 async def test_a_call_expired_by_a_clock_ahead_still_gets_its_call_line(
-    tmp_path: Path, policy: Policy, canary: str
+    tmp_path: Path, policy: Policy, canary: str, usage: tuple[int, int]
 ) -> None:
     """Another process whose clock runs 20 minutes ahead charged the reservation by
     expiry while the call was in flight: the settlement was refused, the answer (streamed
@@ -257,8 +258,8 @@ async def test_a_call_expired_by_a_clock_ahead_still_gets_its_call_line(
             entered.set()
             await answer.wait()
             yield ChatResult(
-                text="a plan", usage=Usage(tokens_in=10, tokens_out=5), finish_reason="stop",
-                model=self.model_id,
+                text="a plan", usage=Usage(tokens_in=usage[0], tokens_out=usage[1]),
+                finish_reason="stop", model=self.model_id,
             )  # fmt: skip
 
     plain = resolver.backend
@@ -279,10 +280,63 @@ async def test_a_call_expired_by_a_clock_ahead_still_gets_its_call_line(
         line = result.audit[-1]
         assert line.kind == "call" and line.values["reservation_expired"] is True
         assert line.values["settled_at_estimate"] is True
-        assert line.values["cost_usd"] == escalation.values["est_cost_usd"]  # as charged
-        assert (await ledger.report(session="s1"))["total"]["cost_usd"] == pytest.approx(
-            escalation.values["est_cost_usd"]
+        # charged at the estimate by the expiry, and what it cost past it besides: the
+        # line and the ledger say the larger of the two
+        est = escalation.values["est_cost_usd"]
+        assert (line.values["cost_usd"] > est) == (usage[0] > 10_000)
+        assert line.values["cost_usd"] >= est
+        total = (await ledger.report(session="s1"))["total"]["cost_usd"]
+        assert total == pytest.approx(line.values["cost_usd"])
+    finally:
+        await other.close()
+        await audit.close()
+        await ledger.close()
+
+
+async def test_a_call_cancelled_after_another_process_expired_it_says_so(
+    tmp_path: Path, policy: Policy, canary: str
+) -> None:
+    """The cancel's settlement met the expiry's charge: ReservationClosed replaced the
+    cancel and no closing line was written (a review). The cancel goes on, said."""
+    import asyncio
+    from collections.abc import AsyncIterator
+    from datetime import timedelta
+
+    from app.backends.base import ChatResult, Delta
+    from app.clock import ManualClock
+    from app.router.ledger.budget_ledger import BudgetLedger
+
+    resolver = Resolver(up=ALL_UP)
+    entered = asyncio.Event()
+
+    class Hangs:
+        def __init__(self, model_id: str) -> None:
+            self.model_id, self.runtime = model_id, "cloud"
+
+        async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+            entered.set()
+            await asyncio.Event().wait()
+            yield Delta(text="never")
+
+    plain = resolver.backend
+    resolver.backend = lambda m, rt: Hangs(m) if rt == "cloud" else plain(m, rt)  # type: ignore[method-assign]
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    ahead = ManualClock(ledger._clock.now() + timedelta(minutes=20))  # type: ignore[attr-defined]
+    other = await BudgetLedger.open(tmp_path / "ledger.db", policy.budget, clock=ahead)
+    try:
+        call = asyncio.create_task(
+            router.complete("architect", brief_request(canary), Signals(confidence=0.5))
         )
+        await asyncio.wait_for(entered.wait(), 10)
+        assert await other.expire_stale() == 1
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        lines = await audit.lines(session="s1")
+        assert [ln.reason_codes for ln in lines if ln.kind == "budget"][-1] == [
+            "CALL_CANCELLED",
+            "SETTLED_AT_ESTIMATE",
+        ]
     finally:
         await other.close()
         await audit.close()
