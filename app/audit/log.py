@@ -114,9 +114,10 @@ class AuditLog(AuditBase):
         except (sqlite3.Error, OSError) as exc:
             await log._close_spool()
             await db.close()
-            unreadable = isinstance(exc, sqlite3.DatabaseError) and not isinstance(
-                exc, sqlite3.OperationalError
-            )
+            unreadable = (
+                isinstance(exc, sqlite3.DatabaseError)
+                and not isinstance(exc, sqlite3.OperationalError)
+            ) or (isinstance(exc, OSError) and "not a Switchyard spool file" in str(exc))
             raise (AuditUnreadable if unreadable else SwitchyardError)(
                 f"cannot open the audit log {db_path}: {exc}"
             ) from None

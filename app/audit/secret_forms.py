@@ -6,8 +6,10 @@ error that echoed it upper-cased, percent- or ``\\u``-escaped, in base64 (alone,
 ``--json`` errors, the audit, test logs and the next cloud prompt as it came (an audit
 found each). So each key-like value (at least :data:`FORMS_MIN_LEN` characters) is also
 looked for in part, in each of its spellings: its characters in any case, each of them
-percent-escaped, each ``\\u``-escaped, and its base64 at each of the three alignments a
-value can have inside a longer encoded text (standard and URL-safe alphabets).
+percent-escaped, each ``\\u``-escaped, and its base64 at each of the three alignments
+a value can have inside a longer encoded text (standard and URL-safe alphabets). A key
+escaped only in part (a URL escapes its ``/`` and ``+``) is found by the runs left
+between the escapes, when they are long enough.
 
 The automaton looks for windows of :data:`FRAGMENT` of the value's characters, one every
 :data:`STRIDE`: any run of :data:`FOUND_FROM` or more holds a whole window, and a window

@@ -190,7 +190,9 @@ async def _team_tail(args: argparse.Namespace, log: PgAuditLog, show: Any) -> No
 
 
 def _filtered(args: argparse.Namespace) -> bool:
-    return any(getattr(args, k, None) for k in ("session", "run", "user", "chain"))
+    """An export's filter (a ``--chain`` names which log, as the file does: an empty one
+    is an export of nothing, as an empty log's is)."""
+    return args.session is not None or args.run is not None
 
 
 def _none_matched(args: argparse.Namespace, *, user: str | None = None) -> None:
@@ -324,7 +326,7 @@ async def _export_async(args: argparse.Namespace, checked: list[VerifyReport]) -
         if args.output is None:
             count = await log.export_jsonl(sys.stdout, session=args.session, run=args.run)
         else:
-            filtered = args.session is not None or args.run is not None
+            filtered = _filtered(args)
             try:
                 with replacing(args.output) as target:
                     count = await log.export_jsonl(target, session=args.session, run=args.run)

@@ -522,6 +522,10 @@ def _response_tools(
     return tools, custom, namespaces, dropped
 
 
+def _calls_alone(message: Message) -> bool:
+    return message.role == "assistant" and bool(message.tool_calls) and not message.content
+
+
 def _response_items(items: list[Any]) -> list[Message]:
     out: list[Message] = []
     pending: list[ToolCall] = []
@@ -575,6 +579,9 @@ def _response_items(items: list[Any]) -> list[Message]:
             text = _text_of(item.get("content"), f"input[{i}].content")
             if role in ("system", "developer"):
                 out.append(Message(role="system", content=text))
+            elif role == "assistant" and out and _calls_alone(out[-1]):
+                # the text after the turn's calls: the same one message (as text first)
+                out[-1] = out[-1].model_copy(update={"content": text})
             elif role in ("user", "assistant"):
                 out.append(Message(role=role, content=text))
             else:

@@ -135,7 +135,7 @@ async def open_ledger(
     """The ledger the settings name (the caller closes it). ``alone``: opened without its
     session's audit log (a report): it charges an expired reservation only when the
     audit log opens, for the line (it charged them with no line, which nothing wrote
-    later: an audit)."""
+    later: an audit); asked when one is stale (on the team store, at its first expiry)."""
     url = database_url(settings)
     ledger: Ledger
     if url is None:

@@ -170,6 +170,11 @@ def test_each_store_says_the_same_exit_code_for_the_same_trouble(
     target.mkdir()  # a folder in its place: SQLite cannot open it
     assert main(argv) == 1
     assert "cannot open the" in one_line(capsys.readouterr().err)
+    target.rmdir()
+    spool = data_dir() / f"{name}-spool"
+    spool.write_bytes(b"no header here\n")  # a spool that is not one: what it was given
+    assert main(argv) == 2
+    assert "not a Switchyard spool file" in one_line(capsys.readouterr().err)
 
 
 def test_an_answer_whose_lines_cannot_be_read_back_is_still_given(

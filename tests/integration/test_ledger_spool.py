@@ -147,7 +147,17 @@ def _spawn_and_kill(path: Path, start: str, settle: str = "") -> str:
 
 
 @pytest.mark.parametrize(
-    "record", [b"not json", b'["k"]', b"{}", b'["r", 1]', b"[]", b'["c", "id"]', b"\xff"]
+    "record",
+    [
+        b"not json",
+        b'["k"]',
+        b"{}",
+        b'["r", 1]',
+        b"[]",
+        b'["c", "id"]',
+        b"\xff",
+        b'["k","t","d","s",null,"r","m","p",1,1,0.0,"5","ok"]',  # a cost that is text
+    ],
 )
 async def test_a_record_that_checks_but_is_no_ledger_record_refuses_the_ledger(
     tmp_path: Path, record: bytes

@@ -130,6 +130,14 @@ def test_a_responses_turn_of_text_then_calls_is_one_assistant_message() -> None:
         ("assistant", "", ["c2"]),
         ("tool", "ok", []),
     ]
+    # the calls first and their text after: one message all the same
+    later = [items[0], items[2], items[1], items[3]]
+    messages = parse_responses({"model": "m", "input": later}).request.messages
+    assert [(m.role, m.content, [c.id for c in m.tool_calls]) for m in messages] == [
+        ("user", "fix calc.py", []),
+        ("assistant", "Running the fix.", ["c1"]),
+        ("tool", "done", []),
+    ]
 
 
 def test_count_tokens_counts_the_prompt_messages_would_route() -> None:

@@ -127,6 +127,8 @@ class BudgetLedger(ClosedOnExit):
             if ledger is not None:
                 await ledger._close_spool()
             await db.close()
+            if isinstance(exc, OSError) and "not a Switchyard spool file" in str(exc):
+                raise LedgerUnreadable(f"{path}: cannot open the budget ledger: {exc}") from None
             if isinstance(exc, sqlite3.OperationalError | OSError):
                 # the machine's trouble (a full disk, a read-only folder, a lock held), not
                 # what the ledger was given: exit 1, as the audit log says it (it was 2)

@@ -375,7 +375,8 @@ class PgBudgetLedger(ClosedOnExit):
         audit). A role
         that may only read (an auditor's) leaves that to the next writer: its reports
         show such a reservation as still reserved, as does a report whose audit log cannot
-        be opened (``expiry_check``)."""
+        be opened (``expiry_check``: asked here at a report's first expiry, stale or not,
+        as the database's function charges what it finds in one statement)."""
         if await expiry_held(self):
             return 0
 

@@ -108,6 +108,9 @@ _SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # t
 #: the least each kind of record holds (a newer Switchyard's longer records are read as
 #: ever, and a kind this one does not know is skipped, as "n" was by those before it)
 _LEAST = {"r": 12, "c": 9, "x": 3, "k": 13, "n": 4}
+#: the places of each kind's numbers (amounts, tokens, times): a string there was a
+#: TypeError in the sums
+_NUMBERS = {"r": (7, 11), "c": (4, 6, 7), "k": (8, 9, 11), "n": (3,)}
 
 
 def damaged(where: object, why: str) -> LedgerSpoolDamaged:
@@ -116,6 +119,10 @@ def damaged(where: object, why: str) -> LedgerSpoolDamaged:
         "refused, as what follows it cannot be read: move the spool file aside to go on "
         "(the records not yet folded into the ledger go with it)"
     )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def checked(records: list[Any], where: object) -> list[Any]:
@@ -130,6 +137,7 @@ def checked(records: list[Any], where: object) -> list[Any]:
             and isinstance(r[0], str)
             and len(r) >= _LEAST.get(r[0], 1)
             and (len(r) < 2 or isinstance(r[1], str))
+            and all(_number(r[i]) for i in _NUMBERS.get(r[0], ()))
         ):
             raise damaged(where, f"not a ledger record: {str(r)[:60]!r}")
     return records
