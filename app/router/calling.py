@@ -25,7 +25,7 @@ from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, De
 from app.bus import Bus, TokenDelta
 from app.policy.schema import Policy
 from app.remembered import digest
-from app.router.reply_mask import ReplyMasker
+from app.router.reply_mask import ReplyMasker, quiet, reply_env, whole_passes
 from app.router.retry import backoff_delay, rule_for
 from app.router.routed import DeltaHook, StreamBroken, Write
 
@@ -130,14 +130,17 @@ async def call_backend(
     while True:
         # a cloud reply is read with the environment's keys masked (a provider can send
         # one back), one masker per try: a failed try's held-back end is not the next's
-        masker = ReplyMasker.for_environment() if cloud else None
+        env = reply_env() if cloud else None
+        masker: ReplyMasker | None = None  # (made at the first delta that needs one)
         try:
             final: ChatResult | None = None
             async for item in backend.stream(request):
                 if isinstance(item, ChatResult):
                     final = item
                     continue
-                if masker is not None:
+                if env is not None and (masker is not None or not quiet(env, item)):
+                    if masker is None:
+                        masker = ReplyMasker(env)
                     masked = masker.delta(item)
                     if masked is not item and _empty(masked) and not _empty(item):
                         continue  # all of it held back: it may begin a key
@@ -158,7 +161,8 @@ async def call_backend(
                         await on_delta(rest)
                     if bus is not None and rest.text:
                         await _publish(bus, session, role, backend.model_id, rest.text)
-                final = masker.result(final)
+            if env is not None and (masker is not None or not whole_passes(env, final)):
+                final = (masker or ReplyMasker(env)).result(final)
             return final
         except BackendError as exc:
             if sent and exc.kind != "cancelled":

@@ -17,6 +17,7 @@ so the streamed pieces add up to the masked whole.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from app.audit.masking import REDACTED, env_pattern, secret_env_values
 from app.audit.secret_forms import FRAGMENT, mask_spans, secret_forms
@@ -60,20 +61,65 @@ def _start_of_secret(text: str, values: tuple[str, ...]) -> int:
     return cut
 
 
+class ReplyEnv(NamedTuple):
+    """The environment's secret values as a reply is read for them: their pattern, and
+    how they begin (their first three characters)."""
+
+    values: tuple[str, ...]
+    pattern: re.Pattern[str]
+    heads: tuple[str, ...]
+
+
+def reply_env() -> ReplyEnv | None:
+    """The environment's secrets now (None: it holds none, nothing to do)."""
+    global _seen
+    values = secret_env_values()
+    if values is not _seen[0]:  # (the same tuple while the environment is unchanged)
+        pattern = env_pattern(values)
+        found = None if pattern is None else ReplyEnv(values, pattern, _heads(values))
+        _seen = (values, found)
+    return _seen[1]
+
+
+def _heads(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted({v[:3] for v in values}))
+
+
+def passes(env: ReplyEnv, text: str) -> bool:
+    """Whether ``text`` holds no key and no beginning of one: none of the keys' heads in
+    it, and it does not end as one begins (a key's first letter alone, ``s``, was in
+    nearly every piece)."""
+    for head in env.heads:
+        if head in text or text.endswith(head[:1]) or text.endswith(head[:2]):
+            return False
+    return True
+
+
+def quiet(env: ReplyEnv, item: Delta) -> bool:
+    """A delta that passes as it is, with nothing held before it (most of them): no
+    masker is made for a reply of such deltas."""
+    return not item.reasoning and not item.tool_calls and passes(env, item.text)
+
+
+def whole_passes(env: ReplyEnv, result: ChatResult) -> bool:
+    """A whole reply too short to hold a key's run in another form, and clean."""
+    return (
+        not result.reasoning
+        and not result.tool_calls
+        and len(result.text) < FRAGMENT
+        and passes(env, result.text)
+    )
+
+
 class ReplyMasker:
     """Masks one call's deltas and its result with the environment as it is now."""
 
-    __slots__ = ("_calls", "_heads", "_reasoning", "_text", "count", "pattern", "values")
+    __slots__ = ("_calls", "_env", "_reasoning", "_text", "count", "pattern", "values")
 
-    def __init__(
-        self, values: tuple[str, ...], pattern: re.Pattern[str], heads: tuple[str, ...]
-    ) -> None:
-        self.values, self.pattern = values, pattern
+    def __init__(self, env: ReplyEnv) -> None:
+        self._env = env
+        self.values, self.pattern = env.values, env.pattern
         self.count = 0
-        #: how the keys begin (their first three characters): a text that holds none of
-        #: them, and does not end as one begins, holds no key and no beginning of one, and
-        #: passes as it is (their first character alone, ``s``, was in nearly every delta)
-        self._heads = heads
         self._text: _Piece | None = None
         self._reasoning: _Piece | None = None
         self._calls: dict[int, _Piece] = {}
@@ -81,19 +127,11 @@ class ReplyMasker:
     @classmethod
     def for_environment(cls) -> ReplyMasker | None:
         """A masker, or None when the environment holds no secret (nothing to do)."""
-        global _seen
-        values = secret_env_values()
-        if values is not _seen[0]:  # (the same tuple while the environment is unchanged)
-            pattern = env_pattern(values)
-            _seen = (values, pattern, tuple(sorted({v[:3] for v in values})))
-        _, pattern, heads = _seen
-        return None if pattern is None else cls(values, pattern, heads)
+        env = reply_env()
+        return None if env is None else cls(env)
 
     def _clean(self, text: str) -> bool:
-        for head in self._heads:
-            if head in text or text.endswith(head[:1]) or text.endswith(head[:2]):
-                return False
-        return True
+        return passes(self._env, text)
 
     def _piece(self, piece: _Piece | None, text: str) -> tuple[_Piece | None, str]:
         if (piece is None or not piece.held) and self._clean(text):
@@ -172,8 +210,8 @@ class ReplyMasker:
         return mask_spans(text, spans, REDACTED)
 
 
-#: the environment's secret values last seen, their pattern and how they begin
-_seen: tuple[tuple[str, ...] | None, re.Pattern[str] | None, tuple[str, ...]] = (None, None, ())
+#: the environment's secret values last seen, and what a reply is read with for them
+_seen: tuple[tuple[str, ...] | None, ReplyEnv | None] = (None, None)
 
 
 def _with_arguments(call: ToolCall, arguments: str) -> ToolCall:
