@@ -9,6 +9,7 @@ from app.store.errors import (
     SchemaTooNew,
     StoreError,
     StorePrivacyError,
+    StoreRefused,
     StoreUnavailable,
     StoreUrlError,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "SchemaTooNew",
     "StoreError",
     "StorePrivacyError",
+    "StoreRefused",
     "StoreUnavailable",
     "StoreUrlError",
     "parse_database_url",

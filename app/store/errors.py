@@ -16,9 +16,18 @@ class StoreUrlError(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The database does not answer, or refuses us (down, wrong password, no database)."""
+    """The database does not answer (down, unreachable, too slow)."""
 
     exit_code = 1
+
+
+class StoreRefused(StoreError):
+    """The database answers and refuses what the URL says: the user or its password, or
+    a database it does not have. What Switchyard was given (exit 2), and never a reason
+    to fall back to this machine's files (``database_fallback`` is for a database away):
+    it read as "cannot reach" (exit 1), and fell back."""
+
+    exit_code = 2
 
 
 class StorePrivacyError(StoreError):

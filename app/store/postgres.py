@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from app.hosts import HostPort, is_loopback_address, named_host_refusal, resolve_sync
-from app.store.errors import SchemaTooNew, StorePrivacyError, StoreUnavailable
+from app.store.errors import SchemaTooNew, StorePrivacyError, StoreRefused, StoreUnavailable
 from app.store.url import DatabaseUrl
 
 if TYPE_CHECKING:  # asyncpg is imported when a database is used, not by the CLI's start
@@ -115,6 +115,14 @@ async def connect_pool(
             reset=_no_reset,
             **kwargs,
         )
+    except (
+        asyncpg.InvalidAuthorizationSpecificationError,  # the user, its password, pg_hba
+        asyncpg.InvalidCatalogNameError,  # no such database
+    ) as exc:
+        raise StoreRefused(
+            f"the team database {url.display()} refused the connection: {_why(exc)} (check "
+            "the user, the password and the database in SWITCHYARD_DATABASE_URL)"
+        ) from None
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StoreUnavailable(
             f"cannot reach the team database {url.display()}: {_why(exc)}"

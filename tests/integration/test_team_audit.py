@@ -21,7 +21,7 @@ from app.audit import verify_lines
 from app.audit.canonical import canonical_json, line_hash
 from app.config import load_settings
 from app.store.errors import SchemaTooNew
-from tests.pg import StoreUnderTest
+from tests.pg import PgServer, StoreUnderTest
 from tests.reliability.kit import closed_port, run_cli
 
 Tamper = Callable[[asyncpg.Connection, str], Awaitable[None]]
@@ -376,6 +376,31 @@ def test_an_unreachable_database_exits_1_and_never_falls_back_silently(
         assert rc == 1, err
         assert "cannot reach the team database" in err and "secret" not in err
     assert not load_settings().audit_db.exists()
+    assert not load_settings().ledger_db.exists()
+
+
+@pytest.mark.parametrize("wrong", ["database", "user"])
+def test_a_database_that_refuses_the_url_is_exit_2_and_no_fallback(
+    pg_server: PgServer,
+    wrong: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A wrong user (or its password) or a database the server does not have read as
+    "cannot reach the team database" (exit 1), and database_fallback went on with this
+    machine's files: what the URL says is wrong, the server answered."""
+    url = (
+        pg_server.url_for("sy_no_such_database")
+        if wrong == "database"
+        else f"postgresql://nobody_here@{pg_server.host}:{pg_server.port}/postgres"
+    )
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", url)
+    monkeypatch.setenv("SWITCHYARD_DATABASE_FALLBACK", "true")
+    for argv in (["audit", "verify"], ["budget"]):
+        rc, _, err = run_cli(argv, capsys)
+        assert rc == 2, err
+        assert "refused the connection" in err and "SWITCHYARD_DATABASE_URL" in err
+        assert "reading this machine's SQLite files" not in err
     assert not load_settings().ledger_db.exists()
 
 
