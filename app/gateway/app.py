@@ -647,7 +647,14 @@ async def _messages(state: _State, request: Request) -> Response:
 
 
 async def _count_tokens(state: _State, request: Request) -> Response:
-    prompt = parse_count_tokens(await _body(state, request))
+    body = await _body(state, request)
+    prompt = parse_count_tokens(body)
+    # the model a request naming it would be served by, or the 404 it would get: any
+    # name was counted (``gpt-4o`` too), where /v1/messages said no such model
+    model = body.get("model") if isinstance(body, dict) else None
+    if not isinstance(model, str) or not model:
+        raise GatewayError(400, "invalid_request", "model: required")
+    resolve_model(state.session.policy, model)
     return JSONResponse({"input_tokens": request_tokens(prompt)})
 
 

@@ -262,6 +262,11 @@ def test_messages_stream_non_stream_and_count_tokens(gw: Gateway) -> None:
         model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hello there"}]
     )
     assert counted.input_tokens > 0
+    # a model no request could name is the 404 /v1/messages gives it (any name was counted)
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(
+            model="gpt-4o", messages=[{"role": "user", "content": "hello there"}]
+        )
 
 
 # ── translation across protocols, with approvals ─────────────────────────────────────────
