@@ -195,8 +195,8 @@ async def run_request(
             finally:
                 timer.cancel()
                 waiter = None
-            if not pending and not task.done():  # the timer woke us: nothing yet
-                yield KeepAlive()
+            if not pending and not task.done() and not (stopping and stopping.stopping):
+                yield KeepAlive()  # the timer woke us: nothing yet (a stop goes on above)
     except GatewayError as err:
         outcome = f"error: {err.message}"
         await _close_line(session, request_id, role, outcome, None, status=err.status)

@@ -469,8 +469,9 @@ def test_stopping_the_server_mid_stream_closes_and_settles_the_request(
     vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply=REPLY)
     for gw in _gateway(tmp_path, (vllm, slow, fake_anthropic_factory()), "--approve", "allow"):
         streaming = threading.Event()
+        seen: list[str] = []
 
-        def client(url: str, streaming: threading.Event) -> None:
+        def client(url: str, streaming: threading.Event, seen: list[str]) -> None:
             body = {
                 "model": "architect+escalate",
                 "stream": True,
@@ -482,12 +483,13 @@ def test_stopping_the_server_mid_stream_closes_and_settles_the_request(
                     http.stream("POST", "/v1/chat/completions", json=body) as resp,
                 ):
                     for line in resp.iter_lines():
+                        seen.append(line)
                         if '"content"' in line:
                             streaming.set()
             except httpx.HTTPError:
                 pass  # the server went away: what the client sees is not the point here
 
-        reader = threading.Thread(target=client, args=(gw.url, streaming), daemon=True)
+        reader = threading.Thread(target=client, args=(gw.url, streaming, seen), daemon=True)
         reader.start()
         assert streaming.wait(30), "the stream never started"
         gw.proc.send_signal(getattr(signal, signal_name))
@@ -497,6 +499,9 @@ def test_stopping_the_server_mid_stream_closes_and_settles_the_request(
         assert f"switchyard serve: stopped ({signal_name})" in err
         assert "Traceback" not in err and "is closed" not in err, err
         reader.join(10)
+        # the pieces came every 0.1 s: no keep-alive is due, and the stop sent one just
+        # before its error event (an audit)
+        assert not [line for line in seen if line.startswith(": keep-alive")], seen[-5:]
         closing = [ln for ln in lines_of("request") if ln["values"].get("status") == 503]
         assert len(closing) == 1, [(ln["kind"], ln["detail"]) for ln in lines_of()]
         assert closing[0]["values"]["outcome"] == "error: the server is stopping"
