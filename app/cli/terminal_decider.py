@@ -221,7 +221,10 @@ class TerminalDecider:
 
 
 def _who(req: ApprovalRequest) -> str:
-    return f"request {req.run}" if req.run else f"session {req.session}"
+    if not req.run:
+        return f"session {req.session}"
+    # a gateway's request names its client: two agents may be asking at once
+    return f"request {req.run} from {req.origin}" if req.origin else f"request {req.run}"
 
 
 def decider_for(mode: ApproveMode, said: str | None = None, bus: Bus | None = None) -> Decider:

@@ -116,6 +116,7 @@ async def run_request(
         await _open_line(session, inbound, role, signals, request_id, client)
     except SwitchyardError as exc:
         raise store_down(exc) from None
+    router.run_origins[request_id] = client  # (its approval prompt names the client)
     # One waiter at a time, woken by a delta, the end of the work or the keep-alive timer
     # (a task and asyncio.wait per delta cost more than the rest of the relay).
     pending: deque[Delta] = deque()
@@ -203,6 +204,7 @@ async def run_request(
         err.audited = True
         raise
     finally:
+        router.run_origins.pop(request_id, None)
         if stopping is not None:
             stopping.unwatch(wake)
         # The server cancels a disconnected client's stream with an anyio cancel scope,

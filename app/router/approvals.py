@@ -86,6 +86,8 @@ class ApprovalRequest(BaseModel):
     budget_left_usd: float
     #: set by the broker before a decider sees the request, so a UI can show a countdown
     timeout_s: float | None = None
+    #: who waits on it, when the run is another program's request (a gateway client)
+    origin: str = ""
 
 
 class ApprovalDecision(BaseModel):

@@ -141,6 +141,7 @@ async def escalate(
                 values=values,
                 est_cost_usd=d.est_cost_usd,
                 budget_left_usd=left,
+                origin=router.run_origins.get(run, "") if run is not None else "",
             )
         )
         if not decision.allowed:

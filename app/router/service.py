@@ -99,6 +99,9 @@ class Router:
         #: worked was heard only when the stage ended, after three more calls and an
         #: escalation)
         self.run_gates: dict[str, Callable[[], None]] = {}
+        #: who asked for a run's requests, when another program did (the gateway's client):
+        #: its approval prompt names it, where two agents may be asking at once
+        self.run_origins: dict[str, str] = {}
         #: the cloud calls in flight, whose reservations are renewed while they last
         self.in_flight = InFlight(ledger)
         #: the policy's fingerprint, for the decision lines (computed once per policy)

@@ -341,3 +341,35 @@ async def test_a_call_cancelled_after_another_process_expired_it_says_so(
         await other.close()
         await audit.close()
         await ledger.close()
+
+
+async def test_an_approval_names_who_waits_on_the_run(
+    tmp_path: Path, policy: Policy, canary: str
+) -> None:
+    """A gateway request's run names its client (router.run_origins): the approval the
+    human is asked carries it, and a run nobody named carries none."""
+    from app.router.approvals import ApprovalDecision, ApprovalRequest
+
+    asked: list[ApprovalRequest] = []
+
+    class Recording:
+        async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+            asked.append(req)
+            return ApprovalDecision(decision="allow_once", decided_by="test")
+
+    router, audit, ledger = await make_router(
+        tmp_path, policy, Resolver(up=ALL_UP), decider=Recording()
+    )
+    try:
+        router.run_origins["gw-1"] = "codex_exec/0.171.0"
+        for run in ("gw-1", "r-2"):
+            await router.complete(
+                "architect", brief_request(canary), Signals(confidence=0.5), run=run
+            )
+        assert [(r.run, r.origin) for r in asked] == [
+            ("gw-1", "codex_exec/0.171.0"),
+            ("r-2", ""),
+        ]
+    finally:
+        await audit.close()
+        await ledger.close()

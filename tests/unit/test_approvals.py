@@ -501,6 +501,16 @@ async def test_the_terminal_prompt_shows_control_characters_instead_of_obeying_t
     assert "\x1b" not in shown
 
 
+async def test_the_terminal_prompt_names_the_gateway_client_that_waits() -> None:
+    """Two agents may be asking at once through `serve`: the prompt named the request
+    id alone (an audit with the real clients); the workbench's modal named the client."""
+    out = io.StringIO()
+    req = make_req(run="gw-0123", origin="codex_exec/0.171.0\x1b[2J")
+    await TerminalDecider(stdin=FakeTTY("n\n"), out=out).decide(req)
+    shown = out.getvalue()
+    assert "(request gw-0123 from codex_exec/0.171.0␛[2J)" in shown and "\x1b" not in shown
+
+
 class _PipeTTY(io.TextIOWrapper):
     def isatty(self) -> bool:
         return True
