@@ -67,6 +67,14 @@ T = TypeVar("T")
 _last_fold: tuple[float, int] = (-1e9, 0)
 
 
+class NotASpool(OSError):
+    """A file in a spool's place that is not one (no header, or a damaged one): what
+    the store was given, which it cannot read (exit 2, as a file that is no database)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(errno.EINVAL, f"not a Switchyard spool file ({what})", str(path))
+
+
 class ShortWrite(OSError):
     """A write cut short (a full disk): the first ``standing`` records stand, the rest do
     not (:meth:`Spool.write`)."""
@@ -405,8 +413,7 @@ def _header(fd: int, path: Path) -> bytes | None:
             errno.EINVAL, "not a Switchyard spool file (its header is damaged)", str(path)
         )
     if nl < 0 or not _HEADER.fullmatch(head[: nl + 1]):
-        what = "its header is damaged" if head.startswith(MAGIC) else "no header"
-        raise OSError(errno.EINVAL, f"not a Switchyard spool file ({what})", str(path))
+        raise NotASpool(path, "its header is damaged" if head.startswith(MAGIC) else "no header")
     return head[: nl + 1]
 
 

@@ -49,7 +49,7 @@ from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.errors import AuditTamperError, AuditUnreadable, StoreError, SwitchyardError
 from app.opener import Opener
-from app.spool import ShortWrite, Spooled, to_the_end
+from app.spool import NotASpool, ShortWrite, Spooled, to_the_end
 from app.sqlite import SQLiteRunner, connect_async, failure_text
 
 __all__ = ["SYNCHRONOUS", "AuditLog", "AuditLogOpener"]
@@ -117,7 +117,7 @@ class AuditLog(AuditBase):
             unreadable = (
                 isinstance(exc, sqlite3.DatabaseError)
                 and not isinstance(exc, sqlite3.OperationalError)
-            ) or (isinstance(exc, OSError) and "not a Switchyard spool file" in str(exc))
+            ) or isinstance(exc, NotASpool)
             raise (AuditUnreadable if unreadable else SwitchyardError)(
                 f"cannot open the audit log {db_path}: {exc}"
             ) from None

@@ -33,12 +33,12 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from app.audit.secret_forms import SecretForms, mask_spans, secret_forms
+from app.audit.secret_forms import SecretForms, join_spans, mask_spans, secret_forms
 from app.remembered import Remembered, digest
 
 REDACTED = "[REDACTED]"
 #: Bumped whenever what is masked changes: caches of masked text key on it.
-MASKING_VERSION = "5"  # 5: a value in part, another case, escaped or base64 (secret_forms)
+MASKING_VERSION = "6"  # 6: the spans found together on the text; key-like values only
 
 SECRET_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
 SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_SECRET_KEY", "_PASSWORD", "_ACCESS_KEY")
@@ -441,49 +441,47 @@ class Masker:
         return text if hit[0] is None else hit[0]
 
     def _text(self, text: str) -> str:
-        # the environment's values whole first, then the shapes (a shape's value stops at
-        # ``&`` or ``;``, and a value that holds one was masked up to it, its end left
-        # out), then each key-like value's runs: in part, in another case or spelling
+        # Every span found on the text as it came, masked once: the environment's values
+        # whole, the shapes' values, each key-like value's runs (in part, in another case
+        # or spelling). Masked one after the other, each left the next a text it could no
+        # longer read: a shape's value stops at ``&`` or ``;`` (a value holding one lost
+        # only its start), and a value masked inside another key left that key's ends,
+        # too short for its shape (a review, twice).
+        spans: list[tuple[int, int]] = []
         if self.env is not None:
-            text, n = self.env.subn(lambda m: _keep_lines(m.group(0)), text)
-            self.count += n
-        if maybe_secret(text):
-            text = self._shapes(text)
+            spans += [m.span() for m in self.env.finditer(text)]
+        shaped = maybe_secret(text)
+        if shaped:
+            spans += self._shape_spans(text)
         if self.forms is not None:
-            text = self._forms(self.forms, text)
+            spans += self.forms.spans(text)
+        if spans:
+            joined = join_spans(spans)
+            self.count += len(joined)
+            text = mask_spans(text, joined, REDACTED)
+        if shaped and "PRIVATE KEY" in text:
+            text = self._pem(text)
         return text
 
-    def _shapes(self, text: str) -> str:
+    def _shape_spans(self, text: str) -> list[tuple[int, int]]:
+        """Where each shape's secret stands in ``text`` (its ``s`` group), its check held."""
+        found: list[tuple[int, int]] = []
+
+        def add(pattern: re.Pattern[str], check: Check | None) -> None:
+            for m in pattern.finditer(text):
+                if check is None or check(m):
+                    found.append(m.span("s"))
+
         low = text.lower()
         if any(m in low for m in CI_MARKERS):
             for pattern, check in _CI_SHAPES:
-                text = self._shape(pattern, check, text)
+                add(pattern, check)
         if _maybe_url_password(text):
-            text = self._shape(*_URL_PASSWORD, text)
+            add(*_URL_PASSWORD)
         if any(m in text for m in CS_MARKERS):
             for pattern, check in _CS_SHAPES:
-                text = self._shape(pattern, check, text)
-            if "PRIVATE KEY" in text:
-                text = self._pem(text)
-        return text
-
-    def _forms(self, forms: SecretForms, text: str) -> str:
-        """``text`` with each run of a secret value in another form masked (each value
-        whole was masked before, as it was found)."""
-        spans = forms.spans(text)
-        self.count += len(spans)
-        return mask_spans(text, spans, REDACTED)
-
-    def _shape(self, pattern: re.Pattern[str], check: Check | None, text: str) -> str:
-        def replace(m: re.Match[str]) -> str:
-            if check is not None and not check(m):
-                return m.group(0)
-            self.count += 1
-            whole, base = m.group(0), m.start()
-            start, end = m.start("s") - base, m.end("s") - base
-            return whole[:start] + _keep_lines(m.group("s")) + whole[end:]
-
-        return pattern.sub(replace, text)
+                add(pattern, check)
+        return found
 
     def _pem(self, text: str) -> str:
         def block(m: re.Match[str]) -> str:

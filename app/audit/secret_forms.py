@@ -4,7 +4,8 @@ The masker found each key of the environment only whole, in its own case: a prov
 error that echoed it upper-cased, percent- or ``\\u``-escaped, in base64 (alone, or in an
 ``Authorization: Basic`` of ``user:key``), or cut by a line break went into skip lines,
 ``--json`` errors, the audit, test logs and the next cloud prompt as it came (an audit
-found each). So each key-like value (at least :data:`FORMS_MIN_LEN` characters) is also
+found each). So each key-like value (:func:`key_like`: at least :data:`FORMS_MIN_LEN`
+characters, letters and digits) is also
 looked for in part, in each of its spellings: its characters in any case, each of them
 percent-escaped, each ``\\u``-escaped, and its base64 at each of the three alignments
 a value can have inside a longer encoded text (standard and URL-safe alphabets). A key
@@ -14,9 +15,9 @@ between the escapes, when they are long enough.
 The automaton looks for windows of :data:`FRAGMENT` of the value's characters, one every
 :data:`STRIDE`: any run of :data:`FOUND_FROM` or more holds a whole window, and a window
 found is grown, character by character, to the whole run the text shares with that
-spelling. What the runs cover is masked, runs that touch made one. A value shorter than
-:data:`FORMS_MIN_LEN` is left to the masker's exact pattern, whole and in its own case: a
-short password (``postgres``) in any case masked ordinary words (``PostgreSQL``).
+spelling. What the runs cover is masked, runs that touch made one. Any other value is
+left to the masker's exact pattern, whole and in its own case: a short or word-like
+password (``postgres``) in any case masked ordinary words (``PostgreSQL``).
 
 A window that could be ordinary text is not looked for: fewer than :data:`MIN_DISTINCT`
 different characters (``000000000000`` in a made-up test key).
@@ -56,30 +57,61 @@ def ascii_lower(text: str) -> str:
 
 
 class Spelling(NamedTuple):
-    """A value as a text may spell it; ``folded``: compared with the text lowered."""
+    """A value as a text may spell it; ``folded``: compared with the text lowered;
+    ``bounds``: where its pieces start and end (an escape is one piece: a mask never
+    ends inside one), or None when every place is a bound (the characters as they are,
+    base64)."""
 
     text: str
     folded: bool
+    bounds: frozenset[int] | None = None
+
+
+def key_like(value: str) -> bool:
+    """A value looked for in part and in its other spellings: as long as a key, with
+    letters and digits (a key's randomness). ``postgres_password`` or ``/run/secrets/x``
+    in any case, in part, would mask the words people write (a review)."""
+    return (
+        len(value) >= FORMS_MIN_LEN
+        and any(c.isdigit() for c in value)
+        and any(c.isalpha() for c in value)
+    )
+
+
+def _starts(text: str, size: int, step: int) -> list[int]:
+    """Where windows of ``size`` start, one at most ``step`` after the last: at each
+    step, the first of the next places whose window has MIN_DISTINCT characters (a run
+    of one character, ``0000``, in a window would match ordinary text; a window dropped
+    left a gap a longer run escaped through, a review)."""
+    last = len(text) - size
+    out: list[int] = []
+    for nominal in sorted({*range(0, last + 1, step), max(0, last)}):
+        for i in range(nominal, min(nominal + step, last + 1)):
+            if len(set(text[i : i + size])) >= MIN_DISTINCT:
+                if not out or out[-1] != i:
+                    out.append(i)
+                break
+    return out
 
 
 def _spellings(value: str) -> list[tuple[Spelling, list[tuple[int, int]]]]:
     """Each spelling of ``value``, with its windows (where each starts and ends in the
     spelling): FRAGMENT of the value's characters, one at most STRIDE characters after
     the last (in base64, 16 characters every 4: 12 bytes every 3)."""
-    starts = sorted({*range(0, len(value) - FRAGMENT + 1, STRIDE), len(value) - FRAGMENT})
-    starts = [i for i in starts if len(set(value[i : i + FRAGMENT])) >= MIN_DISTINCT]
+    starts = _starts(value, FRAGMENT, STRIDE)
     out: list[tuple[Spelling, list[tuple[int, int]]]] = []
-    for piece in (
-        lambda c: c,
-        lambda c: "".join(f"%{b:02x}" for b in c.encode("utf-8", "surrogatepass")),
-        lambda c: f"\\u{ord(c):04x}",
+    for escaped, piece in (
+        (False, lambda c: c),
+        (True, lambda c: "".join(f"%{b:02x}" for b in c.encode("utf-8", "surrogatepass"))),
+        (True, lambda c: f"\\u{ord(c):04x}"),
     ):
         pieces = [piece(c) for c in value]
         offsets = [0]
         for p in pieces:
             offsets.append(offsets[-1] + len(p))
         windows = [(offsets[i], offsets[i + FRAGMENT]) for i in starts]
-        out.append((Spelling(ascii_lower("".join(pieces)), True), windows))
+        bounds = frozenset(offsets) if escaped else None
+        out.append((Spelling(ascii_lower("".join(pieces)), True, bounds), windows))
     raw = value.encode("utf-8", "surrogatepass")
     for pad, skip in ((0, 0), (1, 2), (2, 3)):
         n = len(raw) - (pad + len(raw)) % 3  # whole groups: no character of the next
@@ -88,8 +120,7 @@ def _spellings(value: str) -> list[tuple[Spelling, list[tuple[int, int]]]]:
         encoded = base64.b64encode(b"\0" * pad + raw[:n]).decode()[skip:]
         for alphabet in (encoded, encoded.replace("+", "-").replace("/", "_")):
             size = FRAGMENT * 4 // 3
-            at = sorted({*range(0, len(alphabet) - size + 1, 4), max(0, len(alphabet) - size)})
-            kept = [(i, i + size) for i in at if len(set(alphabet[i : i + size])) >= MIN_DISTINCT]
+            kept = [(i, i + size) for i in _starts(alphabet, size, 4)]
             out.append((Spelling(alphabet, False), kept))
     return out
 
@@ -100,15 +131,13 @@ class SecretForms:
     def __init__(self, values: tuple[str, ...]) -> None:
         #: each needle (lowered) and where it stands: (spelling, offset) pairs
         where: dict[str, list[tuple[Spelling, int]]] = {}
-        covered: set[str] = set()
         for value in values:
-            if len(value) < FORMS_MIN_LEN:
-                continue
+            if not key_like(value):
+                continue  # (looked for whole and as it is, by the masker's pattern)
             for spelling, windows in _spellings(value):
                 for start, end in windows:
                     needle = ascii_lower(spelling.text[start:end])
                     where.setdefault(needle, []).append((spelling, start))
-                    covered.add(value)
         self.needles = tuple(where)
         self._where = tuple(where[n] for n in self.needles)
         #: the windows looked for in any case (lowered), and those (base64) only as they
@@ -126,9 +155,6 @@ class SecretForms:
                 }
             )
         )
-        #: the values no window stands for (short, or too few different characters):
-        #: looked for only whole, in their own case, by the masker's pattern
-        self.uncovered = tuple(v for v in values if v not in covered)
         self._find = (
             ahocorasick_rs.AhoCorasick(
                 list(self.needles), implementation=ahocorasick_rs.Implementation.DFA
@@ -147,38 +173,61 @@ class SecretForms:
         except UnicodeEncodeError:  # a file's undecodable bytes (surrogateescape)
             matches = self._find(_SURROGATE.sub("\ufffd", low), overlapping=True)
         found: list[tuple[int, int]] = []
+        # a run is grown once: each of its windows found later stands inside it (grown
+        # again from each, a run of n characters cost n²/4 steps: 1 s at 4,000)
+        grown: dict[tuple[int, int], tuple[int, int]] = {}
         for index, start, end in matches:
             for spelling, offset in self._where[index]:
+                key = (id(spelling), start - offset)
+                done = grown.get(key)
+                if done is not None and done[0] <= start and end <= done[1]:
+                    continue
                 seen = low if spelling.folded else text
-                span = _grown(seen, start, end, spelling.text, offset)
+                span = _grown(seen, start, end, spelling, offset)
                 if span is not None:
+                    grown[key] = span
                     found.append(span)
-        if not found:
-            return []
-        found.sort()
-        joined = [found[0]]
-        for start, end in found[1:]:
-            last_start, last_end = joined[-1]
-            if start <= last_end:
-                joined[-1] = (last_start, max(last_end, end))
-            else:
-                joined.append((start, end))
-        return joined
+        return join_spans(found)
 
 
-def _grown(seen: str, start: int, end: int, spelling: str, offset: int) -> tuple[int, int] | None:
+def _grown(
+    seen: str, start: int, end: int, spelling: Spelling, offset: int
+) -> tuple[int, int] | None:
     """The run of ``seen`` around ``[start, end)`` that ``spelling`` shares from
-    ``offset`` on, grown both ways; None when the window does not stand there."""
-    size = end - start
-    if seen[start:end] != spelling[offset : offset + size]:
+    ``offset`` on, grown both ways to whole pieces (never ending inside an escape: a
+    mask there left ``\\u003[REDACTED]``, no JSON, a review); None when the window does
+    not stand there."""
+    text, size = spelling.text, end - start
+    if seen[start:end] != text[offset : offset + size]:
         return None  # (a base64 window lowered alike but not the same)
-    left, o = start, offset
-    while left > 0 and o > 0 and seen[left - 1] == spelling[o - 1]:
-        left, o = left - 1, o - 1
-    right, o = end, offset + size
-    while right < len(seen) and o < len(spelling) and seen[right] == spelling[o]:
-        right, o = right + 1, o + 1
+    left, lo = start, offset
+    while left > 0 and lo > 0 and seen[left - 1] == text[lo - 1]:
+        left, lo = left - 1, lo - 1
+    right, ro = end, offset + size
+    while right < len(seen) and ro < len(text) and seen[right] == text[ro]:
+        right, ro = right + 1, ro + 1
+    bounds = spelling.bounds
+    if bounds is not None:
+        while lo not in bounds:  # (a window starts and ends on bounds: it stays whole)
+            left, lo = left + 1, lo + 1
+        while ro not in bounds:
+            right, ro = right - 1, ro - 1
     return left, right
+
+
+def join_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` sorted, those that touch or overlap made one."""
+    if not spans:
+        return []
+    spans = sorted(spans)
+    joined = [spans[0]]
+    for start, end in spans[1:]:
+        last_start, last_end = joined[-1]
+        if start <= last_end:
+            joined[-1] = (last_start, max(last_end, end))
+        else:
+            joined.append((start, end))
+    return joined
 
 
 def mask_spans(text: str, spans: list[tuple[int, int]], mark: str) -> str:
@@ -194,7 +243,7 @@ def mask_spans(text: str, spans: list[tuple[int, int]], mark: str) -> str:
     return "".join(pieces)
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def secret_forms(values: tuple[str, ...]) -> SecretForms:
     """The forms of the environment's secret ``values`` (made again when they change)."""
     return SecretForms(values)

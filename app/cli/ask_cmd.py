@@ -23,7 +23,7 @@ from app.cli.common import (
 from app.cli.route_cmd import parse_signals
 from app.counted import counted
 from app.dollars import dollars
-from app.errors import StoreError, SwitchyardError, UsageError
+from app.errors import AuditTamperError, AuditUnreadable, SwitchyardError, UsageError
 
 DEFAULT_SYSTEM = "You are a concise, accurate assistant for a software developer."
 
@@ -175,7 +175,9 @@ async def _run(
             failure = str(exc)
         try:
             lines = await session.audit.lines(session=session.id)
-        except StoreError as exc:  # (a broken chain is no such trouble: it still fails)
+        except (AuditTamperError, AuditUnreadable):
+            raise  # a broken chain is no store's passing trouble: it still fails
+        except SwitchyardError as exc:  # a full disk, the team database gone meanwhile
             # shown, not the answer: the call's lines stand in the spool (each was written
             # before its step), and reading them back folds them, which a full disk
             # refuses; a paid answer was lost to that, and exit 1 said it had failed

@@ -184,7 +184,7 @@ class TerminalDecider:
                     said = f"timed out after {req.timeout_s:g}s: {_who(req)} is denied"
                 else:
                     said = f"withdrawn: {_who(req)} no longer waits for an answer"
-                out.write(f"\n({said})\n")
+                out.write(f"\n({clean(said, one_line=True)})\n")  # (it names a client)
                 out.flush()
                 raise
 

@@ -522,8 +522,8 @@ def _response_tools(
     return tools, custom, namespaces, dropped
 
 
-def _calls_alone(message: Message) -> bool:
-    return message.role == "assistant" and bool(message.tool_calls) and not message.content
+def _with_calls(message: Message) -> bool:
+    return message.role == "assistant" and bool(message.tool_calls)
 
 
 def _response_items(items: list[Any]) -> list[Message]:
@@ -579,9 +579,12 @@ def _response_items(items: list[Any]) -> list[Message]:
             text = _text_of(item.get("content"), f"input[{i}].content")
             if role in ("system", "developer"):
                 out.append(Message(role="system", content=text))
-            elif role == "assistant" and out and _calls_alone(out[-1]):
-                # the text after the turn's calls: the same one message (as text first)
-                out[-1] = out[-1].model_copy(update={"content": text})
+            elif role == "assistant" and out and _with_calls(out[-1]):
+                # the text after the turn's calls: the same one message (a chat message
+                # holds its text and its calls apart, the text first)
+                before = out[-1].content
+                joined = f"{before}\n\n{text}" if before and text else before or text
+                out[-1] = out[-1].model_copy(update={"content": joined})
             elif role in ("user", "assistant"):
                 out.append(Message(role=role, content=text))
             else:

@@ -256,7 +256,7 @@ async def serve_cloud(
         # at the visible reply alone: a fraction of what the provider bills); nor when
         # the server's usage could not be this call's (what it bills is not known)
         actual = max(actual, d.est_cost_usd)
-    expired = False
+    expired = past = False
     try:
         await router.ledger.settle(
             reservation.id,
@@ -274,8 +274,8 @@ async def serve_cloud(
         # answer was an error after the whole reply had streamed: a chaos audit); what it
         # cost past the estimate is a row of its own, so the ledger holds all of it (a
         # call counted twice in the reports, in this rare case, rather than money lost)
-        expired = True
-        if actual > d.est_cost_usd:
+        expired, past = True, actual > d.est_cost_usd
+        if past:
             await router.ledger.record_call(
                 session=router.session,
                 run=run,
@@ -296,7 +296,8 @@ async def serve_cloud(
             **call_values(result, actual),
             "secrets_masked": masked,
             "provider": d.provider,
-            **({"settled_at_estimate": True} if unreported or expired else {}),
+            # (an expired call that cost more was charged its estimate and the rest apart)
+            **({"settled_at_estimate": True} if unreported or (expired and not past) else {}),
             **({"reservation_expired": True} if expired else {}),
         },
         provenance={

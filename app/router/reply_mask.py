@@ -7,11 +7,13 @@ reply says reaches stdout, a gateway client's transcript, the evidence and the a
 previews, so each secret value of the environment (:func:`secret_env_values`) is masked
 in the text, the reasoning and each tool call's arguments before anyone reads them.
 
-Only the exact values are masked here, not the masker's shapes (``sk-…``, ``password =
-…``): a model writing code quotes those shapes on purpose (a test's fake key), and its
-diff must apply as written. A value split across deltas is caught by holding back the
-end of a delta that could begin one (at most a key's length, and only while it could),
-so the streamed pieces add up to the masked whole.
+A streamed piece is masked of the exact values as it passes: a value split across pieces
+is caught by holding back the end of a piece that could begin one (at most a key's
+length, and only while it could). The whole reply is masked of those and of each
+key-like value's runs in another case or spelling too (:mod:`app.audit.secret_forms`),
+which the pieces, passed on as they come, are not looked at for. The masker's shapes
+(``sk-…``, ``password = …``) are not applied: a model writing code quotes them on purpose
+(a test's fake key), and its diff must apply as written.
 """
 
 from __future__ import annotations

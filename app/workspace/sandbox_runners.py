@@ -54,6 +54,7 @@ MASKED_HOME_PATHS = (
     ".zshenv",
     ".zprofile",
     ".zsh_history",
+    ".config/fish",  # its rc and universal variables (``set -Ux OPENAI_API_KEY …``)
     ".local/share/fish/fish_history",
     ".python_history",
     # the coding agents' own sign-ins (the README has people run them beside Switchyard)
@@ -181,13 +182,30 @@ def _masked_paths(home: Path, cwd: Path | None = None) -> list[Path]:
             continue
         real = p.resolve()
         if cwd is not None and (real == cwd.resolve() or real in cwd.resolve().parents):
-            # it holds the worktree (the demo's repository is in the data folder): its
-            # stores are hidden one by one instead
-            out += [f.resolve() for f in sorted(real.glob("*.sqlite3*")) if f.is_file()]
+            # it holds the worktree (the demo's repository is in the data folder): what
+            # lies beside the way down to the checkout is hidden instead (the stores, the
+            # logs, other repositories), the checkout itself left as the run reads it
+            out += [e for e in _beside_the_way(real, cwd.resolve()) if e not in out]
             continue
         if (real.is_dir() or real.is_file()) and real not in out:
             out.append(real)
     return out
+
+
+def _beside_the_way(top: Path, cwd: Path) -> list[Path]:
+    """Every entry of ``top`` and of each folder below it on the way to ``cwd``'s
+    checkout (its worktree's repository, else ``cwd``) that is not on that way."""
+    worktree = cwd.parent.name == "worktrees" and cwd.parent.parent.name == ".switchyard"
+    checkout = cwd.parents[2] if worktree else cwd
+    found: list[Path] = []
+    folder = top
+    while folder != checkout and folder in checkout.parents:
+        on_the_way = next(p for p in [checkout, *checkout.parents] if p.parent == folder)
+        for entry in sorted(folder.iterdir()):
+            if entry != on_the_way and not entry.is_symlink():
+                found.append(entry.resolve())
+        folder = on_the_way
+    return found
 
 
 def _switchyard_dirs() -> list[Path]:

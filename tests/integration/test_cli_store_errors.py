@@ -21,7 +21,7 @@ import pytest
 from app.audit.log import AuditLog
 from app.backends.machine import free_port as closed_port
 from app.cli.main import main
-from app.errors import StoreError
+from app.errors import AuditTamperError, StoreError, SwitchyardError
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.integration.test_harvest import commit, git
 from tests.limits import file_size_limit
@@ -177,10 +177,20 @@ def test_each_store_says_the_same_exit_code_for_the_same_trouble(
     assert "not a Switchyard spool file" in one_line(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize(
+    "trouble",
+    [
+        StoreError("cannot write the audit log: database or disk is full"),
+        SwitchyardError("team audit log postgresql://db unavailable: connection lost"),
+        AuditTamperError("line 3 does not continue the chain at 2"),
+    ],
+    ids=["full-disk", "team-store-gone", "broken-chain"],
+)
 def test_an_answer_whose_lines_cannot_be_read_back_is_still_given(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     fake_openai_factory: Callable[..., FakeOpenAIServer],
+    trouble: SwitchyardError,
 ) -> None:
     """``ask`` reads its lines back to show them, and reading folds the spool, which a
     full disk refuses: a paid answer, recorded and charged, was lost to that (stdout
@@ -189,15 +199,16 @@ def test_an_answer_whose_lines_cannot_be_read_back_is_still_given(
     monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
     monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
 
-    async def full(self: AuditLog, *args: object, **kwargs: object) -> list[object]:
-        raise StoreError("cannot write the audit log: database or disk is full")
+    async def refused(self: AuditLog, *args: object, **kwargs: object) -> list[object]:
+        raise trouble
 
-    monkeypatch.setattr(AuditLog, "lines", full)
-    assert main(["ask", "--role", "tutor", "--json", "hi"]) == 0
+    monkeypatch.setattr(AuditLog, "lines", refused)
+    rc = main(["ask", "--role", "tutor", "--json", "hi"])
     out, err = capsys.readouterr()
+    if isinstance(trouble, AuditTamperError):  # a broken chain still fails the command
+        assert rc == 1 and "does not continue the chain" in err
+        return
+    assert rc == 0
     data = json.loads(out)
     assert data["ok"] is True and data["text"] == "An answer." and data["audit"] == []
-    assert one_line(err) == (
-        "switchyard: this request's audit lines cannot be shown: cannot write the audit "
-        "log: database or disk is full"
-    )
+    assert one_line(err) == f"switchyard: this request's audit lines cannot be shown: {trouble}"

@@ -130,6 +130,10 @@ def test_a_responses_turn_of_text_then_calls_is_one_assistant_message() -> None:
         ("assistant", "", ["c2"]),
         ("tool", "ok", []),
     ]
+    # text, calls, then more text: one message, its texts joined
+    again = [items[0], items[1], items[2], {**items[1], "content": "Done."}, items[3]]
+    messages = parse_responses({"model": "m", "input": again}).request.messages
+    assert [(m.role, m.content) for m in messages][1] == ("assistant", "Running the fix.\n\nDone.")
     # the calls first and their text after: one message all the same
     later = [items[0], items[2], items[1], items[3]]
     messages = parse_responses({"model": "m", "input": later}).request.messages

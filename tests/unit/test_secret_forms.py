@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from app.audit.masking import REDACTED, mask_text
 from app.audit.quick_redact import looks_clean
-from app.audit.secret_forms import FOUND_FROM, FRAGMENT, SecretForms, mask_spans
+from app.audit.secret_forms import FOUND_FROM, FRAGMENT, SecretForms, key_like, mask_spans
 
 KEY = "sk-proj-AUDITSECRET0123456789abcdefXYZ"
 
@@ -98,6 +98,19 @@ def test_a_value_that_holds_a_shapes_stop_is_masked_whole(
     assert mask_text("APP_SECRET=abcdefghij;KLMNOPQ7 ok") == ("APP_SECRET=[REDACTED] ok", 1)
 
 
+def test_a_value_inside_another_key_leaves_nothing_of_that_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The value masked first left the key around it too short for its shape:
+    ``sk-proj-Q1w2E3[REDACTED]r5T6y7U8i9`` (a review). Every span is found on the text
+    as it came, and masked once."""
+    monkeypatch.setenv("APP_SECRET", "abcdefgh12345678")
+    other = "sk-proj-Q1w2E3abcdefgh12345678r5T6y7U8i9"
+    assert mask_text(f"see {other} there") == ("see [REDACTED] there", 1)
+    token = "Q1w2E3abcdefgh12345678r5T6y7U8i9"
+    assert mask_text(f"Authorization: Bearer {token}") == ("Authorization: Bearer [REDACTED]", 1)
+
+
 def test_a_short_value_is_masked_only_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
     """``POSTGRES_PASSWORD=postgres`` in any case masked ordinary words (a review)."""
     monkeypatch.setenv("POSTGRES_PASSWORD", "postgres")
@@ -106,10 +119,38 @@ def test_a_short_value_is_masked_only_as_it_is(monkeypatch: pytest.MonkeyPatch) 
     assert mask_text("dsn: user:postgres@db") == ("dsn: user:[REDACTED]@db", 1)
 
 
+@given(
+    key=st.text(alphabet="abcdefgh0123456789-_ABC", min_size=16, max_size=40).filter(key_like),
+    before=st.text(alphabet="abc0123 -", max_size=10),
+    cut=st.integers(min_value=0, max_value=40),
+    upper=st.booleans(),
+)
+def test_the_quick_look_never_calls_clean_what_the_masker_changes(
+    key: str, before: str, cut: int, upper: bool
+) -> None:
+    """For key-like values too (the property of the quick look with short values is in
+    tests/unit/test_quick_redact.py): a run of one found in any case is no clean line."""
+    from unittest.mock import patch
+
+    from app.audit import quick_redact
+    from app.audit.masking import Masker, env_pattern
+
+    shown = key[cut:]
+    text = before + (shown.upper() if upper else shown)
+    masker = Masker(env_pattern((key,)), forms=SecretForms((key,)))
+    changed = masker.text(text) != text
+    with patch.object(quick_redact, "_secret_values", lambda: (key,)):
+        clean = quick_redact.looks_clean(json.dumps({"d": text}, separators=(",", ":")))
+    assert not (clean and changed), (key, text)
+
+
 def test_a_value_with_too_few_different_characters_is_looked_for_only_whole() -> None:
     forms = SecretForms(("aaaaaaaaaaaaaaaa",))
     assert forms.spans("x aaaaaaaaaaaaaaaaaaaa y") == []
-    assert forms.uncovered == ("aaaaaaaaaaaaaaaa",)
+    assert forms.needles == ()  # (no letters and digits: not key-like, looked for whole)
+    # nor a long word-like one (``postgres_password``, ``/run/secrets/x``: a review)
+    assert not key_like("postgres_password") and not key_like("/run/secrets/app_token")
+    assert key_like("sk-proj-AUDITSECRET0123") and key_like("0123456789abcdef0123")
 
 
 @given(
@@ -123,6 +164,7 @@ def test_spans_cover_every_run_whatever_surrounds_it(before: str, after: str, at
     masked = mask_spans(text, forms.spans(text), REDACTED)
     assert masked.count("\n") == text.count("\n")
     for part in (KEY[:at], KEY[at:]):
-        # each side of the cut that is a run long enough is masked, whatever is beside it
-        if len(part) >= FOUND_FROM:
-            assert part not in masked
+        # no run of either side of the cut long enough to be found is left, whatever is
+        # beside it (a whole side gone was all this said: a 14-character rest passed)
+        for i in range(len(part) - FOUND_FROM + 1):
+            assert part[i : i + FOUND_FROM] not in masked, (part, masked)

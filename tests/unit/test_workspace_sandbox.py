@@ -223,6 +223,9 @@ def test_shell_files_switchyards_folders_and_the_checkouts_secrets_are_hidden(
     home = tmp_path / "home"
     home.mkdir()
     (home / ".bashrc").write_text("export OPENAI_API_KEY=sk-...\n")
+    (home / ".config" / "fish").mkdir(parents=True)  # set -Ux keeps keys here
+    (home / ".local" / "share" / "fish").mkdir(parents=True)
+    (home / ".local" / "share" / "fish" / "fish_history").write_text("- cmd: export K=…\n")
     data = tmp_path / "data"
     data.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -240,15 +243,22 @@ def test_shell_files_switchyards_folders_and_the_checkouts_secrets_are_hidden(
     } <= nulled
     assert str(repo / "README.md") not in nulled
     assert str(data) in _pairs(argv, "--tmpfs")
+    assert str(home / ".config" / "fish") in _pairs(argv, "--tmpfs")
+    assert str(home / ".local" / "share" / "fish" / "fish_history") in nulled
     # a data folder that holds the worktree (the demo's repository) is not hidden: its
     # stores are, one by one
     demo_wt = data / "demo" / "parser-bug" / ".switchyard" / "worktrees" / "r2"
     demo_wt.mkdir(parents=True)
     for name in ("audit.sqlite3", "audit.sqlite3-spool", "ledger.sqlite3"):
         (data / name).write_text("x")
+    (data / "logs").mkdir()
+    (data / "demo" / "another-repo").mkdir()
     demo = _bwrap(["pytest"], cwd=demo_wt, env={}, ro=[])
     assert str(data) not in _pairs(demo, "--tmpfs")
     nulled = {demo[i + 2] for i, a in enumerate(demo) if a == "--dev-bind"}
     assert {
         str(data / n) for n in ("audit.sqlite3", "audit.sqlite3-spool", "ledger.sqlite3")
     } <= nulled
+    hidden = set(_pairs(demo, "--tmpfs"))
+    assert {str(data / "logs"), str(data / "demo" / "another-repo")} <= hidden
+    assert str(data / "demo" / "parser-bug") not in hidden  # the run's own checkout

@@ -40,7 +40,7 @@ from app.router.ledger.publisher import SnapshotPublisher
 from app.router.ledger.records import BudgetSnapshot, Reservation
 from app.router.ledger.schema import migrate
 from app.router.ledger.transactions import ReservationStatus, connect, on_thread
-from app.spool import ShortWrite, Spooled, to_the_end
+from app.spool import NotASpool, ShortWrite, Spooled, to_the_end
 from app.sqlite import SQLiteRunner, is_busy, read_transaction, use_wal
 
 #: WAL + NORMAL: durable against a crash of the process, not against a power cut (see the
@@ -127,7 +127,7 @@ class BudgetLedger(ClosedOnExit):
             if ledger is not None:
                 await ledger._close_spool()
             await db.close()
-            if isinstance(exc, OSError) and "not a Switchyard spool file" in str(exc):
+            if isinstance(exc, NotASpool):
                 raise LedgerUnreadable(f"{path}: cannot open the budget ledger: {exc}") from None
             if isinstance(exc, sqlite3.OperationalError | OSError):
                 # the machine's trouble (a full disk, a read-only folder, a lock held), not

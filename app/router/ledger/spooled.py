@@ -110,7 +110,7 @@ _SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # t
 _LEAST = {"r": 12, "c": 9, "x": 3, "k": 13, "n": 4}
 #: the places of each kind's numbers (amounts, tokens, times): a string there was a
 #: TypeError in the sums
-_NUMBERS = {"r": (7, 11), "c": (4, 6, 7), "k": (8, 9, 11), "n": (3,)}
+_NUMBERS = {"r": (7, 11), "c": (4, 6, 7, 8), "k": (8, 9, 10, 11), "n": (3,)}
 
 
 def damaged(where: object, why: str) -> LedgerSpoolDamaged:
