@@ -19,6 +19,7 @@ which the pieces, passed on as they come, are not looked at for. The masker's sh
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import NamedTuple
 
 from app.audit.masking import REDACTED, env_pattern, secret_env_values
@@ -74,13 +75,13 @@ class ReplyEnv(NamedTuple):
 
 def reply_env() -> ReplyEnv | None:
     """The environment's secrets now (None: it holds none, nothing to do)."""
-    global _seen
-    values = secret_env_values()
-    if values is not _seen[0]:  # (the same tuple while the environment is unchanged)
-        pattern = env_pattern(values)
-        found = None if pattern is None else ReplyEnv(values, pattern, _heads(values))
-        _seen = (values, found)
-    return _seen[1]
+    return _reply_env(secret_env_values())
+
+
+@lru_cache(maxsize=8)
+def _reply_env(values: tuple[str, ...]) -> ReplyEnv | None:
+    pattern = env_pattern(values)
+    return None if pattern is None else ReplyEnv(values, pattern, _heads(values))
 
 
 def _heads(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -210,10 +211,6 @@ class ReplyMasker:
         spans = secret_forms(self.values).spans(text)
         self.count += len(spans)
         return mask_spans(text, spans, REDACTED)
-
-
-#: the environment's secret values last seen, and what a reply is read with for them
-_seen: tuple[tuple[str, ...] | None, ReplyEnv | None] = (None, None)
 
 
 def _with_arguments(call: ToolCall, arguments: str) -> ToolCall:

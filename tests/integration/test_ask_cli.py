@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from app.policy import load_policy
 from app.router.ledger import BudgetLedger
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
+from tests.reliability.kit import sigterm_mid_call
 
 
 @pytest.fixture(autouse=True)
@@ -416,21 +416,8 @@ def test_a_sigterm_mid_call_settles_and_audits_the_call_then_exits_143(
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        deadline = time.monotonic() + 60
-        while not cloud.chat_requests and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[1]
-            time.sleep(0.05)
-        time.sleep(0.3)  # a few of the reply's words are on their way
-        proc.send_signal(signal.SIGTERM)
-        if twice:  # a second one waits for the settlement (it cut it off, a review)
-            time.sleep(0.01)
-            proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # a second signal waits for the settlement (it cut it off, a review)
+    err = sigterm_mid_call(proc, cloud, twice=twice)
     # (a second signal during the interpreter's own shutdown, which puts SIG_DFL back,
     # ends it by the signal: a shell reads that as 143 too)
     assert proc.returncode == 143 or (twice and proc.returncode == -signal.SIGTERM), err

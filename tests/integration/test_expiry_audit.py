@@ -68,28 +68,30 @@ async def test_the_session_that_finds_a_dead_reservation_audits_its_charge(
         assert (await stores.audit.verify()).ok
 
 
-def test_budget_alone_audits_the_charges_it_makes(
-    policy: Policy, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``switchyard budget`` opens the ledger alone: the audit log is opened for the line
-    only when a reservation was charged."""
-    settings = Settings()
+def _leave_one_behind(settings: Settings, policy: Policy, *, model: str) -> None:
+    """A $0.50 reservation of session "dead", made a TTL and a minute ago and never
+    settled (its process died mid-call)."""
 
-    async def leave_one_behind() -> None:
+    async def reserve() -> None:
         ensure_dir(settings.ledger_db.parent)
         past = datetime.now(UTC) - timedelta(seconds=policy.budget.reservation_ttl_s + 60)
         async with await BudgetLedger.open(
             settings.ledger_db, policy.budget, clock=ManualClock(past)
         ) as led:
             await led.reserve(
-                session="dead",
-                provider="anthropic",
-                role="judge",
-                model="claude-opus",
-                amount_usd=0.5,
+                session="dead", provider="anthropic", role="judge", model=model, amount_usd=0.5
             )
 
-    asyncio.run(leave_one_behind())
+    asyncio.run(reserve())
+
+
+def test_budget_alone_audits_the_charges_it_makes(
+    policy: Policy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``switchyard budget`` opens the ledger alone: the audit log is opened for the line
+    only when a reservation was charged."""
+    settings = Settings()
+    _leave_one_behind(settings, policy, model="claude-opus")
     assert not settings.audit_db.exists()  # nothing opened it until something was charged
     assert main(["budget", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["in_flight"]["reservations"] == 0
@@ -112,18 +114,7 @@ def test_budget_alone_charges_nothing_it_cannot_audit(
     later (a chaos audit). Now it leaves them reserved, says why, and the next report
     that can audit them charges them, with their lines."""
     settings = Settings()
-
-    async def leave_one_behind() -> None:
-        ensure_dir(settings.ledger_db.parent)
-        past = datetime.now(UTC) - timedelta(seconds=policy.budget.reservation_ttl_s + 60)
-        async with await BudgetLedger.open(
-            settings.ledger_db, policy.budget, clock=ManualClock(past)
-        ) as led:
-            await led.reserve(
-                session="dead", provider="anthropic", role="judge", model="m", amount_usd=0.5
-            )
-
-    asyncio.run(leave_one_behind())
+    _leave_one_behind(settings, policy, model="m")
     settings.audit_db.mkdir()  # not a database: the log cannot be opened
     assert main(["budget", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["in_flight"] == {

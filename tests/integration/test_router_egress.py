@@ -4,15 +4,23 @@ a local runtime gets the text as it is."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from app.audit.log import AuditLog
 from app.audit.masking import REDACTED
-from app.backends.base import BackendError, ChatRequest, Message
+from app.backends.base import BackendError, ChatRequest, ChatResult, Delta, Message, Usage
+from app.clock import ManualClock
 from app.policy.schema import Policy
 from app.router.calling import mask_request
+from app.router.ledger.budget_ledger import BudgetLedger
+from app.router.routed import RoutedResult
 from app.router.types import Signals
 from tests.integration.test_router_service import ALL_UP, Resolver, make_router
 from tests.unit.test_remembered import digests_counted
@@ -42,6 +50,53 @@ def brief_request(canary: str) -> ChatRequest:
         ],
         max_tokens=64,
     )
+
+
+class HeldCloud:
+    """Every cloud model of a resolver as one backend whose call waits until the test
+    sets ``answer`` (never: it waits to be cancelled), then answers with ``usage``."""
+
+    def __init__(self, resolver: Resolver, usage: tuple[int, int] = (10, 5)) -> None:
+        self.entered, self.answer, self.usage = asyncio.Event(), asyncio.Event(), usage
+        plain = resolver.backend
+        resolver.backend = lambda m, rt: self._Call(self, m) if rt == "cloud" else plain(m, rt)  # type: ignore[method-assign]
+
+    class _Call:
+        def __init__(self, held: HeldCloud, model_id: str) -> None:
+            self.held, self.model_id, self.runtime = held, model_id, "cloud"
+
+        async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+            held = self.held
+            held.entered.set()
+            await held.answer.wait()
+            yield ChatResult(
+                text="a plan", usage=Usage(tokens_in=held.usage[0], tokens_out=held.usage[1]),
+                finish_reason="stop", model=self.model_id,
+            )  # fmt: skip
+
+
+@asynccontextmanager
+async def expired_mid_call(
+    tmp_path: Path, policy: Policy, canary: str, usage: tuple[int, int] = (10, 5)
+) -> AsyncIterator[tuple[HeldCloud, asyncio.Task[RoutedResult], AuditLog, BudgetLedger]]:
+    """An escalated call in flight whose reservation another process, its clock 20
+    minutes ahead, has just charged by expiry: the held backend, the call, the stores."""
+    resolver = Resolver(up=ALL_UP)
+    held = HeldCloud(resolver, usage)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    ahead = ManualClock(ledger._clock.now() + timedelta(minutes=20))  # type: ignore[attr-defined]
+    other = await BudgetLedger.open(tmp_path / "ledger.db", policy.budget, clock=ahead)
+    try:
+        call = asyncio.create_task(
+            router.complete("architect", brief_request(canary), Signals(confidence=0.5))
+        )
+        await asyncio.wait_for(held.entered.wait(), 10)
+        assert await other.expire_stale() == 1
+        yield held, call, audit, ledger
+    finally:
+        await other.close()
+        await audit.close()
+        await ledger.close()
 
 
 def test_mask_request_counts_and_leaves_a_clean_request_as_it_is(canary: str) -> None:
@@ -183,31 +238,10 @@ async def test_a_cloud_call_that_outlasts_the_ttl_keeps_its_reservation(
     """Another process expired a call that outlasted the TTL while this one waited for
     it; the settlement was refused and the billed answer thrown away (an audit, on the
     team store). The cloud step renews the reservation while its call is in flight."""
-    import asyncio
-    from collections.abc import AsyncIterator
-
-    from app.backends.base import ChatResult, Delta, Usage
-    from app.router.ledger.budget_ledger import BudgetLedger
-
     budget = policy.budget.model_copy(update={"reservation_ttl_s": 0.06})
     short = policy.model_copy(update={"budget": budget})
     resolver = Resolver(up=ALL_UP)
-    entered, answer = asyncio.Event(), asyncio.Event()
-
-    class Slow:
-        def __init__(self, model_id: str) -> None:
-            self.model_id, self.runtime = model_id, "cloud"
-
-        async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
-            entered.set()
-            await answer.wait()
-            yield ChatResult(
-                text="a plan", usage=Usage(tokens_in=10, tokens_out=5), finish_reason="stop",
-                model=self.model_id,
-            )  # fmt: skip
-
-    plain = resolver.backend
-    resolver.backend = lambda m, rt: Slow(m) if rt == "cloud" else plain(m, rt)  # type: ignore[method-assign]
+    held = HeldCloud(resolver)
     router, audit, ledger = await make_router(tmp_path, short, resolver)
     clock = ledger._clock
     other = await BudgetLedger.open(tmp_path / "ledger.db", budget, clock=clock)
@@ -215,12 +249,12 @@ async def test_a_cloud_call_that_outlasts_the_ttl_keeps_its_reservation(
         call = asyncio.create_task(
             router.complete("architect", brief_request(canary), Signals(confidence=0.5))
         )
-        await asyncio.wait_for(entered.wait(), 10)
+        await asyncio.wait_for(held.entered.wait(), 10)
         clock.advance(0.04)  # type: ignore[attr-defined]
         await asyncio.sleep(0.1)  # a renewal is due every 0.02 s of the loop's time
         clock.advance(0.04)  # type: ignore[attr-defined]  # past the first TTL
         assert await other.expire_stale() == 0
-        answer.set()
+        held.answer.set()
         result = await asyncio.wait_for(call, 10)
         assert result.escalated and result.audit[-1].kind == "call"
         lines = await audit.lines(session="s1")
@@ -239,41 +273,8 @@ async def test_a_call_expired_by_a_clock_ahead_still_gets_its_call_line(
     expiry while the call was in flight: the settlement was refused, the answer (streamed
     whole) ended in an error and no call line was written (a chaos audit). The charge
     stands at the estimate; the call line says so and the answer is given."""
-    import asyncio
-    from collections.abc import AsyncIterator
-    from datetime import timedelta
-
-    from app.backends.base import ChatResult, Delta, Usage
-    from app.clock import ManualClock
-    from app.router.ledger.budget_ledger import BudgetLedger
-
-    resolver = Resolver(up=ALL_UP)
-    entered, answer = asyncio.Event(), asyncio.Event()
-
-    class Slow:
-        def __init__(self, model_id: str) -> None:
-            self.model_id, self.runtime = model_id, "cloud"
-
-        async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
-            entered.set()
-            await answer.wait()
-            yield ChatResult(
-                text="a plan", usage=Usage(tokens_in=usage[0], tokens_out=usage[1]),
-                finish_reason="stop", model=self.model_id,
-            )  # fmt: skip
-
-    plain = resolver.backend
-    resolver.backend = lambda m, rt: Slow(m) if rt == "cloud" else plain(m, rt)  # type: ignore[method-assign]
-    router, audit, ledger = await make_router(tmp_path, policy, resolver)
-    ahead = ManualClock(ledger._clock.now() + timedelta(minutes=20))  # type: ignore[attr-defined]
-    other = await BudgetLedger.open(tmp_path / "ledger.db", policy.budget, clock=ahead)
-    try:
-        call = asyncio.create_task(
-            router.complete("architect", brief_request(canary), Signals(confidence=0.5))
-        )
-        await asyncio.wait_for(entered.wait(), 10)
-        assert await other.expire_stale() == 1
-        answer.set()
+    async with expired_mid_call(tmp_path, policy, canary, usage) as (held, call, audit, ledger):
+        held.answer.set()
         result = await asyncio.wait_for(call, 10)
         assert result.escalated and result.text == "a plan"
         (escalation,) = [ln for ln in await audit.lines(session="s1") if ln.kind == "escalation"]
@@ -288,10 +289,6 @@ async def test_a_call_expired_by_a_clock_ahead_still_gets_its_call_line(
         assert line.values["cost_usd"] >= est
         total = (await ledger.report(session="s1"))["total"]["cost_usd"]
         assert total == pytest.approx(line.values["cost_usd"])
-    finally:
-        await other.close()
-        await audit.close()
-        await ledger.close()
 
 
 async def test_a_call_cancelled_after_another_process_expired_it_says_so(
@@ -299,37 +296,7 @@ async def test_a_call_cancelled_after_another_process_expired_it_says_so(
 ) -> None:
     """The cancel's settlement met the expiry's charge: ReservationClosed replaced the
     cancel and no closing line was written (a review). The cancel goes on, said."""
-    import asyncio
-    from collections.abc import AsyncIterator
-    from datetime import timedelta
-
-    from app.backends.base import ChatResult, Delta
-    from app.clock import ManualClock
-    from app.router.ledger.budget_ledger import BudgetLedger
-
-    resolver = Resolver(up=ALL_UP)
-    entered = asyncio.Event()
-
-    class Hangs:
-        def __init__(self, model_id: str) -> None:
-            self.model_id, self.runtime = model_id, "cloud"
-
-        async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
-            entered.set()
-            await asyncio.Event().wait()
-            yield Delta(text="never")
-
-    plain = resolver.backend
-    resolver.backend = lambda m, rt: Hangs(m) if rt == "cloud" else plain(m, rt)  # type: ignore[method-assign]
-    router, audit, ledger = await make_router(tmp_path, policy, resolver)
-    ahead = ManualClock(ledger._clock.now() + timedelta(minutes=20))  # type: ignore[attr-defined]
-    other = await BudgetLedger.open(tmp_path / "ledger.db", policy.budget, clock=ahead)
-    try:
-        call = asyncio.create_task(
-            router.complete("architect", brief_request(canary), Signals(confidence=0.5))
-        )
-        await asyncio.wait_for(entered.wait(), 10)
-        assert await other.expire_stale() == 1
+    async with expired_mid_call(tmp_path, policy, canary) as (_, call, audit, _ledger):
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
@@ -338,10 +305,6 @@ async def test_a_call_cancelled_after_another_process_expired_it_says_so(
             "CALL_CANCELLED",
             "SETTLED_AT_ESTIMATE",
         ]
-    finally:
-        await other.close()
-        await audit.close()
-        await ledger.close()
 
 
 async def test_an_approval_names_who_waits_on_the_run(

@@ -225,13 +225,21 @@ def test_an_out_folder_that_cannot_be_one_exits_2_naming_out(
     assert (repo / "afile").read_text() == "keep me\n"
 
 
+def _explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, name: str
+) -> str:
+    """``stage0 query --explain`` of a repository whose one file is ``name``: its text."""
+    monkeypatch.setenv("COLUMNS", "200")
+    repo = make_repo(tmp_path, {name: "def zebraquux():\n    return 1\n"})
+    rc, out, _ = _run(capsys, "stage0", "query", "zebraquux", "--repo", str(repo), "--explain")
+    assert rc == 0
+    return out
+
+
 def test_paths_and_symbols_are_shown_as_they_are_never_as_markup(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "200")
-    repo = make_repo(tmp_path, {"[red]x.py": "def zebraquux():\n    return 1\n"})
-    rc, out, _ = _run(capsys, "stage0", "query", "zebraquux", "--repo", str(repo), "--explain")
-    assert rc == 0
+    out = _explained(tmp_path, capsys, monkeypatch, "[red]x.py")
     # the table row and the explain row each name the file as it is
     assert out.count("[red]x.py:1-2") == 2
 
@@ -239,10 +247,7 @@ def test_paths_and_symbols_are_shown_as_they_are_never_as_markup(
 def test_a_file_name_with_a_newline_keeps_its_row_on_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "200")
-    repo = make_repo(tmp_path, {"a\nb.py": "def zebraquux():\n    return 1\n"})
-    rc, out, _ = _run(capsys, "stage0", "query", "zebraquux", "--repo", str(repo), "--explain")
-    assert rc == 0
+    out = _explained(tmp_path, capsys, monkeypatch, "a\nb.py")
     rows = [ln for ln in out.splitlines() if "b.py:1-2" in ln]
     assert len(rows) == 2 and all("a\u23ceb.py:1-2" in ln for ln in rows), out
 

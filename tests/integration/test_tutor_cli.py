@@ -7,10 +7,8 @@ import io
 import json
 import os
 import pty
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.demo_repo import make_repo
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
-from tests.reliability.kit import audit_lines
+from tests.reliability.kit import audit_lines, sigterm_mid_call
 
 QWEN = "Qwen/Qwen2.5-Coder-7B-Instruct"
 
@@ -296,18 +294,9 @@ def test_a_sigterm_mid_turn_of_the_interactive_tutor_settles_the_call_and_exits_
     os.close(follower)
     try:
         os.write(leader, b"what is a closure?\n")
-        deadline = time.monotonic() + 60
-        while not vllm.chat_requests and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[1]
-            time.sleep(0.05)
-        time.sleep(0.3)  # a few of the reply's words are on their way
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        err = sigterm_mid_call(proc, vllm)
     finally:
         os.close(leader)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 143, err
     assert "switchyard: stopped (SIGTERM)" in err and "Traceback" not in err
     lines = [ln for ln in audit_lines() if ln["kind"] in ("route", "call")]

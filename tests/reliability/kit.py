@@ -40,6 +40,41 @@ LOCAL_MODELS = [
 CLOUD_KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
 
 
+def only_keys(monkeypatch: pytest.MonkeyPatch, **keys: str) -> None:
+    """The provider key variables set to ``keys`` alone (``OPENAI_API_KEY="sk-…"``), the
+    others unset: what a test masks is exactly what it set."""
+    for name in CLOUD_KEY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in keys.items():
+        monkeypatch.setenv(name, value)
+
+
+def sigterm_mid_call(proc: Any, server: Any, *, twice: bool = False) -> str:
+    """SIGTERM ``proc`` (a ``subprocess.Popen``) once its model call is under way (a
+    request reached the fake ``server`` and a few words of the reply were sent; a
+    second signal soon after when ``twice``), and its stderr once it ended. It is
+    killed if it has not ended by then."""
+    import signal
+    import time
+
+    try:
+        deadline = time.monotonic() + 60
+        while not server.chat_requests and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.05)
+        time.sleep(0.3)  # a few of the reply's words are on their way
+        proc.send_signal(signal.SIGTERM)
+        if twice:
+            time.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        return str(err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def fix_diff(repo: Path) -> str:
     return diff_of(repo, "range(len(tokens) - 1)", "range(len(tokens))")
 

@@ -13,6 +13,7 @@ from app.audit.masking import REDACTED
 from app.audit.secret_forms import FOUND_FROM
 from app.backends.base import ChatResult, Delta, ToolCall, ToolCallDelta, Usage
 from app.router.reply_mask import ReplyMasker
+from tests.reliability.kit import only_keys
 
 OPENAI = "sk-proj-replymask-0123456789abcdefXYZ"
 ANTHROPIC = "sk-ant-replymask-9876543210"
@@ -20,10 +21,7 @@ ANTHROPIC = "sk-ant-replymask-9876543210"
 
 @pytest.fixture(autouse=True)
 def keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OPENAI_API_KEY", OPENAI)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC)
+    only_keys(monkeypatch, OPENAI_API_KEY=OPENAI, ANTHROPIC_API_KEY=ANTHROPIC)
 
 
 def masker() -> ReplyMasker:

@@ -15,15 +15,14 @@ from hypothesis import strategies as st
 from app.audit.masking import REDACTED, mask_text
 from app.audit.quick_redact import looks_clean
 from app.audit.secret_forms import FOUND_FROM, FRAGMENT, SecretForms, key_like, mask_spans
+from tests.reliability.kit import only_keys
 
 KEY = "sk-proj-AUDITSECRET0123456789abcdefXYZ"
 
 
 @pytest.fixture(autouse=True)
 def key(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    only_keys(monkeypatch, OPENAI_API_KEY=KEY)
 
 
 def runs_left(text: str) -> list[str]:
