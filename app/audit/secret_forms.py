@@ -131,14 +131,28 @@ class SecretForms:
     def __init__(self, values: tuple[str, ...]) -> None:
         #: each needle (lowered) and where it stands: (spelling, offset) pairs
         where: dict[str, list[tuple[Spelling, int]]] = {}
+        chars: set[str] = set()
+        #: the longest spelling: no run of a value is longer
+        self.reach = 0
         for value in values:
             if not key_like(value):
                 continue  # (looked for whole and as it is, by the masker's pattern)
             for spelling, windows in _spellings(value):
+                self.reach = max(self.reach, len(spelling.text))
+                chars.update(spelling.text)
+                if spelling.folded:
+                    chars.update(spelling.text.upper())
                 for start, end in windows:
                     needle = ascii_lower(spelling.text[start:end])
                     where.setdefault(needle, []).append((spelling, start))
         self.needles = tuple(where)
+        #: every character a run of a value can hold (a stream holds back its text's
+        #: end while it is made of them: the run may go on in the next piece)
+        self.alphabet = "".join(sorted(chars))
+        #: a run long enough to hold a window: a text without one holds no value's run
+        self.long_run = (
+            re.compile(f"[{re.escape(self.alphabet)}]{{{FRAGMENT},}}") if chars else None
+        )
         self._where = tuple(where[n] for n in self.needles)
         #: the windows looked for in any case (lowered), and those (base64) only as they
         #: are: what the audit's quick look looks for besides (app.audit.quick_redact)

@@ -9,9 +9,12 @@ in the text, the reasoning and each tool call's arguments before anyone reads th
 
 A streamed piece is masked of the exact values as it passes: a value split across pieces
 is caught by holding back the end of a piece that could begin one (at most a key's
-length, and only while it could). The whole reply is masked of those and of each
-key-like value's runs in another case or spelling too (:mod:`app.audit.secret_forms`),
-which the pieces, passed on as they come, are not looked at for. The masker's shapes
+length, and only while it could). Each key-like value's runs in another case or spelling
+(:mod:`app.audit.secret_forms`: upper-cased, escaped, base64) are masked too: a piece's
+end made of the characters such a run holds (its last word, mostly) is held back until
+the run ends, so a run cut across pieces is seen whole (an upper-cased key streamed in
+pieces of four reached the client, an audit). The whole reply is masked the same way
+(the evidence, the audit's previews). The masker's shapes
 (``sk-…``, ``password = …``) are not applied: a model writing code quotes them on purpose
 (a test's fake key), and its diff must apply as written.
 """
@@ -23,7 +26,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from app.audit.masking import REDACTED, env_pattern, secret_env_values
-from app.audit.secret_forms import FRAGMENT, mask_spans, secret_forms
+from app.audit.secret_forms import FRAGMENT, SecretForms, mask_spans, secret_forms
 from app.backends.base import ChatResult, Delta, ToolCall, ToolCallDelta
 
 
@@ -31,21 +34,45 @@ class _Piece:
     """One stream's text (the reply, its reasoning, one tool call's arguments) masked as
     it comes, with the end that could start a secret held back."""
 
-    __slots__ = ("held", "pattern", "values")
+    __slots__ = ("env", "held")
 
-    def __init__(self, pattern: re.Pattern[str], values: tuple[str, ...]) -> None:
-        self.pattern, self.values, self.held = pattern, values, ""
+    def __init__(self, env: ReplyEnv) -> None:
+        self.env, self.held = env, ""
 
     def feed(self, text: str) -> str:
-        text = self.pattern.sub(REDACTED, self.held + text) if self.held or text else text
-        cut = _start_of_secret(text, self.values)
+        env = self.env
+        text = env.pattern.sub(REDACTED, self.held + text) if self.held or text else text
+        cut = _start_of_secret(text, env.values)
+        forms = env.forms
+        if forms is None:
+            self.held = text[cut:]
+            return text[:cut]
+        # a run of a key's other forms may go on in the next piece: its end is held back
+        # (the text's last word, mostly), and what is passed on is masked of the runs in it
+        run = len(text.rstrip(forms.alphabet))
+        if len(text) - run > 2 * forms.reach:  # longer than any run of a key: its end
+            run = len(text) - forms.reach
+        cut = min(cut, run)
+        assert forms.long_run is not None
+        if forms.long_run.search(text, 0, cut) is None:
+            out = text[:cut]
+        else:
+            spans = forms.spans(text)
+            for start, end in spans:  # (a run across the cut is held back whole)
+                if start < cut < end:
+                    cut = start
+            out = mask_spans(text[:cut], [s for s in spans if s[1] <= cut], REDACTED)
         self.held = text[cut:]
-        return text[:cut]
+        return out
 
     def flush(self) -> str:
-        # what is held is no whole secret (each whole one was masked as it came in)
+        # each whole key was masked as it came in; what is held may be a run of another
+        # form of one that the stream's end ended
         held, self.held = self.held, ""
-        return held
+        forms = self.env.forms
+        if forms is None or forms.long_run is None or not forms.long_run.search(held):
+            return held
+        return mask_spans(held, forms.spans(held), REDACTED)
 
 
 def _start_of_secret(text: str, values: tuple[str, ...]) -> int:
@@ -64,13 +91,19 @@ def _start_of_secret(text: str, values: tuple[str, ...]) -> int:
     return cut
 
 
+#: a delta held back whole (the caller passes nothing on for it)
+_HELD = Delta()
+
+
 class ReplyEnv(NamedTuple):
-    """The environment's secret values as a reply is read for them: their pattern, and
-    how they begin (their first three characters)."""
+    """The environment's secret values as a reply is read for them: their pattern, how
+    they begin (their first three characters), and their other forms (None: no value is
+    key-like)."""
 
     values: tuple[str, ...]
     pattern: re.Pattern[str]
     heads: tuple[str, ...]
+    forms: SecretForms | None
 
 
 def reply_env() -> ReplyEnv | None:
@@ -81,7 +114,10 @@ def reply_env() -> ReplyEnv | None:
 @lru_cache(maxsize=8)
 def _reply_env(values: tuple[str, ...]) -> ReplyEnv | None:
     pattern = env_pattern(values)
-    return None if pattern is None else ReplyEnv(values, pattern, _heads(values))
+    if pattern is None:
+        return None
+    forms = secret_forms(values)
+    return ReplyEnv(values, pattern, _heads(values), forms if forms.long_run else None)
 
 
 def _heads(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -91,11 +127,16 @@ def _heads(values: tuple[str, ...]) -> tuple[str, ...]:
 def passes(env: ReplyEnv, text: str) -> bool:
     """Whether ``text`` holds no key and no beginning of one: none of the keys' heads in
     it, and it does not end as one begins (a key's first letter alone, ``s``, was in
-    nearly every piece)."""
+    nearly every piece); nor a run of a key's other forms, nor an end that may begin one
+    (a word at the end: the next piece may go on with it)."""
     for head in env.heads:
         if head in text or text.endswith(head[:1]) or text.endswith(head[:2]):
             return False
-    return True
+    forms = env.forms
+    if forms is None or not text:
+        return True
+    assert forms.long_run is not None
+    return text[-1] not in forms.alphabet and forms.long_run.search(text) is None
 
 
 def quiet(env: ReplyEnv, item: Delta) -> bool:
@@ -140,7 +181,7 @@ class ReplyMasker:
         if (piece is None or not piece.held) and self._clean(text):
             return piece, text
         if piece is None:
-            piece = _Piece(self.pattern, self.values)
+            piece = _Piece(self._env)
         return piece, piece.feed(text)
 
     def delta(self, item: Delta) -> Delta:
@@ -161,7 +202,11 @@ class ReplyMasker:
         calls = [self._call(c) for c in item.tool_calls] if item.tool_calls else item.tool_calls
         if text == item.text and reasoning == item.reasoning and calls == item.tool_calls:
             return item
-        return item.model_copy(update={"text": text, "reasoning": reasoning, "tool_calls": calls})
+        if not (text or reasoning or calls or item.stop_sequence):
+            return _HELD  # (all of it held back: a reply's last word, mostly)
+        return Delta(  # (a third faster than model_copy: a delta at most words apart)
+            text=text, reasoning=reasoning, tool_calls=calls, stop_sequence=item.stop_sequence
+        )
 
     def _call(self, call: ToolCallDelta) -> ToolCallDelta:
         piece, arguments = self._piece(self._calls.get(call.index), call.arguments)

@@ -3,6 +3,7 @@ the provider cut them, and they add up to the masked whole."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 
 import pytest
@@ -52,26 +53,60 @@ def test_the_streamed_pieces_never_spell_a_key_and_add_up_to_the_masked_whole(
     for piece in cut(whole, points):
         out = m.delta(Delta(text=piece)).text
         held = m._text.held if m._text is not None else ""
-        assert len(held) < len(OPENAI)  # never more held than a key's length
+        # never more held than a run of a key could be (twice its longest spelling)
+        assert len(held) <= 2 * m._env.forms.reach + len(OPENAI)  # type: ignore[union-attr]
         streamed.append(out)
     rest = m.rest()
     streamed.append(rest.text if rest is not None else "")
     joined = "".join(streamed)
-    assert OPENAI not in joined and ANTHROPIC not in joined
-    # the pieces add up to the whole with each key masked as it is
-    assert joined == whole.replace(OPENAI, REDACTED).replace(ANTHROPIC, REDACTED)
     masked = masker().result(
         ChatResult(
             text=whole, usage=Usage(tokens_in=1, tokens_out=1), finish_reason="stop", model="m"
         )
     )
-    # and the whole reply is masked of every run of a key besides (a key cut short)
-    left = masked.text.lower()
-    for key in (OPENAI, ANTHROPIC):
-        assert not any(
-            key[i : i + FOUND_FROM].lower() in left for i in range(len(key) - FOUND_FROM + 1)
-        )
+    # the pieces add up to the masked whole: each key masked, and every run of one (a
+    # key cut short) besides, however the provider cut them
+    assert joined == masked.text
+    for text in (joined, masked.text):
+        assert OPENAI not in text and ANTHROPIC not in text
+        assert not _runs_of_keys(text)
     assert masked.secrets_masked >= whole.count(OPENAI) + whole.count(ANTHROPIC)
+
+
+def _runs_of_keys(text: str) -> list[str]:
+    left = text.lower()
+    return [
+        key[i : i + FOUND_FROM]
+        for key in (OPENAI, ANTHROPIC)
+        for i in range(len(key) - FOUND_FROM + 1)
+        if key[i : i + FOUND_FROM].lower() in left
+    ]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        OPENAI.upper(),
+        "".join(f"%{b:02x}" for b in OPENAI.encode()),
+        "".join(f"\\u{ord(c):04x}" for c in OPENAI),
+        base64.b64encode(f"user:{OPENAI}".encode()).decode(),
+    ],
+    ids=["upper", "percent", "unicode-escape", "basic-auth"],
+)
+@pytest.mark.parametrize("size", [1, 4, 7])
+def test_a_key_streamed_back_in_another_form_never_reaches_the_client(form: str, size: int) -> None:
+    """A provider's error echoing the key upper-cased, escaped or in base64, streamed in
+    small pieces: no piece passed on, nor what they add up to, holds a run of it."""
+    whole = f"error: invalid key {form} (check it)\n"
+    m = masker()
+    streamed = [m.delta(Delta(text=whole[i : i + size])).text for i in range(0, len(whole), size)]
+    rest = m.rest()
+    joined = "".join(streamed) + (rest.text if rest is not None else "")
+    assert joined.startswith("error: invalid key ") and joined.endswith(" (check it)\n")
+    assert REDACTED in joined
+    assert form[4:16] not in joined and form[-16:-4] not in joined
+    if form == OPENAI.upper():
+        assert not _runs_of_keys(joined)
 
 
 def test_reasoning_and_each_tool_calls_arguments_are_masked_apart() -> None:
@@ -118,8 +153,11 @@ def test_a_clean_reply_is_passed_on_as_it_came_and_no_keys_means_no_masker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     m = masker()
-    delta = Delta(text="the loop stops one short")
+    delta = Delta(text="the loop stops one short.\n")
     assert m.delta(delta) is delta
+    # a piece that ends in a word may go on as a key's run does: held to the next one
+    assert m.delta(Delta(text="one short")).text == "one "
+    assert m.delta(Delta(text=".\n")).text == "short.\n"
     result = ChatResult(
         text="ok", usage=Usage(tokens_in=1, tokens_out=1), finish_reason="stop", model="m"
     )
