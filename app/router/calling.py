@@ -17,6 +17,8 @@ configuration line it must quote exactly in a diff's context for the diff to app
 
 from __future__ import annotations
 
+import hmac
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,15 +62,25 @@ def mask_request(
         reasoning = text(m.reasoning) if m.reasoning else m.reasoning
         # a tool's result or a call's arguments can quote a file as well
         arguments = [text(c.arguments) for c in m.tool_calls] if m.tool_calls else []
+        # and a client's ids and names are its own text (a key in a call's id reached
+        # two providers as it was, an audit): each is replaced whole, the same way
+        # wherever it stands, so that a call and its result still pair
+        calls = (
+            [(_masked_name(masker, c.id), _masked_name(masker, c.name)) for c in m.tool_calls]
+            if m.tool_calls
+            else []
+        )
+        answers = _masked_name(masker, m.tool_call_id) if m.tool_call_id else m.tool_call_id
         if masker.count == before:
             continue  # nothing in this message: no copy of it
         messages[i] = m.model_copy(
             update={
                 "content": content,
                 "reasoning": reasoning,
+                "tool_call_id": answers,
                 "tool_calls": [
-                    c.model_copy(update={"arguments": a})
-                    for c, a in zip(m.tool_calls, arguments, strict=True)
+                    c.model_copy(update={"arguments": a, "id": ident, "name": name})
+                    for c, a, (ident, name) in zip(m.tool_calls, arguments, calls, strict=True)
                 ],
             }
         )
@@ -78,6 +90,24 @@ def mask_request(
         return request, 0
     update: dict[str, Any] = {"messages": messages} if in_messages else {}
     return request.model_copy(update={**update, **rest}), masker.count
+
+
+#: the key of the masked names: a masked id is the same within this process (a call and
+#: its result pair, turn after turn) and says nothing of the value to anyone else (a
+#: plain hash of a short password could be checked against guesses)
+_NAME_KEY = os.urandom(16)
+
+
+def _masked_name(masker: Masker, value: str) -> str:
+    """``value`` (a call's id, a tool's name) as it is when it holds no secret, else
+    replaced whole by ``redacted_`` and a keyed digest of it: what every protocol's id
+    and name patterns take (``[a-zA-Z0-9_-]``), where ``[REDACTED]`` inside an id would
+    be refused."""
+    before = masker.count
+    masker.text(value)
+    if masker.count == before:
+        return value
+    return "redacted_" + hmac.new(_NAME_KEY, value.encode(), "sha256").hexdigest()[:24]
 
 
 def _has_rest(request: ChatRequest) -> bool:
@@ -92,12 +122,19 @@ def _masked_rest(request: ChatRequest, masker: Masker) -> dict[str, Any]:
     before = masker.count
     tools = [
         t.model_copy(
-            update={"description": text(t.description), "parameters": masker.walk(t.parameters)}
+            update={
+                "name": _masked_name(masker, t.name),
+                "description": text(t.description),
+                "parameters": masker.walk(t.parameters),
+            }
         )
         for t in request.tools
     ]
+    choice = request.tool_choice
+    if choice is not None and choice not in ("auto", "none", "required"):
+        choice = _masked_name(masker, choice)  # (the one tool's name: as its spec's)
     if masker.count != before:
-        out["tools"] = tools
+        out["tools"], out["tool_choice"] = tools, choice
     if request.json_schema:
         before = masker.count
         schema = masker.walk(request.json_schema)

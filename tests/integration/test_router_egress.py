@@ -5,6 +5,7 @@ a local runtime gets the text as it is."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -230,6 +231,42 @@ def test_the_clients_tools_schema_stop_strings_and_headers_are_masked_too(canary
         update={"tools": [request.tools[1]], "json_schema": None, "stop": ["END"]}
     ).model_copy(update={"passthrough_headers": {}})
     assert mask_request(clean) == (clean, 0)
+
+
+def test_a_key_in_a_calls_id_or_a_tools_name_is_replaced_whole_and_still_pairs(
+    canary: str,
+) -> None:
+    """A client's ids and names are its own text: a key in a call's id reached two
+    providers as it was (an audit). Each is replaced by one id the protocols take, the
+    same wherever it stands: the call, its result and the tool it names still pair."""
+    from app.backends.base import ToolCall, ToolSpec
+
+    request = ChatRequest(
+        messages=[
+            Message(role="user", content="deploy it"),
+            Message(
+                role="assistant",
+                tool_calls=[
+                    ToolCall(id=f"call_{canary}", name=f"t_{canary}", arguments="{}"),
+                    ToolCall(id="call_plain", name="clean", arguments="{}"),
+                ],
+            ),
+            Message(role="tool", tool_call_id=f"call_{canary}", content="done"),
+            Message(role="tool", tool_call_id="call_plain", content="done"),
+        ],
+        tools=[ToolSpec(name=f"t_{canary}"), ToolSpec(name="clean")],
+        tool_choice=f"t_{canary}",
+    )
+    masked, count = mask_request(request)
+    assert canary not in masked.model_dump_json()
+    call, plain = masked.messages[1].tool_calls
+    assert re.fullmatch(r"redacted_[0-9a-f]{24}", call.id) and plain.id == "call_plain"
+    assert masked.messages[2].tool_call_id == call.id != call.name
+    assert masked.tools[0].name == call.name == masked.tool_choice
+    assert masked.messages[3] == request.messages[3] and masked.tools[1].name == "clean"
+    assert count == 5
+    # the same values masked again (the next turn, a retry): the same ids
+    assert mask_request(request)[0] == masked
 
 
 async def test_a_cloud_call_that_outlasts_the_ttl_keeps_its_reservation(
