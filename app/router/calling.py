@@ -23,13 +23,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.audit.masking import Masker
-from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Delta
+from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Delta, Usage
 from app.bus import Bus, TokenDelta
 from app.policy.schema import Policy
 from app.remembered import digest
 from app.router.reply_mask import ReplyMasker, quiet, reply_env, whole_passes
 from app.router.retry import backoff_delay, rule_for
-from app.router.routed import DeltaHook, StreamBroken, Write
+from app.router.routed import DeltaHook, StreamBroken, Write, request_tokens
+from app.tokens import count_text
 
 #: error kinds the router never repeats
 NEVER_RETRIED = frozenset({"context_length", "local_only", "cancelled"})
@@ -160,7 +161,14 @@ async def call_backend(
     on_delta: DeltaHook | None,
     bus: Bus | None,
     sleep: Callable[[float], Awaitable[None]],
+    billed: list[Usage] | None = None,
 ) -> ChatResult:
+    """``request`` on ``backend``, retried as the policy says when ``cloud``.
+
+    ``billed``: a cloud try that failed after its reply had begun is billed by the
+    provider (the prompt, and what it generated before the cut), though no result
+    stands for it: each such try's usage is added there, counted here, for the caller
+    to charge (a retried cut cost nothing against the caps, an audit)."""
     attempt = 0
     sent = False  # part of a reply has been passed on: nothing may follow it but its end
     relays = on_delta is not None and getattr(on_delta, "relays", True)
@@ -169,12 +177,15 @@ async def call_backend(
         # one back), one masker per try: a failed try's held-back end is not the next's
         env = reply_env() if cloud else None
         masker: ReplyMasker | None = None  # (made at the first delta that needs one)
+        got: list[str] | None = [] if cloud and billed is not None else None
         try:
             final: ChatResult | None = None
             async for item in backend.stream(request):
                 if isinstance(item, ChatResult):
                     final = item
                     continue
+                if got is not None:
+                    got += (item.text, item.reasoning, *(c.arguments for c in item.tool_calls))
                 if env is not None and (masker is not None or not quiet(env, item)):
                     if masker is None:
                         masker = ReplyMasker(env)
@@ -202,6 +213,8 @@ async def call_backend(
                 final = (masker or ReplyMasker(env)).result(final)
             return final
         except BackendError as exc:
+            if got and billed is not None and any(got):
+                billed.append(_cut_short(request, got))
             if sent and exc.kind != "cancelled":
                 raise StreamBroken(backend.model_id, exc) from exc
             attempt += 1
@@ -219,6 +232,16 @@ async def call_backend(
                 detail=f"{backend.model_id}: {exc}; retry {attempt} in {delay:g}s",
             )
             await sleep(delay)
+
+
+def _cut_short(request: ChatRequest, got: list[str]) -> Usage:
+    """What a try cut short is billed for, as counted here: its prompt and the reply's
+    text before the cut (the provider's own count never came)."""
+    return Usage(
+        tokens_in=request_tokens(request),
+        tokens_out=count_text("".join(got)),
+        counted_locally=True,
+    )
 
 
 async def _publish(bus: Bus, session: str, role: str, model: str, text: str) -> None:

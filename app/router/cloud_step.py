@@ -41,7 +41,8 @@ from app.router.routed import (
 from app.router.types import Decision
 
 if TYPE_CHECKING:
-    from app.backends.base import ChatRequest
+    from app.backends.base import ChatRequest, Usage
+    from app.policy.schema import Model
     from app.router.service import Router
 
 
@@ -209,8 +210,9 @@ async def serve_cloud(
         return None
     outgoing, masked = mask_request(request, digest_of)
     router.in_flight.add(reservation.id)  # renewed while the call is in flight
+    cut: list[Usage] = []  # the tries cut short after their reply began: billed
     try:
-        result = await router.call(d, outgoing, write, on_delta)
+        result = await router.call(d, outgoing, write, on_delta, cut)
     except asyncio.CancelledError:
         # The caller went away mid-call (a client disconnected, a run was stopped): the
         # provider may bill what it generated, so the reservation is settled at its full
@@ -223,7 +225,11 @@ async def serve_cloud(
         await _cancelled(router, reservation.id, d, write, broken=broken)
         raise RouteFailed(str(broken)) from None
     except BackendError as exc:
-        await router.ledger.release(reservation.id)
+        model = router.policy.model(d.target)
+        cut_usd, cut_in, cut_out = _cut_cost(model, cut)
+        await router.ledger.release(
+            reservation.id, actual_usd=cut_usd, tokens_in=cut_in, tokens_out=cut_out
+        )
         rule = rule_for(router.policy, exc.kind)
         if rule is not None and rule.cooldown_s > 0 and exc.kind != "context_length":
             router.health.mark_down(d.target, rule.cooldown_s, str(exc))
@@ -232,8 +238,14 @@ async def serve_cloud(
             "skip",
             to=d.target,
             reason_codes=["SKIP_FAILED", f"ERR_{exc.kind.upper()}"],
-            values={"error": exc.kind, "status": exc.status, "secrets_masked": masked},
-            detail=f"{d.target} failed ({exc}); moving down the chain",
+            values={
+                "error": exc.kind,
+                "status": exc.status,
+                "secrets_masked": masked,
+                **_cut_values(cut, cut_usd),
+            },
+            detail=f"{d.target} failed ({exc}); moving down the chain"
+            + (f" ({len(cut)} tries cut short, billed ~{dollars(cut_usd)})" if cut else ""),
         )
         return None
     except Exception as exc:
@@ -246,6 +258,7 @@ async def serve_cloud(
         router.in_flight.done(reservation.id)
     model = router.policy.model(d.target)
     actual = cost_usd(model, result.usage.tokens_in, result.usage.tokens_out)
+    cut_usd, cut_in, cut_out = _cut_cost(model, cut)
     refused = result.usage.refused
     unreported = result.usage.counted_locally and (
         model.reasoning_effort is not None or refused is not None
@@ -256,13 +269,14 @@ async def serve_cloud(
         # at the visible reply alone: a fraction of what the provider bills); nor when
         # the server's usage could not be this call's (what it bills is not known)
         actual = max(actual, d.est_cost_usd)
+    actual += cut_usd  # (the tries cut short before this one are this call's cost too)
     expired = past = False
     try:
         await router.ledger.settle(
             reservation.id,
             actual_usd=actual,
-            tokens_in=result.usage.tokens_in,
-            tokens_out=result.usage.tokens_out,
+            tokens_in=result.usage.tokens_in + cut_in,
+            tokens_out=result.usage.tokens_out + cut_out,
             latency_ms=result.latency_ms,
         )
     except ReservationClosed as exc:
@@ -299,6 +313,7 @@ async def serve_cloud(
             # (an expired call that cost more was charged its estimate and the rest apart)
             **({"settled_at_estimate": True} if unreported or (expired and not past) else {}),
             **({"reservation_expired": True} if expired else {}),
+            **_cut_values(cut, cut_usd),
         },
         provenance={
             **(provenance if provenance is not None else provenance_of(d, request, digest_of)),
@@ -310,6 +325,27 @@ async def serve_cloud(
     out = routed(d, result, actual, escalated=True)
     out.approver = approver
     return out
+
+
+def _cut_cost(model: Model, cut: list[Usage]) -> tuple[float, int, int]:
+    """What the tries cut short cost (at the model's prices, as counted here), and their
+    tokens in and out."""
+    if not cut:
+        return 0.0, 0, 0
+    tokens_in, tokens_out = sum(u.tokens_in for u in cut), sum(u.tokens_out for u in cut)
+    return cost_usd(model, tokens_in, tokens_out), tokens_in, tokens_out
+
+
+def _cut_values(cut: list[Usage], usd: float) -> dict[str, Any]:
+    """The call or skip line's account of the tries cut short (none: nothing said)."""
+    if not cut:
+        return {}
+    return {
+        "tries_cut_short": len(cut),
+        "cut_short_tokens_in": sum(u.tokens_in for u in cut),
+        "cut_short_tokens_out": sum(u.tokens_out for u in cut),
+        "cut_short_cost_usd": round(usd, 9),
+    }
 
 
 async def _budget_stop(

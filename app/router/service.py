@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from app.audit.types import Appended
-from app.backends.base import Backend, BackendError, ChatRequest, ChatResult
+from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Usage
 from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.policy.fingerprint import fingerprint
@@ -391,9 +391,15 @@ class Router:
             check()
 
     async def call(
-        self, d: Decision, request: ChatRequest, write: Write, on_delta: DeltaHook | None
+        self,
+        d: Decision,
+        request: ChatRequest,
+        write: Write,
+        on_delta: DeltaHook | None,
+        billed: list[Usage] | None = None,
     ) -> ChatResult:
-        """One call on ``d``'s backend (retried as the policy says when it is a cloud one)."""
+        """One call on ``d``'s backend (retried as the policy says when it is a cloud one;
+        ``billed``: :func:`~app.router.calling.call_backend`'s)."""
         assert d.target is not None and d.runtime is not None
         key = (d.target, d.runtime)
         resolver, made = self._made
@@ -412,6 +418,7 @@ class Router:
             on_delta=on_delta,
             bus=self.bus,
             sleep=self.sleep,
+            billed=billed,
         )
 
     async def _first_backend(self, model: str, runtime: str) -> Backend:

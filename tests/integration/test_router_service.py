@@ -16,10 +16,12 @@ from app.backends.base import BackendError, ChatRequest, ChatResult, Delta, Heal
 from app.clock import ManualClock
 from app.policy.schema import Policy
 from app.router.approvals import AllowDecider, ApprovalBroker, DenyDecider
+from app.router.cost import cost_usd
 from app.router.ledger import BudgetLedger
 from app.router.routed import input_hash, request_tokens
 from app.router.service import RouteFailed, Router, RouteRefused
 from app.router.types import RouterState, Signals
+from app.tokens import count_text
 
 
 class ScriptedBackend:
@@ -258,6 +260,74 @@ async def test_cloud_failure_retries_then_moves_to_next_step(
     assert snap.reserved_usd == 0  # the failed reservation was released
     await audit.close()
     await ledger.close()
+
+
+class CutShort(ScriptedBackend):
+    """Its first ``cuts`` tries' replies break after a few words (a connection reset):
+    the provider bills the prompt and those words, and no result stands for them."""
+
+    def __init__(self, model_id: str, cuts: int) -> None:
+        super().__init__(model_id, "cloud", [])
+        self.cuts = cuts
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+        if self.calls < self.cuts:
+            self.calls += 1
+            self.requests.append(request)
+            yield Delta(text="the first part of an answer that ")
+            raise BackendError("server_error", "connection reset mid-reply")
+        async for item in super().stream(request):
+            yield item
+
+
+@pytest.mark.parametrize("cuts", [1, 2])
+async def test_a_try_cut_short_after_its_reply_began_is_charged(
+    tmp_path: Path, policy: Policy, cuts: int
+) -> None:
+    """A whole (not streamed) reply whose first try broke mid-reply was retried, and the
+    broken try, which the provider bills, cost nothing against the caps (an audit). It
+    is counted here and charged with the call (or, when every try broke, with the
+    released reservation), and its line says so."""
+    resolver = Resolver(up=ALL_UP)
+    resolver.made[("deepseek-reasoner", "cloud")] = CutShort("deepseek-reasoner", cuts)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    try:
+        result = await router.complete("implementer", REQ, Signals(failed_loops=2))
+        line = next(
+            line
+            for line in await audit.lines(session="s1")
+            if line.to == "deepseek-reasoner" and line.kind in ("call", "skip")
+        )
+        assert line.values["tries_cut_short"] == cuts
+        tokens_in, tokens_out = (
+            request_tokens(REQ) * cuts,
+            count_text("the first part of an answer that ") * cuts,
+        )
+        assert line.values["cut_short_tokens_in"] == tokens_in
+        assert line.values["cut_short_tokens_out"] == tokens_out
+        reasoner = policy.model("deepseek-reasoner")
+        cut_usd = cost_usd(reasoner, tokens_in, tokens_out)
+        assert line.values["cut_short_cost_usd"] == round(cut_usd, 9) > 0
+        report = await ledger.report(session="s1")
+        if cuts == 1:  # retried once and served: one call, both tries' cost
+            assert result.model == "deepseek-reasoner" and line.kind == "call"
+            assert line.values["cost_usd"] == pytest.approx(
+                cost_usd(reasoner, 1000, 200) + cut_usd, abs=1e-9
+            )
+        else:  # every try broke: the step is skipped, what it was billed charged
+            assert result.model == "deepseek-chat" and line.kind == "skip"
+            assert "billed" in line.detail
+        calls = sum(
+            line.values["cost_usd"]
+            for line in await audit.lines(session="s1")
+            if line.kind == "call"
+        )
+        assert report["total"]["cost_usd"] == pytest.approx(
+            calls + (cut_usd if cuts == 2 else 0), abs=1e-9
+        )
+    finally:
+        await audit.close()
+        await ledger.close()
 
 
 async def test_local_runtime_failure_marks_it_down_and_falls_back(
