@@ -25,7 +25,14 @@ from app.policy.schema import Policy
 from app.router.stores import database_url, open_audit, store_privacy
 from app.shown import clean
 from app.workspace.git import repo_root
-from app.workspace.merge import UNTESTED, Confirm, MergeOutcome, MergePlan, merge_run
+from app.workspace.merge import (
+    UNREVIEWED,
+    UNTESTED,
+    Confirm,
+    MergeOutcome,
+    MergePlan,
+    merge_run,
+)
 
 
 def register(sub: Any) -> None:
@@ -50,7 +57,8 @@ def register(sub: Any) -> None:
         "--untested",
         action="store_true",
         help="with --yes: merge even when the branch moved on since the run, so the "
-        "merged tree was never tested (GR-006)",
+        "merged tree was never tested (GR-006), or when it lacks commits of the run's "
+        "base, which the evidence's diff does not show",
     )
     add_json_arg(p)
     p.set_defaults(handler=_merge)
@@ -100,6 +108,10 @@ async def _merge_async(
         note = (
             "--yes confirms a tested tree: this one was not (the branch moved on since the "
             "run); run the task again, or add --untested to merge it anyway"
+            if any(n.startswith(UNTESTED) for n in outcome.notes)
+            else "--yes confirms what the evidence shows: this merge brings in more (see"
+            " UNREVIEWED); merge into a branch that has the run's base, or add --untested"
+            " to merge it anyway"
         )
         outcome = outcome.model_copy(update={"notes": [*outcome.notes, note]})
     no_human = any(r.startswith("HUMAN") for r in outcome.reasons)
@@ -110,7 +122,7 @@ async def _merge_async(
 
 
 def _untested(notes: list[str]) -> bool:
-    return any(n.startswith(UNTESTED) for n in notes)
+    return any(n.startswith((UNTESTED, UNREVIEWED)) for n in notes)
 
 
 def _confirmer(args: argparse.Namespace) -> tuple[Confirm | None, str | None]:

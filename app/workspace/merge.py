@@ -19,9 +19,14 @@ HEAD, index and work tree are reset and checked against their state before.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,8 +67,15 @@ DIRTY = "DIRTY"
 GIT = "GIT"
 #: a note: the merge's result holds commits the run's tests never saw
 UNTESTED = "UNTESTED"
+#: a note: the merge brings in commits of the run's base that the target lacks, which
+#: the evidence's diff (base..tip) never showed anyone (a merge into an older branch)
+UNREVIEWED = "UNREVIEWED"
 #: a note: a stop came while git merged; the merge was finished and recorded first
 STOPPED_WHILE_MERGING = "STOPPED"
+#: a note: files changed by someone else while git merged, left as they were
+KEPT = "KEPT"
+#: how long a merge waits for another Switchyard merge of the same repository
+LOCK_WAIT_S = 30.0
 
 Confirm = Callable[["MergePlan"], Awaitable[bool]]
 
@@ -175,8 +187,18 @@ def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None, policy: Po
 
     target = current_branch(top)
     before = rev_parse(top, "HEAD")
+    own = False
     if target is None:
         problems.append(f"{GIT}: HEAD is detached; check out the branch to merge into")
+    elif own := bool(manifest.branch) and target == f"refs/heads/{manifest.branch}":
+        # (it read "already merged into switchyard/…", exit 0: nothing reached the branch)
+        problems.append(
+            f"{GIT}: the run's own branch {manifest.branch} is checked out; check out the"
+            " branch to merge into"
+        )
+    busy = in_progress(top)
+    if busy:
+        problems.append(busy)
     tip = manifest.head
     files: list[str] = []
     already = False
@@ -193,10 +215,18 @@ def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None, policy: Po
                     f"{GIT}: branch {manifest.branch} moved to {moved[:12]} after the bundle"
                     f" sealed {tip[:12]}"
                 )
-        if before is not None:
+        if before is not None and not own:
             already = _is_ancestor(top, tip, before)
             if not already:
                 files = _incoming_paths(top, before, tip)
+                unseen = _commits_since(top, before, manifest.base)
+                if unseen:
+                    into = _short_ref(target or "HEAD")
+                    notes.append(
+                        f"{UNREVIEWED}: {into} lacks {unseen} commit(s) of the run's base"
+                        f" {(manifest.base or '')[:12]}: the merge brings them in, and the"
+                        " evidence's diff (from that base) does not show them"
+                    )
                 moved_by = _commits_since(top, manifest.base, before)
                 if moved_by:
                     into = _short_ref(target or "HEAD")
@@ -298,28 +328,50 @@ async def execute_merge(
         await record("already_merged", [], f"{plan.tip} is already in {plan.target_ref}")
         return MergeOutcome(ok=True, already_merged=True, after_head=plan.before_head, **common)
     reasons = [*plan.problems, *(gate.reasons if gate else [])]
-    if not reasons:
-        # The checkout may have moved while the human read the plan.
-        reasons = _still_as_planned(plan)
     if reasons:
         await record("refused", reasons, "; ".join(reasons))
         return MergeOutcome(ok=False, reasons=reasons, **common)
+    # One merge of a repository at a time, from the last check to the outcome: two merges
+    # at once each undid the other's (one said "merged" over a merge gone, a review).
+    async with _merge_lock(Path(plan.repo)) as held:
+        if not held:
+            reasons = [
+                f"{GIT}: another Switchyard merge of this repository held it for"
+                f" {LOCK_WAIT_S:g} s; try again"
+            ]
+        else:  # the checkout may have moved while the human read the plan
+            reasons = _still_as_planned(plan)
+        if reasons:
+            await record("refused", reasons, "; ".join(reasons))
+            return MergeOutcome(ok=False, reasons=reasons, **common)
+        return await _land(plan, gate, record, common)
 
+
+async def _land(
+    plan: MergePlan,
+    gate: GateResult | None,
+    record: Callable[..., Awaitable[None]],
+    common: dict[str, Any],
+) -> MergeOutcome:
+    """Merge (the caller holds the repository's merge lock), audited before and after."""
     assert plan.tip is not None and plan.target_ref is not None
     await record("merging", [], f"merging {plan.tip[:12]} into {plan.target_ref}")
 
     async def land() -> MergeOutcome:
+        kept: list[str] = []
         try:
-            after = _merge_atomically(Path(plan.repo), plan, gate)
+            after = _merge_atomically(Path(plan.repo), plan, gate, kept)
         except _MergeFailed as exc:
             reason = f"{GIT}: {exc}"
-            await record("failed", [reason], f"merge failed and was undone: {exc}")
-            return MergeOutcome(ok=False, reasons=[reason], **common)
+            await record("failed", [reason], f"merge failed and was undone: {exc}", kept=kept)
+            notes = [*common["notes"], *_kept_note(kept)]
+            return MergeOutcome(ok=False, reasons=[reason], **{**common, "notes": notes})
         except MergeRollbackError as exc:
             await record("rollback_failed", [f"{GIT}: {exc}"], str(exc))
             raise
-        await record("merged", [], f"merged as {after[:12]}", after=after)
-        return MergeOutcome(ok=True, merged=True, after_head=after, **common)
+        await record("merged", [], f"merged as {after[:12]}", after=after, kept=kept)
+        notes = [*common["notes"], *_kept_note(kept)]
+        return MergeOutcome(ok=True, merged=True, after_head=after, **{**common, "notes": notes})
 
     # A commit point: a cancel (Ctrl-C, the TUI quitting) that comes while git merges
     # waits for the outcome and its audit line. It cut the "merged" line off and the
@@ -354,10 +406,11 @@ async def merge_run(
     without ``confirm`` there is no human approval, and the gate refuses (HUMAN).
     ``approver`` says who confirmed, for the audit line ("cli --yes", "tui", …).
     ``untested_ok=False``: an up-front approval does not cover a merged tree the run never
-    tested (the branch moved on since it: an UNTESTED note); a human asked sees the note.
+    tested (the branch moved on since it: an UNTESTED note), nor commits of the run's base
+    the target lacks (UNREVIEWED); a human asked sees the note.
     """
     plan = prepare_merge(repo, run, sealed_sha256=sealed_sha256, policy=policy)
-    untested = any(n.startswith(UNTESTED) for n in plan.notes)
+    untested = any(n.startswith((UNTESTED, UNREVIEWED)) for n in plan.notes)
     human = approved and (untested_ok or not untested)
     if not human and confirm is not None and not plan.already_merged and not plan.blockers():
         human = await confirm(plan)
@@ -371,7 +424,9 @@ class _MergeFailed(Exception):
     pass
 
 
-def _merge_atomically(top: Path, plan: MergePlan, gate: GateResult | None) -> str:
+def _merge_atomically(top: Path, plan: MergePlan, gate: GateResult | None, kept: list[str]) -> str:
+    """Merge the sealed commit; undo it on any failure. ``kept`` gets the files someone
+    else changed meanwhile, which neither the merge nor its undoing touches."""
     assert plan.tip is not None
     before = checkout_fingerprint(top, untracked=False)
     config = [] if has_identity(top) else list(FALLBACK_IDENTITY)
@@ -399,38 +454,141 @@ def _merge_atomically(top: Path, plan: MergePlan, gate: GateResult | None) -> st
                 or f"git merge exited {proc.returncode}"
             )
         after = git_out(top, "rev-parse", "HEAD")
-        parents = git_out(top, "rev-list", "--parents", "-n", "1", after).split()[1:]
-        if parents != [plan.before_head, plan.tip] or current_branch(top) != plan.target_ref:
+        if _parents(top, after) != [plan.before_head, plan.tip] or (
+            current_branch(top) != plan.target_ref
+        ):
             raise _MergeFailed(f"the merge commit {after[:12]} is not the one expected")
-        if dirty_paths(top, untracked=False):
-            raise _MergeFailed("the checkout is not clean after the merge")
+        dirty = dirty_paths(top, untracked=False)
+        if dirty:
+            # A file the merge wrote that does not read back as committed (a filter, an
+            # eol rule) fails it; one the merge never touched was changed by someone else
+            # meanwhile (an editor's autosave): theirs, kept, and the merge stands.
+            touched = set(_changed_paths(top, plan.before_head, after))
+            ours = [p for p in dirty if p in touched]
+            if ours:
+                raise _MergeFailed(
+                    f"the checkout is not clean after the merge ({', '.join(ours[:5])})"
+                )
+            kept += dirty
         return after
     except BaseException:
-        _undo(top, before)
+        kept += _undo(top, before, plan)
         raise
 
 
-def _undo(top: Path, before: CheckoutFingerprint) -> None:
-    """Abort and reset to the previous HEAD; check the checkout is as it was."""
+def _undo(top: Path, before: CheckoutFingerprint, plan: MergePlan) -> list[str]:
+    """Take back what this merge did, and nothing else: a merge in progress is aborted
+    (a merge or cherry-pick of the user's never gets this far: :func:`in_progress`), this
+    merge's own commit reset with ``--keep``, which leaves every file the merge did not
+    touch as it is now. HEAD moved by another hand is left where it is, said. Returns the
+    files changed meanwhile by someone else, kept; raises when the checkout is not as it
+    was apart from those."""
     git_dir = Path(git_out(top, "rev-parse", "--absolute-git-dir"))
     if (git_dir / "MERGE_HEAD").exists():
-        run_git(top, "merge", "--abort", check=False)
+        run_git(top, "merge", "--abort", check=False)  # (git's reset --merge: theirs kept)
     if before.head_ref and current_branch(top) != before.head_ref:
         run_git(top, "symbolic-ref", "HEAD", before.head_ref, check=False)
-    if before.head is not None:
-        run_git(top, "reset", "--hard", "--quiet", before.head, check=False)
+    head = rev_parse(top, "HEAD")
+    if before.head is not None and head != before.head:
+        if head is None or _parents(top, head) != [before.head, plan.tip]:
+            raise MergeRollbackError(
+                f"the failed merge was not undone in {top}: HEAD moved to"
+                f" {(head or '?')[:12]} while git merged, not by this merge (it was"
+                f" {before.head[:12]}); left as it is for you to look at"
+            )
+        proc = run_git(top, "reset", "--keep", "--quiet", before.head, check=False)
+        if proc.returncode != 0:
+            raise MergeRollbackError(
+                f"the merge commit {head[:12]} could not be taken back in {top}: a file it"
+                f" wrote was changed meanwhile ({first_line(proc.stderr)}); HEAD was"
+                f" {before.head[:12]}, and nothing was reset so that nothing is lost"
+            )
     now = checkout_fingerprint(top, untracked=False)
-    if now != before:
+    if now == before:
+        return []
+    # the checkout was clean (a precondition): what differs now is someone else's change
+    # to a file the merge never wrote, kept, or a remnant of the merge, which is not
+    dirty = dirty_paths(top, untracked=False)
+    remnants = [p for p in dirty if p in set(plan.files)]
+    if now.head != before.head or now.head_ref != before.head_ref or remnants or not dirty:
         raise MergeRollbackError(
             f"the failed merge could not be undone exactly in {top}"
             f" ({', '.join(before.differences(now))} differ); HEAD was {before.head}"
         )
+    return dirty
+
+
+def in_progress(top: Path) -> str | None:
+    """A merge, cherry-pick, revert or rebase the user has under way in ``top``: a merge
+    then aborted it with ours, their message and resolutions lost (an audit)."""
+    git_dir = Path(git_out(top, "rev-parse", "--absolute-git-dir"))
+    for name, what in (
+        ("MERGE_HEAD", "a merge"),
+        ("CHERRY_PICK_HEAD", "a cherry-pick"),
+        ("REVERT_HEAD", "a revert"),
+        ("rebase-merge", "a rebase"),
+        ("rebase-apply", "a rebase or git am"),
+    ):
+        if (git_dir / name).exists():
+            return (
+                f"{GIT}: {what} is in progress in the checkout ({name}); finish or abort it first"
+            )
+    return None
+
+
+@asynccontextmanager
+async def _merge_lock(top: Path) -> AsyncIterator[bool]:
+    """The repository's merge lock (a ``flock`` on a file in its git directory, shared by
+    its linked worktrees), waited for up to :data:`LOCK_WAIT_S` without blocking the
+    loop (the workbench merges on it): True when held. A killed holder's lock goes with
+    it."""
+    common = Path(git_out(top, "rev-parse", "--git-common-dir"))
+    path = (common if common.is_absolute() else top / common) / "switchyard-merge.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                await asyncio.sleep(0.05)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _parents(top: Path, commit: str) -> list[str]:
+    return git_out(top, "rev-list", "--parents", "-n", "1", commit).split()[1:]
+
+
+def _changed_paths(top: Path, a: str | None, b: str) -> list[str]:
+    if a is None:
+        return []
+    out = run_git(top, "diff", "--name-only", "--no-renames", "-z", a, b).stdout
+    return [p for p in out.split("\0") if p]
+
+
+def _kept_note(kept: list[str]) -> list[str]:
+    if not kept:
+        return []
+    shown = ", ".join(kept[:5]) + (" …" if len(kept) > 5 else "")
+    return [f"{KEPT}: changed by someone else while git merged, left as they were: {shown}"]
 
 
 def _still_as_planned(plan: MergePlan) -> list[str]:
     top = Path(plan.repo)
     if rev_parse(top, "HEAD") != plan.before_head or current_branch(top) != plan.target_ref:
         return [f"{GIT}: the checkout moved since the merge was prepared; try again"]
+    busy = in_progress(top)
+    if busy:
+        return [busy]
     if dirty_paths(top, untracked=False):
         return [f"{DIRTY}: the checkout has uncommitted changes now; commit or stash them"]
     if _untracked_in_the_way(top, plan.before_head, plan.files):
@@ -438,9 +596,9 @@ def _still_as_planned(plan: MergePlan) -> list[str]:
     return []
 
 
-def _commits_since(top: Path, base: str | None, head: str) -> int:
-    """Commits in ``head`` that ``base`` (the run's) does not have; 0 when unknown."""
-    if not base or base == head:
+def _commits_since(top: Path, base: str | None, head: str | None) -> int:
+    """Commits in ``head`` that ``base`` does not have; 0 when unknown."""
+    if not base or not head or base == head:
         return 0
     proc = run_git(top, "rev-list", "--count", f"{base}..{head}", check=False)
     out = proc.stdout.strip()
@@ -492,11 +650,14 @@ __all__ = [
     "EVIDENCE",
     "GIT",
     "STATUS",
+    "UNREVIEWED",
+    "UNTESTED",
     "Confirm",
     "MergeOutcome",
     "MergePlan",
     "MergeRollbackError",
     "execute_merge",
+    "in_progress",
     "merge_run",
     "prepare_merge",
 ]

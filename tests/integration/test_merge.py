@@ -465,6 +465,167 @@ def test_a_ctrl_c_while_git_merges_waits_for_the_outcome_and_its_line(
     assert [x.values["outcome"] for x in merge_lines()] == ["merging", "merged"]
 
 
+def _while_git_merges(monkeypatch: pytest.MonkeyPatch, meanwhile: Any) -> None:
+    """``meanwhile()`` runs right after ``git merge`` returns, as another hand would act
+    while git merged (an editor's autosave, another merge, a commit)."""
+    real = merge_mod.run_git
+
+    def run_git(cwd: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        proc = real(cwd, *args, **kw)
+        if args[:2] == ("merge", "--no-ff"):
+            meanwhile()
+        return proc
+
+    monkeypatch.setattr(merge_mod, "run_git", run_git)
+
+
+def test_a_file_saved_while_git_merges_is_kept_and_the_merge_stands(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An edit to a file the merge never wrote, made while git merged, read as "the
+    checkout is not clean after the merge": the undo reset it away (git reset --hard) and
+    the command said "nothing was changed" (an audit)."""
+    make_run(repo)
+    _while_git_merges(monkeypatch, lambda: (repo / "README.md").write_text("# saved\n"))
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 0
+    assert (repo / "README.md").read_text() == "# saved\n"  # theirs, as they left it
+    assert (repo / "calc.py").read_text().endswith("a + b\n")
+    err = capsys.readouterr().err
+    assert "KEPT: changed by someone else while git merged, left as they were: README.md" in err
+    assert merge_lines()[-1].values["kept"] == ["README.md"]
+
+
+def test_a_failed_merge_is_undone_without_losing_a_file_saved_meanwhile(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_run(repo)
+    commit(repo, {"calc.py": "def add(a, b):\n    return b + a  # mine\n"}, "user")
+    _while_git_merges(monkeypatch, lambda: (repo / "README.md").write_text("# saved\n"))
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes", "--untested"]) == 1
+    err = capsys.readouterr().err
+    assert "CONFLICT (content)" in err and "KEPT:" in err
+    assert (repo / "README.md").read_text() == "# saved\n"
+    assert (repo / "calc.py").read_text().endswith("# mine\n")
+    assert not (repo / ".git" / "MERGE_HEAD").exists()
+
+
+def test_an_interrupted_merge_is_taken_back_keeping_a_file_saved_meanwhile(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_run(repo)
+    before = git(repo, "rev-parse", "HEAD")
+
+    def saved_then_interrupted() -> None:
+        (repo / "README.md").write_text("# saved\n")
+        raise KeyboardInterrupt
+
+    _while_git_merges(monkeypatch, saved_then_interrupted)
+
+    async def yes(plan: MergePlan) -> bool:
+        return True
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(
+            merge_run(
+                repo, "run-1", audit=None, confirm=yes, sealed_sha256=sealed(repo, "run-1"),
+                policy=POLICY,
+            )
+        )  # fmt: skip
+    assert git(repo, "rev-parse", "HEAD") == before
+    assert (repo / "README.md").read_text() == "# saved\n"
+    assert (repo / "calc.py").read_text().endswith("a - b\n")
+
+
+def test_a_head_moved_by_another_hand_while_git_merges_is_left_where_it_is(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The undo reset to its own HEAD from before, taking away a commit someone else made
+    meanwhile (two merges at once: one said "merged" over a merge gone, an audit)."""
+    make_run(repo)
+    _while_git_merges(
+        monkeypatch, lambda: git(repo, "commit", "-q", "--allow-empty", "-m", "another hand")
+    )
+    with pytest.raises(merge_mod.MergeRollbackError, match="not by this merge"):
+        asyncio.run(
+            merge_run(
+                repo, "run-1", audit=None, approved=True, sealed_sha256=sealed(repo, "run-1"),
+                policy=POLICY,
+            )
+        )  # fmt: skip
+    assert git(repo, "log", "-1", "--format=%s") == "another hand"
+
+
+def test_one_merge_of_a_repository_at_a_time(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fcntl
+    import os
+
+    make_run(repo)
+    before = git(repo, "rev-parse", "HEAD")
+    monkeypatch.setattr(merge_mod, "LOCK_WAIT_S", 0.2)
+    fd = os.open(repo / ".git" / "switchyard-merge.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another merge of it, in flight
+    try:
+        err = assert_refused(repo, ["run-1", "--yes"], capsys, "GIT")
+        assert "another Switchyard merge of this repository" in err
+    finally:
+        os.close(fd)
+    assert git(repo, "rev-parse", "HEAD") == before
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 0
+
+
+@pytest.mark.parametrize("marker", ["MERGE_HEAD", "CHERRY_PICK_HEAD"])
+def test_the_users_merge_or_cherry_pick_in_progress_is_refused_and_kept(
+    repo: Path, capsys: pytest.CaptureFixture[str], marker: str
+) -> None:
+    """The merge aborted the user's own merge under way (or an empty cherry-pick's),
+    its message with it (an audit)."""
+    make_run(repo)
+    git(repo, "checkout", "-q", "-b", "side")
+    commit(repo, {"side.txt": "side\n"}, "side work")
+    git(repo, "checkout", "-q", "main")
+    if marker == "MERGE_HEAD":
+        git(repo, "merge", "--no-commit", "--no-ff", "-s", "ours", "side")
+    else:  # the same change already on main: the pick stops, empty, and waits
+        commit(repo, {"side.txt": "side\n"}, "the same on main")
+        subprocess.run(["git", "-C", str(repo), "cherry-pick", "side"], capture_output=True)
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert f"in progress in the checkout ({marker})" in err
+    assert (repo / ".git" / marker).exists()
+
+
+def test_a_merge_into_a_branch_that_lacks_the_runs_base_says_what_it_brings(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run based on main merged into an older branch brought main's commits in, which
+    the evidence's diff (base..tip) never showed, with no note (an audit)."""
+    git(repo, "branch", "old")
+    commit(repo, {"wip.txt": "unreviewed\n"}, "wip on main")
+    make_run(repo)
+    git(repo, "checkout", "-q", "old")
+    before = git(repo, "rev-parse", "HEAD")
+    # --yes confirms what the evidence shows: not this
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert "UNREVIEWED: old lacks 1 commit(s) of the run's base" in err
+    assert "--yes confirms what the evidence shows" in err
+    assert git(repo, "rev-parse", "HEAD") == before and not (repo / "wip.txt").exists()
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes", "--untested"]) == 0
+    assert (repo / "wip.txt").exists()
+
+
+def test_merging_into_the_runs_own_branch_is_refused(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "already merged into switchyard/run-1", exit 0: nothing reached main."""
+    make_run(repo)
+    git(repo, "checkout", "-q", "switchyard/run-1")
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "GIT")
+    assert "the run's own branch switchyard/run-1 is checked out" in err
+
+
 def test_json_output(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_run(repo, tests_ok=False)
     assert main(["merge", "run-1", "--repo", str(repo), "--yes", "--json"]) == 1
