@@ -44,6 +44,7 @@ verifying (:mod:`~app.evidence.verify`) and finding runs (:mod:`~app.evidence.ru
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -121,6 +122,9 @@ class EvidenceBundle:
         self.run_id = run_id
         self._clock = clock
         self.sealed = (path / MANIFEST).exists()
+        #: every file this object wrote, and the sha256 of what it wrote: what the seal
+        #: must find as it was (:meth:`changed_meanwhile`)
+        self._written: dict[str, str] = {}
 
     @classmethod
     def create(
@@ -168,10 +172,12 @@ class EvidenceBundle:
         if self.sealed:
             raise EvidenceError(f"the bundle of run {self.run_id} is sealed; {name} not written")
         target = self.path / check_name(name)
+        masked = mask_bytes(data)
         try:
-            atomic_write(target, mask_bytes(data))
+            atomic_write(target, masked)
         except OSError as exc:  # a full disk, a folder made read-only meanwhile
             raise EvidenceError(f"cannot write {target}: {exc.strerror or exc}") from None
+        self._written[name] = hashlib.sha256(masked).hexdigest()
         return target
 
     def write_text(self, name: str, text: str) -> Path:
@@ -243,7 +249,30 @@ class EvidenceBundle:
                 os.unlink(tmp)
             raise
         fsync_dir(self.path)
+        self._written[AUDIT] = file_entry(target).sha256
         return count
+
+    def adopt(self, *names: str) -> None:
+        """Files another writer put in the bundle (Stage0's brief), held to what they
+        are now as if this object had written them."""
+        for name in names:
+            target = self.path / check_name(name)
+            if target.is_file() and not target.is_symlink():
+                self._written[name] = file_entry(target).sha256
+
+    def changed_meanwhile(self) -> list[str]:
+        """The files this object wrote that are not as it wrote them ("plan.json
+        missing", "brief.json changed"): a ``git clean -fdx`` or a hand in the run's
+        folder while it ran. A seal over what is left vouched for a bundle without its
+        brief and plan, and the run merged (an audit)."""
+        out: list[str] = []
+        for rel, sha in self._written.items():
+            target = self.path / rel
+            if target.is_symlink() or not target.is_file():
+                out.append(f"{rel} missing")
+            elif file_entry(target).sha256 != sha:
+                out.append(f"{rel} changed")
+        return out
 
     # ── sealing ──────────────────────────────────────────────────────────────────────────
 

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from app.evidence.bundle import CONDENSED, SYNTHESIS
+from app.evidence.bundle import BRIEF, CONDENSED, SYNTHESIS, TASK_BRIEF
 from app.pipeline import prompts
 from app.pipeline.briefing import brief_sources, synthesis_markdown
 from app.pipeline.recall import playbook_bullets, recall_memories
@@ -65,6 +65,7 @@ async def prepare_brief(ctx: RunContext) -> Briefing:
             )
 
     brief = await asyncio.to_thread(build)
+    ctx.bundle.adopt(TASK_BRIEF, BRIEF)  # (Stage0 wrote them: the seal checks them too)
     await ctx.stage("stage0", "finished", role="stage0", detail="TASK_BRIEF.md written")
     # the constitution gate: the Judge checks the diff against these rules
     constitution = ""

@@ -42,6 +42,7 @@ from app.policy.consensus import run_spec_consensus
 from app.policy.gate import GateResult
 from app.router.service import RouteFailed, RouteRefused
 from app.router.session import Session
+from app.workspace.git import GitError
 from app.workspace.worktree import Worktree
 
 __all__ = ["MAX_ATTEMPTS", "Outcome", "RunOptions", "RunOutcome", "run_pipeline"]
@@ -147,11 +148,31 @@ async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]
     return "stopped", "; ".join(verdict.gate.reasons)
 
 
-async def _finish(ctx: RunContext, progress: _Progress, outcome: Outcome, reason: str) -> None:
+async def _finish(
+    ctx: RunContext, progress: _Progress, outcome: Outcome, reason: str
+) -> tuple[Outcome, str]:
     """Seal the evidence (audit export, manifest, seal line), drop the worktree (the
     branch stays for the merge when the run committed something; else it goes too),
-    remember the outcome, and say the run is over."""
+    remember the outcome, and say the run is over. Returns the outcome and reason as
+    sealed: a run whose own evidence or worktree went away while it ran is not
+    merge-ready, whatever its stages said."""
     wt = progress.worktree
+    head: str | None = None
+    if wt is not None:
+        try:
+            head = await asyncio.to_thread(wt.head)
+        except (GitError, OSError) as exc:
+            # its worktree went away (a hand, a clean-up): sealed failed, not left unsealed
+            outcome, reason = "failed", _also(reason, f"the run's worktree is gone: {exc}")
+            wt = None
+    changed = ctx.bundle.changed_meanwhile()
+    if changed:
+        outcome = "failed"
+        reason = _also(
+            reason,
+            "the evidence's own files changed while the run went on"
+            f" ({', '.join(changed[:6])}): this bundle cannot stand for the run",
+        )
     loops = progress.work.tests.loops if progress.work else 0
     # a stage the stop cut short ends failed (the panes would show it still running, and
     # stages.json would have no end for it)
@@ -173,7 +194,6 @@ async def _finish(ctx: RunContext, progress: _Progress, outcome: Outcome, reason
     # what each stage cost (calls, tokens, seconds), from the audit lines just exported
     lines = read_audit(ctx.bundle.path / AUDIT)
     ctx.bundle.write_json(STAGES, stage_report(lines, ctx.stage_clock))
-    head = await asyncio.to_thread(wt.head) if wt else None
     # a run that committed nothing leaves no branch behind: there is nothing on it to
     # review or merge, and each stopped run left a switchyard/<run> branch (a user-audit)
     empty = wt is not None and head == wt.base
@@ -195,6 +215,11 @@ async def _finish(ctx: RunContext, progress: _Progress, outcome: Outcome, reason
         await asyncio.to_thread(wt.remove, delete_branch=empty)
     await remember_outcome(session, ctx.run_id, ctx.task, outcome, reason)
     await ctx.emit(RunFinished(session=session.id, run=ctx.run_id, outcome=outcome, reason=reason))
+    return outcome, reason
+
+
+def _also(reason: str, more: str) -> str:
+    return f"{reason}; {more}" if reason else more
 
 
 async def run_pipeline(
@@ -236,19 +261,17 @@ async def run_pipeline(
             # the step at work ended otherwise, after the user had asked to stop: say both
             reason = f"{STOPPED_BY_USER}; {reason}"
     except asyncio.CancelledError:
-        why = "cancelled by the user"
-        await asyncio.shield(_finish(ctx, progress, "stopped", why))
-        ctx.control.ended = _outcome(ctx, progress, "stopped", why)
+        ended = await asyncio.shield(_finish(ctx, progress, "stopped", "cancelled by the user"))
+        ctx.control.ended = _outcome(ctx, progress, *ended)
         raise
     except Exception as exc:
         # a bug must not leave an unsealed bundle behind; it still surfaces
-        why = f"internal error: {exc!r}"
-        await _finish(ctx, progress, "failed", why)
-        ctx.control.ended = _outcome(ctx, progress, "failed", why)
+        ended = await _finish(ctx, progress, "failed", f"internal error: {exc!r}")
+        ctx.control.ended = _outcome(ctx, progress, *ended)
         raise
     finally:
         session.router.run_gates.pop(run_id, None)
-    await _finish(ctx, progress, outcome, reason)
+    outcome, reason = await _finish(ctx, progress, outcome, reason)
     return _outcome(ctx, progress, outcome, reason)
 
 

@@ -492,3 +492,60 @@ def test_the_tests_stage_is_timed_by_its_loops_not_to_the_end_of_the_run(
     assert len(loops) >= 2  # the baseline, and a change's loop after the model's replies
     assert stages["tests"]["seconds"] == 0  # no reply came during a loop
     assert stages["implementer"]["seconds"] >= 100 * stages["implementer"]["calls"]
+
+
+def test_a_run_whose_evidence_is_cleaned_away_meanwhile_is_sealed_failed(
+    repo: Path, fakes: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``git clean -fdx`` while a run went on took its brief and plan; the seal then
+    vouched for what was left, ``evidence verify`` said ok and the run merged (an
+    audit). The seal finds the run's own files gone and the run ends failed, said."""
+
+    def cleaned_then(body: dict[str, Any]) -> str:
+        if "Judge" in system_of(body):  # the last stage: everything before it written
+            (bundle,) = (repo / ".switchyard" / "runs").iterdir()
+            for name in ("plan.json", "TASK_BRIEF.md", "run.json"):
+                (bundle / name).unlink()
+        return str(fakes["local"](body))
+
+    fakes["vllm"].script.respond_with(cleaned_then)
+    rc, out = run(
+        ["run", TASK, "--repo", str(repo), "--policy", str(fakes["policy"]), "--approve",
+         "allow"],
+        capsys,
+    )  # fmt: skip
+    assert rc == 1 and out["outcome"] == "failed", out
+    assert "the evidence's own files changed while the run went on" in out["reason"]
+    for name in ("plan.json missing", "TASK_BRIEF.md missing", "run.json missing"):
+        assert name in out["reason"]
+    bundle = Path(out["bundle"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert main(["merge", out["run_id"], "--repo", str(repo), "--yes"]) == 1
+    assert "STATUS: the run ended failed" in capsys.readouterr().err
+
+
+def test_a_run_whose_worktree_is_removed_meanwhile_still_seals_its_evidence(
+    repo: Path, fakes: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its worktree deleted while the Implementer worked, a run ended "internal error"
+    with its bundle unsealed (no manifest.json: NOT FINALIZED), an audit found."""
+    import shutil
+
+    from app.evidence.bundle import verify_bundle
+
+    def removed_then(body: dict[str, Any]) -> str:
+        if "Implementer" in system_of(body):
+            for wt in (repo / ".switchyard" / "worktrees").iterdir():
+                if wt.is_dir():
+                    shutil.rmtree(wt)
+        return str(fakes["local"](body))
+
+    fakes["vllm"].script.respond_with(removed_then)
+    rc = main(["run", TASK, "--repo", str(repo), "--policy", str(fakes["policy"]), "--local-only"])
+    assert rc != 0
+    capsys.readouterr()
+    (bundle,) = (repo / ".switchyard" / "runs").iterdir()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "worktree is gone" in manifest["reason"]
+    assert verify_bundle(bundle).ok
