@@ -428,7 +428,7 @@ async def test_a_v1_team_ledger_migrates_and_each_team_expires_its_own(pg_url: s
         )
     finally:
         await conn.close()
-    assert version == len(MIGRATIONS) == 3
+    assert version == len(MIGRATIONS) == 4
 
 
 async def _set_version(pg_url: str, component: str, version: int) -> None:
@@ -556,6 +556,42 @@ async def test_a_statement_the_database_never_answers_ends_as_unavailable(
             for conn in held:
                 await pool.release(conn)
         assert await _try(led, "s", "openai", 0.1)
+
+
+async def test_a_database_migrated_to_v3_before_its_change_gets_the_function_again(
+    pg_url: str,
+) -> None:
+    """v3 was edited after it shipped: a database a Switchyard of that window migrated
+    kept v3's first function (every cap the lowest ever seen, the session's too), and a
+    resumed session with a raised cap was refused what ``budget`` showed it had (an
+    upgrade audit). v4 installs the function again."""
+    import re
+
+    import asyncpg
+
+    from app.router.ledger.pg_ledger import PgBudgetLedger
+    from app.router.ledger.pg_schema import COMPONENT, MIGRATIONS
+    from app.store.postgres import migrate
+
+    first_v3 = re.sub(
+        r"CASE WHEN (\w+)\.s = 'session' THEN \1\.c ELSE (LEAST\([^)]*\)) END",
+        r"\2",
+        MIGRATIONS[2][0],
+    )
+    assert first_v3 != MIGRATIONS[2][0] and "CASE WHEN" not in first_v3
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await migrate(conn, COMPONENT, (*MIGRATIONS[:2], (first_v3,)), "team ledger")
+    finally:
+        await conn.close()
+
+    def budget(session: float) -> Budget:
+        return Budget(session_usd=session, day_usd=100.0, reservation_ttl_s=900)
+
+    async with await PgBudgetLedger.open(pg_url, budget(1.0), team="t", user="u") as first:
+        assert await _try(first, "S", "openai", 0.5)
+    async with await PgBudgetLedger.open(pg_url, budget(5.0), team="t", user="u") as again:
+        assert await _try(again, "S", "openai", 1.0)  # v3's first function refused it
 
 
 async def test_a_resumed_session_takes_its_own_policys_cap_not_the_first_ones(

@@ -234,7 +234,7 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
         if current > SCHEMA_VERSION:
             raise LedgerUnreadable(
                 f"{path}: ledger schema version {current} is newer than this Switchyard "
-                f"understands ({SCHEMA_VERSION})"
+                f"understands ({SCHEMA_VERSION}); upgrade Switchyard on this machine"
             )
         for version in range(current, SCHEMA_VERSION):
             for stmt in MIGRATIONS[version]:
