@@ -167,7 +167,39 @@ async def _final(ctx: RunContext, brief: str, draft: Plan) -> tuple[Plan, Ground
     cloud = await _escalate(ctx, messages, signals)
     if cloud is not None and cloud.value is not None:
         await ctx.role_stage(ROLE, cloud, "escalated")
-        return cloud.value, ground_plan(cloud.value, ctx.task, facts, ctx.policy.grounding)
+        escalated = ground_plan(cloud.value, ctx.task, facts, ctx.policy.grounding)
+        again = Signals(
+            **plan_signals(cloud.value, escalated.value),
+            grounds=(("confidence", escalated.basis),),
+        )
+        low = [r for _, r in fired_triggers(ctx.policy, ROLE, again)]
+        if low:
+            # the cloud planner's plan is still under the bar: the run goes on with it (no
+            # planner is left to ask), said in the audit, and the sidecar's advice is asked
+            # as for a local plan left low (it went on unsaid, a conformance audit)
+            await ctx.audit(
+                "run",
+                role=ROLE,
+                reason_codes=["ARCHITECT_ESCALATED_PLAN_LOW", *(r.code for r in low)],
+                values={"confidence": escalated.value, "basis": escalated.basis},
+                detail=f"the escalated plan is still low-confidence ({escalated.value:.2f}:"
+                f" {escalated.basis}); going on with it",
+            )
+            await ctx.notice(
+                f"the escalated plan is still low-confidence ({escalated.value:.2f}); going on"
+                " with it",
+                level="warning",
+            )
+            await advise(
+                ctx,
+                "low_confidence",
+                "Plan:\n"
+                + cloud.value.model_dump_json(indent=1)
+                + f"\n\nGrounding: {escalated.basis}",
+                value=escalated.value,
+                basis=escalated.basis,
+            )
+        return cloud.value, escalated
     await ctx.notice(
         "the escalation was denied or unavailable: going on with the local plan, "
         f"marked low-confidence ({grounded.value:.2f}: {grounded.basis})",

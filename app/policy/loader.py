@@ -21,7 +21,6 @@ from app.hosts import host_port, is_loopback_name, is_provider_host, parse_host_
 from app.policy.lines import key_lines, line_for
 from app.policy.schema import (
     FLAG_SIGNALS,
-    LOCKED_GUARDRAILS,
     NUMERIC_SIGNALS,
     UNIT_SIGNALS,
     Policy,
@@ -399,10 +398,14 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
         if gr not in SEED_GUARDRAILS:
             err((("guardrails", gr), "unknown guardrail"))
         elif not rail.enabled:
-            if gr in LOCKED_GUARDRAILS:
-                err((("guardrails", gr, "enabled"), f"{gr} cannot be switched off"))
-            else:
-                warnings.append((("guardrails", gr, "enabled"), f"{gr} is switched off"))
+            # every guardrail is held in code whatever the file says: a switch read as
+            # "switched off" while nothing was off told the user something untrue (an audit)
+            err(
+                (
+                    ("guardrails", gr, "enabled"),
+                    f"{gr} cannot be switched off (every guardrail is enforced by Switchyard)",
+                )
+            )
 
     rule_ids: set[str] = set()
     for i, rule in enumerate(p.high_risk.rules):

@@ -49,9 +49,6 @@ FLAG_SIGNALS = frozenset(
 # Signals that are fractions in [0, 1]: their thresholds must be too.
 UNIT_SIGNALS = frozenset({"confidence", "self_check_confidence", "local_synth_confidence"})
 
-# Guardrails whose switch may not be turned off.
-LOCKED_GUARDRAILS = frozenset({"GR-002", "GR-003", "GR-004", "GR-005", "GR-009", "GR-011"})
-
 
 class Strict(BaseModel):
     # nan/inf are valid TOML but no policy number means them: a nan threshold never fires.
@@ -356,7 +353,12 @@ class Policy(Strict):
         return steps
 
     def triggers_for(self, role: str) -> list[Trigger]:
-        return [t for t in self.triggers if t.role in (role, "*")]
+        """``role``'s triggers in file order: its own, and each ``*`` trigger on a signal
+        it has no trigger of its own for (its own takes that one's place)."""
+        own = {t.signal for t in self.triggers if t.role == role}
+        return [
+            t for t in self.triggers if t.role == role or (t.role == "*" and t.signal not in own)
+        ]
 
     def is_cloud(self, model_id: str) -> bool:
         return self.model(model_id).provider != "local"

@@ -430,7 +430,7 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         pass
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO schema_version VALUES (99)")
-    with pytest.raises(LedgerError, match="newer.*; upgrade Switchyard on this machine"):
+    with pytest.raises(LedgerError, match=r"newer.*; upgrade Switchyard on this machine"):
         await BudgetLedger.open(path, BUDGET)
 
 

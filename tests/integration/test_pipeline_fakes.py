@@ -177,6 +177,7 @@ def fakes(
     return {
         "policy": policy,
         "local": local,
+        "openai": openai,
         "vllm": vllm,
         "cloud": cloud,
         "deepseek": deepseek,
@@ -549,3 +550,28 @@ def test_a_run_whose_worktree_is_removed_meanwhile_still_seals_its_evidence(
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "worktree is gone" in manifest["reason"]
     assert verify_bundle(bundle).ok
+
+
+def test_an_escalated_plan_still_low_is_said_and_gets_the_sidecars_advice(
+    repo: Path, fakes: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cloud planner's plan at 0.5 went on with no line saying it was still under the
+    bar, and no second opinion, where a local plan left low gets one (an audit)."""
+
+    def low_cloud_plan(body: dict[str, Any]) -> str:
+        if "Architect" in system_of(body):
+            return plan_json(0.5)
+        return str(fakes["openai"](body))
+
+    fakes["cloud"].script.respond_with(low_cloud_plan)
+    _, out = run(
+        ["run", TASK, "--repo", str(repo), "--policy", str(fakes["policy"]), "--approve",
+         "allow"],
+        capsys,
+    )  # fmt: skip
+    lines = audit_kinds(Path(out["bundle"]))
+    (low,) = [a for a in lines if "ARCHITECT_ESCALATED_PLAN_LOW" in a["reason_codes"]]
+    assert "ARCHITECT_LOW_CONFIDENCE" in low["reason_codes"] and low["role"] == "architect"
+    assert low["values"]["confidence"] < 0.75
+    advice = [a for a in lines if a["kind"] == "advice"]
+    assert advice and advice[0]["values"]["occasion"] == "low_confidence", advice

@@ -577,7 +577,7 @@ async def test_deny_all_outranks_an_earlier_allow_for_the_session(
     assert not second.escalated
     third = await router.complete("architect", REQ, Signals(confidence=0.5))
     assert not third.escalated, third.model
-    assert asked == ["gpt-5.1-high", "deepseek-reasoner"]  # nobody asked again
+    assert asked == ["gpt-5.1-high", "deepseek-chat"]  # nobody asked again
     cloud_calls = [key for key, made in resolver.made.items() if key[1] == "cloud" and made.calls]
     assert cloud_calls == [("gpt-5.1-high", "cloud")]
     denials = [line for line in await audit.lines() if line.kind == "denial"]

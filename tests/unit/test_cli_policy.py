@@ -51,10 +51,10 @@ def test_check_ok_prints_warnings_to_stderr(capsys: pytest.CaptureFixture[str]) 
     out, err = capsys.readouterr()
     path = default_policy_path()
     assert out.splitlines() == [
-        f"{path}: ok — policy 1.0.0, 11 roles, 21 models, 20 triggers, 10 warnings"
+        f"{path}: ok — policy 1.0.0, 11 roles, 21 models, 21 triggers, 13 warnings"
     ]
     warnings = err.splitlines()
-    assert len(warnings) == 10
+    assert len(warnings) == 13
     assert all(w.startswith(f"warning: {path}:") for w in warnings)
     assert "resolved contradiction C1" in warnings[0]
 
@@ -104,8 +104,8 @@ def test_check_json_prints_the_findings_whether_the_file_loads_or_not(
     assert main(["policy", "check", str(path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert (data["ok"], data["errors"], data["path"]) == (True, [], str(path))
-    assert (data["roles"], data["models"], data["triggers"]) == (11, 21, 20)
-    assert len(data["warnings"]) == 10 and "resolved contradiction C1" in data["warnings"][0]
+    assert (data["roles"], data["models"], data["triggers"]) == (11, 21, 21)
+    assert len(data["warnings"]) == 13 and "resolved contradiction C1" in data["warnings"][0]
     assert main(["policy", "check", str(path), "--json", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["warnings"] == []
 
@@ -258,7 +258,7 @@ def test_installed_script_runs() -> None:
     done = _run(str(script), "policy", "check")
     assert done.returncode == 0, done.stderr
     assert "ok — policy 1.0.0, 11 roles" in done.stdout
-    assert done.stderr.count("warning: ") == 10
+    assert done.stderr.count("warning: ") == 13
 
 
 def test_python_dash_m_app() -> None:

@@ -48,6 +48,29 @@ def test_implementer_low_self_check_picks_deepseek_chat(policy: Policy) -> None:
     assert d.target == "deepseek-chat"
 
 
+def test_the_implementers_user_request_enters_at_deepseek_chat(policy: Policy) -> None:
+    """The user's request took the chain's first step, the reasoner the policy keeps for
+    stuck loops (a conformance audit): the Implementer's own user_request trigger takes
+    the place of the "*" one, once, with its own target."""
+    d = decide(policy, "implementer", Signals(user_request=True), FREE)
+    assert d.target == "deepseek-chat" and d.reason_codes == ["USER_REQUEST"]
+    # stuck loops and a request: the first trigger in file order picks, as before
+    d = decide(policy, "implementer", Signals(user_request=True, failed_loops=2), FREE)
+    assert d.target == "deepseek-reasoner"
+    assert d.reason_codes == ["IMPLEMENTER_FAILED_LOOPS", "USER_REQUEST"]
+    # every other role still has the "*" trigger
+    assert [t.id for t in policy.triggers_for("tutor")] == ["user_request"]
+
+
+def test_librarian_exactly_100k_stays_local_and_one_more_escalates(policy: Policy) -> None:
+    assert decide(policy, "librarian", Signals(context_estimate=100_000), FREE).action != (
+        "escalate"
+    )
+    assert decide(policy, "librarian", Signals(context_estimate=100_001), FREE).target == (
+        "kimi-k2-instruct"
+    )
+
+
 def test_librarian_large_context_escalates_to_kimi(policy: Policy) -> None:
     d = decide(policy, "librarian", Signals(context_estimate=120_000), FREE)
     assert d.action == "escalate"

@@ -56,7 +56,7 @@ def test_shipped_policy_loads_without_errors() -> None:
     assert loaded.policy.version == "1.0.0"
     assert loaded.policy.privacy.local_only is False
     # The only warnings are the resolved contradictions C1..C10, each at its own line.
-    assert len(loaded.warnings) == 10
+    assert len(loaded.warnings) == 13
     for i, warning in enumerate(loaded.warnings):
         line = line_of('id = "C1"') - 1 + 5 * i
         assert SEED_LINES[line - 1] == "[[resolutions]]"
@@ -177,7 +177,7 @@ def test_seed_aliases_and_escalation_only_models() -> None:
 def test_seed_triggers_guardrails_and_tables() -> None:
     policy = load_policy().policy
     # the seed's 17, then the second-opinion sidecar's failure, High-Risk, confidence
-    assert len(policy.triggers) == 20
+    assert len(policy.triggers) == 21
     first = policy.triggers[0]
     assert (first.id, first.role, first.signal, first.op, first.threshold) == (
         "architect_low_confidence",
@@ -287,7 +287,8 @@ MUTATIONS: dict[str, Mutation] = {
         ),
         _exact(
             lambda: line_of("enabled = true", after="[guardrails.GR-003]"),
-            "guardrails.GR-003.enabled: GR-003 cannot be switched off",
+            "guardrails.GR-003.enabled: GR-003 cannot be switched off (every guardrail is"
+            " enforced by Switchyard)",
         ),
     ),
     "alias to an unknown model": Mutation(
@@ -404,10 +405,13 @@ MUTATIONS: dict[str, Mutation] = {
         ),
     ),
     "a target on a trigger of every role": Mutation(
-        lambda: insert_after(line_of('reason = "USER_REQUEST"'), 'target = "gpt-5.1-high"'),
+        lambda: insert_after(
+            line_of('reason = "USER_REQUEST"', after='id = "user_request"'),
+            'target = "gpt-5.1-high"',
+        ),
         _exact(
-            lambda: line_of('reason = "USER_REQUEST"') + 1,
-            "triggers.19.target: a trigger of every role ('*') cannot name a target",
+            lambda: line_of('reason = "USER_REQUEST"', after='id = "user_request"') + 1,
+            "triggers.20.target: a trigger of every role ('*') cannot name a target",
         ),
     ),
     "an alias of an alias": Mutation(
@@ -631,11 +635,14 @@ def test_several_problems_are_all_reported(tmp_path: Path) -> None:
     assert any("aliases.haiku" in p for p in problems)
 
 
-def test_switching_off_an_unlocked_guardrail_is_a_warning(tmp_path: Path) -> None:
-    line = line_of("enabled = true", after="[guardrails.GR-010]")
+@pytest.mark.parametrize("gr", ["GR-001", "GR-006", "GR-007", "GR-008", "GR-010", "GR-012"])
+def test_no_guardrail_can_be_switched_off(tmp_path: Path, gr: str) -> None:
+    """Nothing read these switches: ``enabled = false`` was a warning saying the
+    guardrail was off while it held (an audit). Every one is refused, naming the line."""
+    line = line_of("enabled = true", after=f"[guardrails.{gr}]")
     target = _write(tmp_path, replace_line(line, "enabled = false"))
-    loaded = load_policy(target)
-    assert f"{target}:{line}: guardrails.GR-010.enabled: GR-010 is switched off" in loaded.warnings
+    (problem,) = problems_of(target)
+    assert problem.startswith(f"{target}:{line}: guardrails.{gr}.enabled: {gr} cannot be")
 
 
 def test_an_unusual_key_variable_is_a_warning_naming_where_it_goes(tmp_path: Path) -> None:
