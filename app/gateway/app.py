@@ -521,9 +521,14 @@ async def _responses(state: _State, request: Request) -> Response:
                 "server keeps responses only while it runs (send the whole input instead)",
             )
         earlier = kept
+    # A previous response's instructions are not carried over (OpenAI's semantics): the
+    # kept conversation holds none, and this request's own lead it. System or developer
+    # messages sent in ``input`` are the conversation's, and are kept with it.
+    lead = inbound.request.messages[:1] if inbound.instructions is not None else []
+    conversation = [*earlier, *inbound.request.messages[len(lead) :]]
     if earlier:
         inbound.request = inbound.request.model_copy(
-            update={"messages": [*earlier, *inbound.request.messages]}
+            update={"messages": [*lead, *conversation]}
         )
     role, rid, client, events = await _events(state, request, inbound)
     response_id = "resp_" + rid[3:]
@@ -533,7 +538,7 @@ async def _responses(state: _State, request: Request) -> Response:
         reply = Message(
             role="assistant", content=done.result.text, tool_calls=done.result.tool_calls
         )
-        state.responses[response_id] = [*inbound.request.messages, reply]
+        state.responses[response_id] = [*conversation, reply]
         while len(state.responses) > KEPT_RESPONSES:
             state.responses.popitem(last=False)
 

@@ -35,6 +35,9 @@ class Inbound:
     include_usage: bool = False
     #: responses: the conversation this one continues
     previous_response_id: str | None = None
+    #: responses: the request's ``instructions`` lead its messages as one system message
+    #: (not part of the conversation a later ``previous_response_id`` continues)
+    instructions: str | None = None
     #: the schema's name (chat's ``json_schema.name``), for the response
     schema_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -427,6 +430,7 @@ def parse_responses(body: Any) -> Inbound:
         request=_build(fields),
         stream=_flag(body, "stream"),
         previous_response_id=previous if isinstance(previous, str) else None,
+        instructions=instructions if isinstance(instructions, str) and instructions else None,
         extra={"custom_tools": custom, "namespaces": namespaces, "dropped_tools": dropped},
     )
 
