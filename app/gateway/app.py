@@ -527,9 +527,7 @@ async def _responses(state: _State, request: Request) -> Response:
     lead = inbound.request.messages[:1] if inbound.instructions is not None else []
     conversation = [*earlier, *inbound.request.messages[len(lead) :]]
     if earlier:
-        inbound.request = inbound.request.model_copy(
-            update={"messages": [*lead, *conversation]}
-        )
+        inbound.request = inbound.request.model_copy(update={"messages": [*lead, *conversation]})
     role, rid, client, events = await _events(state, request, inbound)
     response_id = "resp_" + rid[3:]
     t0 = time.perf_counter()

@@ -616,9 +616,33 @@ def parse_messages(body: Any) -> Inbound:
     fields["max_tokens"] = max_tokens
     fields["stop"] = _stop(body.get("stop_sequences"), "stop_sequences")
     _sampling(body, fields)
+    schema = _output_format(body)
+    if schema is not None:
+        fields["json_schema"] = schema
     return Inbound(
         protocol="messages", model=model, request=_build(fields), stream=_flag(body, "stream")
     )
+
+
+def _output_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """``output_config.format`` (Anthropic's structured outputs) as the schema the reply
+    must fit, as Chat's ``response_format`` and Responses' ``text.format`` are: the
+    schema check and its one repair (GR-012) run on it. It was ignored, and a reply that
+    did not fit went back with a 200."""
+    config = body.get("output_config")
+    if config is None:
+        return None
+    fmt = _obj(config, "output_config").get("format")
+    if fmt is None:
+        return None
+    fmt = _obj(fmt, "output_config.format")
+    kind = fmt.get("type")
+    if kind != "json_schema":
+        raise bad(f"output_config.format.type: {kind!r} is not supported (json_schema is)")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise bad("output_config.format.schema: expected a JSON schema object")
+    return _sound(schema, "output_config.format.schema")
 
 
 def parse_count_tokens(body: Any) -> ChatRequest:

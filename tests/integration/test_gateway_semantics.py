@@ -6,15 +6,22 @@ serve` on loopback; what the fake vLLM received and what the client got are asse
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import httpx
+
 from tests.integration import test_gateway
-from tests.integration.test_gateway import REPLY, Gateway
+from tests.integration.test_gateway import REPLY, Gateway, lines_of
 
 # the gateway test module's own: a real `switchyard serve` before loopback fakes,
 # every escalation denied
 fakes = test_gateway.fakes
 gw = test_gateway.gw
+
+CHAT = "/v1/chat/completions"
+RESPONSES = "/v1/responses"
+MESSAGES = "/v1/messages"
 
 
 def sent_messages(gw: Gateway) -> list[dict[str, Any]]:
@@ -58,3 +65,54 @@ def test_a_previous_responses_instructions_are_not_carried_over(gw: Gateway) -> 
         REPLY,
         "and a coroutine?",
     ]
+
+
+PLAN_SCHEMA = {
+    "type": "object",
+    "properties": {"goal": {"type": "string"}},
+    "required": ["goal"],
+    "additionalProperties": False,
+}
+
+
+def test_a_messages_output_format_is_the_replys_schema(gw: Gateway) -> None:
+    """``output_config.format`` (Anthropic's structured outputs) was ignored: the reply
+    was whatever the model wrote. It is the request's schema now, as Chat's
+    ``response_format`` is: constrained decoding on vLLM, the check and one repair."""
+    gw.vllm.script.queue("not json", json.dumps({"goal": "fix parse"}))
+    msg = gw.anthropic.messages.create(
+        model="tutor",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "plan"}],
+        output_config={"format": {"type": "json_schema", "schema": PLAN_SCHEMA}},
+    )
+    assert json.loads(msg.content[0].text) == {"goal": "fix parse"}  # type: ignore[union-attr]
+    assert gw.vllm.chat_requests[0]["structured_outputs"]["json"] == PLAN_SCHEMA
+    assert len(gw.vllm.chat_requests) == 2  # the rejected reply and its one repair
+    assert [ln["reason_codes"] for ln in lines_of("repair")] == [["GR012_REPAIR"]]
+    # streamed, the reply is released whole once it fits
+    gw.vllm.script.queue(json.dumps({"goal": "ship"}))
+    with gw.anthropic.messages.stream(
+        model="tutor",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "plan"}],
+        output_config={"format": {"type": "json_schema", "schema": PLAN_SCHEMA}},
+    ) as stream:
+        assert json.loads(stream.get_final_text()) == {"goal": "ship"}
+    assert gw.vllm.chat_requests[-1]["structured_outputs"]["json"] == PLAN_SCHEMA
+
+
+def test_a_messages_output_format_that_cannot_be_honoured_is_refused(gw: Gateway) -> None:
+    body = {"model": "tutor", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}
+    with httpx.Client(base_url=gw.url, timeout=30) as http:
+        for config, said in (
+            ({"format": {"type": "xml"}}, "output_config.format.type: 'xml' is not supported"),
+            (
+                {"format": {"type": "json_schema", "schema": {"type": "objet"}}},
+                "output_config.format.schema.type: 'objet' is not a JSON schema type",
+            ),
+        ):
+            refused = http.post(MESSAGES, json={**body, "output_config": config})
+            assert refused.status_code == 400 and refused.json()["type"] == "error"
+            assert refused.json()["error"]["message"].startswith(said)
+    assert gw.vllm.chat_requests == []
