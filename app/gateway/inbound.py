@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,11 +131,18 @@ def _text_of(content: Any, where: str) -> str:
         return content
     if not isinstance(content, list):
         raise bad(f"{where}: content must be a string or a list of parts")
-    return "".join(_part_text(part, f"{where}[{i}]") for i, part in enumerate(content))
+    return joined(_part_text(part, f"{where}[{i}]") for i, part in enumerate(content))
 
 
-def _part_text(raw: Any, where: str) -> str:
-    """One content part's text ("" for a model's own reasoning, not sent back as prompt)."""
+def joined(parts: Iterable[str | None]) -> str:
+    """Text parts as one text, a line break between each two, as vLLM's chat parsing
+    joins them (run together, "Hello" and "world" were "Helloworld"); None is no part."""
+    return "\n".join(p for p in parts if p is not None)
+
+
+def _part_text(raw: Any, where: str) -> str | None:
+    """One content part's text (None for a model's own reasoning, not sent back as
+    prompt)."""
     part = _obj(raw, where)
     kind = part.get("type")
     if kind in ("text", "input_text", "output_text"):
@@ -143,7 +151,7 @@ def _part_text(raw: Any, where: str) -> str:
             raise bad(f"{where}.text: expected a string")
         return text
     if kind in ("thinking", "redacted_thinking", "reasoning"):
-        return ""
+        return None
     raise bad(
         f"{where}: content of type {kind!r} is not supported by Switchyard's "
         "gateway (text, tool calls and tool results are)"
@@ -714,7 +722,7 @@ def anthropic_messages(body: dict[str, Any]) -> list[Message]:
             continue
         if not isinstance(content, list):
             raise bad(f"{where}.content: expected a string or a list of blocks")
-        text: list[str] = []
+        text: list[str | None] = []
         thinking: list[str] = []
         calls: list[ToolCall] = []
         for j, block in enumerate(content):
@@ -729,9 +737,9 @@ def anthropic_messages(body: dict[str, Any]) -> list[Message]:
                     )
                 )
             elif kind == "tool_result" and role == "user":
-                if text:  # text before a result stays before it
-                    out.append(Message(role="user", content="".join(text)))
-                    text = []
+                if any(t is not None for t in text):  # text before a result stays before it
+                    out.append(Message(role="user", content=joined(text)))
+                text = []
                 result = block.get("content")
                 out.append(
                     Message(
@@ -749,11 +757,11 @@ def anthropic_messages(body: dict[str, Any]) -> list[Message]:
             out.append(
                 Message(
                     role="assistant",
-                    content="".join(text),
+                    content=joined(text),
                     tool_calls=calls,
                     reasoning="".join(thinking),
                 )
             )
-        elif text:
-            out.append(Message(role="user", content="".join(text)))
+        elif any(t is not None for t in text):
+            out.append(Message(role="user", content=joined(text)))
     return out

@@ -116,3 +116,37 @@ def test_a_messages_output_format_that_cannot_be_honoured_is_refused(gw: Gateway
             assert refused.status_code == 400 and refused.json()["type"] == "error"
             assert refused.json()["error"]["message"].startswith(said)
     assert gw.vllm.chat_requests == []
+
+
+def test_text_parts_are_joined_with_a_line_break_on_every_protocol(gw: Gateway) -> None:
+    """Parts were run together ("Helloworld", "Line one.Line two."); vLLM's own chat
+    parsing joins a message's text parts with a line break."""
+    parts: Any = [{"type": "text", "text": "Hello"}, {"type": "text", "text": "world"}]
+    gw.openai.chat.completions.create(
+        model="tutor",
+        messages=[
+            {"role": "system", "content": [{"type": "text", "text": "Line one."}] * 2},
+            {"role": "user", "content": parts},
+        ],
+    )
+    assert [m["content"] for m in sent_messages(gw)] == ["Line one.\nLine one.", "Hello\nworld"]
+    gw.openai.responses.create(
+        model="tutor",
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "Hello"},
+                    {"type": "input_text", "text": "world"},
+                ],
+            }
+        ],
+    )
+    assert [m["content"] for m in sent_messages(gw)] == ["Hello\nworld"]
+    gw.anthropic.messages.create(
+        model="tutor",
+        max_tokens=10,
+        system=[{"type": "text", "text": "Line one."}, {"type": "text", "text": "Line two."}],
+        messages=[{"role": "user", "content": parts}],
+    )
+    assert [m["content"] for m in sent_messages(gw)] == ["Line one.\nLine two.", "Hello\nworld"]
