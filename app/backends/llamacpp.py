@@ -202,13 +202,20 @@ def _generate(
             # the stop sequences are applied here, not by llama.cpp, which would not say
             # which one matched (see app.backends.stops)
             scanner = StopScanner(request.stop)
+            # a sampling field the request has none of is left to llama-cpp-python's own
+            # default (a gateway client that sent none asked for no value of ours)
+            sampling = {
+                k: v
+                for k, v in (("temperature", request.temperature), ("top_p", request.top_p))
+                if v is not None
+            }
             chunks = shared.llama.create_chat_completion(
                 messages=messages,
                 max_tokens=limit,
-                temperature=request.temperature,
                 seed=request.seed,
                 grammar=grammar,
                 stream=True,
+                **sampling,
             )
             try:
                 for chunk in chunks:

@@ -7,7 +7,9 @@
   ``response_format: {"type": "json_object"}`` plus the schema in a system message. The
   router validates the reply either way.
 * sampling: ``reasoning_effort`` is sent when the catalog sets it (GPT-5.1), and then no
-  temperature (reasoning models refuse one); ``seed`` only to the flavors that honour it.
+  temperature or ``top_p`` (reasoning models refuse them); otherwise each is sent when the
+  request has one (a gateway client that sent none gets the server's default, not ours);
+  ``seed`` only to the flavors that honour it.
   OpenAI gets ``max_completion_tokens``, the others ``max_tokens``. A reasoning model's
   cap is the reply's room plus its thinking budget (``reasoning_tokens``, the policy's
   ``[generation]`` per effort): OpenAI counts the reasoning in it, so a 256-token reply
@@ -169,7 +171,10 @@ def chat_params(
     if reasoning_effort:
         params["reasoning_effort"] = reasoning_effort
     else:
-        params["temperature"] = request.temperature
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.top_p is not None:
+            params["top_p"] = request.top_p
     if request.seed is not None and flavor in _SEED_FLAVORS:
         params["seed"] = request.seed
     if request.stop:

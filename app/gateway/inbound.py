@@ -199,14 +199,27 @@ def _build(fields: dict[str, Any]) -> ChatRequest:
         raise bad(f"{where}: {first['msg']}") from None
 
 
-def _sampling(body: dict[str, Any], fields: dict[str, Any]) -> None:
-    temperature = body.get("temperature")
-    if temperature is not None:
-        if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
-            raise bad("temperature: expected a number from 0 to 2")
-        fields["temperature"] = float(temperature)
+def _sampling(body: dict[str, Any], fields: dict[str, Any], *, hottest: float = 2) -> None:
+    """``temperature`` (0 to ``hottest``: 2 on OpenAI's APIs, 1 on Anthropic's, each
+    refusing more), ``top_p`` and ``seed``, each as sent. One not sent is None, carried
+    to the backend as none sent (the server's default applies): ChatRequest's own
+    temperature, 0.2, is the product roles' choice, not the client's."""
+    fields["temperature"] = _number(body, "temperature", hottest)
+    fields["top_p"] = _number(body, "top_p", 1)
     seed = body.get("seed")
-    fields["seed"] = seed if isinstance(seed, int) else None
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        # (dropped silently: the client asked for a reply it could reproduce)
+        raise bad(f"seed: expected an integer, got {_shown(seed)}")
+    fields["seed"] = seed
+
+
+def _number(body: dict[str, Any], key: str, most: float) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= most:
+        raise bad(f"{key}: expected a number from 0 to {most:g}, got {_shown(value)}")
+    return float(value)
 
 
 def _sound(schema: dict[str, Any], where: str) -> dict[str, Any]:
@@ -623,7 +636,7 @@ def parse_messages(body: Any) -> Inbound:
     fields = _messages_fields(body)
     fields["max_tokens"] = max_tokens
     fields["stop"] = _stop(body.get("stop_sequences"), "stop_sequences")
-    _sampling(body, fields)
+    _sampling(body, fields, hottest=1)
     schema = _output_format(body)
     if schema is not None:
         fields["json_schema"] = schema

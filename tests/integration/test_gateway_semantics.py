@@ -150,3 +150,52 @@ def test_text_parts_are_joined_with_a_line_break_on_every_protocol(gw: Gateway) 
         messages=[{"role": "user", "content": parts}],
     )
     assert [m["content"] for m in sent_messages(gw)] == ["Line one.\nLine two.", "Hello\nworld"]
+
+
+def test_sampling_is_carried_as_sent_and_none_is_invented(gw: Gateway) -> None:
+    """A request with no temperature reached vLLM with 0.2 (ChatRequest's default, the
+    product roles' own), where the API's default applies; ``top_p`` was dropped on all
+    three protocols."""
+    user: Any = [{"role": "user", "content": "x"}]
+    gw.openai.chat.completions.create(model="tutor", messages=user)
+    gw.openai.responses.create(model="tutor", input="x")
+    gw.anthropic.messages.create(model="tutor", max_tokens=10, messages=user)
+    for sent in gw.vllm.chat_requests:
+        assert "temperature" not in sent and "top_p" not in sent, sent
+    before = len(gw.vllm.chat_requests)
+    gw.openai.chat.completions.create(model="tutor", messages=user, temperature=1.5, top_p=0.9)
+    gw.openai.responses.create(model="tutor", input="x", temperature=0, top_p=0.5)
+    gw.anthropic.messages.create(
+        model="tutor",
+        max_tokens=10,
+        messages=user,
+        extra_body={"temperature": 1, "top_p": 0.25},  # (this SDK sends neither itself)
+    )
+    assert [(s["temperature"], s["top_p"]) for s in gw.vllm.chat_requests[before:]] == [
+        (1.5, 0.9),
+        (0, 0.5),
+        (1, 0.25),
+    ]
+
+
+def test_sampling_the_apis_refuse_is_refused_naming_the_field(gw: Gateway) -> None:
+    """A seed of "abc" was dropped silently; a Messages temperature of 1.5 was served
+    (Anthropic's range is 0 to 1, OpenAI's 0 to 2)."""
+    user: Any = [{"role": "user", "content": "x"}]
+    chat = {"model": "tutor", "messages": user}
+    messages = {"model": "tutor", "max_tokens": 10, "messages": user}
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        (CHAT, {**chat, "seed": "abc"}, 'seed: expected an integer, got "abc"'),
+        (CHAT, {**chat, "seed": 1.5}, "seed: expected an integer, got 1.5"),
+        (CHAT, {**chat, "temperature": 2.5}, "temperature: expected a number from 0 to 2"),
+        (CHAT, {**chat, "top_p": 1.1}, "top_p: expected a number from 0 to 1, got 1.1"),
+        (RESPONSES, {"model": "tutor", "input": "x", "top_p": "0.5"}, "top_p: expected a number"),
+        (MESSAGES, {**messages, "temperature": 1.5}, "temperature: expected a number from 0 to 1"),
+        (MESSAGES, {**messages, "temperature": True}, "temperature: expected a number"),
+    ]
+    with httpx.Client(base_url=gw.url, timeout=30) as http:
+        for path, body, said in cases:
+            refused = http.post(path, json=body)
+            assert refused.status_code == 400, (body, refused.text)
+            assert refused.json()["error"]["message"].startswith(said), refused.text
+    assert gw.vllm.chat_requests == []
