@@ -84,6 +84,9 @@ class ChatRequest(Frozen):
     temperature: float | None = Field(default=0.2, ge=0, le=2)
     #: nucleus sampling; None: the server's own default
     top_p: float | None = Field(default=None, ge=0, le=1)
+    #: OpenAI's penalties (-2 to 2); None: the server's own default
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     #: a JSON schema for constrained output (GR-012); the backend maps it to its server's
     #: structured-output fields or a llama.cpp grammar
     json_schema: dict[str, Any] | None = None

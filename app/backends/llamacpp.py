@@ -206,7 +206,12 @@ def _generate(
             # default (a gateway client that sent none asked for no value of ours)
             sampling = {
                 k: v
-                for k, v in (("temperature", request.temperature), ("top_p", request.top_p))
+                for k, v in (
+                    ("temperature", request.temperature),
+                    ("top_p", request.top_p),
+                    ("presence_penalty", request.presence_penalty),
+                    ("frequency_penalty", request.frequency_penalty),
+                )
                 if v is not None
             }
             chunks = shared.llama.create_chat_completion(

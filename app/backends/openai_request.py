@@ -8,7 +8,8 @@
   router validates the reply either way.
 * sampling: ``reasoning_effort`` is sent when the catalog sets it (GPT-5.1), and then no
   temperature or ``top_p`` (reasoning models refuse them); otherwise each is sent when the
-  request has one (a gateway client that sent none gets the server's default, not ours);
+  request has one (a gateway client that sent none gets the server's default, not ours),
+  and so are ``presence_penalty`` and ``frequency_penalty``;
   ``seed`` only to the flavors that honour it.
   OpenAI gets ``max_completion_tokens``, the others ``max_tokens``. A reasoning model's
   cap is the reply's room plus its thinking budget (``reasoning_tokens``, the policy's
@@ -175,6 +176,9 @@ def chat_params(
             params["temperature"] = request.temperature
         if request.top_p is not None:
             params["top_p"] = request.top_p
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        if (value := getattr(request, penalty)) is not None:
+            params[penalty] = value
     if request.seed is not None and flavor in _SEED_FLAVORS:
         params["seed"] = request.seed
     if request.stop:

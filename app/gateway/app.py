@@ -29,6 +29,7 @@ from app.backends.base import Delta, Message
 from app.bus import RequestServed
 from app.errors import SwitchyardError
 from app.gateway import anthropic_out as ant
+from app.gateway import ignored
 from app.gateway import openai_out as oai
 from app.gateway.errors import GatewayError, Protocol, error_body, error_headers
 from app.gateway.flow import (
@@ -323,6 +324,11 @@ def served_headers(done: Done) -> dict[str, str]:
     }
 
 
+def ignored_header(inbound: Inbound) -> dict[str, str]:
+    """The fields of the request carried to no backend, named (:mod:`app.gateway.ignored`)."""
+    return {ignored.HEADER: ",".join(inbound.ignored)} if inbound.ignored else {}
+
+
 def _served(
     state: _State,
     rid: str,
@@ -478,7 +484,7 @@ async def _chat(state: _State, request: Request) -> Response:
             return Response(status_code=CLIENT_GONE)
         return JSONResponse(
             oai.chat_completion(completion_id, inbound.model, done.result),
-            headers=served_headers(done),
+            headers={**served_headers(done), **ignored_header(inbound)},
         )
     try:
         events = await _started(events)
@@ -505,7 +511,7 @@ async def _chat(state: _State, request: Request) -> Response:
                 yield oai.sse(error_body("chat", err))
         yield b"data: [DONE]\n\n"
 
-    return _stream(body())
+    return _stream(body(), ignored_header(inbound))
 
 
 async def _responses(state: _State, request: Request) -> Response:
@@ -553,7 +559,7 @@ async def _responses(state: _State, request: Request) -> Response:
             custom=frozenset(inbound.extra.get("custom_tools", ())),
             namespaces=inbound.extra.get("namespaces"),
         )
-        return JSONResponse(body, headers=served_headers(done))
+        return JSONResponse(body, headers={**served_headers(done), **ignored_header(inbound)})
     try:
         events = await _started(events)
     except GatewayError as err:
@@ -595,7 +601,7 @@ async def _responses(state: _State, request: Request) -> Response:
                 }
                 yield oai.sse(failed, "response.failed")
 
-    return _stream(stream())
+    return _stream(stream(), ignored_header(inbound))
 
 
 async def _messages(state: _State, request: Request) -> Response:
@@ -617,7 +623,7 @@ async def _messages(state: _State, request: Request) -> Response:
             return Response(status_code=CLIENT_GONE)
         return JSONResponse(
             ant.message_object(message_id, inbound.model, done.result, prompt, done.stop_sequence),
-            headers=served_headers(done),
+            headers={**served_headers(done), **ignored_header(inbound)},
         )
     try:
         events = await _started(events)
@@ -646,7 +652,7 @@ async def _messages(state: _State, request: Request) -> Response:
                 _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
                 yield oai.sse(error_body("messages", err), "error")
 
-    return _stream(stream())
+    return _stream(stream(), ignored_header(inbound))
 
 
 async def _count_tokens(state: _State, request: Request) -> Response:
@@ -724,9 +730,9 @@ async def _embeddings(state: _State, request: Request) -> Response:
     )
 
 
-def _stream(body: AsyncIterator[bytes]) -> StreamingResponse:
+def _stream(body: AsyncIterator[bytes], headers: dict[str, str]) -> StreamingResponse:
     return StreamingResponse(
         body,
         media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers},
     )

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from app.backends.base import ChatRequest, Message, ToolCall, ToolSpec
 from app.backends.jsonschema_lint import schema_problem
 from app.gateway.errors import GatewayError, Protocol
+from app.gateway.ignored import ignored_fields
 from app.remembered import Digests
 
 #: the output cap when a client sends none (OpenAI's APIs allow that)
@@ -42,6 +43,9 @@ class Inbound:
     #: the schema's name (chat's ``json_schema.name``), for the response
     schema_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the fields carried to no backend, named in the audit line and a reply header
+    #: (:mod:`app.gateway.ignored`)
+    ignored: list[str] = field(default_factory=list)
     #: the request's digests of its long texts, made once for its count (Messages), its
     #: hash and its masking (app.remembered.Digests; it holds the texts: one request)
     digests: Digests = field(default_factory=Digests, compare=False, repr=False)
@@ -204,8 +208,8 @@ def _sampling(body: dict[str, Any], fields: dict[str, Any], *, hottest: float = 
     refusing more), ``top_p`` and ``seed``, each as sent. One not sent is None, carried
     to the backend as none sent (the server's default applies): ChatRequest's own
     temperature, 0.2, is the product roles' choice, not the client's."""
-    fields["temperature"] = _number(body, "temperature", hottest)
-    fields["top_p"] = _number(body, "top_p", 1)
+    fields["temperature"] = _number(body, "temperature", 0, hottest)
+    fields["top_p"] = _number(body, "top_p", 0, 1)
     seed = body.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         # (dropped silently: the client asked for a reply it could reproduce)
@@ -213,12 +217,12 @@ def _sampling(body: dict[str, Any], fields: dict[str, Any], *, hottest: float = 
     fields["seed"] = seed
 
 
-def _number(body: dict[str, Any], key: str, most: float) -> float | None:
+def _number(body: dict[str, Any], key: str, least: float, most: float) -> float | None:
     value = body.get(key)
     if value is None:
         return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= most:
-        raise bad(f"{key}: expected a number from 0 to {most:g}, got {_shown(value)}")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not least <= value <= most:
+        raise bad(f"{key}: expected a number from {least:g} to {most:g}, got {_shown(value)}")
     return float(value)
 
 
@@ -313,6 +317,8 @@ def parse_chat(body: Any) -> Inbound:
         "stop": _stop(body.get("stop"), "stop"),
     }
     _sampling(body, fields)
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        fields[penalty] = _number(body, penalty, -2, 2)
     tools = body.get("tools") or []
     if not isinstance(tools, list):
         raise bad("tools: expected a list")
@@ -344,6 +350,7 @@ def parse_chat(body: Any) -> Inbound:
         stream=_flag(body, "stream"),
         include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
         schema_name=schema_name,
+        ignored=ignored_fields("chat", body),
     )
 
 
@@ -453,6 +460,7 @@ def parse_responses(body: Any) -> Inbound:
         previous_response_id=previous if isinstance(previous, str) else None,
         instructions=instructions if isinstance(instructions, str) and instructions else None,
         extra={"custom_tools": custom, "namespaces": namespaces, "dropped_tools": dropped},
+        ignored=ignored_fields("responses", body),
     )
 
 
@@ -640,8 +648,20 @@ def parse_messages(body: Any) -> Inbound:
     schema = _output_format(body)
     if schema is not None:
         fields["json_schema"] = schema
+    if body.get("mcp_servers"):
+        # Refused, not named: the client relies on the API to connect them and run their
+        # tools, as it does its server tools (refused below); no backend here can, and
+        # the model would answer without tools it was promised.
+        raise bad(
+            "mcp_servers: MCP servers run by the API are not supported by Switchyard's "
+            "gateway (give the model their tools as custom tools)"
+        )
     return Inbound(
-        protocol="messages", model=model, request=_build(fields), stream=_flag(body, "stream")
+        protocol="messages",
+        model=model,
+        request=_build(fields),
+        stream=_flag(body, "stream"),
+        ignored=ignored_fields("messages", body),
     )
 
 

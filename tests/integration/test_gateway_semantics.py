@@ -199,3 +199,97 @@ def test_sampling_the_apis_refuse_is_refused_naming_the_field(gw: Gateway) -> No
             assert refused.status_code == 400, (body, refused.text)
             assert refused.json()["error"]["message"].startswith(said), refused.text
     assert gw.vllm.chat_requests == []
+
+
+def ignored_line(gw: Gateway) -> list[Any]:
+    """The last request's opening audit line's ``ignored_fields`` ([] when it has none)."""
+    opened = [ln for ln in lines_of("request") if "GATEWAY_REQUEST" in ln["reason_codes"]]
+    return list(opened[-1]["values"].get("ignored_fields", []))
+
+
+def test_chat_fields_are_carried_or_named_never_dropped_silently(gw: Gateway) -> None:
+    """Each was dropped with a 200 and nothing said. The penalties reach vLLM; what no
+    backend is given is named in the reply's header and in the request's audit line."""
+    tool: Any = {
+        "type": "function",
+        "function": {"name": "f", "parameters": {"type": "object"}, "strict": True},
+    }
+    raw = gw.openai.chat.completions.with_raw_response.create(
+        model="tutor",
+        messages=[{"role": "user", "content": "x", "name": "ada"}],
+        tools=[tool],
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        logit_bias={"50256": -100},
+        logprobs=True,
+        top_logprobs=2,
+        user="",  # empty: asks for nothing, not named
+        extra_body={"top_k": 20, "min_p": 0.1, "repetition_penalty": 1.1, "made_up": 1},
+    )
+    assert raw.parse().choices[0].message.content == REPLY
+    named = (
+        "logit_bias,logprobs,made_up,messages[].name,min_p,repetition_penalty,"
+        "tools[].function.strict,top_k,top_logprobs"
+    )
+    assert raw.headers["x-switchyard-ignored"] == named
+    assert ignored_line(gw) == named.split(",")
+    sent = gw.vllm.chat_requests[-1]
+    assert (sent["presence_penalty"], sent["frequency_penalty"]) == (0.5, -0.5)
+    assert not {"logit_bias", "logprobs", "top_k", "min_p", "made_up"} & set(sent)
+    # streamed too; and a request with nothing left out says nothing
+    with gw.openai.chat.completions.with_streaming_response.create(
+        model="tutor",
+        messages=[{"role": "user", "content": "x"}],
+        stream=True,
+        extra_body={"top_k": 5},
+    ) as streamed:
+        assert streamed.headers["x-switchyard-ignored"] == "top_k"
+    plain = gw.openai.chat.completions.with_raw_response.create(
+        model="tutor", messages=[{"role": "user", "content": "x"}]
+    )
+    assert "x-switchyard-ignored" not in plain.headers and ignored_line(gw) == []
+
+
+def test_responses_and_messages_fields_are_named(gw: Gateway) -> None:
+    raw = gw.openai.responses.with_raw_response.create(
+        model="tutor",
+        input="x",
+        reasoning={"effort": "high"},
+        include=["reasoning.encrypted_content"],
+        text={"verbosity": "low"},
+    )
+    assert raw.parse().output_text == REPLY
+    assert raw.headers["x-switchyard-ignored"] == "include,reasoning,text.verbosity"
+    cached: Any = {"type": "ephemeral"}
+    msg = gw.anthropic.messages.with_raw_response.create(
+        model="tutor",
+        max_tokens=2048,
+        system=[{"type": "text", "text": "be brief", "cache_control": cached}],
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "x", "cache_control": cached}]}
+        ],
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        metadata={"user_id": "u-1"},
+        extra_body={"top_k": 40},
+    )
+    assert msg.parse().content[0].text == REPLY  # type: ignore[union-attr]
+    assert msg.headers["x-switchyard-ignored"] == "cache_control,metadata,thinking,top_k"
+    assert ignored_line(gw) == ["cache_control", "metadata", "thinking", "top_k"]
+    assert "top_k" not in gw.vllm.chat_requests[-1]
+
+
+def test_mcp_servers_are_refused_not_dropped(gw: Gateway) -> None:
+    """The client relies on the API to run an MCP server's tools (as a server tool's,
+    also refused): dropped, the model would answer without the tools it was promised."""
+    body = {
+        "model": "tutor",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "x"}],
+        "mcp_servers": [{"type": "url", "url": "https://mcp.example/sse", "name": "docs"}],
+    }
+    with httpx.Client(base_url=gw.url, timeout=30) as http:
+        refused = http.post(MESSAGES, json=body)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["message"].startswith("mcp_servers: MCP servers run by")
+        assert http.post(MESSAGES, json={**body, "mcp_servers": []}).status_code == 200
+    assert len(gw.vllm.chat_requests) == 1
