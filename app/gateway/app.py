@@ -606,10 +606,10 @@ async def _responses(state: _State, request: Request) -> Response:
 
 async def _messages(state: _State, request: Request) -> Response:
     inbound = parse_messages(await _body(state, request))
-    # One count of the prompt the router routed, tools included, in every usage this
-    # protocol reports (and in count_tokens): Claude Code tracks its context from them,
-    # and a stream has to say it before any backend has counted. The router takes the
-    # same count as its context estimate.
+    # One count of the prompt the router routed, tools included: count_tokens says it, a
+    # stream's message_start says it before any backend has counted, and every usage
+    # says it where the backend reported none (the final usage is the backend's when it
+    # did: anthropic_out.input_tokens_of). The router takes it as its context estimate.
     counting = time.perf_counter()
     prompt = request_tokens(inbound.request, inbound.digests)
     counted = time.perf_counter() - counting

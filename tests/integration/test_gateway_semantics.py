@@ -293,3 +293,25 @@ def test_mcp_servers_are_refused_not_dropped(gw: Gateway) -> None:
         assert refused.json()["error"]["message"].startswith("mcp_servers: MCP servers run by")
         assert http.post(MESSAGES, json={**body, "mcp_servers": []}).status_code == 200
     assert len(gw.vllm.chat_requests) == 1
+
+
+def test_a_messages_reply_says_the_input_the_backend_reported(gw: Gateway) -> None:
+    """A request (an escalated one, in the audit) told the client 105 input tokens, the
+    gateway's own count, where the provider reported and the ledger recorded 23. The
+    final usage is the backend's; where it reported none believable, the gateway's count
+    stands. ``message_start`` comes before any backend has counted: the count, still."""
+    ask: Any = {"model": "tutor", "max_tokens": 64, "messages": [{"role": "user", "content": "x"}]}
+    counted = gw.anthropic.messages.count_tokens(
+        model="tutor", messages=ask["messages"]
+    ).input_tokens
+    gw.vllm.usage_override = {"prompt_tokens": 23, "completion_tokens": 7, "total_tokens": 30}
+    whole = gw.anthropic.messages.create(**ask)
+    with gw.anthropic.messages.stream(**ask) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    started = next(e for e in events if e.type == "message_start").message.usage.input_tokens
+    assert (started, whole.usage.input_tokens, final.usage.input_tokens) == (counted, 23, 23)
+    assert [ln["values"]["tokens_in"] for ln in lines_of("call")] == [23, 23]
+    # a usage no call can have: counted here, and the reply says the gateway's count
+    gw.vllm.usage_override = {"prompt_tokens": -5, "completion_tokens": 7, "total_tokens": 2}
+    assert gw.anthropic.messages.create(**ask).usage.input_tokens == counted
