@@ -539,6 +539,8 @@ async def _responses(state: _State, request: Request) -> Response:
     t0 = time.perf_counter()
 
     def keep(done: Done) -> None:
+        if not inbound.extra["store"]:
+            return  # store: false: not kept, and a later previous_response_id to it is unknown
         reply = Message(
             role="assistant", content=done.result.text, tool_calls=done.result.tool_calls
         )
@@ -558,6 +560,7 @@ async def _responses(state: _State, request: Request) -> Response:
             inbound.previous_response_id,
             custom=frozenset(inbound.extra.get("custom_tools", ())),
             namespaces=inbound.extra.get("namespaces"),
+            echo=inbound.extra["echo"],
         )
         return JSONResponse(body, headers={**served_headers(done), **ignored_header(inbound)})
     try:
@@ -571,6 +574,7 @@ async def _responses(state: _State, request: Request) -> Response:
         inbound.previous_response_id,
         custom=frozenset(inbound.extra.get("custom_tools", ())),
         namespaces=inbound.extra.get("namespaces"),
+        echo=inbound.extra["echo"],
     )
 
     async def stream() -> AsyncIterator[bytes]:

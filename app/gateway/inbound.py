@@ -443,6 +443,11 @@ def parse_responses(body: Any) -> Inbound:
     }
     _sampling(body, fields)
     tools, custom, namespaces, dropped = _response_tools(body.get("tools") or [])
+    extra: dict[str, Any] = {
+        "custom_tools": custom,
+        "namespaces": namespaces,
+        "dropped_tools": dropped,
+    }
     fields["tools"] = tools
     where, choice = _responses_tool_choice(body.get("tool_choice"))
     fields["tool_choice"] = _checked_choice(choice, tools, where)
@@ -452,6 +457,11 @@ def parse_responses(body: Any) -> Inbound:
     if schema is not None:
         fields["json_schema"] = schema
     previous = body.get("previous_response_id")
+    store = body.get("store")
+    if store is not None and not isinstance(store, bool):
+        raise bad(f"store: expected true or false, got {_shown(store)}")
+    extra["store"] = store is not False
+    extra["echo"] = _responses_echo(body, store is not False)
     return Inbound(
         protocol="responses",
         model=model,
@@ -459,9 +469,28 @@ def parse_responses(body: Any) -> Inbound:
         stream=_flag(body, "stream"),
         previous_response_id=previous if isinstance(previous, str) else None,
         instructions=instructions if isinstance(instructions, str) and instructions else None,
-        extra={"custom_tools": custom, "namespaces": namespaces, "dropped_tools": dropped},
+        extra=extra,
         ignored=ignored_fields("responses", body),
     )
+
+
+def _responses_echo(body: dict[str, Any], store: bool) -> dict[str, Any]:
+    """The request's fields a Responses reply echoes, as sent (they were fixed values: a
+    client that read back its ``instructions`` or ``store`` was told what it did not ask)."""
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    parallel = body.get("parallel_tool_calls")
+    return {
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "temperature": body.get("temperature"),
+        "top_p": body.get("top_p"),
+        "tools": body.get("tools") or [],
+        "tool_choice": body.get("tool_choice") or "auto",
+        "parallel_tool_calls": parallel if isinstance(parallel, bool) else True,
+        "text": {"format": fmt or {"type": "text"}},
+        "store": store,
+    }
 
 
 def _responses_tool_choice(value: Any) -> tuple[str, str | None]:

@@ -173,7 +173,10 @@ def response_object(
     result: RoutedResult | None,
     previous: str | None,
     created: int,
+    echo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``echo``: the request's own fields, as sent (instructions, store, tools, …), over
+    the defaults below."""
     return {
         "id": response_id,
         "object": "response",
@@ -197,6 +200,7 @@ def response_object(
         "truncation": "disabled",
         "usage": _usage_responses(result) if result is not None else None,
         "metadata": {},
+        **(echo or {}),
     }
 
 
@@ -264,7 +268,9 @@ class ResponsesStream:
         *,
         custom: frozenset[str] = frozenset(),
         namespaces: dict[str, str] | None = None,
+        echo: dict[str, Any] | None = None,
     ) -> None:
+        self.echo = echo
         self.custom = custom
         self.namespaces = namespaces or {}
         self.id = response_id
@@ -292,6 +298,7 @@ class ResponsesStream:
             result=result,
             previous=self.previous,
             created=self.created,
+            echo=self.echo,
         )
 
     def start(self) -> list[tuple[str, dict[str, Any]]]:
@@ -435,6 +442,7 @@ def response_complete(
     *,
     custom: frozenset[str] = frozenset(),
     namespaces: dict[str, str] | None = None,
+    echo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     output: list[dict[str, Any]] = []
     if result.text:
@@ -450,6 +458,7 @@ def response_complete(
         result=result,
         previous=previous,
         created=int(time.time()),
+        echo=echo,
     )
 
 

@@ -10,6 +10,8 @@ import json
 from typing import Any
 
 import httpx
+import openai
+import pytest
 
 from tests.integration import test_gateway
 from tests.integration.test_gateway import REPLY, Gateway, lines_of
@@ -315,3 +317,37 @@ def test_a_messages_reply_says_the_input_the_backend_reported(gw: Gateway) -> No
     # a usage no call can have: counted here, and the reply says the gateway's count
     gw.vllm.usage_override = {"prompt_tokens": -5, "completion_tokens": 7, "total_tokens": 2}
     assert gw.anthropic.messages.create(**ask).usage.input_tokens == counted
+
+
+def test_responses_store_false_is_honoured_and_the_echo_is_what_was_sent(gw: Gateway) -> None:
+    """``store: false`` was ignored (kept, and the reply said ``"store": true``); the echo
+    fields were fixed values (instructions null, temperature null, tools [], …)."""
+    client = gw.openai
+    unkept = client.responses.create(model="tutor", input="x", store=False)
+    assert unkept.store is False and unkept.output_text == REPLY
+    with pytest.raises(openai.BadRequestError, match="previous_response_id"):
+        client.responses.create(model="tutor", input="y", previous_response_id=unkept.id)
+    tools: Any = [{"type": "function", "name": "read_file", "parameters": {"type": "object"}}]
+    fmt: Any = {"type": "json_schema", "name": "plan", "schema": PLAN_SCHEMA}
+    asked: Any = {
+        "model": "tutor",
+        "input": "plan",
+        "instructions": "be brief",
+        "max_output_tokens": 50,
+        "temperature": 0.3,
+        "top_p": 0.8,
+        "tools": tools,
+        "text": {"format": fmt},
+    }
+    gw.vllm.script.queue(json.dumps({"goal": "a"}), json.dumps({"goal": "b"}))
+    whole = client.responses.create(**asked)
+    with client.responses.stream(**asked) as stream:
+        streamed = stream.get_final_response()
+    for reply in (whole, streamed):
+        echo = reply.model_dump(mode="json", by_alias=True)
+        assert echo["instructions"] == "be brief" and echo["store"] is True
+        assert (echo["max_output_tokens"], echo["temperature"], echo["top_p"]) == (50, 0.3, 0.8)
+        assert [t["name"] for t in echo["tools"]] == ["read_file"]
+        assert echo["text"]["format"]["schema"] == PLAN_SCHEMA
+    # kept (store defaults to true): the chain goes on
+    client.responses.create(model="tutor", input="more", previous_response_id=whole.id)
