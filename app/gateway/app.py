@@ -243,6 +243,7 @@ def _not_from_a_web_page(state: _State, request: Request) -> None:
 
 
 async def _body(state: _State, request: Request) -> Any:
+    _json_content(request)
     limit = state.config.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -258,6 +259,24 @@ async def _body(state: _State, request: Request) -> Any:
     except ClientDisconnect:  # gone while still sending: a 500 and a traceback before
         raise GatewayError(CLIENT_GONE, "invalid_request", "client went away") from None
     return parse_json(b"".join(chunks))
+
+
+def _json_content(request: Request) -> None:
+    """Refuse a body its sender says is not JSON.
+
+    ``text/plain``, a form (``application/x-www-form-urlencoded``, ``multipart/form-data``)
+    are what a web page may send to another origin without a preflight, and were served
+    as JSON. No Content-Type at all, or JSON with parameters (``; charset=utf-8``), is
+    still read as JSON (clients and ``curl -H`` do both)."""
+    given = request.headers.get("content-type", "").strip()
+    media = given.split(";", 1)[0].strip().lower()
+    if not media or media == "application/json" or media.endswith("+json"):
+        return
+    raise GatewayError(
+        415,
+        "invalid_request",
+        f"Content-Type {given[:80]!r} is not accepted: send the body as application/json",
+    )
 
 
 def parse_json(raw: bytes) -> Any:

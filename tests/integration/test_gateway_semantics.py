@@ -351,3 +351,42 @@ def test_responses_store_false_is_honoured_and_the_echo_is_what_was_sent(gw: Gat
         assert echo["text"]["format"]["schema"] == PLAN_SCHEMA
     # kept (store defaults to true): the chain goes on
     client.responses.create(model="tutor", input="more", previous_response_id=whole.id)
+
+
+def test_a_body_sent_as_another_content_type_is_refused_with_415(gw: Gateway) -> None:
+    """``text/plain`` and the form types (what a web page may send cross-origin without a
+    preflight) were served as JSON. No content type, and JSON with parameters, are
+    served."""
+    bodies = {
+        CHAT: {"model": "tutor", "messages": [{"role": "user", "content": "x"}]},
+        RESPONSES: {"model": "tutor", "input": "x"},
+        MESSAGES: {
+            "model": "tutor",
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": "x"}],
+        },
+    }
+    served = 0
+    with httpx.Client(base_url=gw.url, timeout=30) as http:
+        for path, body in bodies.items():
+            content = json.dumps(body)
+            for kind in (
+                "text/plain",
+                "application/x-www-form-urlencoded",
+                "multipart/form-data; boundary=x",
+            ):
+                refused = http.post(path, content=content, headers={"content-type": kind})
+                assert refused.status_code == 415, (path, kind, refused.text)
+                error = refused.json()["error"]
+                assert error["message"] == (
+                    f"Content-Type {kind!r} is not accepted: send the body as application/json"
+                )
+                assert error["type"] == "invalid_request_error"
+                if path == MESSAGES:
+                    assert refused.json()["type"] == "error"
+            assert len(gw.vllm.chat_requests) == served  # none of those reached a model
+            served += 2
+            for headers in ({}, {"content-type": "application/json; charset=utf-8"}):
+                assert http.post(path, content=content, headers=headers).status_code == 200
+    refused_lines = [ln for ln in lines_of("request") if "GATEWAY_REJECTED" in ln["reason_codes"]]
+    assert [ln["values"]["status"] for ln in refused_lines] == [415] * 9
