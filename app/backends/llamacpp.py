@@ -202,8 +202,11 @@ def _generate(
             # the stop sequences are applied here, not by llama.cpp, which would not say
             # which one matched (see app.backends.stops)
             scanner = StopScanner(request.stop)
-            # a sampling field the request has none of is left to llama-cpp-python's own
-            # default (a gateway client that sent none asked for no value of ours)
+            # A sampling field the request has none of is left to llama-cpp-python's own
+            # default (a gateway client that sent none asked for no value of ours). A
+            # prefill (a final assistant turn) is not continued here: llama-cpp-python's
+            # chat formats add the generation prompt after the messages, so the model
+            # answers it with a turn of its own.
             sampling = {
                 k: v
                 for k, v in (

@@ -15,6 +15,8 @@
   cap is the reply's room plus its thinking budget (``reasoning_tokens``, the policy's
   ``[generation]`` per effort): OpenAI counts the reasoning in it, so a 256-token reply
   cap alone would starve the thinking.
+* a prefill (a final assistant turn with text, to be continued): vLLM gets
+  ``continue_final_message`` and ``add_generation_prompt: false`` (:func:`_prefilled`).
 * tools: function ``tools``; an assistant's calls as ``tool_calls`` (content null when it
   said nothing else); a result as a ``tool`` message with its ``tool_call_id`` (a result
   marked ``is_error`` starts "Error: ", the protocol having no flag for it; one naming
@@ -185,8 +187,26 @@ def chat_params(
         params["stop"] = list(request.stop)
     if request.json_schema is not None:
         params.update(_structured(request.json_schema, flavor, structured_field))
+    if flavor == "vllm" and _prefilled(request):
+        extra = params.setdefault("extra_body", {})
+        extra.update(continue_final_message=True, add_generation_prompt=False)
     params.update(_tool_params(request, flavor))
     return params
+
+
+def _prefilled(request: ChatRequest) -> bool:
+    """Whether the request ends in an assistant turn the model is to continue (a prefill:
+    Anthropic's API continues it, and Claude Code and Chat clients send one).
+
+    vLLM must be told, or its template closes the turn and starts another:
+    ``continue_final_message`` and no ``add_generation_prompt``. llama.cpp's server
+    continues a final assistant message by itself (unless started with
+    ``--no-prefill-assistant``); Ollama and the cloud flavors are sent it as it is (they
+    have no such field)."""
+    last = request.messages[-1] if request.messages else None
+    if last is None or last.role != "assistant":
+        return False
+    return bool(last.content) and not last.tool_calls
 
 
 def _tool_params(request: ChatRequest, flavor: Flavor) -> dict[str, Any]:

@@ -390,3 +390,23 @@ def test_a_body_sent_as_another_content_type_is_refused_with_415(gw: Gateway) ->
                 assert http.post(path, content=content, headers=headers).status_code == 200
     refused_lines = [ln for ln in lines_of("request") if "GATEWAY_REJECTED" in ln["reason_codes"]]
     assert [ln["values"]["status"] for ln in refused_lines] == [415] * 9
+
+
+def test_a_prefill_is_continued_by_vllm(gw: Gateway) -> None:
+    """A request ending in an assistant turn reached vLLM as an ordinary final message:
+    its template closed the turn and the model started another. vLLM continues it only
+    when told (``continue_final_message``, no ``add_generation_prompt``)."""
+    prefill: Any = [
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "The colour is"},
+    ]
+    gw.anthropic.messages.create(model="tutor", max_tokens=10, messages=prefill)
+    gw.openai.chat.completions.create(model="tutor", messages=prefill)
+    gw.openai.chat.completions.create(model="tutor", messages=prefill[:1])
+    flags = [
+        (s.get("continue_final_message"), s.get("add_generation_prompt"))
+        for s in gw.vllm.chat_requests
+    ]
+    assert flags == [(True, False), (True, False), (None, None)]
+    assert sent_messages(gw)[-1] == {"role": "user", "content": "Name a colour."}
+    assert gw.vllm.chat_requests[0]["messages"][-1] == prefill[-1]
