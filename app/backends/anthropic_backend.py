@@ -16,7 +16,9 @@ the SDK's own retries are off, as for every backend.
   are counted locally and the usage says so.
 * Structured output (GR-012): the schema goes into the system prompt with a JSON-only
   instruction; the router validates the reply.
-* Sampling: this SDK's Messages API takes no temperature or seed, so none is sent.
+* Sampling: this SDK's Messages API takes no temperature or seed, so none is sent; nor
+  ``top_p`` (API version 2026-10-21, which the SDK sends, answers 400 to temperature,
+  ``top_p`` and ``top_k``, even at their defaults), nor OpenAI's penalties (it has none).
 * Auth: the SDK sends the key and its own ``anthropic-version``; 2.x sends the key as
   ``Authorization: Bearer``.
 * Errors: mapped by :mod:`app.backends.provider_errors` (its table applies), as for the

@@ -79,7 +79,14 @@ ToolChoice = str
 class ChatRequest(Frozen):
     messages: list[Message]
     max_tokens: int = Field(default=1024, gt=0)
-    temperature: float = Field(default=0.2, ge=0, le=2)
+    #: None: not given (a gateway client sent none), so none is sent and the server's own
+    #: default applies; the product's roles keep 0.2
+    temperature: float | None = Field(default=0.2, ge=0, le=2)
+    #: nucleus sampling; None: the server's own default
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    #: OpenAI's penalties (-2 to 2); None: the server's own default
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     #: a JSON schema for constrained output (GR-012); the backend maps it to its server's
     #: structured-output fields or a llama.cpp grammar
     json_schema: dict[str, Any] | None = None

@@ -202,13 +202,28 @@ def _generate(
             # the stop sequences are applied here, not by llama.cpp, which would not say
             # which one matched (see app.backends.stops)
             scanner = StopScanner(request.stop)
+            # A sampling field the request has none of is left to llama-cpp-python's own
+            # default (a gateway client that sent none asked for no value of ours). A
+            # prefill (a final assistant turn) is not continued here: llama-cpp-python's
+            # chat formats add the generation prompt after the messages, so the model
+            # answers it with a turn of its own.
+            sampling = {
+                k: v
+                for k, v in (
+                    ("temperature", request.temperature),
+                    ("top_p", request.top_p),
+                    ("presence_penalty", request.presence_penalty),
+                    ("frequency_penalty", request.frequency_penalty),
+                )
+                if v is not None
+            }
             chunks = shared.llama.create_chat_completion(
                 messages=messages,
                 max_tokens=limit,
-                temperature=request.temperature,
                 seed=request.seed,
                 grammar=grammar,
                 stream=True,
+                **sampling,
             )
             try:
                 for chunk in chunks:

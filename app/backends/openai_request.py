@@ -7,11 +7,16 @@
   ``response_format: {"type": "json_object"}`` plus the schema in a system message. The
   router validates the reply either way.
 * sampling: ``reasoning_effort`` is sent when the catalog sets it (GPT-5.1), and then no
-  temperature (reasoning models refuse one); ``seed`` only to the flavors that honour it.
+  temperature or ``top_p`` (reasoning models refuse them); otherwise each is sent when the
+  request has one (a gateway client that sent none gets the server's default, not ours),
+  and so are ``presence_penalty`` and ``frequency_penalty``;
+  ``seed`` only to the flavors that honour it.
   OpenAI gets ``max_completion_tokens``, the others ``max_tokens``. A reasoning model's
   cap is the reply's room plus its thinking budget (``reasoning_tokens``, the policy's
   ``[generation]`` per effort): OpenAI counts the reasoning in it, so a 256-token reply
   cap alone would starve the thinking.
+* a prefill (a final assistant turn with text, to be continued): vLLM gets
+  ``continue_final_message`` and ``add_generation_prompt: false`` (:func:`_prefilled`).
 * tools: function ``tools``; an assistant's calls as ``tool_calls`` (content null when it
   said nothing else); a result as a ``tool`` message with its ``tool_call_id`` (a result
   marked ``is_error`` starts "Error: ", the protocol having no flag for it; one naming
@@ -169,15 +174,39 @@ def chat_params(
     if reasoning_effort:
         params["reasoning_effort"] = reasoning_effort
     else:
-        params["temperature"] = request.temperature
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.top_p is not None:
+            params["top_p"] = request.top_p
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        if (value := getattr(request, penalty)) is not None:
+            params[penalty] = value
     if request.seed is not None and flavor in _SEED_FLAVORS:
         params["seed"] = request.seed
     if request.stop:
         params["stop"] = list(request.stop)
     if request.json_schema is not None:
         params.update(_structured(request.json_schema, flavor, structured_field))
+    if flavor == "vllm" and _prefilled(request):
+        extra = params.setdefault("extra_body", {})
+        extra.update(continue_final_message=True, add_generation_prompt=False)
     params.update(_tool_params(request, flavor))
     return params
+
+
+def _prefilled(request: ChatRequest) -> bool:
+    """Whether the request ends in an assistant turn the model is to continue (a prefill:
+    Anthropic's API continues it, and Claude Code and Chat clients send one).
+
+    vLLM must be told, or its template closes the turn and starts another:
+    ``continue_final_message`` and no ``add_generation_prompt``. llama.cpp's server
+    continues a final assistant message by itself (unless started with
+    ``--no-prefill-assistant``); Ollama and the cloud flavors are sent it as it is (they
+    have no such field)."""
+    last = request.messages[-1] if request.messages else None
+    if last is None or last.role != "assistant":
+        return False
+    return bool(last.content) and not last.tool_calls
 
 
 def _tool_params(request: ChatRequest, flavor: Flavor) -> dict[str, Any]:

@@ -38,6 +38,18 @@ def _input_of(call: ToolCall) -> Any:
     return value if isinstance(value, dict) else {"value": value}
 
 
+def input_tokens_of(result: RoutedResult, counted: int) -> int:
+    """The prompt's tokens as the backend reported them (what the provider billed and the
+    ledger recorded), or the gateway's own count when the backend reported none.
+
+    The gateway's count (tools included) is what ``count_tokens`` says and what a stream's
+    ``message_start`` must say before any backend has counted; once the backend has,
+    its figure is the one the client is told, as Anthropic's own stream says the final
+    usage in ``message_delta``. (Each reply told the gateway's count: an escalated request
+    said 105 where the provider reported, and the ledger recorded, 23.)"""
+    return counted if result.usage_counted_locally else result.tokens_in
+
+
 def message_object(
     message_id: str,
     model: str,
@@ -45,8 +57,8 @@ def message_object(
     input_tokens: int,
     stop_sequence: str | None = None,
 ) -> dict[str, Any]:
-    """The whole message; ``input_tokens`` is the gateway's one count of the prompt (the
-    stream must say it before a backend has counted, and both must agree)."""
+    """The whole message; ``input_tokens`` is the gateway's one count of the prompt, told
+    where the backend reported no usage (:func:`input_tokens_of`)."""
     content: list[dict[str, Any]] = []
     if result.text:
         content.append({"type": "text", "text": result.text})
@@ -62,7 +74,10 @@ def message_object(
         "content": content,
         "stop_reason": anthropic_stop(result.finish_reason, bool(result.tool_calls), stop_sequence),
         "stop_sequence": stop_sequence,
-        "usage": {"input_tokens": input_tokens, "output_tokens": result.tokens_out},
+        "usage": {
+            "input_tokens": input_tokens_of(result, input_tokens),
+            "output_tokens": result.tokens_out,
+        },
     }
 
 
@@ -72,6 +87,7 @@ class MessagesStream:
     def __init__(self, message_id: str, model: str, input_tokens: int) -> None:
         self.id = message_id
         self.model = model
+        #: the gateway's count: ``message_start`` says it before any backend has counted
         self.input_tokens = input_tokens
         self._index = -1
         self._open: str | None = None  # "text" | "tool" while a block is open
@@ -186,9 +202,10 @@ class MessagesStream:
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": stop, "stop_sequence": stop_sequence},
-                    # the usage so far, as Anthropic's final one is: the input too
+                    # the usage so far, as Anthropic's final one is: the input too, now as
+                    # the backend reported it
                     "usage": {
-                        "input_tokens": self.input_tokens,
+                        "input_tokens": input_tokens_of(result, self.input_tokens),
                         "output_tokens": result.tokens_out,
                     },
                 },

@@ -29,6 +29,7 @@ from app.backends.base import Delta, Message
 from app.bus import RequestServed
 from app.errors import SwitchyardError
 from app.gateway import anthropic_out as ant
+from app.gateway import ignored
 from app.gateway import openai_out as oai
 from app.gateway.errors import GatewayError, Protocol, error_body, error_headers
 from app.gateway.flow import (
@@ -242,6 +243,7 @@ def _not_from_a_web_page(state: _State, request: Request) -> None:
 
 
 async def _body(state: _State, request: Request) -> Any:
+    _json_content(request)
     limit = state.config.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -257,6 +259,24 @@ async def _body(state: _State, request: Request) -> Any:
     except ClientDisconnect:  # gone while still sending: a 500 and a traceback before
         raise GatewayError(CLIENT_GONE, "invalid_request", "client went away") from None
     return parse_json(b"".join(chunks))
+
+
+def _json_content(request: Request) -> None:
+    """Refuse a body its sender says is not JSON.
+
+    ``text/plain``, a form (``application/x-www-form-urlencoded``, ``multipart/form-data``)
+    are what a web page may send to another origin without a preflight, and were served
+    as JSON. No Content-Type at all, or JSON with parameters (``; charset=utf-8``), is
+    still read as JSON (clients and ``curl -H`` do both)."""
+    given = request.headers.get("content-type", "").strip()
+    media = given.split(";", 1)[0].strip().lower()
+    if not media or media == "application/json" or media.endswith("+json"):
+        return
+    raise GatewayError(
+        415,
+        "invalid_request",
+        f"Content-Type {given[:80]!r} is not accepted: send the body as application/json",
+    )
 
 
 def parse_json(raw: bytes) -> Any:
@@ -321,6 +341,11 @@ def served_headers(done: Done) -> dict[str, str]:
         "x-switchyard-runtime": r.runtime,
         "x-switchyard-escalated": "true" if r.escalated else "false",
     }
+
+
+def ignored_header(inbound: Inbound) -> dict[str, str]:
+    """The fields of the request carried to no backend, named (:mod:`app.gateway.ignored`)."""
+    return {ignored.HEADER: ",".join(inbound.ignored)} if inbound.ignored else {}
 
 
 def _served(
@@ -478,7 +503,7 @@ async def _chat(state: _State, request: Request) -> Response:
             return Response(status_code=CLIENT_GONE)
         return JSONResponse(
             oai.chat_completion(completion_id, inbound.model, done.result),
-            headers=served_headers(done),
+            headers={**served_headers(done), **ignored_header(inbound)},
         )
     try:
         events = await _started(events)
@@ -505,7 +530,7 @@ async def _chat(state: _State, request: Request) -> Response:
                 yield oai.sse(error_body("chat", err))
         yield b"data: [DONE]\n\n"
 
-    return _stream(body())
+    return _stream(body(), ignored_header(inbound))
 
 
 async def _responses(state: _State, request: Request) -> Response:
@@ -521,19 +546,24 @@ async def _responses(state: _State, request: Request) -> Response:
                 "server keeps responses only while it runs (send the whole input instead)",
             )
         earlier = kept
+    # A previous response's instructions are not carried over (OpenAI's semantics): the
+    # kept conversation holds none, and this request's own lead it. System or developer
+    # messages sent in ``input`` are the conversation's, and are kept with it.
+    lead = inbound.request.messages[:1] if inbound.instructions is not None else []
+    conversation = [*earlier, *inbound.request.messages[len(lead) :]]
     if earlier:
-        inbound.request = inbound.request.model_copy(
-            update={"messages": [*earlier, *inbound.request.messages]}
-        )
+        inbound.request = inbound.request.model_copy(update={"messages": [*lead, *conversation]})
     role, rid, client, events = await _events(state, request, inbound)
     response_id = "resp_" + rid[3:]
     t0 = time.perf_counter()
 
     def keep(done: Done) -> None:
+        if not inbound.extra["store"]:
+            return  # store: false: not kept, and a later previous_response_id to it is unknown
         reply = Message(
             role="assistant", content=done.result.text, tool_calls=done.result.tool_calls
         )
-        state.responses[response_id] = [*inbound.request.messages, reply]
+        state.responses[response_id] = [*conversation, reply]
         while len(state.responses) > KEPT_RESPONSES:
             state.responses.popitem(last=False)
 
@@ -549,8 +579,9 @@ async def _responses(state: _State, request: Request) -> Response:
             inbound.previous_response_id,
             custom=frozenset(inbound.extra.get("custom_tools", ())),
             namespaces=inbound.extra.get("namespaces"),
+            echo=inbound.extra["echo"],
         )
-        return JSONResponse(body, headers=served_headers(done))
+        return JSONResponse(body, headers={**served_headers(done), **ignored_header(inbound)})
     try:
         events = await _started(events)
     except GatewayError as err:
@@ -562,6 +593,7 @@ async def _responses(state: _State, request: Request) -> Response:
         inbound.previous_response_id,
         custom=frozenset(inbound.extra.get("custom_tools", ())),
         namespaces=inbound.extra.get("namespaces"),
+        echo=inbound.extra["echo"],
     )
 
     async def stream() -> AsyncIterator[bytes]:
@@ -592,15 +624,15 @@ async def _responses(state: _State, request: Request) -> Response:
                 }
                 yield oai.sse(failed, "response.failed")
 
-    return _stream(stream())
+    return _stream(stream(), ignored_header(inbound))
 
 
 async def _messages(state: _State, request: Request) -> Response:
     inbound = parse_messages(await _body(state, request))
-    # One count of the prompt the router routed, tools included, in every usage this
-    # protocol reports (and in count_tokens): Claude Code tracks its context from them,
-    # and a stream has to say it before any backend has counted. The router takes the
-    # same count as its context estimate.
+    # One count of the prompt the router routed, tools included: count_tokens says it, a
+    # stream's message_start says it before any backend has counted, and every usage
+    # says it where the backend reported none (the final usage is the backend's when it
+    # did: anthropic_out.input_tokens_of). The router takes it as its context estimate.
     counting = time.perf_counter()
     prompt = request_tokens(inbound.request, inbound.digests)
     counted = time.perf_counter() - counting
@@ -614,7 +646,7 @@ async def _messages(state: _State, request: Request) -> Response:
             return Response(status_code=CLIENT_GONE)
         return JSONResponse(
             ant.message_object(message_id, inbound.model, done.result, prompt, done.stop_sequence),
-            headers=served_headers(done),
+            headers={**served_headers(done), **ignored_header(inbound)},
         )
     try:
         events = await _started(events)
@@ -643,7 +675,7 @@ async def _messages(state: _State, request: Request) -> Response:
                 _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
                 yield oai.sse(error_body("messages", err), "error")
 
-    return _stream(stream())
+    return _stream(stream(), ignored_header(inbound))
 
 
 async def _count_tokens(state: _State, request: Request) -> Response:
@@ -721,9 +753,9 @@ async def _embeddings(state: _State, request: Request) -> Response:
     )
 
 
-def _stream(body: AsyncIterator[bytes]) -> StreamingResponse:
+def _stream(body: AsyncIterator[bytes], headers: dict[str, str]) -> StreamingResponse:
     return StreamingResponse(
         body,
         media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers},
     )

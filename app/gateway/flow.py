@@ -246,6 +246,8 @@ async def _open_line(
                 if inbound.extra.get("dropped_tools")
                 else {}
             ),
+            # the request's fields carried to no backend (app.gateway.ignored)
+            **({"ignored_fields": inbound.ignored} if inbound.ignored else {}),
         },
         detail=f"{client}: {inbound.protocol} {inbound.model} → {role}",
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from app.backends.base import ChatRequest, Message, ToolCall, ToolSpec
 from app.backends.jsonschema_lint import schema_problem
 from app.gateway.errors import GatewayError, Protocol
+from app.gateway.ignored import ignored_fields
 from app.remembered import Digests
 
 #: the output cap when a client sends none (OpenAI's APIs allow that)
@@ -35,9 +37,15 @@ class Inbound:
     include_usage: bool = False
     #: responses: the conversation this one continues
     previous_response_id: str | None = None
+    #: responses: the request's ``instructions`` lead its messages as one system message
+    #: (not part of the conversation a later ``previous_response_id`` continues)
+    instructions: str | None = None
     #: the schema's name (chat's ``json_schema.name``), for the response
     schema_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the fields carried to no backend, named in the audit line and a reply header
+    #: (:mod:`app.gateway.ignored`)
+    ignored: list[str] = field(default_factory=list)
     #: the request's digests of its long texts, made once for its count (Messages), its
     #: hash and its masking (app.remembered.Digests; it holds the texts: one request)
     digests: Digests = field(default_factory=Digests, compare=False, repr=False)
@@ -127,11 +135,18 @@ def _text_of(content: Any, where: str) -> str:
         return content
     if not isinstance(content, list):
         raise bad(f"{where}: content must be a string or a list of parts")
-    return "".join(_part_text(part, f"{where}[{i}]") for i, part in enumerate(content))
+    return joined(_part_text(part, f"{where}[{i}]") for i, part in enumerate(content))
 
 
-def _part_text(raw: Any, where: str) -> str:
-    """One content part's text ("" for a model's own reasoning, not sent back as prompt)."""
+def joined(parts: Iterable[str | None]) -> str:
+    """Text parts as one text, a line break between each two, as vLLM's chat parsing
+    joins them (run together, "Hello" and "world" were "Helloworld"); None is no part."""
+    return "\n".join(p for p in parts if p is not None)
+
+
+def _part_text(raw: Any, where: str) -> str | None:
+    """One content part's text (None for a model's own reasoning, not sent back as
+    prompt)."""
     part = _obj(raw, where)
     kind = part.get("type")
     if kind in ("text", "input_text", "output_text"):
@@ -140,7 +155,7 @@ def _part_text(raw: Any, where: str) -> str:
             raise bad(f"{where}.text: expected a string")
         return text
     if kind in ("thinking", "redacted_thinking", "reasoning"):
-        return ""
+        return None
     raise bad(
         f"{where}: content of type {kind!r} is not supported by Switchyard's "
         "gateway (text, tool calls and tool results are)"
@@ -188,14 +203,27 @@ def _build(fields: dict[str, Any]) -> ChatRequest:
         raise bad(f"{where}: {first['msg']}") from None
 
 
-def _sampling(body: dict[str, Any], fields: dict[str, Any]) -> None:
-    temperature = body.get("temperature")
-    if temperature is not None:
-        if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
-            raise bad("temperature: expected a number from 0 to 2")
-        fields["temperature"] = float(temperature)
+def _sampling(body: dict[str, Any], fields: dict[str, Any], *, hottest: float = 2) -> None:
+    """``temperature`` (0 to ``hottest``: 2 on OpenAI's APIs, 1 on Anthropic's, each
+    refusing more), ``top_p`` and ``seed``, each as sent. One not sent is None, carried
+    to the backend as none sent (the server's default applies): ChatRequest's own
+    temperature, 0.2, is the product roles' choice, not the client's."""
+    fields["temperature"] = _number(body, "temperature", 0, hottest)
+    fields["top_p"] = _number(body, "top_p", 0, 1)
     seed = body.get("seed")
-    fields["seed"] = seed if isinstance(seed, int) else None
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        # (dropped silently: the client asked for a reply it could reproduce)
+        raise bad(f"seed: expected an integer, got {_shown(seed)}")
+    fields["seed"] = seed
+
+
+def _number(body: dict[str, Any], key: str, least: float, most: float) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not least <= value <= most:
+        raise bad(f"{key}: expected a number from {least:g} to {most:g}, got {_shown(value)}")
+    return float(value)
 
 
 def _sound(schema: dict[str, Any], where: str) -> dict[str, Any]:
@@ -289,6 +317,8 @@ def parse_chat(body: Any) -> Inbound:
         "stop": _stop(body.get("stop"), "stop"),
     }
     _sampling(body, fields)
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        fields[penalty] = _number(body, penalty, -2, 2)
     tools = body.get("tools") or []
     if not isinstance(tools, list):
         raise bad("tools: expected a list")
@@ -320,6 +350,7 @@ def parse_chat(body: Any) -> Inbound:
         stream=_flag(body, "stream"),
         include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
         schema_name=schema_name,
+        ignored=ignored_fields("chat", body),
     )
 
 
@@ -412,6 +443,11 @@ def parse_responses(body: Any) -> Inbound:
     }
     _sampling(body, fields)
     tools, custom, namespaces, dropped = _response_tools(body.get("tools") or [])
+    extra: dict[str, Any] = {
+        "custom_tools": custom,
+        "namespaces": namespaces,
+        "dropped_tools": dropped,
+    }
     fields["tools"] = tools
     where, choice = _responses_tool_choice(body.get("tool_choice"))
     fields["tool_choice"] = _checked_choice(choice, tools, where)
@@ -421,14 +457,40 @@ def parse_responses(body: Any) -> Inbound:
     if schema is not None:
         fields["json_schema"] = schema
     previous = body.get("previous_response_id")
+    store = body.get("store")
+    if store is not None and not isinstance(store, bool):
+        raise bad(f"store: expected true or false, got {_shown(store)}")
+    extra["store"] = store is not False
+    extra["echo"] = _responses_echo(body, store is not False)
     return Inbound(
         protocol="responses",
         model=model,
         request=_build(fields),
         stream=_flag(body, "stream"),
         previous_response_id=previous if isinstance(previous, str) else None,
-        extra={"custom_tools": custom, "namespaces": namespaces, "dropped_tools": dropped},
+        instructions=instructions if isinstance(instructions, str) and instructions else None,
+        extra=extra,
+        ignored=ignored_fields("responses", body),
     )
+
+
+def _responses_echo(body: dict[str, Any], store: bool) -> dict[str, Any]:
+    """The request's fields a Responses reply echoes, as sent (they were fixed values: a
+    client that read back its ``instructions`` or ``store`` was told what it did not ask)."""
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    parallel = body.get("parallel_tool_calls")
+    return {
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "temperature": body.get("temperature"),
+        "top_p": body.get("top_p"),
+        "tools": body.get("tools") or [],
+        "tool_choice": body.get("tool_choice") or "auto",
+        "parallel_tool_calls": parallel if isinstance(parallel, bool) else True,
+        "text": {"format": fmt or {"type": "text"}},
+        "store": store,
+    }
 
 
 def _responses_tool_choice(value: Any) -> tuple[str, str | None]:
@@ -611,10 +673,46 @@ def parse_messages(body: Any) -> Inbound:
     fields = _messages_fields(body)
     fields["max_tokens"] = max_tokens
     fields["stop"] = _stop(body.get("stop_sequences"), "stop_sequences")
-    _sampling(body, fields)
+    _sampling(body, fields, hottest=1)
+    schema = _output_format(body)
+    if schema is not None:
+        fields["json_schema"] = schema
+    if body.get("mcp_servers"):
+        # Refused, not named: the client relies on the API to connect them and run their
+        # tools, as it does its server tools (refused below); no backend here can, and
+        # the model would answer without tools it was promised.
+        raise bad(
+            "mcp_servers: MCP servers run by the API are not supported by Switchyard's "
+            "gateway (give the model their tools as custom tools)"
+        )
     return Inbound(
-        protocol="messages", model=model, request=_build(fields), stream=_flag(body, "stream")
+        protocol="messages",
+        model=model,
+        request=_build(fields),
+        stream=_flag(body, "stream"),
+        ignored=ignored_fields("messages", body),
     )
+
+
+def _output_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """``output_config.format`` (Anthropic's structured outputs) as the schema the reply
+    must fit, as Chat's ``response_format`` and Responses' ``text.format`` are: the
+    schema check and its one repair (GR-012) run on it. It was ignored, and a reply that
+    did not fit went back with a 200."""
+    config = body.get("output_config")
+    if config is None:
+        return None
+    fmt = _obj(config, "output_config").get("format")
+    if fmt is None:
+        return None
+    fmt = _obj(fmt, "output_config.format")
+    kind = fmt.get("type")
+    if kind != "json_schema":
+        raise bad(f"output_config.format.type: {kind!r} is not supported (json_schema is)")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise bad("output_config.format.schema: expected a JSON schema object")
+    return _sound(schema, "output_config.format.schema")
 
 
 def parse_count_tokens(body: Any) -> ChatRequest:
@@ -686,7 +784,7 @@ def anthropic_messages(body: dict[str, Any]) -> list[Message]:
             continue
         if not isinstance(content, list):
             raise bad(f"{where}.content: expected a string or a list of blocks")
-        text: list[str] = []
+        text: list[str | None] = []
         thinking: list[str] = []
         calls: list[ToolCall] = []
         for j, block in enumerate(content):
@@ -701,9 +799,9 @@ def anthropic_messages(body: dict[str, Any]) -> list[Message]:
                     )
                 )
             elif kind == "tool_result" and role == "user":
-                if text:  # text before a result stays before it
-                    out.append(Message(role="user", content="".join(text)))
-                    text = []
+                if any(t is not None for t in text):  # text before a result stays before it
+                    out.append(Message(role="user", content=joined(text)))
+                text = []
                 result = block.get("content")
                 out.append(
                     Message(
@@ -721,11 +819,11 @@ def anthropic_messages(body: dict[str, Any]) -> list[Message]:
             out.append(
                 Message(
                     role="assistant",
-                    content="".join(text),
+                    content=joined(text),
                     tool_calls=calls,
                     reasoning="".join(thinking),
                 )
             )
-        elif text:
-            out.append(Message(role="user", content="".join(text)))
+        elif any(t is not None for t in text):
+            out.append(Message(role="user", content=joined(text)))
     return out

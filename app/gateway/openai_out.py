@@ -173,7 +173,10 @@ def response_object(
     result: RoutedResult | None,
     previous: str | None,
     created: int,
+    echo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``echo``: the request's own fields, as sent (instructions, store, tools, …), over
+    the defaults below."""
     return {
         "id": response_id,
         "object": "response",
@@ -197,6 +200,7 @@ def response_object(
         "truncation": "disabled",
         "usage": _usage_responses(result) if result is not None else None,
         "metadata": {},
+        **(echo or {}),
     }
 
 
@@ -264,7 +268,9 @@ class ResponsesStream:
         *,
         custom: frozenset[str] = frozenset(),
         namespaces: dict[str, str] | None = None,
+        echo: dict[str, Any] | None = None,
     ) -> None:
+        self.echo = echo
         self.custom = custom
         self.namespaces = namespaces or {}
         self.id = response_id
@@ -277,6 +283,8 @@ class ResponsesStream:
         self._text_index: int | None = None
         #: the call fragments' index → (output index, item id, name, arguments so far)
         self._calls: dict[int, list[Any]] = {}
+        #: the call whose item is open (added, not yet done)
+        self._open_call: int | None = None
 
     def _event(self, kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
         event = {"type": kind, "sequence_number": self.seq, **fields}
@@ -292,6 +300,7 @@ class ResponsesStream:
             result=result,
             previous=self.previous,
             created=self.created,
+            echo=self.echo,
         )
 
     def start(self) -> list[tuple[str, dict[str, Any]]]:
@@ -339,6 +348,7 @@ class ResponsesStream:
         events: list[tuple[str, dict[str, Any]]] = []
         if d.text:
             if self._text_index is None:
+                events += self._close_call()
                 events += self._open_text()
             assert self._text_index is not None
             self._text.append(d.text)
@@ -354,7 +364,10 @@ class ResponsesStream:
         for f in d.tool_calls:
             state = self._calls.get(f.index)
             if state is None:
+                # an item's events end before the next item is added, as OpenAI sends
+                # them (item 1 was added before item 0's arguments were done)
                 events += self._close_text()
+                events += self._close_call()
                 out_index = len(self.output)
                 item_id = f"fc_{self.id[5:]}_{out_index}"
                 call = ToolCall(id=f.id or f"call_{out_index}", name=f.name or "", arguments="")
@@ -363,13 +376,16 @@ class ResponsesStream:
                 )
                 self.output.append(item)
                 state = self._calls[f.index] = [out_index, item_id, call, []]
+                self._open_call = f.index
                 events.append(
                     self._event("response.output_item.added", output_index=out_index, item=item)
                 )
             if f.arguments:
                 state[3].append(f.arguments)
-                if state[2].name in self.custom:
-                    continue  # a freeform tool's input is sent whole, when the call ends
+                if state[2].name in self.custom or f.index != self._open_call:
+                    # a freeform tool's input is sent whole, when the call ends; a late
+                    # piece of a call already done is in the final response's item
+                    continue
                 events.append(
                     self._event(
                         "response.function_call_arguments.delta",
@@ -378,6 +394,42 @@ class ResponsesStream:
                         delta=f.arguments,
                     )
                 )
+        return events
+
+    def _complete(self, index: int, final: ToolCall | None) -> tuple[int, str, str]:
+        """The ``index``-th call's item, completed (with the result's call when there is
+        one): its output index, item id and arguments."""
+        out_index, item_id, call, pieces = self._calls[index]
+        arguments = final.arguments if final is not None else "".join(pieces)
+        complete = ToolCall(
+            id=call.id, name=final.name if final else call.name, arguments=arguments
+        )
+        self.output[out_index] = function_item(
+            complete, item_id, custom=self.custom, namespaces=self.namespaces
+        )
+        return out_index, item_id, arguments
+
+    def _close_call(self, final: ToolCall | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """The open call's closing events (none open: none)."""
+        if self._open_call is None:
+            return []
+        index, self._open_call = self._open_call, None
+        out_index, item_id, arguments = self._complete(index, final)
+        events = []
+        if self._calls[index][2].name not in self.custom:
+            events.append(
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item_id,
+                    output_index=out_index,
+                    arguments=arguments,
+                )
+            )
+        events.append(
+            self._event(
+                "response.output_item.done", output_index=out_index, item=self.output[out_index]
+            )
+        )
         return events
 
     def finish(
@@ -399,29 +451,10 @@ class ResponsesStream:
                         ]
                     )
                 )
-        for index, (out_index, item_id, call, pieces) in sorted(self._calls.items()):
-            done = final_calls.get(index)
-            arguments = done.arguments if done is not None else "".join(pieces)
-            complete = ToolCall(
-                id=call.id, name=done.name if done else call.name, arguments=arguments
-            )
-            self.output[out_index] = function_item(
-                complete, item_id, custom=self.custom, namespaces=self.namespaces
-            )
-            if complete.name not in self.custom:
-                events.append(
-                    self._event(
-                        "response.function_call_arguments.done",
-                        item_id=item_id,
-                        output_index=out_index,
-                        arguments=arguments,
-                    )
-                )
-            events.append(
-                self._event(
-                    "response.output_item.done", output_index=out_index, item=self.output[out_index]
-                )
-            )
+        if self._open_call is not None:
+            events += self._close_call(final_calls.get(self._open_call))
+        for index in self._calls:  # closed before: the final response holds their calls
+            self._complete(index, final_calls.get(index))
         status = responses_status(result)
         events.append(self._event(f"response.{status}", response=self._response(status, result)))
         return events
@@ -435,6 +468,7 @@ def response_complete(
     *,
     custom: frozenset[str] = frozenset(),
     namespaces: dict[str, str] | None = None,
+    echo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     output: list[dict[str, Any]] = []
     if result.text:
@@ -450,6 +484,7 @@ def response_complete(
         result=result,
         previous=previous,
         created=int(time.time()),
+        echo=echo,
     )
 
 

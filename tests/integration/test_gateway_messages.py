@@ -1,5 +1,6 @@
-"""Anthropic Messages details Claude Code reads: one count of the prompt in every usage
-(non-streamed, ``message_start``, the final ``message_delta``, ``count_tokens``), and
+"""Anthropic Messages details Claude Code reads: one count of the prompt where no backend
+has counted yet (``message_start``, ``count_tokens``) and the backend's in the final usage
+(non-streamed, the final ``message_delta``), and
 which stop sequence ended a reply. A real `switchyard serve` on loopback, the anthropic
 SDK as the client; the stop sequence is applied by the real embedded llama.cpp."""
 
@@ -32,11 +33,14 @@ SYSTEM = "You are a terse reviewer of Python code."
 ASKED: list[Any] = [{"role": "user", "content": "why does parse drop the last token?"}]
 
 
-def test_every_usage_and_count_tokens_say_the_same_prompt_size_tools_included(
+def test_the_prompt_is_counted_once_and_the_final_usage_is_the_backends(
     gw: Gateway,
 ) -> None:
     """It was 134 (the backend's count), 25 in ``message_start`` (the turns' text only)
-    and 78 from ``count_tokens``; the final ``message_delta`` carried no input at all."""
+    and 78 from ``count_tokens``; the final ``message_delta`` carried no input at all.
+    ``count_tokens`` and ``message_start`` (sent before any backend has counted) say the
+    gateway's one count, tools included; the final usage says what the backend reported
+    (the gateway's count there told the client 105 where the provider billed 23)."""
     client = gw.anthropic
     ask: dict[str, Any] = {"model": "implementer", "system": SYSTEM, "messages": ASKED}
     whole = client.messages.create(max_tokens=64, tools=TOOLS, **ask)
@@ -46,7 +50,10 @@ def test_every_usage_and_count_tokens_say_the_same_prompt_size_tools_included(
     started = next(e for e in events if e.type == "message_start").message.usage.input_tokens
     ended = next(e for e in events if e.type == "message_delta").usage.input_tokens
     counted = client.messages.count_tokens(tools=TOOLS, **ask).input_tokens
-    assert whole.usage.input_tokens == started == ended == final.usage.input_tokens == counted
+    assert started == counted
+    reported = [ln["values"]["tokens_in"] for ln in lines_of("call")]
+    assert reported == [reported[0]] * 2 and reported[0] != counted  # (the fake counts words)
+    assert whole.usage.input_tokens == ended == final.usage.input_tokens == reported[0]
     # the tools are counted: the same turns without them are fewer tokens
     assert client.messages.count_tokens(**ask).input_tokens < counted
     # and it is the number the router routed on (the context_estimate signal)

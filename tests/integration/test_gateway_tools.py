@@ -216,6 +216,32 @@ def test_responses_client_gets_function_call_items_and_their_events(gw: Gateway)
     assert kinds.index("response.output_text.done") < first_call
 
 
+def test_responses_stream_ends_each_item_before_the_next_is_added(gw: Gateway) -> None:
+    """Item 1's ``output_item.added`` came before item 0's ``arguments.done``: OpenAI
+    ends an item's events (its arguments done, the item done) before it adds the next."""
+    gw.vllm.script.queue(TWO_CALLS)
+    tool = {"type": "function", **READ}
+    with gw.openai.responses.stream(model="implementer", input="why?", tools=[tool]) as stream:  # type: ignore[list-item]
+        events = [e for e in stream if hasattr(e, "output_index")]
+        final = stream.get_final_response()
+    order = [(e.output_index, e.type) for e in events]  # type: ignore[attr-defined]
+    # each item's events are one run, in output order, each ending with its item done
+    runs = [i for n, (i, _) in enumerate(order) if n == 0 or order[n - 1][0] != i]
+    assert runs == [0, 1, 2], order
+    for index in range(3):
+        kinds = [kind for i, kind in order if i == index]
+        assert kinds[0] == "response.output_item.added", (index, kinds)
+        assert kinds[-1] == "response.output_item.done", (index, kinds)
+    kinds = [kind for i, kind in order if i == 1]
+    assert kinds[-2:] == ["response.function_call_arguments.done", "response.output_item.done"]
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert [json.loads(e.arguments) for e in done] == [  # type: ignore[attr-defined]
+        {"path": "parser.py"},
+        {"path": "tests/test_parser.py"},
+    ]
+    assert [o.type for o in final.output] == ["message", "function_call", "function_call"]
+
+
 def test_responses_function_call_outputs_round_trip(gw: Gateway) -> None:
     gw.openai.responses.create(
         model="implementer",
