@@ -81,6 +81,24 @@ def test_a_unified_diff_with_no_numbers_and_a_blank_context_line() -> None:
     assert hunk.lines == ["     tagged = []", " ", "-" + FIX_SEARCH[:-1], "+" + FIX_REPLACE[:-1]]
 
 
+@pytest.mark.parametrize(
+    ("quoted", "path"),
+    [
+        (r'"{side}/dir with space/caf\303\251.txt"', "dir with space/café.txt"),
+        (r'"{side}/say \"hi\".py"', 'say "hi".py'),
+    ],
+)
+def test_a_path_git_quoted_is_read_unquoted(quoted: str, path: str) -> None:
+    """Git quotes a name with a byte past ASCII or a quote (unless core.quotepath=false);
+    the name was taken with its quotes and backslashes and refused (an audit)."""
+    diff = (
+        f"--- {quoted.format(side='a')}\n+++ {quoted.format(side='b')}\n@@ @@\n"
+        f"-{FIX_SEARCH}+{FIX_REPLACE}" + '{"self_check_confidence": 0.7}\n'
+    )
+    (hunk,) = parse_edits(diff).edits
+    assert isinstance(hunk, DiffHunk) and hunk.path == path
+
+
 def test_blocks_and_a_unified_diff_in_one_reply_are_named_not_half_applied() -> None:
     """The diff's edits were dropped without a word while the blocks landed."""
     text = (

@@ -36,6 +36,35 @@ class DiffRead:
     end: int = 0
 
 
+_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
+_QUOTED = re.compile(r"\\([0-7]{3}|.)")
+
+
+def _path(text: str, side: str) -> str:
+    """A file name from a ``---``/``+++`` line: as it is, or unquoted when git quoted it
+    (``"a/dir with space/caf\\303\\251.txt"``: a name with a space, a quote or a byte
+    past ASCII, as git prints it unless ``core.quotepath=false``; it was taken with its
+    quotes and refused, an audit), its ``a/``/``b/`` prefix then dropped."""
+    if len(text) < 2 or not (text.startswith('"') and text.endswith('"')):
+        return text
+    raw = bytearray()
+    at = 0
+    inner = text[1:-1]
+    for m in _QUOTED.finditer(inner):
+        raw += inner[at : m.start()].encode("utf-8", "surrogateescape")
+        code = m.group(1)
+        if len(code) == 3:
+            raw.append(int(code, 8) & 0xFF)
+        elif code in _ESCAPES:
+            raw.append(_ESCAPES[code])
+        else:
+            return text  # (no escape git writes: not a quoted name)
+        at = m.end()
+    raw += inner[at:].encode("utf-8", "surrogateescape")
+    name = raw.decode("utf-8", "surrogateescape")
+    return name.removeprefix(side) if name != DEV_NULL else name
+
+
 def looks_like_diff(lines: list[str]) -> bool:
     return any(_OLD.match(a) and _NEW.match(b) for a, b in pairwise(lines)) or any(
         _HUNK.match(line) for line in lines
@@ -66,7 +95,7 @@ def read_diff(lines: list[str]) -> DiffRead:
             old = _OLD.match(line)
             new = _NEW.match(nxt)
             assert old is not None and new is not None
-            src, dst = old.group(1), new.group(1)
+            src, dst = _path(old.group(1), "a/"), _path(new.group(1), "b/")
             new_file = src == DEV_NULL
             if dst == DEV_NULL:
                 out.problems.append(f"the diff deletes {src}: deleting files is not supported")
