@@ -76,11 +76,14 @@ async def _preflight_repo(ctx: RunContext) -> None:
     """Before anything else: a run works on a branch of its own, so the folder must be a
     git repository (the TUI opens on any folder; its run ended 'internal error:
     NotAGitRepo' in Stage0)."""
+    from app.git_says import OWNED_BY_ANOTHER
     from app.workspace.git import NotAGitRepo, repo_root, rev_parse
 
     try:
         top = await asyncio.to_thread(repo_root, ctx.repo)
-    except NotAGitRepo:
+    except NotAGitRepo as exc:
+        if OWNED_BY_ANOTHER in str(exc):  # a repository git refuses: not one to git init
+            raise RunStopped(str(exc)) from None
         raise RunStopped(
             f"{ctx.repo} is not a git repository: a run works on a branch of its own "
             "(git init, commit, and start again)"

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.errors import UsageError
+from app.git_says import OWNED_BY_ANOTHER, git_says
 from app.paths import STATE_DIR_NAME
 from app.regular_file import open_regular
 from app.subprocess_env import git_env
@@ -109,7 +110,10 @@ def run_git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
     except FileNotFoundError:
         raise UsageError("git is not installed (Stage0 reads the repository through it)") from None
     if done.returncode != 0:
-        msg = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        said = done.stderr.decode("utf-8", "replace")
+        if OWNED_BY_ANOTHER in said:  # (its last line was the command to copy)
+            raise GitError(git_says(said, repo))
+        msg = said.strip().splitlines()
         raise GitError(f"git {args[0]} failed in {repo}: {msg[-1] if msg else 'no message'}")
     return done.stdout
 
@@ -125,7 +129,9 @@ def check_repo(repo: Path, *, worktree: bool = True) -> Path:
         raise NotAGitRepo(f"{repo}: not a directory")
     try:
         out = run_git(repo, "rev-parse", "--is-inside-work-tree", "--is-bare-repository")
-    except GitError:
+    except GitError as exc:
+        if OWNED_BY_ANOTHER in str(exc):  # (git's reason, not "not a git repository")
+            raise NotAGitRepo(str(exc)) from None
         raise NotAGitRepo(f"{repo}: not a git repository") from None
     inside, bare = [*out.split(), b"", b""][:2]
     if inside != b"true" and not (bare == b"true" and not worktree):

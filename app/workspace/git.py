@@ -17,6 +17,7 @@ from pathlib import Path
 
 from app import subprocess_env
 from app.errors import SwitchyardError
+from app.git_says import OWNED_BY_ANOTHER, git_says
 
 #: Config given to every call: no hooks, no pager, no prompts for credentials, and no
 #: fsmonitor: ``core.fsmonitor`` names a program git runs on status, reset, add and clean,
@@ -100,7 +101,10 @@ def repo_root(path: Path) -> Path:
         raise NotAGitRepo(f"{path}: {'not a directory' if path.exists() else 'no such directory'}")
     proc = run_git(path, "rev-parse", "--show-toplevel", check=False)
     if proc.returncode != 0 or not proc.stdout.strip():
-        raise NotAGitRepo(f"{path}: not a git work tree ({proc.stderr.strip() or 'no top level'})")
+        if OWNED_BY_ANOTHER in proc.stderr:
+            raise NotAGitRepo(git_says(proc.stderr, path))
+        why = git_says(proc.stderr, path) if proc.stderr.strip() else "no top level"
+        raise NotAGitRepo(f"{path}: not a git work tree ({why})")
     return Path(proc.stdout.strip()).resolve()
 
 
