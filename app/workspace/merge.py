@@ -447,12 +447,18 @@ def _merge_atomically(top: Path, plan: MergePlan, gate: GateResult | None, kept:
         )
         if proc.returncode != 0:
             conflicts = [ln.strip() for ln in proc.stdout.splitlines() if "CONFLICT" in ln]
-            raise _MergeFailed(
+            said = (
                 "; ".join(conflicts)
                 or first_line(proc.stderr)
                 or first_line(proc.stdout)
                 or f"git merge exited {proc.returncode}"
             )
+            if "failed to sign" in proc.stderr:  # (git's bare "gpg failed to sign the data")
+                said += (
+                    " (the merge commit is yours, so git signs it as commit.gpgsign says:"
+                    " make your signing key available, or turn commit.gpgsign off here)"
+                )
+            raise _MergeFailed(said)
         after = git_out(top, "rev-parse", "HEAD")
         if _parents(top, after) != [plan.before_head, plan.tip] or (
             current_branch(top) != plan.target_ref

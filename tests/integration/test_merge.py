@@ -616,6 +616,18 @@ def test_a_merge_into_a_branch_that_lacks_the_runs_base_says_what_it_brings(
     assert (repo / "wip.txt").exists()
 
 
+def test_a_merge_git_cannot_sign_says_why_and_changes_nothing(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """commit.gpgsign on, no key: git's bare "gpg failed to sign the data" gave no clue
+    that the merge commit is signed as the user's (the run's own commits are not)."""
+    make_run(repo)
+    git(repo, "config", "commit.gpgsign", "true")
+    git(repo, "config", "gpg.program", "false")  # a signer that always fails
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "GIT")
+    assert "failed to sign" in err and "commit.gpgsign" in err
+
+
 def test_merging_into_the_runs_own_branch_is_refused(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
