@@ -77,6 +77,10 @@ class ChatStream:
 
     def delta(self, d: Delta) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        if d.reasoning:
+            # the model's thinking, as DeepSeek and vLLM's reasoning parsers send it (a
+            # client that does not know the field skips it): it was dropped, an audit
+            out.append(self._chunk({"reasoning_content": d.reasoning}))
         if d.text:
             out.append(self._chunk({"content": d.text}))
         if d.tool_calls:
@@ -122,6 +126,8 @@ class ChatStream:
 
 def chat_completion(completion_id: str, model: str, result: RoutedResult) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": result.text or None}
+    if result.reasoning:
+        message["reasoning_content"] = result.reasoning
     if result.tool_calls:
         message["tool_calls"] = [_call_json(i, c) for i, c in enumerate(result.tool_calls)]
         for call in message["tool_calls"]:

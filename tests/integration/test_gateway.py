@@ -156,6 +156,33 @@ def test_chat_non_stream_and_stream_are_served_locally_and_audited(gw: Gateway) 
     assert gw.vllm.chat_requests[0]["model"] == "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ"
 
 
+def test_a_chat_reply_carries_the_models_reasoning(gw: Gateway) -> None:
+    """The backend's reasoning was dropped on the way to a Chat client (an audit): it
+    goes out as ``reasoning_content``, streamed and whole, before the answer."""
+    from tests.fakes.script import Scripted
+
+    client = gw.openai
+    for _ in range(2):
+        gw.vllm.script.queue(Scripted(text=REPLY, reasoning="the bound stops one short"))
+    whole = client.chat.completions.create(
+        model="implementer", messages=[{"role": "user", "content": "why?"}]
+    )
+    message = whole.choices[0].message
+    assert message.content == REPLY
+    assert getattr(message, "reasoning_content", None) == "the bound stops one short"
+    thought, text = [], []
+    for chunk in client.chat.completions.create(
+        model="implementer", messages=[{"role": "user", "content": "why?"}], stream=True
+    ):
+        delta = chunk.choices[0].delta if chunk.choices else None
+        if delta is not None and getattr(delta, "reasoning_content", None):
+            assert not text  # the thinking comes before the answer
+            thought.append(delta.reasoning_content)
+        if delta is not None and delta.content:
+            text.append(delta.content)
+    assert "".join(thought) == "the bound stops one short" and "".join(text) == REPLY
+
+
 def test_responses_non_stream_and_stream(gw: Gateway) -> None:
     client = gw.openai
     done = client.responses.create(model="auto", input="fix it", instructions="be brief")
