@@ -352,6 +352,19 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
                     )
                 )
 
+    for pid, prov in p.providers.items():
+        hp = host_port(prov.base_url) if prov.base_url and pid != "local" else None
+        if hp is not None and is_loopback_name(hp[0]):
+            # what serves there runs on this machine, yet its models count as cloud: a
+            # Judge's verdict among them approves a merge (GR-003) and nothing masks a
+            # local model's view less; fine for a proxy or a fake, said (a conformance audit)
+            warnings.append(
+                (
+                    ("providers", pid, "base_url"),
+                    f"cloud provider {pid} on this machine's loopback ({prov.base_url}): its"
+                    " models count as cloud (a Judge among them can approve a merge, GR-003)",
+                )
+            )
     for rid, rt in p.runtimes.items():
         if rt.kind == "ollama" or (rt.base_url and ":11434" in rt.base_url):
             warnings.append(

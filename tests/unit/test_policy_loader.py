@@ -716,3 +716,13 @@ def test_triggers_that_always_or_never_fire_are_named(tmp_path: Path) -> None:
     reserved = _write(tmp_path, insert_after(at, 'target = "deepseek-r2"'))
     problems = problems_of(reserved)
     assert any("is escalation-only for implementer, not for architect" in p for p in problems)
+
+
+def test_a_cloud_provider_on_loopback_is_a_warning(tmp_path: Path) -> None:
+    """A self-hosted model labelled a cloud provider counts as cloud: a Judge served there
+    can approve a merge (GR-003). Allowed (a proxy, a fake), and said."""
+    line = line_of('base_url = "https://api.anthropic.com"')
+    target = _write(tmp_path, replace_line(line, 'base_url = "http://127.0.0.1:9/v1"'))
+    loaded = load_policy(target)
+    (said,) = [w for w in loaded.warnings if "loopback" in w]
+    assert "providers.anthropic.base_url: cloud provider anthropic" in said and "GR-003" in said
