@@ -134,6 +134,32 @@ ESCALATION_REASON: dict[str, Any] = {
 }
 
 
+def _usage(cap: float | None, spent: float) -> dict[str, float | None]:
+    return {
+        "cap_usd": cap,
+        "spent_usd": spent,
+        "reserved_usd": 0.0,
+        "left_usd": None if cap is None else round(cap - spent, 6),
+    }
+
+
+#: a run's cost.json as the runner writes it: the session's ledger snapshot at its end
+COST_SNAPSHOT = {
+    "session": "s1",
+    "day": "2026-01-01",
+    "ts": "2026-01-01T11:04:00.000Z",
+    "per_session": _usage(5.0, 0.0094),
+    "per_day": _usage(20.0, 0.0094),
+    "per_provider": {"deepseek": _usage(4.0, 0.0094)},
+    "reserved_usd": 0.0,
+    "calls": 6,
+    "failed": 1,
+    "by_role": {"implementer": 0.0094},
+    "by_model": {"deepseek-reasoner": 0.0094},
+    "by_provider": {"deepseek": 0.0094},
+}
+
+
 def scripted_connect(
     data_dir: Path,
     clock: ManualClock,
@@ -517,9 +543,7 @@ def make_run(
             },
         ]
     )
-    bundle.write_json(
-        "cost.json", {"total_usd": 0.0094, "by_role": {"implementer": 0.0094}, "calls": 6}
-    )
+    bundle.write_json("cost.json", COST_SNAPSHOT)
     bundle.write_json(
         "second_opinion.json",
         {

@@ -113,7 +113,10 @@ async def test_a_run_shows_every_part_of_its_bundle(
         assert "← src/parser.py:9" in verdict and "← test:test_parse_tail" in verdict
         assert "sidecars: advice for you, never read by the gate" in verdict
         assert "advice on the user request from claude-sonnet-4.6: the bound fix" in verdict
-        assert "total_usd" in text("cost")
+        cost = text("cost")  # a bill, not the JSON it is stored as
+        assert "session s1 · 2026-01-01 · 6 calls, 1 did not complete" in cost
+        assert "session                    $0.0094       $0.00       $5.00     $4.9906" in cost
+        assert "deepseek (day)" in cost and "deepseek-reasoner" in cost and "{" not in cost
         assert "bundle verified" in text("manifest")
 
 
@@ -239,3 +242,12 @@ async def test_the_run_in_progress_reads_as_running_not_broken_and_does_not_merg
         assert not [ln for ln in await app.session.audit.lines() if ln.kind == "merge"]
         await pilot.press("escape")
         run.go_on.set()
+
+
+def test_a_cost_file_that_is_no_snapshot_is_shown_as_written_and_said() -> None:
+    from app.tui.screens.evidence_cost import cost_lines
+
+    rows = [t.plain for t in cost_lines({"total_usd": 0.5, "note": "x\x1b[2J"}, {})]
+    assert rows[0].startswith("cost.json is not a ledger snapshot this version reads")
+    assert '  "total_usd": 0.5' in rows and not any("\x1b" in r for r in rows)
+    assert [t.plain for t in cost_lines(None, {})] == ["no cost.json"]

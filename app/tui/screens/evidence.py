@@ -8,7 +8,6 @@ and ``[`` the next and the previous one, while the runs list keeps the focus.
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar, cast
 
 from rich.text import Text
@@ -27,6 +26,7 @@ from app.tui.panes.escalations import format_line
 from app.tui.panes.plan import render_plan
 from app.tui.panes.tests import line_style_key
 from app.tui.safe import clean_block, from_ansi, plain
+from app.tui.screens.evidence_cost import cost_lines
 from app.tui.widgets.lineview import LineView
 from app.tui.widgets.pane import style_of
 
@@ -188,8 +188,7 @@ class EvidenceScreen(Screen[None]):
                 )
             ],
         )
-        cost = json.dumps(view.cost, indent=2, sort_keys=True) if view.cost else "no cost.json"
-        self._set("cost", _lines(cost))
+        self._set("cost", cost_lines(view.cost, v))
         self._set("manifest", self._manifest_lines(view, v))
         self._show_gate()
 
