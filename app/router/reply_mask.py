@@ -41,8 +41,12 @@ class _Piece:
 
     def feed(self, text: str) -> str:
         env = self.env
-        text = env.pattern.sub(REDACTED, self.held + text) if self.held or text else text
-        cut = _start_of_secret(text, env.values)
+        text = self.held + text
+        if exact_clean(env, text):  # (most pieces: no key and no beginning of one)
+            cut = len(text)
+        else:
+            text = env.pattern.sub(REDACTED, text)
+            cut = _start_of_secret(text, env.values)
         forms = env.forms
         if forms is None:
             self.held = text[cut:]
@@ -102,7 +106,9 @@ class ReplyEnv(NamedTuple):
 
     values: tuple[str, ...]
     pattern: re.Pattern[str]
-    heads: tuple[str, ...]
+    #: any key's first three characters, and the ends of one or two that begin a key
+    heads: re.Pattern[str]
+    starts: tuple[str, ...]
     forms: SecretForms | None
 
 
@@ -117,11 +123,14 @@ def _reply_env(values: tuple[str, ...]) -> ReplyEnv | None:
     if pattern is None:
         return None
     forms = secret_forms(values)
-    return ReplyEnv(values, pattern, _heads(values), forms if forms.long_run else None)
-
-
-def _heads(values: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(sorted({v[:3] for v in values}))
+    heads = sorted({v[:3] for v in values})
+    return ReplyEnv(
+        values,
+        pattern,
+        re.compile("|".join(re.escape(h) for h in heads)),
+        tuple(sorted({h[:1] for h in heads} | {h[:2] for h in heads})),
+        forms if forms.long_run else None,
+    )
 
 
 def passes(env: ReplyEnv, text: str) -> bool:
@@ -129,14 +138,20 @@ def passes(env: ReplyEnv, text: str) -> bool:
     it, and it does not end as one begins (a key's first letter alone, ``s``, was in
     nearly every piece); nor a run of a key's other forms, nor an end that may begin one
     (a word at the end: the next piece may go on with it)."""
-    for head in env.heads:
-        if head in text or text.endswith(head[:1]) or text.endswith(head[:2]):
-            return False
+    if not exact_clean(env, text):
+        return False
     forms = env.forms
     if forms is None or not text:
         return True
     assert forms.long_run is not None
     return text[-1] not in forms.alphabet and forms.long_run.search(text) is None
+
+
+def exact_clean(env: ReplyEnv, text: str) -> bool:
+    """Whether ``text`` holds no key as it is and does not end as one begins: none of the
+    keys' heads in it (an end of three characters or more that begins a key holds its
+    head), nor an end of one or two characters that begins one."""
+    return env.heads.search(text) is None and not text.endswith(env.starts)
 
 
 def quiet(env: ReplyEnv, item: Delta) -> bool:
@@ -158,7 +173,16 @@ def whole_passes(env: ReplyEnv, result: ChatResult) -> bool:
 class ReplyMasker:
     """Masks one call's deltas and its result with the environment as it is now."""
 
-    __slots__ = ("_calls", "_env", "_reasoning", "_text", "count", "pattern", "values")
+    __slots__ = (
+        "_calls",
+        "_env",
+        "_held_whole",
+        "_reasoning",
+        "_text",
+        "count",
+        "pattern",
+        "values",
+    )
 
     def __init__(self, env: ReplyEnv) -> None:
         self._env = env
@@ -167,6 +191,8 @@ class ReplyMasker:
         self._text: _Piece | None = None
         self._reasoning: _Piece | None = None
         self._calls: dict[int, _Piece] = {}
+        #: the last delta, held back whole and unchanged (:meth:`rest` passes it on)
+        self._held_whole: Delta | None = None
 
     @classmethod
     def for_environment(cls) -> ReplyMasker | None:
@@ -177,33 +203,43 @@ class ReplyMasker:
     def _clean(self, text: str) -> bool:
         return passes(self._env, text)
 
-    def _piece(self, piece: _Piece | None, text: str) -> tuple[_Piece | None, str]:
-        if (piece is None or not piece.held) and self._clean(text):
+    def _piece(
+        self, piece: _Piece | None, text: str, clean: bool | None = None
+    ) -> tuple[_Piece | None, str]:
+        if (piece is None or not piece.held) and (self._clean(text) if clean is None else clean):
             return piece, text
         if piece is None:
             piece = _Piece(self._env)
         return piece, piece.feed(text)
 
     def delta(self, item: Delta) -> Delta:
+        clean = self._clean(item.text)
         if (
-            (self._text is None or not self._text.held)
+            clean
+            and (self._text is None or not self._text.held)
             and (self._reasoning is None or not self._reasoning.held)
             and not self._calls
             and not item.reasoning
             and not item.tool_calls
-            and self._clean(item.text)
         ):
             return item  # (most deltas: no key and no beginning of one, nothing held)
-        self._text, text = self._piece(self._text, item.text)
+        self._text, text = self._piece(self._text, item.text, clean)
         if item.reasoning or self._reasoning is not None:
             self._reasoning, reasoning = self._piece(self._reasoning, item.reasoning)
         else:
             reasoning = item.reasoning
         calls = [self._call(c) for c in item.tool_calls] if item.tool_calls else item.tool_calls
         if text == item.text and reasoning == item.reasoning and calls == item.tool_calls:
+            self._held_whole = None
             return item
         if not (text or reasoning or calls or item.stop_sequence):
-            return _HELD  # (all of it held back: a reply's last word, mostly)
+            # all of it held back (a reply's last word, mostly): passed on as it came when
+            # the stream ends with it unchanged (no second delta made for it)
+            self._held_whole = (
+                item if self._text is not None and self._text.held == item.text else None
+            )
+            return _HELD
+        self._held_whole = None
         return Delta(  # (a third faster than model_copy: a delta at most words apart)
             text=text, reasoning=reasoning, tool_calls=calls, stop_sequence=item.stop_sequence
         )
@@ -229,6 +265,9 @@ class ReplyMasker:
         ]
         if not (text or reasoning or calls):
             return None
+        whole = self._held_whole
+        if whole is not None and whole.text == text and not (reasoning or calls):
+            return whole
         return Delta(text=text, reasoning=reasoning, tool_calls=calls)
 
     def result(self, result: ChatResult) -> ChatResult:
@@ -248,7 +287,7 @@ class ReplyMasker:
     def _whole(self, text: str) -> str:
         if not text:
             return text
-        if not self._clean(text):
+        if not exact_clean(self._env, text):  # (the other forms: the spans below)
             text, n = self.pattern.subn(REDACTED, text)
             self.count += n
         if len(text) < FRAGMENT:  # (no window fits: nothing of a key's to find)
