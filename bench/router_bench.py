@@ -333,6 +333,18 @@ the 8 µs, and reusing a result across requests gains only where requests repeat
 bench's do; a real request's prompt count differs each time): not built. P1 then: 166
 against 3,276 µs (19.73x), quiet machine.
 
+The stop after that (2026-12-07, early morning) made a guardrail cost: a cloud reply is
+masked of a key's other forms as it streams (upper-cased, escaped, base64), so a piece's
+last word is held back until the next piece or the stream's end (this bench's one
+delta, ``ok``, is held whole and passed on at the end). Measured in place, the start of
+that stop (e9c2e23) against each commit after it in turn (separate processes, 3,000
+requests after 500): +15 µs at the commit that added the hold (36ab715), nothing
+measurable from the commits after it (ids masked, cut tries charged, the policy
+changes, the gateway's), and +6 to +13 µs at the stop's end (1e68585), after the hold
+was made cheaper (one pattern for the keys' heads, one clean check a delta, the held
+delta passed on as it came): in one process switching ways (10 rounds of 1,000), the
+hold ~5 µs and the rest of the reply's masking ~5. P1 at 1e68585: see the closing note.
+
 ``--serve`` answers the P1 harness (``bench/p1_router.py``) over stdin, so that this side
 and LiteLLM's run in alternating chunks: ``warm N``, ``run N`` (one line of JSON with the
 latencies in µs, and the process's CPU time over the chunk, every thread's, the spools'
