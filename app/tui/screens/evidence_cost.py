@@ -43,11 +43,18 @@ def cost_lines(cost: dict[str, Any] | None, variables: dict[str, str]) -> list[T
     rows: list[tuple[str, CapUsage]] = [("session", snap.per_session), ("day", snap.per_day)]
     if snap.per_user is not None:
         rows.append(("your day", snap.per_user))
-    rows += [(f"{_one(p)} (day)", u) for p, u in sorted(snap.per_provider.items())]
+    rows += [
+        (f"{_one(p)} (day)", u)
+        for p, u in sorted(snap.per_provider.items())
+        if u.cap_usd is not None or u.spent_usd or u.reserved_usd  # (no cap, nothing: noise)
+    ]
     for label, usage in rows:
         out.append(_row(label, usage, variables))
     if snap.reserved_usd:
         out.append(Text(f"in flight when the run ended: {dollars(snap.reserved_usd)}", dim))
+    if not (snap.by_role or snap.by_model or snap.by_provider):
+        out += [Text(""), Text("nothing paid: every call was local, or none was made", dim)]
+        return out
     for title, spent in (
         ("by role", snap.by_role),
         ("by model", snap.by_model),
@@ -55,8 +62,6 @@ def cost_lines(cost: dict[str, Any] | None, variables: dict[str, str]) -> list[T
     ):
         out.append(Text(""))
         out.append(Text(f"cost {title}", style_of(variables.get("secondary", ""), bold=True)))
-        if not spent:
-            out.append(Text("  nothing paid (every call local, or none made)", dim))
         for name, usd in sorted(spent.items(), key=lambda kv: (-kv[1], kv[0])):
             out.append(Text(f"  {_one(name)[:30]:<30}{dollars(usd):>14}", end=""))
     return out
