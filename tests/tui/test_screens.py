@@ -103,6 +103,37 @@ async def test_palette_switches_theme_and_opens_policy(make_app: Any) -> None:
         assert f"local_only {str(session.local_only).lower()}" in shown
 
 
+async def test_the_policy_screen_at_80_columns_cuts_no_name(make_app: Any) -> None:
+    """At 80 columns the table folded names in the middle (``deepseek-rea``/``soner``,
+    ``qwen2.5-code``/``r-32b``): the triggers go under the chain, and every model name of
+    the policy is drawn whole on a line of its own; wide again, the triggers have their
+    own column."""
+    app = make_app(task=None)
+    async with app.run_test(size=(80, 40)) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        await pilot.press("ctrl+p", *"Policy")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, PolicyScreen) and app.session is not None
+        policy = app.session.policy
+        table = app.screen.query_one("#policy-table", Static).content
+        assert isinstance(table, Table)
+        assert [c.header for c in table.columns] == ["role", "model · where", "escalation · when"]
+        drawn = app.screen.query_one("#policy-table", Static).render_lines(
+            app.screen.query_one("#policy-table", Static).region.reset_offset
+        )
+        text = "\n".join(line.text for line in drawn)
+        for role in policy.roles.values():
+            for name in [role.default, *role.fallback]:
+                if name:
+                    assert policy.resolve(name) in text, name
+        await pilot.resize_terminal(160, 48)
+        await settle(pilot)
+        table = app.screen.query_one("#policy-table", Static).content
+        assert isinstance(table, Table) and table.columns[-1].header == "triggers"
+
+
 async def test_palette_filters_the_escalation_pane(make_app: Any) -> None:
     app = make_app()
     async with app.run_test(size=(160, 48)) as pilot:
