@@ -214,9 +214,16 @@ async def test_z_zooms_the_pane_around_the_focus(make_app: Any, pane: str) -> No
         await pilot.press("z")
         await settle(pilot)
         assert app.screen.maximized is widget
+        # the footer names what z does now (zoomed, it still said "zoom pane")
+        assert app.screen.active_bindings["z"].binding.description == "back"
         await pilot.press("z")
         await settle(pilot)
         assert app.screen.maximized is None
+        assert app.screen.active_bindings["z"].binding.description == "zoom pane"
+        await pilot.press("z", "escape")  # Textual's own escape, no action of ours
+        await settle(pilot)
+        assert app.screen.maximized is None
+        assert app.screen.active_bindings["z"].binding.description == "zoom pane"
 
 
 async def test_at_80_columns_the_budget_gives_up_width_and_its_figures_stay_whole(

@@ -38,6 +38,7 @@ class GatewayScreen(WorkbenchScreen):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("z", "zoom", "zoom pane"),
+        Binding("z", "unzoom", "back"),
         Binding("escape", "unzoom", "back", show=False),
     ]
 
@@ -126,10 +127,6 @@ class GatewayScreen(WorkbenchScreen):
             )
 
     # ── keys ─────────────────────────────────────────────────────────────────────────────
-
-    def action_unzoom(self) -> None:
-        if self.maximized is not None:
-            self.minimize()
 
     def action_new_task(self) -> None:
         self.notify(

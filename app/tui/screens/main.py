@@ -44,6 +44,7 @@ class MainScreen(WorkbenchScreen):
         Binding("t", "tutor", "tutor"),
         Binding("x", "stop", "stop run"),
         Binding("z", "zoom", "zoom pane"),
+        Binding("z", "unzoom", "back"),
         Binding("slash", "new_task", "task", show=False),
         Binding("escape", "leave_input", "keys", show=False),
     ]
@@ -204,7 +205,7 @@ class MainScreen(WorkbenchScreen):
     def action_leave_input(self) -> None:
         """Undo a zoom, or leave the task input so single-letter keys act again."""
         if self.maximized is not None:
-            self.minimize()
+            self.action_unzoom()
         elif isinstance(self.focused, Input):
             self.escalations.view.focus()
 

@@ -184,10 +184,28 @@ class WorkbenchScreen(Screen[None]):
 
     # ── keys ─────────────────────────────────────────────────────────────────────────────
 
-    def action_zoom(self) -> None:
-        """The focused pane full screen, or back (escape also restores)."""
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # "z zoom pane" and "z back" share the key; the footer names the one that acts
+        # now (zoomed, it still said "zoom pane" and hid that esc or z comes back)
+        if action == "zoom":
+            return self.maximized is None
+        if action == "unzoom":
+            return self.maximized is not None
+        return True
+
+    def watch_maximized(self) -> None:
+        # the footer's z says what it does now, however the zoom ended (Textual's own
+        # escape minimizes without an action of ours)
+        self.refresh_bindings()
+
+    def action_unzoom(self) -> None:
         if self.maximized is not None:
             self.minimize()
+
+    def action_zoom(self) -> None:
+        """The focused pane full screen (``z`` or escape brings it back: ``unzoom``)."""
+        if self.maximized is not None:
+            self.action_unzoom()
             return
         # the pane around the focus: on Plan and Budget the focus is a scrolling view,
         # which Textual never maximizes, and "z" did nothing there
