@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.backends.base import ChatRequest, Message, ToolSpec
-from app.backends.provider_common import json_only_instruction
+from app.backends.provider_common import final_answer_instruction, json_only_instruction
 from app.backends.tool_calls import arguments_object, call_texts, tools_text
 
 __all__ = ["PASSTHROUGH_HEADERS", "AnthropicRequest", "anthropic_request"]
@@ -47,7 +47,11 @@ class AnthropicRequest:
 def anthropic_request(request: ChatRequest) -> AnthropicRequest:
     system = [m.content for m in request.messages if m.role == "system"]
     if request.json_schema is not None:
-        system.append(json_only_instruction(request.json_schema))
+        system.append(
+            final_answer_instruction(request.json_schema)
+            if request.tools
+            else json_only_instruction(request.json_schema)
+        )
     turns: list[dict[str, Any]] = []
     for m in request.messages:
         if m.role != "system":

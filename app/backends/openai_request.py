@@ -49,7 +49,7 @@ import json
 from typing import Any, Literal, cast
 
 from app.backends.base import ChatRequest, Message, ToolSpec
-from app.backends.provider_common import json_only_instruction
+from app.backends.provider_common import final_answer_instruction, json_only_instruction
 
 __all__ = [
     "CLOUD_FLAVORS",
@@ -99,7 +99,11 @@ def chat_messages(request: ChatRequest, flavor: Flavor) -> list[dict[str, Any]]:
     and a flavor that cannot force a tool call is told to make one."""
     messages = [_message(m, flavor) for m in request.messages]
     notes: list[str] = []
-    if request.json_schema is not None and flavor in CLOUD_FLAVORS:
+    if request.json_schema is not None and request.tools:
+        # a reply may call a tool first: the schema is the final answer's (told, and
+        # checked by the structured owner), not a constraint on every reply
+        notes.append(final_answer_instruction(request.json_schema))
+    elif request.json_schema is not None and flavor in CLOUD_FLAVORS:
         notes.append(json_only_instruction(request.json_schema))
     forced = _forced_note(request, flavor)
     if forced:
@@ -185,7 +189,10 @@ def chat_params(
         params["seed"] = request.seed
     if request.stop:
         params["stop"] = list(request.stop)
-    if request.json_schema is not None:
+    if request.json_schema is not None and not request.tools:
+        # (with tools, a constraint would hold every reply to the schema, and no tool
+        # could be called: Codex's --output-schema sends both on each turn, and every
+        # turn failed, an audit with the real client)
         params.update(_structured(request.json_schema, flavor, structured_field))
     if flavor == "vllm" and _prefilled(request):
         extra = params.setdefault("extra_body", {})

@@ -209,6 +209,17 @@ def json_only_instruction(schema: Mapping[str, Any]) -> str:
     )
 
 
+def final_answer_instruction(schema: Mapping[str, Any]) -> str:
+    """The system message for a request with tools and a schema: the schema is the final
+    answer's, and a reply that calls a tool is free of it (OpenAI's structured output
+    with tools, as Codex's ``--output-schema`` sends them on every turn)."""
+    return (
+        "When you give your final answer (not when you call a tool), reply with a single "
+        "JSON object and nothing else: no prose, no Markdown fences. It must validate "
+        "against this JSON Schema:\n" + json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    )
+
+
 def no_key_message(key_env: str | None) -> str:
     """Why a cloud backend without its key is unavailable (the key is never shown)."""
     return f"unavailable: no key ({key_env or 'API key'} not set)"

@@ -152,6 +152,10 @@ async def run_request(
                 run=request_id,
                 digests=inbound.digests,
             )
+            if answer.value is None and answer.result is not None and answer.result.tool_calls:
+                # tool calls: the schema is the final answer's; released whole, as a
+                # structured reply is (its text before the calls with it)
+                return answer.result, CALLED_TOOLS
             if answer.value is None:
                 if answer.route_failed or answer.result is None:
                     raise RouteFailed(
@@ -214,6 +218,11 @@ async def run_request(
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 await _close_line(session, request_id, role, outcome, None, status=499)
+
+
+#: the value of a structured request's reply that called tools (not checked against the
+#: schema, which is the final answer's): not None, so its text is released with it
+CALLED_TOOLS = object()
 
 
 async def _open_line(

@@ -252,6 +252,12 @@ async def complete_structured(
         )
     except RouteFailed as exc:
         return Answer(None, None, str(exc), calls=0, route_failed=True, too_long=exc.too_long)
+    if first.tool_calls:
+        # a reply that calls a tool is not the final answer: the schema is for the text
+        # the model answers with when it calls none (OpenAI's structured output with
+        # tools); it was checked, failed, repaired and refused with a 502 on every turn
+        # of Codex's --output-schema (an audit with the real client)
+        return Answer(None, first, calls=1, text=first.text)
     value, found = _judge(parse, first)
     if not found:
         return Answer(value, first, calls=1, text=first.text)

@@ -260,6 +260,57 @@ def test_structured_output_goes_through_the_one_owner(
         assert [ln["reason_codes"] for ln in lines_of("repair")] == [["GR012_REPAIR"]]
 
 
+def test_a_schema_with_tools_holds_the_final_answer_not_each_tool_call(
+    tmp_path: Path,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
+) -> None:
+    """Codex's ``--output-schema`` sends its schema and its tools on every turn: the
+    schema constrained vLLM's every reply (no tool could be called), a tool call was then
+    checked against the schema, repaired and refused with a 502, five times over (an
+    audit with the real client). The schema is the final answer's: a reply that calls a
+    tool passes as it is, and the final text is checked."""
+    from tests.fakes.script import Scripted, ScriptedCall
+
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS)
+    vllm.script.queue(Scripted(text="", tool_calls=(ScriptedCall("read_file", {"path": "a.py"}),)))
+    vllm.script.queue(json.dumps({"goal": "fix parse"}))
+    fakes = (vllm, fake_openai_factory("openai"), fake_anthropic_factory())
+    schema = {"type": "object", "properties": {"goal": {"type": "string"}}, "required": ["goal"]}
+    tools = [
+        {
+            "type": "function",
+            "name": "read_file",
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+        }
+    ]
+    fmt = {"format": {"type": "json_schema", "name": "out", "schema": schema}}
+    for gw in _gateway(tmp_path, fakes, "--approve", "deny"):
+        first = gw.openai.responses.create(
+            model="implementer",
+            input="plan it",
+            tools=tools,
+            text=fmt,  # type: ignore[arg-type]
+        )
+        (call,) = [item for item in first.output if item.type == "function_call"]
+        assert call.name == "read_file"
+        sent = vllm.chat_requests[0]
+        assert "structured_outputs" not in sent and sent["tools"]  # no constraint: tools free
+        assert "final answer" in sent["messages"][0]["content"]  # the schema, told
+        second = gw.openai.responses.create(
+            model="implementer",
+            input=[
+                {"type": "function_call", "call_id": call.call_id, "name": "read_file",
+                 "arguments": call.arguments},
+                {"type": "function_call_output", "call_id": call.call_id, "output": "x = 1"},
+            ],
+            tools=tools,  # type: ignore[arg-type]
+            text=fmt,  # type: ignore[arg-type]
+        )  # fmt: skip
+        assert json.loads(second.output_text) == {"goal": "fix parse"}
+        assert not lines_of("repair")
+
+
 # ── the anthropic SDK ────────────────────────────────────────────────────────────────────
 
 
