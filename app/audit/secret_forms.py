@@ -177,8 +177,9 @@ class SecretForms:
             else None
         )
 
-    def spans(self, text: str) -> list[tuple[int, int]]:
-        """Where runs of the values are in ``text``, those that touch or overlap joined."""
+    def spans(self, text: str, *, join: bool = True) -> list[tuple[int, int]]:
+        """Where runs of the values are in ``text``, those that touch or overlap joined
+        (``join=False``: each as found, none longer than :attr:`reach`)."""
         if self._find is None:
             return []
         low = ascii_lower(text)
@@ -201,7 +202,7 @@ class SecretForms:
                 if span is not None:
                     grown[key] = span
                     found.append(span)
-        return join_spans(found)
+        return join_spans(found) if join else sorted(found)
 
 
 def _grown(

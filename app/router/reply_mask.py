@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from app.audit.masking import REDACTED, env_pattern, secret_env_values
-from app.audit.secret_forms import FRAGMENT, SecretForms, mask_spans, secret_forms
+from app.audit.secret_forms import FRAGMENT, SecretForms, join_spans, mask_spans, secret_forms
 from app.backends.base import ChatResult, Delta, ToolCall, ToolCallDelta
 
 
@@ -51,21 +51,26 @@ class _Piece:
         if forms is None:
             self.held = text[cut:]
             return text[:cut]
-        # a run of a key's other forms may go on in the next piece: its end is held back
-        # (the text's last word, mostly), and what is passed on is masked of the runs in it
-        run = len(text.rstrip(forms.alphabet))
-        if len(text) - run > 2 * forms.reach:  # longer than any run of a key: its end
-            run = len(text) - forms.reach
-        cut = min(cut, run)
+        # A run of a key's other forms not found yet goes on past the text's end: it lies
+        # in the run of its characters the text ends with (its last word, mostly), and
+        # within the longest spelling's length of the end. That much is held back.
+        cut = min(cut, max(len(text.rstrip(forms.alphabet)), len(text) - forms.reach))
         assert forms.long_run is not None
-        if forms.long_run.search(text, 0, cut) is None:
+        if forms.long_run.search(text) is None:
             out = text[:cut]
         else:
-            spans = forms.spans(text)
-            for start, end in spans:  # (a run across the cut is held back whole)
-                if start < cut < end:
-                    cut = start
-            out = mask_spans(text[:cut], [s for s in spans if s[1] <= cut], REDACTED)
+            # a run found across the cut is held back whole: each as found (none longer
+            # than a spelling), not as joined, so that runs glued end to end (a key
+            # repeated) are passed on masked one by one, and the hold stays bounded
+            spans = forms.spans(text, join=False)
+            moved = True
+            while moved:
+                moved = False
+                for start, end in spans:
+                    if start < cut < end:
+                        cut, moved = start, True
+            before = join_spans([s for s in spans if s[1] <= cut])
+            out = mask_spans(text[:cut], before, REDACTED)
         self.held = text[cut:]
         return out
 
@@ -224,11 +229,19 @@ class ReplyMasker:
         ):
             return item  # (most deltas: no key and no beginning of one, nothing held)
         self._text, text = self._piece(self._text, item.text, clean)
+        # A part that another one follows has ended: its held end goes before the other's
+        # first piece (it came after it: the thinking's last word after the answer, the
+        # text's after the calls, a review). Only when the other comes alone: a part that
+        # goes on in the same delta has not ended, and what it holds may begin a key.
+        if item.tool_calls and not item.text and self._text is not None and self._text.held:
+            text += self._text.flush()
         if item.reasoning or self._reasoning is not None:
             self._reasoning, reasoning = self._piece(self._reasoning, item.reasoning)
+            if (item.text or item.tool_calls) and not item.reasoning and self._reasoning:
+                reasoning += self._reasoning.flush()
         else:
             reasoning = item.reasoning
-        calls = [self._call(c) for c in item.tool_calls] if item.tool_calls else item.tool_calls
+        calls = self._calls_of(item.tool_calls) if item.tool_calls else item.tool_calls
         if text == item.text and reasoning == item.reasoning and calls == item.tool_calls:
             self._held_whole = None
             return item
@@ -243,6 +256,18 @@ class ReplyMasker:
         return Delta(  # (a third faster than model_copy: a delta at most words apart)
             text=text, reasoning=reasoning, tool_calls=calls, stop_sequence=item.stop_sequence
         )
+
+    def _calls_of(self, calls: list[ToolCallDelta]) -> list[ToolCallDelta]:
+        """The delta's call pieces, each masked; a call another one follows ends first:
+        its held end is passed on before the next call's piece (the Responses face closes
+        a call when the next begins)."""
+        here = {c.index for c in calls}
+        out = [
+            ToolCallDelta(index=index, arguments=piece.flush())
+            for index, piece in sorted(self._calls.items())
+            if index not in here and piece.held
+        ]
+        return out + [self._call(call) for call in calls]
 
     def _call(self, call: ToolCallDelta) -> ToolCallDelta:
         piece, arguments = self._piece(self._calls.get(call.index), call.arguments)
