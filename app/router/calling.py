@@ -162,13 +162,16 @@ async def call_backend(
     bus: Bus | None,
     sleep: Callable[[float], Awaitable[None]],
     billed: list[Usage] | None = None,
+    before_retry: Callable[[], Awaitable[bool]] | None = None,
 ) -> ChatResult:
     """``request`` on ``backend``, retried as the policy says when ``cloud``.
 
     ``billed``: a cloud try that failed after its reply had begun is billed by the
     provider (the prompt, and what it generated before the cut), though no result
     stands for it: each such try's usage is added there, counted here, for the caller
-    to charge (a retried cut cost nothing against the caps, an audit)."""
+    to charge (a retried cut cost nothing against the caps, an audit). ``before_retry``:
+    asked before a try that follows a billed one (the caller reserves for it); False:
+    no retry, the error stands (the caps hold: a reservation covers one try)."""
     attempt = 0
     sent = False  # part of a reply has been passed on: nothing may follow it but its end
     relays = on_delta is not None and getattr(on_delta, "relays", True)
@@ -213,7 +216,8 @@ async def call_backend(
                 final = (masker or ReplyMasker(env)).result(final)
             return final
         except BackendError as exc:
-            if got and billed is not None and any(got):
+            cut = got is not None and billed is not None and any(got)
+            if cut and got is not None and billed is not None:
                 billed.append(_cut_short(request, got))
             if sent and exc.kind != "cancelled":
                 raise StreamBroken(backend.model_id, exc) from exc
@@ -224,6 +228,8 @@ async def call_backend(
             delay = backoff_delay(rule, attempt, exc.retry_after) if rule else None
             if delay is None:
                 raise
+            if cut and before_retry is not None and not await before_retry():
+                raise  # (no reservation for another billed try: the caps hold)
             await write(
                 "retry",
                 to=backend.model_id,

@@ -14,6 +14,7 @@ request as the caller built it, so the escalation line and the call line agree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -211,22 +212,54 @@ async def serve_cloud(
     outgoing, masked = mask_request(request, digest_of)
     router.in_flight.add(reservation.id)  # renewed while the call is in flight
     cut: list[Usage] = []  # the tries cut short after their reply began: billed
+    # a try after a billed one is reserved for first, as the first was: one reservation
+    # covers one try, and retries after cuts crossed the caps (a review)
+    more: list[str] = []
+
+    async def reserve_again() -> bool:
+        try:
+            extra = await router.ledger.reserve(
+                session=router.session,
+                provider=d.provider or "",
+                role=d.role,
+                model=d.target or "",
+                amount_usd=d.est_cost_usd,
+                run=run,
+            )
+        except BudgetExceeded as exc:
+            await write(
+                "budget_stop",
+                to=d.target,
+                reason_codes=["GR011_BUDGET_CAP"],
+                values={"est_cost_usd": d.est_cost_usd, "retry_after_cut": True},
+                detail=f"{d.target}: no retry after a try cut short: {exc}",
+            )
+            return False
+        more.append(extra.id)
+        router.in_flight.add(extra.id)
+        return True
+
+    model = router.policy.model(d.target)
     try:
-        result = await router.call(d, outgoing, write, on_delta, cut)
+        result = await router.call(d, outgoing, write, on_delta, cut, reserve_again)
     except asyncio.CancelledError:
         # The caller went away mid-call (a client disconnected, a run was stopped): the
         # provider may bill what it generated, so the reservation is settled at its full
-        # estimate (never crossing a cap by guessing low), and the audit says so.
-        await asyncio.shield(_cancelled(router, reservation.id, d, write))
+        # estimate (never crossing a cap by guessing low), and the audit says so; tries
+        # cut short before it besides.
+        await asyncio.shield(
+            _cancelled(router, reservation.id, d, write, before=_cut_cost(model, cut, d)[0])
+        )
         raise
     except StreamBroken as broken:
         # Part of the reply is with the reader: it is billed, and no retry or other
         # model may continue it. Settled at the estimate, as a cancelled call is.
-        await _cancelled(router, reservation.id, d, write, broken=broken)
+        await _cancelled(
+            router, reservation.id, d, write, broken=broken, before=_cut_cost(model, cut, d)[0]
+        )
         raise RouteFailed(str(broken)) from None
     except BackendError as exc:
-        model = router.policy.model(d.target)
-        cut_usd, cut_in, cut_out = _cut_cost(model, cut)
+        cut_usd, cut_in, cut_out = _cut_cost(model, cut, d)
         await router.ledger.release(
             reservation.id, actual_usd=cut_usd, tokens_in=cut_in, tokens_out=cut_out
         )
@@ -252,13 +285,21 @@ async def serve_cloud(
         # Not a backend's failure but a fault on the way (a reply no model of ours reads):
         # the call may be billed, so it settles at its estimate, audited, and the error
         # goes on. It left the escalation's reservation in flight and no closing line.
-        await _cancelled(router, reservation.id, d, write, error=type(exc).__name__)
+        await _cancelled(
+            router,
+            reservation.id,
+            d,
+            write,
+            error=type(exc).__name__,
+            before=_cut_cost(model, cut, d)[0],
+        )
         raise
     finally:
         router.in_flight.done(reservation.id)
-    model = router.policy.model(d.target)
+        if more:  # (the retries' reservations: what they held is in the one settlement)
+            await asyncio.shield(_release_more(router, more))
     actual = cost_usd(model, result.usage.tokens_in, result.usage.tokens_out)
-    cut_usd, cut_in, cut_out = _cut_cost(model, cut)
+    cut_usd, cut_in, cut_out = _cut_cost(model, cut, d)
     refused = result.usage.refused
     unreported = result.usage.counted_locally and (
         model.reasoning_effort is not None or refused is not None
@@ -327,13 +368,25 @@ async def serve_cloud(
     return out
 
 
-def _cut_cost(model: Model, cut: list[Usage]) -> tuple[float, int, int]:
+def _cut_cost(model: Model, cut: list[Usage], d: Decision) -> tuple[float, int, int]:
     """What the tries cut short cost (at the model's prices, as counted here), and their
-    tokens in and out."""
+    tokens in and out. A reasoning model's try is billed its hidden thinking too, which
+    nothing counted: each is charged no less than the estimate (as a call with no usage
+    is)."""
     if not cut:
         return 0.0, 0, 0
     tokens_in, tokens_out = sum(u.tokens_in for u in cut), sum(u.tokens_out for u in cut)
-    return cost_usd(model, tokens_in, tokens_out), tokens_in, tokens_out
+    usd = cost_usd(model, tokens_in, tokens_out)
+    if model.reasoning_effort is not None:
+        usd = max(usd, d.est_cost_usd * len(cut))
+    return usd, tokens_in, tokens_out
+
+
+async def _release_more(router: Router, ids: list[str]) -> None:
+    for rid in ids:
+        router.in_flight.done(rid)
+        with contextlib.suppress(ReservationClosed):  # (expired meanwhile: it stands)
+            await router.ledger.release(rid, outcome="retry")
 
 
 def _cut_values(cut: list[Usage], usd: float) -> dict[str, Any]:
@@ -371,14 +424,16 @@ async def _cancelled(
     *,
     broken: StreamBroken | None = None,
     error: str | None = None,
+    before: float = 0.0,
 ) -> None:
     """Settle a call that ended with no usage at its estimate, and say why: cancelled,
-    its stream ``broken`` after part of the reply was read, or an ``error`` (its type)."""
+    its stream ``broken`` after part of the reply was read, or an ``error`` (its type).
+    ``before``: what tries cut short before it cost, charged with it."""
     cancelled = broken is None and error is None
     try:
         await router.ledger.settle(
             reservation_id,
-            actual_usd=d.est_cost_usd,
+            actual_usd=d.est_cost_usd + before,
             tokens_in=d.est_tokens_in,
             tokens_out=0,
             latency_ms=0.0,
@@ -399,7 +454,11 @@ async def _cancelled(
         "budget",
         to=d.target,
         reason_codes=[code, "SETTLED_AT_ESTIMATE"],
-        values={"est_cost_usd": round(d.est_cost_usd, 6)},
+        values={
+            "est_cost_usd": round(d.est_cost_usd, 6),
+            **({"cut_short_cost_usd": round(before, 9)} if before else {}),
+        },
         detail=f"{d.target}: {why}; settled at the reserved {dollars(d.est_cost_usd)} (the "
-        "provider may bill what it generated)",
+        "provider may bill what it generated)"
+        + (f", and {dollars(before)} for tries cut short before it" if before else ""),
     )

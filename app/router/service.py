@@ -397,6 +397,7 @@ class Router:
         write: Write,
         on_delta: DeltaHook | None,
         billed: list[Usage] | None = None,
+        before_retry: Callable[[], Awaitable[bool]] | None = None,
     ) -> ChatResult:
         """One call on ``d``'s backend (retried as the policy says when it is a cloud one;
         ``billed``: :func:`~app.router.calling.call_backend`'s)."""
@@ -419,6 +420,7 @@ class Router:
             bus=self.bus,
             sleep=self.sleep,
             billed=billed,
+            before_retry=before_retry,
         )
 
     async def _first_backend(self, model: str, runtime: str) -> Backend:

@@ -330,6 +330,47 @@ async def test_a_try_cut_short_after_its_reply_began_is_charged(
         await ledger.close()
 
 
+async def test_a_retry_after_a_billed_cut_is_reserved_for_or_not_made(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """One reservation covers one try: retries after tries cut short (billed) settled
+    past it, and past the cap (a review). A retry after a billed try reserves again
+    first; when the cap leaves no room, no retry is made, said, and the chain moves on."""
+    resolver = Resolver(up=ALL_UP)
+    resolver.made[("deepseek-reasoner", "cloud")] = CutShort("deepseek-reasoner", 1)
+    (tmp_path / "a").mkdir()
+    router, audit, ledger = await make_router(tmp_path / "a", policy, resolver)
+    try:
+        await router.complete("implementer", REQ, Signals(failed_loops=2))
+        lines = await audit.lines(session="s1")
+        estimate = next(ln for ln in lines if ln.kind == "escalation").values["est_cost_usd"]
+        snap = await ledger.snapshot("s1")
+        assert snap.reserved_usd == 0  # the retry's reservation released with the call
+    finally:
+        await audit.close()
+        await ledger.close()
+    cap = estimate * 1.5  # room for one try's reservation, not two
+    tight = policy.model_copy(
+        update={"budget": policy.budget.model_copy(update={"session_usd": cap})}
+    )
+    resolver = Resolver(up=ALL_UP)
+    resolver.made[("deepseek-reasoner", "cloud")] = CutShort("deepseek-reasoner", 1)
+    (tmp_path / "b").mkdir()
+    router, audit, ledger = await make_router(tmp_path / "b", tight, resolver)
+    try:
+        result = await router.complete("implementer", REQ, Signals(failed_loops=2))
+        lines = await audit.lines(session="s1")
+        stop = next(ln for ln in lines if ln.kind == "budget_stop")
+        assert stop.to == "deepseek-reasoner" and stop.values["retry_after_cut"] is True
+        assert resolver.made[("deepseek-reasoner", "cloud")].calls == 1  # no second try
+        assert result.model != "deepseek-reasoner"
+        # what the cut try was billed stays within the one reservation it had
+        assert 0 < (await ledger.snapshot("s1")).by_model["deepseek-reasoner"] <= estimate
+    finally:
+        await audit.close()
+        await ledger.close()
+
+
 async def test_local_runtime_failure_marks_it_down_and_falls_back(
     tmp_path: Path, policy: Policy
 ) -> None:
