@@ -430,6 +430,8 @@ def _merge_atomically(top: Path, plan: MergePlan, gate: GateResult | None, kept:
     assert plan.tip is not None
     before = checkout_fingerprint(top, untracked=False)
     config = [] if has_identity(top) else list(FALLBACK_IDENTITY)
+    #: files the merge wrote that read back changed (a filter, an eol rule): its own
+    artefacts: list[str] = []
     try:
         proc = run_git(
             top,
@@ -470,30 +472,41 @@ def _merge_atomically(top: Path, plan: MergePlan, gate: GateResult | None, kept:
             # eol rule) fails it; one the merge never touched was changed by someone else
             # meanwhile (an editor's autosave): theirs, kept, and the merge stands.
             touched = set(_changed_paths(top, plan.before_head, after))
-            ours = [p for p in dirty if p in touched]
-            if ours:
+            artefacts += [p for p in dirty if p in touched]
+            if artefacts:
                 raise _MergeFailed(
-                    f"the checkout is not clean after the merge ({', '.join(ours[:5])})"
+                    f"the checkout is not clean after the merge ({', '.join(artefacts[:5])})"
                 )
             kept += dirty
         return after
     except BaseException:
-        kept += _undo(top, before, plan)
+        kept += _undo(top, before, plan, artefacts)
         raise
 
 
-def _undo(top: Path, before: CheckoutFingerprint, plan: MergePlan) -> list[str]:
+def _undo(
+    top: Path, before: CheckoutFingerprint, plan: MergePlan, artefacts: list[str]
+) -> list[str]:
     """Take back what this merge did, and nothing else: a merge in progress is aborted
     (a merge or cherry-pick of the user's never gets this far: :func:`in_progress`), this
     merge's own commit reset with ``--keep``, which leaves every file the merge did not
     touch as it is now. HEAD moved by another hand is left where it is, said. Returns the
     files changed meanwhile by someone else, kept; raises when the checkout is not as it
-    was apart from those."""
+    was apart from those. ``artefacts``: files the merge wrote that read back changed
+    right after it (a clean filter that does not round-trip): the merge's own, which
+    ``--keep`` would refuse to take back, and only those are reset hard."""
     git_dir = Path(git_out(top, "rev-parse", "--absolute-git-dir"))
     if (git_dir / "MERGE_HEAD").exists():
         run_git(top, "merge", "--abort", check=False)  # (git's reset --merge: theirs kept)
-    if before.head_ref and current_branch(top) != before.head_ref:
-        run_git(top, "symbolic-ref", "HEAD", before.head_ref, check=False)
+    branch = current_branch(top)
+    if before.head_ref and branch != before.head_ref:
+        # git merge never changes the branch: another hand checked one out meanwhile,
+        # and switching it back would undo their checkout (a review)
+        raise MergeRollbackError(
+            f"the failed merge was not undone in {top}: the checkout moved to"
+            f" {_short_ref(branch) or 'a detached HEAD'} while git merged (it was"
+            f" {_short_ref(before.head_ref)}); left as it is for you to look at"
+        )
     head = rev_parse(top, "HEAD")
     if before.head is not None and head != before.head:
         if head is None or _parents(top, head) != [before.head, plan.tip]:
@@ -503,6 +516,12 @@ def _undo(top: Path, before: CheckoutFingerprint, plan: MergePlan) -> list[str]:
                 f" {before.head[:12]}); left as it is for you to look at"
             )
         proc = run_git(top, "reset", "--keep", "--quiet", before.head, check=False)
+        if proc.returncode != 0 and artefacts:
+            # --keep refuses the files the merge wrote and its own filter changed: when
+            # those are all that differ, they are the merge's, and only they are lost
+            dirty = dirty_paths(top, untracked=False)
+            if set(dirty) <= set(artefacts):
+                proc = run_git(top, "reset", "--hard", "--quiet", before.head, check=False)
         if proc.returncode != 0:
             raise MergeRollbackError(
                 f"the merge commit {head[:12]} could not be taken back in {top}: a file it"

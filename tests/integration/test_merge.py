@@ -555,6 +555,42 @@ def test_a_head_moved_by_another_hand_while_git_merges_is_left_where_it_is(
     assert git(repo, "log", "-1", "--format=%s") == "another hand"
 
 
+def test_a_merge_its_own_filter_leaves_changed_is_taken_back_whole(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A clean filter that does not round-trip makes the merged file read back changed:
+    the merge fails, and its undo (reset --keep) refused that file and left the merge
+    commit on the branch, saying "nothing was reset" (a review). The merge's own files
+    are taken back hard when they are all that differ."""
+    make_run(repo)
+    before = git(repo, "rev-parse", "HEAD")
+    git(repo, "config", "filter.squash.clean", "sed 's/a + b/a+b/'")
+    git(repo, "config", "filter.squash.smudge", "cat")
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "attributes").write_text("*.py filter=squash\n")
+    err = assert_refused(repo, ["run-1", "--yes"], capsys, "GIT")
+    assert "not clean after the merge (calc.py)" in err
+    assert git(repo, "rev-parse", "HEAD") == before
+    assert (repo / "calc.py").read_text().endswith("a - b\n")
+
+
+def test_a_branch_checked_out_while_git_merges_is_left_checked_out(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The undo switched HEAD back to the branch the merge began on, undoing a checkout
+    another hand made meanwhile (a review): it says so and leaves it."""
+    make_run(repo)
+    _while_git_merges(monkeypatch, lambda: git(repo, "checkout", "-q", "-b", "mine"))
+    with pytest.raises(merge_mod.MergeRollbackError, match="moved to mine while git merged"):
+        asyncio.run(
+            merge_run(
+                repo, "run-1", audit=None, approved=True, sealed_sha256=sealed(repo, "run-1"),
+                policy=POLICY,
+            )
+        )  # fmt: skip
+    assert git(repo, "symbolic-ref", "--short", "HEAD") == "mine"
+
+
 def test_one_merge_of_a_repository_at_a_time(
     repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
