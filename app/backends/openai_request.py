@@ -176,15 +176,17 @@ def chat_params(
     else:
         params["max_tokens"] = room
     if reasoning_effort:
+        # (reasoning models refuse sampling fields, the penalties too: a client's
+        # explicit presence_penalty 0 made every escalation to GPT-5.1 a 400, a review)
         params["reasoning_effort"] = reasoning_effort
     else:
         if request.temperature is not None:
             params["temperature"] = request.temperature
         if request.top_p is not None:
             params["top_p"] = request.top_p
-    for penalty in ("presence_penalty", "frequency_penalty"):
-        if (value := getattr(request, penalty)) is not None:
-            params[penalty] = value
+        for penalty in ("presence_penalty", "frequency_penalty"):
+            if (value := getattr(request, penalty)) is not None:
+                params[penalty] = value
     if request.seed is not None and flavor in _SEED_FLAVORS:
         params["seed"] = request.seed
     if request.stop:

@@ -214,11 +214,17 @@ async def test_openai_reasoning_effort_and_max_completion_tokens(
     fake_openai: FakeOpenAIServer, make: Make
 ) -> None:
     backend = make(fake_openai, served_name="gpt-5.1", reasoning_effort="high")
-    await collect(backend.stream(ask(max_tokens=300)))
+    request = ask(max_tokens=300).model_copy(
+        update={"top_p": 0.9, "presence_penalty": 0.0, "frequency_penalty": 0.5}
+    )
+    await collect(backend.stream(request))
     body = fake_openai.chat_requests[-1]
     assert body["reasoning_effort"] == "high"
     assert body["max_completion_tokens"] == 300 and "max_tokens" not in body
-    assert "temperature" not in body  # reasoning models refuse one
+    # reasoning models refuse sampling fields: a client's presence_penalty 0 made every
+    # escalation to GPT-5.1 a 400 (a review)
+    for field in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        assert field not in body, field
 
 
 async def test_a_reasoning_models_cap_includes_its_thinking_budget(
