@@ -172,7 +172,9 @@ async def _final(ctx: RunContext, brief: str, draft: Plan) -> tuple[Plan, Ground
             **plan_signals(cloud.value, escalated.value),
             grounds=(("confidence", escalated.basis),),
         )
-        low = [r for _, r in fired_triggers(ctx.policy, ROLE, again)]
+        # (the confidence trigger alone: a confident cloud plan of 9 steps fires the scope
+        # trigger and read "still low-confidence (0.90)", a review)
+        low = [r for t, r in fired_triggers(ctx.policy, ROLE, again) if t.signal == "confidence"]
         if low:
             # the cloud planner's plan is still under the bar: the run goes on with it (no
             # planner is left to ask), said in the audit, and the sidecar's advice is asked

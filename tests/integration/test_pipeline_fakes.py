@@ -575,3 +575,29 @@ def test_an_escalated_plan_still_low_is_said_and_gets_the_sidecars_advice(
     assert low["values"]["confidence"] < 0.75
     advice = [a for a in lines if a["kind"] == "advice"]
     assert advice and advice[0]["values"]["occasion"] == "low_confidence", advice
+
+
+def test_a_confident_escalated_plan_of_many_steps_is_not_called_low(
+    repo: Path, fakes: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The scope trigger (more than 8 steps) fired on a cloud plan at 0.90 and the run
+    said "still low-confidence (0.90)" (a review): only the confidence trigger says so."""
+    many = json.loads(plan_json(0.9))
+    step = many["steps"][0]
+    words = ["read", "trace", "bound", "fix", "test", "edge", "empty", "doc", "check"]
+    many["steps"] = [{**step, "title": f"{w} the parser loop"} for w in words]
+
+    def long_cloud_plan(body: dict[str, Any]) -> str:
+        if "Architect" in system_of(body):
+            return json.dumps(many)
+        return str(fakes["openai"](body))
+
+    fakes["cloud"].script.respond_with(long_cloud_plan)
+    _, out = run(
+        ["run", TASK, "--repo", str(repo), "--policy", str(fakes["policy"]), "--approve",
+         "allow"],
+        capsys,
+    )  # fmt: skip
+    lines = audit_kinds(Path(out["bundle"]))
+    assert any(a["kind"] == "escalation" and a["role"] == "architect" for a in lines)
+    assert not [a for a in lines if "ARCHITECT_ESCALATED_PLAN_LOW" in a["reason_codes"]]
