@@ -99,6 +99,18 @@ def test_a_path_git_quoted_is_read_unquoted(quoted: str, path: str) -> None:
     assert isinstance(hunk, DiffHunk) and hunk.path == path
 
 
+@pytest.mark.parametrize("escaped", [r"x\377.py", r"x\033[2J.py", r"x\001.py"])
+def test_a_quoted_name_of_no_utf8_or_a_control_byte_is_refused(escaped: str) -> None:
+    """Unquoted, such a name was a lone surrogate (its edit list could not be written as
+    JSON) or carried ESC past the path check (a review): refused, named."""
+    diff = (
+        f'--- "a/{escaped}"\n+++ "b/{escaped}"\n@@ @@\n-{FIX_SEARCH}+{FIX_REPLACE}'
+        + '{"self_check_confidence": 0.7}\n'
+    )
+    found = problems(diff)
+    assert any("no control characters or backslashes" in p for p in found), found
+
+
 def test_blocks_and_a_unified_diff_in_one_reply_are_named_not_half_applied() -> None:
     """The diff's edits were dropped without a word while the blocks landed."""
     text = (

@@ -9,6 +9,7 @@ where it landed, and a typed :class:`Refusal` per edit that did not.
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
@@ -32,7 +33,9 @@ def check_path(value: str) -> str:
     path = value.strip()
     if not path or len(path) > 400:
         raise ValueError("a path must be 1 to 400 characters")
-    if any(c in path for c in "\0\n\r\t\\"):
+    if "\\" in path or any(unicodedata.category(c) in ("Cc", "Cs") for c in path):
+        # (every control character, ESC included, and a lone surrogate: a git-quoted
+        # name decodes to any byte, a review)
         raise ValueError(f"{path!r}: a path holds no control characters or backslashes")
     pure = PurePosixPath(path)
     if pure.is_absolute() or path.startswith("~"):

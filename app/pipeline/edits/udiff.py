@@ -61,7 +61,10 @@ def _path(text: str, side: str) -> str:
             return text  # (no escape git writes: not a quoted name)
         at = m.end()
     raw += inner[at:].encode("utf-8", "surrogateescape")
-    name = raw.decode("utf-8", "surrogateescape")
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return text  # (bytes that are no UTF-8: refused as written, quotes and all)
     return name.removeprefix(side) if name != DEV_NULL else name
 
 
