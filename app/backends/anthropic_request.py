@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.backends.base import ChatRequest, Message, ToolSpec
+from app.backends.base import ChatRequest, Message, ToolSpec, tools_callable
 from app.backends.provider_common import final_answer_instruction, json_only_instruction
 from app.backends.tool_calls import arguments_object, call_texts, tools_text
 
@@ -49,7 +49,7 @@ def anthropic_request(request: ChatRequest) -> AnthropicRequest:
     if request.json_schema is not None:
         system.append(
             final_answer_instruction(request.json_schema)
-            if request.tools
+            if tools_callable(request)
             else json_only_instruction(request.json_schema)
         )
     turns: list[dict[str, Any]] = []

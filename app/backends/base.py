@@ -103,6 +103,13 @@ class ChatRequest(Frozen):
     passthrough_headers: dict[str, str] = Field(default_factory=dict)
 
 
+def tools_callable(request: ChatRequest) -> bool:
+    """Whether a reply to ``request`` may call a tool: it offers some, and not with
+    ``tool_choice`` none. A schema then holds the final answer only (a reply that calls a
+    tool is free of it), as OpenAI's structured output with tools."""
+    return bool(request.tools) and request.tool_choice != "none"
+
+
 #: no model's window holds this many tokens (the largest hold ~10M): a provider's usage
 #: beyond it, or below zero, is no count of the call (and 1e24 overflowed the ledger)
 USAGE_CEILING = 100_000_000

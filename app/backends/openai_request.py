@@ -48,7 +48,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, cast
 
-from app.backends.base import ChatRequest, Message, ToolSpec
+from app.backends.base import ChatRequest, Message, ToolSpec, tools_callable
 from app.backends.provider_common import final_answer_instruction, json_only_instruction
 
 __all__ = [
@@ -99,7 +99,7 @@ def chat_messages(request: ChatRequest, flavor: Flavor) -> list[dict[str, Any]]:
     and a flavor that cannot force a tool call is told to make one."""
     messages = [_message(m, flavor) for m in request.messages]
     notes: list[str] = []
-    if request.json_schema is not None and request.tools:
+    if request.json_schema is not None and tools_callable(request):
         # a reply may call a tool first: the schema is the final answer's (told, and
         # checked by the structured owner), not a constraint on every reply
         notes.append(final_answer_instruction(request.json_schema))
@@ -189,9 +189,11 @@ def chat_params(
                 params[penalty] = value
     if request.seed is not None and flavor in _SEED_FLAVORS:
         params["seed"] = request.seed
-    if request.stop:
+    if request.stop and not reasoning_effort:
+        # (reasoning models answer 400 to stop as well: the reply then runs past it,
+        # where every escalation of a client's request with one to GPT-5.1 failed)
         params["stop"] = list(request.stop)
-    if request.json_schema is not None and not request.tools:
+    if request.json_schema is not None and not tools_callable(request):
         # (with tools, a constraint would hold every reply to the schema, and no tool
         # could be called: Codex's --output-schema sends both on each turn, and every
         # turn failed, an audit with the real client)

@@ -216,11 +216,13 @@ async def call_backend(
                 final = (masker or ReplyMasker(env)).result(final)
             return final
         except BackendError as exc:
+            if sent and exc.kind != "cancelled":
+                # (this try is settled at the estimate by the caller: not a cut try too,
+                # or it was charged twice, a review)
+                raise StreamBroken(backend.model_id, exc) from exc
             cut = got is not None and billed is not None and any(got)
             if cut and got is not None and billed is not None:
                 billed.append(_cut_short(request, got))
-            if sent and exc.kind != "cancelled":
-                raise StreamBroken(backend.model_id, exc) from exc
             attempt += 1
             if not cloud or exc.kind in NEVER_RETRIED:
                 raise

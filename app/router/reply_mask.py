@@ -229,19 +229,15 @@ class ReplyMasker:
         ):
             return item  # (most deltas: no key and no beginning of one, nothing held)
         self._text, text = self._piece(self._text, item.text, clean)
-        # A part that another one follows has ended: its held end goes before the other's
-        # first piece (it came after it: the thinking's last word after the answer, the
-        # text's after the calls, a review). Only when the other comes alone: a part that
-        # goes on in the same delta has not ended, and what it holds may begin a key.
-        if item.tool_calls and not item.text and self._text is not None and self._text.held:
-            text += self._text.flush()
+        # A part's held end stays held while another part streams: it is passed on when
+        # its own part goes on, or at the end. (Passing it on when another part came was
+        # tried, for the order: a part that then went on, text after a call, gave the
+        # client a password whole in two pieces, each masked alone: a review's fuzz.)
         if item.reasoning or self._reasoning is not None:
             self._reasoning, reasoning = self._piece(self._reasoning, item.reasoning)
-            if (item.text or item.tool_calls) and not item.reasoning and self._reasoning:
-                reasoning += self._reasoning.flush()
         else:
             reasoning = item.reasoning
-        calls = self._calls_of(item.tool_calls) if item.tool_calls else item.tool_calls
+        calls = [self._call(c) for c in item.tool_calls] if item.tool_calls else item.tool_calls
         if text == item.text and reasoning == item.reasoning and calls == item.tool_calls:
             self._held_whole = None
             return item
@@ -256,18 +252,6 @@ class ReplyMasker:
         return Delta(  # (a third faster than model_copy: a delta at most words apart)
             text=text, reasoning=reasoning, tool_calls=calls, stop_sequence=item.stop_sequence
         )
-
-    def _calls_of(self, calls: list[ToolCallDelta]) -> list[ToolCallDelta]:
-        """The delta's call pieces, each masked; a call another one follows ends first:
-        its held end is passed on before the next call's piece (the Responses face closes
-        a call when the next begins)."""
-        here = {c.index for c in calls}
-        out = [
-            ToolCallDelta(index=index, arguments=piece.flush())
-            for index, piece in sorted(self._calls.items())
-            if index not in here and piece.held
-        ]
-        return out + [self._call(call) for call in calls]
 
     def _call(self, call: ToolCallDelta) -> ToolCallDelta:
         piece, arguments = self._piece(self._calls.get(call.index), call.arguments)

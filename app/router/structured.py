@@ -32,7 +32,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from app.backends.base import ChatRequest, Message
+from app.backends.base import ChatRequest, Message, tools_callable
 from app.backends.jsonschema_check import errors as schema_errors
 from app.remembered import Digests
 from app.router.service import DeltaHook, RoutedResult, RouteFailed, Router, request_tokens
@@ -252,7 +252,7 @@ async def complete_structured(
         )
     except RouteFailed as exc:
         return Answer(None, None, str(exc), calls=0, route_failed=True, too_long=exc.too_long)
-    if first.tool_calls:
+    if first.tool_calls and tools_callable(request):
         # a reply that calls a tool is not the final answer: the schema is for the text
         # the model answers with when it calls none (OpenAI's structured output with
         # tools); it was checked, failed, repaired and refused with a 502 on every turn

@@ -215,7 +215,7 @@ async def test_openai_reasoning_effort_and_max_completion_tokens(
 ) -> None:
     backend = make(fake_openai, served_name="gpt-5.1", reasoning_effort="high")
     request = ask(max_tokens=300).model_copy(
-        update={"top_p": 0.9, "presence_penalty": 0.0, "frequency_penalty": 0.5}
+        update={"top_p": 0.9, "presence_penalty": 0.0, "frequency_penalty": 0.5, "stop": ["END"]}
     )
     await collect(backend.stream(request))
     body = fake_openai.chat_requests[-1]
@@ -223,7 +223,7 @@ async def test_openai_reasoning_effort_and_max_completion_tokens(
     assert body["max_completion_tokens"] == 300 and "max_tokens" not in body
     # reasoning models refuse sampling fields: a client's presence_penalty 0 made every
     # escalation to GPT-5.1 a 400 (a review)
-    for field in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+    for field in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stop"):
         assert field not in body, field
 
 

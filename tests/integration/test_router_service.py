@@ -371,6 +371,33 @@ async def test_a_retry_after_a_billed_cut_is_reserved_for_or_not_made(
         await ledger.close()
 
 
+async def test_a_stream_broken_after_it_reached_the_reader_is_charged_once(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """A streamed try cut after its first words reached the reader is settled at its
+    estimate; it was counted as a try cut short as well, and charged twice (a review)."""
+    resolver = Resolver(up=ALL_UP)
+    resolver.made[("deepseek-reasoner", "cloud")] = CutShort("deepseek-reasoner", 5)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    seen: list[Delta] = []
+
+    async def on_delta(d: Delta) -> None:
+        seen.append(d)
+
+    try:
+        with pytest.raises(RouteFailed):
+            await router.complete("implementer", REQ, Signals(failed_loops=2), on_delta=on_delta)
+        lines = await audit.lines(session="s1")
+        estimate = next(ln for ln in lines if ln.kind == "escalation").values["est_cost_usd"]
+        spent = (await ledger.snapshot("s1")).by_model["deepseek-reasoner"]
+        assert spent == pytest.approx(estimate, abs=1e-9)
+        budget = next(ln for ln in lines if ln.kind == "budget")
+        assert "cut_short_cost_usd" not in budget.values
+    finally:
+        await audit.close()
+        await ledger.close()
+
+
 async def test_local_runtime_failure_marks_it_down_and_falls_back(
     tmp_path: Path, policy: Policy
 ) -> None:

@@ -99,7 +99,11 @@ def test_a_path_git_quoted_is_read_unquoted(quoted: str, path: str) -> None:
     assert isinstance(hunk, DiffHunk) and hunk.path == path
 
 
-@pytest.mark.parametrize("escaped", [r"x\377.py", r"x\033[2J.py", r"x\001.py"])
+@pytest.mark.parametrize(
+    "escaped",
+    [r"x\377.py", r"x\033[2J.py", r"x\001.py", "x\ud800.py", r"x\342\200\256.py"],
+    ids=["no-utf8", "esc", "soh", "lone-surrogate", "bidi-override"],
+)
 def test_a_quoted_name_of_no_utf8_or_a_control_byte_is_refused(escaped: str) -> None:
     """Unquoted, such a name was a lone surrogate (its edit list could not be written as
     JSON) or carried ESC past the path check (a review): refused, named."""

@@ -215,32 +215,26 @@ def test_a_key_repeated_end_to_end_is_passed_on_masked_as_it_comes() -> None:
     assert shown > 0  # masked pieces reached the client before the end
 
 
-def test_a_parts_held_end_goes_before_the_part_that_follows_it() -> None:
-    """The thinking's last word came after the answer, the text's after the calls, a
-    call's after the next call began (a review)."""
+@pytest.mark.parametrize("between", ["call", "reasoning", "text"])
+def test_a_part_that_goes_on_after_another_never_gives_a_secret_whole(
+    monkeypatch: pytest.MonkeyPatch, between: str
+) -> None:
+    """A part's held end was passed on when another part came, and the part then went on
+    (text after a call, reasoning after text): a client that joins the part got the
+    password whole from two pieces each masked alone (a review's fuzz)."""
+    only_keys(monkeypatch, OPENAI_API_KEY=OPENAI, APP_PASSWORD="Tr0ub4dor&3")
     m = masker()
-    out = _streamed(
-        m,
-        [
-            Delta(reasoning="I will read the"),
-            Delta(reasoning=" file"),
-            Delta(text="Reading the"),
-            Delta(text=" file"),
-            Delta(tool_calls=[ToolCallDelta(index=0, id="c0", name="read", arguments='{"p"')]),
-            Delta(tool_calls=[ToolCallDelta(index=0, arguments=': "a"}')]),
-            Delta(tool_calls=[ToolCallDelta(index=1, id="c1", name="read", arguments="{}")]),
-        ],
-    )
-    order: list[tuple[str, str]] = []
-    for d in out:
-        if d.reasoning:
-            order.append(("reasoning", d.reasoning))
-        if d.text:
-            order.append(("text", d.text))
-        for c in d.tool_calls:
-            order.append((f"call{c.index}", c.arguments))
-    kinds = [k for k, _ in order]
-    assert kinds == sorted(kinds, key=["reasoning", "text", "call0", "call1"].index), order
-    assert "".join(t for k, t in order if k == "reasoning") == "I will read the file"
-    assert "".join(t for k, t in order if k == "text") == "Reading the file"
-    assert "".join(t for k, t in order if k == "call0") == '{"p": "a"}'
+    part = "reasoning" if between == "text" else "text"
+    other = {
+        "call": Delta(tool_calls=[ToolCallDelta(index=0, id="c", name="f", arguments="{}")]),
+        "reasoning": Delta(reasoning="thinking"),
+        "text": Delta(text="an answer"),
+    }[between]
+    first = Delta(**{part: "the password is Tr0ub"})
+    second = Delta(**{part: f"4dor&3 and the key {OPENAI.upper()[:10]}"})
+    third = Delta(**{part: f"{OPENAI.upper()[10:]} done"})
+    out = _streamed(m, [first, other, second, other, third])
+    joined = "".join(getattr(d, part) for d in out)
+    assert "Tr0ub4dor&3" not in joined and "4dor&3" not in joined
+    assert not _runs_of_keys(joined), joined
+    assert joined.startswith("the password is ") and joined.endswith(" done")

@@ -27,15 +27,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: the Unicode categories no edit path holds: control, surrogate, format, separators
+_UNSEEN = frozenset({"Cc", "Cs", "Cf", "Zl", "Zp"})
+
+
 def check_path(value: str) -> str:
     """A repository-relative POSIX path that stays inside the tree and out of git's and
     Switchyard's own directories (the worktree checks the real path again on write)."""
     path = value.strip()
     if not path or len(path) > 400:
         raise ValueError("a path must be 1 to 400 characters")
-    if "\\" in path or any(unicodedata.category(c) in ("Cc", "Cs") for c in path):
-        # (every control character, ESC included, and a lone surrogate: a git-quoted
-        # name decodes to any byte, a review)
+    if "\\" in path or any(unicodedata.category(c) in _UNSEEN for c in path):
+        # (every control character, ESC included, a lone surrogate, a format character
+        # such as a bidi override, and a line or paragraph separator: a git-quoted name
+        # decodes to any byte, and a name must read as what it is, reviews)
         raise ValueError(f"{path!r}: a path holds no control characters or backslashes")
     pure = PurePosixPath(path)
     if pure.is_absolute() or path.startswith("~"):

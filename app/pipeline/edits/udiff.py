@@ -50,21 +50,21 @@ def _path(text: str, side: str) -> str:
     raw = bytearray()
     at = 0
     inner = text[1:-1]
-    for m in _QUOTED.finditer(inner):
-        raw += inner[at : m.start()].encode("utf-8", "surrogateescape")
-        code = m.group(1)
-        if len(code) == 3:
-            raw.append(int(code, 8) & 0xFF)
-        elif code in _ESCAPES:
-            raw.append(_ESCAPES[code])
-        else:
-            return text  # (no escape git writes: not a quoted name)
-        at = m.end()
-    raw += inner[at:].encode("utf-8", "surrogateescape")
     try:
+        for m in _QUOTED.finditer(inner):
+            raw += inner[at : m.start()].encode("utf-8", "surrogateescape")
+            code = m.group(1)
+            if len(code) == 3:
+                raw.append(int(code, 8) & 0xFF)
+            elif code in _ESCAPES:
+                raw.append(_ESCAPES[code])
+            else:
+                return text  # (no escape git writes: not a quoted name)
+            at = m.end()
+        raw += inner[at:].encode("utf-8", "surrogateescape")
         name = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return text  # (bytes that are no UTF-8: refused as written, quotes and all)
+    except UnicodeError:
+        return text  # (no UTF-8, or a lone surrogate: refused as written, quotes and all)
     return name.removeprefix(side) if name != DEV_NULL else name
 
 
