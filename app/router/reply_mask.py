@@ -11,10 +11,12 @@ A streamed piece is masked of the exact values as it passes: a value split acros
 is caught by holding back the end of a piece that could begin one (at most a key's
 length, and only while it could). Each key-like value's runs in another case or spelling
 (:mod:`app.audit.secret_forms`: upper-cased, escaped, base64) are masked too: a piece's
-end made of the characters such a run holds (its last word, mostly) is held back until
-the run ends, so a run cut across pieces is seen whole (an upper-cased key streamed in
-pieces of four reached the client, an audit). The whole reply is masked the same way
-(the evidence, the audit's previews). The masker's shapes
+end made of the characters such a run holds (its last word, mostly, and never more than
+the longest spelling) is held back until the run ends, so a run cut across pieces is seen
+whole (an upper-cased key streamed in pieces of four reached the client, an audit). A
+part's held end waits for its own part (or the stream's end), whatever other part comes
+meanwhile. The whole reply is masked the same way (the evidence, the audit's previews),
+and the pieces add up to it. The masker's shapes
 (``sk-…``, ``password = …``) are not applied: a model writing code quotes them on purpose
 (a test's fake key), and its diff must apply as written.
 """
@@ -280,9 +282,9 @@ class ReplyMasker:
         return Delta(text=text, reasoning=reasoning, tool_calls=calls)
 
     def result(self, result: ChatResult) -> ChatResult:
-        """The whole reply masked: what the streamed pieces add up to, and each key-like
-        value in another case, spelling or part (:mod:`app.audit.secret_forms`) besides,
-        which the pieces, passed on as they come, are not looked at for."""
+        """The whole reply masked, as the streamed pieces were: each value as it is, and
+        each key-like value in another case, spelling or part
+        (:mod:`app.audit.secret_forms`)."""
         text, reasoning = self._whole(result.text), self._whole(result.reasoning)
         calls = [
             c if (a := self._whole(c.arguments)) == c.arguments else _with_arguments(c, a)
