@@ -191,6 +191,23 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[
     return rc, json.loads(capsys.readouterr().out)
 
 
+def run_allowed(
+    repo: Path, fakes: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, dict[str, Any]]:
+    """``switchyard run`` of the task on the fakes, every escalation approved."""
+    argv = ["run", TASK, "--repo", str(repo), "--policy", str(fakes["policy"])]
+    return run([*argv, "--approve", "allow"], capsys)
+
+
+def cloud_plans(fakes: dict[str, Any], plan: str) -> None:
+    """The cloud planner answers ``plan``; the cloud's other roles as the fixture's."""
+
+    def reply(body: dict[str, Any]) -> str:
+        return plan if "Architect" in system_of(body) else str(fakes["openai"](body))
+
+    fakes["cloud"].script.respond_with(reply)
+
+
 def audit_kinds(bundle: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (bundle / "audit.jsonl").read_text().splitlines()]
 
@@ -510,11 +527,7 @@ def test_a_run_whose_evidence_is_cleaned_away_meanwhile_is_sealed_failed(
         return str(fakes["local"](body))
 
     fakes["vllm"].script.respond_with(cleaned_then)
-    rc, out = run(
-        ["run", TASK, "--repo", str(repo), "--policy", str(fakes["policy"]), "--approve",
-         "allow"],
-        capsys,
-    )  # fmt: skip
+    rc, out = run_allowed(repo, fakes, capsys)
     assert rc == 1 and out["outcome"] == "failed", out
     assert "the evidence's own files changed while the run went on" in out["reason"]
     for name in ("plan.json missing", "TASK_BRIEF.md missing", "run.json missing"):
@@ -558,17 +571,8 @@ def test_an_escalated_plan_still_low_is_said_and_gets_the_sidecars_advice(
     """The cloud planner's plan at 0.5 went on with no line saying it was still under the
     bar, and no second opinion, where a local plan left low gets one (an audit)."""
 
-    def low_cloud_plan(body: dict[str, Any]) -> str:
-        if "Architect" in system_of(body):
-            return plan_json(0.5)
-        return str(fakes["openai"](body))
-
-    fakes["cloud"].script.respond_with(low_cloud_plan)
-    _, out = run(
-        ["run", TASK, "--repo", str(repo), "--policy", str(fakes["policy"]), "--approve",
-         "allow"],
-        capsys,
-    )  # fmt: skip
+    cloud_plans(fakes, plan_json(0.5))
+    _, out = run_allowed(repo, fakes, capsys)
     lines = audit_kinds(Path(out["bundle"]))
     (low,) = [a for a in lines if "ARCHITECT_ESCALATED_PLAN_LOW" in a["reason_codes"]]
     assert "ARCHITECT_LOW_CONFIDENCE" in low["reason_codes"] and low["role"] == "architect"
@@ -587,17 +591,8 @@ def test_a_confident_escalated_plan_of_many_steps_is_not_called_low(
     words = ["read", "trace", "bound", "fix", "test", "edge", "empty", "doc", "check"]
     many["steps"] = [{**step, "title": f"{w} the parser loop"} for w in words]
 
-    def long_cloud_plan(body: dict[str, Any]) -> str:
-        if "Architect" in system_of(body):
-            return json.dumps(many)
-        return str(fakes["openai"](body))
-
-    fakes["cloud"].script.respond_with(long_cloud_plan)
-    _, out = run(
-        ["run", TASK, "--repo", str(repo), "--policy", str(fakes["policy"]), "--approve",
-         "allow"],
-        capsys,
-    )  # fmt: skip
+    cloud_plans(fakes, json.dumps(many))
+    _, out = run_allowed(repo, fakes, capsys)
     lines = audit_kinds(Path(out["bundle"]))
     assert any(a["kind"] == "escalation" and a["role"] == "architect" for a in lines)
     assert not [a for a in lines if "ARCHITECT_ESCALATED_PLAN_LOW" in a["reason_codes"]]
