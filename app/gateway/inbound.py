@@ -333,10 +333,7 @@ def parse_chat(body: Any) -> Inbound:
         fmt = _obj(fmt, "response_format")
         if fmt.get("type") == "json_schema":
             spec = _obj(fmt.get("json_schema"), "response_format.json_schema")
-            schema = spec.get("schema")
-            if not isinstance(schema, dict):
-                raise bad("response_format.json_schema.schema: expected a JSON schema object")
-            fields["json_schema"] = _sound(schema, "response_format.json_schema.schema")
+            fields["json_schema"] = _schema(spec.get("schema"), "response_format.json_schema")
             schema_name = spec.get("name") if isinstance(spec.get("name"), str) else None
         elif fmt.get("type") == "json_object":
             fields["json_schema"] = {"type": "object"}
@@ -516,18 +513,12 @@ def _responses_tool_choice(value: Any) -> tuple[str, str | None]:
 def _text_format(text: Any) -> dict[str, Any] | None:
     """``text.format`` as the schema the reply must fit (None: plain text), refused as
     Chat's ``response_format`` is when it cannot be honoured."""
-    if text is None:
-        return None
-    fmt = _obj(text, "text").get("format")
+    fmt = _format(text, "text")
     if fmt is None:
         return None
-    fmt = _obj(fmt, "text.format")
     kind = fmt.get("type")
     if kind == "json_schema":
-        schema = fmt.get("schema")
-        if not isinstance(schema, dict):
-            raise bad("text.format.schema: expected a JSON schema object")
-        return _sound(schema, "text.format.schema")
+        return _schema(fmt.get("schema"), "text.format")
     if kind == "json_object":
         return {"type": "object"}
     if kind != "text":
@@ -699,20 +690,29 @@ def _output_format(body: dict[str, Any]) -> dict[str, Any] | None:
     must fit, as Chat's ``response_format`` and Responses' ``text.format`` are: the
     schema check and its one repair (GR-012) run on it. It was ignored, and a reply that
     did not fit went back with a 200."""
-    config = body.get("output_config")
-    if config is None:
-        return None
-    fmt = _obj(config, "output_config").get("format")
+    fmt = _format(body.get("output_config"), "output_config")
     if fmt is None:
         return None
-    fmt = _obj(fmt, "output_config.format")
     kind = fmt.get("type")
     if kind != "json_schema":
         raise bad(f"output_config.format.type: {kind!r} is not supported (json_schema is)")
-    schema = fmt.get("schema")
-    if not isinstance(schema, dict):
-        raise bad("output_config.format.schema: expected a JSON schema object")
-    return _sound(schema, "output_config.format.schema")
+    return _schema(fmt.get("schema"), "output_config.format")
+
+
+def _format(parent: Any, where: str) -> dict[str, Any] | None:
+    """``parent.format`` (Responses' ``text``, Messages' ``output_config``) as an object,
+    None when either is absent."""
+    if parent is None:
+        return None
+    fmt = _obj(parent, where).get("format")
+    return None if fmt is None else _obj(fmt, f"{where}.format")
+
+
+def _schema(value: Any, where: str) -> dict[str, Any]:
+    """``where.schema``: a JSON schema object, linted (:func:`_sound`), or a 400."""
+    if not isinstance(value, dict):
+        raise bad(f"{where}.schema: expected a JSON schema object")
+    return _sound(value, f"{where}.schema")
 
 
 def parse_count_tokens(body: Any) -> ChatRequest:

@@ -120,6 +120,16 @@ def sealed(repo: Path, run_id: str) -> str | None:
     return found[0] if found else None
 
 
+def merge_approved(repo: Path, run_id: str = "run-1") -> Any:
+    """``merge_run`` of ``run_id`` confirmed up front (``--yes``), no audit log."""
+    return asyncio.run(
+        merge_run(
+            repo, run_id, audit=None, approved=True, sealed_sha256=sealed(repo, run_id),
+            policy=POLICY,
+        )
+    )  # fmt: skip
+
+
 def merge_lines() -> list[Any]:
     async def read() -> list[Any]:
         async with AuditLog.open(load_settings().audit_db) as log:
@@ -520,17 +530,8 @@ def test_an_interrupted_merge_is_taken_back_keeping_a_file_saved_meanwhile(
         raise KeyboardInterrupt
 
     _while_git_merges(monkeypatch, saved_then_interrupted)
-
-    async def yes(plan: MergePlan) -> bool:
-        return True
-
     with pytest.raises(KeyboardInterrupt):
-        asyncio.run(
-            merge_run(
-                repo, "run-1", audit=None, confirm=yes, sealed_sha256=sealed(repo, "run-1"),
-                policy=POLICY,
-            )
-        )  # fmt: skip
+        merge_approved(repo)
     assert git(repo, "rev-parse", "HEAD") == before
     assert (repo / "README.md").read_text() == "# saved\n"
     assert (repo / "calc.py").read_text().endswith("a - b\n")
@@ -546,12 +547,7 @@ def test_a_head_moved_by_another_hand_while_git_merges_is_left_where_it_is(
         monkeypatch, lambda: git(repo, "commit", "-q", "--allow-empty", "-m", "another hand")
     )
     with pytest.raises(merge_mod.MergeRollbackError, match="not by this merge"):
-        asyncio.run(
-            merge_run(
-                repo, "run-1", audit=None, approved=True, sealed_sha256=sealed(repo, "run-1"),
-                policy=POLICY,
-            )
-        )  # fmt: skip
+        merge_approved(repo)
     assert git(repo, "log", "-1", "--format=%s") == "another hand"
 
 
@@ -582,12 +578,7 @@ def test_a_branch_checked_out_while_git_merges_is_left_checked_out(
     make_run(repo)
     _while_git_merges(monkeypatch, lambda: git(repo, "checkout", "-q", "-b", "mine"))
     with pytest.raises(merge_mod.MergeRollbackError, match="moved to mine while git merged"):
-        asyncio.run(
-            merge_run(
-                repo, "run-1", audit=None, approved=True, sealed_sha256=sealed(repo, "run-1"),
-                policy=POLICY,
-            )
-        )  # fmt: skip
+        merge_approved(repo)
     assert git(repo, "symbolic-ref", "--short", "HEAD") == "mine"
 
 

@@ -4,9 +4,11 @@ approvals broker; backends are scripted in-process doubles of the Backend protoc
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -280,6 +282,23 @@ class CutShort(ScriptedBackend):
             yield item
 
 
+@asynccontextmanager
+async def cutting(
+    path: Path, policy: Policy, cuts: int
+) -> AsyncIterator[tuple[Router, AuditLog, BudgetLedger, Resolver]]:
+    """A router whose deepseek-reasoner cuts its first ``cuts`` tries short, on stores
+    in ``path``, closed after."""
+    resolver = Resolver(up=ALL_UP)
+    resolver.made[("deepseek-reasoner", "cloud")] = CutShort("deepseek-reasoner", cuts)
+    os.makedirs(path, exist_ok=True)
+    router, audit, ledger = await make_router(path, policy, resolver)
+    try:
+        yield router, audit, ledger, resolver
+    finally:
+        await audit.close()
+        await ledger.close()
+
+
 @pytest.mark.parametrize("cuts", [1, 2])
 async def test_a_try_cut_short_after_its_reply_began_is_charged(
     tmp_path: Path, policy: Policy, cuts: int
@@ -288,10 +307,12 @@ async def test_a_try_cut_short_after_its_reply_began_is_charged(
     broken try, which the provider bills, cost nothing against the caps (an audit). It
     is counted here and charged with the call (or, when every try broke, with the
     released reservation), and its line says so."""
-    resolver = Resolver(up=ALL_UP)
-    resolver.made[("deepseek-reasoner", "cloud")] = CutShort("deepseek-reasoner", cuts)
-    router, audit, ledger = await make_router(tmp_path, policy, resolver)
-    try:
+    async with cutting(tmp_path, policy, cuts) as (
+        router,
+        audit,
+        ledger,
+        _,
+    ):
         result = await router.complete("implementer", REQ, Signals(failed_loops=2))
         line = next(
             line
@@ -325,9 +346,6 @@ async def test_a_try_cut_short_after_its_reply_began_is_charged(
         assert report["total"]["cost_usd"] == pytest.approx(
             calls + (cut_usd if cuts == 2 else 0), abs=1e-9
         )
-    finally:
-        await audit.close()
-        await ledger.close()
 
 
 async def test_a_retry_after_a_billed_cut_is_reserved_for_or_not_made(
@@ -336,28 +354,27 @@ async def test_a_retry_after_a_billed_cut_is_reserved_for_or_not_made(
     """One reservation covers one try: retries after tries cut short (billed) settled
     past it, and past the cap (a review). A retry after a billed try reserves again
     first; when the cap leaves no room, no retry is made, said, and the chain moves on."""
-    resolver = Resolver(up=ALL_UP)
-    resolver.made[("deepseek-reasoner", "cloud")] = CutShort("deepseek-reasoner", 1)
-    (tmp_path / "a").mkdir()
-    router, audit, ledger = await make_router(tmp_path / "a", policy, resolver)
-    try:
+    async with cutting(tmp_path / "a", policy, 1) as (
+        router,
+        audit,
+        ledger,
+        resolver,
+    ):
         await router.complete("implementer", REQ, Signals(failed_loops=2))
         lines = await audit.lines(session="s1")
         estimate = next(ln for ln in lines if ln.kind == "escalation").values["est_cost_usd"]
         snap = await ledger.snapshot("s1")
         assert snap.reserved_usd == 0  # the retry's reservation released with the call
-    finally:
-        await audit.close()
-        await ledger.close()
     cap = estimate * 1.5  # room for one try's reservation, not two
     tight = policy.model_copy(
         update={"budget": policy.budget.model_copy(update={"session_usd": cap})}
     )
-    resolver = Resolver(up=ALL_UP)
-    resolver.made[("deepseek-reasoner", "cloud")] = CutShort("deepseek-reasoner", 1)
-    (tmp_path / "b").mkdir()
-    router, audit, ledger = await make_router(tmp_path / "b", tight, resolver)
-    try:
+    async with cutting(tmp_path / "b", tight, 1) as (
+        router,
+        audit,
+        ledger,
+        resolver,
+    ):
         result = await router.complete("implementer", REQ, Signals(failed_loops=2))
         lines = await audit.lines(session="s1")
         stop = next(ln for ln in lines if ln.kind == "budget_stop")
@@ -366,9 +383,6 @@ async def test_a_retry_after_a_billed_cut_is_reserved_for_or_not_made(
         assert result.model != "deepseek-reasoner"
         # what the cut try was billed stays within the one reservation it had
         assert 0 < (await ledger.snapshot("s1")).by_model["deepseek-reasoner"] <= estimate
-    finally:
-        await audit.close()
-        await ledger.close()
 
 
 async def test_a_stream_broken_after_it_reached_the_reader_is_charged_once(
@@ -376,15 +390,17 @@ async def test_a_stream_broken_after_it_reached_the_reader_is_charged_once(
 ) -> None:
     """A streamed try cut after its first words reached the reader is settled at its
     estimate; it was counted as a try cut short as well, and charged twice (a review)."""
-    resolver = Resolver(up=ALL_UP)
-    resolver.made[("deepseek-reasoner", "cloud")] = CutShort("deepseek-reasoner", 5)
-    router, audit, ledger = await make_router(tmp_path, policy, resolver)
-    seen: list[Delta] = []
+    async with cutting(tmp_path, policy, 5) as (
+        router,
+        audit,
+        ledger,
+        _,
+    ):
+        seen: list[Delta] = []
 
-    async def on_delta(d: Delta) -> None:
-        seen.append(d)
+        async def on_delta(d: Delta) -> None:
+            seen.append(d)
 
-    try:
         with pytest.raises(RouteFailed):
             await router.complete("implementer", REQ, Signals(failed_loops=2), on_delta=on_delta)
         lines = await audit.lines(session="s1")
@@ -393,9 +409,6 @@ async def test_a_stream_broken_after_it_reached_the_reader_is_charged_once(
         assert spent == pytest.approx(estimate, abs=1e-9)
         budget = next(ln for ln in lines if ln.kind == "budget")
         assert "cut_short_cost_usd" not in budget.values
-    finally:
-        await audit.close()
-        await ledger.close()
 
 
 async def test_local_runtime_failure_marks_it_down_and_falls_back(

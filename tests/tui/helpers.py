@@ -51,6 +51,14 @@ async def settle(pilot: Pilot[Any]) -> None:
     await pilot.pause()
 
 
+async def palette(pilot: Pilot[Any], command: str) -> None:
+    """Run ``command`` from the command palette (typed, its match let appear, entered)."""
+    await pilot.press("ctrl+p", *command)
+    await pilot.pause(0.3)
+    await pilot.press("enter")
+    await settle(pilot)
+
+
 def freeze(pilot: Pilot[Any]) -> None:
     """No blinking cursor and no toasts: a snapshot must not depend on timing."""
     app = pilot.app

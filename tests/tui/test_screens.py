@@ -13,7 +13,7 @@ from app.errors import PolicyError, SwitchyardError
 from app.tui.core import TutorAnswered, WorkFailed
 from app.tui.screens.policy import PolicyScreen
 from app.tui.screens.tutor import TutorScreen
-from tests.tui.helpers import Messages, settle, until
+from tests.tui.helpers import Messages, palette, settle, until
 
 
 async def test_tutor_asks_questions_first(make_app: Any) -> None:
@@ -80,17 +80,11 @@ async def test_palette_switches_theme_and_opens_policy(make_app: Any) -> None:
     async with app.run_test(size=(160, 48)) as pilot:
         await until(pilot, lambda: app.session is not None, what="the session")
         assert app.theme == "switchyard-dark"
-        await pilot.press("ctrl+p", *"switchyard-light")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await settle(pilot)
+        await palette(pilot, "switchyard-light")
         assert app.theme == "switchyard-light"
         assert app.theme_variables["audit-escalation"] == "#9c2b9c"
 
-        await pilot.press("ctrl+p", *"Policy")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await settle(pilot)
+        await palette(pilot, "Policy")
         assert isinstance(app.screen, PolicyScreen)
         table = app.screen.query_one("#policy-table", Static).content
         assert isinstance(table, Table)
@@ -111,10 +105,7 @@ async def test_the_policy_screen_at_80_columns_cuts_no_name(make_app: Any) -> No
     app = make_app(task=None)
     async with app.run_test(size=(80, 40)) as pilot:
         await until(pilot, lambda: app.session is not None, what="the session")
-        await pilot.press("ctrl+p", *"Policy")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await settle(pilot)
+        await palette(pilot, "Policy")
         assert isinstance(app.screen, PolicyScreen) and app.session is not None
         policy = app.session.policy
         table = app.screen.query_one("#policy-table", Static).content
@@ -138,10 +129,7 @@ async def test_palette_filters_the_escalation_pane(make_app: Any) -> None:
     app = make_app()
     async with app.run_test(size=(160, 48)) as pilot:
         await until(pilot, lambda: app.session is not None, what="the session")
-        await pilot.press("ctrl+p", *"only escalation")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await settle(pilot)
+        await palette(pilot, "only escalation")
         assert app.home.escalations.filter_text == "escalation"
 
 

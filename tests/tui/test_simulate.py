@@ -26,7 +26,7 @@ from app.router.types import Signals
 from app.tui.core import WorkFailed
 from app.tui.screens.simulate import SimulateScreen
 from tests.integration.test_router_service import ALL_UP, REQ, Resolver
-from tests.tui.helpers import Messages, settle, until
+from tests.tui.helpers import Messages, palette, settle, until
 
 
 async def write_log(data_dir: Path) -> None:
@@ -66,10 +66,7 @@ async def test_simulate_from_the_palette(make_app: Any, tmp_path: Path) -> None:
     app = make_app(task=None)
     async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
         await until(pilot, lambda: app.session is not None, what="the session")
-        await pilot.press("ctrl+p", *"Simulate")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await settle(pilot)
+        await palette(pilot, "Simulate")
         screen = app.screen
         assert isinstance(screen, SimulateScreen)
         assert screen.query_one("#simulate-input", Input).has_focus
