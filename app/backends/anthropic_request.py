@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.backends.base import ChatRequest, Message, ToolSpec, tools_callable
-from app.backends.provider_common import final_answer_instruction, json_only_instruction
+from app.backends.base import ChatRequest, Message, ToolSpec
+from app.backends.schema_notes import schema_note
 from app.backends.tool_calls import arguments_object, call_texts, tools_text
 
 __all__ = ["PASSTHROUGH_HEADERS", "AnthropicRequest", "anthropic_request"]
@@ -46,12 +46,9 @@ class AnthropicRequest:
 
 def anthropic_request(request: ChatRequest) -> AnthropicRequest:
     system = [m.content for m in request.messages if m.role == "system"]
-    if request.json_schema is not None:
-        system.append(
-            final_answer_instruction(request.json_schema)
-            if tools_callable(request)
-            else json_only_instruction(request.json_schema)
-        )
+    note = schema_note(request)
+    if note is not None:
+        system.append(note)
     turns: list[dict[str, Any]] = []
     for m in request.messages:
         if m.role != "system":

@@ -181,11 +181,16 @@ class BackendError(BackendUnavailable):
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        started: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind: ErrorKind = kind
         self.status = status
         self.retry_after = retry_after
+        #: the provider's reply had begun (its stream was open) when the transport failed:
+        #: the request was taken, and what the model did before the cut (a reasoning
+        #: model's hidden thinking too) is billed even when no text came
+        self.started = started
 
 
 @runtime_checkable

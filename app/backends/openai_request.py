@@ -49,7 +49,7 @@ import json
 from typing import Any, Literal, cast
 
 from app.backends.base import ChatRequest, Message, ToolSpec, tools_callable
-from app.backends.provider_common import final_answer_instruction, json_only_instruction
+from app.backends.schema_notes import final_answer_instruction, json_only_instruction
 
 __all__ = [
     "CLOUD_FLAVORS",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ import pydantic
 
 from app.backends.base import ChatResult, Delta, Health, Usage, plausible_usage
 from app.backends.provider_errors import ErrorMapper
+from app.backends.schema_notes import json_only_instruction
 from app.backends.tool_calls import IncompleteToolCall, ToolCallAssembler, calls_tokens
 from app.clock import Clock
 from app.tokens import count_messages, count_text
@@ -198,26 +199,6 @@ class HealthCache:
             value = await probe()
             self._value, self._at = value, self._clock.monotonic()
             return value
-
-
-def json_only_instruction(schema: Mapping[str, Any]) -> str:
-    """The system message that asks a model without constrained decoding for JSON."""
-    return (
-        "Reply with a single JSON object and nothing else: no prose, no Markdown fences. "
-        "It must validate against this JSON Schema:\n"
-        + json.dumps(schema, sort_keys=True, separators=(",", ":"))
-    )
-
-
-def final_answer_instruction(schema: Mapping[str, Any]) -> str:
-    """The system message for a request with tools and a schema: the schema is the final
-    answer's, and a reply that calls a tool is free of it (OpenAI's structured output
-    with tools, as Codex's ``--output-schema`` sends them on every turn)."""
-    return (
-        "When you give your final answer (not when you call a tool), reply with a single "
-        "JSON object and nothing else: no prose, no Markdown fences. It must validate "
-        "against this JSON Schema:\n" + json.dumps(schema, sort_keys=True, separators=(",", ":"))
-    )
 
 
 def no_key_message(key_env: str | None) -> str:

@@ -298,10 +298,11 @@ class ErrorMapper:
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        started: bool = False,
     ) -> BackendError:
         """A :class:`BackendError` of ``kind``, its message labelled and scrubbed."""
         text = scrub(f"{self._label}: {message}", [self._api_key])
-        return BackendError(kind, text, status=status, retry_after=retry_after)
+        return BackendError(kind, text, status=status, retry_after=retry_after, started=started)
 
     def map(self, exc: BaseException, *, started: bool) -> BackendError:
         """The error for a failure of a call; ``started``: the response had begun."""
@@ -317,7 +318,7 @@ class ErrorMapper:
             }[transport]
             if not isinstance(exc, self._sdk.connection):  # a raw one: say which
                 what += f" ({type(exc).__name__})"
-            return self.error(transport, what)
+            return self.error(transport, what, started=started)
         if isinstance(exc, self._sdk.status):
             return self._status(exc)
         if isinstance(exc, self._sdk.validation):

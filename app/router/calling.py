@@ -220,7 +220,10 @@ async def call_backend(
                 # (this try is settled at the estimate by the caller: not a cut try too,
                 # or it was charged twice, a review)
                 raise StreamBroken(backend.model_id, exc) from exc
-            cut = got is not None and billed is not None and any(got)
+            # billed: a reply begun (text came), or a stream the provider opened before the
+            # transport failed (a reasoning model thinks unseen: a try timed out while
+            # thinking cost nothing here, one that showed a character its estimate)
+            cut = got is not None and billed is not None and (any(got) or exc.started)
             if cut and got is not None and billed is not None:
                 billed.append(_cut_short(request, got))
             attempt += 1

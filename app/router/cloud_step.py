@@ -26,6 +26,7 @@ from app.router.approvals import TIMEOUT, ApprovalRequest
 from app.router.calling import mask_request
 from app.router.cost import cost_usd
 from app.router.ledger.errors import ReservationClosed
+from app.router.ledger.records import caps_crossed
 from app.router.retry import rule_for
 from app.router.routed import (
     OVER_BUDGET,
@@ -42,7 +43,7 @@ from app.router.routed import (
 from app.router.types import Decision
 
 if TYPE_CHECKING:
-    from app.backends.base import ChatRequest, Usage
+    from app.backends.base import ChatRequest, ChatResult, Usage
     from app.policy.schema import Model
     from app.router.service import Router
 
@@ -240,6 +241,7 @@ async def serve_cloud(
         return True
 
     model = router.policy.model(d.target)
+    closing: list[str] = []  # the retries' reservations, once a settlement owns them
     try:
         result = await router.call(d, outgoing, write, on_delta, cut, reserve_again)
     except asyncio.CancelledError:
@@ -248,20 +250,27 @@ async def serve_cloud(
         # estimate (never crossing a cap by guessing low), and the audit says so; tries
         # cut short before it besides.
         await asyncio.shield(
-            _cancelled(router, reservation.id, d, write, before=_cut_cost(model, cut, d)[0])
+            _cancelled(router, reservation.id, d, write, run, before=_cut_cost(model, cut, d)[0])
         )
         raise
     except StreamBroken as broken:
         # Part of the reply is with the reader: it is billed, and no retry or other
         # model may continue it. Settled at the estimate, as a cancelled call is.
         await _cancelled(
-            router, reservation.id, d, write, broken=broken, before=_cut_cost(model, cut, d)[0]
+            router, reservation.id, d, write, run, broken=broken, before=_cut_cost(model, cut, d)[0]
         )
         raise RouteFailed(str(broken)) from None
     except BackendError as exc:
         cut_usd, cut_in, cut_out = _cut_cost(model, cut, d)
-        await router.ledger.release(
-            reservation.id, actual_usd=cut_usd, tokens_in=cut_in, tokens_out=cut_out
+        await _charge(
+            router,
+            reservation.id,
+            d,
+            run,
+            cut_usd,
+            release=True,
+            tokens_in=cut_in,
+            tokens_out=cut_out,
         )
         rule = rule_for(router.policy, exc.kind)
         if rule is not None and rule.cooldown_s > 0 and exc.kind != "context_length":
@@ -290,82 +299,265 @@ async def serve_cloud(
             reservation.id,
             d,
             write,
+            run,
             error=type(exc).__name__,
             before=_cut_cost(model, cut, d)[0],
         )
         raise
+    else:
+        # the retries' reservations are let go after the settlement, not before: freed
+        # first, they let another request reserve what the settlement then charged (a cap
+        # crossed by 40 %, an audit)
+        closing, more[:] = more[:], []
     finally:
         router.in_flight.done(reservation.id)
-        if more:  # (the retries' reservations: what they held is in the one settlement)
+        if more:  # (the reservation is closed: what the retries held is in it)
             await asyncio.shield(_release_more(router, more))
-    actual = cost_usd(model, result.usage.tokens_in, result.usage.tokens_out)
-    cut_usd, cut_in, cut_out = _cut_cost(model, cut, d)
-    refused = result.usage.refused
-    unreported = result.usage.counted_locally and (
-        model.reasoning_effort is not None or refused is not None
-    )
-    if unreported:
-        # no usage from a reasoning model: its thinking is billed as output and counted
-        # nowhere here, so the call settles at its estimate, which covers it (it settled
-        # at the visible reply alone: a fraction of what the provider bills); nor when
-        # the server's usage could not be this call's (what it bills is not known)
-        actual = max(actual, d.est_cost_usd)
-    actual += cut_usd  # (the tries cut short before this one are this call's cost too)
-    expired = past = False
+    served = _Served(router, d, reservation.id, request, run, write, result, model, cut)
     try:
-        await router.ledger.settle(
-            reservation.id,
-            actual_usd=actual,
-            tokens_in=result.usage.tokens_in + cut_in,
-            tokens_out=result.usage.tokens_out + cut_out,
-            latency_ms=result.latency_ms,
+        return await served.close(closing, masked, approver, provenance, digest_of)
+    except asyncio.CancelledError:
+        # Cancelled on the way (its settlement waited for a lock another request held):
+        # what is left of it is done anyway, the settlement first, and the cancellation
+        # goes on. Shielded only here: a task a request costs ~9 µs.
+        await asyncio.shield(served.close(closing, masked, approver, provenance, digest_of))
+        raise
+
+
+class _Served:
+    """A cloud call that answered, to be closed: settled, its line written, the retries'
+    reservations let go, in that order; ``close`` again after a cancellation does what is
+    left (a settlement that was made is not made twice)."""
+
+    __slots__ = (
+        "actual",
+        "cut",
+        "cut_usd",
+        "d",
+        "expired",
+        "model",
+        "request",
+        "reservation_id",
+        "result",
+        "router",
+        "run",
+        "step",
+        "unreported",
+        "write",
+    )
+
+    def __init__(
+        self,
+        router: Router,
+        d: Decision,
+        reservation_id: str,
+        request: ChatRequest,
+        run: str | None,
+        write: Write,
+        result: ChatResult,
+        model: Model,
+        cut: list[Usage],
+    ) -> None:
+        self.router, self.d, self.reservation_id, self.request = router, d, reservation_id, request
+        self.run, self.write, self.result, self.model, self.cut = run, write, result, model, cut
+        #: how far closing went: 0 nothing, 1 settled, 2 its line begun, 3 done
+        self.step = 0
+        self.actual = self.cut_usd = 0.0
+        self.expired = self.unreported = False
+
+    async def close(
+        self,
+        closing: list[str],
+        masked: int,
+        approver: str,
+        provenance: Mapping[str, Any] | None,
+        digest_of: Callable[[str], bytes],
+    ) -> RoutedResult:
+        router, d, result = self.router, self.d, self.result
+        assert d.target is not None
+        try:
+            if self.step == 0:
+                await self._settle()
+                self.step = 1
+            if self.step == 1:
+                # (a line a cancellation cut short is not written again: it may stand)
+                self.step = 2
+                await self._lines(masked, approver, provenance, digest_of)
+        finally:
+            if closing and self.step:  # (settled: never before, or the gap is back)
+                ids, closing[:] = closing[:], []
+                await asyncio.shield(_release_more(router, ids))
+        self.step = 3
+        out = routed(d, result, self.actual, escalated=True)
+        out.approver = approver
+        return out
+
+    async def _settle(self) -> None:
+        d, result = self.d, self.result
+        actual = cost_usd(self.model, result.usage.tokens_in, result.usage.tokens_out)
+        cut_usd, cut_in, cut_out = _cut_cost(self.model, self.cut, d)
+        refused = result.usage.refused
+        unreported = result.usage.counted_locally and (
+            self.model.reasoning_effort is not None or refused is not None
         )
+        if unreported:
+            # no usage from a reasoning model: its thinking is billed as output and counted
+            # nowhere here, so the call settles at its estimate, which covers it (it settled
+            # at the visible reply alone: a fraction of what the provider bills); nor when
+            # the server's usage could not be this call's (what it bills is not known)
+            actual = max(actual, d.est_cost_usd)
+        actual += cut_usd  # (the tries cut short before this one are this call's cost too)
+        self.unreported = unreported
+        try:
+            # another process may have charged it by expiry meanwhile (its clock ahead of
+            # this one's, or a call that outlived its TTL): the charge stands at the full
+            # estimate, and the call was made and answered, so its line is written (it was
+            # not, and the answer was an error after the whole reply had streamed: a chaos
+            # audit); what it cost past the estimate is a row of its own (a call counted
+            # twice in the reports, in this rare case, rather than money lost)
+            self.expired = await _charge(
+                self.router,
+                self.reservation_id,
+                d,
+                self.run,
+                actual,
+                tokens_in=result.usage.tokens_in + cut_in,
+                tokens_out=result.usage.tokens_out + cut_out,
+                latency_ms=result.latency_ms,
+            )
+        except ReservationClosed as exc:
+            if exc.status != "settled":
+                raise
+            # settled already: a cancellation came after the settlement's write, which a
+            # ledger finishes once begun (close() again after it)
+        self.actual = max(actual, d.est_cost_usd) if self.expired else actual
+        self.cut_usd = cut_usd
+
+    async def _lines(
+        self,
+        masked: int,
+        approver: str,
+        provenance: Mapping[str, Any] | None,
+        digest_of: Callable[[str], bytes],
+    ) -> None:
+        d, result, actual, expired = self.d, self.result, self.actual, self.expired
+        assert d.target is not None
+        past = expired and actual > d.est_cost_usd
+        over = actual > d.est_cost_usd
+        await self.write(
+            "call",
+            to=d.target,
+            reason_codes=d.reason_codes,
+            values={
+                **call_values(result, actual),
+                "secrets_masked": masked,
+                "provider": d.provider,
+                # (an expired call that cost more was charged its estimate and the rest apart)
+                **(
+                    {"settled_at_estimate": True}
+                    if self.unreported or (expired and not past)
+                    else {}
+                ),
+                **({"reservation_expired": True} if expired else {}),
+                # it cost more than was reserved for it: the caps were checked against less
+                **(
+                    {"over_estimate": True, "est_cost_usd": round(d.est_cost_usd, 9)}
+                    if over
+                    else {}
+                ),
+                **_cut_values(self.cut, self.cut_usd),
+            },
+            provenance={
+                **(
+                    provenance
+                    if provenance is not None
+                    else provenance_of(d, self.request, digest_of)
+                ),
+                "approver": approver,
+                "cost_usd": round(actual, 9),
+            },
+            detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, "
+            f"{dollars(actual)}",
+        )
+        if over:
+            await _say_crossed(self.router, d, self.write)
+
+
+async def _charge(
+    router: Router,
+    reservation_id: str,
+    d: Decision,
+    run: str | None,
+    actual: float,
+    *,
+    release: bool = False,
+    outcome: str | None = None,
+    tokens_in: int = 0,
+    tokens_out: int = 0,
+    latency_ms: float = 0.0,
+) -> bool:
+    """Settle (or ``release``) ``d``'s reservation at ``actual``. True when another process
+    had charged it by expiry meanwhile (at its full amount, the estimate): what it cost
+    past that is then a row of its own, so the ledger holds all of it (it was dropped on
+    the cancelled and failed paths, and a failed step raised instead of moving on)."""
+    try:
+        if release:
+            await router.ledger.release(
+                reservation_id,
+                outcome or "failed",
+                actual_usd=actual,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                latency_ms=latency_ms,
+            )
+        else:
+            await router.ledger.settle(
+                reservation_id,
+                actual_usd=actual,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                latency_ms=latency_ms,
+                outcome=outcome or "ok",
+            )
+        return False
     except ReservationClosed as exc:
         if exc.status != "expired":
             raise
-        # another process charged it by expiry meanwhile (its clock ahead of this one's,
-        # or a call that outlived its TTL): the charge stands at the full estimate, and
-        # the call was made and answered, so its line is written (it was not, and the
-        # answer was an error after the whole reply had streamed: a chaos audit); what it
-        # cost past the estimate is a row of its own, so the ledger holds all of it (a
-        # call counted twice in the reports, in this rare case, rather than money lost)
-        expired, past = True, actual > d.est_cost_usd
-        if past:
-            await router.ledger.record_call(
-                session=router.session,
-                run=run,
-                role=d.role,
-                model=d.target,
-                provider=d.provider,
-                tokens_in=0,
-                tokens_out=0,
-                latency_ms=0.0,
-                cost_usd=actual - d.est_cost_usd,
-            )
-        actual = max(actual, d.est_cost_usd)
+    assert d.target is not None and d.provider is not None
+    if actual > d.est_cost_usd:
+        await router.ledger.record_call(
+            session=router.session,
+            run=run,
+            role=d.role,
+            model=d.target,
+            provider=d.provider,
+            tokens_in=0,
+            tokens_out=0,
+            latency_ms=0.0,
+            cost_usd=actual - d.est_cost_usd,
+        )
+    return True
+
+
+async def _say_crossed(router: Router, d: Decision, write: Write) -> None:
+    """After a call that cost more than its reservation: a ``budget`` line for each cap its
+    cost carried past (GR-011 held the reservation, not the bill)."""
+    assert d.target is not None and d.provider is not None
+    if await router.ledger.left_usd(router.session, d.provider) > 0:
+        return  # (something is left under every cap: none was crossed; a cheap read)
+    crossed = caps_crossed(await router.ledger.snapshot(router.session), d.provider)
+    if not crossed:
+        return
     await write(
-        "call",
+        "budget",
         to=d.target,
-        reason_codes=d.reason_codes,
-        values={
-            **call_values(result, actual),
-            "secrets_masked": masked,
-            "provider": d.provider,
-            # (an expired call that cost more was charged its estimate and the rest apart)
-            **({"settled_at_estimate": True} if unreported or (expired and not past) else {}),
-            **({"reservation_expired": True} if expired else {}),
-            **_cut_values(cut, cut_usd),
-        },
-        provenance={
-            **(provenance if provenance is not None else provenance_of(d, request, digest_of)),
-            "approver": approver,
-            "cost_usd": round(actual, 9),
-        },
-        detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, {dollars(actual)}",
+        reason_codes=["GR011_CAP_CROSSED"],
+        values={"caps": [c._asdict() for c in crossed], "est_cost_usd": round(d.est_cost_usd, 9)},
+        detail=f"{d.target} cost more than its reservation: past the "
+        + ", ".join(
+            f"{c.cap} cap ({dollars(c.spent_usd)} of {dollars(c.cap_usd)})" for c in crossed
+        ),
     )
-    out = routed(d, result, actual, escalated=True)
-    out.approver = approver
-    return out
 
 
 def _cut_cost(model: Model, cut: list[Usage], d: Decision) -> tuple[float, int, int]:
@@ -421,6 +613,7 @@ async def _cancelled(
     reservation_id: str,
     d: Decision,
     write: Write,
+    run: str | None,
     *,
     broken: StreamBroken | None = None,
     error: str | None = None,
@@ -428,22 +621,19 @@ async def _cancelled(
 ) -> None:
     """Settle a call that ended with no usage at its estimate, and say why: cancelled,
     its stream ``broken`` after part of the reply was read, or an ``error`` (its type).
-    ``before``: what tries cut short before it cost, charged with it."""
+    ``before``: what tries cut short before it cost, charged with it (also when another
+    process's expiry charged the estimate meanwhile: the line says what became of the
+    call, as the refusal had replaced the call's own error)."""
     cancelled = broken is None and error is None
-    try:
-        await router.ledger.settle(
-            reservation_id,
-            actual_usd=d.est_cost_usd + before,
-            tokens_in=d.est_tokens_in,
-            tokens_out=0,
-            latency_ms=0.0,
-            outcome="cancelled" if cancelled else "failed",
-        )
-    except ReservationClosed as exc:
-        if exc.status != "expired":
-            raise
-        # charged at the same estimate by another process's expiry: the line still says
-        # what became of the call (the refusal had replaced the call's own error)
+    await _charge(
+        router,
+        reservation_id,
+        d,
+        run,
+        d.est_cost_usd + before,
+        outcome="cancelled" if cancelled else "failed",
+        tokens_in=d.est_tokens_in,
+    )
     if broken is not None:
         why, code = str(broken), "STREAM_BROKEN"
     elif error is not None:

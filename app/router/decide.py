@@ -88,6 +88,21 @@ class _Runtime(NamedTuple):
 _UNKNOWN = -1
 
 
+def repriced(policy: Policy, d: Decision, tokens_in: int, tokens_out: int) -> Decision:
+    """``d`` for another request to its target (a structured repair: the rejected reply
+    and the schema's complaint added, the output cap maybe raised), estimated as decide()
+    estimates a cloud step: that request's prompt and output cap, and the thinking a
+    reasoning model is billed for. The first request's estimate reserved too little for
+    it (a repair settled at twice that, past the day's cap: an audit)."""
+    assert d.target is not None
+    model = policy.model(d.target)
+    thinking = policy.generation.reasoning_tokens(model.reasoning_effort)
+    est = cost_usd(model, tokens_in or DEFAULT_PROMPT_TOKENS, tokens_out + thinking)
+    return d.model_copy(
+        update={"est_tokens_in": tokens_in, "est_tokens_out": tokens_out, "est_cost_usd": est}
+    )
+
+
 class _Step(NamedTuple):
     """One step of a cloud chain from an entry, as the policy has it."""
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from app.audit.types import Appended, AuditLine
 from app.backends.base import Backend, ChatRequest, ChatResult, Delta, ToolCall
+from app.backends.schema_notes import schema_note
 from app.compact_json import encoder
 from app.errors import SwitchyardError
 from app.remembered import Digests, digest
@@ -237,12 +238,13 @@ def input_hash(request: ChatRequest, digest_of: Callable[[str], bytes] = digest)
 
 def request_tokens(request: ChatRequest, digest_of: Callable[[str], bytes] = digest) -> int:
     """The prompt's tokens by the shared counter (the ``context_estimate`` signal): the
-    messages, the calls and results they carry, and the tools on offer. (``digest_of``
+    messages, the calls and results they carry, the tools on offer, and the schema's
+    note a cloud model is sent. (``digest_of``
     shares the messages' texts with the hash and the masking; a call is counted as its
     name and arguments joined, a text of its own.) With a request's ``Digests``, a
     second count of the same messages and tools is the first's."""
     memo = digest_of if isinstance(digest_of, Digests) else None
-    key = (id(request.messages), id(request.tools))
+    key = (id(request.messages), id(request.tools), id(request.json_schema))
     if memo is not None and (found := memo.counts.get(key)) is not None:
         return found
     texts = [m.content for m in request.messages]
@@ -250,10 +252,16 @@ def request_tokens(request: ChatRequest, digest_of: Callable[[str], bytes] = dig
     texts += [f"{c.name} {c.arguments}" for m in request.messages for c in m.tool_calls]
     if request.tools:
         texts.append(json.dumps([t.model_dump() for t in request.tools], separators=(",", ":")))
+    note = schema_note(request)
+    if note is not None:
+        # a cloud model is sent the schema as a message of its own (billed as prompt: a
+        # 300-field schema was priced at 11 tokens and sent as 16k); a local runtime's
+        # grammar takes it instead, so its count is an upper bound there
+        texts.append(note)
     tokens = count_messages(texts, digest_of)
     if memo is not None:
         memo.counts[key] = tokens
-        memo.hold(request.messages, request.tools)
+        memo.hold(request.messages, request.tools, request.json_schema)
     return tokens
 
 

@@ -25,7 +25,7 @@ from app.remembered import Digests
 from app.router.approvals import ApprovalBroker
 from app.router.calling import call_backend
 from app.router.cloud_step import escalate
-from app.router.decide import decide, fired_triggers
+from app.router.decide import decide, fired_triggers, repriced
 from app.router.ledger.api import Ledger
 from app.router.ledger.keepalive import InFlight
 from app.router.local_step import serve_local
@@ -476,7 +476,9 @@ class Router:
         needs = not self.approvals.is_session_allowed(self.session, d.provider, d.target)
         denied: set[str] = set()
         failed: dict[str, str] = {}
-        again = d.model_copy(update={"needs_approval": needs})
+        again = repriced(
+            self.policy, d, request_tokens(request, digests), request.max_tokens
+        ).model_copy(update={"needs_approval": needs})
         result = await escalate(
             self, again, request, run, on_delta, write, denied, failed, digest_of=digests
         )

@@ -416,7 +416,7 @@ async def test_slow_first_byte_beyond_the_timeout_is_timeout(
     fake_vllm.fail_next("slow_first_byte", seconds=3.0)
     t0 = time.monotonic()
     err, seen = await fails(make(fake_vllm).stream(ask()))
-    assert err.kind == "timeout" and seen == []
+    assert err.kind == "timeout" and seen == [] and not err.started  # (no status line)
     assert time.monotonic() - t0 < 2.9  # the client's 2 s, not the server's 3 s
 
 
@@ -433,6 +433,7 @@ async def test_a_stall_mid_stream_is_timeout(fake_vllm: FakeOpenAIServer, make: 
         fake_vllm.fail_next("stall", after=2, seconds=1.0)
         err, seen = await fails(make(fake_vllm, client=fast).stream(ask()))
         assert err.kind == "timeout" and [d.text for d in seen] == ["Hello "]
+        assert err.started  # the stream was open: the provider had taken the request
     finally:
         await fast.aclose()
 
@@ -444,14 +445,14 @@ async def test_a_stream_cut_mid_way_is_server_error(
     server = fake_openai_factory(flavor, replies=["one two three four five"])
     server.fail_next("cut_stream", after=3)  # role chunk + two words, then the drop
     err, seen = await fails(make(server).stream(ask()))
-    assert err.kind == "server_error" and "cut" in str(err)
+    assert err.kind == "server_error" and "cut" in str(err) and err.started
     assert [d.text for d in seen] == ["one ", "two "]
 
 
 async def test_a_reset_before_any_byte_is_connect(fake_vllm: FakeOpenAIServer, make: Make) -> None:
     fake_vllm.fail_next("reset")
     err, seen = await fails(make(fake_vllm).stream(ask()))
-    assert err.kind == "connect" and seen == []
+    assert err.kind == "connect" and seen == [] and not err.started
 
 
 async def test_a_server_that_is_down_is_connect(fake_vllm: FakeOpenAIServer, make: Make) -> None:

@@ -10,12 +10,15 @@ leave the audit and the ledger unreconciled)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from app.policy.schema import Budget
+from app.router.ledger.errors import LedgerError
 from app.router.ledger.records import BudgetSnapshot, Reservation
 
 #: what a ledger calls with the reservations it has just charged by expiry
@@ -68,6 +71,15 @@ async def expiry_held(ledger: Any) -> bool:
 
 async def _held_already() -> str | None:  # (a marker: held, and said)
     return "held"
+
+
+async def let_go(ledger: Ledger, reservation_id: str) -> None:
+    """Release a reservation whose maker was cancelled before it had it: made or not (a
+    spool write a ledger finishes once begun; a query the server may have committed),
+    it would otherwise hold its amount until its expiry charged it in full, for a call
+    never made. Nothing held (never made, or closed already): nothing to do."""
+    with contextlib.suppress(LedgerError):
+        await asyncio.shield(ledger.release(reservation_id, "cancelled"))
 
 
 class Ledger(Protocol):

@@ -25,7 +25,7 @@ from app.clock import Clock, SystemClock, iso
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
 from app.router.ledger import reports, spooled, transactions
-from app.router.ledger.api import ExpiredHook, ExpiryCheck, expiry_held, tell_expired
+from app.router.ledger.api import ExpiredHook, ExpiryCheck, expiry_held, let_go, tell_expired
 from app.router.ledger.caps import Caps, Sums
 from app.router.ledger.errors import (
     CapExceeded,
@@ -413,10 +413,14 @@ class BudgetLedger(ClosedOnExit):
                 self._write(records)
             return refused, [s.reservation() for s in stale]
 
-        refused, expired = await self._spool_op(op)
-        # Committed either way: expiries found on the way are kept even when refused.
-        if expired:  # (no coroutine made on the request path's common case)
-            await tell_expired(self.on_expired, expired, self.path)
+        try:
+            refused, expired = await self._spool_op(op)
+            # Committed either way: expiries found on the way are kept even when refused.
+            if expired:  # (no coroutine made on the request path's common case)
+                await tell_expired(self.on_expired, expired, self.path)
+        except asyncio.CancelledError:
+            await let_go(self, res.id)
+            raise
         if refused is not None:
             raise refused
         self._publisher.changed(session)

@@ -13,6 +13,7 @@ against the shared totals, so a team shares one policy file (docs/team.md).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -25,7 +26,7 @@ from app.hosts import HostPort
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
 from app.router.ledger import pg_reports
-from app.router.ledger.api import ExpiredHook, ExpiryCheck, expiry_held, tell_expired
+from app.router.ledger.api import ExpiredHook, ExpiryCheck, expiry_held, let_go, tell_expired
 from app.router.ledger.budget_ledger import LOCAL_PROVIDER
 from app.router.ledger.errors import (
     CapExceeded,
@@ -218,18 +219,22 @@ class PgBudgetLedger(ClosedOnExit):
             float(self.budget.reservation_ttl_s),
             self._caps.array(provider),
         )
-        row = await self._with(
-            lambda c: c.fetchrow(
-                "SELECT * FROM sy_ledger_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-                " $11, $12)",
-                *args,
+        try:
+            row = await self._with(
+                lambda c: c.fetchrow(
+                    "SELECT * FROM sy_ledger_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+                    " $11, $12)",
+                    *args,
+                )
             )
-        )
-        assert row is not None
-        if row["stale"] or row["refused"] is not None:
-            # stale ones are charged (in full: the refusal stands) and told, refused or not;
-            # the function says "stale" only with a reservation made
-            await self.expire_stale()
+            assert row is not None
+            if row["stale"] or row["refused"] is not None:
+                # stale ones are charged (in full: the refusal stands) and told, refused or
+                # not; the function says "stale" only with a reservation made
+                await self.expire_stale()
+        except asyncio.CancelledError:
+            await let_go(self, rid)
+            raise
         if row["refused"] is not None:
             raise self._refusal(row, session, provider, model, amount)
         res = Reservation(

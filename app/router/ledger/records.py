@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from pydantic import BaseModel, ConfigDict
 
 from app.router.ledger.money import usd
@@ -60,3 +62,28 @@ def usage(cap: int | None, spent: int, reserved: int) -> CapUsage:
         reserved_usd=usd(reserved),
         left_usd=None if cap is None else usd(max(0, cap - spent - reserved)),
     )
+
+
+class Crossed(NamedTuple):
+    """A cap spent past: its name, its amount and what was spent against it."""
+
+    cap: str
+    cap_usd: float
+    spent_usd: float
+
+
+def caps_crossed(snapshot: BudgetSnapshot, provider: str) -> list[Crossed]:
+    """The caps ``snapshot`` shows spent past (settled spend alone, not reservations),
+    among those a call to ``provider`` counts against: the session's, the day's (the
+    team's, on a shared store), the provider's and, on a shared store, this user's."""
+    caps: list[tuple[str, CapUsage | None]] = [
+        ("session", snapshot.per_session),
+        ("day", snapshot.per_day),
+        (f"{provider} day", snapshot.per_provider.get(provider)),
+        ("user day", snapshot.per_user),
+    ]
+    return [
+        Crossed(name, cap.cap_usd, cap.spent_usd)
+        for name, cap in caps
+        if cap is not None and cap.cap_usd is not None and cap.spent_usd > cap.cap_usd
+    ]
