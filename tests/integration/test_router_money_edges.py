@@ -192,7 +192,7 @@ class Overrun(ScriptedBackend):
 
     def __init__(self, ledger: BudgetLedger) -> None:
         super().__init__("gpt-5.1-high", "cloud", [])
-        self.ledger, self.answered = ledger, asyncio.Event()
+        self.ledger = ledger
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
         async def busy() -> None:
@@ -202,7 +202,6 @@ class Overrun(ScriptedBackend):
         self.busy = asyncio.get_running_loop().create_task(busy())
         await asyncio.sleep(0)
         yield Delta(text="ok")
-        self.answered.set()
         yield ChatResult(
             text="ok",
             usage=Usage(tokens_in=200_000, tokens_out=4000),
@@ -223,10 +222,18 @@ async def test_a_call_cancelled_while_its_settlement_waits_is_settled_and_writte
     resolver = Resolver(up=ALL_UP)
     router, audit, ledger = await make_router(tmp_path, policy, resolver)
     backend = resolver.made[("gpt-5.1-high", "cloud")] = Overrun(ledger)
+    settling = asyncio.Event()
+    settle = ledger.settle
+
+    async def waits(rid: str, **kw: Any) -> None:
+        settling.set()
+        await settle(rid, **kw)  # (the lock is another's for 0.3 s)
+
+    ledger.settle = waits  # type: ignore[method-assign]
     try:
         task = asyncio.create_task(router.complete("architect", req, Signals(confidence=0.5)))
-        await backend.answered.wait()
-        await asyncio.sleep(0.05)
+        await settling.wait()
+        await asyncio.sleep(0)  # (the settlement is waiting for the lock)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
