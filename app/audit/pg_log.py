@@ -235,7 +235,9 @@ class PgAuditLog(AuditBase):
             async with self._pool.acquire(timeout=postgres.STATEMENT_TIMEOUT_S) as conn:
                 return await fn(conn)
         except _DB_ERRORS as exc:
-            raise SwitchyardError(f"team audit log {self.where} unavailable: {exc}") from None
+            raise SwitchyardError(
+                f"team audit log {self.where} unavailable: {postgres.why(exc)}"
+            ) from None
 
     # ── write ────────────────────────────────────────────────────────────────────────────
 

@@ -27,8 +27,8 @@ from app.hosts import HostPort
 from app.paths import ensure_dir
 from app.policy.schema import Budget
 from app.router.ledger import BudgetLedger
-from app.router.ledger.api import ExpiredHook, Ledger
-from app.router.ledger.records import Reservation
+from app.router.ledger.api import ExpiredHook, LateHook, Ledger
+from app.router.ledger.records import LateClose, Reservation
 from app.store.errors import StoreUnavailable
 from app.store.postgres import connect_pool, this_host
 from app.store.url import DatabaseUrl, parse_database_url
@@ -103,6 +103,38 @@ def audit_expiries(audit: AuditBase) -> ExpiredHook:
             )
 
     return audit_them
+
+
+def audit_late(audit: AuditBase) -> LateHook:
+    """The ledger's ``on_late``: a ``budget`` line for a settlement or release the team's
+    database could not take when its call ended, written once it answered (the call's own
+    line went with the request's error; this one says what the call cost)."""
+
+    async def audit_it(late: LateClose) -> None:
+        verb = "settled" if late.status == "settled" else "released"
+        await audit.append(
+            "budget",
+            session=late.session,
+            run=late.run or None,
+            role=late.role,
+            to=late.model,
+            reason_codes=[
+                f"{verb.upper()}_LATE",
+                *(["RESERVATION_EXPIRED"] if late.expired else []),
+            ],
+            values={
+                "reservation": late.reservation,
+                "provider": late.provider,
+                "cost_usd": late.cost_usd,
+                "outcome": late.outcome,
+                **({"reservation_expired": True} if late.expired else {}),
+            },
+            detail=f"{late.model}: reservation {late.reservation} {verb} late at "
+            f"{dollars(late.cost_usd)}: the team database did not answer when its call ended"
+            + (" (charged by its expiry meanwhile; the rest apart)" if late.expired else ""),
+        )
+
+    return audit_it
 
 
 def _audit_on_demand(
@@ -241,6 +273,7 @@ async def open_stores(
             await audit.close()
             raise
         ledger.on_expired = audit_expiries(audit)
+        ledger.on_late = audit_late(audit)
     except BaseException:
         if pool is not None:
             await pool.close()

@@ -135,6 +135,11 @@ async def _no_reset(conn: Any) -> None:
     return None
 
 
+def why(exc: BaseException) -> str:
+    """A database failure in words (a timeout's own text is empty)."""
+    return _why(exc)
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer (timed out)"

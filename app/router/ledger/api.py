@@ -19,10 +19,13 @@ from typing import Any, Protocol, Self
 
 from app.policy.schema import Budget
 from app.router.ledger.errors import LedgerError
-from app.router.ledger.records import BudgetSnapshot, Reservation
+from app.router.ledger.records import BudgetSnapshot, LateClose, Reservation
 
 #: what a ledger calls with the reservations it has just charged by expiry
 ExpiredHook = Callable[[Sequence[Reservation]], Awaitable[None]]
+#: what a ledger calls with a settlement or release it wrote late (the team's, once its
+#: database answered again; the machine's never is: its writes stand or raise)
+LateHook = Callable[[LateClose], Awaitable[None]]
 
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,7 @@ async def let_go(ledger: Ledger, reservation_id: str) -> None:
 class Ledger(Protocol):
     budget: Budget
     on_expired: ExpiredHook | None
+    on_late: LateHook | None
     #: asked before it charges an expired reservation (None: it may, unasked)
     expiry_check: ExpiryCheck | None
 

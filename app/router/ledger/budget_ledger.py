@@ -25,7 +25,14 @@ from app.clock import Clock, SystemClock, iso
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
 from app.router.ledger import reports, spooled, transactions
-from app.router.ledger.api import ExpiredHook, ExpiryCheck, expiry_held, let_go, tell_expired
+from app.router.ledger.api import (
+    ExpiredHook,
+    ExpiryCheck,
+    LateHook,
+    expiry_held,
+    let_go,
+    tell_expired,
+)
 from app.router.ledger.caps import Caps, Sums
 from app.router.ledger.errors import (
     CapExceeded,
@@ -90,6 +97,8 @@ class BudgetLedger(ClosedOnExit):
         self._ttl = timedelta(seconds=budget.reservation_ttl_s)
         #: told of the reservations charged by expiry (the session audits them)
         self.on_expired: ExpiredHook | None = None
+        #: (never called: a write here stands when it returns, or raises)
+        self.on_late: LateHook | None = None
         self.expiry_check: ExpiryCheck | None = None
         # One connection cannot hold two transactions: coroutines take turns on it.
         self._lock = asyncio.Lock()

@@ -14,9 +14,11 @@ against the shared totals, so a team shares one policy file (docs/team.md).
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 
@@ -26,7 +28,14 @@ from app.hosts import HostPort
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
 from app.router.ledger import pg_reports
-from app.router.ledger.api import ExpiredHook, ExpiryCheck, expiry_held, let_go, tell_expired
+from app.router.ledger.api import (
+    ExpiredHook,
+    ExpiryCheck,
+    LateHook,
+    expiry_held,
+    let_go,
+    tell_expired,
+)
 from app.router.ledger.budget_ledger import LOCAL_PROVIDER
 from app.router.ledger.errors import (
     CapExceeded,
@@ -37,7 +46,7 @@ from app.router.ledger.errors import (
 from app.router.ledger.money import NANO, check_tokens, nusd, usd
 from app.router.ledger.pg_schema import COMPONENT, MIGRATIONS
 from app.router.ledger.publisher import SnapshotPublisher
-from app.router.ledger.records import BudgetSnapshot, Reservation
+from app.router.ledger.records import BudgetSnapshot, LateClose, Reservation
 from app.store import postgres
 from app.store.errors import StoreUnavailable
 from app.store.postgres import (
@@ -52,6 +61,28 @@ from app.store.url import DatabaseUrl, parse_database_url
 
 T = TypeVar("T")
 _DB_ERRORS = db_errors()
+log = logging.getLogger(__name__)
+
+#: the first wait before what the database could not take is written again, and the
+#: longest between tries
+OWED_FIRST_S = 1.0
+OWED_MAX_S = 30.0
+
+
+class _Away(LedgerError):
+    """The database did not answer (gone, restarting, a connection it broke)."""
+
+
+class _Owed(NamedTuple):
+    """A close the database could not take when it was made: written once it answers."""
+
+    reservation_id: str
+    status: str
+    cost: int
+    outcome: str
+    tokens_in: int
+    tokens_out: int
+    latency_ms: float
 
 
 def _reservation(row: Any) -> Reservation:
@@ -115,6 +146,15 @@ class PgBudgetLedger(ClosedOnExit):
         #: told of the reservations charged by expiry (the session audits them)
         self.on_expired: ExpiredHook | None = None
         self.expiry_check: ExpiryCheck | None = None
+        #: told of each close written late (the session audits it)
+        self.on_late: LateHook | None = None
+        #: the settlements and releases the database could not take when they were made
+        #: (it was away when a call ended: the usage known here would be lost, and the
+        #: reservation charged at its estimate by its expiry, a billed overrun never
+        #: counted), in order, written before any other write here and retried meanwhile
+        self._owed: list[_Owed] = []
+        self._owed_lock = asyncio.Lock()
+        self._paying: asyncio.Task[None] | None = None
 
     @property
     def where(self) -> str:
@@ -172,6 +212,19 @@ class PgBudgetLedger(ClosedOnExit):
         )
 
     async def close(self) -> None:
+        if self._paying is not None:
+            self._paying.cancel()
+            await asyncio.gather(self._paying, return_exceptions=True)
+        if self._pool is not None and self._owed:
+            await self._pay()  # (a last try)
+            if self._owed:
+                log.warning(
+                    "team ledger %s: %d settlement(s) or release(s) could not be written "
+                    "(the database did not answer); each reservation is charged in full by "
+                    "its expiry",
+                    self.where,
+                    len(self._owed),
+                )
         if self._pool is not None:
             await self._publisher.close()  # the meter's last update reads the database
         pool, self._pool = self._pool, None
@@ -187,7 +240,74 @@ class PgBudgetLedger(ClosedOnExit):
             async with self._pool.acquire(timeout=postgres.STATEMENT_TIMEOUT_S) as conn:
                 return await fn(conn)
         except _DB_ERRORS as exc:
-            raise LedgerError(f"team ledger {self.where} unavailable: {exc}") from None
+            raise _Away(f"team ledger {self.where} unavailable: {postgres.why(exc)}") from None
+
+    # ── what the database could not take ─────────────────────────────────────────────────
+
+    def _owe(self, owed: _Owed) -> None:
+        self._owed.append(owed)
+        if self._paying is None or self._paying.done():
+            self._paying = asyncio.get_running_loop().create_task(self._pay_later())
+
+    async def _pay_later(self) -> None:
+        delay = OWED_FIRST_S
+        while self._owed and self._pool is not None:
+            await asyncio.sleep(delay)
+            await self._pay()
+            delay = min(delay * 2, OWED_MAX_S)
+
+    async def _pay(self) -> None:
+        """Write what is owed, in order, while the database answers."""
+        async with self._owed_lock:
+            while self._owed and self._pool is not None:
+                owed = self._owed[0]
+                try:
+                    row, before = await self._with(functools.partial(_close_row, owed=owed))
+                except _Away:
+                    return
+                except LedgerError as exc:  # (a close it refuses: nothing to retry)
+                    log.warning("team ledger %s: %s not written: %s", self.where, owed, exc)
+                    self._owed.pop(0)
+                    continue
+                self._owed.pop(0)
+                await self._paid(owed, row, before)
+
+    async def _paid(self, owed: _Owed, row: Any, before: Any) -> None:
+        """A close written late: told, and what an expiry charged meanwhile made whole."""
+        if row is None or row["was"] not in ("live", "expired"):
+            return  # never made (a let-go), or closed already (its first try committed)
+        expired = row["was"] == "expired"
+        r = before  # (the reservation's row as it stood)
+        if expired and owed.cost > int(r["amount_nusd"]):
+            await self.record_call(
+                session=r["session"],
+                run=r["run"],
+                role=r["role"],
+                model=r["model"],
+                provider=r["provider"],
+                tokens_in=0,
+                tokens_out=0,
+                latency_ms=0.0,
+                cost_usd=usd(owed.cost - int(r["amount_nusd"])),
+            )
+        self._publisher.changed(str(r["session"]))
+        if self.on_late is not None:
+            late = LateClose(
+                reservation=owed.reservation_id,
+                session=r["session"],
+                run=r["run"],
+                role=r["role"],
+                model=r["model"],
+                provider=r["provider"],
+                status=owed.status,
+                outcome=owed.outcome,
+                cost_usd=usd(owed.cost),
+                expired=expired,
+            )
+            try:
+                await self.on_late(late)
+            except Exception as exc:  # (the charge stands; the line is what is missing)
+                log.warning("team ledger %s: %s was not audited: %s", self.where, late, exc)
 
     # ── reserve / settle / release ───────────────────────────────────────────────────────
 
@@ -219,6 +339,8 @@ class PgBudgetLedger(ClosedOnExit):
             float(self.budget.reservation_ttl_s),
             self._caps.array(provider),
         )
+        if self._owed:
+            await self._pay()
         try:
             row = await self._with(
                 lambda c: c.fetchrow(
@@ -227,7 +349,16 @@ class PgBudgetLedger(ClosedOnExit):
                     *args,
                 )
             )
-            assert row is not None
+        except asyncio.CancelledError:
+            await let_go(self, rid)
+            raise
+        except _Away:
+            # it may have committed with its answer lost: let go once the database answers
+            # (its expiry would charge it in full, for a call never made)
+            self._owe(_Owed(rid, "released", 0, "cancelled", 0, 0, 0.0))
+            raise
+        assert row is not None
+        try:
             if row["stale"] or row["refused"] is not None:
                 # stale ones are charged (in full: the refusal stands) and told, refused or
                 # not; the function says "stale" only with a reservation made
@@ -321,18 +452,18 @@ class PgBudgetLedger(ClosedOnExit):
     ) -> None:
         cost = nusd(actual_usd, "actual_usd")
         check_tokens(tokens_in, tokens_out)
-        row = await self._with(
-            lambda c: c.fetchrow(
-                "SELECT * FROM sy_ledger_close($1, $2, $3, $4, $5, $6, $7)",
-                reservation_id,
-                status,
-                cost,
-                outcome,
-                tokens_in,
-                tokens_out,
-                float(latency_ms),
-            )
+        owed = _Owed(
+            reservation_id, status, cost, outcome, tokens_in, tokens_out, float(latency_ms)
         )
+        if self._owed:
+            await self._pay()
+        try:
+            row, _ = await self._with(lambda c: _close_row(c, owed, looked=False))
+        except _Away as exc:
+            # the usage is known here: kept and written when the database answers (told to
+            # the session then), not lost to an expiry at the estimate
+            self._owe(owed)
+            raise LedgerError(f"{exc} (kept: written when it answers)") from None
         if row is None:
             raise UnknownReservation(f"unknown reservation {reservation_id}")
         if row["was"] != "live":
@@ -422,3 +553,27 @@ class PgBudgetLedger(ClosedOnExit):
         )
         report.update(team=self.team, user=self.user, ledger_db=self.where)
         return report
+
+
+async def _close_row(conn: Conn, owed: _Owed, *, looked: bool = True) -> tuple[Any, Any]:
+    """``sy_ledger_close`` for ``owed``: its row (None: no such reservation) and, when
+    ``looked``, the reservation's row as it stood before (its amount, session, run, role,
+    model and provider: what a close written late is told with)."""
+    before = None
+    if looked:
+        before = await conn.fetchrow(
+            "SELECT amount_nusd, session, run, role, model, provider FROM ledger_reservations"
+            " WHERE id = $1",
+            owed.reservation_id,
+        )
+    row = await conn.fetchrow(
+        "SELECT * FROM sy_ledger_close($1, $2, $3, $4, $5, $6, $7)",
+        owed.reservation_id,
+        owed.status,
+        owed.cost,
+        owed.outcome,
+        owed.tokens_in,
+        owed.tokens_out,
+        owed.latency_ms,
+    )
+    return row, before

@@ -25,6 +25,24 @@ class Reservation(_Frozen):
     expires: str
 
 
+class LateClose(_Frozen):
+    """A settlement or release the store could not take when it was made (the team's
+    database was away), written once it answered again: the audit says so."""
+
+    reservation: str
+    session: str
+    run: str = ""
+    role: str
+    model: str
+    provider: str
+    #: "settled" or "released"
+    status: str
+    outcome: str
+    cost_usd: float
+    #: charged by expiry meanwhile (at its amount): what it cost past that is a row apart
+    expired: bool = False
+
+
 class CapUsage(_Frozen):
     """One cap's state. ``cap_usd``/``left_usd`` are None when nothing caps it."""
 

@@ -1,0 +1,161 @@
+"""The team ledger when its database does not answer as a call ends: the settlement (the
+usage known only to this process) is kept and written once the database answers again,
+told to the session (a ``budget`` line); an expiry meanwhile charged the estimate and the
+rest is a row apart; a reservation whose answer was lost is let go. It was dropped: the
+reservation expired at its estimate and a billed overrun was never counted (an audit with
+``pg_ctl stop`` mid-call). Real PostgreSQL (tests/pg.py); the database refuses connections
+and drops its open ones, as a restart does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.audit.log import AuditLog
+from app.policy.schema import Budget
+from app.router.ledger import pg_ledger
+from app.router.ledger.errors import LedgerError
+from app.router.ledger.pg_ledger import PgBudgetLedger
+from app.router.ledger.records import LateClose
+from app.router.stores import audit_late
+from tests.integration.test_gateway_store_down import _connections
+from tests.pg import PgServer
+
+BUDGET = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=900)
+
+
+@pytest.fixture
+async def ledger(pg_url: str) -> AsyncIterator[tuple[PgBudgetLedger, list[LateClose]]]:
+    led = await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="alice")
+    told: list[LateClose] = []
+
+    async def tell(late: LateClose) -> None:
+        told.append(late)
+
+    led.on_late = tell
+    try:
+        yield led, told
+    finally:
+        await led.close()
+
+
+def _database(pg_url: str) -> str:
+    return pg_url.rsplit("/", 1)[1]
+
+
+async def _reserve(led: PgBudgetLedger, usd: float) -> str:
+    r = await led.reserve(
+        session="s1", provider="deepseek", role="implementer", model="deepseek-chat", amount_usd=usd
+    )
+    return r.id
+
+
+async def test_a_settlement_the_database_missed_is_written_when_it_answers(
+    ledger: tuple[PgBudgetLedger, list[LateClose]],
+    pg_url: str,
+    pg_server: PgServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    led, told = ledger
+    monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 0.05)
+    rid = await _reserve(led, 0.10)
+    _connections(pg_server, _database(pg_url), allowed=False)
+    try:
+        with pytest.raises(LedgerError, match="kept: written when it answers"):
+            await led.settle(rid, actual_usd=0.25, tokens_in=10, tokens_out=20, latency_ms=1.0)
+    finally:
+        _connections(pg_server, _database(pg_url), allowed=True)
+    for _ in range(200):  # the retry's own clock, no write of ours: it comes by itself
+        if told:
+            break
+        await asyncio.sleep(0.05)
+    assert [(t.reservation, t.status, t.cost_usd, t.expired) for t in told] == [
+        (rid, "settled", 0.25, False)
+    ]
+    snap = await led.snapshot("s1")
+    assert snap.per_session.spent_usd == pytest.approx(0.25) and snap.reserved_usd == 0
+
+
+async def test_an_expiry_meanwhile_charges_the_estimate_and_the_rest_is_kept(
+    pg_url: str, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database came back after the reservation's TTL: another process's expiry
+    charged its amount; the settlement written late adds what the call cost past it."""
+    monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 3600.0)  # (only our next write pays)
+    short = BUDGET.model_copy(update={"reservation_ttl_s": 0.5})
+    led = await PgBudgetLedger.open(pg_url, short, team="t", user="alice")
+    told: list[LateClose] = []
+
+    async def tell(late: LateClose) -> None:
+        told.append(late)
+
+    led.on_late = tell
+    try:
+        rid = await _reserve(led, 0.10)
+        _connections(pg_server, _database(pg_url), allowed=False)
+        try:
+            with pytest.raises(LedgerError):
+                await led.settle(rid, actual_usd=0.25, tokens_in=10, tokens_out=20, latency_ms=1)
+        finally:
+            _connections(pg_server, _database(pg_url), allowed=True)
+        await asyncio.sleep(0.6)
+        assert await led.expire_stale() == 1  # charged at its 0.10
+        await _reserve(led, 0.01)  # a write: what is owed goes first
+        assert [(t.status, t.cost_usd, t.expired) for t in told] == [("settled", 0.25, True)]
+        snap = await led.snapshot("s1")
+        assert snap.per_session.spent_usd == pytest.approx(0.25)
+    finally:
+        await led.close()
+
+
+async def test_a_reservation_the_database_may_have_taken_is_let_go(
+    ledger: tuple[PgBudgetLedger, list[LateClose]],
+    pg_url: str,
+    pg_server: PgServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reservation refused by a database gone away may have committed with its answer
+    lost: its release is kept too (here it never was made: nothing to let go, nothing
+    told, nothing owed after)."""
+    led, told = ledger
+    monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 3600.0)
+    _connections(pg_server, _database(pg_url), allowed=False)
+    try:
+        with pytest.raises(LedgerError):
+            await _reserve(led, 0.10)
+    finally:
+        _connections(pg_server, _database(pg_url), allowed=True)
+    assert len(led._owed) == 1
+    await _reserve(led, 0.01)
+    assert led._owed == [] and told == []
+    snap = await led.snapshot("s1")
+    assert snap.reserved_usd == pytest.approx(0.01) and snap.per_session.spent_usd == 0
+
+
+async def test_a_close_written_late_is_a_budget_line(tmp_path: Path) -> None:
+    """The session's ``on_late``: the line says what the call cost and why it is late."""
+    audit = await AuditLog.open(tmp_path / "audit.db")
+    try:
+        late = LateClose(
+            reservation="r1",
+            session="s1",
+            run="",
+            role="implementer",
+            model="deepseek-chat",
+            provider="deepseek",
+            status="settled",
+            outcome="ok",
+            cost_usd=0.25,
+            expired=True,
+        )
+        await audit_late(audit)(late)
+        (line,) = await audit.lines(session="s1")
+        assert line.kind == "budget" and line.to == "deepseek-chat"
+        assert line.reason_codes == ["SETTLED_LATE", "RESERVATION_EXPIRED"]
+        assert line.values["cost_usd"] == 0.25 and line.values["reservation"] == "r1"
+        assert "did not answer when its call ended" in line.detail
+    finally:
+        await audit.close()
