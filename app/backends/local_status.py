@@ -17,7 +17,13 @@ from app.backends.http import make_client
 from app.backends.local_only import effective_local_only
 from app.backends.machine import LOCAL_EXTRA_HINT
 from app.backends.probe import PROBE_TIMEOUT_S, EndpointStatus, probe_endpoint
-from app.backends.runtimes import local_llm_roles, resolve_urls, url_overrides
+from app.backends.runtimes import (
+    lists,
+    local_llm_roles,
+    local_names,
+    resolve_urls,
+    url_overrides,
+)
 from app.config import Settings
 from app.policy.schema import Policy
 
@@ -128,8 +134,10 @@ def role_status(
         if ep.up
     }
     serving = None
+    known = local_names(policy)
     for runtime in policy.local_chain.order:
-        if runtime in endpoints and endpoints[runtime].up:
+        ep = endpoints.get(runtime)
+        if ep is not None and ep.up and lists(ep.models, model_id, model.served_name, known):
             serving = runtime
             break
         if runtime == llamacpp.RUNTIME and inproc.available:
@@ -166,6 +174,13 @@ def chain_health(
             up = spec is not None and endpoint is not None and endpoint.up
         if not up:
             health[f"runtime:{runtime}"] = False
+        elif endpoint is not None:  # (the router's rule: app.backends.registry)
+            known = local_names(policy)
+            for mid, model in policy.models.items():
+                if model.provider == "local" and not lists(
+                    endpoint.models, mid, model.served_name, known
+                ):
+                    health[f"runtime:{runtime}:{mid}"] = False
     return health, windows
 
 

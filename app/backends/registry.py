@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from app.audit.types import AuditSink
 from app.backends.base import Backend, BackendError
 from app.backends.pool import EndpointPool, PooledBackend
-from app.backends.runtimes import api_root, resolve_url, resolve_urls
+from app.backends.runtimes import api_root, lists, local_names, resolve_url, resolve_urls
 from app.clock import Clock, SystemClock
 from app.counted import counted
 from app.policy.schema import Policy
@@ -94,6 +94,11 @@ class BackendRegistry:
         self._making_client = threading.Lock()
         self._probes: dict[str, tuple[float, bool]] = {}
         self._windows: dict[str, int] = {}
+        #: per local runtime up, ``runtime:<id>:<model>`` for each catalog model its
+        #: server does not list (a llama.cpp server answers every request with the one
+        #: model it loaded, whatever the request names: an audit found qwen2.5-coder-32b
+        #: recorded for replies SmolLM2 wrote); decide() skips that step as not served
+        self._not_served: dict[str, dict[str, bool]] = {}
         self.last_probe_ms = 0.0
         #: the key variables of the policy's providers; and unavailable()'s answer, with
         #: the policy and the variables' values it was worked out for
@@ -158,6 +163,16 @@ class BackendRegistry:
 
     def context_windows(self) -> dict[str, int]:
         return dict(self._windows)
+
+    def not_served(self) -> dict[str, bool]:
+        """``runtime:<id>:<model>`` → False for each model a runtime that answered its last
+        probe does not list (nothing when every server lists what it is asked for)."""
+        out: dict[str, bool] = {}
+        for runtime, keys in self._not_served.items():
+            probed = self._probes.get(runtime)
+            if probed is not None and probed[1]:
+                out.update(keys)
+        return out
 
     async def aclose(self) -> None:
         """Close every backend made, and the shared client. Nothing is handed out or made
@@ -232,13 +247,13 @@ class BackendRegistry:
             return ok
         pool = self._pools.get(runtime)
         if pool is None:
-            return await self._probe_url(self.url(runtime))
+            return await self._probe_url(self.url(runtime), runtime)
         for url in pool.healthy():  # up when any endpoint not in cooldown answers
-            if await self._probe_url(url):
+            if await self._probe_url(url, runtime):
                 return True
         return False
 
-    async def _probe_url(self, base: str) -> bool:
+    async def _probe_url(self, base: str, runtime: str = "") -> bool:
         if not base:
             return False
         try:
@@ -262,7 +277,10 @@ class BackendRegistry:
             # llama.cpp's server has no /health: /v1/models answering is enough
             ok = models.status_code == 200 and health.status_code in (200, 404)
             if ok:
-                self._learn_windows(models.json())
+                body = models.json()
+                self._learn_windows(body)
+                if runtime:
+                    self._learn_served(runtime, body)
         except Exception:  # any transport failure (refused, timeout, local_only) = down
             ok = False
         self.last_probe_ms = (time.perf_counter() - started) * 1000
@@ -280,6 +298,26 @@ class BackendRegistry:
             window = entry.get("max_model_len")
             if mid and isinstance(window, int) and window > 0:
                 self._windows[mid] = window
+
+    def _learn_served(self, runtime: str, body: Any) -> None:
+        """Which catalog models ``runtime``'s server does not list (by the name each is
+        asked for there, vLLM's served name or the launcher's catalog id). A server that
+        lists nothing is taken at its word on nothing."""
+        data = body.get("data", []) if isinstance(body, dict) else []
+        listed = (
+            {str(entry.get("id", "")) for entry in data if isinstance(entry, dict)}
+            if isinstance(data, list)
+            else set()
+        )
+        if not listed:
+            self._not_served.pop(runtime, None)
+            return
+        known = local_names(self.policy)
+        self._not_served[runtime] = {
+            f"runtime:{runtime}:{mid}": False
+            for mid, model in self.policy.models.items()
+            if model.provider == "local" and not lists(listed, mid, model.served_name, known)
+        }
 
     def _make(self, model_id: str, runtime: str) -> Backend:
         model = self.policy.model(model_id)

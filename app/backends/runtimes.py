@@ -8,7 +8,7 @@ router calls.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from app.config import Settings
 from app.errors import ConfigError
@@ -82,3 +82,27 @@ def local_llm_roles(policy: Policy) -> list[str]:
         for rid, r in policy.roles.items()
         if r.kind == "llm" and r.locality == "local" and r.default
     ]
+
+
+def local_names(policy: Policy) -> dict[str, str]:
+    """Each name a local model of the catalog is served under (its id, the launcher's
+    llama.cpp alias, and its served name, vLLM's), with its catalog id."""
+    names: dict[str, str] = {}
+    for mid, model in policy.models.items():
+        if model.provider == "local":
+            names[model.served_name] = mid
+            names[mid] = mid
+    return names
+
+
+def lists(models: Iterable[str], model_id: str, served_name: str, known: Mapping[str, str]) -> bool:
+    """Whether a server listing ``models`` serves the catalog's ``model_id``: it lists it
+    (by its served name or its id), or it lists nothing the catalog knows as another
+    model (a server started by hand lists its GGUF's file name: not judged). A server
+    listing another catalog model does not: a llama.cpp server answers every request with
+    the one model it loaded, whatever the request names (an audit: replies the embedded
+    SmolLM2 wrote on a server ``local serve`` made were recorded as qwen2.5-coder-32b)."""
+    listed = set(models)
+    if not listed or served_name in listed or model_id in listed:
+        return True
+    return not any(known.get(name, model_id) != model_id for name in listed)

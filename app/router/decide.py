@@ -272,6 +272,9 @@ def local_target(
         if not health.get(health_key, True):
             skips.append(Skip(model=model_id, runtime=runtime_id, reason="unhealthy"))
             continue
+        if health and health.get(f"{health_key}:{model_id}") is False:
+            skips.append(Skip(model=model_id, runtime=runtime_id, reason="not_served"))
+            continue
         if catalog_window == _UNKNOWN:
             window = _window(policy, state, model_id)  # (a KeyError names it, as ever)
         else:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 def why_local(router: Router, skip: Skip, failed: dict[str, str]) -> str:
     """How a local runtime step is described in the runtime-fallback line."""
+    if skip.reason == "not_served":
+        return "serves another model"
     if skip.reason != "unhealthy":
         return skip.reason.replace("_", " ")
     key = f"runtime:{skip.runtime}"

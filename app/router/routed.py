@@ -146,6 +146,11 @@ class BackendResolver(Protocol):
         """Windows of models as they actually serve (GGUF metadata, max_model_len)."""
         ...
 
+    def not_served(self) -> dict[str, bool]:
+        """``runtime:<id>:<model>`` → False for the models a local runtime that is up does
+        not serve (its server lists others)."""
+        ...
+
 
 @dataclass
 class RoutedResult:

@@ -129,6 +129,9 @@ class Router:
             key = f"runtime:{runtime}"
             if key not in health and not await self.backends.runtime_up(runtime):
                 health[key] = False
+        not_served = self.backends.not_served()
+        if not_served:
+            health.update(not_served)
         # Only what is not empty is given: an empty container is the field's default, and
         # each one given is validated and copied (the usual state 2.4 -> 1.6 µs alone, 5.9
         # in place for the whole model: issue 20). A model with no key is never among

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SkipReason = Literal[
     "unhealthy",  # runtime or model marked down (health probe, cooldown after an error)
+    "not_served",  # the runtime is up and its server does not list the model
     "context_too_small",  # prompt estimate + output budget exceeds the model's window
     "budget",  # the estimated cost exceeds what is left under a cap (GR-011)
     "local_only",  # GR-009 forbids every cloud call

@@ -354,3 +354,41 @@ async def test_a_key_set_or_unset_later_is_seen_on_the_next_cloud_step(
         assert registry.unavailable() == {}
     finally:
         await registry.aclose()
+
+
+@pytest.mark.parametrize(
+    ("listed", "qwen_not_served", "smollm_not_served"),
+    [
+        # the launcher's server for the embedded model: every other local model is not
+        # served there (the server answers any request with SmolLM2)
+        (["smollm2-135m"], True, False),
+        # a server started by hand lists its GGUF's file name: not judged
+        (["qwen2.5-coder-7b-instruct-q4_k_m.gguf"], False, False),
+        # the role's own model, by its id or its served name
+        (["qwen2.5-coder-7b"], False, True),
+        (["Qwen/Qwen2.5-Coder-7B-Instruct"], False, True),
+        ([], False, False),  # (lists nothing: not judged)
+    ],
+)
+async def test_a_server_listing_another_catalog_model_does_not_serve_the_roles(
+    policy: Policy,
+    fake_openai_factory: Any,
+    listed: list[str],
+    qwen_not_served: bool,
+    smollm_not_served: bool,
+) -> None:
+    """A llama.cpp server answers every request with the one model it loaded: the router
+    recorded qwen2.5-coder-32b for replies SmolLM2 wrote on a server ``local serve`` made
+    (an audit). The probe's listing says which catalog models a runtime does not serve."""
+    server = fake_openai_factory("llamacpp", models=listed)
+    registry = BackendRegistry(
+        policy, local_only=True, runtime_urls={"llamacpp_server": server.base_url}
+    )
+    try:
+        assert await registry.runtime_up("llamacpp_server") is True
+        keys = registry.not_served()
+        assert ("runtime:llamacpp_server:qwen2.5-coder-7b" in keys) is qwen_not_served
+        assert ("runtime:llamacpp_server:smollm2-135m" in keys) is smollm_not_served
+        assert all(value is False for value in keys.values())
+    finally:
+        await registry.aclose()

@@ -81,6 +81,9 @@ class Backends(Resolver):
     def context_windows(self) -> dict[str, int]:
         return dict(self.windows)
 
+    def not_served(self) -> dict[str, bool]:
+        return {}
+
     def requests(self, key: tuple[str, str]) -> list[ChatRequest]:
         return self.answering[key].requests if key in self.answering else []
 

@@ -90,6 +90,9 @@ class Resolver:
     def context_windows(self) -> dict[str, int]:
         return dict(self.windows)
 
+    def not_served(self) -> dict[str, bool]:
+        return {}
+
     def sent(self, key: tuple[str, str]) -> list[ChatRequest]:
         """Every request the backend for ``key`` was sent (none if it was never made)."""
         made = self.made.get(key)
@@ -409,6 +412,34 @@ async def test_a_stream_broken_after_it_reached_the_reader_is_charged_once(
         assert spent == pytest.approx(estimate, abs=1e-9)
         budget = next(ln for ln in lines if ln.kind == "budget")
         assert "cut_short_cost_usd" not in budget.values
+
+
+class LaunchedEmbedded(Resolver):
+    """A llama.cpp server ``local serve`` made without a GGUF: up, serving the embedded
+    SmolLM2 under its catalog id, so no other local model (the registry's probe says)."""
+
+    def not_served(self) -> dict[str, bool]:
+        return {"runtime:llamacpp_server:qwen2.5-coder-7b": False}
+
+
+async def test_a_server_that_does_not_serve_the_roles_model_is_passed_over_and_said(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """The tutor's qwen2.5-coder-7b was sent to that server, SmolLM2 answered, and the
+    audit and the ledger named qwen2.5-coder-7b (an audit)."""
+    resolver = LaunchedEmbedded(up={"llamacpp_server", "llamacpp_inprocess"})
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    try:
+        result = await router.complete("tutor", REQ)
+        assert (result.model, result.runtime) == ("smollm2-135m", "llamacpp_inprocess")
+        assert ("qwen2.5-coder-7b", "llamacpp_server") not in resolver.made
+        assert result.audit[0].detail == (
+            "qwen2.5-coder-7b on vLLM unreachable, llama.cpp server serves another model → "
+            "smollm2-135m in-process"
+        )
+    finally:
+        await audit.close()
+        await ledger.close()
 
 
 async def test_local_runtime_failure_marks_it_down_and_falls_back(

@@ -107,6 +107,9 @@ class Resolver:
     def context_windows(self) -> dict[str, int]:
         return {"smollm2-135m": 8192}
 
+    def not_served(self) -> dict[str, bool]:
+        return {}
+
 
 @pytest.fixture
 async def router(tmp_path: Path, policy: Policy) -> AsyncIterator[tuple[Router, Resolver]]:
