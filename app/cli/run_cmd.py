@@ -113,6 +113,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.test_command is not None:
         _check_test_command(args.test_command)
     repo = None if args.demo else _git_repo(args.repo if args.repo is not None else Path("."))
+    if repo is not None:
+        from app.workspace.testcmd import load_repo_config
+
+        # the repository's own settings, read before anything starts: a mistake in them
+        # is a usage error naming the line (the run started, and stopped on it, exit 1)
+        load_repo_config(repo)
     settings = settings_from(args)
     loaded = policy_from(args, settings)
     policy = loaded.policy

@@ -40,9 +40,10 @@ class NoTestCommand(SwitchyardError):
 
 
 class RepoConfig(BaseModel):
-    """``REPO/.switchyard/config.toml``: per-repo settings. Unknown keys are ignored."""
+    """``REPO/.switchyard/config.toml``: per-repo settings. An unknown key is refused: a
+    typo (``test_comand``) was ignored, and the run detected another command."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     test_command: str | list[str] | None = None
     test_timeout_s: float | None = Field(default=None, gt=0)
@@ -63,7 +64,8 @@ def load_repo_config(repo: Path) -> RepoConfig:
     # the file picks the test command: never read through a link a repository planted
     path = state_path(Path(repo), CONFIG_FILE)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except FileNotFoundError:
         return RepoConfig()
     except (OSError, UnicodeDecodeError) as exc:
@@ -73,9 +75,15 @@ def load_repo_config(repo: Path) -> RepoConfig:
     try:
         return RepoConfig.model_validate(data)
     except ValidationError as exc:
+        from app.policy.lines import key_lines, line_for
+
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{path}: {loc}: {err['msg']}") from None
+        line = line_for(key_lines(text), tuple(str(p) for p in err["loc"]))
+        where = f"{path}:{line}" if line else str(path)
+        known = ", ".join(RepoConfig.model_fields)
+        msg = f"unknown key (known: {known})" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ConfigError(f"{where}: {loc}: {msg}") from None
 
 
 def split_command(cmd: str | Sequence[str], where: str) -> list[str]:

@@ -39,6 +39,34 @@ def test_an_empty_test_command_is_a_usage_error_and_writes_nothing(
     assert not (repo / ".switchyard").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            "# the tests\ntest_command = 'pytest -q'\ntest_timeout_s = -1\n",
+            ":3: test_timeout_s: Input should be greater than 0",
+        ),
+        (
+            "test_comand = 'pytest -q'\n",
+            ":1: test_comand: unknown key (known: test_command, test_timeout_s, "
+            "test_memory_mb)",
+        ),
+    ],
+)
+def test_a_mistake_in_the_repositorys_config_is_a_usage_error_naming_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, said: str
+) -> None:
+    """It started a run that stopped on it (exit 1, no line); a misspelt key was ignored
+    and another test command detected (an audit)."""
+    repo = make_repo(tmp_path)
+    config = repo / ".switchyard" / "config.toml"
+    config.parent.mkdir()
+    config.write_text(text)
+    assert main(["run", "fix", "--repo", str(repo), "--approve", "deny"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"switchyard: {config}{said}"]
+    assert not (repo / ".switchyard" / "runs").exists()
+
+
 def test_a_missing_repo_is_said_as_missing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

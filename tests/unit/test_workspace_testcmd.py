@@ -117,7 +117,7 @@ def test_config_as_a_list_and_limits(tmp_path: Path) -> None:
         {
             ".switchyard/config.toml": (
                 'test_command = ["npm", "run", "test:ci"]\ntest_timeout_s = 90\n'
-                "test_memory_mb = 2048\nfuture_key = 1\n"
+                "test_memory_mb = 2048\n"
             )
         },
     )
@@ -137,6 +137,7 @@ def test_config_as_a_list_and_limits(tmp_path: Path) -> None:
         ('test_command = ""\n', "empty"),
         ("test_command = 3\n", "test_command"),
         ("test_timeout_s = -1\n", "test_timeout_s"),
+        ("test_comand = 'make test'\n", "config.toml:1: test_comand: unknown key"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, match: str) -> None:
