@@ -67,6 +67,14 @@ def _tui(args: argparse.Namespace) -> int:
             f"{where} is not a git repository: a task stops before any model call "
             "(`git init` and a first commit make it one)"
         )
+    else:
+        from app.errors import ConfigError
+        from app.workspace.testcmd import load_repo_config
+
+        try:
+            load_repo_config(repo)
+        except ConfigError as exc:  # (said on the first screen, as a run would stop on it)
+            notice = f"{exc}: a task stops on it until it is mended"
     return run_tui(
         args,
         repo=repo,

@@ -68,6 +68,11 @@ def test_a_folder_that_is_not_a_repository_opens_with_a_warning(
     (tmp_path / "sub").mkdir()
     assert main(["tui", "--repo", str(tmp_path / "sub")]) == 0
     assert seen["repo"] == tmp_path.resolve() and seen["notice"] is None
+    # a mistake in the repository's own config is said on the first screen, with its line
+    (tmp_path / ".switchyard").mkdir()
+    (tmp_path / ".switchyard" / "config.toml").write_text("test_comand = 'make'\n")
+    assert main(["tui", "--repo", str(tmp_path)]) == 0
+    assert "config.toml:1: test_comand: unknown key" in str(seen["notice"])
 
 
 def test_every_theme_file_loads_with_every_variable() -> None:
