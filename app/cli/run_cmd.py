@@ -90,8 +90,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--allow-unsandboxed",
         action="store_true",
-        help="where neither bwrap nor `unshare -rn` works, run the test command with no "
-        "sandbox (network on, writes unconfined; audited) instead of stopping; refused "
+        help="where neither bwrap nor user namespaces (`unshare`) work, run the test command "
+        "with no sandbox (network on, writes unconfined; audited) instead of stopping; refused "
         "under local_only (GR-010; also [sandbox] allow_unsandboxed in the policy)",
     )
     add_policy_arg(p)

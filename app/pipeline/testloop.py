@@ -2,8 +2,9 @@
 GR-010): its exit code is the truth the Implementer's loop is judged by.
 
 The sandbox fails closed. Before the first loop the runner is decided once for the run
-(:func:`~app.workspace.sandbox.decide_sandbox`): bwrap; else ``unshare -rn`` (no network),
-audited as a downgrade; else nothing, and the run stops with an audited refusal before
+(:func:`~app.workspace.sandbox.decide_sandbox`): bwrap; else user namespaces through
+``unshare`` (the same read-only filesystem, built by app/workspace/unshare_shim.py, no
+network), audited as a downgrade; else nothing, and the run stops with an audited refusal before
 any test runs, unless the user opted in to a run with no sandbox (``--allow-unsandboxed``
 or the policy's ``[sandbox] allow_unsandboxed``), which local_only refuses regardless.
 The command's environment is built from an allowlist without the provider keys (nor any

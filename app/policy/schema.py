@@ -76,7 +76,7 @@ class Sandbox(Strict):
     """GR-010: where the project's test command runs (see ``[sandbox]`` in the policy)."""
 
     #: run the test command with no sandbox at all (network on, writes unconfined) where
-    #: neither bwrap nor ``unshare -rn`` works; audited; refused under local_only
+    #: neither bwrap nor user namespaces (``unshare``) work; audited; refused under local_only
     allow_unsandboxed: bool = False
 
 

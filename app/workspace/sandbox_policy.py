@@ -36,7 +36,7 @@ LOCAL_ONLY_CODE = "GR010_UNSANDBOXED_LOCAL_ONLY"
 #: how to get a sandbox back, for the messages
 _FIX = (
     "install bubblewrap (e.g. apt-get install bubblewrap) or allow unprivileged user "
-    "namespaces, so that bwrap or `unshare -rn` can run"
+    "namespaces, so that bwrap or `unshare` can run"
 )
 
 
