@@ -16,6 +16,7 @@ from app.cli.common import (
     add_json_arg,
     add_policy_arg,
     add_session_args,
+    an_id,
     console,
     policy_from,
     print_json,
@@ -59,6 +60,7 @@ def register(sub: Any) -> None:
     ex.add_argument(
         "--session",
         metavar="S",
+        type=an_id,
         help="the session whose spend counts against its cap (default: a new session)",
     )
     ex.add_argument(
