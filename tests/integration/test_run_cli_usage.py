@@ -48,8 +48,7 @@ def test_an_empty_test_command_is_a_usage_error_and_writes_nothing(
         ),
         (
             "test_comand = 'pytest -q'\n",
-            ":1: test_comand: unknown key (known: test_command, test_timeout_s, "
-            "test_memory_mb)",
+            ":1: test_comand: unknown key (known: test_command, test_timeout_s, test_memory_mb)",
         ),
     ],
 )

@@ -9,7 +9,7 @@ and drops its open ones, as a restart does."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from app.policy.schema import Budget
 from app.router.ledger import pg_ledger
 from app.router.ledger.errors import LedgerError
 from app.router.ledger.pg_ledger import PgBudgetLedger
-from app.router.ledger.records import LateClose
+from app.router.ledger.records import LateClose, Reservation
 from app.router.stores import audit_late
 from tests.integration.test_gateway_store_down import _connections
 from tests.pg import PgServer
@@ -159,3 +159,38 @@ async def test_a_close_written_late_is_a_budget_line(tmp_path: Path) -> None:
         assert "did not answer when its call ended" in line.detail
     finally:
         await audit.close()
+
+
+async def test_an_expiry_whose_line_failed_is_told_by_the_next_writer(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The expiry's charge committed and its audit line failed (the audit's database
+    locked, the process interrupted): nothing ever wrote it, and the audit's charges no
+    longer added up to the ledger's (a chaos audit). The line is owed in the charge's own
+    transaction, and told by the next writer that expires, past the first's grace."""
+    short = BUDGET.model_copy(update={"reservation_ttl_s": 0.3})
+    first = await PgBudgetLedger.open(pg_url, short, team="t", user="alice")
+    second = await PgBudgetLedger.open(pg_url, short, team="t", user="bob")
+    told: list[str] = []
+
+    async def fails(expired: Sequence[Reservation]) -> None:
+        raise RuntimeError("the audit log did not answer")
+
+    async def tells(expired: Sequence[Reservation]) -> None:
+        told.extend(r.id for r in expired)
+
+    first.on_expired, second.on_expired = fails, tells
+    try:
+        rid = await _reserve(first, 0.10)
+        await asyncio.sleep(0.4)
+        assert await first.expire_stale() == 1  # charged; its line failed
+        assert await second.expire_stale() == 0 and told == []  # (within the grace)
+        monkeypatch.setattr(pg_ledger, "UNTOLD_GRACE_S", 0.0)
+        assert await second.expire_stale() == 0  # nothing newly charged, one line owed
+        assert told == [rid]
+        assert await second.expire_stale() == 0 and told == [rid]  # told once
+        snap = await second.snapshot("s1")
+        assert snap.per_session.spent_usd == pytest.approx(0.10)  # charged once
+    finally:
+        await first.close()
+        await second.close()

@@ -18,7 +18,13 @@ from app.router.ledger import schema as ledger_sqlite
 PINNED: dict[str, tuple[tuple[tuple[str, ...], ...], list[str]]] = {
     "team ledger (PostgreSQL)": (
         ledger_pg.MIGRATIONS,
-        ["8e10a7bb9b32d1d3", "cbdda46508692369", "487a77cc540bf2f2", "487a77cc540bf2f2"],
+        [
+            "8e10a7bb9b32d1d3",
+            "cbdda46508692369",
+            "487a77cc540bf2f2",
+            "487a77cc540bf2f2",
+            "73c6c89055b8ab51",
+        ],
     ),
     "team audit (PostgreSQL)": (audit_pg.MIGRATIONS, ["aeaeceb04a91d994"]),
     "ledger (SQLite)": (

@@ -33,19 +33,22 @@ log = logging.getLogger(__name__)
 
 async def tell_expired(
     hook: ExpiredHook | None, expired: Sequence[Reservation], where: object
-) -> None:
-    """Call ``hook`` with the reservations just charged by expiry. The charge is committed
-    and stands whatever the hook does: a hook that fails (the audit store gone) is logged,
-    not raised into the reservation or report that found them (a reservation committed
-    and then failed would be left live, to be charged again for a call never made)."""
+) -> bool:
+    """Call ``hook`` with the reservations just charged by expiry; whether they were told.
+    The charge is committed and stands whatever the hook does: a hook that fails (the
+    audit store gone) is logged, not raised into the reservation or report that found
+    them (a reservation committed and then failed would be left live, to be charged again
+    for a call never made); the team's store tells them again later (``ledger_untold``)."""
     if hook is None or not expired:
-        return
+        return False
     try:
         await hook(expired)
     except Exception as exc:
         log.error(
             "%s: %d reservation(s) charged by expiry were not audited: %s", where, len(expired), exc
         )
+        return False
+    return True
 
 
 #: asked before a ledger opened alone charges an expired reservation: why it may not

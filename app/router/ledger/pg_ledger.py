@@ -69,6 +69,21 @@ OWED_FIRST_S = 1.0
 OWED_MAX_S = 30.0
 
 
+#: how long an expiry's owed line is left to the process that charged it before another
+#: tells it (the one that charged it tells it at once, or failed to)
+UNTOLD_GRACE_S = 60.0
+#: the owed lines past their grace, taken (their grace starts again) with what telling
+#: each needs
+_OWED_LINES = (
+    "UPDATE ledger_untold u SET since = now() FROM ledger_reservations l"
+    " WHERE u.team = $1 AND u.since < now() - make_interval(secs => $2)"
+    " AND l.id = u.reservation_id"
+    " RETURNING l.id AS r_id, l.session AS r_session, l.run AS r_run,"
+    " l.provider AS r_provider, l.role AS r_role, l.model AS r_model,"
+    " l.amount_nusd AS r_amount, l.created AS r_created, l.expires_at AS r_expires"
+)
+
+
 class _Away(LedgerError):
     """The database did not answer (gone, restarting, a connection it broke)."""
 
@@ -516,16 +531,30 @@ class PgBudgetLedger(ClosedOnExit):
         if await expiry_held(self):
             return 0
 
-        async def expire(conn: Conn) -> list[Reservation]:
+        telling = self.on_expired is not None
+
+        async def expire(conn: Conn) -> tuple[int, list[Reservation]]:
             try:
                 rows = await conn.fetch("SELECT * FROM sy_ledger_expire($1)", self.team)
+                # and the lines another process owes still, past their grace (it may be
+                # telling them now): taken for a while, told here, let go once written
+                owed = await conn.fetch(_OWED_LINES, self.team, UNTOLD_GRACE_S) if telling else []
             except asyncpg.InsufficientPrivilegeError:
-                return []
-            return [_reservation(r) for r in rows]
+                return 0, []
+            return len(rows), [_reservation(r) for r in (*rows, *owed)]
 
-        expired = await self._with(expire)
-        await tell_expired(self.on_expired, expired, self.where)
-        return len(expired)
+        charged, expired = await self._with(expire)
+        if await tell_expired(self.on_expired, expired, self.where):
+            ids = [r.id for r in expired]
+            try:
+                await self._with(
+                    lambda c: c.execute(
+                        "DELETE FROM ledger_untold WHERE reservation_id = ANY($1)", ids
+                    )
+                )
+            except LedgerError as exc:  # (told again later: a line twice, not none)
+                log.warning("team ledger %s: expiries told, not noted: %s", self.where, exc)
+        return charged
 
     async def left_usd(self, session: str, provider: str) -> float:
         return (await self.left_usd_many(session, (provider,)))[provider]

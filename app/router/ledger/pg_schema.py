@@ -234,6 +234,24 @@ END $$
 """
 
 
+_UNTOLD = """CREATE TABLE ledger_untold (
+    reservation_id TEXT PRIMARY KEY REFERENCES ledger_reservations (id),
+    team TEXT NOT NULL,
+    since TIMESTAMPTZ NOT NULL DEFAULT now()
+)"""
+
+
+def _expire_v5() -> str:
+    text = _EXPIRE_TEAM.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+    told = "    RETURN QUERY SELECT l.id, l.session"
+    assert text.count(told) == 1
+    return text.replace(
+        told,
+        "    INSERT INTO ledger_untold (reservation_id, team)\n"
+        "        SELECT l.id, l.team FROM ledger_reservations l WHERE l.id = ANY (v_ids);\n" + told,
+    )
+
+
 def _reserve_v2() -> str:
     text = _RESERVE.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
     stale = _STALE_V1.replace("WHERE status", "WHERE team = p_team AND status")
@@ -337,4 +355,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     # (an upgrade audit). A released migration is never edited again: it gets a next
     # one (tests/unit/test_migrations_pinned.py holds each one's digest).
     (_reserve_v3(),),
+    # v5: an expiry's charge and a note that its audit line is owed, in one transaction;
+    # the note goes when the line is written, and a note left (the audit's database did
+    # not answer, the process was killed) is told by the next writer that expires (the
+    # charge stood with no line, for good: a chaos audit).
+    (_UNTOLD, _expire_v5()),
 )
