@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
@@ -67,6 +68,9 @@ log = logging.getLogger(__name__)
 #: longest between tries
 OWED_FIRST_S = 1.0
 OWED_MAX_S = 30.0
+#: how long a close is kept for a database that does not take it: past it, the close is
+#: let go, said (the reservation's expiry charged it in full long before)
+OWED_FOR_S = 3600.0
 
 
 #: how long an expiry's owed line is left to the process that charged it before another
@@ -98,6 +102,8 @@ class _Owed(NamedTuple):
     tokens_in: int
     tokens_out: int
     latency_ms: float
+    #: when it was first owed (monotonic)
+    since: float = 0.0
 
 
 def _reservation(row: Any) -> Reservation:
@@ -260,7 +266,7 @@ class PgBudgetLedger(ClosedOnExit):
     # ── what the database could not take ─────────────────────────────────────────────────
 
     def _owe(self, owed: _Owed) -> None:
-        self._owed.append(owed)
+        self._owed.append(owed._replace(since=time.monotonic()))
         if self._paying is None or self._paying.done():
             self._paying = asyncio.get_running_loop().create_task(self._pay_later())
 
@@ -278,8 +284,13 @@ class PgBudgetLedger(ClosedOnExit):
                 owed = self._owed[0]
                 try:
                     row, before = await self._with(functools.partial(_close_row, owed=owed))
-                except _Away:
-                    return
+                except _Away as exc:
+                    if time.monotonic() - owed.since < OWED_FOR_S:
+                        return
+                    # (a database that answers and refuses it would be tried for ever)
+                    log.warning("team ledger %s: %s let go: %s", self.where, owed, exc)
+                    self._owed.pop(0)
+                    continue
                 except LedgerError as exc:  # (a close it refuses: nothing to retry)
                     log.warning("team ledger %s: %s not written: %s", self.where, owed, exc)
                     self._owed.pop(0)
