@@ -21,6 +21,17 @@ if TYPE_CHECKING:
 Command = tuple[str, str, Callable[[], object]]
 
 
+def _approval_waits(app: CoreApp) -> bool:
+    """Whether an approval modal is open (said, when it is): a screen opened over it hid
+    it, and its request timed out unseen (an audit)."""
+    from app.tui.screens.approval import ApprovalScreen
+
+    if any(isinstance(screen, ApprovalScreen) for screen in app.screen_stack):
+        app.notify("an approval is waiting: answer it first (y, a, n or d)", severity="warning")
+        return True
+    return False
+
+
 def _home(app: CoreApp, *, beneath: bool = False) -> WorkbenchScreen | None:
     """The workbench, once the screens above it are closed. While an approval waits the
     modal stays (popping it dismissed no one's answer, so its request waited out the
@@ -33,10 +44,9 @@ def _home(app: CoreApp, *, beneath: bool = False) -> WorkbenchScreen | None:
     home = app.home
     if not isinstance(home, WorkbenchScreen):
         return None
-    if any(isinstance(screen, ApprovalScreen) for screen in app.screen_stack):
-        if beneath:
-            return home
-        app.notify("an approval is waiting: answer it first (y, a, n or d)", severity="warning")
+    if beneath and any(isinstance(screen, ApprovalScreen) for screen in app.screen_stack):
+        return home
+    if _approval_waits(app):
         return None
     while app.screen is not home and len(app.screen_stack) > 1:
         app.pop_screen()
@@ -63,7 +73,8 @@ def _push(app: CoreApp, screen_name: str) -> None:
         "simulate": SimulateScreen,
         "tutor": TutorScreen,
     }
-    app.push_screen(screens[screen_name]())
+    if not _approval_waits(app):
+        app.push_screen(screens[screen_name]())
 
 
 def _set_theme(app: CoreApp, name: str) -> None:

@@ -15,7 +15,7 @@ from app.clock import ManualClock
 from app.tui import bridge
 from app.tui.core import DECIDED_BY, RunDone
 from app.tui.screens.approval import ApprovalScreen
-from tests.tui.helpers import Messages, settle, until
+from tests.tui.helpers import Messages, palette, settle, until
 from tests.tui.scripted import ScriptedRun
 
 
@@ -329,3 +329,20 @@ async def test_a_new_model_call_says_it_waits_for_the_model_then_counts_afresh(
         await settle(pilot)
         assert home.header.activity == "implementer writing · 5 chars"
         await _deny_to_the_end(app, pilot, run)
+
+
+@pytest.mark.parametrize("command", ["Runs", "Policy", "Simulate", "Tutor"])
+async def test_a_screen_from_the_palette_does_not_hide_a_waiting_approval(
+    make_app: Any, command: str
+) -> None:
+    """Runs opened the evidence screen over the modal: nothing said an approval waited,
+    and it timed out unseen (an audit). Refused with a word, as New task is."""
+    seen = Messages()
+    app = make_app()
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        await settle(pilot)
+        await palette(pilot, command)
+        assert isinstance(app.screen, ApprovalScreen)
+        notes = [m.notification.message for m in seen.of(Notify)]
+        assert any("an approval is waiting" in note for note in notes), notes
