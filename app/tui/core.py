@@ -275,6 +275,20 @@ class CoreApp(App[int]):
                 self.notify(f"Press {key} to quit the app", title="Do you want to quit?")
                 return
 
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        """The palette's Screenshot, said in plain words: Textual's toast showed its
+        markup (``[$text-success]'…'``), and a missing ``~/Downloads`` gave no reason.
+        Saved in ``~/Downloads`` when there is one, else in the working folder."""
+        if path is None:
+            downloads = Path.home() / "Downloads"
+            path = str(downloads if downloads.is_dir() else Path.cwd())
+        try:
+            saved = self.save_screenshot(filename, path)
+        except OSError as exc:
+            self.notify(f"screenshot not saved in {path}: {exc.strerror or exc}", severity="error")
+            return
+        self.notify(f"screenshot saved: {saved}")
+
     async def on_unmount(self) -> None:
         # Workers were cancelled; let them unwind before the session's stores close.
         for worker in list(self.workers):
