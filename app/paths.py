@@ -73,9 +73,9 @@ def state_path(repo: Path, *parts: str) -> Path:
         except OSError as exc:
             raise _state_error(path, exc.strerror or str(exc)) from None
         if stat.S_ISLNK(st.st_mode):
-            raise _state_error(path, "a symbolic link")
+            raise _state_error(path, "a symbolic link", planted=True)
         if i < len(parts) and not stat.S_ISDIR(st.st_mode):
-            raise _state_error(path, "not a folder")
+            raise _state_error(path, "not a folder", planted=True)
     return repo.joinpath(STATE_DIR_NAME, *parts)
 
 
@@ -91,21 +91,30 @@ def _state_folder(path: Path) -> None:
     try:
         st = path.lstat()
         if stat.S_ISLNK(st.st_mode):
-            raise _state_error(path, "a symbolic link")
+            raise _state_error(path, "a symbolic link", planted=True)
         if not stat.S_ISDIR(st.st_mode):
-            raise _state_error(path, "not a folder")
+            raise _state_error(path, "not a folder", planted=True)
         with os.scandir(path) as entries:
             for entry in entries:
                 if entry.is_symlink():
-                    raise _state_error(Path(entry.path), "a symbolic link")
+                    raise _state_error(Path(entry.path), "a symbolic link", planted=True)
     except OSError as exc:
         raise _state_error(path, exc.strerror or str(exc)) from None
 
 
-def _state_error(path: Path, why: str) -> ConfigError:
+def _state_error(path: Path, why: str, *, planted: bool = False) -> ConfigError:
+    """``planted``: a link or a file where the state's folder goes (moved away, it is
+    mended); else the system's refusal (a read-only disk, a folder not the user's), whose
+    remedy is not to move anything (it was said to be, for a read-only mount: a TUI
+    audit)."""
+    if planted:
+        return ConfigError(
+            f"{path}: {why}; Switchyard keeps the repository's state in a real folder there "
+            "and never follows a link (move it away)"
+        )
     return ConfigError(
-        f"{path}: {why}; Switchyard keeps the repository's state in a real folder there "
-        "and never follows a link (move it away)"
+        f"{path}: {why}; Switchyard keeps the repository's state there (.switchyard, "
+        "git-ignored): the repository must be writable by you"
     )
 
 

@@ -157,3 +157,26 @@ def test_a_file_where_a_state_folder_goes_is_one_clear_line(tmp_path: Path, kind
             EvidenceBundle.create(repo, "20260101-120000-aaaaaa")
         else:
             Worktree.create(repo, "20260101-120000-aaaaaa")
+
+
+def test_a_repository_switchyard_cannot_write_in_says_so_not_move_it_away(
+    tmp_path: Path,
+) -> None:
+    """A read-only repository was told that its state folder was a link to move away (a
+    TUI audit): the system's own refusal, and that the repository must be writable."""
+    import os
+
+    if os.geteuid() == 0:
+        # root writes through any mode: the refusal is made the way a read-only mount
+        # makes it, with no folder to make the state's in (its parent a file)
+        parent = tmp_path / "file"
+        parent.write_text("")
+        repo = parent
+    else:
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        repo.chmod(0o555)
+    with pytest.raises(ConfigError) as info:
+        repo_state_dir(repo)
+    text = str(info.value)
+    assert "move it away" not in text and "must be writable by you" in text
