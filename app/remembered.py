@@ -42,10 +42,10 @@ class Digests:
         #: an ``id`` found is the text asked for (no check on each look: a conversation of
         #: 108 messages is looked up three times a message, issue 20)
         self._held: list[object] = []
-        #: a request's prompt count, by the ids of its messages, tools and schema (held):
+        #: a request's prompt count, by the ids of its messages and tools lists (held):
         #: the gateway counts it, and the router again for a client's context_estimate
         #: (a tools list is dumped to JSON to be counted: ~350 µs for Claude Code's 20)
-        self.counts: dict[tuple[int, int, int], int] = {}
+        self.counts: dict[tuple[int, int], int] = {}
 
     def hold(self, *objects: object) -> None:
         """Keep ``objects`` alive as long as this, so that their ids stay theirs."""

@@ -355,6 +355,7 @@ def decide(
     tokens_in = signals.context_estimate if signals.context_estimate is not None else 0
     cost_tokens_in = tokens_in or DEFAULT_PROMPT_TOKENS
     tokens_out = signals.output_tokens or spec.max_output_tokens
+    schema = signals.schema_tokens  # (a cloud model's alone: a local one has a grammar)
     local, local_skips = local_target(policy, role, state, tokens_in)
     if fired is None:
         fired = fired_triggers(policy, role, signals)
@@ -475,18 +476,18 @@ def decide(
             )
             continue
         window = state.context_windows.get(model_id, catalog_window)
-        if tokens_in + tokens_out > window:
+        if tokens_in + schema + tokens_out > window:
             skips.append(
                 Skip(
                     model=model_id,
                     runtime="cloud",
                     reason="context_too_small",
-                    detail=f"needs ~{tokens_in + tokens_out} tokens, window {window}",
+                    detail=f"needs ~{tokens_in + schema + tokens_out} tokens, window {window}",
                 )
             )
             continue
         # a reasoning model's thinking is billed as output: the reservation covers it
-        est = cost_usd(model, cost_tokens_in, tokens_out + thinking)
+        est = cost_usd(model, cost_tokens_in + schema, tokens_out + thinking)
         left = state.budget_left(model.provider)
         if est > left:
             skips.append(

@@ -17,7 +17,7 @@ from app.compact_json import encoder
 from app.errors import SwitchyardError
 from app.remembered import Digests, digest
 from app.router.types import Decision, Skip
-from app.tokens import count_messages
+from app.tokens import count_messages, count_text
 
 RUNTIME_LABEL = {
     "vllm": "vLLM",
@@ -243,13 +243,13 @@ def input_hash(request: ChatRequest, digest_of: Callable[[str], bytes] = digest)
 
 def request_tokens(request: ChatRequest, digest_of: Callable[[str], bytes] = digest) -> int:
     """The prompt's tokens by the shared counter (the ``context_estimate`` signal): the
-    messages, the calls and results they carry, the tools on offer, and the schema's
-    note a cloud model is sent. (``digest_of``
+    messages, the calls and results they carry, and the tools on offer (a JSON schema's
+    note, which only a cloud model is sent, is :func:`schema_tokens`). (``digest_of``
     shares the messages' texts with the hash and the masking; a call is counted as its
     name and arguments joined, a text of its own.) With a request's ``Digests``, a
     second count of the same messages and tools is the first's."""
     memo = digest_of if isinstance(digest_of, Digests) else None
-    key = (id(request.messages), id(request.tools), id(request.json_schema))
+    key = (id(request.messages), id(request.tools))
     if memo is not None and (found := memo.counts.get(key)) is not None:
         return found
     texts = [m.content for m in request.messages]
@@ -257,17 +257,18 @@ def request_tokens(request: ChatRequest, digest_of: Callable[[str], bytes] = dig
     texts += [f"{c.name} {c.arguments}" for m in request.messages for c in m.tool_calls]
     if request.tools:
         texts.append(json.dumps([t.model_dump() for t in request.tools], separators=(",", ":")))
-    note = schema_note(request)
-    if note is not None:
-        # a cloud model is sent the schema as a message of its own (billed as prompt: a
-        # 300-field schema was priced at 11 tokens and sent as 16k); a local runtime's
-        # grammar takes it instead, so its count is an upper bound there
-        texts.append(note)
     tokens = count_messages(texts, digest_of)
     if memo is not None:
         memo.counts[key] = tokens
-        memo.hold(request.messages, request.tools, request.json_schema)
+        memo.hold(request.messages, request.tools)
     return tokens
+
+
+def schema_tokens(request: ChatRequest) -> int:
+    """The tokens of the note a cloud model is sent with ``request``'s JSON schema (its
+    whole text: app.backends.schema_notes); 0 without one."""
+    note = schema_note(request)
+    return 0 if note is None else count_text(note)
 
 
 def skip_text(skip: Skip) -> str:

@@ -43,6 +43,7 @@ from app.router.routed import (
     StreamBroken,
     Write,
     request_tokens,
+    schema_tokens,
     skip_text,
     too_long,
     tried,
@@ -231,10 +232,11 @@ class Router:
         # context_estimate=1` priced a 24k-token prompt at one token, past a $0.01 cap)
         counted = request_tokens(request, digests)
         given = signals.context_estimate
+        extra = 0 if request.json_schema is None else schema_tokens(request)
         if given is None or counted > given:
-            signals = signals.with_estimate(counted, request.max_tokens)
-        elif signals.output_tokens != request.max_tokens:
-            signals = signals.with_estimate(None, request.max_tokens)
+            signals = signals.with_estimate(counted, request.max_tokens, extra)
+        elif signals.output_tokens != request.max_tokens or extra:
+            signals = signals.with_estimate(None, request.max_tokens, extra)
         lines: list[Appended] = []
         denied: set[str] = set()
         failed: dict[str, str] = {}
@@ -479,9 +481,10 @@ class Router:
         needs = not self.approvals.is_session_allowed(self.session, d.provider, d.target)
         denied: set[str] = set()
         failed: dict[str, str] = {}
-        again = repriced(
-            self.policy, d, request_tokens(request, digests), request.max_tokens
-        ).model_copy(update={"needs_approval": needs})
+        prompt = request_tokens(request, digests) + schema_tokens(request)
+        again = repriced(self.policy, d, prompt, request.max_tokens).model_copy(
+            update={"needs_approval": needs}
+        )
         result = await escalate(
             self, again, request, run, on_delta, write, denied, failed, digest_of=digests
         )

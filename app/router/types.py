@@ -56,15 +56,22 @@ class Signals(Frozen):
     #: the reply's output cap when the caller sets one (the gateway: the client's
     #: max_tokens): the budget reservation covers it, not the role's default
     output_tokens: int | None = Field(default=None, ge=1)
+    #: the JSON schema's note a cloud model is sent besides the prompt (a local runtime
+    #: takes the schema as a grammar, never as text): a cloud step's window and estimate
+    #: count it (a 300-field schema was priced at 11 tokens and sent as 16k: an audit)
+    schema_tokens: int = Field(default=0, ge=0)
     #: (signal, what its value rests on): a grounded confidence's self-report and failed
     #: checks, said in the trigger's text when it fires
     grounds: tuple[tuple[str, str], ...] = ()
 
-    def with_estimate(self, tokens: int | None, output_tokens: int | None = None) -> Self:
+    def with_estimate(
+        self, tokens: int | None, output_tokens: int | None = None, schema_tokens: int = 0
+    ) -> Self:
         """These signals with ``context_estimate`` set to ``tokens`` (the router's count
         of a request's prompt, a non-negative int: nothing to validate; None keeps the
-        caller's) and ``output_tokens`` to the request's own cap (a positive int, as
-        ``ChatRequest`` holds it; None keeps the signal's). What ``model_copy(update=...)``
+        caller's), ``output_tokens`` to the request's own cap (a positive int, as
+        ``ChatRequest`` holds it; None keeps the signal's) and ``schema_tokens`` to its
+        schema's note (0 keeps the signal's). What ``model_copy(update=...)``
         makes, in half its time: once per request (issue 20). A subclass (its own private
         attributes or extras) gets ``model_copy``'s."""
         update: dict[str, int] = {}
@@ -72,6 +79,8 @@ class Signals(Frozen):
             update["output_tokens"] = output_tokens
         if tokens is not None:
             update["context_estimate"] = tokens
+        if schema_tokens:
+            update["schema_tokens"] = schema_tokens
         if type(self) is not Signals:
             return self.model_copy(update=update)
         new = object.__new__(type(self))

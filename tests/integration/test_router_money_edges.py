@@ -19,7 +19,7 @@ from app.policy.schema import Policy
 from app.router.cost import cost_usd
 from app.router.ledger import BudgetLedger
 from app.router.ledger.errors import CapExceeded
-from app.router.routed import request_tokens
+from app.router.routed import request_tokens, schema_tokens
 from app.router.structured import complete_structured, schema_parser
 from app.router.types import Signals
 from app.tokens import count_text
@@ -40,11 +40,12 @@ def capped(policy: Policy, **caps: Any) -> Policy:
 
 
 def estimate(policy: Policy, model: str, request: ChatRequest) -> float:
-    """decide()'s estimate of ``request`` on ``model`` (no thinking: deepseek-reasoner's
-    effort is the provider's own)."""
+    """decide()'s estimate of ``request`` on ``model``: its prompt, its schema's note,
+    its output cap and the model's thinking."""
     m = policy.model(model)
     thinking = policy.generation.reasoning_tokens(m.reasoning_effort)
-    return cost_usd(m, request_tokens(request), request.max_tokens + thinking)
+    prompt = request_tokens(request) + schema_tokens(request)
+    return cost_usd(m, prompt, request.max_tokens + thinking)
 
 
 async def spent(ledger: BudgetLedger) -> float:
@@ -301,12 +302,29 @@ SCHEMA = {
 }
 
 
-def test_the_schema_a_cloud_model_is_sent_is_counted_in_the_prompt() -> None:
-    """Every cloud provider is sent the schema as a message of its own; the count left it
-    out (a 300-field schema priced at 11 tokens and sent as 16k)."""
-    bare = ChatRequest(messages=[Message(role="user", content="plan the fix")])
+async def test_the_schema_a_cloud_model_is_sent_is_counted_in_its_estimate(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """Every cloud provider is sent the schema as a message of its own; the estimate left
+    it out (a 300-field schema priced at 11 tokens and sent as 16k). A local runtime takes
+    it as a grammar: the prompt's count, its window checks, are the messages' alone."""
+    bare = ChatRequest(messages=[Message(role="user", content="plan the fix")], max_tokens=64)
     with_schema = bare.model_copy(update={"json_schema": SCHEMA})
-    assert request_tokens(with_schema) > request_tokens(bare) + count_text(str(SCHEMA)) // 2
+    assert request_tokens(with_schema) == request_tokens(bare)
+    extra = schema_tokens(with_schema)
+    assert extra > count_text(str(SCHEMA)) // 2 and schema_tokens(bare) == 0
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    try:
+        for request in (bare, with_schema):
+            await router.complete("implementer", request, Signals(failed_loops=2))
+        lines = await audit.lines(session="s1")
+        first, second = (ln.values["est_cost_usd"] for ln in lines if ln.kind == "escalation")
+        price_in = policy.model("deepseek-reasoner").price_in_usd_per_mtok
+        assert second - first == pytest.approx(extra * price_in / 1e6, rel=1e-6)
+    finally:
+        await audit.close()
+        await ledger.close()
 
 
 class TruncatedThenRepaired(ScriptedBackend):

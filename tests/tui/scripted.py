@@ -62,6 +62,12 @@ PLAN: dict[str, Any] = {
     "open_questions": [],
 }
 
+#: PLAN as the panes get it once grounded (app.pipeline.architect.publish_plan)
+SHOWN_PLAN: dict[str, Any] = {
+    **PLAN,
+    "grounding": {"self_report": 0.81, "cap": 1.0, "value": 0.81, "reasons": []},
+}
+
 DIFF_1 = """\
 diff --git a/src/parser.py b/src/parser.py
 --- a/src/parser.py
@@ -283,7 +289,8 @@ class ScriptedRun:
         await pub(TokenDelta(session=sid, role="architect", model="qwen3-14b", text='{"goal": '))
         tick(3)
         await local_call("architect", "qwen3-14b", 2140, 412)
-        await pub(PlanUpdated(session=sid, run=run, plan=PLAN))
+        # as the Architect publishes its final plan: the grounded confidence, and how
+        await pub(PlanUpdated(session=sid, run=run, plan=SHOWN_PLAN))
 
         async def steps(status: str, detail: str) -> None:
             # as the runner publishes them (app/pipeline/plan_status.py)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.pipeline.plan_status import finished_statuses
 from app.pipeline.schemas import Plan, PlanStep
 from app.tui.panes.plan import files_shown, step_statuses
@@ -65,3 +67,34 @@ def test_a_red_baseline_is_not_drawn_as_failed_tests() -> None:
     strip = render_plan(None, stages, None, {}).plain.splitlines()[0]
     assert strip.endswith("○ tests (red before any change: the bug)")
     assert "✗" not in strip
+
+
+def test_a_run_that_ended_says_why_under_its_plan() -> None:
+    """With a plan on screen the pane said nothing of the end: the header read "stopped",
+    as if the user had stopped it, and why was in an 8 s toast (a TUI audit)."""
+    from app.tui.panes.plan import render_plan
+
+    stages = {"stage0": "finished", "architect": "finished", "implementer": "failed"}
+    shown = render_plan(
+        PLAN, stages, None, {}, "stopped", None, "implementer: 4 failed loops in 4 attempts"
+    ).plain
+    assert shown.splitlines()[-1] == (
+        "the run ended (stopped: implementer: 4 failed loops in 4 attempts)"
+    )
+    assert "the run ended" not in render_plan(PLAN, stages, None, {}).plain
+
+
+async def test_a_draft_plans_own_rating_is_not_shown_as_its_confidence(make_app: Any) -> None:
+    """The title read "conf 1.00" over the Architect's draft for half a minute, then
+    "conf 0.15": the model's self-rating before the checks ground it (a TUI audit)."""
+    from app.tui.panes.plan import PlanPane
+
+    app = make_app(task=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.screen.query_one(PlanPane)
+        pane.show_plan({**PLAN, "confidence": 1.0})
+        await pilot.pause()
+        assert str(pane.border_title) == "Plan ── draft, self-rated 1.00"
+        pane.show_plan({**PLAN, "confidence": 0.15, "grounding": {"value": 0.15}})
+        await pilot.pause()
+        assert str(pane.border_title) == "Plan ── conf 0.15"

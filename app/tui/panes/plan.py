@@ -104,6 +104,11 @@ def render_plan(
     for label, key in (("risk", "risks"), ("open", "open_questions")):
         for item in plan.get(key) or []:
             parts.append(Text.assemble((f"{label} ", dim), (clean(str(item)), dim)))
+    if outcome is not None:
+        # why the run ended, where the plan is (the header said "stopped", as if the user
+        # had stopped it; why was in an 8 s toast and the evidence: a TUI audit)
+        why = f": {clean(reason, one_line=True)}" if reason else ""
+        parts.append(Text(f"the run ended ({outcome}{why})", style=dim))
     return Text("\n").join(parts)
 
 
@@ -156,10 +161,15 @@ class PlanPane(Pane):
     def redraw(self) -> None:
         conf = self.plan.get("confidence") if self.plan else None
         steps = len(self.plan.get("steps") or []) if self.plan else 0
-        self.set_titles(
-            "Plan" if conf is None else f"Plan ── conf {float(conf):.2f}",
-            counted(steps, "step") if steps else "",
-        )
+        if conf is None:
+            title = "Plan"
+        elif self.plan is not None and "grounding" not in self.plan:
+            # the model's own rating of its draft, before the checks ground it (it read
+            # as the confidence the triggers use: 1.00, then 0.15: a TUI audit)
+            title = f"Plan ── draft, self-rated {float(conf):.2f}"
+        else:
+            title = f"Plan ── conf {float(conf):.2f}"
+        self.set_titles(title, counted(steps, "step") if steps else "")
         body = render_plan(
             self.plan,
             self.stages,
