@@ -20,6 +20,7 @@ from app.audit.quick_redact import looks_clean, redact_fields
 from app.audit.types import AUDIT_KINDS, Appended, AuditLine, LineFields
 from app.bus import AuditAppended, Bus, Event
 from app.clock import Clock
+from app.commit_point import finish_then_cancel
 from app.opener import ClosedOnExit
 
 _KIND_SET = frozenset(AUDIT_KINDS)
@@ -112,6 +113,14 @@ class AuditBase(ClosedOnExit):
             detail,
             self.policy_version,
         )
+        if self._lock.locked():
+            # another append first: waited for to the end, so that a cancel never lands
+            # between the wait and the write (a caller told "cancelled" knows its line
+            # stands: a call's closing, in app.router.cloud_step, resumes on it)
+            return await finish_then_cancel(self._add_now(prepared))
+        return await self._add_now(prepared)
+
+    async def _add_now(self, prepared: PreparedLine) -> Appended:
         async with self._lock:
             appended = (await self._insert([prepared]))[0]
             self._publish(appended, prepared)

@@ -35,6 +35,7 @@ from app.audit.prepared import PreparedLine
 from app.audit.types import Appended, AuditLine
 from app.bus import Bus
 from app.clock import Clock, SystemClock, iso
+from app.commit_point import finish_then_cancel
 from app.errors import AuditTamperError, SwitchyardError, UsageError
 from app.hosts import HostPort
 from app.opener import Opener
@@ -231,6 +232,12 @@ class PgAuditLog(AuditBase):
             await self._pool.close()
 
     async def _with(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """``fn`` on a pooled connection, to its end: a cancel that comes meanwhile is
+        raised once it has ended (cut mid-query, a line may stand or not, and a caller
+        could not tell)."""
+        return await finish_then_cancel(self._with_now(fn))
+
+    async def _with_now(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         try:
             async with self._pool.acquire(timeout=postgres.STATEMENT_TIMEOUT_S) as conn:
                 return await fn(conn)

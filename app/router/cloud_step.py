@@ -14,7 +14,7 @@ request as the caller built it, so the escalation line and the call line agree.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from app.remembered import digest
 from app.router.approvals import TIMEOUT, ApprovalRequest
 from app.router.calling import mask_request
 from app.router.cost import cost_usd
-from app.router.ledger.errors import ReservationClosed
+from app.router.ledger.errors import LedgerError, ReservationClosed
 from app.router.ledger.records import caps_crossed
 from app.router.retry import rule_for
 from app.router.routed import (
@@ -41,6 +41,8 @@ from app.router.routed import (
     routed,
 )
 from app.router.types import Decision
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from app.backends.base import ChatRequest, ChatResult, Usage
@@ -308,11 +310,11 @@ async def serve_cloud(
         # the retries' reservations are let go after the settlement, not before: freed
         # first, they let another request reserve what the settlement then charged (a cap
         # crossed by 40 %, an audit)
-        closing, more[:] = more[:], []
+        closing = _taken(more)
     finally:
         router.in_flight.done(reservation.id)
         if more:  # (the reservation is closed: what the retries held is in it)
-            await asyncio.shield(_release_more(router, more))
+            await asyncio.shield(_release_more(router, _taken(more)))
     served = _Served(router, d, reservation.id, request, run, write, result, model, cut)
     try:
         return await served.close(closing, masked, approver, provenance, digest_of)
@@ -336,8 +338,10 @@ class _Served:
         "d",
         "expired",
         "model",
+        "recorded",
         "request",
         "reservation_id",
+        "reserved",
         "result",
         "router",
         "run",
@@ -362,8 +366,8 @@ class _Served:
         self.run, self.write, self.result, self.model, self.cut = run, write, result, model, cut
         #: how far closing went: 0 nothing, 1 settled, 2 its line begun, 3 done
         self.step = 0
-        self.actual = self.cut_usd = 0.0
-        self.expired = self.unreported = False
+        self.actual = self.cut_usd = self.reserved = 0.0
+        self.expired = self.unreported = self.recorded = False
 
     async def close(
         self,
@@ -373,27 +377,49 @@ class _Served:
         provenance: Mapping[str, Any] | None,
         digest_of: Callable[[str], bytes],
     ) -> RoutedResult:
+        """Settle, write the line, let the retries' reservations go. A ledger's write and
+        an audit line, once begun, end before a cancel is raised (app.spool, AuditBase.add),
+        so after a cancel ``step`` says what stands, and ``close`` again does the rest."""
         router, d, result = self.router, self.d, self.result
         assert d.target is not None
+        if self.step == 0:
+            self.reserved = d.est_cost_usd * (1 + len(closing))
         try:
             if self.step == 0:
                 await self._settle()
                 self.step = 1
             if self.step == 1:
-                # (a line a cancellation cut short is not written again: it may stand)
-                self.step = 2
+                self.step = 2  # (begun: it stands, cancelled or not)
                 await self._lines(masked, approver, provenance, digest_of)
-        finally:
-            if closing and self.step:  # (settled: never before, or the gap is back)
-                ids, closing[:] = closing[:], []
-                await asyncio.shield(_release_more(router, ids))
+        except asyncio.CancelledError:
+            if self.step and closing:  # (settled: never before, or the gap is back)
+                await asyncio.shield(_release_more(router, _taken(closing)))
+            raise
+        except BaseException:
+            # the settlement (or its line) failed otherwise: the retries' reservations go
+            # as they always went (held, they were renewed as long as the process lived and
+            # charged in full after it, for tries already paid: a review)
+            if closing:
+                await asyncio.shield(_release_more(router, _taken(closing)))
+            raise
+        if closing:
+            await asyncio.shield(_release_more(router, _taken(closing)))
         self.step = 3
         out = routed(d, result, self.actual, escalated=True)
         out.approver = approver
         return out
 
     async def _settle(self) -> None:
-        d, result = self.d, self.result
+        """Settle at what the call cost. Another process may have charged it by expiry
+        meanwhile (its clock ahead of this one's, or a call that outlived its TTL): the
+        charge stands at the full estimate, and the call was made and answered, so its
+        line is written (it was not, and the answer was an error after the whole reply had
+        streamed: a chaos audit); what it cost past the estimate is a row of its own (a
+        call counted twice in the reports, in this rare case, rather than money lost).
+        Resumed after a cancel, nothing is charged twice: a settlement made reads as
+        settled, and the row apart is marked before it is written."""
+        d, result, router = self.d, self.result, self.router
+        assert d.target is not None and d.provider is not None
         actual = cost_usd(self.model, result.usage.tokens_in, result.usage.tokens_out)
         cut_usd, cut_in, cut_out = _cut_cost(self.model, self.cut, d)
         refused = result.usage.refused
@@ -407,31 +433,38 @@ class _Served:
             # the server's usage could not be this call's (what it bills is not known)
             actual = max(actual, d.est_cost_usd)
         actual += cut_usd  # (the tries cut short before this one are this call's cost too)
-        self.unreported = unreported
-        try:
-            # another process may have charged it by expiry meanwhile (its clock ahead of
-            # this one's, or a call that outlived its TTL): the charge stands at the full
-            # estimate, and the call was made and answered, so its line is written (it was
-            # not, and the answer was an error after the whole reply had streamed: a chaos
-            # audit); what it cost past the estimate is a row of its own (a call counted
-            # twice in the reports, in this rare case, rather than money lost)
-            self.expired = await _charge(
-                self.router,
-                self.reservation_id,
-                d,
-                self.run,
-                actual,
-                tokens_in=result.usage.tokens_in + cut_in,
-                tokens_out=result.usage.tokens_out + cut_out,
-                latency_ms=result.latency_ms,
-            )
-        except ReservationClosed as exc:
-            if exc.status != "settled":
-                raise
-            # settled already: a cancellation came after the settlement's write, which a
-            # ledger finishes once begun (close() again after it)
+        self.unreported, self.cut_usd = unreported, cut_usd
         self.actual = max(actual, d.est_cost_usd) if self.expired else actual
-        self.cut_usd = cut_usd
+        if not self.expired:
+            try:
+                await router.ledger.settle(
+                    self.reservation_id,
+                    actual_usd=actual,
+                    tokens_in=result.usage.tokens_in + cut_in,
+                    tokens_out=result.usage.tokens_out + cut_out,
+                    latency_ms=result.latency_ms,
+                )
+                return
+            except ReservationClosed as exc:
+                if exc.status == "settled":
+                    return  # (a close resumed after a cancel that came past the settlement)
+                if exc.status != "expired":
+                    raise
+            self.expired = True
+            self.actual = max(actual, d.est_cost_usd)
+        if actual > d.est_cost_usd and not self.recorded:
+            self.recorded = True  # (begun: it stands, cancelled or not)
+            await router.ledger.record_call(
+                session=router.session,
+                run=self.run,
+                role=d.role,
+                model=d.target,
+                provider=d.provider,
+                tokens_in=0,
+                tokens_out=0,
+                latency_ms=0.0,
+                cost_usd=actual - d.est_cost_usd,
+            )
 
     async def _lines(
         self,
@@ -443,7 +476,8 @@ class _Served:
         d, result, actual, expired = self.d, self.result, self.actual, self.expired
         assert d.target is not None
         past = expired and actual > d.est_cost_usd
-        over = actual > d.est_cost_usd
+        # past what was reserved for it (the retries' reservations covered their tries)
+        over = actual > self.reserved
         await self.write(
             "call",
             to=d.target,
@@ -461,9 +495,7 @@ class _Served:
                 **({"reservation_expired": True} if expired else {}),
                 # it cost more than was reserved for it: the caps were checked against less
                 **(
-                    {"over_estimate": True, "est_cost_usd": round(d.est_cost_usd, 9)}
-                    if over
-                    else {}
+                    {"over_estimate": True, "reserved_usd": round(self.reserved, 9)} if over else {}
                 ),
                 **_cut_values(self.cut, self.cut_usd),
             },
@@ -480,7 +512,7 @@ class _Served:
             f"{dollars(actual)}",
         )
         if over:
-            await _say_crossed(self.router, d, self.write)
+            await _say_crossed(self.router, d, self.write, actual)
 
 
 async def _charge(
@@ -539,20 +571,22 @@ async def _charge(
     return True
 
 
-async def _say_crossed(router: Router, d: Decision, write: Write) -> None:
-    """After a call that cost more than its reservation: a ``budget`` line for each cap its
-    cost carried past (GR-011 held the reservation, not the bill)."""
+async def _say_crossed(router: Router, d: Decision, write: Write, actual: float) -> None:
+    """After a call that cost more than its reservations: a ``budget`` line naming each
+    cap its cost (``actual``) carried past (GR-011 held the reservation, not the bill);
+    a cap crossed before it is not said again."""
     assert d.target is not None and d.provider is not None
     if await router.ledger.left_usd(router.session, d.provider) > 0:
         return  # (something is left under every cap: none was crossed; a cheap read)
-    crossed = caps_crossed(await router.ledger.snapshot(router.session), d.provider)
+    snapshot = await router.ledger.snapshot(router.session)
+    crossed = [c for c in caps_crossed(snapshot, d.provider) if c.spent_usd - actual <= c.cap_usd]
     if not crossed:
         return
     await write(
         "budget",
         to=d.target,
         reason_codes=["GR011_CAP_CROSSED"],
-        values={"caps": [c._asdict() for c in crossed], "est_cost_usd": round(d.est_cost_usd, 9)},
+        values={"caps": [c._asdict() for c in crossed], "cost_usd": round(actual, 9)},
         detail=f"{d.target} cost more than its reservation: past the "
         + ", ".join(
             f"{c.cap} cap ({dollars(c.spent_usd)} of {dollars(c.cap_usd)})" for c in crossed
@@ -574,11 +608,25 @@ def _cut_cost(model: Model, cut: list[Usage], d: Decision) -> tuple[float, int, 
     return usd, tokens_in, tokens_out
 
 
+def _taken(ids: list[str]) -> list[str]:
+    """``ids``'s items, taken out of it (whoever releases them owns them)."""
+    taken, ids[:] = ids[:], []
+    return taken
+
+
 async def _release_more(router: Router, ids: list[str]) -> None:
+    """The retries' reservations let go: each no longer renewed first, then each released
+    (one expired meanwhile stands; a store that did not take one is said, and the rest go
+    on: the first refusal left the others renewed for as long as the process lived)."""
     for rid in ids:
         router.in_flight.done(rid)
-        with contextlib.suppress(ReservationClosed):  # (expired meanwhile: it stands)
+    for rid in ids:
+        try:
             await router.ledger.release(rid, outcome="retry")
+        except ReservationClosed:
+            pass  # (expired meanwhile: it stands)
+        except LedgerError as exc:
+            log.warning("a retry's reservation %s was not released: %s", rid, exc)
 
 
 def _cut_values(cut: list[Usage], usd: float) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from app.backends.base import BackendError, ChatRequest, ChatResult, Delta, Mess
 from app.policy.schema import Policy
 from app.router.cost import cost_usd
 from app.router.ledger import BudgetLedger
-from app.router.ledger.errors import CapExceeded
+from app.router.ledger.errors import CapExceeded, LedgerError
 from app.router.routed import request_tokens, schema_tokens
 from app.router.structured import complete_structured, schema_parser
 from app.router.types import Signals
@@ -238,8 +238,7 @@ async def test_a_call_cancelled_while_its_settlement_waits_is_settled_and_writte
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await backend.busy
-        await asyncio.sleep(0.05)  # (the shielded rest ends once the lock is free)
+        await backend.busy  # (the task's cancel was raised once the shielded rest ended)
         billed = cost_usd(policy.model("gpt-5.1-high"), 200_000, 4000)
         assert await spent(ledger) == pytest.approx(billed, abs=1e-9)
         lines = await audit.lines(session="s1")
@@ -270,7 +269,7 @@ async def test_a_call_that_cost_past_a_cap_is_flagged_and_the_cap_named(
         lines = await audit.lines(session="s1")
         call = next(ln for ln in lines if ln.kind == "call")
         assert call.values["over_estimate"] is True
-        assert call.values["est_cost_usd"] == pytest.approx(est, abs=1e-9)
+        assert call.values["reserved_usd"] == pytest.approx(est, abs=1e-9)
         crossed = next(ln for ln in lines if ln.kind == "budget")
         assert crossed.reason_codes == ["GR011_CAP_CROSSED"]
         assert [c["cap"] for c in crossed.values["caps"]] == ["session"]
@@ -437,7 +436,12 @@ async def test_a_reservation_whose_maker_was_cancelled_is_let_go(
                 session="s1", provider="openai", role="architect", model="gpt-5.1", amount_usd=0.5
             )
         )
-        await asyncio.sleep(0.2)  # waiting for the lock, on a thread
+        for _ in range(500):  # until it waits for the lock, on a thread
+            if ledger._lock.locked():
+                break
+            await asyncio.sleep(0.01)
+        assert ledger._lock.locked()
+        await asyncio.sleep(0.05)
         task.cancel()
         await asyncio.sleep(0.1)
         sp.appends.release()
@@ -448,3 +452,190 @@ async def test_a_reservation_whose_maker_was_cancelled_is_let_go(
     finally:
         await ledger.close()
         await other.close()
+
+
+async def test_a_failed_settlement_still_lets_the_retries_reservations_go(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """The settlement raised (a store that did not answer): the retries' reservations
+    were held, renewed for as long as the process lived and then charged in full, for
+    tries already paid (a review)."""
+    resolver = Resolver(up=ALL_UP)
+    resolver.made[("deepseek-reasoner", "cloud")] = CutThenAnswer()
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+
+    async def down(rid: str, **kw: Any) -> None:
+        raise LedgerError("the budget ledger did not answer")
+
+    ledger.settle = down  # type: ignore[method-assign]
+    try:
+        with pytest.raises(LedgerError):
+            await router.complete("implementer", BIG, Signals(failed_loops=2))
+        assert not router.in_flight._since  # nothing renewed any more
+        snap = await ledger.snapshot("s1")
+        # the call's own reservation stands (its settlement is what failed), alone
+        assert snap.reserved_usd == pytest.approx(estimate(policy, "deepseek-reasoner", BIG))
+    finally:
+        await audit.close()
+        await ledger.close()
+
+
+async def test_a_call_cancelled_while_its_line_waits_still_has_its_line(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """Settled, then cancelled while the call line waited for the audit's lock (another
+    request's line, a fold): the resumed close skipped the line, as begun (a review). An
+    append, once called, ends before a cancel is raised."""
+    req = ChatRequest(messages=[Message(role="user", content="design it")], max_tokens=4096)
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    settled = asyncio.Event()
+    settle = ledger.settle
+    held: list[asyncio.Task[None]] = []
+
+    async def busy() -> None:
+        async with audit._lock:
+            await asyncio.sleep(0.3)
+
+    async def settling(rid: str, **kw: Any) -> None:
+        await settle(rid, **kw)
+        held.append(asyncio.get_running_loop().create_task(busy()))
+        await asyncio.sleep(0)  # (the lock is another's now)
+        settled.set()
+
+    ledger.settle = settling  # type: ignore[method-assign]
+    try:
+        task = asyncio.create_task(router.complete("architect", req, Signals(confidence=0.5)))
+        await settled.wait()
+        await asyncio.sleep(0)  # the call line waits for the lock
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await held[0]
+        kinds = [ln.kind for ln in await audit.lines(session="s1")]
+        assert kinds[-1] == "call" and kinds.count("call") == 1
+    finally:
+        await audit.close()
+        await ledger.close()
+
+
+class ExpiredOverrun(ScriptedBackend):
+    """gpt-5.1-high: its reservation expires while it answers (another process charges
+    the estimate), and the provider's usage is far past it."""
+
+    def __init__(self, router: Any, ledger: BudgetLedger) -> None:
+        super().__init__("gpt-5.1-high", "cloud", [])
+        self.router, self.ledger = router, ledger
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+        self.router.clock.advance(1000)
+        assert await self.ledger.expire_stale() == 1
+        yield Delta(text="ok")
+        yield ChatResult(
+            text="ok",
+            usage=Usage(tokens_in=200_000, tokens_out=4000),
+            finish_reason="stop",
+            model=self.model_id,
+            latency_ms=1.0,
+        )
+
+
+async def test_the_row_past_an_expired_estimate_is_written_once_whatever_cancels(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """The row for what an expired call cost past its estimate was written, then the
+    cancel raised (a write ends once begun), and the resumed close wrote it again: the
+    excess charged twice (a review)."""
+    req = ChatRequest(messages=[Message(role="user", content="design it")], max_tokens=4096)
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    resolver.made[("gpt-5.1-high", "cloud")] = ExpiredOverrun(router, ledger)
+    recorded = asyncio.Event()
+    record = ledger.record_call
+
+    async def recording(**kw: Any) -> None:
+        await record(**kw)
+        recorded.set()
+        await asyncio.sleep(0.2)  # (written; the cancel comes now)
+
+    ledger.record_call = recording  # type: ignore[method-assign]
+    try:
+        task = asyncio.create_task(router.complete("architect", req, Signals(confidence=0.5)))
+        await recorded.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        billed = cost_usd(policy.model("gpt-5.1-high"), 200_000, 4000)
+        assert await spent(ledger) == pytest.approx(billed, abs=1e-9)
+    finally:
+        await audit.close()
+        await ledger.close()
+
+
+async def test_a_retry_release_the_store_refuses_does_not_hold_the_others(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """The first retry's release raised: the others were neither released nor taken out
+    of the renewals (a review). Each is let go of, and the call's answer stands."""
+    resolver = Resolver(up=ALL_UP)
+    resolver.made[("deepseek-reasoner", "cloud")] = CutShortTwice()
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    release = ledger.release
+    refused: list[str] = []
+
+    async def releasing(rid: str, outcome: str = "failed", **kw: Any) -> None:
+        if outcome == "retry" and not refused:
+            refused.append(rid)
+            raise LedgerError("the budget ledger did not answer")
+        await release(rid, outcome, **kw)
+
+    ledger.release = releasing  # type: ignore[method-assign]
+    try:
+        result = await router.complete("implementer", BIG, Signals(failed_loops=2))
+        assert result.model == "deepseek-reasoner" and len(refused) == 1
+        assert not router.in_flight._since
+        # the one refused stands; the other was let go
+        est = estimate(policy, "deepseek-reasoner", BIG)
+        assert (await ledger.snapshot("s1")).reserved_usd == pytest.approx(est)
+    finally:
+        await audit.close()
+        await ledger.close()
+
+
+class CutShortTwice(CutThenAnswer):
+    """deepseek-reasoner: two tries cut short (two retries reserved for), then it answers."""
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+        if self.calls < 2:
+            self.calls += 1
+            yield Delta(text="a few words ")
+            # (an error event mid-stream: rate_limited is retried twice, server_error once)
+            raise BackendError("rate_limited", "rate limited mid-reply")
+        self.calls += 1
+        yield Delta(text="ok")
+        yield ChatResult(
+            text="ok",
+            usage=Usage(tokens_in=30, tokens_out=100),
+            finish_reason="stop",
+            model=self.model_id,
+            latency_ms=5.0,
+        )
+
+
+async def test_a_call_within_its_reservations_is_not_flagged_for_its_cut_tries(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """A call's tries cut short were each reserved for: its cost past its own estimate
+    (its tries' included) is not past what was reserved (every such call was flagged and
+    read the ledger twice: a review)."""
+    resolver = Resolver(up=ALL_UP)
+    resolver.made[("deepseek-reasoner", "cloud")] = CutThenAnswer()
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    try:
+        await router.complete("implementer", BIG, Signals(failed_loops=2))
+        call = next(ln for ln in await audit.lines(session="s1") if ln.kind == "call")
+        assert call.values["cost_usd"] > estimate(policy, "deepseek-reasoner", BIG)
+        assert "over_estimate" not in call.values
+    finally:
+        await audit.close()
+        await ledger.close()

@@ -22,6 +22,7 @@ import aiosqlite
 
 from app.bus import Bus
 from app.clock import Clock, SystemClock, iso
+from app.commit_point import finish_then_cancel
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
 from app.router.ledger import reports, spooled, transactions
@@ -232,7 +233,17 @@ class BudgetLedger(ClosedOnExit):
     async def _spool_op(self, op: Callable[[bool], T]) -> T:
         """``op(inline)`` under the spool's lock, the mirror caught up with every record
         appended since this ledger last looked: on the event loop when the lock is free at
-        once, else on a thread that waits for it (and for the file, when ``op`` reads it)."""
+        once, else on a thread that waits for it (and for the file, when ``op`` reads it).
+
+        Once called it ends: a cancel that comes meanwhile is raised after ``op`` has run
+        (the thread's wait already was; another coroutine's write, waited for here, is
+        too), so a caller told "cancelled" knows the write stands (a call's closing, in
+        app.router.cloud_step, resumes on it). The lock free, nothing here waits."""
+        if self._lock.locked():
+            return await finish_then_cancel(self._spool_op_now(op))
+        return await self._spool_op_now(op)
+
+    async def _spool_op_now(self, op: Callable[[bool], T]) -> T:
         async with self._lock:
             self._conn()
             self._due = False

@@ -25,6 +25,7 @@ import asyncpg
 
 from app.bus import Bus
 from app.clock import Clock, iso
+from app.commit_point import finish_then_cancel
 from app.hosts import HostPort
 from app.opener import ClosedOnExit
 from app.policy.schema import Budget
@@ -255,6 +256,12 @@ class PgBudgetLedger(ClosedOnExit):
     # ── the connection ───────────────────────────────────────────────────────────────────
 
     async def _with(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """``fn`` on a pooled connection, to its end: a cancel that comes meanwhile is
+        raised once it has ended (cut mid-query, the server may have committed it or not,
+        and a caller could not tell; a round trip dwarfs the task this costs)."""
+        return await finish_then_cancel(self._with_now(fn))
+
+    async def _with_now(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         if self._pool is None:
             raise LedgerError("the budget ledger is closed")
         try:
