@@ -99,6 +99,7 @@ class BackendRegistry:
         #: model it loaded, whatever the request names: an audit found qwen2.5-coder-32b
         #: recorded for replies SmolLM2 wrote); decide() skips that step as not served
         self._not_served: dict[str, dict[str, bool]] = {}
+        self._not_served_view: dict[str, bool] | None = None
         self.last_probe_ms = 0.0
         #: the key variables of the policy's providers; and unavailable()'s answer, with
         #: the policy and the variables' values it was worked out for
@@ -159,6 +160,7 @@ class BackendRegistry:
             return cached[1]
         up = await self._probe(runtime)
         self._probes[runtime] = (now, up)
+        self._not_served_view = None
         return up
 
     def context_windows(self) -> dict[str, int]:
@@ -166,13 +168,17 @@ class BackendRegistry:
 
     def not_served(self) -> dict[str, bool]:
         """``runtime:<id>:<model>`` → False for each model a runtime that answered its last
-        probe does not list (nothing when every server lists what it is asked for)."""
-        out: dict[str, bool] = {}
-        for runtime, keys in self._not_served.items():
-            probed = self._probes.get(runtime)
-            if probed is not None and probed[1]:
-                out.update(keys)
-        return out
+        probe does not list (nothing when every server lists what it is asked for). Made
+        once per probe, not per request (read, never changed, by the caller)."""
+        view = self._not_served_view
+        if view is None:
+            view = {}
+            for runtime, keys in self._not_served.items():
+                probed = self._probes.get(runtime)
+                if probed is not None and probed[1]:
+                    view.update(keys)
+            self._not_served_view = view
+        return view
 
     async def aclose(self) -> None:
         """Close every backend made, and the shared client. Nothing is handed out or made

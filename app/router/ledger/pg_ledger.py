@@ -14,12 +14,14 @@ against the shared totals, so a team shares one policy file (docs/team.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, NamedTuple, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -93,8 +95,10 @@ class _Away(LedgerError):
     """The database did not answer (gone, restarting, a connection it broke)."""
 
 
-class _Owed(NamedTuple):
-    """A close the database could not take when it was made: written once it answers."""
+@dataclass
+class _Owed:
+    """A close the database could not take when it was made: written once it answers,
+    and how far that went (the close, the row past an expired estimate, the line)."""
 
     reservation_id: str
     status: str
@@ -105,6 +109,9 @@ class _Owed(NamedTuple):
     latency_ms: float
     #: when it was first owed (monotonic)
     since: float = 0.0
+    #: ``sy_ledger_close``'s row and the reservation's as it stood, once written
+    closed: tuple[Any, Any] | None = None
+    excess_written: bool = False
 
 
 def _reservation(row: Any) -> Reservation:
@@ -177,6 +184,9 @@ class PgBudgetLedger(ClosedOnExit):
         self._owed: list[_Owed] = []
         self._owed_lock = asyncio.Lock()
         self._paying: asyncio.Task[None] | None = None
+        #: set at close: the retries stop after the round under way (never cut mid-way)
+        self._stopping = False
+        self._wake = asyncio.Event()
 
     @property
     def where(self) -> str:
@@ -235,7 +245,8 @@ class PgBudgetLedger(ClosedOnExit):
 
     async def close(self) -> None:
         if self._paying is not None:
-            self._paying.cancel()
+            self._stopping = True
+            self._wake.set()
             await asyncio.gather(self._paying, return_exceptions=True)
         if self._pool is not None and self._owed:
             await self._pay()  # (a last try)
@@ -273,45 +284,54 @@ class PgBudgetLedger(ClosedOnExit):
     # ── what the database could not take ─────────────────────────────────────────────────
 
     def _owe(self, owed: _Owed) -> None:
-        self._owed.append(owed._replace(since=time.monotonic()))
+        owed.since = time.monotonic()
+        self._owed.append(owed)
         if self._paying is None or self._paying.done():
             self._paying = asyncio.get_running_loop().create_task(self._pay_later())
 
     async def _pay_later(self) -> None:
+        """Retry what is owed, off every request's path (a request that waited for it
+        waited a timeout for each owed close, one after another, while the database did
+        not answer: a review)."""
         delay = OWED_FIRST_S
-        while self._owed and self._pool is not None:
-            await asyncio.sleep(delay)
+        while self._owed and self._pool is not None and not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            if self._stopping:
+                return
             await self._pay()
             delay = min(delay * 2, OWED_MAX_S)
 
     async def _pay(self) -> None:
-        """Write what is owed, in order, while the database answers."""
+        """Write what is owed, in order, while the database answers. Each close's progress
+        is kept on it: a round cut short resumes where it stopped (a close written is not
+        written again, nor the row past an expired estimate)."""
         async with self._owed_lock:
             while self._owed and self._pool is not None:
                 owed = self._owed[0]
                 try:
-                    row, before = await self._with(functools.partial(_close_row, owed=owed))
+                    if owed.closed is None:
+                        owed.closed = await self._with(functools.partial(_close_row, owed=owed))
+                    await self._paid(owed)
                 except _Away as exc:
-                    if time.monotonic() - owed.since < OWED_FOR_S:
-                        return
-                    # (a database that answers and refuses it would be tried for ever)
-                    log.warning("team ledger %s: %s let go: %s", self.where, owed, exc)
-                    self._owed.pop(0)
-                    continue
+                    if owed.closed is None and time.monotonic() - owed.since >= OWED_FOR_S:
+                        # (a database that answers and refuses it would be tried for ever)
+                        log.warning("team ledger %s: %s let go: %s", self.where, owed, exc)
+                        self._owed.pop(0)
+                        continue
+                    return
                 except LedgerError as exc:  # (a close it refuses: nothing to retry)
                     log.warning("team ledger %s: %s not written: %s", self.where, owed, exc)
-                    self._owed.pop(0)
-                    continue
                 self._owed.pop(0)
-                await self._paid(owed, row, before)
 
-    async def _paid(self, owed: _Owed, row: Any, before: Any) -> None:
-        """A close written late: told, and what an expiry charged meanwhile made whole."""
+    async def _paid(self, owed: _Owed) -> None:
+        """A close written late: what an expiry charged meanwhile made whole, and told."""
+        assert owed.closed is not None
+        row, r = owed.closed  # (r: the reservation's row as it stood)
         if row is None or row["was"] not in ("live", "expired"):
             return  # never made (a let-go), or closed already (its first try committed)
         expired = row["was"] == "expired"
-        r = before  # (the reservation's row as it stood)
-        if expired and owed.cost > int(r["amount_nusd"]):
+        if expired and owed.cost > int(r["amount_nusd"]) and not owed.excess_written:
             await self.record_call(
                 session=r["session"],
                 run=r["run"],
@@ -323,6 +343,7 @@ class PgBudgetLedger(ClosedOnExit):
                 latency_ms=0.0,
                 cost_usd=usd(owed.cost - int(r["amount_nusd"])),
             )
+            owed.excess_written = True
         self._publisher.changed(str(r["session"]))
         if self.on_late is not None:
             late = LateClose(
@@ -372,8 +393,6 @@ class PgBudgetLedger(ClosedOnExit):
             float(self.budget.reservation_ttl_s),
             self._caps.array(provider),
         )
-        if self._owed:
-            await self._pay()
         try:
             row = await self._with(
                 lambda c: c.fetchrow(
@@ -488,8 +507,6 @@ class PgBudgetLedger(ClosedOnExit):
         owed = _Owed(
             reservation_id, status, cost, outcome, tokens_in, tokens_out, float(latency_ms)
         )
-        if self._owed:
-            await self._pay()
         try:
             row, _ = await self._with(lambda c: _close_row(c, owed, looked=False))
         except _Away as exc:
