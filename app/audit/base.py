@@ -113,12 +113,16 @@ class AuditBase(ClosedOnExit):
             detail,
             self.policy_version,
         )
-        if self._lock.locked():
+        lock = self._lock
+        if lock.locked():
             # another append first: waited for to the end, so that a cancel never lands
             # between the wait and the write (a caller told "cancelled" knows its line
             # stands: a call's closing, in app.router.cloud_step, resumes on it)
             return await finish_then_cancel(self._add_now(prepared))
-        return await self._add_now(prepared)
+        async with lock:  # (free: nothing waits; _add_now's, without its frame)
+            appended = (await self._insert([prepared]))[0]
+            self._publish(appended, prepared)
+        return appended
 
     async def _add_now(self, prepared: PreparedLine) -> Appended:
         async with self._lock:

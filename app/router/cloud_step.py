@@ -310,7 +310,8 @@ async def serve_cloud(
         # the retries' reservations are let go after the settlement, not before: freed
         # first, they let another request reserve what the settlement then charged (a cap
         # crossed by 40 %, an audit)
-        closing = _taken(more)
+        if more:
+            closing = _taken(more)
     finally:
         router.in_flight.done(reservation.id)
         if more:  # (the reservation is closed: what the retries held is in it)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -230,7 +230,7 @@ class BudgetLedger(ClosedOnExit):
 
     # ── the spool ────────────────────────────────────────────────────────────────────────
 
-    async def _spool_op(self, op: Callable[[bool], T]) -> T:
+    def _spool_op(self, op: Callable[[bool], T]) -> Awaitable[T]:
         """``op(inline)`` under the spool's lock, the mirror caught up with every record
         appended since this ledger last looked: on the event loop when the lock is free at
         once, else on a thread that waits for it (and for the file, when ``op`` reads it).
@@ -240,8 +240,8 @@ class BudgetLedger(ClosedOnExit):
         too), so a caller told "cancelled" knows the write stands (a call's closing, in
         app.router.cloud_step, resumes on it). The lock free, nothing here waits."""
         if self._lock.locked():
-            return await finish_then_cancel(self._spool_op_now(op))
-        return await self._spool_op_now(op)
+            return finish_then_cancel(self._spool_op_now(op))
+        return self._spool_op_now(op)  # (awaited by the caller: no frame of its own)
 
     async def _spool_op_now(self, op: Callable[[bool], T]) -> T:
         async with self._lock:
