@@ -196,6 +196,8 @@ class CoreApp(App[int]):
         self.gateway_address: str | None = None
         #: start-up's heap was frozen by :meth:`end_startup` (given back on unmount)
         self._froze = False
+        #: the question the tutor is answering now (None: none)
+        self.tutor_asking: str | None = None
 
     def notify(
         self,
@@ -452,11 +454,21 @@ class CoreApp(App[int]):
 
     @work(exclusive=True, group="tutor", exit_on_error=False)
     async def ask_tutor(self, question: str, reply_to: MessagePump, escalate: bool = False) -> None:
+        """Ask; the answer goes to the tutor screen open when it comes (the one that asked
+        may be gone: left and opened again, the new one stayed blank and the answer was
+        lost until the next visit, a TUI audit); ``tutor_asking`` says what is being
+        answered meanwhile, for a screen opened then."""
         tutor = self.tutor
         if tutor is None:
             raise SwitchyardError(self.session_error or "the session is still opening")
-        reply = await tutor.ask(question, escalate=escalate)
-        reply_to.post_message(TutorAnswered(reply))
+        self.tutor_asking = question
+        try:
+            reply = await tutor.ask(question, escalate=escalate)
+        finally:
+            self.tutor_asking = None
+        open_now: list[MessagePump] = [s for s in self.screen_stack if type(s) is type(reply_to)]
+        for screen in open_now or [reply_to]:
+            screen.post_message(TutorAnswered(reply))
 
     # ── evidence ─────────────────────────────────────────────────────────────────────────
 

@@ -144,3 +144,40 @@ async def test_typing_the_next_question_while_the_tutor_answers_stays_text(
         await settle(pilot)
         assert box.has_focus and box.value == "maybe run"
         assert text_of(app, "#tutor-title").endswith("turn 1/6")  # no new session
+
+
+async def test_leaving_the_tutor_while_it_answers_loses_nothing(make_app: Any) -> None:
+    """Left while "thinking…" and opened again: the new screen was blank, the answer went
+    to the screen that had asked and was gone (a TUI audit). The question shows, thinking,
+    and the answer lands on the screen open when it comes."""
+    import asyncio
+
+    release = asyncio.Event()
+
+    def slow(session: Any, repo: Path) -> TutorSession:
+        async def model(messages: list[Message], signals: Signals) -> Answer[TutorTurn]:
+            await release.wait()
+            return Answer(TutorTurn(questions=["what does range(n) leave out?"], answer="a"), None)
+
+        return TutorSession(session.router, model=model)
+
+    seen = Messages()
+    app = make_app(task=None)
+    app._tutor = slow
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await open_tutor(pilot)
+        if not app.screen.query_one("#tutor-input", Input).has_focus:
+            await pilot.press("slash")
+        await pilot.press(*"why is a token lost?", "enter")
+        await settle(pilot)
+        await pilot.press("escape")  # leave while it thinks
+        await settle(pilot)
+        await pilot.press("t")
+        await until(pilot, lambda: isinstance(app.screen, TutorScreen), what="the tutor")
+        await settle(pilot)
+        assert "why is a token lost?" in text_of(app, "#tutor-question")
+        assert "thinking" in text_of(app, "#tutor-questions")
+        release.set()
+        await until(pilot, lambda: bool(seen.of(TutorAnswered)), what="the answer")
+        await settle(pilot)
+        assert "what does range(n) leave out?" in text_of(app, "#tutor-questions")

@@ -69,9 +69,12 @@ class TutorScreen(Screen[None]):
 
     def on_mount(self) -> None:
         tutor = self.core.tutor
-        if tutor is not None and tutor.last is not None:  # back to a conversation
+        asking = self.core.tutor_asking
+        if asking is not None:  # back while it answers: the question, thinking
+            self.question, self.reply = asking, None
+        elif tutor is not None and tutor.last is not None:  # back to a conversation
             self.reply, self.question = tutor.last, tutor.last.question
-        self._show()
+        self._show(waiting=asking is not None)
         self.query_one("#tutor-input", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
