@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from app.audit.canonical import jsonable
 from app.audit.masking import mask_bytes
 from app.clock import Clock, SystemClock, iso
+from app.evidence import live
 from app.evidence.errors import EvidenceError, UnknownRun
 from app.evidence.files import (
     atomic_write,
@@ -122,9 +123,17 @@ class EvidenceBundle:
         self.run_id = run_id
         self._clock = clock
         self.sealed = (path / MANIFEST).exists()
+        #: the lock that says, to any process, that this run is still going (app.evidence.live)
+        self._live: int | None = None
         #: every file this object wrote, and the sha256 of what it wrote: what the seal
         #: must find as it was (:meth:`changed_meanwhile`)
         self._written: dict[str, str] = {}
+
+    def __del__(self) -> None:
+        # a bundle given up unsealed (its run failed past saying so): no longer live
+        if getattr(self, "_live", None) is not None:
+            live.let_go(self.path, self._live)
+            self._live = None
 
     @classmethod
     def create(
@@ -149,10 +158,12 @@ class EvidenceBundle:
                 f"cannot create the evidence bundle {path}: {exc.strerror or exc}"
             ) from None
         bundle = cls(path, run_id, clock=clock)
+        bundle._live = live.hold(path)
         info = {"run_id": run_id, "task": task, "session": session, "created": iso(clock.now())}
         try:
             bundle.write_json(RUN_INFO, info)
         except EvidenceError:
+            live.let_go(path, bundle._live)
             shutil.rmtree(path, ignore_errors=True)  # no bundle that says nothing is left
             raise
         return bundle
@@ -323,6 +334,8 @@ class EvidenceBundle:
         )
         atomic_write(self.path / MANIFEST, masked_dumps(manifest).encode("utf-8"))
         self.sealed = True
+        live.let_go(self.path, self._live)
+        self._live = None
         return manifest
 
     @property

@@ -41,6 +41,7 @@ from app.evidence.bundle import (
     resolve_run,
     verify_bundle,
 )
+from app.evidence.live import running
 from app.evidence.read import GateFacts, gate_facts
 from app.policy.gate import HUMAN, GateResult
 from app.policy.schema import Policy
@@ -154,8 +155,12 @@ def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None, policy: Po
     notes: list[str] = []
     report = verify_bundle(path)
     manifest = report.manifest
-    if not report.ok or manifest is None:
+    if manifest is None and running(path):
+        # (its manifest is written as it ends: "missing" read as a broken bundle)
+        problems.append(f"{EVIDENCE}: run {run_id} is still running: it can merge once it ends")
+    elif not report.ok or manifest is None:
         problems += [f"{EVIDENCE}: {p}" for p in report.problems]
+    if not report.ok or manifest is None:
         return MergePlan(
             run_id=run_id,
             bundle=str(path),

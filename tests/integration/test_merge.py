@@ -760,3 +760,51 @@ def test_a_refusals_reasons_are_shown_not_obeyed(capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert "GIT: error in a␛[2Jb" in err and "note: see␛]0;x␇" in err
     assert "\x1b" not in err and "\x07" not in err
+
+
+def test_a_run_still_going_in_another_process_is_said_so_not_broken(tmp_path: Path) -> None:
+    """A second workbench read another's live run as abandoned: "the bundle does not
+    verify: manifest.json is missing", and its merge wrote that refusal into the shared
+    audit (a TUI audit). The run's maker holds a lock beside its bundle until the seal."""
+    import textwrap
+
+    from app.evidence.live import running
+
+    repo = make_repo(tmp_path, {"a.py": "x = 1\n"})
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                sys.path.insert(0, {str(Path.cwd())!r})
+                from pathlib import Path
+                from app.evidence.bundle import EvidenceBundle
+                b = EvidenceBundle.create(Path({str(repo)!r}), "20260101-000000-aaaaaa")
+                print("made", flush=True)
+                sys.stdin.readline()
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "made"
+        path = repo / ".switchyard" / "runs" / "20260101-000000-aaaaaa"
+        assert running(path)
+        plan = prepare_merge(repo, path.name, sealed_sha256=None, policy=load_policy().policy)
+        assert plan.problems == [
+            "EVIDENCE: run 20260101-000000-aaaaaa is still running: it can merge once it ends"
+        ]
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert not running(path)  # its process ended: not live, however it ended
+    sealed = EvidenceBundle.create(repo, "20260101-000001-bbbbbb")
+    assert running(sealed.path)
+    sealed.finalize(status="failed", reason="test")
+    assert not running(sealed.path)

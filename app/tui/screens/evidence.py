@@ -321,8 +321,14 @@ class EvidenceScreen(Screen[None]):
         gate.update(clean_block(text))
 
     def _live(self, run_id: str) -> bool:
-        """Whether ``run_id`` is the run in progress (its bundle is sealed when it ends)."""
-        return self.core.running and self.core.live_run == run_id
+        """Whether ``run_id`` is a run in progress, here or in another process (its bundle
+        is sealed when it ends; another workbench's live run read as abandoned)."""
+        if self.core.running and self.core.live_run == run_id:
+            return True
+        from app.evidence.layout import runs_dir
+        from app.evidence.live import running
+
+        return running(runs_dir(self.core.repo) / run_id)
 
     def action_merge(self) -> None:
         if self.view is None:

@@ -1,0 +1,65 @@
+"""Whether a run is still going, from any process: its maker holds a lock on a marker
+beside its bundle (``runs/.live-<run id>``) from the bundle's creation to its seal.
+
+A second workbench (or ``switchyard merge`` in another terminal) took a live run in
+another process for an abandoned one: "not sealed", "the bundle does not verify", and a
+merge refusal naming a missing manifest written into the shared audit (a TUI audit).
+The kernel lets go of the lock when the process ends however it ends, so a run killed
+mid-way reads as not running (its bundle unsealed), as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+PREFIX = ".live-"
+
+
+def marker(bundle: Path) -> Path:
+    """The marker of the bundle at ``bundle`` (beside it: never in its manifest)."""
+    return bundle.parent / f"{PREFIX}{bundle.name}"
+
+
+def hold(bundle: Path) -> int | None:
+    """Take the marker's lock for the run making ``bundle``; the descriptor that holds it
+    (None when it could not be made: a run is not stopped for it, it reads as not live)."""
+    try:
+        fd = os.open(marker(bundle), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def let_go(bundle: Path, fd: int | None) -> None:
+    """The run has sealed its bundle (or given it up): the marker goes, then the lock."""
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        marker(bundle).unlink()
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def running(bundle: Path) -> bool:
+    """Whether a process (this one included) holds the lock of ``bundle``'s run."""
+    try:
+        fd = os.open(marker(bundle), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False  # no marker: sealed, never held, or a Switchyard from before it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (a shared lock taken is let go with it)
+    return False
