@@ -143,8 +143,14 @@ def run_stoppable(main: Coroutine[Any, Any, T]) -> T:
             # the rest of the way out takes a signal the same way (a second waits, a third
             # ends at once): left to the loop's close, a second one met its wakeup fd
             # closed ("Exception ignored … Bad file descriptor"), or SIG_DFL after it
-            loop.remove_signal_handler(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, lambda signum, _frame: stop(signum))
+            # (blocked meanwhile: between the two, SIGTERM was SIG_DFL, and a second one
+            # landing there under load killed it with no word, the test's "twice")
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                loop.remove_signal_handler(signal.SIGTERM)
+                signal.signal(signal.SIGTERM, lambda signum, _frame: stop(signum))
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     return asyncio.run(stoppable())
 

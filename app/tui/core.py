@@ -519,6 +519,8 @@ class CoreApp(App[int]):
     # ── the one error handler ────────────────────────────────────────────────────────────
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "run" and self.home is not None:
+            self.refresh_bindings()  # ("x stop run" is shown while a run goes)
         if event.state != WorkerState.ERROR:
             return
         group = event.worker.group

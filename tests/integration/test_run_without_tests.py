@@ -69,15 +69,17 @@ def test_no_test_command_stops_the_run_before_any_model_call(
     assert "no test command for" in end["detail"]
 
 
-def test_a_broken_repo_config_stops_the_run_naming_the_file(
+def test_a_broken_repo_config_is_a_usage_error_naming_the_file_before_any_run(
     tmp_path: Path, vllm: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """It started a run that stopped on it (exit 1): read before anything starts now."""
     repo = make_repo(tmp_path, {"calc.py": "x = 1\n", "test_calc.py": "def test(): pass\n"})
     (repo_state_dir(repo) / "config.toml").write_text("test_command = [\n")
-    rc, out, _ = run_in(repo, capsys)
-    assert rc == 1 and out["outcome"] == "stopped"
-    assert f"{repo / '.switchyard' / 'config.toml'}:2:1: toml syntax" in out["reason"]
-    assert vllm.chat_requests == []
+    rc, _, err = run_cli(["run", "fix add()", "--repo", str(repo), "--approve", "deny"], capsys)
+    no_traceback(err)
+    assert rc == 2
+    assert f"{repo / '.switchyard' / 'config.toml'}:2:1: toml syntax" in err
+    assert not (repo / ".switchyard" / "runs").exists() and vllm.chat_requests == []
 
 
 async def test_a_folder_that_is_no_git_repository_stops_the_run_before_anything(

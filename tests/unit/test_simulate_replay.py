@@ -182,6 +182,8 @@ _SIGNAL_VALUES = {
         if "confidence" in name
         else st.none() | st.integers(1, 10**6)
         if name == "output_tokens"
+        else st.integers(0, 10**6)
+        if name == "schema_tokens"
         else st.none() | st.integers(0, 10**6)
     )
     for name, field in Signals.model_fields.items()
@@ -192,17 +194,18 @@ _SIGNAL_VALUES = {
     given_fields=st.fixed_dictionaries({}, optional=_SIGNAL_VALUES),
     copied=st.fixed_dictionaries({}, optional=_SIGNAL_VALUES),
     estimate=st.none() | st.integers(0, 10**6),
+    schema=st.integers(0, 10**6),
 )
 def test_the_recorded_signals_are_model_dumps_without_the_defaults(
-    given_fields: dict[str, Any], copied: dict[str, Any], estimate: int | None
+    given_fields: dict[str, Any], copied: dict[str, Any], estimate: int | None, schema: int
 ) -> None:
     # the signals as given (a default given explicitly too), copied with some changed (as
     # the second opinion and the librarian make theirs), and with the router's count
     signals = Signals(**given_fields)
     if copied:
         signals = signals.model_copy(update=copied)
-    if estimate is not None:
-        signals = signals.with_estimate(estimate)
+    if estimate is not None or schema:
+        signals = signals.with_estimate(estimate, None, schema)
     recorded = record_inputs(signals, RouterState(), 0, budget_read=False)["signals"]
     assert recorded == signals.model_dump(exclude_defaults=True)
     assert json.dumps(recorded, sort_keys=True) == json.dumps(

@@ -107,6 +107,7 @@ class MainScreen(WorkbenchScreen):
         for pane in (self.plan, self.diff, self.tests):
             pane.reset()
         self.header.state = "running"
+        self.refresh_bindings()
 
     def on_run_stopping(self, message: RunStopping) -> None:
         if self.header.state == "running":  # (a modal's "awaiting approval" stays)

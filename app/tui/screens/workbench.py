@@ -191,6 +191,10 @@ class WorkbenchScreen(Screen[None]):
             return self.maximized is None
         if action == "unzoom":
             return self.maximized is not None
+        if action == "stop":
+            # only while a run goes (it sat in the footer idle, and at 80 columns pushed
+            # "z zoom pane" out: a TUI audit)
+            return self.core.running
         return True
 
     def watch_maximized(self) -> None:
