@@ -207,11 +207,11 @@ async def test_z_zooms_the_pane_around_the_focus(make_app: Any, pane: str) -> No
         await pilot.press("z")
         await settle(pilot)
         assert app.screen.maximized is None
-        assert app.screen.active_bindings["z"].binding.description == "zoom pane"
+        assert app.screen.active_bindings["z"].binding.description == "zoom"
         await pilot.press("z", "escape")  # Textual's own escape, no action of ours
         await settle(pilot)
         assert app.screen.maximized is None
-        assert app.screen.active_bindings["z"].binding.description == "zoom pane"
+        assert app.screen.active_bindings["z"].binding.description == "zoom"
 
 
 async def test_at_80_columns_the_budget_gives_up_width_and_its_figures_stay_whole(

@@ -130,7 +130,7 @@ DROP_BATCH = 1000
 
 class EscalationsPane(Pane):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f", "filter", "filter kinds"),
+        Binding("f", "filter", "filter"),
         Binding("escape", "close_filter", "close filter", show=False),
     ]
 

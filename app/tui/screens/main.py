@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -43,7 +44,7 @@ class MainScreen(WorkbenchScreen):
         Binding("v", "evidence", "evidence"),
         Binding("t", "tutor", "tutor"),
         Binding("x", "stop", "stop run"),
-        Binding("z", "zoom", "zoom pane"),
+        Binding("z", "zoom", "zoom"),
         Binding("z", "unzoom", "back"),
         Binding("slash", "new_task", "task", show=False),
         Binding("escape", "leave_input", "keys", show=False),
@@ -69,6 +70,11 @@ class MainScreen(WorkbenchScreen):
             placeholder="task: describe the change, then enter (esc: back to the keys)", id="task"
         )
         yield Footer()
+
+    def on_resize(self, event: events.Resize) -> None:
+        # below 100 columns the footer drops its padding: at 80, with a run going and the
+        # escalations pane focused, "x stop run" was cut and "z zoom" gone (a TUI audit)
+        self.query_one(Footer).compact = event.size.width < 100
 
     def on_mount(self) -> None:
         # (the bridge, the session: WorkbenchScreen.on_mount, called after this one)
