@@ -409,7 +409,8 @@ class PgAuditLog(AuditBase):
         session: str | None = None,
         run: str | None = None,
     ) -> list[TeamLine]:
-        """The team's newest ``n`` lines by time (``user``: one user's), oldest first."""
+        """The team's newest ``n`` lines by when the database received them (a laptop's
+        clock ahead or behind orders nothing), ``user``: one user's; oldest first."""
         clauses: list[str] = ["c.team = $1"]
         params: list[Any] = [self.team]
         for column, value in (("c.user_name", user), ("l.session", session), ("l.run", run)):
@@ -420,7 +421,8 @@ class PgAuditLog(AuditBase):
         sql = (
             "SELECT l.chain, l.seq, l.line, c.user_name, c.host FROM audit_lines l"
             f" JOIN audit_chains c ON c.chain = l.chain WHERE {' AND '.join(clauses)}"
-            f" ORDER BY l.ts DESC, l.chain DESC, l.seq DESC LIMIT ${len(params)}"
+            f" ORDER BY l.received DESC, l.ts DESC, l.chain DESC, l.seq DESC"
+            f" LIMIT ${len(params)}"
         )
         rows = await self._with(lambda c: c.fetch(sql, *params))
         return [_team_line(r) for r in rows][::-1]

@@ -74,4 +74,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         " FOR EACH ROW EXECUTE FUNCTION sy_audit_append_only()",
         _APPEND,
     ),
+    # v2: when the database received each line, by its own clock (at the insert, not the
+    # transaction's start, which waits for the chain's lock): a laptop's clock a day
+    # ahead put its lines after everyone's newer ones in `audit tail --team`, which
+    # ordered by the lines' own stamps (a team-store audit)
+    (
+        "ALTER TABLE audit_lines ADD COLUMN received TIMESTAMPTZ NOT NULL"
+        " DEFAULT clock_timestamp()",
+        "CREATE INDEX audit_lines_received ON audit_lines (received)",
+    ),
 )

@@ -87,10 +87,35 @@ async def test_two_instances_append_at_once_each_chain_verifies(pg_url: str) -> 
         team = await b.team_tail(1000)
         assert len(team) == 251
         assert {(t.user, t.host) for t in team} == {("alice", "box-a"), ("bob", "box-b")}
-        assert [t.line.ts for t in team] == sorted(t.line.ts for t in team)
+        # in the order the database received them: each chain's lines in its own order
+        for user in ("alice", "bob"):
+            seqs = [t.line.seq for t in team if t.user == user]
+            assert seqs == sorted(seqs)
     finally:
         for log in (a, b, a2):
             await log.close()
+
+
+async def test_a_laptop_clock_ahead_does_not_hide_the_teams_newer_lines(pg_url: str) -> None:
+    """``audit tail --team`` ordered by each line's own stamp: a laptop a day ahead put
+    its lines after everyone's newer ones, and a short tail showed only them (a team-store
+    audit). The database's time of arrival orders them."""
+    from datetime import timedelta
+
+    from app.audit.pg_log import PgAuditLog
+    from app.clock import ManualClock, SystemClock
+
+    ahead = ManualClock(SystemClock().now() + timedelta(days=1))
+    a = await PgAuditLog.open(pg_url, team="t", user="ahead", host="box-f", clock=ahead)
+    b = await PgAuditLog.open(pg_url, team="t", user="normal", host="box-n")
+    try:
+        await _write(a, 4, "sa")
+        await _write(b, 2, "sb")  # written after: the newest
+        newest = await b.team_tail(2)
+        assert [t.user for t in newest] == ["normal", "normal"]
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def _edit(conn: asyncpg.Connection, chain: str, seq: int = 3, rehash: bool = False) -> None:
