@@ -188,7 +188,11 @@ def summary(args: argparse.Namespace) -> dict[str, Any]:
     if m is None:
         # a manifest.json that is there but unreadable was finalized, then edited
         data["finalized"] = (path / MANIFEST).is_file()
-        data["status"] = "manifest unreadable" if data["finalized"] else None
+        from app.evidence.live import running
+
+        # a run going on (here or in another terminal) is not a broken bundle
+        live = not data["finalized"] and running(path)
+        data["status"] = "manifest unreadable" if data["finalized"] else "running" if live else None
         data["files"] = [
             {"name": p.relative_to(path).as_posix(), "size": p.stat().st_size, "sha256": None}
             for p in sorted(path.rglob("*"))

@@ -762,7 +762,9 @@ def test_a_refusals_reasons_are_shown_not_obeyed(capsys: pytest.CaptureFixture[s
     assert "\x1b" not in err and "\x07" not in err
 
 
-def test_a_run_still_going_in_another_process_is_said_so_not_broken(tmp_path: Path) -> None:
+def test_a_run_still_going_in_another_process_is_said_so_not_broken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A second workbench read another's live run as abandoned: "the bundle does not
     verify: manifest.json is missing", and its merge wrote that refusal into the shared
     audit (a TUI audit). The run's maker holds a lock beside its bundle until the seal."""
@@ -799,6 +801,9 @@ def test_a_run_still_going_in_another_process_is_said_so_not_broken(tmp_path: Pa
         assert plan.problems == [
             "EVIDENCE: run 20260101-000000-aaaaaa is still running: it can merge once it ends"
         ]
+        capsys.readouterr()
+        main(["evidence", "show", path.name, "--repo", str(repo), "--json"])
+        assert json.loads(capsys.readouterr().out)["status"] == "running"
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
