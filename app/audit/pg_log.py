@@ -421,7 +421,7 @@ class PgAuditLog(AuditBase):
         sql = (
             "SELECT l.chain, l.seq, l.line, c.user_name, c.host FROM audit_lines l"
             f" JOIN audit_chains c ON c.chain = l.chain WHERE {' AND '.join(clauses)}"
-            f" ORDER BY l.received DESC, l.ts DESC, l.chain DESC, l.seq DESC"
+            f" ORDER BY l.received DESC NULLS LAST, l.ts DESC, l.chain DESC, l.seq DESC"
             f" LIMIT ${len(params)}"
         )
         rows = await self._with(lambda c: c.fetch(sql, *params))

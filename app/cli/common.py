@@ -113,6 +113,26 @@ def stopper(task: Any, *, second: str, third: str) -> tuple[Callable[[int], None
     return stop, taken
 
 
+def _hand_over(loop: Any, sig: int, handler: Any) -> None:
+    """``sig`` from the loop's handler to a plain one with no moment between: the loop's
+    ``remove_signal_handler`` puts SIG_DFL back first, and a second SIGTERM landing there
+    (in any thread: a mask blocks one) ended the process with no word. The plain handler
+    goes in first; then the loop forgets its own without touching the signal, and lets go
+    of its wakeup fd when it has no other (left to its close, a signal met the fd closed:
+    "Exception ignored … Bad file descriptor")."""
+    import signal
+
+    signal.signal(sig, handler)
+    handlers = getattr(loop, "_signal_handlers", None)
+    if not isinstance(handlers, dict):  # (not CPython's unix loop: its own way, as before)
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, handler)
+        return
+    handlers.pop(sig, None)
+    if not handlers:
+        signal.set_wakeup_fd(-1)
+
+
 def run_stoppable(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)``, with a SIGTERM doing what Ctrl-C does: the task is cancelled,
     so that a model call in flight is settled and audited (CALL_CANCELLED) before the
@@ -143,14 +163,7 @@ def run_stoppable(main: Coroutine[Any, Any, T]) -> T:
             # the rest of the way out takes a signal the same way (a second waits, a third
             # ends at once): left to the loop's close, a second one met its wakeup fd
             # closed ("Exception ignored … Bad file descriptor"), or SIG_DFL after it
-            # (blocked meanwhile: between the two, SIGTERM was SIG_DFL, and a second one
-            # landing there under load killed it with no word, the test's "twice")
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-            try:
-                loop.remove_signal_handler(signal.SIGTERM)
-                signal.signal(signal.SIGTERM, lambda signum, _frame: stop(signum))
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            _hand_over(loop, signal.SIGTERM, lambda signum, _frame: stop(signum))
 
     return asyncio.run(stoppable())
 

@@ -48,6 +48,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,17 +124,18 @@ class EvidenceBundle:
         self.run_id = run_id
         self._clock = clock
         self.sealed = (path / MANIFEST).exists()
-        #: the lock that says, to any process, that this run is still going (app.evidence.live)
-        self._live: int | None = None
+        #: lets go of the lock that says, to any process, that this run is still going
+        #: (app.evidence.live): once, at the seal, at :meth:`release`, or when this object
+        #: goes (a weakref finalizer: it runs once, and before interpreter teardown)
+        self._release: weakref.finalize[[Path, int], EvidenceBundle] | None = None
         #: every file this object wrote, and the sha256 of what it wrote: what the seal
         #: must find as it was (:meth:`changed_meanwhile`)
         self._written: dict[str, str] = {}
 
-    def __del__(self) -> None:
-        # a bundle given up unsealed (its run failed past saying so): no longer live
-        if getattr(self, "_live", None) is not None:
-            live.let_go(self.path, self._live)
-            self._live = None
+    def release(self) -> None:
+        """This run no longer goes on (sealed, or given up unsealed): its lock let go."""
+        if self._release is not None:
+            self._release()
 
     @classmethod
     def create(
@@ -158,12 +160,14 @@ class EvidenceBundle:
                 f"cannot create the evidence bundle {path}: {exc.strerror or exc}"
             ) from None
         bundle = cls(path, run_id, clock=clock)
-        bundle._live = live.hold(path)
+        held = live.hold(path)
+        if held is not None:
+            bundle._release = weakref.finalize(bundle, live.let_go, path, held)
         info = {"run_id": run_id, "task": task, "session": session, "created": iso(clock.now())}
         try:
             bundle.write_json(RUN_INFO, info)
         except EvidenceError:
-            live.let_go(path, bundle._live)
+            bundle.release()
             shutil.rmtree(path, ignore_errors=True)  # no bundle that says nothing is left
             raise
         return bundle
@@ -334,8 +338,7 @@ class EvidenceBundle:
         )
         atomic_write(self.path / MANIFEST, masked_dumps(manifest).encode("utf-8"))
         self.sealed = True
-        live.let_go(self.path, self._live)
-        self._live = None
+        self.release()
         return manifest
 
     @property

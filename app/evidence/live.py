@@ -13,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 PREFIX = ".live-"
+#: no link followed, and no open that waits (a FIFO planted as a marker hung the screen)
+_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 def marker(bundle: Path) -> Path:
@@ -27,10 +30,12 @@ def hold(bundle: Path) -> int | None:
     """Take the marker's lock for the run making ``bundle``; the descriptor that holds it
     (None when it could not be made: a run is not stopped for it, it reads as not live)."""
     try:
-        fd = os.open(marker(bundle), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(marker(bundle), os.O_RDWR | os.O_CREAT | _FLAGS, 0o600)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file")
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
@@ -51,10 +56,12 @@ def let_go(bundle: Path, fd: int | None) -> None:
 def running(bundle: Path) -> bool:
     """Whether a process (this one included) holds the lock of ``bundle``'s run."""
     try:
-        fd = os.open(marker(bundle), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(marker(bundle), os.O_RDONLY | _FLAGS)
     except OSError:
         return False  # no marker: sealed, never held, or a Switchyard from before it
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False  # (a FIFO a repository planted there: never waited on)
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True

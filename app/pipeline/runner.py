@@ -232,6 +232,23 @@ async def run_pipeline(
     stopped the run) seals what exists, then goes through."""
     run_id = new_run_id(session.router.clock.now())
     bundle = EvidenceBundle.create(options.repo, run_id, task=task, session=session.id)
+    try:
+        return await _run(session, task, options, control, run_id, bundle)
+    finally:
+        if not bundle.sealed:
+            # given up unsealed (a failure before its seal): no longer live to anyone, now
+            # (left to the collector, a failed run read as running, its merge refused)
+            bundle.release()
+
+
+async def _run(
+    session: Session,
+    task: str,
+    options: RunOptions,
+    control: RunControl | None,
+    run_id: str,
+    bundle: EvidenceBundle,
+) -> RunOutcome:
     ctx = RunContext(session, task, options, control or RunControl(), run_id, bundle)
     await ctx.audit("run", detail=f"run started: {task}", values={"repo": str(options.repo)})
     if options.overrides is not None:

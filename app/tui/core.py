@@ -465,7 +465,10 @@ class CoreApp(App[int]):
         try:
             reply = await tutor.ask(question, escalate=escalate)
         finally:
-            self.tutor_asking = None
+            # (a question cancelled by the next one ends after the next began: it leaves
+            # the next one's mark alone)
+            if self.tutor_asking is question:
+                self.tutor_asking = None
         open_now: list[MessagePump] = [s for s in self.screen_stack if type(s) is type(reply_to)]
         for screen in open_now or [reply_to]:
             screen.post_message(TutorAnswered(reply))

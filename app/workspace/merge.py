@@ -155,6 +155,10 @@ def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None, policy: Po
     notes: list[str] = []
     report = verify_bundle(path)
     manifest = report.manifest
+    if manifest is None and not running(path) and (path / MANIFEST).exists():
+        # sealed between the two looks (its marker goes after its manifest): read again
+        report = verify_bundle(path)
+        manifest = report.manifest
     if manifest is None and running(path):
         # (its manifest is written as it ends: "missing" read as a broken bundle)
         problems.append(f"{EVIDENCE}: run {run_id} is still running: it can merge once it ends")

@@ -181,3 +181,43 @@ async def test_leaving_the_tutor_while_it_answers_loses_nothing(make_app: Any) -
         await until(pilot, lambda: bool(seen.of(TutorAnswered)), what="the answer")
         await settle(pilot)
         assert "what does range(n) leave out?" in text_of(app, "#tutor-questions")
+
+
+async def test_a_question_cancelled_by_the_next_leaves_the_next_ones_mark(
+    make_app: Any,
+) -> None:
+    """The first question, cancelled by the second, ended after the second began and
+    cleared its mark: left and reopened, the screen was blank again (a review)."""
+    import asyncio
+
+    release = asyncio.Event()
+
+    def slow(session: Any, repo: Path) -> TutorSession:
+        async def model(messages: list[Message], signals: Signals) -> Answer[TutorTurn]:
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                await asyncio.shield(asyncio.sleep(0.05))  # (its own bookkeeping)
+                raise
+            return Answer(TutorTurn(questions=["what is left out?"], answer="a"), None)
+
+        return TutorSession(session.router, model=model)
+
+    app = make_app(task=None)
+    app._tutor = slow
+    async with app.run_test(size=(160, 48)) as pilot:
+        await open_tutor(pilot)
+        for question in ("first question", "second question"):
+            if not app.screen.query_one("#tutor-input", Input).has_focus:
+                await pilot.press("slash")
+            await pilot.press(*question, "enter")
+            await settle(pilot)
+        await pilot.pause(0.2)  # the first one's cancel has ended
+        assert app.tutor_asking == "second question"
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("t")
+        await until(pilot, lambda: isinstance(app.screen, TutorScreen), what="the tutor")
+        await settle(pilot)
+        assert "second question" in text_of(app, "#tutor-question")
+        release.set()

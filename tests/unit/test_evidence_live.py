@@ -1,0 +1,64 @@
+"""A run's liveness marker (app/evidence/live.py): held from the bundle's creation to its
+seal, let go once, never waited on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from app.evidence import bundle as bundle_mod
+from app.evidence.bundle import EvidenceBundle
+from app.evidence.errors import EvidenceError
+from app.evidence.live import hold, marker, running
+
+
+def _repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    return repo
+
+
+def test_a_fifo_planted_as_a_marker_is_never_waited_on(tmp_path: Path) -> None:
+    """A repository shipping a FIFO as ``.live-<run>`` froze ``evidence show`` and the
+    evidence screen: opening it waited for a writer (a review)."""
+    bundle = tmp_path / "runs" / "20260101-000000-aaaaaa"
+    bundle.mkdir(parents=True)
+    os.mkfifo(marker(bundle))
+    assert running(bundle) is False
+    assert hold(bundle) is None
+
+
+def test_a_bundle_that_could_not_be_made_lets_go_of_its_lock_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its descriptor was closed at the failure and again when the object went: by then
+    the number could be another file's (a review)."""
+    repo = _repo(tmp_path)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bundle_mod, "atomic_write", full)
+    with pytest.raises(EvidenceError):
+        EvidenceBundle.create(repo, "20260101-000000-aaaaaa")
+    other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        import gc
+
+        gc.collect()  # (the half-made bundle goes: its finalizer has run already)
+        os.write(other, b"still mine")
+    finally:
+        os.close(other)
+
+
+def test_a_bundle_given_up_unsealed_is_not_running(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    made = EvidenceBundle.create(repo, "20260101-000000-aaaaaa")
+    assert running(made.path)
+    made.release()
+    assert not running(made.path) and not marker(made.path).exists()
+    made.release()  # (once: a second is nothing)
