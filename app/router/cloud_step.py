@@ -694,7 +694,7 @@ async def _cancelled(
         to=d.target,
         reason_codes=[code, "SETTLED_AT_ESTIMATE"],
         values={
-            "est_cost_usd": round(d.est_cost_usd, 6),
+            "est_cost_usd": round(d.est_cost_usd, 9),  # (what the ledger charged, to the nano)
             **({"cut_short_cost_usd": round(before, 9)} if before else {}),
         },
         detail=f"{d.target}: {why}; settled at the reserved {dollars(d.est_cost_usd)} (the "

@@ -169,6 +169,10 @@ async def test_the_tries_cut_short_are_charged_when_the_reservation_expired_mean
             assert await spent(ledger) == pytest.approx(est + cut, abs=1e-9)
             budget = [ln for ln in await audit.lines(session="s1") if ln.kind == "budget"]
             assert budget[-1].values["cut_short_cost_usd"] == round(cut, 9)
+            # the line's figures add up to the ledger's charge, to the nano-dollar (the
+            # estimate was rounded to six places: the audit could not rebuild the ledger)
+            said = budget[-1].values["est_cost_usd"] + budget[-1].values["cut_short_cost_usd"]
+            assert said == pytest.approx(await spent(ledger), abs=1e-9)
         else:
             result = await task  # moved down the chain: deepseek-chat served
             assert result.model == "deepseek-chat"
