@@ -455,17 +455,7 @@ class _Served:
             self.actual = max(actual, d.est_cost_usd)
         if actual > d.est_cost_usd and not self.recorded:
             self.recorded = True  # (begun: it stands, cancelled or not)
-            await router.ledger.record_call(
-                session=router.session,
-                run=self.run,
-                role=d.role,
-                model=d.target,
-                provider=d.provider,
-                tokens_in=0,
-                tokens_out=0,
-                latency_ms=0.0,
-                cost_usd=actual - d.est_cost_usd,
-            )
+            await _past_estimate(router, d, self.run, actual)
 
     async def _lines(
         self,
@@ -558,18 +548,25 @@ async def _charge(
             raise
     assert d.target is not None and d.provider is not None
     if actual > d.est_cost_usd:
-        await router.ledger.record_call(
-            session=router.session,
-            run=run,
-            role=d.role,
-            model=d.target,
-            provider=d.provider,
-            tokens_in=0,
-            tokens_out=0,
-            latency_ms=0.0,
-            cost_usd=actual - d.est_cost_usd,
-        )
+        await _past_estimate(router, d, run, actual)
     return True
+
+
+async def _past_estimate(router: Router, d: Decision, run: str | None, actual: float) -> None:
+    """What a call whose reservation another process charged by expiry (at its estimate)
+    cost past that: a row of its own, so that the ledger holds all of it."""
+    assert d.target is not None and d.provider is not None
+    await router.ledger.record_call(
+        session=router.session,
+        run=run,
+        role=d.role,
+        model=d.target,
+        provider=d.provider,
+        tokens_in=0,
+        tokens_out=0,
+        latency_ms=0.0,
+        cost_usd=actual - d.est_cost_usd,
+    )
 
 
 async def _say_crossed(router: Router, d: Decision, write: Write, actual: float) -> None:

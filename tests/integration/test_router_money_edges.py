@@ -48,6 +48,16 @@ def estimate(policy: Policy, model: str, request: ChatRequest) -> float:
     return cost_usd(m, prompt, request.max_tokens + thinking)
 
 
+def answered(model: str, tokens_in: int, tokens_out: int) -> list[Delta | ChatResult]:
+    """What a backend streams for an answer "ok" that the provider bills as ``tokens_in``
+    and ``tokens_out``."""
+    usage = Usage(tokens_in=tokens_in, tokens_out=tokens_out)
+    return [
+        Delta(text="ok"),
+        ChatResult(text="ok", usage=usage, finish_reason="stop", model=model, latency_ms=1.0),
+    ]
+
+
 async def spent(ledger: BudgetLedger) -> float:
     return float((await ledger.report(session="s1"))["total"]["cost_usd"])
 
@@ -64,14 +74,8 @@ class CutThenAnswer(ScriptedBackend):
         if self.calls == 1:
             yield Delta(text=WORDS)
             raise BackendError("server_error", "connection reset mid-reply")
-        yield Delta(text="ok")
-        yield ChatResult(
-            text="ok",
-            usage=Usage(tokens_in=30, tokens_out=request.max_tokens),
-            finish_reason="stop",
-            model=self.model_id,
-            latency_ms=5.0,
-        )
+        for item in answered(self.model_id, 30, request.max_tokens):
+            yield item
 
 
 async def test_the_retries_reservations_are_let_go_after_the_settlement(
@@ -206,14 +210,8 @@ class Overrun(ScriptedBackend):
 
         self.busy = asyncio.get_running_loop().create_task(busy())
         await asyncio.sleep(0)
-        yield Delta(text="ok")
-        yield ChatResult(
-            text="ok",
-            usage=Usage(tokens_in=200_000, tokens_out=4000),
-            finish_reason="stop",
-            model=self.model_id,
-            latency_ms=1.0,
-        )
+        for item in answered(self.model_id, 200_000, 4000):
+            yield item
 
 
 async def test_a_call_cancelled_while_its_settlement_waits_is_settled_and_written(
@@ -390,14 +388,8 @@ class TimesOutThinking(ScriptedBackend):
         self.calls += 1
         if self.calls == 1:
             raise BackendError("timeout", "timed out mid-stream", started=True)
-        yield Delta(text="ok")
-        yield ChatResult(
-            text="ok",
-            usage=Usage(tokens_in=1000, tokens_out=3000),
-            finish_reason="stop",
-            model=self.model_id,
-            latency_ms=1.0,
-        )
+        for item in answered(self.model_id, 1000, 3000):
+            yield item
 
 
 async def test_a_try_the_provider_opened_and_then_lost_is_billed(
@@ -534,14 +526,8 @@ class ExpiredOverrun(ScriptedBackend):
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
         self.router.clock.advance(1000)
         assert await self.ledger.expire_stale() == 1
-        yield Delta(text="ok")
-        yield ChatResult(
-            text="ok",
-            usage=Usage(tokens_in=200_000, tokens_out=4000),
-            finish_reason="stop",
-            model=self.model_id,
-            latency_ms=1.0,
-        )
+        for item in answered(self.model_id, 200_000, 4000):
+            yield item
 
 
 async def test_the_row_past_an_expired_estimate_is_written_once_whatever_cancels(
@@ -616,14 +602,8 @@ class CutShortTwice(CutThenAnswer):
             # (an error event mid-stream: rate_limited is retried twice, server_error once)
             raise BackendError("rate_limited", "rate limited mid-reply")
         self.calls += 1
-        yield Delta(text="ok")
-        yield ChatResult(
-            text="ok",
-            usage=Usage(tokens_in=30, tokens_out=100),
-            finish_reason="stop",
-            model=self.model_id,
-            latency_ms=5.0,
-        )
+        for item in answered(self.model_id, 30, 100):
+            yield item
 
 
 async def test_a_call_within_its_reservations_is_not_flagged_for_its_cut_tries(

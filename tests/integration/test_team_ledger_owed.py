@@ -31,12 +31,7 @@ BUDGET = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=900)
 @pytest.fixture
 async def ledger(pg_url: str) -> AsyncIterator[tuple[PgBudgetLedger, list[LateClose]]]:
     led = await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="alice")
-    told: list[LateClose] = []
-
-    async def tell(late: LateClose) -> None:
-        told.append(late)
-
-    led.on_late = tell
+    told = _told(led)
     try:
         yield led, told
     finally:
@@ -49,6 +44,30 @@ async def _until(ready: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("not within 20 s")
+
+
+def _told(led: PgBudgetLedger) -> list[LateClose]:
+    """The closes ``led`` tells of as written late, as they come."""
+    told: list[LateClose] = []
+
+    async def tell(late: LateClose) -> None:
+        told.append(late)
+
+    led.on_late = tell
+    return told
+
+
+async def _settled_while_away(led: PgBudgetLedger, pg_url: str, pg_server: PgServer) -> str:
+    """A $0.10 reservation settled at $0.25 while the database refuses every connection
+    (the settlement fails, kept); the database back after. Its id."""
+    rid = await _reserve(led, 0.10)
+    _connections(pg_server, _database(pg_url), allowed=False)
+    try:
+        with pytest.raises(LedgerError, match="kept: written when it answers"):
+            await led.settle(rid, actual_usd=0.25, tokens_in=10, tokens_out=20, latency_ms=1)
+    finally:
+        _connections(pg_server, _database(pg_url), allowed=True)
+    return rid
 
 
 def _database(pg_url: str) -> str:
@@ -70,13 +89,7 @@ async def test_a_settlement_the_database_missed_is_written_when_it_answers(
 ) -> None:
     led, told = ledger
     monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 0.05)
-    rid = await _reserve(led, 0.10)
-    _connections(pg_server, _database(pg_url), allowed=False)
-    try:
-        with pytest.raises(LedgerError, match="kept: written when it answers"):
-            await led.settle(rid, actual_usd=0.25, tokens_in=10, tokens_out=20, latency_ms=1.0)
-    finally:
-        _connections(pg_server, _database(pg_url), allowed=True)
+    rid = await _settled_while_away(led, pg_url, pg_server)
     await _until(lambda: bool(told))  # the retry's own clock: it comes by itself
     assert [(t.reservation, t.status, t.cost_usd, t.expired) for t in told] == [
         (rid, "settled", 0.25, False)
@@ -93,20 +106,9 @@ async def test_an_expiry_meanwhile_charges_the_estimate_and_the_rest_is_kept(
     monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 1.0)  # (past the TTL: the expiry first)
     short = BUDGET.model_copy(update={"reservation_ttl_s": 0.5})
     led = await PgBudgetLedger.open(pg_url, short, team="t", user="alice")
-    told: list[LateClose] = []
-
-    async def tell(late: LateClose) -> None:
-        told.append(late)
-
-    led.on_late = tell
+    told = _told(led)
     try:
-        rid = await _reserve(led, 0.10)
-        _connections(pg_server, _database(pg_url), allowed=False)
-        try:
-            with pytest.raises(LedgerError):
-                await led.settle(rid, actual_usd=0.25, tokens_in=10, tokens_out=20, latency_ms=1)
-        finally:
-            _connections(pg_server, _database(pg_url), allowed=True)
+        await _settled_while_away(led, pg_url, pg_server)
         await asyncio.sleep(0.6)
         assert await led.expire_stale() == 1  # charged at its 0.10
         await _until(lambda: bool(told))  # the retry, off any request's path
@@ -212,12 +214,7 @@ async def test_a_late_close_cut_short_resumes_where_it_stopped(
     monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 1.0)
     short = BUDGET.model_copy(update={"reservation_ttl_s": 0.5})
     led = await PgBudgetLedger.open(pg_url, short, team="t", user="alice")
-    told: list[LateClose] = []
-
-    async def tell(late: LateClose) -> None:
-        told.append(late)
-
-    led.on_late = tell
+    told = _told(led)
     record = led.record_call
     failed: list[bool] = []
 
@@ -229,13 +226,7 @@ async def test_a_late_close_cut_short_resumes_where_it_stopped(
 
     led.record_call = record_once_away  # type: ignore[method-assign]
     try:
-        rid = await _reserve(led, 0.10)
-        _connections(pg_server, _database(pg_url), allowed=False)
-        try:
-            with pytest.raises(LedgerError):
-                await led.settle(rid, actual_usd=0.25, tokens_in=10, tokens_out=20, latency_ms=1)
-        finally:
-            _connections(pg_server, _database(pg_url), allowed=True)
+        await _settled_while_away(led, pg_url, pg_server)
         await asyncio.sleep(0.6)
         assert await led.expire_stale() == 1  # charged at its 0.10
         await _until(lambda: bool(told))

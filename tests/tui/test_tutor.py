@@ -41,6 +41,26 @@ async def ask(pilot: Any, seen: Messages, text: str) -> TutorAnswered:
     return seen.of(TutorAnswered)[-1]
 
 
+def slow_tutor(release: Any, bookkeeping_s: float = 0.0) -> Any:
+    """A tutor whose model answers once ``release`` is set; cancelled, it takes
+    ``bookkeeping_s`` of its own before the cancel goes on (as the router's does)."""
+    import asyncio
+
+    def make(session: Any, repo: Path) -> TutorSession:
+        async def model(messages: list[Message], signals: Signals) -> Answer[TutorTurn]:
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                if bookkeeping_s:
+                    await asyncio.shield(asyncio.sleep(bookkeeping_s))
+                raise
+            return Answer(TutorTurn(questions=["what does range(n) leave out?"], answer="a"), None)
+
+        return TutorSession(session.router, model=model)
+
+    return make
+
+
 async def test_the_cap_disables_the_input_with_a_clear_message(make_app: Any) -> None:
     seen = Messages()
     app = make_app(task=None)
@@ -116,13 +136,7 @@ async def test_typing_the_next_question_while_the_tutor_answers_stays_text(
     import asyncio
 
     release = asyncio.Event()
-
-    def slow(session: Any, repo: Path) -> TutorSession:
-        async def model(messages: list[Message], signals: Signals) -> Answer[TutorTurn]:
-            await release.wait()
-            return Answer(TutorTurn(questions=["what does range(n) leave out?"], answer="a"), None)
-
-        return TutorSession(session.router, model=model)
+    slow = slow_tutor(release)
 
     seen = Messages()
     app = make_app(task=None)
@@ -153,13 +167,7 @@ async def test_leaving_the_tutor_while_it_answers_loses_nothing(make_app: Any) -
     import asyncio
 
     release = asyncio.Event()
-
-    def slow(session: Any, repo: Path) -> TutorSession:
-        async def model(messages: list[Message], signals: Signals) -> Answer[TutorTurn]:
-            await release.wait()
-            return Answer(TutorTurn(questions=["what does range(n) leave out?"], answer="a"), None)
-
-        return TutorSession(session.router, model=model)
+    slow = slow_tutor(release)
 
     seen = Messages()
     app = make_app(task=None)
@@ -191,17 +199,7 @@ async def test_a_question_cancelled_by_the_next_leaves_the_next_ones_mark(
     import asyncio
 
     release = asyncio.Event()
-
-    def slow(session: Any, repo: Path) -> TutorSession:
-        async def model(messages: list[Message], signals: Signals) -> Answer[TutorTurn]:
-            try:
-                await release.wait()
-            except asyncio.CancelledError:
-                await asyncio.shield(asyncio.sleep(0.05))  # (its own bookkeeping)
-                raise
-            return Answer(TutorTurn(questions=["what is left out?"], answer="a"), None)
-
-        return TutorSession(session.router, model=model)
+    slow = slow_tutor(release, bookkeeping_s=0.05)
 
     app = make_app(task=None)
     app._tutor = slow
