@@ -1,5 +1,6 @@
 """Whether a run is still going, from any process: its maker holds a lock on a marker
-beside its bundle (``runs/.live-<run id>``) from the bundle's creation to its seal.
+(``.switchyard/live/<run id>``, apart from the bundles: a tool listing ``runs/`` finds
+bundles only) from the bundle's creation to its seal.
 
 A second workbench (or ``switchyard merge`` in another terminal) took a live run in
 another process for an abandoned one: "not sealed", "the bundle does not verify", and a
@@ -16,22 +17,29 @@ import os
 import stat
 from pathlib import Path
 
-PREFIX = ".live-"
+from app.errors import ConfigError
+
+#: the markers' folder in the repository's state dir (beside ``runs``)
+LIVE_DIR = "live"
 #: no link followed, and no open that waits (a FIFO planted as a marker hung the screen)
 _FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 def marker(bundle: Path) -> Path:
-    """The marker of the bundle at ``bundle`` (beside it: never in its manifest)."""
-    return bundle.parent / f"{PREFIX}{bundle.name}"
+    """The marker of the bundle at ``REPO/.switchyard/runs/<id>``: ``…/live/<id>``."""
+    return bundle.parent.parent / LIVE_DIR / bundle.name
 
 
 def hold(bundle: Path) -> int | None:
     """Take the marker's lock for the run making ``bundle``; the descriptor that holds it
     (None when it could not be made: a run is not stopped for it, it reads as not live)."""
+    from app.paths import repo_state_dir
+
     try:
+        # its folder made as the state dir's are: real folders, no link on the way
+        repo_state_dir(bundle.parent.parent.parent, LIVE_DIR)
         fd = os.open(marker(bundle), os.O_RDWR | os.O_CREAT | _FLAGS, 0o600)
-    except OSError:
+    except (OSError, ConfigError):
         return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -23,10 +23,11 @@ def _repo(tmp_path: Path) -> Path:
 
 
 def test_a_fifo_planted_as_a_marker_is_never_waited_on(tmp_path: Path) -> None:
-    """A repository shipping a FIFO as ``.live-<run>`` froze ``evidence show`` and the
+    """A repository shipping a FIFO as a run's marker froze ``evidence show`` and the
     evidence screen: opening it waited for a writer (a review)."""
-    bundle = tmp_path / "runs" / "20260101-000000-aaaaaa"
+    bundle = _repo(tmp_path) / ".switchyard" / "runs" / "20260101-000000-aaaaaa"
     bundle.mkdir(parents=True)
+    marker(bundle).parent.mkdir()
     os.mkfifo(marker(bundle))
     assert running(bundle) is False
     assert hold(bundle) is None
@@ -62,3 +63,5 @@ def test_a_bundle_given_up_unsealed_is_not_running(tmp_path: Path) -> None:
     made.release()
     assert not running(made.path) and not marker(made.path).exists()
     made.release()  # (once: a second is nothing)
+    # the marker lives apart from the bundles: runs/ holds bundles only
+    assert [p.name for p in made.path.parent.iterdir()] == [made.path.name]
