@@ -21,6 +21,7 @@ from app.backends.runtimes import (
     lists,
     local_llm_roles,
     local_names,
+    not_served_keys,
     resolve_urls,
     url_overrides,
 )
@@ -175,12 +176,7 @@ def chain_health(
         if not up:
             health[f"runtime:{runtime}"] = False
         elif endpoint is not None:  # (the router's rule: app.backends.registry)
-            known = local_names(policy)
-            for mid, model in policy.models.items():
-                if model.provider == "local" and not lists(
-                    endpoint.models, mid, model.served_name, known
-                ):
-                    health[f"runtime:{runtime}:{mid}"] = False
+            health.update(not_served_keys(policy, runtime, endpoint.models))
     return health, windows
 
 

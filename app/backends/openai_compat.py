@@ -42,13 +42,7 @@ from app.backends.openai_request import (
     prompt_texts,
 )
 from app.backends.openai_stream import ChunkState, field_of
-from app.backends.provider_common import (
-    HealthCache,
-    SdkStream,
-    json_only_instruction,
-    no_key_message,
-    relay,
-)
+from app.backends.provider_common import HealthCache, SdkStream, no_key_message, relay
 from app.backends.provider_errors import (
     ErrorMapper,
     SdkErrors,
@@ -58,6 +52,7 @@ from app.backends.provider_errors import (
     scrub,
     transport_kind,
 )
+from app.backends.schema_notes import json_only_instruction
 from app.backends.tool_calls import ToolCallAssembler, request_seed
 from app.clock import Clock, SystemClock
 

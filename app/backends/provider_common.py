@@ -9,7 +9,9 @@ imports neither SDK.
   go through the state's :class:`~app.backends.tool_calls.ToolCallAssembler`; when the
   server sent no usage, the calls the model wrote count as output tokens.
 * :class:`HealthCache`: one health probe shared by concurrent callers, reused a while.
-* :func:`json_only_instruction`: GR-012 for a model without constrained decoding.
+
+The schema's notes (GR-012 for a model without constrained decoding) are in
+:mod:`app.backends.schema_notes`, which the router counts from as well.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import pydantic
 
 from app.backends.base import ChatResult, Delta, Health, Usage, plausible_usage
 from app.backends.provider_errors import ErrorMapper
-from app.backends.schema_notes import json_only_instruction
 from app.backends.tool_calls import IncompleteToolCall, ToolCallAssembler, calls_tokens
 from app.clock import Clock
 from app.tokens import count_messages, count_text
@@ -34,7 +35,6 @@ __all__ = [
     "BadStreamItem",
     "HealthCache",
     "StreamState",
-    "json_only_instruction",
     "no_key_message",
     "relay",
 ]

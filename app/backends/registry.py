@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from app.audit.types import AuditSink
 from app.backends.base import Backend, BackendError
 from app.backends.pool import EndpointPool, PooledBackend
-from app.backends.runtimes import api_root, lists, local_names, resolve_url, resolve_urls
+from app.backends.runtimes import api_root, not_served_keys, resolve_url, resolve_urls
 from app.clock import Clock, SystemClock
 from app.counted import counted
 from app.policy.schema import Policy
@@ -318,12 +318,7 @@ class BackendRegistry:
         if not listed:
             self._not_served.pop(runtime, None)
             return
-        known = local_names(self.policy)
-        self._not_served[runtime] = {
-            f"runtime:{runtime}:{mid}": False
-            for mid, model in self.policy.models.items()
-            if model.provider == "local" and not lists(listed, mid, model.served_name, known)
-        }
+        self._not_served[runtime] = not_served_keys(self.policy, runtime, listed)
 
     def _make(self, model_id: str, runtime: str) -> Backend:
         model = self.policy.model(model_id)

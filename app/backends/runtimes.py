@@ -106,3 +106,16 @@ def lists(models: Iterable[str], model_id: str, served_name: str, known: Mapping
     if not listed or served_name in listed or model_id in listed:
         return True
     return not any(known.get(name, model_id) != model_id for name in listed)
+
+
+def not_served_keys(policy: Policy, runtime: str, listed: Iterable[str]) -> dict[str, bool]:
+    """``runtime:<id>:<model>`` → False for each local model of the catalog that a server
+    of ``runtime`` listing ``listed`` does not serve (:func:`lists`): what decide() reads
+    in ``RouterState.health``, for the router's probes and ``local status`` alike."""
+    names = set(listed)
+    known = local_names(policy)
+    return {
+        f"runtime:{runtime}:{mid}": False
+        for mid, model in policy.models.items()
+        if model.provider == "local" and not lists(names, mid, model.served_name, known)
+    }

@@ -111,7 +111,7 @@ def audit_late(audit: AuditBase) -> LateHook:
     line went with the request's error; this one says what the call cost)."""
 
     async def audit_it(late: LateClose) -> None:
-        verb = "settled" if late.status == "settled" else "released"
+        verb = late.status  # ("settled" or "released")
         await audit.append(
             "budget",
             session=late.session,

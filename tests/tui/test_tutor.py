@@ -31,11 +31,25 @@ async def open_tutor(pilot: Any) -> None:
     await until(pilot, lambda: isinstance(app.screen, TutorScreen), what="the tutor")
 
 
-async def ask(pilot: Any, seen: Messages, text: str) -> TutorAnswered:
-    before = len(seen.of(TutorAnswered))
+async def submit(pilot: Any, text: str) -> None:
+    """Type ``text`` into the tutor's input and enter it (the answer not waited for)."""
     if not pilot.app.screen.query_one("#tutor-input", Input).has_focus:
         await pilot.press("slash")  # the screen's key for "ask again"
     await pilot.press(*text, "enter")
+
+
+async def reopen_tutor(pilot: Any) -> None:
+    """Leave the tutor for the workbench and open it again."""
+    await pilot.press("escape")
+    await settle(pilot)
+    await pilot.press("t")
+    await until(pilot, lambda: isinstance(pilot.app.screen, TutorScreen), what="the tutor")
+    await settle(pilot)
+
+
+async def ask(pilot: Any, seen: Messages, text: str) -> TutorAnswered:
+    before = len(seen.of(TutorAnswered))
+    await submit(pilot, text)
     await until(pilot, lambda: len(seen.of(TutorAnswered)) > before, what="the tutor")
     await settle(pilot)
     return seen.of(TutorAnswered)[-1]
@@ -112,11 +126,7 @@ async def test_the_conversation_is_carried_and_escalate_is_the_users_request(
     async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
         await open_tutor(pilot)
         await ask(pilot, seen, "what is a closure?")
-        await pilot.press("escape")  # leave and come back: the conversation is kept
-        await settle(pilot)
-        await pilot.press("t")
-        await until(pilot, lambda: isinstance(app.screen, TutorScreen), what="the tutor")
-        await settle(pilot)
+        await reopen_tutor(pilot)  # leave and come back: the conversation is kept
         assert "question 1?" in text_of(app, "#tutor-questions")
         await ask(pilot, seen, "/escalate a function with its variables?")
         assert [signals.user_request for _, signals in calls] == [False, True]
@@ -144,9 +154,7 @@ async def test_typing_the_next_question_while_the_tutor_answers_stays_text(
     async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
         await open_tutor(pilot)
         box = app.screen.query_one("#tutor-input", Input)
-        if not box.has_focus:
-            await pilot.press("slash")
-        await pilot.press(*"why is a token lost?", "enter")
+        await submit(pilot, "why is a token lost?")
         await settle(pilot)
         if not box.has_focus:
             await pilot.press("slash")
@@ -174,15 +182,9 @@ async def test_leaving_the_tutor_while_it_answers_loses_nothing(make_app: Any) -
     app._tutor = slow
     async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
         await open_tutor(pilot)
-        if not app.screen.query_one("#tutor-input", Input).has_focus:
-            await pilot.press("slash")
-        await pilot.press(*"why is a token lost?", "enter")
+        await submit(pilot, "why is a token lost?")
         await settle(pilot)
-        await pilot.press("escape")  # leave while it thinks
-        await settle(pilot)
-        await pilot.press("t")
-        await until(pilot, lambda: isinstance(app.screen, TutorScreen), what="the tutor")
-        await settle(pilot)
+        await reopen_tutor(pilot)  # left while it thinks
         assert "why is a token lost?" in text_of(app, "#tutor-question")
         assert "thinking" in text_of(app, "#tutor-questions")
         release.set()
@@ -206,16 +208,10 @@ async def test_a_question_cancelled_by_the_next_leaves_the_next_ones_mark(
     async with app.run_test(size=(160, 48)) as pilot:
         await open_tutor(pilot)
         for question in ("first question", "second question"):
-            if not app.screen.query_one("#tutor-input", Input).has_focus:
-                await pilot.press("slash")
-            await pilot.press(*question, "enter")
+            await submit(pilot, question)
             await settle(pilot)
         await pilot.pause(0.2)  # the first one's cancel has ended
         assert app.tutor_asking == "second question"
-        await pilot.press("escape")
-        await settle(pilot)
-        await pilot.press("t")
-        await until(pilot, lambda: isinstance(app.screen, TutorScreen), what="the tutor")
-        await settle(pilot)
+        await reopen_tutor(pilot)
         assert "second question" in text_of(app, "#tutor-question")
         release.set()
