@@ -86,4 +86,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE audit_lines ALTER COLUMN received SET DEFAULT clock_timestamp()",
         "CREATE INDEX audit_lines_received ON audit_lines (received)",
     ),
+    # v3: TRUNCATE fires no row trigger, so `TRUNCATE audit_lines` (or the chains', with
+    # CASCADE) emptied the log past the append-only rule; `audit verify` then found no
+    # chain to fail. A statement trigger refuses it on both tables, as the row one refuses
+    # UPDATE and DELETE (the tables' owner can still drop either: that is the database's
+    # own trust boundary, and `verify` against an export is the outside anchor).
+    (
+        "CREATE TRIGGER audit_lines_no_truncate BEFORE TRUNCATE ON audit_lines"
+        " FOR EACH STATEMENT EXECUTE FUNCTION sy_audit_append_only()",
+        "CREATE TRIGGER audit_chains_no_truncate BEFORE TRUNCATE ON audit_chains"
+        " FOR EACH STATEMENT EXECUTE FUNCTION sy_audit_append_only()",
+    ),
 )

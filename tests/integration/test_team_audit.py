@@ -118,6 +118,38 @@ async def test_a_laptop_clock_ahead_does_not_hide_the_teams_newer_lines(pg_url: 
         await b.close()
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_lines SET kind = 'x'",
+        "DELETE FROM audit_lines",
+        "TRUNCATE audit_lines",
+        "TRUNCATE audit_chains CASCADE",
+    ],
+)
+async def test_the_team_audits_lines_cannot_be_changed_deleted_or_truncated(
+    pg_url: str, statement: str
+) -> None:
+    """The row trigger refused UPDATE and DELETE, but TRUNCATE fires no row trigger:
+    ``TRUNCATE audit_lines`` (or the chains', with CASCADE) emptied the log, and ``audit
+    verify`` then found nothing to fail. Every way is refused, and the lines stay."""
+    from app.audit.pg_log import PgAuditLog
+
+    log = await PgAuditLog.open(pg_url, team="t", user="u", host="h")
+    try:
+        await _write(log, 3)
+    finally:
+        await log.close()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute(statement)
+        assert await conn.fetchval("SELECT count(*) FROM audit_lines") == 3
+        assert await conn.fetchval("SELECT count(*) FROM audit_chains") == 1
+    finally:
+        await conn.close()
+
+
 async def _edit(conn: asyncpg.Connection, chain: str, seq: int = 3, rehash: bool = False) -> None:
     text = await conn.fetchval(
         "SELECT line FROM audit_lines WHERE chain = $1 AND seq = $2", chain, seq

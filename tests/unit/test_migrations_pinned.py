@@ -26,7 +26,10 @@ PINNED: dict[str, tuple[tuple[tuple[str, ...], ...], list[str]]] = {
             "73c6c89055b8ab51",
         ],
     ),
-    "team audit (PostgreSQL)": (audit_pg.MIGRATIONS, ["aeaeceb04a91d994", "be60fa43433692a1"]),
+    "team audit (PostgreSQL)": (
+        audit_pg.MIGRATIONS,
+        ["aeaeceb04a91d994", "be60fa43433692a1", "bf619f98c4cdb8ea"],
+    ),
     "ledger (SQLite)": (
         ledger_sqlite.MIGRATIONS,
         ["80d2f9d4b7eb65ee", "a4403cc7ca97826a", "edce20dc18cc2810", "18c098d5722f6a79"],
