@@ -46,6 +46,7 @@ from app.store.postgres import (
     connect_pool,
     db_errors,
     migrate,
+    refuse_team_spelled_otherwise,
     this_host,
 )
 from app.store.url import DatabaseUrl, parse_database_url
@@ -196,6 +197,7 @@ class PgAuditLog(AuditBase):
         try:
             async with pool.acquire(timeout=postgres.STATEMENT_TIMEOUT_S) as conn:
                 await migrate(conn, COMPONENT, MIGRATIONS, f"team audit log {url.display()}")
+                await refuse_team_spelled_otherwise(conn, kw["team"], url.display())
                 row = None
                 if chain is not None:
                     row = await conn.fetchrow("SELECT * FROM audit_chains WHERE chain = $1", chain)

@@ -48,3 +48,19 @@ class SchemaTooNew(StoreError):
             f"{what}: schema version {found} is newer than this Switchyard understands "
             f"({known}); upgrade Switchyard on this machine"
         )
+
+
+class TeamSpelledOtherwise(StoreError):
+    """The team named differs only in case from a team the database has, and has no chain
+    of its own: "Platform" beside "platform" was a team apart, with caps of its own."""
+
+    exit_code = 2
+
+    def __init__(self, team: str, known: list[str], where: str) -> None:
+        self.team = team
+        self.known = known
+        spelled = ", ".join(repr(k) for k in known)
+        super().__init__(
+            f"team {team!r} differs only in case from {spelled} in {where}: a team spelled"
+            " otherwise is a team apart, with its own caps; set `team` as the team spells it"
+        )

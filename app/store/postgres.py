@@ -21,7 +21,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from app.hosts import HostPort, is_loopback_address, named_host_refusal, resolve_sync
-from app.store.errors import SchemaTooNew, StorePrivacyError, StoreRefused, StoreUnavailable
+from app.store.errors import (
+    SchemaTooNew,
+    StorePrivacyError,
+    StoreRefused,
+    StoreUnavailable,
+    TeamSpelledOtherwise,
+)
 from app.store.url import DatabaseUrl
 
 if TYPE_CHECKING:  # asyncpg is imported when a database is used, not by the CLI's start
@@ -167,6 +173,27 @@ async def refuse_newer(conn: Conn, component: str, known: int, what: str) -> int
     if found is not None and int(found) > known:
         raise SchemaTooNew(what, int(found), known)
     return None if found is None else int(found)
+
+
+async def refuse_team_spelled_otherwise(conn: Conn, team: str, where: str) -> None:
+    """:class:`TeamSpelledOtherwise` when ``team`` has no audit chain yet and a team whose
+    name differs from it only in case has: a laptop set to "Platform" beside the team's
+    "platform" reserved against caps of its own, the team's day cap crossed unseen (team
+    names were case-sensitive; an earlier stop's note). A spelling that already has a
+    chain is the team's own, even beside another (a database holding both is told once,
+    by the newcomer). Read from the audit's chains (one row per instance, small): every
+    session opens the audit log with the ledger, and the ledger's open asks too."""
+    import asyncpg
+
+    try:
+        rows = await conn.fetch(
+            "SELECT DISTINCT team FROM audit_chains WHERE lower(team) = lower($1)", team
+        )
+    except asyncpg.UndefinedTableError:  # no audit log yet: no team either
+        return
+    known = sorted(str(r["team"]) for r in rows)
+    if known and team not in known:
+        raise TeamSpelledOtherwise(team, known, where)
 
 
 async def migrate(conn: Conn, component: str, migrations: Sequence[Migration], what: str) -> None:

@@ -534,6 +534,38 @@ def test_ask_on_the_team_store_writes_the_team_audit_and_ledger(
     assert not load_settings().audit_db.exists()  # nothing went to the SQLite files
 
 
+def test_a_team_spelled_in_another_case_is_refused_not_a_team_apart(
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fake_openai_factory: Callable[..., object],
+) -> None:
+    """Team names were case-sensitive: a laptop set to "Platform" beside the team's
+    "platform" reserved against a day cap of its own. A spelling the database does not
+    have, beside one differing only in case, is a usage error naming both, before any
+    line or reservation; the team's own spelling goes on working."""
+    from tests.reliability.kit import LOCAL_MODELS, run_json
+
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="ok")
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)  # type: ignore[attr-defined]
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", pg_url)
+    monkeypatch.setenv("SWITCHYARD_TEAM", "platform")
+    assert run_json(["ask", "--role", "tutor", "--local-only", "hello"], capsys)[0] == 0
+    monkeypatch.setenv("SWITCHYARD_TEAM", "Platform")
+    for argv in (["ask", "--role", "tutor", "--local-only", "hello"], ["budget"]):
+        rc, out, err = run_cli(argv, capsys)
+        assert (rc, out) == (2, ""), (argv, rc, err)
+        assert "team 'Platform' differs only in case from 'platform'" in err, err
+    monkeypatch.setenv("SWITCHYARD_TEAM", "platform")
+    rc, out, _ = run_cli(["audit", "chains", "--json"], capsys)
+    assert rc == 0 and {c["team"] for c in json.loads(out)["chains"]} == {"platform"}
+    rc, out, _ = run_cli(["audit", "verify"], capsys)
+    assert rc == 0 and "1 chain," in out
+    monkeypatch.setenv("SWITCHYARD_TEAM", "data")  # another team altogether is welcome
+    assert run_json(["ask", "--role", "tutor", "--local-only", "hello"], capsys)[0] == 0
+
+
 def test_policy_simulate_on_the_team_store_replays_the_chain_it_is_given(
     pg_url: str,
     monkeypatch: pytest.MonkeyPatch,

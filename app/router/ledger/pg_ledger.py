@@ -59,6 +59,7 @@ from app.store.postgres import (
     db_errors,
     migrate,
     refuse_newer,
+    refuse_team_spelled_otherwise,
     this_host,
 )
 from app.store.url import DatabaseUrl, parse_database_url
@@ -224,6 +225,7 @@ class PgBudgetLedger(ClosedOnExit):
                 known = len(audit_schema.MIGRATIONS)
                 await refuse_newer(conn, audit_schema.COMPONENT, known, f"team audit log {where}")
                 await migrate(conn, COMPONENT, MIGRATIONS, f"team ledger {where}")
+                await refuse_team_spelled_otherwise(conn, team, where)
         except _DB_ERRORS as exc:
             if owns:
                 await pool.close()
