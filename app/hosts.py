@@ -68,6 +68,24 @@ def is_address(host: str) -> bool:
     return True
 
 
+_NUMERIC_V4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
+
+
+def is_numeric_ipv4(host: str) -> bool:
+    """An IPv4 address in a form the OS reads and Python's ``ipaddress`` does not:
+    ``127.1``, ``0x7f000001``, ``2130706433`` (curl sends ``Host: 127.1``). No DNS name
+    is all digits, so no such text is a name someone could point elsewhere. Checked by
+    its shape first: ``inet_aton`` also takes ``"1.2.3.4 anything"``."""
+    h = normal_host(host)
+    if not _NUMERIC_V4.match(h):
+        return False
+    try:
+        socket.inet_aton(h)
+    except OSError:
+        return False
+    return True
+
+
 def valid_host(host: str) -> bool:
     """A DNS name (letters, digits, hyphens, dots) or an IP address."""
     return is_address(host) or bool(_HOSTNAME.match(normal_host(host)))

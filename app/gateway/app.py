@@ -51,7 +51,7 @@ from app.gateway.inbound import (
     unsendable,
 )
 from app.gateway.signals import header_values, signals_for
-from app.hosts import host_port, is_address, is_loopback_name, parse_host_port
+from app.hosts import host_port, is_address, is_loopback_name, is_numeric_ipv4, parse_host_port
 from app.router.routed import request_tokens
 from app.router.session import Session
 from app.tokens import count_messages
@@ -232,7 +232,8 @@ def _not_from_a_web_page(state: _State, request: Request) -> None:
     host = request.headers.get("host") or ""
     hp = parse_host_port(host) if host else None
     name = hp[0] if hp else ""
-    if host and not (is_loopback_name(name) or is_address(name)):
+    # an address in any spelling (``127.1`` as curl sends it) is not a rebound name
+    if host and not (is_loopback_name(name) or is_address(name) or is_numeric_ipv4(name)):
         raise GatewayError(
             403,
             "refused",

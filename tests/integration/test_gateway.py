@@ -852,6 +852,8 @@ def test_a_web_page_cannot_drive_a_gateway_without_a_token(
                 {"origin": "https://127.0.0.1.evil.example"},
                 {"host": f"rebound.evil.example:{port}"},
                 {"host": "localhost.evil.example"},
+                {"host": "127.1.evil.example"},
+                {"host": f"1.2.3.4 evil.example:{port}"},
             ):
                 refused = http.post("/v1/chat/completions", content=body, headers=headers)
                 assert refused.status_code == 403, (headers, refused.text)
@@ -865,6 +867,8 @@ def test_a_web_page_cannot_drive_a_gateway_without_a_token(
                 {"host": f"localhost:{port}"},
                 {"host": f"127.0.0.1:{port}"},
                 {"host": f"[::1]:{port}"},
+                {"host": f"127.1:{port}"},  # as curl sends http://127.1:PORT
+                {"host": f"0x7f000001:{port}"},
             ):
                 ok = http.post("/v1/chat/completions", content=body, headers=headers)
                 assert ok.status_code == 200, (headers, ok.text)

@@ -480,3 +480,24 @@ async def test_socket_guard_covers_asyncio(tripwired: None) -> None:
         with pytest.raises(OSError):
             await asyncio.open_connection("192.0.2.1", 443)
     assert {a.host for a in guard.attempts} == {"api.openai.com", "192.0.2.1"}
+
+
+@pytest.mark.parametrize(
+    ("host", "numeric"),
+    [
+        ("127.1", True),
+        ("0x7f000001", True),
+        ("2130706433", True),
+        ("0x7f.1", True),
+        ("10.1.2.3", True),
+        ("127.1.evil.example", False),
+        ("1.2.3.4 evil.example", False),  # inet_aton alone takes it
+        ("1e3", False),
+        ("localhost", False),
+        ("", False),
+    ],
+)
+def test_is_numeric_ipv4(host: str, numeric: bool) -> None:
+    from app.hosts import is_numeric_ipv4
+
+    assert is_numeric_ipv4(host) is numeric
