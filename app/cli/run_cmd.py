@@ -194,6 +194,8 @@ def _spec_overrides(path: Path, loaded: Any, session_local_only: bool) -> Any:
             f"{path}: the spec's §8 block is not compliant; nothing was run\n"
             + "\n".join(str(p) for p in report.errors)
         )
+    for warning in report.warnings:  # (accepted, and said: an override can turn a trigger off)
+        print(f"switchyard: {warning}", file=sys.stderr)
     try:
         overrides = spec_overrides(block, loaded.policy)
     except ValueError as exc:  # the lint reports every item it cannot read: never here

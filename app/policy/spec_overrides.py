@@ -228,6 +228,18 @@ def _threshold(key: str, value: str, line: int, policy: Policy) -> Threshold | s
     )
 
 
+def never_fires(change: Threshold, policy: Policy) -> bool:
+    """Whether the overridden trigger can no longer fire: a signal that is never negative
+    (a confidence, a token estimate, a loop count) below 0 or less, a confidence above 1.
+    The run then stays local where the policy would escalate; the lint says so (it read
+    as compliant: an earlier stop's note)."""
+    trig = _trigger(policy, change.role, change.signal)
+    op = trig.op if trig is not None else None
+    if op == "lt" and change.threshold <= 0:
+        return True
+    return op == "gt" and change.signal == "confidence" and change.threshold >= 1
+
+
 def _budget(value: str, line: int, policy: Policy) -> BudgetCap | str:
     m = _MONEY.match(value.strip())
     if m is None:

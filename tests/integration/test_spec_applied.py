@@ -160,6 +160,20 @@ def test_a_threshold_override_changes_the_escalation_for_this_run(
     )
 
 
+def test_an_override_that_turns_the_escalation_off_is_said_by_the_run(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`confidence < 0` is accepted (a spec may keep a run local) but never fires: the run
+    says so on stderr, with the spec's line, where it said nothing (an earlier note)."""
+    spec = seed_spec(overrides=["architect escalation: confidence < 0"])
+    rc, out, err, path = run_with(world, spec, capsys)
+    assert rc == 0, (out, err)
+    line = spec.splitlines().index("- architect escalation: confidence < 0") + 1
+    assert f"switchyard: {path}:{line}: warning: overrides: architect" in err
+    assert "can never fire" in err
+    assert not [ln for ln in audit_lines() if ln["kind"] == "escalation"]
+
+
 def test_without_the_override_the_same_plan_stays_local(
     world: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -614,3 +614,27 @@ def test_the_librarian_full_sweep_switch_is_yes_or_no(tmp_path: Path, loaded: Lo
     assert (
         spec_overrides(read_spec(write(tmp_path, base, "c.md")), loaded.policy).full_sweep is None
     )
+
+
+@pytest.mark.parametrize(
+    ("override", "fires"),
+    [
+        ("- Architect escalation: confidence < 0", False),
+        ("- Architect escalation: confidence < 0.5", True),
+        ("- Librarian escalation: context_estimate > 60k", True),
+    ],
+)
+def test_an_override_that_turns_a_trigger_off_is_said(
+    tmp_path: Path, loaded: LoadedPolicy, override: str, fires: bool
+) -> None:
+    """`confidence < 0` never fires (a confidence is never negative): the spec turned the
+    Architect's escalation off and was called compliant with no word (an earlier note)."""
+    spec = write(tmp_path, filled().replace("- <none | list>", override))
+    report = lint(spec, loaded)
+    assert report.errors == []
+    said = [w for w in report.warnings if w.field == "overrides"]
+    if fires:
+        assert said == []
+    else:
+        (w,) = said
+        assert w.line == line_of(spec, override) and "can never fire" in w.message

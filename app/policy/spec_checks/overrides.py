@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from app.policy.spec import clean_value, is_none
 from app.policy.spec_checks.findings import Findings
-from app.policy.spec_overrides import RoleModel, Threshold, parse_override
+from app.policy.spec_overrides import RoleModel, Threshold, never_fires, parse_override
 
 
 def check_overrides(f: Findings, *, required: bool = True) -> None:
@@ -53,6 +53,14 @@ def check_overrides(f: Findings, *, required: bool = True) -> None:
             if isinstance(change, Threshold)
             else f"budget {change.scope}"
         )
+        if isinstance(change, Threshold) and never_fires(change, f.policy):
+            stated = e.value.split(":", 1)[-1].strip()
+            f.warn(
+                e.line,
+                "overrides",
+                f"{change.trigger} can never fire at {stated!r}: this override turns that"
+                " escalation off (the run stays local where the policy would escalate)",
+            )
         if what in seen:
             f.error(e.line, "overrides", f"{what} is overridden twice (first on line {seen[what]})")
         seen.setdefault(what, e.line)
