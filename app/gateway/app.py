@@ -309,6 +309,10 @@ async def _prepared(
     takes them as its ``context_estimate``, rather than count the prompt a second time)."""
     policy = state.session.policy
     resolved = resolve_model(policy, inbound.model)
+    role = policy.roles.get(resolved.role)
+    if inbound.cap_unset and role is not None:
+        inbound.request = inbound.request.model_copy(update={"max_tokens": role.max_output_tokens})
+        inbound.cap_unset = False
     signals = signals_for(
         inbound.request,
         header_values(request.headers, "x-switchyard-signal"),

@@ -23,7 +23,8 @@ from app.gateway.errors import GatewayError, Protocol
 from app.gateway.ignored import ignored_fields
 from app.remembered import Digests
 
-#: the output cap when a client sends none (OpenAI's APIs allow that)
+#: the output cap when a client sends none (OpenAI's APIs allow that), until the role is
+#: known: then the role's own ``max_output_tokens`` (``Inbound.cap_unset``)
 DEFAULT_MAX_TOKENS = 4096
 
 
@@ -49,6 +50,19 @@ class Inbound:
     #: the request's digests of its long texts, made once for its count (Messages), its
     #: hash and its masking (app.remembered.Digests; it holds the texts: one request)
     digests: Digests = field(default_factory=Digests, compare=False, repr=False)
+    #: the client sent no output cap (aider sends none): the role's ``max_output_tokens``
+    #: is sent, not 4,096 for every role (a Tutor's question ran 3m20s of output on the
+    #: embedded model), and the reservation is priced on it
+    cap_unset: bool = False
+
+
+def _default_cap(fields: dict[str, Any]) -> bool:
+    """Whether the client sent no output cap (0 or none): the default is put in its place
+    until the role's is known."""
+    if fields["max_tokens"]:
+        return False
+    fields["max_tokens"] = DEFAULT_MAX_TOKENS
+    return True
 
 
 def bad(message: str) -> GatewayError:
@@ -313,7 +327,7 @@ def parse_chat(body: Any) -> Inbound:
         raise bad(f"n: Switchyard's gateway serves one choice per request (got {n!r})")
     fields: dict[str, Any] = {
         "messages": messages,
-        "max_tokens": _int(body, "max_completion_tokens", "max_tokens") or DEFAULT_MAX_TOKENS,
+        "max_tokens": _int(body, "max_completion_tokens", "max_tokens"),
         "stop": _stop(body.get("stop"), "stop"),
     }
     _sampling(body, fields)
@@ -340,10 +354,12 @@ def parse_chat(body: Any) -> Inbound:
         elif fmt.get("type") != "text":
             raise bad(f"response_format.type: {fmt.get('type')!r} is not supported")
     options = body.get("stream_options") or {}
+    unset = _default_cap(fields)
     return Inbound(
         protocol="chat",
         model=model,
         request=_build(fields),
+        cap_unset=unset,
         stream=_flag(body, "stream"),
         include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
         schema_name=schema_name,
@@ -436,7 +452,7 @@ def parse_responses(body: Any) -> Inbound:
         raise bad("input: expected a string or a list of items")
     fields: dict[str, Any] = {
         "messages": messages,
-        "max_tokens": _int(body, "max_output_tokens") or DEFAULT_MAX_TOKENS,
+        "max_tokens": _int(body, "max_output_tokens"),
     }
     _sampling(body, fields)
     tools, custom, namespaces, dropped = _response_tools(body.get("tools") or [])
@@ -459,10 +475,12 @@ def parse_responses(body: Any) -> Inbound:
         raise bad(f"store: expected true or false, got {_shown(store)}")
     extra["store"] = store is not False
     extra["echo"] = _responses_echo(body, store is not False)
+    unset = _default_cap(fields)
     return Inbound(
         protocol="responses",
         model=model,
         request=_build(fields),
+        cap_unset=unset,
         stream=_flag(body, "stream"),
         previous_response_id=previous if isinstance(previous, str) else None,
         instructions=instructions if isinstance(instructions, str) and instructions else None,

@@ -879,6 +879,29 @@ def test_a_web_page_cannot_drive_a_gateway_without_a_token(
             assert ok.status_code == 200, ok.text
 
 
+def test_a_request_without_an_output_cap_gets_its_roles(gw: Gateway) -> None:
+    """aider sends no max_tokens: every role got 4,096 (a Tutor's answer ran 3m20s on the
+    embedded model, and a cloud call was priced on it). The role's max_output_tokens is
+    sent, on Chat and Responses; a cap the client gives is kept."""
+    from app.policy import load_policy
+
+    policy = load_policy().policy
+    gw.openai.chat.completions.create(
+        model="tutor", messages=[{"role": "user", "content": "what is a monad?"}]
+    )
+    gw.openai.responses.create(model="architect", input="plan the fix")
+    gw.openai.chat.completions.create(
+        model="tutor", messages=[{"role": "user", "content": "and a functor?"}], max_tokens=77
+    )
+    caps = [r.get("max_tokens") or r.get("max_completion_tokens") for r in gw.vllm.chat_requests]
+    assert caps == [
+        policy.roles["tutor"].max_output_tokens,
+        policy.roles["architect"].max_output_tokens,
+        77,
+    ]
+    assert caps[0] != 4096
+
+
 def test_a_coding_agents_output_cap_is_fitted_to_the_local_window(gw: Gateway) -> None:
     """Claude Code asks for max_tokens 32000 (128000 for Opus); vLLM refuses a prompt and
     a cap that pass its window, and that refusal read as "prompt too long" on every model
