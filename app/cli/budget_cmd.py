@@ -18,6 +18,8 @@ from app.cli.common import (
     whole_number,
 )
 from app.counted import counted
+from app.dollars import cap_row as shown_row
+from app.dollars import spent
 
 #: ten years of days: far past any ledger, short of the calendar's end (a --days of
 #: 800000 reached before year 1 and was an OverflowError traceback)
@@ -70,6 +72,12 @@ def _budget(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spend(usd: float) -> str:
+    """Spend as the caps rows show it (rounded up): the day's row and today's by-day
+    row give one figure."""
+    return money(spent(usd))
+
+
 def _render(r: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -82,7 +90,7 @@ def _render(r: dict[str, Any]) -> None:
     # (Rich would break it at 80 columns, between "policy" and its version).
     out.print(
         f"[bold]Spend {r['since']} … {r['until']} UTC[/] · {scope} · "
-        f"{money(total['cost_usd'])} in {counted(total['calls'], 'call')}{_failed(total)} · "
+        f"{_spend(total['cost_usd'])} in {counted(total['calls'], 'call')}{_failed(total)} · "
         f"policy {r['policy_version']}",
         soft_wrap=True,
     )
@@ -99,7 +107,7 @@ def _render(r: dict[str, Any]) -> None:
         for row in rows:
             table.add_row(
                 str(row[key]),
-                money(row["cost_usd"]),
+                _spend(row["cost_usd"]),
                 _calls(row),
                 f"{row['tokens_in']:,}",
                 f"{row['tokens_out']:,}",
@@ -110,7 +118,7 @@ def _render(r: dict[str, Any]) -> None:
         for col in ("Day", "Cost", "Calls"):
             days.add_column(col, justify="left" if col == "Day" else "right")
         for row in r["by_day"]:
-            days.add_row(row["day"], money(row["cost_usd"]), _calls(row))
+            days.add_row(row["day"], _spend(row["cost_usd"]), _calls(row))
         out.print(days)
 
     caps = Table(title=f"Caps and what is left today ({r['today']['day']})", title_justify="left")
@@ -118,13 +126,10 @@ def _render(r: dict[str, Any]) -> None:
         caps.add_column(col, justify="left" if col == "Cap" else "right")
 
     def cap_row(name: str, u: dict[str, Any]) -> None:
-        caps.add_row(
-            name,
-            money(u["cap_usd"]),
-            money(u["spent_usd"]),
-            money(u["reserved_usd"]),
-            money(u["left_usd"]),
-        )
+        # rounded so that the row adds up and left is never shown above what is left
+        # (--json keeps the ledger's nano-dollars)
+        figures = shown_row(u["cap_usd"], u["spent_usd"], u["reserved_usd"])
+        caps.add_row(name, *(money(f) for f in figures))
 
     if r["session_budget"] is not None:
         cap_row(f"session {r['session']}", r["session_budget"])
@@ -143,7 +148,7 @@ def _render(r: dict[str, Any]) -> None:
     if flight["reservations"]:
         out.print(
             f"{counted(flight['reservations'], 'reservation')} in flight: "
-            f"{money(flight['reserved_usd'])}"
+            f"{_spend(flight['reserved_usd'])}"
         )
     if r["session"] and not total["calls"] and not flight["reservations"]:
         # an id is matched whole: a cut one (8 of its 12 characters) reads as a $0 session

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,54 @@ def test_an_empty_id_is_a_usage_error(argv: list[str], capsys: pytest.CaptureFix
         main(argv)
     assert info.value.code == 2
     assert "an id cannot be empty" in capsys.readouterr().err
+
+
+def _caps_rows(text: str) -> dict[str, list[Decimal]]:
+    """The caps table's rows with a limit: name → limit, spent, reserved, left."""
+    table = text[text.index("Caps and what is left today") :]
+    rows: dict[str, list[Decimal]] = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 5 and cells[1].startswith("$"):
+            rows[cells[0]] = [Decimal(c.removeprefix("$")) for c in cells[1:]]
+    return rows
+
+
+def test_a_caps_row_adds_up_and_never_shows_more_left_than_there_is(
+    policy: Policy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """$0.1709925 spent: each figure rounded to the nearest, the day's row read "$0.170992
+    spent, $19.829007 left" of $20 (a micro-dollar gone) and the session's "$4.829008 left"
+    of $5, more than the $4.8290075 there was. --json keeps the nano-dollars."""
+
+    async def spend() -> None:
+        async with await BudgetLedger.open(Settings().ledger_db, policy.budget) as led:
+            res = await led.reserve(
+                session="s1", provider="deepseek", role="implementer", model="m", amount_usd=0.2
+            )
+            await led.settle(res.id, actual_usd=0.1709925, tokens_in=1, tokens_out=1, latency_ms=1)
+            await led.reserve(
+                session="s1", provider="deepseek", role="implementer", model="m", amount_usd=1.2e-6
+            )
+
+    ensure_dir(Settings().ledger_db.parent)
+    asyncio.run(spend())
+    assert main(["budget", "--session", "s1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out, parse_float=Decimal)
+    exact = {
+        "session s1": data["session_budget"],
+        "day": data["today"],
+        "provider deepseek": data["today"]["providers"]["deepseek"],
+    }
+    for u in exact.values():  # the ledger's own figures, to the nano-dollar
+        assert u["spent_usd"] == Decimal("0.1709925") and u["reserved_usd"] == Decimal("0.0000012")
+        assert u["cap_usd"] - u["spent_usd"] - u["reserved_usd"] == u["left_usd"]
+    assert main(["budget", "--session", "s1"]) == 0
+    rows = _caps_rows(capsys.readouterr().out)
+    assert set(exact) <= set(rows)
+    for name, (cap, spent, reserved, left) in rows.items():
+        assert spent + reserved + left == cap, name
+        if name in exact:
+            assert left <= exact[name]["left_usd"], name
+            assert spent >= exact[name]["spent_usd"] and reserved >= Decimal("0.0000012"), name
+    assert rows["day"] == [Decimal(d) for d in ("20.00", "0.170993", "0.000002", "19.829005")]
