@@ -19,6 +19,7 @@ from rich.text import Text
 from app.audit.base import AuditBase
 from app.audit.canonical import VerifyReport
 from app.audit.types import AuditLine
+from app.audit.verify_result import ChainResult, VerifyResult
 from app.cli import audit_lines
 from app.cli.common import (
     add_json_arg,
@@ -218,49 +219,35 @@ def _none_matched(args: argparse.Namespace, *, user: str | None = None) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    reports = asyncio.run(_verify_async(args))
-    bad = [r for r in reports if not r[3].ok]
+    result = asyncio.run(_verify_async(args))
     if args.json:
-        if len(reports) == 1 and reports[0][0] is None:
-            print_json(reports[0][3].model_dump())
-        else:
-            print_json(
-                {
-                    "ok": not bad,
-                    "chains": [
-                        {"chain": c, "user": u, "host": h, **r.model_dump()}
-                        for c, u, h, r in reports
-                    ],
-                }
-            )
+        print_json(result.model_dump())  # one shape on both stores (docs/json.md)
+    bad = [c for c in result.chains if not c.ok]
     if bad:
-        chain, user, host, report = bad[0]
-        where = f" {chain} ({user}@{host})" if chain else ""
+        first = bad[0]
+        where = f" {first.chain} ({first.user}@{first.host})" if first.chain else ""
         more = f" ({len(bad)} chains fail)" if len(bad) > 1 else ""
-        raise AuditTamperError(f"audit chain{where} does not verify: {report.problem}{more}")
+        raise AuditTamperError(f"audit chain{where} does not verify: {first.problem}{more}")
     if not args.json:
-        if len(reports) == 1 and reports[0][0] is None:
-            report = reports[0][3]
-            head = (report.head_hash or "")[:12] or "—"
-            print(f"audit chain ok: {counted(report.lines_checked, 'line')}, head {head}")
+        if result.store == "sqlite":
+            head = (result.head_hash or "")[:12] or "—"
+            print(f"audit chain ok: {counted(result.lines_checked, 'line')}, head {head}")
         else:
-            lines = sum(r.lines_checked for *_, r in reports)
-            print(f"team audit ok: {counted(len(reports), 'chain')}, {counted(lines, 'line')}")
+            chains, lines = counted(len(result.chains), "chain"), result.lines_checked
+            print(f"team audit ok: {chains}, {counted(lines, 'line')}")
     return 0
 
 
-Report = tuple[str | None, str, str, VerifyReport]
-
-
-async def _verify_async(args: argparse.Namespace) -> list[Report]:
+async def _verify_async(args: argparse.Namespace) -> VerifyResult:
     log = await _open(args)
     try:
         if not log.shared:
-            return [(None, "", "", await log.verify())]
+            return VerifyResult.of([ChainResult.of(await log.verify())], shared=False)
         found = await cast("PgAuditLog", log).verify_chains(args.chain)
         if args.chain is not None and not found:
             raise UsageError(f"no audit chain {args.chain} (see `switchyard audit chains`)")
-        return [(r.chain, r.user, r.host, r.report) for r in found]
+        chains = [ChainResult.of(r.report, r.chain, r.user, r.host) for r in found]
+        return VerifyResult.of(chains, shared=True)
     finally:
         await log.close()
 

@@ -51,6 +51,83 @@ async def test_appends_verify_and_export_on_both_stores(
         assert verify_lines(out.read_text().splitlines(), chain=False).ok
 
 
+def test_audit_verify_json_is_one_shape_on_both_stores(
+    any_store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was one chain's report on a machine's SQLite log and ``ok`` plus ``chains`` on
+    the team store: a script had to know which store answered. Both stores' output,
+    intact and tampered, is held to one model (every key there, no other)."""
+    from app.audit.log import AuditLog
+    from app.audit.pg_log import PgAuditLog
+    from app.audit.verify_result import VerifyResult
+
+    shared = any_store.shared
+    users = ("alice", "bob") if shared else ("alice",)
+    if shared:
+        monkeypatch.setenv("SWITCHYARD_DATABASE_URL", any_store.location)
+        monkeypatch.setenv("SWITCHYARD_TEAM", any_store.team)
+
+    async def build() -> list[str]:
+        chains = []
+        for user in users:
+            if shared:
+                team = await PgAuditLog.open(
+                    any_store.location, team=any_store.team, user=user, host="h"
+                )
+                async with team:
+                    await _write(team, 4)
+                    chains.append(team.chain)
+            else:
+                async with AuditLog.open(load_settings().audit_db) as own:
+                    await _write(own, 4)
+        return chains
+
+    def verify(*argv: str) -> tuple[int, VerifyResult, str]:
+        rc, out, err = run_cli(["audit", "verify", "--json", *argv], capsys)
+        return rc, VerifyResult.model_validate_json(out, strict=True), err
+
+    chains = asyncio.run(build())
+    rc, result, _ = verify()
+    assert rc == 0 and result.ok and result.store == ("postgresql" if shared else "sqlite")
+    assert result.first_bad_seq is None and result.problem is None
+    assert result.lines_checked == 4 * len(users) == sum(c.lines_checked for c in result.chains)
+    assert [c.chain for c in result.chains] == (chains if shared else [None])
+    assert [c.user for c in result.chains] == (list(users) if shared else [None])
+    # one head where one chain was checked; several have none
+    assert result.head_hash == (None if shared else result.chains[0].head_hash)
+    if shared:
+        rc, one, _ = verify("--chain", chains[1])
+        assert rc == 0 and one.head_hash == one.chains[0].head_hash is not None
+
+    forge = "UPDATE audit_lines SET line = replace(line, 'line 2', 'forged') WHERE seq = 3"
+
+    async def tamper() -> None:
+        if shared:
+            conn = await asyncpg.connect(any_store.location)
+            try:
+                guard = "audit_lines_append_only"
+                await conn.execute(f"ALTER TABLE audit_lines DISABLE TRIGGER {guard}")
+                await conn.execute(forge + " AND chain = $1", chains[0])
+            finally:
+                await conn.close()
+            return
+        con = sqlite3.connect(load_settings().audit_db)
+        try:
+            con.execute("DROP TRIGGER audit_lines_no_update")
+            con.execute(forge)
+            con.commit()
+        finally:
+            con.close()
+
+    asyncio.run(tamper())
+    rc, result, err = verify()
+    assert rc == 1 and not result.ok and len(err.strip().splitlines()) == 1
+    bad = [c for c in result.chains if not c.ok]
+    assert len(bad) == 1 and bad[0].user == ("alice" if shared else None)
+    assert result.first_bad_seq == bad[0].first_bad_seq == 3
+    assert result.problem == bad[0].problem is not None and result.problem in err
+
+
 class _ClosedPipe(io.StringIO):
     def write(self, text: str) -> int:
         raise BrokenPipeError(32, "Broken pipe")
