@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 
 from app.errors import UsageError
+from app.evidence import live
 from app.evidence.errors import EvidenceError, UnknownRun
 from app.evidence.files import opt_str, read_json_object
 from app.evidence.layout import RUN_INFO, runs_dir
@@ -16,7 +17,9 @@ from app.evidence.verify import read_manifest
 def list_runs(repo: Path) -> list[RunInfo]:
     """Every bundle under the repo's state dir, oldest first."""
     out: list[RunInfo] = []
-    for path in _bundles(runs_dir(repo)):
+    root = runs_dir(repo)
+    live.sweep(root.parent)  # the markers runs killed before their seal left behind
+    for path in _bundles(root):
         info = read_json_object(path / RUN_INFO)
         manifest: Manifest | None = None
         with contextlib.suppress(EvidenceError):

@@ -3,6 +3,7 @@ seal, let go once, never waited on."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from pathlib import Path
@@ -65,3 +66,33 @@ def test_a_bundle_given_up_unsealed_is_not_running(tmp_path: Path) -> None:
     made.release()  # (once: a second is nothing)
     # the marker lives apart from the bundles: runs/ holds bundles only
     assert [p.name for p in made.path.parent.iterdir()] == [made.path.name]
+
+
+def test_a_sweep_between_a_runs_open_and_its_lock_does_not_leave_it_unmarked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep may find a new run's marker before the run has locked it (it reads as a
+    dead run's) and remove it: the run then held a lock on a file no longer there, and
+    read as not running. It makes its marker again."""
+    from app.evidence import live
+
+    repo = _repo(tmp_path)
+    bundle = repo / ".switchyard" / "runs" / "20260101-000000-aaaaaa"
+    bundle.mkdir(parents=True)
+    real = fcntl.flock
+    swept: list[bool] = []
+
+    def flock(fd: int, op: int) -> None:
+        if op & fcntl.LOCK_EX and not swept:
+            live.sweep(bundle.parent.parent)  # another process's, at the worst moment
+            swept.append(not marker(bundle).exists())
+        real(fd, op)
+
+    monkeypatch.setattr(live.fcntl, "flock", flock)
+    fd = hold(bundle)
+    monkeypatch.setattr(live.fcntl, "flock", real)
+    assert swept == [True] and fd is not None
+    try:
+        assert running(bundle)
+    finally:
+        live.let_go(bundle, fd)
