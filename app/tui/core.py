@@ -17,10 +17,11 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
 from textual.app import App
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.message_pump import MessagePump
 from textual.worker import Worker, WorkerState
@@ -154,6 +155,13 @@ def describe_error(error: BaseException | None) -> str:
 class CoreApp(App[int]):
     """Holds the session and starts every worker. Screens call these methods."""
 
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # before any screen's escape (a priority binding), and only while the palette's
+        # Keys panel is open (check_action): it stayed until the palette hid it, and esc
+        # meanwhile did the screen's own thing, even deny on the approval modal
+        Binding("escape", "close_keys", "close keys", show=False, priority=True),
+    ]
+
     def __init__(
         self,
         *,
@@ -276,6 +284,14 @@ class CoreApp(App[int]):
             if active.binding.action in ("quit", "app.quit"):
                 self.notify(f"Press {key} to quit the app", title="Do you want to quit?")
                 return
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "close_keys":  # (else the key goes on to the focus and the screen)
+            return bool(self.screen.query("HelpPanel"))
+        return True
+
+    def action_close_keys(self) -> None:
+        self.action_hide_help_panel()
 
     def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
         """The palette's Screenshot, said in plain words: Textual's toast showed its
