@@ -112,6 +112,10 @@ class MainScreen(WorkbenchScreen):
     def on_run_started(self, message: RunStarted) -> None:
         for pane in (self.plan, self.diff, self.tests):
             pane.reset()
+        # the last run's role and model are not this run's: it read "running ·
+        # implementer" before this run's first stage had named any role
+        self.role = self.header.role = ""
+        self.header.model = self.header.runtime = ""
         self.header.state = "running"
         self.refresh_bindings()
 

@@ -18,6 +18,9 @@ RUNTIME_LABEL = {
     "cloud": "cloud",
 }
 
+#: the states in which the role and model shown are at work (the others are at rest)
+AT_WORK = frozenset({"running", "stopping", "awaiting approval"})
+
 
 class SessionHeader(Widget):
     DEFAULT_CSS = """
@@ -54,14 +57,20 @@ class SessionHeader(Widget):
             text.append(" · ", dim)
             text.append("gateway ", dim)
             text.append(self.address, style_of(variables.get("primary", ""), bold=True))
+        at_work = self.state in AT_WORK
         if self.role:
             text.append(" · ", dim)
-            text.append(self.role, style_of(variables.get("accent", ""), bold=True))
+            if at_work:
+                text.append(self.role, style_of(variables.get("accent", ""), bold=True))
+            else:
+                # once the run is over the role that worked last is no role at work (it
+                # stayed bright after merge_ready, as if the implementer still were)
+                text.append(f"last: {self.role}", dim)
         if self.model:
             where = RUNTIME_LABEL.get(self.runtime, self.runtime)
             text.append(" · ", dim)
-            text.append(f"{self.model}{' @ ' + where if where else ''}")
-        if self.activity and self.state in ("running", "stopping", "awaiting approval"):
+            text.append(f"{self.model}{' @ ' + where if where else ''}", None if at_work else dim)
+        if self.activity and at_work:
             text.append(f" · {self.activity}", dim)
         grid = Table.grid(expand=True)
         grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
