@@ -1,10 +1,16 @@
 """The escalation pane's filter words (pure): a prefix picks every kind it starts, a whole
-kind's name picks that kind alone."""
+kind's name picks that kind alone. And what the pane says while a filter is on (Pilot)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from textual.color import Color
+
 from app.audit.kinds import AUDIT_KINDS
+from app.bus import AuditAppended
 from app.tui.panes.escalations import describe, line_matches, parse_filter
+from tests.tui.helpers import settle, until
 
 
 def test_a_whole_kind_name_is_that_kind_alone() -> None:
@@ -59,3 +65,53 @@ def test_a_yes_no_trigger_reads_true_not_pythons_true() -> None:
 
     reason = {"code": "USER_REQUEST", "signal": "user_request", "value": True, "op": "is_true"}
     assert trigger_line(reason) == "USER_REQUEST: user_request = true"
+
+
+def _line(seq: int, kind: str) -> dict[str, Any]:
+    ts = "2026-01-01T12:00:00.000Z"
+    return {"seq": seq, "ts": ts, "session": "s", "kind": kind, "detail": f"line {seq}"}
+
+
+async def test_a_filter_left_on_says_so_and_counts_what_it_hides_as_lines_come(
+    make_app: Any,
+) -> None:
+    """Lines of the other kinds came and were hidden with no sign of it: "esc · 1/3 lines"
+    named no filter and no hidden line, in the pane's usual grey."""
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        await settle(pilot)
+        pane = app.home.escalations
+
+        def said() -> tuple[str, str]:
+            kept, shown = len(pane.lines), len(pane.shown_lines())
+            return (
+                str(pane.border_subtitle),
+                f"{kept - shown} hidden · {shown}/{kept} lines",
+            )
+
+        pane.view.focus()
+        await pilot.press("f", *"esc", "enter")
+        await settle(pilot)
+        assert pane.filter_text == "esc" and pane.has_class("-filtered")
+        assert str(pane.border_title) == "Escalations ── filter esc"
+        subtitle, expected = said()
+        assert subtitle == expected
+        before, hidden = len(pane.lines), len(pane.lines) - len(pane.shown_lines())
+
+        for n, kind in enumerate(["call", "route", "escalation"], 1):
+            await app.bus.publish(AuditAppended.of(_line(n, kind)))
+        await until(pilot, lambda: len(pane.lines) >= before + 3, what="3 lines")
+        await settle(pilot)
+        subtitle, expected = said()
+        assert subtitle == expected and subtitle.startswith(f"{hidden + 2} hidden · "), subtitle
+        top = pane.render_lines(pane.region.reset_offset)[0].text
+        assert "Escalations ── filter esc" in top  # drawn, not only set
+        warning = Color.parse(app.theme_variables["warning"])
+        assert pane.styles.border_title_color == pane.styles.border_subtitle_color == warning
+
+        pane.set_filter("")
+        await settle(pilot)
+        assert not pane.has_class("-filtered")
+        assert str(pane.border_title) == "Escalations"
+        assert str(pane.border_subtitle) == f"{len(pane.lines)} lines"

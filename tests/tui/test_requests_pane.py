@@ -337,7 +337,10 @@ async def test_dropping_old_audit_lines_formats_no_kept_line_again(monkeypatch: 
         shown = pane.shown_lines()
         assert len(shown) == MAX_LINES // 4 and pane.view.line_count == len(shown)
         got = MAX_LINES + DROP_BATCH + 4
-        assert pane.border_subtitle == f"-call · {len(shown)}/{MAX_LINES} newest of {got} lines"
+        hidden = MAX_LINES - len(shown)
+        assert pane.border_subtitle == (
+            f"{hidden} hidden · {len(shown)}/{MAX_LINES} newest of {got} lines"
+        )
         # a batch larger than the pane keeps: only its newest lines are formatted
         formatted.clear()
         start = MAX_LINES + DROP_BATCH + 4

@@ -86,7 +86,8 @@ async def test_markup_typed_into_the_escalations_filter_is_shown_not_read() -> N
         pane.set_filter("[/x] run")
         await pilot.pause()
         assert app.is_running
-        assert str(pane.border_subtitle) == "\\[/x] run · 1/1 lines"
+        assert str(pane.border_title) == "Escalations ── filter \\[/x] run"
+        assert str(pane.border_subtitle) == "0 hidden · 1/1 lines"
         drawn = "".join(seg.text for seg in pane.view.render_line(0))
         assert f"attempt 3:{NEWLINE}edit 1␛[2J" in drawn
 

@@ -184,6 +184,7 @@ class EscalationsPane(Pane):
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip()
         self._keep, self._drop = parse_filter(self.filter_text)
+        self.set_class(bool(self.filter_text), "-filtered")
         self.redraw()
         unknown = sorted(w[1:] for w in self._keep | self._drop if w.startswith("?"))
         if unknown:
@@ -208,8 +209,15 @@ class EscalationsPane(Pane):
         count = f"{self._shown}/{len(self.lines)}" if self.filter_text else f"{len(self.lines)}"
         if self.dropped:
             count += f" newest of {len(self.lines) + self.dropped}"
-        where = f"{self.filter_text} · " if self.filter_text else ""
-        self.set_titles("Escalations", f"{where}{count} {'line' if count == '1' else 'lines'}")
+        count += " line" if count == "1" else " lines"
+        if not self.filter_text:
+            self.set_titles("Escalations", count)
+            return
+        # A filter left on hid the lines of other kinds as they came, and "esc · 3/9
+        # lines" said nothing of a filter: the title names it, the count of hidden lines
+        # comes first (a narrow pane cuts its subtitle's end), both in the warning colour.
+        hidden = len(self.lines) - self._shown
+        self.set_titles(f"Escalations ── filter {self.filter_text}", f"{hidden} hidden · {count}")
 
     def action_filter(self) -> None:
         box = self.query_one("#audit-filter", Input)
