@@ -11,11 +11,14 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.cli.common import add_policy_arg, add_session_args, settings_from
 from app.errors import UsageError
 from app.heap import hold_startup_collections, release_startup_collections
+
+if TYPE_CHECKING:
+    from app.tui.remembered_theme import ThemeMemory
 
 
 def register(sub: Any) -> None:
@@ -48,7 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--theme",
         metavar="NAME",
         help="switchyard-dark, switchyard-light or switchyard-high-contrast "
-        "(default: $SWITCHYARD_THEME or the config's theme)",
+        "(default: $SWITCHYARD_THEME, the config's theme, or the one last picked in the app)",
     )
 
 
@@ -126,9 +129,8 @@ def run_tui(
         settings = settings_from(args)
         from app.tui.app import SwitchyardApp
         from app.tui.defaults import connect_default, pipeline_runner
-        from app.tui.themes import check_theme_name
 
-        theme = check_theme_name(args.theme or settings.theme)
+        theme, memory = _theme(args, settings)
         _log_to_file(settings.data_dir / "logs" / "tui.log")
         require_terminal()
         app = SwitchyardApp(
@@ -136,6 +138,7 @@ def run_tui(
             runner=pipeline_runner(repo),
             repo=repo,
             theme=theme,
+            theme_memory=memory,
             start_task=task,
             start_notice=notice,
         )
@@ -168,17 +171,32 @@ def gateway_app(args: argparse.Namespace, settings: Any, policy: Any, config: An
     from app.tui.app import SwitchyardApp
     from app.tui.defaults import connect_with, pipeline_runner
     from app.tui.gateway import GatewaySpec
-    from app.tui.themes import check_theme_name
 
-    theme = check_theme_name(getattr(args, "theme", None) or settings.theme)
+    theme, memory = _theme(args, settings)
     repo = Path.cwd().resolve()
     return SwitchyardApp(
         connect=connect_with(settings, policy, approve=args.approve, local_only=args.local_only),
         runner=pipeline_runner(repo),
         repo=repo,
         theme=theme,
+        theme_memory=memory,
         gateway=GatewaySpec(host=args.host, port=args.port, config=config),
     )
+
+
+def _theme(args: argparse.Namespace, settings: Any) -> tuple[str | None, ThemeMemory]:
+    """The theme ``--theme`` or a setting names (an unknown one is a usage error), else
+    None: the one last picked in the workbench; and where a pick is kept (a ThemeMemory,
+    app/tui/remembered_theme.py). Only a setting given by the user pins the theme: its
+    default does not."""
+    from app.config import setting_source
+    from app.tui.remembered_theme import ThemeMemory
+    from app.tui.themes import check_theme_name
+
+    pinned_by = setting_source(settings, "theme")
+    given = getattr(args, "theme", None) or (settings.theme if pinned_by else None)
+    theme = check_theme_name(given) if given else None
+    return theme, ThemeMemory.in_data_dir(settings.data_dir, pinned_by)
 
 
 def _log_to_file(path: Path) -> None:

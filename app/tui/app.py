@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path, PurePath
 from typing import ClassVar, cast
 
+from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.theme import Theme
 
 from app.clock import Clock
 from app.tui.commands import SwitchyardCommands
 from app.tui.core import CoreApp
 from app.tui.defaults import Connect, Runner, Tutor, open_tutor
 from app.tui.gateway import GatewaySpec
+from app.tui.remembered_theme import ThemeMemory, start_theme, write_theme
 from app.tui.screens.main import MainScreen
 from app.tui.themes import DEFAULT_THEME, load_themes, stylesheets
 
@@ -34,7 +38,8 @@ class SwitchyardApp(CoreApp):
         runner: Runner,
         repo: Path,
         tutor: Tutor = open_tutor,
-        theme: str = DEFAULT_THEME,
+        theme: str | None = DEFAULT_THEME,
+        theme_memory: ThemeMemory | None = None,
         clock: Clock | None = None,
         start_task: str | None = None,
         start_notice: str | None = None,
@@ -55,7 +60,37 @@ class SwitchyardApp(CoreApp):
         )
         for t in self._themes.values():
             self.register_theme(t)
-        self._start_theme(theme)
+        #: where a theme picked is kept (None: nowhere); ``theme`` None: the one kept there
+        self.theme_memory = theme_memory
+        name, self._theme_notice = start_theme(theme, theme_memory, self.available_themes)
+        self._start_theme(name)
+        #: one write of the picked theme at a time, each of the theme then in force
+        self._theme_writes = asyncio.Lock()
+
+    def on_mount(self) -> None:
+        # (CoreApp.on_mount runs too: Textual calls each class's handler)
+        if self._theme_notice:
+            self.notify(self._theme_notice, severity="warning", timeout=10)
+        if self.theme_memory is not None:
+            # after _start_theme, which publishes nothing: only a pick is remembered
+            self.theme_changed_signal.subscribe(self, self._theme_picked)
+
+    def _theme_picked(self, theme: Theme) -> None:
+        memory = self.theme_memory
+        if memory is not None and memory.pinned_by:
+            self.notify(
+                f"theme {theme.name} remembered, but {memory.pinned_by} names the theme "
+                "at each start"
+            )
+        self._remember_theme()
+
+    @work(group="theme", exit_on_error=False)
+    async def _remember_theme(self) -> None:
+        """Not exclusive: a write cancelled halfway could finish after the next one. Each
+        waits its turn and keeps the theme in force then, so the last pick is kept."""
+        async with self._theme_writes:
+            if self.theme_memory is not None:
+                await asyncio.to_thread(write_theme, self.theme_memory.path, self.theme)
 
     def _start_theme(self, name: str) -> None:
         """``self.theme = name`` without its watcher's reparse: nothing is parsed before

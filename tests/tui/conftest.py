@@ -47,14 +47,16 @@ AppFactory = Callable[..., Any]
 
 @pytest.fixture
 def make_app(tmp_path: Path, clock: ManualClock, repo: Path) -> AppFactory:
-    """``make_app(run=..., task=..., theme=..., timeout=...)`` → a SwitchyardApp."""
+    """``make_app(run=..., task=..., theme=..., timeout=...)`` → a SwitchyardApp (``theme``
+    None and a ``theme_memory``: the theme picked last, as ``switchyard tui`` starts)."""
     from app.tui.app import SwitchyardApp
 
     def build(
         *,
         run: ScriptedRun | None = None,
         task: str | None = TASK,
-        theme: str = "switchyard-dark",
+        theme: str | None = "switchyard-dark",
+        theme_memory: Any = None,
         approval_timeout_s: float = 60.0,
     ) -> SwitchyardApp:
         return SwitchyardApp(
@@ -65,6 +67,7 @@ def make_app(tmp_path: Path, clock: ManualClock, repo: Path) -> AppFactory:
             tutor=scripted_tutor,
             repo=repo,
             theme=theme,
+            theme_memory=theme_memory,
             clock=clock,
             start_task=task,
         )
