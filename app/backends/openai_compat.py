@@ -53,6 +53,7 @@ from app.backends.provider_errors import (
     transport_kind,
 )
 from app.backends.schema_notes import json_only_instruction
+from app.backends.stops import StopScanner
 from app.backends.tool_calls import ToolCallAssembler, request_seed
 from app.clock import Clock, SystemClock
 
@@ -185,6 +186,8 @@ class OpenAICompatBackend:
         prompt = partial(prompt_texts, messages, params)
         calls = ToolCallAssembler(seed=partial(request_seed, request))
         state = ChunkState(model=self.served_name, calls=calls)
+        if request.stop and "stop" not in params:  # (a reasoning model takes none)
+            state.scanner = StopScanner(request.stop)
         return relay(open_stream, state, prompt, errors=self._errors, clock=self._clock)
 
     # ── embeddings ────────────────────────────────────────────────────────────────────

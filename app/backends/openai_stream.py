@@ -11,7 +11,9 @@
   server ends with ``stop`` (Ollama, older llama.cpp servers) finishes ``tool_calls``.
 * stop sequences: vLLM names the one that ended the reply in the choice's
   ``stop_reason``; it is passed on as :attr:`Delta.stop_sequence` (other servers do not
-  say, and their reply simply ends with ``stop``).
+  say, and their reply simply ends with ``stop``). A reasoning model takes no ``stop``
+  (OpenAI answers 400): the reply is cut here instead (``scanner``), the text past the
+  sequence never released and the stream read to its end for the usage, which bills it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from app.backends.base import Delta, ToolCallDelta
 from app.backends.provider_common import BadStreamItem, StreamState
+from app.backends.stops import StopScanner
 
 __all__ = ["ChunkState", "field_of"]
 
@@ -41,11 +44,22 @@ class ChunkState(StreamState):
     """What one streamed chat completion has gathered so far."""
 
     finish_reason: str | None = None
+    #: the request's stop sequences, applied here when the server was not sent them
+    scanner: StopScanner | None = None
 
     def finish(self) -> str | None:
         if self.finish_reason == "stop" and self.calls.started:
             return "tool_calls"
+        if self.finish_reason is not None and self.scanner and self.scanner.matched:
+            return "stop"  # (the server went on, to its own end or its cap)
         return self.finish_reason
+
+    def end(self) -> Delta | None:
+        tail = self.scanner.flush() if self.scanner else ""
+        if not tail:
+            return None
+        self.text.append(tail)
+        return Delta(text=tail)
 
     def feed(self, item: object) -> Delta | None:
         model = field_of(item, "model")
@@ -79,6 +93,13 @@ class ChunkState(StreamState):
                 if finish == "stop" and isinstance(said, str) and said:
                     stop_sequence = said
             self._usage(field_of(choice, "usage"))  # Kimi's place for it
+        if self.scanner is not None and (text or reasoning or calls):
+            seen = self.scanner.matched
+            text = self.scanner.feed(text)
+            if self.scanner.matched is not None:
+                if seen is None:
+                    stop_sequence = self.scanner.matched
+                reasoning, calls = "", []  # (nothing past the stop reaches the client)
         if text:
             self.text.append(text)
         if reasoning:

@@ -73,6 +73,11 @@ class StreamState(ABC):
     def finish(self) -> str | None:
         """The finish reason, or None while the stream has not ended properly."""
 
+    def end(self) -> Delta | None:
+        """At the stream's end, before :meth:`result`: a last delta of text held back
+        while it could have begun a stop sequence (see ChunkState), if any."""
+        return None
+
     def result(
         self, prompt: Prompt, *, errors: ErrorMapper, latency_ms: float, ttft_ms: float | None
     ) -> ChatResult:
@@ -159,6 +164,8 @@ async def relay(
                     if ttft is None:
                         ttft = (clock.monotonic() - t0) * 1000.0
                     yield delta
+            if (last := state.end()) is not None:
+                yield last
         finally:
             await items.close()
     except errors.catches as exc:

@@ -34,7 +34,7 @@ from app.backends.openai_compat import (
 from app.clock import ManualClock
 from app.tokens import count_messages, count_text
 from tests.fakes.openai_server import FakeOpenAIServer, KeyEcho, echoed, embedding_for
-from tests.fakes.script import Scripted
+from tests.fakes.script import Scripted, count_words
 from tests.socket_guard import block_non_loopback
 
 pytest_plugins = ["tests.fakes.fixtures"]
@@ -225,6 +225,40 @@ async def test_openai_reasoning_effort_and_max_completion_tokens(
     # escalation to GPT-5.1 a 400 (a review)
     for field in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stop"):
         assert field not in body, field
+
+
+@pytest.mark.parametrize(
+    ("reply", "stops", "text", "matched"),
+    [
+        ("alpha beta END gamma delta", ["END"], "alpha beta ", "END"),
+        ("alpha beta END gamma delta", ["D gam", "zzz"], "alpha beta EN", "D gam"),  # 2 pieces
+        ("alpha beta gamma", ["zzz"], "alpha beta gamma", None),
+        ("alpha beta EN", ["END"], "alpha beta EN", None),  # held, then released at the end
+    ],
+)
+async def test_a_reasoning_model_is_cut_at_the_clients_stop(
+    fake_openai: FakeOpenAIServer,
+    make: Make,
+    reply: str,
+    stops: list[str],
+    text: str,
+    matched: str | None,
+) -> None:
+    """A reasoning model takes no ``stop`` (OpenAI answers 400), so the reply ran past the
+    client's stop sequence. It is cut here: nothing past it is released, in the deltas or
+    the result, the finish is ``stop`` with the sequence named, and the stream is read to
+    its end for the usage, which bills the whole generation."""
+    fake_openai.script.queue(reply)
+    backend = make(fake_openai, served_name="gpt-5.1", reasoning_effort="high")
+    items = [item async for item in backend.stream(ask(stop=stops))]
+    result = items[-1]
+    assert isinstance(result, ChatResult)
+    deltas = [d for d in items[:-1] if isinstance(d, Delta)]
+    assert "".join(d.text for d in deltas) == text == result.text
+    assert [d.stop_sequence for d in deltas if d.stop_sequence] == ([matched] if matched else [])
+    assert result.finish_reason == "stop"
+    assert result.usage.tokens_out == count_words(reply) and not result.usage.counted_locally
+    assert "stop" not in fake_openai.chat_requests[-1]
 
 
 async def test_a_reasoning_models_cap_includes_its_thinking_budget(
