@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def temp_beside(target: Path) -> Path:
+    """A name for ``target``'s next version, beside it, unique to this write: the
+    process's id alone was shared by two writes in one process (two ACP sessions on one
+    repository built one Stage0 snapshot at once, and the second rename found nothing:
+    an ACP audit)."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
 @contextlib.contextmanager
@@ -26,7 +35,7 @@ def replacing(target: Path) -> Iterator[Path]:
     if st is not None and not stat.S_ISREG(st.st_mode):
         yield target
         return
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = temp_beside(target)
     # O_EXCL: never write through a file or link someone left under that name;
     # 0o666 less the umask, as the file opened directly would have been.
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))

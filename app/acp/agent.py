@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from acp import PROTOCOL_VERSION, RequestError
+from acp import PROTOCOL_VERSION, RequestError, update_agent_message_text
 from acp.helpers import update_current_mode
 from acp.schema import (
     AgentCapabilities,
@@ -44,6 +44,19 @@ if TYPE_CHECKING:
     from app.policy.schema import Policy
 
 log = logging.getLogger("app.acp")
+
+
+#: how long the editor has to answer an ``fs/read_text_file`` (an unsaved buffer is at
+#: hand: milliseconds) before the file on disk is read instead
+READ_TIMEOUT_S = 10.0
+
+
+def mcp_names(servers: Any) -> list[str]:
+    """The names of the MCP servers an editor gave a session (said, and logged, once)."""
+    names = [str(getattr(m, "name", "") or "?") for m in servers or []]
+    if names:
+        log.info("MCP servers given and not started: %s", ", ".join(names))
+    return names
 
 
 class SwitchyardAgent:
@@ -89,6 +102,7 @@ class SwitchyardAgent:
 
     async def new_session(self, cwd: str, **kwargs: Any) -> NewSessionResponse:
         s = await self._open(session_repo(cwd, self.pinned))
+        s.unused_mcp = mcp_names(kwargs.get("mcp_servers"))
         return NewSessionResponse(session_id=s.id, modes=modes(s.mode, self.policy))
 
     async def load_session(self, cwd: str, session_id: str, **kwargs: Any) -> LoadSessionResponse:
@@ -110,6 +124,7 @@ class SwitchyardAgent:
                 {"sessionId": session_id, "cwd": cwd},
             )
         s = await self._open(repo, session_id)
+        s.unused_mcp = mcp_names(kwargs.get("mcp_servers"))
         await replay(runs, repo, self._sender(s.id))
         return LoadSessionResponse(modes=modes(s.mode, self.policy))
 
@@ -178,6 +193,14 @@ class SwitchyardAgent:
 
     async def _turn(self, s: AcpSession, text: str, prompt: list[Any]) -> StopReason:
         send = self._sender(s.id)
+        if s.unused_mcp:
+            names, s.unused_mcp = ", ".join(s.unused_mcp), []
+            await send(
+                update_agent_message_text(
+                    f"Switchyard does not start this editor's MCP servers ({names}): the "
+                    "pipeline's roles read the repository and your @-mentions, no tools.\n"
+                )
+            )
         if s.mode == TUTOR_MODE:
             return await tutor_turn(s, text, send=send)
         read = partial(self._read, s.id) if self.can_read else None
@@ -226,7 +249,10 @@ class SwitchyardAgent:
             await s.flush()
 
     async def _read(self, session_id: str, path: str) -> str:
-        response = await self._conn.read_text_file(session_id=session_id, path=path)
+        # bounded: an editor that never answered held the prompt with no update, no run
+        # and no line until a cancel (an ACP audit); past it the file on disk is read
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            response = await self._conn.read_text_file(session_id=session_id, path=path)
         return str(response.content)
 
     async def hang_up(self) -> None:
@@ -235,7 +261,7 @@ class SwitchyardAgent:
         for s in self.pool.sessions.values():
             if s.busy:
                 s.cancel_requested = True
-        await self.pool.stop_turns()
+        await self.pool.stop_turns("cancelled: the editor closed the connection")
 
     async def shutdown(self) -> None:
         await self.pool.aclose()

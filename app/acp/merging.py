@@ -57,7 +57,25 @@ async def offer_merge(
     asked = not plan.already_merged and not plan.blockers()
     human, answer = False, None
     if asked:
-        human, answer = await _ask(plan, tid, target, send=send, ask=ask, timeout_s=timeout_s)
+        try:
+            human, answer = await _ask(plan, tid, target, send=send, ask=ask, timeout_s=timeout_s)
+        except asyncio.CancelledError:
+            # withdrawn (session/cancel, the editor gone): refused and audited as every
+            # other unanswered merge is, the turn's cancel raised once the line stands (it
+            # left no merge line at all: an ACP audit)
+            try:
+                await finish_then_cancel(
+                    execute_merge(
+                        plan,
+                        human_approved=False,
+                        audit=audit,
+                        approver=approver,
+                        answer=f"{approver}: withdrawn (the turn was cancelled)",
+                    )
+                )
+            except Exception as exc:  # (the cancel is what the turn ends with)
+                log.error("the withdrawn merge of %s was not audited: %r", plan.run_id, exc)
+            raise
 
     async def carry_out() -> MergeOutcome:
         outcome = await execute_merge(

@@ -60,7 +60,7 @@ async def _main(
     main = asyncio.current_task()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         if main is not None:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _terminated, agent, main)
     try:
         # the SDK's Agent is a Protocol; this agent implements the methods it serves
         await run_agent(cast(Any, agent), writer, reader)
@@ -68,3 +68,10 @@ async def _main(
         log.info("switchyard acp: terminated")
     finally:
         await agent.shutdown()
+
+
+def _terminated(agent: Any, main: asyncio.Task[Any]) -> None:
+    """SIGTERM: the runs at work are recorded as ended by it (the user cancelled none),
+    then the agent stops as on a hang-up."""
+    agent.pool.mark_turns("cancelled: the agent was terminated (SIGTERM)")
+    main.cancel()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,9 @@ class AcpSession:
     flush: Callable[[], Awaitable[None]] | None = None
     #: its Switchyard session was closed to bound what idle sessions hold (see above)
     parked: bool = False
+    #: the editor's MCP servers, named once in the first turn: the pipeline's roles take
+    #: no tools from them, and they were dropped without a word (an ACP audit)
+    unused_mcp: list[str] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
@@ -107,6 +110,12 @@ def session_repo(cwd: str, pinned: Path | None) -> Path:
             -32602,
             f"cwd {cwd} is not a git repository: Switchyard works in a git worktree",
             {"cwd": cwd, "details": str(exc)},
+        ) from None
+    except OSError as exc:  # (git cannot start there: it was an internal error, an audit)
+        raise RequestError(
+            -32602,
+            f"cwd {cwd} cannot be used: {exc.strerror or exc}",
+            {"cwd": cwd},
         ) from None
     if pinned is not None and top != pinned:
         raise RequestError(
@@ -201,9 +210,18 @@ class SessionPool:
             s.parked = True
         return closing
 
-    async def stop_turns(self) -> None:
-        """Stop every turn at work and wait for each (each seals its evidence)."""
+    def mark_turns(self, why: str) -> None:
+        """What the runs at work will be recorded as ending for, when they are cancelled."""
+        for s in self.sessions.values():
+            if s.busy and s.control is not None:
+                s.control.cancel_reason = why
+
+    async def stop_turns(self, why: str | None = None) -> None:
+        """Stop every turn at work and wait for each (each seals its evidence, its reason
+        ``why`` when given: not the user's cancel)."""
         works = [s.work for s in self.sessions.values() if s.work is not None]
+        if why is not None:
+            self.mark_turns(why)
         for s in self.sessions.values():
             if s.busy and s.control is not None:
                 s.control.request_stop()

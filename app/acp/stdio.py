@@ -32,6 +32,8 @@ from typing import Any
 
 from acp import RequestError
 
+from app.errors import ConfigError
+
 #: the SDK's own default buffer for agent/client messages
 LIMIT = 50 * 1024 * 1024
 #: how much of a message too long to take is read for its id
@@ -45,9 +47,15 @@ log = logging.getLogger("app.acp")
 def log_to_file(path: Path) -> None:
     """Diagnostics (ours and the SDK's, which logs at the root) go to ``path``, masked."""
     from app.audit.redact import RedactingFormatter
+    from app.paths import ensure_dir
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    # a data dir that cannot hold the log is one line (exit 2) on stderr, said before
+    # the protocol takes it: it was a traceback there (an ACP audit)
+    ensure_dir(path.parent)
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the log {path}: {exc.strerror or exc}") from None
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers = [handler]
@@ -76,7 +84,6 @@ def take_protocol_fds(log_path: Path) -> tuple[int, int]:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     sink = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(sink, 1)
     os.dup2(sink, 2)
@@ -121,7 +128,13 @@ class Pending:
 
 class _Watched(asyncio.StreamWriter):
     """The SDK's writer (it must be a StreamWriter), each frame shown to
-    :class:`Pending` once written."""
+    :class:`Pending` once written.
+
+    Once the client can read nothing more (its end of stdout closed: the editor died), a
+    frame is dropped and ``drain`` returns: the SDK's send loop ended at the first broken
+    pipe and left every later send waiting for good, so the turn at work (its updates,
+    its response) and the agent's close never ended, and the agent outlived its editor
+    (an ACP audit). Nothing written then reaches anyone; nothing waits for it either."""
 
     def __init__(
         self,
@@ -134,8 +147,17 @@ class _Watched(asyncio.StreamWriter):
         self._pending = pending
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        super().write(data)
+        if not self.transport.is_closing():
+            super().write(data)
         self._pending.answered(bytes(data))
+
+    async def drain(self) -> None:
+        if self.transport.is_closing():
+            return
+        try:
+            await super().drain()
+        except ConnectionError:  # (closed between the check and the wait)
+            return
 
 
 HangUp = Callable[[], Awaitable[None]]

@@ -26,6 +26,9 @@ class RunControl:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     #: the role at work right now, for a UI's "escalate this role" key
     current_role: str = ""
+    #: what a cancel of the run is recorded as (the ACP agent's hang-up says the editor
+    #: went: a crash read as "cancelled by the user" in the audit, an ACP audit)
+    cancel_reason: str = "cancelled by the user"
     #: how the run ended when it ended by raising (cancelled, or an internal error), its
     #: bundle sealed: a caller that only sees the exception can still say which run it was
     ended: RunOutcome | None = None

@@ -281,7 +281,7 @@ async def _run(
             # the step at work ended otherwise, after the user had asked to stop: say both
             reason = f"{STOPPED_BY_USER}; {reason}"
     except asyncio.CancelledError:
-        ended = await asyncio.shield(_finish(ctx, progress, "stopped", "cancelled by the user"))
+        ended = await asyncio.shield(_finish(ctx, progress, "stopped", ctx.control.cancel_reason))
         ctx.control.ended = _outcome(ctx, progress, *ended)
         raise
     except Exception as exc:

@@ -32,6 +32,7 @@ from app.audit.types import AuditSink
 from app.backends.base import ChatRequest, Message
 from app.errors import SwitchyardError
 from app.pipeline.schemas import schema_of
+from app.replacing import temp_beside
 from app.router.service import RoutedResult, Router, RouteRefused
 from app.router.structured import Answer, ReplyRejected, complete_structured, unfence
 from app.router.types import Signals
@@ -232,7 +233,7 @@ def cache_path(cache_dir: Path, session: str, sha: str) -> Path:
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_beside(path)
     tmp.write_text(mask_text(text)[0], encoding="utf-8")  # secrets masked in every file
     os.replace(tmp, path)
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from app.audit.masking import mask_value
 from app.errors import UsageError
+from app.replacing import temp_beside
 from app.stage0.context import context_estimate
 from app.stage0.result import CorpusInfo, QueryParams, SelectedChunk
 
@@ -325,7 +326,7 @@ def write_brief(brief: Brief, out_dir: Path) -> tuple[Path, Path]:
     md, js = out_dir / BRIEF_MD, out_dir / BRIEF_JSON
     brief = masked_brief(brief)
     pairs = ((md, brief.to_markdown()), (js, brief.to_json()))
-    temps = [path.with_name(f".{path.name}.{os.getpid()}.tmp") for path, _ in pairs]
+    temps = [temp_beside(path) for path, _ in pairs]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         # both written in full, and both places free for a file, before either replaces

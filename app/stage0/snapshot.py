@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.replacing import temp_beside
 from app.stage0.cache import BlobData
 from app.stage0.chunker import ID_LEN, assign_ids
 from app.stage0.index import ChunkRef, path_terms
@@ -246,7 +247,7 @@ def save(counts: Counts, file: Path) -> None:
         arrays[f"{name}_indices"] = m.indices.astype(np.int32)
         arrays[f"{name}_indptr"] = m.indptr.astype(np.int64)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    tmp = temp_beside(file)
     with tmp.open("wb") as fh:
         np.savez(fh, **arrays)
     os.replace(tmp, file)

@@ -286,6 +286,35 @@ async def test_the_merge_refused_leaves_the_checkout_and_a_client_without_fs_rea
     assert f"Run {bundle.name}: merge_ready" in again.text()
 
 
+async def test_a_merge_withdrawn_by_a_cancel_is_audited_as_refused(
+    repo: Path, world: Callable[..., dict[str, Any]]
+) -> None:
+    """session/cancel while the merge permission was on screen told the editor and left
+    no merge line (a keep, a dismissal or a timeout each leave one: an ACP audit)."""
+    w = world()
+    session_id: list[str] = []
+
+    async def cancel_at_the_merge(client: ScriptedClient) -> None:
+        await client.conn.cancel(session_id=session_id[0])
+        return None
+
+    client = ScriptedClient(answers=[cancel_at_the_merge])
+    before = checkout_fingerprint(repo)
+    async with spawned(client, cwd=repo, env=w["env"], args=("--policy", str(w["policy"]))) as conn:
+        await initialize(conn, fs=False)
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        session_id.append(session.session_id)
+        done = await conn.prompt(session_id=session.session_id, prompt=[text_block(TASK)])
+    assert done.stop_reason == "cancelled"
+    (merge,) = client.permissions
+    assert merge.options == MERGE_OPTIONS
+    assert checkout_fingerprint(repo) == before
+    (line,) = await audit_db("merge")
+    assert line["values"]["outcome"] == "refused" and line["reason_codes"] == ["HUMAN"]
+    assert line["values"]["answer"] == f"acp:{CLIENT_NAME}: withdrawn (the turn was cancelled)"
+    assert line["run"] == bundle_of(repo).name
+
+
 async def audit_db(kind: str) -> list[dict[str, Any]]:
     """Lines of ``kind`` in the test's audit chain (the merge comes after the bundle's seal)."""
     from app.audit import AuditLog
@@ -335,16 +364,22 @@ async def test_cancel_in_the_middle_of_a_run_seals_the_evidence(
     assert not [t for t in (repo / ".switchyard" / "worktrees").glob("*") if t.is_dir()]
 
 
-@pytest.mark.parametrize("how", ["hang-up", "SIGTERM"])
+@pytest.mark.parametrize("how", ["hang-up", "SIGTERM", "crash"])
 async def test_an_editor_that_goes_away_mid_run_leaves_sealed_evidence(
     repo: Path, world: Callable[..., dict[str, Any]], how: str
 ) -> None:
+    """``crash``: the editor died, both pipes closed. The SDK's send loop ended at the
+    first broken pipe and left every later send waiting, so the agent never exited (an
+    ACP audit: alive after 150 s, its stores open, reparented to init)."""
     w = world(plan=0.6)
 
     async def go_away(client: ScriptedClient) -> None:
         # at the escalation's permission request, the editor goes and never answers
         if how == "hang-up":
             client.proc.stdin.close()  # the thread was closed, or the editor quit
+        elif how == "crash":
+            client.proc.stdin.close()
+            client.proc._transport.get_pipe_transport(1).close()  # nobody reads stdout
         else:
             client.proc.send_signal(signal.SIGTERM)
         await asyncio.Event().wait()
@@ -359,6 +394,12 @@ async def test_an_editor_that_goes_away_mid_run_leaves_sealed_evidence(
             # agent goes (it went without a word, as for SIGTERM)
             done = await conn.prompt(session_id=session.session_id, prompt=[text_block(TASK)])
             assert done.stop_reason == "cancelled"
+        elif how == "crash":  # nobody hears the answer: the agent is only to end
+            turn = asyncio.create_task(
+                conn.prompt(session_id=session.session_id, prompt=[text_block(TASK)])
+            )
+            assert await asyncio.wait_for(client.proc.wait(), 60) == 0
+            turn.cancel()
         else:
             with pytest.raises(ConnectionError):  # the agent ended the turn by going away
                 await conn.prompt(session_id=session.session_id, prompt=[text_block(TASK)])
@@ -366,6 +407,12 @@ async def test_an_editor_that_goes_away_mid_run_leaves_sealed_evidence(
     bundle = bundle_of(repo)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["status"] == "stopped" and "cancelled" in manifest["reason"]
+    # why, as it was: not the user's cancel (a crash read "cancelled by the user")
+    assert manifest["reason"] == (
+        "cancelled: the agent was terminated (SIGTERM)"
+        if how == "SIGTERM"
+        else "cancelled: the editor closed the connection"
+    )
     assert verify_bundle(bundle).ok
     assert checkout_fingerprint(repo) == before
     assert w["cloud"].chat_requests == []
@@ -407,11 +454,15 @@ async def test_no_answer_within_the_timeout_or_a_dismissed_request_denies(
 async def test_tutor_mode_runs_the_tutor_with_its_turn_cap(
     repo: Path, world: Callable[..., dict[str, Any]], tmp_path: Path
 ) -> None:
+    from acp.schema import McpServerStdio
+
     w = world(tutor_turns=2)
     client = ScriptedClient()
+    # an editor's MCP server: not started, and said so once (it was dropped unsaid)
+    mcp = McpServerStdio(name="github", command="/bin/true", args=[], env=[])
     async with spawned(client, cwd=repo, env=w["env"], args=("--policy", str(w["policy"]))) as conn:
         await initialize(conn, fs=False)
-        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[mcp])
         assert session.modes.current_mode_id == "run"
         await conn.set_session_mode(session_id=session.session_id, mode_id="tutor")
         sid = session.session_id
@@ -423,6 +474,8 @@ async def test_tutor_mode_runs_the_tutor_with_its_turn_cap(
     assert third.stop_reason == "max_turn_requests"
     assert [u.current_mode_id for u in client.of("current_mode_update")] == ["tutor"]
     assert "What does range(n - 1) leave out?" in first_text
+    assert "does not start this editor's MCP servers (github)" in first_text
+    assert client.text().count("MCP servers") == 1
     assert "held back" in first_text and "range(len(tokens)) visits" not in first_text
     said = client.text()
     assert "**Answer:** range(len(tokens)) visits every token" in said

@@ -165,6 +165,28 @@ def test_a_broken_policy_is_one_line_on_stderr_before_any_protocol(tmp_path: Pat
     assert line.startswith(f"switchyard: {bad}")
 
 
+def test_a_data_dir_that_cannot_hold_the_log_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A file where the data folder should be: a NotADirectoryError traceback on stderr
+    (every other command says it in one line; an ACP audit)."""
+    in_the_way = tmp_path / "data"
+    in_the_way.write_text("not a folder")
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "acp"],
+        input=b"",
+        capture_output=True,
+        cwd=tmp_path,
+        env=agent_env(
+            PATH="/usr/bin:/bin", HOME=str(tmp_path), SWITCHYARD_DATA_DIR=str(in_the_way)
+        ),
+        check=False,
+        timeout=WAIT_S,
+    )
+    assert done.returncode == 2 and done.stdout == b""
+    (line,) = done.stderr.decode().splitlines()
+    assert line.startswith(f"switchyard: cannot use the folder {in_the_way}")
+    assert "Not a directory" in line
+
+
 async def test_requests_sent_just_before_the_hang_up_are_answered(tmp_path: Path) -> None:
     """The client writes and closes stdin at once (``printf … | switchyard acp``): the SDK
     cancelled the session/new still at work, which got no answer, and its half-opened

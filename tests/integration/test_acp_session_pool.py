@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from app.acp.sessions import SessionPool
 from app.config import load_settings
 from app.policy import load_policy
@@ -36,3 +38,21 @@ async def test_idle_sessions_beyond_the_limit_are_parked_and_come_back(tmp_path:
         assert sum(not s.parked for s in pool.sessions.values()) == 2
     finally:
         await pool.aclose()
+
+
+def test_a_cwd_git_cannot_start_in_is_invalid_params(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder the agent may not enter (``chmod 000``, another user's) made git's start
+    raise PermissionError, answered "Internal error" with a traceback in the log (an ACP
+    audit): the client's cwd is what is wrong, so it is invalid params naming it."""
+    from acp import RequestError
+
+    from app.acp import sessions
+
+    def refused(path: Path) -> Path:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(sessions, "repo_root", refused)
+    with pytest.raises(RequestError) as info:
+        sessions.session_repo("/srv/someone-elses", None)
+    assert info.value.code == -32602
+    assert "cwd /srv/someone-elses cannot be used: Permission denied" in str(info.value)

@@ -43,11 +43,16 @@ def test_an_error_leaves_the_file_as_it_was_and_no_temp(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
 
 
-def test_a_file_left_under_the_temp_name_is_never_written_through(tmp_path: Path) -> None:
+def test_a_file_left_under_the_temp_name_is_never_written_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.replacing
+
+    monkeypatch.setattr(app.replacing.secrets, "token_hex", lambda n: "guessed0")
     target = tmp_path / "out.jsonl"
     victim = tmp_path / "victim"
     victim.write_text("keep")
-    (tmp_path / f".out.jsonl.{os.getpid()}.tmp").symlink_to(victim)
+    (tmp_path / f".out.jsonl.{os.getpid()}.guessed0.tmp").symlink_to(victim)
     with pytest.raises(FileExistsError), replacing(target):
         pass
     assert victim.read_text() == "keep"
@@ -60,3 +65,16 @@ def test_a_target_that_is_not_a_regular_file_is_written_in_place(tmp_path: Path)
         assert where == fifo
     with replacing(Path("/dev/null")) as where:
         assert where == Path("/dev/null")
+
+
+def test_two_writes_of_one_file_in_one_process_do_not_meet(tmp_path: Path) -> None:
+    """The temporary file was named by the process alone: a second write of the same
+    file in the same process (two ACP sessions building one Stage0 snapshot) met the
+    first's, and one of them failed (O_EXCL here; a lost rename in the snapshot)."""
+    target = tmp_path / "index.npz"
+    with replacing(target) as first, replacing(target) as second:
+        assert first != second
+        first.write_text("one")
+        second.write_text("two")
+    assert target.read_text() == "one"  # (the outer one ends last)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.npz"]
