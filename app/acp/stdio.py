@@ -207,14 +207,20 @@ def frame_problem(line: bytes) -> tuple[RequestError, Any] | None:
         return RequestError.invalid_request({"details": why}), None
     mid = msg.get("id")
     if "id" in msg and (isinstance(mid, bool) or not (mid is None or isinstance(mid, (str, int)))):
-        why = "id must be a string, a number or null"
-        return RequestError.invalid_request({"details": why}), None
+        # (a fraction is a number JSON-RPC allows and advises against; the SDK takes none:
+        # answered with its own id, where "must be a number" was said of 1.5, an audit)
+        why = "id must be a string, an integer or null"
+        return RequestError.invalid_request({"details": why}), mid if _fraction(mid) else None
     if "method" in msg and not isinstance(msg["method"], str):
         return RequestError.invalid_request({"details": "method must be a string"}), mid
     if "method" not in msg and not ("id" in msg and ("result" in msg or "error" in msg)):
         why = "neither a request (method) nor a response (id with result or error)"
         return RequestError.invalid_request({"details": why}), mid
     return None
+
+
+def _fraction(value: Any) -> bool:
+    return isinstance(value, float) and value == value and abs(value) != float("inf")
 
 
 #: deeper than any ACP message; the SDK's own parsing and validation recurse

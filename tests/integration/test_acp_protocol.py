@@ -85,6 +85,8 @@ async def test_bad_input_gets_json_rpc_errors_and_the_agent_stays_up(tmp_path: P
     await c.write(b"[1, 2, 3]")
     await c.write({"jsonrpc": "2.0", "id": {"no": "id"}, "method": "initialize"})
     await c.write({"jsonrpc": "2.0", "method": "no/such_notification", "params": {}})
+    # a fractional id: answered with its own id (it was null, "must be a number" said of it)
+    await c.write({"jsonrpc": "2.0", "id": 1.5, "method": "initialize"})
     await c.request(1, "initialize", {"protocolVersion": 1})
     await c.request(2, "no/such_method", {})
     await c.request(3, "session/new", {"cwd": str(plain), "mcpServers": []})
@@ -103,6 +105,8 @@ async def test_bad_input_gets_json_rpc_errors_and_the_agent_stays_up(tmp_path: P
     await c.read_until(lambda lines: {6, 7, 8, 9} <= {m.get("id") for m in lines})
 
     assert sorted(c.null_id_errors()) == [-32700, -32600, -32600]
+    fraction = c.reply(1.5)["error"]
+    assert fraction["code"] == -32600 and "an integer" in fraction["data"]["details"]
     assert c.reply(1)["result"]["protocolVersion"] == 1
     assert c.reply(2)["error"]["code"] == -32601
     not_git = c.reply(3)["error"]
