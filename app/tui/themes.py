@@ -105,9 +105,17 @@ def stylesheets(folder: Path | None = None) -> list[Path]:
 
 
 def check_theme_name(name: str, folder: Path | None = None) -> str:
+    """``name`` when the app can start with it: one of ours, or one of Textual's own
+    that the palette's Theme picker offers (a pick of ``nord`` was remembered and used
+    at the next start, and ``--theme nord`` was refused)."""
+    from textual.theme import BUILTIN_THEMES
+
     known = load_themes(folder)
-    if name not in known:
-        raise ThemeError(f"unknown theme {name!r} (known: {', '.join(sorted(known))})")
+    if name not in known and name not in BUILTIN_THEMES:
+        raise ThemeError(
+            f"unknown theme {name!r} (known: {', '.join(sorted(known))}, or one of "
+            f"Textual's: {', '.join(sorted(BUILTIN_THEMES))})"
+        )
     return name
 
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +104,15 @@ def test_without_a_terminal_the_workbench_is_a_usage_error(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("switchyard: the workbench needs a terminal (stdin and stdout)")
+
+
+async def test_one_of_textuals_own_themes_is_taken_at_start(make_app: Any) -> None:
+    """The palette's Theme picker offers Textual's themes, and a pick is remembered for
+    the next start; ``--theme nord`` was refused as unknown all the same."""
+    from app.tui.themes import check_theme_name
+
+    assert check_theme_name("nord") == "nord"
+    app = make_app(theme="nord", task=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.theme == "nord"
