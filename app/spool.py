@@ -43,7 +43,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.durable import fsync_dir, fsync_file
+from app.durable import fsync_dir
 from app.sqlite import Busy, is_busy
 
 MAGIC = b"switchyard-spool 1 "
@@ -552,14 +552,32 @@ class Spooled:
 
     def _fold_rest(self, conn: sqlite3.Connection) -> tuple[str, int]:
         """Under the spool's lock (no record comes in): fold what is left, make every fold
-        durable, and say how far that is. The folds committed without a sync (synchronous
-        NORMAL): the WAL and the file are synced before the records leave the spool (a
-        checkpoint syncs what it moved into the file itself). Once per rotation."""
-        self._fold_once(conn, self.reads)
-        folded_to = watermark(conn, self._table)
-        for name in (f"{self.db_path}-wal", str(self.db_path)):
-            with contextlib.suppress(FileNotFoundError):
-                fsync_file(Path(name))
+        durable, and say how far that is. Once per rotation.
+
+        The folds committed without a sync (synchronous NORMAL). The last one, and a
+        commit of the watermark as it stands after it, are synchronous FULL: in WAL mode
+        that syncs the WAL, and with it every fold before them still there (a checkpoint
+        syncs what it moved into the file itself). SQLite's own descriptor does it: an
+        ``fsync`` through one of ours, opened and closed, dropped every POSIX lock the
+        process held on the file, SQLite's too (fcntl locks are the process's, per
+        file); the next command to close its connection then took itself for the last,
+        checkpointed and deleted the WAL under ``serve``, and the log was corrupt (a
+        long-life audit: "database disk image is malformed")."""
+        was = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+        conn.execute("PRAGMA synchronous = FULL")
+        try:
+            self._fold_once(conn, self.reads)
+            folded_to = watermark(conn, self._table)
+            conn.execute("BEGIN IMMEDIATE")  # a page written: a commit that syncs
+            try:
+                mark(conn, self._table, *folded_to)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.execute(f"PRAGMA synchronous = {was}")
         return folded_to
 
 

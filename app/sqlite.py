@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -32,6 +33,7 @@ CHECKPOINT_EVERY = 200
 #: checkpointed on the connection's own thread before the next write, as SQLite would
 WAL_LIMIT_BYTES = 64 * 2**20
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 async def connect_async(path: Path) -> aiosqlite.Connection:
@@ -141,7 +143,14 @@ class Checkpointer:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     self.answered = asked
+        except sqlite3.Error as exc:  # (its connection could not be made: the next poke tries)
+            log.warning("%s: the checkpointer stopped: %s", self.path, exc)
         finally:
+            with self._guard:
+                # a thread that ended otherwise than at rest (an error) was still taken
+                # for alive, and no poke ever started another (a long-life audit)
+                if self._thread is threading.current_thread():
+                    self._thread = None
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()

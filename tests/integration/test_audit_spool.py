@@ -131,6 +131,57 @@ async def test_a_grown_spool_is_replaced_and_every_writer_moves_over(
     assert _spool(path).stat().st_size < 60 * 400
 
 
+def _posix_locks(pid: int, path: Path) -> int:
+    """How many POSIX (fcntl) locks ``pid`` holds on ``path``'s file (Linux)."""
+    ino = path.stat().st_ino
+    held = Path("/proc/locks").read_text().splitlines()
+    return sum(1 for x in held if "POSIX" in x and f" {pid} " in x and f":{ino} " in x)
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+_CLOSE_ONE = (
+    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+    " c.execute('SELECT count(*) FROM sqlite_master').fetchone(); c.close()"
+)
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads Linux's /proc/locks")
+async def test_a_rotation_keeps_sqlites_locks_and_a_command_beside_leaves_the_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotation synced the file and its WAL through descriptors of its own, opened and
+    closed: closing one dropped every POSIX lock the process held on the file, SQLite's
+    too. The next command to close its connection (``audit tail``) took itself for the
+    last, checkpointed and deleted the WAL under ``serve``, and the log was corrupt ("database
+    disk image is malformed": a long-life audit). The locks stay; the WAL stays."""
+    monkeypatch.setattr(spools, "ROTATE_BYTES", 4096)
+    path = tmp_path / "audit.db"
+    async with AuditLog.open(path) as log:
+        await log.append("route", session="s")
+        held = _posix_locks(os.getpid(), path)
+        assert held > 0  # (SQLite's, on an open WAL database)
+        header = _spool(path).read_bytes().split(b"\n")[0]
+        for _ in range(60):
+            await log.append("route", session="s", detail="x" * 200)
+            await asyncio.sleep(0.005)
+        await _until(
+            lambda: _spool(path).read_bytes().split(b"\n")[0] != header, "the spool was replaced"
+        )
+        assert _posix_locks(os.getpid(), path) == held
+        other = await asyncio.create_subprocess_exec(sys.executable, "-c", _CLOSE_ONE, str(path))
+        assert await asyncio.wait_for(other.wait(), 60) == 0
+        assert _exists(Path(f"{path}-wal"))
+        for i in range(5):
+            await log.append("route", session="s", detail=str(i))
+        report = await log.verify()
+        assert report.ok and report.lines_checked == 66, report
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA quick_check").fetchone() == ("ok",)
+
+
 _WRITER = """
 import asyncio, sys
 from pathlib import Path
