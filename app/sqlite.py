@@ -32,6 +32,8 @@ CHECKPOINT_EVERY = 200
 #: a WAL this large (the checkpointer never caught up: writes without a pause) is
 #: checkpointed on the connection's own thread before the next write, as SQLite would
 WAL_LIMIT_BYTES = 64 * 2**20
+#: what a WAL file is cut back to once it starts over (``PRAGMA journal_size_limit``)
+JOURNAL_SIZE_LIMIT = 8 * 2**20
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -335,3 +337,7 @@ async def use_wal(
                 raise
             await asyncio.sleep(0.05)
     await db.execute(f"PRAGMA synchronous = {synchronous}")
+    # the WAL cut back to this once a checkpoint let it start over: it kept the size a
+    # long read had let it reach (125 MB beside a busy serve during an audit verify) for
+    # as long as a connection stayed open (a long-life audit)
+    await db.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")

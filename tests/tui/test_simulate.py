@@ -111,3 +111,32 @@ def test_the_log_is_written_with_decisions(tmp_path: Path) -> None:
     lines = asyncio.run(read())
     firsts = [line for line in lines if "inputs" in line.values]
     assert [f.values["inputs"]["signals"]["confidence"] for f in firsts] == [0.5, 0.78, 0.9]
+
+
+async def test_the_simulation_reads_a_log_of_its_own(tmp_path: Path) -> None:
+    """It verified and exported the session's own log, whose lock both hold to their end:
+    every line the session wrote meanwhile (a run's routes and escalations) waited, 34 s
+    on a log of 955k lines (a long-life audit). The read goes on beside; appends go on."""
+    from app.tui.screens.simulate import _read_beside
+
+    async with AuditLog.open(tmp_path / "audit.db") as log:
+        await log.append("route", session="s")
+        gate, readers = asyncio.Event(), []
+
+        async def read(own: AuditLog) -> None:
+            readers.append(own)
+            async with own._lock:  # held to the end, as verify and the export hold it
+                await gate.wait()
+
+        reading = asyncio.create_task(_read_beside(log, read))
+        try:
+            while not readers:
+                await asyncio.sleep(0.01)
+            # (not wait_for: an append once called ends before a cancel is raised)
+            appending = asyncio.create_task(log.append("route", session="s"))
+            done, _ = await asyncio.wait({appending}, timeout=10)
+            assert appending in done, "the append waited for the simulation's read"
+            assert appending.result().seq == 2 and readers[0] is not log
+        finally:
+            gate.set()
+            await reading
