@@ -121,17 +121,17 @@ async def test_the_simulation_reads_a_log_of_its_own(tmp_path: Path) -> None:
 
     async with AuditLog.open(tmp_path / "audit.db") as log:
         await log.append("route", session="s")
-        gate, readers = asyncio.Event(), []
+        gate, began, readers = asyncio.Event(), asyncio.Event(), []
 
         async def read(own: AuditLog) -> None:
             readers.append(own)
+            began.set()
             async with own._lock:  # held to the end, as verify and the export hold it
                 await gate.wait()
 
         reading = asyncio.create_task(_read_beside(log, read))
         try:
-            while not readers:
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(began.wait(), 10)
             # (not wait_for: an append once called ends before a cancel is raised)
             appending = asyncio.create_task(log.append("route", session="s"))
             done, _ = await asyncio.wait({appending}, timeout=10)
