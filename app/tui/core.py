@@ -250,10 +250,26 @@ class CoreApp(App[int]):
         self.session = session
         if self.home is not None:
             self.home.post_message(SessionReady(session))
+        self._first_budget(session)
         if self.start_task:
             self.start_run(self.start_task)
         if self.gateway is not None:
             self._serve_gateway(session, self.gateway)
+
+    @work(group="budget", exit_on_error=False)
+    async def _first_budget(self, session: Session) -> None:
+        """The meter starts from the budget as it stands when anything is spent or held
+        (the day's spend by this machine's other sessions): it said "no spend yet" until
+        this session's own first reservation (a long-life audit). Published on the bus
+        as the ledger's own snapshots are; a session with nothing said stays quiet."""
+        from app.bus import BudgetUpdated
+
+        snap = await session.ledger.snapshot(session.id)
+        used = [snap.per_session, snap.per_day, *snap.per_provider.values()]
+        if snap.per_user is not None:
+            used.append(snap.per_user)
+        if any(u.spent_usd or u.reserved_usd for u in used):
+            await self.bus.publish(BudgetUpdated(session=session.id, snapshot=snap.model_dump()))
 
     def end_startup(self) -> None:
         """The session is on screen (or failed to open): start-up's objects are frozen

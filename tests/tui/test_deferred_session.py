@@ -185,3 +185,38 @@ async def test_start_up_ends_when_the_session_cannot_open(
     finally:
         heap.release_startup_collections()
         gc.unfreeze()
+
+
+async def test_the_budget_meter_starts_from_the_days_spend(
+    make_app: Any, tmp_path: Path, clock: ManualClock
+) -> None:
+    """The meter said "no spend yet · local models cost $0" with $0.42 spent today by
+    this machine's other sessions, until this session's own first reservation (a
+    long-life audit). It starts from the budget as it stands."""
+    from app.policy import load_policy
+    from app.router.ledger import BudgetLedger
+
+    (tmp_path / "data").mkdir()
+    ledger = await BudgetLedger.open(
+        tmp_path / "data" / "ledger.sqlite3", load_policy().policy.budget, clock=clock
+    )
+    try:
+        await ledger.record_call(
+            session="yesterdays-tab",
+            role="architect",
+            model="gpt-5.1-high",
+            provider="openai",
+            tokens_in=1000,
+            tokens_out=100,
+            latency_ms=900.0,
+            cost_usd=0.42,
+        )
+    finally:
+        await ledger.close()
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        pane = app.home.query_one(BudgetPane)
+        await until(pilot, lambda: pane.snapshot is not None, what="the first snapshot")
+        assert pane.snapshot is not None
+        assert pane.snapshot["per_day"]["spent_usd"] == 0.42
+        assert pane.snapshot["per_session"]["spent_usd"] == 0
