@@ -103,6 +103,16 @@ def listening_line(host: str, port: int) -> str:
     )
 
 
+def session_line(session: str, cap_usd: float) -> str:
+    """The session ``serve`` is, and what its cap covers: every request it serves, from
+    every client, until it stops (a gateway left running days spent the cap on the first
+    and served locally after, with nothing said at start: a long-life audit)."""
+    return (
+        f"switchyard serve: session {session}; its cap (session_usd ${cap_usd:g}) covers every"
+        " request served until serve stops"
+    )
+
+
 def serving_terms(local_only: bool, mode: str, said: str) -> str:
     """What the server will do with an escalation, said before the first one comes: a
     server left to ask with no terminal denied every one ("no terminal") unannounced."""
@@ -139,7 +149,11 @@ async def _headless(args: argparse.Namespace, settings: Any, policy: Any, config
     async with open_session(
         settings, policy, decider=decider_for(mode, said), local_only=args.local_only
     ) as session:
-        print(f"switchyard serve: session {session.id}", file=sys.stderr, flush=True)
+        print(
+            session_line(session.id, session.policy.budget.session_usd),
+            file=sys.stderr,
+            flush=True,
+        )
         print(serving_terms(session.local_only, mode, said), file=sys.stderr, flush=True)
         stopped_by = await serve(
             session, host=args.host, port=args.port, config=config, on_ready=ready

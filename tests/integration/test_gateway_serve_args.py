@@ -56,12 +56,17 @@ def test_an_ipv6_address_is_printed_in_brackets(tmp_path: Path) -> None:
     )
     try:
         assert proc.stderr is not None
-        line = ""
+        line, said = "", []
         deadline = time.monotonic() + 60
         while "listening on" not in line and time.monotonic() < deadline:
             line = proc.stderr.readline()
+            said.append(line)
             assert line or proc.poll() is None, "serve exited before it listened"
         assert line.startswith("switchyard serve: listening on http://[::1]:"), line
+        # what its session cap covers, said at start (a long-life audit: a gateway left
+        # running days spent it on the first and served locally after, unannounced)
+        (session,) = [x for x in said if x.startswith("switchyard serve: session ")]
+        assert "its cap (session_usd $5) covers every request served until serve stops" in session
         url = line.split()[4]
         assert f"(OpenAI base URL {url}/v1; Anthropic base URL {url})" in line
         assert httpx.get(f"{url}/health", timeout=10).json() == {"status": "ok"}
