@@ -554,22 +554,25 @@ class Spooled:
         """Under the spool's lock (no record comes in): fold what is left, make every fold
         durable, and say how far that is. Once per rotation.
 
-        The folds committed without a sync (synchronous NORMAL). The last one, and a
-        commit of the watermark as it stands after it, are synchronous FULL: in WAL mode
-        that syncs the WAL, and with it every fold before them still there (a checkpoint
-        syncs what it moved into the file itself). SQLite's own descriptor does it: an
-        ``fsync`` through one of ours, opened and closed, dropped every POSIX lock the
-        process held on the file, SQLite's too (fcntl locks are the process's, per
-        file); the next command to close its connection then took itself for the last,
-        checkpointed and deleted the WAL under ``serve``, and the log was corrupt (a
-        long-life audit: "database disk image is malformed")."""
+        The folds committed without a sync (synchronous NORMAL). Then one commit under
+        ``synchronous = FULL``, which in WAL mode syncs the WAL and with it every fold
+        still there (a checkpoint syncs what it moved into the file itself). It must
+        write a page to sync anything: SQLite stores no page for a row written as it
+        stands, so the watermark is stored otherwise and then as it is (a review: the
+        watermark stored as it was, no ``fdatasync`` of the WAL at all). SQLite's own
+        descriptor does the sync: an ``fsync`` through one of ours, opened and closed,
+        dropped every POSIX lock the process held on the file, SQLite's too (fcntl locks
+        are the process's, per file); the next command to close its connection then took
+        itself for the last, checkpointed and deleted the WAL under ``serve``, and the log
+        was corrupt (a long-life audit: "database disk image is malformed")."""
+        self._fold_once(conn, self.reads)
+        folded_to = watermark(conn, self._table)
         was = int(conn.execute("PRAGMA synchronous").fetchone()[0])
         conn.execute("PRAGMA synchronous = FULL")
         try:
-            self._fold_once(conn, self.reads)
-            folded_to = watermark(conn, self._table)
-            conn.execute("BEGIN IMMEDIATE")  # a page written: a commit that syncs
+            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute(f"UPDATE {self._table} SET folded = -1 - folded WHERE id = 1")
                 mark(conn, self._table, *folded_to)
                 conn.execute("COMMIT")
             except BaseException:
@@ -577,7 +580,10 @@ class Spooled:
                     conn.execute("ROLLBACK")
                 raise
         finally:
-            conn.execute(f"PRAGMA synchronous = {was}")
+            # (refused inside a transaction a failed ROLLBACK left: the error stands, and
+            # the connection syncs more than it need, never less)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA synchronous = {was}")
         return folded_to
 
 

@@ -107,9 +107,11 @@ def session_line(session: str, cap_usd: float) -> str:
     """The session ``serve`` is, and what its cap covers: every request it serves, from
     every client, until it stops (a gateway left running days spent the cap on the first
     and served locally after, with nothing said at start: a long-life audit)."""
+    from app.dollars import dollars
+
     return (
-        f"switchyard serve: session {session}; its cap (session_usd ${cap_usd:g}) covers every"
-        " request served until serve stops"
+        f"switchyard serve: session {session}; its cap (session_usd {dollars(cap_usd)}) covers"
+        " every request served until serve stops"
     )
 
 

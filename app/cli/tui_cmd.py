@@ -50,8 +50,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--theme",
         metavar="NAME",
-        help="switchyard-dark, switchyard-light or switchyard-high-contrast "
-        "(default: $SWITCHYARD_THEME, the config's theme, or the one last picked in the app)",
+        help="switchyard-dark, switchyard-light, switchyard-high-contrast or one of "
+        "Textual's (nord, gruvbox, ...) (default: $SWITCHYARD_THEME, the config's theme, or "
+        "the one last picked in the app)",
     )
 
 

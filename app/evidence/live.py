@@ -132,6 +132,13 @@ def sweep(state: Path) -> None:
 
 
 def _drop_if_dead(folder: int, name: str) -> None:
+    from app.errors import UsageError
+    from app.evidence.runid import validate_run_id
+
+    try:
+        validate_run_id(name)
+    except UsageError:
+        return  # named as no run is: not a marker (a review)
     if not stat.S_ISREG(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
         return  # not a marker: never opened, never removed
     fd = os.open(name, os.O_RDONLY | _FLAGS, dir_fd=folder)

@@ -23,8 +23,8 @@ from app.tui.themes import DEFAULT_THEME
 
 FILE_NAME = "tui.json"
 
-#: one write at a time: replacing() names its temporary file by the process, and two
-#: at once (two picks in a row) would meet on it
+#: one write at a time in the process: each reads the file's other keys and writes them
+#: back with its theme (the app also queues its writes, so the last pick is the one kept)
 _writing = threading.Lock()
 
 

@@ -66,7 +66,8 @@ def test_an_ipv6_address_is_printed_in_brackets(tmp_path: Path) -> None:
         # what its session cap covers, said at start (a long-life audit: a gateway left
         # running days spent it on the first and served locally after, unannounced)
         (session,) = [x for x in said if x.startswith("switchyard serve: session ")]
-        assert "its cap (session_usd $5) covers every request served until serve stops" in session
+        covers = "its cap (session_usd $5.00) covers every request served until serve stops"
+        assert covers in session
         url = line.split()[4]
         assert f"(OpenAI base URL {url}/v1; Anthropic base URL {url})" in line
         assert httpx.get(f"{url}/health", timeout=10).json() == {"status": "ok"}

@@ -87,3 +87,7 @@ async def test_the_meter_lays_out_only_when_its_shape_changes(monkeypatch: Any) 
         pane.show({**_snap(), "calls": 5, "by_role": by_role})  # new rows: laid out
         assert [layout for _, layout in updates] == [False, True]
         assert "architect" in updates[-1][0]
+        # an older snapshot of the session, come late (the one read as the session
+        # opened, after a run's own): kept out
+        pane.show({**_snap(), "calls": 1, "ts": "2026-03-01T09:59:59Z"})
+        assert pane.snapshot is not None and pane.snapshot["calls"] == 5

@@ -96,3 +96,19 @@ def test_a_sweep_between_a_runs_open_and_its_lock_does_not_leave_it_unmarked(
         assert running(bundle)
     finally:
         live.let_go(bundle, fd)
+
+
+def test_a_sweep_leaves_what_is_named_as_no_run_is(tmp_path: Path) -> None:
+    """Only markers are swept: a file in ``live/`` whose name no run could have (a dotfile
+    someone keeps there) is not removed, unlocked as it is (a review)."""
+    from app.evidence import live
+
+    repo = _repo(tmp_path)
+    made = EvidenceBundle.create(repo, "20260101-000000-bbbbbb")
+    made.release()
+    folder = marker(made.path).parent
+    kept, dead = folder / ".keep", folder / "20260101-000000-cccccc"
+    kept.write_text("")
+    dead.write_text("")  # a run that died: its marker, unlocked
+    live.sweep(made.path.parent.parent)
+    assert kept.exists() and not dead.exists()

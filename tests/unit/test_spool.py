@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from app import spool as spools
-from app.spool import MAGIC, ShortWrite, Spool, Spooled, frame, parse
+from app.spool import MAGIC, ShortWrite, Spool, Spooled, frame, mark, parse
 from tests.limits import file_size_limit
 
 
@@ -306,3 +306,35 @@ def test_a_batch_waits_while_another_store_of_the_process_has_just_folded(
         for spooled in (a, b, broken):
             spooled.close()
         conn.close()
+
+
+def test_the_rotations_sync_writes_a_page_under_full_and_puts_normal_back(
+    tmp_path: Path,
+) -> None:
+    """The rotation makes the folds durable by one commit under ``synchronous = FULL``
+    (in WAL mode it syncs the WAL): a commit that wrote nothing synced nothing, and the
+    watermark stored as it stood wrote nothing (a review: no fdatasync of the WAL). The
+    commit writes a page (the WAL grows by a frame), the watermark stands as it was, and
+    the connection is NORMAL again."""
+    db_path = tmp_path / "store.db"
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("PRAGMA wal_autocheckpoint = 0")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY CHECK (id = 1), spool TEXT, folded INT)")
+
+    def fold(conn: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
+        mark(conn, "t", "abc", 7)
+        return "abc", 7
+
+    spooled = Spooled(db_path, fold, "t")
+    try:
+        spooled.fold(db)  # the watermark: ("abc", 7)
+        frames = Path(f"{db_path}-wal").stat().st_size
+        assert spooled._fold_rest(db) == ("abc", 7)
+        assert Path(f"{db_path}-wal").stat().st_size > frames  # a frame: a commit that synced
+        assert db.execute("SELECT spool, folded FROM t").fetchone() == ("abc", 7)
+        assert db.execute("PRAGMA synchronous").fetchone() == (1,)
+    finally:
+        spooled.close()
+        db.close()

@@ -130,6 +130,15 @@ class BudgetPane(Pane):
             yield Static(id="budget-body")
 
     def show(self, snapshot: dict[str, Any]) -> None:
+        held = self.snapshot
+        # an older one of the same session is stale (the first snapshot, read as the
+        # session opened, can come after a run's own: a review)
+        if (
+            held
+            and held.get("session") == snapshot.get("session")
+            and str(snapshot.get("ts") or "") < str(held.get("ts") or "")
+        ):
+            return
         self.snapshot = snapshot
         self.redraw()
 
