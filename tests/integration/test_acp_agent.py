@@ -292,19 +292,8 @@ async def test_a_merge_withdrawn_by_a_cancel_is_audited_as_refused(
     """session/cancel while the merge permission was on screen told the editor and left
     no merge line (a keep, a dismissal or a timeout each leave one: an ACP audit)."""
     w = world()
-    session_id: list[str] = []
-
-    async def cancel_at_the_merge(client: ScriptedClient) -> None:
-        await client.conn.cancel(session_id=session_id[0])
-        return None
-
-    client = ScriptedClient(answers=[cancel_at_the_merge])
     before = checkout_fingerprint(repo)
-    async with spawned(client, cwd=repo, env=w["env"], args=("--policy", str(w["policy"]))) as conn:
-        await initialize(conn, fs=False)
-        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
-        session_id.append(session.session_id)
-        done = await conn.prompt(session_id=session.session_id, prompt=[text_block(TASK)])
+    client, done = await cancelled_at_the_first_permission(repo, w, fs=False)
     assert done.stop_reason == "cancelled"
     (merge,) = client.permissions
     assert merge.options == MERGE_OPTIONS
@@ -313,6 +302,27 @@ async def test_a_merge_withdrawn_by_a_cancel_is_audited_as_refused(
     assert line["values"]["outcome"] == "refused" and line["reason_codes"] == ["HUMAN"]
     assert line["values"]["answer"] == f"acp:{CLIENT_NAME}: withdrawn (the turn was cancelled)"
     assert line["run"] == bundle_of(repo).name
+
+
+async def cancelled_at_the_first_permission(
+    repo: Path, w: dict[str, Any], *, fs: bool
+) -> tuple[ScriptedClient, Any]:
+    """A task's turn, where the editor's stop button is pressed while the first
+    permission is on screen: session/cancel, then the pending permission answers
+    "cancelled" as the protocol asks. The client, and the prompt's response."""
+    session_id: list[str] = []
+
+    async def cancel_then_answer(client: ScriptedClient) -> None:
+        await client.conn.cancel(session_id=session_id[0])
+        return None
+
+    client = ScriptedClient(answers=[cancel_then_answer])
+    async with spawned(client, cwd=repo, env=w["env"], args=("--policy", str(w["policy"]))) as conn:
+        await initialize(conn, fs=fs)
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        session_id.append(session.session_id)
+        done = await conn.prompt(session_id=session.session_id, prompt=[text_block(TASK)])
+    return client, done
 
 
 async def audit_db(kind: str) -> list[dict[str, Any]]:
@@ -330,21 +340,8 @@ async def test_cancel_in_the_middle_of_a_run_seals_the_evidence(
     repo: Path, world: Callable[..., dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
     w = world(plan=0.6)
-    session_id: list[str] = []
-
-    async def cancel_then_answer(client: ScriptedClient) -> None:
-        # the editor's stop button while the escalation is on screen: cancel, then the
-        # pending permission answers "cancelled" as the protocol asks
-        await client.conn.cancel(session_id=session_id[0])
-        return None
-
-    client = ScriptedClient(answers=[cancel_then_answer])
     before = checkout_fingerprint(repo)
-    async with spawned(client, cwd=repo, env=w["env"], args=("--policy", str(w["policy"]))) as conn:
-        await initialize(conn, fs=True)
-        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
-        session_id.append(session.session_id)
-        done = await conn.prompt(session_id=session.session_id, prompt=[text_block(TASK)])
+    client, done = await cancelled_at_the_first_permission(repo, w, fs=True)
     assert done.stop_reason == "cancelled"
     no_protocol_noise(caplog)
     (asked,) = client.permissions

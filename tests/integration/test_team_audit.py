@@ -582,18 +582,27 @@ def test_under_local_only_a_database_on_a_public_host_refuses_to_start(
 # ── a whole session on the team store ────────────────────────────────────────────────────
 
 
+def _on_the_team_store(
+    monkeypatch: pytest.MonkeyPatch, fake_openai_factory: Callable[..., object], url: str
+) -> None:
+    """Sessions on the team store at ``url``, their local roles served by a vLLM fake."""
+    from tests.reliability.kit import LOCAL_MODELS
+
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="ok")
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)  # type: ignore[attr-defined]
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", url)
+
+
 def test_ask_on_the_team_store_writes_the_team_audit_and_ledger(
     pg_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     fake_openai_factory: Callable[..., object],
 ) -> None:
-    from tests.reliability.kit import LOCAL_MODELS, run_json
+    from tests.reliability.kit import run_json
 
-    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="ok")
-    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)  # type: ignore[attr-defined]
-    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
-    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", pg_url)
+    _on_the_team_store(monkeypatch, fake_openai_factory, pg_url)
     for user in ("alice", "bob"):
         monkeypatch.setenv("SWITCHYARD_USER", user)
         rc, _, err = run_json(["ask", "--role", "tutor", "--local-only", "hello"], capsys)
@@ -621,12 +630,9 @@ def test_a_team_spelled_in_another_case_is_refused_not_a_team_apart(
     "platform" reserved against a day cap of its own. A spelling the database does not
     have, beside one differing only in case, is a usage error naming both, before any
     line or reservation; the team's own spelling goes on working."""
-    from tests.reliability.kit import LOCAL_MODELS, run_json
+    from tests.reliability.kit import run_json
 
-    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="ok")
-    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)  # type: ignore[attr-defined]
-    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
-    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", pg_url)
+    _on_the_team_store(monkeypatch, fake_openai_factory, pg_url)
     monkeypatch.setenv("SWITCHYARD_TEAM", "platform")
     assert run_json(["ask", "--role", "tutor", "--local-only", "hello"], capsys)[0] == 0
     monkeypatch.setenv("SWITCHYARD_TEAM", "Platform")
@@ -652,12 +658,9 @@ def test_policy_simulate_on_the_team_store_replays_the_chain_it_is_given(
     """It opened this process's own chain, new and empty, and said "no decisions in this
     range: nothing to simulate" of a team's 42 (an audit found it)."""
     from app.resources import default_policy_path
-    from tests.reliability.kit import LOCAL_MODELS, run_json
+    from tests.reliability.kit import run_json
 
-    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="ok")
-    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)  # type: ignore[attr-defined]
-    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
-    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", pg_url)
+    _on_the_team_store(monkeypatch, fake_openai_factory, pg_url)
     for _ in range(2):
         assert run_json(["ask", "--role", "tutor", "--local-only", "hello"], capsys)[0] == 0
     rc, out, _ = run_cli(["audit", "chains", "--json"], capsys)
