@@ -26,7 +26,8 @@ import stat
 import time
 from pathlib import Path
 
-from app.errors import ConfigError
+from app.errors import ConfigError, UsageError
+from app.evidence.runid import validate_run_id
 
 #: the markers' folder in the repository's state dir (beside ``runs``)
 LIVE_DIR = "live"
@@ -132,9 +133,6 @@ def sweep(state: Path) -> None:
 
 
 def _drop_if_dead(folder: int, name: str) -> None:
-    from app.errors import UsageError
-    from app.evidence.runid import validate_run_id
-
     try:
         validate_run_id(name)
     except UsageError:

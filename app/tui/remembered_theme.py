@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,10 +21,6 @@ from app.errors import SwitchyardError
 from app.tui.themes import DEFAULT_THEME
 
 FILE_NAME = "tui.json"
-
-#: one write at a time in the process: each reads the file's other keys and writes them
-#: back with its theme (the app also queues its writes, so the last pick is the one kept)
-_writing = threading.Lock()
 
 
 class ThemeMemory(NamedTuple):
@@ -81,28 +76,28 @@ def start_theme(
 
 def write_theme(path: Path, name: str) -> None:
     """Keep ``name`` in ``path`` (the file's other keys kept), replaced whole and synced.
-    A SwitchyardError says why it could not be."""
+    A SwitchyardError says why it could not be. One at a time: the app queues its writes
+    (its ``_theme_writes`` lock), so the last pick is the one kept."""
     # (here, not above: only a pick writes, and the first frame needs none of them)
     from app.durable import fsync_dir
     from app.paths import ensure_dir
     from app.replacing import replacing
 
-    with _writing:
+    try:
+        kept: dict[str, Any] = {}
         try:
-            kept: dict[str, Any] = {}
-            try:
-                old = json.loads(path.read_text(encoding="utf-8"))
-                kept = old if isinstance(old, dict) else {}
-            except (OSError, ValueError):  # (none yet, or a broken one: replaced)
-                pass
-            ensure_dir(path.parent)
-            with replacing(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
-                json.dump({**kept, "theme": name}, fh, indent=2)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())  # (the content on disk before the rename)
-            fsync_dir(path.parent)
-        except OSError as exc:
-            raise SwitchyardError(
-                f"{path}: theme {name} not remembered ({exc.strerror or exc})"
-            ) from None
+            old = json.loads(path.read_text(encoding="utf-8"))
+            kept = old if isinstance(old, dict) else {}
+        except (OSError, ValueError):  # (none yet, or a broken one: replaced)
+            pass
+        ensure_dir(path.parent)
+        with replacing(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
+            json.dump({**kept, "theme": name}, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())  # (the content on disk before the rename)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise SwitchyardError(
+            f"{path}: theme {name} not remembered ({exc.strerror or exc})"
+        ) from None

@@ -55,6 +55,17 @@ async def ask(pilot: Any, seen: Messages, text: str) -> TutorAnswered:
     return seen.of(TutorAnswered)[-1]
 
 
+def slow_tutor_app(make_app: Any, bookkeeping_s: float = 0.0) -> tuple[Any, Any]:
+    """The workbench with no task and a :func:`slow_tutor`; and the event that lets its
+    model answer."""
+    import asyncio
+
+    release = asyncio.Event()
+    app = make_app(task=None)
+    app._tutor = slow_tutor(release, bookkeeping_s)
+    return app, release
+
+
 def slow_tutor(release: Any, bookkeeping_s: float = 0.0) -> Any:
     """A tutor whose model answers once ``release`` is set; cancelled, it takes
     ``bookkeeping_s`` of its own before the cancel goes on (as the router's does)."""
@@ -143,14 +154,9 @@ async def test_typing_the_next_question_while_the_tutor_answers_stays_text(
 ) -> None:
     """The answer moved the focus to the body in the middle of the next question, so
     its letters became commands: "r" folded the answer and "n" wiped the session."""
-    import asyncio
 
-    release = asyncio.Event()
-    slow = slow_tutor(release)
-
+    app, release = slow_tutor_app(make_app)
     seen = Messages()
-    app = make_app(task=None)
-    app._tutor = slow
     async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
         await open_tutor(pilot)
         box = app.screen.query_one("#tutor-input", Input)
@@ -172,14 +178,9 @@ async def test_leaving_the_tutor_while_it_answers_loses_nothing(make_app: Any) -
     """Left while "thinking…" and opened again: the new screen was blank, the answer went
     to the screen that had asked and was gone (a TUI audit). The question shows, thinking,
     and the answer lands on the screen open when it comes."""
-    import asyncio
 
-    release = asyncio.Event()
-    slow = slow_tutor(release)
-
+    app, release = slow_tutor_app(make_app)
     seen = Messages()
-    app = make_app(task=None)
-    app._tutor = slow
     async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
         await open_tutor(pilot)
         await submit(pilot, "why is a token lost?")
@@ -198,13 +199,8 @@ async def test_a_question_cancelled_by_the_next_leaves_the_next_ones_mark(
 ) -> None:
     """The first question, cancelled by the second, ended after the second began and
     cleared its mark: left and reopened, the screen was blank again (a review)."""
-    import asyncio
 
-    release = asyncio.Event()
-    slow = slow_tutor(release, bookkeeping_s=0.05)
-
-    app = make_app(task=None)
-    app._tutor = slow
+    app, release = slow_tutor_app(make_app, bookkeeping_s=0.05)
     async with app.run_test(size=(160, 48)) as pilot:
         await open_tutor(pilot)
         for question in ("first question", "second question"):
