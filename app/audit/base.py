@@ -191,8 +191,24 @@ class AuditBase(ClosedOnExit):
         """The last ``n`` lines (optionally of one session/run), oldest first."""
         raise NotImplementedError
 
-    async def verify(self) -> VerifyReport:
-        """Check this log's chain: hashes, links, contiguous seqs, index columns, head."""
+    async def verify(self, *, from_seq: int = 1) -> VerifyReport:
+        """Check this log's chain: hashes, links, contiguous seqs, index columns, head.
+
+        ``from_seq``: the chain from that line to the head (what a range read relies on:
+        every line it reads is linked to the head); ``lines_checked`` counts from there."""
+        raise NotImplementedError
+
+    async def first_of(
+        self, *, since: str | None = None, session: str | None = None, run: str | None = None
+    ) -> tuple[int, str] | None:
+        """The least seq and the least ts of the lines with ``ts >= since`` of
+        ``session``/``run`` (each filter when given); None when no line matches. Read
+        through an index, exact whatever the clock did (a line's ts is read under the
+        chain's lock, in seq order, but a clock can be set back)."""
+        raise NotImplementedError
+
+    async def first_of_sessions_from(self, seq: int) -> int | None:
+        """The least first seq of the sessions that have a line at ``seq`` or after."""
         raise NotImplementedError
 
     async def lines(
@@ -229,7 +245,12 @@ class AuditBase(ClosedOnExit):
                 await asyncio.sleep(interval)
 
     async def export_jsonl(
-        self, out: TextIO | Path, session: str | None = None, run: str | None = None
+        self,
+        out: TextIO | Path,
+        session: str | None = None,
+        run: str | None = None,
+        *,
+        from_seq: int = 1,
     ) -> int:
         """Write lines as JSONL (the stored canonical text, verbatim). Returns the count.
 
@@ -237,14 +258,16 @@ class AuditBase(ClosedOnExit):
         is a sub-sequence and verifies with ``verify_lines(.., chain=False)``.
         """
         if not isinstance(out, Path):
-            return await self._write_jsonl(out, session, run)
+            return await self._write_jsonl(out, session, run, from_seq)
         fh = await asyncio.to_thread(out.open, "w", encoding="utf-8", newline="\n")
         try:
-            return await self._write_jsonl(fh, session, run)
+            return await self._write_jsonl(fh, session, run, from_seq)
         finally:
             fh.close()
 
-    async def _write_jsonl(self, out: TextIO, session: str | None, run: str | None) -> int:
+    async def _write_jsonl(
+        self, out: TextIO, session: str | None, run: str | None, from_seq: int
+    ) -> int:
         raise NotImplementedError
 
 

@@ -118,10 +118,12 @@ class ChainChecker:
     wherever two neighbours happen to be consecutive.
     """
 
-    def __init__(self, *, chain: bool = True) -> None:
+    def __init__(self, *, chain: bool = True, start: int = 1) -> None:
         self.chain = chain
         self.count = 0
-        self.last_seq = 0
+        #: ``start`` > 1: the chain from that line on (a range read to the head); that
+        #: line's own hash is checked, its link to the line before it is not
+        self.last_seq = start - 1
         self.last_hash: str | None = None
 
     def feed(self, raw: str | Mapping[str, Any], *, where: str = "") -> dict[str, Any]:

@@ -312,8 +312,10 @@ class AuditLog(AuditBase):
         rows = await self._fetch(sql, (*params, -1 if limit is None else limit))
         return [_to_line(seq, text) for seq, text in rows]
 
-    async def _write_jsonl(self, out: TextIO, session: str | None, run: str | None) -> int:
-        where, params = _where(session, run, 0)
+    async def _write_jsonl(
+        self, out: TextIO, session: str | None, run: str | None, from_seq: int
+    ) -> int:
+        where, params = _where(session, run, max(from_seq, 1) - 1)
         count = 0
         async with self._lock:
             await self._fold_here()
@@ -333,9 +335,10 @@ class AuditLog(AuditBase):
                 await rollback(self._db)
         return count
 
-    async def verify(self) -> VerifyReport:
-        """Check the whole chain: hashes, links, contiguous seqs, index columns, head."""
-        checker = ChainChecker(chain=True)
+    async def verify(self, *, from_seq: int = 1) -> VerifyReport:
+        """Check the chain (from ``from_seq``): hashes, links, contiguous seqs, index
+        columns, head."""
+        checker = ChainChecker(chain=True, start=max(from_seq, 1))
         broken: SpoolBroken | None = None
         async with self._lock:
             try:
@@ -355,8 +358,11 @@ class AuditLog(AuditBase):
         return checker.report()
 
     async def _check(self, checker: ChainChecker) -> None:
-        sql = "SELECT seq, ts, hash, session, run, kind, line FROM audit_lines ORDER BY seq"
-        async with self._db.execute(sql) as cur:
+        sql = (
+            "SELECT seq, ts, hash, session, run, kind, line FROM audit_lines WHERE seq > ?"
+            " ORDER BY seq"
+        )
+        async with self._db.execute(sql, (checker.last_seq,)) as cur:
             async for seq, ts, hash_, session, run, kind, text in cur:
                 check_row(checker, seq, ts, hash_, session, run, kind, text)
         async with self._db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
@@ -366,6 +372,41 @@ class AuditLog(AuditBase):
                 raise Problem(None, "the chain head record is missing")
             return
         checker.finish(head_hash=head[1], head_seq=head[0])
+
+    async def first_of(
+        self, *, since: str | None = None, session: str | None = None, run: str | None = None
+    ) -> tuple[int, str] | None:
+        clauses, params = [], []
+        for clause, value in (("ts >= ?", since), ("session = ?", session), ("run = ?", run)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        # By ts alone, SQLite's plan walked the rows in seq order until one matched (the
+        # whole log for a recent --since); the ts index reads only the range.
+        table = "audit_lines INDEXED BY audit_lines_ts" if clauses == ["ts >= ?"] else "audit_lines"
+        row = await self._row(f"SELECT MIN(seq), MIN(ts) FROM {table}{where}", params)
+        return None if row[0] is None else (int(row[0]), str(row[1]))
+
+    async def first_of_sessions_from(self, seq: int) -> int | None:
+        # the sessions of the rows from ``seq`` on (by seq, not a scan of the whole
+        # session index), then each one's first line: one probe of (session, seq) each
+        sql = (
+            "SELECT MIN((SELECT MIN(b.seq) FROM audit_lines b WHERE b.session = a.session))"
+            " FROM (SELECT DISTINCT session FROM audit_lines NOT INDEXED WHERE seq >= ?) a"
+        )
+        row = await self._row(sql, (seq,))
+        return None if row[0] is None else int(row[0])
+
+    async def _row(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...]:
+        """The one row of an aggregate ``sql``."""
+        with self._mapped(writing=False):
+            async with self._lock:
+                await self._fold_here()
+                async with self._runner.waiting() as db, db.execute(sql, params) as cur:
+                    row = await cur.fetchone()
+        assert row is not None  # an aggregate's
+        return tuple(row)
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[int, str]]:
         with self._mapped(writing=False):

@@ -356,8 +356,10 @@ class PgAuditLog(AuditBase):
                 clauses.append(f"{column} = ${len(params)}")
         return " AND ".join(clauses), tuple(params)
 
-    async def _write_jsonl(self, out: TextIO, session: str | None, run: str | None) -> int:
-        where, params = self._where(session, run, 0)
+    async def _write_jsonl(
+        self, out: TextIO, session: str | None, run: str | None, from_seq: int
+    ) -> int:
+        where, params = self._where(session, run, max(from_seq, 1) - 1)
 
         async def write(conn: Conn) -> int:
             count = 0
@@ -378,10 +380,37 @@ class PgAuditLog(AuditBase):
             # a reader gone away (``| head``) was "team audit log … unavailable: Broken pipe"
             raise failed.error from None
 
-    async def verify(self) -> VerifyReport:
+    async def verify(self, *, from_seq: int = 1) -> VerifyReport:
         """This instance's chain, checked as ``audit verify`` checks every chain."""
-        reports = await self.verify_chains(self.chain)
+        reports = await self.verify_chains(self.chain, from_seq=from_seq)
         return reports[0].report if reports else ChainChecker().report()
+
+    async def first_of(
+        self, *, since: str | None = None, session: str | None = None, run: str | None = None
+    ) -> tuple[int, str] | None:
+        clauses, params = ["chain = $1"], [self.chain]
+        # ts in byte order, as the SQLite file and the simulation compare it (a locale's
+        # collation may not): the (chain, ts "C") index of schema v4
+        given = (('ts COLLATE "C" >=', since), ("session =", session), ("run =", run))
+        for clause, value in given:
+            if value is not None:
+                params.append(value)
+                clauses.append(f"{clause} ${len(params)}")
+        sql = (
+            f'SELECT min(seq) AS seq, min(ts COLLATE "C") AS ts FROM audit_lines'
+            f" WHERE {' AND '.join(clauses)}"
+        )
+        row = await self._with(lambda c: c.fetchrow(sql, *params))
+        return None if row is None or row["seq"] is None else (int(row["seq"]), row["ts"])
+
+    async def first_of_sessions_from(self, seq: int) -> int | None:
+        sql = (
+            "SELECT min((SELECT min(b.seq) FROM audit_lines b"
+            "  WHERE b.session = a.session AND b.chain = $1))"
+            " FROM (SELECT DISTINCT session FROM audit_lines WHERE chain = $1 AND seq >= $2) a"
+        )
+        found = await self._with(lambda c: c.fetchval(sql, self.chain, seq))
+        return None if found is None else int(found)
 
     # ── the team ─────────────────────────────────────────────────────────────────────────
 
@@ -481,8 +510,11 @@ class PgAuditLog(AuditBase):
         # shown in time order; each chain's own order is its seq's
         return sorted(found, key=lambda t: (t.line.ts, t.chain, t.line.seq)), read
 
-    async def verify_chains(self, chain: str | None = None) -> list[ChainReport]:
-        """Every chain of the team (or one): lines, links, index columns, head, owner."""
+    async def verify_chains(
+        self, chain: str | None = None, *, from_seq: int = 1
+    ) -> list[ChainReport]:
+        """Every chain of the team (or one): lines, links, index columns, head, owner;
+        from ``from_seq`` to each one's head."""
 
         async def run(conn: Conn) -> list[ChainReport]:
             out: list[ChainReport] = []
@@ -496,7 +528,7 @@ class PgAuditLog(AuditBase):
                 for owner in await conn.fetch(sql + " ORDER BY started, chain", *args):
                     if another_teams(owner, self.team):
                         continue
-                    report = await _verify_chain(conn, owner)
+                    report = await _verify_chain(conn, owner, from_seq)
                     out.append(
                         ChainReport(
                             chain=owner["chain"],
@@ -510,8 +542,8 @@ class PgAuditLog(AuditBase):
         return await self._with(run)
 
 
-async def _verify_chain(conn: Conn, owner: asyncpg.Record) -> VerifyReport:
-    checker = ChainChecker(chain=True)
+async def _verify_chain(conn: Conn, owner: asyncpg.Record, from_seq: int = 1) -> VerifyReport:
+    checker = ChainChecker(chain=True, start=max(from_seq, 1))
     try:
         made = chain_id(
             owner["team"], owner["user_name"], owner["host"], owner["started"], owner["nonce"]
@@ -520,9 +552,9 @@ async def _verify_chain(conn: Conn, owner: asyncpg.Record) -> VerifyReport:
             raise Problem(None, "its owner record (team, user, host, start) was edited")
         sql = (
             "SELECT seq, ts, hash, session, run, kind, line FROM audit_lines WHERE chain = $1"
-            " ORDER BY seq"
+            " AND seq > $2 ORDER BY seq"
         )
-        async for r in conn.cursor(sql, owner["chain"]):
+        async for r in conn.cursor(sql, owner["chain"], checker.last_seq):
             check_row(
                 checker,
                 int(r["seq"]),

@@ -97,4 +97,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE TRIGGER audit_chains_no_truncate BEFORE TRUNCATE ON audit_chains"
         " FOR EACH STATEMENT EXECUTE FUNCTION sy_audit_append_only()",
     ),
+    # v4: where a range read of a chain starts (`policy simulate --since`): its lines by
+    # ts in byte order, as the SQLite file and the simulation compare it (the database's
+    # own collation may order "2026-12-05T…" otherwise)
+    ('CREATE INDEX audit_lines_chain_ts ON audit_lines (chain, ts COLLATE "C")',),
 )

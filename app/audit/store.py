@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS audit_lines (
 );
 CREATE INDEX IF NOT EXISTS audit_lines_session ON audit_lines (session, seq);
 CREATE INDEX IF NOT EXISTS audit_lines_run ON audit_lines (run, seq);
+-- Where a range read (`policy simulate --since`) starts, exactly whatever the clock did.
+-- Added to v2 files as they are opened (older versions keep it up to date as they write).
+CREATE INDEX IF NOT EXISTS audit_lines_ts ON audit_lines (ts);
 -- The head is updated in the same transaction as each insert, so cutting lines off the
 -- end of the chain (which no hash chain detects by itself) shows up in verify().
 CREATE TABLE IF NOT EXISTS audit_head (

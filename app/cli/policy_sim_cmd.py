@@ -163,7 +163,7 @@ def run_simulation(
             chain=chain,
         )
         try:
-            return await read_log(log)
+            return await read_log(log, since=since, session=session)
         finally:
             await log.close()
 

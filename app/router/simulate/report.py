@@ -113,6 +113,9 @@ class SimulationReport(Model):
     #: policy was in force, or concurrent requests raced for a cap), first seqs listed
     against_differs_from_recorded: int = 0
     differs_seqs: list[int] = Field(default_factory=list)
+    #: the first audit line read, the chain verified from it to its head: 1 unless the
+    #: range asked for (``since``, ``session``) needs only the lines from a later one
+    read_from_seq: int = 1
 
     @computed_field  # type: ignore[prop-decorator]
     @property

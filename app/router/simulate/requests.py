@@ -142,6 +142,9 @@ class Collected:
     loose_calls: list[Call] = field(default_factory=list)
     old: list[OldDecision] = field(default_factory=list)
     lines: int = 0
+    #: the first line read (1: the whole log; past the head: none): a range's requests
+    #: and every cost their caps count stand from there (app.router.simulate.source)
+    start: int = 1
 
 
 class Collector:

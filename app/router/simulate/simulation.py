@@ -263,7 +263,9 @@ def _simulate(
         tally.outcome("against", req, a, rep_a.ledger.limit_usd)
         tally.outcome("new", req, b, rep_b.ledger.limit_usd)
         tally.compare(world, a, b)
-    return _report(tally, new_ref, against_ref, filters)
+    return _report(tally, new_ref, against_ref, filters).model_copy(
+        update={"read_from_seq": collected.start}
+    )
 
 
 def _local_as_recorded(w: World, a: Replayer, b: Replayer) -> bool:

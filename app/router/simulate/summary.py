@@ -48,6 +48,8 @@ def summary_lines(r: SimulationReport) -> list[str]:
         f"policy {r.new.version} ({r.new.path}) against {r.against.version} ({r.against.path}), "
         f"{range_text(r)}"
     )
+    if r.read_from_seq > 1 and not r.empty:
+        head += f" (the log read and verified from line {r.read_from_seq:,} to its head)"
     if r.empty:
         return [head, "no decisions in this range: nothing to simulate"]
     added = sum(x.escalations_added for x in r.roles)

@@ -1,0 +1,165 @@
+"""What a range read asks of an audit store (``policy simulate --since/--session``,
+``audit export --session/--run``), on the SQLite file and the team's PostgreSQL alike:
+the first line of a range found exactly (a clock set back included), the sessions' first
+lines, and the chain verified and exported from a line to the head."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.audit.canonical import verify_lines
+from app.clock import ManualClock
+from tests.pg import StoreUnderTest
+
+
+async def _written(store: StoreUnderTest) -> tuple[Any, list[Any]]:
+    """Lines of three sessions over two UTC days, the clock set back two hours once
+    (a line's ts then stands before an earlier line's)."""
+    clock = ManualClock(datetime(2026, 12, 1, 21, 0, tzinfo=UTC))
+    log = await store.audit(clock)
+    plan = [("a", 3600), ("a", 3600), ("b", 5400), ("a", -7200), ("c", 3600), ("b", 3600)]
+    plan += [("c", 3600), ("b", 60), ("a", 60)]
+    for session, step in plan:
+        await log.append("route", session=session, role="tutor", detail=f"step {step}")
+        clock.advance(step)
+    return log, await log.lines()
+
+
+def test_the_first_line_of_a_range_is_found_exactly(any_store: StoreUnderTest) -> None:
+    async def go() -> None:
+        log, lines = await _written(any_store)
+        try:
+            stamps = [line.ts for line in lines]
+            assert sorted(stamps) != stamps and stamps[3] > "2026-12-02" > stamps[4]  # set back
+            moments = sorted({line.ts for line in lines} | {line.ts[:10] for line in lines})
+            for since in [*moments, "2026-11-30", "2026-12-09"]:
+                for session in (None, "a", "b", "c", "nobody"):
+                    match = [
+                        x
+                        for x in lines
+                        if x.ts >= since and (session is None or x.session == session)
+                    ]
+                    want = (match[0].seq, min(x.ts for x in match)) if match else None
+                    assert await log.first_of(since=since, session=session) == want
+            for session in ("a", "b", "c"):
+                own = [x for x in lines if x.session == session]
+                assert await log.first_of(session=session) == (
+                    own[0].seq,
+                    min(x.ts for x in own),
+                )
+            for seq in range(1, len(lines) + 2):
+                later = {x.session for x in lines if x.seq >= seq}
+                firsts = [next(x.seq for x in lines if x.session == s) for s in later]
+                assert await log.first_of_sessions_from(seq) == (min(firsts) if firsts else None)
+        finally:
+            await log.close()
+
+    asyncio.run(go())
+
+
+def test_the_chain_is_verified_and_exported_from_a_line_to_its_head(
+    any_store: StoreUnderTest,
+) -> None:
+    async def go() -> None:
+        log, lines = await _written(any_store)
+        try:
+            for start in range(1, len(lines) + 1):
+                report = await log.verify(from_seq=start)
+                assert report.ok, (start, report)
+                assert report.lines_checked == len(lines) - start + 1
+                assert report.head_hash == lines[-1].hash
+                out = io.StringIO()
+                assert await log.export_jsonl(out, from_seq=start) == len(lines) - start + 1
+                exported = out.getvalue().splitlines()
+                assert [json.loads(x)["seq"] for x in exported] == list(
+                    range(start, len(lines) + 1)
+                )
+                assert verify_lines(exported, chain=False).ok
+            out = io.StringIO()
+            assert await log.export_jsonl(out, session="b", from_seq=5) == 2
+        finally:
+            await log.close()
+
+    asyncio.run(go())
+
+
+def test_a_range_verify_finds_an_edit_in_the_range_not_before_it(tmp_path: Path) -> None:
+    """What a range read relies on is checked: every line from its first to the head.
+    An edit before it is ``audit verify``'s to find (the whole chain)."""
+    store = StoreUnderTest("sqlite", str(tmp_path / "ledger.db"))
+
+    async def write() -> Path:
+        log, _ = await _written(store)
+        await log.close()
+        return log.path  # type: ignore[no-any-return]
+
+    path = asyncio.run(write())
+    with sqlite3.connect(path) as con:
+        con.execute("DROP TRIGGER IF EXISTS audit_lines_no_update")
+        con.execute("UPDATE audit_lines SET line = replace(line, 'step', 'stop') WHERE seq = 6")
+
+    async def check() -> list[Any]:
+        log = await store.audit()
+        try:
+            return [await log.verify(from_seq=n) for n in (1, 6, 7)]
+        finally:
+            await log.close()
+
+    whole, at, after = asyncio.run(check())
+    assert not whole.ok and whole.first_bad_seq == 6
+    assert not at.ok and at.first_bad_seq == 6
+    assert after.ok and after.lines_checked == 3
+
+
+def test_a_file_written_before_the_ts_index_gets_it_when_opened(tmp_path: Path) -> None:
+    store = StoreUnderTest("sqlite", str(tmp_path / "ledger.db"))
+
+    async def write() -> Path:
+        log, _ = await _written(store)
+        await log.close()
+        return log.path  # type: ignore[no-any-return]
+
+    path = asyncio.run(write())
+    with sqlite3.connect(path) as con:
+        con.execute("DROP INDEX audit_lines_ts")
+
+    async def first() -> Any:
+        log = await store.audit()
+        try:
+            return await log.first_of(since="2026-12-02")
+        finally:
+            await log.close()
+
+    assert asyncio.run(first()) is not None
+    with sqlite3.connect(path) as con:
+        plan = con.execute(
+            "EXPLAIN QUERY PLAN SELECT MIN(seq) FROM audit_lines INDEXED BY audit_lines_ts"
+            " WHERE ts >= '2026-12-02'"
+        ).fetchall()
+    assert "audit_lines_ts" in str(plan)
+
+
+@pytest.mark.parametrize("value", ["2026-12-02", "2026-12-02T00:30:00.000Z"])
+def test_a_day_or_a_moment_compares_as_text_in_byte_order(
+    any_store: StoreUnderTest, value: str
+) -> None:
+    """The team store compares ts in byte order ("C"), as the file and the simulation do,
+    whatever the database's collation."""
+
+    async def go() -> None:
+        log, lines = await _written(any_store)
+        try:
+            match = [x for x in lines if x.ts >= value]
+            assert await log.first_of(since=value) == (match[0].seq, min(x.ts for x in match))
+        finally:
+            await log.close()
+
+    asyncio.run(go())
