@@ -35,7 +35,15 @@ from app import __version__
 from app.acp.editor import editor_context, prompt_text
 from app.acp.history import replay, runs_of, session_infos
 from app.acp.permissions import AcpDecider, approver_name
-from app.acp.sessions import RUN_MODE, TUTOR_MODE, AcpSession, SessionPool, modes, session_repo
+from app.acp.sessions import (
+    RUN_MODE,
+    TUTOR_MODE,
+    AcpSession,
+    SessionPool,
+    modes,
+    session_repo,
+    session_within,
+)
 from app.acp.turns import run_turn
 from app.acp.tutoring import tutor_turn
 
@@ -57,6 +65,10 @@ def mcp_names(servers: Any) -> list[str]:
     if names:
         log.info("MCP servers given and not started: %s", ", ".join(names))
     return names
+
+
+def _place(repo: Path, within: str) -> Path:
+    return repo / within if within else repo
 
 
 class SwitchyardAgent:
@@ -101,19 +113,23 @@ class SwitchyardAgent:
         )
 
     async def new_session(self, cwd: str, **kwargs: Any) -> NewSessionResponse:
-        s = await self._open(session_repo(cwd, self.pinned))
+        repo = session_repo(cwd, self.pinned)
+        s = await self._open(repo, within=session_within(cwd, repo))
         s.unused_mcp = mcp_names(kwargs.get("mcp_servers"))
         return NewSessionResponse(session_id=s.id, modes=modes(s.mode, self.policy))
 
     async def load_session(self, cwd: str, session_id: str, **kwargs: Any) -> LoadSessionResponse:
         repo = session_repo(cwd, self.pinned)
+        within = session_within(cwd, repo)
         open_one = self.pool.sessions.get(session_id)
-        if open_one is not None and open_one.repo != repo:
+        if open_one is not None and (open_one.repo, open_one.within) != (repo, within):
             # it was returned as it was, on its own repository, whatever cwd named: the
-            # editor would have shown one project's session as another's
+            # editor would have shown one project's session as another's (or one folder's,
+            # its edits kept to that folder, as another's)
             raise RequestError(
                 -32602,
-                f"session {session_id!r} is open on {open_one.repo}, not on {repo}",
+                f"session {session_id!r} is open on {_place(open_one.repo, open_one.within)},"
+                f" not on {_place(repo, within)}",
                 {"sessionId": session_id, "cwd": cwd},
             )
         runs = runs_of(repo, session_id)
@@ -123,7 +139,7 @@ class SwitchyardAgent:
                 f"no session {session_id!r} in {repo} (no evidence run names it)",
                 {"sessionId": session_id, "cwd": cwd},
             )
-        s = await self._open(repo, session_id)
+        s = await self._open(repo, session_id, within=within)
         s.unused_mcp = mcp_names(kwargs.get("mcp_servers"))
         await replay(runs, repo, self._sender(s.id))
         return LoadSessionResponse(modes=modes(s.mode, self.policy))
@@ -226,7 +242,9 @@ class SwitchyardAgent:
 
     # ── plumbing ─────────────────────────────────────────────────────────────────────
 
-    async def _open(self, repo: Path, session_id: str | None = None) -> AcpSession:
+    async def _open(
+        self, repo: Path, session_id: str | None = None, *, within: str = ""
+    ) -> AcpSession:
         def decider(sid: str) -> AcpDecider:
             return AcpDecider(
                 partial(self._conn.request_permission, session_id=sid),
@@ -235,7 +253,7 @@ class SwitchyardAgent:
                 partial(self._flush, sid),
             )
 
-        return await self.pool.open(repo, decider, session_id)
+        return await self.pool.open(repo, decider, session_id, within=within)
 
     def _sender(self, session_id: str) -> Any:
         async def send(update: Any) -> None:

@@ -44,12 +44,20 @@ async def offer_merge(
     timeout_s: float,
     policy: Policy,
     settled: list[MergeOutcome] | None = None,
+    within: str = "",
 ) -> MergeOutcome:
     """Offer the merge of a merge-ready run; ``settled`` receives the outcome once the
-    merge ran, even when the turn is cancelled while it runs."""
+    merge ran, even when the turn is cancelled while it runs. ``within``: the folder of
+    the repository the session is kept to; a merge that would change a file outside it is
+    refused without asking (and audited so)."""
     seal = sealed_hash(lines, run_id)
     plan = await asyncio.to_thread(
-        prepare_merge, repo, run_id, sealed_sha256=seal[0] if seal else None, policy=policy
+        prepare_merge,
+        repo,
+        run_id,
+        sealed_sha256=seal[0] if seal else None,
+        policy=policy,
+        within=within,
     )
     target = _short(plan.target_ref)
     tid = f"{run_id}:merge"

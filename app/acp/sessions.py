@@ -53,6 +53,9 @@ class AcpSession:
     core: Session
     bus: Bus
     usage: UsageMeter
+    #: the folder of ``repo`` the session's changes are kept to: the editor's cwd (POSIX,
+    #: relative to the top; "" when the cwd is the top) (:func:`session_within`)
+    within: str = ""
     mode: str = RUN_MODE
     tutor: TutorSession | None = None
     #: the prompt turn at work, and what stops it
@@ -126,6 +129,24 @@ def session_repo(cwd: str, pinned: Path | None) -> Path:
     return top
 
 
+def session_within(cwd: str, top: Path) -> str:
+    """The folder of the repository at ``top`` a session on ``cwd`` is kept to: ACP's
+    ``cwd`` "establishes the file system context for the session" and "SHOULD serve as a
+    boundary for tool operations on the file system" (session setup), so the run's edits
+    and the merge stay inside it. Resolved first (a symlinked cwd is where it leads: git
+    reports the top resolved too), relative to the top; "" when it is the top."""
+    real = Path(cwd).resolve()
+    try:
+        rel = real.relative_to(top)
+    except ValueError:
+        raise RequestError(
+            -32602,
+            f"cwd {cwd} resolves to {real}, which is not inside its repository {top}",
+            {"cwd": cwd},
+        ) from None
+    return rel.as_posix() if rel.parts else ""
+
+
 class SessionPool:
     """The ACP sessions of one agent process, and their Switchyard sessions."""
 
@@ -165,7 +186,12 @@ class SessionPool:
         return s
 
     async def open(
-        self, repo: Path, decider: Callable[[str], Decider], session_id: str | None = None
+        self,
+        repo: Path,
+        decider: Callable[[str], Decider],
+        session_id: str | None = None,
+        *,
+        within: str = "",
     ) -> AcpSession:
         """A new Switchyard session (``decider`` is made for its id), or the open one."""
         sid = session_id or new_session_id()
@@ -173,7 +199,8 @@ class SessionPool:
             return await self.ready(sid)
         async with self._lock:
             core, bus = await self._core(sid, decider)
-            s = AcpSession(id=sid, repo=repo, core=core, bus=bus, usage=UsageMeter(self.policy))
+            usage = UsageMeter(self.policy)
+            s = AcpSession(id=sid, repo=repo, core=core, bus=bus, usage=usage, within=within)
             self.sessions[sid] = s
             self._deciders[sid] = decider
             closing = self._park_beyond_limit(keep=sid)

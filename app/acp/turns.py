@@ -93,7 +93,10 @@ async def run_turn(
     try:
         async with relaying(s, relay, RUN_EVENTS):
             outcome = await run_pipeline(
-                s.core, task, RunOptions(repo=s.repo, editor_context=editor), s.control
+                s.core,
+                task,
+                RunOptions(repo=s.repo, editor_context=editor, within=s.within),
+                s.control,
             )
         await send(
             update_agent_message_text(
@@ -112,6 +115,7 @@ async def run_turn(
                 approver=approver,
                 timeout_s=timeout_s,
                 policy=s.core.policy,
+                within=s.within,
             )
         return "end_turn"
     except asyncio.CancelledError:

@@ -47,7 +47,7 @@ async def plan(ctx: RunContext, brief: str) -> Plan:
     await ctx.stage(ROLE, "started", role=ROLE, detail="draft")
     first = Signals(user_request=ctx.wants_escalation(ROLE))
     ctx.guard_calls(ROLE)
-    asked = prompts.architect_draft(ctx.task, brief)
+    asked = prompts.architect_draft(ctx.task, brief, ctx.options.within)
     draft = await ask_model(
         ctx.router,
         ROLE,
@@ -135,7 +135,7 @@ async def _final(ctx: RunContext, brief: str, draft: Plan) -> tuple[Plan, Ground
         run=ctx.run_id,
     )
     ctx.charge(ROLE, 1)
-    messages = prompts.architect_final(ctx.task, brief, draft, questions.text)
+    messages = prompts.architect_final(ctx.task, brief, draft, questions.text, ctx.options.within)
     ctx.guard_calls(ROLE)
     final = await ask_model(
         ctx.router,

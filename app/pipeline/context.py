@@ -54,6 +54,10 @@ class RunOptions:
     #: the Librarian sweeps the whole repository for the brief (§3 full_sweep: Kimi on
     #: approval); ``run --full-sweep`` or the spec's ``Librarian full sweep: YES``
     full_sweep: bool = False
+    #: the folder of the repository (POSIX; "" for all of it) the change is kept to: the
+    #: working directory an ACP editor gave its session. An edit outside it is refused
+    #: whole (:meth:`app.workspace.worktree.Worktree.apply_files`), and so is a merge
+    within: str = ""
 
 
 class RunStopped(Exception):

@@ -45,7 +45,7 @@ from app.tokens import count_text
 
 if TYPE_CHECKING:
     from app.pipeline.context import RunContext
-    from app.workspace.worktree import Worktree
+    from app.workspace.worktree import ApplyResult, Worktree
 
 ROLE = "implementer"
 #: characters of source shown to the Implementer (the embedded model's window is small)
@@ -56,6 +56,9 @@ REPAIR_HINT = (
     "file, =======, the new lines, >>>>>>> REPLACE), then the JSON trailer."
 )
 
+#: the reason code of the refusal of edits outside the folder the run is kept to (an ACP
+#: session's working directory)
+EDIT_OUTSIDE_CWD = "EDIT_OUTSIDE_CWD"
 #: why a loop failed, as audited (reason code IMPLEMENTER_<KIND>)
 Failure = Literal["tests_failed", "edits_refused", "format_failed", "no_reply"]
 
@@ -110,7 +113,7 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
             ctx.router,
             ROLE,
             parser,
-            prompts.implementer(ctx.task, plan, shown, feedback),
+            prompts.implementer(ctx.task, plan, shown, feedback, ctx.options.within),
             signals,
             expected="the edit format",
             grammar=edit_grammar(shown),
@@ -128,8 +131,12 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
             _record(ctx, attempt, parser, None, f"# no diff: {kind.replace('_', ' ')}\n")
             continue
         said = change.edits.self_check_confidence
-        written = await asyncio.to_thread(worktree.apply_files, change.files)
+        written = await asyncio.to_thread(
+            worktree.apply_files, change.files, within=ctx.options.within
+        )
         work.tool_actions += len(change.files)  # each file the edits wrote
+        if written.outside:
+            await _refused_outside(ctx, attempt, written)
         if not written.ok:
             self_check = _ground(ctx, work, attempt, said, ChangeFacts(applied=False))
             failed += 1
@@ -230,6 +237,24 @@ def _not_landed(answer: Answer[Change], parser: EditReplyParser) -> tuple[Failur
     if last.outcome == "refused":
         return "edits_refused", f"your edits did not land:\n{problems}"
     return "format_failed", f"the reply did not fit the edit format:\n{problems}"
+
+
+async def _refused_outside(ctx: RunContext, attempt: int, written: ApplyResult) -> None:
+    """The attempt's edits reach outside the folder the run is kept to (``within``: the
+    ACP editor's working directory): refused whole, nothing written. A refusal line, which
+    an editor shows as it comes; the failed loop's own line follows."""
+    await ctx.audit(
+        "refusal",
+        role=ROLE,
+        reason_codes=[EDIT_OUTSIDE_CWD],
+        values={
+            "attempt": attempt,
+            "within": ctx.options.within,
+            "outside": written.outside,
+            "files": written.files,
+        },
+        detail=f"attempt {attempt}: the edits were not applied: {written.reason}",
+    )
 
 
 async def _failed_loop(

@@ -48,10 +48,23 @@ def clip(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[: chars - 20] + "\n…(clipped)…\n"
 
 
-def architect_draft(task: str, brief: str) -> list[Message]:
+def kept_to(within: str) -> str:
+    """The line that tells a role which folder the change is kept to ("" for none)."""
+    if not within:
+        return ""
+    return (
+        f"\n\nOnly files under {within}/ may change (the folder the user works in); "
+        "a change to any other file is refused whole."
+    )
+
+
+def architect_draft(task: str, brief: str, within: str = "") -> list[Message]:
     return [
         Message(role="system", content=ARCHITECT),
-        Message(role="user", content=f"Task: {task}\n\nContext (task brief):\n{brief}"),
+        Message(
+            role="user",
+            content=f"Task: {task}{kept_to(within)}\n\nContext (task brief):\n{brief}",
+        ),
     ]
 
 
@@ -65,19 +78,23 @@ def architect_interrogate(task: str, draft: Plan) -> list[Message]:
     ]
 
 
-def architect_final(task: str, brief: str, draft: Plan, questions: str) -> list[Message]:
+def architect_final(
+    task: str, brief: str, draft: Plan, questions: str, within: str = ""
+) -> list[Message]:
     return [
         Message(role="system", content=ARCHITECT),
         Message(
             role="user",
-            content=f"Task: {task}\n\nContext:\n{brief}\n\nYour draft plan:\n"
+            content=f"Task: {task}{kept_to(within)}\n\nContext:\n{brief}\n\nYour draft plan:\n"
             f"{draft.model_dump_json(indent=1)}\n\nYour self-interrogation:\n{questions}\n\n"
             "Write the final plan.",
         ),
     ]
 
 
-def implementer(task: str, plan: Plan, files: dict[str, str], feedback: str) -> list[Message]:
+def implementer(
+    task: str, plan: Plan, files: dict[str, str], feedback: str, within: str = ""
+) -> list[Message]:
     shown = "\n\n".join(
         f"--- {path}\n" + "\n".join(f"{i + 1:4} {line}" for i, line in enumerate(text.splitlines()))
         for path, text in files.items()
@@ -85,7 +102,10 @@ def implementer(task: str, plan: Plan, files: dict[str, str], feedback: str) -> 
     steps = "\n".join(
         f"{i + 1}. {s.title} ({', '.join(s.files)})" for i, s in enumerate(plan.steps)
     )
-    body = f"Task: {task}\n\nPlan:\n{steps}\n\nFiles (line numbers are not part of them):\n{shown}"
+    body = (
+        f"Task: {task}{kept_to(within)}\n\nPlan:\n{steps}\n\n"
+        f"Files (line numbers are not part of them):\n{shown}"
+    )
     if feedback:
         body += f"\n\nThe previous attempt failed:\n{feedback}\nFix that."
     return [Message(role="system", content=IMPLEMENTER), Message(role="user", content=body)]

@@ -59,6 +59,8 @@ from app.workspace.worktree import (
     CheckoutFingerprint,
     checkout_fingerprint,
     dirty_paths,
+    in_folder,
+    outside_reason,
 )
 
 # Precondition codes (the gate's own codes are GR-006, HUMAN, GR-002, …).
@@ -66,6 +68,8 @@ EVIDENCE = "EVIDENCE"
 STATUS = "STATUS"
 DIRTY = "DIRTY"
 GIT = "GIT"
+#: the merge would change files outside the folder it is kept to (an ACP session's cwd)
+OUTSIDE = "OUTSIDE"
 #: a note: the merge's result holds commits the run's tests never saw
 UNTESTED = "UNTESTED"
 #: a note: the merge brings in commits of the run's base that the target lacks, which
@@ -139,8 +143,14 @@ class MergeOutcome(BaseModel):
 # ── 1. prepare ───────────────────────────────────────────────────────────────────────────
 
 
-def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None, policy: Policy) -> MergePlan:
+def prepare_merge(
+    repo: Path, run: str, *, sealed_sha256: str | None, policy: Policy, within: str = ""
+) -> MergePlan:
     """Read the bundle and the checkout. Raises UnknownRun / NotAGitRepo (exit 2).
+
+    ``within``: a folder of the repository (POSIX) every file the merge changes must lie
+    in, "" for the whole repository (an ACP session is kept to its editor's working
+    directory): a merge that would change another refuses whole (OUTSIDE).
 
     ``sealed_sha256`` is the manifest hash the audit chain recorded for the run (see
     :func:`app.evidence.bundle.sealed_hash`), None when it holds no seal line for it: the
@@ -228,6 +238,9 @@ def prepare_merge(repo: Path, run: str, *, sealed_sha256: str | None, policy: Po
             already = _is_ancestor(top, tip, before)
             if not already:
                 files = _incoming_paths(top, before, tip)
+                outside = [f for f in files if not in_folder(f, within)]
+                if outside:
+                    problems.append(f"{OUTSIDE}: {outside_reason(outside, within)}")
                 unseen = _commits_since(top, before, manifest.base)
                 if unseen:
                     into = _short_ref(target or "HEAD")
@@ -683,6 +696,7 @@ __all__ = [
     "DIRTY",
     "EVIDENCE",
     "GIT",
+    "OUTSIDE",
     "STATUS",
     "UNREVIEWED",
     "UNTESTED",

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -71,6 +71,8 @@ class ApplyResult(BaseModel):
     files: list[str] = Field(default_factory=list)
     #: the commit the attempt was applied on
     parent: str
+    #: paths refused for lying outside the folder the change is kept to (``within``)
+    outside: list[str] = Field(default_factory=list)
 
 
 # ── the user's checkout ──────────────────────────────────────────────────────────────────
@@ -351,13 +353,17 @@ class Worktree:
         except UnicodeDecodeError:
             raise ValueError("not UTF-8 text") from None
 
-    def apply_files(self, files: Mapping[str, str], *, message: str | None = None) -> ApplyResult:
+    def apply_files(
+        self, files: Mapping[str, str], *, message: str | None = None, within: str = ""
+    ) -> ApplyResult:
         """Write whole new file texts (the applier's output) from the base and commit them
         as one attempt. Paths must stay inside the worktree, out of ``.git`` (any part, any
         case), the state dir and submodules, never go through a symlink, and not be ignored
-        by git; bytes are written as given (UTF-8). A refused path is an ApplyResult, not an
-        error, decided before anything is written where it can be; otherwise whatever was
-        written is taken back, so nothing is half-applied."""
+        by git; bytes are written as given (UTF-8). ``within`` (a folder of the repository,
+        POSIX, "" for all of it) is where every path must lie: the folder an ACP editor
+        opened. A refused path is an ApplyResult, not an error, decided before anything is
+        written where it can be; otherwise whatever was written is taken back, so nothing
+        is half-applied: one path refused refuses the whole change."""
         self.attempts += 1
         n = self.attempts
         self.reset()
@@ -374,6 +380,11 @@ class Worktree:
             targets = {rel: self._inside(rel) for rel in paths}
         except ValueError as exc:
             return failed(str(exc))
+        root = self.path.resolve()
+        outside = [rel for rel, t in targets.items() if not in_folder(t.relative_to(root), within)]
+        if outside:
+            result = failed(outside_reason(outside, within))
+            return result.model_copy(update={"outside": outside})
         refusal = self._write_refusal(targets)
         if refusal:
             return failed(refusal)
@@ -524,6 +535,25 @@ class Worktree:
         return [p for p in out.split("\0") if p]
 
 
+def in_folder(rel: Path | str, folder: str) -> bool:
+    """Whether the repository-relative path ``rel`` lies inside ``folder`` (a folder of the
+    repository, POSIX; "" is the whole of it). Read as written, part by part: the caller
+    has refused ``..``, absolute paths and symbolic links on the way (:meth:`Worktree.
+    _inside`, :meth:`Worktree._write_refusal`; git's own paths have none)."""
+    want = PurePosixPath(folder).parts if folder else ()
+    parts = PurePosixPath(Path(rel).as_posix()).parts
+    return len(parts) > len(want) and parts[: len(want)] == want
+
+
+def outside_reason(paths: list[str], folder: str) -> str:
+    """Why ``paths`` are refused: they lie outside ``folder``."""
+    shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    return (
+        f"outside {folder}/, the folder the change is kept to: {shown}; only files under"
+        f" {folder}/ may change, and nothing of this change was written"
+    )
+
+
 def _diff_paths(out: str) -> list[str]:
     """Every path a patch names (both names of a rename), from ``git apply --numstat -z``."""
     fields = out.split("\0")
@@ -616,4 +646,6 @@ __all__ = [
     "Worktree",
     "checkout_fingerprint",
     "dirty_paths",
+    "in_folder",
+    "outside_reason",
 ]

@@ -297,10 +297,15 @@ async def test_loading_an_open_session_from_another_repository_is_refused(tmp_pa
     load = {"sessionId": session, "mcpServers": []}
     await c.request(3, "session/load", {**load, "cwd": str(other)})
     await c.request(4, "session/load", {**load, "cwd": str(repo)})
-    await c.read_until(lambda lines: {3, 4} <= {m.get("id") for m in lines})
+    # a folder of its repository is another place too: the session's edits are kept to
+    # the folder it was opened on
+    await c.request(5, "session/load", {**load, "cwd": str(repo / "tests")})
+    await c.read_until(lambda lines: {3, 4, 5} <= {m.get("id") for m in lines})
     refused = c.reply(3)["error"]
     assert refused["code"] == -32602 and f"is open on {repo}, not on {other}" in refused["message"]
     assert "result" in c.reply(4)  # its own repository: loaded
+    elsewhere = c.reply(5)["error"]
+    assert f"is open on {repo}, not on {repo / 'tests'}" in elsewhere["message"]
     assert proc.stdin is not None
     proc.stdin.close()
     assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0

@@ -214,3 +214,43 @@ def test_a_path_git_refuses_at_add_leaves_nothing_behind(wt: Worktree) -> None:
     assert not result.ok and result.reason.startswith("git refused the change:")
     assert "invalid path '.git:x/y.py'" in result.reason
     assert _clean(wt) and not (wt.path / ".git:x").exists()
+
+
+def test_a_change_reaching_outside_its_folder_is_refused_whole(tmp_path: Path) -> None:
+    """``within`` (an ACP editor's working directory, a sub-folder of the repository):
+    one path outside it refuses the whole change, before anything is written, whatever
+    the spelling (a ``./``, a ``..`` back in, a name that only starts like the folder, a
+    symlinked folder inside it that leads out, an absolute path)."""
+    repo = make_repo(tmp_path)
+    commit(repo, {"app/a.py": "A = 1\n", "lib/b.py": "B = 1\n"}, "a monorepo")
+    os.symlink("../lib", repo / "app" / "to_lib")
+    git(repo, "add", "app/to_lib")
+    git(repo, "commit", "-qm", "a link out of app")
+    wt = Worktree.create(repo, "run-1")
+    inside = {"app/a.py": "A = 2\n", "app/new/c.py": "C = 1\n"}
+    for path, needle in (
+        ("lib/b.py", "outside app/, the folder the change is kept to: lib/b.py"),
+        ("./lib/b.py", "outside app/"),
+        ("README.md", "outside app/"),
+        ("app2/x.py", "outside app/"),
+        ("app", "outside app/"),  # the folder itself is no file inside it
+        ("app/../lib/b.py", "inside the repository"),
+        (str(repo / "lib" / "b.py"), "inside the repository"),
+        ("app/to_lib/b.py", "app/to_lib is a symbolic link"),
+    ):
+        result = wt.apply_files({**inside, path: "X = 1\n"}, within="app")
+        assert not result.ok and needle in result.reason, (path, result.reason)
+        assert _clean(wt), path
+        assert not (wt.path / "app" / "new").exists() and wt.read_file("app/a.py") == "A = 1\n"
+    assert wt.read_file("lib/b.py") == "B = 1\n"
+    refused = wt.apply_files({**inside, "lib/b.py": "B = 2\n"}, within="app")
+    assert refused.outside == ["lib/b.py"] and refused.files == [
+        "app/a.py",
+        "app/new/c.py",
+        "lib/b.py",
+    ]
+    # inside it, deep or not, the change lands; with no folder, anywhere in the repository
+    landed = wt.apply_files(inside, within="app")
+    assert landed.ok and landed.outside == [] and wt.changed_files() == sorted(inside)
+    assert wt.apply_files({"lib/b.py": "B = 2\n"}).ok
+    assert wt.apply_files({"app/new/c.py": "C = 1\n"}, within="app/new").ok
