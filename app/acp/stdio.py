@@ -8,9 +8,11 @@
 * **stdin is read by the SDK alone.** Descriptor 0 becomes ``/dev/null``: no child process
   (git, the sandboxed test command) can swallow protocol bytes.
 * **Bad lines get an answer.** The SDK logs and drops a line that is not JSON, and its
-  receive loop stops on a JSON value that is not an object (the agent would exit). A guard
-  between the pipe and the SDK passes on only JSON-RPC objects and answers the rest with
-  the SDK's own errors (parse error, invalid request), as JSON-RPC 2.0 asks.
+  receive loop stops on a JSON value that is not an object (the agent would exit); it
+  never reads ``jsonrpc``. A guard between the pipe and the SDK passes on only JSON-RPC
+  2.0 objects and answers the rest with the SDK's own errors (parse error, invalid
+  request), as JSON-RPC 2.0 asks; a response it cannot pass on as it came reaches the
+  SDK as an error for the request it answers (a response is never answered).
 * **Every request is answered before the hang-up.** When the client closes stdin the SDK
   cancels every request still at work and exits: a ``session/new`` sent just before EOF
   got no answer, and its half-opened stores were left to a closed loop. The guard keeps
@@ -213,10 +215,24 @@ def frame_problem(line: bytes) -> tuple[RequestError, Any] | None:
         return RequestError.invalid_request({"details": why}), mid if _fraction(mid) else None
     if "method" in msg and not isinstance(msg["method"], str):
         return RequestError.invalid_request({"details": "method must be a string"}), mid
+    if "method" in msg and msg.get("jsonrpc") != JSONRPC:
+        # JSON-RPC 2.0: jsonrpc "MUST be exactly "2.0""; the SDK never looks, and a
+        # "1.0" request, or one without it, was served (an ACP audit). A response is
+        # never answered: :func:`well_formed_response` makes it an error of ours instead
+        why = f"jsonrpc must be exactly {JSONRPC!r}, not {_shown(msg, 'jsonrpc')}"
+        return RequestError.invalid_request({"details": why}), mid
     if "method" not in msg and not ("id" in msg and ("result" in msg or "error" in msg)):
         why = "neither a request (method) nor a response (id with result or error)"
         return RequestError.invalid_request({"details": why}), mid
     return None
+
+
+#: the one version a message may name (JSON-RPC 2.0, which ACP speaks)
+JSONRPC = "2.0"
+
+
+def _shown(msg: dict[str, Any], key: str) -> str:
+    return json.dumps(msg[key])[:40] if key in msg else "missing"
 
 
 def _fraction(value: Any) -> bool:
@@ -255,7 +271,19 @@ def well_formed_response(msg: dict[str, Any]) -> dict[str, Any]:
     """A response as the SDK can take it: an ``error`` that is no object with an integer
     ``code`` and a string ``message`` (``"error": "denied"``) crashed the SDK's receive
     loop, and the agent answered nothing more and never exited. It becomes an error of
-    our own: the request it answers failed (a permission: denied)."""
+    our own: the request it answers failed (a permission: denied). So does a response
+    that is not JSON-RPC 2.0 (``jsonrpc`` other than "2.0", or none): its result was
+    taken as the answer."""
+    if msg.get("jsonrpc") != JSONRPC:
+        why = f"jsonrpc must be exactly {JSONRPC!r}, not {_shown(msg, 'jsonrpc')}"
+        return {
+            "jsonrpc": JSONRPC,
+            "id": msg.get("id"),
+            "error": {
+                "code": -32603,
+                "message": f"the client's response is not JSON-RPC 2.0: {why}",
+            },
+        }
     err = msg.get("error")
     # a result is the answer whatever else comes with it (the SDK reads it first): a
     # client that sends "error": null beside every result had each grant refused
@@ -367,7 +395,7 @@ def _pass_or_answer(
         elif "method" not in msg:
             fixed = well_formed_response(msg)
             if fixed is not msg:
-                log.warning("a malformed error response, passed on as one: %r", line[:200])
+                log.warning("a malformed response, passed on as an error: %r", line[:200])
                 line = json.dumps(fixed, separators=(",", ":")).encode("utf-8")
         out.feed_data(line if line.endswith(b"\n") else line + b"\n")
         return

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.demo_repo import make_repo
+from tests.fakes.demo_repo import git, make_repo
 from tests.integration.acp_kit import agent_env
 
 #: a guard against a hung agent, not a measurement
@@ -340,6 +340,83 @@ async def test_a_deep_or_non_json_line_is_answered_and_the_agent_stays_up(tmp_pa
     assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
 
 
+async def test_a_message_that_is_not_json_rpc_2_is_refused_not_served(tmp_path: Path) -> None:
+    """``"jsonrpc": "1.0"``, a number, or none at all: the SDK never looks, and such a
+    request was served as any other (an ACP audit). JSON-RPC 2.0 says the member "MUST be
+    exactly "2.0"": Invalid Request, with the request's id, or null when it has none."""
+    repo = make_repo(tmp_path)
+    proc = await spawn(cwd=repo)
+    c = RawClient(proc)
+    init = {"protocolVersion": 1}
+    await c.write({"jsonrpc": "1.0", "id": 1, "method": "initialize", "params": init})
+    await c.write({"id": 2, "method": "initialize", "params": init})
+    await c.write({"jsonrpc": 2.0, "id": 3, "method": "initialize", "params": init})
+    await c.write({"jsonrpc": "1.0", "method": "session/cancel", "params": {"sessionId": "s"}})
+    await c.write({"jsonrpc": "1.0", "id": {"x": 1}, "method": "initialize", "params": init})
+    await c.request(4, "initialize", init)
+    await c.write(
+        {
+            "jsonrpc": "1.0",
+            "id": 5,
+            "method": "session/new",
+            "params": {"cwd": str(repo), "mcpServers": []},
+        }
+    )
+    await c.read_until(lambda lines: {1, 2, 3, 4, 5} <= {m.get("id") for m in lines})
+    # refused before the SDK saw them: none was served (a result), nor even checked (the
+    # session/new's cwd is fine: it would have opened a session)
+    for rid, shown in ((1, '"1.0"'), (2, "missing"), (3, "2.0"), (5, '"1.0"')):
+        error = c.reply(rid)["error"]
+        assert error["code"] == -32600 and "result" not in c.reply(rid), rid
+        assert error["data"]["details"] == f"jsonrpc must be exactly '2.0', not {shown}"
+    # the notification and the request whose id is no id: answered with a null id
+    assert sorted(c.null_id_errors()) == [-32600, -32600]
+    assert c.reply(4)["result"]["protocolVersion"] == 1  # a 2.0 request is served
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
+
+
+async def test_a_response_that_is_not_json_rpc_2_is_not_taken(tmp_path: Path) -> None:
+    """The editor's answer to ``fs/read_text_file`` in "jsonrpc": "1.0": its text was
+    taken as the unsaved buffer. Now the read failed (a response is never answered), and
+    the file is read from disk, as when the editor cannot answer."""
+    repo = tmp_path / "fresh"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")  # no commit: the run stops before any model
+    (repo / "parser.py").write_text("ON_DISK = 1\n")
+    proc = await spawn(cwd=repo)
+    c = RawClient(proc)
+    fs = {"fs": {"readTextFile": True, "writeTextFile": False}}
+    await c.request(1, "initialize", {"protocolVersion": 1, "clientCapabilities": fs})
+    await c.request(2, "session/new", {"cwd": str(repo), "mcpServers": []})
+    await c.read_until(lambda lines: any(m.get("id") == 2 for m in lines))
+    session = c.reply(2)["result"]["sessionId"]
+    link = {"type": "resource_link", "name": "parser.py", "uri": (repo / "parser.py").as_uri()}
+    task = [{"type": "text", "text": "fix the parser"}, link]
+    await c.request(3, "session/prompt", {"sessionId": session, "prompt": task})
+
+    def asked(lines: list[dict[str, Any]]) -> bool:
+        return any(m.get("method") == "fs/read_text_file" for m in lines)
+
+    await c.read_until(asked)
+    (read,) = [m for m in c.lines if m.get("method") == "fs/read_text_file"]
+    assert read["params"]["path"] == str(repo / "parser.py")
+    buffer = {"content": "FROM-A-1.0-RESPONSE"}
+    await c.write({"jsonrpc": "1.0", "id": read["id"], "result": buffer})
+    await c.read_until(lambda lines: any(m.get("id") == 3 for m in lines))
+    assert c.reply(3)["result"]["stopReason"] == "end_turn"
+    # the response was not answered (the agent's own request id is no request of ours)
+    assert not [m for m in c.lines if "method" not in m and m.get("id") == read["id"]]
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
+    log = (Path(agent_env()["SWITCHYARD_DATA_DIR"]) / "logs" / "acp.log").read_text()
+    assert "a malformed response, passed on as an error" in log
+    assert f"fs/read_text_file {repo / 'parser.py'} failed" in log
+    assert "not JSON-RPC 2.0" in log and "Traceback" not in log
+
+
 def test_a_malformed_error_response_reaches_the_sdk_as_a_well_formed_one() -> None:
     """``"error": "denied"`` to the agent's permission request crashed the SDK's receive
     loop: the prompt was never answered, nor anything after it."""
@@ -356,3 +433,8 @@ def test_a_malformed_error_response_reaches_the_sdk_as_a_well_formed_one() -> No
     # a result with "error": null beside it (some clients send both) stays a result
     both = {"jsonrpc": "2.0", "id": 7, "result": {"outcome": {"optionId": "y"}}, "error": None}
     assert well_formed_response(both) is both
+    # not JSON-RPC 2.0: whatever it carries, the request it answers failed
+    for version in ({"jsonrpc": "1.0"}, {}, {"jsonrpc": 2}):
+        fixed = well_formed_response({**version, "id": 7, "result": {"outcome": "x"}})
+        assert fixed["jsonrpc"] == "2.0" and fixed["id"] == 7 and "result" not in fixed
+        assert fixed["error"]["code"] == -32603 and "not JSON-RPC 2.0" in fixed["error"]["message"]
