@@ -180,8 +180,17 @@ class SwitchyardAgent:
                 {"sessionId": session_id},
             )
         if s.busy:
+            # not a malformed request (-32600 is "the JSON sent is not a valid Request
+            # object", what the stdio guard answers): ACP v1 has one turn at a time ("once
+            # a prompt turn completes, the Client may send another"), and Zed cancels the
+            # running turn and waits for its answer before it sends the next. An agent's
+            # own refusal is ACP's -32603, "reserved for implementation-defined server
+            # errors"; the running turn goes on untouched
             raise RequestError(
-                -32600, "a prompt is already running in this session", {"sessionId": session_id}
+                -32603,
+                "a prompt is already running in this session: wait for its answer (or stop"
+                " it with session/cancel and wait for that answer) before the next prompt",
+                {"sessionId": session_id, "reason": "busy"},
             )
         s.cancel_requested = False
         s.work = asyncio.create_task(self._turn(s, text, prompt), name=f"acp.turn.{s.id}")

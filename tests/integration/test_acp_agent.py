@@ -507,3 +507,45 @@ async def test_a_tutor_turn_cancelled_mid_call_is_answered_cancelled(
         await conn.cancel(session_id=sid)
         done = await asyncio.wait_for(turn, 60)
     assert done.stop_reason == "cancelled"
+
+
+async def test_a_prompt_while_a_turn_runs_is_refused_and_the_turn_goes_on(
+    repo: Path, world: Callable[..., dict[str, Any]]
+) -> None:
+    """ACP v1 has one turn at a time per session ("once a prompt turn completes, the
+    Client may send another"); Zed cancels the running turn and waits for its answer
+    before it sends the next. A second prompt meanwhile was answered -32600, "the JSON
+    sent is not a valid Request object", which it is: it is the agent's refusal (-32603,
+    said why), and the running turn ends as it would have."""
+    import threading
+
+    from acp import RequestError
+
+    w = world()
+    asked = threading.Event()
+
+    def slow(body: dict[str, Any]) -> str:
+        asked.set()
+        time.sleep(3)  # the tutor's model call, still running when the second prompt comes
+        return json.dumps({"questions": ["q?"], "hint": "h", "answer": "a"})
+
+    w["vllm"].script.respond_with(slow)
+    client = ScriptedClient()
+    async with spawned(client, cwd=repo, env=w["env"], args=("--policy", str(w["policy"]))) as conn:
+        await initialize(conn, fs=False)
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        sid = session.session_id
+        await conn.set_session_mode(session_id=sid, mode_id="tutor")
+        turn = asyncio.ensure_future(conn.prompt(session_id=sid, prompt=[text_block("why?")]))
+        assert await asyncio.to_thread(asked.wait, 60), "the tutor never called its model"
+        with pytest.raises(RequestError) as refused:
+            await conn.prompt(session_id=sid, prompt=[text_block("and now?")])
+        assert not turn.done()
+        done = await asyncio.wait_for(turn, 60)
+        # once it has answered, the session takes the next prompt
+        again = await conn.prompt(session_id=sid, prompt=[text_block("and now?")])
+    assert refused.value.code == -32603
+    assert "a prompt is already running in this session" in str(refused.value)
+    assert refused.value.data == {"sessionId": sid, "reason": "busy"}
+    assert (done.stop_reason, again.stop_reason) == ("end_turn", "end_turn")
+    assert client.text().count("q?") == 2
