@@ -24,6 +24,7 @@ PINNED: dict[str, tuple[tuple[tuple[str, ...], ...], list[str]]] = {
             "487a77cc540bf2f2",
             "487a77cc540bf2f2",
             "73c6c89055b8ab51",
+            "3b4f79f77ec4e6f4",
         ],
     ),
     "team audit (PostgreSQL)": (

@@ -34,6 +34,7 @@ from app.router.ledger.api import (
     let_go,
     tell_expired,
 )
+from app.router.ledger.call_groups import GroupCache
 from app.router.ledger.caps import Caps, Sums
 from app.router.ledger.errors import (
     CapExceeded,
@@ -93,6 +94,9 @@ class BudgetLedger(ClosedOnExit):
         #: the meter's reads run on a connection of their own (opened on the first one):
         #: a WAL reader never waits for the writer, nor the request path for it
         self._reader: aiosqlite.Connection | None = None
+        #: each session's calls by role, model and provider as last read (both
+        #: connections' snapshots add only the calls written since)
+        self._groups = GroupCache()
         self._caps = Caps.of(budget)
         #: how long a reservation lives (made once: every reservation asks)
         self._ttl = timedelta(seconds=budget.reservation_ttl_s)
@@ -589,13 +593,12 @@ class BudgetLedger(ClosedOnExit):
 
     async def snapshot(self, session: str) -> BudgetSnapshot:
         await self.expire_stale()
-        now, caps = self._clock.now(), self._caps
-        return await self._read(lambda db: reports.snapshot(db, session, now, caps))
+        now, caps, groups = self._clock.now(), self._caps, self._groups
+        return await self._read(lambda db: reports.snapshot(db, session, now, caps, groups))
 
     async def _meter_snapshot(self, session: str) -> BudgetSnapshot:
         """:meth:`snapshot` for the live meter, read on the reader connection's thread:
-        its cost grows with the session's calls, and it must not hold the request path's
-        lock while it reads."""
+        it must not hold the request path's lock while it reads."""
         await self.expire_stale()
         await self.flush()  # what the spool holds is part of what the meter shows
         if self._reader is None:
@@ -604,10 +607,12 @@ class BudgetLedger(ClosedOnExit):
                 await self._reader.execute(f"PRAGMA busy_timeout = {self._runner.busy_timeout_ms}")
             except sqlite3.Error as exc:
                 raise transactions.ledger_error(self.path, exc) from exc
-        now, caps = self._clock.now(), self._caps
+        now, caps, groups = self._clock.now(), self._caps, self._groups
         try:
             return await on_thread(
-                self._reader, read_transaction, lambda db: reports.snapshot(db, session, now, caps)
+                self._reader,
+                read_transaction,
+                lambda db: reports.snapshot(db, session, now, caps, groups),
             )
         except sqlite3.Error as exc:
             raise transactions.ledger_error(self.path, exc) from exc

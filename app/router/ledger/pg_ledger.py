@@ -41,6 +41,7 @@ from app.router.ledger.api import (
     tell_expired,
 )
 from app.router.ledger.budget_ledger import LOCAL_PROVIDER
+from app.router.ledger.call_groups import GroupCache
 from app.router.ledger.errors import (
     CapExceeded,
     LedgerError,
@@ -171,6 +172,9 @@ class PgBudgetLedger(ClosedOnExit):
         self.host = host
         # the live meter's snapshots are read and published off the request path
         self._publisher = SnapshotPublisher(bus, self.snapshot)
+        #: each session's calls by role, model and provider as last read (a snapshot
+        #: adds only the calls written since)
+        self._groups = GroupCache()
         self._owns_pool = owns_pool
         self._caps = TeamCaps(budget)
         #: told of the reservations charged by expiry (the session audits them)
@@ -606,7 +610,9 @@ class PgBudgetLedger(ClosedOnExit):
     async def snapshot(self, session: str) -> BudgetSnapshot:
         await self.expire_stale()
         return await self._with(
-            lambda c: pg_reports.snapshot(c, self.team, self.user, session, self._caps)
+            lambda c: pg_reports.snapshot(
+                c, self.team, self.user, session, self._caps, self._groups
+            )
         )
 
     async def report(self, session: str | None = None, days: int = 7) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from app.clock import iso
 from app.policy.schema import Budget
 from app.router.ledger import reports
+from app.router.ledger.call_groups import EMPTY, GroupCache, Groups
 from app.router.ledger.money import usd
 from app.router.ledger.records import BudgetSnapshot, CapUsage, usage
 from app.store.postgres import Conn
@@ -90,26 +91,54 @@ def _user_key(rows: Usage) -> str:
     return next((k for s, k in rows if s == "user_day"), "")
 
 
+#: the session's calls summed per group and by whether the transaction that wrote them
+#: had ended when this read began (below its snapshot's xmin): all of them, or those of
+#: transactions from a point on (a range of ledger_calls_session_tx). A row from before
+#: schema v6 has no ``tx``: it was written before any snapshot that reads it.
+_GROUPS = (
+    "SELECT role, model, provider, sum(cost_nusd) AS cost, count(*) AS calls,"
+    f" {reports.NOT_OK}, tx IS NULL OR tx < $2 AS ended FROM ledger_calls"
+    " WHERE session = $1{since} GROUP BY role, model, provider, ended"
+)
+_GROUPS_ALL = _GROUPS.format(since="")
+_GROUPS_SINCE = _GROUPS.format(since=" AND tx >= $3")
+
+
+async def call_groups(conn: Conn, session: str, xmin: int, cache: GroupCache) -> Groups:
+    """``session``'s calls by role, model and provider, in the read transaction the caller
+    holds (``xmin``: its snapshot's): those ``cache`` holds, and those of transactions
+    from its point on (see :mod:`.call_groups`).
+
+    Ids would not do as the point: a sequence hands them out before commit, so a call
+    with a lower id than one read can still commit after. Each row names the
+    transaction that wrote it instead (``tx``): one below this snapshot's xmin has ended,
+    so what it wrote is here for good (or never will be); those calls are cached, up to
+    that xmin. The calls of later transactions that this read sees are counted, not
+    cached: one still running may commit more behind them. A point held past ``xmin``
+    came from a newer read (another pooled connection): not used here."""
+    held = cache.get(session)
+    if held is not None and held[0] <= xmin:
+        since, base = held
+        rows = await conn.fetch(_GROUPS_SINCE, session, xmin, since)
+    else:
+        base, rows = EMPTY, await conn.fetch(_GROUPS_ALL, session, xmin)
+    ended = base.plus(r[:6] for r in rows if r["ended"])
+    cache.put(session, xmin, ended)
+    return ended.plus(r[:6] for r in rows if not r["ended"])
+
+
 async def snapshot(
-    conn: Conn, team: str, user: str, session: str, caps: TeamCaps
+    conn: Conn, team: str, user: str, session: str, caps: TeamCaps, cache: GroupCache
 ) -> BudgetSnapshot:
     """``session``'s budget with the team's day and the user's, from one read snapshot."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        now = await conn.fetchrow(f"SELECT {TODAY} AS day, now() AS ts")
+        # (the first statement: the snapshot's xmin is that of every read that follows)
+        now = await conn.fetchrow(
+            f"SELECT {TODAY} AS day, now() AS ts, pg_snapshot_xmin(pg_current_snapshot()) AS xmin"
+        )
         assert now is not None
         rows = await usage_rows(conn, team, session, user, None)
-        counts = await conn.fetchrow(
-            f"SELECT count(*), {reports.NOT_OK} FROM ledger_calls WHERE session = $1", session
-        )
-        calls, failed = (counts[0], counts[1]) if counts is not None else (0, 0)
-        by: dict[str, dict[str, float]] = {}
-        for col in ("role", "model", "provider"):
-            found = await conn.fetch(
-                f"SELECT {col} AS k, sum(cost_nusd) AS cost FROM ledger_calls"
-                f" WHERE session = $1 GROUP BY {col} HAVING sum(cost_nusd) > 0 ORDER BY {col}",
-                session,
-            )
-            by[col] = {str(r["k"]): usd(int(r["cost"])) for r in found}
+        groups = await call_groups(conn, session, int(now["xmin"]), cache)
 
     def used(own: int | None, key: tuple[str, str]) -> CapUsage:
         spent, reserved, stored = rows.get(key, _NONE)
@@ -126,11 +155,11 @@ async def snapshot(
         per_day=used(caps.day, ("day", "")),
         per_provider={p: used(caps.provider.get(p), ("provider_day", p)) for p in providers},
         reserved_usd=usd(s_res),
-        calls=int(calls or 0),
-        failed=int(failed or 0),
-        by_role=by["role"],
-        by_model=by["model"],
-        by_provider=by["provider"],
+        calls=groups.calls,
+        failed=groups.failed,
+        by_role=groups.by(0),
+        by_model=groups.by(1),
+        by_provider=groups.by(2),
         team=team,
         user=user,
         per_user=used(caps.user_day, ("user_day", user)),

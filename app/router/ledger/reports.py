@@ -9,14 +9,10 @@ from typing import Any, NamedTuple
 
 from app.clock import iso
 from app.policy.schema import Budget
+from app.router.ledger.call_groups import EMPTY, GroupCache, Groups
 from app.router.ledger.caps import Caps, sums
 from app.router.ledger.money import usd, utc_day
 from app.router.ledger.records import BudgetSnapshot, usage
-
-
-def _pairs(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[str, int]]:
-    return [(str(r[0]), int(r[1] or 0)) for r in db.execute(sql, params).fetchall()]
-
 
 #: how many of an aggregate's calls did not complete (a failed call is released at $0, a
 #: cancelled or broken one settled at its estimate): `budget` counted a cloud host that
@@ -37,7 +33,38 @@ def totals(row: Any) -> dict[str, Any]:
     }
 
 
-def snapshot(db: sqlite3.Connection, session: str, now: datetime, caps: Caps) -> BudgetSnapshot:
+#: the session's calls past an id, summed per group (a range of the calls_session index,
+#: which holds each row's id after the session)
+_GROUPS_SINCE = (
+    f"SELECT role, model, provider, SUM(cost_nusd), COUNT(*), {NOT_OK} FROM calls"
+    " WHERE session = ? AND id > ? GROUP BY role, model, provider"
+)
+
+
+def call_groups(db: sqlite3.Connection, session: str, spent: int, cache: GroupCache) -> Groups:
+    """``session``'s calls by role, model and provider, in the read transaction the caller
+    holds: those ``cache`` holds, and those written since (see :mod:`.call_groups`).
+
+    A call's id is the file's write order: SQLite has one writer at a time, and
+    AUTOINCREMENT hands out an id above every one committed, so a call this read cannot
+    see will have an id above the highest it sees (the point cached). A point held past
+    that came from a newer read (the meter's connection and the ledger's each read): not
+    used here. ``spent`` is the session's running total (kept by triggers, whoever
+    writes): a call changed or deleted by hand leaves the sums short of it, and they are
+    then read in full."""
+    top = int(db.execute("SELECT MAX(id) FROM calls").fetchone()[0] or 0)
+    held = cache.get(session)
+    since, base = held if held is not None and held[0] <= top else (0, EMPTY)
+    groups = base.plus(db.execute(_GROUPS_SINCE, (session, since)))
+    if since and groups.cost != spent:
+        groups = EMPTY.plus(db.execute(_GROUPS_SINCE, (session, 0)))
+    cache.put(session, top, groups)
+    return groups
+
+
+def snapshot(
+    db: sqlite3.Connection, session: str, now: datetime, caps: Caps, cache: GroupCache
+) -> BudgetSnapshot:
     """``session``'s budget at ``now``, in one read transaction the caller holds."""
     day = utc_day(now)
     u = sums(db, session, day)
@@ -45,18 +72,7 @@ def snapshot(db: sqlite3.Connection, session: str, now: datetime, caps: Caps) ->
     # the triggers keep for the provider-day caps): no scan of the day's calls.
     prov_spent = {p: spent for p, (spent, _) in u.per_provider.items()}
     prov_res = {p: res for p, (_, res) in u.per_provider.items() if res}
-    by: dict[str, dict[str, float]] = {}
-    for col in ("role", "model", "provider"):
-        rows = _pairs(
-            db,
-            f"SELECT {col}, SUM(cost_nusd) FROM calls WHERE session = ?"
-            f" GROUP BY {col} HAVING SUM(cost_nusd) > 0 ORDER BY {col}",
-            (session,),
-        )
-        by[col] = {k: usd(v) for k, v in rows}
-    calls_row = db.execute(
-        f"SELECT COUNT(*), {NOT_OK} FROM calls WHERE session = ?", (session,)
-    ).fetchone()
+    groups = call_groups(db, session, u.s_spent, cache)
     providers = sorted(set(caps.provider) | set(prov_spent) | set(prov_res))
     return BudgetSnapshot(
         session=session,
@@ -69,11 +85,11 @@ def snapshot(db: sqlite3.Connection, session: str, now: datetime, caps: Caps) ->
             for p in providers
         },
         reserved_usd=usd(u.s_res),
-        calls=int(calls_row[0]) if calls_row is not None else 0,
-        failed=int(calls_row[1] or 0) if calls_row is not None else 0,
-        by_role=by["role"],
-        by_model=by["model"],
-        by_provider=by["provider"],
+        calls=groups.calls,
+        failed=groups.failed,
+        by_role=groups.by(0),
+        by_model=groups.by(1),
+        by_provider=groups.by(2),
     )
 
 
