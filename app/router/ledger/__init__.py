@@ -30,6 +30,7 @@ The package: :mod:`.budget_ledger` (the class), :mod:`.spooled` (the records, th
 in memory, the fold), :mod:`.transactions` (the connection and the rows a fold writes),
 :mod:`.caps` (the cap arithmetic and the totals it reads),
 :mod:`.schema` (tables, triggers, migrations), :mod:`.reports` (snapshot and report),
+:mod:`.call_groups` (the snapshot's breakdown, read on from the last one),
 :mod:`.records`, :mod:`.errors` and :mod:`.money` (nano-dollars).
 """
 

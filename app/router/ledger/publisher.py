@@ -1,7 +1,8 @@
 """The live budget meter's feed: a session's snapshot published after a change, off the
 request path.
 
-A snapshot reads the session's calls grouped by role, model and provider: its cost grows
+A snapshot reads the session's calls grouped by role, model and provider (now only those
+written since the last one: :mod:`.call_groups`). When it read them all, its cost grew
 with the calls on file, and it ran inside every ``reserve`` and ``settle`` while a live
 view (the TUI, ``run``, the ACP agent) was attached: a request's p50 was 2.91 / 5.16 /
 8.49 ms after 1k / 3k / 6k requests (``bench.router_bench --live``), against 0.88 ms
