@@ -29,7 +29,7 @@ PINNED: dict[str, tuple[tuple[tuple[str, ...], ...], list[str]]] = {
     ),
     "team audit (PostgreSQL)": (
         audit_pg.MIGRATIONS,
-        ["aeaeceb04a91d994", "be60fa43433692a1", "bf619f98c4cdb8ea"],
+        ["aeaeceb04a91d994", "be60fa43433692a1", "bf619f98c4cdb8ea", "e04d12922a0371a0"],
     ),
     "ledger (SQLite)": (
         ledger_sqlite.MIGRATIONS,
