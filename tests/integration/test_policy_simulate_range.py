@@ -180,6 +180,9 @@ async def compare(log_path: Path, policies: list[Policy], ranges: list[Filters])
         for filters in ranges:
             part = await read_log(audit, since=filters.since, session=filters.session)
             starts.append(part.start)
+            if part.start == 1:  # the whole log: what is compared is range reads
+                assert part.lines == whole.lines
+                continue
             for other in policies:
                 got = simulate(
                     part, other, policies[0], new_ref=ref, against_ref=ref, filters=filters
