@@ -17,6 +17,12 @@ pytest_plugins = ["tests.fakes.fixtures", "tests.socket_guard", "tests.pg", "tes
 hypothesis_settings.register_profile("ci", derandomize=True, database=None)
 hypothesis_settings.load_profile(os.environ.get("SWITCHYARD_HYPOTHESIS_PROFILE", "default"))
 
+# A test's subprocesses (`python -m app`: the CLI, the gateway, the ACP agent) run this
+# checkout: the venv's editable install names the main one, and from a git worktree they
+# ran its code, not the code under test (an ACP fix's test passed that never ran it).
+_ROOT = str(Path(__file__).resolve().parent.parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
+
 CLOUD_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
 
 
