@@ -21,6 +21,7 @@ from app.cli.common import (
     repo_top,
     run_stoppable,
 )
+from app.cli.progress import StderrProgress
 from app.counted import counted
 from app.errors import UsageError
 from app.shown import clean
@@ -116,37 +117,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_policy_arg(p)
 
 
-class _Progress:
-    """A rich progress bar on stderr, only on a terminal and only for big jobs."""
+class _Progress(StderrProgress):
+    """Stage0's indexing bar (see :class:`app.cli.progress.StderrProgress`)."""
 
     def __init__(self) -> None:
-        self._bar: Any = None
-        self._tasks: dict[str, Any] = {}
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if self._bar is None:
-            if total < PROGRESS_MIN or done >= total:
-                return
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self._bar = Progress(
-                TextColumn("stage0 {task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._bar.start()
-        task = self._tasks.get(phase)
-        if task is None:
-            label = {"scan": "scanning files", "index": "tokenizing"}.get(phase, phase)
-            task = self._tasks[phase] = self._bar.add_task(label, total=total)
-        self._bar.update(task, completed=done, total=total)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        super().__init__(
+            "stage0", {"scan": "scanning files", "index": "tokenizing"}, minimum=PROGRESS_MIN
+        )
 
 
 def _engine(args: argparse.Namespace, progress: _Progress | None) -> tuple[Stage0, Policy]:

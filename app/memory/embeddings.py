@@ -131,13 +131,7 @@ class Embedder:
         batch = list(texts)
 
         def encode() -> Any:
-            return self._model.encode(
-                batch,
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
+            return encode_by_length(self._model, batch, self.batch_size)
 
         with self._lock:
             # On a thread that ends with the call: torch's OpenMP team would otherwise
@@ -151,6 +145,53 @@ class Embedder:
                 f"got {'×'.join(map(str, vectors.shape))}"
             )
         return vectors
+
+
+def encode_by_length(model: Any, texts: list[str], batch_size: int) -> NDArray[np.float32]:
+    """``texts``' vectors, encoded in batches of texts of like length in tokens.
+
+    A batch is padded to its longest text, and the model's time goes by tokens, padding
+    included. sentence-transformers sorts one call's texts by their length in characters,
+    a poor guide to their length in tokens where a text mixes prose with file paths (a
+    harvested commit): this project's 894 commits, 256 at a time, were padded to 147,500
+    tokens for 121,489 real ones. Sorted by tokens, with a call per batch, 129,440 (the
+    cache's batches of like length in characters): the fill took 12-14% less time. A
+    vector does not depend on its batch beyond float rounding (the attention mask hides
+    the padding; 1.5e-7 at most here).
+    """
+    if len(texts) <= batch_size:  # one batch (a query, a note): nothing to sort
+        return np.asarray(_encode(model, texts), dtype=np.float32)
+    lengths = _token_counts(model, texts)
+    order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
+    out: NDArray[np.float32] | None = None
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        part = np.asarray(_encode(model, [texts[i] for i in rows]), dtype=np.float32)
+        if out is None:
+            out = np.zeros((len(texts), part.shape[1]), dtype=np.float32)
+        out[rows] = part
+    assert out is not None
+    return out
+
+
+def _encode(model: Any, texts: list[str]) -> Any:
+    return model.encode(
+        texts,
+        batch_size=len(texts),
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=False,
+    )
+
+
+def _token_counts(model: Any, texts: list[str]) -> list[int]:
+    """How many tokens of each text the model reads (it cuts at its max_seq_length)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    limit = getattr(model, "max_seq_length", None)
+    if tokenizer is None or not isinstance(limit, int):
+        return [len(t) for t in texts]  # not a sentence-transformers model: characters
+    ids = tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
+    return [len(row) for row in ids]
 
 
 # ── loading ──────────────────────────────────────────────────────────────────────────────

@@ -20,7 +20,6 @@ from app.audit.masking import Masker, mask_text
 from app.clock import Clock, iso
 from app.errors import SwitchyardError, UsageError
 from app.memory.db import MemoryDB, small
-from app.memory.embeddings import EmbeddingKey, Vectors
 from app.memory.rows import (
     IN_CHUNK,
     chunks,
@@ -29,7 +28,6 @@ from app.memory.rows import (
     fetch_memory,
     filters,
 )
-from app.memory.text import text_hash
 from app.memory.types import (
     Memory,
     NewMemory,
@@ -38,7 +36,7 @@ from app.memory.types import (
     clean_tags,
     clean_text,
 )
-from app.memory.vectors import VectorCache, put_vector
+from app.memory.vectors import VectorCache
 
 
 class Memories:
@@ -87,10 +85,15 @@ class Memories:
         return existing
 
     async def add_many(self, items: Sequence[NewMemory]) -> list[int | None]:
-        """Add memories in one transaction, embedding them in one batch.
+        """Add memories in one transaction, then embed them (when there is an embedder).
 
         Returns each item's new id, or None where its ``source_key`` was already stored
         (or repeated earlier in ``items``): harvesting twice adds nothing.
+
+        The memories are stored before any is embedded, and their vectors a batch at a
+        time (:meth:`VectorCache.embed_and_store`): a first harvest of a long history
+        embeds for minutes, and one interrupted keeps its memories and the vectors it
+        made; what is left is embedded at the next open or search.
         """
         self._db.check_open()
         now = self._clock.now()
@@ -109,10 +112,11 @@ class Memories:
             slots.append(i)
         if not todo:
             return [None] * len(prepared)
-        vectors, key = await self._vectors.embed([p.text for p in todo])
         ids = await self._db.write(
-            functools.partial(_insert, items=todo, now=now, vectors=vectors, key=key),
-            inline=small(len(todo)),
+            functools.partial(_insert, items=todo, now=now), inline=small(len(todo))
+        )
+        await self._vectors.embed_and_store(
+            [(i, p.text) for i, p in zip(ids, todo, strict=True) if i is not None]
         )
         result: list[int | None] = [None] * len(prepared)
         for slot, memory_id in zip(slots, ids, strict=True):
@@ -192,16 +196,11 @@ def _prepare(item: NewMemory, now: datetime) -> NewMemory:
 
 
 def _insert(
-    conn: sqlite3.Connection,
-    *,
-    items: Sequence[NewMemory],
-    now: datetime,
-    vectors: Vectors | None,
-    key: EmbeddingKey | None,
+    conn: sqlite3.Connection, *, items: Sequence[NewMemory], now: datetime
 ) -> list[int | None]:
-    """Insert prepared memories (and their vectors); None where the key was taken."""
+    """Insert prepared memories; None where the key was taken."""
     ids: list[int | None] = []
-    for row, p in enumerate(items):
+    for p in items:
         cur = conn.execute(
             "INSERT INTO memories (text, kind, tags, source, source_key, created, "
             "priority, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
@@ -220,10 +219,7 @@ def _insert(
         if cur.rowcount != 1 or cur.lastrowid is None:
             ids.append(None)  # a concurrent writer stored the same key first
             continue
-        memory_id = int(cur.lastrowid)
-        ids.append(memory_id)
-        if vectors is not None and key is not None:
-            put_vector(conn, memory_id, key, text_hash(p.text), vectors[row])
+        ids.append(int(cur.lastrowid))
     return ids
 
 

@@ -29,7 +29,7 @@ from app.memory.outcomes import Outcomes
 from app.memory.playbook import Playbook
 from app.memory.search import Search
 from app.memory.types import STATUS_ACTIVE, Memory, MemoryHit, NewMemory
-from app.memory.vectors import VectorCache
+from app.memory.vectors import Progress, VectorCache
 from app.opener import ClosedOnExit, Opener
 from app.policy.schema import Memory as MemoryPolicy
 
@@ -51,11 +51,12 @@ class MemoryStore(ClosedOnExit):
         clock: Clock,
         embedder: TextEmbedder | None,
         weights: MemoryPolicy,
+        progress: Progress | None = None,
     ) -> None:
         self._db = db
         self.path = db.path
         self.weights = weights
-        self._vectors = VectorCache(db, embedder)
+        self._vectors = VectorCache(db, embedder, progress=progress)
         self._memories = Memories(db, clock=clock, vectors=self._vectors)
         self._search = Search(db, clock=clock, vectors=self._vectors)
         self._playbook = Playbook(db, memories=self._memories, vectors=self._vectors)
@@ -71,13 +72,15 @@ class MemoryStore(ClosedOnExit):
         clock: Clock,
         embedder: TextEmbedder | None = None,
         weights: MemoryPolicy | None = None,
+        progress: Progress | None = None,
     ) -> MemoryStoreOpener:
         """Open (creating and migrating if needed) the store. Await it or ``async with`` it.
 
         ``weights`` default to the shipped policy's ``[memory]`` table. With an embedder,
-        memories lacking a vector of its model are embedded before this returns.
+        memories lacking a vector of its model are embedded before this returns; each
+        batch stored is told to ``progress`` (here and whenever memories are embedded).
         """
-        return MemoryStoreOpener(cls._open(Path(path), clock, embedder, weights))
+        return MemoryStoreOpener(cls._open(Path(path), clock, embedder, weights, progress))
 
     @classmethod
     async def _open(
@@ -86,9 +89,16 @@ class MemoryStore(ClosedOnExit):
         clock: Clock,
         embedder: TextEmbedder | None,
         weights: MemoryPolicy | None,
+        progress: Progress | None,
     ) -> MemoryStore:
         db = await MemoryDB.open(path, clock=clock)
-        store = cls(db, clock=clock, embedder=embedder, weights=weights or default_weights())
+        store = cls(
+            db,
+            clock=clock,
+            embedder=embedder,
+            weights=weights or default_weights(),
+            progress=progress,
+        )
         try:
             await store.ensure_embeddings()
         except BaseException:

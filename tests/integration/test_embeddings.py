@@ -260,3 +260,15 @@ async def test_a_merged_bullet_with_new_text_is_re_embedded(
             @ minilm.embed(["reproduce the bug"])[0]
         )
         assert hit.embedding == pytest.approx(expected, abs=1e-5)
+
+
+def test_batches_by_length_give_the_vectors_of_one_plain_encode(minilm: Embedder) -> None:
+    """Encoding in batches of like length in tokens (each padded less) changes a vector
+    by float rounding only, and each comes back in its text's place."""
+    texts = [f"{t} ({'see also ' * (i % 7)}item {i})" for i, t in enumerate(TEXTS * 10)]
+    assert len(texts) > minilm.batch_size
+    ours = minilm.embed(texts)
+    plain = minilm.model.encode(
+        texts, batch_size=minilm.batch_size, convert_to_numpy=True, normalize_embeddings=True
+    )
+    assert np.abs(ours - plain).max() < 1e-5
