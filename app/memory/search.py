@@ -3,18 +3,15 @@ priority), over the active memories.
 
 Read-only for memories: it never changes a memory's ``used`` time or use count (recording
 a use is :meth:`app.memory.memories.Memories.mark_used`); it may fill the vector cache for
-the current model. Time comes from the injected clock and ties go by id, so a search is
-deterministic.
+the current model, and keeps its TF-IDF index beside the file (:mod:`app.memory.tfidf`).
+Time comes from the injected clock and ties go by id, so a search is deterministic.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,7 +22,7 @@ from app.memory import scoring
 from app.memory.db import MemoryDB
 from app.memory.embeddings import EmbeddingKey
 from app.memory.rows import fetch_memories, filters
-from app.memory.text import analyze
+from app.memory.tfidf import TfidfScorer
 from app.memory.types import STATUS_ACTIVE, Memory, MemoryHit, check_kind
 from app.memory.vectors import VectorCache, current_vectors
 from app.policy.schema import Memory as MemoryPolicy
@@ -36,48 +33,6 @@ from app.policy.schema import Memory as MemoryPolicy
 EMBEDDING_FLOOR = 0.3
 
 
-@dataclass(frozen=True)
-class _TfidfIndex:
-    fingerprint: str
-    vectorizer: Any  # sklearn TfidfVectorizer, or None for an empty vocabulary
-    matrix: Any  # scipy sparse (n_docs × n_terms)
-
-
-class TfidfScorer:
-    """TF-IDF similarity of a query to memories; the index is rebuilt only when they change."""
-
-    def __init__(self) -> None:
-        self._index: _TfidfIndex | None = None
-
-    def scores(self, memories: Sequence[Memory], query: str) -> NDArray[np.float64]:
-        index = self._fit(memories)
-        if index.vectorizer is None:
-            return np.zeros(len(memories), dtype=np.float64)
-        q = index.vectorizer.transform([query])
-        scores: NDArray[np.float64] = np.asarray((index.matrix @ q.T).toarray(), dtype=np.float64)
-        return scores.ravel()
-
-    def _fit(self, memories: Sequence[Memory]) -> _TfidfIndex:
-        digest = hashlib.sha256()
-        for m in memories:
-            digest.update(f"{m.id}\x00{m.text}\x01".encode())
-        fingerprint = digest.hexdigest()
-        if self._index is not None and self._index.fingerprint == fingerprint:
-            return self._index
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        vectorizer = TfidfVectorizer(
-            analyzer=analyze, sublinear_tf=True, norm="l2", dtype=np.float64
-        )
-        try:
-            matrix = vectorizer.fit_transform([m.text for m in memories])
-            index = _TfidfIndex(fingerprint, vectorizer, matrix)
-        except ValueError:  # empty vocabulary: no text has a token
-            index = _TfidfIndex(fingerprint, None, None)
-        self._index = index
-        return index
-
-
 class Search:
     """Ranks the active memories for a query (see the module docstring)."""
 
@@ -85,7 +40,7 @@ class Search:
         self._db = db
         self._clock = clock
         self._vectors = vectors
-        self._tfidf = TfidfScorer()
+        self._tfidf = TfidfScorer(db.path.with_suffix(".tfidf.npz"))
 
     async def search(
         self,
@@ -130,7 +85,8 @@ class Search:
         if not memories:
             return []
 
-        tfidf = self._tfidf.scores(memories, query)
+        # a fit, or reading the kept index: off the event loop too
+        tfidf = await asyncio.to_thread(self._tfidf.scores, memories, query)
         now = self._clock.now()
         label = key.label() if key is not None else None
         hits: list[MemoryHit] = []
