@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-pytest_plugins = ["tests.fakes.fixtures", "tests.socket_guard", "tests.pg", "tests.json_watch"]
+pytest_plugins = [
+    "tests.fakes.fixtures",
+    "tests.socket_guard",
+    "tests.pg",
+    "tests.json_watch",
+    "tests.integration.sim_kit",
+]
 
 # CI (.ci/run) replays the same property examples on every run, so that whether a change
 # lands does not hang on which random examples a run draws; local runs keep exploring

@@ -10,10 +10,12 @@ one-line check (configured in the repo's .switchyard/config.toml), so a run take
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -480,19 +482,17 @@ async def test_tutor_mode_runs_the_tutor_with_its_turn_cap(
     assert not (repo / ".switchyard" / "runs").exists()  # no pipeline run in tutor mode
 
 
-async def test_a_tutor_turn_cancelled_mid_call_is_answered_cancelled(
-    repo: Path, world: Callable[..., dict[str, Any]]
-) -> None:
-    """Only a pipeline turn turned its cancellation into "cancelled": a tutor turn
-    cancelled while its model call ran left the prompt without any answer."""
-    import threading
-
-    w = world()
+@contextlib.asynccontextmanager
+async def a_slow_tutor_turn(
+    repo: Path, w: dict[str, Any], seconds: float
+) -> AsyncIterator[tuple[Any, str, asyncio.Future[Any], ScriptedClient]]:
+    """A tutor turn whose model call takes ``seconds``, yielded once that call has begun:
+    the connection, the session, the turn's prompt and the editor."""
     asked = threading.Event()
 
     def slow(body: dict[str, Any]) -> str:
         asked.set()
-        time.sleep(5)  # the tutor's model call, still running when the cancel comes
+        time.sleep(seconds)
         return json.dumps({"questions": ["q?"], "hint": "h", "answer": "a"})
 
     w["vllm"].script.respond_with(slow)
@@ -504,6 +504,15 @@ async def test_a_tutor_turn_cancelled_mid_call_is_answered_cancelled(
         await conn.set_session_mode(session_id=sid, mode_id="tutor")
         turn = asyncio.ensure_future(conn.prompt(session_id=sid, prompt=[text_block("why?")]))
         assert await asyncio.to_thread(asked.wait, 60), "the tutor never called its model"
+        yield conn, sid, turn, client
+
+
+async def test_a_tutor_turn_cancelled_mid_call_is_answered_cancelled(
+    repo: Path, world: Callable[..., dict[str, Any]]
+) -> None:
+    """Only a pipeline turn turned its cancellation into "cancelled": a tutor turn
+    cancelled while its model call ran left the prompt without any answer."""
+    async with a_slow_tutor_turn(repo, world(), 5) as (conn, sid, turn, _):
         await conn.cancel(session_id=sid)
         done = await asyncio.wait_for(turn, 60)
     assert done.stop_reason == "cancelled"
@@ -517,27 +526,9 @@ async def test_a_prompt_while_a_turn_runs_is_refused_and_the_turn_goes_on(
     before it sends the next. A second prompt meanwhile was answered -32600, "the JSON
     sent is not a valid Request object", which it is: it is the agent's refusal (-32603,
     said why), and the running turn ends as it would have."""
-    import threading
-
     from acp import RequestError
 
-    w = world()
-    asked = threading.Event()
-
-    def slow(body: dict[str, Any]) -> str:
-        asked.set()
-        time.sleep(3)  # the tutor's model call, still running when the second prompt comes
-        return json.dumps({"questions": ["q?"], "hint": "h", "answer": "a"})
-
-    w["vllm"].script.respond_with(slow)
-    client = ScriptedClient()
-    async with spawned(client, cwd=repo, env=w["env"], args=("--policy", str(w["policy"]))) as conn:
-        await initialize(conn, fs=False)
-        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
-        sid = session.session_id
-        await conn.set_session_mode(session_id=sid, mode_id="tutor")
-        turn = asyncio.ensure_future(conn.prompt(session_id=sid, prompt=[text_block("why?")]))
-        assert await asyncio.to_thread(asked.wait, 60), "the tutor never called its model"
+    async with a_slow_tutor_turn(repo, world(), 3) as (conn, sid, turn, client):
         with pytest.raises(RequestError) as refused:
             await conn.prompt(session_id=sid, prompt=[text_block("and now?")])
         assert not turn.done()

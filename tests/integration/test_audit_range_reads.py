@@ -33,6 +33,13 @@ async def _written(store: StoreUnderTest) -> tuple[Any, list[Any]]:
     return log, await log.lines()
 
 
+async def _written_file(store: StoreUnderTest) -> Path:
+    """:func:`_written` on a SQLite store, closed: its file."""
+    log, _ = await _written(store)
+    await log.close()
+    return log.path  # type: ignore[no-any-return]
+
+
 def test_the_first_line_of_a_range_is_found_exactly(any_store: StoreUnderTest) -> None:
     async def go() -> None:
         log, lines = await _written(any_store)
@@ -95,13 +102,7 @@ def test_a_range_verify_finds_an_edit_in_the_range_not_before_it(tmp_path: Path)
     """What a range read relies on is checked: every line from its first to the head.
     An edit before it is ``audit verify``'s to find (the whole chain)."""
     store = StoreUnderTest("sqlite", str(tmp_path / "ledger.db"))
-
-    async def write() -> Path:
-        log, _ = await _written(store)
-        await log.close()
-        return log.path  # type: ignore[no-any-return]
-
-    path = asyncio.run(write())
+    path = asyncio.run(_written_file(store))
     with sqlite3.connect(path) as con:
         con.execute("DROP TRIGGER IF EXISTS audit_lines_no_update")
         con.execute("UPDATE audit_lines SET line = replace(line, 'step', 'stop') WHERE seq = 6")
@@ -121,13 +122,7 @@ def test_a_range_verify_finds_an_edit_in_the_range_not_before_it(tmp_path: Path)
 
 def test_a_file_written_before_the_ts_index_gets_it_when_opened(tmp_path: Path) -> None:
     store = StoreUnderTest("sqlite", str(tmp_path / "ledger.db"))
-
-    async def write() -> Path:
-        log, _ = await _written(store)
-        await log.close()
-        return log.path  # type: ignore[no-any-return]
-
-    path = asyncio.run(write())
+    path = asyncio.run(_written_file(store))
     with sqlite3.connect(path) as con:
         con.execute("DROP INDEX audit_lines_ts")
 

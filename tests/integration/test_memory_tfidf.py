@@ -48,13 +48,17 @@ async def search(db: Path, query: str, **kwargs: Any) -> list[dict[str, Any]]:
         return [h.to_json() for h in await store.search(query, **kwargs)]
 
 
+async def stored(db: Path, texts: Sequence[str]) -> None:
+    async with MemoryStore.open(db, clock=ManualClock(T0), weights=WEIGHTS) as store:
+        for text in texts:
+            await store.add(text)
+
+
 async def test_another_process_loads_the_kept_index_and_finds_the_same(
     tmp_path: Path, fits: list[int]
 ) -> None:
     db = tmp_path / "memory.sqlite3"
-    async with MemoryStore.open(db, clock=ManualClock(T0), weights=WEIGHTS) as store:
-        for text in TEXTS:
-            await store.add(text)
+    await stored(db, TEXTS)
     first = await search(db, "parser comma")
     assert fits == [4] and (tmp_path / "memory.tfidf.npz").is_file()
     assert await search(db, "parser comma") == first
@@ -66,9 +70,7 @@ async def test_a_change_to_the_memories_or_the_analyzer_refits(
     tmp_path: Path, fits: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "memory.sqlite3"
-    async with MemoryStore.open(db, clock=ManualClock(T0), weights=WEIGHTS) as store:
-        for text in TEXTS[:2]:
-            await store.add(text)
+    await stored(db, TEXTS[:2])
     await search(db, "parser")
     async with MemoryStore.open(db, clock=ManualClock(T0), weights=WEIGHTS) as store:
         await store.add("A second parser bug: the closing bracket", kind="commit")
@@ -84,9 +86,7 @@ async def test_a_damaged_or_unwritable_index_file_is_only_a_refit(
     tmp_path: Path, fits: list[int]
 ) -> None:
     db = tmp_path / "memory.sqlite3"
-    async with MemoryStore.open(db, clock=ManualClock(T0), weights=WEIGHTS) as store:
-        for text in TEXTS:
-            await store.add(text)
+    await stored(db, TEXTS)
     first = await search(db, "budget ledger")
     kept = tmp_path / "memory.tfidf.npz"
     kept.write_bytes(kept.read_bytes()[:100])  # cut short

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,10 +34,7 @@ from app.router.simulate.report import PolicyRef
 from app.router.simulate.simulation import simulate
 from app.router.simulate.source import read_log
 from app.router.types import Signals
-from tests.fakes.anthropic_server import FakeAnthropicServer
-from tests.fakes.openai_server import FakeOpenAIServer
-from tests.fakes.policy import policy_pointing
-from tests.reliability.kit import LOCAL_MODELS
+from tests.integration.sim_kit import SimFakes
 
 CHAT = "/v1/chat/completions"
 #: other policies each log is also replayed under (fast and slow replays must agree)
@@ -126,24 +121,9 @@ SCENARIO = st.fixed_dictionaries(
 )
 
 
-def test_a_policy_against_itself_changes_nothing(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    fake_openai_factory: Callable[..., FakeOpenAIServer],
-    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
-) -> None:
-    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="ok " * 50)
-    llamacpp = fake_openai_factory("llamacpp", models=LOCAL_MODELS, default_reply="ok " * 40)
-    clouds = {
-        name: fake_openai_factory(name, default_reply="word " * 300)
-        for name in ("openai", "deepseek", "moonshot")
-    }
-    anthropic = fake_anthropic_factory(default_reply="prose " * 200)
-    urls = {n: s.base_url for n, s in clouds.items()}
-    base = policy_pointing(tmp_path, anthropic=anthropic.base_url, **urls).read_text()
-    # no Anthropic key: the Claude steps of the chains are unreachable (skipped, audited)
-    for name in ("OPENAI", "DEEPSEEK", "MOONSHOT"):
-        monkeypatch.setenv(f"{name}_API_KEY", f"sk-prop-{name.lower()}-0000000000000000")
+def test_a_policy_against_itself_changes_nothing(tmp_path: Path, sim_fakes: SimFakes) -> None:
+    vllm, llamacpp, clouds = sim_fakes.vllm, sim_fakes.llamacpp, sim_fakes.clouds
+    base = sim_fakes.policy_text
 
     @settings(
         max_examples=25,

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,10 +37,7 @@ from app.router.simulate.report import PolicyRef, SimulationReport
 from app.router.simulate.simulation import Filters, simulate
 from app.router.simulate.source import read_log
 from app.router.types import Signals
-from tests.fakes.anthropic_server import FakeAnthropicServer
-from tests.fakes.openai_server import FakeOpenAIServer
-from tests.fakes.policy import policy_pointing
-from tests.reliability.kit import LOCAL_MODELS
+from tests.integration.sim_kit import SimFakes
 
 #: the policy in force, then others whose caps and thresholds bind otherwise
 VARIANTS = [
@@ -97,34 +91,6 @@ SCENARIO = st.fixed_dictionaries(
 )
 
 
-@dataclass
-class Fakes:
-    vllm: FakeOpenAIServer
-    llamacpp: FakeOpenAIServer
-    policy_text: str
-
-
-@pytest.fixture
-def fakes(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    fake_openai_factory: Callable[..., FakeOpenAIServer],
-    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
-) -> Fakes:
-    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="ok " * 50)
-    llamacpp = fake_openai_factory("llamacpp", models=LOCAL_MODELS, default_reply="ok " * 40)
-    clouds = {
-        name: fake_openai_factory(name, default_reply="word " * 300)
-        for name in ("openai", "deepseek", "moonshot")
-    }
-    anthropic = fake_anthropic_factory(default_reply="prose " * 200)
-    urls = {n: s.base_url for n, s in clouds.items()}
-    text = policy_pointing(tmp_path, anthropic=anthropic.base_url, **urls).read_text()
-    for name in ("OPENAI", "DEEPSEEK", "MOONSHOT"):
-        monkeypatch.setenv(f"{name}_API_KEY", f"sk-range-{name.lower()}-0000000000000000")
-    return Fakes(vllm, llamacpp, text)
-
-
 def policies_of(text: str, data: Path, caps: dict[str, str]) -> list[Policy]:
     """The policy with ``caps`` (``session_usd``, ``day_usd``, ``openai``), then its
     variants."""
@@ -142,7 +108,7 @@ def policies_of(text: str, data: Path, caps: dict[str, str]) -> list[Policy]:
 
 
 async def write_log(
-    fakes: Fakes,
+    fakes: SimFakes,
     data: Path,
     policy: Policy,
     clock: TickingClock,
@@ -195,7 +161,7 @@ async def compare(log_path: Path, policies: list[Policy], ranges: list[Filters])
 
 
 def test_a_range_reads_from_its_first_needed_line_and_reports_as_the_whole_log(
-    tmp_path: Path, fakes: Fakes
+    tmp_path: Path, sim_fakes: SimFakes
 ) -> None:
     read_later: list[int] = []
     kinds: dict[str, int] = {}
@@ -209,7 +175,7 @@ def test_a_range_reads_from_its_first_needed_line_and_reports_as_the_whole_log(
     def check(scenario: dict[str, Any]) -> None:
         data = Path(tempfile.mkdtemp(dir=tmp_path))
         caps = {k: scenario[k] for k in ("session_usd", "day_usd", "openai")}
-        policies = policies_of(fakes.policy_text, data, caps)
+        policies = policies_of(sim_fakes.policy_text, data, caps)
         clock = TickingClock(timedelta(minutes=scenario["minutes"]), scenario["back_at"])
         count = len(scenario["steps"])
         # a session opens at its first request, the later ones later on
@@ -222,7 +188,7 @@ def test_a_range_reads_from_its_first_needed_line_and_reports_as_the_whole_log(
     async def run(
         data: Path, policies: list[Policy], clock: TickingClock, steps: list[Any]
     ) -> list[int]:
-        path = await write_log(fakes, data, policies[0], clock, steps)
+        path = await write_log(sim_fakes, data, policies[0], clock, steps)
         async with AuditLog.open(path, policy_version="test") as audit:
             lines = await audit.lines()
         for line in lines:
@@ -243,19 +209,19 @@ def test_a_range_reads_from_its_first_needed_line_and_reports_as_the_whole_log(
 
 
 def test_a_later_session_is_replayed_under_the_day_spent_before_it(
-    tmp_path: Path, fakes: Fakes
+    tmp_path: Path, sim_fakes: SimFakes
 ) -> None:
     """The day's cap was spent by a session that ended before the range: its calls are
     read though no line of it is in the range (the day's first line on), and the later
     session's escalation stops at the cap as it did."""
     # a DeepSeek call costs $0.00013 here: the early session's spend the day's cap
-    policies = policies_of(fakes.policy_text, tmp_path, {"day_usd": "0.0005"})
+    policies = policies_of(sim_fakes.policy_text, tmp_path, {"day_usd": "0.0005"})
     escalate = Signals(user_request=True)
     steps = [("s-before", "architect", escalate), ("", NIGHT, escalate)]
     steps += [("s-early", "architect", escalate)] * 6 + [("s-early", "tutor", Signals())]
     steps += [("s-late", "tutor", Signals()), ("s-late", "architect", escalate)]
     clock = TickingClock(timedelta(minutes=3), None)
-    path = asyncio.run(write_log(fakes, tmp_path, policies[0], clock, steps))
+    path = asyncio.run(write_log(sim_fakes, tmp_path, policies[0], clock, steps))
 
     async def lines() -> list[AuditLine]:
         async with AuditLog.open(path, policy_version="test") as audit:
