@@ -215,10 +215,10 @@ def frame_problem(line: bytes) -> tuple[RequestError, Any] | None:
         return RequestError.invalid_request({"details": why}), mid if _fraction(mid) else None
     if "method" in msg and not isinstance(msg["method"], str):
         return RequestError.invalid_request({"details": "method must be a string"}), mid
-    if "method" in msg and msg.get("jsonrpc") != JSONRPC:
+    if "method" in msg and not speaks_2_0(msg):
         # JSON-RPC 2.0: jsonrpc "MUST be exactly "2.0""; the SDK never looks, and a
-        # "1.0" request, or one without it, was served (an ACP audit). A response is
-        # never answered: :func:`well_formed_response` makes it an error of ours instead
+        # "1.0" request was served (an ACP audit). A response is never answered:
+        # :func:`well_formed_response` makes it an error of ours instead
         why = f"jsonrpc must be exactly {JSONRPC!r}, not {_shown(msg, 'jsonrpc')}"
         return RequestError.invalid_request({"details": why}), mid
     if "method" not in msg and not ("id" in msg and ("result" in msg or "error" in msg)):
@@ -229,6 +229,14 @@ def frame_problem(line: bytes) -> tuple[RequestError, Any] | None:
 
 #: the one version a message may name (JSON-RPC 2.0, which ACP speaks)
 JSONRPC = "2.0"
+
+
+def speaks_2_0(msg: dict[str, Any]) -> bool:
+    """``jsonrpc`` is "2.0", or absent: Zed's Rust SDK sent no member at all before
+    v0.2.0-alpha.5 (September 2025) while it already spoke ACP v1 (a review), and README
+    promises such releases; a member naming another version ("1.0", the number 2.0) is
+    no JSON-RPC 2.0 message."""
+    return msg.get("jsonrpc", JSONRPC) == JSONRPC
 
 
 def _shown(msg: dict[str, Any], key: str) -> str:
@@ -272,9 +280,9 @@ def well_formed_response(msg: dict[str, Any]) -> dict[str, Any]:
     ``code`` and a string ``message`` (``"error": "denied"``) crashed the SDK's receive
     loop, and the agent answered nothing more and never exited. It becomes an error of
     our own: the request it answers failed (a permission: denied). So does a response
-    that is not JSON-RPC 2.0 (``jsonrpc`` other than "2.0", or none): its result was
-    taken as the answer."""
-    if msg.get("jsonrpc") != JSONRPC:
+    that names another version than JSON-RPC 2.0 (``"jsonrpc": "1.0"``): its result was
+    taken as the answer (a member that is absent is taken as "2.0": :func:`speaks_2_0`)."""
+    if not speaks_2_0(msg):
         why = f"jsonrpc must be exactly {JSONRPC!r}, not {_shown(msg, 'jsonrpc')}"
         return {
             "jsonrpc": JSONRPC,

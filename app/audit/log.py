@@ -398,6 +398,17 @@ class AuditLog(AuditBase):
         row = await self._row(sql, (seq,))
         return None if row[0] is None else int(row[0])
 
+    async def first_unlike_before(self, seq: int) -> int | None:
+        sql = (
+            "SELECT MIN(seq) FROM audit_lines WHERE seq < ? AND (NOT json_valid(line)"
+            " OR json_type(line) IS NOT 'object'"
+            " OR json_extract(line, '$.ts') IS NOT ts"
+            " OR json_extract(line, '$.session') IS NOT session"
+            " OR json_extract(line, '$.run') IS NOT run)"
+        )
+        row = await self._row(sql, (seq,))
+        return None if row[0] is None else int(row[0])
+
     async def _row(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...]:
         """The one row of an aggregate ``sql``."""
         with self._mapped(writing=False):

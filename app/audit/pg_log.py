@@ -14,6 +14,7 @@ export); the team reads everyone's: :meth:`team_tail` with each line's user and 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TextIO, TypeVar
@@ -412,6 +413,26 @@ class PgAuditLog(AuditBase):
         found = await self._with(lambda c: c.fetchval(sql, self.chain, seq))
         return None if found is None else int(found)
 
+    async def first_unlike_before(self, seq: int) -> int | None:
+        # each text read as JSON once (OFFSET 0 keeps the planner from copying the cast
+        # into each test); a text that is no JSON fails the cast, and is then found by a
+        # pass in Python
+        sql = (
+            "SELECT min(seq) FROM (SELECT seq, ts, session, run, line::jsonb AS j"
+            " FROM audit_lines WHERE chain = $1 AND seq < $2 OFFSET 0) x"
+            " WHERE jsonb_typeof(j) <> 'object' OR j ->> 'ts' IS DISTINCT FROM ts"
+            " OR j ->> 'session' IS DISTINCT FROM session OR j ->> 'run' IS DISTINCT FROM run"
+        )
+
+        async def check(conn: Conn) -> int | None:
+            try:
+                found = await conn.fetchval(sql, self.chain, seq)
+            except asyncpg.DataError:  # a text that is no JSON (a tampered chain only)
+                return await _first_no_json(conn, self.chain, seq)
+            return None if found is None else int(found)
+
+        return await self._with(check)
+
     # ── the team ─────────────────────────────────────────────────────────────────────────
 
     async def chains(self) -> list[ChainInfo]:
@@ -570,6 +591,18 @@ async def _verify_chain(conn: Conn, owner: asyncpg.Record, from_seq: int = 1) ->
     except Problem as problem:
         return checker.report(problem)
     return checker.report()
+
+
+async def _first_no_json(conn: Conn, chain: str, seq: int) -> int | None:
+    """The first line of ``chain`` before ``seq`` whose text is no JSON."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        sql = "SELECT seq, line FROM audit_lines WHERE chain = $1 AND seq < $2 ORDER BY seq"
+        async for rec in conn.cursor(sql, chain, seq):
+            try:
+                json.loads(rec["line"])
+            except ValueError:
+                return int(rec["seq"])
+    return None
 
 
 def _team_line(r: Any) -> TeamLine:

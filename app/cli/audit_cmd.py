@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
 
-from app.audit.base import AuditBase
+from app.audit.base import AuditBase, unlike
 from app.audit.canonical import VerifyReport
 from app.audit.types import AuditLine
 from app.audit.verify_result import ChainResult, VerifyResult
@@ -325,7 +325,13 @@ async def _export_async(args: argparse.Namespace, checked: list[VerifyReport]) -
         # linked to it (the whole chain's verify was 23 s at 955k lines for a session's)
         some = bool(count) and _filtered(args)
         first = await log.first_of(session=args.session, run=args.run) if some else None
-        checked.append(await log.verify(from_seq=first[0] if first else 1))
+        # the columns that found the first line hold for every line before it: an edited
+        # one would have left lines of the session out of the export, unseen
+        bad = await log.first_unlike_before(first[0]) if first else None
+        if bad is not None:
+            checked.append(VerifyReport(ok=False, first_bad_seq=bad, problem=unlike(bad)))
+        else:
+            checked.append(await log.verify(from_seq=first[0] if first else 1))
         return count
     finally:
         await log.close()

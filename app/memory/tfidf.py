@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,11 +104,15 @@ def _key(fingerprint: str) -> str:
 
 @functools.cache
 def _code() -> tuple[str, str]:
-    """The analyzer's module source (an edit to it is never answered by an old index)
-    and scikit-learn's version."""
+    """The analyzer's and this module's source (an edit to either, the vectorizer's
+    settings among them, is never answered by an old index), and the versions of
+    scikit-learn and of Python's Unicode tables (what ``\\w`` matches)."""
     import sklearn
 
-    return hashlib.sha256(Path(text.__file__).read_bytes()).hexdigest(), sklearn.__version__
+    digest = hashlib.sha256()
+    for source in (text.__file__, __file__):
+        digest.update(Path(source).read_bytes())
+    return digest.hexdigest(), f"{sklearn.__version__} unicode {unicodedata.unidata_version}"
 
 
 # ── on disk ──────────────────────────────────────────────────────────────────────────────

@@ -40,6 +40,10 @@ CONNECT_TIMEOUT_S = 5.0
 #: gateway's requests with no limit: 100 s until the server came back, every pooled
 #: connection stuck. The team stores' statements are small; a report's page is too.
 STATEMENT_TIMEOUT_S = 15.0
+#: a migration's statement may build an index over a team's whole log (3M lines took 5 s
+#: in a review, and a team's may hold many more): under the statement timeout above it
+#: rolled back, and every next start tried again, appends waiting each time
+MIGRATION_TIMEOUT_S = 900.0
 
 # The pool logs its own retries (the server gone: "Failed to restore the pool connection
 # floor", with a traceback each time). A command with no log configured printed them on
@@ -220,7 +224,7 @@ async def migrate(conn: Conn, component: str, migrations: Sequence[Migration], w
             raise SchemaTooNew(what, current, known)
         for version in range(current, known):
             for statement in migrations[version]:
-                await conn.execute(statement)
+                await conn.execute(statement, timeout=MIGRATION_TIMEOUT_S)
         if current < known:
             await conn.execute(
                 "INSERT INTO switchyard_schema (component, version) VALUES ($1, $2)"

@@ -341,9 +341,11 @@ async def test_a_deep_or_non_json_line_is_answered_and_the_agent_stays_up(tmp_pa
 
 
 async def test_a_message_that_is_not_json_rpc_2_is_refused_not_served(tmp_path: Path) -> None:
-    """``"jsonrpc": "1.0"``, a number, or none at all: the SDK never looks, and such a
-    request was served as any other (an ACP audit). JSON-RPC 2.0 says the member "MUST be
-    exactly "2.0"": Invalid Request, with the request's id, or null when it has none."""
+    """``"jsonrpc": "1.0"`` or a number: the SDK never looks, and such a request was
+    served as any other (an ACP audit). JSON-RPC 2.0 says the member "MUST be exactly
+    "2.0"": Invalid Request, with the request's id, or null when it has none. A message
+    without the member is served: Zed's Rust SDK sent none before v0.2.0-alpha.5 (a
+    review), and README promises those releases."""
     repo = make_repo(tmp_path)
     proc = await spawn(cwd=repo)
     c = RawClient(proc)
@@ -365,13 +367,14 @@ async def test_a_message_that_is_not_json_rpc_2_is_refused_not_served(tmp_path: 
     await c.read_until(lambda lines: {1, 2, 3, 4, 5} <= {m.get("id") for m in lines})
     # refused before the SDK saw them: none was served (a result), nor even checked (the
     # session/new's cwd is fine: it would have opened a session)
-    for rid, shown in ((1, '"1.0"'), (2, "missing"), (3, "2.0"), (5, '"1.0"')):
+    for rid, shown in ((1, '"1.0"'), (3, "2.0"), (5, '"1.0"')):
         error = c.reply(rid)["error"]
         assert error["code"] == -32600 and "result" not in c.reply(rid), rid
         assert error["data"]["details"] == f"jsonrpc must be exactly '2.0', not {shown}"
     # the notification and the request whose id is no id: answered with a null id
     assert sorted(c.null_id_errors()) == [-32600, -32600]
     assert c.reply(4)["result"]["protocolVersion"] == 1  # a 2.0 request is served
+    assert c.reply(2)["result"]["protocolVersion"] == 1  # and one that names no version
     assert proc.stdin is not None
     proc.stdin.close()
     assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
@@ -434,7 +437,10 @@ def test_a_malformed_error_response_reaches_the_sdk_as_a_well_formed_one() -> No
     both = {"jsonrpc": "2.0", "id": 7, "result": {"outcome": {"optionId": "y"}}, "error": None}
     assert well_formed_response(both) is both
     # not JSON-RPC 2.0: whatever it carries, the request it answers failed
-    for version in ({"jsonrpc": "1.0"}, {}, {"jsonrpc": 2}):
+    for version in ({"jsonrpc": "1.0"}, {"jsonrpc": 2}, {"jsonrpc": None}):
         fixed = well_formed_response({**version, "id": 7, "result": {"outcome": "x"}})
         assert fixed["jsonrpc"] == "2.0" and fixed["id"] == 7 and "result" not in fixed
         assert fixed["error"]["code"] == -32603 and "not JSON-RPC 2.0" in fixed["error"]["message"]
+    # a response that names no version (an older Rust SDK's) is taken as it is
+    silent = {"id": 7, "result": {"outcome": {"outcome": "cancelled"}}}
+    assert well_formed_response(silent) is silent

@@ -146,8 +146,10 @@ def test_a_file_written_before_the_ts_index_gets_it_when_opened(tmp_path: Path) 
 def test_a_day_or_a_moment_compares_as_text_in_byte_order(
     any_store: StoreUnderTest, value: str
 ) -> None:
-    """The team store compares ts in byte order ("C"), as the file and the simulation do,
-    whatever the database's collation."""
+    """A bare day and a moment find the first line as Python's comparison does, on both
+    stores. (The team store compares in byte order, ``COLLATE "C"``; this test cluster's
+    collation is C already, so it cannot tell that from the database's own: the stamps
+    are uniform ISO text, which the collations checked order alike.)"""
 
     async def go() -> None:
         log, lines = await _written(any_store)
@@ -158,3 +160,105 @@ def test_a_day_or_a_moment_compares_as_text_in_byte_order(
             await log.close()
 
     asyncio.run(go())
+
+
+EDITS = [
+    ("ts", "UPDATE audit_lines SET ts = '2026-11-30T00:00:00.000Z' WHERE seq = 4"),
+    ("session", "UPDATE audit_lines SET session = 'c' WHERE seq = 4"),
+    ("run", "UPDATE audit_lines SET run = 'r-x' WHERE seq = 4"),
+    ("text", "UPDATE audit_lines SET line = 'not json at all' WHERE seq = 4"),
+    ("not an object", "UPDATE audit_lines SET line = '[1, 2]' WHERE seq = 4"),
+]
+
+
+@pytest.mark.parametrize(("what", "edit"), EDITS, ids=[e[0] for e in EDITS])
+def test_an_edited_column_before_a_range_is_found(
+    any_store: StoreUnderTest, what: str, edit: str
+) -> None:
+    """A range read finds where it starts through the index columns of lines before it,
+    which it does not verify: an edited one (line 4, session b's first, its ts set back a
+    day or its session renamed) moved a `--since` or a `--session b` past b's lines, and
+    the read verified and reported without them (a review). The columns of every line
+    before the start are checked against the texts, in the database."""
+
+    async def go() -> None:
+        log, lines = await _written(any_store)
+        try:
+            assert await log.first_unlike_before(len(lines) + 1) is None
+            await _edit(any_store, log, edit)
+            for before in (5, 7, len(lines) + 1):
+                assert await log.first_unlike_before(before) == 4, before
+            assert await log.first_unlike_before(4) is None  # a range from line 4 verifies it
+        finally:
+            await log.close()
+
+    asyncio.run(go())
+
+
+async def _edit(store: StoreUnderTest, log: Any, statement: str) -> None:
+    """``statement`` on the store's lines, past its append-only guard (a tamperer's)."""
+    if store.shared:
+        import asyncpg
+
+        conn = await asyncpg.connect(store.location)
+        try:
+            await conn.execute("ALTER TABLE audit_lines DISABLE TRIGGER audit_lines_append_only")
+            await conn.execute(statement + " AND chain = $1", log.chain)
+        finally:
+            await conn.close()
+        return
+    await log.flush()  # the lines out of the spool, into the table edited
+    with sqlite3.connect(log.path) as con:
+        con.execute("DROP TRIGGER IF EXISTS audit_lines_no_update")
+        assert con.execute(statement).rowcount
+
+
+RANGE_EDITS = [
+    # b's lines set back a day by their ts column: `--since` b's first moment read from c's
+    (
+        "UPDATE audit_lines SET ts = '2026-12-01T23:00:00.000Z' WHERE seq IN (4, 5)",
+        ["policy", "simulate", "--since", "2026-12-02T09:00:00.000Z"],
+    ),
+    # b's first line given to a by its session column: `--session b` exported from line 5
+    ("UPDATE audit_lines SET session = 'a' WHERE seq = 4", ["audit", "export", "--session", "b"]),
+]
+
+
+@pytest.mark.parametrize(("edit", "argv"), RANGE_EDITS)
+def test_a_range_command_says_an_edited_column_before_it_and_reports_nothing(
+    capsys: pytest.CaptureFixture[str], edit: str, argv: list[str]
+) -> None:
+    """Session a's three lines on one day, b's two and c's four the next. An edited column
+    moved a range's start past b's lines: `policy simulate` verified from there and
+    reported without them, `audit export --session b` left line 4 out, both exit 0 (a
+    review). Now: exit 1 naming line 4, no report."""
+    from app.config import load_settings
+    from app.resources import default_policy_path
+    from tests.reliability.kit import run_cli
+
+    path = load_settings().audit_db
+    store = StoreUnderTest("sqlite", str(path.with_name("ledger.db")))
+
+    async def write() -> None:
+        clock = ManualClock(datetime(2026, 12, 1, 20, 0, tzinfo=UTC))
+        log = await store.audit(clock)
+        try:
+            for session, count in (("a", 3), ("b", 2), ("c", 4)):
+                if session == "b":
+                    clock.advance(9 * 3600)  # 12-02 09:00
+                for _ in range(count):
+                    await log.append("route", session=session, role="tutor")
+                    clock.advance(3600)
+            await _edit(store, log, edit)
+        finally:
+            await log.close()
+
+    asyncio.run(write())
+    if argv[0] == "policy":
+        argv = [*argv, "--policy", str(default_policy_path())]
+    rc, out, err = run_cli(argv, capsys)
+    assert rc == 1, (argv, out, err)
+    assert "does not verify at line 4" in err and "index columns of line 4" in err, err
+    assert "Traceback" not in err
+    if argv[0] == "policy":
+        assert out == ""

@@ -60,6 +60,10 @@ class TickingClock(ManualClock):
         self._back_at = back_at
         self.readings = 0
 
+    def set(self, moment: datetime) -> None:
+        """The clock put at ``moment`` (back or on)."""
+        self.advance((moment - super().now()).total_seconds())
+
     def now(self) -> datetime:
         self.readings += 1
         if self.readings == self._back_at:
@@ -244,3 +248,41 @@ def test_a_later_session_is_replayed_under_the_day_spent_before_it(
 def same(got: SimulationReport, want: SimulationReport) -> bool:
     """Equal but for the line the range was read from."""
     return got.model_dump(exclude={"read_from_seq"}) == want.model_dump(exclude={"read_from_seq"})
+
+
+def test_a_clock_set_back_into_the_day_before_reads_that_day(
+    tmp_path: Path, sim_fakes: SimFakes
+) -> None:
+    """A session spends the day's cap on 12-01; another writes at 12-02 00:10; the clock
+    is then set back to 12-01 23:10 and a third escalates. `--since 23:10` matches the
+    12-02 line first (by seq), but the set-back line's day is 12-01, whose spend binds
+    it: the read starts at that day's first line (the least ts of the range's lines),
+    not at the day of its first line (a review: untested until then)."""
+    policies = policies_of(sim_fakes.policy_text, tmp_path, {"day_usd": "0.0005"})
+    escalate = Signals(user_request=True)
+    clock = TickingClock(timedelta(seconds=20), None)
+
+    async def write() -> Path:
+        steps = [("s-spend", "architect", escalate)] * 6
+        path = await write_log(sim_fakes, tmp_path, policies[0], clock, steps)
+        clock.set(datetime(2026, 12, 2, 0, 10, tzinfo=UTC))
+        await write_log(sim_fakes, tmp_path, policies[0], clock, [("s-mid", "tutor", Signals())])
+        clock.set(datetime(2026, 12, 1, 23, 10, tzinfo=UTC))  # set back
+        await write_log(
+            sim_fakes, tmp_path, policies[0], clock, [("s-late", "architect", escalate)]
+        )
+        return path
+
+    path = asyncio.run(write())
+
+    async def lines() -> list[AuditLine]:
+        async with AuditLog.open(path, policy_version="test") as audit:
+            return await audit.lines()
+
+    got = asyncio.run(lines())
+    late = next(line for line in got if line.session == "s-late")
+    mid = next(line for line in got if line.session == "s-mid")
+    assert mid.seq < late.seq and late.ts < "2026-12-02" < mid.ts
+    since = late.ts
+    # the read must begin on 12-01 (line 1 here: the spending session's)
+    assert asyncio.run(compare(path, policies, [Filters(since=since)])) == [1]

@@ -211,3 +211,33 @@ def test_the_recorded_signals_are_model_dumps_without_the_defaults(
     assert json.dumps(recorded, sort_keys=True) == json.dumps(
         signals.model_dump(exclude_defaults=True), sort_keys=True
     )
+
+
+def test_a_refusal_another_writer_audited_is_no_old_decision() -> None:
+    """A refusal line with no recorded inputs was counted "written before decisions
+    recorded their inputs": the router's of an old log are, but the sandbox's and the
+    Implementer's (edits outside an editor's folder) say what they refused in their
+    values and are no decisions (a review: one made an empty range non-empty)."""
+
+    def refusal(seq: int, values: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "seq": seq,
+            "ts": "2026-12-01T10:00:00.000Z",
+            "session": "s",
+            "run": None,
+            "role": "implementer",
+            "kind": "refusal",
+            "to": None,
+            "reason_codes": ["X"],
+            "values": values,
+        }
+
+    collected = collect(
+        [
+            refusal(1, {}),  # the router's, before inputs were recorded
+            refusal(2, {"attempt": 1, "within": "app", "outside": ["lib/b.py"]}),
+            refusal(3, {"runner": None, "reason": "no sandbox", "local_only": True}),
+        ]
+    )
+    assert [old.seq for old in collected.old] == [1]
+    assert collected.requests == []

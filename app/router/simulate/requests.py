@@ -172,7 +172,10 @@ class Collector:
         if raw is None:
             if "req" in values:
                 return  # a repair's repeat of its request's cloud step: not a decision
-            if kind == "refusal":
+            if kind == "refusal" and not values:
+                # the router's, written before decisions recorded their inputs; another
+                # writer's refusal (the sandbox's, the Implementer's edits outside an
+                # editor's folder) says what it refused in its values, and is no decision
                 self._out.old.append(_old(line))
             return
         rid = values.get("req", line["seq"])

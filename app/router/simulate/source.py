@@ -11,6 +11,7 @@ import json
 from collections.abc import Awaitable
 from typing import Protocol, TextIO
 
+from app.audit.base import unlike
 from app.audit.canonical import VerifyReport
 from app.errors import AuditTamperError
 from app.router.simulate.gcpause import gc_paused
@@ -31,6 +32,8 @@ class ChainStore(Protocol):
     async def first_of_sessions_from(self, seq: int) -> int | None: ...
 
     async def last_seq(self) -> int: ...
+
+    async def first_unlike_before(self, seq: int) -> int | None: ...
 
 
 class _Feed(io.TextIOBase):
@@ -92,8 +95,16 @@ async def read_log(
     neither is given: :func:`read_start`), grouped into requests, once the chain verifies
     from the first of them to its head."""
     start = await read_start(log, since, session)
+    past = await log.last_seq() + 1 if start is None else start
+    if past > 1:  # the columns the start was found by hold for every line before it
+        bad = await log.first_unlike_before(past)
+        if bad is not None:
+            raise AuditTamperError(
+                f"the audit chain does not verify at line {bad}: {unlike(bad)}; nothing was "
+                "simulated"
+            )
     if start is None:  # no line in the range: nothing to read, nothing to replay
-        return Collected(start=await log.last_seq() + 1)
+        return Collected(start=past)
     report = await log.verify(from_seq=start)
     if not report.ok:
         where = f" at line {report.first_bad_seq}" if report.first_bad_seq else ""
