@@ -236,7 +236,7 @@ def speaks_2_0(msg: dict[str, Any]) -> bool:
     v0.2.0-alpha.5 (September 2025) while it already spoke ACP v1 (a review), and README
     promises such releases; a member naming another version ("1.0", the number 2.0) is
     no JSON-RPC 2.0 message."""
-    return msg.get("jsonrpc", JSONRPC) == JSONRPC
+    return bool(msg.get("jsonrpc", JSONRPC) == JSONRPC)
 
 
 def _shown(msg: dict[str, Any], key: str) -> str:
