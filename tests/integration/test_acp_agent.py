@@ -487,12 +487,15 @@ async def a_slow_tutor_turn(
     repo: Path, w: dict[str, Any], seconds: float
 ) -> AsyncIterator[tuple[Any, str, asyncio.Future[Any], ScriptedClient]]:
     """A tutor turn whose model call takes ``seconds``, yielded once that call has begun:
-    the connection, the session, the turn's prompt and the editor."""
+    the connection, the session, the turn's prompt and the editor. (Later calls answer at
+    once.)"""
     asked = threading.Event()
 
     def slow(body: dict[str, Any]) -> str:
+        first = not asked.is_set()
         asked.set()
-        time.sleep(seconds)
+        if first:
+            time.sleep(seconds)
         return json.dumps({"questions": ["q?"], "hint": "h", "answer": "a"})
 
     w["vllm"].script.respond_with(slow)
@@ -512,7 +515,7 @@ async def test_a_tutor_turn_cancelled_mid_call_is_answered_cancelled(
 ) -> None:
     """Only a pipeline turn turned its cancellation into "cancelled": a tutor turn
     cancelled while its model call ran left the prompt without any answer."""
-    async with a_slow_tutor_turn(repo, world(), 5) as (conn, sid, turn, _):
+    async with a_slow_tutor_turn(repo, world(), 2) as (conn, sid, turn, _):
         await conn.cancel(session_id=sid)
         done = await asyncio.wait_for(turn, 60)
     assert done.stop_reason == "cancelled"

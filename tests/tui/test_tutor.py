@@ -17,6 +17,7 @@ from app.router.types import Signals
 from app.tui.core import TutorAnswered
 from app.tui.screens.tutor import TutorScreen
 from tests.tui.helpers import Messages, settle, until
+from tests.tui.scenes import enter_text
 from tests.tui.scripted import scripted_tutor
 
 
@@ -32,10 +33,10 @@ async def open_tutor(pilot: Any) -> None:
 
 
 async def submit(pilot: Any, text: str) -> None:
-    """Type ``text`` into the tutor's input and enter it (the answer not waited for)."""
+    """Put ``text`` in the tutor's input and enter it (the answer not waited for)."""
     if not pilot.app.screen.query_one("#tutor-input", Input).has_focus:
         await pilot.press("slash")  # the screen's key for "ask again"
-    await pilot.press(*text, "enter")
+    await enter_text(pilot, "#tutor-input", text)
 
 
 async def reopen_tutor(pilot: Any) -> None:
