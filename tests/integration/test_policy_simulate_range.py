@@ -164,6 +164,11 @@ async def compare(log_path: Path, policies: list[Policy], ranges: list[Filters])
     return starts
 
 
+async def lines_of(path: Path) -> list[AuditLine]:
+    async with AuditLog.open(path, policy_version="test") as audit:
+        return await audit.lines()
+
+
 def test_a_range_reads_from_its_first_needed_line_and_reports_as_the_whole_log(
     tmp_path: Path, sim_fakes: SimFakes
 ) -> None:
@@ -193,8 +198,7 @@ def test_a_range_reads_from_its_first_needed_line_and_reports_as_the_whole_log(
         data: Path, policies: list[Policy], clock: TickingClock, steps: list[Any]
     ) -> list[int]:
         path = await write_log(sim_fakes, data, policies[0], clock, steps)
-        async with AuditLog.open(path, policy_version="test") as audit:
-            lines = await audit.lines()
+        lines = await lines_of(path)
         for line in lines:
             key = f"{line.kind}:{(line.values or {}).get('reason', '')}"
             kinds[key] = kinds.get(key, 0) + 1
@@ -227,11 +231,7 @@ def test_a_later_session_is_replayed_under_the_day_spent_before_it(
     clock = TickingClock(timedelta(minutes=3), None)
     path = asyncio.run(write_log(sim_fakes, tmp_path, policies[0], clock, steps))
 
-    async def lines() -> list[AuditLine]:
-        async with AuditLog.open(path, policy_version="test") as audit:
-            return await audit.lines()
-
-    got = asyncio.run(lines())
+    got = asyncio.run(lines_of(path))
     early = next(line for line in got if line.session == "s-early")
     late = next(line for line in got if line.session == "s-late")
     assert early.ts[:10] == late.ts[:10] > got[0].ts[:10]
@@ -275,11 +275,7 @@ def test_a_clock_set_back_into_the_day_before_reads_that_day(
 
     path = asyncio.run(write())
 
-    async def lines() -> list[AuditLine]:
-        async with AuditLog.open(path, policy_version="test") as audit:
-            return await audit.lines()
-
-    got = asyncio.run(lines())
+    got = asyncio.run(lines_of(path))
     late = next(line for line in got if line.session == "s-late")
     mid = next(line for line in got if line.session == "s-mid")
     assert mid.seq < late.seq and late.ts < "2026-12-02" < mid.ts
