@@ -411,21 +411,19 @@ class AuditLog(AuditBase):
 
     async def _row(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...]:
         """The one row of an aggregate ``sql``."""
-        with self._mapped(writing=False):
-            async with self._lock:
-                await self._fold_here()
-                async with self._runner.waiting() as db, db.execute(sql, params) as cur:
-                    row = await cur.fetchone()
-        assert row is not None  # an aggregate's
+        (row,) = await self._rows(sql, params)
         return tuple(row)
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[int, str]]:
+        return [(int(r[0]), str(r[1])) for r in await self._rows(sql, params)]
+
+    async def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """``sql``'s rows, read once the spool is folded in."""
         with self._mapped(writing=False):
             async with self._lock:
                 await self._fold_here()
                 async with self._runner.waiting() as db, db.execute(sql, params) as cur:
-                    rows = await cur.fetchall()
-        return [(int(r[0]), str(r[1])) for r in rows]
+                    return list(await cur.fetchall())
 
 
 #: what :meth:`AuditLog.open` returns: awaitable, and an async context manager

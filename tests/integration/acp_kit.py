@@ -34,20 +34,14 @@ from acp.schema import (
     WriteTextFileResponse,
 )
 
-import app
-
 CLIENT_NAME = "pytest-editor"
-#: environment the agent needs from the test (besides the SDK's few defaults)
-_KEEP = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "COLUMNS", "LANG", "CI")
+#: environment the agent needs from the test (besides the SDK's few defaults); PYTHONPATH
+#: names the checkout under test (tests/conftest.py): the agent runs that code, not the
+#: one the venv's editable install names
+_KEEP = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "COLUMNS", "LANG", "CI", "PYTHONPATH")
 _KEEP_SUFFIX = ("_API_KEY",)
 
 Answer = str | None | Callable[[Any], Awaitable[str | None]]
-
-
-#: the checkout whose ``app`` the tests imported: the agent must run that code, not the
-#: one the venv's editable install names (from a git worktree, the tests drove the main
-#: checkout's agent, and a fix under test was never run)
-SOURCE_ROOT = str(Path(app.__file__).resolve().parent.parent)
 
 
 def agent_env(**extra: str) -> dict[str, str]:
@@ -56,7 +50,6 @@ def agent_env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if k.startswith(("SWITCHYARD_", "XDG_")) or k in _KEEP or k.endswith(_KEEP_SUFFIX)
     }
-    env["PYTHONPATH"] = SOURCE_ROOT
     env.update(extra)
     return env
 

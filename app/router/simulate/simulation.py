@@ -263,9 +263,7 @@ def _simulate(
         tally.outcome("against", req, a, rep_a.ledger.limit_usd)
         tally.outcome("new", req, b, rep_b.ledger.limit_usd)
         tally.compare(world, a, b)
-    return _report(tally, new_ref, against_ref, filters).model_copy(
-        update={"read_from_seq": collected.start}
-    )
+    return _report(tally, new_ref, against_ref, filters, collected.start)
 
 
 def _local_as_recorded(w: World, a: Replayer, b: Replayer) -> bool:
@@ -306,7 +304,7 @@ def _provider_of(model: str, policy: Policy) -> str | None:
 
 
 def _report(
-    t: _Tally, new_ref: PolicyRef, against_ref: PolicyRef, filters: Filters
+    t: _Tally, new_ref: PolicyRef, against_ref: PolicyRef, filters: Filters, read_from: int
 ) -> SimulationReport:
     roles = [
         RoleRow(
@@ -370,4 +368,5 @@ def _report(
         ),
         against_differs_from_recorded=t.differs,
         differs_seqs=t.differs_seqs,
+        read_from_seq=read_from,
     )

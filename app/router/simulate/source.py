@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Awaitable
 from typing import Protocol, TextIO
 
 from app.audit.base import unlike
@@ -77,15 +76,12 @@ async def read_start(log: ChainStore, since: str | None, session: str | None) ->
         return None
     k, least_ts = first
     day = await log.first_of(since=least_ts[:10])
-    own = await (
-        log.first_of_sessions_from(k) if session is None else _seq(log.first_of(session=session))
-    )
+    if session is None:
+        own = await log.first_of_sessions_from(k)
+    else:
+        found = await log.first_of(session=session)
+        own = found[0] if found else None
     return min(s for s in (k, day[0] if day else None, own) if s is not None)
-
-
-async def _seq(found: Awaitable[tuple[int, str] | None]) -> int | None:
-    first = await found
-    return None if first is None else first[0]
 
 
 async def read_log(
