@@ -92,15 +92,22 @@ def start_cluster(*, fsync: bool = False) -> Cluster:
     if init.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"initdb failed: {init.stderr.strip()[-500:]}")
-    opts = f"-k {root} -p {port} -c listen_addresses=127.0.0.1 -c max_connections=200"
-    if not fsync:
-        opts += " -c fsync=off -c full_page_writes=off"
-    start = subprocess.run(
-        [pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "-t", "60", "start"],
-        **common,
-        **run_as,
-        timeout=90,
-    )
+    # The port is free when picked and bound seconds later: another process (the other
+    # pytest-xdist worker's servers) may take it meanwhile, so a failed start tries a new one.
+    for _ in range(3):
+        opts = f"-k {root} -p {port} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not fsync:
+            opts += " -c fsync=off -c full_page_writes=off"
+        log_path = str(root / "log")
+        start = subprocess.run(
+            [pg_ctl, "-D", str(data), "-o", opts, "-l", log_path, "-w", "-t", "60", "start"],
+            **common,
+            **run_as,
+            timeout=90,
+        )
+        if start.returncode == 0:
+            break
+        port = _free_port()
     if start.returncode != 0:
         log = (root / "log").read_text(errors="replace")[-800:] if (root / "log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from app.audit.log import AuditLog
-from app.backends.machine import free_port as closed_port
 from app.cli.main import main
 from app.config import load_settings
 from app.policy import load_policy
 from app.router.ledger import BudgetLedger
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
+from tests.ports import closed_port
 from tests.reliability.kit import sigterm_mid_call
 
 

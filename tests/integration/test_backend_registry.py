@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from app.backends.base import Backend, BackendError
-from app.backends.machine import free_port as closed_port
 from app.backends.registry import BackendRegistry
 from app.policy.schema import Policy
+from tests.ports import closed_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

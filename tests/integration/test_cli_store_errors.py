@@ -19,12 +19,12 @@ import aiosqlite
 import pytest
 
 from app.audit.log import AuditLog
-from app.backends.machine import free_port as closed_port
 from app.cli.main import main
 from app.errors import AuditTamperError, StoreError, SwitchyardError
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.integration.test_harvest import commit, git
 from tests.limits import file_size_limit
+from tests.ports import closed_port
 from tests.reliability.kit import LOCAL_MODELS
 
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from app.backends.machine import free_port
 from app.cli.main import build_parser, main
 from tests import json_watch
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.json_reference import REFERENCE, _covers, assert_documented, parse, paths, reference
+from tests.ports import closed_port
 
 _TYPES = {"string", "integer", "number", "boolean", "array", "object", "null", "any"}
 
@@ -96,7 +96,7 @@ def vllm(
 ) -> FakeOpenAIServer:
     server = fake_openai_factory("vllm", default_reply="a local answer")
     monkeypatch.setenv("SWITCHYARD_VLLM_URL", server.base_url)
-    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{free_port()}/v1")
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
     return server
 
 

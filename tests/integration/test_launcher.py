@@ -21,6 +21,7 @@ from app.config import load_settings
 from app.errors import UsageError
 from app.policy import Policy
 from tests.ci import missing
+from tests.ports import closed_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,8 +81,8 @@ def dead_ports_env() -> dict[str, str]:
     """Point both HTTP runtimes at loopback ports nobody listens on (8000/8080 may be
     taken by something else on a shared machine)."""
     return {
-        "SWITCHYARD_VLLM_URL": f"http://127.0.0.1:{launcher.free_port()}/v1",
-        "SWITCHYARD_LLAMACPP_SERVER_URL": f"http://127.0.0.1:{launcher.free_port()}/v1",
+        "SWITCHYARD_VLLM_URL": f"http://127.0.0.1:{closed_port()}/v1",
+        "SWITCHYARD_LLAMACPP_SERVER_URL": f"http://127.0.0.1:{closed_port()}/v1",
     }
 
 
@@ -136,7 +137,7 @@ def test_status_probes_every_endpoint_of_a_runtime_and_masks_a_password() -> Non
     proc = subprocess.Popen([sys.executable, "-c", FAKE_SERVER, str(port)], env=os.environ)
     try:
         live = f"http://127.0.0.1:{port}/v1"
-        dead = f"http://admin:hunter2secret@127.0.0.1:{launcher.free_port()}/v1"
+        dead = f"http://admin:hunter2secret@127.0.0.1:{closed_port()}/v1"
         deadline = time.monotonic() + 20
         while not probe_endpoint("vllm", live).up and time.monotonic() < deadline:
             time.sleep(0.1)

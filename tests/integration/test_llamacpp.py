@@ -1,6 +1,7 @@
 """llama.cpp in-process with the real embedded model (SmolLM2-135M Q4_1, ~100 MB).
 
-Kept few and short (max_tokens ≤ 48, 2 threads) so they run in CI on two CPU cores.
+Kept few and short (max_tokens ≤ 48, 2 threads; 1 beside another pytest-xdist worker) so
+they run in CI on two CPU cores.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def _needs_the_local_extra() -> None:
         missing("needs the local extra: pip install 'switchyard[local]'")
 
 
-THREADS = 2
+# llama.cpp's threads spin while they wait: beside another pytest-xdist worker, one.
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 
 
 def ask(text: str, **kw: object) -> ChatRequest:

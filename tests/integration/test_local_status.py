@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from app.backends.launcher import free_port, local_status
+from app.backends.launcher import local_status
 from app.config import load_settings
 from app.policy import Policy
 from app.resources import default_policy_path
+from tests.ports import closed_port
 from tests.socket_guard import SocketGuard
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +40,7 @@ def env_says_off(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     env = {
         "SWITCHYARD_LOCAL_ONLY": "false",
         "SWITCHYARD_VLLM_URL": REMOTE,
-        "SWITCHYARD_LLAMACPP_SERVER_URL": f"http://127.0.0.1:{free_port()}/v1",
+        "SWITCHYARD_LLAMACPP_SERVER_URL": f"http://127.0.0.1:{closed_port()}/v1",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from app.backends.llamacpp import find_embedded_gguf
-from app.backends.machine import free_port
 from app.cli.main import main
 from app.policy import Policy
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.ports import closed_port
 from tests.socket_guard import SocketGuard
 
 
@@ -21,7 +21,7 @@ from tests.socket_guard import SocketGuard
 def _no_local_servers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Both HTTP runtimes on loopback ports nobody listens on."""
     for name in ("SWITCHYARD_VLLM_URL", "SWITCHYARD_LLAMACPP_SERVER_URL"):
-        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}/v1")
+        monkeypatch.setenv(name, f"http://127.0.0.1:{closed_port()}/v1")
     monkeypatch.setenv("COLUMNS", "200")  # the human text on one line
 
 

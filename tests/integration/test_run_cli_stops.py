@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from app.backends.machine import free_port as closed_port
 from tests.integration.test_workspace_repo import make_repo
+from tests.ports import closed_port
 
 ROOT = Path(__file__).resolve().parents[2]
 #: what the tester ran as root to be an ordinary user: no capability overrides file modes

@@ -108,7 +108,7 @@ async def test_output_is_streamed_in_order_and_kept(runner: Runner, wt: Path) ->
 async def test_the_time_limit_kills_the_whole_process_group(runner: Runner, wt: Path) -> None:
     started = time.monotonic()
     result = await run_sandboxed(
-        py(HEARTBEAT.format(setsid=False)), cwd=wt, runner=runner, timeout_s=2
+        py(HEARTBEAT.format(setsid=False)), cwd=wt, runner=runner, timeout_s=3
     )
     assert result.timed_out and result.exit_code == -9 and not result.ok
     assert "started" in result.output

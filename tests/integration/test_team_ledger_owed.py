@@ -103,7 +103,7 @@ async def test_an_expiry_meanwhile_charges_the_estimate_and_the_rest_is_kept(
 ) -> None:
     """The database came back after the reservation's TTL: another process's expiry
     charged its amount; the settlement written late adds what the call cost past it."""
-    monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 1.0)  # (past the TTL: the expiry first)
+    monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 2.5)  # (well past the TTL: the expiry first)
     short = BUDGET.model_copy(update={"reservation_ttl_s": 0.5})
     led = await PgBudgetLedger.open(pg_url, short, team="t", user="alice")
     told = _told(led)
@@ -211,7 +211,7 @@ async def test_a_late_close_cut_short_resumes_where_it_stopped(
     """The close was written late, then the row past the expired estimate failed (the
     database gone again): the next round writes that row alone (a close taken again read
     as settled, and its row and its line were lost: a review)."""
-    monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 1.0)
+    monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 2.5)  # (well past the TTL: the expiry first)
     short = BUDGET.model_copy(update={"reservation_ttl_s": 0.5})
     led = await PgBudgetLedger.open(pg_url, short, team="t", user="alice")
     told = _told(led)

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from app.backends.machine import free_port as closed_port
 from app.cli.main import main
 from app.resources import default_policy_path
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.demo_repo import make_repo
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
+from tests.ports import closed_port
 from tests.reliability.kit import audit_lines, sigterm_mid_call
 
 QWEN = "Qwen/Qwen2.5-Coder-7B-Instruct"

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from app.audit import AuditLog
-from app.backends.machine import free_port
 from app.cli.main import main
 from app.config import load_settings
 from tests.fakes.demo_repo import diff_of as diff_of  # re-exported for the R tests
 from tests.fakes.demo_repo import git as git
 from tests.fakes.demo_repo import make_repo as make_repo
+from tests.ports import closed_port as closed_port  # re-exported for the R tests
 
 TASK = "Make the failing parser test pass: parse() drops the last token."
 #: exits 0 once parse() keeps the last token (GR-006: this exit code is the truth)
@@ -145,10 +145,6 @@ def role_of(body: dict[str, Any]) -> str:
         if marker in system:
             return role
     return "other"
-
-
-#: a loopback port nobody listens on (the reliability tests point runtimes there)
-closed_port = free_port
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from app.backends.machine import free_port as closed_port
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
+from tests.ports import closed_port
 
 #: the served names of the local roles' models (architect, implementer, tutor, librarian)
 LOCAL_MODELS = [
