@@ -7,12 +7,14 @@ import json
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.config import Settings, load_settings, setting_source
 from app.dollars import dollars
 from app.errors import Terminated
-from app.policy import LoadedPolicy, load_policy
+
+if TYPE_CHECKING:  # the policy's models cost ~50 ms to import: not before the workbench draws
+    from app.policy import LoadedPolicy
 
 T = TypeVar("T")
 
@@ -81,6 +83,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def policy_from(args: argparse.Namespace, settings: Settings | None = None) -> LoadedPolicy:
+    from app.policy import load_policy
+
     settings = settings or settings_from(args)
     return load_policy(settings.policy, source=setting_source(settings, "policy"))
 

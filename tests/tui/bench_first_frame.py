@@ -4,8 +4,9 @@ Run: ``python -m tests.tui.bench_first_frame [--runs 5]`` (a benchmark, not a te
 timed assertions anywhere). Each run is a fresh interpreter that runs the real
 ``switchyard tui`` command (settings, theme check, the app with the user's session factory
 and the real pipeline runner, in a scratch data dir) headless at 160x48, and reports when
-the first frame has been drawn (the first refresh after mount), and whether torch,
-llama_cpp or sentence_transformers were loaded by then.
+the first frame has been drawn (the first refresh after mount), whether torch,
+llama_cpp or sentence_transformers were loaded by then, and whether what the first frame
+does not draw (the policy's models, the router, the audit log, httpx) was.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ run = tui_app.SwitchyardApp.run
 def first_frame(self, *args, **kwargs):
     def ready() -> None:
         heavy = [m for m in ("torch", "llama_cpp", "sentence_transformers") if m in sys.modules]
+        # what the first frame does not draw: the policy's models (~50 ms), the router, httpx
+        later = ("app.policy.schema", "app.router.service", "app.audit.log", "httpx")
         print(json.dumps({"import_s": t_import - t0, "first_frame_s": time.perf_counter() - t0,
-                          "heavy": sorted(heavy)}), flush=True)
+                          "heavy": sorted(heavy),
+                          "deferred": sorted(m for m in later if m in sys.modules)}), flush=True)
         self.exit()
 
     self.call_after_refresh(ready)
@@ -76,6 +80,8 @@ def main() -> int:
         print(f"{key:>14}: median {statistics.median(values):.3f}s  min {min(values):.3f}s")
     heavy = sorted({m for r in runs for m in r["heavy"]})  # type: ignore[union-attr]
     print(f"{'heavy at start':>14}: {', '.join(heavy) or 'none (torch not imported)'}")
+    early = sorted({m for r in runs for m in r["deferred"]})  # type: ignore[union-attr]
+    print(f"{'not deferred':>14}: {', '.join(early) or 'none (the policy, the router: later)'}")
     return 0
 
 

@@ -29,6 +29,16 @@ def test_the_app_imports_no_heavy_library() -> None:
     assert json.loads(done.stdout) == []
 
 
+def test_the_first_frame_waits_for_nothing_it_does_not_draw() -> None:
+    """The real `switchyard tui`, headless, up to its first frame: no heavy library, and
+    neither the policy's models (~50 ms of pydantic schema building, imported by the CLI's
+    common helpers until the first frame paid for them) nor the router."""
+    from tests.tui.bench_first_frame import one_run
+
+    result = one_run(ROOT)
+    assert result["heavy"] == [] and result["deferred"] == []
+
+
 def test_tui_and_demo_are_commands() -> None:
     parser = build_parser()
     args = parser.parse_args(["tui", "--theme", "switchyard-light", "--repo", ".", "fix it"])
