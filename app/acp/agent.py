@@ -33,7 +33,7 @@ from acp.schema import (
 
 from app import __version__
 from app.acp.editor import editor_context, prompt_text
-from app.acp.history import replay, runs_of, session_infos
+from app.acp.history import folder_of, replay, runs_of, session_infos
 from app.acp.permissions import AcpDecider, approver_name
 from app.acp.sessions import (
     RUN_MODE,
@@ -133,6 +133,17 @@ class SwitchyardAgent:
                 {"sessionId": session_id, "cwd": cwd},
             )
         runs = runs_of(repo, session_id)
+        made_on = folder_of(runs[-1]) if runs else None
+        if open_one is None and made_on and made_on != within:
+            # as for an open session: its edits were kept to that folder, and the editor
+            # would show it as another folder's (a run sealed before runs recorded their
+            # folder, or one on the top, is loaded on the cwd given: kept to it)
+            raise RequestError(
+                -32602,
+                f"session {session_id!r} was made on {_place(repo, made_on)},"
+                f" not on {_place(repo, within)}",
+                {"sessionId": session_id, "cwd": cwd},
+            )
         if not runs and open_one is None:
             raise RequestError(
                 -32602,
@@ -147,10 +158,12 @@ class SwitchyardAgent:
     async def list_sessions(
         self, cwd: str | None = None, cursor: str | None = None, **kwargs: Any
     ) -> ListSessionsResponse:
-        repos = [session_repo(cwd, self.pinned)] if cwd else []
-        if not repos:
-            open_repos = {s.repo for s in self.pool.sessions.values()}
-            repos = sorted(open_repos | ({self.pinned} if self.pinned else set()))
+        if cwd:
+            repo = session_repo(cwd, self.pinned)
+            infos = session_infos(repo, session_within(cwd, repo))
+            return ListSessionsResponse(sessions=infos)
+        open_repos = {s.repo for s in self.pool.sessions.values()}
+        repos = sorted(open_repos | ({self.pinned} if self.pinned else set()))
         return ListSessionsResponse(sessions=[i for r in repos for i in session_infos(r)])
 
     async def set_session_mode(

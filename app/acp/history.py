@@ -40,8 +40,18 @@ def manifests(repo: Path) -> list[Manifest]:
     return sorted(found, key=lambda m: (m.created, m.run_id))
 
 
-def session_infos(repo: Path) -> list[SessionInfo]:
-    """The sessions that left runs in ``repo``, the most recently active first."""
+def folder_of(run: Manifest) -> str | None:
+    """The folder of its repository the run's session was kept to (an editor's cwd below
+    the top, as :func:`app.acp.sessions.session_within` spells it); "" for the top, None
+    for a run sealed before runs recorded it."""
+    within = run.extra.get("within", None)
+    return within if isinstance(within, str) else None
+
+
+def session_infos(repo: Path, within: str | None = None) -> list[SessionInfo]:
+    """The sessions that left runs in ``repo``, the most recently active first, each on
+    the folder its last run was kept to; ``within``: only the sessions of that folder
+    (ACP's "filter sessions by working directory")."""
     by_session: dict[str, list[Manifest]] = {}
     for m in manifests(repo):
         if m.session:
@@ -49,12 +59,20 @@ def session_infos(repo: Path) -> list[SessionInfo]:
     infos = []
     for sid, runs in by_session.items():
         last = runs[-1]
+        folder = folder_of(last) or ""
+        if within is not None and folder != within:
+            continue
         # one line, its control characters shown, not obeyed: a task's newline or ESC
         # went into the editor's session list as it was
         task = clean(last.task, one_line=True)
         title = task if len(task) <= TITLE_CHARS else task[: TITLE_CHARS - 1] + "…"
         infos.append(
-            SessionInfo(session_id=sid, cwd=str(repo), title=title, updated_at=last.finalized)
+            SessionInfo(
+                session_id=sid,
+                cwd=str(repo / folder if folder else repo),
+                title=title,
+                updated_at=last.finalized,
+            )
         )
     return sorted(infos, key=lambda i: i.updated_at or "", reverse=True)
 

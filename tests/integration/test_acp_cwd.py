@@ -68,7 +68,8 @@ def mono(tmp_path: Path) -> Path:
 def editor_link(mono: Path) -> Path:
     """The folder the editor opened: ``app/``, through a symlink to it."""
     link = mono.parent / "project-link"
-    link.symlink_to(mono / "app", target_is_directory=True)
+    if not link.is_symlink():
+        link.symlink_to(mono / "app", target_is_directory=True)
     return link
 
 
@@ -101,6 +102,10 @@ def world(
         SWITCHYARD_LLAMACPP_SERVER_URL=f"http://127.0.0.1:{closed_port()}/v1",
     )
     return {"policy": policy, "env": env, "vllm": vllm}
+
+
+def real(path: Path) -> str:
+    return str(path.resolve())
 
 
 def app_fix(mono: Path) -> str:
@@ -198,3 +203,41 @@ async def test_a_merge_that_would_write_outside_the_editors_folder_is_refused_un
     assert "Not merged (nothing in the checkout changed): OUTSIDE: outside app/" in said
     assert checkout_fingerprint(mono) == moved and (mono / "lib" / "util.py").read_text() == LIB
     assert git(mono, "rev-parse", "--abbrev-ref", "HEAD").strip() == "older"
+
+
+async def test_a_folders_session_is_listed_on_that_folder_and_loaded_only_there(
+    mono: Path, fake_openai_factory: Callable[..., FakeOpenAIServer], tmp_path: Path
+) -> None:
+    """``session/list`` named the repository's top as every session's cwd, and its
+    ``cwd`` ("filter sessions by working directory") listed every folder's sessions; a
+    session kept to ``app/``, loaded later from the top, came back kept to the whole
+    repository and shown as the top's."""
+    from acp import RequestError
+
+    fix = app_fix(mono)
+    w = world(mono, fake_openai_factory, tmp_path, lambda: impl_json(fix))
+    _, done = await run_one_task(mono, w)
+    assert done.stop_reason == "end_turn"
+    manifest = json.loads((bundle_of(mono) / "manifest.json").read_text())
+    assert manifest["extra"] == {"within": "app"}
+
+    later = ScriptedClient(answers=[])
+    args = ("--policy", str(w["policy"]))
+    async with spawned(later, cwd=mono, env=w["env"], args=args) as conn:
+        await initialize(conn, fs=False)
+        on_app = await conn.list_sessions(cwd=str(editor_link(mono)))
+        on_top = await conn.list_sessions(cwd=str(mono))
+        (info,) = on_app.sessions
+        with pytest.raises(RequestError) as refused:
+            await conn.load_session(cwd=str(mono), session_id=info.session_id, mcp_servers=[])
+        loaded = await conn.load_session(
+            cwd=str(editor_link(mono)), session_id=info.session_id, mcp_servers=[]
+        )
+        everywhere = await conn.list_sessions()  # (the open sessions' repositories)
+    real_top, real_app = real(mono), real(mono / "app")
+    assert info.cwd == real_app and on_top.sessions == []
+    assert [(i.session_id, i.cwd) for i in everywhere.sessions] == [(info.session_id, real_app)]
+    assert refused.value.code == -32602
+    assert f"was made on {real_app}, not on {real_top}" in str(refused.value)
+    assert loaded is not None  # and its run replayed as the conversation
+    assert f"**Run {bundle_of(mono).name}: merge_ready**" in later.text()

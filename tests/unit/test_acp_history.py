@@ -14,7 +14,9 @@ def test_a_title_is_one_line_with_its_control_characters_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A task's newline and ESC went into the editor's session list as they were."""
-    run = SimpleNamespace(session="s1", task="fix\nthe \x1b[31mparser", finalized="2026-12-06")
+    run = SimpleNamespace(
+        session="s1", task="fix\nthe \x1b[31mparser", finalized="2026-12-06", extra={}
+    )
     monkeypatch.setattr(history, "manifests", lambda repo: [run])
     (info,) = history.session_infos(tmp_path)
     assert info.title is not None
