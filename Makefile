@@ -17,10 +17,14 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: demo test check bench bench-quick screenshots sysdeps clean
 
-# The suite runs on every core (at most four; one worker per core: many tests wait on a
+# The suite runs on every core (pytest-xdist, at most four workers: many tests wait on a
 # subprocess or a server, and two workers ran it 1.7x faster than one on two cores).
-# `make test PYTEST_WORKERS=` runs it in one process.
-PYTEST_WORKERS ?= -n auto --maxprocesses 4 --dist worksteal
+# `make test PYTEST_WORKERS=2` sets the count, `make test PYTEST_WORKERS=` runs one process.
+# The snapshot tests run apart, in one process: under xdist syrupy skips its check for
+# snapshots no test uses any more (a renamed test's stale picture would pass unseen).
+PYTEST_WORKERS ?= auto
+XDIST := $(if $(PYTEST_WORKERS),-n $(PYTEST_WORKERS) --maxprocesses 4 --dist worksteal)
+SNAPSHOTS := tests/tui/test_snapshots.py
 
 # The main job: the workbench on the shipped example repo, served by the embedded model.
 # Without a terminal (a pipe, CI) it runs the same pipeline headless instead.
@@ -37,9 +41,13 @@ test: $(VENV)/.stamp-test sysdeps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	@# pytest exits 5 when it collected nothing: never a pass (nor a silent failure).
-	@$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_WORKERS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
-	exit $$rc
+	@$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) --ignore=$(SNAPSHOTS); rc=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(SNAPSHOTS); snap=$$?; \
+	for code in $$rc $$snap; do \
+	  if [ $$code -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	done; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	exit $$snap
 
 check: $(VENV)/.stamp-test
 	$(BIN)/ruff check .

@@ -25,3 +25,9 @@ def missing(why: str) -> NoReturn:
             f"CI=true: {why}; `make test` installs it, so this is a broken set-up", pytrace=False
         )
     pytest.skip(why)
+
+
+def llama_threads() -> int:
+    """Threads for the in-process llama.cpp: 2 on CI's two cores, 1 beside another
+    pytest-xdist worker (llama.cpp's threads spin while they wait, and slow both)."""
+    return 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2

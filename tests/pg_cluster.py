@@ -93,23 +93,30 @@ def start_cluster(*, fsync: bool = False) -> Cluster:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"initdb failed: {init.stderr.strip()[-500:]}")
     # The port is free when picked and bound seconds later: another process (the other
-    # pytest-xdist worker's servers) may take it meanwhile, so a failed start tries a new one.
+    # pytest-xdist worker's servers) may take it meanwhile, so a start that found it taken
+    # tries a new one. A failed start is stopped first (one that timed out may still run).
+    log_path = root / "log"
     for _ in range(3):
+        seen = log_path.stat().st_size if log_path.exists() else 0
         opts = f"-k {root} -p {port} -c listen_addresses=127.0.0.1 -c max_connections=200"
         if not fsync:
             opts += " -c fsync=off -c full_page_writes=off"
-        log_path = str(root / "log")
         start = subprocess.run(
-            [pg_ctl, "-D", str(data), "-o", opts, "-l", log_path, "-w", "-t", "60", "start"],
+            [pg_ctl, "-D", str(data), "-o", opts, "-l", str(log_path), "-w", "-t", "60", "start"],
             **common,
             **run_as,
             timeout=90,
         )
         if start.returncode == 0:
             break
+        stop = [pg_ctl, "-D", str(data), "-m", "immediate", "stop"]
+        subprocess.run(stop, **common, **run_as, timeout=60)
+        log = log_path.read_bytes()[seen:].decode(errors="replace") if log_path.exists() else ""
+        if "Address already in use" not in log:
+            break
         port = _free_port()
     if start.returncode != 0:
-        log = (root / "log").read_text(errors="replace")[-800:] if (root / "log").exists() else ""
+        log = log_path.read_text(errors="replace")[-800:] if log_path.exists() else ""
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"pg_ctl start failed: {start.stderr.strip()} {log}")
     return Cluster("127.0.0.1", port, "postgres", root, pg_ctl)

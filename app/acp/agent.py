@@ -134,14 +134,15 @@ class SwitchyardAgent:
             )
         runs = runs_of(repo, session_id)
         made_on = folder_of(runs[-1]) if runs else None
-        if open_one is None and made_on and made_on != within:
+        if open_one is None and made_on and made_on != within and (repo / made_on).is_dir():
             # as for an open session: its edits were kept to that folder, and the editor
-            # would show it as another folder's (a run sealed before runs recorded their
-            # folder, or one on the top, is loaded on the cwd given: kept to it)
+            # would show it as another folder's. A session of the top, one sealed before
+            # runs recorded their folder, or one whose folder is gone is loaded on the cwd
+            # given, and kept to it
             raise RequestError(
                 -32602,
                 f"session {session_id!r} was made on {_place(repo, made_on)},"
-                f" not on {_place(repo, within)}",
+                f" not on {_place(repo, within)}: open it from that folder",
                 {"sessionId": session_id, "cwd": cwd},
             )
         if not runs and open_one is None:

@@ -51,7 +51,8 @@ def folder_of(run: Manifest) -> str | None:
 def session_infos(repo: Path, within: str | None = None) -> list[SessionInfo]:
     """The sessions that left runs in ``repo``, the most recently active first, each on
     the folder its last run was kept to; ``within``: only the sessions of that folder
-    (ACP's "filter sessions by working directory")."""
+    (ACP's "filter sessions by working directory"), and those whose runs were sealed
+    before runs recorded their folder (listed on the top, as they were, in every list)."""
     by_session: dict[str, list[Manifest]] = {}
     for m in manifests(repo):
         if m.session:
@@ -59,8 +60,8 @@ def session_infos(repo: Path, within: str | None = None) -> list[SessionInfo]:
     infos = []
     for sid, runs in by_session.items():
         last = runs[-1]
-        folder = folder_of(last) or ""
-        if within is not None and folder != within:
+        folder = folder_of(last)
+        if within is not None and folder is not None and folder != within:
             continue
         # one line, its control characters shown, not obeyed: a task's newline or ESC
         # went into the editor's session list as it was

@@ -210,8 +210,9 @@ async def _finish(
         session=session.id,
         local_only=session.local_only,
         reason=reason,
-        # the folder an editor's session was kept to (ACP's cwd): its session list names it
-        extra={"within": ctx.options.within} if ctx.options.within else None,
+        # the folder the run was kept to ("" the top; an editor's cwd below it, over ACP):
+        # the ACP session list names it
+        extra={"within": ctx.options.within},
     )
     seal = bundle_seal_line(manifest, ctx.bundle.manifest_sha256)
     seal.pop("run", None)

@@ -21,7 +21,7 @@ from app.backends.base import collect as collect_result
 from app.backends.jsonschema_check import errors as schema_errors
 from app.backends.llamacpp import LlamaCppBackend
 from app.router.structured import ReplyRejected, schema_parser
-from tests.ci import missing
+from tests.ci import llama_threads, missing
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +30,7 @@ def _needs_the_local_extra() -> None:
         missing("needs the local extra: pip install 'switchyard[local]'")
 
 
-# llama.cpp's threads spin while they wait: beside another pytest-xdist worker, one.
-THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+THREADS = llama_threads()
 
 
 def ask(text: str, **kw: object) -> ChatRequest:

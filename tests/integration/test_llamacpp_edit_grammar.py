@@ -15,7 +15,7 @@ from app.pipeline import prompts
 from app.pipeline.edits.grammar import EDIT_GRAMMAR, edit_grammar
 from app.pipeline.edits.parse import EditFormatError, parse_edits
 from app.pipeline.schemas import Plan, PlanStep
-from tests.ci import missing
+from tests.ci import llama_threads, missing
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ _PREFIX = re.compile(
 
 
 async def test_the_grammar_holds_the_embedded_model_to_the_block_syntax() -> None:
-    backend = LlamaCppBackend(n_threads=2)
+    backend = LlamaCppBackend(n_threads=llama_threads())
     messages = prompts.implementer(
         "make add() add", PLAN, {"calc.py": "def add(a, b):\n    return a - b\n"}, ""
     )
@@ -57,7 +57,7 @@ async def test_the_grammar_holds_the_embedded_model_to_the_block_syntax() -> Non
 
 async def test_without_the_grammar_the_same_model_writes_free_text() -> None:
     """The control: the syntax above comes from the grammar, not from the model."""
-    backend = LlamaCppBackend(n_threads=2)
+    backend = LlamaCppBackend(n_threads=llama_threads())
     request = ChatRequest(
         messages=[Message(role="user", content="Say hello in five words.")],
         max_tokens=16,
@@ -71,7 +71,7 @@ async def test_the_narrowed_grammar_makes_every_search_line_a_line_of_the_file()
     """With the files it was shown, a model can only copy their lines into SEARCH (and
     name their paths): the copy is exact, wherever it lands."""
     source = "def add(a, b):\n    return a - b\n\n\ndef sub(a, b):\n    return a - b\n"
-    backend = LlamaCppBackend(n_threads=2)
+    backend = LlamaCppBackend(n_threads=llama_threads())
     messages = prompts.implementer("make add() add", PLAN, {"calc.py": source}, "")
     grammar = edit_grammar({"calc.py": source})
     request = ChatRequest(messages=messages, max_tokens=64, grammar=grammar, temperature=0)

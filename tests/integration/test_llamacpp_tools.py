@@ -15,7 +15,7 @@ from app.backends.jsonschema_check import errors as schema_errors
 from app.backends.llamacpp import LlamaCppBackend
 from app.backends.llamacpp_tools import plan_tools
 from app.backends.tool_calls import call_id
-from tests.ci import missing
+from tests.ci import llama_threads, missing
 
 WEATHER = ToolSpec(
     name="get_weather",
@@ -45,7 +45,7 @@ def _needs_the_local_extra() -> None:
 
 @pytest.fixture
 def backend() -> LlamaCppBackend:
-    return LlamaCppBackend(n_threads=2)
+    return LlamaCppBackend(n_threads=llama_threads())
 
 
 async def run(backend: LlamaCppBackend, request: ChatRequest) -> tuple[list[Delta], ChatResult]:

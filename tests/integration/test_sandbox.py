@@ -123,9 +123,10 @@ async def test_a_child_in_its_own_session_dies_with_the_namespace(
 ) -> None:
     # setsid() escapes a process group, never a pid namespace.
     result = await run_sandboxed(
-        py(HEARTBEAT.format(setsid=True)), cwd=wt, runner=ns_runner, timeout_s=2
+        py(HEARTBEAT.format(setsid=True)), cwd=wt, runner=ns_runner, timeout_s=3
     )
     assert result.timed_out
+    assert "started" in result.output and (wt / "beat").exists()  # (else nothing to stop)
     assert _heartbeat_stopped(wt / "beat")
 
 

@@ -62,6 +62,7 @@ def one_run(cwd: Path) -> dict[str, float | list[str]]:
             cwd=cwd,
             env=env,
             check=True,
+            timeout=120,
         )
         wall = time.perf_counter() - started
     result: dict[str, float | list[str]] = json.loads(done.stdout.strip().splitlines()[-1])
