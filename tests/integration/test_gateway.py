@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ import httpx
 import openai
 import pytest
 
-from app.backends.machine import free_port
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.policy import policy_pointing
@@ -56,7 +56,6 @@ def start_gateway(
     env: dict[str, str] | None = None,
 ) -> Gateway:
     policy = policy_pointing(tmp_path, openai=cloud.base_url, anthropic=claude.url)
-    port = free_port()
     full_env = {
         **os.environ,
         "SWITCHYARD_VLLM_URL": vllm.base_url,
@@ -66,24 +65,30 @@ def start_gateway(
         "ANTHROPIC_API_KEY": "sk-ant-gateway-test-0123456789",
         **(env or {}),
     }
+    # --port 0 and the address it says: a port picked free here and bound by serve a
+    # second later could be taken meanwhile (another pytest-xdist worker's server)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port), *args],
+        [sys.executable, "-m", "app", "serve", "--port", "0", *args],
         env=full_env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return Gateway(f"http://127.0.0.1:{port}", proc, vllm, cloud, claude)
+    assert proc.stderr is not None
+    said: list[str] = []
+    hung = threading.Timer(60, proc.kill)  # not listening within a minute: its end
+    hung.start()
+    try:
+        while not said or "listening on" not in said[-1]:
+            said.append(proc.stderr.readline())
+            if not said[-1]:  # (the end of its output: serve exited)
+                proc.wait(30)
+                raise AssertionError(f"serve exited: {''.join(said)}{proc.stderr.read()}")
+    finally:
+        hung.cancel()
+    url = said[-1].split()[4]
+    return Gateway(url, proc, vllm, cloud, claude)
 
 
 @pytest.fixture
