@@ -346,7 +346,7 @@ delta passed on as it came): in one process switching ways (10 rounds of 1,000),
 hold ~5 µs and the rest of the reply's masking ~5. P1 at 1e68585: see the closing note.
 
 Since then (2026-12-07, afternoon), on a machine where the same tree measured 193 µs one
-session and 249 µs the next (LiteLLM 3.1 and 3.0 ms: our side's cost moves with the host
+session and 249 µs the next (LiteLLM 3.1 and 3.0-3.3 ms: our side's cost moves with the host
 more than theirs does), e9c2e23 against the head of four stops later, in turn: 230-232
 against 242 µs: the guardrails of those stops (the stream's masking of a key's other
 forms, the cut tries charged, the retries' reservations) cost ~10-12 µs, and there is no
