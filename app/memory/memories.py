@@ -115,9 +115,19 @@ class Memories:
         ids = await self._db.write(
             functools.partial(_insert, items=todo, now=now), inline=small(len(todo))
         )
-        await self._vectors.embed_and_store(
-            [(i, p.text) for i, p in zip(ids, todo, strict=True) if i is not None]
-        )
+        try:
+            await self._vectors.embed_and_store(
+                [(i, p.text) for i, p in zip(ids, todo, strict=True) if i is not None]
+            )
+        except Exception as exc:
+            # stored already, and embedded at the next open or search: said, so that a
+            # `memory add` run again does not add the memory a second time
+            added = [i for i in ids if i is not None]
+            what = f"memory {added[0]}" if len(added) == 1 else f"{len(added)} memories"
+            raise SwitchyardError(
+                f"{what} kept, not all embedded ({type(exc).__name__}: {exc}); what has no "
+                "vector is embedded at the next search"
+            ) from exc
         result: list[int | None] = [None] * len(prepared)
         for slot, memory_id in zip(slots, ids, strict=True):
             result[slot] = memory_id

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from app.clock import ManualClock
+from app.errors import SwitchyardError
 from app.memory import vectors
 from app.memory.embeddings import EmbeddingKey, Vectors, normalize_rows
 from app.memory.store import MemoryStore
@@ -21,8 +22,9 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 DIM = 8
 
 
-class Interrupted(Exception):
-    """What the fake embedder raises where a Ctrl-C would have stopped the fill."""
+class Interrupted(BaseException):
+    """What the fake embedder raises where a Ctrl-C would have stopped the fill (a
+    KeyboardInterrupt: no Exception, so nothing takes it for a failed embedding)."""
 
 
 class Hashed:
@@ -135,3 +137,23 @@ async def test_each_stored_batch_is_told_and_like_lengths_go_together(db: Path) 
     assert told == [("embed", 0, 7), ("embed", 3, 7), ("embed", 6, 7), ("embed", 7, 7)]
     lengths = [len(text) for call in embedder.calls for text in call]
     assert lengths == sorted(lengths) and len(embedder.calls) == 3
+
+
+class Broken(Hashed):
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        raise RuntimeError("the model's arithmetic failed")
+
+
+async def test_a_memory_whose_embedding_fails_is_kept_and_said_so(db: Path) -> None:
+    """`memory add` exited with the embedder's error and said nothing of the memory it had
+    stored: run again, it added it twice."""
+    async with MemoryStore.open(db, clock=ManualClock(T0), embedder=Broken()) as store:
+        with pytest.raises(SwitchyardError) as failed:
+            await store.add("keep the parser's last token", kind="note")
+        assert await store.count() == 1
+    said = str(failed.value)
+    assert said.startswith("memory 1 kept, not all embedded (RuntimeError: the model's")
+    assert "embedded at the next search" in said
+    again = Hashed()
+    async with MemoryStore.open(db, clock=ManualClock(T0), embedder=again) as store:
+        assert again.embedded == 1 and await store.embedding_counts() == {again.key: 1}
