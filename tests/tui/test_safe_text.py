@@ -118,7 +118,8 @@ async def test_a_models_tutor_reply_is_drawn_as_plain_text(make_app: Any) -> Non
 async def test_a_notification_with_brackets_is_shown_not_read(make_app: Any) -> None:
     app = make_app(task=None)
     async with app.run_test(size=(120, 30)) as pilot:
-        app.notify("cannot read [/x]: \x1b[2J", title="[b]x")
+        # (a toast lives 5 s by default: a busy machine could outlast it before the look)
+        app.notify("cannot read [/x]: \x1b[2J", title="[b]x", timeout=60)
         await settle(pilot)
         assert app.is_running
         note = list(app._notifications)[-1]

@@ -126,7 +126,8 @@ async def test_the_policy_screen_at_80_columns_cuts_no_name(make_app: Any) -> No
 
 
 async def test_palette_filters_the_escalation_pane(make_app: Any) -> None:
-    app = make_app()
+    # no run: its approval modal, up whenever the run got there, took the palette's keys
+    app = make_app(task=None)
     async with app.run_test(size=(160, 48)) as pilot:
         await until(pilot, lambda: app.session is not None, what="the session")
         await palette(pilot, "only escalation")
