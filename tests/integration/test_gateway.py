@@ -75,9 +75,17 @@ def start_gateway(
         stderr=subprocess.PIPE,
         text=True,
     )
+    url = said_until_listening(proc)[-1].split()[4]
+    return Gateway(url, proc, vllm, cloud, claude)
+
+
+def said_until_listening(proc: subprocess.Popen[str]) -> list[str]:
+    """The lines ``switchyard serve`` wrote to its stderr up to its "listening on" line
+    (the last); an AssertionError when it exits before, and its end when it has not
+    listened within a minute."""
     assert proc.stderr is not None
     said: list[str] = []
-    hung = threading.Timer(60, proc.kill)  # not listening within a minute: its end
+    hung = threading.Timer(60, proc.kill)
     hung.start()
     try:
         while not said or "listening on" not in said[-1]:
@@ -87,8 +95,7 @@ def start_gateway(
                 raise AssertionError(f"serve exited: {''.join(said)}{proc.stderr.read()}")
     finally:
         hung.cancel()
-    url = said[-1].split()[4]
-    return Gateway(url, proc, vllm, cloud, claude)
+    return said
 
 
 @pytest.fixture

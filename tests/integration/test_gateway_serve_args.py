@@ -8,13 +8,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.fakes.policy import policy_pointing
+from tests.integration.test_gateway import said_until_listening
 from tests.reliability.kit import closed_port
 
 
@@ -55,13 +55,8 @@ def test_an_ipv6_address_is_printed_in_brackets(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        assert proc.stderr is not None
-        line, said = "", []
-        deadline = time.monotonic() + 60
-        while "listening on" not in line and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            said.append(line)
-            assert line or proc.poll() is None, "serve exited before it listened"
+        said = said_until_listening(proc)
+        line = said[-1]
         assert line.startswith("switchyard serve: listening on http://[::1]:"), line
         # what its session cap covers, said at start (a long-life audit: a gateway left
         # running days spent it on the first and served locally after, unannounced)
