@@ -67,6 +67,11 @@ def mcp_names(servers: Any) -> list[str]:
     return names
 
 
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("reopening a parked session failed: %r", task.exception())
+
+
 def _place(repo: Path, within: str) -> Path:
     return repo / within if within else repo
 
@@ -183,8 +188,6 @@ class SwitchyardAgent:
 
     async def prompt(self, prompt: list[Any], session_id: str, **kwargs: Any) -> PromptResponse:
         s = self.pool.get(session_id)
-        if not s.busy:
-            s = await self.pool.ready(session_id)
         text = prompt_text(prompt)
         if not text:
             raise RequestError(
@@ -231,6 +234,14 @@ class SwitchyardAgent:
             s.work = None
 
     async def _turn(self, s: AcpSession, text: str, prompt: list[Any]) -> StopReason:
+        # A parked session is opened again inside the turn, so that a cancel sent while
+        # it opens finds the turn (before, the prompt opened it first and a cancel in
+        # that gap was dropped: the whole run went on after the user's Stop, an ACP
+        # audit). Shielded: the opening is let finish, the session left open and idle
+        # (its error, if it fails after the cancel, is logged, not left unretrieved).
+        opening = asyncio.ensure_future(self.pool.ready(s.id))
+        opening.add_done_callback(_log_failure)
+        await asyncio.shield(opening)
         send = self._sender(s.id)
         if s.unused_mcp:
             names, s.unused_mcp = ", ".join(s.unused_mcp), []

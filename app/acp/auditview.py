@@ -1,9 +1,10 @@
 """Audit lines as the client sees them live (GR-005), and the session's usage and cost.
 
 Routes and the quieter router steps go out as agent thoughts; escalations, decisions,
-degradations and refusals as agent message chunks, so an editor shows them in the
-conversation. ``call`` lines feed the usage update: the last call's tokens against its
-model's window, and the session's cost so far.
+degradations, refusals, budget lines and a cloud step skipped for the budget or the
+local-only rule as agent message chunks, so an editor shows them in the conversation.
+``call`` lines feed the usage update: the last call's tokens against its model's window,
+and the session's cost so far.
 """
 
 from __future__ import annotations
@@ -26,15 +27,33 @@ MESSAGE_KINDS = frozenset(
         "denial",
         "degradation",
         "budget_stop",
+        # a call that cost past a cap, one settled at its estimate, a reservation expired
+        "budget",
         "refusal",
         "local_only_refusal",
     }
 )
 
 
-def audit_chunk(line: dict[str, Any]) -> AgentThoughtChunk | AgentMessageChunk | None:
-    """The chunk for one audit line (None for kinds the client is not shown)."""
+#: a cloud step skipped for these reasons is a budget stop or the local-only rule at work:
+#: an escalation the triggers asked for did not happen, and the user is told (GR-005), as
+#: a message the first time in a turn for each model, then as thoughts (a run's steps
+#: each skip it again: ~28 lines in two turns, an ACP audit)
+TOLD_SKIPS = frozenset({"budget", "local_only"})
+
+
+def audit_chunk(
+    line: dict[str, Any], told: set[tuple[str, str]] | None = None
+) -> AgentThoughtChunk | AgentMessageChunk | None:
+    """The chunk for one audit line (None for kinds the client is not shown). ``told``:
+    the (reason, model) skips already said as messages in this turn (added to)."""
     kind = str(line.get("kind", ""))
+    if kind == "skip" and told is not None:
+        reason = str((line.get("values") or {}).get("reason") or "")
+        key = (reason, str(line.get("to") or ""))
+        if reason in TOLD_SKIPS and key not in told:
+            told.add(key)
+            return update_agent_message_text(quoted(f"**{kind}** · {describe(line)}"))
     if kind in THOUGHT_KINDS:
         return update_agent_thought_text(describe(line) + "\n")
     if kind in MESSAGE_KINDS:

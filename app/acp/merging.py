@@ -24,7 +24,7 @@ from app.audit.types import AuditSink
 from app.commit_point import finish_then_cancel
 from app.evidence.seal import sealed_hash
 from app.policy.schema import Policy
-from app.workspace.merge import MergeOutcome, MergePlan, execute_merge, prepare_merge
+from app.workspace.merge import GIT, MergeOutcome, MergePlan, execute_merge, prepare_merge
 
 log = logging.getLogger("app.acp")
 
@@ -46,21 +46,77 @@ async def offer_merge(
     settled: list[MergeOutcome] | None = None,
     within: str = "",
 ) -> MergeOutcome:
-    """Offer the merge of a merge-ready run; ``settled`` receives the outcome once the
+    """Offer the merge of a merge-ready run; ``settled`` receives each outcome once the
     merge ran, even when the turn is cancelled while it runs. ``within``: the folder of
     the repository the session is kept to; a merge that would change a file outside it is
-    refused without asking (and audited so)."""
+    refused without asking (and audited so).
+
+    A merge the human allowed that found the checkout moved since it was prepared (another
+    session's merge landed while the question was on screen) is prepared and offered again
+    on the new head, up to :data:`REOFFERS` times: the gate's "try again" had no way to be
+    tried from an editor (an ACP audit)."""
     seal = sealed_hash(lines, run_id)
+    for offer in range(REOFFERS + 1):
+        again = offer < REOFFERS
+        outcome = await _offer(
+            repo,
+            run_id,
+            seal=seal[0] if seal else None,
+            tid=f"{run_id}:merge" + (f"-{offer + 1}" if offer else ""),
+            audit=audit,
+            send=send,
+            ask=ask,
+            approver=approver,
+            timeout_s=timeout_s,
+            policy=policy,
+            settled=settled,
+            within=within,
+            again=again,
+        )
+        if not (again and moved(outcome)):
+            break
+    return outcome
+
+
+#: how many times a merge is offered again after the checkout moved under it
+REOFFERS = 2
+#: the reason a merge allowed did not run: HEAD (or the branch) moved since it was prepared
+MOVED = f"{GIT}: the checkout moved since the merge was prepared"
+
+
+def moved(outcome: MergeOutcome) -> bool:
+    """Whether a merge the human allowed found the checkout moved (the gate's reasons, a
+    decline among them, are given before the checkout is looked at again)."""
+    return not outcome.merged and any(r.startswith(MOVED) for r in outcome.reasons)
+
+
+async def _offer(
+    repo: Path,
+    run_id: str,
+    *,
+    seal: str | None,
+    tid: str,
+    audit: AuditSink,
+    send: Send,
+    ask: Ask,
+    approver: str,
+    timeout_s: float,
+    policy: Policy,
+    settled: list[MergeOutcome] | None,
+    within: str,
+    again: bool,
+) -> MergeOutcome:
+    """One offer: prepared on the checkout as it is now, asked, carried out, reported
+    (``again``: a moved checkout is reported as offered again, not as "try again")."""
     plan = await asyncio.to_thread(
         prepare_merge,
         repo,
         run_id,
-        sealed_sha256=seal[0] if seal else None,
+        sealed_sha256=seal,
         policy=policy,
         within=within,
     )
     target = _short(plan.target_ref)
-    tid = f"{run_id}:merge"
     # ask only when nothing but the human's answer blocks (as `switchyard merge` does)
     asked = not plan.already_merged and not plan.blockers()
     human, answer = False, None
@@ -95,7 +151,7 @@ async def offer_merge(
         )
         if settled is not None:
             settled.append(outcome)
-        await _report(plan, outcome, tid, target, asked=asked, send=send)
+        await _report(plan, outcome, tid, target, asked=asked, send=send, again=again)
         return outcome
 
     # once answered, the merge and its report run to their end: a cancel that came with
@@ -154,10 +210,17 @@ async def _report(
     *,
     asked: bool,
     send: Send,
+    again: bool = False,
 ) -> None:
     from acp import update_agent_message_text
 
-    if outcome.merged:
+    if again and moved(outcome):
+        text = (
+            f"Not merged yet: {target} moved while the merge waited (another merge landed "
+            "there?); nothing in the checkout changed, and the merge is offered again on "
+            "the new head."
+        )
+    elif outcome.merged:
         text = (
             f"Merged run {plan.run_id} into {target}: "
             f"{(outcome.before_head or '')[:12]} → {(outcome.after_head or '')[:12]}"

@@ -97,6 +97,8 @@ class RunRelay:
     _closed: set[str] = field(default_factory=set)
     _loops: int = 0
     _output: dict[int, str] = field(default_factory=dict)
+    #: the skips said as messages in this turn (:func:`audit_chunk`)
+    _told: set[tuple[str, str]] = field(default_factory=set)
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, AuditAppended):
@@ -242,7 +244,7 @@ class RunRelay:
         await self.send(update_agent_message_text(quoted(f"**note** · {ev.text}")))
 
     async def _audit(self, line: dict[str, Any]) -> None:
-        chunk = audit_chunk(line)
+        chunk = audit_chunk(line, self._told)
         if chunk is not None:
             await self.send(chunk)
         usage = self.usage.take(line)

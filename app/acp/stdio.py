@@ -13,6 +13,9 @@
   2.0 objects and answers the rest with the SDK's own errors (parse error, invalid
   request), as JSON-RPC 2.0 asks; a response it cannot pass on as it came reaches the
   SDK as an error for the request it answers (a response is never answered).
+* **Params mean what they say.** A message's ``params._meta`` is dropped (the SDK merged
+  it over the validated params), and a ``session/cancel`` that does not validate is
+  dropped with a line in the log (it has no one to answer).
 * **Every request is answered before the hang-up.** When the client closes stdin the SDK
   cancels every request still at work and exits: a ``session/new`` sent just before EOF
   got no answer, and its half-opened stores were left to a closed loop. The guard keeps
@@ -33,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from acp import RequestError
+from acp.schema import CancelNotification
+from pydantic import ValidationError
 
 from app.errors import ConfigError
 
@@ -398,6 +403,12 @@ def _pass_or_answer(
     problem = frame_problem(line)
     if problem is None:
         msg = json.loads(line)
+        if "method" in msg:
+            if not notification_passes(msg):
+                log.warning("dropped a malformed notification: %r", line[:200])
+                return
+            if without_meta(msg):
+                line = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
         if "method" in msg and msg.get("id") is not None:  # a request: it will be answered
             pending.asked(msg["id"])
         elif "method" not in msg:
@@ -410,6 +421,34 @@ def _pass_or_answer(
     err, mid = problem
     log.warning("answered a bad message with %s: %r", err.code, line[:200])
     _answer(writer, err, mid)
+
+
+def without_meta(msg: dict[str, Any]) -> bool:
+    """Drop a request's or notification's ``params._meta`` (True when there was one).
+
+    The SDK merges its members into the handler's keyword arguments, over the validated
+    params: a ``cwd`` there opened the session on another folder than the one named, and
+    a ``client_info`` or ``session_id`` of another type was an internal error with a
+    traceback (an ACP audit). ACP reserves ``_meta`` for extensions, whose values no
+    implementation may assume; this agent takes none, so none reaches a handler."""
+    params = msg.get("params")
+    if isinstance(params, dict) and "_meta" in params:
+        del params["_meta"]
+        return True
+    return False
+
+
+def notification_passes(msg: dict[str, Any]) -> bool:
+    """Whether a notification the SDK would fail to validate is fit to pass on: it has no
+    one to answer, and the SDK logged each such as an unhandled error with a pydantic
+    traceback (an ACP audit). The client sends one: ``session/cancel``."""
+    if "id" in msg or msg.get("method") != "session/cancel":
+        return True
+    try:
+        CancelNotification.model_validate(msg.get("params"))
+    except ValidationError:
+        return False
+    return True
 
 
 def _answer(writer: asyncio.StreamWriter, err: RequestError, mid: Any) -> None:

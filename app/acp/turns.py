@@ -122,7 +122,7 @@ async def run_turn(
         if not s.cancel_requested:
             raise  # the agent is shutting down: the runner sealed what it had
         if merged:  # the human's answer came first: the merge ran and was reported
-            done = merged[0]
+            done = merged[-1]  # (the last offer's: one before it found the checkout moved)
             note = f"Cancelled after the merge of run {relay.run}: " + (
                 "merged." if done.merged else "not merged: " + "; ".join(done.reasons)
             )

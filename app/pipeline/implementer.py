@@ -132,7 +132,7 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
             continue
         said = change.edits.self_check_confidence
         written = await asyncio.to_thread(
-            worktree.apply_files, change.files, within=ctx.options.within
+            worktree.apply_files, change.files, within=ctx.options.within, attempt=attempt
         )
         work.tool_actions += len(change.files)  # each file the edits wrote
         if written.outside:

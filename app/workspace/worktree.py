@@ -354,7 +354,12 @@ class Worktree:
             raise ValueError("not UTF-8 text") from None
 
     def apply_files(
-        self, files: Mapping[str, str], *, message: str | None = None, within: str = ""
+        self,
+        files: Mapping[str, str],
+        *,
+        message: str | None = None,
+        within: str = "",
+        attempt: int | None = None,
     ) -> ApplyResult:
         """Write whole new file texts (the applier's output) from the base and commit them
         as one attempt. Paths must stay inside the worktree, out of ``.git`` (any part, any
@@ -363,9 +368,12 @@ class Worktree:
         POSIX, "" for all of it) is where every path must lie: the folder an ACP editor
         opened. A refused path is an ApplyResult, not an error, decided before anything is
         written where it can be; otherwise whatever was written is taken back, so nothing
-        is half-applied: one path refused refuses the whole change."""
+        is half-applied: one path refused refuses the whole change. ``attempt``: the
+        caller's number for it (the implementer counts replies that changed nothing too;
+        the commit said "attempt 2" of what the evidence and the editor called attempt 4,
+        an ACP audit); by default the calls of this method, counted."""
         self.attempts += 1
-        n = self.attempts
+        n = self.attempts if attempt is None else attempt
         self.reset()
         parent = self.head()
         paths = sorted(files)

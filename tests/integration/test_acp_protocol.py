@@ -444,3 +444,39 @@ def test_a_malformed_error_response_reaches_the_sdk_as_a_well_formed_one() -> No
     # a response that names no version (an older Rust SDK's) is taken as it is
     silent = {"id": 7, "result": {"outcome": {"outcome": "cancelled"}}}
     assert well_formed_response(silent) is silent
+
+
+async def test_meta_changes_no_param_and_a_malformed_cancel_is_dropped_quietly(
+    tmp_path: Path,
+) -> None:
+    """The SDK merges ``params._meta`` into the handler's arguments over the validated
+    params: a ``cwd`` there opened the session on another folder than the one named, and
+    a member of another type (``client_info``, ``self``) was an internal error with a
+    traceback in the log. A ``session/cancel`` that did not validate left the SDK's
+    "unhandled error" traceback in the log (an ACP audit)."""
+    repo = make_repo(tmp_path)
+    other = make_repo(tmp_path / "elsewhere")
+    proc = await spawn(cwd=repo)
+    c = RawClient(proc)
+    meta = {"client_info": "zed", "self": 1, "cwd": str(other), "session_id": ["x"]}
+    await c.request(1, "initialize", {"protocolVersion": 1, "_meta": meta})
+    await c.request(2, "session/new", {"cwd": str(repo), "mcpServers": [], "_meta": meta})
+    await c.read_until(lambda lines: {1, 2} <= {m.get("id") for m in lines})
+    assert c.reply(1)["result"]["agentInfo"]["name"] == "switchyard"
+    session = c.reply(2)["result"]["sessionId"]
+    await c.write({"jsonrpc": "2.0", "method": "session/cancel", "params": {"sessionId": 5}})
+    await c.write({"jsonrpc": "2.0", "method": "session/cancel", "params": None})
+    await c.write({"jsonrpc": "2.0", "method": "session/cancel", "params": {"sessionId": "x"}})
+    # the session is the repository's named by cwd: loading it there is no refusal
+    load = {"sessionId": session, "cwd": str(repo), "mcpServers": [], "_meta": meta}
+    await c.request(3, "session/load", load)
+    await c.request(4, "session/list", {"_meta": {"cwd": 7}})
+    await c.read_until(lambda lines: {3, 4} <= {m.get("id") for m in lines})
+    assert "result" in c.reply(3), c.reply(3)
+    assert "result" in c.reply(4), c.reply(4)
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
+    log = (Path(agent_env()["SWITCHYARD_DATA_DIR"]) / "logs" / "acp.log").read_text()
+    assert "Traceback" not in log and "Unhandled error" not in log, log
+    assert log.count("dropped a malformed notification") == 2

@@ -56,3 +56,50 @@ def test_a_cwd_git_cannot_start_in_is_invalid_params(monkeypatch: pytest.MonkeyP
         sessions.session_repo("/srv/someone-elses", None)
     assert info.value.code == -32602
     assert "cwd /srv/someone-elses cannot be used: Permission denied" in str(info.value)
+
+
+async def test_a_cancel_sent_while_a_parked_session_reopens_stops_the_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prompt reopened a parked session before it recorded its turn, so a cancel sent
+    in that gap found no turn and was dropped: the whole run went on after the user's
+    Stop, and asked for the merge (an ACP audit, with nine sessions open)."""
+    import asyncio
+
+    from acp import text_block
+
+    from app.acp import agent as agent_module
+    from app.acp.agent import SwitchyardAgent
+
+    agent = SwitchyardAgent(load_settings(), load_policy().policy, local_only=True, repo=None)
+    agent.pool.max_open = 1
+    ran: list[str] = []
+
+    async def run_turn(s: object, text: str, *args: object, **kwargs: object) -> str:
+        ran.append(text)
+        return "end_turn"
+
+    class Editor:  # what the turn may send before the run: nothing is asked of it here
+        async def session_update(self, **kwargs: object) -> None:
+            return None
+
+        async def request_permission(self, **kwargs: object) -> None:
+            raise AssertionError("nothing is asked")
+
+    monkeypatch.setattr(agent_module, "run_turn", run_turn)
+    agent.on_connect(Editor())
+    try:
+        first = await agent._open(tmp_path)
+        await agent._open(tmp_path)
+        assert first.parked
+        turn = asyncio.create_task(agent.prompt([text_block("fix the parser")], first.id))
+        await asyncio.sleep(0)  # the prompt is under way: reopening the session
+        await agent.cancel(first.id)
+        done = await asyncio.wait_for(turn, 30)
+        assert done.stop_reason == "cancelled" and ran == []
+        # the session is usable after: the next prompt runs
+        again = await agent.prompt([text_block("fix the parser")], first.id)
+        assert again.stop_reason == "end_turn" and ran == ["fix the parser"]
+        assert not first.parked
+    finally:
+        await agent.shutdown()

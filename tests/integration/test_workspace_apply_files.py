@@ -33,6 +33,20 @@ def test_files_are_written_from_the_base_committed_and_diffed(wt: Worktree) -> N
     assert checkout_fingerprint(wt.repo) == before
 
 
+def test_the_commit_names_the_callers_attempt(wt: Worktree) -> None:
+    """The implementer counts replies that landed no change too: its fourth attempt was
+    committed as "attempt 2" (the calls of apply_files), where the evidence and the
+    editor said attempt 4 (an ACP audit)."""
+    source = wt.read_file("calc.py")
+    assert source is not None
+    result = wt.apply_files({"calc.py": source + "\n# four\n"}, attempt=4)
+    assert result.ok and result.attempt == 4
+    message = git(wt.path, "log", "-1", "--format=%s")
+    assert message.strip() == "switchyard run run-1: attempt 4"
+    unnumbered = wt.apply_files({"calc.py": source + "\n# next\n"})
+    assert unnumbered.attempt == 2  # (without one: this method's calls, as before)
+
+
 def test_a_change_that_changes_nothing_is_not_an_attempt(wt: Worktree) -> None:
     same = wt.read_file("calc.py")
     assert same is not None

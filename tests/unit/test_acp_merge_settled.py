@@ -20,6 +20,12 @@ class _Plan:
     target_ref = "refs/heads/main"
     repo = "."
     files: tuple[str, ...] = ()
+    # (what the report describes)
+    task = "fix the parser"
+    branch = "switchyard/run"
+    tip = before_head = "0" * 40
+    facts = None
+    notes: tuple[str, ...] = ()
 
     def blockers(self) -> list[str]:
         return []
@@ -77,3 +83,93 @@ async def test_a_cancel_while_the_merge_runs_waits_for_it_and_says_so(
     assert finished.is_set()  # the merge ran to its end ...
     assert [o.merged for o in settled] == [True]  # ... the turn knows it ran ...
     assert [o.merged for o in reported] == [True]  # ... and the user was told
+
+
+async def test_a_merge_allowed_on_a_checkout_that_moved_is_offered_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two sessions on one repository, both merges allowed: the second found the checkout
+    moved (the first had landed) and told the user "try again", which an editor cannot
+    (an ACP audit). It is prepared and offered again on the new head; after
+    ``REOFFERS`` more offers the last outcome stands as it is."""
+    asked: list[str] = []
+    said: list[str] = []
+    moved = MergeOutcome(
+        run_id=_Plan.run_id,
+        ok=False,
+        reasons=[f"{merging.MOVED}; try again"],
+    )
+
+    async def ask(plan: Any, tid: str, *args: Any, **kwargs: Any) -> tuple[bool, str]:
+        asked.append(tid)
+        return True, "merge"
+
+    async def send(update: Any) -> None:
+        text = getattr(getattr(update, "content", None), "text", None)
+        if text:
+            said.append(text)
+
+    def offer(outcomes: list[MergeOutcome]) -> list[MergeOutcome]:
+        async def execute(plan: Any, **kwargs: Any) -> MergeOutcome:
+            return outcomes.pop(0)
+
+        monkeypatch.setattr(merging, "execute_merge", execute)
+        settled: list[MergeOutcome] = []
+        asked.clear()
+        said.clear()
+        return settled
+
+    monkeypatch.setattr(merging, "prepare_merge", lambda *a, **k: _Plan())
+    monkeypatch.setattr(merging, "_ask", ask)
+    landed = MergeOutcome(run_id=_Plan.run_id, ok=True, merged=True)
+    settled = offer([moved, landed])
+    done = await merging.offer_merge(
+        Path("."),
+        _Plan.run_id,
+        audit=None,  # type: ignore[arg-type]
+        lines=[],
+        send=send,
+        ask=send,
+        approver="acp:test",
+        timeout_s=5,
+        policy=None,  # type: ignore[arg-type]
+        settled=settled,
+    )
+    assert done.merged and settled == [moved, landed]
+    assert asked == [f"{_Plan.run_id}:merge", f"{_Plan.run_id}:merge-2"]  # one id each
+    assert "offered again" in said[0] and "try again" not in said[0]
+    assert said[1].strip().startswith(f"Merged run {_Plan.run_id}")
+
+    # the checkout moving every time: offered 1 + REOFFERS times, the last said as it is
+    settled = offer([moved] * (merging.REOFFERS + 1))
+    done = await merging.offer_merge(
+        Path("."),
+        _Plan.run_id,
+        audit=None,  # type: ignore[arg-type]
+        lines=[],
+        send=send,
+        ask=send,
+        approver="acp:test",
+        timeout_s=5,
+        policy=None,  # type: ignore[arg-type]
+        settled=settled,
+    )
+    assert not done.merged and len(asked) == merging.REOFFERS + 1
+    assert "try again" in said[-1] and "offered again" not in said[-1]
+
+    # a decline is never offered again (the gate refuses it before the checkout is read)
+    declined = MergeOutcome(run_id=_Plan.run_id, ok=False, reasons=["HUMAN: declined"])
+    settled = offer([declined])
+    await merging.offer_merge(
+        Path("."),
+        _Plan.run_id,
+        audit=None,  # type: ignore[arg-type]
+        lines=[],
+        send=send,
+        ask=send,
+        approver="acp:test",
+        timeout_s=5,
+        policy=None,  # type: ignore[arg-type]
+        settled=settled,
+    )
+    assert settled == [declined] and len(asked) == 1

@@ -130,7 +130,7 @@ async def test_audit_lines_become_chunks_and_calls_usage(policy: Any) -> None:
                 to="gpt-5.1-high",
                 values={"tokens_in": 10, "tokens_out": 5, "cost_usd": 0.5},
             ),
-            line("budget"),  # not shown
+            line("consensus"),  # not shown
         ],
         policy,
     )
@@ -168,3 +168,55 @@ def test_a_diff_becomes_whole_files_or_its_own_hunks() -> None:
     # not a diff at all: shown as it came
     (c,) = diff_contents("# no diff: the reply did not fit\n", Path("/repo"), lambda rel: None)[0]
     assert c.type == "content" and "no diff" in c.content.text
+
+
+async def test_a_cap_crossed_and_a_cloud_step_skipped_for_money_or_local_only_are_told(
+    policy: Any,
+) -> None:
+    """The editor heard of neither: a ``budget`` line (a call that cost past a cap) was
+    not shown, and every cloud step skipped for the budget or the local-only rule went
+    out as a thought, so a user's ``/escalate`` under ``--local-only`` was served locally
+    without a word (an ACP audit; GR-005). Each such skip is a message once per model in
+    a turn (a run's steps skip it again and again), then a thought."""
+
+    def skip(model: str, reason: str) -> AuditAppended:
+        return AuditAppended.of(
+            session="s",
+            line={"kind": "skip", "session": "s", "to": model, "values": {"reason": reason}},
+        )
+
+    crossed = AuditAppended.of(
+        session="s",
+        line={
+            "kind": "budget",
+            "session": "s",
+            "to": "gpt-5.1-high",
+            "reason_codes": ["GR011_CAP_CROSSED"],
+            "detail": "gpt-5.1-high cost more than its reservation: past the session cap",
+        },
+    )
+    sent = await relay_of(
+        [
+            crossed,
+            skip("gpt-5.1-high", "budget"),
+            skip("gpt-5.1-high", "budget"),  # again in the same turn: a thought
+            skip("deepseek-reasoner", "budget"),  # another model: told
+            skip("deepseek-reasoner", "local_only"),  # another reason: told
+            skip("kimi-k2", "unavailable"),  # no key: a thought, as before
+        ],
+        policy,
+    )
+    assert [u.session_update for u in sent] == [
+        "agent_message_chunk",
+        "agent_message_chunk",
+        "agent_thought_chunk",
+        "agent_message_chunk",
+        "agent_message_chunk",
+        "agent_thought_chunk",
+    ]
+    assert "**budget**" in sent[0].content.text and "GR011_CAP_CROSSED" in sent[0].content.text
+    assert "past the session cap" in sent[0].content.text
+    assert "**skip**" in sent[1].content.text and "gpt-5.1-high" in sent[1].content.text
+    # a new turn (a new relay) tells it again
+    again = await relay_of([skip("gpt-5.1-high", "budget")], policy)
+    assert [u.session_update for u in again] == ["agent_message_chunk"]
