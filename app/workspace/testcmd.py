@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import ConfigError, SwitchyardError
 from app.paths import STATE_DIR_NAME, state_path
@@ -49,6 +49,16 @@ class RepoConfig(BaseModel):
     test_timeout_s: float | None = Field(default=None, gt=0)
     test_memory_mb: int | None = Field(default=None, gt=0)
 
+    @field_validator("test_command")
+    @classmethod
+    def _a_command(cls, value: str | list[str] | None) -> str | list[str] | None:
+        # checked as the file is read (its line named, exit 2, before a run starts): an
+        # unbalanced quote was a traceback from inside the run, and an empty command a
+        # run stopped with no line (a CLI audit)
+        if value is not None:
+            split_command(value, "", error=ValueError)
+        return value
+
 
 class TestCommand(BaseModel):
     __test__: ClassVar[bool] = False  # not a pytest test class
@@ -69,7 +79,7 @@ def load_repo_config(repo: Path) -> RepoConfig:
     except FileNotFoundError:
         return RepoConfig()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file_toml_error(path, str(exc))) from None
     try:
@@ -83,13 +93,23 @@ def load_repo_config(repo: Path) -> RepoConfig:
         where = f"{path}:{line}" if line else str(path)
         known = ", ".join(RepoConfig.model_fields)
         msg = f"unknown key (known: {known})" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "value_error":  # (a validator's own words, without pydantic's prefix)
+            msg = str(err["ctx"]["error"])
         raise ConfigError(f"{where}: {loc}: {msg}") from None
 
 
-def split_command(cmd: str | Sequence[str], where: str) -> list[str]:
-    argv = shlex.split(cmd) if isinstance(cmd, str) else [str(a) for a in cmd]
+def split_command(
+    cmd: str | Sequence[str], where: str, *, error: type[Exception] = ConfigError
+) -> list[str]:
+    """``cmd`` as argv (a string split as a POSIX shell would); ``error`` says why (after
+    ``where``, when given) when it cannot be split or is empty."""
+    at = f"{where}: " if where else ""
+    try:
+        argv = shlex.split(cmd) if isinstance(cmd, str) else [str(a) for a in cmd]
+    except ValueError as exc:
+        raise error(f"{at}cannot be split as a shell command ({exc})") from None
     if not argv or not argv[0]:
-        raise ConfigError(f"{where}: the test command is empty")
+        raise error(f"{at}the test command is empty")
     return argv
 
 

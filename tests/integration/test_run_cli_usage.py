@@ -34,7 +34,7 @@ def test_an_empty_test_command_is_a_usage_error_and_writes_nothing(
     ]
     assert main([*argv, 'pytest "-k']) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "switchyard: --test-command 'pytest \"-k': no closing quotation"
+        "switchyard: --test-command: cannot be split as a shell command (No closing quotation)"
     ]
     assert not (repo / ".switchyard").exists()
 
@@ -46,6 +46,14 @@ def test_an_empty_test_command_is_a_usage_error_and_writes_nothing(
             "# the tests\ntest_command = 'pytest -q'\ntest_timeout_s = -1\n",
             ":3: test_timeout_s: Input should be greater than 0",
         ),
+        # checked as the file is read: an unbalanced quote was a traceback from inside the
+        # run, and an empty command a run stopped with no line (a CLI audit)
+        (
+            "# the tests\ntest_command = 'pytest \"-k'\n",
+            ":2: test_command: cannot be split as a shell command (No closing quotation)",
+        ),
+        ("test_command = ''\n", ":1: test_command: the test command is empty"),
+        ("test_command = []\n", ":1: test_command: the test command is empty"),
         (
             "test_comand = 'pytest -q'\n",
             ":1: test_comand: unknown key (known: test_command, test_timeout_s, test_memory_mb)",
