@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -262,7 +263,32 @@ def _a_file(text: str) -> Path:
     return Path(text)
 
 
+#: what SQLite and the spools keep beside a store's file
+_BESIDE = ("", "-wal", "-shm", "-journal", "-spool")
+
+
+def _not_a_store(output: Path, settings: Settings) -> None:
+    """``-o`` naming one of Switchyard's own files (the audit log, its spool, the ledger,
+    the memory) is refused: the export was renamed over the audit database itself, and
+    every audit command after it said "database disk image is malformed" (a CLI audit)."""
+    data = settings.data_dir
+    stores = [settings.audit_db, settings.ledger_db, settings.memory_db]
+    own = [s.with_name(s.name + beside) for s in stores for beside in _BESIDE]
+    own += list(data.glob("memory.*"))
+    target = output.resolve()
+    for path in own:
+        if target == path.resolve() or (
+            output.exists() and path.exists() and os.path.samefile(output, path)
+        ):
+            raise UsageError(
+                f"-o {output}: that is Switchyard's own {path.name} in {data}; "
+                "export to a file of your own"
+            )
+
+
 def _export(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        _not_a_store(args.output, settings_from(args))
     checked: list[VerifyReport] = []
     try:
         count = asyncio.run(_export_async(args, checked))

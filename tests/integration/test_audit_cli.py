@@ -103,6 +103,26 @@ def test_export_to_an_unwritable_path_is_exit_2(
     assert err.startswith("switchyard: cannot write") and "Traceback" not in err
 
 
+@pytest.mark.parametrize("name", ["audit.sqlite3", "audit.sqlite3-spool", "ledger.sqlite3"])
+def test_export_over_switchyards_own_files_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """``-o`` naming the audit database was renamed over it: every audit command after
+    said "database disk image is malformed" (a CLI audit). A link to it is the same."""
+    _populate()
+    data = load_settings().data_dir
+    link = tmp_path / "export.jsonl"
+    link.symlink_to(data / name)
+    for target in (data / name, link):
+        before = (data / name).read_bytes() if (data / name).exists() else None
+        assert main(["audit", "export", "-o", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert f"that is Switchyard's own {name}" in err and "Traceback" not in err
+        assert ((data / name).read_bytes() if (data / name).exists() else None) == before
+    assert main(["audit", "verify"]) == 0
+    assert "audit chain ok: 3 lines" in capsys.readouterr().out
+
+
 def test_bad_arguments_are_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["audit", "tail", "-n", "many"])
