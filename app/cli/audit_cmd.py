@@ -203,10 +203,10 @@ def _none_matched(args: argparse.Namespace, *, user: str | None = None) -> None:
     team store's default filter (this user's lines), which nobody typed."""
     named = [f"--{k} {v}" for k in ("session", "run", "user") if (v := getattr(args, k, None))]
     if named:
-        print(
-            f"switchyard: no audit line matched {' '.join(named)} (ids are matched whole)",
-            file=sys.stderr,
-        )
+        from app.audit.masking import mask_text
+
+        said = mask_text(" ".join(named))[0]  # (a key pasted as an id is not said back)
+        print(f"switchyard: no audit line matched {said} (ids are matched whole)", file=sys.stderr)
     elif user is not None:
         print(
             f"switchyard: no audit line of user {user} on the team store (tail shows your "

@@ -53,8 +53,12 @@ class _Parser(argparse.ArgumentParser):
         self.set_defaults(_parser=self)
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        from app.audit.masking import mask_text
+
+        # masked as every one-line error is: argparse quotes the value it refused, and a
+        # key pasted into the wrong flag (`--approve sk-…`) was printed whole (a CLI audit)
         self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: usage error: {message}\n")
+        self.exit(2, f"{self.prog}: usage error: {mask_text(message)[0]}\n")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -309,3 +309,18 @@ def test_export_refuses_a_line_that_is_no_audit_line(
     assert "audit line 2 is unreadable" in capsys.readouterr().err
     assert not target.exists()
     assert main(["audit", "tail"]) == 1  # the same verdict as tail's
+
+
+def test_a_key_typed_into_a_flag_or_an_id_is_not_said_back(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse quoted the refused value whole, and a filter that matched nothing named
+    its id: a key pasted there reached the terminal (a CLI audit)."""
+    key = "sk-audit-OPENAI0123456789abcdefXYZ"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with pytest.raises(SystemExit) as exc:
+        main(["audit", "tail", "-n", key])
+    assert exc.value.code == 2
+    main(["audit", "export", "--session", key])
+    err = capsys.readouterr().err
+    assert key not in err and err.count("[REDACTED]") == 2, err
