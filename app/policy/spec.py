@@ -156,23 +156,45 @@ def clean_value(text: str) -> str:
 
 
 def find_block(text: str, path: str) -> SpecBlock:
-    """The block's lines (from its heading to the next heading of the same or higher level)."""
+    """The block's lines (from its heading to the next heading of the same or higher level).
+
+    A block in a code fence is an example (the policy itself shows the template in one)
+    when the spec has one outside a fence: that one is read, and the example was (its
+    ``- budget: session $1`` applied, the real block only warned about: a CLI audit). A
+    spec whose only block is fenced is the template pasted with its fence, read as before.
+    """
     lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if HEADING.match(line.strip()):
-            level = len(line) - len(line.lstrip("#"))
-            end = len(lines)
-            for j in range(i + 1, len(lines)):
-                heading = re.match(r"^(#{1,6})\s", lines[j])
-                if heading and len(heading[1]) <= level:  # the next section of this rank
-                    end = j
-                    break
-            duplicate = next(
-                (k + 1 for k in range(end, len(lines)) if HEADING.match(lines[k].strip())),
-                None,
-            )
-            return _parse(path, i + 1, lines[i:end], duplicate)
-    raise SpecError(f"{path}: no '## Model & Runtime (Spec Overrides)' block")
+    fenced = _fenced(lines)
+    heads = [i for i, line in enumerate(lines) if HEADING.match(line.strip())]
+    if not heads:
+        raise SpecError(f"{path}: no '## Model & Runtime (Spec Overrides)' block")
+    outside = [i for i in heads if not fenced[i]]
+    candidates = outside or heads
+    i = candidates[0]
+    level = len(lines[i]) - len(lines[i].lstrip("#"))
+    end = len(lines)
+    for j in range(i + 1, len(lines)):
+        if outside and fenced[j]:
+            continue  # (a heading in an example inside the block does not end it)
+        heading = re.match(r"^(#{1,6})\s", lines[j])
+        if heading and len(heading[1]) <= level:  # the next section of this rank
+            end = j
+            break
+    duplicate = next((k + 1 for k in candidates if k >= end), None)
+    return _parse(path, i + 1, lines[i:end], duplicate)
+
+
+def _fenced(lines: list[str]) -> list[bool]:
+    """Whether each line is in a code fence (the fence's own lines included)."""
+    out: list[bool] = []
+    inside = False
+    for line in lines:
+        if _FENCE.match(line):
+            inside = not inside
+            out.append(True)
+        else:
+            out.append(inside)
+    return out
 
 
 def first_word(text: str) -> str:

@@ -127,3 +127,20 @@ def test_the_roles_tier2_line_opts_a_run_in_to_the_synthesis() -> None:
     assert find_block(filled(roles), "t.md").tier2 is True
     roles = {"Stage0 Tier2 (NotebookLM)": "NO"}
     assert find_block(filled(roles), "t.md").tier2 is False
+
+
+def test_an_example_block_in_a_code_fence_is_not_the_spec_s_own() -> None:
+    """A spec that shows the template in a fence above its own block had the example read
+    (its ``- budget: session $1`` applied) and its own block warned about as a second
+    one (a CLI audit). A spec whose only block is fenced is the template pasted with its
+    fence, and is read."""
+    example = RUN_SPEC.split("\n", 2)[2].replace("- <none | list>", "- budget: session $1")
+    own = RUN_SPEC.split("\n", 2)[2]
+    text = f"# Feature\n\nThe template:\n\n```md\n{example}```\n\n{own}"
+    block = find_block(text, "spec.md")
+    assert block.duplicate_heading_line is None
+    assert block.start_line == text.splitlines().index("## Model & Runtime (Spec Overrides)", 8) + 1
+    assert not [e for e in block.entries if "budget" in e.value]
+    # the fence alone: the template pasted with it
+    fenced = find_block(f"# Feature\n\n```md\n{example}```\n", "spec.md")
+    assert [e.value for e in fenced.entries if "budget" in e.value] == ["budget: session $1"]
