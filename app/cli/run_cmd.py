@@ -255,8 +255,15 @@ async def _pipeline(
             third="stopped before the evidence was sealed",
         )
 
+        def terminated(signum: int) -> None:
+            # a SIGTERM is not the user's Ctrl-C: the run was recorded "cancelled by the
+            # user" either way (a CLI audit; the ACP agent already told them apart)
+            if not stopped_by:
+                control.cancel_reason = "cancelled: the process was terminated (SIGTERM)"
+            stop(signum)
+
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
+            loop.add_signal_handler(signal.SIGTERM, terminated, signal.SIGTERM)
             loop.add_signal_handler(signal.SIGINT, stop, signal.SIGINT)
         try:
             outcome = await work

@@ -89,7 +89,11 @@ def test_a_signal_stops_the_run_with_its_code_and_the_bundle_sealed(
     assert (bundle / "manifest.json").is_file()
     # --json still says which run it was and where its sealed bundle is (it printed nothing)
     result = json.loads(out)
-    assert result["outcome"] == "stopped" and result["reason"] == "cancelled by the user"
+    why = {
+        signal.SIGINT: "cancelled by the user",
+        signal.SIGTERM: "cancelled: the process was terminated (SIGTERM)",
+    }
+    assert result["outcome"] == "stopped" and result["reason"] == why[sig]
     # no Judge classified the change: unknown, not "not High-Risk" (merge treats it as one)
     assert result["high_risk"] is None
     assert result["run_id"] == bundle.name and result["bundle"] == str(bundle)
