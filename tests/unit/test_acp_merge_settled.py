@@ -109,7 +109,9 @@ async def test_a_merge_allowed_on_a_checkout_that_moved_is_offered_again(
         if text:
             said.append(text)
 
-    def offer(outcomes: list[MergeOutcome]) -> list[MergeOutcome]:
+    async def offer(outcomes: list[MergeOutcome]) -> tuple[MergeOutcome, list[MergeOutcome]]:
+        """offer_merge with git's part answering ``outcomes`` in turn."""
+
         async def execute(plan: Any, **kwargs: Any) -> MergeOutcome:
             return outcomes.pop(0)
 
@@ -117,59 +119,35 @@ async def test_a_merge_allowed_on_a_checkout_that_moved_is_offered_again(
         settled: list[MergeOutcome] = []
         asked.clear()
         said.clear()
-        return settled
+        done = await merging.offer_merge(
+            Path("."),
+            _Plan.run_id,
+            audit=None,  # type: ignore[arg-type]
+            lines=[],
+            send=send,
+            ask=send,
+            approver="acp:test",
+            timeout_s=5,
+            policy=None,  # type: ignore[arg-type]
+            settled=settled,
+        )
+        return done, settled
 
     monkeypatch.setattr(merging, "prepare_merge", lambda *a, **k: _Plan())
     monkeypatch.setattr(merging, "_ask", ask)
     landed = MergeOutcome(run_id=_Plan.run_id, ok=True, merged=True)
-    settled = offer([moved, landed])
-    done = await merging.offer_merge(
-        Path("."),
-        _Plan.run_id,
-        audit=None,  # type: ignore[arg-type]
-        lines=[],
-        send=send,
-        ask=send,
-        approver="acp:test",
-        timeout_s=5,
-        policy=None,  # type: ignore[arg-type]
-        settled=settled,
-    )
+    done, settled = await offer([moved, landed])
     assert done.merged and settled == [moved, landed]
     assert asked == [f"{_Plan.run_id}:merge", f"{_Plan.run_id}:merge-2"]  # one id each
     assert "offered again" in said[0] and "try again" not in said[0]
     assert said[1].strip().startswith(f"Merged run {_Plan.run_id}")
 
     # the checkout moving every time: offered 1 + REOFFERS times, the last said as it is
-    settled = offer([moved] * (merging.REOFFERS + 1))
-    done = await merging.offer_merge(
-        Path("."),
-        _Plan.run_id,
-        audit=None,  # type: ignore[arg-type]
-        lines=[],
-        send=send,
-        ask=send,
-        approver="acp:test",
-        timeout_s=5,
-        policy=None,  # type: ignore[arg-type]
-        settled=settled,
-    )
+    done, settled = await offer([moved] * (merging.REOFFERS + 1))
     assert not done.merged and len(asked) == merging.REOFFERS + 1
     assert "try again" in said[-1] and "offered again" not in said[-1]
 
     # a decline is never offered again (the gate refuses it before the checkout is read)
     declined = MergeOutcome(run_id=_Plan.run_id, ok=False, reasons=["HUMAN: declined"])
-    settled = offer([declined])
-    await merging.offer_merge(
-        Path("."),
-        _Plan.run_id,
-        audit=None,  # type: ignore[arg-type]
-        lines=[],
-        send=send,
-        ask=send,
-        approver="acp:test",
-        timeout_s=5,
-        policy=None,  # type: ignore[arg-type]
-        settled=settled,
-    )
+    done, settled = await offer([declined])
     assert settled == [declined] and len(asked) == 1
