@@ -67,11 +67,6 @@ def mcp_names(servers: Any) -> list[str]:
     return names
 
 
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("reopening a parked session failed: %r", task.exception())
-
-
 def _place(repo: Path, within: str) -> Path:
     return repo / within if within else repo
 
@@ -237,11 +232,8 @@ class SwitchyardAgent:
         # A parked session is opened again inside the turn, so that a cancel sent while
         # it opens finds the turn (before, the prompt opened it first and a cancel in
         # that gap was dropped: the whole run went on after the user's Stop, an ACP
-        # audit). Shielded: the opening is let finish, the session left open and idle
-        # (its error, if it fails after the cancel, is logged, not left unretrieved).
-        opening = asyncio.ensure_future(self.pool.ready(s.id))
-        opening.add_done_callback(_log_failure)
-        await asyncio.shield(opening)
+        # audit). Shielded: the opening is let finish (SessionPool.reopen).
+        await asyncio.shield(self.pool.reopen(s.id))
         send = self._sender(s.id)
         if s.unused_mcp:
             names, s.unused_mcp = ", ".join(s.unused_mcp), []

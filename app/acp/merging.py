@@ -149,7 +149,9 @@ async def _offer(
             approver=approver,
             answer=None if answer is None else f"{approver}: {answer}",
         )
-        if settled is not None:
+        if settled is not None and not (again and moved(outcome)):
+            # (one offered again is not the turn's outcome: a cancel at the next question
+            # read it, and said "not merged: … try again" for a merge withdrawn, a review)
             settled.append(outcome)
         await _report(plan, outcome, tid, target, asked=asked, send=send, again=again)
         return outcome

@@ -99,6 +99,8 @@ class RunRelay:
     _output: dict[int, str] = field(default_factory=dict)
     #: the skips said as messages in this turn (:func:`audit_chunk`)
     _told: set[tuple[str, str]] = field(default_factory=set)
+    #: the ACP session's id: audit lines of other sessions are not shown ("": every line)
+    session: str = ""
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, AuditAppended):
@@ -244,6 +246,10 @@ class RunRelay:
         await self.send(update_agent_message_text(quoted(f"**note** · {ev.text}")))
 
     async def _audit(self, line: dict[str, Any]) -> None:
+        if self.session and line.get("session") != self.session:
+            # a line this session's stores wrote for another (a reservation of another
+            # session found expired here): not this conversation's (a review)
+            return
         chunk = audit_chunk(line, self._told)
         if chunk is not None:
             await self.send(chunk)

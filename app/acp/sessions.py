@@ -19,6 +19,7 @@ memory), so those are not bounded.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from app.pipeline.tutor import TutorSession
     from app.policy.schema import Policy
     from app.router.approvals import Decider
+
+log = logging.getLogger("app.acp")
 
 RUN_MODE = "run"
 TUTOR_MODE = "tutor"
@@ -163,6 +166,8 @@ class SessionPool:
         self._deciders: dict[str, Callable[[str], Decider]] = {}
         #: one opening or parking at a time (two prompts to a parked session open it once)
         self._lock = asyncio.Lock()
+        #: reopenings under way for a turn (:meth:`reopen`): the close waits for them
+        self._reopening: set[asyncio.Task[AcpSession]] = set()
 
     def get(self, session_id: str) -> AcpSession:
         s = self.sessions.get(session_id)
@@ -184,6 +189,21 @@ class SessionPool:
                 self._stacks[s.id] = self._stacks.pop(s.id)
         await _close_all(closing)
         return s
+
+    def reopen(self, session_id: str) -> asyncio.Task[AcpSession]:
+        """:meth:`ready` as a task of its own, for a turn that may be cancelled while its
+        parked session opens (the opening finishes, the session left open and idle), and
+        that :meth:`aclose` waits for: a hang-up in that moment closed the pool first, and
+        the session opened after it stayed open (a review)."""
+        task = asyncio.ensure_future(self.ready(session_id))
+        self._reopening.add(task)
+        task.add_done_callback(self._reopened)
+        return task
+
+    def _reopened(self, task: asyncio.Task[AcpSession]) -> None:
+        self._reopening.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # (said by the turn too)
+            log.warning("reopening a parked session failed: %r", task.exception())
 
     async def open(
         self,
@@ -258,8 +278,11 @@ class SessionPool:
             await asyncio.wait(works)
 
     async def aclose(self) -> None:
-        """Stop every turn at work, then close the sessions."""
+        """Stop every turn at work, let a reopening under way finish, then close the
+        sessions."""
         await self.stop_turns()
+        if self._reopening:
+            await asyncio.wait(set(self._reopening))
         stacks, self._stacks = list(self._stacks.values()), {}
         for stack in reversed(stacks):
             await stack.aclose()

@@ -408,7 +408,9 @@ def _pass_or_answer(
                 log.warning("dropped a malformed notification: %r", line[:200])
                 return
             if without_meta(msg):
-                line = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
+                # ASCII: a lone surrogate (a client's string cut inside an emoji pair) is
+                # an escape again, where UTF-8 could not encode it and ended the guard
+                line = json.dumps(msg, separators=(",", ":")).encode()
         if "method" in msg and msg.get("id") is not None:  # a request: it will be answered
             pending.asked(msg["id"])
         elif "method" not in msg:

@@ -87,7 +87,7 @@ async def run_turn(
     timeout_s: float,
 ) -> StopReason:
     base = await asyncio.to_thread(rev_parse, s.repo, "HEAD")
-    relay = RunRelay(send, s.repo, base, s.usage)
+    relay = RunRelay(send, s.repo, base, s.usage, session=s.id)
     s.control = RunControl()
     merged: list[MergeOutcome] = []  # the merge's outcome, once it ran
     try:
@@ -122,7 +122,7 @@ async def run_turn(
         if not s.cancel_requested:
             raise  # the agent is shutting down: the runner sealed what it had
         if merged:  # the human's answer came first: the merge ran and was reported
-            done = merged[-1]  # (the last offer's: one before it found the checkout moved)
+            done = merged[0]
             note = f"Cancelled after the merge of run {relay.run}: " + (
                 "merged." if done.merged else "not merged: " + "; ".join(done.reasons)
             )

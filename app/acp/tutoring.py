@@ -38,7 +38,7 @@ async def tutor_turn(s: AcpSession, text: str, *, send: Send) -> StopReason:
         return "end_turn"
     escalate = text.startswith(ESCALATE)
     question = text[len(ESCALATE) :].strip() if escalate else text
-    relay = RunRelay(send, s.repo, None, s.usage)
+    relay = RunRelay(send, s.repo, None, s.usage, session=s.id)
     try:
         async with relaying(s, relay, (AuditAppended,)):
             reply = await tutor.ask(question, escalate=escalate)

@@ -274,7 +274,7 @@ def _not_a_store(output: Path, settings: Settings) -> None:
     data = settings.data_dir
     stores = [settings.audit_db, settings.ledger_db, settings.memory_db]
     own = [s.with_name(s.name + beside) for s in stores for beside in _BESIDE]
-    own += list(data.glob("memory.*"))
+    own.append(settings.memory_db.with_suffix(".tfidf.npz"))  # (the memory's search index)
     target = output.resolve()
     for path in own:
         if target == path.resolve() or (

@@ -181,19 +181,36 @@ def find_block(text: str, path: str) -> SpecBlock:
             end = j
             break
     duplicate = next((k + 1 for k in candidates if k >= end), None)
-    return _parse(path, i + 1, lines[i:end], duplicate)
+    block = lines[i:end]
+    if outside:  # an example fenced inside the block is not read either (blank: lines kept)
+        block = ["" if fenced[k] else line for k, line in enumerate(block, start=i)]
+    return _parse(path, i + 1, block, duplicate)
+
+
+_OPENING = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
 def _fenced(lines: list[str]) -> list[bool]:
-    """Whether each line is in a code fence (the fence's own lines included)."""
+    """Whether each line is in a code fence (the fence's own lines included), as CommonMark
+    reads fences: one is closed by a line of the same character, at least as long, and
+    nothing after it (a ``` line inside a ~~~ fence is its text)."""
     out: list[bool] = []
-    inside = False
+    opened: str | None = None
     for line in lines:
-        if _FENCE.match(line):
-            inside = not inside
-            out.append(True)
+        m = _OPENING.match(line)
+        if opened is None:
+            if m:
+                opened = m[1]
+            out.append(opened is not None)
         else:
-            out.append(inside)
+            out.append(True)
+            if (
+                m
+                and m[1][0] == opened[0]
+                and len(m[1]) >= len(opened)
+                and not line[m.end() :].strip()
+            ):
+                opened = None
     return out
 
 

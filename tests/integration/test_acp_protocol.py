@@ -470,8 +470,13 @@ async def test_meta_changes_no_param_and_a_malformed_cancel_is_dropped_quietly(
     # the session is the repository's named by cwd: loading it there is no refusal
     load = {"sessionId": session, "cwd": str(repo), "mcpServers": [], "_meta": meta}
     await c.request(3, "session/load", load)
+    # a lone surrogate (a string cut inside an emoji pair) beside a _meta: the line made
+    # again without it could not be encoded, and the agent hung up (a review)
+    cut = {"sessionId": "nope", "prompt": [{"type": "text", "text": "\ud83d"}], "_meta": {}}
+    await c.request(5, "session/prompt", cut)
     await c.request(4, "session/list", {"_meta": {"cwd": 7}})
-    await c.read_until(lambda lines: {3, 4} <= {m.get("id") for m in lines})
+    await c.read_until(lambda lines: {3, 4, 5} <= {m.get("id") for m in lines})
+    assert "unknown session 'nope'" in c.reply(5)["error"]["message"]
     assert "result" in c.reply(3), c.reply(3)
     assert "result" in c.reply(4), c.reply(4)
     assert proc.stdin is not None

@@ -15,6 +15,16 @@ from app.policy import load_policy
 from app.router.approvals import DenyDecider
 
 
+class _Editor:
+    """The client, for a turn that asks it nothing."""
+
+    async def session_update(self, **kwargs: object) -> None:
+        return None
+
+    async def request_permission(self, **kwargs: object) -> None:
+        raise AssertionError("nothing is asked")
+
+
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -79,15 +89,8 @@ async def test_a_cancel_sent_while_a_parked_session_reopens_stops_the_turn(
         ran.append(text)
         return "end_turn"
 
-    class Editor:  # what the turn may send before the run: nothing is asked of it here
-        async def session_update(self, **kwargs: object) -> None:
-            return None
-
-        async def request_permission(self, **kwargs: object) -> None:
-            raise AssertionError("nothing is asked")
-
     monkeypatch.setattr(agent_module, "run_turn", run_turn)
-    agent.on_connect(Editor())
+    agent.on_connect(_Editor())
     try:
         first = await agent._open(tmp_path)
         await agent._open(tmp_path)
@@ -103,3 +106,46 @@ async def test_a_cancel_sent_while_a_parked_session_reopens_stops_the_turn(
         assert not first.parked
     finally:
         await agent.shutdown()
+
+
+async def test_a_hang_up_while_a_parked_session_reopens_leaves_no_session_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turn's cancel ends it at once while its session's reopening finishes apart: the
+    close then copied the open sessions before that one was added, and it stayed open
+    after the agent closed (a review). The close waits for the reopening."""
+    import asyncio
+
+    from acp import text_block
+
+    from app.acp.agent import SwitchyardAgent
+
+    agent = SwitchyardAgent(load_settings(), load_policy().policy, local_only=True, repo=None)
+    agent.pool.max_open = 1
+    started, release = asyncio.Event(), asyncio.Event()
+    opened: list[str] = []
+    core = agent.pool._core
+
+    async def slow_core(sid: str, decider: object) -> object:
+        started.set()
+        await release.wait()
+        made = await core(sid, decider)  # type: ignore[arg-type]
+        opened.append(sid)
+        return made
+
+    agent.on_connect(_Editor())
+    first = await agent._open(tmp_path)
+    await agent._open(tmp_path)
+    assert first.parked
+    monkeypatch.setattr(agent.pool, "_core", slow_core)
+    turn = asyncio.create_task(agent.prompt([text_block("fix the parser")], first.id))
+    await asyncio.wait_for(started.wait(), 30)  # the reopening is under way
+    await agent.hang_up()
+    done = await asyncio.wait_for(turn, 30)
+    assert done.stop_reason == "cancelled"
+    closing = asyncio.create_task(agent.shutdown())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # waiting for the reopening ...
+    release.set()
+    await asyncio.wait_for(closing, 30)
+    assert opened == [first.id] and not agent.pool._stacks  # ... then closing it too

@@ -137,14 +137,14 @@ async def test_a_merge_allowed_on_a_checkout_that_moved_is_offered_again(
     monkeypatch.setattr(merging, "_ask", ask)
     landed = MergeOutcome(run_id=_Plan.run_id, ok=True, merged=True)
     done, settled = await offer([moved, landed])
-    assert done.merged and settled == [moved, landed]
+    assert done.merged and settled == [landed]  # (the turn's outcome: the last offer's)
     assert asked == [f"{_Plan.run_id}:merge", f"{_Plan.run_id}:merge-2"]  # one id each
     assert "offered again" in said[0] and "try again" not in said[0]
     assert said[1].strip().startswith(f"Merged run {_Plan.run_id}")
 
     # the checkout moving every time: offered 1 + REOFFERS times, the last said as it is
     done, settled = await offer([moved] * (merging.REOFFERS + 1))
-    assert not done.merged and len(asked) == merging.REOFFERS + 1
+    assert not done.merged and len(asked) == merging.REOFFERS + 1 and settled == [moved]
     assert "try again" in said[-1] and "offered again" not in said[-1]
 
     # a decline is never offered again (the gate refuses it before the checkout is read)

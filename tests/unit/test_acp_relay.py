@@ -220,3 +220,30 @@ async def test_a_cap_crossed_and_a_cloud_step_skipped_for_money_or_local_only_ar
     # a new turn (a new relay) tells it again
     again = await relay_of([skip("gpt-5.1-high", "budget")], policy)
     assert [u.session_update for u in again] == ["agent_message_chunk"]
+
+
+async def test_another_sessions_lines_are_not_this_conversations(policy: Any) -> None:
+    """A reservation of another session found expired by this one's ledger is written by
+    this session's stores, in the other session: its budget line is not shown here (a
+    review), nor counted in this session's usage."""
+    sent: list[Any] = []
+
+    async def send(update: Any) -> None:
+        sent.append(update)
+
+    relay = RunRelay(send, Path("/repo"), None, UsageMeter(policy), session="s")
+    for session in ("other", "s"):
+        await relay.handle(
+            AuditAppended.of(
+                session="s",
+                line={"kind": "budget", "session": session, "detail": f"expired in {session}"},
+            )
+        )
+        await relay.handle(
+            AuditAppended.of(
+                session="s",
+                line={"kind": "call", "session": session, "values": {"tokens_in": 1}},
+            )
+        )
+    assert [u.session_update for u in sent] == ["agent_message_chunk", "usage_update"]
+    assert "expired in s" in sent[0].content.text

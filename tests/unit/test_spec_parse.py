@@ -144,3 +144,20 @@ def test_an_example_block_in_a_code_fence_is_not_the_spec_s_own() -> None:
     # the fence alone: the template pasted with it
     fenced = find_block(f"# Feature\n\n```md\n{example}```\n", "spec.md")
     assert [e.value for e in fenced.entries if "budget" in e.value] == ["budget: session $1"]
+
+
+def test_a_fenced_example_inside_or_after_the_block_and_a_tilde_fence() -> None:
+    """A review: an example fenced after the block's own lines was read as the block's
+    (a ``- budget: session $1`` applied); a ``` line inside a ~~~ fence flipped every
+    fence after it, so the real block was taken for an example."""
+    example = RUN_SPEC.split("\n", 2)[2].replace("- <none | list>", "- budget: session $1")
+    own = RUN_SPEC.split("\n", 2)[2]
+    after = f"# Feature\n\n{own}\nFor example:\n\n```md\n{example}```\n"
+    block = find_block(after, "spec.md")
+    assert block.start_line == 3 and not [e for e in block.entries if "budget" in e.value]
+    tilde = f"# Feature\n\n~~~md\n```\n{example}~~~\n\n{own}"
+    block = find_block(tilde, "spec.md")
+    assert (
+        block.start_line == tilde.splitlines().index("## Model & Runtime (Spec Overrides)", 6) + 1
+    )
+    assert not [e for e in block.entries if "budget" in e.value]
