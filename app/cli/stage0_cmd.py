@@ -291,7 +291,9 @@ def _brief(args: argparse.Namespace) -> int:
     if not args.task.strip():  # (it wrote a brief of an empty task)
         raise UsageError("TASK is empty: say what the task is")
     if args.spec is not None and not args.spec.is_file():
-        raise UsageError(f"--spec {args.spec}: no such file")
+        # as `run --spec` says it (a folder was "no such file" here, a CLI audit)
+        why = "is a directory, not a spec file" if args.spec.is_dir() else "no such spec file"
+        raise UsageError(f"--spec {args.spec}: {why}")
     if args.out is not None:  # before the index is built: a bad folder fails fast
         problem = out_dir_problem(args.out)
         if problem is not None:

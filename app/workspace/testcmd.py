@@ -47,7 +47,9 @@ class RepoConfig(BaseModel):
 
     test_command: str | list[str] | None = None
     test_timeout_s: float | None = Field(default=None, gt=0)
-    test_memory_mb: int | None = Field(default=None, gt=0)
+    #: at most 16 TiB: the limit is passed in bytes to prlimit, which refused a value past
+    #: 64 bits ("failed to parse AS limit"), and every test loop failed on it (a CLI audit)
+    test_memory_mb: int | None = Field(default=None, gt=0, le=1 << 24)
 
     @field_validator("test_command")
     @classmethod

@@ -53,6 +53,11 @@ def test_an_empty_test_command_is_a_usage_error_and_writes_nothing(
             ":2: test_command: cannot be split as a shell command (No closing quotation)",
         ),
         ("test_command = ''\n", ":1: test_command: the test command is empty"),
+        # prlimit refused a limit past 64 bits: every test loop failed on it
+        (
+            "test_memory_mb = 1000000000000000\n",
+            ":1: test_memory_mb: Input should be less than or equal to 16777216",
+        ),
         ("test_command = []\n", ":1: test_command: the test command is empty"),
         (
             "test_comand = 'pytest -q'\n",

@@ -177,7 +177,9 @@ def test_brief_writes_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
     brief = json.loads((default_out / "brief.json").read_text())
     assert brief["metadata"]["chunk_ids"] == data["chunk_ids"]
     rc, _, err = _run(capsys, "stage0", "brief", "x", "--repo", str(repo), "--spec", "nope.md")
-    assert rc == 2 and err == "switchyard: --spec nope.md: no such file\n"
+    assert rc == 2 and err == "switchyard: --spec nope.md: no such spec file\n"
+    rc, _, err = _run(capsys, "stage0", "brief", "x", "--repo", str(repo), "--spec", str(tmp_path))
+    assert rc == 2 and err == f"switchyard: --spec {tmp_path}: is a directory, not a spec file\n"
     # read as spec lint and run --spec read one: random bytes were copied into the brief
     binary, huge = tmp_path / "spec.bin", tmp_path / "huge.md"
     binary.write_bytes(b"ok\n\xfe\xff\x00garbage")
