@@ -111,6 +111,12 @@ async def connect_pool(
     # the DSN (its last ?host=, its failover lists), which parse_database_url refuses
     host = address or url.host or url.socket_dir
     kwargs: dict[str, Any] = {"host": host, "port": url.port}
+    missing = url.missing_files()
+    if missing:  # (ssl's own error names no file, and read as a server away)
+        raise StoreRefused(
+            f"the team database {url.display()}: ?{missing[0]}= names a file that is not "
+            f"there ({missing[1]}) (check SWITCHYARD_DATABASE_URL's parameters)"
+        )
     try:
         pool = await asyncpg.create_pool(
             dsn=url.raw,
@@ -130,15 +136,50 @@ async def connect_pool(
         asyncpg.InvalidCatalogNameError,  # no such database
     ) as exc:
         raise StoreRefused(
-            f"the team database {url.display()} refused the connection: {_why(exc)} (check "
-            "the user, the password and the database in SWITCHYARD_DATABASE_URL)"
+            f"the team database {url.display()} refused the connection: {_why(exc, url)} "
+            "(check the user, the password and the database in SWITCHYARD_DATABASE_URL)"
         ) from None
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if refused_as_configured(exc):
+            raise StoreRefused(
+                f"the team database {url.display()} refused what the URL asks: "
+                f"{_why(exc, url)} (check SWITCHYARD_DATABASE_URL's parameters)"
+            ) from None
         raise StoreUnavailable(
-            f"cannot reach the team database {url.display()}: {_why(exc)}"
+            f"cannot reach the team database {url.display()}: {_why(exc, url)}"
         ) from None
     assert pool is not None
     return pool
+
+
+def refused_as_configured(exc: BaseException) -> bool:
+    """Whether a failed connection is the URL's doing, not the server's absence: a server
+    that answered and refused a setting (``?sslmod=`` sent as a setting it does not know,
+    a bad value), an SSL upgrade it does not do, a file the URL names (``sslrootcert``)
+    missing, a parameter asyncpg cannot take. Those are a usage error (exit 2) and never
+    a fallback to this machine's files: they read "cannot reach" (exit 1), and with the
+    fallback on, the team's caps were left for the SQLite ones (a team-store audit). A
+    server starting, shutting down or out of connections is away for now, as before."""
+    import asyncpg
+
+    if isinstance(exc, asyncpg.PostgresError):
+        return not isinstance(exc, _away())
+    if isinstance(exc, asyncpg.ClientConfigurationError):
+        return True
+    if isinstance(exc, OSError) and getattr(exc, "filename", None):
+        return True  # (a socket that is not there names no file: that server is away)
+    return isinstance(exc, ConnectionError) and "rejected SSL upgrade" in str(exc)
+
+
+def _away() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    return (
+        asyncpg.CannotConnectNowError,  # starting up, shutting down, in recovery
+        asyncpg.OperatorInterventionError,  # the administrator's or a crash's shutdown
+        asyncpg.TooManyConnectionsError,
+        asyncpg.exceptions.ConfigurationLimitExceededError,
+    )
 
 
 async def _no_reset(conn: Any) -> None:
@@ -150,7 +191,7 @@ def why(exc: BaseException) -> str:
     return _why(exc)
 
 
-def _why(exc: BaseException) -> str:
+def _why(exc: BaseException, url: DatabaseUrl | None = None) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer (timed out)"
     if isinstance(exc, socket.gaierror):
@@ -158,6 +199,9 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is PostgreSQL running there?)"
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if url is not None:  # a server's refusal quotes the value it refused: not a password
+        for secret in url.secrets():
+            text = text.replace(secret, "***")
     return text[:300]
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qs, quote, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from app.hosts import normal_host, valid_host
 from app.store.errors import StoreUrlError
@@ -36,6 +37,34 @@ class DatabaseUrl:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"postgresql://{who}{host}:{self.port}/{self.database}"
 
+    def missing_files(self) -> tuple[str, str] | None:
+        """The first of the URL's SSL files (``?sslrootcert=`` …) that is not there, as
+        (parameter, path); None when each is (``system`` names the system's roots)."""
+        query = parse_qs(urlsplit(self.raw).query, keep_blank_values=True)
+        for key in SSL_FILES:
+            for value in query.get(key, []):
+                if value and value != "system" and not Path(value).expanduser().exists():
+                    return key, value
+        return None
+
+    def secrets(self) -> list[str]:
+        """The password as written and as read (``%40`` and ``@``), from the user part and
+        any ``?password=``: what a message about this URL must not quote."""
+        parts = urlsplit(self.raw)
+        found = [parts.password or ""]
+        for key, values in parse_qs(parts.query, keep_blank_values=True).items():
+            if key.lower() in ("password", "sslpassword"):
+                found += values
+        found += [unquote(v) for v in found]
+        at = self.raw.rfind("@")
+        head = self.raw[:at] if at >= 0 else ""
+        if ":" in head.split("//", 1)[-1]:
+            found.append(head.split("//", 1)[-1].split(":", 1)[1])
+        return sorted({f for f in found if f}, key=len, reverse=True)
+
+
+#: the URL's parameters that name a file asyncpg reads
+SSL_FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
 
 #: libpq's connection parameters that asyncpg does not read (it would pass them to the
 #: server as settings, which refuses them)
@@ -81,6 +110,11 @@ def parse_database_url(text: str) -> DatabaseUrl:
             # urlsplit's text quotes the piece it could not read, a password's piece
             # when the password holds a '/', '?' or '#' ("…integer value as 'Secr'")
             why = f"not a URL that parses ({ESCAPES})"
+            if "@" not in text:
+                why = (
+                    "the user and password end with '@' (user:password@host:port/database, "
+                    "or user:password@/database?host=/socket/dir)"
+                )
             raise StoreUrlError(f"database URL {shown}: {why}") from None
         raise StoreUrlError(f"database URL {shown}: {exc}") from None
     if parts.scheme not in SCHEMES:
@@ -157,9 +191,18 @@ def _password_part(text: str) -> tuple[int, int] | None:
     """Where the ``user:password`` part's password lies in ``text`` (start, end), or
     None: between the user's ':' and the last '@', after any scheme and slashes."""
     at = text.rfind("@")
-    if at < 0:
-        return None
     head = _SCHEME.match(text)
+    if at < 0:
+        # no '@': "postgresql://switchyard:Secret/team" (the host left out) read the
+        # password as the host's port, and the error quoted it whole (a team-store audit):
+        # whatever follows the first ':' of the netloc is hidden unless it is a port
+        if head is None:
+            return None
+        end = next((i for i, c in enumerate(text) if i >= head.end() and c in "/?#"), len(text))
+        colon = text.find(":", head.end(), end)
+        if colon >= 0 and not text[colon + 1 : end].isdigit():
+            return (colon + 1, end)
+        return None
     user_start = 0
     bare = head is not None and head.group(2) == ":"
     if head is not None and (not bare or head.group(1).lower() in SCHEMES):

@@ -538,6 +538,34 @@ def test_a_database_that_refuses_the_url_is_exit_2_and_no_fallback(
     assert not load_settings().ledger_db.exists()
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "sslmod=require",  # a setting the server does not know
+        "statement_timeout=soon",  # a value the server refuses
+        "sslmode=require",  # an SSL upgrade the server does not do
+        "sslmode=verify-full&sslrootcert=/nonexistent/root.crt",  # a file it names, missing
+        "target_session_attrs=bogus",  # a parameter asyncpg cannot take
+    ],
+)
+def test_a_url_whose_parameters_the_server_refuses_is_exit_2_and_no_fallback(
+    pg_server: PgServer,
+    query: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each read "cannot reach the team database" (exit 1), and with database_fallback on
+    a session went on with this machine's files, outside the team's caps (a team-store
+    audit): the server answered, and what the URL asks is what is wrong."""
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", f"{pg_server.url_for('postgres')}?{query}")
+    monkeypatch.setenv("SWITCHYARD_DATABASE_FALLBACK", "true")
+    rc, _, err = run_cli(["budget"], capsys)
+    assert rc == 2, err
+    assert "SWITCHYARD_DATABASE_URL's parameters" in err, err
+    assert "reading this machine's SQLite files" not in err
+    assert not load_settings().ledger_db.exists()
+
+
 def test_with_database_fallback_reads_fall_back_to_the_files_sessions_wrote(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -145,6 +145,9 @@ def test_the_pools_own_retry_logs_never_reach_a_commands_stderr() -> None:
         # no database: read as host "switchyard", port 2024, database "PwLe/ak9x@…" (a review)
         "postgresql://switchyard:2024/PwLe/ak9x@db.lan",
         "postgresql://switchyard:2024/PwLeak9x@db.lan",
+        # no '@host' at all: the password read as the port, quoted twice (a team audit)
+        "postgresql://switchyard:PwLeak9x/switchyard",
+        "postgresql://switchyard:PwLeak9x/switchyard?host=/run/postgresql",
     ],
 )
 def test_a_mistyped_url_never_shows_its_password(url: str) -> None:
