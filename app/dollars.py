@@ -12,8 +12,9 @@ from __future__ import annotations
 def dollars(usd: float) -> str:
     if usd < 0:
         return "-" + dollars(-usd)  # "$-0.005" before
-    if 0 < usd < 0.0000005:
-        return "<$0.000001"  # it read "$0.00", as nothing
+    if usd > 0 and f"{usd:.6f}" == "0.000000":
+        # it read "$0.00", as nothing (half a micro-dollar too, as 6 places round it down)
+        return "<$0.000001"
     cents = round(usd * 100)
     if abs(usd * 100 - cents) < 1e-6:
         return f"${cents / 100:.2f}"

@@ -28,6 +28,9 @@ from app.dollars import cap_row, dollars, spent
         (-0.005, "-$0.005"),
         (-2, "-$2.00"),
         (0.0000001, "<$0.000001"),
+        # half a micro-dollar read "$0.00" (six places round it down; a team-store audit)
+        (0.0000005, "<$0.000001"),
+        (0.0000006, "$0.000001"),
     ],
 )
 def test_dollars(usd: float, shown: str) -> None:

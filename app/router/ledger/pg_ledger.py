@@ -519,7 +519,11 @@ class PgBudgetLedger(ClosedOnExit):
             # the usage is known here: kept and written when the database answers (told to
             # the session then), not lost to an expiry at the estimate
             self._owe(owed)
-            raise LedgerError(f"{exc} (kept: written when it answers)") from None
+            # (said as it is: a one-shot command that ends first leaves it to the expiry)
+            raise LedgerError(
+                f"{exc} (kept: written when it answers, while this process runs; past that,"
+                " the reservation is charged in full at its expiry)"
+            ) from None
         if row is None:
             raise UnknownReservation(f"unknown reservation {reservation_id}")
         if row["was"] != "live":
