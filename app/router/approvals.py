@@ -102,6 +102,14 @@ class ApprovalDecision(BaseModel):
         return self.decision in ("allow_once", "allow_session")
 
 
+#: the answer a session's "deny all: stay local" gives every later question of it
+_STAYED_LOCAL = ApprovalDecision(
+    decision="deny_all",
+    decided_by=SESSION_DENIAL,
+    reason="denied for this session earlier (deny all: stay local)",
+)
+
+
 class Decider(Protocol):
     """Anything that can answer an approval request."""
 
@@ -237,6 +245,8 @@ class ApprovalBroker:
         self._bus = bus
         self._clock: Clock = clock or SystemClock()
         self._pending: dict[str, asyncio.Future[tuple[ApprovalDecision, str]]] = {}
+        #: the session of each pending request (a "deny all" settles its session's others)
+        self._pending_session: dict[str, str] = {}
         self._session_allowed: set[tuple[str, str, str]] = set()
         #: sessions whose human answered "deny all, stay local"
         self._session_denied: set[str] = set()
@@ -291,12 +301,7 @@ class ApprovalBroker:
         started = self._clock.monotonic()
         key = (req.session, req.provider, req.model)
         if req.session in self._session_denied:  # "stay local" outranks an earlier "a"
-            decision = ApprovalDecision(
-                decision="deny_all",
-                decided_by=SESSION_DENIAL,
-                reason="denied for this session earlier (deny all: stay local)",
-            )
-            code = DENIED_ALL_REUSED
+            decision, code = _STAYED_LOCAL, DENIED_ALL_REUSED
         elif key in self._session_allowed:
             decision = ApprovalDecision(
                 decision="allow_session",
@@ -308,6 +313,13 @@ class ApprovalBroker:
             req = req.model_copy(update={"timeout_s": self.timeout_s})
             try:
                 decision, code = await self._ask(req)
+                if decision.decision == "deny_all":
+                    self._stay_local(req.session)  # (at once: before its line is written)
+                elif decision.allowed and req.session in self._session_denied:
+                    # "deny all: stay local" was answered on another question of the
+                    # session while this one waited: it outranks this answer, which let
+                    # a request leave after "d" (two modals at once, a TUI audit)
+                    decision, code = _STAYED_LOCAL, DENIED_ALL_REUSED
             except asyncio.CancelledError:
                 # Stopped while the human was asked: the escalation still ends in a
                 # recorded decision (GR-005), a denial, and the modal closes.
@@ -350,7 +362,7 @@ class ApprovalBroker:
         if decision.decision == "allow_session":
             self._session_allowed.add(key)
         elif decision.decision == "deny_all":
-            self._session_denied.add(req.session)
+            self._stay_local(req.session)
         if self._bus is not None:
             await self._bus.publish(
                 ApprovalResolved(
@@ -362,6 +374,16 @@ class ApprovalBroker:
                 )
             )
 
+    def _stay_local(self, session: str) -> None:
+        """``session``'s "deny all: stay local": remembered, and its other questions on
+        screen answered with it (their modals close). Each was still open to a "y" after
+        the "d", and a request left the machine (two held requests at once, a TUI audit).
+        Taken at once, before the answer's line is written: the safe way to be early."""
+        self._session_denied.add(session)
+        for rid, fut in list(self._pending.items()):
+            if self._pending_session.get(rid) == session and not fut.done():
+                fut.set_result((_STAYED_LOCAL, DENIED_ALL_REUSED))
+
     async def _ask(self, req: ApprovalRequest) -> tuple[ApprovalDecision, str]:
         if req.request_id in self._pending:
             raise ValueError(f"approval request {req.request_id} is already pending")
@@ -369,6 +391,7 @@ class ApprovalBroker:
             asyncio.get_running_loop().create_future()
         )
         self._pending[req.request_id] = fut
+        self._pending_session[req.request_id] = req.session
         task = asyncio.create_task(self._run_decider(req, fut))
         # Keep a reference: an unreferenced task can be garbage-collected mid-flight.
         self._tasks.add(task)
@@ -387,6 +410,7 @@ class ApprovalBroker:
             )
         finally:
             self._pending.pop(req.request_id, None)
+            self._pending_session.pop(req.request_id, None)
             # Whoever did not answer stops asking (a TUI modal closes on ApprovalResolved).
             task.cancel()
 

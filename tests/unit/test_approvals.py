@@ -566,3 +566,34 @@ async def test_a_prompt_the_timeout_ends_says_timed_out_not_withdrawn() -> None:
     shown = out.getvalue()
     assert "(timed out after 0.2s: request gw-slow is denied)" in shown
     assert "withdrawn" not in shown
+
+
+async def test_deny_all_answers_the_sessions_other_questions_on_screen() -> None:
+    """Two escalations held at once (a gateway's two requests, a run and the tutor): "d"
+    on one left the other's modal open, and a "y" on it sent its request to the cloud
+    after the user said stay local (a TUI audit). The others are answered with it."""
+    bus = Bus()
+    sink = RecordingSink()
+    decider = BusDecider(bus)
+    b = ApprovalBroker(decider, audit=sink, timeout_s=5)
+    sub = bus.subscribe(kinds=(ApprovalRequested,))
+    first = asyncio.create_task(b.request(make_req(request_id="q1")))
+    second = asyncio.create_task(b.request(make_req(request_id="q2", model="kimi-k2")))
+    other = asyncio.create_task(b.request(make_req(request_id="q3", session="s2")))
+    asked = {(await sub.get()).request_id for _ in range(3)}
+    assert asked == {"q1", "q2", "q3"}
+    assert b.resolve("q1", ApprovalDecision(decision="deny_all", decided_by="tui:keypress"))
+    assert (await first).decision == "deny_all"
+    later = await asyncio.wait_for(second, 1)  # answered with it, no key needed ...
+    assert (later.decision, later.decided_by) == ("deny_all", "session-denial")
+    # ... and a "y" pressed on its modal a moment later changes nothing
+    assert not b.resolve("q2", ApprovalDecision(decision="allow_once", decided_by="tui:keypress"))
+    assert not other.done()  # another session's question still waits for its human
+    assert b.resolve("q3", ApprovalDecision(decision="allow_once", decided_by="tui:keypress"))
+    assert (await other).allowed
+    assert [(c["kind"], c["codes"][0]) for c in sink.calls] == [
+        ("denial", "DENIED_ALL"),
+        ("denial", "DENIED_ALL_REUSED"),
+        ("approval", "APPROVED_ONCE"),
+    ]
+    sub.close()
