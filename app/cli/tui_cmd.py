@@ -144,9 +144,22 @@ def run_tui(
             start_notice=notice,
         )
         code = app.run() or 0
-        return code or (app.session_exit_code or 0)
+        return crashed(app) or code or (app.session_exit_code or 0)
     finally:
         release_startup_collections()
+
+
+def crashed(app: Any) -> int:
+    """The app's exit code when it ended on an error (0 when not), the error in the log:
+    Textual prints its traceback and sets its return code, and the command exited 0 with
+    nothing in tui.log (a TUI audit)."""
+    code = int(app.return_code or 0)
+    if code:
+        error = getattr(app, "_exception", None)
+        logging.getLogger("app.tui").error(
+            "the workbench ended on an error (exit %d)", code, exc_info=error
+        )
+    return code
 
 
 def run_gateway_workbench(args: argparse.Namespace, settings: Any, policy: Any, config: Any) -> int:
@@ -158,7 +171,8 @@ def run_gateway_workbench(args: argparse.Namespace, settings: Any, policy: Any, 
         _log_to_file(settings.data_dir / "logs" / "tui.log")
         app = gateway_app(args, settings, policy, config)
         require_terminal()
-        return app.run() or 0
+        code = app.run() or 0
+        return crashed(app) or code
     finally:
         release_startup_collections()
 

@@ -73,8 +73,18 @@ def _push(app: CoreApp, screen_name: str) -> None:
         "simulate": SimulateScreen,
         "tutor": TutorScreen,
     }
-    if not _approval_waits(app):
-        app.push_screen(screens[screen_name]())
+    if _approval_waits(app):
+        return
+    kind = screens[screen_name]
+    # one of each: a screen already open (under another) is brought back, as it was (a
+    # tutor's conversation kept); pushed again, its fixed id crashed the app with
+    # DuplicateIds and the run at work was sealed as stopped (a TUI audit)
+    open_one = next((s for s in app.screen_stack if isinstance(s, kind)), None)
+    if open_one is None:
+        app.push_screen(kind())
+        return
+    while app.screen is not open_one and len(app.screen_stack) > 1:
+        app.pop_screen()
 
 
 def _set_theme(app: CoreApp, name: str) -> None:

@@ -97,6 +97,29 @@ async def test_palette_switches_theme_and_opens_policy(make_app: Any) -> None:
         assert f"local_only {str(session.local_only).lower()}" in shown
 
 
+async def test_a_screen_already_open_is_brought_back_not_opened_twice(make_app: Any) -> None:
+    """`t`, then the palette's Tutor (or `v`, then Runs): a second screen with the same
+    id crashed the app with DuplicateIds, and the run at work was sealed as stopped (a
+    TUI audit). The open one comes back, as it was; Policy twice no longer stacks."""
+    from app.tui.screens.evidence import EvidenceScreen
+    from app.tui.screens.tutor import TutorScreen
+
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        await pilot.press("escape", "t")
+        await until(pilot, lambda: isinstance(app.screen, TutorScreen), what="the tutor")
+        tutor = app.screen
+        await palette(pilot, "Runs")
+        assert isinstance(app.screen, EvidenceScreen)
+        await palette(pilot, "Tutor")
+        assert app.screen is tutor  # the open one, its conversation kept
+        assert sum(isinstance(s, (TutorScreen, EvidenceScreen)) for s in app.screen_stack) == 1
+        await palette(pilot, "Policy")
+        await palette(pilot, "Policy")
+        assert sum(isinstance(s, PolicyScreen) for s in app.screen_stack) == 1
+
+
 async def test_the_policy_screen_at_80_columns_cuts_no_name(make_app: Any) -> None:
     """At 80 columns the table folded names in the middle (``deepseek-rea``/``soner``,
     ``qwen2.5-code``/``r-32b``): the triggers go under the chain, and every model name of
