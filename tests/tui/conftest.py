@@ -23,6 +23,15 @@ from tests.tui.scripted import (
 
 
 @pytest.fixture(autouse=True)
+def _answers_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Pilot presses a modal's key the moment it opens; the pause that keeps a typist's
+    # keys from answering it is tested on its own (test_approval.py).
+    from app.tui.screens.approval import ApprovalScreen
+
+    monkeypatch.setattr(ApprovalScreen, "TYPING_PAUSE_S", 0.0)
+
+
+@pytest.fixture(autouse=True)
 def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # The panes show local time; snapshots must not depend on the machine's zone.
     monkeypatch.setenv("TZ", "UTC")

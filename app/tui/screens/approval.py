@@ -10,9 +10,11 @@ ApprovalResolved arrives and :meth:`settled` closes the modal.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -60,6 +62,11 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
         Binding("escape", "answer('deny')", "deny", show=False),
     ]
 
+    #: an answer key is taken only after this long with no key pressed, and the modal
+    #: this long on screen: a "y" or an "a" in a sentence being typed in the task or
+    #: tutor box when the modal came up approved an escalation (a TUI audit)
+    TYPING_PAUSE_S: ClassVar[float] = 0.6
+
     def __init__(self, request: ApprovalRequested, clock: Clock, *, origin: str = "") -> None:
         super().__init__(classes="approval")
         self.request = request
@@ -67,6 +74,10 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
         #: who is waiting on the answer (a gateway client and its request), when known
         self.origin = origin
         self.opened_at = clock.monotonic()
+        #: the last key's time, and the pause before the key being handled (real time,
+        #: not the countdown's clock: a typist's pace)
+        self._last_key = time.monotonic()
+        self._pause = 0.0
         #: set when the broker settled the request while another screen was on top
         self.settled_event: str | None = None
 
@@ -145,7 +156,19 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
         bar.append(label, style_of(colour, bold=True))
         self.query_one("#approval-countdown", Static).update(bar)
 
+    def on_key(self, event: events.Key) -> None:
+        # (every key reaches this before its binding's action)
+        now = time.monotonic()
+        self._pause, self._last_key = now - self._last_key, now
+
     def action_answer(self, decision: DecisionKind) -> None:
+        if self._pause < self.TYPING_PAUSE_S:
+            # typed on, not answered: said where the keys are, and asked again
+            self.query_one("#approval-keys", Static).update(
+                "[b]keys taken after a pause[/] (you were typing): press [b]y[/] approve "
+                "once   [b]a[/] for the session   [b]n[/] deny   [b]d[/] deny all"
+            )
+            return
         key = {"allow_once": "y", "allow_session": "a", "deny": "n", "deny_all": "d"}[decision]
         self.dismiss((decision, f"{key} pressed"))
 
