@@ -68,3 +68,28 @@ async def test_esc_over_the_approval_modal_closes_the_keys_and_denies_nothing(
         assert broker.pending(), "esc answered the approval"
         await pilot.press("n")
         await until(pilot, lambda: not app.running, what="the run to end")
+
+
+async def test_the_footer_says_how_to_start_the_next_task(make_app: Any) -> None:
+    """After a run ended nothing on screen said how to start another (`/` was hidden; a
+    TUI audit). It is in the footer while a task can be typed, and not in the task box,
+    where `/` types a slash."""
+    from textual.widgets import Footer
+
+    def shown() -> list[str]:
+        return [k.description for k in app.screen.query_one(Footer).query("FooterKey")]
+
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        assert isinstance(app.focused, Input)
+        await settle(pilot)
+        assert "new task" not in shown()
+        await pilot.press("escape")
+        await settle(pilot)
+        assert "new task" in shown()
+        box = app.screen.query_one("#task", Input)
+        box.value = "the last task"
+        await pilot.press("slash")
+        await settle(pilot)
+        assert app.focused is box and box.value == ""

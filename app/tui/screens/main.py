@@ -46,7 +46,9 @@ class MainScreen(WorkbenchScreen):
         Binding("x", "stop", "stop run"),
         Binding("z", "zoom", "zoom"),
         Binding("z", "unzoom", "back"),
-        Binding("slash", "new_task", "task", show=False),
+        # in the footer while a new task can be typed: after a run ended nothing on
+        # screen said how to start the next one (a TUI audit)
+        Binding("slash", "new_task", "new task"),
         Binding("escape", "leave_input", "keys", show=False),
     ]
 
@@ -207,6 +209,12 @@ class MainScreen(WorkbenchScreen):
         task = event.value.strip()
         if task and self.core.start_run(task):
             self.escalations.view.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "new_task":
+            # not while a run goes (it is refused), nor in the task box (/ types a slash)
+            return not self.core.running and not isinstance(self.focused, Input)
+        return super().check_action(action, parameters)
 
     def action_new_task(self) -> None:
         box = self.query_one("#task", Input)
