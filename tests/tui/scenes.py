@@ -33,6 +33,8 @@ async def approval(pilot: Pilot[Any]) -> None:
 async def run_to_end(pilot: Pilot[Any]) -> None:
     app: Any = pilot.app
     await approval(pilot)
+    # as a person answers: after the pause the modal waits for (0 s in the tests)
+    await pilot.pause(ApprovalScreen.TYPING_PAUSE_S)
     await pilot.press("y")
     await until(pilot, lambda: not app.running, what="the run to end")
     await until(pilot, lambda: app.home.header.state == "merge_ready", what="merge_ready")
