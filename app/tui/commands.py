@@ -120,7 +120,7 @@ def commands(app: CoreApp) -> list[Command]:
         (
             "Budget",
             "the budget meter, full screen (escape to restore)",
-            partial(_on_home, app, lambda s: s.maximize(s.budget), beneath=True),
+            partial(_on_home, app, lambda s: s.zoom_pane(s.budget), beneath=True),
         ),
         (
             "Escalate",

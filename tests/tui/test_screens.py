@@ -211,6 +211,35 @@ async def test_a_zoomed_pane_fills_the_screen(make_app: Any, pane: str) -> None:
         assert region.width >= 110, region  # the screen's width, not a share of a row
 
 
+async def test_the_palettes_budget_takes_the_focus_out_of_the_hidden_task_box(
+    make_app: Any,
+) -> None:
+    """Zoomed from the palette with the focus in the task box, the Budget hid that box and
+    the keys typed went into it unseen (an Enter would have run them), and z typed a
+    "z" there instead of bringing the panes back (a TUI audit)."""
+    from textual.widgets import Input
+
+    app = make_app(task=None)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        box = app.screen.query_one("#task", Input)
+        diff = app.screen.query_one("#diff")
+        [w for w in diff.walk_children() if w.focusable][0].focus()
+        # the audit's path: Budget, back, Policy, back, Budget
+        for command in ("Budget", "escape", "Policy", "escape", "Budget"):
+            if command == "escape":
+                await pilot.press("escape")
+                await settle(pilot)
+            else:
+                await palette(pilot, command)
+        budget = app.screen.query_one("#budget")
+        assert app.screen.maximized is budget, app.screen.maximized
+        assert app.focused in list(budget.walk_children()), app.focused
+        await pilot.press("]", "z", "z", "z")
+        await settle(pilot)
+        assert box.value == "", box.value
+
+
 @pytest.mark.parametrize("pane", ["plan", "diff", "tests", "escalations", "budget"])
 async def test_z_zooms_the_pane_around_the_focus(make_app: Any, pane: str) -> None:
     """On Plan and Budget the focus is a scrolling view inside the pane, which Textual

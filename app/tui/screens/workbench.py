@@ -219,6 +219,18 @@ class WorkbenchScreen(Screen[None]):
         if node is None or not self.maximize(node, container=False):
             self.notify("nothing to zoom here: Tab to a pane first", severity="warning")
 
+    def zoom_pane(self, pane: Widget) -> None:
+        """``pane`` full screen with the focus in it (the palette's Budget): zoomed with
+        the focus left in the task box, hidden behind it, the keys typed went into that
+        box unseen (an Enter would have started a run from them), and z was typed there
+        instead of bringing the panes back (a TUI audit)."""
+        inside = next((w for w in pane.query("*") if w.focusable), None)
+        if inside is not None:
+            inside.focus()
+        elif pane.focusable:
+            pane.focus()
+        self.maximize(pane, container=False)
+
     def action_new_task(self) -> None:
         """Type a task (the palette's "New task"); a screen without a task box says why."""
 
