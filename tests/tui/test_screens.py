@@ -224,7 +224,7 @@ async def test_the_palettes_budget_takes_the_focus_out_of_the_hidden_task_box(
         await until(pilot, lambda: app.session is not None, what="the session")
         box = app.screen.query_one("#task", Input)
         diff = app.screen.query_one("#diff")
-        [w for w in diff.walk_children() if w.focusable][0].focus()
+        next(w for w in diff.walk_children() if w.focusable).focus()
         # the audit's path: Budget, back, Policy, back, Budget
         for command in ("Budget", "escape", "Policy", "escape", "Budget"):
             if command == "escape":
