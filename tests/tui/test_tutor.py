@@ -209,6 +209,9 @@ async def test_a_question_cancelled_by_the_next_leaves_the_next_ones_mark(
             await settle(pilot)
         await pilot.pause(0.2)  # the first one's cancel has ended
         assert app.tutor_asking == "second question"
+        # said, not silent (a TUI audit: the budget's "1 failed" call was all there was)
+        said = [n.message for n in app._notifications]
+        assert any("first question) was dropped, its call cancelled" in m for m in said), said
         await reopen_tutor(pilot)
         assert "second question" in text_of(app, "#tutor-question")
         release.set()

@@ -86,6 +86,17 @@ class TutorScreen(Screen[None]):
                 self.notify("/escalate needs a question after it", severity="warning")
             return
         event.input.value = ""
+        earlier = self.core.tutor_asking
+        if earlier is not None:
+            # one question at a time (the worker is exclusive): the one being answered is
+            # dropped, its call cancelled, and that was done without a word (a TUI audit)
+            shown = earlier if len(earlier) <= 40 else earlier[:39] + "…"
+            self.notify(
+                f"the question before ({shown}) was dropped, its call cancelled: "
+                "asking this one",
+                severity="warning",
+                markup=False,
+            )
         self.question = question
         self.reply = None
         self._show(waiting=True)
