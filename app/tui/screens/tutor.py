@@ -92,8 +92,7 @@ class TutorScreen(Screen[None]):
             # dropped, its call cancelled, and that was done without a word (a TUI audit)
             shown = earlier if len(earlier) <= 40 else earlier[:39] + "…"
             self.notify(
-                f"the question before ({shown}) was dropped, its call cancelled: "
-                "asking this one",
+                f"the question before ({shown}) was dropped, its call cancelled: asking this one",
                 severity="warning",
                 markup=False,
             )
