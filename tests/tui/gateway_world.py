@@ -174,6 +174,7 @@ async def live_traffic(pilot: Any) -> tuple[asyncio.Task[httpx.Response], httpx.
         chat(client, "architect", "plan the refactor", agent=CODEX, headers=ESCALATE)
     )
     await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+    await pilot.pause(ApprovalScreen.TYPING_PAUSE_S)  # (answered as a person does: 0 s in tests)
     await pilot.press("y")
     await until(pilot, approved.done, what="the approved request")
     await chat(client, "tutor", "what does this regex match?", agent="Continue/1.2.3")

@@ -281,6 +281,7 @@ async def traffic_approved(pilot: Pilot[Any]) -> None:
     app: Any = pilot.app
     await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
     await settle(pilot)
+    await pilot.pause(ApprovalScreen.TYPING_PAUSE_S)  # (answered as a person does: 0 s in tests)
     await pilot.press("y")
     rows = lambda: app.home.requests.rows.values()  # noqa: E731
     await until(pilot, lambda: len(rows()) == 5 and all(r.done for r in rows()), what="rows")

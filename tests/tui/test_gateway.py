@@ -83,6 +83,24 @@ async def answer_modals(
     raise AssertionError("the request never finished")
 
 
+async def test_at_80_columns_the_header_shows_the_gateways_whole_address(
+    world: GatewayWorld,
+) -> None:
+    """It read "gateway http://…" after the session id: with --port 0 the port was nowhere
+    on screen once the start's toast had gone (a TUI audit)."""
+    import io
+
+    from rich.console import Console
+
+    app = serve_tui_app("--port", "0")
+    async with app.run_test(size=(80, 24)) as pilot:
+        address = await listening(pilot)
+        await settle(pilot)
+        console = Console(width=80, file=io.StringIO(), record=True)
+        console.print(app.home.header.render())
+        assert f"gateway {address}" in console.export_text()
+
+
 async def test_serve_tui_hosts_the_gateway_and_shows_where(world: GatewayWorld) -> None:
     seen = Messages()
     app = serve_tui_app("--port", "0")

@@ -51,12 +51,14 @@ class SessionHeader(Widget):
         text.append(self.state, style_of(variables.get(_STATE_COLOUR.get(self.state, ""), "")))
         if self.local_only:
             text.append(" LOCAL-ONLY", style_of(variables.get("warning", ""), bold=True))
-        text.append(" · ", dim)
-        text.append(f"session {self.session or '…'}")
         if self.address:
+            # before the session: at 80 columns the address was cut to "http://…", and
+            # with --port 0 the port was nowhere on screen once the toast went (a TUI audit)
             text.append(" · ", dim)
             text.append("gateway ", dim)
             text.append(self.address, style_of(variables.get("primary", ""), bold=True))
+        text.append(" · ", dim)
+        text.append(f"session {self.session or '…'}")
         at_work = self.state in AT_WORK
         if self.role:
             text.append(" · ", dim)
