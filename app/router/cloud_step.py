@@ -106,7 +106,10 @@ async def escalate(
         detail=f"{', '.join(r.text for r in d.reasons)} → {d.target}",
     )
     approver = "session-approval"
-    if d.needs_approval:
+    # a model allowed for the session was decided without asking; a "d" answered on
+    # another question since (while this one wrote its line, read the ledger) outranks
+    # it: asked through the broker, which answers with that denial and audits it (a review)
+    if d.needs_approval or router.approvals.is_session_denied(router.session):
         missing = router.backends.unavailable().get(d.target)
         if missing is not None:
             # Nobody is asked to approve a call that cannot be made (no key): the skip is

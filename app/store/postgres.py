@@ -163,7 +163,11 @@ def refused_as_configured(exc: BaseException) -> bool:
     import asyncpg
 
     if isinstance(exc, asyncpg.PostgresError):
-        return not isinstance(exc, _away())
+        # the classes that say the request was wrong: a setting or value refused (22, 42),
+        # a feature not supported (0A); anything else (a pooler's 08P01 "cannot connect
+        # to server", out of memory or disk 53, a system error 58) is a server away for
+        # now, where the fallback may serve (a review)
+        return str(getattr(exc, "sqlstate", "") or "")[:2] in _REFUSED_CLASSES
     if isinstance(exc, asyncpg.ClientConfigurationError):
         return True
     if isinstance(exc, OSError) and getattr(exc, "filename", None):
@@ -171,15 +175,8 @@ def refused_as_configured(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError) and "rejected SSL upgrade" in str(exc)
 
 
-def _away() -> tuple[type[BaseException], ...]:
-    import asyncpg
-
-    return (
-        asyncpg.CannotConnectNowError,  # starting up, shutting down, in recovery
-        asyncpg.OperatorInterventionError,  # the administrator's or a crash's shutdown
-        asyncpg.TooManyConnectionsError,
-        asyncpg.exceptions.ConfigurationLimitExceededError,
-    )
+#: SQLSTATE classes of a connection the URL's parameters made the server refuse
+_REFUSED_CLASSES = frozenset({"22", "42", "0A"})
 
 
 async def _no_reset(conn: Any) -> None:

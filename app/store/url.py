@@ -41,6 +41,8 @@ class DatabaseUrl:
         """The first of the URL's SSL files (``?sslrootcert=`` …) that is not there, as
         (parameter, path); None when each is (``system`` names the system's roots)."""
         query = parse_qs(urlsplit(self.raw).query, keep_blank_values=True)
+        if query.get("sslmode", [""])[-1] == "disable":
+            return None  # (asyncpg reads none of them then)
         for key in SSL_FILES:
             for value in query.get(key, []):
                 if value and value != "system" and not Path(value).expanduser().exists():
@@ -196,13 +198,18 @@ def _password_part(text: str) -> tuple[int, int] | None:
         # no '@': "postgresql://switchyard:Secret/team" (the host left out) read the
         # password as the host's port, and the error quoted it whole (a team-store audit):
         # whatever follows the first ':' of the netloc is hidden unless it is a port
-        if head is None:
-            return None
+        if head is None or text.startswith("[", head.end()):
+            return None  # (an IPv6 host's colons are the host's: "[::1]:5432")
         end = next((i for i, c in enumerate(text) if i >= head.end() and c in "/?#"), len(text))
         colon = text.find(":", head.end(), end)
-        if colon >= 0 and not text[colon + 1 : end].isdigit():
-            return (colon + 1, end)
-        return None
+        if colon < 0:
+            return None
+        after = text[colon + 1 : end]
+        if after.isdigit() and 0 < int(after) < 65536:
+            return None  # a port
+        # what follows may hold a '/', '?' or '#' of the password: hidden to the end (a
+        # review found "…:***/Le/ak/team" showed the rest of "Le/ak")
+        return (colon + 1, len(text))
     user_start = 0
     bare = head is not None and head.group(2) == ":"
     if head is not None and (not bare or head.group(1).lower() in SCHEMES):

@@ -698,6 +698,43 @@ async def test_deny_all_outranks_an_earlier_allow_for_the_session(
     await ledger.close()
 
 
+async def test_a_deny_all_between_the_decision_and_the_call_keeps_it_local(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """A model allowed for the session is decided without asking; a "d" answered on
+    another question while this request wrote its escalation line and read the ledger
+    did not stop it (a review): it asks the broker then, which answers with the denial."""
+    from app.router.approvals import ApprovalDecision, ApprovalRequest
+
+    class Human:
+        name = "human"
+
+        async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+            return ApprovalDecision(decision="allow_session", decided_by=self.name)
+
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver, decider=Human())
+    first = await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert first.escalated and first.model == "gpt-5.1-high"
+    broker = router.approvals
+    add = audit.add
+
+    async def d_meanwhile(kind: str, **fields: object) -> object:
+        if kind == "escalation":  # the other question's "d", as this line is written
+            broker._stay_local(router.session)
+        return await add(kind, **fields)  # type: ignore[arg-type]
+
+    audit.add = d_meanwhile  # type: ignore[method-assign]
+    second = await router.complete("architect", REQ, Signals(confidence=0.5))
+    assert not second.escalated, second.model
+    cloud_calls = [made.calls for key, made in resolver.made.items() if key[1] == "cloud"]
+    assert cloud_calls == [1]  # the first request's call alone
+    denials = [line for line in await audit.lines() if line.kind == "denial"]
+    assert [d.reason_codes for d in denials] == [["DENIED_ALL_REUSED"]]
+    await audit.close()
+    await ledger.close()
+
+
 async def test_a_runtime_resting_after_a_failure_is_no_reason_to_call_a_prompt_too_long(
     tmp_path: Path, policy: Policy
 ) -> None:

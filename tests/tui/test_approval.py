@@ -159,6 +159,36 @@ async def test_keys_typed_on_as_the_modal_opens_do_not_answer_it(
         assert [e.decision for e in settled] == ["deny"]
 
 
+async def test_a_modal_back_on_top_waits_for_a_pause_again(
+    make_app: Any, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two questions held: the key that answered the one on top, pressed twice or held,
+    answered the one beneath the moment it came back, unseen (a review)."""
+    import asyncio
+
+    from textual.screen import ModalScreen
+
+    monkeypatch.setattr(ApprovalScreen, "TYPING_PAUSE_S", 0.6)
+    seen = Messages()
+    run = ScriptedRun(clock)
+    app = make_app(run=run)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        beneath = app.screen
+        await asyncio.sleep(0.7)  # long open: a key now would be an answer ...
+        await app.push_screen(ModalScreen())  # ... but another question comes on top
+        await settle(pilot)
+        app.pop_screen()  # answered; this one is back
+        await settle(pilot)
+        await pilot.press("y")  # the same key again, at once
+        await pilot.pause(0.05)
+        assert app.screen is beneath and not seen.of(bridge.ApprovalSettled)
+        await asyncio.sleep(0.7)
+        await pilot.press("n")
+        await until(pilot, lambda: seen.of(RunDone), what="the run to end")
+        assert [m.event.decision for m in seen.of(bridge.ApprovalSettled)] == ["deny"]
+
+
 async def test_the_timeout_denies_and_closes_the_modal(make_app: Any) -> None:
     seen = Messages()
     app = make_app(approval_timeout_s=0.4)

@@ -176,3 +176,49 @@ def test_an_unknown_sslmode_is_a_usage_error_not_a_database_down() -> None:
     )
     assert "Secret9x" not in str(caught.value)
     assert parse_database_url("postgresql://u@db/team?sslmode=verify-full").database == "team"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://switchyard:Le/ak9x/team",  # no '@', a '/' in the password
+        "postgresql://switchyard:Pw#ak9x/team",
+        "postgresql://switchyard:123456789/team",  # all digits, no port
+    ],
+)
+def test_a_url_with_no_at_hides_all_that_follows_its_colon(url: str) -> None:
+    """A review: "…:***/Le/ak/team" showed the rest of a password holding a '/'."""
+    with pytest.raises(StoreUrlError) as caught:
+        parse_database_url(url)
+    said = str(caught.value)
+    assert "ak9x" not in said and "123456789" not in said and "switchyard:***" in said, said
+
+
+def test_an_ipv6_host_is_shown_whole_in_a_message() -> None:
+    """Masking a URL with no '@' took an IPv6 host's colons for a password's (a review)."""
+    with pytest.raises(StoreUrlError) as caught:
+        parse_database_url("postgresql://[fe80::1]:5432/db?sslmode=bogus")
+    assert "'postgresql://[fe80::1]:5432/db?sslmode=bogus'" in str(caught.value)
+
+
+def test_only_a_refusal_of_the_urls_parameters_is_a_usage_error() -> None:
+    """A server that refused a setting or a value (classes 22, 42, 0A) is the URL's doing;
+    a pooler's "cannot connect to server" (08P01), a server out of memory, disk or
+    connections, or starting up is away for now, where database_fallback may serve (a
+    review: every other error read as refused)."""
+    import asyncpg.exceptions as pg
+
+    from app.store.postgres import refused_as_configured
+
+    refused = (pg.UndefinedObjectError, pg.InvalidParameterValueError, pg.FeatureNotSupportedError)
+    away = (
+        pg.ProtocolViolationError,
+        pg.OutOfMemoryError,
+        pg.DiskFullError,
+        pg.CannotConnectNowError,
+        pg.TooManyConnectionsError,
+    )
+    assert all(refused_as_configured(kind("m")) for kind in refused)
+    assert not any(refused_as_configured(kind("m")) for kind in away)
+    assert not refused_as_configured(FileNotFoundError(2, "No such file or directory"))
+    assert not refused_as_configured(ConnectionRefusedError(111, "refused"))

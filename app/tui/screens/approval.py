@@ -180,5 +180,8 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
             self.settled_event = decision
 
     def on_screen_resume(self) -> None:
+        # back on top (another modal above it answered): a pause starts again, or the key
+        # that answered that one, pressed twice or held, answered this one unseen (a review)
+        self._last_key = time.monotonic()
         if self.settled_event is not None:
             self.dismiss(None)
