@@ -132,12 +132,12 @@ async def test_each_key_decides_through_the_broker_and_is_audited(
         assert outcome == ("stopped" if decision.startswith("deny") else "merge_ready")
 
 
-async def test_keys_typed_on_as_the_modal_opens_do_not_answer_it(
+@contextlib.asynccontextmanager
+async def _with_the_pause(
     make_app: Any, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A user typing in the task or tutor box when the modal came up approved it with the
-    "a" of "approval" (a TUI audit). A key is an answer only after a pause; one typed on
-    says so on the modal, and the question stays."""
+) -> AsyncIterator[tuple[Any, Any, Messages]]:
+    """The modal up, keys taken after the product's pause (0 s elsewhere in the tests):
+    (the app, the pilot, the messages); on leaving, a pause then "n" denies it."""
     import asyncio
 
     monkeypatch.setattr(ApprovalScreen, "TYPING_PAUSE_S", 0.6)
@@ -146,17 +146,26 @@ async def test_keys_typed_on_as_the_modal_opens_do_not_answer_it(
     app = make_app(run=run)
     async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
         await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        yield app, pilot, seen
+        await asyncio.sleep(0.7)  # the typist stops; then a key is an answer
+        await pilot.press("n")
+        await until(pilot, lambda: seen.of(RunDone), what="the run to end")
+        assert [m.event.decision for m in seen.of(bridge.ApprovalSettled)] == ["deny"]
+
+
+async def test_keys_typed_on_as_the_modal_opens_do_not_answer_it(
+    make_app: Any, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user typing in the task or tutor box when the modal came up approved it with the
+    "a" of "approval" (a TUI audit). A key is an answer only after a pause; one typed on
+    says so on the modal, and the question stays."""
+    async with _with_the_pause(make_app, clock, monkeypatch) as (app, pilot, seen):
         screen = app.screen
         assert isinstance(screen, ApprovalScreen)
         await pilot.press(*" approval")  # the sentence goes on: its "a" is no answer
         await pilot.pause(0.05)
         assert app.screen is screen and not seen.of(bridge.ApprovalSettled)
         assert "keys taken after a pause" in _modal_text(screen)
-        await asyncio.sleep(0.7)  # the typist stops; then an answer is one
-        await pilot.press("n")
-        await until(pilot, lambda: seen.of(RunDone), what="the run to end")
-        settled = [m.event for m in seen.of(bridge.ApprovalSettled)]
-        assert [e.decision for e in settled] == ["deny"]
 
 
 async def test_a_modal_back_on_top_waits_for_a_pause_again(
@@ -168,12 +177,7 @@ async def test_a_modal_back_on_top_waits_for_a_pause_again(
 
     from textual.screen import ModalScreen
 
-    monkeypatch.setattr(ApprovalScreen, "TYPING_PAUSE_S", 0.6)
-    seen = Messages()
-    run = ScriptedRun(clock)
-    app = make_app(run=run)
-    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+    async with _with_the_pause(make_app, clock, monkeypatch) as (app, pilot, seen):
         beneath = app.screen
         await asyncio.sleep(0.7)  # long open: a key now would be an answer ...
         await app.push_screen(ModalScreen())  # ... but another question comes on top
@@ -183,10 +187,6 @@ async def test_a_modal_back_on_top_waits_for_a_pause_again(
         await pilot.press("y")  # the same key again, at once
         await pilot.pause(0.05)
         assert app.screen is beneath and not seen.of(bridge.ApprovalSettled)
-        await asyncio.sleep(0.7)
-        await pilot.press("n")
-        await until(pilot, lambda: seen.of(RunDone), what="the run to end")
-        assert [m.event.decision for m in seen.of(bridge.ApprovalSettled)] == ["deny"]
 
 
 async def test_the_timeout_denies_and_closes_the_modal(make_app: Any) -> None:
