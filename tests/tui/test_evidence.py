@@ -251,3 +251,20 @@ def test_a_cost_file_that_is_no_snapshot_is_shown_as_written_and_said() -> None:
     assert rows[0].startswith("cost.json is not a ledger snapshot this version reads")
     assert '  "total_usd": 0.5' in rows and not any("\x1b" in r for r in rows)
     assert [t.plain for t in cost_lines(None, {})] == ["no cost.json"]
+
+
+async def test_at_80x24_the_merge_gates_last_reasons_can_be_scrolled_to(
+    make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
+) -> None:
+    """The gate's box held six lines at 80x24, and its last reasons and notes were cut off
+    with no way to reach them (a TUI audit): it scrolls, its last line within reach."""
+    make_run(repo, "20260101-110000-bad001", green=False, clock=clock, data_dir=tmp_path / "data")
+    async with _evidence(make_app, size=(80, 24)) as (_app, pilot, screen, _seen):
+        box = screen.query_one("#gate-box")
+        gate = screen.query_one("#gate", Static)
+        assert box.border_title == "Merge gate"
+        assert gate.virtual_size.height > box.scrollable_content_region.height  # cut at rest
+        box.focus()
+        await pilot.press("end")
+        await settle(pilot)
+        assert box.scroll_y == box.max_scroll_y > 0  # the last line is reached

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, cast
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
@@ -85,7 +85,9 @@ class EvidenceScreen(Screen[None]):
                     for tab_id, title in TABS:
                         with TabPane(title, id=f"tab-{tab_id}"):
                             yield LineView(id=f"ev-{tab_id}", follow=False)
-                yield Static(id="gate")
+                # scrolls: at 80x24 its last reasons and notes were cut off, out of reach
+                with VerticalScroll(id="gate-box"):
+                    yield Static(id="gate")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -316,9 +318,8 @@ class EvidenceScreen(Screen[None]):
         self._gate_text(text)
 
     def _gate_text(self, text: Text) -> None:
-        gate = self.query_one("#gate", Static)
-        gate.border_title = "Merge gate"
-        gate.update(clean_block(text))
+        self.query_one("#gate-box").border_title = "Merge gate"
+        self.query_one("#gate", Static).update(clean_block(text))
 
     def _live(self, run_id: str) -> bool:
         """Whether ``run_id`` is a run in progress, here or in another process (its bundle
