@@ -4,10 +4,12 @@ audited, the broker's timeout denies and closes it, and 'e' asks to escalate."""
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from rich.console import Console
 from textual.notifications import Notify
 from textual.widgets import Static
 
@@ -130,6 +132,12 @@ async def test_each_key_decides_through_the_broker_and_is_audited(
         assert kind in pane_kinds
         outcome = seen.of(RunDone)[0].result.outcome
         assert outcome == ("stopped" if decision.startswith("deny") else "merge_ready")
+        # after "d" the header says the session stays local (nothing did once the modal
+        # closed, and later escalations were denied unasked: a TUI audit)
+        assert app.home.header.stays_local == (decision == "deny_all")
+        console = Console(width=160, file=io.StringIO(), record=True)
+        console.print(app.home.header.render())
+        assert ("STAYING LOCAL" in console.export_text()) == (decision == "deny_all")
 
 
 @contextlib.asynccontextmanager

@@ -171,6 +171,8 @@ class WorkbenchScreen(Screen[None]):
             self.header.state = self.resting_state()
 
     def on_approval_settled(self, message: bridge.ApprovalSettled) -> None:
+        if message.event.decision == "deny_all":
+            self.header.stays_local = True
         modal = self.pending_approvals.get(message.event.request_id)
         if modal is not None:
             modal.settled(message.event.decision)

@@ -35,6 +35,9 @@ class SessionHeader(Widget):
     state: reactive[str] = reactive("opening session…")
     spend: reactive[str] = reactive("")
     local_only: reactive[bool] = reactive(False)
+    #: the human answered "deny all: stay local": every later escalation of the session is
+    #: denied without asking, and nothing said so once the modal closed (a TUI audit)
+    stays_local: reactive[bool] = reactive(False)
     #: what is happening inside the run (the stage, tokens streaming)
     activity: reactive[str] = reactive("")
     #: where the hosted gateway listens (``http://127.0.0.1:4000``); empty: no gateway
@@ -51,6 +54,8 @@ class SessionHeader(Widget):
         text.append(self.state, style_of(variables.get(_STATE_COLOUR.get(self.state, ""), "")))
         if self.local_only:
             text.append(" LOCAL-ONLY", style_of(variables.get("warning", ""), bold=True))
+        elif self.stays_local:
+            text.append(" STAYING LOCAL", style_of(variables.get("warning", ""), bold=True))
         if self.address:
             # before the session: at 80 columns the address was cut to "http://…", and
             # with --port 0 the port was nowhere on screen once the toast went (a TUI audit)
