@@ -140,22 +140,36 @@ async def test_each_key_decides_through_the_broker_and_is_audited(
         assert ("STAYING LOCAL" in console.export_text()) == (decision == "deny_all")
 
 
+class _Typist:
+    """The modal's clock for a typist's pace, moved by the test (a real one made the
+    test hang on how long a busy machine took to draw: 1 failed in a parallel suite)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
 @contextlib.asynccontextmanager
 async def _with_the_pause(
     make_app: Any, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[Any, Any, Messages]]:
-    """The modal up, keys taken after the product's pause (0 s elsewhere in the tests):
-    (the app, the pilot, the messages); on leaving, a pause then "n" denies it."""
-    import asyncio
+) -> AsyncIterator[tuple[Any, Any, Messages, _Typist]]:
+    """The modal up, keys taken after the product's pause (0 s elsewhere in the tests),
+    on a clock the test moves: (the app, the pilot, the messages, the clock); on leaving,
+    a pause then "n" denies it."""
+    from app.tui.screens import approval
 
+    typist = _Typist()
+    monkeypatch.setattr(approval, "time", typist)
     monkeypatch.setattr(ApprovalScreen, "TYPING_PAUSE_S", 0.6)
     seen = Messages()
     run = ScriptedRun(clock)
     app = make_app(run=run)
     async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
         await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
-        yield app, pilot, seen
-        await asyncio.sleep(0.7)  # the typist stops; then a key is an answer
+        yield app, pilot, seen, typist
+        typist.now += 0.7  # the typist stops; then a key is an answer
         await pilot.press("n")
         await until(pilot, lambda: seen.of(RunDone), what="the run to end")
         assert [m.event.decision for m in seen.of(bridge.ApprovalSettled)] == ["deny"]
@@ -167,10 +181,12 @@ async def test_keys_typed_on_as_the_modal_opens_do_not_answer_it(
     """A user typing in the task or tutor box when the modal came up approved it with the
     "a" of "approval" (a TUI audit). A key is an answer only after a pause; one typed on
     says so on the modal, and the question stays."""
-    async with _with_the_pause(make_app, clock, monkeypatch) as (app, pilot, seen):
+    async with _with_the_pause(make_app, clock, monkeypatch) as (app, pilot, seen, typist):
         screen = app.screen
         assert isinstance(screen, ApprovalScreen)
-        await pilot.press(*" approval")  # the sentence goes on: its "a" is no answer
+        for key in " approval":  # the sentence goes on: its "a" is no answer
+            typist.now += 0.15
+            await pilot.press(key)
         await pilot.pause(0.05)
         assert app.screen is screen and not seen.of(bridge.ApprovalSettled)
         assert "keys taken after a pause" in _modal_text(screen)
@@ -181,18 +197,17 @@ async def test_a_modal_back_on_top_waits_for_a_pause_again(
 ) -> None:
     """Two questions held: the key that answered the one on top, pressed twice or held,
     answered the one beneath the moment it came back, unseen (a review)."""
-    import asyncio
-
     from textual.screen import ModalScreen
 
-    async with _with_the_pause(make_app, clock, monkeypatch) as (app, pilot, seen):
+    async with _with_the_pause(make_app, clock, monkeypatch) as (app, pilot, seen, typist):
         beneath = app.screen
-        await asyncio.sleep(0.7)  # long open: a key now would be an answer ...
+        typist.now += 5.0  # long open: a key now would be an answer ...
         await app.push_screen(ModalScreen())  # ... but another question comes on top
         await settle(pilot)
         app.pop_screen()  # answered; this one is back
         await settle(pilot)
-        await pilot.press("y")  # the same key again, at once
+        typist.now += 0.1
+        await pilot.press("y")  # the same key again, a moment later
         await pilot.pause(0.05)
         assert app.screen is beneath and not seen.of(bridge.ApprovalSettled)
 
