@@ -271,10 +271,12 @@ def _not_a_store(output: Path, settings: Settings) -> None:
     """``-o`` naming one of Switchyard's own files (the audit log, its spool, the ledger,
     the memory) is refused: the export was renamed over the audit database itself, and
     every audit command after it said "database disk image is malformed" (a CLI audit)."""
+    from app.memory.db import tfidf_index_path
+
     data = settings.data_dir
     stores = [settings.audit_db, settings.ledger_db, settings.memory_db]
     own = [s.with_name(s.name + beside) for s in stores for beside in _BESIDE]
-    own.append(settings.memory_db.with_suffix(".tfidf.npz"))  # (the memory's search index)
+    own.append(tfidf_index_path(settings.memory_db))
     target = output.resolve()
     for path in own:
         if target == path.resolve() or (

@@ -46,6 +46,12 @@ def small(rows: int) -> bool:
     return rows <= INLINE_ROWS
 
 
+def tfidf_index_path(db_path: Path) -> Path:
+    """Where the memory's TF-IDF index is kept beside its database (what ``audit export
+    -o`` must never write over, too)."""
+    return db_path.with_suffix(".tfidf.npz")
+
+
 class MemoryDB:
     """The connection, its runner, and the turn-taking between coroutines that share it."""
 

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from app.clock import Clock
 from app.errors import UsageError
 from app.memory import scoring
-from app.memory.db import MemoryDB
+from app.memory.db import MemoryDB, tfidf_index_path
 from app.memory.embeddings import EmbeddingKey
 from app.memory.rows import fetch_memories, filters
 from app.memory.tfidf import TfidfScorer
@@ -40,7 +40,7 @@ class Search:
         self._db = db
         self._clock = clock
         self._vectors = vectors
-        self._tfidf = TfidfScorer(db.path.with_suffix(".tfidf.npz"))
+        self._tfidf = TfidfScorer(tfidf_index_path(db.path))
 
     async def search(
         self,

@@ -250,7 +250,6 @@ def _section_of(header: str) -> str:
 def _entries(start: int, lines: list[str]) -> list[SpecEntry]:
     out: list[SpecEntry] = []
     section = ""
-    in_fence = False
 
     def add(sec: str, name: str, value: str, n: int) -> None:
         out.append(
@@ -259,8 +258,7 @@ def _entries(start: int, lines: list[str]) -> list[SpecEntry]:
 
     for i, raw in enumerate(lines[1:], start=1):
         n = start + i
-        if _FENCE.match(raw):
-            in_fence = not in_fence
+        if _FENCE.match(raw):  # (a fence's own line; what is fenced, find_block blanks)
             continue
         line = raw.strip()
         if not line:

@@ -58,10 +58,6 @@ class DatabaseUrl:
             if key.lower() in ("password", "sslpassword"):
                 found += values
         found += [unquote(v) for v in found]
-        at = self.raw.rfind("@")
-        head = self.raw[:at] if at >= 0 else ""
-        if ":" in head.split("//", 1)[-1]:
-            found.append(head.split("//", 1)[-1].split(":", 1)[1])
         return sorted({f for f in found if f}, key=len, reverse=True)
 
 
