@@ -484,17 +484,22 @@ class CoreApp(App[int]):
         self._tutor_session = None
         return True
 
-    @work(exclusive=True, group="tutor", exit_on_error=False)
-    async def ask_tutor(self, question: str, reply_to: MessagePump, escalate: bool = False) -> None:
+    def ask_tutor(self, question: str, reply_to: MessagePump, escalate: bool = False) -> None:
         """Ask; the answer goes to the tutor screen open when it comes (the one that asked
         may be gone: left and opened again, the new one stayed blank and the answer was
         lost until the next visit, a TUI audit); ``tutor_asking`` says what is being
-        answered meanwhile, for a screen opened then."""
-        tutor = self.tutor
-        if tutor is None:
-            raise SwitchyardError(self.session_error or "the session is still opening")
+        answered meanwhile, for a screen opened then, and for the next question, which
+        drops this one. It is set here, not when the worker starts: a question asked
+        again before then dropped this one without a word (a review)."""
         self.tutor_asking = question
+        self._ask_tutor(question, reply_to, escalate)
+
+    @work(exclusive=True, group="tutor", exit_on_error=False)
+    async def _ask_tutor(self, question: str, reply_to: MessagePump, escalate: bool) -> None:
         try:
+            tutor = self.tutor
+            if tutor is None:
+                raise SwitchyardError(self.session_error or "the session is still opening")
             reply = await tutor.ask(question, escalate=escalate)
         finally:
             # (a question cancelled by the next one ends after the next began: it leaves

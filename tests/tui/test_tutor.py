@@ -97,6 +97,7 @@ async def test_the_cap_disables_the_input_with_a_clear_message(make_app: Any) ->
         first = await ask(pilot, seen, "why is the last token dropped?")
         assert first.reply.label == "turn 1/2" and first.reply.answer is None
         assert not app.screen.query_one("#tutor-input", Input).disabled
+        assert "slash" in app.screen.active_bindings  # the footer's "ask again"
         second = await ask(pilot, seen, "range(3) gives 0 1 2, so index 3 is missing")
         assert second.reply.label == "turn 2/2"
         # the second turn shows its answer: the learner has replied to the questions
@@ -108,6 +109,8 @@ async def test_the_cap_disables_the_input_with_a_clear_message(make_app: Any) ->
         assert "All 2 turns of this session are used" in cap
         assert "roles.tutor.max_turns" in cap and "Press n" in cap
         assert text_of(app, "#tutor-title").endswith("turn 2/2")
+        # nothing to ask again with: the footer does not offer it (it did, and did nothing)
+        assert "slash" not in app.screen.active_bindings
         lines = [line for line in await app.session.audit.lines() if line.kind == "tutor"]
         assert [line.values["turn"] for line in lines] == [1, 2]
         assert [line.detail.split(":")[0] for line in lines] == ["turn 1 of 2", "turn 2 of 2"]
@@ -115,6 +118,7 @@ async def test_the_cap_disables_the_input_with_a_clear_message(make_app: Any) ->
         await pilot.press("n")  # a new session: a fresh cap, the input back
         await settle(pilot)
         assert not box.disabled and text_of(app, "#tutor-cap") == ""
+        assert "slash" in app.screen.active_bindings
         assert text_of(app, "#tutor-title").endswith("no turn yet · 2 allowed")
         again = await ask(pilot, seen, "and for an empty list?")
         assert again.reply.label == "turn 1/2"
@@ -213,5 +217,24 @@ async def test_a_question_cancelled_by_the_next_leaves_the_next_ones_mark(
         said = [n.message for n in app._notifications]
         assert any("first question) was dropped, its call cancelled" in m for m in said), said
         await reopen_tutor(pilot)
+        assert "second question" in text_of(app, "#tutor-question")
+        release.set()
+
+
+async def test_a_question_dropped_before_its_worker_started_is_said(make_app: Any) -> None:
+    """Two questions entered in one go: the first's worker had not started when the
+    second came, so it was dropped without the notice (the mark was set by the worker)."""
+
+    app, release = slow_tutor_app(make_app)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await open_tutor(pilot)
+        screen = app.screen
+        box = screen.query_one("#tutor-input", Input)
+        for question in ("first question", "second question"):
+            screen.on_input_submitted(Input.Submitted(box, question))
+        await settle(pilot)
+        said = [n.message for n in app._notifications]
+        assert any("first question) was dropped, its call cancelled" in m for m in said), said
+        assert app.tutor_asking == "second question"
         assert "second question" in text_of(app, "#tutor-question")
         release.set()

@@ -118,6 +118,13 @@ class TutorScreen(Screen[None]):
                 plain(f"the tutor could not answer: {message.text}", "bold")
             )
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "ask":
+            # the cap used up, "/ ask again" did nothing from the footer (a TUI audit)
+            tutor = self.core.tutor
+            return tutor is None or not tutor.capped
+        return super().check_action(action, parameters)
+
     def action_ask(self) -> None:
         box = self.query_one("#tutor-input", Input)
         if not box.disabled:
@@ -211,6 +218,7 @@ class TutorScreen(Screen[None]):
         tutor = self.core.tutor
         box = self.query_one("#tutor-input", Input)
         cap = self.query_one("#tutor-cap", Static)
+        self.refresh_bindings()  # (the footer's "ask again" follows the cap)
         if tutor is not None and tutor.capped:
             box.disabled = True
             box.placeholder = "no turn left in this session: press n for a new one"
