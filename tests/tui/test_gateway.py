@@ -234,6 +234,40 @@ async def test_a_denial_serves_the_held_request_locally(world: GatewayWorld, key
         assert app.screen is app.home and app.home.header.state == "listening"
 
 
+async def test_the_header_names_what_the_waiting_approval_asks_for(world: GatewayWorld) -> None:
+    """A request served while another's approval waited put its role and model in the
+    header, as if that role were at work while the screen said "awaiting approval" (a
+    TUI audit): the header names the approval's role and target until it is answered,
+    then the last request served."""
+    app = serve_tui_app("--port", "0")
+    async with app.run_test(size=SIZE) as pilot:
+        address = await listening(pilot)
+        header = app.home.header
+        async with httpx.AsyncClient(base_url=address, timeout=60) as client:
+            held = asyncio.create_task(
+                chat(client, "architect", "plan the fix", agent="pilot/1.0", headers=ESCALATE)
+            )
+            await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+            await settle(pilot)
+            assert (header.role, header.model, header.runtime) == (
+                "architect",
+                "gpt-5.1-high",
+                "cloud",
+            )
+            other = await chat(client, "tutor", "what is a token?", agent="pilot/1.0")
+            assert other.status_code == 200
+            pane = requests_pane(app)
+            await until(pilot, lambda: sum(r.done for r in pane.rows.values()) == 1)
+            await settle(pilot)
+            assert header.state == "awaiting approval"
+            assert (header.role, header.model) == ("architect", "gpt-5.1-high")
+            await answer_modals(pilot, "d", held)
+        await until(pilot, lambda: all(r.done for r in pane.rows.values()), what="both served")
+        await settle(pilot)
+        assert header.state == "listening"
+        assert (header.role, header.model, header.runtime) == ("architect", "qwen3-14b", "vllm")
+
+
 async def test_a_approves_for_the_session_and_the_next_one_is_not_asked(
     world: GatewayWorld,
 ) -> None:

@@ -48,6 +48,9 @@ class GatewayScreen(WorkbenchScreen):
         self.gateway_state = "starting gateway"
         #: approvals whose request ended first (their modal was closed)
         self._withdrawn: set[str] = set()
+        #: the role, model and runtime of the last request served (the header's when no
+        #: approval waits)
+        self._served = ("", "", "")
 
     def compose(self) -> ComposeResult:
         yield SessionHeader(id="header")
@@ -107,9 +110,21 @@ class GatewayScreen(WorkbenchScreen):
     def on_requests_served(self, message: bridge.RequestsServed) -> None:
         self.requests.served(message.events)
         last = message.events[-1]
-        self.header.role = last.role
-        self.header.model, self.header.runtime = last.model or "", last.runtime or ""
+        self._served = (last.role, last.model or "", last.runtime or "")
         self._withdraw_ended()
+        self.approvals_changed()
+
+    def approvals_changed(self) -> None:
+        """The header names what an approval waiting asks for (the latest asked, on top),
+        else the last request served: it named the last served while another request's
+        approval waited, as if that role were at work (a TUI audit)."""
+        waiting = list(self.pending_approvals.values())
+        if waiting:
+            asked = waiting[-1].request
+            role, model, runtime = asked.role, asked.model, "cloud"
+        else:
+            role, model, runtime = self._served
+        self.header.role, self.header.model, self.header.runtime = role, model, runtime
 
     def _withdraw_ended(self) -> None:
         """A request that ended while its approval was asked (the client went away, the

@@ -153,6 +153,7 @@ class WorkbenchScreen(Screen[None]):
         # what was at work before is over while the human decides ("awaiting approval ·
         # architect writing · 173 chars" read as both at once: a user-audit)
         self.header.activity = ""
+        self.approvals_changed()
 
         def answered(result: tuple[DecisionKind, str] | None) -> None:
             self._approval_closed(request)
@@ -165,10 +166,14 @@ class WorkbenchScreen(Screen[None]):
         """Who waits on this approval, for the modal (nothing to add for a run)."""
         return ""
 
+    def approvals_changed(self) -> None:
+        """An approval was asked or closed (a run's header names its own role at work)."""
+
     def _approval_closed(self, request: ApprovalRequested) -> None:
         self.pending_approvals.pop(request.request_id, None)
         if not self.pending_approvals and self.header.state == "awaiting approval":
             self.header.state = self.resting_state()
+        self.approvals_changed()
 
     def on_approval_settled(self, message: bridge.ApprovalSettled) -> None:
         if message.event.decision == "deny_all":
