@@ -115,3 +115,28 @@ async def test_a_filter_left_on_says_so_and_counts_what_it_hides_as_lines_come(
         assert not pane.has_class("-filtered")
         assert str(pane.border_title) == "Escalations"
         assert str(pane.border_subtitle) == f"{len(pane.lines)} lines"
+
+
+async def test_a_narrow_pane_shows_what_happened_and_zoomed_the_time(make_app: Any) -> None:
+    """At 80 columns a line showed its time, its kind and three letters of the role, and
+    never what happened (a TUI audit): a narrow pane leaves the time out and cuts the
+    role to four letters; zoomed, it is wide and the time is back."""
+    from app.tui.panes.escalations import EscalationsPane
+    from tests.tui import scenes
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scenes.run_to_end(pilot)
+        pane = app.screen.query_one(EscalationsPane)
+        assert pane.compact
+        escalation = next(ln for ln in pane.view.plain_lines() if ln.startswith("ESCAL"))
+        assert escalation.startswith("ESCAL   impl 2 failed")
+        pane.view.focus()
+        await pilot.press("z")
+        await settle(pilot)
+        assert app.screen.maximized is pane and not pane.compact
+        full = next(ln for ln in pane.view.plain_lines() if " ESCAL " in ln)
+        assert full[:8].count(":") == 2 and "ESCAL   implementer 2 failed" in full
+        await pilot.press("z")
+        await settle(pilot)
+        assert pane.compact

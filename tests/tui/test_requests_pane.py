@@ -316,9 +316,9 @@ async def test_dropping_old_audit_lines_formats_no_kept_line_again(monkeypatch: 
     formatted: list[int] = []
     format_line = escalations.format_line
 
-    def counting(ln: dict[str, Any], variables: dict[str, str]) -> Any:
+    def counting(ln: dict[str, Any], variables: dict[str, str], compact: bool = False) -> Any:
         formatted.append(ln["seq"])
-        return format_line(ln, variables)
+        return format_line(ln, variables, compact)
 
     monkeypatch.setattr(escalations, "format_line", counting)
     app = OnePane(EscalationsPane(id="escalations"))

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Input
@@ -109,16 +110,26 @@ def describe(line: dict[str, Any]) -> str:
     return " ".join(p for p in (move, codes) if p)
 
 
-def format_line(line: dict[str, Any], variables: dict[str, str]) -> Text:
+#: a pane narrower than this (its outer width) draws its lines compact: at 80 columns a
+#: line showed its time, its kind and three letters of the role, and never what happened
+#: (a TUI audit); the time and the rest of the role are in the zoomed pane and the log
+COMPACT_BELOW = 48
+#: a role's letters in a compact line
+ROLE_CHARS = 4
+
+
+def format_line(line: dict[str, Any], variables: dict[str, str], compact: bool = False) -> Text:
     kind = str(line.get("kind", "?"))
     colour = audit_colour(variables, kind)
+    dim = style_of(variables.get("dim-text", ""))
     text = Text(no_wrap=True, end="")
-    text.append(clock_time(str(line.get("ts", ""))), style_of(variables.get("dim-text", "")))
-    text.append(" ")
+    if not compact:
+        text.append(clock_time(str(line.get("ts", ""))), dim)
+        text.append(" ")
     text.append(f"{KIND_LABEL.get(kind, kind.upper()[:7]):<8}", style_of(colour, bold=True))
-    role = line.get("role")
+    role = str(line.get("role") or "")
     if role:
-        text.append(f"{role} ", style_of(variables.get("dim-text", "")))
+        text.append(f"{role[:ROLE_CHARS] if compact else role} ", dim)
     text.append(describe(line), style_of(colour))
     return text
 
@@ -146,6 +157,8 @@ class EscalationsPane(Pane):
         self._keep: frozenset[str] = frozenset()
         self._drop: frozenset[str] = frozenset()
         self._shown = 0
+        #: the lines drawn without their time and with the role cut (a narrow pane)
+        self.compact = False
 
     def compose(self) -> ComposeResult:
         yield LineView(id="audit-view")
@@ -177,7 +190,7 @@ class EscalationsPane(Pane):
         shown = [ln for ln in lines if line_matches(ln, self._keep, self._drop)]
         if shown and self.is_mounted:
             variables = self.app.theme_variables
-            self.view.append(format_line(ln, variables) for ln in shown)
+            self.view.append(format_line(ln, variables, self.compact) for ln in shown)
         self._shown += len(shown)
         self._update_titles()
 
@@ -202,8 +215,14 @@ class EscalationsPane(Pane):
         shown = self.shown_lines()
         self._shown = len(shown)
         variables = self.app.theme_variables
-        self.view.set_lines(format_line(ln, variables) for ln in shown)
+        self.view.set_lines(format_line(ln, variables, self.compact) for ln in shown)
         self._update_titles()
+
+    def on_resize(self, event: events.Resize) -> None:
+        compact = event.size.width < COMPACT_BELOW
+        if compact != self.compact:  # (zoomed, the pane is wide again: the time comes back)
+            self.compact = compact
+            self.redraw()
 
     def _update_titles(self) -> None:
         count = f"{self._shown}/{len(self.lines)}" if self.filter_text else f"{len(self.lines)}"
