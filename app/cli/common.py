@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Coroutine
@@ -137,25 +138,41 @@ def _hand_over(loop: Any, sig: int, handler: Any) -> None:
         signal.set_wakeup_fd(-1)
 
 
-def run_stoppable(main: Coroutine[Any, Any, T]) -> T:
+def run_stoppable(
+    main: Coroutine[Any, Any, T],
+    *,
+    at_once: bool = False,
+    second: str = "settling the call in flight; one moment (once more to stop at once)",
+    third: str = "stopped before the call in flight was settled",
+) -> T:
     """``asyncio.run(main)``, with a SIGTERM doing what Ctrl-C does: the task is cancelled,
     so that a model call in flight is settled and audited (CALL_CANCELLED) before the
     process ends (143); see :func:`stopper` for a second and a third. A SIGTERM killed
     ``ask`` mid-call with no line, its reservation held until it expired and then charged
-    in full."""
+    in full.
+
+    ``at_once``: the signal is taken by a plain handler the moment it comes, as asyncio
+    takes Ctrl-C, not when the loop next looks: a command whose loop blocks in a
+    subprocess (``merge``: git merging, inside a commit point) took it only after the
+    commit point, cancelled the recording of its outcome and ended with no word."""
     import asyncio
     import signal
 
     async def stoppable() -> T:
         loop = asyncio.get_running_loop()
-        stop, taken = stopper(
-            asyncio.current_task(),
-            second="settling the call in flight; one moment (once more to stop at once)",
-            third="stopped before the call in flight was settled",
-        )
+        stop, taken = stopper(asyncio.current_task(), second=second, third=third)
+
+        def plain(signum: int, _frame: object) -> None:
+            stop(signum)
+            with contextlib.suppress(RuntimeError):  # (closed by now: nothing to wake)
+                loop.call_soon_threadsafe(lambda: None)  # (a loop asleep in select wakes)
+
         try:
-            loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
-        except (NotImplementedError, RuntimeError):  # not the main thread: as before
+            if at_once:
+                signal.signal(signal.SIGTERM, plain)
+            else:
+                loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             return await main
         try:
             return await main
@@ -167,7 +184,8 @@ def run_stoppable(main: Coroutine[Any, Any, T]) -> T:
             # the rest of the way out takes a signal the same way (a second waits, a third
             # ends at once): left to the loop's close, a second one met its wakeup fd
             # closed ("Exception ignored … Bad file descriptor"), or SIG_DFL after it
-            _hand_over(loop, signal.SIGTERM, lambda signum, _frame: stop(signum))
+            if not at_once:
+                _hand_over(loop, signal.SIGTERM, plain)
 
     return asyncio.run(stoppable())
 

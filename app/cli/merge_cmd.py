@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli.common import add_json_arg, policy_from, print_json, settings_from
+from app.cli.common import add_json_arg, policy_from, print_json, run_stoppable, settings_from
 from app.config import Settings
 from app.errors import UsageError
 from app.evidence.bundle import EvidenceError, read_manifest, resolve_run, runs_dir
@@ -73,7 +73,14 @@ def _merge(args: argparse.Namespace) -> int:
     # the catalogue says which verdicts are a cloud Judge's (a broken policy: exit 2 first)
     policy = policy_from(args, settings).policy
     ensure_dir(settings.data_dir)
-    outcome = asyncio.run(_merge_async(args, top, run_id, settings, policy))
+    # a SIGTERM is a stop as Ctrl-C is: it ended the process while git merged in its own
+    # session, and the merge landed with no outcome line (a user audit)
+    outcome = run_stoppable(
+        _merge_async(args, top, run_id, settings, policy),
+        at_once=True,
+        second="finishing the merge and its audit line; one moment (once more to stop at once)",
+        third="stopped before the merge's outcome was recorded: see git status and git log",
+    )
     _render(args, outcome)
     return 0 if outcome.ok else 1
 

@@ -449,19 +449,24 @@ def test_an_interruption_after_the_merge_commit_is_undone(
     assert git(repo, "log", "-1", "--format=%s") == "initial"
 
 
-def test_a_ctrl_c_while_git_merges_waits_for_the_outcome_and_its_line(
-    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_git_merges_waits_for_the_outcome_and_its_line(
+    repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    signum: signal.Signals,
 ) -> None:
     """asyncio.run makes the first Ctrl-C a cancel at the next await: it came while git
     merged, cut the "merged" line off and printed "interrupted" (130) over a merge that
-    had landed."""
+    had landed. A SIGTERM ended the process at once, silent (143), git merging on in its
+    own session with no outcome line ever written (a user audit): it is a stop too."""
     make_run(repo)
     tip = git(repo, "rev-parse", "switchyard/run-1")
     real = merge_mod.git_out
 
     def ctrl_c(cwd: Path, *args: str, config: Sequence[str] = ()) -> str:
         if args == ("rev-parse", "HEAD"):  # right after `git merge` made its commit
-            signal.raise_signal(signal.SIGINT)  # the Runner's handler cancels the task
+            signal.raise_signal(signum)  # the handler cancels the task
         return real(cwd, *args, config=config)
 
     monkeypatch.setattr(merge_mod, "git_out", ctrl_c)
