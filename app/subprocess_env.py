@@ -66,7 +66,7 @@ TOOLCHAIN_ENV = (
     "JAVA_HOME",
     "VIRTUAL_ENV",
 )
-_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def command_env(
@@ -79,7 +79,7 @@ def command_env(
 ) -> dict[str, str]:
     """The environment a test command starts from: built, never inherited."""
     env = {
-        "PATH": os.environ.get("PATH") or _DEFAULT_PATH,
+        "PATH": os.environ.get("PATH") or DEFAULT_PATH,
         "HOME": home,
         "TMPDIR": tmp,
         "LANG": "C.UTF-8",
@@ -171,7 +171,7 @@ def server_env(
     env.update({k: v for k, v in os.environ.items() if k.startswith(SERVER_PREFIXES)})
     if not local_only:
         env.update(_present(SERVER_ONLINE_ENV))
-    env.setdefault("PATH", _DEFAULT_PATH)
+    env.setdefault("PATH", DEFAULT_PATH)
     return _finish(env, extra, local_only, secrets)
 
 
@@ -239,7 +239,7 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """
     env = _present(GIT_ENV)
     env.update({k: v for k, v in os.environ.items() if k.startswith(GIT_PREFIXES)})
-    env.setdefault("PATH", _DEFAULT_PATH)
+    env.setdefault("PATH", DEFAULT_PATH)
     env.update(GIT_FIXED)
     return _finish(env, extra, True, ())
 

@@ -30,7 +30,12 @@ from app.workspace.sandbox import (
     run_sandboxed,
     sandbox_decision_line,
 )
-from app.workspace.testcmd import NoTestCommand, detect_test_command, load_repo_config
+from app.workspace.testcmd import (
+    NoTestCommand,
+    cannot_start,
+    detect_test_command,
+    load_repo_config,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -186,7 +191,10 @@ async def preflight_test_command(ctx: RunContext) -> None:
     """Before any model call, as the sandbox's: the repo has a test command. The worktree
     is the repo's HEAD, so what is found here is found there (it is looked up again there:
     an untracked test file would only be here, and then the run stops at that point)."""
-    await asyncio.to_thread(find_test_command, ctx, configured=ctx.options.test_command)
+    command = await asyncio.to_thread(find_test_command, ctx, configured=ctx.options.test_command)
+    why = await asyncio.to_thread(cannot_start, command, ctx.repo)
+    if why is not None:
+        raise RunStopped(why)
 
 
 def provider_key_names(ctx: RunContext) -> list[str]:

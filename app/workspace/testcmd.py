@@ -151,6 +151,32 @@ def detect_test_command(
     return TestCommand(argv=argv, why=why, source="detected")
 
 
+def cannot_start(command: TestCommand, cwd: Path) -> str | None:
+    """Why ``command`` could not start in ``cwd`` (its program is nowhere: not on the
+    PATH the sandbox passes on, not at the path it names), or None. A run whose test
+    command could not start failed every loop, spent its model calls and escalations on
+    it and ended "4 failed loops" (a user audit); only what is surely missing is named
+    (a program that exists but fails is the tests' own verdict)."""
+    import os
+
+    from app.subprocess_env import DEFAULT_PATH
+
+    program = command.argv[0]
+    if "/" in program:
+        path = Path(program) if Path(program).is_absolute() else cwd / program
+        if path.is_file() and os.access(path, os.X_OK):
+            return None
+        what = "is not there" if not path.exists() else "is not an executable file"
+    elif shutil.which(program, path=os.environ.get("PATH") or DEFAULT_PATH) is not None:
+        return None
+    else:
+        what = "is not on the PATH"
+    return (
+        f"the test command cannot start: {program} {what} ({command.why}); nothing was "
+        "asked of any model"
+    )
+
+
 # ── probes: (argv, why) or None ──────────────────────────────────────────────────────────
 
 Hit = tuple[list[str], str] | None

@@ -342,3 +342,32 @@ def test_a_run_that_fails_inside_still_prints_its_object_with_the_sealed_bundle(
     rc2, _, err2 = run_cli(["evidence", "verify", out["run_id"], "--repo", str(repo)], capsys)
     assert rc2 == 0, err2  # sealed
     assert vllm.chat_requests == []
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        ("nonexistent-test-runner --x", "nonexistent-test-runner is not on the PATH"),
+        ("./ci/run-tests.sh", "./ci/run-tests.sh is not there"),
+        ("./calc.py", "./calc.py is not an executable file"),
+    ],
+)
+def test_a_test_command_that_cannot_start_stops_the_run_before_any_model_call(
+    tmp_path: Path,
+    vllm: FakeOpenAIServer,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    said: str,
+) -> None:
+    """Its every loop failed ("bwrap: execvp …: No such file or directory", exit 1) and
+    the run went on: four Implementer attempts, two cloud calls, a second opinion, then
+    "4 failed loops" (a user audit)."""
+    repo = make_repo(tmp_path, CALC)
+    argv = ["run", "fix add()", "--repo", str(repo), "--approve", "deny"]
+    rc, out, err = run_json([*argv, "--test-command", command], capsys)
+    no_traceback(err)
+    assert rc == 1 and out["outcome"] == "stopped"
+    assert f"the test command cannot start: {said}" in out["reason"]
+    assert vllm.chat_requests == []
+    lines = [a for a in audit_lines() if a["run"] == out["run_id"]]
+    assert not [a for a in lines if a["kind"] in ("route", "call")]
