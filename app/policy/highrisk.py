@@ -23,6 +23,7 @@ import fnmatch
 import functools
 import itertools
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -161,6 +162,8 @@ class _ChangedLine:
 class _ChangedFile:
     paths: tuple[str, ...]  # new name first (when there is one), then the old name if different
     lines: tuple[_ChangedLine, ...]
+    #: the change creates it (it was not there before)
+    new: bool = False
 
 
 def _parse(diff_text: str) -> list[_ChangedFile]:
@@ -190,7 +193,7 @@ def _parse(diff_text: str) -> list[_ChangedFile]:
                     lines.append(
                         _ChangedLine(source, ln.source_line_no, _text(ln.value), removed=True)
                     )
-        files.append(_ChangedFile(paths, tuple(lines)))
+        files.append(_ChangedFile(paths, tuple(lines), new=source is None))
     return files
 
 
@@ -330,8 +333,20 @@ _HARNESS_CONFIG_LINE = re.compile(
 )
 
 
+#: an added line that skips a test, expects it to fail or leaves it before its asserts:
+#: a failing test made "green" with only lines added (a user audit: ``@pytest.mark.skip``
+#: over ``test_add`` merged with no cloud Judge, as only removed lines were read)
+_SKIP_LINE = re.compile(
+    r"\bmark\.(?:skip|skipif|xfail)\b|\bpytest\.(?:skip|xfail|importorskip)\s*\(|"
+    r"\bunittest\.(?:skip|skipIf|skipUnless|expectedFailure)\b|\.skipTest\s*\(|"
+    r"\bSkipTest\b|^\s*@\s*(?:skip|skipIf|skipUnless|expectedFailure|xfail)\b|"
+    r"^\s+return\s*(?:None\s*)?(?:#.*)?$"
+)
+
+
 def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[HighRiskFinding]:
-    """The test command's own files changed, and existing tests' lines removed."""
+    """The test command's own files changed, existing tests' lines removed, and existing
+    test files given a skip, an expected failure or an early return."""
     found: list[HighRiskFinding] = []
     guarded = set(checks)
     for f in files:
@@ -368,7 +383,57 @@ def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[Hi
                     source="line",
                 )
             )
+        skip = None if f.new else next((ln for ln in f.lines if _skips(ln)), None)
+        if skip is not None:
+            found.append(
+                HighRiskFinding(
+                    rule_id=TESTS_REWRITTEN,
+                    title="Skips existing tests, expects them to fail or returns before "
+                    "their checks",
+                    path=skip.path,
+                    line_no=skip.line_no,
+                    line=_clip(skip.text),
+                    source="line",
+                )
+            )
     return found
+
+
+def _skips(ln: _ChangedLine) -> bool:
+    """An added line of :data:`_SKIP_LINE` in a test file."""
+    return (
+        not ln.removed
+        and bool(_SKIP_LINE.search(ln.text))
+        and any(path_matches(g, ln.path) for g in TEST_FILE_GLOBS)
+    )
+
+
+#: what a Python test run imports before any test: a module of the repository's named so
+#: runs instead (``python -m pytest`` puts the working folder first on the path: a
+#: one-line ``pytest.py`` of ``raise SystemExit(0)`` made a red run green with no test
+#: run at all, and it merged with no cloud Judge: a user audit)
+_RUNNER_MODULES = frozenset(
+    {"pytest", "_pytest", "py", "pluggy", "iniconfig", "unittest", "nose", "nose2"}
+)
+
+
+def _shadows(path: str, new: bool) -> bool:
+    """A Python file that would be imported in place of the test runner's own modules
+    (any change, anywhere), or, created by the change at the repository's root or in
+    ``src/``, in place of a standard library module (an existing one was there when the
+    baseline ran: editing it is no new shadow)."""
+    if not path.endswith(".py"):
+        return False
+    parts = path.split("/")
+    names = [*parts[:-1], parts[-1].removesuffix(".py")]
+    if any(name in _RUNNER_MODULES for name in names):
+        return True
+    if not new:
+        return False
+    top = parts[1:] if parts[0] == "src" else parts
+    if len(top) == 2 and top[1] == "__init__.py":
+        return top[0] in sys.stdlib_module_names
+    return len(top) == 1 and names[-1] in sys.stdlib_module_names
 
 
 def _takes_over(ln: _ChangedLine) -> bool:
@@ -390,6 +455,9 @@ def _harness_findings(f: _ChangedFile) -> list[HighRiskFinding]:
     for path in f.paths:
         if any(path_matches(g, path) for g in TEST_HARNESS_GLOBS):
             return [HighRiskFinding(rule_id=TEST_HARNESS, title=title, path=path, source="path")]
+        if _shadows(path, f.new or (len(f.paths) > 1 and path == f.paths[0])):  # (renamed to)
+            shadow = "Adds or changes a module named as one the test run imports (it runs instead)"
+            return [HighRiskFinding(rule_id=TEST_HARNESS, title=shadow, path=path, source="path")]
     hook = next((ln for ln in f.lines if _takes_over(ln)), None)
     if hook is None:
         return []

@@ -786,3 +786,111 @@ def test_a_new_plain_test_is_still_not_high_risk(policy: Policy) -> None:
         "tests/test_more.py", "import calc\n\n\ndef test_add():\n    assert calc.add(1, 1) == 2\n"
     )
     assert not classify_diff(plain, policy.high_risk).high_risk
+
+
+def _added_to(path: str, before: list[str], added: list[str], after: list[str]) -> str:
+    """An existing file's diff: ``added`` put between context lines, nothing removed."""
+    old = len(before) + len(after)
+    body = "".join(f" {ln}\n" for ln in before)
+    body += "".join(f"+{ln}\n" for ln in added)
+    body += "".join(f" {ln}\n" for ln in after)
+    return (
+        f"diff --git a/{path} b/{path}\nindex 1111111..2222222 100644\n--- a/{path}\n"
+        f"+++ b/{path}\n@@ -1,{old} +1,{old + len(added)} @@\n{body}"
+    )
+
+
+@pytest.mark.parametrize(
+    "added",
+    [
+        ["import pytest", "@pytest.mark.skip(reason='flaky')"],
+        ["@pytest.mark.xfail"],
+        ["@unittest.skip('later')"],
+        ["    pytest.skip('later')"],
+        ["    self.skipTest('later')"],
+        ["    return"],
+        ["    return  # for now"],
+    ],
+)
+def test_a_skip_or_an_early_return_added_to_an_existing_test_is_high_risk(
+    policy: Policy, added: list[str]
+) -> None:
+    """Lines only added, none removed: ``@pytest.mark.skip`` over a failing ``test_add``
+    made the run green ("1 skipped"), not High-Risk, and it merged with no cloud Judge
+    (a user audit)."""
+    if added[0].startswith("    "):  # inside the test
+        diff = _added_to("tests/test_calc.py", ["def test_add():"], added, ["    assert 0"])
+    else:
+        diff = _added_to("tests/test_calc.py", ["import calc", ""], added, ["def test_add():"])
+    hr = classify_diff(diff, policy.high_risk)
+    (finding,) = [r for r in hr.reasons if r.rule_id == "tests_rewritten"]
+    assert hr.high_risk and finding.path == "tests/test_calc.py"
+    assert finding.line == added[-1] and "Skips existing tests" in finding.title
+
+
+def test_a_skip_in_a_new_test_file_or_outside_tests_is_not_high_risk(policy: Policy) -> None:
+    """A new test skipped on a platform weakens no existing one; code that returns early
+    is not a test."""
+    new = _new_file(
+        "tests/test_win.py",
+        "import pytest, sys\n\n@pytest.mark.skipif(sys.platform != 'win32', reason='x')\n"
+        "def test_w():\n    return\n",
+    )
+    assert not classify_diff(new, policy.high_risk).high_risk
+    code = _added_to("calc.py", ["def add(a, b):"], ["    if a is None:", "        return"], [])
+    assert not classify_diff(code, policy.high_risk).high_risk
+
+
+@pytest.mark.parametrize(
+    ("path", "new"),
+    [
+        ("pytest.py", True),  # python -m pytest runs it: raise SystemExit(0)
+        ("src/pytest.py", True),
+        ("_pytest/__init__.py", True),
+        ("pluggy.py", True),
+        ("unittest/__init__.py", True),
+        ("pytest.py", False),  # there before, changed now: still runs instead of pytest
+        ("json.py", True),  # the standard library's, made at the root
+        ("src/subprocess/__init__.py", True),
+    ],
+)
+def test_a_module_named_as_one_the_test_run_imports_is_high_risk(
+    policy: Policy, path: str, new: bool
+) -> None:
+    """A one-line ``pytest.py`` (``raise SystemExit(0)``) made the red run green with no
+    test run at all; it merged with no cloud Judge (a user audit)."""
+    text = ["raise SystemExit(0)"]
+    diff = _new_file(path, "\n".join(text) + "\n") if new else _added_to(path, ["x = 1"], text, [])
+    hr = classify_diff(diff, policy.high_risk)
+    harness = [r for r in hr.reasons if r.rule_id == "test_harness"]
+    assert hr.high_risk and [r.path for r in harness] == [path], hr.reasons
+    assert "a module named as one the test run imports" in harness[0].title
+
+
+@pytest.mark.parametrize(
+    ("path", "new"),
+    [
+        ("json.py", False),  # there when the baseline ran: a fix to it is no new shadow
+        ("src/pkg/json.py", True),  # inside a package: pkg.json shadows nothing
+        ("app/types.py", True),
+        ("pytest_helpers.py", True),
+        ("docs/pytest.md", True),
+    ],
+)
+def test_a_module_that_shadows_nothing_is_not_high_risk(
+    policy: Policy, path: str, new: bool
+) -> None:
+    text = "x = 2\n"
+    diff = _new_file(path, text) if new else _added_to(path, ["x = 1"], ["x = 2"], [])
+    assert not [
+        r for r in classify_diff(diff, policy.high_risk).reasons if r.rule_id == "test_harness"
+    ]
+
+
+def test_a_file_renamed_to_a_standard_module_name_is_high_risk(policy: Policy) -> None:
+    diff = (
+        "diff --git a/helpers.py b/json.py\nsimilarity index 100%\n"
+        "rename from helpers.py\nrename to json.py\n"
+    )
+    hr = classify_diff(diff, policy.high_risk)
+    assert [r.path for r in hr.reasons if r.rule_id == "test_harness"] == ["json.py"]
