@@ -38,7 +38,7 @@ from app.remembered import Remembered, digest
 
 REDACTED = "[REDACTED]"
 #: Bumped whenever what is masked changes: caches of masked text key on it.
-MASKING_VERSION = "6"  # 6: the spans found together on the text; key-like values only
+MASKING_VERSION = "7"  # 7: lower-case secret names assigned (secret_key = "…")
 
 SECRET_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")
 SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_SECRET_KEY", "_PASSWORD", "_ACCESS_KEY")
@@ -65,6 +65,11 @@ CI_MARKERS = (
     "passwd",
 )
 
+#: the lower-case secret names (an INI's aws_secret_access_key, a settings.py's
+#: secret_key, a YAML's api_token: a user audit found them unmasked in briefs and cloud
+#: prompts)
+LOWER_NAME_MARKERS = ("secret", "token", "credentials", "private_key", "access_key")
+
 #: Substrings (as written) one of which a text holds before a case-sensitive shape can.
 CS_MARKERS = (
     "AKIA",
@@ -77,6 +82,17 @@ CS_MARKERS = (
     "PASSWD",
     "ACCESS_KEY",
     "CREDENTIALS",
+    *LOWER_NAME_MARKERS,
+)
+#: what the lower-case names assigned end in, as a line's compact JSON spells them (a
+#: quote escaped): the audit's quick look takes these for the lower-case markers, which
+#: every call line holds (``secrets_masked``, ``tokens_in``)
+LOWER_ASSIGN_NEEDLES = tuple(
+    f"{tail}{quote}{blank}{op}"
+    for tail in ("secret", "token", "credentials", "_key")
+    for quote in ("", '\\"', "'")
+    for blank in ("", " ")
+    for op in ("=", ":")
 )
 
 
@@ -209,7 +225,28 @@ def _assigned_value(m: re.Match[str]) -> bool:
     return _literal(value) and not _PLAIN_WORD.fullmatch(value)
 
 
+def _lower_assigned_value(m: re.Match[str]) -> bool:
+    """``secret_key = "…"``, ``aws_secret_access_key = AKq…``, ``api_token: …``: lower-case
+    names are code's and configs' alike, so spaced or not, a value is a key only when it
+    is a quoted literal that is no word, or unquoted and key-like (``token = tokens[i]``,
+    ``token=next_token,``, ``secret: null`` are code and data)."""
+    value, quoted = m.group("s"), bool(m.group("q"))
+    if value.startswith(_PLACEHOLDER_START) or any(c in value for c in "()[]{}"):
+        return False
+    if quoted:  # (no blank: ``secret = "to happiness"`` is prose)
+        return _literal(value) and not _PLAIN_WORD.fullmatch(value) and " " not in value
+    return (
+        _keylike(value)
+        and not any(c in "_." for c in value)
+        and not value.isdigit()
+        and not _HEX.fullmatch(value)
+    )
+
+
 _NOT_MASKED = r"(?!\[REDACTED\])"
+_LOWER_SECRET_NAME = (
+    r"(?:[a-z][a-z0-9]*_)*(?:secret|secret_key|token|private_key|access_key|credentials)"
+)
 _SECRET_NAME = (
     r"(?:[A-Z][A-Z0-9]*_)*"
     r"(?:SECRET|SECRET_KEY|TOKEN|AUTH_TOKEN|PASSWORD|PASSWD|PRIVATE_KEY|ACCESS_KEY|CREDENTIALS)"
@@ -274,6 +311,17 @@ _CS_SHAPES: tuple[tuple[re.Pattern[str], Check | None], ...] = (
             + r"(?P<s>(?(q)[^\"'\r\n]+|[^\s\"'#;]+))"
         ),
         _assigned_value,
+    ),
+    # the lower-case names, with ``=`` or ``:`` (INI, YAML, code), a quoted name too
+    (
+        re.compile(
+            r"(?m)(?:^|(?<=\\n)|(?<=[\s;]))[+-]?(?:export[ \t]+)?[\"']?"
+            + _LOWER_SECRET_NAME
+            + r"[\"']?(?P<sp> ?)[=:][ \t]*(?P<q>[\"'])?"
+            + _NOT_MASKED
+            + r"(?P<s>(?(q)[^\"'\r\n]+|[^\s\"'#;,]+))"
+        ),
+        _lower_assigned_value,
     ),
 )
 

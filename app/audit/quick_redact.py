@@ -17,7 +17,13 @@ from typing import Any, cast
 
 import ahocorasick_rs
 
-from app.audit.masking import CI_MARKERS, CS_MARKERS, SECRET_KEY
+from app.audit.masking import (
+    CI_MARKERS,
+    CS_MARKERS,
+    LOWER_ASSIGN_NEEDLES,
+    LOWER_NAME_MARKERS,
+    SECRET_KEY,
+)
 from app.audit.redact import redact, secret_env_values
 from app.audit.secret_forms import secret_forms
 
@@ -62,7 +68,10 @@ class Look:
         # spells them), looked for as the ignore-case markers are; their base64 exactly
         folded = {_as_json(run).encode("utf-8", "surrogatepass") for run in forms.folded}
         ci_needles = (*_CI_NEEDLES, *sorted(folded - set(_CI_NEEDLES)))
-        exact = [m.encode() for m in CS_MARKERS]
+        # (a lower-case name is a shape's only where it is assigned: the word alone is in
+        # every call line)
+        exact = [m.encode() for m in CS_MARKERS if m not in LOWER_NAME_MARKERS]
+        exact += [m.encode() for m in LOWER_ASSIGN_NEEDLES]
         exact += [v.encode("utf-8", "surrogatepass") for v in values]
         exact += [run.encode() for run in forms.exact]
         by_lowered: dict[bytes, set[bytes]] = {}

@@ -371,3 +371,41 @@ def test_a_key_variable_the_policy_names_is_masked(
     load_policy(policy)
     assert mask_text(said) == (f"my key is {REDACTED}", 1)
     assert redact_fields({"detail": said}) == {"detail": f"my key is {REDACTED}"}
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (
+            "aws_secret_access_key = Qm9vZ2llQm9vZ2llQm9vZ2ll12",
+            "aws_secret_access_key = [REDACTED]",
+        ),
+        ('secret_key = "Zx9Lq2pW8vR4tY6uI0oP"', 'secret_key = "[REDACTED]"'),
+        ("client_secret='Pp4Oo3Ii2Uu1Yy0Tt9'", "client_secret='[REDACTED]'"),
+        ("token=abc123def456", "token=[REDACTED]"),
+        ("api_token: xq7Lm2Np9Rt4Vw1Zy8", "api_token: [REDACTED]"),
+        ('+    "client_secret": "Pp4Oo3Ii2Uu1Yy0Tt9",', '+    "client_secret": "[REDACTED]",'),
+    ],
+)
+def test_a_lower_case_secret_name_assigned_is_masked(text: str, masked: str) -> None:
+    """``~/.aws/credentials`` and settings.py spell them in lower case: the values went
+    into TASK_BRIEF.md and to the cloud Architect (a user audit)."""
+    assert mask_text(text) == (masked, 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "    token = tokens[i]",
+        "    token=next_token,",
+        "for token in tokens:",
+        "secret: null",
+        "token: ${{ secrets.GH_TOKEN }}",
+        'error = "secret: not set"',
+        'the secret = "to happiness"',
+        "max_tokens=256",
+        "access_key = settings.access_key",
+    ],
+)
+def test_code_and_data_under_a_lower_case_secret_name_stay(text: str) -> None:
+    assert mask_text(text) == (text, 0)

@@ -4,6 +4,7 @@ slow way."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from unittest.mock import patch
 
@@ -12,11 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.audit import quick_redact
-from app.audit.masking import CI_MARKERS, CS_MARKERS
+from app.audit.masking import CI_MARKERS, CS_MARKERS, LOWER_ASSIGN_NEEDLES, LOWER_NAME_MARKERS
 from app.audit.quick_redact import _SECRET_KEY_ENDS, Look, looks_clean
 
 _CI = (*CI_MARKERS, *_SECRET_KEY_ENDS)
-_ALL = (*CS_MARKERS, *_CI)
+#: the exact needles: a lower-case secret name only as it is assigned
+_EXACT = (*(m for m in CS_MARKERS if m not in LOWER_NAME_MARKERS), *LOWER_ASSIGN_NEEDLES)
+_ALL = (*_EXACT, *_CI)
 # markers whole, cut short, and in the other case; with the bytes around them
 _PIECES = st.one_of(
     st.sampled_from(_ALL),
@@ -36,7 +39,7 @@ def _no_secret_in_the_environment() -> Iterator[None]:
 
 def _plainly(data: bytes) -> bool:
     low = data.lower()
-    return any(m.encode() in data for m in CS_MARKERS) or any(m.encode() in low for m in _CI)
+    return any(m.encode() in data for m in _EXACT) or any(m.encode() in low for m in _CI)
 
 
 @settings(max_examples=600, deadline=None)
@@ -59,6 +62,23 @@ def test_every_marker_is_found_alone_and_in_a_line() -> None:
         for text in (marker, f'{{"detail":"x {marker} y"}}'):
             assert not looks_clean(text), marker
     assert looks_clean('{"detail":"confidence 0.5 < 0.75 → gpt-5.1-high"}')
+
+
+def test_a_lower_case_secret_name_assigned_takes_the_slow_way_and_is_masked() -> None:
+    """``secret_key = "…"`` in a line's text was not masked (a user audit); the words
+    alone, in every call line (``secrets_masked``, ``tokens_in``), stay quick."""
+    from app.audit.redact import redact
+
+    assert looks_clean('{"values":{"secrets_masked":0,"tokens_in":200,"tokens_out":20}}')
+    for text in (
+        'secret_key = "Zx9Lq2pW8vR4tY6uI0oP"',
+        "aws_secret_access_key = Qm9vZ2llQm9vZ2llQm9vZ2ll12",
+        "api_token: xq7Lm2Np9Rt4Vw1Zy8",
+        '"client_secret": "Pp4Oo3Ii2Uu1Yy0Tt9"',
+    ):
+        line = {"detail": f"the brief quotes {text}"}
+        assert not looks_clean(json.dumps(line, separators=(",", ":"))), text
+        assert "[REDACTED]" in redact(line)["detail"], text
 
 
 def test_a_character_that_folds_to_ascii_takes_the_slow_way() -> None:
