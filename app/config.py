@@ -336,8 +336,11 @@ def load_settings(**overrides: object) -> Settings:
 def _check_config_file(config_file: Path) -> None:
     """A config file that is there but cannot be one (a folder, a broken link) was
     skipped without a word; it is a ConfigError naming it."""
-    if config_file.is_file() or not (config_file.exists() or config_file.is_symlink()):
-        return
+    try:
+        if config_file.is_file() or not (config_file.exists() or config_file.is_symlink()):
+            return
+    except OSError as exc:  # a folder on its way that cannot be entered: a traceback (an audit)
+        raise ConfigError(f"{config_file}: cannot read config: {exc.strerror}") from None
     if config_file.is_dir():
         why = "a folder"
     elif config_file.exists():

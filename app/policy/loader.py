@@ -65,6 +65,10 @@ class LoadedPolicy:
     warnings: list[str] = field(default_factory=list)
 
 
+#: every loopback name, as one host (where the runtimes serve, compared)
+_LOOPBACK = "loopback"
+
+
 def _fmt(path: Path, line: int | None, keypath: KeyPath, message: str) -> str:
     where = f"{path}:{line}" if line is not None else f"{path}"
     dotted = ".".join(str(p) for p in keypath) if keypath else "(top level)"
@@ -352,9 +356,31 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
                     )
                 )
 
+    # where the local runtimes serve (every loopback name as one: 127.0.0.1 is localhost)
+    served_locally = {
+        (_LOOPBACK if is_loopback_name(rhp[0]) else rhp[0], rhp[1]): rid
+        for rid, rt in p.runtimes.items()
+        if rt.base_url and (rhp := host_port(rt.base_url)) is not None
+    }
     for pid, prov in p.providers.items():
         hp = host_port(prov.base_url) if prov.base_url and pid != "local" else None
-        if hp is not None and is_loopback_name(hp[0]):
+        runtime = (
+            served_locally.get((_LOOPBACK if is_loopback_name(hp[0]) else hp[0], hp[1]))
+            if hp is not None
+            else None
+        )
+        if runtime is not None:
+            # a local runtime's own address: its local models would count as cloud, and a
+            # Judge among them could approve a merge no local model may (GR-003; a user
+            # audit: policy check said "ok" with a warning)
+            err(
+                (
+                    ("providers", pid, "base_url"),
+                    f"{prov.base_url} is where runtime {runtime} serves the local models: a "
+                    "cloud provider there would make a local Judge approve merges (GR-003)",
+                )
+            )
+        elif hp is not None and is_loopback_name(hp[0]):
             # what serves there runs on this machine, yet its models count as cloud: a
             # Judge's verdict among them approves a merge (GR-003) and nothing masks a
             # local model's view less; fine for a proxy or a fake, said (a conformance audit)

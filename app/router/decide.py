@@ -26,7 +26,10 @@ _OPS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}"
+    """Short, yet never rounded onto its threshold: ``0.7499999`` read "0.75 < 0.75" in
+    route explain and the escalation's audit line (a user audit)."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
 
 
 def evaluate_trigger(trigger: Trigger, signals: Signals) -> Reason | None:

@@ -562,3 +562,18 @@ def test_a_data_dir_no_folder_can_be_made_at_is_one_line(
     assert capsys.readouterr().err.splitlines() == [
         f"switchyard: cannot use the folder {where}: {reason} (see data_dir)"
     ]
+
+
+def test_a_config_folder_that_cannot_be_entered_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``chmod 000 ~/.config/switchyard``: every command ended in a PermissionError's
+    traceback (a user audit; root reads through it, so the refusal is made here)."""
+    from app import config
+
+    def refused(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(config.Path, "is_file", refused)
+    with pytest.raises(config.ConfigError, match="cannot read config: Permission denied"):
+        config._check_config_file(tmp_path / "switchyard" / "config.toml")

@@ -544,3 +544,16 @@ def test_a_signal_given_twice_or_in_other_digits_is_a_usage_error(
     args = [a for pair in argv for a in ("--signal", pair)]
     assert main(["route", "explain", "--role", "architect", *args]) == 2
     assert said in capsys.readouterr().err
+
+
+def test_a_value_just_under_its_threshold_is_not_shown_as_the_threshold(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``confidence=0.7499999`` read "confidence 0.75 < 0.75" in route explain and in the
+    escalation's audit line (a user audit)."""
+    argv = ["route", "explain", "--role", "architect", "--signal", "confidence=0.7499999"]
+    assert main([*argv, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "confidence 0.7499999 < 0.75" in data["reasons"][0]["text"], data["reasons"]
+    assert main([*argv[:-1], "confidence=0.5", "--json"]) == 0
+    assert "confidence 0.5 < 0.75" in json.loads(capsys.readouterr().out)["reasons"][0]["text"]

@@ -726,3 +726,17 @@ def test_a_cloud_provider_on_loopback_is_a_warning(tmp_path: Path) -> None:
     loaded = load_policy(target)
     (said,) = [w for w in loaded.warnings if "loopback" in w]
     assert "providers.anthropic.base_url: cloud provider anthropic" in said and "GR-003" in said
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "http://localhost:8080/v1"])
+def test_a_cloud_provider_at_a_local_runtimes_address_is_refused(tmp_path: Path, url: str) -> None:
+    """A provider pointed at vLLM's own address made a local model the "cloud" Judge that
+    may approve merges; policy check said ok with a warning (a user audit)."""
+    line = line_of('base_url = "https://api.anthropic.com"')
+    problems = problems_of(_write(tmp_path, replace_line(line, f'base_url = "{url}"')))
+    runtime = "vllm" if url.endswith(":8000/v1") else "llamacpp_server"
+    assert any(
+        f"providers.anthropic.base_url: {url} is where runtime {runtime} serves" in p
+        and "GR-003" in p
+        for p in problems
+    ), problems
