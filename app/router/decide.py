@@ -25,11 +25,19 @@ DEFAULT_PROMPT_TOKENS = 2000
 _OPS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
-def _fmt(x: float) -> str:
-    """Short, yet never rounded onto its threshold: ``0.7499999`` read "0.75 < 0.75" in
-    route explain and the escalation's audit line (a user audit)."""
-    short = f"{x:g}"
-    return short if float(short) == x else repr(float(x))
+def _fmt(x: float, beside: float | None = None) -> str:
+    """Short (six digits), yet never rounded onto the threshold it is ``beside``:
+    ``0.7499999`` read "0.75 < 0.75" in route explain and the escalation's audit line (a
+    user audit); then as many digits as tell them apart."""
+    shown = f"{x:g}"
+    if beside is None or x == beside:
+        return shown
+    other = f"{beside:g}"
+    digits = 6
+    while shown == other and digits < 17:
+        digits += 1
+        shown = f"{x:.{digits}g}"
+    return shown
 
 
 def evaluate_trigger(trigger: Trigger, signals: Signals) -> Reason | None:
@@ -65,7 +73,12 @@ def evaluate_trigger(trigger: Trigger, signals: Signals) -> Reason | None:
     basis = (
         next((why for name, why in grounds if name == trigger.signal), None) if grounds else None
     )
-    shown = f"{float(value):.2f} ({basis})" if basis else _fmt(float(value))
+    x = float(value)
+    if basis:
+        two = f"{x:.2f}"
+        shown = f"{two if two != f'{t:.2f}' or x == t else _fmt(x, t)} ({basis})"
+    else:
+        shown = _fmt(x, t)
     return Reason(
         code=trigger.reason,
         trigger=trigger.id,
