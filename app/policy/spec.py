@@ -37,6 +37,9 @@ _ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_ -]{0,40})=(.*)$")
 _SECTION = re.compile(r"^([A-Za-z][^:]{0,80}):\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ROLES_NONE = re.compile(r"^\s*Roles exercised\s*:", re.I)
+#: the infrastructure-only form's own words, "This spec is **infrastructure-only**" (the
+#: word anywhere, "this change is not infrastructure-only" too, read as the form: an audit)
+_INFRA_ONLY = re.compile(r"\bspec\s+is\s+[*_`]*infrastructure-only", re.I)
 _WORD = re.compile(r"^\s*[*`_]*(?P<word>[A-Za-z]+(?:/[A-Za-z]+)?)")
 #: sections whose lines are not the block's own settings (a role named "HR" is a role)
 _LISTS = ("roles", "tiers", "overrides")
@@ -312,7 +315,7 @@ def _parse(path: str, start: int, lines: list[str], duplicate: int | None = None
         if m := _POLICY.match(line.strip()):
             data["policy_ref"], data["policy_version"] = m[1].strip("`"), m[2].strip()
         lowered = line.lower()
-        if "infrastructure-only" in lowered or (
+        if _INFRA_ONLY.search(line) or (
             _ROLES_NONE.match(line) and "none" in lowered.split(":", 1)[1]
         ):
             data["infrastructure_only"] = True

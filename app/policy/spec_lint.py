@@ -123,10 +123,13 @@ def _run(f: Findings) -> None:
     """Every check the block's form calls for; the report sorts what they find by line."""
     b = f.block
     if b.duplicate_heading_line is not None:
-        f.warn(
+        # an error, not a warning: only the first is read, and a second that is stricter
+        # (local_only = true) was a compliant spec whose run went to the cloud (a user audit)
+        f.error(
             b.duplicate_heading_line,
             "block",
-            "a second 'Model & Runtime (Spec Overrides)' block: only the first is read",
+            "a second 'Model & Runtime (Spec Overrides)' block: only the first would be read,"
+            " and this one's settings ignored; keep one",
         )
     check_policy_ref(f)
     local_only = check_local_only(f)

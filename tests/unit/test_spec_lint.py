@@ -638,3 +638,30 @@ def test_an_override_that_turns_a_trigger_off_is_said(
     else:
         (w,) = said
         assert w.line == line_of(spec, override) and "can never fire" in w.message
+
+
+def test_a_second_block_is_an_error_naming_it(tmp_path: Path, loaded: LoadedPolicy) -> None:
+    """Only the first block is read: a second saying local_only = true was a warning, the
+    spec compliant, and its run went to the cloud (a user audit)."""
+    body = filled().replace("HR = YES/NO", "HR = YES")
+    stricter = body.replace("local_only = false", "local_only = true")
+    assert stricter != body
+    spec = write(tmp_path, body + "\n## Other\n\n" + stricter)
+    report = lint(spec, loaded)
+    assert not report.compliant
+    second = [n for n, ln in enumerate(spec.read_text().splitlines(), 1) if "Spec Overrides" in ln]
+    (problem,) = report.errors
+    assert problem.line == second[1] and "this one's settings ignored" in problem.message
+
+
+def test_prose_naming_the_infrastructure_only_form_is_not_that_form(
+    tmp_path: Path, loaded: LoadedPolicy
+) -> None:
+    """ "Note: this change is not infrastructure-only." in a full block read the block as
+    the infrastructure-only form, and five errors followed (a user audit)."""
+    body = filled().replace("HR = YES/NO", "HR = YES")
+    spec = write(tmp_path, body + "\nNote: this change is not infrastructure-only.\n")
+    report = lint(spec, loaded)
+    assert report.form == "full" and report.problems == [], report.problems
+    infra = write(tmp_path, SEED_INFRA, name="infra.md")
+    assert lint(infra, loaded).form == "infrastructure_only"
