@@ -238,6 +238,15 @@ def _llamacpp_argv(
     ]
 
 
+def _gguf_magic(path: Path) -> bool:
+    """Whether ``path`` begins as every GGUF does (unreadable: told later, as before)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return True
+
+
 def _gguf_to_serve(
     policy: Policy, role_model: str, gguf: Path | None, notes: list[str]
 ) -> tuple[Path, str, int | None]:
@@ -246,6 +255,9 @@ def _gguf_to_serve(
     if gguf is not None:
         if not gguf.is_file():
             raise UsageError(f"GGUF not found: {gguf}")
+        if not _gguf_magic(gguf):
+            # llama.cpp's child failed on it with a Python traceback, exit 1 (a user audit)
+            raise UsageError(f"{gguf}: not a GGUF file (it does not begin with 'GGUF')")
         return gguf, role_model, policy.models[role_model].context_window or None
     found = llamacpp.find_embedded_gguf()
     if found is None:

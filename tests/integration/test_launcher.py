@@ -659,3 +659,20 @@ def test_serve_where_a_server_already_answers_is_refused_before_starting(
     finally:
         other.terminate()
         other.wait(timeout=15)
+
+
+def test_a_gguf_that_is_no_gguf_is_a_usage_error_before_anything_starts(
+    policy: Policy, tmp_path: Path
+) -> None:
+    """``local serve --gguf big.txt``: --dry-run took it, and a real run printed the
+    llama.cpp child's traceback ("Failed to load model") and exited 1 (a user audit)."""
+    text = tmp_path / "big.txt"
+    text.write_text("not a model\n")
+    with pytest.raises(UsageError, match=r"big\.txt: not a GGUF file"):
+        plan_serve(policy, load_settings(), "tutor", has_vllm=False, has_gpu=False, gguf=text)
+    real = llamacpp.find_embedded_gguf()
+    if real is not None:  # the embedded model is one: planned as before
+        spec = plan_serve(
+            policy, load_settings(), "tutor", has_vllm=False, has_gpu=False, gguf=real
+        )
+        assert str(real) in spec.argv
