@@ -126,6 +126,15 @@ def serving_terms(local_only: bool, mode: str, said: str) -> str:
             "switchyard serve: local_only is off; approvals: ask, but stdin is not a terminal: "
             "every escalation is denied (use --tui to approve by keypress, or --approve allow)"
         )
+    from app.cli.terminal_decider import in_background
+
+    if mode == "ask" and in_background(sys.stdin):
+        # (each prompt looks again: after fg, escalations are asked)
+        return (
+            "switchyard serve: local_only is off; approvals: ask, but this is a background "
+            "job: escalations are denied while it is (fg to bring it to the foreground and "
+            "approve by keypress)"
+        )
     how = {"ask": "asked here, by keypress", "allow": "allowed", "deny": "denied"}[mode]
     return f"switchyard serve: local_only is off: escalations are {how} ({said}), inside the budget"
 

@@ -7,6 +7,7 @@ plain command line's decider (the TUI answers through the bus instead).
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, TextIO
@@ -106,6 +107,8 @@ class _Reader:
         """Drop what was typed before the prompt (a stray key is nobody's answer)."""
         with self._mutex:
             self._kept.clear()
+        if in_background(self.stdin):
+            return  # a background job's tcflush stops the whole process (SIGTTOU)
         try:
             fd = self.stdin.fileno()
         except (AttributeError, OSError, ValueError):
@@ -118,6 +121,19 @@ class _Reader:
             termios.tcflush(fd, termios.TCIFLUSH)
         except (termios.error, OSError):  # not a terminal after all (a pipe)
             return
+
+
+def in_background(stdin: TextIO) -> bool:
+    """``stdin`` is this process's controlling terminal, and the process is not in its
+    foreground process group (``switchyard serve &``, a job moved with ``bg``): reading
+    it or flushing it stops the whole process (SIGTTIN, SIGTTOU) until ``fg``, every
+    client of a gateway with it (a user audit). Not a terminal, or not this process's
+    controlling one (no job control applies to it): False."""
+    try:
+        fd = stdin.fileno()
+        return os.tcgetpgrp(fd) != os.getpgrp()
+    except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is both)
+        return False
 
 
 def _answer(future: asyncio.Future[str], line: str) -> None:
@@ -145,14 +161,18 @@ async def terminal_line(stdin: TextIO) -> str:
 #: how early a cancellation may come and still be the broker's timeout (its timer and
 #: this clock are read at different moments)
 TIMEOUT_SLACK_S = 0.05
+#: what a prompt waiting for its turn allows each prompt before it beyond its timeout
+#: (the broker's cancel of it, the lock handed on)
+TURN_SLACK_S = 1.0
 
 
 class TerminalDecider:
     """Asks on the terminal (the plain CLI without the TUI).
 
     The prompt goes to stderr so that ``--json`` output on stdout stays clean. Prompts are
-    asked one at a time (the gateway's requests come together), each naming its request,
-    and a withdrawn one says so; lines are read by one reader (:class:`_Reader`).
+    asked one at a time (the gateway's requests come together), each naming its request
+    and timed from when it is shown, and a withdrawn one says so; lines are read by one
+    reader (:class:`_Reader`). A background job cannot ask: it denies.
     """
 
     name = "terminal"
@@ -163,6 +183,8 @@ class TerminalDecider:
         self._out = out
         self._turn: asyncio.Lock | None = None
         self._turn_loop: asyncio.AbstractEventLoop | None = None
+        #: prompts shown or waiting for their turn
+        self._asking = 0
 
     async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
         stdin = self._stdin if self._stdin is not None else sys.stdin
@@ -170,23 +192,49 @@ class TerminalDecider:
         if stdin is None or not stdin.isatty():
             return ApprovalDecision(decision="deny", decided_by=self.name, reason="no terminal")
         loop = asyncio.get_running_loop()
-        started = loop.time()
         if self._turn is None or self._turn_loop is not loop:
-            self._turn, self._turn_loop = asyncio.Lock(), loop
-        async with self._turn:  # one prompt on the terminal at a time
-            try:
-                return await self._ask(req, _reader_for(stdin), out)
-            except asyncio.CancelledError:
-                # the broker's timeout cancels the prompt as a request gone away does:
-                # "withdrawn" for a timeout contradicted the audit's APPROVAL_TIMEOUT
-                waited = loop.time() - started
-                if req.timeout_s and waited >= req.timeout_s - TIMEOUT_SLACK_S:
-                    said = f"timed out after {req.timeout_s:g}s: {_who(req)} is denied"
-                else:
-                    said = f"withdrawn: {_who(req)} no longer waits for an answer"
-                out.write(f"\n({clean(said, one_line=True)})\n")  # (it names a client)
-                out.flush()
-                raise
+            self._turn, self._turn_loop, self._asking = asyncio.Lock(), loop, 0
+        ahead = self._asking
+        self._asking += 1
+        try:
+            if ahead and req.timeout_s:
+                # The wait for the terminal is not the human's time: the timeout starts
+                # when the prompt is shown. The wait is bounded all the same: the lock
+                # is first come, first served, and each prompt before this one ends
+                # within its own timeout once shown.
+                approvals.waiting_turn(ahead * (req.timeout_s + TURN_SLACK_S))
+            async with self._turn:  # one prompt on the terminal at a time
+                return await self._turn_taken(req, stdin, out)
+        finally:
+            self._asking -= 1
+
+    async def _turn_taken(
+        self, req: ApprovalRequest, stdin: TextIO, out: TextIO
+    ) -> ApprovalDecision:
+        # Asked at each prompt, not once at start: a job moves with fg and bg.
+        if in_background(stdin):
+            return ApprovalDecision(
+                decision="deny",
+                decided_by=self.name,
+                reason="not in the terminal's foreground (a background job): nobody can "
+                "be asked; bring it to the foreground (fg) to approve",
+            )
+        approvals.shown()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            return await self._ask(req, _reader_for(stdin), out)
+        except asyncio.CancelledError:
+            # the broker's timeout cancels the prompt as a request gone away does:
+            # "withdrawn" for a timeout contradicted the audit's APPROVAL_TIMEOUT
+            waited = loop.time() - started
+            if req.timeout_s and waited >= req.timeout_s - TIMEOUT_SLACK_S:
+                said = f"timed out after {req.timeout_s:g}s: {_who(req)} is denied"
+            else:
+                said = f"withdrawn: {_who(req)} no longer waits for an answer"
+            out.write(f"\n({clean(said, one_line=True)})\n")  # (it names a client)
+            out.flush()
+            raise
 
     async def _ask(self, req: ApprovalRequest, reader: _Reader, out: TextIO) -> ApprovalDecision:
         lines = [

@@ -467,20 +467,45 @@ async def _hung_up(request: Request) -> None:
 
 
 async def _started(
+    state: _State,
+    request: Request,
+    rid: str,
+    inbound: Inbound,
+    role: str,
+    client: str,
     events: AsyncIterator[Delta | KeepAlive | Done],
-) -> AsyncIterator[Delta | KeepAlive | Done]:
-    """``events`` with its first event already awaited, before the response starts.
+    t0: float,
+) -> AsyncIterator[Delta | KeepAlive | Done] | None:
+    """``events`` with its first event already awaited, before the response starts; None
+    when the client hung up first.
 
     A request that fails before any output (a prompt too long for every model, a refusal,
     nothing up) then gets its own HTTP status and error body, as the providers send them,
     instead of a 200 and an error inside the stream, which clients read as a broken
     connection and retry. The wait is bounded: the first event is a delta, the end, or
-    the keep-alive (the policy's ``gateway.keepalive_s``).
+    the keep-alive (the policy's ``gateway.keepalive_s``). Nothing is written meanwhile,
+    so the client's ``http.disconnect`` is watched, as :func:`_whole` does: a stream whose
+    client had gone kept its approval asked until the first keep-alive, and a "y" sent
+    it to the cloud, billed (a user audit).
     """
+    first_event = asyncio.ensure_future(_first(events))
+    watching = asyncio.ensure_future(_hung_up(request))
     try:
-        first = await anext(events)
-    except StopAsyncIteration:
-        first = None
+        await asyncio.wait((first_event, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if not first_event.done():
+            first_event.cancel()
+            # (as in _whole: the request's clean-up, its closing line, is not cut short)
+            await asyncio.wait((first_event,))
+    if first_event.cancelled():
+        _served(state, rid, inbound, role, client, None, CLIENT_GONE, "client went away", t0)
+        return None
+    try:
+        first = first_event.result()
+    except GatewayError as err:
+        _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
+        raise
 
     async def resumed() -> AsyncIterator[Delta | KeepAlive | Done]:
         async with contextlib.aclosing(events):  # type: ignore[type-var]
@@ -490,6 +515,16 @@ async def _started(
                 yield event
 
     return resumed()
+
+
+async def _first(
+    events: AsyncIterator[Delta | KeepAlive | Done],
+) -> Delta | KeepAlive | Done | None:
+    """The first of ``events``; None when there is none."""
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
 
 
 def _structured_text(done: Done) -> str:
@@ -510,11 +545,10 @@ async def _chat(state: _State, request: Request) -> Response:
             oai.chat_completion(completion_id, inbound.model, done.result),
             headers={**served_headers(done), **ignored_header(inbound)},
         )
-    try:
-        events = await _started(events)
-    except GatewayError as err:
-        _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
-        raise
+    started = await _started(state, request, rid, inbound, role, client, events, t0)
+    if started is None:
+        return Response(status_code=CLIENT_GONE)
+    events = started
     enc = oai.ChatStream(completion_id, inbound.model, include_usage=inbound.include_usage)
 
     async def body() -> AsyncIterator[bytes]:
@@ -587,11 +621,10 @@ async def _responses(state: _State, request: Request) -> Response:
             echo=inbound.extra["echo"],
         )
         return JSONResponse(body, headers={**served_headers(done), **ignored_header(inbound)})
-    try:
-        events = await _started(events)
-    except GatewayError as err:
-        _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
-        raise
+    started = await _started(state, request, rid, inbound, role, client, events, t0)
+    if started is None:
+        return Response(status_code=CLIENT_GONE)
+    events = started
     enc = oai.ResponsesStream(
         response_id,
         inbound.model,
@@ -653,11 +686,10 @@ async def _messages(state: _State, request: Request) -> Response:
             ant.message_object(message_id, inbound.model, done.result, prompt, done.stop_sequence),
             headers={**served_headers(done), **ignored_header(inbound)},
         )
-    try:
-        events = await _started(events)
-    except GatewayError as err:
-        _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
-        raise
+    started = await _started(state, request, rid, inbound, role, client, events, t0)
+    if started is None:
+        return Response(status_code=CLIENT_GONE)
+    events = started
     enc = ant.MessagesStream(message_id, inbound.model, prompt)
 
     async def stream() -> AsyncIterator[bytes]:

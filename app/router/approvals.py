@@ -4,7 +4,9 @@ A cloud escalation asks :meth:`ApprovalBroker.request`. The broker creates a fut
 the request, hands the request to a pluggable *decider* and waits, with a timeout that
 denies. Whoever answers first settles the future: the decider's own answer, or
 :meth:`ApprovalBroker.resolve` (what a UI calls when the user presses y/a/n). Every
-decision, and who made it, is written to the audit log before it is returned.
+decision, and who made it, is written to the audit log before it is returned. A decider
+that shows its prompts one at a time (the terminal) says when one waits for its turn and
+when it is shown (:func:`waiting_turn`, :func:`shown`): its timeout runs from then.
 
 Nothing here knows there is a screen: the TUI only sees :class:`~app.bus.ApprovalRequested`
 on the bus and calls ``resolve`` back. A face with a prompt of its own (the CLI's
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +39,8 @@ __all__ = [
     "DenyDecider",
     "UnattendedDecider",
     "decider_for",
+    "shown",
+    "waiting_turn",
 ]
 
 #: ``deny_all`` ("deny all, stay local") denies this escalation, every later step of the
@@ -114,6 +119,51 @@ class Decider(Protocol):
     """Anything that can answer an approval request."""
 
     async def decide(self, req: ApprovalRequest) -> ApprovalDecision: ...
+
+
+# ── The countdown, as a decider sees it ──────────────────────────────────────────────────
+
+
+class _Countdown:
+    """The timeout of one ask, which its decider may move (:func:`waiting_turn`,
+    :func:`shown`); a decider that says nothing is timed from the ask, as before."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        #: the broker's running timeout (None before and after it runs)
+        self.scope: asyncio.Timeout | None = None
+        #: the bound of the wait for a turn, while the prompt waits for one
+        self.turn_bound_s: float | None = None
+
+    def restart(self, delay: float) -> None:
+        scope = self.scope
+        if scope is not None and not scope.expired():
+            scope.reschedule(asyncio.get_running_loop().time() + delay)
+
+
+#: the countdown of the ask being decided, set by the broker in its decider's task
+_countdown: ContextVar[_Countdown | None] = ContextVar("approval_countdown", default=None)
+
+
+def waiting_turn(bound_s: float) -> None:
+    """Said by a decider whose prompt waits behind another before it is shown (the
+    terminal asks one at a time): the human's time has not started, and the ask ends
+    (denied) if it is not shown within ``bound_s``. Timed from the ask, a prompt queued
+    behind a slow answer said "denied automatically after 10s" and was denied 2 s later
+    (a user audit). Outside a broker's ask: nothing."""
+    countdown = _countdown.get()
+    if countdown is not None:
+        countdown.turn_bound_s = bound_s
+        countdown.restart(bound_s)
+
+
+def shown() -> None:
+    """Said by a decider that said :func:`waiting_turn` as its prompt is shown: its
+    timeout (the request's ``timeout_s``) runs from now. Outside a broker's ask: nothing."""
+    countdown = _countdown.get()
+    if countdown is not None and countdown.turn_bound_s is not None:
+        countdown.turn_bound_s = None
+        countdown.restart(countdown.timeout_s)
 
 
 # ── Deciders ─────────────────────────────────────────────────────────────────────────────
@@ -392,31 +442,40 @@ class ApprovalBroker:
         )
         self._pending[req.request_id] = fut
         self._pending_session[req.request_id] = req.session
-        task = asyncio.create_task(self._run_decider(req, fut))
+        countdown = _Countdown(self.timeout_s)
+        task = asyncio.create_task(self._run_decider(req, fut, countdown))
         # Keep a reference: an unreferenced task can be garbage-collected mid-flight.
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
-            async with asyncio.timeout(self.timeout_s):
+            # (the decider runs once this waits: the scope is there for it to move)
+            async with asyncio.timeout(self.timeout_s) as countdown.scope:
                 return await fut
         except TimeoutError:
+            bound = countdown.turn_bound_s
+            said = (
+                f"not asked within {bound:g}s: the prompts before it were not done"
+                if bound is not None
+                else f"no decision within {self.timeout_s:g}s"
+            )
             return (
-                ApprovalDecision(
-                    decision="deny",
-                    decided_by=TIMEOUT,
-                    reason=f"no decision within {self.timeout_s:g}s",
-                ),
+                ApprovalDecision(decision="deny", decided_by=TIMEOUT, reason=said),
                 APPROVAL_TIMEOUT,
             )
         finally:
+            countdown.scope = None  # (done: a late shown() moves nothing)
             self._pending.pop(req.request_id, None)
             self._pending_session.pop(req.request_id, None)
             # Whoever did not answer stops asking (a TUI modal closes on ApprovalResolved).
             task.cancel()
 
     async def _run_decider(
-        self, req: ApprovalRequest, fut: asyncio.Future[tuple[ApprovalDecision, str]]
+        self,
+        req: ApprovalRequest,
+        fut: asyncio.Future[tuple[ApprovalDecision, str]],
+        countdown: _Countdown,
     ) -> None:
+        _countdown.set(countdown)  # (this task's own context: the asker's is untouched)
         try:
             decision = await self.decider.decide(req)
             result = (decision, _CODE_FOR[decision.decision])

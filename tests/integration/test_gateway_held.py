@@ -6,6 +6,7 @@ with a decider that takes its time; loopback fakes behind it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from app.backends.machine import free_port
 from app.config import load_settings
@@ -168,3 +170,111 @@ async def test_a_stream_that_fails_after_it_started_says_so_inside_the_stream(
     assert "prompt is too long" in data[-1]["error"]["message"]
     assert lines[-1] == "data: [DONE]"
     assert len(cloud.chat_requests) == 1 and len(vllm.chat_requests) == 1
+
+
+class HeldDecider:
+    """Holds the approval until released, then allows it: a human who says "y" late."""
+
+    name = "test:held"
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.withdrawn = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+        self.asked.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.withdrawn.set()
+            raise
+        return ApprovalDecision(decision="allow_once", decided_by=self.name, reason="test")
+
+
+ASKED = [{"role": "user", "content": "plan"}]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"model": "architect+escalate", "messages": ASKED}),
+        ("/v1/responses", {"model": "architect+escalate", "input": "plan"}),
+        ("/v1/messages", {"model": "architect+escalate", "max_tokens": 100, "messages": ASKED}),
+    ],
+)
+async def test_a_stream_whose_client_hangs_up_while_held_withdraws_its_approval(
+    tmp_path: Path,
+    monkeypatch: Any,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
+    path: str,
+    body: dict[str, Any],
+) -> None:
+    """Before its first event a stream has written nothing, so no failed write tells that
+    its client left: the approval stayed asked until the first keep-alive, and a "y" in
+    that time sent the request to the cloud, billed, for nobody. The disconnect is
+    watched, as for a whole reply: the approval is withdrawn at once."""
+    cloud = fake_openai_factory("openai", default_reply="from the cloud")
+    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="from vLLM")
+    claude = fake_anthropic_factory()
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-held-test-0123456789abcdef")
+    policy = load_policy(
+        policy_pointing(tmp_path, openai=cloud.base_url, anthropic=claude.url)
+    ).policy
+    # no keep-alive within the test: only the disconnect can end the wait
+    policy = policy.model_copy(
+        update={"gateway": policy.gateway.model_copy(update={"keepalive_s": 120.0})}
+    )
+    port = free_port()
+    decider = HeldDecider()
+    async with open_session(load_settings(), policy, decider=decider) as session:
+        server = asyncio.create_task(
+            serve(session, host="127.0.0.1", port=port, config=GatewayConfig())
+        )
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.1).close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+            payload = json.dumps({**body, "stream": True}).encode()
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            await writer.drain()
+            await asyncio.wait_for(decider.asked.wait(), 30)  # (a guard against a hang)
+            writer.close()  # the agent is stopped while its request is held
+            await writer.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(decider.withdrawn.wait(), 15)
+            decider.release.set()  # a "y" late: it must reach nobody
+            closing: list[Any] = []
+            for _ in range(600):  # (until the request's closing line, bounded)
+                lines = await session.audit.lines(session=session.id)
+                closing = [
+                    ln
+                    for ln in lines
+                    if ln.kind == "request" and ln.reason_codes != ["GATEWAY_REQUEST"]
+                ]
+                if closing:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            server.cancel()
+            await asyncio.gather(server, return_exceptions=True)
+        lines = await session.audit.lines(session=session.id)
+    assert cloud.chat_requests == [] and vllm.chat_requests == []
+    assert decider.withdrawn.is_set()
+    (denial,) = [ln for ln in lines if ln.kind in ("approval", "denial")]
+    assert (denial.kind, denial.reason_codes) == ("denial", ["APPROVAL_CANCELLED"])
+    assert denial.provenance["approver"] == "cancelled"
+    assert [(ln.values["status"], ln.values["outcome"]) for ln in closing] == [
+        (499, "client went away")
+    ]

@@ -395,8 +395,9 @@ async def test_a_palette_command_does_not_dismiss_a_waiting_approval(world: Gate
 
 
 async def test_a_client_that_goes_away_while_held_closes_its_modal(world: GatewayWorld) -> None:
-    # the gateway learns that a held stream's client went away at its next keep-alive
-    # (the policy's 10 s: most of this test's 11 s); the same path, sooner
+    # the gateway learns that a held stream's client went away at once before the
+    # stream's first event, and at its next keep-alive after it (the policy's 10 s):
+    # a short keep-alive keeps the second path short too
     text = world.policy.read_text()
     assert "keepalive_s = 10.0\n" in text
     world.policy.write_text(text.replace("keepalive_s = 10.0\n", "keepalive_s = 0.5\n"))

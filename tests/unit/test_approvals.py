@@ -568,6 +568,70 @@ async def test_a_prompt_the_timeout_ends_says_timed_out_not_withdrawn() -> None:
     assert "withdrawn" not in shown
 
 
+async def _shown(out: io.StringIO, text: str) -> None:
+    for _ in range(1500):  # (a guard against a hang, not a timing)
+        if text in out.getvalue():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{text!r} never shown: {out.getvalue()}")
+
+
+async def test_a_prompt_queued_for_the_terminal_is_timed_from_when_it_is_shown() -> None:
+    """Two escalations came together; the second waited for the terminal while its
+    timeout ran, so after a slow first answer its prompt said "denied automatically
+    after 3s" and was denied a moment later (a user audit). Its timeout starts when it
+    is shown: answered within it, it is allowed."""
+    import os
+
+    timeout = 3.0
+    read_fd, write_fd = os.pipe()
+    stdin = _PipeTTY(os.fdopen(read_fd, "rb"), encoding="utf-8")
+    out = io.StringIO()
+    sink = RecordingSink()
+    b = broker(TerminalDecider(stdin=stdin, out=out), sink, timeout_s=timeout)
+    try:
+        first = asyncio.ensure_future(b.request(make_req(run="gw-first")))
+        second = asyncio.ensure_future(b.request(make_req(run="gw-second")))
+        await _shown(out, "(request gw-first)")
+        await asyncio.sleep(timeout * 0.6)  # a human reading it: most of its time
+        os.write(write_fd, b"n\n")
+        assert (await asyncio.wait_for(first, 30)).decision == "deny"
+        await _shown(out, "(request gw-second)")
+        # past the second's timeout counted from when it came, inside the one counted
+        # from when it is shown
+        await asyncio.sleep(timeout * 0.6)
+        os.write(write_fd, b"y\n")
+        decided = await asyncio.wait_for(second, 30)
+    finally:
+        os.close(write_fd)
+    assert (decided.decision, decided.decided_by) == ("allow_once", "terminal")
+    assert "timed out" not in out.getvalue()
+    assert [c["codes"] for c in sink.calls] == [["DENIED"], ["APPROVED_ONCE"]]
+
+
+class Queued:
+    """A decider whose prompt waits for its turn, which never comes."""
+
+    name = "queued"
+
+    async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+        from app.router import approvals
+
+        approvals.waiting_turn(0.2)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_prompt_that_waits_for_its_turn_too_long_is_denied_unshown() -> None:
+    """The wait for the terminal does not count against the prompt's timeout, and is
+    bounded all the same: every ask ends."""
+    sink = RecordingSink()
+    d = await asyncio.wait_for(broker(Queued(), sink, timeout_s=60).request(make_req()), 30)
+    assert (d.decision, d.decided_by) == ("deny", "timeout")
+    assert d.reason.startswith("not asked within 0.2s")
+    assert [(c["kind"], c["codes"]) for c in sink.calls] == [("denial", ["APPROVAL_TIMEOUT"])]
+
+
 async def test_deny_all_answers_the_sessions_other_questions_on_screen() -> None:
     """Two escalations held at once (a gateway's two requests, a run and the tutor): "d"
     on one left the other's modal open, and a "y" on it sent its request to the cloud
