@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.audit.masking import Masker
-from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Delta, Usage
+from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Usage
 from app.bus import Bus, TokenDelta
 from app.policy.schema import Policy
 from app.remembered import digest
@@ -189,29 +189,29 @@ async def call_backend(
                     continue
                 if got is not None:
                     got += (item.text, item.reasoning, *(c.arguments for c in item.tool_calls))
+                passed = [item]
                 if env is not None and (masker is not None or not quiet(env, item)):
                     if masker is None:
                         masker = ReplyMasker(env)
-                    masked = masker.delta(item)
-                    if masked is not item and _empty(masked) and not _empty(item):
-                        continue  # all of it held back: it may begin a key
-                    item = masked
-                if on_delta is not None:
-                    if relays:
-                        sent = sent or bool(item.text or item.reasoning or item.tool_calls)
-                    await on_delta(item)
-                if bus is not None and item.text:
-                    await _publish(bus, session, role, backend.model_id, item.text)
+                    # none: all of it held back (it may begin a key); or first the held
+                    # end of the part it ends (the text before a call)
+                    passed = masker.deltas(item)
+                for out in passed:
+                    if on_delta is not None:
+                        if relays:
+                            sent = sent or bool(out.text or out.reasoning or out.tool_calls)
+                        await on_delta(out)
+                    if bus is not None and out.text:
+                        await _publish(bus, session, role, backend.model_id, out.text)
             if final is None:
                 raise BackendError("bad_output", "stream ended without a result")
-            if masker is not None:
-                rest = masker.rest()
-                if rest is not None:  # the end held back, no key: passed on at the end
-                    if on_delta is not None:
-                        sent = sent or relays
-                        await on_delta(rest)
-                    if bus is not None and rest.text:
-                        await _publish(bus, session, role, backend.model_id, rest.text)
+            # the ends held back, no key: passed on at the end
+            for rest in masker.rest() if masker is not None else ():
+                if on_delta is not None:
+                    sent = sent or relays
+                    await on_delta(rest)
+                if bus is not None and rest.text:
+                    await _publish(bus, session, role, backend.model_id, rest.text)
             if env is not None and (masker is not None or not whole_passes(env, final)):
                 final = (masker or ReplyMasker(env)).result(final)
             return final
@@ -257,7 +257,3 @@ def _cut_short(request: ChatRequest, got: list[str]) -> Usage:
 
 async def _publish(bus: Bus, session: str, role: str, model: str, text: str) -> None:
     await bus.publish(TokenDelta(session=session, role=role, model=model, text=text))
-
-
-def _empty(item: Delta) -> bool:
-    return not (item.text or item.reasoning or item.tool_calls or item.stop_sequence)

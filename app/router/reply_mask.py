@@ -14,11 +14,13 @@ length, and only while it could). Each key-like value's runs in another case or 
 end made of the characters such a run holds (its last word, mostly, and never more than
 the longest spelling) is held back until the run ends, so a run cut across pieces is seen
 whole (an upper-cased key streamed in pieces of four reached the client, an audit). A
-part's held end waits for its own part (or the stream's end), whatever other part comes
-meanwhile. The whole reply is masked the same way (the evidence, the audit's previews),
-and the pieces add up to it. The masker's shapes
-(``sk-…``, ``password = …``) are not applied: a model writing code quotes them on purpose
-(a test's fake key), and its diff must apply as written.
+part's held end is passed on when the part ends (another part comes: the text before a
+call), so the parts stay whole and in order; a key's beginning (three characters or more)
+waits for its own part or the stream's end. The whole reply is masked the same way (the
+evidence, the audit's previews), and the pieces add up to it (but for a key a part paused
+in and then went on with: masked from the pause on).
+The masker's shapes (``sk-…``, ``password = …``) are not applied: a model writing code
+quotes them on purpose (a test's fake key), and its diff must apply as written.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from app.audit.masking import REDACTED, env_pattern, secret_env_values
-from app.audit.secret_forms import FRAGMENT, SecretForms, join_spans, mask_spans, secret_forms
+from app.audit.secret_forms import (
+    FRAGMENT,
+    SecretForms,
+    join_spans,
+    key_like,
+    mask_spans,
+    secret_forms,
+)
 from app.backends.base import ChatResult, Delta, ToolCall, ToolCallDelta
 
 
@@ -36,23 +45,29 @@ class _Piece:
     """One stream's text (the reply, its reasoning, one tool call's arguments) masked as
     it comes, with the end that could start a secret held back."""
 
-    __slots__ = ("env", "held")
+    __slots__ = ("env", "held", "shown")
 
     def __init__(self, env: ReplyEnv) -> None:
         self.env, self.held = env, ""
+        #: how much of ``held`` was passed on already (:meth:`end`): kept, as it came, so
+        #: that a key it begins is still seen whole if the part goes on; never passed on
+        #: again, and a mask starts no earlier than its end
+        self.shown = 0
 
     def feed(self, text: str) -> str:
         env = self.env
+        shown = self.shown
         text = self.held + text
         if exact_clean(env, text):  # (most pieces: no key and no beginning of one)
             cut = len(text)
         else:
-            text = env.pattern.sub(REDACTED, text)
+            text = (
+                _masked_past(env.pattern, text, shown) if shown else env.pattern.sub(REDACTED, text)
+            )
             cut = _start_of_secret(text, env.values)
         forms = env.forms
         if forms is None:
-            self.held = text[cut:]
-            return text[:cut]
+            return self._cut(text, cut, text[:cut])
         # A run of a key's other forms not found yet goes on past the text's end: it lies
         # in the run of its characters the text ends with (its last word, mostly), and
         # within the longest spelling's length of the end. That much is held back.
@@ -64,6 +79,7 @@ class _Piece:
             # a run found across the cut is held back whole: each as found (none longer
             # than a spelling), not as joined, so that runs glued end to end (a key
             # repeated) are passed on masked one by one, and the hold stays bounded
+            # (a run begun in what was shown is held with it: it is masked from there)
             spans = forms.spans(text, join=False)
             moved = True
             while moved:
@@ -71,19 +87,73 @@ class _Piece:
                 for start, end in spans:
                     if start < cut < end:
                         cut, moved = start, True
-            before = join_spans([s for s in spans if s[1] <= cut])
+            before = join_spans([s for s in _past(spans, shown) if s[1] <= cut])
             out = mask_spans(text[:cut], before, REDACTED)
-        self.held = text[cut:]
-        return out
+        return self._cut(text, cut, out)
+
+    def _cut(self, text: str, cut: int, out: str) -> str:
+        """``out`` (``text[:cut]`` masked) less what was shown; the rest held."""
+        shown = self.shown
+        if cut < shown:  # (what was shown may begin a key still: kept)
+            self.held, self.shown = text[cut:], shown - cut
+            return ""
+        self.held, self.shown = text[cut:], 0
+        return out[shown:]
 
     def flush(self) -> str:
         # each whole key was masked as it came in; what is held may be a run of another
         # form of one that the stream's end ended
-        held, self.held = self.held, ""
+        out = self._shown_to(len(self.held))
+        self.held, self.shown = "", 0
+        return out
+
+    def end(self) -> str:
+        """Its part ended, another came: the held end passed on, masked as at the
+        stream's end, but for a key-like value's beginning (three characters or more: a
+        key's first letters, no word's end), held on until the part goes on or the
+        stream ends. All of it is kept as it came (:attr:`shown`): a part may go on
+        after another (text after a call), and a key begun where it paused is masked
+        from where it goes on (passed on and forgotten, a password came whole in two
+        pieces each masked alone: a review's fuzz)."""
+        held = self.held
+        cut = _start_of_secret(held, self.env.keys)
+        if len(held) - cut < 3:
+            cut = len(held)
+        return self._shown_to(cut)
+
+    def _shown_to(self, cut: int) -> str:
+        """``held[shown:cut]``, masked of the runs of a key's other forms in it, now
+        counted as shown."""
+        held, shown = self.held, self.shown
+        self.shown = max(cut, shown)
+        if cut <= shown:
+            return ""
         forms = self.env.forms
         if forms is None or forms.long_run is None or not forms.long_run.search(held):
-            return held
-        return mask_spans(held, forms.spans(held), REDACTED)
+            return held[shown:cut]
+        spans = [(s, min(e, cut)) for s, e in _past(forms.spans(held), shown) if s < cut]
+        return mask_spans(held[:cut], spans, REDACTED)[shown:]
+
+
+def _masked_past(pattern: re.Pattern[str], text: str, shown: int) -> str:
+    """``text`` with each key masked, from ``shown`` on: a key begun in what was shown
+    keeps that beginning (it is out) and is masked from there."""
+
+    def mark(found: re.Match[str]) -> str:
+        kept = shown - found.start()
+        if kept <= 0:
+            return REDACTED
+        key = found.group()
+        return key if kept >= len(key) else key[:kept] + REDACTED
+
+    return pattern.sub(mark, text)
+
+
+def _past(spans: list[tuple[int, int]], shown: int) -> list[tuple[int, int]]:
+    """``spans`` from ``shown`` on (what was shown is out, and not marked again)."""
+    if not shown:
+        return spans
+    return [(max(start, shown), end) for start, end in spans if end > shown]
 
 
 def _start_of_secret(text: str, values: tuple[str, ...]) -> int:
@@ -102,10 +172,6 @@ def _start_of_secret(text: str, values: tuple[str, ...]) -> int:
     return cut
 
 
-#: a delta held back whole (the caller passes nothing on for it)
-_HELD = Delta()
-
-
 class ReplyEnv(NamedTuple):
     """The environment's secret values as a reply is read for them: their pattern, how
     they begin (their first three characters), and their other forms (None: no value is
@@ -117,6 +183,8 @@ class ReplyEnv(NamedTuple):
     heads: re.Pattern[str]
     starts: tuple[str, ...]
     forms: SecretForms | None
+    #: the key-like values (:func:`app.audit.secret_forms.key_like`)
+    keys: tuple[str, ...]
 
 
 def reply_env() -> ReplyEnv | None:
@@ -137,6 +205,7 @@ def _reply_env(values: tuple[str, ...]) -> ReplyEnv | None:
         re.compile("|".join(re.escape(h) for h in heads)),
         tuple(sorted({h[:1] for h in heads} | {h[:2] for h in heads})),
         forms if forms.long_run else None,
+        tuple(v for v in values if key_like(v)),
     )
 
 
@@ -177,6 +246,53 @@ def whole_passes(env: ReplyEnv, result: ChatResult) -> bool:
     )
 
 
+class _Out:
+    """What is passed on for one delta (or at the stream's end), its parts added in the
+    order they come. A delta is read its reasoning, then its text, then its calls (so the
+    gateway's encoders read one): a part to come after one of those starts a delta."""
+
+    __slots__ = ("_rank", "_said", "changed")
+
+    def __init__(self) -> None:
+        #: each delta's reasoning and text, and its calls
+        self._said: list[tuple[list[str], list[ToolCallDelta]]] = []
+        self._rank = 3  # (the last part added: reasoning 0, text 1, a call 2; none yet)
+        #: whether anything differs from the delta as it came
+        self.changed = False
+
+    def add(self, rank: int, value: str | ToolCallDelta | None, *, changed: bool = True) -> None:
+        self.changed = self.changed or changed
+        if not value:
+            return
+        if rank < self._rank or (rank == self._rank and rank < 2):
+            self._said.append((["", ""], []))
+        words, calls = self._said[-1]
+        if isinstance(value, ToolCallDelta):
+            calls.append(value)
+        else:
+            words[rank] = value
+        self._rank = rank
+
+    def deltas(self, stop_sequence: str | None = None) -> list[Delta]:
+        """The deltas (the stop sequence on the last, as it came: a delta of its own when
+        nothing else is passed on)."""
+        out = [Delta(reasoning=r, text=t, tool_calls=c) for (r, t), c in self._said]
+        if stop_sequence is not None:
+            last = out.pop() if out else Delta()
+            out.append(last.model_copy(update={"stop_sequence": stop_sequence}))
+        return out
+
+
+def _add(out: _Out, part: str | int, held: str) -> None:
+    """A part's held end, passed on."""
+    if not held:
+        return
+    if isinstance(part, int):
+        out.add(2, ToolCallDelta(index=part, arguments=held))
+    else:
+        out.add(0 if part == "reasoning" else 1, held)
+
+
 class ReplyMasker:
     """Masks one call's deltas and its result with the environment as it is now."""
 
@@ -184,6 +300,7 @@ class ReplyMasker:
         "_calls",
         "_env",
         "_held_whole",
+        "_last",
         "_reasoning",
         "_text",
         "count",
@@ -198,6 +315,8 @@ class ReplyMasker:
         self._text: _Piece | None = None
         self._reasoning: _Piece | None = None
         self._calls: dict[int, _Piece] = {}
+        #: the part that came last: "text", "reasoning", or a tool call's index
+        self._last: str | int | None = None
         #: the last delta, held back whole and unchanged (:meth:`rest` passes it on)
         self._held_whole: Delta | None = None
 
@@ -219,7 +338,10 @@ class ReplyMasker:
             piece = _Piece(self._env)
         return piece, piece.feed(text)
 
-    def delta(self, item: Delta) -> Delta:
+    def deltas(self, item: Delta) -> list[Delta]:
+        """What to pass on for ``item``, in order: the held end of the part it ends (the
+        text before a call), then ``item`` masked; none when all of it is held back (it
+        may begin a key)."""
         clean = self._clean(item.text)
         if (
             clean
@@ -229,57 +351,82 @@ class ReplyMasker:
             and not item.reasoning
             and not item.tool_calls
         ):
-            return item  # (most deltas: no key and no beginning of one, nothing held)
-        self._text, text = self._piece(self._text, item.text, clean)
-        # A part's held end stays held while another part streams: it is passed on when
-        # its own part goes on, or at the end. (Passing it on when another part came was
-        # tried, for the order: a part that then went on, text after a call, gave the
-        # client a password whole in two pieces, each masked alone: a review's fuzz.)
-        if item.reasoning or self._reasoning is not None:
+            if item.text:
+                self._last = "text"
+            return [item]  # (most deltas: no key and no beginning of one, nothing held)
+        # A part's held end is passed on when another part comes (the text's last word
+        # before a call: held to the stream's end, it came after the call, a block or an
+        # item of its own, and Codex sent the text back cut in two, a user audit). A key
+        # is not cut there: it is in one part, the text or a call's arguments; and should
+        # the part go on after the other, a key begun at its end is still masked whole
+        # or from there on (:meth:`_Piece.end`).
+        out = _Out()
+        if item.reasoning:
+            self._switch("reasoning", out)
             self._reasoning, reasoning = self._piece(self._reasoning, item.reasoning)
-        else:
-            reasoning = item.reasoning
-        calls = [self._call(c) for c in item.tool_calls] if item.tool_calls else item.tool_calls
-        if text == item.text and reasoning == item.reasoning and calls == item.tool_calls:
+            out.add(0, reasoning, changed=reasoning != item.reasoning)
+        if item.text:
+            self._switch("text", out)
+            self._text, text = self._piece(self._text, item.text, clean)
+            out.add(1, text, changed=text != item.text)
+        for call in item.tool_calls:
+            if call.id is None and call.name is None and not call.arguments:
+                continue  # (says nothing: no part begins or goes on)
+            self._switch(call.index, out)
+            masked = self._call(call)
+            out.add(2, masked, changed=masked is not call)
+        if not out.changed:
             self._held_whole = None
-            return item
-        if not (text or reasoning or calls or item.stop_sequence):
+            return [item]
+        deltas = out.deltas(item.stop_sequence)
+        if not deltas:
             # all of it held back (a reply's last word, mostly): passed on as it came when
             # the stream ends with it unchanged (no second delta made for it)
             self._held_whole = (
                 item if self._text is not None and self._text.held == item.text else None
             )
-            return _HELD
+            return []
         self._held_whole = None
-        return Delta(  # (a third faster than model_copy: a delta at most words apart)
-            text=text, reasoning=reasoning, tool_calls=calls, stop_sequence=item.stop_sequence
-        )
+        return deltas
 
-    def _call(self, call: ToolCallDelta) -> ToolCallDelta:
+    def _switch(self, part: str | int, out: _Out) -> None:
+        """``part`` comes: the one before it, if another, ends (its held end, to ``out``)."""
+        last, self._last = self._last, part
+        if last is not None and last != part and (piece := self._part(last)) is not None:
+            _add(out, last, piece.end())
+
+    def _part(self, part: str | int) -> _Piece | None:
+        if part == "text":
+            return self._text
+        if part == "reasoning":
+            return self._reasoning
+        assert isinstance(part, int)
+        return self._calls.get(part)
+
+    def _call(self, call: ToolCallDelta) -> ToolCallDelta | None:
         piece, arguments = self._piece(self._calls.get(call.index), call.arguments)
         if piece is not None:
             self._calls[call.index] = piece
         if arguments == call.arguments:
             return call
+        if not (arguments or call.id or call.name):
+            return None  # (all of it held back)
         return call.model_copy(update={"arguments": arguments})
 
-    def rest(self) -> Delta | None:
-        """What is still held back when the stream ends, as one last delta (or None)."""
-        if self._text is None and self._reasoning is None and not self._calls:
-            return None
-        text = self._text.flush() if self._text is not None else ""
-        reasoning = self._reasoning.flush() if self._reasoning is not None else ""
-        calls = [
-            ToolCallDelta(index=i, arguments=held)
-            for i, piece in sorted(self._calls.items())
-            if (held := piece.flush())
-        ]
-        if not (text or reasoning or calls):
-            return None
+    def rest(self) -> list[Delta]:
+        """What is still held back when the stream ends, as the last deltas: the parts
+        that ended on a key's beginning first (:meth:`_Piece.end`), the last part last."""
+        parts: list[str | int] = ["reasoning", "text", *sorted(self._calls)]
+        out = _Out()
+        for part in sorted(parts, key=lambda part: part == self._last):
+            piece = self._part(part)
+            if piece is not None:
+                _add(out, part, piece.flush())
+        deltas = out.deltas()
         whole = self._held_whole
-        if whole is not None and whole.text == text and not (reasoning or calls):
-            return whole
-        return Delta(text=text, reasoning=reasoning, tool_calls=calls)
+        if whole is not None and deltas == [Delta(text=whole.text)]:
+            return [whole]
+        return deltas
 
     def result(self, result: ChatResult) -> ChatResult:
         """The whole reply masked, as the streamed pieces were: each value as it is, and
