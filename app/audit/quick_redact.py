@@ -21,7 +21,6 @@ from app.audit.masking import (
     CI_MARKERS,
     CS_MARKERS,
     LOWER_ASSIGN_NEEDLES,
-    LOWER_NAME_MARKERS,
     SECRET_KEY,
 )
 from app.audit.redact import redact, secret_env_values
@@ -70,8 +69,7 @@ class Look:
         ci_needles = (*_CI_NEEDLES, *sorted(folded - set(_CI_NEEDLES)))
         # (a lower-case name is a shape's only where it is assigned: the word alone is in
         # every call line)
-        exact = [m.encode() for m in CS_MARKERS if m not in LOWER_NAME_MARKERS]
-        exact += [m.encode() for m in LOWER_ASSIGN_NEEDLES]
+        exact = [m.encode() for m in (*CS_MARKERS, *LOWER_ASSIGN_NEEDLES)]
         exact += [v.encode("utf-8", "surrogatepass") for v in values]
         exact += [run.encode() for run in forms.exact]
         by_lowered: dict[bytes, set[bytes]] = {}

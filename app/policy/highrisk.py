@@ -400,11 +400,14 @@ def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[Hi
 
 
 def _skips(ln: _ChangedLine) -> bool:
-    """An added line of :data:`_SKIP_LINE` in a test file."""
+    """An added line of :data:`_SKIP_LINE` in a test module (``test_*.py``, ``*_test.py``:
+    a bare ``return`` in a helper under tests/ is no test's, a review)."""
+    name = ln.path.rsplit("/", 1)[-1]
     return (
         not ln.removed
+        and name.endswith(".py")
+        and (name.startswith("test_") or name.endswith("_test.py"))
         and bool(_SKIP_LINE.search(ln.text))
-        and any(path_matches(g, ln.path) for g in TEST_FILE_GLOBS)
     )
 
 
@@ -425,15 +428,16 @@ def _shadows(path: str, new: bool) -> bool:
     if not path.endswith(".py"):
         return False
     parts = path.split("/")
-    names = [*parts[:-1], parts[-1].removesuffix(".py")]
-    if any(name in _RUNNER_MODULES for name in names):
-        return True
-    if not new:
+    top = parts[1:] if parts[0] == "src" and len(parts) > 1 else parts
+    # the module a file makes importable at a root (``py/app.py`` is ``py.app``, which is
+    # no runner's: only a root module or package shadows, a review)
+    if len(top) == 1:
+        name = top[0].removesuffix(".py")
+    elif len(top) == 2 and top[1] == "__init__.py":
+        name = top[0]
+    else:
         return False
-    top = parts[1:] if parts[0] == "src" else parts
-    if len(top) == 2 and top[1] == "__init__.py":
-        return top[0] in sys.stdlib_module_names
-    return len(top) == 1 and names[-1] in sys.stdlib_module_names
+    return name in _RUNNER_MODULES or (new and name in sys.stdlib_module_names)
 
 
 def _takes_over(ln: _ChangedLine) -> bool:

@@ -160,7 +160,7 @@ def test_a_launched_server_never_sees_a_provider_key(
         monkeypatch.setenv("SWITCHYARD_LOCAL_ONLY", "true")
     dump = tmp_path / "server-env.json"
     gguf = tmp_path / "model.gguf"
-    gguf.write_bytes(b"not really a gguf")
+    gguf.write_bytes(b"GGUF, not really a model")  # (the magic: the command is a stand-in)
     # the plan is real; the command it plans is a stand-in that dumps its environment
     monkeypatch.setattr(
         launcher, "_llamacpp_argv", lambda *a: [sys.executable, "-c", DUMP_ENV, str(dump)]

@@ -839,6 +839,11 @@ def test_a_skip_in_a_new_test_file_or_outside_tests_is_not_high_risk(policy: Pol
     assert not classify_diff(new, policy.high_risk).high_risk
     code = _added_to("calc.py", ["def add(a, b):"], ["    if a is None:", "        return"], [])
     assert not classify_diff(code, policy.high_risk).high_risk
+    # a helper under tests/ is no test (a review)
+    helper = _added_to(
+        "tests/helpers.py", ["def load(x):"], ["    if x is None:", "        return"], []
+    )
+    assert not classify_diff(helper, policy.high_risk).high_risk
 
 
 @pytest.mark.parametrize(
@@ -875,6 +880,10 @@ def test_a_module_named_as_one_the_test_run_imports_is_high_risk(
         ("app/types.py", True),
         ("pytest_helpers.py", True),
         ("docs/pytest.md", True),
+        # a folder named so is no root module (a review: each was High-Risk)
+        ("py/app.py", False),
+        ("src/mypkg/py/util.py", True),
+        ("tests/unittest/test_b.py", True),
     ],
 )
 def test_a_module_that_shadows_nothing_is_not_high_risk(

@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.audit import quick_redact
-from app.audit.masking import CI_MARKERS, CS_MARKERS, LOWER_ASSIGN_NEEDLES, LOWER_NAME_MARKERS
+from app.audit.masking import CI_MARKERS, CS_MARKERS, LOWER_ASSIGN_NEEDLES
 from app.audit.quick_redact import _SECRET_KEY_ENDS, Look, looks_clean
 
 _CI = (*CI_MARKERS, *_SECRET_KEY_ENDS)
 #: the exact needles: a lower-case secret name only as it is assigned
-_EXACT = (*(m for m in CS_MARKERS if m not in LOWER_NAME_MARKERS), *LOWER_ASSIGN_NEEDLES)
+_EXACT = (*CS_MARKERS, *LOWER_ASSIGN_NEEDLES)
 _ALL = (*_EXACT, *_CI)
 # markers whole, cut short, and in the other case; with the bytes around them
 _PIECES = st.one_of(
