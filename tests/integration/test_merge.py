@@ -817,3 +817,37 @@ def test_a_run_still_going_in_another_process_is_said_so_not_broken(
     assert running(sealed.path)
     sealed.finalize(status="failed", reason="test")
     assert not running(sealed.path)
+
+
+def test_a_sigterm_at_the_merge_prompt_ends_the_command_and_merges_nothing(repo: Path) -> None:
+    """A SIGTERM at "merge? [y/N]" is a stop (exit 143, nothing merged): read in the
+    default executor, the answer's read kept the process alive after the stop, as
+    asyncio.run waited for its executor (a review)."""
+    import os
+    import select
+
+    make_run(repo)
+    before = git(repo, "rev-parse", "HEAD")
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "merge", "run-1", "--repo", str(repo)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        seen = b""
+        while b"merge? [y/N]" not in seen:
+            ready, _, _ = select.select([master], [], [], 60)
+            assert ready, f"no prompt: {seen.decode(errors='replace')}"
+            seen += os.read(master, 4096)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert git(repo, "rev-parse", "HEAD") == before
