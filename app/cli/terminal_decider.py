@@ -7,9 +7,12 @@ plain command line's decider (the TUI answers through the bus instead).
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import signal
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from app.dollars import dollars
@@ -50,6 +53,11 @@ class _Reader:
     read while nobody asks is kept for the next reader (the tutor's typed-ahead question
     was dropped), and an approval prompt's :meth:`flush` drops it with what the terminal
     holds: an answer typed for a withdrawn prompt never answers the next approval.
+
+    The thread's read may outlive its prompt (a timeout): after Ctrl-Z and ``bg`` the
+    kernel restarted it from the background and stopped the whole process (SIGTTIN), and
+    a gateway's every client with it (a review). The thread blocks SIGTTIN, so such a
+    read fails (EIO) instead, and reads again once the process is in the foreground.
     """
 
     def __init__(self, stdin: TextIO) -> None:
@@ -84,13 +92,14 @@ class _Reader:
                     self._waiter = None
 
     def _run(self) -> None:
+        if hasattr(signal, "pthread_sigmask"):  # (POSIX; this thread's mask alone)
+            # Blocked, a read from the background fails with EIO rather than stopping
+            # the process (POSIX read()); the other threads keep the signal's default.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTIN})
         while True:
             self._want.wait()
             self._want.clear()
-            try:
-                line = self.stdin.readline()
-            except (OSError, ValueError):  # closed under us
-                line = ""
+            line = self._read_line()
             with self._mutex:
                 if not line:
                     self._eof = True
@@ -102,6 +111,28 @@ class _Reader:
                 loop.call_soon_threadsafe(_answer, future, line)
             if not line:
                 return
+
+    def _read_line(self) -> str:
+        """The next line, "" at the end of input; never read in the background."""
+        retried = False
+        while True:
+            if in_background(self.stdin):
+                # Nobody can type to a background job: wait for fg (no event says it).
+                time.sleep(BACKGROUND_POLL_S)
+                retried = False
+                continue
+            try:
+                return self.stdin.readline()
+            except OSError as exc:
+                # EIO: the read began, or was restarted, in the background ("not now",
+                # not the end: that denied every later prompt), or the terminal is
+                # gone (its other end closed). A gone one fails again in the foreground;
+                # one retry tells them apart when fg came between the read and the check.
+                if exc.errno != errno.EIO or (retried and not in_background(self.stdin)):
+                    return ""
+                retried = True
+            except ValueError:  # closed under us
+                return ""
 
     def flush(self) -> None:
         """Drop what was typed before the prompt (a stray key is nobody's answer)."""
@@ -140,6 +171,9 @@ def _answer(future: asyncio.Future[str], line: str) -> None:
     if not future.done():
         future.set_result(line)
 
+
+#: how often a read put off in the background looks whether the process is in front again
+BACKGROUND_POLL_S = 0.2
 
 _readers: dict[int, _Reader] = {}
 
