@@ -360,7 +360,8 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
     served_locally = {
         (_LOOPBACK if is_loopback_name(rhp[0]) else rhp[0], rhp[1]): rid
         for rid, rt in p.runtimes.items()
-        if rt.base_url and (rhp := host_port(rt.base_url)) is not None
+        for url in rt.urls  # (base_urls too: a second endpoint is the runtime's, a review)
+        if (rhp := host_port(url)) is not None
     }
     for pid, prov in p.providers.items():
         hp = host_port(prov.base_url) if prov.base_url and pid != "local" else None

@@ -740,3 +740,14 @@ def test_a_cloud_provider_at_a_local_runtimes_address_is_refused(tmp_path: Path,
         and "GR-003" in p
         for p in problems
     ), problems
+
+
+def test_a_cloud_provider_at_a_runtimes_second_endpoint_is_refused(tmp_path: Path) -> None:
+    """A runtime's ``base_urls`` are its endpoints too (a review: only ``base_url`` was
+    compared, and a provider at the second endpoint only got the loopback warning)."""
+    at = line_of('base_url = "http://127.0.0.1:8000/v1"')
+    text = insert_after(at, 'base_urls = ["http://127.0.0.1:8001/v1"]')
+    line = 'base_url = "https://api.anthropic.com"'
+    text = text.replace(line, 'base_url = "http://localhost:8001/v1"', 1)
+    problems = problems_of(_write(tmp_path, text))
+    assert any("is where runtime vllm serves" in p for p in problems), problems
