@@ -399,16 +399,27 @@ def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[Hi
     return found
 
 
+#: Go's and the JavaScript runners' skips, in their test files (a review)
+_GO_SKIP = re.compile(r"\bt\.Skip(?:Now|f)?\s*\(")
+_JS_SKIP = re.compile(r"\b(?:it|test|describe)\.skip\s*\(|\bx(?:it|test|describe)\s*\(")
+
+
 def _skips(ln: _ChangedLine) -> bool:
-    """An added line of :data:`_SKIP_LINE` in a test module (``test_*.py``, ``*_test.py``:
-    a bare ``return`` in a helper under tests/ is no test's, a review)."""
+    """An added line that skips a test in a test module: :data:`_SKIP_LINE` in
+    ``test_*.py`` / ``*_test.py`` (a bare ``return`` in a helper under tests/ is no
+    test's, a review), Go's ``t.Skip`` in ``*_test.go``, ``it.skip``/``xit`` in a
+    ``*.test.*`` or ``*.spec.*``."""
+    if ln.removed:
+        return False
     name = ln.path.rsplit("/", 1)[-1]
-    return (
-        not ln.removed
-        and name.endswith(".py")
-        and (name.startswith("test_") or name.endswith("_test.py"))
-        and bool(_SKIP_LINE.search(ln.text))
-    )
+    if name.endswith(".py"):
+        test_module = name.startswith("test_") or name.endswith("_test.py")
+        return test_module and bool(_SKIP_LINE.search(ln.text))
+    if name.endswith("_test.go"):
+        return bool(_GO_SKIP.search(ln.text))
+    if ".test." in name or ".spec." in name:
+        return bool(_JS_SKIP.search(ln.text))
+    return False
 
 
 #: what a Python test run imports before any test: a module of the repository's named so

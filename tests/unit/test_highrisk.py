@@ -903,3 +903,27 @@ def test_a_file_renamed_to_a_standard_module_name_is_high_risk(policy: Policy) -
     )
     hr = classify_diff(diff, policy.high_risk)
     assert [r.path for r in hr.reasons if r.rule_id == "test_harness"] == ["json.py"]
+
+
+@pytest.mark.parametrize(
+    ("path", "line"),
+    [
+        ("pkg/calc_test.go", '\tt.Skip("later")'),
+        ("pkg/calc_test.go", "\tt.SkipNow()"),
+        ("web/calc.test.ts", "it.skip('adds', () => {"),
+        ("web/calc.spec.js", "xit('adds', () => {"),
+        ("web/calc.test.js", "describe.skip('calc', () => {"),
+    ],
+)
+def test_go_and_javascript_skips_added_to_existing_tests_are_high_risk(
+    policy: Policy, path: str, line: str
+) -> None:
+    """Only Python's skips were read (a review)."""
+    hr = classify_diff(_added_to(path, ["// the tests"], [line], []), policy.high_risk)
+    assert [r.line for r in hr.reasons if r.rule_id == "tests_rewritten"] == [line]
+
+
+def test_a_go_or_javascript_return_is_no_skip(policy: Policy) -> None:
+    for path, line in (("pkg/calc_test.go", "\t\treturn"), ("web/calc.test.js", "  return")):
+        hr = classify_diff(_added_to(path, ["// the tests"], [line], []), policy.high_risk)
+        assert not [r for r in hr.reasons if r.rule_id == "tests_rewritten"], hr.reasons
