@@ -225,6 +225,7 @@ class EvidenceBundle:
             f"$ {' '.join(result.argv)}\n# runner={result.runner}"
             f" exit={result.exit_code} timed_out={str(result.timed_out).lower()}"
             f" duration={result.duration_s}s\n"
+            + (f"# not a pass: {result.vacuous}\n" if result.vacuous else "")
         )
         self.write_text(log, header + result.output)
         record = TestLoopRecord(

@@ -21,6 +21,7 @@ from app.bus import TestLoopFinished, TestOutput
 from app.errors import ConfigError
 from app.pipeline.context import RunStopped
 from app.workspace.git_config_guard import Snapshot
+from app.workspace.pytest_summary import nothing_passed
 from app.workspace.sandbox import (
     DEFAULT_MEMORY_MB,
     SandboxDecision,
@@ -92,6 +93,8 @@ class TestLoop:
             local_only=ctx.session.local_only,
             secrets=provider_key_names(ctx),
         )
+        if result.ok and (why := nothing_passed(self.command.argv, result.output)):
+            result = result.model_copy(update={"vacuous": why})
         planted = await asyncio.to_thread(held.put_back)
         if planted:
             # only a runner that does not confine writes lets this happen: put back before

@@ -122,10 +122,13 @@ class SandboxResult(BaseModel):
     timeout_s: float
     memory_mb: int | None
     truncated: bool = False
+    #: why an exit 0 is no pass (pytest's summary counts no test passed: a skip added to
+    #: the failing test made the run green, a user audit); empty: the exit code says it
+    vacuous: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and not self.vacuous
 
 
 # ── running ──────────────────────────────────────────────────────────────────────────────

@@ -257,3 +257,36 @@ def test_a_plan_naming_no_real_file_still_shows_the_repos_small_sources(tmp_path
     plan = Plan(goal="g", steps=[PlanStep(title="t", files=["nowhere.py"])], confidence=1)
     shown = files_for(plan, wt.path)
     assert "parser.py" in shown and "for i in range(len(tokens) - 1):" in shown["parser.py"]
+
+
+def test_a_skip_over_the_failing_test_is_no_green_loop(
+    env: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``@pytest.mark.skip`` over the failing test made pytest exit 0 ("1 skipped"), and
+    the run went on to the Judge and merge_ready (a user audit): a pytest run with no test
+    passed is a failed loop, said in its log, and the next attempt is asked."""
+    imports = "from parser import evaluate, parse, tokenize\n"
+    test = "def test_parse_keeps_the_last_token() -> None:\n"
+    skip = "@pytest.mark.skip(reason='flaky')\n"
+    path = "tests/test_parser.py"
+    skipping = reply(
+        [block(path, imports, "import pytest\n" + imports), block(path, test, skip + test)]
+    )
+    # (each attempt starts again from the run's base: the skip is gone by then)
+    fix = reply([block("parser.py", LOOP, FIXED)], 0.9)
+    env["replies"][:] = [skipping, fix]
+    command = (
+        f"{sys.executable} -m pytest -q -p no:cacheprovider {path}::test_parse_keeps_the_last_token"
+    )
+    argv = ["run", TASK, "--repo", str(env["repo"]), "--local-only", "--approve", "deny"]
+    _rc, out, err = run_json([*argv, "--test-command", command], capsys)
+    no_traceback(err)
+    assert env["replies"] == [], "the attempt after the skip was never asked for"
+    assert out["tests_green"], out
+    codes = [c for a in audit(out) if a["kind"] == "run" for c in a["reason_codes"]]
+    assert "IMPLEMENTER_TESTS_FAILED" in codes
+    record, diff = attempt(out, 1)
+    assert record["landed"] and "@pytest.mark.skip" in diff
+    logs = sorted((Path(out["bundle"]) / "tests").glob("loop-*.log"))
+    said = [log.read_text() for log in logs]
+    assert any("# not a pass: no test passed (1 skipped)" in text for text in said), said
