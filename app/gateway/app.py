@@ -44,6 +44,7 @@ from app.gateway.flow import (
 from app.gateway.ids import resolve_model, served_ids
 from app.gateway.inbound import (
     Inbound,
+    model_of,
     parse_chat,
     parse_count_tokens,
     parse_messages,
@@ -311,8 +312,8 @@ async def _prepared(
     resolved = resolve_model(policy, inbound.model)
     role = policy.roles.get(resolved.role)
     if inbound.cap_unset and role is not None:
+        # (cap_unset stays: the role's cap is not the client's, which a repair may not pass)
         inbound.request = inbound.request.model_copy(update={"max_tokens": role.max_output_tokens})
-        inbound.cap_unset = False
     signals = signals_for(
         inbound.request,
         header_values(request.headers, "x-switchyard-signal"),
@@ -528,7 +529,8 @@ async def _first(
 
 
 def _structured_text(done: Done) -> str:
-    """A structured reply is released whole, once it validated (GR-012)."""
+    """A structured reply is released whole, once it validated (GR-012), or cut off at the
+    client's cap and said to be (flow.CUT_OFF)."""
     return done.result.text if done.value is not None else ""
 
 
@@ -757,26 +759,78 @@ async def _model(state: _State, request: Request) -> Response:
 
 
 async def _embeddings(state: _State, request: Request) -> Response:
+    """OpenAI's embeddings, made by the local embedding model (the memory's) whatever the
+    model id, which is read as chat reads it: a role, ``auto`` or an alias, else the 404
+    chat gives (any id was served, ``gpt-4o`` too, or none)."""
     body = await _body(state, request)
     if not isinstance(body, dict):
         raise GatewayError(400, "invalid_request", "request: expected a JSON object")
+    problem = unsendable(body)
+    if problem:
+        raise GatewayError(400, "invalid_request", problem)
+    asked = model_of(body)
+    session = state.session
+    role = resolve_model(session.policy, asked).role
     raw = body.get("input")
     texts = [raw] if isinstance(raw, str) else raw
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise GatewayError(400, "invalid_request", "input: a string or a list of strings")
-    problem = unsendable(body)
-    if problem:
-        raise GatewayError(400, "invalid_request", problem)
-    from app.memory.embeddings import load_embedder
+    from app.memory.embeddings import EmbeddingsUnavailable, load_embedder
 
-    session = state.session
-    embedder = await load_embedder(
-        session.policy, audit=session.audit, session=session.id, run=new_request_id()
-    )
+    rid = new_request_id()
+    t0 = time.perf_counter()
+    embedder = await load_embedder(session.policy, audit=session.audit, session=session.id, run=rid)
     if embedder is None:
         raise GatewayError(503, "unavailable", "no local embedding model can be loaded")
-    vectors = await asyncio.to_thread(embedder.embed, texts)
+    try:
+        vectors = await asyncio.to_thread(embedder.embed, texts)
+    except EmbeddingsUnavailable as exc:  # (it read as the audit store gone away)
+        raise GatewayError(503, "unavailable", f"the embedding model failed: {exc}") from None
     tokens = count_messages(texts)
+    client = _client(request)
+    model = embedder.key.model_id
+    latency_ms = (time.perf_counter() - t0) * 1000
+    # One line, not chat's two: nothing is routed, approved or paid for in between, so
+    # who asked and how it ended are known together (a refusal has its own line, as
+    # every endpoint's has). Written before the vectors go out, as chat's closing line is.
+    await session.audit.append(
+        "request",
+        session=session.id,
+        run=rid,
+        role=role,
+        reason_codes=["GATEWAY_DONE"],
+        values={
+            "protocol": "embeddings",
+            "path": request.url.path,
+            "asked": asked,
+            "client": client,
+            "inputs": len(texts),
+            "outcome": "ok",
+            "status": 200,
+            "model": model,
+            "runtime": "sentence-transformers",
+            "tokens_in": tokens,
+            "tokens_out": 0,
+            "cost_usd": 0.0,
+            "latency_ms": round(latency_ms, 1),
+        },
+        detail=f"{client}: embeddings {asked} → {model}: {len(texts)} inputs, {tokens} tokens",
+    )
+    if session.bus is not None:
+        session.bus.publish_nowait(
+            RequestServed(
+                session=session.id,
+                request=rid,
+                protocol="embeddings",
+                client=client,
+                model_asked=asked,
+                role=role,
+                model=model,
+                runtime="sentence-transformers",
+                tokens_in=tokens,
+                latency_ms=latency_ms,
+            )
+        )
     return JSONResponse(
         {
             "object": "list",

@@ -151,11 +151,24 @@ async def run_request(
                 signals,
                 run=request_id,
                 digests=inbound.digests,
+                # a cap the client set bounds the repair too (one it left unset is the
+                # role's, which a reply cut off at it may be given more room than)
+                hard_cap=not inbound.cap_unset,
             )
-            if answer.value is None and answer.result is not None and answer.result.tool_calls:
+            # the usage the client is told is every generation it paid for, the rejected
+            # first reply's too, as the ledger and the call lines count them
+            billed = answer.billed()
+            if answer.value is None and billed is not None and billed.tool_calls:
                 # tool calls: the schema is the final answer's; released whole, as a
                 # structured reply is (its text before the calls with it)
-                return answer.result, CALLED_TOOLS
+                return billed, CALLED_TOOLS
+            if answer.cut and billed is not None:
+                # Cut off at the client's own cap: released as the cut reply it is
+                # (finish_reason length, Responses' incomplete, Messages' max_tokens), as
+                # OpenAI answers a structured reply cut off at max_tokens and the gateway
+                # a plain one; never as a reply that fits. (A 502, the answer when no
+                # repair is made, is retried by the SDKs, to be cut off at the same cap.)
+                return billed, CUT_OFF
             if answer.value is None:
                 if answer.route_failed or answer.result is None:
                     raise RouteFailed(
@@ -164,8 +177,8 @@ async def run_request(
                 raise GatewayError(
                     502, "upstream", f"the reply does not fit the schema: {answer.error}"
                 )
-            assert answer.result is not None
-            return answer.result, answer.value
+            assert billed is not None
+            return billed, answer.value
         # a whole reply is sent only once it is done: a cut stream may be retried then
         hook = on_delta if inbound.stream else Watching(on_delta)
         result = await router.complete(
@@ -223,6 +236,9 @@ async def run_request(
 #: the value of a structured request's reply that called tools (not checked against the
 #: schema, which is the final answer's): not None, so its text is released with it
 CALLED_TOOLS = object()
+#: the value of a structured request's reply cut off at the client's own cap (its text
+#: released, said to be cut off by its finish reason)
+CUT_OFF = object()
 
 
 async def _open_line(

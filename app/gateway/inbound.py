@@ -52,7 +52,8 @@ class Inbound:
     digests: Digests = field(default_factory=Digests, compare=False, repr=False)
     #: the client sent no output cap (aider sends none): the role's ``max_output_tokens``
     #: is sent, not 4,096 for every role (a Tutor's question ran 3m20s of output on the
-    #: embedded model), and the reservation is priced on it
+    #: embedded model), and the reservation is priced on it; a cap the client did send
+    #: bounds a structured reply's repair too (flow.run_request)
     cap_unset: bool = False
 
 
@@ -129,8 +130,9 @@ def _sendable(body: Any) -> None:
         raise bad(problem)
 
 
-def _model(body: dict[str, Any]) -> str:
-    """The model id asked for: a role, an alias or ``ROLE+escalate``."""
+def model_of(body: dict[str, Any]) -> str:
+    """The model id asked for: a role, an alias or ``ROLE+escalate`` (every endpoint that
+    names one reads it so)."""
     model = body.get("model")
     if model is None or model == "":
         raise bad("model: required")
@@ -184,6 +186,31 @@ def _flag(body: dict[str, Any], key: str, where: str = "") -> bool:
     if not isinstance(value, bool):
         raise bad(f"{where}{key}: expected true or false, got {_shown(value)}")
     return value
+
+
+def _maybe_flag(body: dict[str, Any], key: str) -> bool | None:
+    """A boolean field that may be left out: None when it is (or is null)."""
+    return None if body.get(key) is None else _flag(body, key)
+
+
+def _list(body: dict[str, Any], key: str, where: str = "") -> list[Any]:
+    """A list field that may be left out (null: an empty list)."""
+    value = body.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad(f"{where}{key}: expected a list, got {_shown(value)}")
+    return value
+
+
+def _string(body: dict[str, Any], key: str) -> str | None:
+    """A string field that may be left out. Another type is a 400, not a field left out:
+    ``"previous_response_id": 5`` was served without the conversation it named, and
+    ``"instructions": 5`` without its lead, both with a 200 (a user audit)."""
+    value = body.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise bad(f"{key}: expected a string, got {_shown(value)}")
 
 
 def _shown(value: Any) -> str:
@@ -315,13 +342,13 @@ def _checked_choice(choice: str | None, tools: list[ToolSpec], where: str) -> st
 def parse_chat(body: Any) -> Inbound:
     body = _obj(body, "request")
     _sendable(body)
-    model = _model(body)
+    model = model_of(body)
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise bad("messages: a non-empty list is required")
     messages = [_chat_message(m, f"messages[{i}]") for i, m in enumerate(raw_messages)]
     n = body.get("n")
-    if n is not None and n != 1:
+    if n is not None and (n != 1 or isinstance(n, bool)):
         # each choice would be a routed request of its own (its cost, its audit line):
         # answering one of n silently would look like a model that ignored the rest
         raise bad(f"n: Switchyard's gateway serves one choice per request (got {n!r})")
@@ -333,14 +360,14 @@ def parse_chat(body: Any) -> Inbound:
     _sampling(body, fields)
     for penalty in ("presence_penalty", "frequency_penalty"):
         fields[penalty] = _number(body, penalty, -2, 2)
-    tools = body.get("tools") or []
-    if not isinstance(tools, list):
-        raise bad("tools: expected a list")
+    tools = _list(body, "tools")
     fields["tools"] = [_chat_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
     where, choice = _chat_tool_choice(body.get("tool_choice"))
     fields["tool_choice"] = _checked_choice(choice, fields["tools"], where)
-    if isinstance(body.get("parallel_tool_calls"), bool):
-        fields["parallel_tool_calls"] = body["parallel_tool_calls"]
+    # (a value of another type was dropped silently, as stream_options' was)
+    parallel = _maybe_flag(body, "parallel_tool_calls")
+    if parallel is not None:
+        fields["parallel_tool_calls"] = parallel
     schema_name: str | None = None
     fmt = body.get("response_format")
     if fmt is not None:
@@ -348,12 +375,21 @@ def parse_chat(body: Any) -> Inbound:
         if fmt.get("type") == "json_schema":
             spec = _obj(fmt.get("json_schema"), "response_format.json_schema")
             fields["json_schema"] = _schema(spec.get("schema"), "response_format.json_schema")
-            schema_name = spec.get("name") if isinstance(spec.get("name"), str) else None
+            schema_name = spec.get("name")
+            if schema_name is not None and not isinstance(schema_name, str):
+                raise bad(
+                    "response_format.json_schema.name: expected a string, "
+                    f"got {_shown(schema_name)}"
+                )
         elif fmt.get("type") == "json_object":
             fields["json_schema"] = {"type": "object"}
         elif fmt.get("type") != "text":
             raise bad(f"response_format.type: {fmt.get('type')!r} is not supported")
-    options = body.get("stream_options") or {}
+    options = body.get("stream_options")
+    include_usage = False
+    if options is not None:
+        options = _obj(options, "stream_options")
+        include_usage = _flag(options, "include_usage", "stream_options.")
     unset = _default_cap(fields)
     return Inbound(
         protocol="chat",
@@ -361,7 +397,7 @@ def parse_chat(body: Any) -> Inbound:
         request=_build(fields),
         cap_unset=unset,
         stream=_flag(body, "stream"),
-        include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+        include_usage=include_usage,
         schema_name=schema_name,
         ignored=ignored_fields("chat", body),
     )
@@ -379,7 +415,7 @@ def _chat_message(raw: Any, where: str) -> Message:
         return Message(role="user", content=_text_of(m.get("content"), f"{where}.content"))
     if role == "assistant":
         calls = []
-        for i, c in enumerate(m.get("tool_calls") or []):
+        for i, c in enumerate(_list(m, "tool_calls", f"{where}.")):
             c = _obj(c, f"{where}.tool_calls[{i}]")
             fn = _obj(c.get("function"), f"{where}.tool_calls[{i}].function")
             if not isinstance(fn.get("name"), str):
@@ -438,10 +474,10 @@ def _chat_tool_choice(value: Any) -> tuple[str, str | None]:
 def parse_responses(body: Any) -> Inbound:
     body = _obj(body, "request")
     _sendable(body)
-    model = _model(body)
+    model = model_of(body)
     messages: list[Message] = []
-    instructions = body.get("instructions")
-    if isinstance(instructions, str) and instructions:
+    instructions = _string(body, "instructions")
+    if instructions:
         messages.append(Message(role="system", content=instructions))
     raw = body.get("input")
     if isinstance(raw, str):
@@ -455,7 +491,7 @@ def parse_responses(body: Any) -> Inbound:
         "max_tokens": _int(body, "max_output_tokens"),
     }
     _sampling(body, fields)
-    tools, custom, namespaces, dropped = _response_tools(body.get("tools") or [])
+    tools, custom, namespaces, dropped = _response_tools(_list(body, "tools"))
     extra: dict[str, Any] = {
         "custom_tools": custom,
         "namespaces": namespaces,
@@ -464,12 +500,13 @@ def parse_responses(body: Any) -> Inbound:
     fields["tools"] = tools
     where, choice = _responses_tool_choice(body.get("tool_choice"))
     fields["tool_choice"] = _checked_choice(choice, tools, where)
-    if isinstance(body.get("parallel_tool_calls"), bool):
-        fields["parallel_tool_calls"] = body["parallel_tool_calls"]
+    parallel = _maybe_flag(body, "parallel_tool_calls")
+    if parallel is not None:
+        fields["parallel_tool_calls"] = parallel
     schema = _text_format(body.get("text"))
     if schema is not None:
         fields["json_schema"] = schema
-    previous = body.get("previous_response_id")
+    previous = _string(body, "previous_response_id")
     store = body.get("store")
     if store is not None and not isinstance(store, bool):
         raise bad(f"store: expected true or false, got {_shown(store)}")
@@ -482,8 +519,8 @@ def parse_responses(body: Any) -> Inbound:
         request=_build(fields),
         cap_unset=unset,
         stream=_flag(body, "stream"),
-        previous_response_id=previous if isinstance(previous, str) else None,
-        instructions=instructions if isinstance(instructions, str) and instructions else None,
+        previous_response_id=previous,
+        instructions=instructions or None,
         extra=extra,
         ignored=ignored_fields("responses", body),
     )
@@ -662,7 +699,7 @@ def _response_items(items: list[Any]) -> list[Message]:
                 raise bad(f"input[{i}].role: {role!r} is not system, developer, user or assistant")
         elif kind == "reasoning":
             # not prompt, but a thinking model wants its call turn's reasoning back
-            summary = item.get("summary") or []
+            summary = _list(item, "summary", f"input[{i}].")
             reasoning.extend(str(p.get("text") or "") for p in summary if isinstance(p, dict))
         else:
             raise bad(f"input[{i}].type: {kind!r} is not supported by Switchyard's gateway")
@@ -675,7 +712,7 @@ def _response_items(items: list[Any]) -> list[Message]:
 
 def parse_messages(body: Any) -> Inbound:
     body = _obj(body, "request")
-    model = _model(body)
+    model = model_of(body)
     max_tokens = _int(body, "max_tokens")
     if max_tokens is None:
         raise bad("max_tokens: required")
@@ -783,9 +820,11 @@ def _messages_fields(body: dict[str, Any]) -> dict[str, Any]:
 def anthropic_messages(body: dict[str, Any]) -> list[Message]:
     """The system prompt and the turns (also what ``count_tokens`` counts)."""
     out: list[Message] = []
+    # (``"system": 0`` was dropped silently; an empty one adds no message, as before)
     system = body.get("system")
-    if system:
-        out.append(Message(role="system", content=_text_of(system, "system")))
+    lead = _text_of(system, "system") if system is not None else ""
+    if lead:
+        out.append(Message(role="system", content=lead))
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise bad("messages: a non-empty list is required")

@@ -6,9 +6,10 @@ router never repeats a reply because of its content. This module is the only pla
 reads a structured reply: it parses and validates it with the caller's parser, and when
 the reply does not fit, makes the policy's single repair attempt (``retries.bad_output``,
 at most one): the same conversation, the rejected reply, exactly what was wrong, and more
-room when the reply was cut off. The repair is one ``repair`` audit line. A second
-failure comes back as an :class:`Answer` with an error: a signal for the caller (a failed
-loop, a dropped synthesis), never a crash.
+room when the reply was cut off (never past a cap the caller set: ``hard_cap``). The
+repair is one ``repair`` audit line. A second failure comes back as an :class:`Answer`
+with an error: a signal for the caller (a failed loop, a dropped synthesis), never a
+crash.
 
 The repair goes where the first reply came from: a local reply is repaired locally (no
 trigger is read again, so a local request never turns into a cloud one by being
@@ -27,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -85,10 +86,30 @@ class Answer(Generic[T]):
     rejected: bool = False
     #: the rejected first reply, when a repair followed (its call was paid for too)
     earlier: RoutedResult | None = None
+    #: the last reply was cut off at the caller's own cap (``hard_cap``), which no
+    #: repair may pass: a reply too long for the cap, not a wrong one
+    cut: bool = False
 
     @property
     def ok(self) -> bool:
         return self.value is not None
+
+    def billed(self) -> RoutedResult | None:
+        """The last reply with the tokens, cost and time of every generation made for it
+        (the rejected first reply's too, when a repair followed), as the ledger and the
+        ``call`` lines count them: what a caller that reports usage must say."""
+        first, last = self.earlier, self.result
+        if first is None or last is None:
+            return last
+        return replace(
+            last,
+            tokens_in=first.tokens_in + last.tokens_in,
+            tokens_out=first.tokens_out + last.tokens_out,
+            cost_usd=first.cost_usd + last.cost_usd,
+            latency_ms=first.latency_ms + last.latency_ms,
+            # two prompts' tokens: no one count of the prompt stands for them
+            usage_counted_locally=False,
+        )
 
 
 def unfence(text: str) -> str:
@@ -137,12 +158,18 @@ def problems_of(exc: Exception) -> list[str]:
     return [str(exc)]
 
 
+def _cut(result: RoutedResult) -> bool:
+    """Whether ``result`` was cut off at its max_tokens (``max_tokens`` is how the
+    Anthropic backend passes it on)."""
+    return result.finish_reason in ("length", "max_tokens")
+
+
 def _judge(parse: Parser[T], result: RoutedResult) -> tuple[T | None, list[str]]:
     try:
         return parse(result.text), []
     except (ReplyRejected, ValidationError, ValueError) as exc:
         problems = problems_of(exc)
-    if result.finish_reason == "length":
+    if _cut(result):
         problems = [f"cut off at {result.tokens_out} tokens (max_tokens)", *problems]
     return None, problems
 
@@ -154,13 +181,16 @@ def repair_request(
     *,
     room: int | None = None,
     hint: str = "",
+    most: int | None = None,
 ) -> ChatRequest:
     """The one repair turn: the rejected reply, what was wrong, and room to fix it.
 
     A reply cut off at ``max_tokens`` gets :data:`TRUNCATION_GROWTH` times the room, as
-    far as ``room`` (what the serving window leaves after the prompt) allows.
+    far as ``room`` (what the serving window leaves after the prompt) allows. ``most``:
+    what the caller's own cap leaves (``complete_structured``'s ``hard_cap``), never
+    passed.
     """
-    cut = rejected.finish_reason == "length"
+    cut = _cut(rejected)
     listing = problems[0] if len(problems) == 1 else "\n" + "\n".join(f"- {p}" for p in problems)
     note = (
         f"That reply was rejected: {listing}\nReply again with the complete answer only, "
@@ -174,6 +204,8 @@ def repair_request(
     if cut:
         grown = max_tokens * TRUNCATION_GROWTH
         max_tokens = max(max_tokens, min(grown, room) if room is not None else grown)
+    if most is not None:
+        max_tokens = min(max_tokens, most)
     seed = None if request.seed is None else request.seed + 1
     return request.model_copy(
         update={
@@ -229,6 +261,7 @@ async def complete_structured(
     repair_hint: str = "",
     expected: str = "the schema",
     digests: Digests | None = None,
+    hard_cap: bool = False,
 ) -> Answer[T]:
     """Route ``request`` for ``role`` and return the parsed reply, or why there is none.
 
@@ -238,6 +271,11 @@ async def complete_structured(
     ``expected`` names what the reply had to be, for the error. ``digests``: the
     request's (app.remembered.Digests), shared by the request and its repair, which
     sends the same messages again.
+
+    ``hard_cap``: ``request.max_tokens`` is the caller's own limit (a gateway client's
+    ``max_tokens``), on everything generated for it, as OpenAI's ``max_completion_tokens``
+    bounds the reasoning too: the repair gets what the first reply left of it, never
+    more room, and a reply cut off at it comes back with ``cut`` instead of a repair.
     """
     digests = Digests() if digests is None else digests
     try:
@@ -265,11 +303,17 @@ async def complete_structured(
     if on_rejected is not None:
         await on_rejected(first, found, 1)
     problem = "; ".join(found)
-    if repairs_allowed(router) < 1:
+    # what the caller's cap leaves for a repair (None: no cap of the caller's)
+    left = request.max_tokens - first.tokens_out if hard_cap else None
+    cut = hard_cap and _cut(first)
+    if repairs_allowed(router) < 1 or cut or (left is not None and left <= 0):
+        # A reply cut off at the caller's cap cannot be repaired within it: a repair would
+        # have no more room (less: the rejected reply and the note join the prompt), and
+        # more would pass the cap the client set. It is the caller's to release as cut off.
         error = f"{role} reply does not fit {expected}: {problem}"
-        return Answer(None, first, error, 1, text=first.text, problems=seen, rejected=True)
+        return Answer(None, first, error, 1, text=first.text, problems=seen, rejected=True, cut=cut)
     room = _room(router, first, request, digests)
-    retry = repair_request(request, first, found, room=room, hint=repair_hint)
+    retry = repair_request(request, first, found, room=room, hint=repair_hint, most=left)
     await router.audit.append(
         "repair",
         session=router.session,
@@ -304,4 +348,6 @@ async def complete_structured(
         problems=seen,
         rejected=True,
         earlier=first,
+        # (cut off at what the first reply left: the two reached the caller's cap)
+        cut=hard_cap and _cut(second),
     )

@@ -255,6 +255,68 @@ def test_client_mistakes_that_were_silently_accepted(gw: Gateway) -> None:
     )
 
 
+def test_a_field_of_the_wrong_type_is_refused_not_dropped(gw: Gateway) -> None:
+    """A user audit: each was a 200 with the field dropped (a conversation, a lead, a
+    usage chunk, a tool-call rule) and named nowhere, not even in x-switchyard-ignored,
+    which names only fields the gateway does not read; two were 500s."""
+    schema = {"type": "object"}
+    check_refused(
+        gw,
+        [
+            (
+                RESPONSES,
+                responses(previous_response_id=5),
+                "previous_response_id: expected a string, got 5",
+            ),
+            (RESPONSES, responses(instructions=5), "instructions: expected a string, got 5"),
+            (
+                RESPONSES,
+                responses(instructions={"a": 1}),
+                'instructions: expected a string, got {"a": 1}',
+            ),
+            (
+                RESPONSES,
+                responses(parallel_tool_calls="x"),
+                'parallel_tool_calls: expected true or false, got "x"',
+            ),
+            (RESPONSES, responses(tools=0), "tools: expected a list, got 0"),
+            (
+                RESPONSES,
+                responses(input=[{"type": "reasoning", "summary": 5}]),
+                "input[0].summary: expected a list, got 5",
+            ),
+            (CHAT, chat(stream_options="x"), "stream_options: expected a JSON object"),
+            (
+                CHAT,
+                chat(stream_options={"include_usage": "yes"}),
+                'stream_options.include_usage: expected true or false, got "yes"',
+            ),
+            (
+                CHAT,
+                chat(parallel_tool_calls="x"),
+                'parallel_tool_calls: expected true or false, got "x"',
+            ),
+            (CHAT, chat(n=True), "n: Switchyard's gateway serves one choice per request"),
+            (
+                CHAT,
+                chat(
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": 5, "schema": schema},
+                    }
+                ),
+                "response_format.json_schema.name: expected a string, got 5",
+            ),
+            (
+                CHAT,
+                chat(messages=[*USER, {"role": "assistant", "tool_calls": 5}]),
+                "messages[1].tool_calls: expected a list, got 5",
+            ),
+            (MESSAGES, messages(system=0), "system: content must be a string or a list"),
+        ],
+    )
+
+
 def test_what_is_right_is_still_served(gw: Gateway) -> None:
     """The checks above refuse mistakes only: a named tool that is offered, ``required``
     with tools, a JSON schema text format and ``stream: false`` are served."""

@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from app.audit.log import AuditLog
-from app.backends.base import ChatRequest, Message
+from app.backends.base import ChatRequest, Message, Usage
 from app.policy.schema import Policy
 from app.router.approvals import AllowDecider, DenyDecider
 from app.router.ledger import BudgetLedger
@@ -116,6 +116,51 @@ async def test_a_reply_cut_off_is_repaired_with_more_room(tmp_path: Path, policy
     first, repair = resolver.sent(VLLM)
     assert repair.max_tokens == 2 * first.max_tokens
     assert "shorter" in repair.messages[-1].content
+
+
+async def test_a_callers_cap_bounds_the_repair_and_the_answer_bills_both_calls(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """``hard_cap`` (a gateway client's max_tokens): the repair gets what the first reply
+    left of the cap, where it got the whole cap again, or twice it when cut off."""
+    resolver = Resolver(up=ALL_UP)
+    resolver.scripts[VLLM] = [json.dumps({"goal": "", "confidence": 2}), GOOD]
+    router, _, _ = await make_router(tmp_path, policy, resolver)
+    resolver.backend(*VLLM).usage = Usage(tokens_in=30, tokens_out=10)
+    answer = await complete_structured(
+        router, "architect", REQ, pydantic_parser(Plan), hard_cap=True
+    )
+    assert answer.ok and answer.earlier is not None and answer.result is not None
+    first, repair = resolver.sent(VLLM)
+    assert (first.max_tokens, repair.max_tokens) == (64, 64 - 10)
+    billed = answer.billed()
+    assert billed is not None and billed.text == answer.result.text
+    assert (billed.tokens_in, billed.tokens_out) == (60, 20)
+
+
+async def test_a_reply_cut_off_at_a_callers_cap_is_not_repaired(
+    tmp_path: Path, policy: Policy
+) -> None:
+    resolver = Resolver(up=ALL_UP)
+    resolver.scripts[VLLM] = ['{"goal": "fix', GOOD]
+    router, audit, _ = await make_router(tmp_path, policy, resolver)
+    backend = resolver.backend(*VLLM)
+    backend.usage = Usage(tokens_in=30, tokens_out=64)
+    original = backend.stream
+
+    async def cut(request: ChatRequest):  # type: ignore[no-untyped-def]
+        async for item in original(request):
+            if hasattr(item, "finish_reason"):
+                item = item.model_copy(update={"finish_reason": "length"})
+            yield item
+
+    backend.stream = cut  # type: ignore[method-assign]
+    answer = await complete_structured(
+        router, "architect", REQ, pydantic_parser(Plan), hard_cap=True
+    )
+    assert answer.cut and answer.rejected and answer.calls == 1
+    assert answer.text == '{"goal": "fix' and len(resolver.sent(VLLM)) == 1
+    assert [line for line in await audit.lines() if line.kind == "repair"] == []
 
 
 async def test_a_local_reply_is_repaired_locally_without_a_second_escalation(

@@ -95,6 +95,29 @@ def test_a_tool_choice_must_be_one_the_tools_can_honour() -> None:
     assert said == 'tool_choice.disable_parallel_tool_use: expected true or false, got "yes"'
 
 
+def test_a_read_field_of_its_own_type_or_null_is_taken_as_sent() -> None:
+    """The other side of the 400s for a wrongly typed field (test_gateway_input)."""
+    chat = {"model": "m", "messages": USER}
+    read = parse_chat(
+        {**chat, "parallel_tool_calls": False, "stream_options": {"include_usage": True}}
+    )
+    assert read.request.parallel_tool_calls is False and read.include_usage
+    nulls = {"parallel_tool_calls": None, "stream_options": None, "tools": None, "n": None}
+    unset = parse_chat({**chat, **nulls})
+    assert unset.request.parallel_tool_calls is None and not unset.include_usage
+    body = {"model": "m", "input": "x"}
+    led = parse_responses({**body, "instructions": "be brief", "previous_response_id": "resp_1"})
+    assert (led.instructions, led.previous_response_id) == ("be brief", "resp_1")
+    assert led.request.messages[0].content == "be brief"
+    bare = parse_responses({**body, "instructions": None, "previous_response_id": None})
+    assert (bare.instructions, bare.previous_response_id) == (None, None)
+    assert (
+        parse_responses({**body, "parallel_tool_calls": False}).request.parallel_tool_calls is False
+    )
+    said = refused(parse_responses, {**body, "previous_response_id": ["resp_1"]})
+    assert said == 'previous_response_id: expected a string, got ["resp_1"]'
+
+
 def test_a_responses_text_format_is_read_as_chats_response_format_is() -> None:
     body = {"model": "m", "input": "x"}
     schema = {"type": "object", "properties": {"goal": {"type": "string"}}}
