@@ -14,10 +14,10 @@ import json
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -62,6 +62,8 @@ from app.tokens import count_messages
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 #: responses kept for ``previous_response_id`` while the server runs
 KEPT_RESPONSES = 256
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -437,27 +439,48 @@ async def _whole(
     client left: the server's ``http.disconnect`` is watched instead, and the request is
     cancelled on it as a stream is (its closing audit line says the client went away).
     """
-    collecting = asyncio.ensure_future(_collect(events))
+    finished, done = await _until_hung_up(
+        state, request, rid, inbound, role, client, t0, _collect(events)
+    )
+    if not finished or done is None:
+        return None
+    _served(state, rid, inbound, role, client, done, 200, "ok", t0)
+    return done
+
+
+async def _until_hung_up(
+    state: _State,
+    request: Request,
+    rid: str,
+    inbound: Inbound,
+    role: str,
+    client: str,
+    t0: float,
+    work: Awaitable[_T],
+) -> tuple[bool, _T | None]:
+    """``(True, work's result)``, or ``(False, None)`` when the client hung up first: the
+    work is cancelled then, its clean-up (the request's closing line) waited for, and the
+    request recorded as gone. A :class:`GatewayError` from the work is recorded, raised.
+    """
+    task = asyncio.ensure_future(work)
     watching = asyncio.ensure_future(_hung_up(request))
     try:
-        await asyncio.wait((collecting, watching), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((task, watching), return_when=asyncio.FIRST_COMPLETED)
     finally:
         watching.cancel()
-        if not collecting.done():
-            collecting.cancel()
+        if not task.done():
+            task.cancel()
             # wait(), not gather(): this task cancelled again (the server stopping) must
             # not cancel the request's clean-up, its closing audit line, half-way
-            await asyncio.wait((collecting,))
-    if collecting.cancelled():
+            await asyncio.wait((task,))
+    if task.cancelled():
         _served(state, rid, inbound, role, client, None, CLIENT_GONE, "client went away", t0)
-        return None
+        return False, None
     try:
-        done = collecting.result()
+        return True, task.result()
     except GatewayError as err:
         _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
         raise
-    _served(state, rid, inbound, role, client, done, 200, "ok", t0)
-    return done
 
 
 async def _hung_up(request: Request) -> None:
@@ -489,24 +512,11 @@ async def _started(
     client had gone kept its approval asked until the first keep-alive, and a "y" sent
     it to the cloud, billed (a user audit).
     """
-    first_event = asyncio.ensure_future(_first(events))
-    watching = asyncio.ensure_future(_hung_up(request))
-    try:
-        await asyncio.wait((first_event, watching), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watching.cancel()
-        if not first_event.done():
-            first_event.cancel()
-            # (as in _whole: the request's clean-up, its closing line, is not cut short)
-            await asyncio.wait((first_event,))
-    if first_event.cancelled():
-        _served(state, rid, inbound, role, client, None, CLIENT_GONE, "client went away", t0)
+    finished, first = await _until_hung_up(
+        state, request, rid, inbound, role, client, t0, _first(events)
+    )
+    if not finished:
         return None
-    try:
-        first = first_event.result()
-    except GatewayError as err:
-        _served(state, rid, inbound, role, client, None, err.status, err.message, t0)
-        raise
 
     async def resumed() -> AsyncIterator[Delta | KeepAlive | Done]:
         async with contextlib.aclosing(events):  # type: ignore[type-var]
