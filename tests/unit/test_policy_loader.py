@@ -125,7 +125,7 @@ SEED_TABLE = {
         ["claude-opus-4.7"],
         stand_in="qwen3-14b",
     ),
-    "tier2": Row("claude-sonnet-4.6", "cloud", ["gpt-5.1-high"], [], stand_in="llama-3.1-8b"),
+    "tier2": Row("claude-sonnet-4.6", "cloud", [], [], stand_in="llama-3.1-8b"),
     "stage0": Row(None, "local", [], [], kind="retrieval"),
     "ace": Row("llama-3.1-8b", "local", ["kimi-k2-instruct", "moonshot-v1-128k"], ["qwen3-14b"]),
     "embeddings": Row(
