@@ -117,14 +117,12 @@ async def _run(
     from app.shown import clean
 
     out = console()
-    messages = [Message(role="system", content=args.system)]
-    if schema is not None:
-        messages[0] = Message(
-            role="system",
-            content=args.system
-            + " Reply with JSON only, matching this schema: "
-            + json.dumps(schema, separators=(",", ":")),
-        )
+    # The schema goes with the request (``json_schema``), not in this text: a cloud model
+    # is given it in the backend's own system note, and a local one decodes to it (vLLM's
+    # guided decoding, llama.cpp's grammar); spelt here too, a cloud model read it twice
+    # (a user audit: the schema's tokens paid twice)
+    system = args.system + (" Reply with JSON only." if schema is not None else "")
+    messages = [Message(role="system", content=system)]
     messages.append(Message(role="user", content=args.prompt))
     request = ChatRequest(messages=messages, max_tokens=args.max_tokens, json_schema=schema)
     streamed = not args.json and schema is None

@@ -436,3 +436,27 @@ def test_a_sigterm_mid_call_settles_and_audits_the_call_then_exits_143(
     assert [x.kind for x in lines] == ["escalation", "approval", "budget"]
     assert lines[-1].reason_codes == ["CALL_CANCELLED", "SETTLED_AT_ESTIMATE"]
     assert report["in_flight"] == {"reservations": 0, "reserved_usd": 0.0}
+
+
+def test_a_schema_reaches_a_cloud_model_once(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``ask --schema`` spelt the schema in its system prompt, and the cloud backend's
+    own note spelt it again: two system messages, the schema's tokens paid twice (a user
+    audit)."""
+    schema = {"type": "object", "properties": {"goal": {"type": "string"}}, "required": ["goal"]}
+    path = tmp_path / "goal.schema.json"
+    path.write_text(json.dumps(schema))
+    cloud = fake_openai_factory("openai", replies=['{"goal": "fix the loop"}'])
+    policy = policy_pointing(tmp_path, openai=cloud.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-canary-0123456789abcdef")
+    argv = ["ask", "--policy", str(policy), "--role", "architect", "--schema", str(path)]
+    argv += ["--signal", "confidence=0.5", "--approve", "allow", "plan it"]
+    rc, data = run_json(argv, capsys)
+    assert rc == 0 and data["json"] == {"goal": "fix the loop"}, data
+    (sent,) = cloud.chat_requests
+    texts = [str(m["content"]) for m in sent["messages"] if m["role"] in ("system", "developer")]
+    assert sum(t.count('"required":["goal"]') for t in texts) == 1, texts
