@@ -132,6 +132,20 @@ def is_private_address(address: str) -> bool:
     return addr.is_loopback or any(addr in net for net in _PRIVATE_V4)
 
 
+def public_address(host: str) -> bool:
+    """``host`` is an address (no name: names are looked at when called) that is neither
+    loopback nor private: nothing of this machine or its network serves there."""
+    return is_address(host) and not is_private_address(host)
+
+
+#: why a local runtime may not be at a public address
+PUBLIC_RUNTIME = (
+    "is a public address: a local runtime serves on this machine or its private network "
+    "(its prompts go unmasked and unapproved: a user audit); tunnel it to loopback "
+    "(ssh -L 8000:localhost:8000 HOST) or use its private address"
+)
+
+
 def is_provider_host(host: str, extra: Iterable[str] = ()) -> bool:
     """True when ``host`` is, or is under, a known cloud provider's domain."""
     h = normal_host(host)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 from app.config import Settings
 from app.errors import ConfigError
-from app.hosts import host_port
+from app.hosts import PUBLIC_RUNTIME, host_port, public_address
 from app.policy.schema import Policy
 
 #: the setting that names each runtime's URL, as a message names it
@@ -44,6 +44,8 @@ def url_overrides(settings: Settings, policy: Policy) -> dict[str, str]:
                         f"{_SETTING[runtime]}: {hp[0]} is a cloud provider's host: "
                         "it cannot serve a local runtime"
                     )
+                if hp is not None and public_address(hp[0]):
+                    raise ConfigError(f"{_SETTING[runtime]}: {hp[0]} {PUBLIC_RUNTIME}")
     return given
 
 

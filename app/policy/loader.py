@@ -17,7 +17,14 @@ from pydantic import ValidationError
 
 from app.audit.masking import SECRET_ENV_VARS, also_secret
 from app.errors import PolicyError
-from app.hosts import host_port, is_loopback_name, is_provider_host, parse_host_port
+from app.hosts import (
+    PUBLIC_RUNTIME,
+    host_port,
+    is_loopback_name,
+    is_provider_host,
+    parse_host_port,
+    public_address,
+)
 from app.policy.lines import key_lines, line_for
 from app.policy.schema import (
     FLAG_SIGNALS,
@@ -587,6 +594,8 @@ def _check_local_hosts(p: Policy, err: Callable[[Finding], None]) -> None:
                         f"{hp[0]} is a cloud provider's host: it cannot serve a local runtime",
                     )
                 )
+            elif public_address(hp[0]):
+                err((("runtimes", rid, *where), f"{hp[0]} {PUBLIC_RUNTIME}"))
     for i, entry in enumerate(p.privacy.local_hosts):
         hp = parse_host_port(entry)
         if hp is None or "/" in entry.split("://", 1)[-1]:

@@ -3,6 +3,8 @@ shared by the router's registry and the launcher (``switchyard local``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from app.backends.local_only import effective_local_only
@@ -114,3 +116,40 @@ async def test_the_registry_and_the_launcher_agree_on_every_runtime_url(policy: 
         assert registry.url("vllm") == "http://127.0.0.1:9001/v1"
     finally:
         await registry.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://8.8.8.8:8000/v1", True),
+        ("http://[2001:4860::8888]:8000/v1", True),
+        ("http://127.0.0.1:1/v1, http://93.184.215.14:8000/v1", True),
+        ("http://10.0.0.7:8000/v1", False),  # the GPU box on the private network
+        ("http://192.168.1.20:8000/v1", False),
+        ("http://gpu-box.lan:8000/v1", False),  # a name: looked at when called
+    ],
+)
+def test_a_settings_url_at_a_public_address_is_refused(
+    policy: Policy, url: str, refused: bool
+) -> None:
+    """``SWITCHYARD_VLLM_URL=http://8.8.8.8:8000/v1`` was used outside local_only: the
+    local roles' prompts went to a public host, unmasked and unapproved (a user audit)."""
+    settings = Settings(vllm_url=url)
+    if not refused:
+        assert url_overrides(settings, policy)
+        return
+    with pytest.raises(ConfigError, match="is a public address: a local runtime serves"):
+        url_overrides(settings, policy)
+
+
+def test_a_policy_runtime_at_a_public_address_is_refused(tmp_path: Path) -> None:
+    from app.errors import PolicyError
+    from app.policy import load_policy
+    from tests.fakes.policy import policy_pointing
+
+    path = policy_pointing(tmp_path)
+    text = path.read_text().replace("http://127.0.0.1:8000/v1", "http://8.8.8.8:8000/v1", 1)
+    assert "8.8.8.8" in text
+    path.write_text(text)
+    with pytest.raises(PolicyError, match=r"runtimes\.vllm\.base_url: 8\.8\.8\.8 is a public"):
+        load_policy(path)
