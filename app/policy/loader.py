@@ -5,6 +5,7 @@ Only :class:`~app.errors.PolicyError` ever escapes :func:`load_policy`.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Callable
@@ -127,10 +128,38 @@ def load_policy(path: Path | str | None = None, *, source: str | None = None) ->
     if not text.removeprefix("\ufeff").strip():
         raise PolicyError([f"{file}: the policy file is empty{given}"])
     loaded = parse_policy(text, file)
+    if file.resolve() != default_policy_path().resolve():
+        loaded.warnings.extend(
+            f"{file}: triggers: {missing}" for missing in _seed_triggers_missing(loaded.policy)
+        )
     # the keys this policy's providers read are secrets wherever the masker looks
     providers = loaded.policy.providers.values()
     also_secret(p.api_key_env for p in providers if p.api_key_env)
     return loaded
+
+
+@functools.cache
+def _seed_triggers() -> tuple[tuple[str, str, str], ...]:
+    """The shipped policy's §3 triggers: (id, role, what it fires on)."""
+    shipped = default_policy_path()
+    policy = parse_policy(shipped.read_text(encoding="utf-8"), shipped).policy
+    return tuple(
+        (t.id, t.role, f"{t.signal} {t.op}{'' if t.threshold is None else f' {t.threshold:g}'}")
+        for t in policy.triggers
+        if t.seed.startswith("§3")
+    )
+
+
+def _seed_triggers_missing(p: Policy) -> list[str]:
+    """§3's triggers this policy has not (by id): the policy file's own cross-checks
+    cannot see that a trigger the seed requires was taken out, and ``policy check`` said
+    "ok, policy 1.0.0" of one without the Architect's (a user audit)."""
+    have = {t.id for t in p.triggers}
+    return [
+        f"§3's trigger {tid} ({role}: {fires}) is not in this policy: {role} never escalates on it"
+        for tid, role, fires in _seed_triggers()
+        if tid not in have and (role == "*" or role in p.roles)
+    ]
 
 
 def parse_policy(text: str, file: Path) -> LoadedPolicy:
@@ -302,6 +331,27 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
         ):
             warnings.append(
                 ((*base, "role"), f"{trig.role} has no fallback chain: this never escalates")
+            )
+        elif (
+            trig.role in p.roles
+            and trig.target is None
+            and p.roles[trig.role].locality != "cloud"
+            and not any(
+                not p.model(m).escalation_only_roles
+                or trig.role in p.model(m).escalation_only_roles
+                for m in p.chain(trig.role)
+                if p.is_cloud(m)
+            )
+        ):
+            # every cloud model of the chain is reserved for other roles: decide() skips
+            # each, and the trigger fired to no effect ("LOCAL" in route explain, a user
+            # audit: the Architect's fallback set to Kimi, escalation-only for others)
+            warnings.append(
+                (
+                    (*base, "role"),
+                    f"no cloud model of {trig.role}'s chain may serve it (each is "
+                    "escalation-only for other roles): this never escalates",
+                )
             )
         if trig.signal in FLAG_SIGNALS:
             if trig.op != "is_true":

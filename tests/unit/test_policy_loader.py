@@ -751,3 +751,30 @@ def test_a_cloud_provider_at_a_runtimes_second_endpoint_is_refused(tmp_path: Pat
     text = text.replace(line, 'base_url = "http://localhost:8001/v1"', 1)
     problems = problems_of(_write(tmp_path, text))
     assert any("is where runtime vllm serves" in p for p in problems), problems
+
+
+def test_a_seed_trigger_taken_out_is_said(tmp_path: Path) -> None:
+    """Without the Architect's confidence trigger ``policy check`` said "ok, policy
+    1.0.0", and the Architect never escalated on a low confidence (a user audit)."""
+    blocks = SEED.split("[[triggers]]")
+    kept = [b for b in blocks if 'id = "architect_low_confidence"' not in b]
+    assert len(kept) == len(blocks) - 1
+    loaded = load_policy(_write(tmp_path, "[[triggers]]".join(kept)))
+    said = [w for w in loaded.warnings if "§3's trigger" in w]
+    assert said == [
+        f"{tmp_path / 'model-policy.toml'}: triggers: §3's trigger architect_low_confidence "
+        "(architect: confidence lt 0.75) is not in this policy: architect never escalates on it"
+    ]
+    assert not [w for w in load_policy().warnings if "§3's trigger" in w]  # the shipped one
+
+
+def test_a_chain_of_models_reserved_for_other_roles_never_escalates_and_is_said(
+    tmp_path: Path,
+) -> None:
+    """``fallback = ["kimi-k2-instruct"]`` for the Architect: Kimi is escalation-only for
+    others, so the trigger fired and the route stayed LOCAL, with no word (a user audit)."""
+    at = line_of('fallback = ["gpt-5.1-high", "deepseek-r2"]', after="[roles.architect]")
+    loaded = load_policy(_write(tmp_path, replace_line(at, 'fallback = ["kimi-k2-instruct"]')))
+    assert any("no cloud model of architect's chain may serve it" in w for w in loaded.warnings), (
+        loaded.warnings
+    )
