@@ -43,7 +43,7 @@ from app.policy.gate import GateResult
 from app.router.service import RouteFailed, RouteRefused
 from app.router.session import Session
 from app.workspace.git import GitError
-from app.workspace.worktree import Worktree
+from app.workspace.worktree import Worktree, prune_dead
 
 __all__ = ["MAX_ATTEMPTS", "Outcome", "RunOptions", "RunOutcome", "run_pipeline"]
 
@@ -114,6 +114,8 @@ async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]
     await publish_steps(ctx, ["pending"] * steps, "planned")
     # a cancel during the creation left its thread making a whole worktree and branch
     # that nothing removed: the run waits for it, so the finish removes what it made
+    # the worktrees of runs killed before their end go first (they stayed for good)
+    await asyncio.to_thread(prune_dead, ctx.repo)
     making = asyncio.ensure_future(asyncio.to_thread(Worktree.create, ctx.repo, ctx.run_id))
     try:
         wt = await asyncio.shield(making)

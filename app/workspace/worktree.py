@@ -619,6 +619,36 @@ def _admin_dir(top: Path, path: Path) -> Path:
     raise WorkspaceError(f"git does not know the worktree {path} (git worktree list)")
 
 
+def prune_dead(repo: Path) -> list[str]:
+    """Remove the worktrees of runs that died before their end (a SIGKILL, a crash: no
+    process holds their live marker), and their branch when it holds no commit of theirs;
+    the run ids whose worktree went. They stayed for good, a full checkout each (a user
+    audit); a run's own end removes its worktree. A branch with commits stays: what the
+    run made is the user's to look at. Best effort: a worktree that cannot go is left."""
+    from app.evidence import live
+    from app.evidence.layout import runs_dir
+
+    top = repo_root(repo)
+    root = state_path(top, WORKTREES_DIR)
+    if not root.is_dir():
+        return []
+    gone: list[str] = []
+    for meta in sorted(root.glob("*.json")):
+        run_id = meta.stem
+        bundle = runs_dir(top) / run_id
+        try:
+            validate_run_id(run_id)
+            if not bundle.is_dir() or live.running(bundle):
+                continue  # (no bundle: not a run's to judge; a live one is at work)
+            wt = Worktree.open(top, run_id)
+        except (SwitchyardError, OSError):
+            continue
+        ahead = run_git(top, "rev-list", "--count", f"{wt.base}..{wt.branch}", check=False)
+        wt.remove(delete_branch=ahead.returncode == 0 and ahead.stdout.strip() == "0")
+        gone.append(run_id)
+    return gone
+
+
 def _meta_path(root: Path, run_id: str) -> Path:
     return root / f"{run_id}.json"
 

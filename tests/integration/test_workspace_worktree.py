@@ -297,3 +297,34 @@ def test_a_planted_git_dir_is_never_read_and_the_dot_git_is_restored(
     assert wt.restore_dotgit() and plant_git_dir_again.read_text() == want
     subprocess.run(["git", "-C", str(wt.path), "status"], capture_output=True, check=True)
     assert not marker.exists()
+
+
+def test_the_worktrees_of_runs_that_died_are_pruned_and_a_live_runs_kept(tmp_path: Path) -> None:
+    """A run SIGKILLed mid-way left its worktree (a full checkout) and its branch for
+    good; later runs swept only its live marker (a user audit). Its worktree goes, its
+    branch too when it holds no commit of the run's; a live run's is left alone."""
+    from app.evidence import live
+    from app.evidence.layout import runs_dir
+    from app.workspace.worktree import prune_dead
+
+    repo = make_repo(tmp_path)
+    bundles = runs_dir(repo)
+    for run_id in ("dead-empty", "dead-commit", "alive"):
+        (bundles / run_id).mkdir(parents=True)
+        Worktree.create(repo, run_id)
+    committed = Worktree.open(repo, "dead-commit")
+    assert committed.apply_diff(FIX).ok
+    held = live.hold(bundles / "alive")
+    assert held is not None
+    try:
+        assert prune_dead(repo) == ["dead-commit", "dead-empty"]
+        assert not (repo / ".switchyard" / "worktrees" / "dead-empty").exists()
+        assert not (repo / ".switchyard" / "worktrees" / "dead-commit").exists()
+        assert (repo / ".switchyard" / "worktrees" / "alive").is_dir()
+        branches = git(repo, "branch", "--list", "switchyard/*").split()
+        assert "switchyard/dead-empty" not in branches
+        assert "switchyard/dead-commit" in branches  # what it made stays to be looked at
+        assert "switchyard/alive" in branches
+        assert prune_dead(repo) == []  # (nothing more)
+    finally:
+        live.let_go(bundles / "alive", held)
