@@ -237,7 +237,18 @@ def never_fires(change: Threshold, policy: Policy) -> bool:
     op = trig.op if trig is not None else None
     if op == "lt" and change.threshold <= 0:
         return True
-    return op == "gt" and change.signal == "confidence" and change.threshold >= 1
+    if op in ("gt", "ge"):
+        # a bound the signal never passes: a confidence's 1, a prompt larger than every
+        # window the catalog serves (999999999k of context read as compliant, where
+        # confidence < 0 was said: a user audit)
+        windows = [m.context_window for m in policy.models.values() if m.context_window]
+        bound = {
+            "confidence": 1.0,
+            "context_estimate": float(max(windows)) if windows else None,
+        }.get(change.signal)
+        if bound is not None:
+            return change.threshold >= bound if op == "gt" else change.threshold > bound
+    return False
 
 
 def _budget(value: str, line: int, policy: Policy) -> BudgetCap | str:

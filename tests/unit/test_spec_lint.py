@@ -622,6 +622,9 @@ def test_the_librarian_full_sweep_switch_is_yes_or_no(tmp_path: Path, loaded: Lo
         ("- Architect escalation: confidence < 0", False),
         ("- Architect escalation: confidence < 0.5", True),
         ("- Librarian escalation: context_estimate > 60k", True),
+        # past every window the catalog serves (a user audit: read as compliant)
+        ("- Librarian escalation: context_estimate > 999999999k", False),
+        ("- Librarian escalation: context_estimate > 300k", True),
     ],
 )
 def test_an_override_that_turns_a_trigger_off_is_said(
@@ -637,7 +640,7 @@ def test_an_override_that_turns_a_trigger_off_is_said(
         assert said == []
     else:
         (w,) = said
-        assert w.line == line_of(spec, override) and "can never fire" in w.message
+        assert w.line == line_of(spec, override) and "turns that escalation off" in w.message
 
 
 def test_a_second_block_is_an_error_naming_it(tmp_path: Path, loaded: LoadedPolicy) -> None:

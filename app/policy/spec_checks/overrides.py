@@ -58,7 +58,8 @@ def check_overrides(f: Findings, *, required: bool = True) -> None:
             f.warn(
                 e.line,
                 "overrides",
-                f"{change.trigger} can never fire at {stated!r}: this override turns that"
+                f"{change.trigger} never escalates at {stated!r} (the signal never passes"
+                " it, or no model's window holds such a prompt): this override turns that"
                 " escalation off (the run stays local where the policy would escalate)",
             )
         if what in seen:
