@@ -133,9 +133,17 @@ def is_private_address(address: str) -> bool:
 
 
 def public_address(host: str) -> bool:
-    """``host`` is an address (no name: names are looked at when called) that is neither
-    loopback nor private: nothing of this machine or its network serves there."""
-    return is_address(host) and not is_private_address(host)
+    """``host`` is an address (no name: names are looked at when called) routed on the
+    public internet: nothing of this machine or its networks serves there. Only the
+    globally routable are (a tailnet's 100.64/10, link-local, a lab's reserved ranges
+    are someone's own network, not the internet)."""
+    try:
+        addr = ipaddress.ip_address(normal_host(host))
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_global
 
 
 #: why a local runtime may not be at a public address

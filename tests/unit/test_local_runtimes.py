@@ -127,6 +127,8 @@ async def test_the_registry_and_the_launcher_agree_on_every_runtime_url(policy: 
         ("http://10.0.0.7:8000/v1", False),  # the GPU box on the private network
         ("http://192.168.1.20:8000/v1", False),
         ("http://gpu-box.lan:8000/v1", False),  # a name: looked at when called
+        ("http://100.101.102.103:8000/v1", False),  # a tailnet's address (100.64/10)
+        ("http://[::ffff:8.8.8.8]:8000/v1", True),
     ],
 )
 def test_a_settings_url_at_a_public_address_is_refused(
