@@ -273,9 +273,11 @@ async def complete_structured(
     sends the same messages again.
 
     ``hard_cap``: ``request.max_tokens`` is the caller's own limit (a gateway client's
-    ``max_tokens``), on everything generated for it, as OpenAI's ``max_completion_tokens``
-    bounds the reasoning too: the repair gets what the first reply left of it, never
-    more room, and a reply cut off at it comes back with ``cut`` instead of a repair.
+    ``max_tokens``): the repair is held to it as the first reply was, never given more
+    room, and a reply cut off at it comes back with ``cut`` instead of a repair. (What
+    the first reply "left" of the cap is not the measure: a reasoning model's
+    ``tokens_out`` counts its thinking, sized apart from the cap, and a repair refused for
+    it turned into a 502 the SDKs retry, each a paid reasoning call: a review.)
     """
     digests = Digests() if digests is None else digests
     try:
@@ -303,17 +305,17 @@ async def complete_structured(
     if on_rejected is not None:
         await on_rejected(first, found, 1)
     problem = "; ".join(found)
-    # what the caller's cap leaves for a repair (None: no cap of the caller's)
-    left = request.max_tokens - first.tokens_out if hard_cap else None
+    # the caller's cap, which the repair may not pass (None: no cap of the caller's)
+    most = request.max_tokens if hard_cap else None
     cut = hard_cap and _cut(first)
-    if repairs_allowed(router) < 1 or cut or (left is not None and left <= 0):
+    if repairs_allowed(router) < 1 or cut:
         # A reply cut off at the caller's cap cannot be repaired within it: a repair would
         # have no more room (less: the rejected reply and the note join the prompt), and
         # more would pass the cap the client set. It is the caller's to release as cut off.
         error = f"{role} reply does not fit {expected}: {problem}"
         return Answer(None, first, error, 1, text=first.text, problems=seen, rejected=True, cut=cut)
     room = _room(router, first, request, digests)
-    retry = repair_request(request, first, found, room=room, hint=repair_hint, most=left)
+    retry = repair_request(request, first, found, room=room, hint=repair_hint, most=most)
     await router.audit.append(
         "repair",
         session=router.session,
@@ -348,6 +350,6 @@ async def complete_structured(
         problems=seen,
         rejected=True,
         earlier=first,
-        # (cut off at what the first reply left: the two reached the caller's cap)
+        # (the repair cut off at the caller's cap too)
         cut=hard_cap and _cut(second),
     )

@@ -79,11 +79,10 @@ def test_a_reply_cut_off_at_the_clients_cap_is_released_cut_off_not_repaired_pas
     assert [ln["values"]["finish_reason"] for ln in closed] == ["length"] * 4
 
 
-def test_a_repair_gets_what_the_first_reply_left_of_the_cap_and_both_are_billed(
-    gw: Gateway,
-) -> None:
-    """The repair was given the whole cap again (or twice it), and the client was told
-    the repair's usage only, where the ledger and the call lines count both calls."""
+def test_a_repair_is_held_to_the_cap_and_both_are_billed(gw: Gateway) -> None:
+    """The client was told the repair's usage only, where the ledger and the call lines
+    count both calls; the repair is held to the client's cap (a reply cut off at it got
+    twice it: below)."""
     bad = json.dumps({"aim": "fix"})  # 2 words, not the schema
     good = json.dumps({"goal": "fix"})
     gw.vllm.script.queue(bad, good, bad, good)
@@ -101,7 +100,7 @@ def test_a_repair_gets_what_the_first_reply_left_of_the_cap_and_both_are_billed(
         output_config={"format": {"type": "json_schema", "schema": SCHEMA}},
     )
     assert json.loads(message.content[0].text) == {"goal": "fix"}  # type: ignore[union-attr]
-    assert sent_caps(gw) == [10, 8, 10, 8]  # each repair: 10 less the 2 words before it
+    assert sent_caps(gw) == [10, 10, 10, 10]  # each repair held to the cap, no more
     assert len(lines_of("repair")) == 2
     calls = [ln["values"] for ln in lines_of("call")]
     assert reply.usage is not None
