@@ -770,8 +770,10 @@ async def _model(state: _State, request: Request) -> Response:
 
 async def _embeddings(state: _State, request: Request) -> Response:
     """OpenAI's embeddings, made by the local embedding model (the memory's) whatever the
-    model id, which is read as chat reads it: a role, ``auto`` or an alias, else the 404
-    chat gives (any id was served, ``gpt-4o`` too, or none)."""
+    model id: clients send an embedding model's (LangChain and llama-index default to
+    ``text-embedding-ada-002``), and nothing leaves the machine, so no id is refused (a
+    404 for them broke those clients: a review). The id is required, a string, and
+    audited as asked; its role is chat's reading of it when it names one."""
     body = await _body(state, request)
     if not isinstance(body, dict):
         raise GatewayError(400, "invalid_request", "request: expected a JSON object")
@@ -780,7 +782,10 @@ async def _embeddings(state: _State, request: Request) -> Response:
         raise GatewayError(400, "invalid_request", problem)
     asked = model_of(body)
     session = state.session
-    role = resolve_model(session.policy, asked).role
+    try:
+        role = resolve_model(session.policy, asked).role
+    except GatewayError:
+        role = "embeddings"  # (an embedding model's id: the role that embeds)
     raw = body.get("input")
     texts = [raw] if isinstance(raw, str) else raw
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
