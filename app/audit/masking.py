@@ -247,12 +247,25 @@ def _lower_assigned_value(m: re.Match[str]) -> bool:
         return False
     if quoted:  # (no blank: ``secret = "to happiness"`` is prose)
         return _literal(value) and not _PLAIN_WORD.fullmatch(value) and " " not in value
+    # unquoted: key characters with a digit and a letter, twelve or more (a type in an
+    # annotation, ``credentials: GoogleCredentials``, has no digit: it was masked, and
+    # the code a cloud model edits with it: a review; ``sk_live_51Hx…`` and
+    # ``whsec_…`` hold ``_``, as keys of those shapes do)
     return (
-        _keylike(value)
-        and not any(c in "_." for c in value)
-        and not value.isdigit()
+        _LOWER_KEY.fullmatch(value) is not None
+        and any(c.isdigit() for c in value)
+        and any(c.isalpha() for c in value)
+        and not _DOTTED_NAME.fullmatch(value)
         and not _HEX.fullmatch(value)
+        and not _CODE_NAME.fullmatch(value)
     )
+
+
+#: an unquoted value under a lower-case secret name that can be a key
+_LOWER_KEY = re.compile(r"[A-Za-z0-9_+/=-]{12,}")
+#: a name as code spells one, digits and all: a type (``Base64EncodedString``), a
+#: variable (``user_token_2``)
+_CODE_NAME = re.compile(r"(?:[A-Z][a-z]+[0-9]*)+|[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
 
 
 _NOT_MASKED = r"(?!\[REDACTED\])"

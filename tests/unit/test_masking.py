@@ -385,6 +385,10 @@ def test_a_key_variable_the_policy_names_is_masked(
         ("token=abc123def456", "token=[REDACTED]"),
         ("api_token: xq7Lm2Np9Rt4Vw1Zy8", "api_token: [REDACTED]"),
         ('+    "client_secret": "Pp4Oo3Ii2Uu1Yy0Tt9",', '+    "client_secret": "[REDACTED]",'),
+        # YAML values of keys' own shapes, ``_`` and ``/`` in them (a review found them sent)
+        ("secret_key: sk_live_51Hx2abcdefGHIJklmn", "secret_key: [REDACTED]"),
+        ("webhook_secret: whsec_MfKQ9x2LmPq7Rt", "webhook_secret: [REDACTED]"),
+        ("refresh_token: 1//0gAbCdEf12345xyz", "refresh_token: [REDACTED]"),
     ],
 )
 def test_a_lower_case_secret_name_assigned_is_masked(text: str, masked: str) -> None:
@@ -405,6 +409,12 @@ def test_a_lower_case_secret_name_assigned_is_masked(text: str, masked: str) -> 
         'the secret = "to happiness"',
         "max_tokens=256",
         "access_key = settings.access_key",
+        # annotations: a type, digits and all, is no key (a review: masked, and the code a
+        # cloud model was shown with it)
+        "        credentials: GoogleCredentials | None = None,",
+        "    token: TextGenerationStreamOutputToken",
+        "    token: Base64EncodedString | None = None",
+        "token: user_id_12345_long",
     ],
 )
 def test_code_and_data_under_a_lower_case_secret_name_stay(text: str) -> None:
