@@ -21,7 +21,7 @@ from app.bus import TestLoopFinished, TestOutput
 from app.errors import ConfigError
 from app.pipeline.context import RunStopped
 from app.workspace.git_config_guard import Snapshot
-from app.workspace.pytest_summary import nothing_passed
+from app.workspace.pytest_summary import nothing_passed, summary_of
 from app.workspace.sandbox import (
     DEFAULT_MEMORY_MB,
     SandboxDecision,
@@ -59,6 +59,8 @@ class TestLoop:
     logs: list[str] = field(default_factory=list)
     #: where the command runs, decided (and audited) before the first loop
     sandbox: SandboxDecision | None = None
+    #: the first loop's output held a pytest summary line (later ones must, to pass)
+    first_had_summary: bool = False
 
     async def run(self, attempt: int | None) -> SandboxResult:
         """One loop; :class:`RunStopped` before any test runs when no sandbox may run it."""
@@ -93,7 +95,12 @@ class TestLoop:
             local_only=ctx.session.local_only,
             secrets=provider_key_names(ctx),
         )
-        if result.ok and (why := nothing_passed(self.command.argv, result.output)):
+        if loop == 0:  # (what pytest prints, known from the first loop)
+            self.first_had_summary = summary_of(result.output) is not None
+        summed = self.first_had_summary
+        if result.ok and (
+            why := nothing_passed(self.command.argv, result.output, first_had_summary=summed)
+        ):
             result = result.model_copy(update={"vacuous": why})
         planted = await asyncio.to_thread(held.put_back)
         if planted:

@@ -1,9 +1,11 @@
 """What a pytest run's own summary line says passed: a run whose every test was skipped
 (or expected to fail) exits 0, and a run with nothing passing is no green (GR-006: the
-tests' verdict is the truth the loop is judged by).
+tests' verdict is the truth the loop is judged by). Nor is a run that printed no summary
+where the run's first loop did: it ended before its tests were counted (an
+``os._exit(0)`` in the code under test, a user audit).
 
 Pure: the command and its output in, a reason or None out. Only a summary pytest printed
-is read (``-qq`` prints none: nothing is said then, as before).
+is read (``-qq`` prints none, in every loop: read by its exit code, as before).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ _SUMMARY = re.compile(
     r"^=*\s*(?P<counts>\d+ [a-z]+(?:, \d+ [a-z]+)*) in [\d.]+s(?: \([\d:]+\))?\s*=*\s*$"
 )
 _COUNT = re.compile(r"(\d+) ([a-z]+)")
+#: a terminal's colour codes (``--color=yes``, often in a project's addopts)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def is_pytest(argv: Sequence[str]) -> bool:
@@ -30,17 +34,33 @@ def is_pytest(argv: Sequence[str]) -> bool:
     return any(a == "-m" and b == "pytest" for a, b in itertools.pairwise(argv))
 
 
-def nothing_passed(argv: Sequence[str], output: str) -> str | None:
-    """Why a pytest run that exited 0 is no pass (its last summary counts no test passed),
-    or None."""
-    if not is_pytest(argv):
-        return None
+def summary_of(output: str) -> str | None:
+    """The counts of the last pytest summary line in ``output`` ("1 passed, 2 skipped"),
+    colour codes aside; None when there is none."""
     for line in reversed(output.splitlines()[-50:]):
-        m = _SUMMARY.match(line.strip())
-        if m is None:
-            continue
-        counts = {word: int(n) for n, word in _COUNT.findall(m["counts"])}
-        if counts.get("passed", 0) or counts.get("xpassed", 0):
-            return None
-        return f"no test passed ({m['counts']}): every test was skipped or expected to fail"
+        m = _SUMMARY.match(_ANSI.sub("", line).strip())
+        if m is not None:
+            return m["counts"]
     return None
+
+
+def nothing_passed(
+    argv: Sequence[str], output: str, *, first_had_summary: bool = False
+) -> str | None:
+    """Why a run that exited 0 is no pass, or None: its pytest summary counts no test
+    passed, or it printed none where the run's first loop did (``first_had_summary``:
+    also how a ``make test`` that runs pytest is known)."""
+    if not (is_pytest(argv) or first_had_summary):
+        return None
+    counts = summary_of(output)
+    if counts is None:
+        if first_had_summary:
+            return (
+                "no pytest summary, where the first loop printed one: the run ended before "
+                "its tests were counted"
+            )
+        return None
+    found = {word: int(n) for n, word in _COUNT.findall(counts)}
+    if found.get("passed", 0) or found.get("xpassed", 0):
+        return None
+    return f"no test passed ({counts}): every test was skipped or expected to fail"

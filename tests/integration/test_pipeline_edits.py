@@ -290,3 +290,23 @@ def test_a_skip_over_the_failing_test_is_no_green_loop(
     logs = sorted((Path(out["bundle"]) / "tests").glob("loop-*.log"))
     said = [log.read_text() for log in logs]
     assert any("# not a pass: no test passed (1 skipped)" in text for text in said), said
+
+
+def test_an_exit_before_the_tests_are_counted_is_no_green_loop(
+    env: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Implementer's ``os._exit(0)`` under pytest ended the run before it counted
+    anything: exit 0, an empty log, "loop 1 PASS" and merge_ready (a user audit). The
+    first loop printed pytest's summary; a loop that prints none is no pass."""
+    head = "from __future__ import annotations\n"
+    escape = 'import os, sys\nif "pytest" in sys.modules:\n    os._exit(0)\n'
+    exits = reply([block("parser.py", head, head + escape)])
+    env["replies"][:] = [exits, reply([block("parser.py", LOOP, FIXED)], 0.9)]
+    command = f"{sys.executable} -m pytest -q -p no:cacheprovider tests/test_parser.py"
+    argv = ["run", TASK, "--repo", str(env["repo"]), "--local-only", "--approve", "deny"]
+    _rc, out, err = run_json([*argv, "--test-command", command], capsys)
+    no_traceback(err)
+    assert env["replies"] == [], "the attempt after the early exit was never asked for"
+    assert out["tests_green"], out
+    said = [log.read_text() for log in sorted((Path(out["bundle"]) / "tests").glob("loop-*.log"))]
+    assert any("# not a pass: no pytest summary, where the first loop" in t for t in said), said

@@ -68,3 +68,24 @@ def test_what_is_not_read() -> None:
 )
 def test_is_pytest(argv: list[str], expected: bool) -> None:
     assert is_pytest(argv) is expected
+
+
+def test_a_coloured_summary_is_read(tmp_path: Path) -> None:
+    """``--color=yes`` (often in a project's addopts): its codes hid the summary, and a
+    run of skips alone read as a pass (a review)."""
+    rc, out = run_pytest(tmp_path, SKIPPED, "--color=yes")
+    assert rc == 0 and "\x1b[" in out
+    why = nothing_passed(PYTEST, out)
+    assert why is not None and why.startswith("no test passed (1 skipped")
+
+
+def test_no_summary_where_the_first_loop_printed_one_is_no_pass() -> None:
+    """``os._exit(0)`` in the code under test ended pytest before it counted anything:
+    exit 0 and an empty log read as a pass (a user audit)."""
+    why = nothing_passed(PYTEST, "", first_had_summary=True)
+    assert why is not None and why.startswith("no pytest summary, where the first loop")
+    assert nothing_passed(PYTEST, "", first_had_summary=False) is None  # -qq: as before
+    # a `make test` that runs pytest is known by its first loop's summary
+    assert nothing_passed(["make", "test"], "1 skipped in 0.1s\n", first_had_summary=True)
+    assert nothing_passed(["make", "test"], "2 passed in 0.1s\n", first_had_summary=True) is None
+    assert nothing_passed(["make", "test"], "1 skipped in 0.1s\n") is None
