@@ -165,8 +165,17 @@ def cannot_start(command: TestCommand, cwd: Path) -> str | None:
     if "/" in program:
         path = Path(program) if Path(program).is_absolute() else cwd / program
         if path.is_file() and os.access(path, os.X_OK):
-            return None
-        what = "is not there" if not path.exists() else "is not an executable file"
+            if Path(program).is_absolute() or _committed(cwd, program):
+                return None
+            # the run's worktree is the last commit: an untracked program (a git-ignored
+            # .venv's python, a local script) is not there, and every loop failed on it
+            # (a user audit)
+            what = (
+                "is not in the repository's last commit (the run works on a worktree of "
+                "it): name it by its absolute path"
+            )
+        else:
+            what = "is not there" if not path.exists() else "is not an executable file"
     elif shutil.which(program, path=os.environ.get("PATH") or DEFAULT_PATH) is not None:
         return None
     else:
@@ -175,6 +184,17 @@ def cannot_start(command: TestCommand, cwd: Path) -> str | None:
         f"the test command cannot start: {program} {what} ({command.why}); nothing was "
         "asked of any model"
     )
+
+
+def _committed(repo: Path, rel: str) -> bool:
+    """Whether ``rel`` (a path in ``repo``) is a file of its last commit."""
+    from app.workspace.git import run_git
+
+    spec = f"HEAD:{Path(rel).as_posix().removeprefix('./')}"
+    try:
+        return run_git(repo, "cat-file", "-e", spec, check=False).returncode == 0
+    except (OSError, SwitchyardError):
+        return True  # (not known: left to the loop, as before)
 
 
 # ── probes: (argv, why) or None ──────────────────────────────────────────────────────────

@@ -350,6 +350,9 @@ def test_a_run_that_fails_inside_still_prints_its_object_with_the_sealed_bundle(
         ("nonexistent-test-runner --x", "nonexistent-test-runner is not on the PATH"),
         ("./ci/run-tests.sh", "./ci/run-tests.sh is not there"),
         ("./calc.py", "./calc.py is not an executable file"),
+        # there in the checkout, not in its last commit: the run's worktree has it not
+        # (a git-ignored .venv's python: every loop failed on it, a user audit)
+        ("./local.sh", "./local.sh is not in the repository's last commit"),
     ],
 )
 def test_a_test_command_that_cannot_start_stops_the_run_before_any_model_call(
@@ -363,6 +366,9 @@ def test_a_test_command_that_cannot_start_stops_the_run_before_any_model_call(
     the run went on: four Implementer attempts, two cloud calls, a second opinion, then
     "4 failed loops" (a user audit)."""
     repo = make_repo(tmp_path, CALC)
+    untracked = repo / "local.sh"
+    untracked.write_text("#!/bin/sh\nexit 0\n")
+    untracked.chmod(0o755)
     argv = ["run", "fix add()", "--repo", str(repo), "--approve", "deny"]
     rc, out, err = run_json([*argv, "--test-command", command], capsys)
     no_traceback(err)
