@@ -336,11 +336,16 @@ _HARNESS_CONFIG_LINE = re.compile(
 #: an added line that skips a test, expects it to fail or leaves it before its asserts:
 #: a failing test made "green" with only lines added (a user audit: ``@pytest.mark.skip``
 #: over ``test_add`` merged with no cloud Judge, as only removed lines were read)
+#: Unconditional only: a platform's ``skipif`` or an ``importorskip`` on a new test is an
+#: ordinary addition (a review: each made a fix High-Risk, and under local_only never
+#: mergeable); a run whose every test is skipped is no pass anyway
+#: (app/workspace/pytest_summary.py). A bare ``return`` counts at a function's own level
+#: (four spaces): a method's, a fake's ``close()``, is no test's.
 _SKIP_LINE = re.compile(
-    r"\bmark\.(?:skip|skipif|xfail)\b|\bpytest\.(?:skip|xfail|importorskip)\s*\(|"
-    r"\bunittest\.(?:skip|skipIf|skipUnless|expectedFailure)\b|\.skipTest\s*\(|"
-    r"\bSkipTest\b|^\s*@\s*(?:skip|skipIf|skipUnless|expectedFailure|xfail)\b|"
-    r"^\s+return\s*(?:None\s*)?(?:#.*)?$"
+    r"\bmark\.(?:skip|xfail)\b(?!if)|\bpytest\.(?:skip|xfail)\s*\(|"
+    r"\bunittest\.(?:skip|expectedFailure)\b(?![IU])|\.skipTest\s*\(|"
+    r"\braise\s+(?:unittest\.)?SkipTest\b|^\s*@\s*(?:skip|expectedFailure|xfail)\b(?![IU])|"
+    r"^ {4}return\s*(?:None\s*)?(?:#.*)?$"
 )
 
 
@@ -383,7 +388,7 @@ def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[Hi
                     source="line",
                 )
             )
-        skip = None if f.new else next((ln for ln in f.lines if _skips(ln)), None)
+        skip = None if f.new else next((ln for ln in _unguarded(f.lines) if _skips(ln)), None)
         if skip is not None:
             found.append(
                 HighRiskFinding(
@@ -400,8 +405,26 @@ def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[Hi
 
 
 #: Go's and the JavaScript runners' skips, in their test files (a review)
-_GO_SKIP = re.compile(r"\bt\.Skip(?:Now|f)?\s*\(")
+_GO_SKIP = re.compile(r"^(?!.*\bShort\(\)).*\bt\.Skip(?:Now|f)?\s*\(")  # (not -short's)
 _JS_SKIP = re.compile(r"\b(?:it|test|describe)\.skip\s*\(|\bx(?:it|test|describe)\s*\(")
+
+
+def _unguarded(lines: tuple[_ChangedLine, ...]) -> list[_ChangedLine]:
+    """The lines, but for one right below an added ``if testing.Short()`` (Go's ``-short``
+    skip of a long test, not a skip of the failing one: a review)."""
+    out: list[_ChangedLine] = []
+    above: _ChangedLine | None = None
+    for ln in lines:
+        guarded = (
+            above is not None
+            and not above.removed
+            and above.line_no == ln.line_no - 1
+            and "Short()" in above.text
+        )
+        if not guarded:
+            out.append(ln)
+        above = ln
+    return out
 
 
 def _skips(ln: _ChangedLine) -> bool:

@@ -927,3 +927,22 @@ def test_a_go_or_javascript_return_is_no_skip(policy: Policy) -> None:
     for path, line in (("pkg/calc_test.go", "\t\treturn"), ("web/calc.test.js", "  return")):
         hr = classify_diff(_added_to(path, ["// the tests"], [line], []), policy.high_risk)
         assert not [r for r in hr.reasons if r.rule_id == "tests_rewritten"], hr.reasons
+
+
+@pytest.mark.parametrize(
+    ("path", "added"),
+    [
+        ("tests/test_calc.py", ["@pytest.mark.skipif(sys.platform == 'win32', reason='posix')"]),
+        ("tests/test_calc.py", ["    np = pytest.importorskip('numpy')"]),
+        ("tests/test_calc.py", ["class FakeFile:", "    def close(self):", "        return"]),
+        ("pkg/calc_test.go", ["\tif testing.Short() {", '\t\tt.Skip("long")', "\t}"]),
+    ],
+)
+def test_a_conditional_skip_or_a_methods_return_added_is_not_high_risk(
+    policy: Policy, path: str, added: list[str]
+) -> None:
+    """Each made an ordinary change (a new platform test, a fake) High-Risk, and under
+    local_only never mergeable (a review): a run whose every test is skipped is no pass
+    anyway."""
+    hr = classify_diff(_added_to(path, ["# the tests"], added, []), policy.high_risk)
+    assert not [r for r in hr.reasons if r.rule_id == "tests_rewritten"], hr.reasons
