@@ -329,7 +329,11 @@ _TEST_EXIT = re.compile(r"\b_exit\b")
 _SHARED_CONFIGS = ("**/tox.ini", "**/setup.cfg", "**/pyproject.toml")
 _HARNESS_CONFIG_LINE = re.compile(
     r"^\s*\[(?:pytest|tool:pytest|tool\.pytest\.ini_options|testenv[^\]]*)\]|"
-    r"^\s*(?:addopts|testpaths|python_files|python_classes|python_functions|commands)\s*="
+    r"^\s*(?:addopts|testpaths|python_files|python_classes|python_functions|commands|"
+    r"norecursedirs|pythonpath|confcutdir|filterwarnings|usefixtures|xfail_strict)\s*=|"
+    # an option on a continuation line (``    --deselect tests/test_calc.py::test_add``
+    # under a multi-line addopts deselected the failing test: a user audit)
+    r"^\s+[\"']?--?[A-Za-z]"
 )
 
 

@@ -946,3 +946,31 @@ def test_a_conditional_skip_or_a_methods_return_added_is_not_high_risk(
     anyway."""
     hr = classify_diff(_added_to(path, ["# the tests"], added, []), policy.high_risk)
     assert not [r for r in hr.reasons if r.rule_id == "tests_rewritten"], hr.reasons
+
+
+@pytest.mark.parametrize(
+    ("path", "line"),
+    [
+        ("tox.ini", "    --deselect tests/test_calc.py::test_add"),
+        ("setup.cfg", "norecursedirs = tests"),
+        ("pyproject.toml", '  "--deselect=tests/test_calc.py::test_add",'),
+    ],
+)
+def test_a_test_runs_option_on_a_continuation_line_is_high_risk(
+    policy: Policy, path: str, line: str
+) -> None:
+    """A ``--deselect`` added under an existing multi-line ``addopts =`` made the run
+    green ("1 passed, 1 deselected") and merge_ready (a user audit): only ``key =`` lines
+    were read."""
+    hr = classify_diff(_added_to(path, ["addopts ="], [line], []), policy.high_risk)
+    assert [r.line for r in hr.reasons if r.rule_id == "test_harness"] == [line]
+
+
+def test_a_shared_configs_other_lines_are_not_the_harness(policy: Policy) -> None:
+    for path, line in (
+        ("setup.cfg", "    E203,"),
+        ("pyproject.toml", '  "requests>=2",'),
+        ("tox.ini", "max-line-length = 100"),
+    ):
+        hr = classify_diff(_added_to(path, ["[flake8]"], [line], []), policy.high_risk)
+        assert not [r for r in hr.reasons if r.rule_id == "test_harness"], (path, hr.reasons)
