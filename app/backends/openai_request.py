@@ -49,7 +49,7 @@ import json
 from typing import Any, Literal, cast
 
 from app.backends.base import ChatRequest, Message, ToolSpec, tools_callable
-from app.backends.schema_notes import final_answer_instruction, json_only_instruction
+from app.backends.schema_notes import schema_note
 
 __all__ = [
     "CLOUD_FLAVORS",
@@ -99,12 +99,13 @@ def chat_messages(request: ChatRequest, flavor: Flavor) -> list[dict[str, Any]]:
     and a flavor that cannot force a tool call is told to make one."""
     messages = [_message(m, flavor) for m in request.messages]
     notes: list[str] = []
-    if request.json_schema is not None and tools_callable(request):
+    note = schema_note(request)  # (None when a system message of the caller's says it)
+    if note is not None and tools_callable(request):
         # a reply may call a tool first: the schema is the final answer's (told, and
         # checked by the structured owner), not a constraint on every reply
-        notes.append(final_answer_instruction(request.json_schema))
-    elif request.json_schema is not None and flavor in CLOUD_FLAVORS:
-        notes.append(json_only_instruction(request.json_schema))
+        notes.append(note)
+    elif note is not None and flavor in CLOUD_FLAVORS:
+        notes.append(note)
     forced = _forced_note(request, flavor)
     if forced:
         notes.append(forced)

@@ -32,9 +32,16 @@ def final_answer_instruction(schema: Mapping[str, Any]) -> str:
 
 
 def schema_note(request: ChatRequest) -> str | None:
-    """The note a cloud request with ``request.json_schema`` carries (None: no schema)."""
+    """The note a cloud request with ``request.json_schema`` carries (None: no schema, or
+    a system message of the caller's says it already: ``ask --schema`` spells it for a
+    local model that may not decode to it, and a cloud one was sent it twice, a user
+    audit)."""
     if request.json_schema is None:
         return None
     if tools_callable(request):
-        return final_answer_instruction(request.json_schema)
-    return json_only_instruction(request.json_schema)
+        note = final_answer_instruction(request.json_schema)
+    else:
+        note = json_only_instruction(request.json_schema)
+    if any(m.role == "system" and note in m.content for m in request.messages):
+        return None
+    return note

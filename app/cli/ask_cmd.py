@@ -111,17 +111,19 @@ async def _run(
     open_line: list[bool],
 ) -> int:
     from app.backends.base import ChatRequest, Delta, Message
+    from app.backends.schema_notes import json_only_instruction
     from app.cli.terminal_decider import decider_for
     from app.config import approve_setting
     from app.router.session import open_session
     from app.shown import clean
 
     out = console()
-    # The schema goes with the request (``json_schema``), not in this text: a cloud model
-    # is given it in the backend's own system note, and a local one decodes to it (vLLM's
-    # guided decoding, llama.cpp's grammar); spelt here too, a cloud model read it twice
-    # (a user audit: the schema's tokens paid twice)
-    system = args.system + (" Reply with JSON only." if schema is not None else "")
+    # The schema spelt for every model (a local server may not decode to it: an older
+    # vLLM, Ollama, a review), in the words a cloud backend's own note has: it sees them
+    # there and adds none (it was sent the schema twice: a user audit)
+    system = args.system
+    if schema is not None:
+        system += "\n\n" + json_only_instruction(schema)
     messages = [Message(role="system", content=system)]
     messages.append(Message(role="user", content=args.prompt))
     request = ChatRequest(messages=messages, max_tokens=args.max_tokens, json_schema=schema)

@@ -460,3 +460,25 @@ def test_a_schema_reaches_a_cloud_model_once(
     (sent,) = cloud.chat_requests
     texts = [str(m["content"]) for m in sent["messages"] if m["role"] in ("system", "developer")]
     assert sum(t.count('"required":["goal"]') for t in texts) == 1, texts
+
+
+def test_a_schema_is_spelt_for_a_local_model(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A local server may not decode to the schema (an older vLLM, Ollama): the model is
+    told it in the system prompt (a review: only "Reply with JSON only." was left)."""
+    schema = {"type": "object", "properties": {"goal": {"type": "string"}}, "required": ["goal"]}
+    path = tmp_path / "goal.schema.json"
+    path.write_text(json.dumps(schema))
+    vllm = fake_openai_factory(
+        "vllm", replies=['{"goal": "fix"}'], models=["Qwen/Qwen2.5-Coder-7B-Instruct"]
+    )
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
+    rc, data = run_json(["ask", "--role", "tutor", "--schema", str(path), "x"], capsys)
+    assert rc == 0 and data["json"] == {"goal": "fix"}, data
+    (sent,) = vllm.chat_requests
+    texts = [str(m["content"]) for m in sent["messages"] if m["role"] == "system"]
+    assert sum(t.count('"required":["goal"]') for t in texts) == 1, texts
