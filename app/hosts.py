@@ -150,7 +150,8 @@ def public_address(host: str) -> bool:
 PUBLIC_RUNTIME = (
     "is a public address: a local runtime serves on this machine or its private network "
     "(its prompts go unmasked and unapproved: a user audit); tunnel it to loopback "
-    "(ssh -L 8000:localhost:8000 HOST) or use its private address"
+    "(ssh -L 8000:localhost:8000 HOST), use its private address, or, when it is your own "
+    "machine (a LAN of public addresses), list HOST:PORT in [privacy] local_hosts"
 )
 
 

@@ -155,3 +155,21 @@ def test_a_policy_runtime_at_a_public_address_is_refused(tmp_path: Path) -> None
     path.write_text(text)
     with pytest.raises(PolicyError, match=r"runtimes\.vllm\.base_url: 8\.8\.8\.8 is a public"):
         load_policy(path)
+
+
+def test_a_public_address_listed_as_local_may_serve(tmp_path: Path) -> None:
+    """A LAN of public addresses (a university's, an IPv6 home network without NAT) is
+    the user's own: named in ``[privacy] local_hosts`` it may serve (a review: refused
+    with no way out)."""
+    from app.policy import load_policy
+    from tests.fakes.policy import policy_pointing
+
+    path = policy_pointing(tmp_path)
+    text = path.read_text().replace("http://127.0.0.1:8000/v1", "http://18.7.22.69:8000/v1", 1)
+    text = text.replace("[privacy]\n", '[privacy]\nlocal_hosts = ["18.7.22.69:8000"]\n', 1)
+    assert "local_hosts = [" in text
+    path.write_text(text)
+    policy = load_policy(path).policy
+    assert url_overrides(Settings(vllm_url="http://18.7.22.69:8000/v1"), policy)
+    with pytest.raises(ConfigError, match="list HOST:PORT in \\[privacy\\] local_hosts"):
+        url_overrides(Settings(vllm_url="http://18.7.22.70:8000/v1"), policy)
