@@ -778,3 +778,17 @@ def test_a_chain_of_models_reserved_for_other_roles_never_escalates_and_is_said(
     assert any("no cloud model of architect's chain may serve it" in w for w in loaded.warnings), (
         loaded.warnings
     )
+
+
+def test_the_seed_trigger_list_is_the_shipped_policys() -> None:
+    """The list the warning reads is fixed (a source checkout edits the shipped file in
+    place): it must name exactly the shipped policy's §3 triggers."""
+    from app.policy.loader import SEED_TRIGGERS
+
+    shipped = load_policy().policy
+    spelt = {
+        (t.id, t.role, f"{t.signal} {t.op}{'' if t.threshold is None else f' {t.threshold:g}'}")
+        for t in shipped.triggers
+        if t.seed.startswith("§3")
+    }
+    assert set(SEED_TRIGGERS) == spelt
