@@ -20,6 +20,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -619,6 +620,11 @@ def _admin_dir(top: Path, path: Path) -> Path:
     raise WorkspaceError(f"git does not know the worktree {path} (git worktree list)")
 
 
+#: how old a dead run's worktree is before it goes: a run whose live marker could not be
+#: held (no lock on that filesystem) reads as dead while it works (a review)
+PRUNE_AFTER_S = 6 * 3600
+
+
 def prune_dead(repo: Path) -> list[str]:
     """Remove the worktrees of runs that died before their end (a SIGKILL, a crash: no
     process holds their live marker), and their branch when it holds no commit of theirs;
@@ -633,11 +639,14 @@ def prune_dead(repo: Path) -> list[str]:
     if not root.is_dir():
         return []
     gone: list[str] = []
+    now = time.time()
     for meta in sorted(root.glob("*.json")):
         run_id = meta.stem
         bundle = runs_dir(top) / run_id
         try:
             validate_run_id(run_id)
+            if now - meta.stat().st_mtime < PRUNE_AFTER_S:
+                continue  # (a run that could not hold its marker reads as dead: not yet)
             if not bundle.is_dir() or live.running(bundle):
                 continue  # (no bundle: not a run's to judge; a live one is at work)
             wt = Worktree.open(top, run_id)

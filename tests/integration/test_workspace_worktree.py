@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -305,7 +306,7 @@ def test_the_worktrees_of_runs_that_died_are_pruned_and_a_live_runs_kept(tmp_pat
     branch too when it holds no commit of the run's; a live run's is left alone."""
     from app.evidence import live
     from app.evidence.layout import runs_dir
-    from app.workspace.worktree import prune_dead
+    from app.workspace.worktree import PRUNE_AFTER_S, prune_dead
 
     repo = make_repo(tmp_path)
     bundles = runs_dir(repo)
@@ -317,6 +318,11 @@ def test_the_worktrees_of_runs_that_died_are_pruned_and_a_live_runs_kept(tmp_pat
     held = live.hold(bundles / "alive")
     assert held is not None
     try:
+        # not before PRUNE_AFTER_S: a run that could not hold its marker reads as dead
+        assert prune_dead(repo) == []
+        long_ago = time.time() - PRUNE_AFTER_S - 60
+        for meta in (repo / ".switchyard" / "worktrees").glob("*.json"):
+            os.utime(meta, (long_ago, long_ago))
         assert prune_dead(repo) == ["dead-commit", "dead-empty"]
         assert not (repo / ".switchyard" / "worktrees" / "dead-empty").exists()
         assert not (repo / ".switchyard" / "worktrees" / "dead-commit").exists()
