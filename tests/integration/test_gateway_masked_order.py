@@ -9,18 +9,14 @@ that streams the text a word a piece, then the call."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fakes.anthropic_server import FakeAnthropicServer
-from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.script import Scripted, ScriptedCall
-from tests.integration.test_gateway import Gateway, _gateway
+from tests.integration import test_gateway_tools
+from tests.integration.test_gateway import Gateway
 from tests.integration.test_gateway_tools import READ
-from tests.reliability.kit import LOCAL_MODELS
 
 #: ends mid-word, in letters a key's run is made of: the masker holds "parser" back
 TEXT = "Let me read parser"
@@ -31,16 +27,8 @@ REPLY = Scripted(TEXT, tool_calls=(CALL,))
 SIGNAL = {"x-switchyard-signal": "confidence=0.5"}
 
 
-@pytest.fixture
-def gw(
-    tmp_path: Path,
-    fake_openai_factory: Callable[..., FakeOpenAIServer],
-    fake_anthropic_factory: Callable[..., FakeAnthropicServer],
-) -> Iterator[Gateway]:
-    vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="done")
-    cloud = fake_openai_factory("openai", default_reply="cloud done")
-    claude = fake_anthropic_factory(default_reply="claude done")
-    yield from _gateway(tmp_path, (vllm, cloud, claude), "--approve", "allow")
+# the tools tests' gateway: vLLM, the OpenAI cloud and Claude fakes, --approve allow
+gw = test_gateway_tools.gw
 
 
 def test_a_chat_client_gets_the_whole_text_before_the_call(gw: Gateway) -> None:
