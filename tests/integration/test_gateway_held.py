@@ -43,6 +43,27 @@ class SlowDecider:
         return ApprovalDecision(decision=self.decision, decided_by=self.name, reason="test")  # type: ignore[arg-type]
 
 
+def _held_policy(
+    tmp_path: Path,
+    monkeypatch: Any,
+    cloud: FakeOpenAIServer,
+    vllm: FakeOpenAIServer,
+    claude: FakeAnthropicServer,
+    *,
+    keepalive_s: float,
+) -> Any:
+    """The environment pointed at the fakes, and the policy with this keep-alive."""
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
+    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-held-test-0123456789abcdef")
+    policy = load_policy(
+        policy_pointing(tmp_path, openai=cloud.base_url, anthropic=claude.url)
+    ).policy
+    return policy.model_copy(
+        update={"gateway": policy.gateway.model_copy(update={"keepalive_s": keepalive_s})}
+    )
+
+
 async def _held(
     tmp_path: Path,
     monkeypatch: Any,
@@ -53,15 +74,7 @@ async def _held(
     path: str,
     body: dict[str, Any],
 ) -> list[str]:
-    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
-    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-held-test-0123456789abcdef")
-    policy = load_policy(
-        policy_pointing(tmp_path, openai=cloud.base_url, anthropic=claude.url)
-    ).policy
-    policy = policy.model_copy(
-        update={"gateway": policy.gateway.model_copy(update={"keepalive_s": 0.2})}
-    )
+    policy = _held_policy(tmp_path, monkeypatch, cloud, vllm, claude, keepalive_s=0.2)
     port = free_port()
     lines: list[str] = []
     async with open_session(load_settings(), policy, decider=SlowDecider(1.2, decision)) as session:
@@ -218,16 +231,8 @@ async def test_a_stream_whose_client_hangs_up_while_held_withdraws_its_approval(
     cloud = fake_openai_factory("openai", default_reply="from the cloud")
     vllm = fake_openai_factory("vllm", models=LOCAL_MODELS, default_reply="from vLLM")
     claude = fake_anthropic_factory()
-    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
-    monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-held-test-0123456789abcdef")
-    policy = load_policy(
-        policy_pointing(tmp_path, openai=cloud.base_url, anthropic=claude.url)
-    ).policy
     # no keep-alive within the test: only the disconnect can end the wait
-    policy = policy.model_copy(
-        update={"gateway": policy.gateway.model_copy(update={"keepalive_s": 120.0})}
-    )
+    policy = _held_policy(tmp_path, monkeypatch, cloud, vllm, claude, keepalive_s=120.0)
     port = free_port()
     decider = HeldDecider()
     async with open_session(load_settings(), policy, decider=decider) as session:
