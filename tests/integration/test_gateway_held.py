@@ -43,6 +43,16 @@ class SlowDecider:
         return ApprovalDecision(decision=self.decision, decided_by=self.name, reason="test")  # type: ignore[arg-type]
 
 
+async def _listening(port: int) -> None:
+    """Until the gateway accepts connections on ``port``."""
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.1).close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+
+
 def _held_policy(
     tmp_path: Path,
     monkeypatch: Any,
@@ -82,12 +92,7 @@ async def _held(
             serve(session, host="127.0.0.1", port=port, config=GatewayConfig())
         )
         try:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", port), 0.1).close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.05)
+            await _listening(port)
             async with (
                 httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
                 client.stream("POST", path, json=body) as resp,
@@ -240,12 +245,7 @@ async def test_a_stream_whose_client_hangs_up_while_held_withdraws_its_approval(
             serve(session, host="127.0.0.1", port=port, config=GatewayConfig())
         )
         try:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", port), 0.1).close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.05)
+            await _listening(port)
             payload = json.dumps({**body, "stream": True}).encode()
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(
