@@ -156,6 +156,9 @@ class _ChangedLine:
     line_no: int
     text: str
     removed: bool = False
+    #: the function the line is in, as far as its hunk tells (the last ``def`` above it,
+    #: else git's hunk header), "" when it does not
+    scope: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,15 +189,29 @@ def _parse(diff_text: str) -> list[_ChangedFile]:
             raise DiffParseError(f"malformed unified diff: file entry without a path: {pf!r}")
         lines: list[_ChangedLine] = []
         for hunk in pf:
+            scope = _def_name(hunk.section_header or "")
             for ln in hunk:
+                if not ln.is_removed and (name := _def_name(ln.value)):
+                    scope = name
                 if ln.is_added and target is not None and ln.target_line_no is not None:
-                    lines.append(_ChangedLine(target, ln.target_line_no, _text(ln.value)))
+                    lines.append(
+                        _ChangedLine(target, ln.target_line_no, _text(ln.value), scope=scope)
+                    )
                 elif ln.is_removed and source is not None and ln.source_line_no is not None:
                     lines.append(
                         _ChangedLine(source, ln.source_line_no, _text(ln.value), removed=True)
                     )
         files.append(_ChangedFile(paths, tuple(lines), new=source is None))
     return files
+
+
+_DEF = re.compile(r"^\s*(?:async\s+)?def\s+(\w+)")
+
+
+def _def_name(line: str) -> str:
+    """The function a ``def`` line opens, else ""."""
+    m = _DEF.match(line)
+    return m[1] if m else ""
 
 
 def _text(value: str) -> str:
@@ -331,9 +348,12 @@ _HARNESS_CONFIG_LINE = re.compile(
     r"^\s*\[(?:pytest|tool:pytest|tool\.pytest\.ini_options|testenv[^\]]*)\]|"
     r"^\s*(?:addopts|testpaths|python_files|python_classes|python_functions|commands|"
     r"norecursedirs|pythonpath|confcutdir|filterwarnings|usefixtures|xfail_strict)\s*=|"
-    # an option on a continuation line (``    --deselect tests/test_calc.py::test_add``
-    # under a multi-line addopts deselected the failing test: a user audit)
-    r"^\s+[\"']?--?[A-Za-z]"
+    # a test run's option on a continuation line or in a TOML array (``--deselect
+    # tests/test_calc.py::test_add`` under a multi-line addopts deselected the failing
+    # test: a user audit); pytest's own options, not pip's ``-r``/``-c`` under ``deps``
+    r"^\s*[\"']?(?:--(?:deselect|ignore|ignore-glob|co|collect-only|lf|last-failed|ff|"
+    r"sw|stepwise|maxfail|runxfail|noconftest|confcutdir|rootdir|pyargs|import-mode|"
+    r"override-ini|disable-warnings|continue-on-collection-errors)\b|-[kmpxo]\b)"
 )
 
 
@@ -349,8 +369,15 @@ _SKIP_LINE = re.compile(
     r"\bmark\.(?:skip|xfail)\b(?!if)|\bpytest\.(?:skip|xfail)\s*\(|"
     r"\bunittest\.(?:skip|expectedFailure)\b(?![IU])|\.skipTest\s*\(|"
     r"\braise\s+(?:unittest\.)?SkipTest\b|^\s*@\s*(?:skip|expectedFailure|xfail)\b(?![IU])|"
-    r"^ {4}return\s*(?:None\s*)?(?:#.*)?$"
+    # a condition that always holds is no condition; a module's own importorskip skips it
+    # whole (a review: both were ways round the unconditional rule)
+    r"\b(?:skipif|skipIf|xfail)\s*\(\s*(?:True|1|not\s+False)\b|"
+    r"\bskipUnless\s*\(\s*(?:False|0|not\s+True)\b|^\S.*\bimportorskip\s*\("
 )
+#: a bare return: a skip in a test function (any depth: a test method's is at eight
+#: spaces, a review), and, where the hunk does not say whose it is, at a function's
+#: own level (a fake's ``close()`` is no test's)
+_BARE_RETURN = re.compile(r"^(?P<indent>\s+)return\s*(?:None\s*)?(?:#.*)?$")
 
 
 def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[HighRiskFinding]:
@@ -409,7 +436,9 @@ def _check_findings(files: list[_ChangedFile], checks: Sequence[str]) -> list[Hi
 
 
 #: Go's and the JavaScript runners' skips, in their test files (a review)
-_GO_SKIP = re.compile(r"^(?!.*\bShort\(\)).*\bt\.Skip(?:Now|f)?\s*\(")  # (not -short's)
+_GO_SKIP = re.compile(r"\bt\.Skip(?:Now|f)?\s*\(")
+#: Go's ``-short`` guard, as written (``if !testing.Short()`` skips every normal run)
+_SHORT = re.compile(r"^\s*if\s+testing\.Short\(\)\s*\{\s*$")
 _JS_SKIP = re.compile(r"\b(?:it|test|describe)\.skip\s*\(|\bx(?:it|test|describe)\s*\(")
 
 
@@ -423,7 +452,7 @@ def _unguarded(lines: tuple[_ChangedLine, ...]) -> list[_ChangedLine]:
             above is not None
             and not above.removed
             and above.line_no == ln.line_no - 1
-            and "Short()" in above.text
+            and _SHORT.search(above.text) is not None
         )
         if not guarded:
             out.append(ln)
@@ -440,8 +469,14 @@ def _skips(ln: _ChangedLine) -> bool:
         return False
     name = ln.path.rsplit("/", 1)[-1]
     if name.endswith(".py"):
-        test_module = name.startswith("test_") or name.endswith("_test.py")
-        return test_module and bool(_SKIP_LINE.search(ln.text))
+        if not (name.startswith("test_") or name.endswith("_test.py")):
+            return False
+        if _SKIP_LINE.search(ln.text):
+            return True
+        bare = _BARE_RETURN.match(ln.text)
+        if bare is None:
+            return False
+        return ln.scope.startswith("test") if ln.scope else bare["indent"] == "    "
     if name.endswith("_test.go"):
         return bool(_GO_SKIP.search(ln.text))
     if ".test." in name or ".spec." in name:

@@ -974,3 +974,38 @@ def test_a_shared_configs_other_lines_are_not_the_harness(policy: Policy) -> Non
     ):
         hr = classify_diff(_added_to(path, ["[flake8]"], [line], []), policy.high_risk)
         assert not [r for r in hr.reasons if r.rule_id == "test_harness"], (path, hr.reasons)
+
+
+@pytest.mark.parametrize(
+    ("path", "before", "added"),
+    [
+        # a test method's return, eight spaces in (a review: only four were read)
+        ("tests/test_calc.py", ["class TestCalc:", "    def test_add(self):"], ["        return"]),
+        # a condition that always holds is no condition
+        ("tests/test_calc.py", ["import pytest"], ["@pytest.mark.skipif(True, reason='x')"]),
+        # a module's own importorskip of what is not there skips it whole
+        ("tests/test_calc.py", ["import pytest"], ["pytest.importorskip('nope_mod')"]),
+        # `if !testing.Short()` skips every normal run
+        (
+            "pkg/calc_test.go",
+            ["func TestAdd(t *testing.T) {"],
+            ["\tif !testing.Short() {", '\t\tt.Skip("x")', "\t}"],
+        ),
+    ],
+)
+def test_skips_written_round_the_unconditional_rule_are_high_risk(
+    policy: Policy, path: str, before: list[str], added: list[str]
+) -> None:
+    hr = classify_diff(_added_to(path, before, added, []), policy.high_risk)
+    assert [r for r in hr.reasons if r.rule_id == "tests_rewritten"], hr.reasons
+
+
+def test_pips_options_under_deps_are_not_the_harness_and_a_toml_items_option_is(
+    policy: Policy,
+) -> None:
+    for line in ("    -rrequirements-dev.txt", "    -c constraints.txt"):
+        hr = classify_diff(_added_to("tox.ini", ["deps ="], [line], []), policy.high_risk)
+        assert not [r for r in hr.reasons if r.rule_id == "test_harness"], (line, hr.reasons)
+    line = '"--deselect=tests/test_calc.py::test_add",'
+    hr = classify_diff(_added_to("pyproject.toml", ["addopts = ["], [line], []), policy.high_risk)
+    assert [r.line for r in hr.reasons if r.rule_id == "test_harness"] == [line]
