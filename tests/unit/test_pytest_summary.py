@@ -89,3 +89,10 @@ def test_no_summary_where_the_first_loop_printed_one_is_no_pass() -> None:
     assert nothing_passed(["make", "test"], "1 skipped in 0.1s\n", first_had_summary=True)
     assert nothing_passed(["make", "test"], "2 passed in 0.1s\n", first_had_summary=True) is None
     assert nothing_passed(["make", "test"], "1 skipped in 0.1s\n") is None
+
+
+def test_a_summary_followed_by_other_output_is_read() -> None:
+    """A ``make test`` that lints after pytest: the summary was past the last 50 lines,
+    and a green loop read as one with no summary (a review)."""
+    out = "===== 3 passed in 0.1s =====\n" + "".join(f"src/m{i}.py: ok\n" for i in range(80))
+    assert nothing_passed(["make", "test"], out, first_had_summary=True) is None
