@@ -257,7 +257,7 @@ def _lower_assigned_value(m: re.Match[str]) -> bool:
         and any(c.isalpha() for c in value)
         and not _DOTTED_NAME.fullmatch(value)
         and not _HEX.fullmatch(value)
-        and not _CODE_NAME.fullmatch(value)
+        and not (_CODE_NAME.fullmatch(value) and not _KEY_SEGMENT.search(value))
     )
 
 
@@ -266,6 +266,9 @@ _LOWER_KEY = re.compile(r"[A-Za-z0-9_+/=-]{12,}")
 #: a name as code spells one, digits and all: a type (``Base64EncodedString``), a
 #: variable (``user_token_2``)
 _CODE_NAME = re.compile(r"(?:[A-Z][a-z]+[0-9]*)+|[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
+#: a snake name's part no name has: sixteen or more letters and digits, digits among them
+#: (``shpat_1a2b…``, ``sbp_0123…``: keys with a prefix, a review)
+_KEY_SEGMENT = re.compile(r"(?:^|_)(?=[a-z0-9]*[0-9])[a-z0-9]{16,}(?:_|$)")
 
 
 _NOT_MASKED = r"(?!\[REDACTED\])"

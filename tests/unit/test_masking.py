@@ -389,6 +389,8 @@ def test_a_key_variable_the_policy_names_is_masked(
         ("secret_key: sk_live_51Hx2abcdefGHIJklmn", "secret_key: [REDACTED]"),
         ("webhook_secret: whsec_MfKQ9x2LmPq7Rt", "webhook_secret: [REDACTED]"),
         ("refresh_token: 1//0gAbCdEf12345xyz", "refresh_token: [REDACTED]"),
+        ("access_token: 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", "access_token: [REDACTED]"),
+        ("supabase_token = sbp_0123456789abcdef0123456789abcdef", "supabase_token = [REDACTED]"),
     ],
 )
 def test_a_lower_case_secret_name_assigned_is_masked(text: str, masked: str) -> None:
