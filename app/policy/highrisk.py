@@ -189,7 +189,7 @@ def _parse(diff_text: str) -> list[_ChangedFile]:
             raise DiffParseError(f"malformed unified diff: file entry without a path: {pf!r}")
         lines: list[_ChangedLine] = []
         for hunk in pf:
-            scope = _def_name(hunk.section_header or "")
+            scope = _scope_of_header(hunk.section_header or "")
             for ln in hunk:
                 if not ln.is_removed and (name := _def_name(ln.value)):
                     scope = name
@@ -212,6 +212,16 @@ def _def_name(line: str) -> str:
     """The function a ``def`` line opens, else ""."""
     m = _DEF.match(line)
     return m[1] if m else ""
+
+
+_TEST_CLASS = re.compile(r"^\s*class\s+Test\w*")
+
+
+def _scope_of_header(header: str) -> str:
+    """Whose a hunk's lines are, from git's hunk header: a ``def`` it names, or, for a
+    ``class Test…`` (git's default header for a method deep in a test class), its
+    methods' ("test…": a return placed far below a test method's ``def`` is one)."""
+    return _def_name(header) or ("test_methods" if _TEST_CLASS.match(header) else "")
 
 
 def _text(value: str) -> str:

@@ -1009,3 +1009,23 @@ def test_pips_options_under_deps_are_not_the_harness_and_a_toml_items_option_is(
     line = '"--deselect=tests/test_calc.py::test_add",'
     hr = classify_diff(_added_to("pyproject.toml", ["addopts = ["], [line], []), policy.high_risk)
     assert [r.line for r in hr.reasons if r.rule_id == "test_harness"] == [line]
+
+
+def test_a_return_deep_in_a_test_class_method_is_high_risk_and_in_a_fake_class_not(
+    policy: Policy,
+) -> None:
+    """git's default hunk header for a line far below its method's ``def`` names the
+    class: a ``class Test…`` says the line is a test method's (a reread)."""
+
+    def deep(header: str) -> str:
+        return (
+            "diff --git a/tests/test_calc.py b/tests/test_calc.py\n"
+            "index 1111111..2222222 100644\n--- a/tests/test_calc.py\n+++ b/tests/test_calc.py\n"
+            f"@@ -21,2 +21,3 @@ {header}\n         x = 1\n+        return\n"
+            "         assert add(1, 2) == 3\n"
+        )
+
+    hr = classify_diff(deep("class TestCalc:"), policy.high_risk)
+    assert [r.line_no for r in hr.reasons if r.rule_id == "tests_rewritten"] == [22]
+    hr = classify_diff(deep("class FakeFile:"), policy.high_risk)
+    assert not [r for r in hr.reasons if r.rule_id == "tests_rewritten"]
