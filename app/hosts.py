@@ -155,6 +155,13 @@ PUBLIC_RUNTIME = (
 )
 
 
+def public_runtime(hp: HostPort, local_hosts: Iterable[str]) -> bool:
+    """A runtime endpoint at a public address the policy's ``[privacy] local_hosts`` does
+    not name as the user's own: refused (:data:`PUBLIC_RUNTIME`)."""
+    listed = named_local_hosts((), local_hosts)
+    return public_address(hp[0]) and (normal_host(hp[0]), hp[1]) not in listed
+
+
 def is_provider_host(host: str, extra: Iterable[str] = ()) -> bool:
     """True when ``host`` is, or is under, a known cloud provider's domain."""
     h = normal_host(host)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 from app.config import Settings
 from app.errors import ConfigError
-from app.hosts import PUBLIC_RUNTIME, host_port, named_local_hosts, normal_host, public_address
+from app.hosts import PUBLIC_RUNTIME, host_port, public_runtime
 from app.policy.schema import Policy
 
 #: the setting that names each runtime's URL, as a message names it
@@ -36,7 +36,6 @@ def url_overrides(settings: Settings, policy: Policy) -> dict[str, str]:
         from app.policy.loader import cloud_endpoints
 
         cloud = cloud_endpoints(policy)
-        listed = named_local_hosts((), policy.privacy.local_hosts)
         for runtime, value in given.items():
             for url in value.split(","):
                 hp = host_port(url.strip())
@@ -45,11 +44,7 @@ def url_overrides(settings: Settings, policy: Policy) -> dict[str, str]:
                         f"{_SETTING[runtime]}: {hp[0]} is a cloud provider's host: "
                         "it cannot serve a local runtime"
                     )
-                if (
-                    hp is not None
-                    and public_address(hp[0])
-                    and (normal_host(hp[0]), hp[1]) not in listed
-                ):
+                if hp is not None and public_runtime(hp, policy.privacy.local_hosts):
                     raise ConfigError(f"{_SETTING[runtime]}: {hp[0]} {PUBLIC_RUNTIME}")
     return given
 

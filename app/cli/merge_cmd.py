@@ -8,7 +8,6 @@ Exit codes: 0 merged (or already merged), 1 refused or failed, 2 usage.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import sys
 from pathlib import Path
@@ -144,44 +143,18 @@ def _confirmer(args: argparse.Namespace) -> tuple[Confirm | None, str | None]:
         # words cannot move the cursor or restyle the prompt (app/shown.py)
         print(clean(_describe(plan)), file=out)
         print("merge? [y/N] ", end="", file=out, flush=True)
+        from app.cli.terminal_decider import terminal_line
+
         try:
-            answer = await _read_line()
+            # the reader every prompt of the process shares, a daemon thread's: in the
+            # default executor a stop at the prompt (SIGTERM) left the process waiting on
+            # the read as asyncio.run shut its executor down (a review)
+            answer = await terminal_line(sys.stdin)
         except (EOFError, OSError):
             return False
         return answer.strip().lower() in ("y", "yes")
 
     return ask, "cli prompt"
-
-
-async def _read_line() -> str:
-    """A line of stdin, read by a daemon thread of its own: in the default executor a stop
-    at the prompt (SIGTERM, now a cancel) left the process waiting on the read as
-    asyncio.run shut its executor down (a review)."""
-    import threading
-
-    loop = asyncio.get_running_loop()
-    got: asyncio.Future[str] = loop.create_future()
-
-    def settle(line: str | None, exc: BaseException | None) -> None:
-        if got.done():
-            return
-        if exc is not None:
-            got.set_exception(exc)
-        else:
-            got.set_result(line or "")
-
-    def read() -> None:
-        try:
-            line = sys.stdin.readline()
-        except BaseException as exc:  # (handed to the caller, as to_thread would)
-            with contextlib.suppress(RuntimeError):  # (the loop is gone: nobody waits)
-                loop.call_soon_threadsafe(settle, None, exc)
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, line, None)
-
-    threading.Thread(target=read, name="merge-prompt", daemon=True).start()
-    return await got
 
 
 def _describe(plan: MergePlan) -> str:

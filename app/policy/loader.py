@@ -22,10 +22,8 @@ from app.hosts import (
     host_port,
     is_loopback_name,
     is_provider_host,
-    named_local_hosts,
-    normal_host,
     parse_host_port,
-    public_address,
+    public_runtime,
 )
 from app.policy.lines import key_lines, line_for
 from app.policy.schema import (
@@ -642,8 +640,6 @@ def _check_local_hosts(p: Policy, err: Callable[[Finding], None]) -> None:
     (a test's fake provider and a fake vLLM may share 127.0.0.1).
     """
     cloud = cloud_endpoints(p)
-    # a public address the user names as theirs (a LAN of public addresses) may serve
-    listed_local = named_local_hosts((), p.privacy.local_hosts)
 
     for rid, rt in p.runtimes.items():
         for where, url in _runtime_urls(rt):
@@ -657,7 +653,7 @@ def _check_local_hosts(p: Policy, err: Callable[[Finding], None]) -> None:
                         f"{hp[0]} is a cloud provider's host: it cannot serve a local runtime",
                     )
                 )
-            elif public_address(hp[0]) and (normal_host(hp[0]), hp[1]) not in listed_local:
+            elif public_runtime(hp, p.privacy.local_hosts):
                 err((("runtimes", rid, *where), f"{hp[0]} {PUBLIC_RUNTIME}"))
     for i, entry in enumerate(p.privacy.local_hosts):
         hp = parse_host_port(entry)
