@@ -91,6 +91,14 @@ async def escalate(
     origin = d.local.model if d.local else None
     recorded = {"inputs": inputs} if inputs is not None else {}
     provenance = provenance_of(d, request, digest_of)  # the call line repeats it
+    detail = f"{', '.join(r.text for r in d.reasons)} → {d.target}"
+    if not d.needs_approval and not router.approvals.is_session_denied(router.session):
+        # Nobody is asked: the model was allowed for the session earlier. The line before
+        # the call says so, where a reader (the audit tail, an editor's conversation)
+        # would otherwise see an escalation and then a call with no approval between
+        # (the call line's approver alone named it: an ACP audit).
+        recorded["approval"] = "session"
+        detail += " (approved for this session earlier: not asked again)"
     await write(
         "escalation",
         from_=origin,
@@ -103,7 +111,7 @@ async def escalate(
             **recorded,
         },
         provenance=provenance,
-        detail=f"{', '.join(r.text for r in d.reasons)} → {d.target}",
+        detail=detail,
     )
     approver = "session-approval"
     # a model allowed for the session was decided without asking; a "d" answered on

@@ -735,6 +735,36 @@ async def test_a_deny_all_between_the_decision_and_the_call_keeps_it_local(
     await ledger.close()
 
 
+async def test_an_escalation_under_an_earlier_session_approval_says_so_before_the_call(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """A model allowed for the session is called with nobody asked: the escalation line
+    (written before the call) says the session's approval covers it, where the tail and an
+    editor's conversation showed an escalation, then a call, and no approval between (an
+    ACP audit); the first request's line, asked, says nothing of the kind."""
+    from app.router.approvals import ApprovalDecision, ApprovalRequest
+
+    class Human:
+        name = "human"
+
+        async def decide(self, req: ApprovalRequest) -> ApprovalDecision:
+            return ApprovalDecision(decision="allow_session", decided_by=self.name)
+
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver, decider=Human())
+    for _ in range(2):
+        assert (await router.complete("architect", REQ, Signals(confidence=0.5))).escalated
+    kinds = [(line.kind, line.values.get("approval")) for line in await audit.lines()]
+    escalations = [v for kind, v in kinds if kind == "escalation"]
+    assert escalations == [None, "session"]
+    second = [line for line in await audit.lines() if line.kind == "escalation"][1]
+    assert "approved for this session earlier" in (second.detail or "")
+    # the second request's call follows its escalation line with no question between
+    assert [k for k, _ in kinds[-2:]] == ["escalation", "call"]
+    await audit.close()
+    await ledger.close()
+
+
 async def test_a_runtime_resting_after_a_failure_is_no_reason_to_call_a_prompt_too_long(
     tmp_path: Path, policy: Policy
 ) -> None:
