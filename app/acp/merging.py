@@ -19,7 +19,7 @@ from typing import Any
 from acp import start_tool_call, text_block, tool_content, update_tool_call
 from acp.schema import AllowedOutcome, ToolCallLocation, ToolCallUpdate
 
-from app.acp.permissions import MERGE_OPTIONS
+from app.acp.permissions import MERGE_OPTIONS, client_failure
 from app.audit.types import AuditSink
 from app.commit_point import finish_then_cancel
 from app.evidence.seal import sealed_hash
@@ -195,7 +195,7 @@ async def _ask(
         raise
     except Exception as exc:
         log.warning("merge permission for %s failed: %r", plan.run_id, exc)
-        return False, f"the permission request failed: {exc!r}"[:300]
+        return False, f"the permission request failed: {client_failure(exc)}"
     outcome = response.outcome
     if not isinstance(outcome, AllowedOutcome):
         return False, "dismissed (cancelled outcome)"

@@ -27,6 +27,7 @@ from typing import Any
 
 from acp import start_tool_call, text_block, tool_content, update_tool_call
 from acp.schema import AllowedOutcome, PermissionOption, ToolCallUpdate
+from pydantic import ValidationError
 
 from app.dollars import dollars
 from app.router.approvals import ApprovalDecision, ApprovalRequest, DecisionKind
@@ -141,8 +142,9 @@ class AcpDecider:
             raise
         except Exception as exc:
             log.warning("permission request failed: %r", exc)
-            await self._settle(tid, body, ok=False, note=f"the client could not answer: {exc}")
-            return self._decision("deny", f"the client could not answer: {exc}")
+            why = f"the client could not answer: {client_failure(exc)}"
+            await self._settle(tid, body, ok=False, note=why)
+            return self._decision("deny", why)
         outcome = response.outcome
         if isinstance(outcome, AllowedOutcome) and outcome.option_id in DECISIONS:
             kind = DECISIONS[outcome.option_id]
@@ -169,3 +171,17 @@ class AcpDecider:
             )
         except Exception as exc:  # the connection may be gone; the decision stands
             log.info("could not report the decision: %r", exc)
+
+
+def client_failure(exc: Exception) -> str:
+    """What went wrong with a client's answer, in one line for the audit and the editor:
+    an answer of the wrong shape named by its fields (pydantic's multi-line report, with
+    its input and a link, went into the denial line as it was: an ACP audit)."""
+    if isinstance(exc, ValidationError):
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'the answer'}: {e['msg'].lower()}"
+            for e in exc.errors(include_url=False, include_input=False)[:3]
+        )
+        return f"its answer is not a permission response ({where})"
+    text = str(exc).strip().splitlines()
+    return (f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__)[:200]

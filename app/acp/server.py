@@ -37,7 +37,11 @@ def serve(settings: Settings, policy: Policy, *, repo: Path | None, local_only: 
     log_to_file(path)
     in_fd, out_fd = take_protocol_fds(path)
     log.info("switchyard acp: serving (repo %s, local_only %s)", repo or "from cwd", local_only)
-    asyncio.run(_main(settings, policy, repo=repo, local_only=local_only, fds=(in_fd, out_fd)))
+    terminated = asyncio.run(
+        _main(settings, policy, repo=repo, local_only=local_only, fds=(in_fd, out_fd))
+    )
+    if terminated:  # 143, as every command stopped by SIGTERM (it was 0: an ACP audit)
+        return 128 + signal.SIGTERM
     log.info("switchyard acp: the client closed the connection")
     return 0
 
@@ -49,7 +53,8 @@ async def _main(
     repo: Path | None,
     local_only: bool,
     fds: tuple[int, int],
-) -> None:
+) -> bool:
+    """Serve until the client hangs up; True when SIGTERM ended it."""
     from acp import run_agent
 
     from app.acp.agent import SwitchyardAgent
@@ -58,9 +63,12 @@ async def _main(
     writer, reader = await protocol_streams(*fds, hang_up=agent.hang_up)
     # an editor ends its agent with SIGTERM: stop like a hang-up, runs sealed on the way out
     main = asyncio.current_task()
+    terminated: list[bool] = []
     with contextlib.suppress(NotImplementedError, RuntimeError):
         if main is not None:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _terminated, agent, main)
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGTERM, _terminated, agent, main, terminated
+            )
     try:
         # the SDK's Agent is a Protocol; this agent implements the methods it serves
         await run_agent(cast(Any, agent), writer, reader)
@@ -68,10 +76,13 @@ async def _main(
         log.info("switchyard acp: terminated")
     finally:
         await agent.shutdown()
+    # (the SDK's loop may end on the cancel without raising it: the signal is what counts)
+    return bool(terminated)
 
 
-def _terminated(agent: Any, main: asyncio.Task[Any]) -> None:
+def _terminated(agent: Any, main: asyncio.Task[Any], terminated: list[bool]) -> None:
     """SIGTERM: the runs at work are recorded as ended by it (the user cancelled none),
     then the agent stops as on a hang-up."""
     agent.pool.mark_turns("cancelled: the agent was terminated (SIGTERM)")
+    terminated.append(True)
     main.cancel()

@@ -109,6 +109,12 @@ def session_repo(cwd: str, pinned: Path | None) -> Path:
     path = Path(cwd)
     if not path.is_absolute():
         raise RequestError(-32602, f"cwd {cwd!r} is not an absolute path", {"cwd": cwd})
+    # said as what it is (a missing folder and a file were both "not a git repository",
+    # the real reason only in the details: an ACP audit)
+    if not path.exists():
+        raise RequestError(-32602, f"cwd {cwd}: no such directory", {"cwd": cwd})
+    if not path.is_dir():
+        raise RequestError(-32602, f"cwd {cwd} is not a directory", {"cwd": cwd})
     try:
         top = repo_root(path)
     except NotAGitRepo as exc:
@@ -147,6 +153,16 @@ def session_within(cwd: str, top: Path) -> str:
             f"cwd {cwd} resolves to {real}, which is not inside its repository {top}",
             {"cwd": cwd},
         ) from None
+    if rel.parts and rel.parts[0] in (".switchyard", ".git"):
+        # Switchyard's own state (runs, worktrees, evidence) and git's: a session kept
+        # to it would edit what git ignores or what the runs themselves keep (an ACP audit)
+        owner = "Switchyard" if rel.parts[0] == ".switchyard" else "git"
+        raise RequestError(
+            -32602,
+            f"cwd {cwd} is inside {rel.parts[0]}/, which holds {owner}'s own state: open"
+            " the session on the repository or a folder of its work tree",
+            {"cwd": cwd},
+        )
     return rel.as_posix() if rel.parts else ""
 
 

@@ -298,8 +298,19 @@ def well_formed_response(msg: dict[str, Any]) -> dict[str, Any]:
             },
         }
     err = msg.get("error")
-    # a result is the answer whatever else comes with it (the SDK reads it first): a
-    # client that sends "error": null beside every result had each grant refused
+    if "result" in msg and err is not None:
+        # JSON-RPC 2.0 forbids both: a response that says it failed and answers too is no
+        # answer (its result was taken: an approval granted beside an error, an ACP audit)
+        return {
+            "jsonrpc": JSONRPC,
+            "id": msg.get("id"),
+            "error": {
+                "code": -32603,
+                "message": "the client's response carries both a result and an error",
+            },
+        }
+    # a result is the answer when its "error" is null or absent (the SDK reads it first):
+    # a client that sends "error": null beside every result had each grant refused
     if (
         "result" in msg
         or "error" not in msg

@@ -436,6 +436,13 @@ def test_a_malformed_error_response_reaches_the_sdk_as_a_well_formed_one() -> No
     # a result with "error": null beside it (some clients send both) stays a result
     both = {"jsonrpc": "2.0", "id": 7, "result": {"outcome": {"optionId": "y"}}, "error": None}
     assert well_formed_response(both) is both
+    # a result beside an error that is not null is no answer (JSON-RPC 2.0 forbids both):
+    # a grant with an error beside it was taken as the approval (an ACP audit)
+    for err in ({"code": 1, "message": "x"}, "denied", 0):
+        grant = {"outcome": {"outcome": "selected", "optionId": "y"}}
+        fixed = well_formed_response({"jsonrpc": "2.0", "id": 7, "result": grant, "error": err})
+        assert "result" not in fixed and fixed["error"]["code"] == -32603, fixed
+        assert "both a result and an error" in fixed["error"]["message"]
     # not JSON-RPC 2.0: whatever it carries, the request it answers failed
     for version in ({"jsonrpc": "1.0"}, {"jsonrpc": 2}, {"jsonrpc": None}):
         fixed = well_formed_response({**version, "id": 7, "result": {"outcome": "x"}})

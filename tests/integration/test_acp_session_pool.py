@@ -50,7 +50,9 @@ async def test_idle_sessions_beyond_the_limit_are_parked_and_come_back(tmp_path:
         await pool.aclose()
 
 
-def test_a_cwd_git_cannot_start_in_is_invalid_params(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cwd_git_cannot_start_in_is_invalid_params(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A folder the agent may not enter (``chmod 000``, another user's) made git's start
     raise PermissionError, answered "Internal error" with a traceback in the log (an ACP
     audit): the client's cwd is what is wrong, so it is invalid params naming it."""
@@ -62,10 +64,36 @@ def test_a_cwd_git_cannot_start_in_is_invalid_params(monkeypatch: pytest.MonkeyP
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(sessions, "repo_root", refused)
+    elses = tmp_path / "someone-elses"
+    elses.mkdir()
     with pytest.raises(RequestError) as info:
-        sessions.session_repo("/srv/someone-elses", None)
+        sessions.session_repo(str(elses), None)
     assert info.value.code == -32602
-    assert "cwd /srv/someone-elses cannot be used: Permission denied" in str(info.value)
+    assert f"cwd {elses} cannot be used: Permission denied" in str(info.value)
+
+
+def test_a_cwd_is_refused_as_what_it_is(tmp_path: Path) -> None:
+    """A folder that is not there and a file were both "not a git repository", the real
+    reason in the details alone; a folder of Switchyard's own state was taken as the
+    session's folder, its edits kept to what git ignores (an ACP audit)."""
+    from acp import RequestError
+
+    from app.acp import sessions
+    from tests.fakes.demo_repo import make_repo
+
+    repo = make_repo(tmp_path / "repo")
+    (repo / ".switchyard" / "runs").mkdir(parents=True)
+    top = sessions.session_repo(str(repo), None)
+    said = {}
+    for cwd in (tmp_path / "gone", repo / "parser.py", repo / ".switchyard" / "runs"):
+        with pytest.raises(RequestError) as info:
+            sessions.session_within(str(cwd), sessions.session_repo(str(cwd), None))
+        assert info.value.code == -32602
+        said[cwd.name] = str(info.value)
+    assert f"cwd {tmp_path / 'gone'}: no such directory" in said["gone"]
+    assert f"cwd {repo / 'parser.py'} is not a directory" in said["parser.py"]
+    assert "inside .switchyard/, which holds Switchyard's own state" in said["runs"]
+    assert sessions.session_within(str(repo), top) == ""
 
 
 async def test_a_cancel_sent_while_a_parked_session_reopens_stops_the_turn(
