@@ -89,7 +89,7 @@ async def escalate(
     router.gate(run)
     values = {r.signal: r.value for r in d.reasons}
     origin = d.local.model if d.local else None
-    recorded = {"inputs": inputs} if inputs is not None else {}
+    recorded: dict[str, Any] = {"inputs": inputs} if inputs is not None else {}
     provenance = provenance_of(d, request, digest_of)  # the call line repeats it
     detail = f"{', '.join(r.text for r in d.reasons)} → {d.target}"
     if not d.needs_approval and not router.approvals.is_session_denied(router.session):
