@@ -32,6 +32,8 @@ class Cluster:
     user: str
     root: Path
     pg_ctl: str
+    #: the server's options (``pg_ctl -o``), for :meth:`restart`
+    options: str = ""
 
     @property
     def admin_url(self) -> str:
@@ -41,6 +43,11 @@ class Cluster:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
     def stop(self) -> None:
+        self.halt()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the server as a crash does (``-m immediate``), its files kept."""
         subprocess.run(
             [self.pg_ctl, "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop"],
             capture_output=True,
@@ -48,7 +55,27 @@ class Cluster:
             timeout=60,
             **_as_postgres(),
         )
-        shutil.rmtree(self.root, ignore_errors=True)
+
+    def restart(self) -> None:
+        """Start a halted server again, on its port (RuntimeError with its log if not)."""
+        log_path, data = self.root / "log", str(self.root / "data")
+        start = ["-o", self.options, "-l", str(log_path), "-w", "-t", "60", "start"]
+        done = subprocess.run(
+            [self.pg_ctl, "-D", data, *start],
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            env=_ENV,
+            timeout=90,
+            **_as_postgres(),
+        )
+        if done.returncode != 0:
+            log = log_path.read_text(errors="replace")[-800:] if log_path.exists() else ""
+            raise RuntimeError(f"pg_ctl start failed: {done.stderr.strip()} {log}")
+
+
+#: what the server's programs run with
+_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
 
 
 def pg_bin(name: str) -> str | None:
@@ -81,8 +108,7 @@ def start_cluster(*, fsync: bool = False) -> Cluster:
     if run_as:
         os.chown(root, run_as["user"], run_as["group"])
     data, port = root / "data", _free_port()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
-    common: dict[str, Any] = {"env": env, "cwd": root, "capture_output": True, "text": True}
+    common: dict[str, Any] = {"env": _ENV, "cwd": root, "capture_output": True, "text": True}
     init = subprocess.run(
         [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
         **common,
@@ -119,4 +145,4 @@ def start_cluster(*, fsync: bool = False) -> Cluster:
         log = log_path.read_text(errors="replace")[-800:] if log_path.exists() else ""
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"pg_ctl start failed: {start.stderr.strip()} {log}")
-    return Cluster("127.0.0.1", port, "postgres", root, pg_ctl)
+    return Cluster("127.0.0.1", port, "postgres", root, pg_ctl, opts)

@@ -245,7 +245,8 @@ class PgAuditLog(AuditBase):
             async with self._pool.acquire(timeout=postgres.STATEMENT_TIMEOUT_S) as conn:
                 return await fn(conn)
         except _DB_ERRORS as exc:
-            raise SwitchyardError(
+            # (StoreUnavailable: what database_fallback switches on, app.router.store_fallback)
+            raise StoreUnavailable(
                 f"team audit log {self.where} unavailable: {postgres.why(exc)}"
             ) from None
 

@@ -5,7 +5,8 @@ config file) says so (docs/team.md).
 Bad input never turns into a silent SQLite: a malformed URL is a usage error (exit 2),
 an unreachable database a clear failure (exit 1), and a database that local_only forbids
 refuses the session (exit 2). Only ``database_fallback = true`` opens the SQLite files
-instead, and the session's first audit line says so.
+instead, and the session's first audit line says so; with it, a database that stops
+answering mid-run moves the session there too, audited (:mod:`app.router.store_fallback`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from app.policy.schema import Budget
 from app.router.ledger import BudgetLedger
 from app.router.ledger.api import ExpiredHook, LateHook, Ledger
 from app.router.ledger.records import LateClose, Reservation
+from app.router.store_fallback import FallbackAudit, FallbackLedger, StoreFallback
 from app.store.errors import StoreUnavailable
 from app.store.postgres import connect_pool, this_host
 from app.store.url import DatabaseUrl, parse_database_url
@@ -274,6 +276,18 @@ async def open_stores(
             raise
         ledger.on_expired = audit_expiries(audit)
         ledger.on_late = audit_late(audit)
+        if url is not None and settings.database_fallback:
+            # mid-run too: this machine's files once the database stops answering
+            fallback = StoreFallback(
+                audit,
+                ledger,
+                session=session,
+                database=url.display(),
+                clock=clock,
+                open_local=lambda: _open_local(settings, budget, clock, bus, policy_version),
+            )
+            ledger.on_late = _late_where_it_can(fallback)
+            audit, ledger = FallbackAudit(fallback), FallbackLedger(fallback)
     except BaseException:
         if pool is not None:
             await pool.close()
@@ -304,6 +318,45 @@ async def open_stores(
         finally:
             if pool is not None:
                 await pool.close()
+
+
+async def _open_local(
+    settings: Settings,
+    budget: Budget,
+    clock: Clock,
+    bus: Bus | None,
+    policy_version: str,
+) -> tuple[AuditBase, Ledger]:
+    """This machine's audit log and ledger, for a session whose team database stopped
+    answering (database_fallback), wired as :func:`open_stores` wires them."""
+    local = settings.model_copy(update={"database_url": None})
+    audit = await open_audit(local, clock=clock, bus=bus, policy_version=policy_version)
+    try:
+        ledger = await open_ledger(local, budget, clock=clock, bus=bus, alone=False)
+    except BaseException:
+        await audit.close()
+        raise
+    ledger.on_expired = audit_expiries(audit)
+    ledger.on_late = audit_late(audit)
+    return audit, ledger
+
+
+def _late_where_it_can(fallback: StoreFallback) -> LateHook:
+    """The team ledger's ``on_late`` under database_fallback: a close written late there
+    is told in the team's audit log, beside it (the team's audit adds up to its ledger),
+    even once the session has switched; in this machine's log when the team's does not
+    take it."""
+    team = audit_late(fallback.team_audit)
+
+    async def tell(late: LateClose) -> None:
+        try:
+            await team(late)
+        except StoreUnavailable:
+            if fallback.local is None:
+                raise
+            await audit_late(fallback.local[0])(late)
+
+    return tell
 
 
 def read_fallback(settings: Settings, exc: StoreUnavailable) -> Settings:

@@ -93,8 +93,9 @@ _OWED_LINES = (
 )
 
 
-class _Away(LedgerError):
-    """The database did not answer (gone, restarting, a connection it broke)."""
+class _Away(LedgerError, StoreUnavailable):
+    """The database did not answer (gone, restarting, a connection it broke): the store
+    unavailable, which database_fallback switches on (app.router.store_fallback)."""
 
 
 @dataclass
