@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TextIO, TypeVar
 
 import asyncpg
@@ -433,6 +434,20 @@ class PgAuditLog(AuditBase):
             return None if found is None else int(found)
 
         return await self._with(check)
+
+    async def received(self, seqs: Sequence[int]) -> dict[int, datetime]:
+        """When the database received these lines of this chain, by its own clock (the
+        clock the team ledger's rows are stamped by; a line's ``ts`` is its laptop's). A
+        line from before audit schema v2 has no such time: left out."""
+        rows = await self._with(
+            lambda c: c.fetch(
+                "SELECT seq, received FROM audit_lines WHERE chain = $1"
+                " AND seq = ANY ($2::bigint[]) AND received IS NOT NULL",
+                self.chain,
+                list(seqs),
+            )
+        )
+        return {int(r["seq"]): r["received"] for r in rows}
 
     # ── the team ─────────────────────────────────────────────────────────────────────────
 

@@ -23,6 +23,9 @@ from app.policy import LoadedPolicy, load_policy
 
 if TYPE_CHECKING:
     from app.router.simulate.report import SimulationReport
+    from app.router.simulate.requests import Collected
+    from app.router.simulate.team import TeamCharges
+    from app.store.url import DatabaseUrl
 
 
 def register(psub: Any) -> None:
@@ -139,14 +142,18 @@ def run_simulation(
 
     The team store holds a chain per instance, and opening it without ``chain`` starts
     this process's own, empty: "no decisions in this range" was said of a team's 42. So
-    there ``chain`` is required (a usage error names where to find one)."""
+    there ``chain`` is required (a usage error names where to find one). There the caps
+    are shared: the rest of the team's spend is read from the team ledger besides (a
+    replay of one chain charged that chain's costs alone, and a request a teammate's
+    spend had kept local replayed as a cloud call)."""
     from app.backends.local_only import effective_local_only
     from app.router.simulate.report import PolicyRef
     from app.router.simulate.simulation import Filters, simulate
     from app.router.simulate.source import read_log
     from app.router.stores import database_url, open_audit
 
-    if database_url(settings) is None:
+    url = database_url(settings)
+    if url is None:
         if chain is not None:
             raise UsageError("--chain names a chain of the team store; none is set")
     elif chain is None:
@@ -154,20 +161,21 @@ def run_simulation(
             "the team store holds a chain per instance: name the one to replay with "
             "--chain (see `switchyard audit chains`)"
         )
+    privacy: dict[str, Any] = {
+        "local_only": effective_local_only(against.policy, settings),
+        "named": against.policy.named_local_hosts(),
+    }
 
     async def read() -> Any:
-        log = await open_audit(
-            settings,
-            local_only=effective_local_only(against.policy, settings),
-            named=against.policy.named_local_hosts(),
-            chain=chain,
-        )
-        try:
-            return await read_log(log, since=since, session=session)
-        finally:
-            await log.close()
+        if url is None:
+            log = await open_audit(settings, **privacy)
+            try:
+                return await read_log(log, since=since, session=session), None
+            finally:
+                await log.close()
+        return await _read_team(settings, url, privacy, chain, since, session)
 
-    collected = asyncio.run(read())
+    collected, team = asyncio.run(read())
     return simulate(
         collected,
         new.policy,
@@ -175,7 +183,36 @@ def run_simulation(
         new_ref=PolicyRef(path=str(new.path), version=new.policy.version),
         against_ref=PolicyRef(path=str(against.path), version=against.policy.version),
         filters=Filters(since=since, until=until, session=session),
+        team=team,
     )
+
+
+async def _read_team(
+    settings: Settings,
+    url: DatabaseUrl,
+    privacy: dict[str, Any],
+    chain: str | None,
+    since: str | None,
+    session: str | None,
+) -> tuple[Collected, TeamCharges]:
+    """``chain`` of the team store, and the rest of the team's spend, on one pool."""
+    from app.audit.pg_log import PgAuditLog
+    from app.router.simulate.source import read_log
+    from app.router.simulate.team import read_team_charges
+    from app.router.stores import open_audit
+    from app.store.postgres import connect_pool
+
+    pool = await connect_pool(url, **privacy)
+    try:
+        log = await open_audit(settings, pool=pool, chain=chain, **privacy)
+        try:
+            assert isinstance(log, PgAuditLog)
+            collected = await read_log(log, since=since, session=session)
+            return collected, await read_team_charges(log, pool, collected)
+        finally:
+            await log.close()
+    finally:
+        await pool.close()
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -42,11 +42,14 @@ class Replayer:
         *,
         trust_record: bool = True,
         reference: Replayer | None = None,
+        user: str | None = None,
     ) -> None:
         """``reference``: the replayer of the policy the log is compared with; a role this
-        policy reads as that one does decides as the record says, where that one does."""
+        policy reads as that one does decides as the record says, where that one does.
+        ``user``: on the team store, whose chain is replayed (:class:`SimLedger`)."""
         self.policy = IndexedPolicy.of(policy)
-        self.ledger = SimLedger(policy.budget, [p for p in policy.providers if p != "local"])
+        clouds = [p for p in policy.providers if p != "local"]
+        self.ledger = SimLedger(policy.budget, clouds, user=user)
         self.reference = reference
         #: decisions made under this very policy are read from their lines, not re-made
         self._fingerprint = fingerprint(policy) if trust_record and reference is None else None

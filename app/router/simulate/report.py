@@ -56,7 +56,7 @@ class BlockedRow(Model):
     role: str
     model: str
     provider: str
-    cap: str  # session | day | provider:NAME
+    cap: str  # session | day | user:NAME (the team store's) | provider:NAME
     #: what served the request instead
     then: str
 
@@ -95,6 +95,19 @@ class Unsimulated(Model):
     recorded_usd: float = 0.0
 
 
+class TeamSpend(Model):
+    """On the team store: the rest of the team's spend both simulated ledgers were
+    charged, each charge where the team ledger made it (the replayed chain's own costs
+    are replayed, not read)."""
+
+    #: the team's calls that cost something, closed before the last replayed line
+    calls: int
+    usd: float
+    #: reservations of the team's calls in flight when a replayed request was decided
+    #: (they counted against the caps then, as they did for the router)
+    in_flight: int
+
+
 class SimulationReport(Model):
     new: PolicyRef
     against: PolicyRef
@@ -116,6 +129,9 @@ class SimulationReport(Model):
     #: the first audit line read, the chain verified from it to its head: 1 unless the
     #: range asked for (``since``, ``session``) needs only the lines from a later one
     read_from_seq: int = 1
+    #: the team store's rest of the team's spend that was counted; None on a machine's
+    #: own log, which holds every cost its caps count
+    team_spend: TeamSpend | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -4,7 +4,9 @@ policies, in order, each with its own simulated ledger, and compare (pure).
 The caps bind as they would have: besides the replayed requests' own spend, each ledger
 is charged what every other recorded cloud call cost (requests outside the range or the
 session asked for, requests that cannot be replayed, lines from before decisions were
-recorded), at the point in the log where it was made.
+recorded), at the point in the log where it was made. On the team store, where the caps
+are shared, it is charged the rest of the team's spend too (:mod:`.team`), each charge
+between the replayed lines the database received before and after it.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from app.router.simulate.report import (
     RoleRow,
     SimulationReport,
     SpendRow,
+    TeamSpend,
     Unsimulated,
 )
 from app.router.simulate.requests import Call, Collected, Request
+from app.router.simulate.team import Charge, TeamCharges
 from app.router.simulate.world import World
 
 TOP_CHANGES = 10
@@ -195,6 +199,48 @@ class _Tally:
             heapq.heapreplace(self.top, entry)
 
 
+class _TeamFeed:
+    """The rest of the team's charges, fed to both ledgers up to each replayed line: those
+    the database took before it received the line (a decision's line is written after
+    the ledger read its decision went by)."""
+
+    def __init__(self, team: TeamCharges, replayers: tuple[Replayer, ...]) -> None:
+        self._charges = team.charges
+        self._received = team.received
+        self._replayers = replayers
+        self._next = 0
+        self.calls = 0
+        self.nusd = 0
+        #: reservations made and not yet closed, and those a replayed request met
+        self._open: set[str] = set()
+        self._met: set[str] = set()
+
+    def upto(self, seq: int, request: bool) -> None:
+        at = self._received.get(seq)
+        if at is not None:  # (a line with no time of the database's: fed at the next one)
+            charges = self._charges
+            while self._next < len(charges) and charges[self._next].at < at:
+                self._feed(charges[self._next])
+                self._next += 1
+        if request:
+            self._met |= self._open
+
+    def _feed(self, c: Charge) -> None:
+        for replayer in self._replayers:
+            replayer.ledger.charge(c.session, c.day, c.provider, c.amount, user=c.user)
+        if c.reservation is not None:
+            if c.cost is None:
+                self._open.add(c.reservation)
+            else:
+                self._open.discard(c.reservation)
+        if c.cost:
+            self.calls += 1
+            self.nusd += c.cost
+
+    def report(self) -> TeamSpend:
+        return TeamSpend(calls=self.calls, usd=_usd(self.nusd), in_flight=len(self._met))
+
+
 def simulate(
     collected: Collected,
     new: Policy,
@@ -204,12 +250,15 @@ def simulate(
     against_ref: PolicyRef,
     filters: Filters | None = None,
     trust_record: bool = True,
+    team: TeamCharges | None = None,
 ) -> SimulationReport:
     """``trust_record``: a first decision made under the very policy replayed, from the
     same state and budget, is read from its line instead of being made again (decide()
-    is deterministic, GR-004); False re-makes every one (the property tests do both)."""
+    is deterministic, GR-004); False re-makes every one (the property tests do both).
+    ``team``: the rest of the team's spend, when ``collected`` is a chain of the team
+    store (:func:`~app.router.simulate.team.read_team_charges`)."""
     with gc_paused():
-        return _simulate(collected, new, against, new_ref, against_ref, filters, trust_record)
+        return _simulate(collected, new, against, new_ref, against_ref, filters, trust_record, team)
 
 
 def _simulate(
@@ -220,10 +269,13 @@ def _simulate(
     against_ref: PolicyRef,
     filters: Filters | None,
     trust_record: bool,
+    team: TeamCharges | None,
 ) -> SimulationReport:
     filters = filters or Filters()
-    rep_a = Replayer(against, trust_record=trust_record)
-    rep_b = Replayer(new, trust_record=trust_record, reference=rep_a)
+    user = team.user if team is not None else None
+    rep_a = Replayer(against, trust_record=trust_record, user=user)
+    rep_b = Replayer(new, trust_record=trust_record, reference=rep_a, user=user)
+    feed = _TeamFeed(team, (rep_a, rep_b)) if team is not None else None
     tally = _Tally()
     events: list[tuple[int, Call | Request]] = [(c.seq, c) for c in collected.loose_calls]
     for req in collected.requests:
@@ -245,7 +297,9 @@ def _simulate(
             tally.unsimulated_nusd += call.cost_nusd
     events.sort(key=lambda e: e[0])
 
-    for _, event in events:
+    for seq, event in events:
+        if feed is not None:
+            feed.upto(seq, not isinstance(event, Call))
         if isinstance(event, Call):
             if event.cloud and event.cost_nusd:
                 for replayer in (rep_a, rep_b):
@@ -263,7 +317,8 @@ def _simulate(
         tally.outcome("against", req, a, rep_a.ledger.limit_usd)
         tally.outcome("new", req, b, rep_b.ledger.limit_usd)
         tally.compare(world, a, b)
-    return _report(tally, new_ref, against_ref, filters, collected.start)
+    team_spend = feed.report() if feed is not None else None
+    return _report(tally, new_ref, against_ref, filters, collected.start, team_spend)
 
 
 def _local_as_recorded(w: World, a: Replayer, b: Replayer) -> bool:
@@ -304,7 +359,12 @@ def _provider_of(model: str, policy: Policy) -> str | None:
 
 
 def _report(
-    t: _Tally, new_ref: PolicyRef, against_ref: PolicyRef, filters: Filters, read_from: int
+    t: _Tally,
+    new_ref: PolicyRef,
+    against_ref: PolicyRef,
+    filters: Filters,
+    read_from: int,
+    team_spend: TeamSpend | None,
 ) -> SimulationReport:
     roles = [
         RoleRow(
@@ -369,4 +429,5 @@ def _report(
         against_differs_from_recorded=t.differs,
         differs_seqs=t.differs_seqs,
         read_from_seq=read_from,
+        team_spend=team_spend,
     )

@@ -61,6 +61,7 @@ def summary_lines(r: SimulationReport) -> list[str]:
         f"{counted(added, 'escalation')} added, {removed} removed, {other} to a different target",
         f"cloud spend {money(r.cloud_usd_against)} now → {money(r.cloud_usd_new)} under the new "
         "policy",
+        *_team(r),
         "",
         "By role (approvals asked: now → new)",
     ]
@@ -110,6 +111,18 @@ def summary_lines(r: SimulationReport) -> list[str]:
     return out
 
 
+def _team(r: SimulationReport) -> list[str]:
+    """What the shared caps were charged besides this chain (the team store only)."""
+    t = r.team_spend
+    if t is None:
+        return []
+    flight = f", and {counted(t.in_flight, 'reservation')} in flight" if t.in_flight else ""
+    return [
+        f"the rest of the team's spend counted against the shared caps, where it happened: "
+        f"{counted(t.calls, 'call')}, {money(t.usd)}{flight} (the team ledger)"
+    ]
+
+
 def _caps(r: SimulationReport) -> list[str]:
     out: list[str] = []
     for policy, name in (("new", "the new policy"), ("against", "the current policy")):
@@ -151,9 +164,10 @@ def _unsimulated(r: SimulationReport) -> list[str]:
         out += [f"  {n}: {why}" for why, n in u.reasons.items()]
     if r.against_differs_from_recorded:
         seqs = ", ".join(f"#{s}" for s in r.differs_seqs)
+        race = " or a teammate's request in a race for a cap" if r.team_spend is not None else ""
         out += [
             "",
             f"note: {r.against_differs_from_recorded} decisions replay differently under the "
-            f"current policy than recorded ({seqs}): was another policy in force?",
+            f"current policy than recorded ({seqs}): was another policy in force{race}?",
         ]
     return out
