@@ -133,9 +133,11 @@ def serving_terms(local_only: bool, mode: str, said: str) -> str:
         return (
             "switchyard serve: local_only is off; approvals: ask, but this is a background "
             "job: escalations are denied while it is (fg to bring it to the foreground and "
-            "approve by keypress)"
+            "approve here)"
         )
-    how = {"ask": "asked here, by keypress", "allow": "allowed", "deny": "denied"}[mode]
+    # (a line is read, not a key: app/cli/terminal_decider.py says why)
+    asked = "asked here, each answered with a letter and Enter"
+    how = {"ask": asked, "allow": "allowed", "deny": "denied"}[mode]
     return f"switchyard serve: local_only is off: escalations are {how} ({said}), inside the budget"
 
 

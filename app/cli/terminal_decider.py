@@ -38,6 +38,23 @@ _ANSWERS: dict[str, DecisionKind] = {
 }
 
 
+#: The answer is a line, a letter and Enter, and every message says so: "by keypress",
+#: with a line read, left a "y" typed alone waiting until the timeout denied it (a user
+#: audit). A single key needs the terminal in cbreak mode, which this design cannot make
+#: safe: the read of :class:`_Reader` (shared with the tutor's and merge's line prompts)
+#: outlives a prompt that timed out, blocked in the kernel, so the terminal would stay in
+#: cbreak, without line editing, until some key came; setting the mode back from a
+#: background job stops the whole gateway (SIGTTOU) or, with SIGTTOU blocked, overwrites
+#: the mode of the shell now in front; and Ctrl-Z would stop the job in cbreak unless
+#: SIGTSTP and SIGCONT were caught to set the mode back and again, as editors do, around
+#: a read another thread is blocked in. The TUI's modal is the single-key way (--tui).
+HOW_TO_ANSWER = "type the letter, then Enter"
+PROMPT = (
+    "Approve? [y]es once / [a]lways this session / [N]o / [d]eny all, stay local "
+    f"({HOW_TO_ANSWER}): "
+)
+
+
 def _describe_reason(reason: dict[str, Any]) -> str:
     code = reason.get("code") or reason.get("reason") or "?"
     rest = ", ".join(f"{k}={v}" for k, v in reason.items() if k not in ("code", "reason"))
@@ -286,9 +303,7 @@ class TerminalDecider:
         out.write("\n".join(clean(line, one_line=True) for line in lines) + "\n")
         reader.flush()
         for _ in range(self.max_tries):
-            out.write(
-                "Approve? [y]es once / [a]lways this session / [N]o / [d]eny all, stay local: "
-            )
+            out.write(PROMPT)
             out.flush()
             line = await reader.readline()
             if not line:
@@ -298,7 +313,7 @@ class TerminalDecider:
             answer = _ANSWERS.get(line.strip().lower())
             if answer is not None:
                 return ApprovalDecision(decision=answer, decided_by=self.name, reason="terminal")
-            out.write("Please answer y, a, n or d.\n")
+            out.write("Please type y, a, n or d, then Enter.\n")
         return ApprovalDecision(decision="deny", decided_by=self.name, reason="no valid answer")
 
 

@@ -31,6 +31,7 @@ from app.errors import SwitchyardError
 from app.gateway import anthropic_out as ant
 from app.gateway import ignored
 from app.gateway import openai_out as oai
+from app.gateway.embeddings import check_dimensions, embeddings_reply, parse_embeddings
 from app.gateway.errors import GatewayError, Protocol, error_body, error_headers
 from app.gateway.flow import (
     Done,
@@ -44,12 +45,10 @@ from app.gateway.flow import (
 from app.gateway.ids import resolve_model, served_ids
 from app.gateway.inbound import (
     Inbound,
-    model_of,
     parse_chat,
     parse_count_tokens,
     parse_messages,
     parse_responses,
-    unsendable,
 )
 from app.gateway.signals import header_values, signals_for
 from app.hosts import host_port, is_address, is_loopback_name, is_numeric_ipv4, parse_host_port
@@ -773,23 +772,15 @@ async def _embeddings(state: _State, request: Request) -> Response:
     model id: clients send an embedding model's (LangChain and llama-index default to
     ``text-embedding-ada-002``), and nothing leaves the machine, so no id is refused (a
     404 for them broke those clients: a review). The id is required, a string, and
-    audited as asked; its role is chat's reading of it when it names one."""
-    body = await _body(state, request)
-    if not isinstance(body, dict):
-        raise GatewayError(400, "invalid_request", "request: expected a JSON object")
-    problem = unsendable(body)
-    if problem:
-        raise GatewayError(400, "invalid_request", problem)
-    asked = model_of(body)
+    audited as asked; its role is chat's reading of it when it names one. The request is
+    read, and its reply written, by :mod:`app.gateway.embeddings`."""
+    asking = parse_embeddings(await _body(state, request))
+    asked, texts = asking.model, list(asking.texts)
     session = state.session
     try:
         role = resolve_model(session.policy, asked).role
     except GatewayError:
         role = "embeddings"  # (an embedding model's id: the role that embeds)
-    raw = body.get("input")
-    texts = [raw] if isinstance(raw, str) else raw
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise GatewayError(400, "invalid_request", "input: a string or a list of strings")
     from app.memory.embeddings import EmbeddingsUnavailable, load_embedder
 
     rid = new_request_id()
@@ -797,6 +788,7 @@ async def _embeddings(state: _State, request: Request) -> Response:
     embedder = await load_embedder(session.policy, audit=session.audit, session=session.id, run=rid)
     if embedder is None:
         raise GatewayError(503, "unavailable", "no local embedding model can be loaded")
+    check_dimensions(asking.dimensions, embedder.key.model_id, embedder.key.dim)
     try:
         vectors = await asyncio.to_thread(embedder.embed, texts)
     except EmbeddingsUnavailable as exc:  # (it read as the audit store gone away)
@@ -846,17 +838,7 @@ async def _embeddings(state: _State, request: Request) -> Response:
                 latency_ms=latency_ms,
             )
         )
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
-                for i, v in enumerate(vectors)
-            ],
-            "model": embedder.key.model_id,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-    )
+    return JSONResponse(embeddings_reply(vectors, asking.encoding_format, model, tokens))
 
 
 def _stream(body: AsyncIterator[bytes], headers: dict[str, str]) -> StreamingResponse:

@@ -61,6 +61,7 @@ class ChatStream:
         self.include_usage = include_usage
         self.created = int(time.time())
         self._sent_role = False
+        self._sent_text = False
         self._sent_calls = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -82,6 +83,7 @@ class ChatStream:
             # client that does not know the field skips it): it was dropped, an audit
             out.append(self._chunk({"reasoning_content": d.reasoning}))
         if d.text:
+            self._sent_text = True
             out.append(self._chunk({"content": d.text}))
         if d.tool_calls:
             self._sent_calls = True
@@ -104,12 +106,16 @@ class ChatStream:
     def done(self, result: RoutedResult, text_if_unstreamed: str = "") -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         if text_if_unstreamed:
+            self._sent_text = True
             out.append(self._chunk({"content": text_if_unstreamed}))
         if result.tool_calls and not self._sent_calls:
             calls = [_call_json(i, c) for i, c in enumerate(result.tool_calls)]
             out.append(self._chunk({"tool_calls": calls}))
         finish = openai_finish(result.finish_reason, bool(result.tool_calls))
-        out.append(self._chunk({}, finish))
+        # an empty reply without tool calls still says its content, "" (chat_content):
+        # a client that adds the deltas up found none and made the message's content null
+        empty = not (self._sent_text or self._sent_calls or result.tool_calls)
+        out.append(self._chunk({"content": ""} if empty else {}, finish))
         if self.include_usage:
             out.append(
                 {
@@ -124,8 +130,17 @@ class ChatStream:
         return out
 
 
+def chat_content(result: RoutedResult) -> str | None:
+    """A message's ``content`` as OpenAI gives it: null only beside tool calls with no
+    text; otherwise a string, empty when the reply was (a ``stop`` that cut it at its
+    first token): a null there broke clients that read ``content`` as a string."""
+    if result.text or not result.tool_calls:
+        return result.text
+    return None
+
+
 def chat_completion(completion_id: str, model: str, result: RoutedResult) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": result.text or None}
+    message: dict[str, Any] = {"role": "assistant", "content": chat_content(result)}
     if result.reasoning:
         message["reasoning_content"] = result.reasoning
     if result.tool_calls:

@@ -6,7 +6,8 @@
   action, as the pipeline counts a file read or a test run once. ``tool_heavy`` from the
   policy's ``[tool_use] librarian_heavy_actions``, as the pipeline's Librarian.
 * explicit signals from headers: ``x-switchyard-signal: confidence=0.6`` (repeatable, or
-  comma-separated), and ``x-switchyard-escalate: 1`` for the user's request.
+  comma-separated), and ``x-switchyard-escalate: 1`` for the user's request (``true``,
+  ``yes``, ``on`` too; ``0``, ``false``, ``no``, ``off`` say no; anything else is a 400).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from app.backends.base import ChatRequest
 from app.gateway.errors import GatewayError
 from app.router.types import Signals
 
-_TRUE = {"1", "true", "yes", "on"}
+#: the spellings of ``x-switchyard-escalate``, either way; anything else is refused: a
+#: value read as "off" without a word (``garbage``, a typo of ``ture``) left the client
+#: believing it had asked for the cloud, where a bad ``x-switchyard-signal`` is a 400
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def tool_actions(request: ChatRequest) -> int:
@@ -57,16 +62,35 @@ def signals_for(
     values.setdefault("tool_calls", actions)
     values.setdefault("tool_heavy", actions >= heavy_actions)
     values["output_tokens"] = request.max_tokens
-    wants = user_request or (escalate_header or "").strip().lower() in _TRUE
-    values["user_request"] = wants or str(values.get("user_request", "")).lower() in _TRUE
+    wants = escalate_asked(escalate_header) or user_request  # (the header checked always)
     try:
-        return Signals.model_validate(values)
+        # a signal's user_request is read as its other flags are: "garbage" is a 400 (it
+        # was read as false), and pydantic's spellings of true (y, t) are true
+        signals = Signals.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise GatewayError(
             400, "invalid_request", f"x-switchyard-signal: {where}: {first['msg']}"
         ) from None
+    return signals.model_copy(update={"user_request": True}) if wants else signals
+
+
+def escalate_asked(value: str | None) -> bool:
+    """Whether an ``x-switchyard-escalate`` header asks for the cloud; absent or empty is
+    no; a value that is none of its spellings is a 400 naming them."""
+    said = (value or "").strip().lower()
+    if not said or said in _FALSE:
+        return False
+    if said in _TRUE:
+        return True
+    shown = value if value is not None and len(value) <= 40 else f"{(value or '')[:37]}..."
+    raise GatewayError(
+        400,
+        "invalid_request",
+        f"x-switchyard-escalate: expected {', '.join(_TRUE)} (escalate) or "
+        f"{', '.join(_FALSE)} (do not), got {shown!r}",
+    )
 
 
 def header_values(headers: Mapping[str, str], name: str) -> list[str]:

@@ -843,7 +843,9 @@ def test_the_banner_says_what_becomes_of_an_escalation(monkeypatch: pytest.Monke
         "local_only is off: escalations are allowed (SWITCHYARD_APPROVE=allow), inside the budget"
     )
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
-    assert "asked here, by keypress (the default)" in serving_terms(False, "ask", "the default")
+    # a line is read: "by keypress" left a "y" typed alone waiting until its timeout
+    said = serving_terms(False, "ask", "the default")
+    assert "asked here, each answered with a letter and Enter (the default)" in said
 
 
 def test_a_web_page_cannot_drive_a_gateway_without_a_token(

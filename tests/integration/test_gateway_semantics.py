@@ -410,3 +410,72 @@ def test_a_prefill_is_continued_by_vllm(gw: Gateway) -> None:
     assert flags == [(True, False), (True, False), (None, None)]
     assert sent_messages(gw)[-1] == {"role": "user", "content": "Name a colour."}
     assert gw.vllm.chat_requests[0]["messages"][-1] == prefill[-1]
+
+
+def test_an_empty_reply_is_an_empty_string_on_every_protocol_never_null(gw: Gateway) -> None:
+    """A reply cut by ``stop`` at its first token (vLLM sends the text cut: "") answered
+    ``"content": null``, where OpenAI's API says a string, empty here, when the message
+    carries no tool calls: whole, and added up from the stream as the openai SDK does.
+    Responses and Messages say it as the providers do: no text (``output_text`` ""), and
+    Anthropic's ``content: []``, the same whole and streamed."""
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+
+    from tests.fakes.script import Scripted
+
+    gw.vllm.script.queue(*[Scripted(text="")] * 7)
+    client = gw.openai
+    asked: list[Any] = [{"role": "user", "content": "say The"}]
+    whole = client.chat.completions.create(model="implementer", messages=asked, stop=["The"])
+    assert whole.choices[0].message.content == ""
+    assert whole.choices[0].finish_reason == "stop"
+    with httpx.Client(base_url=gw.url, timeout=60) as http:
+        raw = http.post(CHAT, json={"model": "implementer", "messages": asked, "stop": ["The"]})
+    assert raw.json()["choices"][0]["message"]["content"] == ""  # (the wire, not the SDK)
+    state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
+    for chunk in client.chat.completions.create(
+        model="implementer", messages=asked, stop=["The"], stream=True
+    ):
+        state.handle_chunk(chunk)
+    streamed = state.get_final_completion().choices[0]
+    assert (streamed.message.content, streamed.finish_reason) == ("", "stop")
+
+    response = client.responses.create(model="implementer", input="say The")
+    assert (response.status, response.output_text) == ("completed", "")
+    with client.responses.stream(model="implementer", input="say The") as events:
+        final = events.get_final_response()
+    assert (final.status, final.output_text) == ("completed", "")
+
+    said = gw.anthropic.messages.create(
+        model="implementer", max_tokens=64, messages=asked, stop_sequences=["The"]
+    )
+    assert said.content == []
+    with gw.anthropic.messages.stream(
+        model="implementer", max_tokens=64, messages=asked, stop_sequences=["The"]
+    ) as stream:
+        assert stream.get_final_message().content == []
+    assert len(gw.vllm.chat_requests) == 7
+
+
+def test_an_escalate_header_that_is_none_of_its_spellings_is_refused(gw: Gateway) -> None:
+    """``x-switchyard-escalate: garbage`` was read as "off" without a word (the request
+    served locally, the client believing it had asked for the cloud), where a bad
+    ``x-switchyard-signal`` is a 400. Its spellings either way are served as before."""
+    asked = {"model": "tutor", "messages": [{"role": "user", "content": "why?"}]}
+    with httpx.Client(base_url=gw.url, timeout=60) as http:
+        bad = http.post(CHAT, json=asked, headers={"x-switchyard-escalate": "garbage"})
+        off = http.post(CHAT, json=asked, headers={"x-switchyard-escalate": "off"})
+        on = http.post(CHAT, json=asked, headers={"x-switchyard-escalate": "yes"})
+    assert bad.status_code == 400, bad.text
+    assert bad.json()["error"]["message"] == (
+        "x-switchyard-escalate: expected 1, true, yes, on (escalate) or 0, false, no, off "
+        "(do not), got 'garbage'"
+    )
+    # (every escalation is denied here: asked for, it is denied and served locally)
+    assert (off.status_code, on.status_code) == (200, 200)
+    assert off.json()["choices"][0]["message"]["content"] == REPLY
+    assert on.json()["choices"][0]["message"]["content"] == REPLY
+    # the "yes" alone asked for the cloud (and was denied): "off" did not
+    requests = lines_of("request")
+    assert requests[0]["values"]["status"] == 400  # the refusal, audited
+    asked_runs = {ln["run"] for ln in lines_of("denial")}
+    assert asked_runs == {requests[-1]["run"]}, lines_of("denial")

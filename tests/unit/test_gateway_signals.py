@@ -59,3 +59,46 @@ def test_a_signal_header_without_a_value_is_a_400() -> None:
     with pytest.raises(GatewayError) as exc:
         signals_for(loop(0), ["confidence"], user_request=False, heavy_actions=40)
     assert exc.value.status == 400 and "expected KEY=VALUE" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "wants"),
+    [
+        (None, False),
+        ("", False),
+        *((v, True) for v in ("1", "true", "yes", "on", " TRUE ", "Yes")),
+        *((v, False) for v in ("0", "false", "no", "off", "OFF")),
+    ],
+)
+def test_each_spelling_of_the_escalate_header_is_read(value: str | None, wants: bool) -> None:
+    signals = signals_for(loop(0), [], user_request=False, heavy_actions=40, escalate_header=value)
+    assert signals.user_request is wants
+
+
+@pytest.mark.parametrize("value", ["garbage", "ture", "2", "y"])
+def test_an_escalate_header_that_is_none_of_its_spellings_is_a_400(value: str) -> None:
+    """It was read as "off" without a word, where a bad x-switchyard-signal is a 400."""
+    with pytest.raises(GatewayError) as exc:
+        signals_for(loop(0), [], user_request=False, heavy_actions=40, escalate_header=value)
+    assert exc.value.status == 400
+    assert exc.value.message == (
+        "x-switchyard-escalate: expected 1, true, yes, on (escalate) or 0, false, no, off "
+        f"(do not), got {value!r}"
+    )
+    # a model id's +escalate does not make the header's mistake pass
+    with pytest.raises(GatewayError):
+        signals_for(loop(0), [], user_request=True, heavy_actions=40, escalate_header=value)
+
+
+def test_a_signals_user_request_is_read_as_its_other_flags_are() -> None:
+    """``user_request=garbage`` in x-switchyard-signal was read as false, where
+    ``tool_heavy=garbage`` is a 400."""
+    with pytest.raises(GatewayError) as exc:
+        signals_for(loop(0), ["user_request=garbage"], user_request=False, heavy_actions=40)
+    assert exc.value.status == 400 and "x-switchyard-signal: user_request" in exc.value.message
+    for said, wants in (("user_request=true", True), ("user_request=0", False)):
+        signals = signals_for(loop(0), [said], user_request=False, heavy_actions=40)
+        assert signals.user_request is wants
+    # the model id's +escalate, or the header, asks whatever the signal says
+    signals = signals_for(loop(0), ["user_request=no"], user_request=True, heavy_actions=40)
+    assert signals.user_request is True
