@@ -11,12 +11,14 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from app.audit.prepared import prepare_plain
 from app.audit.types import AuditLine
+from app.compact_json import encoder
 
 GENESIS_HASH = "0" * 64
 
@@ -26,6 +28,12 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(
         obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
+
+
+#: :func:`canonical_json`'s text, by orjson where it spells exactly that (app.compact_json):
+#: a line read back is written again with it to check that the text is its data's
+#: (3.7 µs a line, against 8.3 for ``canonical_json``)
+_CANONICAL = encoder(sort_keys=True, allow_nan=False)
 
 
 def line_hash(fields: Mapping[str, Any]) -> str:
@@ -137,7 +145,7 @@ class ChainChecker:
             )
         if not self.chain and seq <= self.last_seq:
             raise Problem(seq, f"line {seq} follows line {self.last_seq} (lines reordered)")
-        if line_hash(data) != data["hash"]:
+        if _hash_of(raw, data) != data["hash"]:
             raise Problem(seq, f"line {seq} does not match its hash (the line was edited)")
         prev = GENESIS_HASH if seq == 1 else self.last_hash
         linked = self.chain or seq == expected
@@ -178,12 +186,40 @@ class ChainChecker:
         )
 
 
+def _hash_of(raw: str | Mapping[str, Any], data: dict[str, Any]) -> str:
+    """The hash of a line's data (every field but ``hash``), from its text when it has
+    one: a text must be exactly the canonical JSON of the data read from it. JSON readers
+    differ on a key given twice (Python's keeps the last, others the first), and a human
+    reads the text: a line whose text says more or otherwise than its data, with whitespace
+    added, keys reordered or a field given twice, was edited even if its data still hashes.
+    """
+    if not isinstance(raw, str):  # a dict handed in: no text to hold to
+        return line_hash(data)
+    seq = data["seq"]
+    try:
+        text = _CANONICAL(data)
+    except (ValueError, RecursionError):  # (a number read as an infinity: 1e999)
+        text = None
+    if text != raw:
+        raise Problem(seq, f"line {seq} is not in canonical form (the line was edited)")
+    # The canonical text without the hash's own field is the text hashed: sorted keys put
+    # it after ``detail`` and ``from`` only (AuditLine forbids any other key), whose values
+    # are JSON strings or null, in which a quote is escaped; so its first spelling is that
+    # field, and ``kind`` (required) follows it. (Spares a second encoding: 9.6 µs a line.)
+    field = f'"hash":{encode_basestring(data["hash"])},'
+    at = raw.find(field)
+    if at < 0:  # (cannot be, for a validated line: hashed the long way all the same)
+        return line_hash(data)
+    body = raw[:at] + raw[at + len(field) :]
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
 def _parse(raw: str | Mapping[str, Any], *, seq_hint: int | None, where: str) -> dict[str, Any]:
     if not isinstance(raw, str | Mapping):  # a line stored as bytes or a number
         raise Problem(seq_hint, f"{where or 'a line'} is not stored as text (it was edited)")
     try:
         data = json.loads(raw) if isinstance(raw, str) else dict(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested past the parser's depth: tampered)
         raise Problem(seq_hint, f"{where or 'a line'} is not valid JSON") from None
     if not isinstance(data, dict):
         raise Problem(seq_hint, f"{where or 'a line'} is not a JSON object")
@@ -227,7 +263,9 @@ def verify_lines(
     head_hash: str | None = None,
     head_seq: int | None = None,
 ) -> VerifyReport:
-    """Verify exported lines (JSON text or dicts). Blank text lines are skipped.
+    """Verify exported lines (JSON text or dicts). Blank text lines are skipped; any other
+    text must be exactly the canonical JSON of what it holds (no space added, no key
+    given twice), as the log wrote it.
 
     ``chain=True`` for a full export (the whole chain from seq 1); ``chain=False`` for an
     export filtered by session or run. Give ``head_hash`` (and ``head_seq``), e.g. from an

@@ -82,6 +82,15 @@ class ChainInfo(_Frozen):
     lines: int
 
 
+class ChainMatch(_Frozen):
+    """A chain holding lines of a session or run, and how many (:meth:`holding`)."""
+
+    chain: str
+    user: str
+    host: str
+    lines: int
+
+
 class TeamLine(_Frozen):
     """A line of the team audit, with the chain it is in and who wrote that chain."""
 
@@ -466,6 +475,29 @@ class PgAuditLog(AuditBase):
                 started=r["started"],
                 lines=int(r["head_seq"]),
             )
+            for r in rows
+        ]
+
+    async def holding(
+        self, *, session: str | None = None, run: str | None = None
+    ) -> list[ChainMatch]:
+        """The team's chains that hold lines of ``session`` (and ``run``, each when given),
+        with how many, oldest chain first: an export by session finds its chain (on the
+        (session, chain, seq) and (run, chain, seq) indexes)."""
+        clauses: list[str] = ["c.team = $1"]
+        params: list[Any] = [self.team]
+        for column, value in (("l.session", session), ("l.run", run)):
+            if value is not None:
+                params.append(value)
+                clauses.append(f"{column} = ${len(params)}")
+        sql = (
+            "SELECT l.chain, c.user_name, c.host, count(*) AS lines FROM audit_lines l"
+            f" JOIN audit_chains c ON c.chain = l.chain WHERE {' AND '.join(clauses)}"
+            " GROUP BY l.chain, c.user_name, c.host, c.started ORDER BY c.started, l.chain"
+        )
+        rows = await self._with(lambda c: c.fetch(sql, *params))
+        return [
+            ChainMatch(chain=r["chain"], user=r["user_name"], host=r["host"], lines=r["lines"])
             for r in rows
         ]
 

@@ -3,7 +3,8 @@
 On a machine's own SQLite file there is one chain. On the team store (docs/team.md) each
 Switchyard instance writes a chain of its own: ``tail`` shows this user's lines (``--team``
 everyone's, each with its user and host), ``verify`` checks every chain (or ``--chain``),
-``export`` writes one chain (or one run's or session's lines), ``chains`` lists them.
+``export`` writes one chain (or one run's or session's lines: from the chain that holds
+them, or the one ``--chain`` names), ``chains`` lists them.
 """
 
 from __future__ import annotations
@@ -91,8 +92,16 @@ def register(sub: Any) -> None:
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session", metavar="S", type=an_id, help="only this session's lines")
     p.add_argument("--run", metavar="R", type=an_id, help="only this run's lines")
-    if p.prog.endswith("export") or p.prog.endswith("tail"):
+    if p.prog.endswith("tail"):
         p.add_argument("--chain", metavar="C", help="one chain of the team store")
+    elif p.prog.endswith("export"):
+        p.add_argument(
+            "--chain",
+            metavar="C",
+            help="one chain of the team store; without it, --session or --run exports the "
+            "chain that holds those lines (lines in several chains are refused, naming "
+            "each: export each with --chain C)",
+        )
 
 
 async def _open(args: argparse.Namespace, *, chain: str | None = None) -> AuditBase:
@@ -332,12 +341,17 @@ async def _export_async(args: argparse.Namespace, checked: list[VerifyReport]) -
     ``--output`` was not replaced (an existing export was emptied by a typo in an id).
     ``checked`` gets the chain's verification, made after the export."""
     log = await _open(args, chain=args.chain)
+    if log.shared and args.chain is None:
+        # a session's (or a run's) lines are found in the chain that holds them: read as
+        # if that chain were named
+        try:
+            args.chain = await _chain_holding(args, cast("PgAuditLog", log))
+        finally:
+            await log.close()
+        if args.chain is None:  # no line matched: nothing exported
+            return None if args.output is not None else 0
+        log = await _open(args, chain=args.chain)
     try:
-        if log.shared and args.chain is None:
-            raise UsageError(
-                "the team store holds a chain per instance: name one with --chain "
-                "(see `switchyard audit chains`)"
-            )
         if args.output is None:
             count = await log.export_jsonl(sys.stdout, session=args.session, run=args.run)
         else:
@@ -363,6 +377,33 @@ async def _export_async(args: argparse.Namespace, checked: list[VerifyReport]) -
         return count
     finally:
         await log.close()
+
+
+async def _chain_holding(args: argparse.Namespace, log: PgAuditLog) -> str | None:
+    """The team store's one chain holding the ``--session``/``--run`` lines to export;
+    None when no chain holds any. A filter whose lines are in several chains (a run
+    merged from another instance, a session id written by two) is refused naming each:
+    an export is one chain's lines, verified as such (``verify_lines(chain=False)``),
+    and lines of two chains in one file never would be."""
+    if not _filtered(args):
+        raise UsageError(
+            "the team store holds a chain per instance: name one with --chain, or export "
+            "a --session or --run (see `switchyard audit chains`)"
+        )
+    found = await log.holding(session=args.session, run=args.run)
+    if len(found) <= 1:
+        return found[0].chain if found else None
+    from app.audit.masking import mask_text
+
+    named = " ".join(f"--{k} {v}" for k in ("session", "run") if (v := getattr(args, k)))
+    chains = ", ".join(
+        f"{m.chain} ({clean(f'{m.user}@{m.host}', one_line=True)}, {counted(m.lines, 'line')})"
+        for m in found
+    )
+    raise UsageError(
+        f"the lines of {mask_text(named)[0]} are in {len(found)} chains of the team store: "
+        f"{chains}; export each with --chain C"
+    )
 
 
 # ── chains ───────────────────────────────────────────────────────────────────────────────

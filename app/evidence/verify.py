@@ -84,7 +84,9 @@ def _audit_problems(path: Path, manifest: Manifest) -> list[str]:
         text = read_regular(path).decode("utf-8", errors="replace")
     except OSError as exc:
         return [f"{AUDIT}: cannot be read: {exc.strerror or exc}"]
-    lines = [line for line in text.splitlines() if line.strip()]
+    # split at "\n" alone, as the export writes them: a line's text keeps U+2028 or U+0085
+    # (a model's words in a detail) as it is, and splitlines() cut such a line in two
+    lines = [line for line in text.split("\n") if line.strip()]
     anchor = manifest.audit or AuditAnchor(lines=0)
     report = verify_lines(lines, chain=False, head_hash=anchor.head_hash, head_seq=anchor.head_seq)
     if not report.ok:

@@ -60,7 +60,7 @@ def provenance_of(
         "policy_version": d.policy_version,
         "input_hash": input_hash(request, digest_of),
         "model": d.target,
-        "est_cost_usd": round(d.est_cost_usd, 6),
+        "est_cost_usd": round(d.est_cost_usd, 9),  # (the reservation, to the nano-dollar)
     }
 
 
@@ -143,7 +143,7 @@ async def escalate(
                 failed,
                 why,
                 detail=f"{d.target}: {why} (before asking for approval)",
-                left_usd=round(left, 6),
+                left_usd=round(left, 9),
             )
             return None
         decision = await router.approvals.request(

@@ -149,7 +149,33 @@ async def connect_pool(
             f"cannot reach the team database {url.display()}: {_why(exc, url)}"
         ) from None
     assert pool is not None
+    if url.setting("search_path") is not None:
+        await _refuse_no_schema(pool, url)
     return pool
+
+
+async def _refuse_no_schema(pool: asyncpg.Pool, url: DatabaseUrl) -> None:
+    """:class:`StoreRefused` (the pool closed) when the URL's ``?search_path=`` leaves no
+    schema to create in or read from: every store failed later, at its first table, with
+    "no schema has been selected to create in" (exit 1, the parameter unnamed)."""
+    import asyncpg
+
+    try:
+        async with pool.acquire(timeout=STATEMENT_TIMEOUT_S) as conn:
+            schema = await conn.fetchval("SELECT current_schema()")
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        await pool.close()
+        raise StoreUnavailable(
+            f"cannot reach the team database {url.display()}: {_why(exc, url)}"
+        ) from None
+    if schema is None:
+        await pool.close()
+        path = " ".join(str(url.setting("search_path")).split())[:80]
+        raise StoreRefused(
+            f"the team database {url.display()}: ?search_path={path} names no schema of "
+            f"{url.database} that this user may use (Switchyard's tables are in the first "
+            "one it names: check SWITCHYARD_DATABASE_URL's parameters)"
+        )
 
 
 def refused_as_configured(exc: BaseException) -> bool:

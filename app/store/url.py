@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlsplit
 
 from app.hosts import normal_host, valid_host
 from app.store.errors import StoreUrlError
@@ -48,6 +48,16 @@ class DatabaseUrl:
                 if value and value != "system" and not Path(value).expanduser().exists():
                     return key, value
         return None
+
+    def setting(self, name: str) -> str | None:
+        """The server setting the URL's query sets ``name`` to (a key asyncpg does not
+        read itself goes to the server as a setting, whose names ignore case; the last of
+        a repeated key, as asyncpg takes it), or None."""
+        found = None
+        for key, value in parse_qsl(urlsplit(self.raw).query, keep_blank_values=True):
+            if key.lower() == name:
+                found = value
+        return found
 
     def secrets(self) -> list[str]:
         """The password as written and as read (``%40`` and ``@``), from the user part and
@@ -131,6 +141,7 @@ def parse_database_url(text: str) -> DatabaseUrl:
         )
     if "service" in query:
         raise StoreUrlError(f"database URL {shown}: ?service= is not taken: name the host")
+    _one_user_and_password(parts.username, parts.password, query, shown)
     libpq = sorted(LIBPQ_ONLY & query.keys())
     if libpq:
         # asyncpg sends a key it does not know to the server as a setting: it read
@@ -161,6 +172,16 @@ def parse_database_url(text: str) -> DatabaseUrl:
         # "postgresql://user:2024/Spring@db.lan" (no database) read as host "user", port
         # 2024, database "Spring@db.lan", and its display showed the password whole
         raise StoreUrlError(f"database URL {shown}: {ESCAPES}")
+    named = [key for key in ("dbname", "database") if key in query]
+    if named:
+        # asyncpg takes the path's and drops the query's: the connection went to /team
+        # for a URL that said ?dbname=sy2 (a team-store audit)
+        why = (
+            f"the database is named twice (/database and ?{named[0]}=)"
+            if database
+            else f"?{named[0]}= is not taken"
+        )
+        raise StoreUrlError(f"database URL {shown}: {why}: name it in the path (…/switchyard)")
     if not database or "/" in database:
         raise StoreUrlError(f"database URL {shown}: name the database (…/switchyard)")
     return DatabaseUrl(
@@ -168,9 +189,28 @@ def parse_database_url(text: str) -> DatabaseUrl:
         host=normal_host(host) if host is not None else None,
         port=port or DEFAULT_PORT,
         database=database,
-        user=parts.username,
+        # (a ?user= alone is the user asyncpg connects as: _one_user_and_password)
+        user=parts.username or next(iter(query.get("user", [])), None),
         socket_dir=socket_dir if host is None else None,
     )
+
+
+def _one_user_and_password(
+    user: str | None, password: str | None, query: dict[str, list[str]], shown: str
+) -> None:
+    """The user and the password, each given once: asyncpg takes the user part's and
+    drops the query's (``?user=postgres`` connected as the URL's user, unsaid), and the
+    last of a repeated key. Either alone in the query is taken (the password's is masked
+    in every message, ``shown`` too)."""
+    given = (("user", user, "named", "user@"), ("password", password, "given", ":password@"))
+    for key, before, verb, spelled in given:
+        values = query.get(key, [])
+        if len(values) > 1:
+            raise StoreUrlError(f"database URL {shown}: the {key} is {verb} twice (?{key}=)")
+        if values and before:
+            raise StoreUrlError(
+                f"database URL {shown}: the {key} is {verb} twice ({spelled} and ?{key}=)"
+            )
 
 
 def _masked(text: str) -> str:

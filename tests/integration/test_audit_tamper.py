@@ -62,6 +62,15 @@ def _edit_json(seq: int, rehash: bool = False) -> Tamper:
     return change
 
 
+def _forge_first_keys(seq: int) -> Tamper:
+    """The audit's forgery: fields put before the line's own. Python's reader keeps the
+    last of a key given twice, so the data hashed as before; a reader that keeps the
+    first, or a human, reads the forged ones."""
+    forged = '{"detail":"FORGED: 0 in / 0 out, $0.00","values":{"cost_usd":0},'
+    sql = "UPDATE audit_lines SET line = ? || substr(line, 2) WHERE seq = ?"
+    return lambda con: con.execute(sql, (forged, seq)) and None
+
+
 def _delete(seq: int) -> Tamper:
     return lambda con: con.execute("DELETE FROM audit_lines WHERE seq = ?", (seq,)) and None
 
@@ -88,6 +97,16 @@ CASES: list[tuple[str, Tamper, int, str]] = [
     ("edit first", _edit_json(1), 1, "edited"),
     ("edit rehashed", _edit_json(3, rehash=True), 4, "prev_hash"),
     ("edit last rehashed", _edit_json(5, rehash=True), 5, "head"),
+    ("forged first keys", _forge_first_keys(5), 5, "line 5 is not in canonical form"),
+    (
+        "whitespace",
+        lambda con: (
+            con.execute("UPDATE audit_lines SET line = replace(line, ',', ', ') WHERE seq = 3")
+            and None
+        ),
+        3,
+        "line 3 is not in canonical form (the line was edited)",
+    ),
     ("delete", _delete(3), 3, "missing"),
     ("delete first", _delete(1), 1, "missing"),
     ("delete last", _delete(5), 5, "cut off"),
@@ -153,8 +172,8 @@ def test_tamper_is_reported_at_the_right_seq(
 
 @pytest.mark.parametrize(
     ("change", "bad_seq"),
-    [(_edit_json(2), 2), (_delete(3), 3), (_swap(1, 4), 1)],
-    ids=["edit", "delete", "swap"],
+    [(_edit_json(2), 2), (_forge_first_keys(4), 4), (_delete(3), 3), (_swap(1, 4), 1)],
+    ids=["edit", "forged-first-keys", "delete", "swap"],
 )
 def test_cli_verify_exits_1_with_one_clear_line(
     capsys: pytest.CaptureFixture[str], change: Tamper, bad_seq: int

@@ -128,6 +128,39 @@ def test_an_edited_audit_line_is_caught_even_with_a_fixed_manifest(repo: Path) -
     assert any("does not match its hash" in p for p in report.problems), report.problems
 
 
+def test_a_line_forged_before_its_own_fields_is_caught_even_with_a_fixed_manifest(
+    repo: Path,
+) -> None:
+    """Fields put before a line's own: Python's reader keeps the last of a key given twice,
+    so the data still hashed; the text is not its data's canonical text."""
+    path, _ = record(repo)
+    lines = (path / AUDIT).read_text().splitlines()
+    lines[1] = '{"detail":"FORGED","to":"some-cloud-model",' + lines[1][1:]
+    _rewrite_audit(path, lines)
+    report = verify_bundle(path)
+    assert report.problems == [f"{AUDIT}: line 3 is not in canonical form (the line was edited)"]
+
+
+def test_a_line_holding_a_unicode_line_separator_verifies(repo: Path) -> None:
+    """JSON keeps U+2028 and U+0085 as they are, and ``evidence verify`` split the file
+    with ``splitlines()``, which breaks at them: a model's words in a detail made an
+    honest bundle "not valid JSON" (tampered, exit 1)."""
+
+    async def run() -> Path:
+        clock = ManualClock()
+        async with AuditLog.open(load_settings().audit_db, clock=clock) as log:
+            b = EvidenceBundle.create(repo, RUN, task="fix add()", session="s1", clock=clock)
+            said = "the model said: a\u2028b\u2029c\x85d"
+            await log.append("run", session="s1", run=RUN, detail=said)
+            assert await b.export_audit(log) == 1
+            b.finalize(status="merge_ready", head=HEAD, branch="b", policy_version="1.0.0")
+        return b.path
+
+    path = asyncio.run(run())
+    report = verify_bundle(path)
+    assert report.ok, report.problems
+
+
 def test_a_removed_audit_line_is_caught(repo: Path) -> None:
     path, _ = record(repo)
     lines = (path / AUDIT).read_text().splitlines()

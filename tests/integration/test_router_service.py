@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,45 @@ async def test_a_call_lines_cost_is_the_ledgers_to_the_nano_dollar(
         report = await ledger.report(session="s1")
         assert report["total"]["cost_usd"] == call.values["cost_usd"]
     finally:  # an open store's thread would keep a failing run from exiting
+        await audit.close()
+        await ledger.close()
+
+
+def _places(usd: float) -> int:
+    """How many decimal places ``usd`` is spelled with (in JSON, as repr spells it)."""
+    exponent = Decimal(repr(usd)).as_tuple().exponent
+    assert isinstance(exponent, int)
+    return -exponent
+
+
+async def test_an_escalations_estimate_is_the_ledgers_to_the_nano_dollar_in_every_line(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """The escalation and approval lines carried decide()'s float sum unrounded
+    (0.00011675999999999999) and the provenance rounded it to 6 places, while the ledger
+    reserved nano-dollars: each line now says the same figure, the one reserved."""
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    try:
+        for max_tokens in range(60, 72):  # outputs whose float sums are noisy
+            request = REQ.model_copy(update={"max_tokens": max_tokens})
+            await router.complete("implementer", request, Signals(failed_loops=2))
+        lines = await audit.lines(session="s1")
+        escalations = [ln for ln in lines if ln.kind == "escalation"]
+        approvals = [ln for ln in lines if ln.kind == "approval"]
+        assert len(escalations) == len(approvals) == 12
+        model = policy.model("deepseek-reasoner")
+        thinking = policy.generation.reasoning_tokens(model.reasoning_effort)
+        noisy = 0
+        for max_tokens, esc, ok in zip(range(60, 72), escalations, approvals, strict=True):
+            est = esc.values["est_cost_usd"]
+            tokens_in = esc.values["inputs"]["signals"]["context_estimate"]
+            usd = (tokens_in * 0.28 + (max_tokens + thinking) * 0.42) / 1e6
+            noisy += _places(usd) > 9
+            assert est == round(usd, 9) and _places(est) <= 9, est
+            assert ok.values["est_cost_usd"] == esc.provenance["est_cost_usd"] == est
+        assert noisy  # (the figures above were noisy, unrounded)
+    finally:
         await audit.close()
         await ledger.close()
 
@@ -661,6 +701,26 @@ async def test_nobody_is_asked_to_approve_a_call_the_budget_no_longer_covers(
     assert stops and all("before asking for approval" in line.detail for line in stops)
     await audit.close()
     await ledger.close()
+
+
+async def test_a_stop_before_approval_says_what_is_left_to_the_nano_dollar(
+    tmp_path: Path, policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop line rounded what was left to 6 places (0.000012345 read 0.000012), beside
+    an estimate and a ledger in nano-dollars."""
+    router, audit, ledger = await make_router(tmp_path, policy, Resolver(up=ALL_UP))
+
+    async def little_left(session: str, provider: str) -> float:
+        return 0.000012345  # (12,345 nano-dollars: less than any cloud step's estimate)
+
+    monkeypatch.setattr(ledger, "left_usd", little_left)
+    try:
+        result = await router.complete("architect", REQ, Signals(confidence=0.5))
+        stops = [line for line in result.audit if line.kind == "budget_stop"]
+        assert stops and all(line.values["left_usd"] == 0.000012345 for line in stops)
+    finally:
+        await audit.close()
+        await ledger.close()
 
 
 async def test_deny_all_outranks_an_earlier_allow_for_the_session(

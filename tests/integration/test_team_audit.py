@@ -276,8 +276,20 @@ async def _time(conn: asyncpg.Connection, chain: str) -> None:
     )
 
 
+async def _forge_first_keys(conn: asyncpg.Connection, chain: str) -> None:
+    # the audit's forgery, as a superuser with the triggers bypassed: fields put before
+    # the line's own, which Python's reader (the last of a key given twice) never saw
+    await conn.execute("SET session_replication_role = replica")
+    await conn.execute(
+        """UPDATE audit_lines SET line = '{"detail":"FORGED: 0 in / 0 out, $0.00","""
+        """"values":{"cost_usd":0},' || substr(line, 2) WHERE chain = $1 AND seq = 5""",
+        chain,
+    )
+
+
 TAMPERS: list[tuple[str, Tamper, int | None]] = [
     ("edit", _edit, 3),
+    ("forged-first-keys", _forge_first_keys, 5),
     ("edit-and-rehash", lambda c, ch: _edit(c, ch, rehash=True), 4),
     ("delete", _delete, 4),
     ("reorder", _swap, 2),
@@ -386,6 +398,79 @@ def test_audit_tail_team_shows_every_users_lines_with_user_and_host(
     assert rc == 2 and "--chain" in err
 
 
+def test_audit_export_by_session_finds_the_chain_that_holds_it(
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """``audit export --session S`` on the team store said "name one with --chain", though
+    a session lives in one chain: the chain holding it is exported. Lines of a filter in
+    several chains are refused (exit 2) naming each: one file of two chains' lines would
+    never verify as an export does."""
+    from app.audit.pg_log import PgAuditLog
+
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", pg_url)
+    monkeypatch.setenv("SWITCHYARD_USER", "carol")  # the sessions are others'
+
+    async def build() -> dict[str, str]:
+        chains = {}
+        for user in ("alice", "bob"):
+            async with await PgAuditLog.open(pg_url, team="default", user=user, host="h") as log:
+                await _write(log, 4, session=f"s-{user}")
+                await _write(log, 2, session="both")
+                await log.append("route", session="other", run=f"r-{user}", detail="x")
+                chains[user] = log.chain
+        async with await PgAuditLog.open(pg_url, team="another", user="bob", host="h") as log:
+            await _write(log, 3, session="s-alice")  # another team's: not this team's to read
+        return chains
+
+    chains = asyncio.run(build())
+    rc, out, err = run_cli(["audit", "export", "--session", "s-bob"], capsys)
+    assert (rc, err) == (0, ""), err
+    lines = out.splitlines()
+    assert [json.loads(x)["session"] for x in lines] == ["s-bob"] * 4
+    assert [json.loads(x)["seq"] for x in lines] == [1, 2, 3, 4]
+    assert verify_lines(lines, chain=False).ok
+    assert all(json.loads(x)["detail"].startswith("line ") for x in lines)
+    target = tmp_path / "alice.jsonl"
+    rc, _, err = run_cli(["audit", "export", "--session", "s-alice", "-o", str(target)], capsys)
+    assert rc == 0 and "exported 4 audit lines" in err
+    exported = target.read_text().splitlines()
+    assert verify_lines(exported, chain=False).ok and len(exported) == 4
+    rc, out, _ = run_cli(["audit", "export", "--run", "r-alice"], capsys)
+    assert rc == 0 and [json.loads(x)["run"] for x in out.splitlines()] == ["r-alice"]
+
+    # in two chains: refused, naming both, nothing written
+    rc, out, err = run_cli(["audit", "export", "--session", "both"], capsys)
+    assert (rc, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1 and "are in 2 chains" in err
+    assert f"{chains['alice']} (alice@h, 2 lines)" in err
+    assert f"{chains['bob']} (bob@h, 2 lines)" in err and "--chain" in err
+    rc, out, _ = run_cli(["audit", "export", "--session", "both", "--chain", chains["bob"]], capsys)
+    assert rc == 0 and len(out.splitlines()) == 2
+
+    # none: exit 1, as any filter that matches nothing
+    rc, out, err = run_cli(["audit", "export", "--session", "nosuch"], capsys)
+    assert (rc, out) == (1, "") and "no audit line matched --session nosuch" in err
+    # no filter: a chain must still be named
+    rc, _, err = run_cli(["audit", "export"], capsys)
+    assert rc == 2 and "--chain" in err
+
+    # a tampered chain's session is exported as it is, and said not to verify (exit 1)
+    async def forge() -> None:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await _forge_first_keys(conn, chains["alice"])
+        finally:
+            await conn.close()
+
+    asyncio.run(forge())
+    rc, out, err = run_cli(["audit", "export", "--session", "s-alice"], capsys)
+    assert rc == 1 and len(out.splitlines()) == 4
+    assert "line 5 is not in canonical form" in err
+
+
 async def test_team_tail_follow_from_zero_shows_only_lines_to_come(pg_url: str) -> None:
     """``audit tail --team -n 0 --follow``: nothing already on file, then each new line
     (a follow that found no line to start from read the team's oldest 500 instead)."""
@@ -485,6 +570,10 @@ async def test_a_newer_sqlite_audit_schema_is_refused_naming_both(tmp_path: Path
         "postgresql://u@127.0.0.1:99999/db",
         "postgresql://u@127.0.0.1:5432/",
         "postgresql://u:secret@bad host/db",
+        # named in the query too: dropped by asyncpg, unsaid (it connected as "u" to "db")
+        "postgresql://u:secret@127.0.0.1:5432/db?user=postgres",
+        "postgresql://u:secret@127.0.0.1:5432/db?dbname=sy2",
+        "postgresql://u:secret@127.0.0.1:5432/db?password=secret2",
     ],
 )
 def test_a_malformed_database_url_exits_2_and_never_shows_the_password(
@@ -564,6 +653,35 @@ def test_a_url_whose_parameters_the_server_refuses_is_exit_2_and_no_fallback(
     assert "SWITCHYARD_DATABASE_URL's parameters" in err, err
     assert "reading this machine's SQLite files" not in err
     assert not load_settings().ledger_db.exists()
+
+
+@pytest.mark.parametrize("path", ["nosuch", "nosuch,%20also_not"])
+def test_a_search_path_naming_no_schema_is_exit_2_naming_it_and_no_fallback(
+    pg_server: PgServer,
+    path: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``?search_path=nosuch`` reached the server as a setting it took, and every store
+    failed at its first table: "no schema has been selected to create in" (exit 1, the
+    parameter unnamed). It is refused at the connection (exit 2), naming it."""
+    url = f"{pg_server.url_for('postgres')}?search_path={path}"
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", url)
+    monkeypatch.setenv("SWITCHYARD_DATABASE_FALLBACK", "true")
+    for argv in (["audit", "verify"], ["budget"]):
+        rc, _, err = run_cli(argv, capsys)
+        assert rc == 2, err
+        assert len(err.strip().splitlines()) == 1, err
+        assert f"?search_path={path.replace('%20', ' ')} names no schema" in err, err
+        assert "reading this machine's SQLite files" not in err
+    assert not load_settings().ledger_db.exists()
+
+
+def test_a_search_path_naming_a_schema_is_taken(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWITCHYARD_DATABASE_URL", f"{pg_url}?search_path=nosuch,public")
+    assert run_cli(["audit", "verify"], capsys)[0] == 0
 
 
 def test_with_database_fallback_reads_fall_back_to_the_files_sessions_wrote(

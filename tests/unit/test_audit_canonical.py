@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 from app.audit.canonical import (
     GENESIS_HASH,
     canonical_json,
+    chain_line,
     jsonable,
     line_hash,
     verify_lines,
 )
+from app.audit.prepared import prepare
 from app.audit.types import AuditLine
 
 
@@ -125,6 +127,84 @@ def test_malformed_input_is_a_finding_not_a_crash() -> None:
     assert not report.ok and "malformed" in (report.problem or "")
     missing = {k: v for k, v in json.loads(chain[1]).items() if k != "prev_hash"}
     assert not verify_lines([chain[0], json.dumps(missing)]).ok
+
+
+def test_a_line_whose_text_is_not_its_datas_canonical_text_is_edited() -> None:
+    """A superuser with the triggers off put forged fields before a line's own: Python's
+    reader keeps the last of a key given twice, so the data still hashed and the line
+    verified, while a reader that keeps the first (or a human) saw the forgery."""
+    chain = make_chain(["a", "b", "c", "d", "é", "f"])
+    data = json.loads(chain[4])
+    forged = '{"detail":"FORGED: 0 in / 0 out, $0.00","values":{"cost_usd":0},' + chain[4][1:]
+    assert json.loads(forged) == data  # the same data, read the Python way
+    spaced = chain[4].replace('","', '", "', 1)
+    reordered = json.dumps(dict(reversed(data.items())), separators=(",", ":"), ensure_ascii=False)
+    escaped = json.dumps(data, sort_keys=True, separators=(",", ":"))  # "\u00e9" for "é"
+    for text in (forged, spaced, " " + chain[4], chain[4] + " ", reordered, escaped):
+        assert json.loads(text) == data
+        report = verify_lines([*chain[:4], text, chain[5]])
+        assert not report.ok and report.first_bad_seq == 5, text
+        assert report.problem == "line 5 is not in canonical form (the line was edited)"
+        assert report.lines_checked == 4
+        # a filtered export (an evidence bundle's) is held to the same text
+        assert verify_lines([text], chain=False).first_bad_seq == 5
+    # a number spelled otherwise (1.0e0 for 1.0) reads as the same data: edited all the same
+    respelt = make_chain(["a"])[0].replace('"values":{"i":1}', '"values":{"i":1.0e0}')
+    assert not verify_lines([respelt]).ok
+
+
+def test_a_line_nested_too_deep_or_past_a_floats_range_is_a_finding_not_a_crash() -> None:
+    chain = make_chain(["a", "b"])
+    report = verify_lines([chain[0], "[" * 100_000 + "]" * 100_000])
+    assert not report.ok and report.first_bad_seq == 2 and "not valid JSON" in str(report.problem)
+    # a number past a float's range reads as an infinity, which no canonical text holds
+    # (hashing it raised ValueError: a traceback)
+    huge = chain[1].replace('"values":{"i":2}', '"values":{"i":1e999}')
+    report = verify_lines([chain[0], huge])
+    assert report.first_bad_seq == 2 and "not in canonical form" in str(report.problem)
+
+
+json_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+    st.sampled_from(["é", "\u2028", "\x00", '"', "\\", "1e-07", "0.00001"]),
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), json_values, max_size=5), st.text(max_size=20))
+def test_every_line_the_log_writes_is_in_canonical_form(values: Any, detail: str) -> None:
+    """The check above never fails an honest line: what either way of writing a line
+    makes (the quick one, and the slow one) verifies, whatever the values hold."""
+    fields: dict[str, Any] = {
+        "session": "s",
+        "run": None,
+        "kind": "call",
+        "role": "architect",
+        "from": None,
+        "to": "m",
+        "reason_codes": ["R"],
+        "values": values,
+        "policy_version": "1.0.0",
+        "provenance": {"p": values},
+        "detail": detail,
+    }
+    _, text = chain_line(jsonable(fields), 1, GENESIS_HASH, "2026-01-01T00:00:00.000Z")
+    assert verify_lines([text]).ok, text
+    quick = prepare(fields)
+    if quick is not None:
+        made = quick[0].chain(1, GENESIS_HASH, "2026-01-01T00:00:00.000Z")
+        assert verify_lines([made.text]).ok, made.text
 
 
 def test_filtered_export_is_a_sub_sequence() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -557,3 +558,24 @@ def test_a_value_just_under_its_threshold_is_not_shown_as_the_threshold(
     assert "confidence 0.7499999 < 0.75" in data["reasons"][0]["text"], data["reasons"]
     assert main([*argv[:-1], "confidence=0.5", "--json"]) == 0
     assert "confidence 0.5 < 0.75" in json.loads(capsys.readouterr().out)["reasons"][0]["text"]
+
+
+def test_an_escalations_estimate_is_in_nano_dollars_as_the_ledger_holds_it(
+    policy: Policy,
+) -> None:
+    """decide() wrote the float sum unrounded: the escalation and approval lines said
+    0.00011675999999999999 beside the call line's 0.00011676 and the ledger's nano-dollars.
+    Every estimate is a whole number of nano-dollars, spelled with 9 places at most."""
+    noisy = 0
+    for prompt in range(200, 400):
+        signals = Signals(failed_loops=2, context_estimate=prompt, output_tokens=98)
+        d = decide(policy, "implementer", signals, FREE)
+        assert d.target == "deepseek-reasoner"
+        model = policy.model("deepseek-reasoner")
+        thinking = policy.generation.reasoning_tokens(model.reasoning_effort)
+        usd = (prompt * 0.28 + (98 + thinking) * 0.42) / 1e6
+        noisy += repr(usd) != repr(round(usd, 9))  # (the float sum's noise, unrounded)
+        assert d.est_cost_usd == round(usd, 9), prompt
+        exponent = Decimal(repr(d.est_cost_usd)).as_tuple().exponent
+        assert isinstance(exponent, int) and exponent >= -9, d.est_cost_usd
+    assert noisy  # the prompts above do meet the float sum's noise

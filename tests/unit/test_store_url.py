@@ -72,6 +72,41 @@ def test_a_password_is_never_in_the_message_about_a_bad_url(text: str) -> None:
     assert "TOPSECRETQ" not in str(caught.value) and "***" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # asyncpg takes the user part's user and the path's database and drops the
+        # query's: these connected as "sy" to "team", unsaid
+        ("postgresql://sy:pw@127.0.0.1/team?user=postgres", "the user is named twice"),
+        ("postgresql://sy@127.0.0.1/team?user=a&user=b", "the user is named twice"),
+        ("postgresql://sy:pw@127.0.0.1/team?dbname=sy2", "the database is named twice"),
+        ("postgresql://sy:pw@127.0.0.1/team?database=sy2", "the database is named twice"),
+        ("postgresql://sy:pw@127.0.0.1/?dbname=sy2", "?dbname= is not taken"),
+        (
+            "postgresql://sy:TOPSECRETQ@127.0.0.1/team?password=TOPSECRETZ",
+            "password is given twice",
+        ),
+        ("postgresql://sy@127.0.0.1/team?password=TOPSECRETQ&password=TOPSECRETZ", "given twice"),
+    ],
+)
+def test_a_user_database_or_password_in_the_query_too_is_refused_not_dropped(
+    text: str, said: str
+) -> None:
+    with pytest.raises(StoreUrlError, match=re.escape(said)) as caught:
+        parse_database_url(text)
+    assert caught.value.exit_code == 2
+    assert "TOPSECRET" not in str(caught.value)
+
+
+def test_a_user_or_password_given_only_in_the_query_is_taken() -> None:
+    url = parse_database_url("postgresql://127.0.0.1/team?user=bob&password=TOPSECRETQ")
+    assert url.user == "bob" and url.display() == "postgresql://bob@127.0.0.1:5432/team"
+    assert url.secrets() == ["TOPSECRETQ"]
+    assert url.setting("search_path") is None
+    url = parse_database_url("postgresql://sy@127.0.0.1/team?Search_Path=a&search_path=b,c")
+    assert url.setting("search_path") == "b,c"  # (the server's names ignore case)
+
+
 def test_a_socket_url_takes_its_port_from_the_query() -> None:
     url = parse_database_url("postgresql://sy@/team?host=/run/pg&port=6543")
     assert (url.host, url.socket_dir, url.port) == (None, "/run/pg", 6543)
