@@ -18,7 +18,6 @@ callers import from here (``flavor_for``, ``scrub``, ``HealthCache`` …) are re
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any, cast
@@ -26,7 +25,6 @@ from typing import Any, cast
 import httpx
 import httpx2
 import openai
-import pydantic
 from openai.types.chat import ChatCompletionChunk
 
 from app.backends.base import BackendError, ChatRequest, ChatResult, Delta, Health
@@ -42,7 +40,13 @@ from app.backends.openai_request import (
     prompt_texts,
 )
 from app.backends.openai_stream import ChunkState, field_of
-from app.backends.provider_common import HealthCache, SdkStream, no_key_message, relay
+from app.backends.provider_common import (
+    MALFORMED,
+    HealthCache,
+    SdkStream,
+    no_key_message,
+    relay,
+)
 from app.backends.provider_errors import (
     ErrorMapper,
     SdkErrors,
@@ -75,6 +79,8 @@ AsyncHttpClient = httpx.AsyncClient | httpx2.AsyncClient
 #: what the SDK is given as a key for servers that want none (vLLM without --api-key …)
 _NO_KEY_PLACEHOLDER = "sk-no-key-required"
 _SDK_ERRORS = SdkErrors.of(openai, base=openai.OpenAIError)
+#: an embeddings reply that is not the API's: not text, not JSON, or not its shape
+_MALFORMED_EMBEDDINGS: tuple[type[Exception], ...] = (*MALFORMED, TypeError, AttributeError)
 
 
 class OpenAICompatBackend:
@@ -211,7 +217,7 @@ class OpenAICompatBackend:
                 )
         except self._errors.catches as exc:  # read whole before it returns: never "started"
             failure = self._errors.map(exc, started=False)
-        except (json.JSONDecodeError, pydantic.ValidationError, TypeError, AttributeError) as exc:
+        except _MALFORMED_EMBEDDINGS as exc:
             failure = self._errors.error(
                 "bad_output", f"malformed embeddings ({type(exc).__name__})"
             )

@@ -8,6 +8,9 @@ imports neither SDK.
   stream, maps any failure, and ends with one :class:`ChatResult`. Tool-call fragments
   go through the state's :class:`~app.backends.tool_calls.ToolCallAssembler`; when the
   server sent no usage, the calls the model wrote count as output tokens.
+* :data:`MALFORMED`: what reading a provider's bytes raises when they are not the API's
+  messages (not JSON, not its shape, not even text): a ``bad_output``, for the relay and
+  for a call read whole (embeddings).
 * :class:`HealthCache`: one health probe shared by concurrent callers, reused a while.
 
 The schema's notes (GR-012 for a model without constrained decoding) are in
@@ -32,6 +35,8 @@ from app.clock import Clock
 from app.tokens import count_messages, count_text
 
 __all__ = [
+    "MALFORMED",
+    "UNDECODABLE",
     "BadStreamItem",
     "HealthCache",
     "StreamState",
@@ -46,6 +51,21 @@ Prompt = list[str] | Callable[[], list[str]]
 
 class BadStreamItem(Exception):
     """A stream item that parsed as JSON but is not what the API sends."""
+
+
+#: what decoding a provider's bytes raises besides JSONDecodeError: bytes that are not
+#: UTF-8 (both SDKs' SSE decoders and ``json.loads`` decode strictly; the SDKs let it
+#: through, and it ended a gateway request as a bare 500 with no fallback, an audit) and
+#: JSON nested past the decoder's depth (CPython's ``json`` raises RecursionError). Named
+#: one by one: a broad ValueError would hide our own bugs as a provider's bad reply.
+UNDECODABLE: tuple[type[Exception], ...] = (UnicodeDecodeError, RecursionError)
+#: a reply that is not the API's messages: not text, not JSON, or not their shape
+MALFORMED: tuple[type[Exception], ...] = (
+    json.JSONDecodeError,
+    pydantic.ValidationError,
+    BadStreamItem,
+    *UNDECODABLE,
+)
 
 
 @dataclass
@@ -170,7 +190,7 @@ async def relay(
             await items.close()
     except errors.catches as exc:
         failure = errors.map(exc, started=state.started)
-    except (json.JSONDecodeError, pydantic.ValidationError, BadStreamItem) as exc:
+    except MALFORMED as exc:
         failure = errors.error("bad_output", f"malformed reply ({type(exc).__name__})")
     if failure is not None:
         raise failure

@@ -24,7 +24,8 @@ the server's own context-window wording (vLLM,         ``context_length``
 llama.cpp, OpenAI, DeepSeek, Kimi, Anthropic)
 an ``error`` event inside a stream                     by its words and ``type`` (the adapter's
                                                       table), else ``server_error``
-a body or chunk that is not JSON or not the expected   ``bad_output``
+a body or chunk that is not JSON (not even UTF-8, or   ``bad_output``
+nested past the decoder's depth) or not the expected
 shape; a stream that ends without a result
 the local_only guard refused the host (GR-009)         ``local_only``
 no API key for a cloud provider (no request is sent)   ``no_key``

@@ -40,6 +40,7 @@ from app.router.routed import (
     input_hash,
     routed,
 )
+from app.router.same_host import endpoint_of, host_of, served_alongside
 from app.router.types import Decision
 
 log = logging.getLogger(__name__)
@@ -286,8 +287,11 @@ async def serve_cloud(
             tokens_out=cut_out,
         )
         rule = rule_for(router.policy, exc.kind)
+        resting: list[str] = []
         if rule is not None and rule.cooldown_s > 0 and exc.kind != "context_length":
             router.health.mark_down(d.target, rule.cooldown_s, str(exc))
+            if exc.kind == "timeout" and not exc.started:
+                resting = _host_down(router, d.target, rule.cooldown_s)
         failed[d.target] = f"{exc.kind}: {exc}"
         await write(
             "skip",
@@ -298,9 +302,11 @@ async def serve_cloud(
                 "status": exc.status,
                 "secrets_masked": masked,
                 **_cut_values(cut, cut_usd),
+                **({"host_down": resting} if resting else {}),
             },
             detail=f"{d.target} failed ({exc}); moving down the chain"
-            + (f" ({len(cut)} tries cut short, billed ~{dollars(cut_usd)})" if cut else ""),
+            + (f" ({len(cut)} tries cut short, billed ~{dollars(cut_usd)})" if cut else "")
+            + (f"; {', '.join(resting)}, on the same host, down too" if resting else ""),
         )
         return None
     except Exception as exc:
@@ -601,6 +607,27 @@ async def _say_crossed(router: Router, d: Decision, write: Write, actual: float)
             f"{c.cap} cap ({dollars(c.spent_usd)} of {dollars(c.cap_usd)})" for c in crossed
         ),
     )
+
+
+def _host_down(router: Router, target: str, cooldown_s: float) -> list[str]:
+    """``target``'s host did not answer at all (a time-out before any reply): the other
+    models it serves are marked down for the same cooldown, so that none is waited on
+    again (the read timeout and the policy's retry, each in turn). Each is then skipped
+    as unhealthy, its skip line saying why; none is shortened that rests longer already
+    (a key refused for an hour), and nothing is sent anywhere by this. The ones marked."""
+    endpoint = endpoint_of(router.policy, target)
+    if endpoint is None:
+        return []
+    why = (
+        f"its host {host_of(endpoint)} did not answer {target} (timed out before any "
+        f"reply); down for {cooldown_s:g}s"
+    )
+    marked = []
+    for other in served_alongside(router.policy, target):
+        if router.health.is_up(other):
+            router.health.mark_down(other, cooldown_s, why)
+            marked.append(other)
+    return marked
 
 
 def _cut_cost(model: Model, cut: list[Usage], d: Decision) -> tuple[float, int, int]:

@@ -262,6 +262,11 @@ class Router:
                     continue
                 if skip.runtime == "cloud" and (skip.model, skip.reason) not in said_skips:
                     said_skips.add((skip.model, skip.reason))
+                    if skip.reason == "unhealthy" and not skip.detail:
+                        # why it rests (its own failure, or its host's time-out), which
+                        # decide() does not know: "unhealthy" alone said nothing
+                        why = self.health.reason(skip.model)
+                        skip = skip.model_copy(update={"detail": why}) if why else skip
                     skipped.setdefault(skip.model, skip_text(skip))
                     await write(
                         "skip",

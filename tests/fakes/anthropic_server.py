@@ -255,6 +255,9 @@ class FakeAnthropicServer(LoopbackServer):
             b'data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_d\n\n'
         )
 
+    def undecodable_event(self, data: bytes) -> bytes:
+        return b"event: content_block_delta\ndata: " + data + b"\n\n"
+
     def error_event(self, fault: Fault) -> bytes | None:
         type_, message = _ERROR_TYPES[529]
         return _event("error", {"type": "error", "error": {"type": type_, "message": message}})

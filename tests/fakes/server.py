@@ -24,8 +24,12 @@ Fault kinds (``opts`` in brackets):
 ``"cut_stream"`` [after=2]: send ``after`` events (a body: half of it) and close the
     connection without finishing the message;
 ``"reset"``: read the request and close the connection without a byte of reply;
+``"hang"``: read the request and never answer (a host that accepts and says nothing);
+    the connection is closed when the client gives up;
 ``"invalid_json"`` [after=1]: a body that is not JSON; in a stream, the event at index
     ``after`` is replaced by one whose data is not JSON;
+``"undecodable"`` [after=1, form="utf8"]: like ``invalid_json``, with bytes no decoder
+    reads: ``"utf8"`` not UTF-8 at all, ``"nested"`` JSON nested past any decoder's depth;
 ``"context_length"``: a 400 in the server's own context-window wording;
 ``"error_event"`` [after=2]: (servers that have one, Anthropic) an SSE ``error`` event
     mid-stream;
@@ -58,6 +62,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "Request",
+    "undecodable",
 ]
 
 STATUS_FAULTS = frozenset({"401", "403", "404", "429", "500", "502", "503", "504", "529"})
@@ -66,7 +71,9 @@ FAULT_KINDS = STATUS_FAULTS | {
     "stall",
     "cut_stream",
     "reset",
+    "hang",
     "invalid_json",
+    "undecodable",
     "context_length",
     "error_event",
     "down",
@@ -309,6 +316,10 @@ class LoopbackServer:
         """A mid-stream SSE error event, for servers that have one."""
         return None
 
+    def undecodable_event(self, data: bytes) -> bytes:
+        """An SSE event carrying ``data`` (:func:`undecodable`) where a chunk would be."""
+        return b"data: " + data + b"\n\n"
+
     # ── internals ──────────────────────────────────────────────────────────────────
 
     def _run(self) -> None:
@@ -366,7 +377,7 @@ class LoopbackServer:
                 request = await _read_request(reader)
                 if request is None:
                     break
-                keep_alive = await self._respond(request, writer)
+                keep_alive = await self._respond(request, reader, writer)
                 if not keep_alive:
                     break
         except (_Abort, ConnectionError, asyncio.IncompleteReadError, ValueError):
@@ -379,10 +390,15 @@ class LoopbackServer:
             if not writer.transport.is_closing():
                 writer.close()
 
-    async def _respond(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+    async def _respond(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         fault = self._take_fault(request.path)
         self.requests.append(_record(request, fault))
         if fault is not None and fault.kind == "reset":
+            raise _Abort
+        if fault is not None and fault.kind == "hang":
+            await reader.read()  # (until the client hangs up: EOF)
             raise _Abort
         if fault is not None and fault.kind == "slow_first_byte":
             await asyncio.sleep(float(fault.opt("seconds", 3.0)))
@@ -406,6 +422,15 @@ class LoopbackServer:
                 reply.events = [*reply.events[:at], self.invalid_event(), *reply.events[at + 1 :]]
             else:
                 reply.body = b'{"id": "broken", "object": "chat.completion", "choices": [{'
+                reply.headers["content-type"] = "application/json"
+        if fault is not None and fault.kind == "undecodable":
+            data = undecodable(str(fault.opt("form", "utf8")))
+            if reply.events is not None:
+                at = min(int(fault.opt("after", 1)), len(reply.events))
+                bad = self.undecodable_event(data)
+                reply.events = [*reply.events[:at], bad, *reply.events[at + 1 :]]
+            else:
+                reply.body = data
                 reply.headers["content-type"] = "application/json"
         if fault is not None and fault.kind == "error_event" and reply.events is not None:
             event = self.error_event(fault)
@@ -467,6 +492,17 @@ def http_reason(status: int) -> str:
         return http.HTTPStatus(status).phrase
     except ValueError:
         return _REASONS.get(status, "Error")
+
+
+def undecodable(form: str) -> bytes:
+    """A chunk's data no decoder reads: ``"utf8"``, bytes that are not UTF-8 (beginning
+    as JSON does, so no decoder takes them for UTF-16); ``"nested"``, JSON nested deeper
+    than a decoder recurses."""
+    if form == "utf8":
+        return b'{"id": "\xff\xfe\x00garbage\xc3\x28"}'
+    if form == "nested":
+        return b"[" * 100_000 + b"]" * 100_000
+    raise ValueError(f"unknown undecodable form {form!r}; one of utf8, nested")
 
 
 def _retry_after_headers(fault: Fault) -> dict[str, str]:

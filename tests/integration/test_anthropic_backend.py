@@ -256,6 +256,18 @@ async def test_invalid_json_event_is_bad_output(
     assert err.kind == "bad_output"
 
 
+@pytest.mark.parametrize("form", ["utf8", "nested"])
+async def test_undecodable_bytes_are_bad_output(
+    fake_anthropic: FakeAnthropicServer, make: Make, form: str
+) -> None:
+    """Bytes that are not UTF-8 (or JSON too deep to decode) in an event: the SDK's SSE
+    decoder raised UnicodeDecodeError past the backend (a gateway request ended as a bare
+    500 with no fallback, an audit)."""
+    fake_anthropic.fail_next("undecodable", after=3, form=form)
+    err, _ = await fails(make(fake_anthropic).stream(ask()))
+    assert err.kind == "bad_output" and "malformed reply" in str(err), err
+
+
 async def test_overloaded_error_event_mid_stream_is_server_error(
     fake_anthropic: FakeAnthropicServer, make: Make
 ) -> None:
@@ -280,6 +292,7 @@ async def test_overloaded_error_event_mid_stream_is_server_error(
         "reset",
         "cut_stream",
         "invalid_json",
+        "undecodable",
         "context_length",
         "error_event",
     ],

@@ -35,6 +35,7 @@ from app.clock import ManualClock
 from app.tokens import count_messages, count_text
 from tests.fakes.openai_server import FakeOpenAIServer, KeyEcho, echoed, embedding_for
 from tests.fakes.script import Scripted, count_words
+from tests.fakes.server import Reply
 from tests.socket_guard import block_non_loopback
 
 pytest_plugins = ["tests.fakes.fixtures"]
@@ -509,6 +510,36 @@ async def test_invalid_json_chunk_is_bad_output(
     assert err.kind == "bad_output"
 
 
+@pytest.mark.parametrize("form", ["utf8", "nested"])
+@pytest.mark.parametrize("flavor", ["vllm", "llamacpp", "openai", "deepseek", "moonshot"])
+async def test_undecodable_bytes_are_bad_output(
+    fake_openai_factory: Callable[..., FakeOpenAIServer], make: Make, flavor: str, form: str
+) -> None:
+    """Bytes that are not UTF-8 (or JSON too deep to decode) mid-stream: the SDK's SSE
+    decoder raised UnicodeDecodeError past the backend, and a gateway request ended as a
+    bare 500 with no fallback (an audit). Now what a chunk that is not JSON is."""
+    server = fake_openai_factory(flavor)
+    server.fail_next("undecodable", after=2, form=form)
+    err, seen = await fails(make(server).stream(ask()))
+    assert err.kind == "bad_output" and "malformed reply" in str(err), err
+    assert [d.text for d in seen] == ["Hello "]
+
+
+async def test_the_audits_bytes_at_the_start_of_a_stream_are_bad_output(
+    fake_openai_factory: Callable[..., FakeOpenAIServer], make: Make
+) -> None:
+    """The audit's exact body: every POST answered 200 with one undecodable event."""
+    server = fake_openai_factory("deepseek")
+
+    async def garbage(request: Any) -> Reply:
+        return Reply.sse([b"data: \xff\xfe\x00garbage\n\n"])
+
+    server.handle = garbage  # type: ignore[method-assign]
+    err, seen = await fails(make(server).stream(ask()))
+    assert err.kind == "bad_output" and "UnicodeDecodeError" in str(err), err
+    assert seen == []
+
+
 async def test_a_chunk_of_the_wrong_shape_is_bad_output(
     fake_vllm: FakeOpenAIServer, make: Make
 ) -> None:
@@ -603,6 +634,7 @@ async def test_local_servers_need_no_key(fake_vllm: FakeOpenAIServer, make: Make
         "reset",
         "cut_stream",
         "invalid_json",
+        "undecodable",
         "context_length",
     ],
 )
@@ -726,6 +758,7 @@ async def test_embeddings_of_nothing_send_nothing(fake_vllm: FakeOpenAIServer, m
         ("500", "server_error"),
         ("429", "rate_limited"),
         ("invalid_json", "bad_output"),
+        ("undecodable", "bad_output"),
         ("reset", "connect"),
         ("cut_stream", "connect"),
     ],

@@ -177,6 +177,34 @@ def test_invalid_json_body_and_stream_event(
         json.loads(data[1])
 
 
+def test_undecodable_body_and_stream_event(
+    fake_vllm: FakeOpenAIServer, client: httpx.Client
+) -> None:
+    fake_vllm.fail_next("undecodable")
+    reply = client.post(fake_vllm.base_url + "/chat/completions", json=_chat_body())
+    assert reply.status_code == 200
+    with pytest.raises(UnicodeDecodeError):
+        reply.content.decode("utf-8")
+    fake_vllm.fail_next("undecodable", after=1, form="nested")
+    with client.stream(
+        "POST", fake_vllm.base_url + "/chat/completions", json=_chat_body(True)
+    ) as r:
+        events = r.read().split(b"\n\n")
+    json.loads(events[0].removeprefix(b"data: "))
+    with pytest.raises(RecursionError):
+        json.loads(events[1].removeprefix(b"data: "))
+    assert events[-2] == b"data: [DONE]"  # (the rest of the stream as it was)
+
+
+def test_hang_answers_nothing_until_the_client_gives_up(fake_vllm: FakeOpenAIServer) -> None:
+    fake_vllm.fail_next("hang")
+    with httpx.Client(timeout=0.3, trust_env=False) as c, pytest.raises(httpx.ReadTimeout):
+        c.post(fake_vllm.base_url + "/chat/completions", json=_chat_body())
+    assert [r.fault for r in fake_vllm.requests] == ["hang"]
+    with httpx.Client(timeout=2.0, trust_env=False) as c:  # the next request is answered
+        assert c.post(fake_vllm.base_url + "/chat/completions", json=_chat_body()).is_success
+
+
 def test_down_refuses_connections_until_up(
     fake_vllm: FakeOpenAIServer, client: httpx.Client
 ) -> None:
