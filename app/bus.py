@@ -175,6 +175,8 @@ class DiffUpdated(Event):
     run: str = ""
     attempt: int
     diff: str
+    #: the commit holding the attempt (an editor's new text is read from it; None: unknown)
+    commit: str | None = None
 
 
 class TestLoopFinished(Event):

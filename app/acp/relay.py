@@ -16,6 +16,7 @@ and a step, so two runs in one session never share one.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from acp import (
 from acp.schema import PlanEntry, ToolKind
 
 from app.acp.auditview import UsageMeter, audit_chunk, quoted
-from app.acp.diffs import diff_contents, read_at
+from app.acp.diffs import attempt_contents
 from app.bus import (
     AuditAppended,
     DiffUpdated,
@@ -111,7 +112,7 @@ class RunRelay:
         elif isinstance(event, PlanUpdated):
             await self._plan(event.plan)
         elif isinstance(event, DiffUpdated):
-            await self._diff(event.attempt, event.diff)
+            await self._diff(event.attempt, event.diff, event.commit)
         elif isinstance(event, TestOutput):
             text = self._output.get(event.loop, "") + event.text
             self._output[event.loop] = text[-OUTPUT_CHARS:]
@@ -228,12 +229,15 @@ class RunRelay:
         self.plan = [e.model_copy(update={"status": status}) for e in self.plan]
         await self.send(update_plan(self.plan))
 
-    async def _diff(self, attempt: int, diff: str) -> None:
+    async def _diff(self, attempt: int, diff: str, commit: str | None) -> None:
         tid = self._id(f"attempt-{attempt}")
         if tid not in self._started:
             await self._start(tid, f"Implementer attempt {attempt}", "edit")
             self._open_attempts[attempt] = tid
-        contents, locations = diff_contents(diff, self.repo, read_at(self.repo, self.base))
+        # the texts are the files at the base and at the attempt's commit, as they land
+        contents, locations = await asyncio.to_thread(
+            attempt_contents, diff, self.repo, self.base, commit
+        )
         await self.send(
             update_tool_call(tid, status="in_progress", content=contents, locations=locations)
         )

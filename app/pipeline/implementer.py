@@ -156,7 +156,13 @@ async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Imple
         self_check = _ground(ctx, work, attempt, said, facts)
         _record(ctx, attempt, parser, change, diff)
         await ctx.emit(
-            DiffUpdated(session=ctx.session.id, run=ctx.run_id, attempt=attempt, diff=diff)
+            DiffUpdated(
+                session=ctx.session.id,
+                run=ctx.run_id,
+                attempt=attempt,
+                diff=diff,
+                commit=written.commit,
+            )
         )
         result = await work.tests.run(attempt=attempt)
         work.tool_actions += 1

@@ -65,13 +65,9 @@ def run_git(
     """Run ``git -C cwd ARGS``; raise :class:`GitError` on a non-zero exit when ``check``.
     ``own_session``: out of the terminal's process group, so that a Ctrl-C meant for
     Switchyard does not kill git half way (Switchyard decides what the stop does)."""
-    cfg: list[str] = []
-    for item in config:
-        cfg += ["-c", item]
-    argv = ["git", *_BASE_CONFIG, *cfg, "-C", str(cwd), *args]
     try:
         proc = subprocess.run(
-            argv,
+            _argv(cwd, args, config),
             input=input_text,
             capture_output=True,
             text=True,
@@ -87,6 +83,30 @@ def run_git(
     if check and proc.returncode != 0:
         raise GitError(list(args), proc.returncode, proc.stderr.strip() or proc.stdout.strip())
     return proc
+
+
+def _argv(cwd: Path, args: Sequence[str], config: Sequence[str]) -> list[str]:
+    cfg: list[str] = []
+    for item in config:
+        cfg += ["-c", item]
+    return ["git", *_BASE_CONFIG, *cfg, "-C", str(cwd), *args]
+
+
+def git_bytes(cwd: Path, *args: str) -> bytes | None:
+    """stdout of ``git -C cwd ARGS`` as git wrote it (None: git failed). For a file's
+    bytes: :func:`run_git` reads text with universal newlines, which turn ``\\r\\n`` into
+    ``\\n`` and a lone ``\\r`` into a line break."""
+    try:
+        proc = subprocess.run(
+            _argv(cwd, args, ()),
+            capture_output=True,
+            env=git_env(),
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise SwitchyardError("git is not installed (not found on PATH)") from None
+    return proc.stdout if proc.returncode == 0 else None
 
 
 def git_out(cwd: Path, *args: str, config: Sequence[str] = ()) -> str:
@@ -140,6 +160,7 @@ __all__ = [
     "NotAGitRepo",
     "current_branch",
     "first_line",
+    "git_bytes",
     "git_env",
     "git_out",
     "has_identity",

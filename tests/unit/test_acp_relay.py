@@ -149,13 +149,13 @@ async def test_audit_lines_become_chunks_and_calls_usage(policy: Any) -> None:
 
 
 def test_a_diff_becomes_whole_files_or_its_own_hunks() -> None:
-    contents, locations = diff_contents(DIFF, Path("/repo"), lambda rel: OLD)
+    contents, locations = diff_contents(DIFF, Path("/repo"), lambda rel: OLD.encode())
     (c,) = contents
     assert (c.type, c.path, c.old_text) == ("diff", "/repo/parser.py", OLD)
     assert c.new_text == OLD.replace("len(tokens) - 1", "len(tokens)")
     assert [(x.path, x.line) for x in locations] == [("/repo/parser.py", 1)]
     # the base does not match the hunk: the hunk's own lines, as the model proposed them
-    (c,) = diff_contents(DIFF, Path("/repo"), lambda rel: "something else\n")[0]
+    (c,) = diff_contents(DIFF, Path("/repo"), lambda rel: b"something else\n")[0]
     assert "range(len(tokens) - 1)" in c.old_text and "range(len(tokens))" in c.new_text
     assert "something else" not in c.old_text
     # a new file has no old text
@@ -168,6 +168,27 @@ def test_a_diff_becomes_whole_files_or_its_own_hunks() -> None:
     # not a diff at all: shown as it came
     (c,) = diff_contents("# no diff: the reply did not fit\n", Path("/repo"), lambda rel: None)[0]
     assert c.type == "content" and "no diff" in c.content.text
+
+
+def test_a_diff_rebuilt_on_its_base_keeps_a_missing_final_newline_missing() -> None:
+    """Without the attempt's commit the new text is rebuilt from the diff: a ``\\ No
+    newline at end of file`` was ignored, and the editor showed a final newline added
+    that the change did not hold (or kept one it took away)."""
+    old, new = "def f(a, b):\n    return a - b", "def f(a, b):\n    return a + b"
+    hunk = "@@ -1,2 +1,2 @@\n def f(a, b):\n-    return a - b\n"
+    head = "diff --git a/f.py b/f.py\n--- a/f.py\n+++ b/f.py\n"
+    marker = "\\ No newline at end of file\n"
+    cases = [
+        (old, new, head + hunk + marker + "+    return a + b\n" + marker),  # none, none
+        (old, new + "\n", head + hunk + marker + "+    return a + b\n"),  # added
+        (old + "\n", new, head + hunk + "+    return a + b\n" + marker),  # taken away
+    ]
+    # a form feed is no line break to git (str.splitlines took it for one)
+    paged = "a\x0cb\nc\n"
+    cases.append((paged, "a\x0cb\nC\n", "--- a/f.py\n+++ b/f.py\n@@ -2 +2 @@\n-c\n+C\n"))
+    for before, after, diff in cases:
+        (c,) = diff_contents(diff, Path("/repo"), lambda rel, b=before: b.encode())[0]
+        assert (c.old_text, c.new_text) == (before, after)
 
 
 async def test_a_cap_crossed_and_a_cloud_step_skipped_for_money_or_local_only_are_told(
