@@ -31,6 +31,7 @@ import pydantic
 from app.backends.base import ChatResult, Delta, Health, Usage, plausible_usage
 from app.backends.provider_errors import ErrorMapper
 from app.backends.tool_calls import IncompleteToolCall, ToolCallAssembler, calls_tokens
+from app.backends.whole_text import whole_delta, whole_result
 from app.clock import Clock
 from app.tokens import count_messages, count_text
 
@@ -183,9 +184,9 @@ async def relay(
                 if delta is not None:
                     if ttft is None:
                         ttft = (clock.monotonic() - t0) * 1000.0
-                    yield delta
+                    yield whole_delta(delta)
             if (last := state.end()) is not None:
-                yield last
+                yield whole_delta(last)
         finally:
             await items.close()
     except errors.catches as exc:
@@ -195,7 +196,7 @@ async def relay(
     if failure is not None:
         raise failure
     latency = (clock.monotonic() - t0) * 1000.0
-    yield state.result(prompt, errors=errors, latency_ms=latency, ttft_ms=ttft)
+    yield whole_result(state.result(prompt, errors=errors, latency_ms=latency, ttft_ms=ttft))
 
 
 class HealthCache:
