@@ -26,7 +26,7 @@ from app.router.approvals import TIMEOUT, ApprovalRequest
 from app.router.calling import mask_request
 from app.router.cost import cost_usd
 from app.router.ledger.errors import LedgerError, ReservationClosed
-from app.router.ledger.records import caps_crossed
+from app.router.ledger.records import Crossed, crossed_by
 from app.router.retry import rule_for
 from app.router.routed import (
     OVER_BUDGET,
@@ -276,7 +276,7 @@ async def serve_cloud(
         raise RouteFailed(str(broken)) from None
     except BackendError as exc:
         cut_usd, cut_in, cut_out = _cut_cost(model, cut, d)
-        await _charge(
+        crossed = await _charge(
             router,
             reservation.id,
             d,
@@ -308,6 +308,7 @@ async def serve_cloud(
             + (f" ({len(cut)} tries cut short, billed ~{dollars(cut_usd)})" if cut else "")
             + (f"; {', '.join(resting)}, on the same host, down too" if resting else ""),
         )
+        await _say_crossed(d, write, crossed, cut_usd, "failed after tries cut short, billed")
         return None
     except Exception as exc:
         # Not a backend's failure but a fault on the way (a reply no model of ours reads):
@@ -351,6 +352,7 @@ class _Served:
 
     __slots__ = (
         "actual",
+        "crossed",
         "cut",
         "cut_usd",
         "d",
@@ -363,6 +365,7 @@ class _Served:
         "result",
         "router",
         "run",
+        "said",
         "step",
         "unreported",
         "write",
@@ -385,7 +388,9 @@ class _Served:
         #: how far closing went: 0 nothing, 1 settled, 2 its line begun, 3 done
         self.step = 0
         self.actual = self.cut_usd = self.reserved = 0.0
-        self.expired = self.unreported = self.recorded = False
+        self.expired = self.unreported = self.recorded = self.said = False
+        #: the caps its settlement (or the row past an expired estimate) carried past
+        self.crossed: list[Crossed] = []
 
     async def close(
         self,
@@ -409,6 +414,11 @@ class _Served:
             if self.step == 1:
                 self.step = 2  # (begun: it stands, cancelled or not)
                 await self._lines(masked, approver, provenance, digest_of)
+            if self.crossed and not self.said:
+                self.said = True  # (begun: it stands, cancelled or not)
+                over = self.actual > self.reserved
+                why = "cost more than its reservation" if over else _WITHIN
+                await _say_crossed(d, self.write, self.crossed, self.actual, why)
         except asyncio.CancelledError:
             if self.step and closing:  # (settled: never before, or the gap is back)
                 await asyncio.shield(_release_more(router, _taken(closing)))
@@ -455,13 +465,15 @@ class _Served:
         self.actual = max(actual, d.est_cost_usd) if self.expired else actual
         if not self.expired:
             try:
-                await router.ledger.settle(
+                totals = await router.ledger.settle(
                     self.reservation_id,
                     actual_usd=actual,
                     tokens_in=result.usage.tokens_in + cut_in,
                     tokens_out=result.usage.tokens_out + cut_out,
                     latency_ms=result.latency_ms,
                 )
+                if totals:  # (the usual settlement, within every cap, returns none)
+                    self.crossed = crossed_by(totals)
                 return
             except ReservationClosed as exc:
                 if exc.status == "settled":
@@ -472,7 +484,7 @@ class _Served:
             self.actual = max(actual, d.est_cost_usd)
         if actual > d.est_cost_usd and not self.recorded:
             self.recorded = True  # (begun: it stands, cancelled or not)
-            await _past_estimate(router, d, self.run, actual)
+            self.crossed = await _past_estimate(router, d, self.run, actual)
 
     async def _lines(
         self,
@@ -519,8 +531,10 @@ class _Served:
             detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, "
             f"{dollars(actual)}",
         )
-        if over:
-            await _say_crossed(self.router, d, self.write, actual)
+
+
+#: why a call that cost no more than its reservation carried the spend past a cap
+_WITHIN = "was settled within its reservation, after calls that cost more than theirs"
 
 
 async def _charge(
@@ -535,14 +549,15 @@ async def _charge(
     tokens_in: int = 0,
     tokens_out: int = 0,
     latency_ms: float = 0.0,
-) -> bool:
-    """Settle (or ``release``) ``d``'s reservation at ``actual``. True when another process
-    had charged it by expiry meanwhile (at its full amount, the estimate): what it cost
-    past that is then a row of its own, so the ledger holds all of it (it was dropped on
-    the cancelled and failed paths, and a failed step raised instead of moving on)."""
+) -> list[Crossed]:
+    """Settle (or ``release``) ``d``'s reservation at ``actual``; the caps that carried
+    past (the caller says them). When another process had charged it by expiry meanwhile
+    (at its full amount, the estimate), what it cost past that is a row of its own, so
+    the ledger holds all of it (it was dropped on the cancelled and failed paths, and a
+    failed step raised instead of moving on)."""
     try:
         if release:
-            await router.ledger.release(
+            totals = await router.ledger.release(
                 reservation_id,
                 outcome or "failed",
                 actual_usd=actual,
@@ -551,7 +566,7 @@ async def _charge(
                 latency_ms=latency_ms,
             )
         else:
-            await router.ledger.settle(
+            totals = await router.ledger.settle(
                 reservation_id,
                 actual_usd=actual,
                 tokens_in=tokens_in,
@@ -559,21 +574,24 @@ async def _charge(
                 latency_ms=latency_ms,
                 outcome=outcome or "ok",
             )
-        return False
+        return crossed_by(totals)
     except ReservationClosed as exc:
         if exc.status != "expired":
             raise
     assert d.target is not None and d.provider is not None
     if actual > d.est_cost_usd:
-        await _past_estimate(router, d, run, actual)
-    return True
+        return await _past_estimate(router, d, run, actual)
+    return []
 
 
-async def _past_estimate(router: Router, d: Decision, run: str | None, actual: float) -> None:
+async def _past_estimate(
+    router: Router, d: Decision, run: str | None, actual: float
+) -> list[Crossed]:
     """What a call whose reservation another process charged by expiry (at its estimate)
-    cost past that: a row of its own, so that the ledger holds all of it."""
+    cost past that: a row of its own, so that the ledger holds all of it; the caps that
+    row carried past."""
     assert d.target is not None and d.provider is not None
-    await router.ledger.record_call(
+    totals = await router.ledger.record_call(
         session=router.session,
         run=run,
         role=d.role,
@@ -584,25 +602,24 @@ async def _past_estimate(router: Router, d: Decision, run: str | None, actual: f
         latency_ms=0.0,
         cost_usd=actual - d.est_cost_usd,
     )
+    return crossed_by(totals)
 
 
-async def _say_crossed(router: Router, d: Decision, write: Write, actual: float) -> None:
-    """After a call that cost more than its reservations: a ``budget`` line naming each
-    cap its cost (``actual``) carried past (GR-011 held the reservation, not the bill);
-    a cap crossed before it is not said again."""
-    assert d.target is not None and d.provider is not None
-    if await router.ledger.left_usd(router.session, d.provider) > 0:
-        return  # (something is left under every cap: none was crossed; a cheap read)
-    snapshot = await router.ledger.snapshot(router.session)
-    crossed = [c for c in caps_crossed(snapshot, d.provider) if c.spent_usd - actual <= c.cap_usd]
+async def _say_crossed(
+    d: Decision, write: Write, crossed: list[Crossed], cost: float, why: str
+) -> None:
+    """A ``budget`` line naming each cap ``d``'s charge (``cost``) carried past (GR-011
+    held the reservations, not the bill), ``why`` it could: said by the one charge that
+    crossed each cap (the ledger's totals of that charge say so), never again after it."""
     if not crossed:
         return
+    assert d.target is not None
     await write(
         "budget",
         to=d.target,
         reason_codes=["GR011_CAP_CROSSED"],
-        values={"caps": [c._asdict() for c in crossed], "cost_usd": round(actual, 9)},
-        detail=f"{d.target} cost more than its reservation: past the "
+        values={"caps": [c._asdict() for c in crossed], "cost_usd": round(cost, 9)},
+        detail=f"{d.target} {why}: past the "
         + ", ".join(
             f"{c.cap} cap ({dollars(c.spent_usd)} of {dollars(c.cap_usd)})" for c in crossed
         ),
@@ -709,7 +726,7 @@ async def _cancelled(
     process's expiry charged the estimate meanwhile: the line says what became of the
     call, as the refusal had replaced the call's own error)."""
     cancelled = broken is None and error is None
-    await _charge(
+    crossed = await _charge(
         router,
         reservation_id,
         d,
@@ -736,3 +753,5 @@ async def _cancelled(
         "provider may bill what it generated)"
         + (f", and {dollars(before)} for tries cut short before it" if before else ""),
     )
+    settled = "was settled at its estimate" + (" and its tries cut short" if before else "")
+    await _say_crossed(d, write, crossed, d.est_cost_usd + before, settled)

@@ -37,7 +37,7 @@ from app.errors import SwitchyardError
 from app.opener import ClosedOnExit
 from app.router.ledger.api import ExpiredHook, ExpiryCheck, LateHook, Ledger
 from app.router.ledger.money import NANO, usd
-from app.router.ledger.records import BudgetSnapshot, Reservation
+from app.router.ledger.records import BudgetSnapshot, CapTotals, Reservation
 from app.store.errors import StoreUnavailable
 
 __all__ = ["FallbackAudit", "FallbackLedger", "StoreFallback", "carried", "mid_run_detail"]
@@ -356,9 +356,9 @@ class FallbackLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
-    ) -> None:
+    ) -> CapTotals:
         # a team reservation is settled there, or kept by it for when it answers
-        await self._where(reservation_id).settle(
+        totals = await self._where(reservation_id).settle(
             reservation_id,
             actual_usd=actual_usd,
             tokens_in=tokens_in,
@@ -367,6 +367,7 @@ class FallbackLedger(ClosedOnExit):
             outcome=outcome,
         )
         self._closed(reservation_id, actual_usd)
+        return totals  # (the caps it crossed: the call's line says them)
 
     async def release(
         self,
@@ -377,8 +378,8 @@ class FallbackLedger(ClosedOnExit):
         tokens_in: int = 0,
         tokens_out: int = 0,
         latency_ms: float = 0.0,
-    ) -> None:
-        await self._where(reservation_id).release(
+    ) -> CapTotals:
+        totals = await self._where(reservation_id).release(
             reservation_id,
             outcome,
             actual_usd=actual_usd,
@@ -387,6 +388,7 @@ class FallbackLedger(ClosedOnExit):
             latency_ms=latency_ms,
         )
         self._closed(reservation_id, actual_usd)
+        return totals
 
     async def renew(self, reservation_id: str) -> bool:
         return await self._where(reservation_id).renew(reservation_id)
@@ -404,9 +406,9 @@ class FallbackLedger(ClosedOnExit):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
-    ) -> None:
-        async def record(ledger: Ledger) -> Ledger:
-            await ledger.record_call(
+    ) -> CapTotals:
+        async def record(ledger: Ledger) -> tuple[Ledger, CapTotals]:
+            totals = await ledger.record_call(
                 session=session,
                 run=run,
                 role=role,
@@ -418,10 +420,12 @@ class FallbackLedger(ClosedOnExit):
                 cost_usd=cost_usd,
                 outcome=outcome,
             )
-            return ledger
+            return ledger, totals
 
-        if await self._fb.on_ledger(record) is self._fb.team_ledger:
+        wrote, totals = await self._fb.on_ledger(record)
+        if wrote is self._fb.team_ledger:
             self._held((session, run or "", provider, role, model), round(cost_usd * NANO))
+        return totals
 
     async def flush(self) -> None:
         local = self._fb.local

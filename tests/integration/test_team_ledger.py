@@ -428,7 +428,7 @@ async def test_a_v1_team_ledger_migrates_and_each_team_expires_its_own(pg_url: s
         )
     finally:
         await conn.close()
-    assert version == len(MIGRATIONS) == 6
+    assert version == len(MIGRATIONS) == 7
 
 
 async def _set_version(pg_url: str, component: str, version: int) -> None:
@@ -449,8 +449,9 @@ async def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> No
         pass
     from app.router.ledger.pg_schema import MIGRATIONS
 
-    await _set_version(pg_url, "ledger", 7)
-    known = rf"schema version 7 is newer .*\({len(MIGRATIONS)}\)"
+    newer = len(MIGRATIONS) + 1
+    await _set_version(pg_url, "ledger", newer)
+    known = rf"schema version {newer} is newer .*\({len(MIGRATIONS)}\)"
     with pytest.raises(SchemaTooNew, match=known) as caught:
         await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="u")
     assert caught.value.exit_code == 2

@@ -25,6 +25,7 @@ PINNED: dict[str, tuple[tuple[tuple[str, ...], ...], list[str]]] = {
             "487a77cc540bf2f2",
             "73c6c89055b8ab51",
             "3b4f79f77ec4e6f4",
+            "64af40f1cef3c733",
         ],
     ),
     "team audit (PostgreSQL)": (

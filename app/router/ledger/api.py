@@ -6,7 +6,15 @@ it; the router calls the one it was given directly, with nothing in between.
 ``on_expired``: called with the reservations a store charged in full because their TTL
 passed unsettled (their process may have made the call and died), after the charge is
 committed; the session sets it to audit each one (GR-005: a charge with no line would
-leave the audit and the ledger unreconciled)."""
+leave the audit and the ledger unreconciled).
+
+``settle``, ``release`` and ``record_call`` return the caps the write left spent past,
+with each one's spend just before and just after it, read atomically with the write
+(:class:`~app.router.ledger.records.CapTotal`; empty, the usual case, when every cap is
+still within after it): whether this write is the one that crossed a cap is decided from
+them (:func:`~app.router.ledger.records.crossed_by`), never from a snapshot read after,
+which other writes may have reached first. A store wrapping another passes its answer on
+(one that drops it drops the line)."""
 
 from __future__ import annotations
 
@@ -19,7 +27,7 @@ from typing import Any, Protocol, Self
 
 from app.policy.schema import Budget
 from app.router.ledger.errors import LedgerError
-from app.router.ledger.records import BudgetSnapshot, LateClose, Reservation
+from app.router.ledger.records import BudgetSnapshot, CapTotals, LateClose, Reservation
 
 #: what a ledger calls with the reservations it has just charged by expiry
 ExpiredHook = Callable[[Sequence[Reservation]], Awaitable[None]]
@@ -115,7 +123,7 @@ class Ledger(Protocol):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
-    ) -> None: ...
+    ) -> CapTotals: ...
 
     async def release(
         self,
@@ -126,7 +134,7 @@ class Ledger(Protocol):
         tokens_in: int = 0,
         tokens_out: int = 0,
         latency_ms: float = 0.0,
-    ) -> None: ...
+    ) -> CapTotals: ...
 
     async def renew(self, reservation_id: str) -> bool:
         """Push a live reservation's expiry one TTL from now, while its call is still in
@@ -146,7 +154,7 @@ class Ledger(Protocol):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
-    ) -> None: ...
+    ) -> CapTotals: ...
 
     async def flush(self) -> None:
         """Make every write so far visible to the store's reports now (the machine's

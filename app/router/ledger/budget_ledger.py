@@ -46,7 +46,7 @@ from app.router.ledger.errors import (
 from app.router.ledger.ids import reservation_id
 from app.router.ledger.money import check_tokens, nusd, usd, utc_day
 from app.router.ledger.publisher import SnapshotPublisher
-from app.router.ledger.records import BudgetSnapshot, Reservation
+from app.router.ledger.records import BudgetSnapshot, CapTotals, Reservation
 from app.router.ledger.schema import migrate
 from app.router.ledger.transactions import ReservationStatus, connect, on_thread
 from app.spool import NotASpool, ShortWrite, Spooled, to_the_end
@@ -459,10 +459,11 @@ class BudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
-    ) -> None:
+    ) -> CapTotals:
         """Record the call's actual cost (even above the reservation) and close it: one
-        record in the spool, standing when this returns."""
-        await self._close(
+        record in the spool, standing when this returns. Returns the caps it left spent
+        past, with their totals just before and after it (:class:`CapTotal`)."""
+        return await self._close(
             reservation_id,
             "settled",
             actual_usd,
@@ -481,9 +482,10 @@ class BudgetLedger(ClosedOnExit):
         tokens_in: int = 0,
         tokens_out: int = 0,
         latency_ms: float = 0.0,
-    ) -> None:
-        """Free a reservation after a failed call; ``actual_usd`` if tokens were billed."""
-        await self._close(
+    ) -> CapTotals:
+        """Free a reservation after a failed call; ``actual_usd`` if tokens were billed.
+        Returns what :meth:`settle` does."""
+        return await self._close(
             reservation_id, "released", actual_usd, tokens_in, tokens_out, latency_ms, outcome
         )
 
@@ -496,24 +498,29 @@ class BudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str,
-    ) -> None:
+    ) -> CapTotals:
         cost = nusd(actual_usd, "actual_usd")
         check_tokens(tokens_in, tokens_out)
-        when, mirror = iso(self._clock.now()), self._mirror
+        when, mirror, caps = iso(self._clock.now()), self._mirror, self._caps
 
-        def op(inline: bool) -> str:
+        def op(inline: bool) -> tuple[str, CapTotals]:
             live = mirror.live.get(reservation_id)
             if live is None:
                 found = mirror.closed.get(reservation_id) or self._status(reservation_id, inline)
                 if found is None:
                     raise UnknownReservation(f"unknown reservation {reservation_id}")
                 raise ReservationClosed(reservation_id, found)
+            if cost:  # (its totals, to say which caps it crossed; read before the write)
+                self._need(live.session, live.day, inline)
             record = ["c", reservation_id, status, when, cost, outcome, tokens_in, tokens_out]
             self._write([[*record, latency_ms, *mirror.where(live)]])
-            return live.session
+            if not cost:
+                return live.session, ()
+            return live.session, mirror.past(caps, live.session, live.day, live.provider, cost)
 
-        session = await self._spool_op(op)
+        session, past = await self._spool_op(op)
         self._publisher.changed(session)
+        return past
 
     async def renew(self, reservation_id: str) -> bool:
         """One TTL more for a live reservation whose call is still in flight: a record in
@@ -545,8 +552,9 @@ class BudgetLedger(ClosedOnExit):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
-    ) -> None:
-        """Telemetry for a call made without a reservation (its cost still counts)."""
+    ) -> CapTotals:
+        """Telemetry for a call made without a reservation (its cost still counts).
+        Returns what :meth:`settle` does."""
         cost = nusd(cost_usd, "cost_usd")
         check_tokens(tokens_in, tokens_out)
         now = self._clock.now()
@@ -566,8 +574,17 @@ class BudgetLedger(ClosedOnExit):
             outcome,
             None,
         )
-        await self._spool_op(lambda inline: self._write([["k", *values[:12]]]))
+        day, mirror, caps = values[1], self._mirror, self._caps
+
+        def op(inline: bool) -> CapTotals:
+            if cost:
+                self._need(session, day, inline)
+            self._write([["k", *values[:12]]])
+            return mirror.past(caps, session, day, provider, cost) if cost else ()
+
+        past = await self._spool_op(op)
         self._publisher.changed(session)
+        return past
 
     # ── reading ──────────────────────────────────────────────────────────────────────────
 

@@ -4,7 +4,9 @@ Every write is one call of a database function (:mod:`.pg_schema`), so one round
 one transaction: the reservation is a conditional ``UPDATE`` of its cap rows, all or
 none, with a CHECK behind it; settlement moves the reserved amount to spent; a crashed
 holder's reservation expires by the database's ``now()`` and is charged in full. Money
-goes over the wire as integers (nano-dollars), never as a float.
+goes over the wire as integers (nano-dollars), never as a float. A settlement, a release
+and a call recorded answer with their cap rows' totals as they left them (schema v7):
+the caps that write crossed are decided from those (:meth:`TeamCaps.past`).
 
 Caps: ``session_usd`` per session; ``day_usd`` and ``provider_day_usd`` are the team's,
 whoever spends; ``user_day_usd`` each user's. Each machine checks its own policy's caps
@@ -19,7 +21,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -51,7 +53,13 @@ from app.router.ledger.errors import (
 from app.router.ledger.money import NANO, check_tokens, nusd, usd
 from app.router.ledger.pg_schema import COMPONENT, MIGRATIONS
 from app.router.ledger.publisher import SnapshotPublisher
-from app.router.ledger.records import BudgetSnapshot, LateClose, Reservation
+from app.router.ledger.records import (
+    BudgetSnapshot,
+    CapTotal,
+    CapTotals,
+    LateClose,
+    Reservation,
+)
 from app.store import postgres
 from app.store.errors import StoreUnavailable
 from app.store.postgres import (
@@ -146,6 +154,34 @@ class TeamCaps:
     def array(self, provider: str) -> list[int | None]:
         """In the order of the reservation's cap rows: session, day, user_day, provider_day."""
         return [self.session, self.day, self.user_day, self.provider.get(provider)]
+
+    def past(
+        self,
+        provider: str,
+        stored: Sequence[int | None] | None,
+        spent: Sequence[int] | None,
+        cost: int,
+    ) -> CapTotals:
+        """The caps a write of ``cost`` left spent past, from its cap rows as it left them
+        (``sy_ledger_close``'s and ``sy_ledger_record``'s ``caps`` and ``spent``, in the
+        order of :meth:`array`; None: it cost nothing): each cap the one a reservation is
+        checked on (a shared row's the lower of this policy's and the row's), as the
+        snapshot shows it."""
+        if not spent or stored is None:
+            return ()
+        out: list[CapTotal] = []
+        # (four each: the write made every row first; never an error after its commit)
+        rows = zip(self.array(provider), stored, spent, strict=False)
+        for i, (own, row_cap, after) in enumerate(rows):
+            cap = own if i == 0 else pg_reports.shared_cap(own, row_cap)
+            if cap is not None and after > cap:
+                name = _CAP_NAMES[i].format(provider=provider)
+                out.append(CapTotal(name, cap, after - cost, after))
+        return tuple(out)
+
+
+#: the caps' names in the audit, in the order of :meth:`TeamCaps.array`
+_CAP_NAMES = ("session", "day", "user day", "{provider} day")
 
 
 class PgBudgetLedger(ClosedOnExit):
@@ -480,8 +516,8 @@ class PgBudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
-    ) -> None:
-        await self._close(
+    ) -> CapTotals:
+        return await self._close(
             reservation_id, "settled", actual_usd, tokens_in, tokens_out, latency_ms, outcome
         )
 
@@ -494,8 +530,8 @@ class PgBudgetLedger(ClosedOnExit):
         tokens_in: int = 0,
         tokens_out: int = 0,
         latency_ms: float = 0.0,
-    ) -> None:
-        await self._close(
+    ) -> CapTotals:
+        return await self._close(
             reservation_id, "released", actual_usd, tokens_in, tokens_out, latency_ms, outcome
         )
 
@@ -508,7 +544,8 @@ class PgBudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str,
-    ) -> None:
+    ) -> CapTotals:
+        """Settle or release; the caps it left spent past (:meth:`TeamCaps.past`)."""
         cost = nusd(actual_usd, "actual_usd")
         check_tokens(tokens_in, tokens_out)
         owed = _Owed(
@@ -530,6 +567,7 @@ class PgBudgetLedger(ClosedOnExit):
         if row["was"] != "live":
             raise ReservationClosed(reservation_id, str(row["was"]))
         self._publisher.changed(str(row["session"]))
+        return self._caps.past(str(row["provider"]), row["caps"], row["spent"], cost)
 
     async def flush(self) -> None:
         """Nothing to do: every write here commits at once."""
@@ -547,13 +585,15 @@ class PgBudgetLedger(ClosedOnExit):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
-    ) -> None:
+    ) -> CapTotals:
+        """A call made without a reservation; the caps it left spent past."""
         cost = nusd(cost_usd, "cost_usd")
         check_tokens(tokens_in, tokens_out)
         args = (self.team, self.user, self.host, session, run or "", role, model, provider)
-        await self._with(
-            lambda c: c.execute(
-                "SELECT sy_ledger_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        row = await self._with(
+            lambda c: c.fetchrow(
+                "SELECT * FROM sy_ledger_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+                " $12, $13)",
                 *args,
                 tokens_in,
                 tokens_out,
@@ -563,6 +603,7 @@ class PgBudgetLedger(ClosedOnExit):
             )
         )
         self._publisher.changed(session)
+        return () if row is None else self._caps.past(provider, row["caps"], row["spent"], cost)
 
     # ── reading ──────────────────────────────────────────────────────────────────────────
 

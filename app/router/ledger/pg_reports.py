@@ -23,7 +23,7 @@ Usage = dict[tuple[str, str], tuple[int, int, int | None]]
 _NONE: tuple[int, int, int | None] = (0, 0, None)
 
 
-def _cap(own: int | None, stored: int | None) -> int | None:
+def shared_cap(own: int | None, stored: int | None) -> int | None:
     """A shared cap a reservation is checked on (ledger schema v3): the lower of this
     policy's and the lowest a member's policy set today; None when neither caps it. (A
     session's cap is its own policy's alone.)"""
@@ -64,7 +64,7 @@ def left_usd(rows: Usage, caps: TeamCaps, providers: Sequence[str]) -> dict[str,
 
     def left(own: int | None, key: tuple[str, str]) -> int | None:
         spent, reserved, stored = rows.get(key, _NONE)
-        cap = own if key[0] == "session" else _cap(own, stored)
+        cap = own if key[0] == "session" else shared_cap(own, stored)
         return None if cap is None else cap - spent - reserved
 
     base = [
@@ -142,7 +142,7 @@ async def snapshot(
 
     def used(own: int | None, key: tuple[str, str]) -> CapUsage:
         spent, reserved, stored = rows.get(key, _NONE)
-        return usage(own if key[0] == "session" else _cap(own, stored), spent, reserved)
+        return usage(own if key[0] == "session" else shared_cap(own, stored), spent, reserved)
 
     s_res = rows.get(("session", session), _NONE)[1]
     active = {k for (scope, k), (sp, rs, _) in rows.items() if scope == "provider_day" and sp + rs}

@@ -284,6 +284,96 @@ def _reserve_v3() -> str:
     return text
 
 
+# v7: a settlement, a release and a call recorded return the totals of the cap rows they
+# counted against as they left them, with each row's cap: the rows are still locked by
+# the write (just before it, each was the cost less), so the caller decides from its own
+# write whether it carried the spend past a cap. It read a snapshot after the write
+# instead, which also held other processes' writes that landed meanwhile: each found the
+# cap crossed before its own, and no GR011_CAP_CROSSED line was written (a user's audit:
+# 4 processes). The return types change, so each function is dropped and made again, in
+# the migration's one transaction; the close's columns of before come first, as they were.
+_CLOSE_V7 = """
+CREATE FUNCTION sy_ledger_close(
+    p_id text, p_status text, p_cost bigint, p_outcome text, p_tokens_in integer,
+    p_tokens_out integer, p_latency_ms double precision
+) RETURNS TABLE (session text, was text, provider text, caps bigint[], spent bigint[])
+LANGUAGE plpgsql AS $$
+DECLARE r ledger_reservations%ROWTYPE; v_caps bigint[]; v_spent bigint[];
+BEGIN
+    SELECT * INTO r FROM ledger_reservations WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF r.status <> 'live' THEN
+        RETURN QUERY SELECT r.session, r.status, r.provider, NULL::bigint[], NULL::bigint[];
+        RETURN;
+    END IF;
+    PERFORM sy_ledger_move(ARRAY[p_id], ARRAY[p_cost]);
+    UPDATE ledger_reservations SET status = p_status, closed = now() WHERE id = p_id;
+    INSERT INTO ledger_calls (day, team, user_name, host, session, run, role, model, provider,
+            tokens_in, tokens_out, latency_ms, cost_nusd, outcome, reservation_id)
+        VALUES (r.day, r.team, r.user_name, r.host, r.session, r.run, r.role, r.model,
+                r.provider, p_tokens_in, p_tokens_out, p_latency_ms, p_cost, p_outcome, r.id);
+    IF p_cost > 0 THEN
+        -- the cap rows the move locked, in the order of SCOPES
+        SELECT array_agg(u.cap_nusd ORDER BY w.i),
+               array_agg(u.spent_nusd + u.unreserved_nusd ORDER BY w.i)
+            INTO v_caps, v_spent
+            FROM unnest(ARRAY['session', 'day', 'user_day', 'provider_day'],
+                        ARRAY[r.session, '', r.user_name, r.provider],
+                        ARRAY['', r.day, r.day, r.day]) WITH ORDINALITY AS w(s, k, d, i)
+            JOIN ledger_usage u
+                ON u.team = r.team AND u.scope = w.s AND u.key = w.k AND u.day = w.d;
+    END IF;
+    RETURN QUERY SELECT r.session, 'live'::text, r.provider, v_caps, v_spent;
+END $$
+"""
+
+_RECORD_V7 = f"""
+CREATE FUNCTION sy_ledger_record(
+    p_team text, p_user text, p_host text, p_session text, p_run text, p_role text,
+    p_model text, p_provider text, p_tokens_in integer, p_tokens_out integer,
+    p_latency_ms double precision, p_cost bigint, p_outcome text
+) RETURNS TABLE (caps bigint[], spent bigint[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_day text := {_TODAY};
+    v_keys text[] := ARRAY[p_session, '', p_user, p_provider];
+    v_days text[] := ARRAY['', v_day, v_day, v_day];
+    v_scopes text[] := ARRAY['session', 'day', 'user_day', 'provider_day'];
+BEGIN
+    INSERT INTO ledger_calls (day, team, user_name, host, session, run, role, model, provider,
+            tokens_in, tokens_out, latency_ms, cost_nusd, outcome)
+        VALUES (v_day, p_team, p_user, p_host, p_session, p_run, p_role, p_model, p_provider,
+                p_tokens_in, p_tokens_out, p_latency_ms, p_cost, p_outcome);
+    IF p_cost > 0 THEN
+        INSERT INTO ledger_usage (team, scope, key, day)
+            SELECT p_team, s, k, d FROM unnest(v_scopes, v_keys, v_days) AS w(s, k, d)
+            ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM ledger_usage u, unnest(v_scopes, v_keys, v_days) AS w(s, k, d)
+            WHERE u.team = p_team AND u.scope = w.s AND u.key = w.k AND u.day = w.d
+            ORDER BY u.team, u.scope, u.key, u.day FOR UPDATE OF u;
+        UPDATE ledger_usage u SET unreserved_nusd = u.unreserved_nusd + p_cost
+            FROM unnest(v_scopes, v_keys, v_days) AS w(s, k, d)
+            WHERE u.team = p_team AND u.scope = w.s AND u.key = w.k AND u.day = w.d;
+        -- the cap rows locked above, in the order of SCOPES
+        RETURN QUERY
+            SELECT array_agg(u.cap_nusd ORDER BY w.i),
+                   array_agg(u.spent_nusd + u.unreserved_nusd ORDER BY w.i)
+            FROM unnest(v_scopes, v_keys, v_days) WITH ORDINALITY AS w(s, k, d, i)
+            JOIN ledger_usage u
+                ON u.team = p_team AND u.scope = w.s AND u.key = w.k AND u.day = w.d;
+    END IF;
+END $$
+"""
+
+_DROP_V6 = (
+    "DROP FUNCTION sy_ledger_close(text, text, bigint, text, integer, integer, double precision)",
+    "DROP FUNCTION sy_ledger_record(text, text, text, text, text, text, text, text, integer,"
+    " integer, double precision, bigint, text)",
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     (
         """CREATE TABLE ledger_usage (
@@ -372,4 +462,5 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX ledger_calls_session_tx ON ledger_calls (session, tx)",
         "DROP INDEX ledger_calls_session",
     ),
+    (*_DROP_V6, _CLOSE_V7, _RECORD_V7),
 )

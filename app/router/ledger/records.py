@@ -90,18 +90,34 @@ class Crossed(NamedTuple):
     spent_usd: float
 
 
-def caps_crossed(snapshot: BudgetSnapshot, provider: str) -> list[Crossed]:
-    """The caps ``snapshot`` shows spent past (settled spend alone, not reservations),
-    among those a call to ``provider`` counts against: the session's, the day's (the
-    team's, on a shared store), the provider's and, on a shared store, this user's."""
-    caps: list[tuple[str, CapUsage | None]] = [
-        ("session", snapshot.per_session),
-        ("day", snapshot.per_day),
-        (f"{provider} day", snapshot.per_provider.get(provider)),
-        ("user day", snapshot.per_user),
-    ]
+class CapTotal(NamedTuple):
+    """A cap that a write to the ledger (a settlement, a release, a call recorded) left
+    spent past: its name ("session", "day", "<provider> day", "user day"), its amount, and
+    what was spent against it (settled spend, not reservations) just before and just
+    after that write, read under the lock the write held. Nano-dollars."""
+
+    cap: str
+    cap_nusd: int
+    before: int
+    after: int
+
+
+#: what a write returns: each cap it counted against and left spent past. The usual
+#: write, within every cap, returns an empty tuple (nothing made on the request path).
+CapTotals = tuple[CapTotal, ...]
+
+
+def crossed_by(totals: CapTotals | None) -> list[Crossed]:
+    """The caps a write carried past: within the cap just before it, past it just after
+    (reaching a cap exactly is not crossing it). Decided from the write's own totals,
+    taken with it under one lock, so of writes landing at once exactly one crosses each
+    cap: a snapshot read after the write also held the writes that landed meanwhile, each
+    writer then found the cap crossed before its own, and none said it (a user's audit).
+    ``None``: a stand-in that told nothing (a test's wrapper of a store's write)."""
+    if not totals:
+        return []
     return [
-        Crossed(name, cap.cap_usd, cap.spent_usd)
-        for name, cap in caps
-        if cap is not None and cap.cap_usd is not None and cap.spent_usd > cap.cap_usd
+        Crossed(t.cap, usd(t.cap_nusd), usd(t.after))
+        for t in totals
+        if t.before <= t.cap_nusd < t.after
     ]

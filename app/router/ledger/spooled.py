@@ -30,7 +30,7 @@ from app.compact_json import PASSTHROUGH, encoder
 from app.router.ledger.caps import Caps, Sums, sums
 from app.router.ledger.errors import LedgerSpoolDamaged
 from app.router.ledger.money import usd
-from app.router.ledger.records import Reservation
+from app.router.ledger.records import CapTotal, CapTotals, Reservation
 from app.router.ledger.transactions import insert_call
 from app.spool import Spool, mark, unfolded
 
@@ -240,6 +240,28 @@ class Mirror:
         used = self.providers[day].get(provider)
         p_used = 0 if used is None else used[0] + used[1]
         return caps.crossed(s[0] + s[1], d[0] + d[1], p_used, provider, amount) is not None
+
+    def past(self, caps: Caps, session: str, day: str, provider: str, cost: int) -> CapTotals:
+        """The caps that a write of ``cost`` against ``session``, ``day`` and ``provider``
+        has just left spent past, with their spend just before it (``cost`` less) and just
+        after: read from the totals as the write left them, under the spool's lock it
+        held (the caller's). Within every cap, the usual case: nothing made."""
+        if self.sessions[session][0] <= caps.session and self.days[day][0] <= caps.day:
+            p_cap = caps.provider.get(provider)
+            if p_cap is None:
+                return ()
+            used = self.providers[day].get(provider)
+            if used is None or used[0] <= p_cap:
+                return ()
+        s, d = self.sessions[session][0], self.days[day][0]
+        used = self.providers[day].get(provider)
+        p, p_cap = 0 if used is None else used[0], caps.provider.get(provider)
+        scopes = (("session", caps.session, s), ("day", caps.day, d), (f"{provider} day", p_cap, p))
+        return tuple(
+            CapTotal(name, cap, after - cost, after)
+            for name, cap, after in scopes
+            if cap is not None and after > cap
+        )
 
     def sums_after(self, session: str, day: str, expiring: Iterable[Live]) -> Sums:
         """:meth:`sums` as they will be once ``expiring`` are charged (reserved → spent)."""
