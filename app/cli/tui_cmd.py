@@ -73,12 +73,22 @@ def _tui(args: argparse.Namespace) -> int:
         )
     else:
         from app.errors import ConfigError
+        from app.workspace.git import current_branch, rev_parse
         from app.workspace.testcmd import load_repo_config
 
+        notices: list[str] = []
+        if rev_parse(repo, "HEAD") is None and current_branch(repo) is not None:
+            # an unborn branch: said only once a task had started (a user-audit); any
+            # other HEAD git cannot read is the run's to report as it is (run_cmd's rule)
+            notices.append(
+                f"{repo} has no commit yet: a task stops before any model call "
+                "(a first commit gives a run a branch to start from)"
+            )
         try:
             load_repo_config(repo)
         except ConfigError as exc:  # (said on the first screen, as a run would stop on it)
-            notice = f"{exc}: a task stops on it until it is mended"
+            notices.append(f"{exc}: a task stops on it until it is mended")
+        notice = "\n".join(notices) or None
     return run_tui(
         args,
         repo=repo,
@@ -202,14 +212,16 @@ def gateway_app(args: argparse.Namespace, settings: Any, policy: Any, config: An
 def _theme(args: argparse.Namespace, settings: Any) -> tuple[str | None, ThemeMemory]:
     """The theme ``--theme`` or a setting names (an unknown one is a usage error), else
     None: the one last picked in the workbench; and where a pick is kept (a ThemeMemory,
-    app/tui/remembered_theme.py). Only a setting given by the user pins the theme: its
-    default does not."""
+    app/tui/remembered_theme.py). Only a flag or a setting given by the user pins the
+    theme: its default does not. The flag counts as the setting does: a pick under
+    ``--theme`` was written without a word and lost at the next start with the flag."""
     from app.config import setting_source
     from app.tui.remembered_theme import ThemeMemory
     from app.tui.themes import check_theme_name
 
-    pinned_by = setting_source(settings, "theme")
-    given = getattr(args, "theme", None) or (settings.theme if pinned_by else None)
+    flag = getattr(args, "theme", None)
+    pinned_by = "--theme" if flag else setting_source(settings, "theme")
+    given = flag or (settings.theme if pinned_by else None)
     theme = check_theme_name(given) if given else None
     return theme, ThemeMemory.in_data_dir(settings.data_dir, pinned_by)
 

@@ -173,6 +173,8 @@ class GateFacts(BaseModel):
     high_risk: bool
     verdicts: list[VerdictRecord]
     local_only: bool
+    #: False: no highrisk.json (``high_risk`` is then the safe default, True)
+    high_risk_classified: bool = True
     #: how each fact was read (shown to the human; "CODE: message")
     notes: list[str]
     last_loop: TestLoopRecord | None = None
@@ -185,6 +187,7 @@ class GateFacts(BaseModel):
                 verdicts=self.verdicts,
                 human_approved=human_approved,
                 local_only=self.local_only,
+                high_risk_classified=self.high_risk_classified,
             )
         )
 
@@ -222,6 +225,7 @@ def gate_facts(bundle: Path, manifest: Manifest, policy: Policy) -> GateFacts:
     else:
         green = True
     high_risk = read_high_risk(bundle)
+    classified = high_risk is not None
     if high_risk is None:
         notes.append(f"{HIGH_RISK_JUDGE}: the bundle has no {HIGHRISK}: treated as High-Risk")
         high_risk = True
@@ -230,6 +234,7 @@ def gate_facts(bundle: Path, manifest: Manifest, policy: Policy) -> GateFacts:
     return GateFacts(
         tests_green=green,
         high_risk=high_risk,
+        high_risk_classified=classified,
         verdicts=verdicts,
         local_only=manifest.local_only,
         notes=notes,

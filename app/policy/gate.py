@@ -10,7 +10,8 @@ Rules, all checked (every failing one is reported, not just the first):
 * a verdict whose citations do not resolve does not count, for or against (GR-007);
 * under ``local_only`` a cloud verdict does not count either: no cloud call may have made
   it (GR-009), so a High-Risk change made under local_only cannot merge;
-* High-Risk needs at least one counting cloud ``approve`` (GR-002);
+* High-Risk needs at least one counting cloud ``approve`` (GR-002); a run never
+  classified is held to that too, and its reason says it was never classified;
 * any counting cloud ``reject`` or ``needs_work`` blocks, High-Risk or not.
 """
 
@@ -62,6 +63,11 @@ class GateInput(BaseModel):
     verdicts: list[VerdictRecord] = Field(default_factory=list)
     human_approved: bool
     local_only: bool = False
+    #: False: the run was never classified (no highrisk.json: it changed nothing, or
+    #: stopped before the Judge), and ``high_risk`` is the safe default, not a finding.
+    #: Only the reason's words depend on it: "High-Risk change" read as a fact about a
+    #: run that changed nothing (a user-audit)
+    high_risk_classified: bool = True
 
 
 class GateResult(BaseModel):
@@ -114,9 +120,15 @@ def merge_gate(inp: GateInput) -> GateResult:
             dropped_approvals.append(note)
 
     if inp.high_risk and approving is None:
-        reasons.append(
-            f"{HIGH_RISK_JUDGE}: High-Risk change needs an approving cloud Judge verdict"
-        )
+        if inp.high_risk_classified:
+            reasons.append(
+                f"{HIGH_RISK_JUDGE}: High-Risk change needs an approving cloud Judge verdict"
+            )
+        else:
+            reasons.append(
+                f"{HIGH_RISK_JUDGE}: the run was never classified as High-Risk or not, so it"
+                " is held to the High-Risk gate: it needs an approving cloud Judge verdict"
+            )
         if inp.local_only:
             reasons.append(
                 f"{LOCAL_ONLY}: the run was made under local_only, so no cloud Judge ran;"

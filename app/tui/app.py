@@ -78,9 +78,10 @@ class SwitchyardApp(CoreApp):
     def _theme_picked(self, theme: Theme) -> None:
         memory = self.theme_memory
         if memory is not None and memory.pinned_by:
+            # a flag names the theme only at a start that gives it again
+            when = "at a start with it" if memory.pinned_by.startswith("--") else "at each start"
             self.notify(
-                f"theme {theme.name} remembered, but {memory.pinned_by} names the theme "
-                "at each start"
+                f"theme {theme.name} remembered, but {memory.pinned_by} names the theme {when}"
             )
         self._remember_theme()
 

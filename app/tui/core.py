@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.message_pump import MessagePump
@@ -34,6 +34,7 @@ from app.tui.safe import clean
 
 if TYPE_CHECKING:
     from textual.notifications import SeverityLevel
+    from textual.screen import Screen
 
     from app.bus import Bus
     from app.pipeline.schemas import TutorTurn
@@ -308,6 +309,18 @@ class CoreApp(App[int]):
 
     def action_close_keys(self) -> None:
         self.action_hide_help_panel()
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Textual's, with its Screenshot taking :meth:`action_screenshot`: Textual's own
+        (8.2.8) calls ``deliver_screenshot`` directly, which failed without a
+        ``~/Downloads`` and said where it saved in markup (a user-audit)."""
+        for command in super().get_system_commands(screen):
+            if command.title == "Screenshot":
+                # (after a tenth of a second, as Textual's: the palette is gone by then)
+                command = command._replace(
+                    callback=lambda: self.set_timer(0.1, self.action_screenshot)
+                )
+            yield command
 
     def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
         """The palette's Screenshot, said in plain words: Textual's toast showed its

@@ -28,8 +28,9 @@ class ThemeMemory(NamedTuple):
     (A NamedTuple: a frozen dataclass cost 0.7 ms of the first frame to build.)"""
 
     path: Path
-    #: a setting that names the theme (``SWITCHYARD_THEME``, the config file and line):
-    #: it wins at every start, which a pick in the app is told; None when none does
+    #: a flag or setting that names the theme (``--theme``, ``SWITCHYARD_THEME``, the
+    #: config file and line): it wins at its start, which a pick in the app is told;
+    #: None when none does
     pinned_by: str | None = None
 
     @classmethod

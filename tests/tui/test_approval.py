@@ -426,3 +426,42 @@ async def test_a_screen_from_the_palette_does_not_hide_a_waiting_approval(
         assert isinstance(app.screen, ApprovalScreen)
         notes = [m.notification.message for m in seen.of(Notify)]
         assert any("an approval is waiting" in note for note in notes), notes
+
+
+async def test_a_sub_cent_estimate_reads_in_significant_digits(clock: ManualClock) -> None:
+    """A DeepSeek step's estimate read "est. cost ~$0.000" (a user-audit): under a cent
+    an amount keeps two significant digits."""
+    from textual.app import App
+
+    from app.bus import ApprovalRequested
+    from app.tui.panes.budget import money
+
+    assert [money(x) for x in (0.00012, 0.0094, 0.012, 0.5, 1.5, 0.0)] == [
+        "$0.00012",
+        "$0.0094",
+        "$0.012",
+        "$0.500",
+        "$1.50",
+        "$0.00",
+    ]
+    request = ApprovalRequested(
+        request_id="r1",
+        role="implementer",
+        model="deepseek-chat",
+        provider="deepseek",
+        reasons=[],
+        est_cost_usd=0.00012,
+        budget_left_usd=4.99,
+        timeout_s=60.0,
+    )
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(ApprovalScreen(request, clock))
+
+    app = Host()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        await settle(pilot)
+        body = str(app.screen.query_one("#approval-body", Static).render())
+        assert "est. cost   ~$0.00012" in body, body

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.router.ledger.records import BudgetSnapshot, usage
-from app.tui.panes.budget import render_budget
+from app.tui.panes.budget import budget_line, render_budget
 
 NANO = 1_000_000_000
 
@@ -41,6 +41,25 @@ def test_a_machines_own_file_reads_as_before() -> None:
     text = render_budget(_snap(), {}).plain
     assert "team" not in text and "you " not in text
     assert text.splitlines()[1].startswith("day")
+
+
+def test_the_one_line_meter_keeps_the_session_first_and_fits_its_room() -> None:
+    """Below 100 columns the meter is one line (MainScreen): the amounts go first, the
+    session's last, and a line still too long is cut, never past its room."""
+    snap = _snap(team="red", user="alice", per_user=usage(4 * NANO, 2 * NANO, 0))
+    snap["reserved_usd"] = 0.05
+    whole = budget_line(snap, {}, 200).plain
+    assert whole == (
+        "session 20% $1.00/5.00 · team day 65% $12.00/20.00 · you 50% $2.00/4.00 · held $0.050"
+    )
+    assert budget_line(snap, {}, 61).plain == (
+        "session 20% $1.00/5.00 · team day 65% · you 50% · held $0.050"
+    )
+    assert budget_line(snap, {}, 60).plain == "session 20% · team day 65% · you 50% · held $0.050"
+    for room in range(10, 90):
+        line = budget_line(snap, {}, room).plain
+        assert len(line) <= room and "\n" not in line and line.startswith("session")
+    assert budget_line(None, {}, 80).plain == "no spend yet · local models cost $0"
 
 
 def test_the_meter_says_how_many_calls_failed() -> None:

@@ -268,3 +268,15 @@ async def test_at_80x24_the_merge_gates_last_reasons_can_be_scrolled_to(
         await pilot.press("end")
         await settle(pilot)
         assert box.scroll_y == box.max_scroll_y > 0  # the last line is reached
+
+
+def test_the_gate_box_says_a_run_never_classified_is_held_as_high_risk() -> None:
+    """A run with no highrisk.json (it changed nothing) read "High-Risk", as if the
+    classifier had found it so (a user-audit)."""
+    from app.tui.screens.evidence import risk
+
+    assert risk(True, classified=False) == "never classified: held as High-Risk"
+    assert (risk(True, classified=True), risk(False, classified=True)) == (
+        "High-Risk",
+        "not High-Risk",
+    )

@@ -27,6 +27,21 @@ def test_main_screen_after_a_run(snap_compare: Any, make_app: Any, theme: str) -
     assert snap_compare(app, terminal_size=SIZE, run_before=scenes.still(scenes.run_to_end))
 
 
+@pytest.mark.parametrize("size", [(80, 24), (60, 20)], ids=["80x24", "60x20"])
+def test_main_screen_after_a_run_narrow(
+    snap_compare: Any, make_app: Any, size: tuple[int, int]
+) -> None:
+    """Below 100 columns: the budget a line under the tests and the escalation log."""
+    app = make_app()
+    assert snap_compare(app, terminal_size=size, run_before=scenes.still(scenes.run_to_end))
+
+
+def test_approval_modal_in_60_by_20(snap_compare: Any, make_app: Any) -> None:
+    """Every key explained (the key line wraps between keys)."""
+    app = make_app()
+    assert snap_compare(app, terminal_size=(60, 20), run_before=scenes.still(scenes.approval))
+
+
 def test_main_screen_idle(snap_compare: Any, make_app: Any) -> None:
     app = make_app(task=None)
     assert snap_compare(app, terminal_size=SIZE, run_before=scenes.still(scenes.session_open))

@@ -76,6 +76,7 @@ def test_a_folder_that_is_not_a_repository_opens_with_a_warning(
     assert seen["repo"] == tmp_path.resolve()
     assert f"{tmp_path.resolve()} is not a git repository" in str(seen["notice"])
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    _first_commit(tmp_path)
     (tmp_path / "sub").mkdir()
     assert main(["tui", "--repo", str(tmp_path / "sub")]) == 0
     assert seen["repo"] == tmp_path.resolve() and seen["notice"] is None
@@ -84,6 +85,38 @@ def test_a_folder_that_is_not_a_repository_opens_with_a_warning(
     (tmp_path / ".switchyard" / "config.toml").write_text("test_comand = 'make'\n")
     assert main(["tui", "--repo", str(tmp_path)]) == 0
     assert "config.toml:1: test_comand: unknown key" in str(seen["notice"])
+
+
+def _first_commit(repo: Path) -> None:
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "first"], check=True)
+
+
+def test_a_repository_with_no_commit_yet_opens_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder that is no repository was warned of; one with no commit yet was not, and
+    a task stopped on it only once started ("has no commit yet…", a user-audit)."""
+    import app.cli.tui_cmd as tui_cmd
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(tui_cmd, "run_tui", lambda args, **kw: seen.update(kw) or 0)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert main(["tui", "--repo", str(tmp_path)]) == 0
+    assert seen["repo"] == tmp_path.resolve()
+    assert seen["notice"] == (
+        f"{tmp_path.resolve()} has no commit yet: a task stops before any model call "
+        "(a first commit gives a run a branch to start from)"
+    )
+    # with a broken repository config too: both are said
+    (tmp_path / ".switchyard").mkdir()
+    (tmp_path / ".switchyard" / "config.toml").write_text("test_comand = 'make'\n")
+    assert main(["tui", "--repo", str(tmp_path)]) == 0
+    said = str(seen["notice"]).splitlines()
+    assert len(said) == 2 and "no commit yet" in said[0] and "test_comand" in said[1]
+    _first_commit(tmp_path)
+    assert main(["tui", "--repo", str(tmp_path)]) == 0
+    assert "no commit yet" not in str(seen["notice"])
 
 
 def test_every_theme_file_loads_with_every_variable() -> None:

@@ -153,3 +153,26 @@ def test_the_command_leaves_the_theme_to_the_memory_unless_a_flag_or_setting_nam
     theme, memory = _theme(_args(), settings)
     assert (theme, memory.pinned_by) == ("switchyard-high-contrast", "SWITCHYARD_THEME")
     assert _theme(_args("switchyard-light"), settings)[0] == "switchyard-light"
+
+
+async def test_a_pick_under_the_theme_flag_is_told_the_flag_wins_when_given(
+    make_app: Any, tmp_path: Path
+) -> None:
+    """``--theme`` named the theme and a pick in the palette was written without a word,
+    then lost at the next start with the flag (a user-audit): the flag pins it as
+    ``SWITCHYARD_THEME`` does, and the pick is told when it does not hold."""
+    from app.cli.tui_cmd import _theme
+
+    settings = load_settings()
+    theme, memory = _theme(_args("switchyard-light"), settings)
+    assert (theme, memory.pinned_by) == ("switchyard-light", "--theme")
+    seen = Messages()
+    app = make_app(task=None, theme=theme, theme_memory=memory)
+    async with app.run_test(size=(120, 40), message_hook=seen) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        await palette(pilot, "switchyard-high-contrast")
+        await until(pilot, lambda: read_theme(memory.path)[0] == "switchyard-high-contrast")
+    said = [n for n in _notes(seen) if "remembered" in n]
+    assert said == [
+        "theme switchyard-high-contrast remembered, but --theme names the theme at a start with it"
+    ]

@@ -301,3 +301,21 @@ def test_unreadable_manifest_is_reported_not_raised(tmp_path: Path) -> None:
         os.chmod(path / MANIFEST, 0o644)
     # root reads anything; elsewhere the manifest is unreadable: either way, no traceback
     assert report.ok or "cannot be read" in report.problems[0]
+
+
+def test_a_bundle_never_classified_says_so_in_the_refusal(tmp_path: Path) -> None:
+    """No highrisk.json (a run that changed nothing): held as High-Risk, and the gate's
+    reason says the run was never classified, not that it is a High-Risk change."""
+    b = EvidenceBundle.create(tmp_path, "run-6", clock=ManualClock())
+    b.write_test_loop(1, sandbox_result(0), commit=HEAD)
+    m = b.finalize(status="merge_ready", head=HEAD)
+    facts = gate_facts(b.path, m, POLICY)
+    assert facts.high_risk and not facts.high_risk_classified
+    gate = facts.gate(human_approved=True)
+    assert not gate.ok
+    assert gate.reasons == [
+        "GR-002: the run was never classified as High-Risk or not, so it is held to the"
+        " High-Risk gate: it needs an approving cloud Judge verdict"
+    ]
+    classified = full_bundle(tmp_path, "run-7")
+    assert gate_facts(classified, read_manifest(classified), POLICY).high_risk_classified

@@ -281,3 +281,40 @@ def test_the_local_only_reason_names_the_run_not_this_session() -> None:
     )
     (said,) = [r for r in result.reasons if r.startswith("GR-009")]
     assert "the run was made under local_only" in said and "this session" not in said
+
+
+@settings(max_examples=50)
+@given(
+    verdicts=st.lists(st.sampled_from([CLOUD_APPROVE, CLOUD_REJECT, LOCAL_APPROVE]), max_size=3),
+    green=st.booleans(),
+    human=st.booleans(),
+    local_only=st.booleans(),
+)
+def test_a_run_never_classified_is_held_to_the_high_risk_gate_and_told_so(
+    verdicts: list[VerdictRecord], green: bool, human: bool, local_only: bool
+) -> None:
+    """A run that changed nothing has no highrisk.json and is held as High-Risk (safe);
+    the refusal said "High-Risk change needs…", as a fact (a user-audit). The decision is
+    the classified High-Risk one; only the GR-002 words differ."""
+
+    def gate(classified: bool) -> GateResult:
+        return merge_gate(
+            GateInput(
+                tests_green=green,
+                high_risk=True,
+                verdicts=verdicts,
+                human_approved=human,
+                local_only=local_only,
+                high_risk_classified=classified,
+            )
+        )
+
+    known, unknown = gate(True), gate(False)
+    assert unknown.ok == known.ok and _codes(unknown.reasons) == _codes(known.reasons)
+    assert unknown.approving_verdict == known.approving_verdict
+    assert unknown.notes == known.notes
+    said = [r for r in unknown.reasons if "needs an approving cloud Judge verdict" in r]
+    assert len(said) == (0 if known.approving_verdict else 1)
+    for reason in said:
+        assert reason.startswith("GR-002: the run was never classified as High-Risk or not")
+        assert "High-Risk change" not in reason

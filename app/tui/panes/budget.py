@@ -5,6 +5,7 @@ flight, and cost per role. The model is the ledger's latest snapshot
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.text import Text
@@ -21,9 +22,18 @@ OVER_AT = 0.9
 
 
 def money(usd: float | None) -> str:
+    """Dollars: cents from a dollar up, a tenth of a cent below; under a cent, two
+    significant digits (a DeepSeek step's estimate read "~$0.000": a user-audit)."""
     if usd is None:
         return "—"
-    return f"${usd:.2f}" if usd >= 0.995 or usd == 0 else f"${usd:.3f}"
+    if usd >= 0.995 or usd == 0:
+        return f"${usd:.2f}"
+    if 0 < usd < 0.00995:
+        if usd < 0.000001:
+            return "<$0.000001"
+        # 2 significant digits, the decimals that takes (0.00012 → 5)
+        return f"${usd:.{1 - math.floor(math.log10(usd))}f}"
+    return f"${usd:.3f}"
 
 
 def percent(share: float) -> str:
@@ -67,6 +77,21 @@ def meter(label: str, usage: dict[str, Any], variables: dict[str, str], *, width
     return text
 
 
+def _meters(snapshot: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, usage) of each meter: the session, the day, the user's day on a team
+    store, and each provider with spend or reservations."""
+    providers: dict[str, Any] = snapshot.get("per_provider") or {}
+    active = [p for p, u in providers.items() if u.get("spent_usd") or u.get("reserved_usd")]
+    team = snapshot.get("team")
+    user_day = [("you", snapshot["per_user"])] if team and snapshot.get("per_user") else []
+    return [
+        ("session", snapshot.get("per_session") or {}),
+        ("team day" if team else "day", snapshot.get("per_day") or {}),
+        *user_day,
+        *((p, providers[p]) for p in active),
+    ]
+
+
 def render_budget(
     snapshot: dict[str, Any] | None, variables: dict[str, str], room: int = 40
 ) -> Text:
@@ -75,16 +100,9 @@ def render_budget(
         return Text("no spend yet · local models cost $0", style=dim)
     providers: dict[str, Any] = snapshot.get("per_provider") or {}
     # Providers with spend or reservations get a meter; idle capped ones a mention.
-    active = [p for p, u in providers.items() if u.get("spent_usd") or u.get("reserved_usd")]
     # A shared (team) store: the day and the providers are the team's; the user's day too.
     team = snapshot.get("team")
-    user_day = [("you", snapshot["per_user"])] if team and snapshot.get("per_user") else []
-    meters = [
-        ("session", snapshot.get("per_session") or {}),
-        ("team day" if team else "day", snapshot.get("per_day") or {}),
-        *user_day,
-        *((p, providers[p]) for p in active),
-    ]
+    meters = _meters(snapshot)
     # One bar width for all, so the bars and figures line up: what the words leave.
     # Too narrow for a bar of 3 (an 80-column terminal): none, the figures whole.
     words = 9 + 5 + max(len(amounts(u)) for _, u in meters)
@@ -103,7 +121,11 @@ def render_budget(
         lines.append(Text("cost by role", style=style_of(variables.get("dim-text", ""), bold=True)))
         for role, usd in sorted(by_role.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(Text(f" {role:<12} {money(usd):>8}", no_wrap=True, end=""))
-    idle = [p for p, u in providers.items() if p not in active and u.get("cap_usd")]
+    idle = [
+        p
+        for p, u in providers.items()
+        if u.get("cap_usd") and not (u.get("spent_usd") or u.get("reserved_usd"))
+    ]
     if idle:
         lines.append(Text("idle caps: " + ", ".join(idle), style=dim, end=""))
     calls = snapshot.get("calls")
@@ -115,6 +137,45 @@ def render_budget(
     if team:
         lines.append(Text(f"team {team} · {snapshot.get('user')}", style=dim, end=""))
     return Text("\n").join(lines)
+
+
+def budget_line(snapshot: dict[str, Any] | None, variables: dict[str, str], room: int) -> Text:
+    """The meter in one line, for a pane one line high (MainScreen below 100 columns:
+    a column of 31 left the escalation log too narrow to read, a user-audit): each
+    meter's share in its level's colour, the money held, and the amounts as far as
+    ``room`` lets them (the session's first). The whole meter is the zoomed pane's."""
+    dim = style_of(variables.get("dim-text", ""))
+    if not snapshot:
+        return Text("no spend yet · local models cost $0", style=dim, no_wrap=True, end="")
+    meters = _meters(snapshot)
+    providers = len(meters) - (3 if snapshot.get("team") and snapshot.get("per_user") else 2)
+    reserved = float(snapshot.get("reserved_usd") or 0.0)
+
+    def part(label: str, usage: dict[str, Any], with_amounts: bool) -> Text:
+        cap = usage.get("cap_usd")
+        spent = float(usage.get("spent_usd") or 0.0)
+        out = Text(f"{label} ", style=dim)
+        if not cap:
+            return out.append(f"{money(spent)} (no cap)")
+        used = spent + float(usage.get("reserved_usd") or 0.0)
+        out.append(percent(used / cap), style_of(variables.get(level(used, cap), ""), bold=True))
+        return out.append(amounts(usage), dim) if with_amounts else out
+
+    held = Text.assemble(
+        ("held ", dim), (money(reserved), style_of(variables.get("budget-reserved", "")))
+    )
+    line = Text()
+    # all the amounts, then the session's alone, then none: the first that fits
+    for upto in (len(meters), 1, 0):
+        parts = [part(label, u, n < upto) for n, (label, u) in enumerate(meters)]
+        if reserved:  # after the session's and the days' meters, before the providers'
+            parts.insert(len(meters) - providers, held)
+        line = Text(" · ", style=dim).join(parts)
+        if line.cell_len <= room:
+            break
+    line.no_wrap, line.end = True, ""
+    line.truncate(room, overflow="ellipsis")
+    return line
 
 
 class BudgetPane(Pane):
@@ -148,9 +209,14 @@ class BudgetPane(Pane):
         cap = session.get("cap_usd")
         spent = float(session.get("spent_usd") or 0.0)
         self.set_titles("Budget", f"{money(spent)} / {money(cap)}" if cap else money(spent))
-        room = max(self.content_region.width - 1, 0) or 40  # less the scrollbar; 40 unlaid
+        variables = self.app.theme_variables
         # a team's and a member's names come from the shared ledger: drawn as they are
-        body = clean_block(render_budget(self.snapshot, self.app.theme_variables, room))
+        if self.content_region.height == 1:  # a line of its own (MainScreen, narrow)
+            room = self.content_region.width
+            body = clean_block(budget_line(self.snapshot, variables, room))
+        else:
+            room = max(self.content_region.width - 1, 0) or 40  # less the scrollbar; 40 unlaid
+            body = clean_block(render_budget(self.snapshot, variables, room))
         # Text's == compares the characters and spans, not the base style (the only
         # colour of "no spend yet"): a new theme must still redraw it.
         if body == self._body and self._body is not None and body.style == self._body.style:

@@ -112,8 +112,10 @@ def describe(line: dict[str, Any]) -> str:
 
 #: a pane narrower than this (its outer width) draws its lines compact: at 80 columns a
 #: line showed its time, its kind and three letters of the role, and never what happened
-#: (a TUI audit); the time and the rest of the role are in the zoomed pane and the log
-COMPACT_BELOW = 48
+#: (a TUI audit); the time and the rest of the role are in the zoomed pane and the log.
+#: A whole line's time, kind and role take ~30 columns: below 56 that left what happened
+#: fewer than a compact line gives it (48 wide at 80 columns: 14 against 31)
+COMPACT_BELOW = 56
 #: a role's letters in a compact line
 ROLE_CHARS = 4
 

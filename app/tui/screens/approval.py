@@ -37,6 +37,54 @@ def _num(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+#: the modal's keys and what each does, as its key line says them
+KEYS = (
+    ("y", "approve once"),
+    ("a", "for the session"),
+    ("n", "deny"),
+    ("d", "deny all, stay local"),
+)
+#: what the key line says first when keys were taken for typing (:meth:`action_answer`)
+TYPED_ON = "keys taken after a pause (you were typing): press"
+
+
+def key_line(width: int, *, lead: str = "") -> Text:
+    """``lead``, then each key and what it does, wrapped to ``width`` between keys only:
+    at 60 columns one line was cut at "n deny   d", and "d" was never explained."""
+    parts = [Text.assemble((lead, "bold"))] if lead else []
+    parts += [Text.assemble((key, "bold"), f" {does}") for key, does in KEYS]
+    out = Text()
+    used = 0
+    for part in parts:
+        if used and used + 3 + len(part) > width:
+            out.append("\n")
+            used = 0
+        elif used:
+            out.append("   ")
+            used += 3
+        out.append_text(part)
+        used += len(part)
+    return out
+
+
+class KeyLine(Static):
+    """The modal's keys, wrapped to the line's width (:func:`key_line`)."""
+
+    def __init__(self, *, id: str) -> None:
+        super().__init__(id=id)
+        self.lead = ""
+
+    def say(self, lead: str) -> None:
+        self.lead = lead
+        self._draw()
+
+    def on_resize(self) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        self.update(key_line(self.content_region.width or 70, lead=self.lead))
+
+
 def trigger_line(reason: dict[str, Any]) -> str:
     """``IMPLEMENTER_FAILED_LOOPS: failed_loops = 2 (≥ 2)``"""
     code = reason.get("code") or reason.get("trigger") or "?"
@@ -89,11 +137,7 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
         with Vertical(id="approval-box"):
             yield Static(id="approval-body")
             yield Static(id="approval-countdown")
-            yield Static(
-                "[b]y[/] approve once   [b]a[/] for the session   [b]n[/] deny   "
-                "[b]d[/] deny all, stay local",
-                id="approval-keys",
-            )
+            yield KeyLine(id="approval-keys")
         yield Footer()  # the modal's own keys, where the user looks for them
 
     def on_mount(self) -> None:
@@ -164,10 +208,7 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
     def action_answer(self, decision: DecisionKind) -> None:
         if self._pause < self.TYPING_PAUSE_S:
             # typed on, not answered: said where the keys are, and asked again
-            self.query_one("#approval-keys", Static).update(
-                "[b]keys taken after a pause[/] (you were typing): press [b]y[/] approve "
-                "once   [b]a[/] for the session   [b]n[/] deny   [b]d[/] deny all"
-            )
+            self.query_one(KeyLine).say(TYPED_ON)
             return
         key = {"allow_once": "y", "allow_session": "a", "deny": "n", "deny_all": "d"}[decision]
         self.dismiss((decision, f"{key} pressed"))

@@ -46,6 +46,14 @@ def _lines(text: str, style: str = "") -> list[Text]:
     return [Text(line, style=style, end="") for line in text.splitlines()]
 
 
+def risk(high_risk: bool, *, classified: bool) -> str:
+    """The gate box's word on the run's risk: a run never classified (no highrisk.json)
+    is held as High-Risk, which is not the same as being one."""
+    if not classified:
+        return "never classified: held as High-Risk"
+    return "High-Risk" if high_risk else "not High-Risk"
+
+
 class EvidenceScreen(Screen[None]):
     #: below this many columns the runs list goes above the run (themes/screens.tcss): side
     #: by side in 80 it took half the width, and the run's tabs and diffs were cut off.
@@ -308,7 +316,7 @@ class EvidenceScreen(Screen[None]):
             )
             text.append(
                 f"\n  tests {'green' if facts.tests_green else 'not green'}"
-                f" · {'High-Risk' if facts.high_risk else 'not High-Risk'}"
+                f" · {risk(facts.high_risk, classified=facts.high_risk_classified)}"
                 f" · verdicts: {verdicts or 'none'}",
                 style_of(v.get("dim-text", "")),
             )

@@ -52,8 +52,9 @@ class MainScreen(WorkbenchScreen):
         Binding("escape", "leave_input", "keys", show=False),
     ]
 
-    #: below 100 columns the budget meter gives up width (themes/main.tcss): at 80 it
-    #: kept 34 of them and the tests and escalations were cut to slivers (a user-audit)
+    #: below 100 columns the budget meter is a line under the tests and the escalation
+    #: log, and they share the row (themes/main.tcss): as a column it kept 34, then 31,
+    #: and the log was cut to a few words a line at 80 and 60 (user-audits)
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
 
     def __init__(self) -> None:
@@ -94,6 +95,7 @@ class MainScreen(WorkbenchScreen):
             task = self.query_one("#task", Input)
             task.placeholder = "no task can run: the session did not open (ctrl+q quits)"
             task.disabled = True
+            self.refresh_bindings()  # ("/ new task" goes from the footer)
 
     # ── panes ────────────────────────────────────────────────────────────────────────────
 
@@ -212,12 +214,20 @@ class MainScreen(WorkbenchScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "new_task":
-            # not while a run goes (it is refused), nor in the task box (/ types a slash)
-            return not self.core.running and not isinstance(self.focused, Input)
+            # not while a run goes (it is refused), nor in the task box (/ types a slash),
+            # nor when the box is disabled (a broken policy): "/" offered it, did nothing,
+            # and the task typed then went to the screen's keys ("e": "no run in
+            # progress", a user-audit)
+            disabled = any(box.disabled for box in self.query("#task").results(Input))
+            return not (self.core.running or isinstance(self.focused, Input) or disabled)
         return super().check_action(action, parameters)
 
     def action_new_task(self) -> None:
         box = self.query_one("#task", Input)
+        if box.disabled:  # (the palette's New task, which check_action does not stop)
+            why = self.core.session_error or "the session did not open"
+            self.notify(f"no task can run: {why}", severity="warning")
+            return
         box.value = ""
         box.focus()
 

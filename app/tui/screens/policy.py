@@ -106,9 +106,14 @@ class PolicyScreen(Screen[None]):
         session = core.session
         title = self.query_one("#policy-title", Static)
         if session is None:
-            # a session that failed to open never will: say why, not "still opening"
-            why = core.session_error or "the session is still opening"
-            title.update(plain(f" Policy ─ {why}", one_line=True))
+            # a session that failed to open never will: say why, not "still opening", in
+            # the body: in the one-line title a policy file's error was cut mid-sentence
+            # above an empty screen (a user-audit)
+            if core.session_error is None:
+                title.update(Text(" Policy ─ the session is still opening", style="bold"))
+                return
+            title.update(Text(" Policy ─ the session did not open, because:", style="bold"))
+            self.query_one("#policy-table", Static).update(plain(core.session_error, "bold"))
             return
         policy = session.policy
         title.update(Text(f" Policy {policy.version} ─ the routing table in force", style="bold"))

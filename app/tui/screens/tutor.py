@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -29,6 +30,22 @@ if TYPE_CHECKING:
 
 ESCALATE = "/escalate"
 PLACEHOLDER = "ask the tutor a question, then enter  ·  /escalate QUESTION asks the cloud fallback"
+#: the input's hint in fewer words, for a narrower screen (:func:`hint_for`)
+HINTS = (
+    PLACEHOLDER,
+    "ask the tutor, then enter · /escalate QUESTION asks the cloud fallback",
+    "ask, then enter · /escalate QUESTION: cloud fallback",
+)
+#: what the input's border and padding take of the screen's width (and the cursor)
+INPUT_EDGES = 7
+
+
+def hint_for(width: int) -> str:
+    """The input's hint for a screen ``width`` columns wide: the longest that fits (at
+    80 columns the whole one was cut at "…asks the cloud", a user-audit)."""
+    return next((h for h in HINTS if len(h) <= width - INPUT_EDGES), HINTS[-1])
+
+
 HELD = "answer (r): held back until you reply to the questions"
 
 
@@ -66,6 +83,14 @@ class TutorScreen(Screen[None]):
             yield Static(id="tutor-cap")
         yield Input(placeholder=PLACEHOLDER, id="tutor-input")
         yield Footer()
+
+    def on_resize(self, event: events.Resize) -> None:
+        # below 100 columns the footer drops its padding, as the main screen's does
+        # (MainScreen.on_resize): at 80 it read "^q q▏^p palette" (a user-audit)
+        self.query_one(Footer).compact = event.size.width < 100
+        box = self.query_one("#tutor-input", Input)
+        if not box.disabled:  # (disabled: it says the turns are used up)
+            box.placeholder = hint_for(event.size.width)
 
     def on_mount(self) -> None:
         tutor = self.core.tutor
@@ -232,5 +257,5 @@ class TutorScreen(Screen[None]):
             )
         else:
             box.disabled = False
-            box.placeholder = PLACEHOLDER
+            box.placeholder = hint_for(self.size.width)
             cap.update("")
