@@ -255,10 +255,10 @@ class PgAuditLog(AuditBase):
             async with self._pool.acquire(timeout=postgres.STATEMENT_TIMEOUT_S) as conn:
                 return await fn(conn)
         except _DB_ERRORS as exc:
-            # (StoreUnavailable: what database_fallback switches on, app.router.store_fallback)
-            raise StoreUnavailable(
-                f"team audit log {self.where} unavailable: {postgres.why(exc)}"
-            ) from None
+            # StoreUnavailable when the database is gone: what database_fallback switches
+            # on (app.router.store_fallback); an error it answered fails closed
+            away = StoreUnavailable if postgres.gone(exc) else SwitchyardError
+            raise away(f"team audit log {self.where} unavailable: {postgres.why(exc)}") from None
 
     # ── write ────────────────────────────────────────────────────────────────────────────
 

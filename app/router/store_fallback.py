@@ -87,6 +87,15 @@ class StoreFallback:
         self.local: tuple[AuditBase, Ledger] | None = None
         #: what this process spent or holds on the team ledger, per row (nano-dollars)
         self.held: dict[Key, int] = {}
+        #: what of it this machine's ledger was given already, per row: a switch that
+        #: failed half-way and is tried again gives only the rest (a review: it gave all
+        #: of it again), and a team write that returns after the switch gives its own
+        self.carried: dict[Key, int] = {}
+        #: a switch has begun: what a team write adds to ``held`` from now on is carried
+        #: by that write (the switch may have read ``held`` already)
+        self.begun = False
+        #: the GR005 line stands in this machine's log
+        self._said = False
         #: set as the session closes: nothing is opened any more (fail closed)
         self.closing = False
         self._lock = asyncio.Lock()
@@ -108,6 +117,7 @@ class StoreFallback:
             return self.local
 
     async def _opened(self, exc: StoreUnavailable) -> tuple[AuditBase, Ledger]:
+        self.begun = True
         try:
             audit, ledger = await self._open_local()
         except (SwitchyardError, OSError) as err:
@@ -115,22 +125,46 @@ class StoreFallback:
                 f"{exc}; and database_fallback could not open this machine's SQLite files: {err}"
             ) from None
         try:
-            await audit.append(
-                "degradation",
-                session=self.session,
-                reason_codes=["GR005_STORE_FALLBACK"],
-                values={"store": "sqlite", "database": self.database, "mid_session": True},
-                detail=mid_run_detail(self.database, str(exc)),
-            )
-            for key, amount in carried(self.held):
-                await self._carry(audit, ledger, key, usd(amount))
-        except BaseException:
+            if not self._said:
+                await audit.append(
+                    "degradation",
+                    session=self.session,
+                    reason_codes=["GR005_STORE_FALLBACK"],
+                    values={"store": "sqlite", "database": self.database, "mid_session": True},
+                    detail=mid_run_detail(self.database, str(exc)),
+                )
+                self._said = True
+            for key, _ in carried(self.held):
+                await self._carry_rest(audit, ledger, key)
+        except BaseException as err:
             try:
                 await ledger.close()
             finally:
                 await audit.close()
+            if isinstance(err, SwitchyardError | OSError):  # said as the switch's failure
+                raise StoreUnavailable(
+                    f"{exc}; and database_fallback could not write to this machine's SQLite"
+                    f" files: {err}"
+                ) from None
             raise
         return audit, ledger
+
+    async def carry_after(self, key: Key) -> None:
+        """A team write that returned once a switch had begun: what it added to ``key``'s
+        row is given to this machine's ledger now (the switch may have read the row
+        before it: a reservation in flight at the switch was counted nowhere, a review)."""
+        if not self.begun:
+            return  # (a switch to come reads it)
+        async with self._lock:  # (after the switch under way: it sets ``local``)
+            if self.local is not None:
+                await finish_then_cancel(self._carry_rest(*self.local, key))
+
+    async def _carry_rest(self, audit: AuditBase, ledger: Ledger, key: Key) -> None:
+        """What of ``key``'s row this machine's ledger was not given yet (never less)."""
+        rest = self.held.get(key, 0) - self.carried.get(key, 0)
+        if rest > 0:
+            await self._carry(audit, ledger, key, usd(rest))
+            self.carried[key] = self.carried.get(key, 0) + rest
 
     async def _carry(self, audit: AuditBase, ledger: Ledger, key: Key, cost: float) -> None:
         """One row of the team's, counted in this machine's ledger (its caps read it) and
@@ -327,6 +361,7 @@ class FallbackLedger(ClosedOnExit):
                 key = (r.session, r.run, r.provider, r.role, r.model)
                 self._open[r.id] = (key, round(r.amount_usd * NANO))
                 self._held(key, self._open[r.id][1])
+                await fb.carry_after(key)
                 return r
         else:
             local = fb.local[1]
@@ -424,7 +459,9 @@ class FallbackLedger(ClosedOnExit):
 
         wrote, totals = await self._fb.on_ledger(record)
         if wrote is self._fb.team_ledger:
-            self._held((session, run or "", provider, role, model), round(cost_usd * NANO))
+            key = (session, run or "", provider, role, model)
+            self._held(key, round(cost_usd * NANO))
+            await self._fb.carry_after(key)
         return totals
 
     async def flush(self) -> None:

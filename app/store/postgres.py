@@ -312,5 +312,27 @@ def db_errors() -> tuple[type[BaseException], ...]:
     return (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 
 
+#: SQLSTATE classes of a server that is going or gone: a connection exception (08…),
+#: shut down by an operator or a crash, or not taking connections yet (57P01-57P03)
+_GONE_STATES = ("08", "57P")
+
+
+def gone(exc: BaseException) -> bool:
+    """Whether ``exc`` (one of :func:`db_errors`) says the database is not there: the
+    connection refused, broken or shut down. Not a server that answered with an error (a
+    permission revoked, a check, a statement timeout) nor a wait that ran out (a pool
+    busy under locks, or a host that may only be slow): those fail the request closed;
+    database_fallback moves a session off the team's caps only when the database is gone
+    (a review: any SQL error had moved it, a cap refusal turned into a local grant)."""
+    import asyncpg
+
+    if isinstance(exc, TimeoutError):
+        return False
+    if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
+        return True
+    state = str(getattr(exc, "sqlstate", "") or "")
+    return state.startswith(_GONE_STATES)
+
+
 def this_host() -> str:
     return socket.gethostname() or "unknown"

@@ -614,3 +614,26 @@ async def test_a_resumed_session_takes_its_own_policys_cap_not_the_first_ones(
         assert await _try(again, "S", "openai", 1.0)  # 0.5 + 1 > 1, < 5
         assert (await again.snapshot("S")).per_session.cap_usd == pytest.approx(5.0)
         assert await again.left_usd("S", "openai") == pytest.approx(3.5)
+
+
+async def test_a_refusal_stands_when_the_expiry_after_it_fails(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused reservation has the stale ones expired after it; an expiry that failed
+    raised the database's failure in place of the refusal, which database_fallback took
+    for the database gone and granted on this machine's files (a review). The refusal
+    stands, as a reservation made would."""
+    from app.router.ledger.pg_ledger import PgBudgetLedger, _Gone
+    from app.store.errors import StoreUnavailable
+
+    async with await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="u") as led:
+        assert await _try(led, "s", "deepseek", 3.9)
+
+        async def failing() -> int:
+            raise _Gone("team ledger: connection refused")
+
+        monkeypatch.setattr(led, "expire_stale", failing)
+        with pytest.raises(CapExceeded) as caught:  # not StoreUnavailable
+            await led.reserve(session="s", provider="deepseek", role="r", model="m", amount_usd=1)
+        assert not isinstance(caught.value, StoreUnavailable)
+        assert caught.value.cap == "provider:deepseek"

@@ -101,8 +101,13 @@ _OWED_LINES = (
 )
 
 
-class _Away(LedgerError, StoreUnavailable):
-    """The database did not answer (gone, restarting, a connection it broke): the store
+class _Away(LedgerError):
+    """The database did not take a statement (gone, restarting, a connection it broke, or
+    an error of its own): what could not be written is kept and written when it answers."""
+
+
+class _Gone(_Away, StoreUnavailable):
+    """:class:`_Away` because the database is not there (``postgres.gone``): the store
     unavailable, which database_fallback switches on (app.router.store_fallback)."""
 
 
@@ -322,7 +327,8 @@ class PgBudgetLedger(ClosedOnExit):
             async with self._pool.acquire(timeout=postgres.STATEMENT_TIMEOUT_S) as conn:
                 return await fn(conn)
         except _DB_ERRORS as exc:
-            raise _Away(f"team ledger {self.where} unavailable: {postgres.why(exc)}") from None
+            away = _Gone if postgres.gone(exc) else _Away
+            raise away(f"team ledger {self.where} unavailable: {postgres.why(exc)}") from None
 
     # ── what the database could not take ─────────────────────────────────────────────────
 
@@ -461,6 +467,12 @@ class PgBudgetLedger(ClosedOnExit):
         except asyncio.CancelledError:
             await let_go(self, rid)
             raise
+        except LedgerError as exc:
+            # Best effort: the next read expires them. What the database answered stands
+            # (a refusal raised by an expiry's failure was taken for the database gone,
+            # and database_fallback granted it on this machine's files; a reservation
+            # made was then made twice: a review).
+            log.warning("expiring stale reservations after a reserve failed: %s", exc)
         if row["refused"] is not None:
             raise self._refusal(row, session, provider, model, amount)
         res = Reservation(
