@@ -182,6 +182,7 @@ class BackendError(BackendUnavailable):
         status: int | None = None,
         retry_after: float | None = None,
         started: bool = False,
+        no_answer: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind: ErrorKind = kind
@@ -191,6 +192,10 @@ class BackendError(BackendUnavailable):
         #: the request was taken, and what the model did before the cut (a reasoning
         #: model's hidden thinking too) is billed even when no text came
         self.started = started
+        #: the host said nothing at all before the wait ran out (a transport timeout, not
+        #: a 408, an error event, or a wait for this process's own connection pool): what
+        #: rests the host's other models (app.router.cloud_step)
+        self.no_answer = no_answer
 
 
 @runtime_checkable

@@ -205,6 +205,19 @@ def transport_kind(exc: BaseException, *, started: bool) -> ErrorKind | None:
     return None
 
 
+def _pool_wait(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps: the SDKs wrap httpx's) is a wait for a free
+    connection of this process's own pool, which says nothing of the host."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, httpx.PoolTimeout | httpx2.PoolTimeout):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _str(value: object) -> str:
     return value if isinstance(value, str) else ("" if value is None else str(value))
 
@@ -300,10 +313,18 @@ class ErrorMapper:
         status: int | None = None,
         retry_after: float | None = None,
         started: bool = False,
+        no_answer: bool = False,
     ) -> BackendError:
         """A :class:`BackendError` of ``kind``, its message labelled and scrubbed."""
         text = scrub(f"{self._label}: {message}", [self._api_key])
-        return BackendError(kind, text, status=status, retry_after=retry_after, started=started)
+        return BackendError(
+            kind,
+            text,
+            status=status,
+            retry_after=retry_after,
+            started=started,
+            no_answer=no_answer,
+        )
 
     def map(self, exc: BaseException, *, started: bool) -> BackendError:
         """The error for a failure of a call; ``started``: the response had begun."""
@@ -319,7 +340,8 @@ class ErrorMapper:
             }[transport]
             if not isinstance(exc, self._sdk.connection):  # a raw one: say which
                 what += f" ({type(exc).__name__})"
-            return self.error(transport, what, started=started)
+            silent = transport == "timeout" and not started and not _pool_wait(exc)
+            return self.error(transport, what, started=started, no_answer=silent)
         if isinstance(exc, self._sdk.status):
             return self._status(exc)
         if isinstance(exc, self._sdk.validation):

@@ -290,7 +290,7 @@ async def serve_cloud(
         resting: list[str] = []
         if rule is not None and rule.cooldown_s > 0 and exc.kind != "context_length":
             router.health.mark_down(d.target, rule.cooldown_s, str(exc))
-            if exc.kind == "timeout" and not exc.started:
+            if exc.no_answer:  # (a 408 or an error event came from a host that answers)
                 resting = _host_down(router, d.target, rule.cooldown_s)
         failed[d.target] = f"{exc.kind}: {exc}"
         await write(

@@ -135,12 +135,16 @@ async def test_the_gateway_waits_on_a_dead_host_once(
 @pytest.mark.parametrize(
     ("error", "rests"),
     [
-        (BackendError("timeout", "no answer", started=False), True),
+        (BackendError("timeout", "no answer", started=False, no_answer=True), True),
         # the host answered, then went quiet mid-reply: the model's trouble, not the host's
         (BackendError("timeout", "quiet mid-stream", started=True), False),
         (BackendError("server_error", "HTTP 503", status=503), False),
+        # a host that answers "408" or an error event "timeout_error" answered (a review:
+        # each rested every model of the host, its line saying it never answered)
+        (BackendError("timeout", "HTTP 408", status=408), False),
+        (BackendError("timeout", "timeout_error event", started=False), False),
     ],
-    ids=["timeout-before-reply", "timeout-mid-stream", "server-error"],
+    ids=["timeout-before-reply", "timeout-mid-stream", "server-error", "408", "event"],
 )
 async def test_only_a_timeout_before_any_reply_rests_the_hosts_other_models(
     tmp_path: Path, policy: Policy, error: BackendError, rests: bool
@@ -165,7 +169,7 @@ async def test_a_model_resting_longer_already_is_not_shortened(
     """deepseek-chat's key was refused (an hour's rest): its host's 30 s time-out does
     not bring it back sooner, nor replace why it rests."""
     resolver = Resolver(up=ALL_UP)
-    timeout = BackendError("timeout", "no answer", started=False)
+    timeout = BackendError("timeout", "no answer", started=False, no_answer=True)
     resolver.scripts[("deepseek-reasoner", "cloud")] = [timeout, timeout]
     router, audit, ledger = await make_router(tmp_path, policy, resolver)
     router.health.mark_down("deepseek-chat", 3600.0, "auth: key refused")

@@ -1,0 +1,45 @@
+"""What counts as a host that said nothing (``BackendError.no_answer``), which rests the
+host's other models for the cooldown (app.router.cloud_step): a transport timeout before
+any reply. Not a 408 or an error event (the host answered: a review found each rested
+every model of the host, its line saying it never answered), nor a wait for this
+process's own connection pool, nor a timeout mid-stream."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+
+from app.backends.openai_compat import _SDK_ERRORS
+from app.backends.provider_errors import ErrorMapper
+from app.clock import SystemClock
+
+REQUEST = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+MAPPER = ErrorMapper(
+    _SDK_ERRORS,
+    label="m (deepseek)",
+    base_url="http://127.0.0.1:9",
+    api_key=None,
+    clock=SystemClock(),
+)
+
+
+def _wrapped(cause: BaseException) -> openai.APITimeoutError:
+    err = openai.APITimeoutError(request=REQUEST)
+    err.__cause__ = cause
+    return err
+
+
+def test_a_read_timeout_before_any_reply_is_no_answer() -> None:
+    err = MAPPER.map(_wrapped(httpx.ReadTimeout("read", request=REQUEST)), started=False)
+    assert err.kind == "timeout" and err.no_answer
+    raw = MAPPER.map(httpx.ConnectTimeout("connect", request=REQUEST), started=False)
+    assert raw.kind == "timeout" and raw.no_answer
+
+
+def test_what_a_host_answered_or_our_own_pool_is_not_no_answer() -> None:
+    mid = MAPPER.map(_wrapped(httpx.ReadTimeout("read", request=REQUEST)), started=True)
+    assert mid.kind == "timeout" and not mid.no_answer
+    pool = MAPPER.map(_wrapped(httpx.PoolTimeout("pool", request=REQUEST)), started=False)
+    assert pool.kind == "timeout" and not pool.no_answer
+    late = MAPPER.status_error(408, {"error": {"message": "request timeout"}}, None)
+    assert late.kind == "timeout" and not late.no_answer
