@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     theme: str = "switchyard-dark"
     n_threads: int | None = Field(default=None, ge=1, le=256)
     approve: ApproveMode = "ask"
+    #: seconds an unanswered approval waits; at most the policy's [approvals] timeout_s
+    #: (the shorter wins: the policy bounds how long a request may hold a cloud step)
     approval_timeout_s: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False)
     vllm_url: str | None = None
     llamacpp_server_url: str | None = None
