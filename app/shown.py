@@ -54,6 +54,13 @@ def clean(text: str, *, one_line: bool = False) -> str:
     return text.replace("\r\n", "\n").translate(_LINE if one_line else _BLOCK)
 
 
+def clean_row(text: str) -> str:
+    """``text`` (one row) with its control characters shown, a CR as ␍ too (a diff's
+    CRLF line end is part of what changed), tabs kept for the caller to expand. For a
+    string that is not yet a ``Text``: Rich's ``Text()`` drops CRs, BEL, BS, VT and FF."""
+    return text.translate(_ROW) if _ROW_HAZARD.search(text) else text
+
+
 def clean_line(line: Text) -> Text:
     """``line`` (one row) with its control characters shown, tabs kept for the caller to
     expand, in place: one character for one, so its spans keep their places."""

@@ -27,7 +27,7 @@ from acp import text_block, tool_content, tool_diff_content
 from acp.schema import ContentToolCallContent, FileEditToolCallContent, ToolCallLocation
 
 from app.workspace.git import git_bytes
-from app.workspace.shown_diff import DIFF_ARGS, shown_diff
+from app.workspace.shown_diff import DIFF_ARGS, diff_text, shown_diff
 
 if TYPE_CHECKING:
     from unidiff.patch import Hunk, PatchedFile
@@ -57,12 +57,11 @@ def attempt_contents(
     """An attempt's content: the change ``base`` → ``commit`` as git holds it, when both
     are known; else ``diff`` (the attempt's text) rebuilt on the base."""
     if base and commit:
-        # a/ and b/ whatever diff.noprefix says: the names are read without them
-        prefixes = ("--src-prefix=a/", "--dst-prefix=b/")
-        raw = git_bytes(repo, "diff", *DIFF_ARGS, *prefixes, base, commit)
+        # (DIFF_ARGS: a/ and b/ whatever diff.noprefix says; the names are read without them)
+        raw = git_bytes(repo, "diff", *DIFF_ARGS, base, commit)
         if raw is not None:
             # the texts are read from the blobs; this only names the files and where
-            change = shown_diff(raw.decode("utf-8", "replace"))
+            change = shown_diff(diff_text(raw))
             return diff_contents(change, repo, read_at(repo, base), read_at(repo, commit))
     return diff_contents(diff, repo, read_at(repo, base))
 

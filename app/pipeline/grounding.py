@@ -263,10 +263,11 @@ def ground_change(self_report: float, change: ChangeFacts, policy: Grounding) ->
 
 
 def diff_size(diff: str) -> int:
-    """Added plus removed lines of a unified diff (file headers left out)."""
+    """Added plus removed lines of a unified diff (file headers left out). Lines end at
+    ``\\n`` only, as git's do: ``splitlines`` also broke at a CR or FF inside a line."""
     return sum(
         1
-        for line in diff.splitlines()
+        for line in diff.split("\n")
         if (line.startswith("+") and not line.startswith("+++"))
         or (line.startswith("-") and not line.startswith("---"))
     )

@@ -39,9 +39,10 @@ def diff_signals(diff: str) -> dict[str, int]:
 
 
 def diff_insertions(diff: str) -> int:
-    """Added lines of a unified diff (``+`` lines outside the file headers)."""
+    """Added lines of a unified diff (``+`` lines outside the file headers); lines end at
+    ``\\n`` only, as git's do (``splitlines`` also broke at a CR or FF inside a line)."""
     return sum(
-        1 for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")
+        1 for line in diff.split("\n") if line.startswith("+") and not line.startswith("+++")
     )
 
 

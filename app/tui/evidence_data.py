@@ -78,7 +78,9 @@ def _numbered(path: Path) -> int:
 
 def _text(path: Path, problems: list[str]) -> str:
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        # bytes, then text: read_text's universal newlines turned a diff's CRLF into LF and
+        # its lone CR into a line break (the viewer shows each CR as ␍ instead)
+        return path.read_bytes().decode("utf-8", "replace")
     except FileNotFoundError:
         return ""
     except OSError as exc:

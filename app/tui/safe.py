@@ -6,9 +6,18 @@ from __future__ import annotations
 from rich.style import Style
 from rich.text import Text
 
-from app.shown import NEWLINE, clean, clean_block, clean_line, from_ansi
+from app.shown import NEWLINE, clean, clean_block, clean_line, clean_row, from_ansi
 
-__all__ = ["NEWLINE", "clean", "clean_block", "clean_line", "from_ansi", "literal", "plain"]
+__all__ = [
+    "NEWLINE",
+    "clean",
+    "clean_block",
+    "clean_line",
+    "clean_row",
+    "from_ansi",
+    "literal",
+    "plain",
+]
 
 
 def plain(text: str, style: str | Style = "", *, one_line: bool = False) -> Text:

@@ -92,10 +92,10 @@ def _argv(cwd: Path, args: Sequence[str], config: Sequence[str]) -> list[str]:
     return ["git", *_BASE_CONFIG, *cfg, "-C", str(cwd), *args]
 
 
-def git_bytes(cwd: Path, *args: str) -> bytes | None:
-    """stdout of ``git -C cwd ARGS`` as git wrote it (None: git failed). For a file's
-    bytes: :func:`run_git` reads text with universal newlines, which turn ``\\r\\n`` into
-    ``\\n`` and a lone ``\\r`` into a line break."""
+def run_git_raw(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """:func:`run_git` (same config and environment) with stdout and stderr as git wrote
+    them: text mode's universal newlines turn ``\\r\\n`` into ``\\n`` and a lone ``\\r``
+    into a line break, so a change that only turns LF into CRLF showed equal lines."""
     try:
         proc = subprocess.run(
             _argv(cwd, args, ()),
@@ -106,6 +106,16 @@ def git_bytes(cwd: Path, *args: str) -> bytes | None:
         )
     except FileNotFoundError:
         raise SwitchyardError("git is not installed (not found on PATH)") from None
+    if check and proc.returncode != 0:
+        said = proc.stderr.strip() or proc.stdout.strip()
+        raise GitError(list(args), proc.returncode, said.decode("utf-8", "replace"))
+    return proc
+
+
+def git_bytes(cwd: Path, *args: str) -> bytes | None:
+    """stdout of ``git -C cwd ARGS`` as git wrote it (None: git failed), e.g. a file's
+    bytes (see :func:`run_git_raw`)."""
+    proc = run_git_raw(cwd, *args, check=False)
     return proc.stdout if proc.returncode == 0 else None
 
 
@@ -167,4 +177,5 @@ __all__ = [
     "repo_root",
     "rev_parse",
     "run_git",
+    "run_git_raw",
 ]

@@ -9,16 +9,42 @@ went unmasked to the cloud Judge and into the evidence. So the diff is taken wit
 attributes say), and only a file whose shown lines hold a NUL byte, which is what git
 itself calls binary, is reduced here to git's one line for it: its bytes are never
 shown, sent or stored.
+
+Nor does the user's git configuration decide how it reads: the output flags are fixed
+(``diff.noprefix`` dropped the ``a/``/``b/`` the classifier strips, so a file under ``c/``
+or ``w/`` lost its folder; ``color.diff=always`` and ``diff.external`` are overridden
+too). And it is read as bytes (:func:`diff_text`): read as text, a change that only
+turned LF into CRLF showed as equal ``-``/``+`` lines, and a CR inside a line was lost.
 """
 
 from __future__ import annotations
 
 import re
 
-#: how ``git diff`` is asked for the run's change (after ``diff``, before the revisions)
-DIFF_ARGS = ("--text", "--no-textconv", "--no-ext-diff", "--no-color")
+#: how ``git diff`` is asked for the run's change (after ``diff``, before the revisions);
+#: the prefixes given outright win over diff.noprefix and diff.mnemonicPrefix
+DIFF_ARGS = (
+    "--text",
+    "--no-textconv",
+    "--no-ext-diff",
+    "--no-color",
+    "--no-relative",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+)
 
 _SECTION = re.compile(r"^diff --git ", re.M)
+
+
+def diff_text(raw: bytes) -> str:
+    """``git diff``'s bytes as the text everyone reads: every byte kept as it came (a CR
+    too, which :func:`app.shown.clean_row` shows as ␍ on a screen), except a byte that is
+    not UTF-8 (a Latin-1 file's é): that reads as U+FFFD, the replacement character, so a
+    reader sees that something was there and could not be shown (the commit, which the
+    merge takes, keeps the byte). ``surrogateescape`` would keep it as a lone surrogate,
+    which is no character: strict UTF-8 cannot encode it, and the JSON sent to the Judge
+    would carry it as an escape that no reader turns back into the byte."""
+    return raw.decode("utf-8", "replace")
 
 
 def shown_diff(text: str) -> str:

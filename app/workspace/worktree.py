@@ -40,8 +40,9 @@ from app.workspace.git import (
     repo_root,
     rev_parse,
     run_git,
+    run_git_raw,
 )
-from app.workspace.shown_diff import DIFF_ARGS, shown_diff
+from app.workspace.shown_diff import DIFF_ARGS, diff_text, shown_diff
 
 BRANCH_PREFIX = "switchyard/"
 WORKTREES_DIR = "worktrees"
@@ -259,8 +260,10 @@ class Worktree:
 
     def _git(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         """``git`` on the worktree, its git dir named (:attr:`git_dir`)."""
-        where = (f"--git-dir={self.git_dir}", f"--work-tree={self.path}")
-        return run_git(self.path, *where, *args, **kw)
+        return run_git(self.path, *self._where(), *args, **kw)
+
+    def _where(self) -> tuple[str, str]:
+        return (f"--git-dir={self.git_dir}", f"--work-tree={self.path}")
 
     def _git_out(self, *args: str) -> str:
         return self._git(*args).stdout.rstrip("\n")
@@ -536,8 +539,10 @@ class Worktree:
     def diff(self) -> str:
         """The run's change so far, base → HEAD of the run branch: every file as text
         whatever the repository's attributes say, a binary one as git's one line
-        (:mod:`app.workspace.shown_diff`). For reading only: the merge takes the commit."""
-        return shown_diff(self._git("diff", *DIFF_ARGS, self.base, "HEAD").stdout)
+        (:mod:`app.workspace.shown_diff`), read as bytes so that its CRs stay (a change
+        from LF to CRLF shows). For reading only: the merge takes the commit."""
+        args = ("diff", *DIFF_ARGS, self.base, "HEAD")
+        return shown_diff(diff_text(run_git_raw(self.path, *self._where(), *args).stdout))
 
     def changed_files(self) -> list[str]:
         out = self._git("diff", "--name-only", "-z", self.base, "HEAD").stdout

@@ -20,7 +20,7 @@ from app.pipeline.structured import Answer
 from app.pipeline.tutor import TutorSession
 from app.router.types import Signals
 from app.tui.panes.escalations import EscalationsPane
-from app.tui.safe import NEWLINE, clean, clean_block, clean_line, literal
+from app.tui.safe import NEWLINE, clean, clean_block, clean_line, clean_row, literal
 from app.tui.widgets.lineview import LineView
 from tests.tui.helpers import Messages, settle
 from tests.tui.test_requests_pane import OnePane
@@ -53,6 +53,15 @@ def test_a_lines_spans_keep_their_places() -> None:
 
     block = Text("one\x1b\ntwo")
     assert clean_block(block).plain == "one␛\ntwo"
+
+
+def test_a_row_shows_its_cr_as_a_picture_and_keeps_its_tabs() -> None:
+    """A diff's row as a string, before it becomes a ``Text`` (which drops a CR): its
+    CRLF line end is part of what changed, so the CR is shown, not taken for a line end."""
+    assert clean_row("+x = 1\r") == "+x = 1␍"
+    out = clean_row(HOSTILE)
+    assert controls(out) == [] and "[/bold]" in out and "␍" + NEWLINE + "next" in out
+    assert clean_row("\tcode") == "\tcode"
 
 
 def test_literal_is_one_line_of_escaped_markup() -> None:

@@ -146,3 +146,34 @@ async def test_an_empty_diff_pane_says_no_change_landed_once_the_run_ended() -> 
         pane.finished(attempted=False)  # it stopped at its plan: there was no attempt
         await pilot.pause()
         assert "the run ended before any attempt" in screen_text(app)
+
+
+async def test_the_diff_pane_shows_each_cr_and_sends_none_to_the_terminal() -> None:
+    """Split at every CR and drawn through ``Text()`` (which drops CRs), a change from LF
+    to CRLF showed as two equal lines, and a lone CR cut its line in two (the highlighted
+    code of every line below it then one row off)."""
+    from app.tui.panes.diff import DiffPane
+
+    diff = (
+        "diff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n"
+        "@@ -1,2 +1,2 @@\n-x = 1\n+x = 1\r\n-y = 2\n+y = 2\rz = 3\n"
+    )
+    app = DiffHost()
+    async with app.run_test(size=(60, 12)) as pilot:
+        pane = app.query_one(DiffPane)
+        pane.show_diff(1, diff)
+        await pilot.pause()
+        view = pane.query_one(LineView)
+        assert [line.rstrip() for line in view.plain_lines()] == [
+            "calc.py  +2 −2",
+            "@@ -1,2 +1,2 @@",
+            "-x = 1",
+            "+x = 1␍",
+            "-y = 2",
+            "+y = 2␍z = 3",
+        ]
+        # as drawn: the marks on screen, no control character sent to the terminal
+        rows = ["".join(seg.text for seg in view.render_line(y)).rstrip() for y in range(6)]
+        assert rows[3] == "+x = 1␍" and rows[5] == "+y = 2␍z = 3"
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in "".join(rows))
+        assert screen_text(app).count("␍") == 2

@@ -157,6 +157,13 @@ def test_diff_size_counts_added_and_removed_lines() -> None:
     assert diff_size(diff) == 2
 
 
+def test_diff_size_counts_a_line_with_a_cr_or_ff_inside_once() -> None:
+    """A lone CR (or FF) inside a line is not a line end: split there, ``+a\\r-b`` was
+    counted as an added and a removed line."""
+    diff = "--- a/x\n+++ b/x\n@@ -1 +1,2 @@\n-a\r\n+a\r-b\n+c\x0c-d\n"
+    assert diff_size(diff) == 3
+
+
 # ── properties ────────────────────────────────────────────────────────────────────────
 
 words = st.sampled_from(

@@ -49,3 +49,8 @@ def test_the_policy_bounds_are_strict_greater_than() -> None:
 
 def test_insertions_do_not_count_file_headers() -> None:
     assert diff_insertions(diff(2, 3)) == 6
+
+
+def test_insertions_count_a_line_with_a_cr_or_ff_inside_once() -> None:
+    diff = "--- a/x\n+++ b/x\n@@ -0,0 +1,2 @@\n+a\r+b\n+c\x0c+d\r\n"
+    assert diff_insertions(diff) == 2

@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
+from app.tui.safe import clean_row
 from app.tui.widgets.lineview import LineView
 from app.tui.widgets.pane import Pane, style_of
 
@@ -39,11 +40,13 @@ def split_files(diff: str) -> list[FileDiff]:
     """A unified diff → one entry per file (``diff --git`` or bare ``---``/``+++`` pairs).
 
     Tolerant: a model's diff may lack the git header; text outside any file is kept as a
-    file named "(not a unified diff)" so nothing is hidden.
+    file named "(not a unified diff)" so nothing is hidden. Lines end at ``\\n`` only, as
+    git's do: ``splitlines`` also broke at a CR (and FF, VT, U+2028 …) and dropped the CR
+    of a CRLF, so a change from LF to CRLF showed as two equal lines.
     """
     files: list[FileDiff] = []
     current: FileDiff | None = None
-    lines = diff.splitlines()
+    lines = diff.removesuffix("\n").split("\n") if diff else []
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -94,11 +97,15 @@ def _without_background(text: Text) -> Text:
 
 
 def render_file(f: FileDiff, variables: dict[str, str]) -> list[Text]:
-    """Hunk lines highlighted as code (by the file's language) with +/- tints."""
+    """Hunk lines highlighted as code (by the file's language) with +/- tints; control
+    characters shown as pictures (a CRLF line end as ␍), one for one."""
     # Imported here: rich.syntax brings pygments (~14 ms), and the first frame shows no diff.
     from rich.syntax import Syntax
 
-    code_lines = [ln[1:] if ln[:1] in "+- " else "" for ln in f.lines]
+    # shown before they become Text: Text() drops a CR, and pygments reads one as a line
+    # break, which moved every highlighted line below it onto the wrong row
+    shown = [clean_row(ln) for ln in f.lines]
+    code_lines = [ln[1:] if ln[:1] in "+- " else "" for ln in shown]
     syntax = Syntax(
         "\n".join(code_lines),
         _lexer_for(f.path),
@@ -114,7 +121,7 @@ def render_file(f: FileDiff, variables: dict[str, str]) -> list[Text]:
     hunk = style_of(variables.get("diff-hunk", ""), bold=True)
     file_style = style_of(variables.get("diff-file", ""), bold=True)
     out = [Text(f"{f.path}  +{f.added} −{f.removed}", style=file_style, end="")]
-    for raw, code in zip(f.lines, highlighted, strict=False):
+    for raw, code in zip(shown, highlighted, strict=False):
         tag = raw[:1]
         if raw.startswith("@@"):
             out.append(Text(raw, style=hunk, end=""))
