@@ -54,7 +54,8 @@ async def prepare_brief(ctx: RunContext) -> Briefing:
     def build() -> Brief:
         from app.stage0.engine import Stage0
 
-        with Stage0(ctx.repo, ctx.policy) as engine:
+        # the commit the run works on, not the working tree (RunContext.base)
+        with Stage0(ctx.repo, ctx.policy, rev=ctx.base) as engine:
             return engine.brief(
                 ctx.task,
                 ctx.bundle.path,
@@ -111,7 +112,7 @@ async def _condense(
     sources = brief_sources(brief, synthesis)
     searches = 1  # Stage0's query for the brief
     if sweep:
-        swept = await asyncio.to_thread(sweep_sources, ctx.repo, ctx.policy)
+        swept = await asyncio.to_thread(sweep_sources, ctx.repo, ctx.policy, ctx.base)
         sources += [s for s in swept if s[0] not in {sid for sid, _ in sources}]
     actions = tool_actions(sources, searches)
     result = await condense(

@@ -82,6 +82,11 @@ class RunContext:
     calls: Counter[str] = field(default_factory=Counter)
     #: each stage's time at work (stages.json)
     stage_clock: StageClock = field(default_factory=StageClock)
+    #: the commit the run works on, pinned before anything reads the repository: the
+    #: brief (Stage0, a full sweep) reads its tree and the worktree branches from it (the
+    #: brief read the working tree, uncommitted and untracked files with it, and sent
+    #: them to the models while the run worked on the last commit: a user audit)
+    base: str | None = None
 
     @property
     def policy(self) -> Policy:

@@ -88,11 +88,13 @@ async def _preflight_repo(ctx: RunContext) -> None:
             f"{ctx.repo} is not a git repository: a run works on a branch of its own "
             "(git init, commit, and start again)"
         ) from None
-    if await asyncio.to_thread(rev_parse, top, "HEAD") is None:
+    head = await asyncio.to_thread(rev_parse, top, "HEAD")
+    if head is None:
         # found only when the worktree was made, after Stage0 and the Architect's calls
         raise RunStopped(
             f"{top} has no commit yet: a run branches from one (commit, and start again)"
         )
+    ctx.base = head
 
 
 def _checkpoint(ctx: RunContext) -> None:
@@ -116,7 +118,9 @@ async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]
     # that nothing removed: the run waits for it, so the finish removes what it made
     # the worktrees of runs killed before their end go first (they stayed for good)
     await asyncio.to_thread(prune_dead, ctx.repo)
-    making = asyncio.ensure_future(asyncio.to_thread(Worktree.create, ctx.repo, ctx.run_id))
+    making = asyncio.ensure_future(
+        asyncio.to_thread(Worktree.create, ctx.repo, ctx.run_id, base=ctx.base or "HEAD")
+    )
     try:
         wt = await asyncio.shield(making)
     except asyncio.CancelledError:

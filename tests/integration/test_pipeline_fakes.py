@@ -314,6 +314,12 @@ def test_denied_escalations_end_in_a_clear_audited_stop(
     assert main(["memory", "add", unrelated, "--no-embed", "--json"]) == 0
     capsys.readouterr()
     (repo / "NOTES.txt").write_text("the user's work in progress\n")  # not committed
+    # the user's uncommitted edit and untracked file: the run works on the last commit,
+    # and its brief reads that commit, not them (they reached the brief and the models
+    # while the worktree had neither: a user audit)
+    parser = repo / "parser.py"
+    parser.write_text(parser.read_text() + "\n# UNCOMMITTED_WIP_MARKER parse last token\n")
+    (repo / "scratch_parse.py").write_text('"""UNTRACKED_MARKER parse last token"""\n')
     before = checkout_fingerprint(repo)
     rc, out = run(
         [
@@ -345,7 +351,11 @@ def test_denied_escalations_end_in_a_clear_audited_stop(
     assert any(a["kind"] == "run" and "RUN_STOPPED" in a["reason_codes"] for a in lines)
     # the work the run did not start from is in the evidence, not only on the terminal
     (left,) = [a for a in lines if "WORKTREE_NOTE" in a["reason_codes"]]
-    assert "1 uncommitted change (NOTES.txt)" in left["detail"]
+    assert "3 uncommitted changes (parser.py, NOTES.txt, scratch_parse.py)" in left["detail"]
+    bundle = Path(out["bundle"])
+    said = (bundle / "TASK_BRIEF.md").read_text() + (bundle / "brief.json").read_text()
+    said += json.dumps([r.body for r in fakes["vllm"].requests if r.body])
+    assert "parse" in said and "MARKER" not in said
     assert fakes["deepseek"].chat_requests == []  # nothing left the machine
     assert fakes["sonnet"].message_requests == []
     # the failed loops asked for a second opinion; denied, so none, and the run says so

@@ -10,12 +10,13 @@ from app.pipeline.librarian.notes import Source
 from app.policy.schema import Policy
 
 
-def sweep_sources(repo: Path, policy: Policy) -> list[Source]:
-    """Every chunk of the repository's corpus, in path order: ``(path:start-end, text)``."""
+def sweep_sources(repo: Path, policy: Policy, rev: str | None = None) -> list[Source]:
+    """Every chunk of the repository's corpus, in path order: ``(path:start-end, text)``;
+    of the working tree, or of commit ``rev``'s tree (a run's: what it works on)."""
     from app.stage0.build import load_texts
     from app.stage0.engine import Stage0
 
-    with Stage0(repo, policy) as engine:
+    with Stage0(repo, policy, rev=rev) as engine:
         engine.refresh()
         index = engine.index
         rows = sorted(range(len(index)), key=lambda r: index.refs[r].sort_key())
