@@ -73,7 +73,7 @@ async def plan(ctx: RunContext, brief: str) -> Plan:
         if cloud is not None and cloud.value is not None:
             await ctx.role_stage(ROLE, cloud, "escalated")
             current = cloud.value
-            facts = await asyncio.to_thread(repo_facts, ctx.repo)
+            facts = await asyncio.to_thread(repo_facts, ctx.repo, ctx.base)
             grounded = ground_plan(current, ctx.task, facts, ctx.policy.grounding)
     if current is None or grounded is None:
         raise RunStopped(f"architect: no valid plan ({draft.error})")
@@ -150,7 +150,7 @@ async def _final(ctx: RunContext, brief: str, draft: Plan) -> tuple[Plan, Ground
     await ctx.role_stage(ROLE, final, "final")
     chosen = final.value if final.value is not None else draft
     # the repository read once: an escalated plan is grounded in the same files
-    facts = await asyncio.to_thread(repo_facts, ctx.repo)
+    facts = await asyncio.to_thread(repo_facts, ctx.repo, ctx.base)
     grounded = ground_plan(chosen, ctx.task, facts, ctx.policy.grounding)
     if final.result is not None and final.result.escalated:
         return chosen, grounded  # the user asked: the cloud planner wrote it
