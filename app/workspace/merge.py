@@ -308,6 +308,22 @@ async def execute_merge(
     Runs git synchronously (a merge takes moments; an interruption must not leave it half
     done in a thread). The TUI calls it from a worker.
     """
+    return await _execute(
+        plan, None, human_approved=human_approved, audit=audit, approver=approver, answer=answer
+    )
+
+
+async def _execute(
+    plan: MergePlan,
+    held: bool | None,
+    *,
+    human_approved: bool,
+    audit: AuditSink | None,
+    approver: str | None = None,
+    answer: str | None = None,
+) -> MergeOutcome:
+    """:func:`execute_merge`; ``held``: whether the caller holds the repository's merge
+    lock (True), could not have it (False), or leaves it to this (None)."""
     gate = plan.gate(human_approved=human_approved)
     common = {
         "run_id": plan.run_id,
@@ -340,6 +356,10 @@ async def execute_merge(
             detail=detail,
         )
 
+    if held is False:
+        reasons = [_lock_refusal()]
+        await record("refused", reasons, "; ".join(reasons))
+        return MergeOutcome(ok=False, reasons=reasons, **common)
     # "already merged" is a success only for a run that produced a merge-ready result:
     # a stopped run with no commit has its tip at the base, which is no merge at all
     if (
@@ -353,20 +373,38 @@ async def execute_merge(
     if reasons:
         await record("refused", reasons, "; ".join(reasons))
         return MergeOutcome(ok=False, reasons=reasons, **common)
+    if held:
+        return await _land_unless_moved(plan, gate, record, common)
     # One merge of a repository at a time, from the last check to the outcome: two merges
     # at once each undid the other's (one said "merged" over a merge gone, a review).
-    async with _merge_lock(Path(plan.repo)) as held:
-        if not held:
-            reasons = [
-                f"{GIT}: another Switchyard merge of this repository held it for"
-                f" {LOCK_WAIT_S:g} s; try again"
-            ]
-        else:  # the checkout may have moved while the human read the plan
-            reasons = _still_as_planned(plan)
-        if reasons:
+    async with _merge_lock(Path(plan.repo)) as took:
+        if not took:
+            reasons = [_lock_refusal()]
             await record("refused", reasons, "; ".join(reasons))
             return MergeOutcome(ok=False, reasons=reasons, **common)
-        return await _land(plan, gate, record, common)
+        return await _land_unless_moved(plan, gate, record, common)
+
+
+def _lock_refusal() -> str:
+    return (
+        f"{GIT}: another Switchyard merge of this repository held it for"
+        f" {LOCK_WAIT_S:g} s; try again"
+    )
+
+
+async def _land_unless_moved(
+    plan: MergePlan,
+    gate: GateResult | None,
+    record: Callable[..., Awaitable[None]],
+    common: dict[str, Any],
+) -> MergeOutcome:
+    """:func:`_land`, unless the checkout moved since the plan (the caller holds the
+    merge lock): while the human read it, say."""
+    reasons = _still_as_planned(plan)
+    if reasons:
+        await record("refused", reasons, "; ".join(reasons))
+        return MergeOutcome(ok=False, reasons=reasons, **common)
+    return await _land(plan, gate, record, common)
 
 
 async def _land(
@@ -431,11 +469,20 @@ async def merge_run(
     tested (the branch moved on since it: an UNTESTED note), nor commits of the run's base
     the target lacks (UNREVIEWED); a human asked sees the note.
     """
-    plan = prepare_merge(repo, run, sealed_sha256=sealed_sha256, policy=policy)
-    untested = any(n.startswith((UNTESTED, UNREVIEWED)) for n in plan.notes)
-    human = approved and (untested_ok or not untested)
-    if not human and confirm is not None and not plan.already_merged and not plan.blockers():
-        human = await confirm(plan)
+    # The plan is read under the merge lock: read beside another merge of the repository,
+    # it described that merge half way (MERGE_HEAD, "main has 2 commit(s) the run did not
+    # have") where it ends "already merged" (a user audit).
+    async with _merge_lock(repo_root(repo)) as held:
+        plan = prepare_merge(repo, run, sealed_sha256=sealed_sha256, policy=policy)
+        untested = any(n.startswith((UNTESTED, UNREVIEWED)) for n in plan.notes)
+        human = approved and (untested_ok or not untested)
+        ask = not human and confirm is not None and not plan.already_merged
+        if not held or not ask or plan.blockers():
+            return await _execute(plan, held, human_approved=human, audit=audit, approver=approver)
+    assert confirm is not None
+    # asked with the lock let go: a human reading the plan holds no other merge up; the
+    # merge takes the lock again and checks that the checkout did not move meanwhile
+    human = await confirm(plan)
     return await execute_merge(plan, human_approved=human, audit=audit, approver=approver)
 
 

@@ -214,9 +214,13 @@ class Worktree:
                 f"the run works on the last commit {base_sha[:12]} and does not carry them over"
             )
         if (top / ".gitmodules").exists():
+            # Not checked out: a populated submodule's own .git file would be writable by
+            # the sandboxed tests, and git calls made on the worktree afterwards, outside
+            # the sandbox, would follow it (GR-010). Left until that can be closed.
             notes.append("submodules are not checked out in the run's worktree")
         run_git(top, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
-        _write_meta(root, run_id, {"run_id": run_id, "branch": branch, "base": base_sha})
+        meta = {"run_id": run_id, "branch": branch, "base": base_sha}
+        _write_meta(root, run_id, {**meta, LOCK_HELD: _lock_held(top, run_id)})
         return cls(
             repo=top,
             path=path,
@@ -625,9 +629,33 @@ def _admin_dir(top: Path, path: Path) -> Path:
     raise WorkspaceError(f"git does not know the worktree {path} (git worktree list)")
 
 
-#: how old a dead run's worktree is before it goes: a run whose live marker could not be
-#: held (no lock on that filesystem) reads as dead while it works (a review)
+#: how old a dead run's worktree is before it goes when its run's liveness cannot be
+#: told: a run whose live marker could not be held (no lock on that filesystem) reads as
+#: dead while it works (a review)
 PRUNE_AFTER_S = 6 * 3600
+#: the worktree's meta key saying its run held its live marker's lock when the worktree
+#: was made: locks work where the marker lies, so the lock found free is the run ended
+LOCK_HELD = "live_lock_held"
+
+
+def _lock_held(top: Path, run_id: str) -> bool:
+    """Whether a process (the run making the worktree: its bundle holds the lock from
+    its creation on) holds the live marker of ``run_id``'s bundle now."""
+    from app.evidence import live
+    from app.evidence.layout import runs_dir
+
+    return live.running(runs_dir(top) / run_id)
+
+
+def prune_due(*, age_s: float, lock_held: bool, sealed: bool) -> bool:
+    """Whether the worktree of a run that no process holds the live marker of goes now.
+
+    A run that held its marker's lock (``lock_held``) and left its bundle unsealed was
+    killed: its lock is free only because its process is gone, so it goes at once (a
+    SIGKILLed run's worktree and branch stayed six hours, a user audit). Otherwise the
+    free lock proves nothing (a filesystem without locks: the run may be at work; or a
+    sealed run whose own end is removing it), and it goes after :data:`PRUNE_AFTER_S`."""
+    return (lock_held and not sealed) or age_s >= PRUNE_AFTER_S
 
 
 def prune_dead(repo: Path) -> list[str]:
@@ -637,7 +665,7 @@ def prune_dead(repo: Path) -> list[str]:
     audit); a run's own end removes its worktree. A branch with commits stays: what the
     run made is the user's to look at. Best effort: a worktree that cannot go is left."""
     from app.evidence import live
-    from app.evidence.layout import runs_dir
+    from app.evidence.layout import MANIFEST, runs_dir
 
     top = repo_root(repo)
     root = state_path(top, WORKTREES_DIR)
@@ -650,12 +678,15 @@ def prune_dead(repo: Path) -> list[str]:
         bundle = runs_dir(top) / run_id
         try:
             validate_run_id(run_id)
-            if now - meta.stat().st_mtime < PRUNE_AFTER_S:
-                continue  # (a run that could not hold its marker reads as dead: not yet)
             if not bundle.is_dir() or live.running(bundle):
                 continue  # (no bundle: not a run's to judge; a live one is at work)
+            said = json.loads(meta.read_text(encoding="utf-8"))
+            held = isinstance(said, dict) and said.get(LOCK_HELD) is True
+            age = now - meta.stat().st_mtime
+            if not prune_due(age_s=age, lock_held=held, sealed=(bundle / MANIFEST).exists()):
+                continue
             wt = Worktree.open(top, run_id)
-        except (SwitchyardError, OSError):
+        except (SwitchyardError, OSError, ValueError):
             continue
         ahead = run_git(top, "rev-list", "--count", f"{wt.base}..{wt.branch}", check=False)
         wt.remove(delete_branch=ahead.returncode == 0 and ahead.stdout.strip() == "0")
@@ -700,4 +731,6 @@ __all__ = [
     "dirty_paths",
     "in_folder",
     "outside_reason",
+    "prune_dead",
+    "prune_due",
 ]

@@ -607,6 +607,57 @@ def test_one_merge_of_a_repository_at_a_time(
     assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 0
 
 
+def test_a_second_merge_at_once_reads_the_first_once_it_is_done(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `merge RUN --yes` at once: the second read the first half way (MERGE_HEAD,
+    "main has 2 commit(s) the run did not have") and refused over it (a user audit). It
+    reads the checkout under the merge lock, once the first is done: already merged."""
+    import threading
+
+    make_run(repo)
+    seal = sealed(repo, "run-1")
+    real_git, real_lock = merge_mod.run_git, merge_mod._merge_lock
+    second: dict[str, Any] = {}
+    came = threading.Event()  # the second waits for the lock, or has its outcome
+
+    def merge_second() -> None:
+        try:
+            second["outcome"] = asyncio.run(
+                merge_run(repo, "run-1", audit=None, approved=True, sealed_sha256=seal,
+                          policy=POLICY)
+            )  # fmt: skip
+        finally:
+            came.set()
+
+    thread = threading.Thread(target=merge_second)
+
+    def lock(top: Path) -> Any:
+        if threading.current_thread() is thread:
+            came.set()
+        return real_lock(top)
+
+    def run_git(cwd: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        if args[:2] == ("merge", "--no-ff") and not thread.is_alive() and not came.is_set():
+            # the first merge half way, as git leaves it while it works: the second looks
+            real_git(cwd, "merge", "--no-ff", "--no-commit", args[-1], check=False)
+            assert (repo / ".git" / "MERGE_HEAD").exists()
+            thread.start()
+            assert came.wait(60)  # (a guard against a hang, not a timing)
+            real_git(cwd, "merge", "--abort")
+        return real_git(cwd, *args, **kw)
+
+    monkeypatch.setattr(merge_mod, "run_git", run_git)
+    monkeypatch.setattr(merge_mod, "_merge_lock", lock)
+    first = merge_approved(repo)
+    thread.join()
+    assert first.ok and first.merged
+    later = second["outcome"]
+    assert "MERGE_HEAD" not in " ".join(later.reasons + later.notes), later
+    assert later.ok and later.already_merged and later.before_head == first.after_head, later
+    assert git(repo, "rev-parse", "HEAD") == first.after_head
+
+
 @pytest.mark.parametrize("marker", ["MERGE_HEAD", "CHERRY_PICK_HEAD"])
 def test_the_users_merge_or_cherry_pick_in_progress_is_refused_and_kept(
     repo: Path, capsys: pytest.CaptureFixture[str], marker: str

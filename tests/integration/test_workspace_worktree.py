@@ -334,3 +334,64 @@ def test_the_worktrees_of_runs_that_died_are_pruned_and_a_live_runs_kept(tmp_pat
         assert prune_dead(repo) == []  # (nothing more)
     finally:
         live.let_go(bundles / "alive", held)
+
+
+#: a run as ``switchyard run`` starts one: its bundle (which holds the live marker), then
+#: its worktree and branch; then it waits to be killed
+_KILLED_RUN = """
+import sys
+from pathlib import Path
+from app.evidence.bundle import EvidenceBundle
+from app.workspace.worktree import Worktree
+repo, run_id = Path(sys.argv[1]), sys.argv[2]
+bundle = EvidenceBundle.create(repo, run_id, task="fix add()")
+Worktree.create(repo, run_id)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_killed_runs_worktree_and_branch_go_at_the_next_run_at_once(tmp_path: Path) -> None:
+    """A SIGKILLed run's worktree and branch stayed six hours (PRUNE_AFTER_S), though no
+    process held its live marker any more (a user audit). It held the lock, so the lock
+    found free says it is gone: the next run prunes them at once. Its unsealed bundle is
+    evidence, and stays."""
+    from app.evidence.bundle import EvidenceBundle
+    from app.evidence.layout import MANIFEST, runs_dir
+    from app.workspace.worktree import prune_dead
+
+    repo = make_repo(tmp_path)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_RUN, str(repo), "killed"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        assert prune_dead(repo) == []  # alive: kept
+    finally:
+        holder.kill()  # SIGKILL: no finalizer, no seal; the kernel lets go of the lock
+        holder.wait()
+    worktree = repo / ".switchyard" / "worktrees" / "killed"
+    assert worktree.is_dir() and "switchyard/killed" in git(repo, "branch", "--list")
+    EvidenceBundle.create(repo, "next-run", task="next")  # (its marker sweeps the dead one)
+    assert prune_dead(repo) == ["killed"]
+    assert not worktree.exists()
+    assert git(repo, "branch", "--list", "switchyard/*") == ""
+    assert git(repo, "worktree", "list").count("\n") == 0  # the main checkout alone
+    bundle = runs_dir(repo) / "killed"
+    assert bundle.is_dir() and not (bundle / MANIFEST).exists()  # evidence stays as it is
+
+
+def test_when_a_dead_runs_worktree_goes_is_decided_by_what_its_lock_proves() -> None:
+    from app.workspace.worktree import PRUNE_AFTER_S, prune_due
+
+    assert prune_due(age_s=0, lock_held=True, sealed=False)  # killed: at once
+    assert not prune_due(age_s=0, lock_held=False, sealed=False)  # no lock: may be at work
+    assert not prune_due(age_s=0, lock_held=True, sealed=True)  # its own end removes it
+    assert prune_due(age_s=PRUNE_AFTER_S, lock_held=False, sealed=False)
+    assert prune_due(age_s=PRUNE_AFTER_S, lock_held=True, sealed=True)
