@@ -191,16 +191,17 @@ def _parse(diff_text: str) -> list[_ChangedFile]:
         for hunk in pf:
             scope = _scope_of_header(hunk.section_header or "")
             for ln in hunk:
-                if not ln.is_removed and (name := _def_name(ln.value)):
-                    scope = name
-                if ln.is_added and target is not None and ln.target_line_no is not None:
-                    lines.append(
-                        _ChangedLine(target, ln.target_line_no, _text(ln.value), scope=scope)
-                    )
-                elif ln.is_removed and source is not None and ln.source_line_no is not None:
-                    lines.append(
-                        _ChangedLine(source, ln.source_line_no, _text(ln.value), removed=True)
-                    )
+                # One diff line is several to Python, pytest's ini reader and configparser
+                # when it holds a lone CR, a form feed or another break of theirs: each
+                # piece is a line to every rule (`max = 1\r[pytest]\raddopts = --co` was
+                # one line no anchored rule matched, and pytest obeyed it: a review).
+                for piece in _text(ln.value).splitlines() or [""]:
+                    if not ln.is_removed and (name := _def_name(piece)):
+                        scope = name
+                    if ln.is_added and target is not None and ln.target_line_no is not None:
+                        lines.append(_ChangedLine(target, ln.target_line_no, piece, scope=scope))
+                    elif ln.is_removed and source is not None and ln.source_line_no is not None:
+                        lines.append(_ChangedLine(source, ln.source_line_no, piece, removed=True))
         files.append(_ChangedFile(paths, tuple(lines), new=source is None))
     return files
 

@@ -1029,3 +1029,18 @@ def test_a_return_deep_in_a_test_class_method_is_high_risk_and_in_a_fake_class_n
     assert [r.line_no for r in hr.reasons if r.rule_id == "tests_rewritten"] == [22]
     hr = classify_diff(deep("class FakeFile:"), policy.high_risk)
     assert not [r for r in hr.reasons if r.rule_id == "tests_rewritten"]
+
+
+@pytest.mark.parametrize("brk", ["\r", "\x0c", "\u2028", "\x0b"])
+def test_a_line_break_inside_a_changed_line_hides_nothing(policy: Policy, brk: str) -> None:
+    """A changed line that holds a lone CR, a form feed or another break Python and
+    pytest's ini reader split at is several lines to them: `max-line-length = 100\\r
+    [pytest]\\raddopts = --co` was one line to the classifier, no rule matched, and pytest
+    obeyed the new section (a review, once the diff kept git's bytes)."""
+    config = brk.join(["max-line-length = 100", "[pytest]", "addopts = -p no:cacheprovider --co"])
+    hr = classify_diff(_added_to("tox.ini", ["[flake8]"], [config], []), policy.high_risk)
+    assert hr.high_risk and [r.rule_id for r in hr.reasons if r.rule_id == "test_harness"]
+    skipped = brk.join(["    x = 1", "    return"])
+    path = "tests/test_calc.py"
+    hr = classify_diff(_added_to(path, ["def test_add():"], [skipped], []), policy.high_risk)
+    assert [r for r in hr.reasons if r.rule_id == "tests_rewritten"], hr.reasons
