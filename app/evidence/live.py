@@ -106,6 +106,27 @@ def running(bundle: Path) -> bool:
     return False
 
 
+def free(bundle: Path) -> bool:
+    """Whether ``bundle``'s run is known to hold no lock: its marker gone (a sweep found
+    it free) or its lock taken here. False when it is held or cannot be looked at (a
+    marker this user may not open, a lock the filesystem refuses): unknown is not free."""
+    try:
+        fd = os.open(marker(bundle), os.O_RDONLY | _FLAGS)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # (BlockingIOError: held)
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 def sweep(state: Path) -> None:
     """Remove the markers in ``state``'s ``live`` folder whose lock nobody holds: runs
     that died before they sealed (a SIGKILL, a crash). Nothing that is not a regular

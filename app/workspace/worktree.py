@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -220,7 +221,8 @@ class Worktree:
             notes.append("submodules are not checked out in the run's worktree")
         run_git(top, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
         meta = {"run_id": run_id, "branch": branch, "base": base_sha}
-        _write_meta(root, run_id, {**meta, LOCK_HELD: _lock_held(top, run_id)})
+        held = _lock_held(top, run_id)
+        _write_meta(root, run_id, {**meta, LOCK_HELD: held, MACHINE: this_machine()})
         return cls(
             repo=top,
             path=path,
@@ -636,6 +638,17 @@ PRUNE_AFTER_S = 6 * 3600
 #: the worktree's meta key saying its run held its live marker's lock when the worktree
 #: was made: locks work where the marker lies, so the lock found free is the run ended
 LOCK_HELD = "live_lock_held"
+#: the meta's field naming the machine whose process held it: a lock one machine sees
+#: free on a shared filesystem (NFS without lockd, SMB, sshfs) may be held on another
+MACHINE = "machine"
+
+
+def this_machine() -> str:
+    """This machine, as long as it runs: its name and its boot's id (Linux)."""
+    boot = ""
+    with contextlib.suppress(OSError):
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    return f"{socket.gethostname()}/{boot}"
 
 
 def _lock_held(top: Path, run_id: str) -> bool:
@@ -654,7 +667,8 @@ def prune_due(*, age_s: float, lock_held: bool, sealed: bool) -> bool:
     killed: its lock is free only because its process is gone, so it goes at once (a
     SIGKILLed run's worktree and branch stayed six hours, a user audit). Otherwise the
     free lock proves nothing (a filesystem without locks: the run may be at work; or a
-    sealed run whose own end is removing it), and it goes after :data:`PRUNE_AFTER_S`."""
+    sealed run whose own end is removing it), and it goes after :data:`PRUNE_AFTER_S`.
+    ``lock_held`` is proved on this machine only (:func:`prune_dead`)."""
     return (lock_held and not sealed) or age_s >= PRUNE_AFTER_S
 
 
@@ -681,7 +695,15 @@ def prune_dead(repo: Path) -> list[str]:
             if not bundle.is_dir() or live.running(bundle):
                 continue  # (no bundle: not a run's to judge; a live one is at work)
             said = json.loads(meta.read_text(encoding="utf-8"))
-            held = isinstance(said, dict) and said.get(LOCK_HELD) is True
+            # at once only when this machine's lock proves it: held by the run here, and
+            # known free now (a review: another machine's run, or a marker this user may
+            # not open, read as dead and lost its live worktree)
+            held = (
+                isinstance(said, dict)
+                and said.get(LOCK_HELD) is True
+                and said.get(MACHINE) == this_machine()
+                and live.free(bundle)
+            )
             age = now - meta.stat().st_mtime
             if not prune_due(age_s=age, lock_held=held, sealed=(bundle / MANIFEST).exists()):
                 continue

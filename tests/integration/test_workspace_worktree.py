@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -379,6 +380,13 @@ def test_a_killed_runs_worktree_and_branch_go_at_the_next_run_at_once(tmp_path: 
     worktree = repo / ".switchyard" / "worktrees" / "killed"
     assert worktree.is_dir() and "switchyard/killed" in git(repo, "branch", "--list")
     EvidenceBundle.create(repo, "next-run", task="next")  # (its marker sweeps the dead one)
+    # made on another machine (a shared filesystem, where a lock held there may read free
+    # here): this machine's free lock proves nothing, and it waits its grace (a review)
+    meta = repo / ".switchyard" / "worktrees" / "killed.json"
+    said = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**said, "machine": "another-host/0000"}))
+    assert prune_dead(repo) == []
+    meta.write_text(json.dumps(said))
     assert prune_dead(repo) == ["killed"]
     assert not worktree.exists()
     assert git(repo, "branch", "--list", "switchyard/*") == ""
