@@ -303,6 +303,9 @@ def scan_worktree(
     return scan
 
 
+_STATE_PREFIX = (STATE_DIR_NAME + "/").encode()
+
+
 def scan_tree(repo: Path, rev: str, max_file_bytes: int) -> Scan:
     """The files of a committed tree (blob ids and sizes straight from git)."""
     out = run_git(repo, "ls-tree", "-r", "-l", "-z", "--full-tree", rev)
@@ -313,6 +316,11 @@ def scan_tree(repo: Path, rev: str, max_file_bytes: int) -> Scan:
         head, _, raw_path = record.partition(b"\t")
         mode, kind, blob, size = head.split()
         path = shown_path(raw_path)  # read through git by blob id, never by name
+        if raw_path.startswith(_STATE_PREFIX):
+            # Switchyard's own state, as the working tree's scan leaves it out: a commit
+            # holding it (a config force-added, a planted "evidence") is not the project's
+            scan.skipped["state_dir"] += 1
+            continue
         if kind != b"blob" or mode == b"120000":
             scan.skipped["not_a_file"] += 1
             continue

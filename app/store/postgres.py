@@ -328,7 +328,11 @@ def gone(exc: BaseException) -> bool:
 
     if isinstance(exc, TimeoutError):
         return False
-    if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
+    # (not every InterfaceError: a query argument of the wrong type is one, this
+    # process's fault, and no reason to leave the team's caps)
+    if isinstance(exc, OSError | asyncpg.ConnectionDoesNotExistError):
+        return True
+    if isinstance(exc, asyncpg.InternalClientError):  # a backend terminated mid-statement
         return True
     state = str(getattr(exc, "sqlstate", "") or "")
     return state.startswith(_GONE_STATES)

@@ -638,7 +638,10 @@ async def _merge_lock(top: Path) -> AsyncIterator[bool]:
     it."""
     common = Path(git_out(top, "rev-parse", "--git-common-dir"))
     path = (common if common.is_absolute() else top / common) / "switchyard-merge.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:  # (a read-only .git: one line, not a traceback; a review)
+        raise SwitchyardError(f"cannot take the merge lock {path}: {exc.strerror or exc}") from None
     try:
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:

@@ -28,7 +28,6 @@ DIFF_ARGS = (
     "--no-textconv",
     "--no-ext-diff",
     "--no-color",
-    "--no-relative",
     "--src-prefix=a/",
     "--dst-prefix=b/",
 )

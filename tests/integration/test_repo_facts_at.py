@@ -28,3 +28,20 @@ def test_the_facts_of_a_commit_are_its_files_not_the_checkouts(tmp_path: Path) -
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "wip")
     assert "scratch.py" in repo_facts(repo, "HEAD").files
+
+
+def test_a_commits_switchyard_folder_is_not_the_projects(tmp_path: Path) -> None:
+    """Stage0 at a commit (a run's brief) left out Switchyard's own folder as the working
+    tree's scan does: a commit holding one (a config force-added, a planted "evidence")
+    went into the brief and to the models (a review)."""
+    from app.stage0.corpus import scan_tree
+
+    repo = make_repo(tmp_path)
+    state = repo / ".switchyard"
+    state.mkdir()
+    (state / "notes.md").write_text("PLANTED_NOTE\n")
+    git(repo, "add", "-f", ".switchyard/notes.md")
+    git(repo, "commit", "-q", "-m", "state")
+    scan = scan_tree(repo, "HEAD", 1_000_000)
+    assert [e.path for e in scan.entries if e.path.startswith(".switchyard")] == []
+    assert scan.skipped["state_dir"] == 1 and "parser.py" in {e.path for e in scan.entries}

@@ -141,3 +141,10 @@ def test_only_a_database_not_there_is_gone() -> None:
     assert not gone(asyncpg.CheckViolationError("never_over_cap"))  # 23514
     assert not gone(asyncpg.QueryCanceledError("statement timeout"))  # 57014
     assert not gone(TimeoutError())
+
+
+def test_a_fault_of_this_process_is_not_the_database_gone() -> None:
+    import asyncpg
+
+    assert not gone(asyncpg.exceptions._base.InterfaceError("pool is closing"))
+    assert not gone(asyncpg.DataError("invalid input for query argument $1"))
