@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from types import ModuleType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 import httpx
@@ -149,16 +149,25 @@ def retry_after_seconds(headers: Mapping[str, str] | None, now: datetime) -> flo
     return max(0.0, (when - now).total_seconds())
 
 
-def local_only_refusal(exc: BaseException) -> LocalOnlyViolation | None:
-    """The local_only refusal behind ``exc`` (the SDKs wrap it), if there is one."""
+E = TypeVar("E", bound=BaseException)
+
+
+def _behind(exc: BaseException, kind: type[E] | tuple[type[E], ...]) -> E | None:
+    """The exception of ``kind`` that ``exc`` is or wraps (the SDKs wrap what httpx and
+    our transport raised), if there is one."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, LocalOnlyViolation):
+        if isinstance(current, kind):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def local_only_refusal(exc: BaseException) -> LocalOnlyViolation | None:
+    """The local_only refusal behind ``exc`` (the SDKs wrap it), if there is one."""
+    return _behind(exc, LocalOnlyViolation)
 
 
 def error_message_of(body: object) -> tuple[str, str, str]:
@@ -208,14 +217,7 @@ def transport_kind(exc: BaseException, *, started: bool) -> ErrorKind | None:
 def _pool_wait(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it wraps: the SDKs wrap httpx's) is a wait for a free
     connection of this process's own pool, which says nothing of the host."""
-    seen: BaseException | None = exc
-    for _ in range(4):
-        if seen is None:
-            return False
-        if isinstance(seen, httpx.PoolTimeout | httpx2.PoolTimeout):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return _behind(exc, (httpx.PoolTimeout, httpx2.PoolTimeout)) is not None
 
 
 def _str(value: object) -> str:

@@ -18,15 +18,16 @@ from app.backends.base import ChatResult, Delta, ToolCall, ToolCallDelta
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def _mended(text: str) -> bool:
+    """Whether ``text`` holds a surrogate (ASCII, nearly every piece, is looked at once)."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
 def whole(text: str) -> str:
     """``text`` with its surrogate pairs joined and every lone surrogate as U+FFFD."""
-    if text.isascii() or _SURROGATE.search(text) is None:
+    if not _mended(text):
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-
-
-def _mended(text: str) -> bool:
-    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def whole_delta(delta: Delta) -> Delta:

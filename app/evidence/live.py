@@ -25,6 +25,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Literal
 
 from app.errors import ConfigError, UsageError
 from app.evidence.runid import validate_run_id
@@ -87,44 +88,33 @@ def let_go(bundle: Path, fd: int | None) -> None:
         os.close(fd)
 
 
-def running(bundle: Path) -> bool:
-    """Whether a process (this one included) holds the lock of ``bundle``'s run."""
-    try:
-        fd = os.open(marker(bundle), os.O_RDONLY | _FLAGS)
-    except OSError:
-        return False  # no marker: sealed, never held, or a Switchyard from before it
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False  # (a FIFO a repository planted there: never waited on)
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # (a shared lock taken is let go with it)
-    return False
-
-
-def free(bundle: Path) -> bool:
-    """Whether ``bundle``'s run is known to hold no lock: its marker gone (a sweep found
-    it free) or its lock taken here. False when it is held or cannot be looked at (a
-    marker this user may not open, a lock the filesystem refuses): unknown is not free."""
+def look(bundle: Path) -> Literal["held", "free", "unknown"]:
+    """Whether a process (this one included) holds the lock of ``bundle``'s run: "free"
+    when its marker is gone (sealed, swept, never held) or its lock could be taken here;
+    "unknown" when it cannot be looked at (a marker this user may not open, a lock the
+    filesystem refuses, a FIFO a repository planted there: never waited on)."""
     try:
         fd = os.open(marker(bundle), os.O_RDONLY | _FLAGS)
     except FileNotFoundError:
-        return True
+        return "free"
     except OSError:
-        return False
+        return "unknown"
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
+            return "unknown"
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:  # (BlockingIOError: held)
-        return False
+    except BlockingIOError:
+        return "held"
+    except OSError:
+        return "unknown"
     finally:
-        os.close(fd)
-    return True
+        os.close(fd)  # (a shared lock taken is let go with it)
+    return "free"
+
+
+def running(bundle: Path) -> bool:
+    """Whether a process (this one included) holds the lock of ``bundle``'s run."""
+    return look(bundle) == "held"
 
 
 def sweep(state: Path) -> None:

@@ -692,8 +692,11 @@ def prune_dead(repo: Path) -> list[str]:
         bundle = runs_dir(top) / run_id
         try:
             validate_run_id(run_id)
-            if not bundle.is_dir() or live.running(bundle):
-                continue  # (no bundle: not a run's to judge; a live one is at work)
+            if not bundle.is_dir():
+                continue  # (not a run's to judge)
+            lock = live.look(bundle)
+            if lock == "held":
+                continue  # (at work)
             said = json.loads(meta.read_text(encoding="utf-8"))
             # at once only when this machine's lock proves it: held by the run here, and
             # known free now (a review: another machine's run, or a marker this user may
@@ -702,7 +705,7 @@ def prune_dead(repo: Path) -> list[str]:
                 isinstance(said, dict)
                 and said.get(LOCK_HELD) is True
                 and said.get(MACHINE) == this_machine()
-                and live.free(bundle)
+                and lock == "free"
             )
             age = now - meta.stat().st_mtime
             if not prune_due(age_s=age, lock_held=held, sealed=(bundle / MANIFEST).exists()):
