@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from app.gateway.errors import GatewayError
 from app.gateway.inbound import bad, model_of, unsendable
 
 Encoding = Literal["float", "base64"]
@@ -79,11 +78,9 @@ def check_dimensions(asked: int | None, model_id: str, dim: int) -> None:
     asked for breaks an index built for it: refused, rather than named in a header the
     SDKs never read."""
     if asked is not None and asked != dim:
-        raise GatewayError(
-            400,
-            "invalid_request",
+        raise bad(
             f"dimensions: {asked} cannot be served: the local embedding model {model_id} "
-            f"makes {dim}-dimension vectors only (send dimensions {dim}, or leave it out)",
+            f"makes {dim}-dimension vectors only (send dimensions {dim}, or leave it out)"
         )
 
 
