@@ -215,7 +215,10 @@ class Stage0:
             unread = set(report.unread)
             present = (e.path for e in scan.entries if e.path not in unread)
             self.cache.update_stats(scan.stats, present)
-            self.cache.prune(report.keys)
+        # At a commit too (each run's brief reads its base): without it the blobs of every
+        # base stayed until a working-tree Stage0 came by. A content pruned that the working
+        # tree still has is read again from the file by the next working-tree build.
+        self.cache.prune(report.keys)
         self._index = index
         self._code = index.subset([i for i, r in enumerate(index.refs) if r.is_code_unit])
         self.report = report
