@@ -24,7 +24,7 @@ from app.audit.types import AuditSink
 from app.commit_point import finish_then_cancel
 from app.evidence.seal import sealed_hash
 from app.policy.schema import Policy
-from app.workspace.merge import GIT, MergeOutcome, MergePlan, execute_merge, prepare_merge
+from app.workspace.merge import GIT, LockedPlan, MergeOutcome, MergePlan, locked_plan
 
 log = logging.getLogger("app.acp")
 
@@ -107,43 +107,15 @@ async def _offer(
     again: bool,
 ) -> MergeOutcome:
     """One offer: prepared on the checkout as it is now, asked, carried out, reported
-    (``again``: a moved checkout is reported as offered again, not as "try again")."""
-    plan = await asyncio.to_thread(
-        prepare_merge,
-        repo,
-        run_id,
-        sealed_sha256=seal,
-        policy=policy,
-        within=within,
-    )
-    target = _short(plan.target_ref)
-    # ask only when nothing but the human's answer blocks (as `switchyard merge` does)
-    asked = not plan.already_merged and not plan.blockers()
-    human, answer = False, None
-    if asked:
-        try:
-            human, answer = await _ask(plan, tid, target, send=send, ask=ask, timeout_s=timeout_s)
-        except asyncio.CancelledError:
-            # withdrawn (session/cancel, the editor gone): refused and audited as every
-            # other unanswered merge is, the turn's cancel raised once the line stands (it
-            # left no merge line at all: an ACP audit)
-            try:
-                await finish_then_cancel(
-                    execute_merge(
-                        plan,
-                        human_approved=False,
-                        audit=audit,
-                        approver=approver,
-                        answer=f"{approver}: withdrawn (the turn was cancelled)",
-                    )
-                )
-            except Exception as exc:  # (the cancel is what the turn ends with)
-                log.error("the withdrawn merge of %s was not audited: %r", plan.run_id, exc)
-            raise
+    (``again``: a moved checkout is reported as offered again, not as "try again").
 
-    async def carry_out() -> MergeOutcome:
-        outcome = await execute_merge(
-            plan,
+    The plan is read under the repository's merge lock, as ``switchyard merge`` reads it
+    (beside another merge it described that merge half way); the human is asked with the
+    lock let go. A lock not had within its wait is refused and audited, never asked."""
+
+    async def carry_out(locked: LockedPlan, human: bool, answer: str | None) -> MergeOutcome:
+        plan = locked.plan
+        outcome = await locked.execute(
             human_approved=human,
             audit=audit,
             approver=approver,
@@ -156,11 +128,39 @@ async def _offer(
         await _report(plan, outcome, tid, target, asked=asked, send=send, again=again)
         return outcome
 
+    async with locked_plan(
+        repo, run_id, sealed_sha256=seal, policy=policy, within=within
+    ) as locked:
+        plan = locked.plan
+        target = _short(plan.target_ref)
+        # ask only when nothing but the human's answer blocks (as `switchyard merge` does)
+        asked = locked.held and not plan.already_merged and not plan.blockers()
+        if not asked:
+            # refused (or already merged) under the lock that read the plan
+            return await finish_then_cancel(carry_out(locked, False, None))
+    try:
+        human, answer = await _ask(plan, tid, target, send=send, ask=ask, timeout_s=timeout_s)
+    except asyncio.CancelledError:
+        # withdrawn (session/cancel, the editor gone): refused and audited as every
+        # other unanswered merge is, the turn's cancel raised once the line stands (it
+        # left no merge line at all: an ACP audit)
+        try:
+            await finish_then_cancel(
+                locked.execute(
+                    human_approved=False,
+                    audit=audit,
+                    approver=approver,
+                    answer=f"{approver}: withdrawn (the turn was cancelled)",
+                )
+            )
+        except Exception as exc:  # (the cancel is what the turn ends with)
+            log.error("the withdrawn merge of %s was not audited: %r", plan.run_id, exc)
+        raise
     # once answered, the merge and its report run to their end: a cancel that came with
     # the "merge" answer had the merge done in git and the user told nothing was merged
     # (a session/cancel, then the hang-up's stop: a bare await after the first cancel let
     # the second one cancel the merge's audit line and report)
-    return await finish_then_cancel(carry_out())
+    return await finish_then_cancel(carry_out(locked, human, answer))
 
 
 async def _ask(

@@ -544,19 +544,25 @@ class CoreApp(App[int]):
     async def merge(self, run_id: str, reply_to: MessagePump) -> None:
         """The keypress is the human's approval; the gate and the checkout decide the rest.
 
-        A refused merge is still executed as "refused", so it leaves its audit line.
+        A refused merge is still executed as "refused", so it leaves its audit line. The
+        plan is read under the repository's merge lock, as ``switchyard merge`` reads it
+        (merge_run): beside another merge it described that merge half way.
         """
-        from app.workspace.merge import execute_merge, prepare_merge
+        from app.workspace.merge import merge_run
 
         if self.session is None:  # no audit log to find the seal in, no policy: no merge
             self.notify("the session is not open: nothing can merge", severity="error")
             return
         seal = await self._sealed(run_id)
-        plan = await asyncio.to_thread(
-            prepare_merge, self.repo, run_id, sealed_sha256=seal, policy=self.session.policy
+        outcome = await merge_run(
+            self.repo,
+            run_id,
+            audit=self.session.audit,
+            approved=True,
+            approver=DECIDED_BY,
+            sealed_sha256=seal,
+            policy=self.session.policy,
         )
-        audit = self.session.audit
-        outcome = await execute_merge(plan, human_approved=True, audit=audit, approver=DECIDED_BY)
         reply_to.post_message(MergeDone(outcome))
 
     async def _sealed(self, run_id: str) -> str | None:

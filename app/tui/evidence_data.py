@@ -28,9 +28,13 @@ from app.evidence.bundle import (
 from app.evidence.layout import PLAN_STEPS
 from app.evidence.read import read_sidecars
 from app.policy.schema import Policy
-from app.workspace.merge import MergePlan, prepare_merge
+from app.workspace.merge import MergePlan, preview_merge
 
 _NUMBERED = re.compile(r"-(\d+)\.")
+BUSY = (
+    "another Switchyard merge of this repository is under way: the gate is read once it"
+    " is done (open the run again, or press m: the merge waits for it)"
+)
 
 
 @dataclass
@@ -56,6 +60,8 @@ class RunView:
     #: Tier2, Librarian, second opinions: advice for the reviewer, never the gate's input
     sidecars: list[str] = field(default_factory=list)
     merge: MergePlan | None = None
+    #: why the merge plan is not shown: another merge of the repository was under way
+    merge_busy: str | None = None
     #: what could not be read, "what: why"
     problems: list[str] = field(default_factory=list)
 
@@ -63,7 +69,8 @@ class RunView:
     def blockers(self) -> list[str]:
         """Why a merge would be refused now (empty: the gate holds, pressing m merges)."""
         if self.merge is None:
-            return self.problems or ["EVIDENCE: the merge could not be prepared"]
+            busy = [self.merge_busy] if self.merge_busy else []
+            return busy or self.problems or ["EVIDENCE: the merge could not be prepared"]
         return self.merge.blockers()
 
 
@@ -146,7 +153,11 @@ def load_run_view(
         problems.append("merge: the session is not open, so the merge gate cannot be read")
         return view
     try:
-        view.merge = prepare_merge(repo, view.run_id, sealed_sha256=sealed_sha256, policy=policy)
+        # only a preview (m reads the plan again under the merge lock): read under the
+        # lock when it is free, never waited for, and never half way through another merge
+        view.merge = preview_merge(repo, view.run_id, sealed_sha256=sealed_sha256, policy=policy)
+        if view.merge is None:
+            view.merge_busy = BUSY
     except SwitchyardError as exc:
         problems.append(f"merge: {exc}")
     return view

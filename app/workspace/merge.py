@@ -9,6 +9,10 @@ Two steps, so a UI can show what it found before a human decides:
 2. :func:`execute_merge` evaluates :func:`app.policy.gate.merge_gate` with the human's
    answer, writes a ``merge`` audit line before acting (GR-005), and merges.
 
+Every face that merges (the CLI, the workbench, the ACP agent) reads the plan it acts
+on under the repository's merge lock (:func:`locked_plan`; :func:`merge_run` is the
+whole of it), so no plan describes another merge half way.
+
 The merge happens whole or not at all. It needs a checkout without uncommitted changes
 to tracked files (any, not only those the merge touches: a failed merge is then undone
 exactly by resetting to the previous HEAD), and refuses to overwrite a file that exists
@@ -23,8 +27,8 @@ import asyncio
 import fcntl
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -469,21 +473,90 @@ async def merge_run(
     tested (the branch moved on since it: an UNTESTED note), nor commits of the run's base
     the target lacks (UNREVIEWED); a human asked sees the note.
     """
-    # The plan is read under the merge lock: read beside another merge of the repository,
-    # it described that merge half way (MERGE_HEAD, "main has 2 commit(s) the run did not
-    # have") where it ends "already merged" (a user audit).
-    async with _merge_lock(repo_root(repo)) as held:
-        plan = prepare_merge(repo, run, sealed_sha256=sealed_sha256, policy=policy)
+    async with locked_plan(repo, run, sealed_sha256=sealed_sha256, policy=policy) as locked:
+        plan = locked.plan
         untested = any(n.startswith((UNTESTED, UNREVIEWED)) for n in plan.notes)
         human = approved and (untested_ok or not untested)
         ask = not human and confirm is not None and not plan.already_merged
-        if not held or not ask or plan.blockers():
-            return await _execute(plan, held, human_approved=human, audit=audit, approver=approver)
+        if not locked.held or not ask or plan.blockers():
+            return await locked.execute(human_approved=human, audit=audit, approver=approver)
     assert confirm is not None
     # asked with the lock let go: a human reading the plan holds no other merge up; the
     # merge takes the lock again and checks that the checkout did not move meanwhile
     human = await confirm(plan)
-    return await execute_merge(plan, human_approved=human, audit=audit, approver=approver)
+    return await locked.execute(human_approved=human, audit=audit, approver=approver)
+
+
+class LockedPlan:
+    """A plan read under the repository's merge lock (:func:`locked_plan`), and its merge."""
+
+    def __init__(self, plan: MergePlan, held: bool) -> None:
+        self.plan = plan
+        #: True in the block that holds the lock; None after it (the merge takes the lock
+        #: again and checks the checkout did not move); False: the lock was not had
+        self._held: bool | None = held
+
+    @property
+    def held(self) -> bool:
+        """Whether the plan was read under the lock. False: another merge held it for
+        :data:`LOCK_WAIT_S`, and the plan may describe that merge half way: show it to no
+        one (its run id and refs go into the audit line); :meth:`execute` refuses it."""
+        return self._held is not False
+
+    async def execute(
+        self,
+        *,
+        human_approved: bool,
+        audit: AuditSink | None,
+        approver: str | None = None,
+        answer: str | None = None,
+    ) -> MergeOutcome:
+        """:func:`execute_merge`, under the lock still held in the block (no other merge
+        comes between the plan and the merge), and never on a plan read without it."""
+        return await _execute(
+            self.plan,
+            self._held,
+            human_approved=human_approved,
+            audit=audit,
+            approver=approver,
+            answer=answer,
+        )
+
+
+@asynccontextmanager
+async def locked_plan(
+    repo: Path, run: str, *, sealed_sha256: str | None, policy: Policy, within: str = ""
+) -> AsyncIterator[LockedPlan]:
+    """:func:`prepare_merge` under the repository's merge lock, held until the block
+    ends: every face reads the plan it acts on so. Read beside another merge of the
+    repository, a plan described that merge half way (MERGE_HEAD, "main has 2 commit(s)
+    the run did not have") where it ends "already merged" (a user audit). A human is
+    asked after the block, with the lock let go. The read runs in a thread: the
+    workbench and the ACP agent merge on their event loop."""
+    async with _merge_lock(repo_root(repo)) as held:
+        plan = await asyncio.to_thread(
+            prepare_merge, repo, run, sealed_sha256=sealed_sha256, policy=policy, within=within
+        )
+        locked = LockedPlan(plan, held)
+        try:
+            yield locked
+        finally:
+            if held:
+                locked._held = None
+
+
+def preview_merge(
+    repo: Path, run: str, *, sealed_sha256: str | None, policy: Policy
+) -> MergePlan | None:
+    """:func:`prepare_merge` for a screen that only shows it (the evidence screen), read
+    under the merge lock when it is free now; None while another merge holds it (its
+    plan would describe that merge half way). Never waits: the merge it leads to reads
+    its plan again under the lock, and a wait would hold the screen's run up for
+    :data:`LOCK_WAIT_S`."""
+    with _merge_lock_now(repo_root(repo)) as held:
+        if not held:
+            return None
+        return prepare_merge(repo, run, sealed_sha256=sealed_sha256, policy=policy)
 
 
 # ── git ──────────────────────────────────────────────────────────────────────────────────
@@ -636,29 +709,52 @@ async def _merge_lock(top: Path) -> AsyncIterator[bool]:
     its linked worktrees), waited for up to :data:`LOCK_WAIT_S` without blocking the
     loop (the workbench merges on it): True when held. A killed holder's lock goes with
     it."""
-    common = Path(git_out(top, "rev-parse", "--git-common-dir"))
-    path = (common if common.is_absolute() else top / common) / "switchyard-merge.lock"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:  # (a read-only .git: one line, not a traceback; a review)
-        raise SwitchyardError(f"cannot take the merge lock {path}: {exc.strerror or exc}") from None
+    fd = _open_lock(top)
     try:
         deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                await asyncio.sleep(0.05)
+        while not _try_lock(fd):
+            if time.monotonic() >= deadline:
+                yield False
+                return
+            await asyncio.sleep(0.05)
         try:
             yield True
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _merge_lock_now(top: Path) -> Iterator[bool]:
+    """The merge lock if it is free now (no wait): True when held."""
+    fd = _open_lock(top)
+    try:
+        held = _try_lock(fd)
+        try:
+            yield held
+        finally:
+            if held:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _open_lock(top: Path) -> int:
+    common = Path(git_out(top, "rev-parse", "--git-common-dir"))
+    path = (common if common.is_absolute() else top / common) / "switchyard-merge.lock"
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:  # (a read-only .git: one line, not a traceback; a review)
+        raise SwitchyardError(f"cannot take the merge lock {path}: {exc.strerror or exc}") from None
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _parents(top: Path, commit: str) -> list[str]:
@@ -751,11 +847,14 @@ __all__ = [
     "UNREVIEWED",
     "UNTESTED",
     "Confirm",
+    "LockedPlan",
     "MergeOutcome",
     "MergePlan",
     "MergeRollbackError",
     "execute_merge",
     "in_progress",
+    "locked_plan",
     "merge_run",
     "prepare_merge",
+    "preview_merge",
 ]

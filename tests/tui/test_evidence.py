@@ -4,8 +4,10 @@ says why), merges by keypress when it does. Real bundles, a real git repo."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from app.tui.safe import NEWLINE
 from app.tui.screens.evidence import EvidenceScreen
 from app.tui.widgets.lineview import LineView
 from tests.tui.helpers import Messages, settle, until
-from tests.tui.scripted import make_run
+from tests.tui.scripted import _git, make_run
 
 
 def _head(repo: Path) -> str:
@@ -90,6 +92,119 @@ async def test_the_evidence_screen_merges_by_keypress_when_the_gate_holds(
         merges = [ln for ln in await app.session.audit.lines() if ln.kind == "merge"]
         assert [ln.values["outcome"] for ln in merges] == ["merging", "merged"]
         assert merges[-1].values.get("approver") in (None, "tui:keypress")
+
+
+GOOD = "20260101-110000-good01"
+LOCKED_OUT = "another Switchyard merge of this repository"
+
+
+@contextlib.contextmanager
+def _another_merge_half_way(repo: Path, run_id: str = GOOD) -> Iterator[None]:
+    """Another merge of the repository in flight (the CLI's, another workbench's): it
+    holds the merge lock, and git has merged the run's branch without committing yet
+    (MERGE_HEAD). The lock goes with the block; the merge is left as it is then."""
+    fd = os.open(repo / ".git" / "switchyard-merge.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _git(repo, "merge", "--no-ff", "--no-commit", f"switchyard/{run_id}")
+        assert (repo / ".git" / "MERGE_HEAD").exists()
+        yield
+    finally:
+        os.close(fd)
+
+
+async def test_a_merge_held_up_by_another_is_refused_with_the_lock_not_its_half_way_plan(
+    make_app: Any,
+    repo: Path,
+    clock: ManualClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """m while another merge holds the repository's merge lock past its wait: refused
+    with the lock's reason (as `switchyard merge` is), audited, nothing applied and
+    nothing of the other merge undone; not the plan read half way through it."""
+    from app.workspace import merge as merge_mod
+
+    make_run(repo, GOOD, green=True, clock=clock, data_dir=tmp_path / "data")
+    before = _head(repo)
+    monkeypatch.setattr(merge_mod, "LOCK_WAIT_S", 0.2)
+    async with _evidence(make_app) as (app, pilot, screen, seen):
+        with _another_merge_half_way(repo):
+            await pilot.press("m")
+            await until(pilot, lambda: seen.of(MergeDone), what="the merge answer")
+            outcome = seen.of(MergeDone)[0].outcome
+            assert not outcome.ok and not outcome.merged
+            assert len(outcome.reasons) == 1 and LOCKED_OUT in outcome.reasons[0], outcome
+            assert "MERGE_HEAD" not in " ".join(outcome.reasons + outcome.notes)
+            assert _head(repo) == before and (repo / ".git" / "MERGE_HEAD").exists()
+        await settle(pilot)
+        assert LOCKED_OUT in str(screen.query_one("#gate", Static).render())
+        assert app.session is not None
+        merges = [ln for ln in await app.session.audit.lines() if ln.kind == "merge"]
+        assert [(ln.values["outcome"], ln.reason_codes) for ln in merges] == [("refused", ["GIT"])]
+        assert LOCKED_OUT in merges[0].detail
+
+
+async def test_a_merge_reads_its_plan_once_another_merge_of_the_repository_is_done(
+    make_app: Any,
+    repo: Path,
+    clock: ManualClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """m while another merge of the run is half way: the workbench read MERGE_HEAD and
+    refused over it, where that merge ends with the run merged. It reads the plan under
+    the merge lock, once the other is done: already merged, said so, audited so."""
+    from app.workspace import merge as merge_mod
+
+    make_run(repo, GOOD, green=True, clock=clock, data_dir=tmp_path / "data")
+    real_lock = merge_mod._merge_lock
+    waiting: list[Path] = []  # the workbench's merge waits for the lock
+
+    def lock(top: Path) -> Any:
+        waiting.append(top)
+        return real_lock(top)
+
+    monkeypatch.setattr(merge_mod, "_merge_lock", lock)
+    async with _evidence(make_app) as (app, pilot, _, seen):
+        with _another_merge_half_way(repo):
+            await pilot.press("m")
+            await until(pilot, lambda: waiting or seen.of(MergeDone), what="the merge to begin")
+            _git(repo, "commit", "-q", "--no-edit")  # the other merge lands, and lets go
+        merged = _head(repo)
+        await until(pilot, lambda: seen.of(MergeDone), what="the merge answer")
+        outcome = seen.of(MergeDone)[0].outcome
+        assert "MERGE_HEAD" not in " ".join(outcome.reasons + outcome.notes), outcome
+        assert outcome.ok and outcome.already_merged and outcome.before_head == merged
+        assert _head(repo) == merged
+        assert app.session is not None
+        merges = [ln for ln in await app.session.audit.lines() if ln.kind == "merge"]
+        assert [ln.values["outcome"] for ln in merges] == ["already_merged"]
+
+
+async def test_the_evidence_screens_plan_is_not_read_half_way_through_another_merge(
+    make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
+) -> None:
+    """The plan the evidence screen shows is a preview (m reads it again under the merge
+    lock): it does not wait for the lock, which would hold the run's view up for the
+    lock's whole wait, but it does not show another merge half way either ("a merge is in
+    progress", "the gate does not hold"): it says one is under way. Once that is done the
+    plan reads as usual."""
+    from app.tui.evidence_data import BUSY, load_run_view
+
+    make_run(repo, GOOD, green=True, clock=clock, data_dir=tmp_path / "data")
+    with _another_merge_half_way(repo):
+        async with _evidence(make_app) as (app, _, screen, _):
+            view = screen.view
+            assert view is not None and view.merge is None and view.blockers == [BUSY]
+            gate = str(screen.query_one("#gate", Static).render())
+            assert "the gate is not read yet" in gate and LOCKED_OUT in gate, gate
+            assert "MERGE_HEAD" not in gate and "does not hold" not in gate
+            assert app.session is not None
+            policy = app.session.policy
+    _git(repo, "merge", "--abort")
+    view = load_run_view(repo, GOOD, None, policy)
+    assert view.merge is not None and view.merge.files == ["src/parser.py"]
 
 
 async def test_a_run_shows_every_part_of_its_bundle(

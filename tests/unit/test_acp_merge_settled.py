@@ -5,6 +5,8 @@ turn is told it ran (the audit found the merge done in git while the user was to
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,25 @@ class _Plan:
         return []
 
 
+def _locked(
+    monkeypatch: pytest.MonkeyPatch, execute: Callable[..., Awaitable[MergeOutcome]]
+) -> None:
+    """The plan "read under the merge lock" is _Plan, and its merge is ``execute``."""
+
+    class Locked:
+        plan = _Plan()
+        held = True
+
+        async def execute(self, **kwargs: Any) -> MergeOutcome:
+            return await execute(self.plan, **kwargs)
+
+    @asynccontextmanager
+    async def locked_plan(*args: Any, **kwargs: Any) -> AsyncIterator[Locked]:
+        yield Locked()
+
+    monkeypatch.setattr(merging, "locked_plan", locked_plan)
+
+
 async def test_a_cancel_while_the_merge_runs_waits_for_it_and_says_so(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -49,9 +70,8 @@ async def test_a_cancel_while_the_merge_runs_waits_for_it_and_says_so(
     async def report(plan: Any, outcome: MergeOutcome, *args: Any, **kwargs: Any) -> None:
         reported.append(outcome)
 
-    monkeypatch.setattr(merging, "prepare_merge", lambda *a, **k: _Plan())
+    _locked(monkeypatch, execute)
     monkeypatch.setattr(merging, "_ask", ask)
-    monkeypatch.setattr(merging, "execute_merge", execute)
     monkeypatch.setattr(merging, "_report", report)
     settled: list[MergeOutcome] = []
 
@@ -115,7 +135,7 @@ async def test_a_merge_allowed_on_a_checkout_that_moved_is_offered_again(
         async def execute(plan: Any, **kwargs: Any) -> MergeOutcome:
             return outcomes.pop(0)
 
-        monkeypatch.setattr(merging, "execute_merge", execute)
+        _locked(monkeypatch, execute)
         settled: list[MergeOutcome] = []
         asked.clear()
         said.clear()
@@ -133,7 +153,6 @@ async def test_a_merge_allowed_on_a_checkout_that_moved_is_offered_again(
         )
         return done, settled
 
-    monkeypatch.setattr(merging, "prepare_merge", lambda *a, **k: _Plan())
     monkeypatch.setattr(merging, "_ask", ask)
     landed = MergeOutcome(run_id=_Plan.run_id, ok=True, merged=True)
     done, settled = await offer([moved, landed])

@@ -299,7 +299,11 @@ class EvidenceScreen(Screen[None]):
         text = Text()
         blockers = view.blockers
         plan = view.merge
-        if blockers:
+        if view.merge_busy:
+            # no refusal to show: m waits for the other merge and reads the gate then
+            text.append("… the gate is not read yet", style_of(v.get("dim-text", ""), bold=True))
+            text.append(f": {view.merge_busy}")
+        elif blockers:
             text.append("✗ the gate does not hold", style_of(v.get("test-fail", ""), bold=True))
             text.append(": pressing m would be refused, because")
             for reason in blockers:
