@@ -140,10 +140,13 @@ class PgAuditLog(AuditBase):
         user: str,
         host: str,
         owns_pool: bool,
+        probe: postgres.Probe,
     ) -> None:
         super().__init__(clock=clock, bus=bus, policy_version=policy_version)
         self._pool = pool
         self.url = url
+        #: asked, after a statement timed out, whether the database is there at all
+        self._probe = probe
         self.team, self.user, self.host = team, user, host
         self._owns_pool = owns_pool
         self.started = iso(clock.now())
@@ -220,8 +223,16 @@ class PgAuditLog(AuditBase):
             if owns:
                 await pool.close()
             raise
+        probe = postgres.Probe(url, local_only=local_only, named=named)
         log = cls(
-            pool, url, clock=clock, bus=bus, policy_version=policy_version, owns_pool=owns, **kw
+            pool,
+            url,
+            clock=clock,
+            bus=bus,
+            policy_version=policy_version,
+            owns_pool=owns,
+            probe=probe,
+            **kw,
         )
         if chain is not None:
             if row is None or another_teams(row, kw["team"]):
@@ -256,8 +267,10 @@ class PgAuditLog(AuditBase):
                 return await fn(conn)
         except _DB_ERRORS as exc:
             # StoreUnavailable when the database is gone: what database_fallback switches
-            # on (app.router.store_fallback); an error it answered fails closed
-            away = StoreUnavailable if postgres.gone(exc) else SwitchyardError
+            # on (app.router.store_fallback); an error it answered, or a timeout of a
+            # database that still answers a probe (slow, locked), fails closed
+            gone = await postgres.gone_or_silent(exc, self._probe)
+            away = StoreUnavailable if gone else SwitchyardError
             raise away(f"team audit log {self.where} unavailable: {postgres.why(exc)}") from None
 
     # ── write ────────────────────────────────────────────────────────────────────────────

@@ -17,7 +17,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from app.hosts import HostPort, is_loopback_address, named_host_refusal, resolve_sync
@@ -106,11 +106,7 @@ async def connect_pool(
     """A pool of connections to ``url``; :class:`StoreUnavailable` when it cannot be had."""
     import asyncpg
 
-    address = await asyncio.to_thread(checked_host, url, local_only=local_only, named=named)
-    # always the host and port checked here: asyncpg would otherwise read its own from
-    # the DSN (its last ?host=, its failover lists), which parse_database_url refuses
-    host = address or url.host or url.socket_dir
-    kwargs: dict[str, Any] = {"host": host, "port": url.port}
+    kwargs = await _where(url, local_only=local_only, named=named)
     missing = url.missing_files()
     if missing:  # (ssl's own error names no file, and read as a server away)
         raise StoreRefused(
@@ -152,6 +148,16 @@ async def connect_pool(
     if url.setting("search_path") is not None:
         await _refuse_no_schema(pool, url)
     return pool
+
+
+async def _where(
+    url: DatabaseUrl, *, local_only: bool, named: frozenset[HostPort]
+) -> dict[str, Any]:
+    """The host and port to connect to, after the local_only check (:func:`checked_host`).
+    Always the ones checked here: asyncpg would otherwise read its own from the DSN (its
+    last ?host=, its failover lists), which parse_database_url refuses."""
+    address = await asyncio.to_thread(checked_host, url, local_only=local_only, named=named)
+    return {"host": address or url.host or url.socket_dir, "port": url.port}
 
 
 async def _refuse_no_schema(pool: asyncpg.Pool, url: DatabaseUrl) -> None:
@@ -318,12 +324,13 @@ _GONE_STATES = ("08", "57P")
 
 
 def gone(exc: BaseException) -> bool:
-    """Whether ``exc`` (one of :func:`db_errors`) says the database is not there: the
-    connection refused, broken or shut down. Not a server that answered with an error (a
-    permission revoked, a check, a statement timeout) nor a wait that ran out (a pool
-    busy under locks, or a host that may only be slow): those fail the request closed;
-    database_fallback moves a session off the team's caps only when the database is gone
-    (a review: any SQL error had moved it, a cap refusal turned into a local grant)."""
+    """Whether ``exc`` (one of :func:`db_errors`) says by itself that the database is not
+    there: the connection refused, broken or shut down. Not a server that answered with
+    an error (a permission revoked, a check, a statement timeout) nor a wait that ran out
+    (a pool busy under locks, or a host that may only be slow; :func:`gone_or_silent`
+    asks a probe which): those fail the request closed; database_fallback moves a
+    session off the team's caps only when the database is gone (a review: any SQL error
+    had moved it, a cap refusal turned into a local grant)."""
     import asyncpg
 
     if isinstance(exc, TimeoutError):
@@ -336,6 +343,63 @@ def gone(exc: BaseException) -> bool:
         return True
     state = str(getattr(exc, "sqlstate", "") or "")
     return state.startswith(_GONE_STATES)
+
+
+#: what a probe found: None when the database answered it, else what the probe raised
+Probed: TypeAlias = BaseException | None
+
+
+async def gone_or_silent(exc: BaseException, probe: Callable[[], Awaitable[Probed]]) -> bool:
+    """Whether the database is gone after ``exc`` (one of :func:`db_errors`) failed a
+    statement mid-run: what database_fallback switches on. A timeout cannot tell a slow
+    or locked server from one that stopped answering with its TCP still open (every
+    statement timed out, and the fallback never switched: a review), so only then is
+    ``probe`` asked (a new connection's ``SELECT 1``, :class:`Probe`): gone when it got
+    no answer either, or found the database gone. One that answered, even with a refusal
+    (out of connections, or the URL's doing), is a server alive: the request fails
+    closed, as for any other error it answered with."""
+    if not isinstance(exc, TimeoutError):
+        return gone(exc)
+    found = await probe()
+    if found is None or refused_as_configured(found):
+        return False
+    return isinstance(found, TimeoutError) or gone(found)
+
+
+async def probe(url: DatabaseUrl, *, local_only: bool, named: frozenset[HostPort]) -> Probed:
+    """Whether the database answers a connection of its own: None when a new connection's
+    ``SELECT 1`` came back within :data:`CONNECT_TIMEOUT_S` (the local_only check, the
+    connection and the statement all in it), else what it raised (TimeoutError past it)."""
+    import asyncpg
+
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            where = await _where(url, local_only=local_only, named=named)
+            conn = await asyncpg.connect(dsn=url.raw, timeout=CONNECT_TIMEOUT_S, **where)
+            try:
+                await conn.execute("SELECT 1")
+            finally:
+                conn.terminate()  # (no goodbye: a silent server would never read it)
+    except Exception as exc:  # (any: what it says is for gone_or_silent to judge)
+        return exc
+    return None
+
+
+class Probe:
+    """:func:`probe` of one database, one at a time: the requests that timed out together
+    share its answer (a pool's worth of timeouts is one connection tried, not one each)."""
+
+    def __init__(self, url: DatabaseUrl, *, local_only: bool, named: frozenset[HostPort]) -> None:
+        self._url, self._local_only, self._named = url, local_only, named
+        self._asking: asyncio.Task[Probed] | None = None
+
+    async def __call__(self) -> Probed:
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.ensure_future(
+                probe(self._url, local_only=self._local_only, named=self._named)
+            )
+        # (one waiter cancelled does not cancel the others' answer)
+        return await asyncio.shield(self._asking)
 
 
 def this_host() -> str:

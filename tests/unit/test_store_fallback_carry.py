@@ -16,8 +16,10 @@ import pytest
 from app.clock import SystemClock
 from app.router.ledger.records import Reservation
 from app.router.store_fallback import FallbackLedger, StoreFallback
-from app.store.errors import StoreUnavailable
-from app.store.postgres import gone
+from app.store import postgres
+from app.store.errors import StorePrivacyError, StoreUnavailable
+from app.store.postgres import Probed, gone, gone_or_silent
+from app.store.url import parse_database_url
 
 
 def _reservation(rid: str, **kw: Any) -> Reservation:
@@ -148,3 +150,61 @@ def test_a_fault_of_this_process_is_not_the_database_gone() -> None:
 
     assert not gone(asyncpg.exceptions._base.InterfaceError("pool is closing"))
     assert not gone(asyncpg.DataError("invalid input for query argument $1"))
+
+
+def _finding(found: Probed, asked: list[Probed]) -> Any:
+    async def probe() -> Probed:
+        asked.append(found)
+        return found
+
+    return probe
+
+
+async def test_only_a_timeout_asks_a_probe_and_only_no_answer_there_is_gone() -> None:
+    """A timeout alone cannot tell a silent database (every statement timing out, its TCP
+    open: the fallback never switched) from a slow or locked one: a probe tells."""
+    import asyncpg
+
+    asked: list[Probed] = []
+    # an error that says it by itself: no probe
+    assert await gone_or_silent(ConnectionRefusedError(111, "refused"), _finding(None, asked))
+    canceled = asyncpg.QueryCanceledError("statement timeout")  # the server's own: it answered
+    assert not await gone_or_silent(canceled, _finding(TimeoutError(), asked))
+    assert asked == []
+    timed_out = TimeoutError()
+    assert not await gone_or_silent(timed_out, _finding(None, asked))  # it answered: slow
+    assert await gone_or_silent(timed_out, _finding(TimeoutError(), asked))  # silent there too
+    assert await gone_or_silent(timed_out, _finding(ConnectionRefusedError(111, "x"), asked))
+    assert await gone_or_silent(timed_out, _finding(asyncpg.CannotConnectNowError("x"), asked))
+    # it answered with a refusal, or the probe was refused here: alive, or not known gone
+    for refusal in (
+        asyncpg.TooManyConnectionsError("too many clients already"),  # 53300
+        asyncpg.InvalidPasswordError("password authentication failed"),
+        FileNotFoundError(2, "No such file or directory", "root.crt"),  # the URL's ?sslrootcert
+        StorePrivacyError("local_only is on and the team database is not local"),
+    ):
+        assert not await gone_or_silent(timed_out, _finding(refusal, asked)), refusal
+    assert len(asked) == 8  # (each timeout asked once)
+
+
+async def test_requests_that_timed_out_together_share_one_probe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[str] = []
+    answer = asyncio.Event()
+
+    async def silent(url: Any, **kw: Any) -> Probed:
+        asked.append(url.display())
+        await answer.wait()
+        return TimeoutError()
+
+    monkeypatch.setattr(postgres, "probe", silent)
+    url = parse_database_url("postgresql://u@127.0.0.1:5432/db")
+    shared = postgres.Probe(url, local_only=False, named=frozenset())
+    waiting = [asyncio.ensure_future(gone_or_silent(TimeoutError(), shared)) for _ in range(3)]
+    await asyncio.sleep(0)
+    answer.set()
+    assert await asyncio.gather(*waiting) == [True, True, True]
+    assert len(asked) == 1
+    await shared()  # (a timeout after that answer asks anew)
+    assert len(asked) == 2

@@ -107,8 +107,8 @@ class _Away(LedgerError):
 
 
 class _Gone(_Away, StoreUnavailable):
-    """:class:`_Away` because the database is not there (``postgres.gone``): the store
-    unavailable, which database_fallback switches on (app.router.store_fallback)."""
+    """:class:`_Away` because the database is not there (``postgres.gone_or_silent``):
+    the store unavailable, which database_fallback switches on (app.router.store_fallback)."""
 
 
 @dataclass
@@ -205,9 +205,12 @@ class PgBudgetLedger(ClosedOnExit):
         host: str,
         bus: Bus | None,
         owns_pool: bool,
+        probe: postgres.Probe,
     ) -> None:
         self._pool: asyncpg.Pool | None = pool
         self.url = url
+        #: asked, after a statement timed out, whether the database is there at all
+        self._probe = probe
         self.budget = budget
         self.team = team
         self.user = user
@@ -289,6 +292,7 @@ class PgBudgetLedger(ClosedOnExit):
             host=host or this_host(),
             bus=bus,
             owns_pool=owns,
+            probe=postgres.Probe(parsed, local_only=local_only, named=named),
         )
 
     async def close(self) -> None:
@@ -327,7 +331,8 @@ class PgBudgetLedger(ClosedOnExit):
             async with self._pool.acquire(timeout=postgres.STATEMENT_TIMEOUT_S) as conn:
                 return await fn(conn)
         except _DB_ERRORS as exc:
-            away = _Gone if postgres.gone(exc) else _Away
+            # (a timeout asks a probe: only here, never on a statement that answered)
+            away = _Gone if await postgres.gone_or_silent(exc, self._probe) else _Away
             raise away(f"team ledger {self.where} unavailable: {postgres.why(exc)}") from None
 
     # ── what the database could not take ─────────────────────────────────────────────────
