@@ -10,22 +10,15 @@ line, an empty range says so and exits 0.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.cli.common import add_json_arg, an_id, console, print_json
 from app.clock import iso
-from app.config import Settings, load_settings
+from app.config import load_settings
 from app.errors import UsageError
-from app.policy import LoadedPolicy, load_policy
-
-if TYPE_CHECKING:
-    from app.router.simulate.report import SimulationReport
-    from app.router.simulate.requests import Collected
-    from app.router.simulate.team import TeamCharges
-    from app.store.url import DatabaseUrl
+from app.policy import load_policy
 
 
 def register(psub: Any) -> None:
@@ -127,95 +120,8 @@ def when(value: str | None, flag: str) -> str | None:
     return iso(moment)
 
 
-def run_simulation(
-    new: LoadedPolicy,
-    against: LoadedPolicy,
-    settings: Settings,
-    *,
-    since: str | None = None,
-    until: str | None = None,
-    session: str | None = None,
-    chain: str | None = None,
-) -> SimulationReport:
-    """Read the verified chain of the audit log the settings name (this machine's file, or
-    ``chain`` in the team store) and simulate: the CLI's whole job.
-
-    The team store holds a chain per instance, and opening it without ``chain`` starts
-    this process's own, empty: "no decisions in this range" was said of a team's 42. So
-    there ``chain`` is required (a usage error names where to find one). There the caps
-    are shared: the rest of the team's spend is read from the team ledger besides (a
-    replay of one chain charged that chain's costs alone, and a request a teammate's
-    spend had kept local replayed as a cloud call)."""
-    from app.backends.local_only import effective_local_only
-    from app.router.simulate.report import PolicyRef
-    from app.router.simulate.simulation import Filters, simulate
-    from app.router.simulate.source import read_log
-    from app.router.stores import database_url, open_audit
-
-    url = database_url(settings)
-    if url is None:
-        if chain is not None:
-            raise UsageError("--chain names a chain of the team store; none is set")
-    elif chain is None:
-        raise UsageError(
-            "the team store holds a chain per instance: name the one to replay with "
-            "--chain (see `switchyard audit chains`)"
-        )
-    privacy: dict[str, Any] = {
-        "local_only": effective_local_only(against.policy, settings),
-        "named": against.policy.named_local_hosts(),
-    }
-
-    async def read() -> Any:
-        if url is None:
-            log = await open_audit(settings, **privacy)
-            try:
-                return await read_log(log, since=since, session=session), None
-            finally:
-                await log.close()
-        return await _read_team(settings, url, privacy, chain, since, session)
-
-    collected, team = asyncio.run(read())
-    return simulate(
-        collected,
-        new.policy,
-        against.policy,
-        new_ref=PolicyRef(path=str(new.path), version=new.policy.version),
-        against_ref=PolicyRef(path=str(against.path), version=against.policy.version),
-        filters=Filters(since=since, until=until, session=session),
-        team=team,
-    )
-
-
-async def _read_team(
-    settings: Settings,
-    url: DatabaseUrl,
-    privacy: dict[str, Any],
-    chain: str | None,
-    since: str | None,
-    session: str | None,
-) -> tuple[Collected, TeamCharges]:
-    """``chain`` of the team store, and the rest of the team's spend, on one pool."""
-    from app.audit.pg_log import PgAuditLog
-    from app.router.simulate.source import read_log
-    from app.router.simulate.team import read_team_charges
-    from app.router.stores import open_audit
-    from app.store.postgres import connect_pool
-
-    pool = await connect_pool(url, **privacy)
-    try:
-        log = await open_audit(settings, pool=pool, chain=chain, **privacy)
-        try:
-            assert isinstance(log, PgAuditLog)
-            collected = await read_log(log, since=since, session=session)
-            return collected, await read_team_charges(log, pool, collected)
-        finally:
-            await log.close()
-    finally:
-        await pool.close()
-
-
 def _simulate(args: argparse.Namespace) -> int:
+    from app.router.simulate.stored import simulate_stored
     from app.router.simulate.summary import summary_lines
 
     since, until = when(args.since, "--since"), when(args.until, "--until")
@@ -225,7 +131,7 @@ def _simulate(args: argparse.Namespace) -> int:
     settings = load_settings()
     new = load_policy(args.policy)
     against = load_policy(args.against if args.against is not None else settings.policy)
-    report = run_simulation(
+    report = simulate_stored(
         new, against, settings, since=since, until=until, session=args.session, chain=args.chain
     )
     if args.json:

@@ -225,6 +225,12 @@ class FallbackAudit(AuditBase):
     def _now(self) -> AuditBase:
         return self._fb.team_audit if self._fb.local is None else self._fb.local[0]
 
+    @property
+    def in_use(self) -> AuditBase:
+        """The log written to now: the team's, or this machine's once switched (a replay
+        of the session's lines reads that one, on a store of its own)."""
+        return self._now()
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -9,9 +9,11 @@ Architect's threshold to 0.8 escalates the 0.78 plan too.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.widgets import Input, Static
 
 from app.audit.log import AuditLog
@@ -116,25 +118,36 @@ def test_the_log_is_written_with_decisions(tmp_path: Path) -> None:
     assert [f.values["inputs"]["signals"]["confidence"] for f in firsts] == [0.5, 0.78, 0.9]
 
 
-async def test_the_simulation_reads_a_log_of_its_own(tmp_path: Path) -> None:
+async def test_the_simulation_reads_a_log_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """It verified and exported the session's own log, whose lock both hold to their end:
     every line the session wrote meanwhile (a run's routes and escalations) waited, 34 s
     on a log of 955k lines (a long-life audit). The read goes on beside; appends go on."""
-    from app.tui.screens.simulate import _read_beside
+    from app.router.simulate import stored
+    from app.router.simulate.requests import Collected
 
-    async with AuditLog.open(tmp_path / "audit.db") as log:
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.data_dir.mkdir()
+    shipped = load_policy()
+    # (the read runs on a loop of its own, in the worker's thread: threading's events)
+    gate, began, readers = threading.Event(), threading.Event(), []
+
+    async def read(own: AuditLog, **_: Any) -> Collected:
+        readers.append(own)
+        began.set()
+        async with own._lock:  # held to the end, as verify and the export hold it
+            await asyncio.to_thread(gate.wait, 30)
+        return Collected(start=1)
+
+    monkeypatch.setattr(stored, "read_log", read)
+    async with AuditLog.open(settings.audit_db) as log:
         await log.append("route", session="s")
-        gate, began, readers = asyncio.Event(), asyncio.Event(), []
-
-        async def read(own: AuditLog) -> None:
-            readers.append(own)
-            began.set()
-            async with own._lock:  # held to the end, as verify and the export hold it
-                await gate.wait()
-
-        reading = asyncio.create_task(_read_beside(log, read))
+        reading = asyncio.create_task(
+            asyncio.to_thread(stored.simulate_stored, shipped, shipped, settings)
+        )
         try:
-            await asyncio.wait_for(began.wait(), 10)
+            assert await asyncio.to_thread(began.wait, 10)
             # (not wait_for: an append once called ends before a cancel is raised)
             appending = asyncio.create_task(log.append("route", session="s"))
             done, _ = await asyncio.wait({appending}, timeout=10)

@@ -1,16 +1,18 @@
-"""Policy simulation: replay this data dir's audit log under another policy file and show
+"""Policy simulation: replay the session's audit log under another policy file and show
 what would have changed against the policy in force (``switchyard policy simulate``).
 
 Type the file's path and press enter. The work runs in a worker on the app (its failure,
-a bad policy file with FILE:LINE or a broken chain, comes back as WorkFailed); the
-summary is the CLI's text.
+a bad policy file with FILE:LINE, a broken chain or a team database that cannot be read,
+comes back as WorkFailed); the summary is the CLI's text. The replay is the CLI's own
+function: on the team store, the session's chain with the rest of the team's spend, as
+``policy simulate --chain`` replays it, so both give one verdict on the same data.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -25,6 +27,8 @@ from app.tui.core import CoreApp, WorkFailed
 from app.tui.safe import plain
 
 if TYPE_CHECKING:
+    from app.config import Settings
+    from app.router.session import Session
     from app.router.simulate.report import SimulationReport
 
 GROUP = "simulate"
@@ -32,46 +36,59 @@ PLACEHOLDER = "a policy file to simulate (e.g. policy/proposed.toml), then enter
 
 
 class Simulated(Message):
-    def __init__(self, report: SimulationReport) -> None:
+    def __init__(self, report: SimulationReport, note: str | None = None) -> None:
         super().__init__()
         self.report = report
+        #: said above the summary (the team's spend not counted, and why)
+        self.note = note
 
 
-async def simulate_file(core: CoreApp, path: Path) -> SimulationReport:
-    """The simulation of ``path`` against the session's policy, over its audit log."""
-    from app.policy import load_policy
+async def simulate_file(core: CoreApp, path: Path) -> tuple[SimulationReport, str | None]:
+    """The simulation of ``path`` against the session's policy, over the session's lines
+    (:func:`replayed`), and what the screen says besides it."""
+    from app.policy import LoadedPolicy, load_policy
     from app.resources import default_policy_path
-    from app.router.simulate.report import PolicyRef
-    from app.router.simulate.simulation import simulate
-    from app.router.simulate.source import read_log
+    from app.router.simulate.stored import simulate_stored
 
     session = core.session
     if session is None:
         raise SwitchyardError(core.session_error or "the session is still opening")
     new = await asyncio.to_thread(load_policy, path)
-    collected = await _read_beside(session.audit, read_log)
-    current = session.settings.policy or default_policy_path()
-    return await asyncio.to_thread(
-        simulate,
-        collected,
-        new.policy,
-        session.policy,
-        new_ref=PolicyRef(path=str(new.path), version=new.policy.version),
-        against_ref=PolicyRef(path=str(current), version=session.policy.version),
+    current = LoadedPolicy(session.policy, session.settings.policy or default_policy_path())
+    settings, chain, note = replayed(session)
+    # the CLI's own function, in a thread: its reads and the replay are off the UI's loop
+    report = await asyncio.to_thread(
+        simulate_stored, new, current, settings, chain=chain, local_only=session.local_only
     )
+    return report, note
 
 
-async def _read_beside(audit: Any, read: Any) -> Any:
-    """``read(log)`` on a log of its own over the session's file: a verify and an export of
-    the whole log hold the log's lock to their end, and on the session's own every line
-    it wrote meanwhile (a route, an escalation: the run's requests) waited for them, 34 s
-    on a log of 955k lines (a long-life audit). The team store's reads take no such lock."""
-    from app.audit.log import AuditLog
+def replayed(session: Session) -> tuple[Settings, str | None, str | None]:
+    """Where the session's lines are, as settings and a chain for the replay: its chain of
+    the team store, or this machine's file. A team database set while the session writes
+    to the file (database_fallback) is said: the team's spend is not counted there."""
+    from app.router.store_fallback import FallbackAudit
+    from app.router.stores import database_url
 
-    if not isinstance(audit, AuditLog):
-        return await read(audit)
-    async with AuditLog.open(audit.path) as own:
-        return await read(own)
+    audit = session.audit
+    if isinstance(audit, FallbackAudit):
+        audit = audit.in_use
+    if audit.shared:
+        from app.audit.pg_log import PgAuditLog
+
+        assert isinstance(audit, PgAuditLog)
+        return session.settings, audit.chain, None
+    url = database_url(session.settings)
+    local = session.settings.model_copy(update={"database_url": None})
+    if url is None:
+        return local, None, None
+    return (
+        local,
+        None,
+        f"this session writes to this machine's files, not the team database {url.display()}"
+        " (it did not answer: database_fallback), so the rest of the team's spend is not"
+        " counted: a shared cap may be crossed where this says it holds",
+    )
 
 
 class SimulateScreen(Screen[None]):
@@ -109,7 +126,7 @@ class SimulateScreen(Screen[None]):
         core, screen = self.core, self
 
         async def work() -> None:
-            screen.post_message(Simulated(await simulate_file(core, path)))
+            screen.post_message(Simulated(*await simulate_file(core, path)))
 
         # on the app, like every worker: its one handler reports a failure (WorkFailed)
         core.run_worker(work(), group=GROUP, exclusive=True, exit_on_error=False)
@@ -118,7 +135,8 @@ class SimulateScreen(Screen[None]):
         from app.router.simulate.summary import summary_lines
 
         self.report = message.report
-        self._say("\n".join(summary_lines(message.report)))
+        note = [message.note] if message.note else []
+        self._say("\n".join([*note, *summary_lines(message.report)]))
 
     def on_work_failed(self, message: WorkFailed) -> None:
         if message.group == GROUP:
