@@ -145,6 +145,20 @@ class StoreUnderTest:
         )
 
 
+async def expire_all_now(url: str) -> None:
+    """Every live reservation of the team ledger at ``url`` past its TTL by the database's
+    clock, which its expiry reads (set, not waited for)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "UPDATE ledger_reservations SET expires_at = now() WHERE status = 'live'"
+        )
+    finally:
+        await conn.close()
+
+
 async def ledger_at(
     location: str, budget: Any, *, clock: Any = None, team: str = "team", user: str = "alice"
 ) -> Any:

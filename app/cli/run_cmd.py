@@ -166,15 +166,39 @@ def _git_repo(given: Path) -> Path:
 
 
 def _check_test_command(command: str) -> None:
-    """``--test-command`` as the run will split it: an empty or unbalanced one is a usage
-    error here, not a run stopped (and sealed) once it has started."""
+    """``--test-command`` as the run will split it: an empty or unbalanced one, or one
+    whose program is found nowhere, is a usage error here, not a run stopped (and sealed)
+    once it has started."""
     from app.errors import ConfigError
-    from app.workspace.testcmd import split_command
+    from app.workspace.testcmd import on_the_path, split_command
 
     try:
-        split_command(command, "--test-command")
+        argv = split_command(command, "--test-command")
     except ConfigError as exc:  # (empty, or shlex's "No closing quotation")
         raise UsageError(f"{exc}") from None
+    program = argv[0]
+    # The argv is executed as it is, no shell in between (app.workspace.sandbox): a bare
+    # name found nowhere on the PATH the sandbox passes on can never start, nor can a
+    # shell's own words ("cd x && …", "FOO=1 pytest") unless a program of that name is
+    # there. A name with a "/" is left to the run's preflight (testloop.py): a relative
+    # one is looked up in the worktree, which must hold it in its last commit.
+    if "/" in program or on_the_path(program):
+        return
+    raise UsageError(f"--test-command: {program} is not found on PATH" + _shell_hint(argv))
+
+
+#: a shell's own words, which name no program: said when the test command's first is one
+_SHELL_WORDS = frozenset({"cd", "export", "source", ".", "set", "unset", "eval", "ulimit"})
+_SHELL_OPERATORS = frozenset({"&&", "||", ";", "|", ">", "<", ">>", "2>&1"})
+
+
+def _shell_hint(argv: list[str]) -> str:
+    """Why a test command written for a shell cannot start ("" for any other)."""
+    first = argv[0]
+    assignment = "=" in first and first.split("=", 1)[0].isidentifier()
+    if assignment or first in _SHELL_WORDS or _SHELL_OPERATORS.intersection(argv):
+        return " (it runs as a program with its arguments, not through a shell: sh -c '...')"
+    return ""
 
 
 def _spec_overrides(path: Path, loaded: Any, session_local_only: bool) -> Any:

@@ -26,7 +26,7 @@ from app.router.approvals import TIMEOUT, ApprovalRequest
 from app.router.calling import mask_request
 from app.router.cost import cost_usd
 from app.router.ledger.errors import LedgerError, ReservationClosed
-from app.router.ledger.records import Crossed, crossed_by
+from app.router.ledger.records import Crossed, crossed_by, crossed_line
 from app.router.retry import rule_for
 from app.router.routed import (
     OVER_BUDGET,
@@ -614,16 +614,7 @@ async def _say_crossed(
     if not crossed:
         return
     assert d.target is not None
-    await write(
-        "budget",
-        to=d.target,
-        reason_codes=["GR011_CAP_CROSSED"],
-        values={"caps": [c._asdict() for c in crossed], "cost_usd": round(cost, 9)},
-        detail=f"{d.target} {why}: past the "
-        + ", ".join(
-            f"{c.cap} cap ({dollars(c.spent_usd)} of {dollars(c.cap_usd)})" for c in crossed
-        ),
-    )
+    await write("budget", **crossed_line(d.target, crossed, cost, why))
 
 
 def _host_down(router: Router, target: str, cooldown_s: float) -> list[str]:

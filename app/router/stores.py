@@ -29,7 +29,7 @@ from app.paths import ensure_dir
 from app.policy.schema import Budget
 from app.router.ledger import BudgetLedger
 from app.router.ledger.api import ExpiredHook, LateHook, Ledger
-from app.router.ledger.records import LateClose, Reservation
+from app.router.ledger.records import Expired, LateClose, crossed_by, crossed_line
 from app.router.store_fallback import FallbackAudit, FallbackLedger, StoreFallback
 from app.store.errors import StoreUnavailable
 from app.store.postgres import connect_pool, this_host
@@ -82,9 +82,10 @@ class Stores:
 def audit_expiries(audit: AuditBase) -> ExpiredHook:
     """The ledger's ``on_expired``: one ``budget`` line per reservation charged because its
     TTL passed unsettled, in the session and run that made it (whichever process finds
-    it), so that the audit's charges add up to the ledger's."""
+    it), so that the audit's charges add up to the ledger's; and after it the GR011 line
+    of a charge that carried the spend past a cap, as a settlement's says it."""
 
-    async def audit_them(expired: Sequence[Reservation]) -> None:
+    async def audit_them(expired: Sequence[Expired]) -> None:
         for r in expired:
             await audit.append(
                 "budget",
@@ -103,6 +104,15 @@ def audit_expiries(audit: AuditBase) -> ExpiredHook:
                 f"TTL unsettled: charged in full, {dollars(r.amount_usd)} (its process may have "
                 "made the call and died)",
             )
+            if crossed := crossed_by(r.caps):
+                why = "was charged its reservation in full at its expiry"
+                await audit.append(
+                    "budget",
+                    session=r.session,
+                    run=r.run or None,
+                    role=r.role,
+                    **crossed_line(r.model, crossed, r.amount_usd, why),
+                )
 
     return audit_them
 
@@ -135,6 +145,15 @@ def audit_late(audit: AuditBase) -> LateHook:
             f"{dollars(late.cost_usd)}: the team database did not answer when its call ended"
             + (" (charged by its expiry meanwhile; the rest apart)" if late.expired else ""),
         )
+        if crossed := crossed_by(late.caps):
+            why = f"was {verb} late" + (", past its reservation's expiry" if late.expired else "")
+            await audit.append(
+                "budget",
+                session=late.session,
+                run=late.run or None,
+                role=late.role,
+                **crossed_line(late.model, crossed, late.cost_usd, why),
+            )
 
     return audit_it
 
@@ -145,7 +164,7 @@ def _audit_on_demand(
     """``on_expired`` for a ledger opened alone (``budget``, ``route explain``): the audit
     log is opened only when a reservation was charged, for its lines."""
 
-    async def audit_them(expired: Sequence[Reservation]) -> None:
+    async def audit_them(expired: Sequence[Expired]) -> None:
         audit = await open_audit(settings, local_only=local_only, named=named)
         try:
             await audit_expiries(audit)(expired)

@@ -159,8 +159,6 @@ def cannot_start(command: TestCommand, cwd: Path) -> str | None:
     (a program that exists but fails is the tests' own verdict)."""
     import os
 
-    from app.subprocess_env import DEFAULT_PATH
-
     program = command.argv[0]
     if "/" in program:
         path = Path(program) if Path(program).is_absolute() else cwd / program
@@ -176,7 +174,7 @@ def cannot_start(command: TestCommand, cwd: Path) -> str | None:
             )
         else:
             what = "is not there" if not path.exists() else "is not an executable file"
-    elif shutil.which(program, path=os.environ.get("PATH") or DEFAULT_PATH) is not None:
+    elif on_the_path(program):
         return None
     else:
         what = "is not on the PATH"
@@ -184,6 +182,17 @@ def cannot_start(command: TestCommand, cwd: Path) -> str | None:
         f"the test command cannot start: {program} {what} ({command.why}); nothing was "
         "asked of any model"
     )
+
+
+def on_the_path(program: str) -> bool:
+    """Whether ``program`` (a bare name) is found on the PATH a test command runs with:
+    this process's, which the sandbox passes on (:func:`app.subprocess_env.command_env`),
+    where the command's argv is executed as it is, no shell in between."""
+    import os
+
+    from app.subprocess_env import DEFAULT_PATH
+
+    return shutil.which(program, path=os.environ.get("PATH") or DEFAULT_PATH) is not None
 
 
 def _committed(repo: Path, rel: str) -> bool:

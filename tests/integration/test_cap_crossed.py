@@ -3,13 +3,14 @@ the spend past it, also when other processes' settlements land meanwhile (a user
 of the team store: 4 processes billed past the deepseek day cap, no line; each read a
 snapshot after its settlement that held the others' too, and found the cap crossed
 before its own). On both stores: two ledgers (and two routers) on one store, their
-settlements interleaved by events, never by timing."""
+settlements interleaved by events, never by timing. An expiry's charge is a write like
+a settlement, and says a cap it carried the spend past the same way."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,13 @@ from app.policy.schema import Budget, Policy
 from app.router.approvals import AllowDecider, ApprovalBroker
 from app.router.cost import cost_usd
 from app.router.ledger import Reservation
-from app.router.ledger.records import crossed_by
+from app.router.ledger.records import Expired, crossed_by
 from app.router.routed import request_tokens
 from app.router.service import RouteFailed, Router
+from app.router.stores import audit_expiries
 from app.router.types import Signals
 from tests.integration.test_router_service import ALL_UP, Resolver, ScriptedBackend
-from tests.pg import StoreUnderTest
+from tests.pg import StoreUnderTest, expire_all_now
 
 BUDGET = Budget(
     session_usd=5.0, day_usd=20.0, reservation_ttl_s=900, provider_day_usd={"deepseek": 4.0}
@@ -116,6 +118,95 @@ async def test_the_team_stores_user_day_cap_is_named_as_the_snapshot_names_it(
     async with await store.ledger(budget, ManualClock()) as led:
         res = await _reserve(led, "s1", 1.0)
         assert await _settle(led, res, 2.5) == ["user day"]
+
+
+async def _past_ttl(store: StoreUnderTest, *clocks: ManualClock) -> None:
+    """Every live reservation past its TTL: by the ledgers' ``clocks`` on SQLite; on the
+    team store by the database's clock, which its expiry reads (set, not waited for)."""
+    if store.shared:
+        await expire_all_now(store.location)
+    for clock in clocks:
+        clock.advance(BUDGET.reservation_ttl_s + 1)
+
+
+async def test_an_expiry_that_carries_the_spend_past_a_cap_says_so(
+    any_store: StoreUnderTest,
+) -> None:
+    """A reservation whose process died is charged in full by the next writer (here its
+    reservation finds it stale). Another call's overrun had left the spend just under the
+    cap while it was held, and its charge carried the spend past: it was charged with its
+    RESERVATION_EXPIRED line and no GR011 line, which a settlement of it would have had."""
+    clock = ManualClock()
+    audit = await any_store.audit(clock)
+    try:
+        async with (
+            await any_store.ledger(BUDGET, clock) as a,
+            await any_store.ledger(BUDGET, clock, user="bob") as b,
+        ):
+            b.on_expired = audit_expiries(audit)
+            await _reserve(a, "s1", 1.0)  # (its process dies holding it)
+            over = await _reserve(b, "s2", 1.0)
+            assert await _settle(b, over, 3.5) == []  # $3.5 of $4 spent, $1 still reserved
+            await _past_ttl(any_store, clock)
+            await _reserve(b, "s3", 0.0)  # finds it stale, and charges it: $4.5
+            lines = [ln for ln in await audit.lines(session="s1") if ln.kind == "budget"]
+    finally:
+        await audit.close()
+    assert [ln.reason_codes for ln in lines] == [
+        ["RESERVATION_EXPIRED", "SETTLED_AT_ESTIMATE"],
+        ["GR011_CAP_CROSSED"],
+    ]
+    line = lines[1]
+    assert (line.to, line.role) == ("m", "implementer")
+    assert line.values == {
+        "caps": [{"cap": "deepseek day", "cap_usd": 4.0, "spent_usd": 4.5}],
+        "cost_usd": 1.0,
+    }
+    assert line.detail == (
+        "m was charged its reservation in full at its expiry: past the deepseek day cap "
+        "($4.50 of $4.00)"
+    )
+
+
+async def test_of_expiries_charged_at_once_exactly_one_crosses_the_cap(
+    any_store: StoreUnderTest,
+) -> None:
+    """Two dead reservations whose charges together carry the spend past the cap, expired
+    by two writers at once (on the team store each may take one, or one both): the one
+    charge that carried it past says so, whichever writer charged it and with what."""
+    clock = ManualClock()
+    told: list[Expired] = []
+
+    async def hook(expired: Sequence[Expired]) -> None:
+        told.extend(expired)
+
+    async with (
+        await any_store.ledger(BUDGET, clock) as a,
+        await any_store.ledger(BUDGET, clock, user="bob") as b,
+    ):
+        a.on_expired = b.on_expired = hook
+        await _reserve(a, "s1", 0.5)
+        await _reserve(b, "s2", 0.5)
+        recorded = await b.record_call(
+            session="s3",
+            role="implementer",
+            model="m",
+            provider="deepseek",
+            tokens_in=1,
+            tokens_out=1,
+            latency_ms=1,
+            cost_usd=3.2,
+        )
+        assert crossed_by(recorded) == []  # $3.2 of $4 spent, $1 reserved
+        await _past_ttl(any_store, clock)
+        charged = await asyncio.gather(a.expire_stale(), b.expire_stale())
+        assert sum(charged) == 2 and sorted(r.session for r in told) == ["s1", "s2"]
+        said = [(r.session, crossed_by(r.caps)) for r in told if crossed_by(r.caps)]
+        assert len(said) == 1, told
+        (cap,) = said[0][1]
+        assert cap.cap == "deepseek day" and cap.spent_usd == pytest.approx(4.2)
+        snap = await a.snapshot("s1")
+        assert snap.per_provider["deepseek"].spent_usd == pytest.approx(4.2)
 
 
 # ── the router: one line per cap crossed, by the call that crossed it ─────────────────
@@ -350,3 +441,67 @@ async def test_a_failed_call_whose_cut_tries_cross_a_cap_says_it(
         assert line.values["cost_usd"] == pytest.approx(skip.values["cut_short_cost_usd"])
     finally:
         await a.close()
+
+
+@pytest.mark.parametrize("crossing", ["expiry", "late settlement"])
+async def test_a_call_expired_meanwhile_and_settled_late_says_the_cap_once(
+    any_store: StoreUnderTest, policy: Policy, crossing: str
+) -> None:
+    """a's call outlived its reservation: another process (b) charged it by expiry at its
+    estimate, then a's settlement came, refused, and what the call cost past the estimate
+    is a row apart. The cap is crossed by that row (a says so), or by the expiry itself,
+    after a call b recorded meanwhile left the spend just under the cap (b's expiry says
+    so: it said nothing); once either way, never by both."""
+    est, billed = _prices(policy)
+    cap = billed * 1.5 if crossing == "expiry" else billed / 2
+    recorded = cap - est / 2 if crossing == "expiry" else 0.0
+    assert est <= cap and (recorded + est > cap) == (crossing == "expiry")
+    tight = _deepseek_capped(policy, round(cap, 9))
+    go = asyncio.Event()
+    a = await Instance.on(any_store, tight, "s1", a_backend := Billing(hold=go))
+    b = await Instance.on(any_store, tight, "s2", Billing())
+    b.ledger.on_expired = audit_expiries(b.audit)
+    try:
+        a_call = asyncio.create_task(a.ask())
+        await a_backend.in_call.wait()  # a has reserved, and waits
+        if recorded:
+            await b.ledger.record_call(
+                session="s2",
+                role="implementer",
+                model="deepseek-reasoner",
+                provider="deepseek",
+                tokens_in=1,
+                tokens_out=1,
+                latency_ms=1,
+                cost_usd=recorded,
+            )
+        b_clock = b.router.clock
+        assert isinstance(b_clock, ManualClock)
+        await _past_ttl(any_store, b_clock)
+        assert await b.ledger.expire_stale() == 1
+        go.set()
+        await a_call
+        # (one audit file on SQLite; on the team store, each process's own chain)
+        readers = [a.audit, b.audit] if any_store.shared else [a.audit]
+        lines = [
+            ln
+            for audit in readers
+            for ln in await audit.lines(session="s1")
+            if "GR011_CAP_CROSSED" in ln.reason_codes
+        ]
+        (line,) = lines
+        assert [c["cap"] for c in line.values["caps"]] == ["deepseek day"]
+        if crossing == "expiry":
+            assert line.values["cost_usd"] == pytest.approx(est, abs=1e-9)
+            assert line.detail.startswith(
+                "deepseek-reasoner was charged its reservation in full at its expiry: past"
+            )
+        else:
+            assert line.values["cost_usd"] == pytest.approx(billed, abs=1e-9)
+            assert line.detail.startswith("deepseek-reasoner cost more than its reservation")
+        snap = await a.ledger.snapshot("s1")
+        spent = snap.per_provider["deepseek"].spent_usd
+        assert spent == pytest.approx(recorded + billed, abs=1e-8)
+    finally:
+        await a.close()
+        await b.close()

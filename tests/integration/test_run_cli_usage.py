@@ -40,6 +40,81 @@ def test_an_empty_test_command_is_a_usage_error_and_writes_nothing(
 
 
 @pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        ("nonexistent-test-runner --x", "nonexistent-test-runner is not found on PATH"),
+        # run as argv, no shell: a shell's words name no program (unless one is there)
+        (
+            "FOO=1 pytest -q",
+            "FOO=1 is not found on PATH (it runs as a program with its arguments, not "
+            "through a shell: sh -c '...')",
+        ),
+        (
+            "cd tests && pytest",
+            "cd is not found on PATH (it runs as a program with its arguments, not through "
+            "a shell: sh -c '...')",
+        ),
+    ],
+)
+def test_a_test_command_found_nowhere_on_the_path_is_a_usage_error_and_writes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    said: str,
+) -> None:
+    """It started a run that stopped before any model call (exit 1) and sealed a bundle
+    for a typo in the command line."""
+    import shutil
+
+    repo = make_repo(tmp_path)
+    folder = _bin(tmp_path, "sh")
+    git = shutil.which("git")
+    assert git is not None
+    (folder / "git").symlink_to(git)  # (what a run needs first: it got as far as its bundle)
+    monkeypatch.setenv("PATH", str(folder))
+    argv = ["run", "fix", "--repo", str(repo), "--approve", "deny", "--test-command", command]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [f"switchyard: --test-command: {said}"]
+    assert not (repo / ".switchyard").exists()
+    assert not data_dir().exists()  # (no session, no audit line)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "sh -c 'cd tests && FOO=1 pytest'",  # (a shell's words, given to a shell)
+        "cd tests",  # (a program of that name is on the PATH)
+        "./ci/run-tests.sh",  # (a path: looked up in the worktree, by the run)
+        "/nowhere/run-tests",
+    ],
+)
+def test_a_test_command_that_may_start_is_left_to_the_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """Only a program certainly found nowhere is refused: the usage error here is the
+    next check's (``--repo``), made after the test command's."""
+    monkeypatch.setenv("PATH", str(_bin(tmp_path, "sh", "cd")))
+    missing = tmp_path / "nowhere"
+    assert main(["run", "fix", "--repo", str(missing), "--test-command", command]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"switchyard: --repo {missing}: no such folder"]
+
+
+def _bin(tmp_path: Path, *names: str) -> Path:
+    """A folder holding an executable of each of ``names``: the PATH of a test."""
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        program = folder / name
+        program.write_text("#!/bin/sh\nexit 0\n")
+        program.chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize(
     ("text", "said"),
     [
         (

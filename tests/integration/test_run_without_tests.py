@@ -347,7 +347,8 @@ def test_a_run_that_fails_inside_still_prints_its_object_with_the_sealed_bundle(
 @pytest.mark.parametrize(
     ("command", "said"),
     [
-        ("nonexistent-test-runner --x", "nonexistent-test-runner is not on the PATH"),
+        # (a bare name found nowhere on the PATH is a usage error before any run:
+        # tests/integration/test_run_cli_usage.py)
         ("./ci/run-tests.sh", "./ci/run-tests.sh is not there"),
         ("./calc.py", "./calc.py is not an executable file"),
         # there in the checkout, not in its last commit: the run's worktree has it not

@@ -23,7 +23,7 @@ from app.router.ledger.pg_ledger import PgBudgetLedger
 from app.router.ledger.records import LateClose, Reservation
 from app.router.stores import audit_late
 from tests.integration.test_gateway_store_down import _connections
-from tests.pg import PgServer
+from tests.pg import PgServer, expire_all_now
 
 BUDGET = Budget(session_usd=5.0, day_usd=20.0, reservation_ttl_s=900)
 
@@ -235,3 +235,51 @@ async def test_a_late_close_cut_short_resumes_where_it_stopped(
         assert snap.per_session.spent_usd == pytest.approx(0.25)
     finally:
         await led.close()
+
+
+@pytest.mark.parametrize("expired", [False, True])
+async def test_a_close_written_late_that_crosses_a_cap_says_so(
+    pg_url: str,
+    pg_server: PgServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    expired: bool,
+) -> None:
+    """The settlement the database missed, written once it answered, carried the spend
+    past the session cap (or, the reservation charged by its expiry meanwhile at its
+    estimate, within the cap, the row past the estimate did): its SETTLED_LATE line was
+    written and no GR011 line, which the same settlement written at once has."""
+    monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 3600.0)  # (written when the test says)
+    led = await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="alice")
+    audit = await AuditLog.open(tmp_path / "audit.db")
+    led.on_late = audit_late(audit)
+    try:
+        rid = await _reserve(led, 4.0)  # (of the session's $5)
+        _connections(pg_server, _database(pg_url), allowed=False)
+        try:
+            with pytest.raises(LedgerError, match="kept: written when it answers"):
+                await led.settle(rid, actual_usd=6.0, tokens_in=10, tokens_out=20, latency_ms=1)
+        finally:
+            _connections(pg_server, _database(pg_url), allowed=True)
+        if expired:
+            await expire_all_now(pg_url)
+            assert await led.expire_stale() == 1  # charged at its $4: within the cap
+        await led._pay()
+        assert not led._owed
+        lines = [ln for ln in await audit.lines(session="s1") if ln.kind == "budget"]
+    finally:
+        await led.close()
+        await audit.close()
+    late = ["SETTLED_LATE", *(["RESERVATION_EXPIRED"] if expired else [])]
+    assert [ln.reason_codes for ln in lines] == [late, ["GR011_CAP_CROSSED"]]
+    line = lines[1]
+    assert (line.to, line.role) == ("deepseek-chat", "implementer")
+    assert line.values == {
+        "caps": [{"cap": "session", "cap_usd": 5.0, "spent_usd": 6.0}],
+        "cost_usd": 6.0,
+    }
+    assert line.detail == (
+        "deepseek-chat was settled late"
+        + (", past its reservation's expiry" if expired else "")
+        + ": past the session cap ($6.00 of $5.00)"
+    )

@@ -6,7 +6,10 @@ it; the router calls the one it was given directly, with nothing in between.
 ``on_expired``: called with the reservations a store charged in full because their TTL
 passed unsettled (their process may have made the call and died), after the charge is
 committed; the session sets it to audit each one (GR-005: a charge with no line would
-leave the audit and the ledger unreconciled).
+leave the audit and the ledger unreconciled). Each comes with the caps its charge left
+spent past (:class:`~app.router.ledger.records.Expired`), as a settlement returns them;
+a close written late (``on_late``) carries its own the same way: a charge that crossed a
+cap says so (GR-011) whichever write it was.
 
 ``settle``, ``release`` and ``record_call`` return the caps the write left spent past,
 with each one's spend just before and just after it, read atomically with the write
@@ -27,10 +30,10 @@ from typing import Any, Protocol, Self
 
 from app.policy.schema import Budget
 from app.router.ledger.errors import LedgerError
-from app.router.ledger.records import BudgetSnapshot, CapTotals, LateClose, Reservation
+from app.router.ledger.records import BudgetSnapshot, CapTotals, Expired, LateClose, Reservation
 
 #: what a ledger calls with the reservations it has just charged by expiry
-ExpiredHook = Callable[[Sequence[Reservation]], Awaitable[None]]
+ExpiredHook = Callable[[Sequence[Expired]], Awaitable[None]]
 #: what a ledger calls with a settlement or release it wrote late (the team's, once its
 #: database answered again; the machine's never is: its writes stand or raise)
 LateHook = Callable[[LateClose], Awaitable[None]]
@@ -39,9 +42,7 @@ LateHook = Callable[[LateClose], Awaitable[None]]
 log = logging.getLogger(__name__)
 
 
-async def tell_expired(
-    hook: ExpiredHook | None, expired: Sequence[Reservation], where: object
-) -> bool:
+async def tell_expired(hook: ExpiredHook | None, expired: Sequence[Expired], where: object) -> bool:
     """Call ``hook`` with the reservations just charged by expiry; whether they were told.
     The charge is committed and stands whatever the hook does: a hook that fails (the
     audit store gone) is logged, not raised into the reservation or report that found

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,7 +46,7 @@ from app.router.ledger.errors import (
 from app.router.ledger.ids import reservation_id
 from app.router.ledger.money import check_tokens, nusd, usd, utc_day
 from app.router.ledger.publisher import SnapshotPublisher
-from app.router.ledger.records import BudgetSnapshot, CapTotals, Reservation
+from app.router.ledger.records import BudgetSnapshot, CapTotals, Expired, Reservation
 from app.router.ledger.schema import migrate
 from app.router.ledger.transactions import ReservationStatus, connect, on_thread
 from app.spool import NotASpool, ShortWrite, Spooled, to_the_end
@@ -114,7 +114,7 @@ class BudgetLedger(ClosedOnExit):
         self._due = False
         self._written = 0
         #: expiries a write cut short left standing, to be told once it has raised
-        self._unsaid: list[Reservation] = []
+        self._unsaid: list[Expired] = []
 
     @classmethod
     async def open(
@@ -340,10 +340,11 @@ class BudgetLedger(ClosedOnExit):
             if not inline:
                 conn.execute("PRAGMA busy_timeout = 0")
 
-    def _write(self, records: list[list[Any]]) -> None:
-        """Append ``records`` (under the lock) and apply them. A write cut short (a full
-        disk) raises, and the records it completed stand: the mirror applies those (the
-        expiries a reservation found on its way; the reservation is always the last)."""
+    def _write(self, records: list[list[Any]], expiring: Sequence[Expired] = ()) -> None:
+        """Append ``records`` (under the lock) and apply them; ``expiring``: the expiries
+        among them, which come first. A write cut short (a full disk) raises, and the
+        records it completed stand: the mirror applies those (the expiries a reservation
+        found on its way; the reservation is always the last)."""
         sp = self._spooled
         assert sp is not None
         short: ShortWrite | None = None
@@ -351,8 +352,7 @@ class BudgetLedger(ClosedOnExit):
             sp.appends.write([spooled.encode(r) for r in records])
         except ShortWrite as exc:
             short, records = exc, records[: exc.standing]
-            live = self._mirror.live
-            self._unsaid = [live[r[1]].reservation() for r in records if r[0] == "x"]
+            self._unsaid = list(expiring[: sum(r[0] == "x" for r in records)])
         for r in records:
             self._mirror.apply_one(r)
         if records:
@@ -365,6 +365,13 @@ class BudgetLedger(ClosedOnExit):
         first time, after a fold of everything (under the lock: nothing comes between)."""
         if not self._mirror.has(session, day):
             self._folded_then(lambda conn: self._mirror.load(conn, session, day), inline)
+
+    def _expiring(self, stale: list[spooled.Live], inline: bool) -> list[Expired]:
+        """``stale`` as their expiry charges them (:meth:`spooled.Mirror.expiring`), each
+        one's session and day read first (another process's may never have been here)."""
+        for s in stale:
+            self._need(s.session, s.day, inline)
+        return self._mirror.expiring(self._caps, stale)
 
     def _status(self, reservation_id: str, inline: bool) -> str | None:
         """A reservation's status in the tables (after a fold), None when unknown."""
@@ -422,9 +429,10 @@ class BudgetLedger(ClosedOnExit):
         )
         caps, mirror, now_ts, when = self._caps, self._mirror, now.timestamp(), res.created
 
-        def op(inline: bool) -> tuple[CapExceeded | None, list[Reservation]]:
+        def op(inline: bool) -> tuple[CapExceeded | None, list[Expired]]:
             self._need(session, day, inline)
             stale = mirror.stale(now_ts)
+            expired = self._expiring(stale, inline) if stale else []
             refused = None
             if amount > 0 and stale:  # checked against the totals with the expiries charged
                 refused = caps.check(mirror.sums_after(session, day, stale), res, amount)
@@ -434,8 +442,8 @@ class BudgetLedger(ClosedOnExit):
             if refused is None:
                 records.append(["r", *live])
             if records:
-                self._write(records)
-            return refused, [s.reservation() for s in stale]
+                self._write(records, expired)
+            return refused, expired
 
         try:
             refused, expired = await self._spool_op(op)
@@ -589,7 +597,8 @@ class BudgetLedger(ClosedOnExit):
     # ── reading ──────────────────────────────────────────────────────────────────────────
 
     async def expire_stale(self) -> int:
-        """Settle every reservation past its TTL at its full amount; how many there were."""
+        """Settle every reservation past its TTL at its full amount; how many there were.
+        ``on_expired`` is told of each with the caps its charge crossed (as a settlement's)."""
         now = self._clock.now()
         mirror, now_ts, when = self._mirror, now.timestamp(), iso(now)
         # asked only when one is stale as this ledger last saw them (the audit log of a
@@ -598,11 +607,13 @@ class BudgetLedger(ClosedOnExit):
             bool(mirror.stale(now_ts)) and not await expiry_held(self)
         )
 
-        def op(inline: bool) -> list[Reservation]:
+        def op(inline: bool) -> list[Expired]:
             stale = mirror.stale(now_ts) if allowed else []
-            if stale:
-                self._write([["x", s.id, when, *mirror.where(s)] for s in stale])
-            return [s.reservation() for s in stale]
+            if not stale:
+                return []
+            expired = self._expiring(stale, inline)
+            self._write([["x", s.id, when, *mirror.where(s)] for s in stale], expired)
+            return expired
 
         expired = await self._spool_op(op)
         await tell_expired(self.on_expired, expired, self.path)

@@ -5,8 +5,9 @@ one transaction: the reservation is a conditional ``UPDATE`` of its cap rows, al
 none, with a CHECK behind it; settlement moves the reserved amount to spent; a crashed
 holder's reservation expires by the database's ``now()`` and is charged in full. Money
 goes over the wire as integers (nano-dollars), never as a float. A settlement, a release
-and a call recorded answer with their cap rows' totals as they left them (schema v7):
-the caps that write crossed are decided from those (:meth:`TeamCaps.past`).
+and a call recorded answer with their cap rows' totals as they left them (schema v7),
+an expiry's are read in its own transaction (:func:`_expire_with_totals`): the caps that
+write crossed are decided from those (:meth:`TeamCaps.past`).
 
 Caps: ``session_usd`` per session; ``day_usd`` and ``provider_day_usd`` are the team's,
 whoever spends; ``user_day_usd`` each user's. Each machine checks its own policy's caps
@@ -57,6 +58,7 @@ from app.router.ledger.records import (
     BudgetSnapshot,
     CapTotal,
     CapTotals,
+    Expired,
     LateClose,
     Reservation,
 )
@@ -130,9 +132,44 @@ class _Owed:
     excess_written: bool = False
 
 
-def _reservation(row: Any) -> Reservation:
-    """A row of ``sy_ledger_expire(team)``: a reservation it charged."""
-    return Reservation(
+#: the cap rows an expiry charged, as it left them (read in its transaction: still locked
+#: by it), for each reservation it charged (a free one crosses nothing) in the order of
+#: :meth:`TeamCaps.array`: each row's spend as of that reservation's charge, the charges
+#: of one write taken in id order (those of a later id on the same row left out), so of
+#: one write's reservations exactly one crosses each cap, as of writes one after another
+_EXPIRED_TOTALS = (
+    "SELECT id, array_agg(cap ORDER BY i) AS caps, array_agg(spent ORDER BY i) AS spent"
+    " FROM (SELECT l.id, w.i, u.cap_nusd AS cap, u.spent_nusd + u.unreserved_nusd"
+    " - coalesce(sum(l.amount_nusd) OVER (PARTITION BY w.i, w.k, w.d ORDER BY l.id DESC"
+    " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS spent"
+    " FROM ledger_reservations l CROSS JOIN LATERAL unnest("
+    "ARRAY['session', 'day', 'user_day', 'provider_day'],"
+    " ARRAY[l.session, '', l.user_name, l.provider], ARRAY['', l.day, l.day, l.day])"
+    " WITH ORDINALITY AS w(s, k, d, i)"
+    " JOIN ledger_usage u"
+    " ON u.team = l.team AND u.scope = w.s AND u.key = w.k AND u.day = w.d"
+    " WHERE l.id = ANY($1) AND l.amount_nusd > 0) x GROUP BY id"
+)
+
+
+async def _expire_with_totals(conn: Conn, team: str) -> tuple[list[Any], dict[str, Any]]:
+    """``sy_ledger_expire(team)``'s rows and, read in its transaction, the totals its
+    charges left (:data:`_EXPIRED_TOTALS`, by reservation): the function's own answer
+    holds none, and a read after its commit would hold other writes that landed
+    meanwhile (each writer then found a cap crossed before its own charge, or both did)."""
+    async with conn.transaction():
+        rows = await conn.fetch("SELECT * FROM sy_ledger_expire($1)", team)
+        if not rows:
+            return rows, {}
+        totals = await conn.fetch(_EXPIRED_TOTALS, [r["r_id"] for r in rows])
+    return rows, {t["id"]: t for t in totals}
+
+
+def _reservation(row: Any, caps: CapTotals = ()) -> Expired:
+    """A row of ``sy_ledger_expire(team)``: a reservation it charged, which left ``caps``
+    spent past."""
+    return Expired(
+        caps=caps,
         id=row["r_id"],
         session=row["r_session"],
         run=row["r_run"],
@@ -385,8 +422,12 @@ class PgBudgetLedger(ClosedOnExit):
         if row is None or row["was"] not in ("live", "expired"):
             return  # never made (a let-go), or closed already (its first try committed)
         expired = row["was"] == "expired"
+        # the caps this close left spent past, or (expired) its row past the estimate did
+        caps: CapTotals = ()
+        if not expired:
+            caps = self._caps.past(str(row["provider"]), row["caps"], row["spent"], owed.cost)
         if expired and owed.cost > int(r["amount_nusd"]) and not owed.excess_written:
-            await self.record_call(
+            caps = await self.record_call(
                 session=r["session"],
                 run=r["run"],
                 role=r["role"],
@@ -397,6 +438,7 @@ class PgBudgetLedger(ClosedOnExit):
                 latency_ms=0.0,
                 cost_usd=usd(owed.cost - int(r["amount_nusd"])),
             )
+            caps = caps or ()  # (a stand-in's write may tell nothing)
             owed.excess_written = True
         self._publisher.changed(str(r["session"]))
         if self.on_late is not None:
@@ -411,6 +453,7 @@ class PgBudgetLedger(ClosedOnExit):
                 outcome=owed.outcome,
                 cost_usd=usd(owed.cost),
                 expired=expired,
+                caps=caps,
             )
             try:
                 await self.on_late(late)
@@ -637,15 +680,21 @@ class PgBudgetLedger(ClosedOnExit):
 
         telling = self.on_expired is not None
 
-        async def expire(conn: Conn) -> tuple[int, list[Reservation]]:
+        async def expire(conn: Conn) -> tuple[int, list[Expired]]:
+            totals: dict[str, Any] = {}
             try:
-                rows = await conn.fetch("SELECT * FROM sy_ledger_expire($1)", self.team)
+                if telling:  # (the caps each charge crossed are for its lines)
+                    rows, totals = await _expire_with_totals(conn, self.team)
+                else:
+                    rows = await conn.fetch("SELECT * FROM sy_ledger_expire($1)", self.team)
                 # and the lines another process owes still, past their grace (it may be
                 # telling them now): taken for a while, told here, let go once written
                 owed = await conn.fetch(_OWED_LINES, self.team, UNTOLD_GRACE_S) if telling else []
             except asyncpg.InsufficientPrivilegeError:
                 return 0, []
-            return len(rows), [_reservation(r) for r in (*rows, *owed)]
+            charged = [_reservation(r, self._charged(r, totals.get(r["r_id"]))) for r in rows]
+            # (another process's charge, told again: its totals were not kept)
+            return len(rows), [*charged, *(_reservation(r) for r in owed)]
 
         charged, expired = await self._with(expire)
         if await tell_expired(self.on_expired, expired, self.where):
@@ -659,6 +708,13 @@ class PgBudgetLedger(ClosedOnExit):
             except LedgerError as exc:  # (told again later: a line twice, not none)
                 log.warning("team ledger %s: expiries told, not noted: %s", self.where, exc)
         return charged
+
+    def _charged(self, row: Any, totals: Any) -> CapTotals:
+        """The caps an expiry's charge of ``row``'s reservation left spent past, from its
+        ``totals`` (:data:`_EXPIRED_TOTALS`; None: it cost nothing)."""
+        if totals is None:
+            return ()
+        return self._caps.past(row["r_provider"], totals["caps"], totals["spent"], row["r_amount"])
 
     async def left_usd(self, session: str, provider: str) -> float:
         return (await self.left_usd_many(session, (provider,)))[provider]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
+from app.dollars import dollars
 from app.router.ledger.money import usd
 
 
@@ -23,24 +25,6 @@ class Reservation(_Frozen):
     amount_usd: float
     created: str
     expires: str
-
-
-class LateClose(_Frozen):
-    """A settlement or release the store could not take when it was made (the team's
-    database was away), written once it answered again: the audit says so."""
-
-    reservation: str
-    session: str
-    run: str = ""
-    role: str
-    model: str
-    provider: str
-    #: "settled" or "released"
-    status: str
-    outcome: str
-    cost_usd: float
-    #: charged by expiry meanwhile (at its amount): what it cost past that is a row apart
-    expired: bool = False
 
 
 class CapUsage(_Frozen):
@@ -107,6 +91,26 @@ class CapTotal(NamedTuple):
 CapTotals = tuple[CapTotal, ...]
 
 
+class LateClose(_Frozen):
+    """A settlement or release the store could not take when it was made (the team's
+    database was away), written once it answered again: the audit says so."""
+
+    reservation: str
+    session: str
+    run: str = ""
+    role: str
+    model: str
+    provider: str
+    #: "settled" or "released"
+    status: str
+    outcome: str
+    cost_usd: float
+    #: charged by expiry meanwhile (at its amount): what it cost past that is a row apart
+    expired: bool = False
+    #: the caps this close (expired: its row apart) left spent past (:class:`CapTotal`)
+    caps: tuple[CapTotal, ...] = ()
+
+
 def crossed_by(totals: CapTotals | None) -> list[Crossed]:
     """The caps a write carried past: within the cap just before it, past it just after
     (reaching a cap exactly is not crossing it). Decided from the write's own totals,
@@ -121,3 +125,35 @@ def crossed_by(totals: CapTotals | None) -> list[Crossed]:
         for t in totals
         if t.before <= t.cap_nusd < t.after
     ]
+
+
+class Expired(Reservation):
+    """A reservation charged in full by its expiry, as ``on_expired`` is told of it, with
+    the caps that charge left spent past (``caps``: its totals just before and after it,
+    taken with the write, as a settlement's are; empty when the expiry is told again by
+    another process than the one that charged it, which kept no totals)."""
+
+    caps: tuple[CapTotal, ...] = ()
+
+
+class CrossedLine(TypedDict):
+    to: str
+    reason_codes: list[str]
+    values: dict[str, Any]
+    detail: str
+
+
+def crossed_line(model: str, crossed: Sequence[Crossed], cost_usd: float, why: str) -> CrossedLine:
+    """The ``budget`` line's fields (GR011_CAP_CROSSED) that say ``model``'s charge of
+    ``cost_usd`` carried the spend past each cap of ``crossed`` (:func:`crossed_by`),
+    ``why`` it could: the same line whichever write crossed (a settlement, an expiry, a
+    close written late)."""
+    return {
+        "to": model,
+        "reason_codes": ["GR011_CAP_CROSSED"],
+        "values": {"caps": [c._asdict() for c in crossed], "cost_usd": round(cost_usd, 9)},
+        "detail": f"{model} {why}: past the "
+        + ", ".join(
+            f"{c.cap} cap ({dollars(c.spent_usd)} of {dollars(c.cap_usd)})" for c in crossed
+        ),
+    }

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -30,7 +30,7 @@ from app.compact_json import PASSTHROUGH, encoder
 from app.router.ledger.caps import Caps, Sums, sums
 from app.router.ledger.errors import LedgerSpoolDamaged
 from app.router.ledger.money import usd
-from app.router.ledger.records import CapTotal, CapTotals, Reservation
+from app.router.ledger.records import CapTotal, CapTotals, Expired, Reservation
 from app.router.ledger.transactions import insert_call
 from app.spool import Spool, mark, unfolded
 
@@ -67,6 +67,10 @@ class Live(NamedTuple):
             created=self.created,
             expires=self.expires,
         )
+
+    def expired(self, caps: CapTotals) -> Expired:
+        """This reservation charged by its expiry, which left ``caps`` spent past."""
+        return Expired(**self.reservation().model_dump(), caps=caps)
 
 
 # ── records ─────────────────────────────────────────────────────────────────────────────
@@ -262,6 +266,36 @@ class Mirror:
             for name, cap, after in scopes
             if cap is not None and after > cap
         )
+
+    def expiring(self, caps: Caps, stale: Sequence[Live]) -> list[Expired]:
+        """``stale`` as their expiry, about to be written in this order, charges them, each
+        with the caps its charge leaves spent past: its totals just before and after it,
+        as :meth:`past` reads a settlement's, those charged before it in the same write
+        counted (so of one write's expiries exactly one crosses each cap). The caller holds
+        the spool's lock and has each one's session and day loaded."""
+        running: dict[tuple[str, ...], int] = {}
+        out: list[Expired] = []
+        for s in stale:
+            past: list[CapTotal] = []
+            if s.amount:  # (a free reservation's charge crosses nothing)
+                used = self.providers[s.day].get(s.provider)
+                scopes = (
+                    ("session", caps.session, ("s", s.session), self.sessions[s.session][0]),
+                    ("day", caps.day, ("d", s.day), self.days[s.day][0]),
+                    (
+                        f"{s.provider} day",
+                        caps.provider.get(s.provider),
+                        ("p", s.day, s.provider),
+                        0 if used is None else used[0],
+                    ),
+                )
+                for name, cap, key, spent in scopes:
+                    before = running.get(key, spent)
+                    running[key] = after = before + s.amount
+                    if cap is not None and after > cap:
+                        past.append(CapTotal(name, cap, before, after))
+            out.append(s.expired(tuple(past)))
+        return out
 
     def sums_after(self, session: str, day: str, expiring: Iterable[Live]) -> Sums:
         """:meth:`sums` as they will be once ``expiring`` are charged (reserved → spent)."""
