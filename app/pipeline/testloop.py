@@ -80,6 +80,7 @@ class TestLoop:
             )
 
         config = load_repo_config(ctx.repo)
+        await self._pointers_intact(loop, decision.runner, "before the tests ran")
         # what git reads as configuration, as it is before the tests run (read before the
         # run, so the tests cannot plant a filter or driver git would run for us after it)
         held = await asyncio.to_thread(Snapshot.take, self.worktree.config_files())
@@ -94,6 +95,8 @@ class TestLoop:
             runner=decision.runner,
             local_only=ctx.session.local_only,
             secrets=provider_key_names(ctx),
+            # the submodules' .git files: read-only under bwrap and unshare; checked below
+            pinned=self.worktree.pinned(),
         )
         if loop == 0:  # (what pytest prints, known from the first loop)
             self.first_had_summary = summary_of(result.output) is not None
@@ -120,6 +123,8 @@ class TestLoop:
                 f"the test command changed git's configuration outside the worktree ({shown}) "
                 f"under the {result.runner} runner: put back, and the run stopped (GR-010)"
             )
+        # under every runner, before any git call: rlimit cannot pin them at all
+        await self._pointers_intact(loop, result.runner, "under the test command")
         if await asyncio.to_thread(self.worktree.restore_dotgit):
             # only a runner that does not confine writes lets this happen (bwrap mounts it
             # read-only); git never read it, as every call names the git dir
@@ -146,6 +151,27 @@ class TestLoop:
             )
         )
         return result
+
+    async def _pointers_intact(self, loop: int, runner: str, when: str) -> None:
+        """:class:`RunStopped` (audited) when a submodule's ``.git`` file is not the one
+        written for it: a git that followed it would obey a git dir of the tests' making,
+        outside the sandbox (GR-010). Not put back: the run stops, and its worktree goes."""
+        broken = await asyncio.to_thread(self.worktree.broken_pointers)
+        if not broken:
+            return
+        shown = ", ".join(broken)
+        await self.ctx.audit(
+            "run",
+            role="implementer",
+            reason_codes=["SANDBOX_SUBMODULE_POINTER_CHANGED"],
+            values={"loop": loop, "runner": runner, "submodules": broken},
+            detail=f"the .git file of submodule {shown} changed {when} (under {runner})",
+        )
+        raise RunStopped(
+            f"the .git file of submodule {shown} in the run's worktree changed {when} "
+            f"(under the {runner} runner); git outside the sandbox would follow it, so the "
+            "run stopped (GR-010)"
+        )
 
     async def _decide(self) -> SandboxDecision:
         """Decide the runner for the run and audit it (GR-005: before anything runs); a

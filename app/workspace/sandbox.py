@@ -5,7 +5,9 @@ Runners, strongest first; the first that works on this machine is used:
 * ``bwrap``: bubblewrap. The host's root read-only, the worktree writable, a private
   ``/tmp``, ``/run`` and ``/dev``, every namespace unshared (so no network: only the
   sandbox's own loopback), a new session, all capabilities dropped, killed with its
-  parent. Well-known secret stores under ``$HOME`` (~/.ssh, ~/.aws, …) are hidden.
+  parent. Well-known secret stores under ``$HOME`` (~/.ssh, ~/.aws, …) are hidden. The
+  worktree's ``.git`` file and the ``pinned`` ones (its submodules' ``.git`` files, every
+  folder on the way to them made a mount point, which cannot be renamed) are read-only.
 * ``unshare``: user, mount, net, IPC, UTS and pid namespaces, the filesystem built as
   bwrap builds it (:mod:`~app.workspace.unshare_shim`: every mount read-only but the
   worktree, private ``/tmp`` and ``/run``, a ``/dev`` of its own, the secret stores
@@ -86,6 +88,7 @@ from app.workspace.sandbox_runners import (
     Runner,
     base_env,
     bwrap,
+    pin_points,
     with_limits,
     wrap,
 )
@@ -148,6 +151,7 @@ async def run_sandboxed(
     local_only: bool = False,
     allow_unsandboxed: bool = False,
     secrets: Sequence[str] = (),
+    pinned: Sequence[str] = (),
 ) -> SandboxResult:
     """Run ``argv`` in ``cwd`` (the worktree, the one writable place) and collect its output.
 
@@ -158,7 +162,11 @@ async def run_sandboxed(
     ``rlimit`` (no sandbox) unless ``allow_unsandboxed``, and never ``rlimit`` under
     ``local_only``: :class:`SandboxUnavailable` then, and nothing runs.
     ``readonly_paths`` stay visible read-only under bwrap even where a private mount
-    hides them (a repo's ``.venv`` under /tmp, say). Cancelling the call kills the command.
+    hides them (a repo's ``.venv`` under /tmp, say). ``pinned``: files inside ``cwd``
+    (relative POSIX paths: a submodule's ``.git``) that bwrap and unshare keep read-only
+    and in place (:func:`~app.workspace.sandbox_runners.pin_points`); one that cannot be
+    pinned is a :class:`SandboxError`, and nothing runs. rlimit cannot pin: its caller
+    checks them after the command. Cancelling the call kills the command.
     """
     plan = await asyncio.to_thread(
         _prepare,
@@ -168,6 +176,7 @@ async def run_sandboxed(
         _EnvRules(env or {}, local_only, allow_unsandboxed, tuple(secrets)),
         readonly_paths,
         memory_mb,
+        tuple(pinned),
     )
     out = Output(max_output_chars)
     started = time.monotonic()
@@ -256,12 +265,17 @@ def _prepare(
     rules: _EnvRules,
     readonly_paths: Sequence[Path],
     memory_mb: int | None,
+    pinned: tuple[str, ...] = (),
 ) -> _Plan:
     if not argv:
         raise SandboxError("no command to run")
     cwd = Path(cwd).resolve()
     if not cwd.is_dir():
         raise SandboxError(f"{cwd}: no such directory")
+    try:
+        pin_points(cwd, pinned)  # (checked for every runner: one that cannot be is refused)
+    except ValueError as exc:
+        raise SandboxError(f"cannot keep a file read-only in the sandbox (GR-010): {exc}") from None
     probe = probe_sandbox()
     if runner is None:
         # fail closed: the strongest runner, but no sandbox at all only when allowed
@@ -291,7 +305,7 @@ def _prepare(
     full_env = command_env(
         home, home, local_only=rules.local_only, extra=rules.extra, secrets=rules.secrets
     )
-    full = wrap(chosen, list(argv), cwd=cwd, env=full_env, ro=readonly_paths)
+    full = wrap(chosen, list(argv), cwd=cwd, env=full_env, ro=readonly_paths, pinned=pinned)
     if memory_mb is not None:
         full = with_limits(full, memory_mb)
     return _Plan(full, cwd, full_env, chosen, reason, private_tmp)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import stat
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from app.subprocess_env import TOOLCHAIN_ENV, command_env
@@ -78,20 +79,68 @@ def base_env(home: str, tmp: str) -> dict[str, str]:
 
 
 def wrap(
-    runner: Runner, argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[Path]
+    runner: Runner,
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    ro: Sequence[Path],
+    pinned: Sequence[str] = (),
 ) -> list[str]:
-    """``argv`` as ``runner`` runs it."""
+    """``argv`` as ``runner`` runs it. ``pinned``: files inside ``cwd`` (relative POSIX
+    paths, checked with :func:`pin_points`) that bwrap and unshare keep read-only and in
+    place; rlimit cannot, and its caller checks them after the command instead."""
     if runner == "bwrap":
-        return bwrap(argv, cwd=cwd, env=env, ro=ro)
+        return bwrap(argv, cwd=cwd, env=env, ro=ro, pinned=pinned)
     if runner == "unshare":
-        return unshare(argv, cwd=cwd, ro=ro)
+        return unshare(argv, cwd=cwd, ro=ro, pinned=pinned)
     return argv
 
 
-def unshare(argv: list[str], *, cwd: Path, ro: Sequence[Path]) -> list[str]:
+def pin_points(cwd: Path, pinned: Sequence[str]) -> tuple[list[Path], list[Path]]:
+    """What keeps the files ``pinned`` (relative to ``cwd``) read-only and where they are:
+    the folders on the way from ``cwd``, each to be bound onto itself (parents first: a
+    mount point cannot be renamed, and a read-only bind alone moved along with a renamed
+    parent folder, so a test could put a file of its own where the old one was), and the
+    files, each to be bound read-only over itself. ValueError when one is not a plain file
+    reached through real folders inside ``cwd``: it cannot be pinned, and nothing runs
+    (fail closed)."""
+    folders: list[Path] = []
+    files: list[Path] = []
+    for rel in pinned:
+        parts = PurePosixPath(rel).parts
+        if not parts or PurePosixPath(rel).is_absolute() or {"", ".", ".."} & set(parts):
+            raise ValueError(f"{rel}: not a path inside the worktree")
+        here = cwd
+        for part in parts[:-1]:
+            here = here / part
+            if not _is_real(here, stat.S_ISDIR):
+                raise ValueError(f"{rel}: {here} is not a real folder")
+            if here not in folders:
+                folders.append(here)
+        target = cwd.joinpath(*parts)
+        if not _is_real(target, stat.S_ISREG):
+            raise ValueError(f"{rel}: not a regular file")
+        files.append(target)
+    folders.sort(key=lambda p: len(p.parts))
+    return folders, files
+
+
+def _is_real(path: Path, kind: Callable[[int], bool]) -> bool:
+    """Whether ``path`` itself (never through a link) is of ``kind``."""
+    try:
+        return kind(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def unshare(
+    argv: list[str], *, cwd: Path, ro: Sequence[Path], pinned: Sequence[str] = ()
+) -> list[str]:
     """``argv`` in new user, mount, net and pid namespaces, with the filesystem bwrap
     gives it, built by :mod:`app.workspace.unshare_shim` (every mount read-only but the
-    worktree, private /tmp and /run, the secret stores hidden, loopback up)."""
+    worktree, private /tmp and /run, the secret stores hidden, loopback up, the
+    ``pinned`` files read-only and in place)."""
     shim = [sys.executable, "-I", "-S", str(Path(__file__).with_name("unshare_shim.py"))]
     shim += ["--cwd", str(cwd)]
     for p in [*ro, *_hidden_toolchain(argv)]:
@@ -99,6 +148,8 @@ def unshare(argv: list[str], *, cwd: Path, ro: Sequence[Path]) -> list[str]:
             shim += ["--ro", str(Path(p).resolve())]
     for p in _masked_paths(Path.home(), cwd):
         shim += ["--mask", str(p)]
+    for rel in pinned:
+        shim += ["--pin", rel]
     return [
         "unshare",
         "--user",
@@ -116,7 +167,14 @@ def unshare(argv: list[str], *, cwd: Path, ro: Sequence[Path]) -> list[str]:
     ]
 
 
-def bwrap(argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[Path]) -> list[str]:
+def bwrap(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    ro: Sequence[Path],
+    pinned: Sequence[str] = (),
+) -> list[str]:
     out = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     # Private /tmp and /run: the host's service sockets (docker, dbus, ssh-agent) live
     # there, and a read-only bind does not stop connect() on a unix socket.
@@ -140,6 +198,13 @@ def bwrap(argv: list[str], *, cwd: Path, env: Mapping[str, str], ro: Sequence[Pa
     dotgit = cwd / ".git"
     if dotgit.exists() and not dotgit.is_symlink():
         out += ["--ro-bind", str(dotgit), str(dotgit)]
+    # The submodules' .git files likewise (each names its module's git dir), with every
+    # folder on the way pinned in place (see pin_points).
+    folders, files = pin_points(cwd, pinned)
+    for folder in folders:
+        out += ["--bind", str(folder), str(folder)]
+    for file in files:
+        out += ["--ro-bind", str(file), str(file)]
     out += ["--unshare-all", "--new-session", "--die-with-parent", "--cap-drop", "ALL"]
     out += ["--clearenv"]
     for key, value in env.items():
@@ -267,6 +332,7 @@ __all__ = [
     "Runner",
     "base_env",
     "bwrap",
+    "pin_points",
     "with_limits",
     "wrap",
 ]

@@ -15,6 +15,11 @@ Nor does the user's git configuration decide how it reads: the output flags are 
 or ``w/`` lost its folder; ``color.diff=always`` and ``diff.external`` are overridden
 too). And it is read as bytes (:func:`diff_text`): read as text, a change that only
 turned LF into CRLF showed as equal ``-``/``+`` lines, and a CR inside a line was lost.
+
+A submodule shows as its commit pointer only (``Subproject commit …``), whatever
+``diff.submodule`` and a ``.gitmodules`` say: ``diff.submodule=diff`` had git run
+``git diff`` inside the submodule, found through its ``.git`` file, which a test can
+rewrite (GR-010), and ``ignore = all`` in a ``.gitmodules`` hid a new pointer.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ DIFF_ARGS = (
     "--no-color",
     "--src-prefix=a/",
     "--dst-prefix=b/",
+    "--submodule=short",
+    "--ignore-submodules=dirty",
 )
 
 _SECTION = re.compile(r"^diff --git ", re.M)

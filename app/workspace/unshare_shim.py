@@ -14,8 +14,10 @@ sealed (an audit forged a green test log that way). Now it builds what bwrap bui
    /tmp) shown again, read-only;
 4. the secret stores (``--mask``) hidden: an empty tmpfs over a folder, /dev/null over a
    file;
-5. ``--cwd`` (the worktree) writable, its ``.git`` read-only; a fresh /proc for the pid
-   namespace; loopback up, as bwrap brings it up;
+5. ``--cwd`` (the worktree) writable, its ``.git`` read-only, and each ``--pin`` file
+   in it (a submodule's ``.git``) read-only, every folder on the way to it bound onto
+   itself so that none can be renamed away; a fresh /proc for the pid namespace;
+   loopback up, as bwrap brings it up;
 6. every capability dropped, for good (bounding set, ambient set, ``SECBIT_NOROOT``
    locked, ``no_new_privs``): the namespace's root could otherwise remount ``/``
    read-write again, as bwrap's ``--cap-drop ALL`` prevents.
@@ -247,7 +249,41 @@ def _loopback_up() -> None:
         pass
 
 
-def setup(cwd: str, ro: list[str], masks: list[str]) -> None:
+def _pin(cwd: str, pins: tuple[str, ...]) -> None:
+    """Each file ``pins`` names (relative to ``cwd``) read-only, and every folder on the
+    way to it a mount point of its own (writable), parents first: a read-only bind moves
+    along with a renamed parent folder, a mount point cannot be renamed. A link or a
+    missing folder on the way cannot be pinned: the command does not run."""
+    done: set[str] = set()
+    files: list[str] = []
+    for rel in pins:
+        parts = rel.split("/")
+        if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise SetupError(f"{rel}: not a path inside the worktree")
+        here = cwd
+        for part in parts[:-1]:
+            here = os.path.join(here, part)
+            if here in done:
+                continue
+            if os.path.islink(here) or not os.path.isdir(here):
+                raise SetupError(f"{rel}: {here} is not a real folder")
+            _bind_path(here, writable=True, is_dir=True)
+            done.add(here)
+        files.append(os.path.join(cwd, *parts))
+    for path in files:
+        if os.path.islink(path) or not os.path.isfile(path):
+            raise SetupError(f"{path}: not a regular file")
+        _bind_path(path, writable=False, is_dir=False)
+
+
+def _bind_path(path: str, *, writable: bool, is_dir: bool) -> None:
+    fd = _open(path)
+    if fd is None:
+        raise SetupError(f"{path}: cannot be opened")
+    _bind(fd, path, writable=writable, is_dir=is_dir)
+
+
+def setup(cwd: str, ro: list[str], masks: list[str], pins: tuple[str, ...] = ()) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     private = tuple(p for p in PRIVATE if os.path.isdir(p) and not os.path.islink(p))
     # what the private mounts would hide, held open before they go up
@@ -274,6 +310,7 @@ def setup(cwd: str, ro: list[str], masks: list[str]) -> None:
         fd = _open(dotgit)
         if fd is not None:
             _bind(fd, dotgit, writable=False, is_dir=os.path.isdir(dotgit))
+    _pin(cwd, pins)
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _loopback_up()
     os.chdir(cwd)
@@ -281,7 +318,7 @@ def setup(cwd: str, ro: list[str], masks: list[str]) -> None:
 
 
 def main(args: list[str]) -> int:
-    cwd, ro, masks = "", [], []
+    cwd, ro, masks, pins = "", [], [], []
     while args and args[0] != "--":
         flag, value, args = args[0], args[1], args[2:]
         if flag == "--cwd":
@@ -290,6 +327,8 @@ def main(args: list[str]) -> int:
             ro.append(value)
         elif flag == "--mask":
             masks.append(value)
+        elif flag == "--pin":
+            pins.append(value)
         else:
             sys.stderr.write(f"sandbox: unknown option {flag}\n")
             return 126
@@ -298,7 +337,7 @@ def main(args: list[str]) -> int:
         sys.stderr.write("sandbox: --cwd and a command are required\n")
         return 126
     try:
-        setup(cwd, ro, masks)
+        setup(cwd, ro, masks, tuple(pins))
     except (SetupError, OSError) as exc:
         sys.stderr.write(f"sandbox: cannot confine the command (unshare runner): {exc}\n")
         return 126

@@ -6,6 +6,9 @@ branch ``switchyard/<run-id>`` at the user's HEAD. The state dir is git-ignored,
 user's HEAD, index and work tree stay exactly as they were (see
 :func:`checkout_fingerprint`, which the tests compare before and after).
 
+The submodules the user's checkout has initialised are filled from this machine's objects
+only, their ``.git`` files kept out of the tests' reach (:mod:`app.workspace.submodules`).
+
 The calls are synchronous and take milliseconds to a few seconds (a large checkout);
 async callers run them with ``asyncio.to_thread``.
 """
@@ -44,6 +47,7 @@ from app.workspace.git import (
     run_git_raw,
 )
 from app.workspace.shown_diff import DIFF_ARGS, diff_text, shown_diff
+from app.workspace.submodules import Submodule, broken_pointers, check_out
 
 BRANCH_PREFIX = "switchyard/"
 WORKTREES_DIR = "worktrees"
@@ -53,6 +57,10 @@ FALLBACK_IDENTITY = ("user.name=Switchyard", "user.email=switchyard@localhost")
 MAX_REASON_CHARS = 4000
 #: check-ignore's pathspec magic for "from the top": a name that starts with ":" stays a name
 _TOP = ":(top)"
+#: given to every git call on the worktree: a recursing reset or checkout (the user's
+#: submodule.recurse) would run git inside a submodule, found through its .git file,
+#: which the tests may have rewritten (GR-010; app.workspace.submodules)
+NO_SUBMODULE_RECURSION = ("submodule.recurse=false",)
 
 
 class WorkspaceError(SwitchyardError):
@@ -170,6 +178,7 @@ class Worktree:
         git_dir: Path,
         notes: tuple[str, ...] = (),
         user_dirty: tuple[str, ...] = (),
+        submodules: tuple[Submodule, ...] = (),
     ) -> None:
         self.repo = repo
         self.path = path
@@ -186,6 +195,8 @@ class Worktree:
         self.notes = notes
         #: paths that were dirty in the user's checkout at creation (not carried over)
         self.user_dirty = user_dirty
+        #: the submodules filled in it (:mod:`app.workspace.submodules`)
+        self.submodules = submodules
         self.attempts = 0
 
     # ── lifecycle ────────────────────────────────────────────────────────────────────────
@@ -214,24 +225,30 @@ class Worktree:
                 f"the checkout has {counted(len(dirty), 'uncommitted change')} ({shown}); "
                 f"the run works on the last commit {base_sha[:12]} and does not carry them over"
             )
-        if (top / ".gitmodules").exists():
-            # Not checked out: a populated submodule's own .git file would be writable by
-            # the sandboxed tests, and git calls made on the worktree afterwards, outside
-            # the sandbox, would follow it (GR-010). Left until that can be closed.
-            notes.append("submodules are not checked out in the run's worktree")
         run_git(top, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
-        meta = {"run_id": run_id, "branch": branch, "base": base_sha}
+        git_dir = _admin_dir(top, path)
+        # from this machine's objects only; each .git file they get is pinned read-only in
+        # the sandbox and checked after every test run (GR-010)
+        submodules, said = check_out(top, git_dir, path, base_sha)
+        notes += said
+        meta = {
+            "run_id": run_id,
+            "branch": branch,
+            "base": base_sha,
+            "submodules": [sub.meta() for sub in submodules],
+        }
         held = _lock_held(top, run_id)
         _write_meta(root, run_id, {**meta, LOCK_HELD: held, MACHINE: this_machine()})
         return cls(
             repo=top,
             path=path,
-            git_dir=_admin_dir(top, path),
+            git_dir=git_dir,
             run_id=run_id,
             branch=branch,
             base=base_sha,
             notes=tuple(notes),
             user_dirty=dirty,
+            submodules=tuple(submodules),
         )
 
     @classmethod
@@ -243,13 +260,28 @@ class Worktree:
         try:
             meta = json.loads(_meta_path(root, run_id).read_text(encoding="utf-8"))
             base, branch = str(meta["base"]), str(meta["branch"])
-        except (OSError, ValueError, KeyError, TypeError):
+            listed = meta.get("submodules", [])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise WorkspaceError(f"no worktree for run {run_id} in {top}") from None
         path = root / run_id
         if not path.is_dir():
             raise WorkspaceError(f"the worktree of run {run_id} is gone ({path})")
         git_dir = _admin_dir(top, path)
-        return cls(repo=top, path=path, run_id=run_id, branch=branch, base=base, git_dir=git_dir)
+        try:
+            subs = tuple(Submodule.from_meta(item, git_dir) for item in listed)
+        except (ValueError, KeyError, TypeError):
+            raise WorkspaceError(
+                f"the worktree of run {run_id}: its submodules are unreadable"
+            ) from None
+        return cls(
+            repo=top,
+            path=path,
+            run_id=run_id,
+            branch=branch,
+            base=base,
+            git_dir=git_dir,
+            submodules=subs,
+        )
 
     def remove(self, *, delete_branch: bool = False) -> None:
         """Delete the worktree (and, if asked, its branch). Safe to call twice."""
@@ -265,8 +297,10 @@ class Worktree:
     # ── attempts ─────────────────────────────────────────────────────────────────────────
 
     def _git(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        """``git`` on the worktree, its git dir named (:attr:`git_dir`)."""
-        return run_git(self.path, *self._where(), *args, **kw)
+        """``git`` on the worktree, its git dir named (:attr:`git_dir`), never recursing
+        into a submodule."""
+        config = (*NO_SUBMODULE_RECURSION, *kw.pop("config", ()))
+        return run_git(self.path, *self._where(), *args, config=config, **kw)
 
     def _where(self) -> tuple[str, str]:
         return (f"--git-dir={self.git_dir}", f"--work-tree={self.path}")
@@ -277,10 +311,25 @@ class Worktree:
     def config_files(self) -> list[Path]:
         """What git reads as configuration or attributes for this worktree
         (:mod:`app.workspace.git_config_guard`); the repository's git dir is the one
-        :attr:`git_dir` lies in (``<git dir>/worktrees/<name>``)."""
+        :attr:`git_dir` lies in (``<git dir>/worktrees/<name>``). The submodules' git dirs'
+        too: a person's git in the worktree reads them."""
         from app.workspace.git_config_guard import watched_files
 
-        return watched_files(self.git_dir.parent.parent, self.git_dir)
+        files = watched_files(self.git_dir.parent.parent, self.git_dir)
+        for sub in self.submodules:
+            files += [sub.git_dir / "config", sub.git_dir / "info" / "attributes"]
+        return files
+
+    def pinned(self) -> list[str]:
+        """The files in the worktree the sandbox keeps read-only and in place, beside its
+        own ``.git``: each submodule's ``.git`` (relative POSIX paths)."""
+        return [sub.pointer for sub in self.submodules]
+
+    def broken_pointers(self) -> list[str]:
+        """The submodules whose ``.git`` file is no longer the one written for them (or
+        is reached otherwise than through real folders); a git that followed one would
+        obey a git dir of the tests' making."""
+        return broken_pointers(self.path, self.submodules)
 
     def restore_dotgit(self) -> bool:
         """Put the worktree's ``.git`` file back as git wrote it, if sandboxed code changed
@@ -306,7 +355,9 @@ class Worktree:
         """Put the worktree back at ``to`` (default: the base): tracked and untracked files.
 
         Ignored files (build outputs, node_modules) are kept: they are the project's
-        caches, and its build tool decides when they are stale.
+        caches, and its build tool decides when they are stale. So is what is in a
+        submodule: git does not recurse into one here (:data:`NO_SUBMODULE_RECURSION`),
+        and what a test wrote there stays until the run ends.
         """
         self._git("reset", "--hard", "--quiet", to or self.base)
         self._git("clean", "-ffdq")
@@ -343,6 +394,12 @@ class Worktree:
         state = [f for f in files if f == STATE_DIR_NAME or f.startswith(STATE_DIR_NAME + "/")]
         if state:
             return failed(f"the diff touches Switchyard's state dir: {', '.join(state)}", files)
+        # git apply --check passes a file new inside a submodule, then writes it there and
+        # fails to stage it: refused first, as apply_files does (a submodule's commit
+        # pointer itself may change)
+        inside = self._in_submodule(files)
+        if inside:
+            return failed(inside, files)
         applied = self._git("apply", "--index", *opts, "-", input_text=text, check=False)
         if applied.returncode != 0:
             self.reset(parent)
@@ -453,6 +510,20 @@ class Worktree:
         # after a reset, a file that is there and not tracked is an ignored one
         return self._ignored(present)
 
+    def _in_submodule(self, paths: list[str]) -> str | None:
+        """Why one of ``paths`` cannot change: it lies inside a submodule."""
+        gitlinks = self._gitlinks()
+        for rel in paths:
+            parts = PurePosixPath(rel).parts
+            for i in range(1, len(parts)):
+                prefix = "/".join(parts[:i])
+                if prefix in gitlinks:
+                    return (
+                        f"{rel}: {prefix} is a submodule (another repository); "
+                        "its files are not part of this change"
+                    )
+        return None
+
     def _gitlinks(self) -> set[str]:
         """The submodule paths in the index (mode 160000)."""
         out = self._git("ls-files", "--stage", "-z").stdout
@@ -546,12 +617,16 @@ class Worktree:
         """The run's change so far, base → HEAD of the run branch: every file as text
         whatever the repository's attributes say, a binary one as git's one line
         (:mod:`app.workspace.shown_diff`), read as bytes so that its CRs stay (a change
-        from LF to CRLF shows). For reading only: the merge takes the commit."""
+        from LF to CRLF shows). A submodule shows as its commit pointer only. For reading
+        only: the merge takes the commit."""
         args = ("diff", *DIFF_ARGS, self.base, "HEAD")
         return shown_diff(diff_text(run_git_raw(self.path, *self._where(), *args).stdout))
 
     def changed_files(self) -> list[str]:
-        out = self._git("diff", "--name-only", "-z", self.base, "HEAD").stdout
+        # (the flag given outright: a .gitmodules the tests wrote, "ignore = all", hid a
+        # submodule's new commit from git's own reading)
+        args = ("--name-only", "-z", "--ignore-submodules=dirty", self.base, "HEAD")
+        out = self._git("diff", *args).stdout
         return [p for p in out.split("\0") if p]
 
 

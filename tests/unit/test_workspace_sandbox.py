@@ -22,6 +22,7 @@ from app.workspace.sandbox import (
     sandbox_decision_line,
     sandbox_degradation_line,
 )
+from app.workspace.sandbox_runners import pin_points
 
 
 def _pairs(argv: list[str], flag: str) -> list[str]:
@@ -57,6 +58,34 @@ def test_bwrap_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert argv[-3:] == ["--", "pytest", "-q"]
     envs = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a == "--setenv"}
     assert envs == {"PATH": "/usr/bin", "HOME": "/tmp"}
+
+
+def test_pinned_files_are_bound_read_only_after_every_folder_on_the_way(tmp_path: Path) -> None:
+    """A submodule's .git: bound read-only, after each folder on the way is bound onto
+    itself (a read-only bind alone moved along with a renamed parent folder)."""
+    wt = tmp_path / "wt"
+    (wt / "vendor" / "lib").mkdir(parents=True)
+    (wt / "vendor" / "lib" / ".git").write_text("gitdir: /x\n")
+    (wt / ".git").write_text("gitdir: /y\n")
+    argv = _bwrap(["true"], cwd=wt, env={}, ro=[], pinned=["vendor/lib/.git"])
+    tail = argv[argv.index("--chdir") + 2 :]
+    v, lib, dotgit = (str(wt / p) for p in ("vendor", "vendor/lib", "vendor/lib/.git"))
+    assert tail[:12] == [
+        "--ro-bind", str(wt / ".git"), str(wt / ".git"),
+        "--bind", v, v, "--bind", lib, lib, "--ro-bind", dotgit, dotgit,
+    ]  # fmt: skip
+    shim = _wrap("unshare", ["true"], cwd=wt, env={}, ro=[], pinned=["vendor/lib/.git"])
+    assert _pairs(shim, "--pin") == ["vendor/lib/.git"]
+
+
+def test_a_file_that_cannot_be_pinned_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / ".git").write_text("gitdir: /x\n")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert pin_points(tmp_path, ["real/.git"]) == ([tmp_path / "real"], [tmp_path / "real/.git"])
+    for rel in ("link/.git", "../real/.git", "/real/.git", "real", "gone/.git", "real/../x"):
+        with pytest.raises(ValueError):
+            pin_points(tmp_path, [rel])
 
 
 def test_a_symlinked_secret_store_is_masked_at_its_target(
