@@ -367,21 +367,30 @@ async def gone_or_silent(exc: BaseException, probe: Callable[[], Awaitable[Probe
 
 
 async def probe(url: DatabaseUrl, *, local_only: bool, named: frozenset[HostPort]) -> Probed:
-    """Whether the database answers a connection of its own: None when a new connection's
-    ``SELECT 1`` came back within :data:`CONNECT_TIMEOUT_S` (the local_only check, the
-    connection and the statement all in it), else what it raised (TimeoutError past it)."""
+    """Whether the database answers a connection of its own: None when a new connection
+    was made within :data:`CONNECT_TIMEOUT_S` (the local_only check and the connection in
+    it), else what it raised (TimeoutError past it). Its ``SELECT 1`` is asked too, and a
+    wait there is an answer: whatever took the connection's start-up and password is
+    there and busy (a pooler such as PgBouncer queues a query behind a lock that holds
+    every server connection; timed as one with the connection, the probe had called
+    that database gone and moved the session off the team's caps: a review)."""
     import asyncpg
 
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             where = await _where(url, local_only=local_only, named=named)
             conn = await asyncpg.connect(dsn=url.raw, timeout=CONNECT_TIMEOUT_S, **where)
-            try:
-                await conn.execute("SELECT 1")
-            finally:
-                conn.terminate()  # (no goodbye: a silent server would never read it)
     except Exception as exc:  # (any: what it says is for gone_or_silent to judge)
         return exc
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            await conn.execute("SELECT 1")
+    except TimeoutError:
+        return None  # (there, and busy)
+    except Exception as exc:
+        return exc
+    finally:
+        conn.terminate()  # (no goodbye: a silent server would never read it)
     return None
 
 

@@ -271,3 +271,64 @@ async def test_the_probe_tells_an_answer_from_a_refusal_and_from_silence(
         assert await postgres.gone_or_silent(timed_out, probe_of(quiet))
     finally:
         silent.close()
+
+
+class Pooler(BlackHole):
+    """A proxy that takes every connection's start-up and password as a pooler does, and
+    then holds each query (``Q``, ``P``) unanswered: PgBouncer with every server
+    connection held by a lock. Its connections are made; their statements wait."""
+
+    def _pump(self, src: socket.socket, dst: socket.socket | None) -> None:
+        if dst is None or src.getpeername()[1] == self.upstream[1]:
+            return super()._pump(src, dst)  # (the server's side is passed on as it is)
+
+        def run() -> None:
+            buf, untyped, held = b"", True, False
+            while True:
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                if held:
+                    continue
+                buf += data
+                out = b""
+                while True:  # whole messages only: an untyped start-up, then typed ones
+                    head = 4 if untyped else 5
+                    if len(buf) < head:
+                        break
+                    size = int.from_bytes(buf[head - 4 : head], "big") + head - 4
+                    if len(buf) < size:
+                        break
+                    message, buf = buf[:size], buf[size:]
+                    if untyped:
+                        code = int.from_bytes(message[4:8], "big")
+                        untyped = code in (80877103, 80877104)  # an SSL/GSS request first
+                    elif message[:1] in (b"Q", b"P"):
+                        held = True
+                        break
+                    out += message
+                try:
+                    dst.sendall(out)
+                except OSError:
+                    return
+
+        threading.Thread(target=run, daemon=True).start()
+
+
+async def test_a_pooler_that_takes_the_connection_and_queues_the_query_is_not_gone(
+    pg_server: PgServer, pg_url: str, fast: None
+) -> None:
+    """A busy database behind a pooler: the probe's connection is made and its ``SELECT
+    1`` waits in the queue. The server is there: the request fails closed and the
+    session stays on the team (timed as one, the probe had said gone)."""
+    pooler = Pooler((pg_server.host, pg_server.port))
+    try:
+        url = parse_database_url(_through(pooler, pg_url))
+        probe = postgres.Probe(url, local_only=True, named=frozenset())
+        assert await probe() is None
+        assert not await postgres.gone_or_silent(TimeoutError(), probe)
+    finally:
+        pooler.close()
