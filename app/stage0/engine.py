@@ -215,10 +215,11 @@ class Stage0:
             unread = set(report.unread)
             present = (e.path for e in scan.entries if e.path not in unread)
             self.cache.update_stats(scan.stats, present)
-        # At a commit too (each run's brief reads its base): without it the blobs of every
-        # base stayed until a working-tree Stage0 came by. A content pruned that the working
-        # tree still has is read again from the file by the next working-tree build.
-        self.cache.prune(report.keys)
+            # Only here: a prune at a commit (a run's brief) took the working tree's and
+            # other bases' contents from a Stage0 between its build and its query (the
+            # tutor's, another run's), which then failed (a review). A base's contents
+            # stay until the working tree's next build prunes them.
+            self.cache.prune(report.keys)
         self._index = index
         self._code = index.subset([i for i, r in enumerate(index.refs) if r.is_code_unit])
         self.report = report

@@ -173,35 +173,6 @@ def test_contents_no_file_has_any_more_are_pruned(tmp_path: Path, policy: Policy
     assert rows < 7 + 12
 
 
-def test_a_stage0_at_each_commit_prunes_too_and_the_working_tree_still_reads(
-    tmp_path: Path, policy: Policy
-) -> None:
-    """Each run's brief reads its base commit: those contents were never pruned."""
-    import subprocess
-
-    repo = make_repo(tmp_path)
-    write(repo, {"pkg/extra.py": "def working_tree_only_fn():\n    return 1\n"})  # untracked
-    with Stage0(repo, policy) as s0:
-        s0.refresh()
-    for i in range(12):  # 12 committed versions of one file, each read at its commit
-        write(repo, {"pkg/parser.py": f"VERSION_{i} = {i}\n"})
-        subprocess.run(["git", "commit", "-q", "-am", f"v{i}"], cwd=repo, check=True)
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
-        ).stdout.strip()
-        with Stage0(repo, policy, rev=rev) as s0:
-            s0.refresh()
-            (rows,) = s0.cache._db.execute("SELECT COUNT(*) FROM blob").fetchone()
-        assert rows <= 2 * 7 + 1
-    assert rows < 7 + 12
-    # the untracked file's content went with a prune; its stat row did not change, so the
-    # working tree's build finds it missing and reads the file again
-    with Stage0(repo, policy) as s0:
-        report = s0.refresh()
-        assert "pkg/extra.py" in report.read
-        assert s0.query("working tree only fn").chunks[0].symbol == "working_tree_only_fn"
-
-
 def test_new_chunker_settings_reread_files_whose_stat_did_not_change(
     tmp_path: Path, policy: Policy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
