@@ -135,9 +135,11 @@ async def _offer(
         target = _short(plan.target_ref)
         # ask only when nothing but the human's answer blocks (as `switchyard merge` does)
         asked = locked.held and not plan.already_merged and not plan.blockers()
-        if not asked:
-            # refused (or already merged) under the lock that read the plan
-            return await finish_then_cancel(carry_out(locked, False, None))
+    if not asked:
+        # refused or already merged: nothing lands, so it is audited and told with the
+        # lock let go (told under it, an editor that stopped reading held every other
+        # merge of the repository up for the lock's wait: a review)
+        return await finish_then_cancel(carry_out(locked, False, None))
     try:
         human, answer = await _ask(plan, tid, target, send=send, ask=ask, timeout_s=timeout_s)
     except asyncio.CancelledError:

@@ -153,3 +153,22 @@ async def test_the_plan_waits_for_the_other_merge_and_the_human_is_asked_with_th
     assert git(repo, "rev-parse", "HEAD^1") == before
     assert [ln.values["outcome"] for ln in merges] == ["merging", "merged"]
     assert merges[-1].values["answer"] == "acp:test: merge"
+
+
+async def test_a_refusal_is_told_with_the_lock_let_go(repo: Path) -> None:
+    """A merge refused without asking (here: the checkout has uncommitted changes) is told
+    to the editor with the merge lock free: told under it, an editor that stopped reading
+    held every other merge of the repository up for the lock's wait (a review)."""
+    (repo / "README.md").write_text("changed by hand\n")
+    told_free: list[bool] = []
+
+    class Slow(Editor):
+        async def send(self, update: Any) -> None:
+            told_free.append(lock_is_free(self.repo))
+            await super().send(update)
+
+    editor = Slow(repo)
+    async with AuditLog.open(load_settings().audit_db) as log:
+        outcome = await offer(repo, log, editor)
+    assert not outcome.ok and editor.asked_free == []
+    assert told_free and all(told_free), told_free
