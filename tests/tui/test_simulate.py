@@ -156,3 +156,45 @@ async def test_the_simulation_reads_a_log_of_its_own(
         finally:
             gate.set()
             await reading
+
+
+async def test_a_second_file_is_not_replayed_beside_the_first(
+    make_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay runs in a thread to its end (a cancelled worker does not stop it): enter
+    again while it runs started a second one beside it (a review). It is said, not run."""
+    from app.router.simulate import stored
+
+    real = stored.simulate_stored
+    gate, calls = threading.Event(), []
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0])
+        gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stored, "simulate_stored", held)
+    await write_log(tmp_path / "data")
+    first, second = policy_file(tmp_path, "0.8"), policy_file(tmp_path, "0.9")
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.session is not None, what="the session")
+        await palette(pilot, "Simulate")
+        screen = app.screen
+        assert isinstance(screen, SimulateScreen)
+        box = screen.query_one("#simulate-input", Input)
+        box.value = str(first)
+        await pilot.press("enter")
+        await until(pilot, lambda: len(calls) == 1, what="the first replay")
+        box.value = str(second)
+        await pilot.press("enter")
+        await settle(pilot)
+        gate.set()
+        await until(pilot, lambda: screen.report is not None, what="the first report")
+        await settle(pilot)
+        assert len(calls) == 1 and screen.busy is None
+        assert screen.report is not None and screen.report.changed == 1  # the 0.8 file's
+        # once done, the next file is taken
+        box.value = str(second)
+        await pilot.press("enter")
+        await until(pilot, lambda: len(calls) == 2, what="the second replay")

@@ -97,6 +97,9 @@ class SimulateScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__(id="simulate")
         self.report: SimulationReport | None = None
+        #: the file being replayed: a replay runs in a thread to its end (a cancel does
+        #: not stop it), so another is not started beside it
+        self.busy: Path | None = None
 
     @property
     def core(self) -> CoreApp:
@@ -122,6 +125,10 @@ class SimulateScreen(Screen[None]):
         path = Path(text).expanduser()
         if not path.is_absolute():
             path = self.core.repo / path
+        if self.busy is not None:
+            self.notify(f"still simulating {self.busy}: {path} is not started beside it")
+            return
+        self.busy = path
         self._say(f"simulating {path} …")
         core, screen = self.core, self
 
@@ -134,12 +141,14 @@ class SimulateScreen(Screen[None]):
     def on_simulated(self, message: Simulated) -> None:
         from app.router.simulate.summary import summary_lines
 
+        self.busy = None
         self.report = message.report
         note = [message.note] if message.note else []
         self._say("\n".join([*note, *summary_lines(message.report)]))
 
     def on_work_failed(self, message: WorkFailed) -> None:
         if message.group == GROUP:
+            self.busy = None
             self._say(f"not simulated: {message.text}")
 
     def _say(self, text: str) -> None:
