@@ -8,7 +8,8 @@ The switch: the first operation that finds the team database away (``StoreUnavai
 an append, a reservation, a budget read) opens the SQLite files and writes there, first,
 the ``degradation`` line (``GR005_STORE_FALLBACK``) that says so and names the database;
 then what this process had spent or still held on the team ledger, row by row, so that
-a session's cap is not started afresh (a ``budget`` line, ``TEAM_SPEND_CARRIED``, each);
+a session's cap is not started afresh (a ``budget`` line, ``TEAM_SPEND_CARRIED``, each,
+and ``GR011_CAP_CROSSED`` after the row whose count here carried the spend past a cap);
 then the operation itself. Everything after goes there.
 
 What stays with the team store: the settlement or release of a reservation made there
@@ -37,7 +38,13 @@ from app.errors import SwitchyardError
 from app.opener import ClosedOnExit
 from app.router.ledger.api import ExpiredHook, ExpiryCheck, LateHook, Ledger
 from app.router.ledger.money import NANO, usd
-from app.router.ledger.records import BudgetSnapshot, CapTotals, Reservation
+from app.router.ledger.records import (
+    BudgetSnapshot,
+    CapTotals,
+    Reservation,
+    crossed_by,
+    crossed_line,
+)
 from app.store.errors import StoreUnavailable
 
 __all__ = ["FallbackAudit", "FallbackLedger", "StoreFallback", "carried", "mid_run_detail"]
@@ -168,9 +175,13 @@ class StoreFallback:
 
     async def _carry(self, audit: AuditBase, ledger: Ledger, key: Key, cost: float) -> None:
         """One row of the team's, counted in this machine's ledger (its caps read it) and
-        said, so that this file's audit adds up to its ledger."""
+        said, so that this file's audit adds up to its ledger; and after it the GR011 line
+        when that write carried the spend past a cap here (decided from its own totals, as
+        a settlement's is: of the rows carried, the one that crossed it): the next
+        reservation here is refused for it, and the line says why (its totals were
+        dropped, and the session's first refusal here came with no line before it)."""
         session, run, provider, role, model = key
-        await ledger.record_call(
+        totals = await ledger.record_call(
             session=session,
             run=run or None,
             role=role,
@@ -192,6 +203,15 @@ class StoreFallback:
             detail=f"{model}: {dollars(cost)} spent or reserved on the team database before "
             "it stopped answering, counted here under this machine's caps",
         )
+        if crossed := crossed_by(totals):
+            why = "was carried from the team database, spent or reserved there"
+            await audit.append(
+                "budget",
+                session=session,
+                run=run or None,
+                role=role,
+                **crossed_line(model, crossed, cost, why),
+            )
 
     async def on_audit(self, op: Callable[[AuditBase], Awaitable[T]]) -> T:
         """``op`` on the audit log in use: the team's until it is away, then this machine's."""

@@ -428,7 +428,7 @@ async def test_a_v1_team_ledger_migrates_and_each_team_expires_its_own(pg_url: s
         )
     finally:
         await conn.close()
-    assert version == len(MIGRATIONS) == 7
+    assert version == len(MIGRATIONS) == 8
 
 
 async def _set_version(pg_url: str, component: str, version: int) -> None:

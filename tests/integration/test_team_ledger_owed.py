@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from app.audit.log import AuditLog
+from app.audit.pg_log import PgAuditLog
 from app.policy.schema import Budget
 from app.router.ledger import pg_ledger
 from app.router.ledger.errors import LedgerError
@@ -205,6 +207,56 @@ async def test_an_expiry_whose_line_failed_is_told_by_the_next_writer(
         await second.close()
 
 
+class _Watched:
+    """A pooled connection whose ``fetchrow`` tells ``before`` and ``after`` of each
+    statement (``after`` once it answered: committed)."""
+
+    def __init__(
+        self, conn: Any, before: Callable[[str], None], after: Callable[[str], None]
+    ) -> None:
+        self._conn, self._before, self._after = conn, before, after
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def fetchrow(self, query: str, *args: Any, **kw: Any) -> Any:
+        self._before(query)
+        row = await self._conn.fetchrow(query, *args, **kw)
+        self._after(query)
+        return row
+
+
+def _watch(
+    led: PgBudgetLedger,
+    before: Callable[[str], None] = lambda q: None,
+    after: Callable[[str], None] = lambda q: None,
+) -> None:
+    """Each statement ``led`` runs, watched (:class:`_Watched`)."""
+    real = led._with_now
+
+    async def with_now(fn: Callable[[Any], Any]) -> Any:
+        return await real(lambda conn: fn(_Watched(conn, before, after)))
+
+    led._with_now = with_now  # type: ignore[method-assign]
+
+
+def _past_the_close() -> Callable[[str], bool]:
+    """Whether a statement is the ledger's first write after ``sy_ledger_close``'s: the
+    row past an expired estimate, whatever function writes it."""
+    seen: set[str] = set()
+
+    def is_it(query: str) -> bool:
+        if "sy_ledger_close" in query:
+            seen.add("close")
+            return False
+        if seen == {"close"} and "sy_ledger_" in query:
+            seen.add("past")
+            return True
+        return False
+
+    return is_it
+
+
 async def test_a_late_close_cut_short_resumes_where_it_stopped(
     pg_url: str, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -215,16 +267,15 @@ async def test_a_late_close_cut_short_resumes_where_it_stopped(
     short = BUDGET.model_copy(update={"reservation_ttl_s": 0.5})
     led = await PgBudgetLedger.open(pg_url, short, team="t", user="alice")
     told = _told(led)
-    record = led.record_call
     failed: list[bool] = []
+    past = _past_the_close()
 
-    async def record_once_away(**kw: Any) -> None:
-        if not failed:
+    def once_away(query: str) -> None:
+        if past(query) and not failed:
             failed.append(True)
             raise pg_ledger._Away("team ledger unavailable: gone again")
-        await record(**kw)
 
-    led.record_call = record_once_away  # type: ignore[method-assign]
+    _watch(led, before=once_away)
     try:
         await _settled_while_away(led, pg_url, pg_server)
         await asyncio.sleep(0.6)
@@ -283,3 +334,188 @@ async def test_a_close_written_late_that_crosses_a_cap_says_so(
         + (", past its reservation's expiry" if expired else "")
         + ": past the session cap ($6.00 of $5.00)"
     )
+
+
+async def _calls(pg_url: str, session: str) -> tuple[int, int]:
+    """How many call rows ``session`` has on the team ledger, and their cost (nano-$)."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS n, coalesce(sum(cost_nusd), 0) AS cost FROM ledger_calls"
+            " WHERE session = $1",
+            session,
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    return int(row["n"]), int(row["cost"])
+
+
+@pytest.mark.parametrize(
+    ("cut", "expired"),
+    [("close", False), ("close", True), ("excess", True), ("line", False), ("line", True)],
+)
+async def test_a_late_close_cut_short_by_a_cancel_is_written_and_told_once(
+    pg_url: str,
+    pg_server: PgServer,
+    monkeypatch: pytest.MonkeyPatch,
+    cut: str,
+    expired: bool,
+) -> None:
+    """A cancel of the round (the process closing, a task cancelled) that lands once a
+    step of a close written late has committed: the close (``close``), the row past the
+    expired estimate (``excess``), its first audit line (``line``). Each step's mark was
+    set after the await, so the cancel lost it: the round resumed took the close again,
+    found it settled and told nothing (no SETTLED_LATE, no GR011); wrote the row past the
+    estimate again ($2 counted twice); or told the lines again. Each once, resumed. (The
+    team's audit log, as a session on the team store tells them.)"""
+    monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 3600.0)  # (written when the test says)
+    led = await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="alice")
+    audit = await PgAuditLog.open(pg_url, team="t", user="alice", host="box")
+    led.on_late = audit_late(audit)
+    pay: list[asyncio.Task[None]] = []
+    past = _past_the_close()
+
+    def cancel_after(query: str) -> None:
+        if (cut == "close" and "sy_ledger_close" in query) or (cut == "excess" and past(query)):
+            pay[0].cancel()  # (the statement committed and answered)
+
+    appended = audit._with_now
+
+    async def append_then_cancel(fn: Callable[[Any], Any]) -> Any:
+        out = await appended(fn)
+        if cut == "line" and pay and not pay[0].cancelling() and not pay[0].done():
+            pay[0].cancel()  # (the SETTLED_LATE line committed, the GR011 one to come)
+        return out
+
+    audit._with_now = append_then_cancel  # type: ignore[method-assign]
+    try:
+        rid = await _reserve(led, 4.0)  # (of the session's $5)
+        _connections(pg_server, _database(pg_url), allowed=False)
+        try:
+            with pytest.raises(LedgerError, match="kept: written when it answers"):
+                await led.settle(rid, actual_usd=6.0, tokens_in=10, tokens_out=20, latency_ms=1)
+        finally:
+            _connections(pg_server, _database(pg_url), allowed=True)
+        if expired:
+            await expire_all_now(pg_url)
+            assert await led.expire_stale() == 1  # charged at its $4: within the cap
+        _watch(led, after=cancel_after)
+        pay.append(asyncio.create_task(led._pay()))
+        with pytest.raises(asyncio.CancelledError):
+            await pay[0]
+        assert len(led._owed) == 1  # cut short: still owed
+        await led._pay()  # resumed
+        assert not led._owed
+        snap = await led.snapshot("s1")
+        lines = [ln for ln in await audit.lines(session="s1") if ln.kind == "budget"]
+    finally:
+        await led.close()
+        await audit.close()
+    assert snap.per_session.spent_usd == pytest.approx(6.0) and snap.reserved_usd == 0
+    # the close's row (or the expiry's at $4 and the row past it, $2), once each
+    assert await _calls(pg_url, "s1") == ((2, 6_000_000_000) if expired else (1, 6_000_000_000))
+    late = ["SETTLED_LATE", *(["RESERVATION_EXPIRED"] if expired else [])]
+    assert [ln.reason_codes for ln in lines] == [late, ["GR011_CAP_CROSSED"]]
+    assert lines[0].values["reservation"] == rid and lines[0].values["cost_usd"] == 6.0
+    assert lines[1].values["caps"] == [{"cap": "session", "cap_usd": 5.0, "spent_usd": 6.0}]
+
+
+async def test_the_row_past_an_estimate_whose_answer_was_lost_is_not_written_again(
+    pg_url: str, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row past the expired estimate committed and its answer was lost (the database
+    broke the connection then): the round is tried again later, and wrote the row again,
+    the process's flag never set. The database finds it written, and answers with the
+    totals that write left: its GR011 line is said from them, once."""
+    monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 3600.0)  # (written when the test says)
+    led = await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="alice")
+    audit = await PgAuditLog.open(pg_url, team="t", user="alice", host="box")
+    led.on_late = audit_late(audit)
+    past = _past_the_close()
+
+    def answer_lost(query: str) -> None:
+        if past(query):
+            raise pg_ledger._Away("team ledger unavailable: connection was closed")
+
+    try:
+        rid = await _reserve(led, 4.0)  # (of the session's $5)
+        _connections(pg_server, _database(pg_url), allowed=False)
+        try:
+            with pytest.raises(LedgerError, match="kept: written when it answers"):
+                await led.settle(rid, actual_usd=6.0, tokens_in=10, tokens_out=20, latency_ms=1)
+        finally:
+            _connections(pg_server, _database(pg_url), allowed=True)
+        await expire_all_now(pg_url)
+        assert await led.expire_stale() == 1  # charged at its $4: within the cap
+        _watch(led, after=answer_lost)
+        await led._pay()
+        assert len(led._owed) == 1  # (kept: to be tried again)
+        await led._pay()
+        assert not led._owed
+        snap = await led.snapshot("s1")
+        lines = [ln for ln in await audit.lines(session="s1") if ln.kind == "budget"]
+    finally:
+        await led.close()
+        await audit.close()
+    assert snap.per_session.spent_usd == pytest.approx(6.0)
+    assert await _calls(pg_url, "s1") == (2, 6_000_000_000)
+    codes = [ln.reason_codes for ln in lines]
+    assert codes == [["SETTLED_LATE", "RESERVATION_EXPIRED"], ["GR011_CAP_CROSSED"]]
+    assert lines[1].values["caps"] == [{"cap": "session", "cap_usd": 5.0, "spent_usd": 6.0}]
+
+
+async def test_the_row_past_an_expired_estimate_is_the_databases_to_write_once(
+    pg_url: str,
+) -> None:
+    """Two writers of the row past an expired estimate at once (a close resumed after its
+    answer was lost, in this process or another): the second waits for the first, writes
+    nothing, and is answered the totals the first write left (to decide from them which
+    caps that write crossed, as the first does)."""
+    led = await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="alice")
+    try:
+        rid = await _reserve(led, 4.0)
+    finally:
+        await led.close()
+    await expire_all_now(pg_url)
+    async with await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="alice") as led:
+        assert await led.expire_stale() == 1  # charged at its $4
+    excess = "SELECT * FROM sy_ledger_late_excess($1, $2, 'alice', 'h')"
+    first, second = await asyncpg.connect(pg_url), await asyncpg.connect(pg_url)
+    try:
+        tx = first.transaction()
+        await tx.start()
+        one = await first.fetchrow(excess, rid, 6_000_000_000)
+        waiting = asyncio.ensure_future(second.fetchrow(excess, rid, 6_000_000_000))
+        pid = second.get_server_pid()
+        await _until_waiting(pg_url, pid)  # (on the first's note, not yet committed)
+        await tx.commit()
+        two = await waiting
+        again = await second.fetchrow(excess, rid, 6_000_000_000)
+        within = await second.fetchrow(excess, rid, 3_000_000_000)  # (nothing past $4)
+    finally:
+        await first.close()
+        await second.close()
+    assert one is not None and two is not None and again is not None
+    assert (one["written"], two["written"], again["written"]) == (True, False, False)
+    assert one["spent"] == two["spent"] == again["spent"]
+    assert one["spent"][0] == 6_000_000_000  # the session's row, as that write left it
+    assert within is None
+    assert await _calls(pg_url, "s1") == (2, 6_000_000_000)  # the expiry's and one past it
+
+
+async def _until_waiting(pg_url: str, pid: int) -> None:
+    """Until the backend ``pid`` waits on a lock (read on a connection of its own, out of
+    any transaction: one caches what it read of pg_stat_activity)."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        for _ in range(400):
+            waits = await conn.fetchval(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
+            )
+            if waits == "Lock":
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    raise AssertionError("not within 20 s")

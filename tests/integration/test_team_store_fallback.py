@@ -22,11 +22,14 @@ import asyncpg
 import httpx
 import pytest
 
+from app.audit.log import AuditLog
+from app.clock import SystemClock
 from app.config import Settings, load_settings
 from app.policy.schema import Budget
 from app.router.ledger import BudgetLedger, pg_ledger
 from app.router.ledger.errors import CapExceeded, LedgerError
 from app.router.ledger.pg_ledger import PgBudgetLedger
+from app.router.store_fallback import StoreFallback
 from app.router.stores import open_stores
 from app.store.errors import StoreUnavailable
 from tests.ci import missing
@@ -193,6 +196,79 @@ async def test_with_fallback_on_a_reservation_after_the_stop_is_made_here_under_
     assert on_team.reserved_usd == 0  # nothing held: the reservation that met the stop let go
     (late,) = [ln for ln in await _team_lines(db.url) if "SETTLED_LATE" in ln["reason_codes"]]
     assert late["values"]["reservation"] == in_flight.id and late["values"]["cost_usd"] == 0.45
+
+
+async def test_with_fallback_on_team_spend_carried_past_a_cap_says_so(db: Database) -> None:
+    """The team's spend for the session already past its cap here (a call billed past its
+    estimate): carried, it refuses the next reservation here, and the carry's write said
+    nothing of the cap it crossed (its totals dropped): the refusal came with no line
+    before it. The GR011 line follows the carry's, from that write's own totals."""
+    settings = _settings(db, fallback=True)
+    call = {"session": "s1", "provider": "anthropic", "role": "tutor", "model": "claude-haiku-4.5"}
+    async with _stores(settings) as stores:
+        led = stores.ledger
+        made = await led.reserve(**call, amount_usd=0.60)
+        await led.settle(made.id, actual_usd=1.20, tokens_in=10, tokens_out=20, latency_ms=1)
+        db.stop()
+        with pytest.raises(CapExceeded) as refused:  # (1.20 carried, of the 1.00 cap)
+            await led.reserve(**call, amount_usd=0.10)
+        assert refused.value.cap == "session"
+        mine = await stores.audit.lines(session="s1")
+    codes = [ln.reason_codes for ln in mine]
+    assert codes == [["GR005_STORE_FALLBACK"], ["TEAM_SPEND_CARRIED"], ["GR011_CAP_CROSSED"]]
+    line = mine[2]
+    assert (line.kind, line.to, line.role) == ("budget", "claude-haiku-4.5", "tutor")
+    assert line.values == {
+        "caps": [{"cap": "session", "cap_usd": 1.0, "spent_usd": 1.2}],
+        "cost_usd": 1.2,
+    }
+    assert line.detail == (
+        "claude-haiku-4.5 was carried from the team database, spent or reserved there:"
+        " past the session cap ($1.20 of $1.00)"
+    )
+
+
+async def test_of_the_rows_carried_the_one_that_crosses_a_cap_says_so_once(
+    tmp_path: Path,
+) -> None:
+    """Two rows carried into this machine's SQLite ledger, each within the session cap,
+    the two past it: the second's write crossed it, and only its line says so."""
+    audit = await AuditLog.open(tmp_path / "audit.db")
+    ledger = await BudgetLedger.open(tmp_path / "ledger.db", BUDGET)
+
+    async def open_local() -> tuple[Any, Any]:
+        return audit, ledger
+
+    fb = StoreFallback(
+        None,  # type: ignore[arg-type]  # (the team's pair: the switch uses neither)
+        None,  # type: ignore[arg-type]
+        session="s1",
+        database="postgresql://u@127.0.0.1/db",
+        clock=SystemClock(),
+        open_local=open_local,
+    )
+    fb.held = {
+        ("s1", "", "deepseek", "architect", "a"): 600_000_000,
+        ("s1", "", "deepseek", "architect", "b"): 600_000_000,
+    }
+    try:
+        await fb.switch(StoreUnavailable("team ledger: connection refused"))
+        lines = await audit.lines(session="s1")
+        snap = await ledger.snapshot("s1")
+    finally:
+        await ledger.close()
+        await audit.close()
+    assert snap.per_session.spent_usd == pytest.approx(1.2)
+    assert [(ln.reason_codes, ln.to) for ln in lines] == [
+        (["GR005_STORE_FALLBACK"], None),
+        (["TEAM_SPEND_CARRIED"], "a"),
+        (["TEAM_SPEND_CARRIED"], "b"),
+        (["GR011_CAP_CROSSED"], "b"),
+    ]
+    assert lines[3].values == {
+        "caps": [{"cap": "session", "cap_usd": 1.0, "spent_usd": 1.2}],
+        "cost_usd": 0.6,
+    }
 
 
 async def test_with_fallback_off_a_stopped_database_still_fails_closed(db: Database) -> None:

@@ -26,6 +26,7 @@ PINNED: dict[str, tuple[tuple[tuple[str, ...], ...], list[str]]] = {
             "73c6c89055b8ab51",
             "3b4f79f77ec4e6f4",
             "64af40f1cef3c733",
+            "b303b083de963399",
         ],
     ),
     "team audit (PostgreSQL)": (

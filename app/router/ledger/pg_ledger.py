@@ -116,7 +116,12 @@ class _Gone(_Away, StoreUnavailable):
 @dataclass
 class _Owed:
     """A close the database could not take when it was made: written once it answers,
-    and how far that went (the close, the row past an expired estimate, the line)."""
+    and how far that went (the close, the row past an expired estimate, the line). Each
+    step's mark is set in the task that ran the step, as it ends (:meth:`PgBudgetLedger.
+    _with` runs a statement to its end): a cancel of the round that waited for it lands
+    after the mark, and the round resumed goes on from the next step (a mark set after
+    the await was lost to such a cancel: the close resumed found its reservation settled
+    and told nothing, the row past the estimate was written twice, a line told twice)."""
 
     reservation_id: str
     status: str
@@ -129,7 +134,11 @@ class _Owed:
     since: float = 0.0
     #: ``sy_ledger_close``'s row and the reservation's as it stood, once written
     closed: tuple[Any, Any] | None = None
-    excess_written: bool = False
+    #: the caps the row past an expired estimate left spent past, once written (the
+    #: database writes that row once per reservation: ``sy_ledger_late_excess``)
+    excess: CapTotals | None = None
+    #: its line told (or its telling failed, said in the log)
+    told: bool = False
 
 
 #: the cap rows an expiry charged, as it left them (read in its transaction: still locked
@@ -395,14 +404,15 @@ class PgBudgetLedger(ClosedOnExit):
 
     async def _pay(self) -> None:
         """Write what is owed, in order, while the database answers. Each close's progress
-        is kept on it: a round cut short resumes where it stopped (a close written is not
-        written again, nor the row past an expired estimate)."""
+        is kept on it (:class:`_Owed`): a round cut short (the database away again, a
+        cancel) resumes where it stopped (a close written is not written again, nor its
+        line told again; the row past an expired estimate is the database's to write once)."""
         async with self._owed_lock:
             while self._owed and self._pool is not None:
                 owed = self._owed[0]
                 try:
                     if owed.closed is None:
-                        owed.closed = await self._with(functools.partial(_close_row, owed=owed))
+                        await self._with(functools.partial(_close_owed, owed=owed))
                     await self._paid(owed)
                 except _Away as exc:
                     if owed.closed is None and time.monotonic() - owed.since >= OWED_FOR_S:
@@ -416,7 +426,8 @@ class PgBudgetLedger(ClosedOnExit):
                 self._owed.pop(0)
 
     async def _paid(self, owed: _Owed) -> None:
-        """A close written late: what an expiry charged meanwhile made whole, and told."""
+        """A close written late: what an expiry charged meanwhile made whole, and told,
+        once each however often the round is cut short and resumed (:class:`_Owed`)."""
         assert owed.closed is not None
         row, r = owed.closed  # (r: the reservation's row as it stood)
         if row is None or row["was"] not in ("live", "expired"):
@@ -426,21 +437,13 @@ class PgBudgetLedger(ClosedOnExit):
         caps: CapTotals = ()
         if not expired:
             caps = self._caps.past(str(row["provider"]), row["caps"], row["spent"], owed.cost)
-        if expired and owed.cost > int(r["amount_nusd"]) and not owed.excess_written:
-            caps = await self.record_call(
-                session=r["session"],
-                run=r["run"],
-                role=r["role"],
-                model=r["model"],
-                provider=r["provider"],
-                tokens_in=0,
-                tokens_out=0,
-                latency_ms=0.0,
-                cost_usd=usd(owed.cost - int(r["amount_nusd"])),
-            )
-            caps = caps or ()  # (a stand-in's write may tell nothing)
-            owed.excess_written = True
+        elif owed.cost > int(r["amount_nusd"]):
+            if owed.excess is None:
+                await self._with(functools.partial(self._write_excess, owed=owed))
+            caps = owed.excess or ()
         self._publisher.changed(str(r["session"]))
+        if owed.told:
+            return
         if self.on_late is not None:
             late = LateClose(
                 reservation=owed.reservation_id,
@@ -455,10 +458,38 @@ class PgBudgetLedger(ClosedOnExit):
                 expired=expired,
                 caps=caps,
             )
-            try:
-                await self.on_late(late)
-            except Exception as exc:  # (the charge stands; the line is what is missing)
-                log.warning("team ledger %s: %s was not audited: %s", self.where, late, exc)
+            # (its lines to their end: a cancel meanwhile told the first line and not the
+            # GR011 one, and the round resumed told the first again)
+            await finish_then_cancel(self._tell_late(owed, self.on_late, late))
+        owed.told = True
+
+    async def _write_excess(self, conn: Conn, owed: _Owed) -> None:
+        """The row past an expired estimate (what the close cost past the amount its
+        expiry charged), written by the database once for the reservation; the caps that
+        write left spent past kept on ``owed`` here, in the task that wrote it."""
+        assert owed.closed is not None
+        r = owed.closed[1]
+        row = await conn.fetchrow(
+            "SELECT * FROM sy_ledger_late_excess($1, $2, $3, $4)",
+            owed.reservation_id,
+            owed.cost,
+            self.user,
+            self.host,
+        )
+        # (None: nothing past the estimate to write; written already: the totals it left)
+        if row is None:
+            owed.excess = ()
+            return
+        excess = owed.cost - int(r["amount_nusd"])
+        owed.excess = self._caps.past(str(r["provider"]), row["caps"], row["spent"], excess)
+
+    async def _tell_late(self, owed: _Owed, tell: LateHook, late: LateClose) -> None:
+        """``late`` told, and marked told on ``owed`` in the task that told it."""
+        try:
+            await tell(late)
+        except Exception as exc:  # (the charge stands; the line is what is missing)
+            log.warning("team ledger %s: %s was not audited: %s", self.where, late, exc)
+        owed.told = True
 
     # ── reserve / settle / release ───────────────────────────────────────────────────────
 
@@ -744,6 +775,12 @@ class PgBudgetLedger(ClosedOnExit):
         )
         report.update(team=self.team, user=self.user, ledger_db=self.where)
         return report
+
+
+async def _close_owed(conn: Conn, owed: _Owed) -> None:
+    """:func:`_close_row` for a close written late, kept on ``owed`` as it answers (in
+    the task that ran it: a cancel of the round waiting for it does not lose it)."""
+    owed.closed = await _close_row(conn, owed)
 
 
 async def _close_row(conn: Conn, owed: _Owed, *, looked: bool = True) -> tuple[Any, Any]:

@@ -374,6 +374,55 @@ _DROP_V6 = (
 )
 
 
+# v8: the row past an expired reservation's estimate (a close written late, after an
+# expiry charged the estimate: app.router.ledger.pg_ledger) is written once per
+# reservation, by the database. It was a call recorded (``sy_ledger_record``) and a flag
+# in the writing process, set after the answer: a cancel that came once the row had
+# committed, or a connection the database broke before answering, left the flag unset
+# and the close resumed wrote the row again (a review). The note is made in the row's
+# own transaction, keyed on the reservation (a second writer waits for the first and
+# finds it), and keeps the totals that write left, so a writer that lost its answer
+# still decides from its own write which caps it crossed. The row itself is as before:
+# a call recorded, with no reservation (pg_history: a cost past its estimate has none).
+# No foreign key: the function notes only a reservation it read, and one would add a
+# check to every settlement's update of its reservation (the measured path).
+_LATE_EXCESS = """CREATE TABLE ledger_late_excess (
+    reservation_id TEXT PRIMARY KEY,
+    cost_nusd BIGINT NOT NULL CHECK (cost_nusd > 0),
+    caps BIGINT[],
+    spent BIGINT[]
+)"""
+
+_LATE_EXCESS_FN = """
+CREATE FUNCTION sy_ledger_late_excess(p_id text, p_cost bigint, p_user text, p_host text)
+RETURNS TABLE (written boolean, caps bigint[], spent bigint[])
+LANGUAGE plpgsql AS $$
+DECLARE r ledger_reservations%ROWTYPE; v_excess bigint; v_n int;
+    v_caps bigint[]; v_spent bigint[];
+BEGIN
+    SELECT * INTO r FROM ledger_reservations WHERE id = p_id;
+    IF NOT FOUND OR r.status <> 'expired' OR p_cost <= r.amount_nusd THEN
+        RETURN;
+    END IF;
+    v_excess := p_cost - r.amount_nusd;
+    INSERT INTO ledger_late_excess (reservation_id, cost_nusd) VALUES (p_id, v_excess)
+        ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    IF v_n = 0 THEN
+        -- written already (its note committed with it): its totals, as that write left them
+        RETURN QUERY SELECT false, e.caps, e.spent FROM ledger_late_excess e
+            WHERE e.reservation_id = p_id;
+        RETURN;
+    END IF;
+    SELECT x.caps, x.spent INTO v_caps, v_spent
+        FROM sy_ledger_record(r.team, p_user, p_host, r.session, r.run, r.role, r.model,
+                              r.provider, 0, 0, 0, v_excess, 'ok') x;
+    UPDATE ledger_late_excess SET caps = v_caps, spent = v_spent WHERE reservation_id = p_id;
+    RETURN QUERY SELECT true, v_caps, v_spent;
+END $$
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     (
         """CREATE TABLE ledger_usage (
@@ -463,4 +512,5 @@ MIGRATIONS: tuple[Migration, ...] = (
         "DROP INDEX ledger_calls_session",
     ),
     (*_DROP_V6, _CLOSE_V7, _RECORD_V7),
+    (_LATE_EXCESS, _LATE_EXCESS_FN),
 )
