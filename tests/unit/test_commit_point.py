@@ -87,3 +87,37 @@ def test_no_cancel_is_no_stop_and_the_works_own_error_and_cancel_are_its_outcome
             asyncio.run(wait(fails()))  # type: ignore[operator]
         with pytest.raises(asyncio.CancelledError):
             asyncio.run(wait(cancelled()))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("wait", ["to_the_end", "finish_then_cancel"])
+def test_a_cancel_asked_before_the_call_and_delivered_in_it_is_not_lost(wait: str) -> None:
+    """The caller cancelled before it reached the commit point, the error not delivered
+    yet: counting requests since the call began missed it, and the caller ended as if
+    never cancelled, with its request left standing (a review)."""
+
+    async def main() -> None:
+        ran: list[str] = []
+
+        async def work() -> str:
+            await asyncio.sleep(0)
+            ran.append("landed")
+            return "landed"
+
+        async def caller() -> Any:
+            asyncio.current_task().cancel()  # type: ignore[union-attr]  # asked, not delivered
+            if wait == "to_the_end":
+                out = await to_the_end(work())
+            else:
+                out = await finish_then_cancel(work())
+            ran.append(f"cancelling left: {asyncio.current_task().cancelling()}")  # type: ignore[union-attr]
+            return out
+
+        task = asyncio.create_task(caller())
+        await asyncio.wait([task])
+        if wait == "to_the_end":
+            assert task.result() == ("landed", True)
+            assert ran == ["landed", "cancelling left: 0"]
+        else:
+            assert task.cancelled() and ran == ["landed"]
+
+    asyncio.run(main())
