@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 from app.bus import DiffUpdated
 from app.counted import counted
-from app.evidence.layout import diff_name, edits_name
+from app.evidence.layout import diff_name, edits_name, loop_log_name
 from app.paths import STATE_DIR_NAME
 from app.pipeline import prompts
 from app.pipeline.ace import reflect
@@ -42,6 +42,7 @@ from app.pipeline.structured import Answer, ask_parsed
 from app.pipeline.testloop import TestLoop, find_test_command
 from app.router.types import Signals
 from app.tokens import count_text
+from app.workspace.broken_command import broken_command
 
 if TYPE_CHECKING:
     from app.pipeline.context import RunContext
@@ -56,6 +57,8 @@ REPAIR_HINT = (
     "file, =======, the new lines, >>>>>>> REPLACE), then the JSON trailer."
 )
 
+#: lines of a broken test command's output kept in its audit line (all of it: the loop's log)
+BROKEN_TAIL_LINES = 20
 #: the reason code of the refusal of edits outside the folder the run is kept to (an ACP
 #: session's working directory)
 EDIT_OUTSIDE_CWD = "EDIT_OUTSIDE_CWD"
@@ -80,14 +83,45 @@ class Implementation:
     grounding: list[dict[str, object]] = field(default_factory=list)
 
 
+async def baseline(ctx: RunContext, work: Implementation) -> None:
+    """Loop 0: the tests as the run's base has them, before any model is asked (the
+    runner runs it before the brief). A command that cannot run at all stops the run
+    here (:func:`~app.workspace.broken_command.broken_command`): it failed every loop,
+    and the run spent its attempts, escalations and second opinions on it (a user
+    audit). Tests that fail are the bug, and the loops go on."""
+    result = await work.tests.run(attempt=None)
+    work.tool_actions += 1
+    command = work.tests.command
+    broken = broken_command(command.argv, result)
+    if broken is not None:
+        reason = (
+            f"the test command cannot run on the base, before any change ({command.why}): "
+            f"{broken}; nothing was asked of any model (its output: {loop_log_name(0)})"
+        )
+        await ctx.audit(
+            "run",
+            role=ROLE,
+            reason_codes=["TEST_COMMAND_BROKEN"],
+            values={
+                "loop": 0,
+                "argv": command.argv,
+                "exit_code": result.exit_code,
+                "runner": result.runner,
+                "output_tail": result.output.splitlines()[-BROKEN_TAIL_LINES:],
+            },
+            detail=reason,
+        )
+        raise RunStopped(reason)
+    if result.ok:
+        await ctx.notice("the tests already pass before any change")
+
+
 async def implement(ctx: RunContext, plan: Plan, worktree: Worktree, work: Implementation) -> None:
     """Attempt the change until the tests are green, or raise :class:`RunStopped`."""
     ctx.control.current_role = ROLE
     await ctx.stage(ROLE, "started", role=ROLE)
-    baseline = await work.tests.run(attempt=None)
-    work.tool_actions += 1
-    if baseline.ok:
-        await ctx.notice("the tests already pass before any change")
+    if work.tests.loops == 0:  # (the runner ran it before the brief)
+        await baseline(ctx, work)
     failed = 0
     self_check: Grounded | None = None
     feedback = ""

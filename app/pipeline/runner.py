@@ -1,5 +1,8 @@
 """The canonical single-owner pipeline (§2): Stage0 → Architect → Implementer → Judge.
 
+The Implementer's baseline test run (loop 0, the tests on the run's base) comes first,
+before any model call: a test command that cannot run at all stops the run there.
+
 This module only sequences the roles, each a module of its own (:mod:`.brief`,
 :mod:`.architect`, :mod:`.implementer`, :mod:`.judge`, with the sidecars :mod:`.critic`,
 :mod:`.second_opinion` and :mod:`.ace`), and seals the evidence however the run ends.
@@ -108,12 +111,44 @@ async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]
     await _preflight_repo(ctx)
     await preflight_test_command(ctx)
     await sandbox_preflight(ctx)
+    _checkpoint(ctx)
+    # the baseline (loop 0) before any model call: a test command that cannot run at all
+    # stops the run here; it was run after the brief and the Architect's calls (paid
+    # ones, on an escalation), and its failure read as the bug (a user audit)
+    wt = await _worktree(ctx, progress)
+    work = progress.work = implementer.start(ctx, wt)
+    await implementer.baseline(ctx, work)
+    _checkpoint(ctx)
     briefing = await prepare_brief(ctx)
     _checkpoint(ctx)
     plan = progress.plan = await architect.plan(ctx, briefing.text)
     _checkpoint(ctx)
     steps = len(plan.steps)
     await publish_steps(ctx, ["pending"] * steps, "planned")
+    await publish_steps(ctx, ["active"] * steps, "the Implementer is at work")
+    await implementer.implement(ctx, plan, wt, work)
+    await publish_steps(ctx, finished_statuses(plan, work.final_diff), "tests green")
+    _checkpoint(ctx)
+    verdict = progress.judgement = await judge(
+        ctx,
+        plan,
+        diff=work.final_diff,
+        test_logs=work.tests.logs,
+        tests_green=work.tests_green,
+        worktree=wt.path,
+        constitution=briefing.constitution,
+        test_argv=work.tests.command.argv,
+    )
+    if verdict.gate.ok:
+        return "merge_ready", (
+            "tests green; the gate holds but for the human's confirmation (switchyard merge)"
+        )
+    return "stopped", "; ".join(verdict.gate.reasons)
+
+
+async def _worktree(ctx: RunContext, progress: _Progress) -> Worktree:
+    """The run's worktree, on a branch of its own from the run's base (the user's checkout
+    is never touched), kept in ``progress`` at once so the finish removes it."""
     # a cancel during the creation left its thread making a whole worktree and branch
     # that nothing removed: the run waits for it, so the finish removes what it made
     # the worktrees of runs killed before their end go first (they stayed for good)
@@ -135,26 +170,7 @@ async def _sequence(ctx: RunContext, progress: _Progress) -> tuple[Outcome, str]
         # in the evidence too: a reviewer reads what the run did not start from
         await ctx.audit("run", reason_codes=["WORKTREE_NOTE"], detail=note)
         await ctx.notice(note, level="warning")
-    work = progress.work = implementer.start(ctx, wt)
-    await publish_steps(ctx, ["active"] * steps, "the Implementer is at work")
-    await implementer.implement(ctx, plan, wt, work)
-    await publish_steps(ctx, finished_statuses(plan, work.final_diff), "tests green")
-    _checkpoint(ctx)
-    verdict = progress.judgement = await judge(
-        ctx,
-        plan,
-        diff=work.final_diff,
-        test_logs=work.tests.logs,
-        tests_green=work.tests_green,
-        worktree=wt.path,
-        constitution=briefing.constitution,
-        test_argv=work.tests.command.argv,
-    )
-    if verdict.gate.ok:
-        return "merge_ready", (
-            "tests green; the gate holds but for the human's confirmation (switchyard merge)"
-        )
-    return "stopped", "; ".join(verdict.gate.reasons)
+    return wt
 
 
 async def _finish(

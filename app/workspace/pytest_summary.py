@@ -5,7 +5,9 @@ where the run's first loop did: it ended before its tests were counted (an
 ``os._exit(0)`` in the code under test, a user audit).
 
 Pure: the command and its output in, a reason or None out. Only a summary pytest printed
-is read (``-qq`` prints none, in every loop: read by its exit code, as before).
+is read (``-qq`` prints none, in every loop: read by its exit code, as before). Also read
+here: pytest's refusal of its own command line (:func:`usage_error`), which no change to
+the code can mend (app/workspace/broken_command.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ _SUMMARY = re.compile(
 _COUNT = re.compile(r"(\d+) ([a-z]+)")
 #: a terminal's colour codes (``--color=yes``, often in a project's addopts)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: argparse's refusal of the command line, as pytest prints it before it exits 4:
+#: "ERROR: usage: pytest [options] [file_or_dir] …" then "pytest: error: unrecognized
+#: arguments: --x" (an option on the command line, or in the project's addopts)
+_USAGE = re.compile(r"^(?:ERROR: )?usage: .*\n\S+: error: (?P<error>.+)$", re.M)
 
 
 def is_pytest(argv: Sequence[str]) -> bool:
@@ -32,6 +38,14 @@ def is_pytest(argv: Sequence[str]) -> bool:
     if program in ("pytest", "py.test"):
         return True
     return any(a == "-m" and b == "pytest" for a, b in itertools.pairwise(argv))
+
+
+def usage_error(output: str) -> str | None:
+    """What pytest's argument parser refused ("unrecognized arguments: --x"), or None.
+    Its other exit-4 cases (a path that is not there, a conftest that fails to import)
+    print no usage line: they are not the command line's fault."""
+    m = _USAGE.search(_ANSI.sub("", output))
+    return m["error"].strip() if m is not None else None
 
 
 def summary_of(output: str) -> str | None:

@@ -58,6 +58,19 @@ def test_with_no_plan_the_pane_says_what_is_happening() -> None:
     assert "the run ended (stopped: architect: no valid plan⏎(x)) before" in why.plain
 
 
+def test_while_the_baseline_runs_the_pane_does_not_say_the_architect_plans() -> None:
+    """The baseline runs before any model is asked (a command that cannot run stops the
+    run there): "the Architect is planning…" over the tests' run was not so."""
+    from app.tui.panes.plan import render_plan
+
+    for status in ("started", "baseline"):
+        shown = render_plan(None, {"tests": status}, None, {}).plain
+        assert "the tests run on the base first, before any change" in shown
+        assert "planning" not in shown
+    ended = render_plan(None, {"tests": "baseline"}, None, {}, "stopped", None, "no run").plain
+    assert "the run ended (stopped: no run) before the Architect made one" in ended
+
+
 def test_a_red_baseline_is_not_drawn_as_failed_tests() -> None:
     """Right after the baseline the strip read "✗ tests", before the Implementer had tried
     anything: the baseline is red by design (a user-audit)."""

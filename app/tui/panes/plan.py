@@ -78,6 +78,8 @@ def render_plan(
             # with why: the toast that said it was gone after 8 s (a user-audit)
             why = f": {clean(reason, one_line=True)}" if reason else ""
             hint = f"the run ended ({outcome}{why}) before the Architect made one"
+        elif list(stages) == ["tests"]:  # the baseline runs before any model is asked
+            hint = "the tests run on the base first, before any change…"
         elif stages:
             hint = "the Architect is planning…"
         else:
