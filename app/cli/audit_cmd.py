@@ -167,6 +167,8 @@ async def _tail_async(args: argparse.Namespace) -> None:
         for line in lines:
             show(line)
         if not lines and args.n:
+            if not args.follow and (named := await _found_nowhere(args, log)):
+                raise _not_found(args, named)
             _none_matched(args)
         if args.follow:
             since = lines[-1].seq if lines else head
@@ -185,6 +187,8 @@ async def _team_tail(args: argparse.Namespace, log: PgAuditLog, show: Any) -> No
     # -n 0: only what comes next
     batch = await log.team_tail(args.n, **kw) if args.n else []
     if not batch and args.n:
+        if not args.follow and (named := await _found_nowhere(args, log)):
+            raise _not_found(args, named)
         # this user's lines by default: say so, or an empty answer reads as an empty log
         _none_matched(args, user=user if not args.team and not args.user else None)
     while True:
@@ -204,6 +208,40 @@ def _filtered(args: argparse.Namespace) -> bool:
     """An export's filter (a ``--chain`` names which log, as the file does: an empty one
     is an export of nothing, as an empty log's is)."""
     return args.session is not None or args.run is not None
+
+
+async def _found_nowhere(args: argparse.Namespace, log: AuditBase) -> str | None:
+    """The first ``--run R`` / ``--session S`` of ``args`` whose id has no line at all in
+    the log (the team store's every chain, unless ``--chain`` names one), as typed; None
+    when each has some (a filter can still match nothing: two ids never together, or
+    another user's run on the team store)."""
+    for key in ("run", "session"):
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if log.shared and args.chain is None:
+            found = bool(await cast("PgAuditLog", log).holding(**{key: value}))
+        else:
+            found = await log.first_of(**{key: value}) is not None
+        if not found:
+            return f"--{key} {value}"
+    return None
+
+
+def _not_found(args: argparse.Namespace, named: str) -> UsageError:
+    """An id found nowhere in the log, for ``tail`` and ``export`` alike: one line, exit 2
+    (an argument naming nothing, as ``evidence show`` and ``merge`` say of a run that is
+    not there). ``tail --run nosuch`` ended 0 and ``export --run nosuch`` 1 (a user
+    audit)."""
+    from app.audit.masking import mask_text
+
+    said = mask_text(named)[0]  # (a key pasted as an id is not said back)
+    what = named.split(" ", 1)[0].removeprefix("--")
+    text = f"{said}: no such {what} in the audit log (ids are matched whole)"
+    output = getattr(args, "output", None)
+    if output is not None:
+        text += f"; {output} {'left as it was' if output.exists() else 'not written'}"
+    return UsageError(text)
 
 
 def _none_matched(args: argparse.Namespace, *, user: str | None = None) -> None:
@@ -344,25 +382,35 @@ async def _export_async(args: argparse.Namespace, checked: list[VerifyReport]) -
     if log.shared and args.chain is None:
         # a session's (or a run's) lines are found in the chain that holds them: read as
         # if that chain were named
+        named = None
         try:
             args.chain = await _chain_holding(args, cast("PgAuditLog", log))
+            if args.chain is None:
+                named = await _found_nowhere(args, log)
         finally:
             await log.close()
+        if named is not None:
+            raise _not_found(args, named)
         if args.chain is None:  # no line matched: nothing exported
             return None if args.output is not None else 0
         log = await _open(args, chain=args.chain)
     try:
+        filtered = _filtered(args)
+        count: int | None
         if args.output is None:
             count = await log.export_jsonl(sys.stdout, session=args.session, run=args.run)
         else:
-            filtered = _filtered(args)
             try:
                 with replacing(args.output) as target:
                     count = await log.export_jsonl(target, session=args.session, run=args.run)
                     if filtered and not count:
                         raise _NothingMatched
             except _NothingMatched:
-                return None
+                count = None
+        if filtered and not count and (named := await _found_nowhere(args, log)):
+            raise _not_found(args, named)
+        if count is None:
+            return None
         # the lines exported, verified from the first of them to the head: every one is
         # linked to it (the whole chain's verify was 23 s at 955k lines for a session's)
         some = bool(count) and _filtered(args)

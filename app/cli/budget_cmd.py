@@ -131,8 +131,17 @@ def _render(r: dict[str, Any]) -> None:
         figures = shown_row(u["cap_usd"], u["spent_usd"], u["reserved_usd"])
         caps.add_row(name, *(money(f) for f in figures))
 
+    # nothing spent or held by the session, ever (the session cap's sums are all time):
+    # its "$5.00 left" read as a session that exists (a user audit). A new session has no
+    # spend, so it is no error: said beside the caps.
+    unspent = r["session_budget"] is not None and not (
+        r["session_budget"]["spent_usd"] or r["session_budget"]["reserved_usd"]
+    )
     if r["session_budget"] is not None:
-        cap_row(f"session {r['session']}", r["session_budget"])
+        cap_row(
+            f"session {r['session']}" + (" (no spend recorded)" if unspent else ""),
+            r["session_budget"],
+        )
     else:
         # a session's spend is its own: with none named, say how to see one
         caps.add_row(
@@ -144,13 +153,21 @@ def _render(r: dict[str, Any]) -> None:
     for name, u in r["today"]["providers"].items():
         cap_row(f"provider {name}", u)
     out.print(caps)
+    if unspent:
+        out.print(
+            f"no spend recorded for session {r['session']}: the caps above are what it "
+            "starts with (a new session has none; a session id is matched whole, and "
+            "`switchyard audit tail --json` names each line's)",
+            soft_wrap=True,
+            markup=False,
+        )
     flight = r["in_flight"]
     if flight["reservations"]:
         out.print(
             f"{counted(flight['reservations'], 'reservation')} in flight: "
             f"{_spend(flight['reserved_usd'])}"
         )
-    if r["session"] and not total["calls"] and not flight["reservations"]:
+    if r["session"] and not unspent and not total["calls"] and not flight["reservations"]:
         # an id is matched whole: a cut one (8 of its 12 characters) reads as a $0 session
         out.print(
             f"[dim]No call or reservation of session {r['session']} in these "

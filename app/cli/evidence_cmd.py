@@ -285,12 +285,8 @@ def _show(args: argparse.Namespace) -> int:
             out.append("  verdicts  none")
         for i, rec in enumerate(verdicts):
             label = "verdicts" if i == 0 else ""
-            where = "local" if rec["local"] else "cloud"
             cites = "citations resolve" if rec["citations_resolved"] else "citations DO NOT resolve"
-            out.append(
-                f"  {label:<9} {rec['verdict']} by {rec['model']} ({rec['provider']}, {where});"
-                f" {cites}"
-            )
+            out.append(f"  {label:<9} {rec['verdict']} by {rec['model']} ({_where(rec)}); {cites}")
     for i, line in enumerate(data.get("sidecars") or []):
         out.append(f"  {'sidecars' if i == 0 else '':<9} {line}")
     if data.get("cost") is not None:
@@ -309,6 +305,14 @@ def _show(args: argparse.Namespace) -> int:
         out.append(f"    {f['size']:>10}  {digest:<12}  {f['name']}")
     print(clean("\n".join(out)))  # the task, reasons and names come from outside
     return 0
+
+
+def _where(rec: dict[str, Any]) -> str:
+    """A verdict's provider and where its model ran: "anthropic, cloud"; a local model's
+    provider is "local" itself, said once ("qwen3-14b (local, local)" read as a typo)."""
+    provider = str(rec["provider"])
+    where = "local" if rec["local"] or provider == "local" else "cloud"
+    return where if provider == where else f"{provider}, {where}"
 
 
 def _short(sha: str | None) -> str:

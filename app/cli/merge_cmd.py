@@ -25,8 +25,6 @@ from app.router.stores import database_url, open_audit, store_privacy
 from app.shown import clean
 from app.workspace.git import repo_root
 from app.workspace.merge import (
-    UNREVIEWED,
-    UNTESTED,
     Confirm,
     MergeOutcome,
     MergePlan,
@@ -110,25 +108,12 @@ async def _merge_async(
             sealed_sha256=seal[0] if seal else None,
             policy=policy,
         )
-    if args.yes and not args.untested and _untested(outcome.notes) and not outcome.ok:
-        note = (
-            "--yes confirms a tested tree: this one was not (the branch moved on since the "
-            "run); run the task again, or add --untested to merge it anyway"
-            if any(n.startswith(UNTESTED) for n in outcome.notes)
-            else "--yes confirms what the evidence shows: this merge brings in more (see"
-            " UNREVIEWED); merge into a branch that has the run's base, or add --untested"
-            " to merge it anyway"
-        )
-        outcome = outcome.model_copy(update={"notes": [*outcome.notes, note]})
+    # (--yes on a tree the run never tested: the HUMAN reason says why it does not count)
     no_human = any(r.startswith("HUMAN") for r in outcome.reasons)
     if confirm is None and not args.yes and no_human:
         note = "no terminal to ask for a confirmation: pass --yes to confirm as the human"
         outcome = outcome.model_copy(update={"notes": [*outcome.notes, note]})
     return outcome
-
-
-def _untested(notes: list[str]) -> bool:
-    return any(n.startswith((UNTESTED, UNREVIEWED)) for n in notes)
 
 
 def _confirmer(args: argparse.Namespace) -> tuple[Confirm | None, str | None]:

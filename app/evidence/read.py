@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.audit.log import AuditLog
 from app.counted import counted
+from app.dollars import dollars
 from app.evidence.bundle import (
     COST,
     HIGHRISK,
@@ -144,16 +145,61 @@ def _sidecar_lines(bundle: Path) -> list[str]:
         )
     path = bundle / "second_opinion.json"
     if path.is_file():
-        for o in read_json(path).get("opinions") or []:
-            occasion = str(o.get("occasion", "?")).replace("_", " ")
-            opinion = o.get("opinion")
-            if opinion:
-                text = " ".join(str(opinion.get("assessment", "")).split())
-                text = text if len(text) <= 100 else text[:99] + "…"
-                out.append(f"advice on the {occasion} from {o.get('model')}: {text}")
-            else:
-                out.append(f"no second opinion on the {occasion} (denied or unavailable)")
+        out += [_second_opinion_line(o) for o in read_json(path).get("opinions") or []]
     return out
+
+
+#: why no cloud step gave a second opinion, by the recorded outcome
+_NOT_REACHED = {
+    "denied": "the escalation was denied",
+    "unavailable": "the cloud model is unavailable",
+    "over_budget": "refused by the GR-011 budget caps",
+    "refused": "no cloud step could serve",
+}
+
+
+def _clip(text: str, most: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def _second_opinion_line(o: dict[str, Any]) -> str:
+    """What became of one second opinion, as ``second_opinion.json`` recorded it: each
+    outcome says its own (a reply rejected as malformed was approved and paid for; a
+    denial is not an unavailable model). A record from before outcomes were kept says
+    its own ``skipped`` text."""
+    occasion = str(o.get("occasion", "?")).replace("_", " ")
+    model = o.get("model")
+    opinion = o.get("opinion")
+    if opinion:
+        text = _clip(str(opinion.get("assessment", "")), 100)
+        return f"advice on the {occasion} from {model}: {text}"
+    outcome = o.get("outcome")
+    skipped = str(o.get("skipped") or "")
+    head = f"no second opinion on the {occasion}"
+    passed = "; ".join(str(p) for p in o.get("passed_over") or [])
+    if outcome == "malformed" or (outcome is None and model and skipped):
+        cost = o.get("cost_usd")
+        calls = o.get("calls")
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+            spent = f"{dollars(cost)}" + (
+                f" for {counted(calls, 'call')}" if isinstance(calls, int) and calls else ""
+            )
+            paid = f"approved and paid ({spent})" if cost > 0 else f"approved and called ({spent})"
+        else:
+            paid = "called (its cost is not in this record)"
+        why = skipped.removeprefix("second_opinion ")
+        return f"{head}: {model} was {paid}, but its reply was rejected as malformed: {_clip(why)}"
+    if outcome == "local_only":
+        return f"{head}: local_only forbids every cloud call (GR-009)"
+    if outcome == "no_trigger":
+        return f"{head}: no trigger fired"
+    if outcome == "failed":
+        return f"{head}: the call failed: {_clip(skipped)}"
+    if outcome in _NOT_REACHED:
+        return f"{head}: {_NOT_REACHED[str(outcome)]}" + (f" ({passed})" if passed else "")
+    # an older record (no outcome): what it said
+    return f"{head}: {_clip(skipped) or 'no reason recorded'}"
 
 
 def read_cost(bundle: Path) -> dict[str, Any] | None:
@@ -179,7 +225,8 @@ class GateFacts(BaseModel):
     notes: list[str]
     last_loop: TestLoopRecord | None = None
 
-    def gate(self, *, human_approved: bool) -> GateResult:
+    def gate(self, *, human_approved: bool, withheld: str | None = None) -> GateResult:
+        """``withheld``: why a confirmation given does not count (GateInput.human_withheld)."""
         return merge_gate(
             GateInput(
                 tests_green=self.tests_green,
@@ -188,6 +235,7 @@ class GateFacts(BaseModel):
                 human_approved=human_approved,
                 local_only=self.local_only,
                 high_risk_classified=self.high_risk_classified,
+                human_withheld=None if human_approved else withheld,
             )
         )
 

@@ -22,14 +22,31 @@ from app.pipeline.schemas import Strict
 from app.pipeline.structured import ask_model
 from app.policy.schema import Policy
 from app.router.decide import fired_triggers
+from app.router.routed import skip_text
 from app.router.service import RouteFailed, Router, RouteRefused
-from app.router.types import Signals
+from app.router.types import Decision, Signals
 
 if TYPE_CHECKING:
     from app.pipeline.context import RunContext
 
 ROLE = "second_opinion"
 Occasion = Literal["failure", "high_risk", "low_confidence", "user_request"]
+#: what became of a request for a second opinion: ``advice`` (an opinion); no cloud step
+#: could serve because it was ``denied``, ``unavailable`` (no key), ``local_only``
+#: (GR-009) or ``over_budget`` (GR-011), or for a mix of those and other reasons
+#: (``refused``: see ``passed_over``); ``no_trigger``; the call ``failed`` (no reply); or
+#: a reply came back (called, paid) and was ``malformed`` (GR-012, after its one repair)
+Outcome = Literal[
+    "advice",
+    "denied",
+    "unavailable",
+    "local_only",
+    "over_budget",
+    "refused",
+    "no_trigger",
+    "failed",
+    "malformed",
+]
 
 SYSTEM = (
     "You are a senior engineer giving a second opinion on another model's work. You do "
@@ -61,6 +78,41 @@ class AdviceRecord(BaseModel):
     opinion: SecondOpinion | None = None
     #: why there is no opinion (denied, unavailable, not triggered, bad reply)
     skipped: str | None = None
+    #: what became of the request (None: a bundle written before it was recorded)
+    outcome: Outcome | None = None
+    #: the cloud steps passed over, "model: why" (a refusal's, for the reader)
+    passed_over: list[str] = Field(default_factory=list)
+    #: generations made and what they cost, the rejected ones' too (None: nothing came
+    #: back, or a bundle written before it was recorded)
+    calls: int | None = None
+    cost_usd: float | None = None
+
+
+_SKIP_OUTCOME: dict[str, Outcome] = {
+    "denied": "denied",
+    "unavailable": "unavailable",
+    "local_only": "local_only",
+    "budget": "over_budget",
+}
+
+
+def refusal_outcome(decision: Decision) -> tuple[Outcome, list[str]]:
+    """Why a refused request got no second opinion, from its decision's cloud skips
+    (pure): one reason when every cloud step was passed over for it, else ``refused``."""
+    cloud = [s for s in decision.skipped if s.runtime == "cloud"]
+    if not cloud:
+        return ("refused" if decision.reasons else "no_trigger"), []
+    kinds: set[Outcome] = set()
+    for skip in cloud:
+        # a step tried in this request says why it failed first ("budget: ...")
+        why = skip.reason if skip.reason != "failed" else skip.detail.partition(":")[0]
+        kinds.add(_SKIP_OUTCOME.get(why, "refused"))
+    said = [
+        # "failed — budget: ..." read as a call that failed: the detail says why
+        f"{s.model}: {s.detail}" if s.reason == "failed" and s.detail else skip_text(s)
+        for s in cloud
+    ]
+    return (kinds.pop() if len(kinds) == 1 else "refused"), said
 
 
 def occasion_signals(occasion: Occasion, *, value: float | None, user: bool) -> Signals:
@@ -131,20 +183,43 @@ async def ask_second_opinion(
             run=run,
             max_tokens=spec.max_output_tokens if spec else 1024,
         )
-    except (RouteRefused, RouteFailed) as exc:
-        record = AdviceRecord(occasion=occasion, skipped=str(exc))
+    except RouteRefused as exc:
+        outcome, passed_over = refusal_outcome(exc.decision)
+        record = AdviceRecord(
+            occasion=occasion, skipped=str(exc), outcome=outcome, passed_over=passed_over
+        )
+    except RouteFailed as exc:
+        record = AdviceRecord(occasion=occasion, skipped=str(exc), outcome="failed")
     else:
         r = answer.result
+        billed = answer.billed()
+        cost = round(billed.cost_usd, 9) if billed is not None else None
         if answer.value is not None and r is not None:
             record = AdviceRecord(
-                occasion=occasion, model=r.model, provider=r.provider, opinion=answer.value
+                occasion=occasion,
+                model=r.model,
+                provider=r.provider,
+                opinion=answer.value,
+                outcome="advice",
+                calls=answer.calls,
+                cost_usd=cost,
+            )
+        elif r is None:  # no step could serve: nothing came back
+            record = AdviceRecord(
+                occasion=occasion, skipped=answer.error or "no reply", outcome="failed"
             )
         else:
+            why = answer.error or "no valid reply"
+            if not answer.rejected and answer.problems:  # the repair was not served
+                why = f"reply does not fit SecondOpinion ({answer.problems[0]}); {why}"
             record = AdviceRecord(
                 occasion=occasion,
-                model=r.model if r else None,
-                provider=r.provider if r else None,
-                skipped=answer.error or "no valid reply",
+                model=r.model,
+                provider=r.provider,
+                skipped=why,
+                outcome="malformed",
+                calls=answer.calls,
+                cost_usd=cost,
             )
     await router.audit.append(
         "advice",

@@ -68,6 +68,10 @@ class GateInput(BaseModel):
     #: Only the reason's words depend on it: "High-Risk change" read as a fact about a
     #: run that changed nothing (a user-audit)
     high_risk_classified: bool = True
+    #: why a confirmation the human gave does not count here (``human_approved`` is then
+    #: False): the HUMAN reason says it, where "needs a human's approval" read as if none
+    #: had been given (``merge --yes`` on a tree the run never tested: a user audit)
+    human_withheld: str | None = None
 
 
 class GateResult(BaseModel):
@@ -92,7 +96,8 @@ def merge_gate(inp: GateInput) -> GateResult:
     if not inp.tests_green:
         reasons.append(f"{TESTS}: tests are not green; compiler and tests are the truth")
     if not inp.human_approved:
-        reasons.append(f"{HUMAN}: a merge needs a human's approval")
+        why = inp.human_withheld or "a merge needs a human's approval"
+        reasons.append(f"{HUMAN}: {why}")
 
     approving: VerdictRecord | None = None
     for v in inp.verdicts:

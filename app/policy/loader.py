@@ -76,10 +76,47 @@ class LoadedPolicy:
 _LOOPBACK = "loopback"
 
 
-def _fmt(path: Path, line: int | None, keypath: KeyPath, message: str) -> str:
+def _fmt(path: Path, line: int | None, keypath: KeyPath, message: str, raw: Any = None) -> str:
     where = f"{path}:{line}" if line is not None else f"{path}"
-    dotted = ".".join(str(p) for p in keypath) if keypath else "(top level)"
+    dotted = named_path(keypath, raw) if keypath else "(top level)"
     return f"{where}: {_one_line(dotted)}: {_one_line(message)}"
+
+
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
+
+
+def named_path(keypath: KeyPath, raw: Any = None) -> str:
+    """``keypath`` dotted, with an item of a list of id'd tables (``[[triggers]]``,
+    ``[[high_risk.rules]]``, ``[[resolutions]]``) named by its id where ``raw`` (the
+    parsed TOML) gives it one, unique in its list: ``triggers[architect_low_confidence]
+    .threshold``, where ``triggers.0.threshold`` sent the reader counting tables. By its
+    index otherwise, and where the id itself is the key in question."""
+    out = ""
+    node = raw
+    for i, part in enumerate(keypath):
+        name = None
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            item = node[part]
+            about_id = i + 1 < len(keypath) and keypath[i + 1] == "id"
+            ident = item.get("id") if isinstance(item, dict) else None
+            if (
+                not about_id
+                and isinstance(ident, str)
+                and _PLAIN_ID.match(ident)
+                and sum(isinstance(x, dict) and x.get("id") == ident for x in node) == 1
+            ):
+                name = f"[{ident}]"
+        if name is not None:
+            out += name
+        else:
+            out += ("." if out else "") + str(part)
+        if isinstance(node, dict):
+            node = node.get(part) if isinstance(part, str) else None
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return out
 
 
 def _pydantic_message(err: Any) -> str:
@@ -189,16 +226,17 @@ def parse_policy(text: str, file: Path) -> LoadedPolicy:
         problems = []
         for err in exc.errors():
             loc: KeyPath = tuple(err["loc"])
-            problems.append(_fmt(file, line_for(lines, loc), loc, _pydantic_message(err)))
+            message = _pydantic_message(err)
+            problems.append(_fmt(file, line_for(lines, loc), loc, message, raw))
         raise PolicyError(problems) from None
 
     errors, warnings = cross_check(policy)
     if errors:
-        raise PolicyError([_fmt(file, line_for(lines, p), p, m) for p, m in errors])
+        raise PolicyError([_fmt(file, line_for(lines, p), p, m, raw) for p, m in errors])
     return LoadedPolicy(
         policy=policy,
         path=file,
-        warnings=[_fmt(file, line_for(lines, p), p, m) for p, m in warnings],
+        warnings=[_fmt(file, line_for(lines, p), p, m, raw) for p, m in warnings],
     )
 
 

@@ -117,8 +117,10 @@ class MergePlan(BaseModel):
     problems: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
-    def gate(self, *, human_approved: bool) -> GateResult | None:
-        return None if self.facts is None else self.facts.gate(human_approved=human_approved)
+    def gate(self, *, human_approved: bool, withheld: str | None = None) -> GateResult | None:
+        if self.facts is None:
+            return None
+        return self.facts.gate(human_approved=human_approved, withheld=withheld)
 
     def blockers(self) -> list[str]:
         """Everything but the human's answer that refuses the merge (empty: ask the human)."""
@@ -325,10 +327,12 @@ async def _execute(
     audit: AuditSink | None,
     approver: str | None = None,
     answer: str | None = None,
+    withheld: str | None = None,
 ) -> MergeOutcome:
     """:func:`execute_merge`; ``held``: whether the caller holds the repository's merge
-    lock (True), could not have it (False), or leaves it to this (None)."""
-    gate = plan.gate(human_approved=human_approved)
+    lock (True), could not have it (False), or leaves it to this (None). ``withheld``: why
+    a confirmation given does not count (the HUMAN reason's words)."""
+    gate = plan.gate(human_approved=human_approved, withheld=withheld)
     common = {
         "run_id": plan.run_id,
         "gate": gate,
@@ -471,7 +475,8 @@ async def merge_run(
     ``approver`` says who confirmed, for the audit line ("cli --yes", "tui", …).
     ``untested_ok=False``: an up-front approval does not cover a merged tree the run never
     tested (the branch moved on since it: an UNTESTED note), nor commits of the run's base
-    the target lacks (UNREVIEWED); a human asked sees the note.
+    the target lacks (UNREVIEWED); a human asked sees the note. Refused so, the HUMAN
+    reason says why the approval given does not count.
     """
     async with locked_plan(repo, run, sealed_sha256=sealed_sha256, policy=policy) as locked:
         plan = locked.plan
@@ -479,12 +484,33 @@ async def merge_run(
         human = approved and (untested_ok or not untested)
         ask = not human and confirm is not None and not plan.already_merged
         if not locked.held or not ask or plan.blockers():
-            return await locked.execute(human_approved=human, audit=audit, approver=approver)
+            withheld = upfront_not_covering(plan.notes) if approved and not human else None
+            return await locked.execute(
+                human_approved=human, audit=audit, approver=approver, withheld=withheld
+            )
     assert confirm is not None
     # asked with the lock let go: a human reading the plan holds no other merge up; the
     # merge takes the lock again and checks that the checkout did not move meanwhile
     human = await confirm(plan)
     return await locked.execute(human_approved=human, audit=audit, approver=approver)
+
+
+def upfront_not_covering(notes: list[str]) -> str:
+    """Why a confirmation given up front (``merge --yes``) does not cover this merge, and
+    how to merge it: the HUMAN reason, where "a merge needs a human's approval" read as
+    if no --yes had been given (its real reason was only in a note: a user audit)."""
+    if any(n.startswith(UNTESTED) for n in notes):
+        return (
+            "--yes does not cover a merged tree the run never tested (the branch moved on"
+            " since the run: see the UNTESTED note); to merge, confirm it at the prompt"
+            " (without --yes), run the task again so its tests see the branch as it is,"
+            " or add --untested to merge it anyway"
+        )
+    return (
+        "--yes does not cover commits the evidence's diff never showed (see the"
+        " UNREVIEWED note); to merge, confirm it at the prompt (without --yes), merge"
+        " into a branch that has the run's base, or add --untested to merge it anyway"
+    )
 
 
 class LockedPlan:
@@ -510,6 +536,7 @@ class LockedPlan:
         audit: AuditSink | None,
         approver: str | None = None,
         answer: str | None = None,
+        withheld: str | None = None,
     ) -> MergeOutcome:
         """:func:`execute_merge`, under the lock still held in the block (no other merge
         comes between the plan and the merge), and never on a plan read without it."""
@@ -520,6 +547,7 @@ class LockedPlan:
             audit=audit,
             approver=approver,
             answer=answer,
+            withheld=withheld,
         )
 
 
@@ -857,4 +885,5 @@ __all__ = [
     "merge_run",
     "prepare_merge",
     "preview_merge",
+    "upfront_not_covering",
 ]

@@ -90,13 +90,22 @@ def load_repo_config(repo: Path) -> RepoConfig:
         from app.policy.lines import key_lines, line_for
 
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        line = line_for(key_lines(text), tuple(str(p) for p in err["loc"]))
-        where = f"{path}:{line}" if line else str(path)
+        parts = tuple(str(p) for p in err["loc"])
         known = ", ".join(RepoConfig.model_fields)
         msg = f"unknown key (known: {known})" if err["type"] == "extra_forbidden" else err["msg"]
         if err["type"] == "value_error":  # (a validator's own words, without pydantic's prefix)
             msg = str(err["ctx"]["error"])
+        elif parts[:1] == ("test_command",):
+            # a value of neither type failed each branch of the union, and the first
+            # branch's error leaked its name ("test_command.str: Input should be a valid
+            # string", of [1, 2]): what the key accepts is said instead
+            parts = parts[:1]
+            got = repr(data.get("test_command"))
+            got = got if len(got) <= 60 else got[:59] + "…"
+            msg = f"expected a string or a list of strings (got {got})"
+        loc = ".".join(parts)
+        line = line_for(key_lines(text), parts)
+        where = f"{path}:{line}" if line else str(path)
         raise ConfigError(f"{where}: {loc}: {msg}") from None
 
 

@@ -257,22 +257,45 @@ def test_a_tail_count_out_of_range_is_a_usage_error(
     assert "-n" in err and "Traceback" not in err
 
 
-def test_a_filter_that_matches_nothing_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_id_found_nowhere_is_one_line_and_exit_2_for_tail_and_export(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """tail and export with an unknown (or cut) id printed nothing at all and ended 0, as
-    an empty log does. A view of nothing ends 0; an export of nothing ends 1, to stdout
-    as to a file (it ended 1 with -o FILE and 0 without)."""
+    an empty log does; then ``tail --run nosuch`` ended 0 and ``export --run nosuch`` 1
+    (a user audit). An id the log has no line of is an argument naming nothing: one
+    line, exit 2 from both, as ``evidence show`` says of a run that is not there."""
+    _populate()
+    for argv, named in (
+        (["audit", "tail", "--session", "s"], "--session s"),
+        (["audit", "tail", "--run", "nosuch", "--json"], "--run nosuch"),
+        (["audit", "export", "--run", "nosuch"], "--run nosuch"),
+        (["audit", "export", "--session", "s1", "--run", "nosuch"], "--run nosuch"),
+    ):
+        assert main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "", argv  # (--json: no line, valid JSON lines)
+        what = named.split()[0].removeprefix("--")
+        assert err.splitlines() == [
+            f"switchyard: {named}: no such {what} in the audit log (ids are matched whole)"
+        ], argv
+    assert main(["audit", "tail", "--session", "s1"]) == 0
+    assert "no audit line matched" not in capsys.readouterr().err
+
+
+def test_ids_that_are_there_but_never_together_match_nothing_said_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Both ids are in the log, never on one line: a view of nothing ends 0, an export of
+    nothing 1, each saying so (no id is unknown)."""
     _populate()
     for argv, code in (
-        (["audit", "tail", "--session", "s"], 0),
-        (["audit", "tail", "--run", "nosuch", "--json"], 0),
-        (["audit", "export", "--run", "r"], 1),
+        (["audit", "tail", "--session", "s1", "--run", "r2"], 0),
+        (["audit", "export", "--session", "s1", "--run", "r2"], 1),
     ):
         assert main(argv) == code, argv
         out, err = capsys.readouterr()
-        assert out == "", argv
-        assert f"no audit line matched {' '.join(argv[2:4])} (ids are matched whole)" in err
-    assert main(["audit", "tail", "--session", "s1"]) == 0
-    assert "no audit line matched" not in capsys.readouterr().err
+        assert out == ""
+        assert "no audit line matched --session s1 --run r2 (ids are matched whole)" in err
 
 
 def test_an_export_whose_filter_matches_nothing_leaves_the_file_as_it_was(
@@ -284,15 +307,23 @@ def test_an_export_whose_filter_matches_nothing_leaves_the_file_as_it_was(
     assert main(["audit", "export", "-o", str(kept), "--run", "r1"]) == 0
     before = kept.read_bytes()
     capsys.readouterr()
-    assert main(["audit", "export", "-o", str(kept), "--run", "typo"]) == 1
+    assert main(["audit", "export", "-o", str(kept), "--run", "typo"]) == 2
     err = capsys.readouterr().err
-    assert "no audit line matched --run typo" in err and f"{kept} left as it was" in err
+    assert err.splitlines() == [
+        "switchyard: --run typo: no such run in the audit log (ids are matched whole); "
+        f"{kept} left as it was"
+    ]
     assert kept.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temporary file left
     fresh = tmp_path / "fresh.jsonl"
-    assert main(["audit", "export", "-o", str(fresh), "--session", "nosuch"]) == 1
+    assert main(["audit", "export", "-o", str(fresh), "--session", "nosuch"]) == 2
     assert f"{fresh} not written" in capsys.readouterr().err
     assert not fresh.exists()
+    # ids that are there, never together: nothing to export, the file as it was (exit 1)
+    assert main(["audit", "export", "-o", str(kept), "--session", "s1", "--run", "r2"]) == 1
+    err = capsys.readouterr().err
+    assert "no audit line matched --session s1 --run r2" in err and "left as it was" in err
+    assert kept.read_bytes() == before
 
 
 def test_export_refuses_a_line_that_is_no_audit_line(

@@ -24,6 +24,7 @@ from app.evidence.bundle import (
     read_manifest,
     verify_bundle,
 )
+from app.policy.gate import VerdictRecord
 from app.router.ledger.records import BudgetSnapshot, CapUsage
 from tests.unit.test_evidence_bundle import CLOUD_APPROVE, HEAD, sandbox_result
 
@@ -52,7 +53,11 @@ def _commands(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def _record(
-    repo: Path, *, seal: bool = True, status: str = "merge_ready"
+    repo: Path,
+    *,
+    seal: bool = True,
+    status: str = "merge_ready",
+    verdicts: list[VerdictRecord] | None = None,
 ) -> tuple[Path, Manifest]:
     clock = ManualClock()
     db = load_settings().audit_db
@@ -69,7 +74,7 @@ async def _record(
         b.write_text("TASK_BRIEF.md", "# fix add()\n")
         b.write_test_loop(1, sandbox_result(0), attempt=1, commit=HEAD)
         b.write_json("highrisk.json", {"high_risk": False})
-        b.write_verdicts([CLOUD_APPROVE])
+        b.write_verdicts(verdicts if verdicts is not None else [CLOUD_APPROVE])
         b.write_json("cost.json", COST)
         assert await b.export_audit(log) == 4
         manifest = b.finalize(
@@ -290,6 +295,22 @@ def test_show(
     assert data["cost"] == COST
     names = {f["name"]: f for f in data["files"]}
     assert names["audit.jsonl"]["size"] > 0 and len(names["cost.json"]["sha256"]) == 64
+
+
+def test_show_says_a_local_verdicts_locality_once(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It read "approve by qwen3-14b (local, local)": the provider "local" and where the
+    model ran, the same word twice, as a typo would."""
+    local = CLOUD_APPROVE.model_copy(
+        update={"model": "qwen3-14b", "provider": "local", "local": True}
+    )
+    record(repo, verdicts=[CLOUD_APPROVE, local])
+    assert main(["evidence", "show", RUN, "--repo", str(repo)]) == 0
+    out = capsys.readouterr().out
+    assert "approve by qwen3-14b (local); citations resolve" in out
+    assert "(local, local)" not in out
+    assert "approve by claude-sonnet-4.6 (anthropic, cloud); citations resolve" in out
 
 
 def test_show_a_refused_and_a_tampered_run(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -156,6 +156,49 @@ def test_session_filter_and_its_own_cap(policy: Policy, capsys: pytest.CaptureFi
     assert main(["budget", "--session", "s1", "--days", "1"]) == 0
     out = capsys.readouterr().out
     assert "session s1" in out and "No call or reservation" not in out
+    assert "no spend recorded" not in out
+
+
+def test_a_session_with_no_record_says_so_beside_the_caps(
+    policy: Policy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``budget --session nosuch`` ended 0 with a full "$5.00 left", as if the session
+    existed (a user audit). A new session has no spend, so it is no error (exit 0): the
+    report says it has none recorded; --json stays the report it was."""
+    _seed(policy)
+    assert main(["budget", "--session", "nosuch"]) == 0
+    out = capsys.readouterr().out
+    assert "no spend recorded for session nosuch" in out
+    assert "session nosuch (no spend recorded)" in out
+    assert main(["budget", "--session", "nosuch", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["session"] == "nosuch" and data["total"]["calls"] == 0
+    assert data["session_budget"]["spent_usd"] == 0
+    assert data["session_budget"]["left_usd"] == policy.budget.session_usd
+
+
+def test_a_session_that_spent_before_the_days_shown_is_no_unknown_one(
+    policy: Policy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Spend ten days ago, none in the 7 shown: its spend is on record (the session cap's
+    sums are all time), so not "no spend recorded"; the days shown say they have none."""
+
+    async def go() -> None:
+        db = Settings().ledger_db
+        ensure_dir(db.parent)
+        clock = ManualClock(datetime.now(UTC) - timedelta(days=10))
+        async with await BudgetLedger.open(db, policy.budget, clock=clock) as led:
+            res = await led.reserve(
+                session="old", provider="deepseek", role="implementer",
+                model="deepseek-reasoner", amount_usd=0.42,
+            )  # fmt: skip
+            await led.settle(res.id, actual_usd=0.42, tokens_in=10, tokens_out=5, latency_ms=1)
+
+    asyncio.run(go())
+    assert main(["budget", "--session", "old"]) == 0
+    out = capsys.readouterr().out
+    assert "no spend recorded" not in out
+    assert "No call or reservation of session old in these 7 days" in out
 
 
 def test_table_shows_roles_models_providers_days_and_what_is_left(
@@ -189,9 +232,12 @@ def test_an_empty_ledger_is_created_and_reported(
     assert main(["budget", "--session", "nobody"]) == 0
     out = capsys.readouterr().out
     assert "$0.00 in 0 calls" in out
-    assert "session nobody" in out
-    # a cut id (the workbench's header showed 8 of 12 characters) reads as a $0 session
-    assert "No call or reservation of session nobody in these 7 days" in out
+    # a cut id (the workbench's header showed 8 of 12 characters) read as a $0 session,
+    # and its full "$5.00 left" as a session that exists (a user audit): said beside the
+    # caps, once
+    assert "session nobody (no spend recorded)" in out
+    assert "no spend recorded for session nobody: the caps above are what it starts with" in out
+    assert "No call or reservation" not in out
     # the summary is one line, not broken at the console's 80 columns
     summary = out.splitlines()[0]
     assert summary.startswith("Spend ") and summary.endswith(f"policy {policy.version}")

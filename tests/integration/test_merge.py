@@ -189,8 +189,21 @@ def test_merges_into_a_branch_that_moved_on(repo: Path, capsys: pytest.CaptureFi
     # --yes was given before the plan was read: it confirms a tested tree, not this one
     assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 1
     refused = capsys.readouterr().err
-    assert "--yes confirms a tested tree" in refused and "--untested" in refused
+    # the refusal's reason says why --yes did not count (it read "HUMAN: a merge needs a
+    # human's approval", the real reason only in a note: a user audit), and how to merge
+    reasons = refused.split("  note:")[0]
+    assert "HUMAN: --yes does not cover a merged tree the run never tested" in reasons
+    assert "needs a human's approval" not in refused
+    assert "confirm it at the prompt (without --yes)" in reasons
+    assert "run the task again" in reasons and "--untested" in reasons
+    assert refused.count("--yes does not cover") == 1  # said once, not again in a note
     assert git(repo, "rev-parse", "HEAD") == before
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    (reason,) = data["reasons"]
+    assert reason.startswith("HUMAN: --yes does not cover") and reason in data["gate"]["reasons"]
+    line = merge_lines()[-1]  # the audit line keeps the gate code, with the words
+    assert line.reason_codes == ["HUMAN"] and "--yes does not cover" in line.detail
     assert main(["merge", "run-1", "--repo", str(repo), "--yes", "--untested"]) == 0
     assert (repo / "calc.py").read_text().endswith("a + b\n")
     assert (repo / "docs" / "usage.md").read_text() == "use it\n"
@@ -693,7 +706,8 @@ def test_a_merge_into_a_branch_that_lacks_the_runs_base_says_what_it_brings(
     assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 1
     err = capsys.readouterr().err
     assert "UNREVIEWED: old lacks 1 commit(s) of the run's base" in err
-    assert "--yes confirms what the evidence shows" in err
+    assert "HUMAN: --yes does not cover commits the evidence's diff never showed" in err
+    assert "needs a human's approval" not in err
     assert git(repo, "rev-parse", "HEAD") == before and not (repo / "wip.txt").exists()
     assert main(["merge", "run-1", "--repo", str(repo), "--yes", "--untested"]) == 0
     assert (repo / "wip.txt").exists()

@@ -369,7 +369,7 @@ def test_an_invalid_policy_exits_2_with_file_and_line(
     )
     assert rc == 2 and out == ""
     line = bad.read_text().splitlines().index("threshold = 7.5") + 1
-    assert f"{bad}:{line}: triggers.0.threshold" in err
+    assert f"{bad}:{line}: triggers[architect_low_confidence].threshold" in err
     rc, _, err = run_cli(["policy", "diff", str(bad), str(recorded["policy"])], capsys)
     assert rc == 2 and f"{bad}:{line}:" in err
 

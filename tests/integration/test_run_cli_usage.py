@@ -134,6 +134,17 @@ def _bin(tmp_path: Path, *names: str) -> Path:
             ":1: test_memory_mb: Input should be less than or equal to 16777216",
         ),
         ("test_command = []\n", ":1: test_command: the test command is empty"),
+        # a value of neither type: "test_command.str: Input should be a valid string", the
+        # union's branch name leaked (a user audit); what the key accepts is said instead
+        (
+            "# the tests\ntest_command = [1, 2]\n",
+            ":2: test_command: expected a string or a list of strings (got [1, 2])",
+        ),
+        (
+            "test_command = ['pytest', 3]\n",
+            ":1: test_command: expected a string or a list of strings (got ['pytest', 3])",
+        ),
+        ("test_command = 5\n", ":1: test_command: expected a string or a list of strings (got 5)"),
         (
             "test_comand = 'pytest -q'\n",
             ":1: test_comand: unknown key (known: test_command, test_timeout_s, test_memory_mb)",

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from app.pipeline.second_opinion import ask_second_opinion, occasion_signals
+from app.evidence.read import read_sidecars
+from app.pipeline.second_opinion import AdviceRecord, ask_second_opinion, occasion_signals
 from app.policy.schema import Policy
 from app.router.approvals import DenyDecider
 from app.router.decide import decide
 from app.router.types import RouterState, Signals
 from tests.integration.test_router_service import ALL_UP, Resolver, make_router
+
+NO_KEY = "no key: ANTHROPIC_API_KEY not set"
 
 ADVICE = json.dumps(
     {
@@ -90,6 +93,8 @@ async def test_a_denied_second_opinion_is_skipped_audited_and_raises_nothing(
     )
     assert record.opinion is None and record.model is None
     assert record.skipped is not None and "SIDECAR_NOT_REACHED" in record.skipped
+    assert record.outcome == "denied"
+    assert record.passed_over == ["claude-sonnet-4.6: denied", "gpt-5.1-high: denied"]
     kinds = [line.kind for line in await audit.lines(session="s1")]
     # each cloud step asked and denied, then the refusal, then the advice line saying so
     assert kinds == ["escalation", "denial", "escalation", "denial", "refusal", "advice"]
@@ -110,8 +115,110 @@ async def test_a_malformed_second_opinion_is_kept_as_skipped(
     # a verdict is not something the sidecar may give: the schema has no such field
     assert record.opinion is None and record.model == "claude-sonnet-4.6"
     assert record.skipped is not None and "SecondOpinion" in record.skipped
+    # approved, called twice (the reply and its repair) and paid for: the record says so
+    assert record.outcome == "malformed" and record.calls == 2
+    assert record.cost_usd is not None and record.cost_usd > 0
+    spent = (await ledger.snapshot("s1")).by_provider["anthropic"]
+    assert record.cost_usd == pytest.approx(spent)
+    # ... and so does `evidence show` (an audit: it read "denied or unavailable")
+    (line,) = sidecars_of(tmp_path, record)
+    assert line.startswith(
+        "no second opinion on the failure: claude-sonnet-4.6 was approved and paid ("
+    )
+    assert "for 2 calls), but its reply was rejected as malformed: reply does not fit " in line
+    assert "SecondOpinion after one repair" in line
+    assert "denied" not in line and "unavailable" not in line
     await audit.close()
     await ledger.close()
+
+
+def sidecars_of(tmp_path: Path, *records: AdviceRecord) -> list[str]:
+    """The sidecar lines `evidence show` (and the TUI) make of these records."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir(exist_ok=True)
+    (bundle / "second_opinion.json").write_text(
+        json.dumps({"advisory": True, "opinions": [r.model_dump() for r in records]})
+    )
+    return read_sidecars(bundle)
+
+
+@pytest.mark.parametrize(
+    ("case", "outcome", "said"),
+    [
+        (
+            "denied",
+            "denied",
+            "no second opinion on the high risk: the escalation was denied "
+            "(claude-sonnet-4.6: denied; gpt-5.1-high: denied)",
+        ),
+        (
+            "no_key",
+            "unavailable",
+            "no second opinion on the high risk: the cloud model is unavailable "
+            f"(claude-sonnet-4.6: unavailable: {NO_KEY}; gpt-5.1-high: unavailable: {NO_KEY})",
+        ),
+        (
+            "local_only",
+            "local_only",
+            "no second opinion on the high risk: local_only forbids every cloud call (GR-009)",
+        ),
+        (
+            "budget",
+            "over_budget",
+            "no second opinion on the high risk: refused by the GR-011 budget",
+        ),
+        ("mixed", "refused", "no second opinion on the high risk: no cloud step could serve"),
+    ],
+)
+async def test_each_refusal_says_its_own_reason_in_the_evidence(
+    tmp_path: Path, policy: Policy, case: str, outcome: str, said: str
+) -> None:
+    unavailable = {"claude-sonnet-4.6": NO_KEY, "gpt-5.1-high": NO_KEY}
+    if case == "mixed":
+        unavailable = {"gpt-5.1-high": NO_KEY}
+    resolver = Resolver(up=ALL_UP, unavailable=unavailable if case in ("no_key", "mixed") else {})
+    if case == "budget":
+        budget = policy.budget.model_copy(update={"session_usd": 0.000001})
+        policy = policy.model_copy(update={"budget": budget})
+    router, audit, ledger = await make_router(
+        tmp_path,
+        policy,
+        resolver,
+        decider=DenyDecider() if case in ("denied", "mixed") else None,
+        local_only=case == "local_only",
+    )
+    record = await ask_second_opinion(router, "high_risk", "t", "diff", run="r1")
+    assert record.opinion is None and record.outcome == outcome
+    assert record.calls is None and record.cost_usd is None  # nothing came back
+    (line,) = sidecars_of(tmp_path, record)
+    assert line.startswith(said), line
+    if case == "mixed":
+        assert line.endswith(f"(claude-sonnet-4.6: denied; gpt-5.1-high: unavailable: {NO_KEY})")
+    if case == "budget":
+        assert "claude-sonnet-4.6: budget" in line
+    assert "denied or unavailable" not in line
+    await audit.close()
+    await ledger.close()
+
+
+def test_sidecar_lines_for_the_other_outcomes_and_older_records(tmp_path: Path) -> None:
+    failed = AdviceRecord(occasion="failure", skipped="second_opinion: timed out", outcome="failed")
+    none = AdviceRecord(occasion="user_request", skipped="x", outcome="no_trigger")
+    # a record written before outcomes were kept says what it recorded
+    older_bad = AdviceRecord(
+        occasion="high_risk",
+        model="claude-sonnet-4.6",
+        skipped="second_opinion reply does not fit SecondOpinion after one repair (GR-012): x",
+    )
+    older_refused = AdviceRecord(occasion="high_risk", skipped="second_opinion: DENIED: no")
+    assert sidecars_of(tmp_path, failed, none, older_bad, older_refused) == [
+        "no second opinion on the failure: the call failed: second_opinion: timed out",
+        "no second opinion on the user request: no trigger fired",
+        "no second opinion on the high risk: claude-sonnet-4.6 was called (its cost is not in "
+        "this record), but its reply was rejected as malformed: reply does not fit "
+        "SecondOpinion after one repair (GR-012): x",
+        "no second opinion on the high risk: second_opinion: DENIED: no",
+    ]
 
 
 def test_the_pipeline_asks_only_when_the_policy_trigger_fires(policy: Policy) -> None:

@@ -450,9 +450,18 @@ def test_audit_export_by_session_finds_the_chain_that_holds_it(
     rc, out, _ = run_cli(["audit", "export", "--session", "both", "--chain", chains["bob"]], capsys)
     assert rc == 0 and len(out.splitlines()) == 2
 
-    # none: exit 1, as any filter that matches nothing
+    # an id no chain holds: one line, exit 2, as `audit tail` says it
     rc, out, err = run_cli(["audit", "export", "--session", "nosuch"], capsys)
-    assert (rc, out) == (1, "") and "no audit line matched --session nosuch" in err
+    assert (rc, out) == (2, "") and len(err.strip().splitlines()) == 1
+    assert "--session nosuch: no such session in the audit log" in err
+    rc, out, err = run_cli(["audit", "tail", "--team", "--session", "nosuch"], capsys)
+    assert (rc, out) == (2, "") and "--session nosuch: no such session" in err
+    # another user's session (tail shows carol's own by default): there, not carol's: 0
+    rc, out, err = run_cli(["audit", "tail", "--session", "s-alice"], capsys)
+    assert (rc, out) == (0, "") and "no audit line matched --session s-alice" in err
+    # ids that are there, never together: nothing matched, exit 1
+    rc, out, err = run_cli(["audit", "export", "--session", "s-alice", "--run", "r-bob"], capsys)
+    assert (rc, out) == (1, "") and "no audit line matched --session s-alice --run r-bob" in err
     # no filter: a chain must still be named
     rc, _, err = run_cli(["audit", "export"], capsys)
     assert rc == 2 and "--chain" in err

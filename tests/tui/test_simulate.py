@@ -99,7 +99,7 @@ async def test_simulate_from_the_palette(make_app: Any, tmp_path: Path) -> None:
         await settle(pilot)
         shown = str(screen.query_one("#simulate-summary", Static).render())
         assert shown.startswith(f"not simulated: {bad}:")
-        assert "triggers.0.threshold" in shown
+        assert "triggers[architect_low_confidence].threshold" in shown
         await pilot.press("escape")
         await settle(pilot)
         assert not isinstance(app.screen, SimulateScreen)

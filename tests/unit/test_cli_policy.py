@@ -75,7 +75,8 @@ def test_check_bad_file_exits_2_with_one_line(
     assert out == ""
     line = bad.read_text(encoding="utf-8").split("\n").index("threshold = 1.5") + 1
     assert err.splitlines() == [
-        f"switchyard: {bad}:{line}: triggers.0.threshold: 1.5 is out of range 0..1"
+        f"switchyard: {bad}:{line}: triggers[architect_low_confidence].threshold: "
+        "1.5 is out of range 0..1"
     ]
 
 
@@ -90,7 +91,9 @@ def test_check_json_prints_the_findings_whether_the_file_loads_or_not(
     assert json.loads(out) == {
         "ok": False,
         "path": str(bad),
-        "errors": [f"{bad}:{line}: triggers.0.threshold: 1.5 is out of range 0..1"],
+        "errors": [
+            f"{bad}:{line}: triggers[architect_low_confidence].threshold: 1.5 is out of range 0..1"
+        ],
     }
     assert err == ""
 
@@ -135,7 +138,7 @@ def test_show_bad_policy_from_env_exits_2(
     assert main(["policy", "show"]) == 2
     assert main(["policy", "check"]) == 2
     _, err = capsys.readouterr()
-    assert err.count("triggers.0.threshold") == 2 and "Traceback" not in err
+    assert err.count("triggers[architect_low_confidence].threshold") == 2 and "Traceback" not in err
 
 
 def test_show_lists_all_ten_roles(capsys: pytest.CaptureFixture[str]) -> None:
@@ -270,5 +273,7 @@ def test_installed_script_bad_policy_exit_2(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "switchyard"
     done = _run(str(script), "policy", "check", str(_bad_policy(tmp_path)))
     assert done.returncode == 2
-    assert done.stderr.strip().endswith("triggers.0.threshold: 1.5 is out of range 0..1")
+    assert done.stderr.strip().endswith(
+        "triggers[architect_low_confidence].threshold: 1.5 is out of range 0..1"
+    )
     assert len(done.stderr.splitlines()) == 1

@@ -12,7 +12,7 @@ import pytest
 from app.cli.main import main
 from app.errors import PolicyError
 from app.policy import load_policy
-from app.policy.loader import SEED_GUARDRAILS, SEED_ROLES, parse_policy
+from app.policy.loader import SEED_GUARDRAILS, SEED_ROLES, named_path, parse_policy
 from app.resources import default_policy_path
 
 SEED = default_policy_path().read_text(encoding="utf-8")
@@ -60,7 +60,7 @@ def test_shipped_policy_loads_without_errors() -> None:
     for i, warning in enumerate(loaded.warnings):
         line = line_of('id = "C1"') - 1 + 5 * i
         assert SEED_LINES[line - 1] == "[[resolutions]]"
-        assert warning.startswith(f"{loaded.path}:{line}: resolutions.{i}: ")
+        assert warning.startswith(f"{loaded.path}:{line}: resolutions[C{i + 1}]: ")
         assert f"resolved contradiction C{i + 1}: " in warning
 
 
@@ -240,7 +240,8 @@ MUTATIONS: dict[str, Mutation] = {
     "architect confidence threshold 1.5": Mutation(
         lambda: replace_line(line_of("threshold = 0.75"), "threshold = 1.5"),
         _exact(
-            lambda: line_of("threshold = 0.75"), "triggers.0.threshold: 1.5 is out of range 0..1"
+            lambda: line_of("threshold = 0.75"),
+            "triggers[architect_low_confidence].threshold: 1.5 is out of range 0..1",
         ),
     ),
     "escalation-only model as a default": Mutation(
@@ -323,7 +324,8 @@ MUTATIONS: dict[str, Mutation] = {
         lambda: replace_line(line_of("threshold = 8"), "threshold = nan"),
         _exact(
             lambda: line_of("threshold = 8"),
-            "triggers.1.threshold: Input should be a finite number (got nan)",
+            "triggers[architect_scope_large_steps].threshold: "
+            "Input should be a finite number (got nan)",
         ),
     ),
     "an infinite budget": Mutation(
@@ -380,7 +382,8 @@ MUTATIONS: dict[str, Mutation] = {
         ),
         _exact(
             lambda: line_of('target = "deepseek-reasoner" # stuck loops → the thinking model'),
-            "triggers.4.target: 'claude-opus-4.7' is not in implementer's fallback chain",
+            "triggers[implementer_failed_loops].target: "
+            "'claude-opus-4.7' is not in implementer's fallback chain",
         ),
     ),
     "a chain that lists a model twice (an alias and its model)": Mutation(
@@ -411,7 +414,7 @@ MUTATIONS: dict[str, Mutation] = {
         ),
         _exact(
             lambda: line_of('reason = "USER_REQUEST"', after='id = "user_request"') + 1,
-            "triggers.20.target: a trigger of every role ('*') cannot name a target",
+            "triggers[user_request].target: a trigger of every role ('*') cannot name a target",
         ),
     ),
     "an alias of an alias": Mutation(
@@ -425,7 +428,7 @@ MUTATIONS: dict[str, Mutation] = {
         lambda: replace_line(line_of("lines = []"), "lines = ['(unclosed']"),
         _exact(
             lambda: line_of("lines = []"),
-            "high_risk.rules.4.lines.0: bad regex: "
+            "high_risk.rules[build_tooling_routing].lines.0: bad regex: "
             "missing ), unterminated subpattern at position 0",
         ),
     ),
@@ -577,7 +580,7 @@ def test_line_numbers_ignore_unicode_line_separators(tmp_path: Path) -> None:
     target = _write(tmp_path, text)
     line = line_of("threshold = 0.75")
     assert problems_of(target) == [
-        f"{target}:{line}: triggers.0.threshold: 1.5 is out of range 0..1"
+        f"{target}:{line}: triggers[architect_low_confidence].threshold: 1.5 is out of range 0..1"
     ]
 
 
@@ -623,6 +626,35 @@ def test_non_utf8_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     _assert_cli_exit_2(target, problems, capsys)
 
 
+def test_an_item_of_an_id_d_list_is_named_by_its_id() -> None:
+    """``triggers.0.threshold`` sent the reader counting ``[[triggers]]`` tables (a user
+    audit): an item with an id is named by it, the file:line kept beside it."""
+    raw = {
+        "triggers": [{"id": "a_low", "threshold": 7.5}, {"id": "b", "x": 1}, {"x": 2}],
+        "high_risk": {"rules": [{"id": "auth", "lines": ["("]}]},
+        "twice": [{"id": "same"}, {"id": "same"}],
+    }
+    assert named_path(("triggers", 0, "threshold"), raw) == "triggers[a_low].threshold"
+    assert named_path(("high_risk", "rules", 0, "lines", 0), raw) == (
+        "high_risk.rules[auth].lines.0"
+    )
+    # no id, an id two items share, or the id itself in question: the index
+    assert named_path(("triggers", 2, "x"), raw) == "triggers.2.x"
+    assert named_path(("twice", 1), raw) == "twice.1"
+    assert named_path(("triggers", 1, "id"), raw) == "triggers.1.id"
+    assert named_path(("triggers", 0, "threshold")) == "triggers.0.threshold"  # no data
+    assert named_path(("triggers", 9, "threshold"), raw) == "triggers.9.threshold"
+
+
+def test_a_duplicate_trigger_id_is_named_by_its_index(tmp_path: Path) -> None:
+    text = SEED.replace('id = "architect_scope_large_steps"', 'id = "architect_low_confidence"')
+    problems = problems_of(_write(tmp_path, text))
+    assert any(
+        p.endswith("triggers.1.id: duplicate trigger id 'architect_low_confidence'")
+        for p in problems
+    ), problems
+
+
 def test_several_problems_are_all_reported(tmp_path: Path) -> None:
     text = SEED.replace("threshold = 0.75", "threshold = 1.5", 1).replace(
         'haiku = "claude-haiku-4.5"', 'haiku = "nope"'
@@ -631,7 +663,7 @@ def test_several_problems_are_all_reported(tmp_path: Path) -> None:
     problems = problems_of(target)
     assert len(problems) == 2
     assert all(p.startswith(f"{target}:") for p in problems)
-    assert any("triggers.0.threshold" in p for p in problems)
+    assert any("triggers[architect_low_confidence].threshold" in p for p in problems)
     assert any("aliases.haiku" in p for p in problems)
 
 
@@ -670,7 +702,8 @@ def test_a_role_trigger_without_a_chain_to_escalate_on_is_a_warning(tmp_path: Pa
     never = [w for w in loaded.warnings if "never escalates" in w]
     assert len(never) == 4  # the architect's four §3 triggers
     assert never[0].endswith(
-        "triggers.0.role: architect has no fallback chain: this never escalates"
+        "triggers[architect_low_confidence].role: "
+        "architect has no fallback chain: this never escalates"
     )
 
 
