@@ -26,6 +26,7 @@ KIND_STYLES = MappingProxyType(
         "route": "cyan",
         "runtime_fallback": "yellow",
         "escalation": "bold magenta",
+        "check": "cyan",
         "skip": "dim",
         "approval": "green",
         "denial": "red",

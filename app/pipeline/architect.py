@@ -13,7 +13,7 @@ may give advice (never a decision).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.backends.base import ChatRequest, Message
 from app.bus import PlanUpdated
@@ -26,10 +26,11 @@ from app.pipeline.repo_facts import repo_facts
 from app.pipeline.schemas import Plan, PlanStep
 from app.pipeline.second_opinion import advise
 from app.pipeline.signals import plan_signals
-from app.pipeline.structured import Answer, ask_model
+from app.pipeline.structured import Answer, ask_model, typed_request
 from app.router.decide import fired_triggers
+from app.router.recorded import CHECK
 from app.router.service import RouteRefused, RouteStaysLocal
-from app.router.types import Signals
+from app.router.types import Decision, Signals
 
 if TYPE_CHECKING:
     from app.pipeline.context import RunContext
@@ -160,11 +161,17 @@ async def _final(ctx: RunContext, brief: str, draft: Plan) -> tuple[Plan, Ground
         grounds=(("confidence", grounded.basis),),
     )
     if not fired_triggers(ctx.policy, ROLE, signals):
+        # a decision too, recorded with what it read: without its line a stricter policy
+        # replayed on the log found nothing to escalate (0.95 under a 0.99 bar: a user
+        # audit of `policy simulate`)
+        request = typed_request(Plan, messages, ctx.policy.generation.plan_tokens)
+        d, inputs = await ctx.router.decide_unserved(ROLE, request, signals)
+        await _record_check(ctx, d, inputs, chosen, grounded)
         return chosen, grounded
     # the panes show the plan the escalation is about, at its grounded confidence, while
     # the human decides (the modal's 0.45 beside a pane still reading the draft's 1.00)
     await publish_plan(ctx, chosen, grounded)
-    cloud = await _escalate(ctx, messages, signals)
+    cloud = await _escalate(ctx, messages, signals, checked=(chosen, grounded))
     if cloud is not None and cloud.value is not None:
         await ctx.role_stage(ROLE, cloud, "escalated")
         escalated = ground_plan(cloud.value, ctx.task, facts, ctx.policy.grounding)
@@ -218,11 +225,18 @@ async def _final(ctx: RunContext, brief: str, draft: Plan) -> tuple[Plan, Ground
 
 
 async def _escalate(
-    ctx: RunContext, messages: list[Message], signals: Signals
+    ctx: RunContext,
+    messages: list[Message],
+    signals: Signals,
+    *,
+    checked: tuple[Plan, Grounded] | None = None,
 ) -> Answer[Plan] | None:
     """The final plan's triggers fired: the cloud planner writes the plan (approval,
     budget and local_only are the router's). None when it stays local (denied,
-    unavailable, local_only): the local plan stands and no local generation is repeated."""
+    unavailable, local_only): the local plan stands and no local generation is repeated.
+    ``checked``: the plan (and its grounding) whose signals these are; when the router
+    kept it local at its first decision (local_only, every cloud step over budget), no
+    line of its records that decision, and a ``check`` line does."""
     ctx.guard_calls(ROLE)
     try:
         answer = await ask_model(
@@ -235,10 +249,45 @@ async def _escalate(
             max_tokens=ctx.policy.generation.plan_tokens,
             cloud_only=True,
         )
-    except (RouteStaysLocal, RouteRefused):
-        return None  # the router audited the skips, the denial or the refusal
+    except RouteStaysLocal as stays:
+        # the router audited the skips and denials (an escalation line records a decision
+        # that was asked about; one kept local at once is not recorded but here)
+        if checked is not None and stays.inputs is not None:
+            await _record_check(ctx, stays.decision, stays.inputs, *checked)
+        return None
+    except RouteRefused:
+        return None  # the router audited the refusal, with its inputs
     ctx.charge(ROLE, answer.calls)
     return answer
+
+
+async def _record_check(
+    ctx: RunContext, d: Decision, inputs: dict[str, Any], value: Plan, grounded: Grounded
+) -> None:
+    """The decision on the final plan that sent nothing to the cloud, as a decision line
+    (:data:`app.router.recorded.CHECK`): no trigger fired (no escalation was needed), or
+    one fired and the router could not leave the machine (``d``'s notes say why). Its
+    ``inputs`` (the grounded confidence, the plan's scope, the prompt an escalation would
+    send) are what ``policy simulate`` replays under another policy."""
+    steps = counted(len(value.steps), "step")
+    asked = counted(len(value.open_questions), "open question")
+    scope = f"confidence {grounded.value:.2f} ({grounded.basis}), {steps}, {asked}"
+    if d.reasons:
+        fired = "; ".join(r.text for r in d.reasons)
+        why = "; ".join(d.notes) or "no cloud step can serve"
+        detail = f"the final plan ({scope}) fires {fired}; it stays local: {why}"
+    else:
+        detail = f"the final plan ({scope}) fires no trigger: no escalation needed"
+    local = d.action == "local"
+    await ctx.audit(
+        CHECK,
+        role=ROLE,
+        to=f"{d.target}@{d.runtime}" if local else None,
+        # (a refusal's code first, as the router's refusal line has it)
+        reason_codes=d.reason_codes if local else [d.refusal_code or "REFUSED", *d.reason_codes],
+        values={"inputs": inputs},
+        detail=detail,
+    )
 
 
 async def publish_plan(ctx: RunContext, value: Plan, grounded: Grounded | None = None) -> None:

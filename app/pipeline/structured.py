@@ -19,7 +19,7 @@ from app.router.service import DeltaHook, Router
 from app.router.structured import Answer, Parser, complete_structured, pydantic_parser, unfence
 from app.router.types import Signals
 
-__all__ = ["Answer", "ask_model", "ask_parsed", "unfence"]
+__all__ = ["Answer", "ask_model", "ask_parsed", "typed_request", "unfence"]
 
 T = TypeVar("T", bound=BaseModel)
 V = TypeVar("V")
@@ -43,7 +43,7 @@ async def ask_model(
     that failed on every step comes back as an Answer with ``route_failed``. ``check``
     adds the caller's own rules to the schema's: its problems are part of the one repair.
     """
-    request = ChatRequest(messages=messages, max_tokens=max_tokens, json_schema=schema_of(model))
+    request = typed_request(model, messages, max_tokens)
     if temperature is not None:
         request = request.model_copy(update={"temperature": temperature})
     return await complete_structured(
@@ -57,6 +57,12 @@ async def ask_model(
         cloud_only=cloud_only,
         expected=model.__name__,
     )
+
+
+def typed_request(model: type[BaseModel], messages: list[Message], max_tokens: int) -> ChatRequest:
+    """The request :func:`ask_model` sends for ``model`` (its schema for constrained
+    decoding): what a decision about sending it reads (its prompt, output cap, schema)."""
+    return ChatRequest(messages=messages, max_tokens=max_tokens, json_schema=schema_of(model))
 
 
 async def ask_parsed(

@@ -63,8 +63,11 @@ class RouteStaysLocal(SwitchyardError):
     trigger, denied, unavailable): raised before any call, so a prompt sized for a cloud
     window never reaches a small local model."""
 
-    def __init__(self, decision: Decision) -> None:
+    def __init__(self, decision: Decision, inputs: dict[str, Any] | None = None) -> None:
         self.decision = decision
+        #: what the decision read (app.router.recorded) when it was the request's first:
+        #: then no line carries it, and the caller records it (a ``check``)
+        self.inputs = inputs
         super().__init__("; ".join(decision.notes) or "the router chose a local model")
 
 

@@ -185,6 +185,25 @@ class Router:
         d, _ = await self._decide_recorded(role, signals, denied or set(), failed or {}, 0)
         return d
 
+    async def decide_unserved(
+        self, role: str, request: ChatRequest, signals: Signals
+    ) -> tuple[Decision, dict[str, Any]]:
+        """The first decision :meth:`complete` would make for ``request`` now, and the
+        inputs its line would record (:mod:`app.router.recorded`): nothing is served,
+        asked or written. A pipeline step that reads a role's output against its
+        triggers and does not escalate (the Architect's final plan) records its decision
+        with these, as the router's own lines do, so ``policy simulate`` replays it. The
+        signals get the request's prompt estimate as :meth:`complete` gives them (its
+        lines inline: the request path)."""
+        counted = request_tokens(request)
+        given = signals.context_estimate
+        extra = 0 if request.json_schema is None else schema_tokens(request)
+        if given is None or counted > given:
+            signals = signals.with_estimate(counted, request.max_tokens, extra)
+        elif signals.output_tokens != request.max_tokens or extra:
+            signals = signals.with_estimate(None, request.max_tokens, extra)
+        return await self._decide_recorded(role, signals, set(), {}, 0)
+
     async def _decide_recorded(
         self, role: str, signals: Signals, denied: set[str], failed: dict[str, str], step: int
     ) -> tuple[Decision, dict[str, Any]]:
@@ -303,7 +322,10 @@ class Router:
                 result.appended = lines
                 return result
             if cloud_only:
-                raise RouteStaysLocal(d)
+                # the first decision's inputs, which no line of this request carries (a
+                # later one's first decision was its escalation line's): the caller's to
+                # record (app.router.recorded's check)
+                raise RouteStaysLocal(d, inputs if step == 0 else None)
             try:
                 result = await serve_local(
                     self, d, request, run, on_delta, write, failed, inputs=inputs

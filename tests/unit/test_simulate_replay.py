@@ -13,13 +13,20 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from app.policy import load_policy
+from app.policy.fingerprint import fingerprint
 from app.policy.schema import Policy
 from app.router.decide import decide, fired_triggers
 from app.router.recorded import record_inputs
 from app.router.simulate.picks import pick_of, role_view
 from app.router.simulate.report import PolicyRef
 from app.router.simulate.requests import collect
-from app.router.simulate.simulation import WHY_OLD, WHY_UNREADABLE, Filters, simulate
+from app.router.simulate.simulation import (
+    WHY_OLD,
+    WHY_UNCHECKED,
+    WHY_UNREADABLE,
+    Filters,
+    simulate,
+)
 from app.router.types import RouterState, Signals
 
 SIGNALS = [
@@ -241,3 +248,58 @@ def test_a_refusal_another_writer_audited_is_no_old_decision() -> None:
     )
     assert [old.seq for old in collected.old] == [1]
     assert collected.requests == []
+
+
+@pytest.mark.parametrize("trust", [True, False], ids=["read", "remade"])
+def test_a_plan_check_replays_and_a_plan_without_one_is_unsimulated(
+    policy: Policy, trust: bool
+) -> None:
+    """A ``check`` line (the Architect's decision on its final plan, no escalation made)
+    is a request that asked no model: the policy it was made under ends it where it
+    ended, read from its line or decided again, and a stricter bar escalates it. A run
+    whose Implementer followed its Architect with no decision on the plan in the log
+    (neither a check nor an escalation that read its confidence, nor the user's own
+    request for the cloud) is from before the check: counted unsimulated where the
+    architect triggers differ, never "0 changed"."""
+    fp = fingerprint(policy)
+    signals = Signals(confidence=0.95, plan_steps=1, context_estimate=1800)
+    d = decide(policy, "architect", signals, RouterState())
+    to = f"{d.target}@{d.runtime}"
+    checked = record_inputs(signals, RouterState(), 0, budget_read=False, policy=fp)
+
+    def inputs(**signals: Any) -> dict[str, Any]:
+        return {"values": {"inputs": {"v": 1, "step": 0, "signals": signals, "policy": fp}}}
+
+    draft = inputs(context_estimate=1500)
+    impl = {"role": "implementer", "to": "qwen2.5-coder-32b@vllm", **inputs(failed_loops=0)}
+    lines = [
+        # a run of today: its draft, its check, its Implementer
+        line(1, "route", run="a", to=to, **draft),
+        line(2, "check", run="a", to=to, values={"inputs": checked}),
+        line(3, "route", run="a", **impl),
+        # one from before the check
+        line(4, "route", run="b", to=to, **draft),
+        line(5, "route", run="b", **impl),
+        # the user asked for the cloud's plan (no check is made), and the Architect
+        # that stopped without a plan
+        line(6, "escalation", run="c", to="gpt-5.1-high", **inputs(user_request=True)),
+        line(7, "route", run="c", **impl),
+        line(8, "route", run="d", to=to, **draft),
+    ]
+    collected = collect(lines)
+    assert [old.seq for old in collected.unchecked] == [4]
+    assert [r.steps[0].kind for r in collected.requests if r.seq == 2] == ["check"]
+    ref = PolicyRef(path="p", version=policy.version)
+    same = simulate(collected, policy, policy, new_ref=ref, against_ref=ref, trust_record=trust)
+    assert (same.decisions, same.changed, same.against_differs_from_recorded) == (8, 0, 0)
+    assert same.unsimulated.count == 0  # the same triggers: it ended as it did
+    data = policy.model_dump(mode="json")
+    assert data["triggers"][0]["id"] == "architect_low_confidence"
+    data["triggers"][0]["threshold"] = 0.99
+    strict = Policy.model_validate(data)
+    report = simulate(collected, strict, policy, new_ref=ref, against_ref=ref, trust_record=trust)
+    assert report.unsimulated.reasons == {WHY_UNCHECKED: 1}
+    assert (report.changed, report.against_differs_from_recorded) == (1, 0)
+    [change] = report.biggest_changes
+    assert (change.seq, change.kind, change.against) == (2, "escalation_added", f"{to} (local)")
+    assert change.reasons == ["ARCHITECT_LOW_CONFIDENCE"] and change.estimated

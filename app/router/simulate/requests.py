@@ -7,6 +7,13 @@ with ``values["req"]`` (:mod:`app.router.recorded`). What cannot be grouped is k
 apart: decision lines written before the inputs were recorded (counted, never guessed)
 and the cost of calls that belong to no replayable request (a simulated ledger still
 charges them, so the caps bind as they did).
+
+A ``check`` line (:data:`~app.router.recorded.CHECK`) is a request of its own that asked
+no model: the Architect's decision on its final plan that sent nothing to the cloud. A
+run whose Architect planned (its Implementer was routed after it) with no decision on
+the plan in the log, neither a check nor an escalation that read the plan's confidence,
+is from before that decision was recorded: it is kept apart (:attr:`Collected.unchecked`),
+counted, never guessed.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from app.router.ledger.money import NANO
-from app.router.recorded import DECISION_KINDS, RecordedInputs, read_inputs
+from app.router.recorded import CHECK, DECISION_KINDS, RecordedInputs, read_inputs
 from app.router.simulate.gcpause import gc_paused
 from app.router.types import Signals
 
@@ -135,12 +142,35 @@ class OldDecision:
     role: str | None
 
 
+#: the role whose final output a run reads against its triggers (the plan), the signal
+#: every record of that decision carries, and the role routed after it in a run
+PLANNER = "architect"
+PLAN_SIGNAL = "confidence"
+AFTER_PLAN = "implementer"
+
+
+@dataclass(slots=True)
+class _Planned:
+    """What a run's lines say of its Architect's decision on its final plan."""
+
+    #: its first Architect decision line (where it stands in the log)
+    at: OldDecision
+    #: a decision line of it read the plan's signals (a check, or the escalation)
+    recorded: bool = False
+    #: the user asked for the escalation: the plan was the cloud's, and no check was made
+    asked: bool = False
+    #: the Implementer was routed after it: the plan was made
+    planned: bool = False
+
+
 @dataclass
 class Collected:
     requests: list[Request] = field(default_factory=list)
     #: calls of no replayable request, in seq order
     loose_calls: list[Call] = field(default_factory=list)
     old: list[OldDecision] = field(default_factory=list)
+    #: runs whose decision on the final plan is not in the log (written before it was)
+    unchecked: list[OldDecision] = field(default_factory=list)
     lines: int = 0
     #: the first line read (1: the whole log; past the head: none): a range's requests
     #: and every cost their caps count stand from there (app.router.simulate.source)
@@ -155,6 +185,8 @@ class Collector:
         self._out = Collected()
         #: budget skips written before their request's first decision line, by request
         self._skips: dict[int, list[str]] = {}
+        #: by run: its Architect's decision on the final plan, as far as the lines say
+        self._plans: dict[str, _Planned] = {}
 
     def feed(self, line: Mapping[str, Any]) -> None:
         self._out.lines += 1
@@ -178,6 +210,9 @@ class Collector:
                 # editor's folder) says what it refused in its values, and is no decision
                 self._out.old.append(_old(line))
             return
+        run = line.get("run")
+        if run is not None:
+            self._planned(line, run, raw)
         rid = values.get("req", line["seq"])
         req = self._by_id.get(rid)
         if req is None:
@@ -194,7 +229,26 @@ class Collector:
         codes = tuple(line.get("reason_codes") or ())
         est = float(values.get("est_cost_usd") or 0.0)
         to = line.get("to")
+        if kind == CHECK and not to:
+            kind = "refusal"  # no local target to stand: decide() refused, as a refusal line says
         req.steps.append(Step(line["seq"], kind, intern(to) if to else None, inputs, codes, est))
+
+    def _planned(self, line: Mapping[str, Any], run: str, raw: Any) -> None:
+        role = line["role"]
+        if role == PLANNER:
+            plan = self._plans.get(run)
+            if plan is None:
+                plan = self._plans[run] = _Planned(_old(line))
+            signals = raw.get("signals") if isinstance(raw, dict) else None
+            if isinstance(signals, dict):
+                if PLAN_SIGNAL in signals:
+                    plan.recorded = True
+                if signals.get("user_request") is True:
+                    plan.asked = True
+        elif role == AFTER_PLAN:
+            plan = self._plans.get(run)
+            if plan is not None:
+                plan.planned = True
 
     def _skip(self, line: Mapping[str, Any]) -> None:
         values = line["values"]
@@ -234,6 +288,9 @@ class Collector:
         self._out.loose_calls.append(call)
 
     def done(self) -> Collected:
+        self._out.unchecked = [
+            p.at for p in self._plans.values() if p.planned and not (p.recorded or p.asked)
+        ]
         return self._out
 
 

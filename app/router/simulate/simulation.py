@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from app.policy.schema import Policy
 from app.router.ledger.money import NANO
+from app.router.recorded import CHECK
 from app.router.simulate.gcpause import gc_paused
 from app.router.simulate.picks import Outcome
 from app.router.simulate.replay import Replayer
@@ -33,7 +34,7 @@ from app.router.simulate.report import (
     TeamSpend,
     Unsimulated,
 )
-from app.router.simulate.requests import Call, Collected, Request
+from app.router.simulate.requests import PLANNER, Call, Collected, Request
 from app.router.simulate.team import Charge, TeamCharges
 from app.router.simulate.world import World
 
@@ -41,13 +42,17 @@ TOP_CHANGES = 10
 #: request seqs listed when the replay under the current policy differs from the record
 DIFFERS_LISTED = 20
 
-_LOCAL_KINDS = frozenset({"route", "runtime_fallback"})
+_LOCAL_KINDS = frozenset({"route", "runtime_fallback", CHECK})
 
 WHY_OLD = "written before decisions recorded their inputs"
 WHY_UNREADABLE = "recorded inputs do not read"
 WHY_ROLE_AGAINST = "role not in the current policy"
 WHY_ROLE_NEW = "role not in the new policy"
 WHY_LOCAL_ONLY = "local_only was on and the new policy turns it off (its source is not recorded)"
+WHY_UNCHECKED = (
+    "an Architect's decision on its final plan from before it was recorded (its confidence "
+    "and scope are not in the log, and the policies' architect triggers differ)"
+)
 
 
 @dataclass(slots=True)
@@ -292,6 +297,11 @@ def _simulate(
     for old in collected.old:
         if filters.within(old.ts, old.session):
             tally.unsimulated[WHY_OLD] += 1
+    if collected.unchecked and new.triggers_for(PLANNER) != against.triggers_for(PLANNER):
+        # (under the same triggers it would stay as it was, local: nothing to replay)
+        for old in collected.unchecked:
+            if filters.within(old.ts, old.session):
+                tally.unsimulated[WHY_UNCHECKED] += 1
     for call in collected.loose_calls:
         if call.cloud and filters.within(call.ts, call.session):
             tally.unsimulated_nusd += call.cost_nusd

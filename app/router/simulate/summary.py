@@ -102,10 +102,12 @@ def summary_lines(r: SimulationReport) -> list[str]:
         for c in r.biggest_changes:
             est = " (estimated)" if c.estimated else ""
             sign = "+" if c.delta_usd >= 0 else "-"
+            # the triggers that make the escalation (or made the one removed)
+            why = f"  [{', '.join(c.reasons)}]" if c.reasons else ""
             out.append(
                 f"  #{c.seq} {c.ts[:19].replace('T', ' ')} {c.role}: {c.against} → {c.new}  "
                 f"{money(c.against_usd)} → {money(c.new_usd)} ({sign}{money(abs(c.delta_usd))})"
-                f"{est}"
+                f"{est}{why}"
             )
     out += _unsimulated(r)
     return out

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from app.policy.schema import Policy
+from app.router.recorded import CHECK
 from app.router.simulate.picks import Pick
 from app.router.simulate.requests import Inputs, Request
 from app.router.types import RouterState, Signals
@@ -41,6 +42,11 @@ class World:
     def of(cls, req: Request) -> World:
         first, last = req.steps[0].inputs, req.steps[-1]
         single = len(req.steps) == 1
+        served = frozenset(c.model for c in req.calls)
+        if last.kind == CHECK and last.to is not None:
+            # a check asks no model: the local output it read stands, as if its target
+            # served it (a replay that stays local ends where the check did)
+            served = served | {last.to}
         return cls(
             req=req,
             first=first,
@@ -48,7 +54,7 @@ class World:
             denied=_NONE if single else frozenset(last.inputs.denied),
             new_down=_NONE if single else frozenset(last.inputs.down) - frozenset(first.down),
             groups={} if single else _denial_groups(req),
-            served=frozenset(c.model for c in req.calls),
+            served=served,
             last_kind=last.kind,
             last_to=last.to,
             first_down=frozenset(first.down) if first.down else _NONE,

@@ -26,6 +26,7 @@ KIND_LABEL: dict[str, str] = {
     "route": "ROUTE",
     "runtime_fallback": "FALLBK",
     "escalation": "ESCAL",
+    "check": "CHECK",
     "skip": "SKIP",
     "approval": "APPROVE",
     "denial": "DENY",
