@@ -387,7 +387,7 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
                 not p.model(m).escalation_only_roles
                 or trig.role in p.model(m).escalation_only_roles
                 for m in p.chain(trig.role)
-                if p.is_cloud(m)
+                if m in p.models and p.is_cloud(m)  # (an unknown one is said at the role)
             )
         ):
             # every cloud model of the chain is reserved for other roles: decide() skips

@@ -237,6 +237,17 @@ MUTATIONS: dict[str, Mutation] = {
             "roles.architect.fallback: unknown model 'x' (not in [models] or [aliases])",
         ),
     ),
+    "fallback to an unknown model first": Mutation(
+        # (a trigger's check walked the chain and met it first: KeyError, a traceback)
+        lambda: replace_line(
+            line_of('fallback = ["gpt-5.1-high", "deepseek-r2"]'),
+            'fallback = ["gpt-9", "deepseek-r2"]',
+        ),
+        _exact(
+            lambda: line_of('fallback = ["gpt-5.1-high", "deepseek-r2"]'),
+            "roles.architect.fallback: unknown model 'gpt-9' (not in [models] or [aliases])",
+        ),
+    ),
     "architect confidence threshold 1.5": Mutation(
         lambda: replace_line(line_of("threshold = 0.75"), "threshold = 1.5"),
         _exact(
