@@ -29,6 +29,10 @@ ErrorKind = Literal[
     "timeout",
     "connect",
     "context_length",
+    #: the backend refused the request itself as invalid (HTTP 400, 413, 422): the same
+    #: request is refused again, so it is never retried, nothing is marked down, and no
+    #: other model is tried (the caller is told the backend's words)
+    "bad_request",
     "bad_output",
     "auth",
     "no_key",

@@ -19,8 +19,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Delta, Health
 from app.clock import Clock
 
-#: errors that say nothing about the endpoint's health: the request's own, or a cancel
-NOT_THE_ENDPOINT = frozenset({"context_length", "cancelled"})
+#: errors that say nothing about the endpoint's health: the request's own (too long for
+#: the window, refused as invalid: the next endpoint refuses it too), or a cancel
+NOT_THE_ENDPOINT = frozenset({"context_length", "bad_request", "cancelled"})
 #: ``on_down(url, error, endpoints still up)``: the audit line, written before moving on
 OnDown = Callable[[str, BackendError, int], Awaitable[None]]
 

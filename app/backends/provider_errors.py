@@ -29,8 +29,26 @@ nested past the decoder's depth) or not the expected
 shape; a stream that ends without a result
 the local_only guard refused the host (GR-009)         ``local_only``
 no API key for a cloud provider (no request is sent)   ``no_key``
+400, 413, 422: the request itself refused (a field    ``bad_request`` (``status`` is kept)
+out of range, a schema the server cannot take, a
+body too large)
+400, 413, 422 that name our account (a credit          ``auth``
+balance too low, a billing limit reached)
 404 (model not served), other 4xx                      ``server_error`` (``status`` is kept)
 ====================================================  =========================================
+
+A 4xx whose body's ``type`` is in the adapter's table is mapped by the table (Anthropic's
+413 ``request_too_large`` is ``context_length``, its ``billing_error`` ``auth``).
+
+Why ``bad_request`` is apart: the same request is refused again, by a retry and most
+likely by any other model, and says nothing of the server's health. The router neither
+retries it nor marks the runtime or model down nor walks on to another step (another
+approval, another reservation); the caller is told the server's words (a gateway client
+gets them as a 400 in its protocol's shape). Not among its statuses: 401/403 (our key),
+408 (a time-out), 429 (a rate limit), a context-window refusal (its own kind, an
+escalation trigger), 404 (the policy's model is not served there: a deployment's fault,
+not the caller's; a gateway client never names the provider's model), 409 and the other
+4xx (the server's state, or ours, not the request's).
 
 Why a cut splits in two: before the response began nothing reached the caller and the
 server may be gone, so it is a ``connect`` failure (fall back); once the response began
@@ -99,6 +117,13 @@ _CONTEXT_WORDING = re.compile(
 )
 #: a key, or a key shown in part (its ends, stars between: as a provider's 401 words it)
 _KEY_SHAPES = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-*]{6,}")
+#: the statuses that refuse the request itself, as it was sent (``bad_request``)
+_BAD_REQUEST = frozenset({400, 413, 422})
+#: a 400 about our account, not the request: Anthropic's "Your credit balance is too low
+#: to access the Anthropic API", OpenAI's ``billing_hard_limit_reached``
+_ACCOUNT_WORDING = re.compile(
+    r"credit balance|billing_hard_limit_reached|billing hard limit", re.IGNORECASE
+)
 
 
 # ── The pieces ─────────────────────────────────────────────────────────────────────────────
@@ -199,6 +224,10 @@ def status_kind(status: int, message: str, type_: str, code: str) -> ErrorKind:
         return "auth"
     if status == 408:
         return "timeout"
+    if status in _BAD_REQUEST:
+        if any(_ACCOUNT_WORDING.search(t) for t in (message, type_, code) if t):
+            return "auth"
+        return "bad_request"
     return "server_error"
 
 
@@ -285,7 +314,8 @@ class ErrorMapper:
     ``label`` starts every message (``"<model id> (<flavor>)"``); ``base_url`` is named
     when the server cannot be reached; ``api_key`` is scrubbed from every message.
     ``type_kinds`` maps an error body's ``type`` to a kind, for errors whose HTTP status
-    says nothing (an ``error`` event inside a stream, a 4xx of no other kind).
+    says nothing (an ``error`` event inside a stream) or less than the type (a 4xx of no
+    other kind, a ``bad_request``).
     """
 
     def __init__(
@@ -373,7 +403,7 @@ class ErrorMapper:
         without an SDK."""
         message, type_, code = error_message_of(body)
         kind = status_kind(status, message, type_, code)
-        if kind == "server_error" and type_ in self._type_kinds and status < 500:
+        if kind in ("server_error", "bad_request") and type_ in self._type_kinds and status < 500:
             kind = self._type_kinds[type_]
         retry_after = None
         if kind == "rate_limited":

@@ -28,10 +28,10 @@ import anyio
 from app.backends.base import Delta
 from app.dollars import dollars
 from app.errors import SwitchyardError
-from app.gateway.errors import GatewayError
+from app.gateway.errors import GatewayError, Kind
 from app.gateway.inbound import Inbound
 from app.router.routed import Watching
-from app.router.service import RoutedResult, RouteFailed, RouteRefused
+from app.router.service import BadRequest, RoutedResult, RouteFailed, RouteRefused
 from app.router.session import Session
 from app.router.structured import complete_structured, schema_parser
 from app.router.types import Signals
@@ -170,6 +170,8 @@ async def run_request(
                 # repair is made, is retried by the SDKs, to be cut off at the same cap.)
                 return billed, CUT_OFF
             if answer.value is None:
+                if answer.failure is not None:
+                    raise answer.failure  # (a bad request stays one: the client's 400)
                 if answer.route_failed or answer.result is None:
                     raise RouteFailed(
                         answer.error or "no step could serve", too_long=answer.too_long
@@ -283,6 +285,13 @@ def _finished(task: asyncio.Task[tuple[RoutedResult, Any]]) -> tuple[RoutedResul
         return task.result()
     except RouteRefused as exc:
         raise GatewayError(403, "refused", str(exc)) from None
+    except BadRequest as exc:
+        # The backend refused the request itself (an invalid field, a schema it cannot
+        # take): answered as the providers answer it, a 400 (or their 413/422) with their
+        # words, which a client does not retry; not a 503, which it retries for a minute.
+        status = exc.status if exc.status in (400, 413, 422) else 400
+        kind: Kind = "too_large" if status == 413 else "invalid_request"
+        raise GatewayError(status, kind, str(exc)) from None
     except RouteFailed as exc:
         if exc.too_long:
             # Said as the providers say it ("prompt is too long", context_length_exceeded),

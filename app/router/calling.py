@@ -2,7 +2,8 @@
 
 A local runtime is never retried here: it is marked down and the runtime chain moves on
 at once. A cloud call is retried on rate limits, server errors and timeouts as the
-policy's ``[retries]`` say, with a ``retry`` audit line before each wait. A malformed
+policy's ``[retries]`` say, with a ``retry`` audit line before each wait (never a request
+the backend refused as invalid, ``bad_request``: it is refused again). A malformed
 protocol message (``bad_output``: a body or chunk that is not the API's JSON) is a server
 fault, retried by the server-error rule with the request unchanged. Whether a reply's
 *content* fits its schema is not this layer's business: the structured-output owner
@@ -32,8 +33,9 @@ from app.router.retry import backoff_delay, rule_for
 from app.router.routed import DeltaHook, StreamBroken, Write, request_tokens
 from app.tokens import count_text
 
-#: error kinds the router never repeats
-NEVER_RETRIED = frozenset({"context_length", "local_only", "cancelled"})
+#: error kinds the router never repeats (a request the backend refused as invalid is
+#: refused again: ``bad_request``)
+NEVER_RETRIED = frozenset({"context_length", "bad_request", "local_only", "cancelled"})
 #: the retry rule for a malformed protocol message: the server's (``retries.bad_output``
 #: is the structured owner's repair count, GR-012)
 _RULE_KIND = {"bad_output": "server_error"}

@@ -1,7 +1,10 @@
 """Serving a request in the cloud: the escalation line, the human's approval, the budget
 reservation, the call, the settlement and the call line, each before it takes effect
 (GR-005, GR-011, GR-013). ``None`` from a step means: decide again (denied, unavailable,
-over budget, failed); what happened is already in the audit.
+over budget, failed); what happened is already in the audit. A request the provider
+refused as invalid (``bad_request``) is no step's failure but the request's: its
+reservation is released and the route fails (:class:`~app.router.routed.BadRequest`)
+with no next step, which would be asked for and sent the same request.
 
 Every cloud call sends the request masked (:func:`app.router.calling.mask_request`):
 a repository secret quoted into a brief, a test log or a diff never reaches a provider.
@@ -31,11 +34,13 @@ from app.router.retry import rule_for
 from app.router.routed import (
     OVER_BUDGET,
     UNAVAILABLE,
+    BadRequest,
     DeltaHook,
     RoutedResult,
     RouteFailed,
     StreamBroken,
     Write,
+    bad_request,
     call_values,
     input_hash,
     routed,
@@ -286,6 +291,8 @@ async def serve_cloud(
             tokens_in=cut_in,
             tokens_out=cut_out,
         )
+        if exc.kind == "bad_request":
+            raise await _bad_request(router, d, exc, write, masked, cut, cut_usd, crossed) from None
         rule = rule_for(router.policy, exc.kind)
         resting: list[str] = []
         if rule is not None and rule.cooldown_s > 0 and exc.kind != "context_length":
@@ -615,6 +622,38 @@ async def _say_crossed(
         return
     assert d.target is not None
     await write("budget", **crossed_line(d.target, crossed, cost, why))
+
+
+async def _bad_request(
+    router: Router,
+    d: Decision,
+    exc: BackendError,
+    write: Write,
+    masked: int,
+    cut: list[Usage],
+    cut_usd: float,
+    crossed: list[Crossed],
+) -> BadRequest:
+    """The provider refused the request itself as invalid: its reservation was released
+    (nothing generated), and here the step is said to have failed, with no cooldown, no
+    host rest and no next step (which would be asked, reserved for and sent the same
+    request); the route's failure to raise."""
+    assert d.target is not None and d.provider is not None
+    await write(
+        "skip",
+        to=d.target,
+        reason_codes=["SKIP_FAILED", "ERR_BAD_REQUEST", "ROUTE_FAILED"],
+        values={
+            "error": exc.kind,
+            "status": exc.status,
+            "secrets_masked": masked,
+            **_cut_values(cut, cut_usd),
+        },
+        detail=f"{d.target} refused the request as invalid ({exc}); not retried, not "
+        f"marked down, no other model tried: the route fails (bad request from {d.provider})",
+    )
+    await _say_crossed(d, write, crossed, cut_usd, "failed after tries cut short, billed")
+    return bad_request(d.target, d.provider, exc)
 
 
 def _host_down(router: Router, target: str, cooldown_s: float) -> list[str]:

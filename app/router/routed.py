@@ -11,7 +11,7 @@ from json.encoder import encode_basestring_ascii as _ascii
 from typing import Any, Protocol
 
 from app.audit.types import Appended, AuditLine
-from app.backends.base import Backend, ChatRequest, ChatResult, Delta, ToolCall
+from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Delta, ToolCall
 from app.backends.schema_notes import schema_note
 from app.compact_json import encoder
 from app.errors import SwitchyardError
@@ -130,6 +130,33 @@ class RouteFailed(SwitchyardError):
     def __init__(self, message: str, *, too_long: bool = False) -> None:
         super().__init__(message)
         self.too_long = too_long
+
+
+class BadRequest(RouteFailed):
+    """A backend refused the request itself as invalid (``bad_request``: HTTP 400, 413,
+    422, in its own words): a retry, another runtime or another cloud model would be sent
+    the same request, so the route ends there, nothing marked down and nothing more spent.
+
+    ``status``: the backend's HTTP status; ``model``: the model that refused it. The
+    message says the backend's words (scrubbed of keys), for the caller to fix the request
+    (a gateway client is answered a 400 of its protocol's shape)."""
+
+    def __init__(self, message: str, *, status: int | None, model: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.model = model
+
+
+def bad_request(model: str, where: str, error: BackendError, steps: str = "") -> BadRequest:
+    """The route's failure when ``model`` on ``where`` (its runtime's or provider's name)
+    refused the request as invalid with ``error`` (of kind ``bad_request``); ``steps``:
+    what became of the steps before (:func:`tried`)."""
+    return BadRequest(
+        f"bad request: {where} refused it as invalid ({error}); not retried, and no other "
+        f"model tried{steps}",
+        status=error.status,
+        model=model,
+    )
 
 
 class BackendResolver(Protocol):

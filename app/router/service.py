@@ -3,8 +3,10 @@
 decide (pure) → audit line → approval (escalations) → budget reservation → backend call
 with retries → settle → audit line. A failure moves down the chain it belongs to: a
 local runtime that fails is marked down and the runtime chain continues; a cloud step
-that fails is skipped and the next cloud step needs its own approval. Every such move is
-an audit line before it takes effect (GR-005). The steps themselves live in
+that fails is skipped and the next cloud step needs its own approval. A request the
+backend refused as invalid (``bad_request``) moves nowhere: the route fails with
+:class:`BadRequest`, nothing marked down. Every such move is an audit line before it
+takes effect (GR-005). The steps themselves live in
 :mod:`app.router.local_step` and :mod:`app.router.cloud_step`; a reply's content is
 checked (and repaired once) by :mod:`app.router.structured`, never here.
 """
@@ -35,6 +37,7 @@ from app.router.routed import (
     RUNTIME_LABEL,
     TOO_LONG,
     BackendResolver,
+    BadRequest,
     DeltaHook,
     RoutedResult,
     RouteFailed,
@@ -42,6 +45,7 @@ from app.router.routed import (
     RouteStaysLocal,
     StreamBroken,
     Write,
+    bad_request,
     request_tokens,
     schema_tokens,
     skip_text,
@@ -55,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendResolver",
+    "BadRequest",
     "DeltaHook",
     "RouteFailed",
     "RouteRefused",
@@ -346,6 +351,11 @@ class Router:
             except BackendError as exc:
                 last_error = exc
                 assert d.runtime is not None
+                if exc.kind == "bad_request":
+                    # the request, not the runtime: refused again anywhere down the chain
+                    raise await self._bad_request(
+                        d, exc, write, tried(failed, denied, skipped)
+                    ) from None
                 if d.runtime == "llamacpp_inprocess":
                     # a runtime resting after a passing failure (a 500, a cut stream, a
                     # time-out) may serve this prompt in a moment: not "too long", which a
@@ -395,6 +405,23 @@ class Router:
             f"{tried(failed, denied, skipped)}",
             too_long=too_long(failed),
         )
+
+    async def _bad_request(
+        self, d: Decision, exc: BackendError, write: Write, steps: str
+    ) -> BadRequest:
+        """A local runtime refused the request as invalid: said (not marked down, no
+        fallback), and the route's failure to raise."""
+        assert d.target is not None and d.runtime is not None
+        where = RUNTIME_LABEL.get(d.runtime, d.runtime)
+        await write(
+            "degradation",
+            from_=f"{d.target}@{d.runtime}",
+            reason_codes=["ROUTE_FAILED", "ERR_BAD_REQUEST"],
+            values={"error": exc.kind, "status": exc.status},
+            detail=f"{d.target} on {where} refused the request as invalid ({exc}); not "
+            f"marked down, no fallback: the route fails (bad request from {where})",
+        )
+        return bad_request(d.target, where, exc, steps)
 
     def _rest(self, runtime: str, kind: str, text: str) -> float:
         """Mark a local runtime down for its cooldown after a failure of ``kind``; the

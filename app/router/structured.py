@@ -78,6 +78,9 @@ class Answer(Generic[T]):
     route_failed: bool = False
     #: ... because the prompt was too long for each of them (RouteFailed.too_long)
     too_long: bool = False
+    #: the route's failure itself, when no step could serve (a ``BadRequest`` is the
+    #: caller's to fix: a gateway client is told so, as a 400)
+    failure: RouteFailed | None = None
     #: the reply as the model wrote it (the last one)
     text: str = ""
     #: every problem found, reply by reply (empty when the first reply fitted)
@@ -291,7 +294,9 @@ async def complete_structured(
             digests=digests,
         )
     except RouteFailed as exc:
-        return Answer(None, None, str(exc), calls=0, route_failed=True, too_long=exc.too_long)
+        return Answer(
+            None, None, str(exc), calls=0, route_failed=True, too_long=exc.too_long, failure=exc
+        )
     if first.tool_calls and tools_callable(request):
         # a reply that calls a tool is not the final answer: the schema is for the text
         # the model answers with when it calls none (OpenAI's structured output with

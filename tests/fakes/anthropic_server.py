@@ -38,6 +38,8 @@ _ERROR_TYPES = {
     401: ("authentication_error", "invalid x-api-key"),
     403: ("permission_error", "Your API key does not have permission to use this resource."),
     404: ("not_found_error", "model not found"),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    422: ("invalid_request_error", "Unprocessable request."),
     429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
     500: ("api_error", "Internal server error"),
     502: ("api_error", "Bad gateway"),
@@ -244,7 +246,7 @@ class FakeAnthropicServer(LoopbackServer):
     # ── LoopbackServer hooks ───────────────────────────────────────────────────────
 
     def error_reply(self, status: int, request: Request, fault: Fault) -> Reply:
-        return _error(status)
+        return _error(status, fault.opt("message", None))
 
     def context_length_reply(self, request: Request) -> Reply:
         return _error(400, "prompt is too long: 210000 tokens > 200000 maximum")

@@ -407,10 +407,14 @@ class FakeOpenAIServer(LoopbackServer):
         *,
         message: str | None = None,
     ) -> Reply:
+        bad = "BadRequestError" if self.flavor == "vllm" else "invalid_request_error"
         words = {
+            400: ("Invalid request: the request does not fit the API's schema.", bad, None),
             401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
             403: ("You are not allowed to use this model.", "permission_error", None),
             404: ("The model does not exist.", "not_found_error", "model_not_found"),
+            413: ("Request entity too large.", bad, None),
+            422: ("Unprocessable entity: a field has an invalid value.", bad, None),
             429: (
                 "Rate limit reached for requests. Please try again in 1s.",
                 "requests",
@@ -435,6 +439,8 @@ class FakeOpenAIServer(LoopbackServer):
                 "insufficient_quota",
                 "insufficient_quota",
             )
+        if message is None and fault is not None:
+            message = fault.opt("message", None)
         return self._error(status, message or text, type_, code=code)
 
     def _output_past_window(self, body: dict[str, Any], messages: list[Any]) -> Reply | None:

@@ -19,6 +19,8 @@ Fault kinds (``opts`` in brackets):
     HTTP date instead), retry_after_ms=None (also send ``retry-after-ms``)],
 ``"401"``, ``"403"``, ``"404"``, ``"500"``, ``"502"``, ``"503"``, ``"504"``, ``"529"``: that
     status with an error body in the server's own wording;
+``"400"``, ``"413"``, ``"422"`` [message=None (the server's own words for that status)]: the
+    request refused as invalid, in the server's own shape;
 ``"slow_first_byte"`` [seconds=3.0]: wait before the status line, then answer normally;
 ``"stall"`` [after=1, seconds=3.0]: send ``after`` events (or half a body), then go quiet;
 ``"cut_stream"`` [after=2]: send ``after`` events (a body: half of it) and close the
@@ -65,7 +67,9 @@ __all__ = [
     "undecodable",
 ]
 
-STATUS_FAULTS = frozenset({"401", "403", "404", "429", "500", "502", "503", "504", "529"})
+STATUS_FAULTS = frozenset(
+    {"400", "401", "403", "404", "413", "422", "429", "500", "502", "503", "504", "529"}
+)
 FAULT_KINDS = STATUS_FAULTS | {
     "slow_first_byte",
     "stall",

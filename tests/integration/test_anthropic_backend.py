@@ -201,6 +201,37 @@ async def test_context_length_in_anthropic_words(
     assert "prompt is too long" in str(err)
 
 
+@pytest.mark.parametrize("status", [400, 422])
+async def test_a_request_refused_as_invalid_is_a_bad_request_in_anthropics_words(
+    fake_anthropic: FakeAnthropicServer, make: Make, status: int
+) -> None:
+    """``invalid_request_error``: the request, not the server, as for the OpenAI-protocol
+    servers (provider_errors' table); the words kept, a key echoed scrubbed."""
+    words = f"tools.0.input_schema: JSON schema is invalid ({KEY})"
+    fake_anthropic.fail_next(str(status), message=words)
+    err, seen = await fails(make(fake_anthropic).stream(ask()))
+    assert (err.kind, err.status) == ("bad_request", status) and seen == []
+    assert "tools.0.input_schema: JSON schema is invalid" in str(err)
+    assert KEY not in str(err)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "kind"),
+    [
+        # the body's type says more than its status: a body too large for the API
+        (413, None, "context_length"),
+        # our account, not the request (Anthropic answers it as a 400)
+        (400, "Your credit balance is too low to access the Anthropic API.", "auth"),
+    ],
+)
+async def test_a_4xx_whose_words_say_more_keeps_their_kind(
+    fake_anthropic: FakeAnthropicServer, make: Make, status: int, message: str | None, kind: str
+) -> None:
+    fake_anthropic.fail_next(str(status), message=message)
+    err, _ = await fails(make(fake_anthropic).stream(ask()))
+    assert (err.kind, err.status) == (kind, status)
+
+
 async def test_slow_first_byte_beyond_the_timeout_is_timeout(
     fake_anthropic: FakeAnthropicServer, make: Make
 ) -> None:
@@ -289,6 +320,9 @@ async def test_overloaded_error_event_mid_stream_is_server_error(
         "401",
         "403",
         "404",
+        "400",
+        "413",
+        "422",
         "reset",
         "cut_stream",
         "invalid_json",
@@ -308,6 +342,7 @@ async def test_no_fault_escapes_as_anything_but_a_backend_error(
         "connect",
         "auth",
         "bad_output",
+        "bad_request",
         "context_length",
     }
     assert KEY not in str(err)

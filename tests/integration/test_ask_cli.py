@@ -145,6 +145,30 @@ def test_vllm_serves_when_it_is_up(
     assert vllm.chat_requests[-1]["model"] == "Qwen/Qwen2.5-Coder-7B-Instruct"
 
 
+def test_a_request_vllm_refuses_as_invalid_stops_with_its_words_and_no_fallback(
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai_factory: Callable[..., FakeOpenAIServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Not "vLLM down, answered by the 135M model": one line that says the request was
+    refused, by whom and in its words."""
+    vllm = fake_openai_factory("vllm", models=["Qwen/Qwen2.5-Coder-7B-Instruct"])
+    vllm.fail_next("400", path="/v1/chat/completions", message="invalid schema")
+    monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
+    rc = main(["ask", "--role", "tutor", "--max-tokens", "8", "hi"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    stopped = [line for line in out.splitlines() if line.startswith("stopped:")]
+    assert len(stopped) == 1, out
+    assert stopped[0].startswith("stopped: bad request: vLLM refused it as invalid (")
+    assert "HTTP 400: invalid schema" in stopped[0]
+    assert "runtime_fallback" not in out and "smollm2" not in out
+    vllm.fail_next("400", path="/v1/chat/completions", message="invalid schema")
+    rc, data = run_json(["ask", "--role", "tutor", "--max-tokens", "8", "hi"], capsys)
+    assert rc == 1 and not data["ok"] and data["error"].startswith("bad request: ")
+    assert [a["kind"] for a in data["audit"]] == ["route", "degradation"]
+
+
 def test_vllm_without_the_model_falls_back_and_says_why(
     monkeypatch: pytest.MonkeyPatch,
     fake_openai_factory: Callable[..., FakeOpenAIServer],

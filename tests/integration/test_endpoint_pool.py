@@ -6,13 +6,13 @@ cloud because of it, though every cloud provider is reachable, keyed and approve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from app.backends.base import ChatRequest, Message
-from app.backends.pool import EndpointPool
+from app.backends.base import BackendError, ChatRequest, ChatResult, Delta, Health, Message
+from app.backends.pool import EndpointPool, PooledBackend
 from app.clock import ManualClock
 from app.config import load_settings
 from app.policy import load_policy
@@ -103,3 +103,45 @@ def test_the_loader_checks_every_endpoint(tmp_path: Path) -> None:
     _policy_with_endpoints(path, ["http://127.0.0.1:8000/v1", "https://api.openai.com/v1"])
     with pytest.raises(PolicyError, match=r"base_urls.*cloud provider's host"):
         load_policy(path)
+
+
+class _Refusing:
+    """An endpoint's backend that refuses every request as invalid (vLLM's 400)."""
+
+    model_id, runtime = "qwen3-14b", "vllm"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta | ChatResult]:
+        self.calls += 1
+        raise BackendError("bad_request", "qwen3-14b (vllm): HTTP 400: invalid schema", status=400)
+        yield Delta()  # (an async generator)
+
+    async def health(self) -> Health:
+        return Health(ok=True)
+
+    async def context_window(self) -> int | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_request_an_endpoint_refuses_as_invalid_marks_nothing_down_nor_moves() -> None:
+    """The request, not the endpoint: the next endpoint would refuse it too, and a box
+    marked down for it would take every other request's share off it."""
+    pool = EndpointPool("vllm", ["a", "b"], ManualClock(), cooldown_s=30)
+    endpoints = {"a": _Refusing(), "b": _Refusing()}
+    said: list[str] = []
+
+    async def on_down(url: str, exc: BackendError, left: int) -> None:
+        said.append(url)
+
+    pooled = PooledBackend(pool, endpoints, on_down)
+    with pytest.raises(BackendError) as refused:
+        async for _ in pooled.stream(ChatRequest(messages=[Message(role="user", content="x")])):
+            pass
+    assert refused.value.kind == "bad_request"
+    assert sum(e.calls for e in endpoints.values()) == 1  # sent once, to one endpoint
+    assert pool.healthy() == ["a", "b"] and said == []

@@ -445,6 +445,48 @@ async def test_404_model_not_served(fake_vllm: FakeOpenAIServer, make: Make) -> 
     assert (err.kind, err.status) == ("server_error", 404)
 
 
+@pytest.mark.parametrize("status", [400, 413, 422])
+@pytest.mark.parametrize("flavor", ["vllm", "llamacpp", "openai", "deepseek", "moonshot"])
+async def test_a_request_refused_as_invalid_is_a_bad_request_in_the_servers_words(
+    fake_openai_factory: Callable[..., FakeOpenAIServer], make: Make, flavor: str, status: int
+) -> None:
+    """The request itself, not the server (an audit: vLLM's ``400 invalid schema`` read
+    as a server error marked the runtime down for every client): its own kind, its status
+    and the server's words, a key it echoes scrubbed. Both ways in: the local runtimes'
+    stream without the SDK, the cloud's through it."""
+    server = fake_openai_factory(flavor)
+    server.fail_next(str(status), message=f"invalid schema: 'type' is not a string ({KEY})")
+    err, seen = await fails(make(server).stream(ask()))
+    assert (err.kind, err.status) == ("bad_request", status)
+    assert "invalid schema: 'type' is not a string" in str(err) and seen == []
+    assert KEY not in str(err) and "[redacted]" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("Your credit balance is too low to access the API.", None),
+        ("Billing hard limit has been reached.", "billing_hard_limit_reached"),
+    ],
+)
+async def test_a_400_about_our_account_is_auth_not_a_bad_request(
+    fake_openai: FakeOpenAIServer, make: Make, message: str, code: str | None
+) -> None:
+    """Not the request's fault: another provider may serve it, this one not for a while."""
+    fake_openai.handle = _answering(  # type: ignore[method-assign]
+        fake_openai._error(400, message, "invalid_request_error", code=code)
+    )
+    err, _ = await fails(make(fake_openai).stream(ask()))
+    assert (err.kind, err.status) == ("auth", 400)
+
+
+def _answering(reply: Reply) -> Callable[..., Any]:
+    async def handle(request: Any) -> Reply:
+        return reply
+
+    return handle
+
+
 async def test_slow_first_byte_beyond_the_timeout_is_timeout(
     fake_vllm: FakeOpenAIServer, make: Make
 ) -> None:
@@ -631,6 +673,9 @@ async def test_local_servers_need_no_key(fake_vllm: FakeOpenAIServer, make: Make
         "401",
         "403",
         "404",
+        "400",
+        "413",
+        "422",
         "reset",
         "cut_stream",
         "invalid_json",
@@ -651,6 +696,7 @@ async def test_no_fault_escapes_as_anything_but_a_backend_error(
         "connect",
         "auth",
         "bad_output",
+        "bad_request",
         "context_length",
     }
     assert KEY not in str(err)

@@ -22,7 +22,7 @@ from app.router.approvals import AllowDecider, ApprovalBroker, DenyDecider
 from app.router.cost import cost_usd
 from app.router.ledger import BudgetLedger
 from app.router.routed import input_hash, request_tokens
-from app.router.service import RouteFailed, Router, RouteRefused
+from app.router.service import BadRequest, RouteFailed, Router, RouteRefused
 from app.router.types import RouterState, Signals
 from app.tokens import count_text
 
@@ -497,6 +497,73 @@ async def test_local_runtime_failure_marks_it_down_and_falls_back(
     again = await router.complete("architect", REQ)
     assert again.runtime == "llamacpp_server"
     assert resolver.made[("qwen3-14b", "vllm")].calls == 1
+    await audit.close()
+    await ledger.close()
+
+
+def _invalid(model: str, flavor: str) -> BackendError:
+    """A request the backend refuses as invalid, as provider_errors maps its 400."""
+    return BackendError("bad_request", f"{model} ({flavor}): HTTP 400: invalid schema", status=400)
+
+
+@pytest.mark.parametrize("runtime", ["vllm", "llamacpp_server"])
+async def test_a_request_a_local_runtime_refuses_as_invalid_fails_there_marking_nothing_down(
+    tmp_path: Path, policy: Policy, runtime: str
+) -> None:
+    """An audit: vLLM's ``400 invalid schema`` to one client marked vLLM down for 30 s,
+    that client was answered by the 135M fallback model, and so was every other client
+    meanwhile. The request, not the runtime: no fallback, nothing marked down, the route
+    fails with the runtime's words, and the next request is served where it always is."""
+    up = ALL_UP if runtime == "vllm" else ALL_UP - {"vllm"}
+    resolver = Resolver(up=up)
+    resolver.scripts[("qwen3-14b", runtime)] = [_invalid("qwen3-14b", runtime)]
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    with pytest.raises(BadRequest) as failed:
+        await router.complete("architect", REQ)
+    assert failed.value.status == 400 and failed.value.model == "qwen3-14b"
+    assert "HTTP 400: invalid schema" in str(failed.value) and not failed.value.too_long
+    assert str(failed.value).startswith("bad request: ")
+    assert list(resolver.made) == [("qwen3-14b", runtime)]  # no fallback was tried
+    lines = await audit.lines(session="s1")
+    first = "route" if runtime == "vllm" else "runtime_fallback"  # (vLLM not up)
+    assert [ln.kind for ln in lines] == [first, "degradation"]
+    said = lines[-1]
+    assert said.reason_codes == ["ROUTE_FAILED", "ERR_BAD_REQUEST"]
+    assert said.values["status"] == 400 and "not marked down" in said.detail
+    assert "RUNTIME_DOWN" not in [c for ln in lines for c in ln.reason_codes]
+    assert router.health.down() == {}
+    again = await router.complete("architect", REQ)
+    assert (again.model, again.runtime) == ("qwen3-14b", runtime)
+    assert resolver.made[("qwen3-14b", runtime)].calls == 2
+    await audit.close()
+    await ledger.close()
+
+
+async def test_a_request_a_cloud_model_refuses_as_invalid_is_sent_once_and_nowhere_else(
+    tmp_path: Path, policy: Policy
+) -> None:
+    """Not retried (the same 400 again), the model not rested, no next cloud step (another
+    approval, another reservation, the same request sent to another provider); the
+    reservation released, nothing spent."""
+    resolver = Resolver(up=ALL_UP)
+    resolver.scripts[("deepseek-reasoner", "cloud")] = [
+        _invalid("deepseek-reasoner", "deepseek"),
+        "never asked again",
+    ]
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    with pytest.raises(BadRequest) as failed:
+        await router.complete("implementer", REQ, Signals(failed_loops=2))
+    assert failed.value.status == 400 and "invalid schema" in str(failed.value)
+    assert resolver.made[("deepseek-reasoner", "cloud")].calls == 1
+    assert list(resolver.made) == [("deepseek-reasoner", "cloud")]  # no next step
+    lines = await audit.lines(session="s1")
+    assert [ln.kind for ln in lines] == ["escalation", "approval", "skip"]
+    assert lines[-1].reason_codes == ["SKIP_FAILED", "ERR_BAD_REQUEST", "ROUTE_FAILED"]
+    assert "the route fails (bad request from deepseek)" in lines[-1].detail
+    snap = await ledger.snapshot("s1")
+    assert snap.reserved_usd == 0 and snap.per_session.spent_usd == 0
+    assert (snap.calls, snap.failed) == (1, 1)  # released as a failed call, at $0
+    assert router.health.down() == {}  # not rested: the next request may use it
     await audit.close()
     await ledger.close()
 

@@ -82,7 +82,9 @@ def test_unknown_fault_is_refused(fake_vllm: FakeOpenAIServer) -> None:
     assert "cut_stream" in FAULT_KINDS
 
 
-@pytest.mark.parametrize("code", ["500", "502", "503", "504", "529", "401", "403", "404"])
+@pytest.mark.parametrize(
+    "code", ["500", "502", "503", "504", "529", "400", "401", "403", "404", "413", "422"]
+)
 def test_status_faults(fake_vllm: FakeOpenAIServer, client: httpx.Client, code: str) -> None:
     fake_vllm.fail_next(code)
     reply = client.post(fake_vllm.base_url + "/chat/completions", json=_chat_body())
