@@ -15,6 +15,7 @@ from app.evidence.bundle import (
     MANIFEST,
     BundleReport,
     EvidenceError,
+    Manifest,
     file_entry,
     resolve_run,
     verify_bundle,
@@ -169,6 +170,7 @@ _READ_KEYS = (
     "high_risk",
     "verdicts",
     "gate",
+    "merged",
 )
 
 
@@ -211,6 +213,7 @@ def summary(args: argparse.Namespace) -> dict[str, Any]:
         policy_version=m.policy_version,
         local_only=m.local_only,
         files=[{"name": n, "size": e.size, "sha256": e.sha256} for n, e in m.files.items()],
+        merged=_merged(args, m),
     )
     try:
         facts = gate_facts(path, m, policy_from(args).policy)
@@ -244,6 +247,23 @@ def summary(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
+def _merged(args: argparse.Namespace, manifest: Manifest) -> dict[str, Any] | None:
+    """The run as merged into the branch checked out, as git says it (the sealed
+    manifest keeps ``merge_ready`` for good; app/workspace/merged.py): None when not."""
+    from app.workspace.merged import merged_into
+
+    merged = merged_into(repo_from(args), manifest)
+    if merged is None:
+        return None
+    return {
+        "into": merged.into,
+        "target_ref": merged.target_ref,
+        "commit": merged.commit,
+        "files": merged.files,
+        "source": "git",
+    }
+
+
 def _show(args: argparse.Namespace) -> int:
     data = summary(args)
     if args.json:
@@ -251,6 +271,10 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     out: list[str] = []
     status = data.get("status") or "not finalized"
+    merged = data.get("merged")
+    if merged is not None:
+        # it never said the run was merged (a user audit)
+        status += f", merged into {merged['into']} @ {_short(merged['commit'])}"
     out.append(f"run {data['run_id']}  {status}")
     if data.get("task"):
         out.append(f"  task      {data['task']}")
@@ -291,9 +315,17 @@ def _show(args: argparse.Namespace) -> int:
         out.append(f"  {'sidecars' if i == 0 else '':<9} {line}")
     if data.get("cost") is not None:
         out.append(f"  cost      {_cost(data['cost'])}")
+    if merged is not None:
+        files = ", ".join(merged["files"]) or "no file changes"
+        out.append(
+            f"  merged    into {merged['into']} @ {_short(merged['commit'])} ({files}): the"
+            f" run's sealed commit is in {merged['into']} (git)"
+        )
     if data["gate"] is not None:
         g = data["gate"]
-        if g["ok"]:
+        if g["ok"] and merged is not None:
+            out.append("  gate      held; the run is merged: nothing is left to merge")
+        elif g["ok"]:
             out.append("  gate      holds, given a human's confirmation at merge time")
         else:
             out.append("  gate      refuses:")

@@ -96,12 +96,21 @@ def _filter(app: CoreApp, text: str) -> None:
 
 
 def commands(app: CoreApp) -> list[Command]:
+    # "New task" not while a run goes, as "/" is not (MainScreen.check_action): it wiped
+    # the task box and left the focus there, the run's keys typed into it (a user audit)
+    new_task: list[Command] = (
+        []
+        if app.running
+        else [
+            (
+                "New task",
+                "type a task for a new run",
+                partial(_on_home, app, lambda s: s.action_new_task()),
+            )
+        ]
+    )
     out: list[Command] = [
-        (
-            "New task",
-            "type a task for a new run",
-            partial(_on_home, app, lambda s: s.action_new_task()),
-        ),
+        *new_task,
         (
             "Runs",
             "review evidence bundles, merge when the gate holds",

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from app.tui.evidence_data import RunView
     from app.tui.gateway import GatewaySpec
     from app.workspace.merge import MergeOutcome
+    from app.workspace.merged import Merged
 
 log = logging.getLogger("switchyard.tui")
 
@@ -129,6 +130,26 @@ class MergeDone(Message):
     def __init__(self, outcome: MergeOutcome) -> None:
         super().__init__()
         self.outcome = outcome
+
+
+class MergeWaiting(Message):
+    """The merge asked waits for another merge of the repository (its lock), up to
+    ``wait_s``: said at once, where it waited in silence (a user audit)."""
+
+    def __init__(self, run_id: str, wait_s: float) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.wait_s = wait_s
+
+
+class RunMerged(Message):
+    """A run is merged into the branch checked out (git says so after a merge here): the
+    workbench's header and plan stop offering it as merge_ready."""
+
+    def __init__(self, run_id: str, merged: Merged) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.merged = merged
 
 
 class WorkFailed(Message):
@@ -540,15 +561,35 @@ class CoreApp(App[int]):
         view = await asyncio.to_thread(load_run_view, self.repo, run_id, seal, policy)
         reply_to.post_message(RunLoaded(view))
 
-    @work(exclusive=True, group="merge", exit_on_error=False)
-    async def merge(self, run_id: str, reply_to: MessagePump) -> None:
-        """The keypress is the human's approval; the gate and the checkout decide the rest.
+    @property
+    def merging(self) -> bool:
+        """A merge asked here has not ended (pending counts: two m in one turn of the loop
+        both found none running)."""
+        return any(w.group == "merge" and not w.is_finished for w in self.workers)
 
-        A refused merge is still executed as "refused", so it leaves its audit line. The
-        plan is read under the repository's merge lock, as ``switchyard merge`` reads it
-        (merge_run): beside another merge it described that merge half way.
-        """
-        from app.workspace.merge import merge_run
+    def merge(self, run_id: str, reply_to: MessagePump) -> bool:
+        """Merge ``run_id`` (the keypress is the human's approval); False, with a word,
+        while a merge asked here is still under way. Its worker is never cancelled by the
+        next ``m``: an exclusive worker's cancel restarted a wait for the lock without a
+        word, and a merge is a commit point (app/commit_point.py)."""
+        if self.merging:
+            self.notify(
+                "a merge is already under way: its answer comes when it ends",
+                severity="warning",
+            )
+            return False
+        self._merge(run_id, reply_to)
+        return True
+
+    @work(group="merge", exit_on_error=False)
+    async def _merge(self, run_id: str, reply_to: MessagePump) -> None:
+        """The gate and the checkout decide; a refused merge is still executed as
+        "refused", so it leaves its audit line. The plan is read under the repository's
+        merge lock, as ``switchyard merge`` reads it (merge_run): beside another merge it
+        described that merge half way. A wait for that lock is said at once
+        (:class:`MergeWaiting`)."""
+        from app.workspace.merge import LOCK_WAIT_S, merge_run
+        from app.workspace.merged import merged_run
 
         if self.session is None:  # no audit log to find the seal in, no policy: no merge
             self.notify("the session is not open: nothing can merge", severity="error")
@@ -562,8 +603,13 @@ class CoreApp(App[int]):
             approver=DECIDED_BY,
             sealed_sha256=seal,
             policy=self.session.policy,
+            on_wait=lambda: reply_to.post_message(MergeWaiting(run_id, LOCK_WAIT_S)),
         )
         reply_to.post_message(MergeDone(outcome))
+        if outcome.ok and self.home is not None:
+            merged = await asyncio.to_thread(merged_run, self.repo, outcome.run_id)
+            if merged is not None:
+                self.home.post_message(RunMerged(outcome.run_id, merged))
 
     async def _sealed(self, run_id: str) -> str | None:
         if self.session is None:

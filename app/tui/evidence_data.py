@@ -16,12 +16,16 @@ from app.errors import SwitchyardError
 from app.evidence.bundle import (
     AUDIT,
     COST,
+    MERGE_READY,
     PLAN,
     TASK_BRIEF,
     VERDICT,
     BundleReport,
+    EvidenceError,
+    Manifest,
     RunInfo,
     list_runs,
+    read_manifest,
     resolve_run,
     verify_bundle,
 )
@@ -29,8 +33,11 @@ from app.evidence.layout import PLAN_STEPS
 from app.evidence.read import read_sidecars
 from app.policy.schema import Policy
 from app.workspace.merge import MergePlan, preview_merge
+from app.workspace.merged import Merged, merged_heads, merged_into
 
 _NUMBERED = re.compile(r"-(\d+)\.")
+#: the runs list's status of a merge-ready run found merged into the branch checked out
+MERGED = "merged"
 BUSY = (
     "another Switchyard merge of this repository is under way: the gate is read once it"
     " is done (open the run again, or press m: the merge waits for it)"
@@ -60,6 +67,8 @@ class RunView:
     #: Tier2, Librarian, second opinions: advice for the reviewer, never the gate's input
     sidecars: list[str] = field(default_factory=list)
     merge: MergePlan | None = None
+    #: the run is merged into the branch checked out (git says so: app/workspace/merged.py)
+    merged: Merged | None = None
     #: why the merge plan is not shown: another merge of the repository was under way
     merge_busy: str | None = None
     #: what could not be read, "what: why"
@@ -75,7 +84,18 @@ class RunView:
 
 
 def runs(repo: Path) -> list[RunInfo]:
-    return list(reversed(list_runs(repo)))  # newest first
+    """The runs, newest first; a merge-ready run merged into the branch checked out
+    reads ``merged`` (its sealed manifest keeps ``merge_ready`` for good)."""
+    listed = list(reversed(list_runs(repo)))
+    ready: list[Manifest] = []
+    for run in listed:
+        if run.status == MERGE_READY:
+            try:
+                ready.append(read_manifest(Path(run.path)))
+            except EvidenceError:
+                continue
+    merged = merged_heads(repo, ready) if ready else set()
+    return [r.model_copy(update={"status": MERGED}) if r.run_id in merged else r for r in listed]
 
 
 def _numbered(path: Path) -> int:
@@ -149,6 +169,8 @@ def load_run_view(
         view.sidecars = read_sidecars(path)
     except SwitchyardError as exc:
         problems.append(f"sidecars: {exc}")
+    if view.report.manifest is not None:
+        view.merged = merged_into(repo, view.report.manifest)
     if policy is None:
         problems.append("merge: the session is not open, so the merge gate cannot be read")
         return view

@@ -467,6 +467,7 @@ async def merge_run(
     approver: str | None = None,
     sealed_sha256: str | None,
     policy: Policy,
+    on_wait: Callable[[], object] | None = None,
 ) -> MergeOutcome:
     """Prepare, ask ``confirm`` (the human) only when nothing else blocks, execute.
 
@@ -476,9 +477,13 @@ async def merge_run(
     ``untested_ok=False``: an up-front approval does not cover a merged tree the run never
     tested (the branch moved on since it: an UNTESTED note), nor commits of the run's base
     the target lacks (UNREVIEWED); a human asked sees the note. Refused so, the HUMAN
-    reason says why the approval given does not count.
+    reason says why the approval given does not count. ``on_wait`` is called first when
+    another merge holds the repository's merge lock, which this then waits for (up to
+    :data:`LOCK_WAIT_S`): a face says so at once.
     """
-    async with locked_plan(repo, run, sealed_sha256=sealed_sha256, policy=policy) as locked:
+    async with locked_plan(
+        repo, run, sealed_sha256=sealed_sha256, policy=policy, on_wait=on_wait
+    ) as locked:
         plan = locked.plan
         untested = any(n.startswith((UNTESTED, UNREVIEWED)) for n in plan.notes)
         human = approved and (untested_ok or not untested)
@@ -553,15 +558,25 @@ class LockedPlan:
 
 @asynccontextmanager
 async def locked_plan(
-    repo: Path, run: str, *, sealed_sha256: str | None, policy: Policy, within: str = ""
+    repo: Path,
+    run: str,
+    *,
+    sealed_sha256: str | None,
+    policy: Policy,
+    within: str = "",
+    on_wait: Callable[[], object] | None = None,
 ) -> AsyncIterator[LockedPlan]:
     """:func:`prepare_merge` under the repository's merge lock, held until the block
     ends: every face reads the plan it acts on so. Read beside another merge of the
     repository, a plan described that merge half way (MERGE_HEAD, "main has 2 commit(s)
     the run did not have") where it ends "already merged" (a user audit). A human is
     asked after the block, with the lock let go. The read runs in a thread: the
-    workbench and the ACP agent merge on their event loop."""
-    async with _merge_lock(repo_root(repo)) as held:
+    workbench and the ACP agent merge on their event loop. ``on_wait``: called first
+    when another merge holds the lock now, so this waits for it (a face says so)."""
+    top = repo_root(repo)
+    if on_wait is not None and not await asyncio.to_thread(_free_now, top):
+        on_wait()
+    async with _merge_lock(top) as held:
         plan = await asyncio.to_thread(
             prepare_merge, repo, run, sealed_sha256=sealed_sha256, policy=policy, within=within
         )
@@ -766,6 +781,12 @@ def _merge_lock_now(top: Path) -> Iterator[bool]:
                 fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _free_now(top: Path) -> bool:
+    """Whether no other merge holds the merge lock now (a look: nothing is kept)."""
+    with _merge_lock_now(top) as free:
+        return free
 
 
 def _open_lock(top: Path) -> int:

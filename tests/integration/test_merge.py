@@ -182,6 +182,41 @@ def test_gate_holds_and_yes_merges(repo: Path, capsys: pytest.CaptureFixture[str
     assert git(repo, "rev-parse", "HEAD") == head
 
 
+def test_evidence_show_says_a_merged_run_is_merged(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`switchyard evidence show` said merge_ready and "gate holds" after the merge, and
+    never that the run was merged (a user audit). Git says so (the run's sealed commit is
+    in the branch checked out, app/workspace/merged.py): the status line, a merged line,
+    and --json's ``merged``; the sealed status stays the manifest's."""
+    make_run(repo)
+    show = ["evidence", "show", "run-1", "--repo", str(repo)]
+    assert main([*show, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["merged"] is None
+    assert main(["merge", "run-1", "--repo", str(repo), "--yes"]) == 0
+    head = git(repo, "rev-parse", "HEAD")
+    capsys.readouterr()
+    assert main([*show, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["status"] == "merge_ready"
+    assert data["merged"] == {
+        "into": "main",
+        "target_ref": "refs/heads/main",
+        "commit": head,
+        "files": ["calc.py"],
+        "source": "git",
+    }
+    assert main(show) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"run run-1  merge_ready, merged into main @ {head[:12]}"
+    assert f"  merged    into main @ {head[:12]} (calc.py)" in out
+    assert "gate      held; the run is merged: nothing is left to merge" in out
+    assert "given a human's confirmation at merge time" not in out
+    git(repo, "reset", "-q", "--hard", "HEAD~1")  # the merge taken back: not merged
+    assert main([*show, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["merged"] is None
+
+
 def test_merges_into_a_branch_that_moved_on(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_run(repo)
     commit(repo, {"docs/usage.md": "use it\n"}, "user work meanwhile")

@@ -364,6 +364,9 @@ class ScriptedRun:
             await pub(RunFinished(session=sid, run=run, outcome="stopped", reason=reason))
             return ScriptOutcome(run, "stopped", reason, self.decision)
 
+        # approved: the cloud call is out (its stage event comes with its reply, as a real
+        # cloud call's audit line does)
+        await self._at("cloud call")
         await stage("implementer", "started", "implementer", "deepseek-reasoner", "cloud")
         reservation = await ledger.reserve(
             session=sid,

@@ -465,3 +465,18 @@ async def test_a_sub_cent_estimate_reads_in_significant_digits(clock: ManualCloc
         await settle(pilot)
         body = str(app.screen.query_one("#approval-body", Static).render())
         assert "est. cost   ~$0.00012" in body, body
+
+
+async def test_a_triggers_detail_is_a_labelled_line_under_its_trigger(make_app: Any) -> None:
+    """The trigger's words were drawn last, indented under "budget left $5.00" with no
+    label, and read as part of the budget line (a user audit)."""
+    app = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        await settle(pilot)
+        rows = str(app.screen.query_one("#approval-body", Static).render()).splitlines()
+        labels = [row[:12].strip() for row in rows]
+        assert labels == ["role", "target", "trigger", "detail", "est. cost", "budget left"]
+        detail = rows[labels.index("detail")]
+        assert detail == "detail      2 failed compile/test loops (≥ 2) → deepseek-reasoner"
+        assert rows[-1] == "budget left $5.00", rows

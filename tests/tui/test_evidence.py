@@ -395,3 +395,137 @@ def test_the_gate_box_says_a_run_never_classified_is_held_as_high_risk() -> None
         "High-Risk",
         "not High-Risk",
     )
+
+
+def _gate(screen: EvidenceScreen) -> str:
+    return str(screen.query_one("#gate", Static).render())
+
+
+def _status(screen: EvidenceScreen, run_id: str) -> str:
+    return str(screen.query_one("#runs", DataTable).get_row(run_id)[1])
+
+
+async def test_a_merged_run_reads_merged_and_is_offered_no_merge(
+    make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
+) -> None:
+    """After m, r: the box said "✓ the gate holds: pressing m merges into main (no file
+    changes)" (read after the merge, the plan's diff against main is empty), the list said
+    merge_ready, and m answered "already merged" (a user audit). Merged, it says so, with
+    the commit it was merged as and the files the run changed, and m is not offered."""
+    make_run(repo, GOOD, green=True, clock=clock, data_dir=tmp_path / "data")
+    async with _evidence(make_app) as (_, pilot, screen, seen):
+        assert "merge" in {b.binding.action for b in screen.active_bindings.values()}
+        assert _status(screen, GOOD) == "merge_ready"
+        loaded = len(seen.of(RunLoaded))
+        await pilot.press("m")
+        await until(pilot, lambda: seen.of(MergeDone), what="the merge")
+        await until(pilot, lambda: len(seen.of(RunLoaded)) > loaded, what="the run again")
+        await settle(pilot)
+        merge_commit = seen.of(MergeDone)[0].outcome.after_head
+        assert merge_commit == _head(repo)
+
+        def merged_everywhere() -> None:
+            gate = _gate(screen)
+            assert f"✓ merged into main @ {merge_commit[:12]}" in gate, gate
+            assert "(src/parser.py)" in gate and "no file changes" not in gate, gate
+            assert "pressing m" not in gate, gate
+            head = str(screen.query_one("#run-head", Static).render())
+            assert f"merged into main @ {merge_commit[:12]}" in head, head
+            assert _status(screen, GOOD) == "merged"
+            actions = {b.binding.action for b in screen.active_bindings.values()}
+            assert "merge" not in actions, actions
+
+        merged_everywhere()
+        listed = len(seen.of(RunsListed))
+        await pilot.press("r")  # the audit's reload
+        await until(pilot, lambda: len(seen.of(RunsListed)) > listed, what="the list again")
+        await until(pilot, lambda: seen.of(RunLoaded)[-1].view.merged, what="the run again")
+        await settle(pilot)
+        merged_everywhere()
+
+
+async def test_a_run_merged_by_hand_reads_merged_and_no_longer_once_reset(
+    make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
+) -> None:
+    """Git is the source (app/workspace/merged.py): a merge made with git says merged, as
+    the merge itself would answer ("already merged"); a merge reset away says merge_ready
+    again, whatever the audit once recorded."""
+    from app.tui.evidence_data import load_run_view, runs
+
+    make_run(repo, GOOD, green=True, clock=clock, data_dir=tmp_path / "data")
+    before = _head(repo)
+    _git(repo, "merge", "--no-ff", "--no-edit", f"switchyard/{GOOD}")
+    by_hand = _head(repo)
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "later work")
+    async with _evidence(make_app) as (app, _, screen, _):
+        assert _status(screen, GOOD) == "merged"
+        assert f"✓ merged into main @ {by_hand[:12]}" in _gate(screen)
+        assert app.session is not None
+        policy = app.session.policy
+    _git(repo, "reset", "-q", "--hard", before)
+    assert [r.status for r in runs(repo)] == ["merge_ready"]
+    view = load_run_view(repo, GOOD, None, policy)
+    assert view.merged is None
+
+
+async def test_m_while_another_merge_holds_the_lock_says_it_waits_and_a_second_m_waits_too(
+    make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
+) -> None:
+    """m while another merge held the repository's merge lock: up to 30 s of silence, the
+    box still saying "pressing m merges…", and a second m cancelled the first (its worker
+    was exclusive) and began another silent wait (a user audit). The wait is said at
+    once; a second m is refused with a word, the first left to finish."""
+    from textual.notifications import Notify
+
+    waits = "waiting for another merge of this repository (up to 30 s)"
+    make_run(repo, GOOD, green=True, clock=clock, data_dir=tmp_path / "data")
+    async with _evidence(make_app) as (app, pilot, screen, seen):
+        with _another_merge_half_way(repo):
+            await pilot.press("m")
+            await until(pilot, lambda: waits in _gate(screen), what="the wait to be said")
+            assert "pressing m" not in _gate(screen)
+            toasts = [m.notification.message for m in seen.of(Notify)]
+            assert any(waits in t for t in toasts), toasts
+            workers = [w for w in app.workers if w.group == "merge"]
+            assert len(workers) == 1 and workers[0].is_running
+            await pilot.press("m")
+            await settle(pilot)
+            toasts = [m.notification.message for m in seen.of(Notify)]
+            assert any("a merge is already under way" in t for t in toasts), toasts
+            assert [w for w in app.workers if w.group == "merge"] == workers
+            assert workers[0].is_running and not workers[0].is_cancelled
+            assert not seen.of(MergeDone)
+            _git(repo, "commit", "-q", "--no-edit")  # the other merge lands, and lets go
+        await until(pilot, lambda: seen.of(MergeDone), what="the merge answer")
+        await settle(pilot)
+        assert len(seen.of(MergeDone)) == 1
+        outcome = seen.of(MergeDone)[0].outcome
+        assert outcome.ok and outcome.already_merged, outcome
+
+
+async def test_the_workbench_says_its_run_was_merged(
+    make_app: Any, repo: Path, clock: ManualClock, tmp_path: Path
+) -> None:
+    """The header and the plan still said merge_ready and "(switchyard merge)" after the
+    run was merged from the evidence screen (a user audit)."""
+    from tests.tui.scenes import run_to_end
+    from tests.tui.scripted import RUN_ID
+
+    make_run(repo, RUN_ID, green=True, clock=clock, data_dir=tmp_path / "data")
+    seen = Messages()
+    app = make_app()
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await run_to_end(pilot)
+        home = app.home
+        assert home.header.state == "merge_ready"
+        await pilot.press("v")
+        await until(pilot, lambda: seen.of(RunLoaded), what="the run")
+        await settle(pilot)
+        await pilot.press("m")
+        await until(pilot, lambda: seen.of(MergeDone), what="the merge")
+        await pilot.press("escape")
+        await until(pilot, lambda: home.header.state == "merged", what="the header")
+        await settle(pilot)
+        said = f"merged into main @ {_head(repo)[:12]}"
+        plan = str(home.plan.query_one("#plan-body", Static).render())
+        assert said in plan and "switchyard merge" not in plan, plan

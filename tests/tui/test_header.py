@@ -56,3 +56,37 @@ async def test_a_new_run_names_no_role_before_its_first_stage(make_app: Any) -> 
         assert "implementer" not in shown and "deepseek" not in shown, shown
         go_on.set()
         await until(pilot, lambda: not app.running, what="the run to end")
+
+
+async def test_an_approved_cloud_call_is_named_while_it_is_out(make_app: Any, clock: Any) -> None:
+    """After y the header named the local model for the whole cloud call ("running ·
+    implementer · qwen2.5-coder-32b @ vLLM"), and "stopping · … qwen2.5-coder-32b" after
+    x, until the call's audit line landed (a user audit). The approval's audit line says
+    which cloud model the call went to: the header waits for it from then on."""
+    from app.tui.screens.approval import ApprovalScreen
+    from tests.tui.scripted import ScriptedRun
+
+    run = ScriptedRun(clock, stop_before="cloud call")
+    app = make_app(run=run)
+    async with app.run_test(size=(160, 48)) as pilot:
+        header = app.home.header
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        await settle(pilot)
+        assert "qwen2.5-coder-32b @ vLLM" in _shown(header)
+        await pilot.pause(ApprovalScreen.TYPING_PAUSE_S)
+        await pilot.press("y")
+        await until(pilot, run.reached.is_set, what="the cloud call")
+        await until(pilot, lambda: header.model == "deepseek-reasoner", what="the target")
+        await settle(pilot)
+        shown = _shown(header)
+        assert "running" in shown and "waiting for deepseek-reasoner @ cloud" in shown, shown
+        assert "qwen2.5-coder" not in shown, shown
+        await pilot.press("x")
+        await until(pilot, lambda: header.state == "stopping", what="the stop")
+        await settle(pilot)
+        shown = _shown(header)
+        assert "waiting for deepseek-reasoner @ cloud" in shown, shown
+        run.go_on.set()  # the call comes back: the model is named, not waited for
+        await until(pilot, lambda: not app.running, what="the run to end")
+        await settle(pilot)
+        assert "waiting for" not in _shown(header)

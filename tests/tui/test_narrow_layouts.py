@@ -176,3 +176,24 @@ async def test_with_no_session_the_footer_offers_no_new_task(repo: Path) -> None
         await palette(pilot, "New task")  # (the palette's command says why)
         notes = [m.notification.message for m in seen.of(Notify)]
         assert any(n.startswith("no task can run: /tmp/switchyard-audit") for n in notes), notes
+
+
+async def test_with_no_session_the_footer_offers_no_key_that_cannot_act(repo: Path) -> None:
+    """A broken policy: the footer still offered "e escalate", "t tutor" and "z zoom"
+    (nothing can run, no tutor can answer, nothing has the focus to zoom; a user audit).
+    A pane given the focus can be zoomed, and z says so again."""
+    app = _broken_app(repo)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await until(pilot, lambda: app.session_error, what="the session to fail")
+        await settle(pilot)
+        home = app.home
+        row = drawn(home.query_one(Footer))[0]
+        for gone in ("escalate", "tutor", "zoom"):
+            assert gone not in row, row
+        assert "v evidence" in row, row  # (the runs can still be read)
+        await pilot.press("e", "t", "z")  # (and none of them acts)
+        await settle(pilot)
+        assert app.screen is home and home.maximized is None
+        await pilot.press("tab")
+        await settle(pilot)
+        assert "z zoom" in drawn(home.query_one(Footer))[0]

@@ -11,6 +11,7 @@ from textual.widgets import Collapsible, Static
 from app.clock import ManualClock
 from app.errors import PolicyError, SwitchyardError
 from app.tui.core import TutorAnswered, WorkFailed
+from app.tui.screens.approval import ApprovalScreen
 from app.tui.screens.policy import PolicyScreen
 from app.tui.screens.tutor import TutorScreen
 from tests.tui.helpers import Messages, palette, settle, until
@@ -265,3 +266,33 @@ async def test_z_zooms_the_pane_around_the_focus(make_app: Any, pane: str) -> No
         await settle(pilot)
         assert app.screen.maximized is None
         assert app.screen.active_bindings["z"].binding.description == "zoom"
+
+
+async def test_the_palettes_new_task_is_not_offered_while_a_run_goes(
+    make_app: Any, clock: ManualClock
+) -> None:
+    """ "/" is not offered during a run, but the palette's New task was: it wiped the task
+    box and left the focus in it, the run's keys typed there (a user audit)."""
+    from textual.widgets import Input
+
+    from app.tui.commands import commands
+    from tests.tui.scripted import ScriptedRun
+
+    run = ScriptedRun(clock, stop_before="escalation")
+    app = make_app(run=run)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, run.reached.is_set, what="the run at work")
+        await settle(pilot)
+        assert app.running
+        titles = [title for title, _, _ in commands(app)]
+        assert "New task" not in titles and "Stop run" in titles
+        box = app.screen.query_one("#task", Input)
+        assert box.value and not box.has_focus
+        app.home.action_new_task()  # (a palette opened before the run began, picked now)
+        await settle(pilot)
+        assert box.value and not box.has_focus
+        run.go_on.set()
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), what="the modal")
+        await pilot.press("n")
+        await until(pilot, lambda: not app.running, what="the run to end")
+        assert "New task" in [title for title, _, _ in commands(app)]

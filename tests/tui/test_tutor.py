@@ -238,3 +238,22 @@ async def test_a_question_dropped_before_its_worker_started_is_said(make_app: An
         assert app.tutor_asking == "second question"
         assert "second question" in text_of(app, "#tutor-question")
         release.set()
+
+
+async def test_slash_says_ask_until_a_question_was_asked(make_app: Any) -> None:
+    """The footer offered "/ ask again" before any question was asked (a user audit)."""
+    seen = Messages()
+    app = make_app(task=None)
+    async with app.run_test(size=(160, 48), message_hook=seen) as pilot:
+        await open_tutor(pilot)
+        app.screen.query_one("#tutor-body").focus()  # (the footer shows the screen's keys)
+        await settle(pilot)
+        assert app.screen.active_bindings["slash"].binding.description == "ask"
+        await ask(pilot, seen, "why does parse drop the last token?")
+        assert app.screen.active_bindings["slash"].binding.description == "ask again"
+        await pilot.press("n")  # a new session: nothing asked in it yet
+        await settle(pilot)
+        assert app.screen.active_bindings["slash"].binding.description == "ask"
+        await pilot.press("slash")
+        await settle(pilot)
+        assert app.screen.query_one("#tutor-input", Input).has_focus

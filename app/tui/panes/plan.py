@@ -58,7 +58,10 @@ def render_plan(
     outcome: str | None = None,
     unavailable: str | None = None,
     reason: str = "",
+    merged: str | None = None,
 ) -> Text:
+    """``merged``: what the run's merge came to ("merged into main @ …"), said in place
+    of why it ended (merge_ready's reason invites the merge done since)."""
     dim = style_of(variables.get("dim-text", ""))
     parts: list[Text] = []
     if stages:
@@ -106,7 +109,9 @@ def render_plan(
     for label, key in (("risk", "risks"), ("open", "open_questions")):
         for item in plan.get(key) or []:
             parts.append(Text.assemble((f"{label} ", dim), (clean(str(item)), dim)))
-    if outcome is not None:
+    if outcome is not None and merged is not None:
+        parts.append(Text(f"the run ended ({outcome}), then was {merged}", style=dim))
+    elif outcome is not None:
         # why the run ended, where the plan is (the header said "stopped", as if the user
         # had stopped it; why was in an 8 s toast and the evidence: a TUI audit)
         why = f": {clean(reason, one_line=True)}" if reason else ""
@@ -127,6 +132,8 @@ class PlanPane(Pane):
         self.statuses: list[str] | None = None
         #: why the session did not open (then no task can run)
         self.unavailable: str | None = None
+        #: the run's merge, once merged ("merged into main @ …")
+        self.merged: str | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
@@ -134,6 +141,7 @@ class PlanPane(Pane):
 
     def reset(self) -> None:
         self.plan, self.stages, self.outcome, self.statuses = None, {}, None, None
+        self.merged = None
         self.redraw()
 
     def show_plan(self, plan: dict[str, Any]) -> None:
@@ -154,6 +162,10 @@ class PlanPane(Pane):
 
     def finished(self, outcome: str, reason: str = "") -> None:
         self.outcome, self.reason = outcome, reason
+        self.redraw()
+
+    def was_merged(self, said: str) -> None:
+        self.merged = said
         self.redraw()
 
     def session_failed(self, why: str) -> None:
@@ -180,5 +192,6 @@ class PlanPane(Pane):
             self.outcome,
             self.unavailable,
             self.reason,
+            self.merged,
         )
         self.query_one("#plan-body", Static).update(body)

@@ -169,6 +169,13 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
         for reason in r.reasons or [{}]:
             why_line = trigger_line(reason) if reason else "requested by the user"
             rows.append(("trigger", clean(why_line, one_line=True)))
+            why = reason.get("text")
+            # a yes/no trigger's text ("user_request == true") is its trigger line again
+            # (the modal said it twice, "True" beside "true"); a threshold's reads in words,
+            # on a line of its own under its trigger: drawn last, unlabelled, it read as
+            # part of "budget left" (a user audit)
+            if why and reason.get("op") != "is_true":
+                rows.append(("detail", clean(str(why), one_line=True)))
         rows += [
             ("est. cost", f"~{money(r.est_cost_usd)}"),
             ("budget left", money(r.budget_left_usd)),
@@ -178,12 +185,6 @@ class ApprovalScreen(ModalScreen[tuple[DecisionKind, str] | None]):
                 text.append("\n")
             text.append(f"{label:<12}", dim)
             text.append_text(value if isinstance(value, Text) else Text(value))
-        for reason in r.reasons:
-            why = reason.get("text")
-            # a yes/no trigger's text ("user_request == true") is its trigger line again
-            # (the modal said it twice, "True" beside "true"); a threshold's reads in words
-            if why and reason.get("op") != "is_true":
-                text.append(f"\n{'':<12}{clean(str(why))}", dim)
         return text
 
     def _tick(self) -> None:

@@ -16,11 +16,12 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey
 
 from app.counted import counted
 from app.evidence.bundle import RunInfo
-from app.tui.core import CoreApp, MergeDone, RunLoaded, RunsListed, WorkFailed
-from app.tui.evidence_data import RunView
+from app.tui.core import CoreApp, MergeDone, MergeWaiting, RunLoaded, RunsListed, WorkFailed
+from app.tui.evidence_data import MERGED, RunView
 from app.tui.panes.diff import render_file, split_files
 from app.tui.panes.escalations import format_line
 from app.tui.panes.plan import render_plan
@@ -54,6 +55,21 @@ def risk(high_risk: bool, *, classified: bool) -> str:
     return "High-Risk" if high_risk else "not High-Risk"
 
 
+def files_said(files: list[str], most: int = 4) -> str:
+    """The first ``most`` files, and how many more there are."""
+    more = len(files) - most
+    return ", ".join(files[:most]) + (f" +{more} more" if more > 0 else "")
+
+
+def can_merge(view: RunView | None) -> bool:
+    """Whether ``m`` is offered for ``view``: not for a run already in the branch (it was
+    offered after the merge, and answered "already merged", a user audit)."""
+    if view is None:
+        return True  # (m says "open a run first")
+    in_already = view.merge is not None and view.merge.already_merged and not view.blockers
+    return view.merged is None and not in_already
+
+
 class EvidenceScreen(Screen[None]):
     #: below this many columns the runs list goes above the run (themes/screens.tcss): side
     #: by side in 80 it took half the width, and the run's tabs and diffs were cut off.
@@ -78,6 +94,7 @@ class EvidenceScreen(Screen[None]):
         self.runs: list[RunInfo] = []
         self.view: RunView | None = None
         self.last_merge: Any = None
+        self._status_column: ColumnKey | None = None
 
     @property
     def core(self) -> CoreApp:
@@ -100,7 +117,7 @@ class EvidenceScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
-        table.add_columns("run", "status")
+        self._status_column = table.add_columns("run", "status")[1]
         table.border_title = "Runs"
         self.query_one("#evidence-title", Static).update(
             Text.assemble(
@@ -201,6 +218,22 @@ class EvidenceScreen(Screen[None]):
         self._set("cost", cost_lines(view.cost, v))
         self._set("manifest", self._manifest_lines(view, v))
         self._show_gate()
+        self._list_status(view)
+        self.refresh_bindings()  # ("m merge" is not offered for a run merged already)
+
+    def _list_status(self, view: RunView) -> None:
+        """The run's row says what its view says: merged since the list was read (the
+        list said merge_ready after the merge, a user audit), or no longer."""
+        manifest = view.report.manifest
+        if manifest is None or self._status_column is None:
+            return
+        status = MERGED if view.merged is not None else manifest.status
+        table = self.query_one("#runs", DataTable)
+        try:
+            if str(table.get_cell(view.run_id, self._status_column)) != status:
+                table.update_cell(view.run_id, self._status_column, plain(status, one_line=True))
+        except CellDoesNotExist:
+            pass
 
     def _head(self, view: RunView, v: dict[str, str]) -> Text:
         m = view.report.manifest
@@ -214,7 +247,11 @@ class EvidenceScreen(Screen[None]):
             head.append("  not sealed", style_of(v.get("test-fail", "")))
             return head
         ok = m.status == "merge_ready"
-        head.append(f"  {m.status}", style_of(v.get("test-pass" if ok else "test-fail", "")))
+        if view.merged is not None:
+            # (the manifest keeps merge_ready for good: git says it is merged since)
+            head.append(f"  {view.merged.said()}", style_of(v.get("test-pass", "")))
+        else:
+            head.append(f"  {m.status}", style_of(v.get("test-pass" if ok else "test-fail", "")))
         head.append(f"  {m.task}")
         head.append(f"\n{m.branch or '—'} @ {(m.head or '—')[:12]} · created {m.created}", dim)
         return head
@@ -299,7 +336,20 @@ class EvidenceScreen(Screen[None]):
         text = Text()
         blockers = view.blockers
         plan = view.merge
-        if view.merge_busy:
+        merged = view.merged
+        if merged is not None:
+            # read after the merge, the plan's files (what merging would bring in now)
+            # are none: "pressing m merges into main (no file changes)" (a user audit)
+            text.append(f"✓ {merged.said()}", style_of(v.get("test-pass", ""), bold=True))
+            text.append(
+                f": the run's change ({files_said(merged.files) or 'no file changes'})"
+                f" is in {merged.into}; nothing is left to merge"
+            )
+        elif plan is not None and plan.already_merged and not blockers:
+            into = (plan.target_ref or "HEAD").removeprefix("refs/heads/")
+            text.append("✓ nothing to merge", style_of(v.get("test-pass", ""), bold=True))
+            text.append(f": {into} already holds the run's commit {(plan.tip or '')[:12]}")
+        elif view.merge_busy:
             # no refusal to show: m waits for the other merge and reads the gate then
             text.append("… the gate is not read yet", style_of(v.get("dim-text", ""), bold=True))
             text.append(f": {view.merge_busy}")
@@ -311,7 +361,7 @@ class EvidenceScreen(Screen[None]):
         else:
             target = ((plan.target_ref if plan else None) or "HEAD").removeprefix("refs/heads/")
             text.append("✓ the gate holds", style_of(v.get("test-pass", ""), bold=True))
-            files = ", ".join(plan.files[:4]) if plan else ""
+            files = files_said(plan.files) if plan else ""
             text.append(f": pressing m merges into {target} ({files or 'no file changes'})")
         facts = plan.facts if plan else None
         if facts is not None:
@@ -355,6 +405,25 @@ class EvidenceScreen(Screen[None]):
             )
             return
         self.core.merge(self.view.run_id, self)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "merge":
+            return can_merge(self.view)
+        return True
+
+    def on_merge_waiting(self, message: MergeWaiting) -> None:
+        """Said at once: the gate box read "✓ the gate holds: pressing m merges…" for the
+        whole wait, and nothing else moved until the refusal (a user audit)."""
+        text = Text()
+        text.append(
+            f"… waiting for another merge of this repository (up to {message.wait_s:g} s)",
+            style_of(self.app.theme_variables.get("dim-text", ""), bold=True),
+        )
+        text.append(
+            f"; once it is done the gate is read again, and run {message.run_id} merges if it holds"
+        )
+        self._gate_text(text)
+        self.notify(f"waiting for another merge of this repository (up to {message.wait_s:g} s)…")
 
     def on_merge_done(self, message: MergeDone) -> None:
         outcome = self.last_merge = message.outcome

@@ -16,7 +16,7 @@ from textual.containers import Horizontal
 from textual.notifications import SeverityLevel
 from textual.widgets import Footer, Input
 
-from app.tui.core import RunDone, RunStarted, RunStopping, WorkFailed
+from app.tui.core import RunDone, RunMerged, RunStarted, RunStopping, WorkFailed
 from app.tui.panes.budget import BudgetPane
 from app.tui.panes.diff import DiffPane
 from app.tui.panes.escalations import EscalationsPane
@@ -59,6 +59,8 @@ class MainScreen(WorkbenchScreen):
 
     def __init__(self) -> None:
         super().__init__(id="main")
+        #: the run shown, once it ended (a merge of it is said in the header and the plan)
+        self.ended_run: str | None = None
 
     def compose(self) -> ComposeResult:
         yield SessionHeader(id="header")
@@ -114,12 +116,14 @@ class MainScreen(WorkbenchScreen):
     # ── core results ─────────────────────────────────────────────────────────────────────
 
     def on_run_started(self, message: RunStarted) -> None:
+        self.ended_run = None
         for pane in (self.plan, self.diff, self.tests):
             pane.reset()
         # the last run's role and model are not this run's: it read "running ·
         # implementer" before this run's first stage had named any role
         self.role = self.header.role = ""
         self.header.model = self.header.runtime = ""
+        self.header.waiting = False
         self.header.state = "running"
         self.refresh_bindings()
 
@@ -141,6 +145,7 @@ class MainScreen(WorkbenchScreen):
             # inside a stage is (their count kept the header still, as if hung: a review)
             return
         self.streamed += len(message.text)
+        self.header.waiting = False  # (the reply is coming)
         self.header.activity = f"{message.role} writing · {self.streamed:,} chars"
 
     def on_audit_batch(self, message: bridge.AuditBatch) -> None:
@@ -190,15 +195,27 @@ class MainScreen(WorkbenchScreen):
         if e.status == "started" and e.role and e.role != self.role:
             self.role = self.header.role = e.role
             self.header.model, self.header.runtime = e.model, e.runtime
+            self.header.waiting = False
         elif e.status == "started" and e.model:
             self.header.model, self.header.runtime = e.model, e.runtime
+            self.header.waiting = False
+
+    def on_run_merged(self, message: RunMerged) -> None:
+        """The run shown was merged (from the evidence screen): the header and the plan
+        said merge_ready and "(switchyard merge)" after it (a user audit)."""
+        if message.run_id != self.ended_run or self.core.running:
+            return
+        self.header.state = "merged"
+        self.plan.was_merged(message.merged.said())
 
     def on_run_ended(self, message: bridge.RunEnded) -> None:
         e = message.event
+        self.ended_run = e.run
         self.plan.finished(e.outcome, e.reason)
         self.diff.finished(attempted="implementer" in self.plan.stages)
         self.header.state = e.outcome
         self.header.activity = ""
+        self.header.waiting = False
         severity: SeverityLevel = "information" if e.outcome == "merge_ready" else "warning"
         why = f": {e.reason}" if e.reason else ""
         self.notify(f"run {e.run} ended {e.outcome}{why}", severity=severity, timeout=8)
@@ -213,6 +230,10 @@ class MainScreen(WorkbenchScreen):
             self.escalations.view.focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("escalate", "tutor") and self.core.session_error is not None:
+            # a session that did not open runs nothing and asks no tutor: "e escalate"
+            # and "t tutor" stayed in the footer (a user audit)
+            return False
         if action == "new_task":
             # not while a run goes (it is refused), nor in the task box (/ types a slash),
             # nor when the box is disabled (a broken policy): "/" offered it, did nothing,
@@ -227,6 +248,9 @@ class MainScreen(WorkbenchScreen):
         if box.disabled:  # (the palette's New task, which check_action does not stop)
             why = self.core.session_error or "the session did not open"
             self.notify(f"no task can run: {why}", severity="warning")
+            return
+        if self.core.running:  # (a palette opened before the run began, picked after)
+            self.notify("a run is in progress: press x to stop it first", severity="warning")
             return
         box.value = ""
         box.focus()

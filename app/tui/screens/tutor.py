@@ -54,7 +54,10 @@ class TutorScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "back"),
         Binding("h", "fold('hint')", "hint"),
         Binding("r", "fold('answer')", "reveal answer"),
+        # "ask" before the first question, "ask again" after it ("/ ask again" was
+        # offered before anything was asked, a user audit)
         Binding("slash", "ask", "ask again"),
+        Binding("slash", "ask_first", "ask"),
         Binding("n", "new", "new session"),
     ]
 
@@ -144,11 +147,17 @@ class TutorScreen(Screen[None]):
             )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "ask":
+        if action in ("ask", "ask_first"):
             # the cap used up, "/ ask again" did nothing from the footer (a TUI audit)
             tutor = self.core.tutor
-            return tutor is None or not tutor.capped
+            if tutor is not None and tutor.capped:
+                return False
+            asked = bool(self.question) or self.reply is not None
+            return asked if action == "ask" else not asked
         return super().check_action(action, parameters)
+
+    def action_ask_first(self) -> None:
+        self.action_ask()
 
     def action_ask(self) -> None:
         box = self.query_one("#tutor-input", Input)

@@ -29,8 +29,10 @@ if TYPE_CHECKING:
     from app.tui import bridge
     from app.tui.screens.approval import ApprovalScreen
 
-#: audit kinds whose ``to`` is the model now serving the line's role
-_SERVING = frozenset({"route", "runtime_fallback", "call"})
+#: audit kinds whose ``to`` is the model now serving the line's role: an ``approval``
+#: line is the human's yes to a cloud escalation, written before the call goes out (the
+#: bus's ApprovalResolved names no model, and a session-wide yes reused shows no modal)
+_SERVING = frozenset({"route", "runtime_fallback", "call", "approval"})
 
 _SEVERITY: dict[str, SeverityLevel] = {
     "info": "information",
@@ -126,10 +128,15 @@ class WorkbenchScreen(Screen[None]):
         self.escalations.add_lines(message.lines)
         # StageChanged names the role; the audit line names the model that serves it.
         for line in reversed(message.lines):
-            serving = line.get("kind") in _SERVING and line.get("role") == self.role
+            kind = line.get("kind")
+            serving = kind in _SERVING and line.get("role") == self.role
             if serving and line.get("to"):
                 model, _, runtime = str(line["to"]).partition("@")
                 self.header.model, self.header.runtime = model, runtime or "cloud"
+                # approved: the call is out, and the header says what it waits for (the
+                # local model stayed named, "running" then "stopping", for the whole
+                # cloud call, until its call line landed: a user audit)
+                self.header.waiting = kind == "approval"
                 break
 
     def on_budget_changed(self, message: bridge.BudgetChanged) -> None:
@@ -195,7 +202,9 @@ class WorkbenchScreen(Screen[None]):
         # "z zoom pane" and "z back" share the key; the footer names the one that acts
         # now (zoomed, it still said "zoom pane" and hid that esc or z comes back)
         if action == "zoom":
-            return self.maximized is None
+            # and only with a pane to zoom: with nothing focused (a session that did not
+            # open) it offered "z zoom" and said "nothing to zoom here" (a user audit)
+            return self.maximized is None and self._focused_pane() is not None
         if action == "unzoom":
             return self.maximized is not None
         if action == "stop":
@@ -218,13 +227,17 @@ class WorkbenchScreen(Screen[None]):
         if self.maximized is not None:
             self.action_unzoom()
             return
-        # the pane around the focus: on Plan and Budget the focus is a scrolling view,
-        # which Textual never maximizes, and "z" did nothing there
+        node = self._focused_pane()
+        if node is None or not self.maximize(node, container=False):
+            self.notify("nothing to zoom here: Tab to a pane first", severity="warning")
+
+    def _focused_pane(self) -> Pane | None:
+        """The pane around the focus: on Plan and Budget the focus is a scrolling view,
+        which Textual never maximizes, and "z" did nothing there."""
         node = self.focused
         while node is not None and not isinstance(node, Pane):
             node = node.parent if isinstance(node.parent, Widget) else None
-        if node is None or not self.maximize(node, container=False):
-            self.notify("nothing to zoom here: Tab to a pane first", severity="warning")
+        return node if isinstance(node, Pane) else None
 
     def zoom_pane(self, pane: Widget) -> None:
         """``pane`` full screen with the focus in it (the palette's Budget): zoomed with

@@ -40,6 +40,9 @@ class SessionHeader(Widget):
     stays_local: reactive[bool] = reactive(False)
     #: what is happening inside the run (the stage, tokens streaming)
     activity: reactive[str] = reactive("")
+    #: the model named is an approved cloud escalation whose call is out: "waiting for
+    #: deepseek-reasoner @ cloud" until its call line, its first token or the next stage
+    waiting: reactive[bool] = reactive(False)
     #: where the hosted gateway listens (``http://127.0.0.1:4000``); empty: no gateway
     address: reactive[str] = reactive("")
 
@@ -76,7 +79,10 @@ class SessionHeader(Widget):
         if self.model:
             where = RUNTIME_LABEL.get(self.runtime, self.runtime)
             text.append(" · ", dim)
-            text.append(f"{self.model}{' @ ' + where if where else ''}", None if at_work else dim)
+            waiting = "waiting for " if self.waiting and at_work else ""
+            text.append(
+                f"{waiting}{self.model}{' @ ' + where if where else ''}", None if at_work else dim
+            )
         if self.activity and at_work:
             text.append(f" · {self.activity}", dim)
         grid = Table.grid(expand=True)
@@ -93,6 +99,7 @@ _STATE_COLOUR = {
     "awaiting approval": "audit-escalation",
     "listening": "step-done",
     "merge_ready": "step-done",
+    "merged": "step-done",
     "failed": "step-failed",
     "stopped": "budget-warn",
     "error": "step-failed",
