@@ -81,6 +81,7 @@ class TestLoop:
 
         config = load_repo_config(ctx.repo)
         await self._pointers_intact(loop, decision.runner, "before the tests ran")
+        await self._submodules_as_recorded(loop)
         # what git reads as configuration, as it is before the tests run (read before the
         # run, so the tests cannot plant a filter or driver git would run for us after it)
         held = await asyncio.to_thread(Snapshot.take, self.worktree.config_files())
@@ -173,6 +174,40 @@ class TestLoop:
             "run stopped (GR-010)"
         )
 
+    async def _submodules_as_recorded(self, loop: int) -> None:
+        """Every submodule exactly as the commit under test records it, before the tests
+        run: what a test writes inside one never shows in the run's change, so a loop
+        that ran on one a test had patched could pass where a clean checkout of the
+        sealed commit fails (a review). The worktree's reset puts them back between
+        loops; found otherwise here, each is put back and said in the evidence (audited,
+        with what was found), and one that cannot be stops the run (:class:`RunStopped`)
+        before the tests run: no loop, the green one least of all, runs on anything else."""
+        worktree = self.worktree
+        found = await asyncio.to_thread(worktree.submodule_drift)
+        if not found:
+            return
+        await asyncio.to_thread(worktree.restore_submodules)
+        left = await asyncio.to_thread(worktree.submodule_drift)
+        shown = _drift_shown(found)
+        await self.ctx.audit(
+            "run",
+            role="implementer",
+            reason_codes=["SUBMODULE_NOT_RESTORED" if left else "SUBMODULE_RESTORED"],
+            values={
+                "loop": loop,
+                "found": {path: said[:DRIFT_KEPT] for path, said in found.items()},
+                "left": {path: said[:DRIFT_KEPT] for path, said in left.items()},
+            },
+            detail=f"before test loop {loop}, not as the commit records: {shown}; "
+            + (f"still not after restoring: {_drift_shown(left)}" if left else "restored"),
+        )
+        if left:
+            raise RunStopped(
+                f"submodule {', '.join(left)} in the run's worktree is not as the commit "
+                f"under test records it ({_drift_shown(left)}) and could not be put back: "
+                "the tests would not test what the run commits, so the run stopped (GR-010)"
+            )
+
     async def _decide(self) -> SandboxDecision:
         """Decide the runner for the run and audit it (GR-005: before anything runs); a
         refusal stops the run here, with the tests not run and the checkout untouched."""
@@ -231,6 +266,19 @@ async def preflight_test_command(ctx: RunContext) -> None:
     why = await asyncio.to_thread(cannot_start, command, ctx.repo)
     if why is not None:
         raise RunStopped(why)
+
+
+#: paths kept per submodule in the audit line of one not as recorded
+DRIFT_KEPT = 20
+
+
+def _drift_shown(found: dict[str, list[str]]) -> str:
+    """Per submodule, the first few of what differs (the audit line's values keep more)."""
+    parts = []
+    for path, said in found.items():
+        more = f" and {len(said) - 3} more" if len(said) > 3 else ""
+        parts.append(f"{path}: {', '.join(said[:3])}{more}")
+    return "; ".join(parts)
 
 
 def provider_key_names(ctx: RunContext) -> list[str]:

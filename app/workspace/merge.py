@@ -810,10 +810,17 @@ def _parents(top: Path, commit: str) -> list[str]:
     return git_out(top, "rev-list", "--parents", "-n", "1", commit).split()[1:]
 
 
+#: how the merge lists the paths two commits differ in: a submodule's new commit pointer
+#: too, whatever a ``.gitmodules`` (``ignore = all``, which the run's change can write) or
+#: the user's ``diff.ignoreSubmodules`` says: a flag given outright overrides both (a
+#: review: the pointer was missing from the merge's files, and so from its OUTSIDE check)
+NAME_ONLY = ("diff", "--name-only", "--no-renames", "-z", "--ignore-submodules=dirty")
+
+
 def _changed_paths(top: Path, a: str | None, b: str) -> list[str]:
     if a is None:
         return []
-    out = run_git(top, "diff", "--name-only", "--no-renames", "-z", a, b).stdout
+    out = run_git(top, *NAME_ONLY, a, b).stdout
     return [p for p in out.split("\0") if p]
 
 
@@ -856,7 +863,7 @@ def _incoming_paths(top: Path, head: str, tip: str) -> list[str]:
     base = run_git(top, "merge-base", head, tip, check=False).stdout.strip()
     if not base:
         return []
-    out = run_git(top, "diff", "--name-only", "--no-renames", "-z", base, tip).stdout
+    out = run_git(top, *NAME_ONLY, base, tip).stdout
     return sorted(p for p in out.split("\0") if p)
 
 

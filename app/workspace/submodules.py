@@ -17,6 +17,16 @@ byte for byte what was written (the only guard under rlimit) and a changed one s
 run; and Switchyard's own git calls on the worktree never descend into a submodule (no
 recursion, tree-to-tree diffs with ``--submodule=short``): the run's change holds a
 submodule's commit pointer only, as git shows it by default.
+
+What the tests write inside a submodule never shows in that change, so it must not
+outlive its test loop either: a test that patched a vendored library there had every
+later loop pass on a library no clean checkout has, and the evidence said green (a
+security review). :func:`restore` puts a submodule back exactly at the commit the
+run's worktree records for it, through the run's own git dir for it (never its ``.git``
+file), with every file that commit does not hold gone, ignored ones too, and the folders
+of its own submodules emptied (git's clean never looks inside them); the worktree's
+reset calls it, and :func:`drift` (what differs, read the same way) is checked before
+each test command, so every loop, the green one too, tests the submodules as recorded.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import contextlib
 import os
 import shutil
 import stat
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -46,6 +57,16 @@ NO_FETCH = (
 #: no lazy fetch of a partial clone's objects (git 2.45+); and git-lfs downloads what its
 #: store lacks, which the run's git dir starts without: LFS files stay pointers
 NO_FETCH_ENV = {"GIT_NO_LAZY_FETCH": "1", "GIT_LFS_SKIP_SMUDGE": "1"}
+#: how the worktree's files are read against an index when it is reset (and a submodule
+#: checked or restored): a file whose inode's change time moved is read again, whatever
+#: the user's git says (``core.trustctime=false`` had a file a test rewrote at its old
+#: size, its mtime put back, read as unchanged: a reset kept it, status did not list it)
+EXACT_STAT = (
+    "core.trustctime=true",
+    "core.checkStat=default",
+    "core.ignoreStat=false",
+    "core.untrackedCache=false",
+)
 
 
 @dataclass(frozen=True)
@@ -106,38 +127,44 @@ def check_out(
 ) -> tuple[list[Submodule], list[str]]:
     """Fill the submodules of ``worktree`` (made at ``base`` from the checkout ``top``;
     ``admin`` is its git dir) that ``top`` has initialised; the ones filled, and notes
-    for the user on the ones left empty."""
+    for the user on the ones left empty. Never raises (but for an interruption): a
+    failure of any kind is a note, and the submodule it met is left empty."""
     try:
         declared, notes = _declared(top, base)
         if not declared:
             return [], notes
         config = _submodule_config(top)
-        user_git_dir = Path(git_out(top, "rev-parse", "--absolute-git-dir"))
-    except (OSError, SwitchyardError) as exc:  # (never half done: nothing is filled yet)
-        return [], [f"submodules are left empty in the run's worktree: {exc}"]
+        stores = _store_dirs(top)
+    except Exception as exc:  # (never half done: nothing is filled yet)
+        return [], [f"submodules are left empty in the run's worktree: {_said(exc)}"]
     left: dict[str, list[str]] = {}
     filled: list[Submodule] = []
     for name, path, commit in declared:
-        if not safe_name(name) or not safe_path(path):
+        if not commit or not safe_name(name) or not safe_path(path):
             left.setdefault("UNSAFE", []).append(repr(path))
             continue
         off = config.get(f"submodule.{name}.active", "").lower() in ("false", "no", "off", "0")
         if not config.get(f"submodule.{name}.url") or off:
             left.setdefault("NOT_INIT", []).append(path)
             continue
-        store = user_git_dir / "modules" / name
-        if not (store / "objects").is_dir() or not (store / "HEAD").is_file():
-            left.setdefault("NO_STORE", []).append(path)
+        store = _store(stores, name)
+        if store is None:
+            embedded = _real_folder(top / path / ".git")
+            left.setdefault("EMBEDDED" if embedded else "NO_STORE", []).append(path)
             continue
         sub = Submodule(name=name, path=path, commit=commit, git_dir=admin / "modules" / name)
-        failed = _fill(sub, store, worktree)
+        try:
+            failed = _fill(sub, store, worktree)
+        except Exception as exc:  # (a bug here leaves this one empty, never half filled)
+            _take_back(sub, worktree.joinpath(*PurePosixPath(path).parts))
+            failed = "FAILED", f" ({_said(exc)})"
         if failed is not None:
             why, detail = failed
             left.setdefault(why, []).append(f"{path} at {commit[:12]}{detail}")
             continue
         filled.append(sub)
         nested = False
-        with contextlib.suppress(SwitchyardError):  # (only a missing git: then none)
+        with contextlib.suppress(Exception):  # (only a note: without it, none)
             nested = _has(sub.git_dir, f"{commit}:.gitmodules")
         if nested:
             notes.append(
@@ -148,11 +175,47 @@ def check_out(
     return filled, notes
 
 
+def _said(exc: BaseException) -> str:
+    """An error as a note says it: Switchyard's own in its words, another with its kind."""
+    if isinstance(exc, SwitchyardError | OSError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _store_dirs(top: Path) -> list[Path]:
+    """Where the user's checkout keeps its submodules' git dirs, in the order looked at:
+    its own git dir's ``modules`` (a linked worktree's own, where ``git submodule update``
+    there puts them), then the repository's common dir's (the main checkout's)."""
+    own = Path(git_out(top, "rev-parse", "--absolute-git-dir")) / "modules"
+    common = Path(git_out(top, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+    return list(dict.fromkeys([own, common / "modules"]))
+
+
+def _store(stores: list[Path], name: str) -> Path | None:
+    """The first git dir of submodule ``name`` in ``stores``: only its objects are read
+    (borrowed through alternates), never written. A linked worktree whose submodules were
+    initialised in the main checkout only borrows the main checkout's."""
+    for where in stores:
+        store = where / name
+        if (store / "objects").is_dir() and (store / "HEAD").is_file():
+            return store
+    return None
+
+
+def _real_folder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 _WHY = {
     "UNSAFE": "whose name or path in .gitmodules is not a safe one",
     "NOT_INIT": "not initialised in your checkout (git submodule update --init)",
-    "NO_STORE": "with no git dir of their own under .git/modules in your checkout "
-    "(git submodule absorbgitdirs)",
+    "NO_STORE": "not checked out in your checkout: no git dir of theirs under .git/modules "
+    "(git submodule update --init, in that checkout)",
+    "EMBEDDED": "whose git dir lies inside their folder in your checkout, not under "
+    ".git/modules (git submodule absorbgitdirs)",
     "MISSING": "whose recorded commit is not in this machine's objects, and nothing is "
     "fetched (git submodule update in your checkout brings it)",
     "FAILED": "that git could not check out from this machine's objects (nothing is fetched)",
@@ -168,7 +231,9 @@ def _note(why: str, paths: list[str]) -> str:
 
 def _declared(top: Path, base: str) -> tuple[list[tuple[str, str, str]], list[str]]:
     """(name, path, recorded commit) of each submodule the base's ``.gitmodules`` names
-    at a gitlink of the base's tree; and a note when that file cannot be read."""
+    at a gitlink of the base's tree, and (name, path, "") of each it names at a path that
+    is not a safe one (never given to git: one such path, ``../outside``, had ls-tree
+    fail and every submodule left empty); and a note when that file cannot be read."""
     if run_git(top, "cat-file", "-e", f"{base}:.gitmodules", check=False).returncode != 0:
         return [], []
     proc = run_git(
@@ -189,10 +254,11 @@ def _declared(top: Path, base: str) -> tuple[list[tuple[str, str, str]], list[st
         key, _, path = entry.partition("\n")
         if key.startswith("submodule.") and key.endswith(".path") and path:
             names.setdefault(path, key[len("submodule.") : -len(".path")])
-    if not names:
-        return [], []
-    listed = run_git(top, "ls-tree", "-z", "--full-tree", base, "--", *names).stdout
-    found: list[tuple[str, str, str]] = []
+    found = [(name, path, "") for path, name in names.items() if not safe_path(path)]
+    asked = [path for path in names if safe_path(path)]
+    if not asked:
+        return found, []
+    listed = run_git(top, "ls-tree", "-z", "--full-tree", base, "--", *asked).stdout
     for entry in listed.split("\0"):
         info, _, path = entry.partition("\t")
         fields = info.split()
@@ -337,4 +403,147 @@ def broken_pointers(worktree: Path, submodules: tuple[Submodule, ...]) -> list[s
     return broken
 
 
-__all__ = ["Submodule", "broken_pointers", "check_out", "safe_name", "safe_path"]
+def restore(worktree: Path, sub: Submodule, commit: str) -> None:
+    """Put ``sub``'s folder in ``worktree`` back exactly at ``commit``: every tracked file
+    as committed, every other one gone (ignored ones too: nothing in a submodule is the
+    run's own, and a ``.gitignore`` a test wrote there ignored what it planted beside it),
+    and the folders of its own submodules, which are never filled, empty; each file
+    compared with ``commit`` by content. Through the run's own git dir for it, never its
+    ``.git`` file, and with :data:`NO_FETCH`: a commit not in this machine's objects
+    stays out. SwitchyardError (a GitError) when it cannot be done; OSError from
+    emptying a folder."""
+    if broken_pointers(worktree, (sub,)):
+        raise SwitchyardError(
+            f"submodule {sub.path}: its .git file is not the one written for it: left as it is"
+        )
+    folder = _folder(worktree, sub)
+    _read_afresh(sub, folder, commit)
+    _sub_git(sub, folder, "reset", "--hard", "--quiet", commit)
+    _sub_git(sub, folder, "clean", "-ffdxq")
+    for nested in _nested(sub, folder):
+        clear_folder(folder, nested)
+
+
+def drift(worktree: Path, sub: Submodule, commit: str) -> list[str]:
+    """What in ``sub``'s folder is not ``commit``, each file compared by content: its
+    checked-out commit when another, then each path changed, deleted, not tracked or
+    ignored, and each file inside a folder of its own submodules; empty when it is
+    exactly ``commit``. SwitchyardError when git cannot tell."""
+    if broken_pointers(worktree, (sub,)):
+        return [".git (not the file written for it)"]
+    folder = _folder(worktree, sub)
+    _read_afresh(sub, folder, commit)
+    found: list[str] = []
+    head = _sub_git(sub, folder, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
+    at = head.stdout.strip()
+    if at != commit:
+        found.append(f"checked out at {at[:12] or 'no commit'}, not {commit[:12]}")
+    status = _sub_git(
+        sub,
+        folder,
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--no-renames",
+        "--untracked-files=all",
+        "--ignored=traditional",
+        "--ignore-submodules=all",
+    ).stdout
+    found += [rec[3:] for rec in status.split("\0") if len(rec) > 3]
+    for nested in _nested(sub, folder):
+        found += [f"{nested}/{name}" for name in folder_entries(folder, nested)]
+    return found
+
+
+def clear_folder(top: Path, rel: str) -> None:
+    """Make the folder ``rel`` under ``top`` an empty one, as ``git worktree add`` leaves
+    a submodule it does not fill: what is in it goes, and a file or link in its place
+    becomes an empty folder. Nothing is done through a link: when a folder on the way is
+    not a real one, it is left (:func:`folder_entries` then says so). OSError when
+    something cannot be removed."""
+    parts = PurePosixPath(rel).parts
+    here = top
+    for part in parts[:-1]:
+        here = here / part
+        if not _real_folder(here):
+            return
+    target = here / parts[-1]
+    if not _real_folder(target):
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        target.mkdir()
+        return
+    for entry in list(target.iterdir()):
+        if _real_folder(entry):
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def folder_entries(top: Path, rel: str) -> list[str]:
+    """What is in the folder ``rel`` under ``top`` that should be empty (a submodule not
+    filled): its entries' names, or why it is not an empty real folder."""
+    here = top
+    for part in PurePosixPath(rel).parts:
+        here = here / part
+        if not _real_folder(here):
+            return ["(not a real folder)"] if here.exists() or here.is_symlink() else []
+    try:
+        return sorted(entry.name for entry in here.iterdir())
+    except OSError as exc:
+        return [f"(unreadable: {exc.strerror or exc})"]
+
+
+def _folder(worktree: Path, sub: Submodule) -> Path:
+    return worktree.joinpath(*PurePosixPath(sub.path).parts)
+
+
+def _sub_git(
+    sub: Submodule, folder: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """git on ``sub``'s folder through the run's own git dir for it, never its ``.git``
+    file; no fetch, no recursion, files read by content whenever they changed."""
+    return run_git(
+        folder,
+        f"--git-dir={sub.git_dir}",
+        f"--work-tree={folder}",
+        *args,
+        config=(*NO_FETCH, *EXACT_STAT),
+        env=NO_FETCH_ENV,
+        check=check,
+    )
+
+
+def _read_afresh(sub: Submodule, folder: Path, commit: str) -> None:
+    """The index of ``sub``'s git dir made anew from ``commit``, every file compared with
+    it by content: an index's stat data decide by the second, and a file a test rewrote
+    at its old size and mtime, in the second the index last saw it change, read as
+    unchanged (ctime included), and a reset kept it."""
+    _sub_git(sub, folder, "read-tree", commit)  # (no stat data: each file is hashed)
+    _sub_git(sub, folder, "update-index", "-q", "--refresh", check=False)
+
+
+def _nested(sub: Submodule, folder: Path) -> list[str]:
+    """The paths of ``sub``'s own submodules (gitlinks of its index), which Switchyard
+    never fills: git's clean never looks inside their folders, nor does status."""
+    out = _sub_git(sub, folder, "ls-files", "--stage", "-z").stdout
+    links = [
+        rec.split("\t", 1)[1]
+        for rec in out.split("\0")
+        if rec.startswith("160000 ") and "\t" in rec
+    ]
+    return [path for path in links if safe_path(path)]
+
+
+__all__ = [
+    "EXACT_STAT",
+    "Submodule",
+    "broken_pointers",
+    "check_out",
+    "clear_folder",
+    "drift",
+    "folder_entries",
+    "restore",
+    "safe_name",
+    "safe_path",
+]

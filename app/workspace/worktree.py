@@ -47,7 +47,17 @@ from app.workspace.git import (
     run_git_raw,
 )
 from app.workspace.shown_diff import DIFF_ARGS, diff_text, shown_diff
-from app.workspace.submodules import Submodule, broken_pointers, check_out
+from app.workspace.submodules import (
+    EXACT_STAT,
+    Submodule,
+    broken_pointers,
+    check_out,
+    clear_folder,
+    drift,
+    folder_entries,
+    restore,
+    safe_path,
+)
 
 BRANCH_PREFIX = "switchyard/"
 WORKTREES_DIR = "worktrees"
@@ -226,19 +236,26 @@ class Worktree:
                 f"the run works on the last commit {base_sha[:12]} and does not carry them over"
             )
         run_git(top, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
-        git_dir = _admin_dir(top, path)
-        # from this machine's objects only; each .git file they get is pinned read-only in
-        # the sandbox and checked after every test run (GR-010)
-        submodules, said = check_out(top, git_dir, path, base_sha)
-        notes += said
-        meta = {
-            "run_id": run_id,
-            "branch": branch,
-            "base": base_sha,
-            "submodules": [sub.meta() for sub in submodules],
-        }
-        held = _lock_held(top, run_id)
-        _write_meta(root, run_id, {**meta, LOCK_HELD: held, MACHINE: this_machine()})
+        try:
+            git_dir = _admin_dir(top, path)
+            # from this machine's objects only; each .git file they get is pinned read-only
+            # in the sandbox and checked after every test run (GR-010)
+            submodules, said = check_out(top, git_dir, path, base_sha)
+            notes += said
+            meta = {
+                "run_id": run_id,
+                "branch": branch,
+                "base": base_sha,
+                "submodules": [sub.meta() for sub in submodules],
+            }
+            held = _lock_held(top, run_id)
+            _write_meta(root, run_id, {**meta, LOCK_HELD: held, MACHINE: this_machine()})
+        except BaseException:
+            # without its meta nothing would ever remove them (prune_dead reads the metas):
+            # the worktree and its branch go now, whatever the failure (a review)
+            with contextlib.suppress(Exception):  # (the failure is what the caller hears)
+                _discard(top, path, branch, _meta_path(root, run_id))
+            raise
         return cls(
             repo=top,
             path=path,
@@ -285,14 +302,8 @@ class Worktree:
 
     def remove(self, *, delete_branch: bool = False) -> None:
         """Delete the worktree (and, if asked, its branch). Safe to call twice."""
-        run_git(self.repo, "worktree", "remove", "--force", "--force", str(self.path), check=False)
-        if self.path.exists():
-            _rmtree(self.path)
-        run_git(self.repo, "worktree", "prune", check=False)
-        with contextlib.suppress(FileNotFoundError):
-            _meta_path(self.path.parent, self.run_id).unlink()
-        if delete_branch:
-            run_git(self.repo, "branch", "--quiet", "-D", self.branch, check=False)
+        meta = _meta_path(self.path.parent, self.run_id)
+        _discard(self.repo, self.path, self.branch if delete_branch else None, meta)
 
     # ── attempts ─────────────────────────────────────────────────────────────────────────
 
@@ -355,12 +366,55 @@ class Worktree:
         """Put the worktree back at ``to`` (default: the base): tracked and untracked files.
 
         Ignored files (build outputs, node_modules) are kept: they are the project's
-        caches, and its build tool decides when they are stale. So is what is in a
-        submodule: git does not recurse into one here (:data:`NO_SUBMODULE_RECURSION`),
-        and what a test wrote there stays until the run ends.
+        caches, and its build tool decides when they are stale. A file whose change time
+        moved is read again (:data:`~app.workspace.submodules.EXACT_STAT`: the user's
+        ``core.trustctime=false`` kept a file a test rewrote at its old size and mtime).
+        Git does not recurse into a submodule here (:data:`NO_SUBMODULE_RECURSION`):
+        each is put back by :meth:`restore_submodules`, through the run's own git dir for
+        it, whole, its ignored files too (what a test wrote there never shows in the run's
+        change, and stayed for the later loops to pass on).
         """
-        self._git("reset", "--hard", "--quiet", to or self.base)
-        self._git("clean", "-ffdq")
+        self._git("reset", "--hard", "--quiet", to or self.base, config=EXACT_STAT)
+        self._git("clean", "-ffdq", config=EXACT_STAT)
+        self.restore_submodules()
+
+    def restore_submodules(self) -> None:
+        """Each filled submodule back exactly at the commit the worktree's index records
+        for it (:func:`~app.workspace.submodules.restore`), and the folder of each one not
+        filled empty again. Best effort: one whose ``.git`` file is not the one written
+        for it is left alone (the test loop stops the run on it), and one that cannot be
+        put back is left as it is; the test loop checks :meth:`submodule_drift` before
+        every test command, and does not run the tests on it."""
+        links = self._gitlinks()
+        for sub in self.submodules:
+            with contextlib.suppress(SwitchyardError, OSError):
+                restore(self.path, sub, links.get(sub.path, sub.commit))
+        for path in sorted(links.keys() - {sub.path for sub in self.submodules}):
+            if safe_path(path):
+                with contextlib.suppress(OSError):
+                    clear_folder(self.path, path)
+
+    def submodule_drift(self) -> dict[str, list[str]]:
+        """What differs, per submodule path, from the worktree's submodules as recorded:
+        a filled one's files against the commit the index records for it
+        (:func:`~app.workspace.submodules.drift`), and anything in the folder of one not
+        filled, which git never looks into. Empty when every one is exact."""
+        links = self._gitlinks()
+        found: dict[str, list[str]] = {}
+        for sub in self.submodules:
+            try:
+                said = drift(self.path, sub, links.get(sub.path, sub.commit))
+            except SwitchyardError as exc:
+                said = [f"(git cannot tell: {exc})"]
+            if said:
+                found[sub.path] = said
+        for path in sorted(links.keys() - {sub.path for sub in self.submodules}):
+            if not safe_path(path):
+                continue
+            inside = folder_entries(self.path, path)
+            if inside:
+                found[path] = inside
+        return found
 
     def apply_diff(
         self, diff_text: str, *, message: str | None = None, from_base: bool = True
@@ -524,14 +578,16 @@ class Worktree:
                     )
         return None
 
-    def _gitlinks(self) -> set[str]:
-        """The submodule paths in the index (mode 160000)."""
+    def _gitlinks(self) -> dict[str, str]:
+        """The submodule paths in the index (mode 160000), each with its commit."""
         out = self._git("ls-files", "--stage", "-z").stdout
-        return {
-            rec.split("\t", 1)[1]
-            for rec in out.split("\0")
-            if rec.startswith("160000 ") and "\t" in rec
-        }
+        links: dict[str, str] = {}
+        for rec in out.split("\0"):
+            info, tab, path = rec.partition("\t")
+            fields = info.split()
+            if tab and len(fields) == 3 and fields[0] == "160000":
+                links[path] = fields[1]
+        return links
 
     def _ignored(self, paths: list[str]) -> str | None:
         """Why some of ``paths`` are ignored by git (None when none is). Tracked files are
@@ -792,6 +848,20 @@ def prune_dead(repo: Path) -> list[str]:
         wt.remove(delete_branch=ahead.returncode == 0 and ahead.stdout.strip() == "0")
         gone.append(run_id)
     return gone
+
+
+def _discard(top: Path, path: Path, branch: str | None, meta: Path) -> None:
+    """The worktree at ``path`` gone (its folder, git's record of it with its
+    submodules' git dirs, its meta) and, when named, ``branch``. Best effort; safe to
+    call twice."""
+    run_git(top, "worktree", "remove", "--force", "--force", str(path), check=False)
+    if path.exists():
+        _rmtree(path)
+    run_git(top, "worktree", "prune", check=False)
+    with contextlib.suppress(FileNotFoundError):
+        meta.unlink()
+    if branch is not None:
+        run_git(top, "branch", "--quiet", "-D", branch, check=False)
 
 
 def _meta_path(root: Path, run_id: str) -> Path:

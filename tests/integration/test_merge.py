@@ -29,6 +29,7 @@ from app.workspace.sandbox import SandboxResult, run_sandboxed, sandbox_degradat
 from app.workspace.testcmd import detect_test_command
 from app.workspace.worktree import Worktree, checkout_fingerprint
 from tests.integration.test_workspace_repo import commit, git, make_repo
+from tests.integration.test_workspace_submodules import SUB, lib_commit, pointer_diff
 from tests.integration.test_workspace_worktree import FIX, NEW_FILE
 
 CLOUD = VerdictRecord(
@@ -789,6 +790,36 @@ def test_prepare_reports_without_changing_anything(repo: Path) -> None:
     gate = plan.gate(human_approved=False)
     assert gate is not None and gate.reasons == ["HUMAN: a merge needs a human's approval"]
     assert checkout_fingerprint(repo) == before
+
+
+def test_a_submodule_pointer_a_gitmodules_hides_is_among_the_merges_files(
+    repo: Path, tmp_path: Path
+) -> None:
+    """``ignore = all`` in a .gitmodules hid a submodule's new commit from git diff's
+    reading: the merge's files lacked it, and an ACP merge kept to src/ let it through."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    git(lib, "init", "-q", "-b", "main")
+    c1, c2 = lib_commit(lib, "one\n"), lib_commit(lib, "two\n")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), SUB)
+    git(repo / SUB, "checkout", "-q", c1)
+    git(repo, "config", "-f", ".gitmodules", f"submodule.{SUB}.ignore", "all")
+    git(repo, "add", SUB, ".gitmodules")
+    git(repo, "commit", "-q", "-m", "the submodule at c1, its changes ignored")
+    base = git(repo, "rev-parse", "HEAD")
+    make_run(repo, diff=pointer_diff(c1, c2))
+    tip = git(repo, "rev-parse", "switchyard/run-1")
+    assert git(repo, "diff", "--name-only", base, tip) == ""  # (what git says by default)
+    plan = prepare_merge(
+        repo, "run-1", sealed_sha256=sealed(repo, "run-1"), policy=POLICY, within="src"
+    )
+    assert plan.files == [SUB]
+    outside = [p for p in plan.problems if p.startswith("OUTSIDE: ")]
+    assert (
+        len(outside) == 1
+        and f"outside src/, the folder the change is kept to: {SUB}" in (outside[0])
+    ), plan.problems
+    assert merge_mod._changed_paths(repo, base, tip) == [SUB]
 
 
 # ── the whole way, as the pipeline will drive it ────────────────────────────────────────

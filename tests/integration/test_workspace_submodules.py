@@ -300,3 +300,224 @@ def test_a_repo_without_submodules_is_as_before(tmp_path: Path) -> None:
     commit(repo, {".gitmodules": ""}, "an empty .gitmodules")
     wt = Worktree.create(repo, "run-plain")
     assert wt.submodules == () and wt.pinned() == [] and wt.notes == ()
+
+
+# ── what the tests leave in a submodule ─────────────────────────────────────────────────
+
+
+def plant(wt: Worktree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a test can leave in the filled submodule for a later loop to pass on: its
+    tracked file rewritten at the same size with its old mtime (under a user config that
+    trusts mtimes only), a new module, and a folder that ignores itself and what is in it;
+    the index written after the file's mtime, so git cannot take it for a racy one."""
+    config = tmp_path / "gitconfig"
+    config.write_text("[core]\n\ttrustctime = false\n\tcheckStat = minimal\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    data = wt.path / SUB / "data.txt"
+    old = data.stat().st_mtime - 100
+    os.utime(data, (old, old))
+    own = wt.submodules[0].git_dir
+    git(wt.path, f"--git-dir={own}", f"--work-tree={wt.path / SUB}", "update-index", "-q",
+        "--refresh")  # fmt: skip
+    data.write_text("ONE\n")  # (as long as "one\n")
+    os.utime(data, (old, old))
+    (wt.path / SUB / "evil.py").write_text("PATCHED = True\n")
+    (wt.path / SUB / "cache").mkdir()
+    (wt.path / SUB / "cache" / ".gitignore").write_text("*\n")
+    (wt.path / SUB / "cache" / "sitecustomize.py").write_text("PATCHED = True\n")
+
+
+def test_what_a_test_wrote_in_a_submodule_is_gone_at_the_next_reset(
+    sub: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, store = Path(str(sub["repo"])), Path(str(sub["store"]))
+    store_refs = git(store, "for-each-ref")
+    wt = Worktree.create(repo, "run-patched")
+    pointer = (wt.path / SUB / ".git").read_bytes()
+    plant(wt, tmp_path, monkeypatch)
+    # a user's git, through the .git file and their config, sees nothing of the rewrite
+    assert git(wt.path / SUB, "status", "--porcelain", "--untracked-files=no") == ""
+    found = wt.submodule_drift()
+    assert sorted(found[SUB]) == [
+        "cache/.gitignore", "cache/sitecustomize.py", "data.txt", "evil.py"
+    ], found  # fmt: skip
+    folder = wt.path / SUB
+    for _ in range(2):  # (the second time with no check first: the reset alone)
+        wt.reset()
+        assert (folder / "data.txt").read_text() == "one\n"
+        assert sorted(p.name for p in folder.iterdir()) == [".git", "data.txt"]
+        assert (folder / ".git").read_bytes() == pointer and wt.broken_pointers() == []
+        plant(wt, tmp_path, monkeypatch)
+    wt.reset()
+    assert wt.submodule_drift() == {}
+    assert git(store, "for-each-ref") == store_refs  # the user's store untouched
+    # the next attempt starts from it as recorded, and its change is its files only
+    assert wt.apply_files({"calc.py": "def add(a, b):\n    return a + b\n"}).ok
+    assert (folder / "data.txt").read_text() == "one\n" and wt.changed_files() == ["calc.py"]
+
+
+def test_what_a_test_wrote_in_a_submodules_own_submodule_folder_is_gone(
+    sub: dict[str, object],
+) -> None:
+    """A submodule's own submodules are never filled, and git neither cleans nor lists
+    what is in their folders."""
+    repo, lib, c1 = Path(str(sub["repo"])), Path(str(sub["lib"])), str(sub["c1"])
+    git(lib, "update-index", "--add", "--cacheinfo", f"160000,{c1},inner")
+    git(lib, "-c", "user.name=L", "-c", "user.email=l@example.com", "commit", "-q", "-m", "in")
+    c3 = git(lib, "rev-parse", "HEAD")
+    git(repo / SUB, "fetch", "-q", "origin")
+    git(repo / SUB, "checkout", "-q", c3)
+    git(repo, "commit", "-q", "-am", "the submodule at c3")
+    wt = Worktree.create(repo, "run-nested")
+    assert [s.commit for s in wt.submodules] == [c3]
+    inner = wt.path / SUB / "inner"
+    assert inner.is_dir() and list(inner.iterdir()) == []
+    (inner / "evil.py").write_text("PATCHED = True\n")
+    assert wt.submodule_drift() == {SUB: ["inner/evil.py"]}
+    wt.reset()
+    assert list(inner.iterdir()) == [] and wt.submodule_drift() == {}
+
+
+def test_what_a_test_wrote_in_a_submodule_left_empty_is_gone_at_the_next_reset(
+    sub: dict[str, object],
+) -> None:
+    repo = Path(str(sub["repo"]))
+    git(repo, "submodule", "deinit", "-q", SUB)
+    wt = Worktree.create(repo, "run-empty")
+    assert wt.submodules == ()
+    (wt.path / SUB / "evil.py").write_text("PATCHED = True\n")
+    (wt.path / SUB / "pkg").mkdir()
+    assert wt.submodule_drift() == {SUB: ["evil.py", "pkg"]}
+    wt.reset()
+    assert list((wt.path / SUB).iterdir()) == [] and wt.submodule_drift() == {}
+
+
+def test_a_submodule_whose_git_file_changed_is_left_alone_by_the_reset(
+    sub: dict[str, object],
+) -> None:
+    """A .git file not the one written is never followed: the reset leaves that
+    submodule as it is, and the check says so (the test loop then stops the run)."""
+    wt = Worktree.create(Path(str(sub["repo"])), "run-moved-pointer")
+    (wt.path / SUB / "evil.py").write_text("PATCHED = True\n")
+    (wt.path / SUB / ".git").write_text("gitdir: /elsewhere\n")
+    wt.reset()
+    assert (wt.path / SUB / "evil.py").exists()
+    assert wt.submodule_drift() == {SUB: [".git (not the file written for it)"]}
+
+
+# ── what .gitmodules and the user's checkout can say ────────────────────────────────────
+
+
+def test_an_unsafe_path_in_gitmodules_leaves_only_that_one_out(
+    sub: dict[str, object], tmp_path: Path
+) -> None:
+    repo = Path(str(sub["repo"]))
+    git(repo, "config", "-f", ".gitmodules", "submodule.bad.path", "../outside")
+    git(repo, "config", "-f", ".gitmodules", "submodule.bad.url", str(sub["lib"]))
+    git(repo, "config", "submodule.bad.url", str(sub["lib"]))
+    git(repo, "commit", "-q", "-am", "a submodule path outside the repository")
+    wt = Worktree.create(repo, "run-unsafe")
+    assert [s.path for s in wt.submodules] == [SUB]
+    assert (wt.path / SUB / "data.txt").read_text() == "one\n"
+    said = [n for n in wt.notes if "submodule" in n]
+    assert said == [
+        "1 submodule left empty in the run's worktree, whose name or path in .gitmodules "
+        "is not a safe one: '../outside'"
+    ]
+    assert str(tmp_path) not in " ".join(wt.notes)
+
+
+def test_a_linked_checkout_borrows_the_main_checkouts_submodules(
+    sub: dict[str, object], tmp_path: Path
+) -> None:
+    """Initialised in the main checkout only: a linked worktree of the user's has the URL
+    (the config is shared) and no git dir of its own for it."""
+    repo, c1 = Path(str(sub["repo"])), str(sub["c1"])
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "--detach", str(linked), "HEAD")
+    assert list((linked / SUB).iterdir()) == []
+    wt = Worktree.create(linked, "run-linked")
+    assert [(s.path, s.commit) for s in wt.submodules] == [(SUB, c1)]
+    assert (wt.path / SUB / "data.txt").read_text() == "one\n"
+    assert not [n for n in wt.notes if "submodule" in n], wt.notes
+    wt.remove(delete_branch=True)
+
+
+def test_a_submodule_with_no_git_dir_anywhere_says_to_update_it_there(
+    sub: dict[str, object], tmp_path: Path
+) -> None:
+    repo, store = Path(str(sub["repo"])), Path(str(sub["store"]))
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "--detach", str(linked), "HEAD")
+    store.rename(tmp_path / "elsewhere")
+    wt = Worktree.create(linked, "run-no-store")
+    assert wt.submodules == ()
+    assert [n for n in wt.notes if "submodule" in n] == [
+        "1 submodule left empty in the run's worktree, not checked out in your checkout: no "
+        "git dir of theirs under .git/modules (git submodule update --init, in that "
+        f"checkout): {SUB}"
+    ]
+
+
+def test_a_submodule_whose_git_dir_is_inside_its_folder_says_absorbgitdirs(
+    sub: dict[str, object],
+) -> None:
+    repo, store = Path(str(sub["repo"])), Path(str(sub["store"]))
+    (repo / SUB / ".git").unlink()
+    store.rename(repo / SUB / ".git")
+    git(repo, "config", "-f", str(repo / SUB / ".git" / "config"), "--unset", "core.worktree")
+    assert git(repo / SUB, "status", "--porcelain") == ""  # a checkout git still reads
+    wt = Worktree.create(repo, "run-embedded")
+    assert wt.submodules == ()
+    assert [n for n in wt.notes if "submodule" in n] == [
+        "1 submodule left empty in the run's worktree, whose git dir lies inside their "
+        f"folder in your checkout, not under .git/modules (git submodule absorbgitdirs): {SUB}"
+    ]
+
+
+# ── a failure while the worktree is made ────────────────────────────────────────────────
+
+
+def made_for(repo: Path, run_id: str) -> list[str]:
+    """What a worktree of ``run_id`` left: its worktree, branch, folder, meta."""
+    left = [line for line in git(repo, "worktree", "list").splitlines() if run_id in line]
+    left += git(repo, "branch", "--list", f"switchyard/{run_id}").split()
+    state = repo / ".switchyard" / "worktrees"
+    left += [p.name for p in state.glob(f"{run_id}*")] if state.is_dir() else []
+    left += [p.name for p in (repo / ".git" / "worktrees").glob(f"{run_id}*")]
+    return left
+
+
+def test_a_failure_after_the_worktree_is_added_takes_it_back(
+    sub: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.workspace import worktree as worktree_mod
+
+    repo = Path(str(sub["repo"]))
+    before = checkout_fingerprint(repo)
+
+    def fails(*_: object) -> bool:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(worktree_mod, "_lock_held", fails)
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        Worktree.create(repo, "run-broken")
+    assert made_for(repo, "run-broken") == []
+    assert checkout_fingerprint(repo) == before
+
+
+@pytest.mark.parametrize("where", ["_fill", "_declared"])
+def test_any_failure_filling_submodules_is_a_note_and_leaves_them_empty(
+    sub: dict[str, object], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from app.workspace import submodules
+
+    def fails(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(submodules, where, fails)
+    wt = Worktree.create(Path(str(sub["repo"])), "run-boom")
+    assert wt.submodules == () and list((wt.path / SUB).iterdir()) == []
+    assert not (wt.git_dir / "modules").exists()
+    said = [n for n in wt.notes if "submodule" in n]
+    assert len(said) == 1 and "RuntimeError: boom" in said[0], said

@@ -8,10 +8,16 @@
   cannot bind anything read-only, the change is found after the test command and the run
   stops with a GR-010 reason, audited, before any git call. Nothing runs outside either
   way, with a user configuration that asks git to go into submodules wherever it can.
+* A test that patches the submodule's files so that a later loop passes on the patch
+  (which never shows in the run's change): the reset between loops puts the submodule
+  back exactly as recorded, and the run is never green; with that reset taken away, the
+  check before each test command finds it, puts it back and says so in the evidence
+  (``SUBMODULE_RESTORED``), and the run is still never green.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +26,7 @@ from typing import Any
 import pytest
 
 from app.workspace import sandbox_probe
+from app.workspace.worktree import Worktree
 from tests.ci import missing
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.reliability.kit import (
@@ -174,3 +181,83 @@ def test_a_test_that_rewrites_a_submodules_git_file_cannot_redirect_git(
             p.read_text() for p in sorted((Path(out["bundle"]) / "tests").glob("loop-*.log"))
         )
         assert "WROTE" not in logs and logs.count("refused") >= 2, logs
+
+
+#: a test command that games the loop: each run patches the vendored data in the
+#: submodule, and passes (with the fix) only on a patch an earlier run left there
+GAME = f"""\
+import sys
+p = '{SUB}/expected.txt'
+t = open(p).read()
+open(p, 'a').write('patched\\n')
+sys.exit(0 if 'patched' in t and 'len(tokens) - 1' not in open('parser.py').read() else 1)
+"""
+
+
+def reset_without_submodules(self: Worktree, to: str | None = None) -> None:
+    """The worktree's reset as it was before submodules were put back by it."""
+    self._git("reset", "--hard", "--quiet", to or self.base)
+    self._git("clean", "-ffdq")
+
+
+def game(world: dict[str, Any]) -> None:
+    (world["repo"] / "game.py").write_text(GAME)
+    git(world["repo"], "add", "game.py")
+    git(world["repo"], "commit", "-q", "-m", "the tests")
+    world["command"] = f"{sys.executable} game.py"
+
+
+def test_what_a_loop_wrote_in_a_submodule_is_gone_for_the_next(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Never green on a submodule a test patched: from a clean checkout, the sealed
+    commit's tests fail."""
+    game(world)
+    result = run(world, capsys)
+    out = result["out"]
+    assert not out["tests_green"] and out["outcome"] == "stopped", out
+    tests = Path(out["bundle"]) / "tests"
+    loops = [json.loads(p.read_text()) for p in sorted(tests.glob("loop-*.json"))]
+    assert len(loops) > 2 and not [loop for loop in loops if loop["ok"]], loops
+    # the reset between loops put it back: the check before each loop found nothing
+    codes = [c for a in result["lines"] for c in a["reason_codes"]]
+    assert "SUBMODULE_RESTORED" not in codes and "SUBMODULE_NOT_RESTORED" not in codes
+
+
+def test_a_submodule_not_as_recorded_before_a_loop_is_put_back_and_said(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The check before each test command stands on its own: with a reset that leaves
+    the submodules as they are, each loop still runs on them as recorded, and the
+    evidence says what was found."""
+
+    monkeypatch.setattr(Worktree, "reset", reset_without_submodules)
+    game(world)
+    result = run(world, capsys)
+    out = result["out"]
+    assert not out["tests_green"], out
+    restored = [a for a in result["lines"] if "SUBMODULE_RESTORED" in a["reason_codes"]]
+    assert restored, [a["reason_codes"] for a in result["lines"]]
+    first = restored[0]
+    assert first["values"]["found"] == {SUB: ["expected.txt"]} and first["values"]["left"] == {}
+    assert f"not as the commit records: {SUB}: expected.txt; restored" in first["detail"]
+
+
+def test_a_submodule_that_cannot_be_put_back_stops_the_run_before_its_loop(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def cannot(self: Worktree) -> None:
+        """Puts nothing back."""
+
+    monkeypatch.setattr(Worktree, "reset", reset_without_submodules)
+    monkeypatch.setattr(Worktree, "restore_submodules", cannot)
+    game(world)
+    result = run(world, capsys)
+    out = result["out"]
+    assert not out["tests_green"] and out["outcome"] == "stopped", out
+    reason = out["reason"]
+    assert f"submodule {SUB} in the run's worktree is not as the commit under test" in reason
+    assert "could not be put back" in reason and "GR-010" in reason, reason
+    stopped = [a for a in result["lines"] if "SUBMODULE_NOT_RESTORED" in a["reason_codes"]]
+    assert [a["values"]["left"] for a in stopped] == [{SUB: ["expected.txt"]}]
+    assert loops_in_bundle(result) == ["loop-0.json"]  # the baseline only: none after it
