@@ -1,10 +1,12 @@
 """Audit lines as the client sees them live (GR-005), and the session's usage and cost.
 
-Routes and the quieter router steps go out as agent thoughts; escalations, decisions,
-degradations, refusals, budget lines and a cloud step skipped for the budget or the
-local-only rule as agent message chunks, so an editor shows them in the conversation.
-``call`` lines feed the usage update: the last call's tokens against its model's window,
-and the session's cost so far.
+Routes, the quieter router steps and checks (a decision that no escalation was needed,
+"the final plan (…) fires no trigger: no escalation needed", or one kept local at once:
+context for the run's next step, cheap to show) go out as agent thoughts; escalations,
+decisions, degradations, refusals, budget lines and a cloud step skipped for the budget
+or the local-only rule as agent message chunks, so an editor shows them in the
+conversation. ``call`` lines feed the usage update: the last call's tokens against its
+model's window, and the session's cost so far.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from acp.schema import AgentMessageChunk, AgentThoughtChunk, Cost, UsageUpdate
 from app.policy.schema import Policy
 
 #: shown as agent thoughts
-THOUGHT_KINDS = frozenset({"route", "runtime_fallback", "skip", "retry", "repair"})
+THOUGHT_KINDS = frozenset({"route", "runtime_fallback", "skip", "retry", "repair", "check"})
 #: shown as agent message chunks: what leaves the machine, who decided, what got weaker
 MESSAGE_KINDS = frozenset(
     {

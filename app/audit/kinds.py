@@ -26,5 +26,5 @@ AUDIT_KINDS = (
     "advice",  # an escalation-only second opinion was recorded (§2: advice, never decides)
     "tutor",  # a tutor turn, or the policy's turn cap reached
     "request",  # a gateway request: who asked, for what, and how it ended
-    "check",  # a role's output read against its triggers (the final plan): no escalation
+    "check",  # an escalation decision that sent nothing to the cloud (app.pipeline.checked)
 )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from app.backends.base import Message
 from app.pipeline import prompts
+from app.pipeline.checked import record_check
 from app.pipeline.context import RunStopped
 from app.pipeline.recall import curate
 from app.pipeline.schemas import Reflection
@@ -45,7 +46,8 @@ async def reflect(ctx: RunContext, failures: list[str], diff: str) -> int:
 async def _ask(
     ctx: RunContext, messages: list[Message], signals: Signals, *, cloud_only: bool
 ) -> Reflection | None:
-    """A reflection, or None (refused, staying local, or no usable reply: all audited)."""
+    """A reflection, or None (refused, staying local, or no usable reply: all audited;
+    a ``cloud_only`` request kept local at its first decision by a ``check`` line)."""
     try:
         ctx.guard_calls(ROLE)
     except RunStopped:
@@ -61,7 +63,21 @@ async def _ask(
             max_tokens=ctx.policy.generation.reflection_tokens,
             cloud_only=cloud_only,
         )
-    except (RouteRefused, RouteStaysLocal):
+    except RouteStaysLocal as stays:
+        if stays.inputs is not None:
+            # kept local at its first decision (no trigger fired, local_only, every cloud
+            # step over budget): no line of the router's holds that decision, this one does
+            await record_check(
+                ctx.router,
+                ROLE,
+                stays.decision,
+                stays.inputs,
+                run=ctx.run_id,
+                subject="the run's failure (the local reflection kept no lesson from it)",
+                req=stays.req,
+            )
+        return None
+    except RouteRefused:
         return None  # audited by the router
     ctx.charge(ROLE, answer.calls)
     return answer.value

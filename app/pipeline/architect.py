@@ -20,6 +20,7 @@ from app.bus import PlanUpdated
 from app.counted import counted
 from app.evidence.bundle import PLAN
 from app.pipeline import prompts
+from app.pipeline.checked import record_check
 from app.pipeline.context import RunStopped
 from app.pipeline.grounding import Grounded, ground_plan
 from app.pipeline.repo_facts import repo_facts
@@ -28,7 +29,6 @@ from app.pipeline.second_opinion import advise
 from app.pipeline.signals import plan_signals
 from app.pipeline.structured import Answer, ask_model, typed_request
 from app.router.decide import fired_triggers
-from app.router.recorded import CHECK
 from app.router.service import RouteRefused, RouteStaysLocal
 from app.router.types import Decision, Signals
 
@@ -234,9 +234,10 @@ async def _escalate(
     """The final plan's triggers fired: the cloud planner writes the plan (approval,
     budget and local_only are the router's). None when it stays local (denied,
     unavailable, local_only): the local plan stands and no local generation is repeated.
-    ``checked``: the plan (and its grounding) whose signals these are; when the router
+    ``checked``: the plan (and its grounding) whose signals these are. When the router
     kept it local at its first decision (local_only, every cloud step over budget), no
-    line of its records that decision, and a ``check`` line does."""
+    line of its records that decision, and a ``check`` line does (the user's own request
+    for the cloud planner, with no plan to read, too)."""
     ctx.guard_calls(ROLE)
     try:
         answer = await ask_model(
@@ -252,8 +253,21 @@ async def _escalate(
     except RouteStaysLocal as stays:
         # the router audited the skips and denials (an escalation line records a decision
         # that was asked about; one kept local at once is not recorded but here)
-        if checked is not None and stays.inputs is not None:
-            await _record_check(ctx, stays.decision, stays.inputs, *checked)
+        if stays.inputs is None:
+            pass
+        elif checked is not None:
+            await _record_check(ctx, stays.decision, stays.inputs, *checked, req=stays.req)
+        else:
+            subject = "the user's request for the cloud planner (the draft failed)"
+            await record_check(
+                ctx.router,
+                ROLE,
+                stays.decision,
+                stays.inputs,
+                run=ctx.run_id,
+                subject=subject,
+                req=stays.req,
+            )
         return None
     except RouteRefused:
         return None  # the router audited the refusal, with its inputs
@@ -262,31 +276,24 @@ async def _escalate(
 
 
 async def _record_check(
-    ctx: RunContext, d: Decision, inputs: dict[str, Any], value: Plan, grounded: Grounded
+    ctx: RunContext,
+    d: Decision,
+    inputs: dict[str, Any],
+    value: Plan,
+    grounded: Grounded,
+    *,
+    req: int | None = None,
 ) -> None:
     """The decision on the final plan that sent nothing to the cloud, as a decision line
-    (:data:`app.router.recorded.CHECK`): no trigger fired (no escalation was needed), or
+    (:mod:`app.pipeline.checked`): no trigger fired (no escalation was needed), or
     one fired and the router could not leave the machine (``d``'s notes say why). Its
     ``inputs`` (the grounded confidence, the plan's scope, the prompt an escalation would
     send) are what ``policy simulate`` replays under another policy."""
     steps = counted(len(value.steps), "step")
     asked = counted(len(value.open_questions), "open question")
     scope = f"confidence {grounded.value:.2f} ({grounded.basis}), {steps}, {asked}"
-    if d.reasons:
-        fired = "; ".join(r.text for r in d.reasons)
-        why = "; ".join(d.notes) or "no cloud step can serve"
-        detail = f"the final plan ({scope}) fires {fired}; it stays local: {why}"
-    else:
-        detail = f"the final plan ({scope}) fires no trigger: no escalation needed"
-    local = d.action == "local"
-    await ctx.audit(
-        CHECK,
-        role=ROLE,
-        to=f"{d.target}@{d.runtime}" if local else None,
-        # (a refusal's code first, as the router's refusal line has it)
-        reason_codes=d.reason_codes if local else [d.refusal_code or "REFUSED", *d.reason_codes],
-        values={"inputs": inputs},
-        detail=detail,
+    await record_check(
+        ctx.router, ROLE, d, inputs, run=ctx.run_id, subject=f"the final plan ({scope})", req=req
     )
 
 

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.backends.base import Message
+from app.counted import counted
 from app.evidence.bundle import SECOND_OPINION
+from app.pipeline.checked import record_check
 from app.pipeline.prompts import clip
 from app.pipeline.schemas import Strict
-from app.pipeline.structured import ask_model
+from app.pipeline.structured import ask_model, typed_request
 from app.policy.schema import Policy
 from app.router.decide import fired_triggers
 from app.router.routed import skip_text
@@ -130,12 +132,18 @@ def triggered(policy: Policy, occasion: Occasion, *, value: float | None, user: 
     """Whether the sidecar's policy triggers fire for this occasion (pure).
 
     The pipeline asks only then: an occasion below its threshold (a plan at 0.8 when the
-    policy says < 0.75) is no reason for a second opinion, nor for an audit line.
+    policy says < 0.75) is no reason for a second opinion; :func:`advise` records that
+    decision as a ``check`` line instead (what ``policy simulate`` replays).
     """
     if ROLE not in policy.roles:
         return False
     signals = occasion_signals(occasion, value=value, user=user)
     return bool(fired_triggers(policy, ROLE, signals))
+
+
+def max_tokens(policy: Policy) -> int:
+    spec = policy.roles.get(ROLE)
+    return spec.max_output_tokens if spec else 1024
 
 
 def messages_for(occasion: Occasion, task: str, subject: str) -> list[Message]:
@@ -171,7 +179,6 @@ async def ask_second_opinion(
     signals = occasion_signals(occasion, value=value, user=user_request)
     if grounds:  # what a grounded value rests on, said in the trigger's text
         signals = signals.model_copy(update={"grounds": grounds})
-    spec = router.policy.roles.get(ROLE)
     record: AdviceRecord
     try:
         answer = await ask_model(
@@ -181,7 +188,7 @@ async def ask_second_opinion(
             messages_for(occasion, task, subject),
             signals,
             run=run,
-            max_tokens=spec.max_output_tokens if spec else 1024,
+            max_tokens=max_tokens(router.policy),
         )
     except RouteRefused as exc:
         outcome, passed_over = refusal_outcome(exc.decision)
@@ -257,10 +264,11 @@ async def advise(
     """A run's second opinion: into the evidence and the audit, never into a decision.
 
     Asked only when the sidecar's policy trigger fires for the occasion (or the user
-    asked for it).
+    asked for it); otherwise the decision not to ask is recorded (a ``check`` line).
     """
     user = ctx.wants_escalation(ROLE)
     if not triggered(ctx.policy, occasion, value=value, user=user):
+        await _record_no_trigger(ctx, occasion, subject, value, basis, user=user)
         return
     record = await ask_second_opinion(
         ctx.router,
@@ -270,7 +278,7 @@ async def advise(
         run=ctx.run_id,
         value=value,
         user_request=user,
-        grounds=(("confidence", basis),) if basis and occasion == "low_confidence" else (),
+        grounds=_grounds(occasion, basis),
     )
     ctx.advice.append(record)
     ctx.bundle.write_json(
@@ -281,3 +289,56 @@ async def advise(
             f"second opinion from {record.model} (advice only, in the evidence): "
             + clip(record.opinion.assessment, 200)
         )
+
+
+def _grounds(occasion: Occasion, basis: str) -> tuple[tuple[str, str], ...]:
+    return (("confidence", basis),) if basis and occasion == "low_confidence" else ()
+
+
+async def _record_no_trigger(
+    ctx: RunContext,
+    occasion: Occasion,
+    subject: str,
+    value: float | None,
+    basis: str,
+    *,
+    user: bool,
+) -> None:
+    """The occasion fires none of the sidecar's triggers: the decision that no second
+    opinion is needed is a ``check`` line (:mod:`app.pipeline.checked`) with the inputs
+    decide() read on the request an opinion would have sent, so ``policy simulate``
+    replays it under a policy that would ask (a lower bar, a trigger added). Not under a
+    policy without the sidecar: there is no decision to make."""
+    if ROLE not in ctx.policy.roles:
+        return
+    signals = occasion_signals(occasion, value=value, user=user)
+    grounds = _grounds(occasion, basis)
+    if grounds:
+        signals = signals.model_copy(update={"grounds": grounds})
+    request = typed_request(
+        SecondOpinion, messages_for(occasion, ctx.task, subject), max_tokens(ctx.policy)
+    )
+    d, inputs = await ctx.router.decide_unserved(ROLE, request, signals)
+    await record_check(
+        ctx.router,
+        ROLE,
+        d,
+        inputs,
+        run=ctx.run_id,
+        subject=_what(occasion, value, basis),
+        needed="no second opinion needed",
+        values={"occasion": occasion},
+    )
+
+
+def _what(occasion: Occasion, value: float | None, basis: str) -> str:
+    """What the occasion's check is about, for its line ("the plan at confidence 0.60
+    (self 0.60)")."""
+    if occasion == "failure":
+        return f"the Implementer's {counted(int(value or 0), 'failed loop')}"
+    if occasion == "low_confidence":
+        said = "unknown" if value is None else f"{value:.2f}"
+        return f"the plan at confidence {said}" + (f" ({basis})" if basis else "")
+    if occasion == "high_risk":
+        return "the High-Risk change"
+    return "the user's request"

@@ -8,12 +8,17 @@ request writes after its first carries ``values["req"]``, the seq of that first 
 one request may decide several times (a denial, a failure), and lines of concurrent
 requests interleave.
 
-A ``check`` line is a decision no request was routed by: a pipeline step read a role's
-own output against the triggers (the Architect's final plan, with its grounded
-confidence and scope) and did not escalate. It carries the same ``inputs``, made by
-:meth:`app.router.service.Router.decide_unserved`, so a simulation replays it as the
-request the escalation would have been; a trigger that fires and escalates is recorded by
-the router's own ``escalation`` line instead.
+A ``check`` line is a decision no request was routed by (:mod:`app.pipeline.checked`):
+a pipeline step read a role's own output against the triggers (the Architect's final
+plan, with its grounded confidence and scope; the second opinion's occasion) and did
+not escalate, or a ``cloud_only`` request was kept local at its first decision (ACE's,
+the Librarian's: the router raises ``RouteStaysLocal`` with the inputs and leaves the
+line to its caller, whose check names the request its skip lines opened in
+``values["req"]``). It carries the same ``inputs``, made by
+:meth:`app.router.service.Router.decide_unserved` (or ``decide_recorded``, or the router's
+own first decision), so a simulation replays it as the request the escalation would
+have been; a trigger that fires and escalates is recorded by the router's own
+``escalation`` line instead.
 
 Lines written before this record existed have no ``inputs``: a simulation counts them
 as unsimulated, never guesses them.
@@ -29,7 +34,7 @@ from pydantic import Field, ValidationError
 from app.router.types import Frozen, RouterState, Signals
 
 INPUTS_VERSION = 1
-#: a pipeline step's decision on a role's output that escalated nothing (module docstring)
+#: a pipeline step's escalation decision that sent nothing to the cloud (module docstring)
 CHECK = "check"
 #: the line kinds that record one decide() each
 DECISION_KINDS = frozenset({"route", "runtime_fallback", "escalation", "refusal", CHECK})

@@ -63,11 +63,17 @@ class RouteStaysLocal(SwitchyardError):
     trigger, denied, unavailable): raised before any call, so a prompt sized for a cloud
     window never reaches a small local model."""
 
-    def __init__(self, decision: Decision, inputs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, decision: Decision, inputs: dict[str, Any] | None = None, req: int | None = None
+    ) -> None:
         self.decision = decision
         #: what the decision read (app.router.recorded) when it was the request's first:
         #: then no line carries it, and the caller records it (a ``check``)
         self.inputs = inputs
+        #: the seq of the request's first line when the decision wrote some (the cloud
+        #: steps it skipped): the caller's check names it in ``values["req"]``, so it is
+        #: read with them as one request
+        self.req = req
         super().__init__("; ".join(decision.notes) or "the router chose a local model")
 
 

@@ -190,6 +190,13 @@ class Router:
         d, _ = await self._decide_recorded(role, signals, denied or set(), failed or {}, 0)
         return d
 
+    async def decide_recorded(self, role: str, signals: Signals) -> tuple[Decision, dict[str, Any]]:
+        """:meth:`decide` for ``signals`` as given, and the inputs its line would record
+        (:mod:`app.router.recorded`): nothing is served, asked or written. For a caller
+        whose decision is about no one request (the Librarian's on a whole job) and
+        that records it as a ``check`` when it keeps the work local."""
+        return await self._decide_recorded(role, signals, set(), {}, 0)
+
     async def decide_unserved(
         self, role: str, request: ChatRequest, signals: Signals
     ) -> tuple[Decision, dict[str, Any]]:
@@ -329,8 +336,10 @@ class Router:
             if cloud_only:
                 # the first decision's inputs, which no line of this request carries (a
                 # later one's first decision was its escalation line's): the caller's to
-                # record (app.router.recorded's check)
-                raise RouteStaysLocal(d, inputs if step == 0 else None)
+                # record (app.router.recorded's check), with the request its skips opened
+                if step:
+                    raise RouteStaysLocal(d)
+                raise RouteStaysLocal(d, inputs, req)
             try:
                 result = await serve_local(
                     self, d, request, run, on_delta, write, failed, inputs=inputs

@@ -151,6 +151,10 @@ async def test_an_edit_outside_the_editors_folder_is_refused_whole_and_said(
     assert [a["values"]["attempt"] for a in loops] == [1]
     said = client.text()
     assert "**refusal**" in said and "[EDIT_OUTSIDE_CWD]" in said
+    # the plan at 0.9 escalates nothing: the editor's user reads that decision as a thought
+    thoughts = client.text("agent_thought_chunk")
+    assert "check architect:" in thoughts and "fires no trigger: no escalation needed" in thoughts
+    assert "check architect:" not in said
     assert "outside app/, the folder the change is kept to: lib/util.py" in said
     # nothing of attempt 1 was applied: no diff of it, its tool call failed
     assert (bundle / "diffs" / "attempt-1.diff").read_text().startswith("# no diff: ")

@@ -198,6 +198,8 @@ def test_a_low_plan_kept_local_by_local_only_is_recorded_with_its_trigger(
     assert "stays local" in check["detail"] and "GR-009" in check["detail"]
     skips = [a for a in lines if a["kind"] == "skip" and a["seq"] < check["seq"]]
     assert skips and all("SKIP_LOCAL_ONLY" in a["reason_codes"] for a in skips)
+    # read with them as one request: the check names the one its skips opened
+    assert check["values"]["req"] == skips[0]["seq"]
     report = _simulate(env, capsys, "policy")
     assert report["decisions"] == len(_firsts(lines))
     assert report["changed"] == 0 and report["unsimulated"]["count"] == 0

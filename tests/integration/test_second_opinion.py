@@ -234,3 +234,61 @@ def test_the_pipeline_asks_only_when_the_policy_trigger_fires(policy: Policy) ->
         update={"roles": {k: v for k, v in policy.roles.items() if k != "second_opinion"}}
     )
     assert not triggered(older, "high_risk", value=None, user=True)  # a policy without it
+
+
+@pytest.mark.parametrize(
+    ("occasion", "value", "basis", "about"),
+    [
+        ("failure", 1.0, "", "the Implementer's 1 failed loop"),
+        (
+            "low_confidence",
+            0.8,
+            "self 0.90, capped",
+            "the plan at confidence 0.80 (self 0.90, capped)",
+        ),
+        ("high_risk", None, "", "the High-Risk change"),
+    ],
+)
+async def test_an_occasion_no_trigger_fires_on_is_a_check_line_and_nothing_is_asked(
+    tmp_path: Path, policy: Policy, occasion: str, value: float | None, basis: str, about: str
+) -> None:
+    """The gate's decision that no second opinion is needed was no line at all, so a
+    policy that would ask (a lower bar) simulated as "0 changed": it is a ``check`` with
+    decide()'s inputs, in the form the Architect's is, and the occasion its signals say
+    is the one ``policy simulate`` reads them as."""
+    from types import SimpleNamespace
+
+    from app.pipeline.second_opinion import advise
+    from app.router.simulate.requests import sidecar_occasion
+
+    if occasion == "high_risk":  # a policy that asks for no second opinion on it
+        data = policy.model_dump(mode="json")
+        data["triggers"] = [t for t in data["triggers"] if t["id"] != "second_opinion_high_risk"]
+        policy = Policy.model_validate(data)
+    resolver = Resolver(up=ALL_UP)
+    router, audit, ledger = await make_router(tmp_path, policy, resolver)
+    ctx = SimpleNamespace(
+        policy=policy,
+        router=router,
+        task="fix parse()",
+        run_id="r1",
+        advice=[],
+        wants_escalation=lambda role: False,
+    )
+    await advise(ctx, occasion, "the subject", value, basis=basis)  # type: ignore[arg-type]
+    [check] = await audit.lines(session="s1")
+    assert (check.kind, check.role, check.run, check.to) == ("check", "second_opinion", "r1", None)
+    assert check.reason_codes == ["SIDECAR_NOT_REACHED"]
+    assert check.detail == f"{about} fires no trigger: no second opinion needed"
+    assert check.values["occasion"] == occasion
+    assert sidecar_occasion(check.values["inputs"]["signals"]) == occasion
+    assert resolver.made == {} and ctx.advice == []  # nobody was asked, nothing recorded
+    # a policy without the sidecar: no decision to make, no line
+    older = policy.model_copy(
+        update={"roles": {k: v for k, v in policy.roles.items() if k != "second_opinion"}}
+    )
+    ctx.policy = older
+    await advise(ctx, occasion, "the subject", value, basis=basis)  # type: ignore[arg-type]
+    assert len(await audit.lines(session="s1")) == 1
+    await audit.close()
+    await ledger.close()

@@ -131,6 +131,14 @@ async def test_audit_lines_become_chunks_and_calls_usage(policy: Any) -> None:
                 values={"tokens_in": 10, "tokens_out": 5, "cost_usd": 0.5},
             ),
             line("consensus"),  # not shown
+            # the decision that the plan needs no escalation: context, as a thought
+            line(
+                "check",
+                role="architect",
+                to="qwen3-14b@vllm",
+                detail="the final plan (confidence 0.95 (self 0.95), 1 step, 0 open "
+                "questions) fires no trigger: no escalation needed",
+            ),
         ],
         policy,
     )
@@ -141,8 +149,11 @@ async def test_audit_lines_become_chunks_and_calls_usage(policy: Any) -> None:
         "agent_message_chunk",
         "usage_update",
         "usage_update",
+        "agent_thought_chunk",
     ]
     assert "by acp:zed" in sent[2].content.text
+    assert sent[5].content.text.startswith("check architect: → qwen3-14b@vllm — the final plan")
+    assert sent[5].content.text.endswith("fires no trigger: no escalation needed\n")
     first, second = sent[3], sent[4]
     assert (first.used, first.size, first.cost.amount) == (120, 32768, 0.0)
     assert second.used == 15 and second.cost.amount == 0.5 and second.cost.currency == "USD"

@@ -21,7 +21,9 @@ from app.router.simulate.picks import pick_of, role_view
 from app.router.simulate.report import PolicyRef
 from app.router.simulate.requests import collect
 from app.router.simulate.simulation import (
+    WHY_KEPT_LOCAL,
     WHY_OLD,
+    WHY_SIDECAR_UNCHECKED,
     WHY_UNCHECKED,
     WHY_UNREADABLE,
     Filters,
@@ -303,3 +305,222 @@ def test_a_plan_check_replays_and_a_plan_without_one_is_unsimulated(
     [change] = report.biggest_changes
     assert (change.seq, change.kind, change.against) == (2, "escalation_added", f"{to} (local)")
     assert change.reasons == ["ARCHITECT_LOW_CONFIDENCE"] and change.estimated
+
+
+def _first(signals: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {"inputs": {"v": 1, "step": 0, "signals": signals, **more}}
+
+
+def _with_sidecar(policy: Policy, threshold: float) -> Policy:
+    data = policy.model_dump(mode="json")
+    [bar] = [t for t in data["triggers"] if t["id"] == "second_opinion_low_confidence"]
+    bar["threshold"] = threshold
+    return Policy.model_validate(data)
+
+
+@pytest.mark.parametrize("trust", [True, False], ids=["read", "remade"])
+def test_a_second_opinion_check_replays_and_an_occasion_without_one_is_unsimulated(
+    policy: Policy, trust: bool
+) -> None:
+    """The sidecar's gate decided no second opinion was needed (a plan at 0.6 under a 0.5
+    bar): a ``check`` line with what decide() read, replayed as a refusal the same policy
+    makes again and a higher bar turns into the second opinion. A run whose lines show an
+    occasion for one (the Judge's High-Risk change, a fired plan the cloud did not serve,
+    the Implementer's attempts spent, the escalated plan still low) with no decision of
+    the sidecar's is from before that was recorded: counted unsimulated where the
+    policies' second_opinion triggers differ, never "0 changed"."""
+    lenient = _with_sidecar(policy, 0.5)
+    fp = fingerprint(lenient)
+    signals = Signals(confidence=0.6, context_estimate=900)
+    d = decide(lenient, "second_opinion", signals, RouterState())
+    assert d.action == "refuse" and d.refusal_code == "SIDECAR_NOT_REACHED" and not d.reasons
+    checked = record_inputs(signals, RouterState(), 0, budget_read=False, policy=fp)
+    so, judge = {"role": "second_opinion"}, {"role": "judge", "to": "gpt-5.1-high"}
+    plan = _first({"confidence": 0.6, "context_estimate": 900})
+    confident = _first({"confidence": 0.9, "context_estimate": 900})
+    spent = "implementer: 4 failed loops in 4 attempts; no further progress is possible"
+    lines = [
+        # a: the plan's escalation denied, the sidecar's check that none was needed
+        line(
+            1,
+            "escalation",
+            run="a",
+            to="gpt-5.1-high",
+            values=plan,
+            reason_codes=["ARCHITECT_LOW_CONFIDENCE"],
+        ),
+        line(
+            2,
+            "check",
+            run="a",
+            **so,
+            values={"inputs": checked, "occasion": "x"},
+            reason_codes=["SIDECAR_NOT_REACHED"],
+        ),
+        # b: a High-Risk change judged, and no sidecar line (before the check)
+        line(
+            3,
+            "escalation",
+            run="b",
+            **judge,
+            values=_first({"high_risk": True}),
+            reason_codes=["JUDGE_HIGH_RISK"],
+        ),
+        # c: the plan's escalation served by the cloud planner: no occasion
+        line(
+            4,
+            "escalation",
+            run="c",
+            to="gpt-5.1-high",
+            values=plan,
+            reason_codes=["ARCHITECT_LOW_CONFIDENCE"],
+        ),
+        line(5, "call", run="c", to="gpt-5.1-high", values={"req": 4, "cost_usd": 0.01}),
+        # d: a plan that fired and was not served; nothing of the sidecar's
+        line(
+            6,
+            "escalation",
+            run="d",
+            to="gpt-5.1-high",
+            values=plan,
+            reason_codes=["ARCHITECT_LOW_CONFIDENCE"],
+        ),
+        # e: the attempts spent (the run's end line), nothing of the sidecar's
+        line(7, "run", run="e", role=None, values={"outcome": "failed"}, detail=spent),
+        # f: the same, and the sidecar asked (its request's first line)
+        line(8, "run", run="f", role=None, values={"outcome": "failed"}, detail=spent),
+        line(
+            9,
+            "escalation",
+            run="f",
+            **so,
+            to="claude-sonnet-4.6",
+            values=_first({"failed_loops": 4}),
+            reason_codes=["SECOND_OPINION_FAILURE"],
+        ),
+        # g: a stop for the calls cap is no occasion; a plan that fired no trigger neither
+        line(
+            10,
+            "run",
+            run="g",
+            role=None,
+            values={"outcome": "failed"},
+            detail="implementer: 40 model calls made, the stage's cap is 40",
+        ),
+        line(11, "check", run="g", to="qwen3-14b@vllm", values=confident),
+    ]
+    collected = collect(lines)
+    assert [o.seq for o in collected.unchecked_sidecar] == [3, 6, 7]
+    assert [r.steps[0].kind for r in collected.requests if r.seq == 2] == ["refusal"]
+    ref = PolicyRef(path="p", version=policy.version)
+
+    def run(new: Policy, against: Policy) -> Any:
+        return simulate(collected, new, against, new_ref=ref, against_ref=ref, trust_record=trust)
+
+    same = run(lenient, lenient)
+    assert same.unsimulated.count == 0  # the same triggers: none fires now either
+    assert same.against_differs_from_recorded == 0
+    stricter = run(policy, lenient)  # the shipped 0.75 bar
+    assert stricter.unsimulated.reasons == {WHY_SIDECAR_UNCHECKED: 3}
+    [change] = [c for c in stricter.biggest_changes if c.role == "second_opinion"]
+    assert (change.seq, change.kind, change.against) == (2, "escalation_added", "refused")
+    assert change.new == "claude-sonnet-4.6 (cloud)" and change.estimated
+    assert change.reasons == ["SECOND_OPINION_LOW_CONFIDENCE"]
+
+
+def test_skips_no_decision_followed_are_a_request_kept_local_before_its_check(
+    policy: Policy,
+) -> None:
+    """A ``cloud_only`` request the router kept local at its first decision wrote its skip
+    lines and left the decision to its caller: the caller's ``check`` names the skips'
+    request and is read with them (their budget skips its own). Skips no decision line
+    follows are from before the check (ACE's, the Librarian's): counted where the two
+    policies decide the role or the budget differently, but those skipped for local_only
+    alone (a replay keeps the recorded local_only: they stay local)."""
+    data = policy.model_dump(mode="json")
+    caps = data["budget"]["provider_day_usd"]
+    caps["moonshot"] = caps["anthropic"] = 1e-6  # no escalation of ACE's fits
+    tight = Policy.model_validate(data)
+    fp = fingerprint(tight)
+    ace, lib = {"role": "ace", "run": "r"}, {"role": "librarian", "run": "r"}
+    codes = ["SKIP_BUDGET", "ACE_INTERESTING_FAILURE"]
+    signals = Signals(interesting_failure=True, context_estimate=500)
+    left = {"moonshot": 1e-6, "anthropic": 1e-6, "openai": 10.0, "deepseek": 5.0}
+    state = RouterState(provider_left_usd=left)
+    d = decide(tight, "ace", signals, state)
+    assert d.action == "local" and d.reason_codes == ["ACE_INTERESTING_FAILURE"]
+    checked = record_inputs(signals, state, 0, budget_read=True, policy=fp)
+    budget = {"reason": "budget", "detail": ""}
+    lines = [
+        # today's: the skips, then the check naming their request
+        line(1, "skip", **ace, to="kimi-k2-instruct", values=budget, reason_codes=codes),
+        line(
+            2,
+            "skip",
+            **ace,
+            to="claude-sonnet-4.6",
+            values={**budget, "req": 1},
+            reason_codes=codes,
+        ),
+        line(
+            3,
+            "check",
+            **ace,
+            to=f"{d.target}@{d.runtime}",
+            values={"inputs": checked, "req": 1},
+            reason_codes=d.reason_codes,
+        ),
+        # before the check: ACE's skips, one request
+        line(4, "skip", **ace, to="kimi-k2-instruct", values=budget, reason_codes=codes),
+        line(
+            5,
+            "skip",
+            **ace,
+            to="claude-sonnet-4.6",
+            values={**budget, "req": 4},
+            reason_codes=codes,
+        ),
+        # the Librarian's, one line each, one after the other: one decision
+        line(
+            6,
+            "skip",
+            **lib,
+            to="kimi-k2-instruct",
+            values=budget,
+            reason_codes=["SKIP_BUDGET", "LIBRARIAN_CONTEXT_LARGE"],
+        ),
+        line(
+            7,
+            "skip",
+            **lib,
+            to="claude-sonnet-4.6",
+            values=budget,
+            reason_codes=["SKIP_BUDGET", "LIBRARIAN_CONTEXT_LARGE"],
+        ),
+        # local_only alone: it would stay local under any policy
+        line(
+            8,
+            "skip",
+            **ace,
+            to="kimi-k2-instruct",
+            values={"reason": "local_only", "detail": ""},
+            reason_codes=["SKIP_LOCAL_ONLY", "ACE_INTERESTING_FAILURE"],
+        ),
+        # from before decisions recorded their inputs: a skip, then its escalation line
+        line(9, "skip", role="judge", to="gpt-5.1-high", values=budget),
+        line(10, "escalation", role="judge", to="claude-opus"),
+    ]
+    collected = collect(lines)
+    assert [(o.seq, o.role) for o in collected.kept_local] == [(4, "ace"), (6, "librarian")]
+    [req] = collected.requests
+    assert (req.id, req.seq, req.budget_skips) == (1, 3, ["kimi-k2-instruct", "claude-sonnet-4.6"])
+    ref = PolicyRef(path="p", version=policy.version)
+    same = simulate(collected, tight, tight, new_ref=ref, against_ref=ref)
+    assert same.unsimulated.count == 0  # (10: no decision it can count, nor 9 with it)
+    assert same.changed == 0 and same.against_differs_from_recorded == 0
+    # the shipped caps: the checked request escalates; those from before are counted
+    report = simulate(collected, policy, tight, new_ref=ref, against_ref=ref)
+    assert report.unsimulated.reasons == {WHY_KEPT_LOCAL: 2}
+    [change] = report.biggest_changes
+    assert (change.seq, change.role, change.kind) == (3, "ace", "escalation_added")
+    assert change.reasons == ["ACE_INTERESTING_FAILURE"]

@@ -2,13 +2,19 @@
 window, in one call or a few big groups), and once more on a low local confidence.
 
 The router decides, asks the human and audits; here a refusal or a denial only moves
-the work (or the rest of it) back to the local map, with a note saying why.
+the work (or the rest of it) back to the local map, with a note saying why. A decision
+that keeps the work local before anyone is asked (a trigger fired and local_only or the
+budget left no cloud step; a part no trigger fires for) is a ``check`` line
+(:mod:`app.pipeline.checked`), so ``policy simulate`` replays it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from app.counted import counted
+from app.pipeline.checked import record_check
 from app.pipeline.librarian.calls import Caller
 from app.pipeline.librarian.mapping import map_group, map_local
 from app.pipeline.librarian.notes import MIN_CAPACITY, ROLE, WINDOW_SHARE, NoteSet, Source
@@ -31,7 +37,7 @@ async def on_triggers(
     if not fired:
         return None
     job.tally.codes += [reason.code for _, reason in fired]
-    decision = await router.decide(ROLE, signals)
+    decision, inputs = await router.decide_recorded(ROLE, signals)
     too_big = any(
         s.runtime == "cloud" and s.reason == "context_too_small" for s in decision.skipped
     )
@@ -43,7 +49,8 @@ async def on_triggers(
         decision = probe if probe.action == "escalate" else decision
     if decision.action == "escalate" and decision.target is not None:
         return await _map_cloud(job, sources, decision.target)
-    await _say_skips(job, decision)
+    req = await _say_skips(job, decision)
+    await _record(job, decision, inputs, f"the job (~{tokens_in} tokens)", req)
     job.tally.codes.append("LIBRARIAN_ESCALATION_UNAVAILABLE")
     why = "; ".join(decision.notes) or "no cloud step can serve"
     job.tally.notes.append(f"the escalation is unavailable ({why}); condensing locally")
@@ -71,6 +78,9 @@ async def _map_cloud(job: Caller, sources: Sequence[Source], target: str) -> lis
             )
         except (RouteStaysLocal, RouteRefused) as exc:
             decision = exc.decision
+            if isinstance(exc, RouteStaysLocal) and exc.inputs is not None:
+                part = f"map group {n + 1}/{len(groups)} ({counted(len(group), 'source')})"
+                await _record(job, decision, exc.inputs, part, exc.req)
             if isinstance(exc, RouteStaysLocal) and not decision.reasons:
                 # no trigger fires for this part on its own: it is mapped locally
                 out += await map_local(job, [(p.id, p.text) for p in group])
@@ -115,9 +125,11 @@ async def on_low_confidence(
         user = _reduce_user(job.task, local.points, job.budget)
         known = _unique(s for p in local.points for s in p.sources)
     probe = signals.model_copy(update={"context_estimate": job.overhead(system, user)})
-    decision = await job.router.decide(ROLE, probe)
+    decision, inputs = await job.router.decide_recorded(ROLE, probe)
+    notes = f"the local notes (confidence {local.confidence:g})"
     if decision.action != "escalate":
-        await _say_skips(job, decision)
+        req = await _say_skips(job, decision)
+        await _record(job, decision, inputs, notes, req)
         tally.codes.append("LIBRARIAN_ESCALATION_UNAVAILABLE")
         why = "; ".join(decision.notes) or "no cloud step can serve"
         tally.notes.append(
@@ -128,6 +140,8 @@ async def on_low_confidence(
     try:
         got, problem = await job.ask(True, system, user, signals, out_room, known)
     except (RouteStaysLocal, RouteRefused) as exc:
+        if isinstance(exc, RouteStaysLocal) and exc.inputs is not None:
+            await _record(job, exc.decision, exc.inputs, notes, exc.req)
         tally.declined_escalation(exc.decision, "kept the local result")
         return None
     except RouteFailed as exc:
@@ -139,20 +153,37 @@ async def on_low_confidence(
     return got
 
 
-async def _say_skips(job: Caller, decision: Decision) -> None:
+async def _say_skips(job: Caller, decision: Decision) -> int | None:
     """A trigger fired and the router's decision keeps the job local (local_only, no
     step left): each cloud step it skipped is an audit line, with the triggers that
-    wanted it, as the router writes them for a request it serves (GR-005)."""
+    wanted it, as the router writes them for a request it serves (GR-005). The seq of
+    the first (the later ones, and the decision's check, name it as their ``req``), or
+    None when none was written."""
+    req: int | None = None
     for skip in decision.skipped:
         if skip.runtime != "cloud":
             continue
-        await job.router.audit.append(
+        values: dict[str, Any] = {"reason": skip.reason, "detail": skip.detail}
+        if req is not None:
+            values["req"] = req
+        line = await job.router.audit.append(
             "skip",
             session=job.router.session,
             run=job.run,
             role=ROLE,
             to=skip.model,
             reason_codes=[f"SKIP_{skip.reason.upper()}", *decision.reason_codes],
-            values={"reason": skip.reason, "detail": skip.detail},
+            values=values,
             detail=skip_text(skip),
         )
+        req = line.seq if req is None else req
+    return req
+
+
+async def _record(
+    job: Caller, decision: Decision, inputs: dict[str, Any], subject: str, req: int | None
+) -> None:
+    """A decision that kept the work local (no trigger for it, or none could leave the
+    machine), as a ``check`` line (:mod:`app.pipeline.checked`): what ``policy
+    simulate`` replays."""
+    await record_check(job.router, ROLE, decision, inputs, run=job.run, subject=subject, req=req)

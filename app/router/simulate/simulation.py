@@ -20,7 +20,7 @@ from app.policy.schema import Policy
 from app.router.ledger.money import NANO
 from app.router.recorded import CHECK
 from app.router.simulate.gcpause import gc_paused
-from app.router.simulate.picks import Outcome
+from app.router.simulate.picks import Outcome, role_view
 from app.router.simulate.replay import Replayer
 from app.router.simulate.report import (
     BlockedRow,
@@ -34,7 +34,7 @@ from app.router.simulate.report import (
     TeamSpend,
     Unsimulated,
 )
-from app.router.simulate.requests import PLANNER, Call, Collected, Request
+from app.router.simulate.requests import PLANNER, SIDECAR, Call, Collected, Request
 from app.router.simulate.team import Charge, TeamCharges
 from app.router.simulate.world import World
 
@@ -52,6 +52,16 @@ WHY_LOCAL_ONLY = "local_only was on and the new policy turns it off (its source 
 WHY_UNCHECKED = (
     "an Architect's decision on its final plan from before it was recorded (its confidence "
     "and scope are not in the log, and the policies' architect triggers differ)"
+)
+WHY_SIDECAR_UNCHECKED = (
+    "a run's occasion for a second opinion with no decision of the sidecar's in the log "
+    "(no trigger fired, from before that was recorded; and the policies' second_opinion "
+    "triggers differ)"
+)
+WHY_KEPT_LOCAL = (
+    "a cloud_only request kept local at its first decision, from before that decision was "
+    "recorded (only its skip lines are in the log, and the policies decide its role "
+    "or budget differently)"
 )
 
 
@@ -302,6 +312,22 @@ def _simulate(
         for old in collected.unchecked:
             if filters.within(old.ts, old.session):
                 tally.unsimulated[WHY_UNCHECKED] += 1
+    if collected.unchecked_sidecar and new.triggers_for(SIDECAR) != against.triggers_for(SIDECAR):
+        # (under the same triggers none would fire now either: it stays unasked)
+        for old in collected.unchecked_sidecar:
+            if filters.within(old.ts, old.session):
+                tally.unsimulated[WHY_SIDECAR_UNCHECKED] += 1
+    if collected.kept_local:
+        differs: dict[str | None, bool] = {}
+        same_budget = new.budget == against.budget
+        for old in collected.kept_local:
+            if old.role not in differs:
+                role = str(old.role)
+                differs[old.role] = not same_budget or role_view(new, role) != role_view(
+                    against, role
+                )
+            if differs[old.role] and filters.within(old.ts, old.session):
+                tally.unsimulated[WHY_KEPT_LOCAL] += 1
     for call in collected.loose_calls:
         if call.cloud and filters.within(call.ts, call.session):
             tally.unsimulated_nusd += call.cost_nusd
