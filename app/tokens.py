@@ -34,6 +34,7 @@ from app.remembered import Remembered, digest
 __all__ = [
     "MESSAGE_OVERHEAD",
     "REPLY_PRIMING",
+    "TextCount",
     "clip_text",
     "count_messages",
     "count_text",
@@ -165,6 +166,47 @@ def _count_bytes(text: str) -> int:
         + data.translate(_OTHER).count(b"o")
         - 2
     )
+
+
+class TextCount:
+    """The tokens of a text that comes in parts (a streamed reply), as :func:`count_text`
+    counts the whole, each part counted once: up to the end of its last word (before a
+    space or a line break that follows anything but whitespace, where every rule's piece
+    ends), the rest again with the next part. Parts counted each on its own came to more
+    (a word split across two parts is two pieces, a space at a part's end one of its
+    own): 20 parts of "word word " to 60 tokens, where the whole is 41."""
+
+    __slots__ = ("done", "rest")
+
+    def __init__(self) -> None:
+        #: the tokens of the parts up to :attr:`rest`
+        self.done = 0
+        #: the end of the parts so far past their last word's end
+        self.rest = ""
+
+    def add(self, text: str) -> int:
+        """Take the next part; the tokens of all the parts so far."""
+        text = self.rest + text if self.rest else text
+        cut = _word_end(text)
+        if cut:
+            self.done += count_text(text[:cut])
+        self.rest = text[cut:]
+        return self.done + count_text(self.rest)
+
+
+def _word_end(text: str) -> int:
+    """The last place in ``text`` before a space or a line break that follows anything
+    but whitespace (0: none). No piece of :data:`_PIECE` spans it, so the text either
+    side of it counts as it does within the whole."""
+    end = len(text)
+    while end > 0:
+        at = max(text.rfind(" ", 0, end), text.rfind("\n", 0, end))
+        if at <= 0:
+            return 0
+        if not text[at - 1].isspace():
+            return at
+        end = at
+    return 0
 
 
 def clip_text(text: str, tokens: int) -> str:

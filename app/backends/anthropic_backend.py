@@ -259,7 +259,14 @@ class AnthropicBackend:
 
         calls = ToolCallAssembler(seed=request_seed(request))
         state = _Events(model=self.served_name, calls=calls)
-        return relay(open_stream, state, sent.prompt, errors=self._errors, clock=self._clock)
+        return relay(
+            open_stream,
+            state,
+            sent.prompt,
+            errors=self._errors,
+            clock=self._clock,
+            cap=request.max_tokens,
+        )
 
     # ── health ────────────────────────────────────────────────────────────────────────
 

@@ -165,6 +165,10 @@ class ChatResult(Frozen):
     #: how many of the environment's secrets the router masked in this reply (a cloud
     #: reply that sent a key back: :mod:`app.router.reply_mask`); backends leave it 0
     secrets_masked: int = 0
+    #: the server went on past the request's ``max_tokens`` (by our count, well past it)
+    #: and the relay ended the reply there (:func:`app.backends.provider_common.relay`):
+    #: finish ``length``, the usage the larger of the server's and ours
+    cut_past_cap: bool = False
 
 
 class Health(Frozen):
@@ -187,6 +191,7 @@ class BackendError(BackendUnavailable):
         retry_after: float | None = None,
         started: bool = False,
         no_answer: bool = False,
+        accepted: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind: ErrorKind = kind
@@ -200,6 +205,12 @@ class BackendError(BackendUnavailable):
         #: a 408, an error event, or a wait for this process's own connection pool): what
         #: rests the host's other models (app.router.cloud_step)
         self.no_answer = no_answer
+        #: a time-out after the provider took the request (connected and the request
+        #: written, then no reply within the wait, or a stream gone quiet): it may still be
+        #: processed and billed, so a cloud try is settled at its estimate, as a cancelled
+        #: call is (app.router.cloud_step); a time-out to connect, or a wait for this
+        #: process's own pool, sent nothing and costs nothing
+        self.accepted = accepted or (kind == "timeout" and started)
 
 
 @runtime_checkable

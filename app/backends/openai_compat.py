@@ -194,7 +194,9 @@ class OpenAICompatBackend:
         state = ChunkState(model=self.served_name, calls=calls)
         if request.stop and "stop" not in params:  # (a reasoning model takes none)
             state.scanner = StopScanner(request.stop)
-        return relay(open_stream, state, prompt, errors=self._errors, clock=self._clock)
+        # the cap the server was sent (a reasoning model's thinking budget in it)
+        cap = params.get("max_completion_tokens") or params.get("max_tokens")
+        return relay(open_stream, state, prompt, errors=self._errors, clock=self._clock, cap=cap)
 
     # ── embeddings ────────────────────────────────────────────────────────────────────
 

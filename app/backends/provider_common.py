@@ -7,7 +7,10 @@ imports neither SDK.
   the adapter's :class:`StreamState`, yields the deltas (timing the first), closes the
   stream, maps any failure, and ends with one :class:`ChatResult`. Tool-call fragments
   go through the state's :class:`~app.backends.tool_calls.ToolCallAssembler`; when the
-  server sent no usage, the calls the model wrote count as output tokens.
+  server sent no usage, the calls the model wrote count as output tokens. A server that
+  goes on well past the ``max_tokens`` it was sent (:func:`past_cap`, by the shared
+  counter) is cut off there: its stream closed, the reply ended ``length``
+  (:meth:`StreamState.capped_result`).
 * :data:`MALFORMED`: what reading a provider's bytes raises when they are not the API's
   messages (not JSON, not its shape, not even text): a ``bad_output``, for the relay and
   for a call read whole (embeddings).
@@ -33,7 +36,7 @@ from app.backends.provider_errors import ErrorMapper
 from app.backends.tool_calls import IncompleteToolCall, ToolCallAssembler, calls_tokens
 from app.backends.whole_text import whole_delta, whole_result
 from app.clock import Clock
-from app.tokens import count_messages, count_text
+from app.tokens import TextCount, count_messages, count_text
 
 __all__ = [
     "MALFORMED",
@@ -42,8 +45,20 @@ __all__ = [
     "HealthCache",
     "StreamState",
     "no_key_message",
+    "past_cap",
     "relay",
 ]
+
+
+def past_cap(max_tokens: int) -> int:
+    """The reply's tokens, by the shared counter (:mod:`app.tokens`), past which a server
+    sent ``max_tokens`` is taken to ignore it and is cut off: twice the cap and a little.
+    The counter errs high and is not the model's tokenizer, so a server that honours its
+    cap is never cut (its reply ends by itself first); one that ignores it (a 5-token
+    request answered with ~3,000 tokens, 630 KB, over 30 s: an audit) stops within a few
+    deltas of this. The reply is the text and the calls' arguments; the reasoning is left
+    out (DeepSeek's reasoner thinks beyond its ``max_tokens``)."""
+    return 2 * max_tokens + 16
 
 
 #: the texts a call sent, or how to list them (only needed when the server sends no usage)
@@ -82,6 +97,8 @@ class StreamState(ABC):
     tokens_in: int | None = None
     tokens_out: int | None = None
     calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
+    #: the relay cut the reply off: it went on past its cap (:func:`past_cap`)
+    capped: bool = False
 
     #: what a complete stream ends with, for the message when it did not
     END = "its finish"
@@ -104,6 +121,8 @@ class StreamState(ABC):
     ) -> ChatResult:
         """The call's result; ``prompt`` (the texts sent, or how to list them) is counted
         if usage never came."""
+        if self.capped:
+            return self.capped_result(prompt, latency_ms=latency_ms, ttft_ms=ttft_ms)
         finish = self.finish()
         if finish is None:
             if not self.text and not self.reasoning and not self.calls.started:
@@ -142,6 +161,38 @@ class StreamState(ABC):
             ttft_ms=ttft_ms,
         )
 
+    def capped_result(
+        self, prompt: Prompt, *, latency_ms: float, ttft_ms: float | None
+    ) -> ChatResult:
+        """The result of a reply cut off past its cap: what was passed on, finish
+        ``length``, and no tool calls (a call cut off is not one to run; its fragments,
+        passed on, are counted). Its output is the larger of what the server said so far
+        (a provider's running count) and the count of what was passed on, so it settles
+        at no less than what was delivered; its prompt is the server's when it said it."""
+        text, reasoning = "".join(self.text), "".join(self.reasoning)
+        calls = self.calls.calls(named_only=True)
+        counted = count_text(text) + count_text(reasoning) + calls_tokens(calls)
+        said_in, said_out = self.tokens_in, self.tokens_out
+        if said_in is None or not plausible_usage(said_in, 0):
+            said_in = count_messages(prompt() if callable(prompt) else prompt)
+        if said_out is not None and not plausible_usage(0, said_out):
+            said_out = None
+        usage = Usage(
+            tokens_in=said_in,
+            tokens_out=max(counted, said_out or 0),
+            counted_locally=said_out is None or counted > said_out,
+        )
+        return ChatResult(
+            text=text,
+            reasoning=reasoning,
+            usage=usage,
+            finish_reason="length",
+            model=self.model,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            cut_past_cap=True,
+        )
+
 
 def _shown(count: int) -> str:
     """A server's token count as a line can hold it (a 5,000-digit int cannot be a str)."""
@@ -165,16 +216,31 @@ async def relay(
     *,
     errors: ErrorMapper,
     clock: Clock,
+    cap: int | None = None,
 ) -> AsyncIterator[Delta | ChatResult]:
     """Yield the deltas of the stream ``open_stream`` opens, then one :class:`ChatResult`.
 
     Every failure is raised as a :class:`~app.backends.base.BackendError`, outside the
     ``except`` block, so the SDK's exception (whose request carries the key) is not its
     context. Whatever ``open_stream`` raises itself (no key) goes through untouched.
+
+    ``cap``: the ``max_tokens`` the server was sent. A reply that goes past
+    :func:`past_cap` of it is ended there: the stream is closed (the server sees the
+    connection go) and the result is :meth:`StreamState.capped_result`. Counted cheaply:
+    a token is never fewer characters than one, so only the characters are summed per
+    delta, and the text is counted (each piece once) only when they could reach the
+    limit; a reply within its cap in characters is never counted here.
     """
     t0 = clock.monotonic()
     ttft: float | None = None
     failure = None
+    limit = past_cap(cap) if cap is not None else None
+    # characters of the reply passed on, and no count before ``count_at`` of them; the
+    # reply's text (state.text's first ``seen`` pieces) and the calls' arguments counted
+    chars, seen = 0, 0
+    count_at = limit
+    arguments: list[str] = []
+    reply, called = TextCount(), TextCount()
     try:
         items = await open_stream()
         state.started = True
@@ -185,7 +251,22 @@ async def relay(
                     if ttft is None:
                         ttft = (clock.monotonic() - t0) * 1000.0
                     yield whole_delta(delta)
-            if (last := state.end()) is not None:
+                    if count_at is not None:
+                        chars += len(delta.text)
+                        if delta.tool_calls:
+                            for call in delta.tool_calls:
+                                arguments.append(call.arguments)
+                                chars += len(call.arguments)
+                        if chars > count_at:
+                            assert limit is not None
+                            counted = reply.add("".join(state.text[seen:]))
+                            counted += called.add("".join(arguments))
+                            seen, arguments = len(state.text), []
+                            if counted > limit:
+                                state.capped = True
+                                break
+                            count_at = chars + limit - counted
+            if not state.capped and (last := state.end()) is not None:
                 yield whole_delta(last)
         finally:
             await items.close()

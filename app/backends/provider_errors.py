@@ -16,7 +16,8 @@ failure                                               kind
 429 ``insufficient_quota`` (no credit: waiting won't   ``auth``
 help)
 500, 502, 503, 504, 529, any other 5xx                ``server_error``
-a read/connect/write timeout, 408                      ``timeout``
+a read/connect/write timeout, 408                      ``timeout`` (``accepted`` when the
+                                                      request was written: a read time-out)
 refused, reset or dropped before the response began   ``connect``
 dropped after the response began (a cut stream)        ``server_error``
 401, 403                                               ``auth``
@@ -249,6 +250,13 @@ def _pool_wait(exc: BaseException) -> bool:
     return _behind(exc, (httpx.PoolTimeout, httpx2.PoolTimeout)) is not None
 
 
+def _reply_wait(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a wait for the reply that ran out: a read
+    time-out, raised only once the request was written (aiohttp's socket read time-out
+    is translated to it, :mod:`.http_stream`)."""
+    return _behind(exc, (httpx.ReadTimeout, httpx2.ReadTimeout)) is not None
+
+
 def _str(value: object) -> str:
     return value if isinstance(value, str) else ("" if value is None else str(value))
 
@@ -346,6 +354,7 @@ class ErrorMapper:
         retry_after: float | None = None,
         started: bool = False,
         no_answer: bool = False,
+        accepted: bool = False,
     ) -> BackendError:
         """A :class:`BackendError` of ``kind``, its message labelled and scrubbed."""
         text = scrub(f"{self._label}: {message}", [self._api_key])
@@ -356,6 +365,7 @@ class ErrorMapper:
             retry_after=retry_after,
             started=started,
             no_answer=no_answer,
+            accepted=accepted,
         )
 
     def map(self, exc: BaseException, *, started: bool) -> BackendError:
@@ -373,7 +383,11 @@ class ErrorMapper:
             if not isinstance(exc, self._sdk.connection):  # a raw one: say which
                 what += f" ({type(exc).__name__})"
             silent = transport == "timeout" and not started and not _pool_wait(exc)
-            return self.error(transport, what, started=started, no_answer=silent)
+            # the request went out whole and the wait for its reply ran out: the provider
+            # took it (a time-out to connect, to write it, or for a pooled connection sent
+            # nothing it would process)
+            taken = transport == "timeout" and (started or _reply_wait(exc))
+            return self.error(transport, what, started=started, no_answer=silent, accepted=taken)
         if isinstance(exc, self._sdk.status):
             return self._status(exc)
         if isinstance(exc, self._sdk.validation):

@@ -166,12 +166,15 @@ class ToolCallAssembler:
         part = self._calls.get(index)
         return part is not None and bool(part.arguments or part.early)
 
-    def calls(self) -> list[ToolCall]:
-        """The complete calls, in order. Raises IncompleteToolCall for a nameless one."""
+    def calls(self, *, named_only: bool = False) -> list[ToolCall]:
+        """The complete calls, in order. Raises IncompleteToolCall for a nameless one
+        (``named_only``: leaves it out, for a reply cut off before it got its name)."""
         out: list[ToolCall] = []
         for ours in sorted(self._calls):
             part = self._calls[ours]
             if part.name is None or part.id is None:
+                if named_only:
+                    continue
                 raise IncompleteToolCall(f"tool call {ours} never got a name")
             out.append(
                 ToolCall(id=part.id, name=part.name, arguments="".join(part.arguments) or "{}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from app.audit.masking import Masker
 from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Usage
@@ -151,6 +151,34 @@ def _masked_rest(request: ChatRequest, masker: Masker) -> dict[str, Any]:
     return out
 
 
+#: why a try is billed with no result standing for it: its reply was cut short after it
+#: began, or it timed out after the provider took the request
+BilledTry = Literal["cut", "timeout"]
+
+
+class Billing(Protocol):
+    """What the cloud step keeps of a call's tries as :func:`call_backend` makes them (a
+    retried try the provider bills cost nothing against the caps: an audit)."""
+
+    #: the tries cut short after their reply had begun, as counted here (the prompt and
+    #: the reply before the cut): billed, charged with the call
+    cut: list[Usage]
+    #: the reply of the try in flight so far (text, reasoning, call arguments): what was
+    #: delivered, when the call ends with no result (cancelled, its stream broken)
+    got: list[str]
+
+    async def timed_out(self, counted: Usage) -> None:
+        """A try timed out after the provider took it (it may have processed and billed
+        it): settled at once, a ledger row of its own (``counted``: its prompt and any
+        reply before the silence)."""
+        ...
+
+    async def before_retry(self, after: BilledTry) -> bool:
+        """Asked before a try that follows a billed one: reserve for it. False: no room
+        under the caps, no retry (a reservation covers one try)."""
+        ...
+
+
 async def call_backend(
     backend: Backend,
     request: ChatRequest,
@@ -163,17 +191,17 @@ async def call_backend(
     on_delta: DeltaHook | None,
     bus: Bus | None,
     sleep: Callable[[float], Awaitable[None]],
-    billed: list[Usage] | None = None,
-    before_retry: Callable[[], Awaitable[bool]] | None = None,
+    billing: Billing | None = None,
 ) -> ChatResult:
     """``request`` on ``backend``, retried as the policy says when ``cloud``.
 
-    ``billed``: a cloud try that failed after its reply had begun is billed by the
-    provider (the prompt, and what it generated before the cut), though no result
-    stands for it: each such try's usage is added there, counted here, for the caller
-    to charge (a retried cut cost nothing against the caps, an audit). ``before_retry``:
-    asked before a try that follows a billed one (the caller reserves for it); False:
-    no retry, the error stands (the caps hold: a reservation covers one try)."""
+    ``billing``: a cloud try that failed after its reply had begun is billed by the
+    provider (the prompt, and what it generated before the cut), though no result stands
+    for it: each such try's usage is added to its ``cut``, counted here, for the caller
+    to charge. A try that timed out after the provider took the request (sent whole,
+    then no reply within the wait, or its stream gone quiet) may be billed as well: it
+    is handed to its ``timed_out``. A try that follows either is reserved for first
+    (``before_retry``); the reply of the try in flight is kept in its ``got``."""
     attempt = 0
     sent = False  # part of a reply has been passed on: nothing may follow it but its end
     relays = on_delta is not None and getattr(on_delta, "relays", True)
@@ -182,7 +210,10 @@ async def call_backend(
         # one back), one masker per try: a failed try's held-back end is not the next's
         env = reply_env() if cloud else None
         masker: ReplyMasker | None = None  # (made at the first delta that needs one)
-        got: list[str] | None = [] if cloud and billed is not None else None
+        got: list[str] | None = None
+        if cloud and billing is not None:
+            got = billing.got
+            got.clear()  # (a try before this one is charged already)
         try:
             final: ChatResult | None = None
             async for item in backend.stream(request):
@@ -219,15 +250,22 @@ async def call_backend(
             return final
         except BackendError as exc:
             if sent and exc.kind != "cancelled":
-                # (this try is settled at the estimate by the caller: not a cut try too,
-                # or it was charged twice, a review)
+                # (this try is settled by the caller as a broken stream: not a cut try
+                # too, or it was charged twice, a review)
                 raise StreamBroken(backend.model_id, exc) from exc
-            # billed: a reply begun (text came), or a stream the provider opened before the
-            # transport failed (a reasoning model thinks unseen: a try timed out while
-            # thinking cost nothing here, one that showed a character its estimate)
-            cut = got is not None and billed is not None and (any(got) or exc.started)
-            if cut and got is not None and billed is not None:
-                billed.append(_cut_short(request, got))
+            billed: BilledTry | None = None
+            if got is not None and billing is not None:
+                if exc.accepted:
+                    # the provider took it and said nothing in time (or went quiet
+                    # mid-stream): it may be processed and billed all the same, so it is
+                    # settled as a cancelled call is, on its own row, before any retry
+                    billed = "timeout"
+                    await billing.timed_out(_cut_short(request, got))
+                elif any(got) or exc.started:
+                    # billed: a reply begun (text came), or a stream the provider opened
+                    # before the transport failed (a reasoning model thinks unseen)
+                    billed = "cut"
+                    billing.cut.append(_cut_short(request, got))
             attempt += 1
             if not cloud or exc.kind in NEVER_RETRIED:
                 raise
@@ -235,7 +273,11 @@ async def call_backend(
             delay = backoff_delay(rule, attempt, exc.retry_after) if rule else None
             if delay is None:
                 raise
-            if cut and before_retry is not None and not await before_retry():
+            if (
+                billed is not None
+                and billing is not None
+                and not await billing.before_retry(billed)
+            ):
                 raise  # (no reservation for another billed try: the caps hold)
             await write(
                 "retry",

@@ -21,12 +21,12 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from app.backends.base import BackendError
+from app.backends.base import BackendError, Usage
 from app.dollars import dollars
 from app.errors import BudgetExceeded
 from app.remembered import digest
 from app.router.approvals import TIMEOUT, ApprovalRequest
-from app.router.calling import mask_request
+from app.router.calling import BilledTry, mask_request
 from app.router.cost import cost_usd
 from app.router.ledger.errors import LedgerError, ReservationClosed
 from app.router.ledger.records import Crossed, crossed_by, crossed_line
@@ -42,16 +42,18 @@ from app.router.routed import (
     Write,
     bad_request,
     call_values,
+    cut_note,
     input_hash,
     routed,
 )
 from app.router.same_host import endpoint_of, host_of, served_alongside
 from app.router.types import Decision
+from app.tokens import count_text
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from app.backends.base import ChatRequest, ChatResult, Usage
+    from app.backends.base import ChatRequest, ChatResult
     from app.policy.schema import Model
     from app.router.service import Router
 
@@ -203,6 +205,12 @@ async def serve_cloud(
 ) -> RoutedResult | None:
     """An approved cloud step: reachable? reserve, call, settle (or release), audit.
 
+    One reservation covers one try (:class:`_Tries`): a try the provider bills with no
+    result standing for it (cut short after its reply began; timed out after it took the
+    request, settled at once on a ledger row of its own) is retried only once the retry
+    is reserved for. A call that ends with no usage (cancelled, its stream broken) is
+    settled at its estimate, or at what it delivered when that was more (:func:`_cancelled`).
+
     ``provenance``: the escalation line's (:func:`provenance_of`), when the caller has it.
     """
     assert d.target is not None and d.provider is not None
@@ -231,68 +239,67 @@ async def serve_cloud(
         return None
     outgoing, masked = mask_request(request, digest_of)
     router.in_flight.add(reservation.id)  # renewed while the call is in flight
-    cut: list[Usage] = []  # the tries cut short after their reply began: billed
-    # a try after a billed one is reserved for first, as the first was: one reservation
-    # covers one try, and retries after cuts crossed the caps (a review)
-    more: list[str] = []
-
-    async def reserve_again() -> bool:
-        try:
-            extra = await router.ledger.reserve(
-                session=router.session,
-                provider=d.provider or "",
-                role=d.role,
-                model=d.target or "",
-                amount_usd=d.est_cost_usd,
-                run=run,
-            )
-        except BudgetExceeded as exc:
-            await write(
-                "budget_stop",
-                to=d.target,
-                reason_codes=["GR011_BUDGET_CAP"],
-                values={"est_cost_usd": d.est_cost_usd, "retry_after_cut": True},
-                detail=f"{d.target}: no retry after a try cut short: {exc}",
-            )
-            return False
-        more.append(extra.id)
-        router.in_flight.add(extra.id)
-        return True
-
     model = router.policy.model(d.target)
+    tries = _Tries(router, d, run, write, model, reservation.id)
     closing: list[str] = []  # the retries' reservations, once a settlement owns them
     try:
-        result = await router.call(d, outgoing, write, on_delta, cut, reserve_again)
+        result = await router.call(d, outgoing, write, on_delta, tries)
     except asyncio.CancelledError:
         # The caller went away mid-call (a client disconnected, a run was stopped): the
         # provider may bill what it generated, so the reservation is settled at its full
-        # estimate (never crossing a cap by guessing low), and the audit says so; tries
-        # cut short before it besides.
+        # estimate (never crossing a cap by guessing low), or at what was delivered when
+        # that was more, and the audit says so; tries cut short before it besides.
+        rid, in_flight = tries.closing_reservation()
         await asyncio.shield(
-            _cancelled(router, reservation.id, d, write, run, before=_cut_cost(model, cut, d)[0])
+            _cancelled(
+                router,
+                rid,
+                d,
+                write,
+                run,
+                before=_cut_cost(model, tries.cut, d)[0],
+                delivered=tries.delivered() if in_flight else None,
+            )
         )
         raise
     except StreamBroken as broken:
         # Part of the reply is with the reader: it is billed, and no retry or other
-        # model may continue it. Settled at the estimate, as a cancelled call is.
+        # model may continue it. Settled as a cancelled call is.
+        rid, in_flight = tries.closing_reservation()
         await _cancelled(
-            router, reservation.id, d, write, run, broken=broken, before=_cut_cost(model, cut, d)[0]
+            router,
+            rid,
+            d,
+            write,
+            run,
+            broken=broken,
+            before=_cut_cost(model, tries.cut, d)[0],
+            delivered=tries.delivered() if in_flight else None,
         )
         raise RouteFailed(str(broken)) from None
     except BackendError as exc:
-        cut_usd, cut_in, cut_out = _cut_cost(model, cut, d)
-        crossed = await _charge(
-            router,
-            reservation.id,
-            d,
-            run,
-            cut_usd,
-            release=True,
-            tokens_in=cut_in,
-            tokens_out=cut_out,
+        cut_usd, cut_in, cut_out = _cut_cost(model, tries.cut, d)
+        # (none left when the last try timed out, its reservation settled on its own, and
+        # no try was cut short before it)
+        rid, _ = tries.closing_reservation()
+        crossed = (
+            await _charge(
+                router,
+                rid,
+                d,
+                run,
+                cut_usd,
+                release=True,
+                tokens_in=cut_in,
+                tokens_out=cut_out,
+            )
+            if rid is not None
+            else []
         )
         if exc.kind == "bad_request":
-            raise await _bad_request(router, d, exc, write, masked, cut, cut_usd, crossed) from None
+            raise await _bad_request(
+                router, d, exc, write, masked, tries.cut, cut_usd, crossed, tries.timed
+            ) from None
         rule = rule_for(router.policy, exc.kind)
         resting: list[str] = []
         if rule is not None and rule.cooldown_s > 0 and exc.kind != "context_length":
@@ -308,11 +315,17 @@ async def serve_cloud(
                 "error": exc.kind,
                 "status": exc.status,
                 "secrets_masked": masked,
-                **_cut_values(cut, cut_usd),
+                **_cut_values(tries.cut, cut_usd),
+                **_timed_out_values(tries.timed),
                 **({"host_down": resting} if resting else {}),
             },
             detail=f"{d.target} failed ({exc}); moving down the chain"
-            + (f" ({len(cut)} tries cut short, billed ~{dollars(cut_usd)})" if cut else "")
+            + (
+                f" ({len(tries.cut)} tries cut short, billed ~{dollars(cut_usd)})"
+                if tries.cut
+                else ""
+            )
+            + _timed_out_note(tries.timed)
             + (f"; {', '.join(resting)}, on the same host, down too" if resting else ""),
         )
         await _say_crossed(d, write, crossed, cut_usd, "failed after tries cut short, billed")
@@ -321,27 +334,33 @@ async def serve_cloud(
         # Not a backend's failure but a fault on the way (a reply no model of ours reads):
         # the call may be billed, so it settles at its estimate, audited, and the error
         # goes on. It left the escalation's reservation in flight and no closing line.
+        rid, in_flight = tries.closing_reservation()
         await _cancelled(
             router,
-            reservation.id,
+            rid,
             d,
             write,
             run,
             error=type(exc).__name__,
-            before=_cut_cost(model, cut, d)[0],
+            before=_cut_cost(model, tries.cut, d)[0],
+            delivered=tries.delivered() if in_flight else None,
         )
         raise
     else:
         # the retries' reservations are let go after the settlement, not before: freed
         # first, they let another request reserve what the settlement then charged (a cap
         # crossed by 40 %, an audit)
-        if more:
-            closing = _taken(more)
+        if tries.more:
+            closing = _taken(tries.more)
     finally:
-        router.in_flight.done(reservation.id)
-        if more:  # (the reservation is closed: what the retries held is in it)
-            await asyncio.shield(_release_more(router, _taken(more)))
-    served = _Served(router, d, reservation.id, request, run, write, result, model, cut)
+        if tries.main is not None:
+            router.in_flight.done(tries.main)
+        if tries.more:  # (the reservation is closed: what the retries held is in it)
+            await asyncio.shield(_release_more(router, _taken(tries.more)))
+    assert tries.main is not None  # (the try that answered had one)
+    served = _Served(
+        router, d, tries.main, request, run, write, result, model, tries.cut, tries.timed
+    )
     try:
         return await served.close(closing, masked, approver, provenance, digest_of)
     except asyncio.CancelledError:
@@ -350,6 +369,138 @@ async def serve_cloud(
         # goes on. Shielded only here: a task a request costs ~9 µs.
         await asyncio.shield(served.close(closing, masked, approver, provenance, digest_of))
         raise
+
+
+class _Tries:
+    """A cloud step's tries, as :func:`~app.router.calling.call_backend` reports them
+    (its :class:`~app.router.calling.Billing`). One reservation covers one try:
+
+    * ``main``: the reservation of the try in flight, which the call's end settles (or
+      releases);
+    * a try cut short after its reply began is counted into ``cut`` and charged with the
+      call; its retry is reserved for first (``more``, let go after the settlement);
+    * a try that timed out after the provider took it (it may process and bill it) is
+      settled at once on ``main``, at its estimate (what it delivered, if more), its own
+      ledger row and ``budget`` line, as a cancelled call is; its retry's reservation
+      becomes ``main``. Until then (or when no retry is made) there is none.
+    """
+
+    __slots__ = ("cut", "d", "got", "main", "model", "more", "router", "run", "timed", "write")
+
+    def __init__(
+        self, router: Router, d: Decision, run: str | None, write: Write, model: Model, main: str
+    ) -> None:
+        self.router, self.d, self.run, self.write, self.model = router, d, run, write, model
+        self.main: str | None = main
+        self.more: list[str] = []
+        self.cut: list[Usage] = []
+        self.got: list[str] = []
+        #: what each try that timed out was charged, on its own row
+        self.timed: list[float] = []
+
+    def delivered(self) -> Usage:
+        """The try in flight's prompt (the estimate's) and its reply so far, as counted."""
+        return Usage(
+            tokens_in=self.d.est_tokens_in,
+            tokens_out=count_text("".join(self.got)),
+            counted_locally=True,
+        )
+
+    def closing_reservation(self) -> tuple[str | None, bool]:
+        """The reservation the call's end is settled on, and whether a try was in flight
+        on it. None in flight (a try that timed out took the last, and no retry had one
+        yet): a cut try's reservation carries what the tries cut short cost, if any."""
+        if self.main is not None:
+            return self.main, True
+        if self.more:
+            self.main = self.more.pop(0)
+            return self.main, False
+        return None, False
+
+    async def before_retry(self, after: BilledTry) -> bool:
+        d = self.d
+        assert d.target is not None and d.provider is not None
+        try:
+            extra = await self.router.ledger.reserve(
+                session=self.router.session,
+                provider=d.provider,
+                role=d.role,
+                model=d.target,
+                amount_usd=d.est_cost_usd,
+                run=self.run,
+            )
+        except BudgetExceeded as exc:
+            what = "a try cut short" if after == "cut" else "a try that timed out"
+            await self.write(
+                "budget_stop",
+                to=d.target,
+                reason_codes=["GR011_BUDGET_CAP"],
+                values={"est_cost_usd": d.est_cost_usd, f"retry_after_{after}": True},
+                detail=f"{d.target}: no retry after {what}: {exc}",
+            )
+            return False
+        if self.main is None:
+            self.main = extra.id  # (the try that timed out settled the last)
+        else:
+            self.more.append(extra.id)
+        self.router.in_flight.add(extra.id)
+        return True
+
+    async def timed_out(self, usage: Usage) -> None:
+        # taken before anything is awaited: a cancel meanwhile finds no try in flight on
+        # it, and does not settle it a second time
+        rid, self.main = self.main, None
+        if rid is None:
+            return
+        self.router.in_flight.done(rid)
+        await asyncio.shield(self._settle_timed_out(rid, usage))
+
+    async def _settle_timed_out(self, rid: str, usage: Usage) -> None:
+        d = self.d
+        assert d.target is not None
+        tokens_in = max(d.est_tokens_in, usage.tokens_in)
+        at = max(d.est_cost_usd, cost_usd(self.model, tokens_in, usage.tokens_out))
+        crossed = await _charge(
+            self.router,
+            rid,
+            d,
+            self.run,
+            at,
+            outcome="timeout",
+            tokens_in=tokens_in,
+            tokens_out=usage.tokens_out,
+        )
+        self.timed.append(at)
+        over = at > d.est_cost_usd
+        settled = (
+            f"what it delivered, {dollars(at)}, more than the reserved {dollars(d.est_cost_usd)}"
+            if over
+            else f"the reserved {dollars(at)}"
+        )
+        await self.write(
+            "budget",
+            to=d.target,
+            reason_codes=[
+                "CALL_TIMED_OUT",
+                "SETTLED_AT_DELIVERED" if over else "SETTLED_AT_ESTIMATE",
+            ],
+            values={
+                "est_cost_usd": round(d.est_cost_usd, 9),
+                "cost_usd": round(at, 9),
+                "tokens_out": usage.tokens_out,
+                "try": len(self.timed),
+                **(
+                    {"over_estimate": True, "reserved_usd": round(d.est_cost_usd, 9)}
+                    if over
+                    else {}
+                ),
+            },
+            detail=f"{d.target}: try {len(self.timed)} timed out after the provider took the "
+            f"request; settled on its own at {settled} (the provider may bill what it "
+            "generated)",
+        )
+        why = "cost more than its reservation" if over else "was settled at its estimate"
+        await _say_crossed(d, self.write, crossed, at, why)
 
 
 class _Served:
@@ -374,6 +525,7 @@ class _Served:
         "run",
         "said",
         "step",
+        "timed",
         "unreported",
         "write",
     )
@@ -389,9 +541,11 @@ class _Served:
         result: ChatResult,
         model: Model,
         cut: list[Usage],
+        timed: list[float],
     ) -> None:
         self.router, self.d, self.reservation_id, self.request = router, d, reservation_id, request
         self.run, self.write, self.result, self.model, self.cut = run, write, result, model, cut
+        self.timed = timed  # (each charged on a row of its own: not in this call's cost)
         #: how far closing went: 0 nothing, 1 settled, 2 its line begun, 3 done
         self.step = 0
         self.actual = self.cut_usd = self.reserved = 0.0
@@ -525,6 +679,7 @@ class _Served:
                     {"over_estimate": True, "reserved_usd": round(self.reserved, 9)} if over else {}
                 ),
                 **_cut_values(self.cut, self.cut_usd),
+                **_timed_out_values(self.timed),
             },
             provenance={
                 **(
@@ -536,7 +691,7 @@ class _Served:
                 "cost_usd": round(actual, 9),
             },
             detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, "
-            f"{dollars(actual)}",
+            f"{dollars(actual)}" + cut_note(result) + _timed_out_note(self.timed),
         )
 
 
@@ -633,6 +788,7 @@ async def _bad_request(
     cut: list[Usage],
     cut_usd: float,
     crossed: list[Crossed],
+    timed: list[float],
 ) -> BadRequest:
     """The provider refused the request itself as invalid: its reservation was released
     (nothing generated), and here the step is said to have failed, with no cooldown, no
@@ -648,6 +804,7 @@ async def _bad_request(
             "status": exc.status,
             "secrets_masked": masked,
             **_cut_values(cut, cut_usd),
+            **_timed_out_values(timed),
         },
         detail=f"{d.target} refused the request as invalid ({exc}); not retried, not "
         f"marked down, no other model tried: the route fails (bad request from {d.provider})",
@@ -712,6 +869,24 @@ async def _release_more(router: Router, ids: list[str]) -> None:
             log.warning("a retry's reservation %s was not released: %s", rid, exc)
 
 
+def _timed_out_values(timed: list[float]) -> dict[str, Any]:
+    """The call or skip line's account of the tries that timed out after the provider
+    took them (each settled on a ledger row of its own, with its ``budget`` line)."""
+    if not timed:
+        return {}
+    return {"tries_timed_out": len(timed), "timed_out_cost_usd": round(sum(timed), 9)}
+
+
+def _timed_out_note(timed: list[float]) -> str:
+    if not timed:
+        return ""
+    tries = "1 try" if len(timed) == 1 else f"{len(timed)} tries"
+    return (
+        f"; {tries} timed out after the provider took the request, settled on its own "
+        f"({dollars(sum(timed))})"
+    )
+
+
 def _cut_values(cut: list[Usage], usd: float) -> dict[str, Any]:
     """The call or skip line's account of the tries cut short (none: nothing said)."""
     if not cut:
@@ -741,7 +916,7 @@ async def _budget_stop(
 
 async def _cancelled(
     router: Router,
-    reservation_id: str,
+    reservation_id: str | None,
     d: Decision,
     write: Write,
     run: str | None,
@@ -749,21 +924,53 @@ async def _cancelled(
     broken: StreamBroken | None = None,
     error: str | None = None,
     before: float = 0.0,
+    delivered: Usage | None = None,
 ) -> None:
-    """Settle a call that ended with no usage at its estimate, and say why: cancelled,
-    its stream ``broken`` after part of the reply was read, or an ``error`` (its type).
+    """Settle a call that ended with no usage, and say why: cancelled, its stream
+    ``broken`` after part of the reply was read, or an ``error`` (its type). The try in
+    flight is settled at its estimate, or at what it ``delivered`` (its prompt and the
+    reply counted so far, at the model's prices) when that was more: a server that went
+    on past its cap and then broke was settled at an estimate of a few tokens for
+    thousands delivered (an audit); past the reservation, the line says so, as a
+    settlement's does, and a cap it carried past is said. ``delivered`` None: no try was
+    in flight (one timed out, settled on its own, and its retry was not reserved yet).
     ``before``: what tries cut short before it cost, charged with it (also when another
     process's expiry charged the estimate meanwhile: the line says what became of the
     call, as the refusal had replaced the call's own error)."""
+    assert d.target is not None
     cancelled = broken is None and error is None
+    outcome = "cancelled" if cancelled else "failed"
+    if reservation_id is None:
+        return  # (nothing held: the tries that timed out were each settled and said)
+    model = router.policy.model(d.target)
+    if delivered is None:
+        # no try in flight: only what the tries cut short cost, on one of their reservations
+        crossed = await _charge(
+            router, reservation_id, d, run, before, release=True, outcome=outcome
+        )
+        if before:
+            await write(
+                "budget",
+                to=d.target,
+                reason_codes=["CALL_CANCELLED" if cancelled else "CALL_ERROR"],
+                values={"cut_short_cost_usd": round(before, 9)},
+                detail=f"{d.target}: ended between tries; {dollars(before)} for tries cut "
+                "short before it",
+            )
+            await _say_crossed(d, write, crossed, before, "was charged its tries cut short")
+        return
+    shown = cost_usd(model, delivered.tokens_in, delivered.tokens_out)
+    at = max(d.est_cost_usd, shown)
+    over = at > d.est_cost_usd
     crossed = await _charge(
         router,
         reservation_id,
         d,
         run,
-        d.est_cost_usd + before,
-        outcome="cancelled" if cancelled else "failed",
-        tokens_in=d.est_tokens_in,
+        at + before,
+        outcome=outcome,
+        tokens_in=delivered.tokens_in,
+        tokens_out=delivered.tokens_out,
     )
     if broken is not None:
         why, code = str(broken), "STREAM_BROKEN"
@@ -771,17 +978,41 @@ async def _cancelled(
         why, code = f"the call ended in an error ({error})", "CALL_ERROR"
     else:
         why, code = "the call was cancelled mid-way", "CALL_CANCELLED"
+    if over:
+        settled = (
+            f"settled at what was delivered, {dollars(at)} ({delivered.tokens_out} tokens out "
+            f"counted), more than the reserved {dollars(d.est_cost_usd)}"
+        )
+    else:
+        settled = (
+            f"settled at the reserved {dollars(d.est_cost_usd)} (the provider may bill what it "
+            "generated)"
+        )
     await write(
         "budget",
         to=d.target,
-        reason_codes=[code, "SETTLED_AT_ESTIMATE"],
+        reason_codes=[code, "SETTLED_AT_DELIVERED" if over else "SETTLED_AT_ESTIMATE"],
         values={
-            "est_cost_usd": round(d.est_cost_usd, 9),  # (what the ledger charged, to the nano)
+            # (the estimate to the nano, as the ledger charged it when it is not past it)
+            "est_cost_usd": round(d.est_cost_usd, 9),
+            "tokens_out": delivered.tokens_out,
             **({"cut_short_cost_usd": round(before, 9)} if before else {}),
+            # past what was reserved for it: the caps were checked against less
+            **(
+                {
+                    "cost_usd": round(at, 9),
+                    "over_estimate": True,
+                    "reserved_usd": round(d.est_cost_usd, 9),
+                }
+                if over
+                else {}
+            ),
         },
-        detail=f"{d.target}: {why}; settled at the reserved {dollars(d.est_cost_usd)} (the "
-        "provider may bill what it generated)"
+        detail=f"{d.target}: {why}; {settled}"
         + (f", and {dollars(before)} for tries cut short before it" if before else ""),
     )
-    settled = "was settled at its estimate" + (" and its tries cut short" if before else "")
-    await _say_crossed(d, write, crossed, d.est_cost_usd + before, settled)
+    if over:
+        why_crossed = "cost more than its reservation"
+    else:
+        why_crossed = "was settled at its estimate" + (" and its tries cut short" if before else "")
+    await _say_crossed(d, write, crossed, at + before, why_crossed)

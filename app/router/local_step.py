@@ -14,6 +14,7 @@ from app.router.routed import (
     RoutedResult,
     Write,
     call_values,
+    cut_note,
     routed,
 )
 from app.router.types import Decision, Skip
@@ -124,7 +125,8 @@ async def serve_local(
         "call",
         to=f"{d.target}@{d.runtime}",
         values=call_values(result, 0.0),
-        detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, $0",
+        detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, $0"
+        + cut_note(result),
     )
     return routed(d, result, 0.0, escalated=False)
 

@@ -325,7 +325,16 @@ def call_values(result: ChatResult, cost: float) -> dict[str, Any]:
         "finish_reason": result.finish_reason,
         **({"tool_calls": len(result.tool_calls)} if result.tool_calls else {}),
         **({"reply_secrets_masked": result.secrets_masked} if result.secrets_masked else {}),
+        # the server ignored max_tokens: the relay ended the reply well past it
+        **({"cut_past_max_tokens": True} if result.cut_past_cap else {}),
     }
+
+
+def cut_note(result: ChatResult) -> str:
+    """What a call line's detail adds when the relay cut the reply off past its cap."""
+    if not result.cut_past_cap:
+        return ""
+    return "; the server went on past max_tokens: cut off there"
 
 
 def routed(d: Decision, result: ChatResult, cost: float, *, escalated: bool) -> RoutedResult:

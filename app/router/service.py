@@ -18,14 +18,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from app.audit.types import Appended
-from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Usage
+from app.backends.base import Backend, BackendError, ChatRequest, ChatResult
 from app.bus import Bus
 from app.clock import Clock, SystemClock
 from app.policy.fingerprint import fingerprint
 from app.policy.schema import Policy
 from app.remembered import Digests
 from app.router.approvals import ApprovalBroker
-from app.router.calling import call_backend
+from app.router.calling import Billing, call_backend
 from app.router.cloud_step import escalate
 from app.router.decide import decide, fired_triggers, repriced
 from app.router.ledger.api import Ledger
@@ -464,11 +464,10 @@ class Router:
         request: ChatRequest,
         write: Write,
         on_delta: DeltaHook | None,
-        billed: list[Usage] | None = None,
-        before_retry: Callable[[], Awaitable[bool]] | None = None,
+        billing: Billing | None = None,
     ) -> ChatResult:
         """One call on ``d``'s backend (retried as the policy says when it is a cloud one;
-        ``billed``: :func:`~app.router.calling.call_backend`'s)."""
+        ``billing``: :func:`~app.router.calling.call_backend`'s)."""
         assert d.target is not None and d.runtime is not None
         key = (d.target, d.runtime)
         resolver, made = self._made
@@ -487,8 +486,7 @@ class Router:
             on_delta=on_delta,
             bus=self.bus,
             sleep=self.sleep,
-            billed=billed,
-            before_retry=before_retry,
+            billing=billing,
         )
 
     async def _first_backend(self, model: str, runtime: str) -> Backend:

@@ -73,6 +73,8 @@ class FakeAnthropicServer(LoopbackServer):
         self.script = Script(default_reply)
         self.script.extend(replies or [])
         self.event_delay = event_delay
+        #: fault injection: the reply is not cut at ``max_tokens`` (a server that ignores it)
+        self.ignore_max_tokens = False
         #: characters per ``partial_json`` piece of a streamed tool input
         self.argument_chunk = argument_chunk
         self._seq = 0
@@ -137,7 +139,7 @@ class FakeAnthropicServer(LoopbackServer):
         text_pieces = pieces(scripted.text)
         stop_reason = "end_turn"
         limit = body["max_tokens"]
-        if isinstance(limit, int) and len(text_pieces) > limit:
+        if isinstance(limit, int) and len(text_pieces) > limit and not self.ignore_max_tokens:
             text_pieces, stop_reason = text_pieces[:limit], "max_tokens"
         thinking_pieces = pieces(scripted.reasoning or "")
         calls = scripted.tool_calls if stop_reason == "end_turn" else ()

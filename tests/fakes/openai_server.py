@@ -24,7 +24,9 @@ Every flavor: ``POST /v1/chat/completions`` (JSON, or SSE ``data: {...}`` chunks
 llamacpp), ``GET /v1/models``, ``POST /v1/embeddings`` (deterministic vectors from a hash of
 the text). Paths work with and without the ``/v1`` prefix. Replies come from
 :class:`~tests.fakes.script.Script` (``server.script.queue("text", ...)``), faults from
-:meth:`~tests.fakes.server.LoopbackServer.fail_next`.
+:meth:`~tests.fakes.server.LoopbackServer.fail_next`, and two attributes: ``usage_override``
+(the usage every reply reports) and ``ignore_max_tokens`` (a reply is not cut at the
+request's cap: a server that streams its whole reply all the same).
 
 Tool calls: a scripted reply with ``tool_calls`` answers with them after its text
 (``finish_reason: tool_calls``): whole in ``message.tool_calls``, or streamed as the
@@ -138,6 +140,9 @@ class FakeOpenAIServer(LoopbackServer):
         self.key_echo: KeyEcho = "whole"
         #: fault injection: the usage every reply reports, in place of the counted one
         self.usage_override: dict[str, Any] | None = None
+        #: fault injection: the reply is not cut at ``max_tokens`` (a server that ignores
+        #: it, and streams its whole scripted reply all the same)
+        self.ignore_max_tokens = False
         self._seq = 0
 
     @property
@@ -232,7 +237,7 @@ class FakeOpenAIServer(LoopbackServer):
         text_pieces = pieces(scripted.text)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         finish = "stop"
-        if isinstance(limit, int) and len(text_pieces) > limit:
+        if isinstance(limit, int) and len(text_pieces) > limit and not self.ignore_max_tokens:
             text_pieces, finish = text_pieces[:limit], "length"
         reasoning_pieces = pieces(reasoning or "")
         calls = scripted.tool_calls if finish == "stop" else ()

@@ -9,7 +9,8 @@ error the way their real server does; everything else lives here:
 * request parsing (Content-Length and chunked bodies, keep-alive),
 * replies as one body (Content-Length) or as SSE events (chunked transfer encoding,
   one chunk per event, flushed as it is written),
-* a record of every request (auth header values replaced by ``<redacted>``),
+* a record of every request (auth header values replaced by ``<redacted>``), and of
+  how far each streamed reply got (``streamed``: a client that hung up is seen there),
 * faults for the next N requests (:meth:`LoopbackServer.fail_next`) and a whole-server
   ``down()`` / ``up()``.
 
@@ -206,6 +207,9 @@ class LoopbackServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._is_down = False
+        #: each streamed reply as it ended: (events written, events it had); fewer written
+        #: than it had when the client closed the connection first (or a fault cut it)
+        self.streamed: list[tuple[int, int]] = []
 
     # ── lifecycle ──────────────────────────────────────────────────────────────────
 
@@ -294,6 +298,15 @@ class LoopbackServer:
             for r in self.requests
             if r.path == path and (method is None or r.method == method.upper())
         ]
+
+    async def stream_ended(self, wait_s: float = 10.0) -> tuple[int, int]:
+        """The last streamed reply's (events written, events it had), once it ended: a
+        client that hung up is seen at the server's next write."""
+        for _ in range(int(wait_s / 0.02)):
+            if self.streamed:
+                return self.streamed[-1]
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{self.name}: no streamed reply ended within {wait_s:g}s")
 
     @property
     def last(self) -> RecordedRequest:
@@ -473,19 +486,26 @@ class LoopbackServer:
         events = reply.events or []
         cut_at = int(opts.get("after", 2)) if kind == "cut_stream" else None
         stall_at = int(opts.get("after", 1)) if kind == "stall" else None
-        for i, event in enumerate(events):
-            if i == cut_at:
+        written = 0
+        try:
+            for i, event in enumerate(events):
+                if i == cut_at:
+                    await _flush_and_abort(writer)
+                if i == stall_at:
+                    await asyncio.sleep(float(opts.get("seconds", 3.0)))
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await writer.drain()
+                written += 1
+                if reply.event_delay:
+                    await asyncio.sleep(reply.event_delay)
+                elif writer.transport.is_closing():
+                    break  # (the client hung up: as a server stops writing)
+            if cut_at is not None:
                 await _flush_and_abort(writer)
-            if i == stall_at:
-                await asyncio.sleep(float(opts.get("seconds", 3.0)))
-            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            writer.write(b"0\r\n\r\n")
             await writer.drain()
-            if reply.event_delay:
-                await asyncio.sleep(reply.event_delay)
-        if cut_at is not None:
-            await _flush_and_abort(writer)
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
+        finally:
+            self.streamed.append((written, len(events)))
 
 
 # ── helpers ────────────────────────────────────────────────────────────────────────

@@ -76,8 +76,10 @@ async def cloud_session(
     asked: Asked,
     *,
     read_timeout_s: float | None = None,
+    budget: dict[str, Any] | None = None,
 ) -> AsyncIterator[Session]:
-    """A session whose cloud is the fakes; ``read_timeout_s``: the HTTP client's."""
+    """A session whose cloud is the fakes; ``read_timeout_s``: the HTTP client's;
+    ``budget``: the policy's ``[budget]`` fields to replace (``session_usd=…``)."""
     if read_timeout_s is not None:
         import app.backends.http as http
 
@@ -98,6 +100,8 @@ async def cloud_session(
         tmp_path, deepseek=fakes.deepseek.base_url, anthropic=fakes.claude.base_url
     )
     policy = load_policy(pointed).policy
+    if budget:
+        policy = policy.model_copy(update={"budget": policy.budget.model_copy(update=budget)})
     async with open_session(load_settings(), policy, decider=asked) as session:
         yield session
 

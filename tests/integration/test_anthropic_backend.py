@@ -26,8 +26,10 @@ from app.backends.base import (
     collect,
 )
 from app.backends.http import make_async_client_httpx2
+from app.backends.provider_common import past_cap
 from app.clock import ManualClock
-from tests.fakes.anthropic_server import FakeAnthropicServer
+from app.tokens import count_text
+from tests.fakes.anthropic_server import FakeAnthropicServer, _input_tokens
 from tests.fakes.script import Scripted
 from tests.socket_guard import block_non_loopback
 
@@ -127,6 +129,28 @@ async def test_max_tokens_stop_reason(fake_anthropic: FakeAnthropicServer, make:
     fake_anthropic.script.queue("a b c d")
     result = await collect(make(fake_anthropic).stream(ask(max_tokens=2)))
     assert (result.text, result.finish_reason) == ("a b ", "max_tokens")
+
+
+async def test_a_server_that_ignores_max_tokens_is_cut_off(
+    fake_anthropic: FakeAnthropicServer, make: Make
+) -> None:
+    """Claude's fake streams its whole reply past a 5-token cap: the relay ends it well
+    past the cap (finish ``length``, the gateway's ``max_tokens``), closes the stream, and
+    counts the output itself, the prompt as the server said it in ``message_start``."""
+    fake_anthropic.ignore_max_tokens = True
+    fake_anthropic.event_delay = 0.002
+    fake_anthropic.script.queue("word " * 3000)
+    result = await collect(make(fake_anthropic).stream(ask(max_tokens=5)))
+    assert (result.finish_reason, result.cut_past_cap) == ("length", True)
+    assert past_cap(5) < count_text(result.text) <= past_cap(5) + 2
+    said_in = fake_anthropic.message_requests[-1]
+    assert result.usage.tokens_in == _input_tokens(said_in)  # (the server's own count)
+    assert (result.usage.tokens_out, result.usage.counted_locally) == (
+        count_text(result.text),
+        True,
+    )
+    written, had = await fake_anthropic.stream_ended()
+    assert written < had
 
 
 async def test_structured_output_schema_goes_into_the_system_prompt(

@@ -31,10 +31,11 @@ from app.backends.openai_compat import (
     retry_after_seconds,
     scrub,
 )
+from app.backends.provider_common import past_cap
 from app.clock import ManualClock
 from app.tokens import count_messages, count_text
 from tests.fakes.openai_server import FakeOpenAIServer, KeyEcho, echoed, embedding_for
-from tests.fakes.script import Scripted, count_words
+from tests.fakes.script import Scripted, ScriptedCall, count_words
 from tests.fakes.server import Reply
 from tests.socket_guard import block_non_loopback
 
@@ -289,6 +290,44 @@ async def test_max_tokens_reached_is_finish_length(fake_vllm: FakeOpenAIServer, 
     fake_vllm.script.queue("one two three four")
     result = await collect(make(fake_vllm).stream(ask(max_tokens=2)))
     assert (result.text, result.finish_reason) == ("one two ", "length")
+
+
+@pytest.mark.parametrize("flavor", ["vllm", "openai"])
+async def test_a_server_that_ignores_max_tokens_is_cut_off_its_call_dropped(
+    fake_openai_factory: Callable[..., FakeOpenAIServer], make: Make, flavor: str
+) -> None:
+    """A server that goes on past ``max_tokens`` (by the shared counter, well past it:
+    :func:`past_cap`) is ended by the relay, mid tool call here: what was passed on is the
+    result's text, finish ``length``, no call (one cut off is no call to run), its stream
+    closed, and the output counted from what was passed on (the server's usage never came)."""
+    server = fake_openai_factory(flavor)
+    server.ignore_max_tokens = True
+    server.event_delay = 0.002  # (~130 events: a while, unless cut off)
+    server.script.queue(
+        Scripted("word " * 10, tool_calls=(ScriptedCall("edit", {"text": "many words " * 60}),))
+    )
+    deltas, result = await drain(make(server).stream(ask(max_tokens=8)))
+    assert (result.finish_reason, result.tool_calls, result.cut_past_cap) == ("length", [], True)
+    assert result.text == "".join(d.text for d in deltas) == "word " * 10
+    assert any(d.tool_calls for d in deltas)  # (the call had begun)
+    arguments = "".join(f.arguments for d in deltas for f in d.tool_calls)
+    # past the cut by no more than the delta that crossed it
+    assert past_cap(8) < count_text(result.text) + count_text(arguments) <= past_cap(8) + 4
+    assert result.usage.counted_locally
+    assert result.usage.tokens_out == count_text(result.text) + count_text("edit " + arguments)
+    written, had = await server.stream_ended()
+    assert written < had
+
+
+async def test_a_reasoning_models_thinking_is_not_held_to_the_reply_cap(
+    fake_deepseek: FakeOpenAIServer, make: Make
+) -> None:
+    """DeepSeek's reasoner thinks past its ``max_tokens``: the relay's cut counts the
+    reply alone (its text and calls), never the reasoning."""
+    fake_deepseek.script.queue(Scripted("x = 1", reasoning="think it over " * 200))
+    backend = make(fake_deepseek, served_name="deepseek-reasoner")
+    result = await collect(backend.stream(ask(max_tokens=4)))
+    assert (result.text, result.finish_reason, result.cut_past_cap) == ("x = 1", "stop", False)
 
 
 async def test_consumer_may_stop_early(fake_vllm: FakeOpenAIServer, make: Make) -> None:

@@ -397,7 +397,9 @@ async def test_a_try_the_provider_opened_and_then_lost_is_billed(
 ) -> None:
     """A reasoning model's try that timed out while it thought was retried under the same
     reservation and charged nothing; one that had shown a single character first was
-    charged its estimate. Either way the provider bills its thinking."""
+    charged its estimate. Either way the provider bills its thinking: a try that timed
+    out after the provider took it is settled at its estimate, on a row of its own, and
+    its retry reserved for."""
     req = ChatRequest(messages=[Message(role="user", content="design it")], max_tokens=4096)
     est = estimate(policy, "gpt-5.1-high", req)
     resolver = Resolver(up=ALL_UP)
@@ -405,11 +407,18 @@ async def test_a_try_the_provider_opened_and_then_lost_is_billed(
     router, audit, ledger = await make_router(tmp_path, policy, resolver)
     try:
         result = await router.complete("architect", req, Signals(confidence=0.5))
-        call = next(ln for ln in await audit.lines(session="s1") if ln.kind == "call")
-        assert call.values["tries_cut_short"] == 1
-        # the try cut short at no less than its estimate, and the call that answered
-        assert result.cost_usd >= est + cost_usd(policy.model("gpt-5.1-high"), 1000, 3000) - 1e-9
-        assert await spent(ledger) == pytest.approx(result.cost_usd, abs=1e-9)
+        lines = await audit.lines(session="s1")
+        call = next(ln for ln in lines if ln.kind == "call")
+        assert call.values["tries_timed_out"] == 1 and "tries_cut_short" not in call.values
+        (timed,) = [ln for ln in lines if ln.kind == "budget"]
+        assert timed.reason_codes == ["CALL_TIMED_OUT", "SETTLED_AT_ESTIMATE"]
+        assert timed.values["cost_usd"] == pytest.approx(est, abs=1e-9)
+        # the try that timed out at its estimate, and the call that answered
+        assert result.cost_usd == pytest.approx(
+            cost_usd(policy.model("gpt-5.1-high"), 1000, 3000), abs=1e-9
+        )
+        assert await spent(ledger) == pytest.approx(est + result.cost_usd, abs=1e-9)
+        assert (await ledger.snapshot("s1")).reserved_usd == 0
     finally:
         await audit.close()
         await ledger.close()

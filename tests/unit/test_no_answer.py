@@ -7,6 +7,7 @@ process's own connection pool, nor a timeout mid-stream."""
 from __future__ import annotations
 
 import httpx
+import httpx2
 import openai
 
 from app.backends.openai_compat import _SDK_ERRORS
@@ -43,3 +44,25 @@ def test_what_a_host_answered_or_our_own_pool_is_not_no_answer() -> None:
     assert pool.kind == "timeout" and not pool.no_answer
     late = MAPPER.status_error(408, {"error": {"message": "request timeout"}}, None)
     assert late.kind == "timeout" and not late.no_answer
+
+
+def test_a_timeout_after_the_request_went_out_is_accepted_one_before_is_not() -> None:
+    """``accepted``: the provider took the request (sent whole, then no reply in time, or
+    its stream went quiet), so it may process and bill it: the cloud step settles such a
+    try at its estimate. A time-out to connect, to write it, or for a pooled connection
+    sent nothing it would process; nor did a 408 (the host did not take it)."""
+    taken = [
+        MAPPER.map(_wrapped(httpx.ReadTimeout("read", request=REQUEST)), started=False),
+        MAPPER.map(httpx2.ReadTimeout("read"), started=False),  # (aiohttp's, translated)
+        MAPPER.map(_wrapped(httpx.ReadTimeout("read", request=REQUEST)), started=True),
+        MAPPER.map(httpx.ConnectTimeout("connect", request=REQUEST), started=True),
+    ]
+    assert [(e.kind, e.accepted) for e in taken] == [("timeout", True)] * 4
+    not_sent = [
+        MAPPER.map(_wrapped(httpx.ConnectTimeout("connect", request=REQUEST)), started=False),
+        MAPPER.map(_wrapped(httpx.WriteTimeout("write", request=REQUEST)), started=False),
+        MAPPER.map(_wrapped(httpx.PoolTimeout("pool", request=REQUEST)), started=False),
+        MAPPER.map(httpx.ConnectError("refused", request=REQUEST), started=False),
+        MAPPER.status_error(408, {"error": {"message": "request timeout"}}, None),
+    ]
+    assert [e.accepted for e in not_sent] == [False] * 5

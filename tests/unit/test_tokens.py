@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app import tokens
-from app.tokens import _count_bytes, _count_pieces, count_text
+from app.tokens import TextCount, _count_bytes, _count_pieces, count_text
 
 #: what the rules care about, and what a byte-level count could get wrong: every ASCII
 #: character, long runs, letters and whitespace past ASCII, a lone surrogate, an emoji
@@ -95,3 +95,29 @@ def test_a_blob_of_one_class_costs_a_bounded_number_of_passes() -> None:
     blob = Passes(b"\0" + b"a" * 200_000 + b"\0").translate(tokens._LETTERS)
     assert tokens._runs_of(Passes(blob), b"a", 7, 5) == 39_999
     assert Passes.made <= 16
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.one_of(_PARTS, st.sampled_from(["word ", " ", "\n", "  ", "\xa0"])), max_size=60),
+    st.data(),
+)
+def test_a_text_counted_in_parts_counts_as_the_whole(parts: list[str], data: st.DataObject) -> None:
+    """A streamed reply counted as it comes (the relay's cap, app.backends.provider_common)
+    is the whole text's count, wherever the parts are cut: each counted on its own came
+    to more (a word cut in two is two pieces, a space at a part's end one of its own)."""
+    text = "".join(parts)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=12)))
+    running, total = TextCount(), 0
+    for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True):
+        total = running.add(text[start:end])
+    assert total == count_text(text)
+
+
+def test_parts_counted_one_by_one_came_to_more() -> None:
+    """Why the parts are counted together: 20 parts of "word word " counted each on its
+    own come to 60 tokens, the whole to 41."""
+    parts = ["word word "] * 20
+    assert sum(count_text(p) for p in parts) == 60
+    running = TextCount()
+    assert [running.add(p) for p in parts][-1] == count_text("".join(parts)) == 41

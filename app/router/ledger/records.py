@@ -46,7 +46,7 @@ class BudgetSnapshot(_Frozen):
     per_provider: dict[str, CapUsage]
     reserved_usd: float  # the session's reservations in flight
     calls: int  # the session's recorded calls
-    failed: int = 0  # of which did not complete (failed, cancelled, broken, expired: $0)
+    failed: int = 0  # of which did not complete (failed, cancelled, broken, timed out, expired)
     by_role: dict[str, float]  # the session's settled cost; free (local) calls left out
     by_model: dict[str, float]
     by_provider: dict[str, float]
