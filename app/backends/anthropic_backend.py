@@ -10,10 +10,13 @@ the SDK's own retries are off, as for every backend.
   at its ``content_block_stop``); ``stop_reason: tool_use`` → finish ``tool_calls``.
 * Requests (tools, tool calls and results, tool_choice, passthrough headers): see
   :mod:`app.backends.anthropic_request`.
-* Usage: input tokens from ``message_start`` (cache writes and reads included, so the
-  router's estimate errs high), output tokens from the last ``message_delta``. The router
-  prices it; the backend only reports it. If a stream carried no usage at all, the tokens
-  are counted locally and the usage says so.
+* Usage: the prompt from ``message_start`` in its three parts (``input_tokens``, the
+  tokens past the cache; ``cache_creation_input_tokens``, written to it;
+  ``cache_read_input_tokens``, read from it), their sum the usage's ``tokens_in`` and the
+  two cache counts its parts; a ``message_delta`` that says them again (cumulative, as the
+  API's does) is the last word; output tokens from the last ``message_delta``. The router
+  prices each part; the backend only reports it. If a stream carried no usage at all, the
+  tokens are counted locally and the usage says so.
 * Structured output (GR-012): the schema goes into the system prompt with a JSON-only
   instruction; the router validates the reply.
 * Sampling: this SDK's Messages API takes no temperature or seed, so none is sent; nor
@@ -108,9 +111,7 @@ class _Events(StreamState):
             if isinstance(model, str) and model:
                 self.model = model
             usage = getattr(message, "usage", None)
-            tokens = [getattr(usage, n, None) for n in _INPUT_FIELDS]
-            if isinstance(tokens[0], int):
-                self.tokens_in = sum(t for t in tokens if isinstance(t, int))
+            self._input_usage(usage)
             out = getattr(usage, "output_tokens", None)
             if isinstance(out, int):
                 self.tokens_out = out
@@ -139,7 +140,11 @@ class _Events(StreamState):
             stop = getattr(getattr(event, "delta", None), "stop_reason", None)
             if isinstance(stop, str):
                 self.stop_reason = stop
-            out = getattr(getattr(event, "usage", None), "output_tokens", None)
+            usage = getattr(event, "usage", None)
+            # cumulative: the API's message_delta says it again; a part it leaves out is
+            # the message_start's, as the SDK's own accumulator reads it
+            self._input_usage(usage, earlier=True)
+            out = getattr(usage, "output_tokens", None)
             if isinstance(out, int):
                 self.tokens_out = out
             matched = getattr(getattr(event, "delta", None), "stop_sequence", None)
@@ -150,6 +155,21 @@ class _Events(StreamState):
         elif not isinstance(kind, str):
             raise BadStreamItem("event without a type")
         return None
+
+    def _input_usage(self, usage: object, *, earlier: bool = False) -> None:
+        """The prompt's tokens in their parts, when ``usage`` says them: ``input_tokens``
+        (past the cache) and the cache's writes and reads, each a part of the whole. A
+        cache count not given is 0 (its tokens are then charged at the input price), or
+        with ``earlier`` the one said before."""
+        fresh, written, read = (getattr(usage, n, None) for n in _INPUT_FIELDS)
+        if not isinstance(fresh, int):
+            return
+        if not isinstance(written, int):
+            written = self.tokens_cache_write if earlier else 0
+        if not isinstance(read, int):
+            read = self.tokens_cached if earlier else 0
+        self.tokens_in = fresh + written + read
+        self.tokens_cached, self.tokens_cache_write = read, written
 
     def _block_start(self, event: object) -> Delta | None:
         block = getattr(event, "content_block", None)

@@ -120,8 +120,17 @@ USAGE_CEILING = 100_000_000
 
 
 class Usage(Frozen):
+    #: the whole prompt, its cached parts included (OpenAI's ``prompt_tokens``; Anthropic's
+    #: ``input_tokens`` plus its two cache counts)
     tokens_in: int = Field(ge=0)
     tokens_out: int = Field(ge=0)
+    #: of ``tokens_in``, those the provider read from its prompt cache (Anthropic's
+    #: ``cache_read_input_tokens``, OpenAI's ``prompt_tokens_details.cached_tokens``,
+    #: DeepSeek's ``prompt_cache_hit_tokens``): priced at the model's cache-read price
+    tokens_cached: int = Field(default=0, ge=0)
+    #: of ``tokens_in``, those the provider wrote to its prompt cache (Anthropic's
+    #: ``cache_creation_input_tokens``): priced at the model's cache-write price
+    tokens_cache_write: int = Field(default=0, ge=0)
     #: True when the server sent no usage and we counted the tokens ourselves
     counted_locally: bool = False
     #: the usage the server sent when it was not believed ("-5 in / 1e24 out"): counted
@@ -129,9 +138,18 @@ class Usage(Frozen):
     refused: str | None = None
 
 
-def plausible_usage(tokens_in: int, tokens_out: int) -> bool:
-    """Whether a server's usage can be this call's: counts in 0..USAGE_CEILING."""
-    return 0 <= tokens_in <= USAGE_CEILING and 0 <= tokens_out <= USAGE_CEILING
+def plausible_usage(
+    tokens_in: int, tokens_out: int, tokens_cached: int = 0, tokens_cache_write: int = 0
+) -> bool:
+    """Whether a server's usage can be this call's: counts in 0..USAGE_CEILING, and the
+    prompt's cached parts (read from the cache, written to it) within the prompt (a cache
+    read past it would price tokens never sent at the cache's lower rate)."""
+    return (
+        0 <= tokens_in <= USAGE_CEILING
+        and 0 <= tokens_out <= USAGE_CEILING
+        and min(tokens_cached, tokens_cache_write) >= 0
+        and tokens_cached + tokens_cache_write <= tokens_in
+    )
 
 
 class ToolCallDelta(Frozen):

@@ -2,7 +2,9 @@
 
 * usage: every flavor is asked for ``stream_options.include_usage``; Kimi puts usage in the
   last choice; the llama.cpp server sends none in a stream, so the tokens are counted
-  locally (:mod:`app.tokens`) and the usage says ``counted_locally``.
+  locally (:mod:`app.tokens`) and the usage says ``counted_locally``. The prompt's tokens
+  read from the server's prompt cache are its ``tokens_cached`` part (:func:`cached_tokens`
+  reads each dialect's field).
 * reasoning: DeepSeek's ``reasoning_content`` (and vLLM's ``reasoning`` /
   ``reasoning_content``) deltas become :attr:`Delta.reasoning`.
 * tool calls: ``delta.tool_calls`` fragments (``index``, ``id``, ``function.name``, then
@@ -26,7 +28,7 @@ from app.backends.base import Delta, ToolCallDelta
 from app.backends.provider_common import BadStreamItem, StreamState
 from app.backends.stops import StopScanner
 
-__all__ = ["ChunkState", "field_of"]
+__all__ = ["ChunkState", "cached_tokens", "field_of"]
 
 
 def field_of(obj: object, name: str) -> Any:
@@ -133,3 +135,22 @@ class ChunkState(StreamState):
         completion = field_of(usage, "completion_tokens")
         if isinstance(prompt, int) and isinstance(completion, int):
             self.tokens_in, self.tokens_out = prompt, completion
+            self.tokens_cached = cached_tokens(usage)
+
+
+def cached_tokens(usage: object) -> int:
+    """Of a usage's ``prompt_tokens``, those the server read from its prompt cache, in
+    each dialect that says it: ``prompt_tokens_details.cached_tokens`` (OpenAI, vLLM,
+    DeepSeek lately), ``prompt_cache_hit_tokens`` (DeepSeek, beside its misses) and a
+    top-level ``cached_tokens`` (Moonshot). Two that disagree: the fewer (a cached token
+    is the cheaper one, so the charge is never below the bill); none: 0."""
+    said = [
+        n
+        for n in (
+            field_of(field_of(usage, "prompt_tokens_details"), "cached_tokens"),
+            field_of(usage, "prompt_cache_hit_tokens"),
+            field_of(usage, "cached_tokens"),
+        )
+        if isinstance(n, int) and not isinstance(n, bool)
+    ]
+    return min(said) if said else 0

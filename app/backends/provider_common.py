@@ -96,6 +96,9 @@ class StreamState(ABC):
     reasoning: list[str] = field(default_factory=list)
     tokens_in: int | None = None
     tokens_out: int | None = None
+    #: of ``tokens_in``: read from the provider's prompt cache, written to it
+    tokens_cached: int = 0
+    tokens_cache_write: int = 0
     calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
     #: the relay cut the reply off: it went on past its cap (:func:`past_cap`)
     capped: bool = False
@@ -137,12 +140,19 @@ class StreamState(ABC):
             raise failure
         text, reasoning = "".join(self.text), "".join(self.reasoning)
         tokens_in, tokens_out = self.tokens_in, self.tokens_out
+        cached, written = self.tokens_cached, self.tokens_cache_write
         refused = None
         if tokens_in is not None and tokens_out is not None:
-            if plausible_usage(tokens_in, tokens_out):
-                usage = Usage(tokens_in=tokens_in, tokens_out=tokens_out)
+            if plausible_usage(tokens_in, tokens_out, cached, written):
+                usage = Usage(
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
+                    tokens_cached=cached,
+                    tokens_cache_write=written,
+                )
             else:  # a negative count raised a ValidationError past the call's audit line
-                refused = f"{_shown(tokens_in)} in / {_shown(tokens_out)} out"
+                said = _parts(cached, written)
+                refused = f"{_shown(tokens_in)} in{said} / {_shown(tokens_out)} out"
         if refused is not None or tokens_in is None or tokens_out is None:
             usage = Usage(
                 tokens_in=count_messages(prompt() if callable(prompt) else prompt),
@@ -192,6 +202,13 @@ class StreamState(ABC):
             ttft_ms=ttft_ms,
             cut_past_cap=True,
         )
+
+
+def _parts(cached: int, written: int) -> str:
+    """A refused usage's cache counts, as the server said them (none: nothing)."""
+    parts = [f"{_shown(cached)} cached"] if cached else []
+    parts += [f"{_shown(written)} written to the cache"] if written else []
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _shown(count: int) -> str:

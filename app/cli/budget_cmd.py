@@ -78,6 +78,13 @@ def _spend(usd: float) -> str:
     return money(spent(usd))
 
 
+def _tokens_in(row: dict[str, Any]) -> str:
+    """A row's prompt tokens, and how many of them the providers' caches read (charged at
+    the cache's price): a cost that looked low for its tokens now says why."""
+    cached = row.get("tokens_cached") or 0
+    return f"{row['tokens_in']:,}" + (f" ({cached:,} cached)" if cached else "")
+
+
 def _render(r: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -109,7 +116,7 @@ def _render(r: dict[str, Any]) -> None:
                 str(row[key]),
                 _spend(row["cost_usd"]),
                 _calls(row),
-                f"{row['tokens_in']:,}",
+                _tokens_in(row),
                 f"{row['tokens_out']:,}",
             )
         out.print(table)

@@ -38,16 +38,29 @@ def _input_of(call: ToolCall) -> Any:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def input_tokens_of(result: RoutedResult, counted: int) -> int:
-    """The prompt's tokens as the backend reported them (what the provider billed and the
-    ledger recorded), or the gateway's own count when the backend reported none.
+def input_usage(result: RoutedResult, counted: int) -> dict[str, int]:
+    """The prompt's tokens as Anthropic's usage says them, as the backend reported them
+    (what the provider billed and the ledger recorded): ``input_tokens`` past the cache,
+    and beside it ``cache_creation_input_tokens`` and ``cache_read_input_tokens``, whatever
+    protocol the provider spoke (an OpenAI-compatible provider's cached tokens are this
+    protocol's cache reads). With no report, the gateway's own count alone (no split is
+    known).
 
     The gateway's count (tools included) is what ``count_tokens`` says and what a stream's
     ``message_start`` must say before any backend has counted; once the backend has,
-    its figure is the one the client is told, as Anthropic's own stream says the final
+    its figures are the ones the client is told, as Anthropic's own stream says the final
     usage in ``message_delta``. (Each reply told the gateway's count: an escalated request
-    said 105 where the provider reported, and the ledger recorded, 23.)"""
-    return counted if result.usage_counted_locally else result.tokens_in
+    said 105 where the provider reported, and the ledger recorded, 23; and then the whole
+    prompt as ``input_tokens``, a cache read of 100000 among it, with no cache field: a
+    user's audit.)"""
+    if result.usage_counted_locally:
+        return {"input_tokens": counted}
+    written, read = result.tokens_cache_write, result.tokens_cached
+    return {
+        "input_tokens": result.tokens_in - written - read,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+    }
 
 
 def message_object(
@@ -58,7 +71,7 @@ def message_object(
     stop_sequence: str | None = None,
 ) -> dict[str, Any]:
     """The whole message; ``input_tokens`` is the gateway's one count of the prompt, told
-    where the backend reported no usage (:func:`input_tokens_of`)."""
+    where the backend reported no usage (:func:`input_usage`)."""
     content: list[dict[str, Any]] = []
     if result.text:
         content.append({"type": "text", "text": result.text})
@@ -74,10 +87,7 @@ def message_object(
         "content": content,
         "stop_reason": anthropic_stop(result.finish_reason, bool(result.tool_calls), stop_sequence),
         "stop_sequence": stop_sequence,
-        "usage": {
-            "input_tokens": input_tokens_of(result, input_tokens),
-            "output_tokens": result.tokens_out,
-        },
+        "usage": {**input_usage(result, input_tokens), "output_tokens": result.tokens_out},
     }
 
 
@@ -203,9 +213,9 @@ class MessagesStream:
                     "type": "message_delta",
                     "delta": {"stop_reason": stop, "stop_sequence": stop_sequence},
                     # the usage so far, as Anthropic's final one is: the input too, now as
-                    # the backend reported it
+                    # the backend reported it, with its cache's writes and reads
                     "usage": {
-                        "input_tokens": input_tokens_of(result, self.input_tokens),
+                        **input_usage(result, self.input_tokens),
                         "output_tokens": result.tokens_out,
                     },
                 },

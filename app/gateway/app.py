@@ -681,7 +681,7 @@ async def _messages(state: _State, request: Request) -> Response:
     # One count of the prompt the router routed, tools included: count_tokens says it, a
     # stream's message_start says it before any backend has counted, and every usage
     # says it where the backend reported none (the final usage is the backend's when it
-    # did: anthropic_out.input_tokens_of). The router takes it as its context estimate.
+    # did: anthropic_out.input_usage). The router takes it as its context estimate.
     counting = time.perf_counter()
     prompt = request_tokens(inbound.request, inbound.digests)
     counted = time.perf_counter() - counting

@@ -30,7 +30,7 @@ from app.dollars import dollars
 from app.errors import SwitchyardError
 from app.gateway.errors import GatewayError, Kind
 from app.gateway.inbound import Inbound
-from app.router.routed import Watching
+from app.router.routed import Watching, tokens_text
 from app.router.service import BadRequest, RoutedResult, RouteFailed, RouteRefused
 from app.router.session import Session
 from app.router.structured import complete_structured, schema_parser
@@ -329,9 +329,17 @@ async def _close_line(
             latency_ms=round(result.latency_ms, 1),
             finish_reason=result.finish_reason,
         )
+        # of tokens_in, the prompt cache's reads and writes (said when there were some)
+        if result.tokens_cached:
+            values["tokens_cached"] = result.tokens_cached
+        if result.tokens_cache_write:
+            values["tokens_cache_write"] = result.tokens_cache_write
+        tokens = tokens_text(
+            result.tokens_in, result.tokens_out, result.tokens_cached, result.tokens_cache_write
+        )
         detail = (
-            f"{role} served by {result.model} ({result.runtime}): {result.tokens_in} in / "
-            f"{result.tokens_out} out, {dollars(result.cost_usd)}"
+            f"{role} served by {result.model} ({result.runtime}): {tokens}, "
+            f"{dollars(result.cost_usd)}"
         )
     try:
         await session.audit.append(

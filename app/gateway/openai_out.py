@@ -32,11 +32,16 @@ def openai_finish(reason: str, tool_calls: bool) -> str:
     return mapped if mapped in ("stop", "length", "tool_calls", "content_filter") else "stop"
 
 
-def _usage_chat(result: RoutedResult) -> dict[str, int]:
+def _usage_chat(result: RoutedResult) -> dict[str, Any]:
+    """The usage as OpenAI says it: the whole prompt, and of it the tokens the provider
+    read from its prompt cache (``prompt_tokens_details.cached_tokens``), whatever
+    protocol the provider spoke (Anthropic's cache reads; its cache writes have no field
+    here and stay in ``prompt_tokens``, as OpenAI counts every uncached token)."""
     return {
         "prompt_tokens": result.tokens_in,
         "completion_tokens": result.tokens_out,
         "total_tokens": result.tokens_in + result.tokens_out,
+        "prompt_tokens_details": {"cached_tokens": result.tokens_cached},
     }
 
 
@@ -171,7 +176,8 @@ def _usage_responses(result: RoutedResult | None) -> dict[str, Any]:
     tin, tout = (result.tokens_in, result.tokens_out) if result else (0, 0)
     return {
         "input_tokens": tin,
-        "input_tokens_details": {"cached_tokens": 0},
+        # (of them, read from the provider's prompt cache: it said 0 whatever was read)
+        "input_tokens_details": {"cached_tokens": result.tokens_cached if result else 0},
         "output_tokens": tout,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": tin + tout,

@@ -30,6 +30,7 @@ from app.policy.schema import (
     FLAG_SIGNALS,
     NUMERIC_SIGNALS,
     UNIT_SIGNALS,
+    Model,
     Policy,
     Provider,
     Runtime,
@@ -301,7 +302,10 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
         if model.speed_variant is not None and not known(model.speed_variant):
             err((("models", mid, "speed_variant"), f"unknown model {model.speed_variant!r}"))
         if model.provider == "local" and (
-            model.price_in_usd_per_mtok or model.price_out_usd_per_mtok
+            model.price_in_usd_per_mtok
+            or model.price_out_usd_per_mtok
+            or model.price_cache_read_usd_per_mtok is not None
+            or model.price_cache_write_usd_per_mtok is not None
         ):
             err((("models", mid), "local models cost 0 (GR-011 never blocks them)"))
         elif model.provider != "local":
@@ -310,6 +314,7 @@ def cross_check(p: Policy) -> tuple[list[Finding], list[Finding]]:
                 err((("models", mid, "price_in_usd_per_mtok"), _UNPRICED))
             if not model.price_out_usd_per_mtok and model.embedding_dim is None:
                 err((("models", mid, "price_out_usd_per_mtok"), _UNPRICED))
+            _check_cache_prices(mid, model, p.providers.get(model.provider), warnings)
 
     for missing in sorted(set(SEED_ROLES) - set(p.roles)):
         err((("roles",), f"the seed's role {missing!r} is missing"))
@@ -609,6 +614,33 @@ def cloud_endpoints(p: Policy) -> Callable[[tuple[str, int]], bool]:
         return is_provider_host(hp[0]) or hp in provider_eps
 
     return cloud
+
+
+def _check_cache_prices(
+    mid: str, model: Model, provider: Provider | None, warnings: list[Finding]
+) -> None:
+    """A cloud model's prompt-cache prices, as far as they can mislead: a cache write an
+    Anthropic model is not priced for is charged at the input price, below the 1.25 × it
+    is billed (a cache read unpriced is charged above its bill, which never under-charges);
+    a write price on an OpenAI-compatible API is never used (those report no writes)."""
+    if provider is None:
+        return
+    write = model.price_cache_write_usd_per_mtok
+    if provider.protocol == "anthropic" and write is None:
+        warnings.append(
+            (
+                ("models", mid),
+                "no price_cache_write_usd_per_mtok: prompt-cache writes are charged at the "
+                "input price, below what Anthropic bills for them (1.25 × input)",
+            )
+        )
+    elif provider.protocol == "openai" and write is not None:
+        warnings.append(
+            (
+                ("models", mid, "price_cache_write_usd_per_mtok"),
+                "never used: an OpenAI-compatible API reports no prompt-cache writes",
+            )
+        )
 
 
 _UNPRICED = "a cloud model needs its price: unpriced, its calls cost $0 and pass every cap (GR-011)"

@@ -183,6 +183,17 @@ class Model(Strict):
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     price_in_usd_per_mtok: float = Field(default=0.0, ge=0, le=MAX_PRICE_USD_PER_MTOK)
     price_out_usd_per_mtok: float = Field(default=0.0, ge=0, le=MAX_PRICE_USD_PER_MTOK)
+    #: prompt tokens the provider read from its prompt cache (Anthropic's cache reads,
+    #: OpenAI's and DeepSeek's cached tokens), USD per million; None: charged at
+    #: ``price_in_usd_per_mtok`` (never less than the bill)
+    price_cache_read_usd_per_mtok: float | None = Field(
+        default=None, ge=0, le=MAX_PRICE_USD_PER_MTOK
+    )
+    #: prompt tokens written to the provider's prompt cache (Anthropic's 5-minute cache
+    #: writes, 1.25 × input), USD per million; None: charged at ``price_in_usd_per_mtok``
+    price_cache_write_usd_per_mtok: float | None = Field(
+        default=None, ge=0, le=MAX_PRICE_USD_PER_MTOK
+    )
     escalation_only_roles: list[str] = Field(default_factory=list)
     speed_variant: str | None = None
 

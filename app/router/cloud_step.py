@@ -27,8 +27,9 @@ from app.errors import BudgetExceeded
 from app.remembered import digest
 from app.router.approvals import TIMEOUT, ApprovalRequest
 from app.router.calling import BilledTry, mask_request
-from app.router.cost import cost_usd
+from app.router.cost import cost_nusd, cost_usd
 from app.router.ledger.errors import LedgerError, ReservationClosed
+from app.router.ledger.money import NANO
 from app.router.ledger.records import Crossed, crossed_by, crossed_line
 from app.router.retry import rule_for
 from app.router.routed import (
@@ -45,6 +46,7 @@ from app.router.routed import (
     cut_note,
     input_hash,
     routed,
+    tokens_text,
 )
 from app.router.same_host import endpoint_of, host_of, served_alongside
 from app.router.types import Decision
@@ -609,10 +611,19 @@ class _Served:
         settled, and the row apart is marked before it is written."""
         d, result, router = self.d, self.result, self.router
         assert d.target is not None and d.provider is not None
-        actual = cost_usd(self.model, result.usage.tokens_in, result.usage.tokens_out)
+        usage = result.usage
+        # each part of the prompt at its own price: a cache read at the cache's (it was
+        # charged at the input price, ~10 × a Claude Code turn's bill: a user's audit)
+        nano = cost_nusd(
+            self.model,
+            usage.tokens_in,
+            usage.tokens_out,
+            tokens_cached=usage.tokens_cached,
+            tokens_cache_write=usage.tokens_cache_write,
+        )
         cut_usd, cut_in, cut_out = _cut_cost(self.model, self.cut, d)
-        refused = result.usage.refused
-        unreported = result.usage.counted_locally and (
+        refused = usage.refused
+        unreported = usage.counted_locally and (
             self.model.reasoning_effort is not None or refused is not None
         )
         if unreported:
@@ -620,8 +631,10 @@ class _Served:
             # nowhere here, so the call settles at its estimate, which covers it (it settled
             # at the visible reply alone: a fraction of what the provider bills); nor when
             # the server's usage could not be this call's (what it bills is not known)
-            actual = max(actual, d.est_cost_usd)
-        actual += cut_usd  # (the tries cut short before this one are this call's cost too)
+            nano = max(nano, round(d.est_cost_usd * NANO))
+        # (the tries cut short before this one are this call's cost too; summed in
+        # nano-dollars, each of them exact there)
+        actual = (nano + round(cut_usd * NANO)) / NANO
         self.unreported, self.cut_usd = unreported, cut_usd
         self.actual = max(actual, d.est_cost_usd) if self.expired else actual
         if not self.expired:
@@ -629,9 +642,10 @@ class _Served:
                 totals = await router.ledger.settle(
                     self.reservation_id,
                     actual_usd=actual,
-                    tokens_in=result.usage.tokens_in + cut_in,
-                    tokens_out=result.usage.tokens_out + cut_out,
+                    tokens_in=usage.tokens_in + cut_in,
+                    tokens_out=usage.tokens_out + cut_out,
                     latency_ms=result.latency_ms,
+                    tokens_cached=usage.tokens_cached,
                 )
                 if totals:  # (the usual settlement, within every cap, returns none)
                     self.crossed = crossed_by(totals)
@@ -690,8 +704,15 @@ class _Served:
                 "approver": approver,
                 "cost_usd": round(actual, 9),
             },
-            detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, "
-            f"{dollars(actual)}" + cut_note(result) + _timed_out_note(self.timed),
+            detail=tokens_text(
+                result.usage.tokens_in,
+                result.usage.tokens_out,
+                result.usage.tokens_cached,
+                result.usage.tokens_cache_write,
+            )
+            + f", {dollars(actual)}"
+            + cut_note(result)
+            + _timed_out_note(self.timed),
         )
 
 

@@ -16,6 +16,7 @@ from app.router.routed import (
     call_values,
     cut_note,
     routed,
+    tokens_text,
 )
 from app.router.types import Decision, Skip
 
@@ -118,14 +119,25 @@ async def serve_local(
         except Exception:  # a store already closing: the cancel goes on, said in the log
             log.warning("the cancelled call of %s could not be recorded", d.target, exc_info=True)
         raise
+    usage = result.usage
     await _record(
-        router, d, run, result.usage.tokens_in, result.usage.tokens_out, result.latency_ms, "ok"
+        router,
+        d,
+        run,
+        usage.tokens_in,
+        usage.tokens_out,
+        result.latency_ms,
+        "ok",
+        tokens_cached=usage.tokens_cached,
     )
     await write(
         "call",
         to=f"{d.target}@{d.runtime}",
         values=call_values(result, 0.0),
-        detail=f"{result.usage.tokens_in} in / {result.usage.tokens_out} out, $0"
+        detail=tokens_text(
+            usage.tokens_in, usage.tokens_out, usage.tokens_cached, usage.tokens_cache_write
+        )
+        + ", $0"
         + cut_note(result),
     )
     return routed(d, result, 0.0, escalated=False)
@@ -152,8 +164,11 @@ async def _record(
     tokens_out: int,
     latency_ms: float,
     outcome: str,
+    *,
+    tokens_cached: int = 0,
 ) -> None:
-    """A local call's zero-cost ledger record."""
+    """A local call's zero-cost ledger record (``tokens_cached``: of ``tokens_in``, read
+    from the server's prefix cache, as vLLM can report it)."""
     assert d.target is not None
     await router.ledger.record_call(
         session=router.session,
@@ -166,4 +181,5 @@ async def _record(
         latency_ms=latency_ms,
         cost_usd=0.0,
         outcome=outcome,
+        tokens_cached=tokens_cached,
     )

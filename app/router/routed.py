@@ -11,7 +11,15 @@ from json.encoder import encode_basestring_ascii as _ascii
 from typing import Any, Protocol
 
 from app.audit.types import Appended, AuditLine
-from app.backends.base import Backend, BackendError, ChatRequest, ChatResult, Delta, ToolCall
+from app.backends.base import (
+    Backend,
+    BackendError,
+    ChatRequest,
+    ChatResult,
+    Delta,
+    ToolCall,
+    Usage,
+)
 from app.backends.schema_notes import schema_note
 from app.compact_json import encoder
 from app.errors import SwitchyardError
@@ -211,6 +219,10 @@ class RoutedResult:
     appended: list[Appended] = field(default_factory=list)
     #: the calls the model made (finish_reason "tool_calls")
     tool_calls: list[ToolCall] = field(default_factory=list)
+    #: of ``tokens_in``: read from the provider's prompt cache, written to it (each priced
+    #: at its own rate; a gateway tells its client both in the client's protocol)
+    tokens_cached: int = 0
+    tokens_cache_write: int = 0
 
     @property
     def audit(self) -> list[AuditLine]:
@@ -314,9 +326,29 @@ def skip_text(skip: Skip) -> str:
     return f"{skip.model}: {reason}{(' — ' + skip.detail) if skip.detail else ''}"
 
 
+def cache_values(usage: Usage) -> dict[str, int]:
+    """A line's account of the prompt's cached parts, beside its ``tokens_in`` (which
+    holds them): none when the provider reported none (a line as it always was)."""
+    out = {}
+    if usage.tokens_cached:
+        out["tokens_cached"] = usage.tokens_cached
+    if usage.tokens_cache_write:
+        out["tokens_cache_write"] = usage.tokens_cache_write
+    return out
+
+
+def tokens_text(tokens_in: int, tokens_out: int, cached: int = 0, written: int = 0) -> str:
+    """``"100010 in (100000 cached) / 7 out"``: a line's detail of a call's tokens."""
+    parts = [f"{cached} cached"] if cached else []
+    parts += [f"{written} written to the cache"] if written else []
+    held = f" ({', '.join(parts)})" if parts else ""
+    return f"{tokens_in} in{held} / {tokens_out} out"
+
+
 def call_values(result: ChatResult, cost: float) -> dict[str, Any]:
     return {
         "tokens_in": result.usage.tokens_in,
+        **cache_values(result.usage),
         "tokens_out": result.usage.tokens_out,
         "usage_counted_locally": result.usage.counted_locally,
         **({"usage_refused": result.usage.refused} if result.usage.refused else {}),
@@ -354,4 +386,6 @@ def routed(d: Decision, result: ChatResult, cost: float, *, escalated: bool) -> 
         decision=d,
         escalated=escalated,
         tool_calls=list(result.tool_calls),
+        tokens_cached=result.usage.tokens_cached,
+        tokens_cache_write=result.usage.tokens_cache_write,
     )

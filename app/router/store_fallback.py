@@ -417,6 +417,7 @@ class FallbackLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
+        tokens_cached: int = 0,
     ) -> CapTotals:
         # a team reservation is settled there, or kept by it for when it answers
         totals = await self._where(reservation_id).settle(
@@ -426,6 +427,7 @@ class FallbackLedger(ClosedOnExit):
             tokens_out=tokens_out,
             latency_ms=latency_ms,
             outcome=outcome,
+            tokens_cached=tokens_cached,
         )
         self._closed(reservation_id, actual_usd)
         return totals  # (the caps it crossed: the call's line says them)
@@ -439,6 +441,7 @@ class FallbackLedger(ClosedOnExit):
         tokens_in: int = 0,
         tokens_out: int = 0,
         latency_ms: float = 0.0,
+        tokens_cached: int = 0,
     ) -> CapTotals:
         totals = await self._where(reservation_id).release(
             reservation_id,
@@ -447,6 +450,7 @@ class FallbackLedger(ClosedOnExit):
             tokens_in=tokens_in,
             tokens_out=tokens_out,
             latency_ms=latency_ms,
+            tokens_cached=tokens_cached,
         )
         self._closed(reservation_id, actual_usd)
         return totals
@@ -467,6 +471,7 @@ class FallbackLedger(ClosedOnExit):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
+        tokens_cached: int = 0,
     ) -> CapTotals:
         async def record(ledger: Ledger) -> tuple[Ledger, CapTotals]:
             totals = await ledger.record_call(
@@ -480,6 +485,7 @@ class FallbackLedger(ClosedOnExit):
                 latency_ms=latency_ms,
                 cost_usd=cost_usd,
                 outcome=outcome,
+                tokens_cached=tokens_cached,
             )
             return ledger, totals
 

@@ -108,6 +108,8 @@ class Answer(Generic[T]):
             last,
             tokens_in=first.tokens_in + last.tokens_in,
             tokens_out=first.tokens_out + last.tokens_out,
+            tokens_cached=first.tokens_cached + last.tokens_cached,
+            tokens_cache_write=first.tokens_cache_write + last.tokens_cache_write,
             cost_usd=first.cost_usd + last.cost_usd,
             latency_ms=first.latency_ms + last.latency_ms,
             # two prompts' tokens: no one count of the prompt stands for them

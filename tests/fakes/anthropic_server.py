@@ -10,6 +10,14 @@ API's historical header) or as ``Authorization: Bearer`` (what anthropic SDK 2.x
 ``FakeAnthropicServer(accept_bearer=False)`` insists on ``x-api-key``. ``GET /v1/models``
 lists the models.
 
+Usage: the prompt's words and framing are its ``input_tokens`` (no cache read or written).
+:attr:`usage_override` replaces any of ``input_tokens``, ``cache_creation_input_tokens``,
+``cache_read_input_tokens`` and ``output_tokens`` in every reply (Anthropic's
+``input_tokens`` are the prompt's tokens past the cache: a cache read of 100000 beside
+``input_tokens: 10`` is a prompt of 100010); streamed, ``message_start`` says the input's
+three parts and ``message_delta`` the output, and with :attr:`cumulative_delta` the
+``message_delta`` says the three again, cumulative, as the API lately does.
+
 Faults: see :mod:`tests.fakes.server`; ``"529"`` is ``overloaded_error`` and
 ``"error_event"`` sends an ``event: error`` (overloaded) mid-stream, as the real API can.
 
@@ -77,6 +85,10 @@ class FakeAnthropicServer(LoopbackServer):
         self.ignore_max_tokens = False
         #: characters per ``partial_json`` piece of a streamed tool input
         self.argument_chunk = argument_chunk
+        #: the usage every reply reports, over the counted one (see the module docstring)
+        self.usage_override: dict[str, int] | None = None
+        #: a stream's message_delta says the input's usage again (cumulative)
+        self.cumulative_delta = False
         self._seq = 0
 
     @property
@@ -148,6 +160,13 @@ class FakeAnthropicServer(LoopbackServer):
         input_tokens = _input_tokens(body)
         output_tokens = len(text_pieces) + len(thinking_pieces)
         output_tokens += sum(count_words(f"{c.name} {c.arguments_text}") for c in calls)
+        given = self.usage_override or {}
+        input_tokens = given.get("input_tokens", input_tokens)
+        output_tokens = given.get("output_tokens", output_tokens)
+        # the cache's writes and reads (none, unless the override says some)
+        cache = {
+            k: given.get(k, 0) for k in ("cache_creation_input_tokens", "cache_read_input_tokens")
+        }
         self._seq += 1
         ident = f"msg_fake{self._seq:04d}"
         ids = tool_ids(self._seq, calls)
@@ -174,7 +193,11 @@ class FakeAnthropicServer(LoopbackServer):
                     "content": content,
                     "stop_reason": stop_reason,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+                    "usage": {
+                        "input_tokens": input_tokens,
+                        **(cache if self.usage_override is not None else {}),
+                        "output_tokens": output_tokens,
+                    },
                 }
             )
 
@@ -191,12 +214,7 @@ class FakeAnthropicServer(LoopbackServer):
                         "content": [],
                         "stop_reason": None,
                         "stop_sequence": None,
-                        "usage": {
-                            "input_tokens": input_tokens,
-                            "cache_creation_input_tokens": 0,
-                            "cache_read_input_tokens": 0,
-                            "output_tokens": 1,
-                        },
+                        "usage": {"input_tokens": input_tokens, **cache, "output_tokens": 1},
                     },
                 },
             )
@@ -228,7 +246,12 @@ class FakeAnthropicServer(LoopbackServer):
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                    "usage": {"output_tokens": output_tokens},
+                    "usage": {
+                        **(
+                            {"input_tokens": input_tokens, **cache} if self.cumulative_delta else {}
+                        ),
+                        "output_tokens": output_tokens,
+                    },
                 },
             ),
             _event("message_stop", {"type": "message_stop"}),

@@ -12,10 +12,12 @@ vllm          ``GET /health`` (200, empty); ``/v1/models`` entries carry ``max_m
 llamacpp      ``GET /health`` → ``{"status": "ok"}``; ``GET /props`` with ``n_ctx``; a stream
               never carries usage; ``response_format: {"type": "json_object", "schema": ...}``
               works, ``{"type": "json_schema", ...}`` answers 500 like the real server
-openai        Bearer key required; ``response_format`` ``json_object`` / ``json_schema``
+openai        Bearer key required; ``response_format`` ``json_object`` / ``json_schema``;
+              usage carries ``prompt_tokens_details.cached_tokens`` (0)
 deepseek      Bearer key required; API at the root (``/chat/completions``, no ``/v1``);
               model ``deepseek-reasoner`` streams ``reasoning_content`` before ``content``;
-              ``json_schema`` response format → 400
+              ``json_schema`` response format → 400; usage carries
+              ``prompt_cache_hit_tokens`` (0) and ``prompt_cache_miss_tokens`` (all)
 moonshot      Bearer key required; a stream's usage rides in the last choice (as Kimi does)
 ============  ==============================================================================
 
@@ -385,6 +387,12 @@ class FakeOpenAIServer(LoopbackServer):
         }
         if reasoning:
             usage["completion_tokens_details"] = {"reasoning_tokens": len(reasoning)}
+        # each dialect's prompt-cache fields, as its server sends them (nothing cached
+        # here; usage_override says a cache read)
+        if self.flavor == "openai":
+            usage["prompt_tokens_details"] = {"cached_tokens": 0}
+        elif self.flavor == "deepseek":
+            usage["prompt_cache_hit_tokens"], usage["prompt_cache_miss_tokens"] = 0, prompt
         return usage
 
     def _error(self, status: int, message: str, type_: str, code: Any = None) -> Reply:

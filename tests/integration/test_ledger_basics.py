@@ -119,6 +119,7 @@ async def test_release_frees_the_amount_and_may_bill_tokens(ledger: BudgetLedger
         "calls": 2,
         "failed": 2,
         "tokens_in": 300,
+        "tokens_cached": 0,
         "tokens_out": 0,
     }
 
@@ -333,6 +334,7 @@ async def test_record_call_counts_against_the_caps(ledger: BudgetLedger) -> None
             "calls": 1,
             "failed": 0,
             "tokens_in": 5000,
+            "tokens_cached": 0,
             "tokens_out": 100,
         }
     ]
@@ -392,6 +394,7 @@ async def test_report_groups_by_role_model_provider_and_day(
         "calls": 3,
         "failed": 0,
         "tokens_in": 300,
+        "tokens_cached": 0,
         "tokens_out": 30,
     }
     assert everything["in_flight"] == {"reservations": 1, "reserved_usd": 0.1}
@@ -464,3 +467,67 @@ async def test_a_file_locked_too_long_is_a_ledger_error_not_a_traceback(
             other.close()
         await _reserve(led, 0.1)  # the connection is still usable
         assert (await led.snapshot("s1")).reserved_usd == 0.1
+
+
+# ── the prompt cache's tokens (a part of tokens_in) ──────────────────────────────────────
+
+
+async def test_the_cached_tokens_of_each_call_are_kept_and_reported(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A settlement, a release and a call recorded each keep how many of their prompt's
+    tokens the provider's cache read; the report sums them beside tokens_in, in every
+    group, and they stand in the file (a ledger opened again reads them from its rows)."""
+    path = tmp_path / "ledger.db"
+    async with await BudgetLedger.open(path, BUDGET, clock=clock) as led:
+        settled = await _reserve(led, 0.1, provider="anthropic", model="claude")
+        await led.settle(
+            settled,
+            actual_usd=0.010045,
+            tokens_in=100010,
+            tokens_out=7,
+            latency_ms=5,
+            tokens_cached=100000,
+        )
+        released = await _reserve(led, 0.1, provider="deepseek", model="ds")
+        await led.release(released, "timeout", actual_usd=0.001, tokens_in=900, tokens_cached=800)
+        await led.record_call(
+            session="s1",
+            role="tutor",
+            model="qwen",
+            provider="local",
+            tokens_in=50,
+            tokens_out=5,
+            latency_ms=1,
+            cost_usd=0.0,
+            tokens_cached=20,
+        )
+        await led.record_call(
+            session="s1",
+            role="tutor",
+            model="qwen",
+            provider="local",
+            tokens_in=30,
+            tokens_out=5,
+            latency_ms=1,
+            cost_usd=0.0,
+        )
+    async with await BudgetLedger.open(path, BUDGET, clock=clock) as led:
+        report = await led.report("s1")
+    assert (report["total"]["tokens_in"], report["total"]["tokens_cached"]) == (100990, 100820)
+    by_provider = {r["provider"]: r["tokens_cached"] for r in report["by_provider"]}
+    assert by_provider == {"anthropic": 100000, "deepseek": 800, "local": 20}
+    assert report["total"]["cost_usd"] == pytest.approx(0.011045, abs=1e-12)
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT tokens_in, tokens_cached FROM calls ORDER BY id").fetchall()
+    assert rows == [(100010, 100000), (900, 800), (50, 20), (30, 0)]
+
+
+async def test_more_cached_tokens_than_the_prompt_are_refused(ledger: BudgetLedger) -> None:
+    rid = await _reserve(ledger, 0.1)
+    with pytest.raises(LedgerError, match=r"cached tokens must be in 0\.\.tokens_in"):
+        await ledger.settle(
+            rid, actual_usd=0.01, tokens_in=10, tokens_out=1, latency_ms=1, tokens_cached=11
+        )
+    # refused before anything was written: the reservation is still there to settle
+    await ledger.settle(rid, actual_usd=0.01, tokens_in=10, tokens_out=1, latency_ms=1)

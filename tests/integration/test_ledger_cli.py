@@ -19,22 +19,28 @@ from app.router.ledger import BudgetLedger
 
 
 def _seed(policy: Policy) -> None:
-    """Two settled cloud calls, one local call and one reservation in flight, today."""
+    """Two settled cloud calls (DeepSeek's prompt mostly read from its cache), one local
+    call and one reservation in flight, today."""
 
     async def go() -> None:
         db = Settings().ledger_db
         ensure_dir(db.parent)
         clock = ManualClock(datetime.now(UTC))
         async with await BudgetLedger.open(db, policy.budget, clock=clock) as led:
-            for session, role, model, provider, usd in (
-                ("s1", "implementer", "deepseek-reasoner", "deepseek", 0.42),
-                ("s2", "judge", "claude-opus", "anthropic", 1.5),
+            for session, role, model, provider, usd, cached in (
+                ("s1", "implementer", "deepseek-reasoner", "deepseek", 0.42, 10000),
+                ("s2", "judge", "claude-opus", "anthropic", 1.5, 0),
             ):
                 res = await led.reserve(
                     session=session, provider=provider, role=role, model=model, amount_usd=usd
                 )
                 await led.settle(
-                    res.id, actual_usd=usd, tokens_in=12000, tokens_out=800, latency_ms=3000
+                    res.id,
+                    actual_usd=usd,
+                    tokens_in=12000,
+                    tokens_out=800,
+                    latency_ms=3000,
+                    tokens_cached=cached,
                 )
             await led.record_call(
                 session="s1",
@@ -86,6 +92,7 @@ def test_json_report_has_stable_keys_and_the_caps(
         "calls": 3,
         "failed": 0,
         "tokens_in": 24900,
+        "tokens_cached": 10000,
         "tokens_out": 1900,
     }
     assert [r["role"] for r in data["by_role"]] == ["judge", "implementer", "architect"]
@@ -95,6 +102,7 @@ def test_json_report_has_stable_keys_and_the_caps(
         "calls": 1,
         "failed": 0,
         "tokens_in": 12000,
+        "tokens_cached": 0,
         "tokens_out": 800,
     }
     assert data["caps"]["session_usd"] == policy.budget.session_usd
@@ -218,6 +226,7 @@ def test_table_shows_roles_models_providers_days_and_what_is_left(
         "anthropic",
         "$1.50",
         "$0.42",
+        "12,000 (10,000 cached)",  # of the prompt's tokens, the cache's (priced apart)
         "provider deepseek",
         "in flight",
         "each session (see --session S)",  # all sessions: no one session's spend to show

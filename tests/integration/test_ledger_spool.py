@@ -157,6 +157,7 @@ def _spawn_and_kill(path: Path, start: str, settle: str = "") -> str:
         b'["c", "id"]',
         b"\xff",
         b'["k","t","d","s",null,"r","m","p",1,1,0.0,"5","ok"]',  # a cost that is text
+        b'["k","t","d","s","","r","m","p",9,1,0.0,5,"ok","7"]',  # cached tokens that are text
     ],
 )
 async def test_a_record_that_checks_but_is_no_ledger_record_refuses_the_ledger(

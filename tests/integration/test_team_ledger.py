@@ -108,6 +108,44 @@ async def test_the_report_gives_money_as_numbers_on_both_stores(
     assert report["total"]["cost_usd"] == 0.401
 
 
+async def test_the_cached_tokens_of_a_call_are_kept_on_both_stores(
+    any_store: StoreUnderTest,
+) -> None:
+    """Of a call's tokens_in, those the provider's prompt cache read: in each call row a
+    settlement, a release, a call recorded (and one written late, the team's) makes, and
+    summed by the report in every group."""
+    async with await any_store.ledger(BUDGET, ManualClock()) as led:
+        a = await _try(led, "s", "anthropic", 0.5)
+        b = await _try(led, "s", "deepseek", 0.5)
+        assert a and b
+        await led.settle(
+            a.id,
+            actual_usd=0.010045,
+            tokens_in=100010,
+            tokens_out=7,
+            latency_ms=3,
+            tokens_cached=100000,
+        )
+        await led.release(b.id, actual_usd=0.0001, tokens_in=900, tokens_cached=800)
+        await led.record_call(
+            session="s",
+            role="r",
+            model="m",
+            provider="local",
+            tokens_in=50,
+            tokens_out=1,
+            latency_ms=1,
+            cost_usd=0.0,
+            tokens_cached=20,
+        )
+        report = await led.report(session="s")
+    assert (report["total"]["tokens_in"], report["total"]["tokens_cached"]) == (100960, 100820)
+    cached = {r["provider"]: r["tokens_cached"] for r in report["by_provider"]}
+    assert cached == {"anthropic": 100000, "deepseek": 800, "local": 20}
+    assert [r["tokens_cached"] for r in report["by_day"]] == [100820]
+    assert report["total"]["cost_usd"] == pytest.approx(0.010145, abs=1e-12)
+
+
 async def test_settle_release_and_an_overrun_are_recorded_truthfully(
     any_store: StoreUnderTest,
 ) -> None:
@@ -428,7 +466,7 @@ async def test_a_v1_team_ledger_migrates_and_each_team_expires_its_own(pg_url: s
         )
     finally:
         await conn.close()
-    assert version == len(MIGRATIONS) == 8
+    assert version == len(MIGRATIONS) == 9
 
 
 async def _set_version(pg_url: str, component: str, version: int) -> None:

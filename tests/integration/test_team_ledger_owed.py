@@ -61,12 +61,15 @@ def _told(led: PgBudgetLedger) -> list[LateClose]:
 
 async def _settled_while_away(led: PgBudgetLedger, pg_url: str, pg_server: PgServer) -> str:
     """A $0.10 reservation settled at $0.25 while the database refuses every connection
-    (the settlement fails, kept); the database back after. Its id."""
+    (the settlement fails, kept); the database back after. Its id. (8 of its 10 prompt
+    tokens were read from the provider's cache: kept with it.)"""
     rid = await _reserve(led, 0.10)
     _connections(pg_server, _database(pg_url), allowed=False)
     try:
         with pytest.raises(LedgerError, match="kept: written when it answers"):
-            await led.settle(rid, actual_usd=0.25, tokens_in=10, tokens_out=20, latency_ms=1)
+            await led.settle(
+                rid, actual_usd=0.25, tokens_in=10, tokens_out=20, latency_ms=1, tokens_cached=8
+            )
     finally:
         _connections(pg_server, _database(pg_url), allowed=True)
     return rid
@@ -98,6 +101,8 @@ async def test_a_settlement_the_database_missed_is_written_when_it_answers(
     ]
     snap = await led.snapshot("s1")
     assert snap.per_session.spent_usd == pytest.approx(0.25) and snap.reserved_usd == 0
+    total = (await led.report(session="s1"))["total"]
+    assert (total["tokens_in"], total["tokens_cached"]) == (10, 8)
 
 
 async def test_an_expiry_meanwhile_charges_the_estimate_and_the_rest_is_kept(

@@ -27,6 +27,7 @@ PINNED: dict[str, tuple[tuple[tuple[str, ...], ...], list[str]]] = {
             "3b4f79f77ec4e6f4",
             "64af40f1cef3c733",
             "b303b083de963399",
+            "095b50c130872a11",
         ],
     ),
     "team audit (PostgreSQL)": (
@@ -35,7 +36,13 @@ PINNED: dict[str, tuple[tuple[tuple[str, ...], ...], list[str]]] = {
     ),
     "ledger (SQLite)": (
         ledger_sqlite.MIGRATIONS,
-        ["80d2f9d4b7eb65ee", "a4403cc7ca97826a", "edce20dc18cc2810", "18c098d5722f6a79"],
+        [
+            "80d2f9d4b7eb65ee",
+            "a4403cc7ca97826a",
+            "edce20dc18cc2810",
+            "18c098d5722f6a79",
+            "ba8df4fa0d44e8f8",
+        ],
     ),
     "memory (SQLite)": (
         memory.MIGRATIONS,

@@ -524,3 +524,37 @@ def test_skips_no_decision_followed_are_a_request_kept_local_before_its_check(
     [change] = report.biggest_changes
     assert (change.seq, change.role, change.kind) == (3, "ace", "escalation_added")
     assert change.reasons == ["ACE_INTERESTING_FAILURE"]
+
+
+def test_a_cloud_call_is_replayed_at_its_cache_prices(policy: Policy) -> None:
+    """A recorded call's prompt, 100000 of its 100010 tokens read from the provider's
+    cache, is priced in its parts by each policy (it was priced whole at the input price:
+    ten times what Haiku bills), and a policy's own cache price is the one it pays."""
+    fp = fingerprint(policy)
+    signals = {"user_request": True, "context_estimate": 12}
+    escalated = {"inputs": {"v": 1, "step": 0, "signals": signals, "policy": fp}}
+    called = {
+        "req": 1,
+        "provider": "anthropic",
+        "tokens_in": 100010,
+        "tokens_cached": 100000,
+        "tokens_out": 7,
+        "cost_usd": 0.010045,
+    }
+    lines = [
+        line(1, "escalation", role="tutor", to="claude-haiku-4.5", values=escalated),
+        line(2, "call", role="tutor", to="claude-haiku-4.5", values=called),
+    ]
+    collected = collect(lines)
+    [request] = collected.requests
+    assert [(c.tokens_in, c.tokens_cached) for c in request.calls] == [(100010, 100000)]
+    ref = PolicyRef(path="p", version=policy.version)
+    same = simulate(collected, policy, policy, new_ref=ref, against_ref=ref)
+    assert same.changed == 0
+    # Haiku 4.5: 10 × $1 + 100000 × $0.10 + 7 × $5 per million
+    assert same.cloud_usd_new == same.cloud_usd_against == 0.010045
+    data = policy.model_dump(mode="json")
+    data["models"]["claude-haiku-4.5"]["price_cache_read_usd_per_mtok"] = 0.2
+    dearer = Policy.model_validate(data)
+    report = simulate(collected, dearer, policy, new_ref=ref, against_ref=ref)
+    assert (report.cloud_usd_new, report.cloud_usd_against) == (0.020045, 0.010045)

@@ -17,7 +17,11 @@ with each one's spend just before and just after it, read atomically with the wr
 still within after it): whether this write is the one that crossed a cap is decided from
 them (:func:`~app.router.ledger.records.crossed_by`), never from a snapshot read after,
 which other writes may have reached first. A store wrapping another passes its answer on
-(one that drops it drops the line)."""
+(one that drops it drops the line).
+
+``tokens_cached``: of a call's ``tokens_in``, those the provider read from its prompt
+cache (priced apart, app.router.cost), kept in the call's row so that the spend report
+says what the cost came from."""
 
 from __future__ import annotations
 
@@ -124,6 +128,7 @@ class Ledger(Protocol):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
+        tokens_cached: int = 0,
     ) -> CapTotals: ...
 
     async def release(
@@ -135,6 +140,7 @@ class Ledger(Protocol):
         tokens_in: int = 0,
         tokens_out: int = 0,
         latency_ms: float = 0.0,
+        tokens_cached: int = 0,
     ) -> CapTotals: ...
 
     async def renew(self, reservation_id: str) -> bool:
@@ -155,6 +161,7 @@ class Ledger(Protocol):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
+        tokens_cached: int = 0,
     ) -> CapTotals: ...
 
     async def flush(self) -> None:

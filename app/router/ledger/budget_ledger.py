@@ -467,10 +467,12 @@ class BudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
+        tokens_cached: int = 0,
     ) -> CapTotals:
         """Record the call's actual cost (even above the reservation) and close it: one
         record in the spool, standing when this returns. Returns the caps it left spent
-        past, with their totals just before and after it (:class:`CapTotal`)."""
+        past, with their totals just before and after it (:class:`CapTotal`).
+        ``tokens_cached``: of ``tokens_in``, read from the provider's prompt cache."""
         return await self._close(
             reservation_id,
             "settled",
@@ -479,6 +481,7 @@ class BudgetLedger(ClosedOnExit):
             tokens_out,
             latency_ms,
             outcome,
+            tokens_cached,
         )
 
     async def release(
@@ -490,11 +493,19 @@ class BudgetLedger(ClosedOnExit):
         tokens_in: int = 0,
         tokens_out: int = 0,
         latency_ms: float = 0.0,
+        tokens_cached: int = 0,
     ) -> CapTotals:
         """Free a reservation after a failed call; ``actual_usd`` if tokens were billed.
         Returns what :meth:`settle` does."""
         return await self._close(
-            reservation_id, "released", actual_usd, tokens_in, tokens_out, latency_ms, outcome
+            reservation_id,
+            "released",
+            actual_usd,
+            tokens_in,
+            tokens_out,
+            latency_ms,
+            outcome,
+            tokens_cached,
         )
 
     async def _close(
@@ -506,9 +517,10 @@ class BudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str,
+        tokens_cached: int = 0,
     ) -> CapTotals:
         cost = nusd(actual_usd, "actual_usd")
-        check_tokens(tokens_in, tokens_out)
+        check_tokens(tokens_in, tokens_out, tokens_cached)
         when, mirror, caps = iso(self._clock.now()), self._mirror, self._caps
 
         def op(inline: bool) -> tuple[str, CapTotals]:
@@ -521,7 +533,10 @@ class BudgetLedger(ClosedOnExit):
             if cost:  # (its totals, to say which caps it crossed; read before the write)
                 self._need(live.session, live.day, inline)
             record = ["c", reservation_id, status, when, cost, outcome, tokens_in, tokens_out]
-            self._write([[*record, latency_ms, *mirror.where(live)]])
+            record += [latency_ms, *mirror.where(live)]
+            if tokens_cached:  # (its place: spooled.CACHED_AT)
+                record.append(tokens_cached)
+            self._write([record])
             if not cost:
                 return live.session, ()
             return live.session, mirror.past(caps, live.session, live.day, live.provider, cost)
@@ -560,11 +575,12 @@ class BudgetLedger(ClosedOnExit):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
+        tokens_cached: int = 0,
     ) -> CapTotals:
         """Telemetry for a call made without a reservation (its cost still counts).
         Returns what :meth:`settle` does."""
         cost = nusd(cost_usd, "cost_usd")
-        check_tokens(tokens_in, tokens_out)
+        check_tokens(tokens_in, tokens_out, tokens_cached)
         now = self._clock.now()
         ts = iso(now)
         values = (
@@ -587,7 +603,10 @@ class BudgetLedger(ClosedOnExit):
         def op(inline: bool) -> CapTotals:
             if cost:
                 self._need(session, day, inline)
-            self._write([["k", *values[:12]]])
+            record = ["k", *values[:12]]
+            if tokens_cached:  # (its place: spooled.CACHED_AT)
+                record.append(tokens_cached)
+            self._write([record])
             return mirror.past(caps, session, day, provider, cost) if cost else ()
 
         past = await self._spool_op(op)

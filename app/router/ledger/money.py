@@ -52,7 +52,12 @@ def utc_day(dt: datetime) -> str:
     return _day[1]
 
 
-def check_tokens(tokens_in: int, tokens_out: int) -> None:
+def check_tokens(tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> None:
     if not (0 <= tokens_in <= MAX_UNITS and 0 <= tokens_out <= MAX_UNITS):
         shown = [str(t) if abs(t) <= MAX_UNITS else "beyond 2**62" for t in (tokens_in, tokens_out)]
         raise LedgerError(f"token counts must be in 0..2**62, got {shown[0]} in, {shown[1]} out")
+    if not 0 <= tokens_cached <= tokens_in:  # (a part of the prompt: never more than it)
+        shown_cached = str(tokens_cached) if abs(tokens_cached) <= MAX_UNITS else "beyond 2**62"
+        raise LedgerError(
+            f"cached tokens must be in 0..tokens_in ({tokens_in}), got {shown_cached}"
+        )

@@ -130,6 +130,8 @@ class _Owed:
     tokens_in: int
     tokens_out: int
     latency_ms: float
+    #: of tokens_in, read from the provider's prompt cache
+    tokens_cached: int = 0
     #: when it was first owed (monotonic)
     since: float = 0.0
     #: ``sy_ledger_close``'s row and the reservation's as it stood, once written
@@ -607,9 +609,17 @@ class PgBudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str = "ok",
+        tokens_cached: int = 0,
     ) -> CapTotals:
         return await self._close(
-            reservation_id, "settled", actual_usd, tokens_in, tokens_out, latency_ms, outcome
+            reservation_id,
+            "settled",
+            actual_usd,
+            tokens_in,
+            tokens_out,
+            latency_ms,
+            outcome,
+            tokens_cached,
         )
 
     async def release(
@@ -621,9 +631,17 @@ class PgBudgetLedger(ClosedOnExit):
         tokens_in: int = 0,
         tokens_out: int = 0,
         latency_ms: float = 0.0,
+        tokens_cached: int = 0,
     ) -> CapTotals:
         return await self._close(
-            reservation_id, "released", actual_usd, tokens_in, tokens_out, latency_ms, outcome
+            reservation_id,
+            "released",
+            actual_usd,
+            tokens_in,
+            tokens_out,
+            latency_ms,
+            outcome,
+            tokens_cached,
         )
 
     async def _close(
@@ -635,12 +653,20 @@ class PgBudgetLedger(ClosedOnExit):
         tokens_out: int,
         latency_ms: float,
         outcome: str,
+        tokens_cached: int = 0,
     ) -> CapTotals:
         """Settle or release; the caps it left spent past (:meth:`TeamCaps.past`)."""
         cost = nusd(actual_usd, "actual_usd")
-        check_tokens(tokens_in, tokens_out)
+        check_tokens(tokens_in, tokens_out, tokens_cached)
         owed = _Owed(
-            reservation_id, status, cost, outcome, tokens_in, tokens_out, float(latency_ms)
+            reservation_id,
+            status,
+            cost,
+            outcome,
+            tokens_in,
+            tokens_out,
+            float(latency_ms),
+            tokens_cached=tokens_cached,
         )
         try:
             row, _ = await self._with(lambda c: _close_row(c, owed, looked=False))
@@ -676,18 +702,20 @@ class PgBudgetLedger(ClosedOnExit):
         latency_ms: float,
         cost_usd: float,
         outcome: str = "ok",
+        tokens_cached: int = 0,
     ) -> CapTotals:
         """A call made without a reservation; the caps it left spent past."""
         cost = nusd(cost_usd, "cost_usd")
-        check_tokens(tokens_in, tokens_out)
+        check_tokens(tokens_in, tokens_out, tokens_cached)
         args = (self.team, self.user, self.host, session, run or "", role, model, provider)
         row = await self._with(
             lambda c: c.fetchrow(
                 "SELECT * FROM sy_ledger_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-                " $12, $13)",
+                " $12, $13, $14)",
                 *args,
                 tokens_in,
                 tokens_out,
+                tokens_cached,
                 float(latency_ms),
                 cost,
                 outcome,
@@ -795,13 +823,14 @@ async def _close_row(conn: Conn, owed: _Owed, *, looked: bool = True) -> tuple[A
             owed.reservation_id,
         )
     row = await conn.fetchrow(
-        "SELECT * FROM sy_ledger_close($1, $2, $3, $4, $5, $6, $7)",
+        "SELECT * FROM sy_ledger_close($1, $2, $3, $4, $5, $6, $7, $8)",
         owed.reservation_id,
         owed.status,
         owed.cost,
         owed.outcome,
         owed.tokens_in,
         owed.tokens_out,
+        owed.tokens_cached,
         owed.latency_ms,
     )
     return row, before

@@ -191,7 +191,7 @@ async def report(
             order = "day" if col == "day" else f"sum(cost_nusd) DESC, {col}"
             rows = await conn.fetch(
                 f"SELECT {col} AS key, sum(cost_nusd) AS cost, count(*) AS calls,"
-                f" {reports.NOT_OK}, sum(tokens_in) AS tin, sum(tokens_out) AS tout"
+                f" {reports.NOT_OK}, {reports.TOKEN_SUMS}"
                 f" FROM ledger_calls WHERE {where} GROUP BY {col} ORDER BY {order}",
                 *params,
             )
@@ -199,7 +199,7 @@ async def report(
             groups[name] = [{name: r["key"], **reports.totals(r)} for r in rows]
         total = await conn.fetchrow(
             f"SELECT sum(cost_nusd) AS cost, count(*) AS calls, {reports.NOT_OK},"
-            f" sum(tokens_in) AS tin, sum(tokens_out) AS tout FROM ledger_calls WHERE {where}",
+            f" {reports.TOKEN_SUMS} FROM ledger_calls WHERE {where}",
             *params,
         )
         res_where = "team = $1 AND status = 'live'" + (" AND session = $2" if session else "")

@@ -423,6 +423,39 @@ END $$
 """
 
 
+# v9: of a call's tokens_in, those the provider read from its prompt cache, in each call
+# row (priced at the cache's rate: the spend report says what a cost came from). The
+# column is added with a constant default (no row rewritten; the rows on file read 0). The
+# close and the record take the count as one more argument: each is made again beside
+# the one of before (another arity: PostgreSQL tells them apart), which is kept for the
+# late excess's record of no tokens and changes nothing it wrote.
+_CACHED_PIECES = (
+    ("p_tokens_out integer,", "p_tokens_out integer, p_tokens_cached integer,"),
+    (
+        "tokens_in, tokens_out, latency_ms, cost_nusd, outcome",
+        "tokens_in, tokens_out, tokens_cached, latency_ms, cost_nusd, outcome",
+    ),
+    (
+        "p_tokens_in, p_tokens_out, p_latency_ms",
+        "p_tokens_in, p_tokens_out, p_tokens_cached, p_latency_ms",
+    ),
+)
+
+
+def _with_cached(text: str) -> str:
+    """``text`` (a v7 function) taking and writing the cached tokens (v9)."""
+    for old, new in _CACHED_PIECES:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
+_CACHED_COLUMN = (
+    "ALTER TABLE ledger_calls ADD COLUMN tokens_cached INTEGER NOT NULL DEFAULT 0"
+    " CHECK (tokens_cached >= 0)"
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     (
         """CREATE TABLE ledger_usage (
@@ -513,4 +546,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     (*_DROP_V6, _CLOSE_V7, _RECORD_V7),
     (_LATE_EXCESS, _LATE_EXCESS_FN),
+    (_CACHED_COLUMN, _with_cached(_CLOSE_V7), _with_cached(_RECORD_V7)),
 )

@@ -23,14 +23,26 @@ NOT_OK = "SUM(CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END) AS failed"
 def totals(row: Any) -> dict[str, Any]:
     """Cost, calls and tokens of one aggregate row (an sqlite3.Row or an asyncpg Record)."""
     if row is None:
-        return {"cost_usd": 0.0, "calls": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0}
+        return {
+            "cost_usd": 0.0,
+            "calls": 0,
+            "failed": 0,
+            "tokens_in": 0,
+            "tokens_cached": 0,
+            "tokens_out": 0,
+        }
     return {
         "cost_usd": usd(row["cost"] or 0),
         "calls": int(row["calls"] or 0),
         "failed": int(row["failed"] or 0),
         "tokens_in": int(row["tin"] or 0),
+        "tokens_cached": int(row["tcached"] or 0),
         "tokens_out": int(row["tout"] or 0),
     }
+
+
+#: an aggregate's tokens: in (the cached ones among them) and out, as :func:`totals` reads
+TOKEN_SUMS = "SUM(tokens_in) AS tin, SUM(tokens_cached) AS tcached, SUM(tokens_out) AS tout"
 
 
 #: the session's calls past an id, summed per group (a range of the calls_session index,
@@ -109,14 +121,13 @@ def report_rows(db: sqlite3.Connection, session: str | None, since: str, until: 
         order = "day" if col == "day" else "SUM(cost_nusd) DESC, " + col
         rows = db.execute(
             f"SELECT {col} AS key, SUM(cost_nusd) AS cost, COUNT(*) AS calls, {NOT_OK},"
-            f" SUM(tokens_in) AS tin, SUM(tokens_out) AS tout"
-            f" FROM calls WHERE {where} GROUP BY {col} ORDER BY {order}",
+            f" {TOKEN_SUMS} FROM calls WHERE {where} GROUP BY {col} ORDER BY {order}",
             params,
         ).fetchall()
         groups[col] = [{col: r["key"], **totals(r)} for r in rows]
     total = db.execute(
-        f"SELECT SUM(cost_nusd) AS cost, COUNT(*) AS calls, {NOT_OK}, SUM(tokens_in) AS tin,"
-        f" SUM(tokens_out) AS tout FROM calls WHERE {where}",
+        f"SELECT SUM(cost_nusd) AS cost, COUNT(*) AS calls, {NOT_OK}, {TOKEN_SUMS}"
+        f" FROM calls WHERE {where}",
         params,
     ).fetchone()
     res_where = "status = 'live'" + (" AND session = ?" if session is not None else "")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from app.router.ledger.errors import LedgerUnreadable
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _add_totals(row: str, column: str, amount: str) -> str:
@@ -220,6 +220,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE ledger_spool (id INTEGER PRIMARY KEY CHECK (id = 1),"
         " spool TEXT NOT NULL, folded INTEGER NOT NULL)",
     ),
+    # v5: of a call's tokens_in, those the provider read from its prompt cache (priced at
+    # the cache's rate, a tenth of the input's for most): the spend report says what a
+    # cost came from. The rows already on file read 0 (none was told apart then). A
+    # column added with a constant default rewrites no row.
+    ("ALTER TABLE calls ADD COLUMN tokens_cached INTEGER NOT NULL DEFAULT 0",),
 )
 
 

@@ -75,12 +75,14 @@ class Live(NamedTuple):
 
 # ── records ─────────────────────────────────────────────────────────────────────────────
 # ["r", *Live]                                          a reservation
-# ["c", id, status, closed, cost, outcome, tin, tout, ms, *where]
+# ["c", id, status, closed, cost, outcome, tin, tout, ms, *where, (cached)]
 #                                                       a reservation settled or released
 # ["x", id, closed, *where]                             one expired: charged its amount
 #   where: the reservation's day, session, run, role, model, provider (its call row's)
-# ["k", ts, day, session, run, role, model, provider, tin, tout, ms, cost, outcome]
+# ["k", ts, day, session, run, role, model, provider, tin, tout, ms, cost, outcome, (cached)]
 #                                                       a call without a reservation
+#   cached: of tin, the tokens read from the provider's prompt cache; written only when
+#   there are some (a record without it, an older one too, reads 0)
 # ["n", id, expires, expires_at]                        one renewed: its call in flight
 #   (a Switchyard from before renewals skips these records, in its mirror and its fold:
 #   beside one, a renewed reservation can still be expired, as before renewals)
@@ -115,6 +117,8 @@ _LEAST = {"r": 12, "c": 9, "x": 3, "k": 13, "n": 4}
 #: the places of each kind's numbers (amounts, tokens, times): a string there was a
 #: TypeError in the sums
 _NUMBERS = {"r": (7, 11), "c": (4, 6, 7, 8), "k": (8, 9, 10, 11), "n": (3,)}
+#: the place of a record's cached tokens, which it holds only when there were some
+CACHED_AT = {"c": 15, "k": 13}
 
 
 def damaged(where: object, why: str) -> LedgerSpoolDamaged:
@@ -127,6 +131,12 @@ def damaged(where: object, why: str) -> LedgerSpoolDamaged:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _cached_number(r: list[Any]) -> bool:
+    """A record's cached tokens, where it holds them, are a number."""
+    at = CACHED_AT.get(r[0])
+    return at is None or len(r) <= at or _number(r[at])
 
 
 def checked(records: list[Any], where: object) -> list[Any]:
@@ -142,6 +152,7 @@ def checked(records: list[Any], where: object) -> list[Any]:
             and len(r) >= _LEAST.get(r[0], 1)
             and (len(r) < 2 or isinstance(r[1], str))
             and all(_number(r[i]) for i in _NUMBERS.get(r[0], ()))
+            and _cached_number(r)
         ):
             raise damaged(where, f"not a ledger record: {str(r)[:60]!r}")
     return records
@@ -445,14 +456,15 @@ def fold(db: sqlite3.Connection, spool: Spool) -> tuple[str, int]:
             if kind == "c":
                 cost, outcome, tin, tout, ms = r[4], r[5], r[6], r[7], r[8]
                 day, session, run, role, model, provider = r[9:15]
+                cached = r[15] if len(r) > 15 else 0
             else:
                 day, session, run, role, model, provider = r[3:9]
                 cost = db.execute(_AMOUNT, (rid,)).fetchone()[0]
-                outcome, tin, tout, ms = "expired", 0, 0, 0.0
+                outcome, tin, tout, ms, cached = "expired", 0, 0, 0.0, 0
             row = (when, day, session, run, role, model, provider, tin, tout, ms, cost, outcome)
-            insert_call(db, (*row, rid))
+            insert_call(db, (*row, rid), cached)
         elif kind == "k":
-            insert_call(db, (*r[1:13], None))
+            insert_call(db, (*r[1:13], None), r[13] if len(r) > 13 else 0)
         elif kind == "n":
             db.execute(_RENEW, (r[2], r[3], r[1]))
     mark(db, SPOOL_TABLE, spool.ident, end)

@@ -63,11 +63,12 @@ def ledger_error(path: Path, exc: sqlite3.Error) -> LedgerError:
 
 _INSERT_CALL = (
     "INSERT INTO calls (ts, day, session, run, role, model, provider, tokens_in, tokens_out,"
-    " latency_ms, cost_nusd, outcome, reservation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-    " ?, ?, ?)"
+    " latency_ms, cost_nusd, outcome, reservation_id, tokens_cached) VALUES (?, ?, ?, ?, ?,"
+    " ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
-def insert_call(db: sqlite3.Connection, values: tuple[Any, ...]) -> None:
-    """One telemetry row; ``values`` in the column order of ``_INSERT_CALL``."""
-    db.execute(_INSERT_CALL, values)
+def insert_call(db: sqlite3.Connection, values: tuple[Any, ...], tokens_cached: int = 0) -> None:
+    """One telemetry row; ``values`` in the column order of ``_INSERT_CALL`` up to the
+    reservation's id, then ``tokens_cached``."""
+    db.execute(_INSERT_CALL, (*values, tokens_cached))

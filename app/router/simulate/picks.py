@@ -93,7 +93,12 @@ def role_view(policy: Policy, role: str, *, quiet: bool = False) -> tuple[Any, .
             # a reasoning model's thinking, billed as output: the escalation's estimate
             (g.reasoning_low_tokens, g.reasoning_medium_tokens, g.reasoning_high_tokens),
         )
-    free = {"price_in_usd_per_mtok": 0.0, "price_out_usd_per_mtok": 0.0}
+    free = {
+        "price_in_usd_per_mtok": 0.0,
+        "price_out_usd_per_mtok": 0.0,
+        "price_cache_read_usd_per_mtok": None,
+        "price_cache_write_usd_per_mtok": None,
+    }
     models = {mid: m.model_copy(update=free) for mid, m in policy.models.items()}
     return (
         policy.roles.get(role),

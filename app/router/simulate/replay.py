@@ -210,7 +210,17 @@ class Replayer:
         spec = self.policy.model(model)
         tokens, estimated = w.tokens()
         # nothing served in the record: decide()'s own estimate
-        cost = cost_usd(spec, *tokens) if tokens is not None else pick.est_cost_usd
+        cost = (
+            cost_usd(
+                spec,
+                tokens.tokens_in,
+                tokens.tokens_out,
+                tokens_cached=tokens.tokens_cached,
+                tokens_cache_write=tokens.tokens_cache_write,
+            )
+            if tokens is not None
+            else pick.est_cost_usd
+        )
         amount = round(cost * NANO)
         self.ledger.settle(w.req.session, w.req.day, spec.provider, amount)
         return Outcome(

@@ -116,6 +116,10 @@ class Call(NamedTuple):
     tokens_in: int
     tokens_out: int
     cost_nusd: int
+    #: of tokens_in: read from the provider's prompt cache, written to it (its line's
+    #: ``tokens_cached`` and ``tokens_cache_write``; 0 in a line from before them)
+    tokens_cached: int = 0
+    tokens_cache_write: int = 0
 
 
 @dataclass(slots=True)
@@ -447,6 +451,8 @@ class Collector:
             int(values.get("tokens_in") or 0),
             int(values.get("tokens_out") or 0),
             round(float(values.get("cost_usd") or 0.0) * NANO),
+            int(values.get("tokens_cached") or 0),
+            int(values.get("tokens_cache_write") or 0),
         )
         req = self._by_id.get(values["req"]) if "req" in values else None
         if req is not None:

@@ -5,12 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from app.policy.schema import Policy
 from app.router.recorded import CHECK
 from app.router.simulate.picks import Pick
 from app.router.simulate.requests import Inputs, Request
 from app.router.types import RouterState, Signals
+
+
+class Tokens(NamedTuple):
+    """A request's tokens as a cloud model is priced on them (app.router.cost)."""
+
+    tokens_in: int
+    tokens_out: int
+    #: of tokens_in: read from a provider's prompt cache, written to it
+    tokens_cached: int = 0
+    tokens_cache_write: int = 0
+
 
 _NONE: frozenset[str] = frozenset()
 #: first decisions' states (immutable): a log holds few distinct ones
@@ -82,15 +94,23 @@ class World:
             return ("failed", self.last_to)
         return ("cloud" if self.last_kind == "escalation" else "local", self.last_to)
 
-    def tokens(self) -> tuple[tuple[int, int] | None, bool]:
-        """What a cloud model is priced on: the request's cloud calls' tokens, else its
-        local calls' (then an estimate, True), else nothing (None)."""
+    def tokens(self) -> tuple[Tokens | None, bool]:
+        """What a cloud model is priced on: the request's cloud calls' tokens, with the
+        parts of their prompts a provider's cache read and wrote (a prompt cached once is
+        cached for the next model as well, as the recorded one's was), else its local
+        calls' (then an estimate, True; a local server's cache is no provider's: no part
+        of them cached), else nothing (None)."""
         calls = self.req.calls
         cloud = [c for c in calls if c.cloud]
         priced = cloud or calls
         if not priced:
             return None, True
-        return (sum(c.tokens_in for c in priced), sum(c.tokens_out for c in priced)), not cloud
+        tokens_in, tokens_out = sum(c.tokens_in for c in priced), sum(c.tokens_out for c in priced)
+        if not cloud:
+            return Tokens(tokens_in, tokens_out), True
+        cached = sum(c.tokens_cached for c in cloud)
+        written = sum(c.tokens_cache_write for c in cloud)
+        return Tokens(tokens_in, tokens_out, cached, written), False
 
     def recorded_pick(self, policy: Policy) -> Pick:
         """The first decision as its line records it (what decide() returned then). The
