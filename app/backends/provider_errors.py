@@ -125,6 +125,10 @@ _BAD_REQUEST = frozenset({400, 413, 422})
 _ACCOUNT_WORDING = re.compile(
     r"credit balance|billing_hard_limit_reached|billing hard limit", re.IGNORECASE
 )
+#: a 400 that is this provider's content filter, not a request no provider would take:
+#: Moonshot's and Azure's ``content_filter``, DeepSeek's "Content Exists Risk". Another
+#: provider may serve it, so it fails the step (``server_error``), not the route (a review)
+_FILTER_WORDING = re.compile(r"content[_ ]filter|content exists risk", re.IGNORECASE)
 
 
 # ── The pieces ─────────────────────────────────────────────────────────────────────────────
@@ -228,6 +232,8 @@ def status_kind(status: int, message: str, type_: str, code: str) -> ErrorKind:
     if status in _BAD_REQUEST:
         if any(_ACCOUNT_WORDING.search(t) for t in (message, type_, code) if t):
             return "auth"
+        if any(_FILTER_WORDING.search(t) for t in (message, type_, code) if t):
+            return "server_error"
         return "bad_request"
     return "server_error"
 

@@ -519,6 +519,26 @@ async def test_a_400_about_our_account_is_auth_not_a_bad_request(
     assert (err.kind, err.status) == ("auth", 400)
 
 
+@pytest.mark.parametrize(
+    ("message", "type_", "code"),
+    [
+        ("The request was rejected because it was considered high risk", "content_filter", None),
+        ("The response was filtered", "invalid_request_error", "content_filter"),
+        ("Content Exists Risk", "invalid_request_error", None),
+    ],
+)
+async def test_a_400_from_a_providers_content_filter_fails_the_step_not_the_route(
+    fake_openai: FakeOpenAIServer, make: Make, message: str, type_: str, code: str | None
+) -> None:
+    """Moonshot's, Azure's and DeepSeek's content filters: another provider may serve the
+    request, so the step fails (the chain goes on), where a bad_request ends the route."""
+    fake_openai.handle = _answering(  # type: ignore[method-assign]
+        fake_openai._error(400, message, type_, code=code)
+    )
+    err, _ = await fails(make(fake_openai).stream(ask()))
+    assert (err.kind, err.status) == ("server_error", 400)
+
+
 def _answering(reply: Reply) -> Callable[..., Any]:
     async def handle(request: Any) -> Reply:
         return reply
