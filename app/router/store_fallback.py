@@ -170,18 +170,16 @@ class StoreFallback:
         """What of ``key``'s row this machine's ledger was not given yet (never less)."""
         rest = self.held.get(key, 0) - self.carried.get(key, 0)
         if rest > 0:
-            await self._carry(audit, ledger, key, usd(rest))
+            totals = await self._carry(ledger, key, usd(rest))
+            # counted as soon as it is written: a line that fails below must not have the
+            # next switch count the row again (a review)
             self.carried[key] = self.carried.get(key, 0) + rest
+            await self._say_carried(audit, key, usd(rest), totals)
 
-    async def _carry(self, audit: AuditBase, ledger: Ledger, key: Key, cost: float) -> None:
-        """One row of the team's, counted in this machine's ledger (its caps read it) and
-        said, so that this file's audit adds up to its ledger; and after it the GR011 line
-        when that write carried the spend past a cap here (decided from its own totals, as
-        a settlement's is: of the rows carried, the one that crossed it): the next
-        reservation here is refused for it, and the line says why (its totals were
-        dropped, and the session's first refusal here came with no line before it)."""
+    async def _carry(self, ledger: Ledger, key: Key, cost: float) -> CapTotals:
+        """One row of the team's, counted in this machine's ledger (its caps read it)."""
         session, run, provider, role, model = key
-        totals = await ledger.record_call(
+        return await ledger.record_call(
             session=session,
             run=run or None,
             role=role,
@@ -192,6 +190,15 @@ class StoreFallback:
             latency_ms=0.0,
             cost_usd=cost,
         )
+
+    async def _say_carried(
+        self, audit: AuditBase, key: Key, cost: float, totals: CapTotals
+    ) -> None:
+        """A row carried, said, so that this file's audit adds up to its ledger; and after
+        it the GR011 line when that write carried the spend past a cap here (decided from
+        its own totals, as a settlement's is: of the rows carried, the one that crossed
+        it): the next reservation here is refused for it, and the line says why."""
+        session, run, provider, role, model = key
         await audit.append(
             "budget",
             session=session,
