@@ -203,6 +203,9 @@ class CoreApp(App[int]):
         self.session: Session | None = None
         #: why the session could not open (then nothing can run; the UI says so)
         self.session_error: str | None = None
+        #: the policy file the Simulate screen is replaying (app.tui.screens.simulate):
+        #: on the app, as a new screen must not start a second replay beside it
+        self.simulating: Path | None = None
         #: the id of the run in progress, once its events name it: its bundle is not
         #: sealed yet, which the evidence review called broken (a user-audit)
         self.live_run: str | None = None

@@ -97,9 +97,13 @@ class SimulateScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__(id="simulate")
         self.report: SimulationReport | None = None
-        #: the file being replayed: a replay runs in a thread to its end (a cancel does
-        #: not stop it), so another is not started beside it
-        self.busy: Path | None = None
+
+    @property
+    def busy(self) -> Path | None:
+        """The file being replayed: a replay runs in a thread to its end (a cancel does
+        not stop it), so another is not started beside it. Kept on the app: a screen
+        popped and opened again started a second one (a review)."""
+        return self.core.simulating
 
     @property
     def core(self) -> CoreApp:
@@ -128,12 +132,15 @@ class SimulateScreen(Screen[None]):
         if self.busy is not None:
             self.notify(f"still simulating {self.busy}: {path} is not started beside it")
             return
-        self.busy = path
-        self._say(f"simulating {path} …")
         core, screen = self.core, self
+        core.simulating = path
+        self._say(f"simulating {path} …")
 
         async def work() -> None:
-            screen.post_message(Simulated(*await simulate_file(core, path)))
+            try:
+                screen.post_message(Simulated(*await simulate_file(core, path)))
+            finally:  # (however it ends, and whichever screen is on top then)
+                core.simulating = None
 
         # on the app, like every worker: its one handler reports a failure (WorkFailed)
         core.run_worker(work(), group=GROUP, exclusive=True, exit_on_error=False)
@@ -141,14 +148,12 @@ class SimulateScreen(Screen[None]):
     def on_simulated(self, message: Simulated) -> None:
         from app.router.simulate.summary import summary_lines
 
-        self.busy = None
         self.report = message.report
         note = [message.note] if message.note else []
         self._say("\n".join([*note, *summary_lines(message.report)]))
 
     def on_work_failed(self, message: WorkFailed) -> None:
         if message.group == GROUP:
-            self.busy = None
             self._say(f"not simulated: {message.text}")
 
     def _say(self, text: str) -> None:
