@@ -466,7 +466,7 @@ async def test_a_v1_team_ledger_migrates_and_each_team_expires_its_own(pg_url: s
         )
     finally:
         await conn.close()
-    assert version == len(MIGRATIONS) == 9
+    assert version == len(MIGRATIONS) == 10
 
 
 async def _set_version(pg_url: str, component: str, version: int) -> None:

@@ -524,3 +524,80 @@ async def _until_waiting(pg_url: str, pid: int) -> None:
     finally:
         await conn.close()
     raise AssertionError("not within 20 s")
+
+
+async def test_a_late_close_whose_answer_was_lost_is_told_once(
+    pg_url: str, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The close written late committed and its answer was lost (the database broke the
+    connection then): the round tried again found the reservation settled and told
+    nothing, the $6 on the $5 session cap counted with no SETTLED_LATE line and no GR011
+    one (a review). The database keeps that close's totals for the process that wrote it
+    late: the close tried again is answered them, and its lines are said once."""
+    monkeypatch.setattr(pg_ledger, "OWED_FIRST_S", 3600.0)  # (written when the test says)
+    led = await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="alice")
+    audit = await PgAuditLog.open(pg_url, team="t", user="alice", host="box")
+    led.on_late = audit_late(audit)
+    lost: list[bool] = []
+
+    def answer_lost(query: str) -> None:
+        if "sy_ledger_close" in query and not lost:
+            lost.append(True)
+            raise pg_ledger._Away("team ledger unavailable: connection was closed")
+
+    try:
+        rid = await _reserve(led, 4.0)  # (of the session's $5)
+        _connections(pg_server, _database(pg_url), allowed=False)
+        try:
+            with pytest.raises(LedgerError, match="kept: written when it answers"):
+                await led.settle(rid, actual_usd=6.0, tokens_in=10, tokens_out=20, latency_ms=1)
+        finally:
+            _connections(pg_server, _database(pg_url), allowed=True)
+        _watch(led, after=answer_lost)
+        await led._pay()
+        assert lost and len(led._owed) == 1  # (committed, its answer lost: tried again)
+        await led._pay()
+        assert not led._owed
+        await led._pay()  # (nothing owed: nothing told again)
+        snap = await led.snapshot("s1")
+        lines = [ln for ln in await audit.lines(session="s1") if ln.kind == "budget"]
+    finally:
+        await led.close()
+        await audit.close()
+    assert snap.per_session.spent_usd == pytest.approx(6.0) and snap.reserved_usd == 0
+    assert await _calls(pg_url, "s1") == (1, 6_000_000_000)
+    assert [ln.reason_codes for ln in lines] == [["SETTLED_LATE"], ["GR011_CAP_CROSSED"]]
+    assert lines[0].values["reservation"] == rid and lines[0].values["cost_usd"] == 6.0
+    assert lines[1].values["caps"] == [{"cap": "session", "cap_usd": 5.0, "spent_usd": 6.0}]
+
+
+async def test_a_close_another_closer_made_is_not_told_as_this_ones(pg_url: str) -> None:
+    """The database keeps a late close's totals for the close that wrote it alone: the
+    same close from another closer (or the close made at once, whose answer was lost)
+    finds the reservation settled, as before, and is told nothing of it."""
+    async with await PgBudgetLedger.open(pg_url, BUDGET, team="t", user="alice") as led:
+        rid = await _reserve(led, 4.0)
+    late = "SELECT * FROM sy_ledger_close_late($1, $2, 'settled', $3, 'ok', 1, 2, 0, 1.0)"
+    conn = await asyncpg.connect(pg_url)
+    try:
+        one = await conn.fetchrow(late, "closer-1", rid, 6_000_000_000)
+        again = await conn.fetchrow(late, "closer-1", rid, 6_000_000_000)
+        other = await conn.fetchrow(late, "closer-2", rid, 6_000_000_000)
+        plain = await conn.fetchrow(
+            "SELECT * FROM sy_ledger_close($1, 'settled', $2, 'ok', 1, 2, 0, 1.0)",
+            rid,
+            6_000_000_000,
+        )
+        none = await conn.fetchrow(late, "closer-1", "no-such", 6_000_000_000)
+    finally:
+        await conn.close()
+    assert one is not None and again is not None and other is not None and plain is not None
+    assert (one["was"], again["was"], other["was"], plain["was"]) == (
+        "live",
+        "live",
+        "settled",
+        "settled",
+    )
+    assert one["spent"] == again["spent"] and one["spent"][0] == 6_000_000_000
+    assert other["spent"] is None and none is None
+    assert await _calls(pg_url, "s1") == (1, 6_000_000_000)  # written once

@@ -28,6 +28,7 @@ PINNED: dict[str, tuple[tuple[tuple[str, ...], ...], list[str]]] = {
             "64af40f1cef3c733",
             "b303b083de963399",
             "095b50c130872a11",
+            "99672dcf76156288",
         ],
     ),
     "team audit (PostgreSQL)": (

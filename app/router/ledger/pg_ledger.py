@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
@@ -141,6 +141,10 @@ class _Owed:
     excess: CapTotals | None = None
     #: its line told (or its telling failed, said in the log)
     told: bool = False
+    #: this close's own id, kept by the database with the totals it left when it wrote the
+    #: close late (``sy_ledger_close_late``): taken again after its answer was lost, the
+    #: close is answered as it was then, and its lines told from that once
+    closer: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 #: the cap rows an expiry charged, as it left them (read in its transaction: still locked
@@ -433,7 +437,9 @@ class PgBudgetLedger(ClosedOnExit):
         assert owed.closed is not None
         row, r = owed.closed  # (r: the reservation's row as it stood)
         if row is None or row["was"] not in ("live", "expired"):
-            return  # never made (a let-go), or closed already (its first try committed)
+            # never made (a let-go), or closed already (its first try committed; a late
+            # close of its own whose answer was lost is answered live: schema v10)
+            return
         expired = row["was"] == "expired"
         # the caps this close left spent past, or (expired) its row past the estimate did
         caps: CapTotals = ()
@@ -811,10 +817,18 @@ async def _close_owed(conn: Conn, owed: _Owed) -> None:
     owed.closed = await _close_row(conn, owed)
 
 
+#: a close made at once, and one written late: the database keeps the latter's totals
+#: for its ``closer``, and answers a close taken again after its answer was lost with them
+#: (``was`` live, as the first time; schema v10), so its lines are told, once
+_CLOSE = "SELECT * FROM sy_ledger_close($1, $2, $3, $4, $5, $6, $7, $8)"
+_CLOSE_LATE = "SELECT * FROM sy_ledger_close_late($9, $1, $2, $3, $4, $5, $6, $7, $8)"
+
+
 async def _close_row(conn: Conn, owed: _Owed, *, looked: bool = True) -> tuple[Any, Any]:
     """``sy_ledger_close`` for ``owed``: its row (None: no such reservation) and, when
-    ``looked``, the reservation's row as it stood before (its amount, session, run, role,
-    model and provider: what a close written late is told with)."""
+    ``looked`` (a close written late: ``sy_ledger_close_late``), the reservation's row as
+    it stood before (its amount, session, run, role, model and provider: what a close
+    written late is told with)."""
     before = None
     if looked:
         before = await conn.fetchrow(
@@ -822,8 +836,9 @@ async def _close_row(conn: Conn, owed: _Owed, *, looked: bool = True) -> tuple[A
             " WHERE id = $1",
             owed.reservation_id,
         )
+    late = (owed.closer,) if looked else ()
     row = await conn.fetchrow(
-        "SELECT * FROM sy_ledger_close($1, $2, $3, $4, $5, $6, $7, $8)",
+        _CLOSE_LATE if looked else _CLOSE,
         owed.reservation_id,
         owed.status,
         owed.cost,
@@ -832,5 +847,6 @@ async def _close_row(conn: Conn, owed: _Owed, *, looked: bool = True) -> tuple[A
         owed.tokens_out,
         owed.tokens_cached,
         owed.latency_ms,
+        *late,
     )
     return row, before

@@ -456,6 +456,53 @@ _CACHED_COLUMN = (
 )
 
 
+# v10: a close written late (app.router.ledger.pg_ledger: the database missed it when the
+# call ended) is written by its own function, which keeps that close's totals keyed on
+# the reservation, with the close's own id (one per close kept in the process that owes
+# it). The close committed and its answer was lost (the database broke the connection
+# then): the round tried again found the reservation settled and told nothing, the spend
+# counted with no SETTLED_LATE line and no GR011 one (a review). Taken again by the same
+# close, it is answered as it was the first time (``live``, with the totals it left), and
+# its lines are told from them; any other close of a reservation settled is answered as
+# before. The close made at once (the measured path) is ``sy_ledger_close`` as ever.
+_LATE_CLOSE = """CREATE TABLE ledger_late_close (
+    reservation_id TEXT PRIMARY KEY,
+    closer TEXT NOT NULL,
+    caps BIGINT[],
+    spent BIGINT[]
+)"""
+
+_LATE_CLOSE_FN = """
+CREATE FUNCTION sy_ledger_close_late(
+    p_closer text, p_id text, p_status text, p_cost bigint, p_outcome text,
+    p_tokens_in integer, p_tokens_out integer, p_tokens_cached integer,
+    p_latency_ms double precision
+) RETURNS TABLE (session text, was text, provider text, caps bigint[], spent bigint[])
+LANGUAGE plpgsql AS $$
+DECLARE v record;
+BEGIN
+    -- (the close locks the reservation: a second close of it waits for this one)
+    SELECT x.* INTO v FROM sy_ledger_close(p_id, p_status, p_cost, p_outcome, p_tokens_in,
+        p_tokens_out, p_tokens_cached, p_latency_ms) x;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF v.was = 'live' THEN
+        INSERT INTO ledger_late_close (reservation_id, closer, caps, spent)
+            VALUES (p_id, p_closer, v.caps, v.spent);
+        RETURN QUERY SELECT v.session, v.was, v.provider, v.caps, v.spent;
+        RETURN;
+    END IF;
+    -- closed already by this close (its answer lost): as it answered, with its totals
+    RETURN QUERY SELECT v.session, 'live'::text, v.provider, e.caps, e.spent
+        FROM ledger_late_close e WHERE e.reservation_id = p_id AND e.closer = p_closer;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT v.session, v.was, v.provider, v.caps, v.spent;
+    END IF;
+END $$
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     (
         """CREATE TABLE ledger_usage (
@@ -547,4 +594,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     (*_DROP_V6, _CLOSE_V7, _RECORD_V7),
     (_LATE_EXCESS, _LATE_EXCESS_FN),
     (_CACHED_COLUMN, _with_cached(_CLOSE_V7), _with_cached(_RECORD_V7)),
+    (_LATE_CLOSE, _LATE_CLOSE_FN),
 )
