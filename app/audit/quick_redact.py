@@ -4,7 +4,7 @@ redact() walks every string of a line through the masker's regexes (about 60 µs
 most of an append's CPU). Nearly every line holds nothing to redact, which one look at
 the line's compact JSON text can prove: no secret value from the environment in it, none
 of the markers without which no shape of the masker can match (the masker itself skips
-its patterns on the same look, :func:`app.audit.masking.maybe_secret`), and no key that
+its patterns on the same markers, :func:`app.audit.masking.families`), and no key that
 redact() blanks by name.
 """
 

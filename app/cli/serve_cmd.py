@@ -16,6 +16,13 @@ from app.errors import UsageError
 from app.hosts import is_loopback_name
 
 TOKEN_ENV = "SWITCHYARD_GATEWAY_TOKEN"
+#: the largest ``--max-body-mb``: a GiB is far past any agent's request (Claude Code's
+#: long sessions are about 1 MB), and ``1e9`` (a petabyte) was accepted
+MAX_BODY_MB = 1024
+#: the shortest token a gateway bound off loopback takes: every machine that reaches the
+#: address may guess it (a one-character token was accepted)
+MIN_TOKEN_CHARS = 16
+TOKEN_MAKER = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 def register(sub: Any) -> None:
@@ -32,10 +39,14 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--token",
         help=f"a token every request must carry (Authorization: Bearer, or x-api-key); "
-        f"required off loopback; also ${TOKEN_ENV}",
+        f"required off loopback, {MIN_TOKEN_CHARS} characters or more there; also ${TOKEN_ENV}",
     )
     p.add_argument(
-        "--max-body-mb", type=float, default=16.0, metavar="MB", help="request size limit"
+        "--max-body-mb",
+        type=float,
+        default=16.0,
+        metavar="MB",
+        help=f"request size limit (default 16, at most {MAX_BODY_MB})",
     )
     p.add_argument(
         "--tui",
@@ -52,11 +63,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port {args.port}: not a port number")
     max_body = body_limit(args.max_body_mb)
     token = args.token or os.environ.get(TOKEN_ENV) or None
-    if not is_loopback_name(args.host) and token is None:
-        raise UsageError(
-            f"--host {args.host}: binding off loopback needs a token (--token or ${TOKEN_ENV}); "
-            "every request must then carry it"
-        )
+    if not is_loopback_name(args.host):
+        check_remote_token(args.host, token)
     settings = settings_from(args)
     policy = policy_from(args, settings).policy
     from app.gateway.app import GatewayConfig
@@ -83,11 +91,35 @@ def check_listen(host: str, port: int) -> None:
         raise UsageError(f"{flag}: cannot listen on {where}: {why}")
 
 
+def check_remote_token(host: str, token: str | None) -> None:
+    """A gateway bound off loopback needs a token, and one no one guesses: at least
+    :data:`MIN_TOKEN_CHARS` characters (its length is said, never the token)."""
+    how = f"make one with: {TOKEN_MAKER}"
+    if token is None:
+        raise UsageError(
+            f"--host {host}: binding off loopback needs a token (--token or ${TOKEN_ENV}); "
+            f"every request must then carry it ({how})"
+        )
+    if len(token) < MIN_TOKEN_CHARS:
+        had = f"{len(token)} character" + ("" if len(token) == 1 else "s")
+        raise UsageError(
+            f"--host {host}: the token (--token or ${TOKEN_ENV}) has {had}; off loopback "
+            f"it needs {MIN_TOKEN_CHARS} or more, as anyone who reaches the address may "
+            f"guess it ({how})"
+        )
+
+
 def body_limit(mb: float) -> int:
-    """``--max-body-mb`` in bytes: a finite size of at least one byte (argparse's float()
-    takes ``nan`` and ``inf``, and ``1e-9`` would truncate to a limit of nothing)."""
+    """``--max-body-mb`` in bytes: a finite size of at least one byte and at most
+    :data:`MAX_BODY_MB` (argparse's float() takes ``nan`` and ``inf``, ``1e-9`` would
+    truncate to a limit of nothing, and ``1e9`` is a petabyte)."""
     if not math.isfinite(mb) or mb <= 0:
         raise UsageError(f"--max-body-mb {mb}: must be a finite number > 0")
+    if mb > MAX_BODY_MB:
+        raise UsageError(
+            f"--max-body-mb {mb:g}: at most {MAX_BODY_MB} (MB; the default is 16, and an "
+            "agent's requests are about 1)"
+        )
     size = int(mb * 1024 * 1024)
     if size < 1:
         raise UsageError(f"--max-body-mb {mb}: under one byte")

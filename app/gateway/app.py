@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -56,6 +56,9 @@ from app.router.routed import request_tokens
 from app.router.session import Session
 from app.tokens import count_messages
 
+if TYPE_CHECKING:
+    from app.memory.embeddings import SaidOnce
+
 #: request bodies above this are refused with 413 (Claude Code's long sessions stay far
 #: below: 200k tokens of text is about 1 MB)
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -78,6 +81,9 @@ class _State:
     config: GatewayConfig
     stopping: Stopping
     responses: OrderedDict[str, list[Message]] = field(default_factory=OrderedDict)
+    #: the embedder's degradation line, said once per change of state (made at the first
+    #: embeddings request: the memory module imports numpy)
+    embeddings_said: SaidOnce | None = None
 
 
 def build_app(
@@ -594,6 +600,7 @@ async def _responses(state: _State, request: Request) -> Response:
                 "invalid_request",
                 f"previous_response_id {inbound.previous_response_id!r} is not known: this "
                 "server keeps responses only while it runs (send the whole input instead)",
+                param="previous_response_id",
             )
         earlier = kept
     # A previous response's instructions are not carried over (OpenAI's semantics): the
@@ -733,7 +740,7 @@ async def _count_tokens(state: _State, request: Request) -> Response:
     # name was counted (``gpt-4o`` too), where /v1/messages said no such model
     model = body.get("model") if isinstance(body, dict) else None
     if not isinstance(model, str) or not model:
-        raise GatewayError(400, "invalid_request", "model: required")
+        raise GatewayError(400, "invalid_request", "model: required", param="model")
     resolve_model(state.session.policy, model)
     return JSONResponse({"input_tokens": request_tokens(prompt)})
 
@@ -781,14 +788,23 @@ async def _embeddings(state: _State, request: Request) -> Response:
         role = resolve_model(session.policy, asked).role
     except GatewayError:
         role = "embeddings"  # (an embedding model's id: the role that embeds)
-    from app.memory.embeddings import EmbeddingsUnavailable, load_embedder
+    from app.memory.embeddings import EmbeddingsUnavailable, SaidOnce, choose_embedder
 
     rid = new_request_id()
     t0 = time.perf_counter()
-    embedder = await load_embedder(session.policy, audit=session.audit, session=session.id, run=rid)
+    said = state.embeddings_said
+    if said is None:
+        said = state.embeddings_said = SaidOnce()
+    # The embedder is chosen on every request (a model put in the cache serves from the
+    # next), its degradation line said once per gateway while what is in force stays the
+    # same (each request wrote one), and only once the choice serves: a request refused
+    # before any embedding is made (its dimensions) writes none.
+    embedder, degraded = await choose_embedder(session.policy)
     if embedder is None:
+        await said.before_use(degraded, session.audit, session=session.id, run=rid)
         raise GatewayError(503, "unavailable", "no local embedding model can be loaded")
     check_dimensions(asking.dimensions, embedder.key.model_id, embedder.key.dim)
+    await said.before_use(degraded, session.audit, session=session.id, run=rid)
     try:
         vectors = await asyncio.to_thread(embedder.embed, texts)
     except EmbeddingsUnavailable as exc:  # (it read as the audit store gone away)

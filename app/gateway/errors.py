@@ -38,12 +38,23 @@ _TYPES: dict[str, tuple[str, str]] = {
 
 
 class GatewayError(Exception):
-    def __init__(self, status: int, kind: Kind, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        kind: Kind,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.kind: Kind = kind
         self.message = message
         self.code = code
+        #: the request field at fault, when the gateway's own check knows it (OpenAI's
+        #: ``param``: ``max_tokens``, ``messages[0].content``); the Anthropic shape has none
+        self.param = param
         #: the request's own audit lines already say how it ended
         self.audited = False
 
@@ -56,7 +67,7 @@ def error_body(protocol: Protocol, err: GatewayError) -> dict[str, Any]:
         "error": {
             "message": err.message,
             "type": openai_type,
-            "param": None,
+            "param": err.param,
             "code": err.code or err.kind,
         }
     }

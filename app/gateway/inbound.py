@@ -66,8 +66,21 @@ def _default_cap(fields: dict[str, Any]) -> bool:
     return True
 
 
-def bad(message: str) -> GatewayError:
-    return GatewayError(400, "invalid_request", message)
+#: a request field's path as the gateway's messages name one (``max_tokens``,
+#: ``messages[0].content``, ``tools[1].function.name``, ``response_format.json_schema``)
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\[[0-9]+\]|\.[A-Za-z0-9_$-]+)*")
+
+
+def bad(message: str, param: str | None = None) -> GatewayError:
+    """A 400 for the client's request. Every message names the field at fault first
+    (``max_tokens: expected a positive integer``): that path is the error's ``param``
+    (an OpenAI client reads it; it was always null), unless ``param`` says otherwise. A
+    message about the whole body (``request: …``) names no field."""
+    if param is None:
+        head, sep, _ = message.partition(": ")
+        if sep and head != "request" and _FIELD.fullmatch(head):
+            param = head
+    return GatewayError(400, "invalid_request", message, param=param)
 
 
 def _obj(body: Any, where: str) -> dict[str, Any]:

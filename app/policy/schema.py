@@ -90,13 +90,16 @@ class Gateway(Strict):
     #: what the model id ``auto`` serves
     auto_role: str = "implementer"
     #: other model names (shell-style patterns, lower case) → role; Claude Code's own
-    #: names by default, so it works with no model flag
+    #: names by default, so it works with no model flag, by family (Opus, Sonnet, Haiku),
+    #: the Claude 3 names (``claude-3-7-sonnet-latest``, ``claude-3-opus-20240229``) too
     aliases: dict[str, str] = Field(
         default_factory=lambda: {
             "claude-opus*": "architect",
             "claude-sonnet*": "implementer",
             "claude-haiku*": "tutor",
-            "claude-3-5-haiku*": "tutor",
+            "claude-3*-opus*": "architect",
+            "claude-3*-sonnet*": "implementer",
+            "claude-3*-haiku*": "tutor",
         }
     )
     #: a model id ending in this is the user's explicit request to escalate (§3)

@@ -64,3 +64,30 @@ def _files_holding(folder: Path, secrets: tuple[str, ...]) -> list[str]:
 
 def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8")
+
+
+async def test_common_credential_shapes_never_reach_disk(tmp_path: Path) -> None:
+    """A JWT, a GitLab, npm or Hugging Face token and a quoted ``db_pass`` in a line's
+    text, values and provenance (no environment value: the shapes alone) went into the
+    audit as they were (a user audit); each is masked before the line is hashed, in the
+    database and in the export, and the chain still verifies."""
+    from tests.unit.test_masking import COMMON_CREDENTIALS
+
+    texts = [text for text, _ in COMMON_CREDENTIALS]
+    secrets = tuple(secret for _, secret in COMMON_CREDENTIALS)
+    db = tmp_path / "audit.sqlite3"
+    export = tmp_path / "audit.jsonl"
+    async with AuditLog.open(db) as log:
+        await log.append(
+            "call",
+            session="s",
+            values={"error": texts[0], "nested": [texts[1:3]], "said": {"x": texts[3]}},
+            provenance={"request": texts[4]},
+            detail=" / ".join(texts),
+        )
+        assert await log.export_jsonl(export) == 1
+        assert _files_holding(tmp_path, secrets) == []
+        (line,) = await log.lines()
+    assert _files_holding(tmp_path, secrets) == []
+    assert line.detail is not None and line.detail.count(REDACTED) == len(texts)
+    assert verify_lines(_read(export).splitlines()).ok

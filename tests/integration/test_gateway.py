@@ -359,6 +359,21 @@ def test_messages_stream_non_stream_and_count_tokens(gw: Gateway) -> None:
         )
 
 
+def test_an_older_claude_codes_model_names_are_served_by_family(gw: Gateway) -> None:
+    """``claude-3-7-sonnet-latest``, ``claude-3-5-sonnet-20241022`` and
+    ``claude-3-opus-20240229`` were 404s while ``claude-3-5-haiku*`` was served: an older
+    Claude Code's ``/model`` choice failed (a user audit). Each is its family's role."""
+    client = gw.anthropic
+    names = ["claude-3-7-sonnet-latest", "claude-3-5-sonnet-20241022", "claude-3-opus-20240229"]
+    for name in names:
+        msg = client.messages.create(
+            model=name, max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert msg.model == name and msg.content[0].text == REPLY  # type: ignore[union-attr]
+        assert client.models.retrieve(name).id == name
+    assert [ln["role"] for ln in lines_of("route")] == ["implementer", "implementer", "architect"]
+
+
 # ── translation across protocols, with approvals ─────────────────────────────────────────
 
 
@@ -822,7 +837,8 @@ def test_a_port_in_use_is_refused_before_a_session_opens(
     assert len(err) == 1 and err[0].startswith(f"switchyard: --port {port}: cannot listen")
     # any free port on an address not this machine's (numeric: no name lookup): it was
     # uvicorn's error and exit 3
-    assert main(["serve", "--host", "192.0.2.1", "--token", "t", "--port", "0"]) == 2
+    token = "s3cret-token-0003-of-16-or-more"  # (off loopback a token needs 16 or more)
+    assert main(["serve", "--host", "192.0.2.1", "--token", token, "--port", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("switchyard: --host 192.0.2.1: cannot listen")
 

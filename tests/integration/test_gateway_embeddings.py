@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import base64
 import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from tests.integration import test_gateway
-from tests.integration.test_gateway import Gateway, lines_of
+from tests.integration.test_gateway import Gateway, _gateway, lines_of
 
 # the gateway test module's own: a real `switchyard serve` before loopback fakes
 fakes = test_gateway.fakes
@@ -112,3 +115,36 @@ def test_dimensions_other_than_the_models_own_are_refused(gw: Gateway) -> None:
     assert [len(d.embedding) for d in own.data] == [384]
     statuses = [ln["values"]["status"] for ln in lines_of("request")]
     assert statuses == [400, 200]
+
+
+@pytest.fixture
+def gw_fallback(tmp_path: Path, fakes: tuple[Any, Any, Any]) -> Iterator[Gateway]:
+    """A gateway whose Hugging Face cache is empty: the default embedding model (bge-m3)
+    is not there, so MiniLM (shipped by a package) serves, as the fallback."""
+    env = {"HF_HUB_CACHE": str(tmp_path / "empty-hf-cache")}
+    yield from _gateway(tmp_path, fakes, "--approve", "deny", env=env)
+
+
+@pytest.mark.slow
+def test_the_fallback_is_said_once_and_not_for_a_request_refused(gw_fallback: Gateway) -> None:
+    """Every request wrote another ``GR005_EMBEDDINGS_FALLBACK`` line, one refused for its
+    dimensions too (a user audit). A request refused before any embedding is made writes
+    none; the first one served says the fallback is in force, before its own line; the
+    next ones say nothing more."""
+    from app.memory.embeddings import FALLBACK_REASON
+
+    gw = gw_fallback
+    with pytest.raises(openai.BadRequestError):
+        gw.openai.embeddings.create(model="auto", input="hi", dimensions=128)
+    assert lines_of("degradation") == []
+    for _ in range(3):
+        gw.openai.embeddings.create(model="auto", input="hi")
+    with pytest.raises(openai.BadRequestError):
+        gw.openai.embeddings.create(model="auto", input="hi", dimensions=128)
+    (said,) = lines_of("degradation")
+    assert said["reason_codes"] == [FALLBACK_REASON] and said["role"] == "embeddings"
+    assert said["values"]["model_id"] == "all-minilm-l6-v2"
+    served = [ln for ln in lines_of("request") if ln["values"]["status"] == 200]
+    assert len(served) == 3
+    # written for the first request served, before that request's own line
+    assert said["run"] == served[0]["run"] and said["seq"] < served[0]["seq"]

@@ -372,3 +372,44 @@ def test_a_model_can_be_retrieved_and_unknown_routes_answer_in_json(gw: Gateway)
     assert ant_nowhere.status_code == 404 and ant_nowhere.json()["type"] == "error"
     rejected = [ln for ln in lines_of("request") if "GATEWAY_REJECTED" in ln["reason_codes"]]
     assert [ln["values"]["status"] for ln in rejected] == [404, 404]  # the unknown models
+
+
+def test_an_openai_error_names_the_field_it_is_about_in_param(gw: Gateway) -> None:
+    """``param`` was null on every error, even where the message named the field
+    (``max_tokens: expected a positive integer``: a user audit). Now it is the field the
+    gateway's own check names; null where no field is at fault (the body itself); the
+    Anthropic shape has no ``param``."""
+    with pytest.raises(openai.BadRequestError) as capped:
+        gw.openai.chat.completions.create(model="tutor", messages=USER, max_tokens=0)
+    assert capped.value.param == "max_tokens"
+    assert str(capped.value.message).endswith("max_tokens: expected a positive integer")
+    cases: list[tuple[str, dict[str, Any] | bytes, str | None]] = [
+        (CHAT, chat(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
+        (
+            CHAT,
+            chat(messages=[*USER, {"role": "assistant", "tool_calls": 5}]),
+            "messages[1].tool_calls",
+        ),
+        (CHAT, chat(temperature=3), "temperature"),
+        (
+            CHAT,
+            chat(tools=[{"type": "function", "function": {**READ, "name": ""}}]),
+            "tools[0].function.name",
+        ),
+        (CHAT, {"messages": USER}, "model"),
+        (RESPONSES, responses(previous_response_id="resp_never_made"), "previous_response_id"),
+        (RESPONSES, responses(input=[{"type": "reasoning", "summary": 5}]), "input[0].summary"),
+        ("/v1/embeddings", {"model": "auto", "input": "x", "dimensions": 0}, "dimensions"),
+        (CHAT, b"{not json", None),
+        (CHAT, b"[1]", None),
+    ]
+    with httpx.Client(base_url=gw.url, timeout=30) as http:
+        got = []
+        for path, body, _ in cases:
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            resp = http.post(path, content=content, headers={"content-type": "application/json"})
+            assert resp.status_code == 400, resp.text
+            got.append(resp.json()["error"]["param"])
+        said = http.post(MESSAGES, json=messages(max_tokens=0)).json()
+    assert got == [param for _, _, param in cases]
+    assert said["type"] == "error" and "param" not in said["error"]

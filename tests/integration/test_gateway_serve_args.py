@@ -32,6 +32,64 @@ def test_a_body_limit_that_is_no_size_is_a_usage_error(size: str) -> None:
     assert "--max-body-mb" in done.stderr and "Traceback" not in done.stderr
 
 
+def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize("size", ["1e9", "1025", "1024.5"])
+def test_a_body_limit_past_a_gib_is_a_usage_error(size: str) -> None:
+    """``--max-body-mb 1e9`` (a petabyte) was accepted (a user audit)."""
+    done = _serve("--max-body-mb", size)
+    assert done.returncode == 2, done.stderr
+    assert "--max-body-mb" in done.stderr and "at most 1024" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_largest_body_limit_is_a_gib() -> None:
+    from app.cli.serve_cmd import body_limit
+
+    assert body_limit(1024) == 1024 * 1024 * 1024
+    assert body_limit(16) == 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_a_short_token_off_loopback_is_a_usage_error_that_says_how_to_make_one(how: str) -> None:
+    """``--host 0.0.0.0 --token x`` was accepted: a one-character token guards a gateway
+    every machine that reaches the address may call (a user audit). The token itself is
+    never said back."""
+    token = "tok-9q"
+    if how == "flag":
+        done = _serve("--host", "0.0.0.0", "--token", token)
+    else:
+        done = _serve("--host", "0.0.0.0", env={"SWITCHYARD_GATEWAY_TOKEN": token})
+    assert done.returncode == 2, done.stderr
+    said = done.stderr
+    assert "has 6 characters" in said and "16 or more" in said, said
+    assert "secrets.token_urlsafe(32)" in said and token not in said
+    assert "Traceback" not in said and said.count("\n") == 1
+
+
+def test_no_token_off_loopback_says_how_to_make_one() -> None:
+    done = _serve("--host", "0.0.0.0")
+    assert done.returncode == 2
+    assert "needs a token" in done.stderr and "secrets.token_urlsafe(32)" in done.stderr
+
+
+def test_a_token_of_16_characters_is_enough_off_loopback() -> None:
+    from app.cli.serve_cmd import check_remote_token
+    from app.errors import UsageError
+
+    check_remote_token("0.0.0.0", "k" * 16)
+    with pytest.raises(UsageError, match="has 15 characters"):
+        check_remote_token("192.168.1.5", "k" * 15)
+
+
 def test_an_ipv6_address_is_printed_in_brackets(tmp_path: Path) -> None:
     """``--host ::1`` printed ``http://::1:45315/v1``, which no client can parse."""
     try:

@@ -36,6 +36,23 @@ PEM_BODY = [
     "Q2xhc3NpY2FsIGJhc2U2NCBmaWxsZXIgbGluZSBmb3IgYSB0ZXN0IGtleQ==",
 ]
 PEM = "\n".join(["-----BEGIN RSA PRIVATE KEY-----", *PEM_BODY, "-----END RSA PRIVATE KEY-----"])
+#: credentials a user audit found reaching the cloud as they were: made up, in their shapes
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4g"
+    "RG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
+GITLAB_PAT = "glpat-" + "x7Rk2Qm9Lp4Vt8Zw1Nc3"
+NPM_TOKEN = "npm_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+HF_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
+DB_PASS = "s3cr3t!"
+#: each in a line as a prompt, a config or a log would hold it, and the value that must go
+COMMON_CREDENTIALS = (
+    (f"curl -H 'Authorization: JWT {JWT}' https://api.example.com", JWT),
+    (f'curl -H "PRIVATE-TOKEN: {GITLAB_PAT}" https://gitlab.example.com/api/v4/user', GITLAB_PAT),
+    (f"//registry.npmjs.org/:_authToken={NPM_TOKEN}", NPM_TOKEN),
+    (f"HfApi(token={HF_TOKEN!r}).whoami()", HF_TOKEN),
+    (f'db_pass: "{DB_PASS}"', DB_PASS),
+)
 
 
 def masked(text: str) -> str:
@@ -106,6 +123,118 @@ def test_shapes_are_masked_and_the_name_stays(text: str, secret: str, kept: str)
     assert_gone(out, secret)
     assert kept in out
     assert masker.count == 1
+
+
+@pytest.mark.parametrize(("text", "secret"), COMMON_CREDENTIALS)
+def test_common_credentials_are_masked(text: str, secret: str) -> None:
+    """A JWT, a GitLab, npm or Hugging Face token, a quoted password assigned to
+    ``db_pass``: each reached the cloud fake unmasked (a user audit)."""
+    masker = Masker(None)
+    out = masker.text(text)
+    assert_gone(out, secret)
+    assert masker.count == 1
+    assert masker.text(out) == out  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (JWT, REDACTED),
+        (f"id_token={JWT}&state=x", f"id_token={REDACTED}&state=x"),
+        # unsigned (alg none): its header and claims still go
+        (JWT.rsplit(".", 1)[0] + ". next", f"{REDACTED} next"),
+        (f"{GITLAB_PAT}.", f"{REDACTED}."),
+        (f'"token": "{NPM_TOKEN}"', f'"token": "{REDACTED}"'),
+        (f"HF_TOKEN={HF_TOKEN}", f"HF_TOKEN={REDACTED}"),
+        (f"export HUGGING_FACE_HUB_TOKEN={HF_TOKEN}", f"export HUGGING_FACE_HUB_TOKEN={REDACTED}"),
+        # a .env's password variable (``PASS`` alone is every test run's ``PASSED``)
+        ("DB_PASS=hunter22", f"DB_PASS={REDACTED}"),
+        ("export SMTP_PASS=Zq9-w3x", f"export SMTP_PASS={REDACTED}"),
+        # the quoted literal under a secret-looking name, in each spelling
+        ('db_pass: "s3cr3t!"', f'db_pass: "{REDACTED}"'),
+        ("DB_PASS = 's3cr3t!'", f"DB_PASS = '{REDACTED}'"),
+        ('"smtp-pass": "hunt3r!!"', f'"smtp-pass": "{REDACTED}"'),
+        ('pass="s3cr3t!"', f'pass="{REDACTED}"'),
+        ('password := "s3cr3t!"', f'password := "{REDACTED}"'),
+        ('secret = "abc123"', f'secret = "{REDACTED}"'),
+        ("Token: 'x9y8z7'", f"Token: '{REDACTED}'"),
+        ('connect(token="tok-42a")', f'connect(token="{REDACTED}")'),
+        ('api_key = "k3y-001"', f'api_key = "{REDACTED}"'),
+        ('{dbPass: "s3cr3t!"}', f'{{dbPass: "{REDACTED}"}}'),
+        ('clientSecret: "p4ssw0rd"', f'clientSecret: "{REDACTED}"'),
+        ('openaiApiKey = "abc-123"', f'openaiApiKey = "{REDACTED}"'),
+        ('self.token = "9f8e7d6c"', f'self.token = "{REDACTED}"'),
+    ],
+)
+def test_new_shapes_mask_only_the_value(text: str, masked: str) -> None:
+    assert mask_text(text) == (masked, 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # prefixes in names and words: no key's body after them
+        "from huggingface_hub import hf_hub_download; hf_hub_download(repo_id=r)",
+        "npm_config_cache=/tmp/npm npm_package_version=1.0.0",
+        "glpat-short and glpat-xxx",
+        "eyJ alone, eyJhbGciOiJIUzI1NiJ9 (one segment), eyJhbGci.eyJzdWIi (too short)",
+        "a hf_" + "a" * 33 + " is one short",
+        "BYPASS=enabled1 COMPASS=northwest",
+        "12 tests PASSED; PASS: TestParse",
+        # the quoted literal: code and data that only look like it
+        'bypass = "route-66"',
+        'BYPASS = "route-66"',
+        'token_type = "bearer2"',
+        'tokens = "ab12cd"',
+        'if token == "abc123":',
+        'token != "abc123"',
+        'secret = "s3c"',  # short
+        'secret = "topsecret"',  # no digit
+        'db_pass: "correct-horse!"',  # no digit (a password name takes it)
+        'the secret = "to happ1ness"',  # a blank in it
+        'dbPass = "user_token_2"',  # a name
+        'dbPass: "app.v2.key"',
+        '"OutputToken": "Jobs[-1].JobId"',
+        'api_key = "${API_KEY_1}"',
+        'token = "<extra_id_0>"',
+        'mask_token = "[MASK]"',
+        'imageToken: "|SPEAKER|"',
+        'prefix_token = "▁<PRE>"',
+        'pad_token = "<|pad_0|>"',
+        'bos_token="__start__"',
+        'api_key="hf_..."',
+        'token="hf_***"',
+        'SECRET: "/run/secrets/db_2"',
+        'dbPass = "~/.pa55"',
+        'pass: "./s3cret.txt"',
+        "token: str = 'abc123'",  # a type between: not caught (said so)
+        "db_pass:   's3cr3t!'",  # aligned columns: not caught (said so)
+        "db_pass: s3cr3t!",  # unquoted: not caught (said so)
+        'opts = dict(prompt="Token: ", default="x1y2z3")',
+    ],
+)
+def test_code_and_data_like_the_new_shapes_stay(text: str) -> None:
+    assert mask_text(text) == (text, 0)
+
+
+def test_the_look_finds_each_family_in_one_pass() -> None:
+    """The cheap look is one automaton: each family's bit from its markers, and none for
+    a text without them (every cloud request and audit line is looked at so)."""
+    from app.audit import masking as m
+
+    assert m.families("plan the fix") == 0
+    assert m.families("for token in tokens: pass") == 0  # names alone, not assigned
+    assert m.families(f"x {JWT}") == m.PREFIXED
+    assert m.families(f"x {NPM_TOKEN}") == m.PREFIXED
+    assert m.families('db_pass: "s3cr3t!"') == m.ASSIGNED
+    assert m.families('DB_PASS = "s3cr3t!"') == m.ASSIGNED | m.CS_SHAPES
+    assert m.families("password=x") == m.CI_SHAPES | m.ASSIGNED
+    assert m.families("api_key=x") == m.CI_SHAPES | m.ASSIGNED
+    assert m.families("AKIA") == m.CS_SHAPES
+    assert m.families("secret") == 0 and m.families("secret=x") & m.LOWER_SHAPE
+    assert m.families("https://u:p@h") == m.URL_PASSWORD
+    # a character an ignore-case shape folds to ASCII: every family, as str.lower() found
+    assert m.families("api_\u212aey") == m.ALL_FAMILIES
 
 
 def test_a_private_key_block_keeps_its_markers_and_its_lines() -> None:
