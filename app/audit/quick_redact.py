@@ -69,7 +69,10 @@ class Look:
         ci_needles = (*_CI_NEEDLES, *sorted(folded - set(_CI_NEEDLES)))
         # (a lower-case name is a shape's only where it is assigned: the word alone is in
         # every call line)
-        exact = [m.encode() for m in (*CS_MARKERS, *LOWER_ASSIGN_NEEDLES)]
+        # (the markers as the line's JSON spells them: ``PASS\t`` is the two characters
+        # ``\t`` there, and a DB_PASS<tab>= line was written unmasked: a review)
+        markers = {*CS_MARKERS, *(_as_json(m) for m in CS_MARKERS)}
+        exact = [m.encode() for m in (*sorted(markers), *LOWER_ASSIGN_NEEDLES)]
         exact += [v.encode("utf-8", "surrogatepass") for v in values]
         exact += [run.encode() for run in forms.exact]
         by_lowered: dict[bytes, set[bytes]] = {}

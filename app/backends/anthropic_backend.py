@@ -168,6 +168,10 @@ class _Events(StreamState):
             written = self.tokens_cache_write if earlier else 0
         if not isinstance(read, int):
             read = self.tokens_cached if earlier else 0
+        if earlier and fresh + written + read < (self.tokens_in or 0):
+            # a delta saying fewer than the start (a compatible endpoint's 0): the start's
+            # stand, never a prompt charged below what was said of it (a review)
+            return
         self.tokens_in = fresh + written + read
         self.tokens_cached, self.tokens_cache_write = read, written
 

@@ -347,3 +347,20 @@ def test_a_server_tools_input_is_not_a_call_but_a_stray_piece_is_malformed() -> 
     assert not state.calls.started
     with pytest.raises(BadStreamItem):
         state.feed(E(type="content_block_delta", index=5, delta=piece))
+
+
+def test_a_message_delta_saying_fewer_input_tokens_than_the_start_leaves_the_starts() -> None:
+    """A compatible endpoint's ``message_delta`` with ``input_tokens: 0`` had the prompt
+    charged at $0; the API's own repeats the start's figures, which still read (a review)."""
+    from types import SimpleNamespace as E
+
+    from app.backends.anthropic_backend import _Events
+
+    start = E(input_tokens=10, cache_creation_input_tokens=0, cache_read_input_tokens=900)
+    state = _Events(model=MODEL)
+    state.feed(E(type="message_start", message=E(usage=start, model=MODEL)))
+    assert (state.tokens_in, state.tokens_cached) == (910, 900)
+    state.feed(E(type="message_delta", delta=E(stop_reason=None), usage=E(input_tokens=0)))
+    assert (state.tokens_in, state.tokens_cached) == (910, 900)
+    state.feed(E(type="message_delta", delta=E(stop_reason=None), usage=start))
+    assert (state.tokens_in, state.tokens_cached) == (910, 900)

@@ -194,3 +194,13 @@ def test_a_url_takes_the_slow_way_only_with_an_at_sign() -> None:
         assert looks_clean('{"detail":"vLLM at http://127.0.0.1:8000/v1 is down"}')
         assert not looks_clean('{"url":"postgresql://admin:S3cret@db/x"}')
         assert not looks_clean('{"url":"redis://:S3cret@cache:6379"}')
+
+
+def test_a_marker_with_a_tab_is_found_as_the_lines_json_spells_it() -> None:
+    """``DB_PASS<tab>=…``: the marker ``PASS\\t`` is the two characters ``\\t`` in a line's
+    compact JSON, and the line was written unmasked (a review)."""
+    from app.audit.redact import redact
+
+    line = {"detail": "DB_PASS\t=s3cr3t99"}
+    assert not looks_clean(json.dumps(line, separators=(",", ":"), ensure_ascii=False))
+    assert "s3cr3t99" not in redact(line)["detail"]
