@@ -59,16 +59,29 @@ def _told(led: PgBudgetLedger) -> list[LateClose]:
     return told
 
 
-async def _settled_while_away(led: PgBudgetLedger, pg_url: str, pg_server: PgServer) -> str:
-    """A $0.10 reservation settled at $0.25 while the database refuses every connection
-    (the settlement fails, kept); the database back after. Its id. (8 of its 10 prompt
-    tokens were read from the provider's cache: kept with it.)"""
-    rid = await _reserve(led, 0.10)
+async def _settled_while_away(
+    led: PgBudgetLedger,
+    pg_url: str,
+    pg_server: PgServer,
+    reserved: float = 0.10,
+    actual: float = 0.25,
+    cached: int = 8,
+) -> str:
+    """A $0.10 reservation settled at $0.25 (or ``reserved`` at ``actual``) while the
+    database refuses every connection (the settlement fails, kept); the database back
+    after. Its id. (``cached`` of its 10 prompt tokens were read from the provider's
+    cache: kept with it.)"""
+    rid = await _reserve(led, reserved)
     _connections(pg_server, _database(pg_url), allowed=False)
     try:
         with pytest.raises(LedgerError, match="kept: written when it answers"):
             await led.settle(
-                rid, actual_usd=0.25, tokens_in=10, tokens_out=20, latency_ms=1, tokens_cached=8
+                rid,
+                actual_usd=actual,
+                tokens_in=10,
+                tokens_out=20,
+                latency_ms=1,
+                tokens_cached=cached,
             )
     finally:
         _connections(pg_server, _database(pg_url), allowed=True)
@@ -310,13 +323,8 @@ async def test_a_close_written_late_that_crosses_a_cap_says_so(
     audit = await AuditLog.open(tmp_path / "audit.db")
     led.on_late = audit_late(audit)
     try:
-        rid = await _reserve(led, 4.0)  # (of the session's $5)
-        _connections(pg_server, _database(pg_url), allowed=False)
-        try:
-            with pytest.raises(LedgerError, match="kept: written when it answers"):
-                await led.settle(rid, actual_usd=6.0, tokens_in=10, tokens_out=20, latency_ms=1)
-        finally:
-            _connections(pg_server, _database(pg_url), allowed=True)
+        # (a $4 reservation of the session's $5, settled at $6 while the database is away)
+        await _settled_while_away(led, pg_url, pg_server, 4.0, 6.0, cached=0)
         if expired:
             await expire_all_now(pg_url)
             assert await led.expire_stale() == 1  # charged at its $4: within the cap
@@ -395,13 +403,8 @@ async def test_a_late_close_cut_short_by_a_cancel_is_written_and_told_once(
 
     audit._with_now = append_then_cancel  # type: ignore[method-assign]
     try:
-        rid = await _reserve(led, 4.0)  # (of the session's $5)
-        _connections(pg_server, _database(pg_url), allowed=False)
-        try:
-            with pytest.raises(LedgerError, match="kept: written when it answers"):
-                await led.settle(rid, actual_usd=6.0, tokens_in=10, tokens_out=20, latency_ms=1)
-        finally:
-            _connections(pg_server, _database(pg_url), allowed=True)
+        # (a $4 reservation of the session's $5, settled at $6 while the database is away)
+        rid = await _settled_while_away(led, pg_url, pg_server, 4.0, 6.0, cached=0)
         if expired:
             await expire_all_now(pg_url)
             assert await led.expire_stale() == 1  # charged at its $4: within the cap
@@ -444,13 +447,8 @@ async def test_the_row_past_an_estimate_whose_answer_was_lost_is_not_written_aga
             raise pg_ledger._Away("team ledger unavailable: connection was closed")
 
     try:
-        rid = await _reserve(led, 4.0)  # (of the session's $5)
-        _connections(pg_server, _database(pg_url), allowed=False)
-        try:
-            with pytest.raises(LedgerError, match="kept: written when it answers"):
-                await led.settle(rid, actual_usd=6.0, tokens_in=10, tokens_out=20, latency_ms=1)
-        finally:
-            _connections(pg_server, _database(pg_url), allowed=True)
+        # (a $4 reservation of the session's $5, settled at $6 while the database is away)
+        await _settled_while_away(led, pg_url, pg_server, 4.0, 6.0, cached=0)
         await expire_all_now(pg_url)
         assert await led.expire_stale() == 1  # charged at its $4: within the cap
         _watch(led, after=answer_lost)
@@ -546,13 +544,8 @@ async def test_a_late_close_whose_answer_was_lost_is_told_once(
             raise pg_ledger._Away("team ledger unavailable: connection was closed")
 
     try:
-        rid = await _reserve(led, 4.0)  # (of the session's $5)
-        _connections(pg_server, _database(pg_url), allowed=False)
-        try:
-            with pytest.raises(LedgerError, match="kept: written when it answers"):
-                await led.settle(rid, actual_usd=6.0, tokens_in=10, tokens_out=20, latency_ms=1)
-        finally:
-            _connections(pg_server, _database(pg_url), allowed=True)
+        # (a $4 reservation of the session's $5, settled at $6 while the database is away)
+        rid = await _settled_while_away(led, pg_url, pg_server, 4.0, 6.0, cached=0)
         _watch(led, after=answer_lost)
         await led._pay()
         assert lost and len(led._owed) == 1  # (committed, its answer lost: tried again)
