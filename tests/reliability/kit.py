@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,25 @@ def role_of(body: dict[str, Any]) -> str:
         if marker in system:
             return role
     return "other"
+
+
+def green_reply(fix: str) -> Callable[[dict[str, Any]], str]:
+    """The local models' replies for a run that goes green: the loop bound asked about, a
+    confident plan, ``fix`` as the Implementer's diff, the Judge's approval."""
+
+    def local(body: dict[str, Any]) -> str:
+        role = role_of(body)
+        if role == "interrogate":
+            return "Q: is it the loop bound? A: yes."
+        if role == "architect":
+            return plan_json(0.9)
+        if role == "implementer":
+            return impl_json(fix, 0.9)
+        if role == "judge":
+            return verdict_json()
+        return '{"patterns": []}'
+
+    return local
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -43,14 +43,11 @@ from tests.reliability.kit import (
     audit_lines,
     closed_port,
     fix_diff,
-    impl_json,
+    green_reply,
     make_repo,
     no_traceback,
-    plan_json,
-    role_of,
     run_cli,
     run_json,
-    verdict_json,
 )
 
 #: what a sandbox tool says where the kernel forbids unprivileged user namespaces
@@ -66,20 +63,8 @@ def world(
     repo = make_repo(tmp_path)
     fix = fix_diff(repo)
 
-    def local(body: dict[str, Any]) -> str:
-        role = role_of(body)
-        if role == "interrogate":
-            return "Q: is it the loop bound? A: yes."
-        if role == "architect":
-            return plan_json(0.9)
-        if role == "implementer":
-            return impl_json(fix, 0.9)
-        if role == "judge":
-            return verdict_json()
-        return '{"patterns": []}'
-
     vllm = fake_openai_factory("vllm", models=LOCAL_MODELS)
-    vllm.script.respond_with(local)
+    vllm.script.respond_with(green_reply(fix))
     monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
     monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
     monkeypatch.setenv("COLUMNS", "200")

@@ -34,11 +34,8 @@ from tests.reliability.kit import (
     closed_port,
     fix_diff,
     git,
-    impl_json,
+    green_reply,
     make_repo,
-    plan_json,
-    role_of,
-    verdict_json,
 )
 from tests.reliability.test_r6_sandbox_fails_closed import loops_in_bundle, refusing_tools, run
 
@@ -62,20 +59,8 @@ def world(
     git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), SUB)
     git(repo, "commit", "-q", "-m", "the data submodule")
 
-    def local(body: dict[str, Any]) -> str:
-        role = role_of(body)
-        if role == "interrogate":
-            return "Q: is it the loop bound? A: yes."
-        if role == "architect":
-            return plan_json(0.9)
-        if role == "implementer":
-            return impl_json(fix, 0.9)
-        if role == "judge":
-            return verdict_json()
-        return '{"patterns": []}'
-
     vllm = fake_openai_factory("vllm", models=LOCAL_MODELS)
-    vllm.script.respond_with(local)
+    vllm.script.respond_with(green_reply(fix))
     monkeypatch.setenv("SWITCHYARD_VLLM_URL", vllm.base_url)
     monkeypatch.setenv("SWITCHYARD_LLAMACPP_SERVER_URL", f"http://127.0.0.1:{closed_port()}/v1")
     monkeypatch.setenv("COLUMNS", "200")
